@@ -1,0 +1,51 @@
+"""Native asyncio for MongoEngine models, on PyMongo's async API.
+
+``from mongoengine_async import *`` gives every public name of ``mongoengine``,
+with the classes that need async behaviour replaced by subclasses.
+"""
+
+import mongoengine
+from mongoengine import *
+
+from mongoengine_async.connection import (
+    connect,
+    connect_async,
+    disconnect,
+    disconnect_all,
+    disconnect_all_async,
+    disconnect_async,
+    get_async_connection,
+    get_async_db,
+    get_connection,
+    get_db,
+    is_async_connection,
+    register_connection,
+)
+from mongoengine_async.context import (
+    async_no_dereference,
+    async_run_in_transaction,
+    async_switch_collection,
+    async_switch_db,
+)
+from mongoengine_async.document import Document, DynamicDocument
+from mongoengine_async.guards import AsyncUsageError
+from mongoengine_async.queryset import AsyncAggregation, QuerySet
+
+__version__ = "0.1.0"
+
+_ASYNC_NAMES = [
+    "AsyncAggregation",
+    "AsyncUsageError",
+    "async_no_dereference",
+    "async_run_in_transaction",
+    "async_switch_collection",
+    "async_switch_db",
+    "connect_async",
+    "disconnect_all_async",
+    "disconnect_async",
+    "get_async_connection",
+    "get_async_db",
+    "is_async_connection",
+]
+
+__all__ = [*mongoengine.__all__, *_ASYNC_NAMES]

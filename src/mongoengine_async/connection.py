@@ -1,0 +1,202 @@
+"""Async connection registry beside MongoEngine's sync one.
+
+Settings are parsed by MongoEngine's own ``_get_connection_settings``; the
+clients are ``pymongo.AsyncMongoClient``. An alias is either sync (registered
+with ``connect``) or async (registered with ``connect_async``), never both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mongoengine
+import mongoengine.connection as me_connection
+from mongoengine.connection import DEFAULT_CONNECTION_NAME, ConnectionFailure
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.driver_info import DriverInfo
+
+__all__ = (
+    "DEFAULT_CONNECTION_NAME",
+    "connect",
+    "connect_async",
+    "disconnect",
+    "disconnect_all",
+    "disconnect_all_async",
+    "disconnect_async",
+    "get_async_connection",
+    "get_async_db",
+    "get_connection",
+    "get_db",
+    "is_async_connection",
+    "register_connection",
+)
+
+_settings: dict[str, dict[str, Any]] = {}
+_clients: dict[str, AsyncMongoClient] = {}
+_disconnect_hooks: list = []
+
+_RENAMED = {
+    "authentication_source": "authSource",
+    "authentication_mechanism": "authMechanism",
+}
+
+
+def is_sync_connection(alias: str = DEFAULT_CONNECTION_NAME) -> bool:
+    """Whether ``alias`` was registered with MongoEngine's ``connect``."""
+    return alias in me_connection._connection_settings
+
+
+def is_async_connection(alias: str = DEFAULT_CONNECTION_NAME) -> bool:
+    """Whether ``alias`` was registered with :func:`connect_async`."""
+    return alias in _settings
+
+
+def _client_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
+    """Turn MongoEngine connection settings into AsyncMongoClient kwargs."""
+    kwargs = {
+        _RENAMED.get(key, key): value
+        for key, value in settings.items()
+        if key != "name" and value is not None
+    }
+    kwargs.setdefault(
+        "driver", DriverInfo("MongoEngine-async", mongoengine.__version__)
+    )
+    return kwargs
+
+
+def _shared_client(settings: dict[str, Any]) -> AsyncMongoClient | None:
+    """An existing client whose settings differ from ``settings`` only by db."""
+    wanted = {k: v for k, v in settings.items() if k != "name"}
+    for alias, other in _settings.items():
+        if alias in _clients and {k: v for k, v in other.items() if k != "name"} == (
+            wanted
+        ):
+            return _clients[alias]
+    return None
+
+
+async def connect_async(
+    db: str | None = None, alias: str = DEFAULT_CONNECTION_NAME, **kwargs: Any
+) -> AsyncMongoClient:
+    """Register ``alias`` as an async connection and return its client.
+
+    Takes the same arguments as :func:`mongoengine.connect`. Connecting the same
+    alias again with the same settings returns the existing client.
+    """
+    if is_sync_connection(alias):
+        raise ConnectionFailure(
+            f"Alias `{alias}` is a sync connection registered with connect(); "
+            f"call disconnect('{alias}') before connect_async()"
+        )
+    settings = me_connection._get_connection_settings(db, **kwargs)
+    if alias in _settings:
+        if _settings[alias] != settings:
+            raise ConnectionFailure(
+                f"A different connection with alias `{alias}` was already "
+                "registered. Use disconnect_async() first"
+            )
+        return _clients[alias]
+    client = _shared_client(settings)
+    if client is None:
+        try:
+            client = AsyncMongoClient(**_client_kwargs(settings))
+        except Exception as err:
+            raise ConnectionFailure(
+                f"Cannot connect to database {alias} :\n{err}"
+            ) from err
+    _settings[alias] = settings
+    _clients[alias] = client
+    return client
+
+
+def undefined_alias_error(alias: str) -> ConnectionFailure:
+    """MongoEngine's error for an alias nobody registered."""
+    if alias == DEFAULT_CONNECTION_NAME:
+        return ConnectionFailure("You have not defined a default connection")
+    return ConnectionFailure(f'Connection with alias "{alias}" has not been defined')
+
+
+def get_async_connection(alias: str = DEFAULT_CONNECTION_NAME) -> AsyncMongoClient:
+    """The AsyncMongoClient of an async alias."""
+    if alias in _clients:
+        return _clients[alias]
+    if is_sync_connection(alias):
+        raise ConnectionFailure(
+            f"Alias `{alias}` is not async: it was registered with connect(); "
+            "use get_connection()"
+        )
+    raise undefined_alias_error(alias)
+
+
+def get_async_db(alias: str = DEFAULT_CONNECTION_NAME) -> AsyncDatabase:
+    """The AsyncDatabase of an async alias."""
+    return get_async_connection(alias)[_settings[alias]["name"]]
+
+
+def on_disconnect(hook) -> None:
+    """Register ``hook(client)``, called when an async client is closed."""
+    _disconnect_hooks.append(hook)
+
+
+async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
+    """Forget an async alias; close its client unless another alias shares it."""
+    if is_sync_connection(alias):
+        raise ConnectionFailure(
+            f"Alias `{alias}` is a sync connection: use disconnect('{alias}')"
+        )
+    _settings.pop(alias, None)
+    client = _clients.pop(alias, None)
+    if client is not None and all(client is not c for c in _clients.values()):
+        for hook in _disconnect_hooks:
+            hook(client)
+        await client.close()
+
+
+async def disconnect_all_async() -> None:
+    """Disconnect every async alias (sync aliases are left alone)."""
+    for alias in list(_settings):
+        await disconnect_async(alias)
+
+
+def _refuse_async_alias(alias: str, sync_name: str, async_name: str) -> None:
+    if is_async_connection(alias):
+        raise ConnectionFailure(
+            f"Alias `{alias}` is an async connection registered with "
+            f"connect_async(): use {async_name}() instead of {sync_name}()"
+        )
+
+
+def connect(db=None, alias=DEFAULT_CONNECTION_NAME, **kwargs):
+    """:func:`mongoengine.connect`, refusing aliases that are async."""
+    _refuse_async_alias(alias, "connect", "connect_async")
+    return me_connection.connect(db, alias, **kwargs)
+
+
+def register_connection(alias, *args, **kwargs):
+    """:func:`mongoengine.register_connection`, refusing async aliases."""
+    _refuse_async_alias(alias, "register_connection", "connect_async")
+    return me_connection.register_connection(alias, *args, **kwargs)
+
+
+def disconnect(alias=DEFAULT_CONNECTION_NAME):
+    """:func:`mongoengine.disconnect`, refusing aliases that are async."""
+    _refuse_async_alias(alias, "disconnect", "await disconnect_async")
+    return me_connection.disconnect(alias)
+
+
+def disconnect_all():
+    """:func:`mongoengine.disconnect_all`: closes the sync aliases only."""
+    return me_connection.disconnect_all()
+
+
+def get_connection(alias=DEFAULT_CONNECTION_NAME, reconnect=False):
+    """:func:`mongoengine.get_connection`, refusing aliases that are async."""
+    _refuse_async_alias(alias, "get_connection", "get_async_connection")
+    return me_connection.get_connection(alias, reconnect)
+
+
+def get_db(alias=DEFAULT_CONNECTION_NAME, reconnect=False):
+    """:func:`mongoengine.get_db`, refusing aliases that are async."""
+    _refuse_async_alias(alias, "get_db", "get_async_db")
+    return me_connection.get_db(alias, reconnect)

@@ -1,0 +1,526 @@
+"""Document and DynamicDocument with async methods.
+
+Validation, ``to_mongo``, ``_from_son`` and delta computation are MongoEngine's;
+the ``async_*`` methods do the I/O with PyMongo's async API. Whether a class is
+async is decided at call time by its alias (``meta["db_alias"]`` or an active
+``async_switch_db``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import mongoengine
+import pymongo.errors
+from mongoengine.connection import DEFAULT_CONNECTION_NAME
+from mongoengine.document import includes_cls
+from mongoengine.errors import (
+    InvalidDocumentError,
+    InvalidQueryError,
+    NotUniqueError,
+    OperationError,
+    SaveConditionError,
+)
+from mongoengine.queryset import transform
+from pymongo import IndexModel, ReadPreference
+from pymongo.asynchronous.collection import AsyncCollection
+
+from mongoengine_async import signals
+from mongoengine_async.connection import (
+    get_async_db,
+    is_async_connection,
+    on_disconnect,
+)
+from mongoengine_async.context import (
+    current_session,
+    switched_alias,
+    switched_collection,
+)
+from mongoengine_async.guards import guard_blocking_methods, require_async
+from mongoengine_async.queryset import QuerySet
+
+__all__ = ("Document", "DynamicDocument")
+
+_prepared: dict[tuple[type, int, str], asyncio.Future] = {}
+
+
+def _forget_client(client: Any) -> None:
+    """Drop the prepared-collection marks of a client that is being closed."""
+    for key in [key for key in _prepared if key[1] == id(client)]:
+        del _prepared[key]
+
+
+on_disconnect(_forget_client)
+
+
+class Document(mongoengine.Document):
+    """A MongoEngine Document that also works on async aliases."""
+
+    meta = {"abstract": True, "queryset_class": QuerySet}
+
+    # -- where the class lives ----------------------------------------------------
+
+    @classmethod
+    def _db_alias(cls) -> str:
+        """The alias in effect now (``async_switch_db`` first, then meta)."""
+        return switched_alias(cls) or cls._meta.get("db_alias", DEFAULT_CONNECTION_NAME)
+
+    @classmethod
+    def _is_async(cls) -> bool:
+        return is_async_connection(cls._db_alias())
+
+    @classmethod
+    def _get_collection_name(cls) -> str | None:
+        return switched_collection(cls) or super()._get_collection_name()
+
+    @classmethod
+    def _get_db(cls):
+        if cls._is_async():
+            return get_async_db(cls._db_alias())
+        return super()._get_db()
+
+    @classmethod
+    def _get_collection(cls):
+        """The driver collection; on async aliases an AsyncCollection, without I/O."""
+        if cls._is_async():
+            return cls._get_db()[cls._get_collection_name()]
+        return super()._get_collection()
+
+    @classmethod
+    async def _async_get_collection(cls) -> AsyncCollection:
+        """The AsyncCollection, created with its meta indexes on first use."""
+        require_async(
+            cls._db_alias(), cls.__name__, "_async_get_collection", "_get_collection()"
+        )
+        collection = cls._get_collection()
+        await cls._prepare_collection(collection)
+        return collection
+
+    async def _async_collection(self, name: str, use: str) -> AsyncCollection:
+        """This document's collection (honours an instance ``switch_db``)."""
+        require_async(self._db_alias(), type(self).__name__, name, use)
+        collection = self._get_collection()
+        await self._prepare_collection(collection)
+        return collection
+
+    @classmethod
+    async def _prepare_collection(cls, collection: AsyncCollection) -> None:
+        """Create the collection (capped/timeseries) and meta indexes, once.
+
+        Concurrent first users share one preparation; a failed or cancelled one
+        is retried by the next caller.
+        """
+        key = (cls, id(collection.database.client), collection.full_name)
+        task = _prepared.get(key)
+        if task is None:
+            task = asyncio.ensure_future(cls._create_collection(collection))
+            _prepared[key] = task
+        try:
+            await asyncio.shield(task)
+        except BaseException:
+            if (
+                task.done()
+                and _prepared.get(key) is task
+                and (task.cancelled() or task.exception() is not None)
+            ):
+                del _prepared[key]
+            raise
+
+    @classmethod
+    async def _create_collection(cls, collection: AsyncCollection) -> None:
+        if cls._meta.get("max_size") or cls._meta.get("max_documents"):
+            await cls._create_special(collection, cls._capped_options())
+        elif cls._meta.get("timeseries"):
+            await cls._create_special(collection, cls._timeseries_options())
+        if cls._meta.get("auto_create_index", True):
+            await cls._create_indexes(collection)
+
+    @classmethod
+    def _capped_options(cls) -> dict[str, Any]:
+        size = cls._meta.get("max_size") or 10 * 2**20
+        options = {"capped": True, "size": -(-size // 256) * 256}
+        if cls._meta.get("max_documents"):
+            options["max"] = cls._meta["max_documents"]
+        return options
+
+    @classmethod
+    def _timeseries_options(cls) -> dict[str, Any]:
+        timeseries = dict(cls._meta["timeseries"])
+        expire = timeseries.pop("expireAfterSeconds", None)
+        return {"timeseries": timeseries, "expireAfterSeconds": expire}
+
+    @classmethod
+    async def _create_special(
+        cls, collection: AsyncCollection, options: dict[str, Any]
+    ) -> None:
+        """Create a capped or timeseries collection unless it exists already."""
+        database = collection.database
+        existing = await database.list_collection_names(
+            filter={"name": collection.name}
+        )
+        if not existing:
+            await database.create_collection(collection.name, **options)
+            return
+        if options.get("capped"):
+            current = await collection.options()
+            if (
+                current.get("max") != options.get("max")
+                or current.get("size") != options["size"]
+            ):
+                raise mongoengine.document.InvalidCollectionError(
+                    f'Cannot create collection "{collection.name}" as a capped '
+                    "collection as it already exists"
+                )
+
+    @classmethod
+    def _index_models(cls) -> list[IndexModel]:
+        """The ``meta`` indexes (and the ``_cls`` one) as driver IndexModels."""
+        background = cls._meta.get("index_background", False)
+        base_options = {
+            k: v for k, v in (cls._meta.get("index_opts") or {}).items() if k != "cls"
+        }
+        models, cls_indexed = [], False
+        for spec in cls._meta["index_specs"] or []:
+            options = {**base_options, **spec}
+            fields = options.pop("fields")
+            options.pop("cls", None)
+            cls_indexed = cls_indexed or includes_cls(fields)
+            models.append(IndexModel(fields, background=background, **options))
+        if (
+            cls._meta.get("index_cls", True)
+            and not cls_indexed
+            and cls._meta.get("allow_inheritance")
+        ):
+            models.append(
+                IndexModel([("_cls", 1)], background=background, **base_options)
+            )
+        return models
+
+    @classmethod
+    async def _create_indexes(cls, collection: AsyncCollection) -> None:
+        models = cls._index_models()
+        if models:
+            await collection.create_indexes(models)
+
+    @classmethod
+    async def async_ensure_indexes(cls) -> None:
+        """Create the indexes declared in ``meta`` (one round trip)."""
+        await cls._create_indexes(await cls._async_get_collection())
+
+    @classmethod
+    async def async_create_index(cls, keys: Any, background: bool = False, **kwargs):
+        """Create one index given MongoEngine-style keys; returns its name."""
+        spec = dict(cls._build_index_spec(keys))
+        fields = spec.pop("fields")
+        collection = await cls._async_get_collection()
+        return await collection.create_index(
+            fields, background=background, **{**spec, **kwargs}
+        )
+
+    @classmethod
+    async def async_list_indexes(cls) -> list[list[tuple[str, int]]]:
+        """The index keys MongoEngine expects for this class (as ``list_indexes``)."""
+        await cls._async_get_collection()
+        return mongoengine.Document.list_indexes.__func__(cls)
+
+    @classmethod
+    async def async_drop_collection(cls) -> None:
+        """Drop the class's collection; its indexes are recreated on next use."""
+        require_async(
+            cls._db_alias(), cls.__name__, "async_drop_collection", "drop_collection()"
+        )
+        name = cls._get_collection_name()
+        if not name:
+            raise OperationError(
+                f"Document {cls} has no collection defined (is it abstract ?)"
+            )
+        collection = cls._get_collection()
+        for key in [
+            k
+            for k in _prepared
+            if k[1:] == (id(collection.database.client), collection.full_name)
+        ]:
+            del _prepared[key]
+        await collection.database.drop_collection(
+            name, session=current_session(collection.database.client)
+        )
+
+    # -- instance I/O ------------------------------------------------------------------
+
+    def _session(self, collection: AsyncCollection):
+        return current_session(collection.database.client)
+
+    async def async_save(
+        self,
+        force_insert: bool = False,
+        validate: bool = True,
+        clean: bool = True,
+        write_concern: dict | None = None,
+        cascade: bool | None = None,
+        cascade_kwargs: dict | None = None,
+        _refs: list | None = None,
+        save_condition: dict | None = None,
+        signal_kwargs: dict | None = None,
+        **kwargs: Any,
+    ):
+        """Insert the document, or send only its changes (``$set``/``$unset``).
+
+        Same arguments and errors as MongoEngine's ``save``; returns ``self``.
+        """
+        collection = await self._async_collection("async_save", "save()")
+        signal_kwargs = signal_kwargs or {}
+        if self._meta.get("abstract"):
+            raise InvalidDocumentError("Cannot save an abstract document.")
+        await signals.send(signals.pre_save, type(self), document=self, **signal_kwargs)
+        if validate:
+            self.validate(clean=clean)
+        write_concern = write_concern or {}
+        id_field = self._meta["id_field"]
+        created = (
+            "_id" not in self.to_mongo(fields=[id_field])
+            or self._created
+            or force_insert
+        )
+        await signals.send(
+            signals.pre_save_post_validation,
+            type(self),
+            document=self,
+            created=created,
+            **signal_kwargs,
+        )
+        raw = self.to_mongo()
+        target = (
+            collection.with_options(write_concern=pymongo.WriteConcern(**write_concern))
+            if write_concern
+            else collection
+        )
+        try:
+            if created:
+                object_id = await self._async_insert(target, raw, force_insert)
+            else:
+                object_id, created = await self._async_update_changes(
+                    target, raw, save_condition
+                )
+        except pymongo.errors.DuplicateKeyError as err:
+            raise NotUniqueError(
+                f"Tried to save duplicate unique keys ({err})"
+            ) from err
+        except pymongo.errors.OperationFailure as err:
+            if re.match("^E1100[01] duplicate key", str(err)):
+                raise NotUniqueError(
+                    f"Tried to save duplicate unique keys ({err})"
+                ) from err
+            raise OperationError(f"Could not save document ({err})") from err
+        if cascade is None:
+            cascade = self._meta.get("cascade", False) or cascade_kwargs is not None
+        if cascade:
+            await self._async_cascade_save(
+                force_insert=force_insert,
+                validate=validate,
+                write_concern=write_concern,
+                cascade=cascade,
+                **(cascade_kwargs or {}),
+                _refs=_refs,
+            )
+        if created or id_field not in self._meta.get("shard_key", ()):
+            self[id_field] = self._fields[id_field].to_python(object_id)
+        await signals.send(
+            signals.post_save,
+            type(self),
+            document=self,
+            created=created,
+            **signal_kwargs,
+        )
+        self._clear_changed_fields()
+        self._created = False
+        return self
+
+    async def _async_insert(
+        self, collection: AsyncCollection, raw: dict, force_insert: bool
+    ) -> Any:
+        """Insert ``raw``; a new document with its own id replaces any same-id one."""
+        session = self._session(collection)
+        if force_insert or "_id" not in raw:
+            return (await collection.insert_one(raw, session=session)).inserted_id
+        selector = self._integrate_shard_key(raw, {"_id": raw["_id"]})
+        await collection.replace_one(selector, raw, upsert=True, session=session)
+        return raw["_id"]
+
+    async def _async_update_changes(
+        self, collection: AsyncCollection, raw: dict, save_condition: dict | None
+    ) -> tuple[Any, bool]:
+        """Send the delta; raise SaveConditionError when the condition fails."""
+        object_id = raw["_id"]
+        selector = (
+            transform.query(type(self), **save_condition) if save_condition else {}
+        )
+        selector["_id"] = object_id
+        selector = self._integrate_shard_key(raw, selector)
+        update = self._get_update_doc()
+        if not update:
+            return object_id, False
+        upsert = save_condition is None
+        result = await collection.update_one(
+            selector, update, upsert=upsert, session=self._session(collection)
+        )
+        if not upsert and result.matched_count == 0:
+            raise SaveConditionError(
+                "Race condition preventing document update detected"
+            )
+        return object_id, upsert and result.upserted_id is not None
+
+    async def _async_cascade_save(self, **kwargs: Any) -> None:
+        """Save changed referenced documents too (MongoEngine's ``cascade``)."""
+        refs = kwargs.get("_refs") or []
+        for name, field in self._fields.items():
+            if not isinstance(
+                field, (mongoengine.ReferenceField, mongoengine.GenericReferenceField)
+            ):
+                continue
+            ref = self._data.get(name)
+            if not isinstance(ref, mongoengine.Document) or not ref._changed_fields:
+                continue
+            ref_id = f"{type(ref).__name__},{ref._data}"
+            if ref_id in refs:
+                continue
+            refs.append(ref_id)
+            await ref.async_save(**{**kwargs, "_refs": refs})
+            ref._changed_fields = []
+
+    async def async_delete(
+        self, signal_kwargs: dict | None = None, **write_concern: Any
+    ) -> None:
+        """Delete this document (and its GridFS files)."""
+        await self._async_collection("async_delete", "delete()")
+        signal_kwargs = signal_kwargs or {}
+        await signals.send(
+            signals.pre_delete, type(self), document=self, **signal_kwargs
+        )
+        await self._async_delete_files()
+        try:
+            await self._qs.filter(**self._object_key).async_delete(
+                write_concern=write_concern, _from_doc_delete=True
+            )
+        except pymongo.errors.OperationFailure as err:
+            raise OperationError(f"Could not delete document ({err.args})") from err
+        await signals.send(
+            signals.post_delete, type(self), document=self, **signal_kwargs
+        )
+
+    async def _async_delete_files(self) -> None:
+        """Delete the GridFS files of this document's file fields."""
+        for name, field in self._fields.items():
+            if isinstance(field, mongoengine.FileField):
+                proxy = getattr(self, name)
+                if hasattr(proxy, "async_delete"):
+                    await proxy.async_delete()
+
+    async def async_reload(self, *fields: str, **kwargs: Any):
+        """Reload all fields, or only ``fields``, from the database."""
+        await self._async_collection("async_reload", "reload()")
+        if fields and isinstance(fields[0], int):
+            fields = fields[1:]
+        if self.pk is None:
+            raise self.DoesNotExist("Document does not exist")
+        fresh = await (
+            self._qs.read_preference(ReadPreference.PRIMARY)
+            .filter(**self._object_key)
+            .only(*fields)
+            .async_first()
+        )
+        if fresh is None:
+            raise self.DoesNotExist("Document does not exist")
+        self._copy_loaded_fields(fresh, fields)
+        self._changed_fields = (
+            list(set(self._changed_fields) - set(fields))
+            if fields
+            else fresh._changed_fields
+        )
+        self._created = False
+        return self
+
+    def _copy_loaded_fields(self, fresh: Document, fields: tuple[str, ...]) -> None:
+        """Take the (requested) fields of ``fresh`` as this document's values."""
+        for name in fresh._data:
+            if fields and name not in fields:
+                continue
+            try:
+                value = fresh[name]
+            except (KeyError, AttributeError):
+                value = fresh._data.get(name)
+            try:
+                setattr(self, name, self._reload(name, value))
+            except KeyError:
+                delattr(self, name)
+
+    async def async_modify(self, query: dict | None = None, **update: Any) -> bool:
+        """Update this document atomically if it matches ``query``; reload it.
+
+        Returns False (changing nothing) when the stored document does not match.
+        """
+        await self._async_collection("async_modify", "modify()")
+        if self.pk is None:
+            raise InvalidDocumentError("The document does not have a primary key.")
+        id_field = self._meta["id_field"]
+        query = {} if query is None else query
+        query = query.copy() if isinstance(query, dict) else query.to_query(self)
+        if id_field not in query:
+            query[id_field] = self.pk
+        elif query[id_field] != self.pk:
+            raise InvalidQueryError(
+                "Invalid document modify query: it must modify only this document."
+            )
+        query.update(self._object_key)
+        updated = await self._qs(**query).async_modify(new=True, **update)
+        if updated is None:
+            return False
+        for name in self._fields_ordered:
+            setattr(self, name, self._reload(name, updated[name]))
+        self._changed_fields = updated._changed_fields
+        self._created = False
+        return True
+
+    async def async_update(self, **kwargs: Any) -> Any:
+        """Apply a MongoEngine-style update to this document only."""
+        await self._async_collection("async_update", "update()")
+        if self.pk is not None:
+            return await self._qs.filter(**self._object_key).async_update_one(**kwargs)
+        if not kwargs.get("upsert", False):
+            raise OperationError("attempt to update a document not yet saved")
+        query = self.to_mongo()
+        query.pop("_cls", None)
+        return await self._qs.filter(**query).async_update_one(**kwargs)
+
+
+class DynamicDocument(Document, mongoengine.DynamicDocument):
+    """A MongoEngine DynamicDocument that also works on async aliases."""
+
+    meta = {"abstract": True, "queryset_class": QuerySet}
+
+
+_BLOCKING = {
+    "save": "await document.async_save()",
+    "delete": "await document.async_delete()",
+    "reload": "await document.async_reload()",
+    "modify": "await document.async_modify()",
+    "update": "await document.async_update()",
+    "cascade_save": "await document.async_save(cascade=True)",
+    "select_related": "await document.async_select_related()",
+    "ensure_indexes": "await Model.async_ensure_indexes()",
+    "create_index": "await Model.async_create_index()",
+    "drop_collection": "await Model.async_drop_collection()",
+    "compare_indexes": "await Model.async_list_indexes()",
+}
+
+
+def _describe(document: Any) -> tuple[bool, str, str]:
+    return document._is_async(), _name(document), document._db_alias()
+
+
+def _name(document: Any) -> str:
+    return document.__name__ if isinstance(document, type) else type(document).__name__
+
+
+guard_blocking_methods(Document, mongoengine.Document, _BLOCKING, _describe)

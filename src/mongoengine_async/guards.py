@@ -1,0 +1,75 @@
+"""Misuse guards: blocking calls on async aliases, async calls on sync aliases.
+
+A sync I/O method used on an async alias would block the event loop (or hand a
+coroutine to MongoEngine); an async method on a sync alias has no async client.
+Both raise :class:`AsyncUsageError` at once, naming the method to use instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from mongoengine.errors import OperationError
+
+from mongoengine_async.connection import (
+    is_async_connection,
+    is_sync_connection,
+    undefined_alias_error,
+)
+
+__all__ = ("AsyncUsageError", "guard_blocking_methods", "require_async")
+
+
+class AsyncUsageError(OperationError, RuntimeError):
+    """A sync method was called on an async alias, or the other way round."""
+
+
+def blocking_call_error(
+    target: str, name: str, alias: str, use: str
+) -> AsyncUsageError:
+    """The error for a blocking ``target.name()`` on async ``alias``."""
+    return AsyncUsageError(
+        f"{target}.{name}() would block the event loop: alias '{alias}' is async "
+        f"(connect_async); use {use} instead"
+    )
+
+
+def require_async(alias: str, target: str, name: str, use: str) -> None:
+    """Raise unless ``alias`` is async; ``use`` names the sync alternative."""
+    if is_async_connection(alias):
+        return
+    if not is_sync_connection(alias):
+        raise undefined_alias_error(alias)
+    raise AsyncUsageError(
+        f"{target}.{name}() needs an async alias but '{alias}' was registered "
+        f"with connect(); use {use} instead, or connect_async('{alias}')"
+    )
+
+
+def guard_blocking_methods(
+    cls: type, base: type, uses: dict[str, str], describe: Callable[[Any], tuple]
+) -> None:
+    """Replace each ``name`` of ``base`` on ``cls`` by a version that refuses
+    async aliases; ``uses[name]`` says what to call instead and
+    ``describe(obj)`` returns ``(is_async, target, alias)`` for the receiver.
+    """
+    for name, use in uses.items():
+        raw = inspect.getattr_static(base, name)
+        is_classmethod = isinstance(raw, classmethod)
+        function = raw.__func__ if is_classmethod else raw
+        guarded = _guarded(function, name, use, describe)
+        setattr(cls, name, classmethod(guarded) if is_classmethod else guarded)
+
+
+def _guarded(function: Callable, name: str, use: str, describe: Callable) -> Callable:
+    @functools.wraps(function)
+    def guarded(receiver, *args, **kwargs):
+        is_async, target, alias = describe(receiver)
+        if is_async:
+            raise blocking_call_error(target, name, alias, use)
+        return function(receiver, *args, **kwargs)
+
+    return guarded

@@ -1,0 +1,580 @@
+"""The QuerySet with async terminals.
+
+Chaining (filter, order_by, only, limit...) and every piece of query building
+are MongoEngine's; on an async alias the queryset holds an ``AsyncCollection``
+and the ``async_*`` terminals await the driver. The blocking terminals refuse
+async aliases.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import mongoengine.queryset.queryset as me_queryset
+import pymongo.errors
+from mongoengine.context_managers import set_read_write_concern, set_write_concern
+from mongoengine.document import Document as MongoEngineDocument
+from mongoengine.errors import (
+    BulkWriteError,
+    InvalidQueryError,
+    NotUniqueError,
+    OperationError,
+)
+from mongoengine.fields import (
+    EmbeddedDocumentField,
+    ListField,
+)
+from mongoengine.queryset import transform
+from pymongo import ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.command_cursor import AsyncCommandCursor
+from pymongo.asynchronous.cursor import AsyncCursor
+
+from mongoengine_async import signals
+from mongoengine_async.context import current_session
+from mongoengine_async.guards import (
+    blocking_call_error,
+    guard_blocking_methods,
+    require_async,
+)
+
+__all__ = ("AsyncAggregation", "QuerySet")
+
+
+class AsyncAggregation:
+    """An aggregation: ``await`` it for the cursor, or ``async for`` over it."""
+
+    def __init__(self, open_cursor: Callable[[], Awaitable[AsyncCommandCursor]]):
+        self._open_cursor = open_cursor
+
+    def __await__(self):
+        return self._open_cursor().__await__()
+
+    async def __aiter__(self) -> AsyncIterator[dict]:
+        cursor = await self._open_cursor()
+        async with cursor:
+            async for document in cursor:
+                yield document
+
+
+class QuerySet(me_queryset.QuerySet):
+    """MongoEngine's QuerySet plus ``async_*`` terminals and ``async for``."""
+
+    # -- mode -----------------------------------------------------------------
+
+    def _is_async(self) -> bool:
+        return isinstance(self._collection_obj, AsyncCollection)
+
+    def _target(self) -> str:
+        return f"{self._document.__name__}.objects"
+
+    def _require_async(self, name: str, use: str) -> None:
+        if not self._is_async():
+            require_async(self._document._db_alias(), self._target(), name, use)
+
+    async def _async_collection(self, name: str, use: str) -> AsyncCollection:
+        """The collection, prepared (indexes) once, after the mode check."""
+        self._require_async(name, use)
+        await self._document._prepare_collection(self._collection_obj)
+        return self._collection_obj
+
+    def _session(self):
+        return current_session(self._collection_obj.database.client)
+
+    @property
+    def _cursor_args(self) -> dict[str, Any]:
+        args = super()._cursor_args
+        if self._is_async():
+            args["session"] = self._session()
+        return args
+
+    def _new_cursor(self) -> AsyncCursor:
+        """A fresh driver cursor for this queryset (bound to the current session)."""
+        queryset = self.clone()
+        queryset._cursor_obj = None
+        cursor = queryset._cursor
+        if self._max_time_ms is not None:
+            cursor.max_time_ms(self._max_time_ms)
+        return cursor
+
+    def _materialise(self, raw: dict) -> Any:
+        """Turn a raw result into what iteration yields (document, scalar, dict)."""
+        if self._as_pymongo:
+            return raw
+        document = self._document._from_son(
+            raw, _auto_dereference=self._auto_dereference
+        )
+        return self._get_scalar(document) if self._scalar else document
+
+    # -- non-I/O behaviour on async aliases -------------------------------------
+
+    def __repr__(self) -> str:
+        if not self._is_async():
+            return super().__repr__()
+        return f"<QuerySet {self._document.__name__} {self._query!r} (async)>"
+
+    def __getitem__(self, key):
+        if not self._is_async():
+            return super().__getitem__(key)
+        if not isinstance(key, slice):
+            raise blocking_call_error(
+                self._target(),
+                "__getitem__",
+                self._document._db_alias(),
+                f"await queryset.skip({key}).async_first()",
+            )
+        return self._sliced(key)
+
+    def _sliced(self, key: slice) -> QuerySet:
+        start, stop = key.start, key.stop
+        if key.step is not None:
+            raise IndexError("QuerySet slices do not support steps")
+        if (start is not None and start < 0) or (stop is not None and stop < 0):
+            raise IndexError("QuerySet slices do not support negative indexes")
+        queryset = self.clone()
+        queryset._cursor_obj = None
+        queryset._skip = start
+        queryset._limit = None if stop is None else max(stop - (start or 0), 0)
+        queryset._empty = queryset._limit == 0
+        return queryset
+
+    # -- reading ----------------------------------------------------------------
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        """Stream the results through a driver cursor, one batch at a time."""
+        await self._async_collection("__aiter__", "a plain for loop")
+        if self._none or self._empty:
+            return
+        async with self._new_cursor() as cursor:
+            async for raw in cursor:
+                yield self._materialise(raw)
+
+    async def async_to_list(self, length: int | None = None) -> list[Any]:
+        """All results (or the first ``length``) as a list."""
+        await self._async_collection("async_to_list", "list(queryset)")
+        if self._none or self._empty:
+            return []
+        raw_documents = await self._new_cursor().to_list(length)
+        return [self._materialise(raw) for raw in raw_documents]
+
+    async def async_first(self) -> Any:
+        """The first result, or None."""
+        await self._async_collection("async_first", "first()")
+        if self._none or self._empty:
+            return None
+        raw_documents = await self._new_cursor().limit(1).to_list(1)
+        return self._materialise(raw_documents[0]) if raw_documents else None
+
+    async def async_get(self, *q_objs, **query) -> Any:
+        """The only match; raises ``DoesNotExist`` or ``MultipleObjectsReturned``."""
+        queryset = self.clone().order_by().limit(2).filter(*q_objs, **query)
+        results = await queryset.async_to_list(2)
+        document_cls = queryset._document
+        if not results:
+            raise document_cls.DoesNotExist(
+                f"{document_cls._class_name} matching query does not exist."
+            )
+        if len(results) > 1:
+            raise document_cls.MultipleObjectsReturned(
+                "2 or more items returned, instead of 1"
+            )
+        return results[0]
+
+    async def async_with_id(self, object_id: Any) -> Any:
+        """The document with this primary key, or None (no other filter allowed)."""
+        if self._query_obj:
+            raise InvalidQueryError("Cannot use a filter whilst using `with_id`")
+        return await self.filter(pk=object_id).async_first()
+
+    async def async_in_bulk(self, object_ids: list) -> dict[Any, Any]:
+        """A dict from id to result for the given ids, in one query."""
+        collection = await self._async_collection("async_in_bulk", "in_bulk()")
+        cursor = collection.find({"_id": {"$in": object_ids}}, **self._cursor_args)
+        return {raw["_id"]: self._materialise(raw) async for raw in cursor}
+
+    async def async_count(self, with_limit_and_skip: bool = False) -> int:
+        """The number of matches (``limit``/``skip`` applied only when asked)."""
+        collection = await self._async_collection("async_count", "count()")
+        if self._none or self._empty or (self._limit == 0 and not with_limit_and_skip):
+            return 0
+        options: dict[str, Any] = {}
+        if with_limit_and_skip:
+            if self._limit:
+                options["limit"] = self._limit
+            if self._skip:
+                options["skip"] = self._skip
+        if self._hint not in (-1, None):
+            options["hint"] = self._hint
+        if self._collation:
+            options["collation"] = self._collation
+        if self._read_preference is not None or self._read_concern is not None:
+            collection = collection.with_options(
+                read_preference=self._read_preference, read_concern=self._read_concern
+            )
+        session = self._session()
+        if not self._query and not options and session is None:
+            return await collection.estimated_document_count()
+        return await collection.count_documents(self._query, session=session, **options)
+
+    async def async_exists(self) -> bool:
+        """Whether anything matches, fetching at most one id."""
+        queryset = self.order_by().only(self._document._meta["id_field"])
+        return await queryset.as_pymongo().async_first() is not None
+
+    async def async_distinct(self, field: str) -> list[Any]:
+        """Distinct values of ``field`` (embedded documents come back as such)."""
+        await self._async_collection("async_distinct", "distinct()")
+        try:
+            db_field = self._fields_to_dbfields([field]).pop()
+        except Exception:
+            db_field = field
+        values = await self._new_cursor().distinct(db_field)
+        embedded_cls = self._embedded_type(field)
+        if embedded_cls is None:
+            return values
+        return [embedded_cls._from_son(value) for value in values]
+
+    def _embedded_type(self, field: str) -> type | None:
+        """The embedded document class at the end of path ``field``, if any."""
+        try:
+            path = self._document._lookup_field(field.split("."))
+        except Exception:
+            return None
+        last = path[-1]
+        if isinstance(last, ListField):
+            last = last.field
+        if isinstance(last, EmbeddedDocumentField):
+            return last.document_type
+        return None
+
+    async def async_scalar(self, *fields: str) -> list[Any]:
+        """The values of ``fields`` for every match (tuples for several fields)."""
+        return await self.scalar(*fields).async_to_list()
+
+    async def async_values_list(self, *fields: str) -> list[Any]:
+        """Alias of :meth:`async_scalar`."""
+        return await self.async_scalar(*fields)
+
+    def async_aggregate(self, pipeline: list[dict], **kwargs: Any) -> AsyncAggregation:
+        """Run ``pipeline`` after the queryset's filter, ordering, skip and limit."""
+        self._require_async("async_aggregate", "aggregate()")
+
+        async def open_cursor() -> AsyncCommandCursor:
+            await self._async_collection("async_aggregate", "aggregate()")
+            kwargs.setdefault("session", self._session())
+            return await me_queryset.QuerySet.aggregate(self, pipeline, **kwargs)
+
+        return AsyncAggregation(open_cursor)
+
+    async def async_sum(self, field: str) -> Any:
+        """The sum of ``field`` over the matches (lists are unwound)."""
+        return await self._group(field, "$sum", "async_sum", "sum()")
+
+    async def async_average(self, field: str) -> Any:
+        """The average of ``field`` over the matches (lists are unwound)."""
+        return await self._group(field, "$avg", "async_average", "average()")
+
+    async def _group(self, field: str, operator: str, name: str, use: str) -> Any:
+        collection = await self._async_collection(name, use)
+        db_field = self._fields_to_dbfields([field]).pop()
+        pipeline: list[dict] = [{"$match": self._query}]
+        if isinstance(self._document._lookup_field(field.split("."))[-1], ListField):
+            pipeline.append({"$unwind": f"${db_field}"})
+        pipeline.append({"$group": {"_id": None, "total": {operator: f"${db_field}"}}})
+        cursor = await collection.aggregate(pipeline, session=self._session())
+        results = await cursor.to_list(None)
+        return results[0]["total"] if results else 0
+
+    async def async_explain(self) -> dict:
+        """The server's explain output for this query."""
+        await self._async_collection("async_explain", "explain()")
+        return await self._new_cursor().explain()
+
+    # -- writing ----------------------------------------------------------------
+
+    async def async_create(self, **kwargs: Any) -> Any:
+        """Create and insert a document."""
+        self._require_async("async_create", "create()")
+        return await self._document(**kwargs).async_save(force_insert=True)
+
+    async def async_insert(
+        self,
+        doc_or_docs: Any,
+        load_bulk: bool = True,
+        write_concern: dict | None = None,
+        signal_kwargs: dict | None = None,
+    ) -> Any:
+        """Insert one document or a list of them in a single round trip.
+
+        With ``load_bulk`` the inserted documents are read back, as MongoEngine's
+        ``insert`` does; otherwise their ids are returned.
+        """
+        collection = await self._async_collection("async_insert", "insert()")
+        return_one = isinstance(doc_or_docs, MongoEngineDocument)
+        documents = [doc_or_docs] if return_one else list(doc_or_docs)
+        self._check_insertable(documents)
+        signal_kwargs = signal_kwargs or {}
+        await signals.send(
+            signals.pre_bulk_insert,
+            self._document,
+            documents=documents,
+            **signal_kwargs,
+        )
+        raw = [document.to_mongo() for document in documents]
+        ids = await self._insert_raw(collection, raw, write_concern)
+        for document, object_id in zip(documents, ids, strict=True):
+            document.pk = object_id
+        if load_bulk:
+            loaded = await self.async_in_bulk(ids)
+            documents = [loaded.get(object_id) for object_id in ids]
+        await signals.send(
+            signals.post_bulk_insert,
+            self._document,
+            documents=documents,
+            loaded=load_bulk,
+            **signal_kwargs,
+        )
+        results = documents if load_bulk else ids
+        return results[0] if return_one else results
+
+    def _check_insertable(self, documents: list) -> None:
+        for document in documents:
+            if not isinstance(document, self._document):
+                raise OperationError(
+                    f"Some documents inserted aren't instances of {self._document}"
+                )
+            if document.pk and not document._created:
+                raise OperationError(
+                    "Some documents have ObjectIds, use doc.update() instead"
+                )
+
+    async def _insert_raw(
+        self, collection: AsyncCollection, raw: list[dict], write_concern: dict | None
+    ) -> list:
+        if not raw:
+            return []
+        with set_write_concern(collection, write_concern or {}) as target:
+            try:
+                result = await target.insert_many(raw, session=self._session())
+            except pymongo.errors.DuplicateKeyError as err:
+                raise NotUniqueError(f"Could not save document ({err})") from err
+            except pymongo.errors.BulkWriteError as err:
+                if any(
+                    error.get("code") == 11000 for error in err.details["writeErrors"]
+                ):
+                    raise NotUniqueError(
+                        f"Tried to save duplicate unique keys ({err.details})"
+                    ) from err
+                raise BulkWriteError(f"Bulk write error: ({err.details})") from err
+            except pymongo.errors.OperationFailure as err:
+                raise OperationError(f"Could not save document ({err})") from err
+        return result.inserted_ids
+
+    async def async_update(
+        self,
+        upsert: bool = False,
+        multi: bool = True,
+        write_concern: dict | None = None,
+        read_concern: dict | None = None,
+        full_result: bool = False,
+        array_filters: list | None = None,
+        **update: Any,
+    ) -> Any:
+        """Apply MongoEngine-style ``update`` to the matches; returns the count."""
+        collection = await self._async_collection("async_update", "update()")
+        if not update and not upsert:
+            raise OperationError("No update parameters, would remove data")
+        if self._none or self._empty:
+            return 0
+        query = self._query
+        document = self._update_document(update, upsert and "_cls" in query)
+        with set_read_write_concern(
+            collection, write_concern or {}, read_concern
+        ) as target:
+            write = target.update_many if multi else target.update_one
+            try:
+                result = await write(
+                    query,
+                    document,
+                    upsert=upsert,
+                    array_filters=array_filters,
+                    session=self._session(),
+                )
+            except pymongo.errors.DuplicateKeyError as err:
+                raise NotUniqueError(f"Update failed ({err})") from err
+            except pymongo.errors.OperationFailure as err:
+                raise OperationError(f"Update failed ({err})") from err
+        if full_result:
+            return result
+        return result.raw_result["n"] if result.raw_result else None
+
+    def _update_document(self, update: dict, add_cls: bool) -> Any:
+        """MongoEngine's ``transform.update`` of the keyword arguments."""
+        raw = update.get("__raw__")
+        if isinstance(raw, list):
+            return [transform.update(self._document, __raw__=stage) for stage in raw]
+        document = transform.update(self._document, **update)
+        if add_cls:
+            document.setdefault("$set", {})["_cls"] = self._document._class_name
+        return document
+
+    async def async_update_one(
+        self,
+        upsert: bool = False,
+        write_concern: dict | None = None,
+        full_result: bool = False,
+        array_filters: list | None = None,
+        **update: Any,
+    ) -> Any:
+        """:meth:`async_update` of the first match only."""
+        return await self.async_update(
+            upsert=upsert,
+            multi=False,
+            write_concern=write_concern,
+            full_result=full_result,
+            array_filters=array_filters,
+            **update,
+        )
+
+    async def async_upsert_one(
+        self,
+        write_concern: dict | None = None,
+        read_concern: dict | None = None,
+        **update: Any,
+    ) -> Any:
+        """Update the first match or insert one; returns the document."""
+        result = await self.async_update(
+            multi=False,
+            upsert=True,
+            write_concern=write_concern,
+            read_concern=read_concern,
+            full_result=True,
+            **update,
+        )
+        if result.raw_result["updatedExisting"]:
+            return await self.async_get()
+        return await self._document.objects.async_with_id(result.upserted_id)
+
+    async def async_modify(
+        self,
+        upsert: bool = False,
+        full_response: bool = False,
+        remove: bool = False,
+        new: bool = False,
+        array_filters: list | None = None,
+        **update: Any,
+    ) -> Any:
+        """Update (or remove) the first match atomically and return it.
+
+        The document comes back as it was before, or after when ``new=True``.
+        """
+        collection = await self._async_collection("async_modify", "modify()")
+        if remove and new:
+            raise OperationError("Conflicting parameters: remove and new")
+        if not update and not upsert and not remove:
+            raise OperationError("No update parameters, must either update or remove")
+        if full_response:
+            warnings.warn(
+                "With PyMongo 3+, it is not possible anymore to get the full response.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        if self._none or self._empty:
+            return None
+        try:
+            raw = await self._find_one_and(collection, remove, new, upsert, **update)
+        except pymongo.errors.DuplicateKeyError as err:
+            raise NotUniqueError(f"Update failed ({err})") from err
+        except pymongo.errors.OperationFailure as err:
+            raise OperationError(f"Update failed ({err})") from err
+        return None if raw is None else self._document._from_son(raw)
+
+    async def _find_one_and(
+        self, collection, remove, new, upsert, array_filters=None, **update
+    ):
+        if remove:
+            return await collection.find_one_and_delete(
+                self._query, sort=self._ordering, **self._cursor_args
+            )
+        return await collection.find_one_and_update(
+            self._query,
+            transform.update(self._document, **update),
+            upsert=upsert,
+            sort=self._ordering,
+            return_document=ReturnDocument.AFTER if new else ReturnDocument.BEFORE,
+            array_filters=array_filters,
+            **self._cursor_args,
+        )
+
+    async def async_delete(
+        self,
+        write_concern: dict | None = None,
+        _from_doc_delete: bool = False,
+        cascade_refs: set | None = None,
+    ) -> int | None:
+        """Delete the matches; returns how many were deleted.
+
+        With skip/limit or delete signal receivers, each document is deleted
+        through ``Document.async_delete`` (as MongoEngine does).
+        """
+        collection = await self._async_collection("async_delete", "delete()")
+        write_concern = write_concern or {}
+        if self._none or self._empty:
+            return 0
+        has_delete_signal = signals.has_receivers(
+            signals.pre_delete, self._document
+        ) or signals.has_receivers(signals.post_delete, self._document)
+        if (self._skip or self._limit or has_delete_signal) and not _from_doc_delete:
+            count = 0
+            async for document in self:
+                await document.async_delete(**write_concern)
+                count += 1
+            return count
+        with set_write_concern(collection, write_concern) as target:
+            result = await target.delete_many(self._query, session=self._session())
+        return result.deleted_count if result.acknowledged else None
+
+
+_BLOCKING = {
+    "__iter__": "`async for document in queryset`",
+    "__len__": "await queryset.async_count(with_limit_and_skip=True)",
+    "__bool__": "await queryset.async_exists()",
+    "__next__": "`async for document in queryset`",
+    "_has_data": "await queryset.async_exists()",
+    "rewind": "a new `async for` loop",
+    "count": "await queryset.async_count()",
+    "get": "await queryset.async_get()",
+    "first": "await queryset.async_first()",
+    "create": "await queryset.async_create()",
+    "insert": "await queryset.async_insert()",
+    "delete": "await queryset.async_delete()",
+    "update": "await queryset.async_update()",
+    "update_one": "await queryset.async_update_one()",
+    "upsert_one": "await queryset.async_upsert_one()",
+    "modify": "await queryset.async_modify()",
+    "with_id": "await queryset.async_with_id()",
+    "in_bulk": "await queryset.async_in_bulk()",
+    "distinct": "await queryset.async_distinct()",
+    "aggregate": "queryset.async_aggregate()",
+    "sum": "await queryset.async_sum()",
+    "average": "await queryset.async_average()",
+    "explain": "await queryset.async_explain()",
+    "select_related": "await queryset.async_select_related()",
+    "item_frequencies": "queryset.async_aggregate() with a $group stage",
+    "map_reduce": "queryset.async_aggregate()",
+    "exec_js": "queryset.async_aggregate()",
+    "to_json": "bson.json_util.dumps(await queryset.as_pymongo().async_to_list())",
+}
+
+
+def _describe(queryset: QuerySet) -> tuple[bool, str, str]:
+    return (
+        queryset._is_async(),
+        queryset._target(),
+        queryset._document._db_alias(),
+    )
+
+
+guard_blocking_methods(QuerySet, me_queryset.QuerySet, _BLOCKING, _describe)

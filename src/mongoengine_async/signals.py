@@ -1,0 +1,53 @@
+"""MongoEngine's signals, sent from async operations.
+
+The signals are MongoEngine's own objects (receivers connected to
+``mongoengine.signals.post_save`` see async saves too). Receivers that are
+coroutine functions are awaited; plain ones are called.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from mongoengine import signals
+from mongoengine.signals import (
+    post_bulk_insert,
+    post_delete,
+    post_init,
+    post_save,
+    pre_bulk_insert,
+    pre_delete,
+    pre_init,
+    pre_save,
+    pre_save_post_validation,
+)
+
+__all__ = (
+    "has_receivers",
+    "post_bulk_insert",
+    "post_delete",
+    "post_init",
+    "post_save",
+    "pre_bulk_insert",
+    "pre_delete",
+    "pre_init",
+    "pre_save",
+    "pre_save_post_validation",
+    "send",
+)
+
+
+def has_receivers(signal: Any, sender: type) -> bool:
+    """Whether ``signal`` has receivers for ``sender`` (False without blinker)."""
+    return signals.signals_available and signal.has_receivers_for(sender)
+
+
+async def send(signal: Any, sender: type, **kwargs: Any) -> None:
+    """Call every receiver of ``signal`` for ``sender``, awaiting coroutines."""
+    if not has_receivers(signal, sender):
+        return
+    for receiver in list(signal.receivers_for(sender)):
+        result = receiver(sender, **kwargs)
+        if inspect.isawaitable(result):
+            await result
