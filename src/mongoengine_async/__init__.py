@@ -28,13 +28,26 @@ from mongoengine_async.context import (
     async_switch_db,
 )
 from mongoengine_async.document import Document, DynamicDocument
+from mongoengine_async.fields import (
+    DictField,
+    EmbeddedDocumentListField,
+    GenericLazyReferenceField,
+    GenericReferenceField,
+    LazyReferenceField,
+    ListField,
+    MapField,
+    ReferenceField,
+    SortedListField,
+)
 from mongoengine_async.guards import AsyncUsageError
 from mongoengine_async.queryset import AsyncAggregation, QuerySet
+from mongoengine_async.references import AsyncReferenceProxy, LazyReference
 
 __version__ = "0.1.0"
 
 _ASYNC_NAMES = [
     "AsyncAggregation",
+    "AsyncReferenceProxy",
     "AsyncUsageError",
     "async_no_dereference",
     "async_run_in_transaction",

@@ -40,6 +40,7 @@ from mongoengine_async.context import (
 )
 from mongoengine_async.guards import guard_blocking_methods, require_async
 from mongoengine_async.queryset import QuerySet
+from mongoengine_async.references import select_related
 
 __all__ = ("Document", "DynamicDocument")
 
@@ -416,6 +417,17 @@ class Document(mongoengine.Document):
                 proxy = getattr(self, name)
                 if hasattr(proxy, "async_delete"):
                     await proxy.async_delete()
+
+    async def async_select_related(self, max_depth: int = 1):
+        """Load this document's references ``max_depth`` levels deep; returns self."""
+        require_async(
+            self._db_alias(),
+            type(self).__name__,
+            "async_select_related",
+            "select_related()",
+        )
+        await select_related([self], max_depth)
+        return self
 
     async def async_reload(self, *fields: str, **kwargs: Any):
         """Reload all fields, or only ``fields``, from the database."""

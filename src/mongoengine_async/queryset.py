@@ -39,6 +39,7 @@ from mongoengine_async.guards import (
     guard_blocking_methods,
     require_async,
 )
+from mongoengine_async.references import select_related
 
 __all__ = ("AsyncAggregation", "QuerySet")
 
@@ -286,6 +287,13 @@ class QuerySet(me_queryset.QuerySet):
         cursor = await collection.aggregate(pipeline, session=self._session())
         results = await cursor.to_list(None)
         return results[0]["total"] if results else 0
+
+    async def async_select_related(self, max_depth: int = 1) -> list[Any]:
+        """The results as a list, with their references loaded ``max_depth`` deep.
+
+        One query per referenced collection and level, however many results.
+        """
+        return await select_related(await self.async_to_list(), max_depth)
 
     async def async_explain(self) -> dict:
         """The server's explain output for this query."""

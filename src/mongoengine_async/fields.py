@@ -1,0 +1,172 @@
+"""Field subclasses whose reads never do I/O when the data lives on an async alias.
+
+On sync aliases every field behaves exactly as MongoEngine's. On async aliases
+an unloaded reference reads as an :class:`AsyncReferenceProxy`, lazy references
+come with ``async_fetch``, and containers hand out proxies instead of running
+MongoEngine's blocking dereference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mongoengine
+from bson import SON, DBRef
+from mongoengine.base import BaseDocument, get_document
+from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
+
+from mongoengine_async.references import (
+    AsyncReferenceProxy,
+    LazyReference,
+    Slot,
+    dereference_allowed,
+    install_proxy,
+    is_async_class,
+    owner_class,
+    proxy_items,
+    reference_class,
+)
+
+__all__ = (
+    "DictField",
+    "EmbeddedDocumentListField",
+    "GenericLazyReferenceField",
+    "GenericReferenceField",
+    "LazyReferenceField",
+    "ListField",
+    "MapField",
+    "ReferenceField",
+    "SortedListField",
+)
+
+
+class _ProxyingReference:
+    """Reads of an unloaded reference to an async class give a proxy."""
+
+    def _target(self, value: Any) -> type | None:
+        """The referenced class when ``value`` is an unloaded reference."""
+        raise NotImplementedError
+
+    def __get__(self, instance: BaseDocument | None, owner: type) -> Any:
+        if instance is None:
+            return self
+        value = instance._data.get(self.name)
+        if isinstance(value, AsyncReferenceProxy):
+            return value if dereference_allowed(instance, self.name) else value.stored
+        target = self._target(value)
+        if target is None or not is_async_class(target):
+            return super().__get__(instance, owner)
+        if not dereference_allowed(instance, self.name):
+            return value
+        return install_proxy(Slot(instance._data, self.name), value, target, self.name)
+
+    async def async_fetch(self, instance: BaseDocument) -> Any:
+        """Load the referenced document and keep it in ``instance``."""
+        value = self.__get__(instance, type(instance))
+        if isinstance(value, AsyncReferenceProxy):
+            return await value.fetch()
+        return value
+
+
+class ReferenceField(_ProxyingReference, mongoengine.ReferenceField):
+    """MongoEngine's ReferenceField; on async aliases reads give proxies."""
+
+    def _target(self, value: Any) -> type | None:
+        if isinstance(value, DBRef) and not isinstance(value, MongoEngineLazyReference):
+            return reference_class(self, value)
+        return None
+
+    def to_mongo(self, document: Any) -> Any:
+        if isinstance(document, AsyncReferenceProxy):
+            document = document.as_dbref()
+        return super().to_mongo(document)
+
+
+class GenericReferenceField(_ProxyingReference, mongoengine.GenericReferenceField):
+    """MongoEngine's GenericReferenceField; on async aliases reads give proxies."""
+
+    def _target(self, value: Any) -> type | None:
+        if isinstance(value, dict) and "_cls" in value:
+            return get_document(value["_cls"])
+        return None
+
+    def to_mongo(self, document: Any) -> Any:
+        if isinstance(document, AsyncReferenceProxy):
+            if isinstance(document.stored, dict):
+                return document.stored
+            return SON(
+                (
+                    ("_cls", document.document_type._class_name),
+                    ("_ref", document.as_dbref()),
+                )
+            )
+        return super().to_mongo(document)
+
+    def _validate_choices(self, value: Any) -> None:
+        if isinstance(value, AsyncReferenceProxy):
+            value = {"_cls": value.document_type._class_name}
+        super()._validate_choices(value)
+
+
+class LazyReferenceField(mongoengine.LazyReferenceField):
+    """MongoEngine's LazyReferenceField giving LazyReferences with ``async_fetch``."""
+
+    def build_lazyref(self, value: Any) -> Any:
+        return LazyReference.of(super().build_lazyref(value))
+
+
+class GenericLazyReferenceField(mongoengine.GenericLazyReferenceField):
+    """MongoEngine's GenericLazyReferenceField with ``async_fetch`` references."""
+
+    def build_lazyref(self, value: Any) -> Any:
+        return LazyReference.of(super().build_lazyref(value))
+
+
+class _NonBlockingContainer:
+    """On async aliases, skip MongoEngine's blocking dereference of the items
+    and hand out proxies for the unloaded references instead."""
+
+    def __get__(self, instance: BaseDocument | None, owner: type) -> Any:
+        if instance is None or not self._reads_async(instance):
+            return super().__get__(instance, owner)
+        self._incr_no_dereference_context()
+        try:
+            value = super().__get__(instance, owner)
+        finally:
+            self._decr_no_dereference_context()
+        if (
+            isinstance(value, list | dict)
+            and not getattr(value, "_dereferenced", False)
+            and dereference_allowed(instance, self.name)
+        ):
+            proxy_items(value, self.field, self.name)
+            value._dereferenced = True
+        return value
+
+    def _reads_async(self, instance: BaseDocument) -> bool:
+        if is_async_class(owner_class(instance)):
+            return True
+        document_type = getattr(self.field, "document_type", None)
+        return isinstance(document_type, type) and is_async_class(document_type)
+
+
+class ListField(_NonBlockingContainer, mongoengine.ListField):
+    """MongoEngine's ListField, non-blocking on async aliases."""
+
+
+class SortedListField(_NonBlockingContainer, mongoengine.SortedListField):
+    """MongoEngine's SortedListField, non-blocking on async aliases."""
+
+
+class EmbeddedDocumentListField(
+    _NonBlockingContainer, mongoengine.EmbeddedDocumentListField
+):
+    """MongoEngine's EmbeddedDocumentListField, non-blocking on async aliases."""
+
+
+class DictField(_NonBlockingContainer, mongoengine.DictField):
+    """MongoEngine's DictField, non-blocking on async aliases."""
+
+
+class MapField(_NonBlockingContainer, mongoengine.MapField):
+    """MongoEngine's MapField, non-blocking on async aliases."""

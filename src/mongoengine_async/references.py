@@ -1,0 +1,387 @@
+"""References on async aliases: proxies, lazy references and batch loading.
+
+Reading a reference never does I/O here. An unloaded reference reads as an
+:class:`AsyncReferenceProxy` (a ``DBRef``, so it is stored and compared as the
+reference it stands for); awaiting it loads the document. :func:`select_related`
+loads the references of many documents with one query per collection and level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import mongoengine
+from bson import SON, DBRef
+from mongoengine.base import BaseDocument, ComplexBaseField, get_document
+from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
+
+from mongoengine_async.context import current_session, dereference_disabled
+from mongoengine_async.guards import AsyncUsageError
+
+__all__ = ("AsyncReferenceProxy", "LazyReference", "select_related")
+
+
+def is_async_class(cls: Any) -> bool:
+    """Whether ``cls`` is one of our documents bound (now) to an async alias."""
+    is_async = getattr(cls, "_is_async", None)
+    return is_async is not None and is_async()
+
+
+def owner_class(instance: BaseDocument) -> type:
+    """The class of the top-level document holding ``instance``."""
+    while not isinstance(instance, mongoengine.Document):
+        parent = getattr(instance, "_instance", None)
+        if parent is None:
+            break
+        instance = parent
+    return instance.__class__
+
+
+def dereference_allowed(instance: BaseDocument, name: str) -> bool:
+    """False inside ``async_no_dereference`` or MongoEngine's ``no_dereference``."""
+    field = instance._fields.get(name)
+    if field is not None and not field._auto_dereference:
+        return False
+    return not dereference_disabled(owner_class(instance))
+
+
+class Slot:
+    """A place holding a reference (a key of a dict or an index of a list).
+
+    Replacing its value goes around MongoEngine's change tracking: loading a
+    reference changes nothing that would be saved.
+    """
+
+    __slots__ = ("container", "key")
+
+    def __init__(self, container: Any, key: Any):
+        self.container = container
+        self.key = key
+
+    def get(self) -> Any:
+        if isinstance(self.container, list):
+            return list.__getitem__(self.container, self.key)
+        return dict.get(self.container, self.key)
+
+    def put(self, value: Any) -> None:
+        if isinstance(self.container, list):
+            list.__setitem__(self.container, self.key, value)
+        else:
+            dict.__setitem__(self.container, self.key, value)
+
+
+def slots(container: Any) -> list[Slot]:
+    """The slots of a list or of a dict (not of a stored generic reference)."""
+    if isinstance(container, list):
+        return [Slot(container, index) for index in range(len(container))]
+    if isinstance(container, dict) and not isinstance(container, SON):
+        return [Slot(container, key) for key in list(container)]
+    return []
+
+
+def install_proxy(slot: Slot, stored: Any, cls: type, name: str) -> AsyncReferenceProxy:
+    """Put a proxy for the reference ``stored`` in ``slot`` and return it."""
+    proxy = AsyncReferenceProxy(stored, cls, name, slot)
+    slot.put(proxy)
+    return proxy
+
+
+def proxy_items(container: Any, item_field: Any, name: str) -> None:
+    """Replace the unloaded references in a (nested) container by proxies."""
+    for slot in slots(container):
+        item = slot.get()
+        if isinstance(item, AsyncReferenceProxy | MongoEngineLazyReference):
+            continue
+        target = _unloaded_target(item_field, item)
+        if target is not None and is_async_class(target):
+            install_proxy(slot, item, target, name)
+        elif isinstance(item_field, ComplexBaseField):
+            proxy_items(item, item_field.field, name)
+
+
+def _unloaded_target(field: Any, value: Any) -> type | None:
+    """The class of an unloaded (Generic)ReferenceField value, else None."""
+    if isinstance(field, mongoengine.GenericLazyReferenceField):
+        return None
+    if isinstance(field, mongoengine.GenericReferenceField):
+        return _generic_class(value)
+    if isinstance(field, mongoengine.ReferenceField) and isinstance(value, DBRef):
+        return reference_class(field, value)
+    return None
+
+
+async def load_reference(cls: type, dbref: DBRef, name: str) -> Any:
+    """Load the document ``dbref`` points to, as an instance of ``cls``."""
+    collection = await cls._async_get_collection()
+    database = collection.database
+    raw = await database[dbref.collection].find_one(
+        {"_id": dbref.id}, session=current_session(database.client)
+    )
+    if raw is None:
+        raise cls.DoesNotExist(
+            f"Trying to dereference unknown document "
+            f"{DBRef(dbref.collection, dbref.id)!r} (reference {name!r})"
+        )
+    return cls._from_son(raw)
+
+
+class AsyncReferenceProxy(DBRef):
+    """An unloaded reference: ``await`` it (or ``fetch()``) for the document.
+
+    ``id``/``pk`` need no I/O; it equals the referenced document, its id and its
+    DBRef; the loaded document is cached and put in place of the proxy.
+    """
+
+    def __init__(
+        self, stored: Any, document_cls: type, name: str, slot: Slot | None = None
+    ):
+        dbref = stored["_ref"] if isinstance(stored, dict) else stored
+        extra = {k: v for k, v in dbref.as_doc().items() if not k.startswith("$")}
+        super().__init__(dbref.collection, dbref.id, dbref.database, **extra)
+        self.__dict__.update(
+            stored=stored,
+            document_type=document_cls,
+            _name=name,
+            _slot=slot,
+            _document=None,
+            _lock=None,
+        )
+
+    @property
+    def pk(self) -> Any:
+        return self.id
+
+    def as_dbref(self) -> DBRef:
+        """The plain DBRef this proxy stands for."""
+        return self.stored["_ref"] if isinstance(self.stored, dict) else self.stored
+
+    @property
+    def fetched(self) -> bool:
+        """Whether the document has been loaded."""
+        return self._document is not None
+
+    async def fetch(self) -> Any:
+        """The referenced document (one query, then cached)."""
+        if self._document is None:
+            if self._lock is None:
+                self._lock = asyncio.Lock()
+            async with self._lock:
+                if self._document is None:
+                    document = await load_reference(
+                        self.document_type, self, self._name
+                    )
+                    self._document = document
+                    if self._slot is not None and self._slot.get() is self:
+                        self._slot.put(document)
+        return self._document
+
+    async_fetch = fetch
+
+    def __await__(self):
+        return self.fetch().__await__()
+
+    def __eq__(self, other: Any) -> bool:
+        if isinstance(other, mongoengine.Document):
+            return other.pk == self.id and (
+                other._get_collection_name() == self.collection
+            )
+        if isinstance(other, DBRef):
+            return (other.collection, other.id) == (self.collection, self.id)
+        return other == self.id
+
+    def __ne__(self, other: Any) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            pass
+        raise AttributeError(
+            f"{name!r} is not available on the unloaded reference "
+            f"{self._name!r}: `await` it (or its fetch()) to get the document"
+        )
+
+    def __repr__(self) -> str:
+        state = "fetched" if self._document is not None else "unfetched"
+        return f"<AsyncReferenceProxy: {self._name} ({state})>"
+
+
+class LazyReference(MongoEngineLazyReference):
+    """MongoEngine's LazyReference with ``async_fetch`` for async aliases.
+
+    On an async alias ``fetch()`` and passthrough attribute access work only
+    once the document is loaded; otherwise they raise, naming ``async_fetch``.
+    """
+
+    __slots__ = ()
+
+    async def async_fetch(self, force: bool = False) -> Any:
+        """The referenced document, loaded once (again with ``force=True``)."""
+        if self._cached_doc is None or force:
+            self._cached_doc = await load_reference(
+                self.document_type, self, self.document_type.__name__
+            )
+        return self._cached_doc
+
+    def fetch(self, force: bool = False) -> Any:
+        if is_async_class(self.document_type):
+            if self._cached_doc is not None and not force:
+                return self._cached_doc
+            raise AsyncUsageError(
+                f"{self!r}.fetch() would block the event loop: "
+                f"use `await reference.async_fetch()` instead"
+            )
+        return super().fetch(force)
+
+    @classmethod
+    def of(cls, value: Any) -> Any:
+        """``value`` as our LazyReference (other values are returned as they are)."""
+        if isinstance(value, MongoEngineLazyReference) and not isinstance(value, cls):
+            return cls(
+                value.document_type,
+                value.pk,
+                cached_doc=value._cached_doc,
+                passthrough=value.passthrough,
+            )
+        return value
+
+
+# -- select_related ---------------------------------------------------------------
+
+
+class _Target:
+    """One reference found while walking documents, and how to fill it in."""
+
+    __slots__ = ("cls", "dbref", "fill")
+
+    def __init__(self, cls: type, dbref: DBRef, fill: Callable[[Any], None]):
+        self.cls = cls
+        self.dbref = dbref
+        self.fill = fill
+
+
+def _targets(documents: Iterable[BaseDocument]) -> list[_Target]:
+    found: list[_Target] = []
+    for document in documents:
+        _walk_document(document, found)
+    return found
+
+
+def _walk_document(document: BaseDocument, found: list[_Target]) -> None:
+    for name, field in document._fields.items():
+        value = document._data.get(name)
+        if value is not None:
+            _walk_value(value, field, Slot(document._data, name), found)
+
+
+def _walk_value(value: Any, field: Any, slot: Slot, found: list[_Target]) -> None:
+    if isinstance(value, MongoEngineLazyReference):
+        if value._cached_doc is None:
+            found.append(_Target(value.document_type, value, _cache_in(value)))
+    elif isinstance(field, mongoengine.GenericLazyReferenceField):
+        _walk_value(LazyReference.of(field.build_lazyref(value)), None, slot, found)
+    elif isinstance(value, BaseDocument):
+        if not isinstance(value, mongoengine.Document):
+            _walk_document(value, found)
+    elif isinstance(field, mongoengine.GenericReferenceField):
+        if isinstance(value, (dict, DBRef)) and _generic_class(value) is not None:
+            found.append(_Target(_generic_class(value), _dbref(value), slot.put))
+    elif isinstance(field, mongoengine.ReferenceField):
+        if isinstance(value, DBRef):
+            found.append(_Target(reference_class(field, value), value, slot.put))
+    elif isinstance(field, ComplexBaseField) or field is None:
+        _walk_container(value, getattr(field, "field", None), found)
+
+
+def _walk_container(value: Any, item_field: Any, found: list[_Target]) -> None:
+    for slot in slots(value):
+        item = slot.get()
+        if item is not None:
+            _walk_value(item, item_field, slot, found)
+
+
+def _cache_in(reference: MongoEngineLazyReference) -> Callable[[Any], None]:
+    def fill(document: Any) -> None:
+        reference._cached_doc = document
+
+    return fill
+
+
+def _dbref(value: Any) -> DBRef:
+    if isinstance(value, AsyncReferenceProxy):
+        return value
+    return value["_ref"] if isinstance(value, dict) else value
+
+
+def _generic_class(value: Any) -> type | None:
+    if isinstance(value, AsyncReferenceProxy):
+        return value.document_type
+    if isinstance(value, dict) and "_cls" in value:
+        return get_document(value["_cls"])
+    return None
+
+
+def reference_class(field: Any, dbref: DBRef) -> type:
+    """The class a ReferenceField value points to (``cls`` in the DBRef wins)."""
+    if isinstance(dbref, AsyncReferenceProxy):
+        return dbref.document_type
+    class_name = dbref.as_doc().get("cls")
+    return get_document(class_name) if class_name else field.document_type
+
+
+async def select_related(documents: list, max_depth: int = 1) -> list:
+    """Load every reference of ``documents``, ``max_depth`` levels deep.
+
+    One query per referenced collection per level, whatever the number of
+    documents; documents already loaded are reused, so cycles terminate.
+    Missing targets are left as proxies that raise ``DoesNotExist`` on fetch.
+    """
+    loaded: dict[tuple[str, Any], Any] = {
+        (document._get_collection_name(), document.pk): document
+        for document in documents
+        if isinstance(document, mongoengine.Document)
+    }
+    level = list(documents)
+    for _ in range(max_depth):
+        targets = _targets(level)
+        if not targets:
+            break
+        level = await _load_missing(targets, loaded)
+        for target in targets:
+            document = loaded.get((target.dbref.collection, target.dbref.id))
+            if document is not None:
+                target.fill(document)
+    return documents
+
+
+async def _load_missing(targets: list[_Target], loaded: dict) -> list:
+    """Query, per collection, the targets not loaded yet; returns the new documents."""
+    wanted: dict[tuple[int, str], tuple[type, set]] = {}
+    for target in targets:
+        key = (target.dbref.collection, target.dbref.id)
+        if key not in loaded and is_async_class(target.cls):
+            cls, ids = wanted.setdefault(
+                (id(target.cls._get_db()), target.dbref.collection), (target.cls, set())
+            )
+            ids.add(target.dbref.id)
+    new_documents: list = []
+    for (_, collection_name), (cls, ids) in wanted.items():
+        for document in await _find_many(cls, collection_name, ids):
+            loaded[(collection_name, document.pk)] = document
+            new_documents.append(document)
+    return new_documents
+
+
+async def _find_many(cls: type, collection_name: str, ids: set) -> list:
+    collection = await cls._async_get_collection()
+    database = collection.database
+    cursor = database[collection_name].find(
+        {"_id": {"$in": list(ids)}}, session=current_session(database.client)
+    )
+    return [cls._from_son(raw) async for raw in cursor]
