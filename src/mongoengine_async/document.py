@@ -391,9 +391,15 @@ class Document(mongoengine.Document):
             ref._changed_fields = []
 
     async def async_delete(
-        self, signal_kwargs: dict | None = None, **write_concern: Any
+        self,
+        signal_kwargs: dict | None = None,
+        transaction: bool = True,
+        **write_concern: Any,
     ) -> None:
-        """Delete this document (and its GridFS files)."""
+        """Delete this document (and its GridFS files), applying delete rules.
+
+        A delete that cascades runs in one transaction unless ``transaction=False``.
+        """
         await self._async_collection("async_delete", "delete()")
         signal_kwargs = signal_kwargs or {}
         await signals.send(
@@ -402,7 +408,9 @@ class Document(mongoengine.Document):
         await self._async_delete_files()
         try:
             await self._qs.filter(**self._object_key).async_delete(
-                write_concern=write_concern, _from_doc_delete=True
+                write_concern=write_concern,
+                _from_doc_delete=True,
+                transaction=transaction,
             )
         except pymongo.errors.OperationFailure as err:
             raise OperationError(f"Could not delete document ({err.args})") from err

@@ -34,6 +34,7 @@ from pymongo.asynchronous.cursor import AsyncCursor
 
 from mongoengine_async import signals
 from mongoengine_async.context import current_session
+from mongoengine_async.delete_rules import delete_matching
 from mongoengine_async.guards import (
     blocking_call_error,
     guard_blocking_methods,
@@ -521,13 +522,15 @@ class QuerySet(me_queryset.QuerySet):
         write_concern: dict | None = None,
         _from_doc_delete: bool = False,
         cascade_refs: set | None = None,
+        transaction: bool = True,
     ) -> int | None:
-        """Delete the matches; returns how many were deleted.
+        """Delete the matches, applying the delete rules; returns the count.
 
-        With skip/limit or delete signal receivers, each document is deleted
-        through ``Document.async_delete`` (as MongoEngine does).
+        With skip/limit or delete signal receivers each document is deleted
+        through ``Document.async_delete``, as MongoEngine does. A delete that
+        cascades runs in one transaction unless ``transaction=False``.
         """
-        collection = await self._async_collection("async_delete", "delete()")
+        await self._async_collection("async_delete", "delete()")
         write_concern = write_concern or {}
         if self._none or self._empty:
             return 0
@@ -540,9 +543,7 @@ class QuerySet(me_queryset.QuerySet):
                 await document.async_delete(**write_concern)
                 count += 1
             return count
-        with set_write_concern(collection, write_concern) as target:
-            result = await target.delete_many(self._query, session=self._session())
-        return result.deleted_count if result.acknowledged else None
+        return await delete_matching(self, write_concern, atomic=transaction)
 
 
 _BLOCKING = {

@@ -1,0 +1,240 @@
+"""MongoEngine's ``reverse_delete_rule``s for async deletes.
+
+The rules are MongoEngine's (``cls._meta["delete_rules"]``: which referring
+class and field, and what to do). A delete is planned before anything is
+written: the CASCADE closure is collected level by level, then every DENY is
+checked, and only then NULLIFY, PULL and the deletes run. Each step is one
+batched query per rule and level, never one per referring document. When the
+deployment has transactions the whole delete runs in one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mongoengine
+from bson import DBRef
+from mongoengine.errors import OperationError
+from mongoengine.queryset import CASCADE, DENY, DO_NOTHING, NULLIFY, PULL
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.write_concern import WriteConcern
+
+from mongoengine_async import signals
+from mongoengine_async.context import async_run_in_transaction, current_session
+
+__all__ = ("delete_matching",)
+
+_TRANSACTIONAL_TOPOLOGIES = {"ReplicaSetWithPrimary", "Sharded", "LoadBalanced"}
+
+
+def _rules(cls: type) -> list[tuple[type, str, int]]:
+    """The active rules of ``cls``: (referring class, field name, rule)."""
+    return [
+        (referrer, name, rule)
+        for (referrer, name), rule in (cls._meta.get("delete_rules") or {}).items()
+        if rule != DO_NOTHING and not referrer._meta.get("abstract")
+    ]
+
+
+def _supports_transactions(collection: AsyncCollection) -> bool:
+    client = collection.database.client
+    topology = client.topology_description.topology_type_name
+    return topology in _TRANSACTIONAL_TOPOLOGIES
+
+
+async def delete_matching(
+    queryset: Any, write_concern: dict, atomic: bool = True
+) -> int | None:
+    """Delete what ``queryset`` matches, applying the delete rules.
+
+    With rules to apply, ``atomic`` and a deployment with transactions, the
+    whole delete runs in one transaction (or joins the caller's).
+    """
+    cls, collection = queryset._document, queryset._collection_obj
+    if not _rules(cls):
+        return await _delete(collection, queryset._query, write_concern)
+    client = collection.database.client
+    if (
+        atomic
+        and current_session(client) is None
+        and _supports_transactions(collection)
+    ):
+        async with async_run_in_transaction(alias=cls._db_alias()):
+            return await _DeletePlan(cls, write_concern).run(queryset)
+    return await _DeletePlan(cls, write_concern).run(queryset)
+
+
+async def _delete(
+    collection: AsyncCollection, query: dict, write_concern: dict
+) -> int | None:
+    if write_concern:
+        collection = collection.with_options(
+            write_concern=WriteConcern(**write_concern)
+        )
+    result = await collection.delete_many(
+        query, session=current_session(collection.database.client)
+    )
+    return result.deleted_count if result.acknowledged else None
+
+
+class _DeletePlan:
+    """The documents a delete removes, per class, in the order they were found."""
+
+    def __init__(self, root: type, write_concern: dict):
+        self.root = root
+        self.write_concern = write_concern
+        self.ids: dict[type, list] = {}
+
+    def _add(self, cls: type, ids: list) -> list:
+        planned = self.ids.setdefault(cls, [])
+        known = set(planned)
+        new = [object_id for object_id in ids if object_id not in known]
+        planned.extend(new)
+        return new
+
+    async def run(self, queryset: Any) -> int | None:
+        root_ids = await _ids(queryset._collection_obj, queryset._query)
+        await self._collect_cascade(root_ids)
+        await self._check_deny()
+        loaded = await self._load_for_signals(queryset)
+        for cls, documents in loaded.items():
+            for document in documents:
+                await signals.send(signals.pre_delete, cls, document=document)
+        await self._apply_updates()
+        deleted = await self._delete_all()
+        for cls, documents in loaded.items():
+            for document in documents:
+                await signals.send(signals.post_delete, cls, document=document)
+        return deleted
+
+    async def _collect_cascade(self, root_ids: list) -> None:
+        frontier = [(self.root, self._add(self.root, root_ids))]
+        while frontier:
+            next_frontier = []
+            for cls, ids in frontier:
+                for referrer, name, rule in _rules(cls):
+                    if rule != CASCADE:
+                        continue
+                    query = _referring(referrer, name, cls, ids, self.ids.get(referrer))
+                    found = await _ids(await referrer._async_get_collection(), query)
+                    new = self._add(referrer, found)
+                    if new:
+                        next_frontier.append((referrer, new))
+            frontier = next_frontier
+
+    async def _check_deny(self) -> None:
+        for cls, ids in list(self.ids.items()):
+            for referrer, name, rule in _rules(cls):
+                if rule != DENY:
+                    continue
+                query = _referring(referrer, name, cls, ids, self.ids.get(referrer))
+                collection = await referrer._async_get_collection()
+                if await collection.find_one(
+                    query,
+                    {"_id": 1},
+                    session=current_session(collection.database.client),
+                ):
+                    raise OperationError(
+                        f"Could not delete document ({referrer.__name__}.{name} "
+                        "refers to it)"
+                    )
+
+    async def _load_for_signals(self, queryset: Any) -> dict[type, list]:
+        """Load the cascaded documents whose class has delete receivers."""
+        loaded = {}
+        for cls, ids in self.ids.items():
+            if cls is self.root or not (
+                signals.has_receivers(signals.pre_delete, cls)
+                or signals.has_receivers(signals.post_delete, cls)
+            ):
+                continue
+            loaded[cls] = await cls.objects(pk__in=ids).async_to_list()
+        return loaded
+
+    async def _apply_updates(self) -> None:
+        for cls, ids in self.ids.items():
+            for referrer, name, rule in _rules(cls):
+                if rule not in (NULLIFY, PULL):
+                    continue
+                query = _referring(referrer, name, cls, ids, None)
+                update = (
+                    {"$unset": {_db_field(referrer, name): 1}}
+                    if rule == NULLIFY
+                    else _pull(referrer, name, cls, ids)
+                )
+                collection = _with_concern(
+                    await referrer._async_get_collection(), self.write_concern
+                )
+                await collection.update_many(
+                    query, update, session=current_session(collection.database.client)
+                )
+
+    async def _delete_all(self) -> int | None:
+        deleted = None
+        for cls, ids in self.ids.items():
+            collection = await cls._async_get_collection()
+            count = await _delete(collection, {"_id": {"$in": ids}}, self.write_concern)
+            if cls is self.root:
+                deleted = count
+        return deleted
+
+
+def _with_concern(collection: AsyncCollection, write_concern: dict) -> AsyncCollection:
+    if not write_concern:
+        return collection
+    return collection.with_options(write_concern=WriteConcern(**write_concern))
+
+
+async def _ids(collection: AsyncCollection, query: dict, limit: int = 0) -> list:
+    """The ids matching ``query`` (at most ``limit`` of them when given)."""
+    cursor = collection.find(
+        query,
+        {"_id": 1},
+        limit=limit,
+        session=current_session(collection.database.client),
+    )
+    return [raw["_id"] async for raw in cursor]
+
+
+def _reference_field(referrer: type, name: str) -> Any:
+    """The reference field behind ``name`` (the item field for lists)."""
+    field = referrer._fields[name]
+    return getattr(field, "field", None) or field
+
+
+def _db_field(referrer: type, name: str) -> str:
+    return referrer._fields[name].db_field
+
+
+def _is_generic(reference_field: Any) -> bool:
+    return isinstance(reference_field, mongoengine.GenericReferenceField)
+
+
+def _stored_values(reference_field: Any, cls: type, ids: list) -> list:
+    """How references to ``ids`` of ``cls`` are stored by ``reference_field``."""
+    if _is_generic(reference_field):
+        return [DBRef(cls._get_collection_name(), object_id) for object_id in ids]
+    return [reference_field.to_mongo(object_id) for object_id in ids]
+
+
+def _referring(
+    referrer: type, name: str, cls: type, ids: list, exclude: list | None
+) -> dict:
+    """The raw query for ``referrer`` documents whose ``name`` points at ``ids``."""
+    reference_field = _reference_field(referrer, name)
+    path = _db_field(referrer, name)
+    if _is_generic(reference_field):
+        path = f"{path}._ref"
+    query: dict[str, Any] = {path: {"$in": _stored_values(reference_field, cls, ids)}}
+    if exclude:
+        query["_id"] = {"$nin": exclude}
+    cls_query = referrer.objects._cls_query
+    return {**query, **cls_query}
+
+
+def _pull(referrer: type, name: str, cls: type, ids: list) -> dict:
+    reference_field = _reference_field(referrer, name)
+    values = _stored_values(reference_field, cls, ids)
+    if _is_generic(reference_field):
+        return {"$pull": {_db_field(referrer, name): {"_ref": {"$in": values}}}}
+    return {"$pull": {_db_field(referrer, name): {"$in": values}}}
