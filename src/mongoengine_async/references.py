@@ -9,12 +9,14 @@ loads the references of many documents with one query per collection and level.
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import mongoengine
 from bson import SON, DBRef
 from mongoengine.base import BaseDocument, ComplexBaseField, get_document
+from mongoengine.base.datastructures import BaseDict, BaseList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
 
 from mongoengine_async.context import current_session, dereference_disabled
@@ -98,7 +100,24 @@ def proxy_items(container: Any, item_field: Any, name: str) -> None:
         if target is not None and is_async_class(target):
             install_proxy(slot, item, target, name)
         elif isinstance(item_field, ComplexBaseField):
-            proxy_items(item, item_field.field, name)
+            proxy_items(_tracked(slot, item), item_field.field, name)
+
+
+def _tracked(slot: Slot, item: Any) -> Any:
+    """A nested plain list/dict, wrapped in place as MongoEngine's BaseList or
+    BaseDict would wrap it on first access (``__getitem__`` copies it), so the
+    proxies put into it are the ones read later and are replaced in place."""
+    if isinstance(item, list) and not isinstance(item, BaseList):
+        wrapper = BaseList
+    elif isinstance(item, dict) and not isinstance(item, BaseDict | SON):
+        wrapper = BaseDict
+    else:
+        return item
+    container = slot.container
+    item = wrapper(item, None, f"{getattr(container, '_name', None)}.{slot.key}")
+    item._instance = getattr(container, "_instance", None)
+    slot.put(item)
+    return item
 
 
 def _unloaded_target(field: Any, value: Any) -> type | None:
@@ -125,6 +144,10 @@ async def load_reference(cls: type, dbref: DBRef, name: str) -> Any:
             f"{DBRef(dbref.collection, dbref.id)!r} (reference {name!r})"
         )
     return cls._from_son(raw)
+
+
+def _stored_value(stored: Any) -> Any:
+    return stored
 
 
 class AsyncReferenceProxy(DBRef):
@@ -198,6 +221,9 @@ class AsyncReferenceProxy(DBRef):
         return hash(self.id)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            # Private names (also during copy/unpickling, before __init__ ran).
+            raise AttributeError(name)
         try:
             return super().__getattr__(name)
         except AttributeError:
@@ -206,6 +232,13 @@ class AsyncReferenceProxy(DBRef):
             f"{name!r} is not available on the unloaded reference "
             f"{self._name!r}: `await` it (or its fetch()) to get the document"
         )
+
+    def __reduce__(self) -> tuple:
+        # Copies and pickles of a proxy are the stored reference it stands for.
+        return _stored_value, (self.stored,)
+
+    def __deepcopy__(self, memo: dict) -> Any:
+        return copy.deepcopy(self.stored, memo)
 
     def __repr__(self) -> str:
         state = "fetched" if self._document is not None else "unfetched"
@@ -285,7 +318,11 @@ def _walk_value(value: Any, field: Any, slot: Slot, found: list[_Target]) -> Non
         if value._cached_doc is None:
             found.append(_Target(value.document_type, value, _cache_in(value)))
     elif isinstance(field, mongoengine.GenericLazyReferenceField):
-        _walk_value(LazyReference.of(field.build_lazyref(value)), None, slot, found)
+        if isinstance(value, dict):
+            # Keep the reference whose cache gets filled: reads return it.
+            reference = LazyReference.of(field.build_lazyref(value))
+            slot.put(reference)
+            _walk_value(reference, None, slot, found)
     elif isinstance(value, BaseDocument):
         if not isinstance(value, mongoengine.Document):
             _walk_document(value, found)
@@ -362,16 +399,16 @@ async def select_related(documents: list, max_depth: int = 1) -> list:
 
 async def _load_missing(targets: list[_Target], loaded: dict) -> list:
     """Query, per collection, the targets not loaded yet; returns the new documents."""
-    wanted: dict[tuple[int, str], tuple[type, set]] = {}
+    wanted: dict[tuple[int, str, str], tuple[type, set]] = {}
     for target in targets:
         key = (target.dbref.collection, target.dbref.id)
         if key not in loaded and is_async_class(target.cls):
-            cls, ids = wanted.setdefault(
-                (id(target.cls._get_db()), target.dbref.collection), (target.cls, set())
-            )
+            database = target.cls._get_db()
+            group = (id(database.client), database.name, target.dbref.collection)
+            cls, ids = wanted.setdefault(group, (target.cls, set()))
             ids.add(target.dbref.id)
     new_documents: list = []
-    for (_, collection_name), (cls, ids) in wanted.items():
+    for (_, _, collection_name), (cls, ids) in wanted.items():
         for document in await _find_many(cls, collection_name, ids):
             loaded[(collection_name, document.pk)] = document
             new_documents.append(document)
