@@ -73,6 +73,11 @@ class Document(mongoengine.Document):
         return is_async_connection(cls._db_alias())
 
     @classmethod
+    def _require_async(cls, name: str, use: str) -> None:
+        """Raise unless the class is on an async alias; ``use`` is the sync way."""
+        require_async(cls._db_alias(), cls.__name__, name, use)
+
+    @classmethod
     def _get_collection_name(cls) -> str | None:
         return switched_collection(cls) or super()._get_collection_name()
 
@@ -92,16 +97,14 @@ class Document(mongoengine.Document):
     @classmethod
     async def _async_get_collection(cls) -> AsyncCollection:
         """The AsyncCollection, created with its meta indexes on first use."""
-        require_async(
-            cls._db_alias(), cls.__name__, "_async_get_collection", "_get_collection()"
-        )
+        cls._require_async("_async_get_collection", "_get_collection()")
         collection = cls._get_collection()
         await cls._prepare_collection(collection)
         return collection
 
     async def _async_collection(self, name: str, use: str) -> AsyncCollection:
         """This document's collection (honours an instance ``switch_db``)."""
-        require_async(self._db_alias(), type(self).__name__, name, use)
+        self._require_async(name, use)
         collection = self._get_collection()
         await self._prepare_collection(collection)
         return collection
@@ -208,6 +211,7 @@ class Document(mongoengine.Document):
     @classmethod
     async def async_ensure_indexes(cls) -> None:
         """Create the indexes declared in ``meta`` (one round trip)."""
+        cls._require_async("async_ensure_indexes", "ensure_indexes()")
         await cls._create_indexes(await cls._async_get_collection())
 
     @classmethod
@@ -223,15 +227,14 @@ class Document(mongoengine.Document):
     @classmethod
     async def async_list_indexes(cls) -> list[list[tuple[str, int]]]:
         """The index keys MongoEngine expects for this class (as ``list_indexes``)."""
+        cls._require_async("async_list_indexes", "list_indexes()")
         await cls._async_get_collection()
         return mongoengine.Document.list_indexes.__func__(cls)
 
     @classmethod
     async def async_drop_collection(cls) -> None:
         """Drop the class's collection; its indexes are recreated on next use."""
-        require_async(
-            cls._db_alias(), cls.__name__, "async_drop_collection", "drop_collection()"
-        )
+        cls._require_async("async_drop_collection", "drop_collection()")
         name = cls._get_collection_name()
         if not name:
             raise OperationError(
@@ -423,17 +426,12 @@ class Document(mongoengine.Document):
         for name, field in self._fields.items():
             if isinstance(field, mongoengine.FileField):
                 proxy = getattr(self, name)
-                if hasattr(proxy, "async_delete"):
-                    await proxy.async_delete()
+                if proxy and hasattr(proxy, "async_delete"):
+                    await proxy.async_delete(missing_ok=True)
 
     async def async_select_related(self, max_depth: int = 1):
         """Load this document's references ``max_depth`` levels deep; returns self."""
-        require_async(
-            self._db_alias(),
-            type(self).__name__,
-            "async_select_related",
-            "select_related()",
-        )
+        self._require_async("async_select_related", "select_related()")
         await select_related([self], max_depth)
         return self
 

@@ -40,6 +40,7 @@ from mongoengine_async.guards import (
     guard_blocking_methods,
     require_async,
 )
+from mongoengine_async.loading import from_son
 from mongoengine_async.references import select_related
 
 __all__ = ("AsyncAggregation", "QuerySet")
@@ -101,14 +102,17 @@ class QuerySet(me_queryset.QuerySet):
             cursor.max_time_ms(self._max_time_ms)
         return cursor
 
-    def _materialise(self, raw: dict) -> Any:
-        """Turn a raw result into what iteration yields (document, scalar, dict)."""
+    def _materialiser(self) -> Callable[[dict], Any]:
+        """The function turning a raw result into a document, scalar or dict."""
         if self._as_pymongo:
-            return raw
-        document = self._document._from_son(
-            raw, _auto_dereference=self._auto_dereference
-        )
-        return self._get_scalar(document) if self._scalar else document
+            return lambda raw: raw
+        document_cls, auto_dereference = self._document, self._auto_dereference
+
+        def materialise(raw: dict) -> Any:
+            document = from_son(document_cls, raw, auto_dereference)
+            return self._get_scalar(document) if self._scalar else document
+
+        return materialise
 
     # -- non-I/O behaviour on async aliases -------------------------------------
 
@@ -149,9 +153,10 @@ class QuerySet(me_queryset.QuerySet):
         await self._async_collection("__aiter__", "a plain for loop")
         if self._none or self._empty:
             return
+        materialise = self._materialiser()
         async with self._new_cursor() as cursor:
             async for raw in cursor:
-                yield self._materialise(raw)
+                yield materialise(raw)
 
     async def async_to_list(self, length: int | None = None) -> list[Any]:
         """All results (or the first ``length``) as a list."""
@@ -159,7 +164,7 @@ class QuerySet(me_queryset.QuerySet):
         if self._none or self._empty:
             return []
         raw_documents = await self._new_cursor().to_list(length)
-        return [self._materialise(raw) for raw in raw_documents]
+        return list(map(self._materialiser(), raw_documents))
 
     async def async_first(self) -> Any:
         """The first result, or None."""
@@ -167,10 +172,11 @@ class QuerySet(me_queryset.QuerySet):
         if self._none or self._empty:
             return None
         raw_documents = await self._new_cursor().limit(1).to_list(1)
-        return self._materialise(raw_documents[0]) if raw_documents else None
+        return self._materialiser()(raw_documents[0]) if raw_documents else None
 
     async def async_get(self, *q_objs, **query) -> Any:
         """The only match; raises ``DoesNotExist`` or ``MultipleObjectsReturned``."""
+        self._require_async("async_get", "get()")
         queryset = self.clone().order_by().limit(2).filter(*q_objs, **query)
         results = await queryset.async_to_list(2)
         document_cls = queryset._document
@@ -186,6 +192,7 @@ class QuerySet(me_queryset.QuerySet):
 
     async def async_with_id(self, object_id: Any) -> Any:
         """The document with this primary key, or None (no other filter allowed)."""
+        self._require_async("async_with_id", "with_id()")
         if self._query_obj:
             raise InvalidQueryError("Cannot use a filter whilst using `with_id`")
         return await self.filter(pk=object_id).async_first()
@@ -194,7 +201,8 @@ class QuerySet(me_queryset.QuerySet):
         """A dict from id to result for the given ids, in one query."""
         collection = await self._async_collection("async_in_bulk", "in_bulk()")
         cursor = collection.find({"_id": {"$in": object_ids}}, **self._cursor_args)
-        return {raw["_id"]: self._materialise(raw) async for raw in cursor}
+        materialise = self._materialiser()
+        return {raw["_id"]: materialise(raw) async for raw in cursor}
 
     async def async_count(self, with_limit_and_skip: bool = False) -> int:
         """The number of matches (``limit``/``skip`` applied only when asked)."""
@@ -222,6 +230,7 @@ class QuerySet(me_queryset.QuerySet):
 
     async def async_exists(self) -> bool:
         """Whether anything matches, fetching at most one id."""
+        self._require_async("async_exists", "bool(queryset)")
         queryset = self.order_by().only(self._document._meta["id_field"])
         return await queryset.as_pymongo().async_first() is not None
 
@@ -253,10 +262,12 @@ class QuerySet(me_queryset.QuerySet):
 
     async def async_scalar(self, *fields: str) -> list[Any]:
         """The values of ``fields`` for every match (tuples for several fields)."""
+        self._require_async("async_scalar", "scalar()")
         return await self.scalar(*fields).async_to_list()
 
     async def async_values_list(self, *fields: str) -> list[Any]:
         """Alias of :meth:`async_scalar`."""
+        self._require_async("async_values_list", "values_list()")
         return await self.async_scalar(*fields)
 
     def async_aggregate(self, pipeline: list[dict], **kwargs: Any) -> AsyncAggregation:
@@ -294,6 +305,7 @@ class QuerySet(me_queryset.QuerySet):
 
         One query per referenced collection and level, however many results.
         """
+        self._require_async("async_select_related", "select_related()")
         return await select_related(await self.async_to_list(), max_depth)
 
     async def async_explain(self) -> dict:
@@ -438,6 +450,7 @@ class QuerySet(me_queryset.QuerySet):
         **update: Any,
     ) -> Any:
         """:meth:`async_update` of the first match only."""
+        self._require_async("async_update_one", "update_one()")
         return await self.async_update(
             upsert=upsert,
             multi=False,
@@ -454,6 +467,7 @@ class QuerySet(me_queryset.QuerySet):
         **update: Any,
     ) -> Any:
         """Update the first match or insert one; returns the document."""
+        self._require_async("async_upsert_one", "upsert_one()")
         result = await self.async_update(
             multi=False,
             upsert=True,
@@ -498,7 +512,7 @@ class QuerySet(me_queryset.QuerySet):
             raise NotUniqueError(f"Update failed ({err})") from err
         except pymongo.errors.OperationFailure as err:
             raise OperationError(f"Update failed ({err})") from err
-        return None if raw is None else self._document._from_son(raw)
+        return None if raw is None else from_son(self._document, raw)
 
     async def _find_one_and(
         self, collection, remove, new, upsert, array_filters=None, **update

@@ -21,6 +21,7 @@ from mongoengine.base.datastructures import LazyReference as MongoEngineLazyRefe
 
 from mongoengine_async.context import current_session, dereference_disabled
 from mongoengine_async.guards import AsyncUsageError
+from mongoengine_async.loading import from_son
 
 __all__ = ("AsyncReferenceProxy", "LazyReference", "select_related")
 
@@ -143,7 +144,7 @@ async def load_reference(cls: type, dbref: DBRef, name: str) -> Any:
             f"Trying to dereference unknown document "
             f"{DBRef(dbref.collection, dbref.id)!r} (reference {name!r})"
         )
-    return cls._from_son(raw)
+    return from_son(cls, raw)
 
 
 def _stored_value(stored: Any) -> Any:
@@ -421,4 +422,4 @@ async def _find_many(cls: type, collection_name: str, ids: set) -> list:
     cursor = database[collection_name].find(
         {"_id": {"$in": list(ids)}}, session=current_session(database.client)
     )
-    return [cls._from_son(raw) async for raw in cursor]
+    return [from_son(cls, raw) async for raw in cursor]

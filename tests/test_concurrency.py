@@ -1,0 +1,202 @@
+"""Many concurrent tasks on one event loop, against a real mongod: nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from bson import ObjectId
+
+from mongoengine_async import (
+    Document,
+    IntField,
+    ListField,
+    StringField,
+    get_async_db,
+)
+
+
+class ConcItem(Document):
+    name = StringField(required=True)
+    n = IntField()
+    tags = ListField(StringField())
+    meta = {"indexes": ["name", "n"]}
+
+
+class ConcPair(Document):
+    a = IntField()
+    b = IntField()
+    note = StringField()
+
+
+class ConcPrepared(Document):
+    key = StringField(unique=True)
+
+
+TASKS = 300
+
+
+async def test_hundreds_of_tasks_save_update_read(async_alias, command_log):
+    async def life(i: int) -> ConcItem:
+        item = await ConcItem(name=f"item-{i}", n=i, tags=["new"]).async_save()
+        item.n = i * 10
+        item.tags.append(f"t{i}")
+        await item.async_save()
+        await asyncio.sleep(0)
+        fresh = await ConcItem.objects.async_get(pk=item.pk)
+        assert fresh.name == f"item-{i}"
+        assert fresh.n == i * 10
+        assert fresh.tags == ["new", f"t{i}"]
+        return item
+
+    items = await asyncio.gather(*(life(i) for i in range(TASKS)))
+    assert len({item.pk for item in items}) == TASKS
+    assert await ConcItem.objects.async_count() == TASKS
+    raw = await get_async_db().conc_item.find({}).to_list(None)
+    assert len(raw) == TASKS
+    by_name = {d["name"]: d for d in raw}
+    for i in range(TASKS):
+        assert by_name[f"item-{i}"]["n"] == i * 10
+        assert by_name[f"item-{i}"]["tags"] == ["new", f"t{i}"]
+    assert command_log.count("insert") == TASKS
+    assert command_log.count("update") == TASKS
+    assert command_log.count("createIndexes") == 1
+
+
+async def test_concurrent_queryset_updates_are_not_lost(async_alias):
+    counter = await ConcItem(name="counter", n=0).async_save()
+    await asyncio.gather(
+        *(ConcItem.objects(pk=counter.pk).async_update(inc__n=1) for _ in range(TASKS))
+    )
+    raw = await get_async_db().conc_item.find_one({"_id": counter.pk})
+    assert raw["n"] == TASKS
+
+
+async def test_concurrent_async_get_of_many_ids(async_alias):
+    items = await ConcItem.objects.async_insert(
+        [ConcItem(name=f"g{i}", n=i) for i in range(200)]
+    )
+    found = await asyncio.gather(
+        *(ConcItem.objects.async_get(pk=item.pk) for item in items)
+    )
+    assert [(f.pk, f.name, f.n) for f in found] == [(i.pk, i.name, i.n) for i in items]
+    missing = await asyncio.gather(
+        *(ConcItem.objects.async_with_id(ObjectId()) for _ in range(50)),
+    )
+    assert missing == [None] * 50
+
+
+async def test_concurrent_async_for_loops(async_alias, command_log):
+    await ConcItem.objects.async_insert(
+        [ConcItem(name=f"s{i:03}", n=i) for i in range(100)], load_bulk=False
+    )
+    command_log.clear()
+
+    async def loop(modulo: int) -> list[int]:
+        seen = []
+        qs = ConcItem.objects(n__mod=(modulo, 0)).order_by("n").batch_size(3)
+        async for item in qs:
+            seen.append(item.n)
+            await asyncio.sleep(0)
+        return seen
+
+    results = await asyncio.gather(*(loop(m) for m in range(1, 21)))
+    for modulo, seen in zip(range(1, 21), results, strict=True):
+        assert seen == [n for n in range(100) if n % modulo == 0]
+    assert command_log.count("find") == 20
+    # The loops really interleaved batches rather than loading everything.
+    assert command_log.count("getMore") >= sum(len(r) // 3 for r in results) - 20
+    cursors = [
+        e.command["getMore"] for e in command_log.events if e.command_name == "getMore"
+    ]
+    assert len(set(cursors)) == 20
+    switches = sum(1 for x, y in itertools.pairwise(cursors) if x != y)
+    assert switches > 20 * 3
+
+
+async def test_cancelled_insert_is_all_or_nothing(async_alias):
+    documents = []
+    for delay in range(40):
+        pair = ConcPair(id=ObjectId(), a=delay, b=delay, note="x" * 1000)
+        task = asyncio.ensure_future(pair.async_save())
+        for _ in range(delay):
+            await asyncio.sleep(0)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        documents.append(pair)
+    collection = get_async_db().conc_pair
+    complete = 0
+    for delay, pair in enumerate(documents):
+        raw = await collection.find_one({"_id": pair.id})
+        if raw is None:
+            continue
+        assert raw == {"_id": pair.id, "a": delay, "b": delay, "note": "x" * 1000}
+        complete += 1
+    # Cancelled before it ever ran: nothing at all.
+    assert await collection.find_one({"_id": documents[0].id}) is None
+    # The connection is still usable afterwards.
+    final = await ConcPair(a=-1, b=-1).async_save()
+    assert await collection.find_one({"_id": final.id}) is not None
+    assert await collection.count_documents({}) == complete + 1
+
+
+async def test_cancel_after_command_sent(async_alias, command_log):
+    await ConcPair.objects.async_first()  # collection prepared beforehand
+    pair = ConcPair(id=ObjectId(), a=1, b=2, note="mid-flight")
+    command_log.clear()
+    task = asyncio.ensure_future(pair.async_save())
+    while command_log.count() == 0:
+        await asyncio.sleep(0)
+    assert command_log.names[-1] in ("insert", "update")
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    raw = await get_async_db().conc_pair.find_one({"_id": pair.id})
+    assert raw in (None, {"_id": pair.id, "a": 1, "b": 2, "note": "mid-flight"})
+    assert await ConcPair.objects.async_count() == (0 if raw is None else 1)
+
+
+async def test_cancelled_update_is_all_or_nothing(async_alias):
+    collection = get_async_db().conc_pair
+    pairs = await ConcPair.objects.async_insert(
+        [ConcPair(a=0, b=0, note="old") for _ in range(30)]
+    )
+    for delay, pair in enumerate(pairs):
+        pair.a = delay + 1
+        pair.b = delay + 1
+        pair.note = None
+        task = asyncio.ensure_future(pair.async_save())
+        for _ in range(delay):
+            await asyncio.sleep(0)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    for delay, pair in enumerate(pairs):
+        raw = await collection.find_one({"_id": pair.id})
+        assert raw in (
+            {"_id": pair.id, "a": 0, "b": 0, "note": "old"},
+            {"_id": pair.id, "a": delay + 1, "b": delay + 1},
+        )
+    assert (await collection.find_one({"_id": pairs[0].id}))["note"] == "old"
+
+
+async def test_cancelled_first_use_still_creates_indexes(async_alias, command_log):
+    first = asyncio.ensure_future(ConcPrepared(key="a").async_save())
+    await asyncio.sleep(0)
+    first.cancel()
+    try:
+        await first
+    except asyncio.CancelledError:
+        pass
+    await asyncio.gather(*(ConcPrepared(key=f"k{i}").async_save() for i in range(20)))
+    info = await get_async_db().conc_prepared.index_information()
+    assert any(spec.get("unique") for spec in info.values())
+    assert command_log.count("createIndexes") == 1
+    assert await ConcPrepared.objects.async_count() == 20

@@ -1,0 +1,270 @@
+"""Async connection registry: connect_async and friends, against a real mongod."""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+import mongoengine.connection as me_connection
+import pytest
+from pymongo import AsyncMongoClient, MongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+import mongoengine_async
+from mongoengine_async import (
+    ConnectionFailure,
+    Document,
+    IntField,
+    StringField,
+    connect_async,
+    disconnect_all_async,
+    disconnect_async,
+    get_async_connection,
+    get_async_db,
+    is_async_connection,
+)
+
+
+class ConnAliasItem(Document):
+    name = StringField()
+    n = IntField()
+    meta = {"db_alias": "conn-a", "collection": "conn_alias_items"}
+
+
+def _db_name() -> str:
+    return f"test_conn_{uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def cleanup(mongodb_uri):
+    """Disconnects every async alias and the listed sync aliases, drops dbs."""
+    state = {"sync": [], "dbs": []}
+    yield state
+    for alias in state["sync"]:
+        mongoengine_async.disconnect(alias)
+    if state["dbs"]:
+        client = AsyncMongoClient(mongodb_uri)
+        try:
+            for name in state["dbs"]:
+                await client.drop_database(name)
+        finally:
+            await client.close()
+    await disconnect_all_async()
+    ConnAliasItem._meta["db_alias"] = "conn-a"
+
+
+def _connect_sync(alias, mongodb_uri, cleanup, db=None):
+    db = db or _db_name()
+    cleanup["sync"].append(alias)
+    cleanup["dbs"].append(db)
+    return mongoengine_async.connect(
+        db=db, alias=alias, host=mongodb_uri, uuidRepresentation="standard"
+    )
+
+
+async def test_connect_async_returns_async_mongo_client(mongodb_uri, cleanup):
+    db = _db_name()
+    cleanup["dbs"].append(db)
+    client = await connect_async(
+        db=db, alias="c1", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    assert isinstance(client, AsyncMongoClient)
+    assert get_async_connection("c1") is client
+    database = get_async_db("c1")
+    assert isinstance(database, AsyncDatabase)
+    assert database.name == db
+    # The client really talks to the server.
+    await database.things.insert_one({"x": 1})
+    assert await database.things.find_one({}, {"_id": 0}) == {"x": 1}
+
+
+async def test_connect_same_alias_same_settings_returns_same_client(
+    mongodb_uri, cleanup
+):
+    db = _db_name()
+    first = await connect_async(
+        db=db, alias="c2", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    second = await connect_async(
+        db=db, alias="c2", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    assert first is second
+
+
+async def test_connect_same_alias_different_settings_fails(mongodb_uri, cleanup):
+    db = _db_name()
+    client = await connect_async(
+        db=db, alias="c3", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    with pytest.raises(ConnectionFailure, match="different connection"):
+        await connect_async(
+            db=_db_name(), alias="c3", host=mongodb_uri, uuidRepresentation="standard"
+        )
+    with pytest.raises(ConnectionFailure, match="different connection"):
+        await connect_async(
+            db=db,
+            alias="c3",
+            host=mongodb_uri,
+            uuidRepresentation="standard",
+            maxPoolSize=7,
+        )
+    # The registered connection is unchanged.
+    assert get_async_connection("c3") is client
+    assert get_async_db("c3").name == db
+
+
+async def test_sync_connect_on_async_alias_fails(mongodb_uri, cleanup):
+    db = _db_name()
+    await connect_async(
+        db=db, alias="c4", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    with pytest.raises(ConnectionFailure, match="connect_async") as excinfo:
+        mongoengine_async.connect(
+            db=db, alias="c4", host=mongodb_uri, uuidRepresentation="standard"
+        )
+    assert "c4" in str(excinfo.value)
+    with pytest.raises(ConnectionFailure, match="connect_async"):
+        mongoengine_async.register_connection("c4", db=db, host=mongodb_uri)
+    assert "c4" not in me_connection._connection_settings
+    assert is_async_connection("c4")
+
+
+async def test_connect_async_on_sync_alias_fails(mongodb_uri, cleanup):
+    _connect_sync("sync-c5", mongodb_uri, cleanup)
+    with pytest.raises(ConnectionFailure, match=r"connect\(\)") as excinfo:
+        await connect_async(
+            db=_db_name(),
+            alias="sync-c5",
+            host=mongodb_uri,
+            uuidRepresentation="standard",
+        )
+    assert "sync-c5" in str(excinfo.value)
+    assert not is_async_connection("sync-c5")
+    assert isinstance(mongoengine_async.get_connection("sync-c5"), MongoClient)
+
+
+async def test_get_async_db_on_sync_alias_fails(mongodb_uri, cleanup):
+    _connect_sync("sync-c6", mongodb_uri, cleanup)
+    with pytest.raises(ConnectionFailure, match="not async"):
+        get_async_db("sync-c6")
+    with pytest.raises(ConnectionFailure, match="not async"):
+        get_async_connection("sync-c6")
+
+
+async def test_unknown_alias_fails(cleanup):
+    with pytest.raises(ConnectionFailure, match="nobody-registered-this"):
+        get_async_connection("nobody-registered-this")
+    with pytest.raises(ConnectionFailure, match="nobody-registered-this"):
+        get_async_db("nobody-registered-this")
+    assert not is_async_connection("nobody-registered-this")
+
+
+async def test_unknown_default_alias_fails(cleanup):
+    with pytest.raises(ConnectionFailure, match="default connection"):
+        get_async_db()
+
+
+async def test_sync_helpers_refuse_async_alias(mongodb_uri, cleanup):
+    await connect_async(
+        db=_db_name(), alias="c7", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    with pytest.raises(ConnectionFailure, match="get_async_db"):
+        mongoengine_async.get_db("c7")
+    with pytest.raises(ConnectionFailure, match="get_async_connection"):
+        mongoengine_async.get_connection("c7")
+    with pytest.raises(ConnectionFailure, match="disconnect_async"):
+        mongoengine_async.disconnect("c7")
+    assert is_async_connection("c7")
+
+
+async def test_is_async_connection(mongodb_uri, cleanup):
+    assert not is_async_connection("c8")
+    await connect_async(
+        db=_db_name(), alias="c8", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    assert is_async_connection("c8")
+    _connect_sync("sync-c8", mongodb_uri, cleanup)
+    assert not is_async_connection("sync-c8")
+    await disconnect_async("c8")
+    assert not is_async_connection("c8")
+
+
+async def test_disconnect_async_then_reconnect(mongodb_uri, cleanup):
+    first_db, second_db = _db_name(), _db_name()
+    cleanup["dbs"] += [first_db, second_db]
+    first = await connect_async(
+        db=first_db, alias="c9", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    await disconnect_async("c9")
+    assert not is_async_connection("c9")
+    with pytest.raises(ConnectionFailure):
+        get_async_db("c9")
+    # Different settings are allowed once the alias is gone.
+    second = await connect_async(
+        db=second_db, alias="c9", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    assert second is not first
+    assert get_async_db("c9").name == second_db
+    await get_async_db("c9").things.insert_one({"_id": 1})
+    assert await get_async_db("c9").things.count_documents({}) == 1
+
+
+async def test_disconnect_all_async_leaves_sync_aliases(mongodb_uri, cleanup):
+    sync_db = _db_name()
+    _connect_sync("sync-c10", mongodb_uri, cleanup, db=sync_db)
+    await connect_async(
+        db=_db_name(), alias="c10a", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    await connect_async(
+        db=_db_name(), alias="c10b", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    await disconnect_all_async()
+    assert not is_async_connection("c10a")
+    assert not is_async_connection("c10b")
+    assert "sync-c10" in me_connection._connection_settings
+    sync_database = mongoengine_async.get_db("sync-c10")
+    assert sync_database.name == sync_db
+    sync_database.things.insert_one({"_id": 1})
+    assert sync_database.things.count_documents({}) == 1
+
+
+async def test_two_aliases_on_same_host_share_a_client(mongodb_uri, cleanup):
+    db_x, db_y = _db_name(), _db_name()
+    cleanup["dbs"] += [db_x, db_y]
+    client_x = await connect_async(
+        db=db_x, alias="c11x", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    client_y = await connect_async(
+        db=db_y, alias="c11y", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    assert client_x is client_y
+    assert get_async_db("c11x").name == db_x
+    assert get_async_db("c11y").name == db_y
+    # Disconnecting one alias must not close the client the other still uses.
+    await disconnect_async("c11x")
+    await get_async_db("c11y").things.insert_one({"_id": 1})
+    assert await get_async_db("c11y").things.count_documents({}) == 1
+
+
+async def test_db_alias_changed_after_class_creation(mongodb_uri, cleanup):
+    db_a, db_b = _db_name(), _db_name()
+    cleanup["dbs"] += [db_a, db_b]
+    await connect_async(
+        db=db_a, alias="conn-a", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    await connect_async(
+        db=db_b, alias="conn-b", host=mongodb_uri, uuidRepresentation="standard"
+    )
+
+    await ConnAliasItem(name="in-a", n=1).async_save()
+    ConnAliasItem._meta["db_alias"] = "conn-b"
+    await ConnAliasItem(name="in-b", n=2).async_save()
+    assert await ConnAliasItem.objects.async_count() == 1
+    assert (await ConnAliasItem.objects.async_get()).name == "in-b"
+
+    raw_a = await get_async_db("conn-a").conn_alias_items.find({}).to_list(None)
+    raw_b = await get_async_db("conn-b").conn_alias_items.find({}).to_list(None)
+    assert [d["name"] for d in raw_a] == ["in-a"]
+    assert [d["name"] for d in raw_b] == ["in-b"]
+
+    ConnAliasItem._meta["db_alias"] = "conn-a"
+    assert [d.name async for d in ConnAliasItem.objects] == ["in-a"]

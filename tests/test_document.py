@@ -1,0 +1,769 @@
+"""Document async I/O against a real mongod: save, delta updates, delete, reload..."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from bson import ObjectId
+
+import mongoengine_async
+from mongoengine_async import (
+    DictField,
+    Document,
+    DynamicDocument,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
+    IntField,
+    InvalidQueryError,
+    ListField,
+    NotUniqueError,
+    SaveConditionError,
+    StringField,
+    ValidationError,
+    get_async_db,
+)
+from mongoengine_async import signals as async_signals
+
+
+class DocAddress(EmbeddedDocument):
+    city = StringField()
+    street = StringField()
+
+
+class DocPerson(Document):
+    name = StringField(required=True)
+    age = IntField()
+    nickname = StringField()
+    tags = ListField(StringField())
+    address = EmbeddedDocumentField(DocAddress)
+    extra = DictField()
+    version = IntField(default=1)
+
+
+class DocUniqueUser(Document):
+    email = StringField(unique=True)
+
+
+class DocIndexed(Document):
+    name = StringField()
+    age = IntField()
+    meta = {"indexes": ["name", ("-age", "name")]}
+
+
+class DocAnimal(Document):
+    name = StringField()
+    meta = {"allow_inheritance": True}
+
+
+class DocDog(DocAnimal):
+    bark = StringField()
+
+
+class DocCat(DocAnimal):
+    lives = IntField(default=9)
+
+
+class DocBase(Document):
+    created_by = StringField(default="system")
+    label = StringField()
+    meta = {"abstract": True}
+
+
+class DocConcrete(DocBase):
+    value = IntField()
+
+
+class DocCustomCollection(Document):
+    name = StringField()
+    meta = {"collection": "my_custom_things"}
+
+
+class DocDynamic(DynamicDocument):
+    name = StringField()
+
+
+class DocSignalled(Document):
+    name = StringField()
+
+
+def _db():
+    return get_async_db()
+
+
+def _updates(command_log):
+    return [e.command for e in command_log.events if e.command_name == "update"]
+
+
+# -- insert ---------------------------------------------------------------------------
+
+
+async def test_async_save_inserts(async_alias):
+    person = DocPerson(name="Ada", age=36, tags=["math"])
+    result = await person.async_save()
+    assert result is person
+    assert isinstance(person.id, ObjectId)
+    raw = await _db().doc_person.find_one({"_id": person.id})
+    assert raw == {
+        "_id": person.id,
+        "name": "Ada",
+        "age": 36,
+        "tags": ["math"],
+        "extra": {},
+        "version": 1,
+    }
+    assert person._get_changed_fields() == []
+    assert person._created is False
+
+
+async def test_async_save_with_own_id_inserts(async_alias):
+    own = ObjectId()
+    await DocPerson(id=own, name="Own").async_save()
+    raw = await _db().doc_person.find_one({"_id": own})
+    assert raw["name"] == "Own"
+
+
+# -- delta updates ----------------------------------------------------------------
+
+
+async def test_update_sends_only_changed_field(async_alias, command_log):
+    person = await DocPerson(name="Ada", age=36, nickname="A").async_save()
+    command_log.clear()
+    person.age = 37
+    await person.async_save()
+    assert command_log.names == ["update"]
+    (update,) = _updates(command_log)
+    assert len(update["updates"]) == 1
+    statement = update["updates"][0]
+    assert statement["q"] == {"_id": person.id}
+    assert statement["u"] == {"$set": {"age": 37}}
+    raw = await _db().doc_person.find_one({"_id": person.id})
+    assert raw["age"] == 37
+    assert raw["name"] == "Ada"
+    assert raw["nickname"] == "A"
+
+
+async def test_update_nested_embedded_field(async_alias, command_log):
+    person = await DocPerson(
+        name="Ada", address=DocAddress(city="London", street="Main")
+    ).async_save()
+    command_log.clear()
+    person.address.city = "Paris"
+    await person.async_save()
+    (update,) = _updates(command_log)
+    assert update["updates"][0]["u"] == {"$set": {"address.city": "Paris"}}
+    raw = await _db().doc_person.find_one({"_id": person.id})
+    assert raw["address"] == {"city": "Paris", "street": "Main"}
+
+
+async def test_update_list_append(async_alias, command_log):
+    person = await DocPerson(name="Ada", tags=["a", "b"]).async_save()
+    command_log.clear()
+    person.tags.append("c")
+    await person.async_save()
+    (update,) = _updates(command_log)
+    assert update["updates"][0]["u"] == {"$set": {"tags": ["a", "b", "c"]}}
+    raw = await _db().doc_person.find_one({"_id": person.id})
+    assert raw["tags"] == ["a", "b", "c"]
+
+
+async def test_update_list_item(async_alias, command_log):
+    person = await DocPerson(name="Ada", tags=["a", "b"]).async_save()
+    command_log.clear()
+    person.tags[1] = "z"
+    await person.async_save()
+    (update,) = _updates(command_log)
+    assert update["updates"][0]["u"] == {"$set": {"tags.1": "z"}}
+    raw = await _db().doc_person.find_one({"_id": person.id})
+    assert raw["tags"] == ["a", "z"]
+
+
+async def test_update_set_to_none_unsets(async_alias, command_log):
+    person = await DocPerson(name="Ada", age=3, nickname="A").async_save()
+    command_log.clear()
+    person.nickname = None
+    person.age = 4
+    await person.async_save()
+    (update,) = _updates(command_log)
+    assert update["updates"][0]["u"] == {
+        "$set": {"age": 4},
+        "$unset": {"nickname": 1},
+    }
+    raw = await _db().doc_person.find_one({"_id": person.id})
+    assert "nickname" not in raw
+    assert raw["age"] == 4
+
+
+async def test_save_without_changes_sends_nothing(async_alias, command_log):
+    person = await DocPerson(name="Ada").async_save()
+    command_log.clear()
+    await person.async_save()
+    assert command_log.count() == 0
+
+
+async def test_loaded_document_update_is_delta(async_alias, command_log):
+    oid = ObjectId()
+    await _db().doc_person.insert_one({"_id": oid, "name": "Raw", "age": 1})
+    # A document loaded from the db (not created locally) sends a delta too.
+    person = await DocPerson.objects.async_get(pk=oid)
+    command_log.clear()
+    person.age = 2
+    await person.async_save()
+    (update,) = _updates(command_log)
+    assert update["updates"][0]["u"] == {"$set": {"age": 2}}
+    assert await _db().doc_person.find_one({"_id": oid}) == {
+        "_id": oid,
+        "name": "Raw",
+        "age": 2,
+    }
+
+
+# -- save options ---------------------------------------------------------------------
+
+
+async def test_save_condition_met(async_alias):
+    person = await DocPerson(name="Ada", version=1).async_save()
+    person.name = "Ada L."
+    person.version = 2
+    await person.async_save(save_condition={"version": 1})
+    raw = await _db().doc_person.find_one({"_id": person.id})
+    assert raw["name"] == "Ada L."
+    assert raw["version"] == 2
+
+
+async def test_save_condition_not_met(async_alias):
+    person = await DocPerson(name="Ada", version=1).async_save()
+    await _db().doc_person.update_one({"_id": person.id}, {"$set": {"version": 5}})
+    person.name = "Changed"
+    person.version = 2
+    with pytest.raises(SaveConditionError, match="Race condition"):
+        await person.async_save(save_condition={"version": 1})
+    raw = await _db().doc_person.find_one({"_id": person.id})
+    assert raw["name"] == "Ada"
+    assert raw["version"] == 5
+
+
+async def test_save_condition_with_operator(async_alias):
+    person = await DocPerson(name="Ada", age=10).async_save()
+    person.name = "Older"
+    with pytest.raises(SaveConditionError):
+        await person.async_save(save_condition={"age__gt": 10})
+    await person.async_save(save_condition={"age__gte": 10})
+    raw = await _db().doc_person.find_one({"_id": person.id})
+    assert raw["name"] == "Older"
+
+
+async def test_force_insert_existing_id(async_alias):
+    person = await DocPerson(name="Ada").async_save()
+    clone = DocPerson(id=person.id, name="Other")
+    with pytest.raises(NotUniqueError):
+        await clone.async_save(force_insert=True)
+    raw = await _db().doc_person.find_one({"_id": person.id})
+    assert raw["name"] == "Ada"
+    assert await _db().doc_person.count_documents({}) == 1
+
+
+async def test_unique_index_violation(async_alias):
+    await DocUniqueUser(email="a@example.com").async_save()
+    with pytest.raises(NotUniqueError):
+        await DocUniqueUser(email="a@example.com").async_save()
+    assert await _db().doc_unique_user.count_documents({}) == 1
+    other = await DocUniqueUser(email="b@example.com").async_save()
+    other.email = "a@example.com"
+    with pytest.raises(NotUniqueError):
+        await other.async_save()
+    raw = await _db().doc_unique_user.find_one({"_id": other.id})
+    assert raw["email"] == "b@example.com"
+
+
+async def test_write_concern_passed(async_alias, command_log):
+    person = DocPerson(name="Ada")
+    await person.async_save(write_concern={"w": 1, "j": True})
+    (insert,) = [e.command for e in command_log.events if e.command_name == "insert"]
+    assert insert["writeConcern"] == {"w": 1, "j": True}
+    command_log.clear()
+    person.age = 5
+    await person.async_save(write_concern={"w": "majority"})
+    (update,) = _updates(command_log)
+    assert update["writeConcern"] == {"w": "majority"}
+    assert (await _db().doc_person.find_one({"_id": person.id}))["age"] == 5
+
+
+async def test_unacknowledged_write_concern(async_alias):
+    person = await DocPerson(name="Ada").async_save(write_concern={"w": 0})
+    # w=0 is fire-and-forget; the document still arrives.
+    for _ in range(100):
+        if await _db().doc_person.find_one({"_id": person.id}):
+            break
+        await asyncio.sleep(0.01)
+    assert (await _db().doc_person.find_one({"_id": person.id}))["name"] == "Ada"
+
+
+async def test_validation_error_writes_nothing(async_alias, command_log):
+    with pytest.raises(ValidationError) as excinfo:
+        await DocPerson(age=3).async_save()
+    assert "name" in excinfo.value.errors
+    with pytest.raises(ValidationError):
+        await DocPerson(name="Ada", age="not a number").async_save()
+    assert "insert" not in command_log.names
+    assert "update" not in command_log.names
+    assert await _db().doc_person.count_documents({}) == 0
+
+
+async def test_validation_error_on_update_writes_nothing(async_alias):
+    person = await DocPerson(name="Ada", age=1).async_save()
+    person.age = "bad"
+    with pytest.raises(ValidationError):
+        await person.async_save()
+    assert (await _db().doc_person.find_one({"_id": person.id}))["age"] == 1
+
+
+async def test_validate_false_skips_validation(async_alias):
+    person = await DocPerson(age=3).async_save(validate=False)
+    raw = await _db().doc_person.find_one({"_id": person.id})
+    assert raw["age"] == 3
+    assert "name" not in raw
+
+
+# -- delete / reload ------------------------------------------------------------------
+
+
+async def test_async_delete(async_alias):
+    keep = await DocPerson(name="Keep").async_save()
+    gone = await DocPerson(name="Gone").async_save()
+    result = await gone.async_delete()
+    assert result is None
+    assert await _db().doc_person.find_one({"_id": gone.id}) is None
+    assert await _db().doc_person.find_one({"_id": keep.id}) is not None
+
+
+async def test_async_reload_all_fields(async_alias):
+    person = await DocPerson(name="Ada", age=1, tags=["x"]).async_save()
+    await _db().doc_person.update_one(
+        {"_id": person.id},
+        {"$set": {"name": "Ada2", "age": 2, "tags": ["y", "z"]}},
+    )
+    person.nickname = "local"
+    reloaded = await person.async_reload()
+    assert reloaded is person
+    assert person.name == "Ada2"
+    assert person.age == 2
+    assert person.tags == ["y", "z"]
+    # A full reload discards local changes.
+    assert person.nickname is None
+    assert person._get_changed_fields() == []
+
+
+async def test_async_reload_one_field(async_alias):
+    person = await DocPerson(name="Ada", age=1).async_save()
+    await _db().doc_person.update_one(
+        {"_id": person.id}, {"$set": {"name": "Ada2", "age": 2}}
+    )
+    person.nickname = "local"
+    await person.async_reload("age")
+    assert person.age == 2
+    assert person.name == "Ada"
+    assert person.nickname == "local"
+    assert person._get_changed_fields() == ["nickname"]
+
+
+async def test_async_reload_deleted_document(async_alias):
+    person = await DocPerson(name="Ada").async_save()
+    await _db().doc_person.delete_one({"_id": person.id})
+    with pytest.raises(DocPerson.DoesNotExist):
+        await person.async_reload()
+
+
+async def test_async_reload_unsaved_document(async_alias):
+    with pytest.raises(DocPerson.DoesNotExist):
+        await DocPerson(name="Never").async_reload()
+
+
+# -- modify / update ------------------------------------------------------------------
+
+
+async def test_async_modify_applies_and_reloads(async_alias):
+    person = await DocPerson(name="Ada", age=1).async_save()
+    await _db().doc_person.update_one({"_id": person.id}, {"$set": {"nickname": "n"}})
+    assert await person.async_modify(inc__age=5, set__name="Ada!") is True
+    assert person.age == 6
+    assert person.name == "Ada!"
+    # Reloaded: also sees what someone else wrote.
+    assert person.nickname == "n"
+    raw = await _db().doc_person.find_one({"_id": person.id})
+    assert raw["age"] == 6
+    assert raw["name"] == "Ada!"
+
+
+async def test_async_modify_query_matches(async_alias):
+    person = await DocPerson(name="Ada", age=1).async_save()
+    assert await person.async_modify(query={"age": 1}, set__age=2) is True
+    assert person.age == 2
+    assert (await _db().doc_person.find_one({"_id": person.id}))["age"] == 2
+
+
+async def test_async_modify_query_mismatch(async_alias):
+    person = await DocPerson(name="Ada", age=1).async_save()
+    assert await person.async_modify(query={"age": 99}, set__age=2) is False
+    assert person.age == 1
+    assert (await _db().doc_person.find_one({"_id": person.id}))["age"] == 1
+
+
+async def test_async_modify_other_document_query(async_alias):
+    person = await DocPerson(name="Ada", age=1).async_save()
+    other = await DocPerson(name="Bob", age=1).async_save()
+    with pytest.raises(InvalidQueryError):
+        await person.async_modify(query={"id": other.id}, set__age=2)
+    assert await _db().doc_person.count_documents({"age": 2}) == 0
+
+
+async def test_async_modify_deleted_document(async_alias):
+    person = await DocPerson(name="Ada", age=1).async_save()
+    await _db().doc_person.delete_one({"_id": person.id})
+    assert await person.async_modify(set__age=2) is False
+    assert await _db().doc_person.count_documents({}) == 0
+
+
+async def test_async_update_document(async_alias):
+    person = await DocPerson(name="Ada", age=1, tags=["a"]).async_save()
+    other = await DocPerson(name="Bob", age=1).async_save()
+    assert await person.async_update(inc__age=2, push__tags="b") == 1
+    raw = await _db().doc_person.find_one({"_id": person.id})
+    assert raw["age"] == 3
+    assert raw["tags"] == ["a", "b"]
+    # Only this document is touched; the in-memory one is not reloaded.
+    assert (await _db().doc_person.find_one({"_id": other.id}))["age"] == 1
+    assert person.age == 1
+
+
+async def test_async_update_unsaved_document(async_alias):
+    with pytest.raises(mongoengine_async.OperationError, match="not yet saved"):
+        await DocPerson(name="Ada").async_update(set__age=1)
+    assert await _db().doc_person.count_documents({}) == 0
+
+
+# -- indexes / collections ---------------------------------------------------------
+
+
+async def test_async_ensure_indexes_and_list_indexes(async_alias):
+    await DocIndexed.async_ensure_indexes()
+    info = await _db().doc_indexed.index_information()
+    keys = sorted(tuple(spec["key"]) for spec in info.values())
+    assert keys == sorted([(("_id", 1),), (("name", 1),), (("age", -1), ("name", 1))])
+    listed = await DocIndexed.async_list_indexes()
+    assert sorted(map(tuple, listed)) == sorted(
+        [(("_id", 1),), (("name", 1),), (("age", -1), ("name", 1))]
+    )
+
+
+async def test_indexes_created_on_first_save(async_alias):
+    await DocIndexed(name="x", age=1).async_save()
+    info = await _db().doc_indexed.index_information()
+    assert len(info) == 3
+
+
+async def test_async_drop_collection(async_alias):
+    await DocIndexed(name="x", age=1).async_save()
+    assert "doc_indexed" in await _db().list_collection_names()
+    await DocIndexed.async_drop_collection()
+    assert "doc_indexed" not in await _db().list_collection_names()
+    # Indexes are recreated on next use.
+    await DocIndexed(name="y", age=2).async_save()
+    info = await _db().doc_indexed.index_information()
+    assert len(info) == 3
+    assert await DocIndexed.objects.async_count() == 1
+
+
+async def test_meta_indexes_created_once_under_concurrency(async_alias, command_log):
+    await asyncio.gather(
+        *(DocIndexed(name=f"n{i}", age=i).async_save() for i in range(50))
+    )
+    assert command_log.count("createIndexes") == 1
+    assert command_log.count("insert") == 50
+    await asyncio.gather(*(DocIndexed.objects.async_count() for _ in range(10)))
+    assert command_log.count("createIndexes") == 1
+    assert await _db().doc_indexed.count_documents({}) == 50
+    info = await _db().doc_indexed.index_information()
+    assert len(info) == 3
+
+
+async def test_async_get_collection(async_alias):
+    collection = await DocIndexed._async_get_collection()
+    assert collection.name == "doc_indexed"
+    assert collection.database.name == _db().name
+    assert len(await collection.index_information()) == 3
+
+
+# -- inheritance, abstract, collection names, dynamic ---------------------------------
+
+
+async def test_inheritance_stores_cls(async_alias):
+    dog = await DocDog(name="Rex", bark="woof").async_save()
+    cat = await DocCat(name="Tom").async_save()
+    animal = await DocAnimal(name="Generic").async_save()
+    raw = {d["name"]: d async for d in _db().doc_animal.find({})}
+    assert raw["Rex"]["_cls"] == "DocAnimal.DocDog"
+    assert raw["Rex"]["bark"] == "woof"
+    assert raw["Tom"]["_cls"] == "DocAnimal.DocCat"
+    assert raw["Tom"]["lives"] == 9
+    assert raw["Generic"]["_cls"] == "DocAnimal"
+    assert {dog.id, cat.id, animal.id} == {d["_id"] for d in raw.values()}
+    # The _cls index exists.
+    info = await _db().doc_animal.index_information()
+    assert any(spec["key"] == [("_cls", 1)] for spec in info.values())
+
+
+async def test_inheritance_queries(async_alias):
+    await DocDog(name="Rex", bark="woof").async_save()
+    await DocCat(name="Tom").async_save()
+    await DocAnimal(name="Generic").async_save()
+    everything = await DocAnimal.objects.order_by("name").async_to_list()
+    assert [type(a) for a in everything] == [DocAnimal, DocDog, DocCat]
+    assert everything[1].bark == "woof"
+    assert everything[2].lives == 9
+    dogs = await DocDog.objects.async_to_list()
+    assert [(type(d), d.name) for d in dogs] == [(DocDog, "Rex")]
+    assert await DocCat.objects.async_count() == 1
+    assert await DocAnimal.objects.async_count() == 3
+    fetched = await DocAnimal.objects.async_get(name="Tom")
+    assert type(fetched) is DocCat
+
+
+async def test_abstract_base_fields(async_alias):
+    item = await DocConcrete(label="L", value=3).async_save()
+    raw = await _db().doc_concrete.find_one({"_id": item.id})
+    assert raw == {"_id": item.id, "created_by": "system", "label": "L", "value": 3}
+    loaded = await DocConcrete.objects.async_get(label="L")
+    assert loaded.created_by == "system"
+    assert loaded.value == 3
+
+
+async def test_custom_collection(async_alias):
+    thing = await DocCustomCollection(name="x").async_save()
+    names = await _db().list_collection_names()
+    assert "my_custom_things" in names
+    assert "doc_custom_collection" not in names
+    assert (await _db().my_custom_things.find_one({"_id": thing.id}))["name"] == "x"
+    assert (await DocCustomCollection.objects.async_first()).name == "x"
+
+
+async def test_dynamic_document(async_alias, command_log):
+    doc = DocDynamic(name="dyn", colour="red", sizes=[1, 2])
+    doc.weight = 4.5
+    await doc.async_save()
+    raw = await _db().doc_dynamic.find_one({"_id": doc.id})
+    assert raw == {
+        "_id": doc.id,
+        "name": "dyn",
+        "colour": "red",
+        "sizes": [1, 2],
+        "weight": 4.5,
+    }
+    loaded = await DocDynamic.objects.async_get(colour="red")
+    assert loaded.weight == 4.5
+    assert loaded.sizes == [1, 2]
+    command_log.clear()
+    loaded.colour = "blue"
+    loaded.shape = "round"
+    await loaded.async_save()
+    (update,) = _updates(command_log)
+    assert update["updates"][0]["u"] == {"$set": {"colour": "blue", "shape": "round"}}
+    raw = await _db().doc_dynamic.find_one({"_id": doc.id})
+    assert raw["colour"] == "blue"
+    assert raw["shape"] == "round"
+
+
+# -- signals ------------------------------------------------------------------------
+
+
+async def test_save_and_delete_signals(async_alias):
+    calls = []
+
+    def pre_save(sender, document, **kwargs):
+        calls.append(("pre_save", sender, document.name, kwargs.get("extra")))
+
+    def post_save(sender, document, created, **kwargs):
+        calls.append(("post_save", sender, document.name, created))
+
+    def pre_delete(sender, document, **kwargs):
+        calls.append(("pre_delete", sender, document.name))
+
+    def post_delete(sender, document, **kwargs):
+        calls.append(("post_delete", sender, document.name))
+
+    async_signals.pre_save.connect(pre_save, sender=DocSignalled)
+    async_signals.post_save.connect(post_save, sender=DocSignalled)
+    async_signals.pre_delete.connect(pre_delete, sender=DocSignalled)
+    async_signals.post_delete.connect(post_delete, sender=DocSignalled)
+    try:
+        doc = DocSignalled(name="a")
+        await doc.async_save(signal_kwargs={"extra": 42})
+        doc.name = "b"
+        await doc.async_save()
+        await doc.async_delete()
+        # Other classes do not trigger the receivers.
+        await DocPerson(name="x").async_save()
+    finally:
+        async_signals.pre_save.disconnect(pre_save, sender=DocSignalled)
+        async_signals.post_save.disconnect(post_save, sender=DocSignalled)
+        async_signals.pre_delete.disconnect(pre_delete, sender=DocSignalled)
+        async_signals.post_delete.disconnect(post_delete, sender=DocSignalled)
+    assert calls == [
+        ("pre_save", DocSignalled, "a", 42),
+        ("post_save", DocSignalled, "a", True),
+        ("pre_save", DocSignalled, "b", None),
+        ("post_save", DocSignalled, "b", False),
+        ("pre_delete", DocSignalled, "b"),
+        ("post_delete", DocSignalled, "b"),
+    ]
+
+
+async def test_coroutine_signal_receivers_are_awaited(async_alias):
+    seen = []
+
+    async def post_save(sender, document, created, **kwargs):
+        # The document is in the database when post_save runs.
+        raw = await get_async_db().doc_signalled.find_one({"_id": document.id})
+        await asyncio.sleep(0)
+        seen.append(("post_save", raw["name"], created))
+
+    async def pre_delete(sender, document, **kwargs):
+        raw = await get_async_db().doc_signalled.find_one({"_id": document.id})
+        seen.append(("pre_delete", raw is not None))
+
+    async def post_delete(sender, document, **kwargs):
+        raw = await get_async_db().doc_signalled.find_one({"_id": document.id})
+        seen.append(("post_delete", raw is not None))
+
+    async_signals.post_save.connect(post_save, sender=DocSignalled)
+    async_signals.pre_delete.connect(pre_delete, sender=DocSignalled)
+    async_signals.post_delete.connect(post_delete, sender=DocSignalled)
+    try:
+        doc = await DocSignalled(name="c").async_save()
+        await doc.async_delete()
+    finally:
+        async_signals.post_save.disconnect(post_save, sender=DocSignalled)
+        async_signals.pre_delete.disconnect(pre_delete, sender=DocSignalled)
+        async_signals.post_delete.disconnect(post_delete, sender=DocSignalled)
+    assert seen == [
+        ("post_save", "c", True),
+        ("pre_delete", True),
+        ("post_delete", False),
+    ]
+
+
+async def test_pre_save_receiver_can_change_document(async_alias):
+    async def pre_save(sender, document, **kwargs):
+        document.name = document.name.upper()
+
+    async_signals.pre_save.connect(pre_save, sender=DocSignalled)
+    try:
+        doc = await DocSignalled(name="lower").async_save()
+    finally:
+        async_signals.pre_save.disconnect(pre_save, sender=DocSignalled)
+    raw = await get_async_db().doc_signalled.find_one({"_id": doc.id})
+    assert raw["name"] == "LOWER"
+
+
+async def test_mongoengine_signals_are_the_same_objects():
+    import mongoengine.signals
+
+    assert async_signals.post_save is mongoengine.signals.post_save
+    assert async_signals.pre_delete is mongoengine.signals.pre_delete
+
+
+async def test_instances_are_mongoengine_documents(async_alias):
+    import mongoengine
+
+    doc = await DocPerson(name="x").async_save()
+    assert isinstance(doc, mongoengine.Document)
+    assert isinstance(await DocDynamic(name="y").async_save(), mongoengine.Document)
+
+
+# -- clean, cascade, more signals, delete write concern --------------------------------
+
+
+class DocCleaned(Document):
+    name = StringField()
+    slug = StringField()
+
+    def clean(self):
+        self.slug = (self.name or "").lower().replace(" ", "-")
+
+
+class DocOwner(Document):
+    name = StringField()
+
+
+class DocOwned(Document):
+    title = StringField()
+    owner = mongoengine_async.ReferenceField(DocOwner)
+
+
+async def test_clean_runs_unless_disabled(async_alias):
+    cleaned = await DocCleaned(name="Hello World").async_save()
+    raw = await _db().doc_cleaned.find_one({"_id": cleaned.id})
+    assert raw["slug"] == "hello-world"
+    raw_doc = await DocCleaned(name="No Clean").async_save(clean=False)
+    raw = await _db().doc_cleaned.find_one({"_id": raw_doc.id})
+    assert "slug" not in raw
+
+
+async def test_cascade_save(async_alias):
+    owner = await DocOwner(name="before").async_save()
+    owned = await DocOwned(title="t", owner=owner).async_save()
+    owner.name = "after"
+    owned.title = "t2"
+    await owned.async_save()
+    # Without cascade only the document itself is written.
+    assert (await _db().doc_owner.find_one({"_id": owner.id}))["name"] == "before"
+    owned.title = "t3"
+    await owned.async_save(cascade=True)
+    assert (await _db().doc_owner.find_one({"_id": owner.id}))["name"] == "after"
+    assert (await _db().doc_owned.find_one({"_id": owned.id}))["title"] == "t3"
+
+
+async def test_delete_write_concern(async_alias, command_log):
+    person = await DocPerson(name="Ada").async_save()
+    command_log.clear()
+    await person.async_delete(w=1, j=True)
+    (delete,) = [e.command for e in command_log.events if e.command_name == "delete"]
+    assert delete["writeConcern"] == {"w": 1, "j": True}
+    assert await _db().doc_person.count_documents({}) == 0
+
+
+async def test_pre_save_post_validation_and_bulk_insert_signals(async_alias):
+    calls = []
+
+    async def post_validation(sender, document, created, **kwargs):
+        calls.append(("pre_save_post_validation", document.name, created))
+
+    def pre_bulk(sender, documents, **kwargs):
+        calls.append(("pre_bulk_insert", [d.name for d in documents]))
+
+    async def post_bulk(sender, documents, loaded, **kwargs):
+        count = await get_async_db().doc_signalled.count_documents({})
+        calls.append(("post_bulk_insert", [d.name for d in documents], loaded, count))
+
+    async_signals.pre_save_post_validation.connect(post_validation, sender=DocSignalled)
+    async_signals.pre_bulk_insert.connect(pre_bulk, sender=DocSignalled)
+    async_signals.post_bulk_insert.connect(post_bulk, sender=DocSignalled)
+    try:
+        doc = await DocSignalled(name="one").async_save()
+        doc.name = "one!"
+        await doc.async_save()
+        await DocSignalled.objects.async_insert(
+            [DocSignalled(name="two"), DocSignalled(name="three")]
+        )
+    finally:
+        async_signals.pre_save_post_validation.disconnect(
+            post_validation, sender=DocSignalled
+        )
+        async_signals.pre_bulk_insert.disconnect(pre_bulk, sender=DocSignalled)
+        async_signals.post_bulk_insert.disconnect(post_bulk, sender=DocSignalled)
+    assert calls == [
+        ("pre_save_post_validation", "one", True),
+        ("pre_save_post_validation", "one!", False),
+        ("pre_bulk_insert", ["two", "three"]),
+        ("post_bulk_insert", ["two", "three"], True, 3),
+    ]

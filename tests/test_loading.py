@@ -1,0 +1,294 @@
+"""The fast loading path gives exactly what MongoEngine's ``_from_son`` gives."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import enum
+import uuid
+
+import mongoengine
+import pytest
+from bson import DBRef, ObjectId
+
+from mongoengine_async import (
+    BooleanField,
+    ComplexDateTimeField,
+    DateField,
+    DateTimeField,
+    DecimalField,
+    DictField,
+    Document,
+    DynamicDocument,
+    EmailField,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
+    EmbeddedDocumentListField,
+    EnumField,
+    FieldDoesNotExist,
+    FloatField,
+    GenericEmbeddedDocumentField,
+    GenericLazyReferenceField,
+    GenericReferenceField,
+    IntField,
+    LazyReferenceField,
+    ListField,
+    LongField,
+    MapField,
+    ObjectIdField,
+    PointField,
+    ReferenceField,
+    SortedListField,
+    StringField,
+    URLField,
+    UUIDField,
+)
+from mongoengine_async.loading import _plan, from_son
+
+
+class LdTarget(Document):
+    name = StringField()
+
+
+class LdPart(EmbeddedDocument):
+    label = StringField()
+    count = IntField(default=1)
+    target = ReferenceField(LdTarget)
+
+
+class LdEverything(Document):
+    """Every field type the fast path handles itself."""
+
+    text = StringField(default="untitled")
+    email = EmailField()
+    url = URLField()
+    number = IntField()
+    big = LongField()
+    ratio = FloatField(null=True)
+    flag = BooleanField(default=False)
+    amount = DecimalField(precision=2)
+    when = DateTimeField()
+    day = DateField()
+    token = UUIDField()
+    other_id = ObjectIdField()
+    where = PointField()
+    tags = ListField(StringField())
+    scores = ListField(IntField(), default=lambda: [0])
+    sorted_tags = SortedListField(StringField())
+    raw_list = ListField()
+    attributes = DictField()
+    counters = MapField(IntField())
+    part = EmbeddedDocumentField(LdPart)
+    parts = EmbeddedDocumentListField(LdPart)
+    any_part = GenericEmbeddedDocumentField()
+    target = ReferenceField(LdTarget)
+    target_ref = ReferenceField(LdTarget, dbref=True)
+    targets = ListField(ReferenceField(LdTarget))
+    lazy = LazyReferenceField(LdTarget)
+    anything = GenericReferenceField()
+    lazy_anything = GenericLazyReferenceField()
+    nested = ListField(ListField(IntField()))
+    meta = {"allow_inheritance": True}
+
+
+class LdSpecial(LdEverything):
+    extra = StringField()
+
+
+class LdColour(enum.Enum):
+    RED = "red"
+
+
+class LdWithEnum(Document):
+    colour = EnumField(LdColour)
+
+
+class LdWithComplexDate(Document):
+    precise = ComplexDateTimeField()
+
+
+class LdWithChoices(Document):
+    size = StringField(choices=["S", "M"])
+
+
+class LdLoose(Document):
+    name = StringField()
+    meta = {"strict": False}
+
+
+class LdDynamic(DynamicDocument):
+    name = StringField()
+
+
+def assert_same(fast, slow) -> None:
+    """Same class, state, values (with types), embedded links and stored form."""
+    assert type(fast) is type(slow)
+    assert vars(fast).keys() == vars(slow).keys()
+    for name, value in vars(slow).items():
+        if callable(value):  # get_<field>_display partials are per instance
+            assert vars(fast)[name].keywords == value.keywords
+        else:
+            assert vars(fast)[name] == value, name
+    for attribute in ("_initialised", "_created", "_changed_fields"):
+        assert getattr(fast, attribute) == getattr(slow, attribute), attribute
+    assert fast._dynamic_fields.keys() == slow._dynamic_fields.keys()
+    assert fast._data.keys() == slow._data.keys()
+    for name, value in slow._data.items():
+        assert_same_value(fast._data[name], value, name)
+        if isinstance(value, EmbeddedDocument):
+            assert fast._data[name]._instance.id == fast.id
+    assert fast.to_mongo() == slow.to_mongo()
+
+
+def assert_same_value(fast, slow, where: str) -> None:
+    assert type(fast) is type(slow), where
+    if isinstance(slow, EmbeddedDocument):
+        assert fast.to_mongo() == slow.to_mongo(), where
+        assert vars(fast) == vars(slow), where
+    elif isinstance(slow, list | tuple):
+        assert len(fast) == len(slow), where
+        for fast_item, slow_item in zip(fast, slow, strict=True):
+            assert_same_value(fast_item, slow_item, where)
+    elif isinstance(slow, dict):
+        assert fast.keys() == slow.keys(), where
+        for key in slow:
+            assert_same_value(fast[key], slow[key], f"{where}.{key}")
+    else:
+        assert fast == slow, where
+
+
+async def stored(document) -> dict:
+    """The raw document as the server returns it."""
+    await document.async_save(validate=False)
+    collection = await type(document)._async_get_collection()
+    return await collection.find_one({"_id": document.id})
+
+
+async def full_document() -> LdEverything:
+    target = await LdTarget(name="t").async_save()
+    return LdEverything(
+        text="hello",
+        email="a@example.org",
+        url="https://example.org",
+        number=7,
+        big=2**40,
+        ratio=0.5,
+        flag=True,
+        amount=decimal.Decimal("3.14"),
+        when=datetime.datetime(2024, 5, 6, 7, 8, 9),
+        day=datetime.date(2024, 5, 6),
+        token=uuid.uuid4(),
+        other_id=ObjectId(),
+        where=[1.5, 2.5],
+        tags=["a", "b"],
+        scores=[1, 2],
+        sorted_tags=["b", "a"],
+        raw_list=[1, "two", {"three": 3}, [4]],
+        attributes={"a": 1, "nested": {"b": [1, 2]}},
+        counters={"x": 1, "y": 2},
+        part=LdPart(label="p", target=target),
+        parts=[LdPart(label="q"), LdPart(label="r", count=3)],
+        any_part=LdPart(label="generic"),
+        target=target,
+        target_ref=target,
+        targets=[target, target],
+        lazy=target,
+        anything=target,
+        lazy_anything=target,
+        nested=[[1, 2], [3]],
+    )
+
+
+def test_eligibility() -> None:
+    assert _plan(LdEverything) is not None
+    assert _plan(LdSpecial) is not None
+    for cls in (LdWithEnum, LdWithChoices, LdDynamic, LdWithComplexDate):
+        assert _plan(cls) is None, cls
+
+
+async def test_every_field_type_loads_identically(async_alias: str) -> None:
+    raw = await stored(await full_document())
+    assert_same(from_son(LdEverything, raw), LdEverything._from_son(raw))
+
+
+async def test_missing_and_null_fields_get_the_same_defaults(async_alias: str) -> None:
+    raw = await stored(LdEverything(number=1))
+    raw["tags"] = None
+    raw["ratio"] = None
+    raw["text"] = None
+    del raw["scores"]
+    fast, slow = from_son(LdEverything, raw), LdEverything._from_son(raw)
+    assert_same(fast, slow)
+    assert (fast.text, fast.scores, fast.tags, fast.ratio) == (
+        "untitled",
+        [0],
+        [],
+        None,
+    )
+
+
+async def test_subclass_dispatch_through_cls(async_alias: str) -> None:
+    document = await full_document()
+    names = [name for name in document._fields_ordered if name != "_cls"]
+    special = LdSpecial(**{name: document[name] for name in names})
+    special.extra = "x"
+    raw = await stored(special)
+    fast = from_son(LdEverything, raw)
+    assert type(fast) is LdSpecial
+    assert_same(fast, LdEverything._from_son(raw))
+
+
+async def test_fallbacks_give_mongoengines_result(async_alias: str) -> None:
+    for document in (
+        LdWithEnum(colour=LdColour.RED),
+        LdWithChoices(size="M"),
+        LdDynamic(name="d", anything_else=[1, 2]),
+    ):
+        raw = await stored(document)
+        assert_same(from_son(type(document), raw), type(document)._from_son(raw))
+        if isinstance(document, LdWithChoices):
+            assert from_son(LdWithChoices, raw).get_size_display() == "M"
+
+
+async def test_unknown_keys(async_alias: str) -> None:
+    raw = await stored(LdLoose(name="x"))
+    raw["surprise"] = 1
+    assert_same(from_son(LdLoose, raw), LdLoose._from_son(raw))
+
+    raw = await stored(LdTarget(name="x"))
+    raw["surprise"] = 1
+    with pytest.raises(FieldDoesNotExist) as fast_error:
+        from_son(LdTarget, raw)
+    with pytest.raises(FieldDoesNotExist) as slow_error:
+        LdTarget._from_son(raw)
+    assert str(fast_error.value) == str(slow_error.value)
+
+
+async def test_values_of_unexpected_types(async_alias: str) -> None:
+    raw = await stored(LdEverything())
+    raw.update(number="12", ratio="0.25", flag=1, text=b"bytes", tags=["x", 5])
+    raw["other_id"] = str(ObjectId())
+    raw["target"] = DBRef("ld_target", ObjectId())
+    assert_same(from_son(LdEverything, raw), LdEverything._from_son(raw))
+
+
+async def test_no_dereference_loading_is_mongoengines(async_alias: str) -> None:
+    raw = await stored(await full_document())
+    fast = from_son(LdEverything, raw, _auto_dereference=False)
+    slow = LdEverything._from_son(raw, _auto_dereference=False)
+    assert vars(fast).keys() == vars(slow).keys()
+    assert fast.to_mongo() == slow.to_mongo()
+
+
+def test_init_signal_receivers_take_mongoengines_path() -> None:
+    seen = []
+
+    def receiver(sender, document, **kwargs):
+        seen.append(document)
+
+    mongoengine.signals.post_init.connect(receiver, sender=LdTarget)
+    try:
+        document = from_son(LdTarget, {"_id": ObjectId(), "name": "n"})
+    finally:
+        mongoengine.signals.post_init.disconnect(receiver, sender=LdTarget)
+    assert seen == [document]

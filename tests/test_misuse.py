@@ -1,0 +1,310 @@
+"""Misuse: sync I/O on async aliases, async I/O on sync aliases, unknown aliases."""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+import pytest
+from bson import ObjectId
+
+import mongoengine_async
+from mongoengine_async import (
+    AsyncUsageError,
+    ConnectionFailure,
+    Document,
+    IntField,
+    ListField,
+    OperationError,
+    StringField,
+    get_async_db,
+)
+
+
+class MisItem(Document):
+    name = StringField()
+    n = IntField(default=0)
+    tags = ListField(StringField())
+    meta = {"indexes": ["name"]}
+
+
+class MisSyncItem(Document):
+    name = StringField()
+    n = IntField(default=0)
+    tags = ListField(StringField())
+    meta = {"db_alias": "misuse-sync", "indexes": ["name"]}
+
+
+class MisNobodyItem(Document):
+    name = StringField()
+    meta = {"db_alias": "misuse-nobody-registered"}
+
+
+# -- sync I/O on an async alias -------------------------------------------------
+
+DOCUMENT_CALLS = [
+    ("save", lambda d: d.save(), "async_save"),
+    ("delete", lambda d: d.delete(), "async_delete"),
+    ("reload", lambda d: d.reload(), "async_reload"),
+    ("modify", lambda d: d.modify(set__n=5), "async_modify"),
+    ("update", lambda d: d.update(set__n=5), "async_update"),
+    ("cascade_save", lambda d: d.cascade_save(), "async_save"),
+    ("select_related", lambda d: d.select_related(), "async_select_related"),
+    ("ensure_indexes", lambda d: type(d).ensure_indexes(), "async_ensure_indexes"),
+    ("drop_collection", lambda d: type(d).drop_collection(), "async_drop_collection"),
+    ("create_index", lambda d: type(d).create_index("n"), "async_create_index"),
+    ("compare_indexes", lambda d: type(d).compare_indexes(), "async_list_indexes"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "call", "use"), DOCUMENT_CALLS, ids=[c[0] for c in DOCUMENT_CALLS]
+)
+async def test_sync_document_method_on_async_alias(
+    async_alias, command_log, name, call, use
+):
+    saved = await MisItem(name="saved", n=1).async_save()
+    saved.name = "changed locally"
+    command_log.clear()
+    with pytest.raises(AsyncUsageError) as excinfo:
+        call(saved)
+    assert isinstance(excinfo.value, OperationError)
+    assert isinstance(excinfo.value, RuntimeError)
+    message = str(excinfo.value)
+    assert use in message
+    assert f"{name}()" in message
+    assert "MisItem" in message
+    # Raised before any I/O; nothing written.
+    assert command_log.count() == 0
+    raw = await get_async_db().mis_item.find({}).to_list(None)
+    assert raw == [{"_id": saved.id, "name": "saved", "n": 1, "tags": []}]
+
+
+async def test_sync_save_of_new_document_on_async_alias(async_alias, command_log):
+    with pytest.raises(AsyncUsageError, match="async_save"):
+        MisItem(name="new").save()
+    assert command_log.count() == 0
+    assert "mis_item" not in await get_async_db().list_collection_names()
+
+
+QUERYSET_CALLS = [
+    ("iteration", lambda qs: list(qs), "async for"),
+    ("for loop", lambda qs: [d for d in qs], "async for"),
+    ("iter", lambda qs: iter(qs), "async for"),
+    ("len", lambda qs: len(qs), "async_count"),
+    ("bool", lambda qs: bool(qs), "async_exists"),
+    ("if", lambda qs: 1 if qs else 0, "async_exists"),
+    ("count", lambda qs: qs.count(), "async_count"),
+    ("get", lambda qs: qs.get(name="saved"), "async_get"),
+    ("first", lambda qs: qs.first(), "async_first"),
+    ("create", lambda qs: qs.create(name="created"), "async_create"),
+    ("insert", lambda qs: qs.insert([MisItem(name="inserted")]), "async_insert"),
+    ("delete", lambda qs: qs.delete(), "async_delete"),
+    ("update", lambda qs: qs.update(set__n=9), "async_update"),
+    ("update_one", lambda qs: qs.update_one(set__n=9), "async_update_one"),
+    ("upsert_one", lambda qs: qs.upsert_one(set__n=9), "async_upsert_one"),
+    ("modify", lambda qs: qs.modify(set__n=9), "async_modify"),
+    ("with_id", lambda qs: qs.with_id(ObjectId()), "async_with_id"),
+    ("in_bulk", lambda qs: qs.in_bulk([ObjectId()]), "async_in_bulk"),
+    ("distinct", lambda qs: qs.distinct("name"), "async_distinct"),
+    ("aggregate", lambda qs: qs.aggregate([{"$match": {}}]), "async_aggregate"),
+    ("sum", lambda qs: qs.sum("n"), "async_sum"),
+    ("average", lambda qs: qs.average("n"), "async_average"),
+    ("explain", lambda qs: qs.explain(), "async_explain"),
+    ("to_json", lambda qs: qs.to_json(), "async_to_list"),
+    ("select_related", lambda qs: qs.select_related(), "async_select_related"),
+    ("item_frequencies", lambda qs: qs.item_frequencies("tags"), "async_aggregate"),
+    ("getitem", lambda qs: qs[0], "async_first"),
+    ("getitem filtered", lambda qs: qs.filter(n=1).order_by("name")[3], "skip(3)"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "call", "use"), QUERYSET_CALLS, ids=[c[0] for c in QUERYSET_CALLS]
+)
+async def test_sync_queryset_method_on_async_alias(
+    async_alias, command_log, name, call, use
+):
+    saved = await MisItem(name="saved", n=1).async_save()
+    command_log.clear()
+    with pytest.raises(AsyncUsageError) as excinfo:
+        call(MisItem.objects)
+    assert isinstance(excinfo.value, OperationError)
+    assert isinstance(excinfo.value, RuntimeError)
+    message = str(excinfo.value)
+    assert use in message
+    assert "MisItem.objects" in message
+    assert "async" in message
+    assert command_log.count() == 0
+    raw = await get_async_db().mis_item.find({}).to_list(None)
+    assert raw == [{"_id": saved.id, "name": "saved", "n": 1, "tags": []}]
+
+
+async def test_sync_error_message_names_alias(async_alias):
+    with pytest.raises(AsyncUsageError) as excinfo:
+        MisItem.objects.count()
+    assert str(excinfo.value) == (
+        "MisItem.objects.count() would block the event loop: alias 'default' is "
+        "async (connect_async); use await queryset.async_count() instead"
+    )
+
+
+async def test_chaining_and_repr_do_no_io_on_async_alias(async_alias, command_log):
+    qs = MisItem.objects(n__gt=1).order_by("-n").only("name").limit(3)
+    assert "MisItem" in repr(qs)
+    assert qs[1:2] is not qs
+    assert command_log.count() == 0
+
+
+# -- async I/O on a sync alias ---------------------------------------------------------
+
+
+@pytest.fixture
+def sync_alias(mongodb_uri):
+    name = f"test_misuse_{uuid4().hex[:12]}"
+    mongoengine_async.connect(
+        db=name, alias="misuse-sync", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    database = mongoengine_async.get_db("misuse-sync")
+    try:
+        yield database
+    finally:
+        database.client.drop_database(name)
+        mongoengine_async.disconnect("misuse-sync")
+
+
+DOCUMENT_ASYNC_CALLS = [
+    ("async_save", lambda d: d.async_save(), "save()"),
+    ("async_delete", lambda d: d.async_delete(), "delete()"),
+    ("async_reload", lambda d: d.async_reload(), "reload()"),
+    ("async_modify", lambda d: d.async_modify(set__n=5), "modify()"),
+    ("async_update", lambda d: d.async_update(set__n=5), "update()"),
+    ("async_select_related", lambda d: d.async_select_related(), "select_related()"),
+    ("async_drop_collection", lambda d: type(d).async_drop_collection(), "drop_col"),
+    (
+        "_async_get_collection",
+        lambda d: type(d)._async_get_collection(),
+        "_get_collection()",
+    ),
+]
+
+DOCUMENT_ASYNC_INDEX_CALLS = [
+    ("async_ensure_indexes", lambda d: type(d).async_ensure_indexes(), "ensure_ind"),
+    ("async_list_indexes", lambda d: type(d).async_list_indexes(), "list_indexes()"),
+]
+
+
+async def _check_async_document_call_on_sync_alias(sync_database, name, call, use):
+    saved = MisSyncItem(name="saved", n=1).save()
+    saved.name = "changed locally"
+    before = list(sync_database.mis_sync_item.find({}))
+    with pytest.raises(AsyncUsageError) as excinfo:
+        await call(saved)
+    assert isinstance(excinfo.value, OperationError)
+    assert isinstance(excinfo.value, RuntimeError)
+    message = str(excinfo.value)
+    assert f"{name}()" in message
+    assert use in message
+    assert "misuse-sync" in message
+    assert list(sync_database.mis_sync_item.find({})) == before
+    assert before == [{"_id": saved.id, "name": "saved", "n": 1, "tags": []}]
+
+
+@pytest.mark.parametrize(
+    ("name", "call", "use"),
+    DOCUMENT_ASYNC_CALLS,
+    ids=[c[0] for c in DOCUMENT_ASYNC_CALLS],
+)
+async def test_async_document_method_on_sync_alias(sync_alias, name, call, use):
+    await _check_async_document_call_on_sync_alias(sync_alias, name, call, use)
+
+
+@pytest.mark.parametrize(
+    ("name", "call", "use"),
+    DOCUMENT_ASYNC_INDEX_CALLS,
+    ids=[c[0] for c in DOCUMENT_ASYNC_INDEX_CALLS],
+)
+async def test_async_index_method_on_sync_alias(sync_alias, name, call, use):
+    await _check_async_document_call_on_sync_alias(sync_alias, name, call, use)
+
+
+async def _drain(aiterable):
+    return [x async for x in aiterable]
+
+
+QUERYSET_ASYNC_CALLS = [
+    ("async_get", lambda qs: qs.async_get(name="saved"), "get()"),
+    ("async_first", lambda qs: qs.async_first(), "first()"),
+    ("async_count", lambda qs: qs.async_count(), "count()"),
+    ("async_exists", lambda qs: qs.async_exists(), "bool(queryset)"),
+    ("async_to_list", lambda qs: qs.async_to_list(), "list(queryset)"),
+    ("__aiter__", lambda qs: _drain(qs), "for loop"),
+    ("async_create", lambda qs: qs.async_create(name="x"), "create()"),
+    (
+        "async_insert",
+        lambda qs: qs.async_insert([MisSyncItem(name="x")]),
+        "insert()",
+    ),
+    ("async_update", lambda qs: qs.async_update(set__n=9), "update()"),
+    ("async_update_one", lambda qs: qs.async_update_one(set__n=9), "update_one()"),
+    ("async_upsert_one", lambda qs: qs.async_upsert_one(set__n=9), "upsert_one()"),
+    ("async_modify", lambda qs: qs.async_modify(set__n=9), "modify()"),
+    ("async_delete", lambda qs: qs.async_delete(), "delete()"),
+    ("async_distinct", lambda qs: qs.async_distinct("name"), "distinct()"),
+    ("async_values_list", lambda qs: qs.async_values_list("n"), "values_list()"),
+    ("async_scalar", lambda qs: qs.async_scalar("n"), "scalar()"),
+    ("async_in_bulk", lambda qs: qs.async_in_bulk([ObjectId()]), "in_bulk()"),
+    ("async_with_id", lambda qs: qs.async_with_id(ObjectId()), "with_id()"),
+    ("async_sum", lambda qs: qs.async_sum("n"), "sum()"),
+    ("async_average", lambda qs: qs.async_average("n"), "average()"),
+    ("async_explain", lambda qs: qs.async_explain(), "explain()"),
+    (
+        "async_select_related",
+        lambda qs: qs.async_select_related(),
+        "select_related()",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "call", "use"),
+    QUERYSET_ASYNC_CALLS,
+    ids=[c[0] for c in QUERYSET_ASYNC_CALLS],
+)
+async def test_async_queryset_method_on_sync_alias(sync_alias, name, call, use):
+    saved = MisSyncItem(name="saved", n=1).save()
+    with pytest.raises(AsyncUsageError) as excinfo:
+        await call(MisSyncItem.objects)
+    assert isinstance(excinfo.value, OperationError)
+    message = str(excinfo.value)
+    assert f"MisSyncItem.objects.{name}()" in message
+    assert use in message
+    assert "connect()" in message
+    assert list(sync_alias.mis_sync_item.find({})) == [
+        {"_id": saved.id, "name": "saved", "n": 1, "tags": []}
+    ]
+
+
+async def test_async_aggregate_on_sync_alias_raises_at_call(sync_alias):
+    with pytest.raises(AsyncUsageError, match=r"aggregate\(\)"):
+        MisSyncItem.objects.async_aggregate([{"$match": {}}])
+
+
+# -- an alias nobody registered ------------------------------------------------------
+
+
+async def test_unregistered_alias(async_alias):
+    document = MisNobodyItem(name="x")
+    with pytest.raises(ConnectionFailure, match="misuse-nobody-registered"):
+        await document.async_save()
+    with pytest.raises(ConnectionFailure, match="misuse-nobody-registered"):
+        await MisNobodyItem.async_ensure_indexes()
+    with pytest.raises(ConnectionFailure, match="misuse-nobody-registered"):
+        await MisNobodyItem.async_drop_collection()
+    with pytest.raises(ConnectionFailure, match="misuse-nobody-registered"):
+        MisNobodyItem.objects  # noqa: B018
+    with pytest.raises(ConnectionFailure, match="misuse-nobody-registered"):
+        document.save()
+    assert not isinstance(
+        ConnectionFailure("x"), AsyncUsageError
+    )  # a different error kind
+    assert "mis_nobody_item" not in await get_async_db().list_collection_names()

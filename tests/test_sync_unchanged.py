@@ -1,0 +1,135 @@
+"""On a connect() alias the package's models behave exactly like MongoEngine's."""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+import mongoengine
+import pytest
+from bson import DBRef
+
+import mongoengine_async
+from mongoengine_async import (
+    Document,
+    DynamicDocument,
+    IntField,
+    ListField,
+    NotUniqueError,
+    ReferenceField,
+    StringField,
+    get_async_db,
+)
+
+
+class SyncAuthor(Document):
+    name = StringField(required=True, unique=True)
+    born = IntField()
+
+
+class SyncBook(Document):
+    title = StringField()
+    pages = IntField()
+    author = ReferenceField(SyncAuthor)
+    tags = ListField(StringField())
+    meta = {"allow_inheritance": True}
+
+
+class SyncNovel(SyncBook):
+    genre = StringField()
+
+
+class SyncNote(DynamicDocument):
+    text = StringField()
+
+
+@pytest.fixture
+def sync_default(mongodb_uri):
+    name = f"test_sync_{uuid4().hex[:12]}"
+    mongoengine_async.connect(db=name, host=mongodb_uri, uuidRepresentation="standard")
+    database = mongoengine_async.get_db()
+    try:
+        yield database
+    finally:
+        database.client.drop_database(name)
+        mongoengine_async.disconnect()
+
+
+def test_save_query_count_iterate(sync_default):
+    tolkien = SyncAuthor(name="Tolkien", born=1892).save()
+    assert isinstance(tolkien, mongoengine.Document)
+    SyncBook(title="The Hobbit", pages=310, author=tolkien, tags=["x"]).save()
+    SyncNovel(title="LOTR", pages=1200, author=tolkien, genre="fantasy").save()
+
+    raw = sync_default.sync_book.find_one({"title": "LOTR"})
+    assert raw["_cls"] == "SyncBook.SyncNovel"
+    assert raw["author"] == tolkien.id
+
+    assert SyncBook.objects.count() == 2
+    assert SyncNovel.objects.count() == 1
+    assert len(SyncBook.objects) == 2
+    assert bool(SyncBook.objects(pages__gt=1000))
+    assert not SyncBook.objects(pages__gt=5000)
+    titles = [book.title for book in SyncBook.objects.order_by("pages")]
+    assert titles == ["The Hobbit", "LOTR"]
+    assert SyncBook.objects.order_by("-pages")[0].title == "LOTR"
+    assert type(SyncBook.objects.get(title="LOTR")) is SyncNovel
+    assert SyncBook.objects.first() is not None
+    assert SyncBook.objects.sum("pages") == 1510
+    assert SyncBook.objects.distinct("title") == ["LOTR", "The Hobbit"]
+    assert SyncBook.objects.scalar("pages").order_by("pages")[0] == 310
+    with pytest.raises(SyncBook.DoesNotExist):
+        SyncBook.objects.get(title="Missing")
+    aggregated = list(
+        SyncBook.objects.aggregate([{"$group": {"_id": None, "n": {"$sum": 1}}}])
+    )
+    assert aggregated == [{"_id": None, "n": 2}]
+
+
+def test_reference_auto_dereference(sync_default):
+    author = SyncAuthor(name="Le Guin", born=1929).save()
+    SyncBook(title="Earthsea", author=author).save()
+    book = SyncBook.objects.get(title="Earthsea")
+    # A plain MongoEngine read: the reference is the document itself.
+    assert type(book.author) is SyncAuthor
+    assert book.author.name == "Le Guin"
+    assert book.author.born == 1929
+    with mongoengine.context_managers.no_dereference(SyncBook):
+        plain = SyncBook.objects.get(title="Earthsea")
+        assert isinstance(plain.author, DBRef)
+
+
+def test_update_delta_reload_delete(sync_default):
+    book = SyncBook(title="Draft", pages=1).save()
+    book.pages = 2
+    book.save()
+    assert sync_default.sync_book.find_one({"_id": book.id})["pages"] == 2
+    SyncBook.objects(id=book.id).update(inc__pages=5, push__tags="t")
+    book.reload()
+    assert book.pages == 7
+    assert book.tags == ["t"]
+    assert book.modify(set__title="Final") is True
+    assert sync_default.sync_book.find_one({"_id": book.id})["title"] == "Final"
+    book.delete()
+    assert sync_default.sync_book.count_documents({}) == 0
+
+
+def test_unique_and_dynamic(sync_default):
+    SyncAuthor(name="Same").save()
+    with pytest.raises(NotUniqueError):
+        SyncAuthor(name="Same").save()
+    note = SyncNote(text="hi", mood="good").save()
+    assert sync_default.sync_note.find_one({"_id": note.id})["mood"] == "good"
+    assert SyncNote.objects.get(mood="good").text == "hi"
+
+
+async def test_same_classes_work_async(async_alias):
+    """The classes used synchronously above are the async ones on async aliases."""
+    author = await SyncAuthor(name="Async", born=2000).async_save()
+    await SyncNovel(title="Async book", author=author, genre="sf").async_save()
+    raw = await get_async_db().sync_book.find_one({})
+    assert raw["_cls"] == "SyncBook.SyncNovel"
+    assert await SyncBook.objects.async_count() == 1
+    book = await SyncBook.objects.async_get()
+    assert type(book) is SyncNovel
+    assert book.author.pk == author.pk
+    assert (await book.author.async_fetch()).name == "Async"
