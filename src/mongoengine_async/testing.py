@@ -467,11 +467,12 @@ if pytest is not None and pytest_asyncio is not None:
     ) -> AsyncIterator[str]:
         """Connect alias ``"default"`` asynchronously to a fresh database.
 
-        Yields the alias name; afterwards drops the database and disconnects.
+        Yields the alias name; afterwards drops the database and disconnects
+        every async alias (their clients are bound to this test's event loop).
         """
         from mongoengine_async.connection import (
             connect_async,
-            disconnect_async,
+            disconnect_all_async,
             get_async_connection,
         )
 
@@ -490,7 +491,9 @@ if pytest is not None and pytest_asyncio is not None:
             try:
                 await get_async_connection(alias).drop_database(name)
             finally:
-                await disconnect_async(alias)
+                # Clients are bound to this test's event loop: close every
+                # async alias the test opened, not only "default".
+                await disconnect_all_async()
 
 
 # -- command line ---------------------------------------------------------------
