@@ -31,8 +31,10 @@ from mongoengine_async.document import Document, DynamicDocument
 from mongoengine_async.fields import (
     DictField,
     EmbeddedDocumentListField,
+    FileField,
     GenericLazyReferenceField,
     GenericReferenceField,
+    ImageField,
     LazyReferenceField,
     ListField,
     MapField,

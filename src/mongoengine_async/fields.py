@@ -2,8 +2,9 @@
 
 On sync aliases every field behaves exactly as MongoEngine's. On async aliases
 an unloaded reference reads as an :class:`AsyncReferenceProxy`, lazy references
-come with ``async_fetch``, and containers hand out proxies instead of running
-MongoEngine's blocking dereference.
+come with ``async_fetch``, containers hand out proxies instead of running
+MongoEngine's blocking dereference, and file fields read as
+:class:`~mongoengine_async.gridfs.AsyncGridFSProxy` (see ``gridfs.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from bson import SON, DBRef
 from mongoengine.base import BaseDocument, get_document
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
 
+from mongoengine_async.connection import is_async_connection
+from mongoengine_async.gridfs import AsyncGridFSProxy, AsyncImageGridFSProxy
+from mongoengine_async.guards import AsyncUsageError, require_async
 from mongoengine_async.references import (
     AsyncReferenceProxy,
     LazyReference,
@@ -30,8 +34,10 @@ from mongoengine_async.references import (
 __all__ = (
     "DictField",
     "EmbeddedDocumentListField",
+    "FileField",
     "GenericLazyReferenceField",
     "GenericReferenceField",
+    "ImageField",
     "LazyReferenceField",
     "ListField",
     "MapField",
@@ -170,3 +176,93 @@ class DictField(_NonBlockingContainer, mongoengine.DictField):
 
 class MapField(_NonBlockingContainer, mongoengine.MapField):
     """MongoEngine's MapField, non-blocking on async aliases."""
+
+
+class FileField(mongoengine.FileField):
+    """MongoEngine's FileField; on async aliases it reads as an AsyncGridFSProxy.
+
+    The stored value (the GridFS file id) is the one the sync field stores, so
+    sync and async code read each other's files.
+    """
+
+    async_proxy_class = AsyncGridFSProxy
+
+    def _reads_async(self, instance: BaseDocument) -> bool:
+        return is_async_class(owner_class(instance)) or is_async_connection(
+            self.db_alias
+        )
+
+    def get_async_proxy(self, grid_id: Any, instance: BaseDocument | None) -> Any:
+        """An async proxy for ``grid_id`` on this field's bucket (no I/O)."""
+        return self.async_proxy_class(
+            grid_id,
+            key=self.name,
+            instance=instance,
+            db_alias=self.db_alias,
+            collection_name=self.collection_name,
+            field=self,
+        )
+
+    def __get__(self, instance: BaseDocument | None, owner: type) -> Any:
+        if instance is None or not self._reads_async(instance):
+            return super().__get__(instance, owner)
+        value = instance._data.get(self.name)
+        if not isinstance(value, self.async_proxy_class):
+            if isinstance(value, mongoengine.fields.GridFSProxy):
+                value = value.grid_id
+            value = self.get_async_proxy(value, instance)
+            instance._data[self.name] = value
+        if not value.key:
+            value.key = self.name
+            value.instance = instance
+        return value
+
+    def __set__(self, instance: BaseDocument, value: Any) -> None:
+        if (
+            isinstance(value, (bytes, str))
+            or (
+                hasattr(value, "read")
+                and not isinstance(value, mongoengine.fields.GridFSProxy)
+            )
+        ) and self._reads_async(instance):
+            raise AsyncUsageError(
+                f"Assigning data to {type(instance).__name__}.{self.name} would "
+                "block the event loop: the file lives on an async alias; use "
+                f"`await {type(instance).__name__}.{self.name}.async_put(data, "
+                "instance=document)` instead"
+            )
+        super().__set__(instance, value)
+
+    def _async_proxy_of(
+        self, instance: BaseDocument | None, method: str, use: str
+    ) -> Any:
+        if instance is None:
+            return self.get_async_proxy(None, None)
+        if not self._reads_async(instance):
+            target = f"{type(instance).__name__}.{self.name}"
+            require_async(self.db_alias, target, method, use)
+        return self.__get__(instance, type(instance))
+
+    async def async_put(
+        self, data: Any, instance: BaseDocument | None = None, **kwargs: Any
+    ) -> Any:
+        """Store ``data`` as the file of ``instance`` (marked as changed, so
+        its next ``async_save`` stores the id); returns the AsyncGridFSProxy."""
+        proxy = self._async_proxy_of(instance, "async_put", "document.file.put()")
+        return await proxy.async_put(data, **kwargs)
+
+    async def async_get(self, instance: BaseDocument) -> Any:
+        """The file of ``instance`` with its metadata loaded, or None when the
+        document holds no file (``NoFile`` when the stored id is missing)."""
+        proxy = self._async_proxy_of(instance, "async_get", "document.file.get()")
+        if not proxy.grid_id:
+            return None
+        await proxy.async_get()
+        return proxy
+
+
+class ImageField(FileField, mongoengine.ImageField):
+    """MongoEngine's ImageField; on async aliases it reads as an
+    AsyncImageGridFSProxy (resizing and thumbnails done off the event loop)."""
+
+    async_proxy_class = AsyncImageGridFSProxy

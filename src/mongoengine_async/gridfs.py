@@ -1,0 +1,699 @@
+"""GridFS files on async aliases, with PyMongo's ``gridfs.asynchronous``.
+
+A :class:`AsyncGridFSProxy` is what a ``FileField`` reads as on an async alias.
+Reading it does no I/O; its ``async_*`` methods store, load, stream, replace and
+delete the file. Files are written exactly as MongoEngine's sync ``GridFSProxy``
+writes them (``filename``, ``contentType``, ``metadata`` and any extra keyword
+as fields of the files document), so sync and async code read each other's
+files.
+
+Streaming is chunk by chunk in both directions, with memory bounded by a few
+chunks: uploads send their chunks in batches of about :data:`BATCH_BYTES`
+(PyMongo alone buffers up to 48 MB before its first insert) and downloads read
+the chunks with a cursor batch of the same size (PyMongo alone asks the server
+for up to 16 MB at a time). An upload that fails or is cancelled midway is
+aborted: its chunks are removed before the exception propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import io
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import bson
+import gridfs.asynchronous.grid_file as _grid_file
+from bson import ObjectId
+from gridfs.asynchronous import AsyncGridIn, AsyncGridOut
+from gridfs.errors import NoFile
+from gridfs.grid_file_shared import DEFAULT_CHUNK_SIZE
+from mongoengine.connection import DEFAULT_CONNECTION_NAME
+from mongoengine.fields import GridFSError, GridFSProxy, ImageGridFsProxy
+from pymongo.asynchronous.collection import AsyncCollection
+
+from mongoengine_async.connection import get_async_db
+from mongoengine_async.context import current_session
+from mongoengine_async.guards import AsyncUsageError, guard_blocking_methods
+
+__all__ = ("BATCH_BYTES", "AsyncGridFSProxy", "AsyncImageGridFSProxy")
+
+BATCH_BYTES = 4 * 1024 * 1024
+"""About how many bytes of chunks one insert or one cursor batch carries."""
+
+
+# -- bounded upload and download, on PyMongo's AsyncGridIn / AsyncGridOut ------------
+
+
+class _BoundedGridIn(AsyncGridIn):
+    """PyMongo's AsyncGridIn, sending its chunks every :data:`BATCH_BYTES`.
+
+    AsyncGridIn keeps chunks in memory until 48 MB are buffered; forcing the
+    flush sooner is all that changes (chunk numbering, indexes, the files
+    document and ``abort`` stay PyMongo's).
+    """
+
+    async def _flush_data(self, data: Any, force: bool = False) -> None:
+        buffered = getattr(self, "_buffered_docs_size", 0) + len(data)
+        await super()._flush_data(data, force=force or buffered >= BATCH_BYTES)
+
+
+_ChunkIterator = getattr(_grid_file, "_AsyncGridOutChunkIterator", None)
+
+if _ChunkIterator is not None:
+
+    class _BatchedChunks(_ChunkIterator):
+        """PyMongo's chunk iterator, asking for ``batch`` chunks per batch."""
+
+        batch = 1
+
+        def _create_cursor(self) -> None:
+            super()._create_cursor()
+            self._cursor.batch_size(self.batch)
+
+
+def _open_stream(
+    root: AsyncCollection,
+    file_document: dict,
+    session: Any,
+    batch_bytes: int | None = BATCH_BYTES,
+) -> AsyncGridOut:
+    """An AsyncGridOut over ``file_document`` whose chunk cursor fetches about
+    ``batch_bytes`` per round trip (None: PyMongo's default, up to 16 MB)."""
+    grid_out = AsyncGridOut(root, file_document=file_document, session=session)
+    chunk_size = int(file_document.get("chunkSize") or DEFAULT_CHUNK_SIZE)
+    if (
+        _ChunkIterator is not None
+        and batch_bytes is not None
+        and int(file_document.get("length", 0)) > 0
+    ):
+        chunks = _BatchedChunks(grid_out, grid_out._chunks, session, 0)
+        chunks.batch = max(1, -(-batch_bytes // chunk_size))
+        grid_out._chunk_iter = chunks
+    return grid_out
+
+
+async def _to_completion(coroutine: Any) -> Any:
+    """Await ``coroutine``; if the caller is cancelled meanwhile, let it finish
+    first (so an insert in flight cannot land after the abort), then re-raise.
+    """
+    task = asyncio.ensure_future(coroutine)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what propagates
+        raise
+
+
+async def _pieces(data: Any, read_size: int) -> AsyncIterator[bytes]:
+    """The bytes of ``data``: bytes, a (sync or async) binary file object, or a
+    (sync or async) iterable of bytes, a piece at a time."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        yield bytes(data)
+        return
+    read = getattr(data, "read", None)
+    if read is not None:
+        if inspect.iscoroutinefunction(read):
+            while piece := await read(read_size):
+                yield piece
+        elif isinstance(data, io.BytesIO):
+            while piece := read(read_size):
+                yield piece
+        else:  # a real file: read it off the event loop
+            while piece := await asyncio.to_thread(read, read_size):
+                yield piece
+        return
+    if hasattr(data, "__aiter__"):
+        async for piece in data:
+            yield piece
+        return
+    if isinstance(data, Iterable) and not isinstance(data, str):
+        for piece in data:
+            yield piece
+        return
+    raise TypeError(
+        "can only store bytes, a binary file object or an (async) iterable of "
+        f"bytes, not {type(data).__name__}"
+    )
+
+
+def _as_bytes(piece: Any, encoding: str | None) -> bytes:
+    if isinstance(piece, str):
+        if encoding is None:
+            raise TypeError("must specify an encoding for file in order to write str")
+        return piece.encode(encoding)
+    return piece
+
+
+async def upload(
+    root: AsyncCollection, data: Any, session: Any = None, **file_kwargs: Any
+) -> dict:
+    """Store ``data`` as a new file in bucket ``root``; return its files document.
+
+    ``file_kwargs`` become fields of the files document as with MongoEngine's
+    ``GridFSProxy.put`` (``filename``, ``content_type``, ``metadata``, ...).
+    On any exception or cancellation the partial upload is removed.
+    """
+    if isinstance(data, str):
+        data = _as_bytes(data, file_kwargs.get("encoding"))
+    grid_in = _BoundedGridIn(root, session=session, **file_kwargs)
+    chunk_size = int(grid_in.chunk_size or DEFAULT_CHUNK_SIZE)
+    try:
+        pending: list[bytes] = []
+        pending_size = 0
+        async for piece in _pieces(data, chunk_size):
+            piece = _as_bytes(piece, file_kwargs.get("encoding"))
+            pending.append(piece)
+            pending_size += len(piece)
+            if pending_size >= chunk_size:
+                block = pending[0] if len(pending) == 1 else b"".join(pending)
+                pending.clear()
+                pending_size = 0
+                await _to_completion(grid_in.write(block))
+        if pending:
+            await _to_completion(grid_in.write(b"".join(pending)))
+        await _to_completion(grid_in.close())
+    except BaseException:
+        try:
+            await _to_completion(grid_in.abort())
+        except Exception:  # the upload's own error is the one to report
+            pass
+        raise
+    return _as_read(root, grid_in._file)
+
+
+def _as_read(root: AsyncCollection, file_document: dict) -> dict:
+    """``file_document`` as the database would return it (dates, Int64, ...)."""
+    return bson.decode(
+        bson.encode(file_document), codec_options=root.database.codec_options
+    )
+
+
+# -- the proxy --------------------------------------------------------------------
+
+
+class AsyncGridFSProxy(GridFSProxy):
+    """A file of a ``FileField`` on an async alias.
+
+    ``grid_id`` is known without I/O; ``length``, ``filename``,
+    ``content_type``, ``upload_date`` and ``metadata`` come from the files
+    document once :meth:`async_get` or :meth:`async_put` has run (None before).
+    ``async for chunk in proxy`` streams the file chunk by chunk.
+    """
+
+    def __init__(
+        self,
+        grid_id: Any = None,
+        key: str | None = None,
+        instance: Any = None,
+        db_alias: str = DEFAULT_CONNECTION_NAME,
+        collection_name: str = "fs",
+        field: Any = None,
+    ):
+        super().__init__(grid_id, key, instance, db_alias, collection_name)
+        self._file: dict | None = None
+        self._field = field
+
+    # -- where the file lives ----------------------------------------------------
+
+    def _root(self) -> AsyncCollection:
+        """The bucket's root collection (``<collection_name>``)."""
+        return get_async_db(self.db_alias)[self.collection_name]
+
+    def _session(self, root: AsyncCollection) -> Any:
+        return current_session(root.database.client)
+
+    def _describe(self) -> str:
+        where = f"GridFS bucket {self.collection_name!r} (alias {self.db_alias!r})"
+        return f"{where}, field {self.key!r}" if self.key else where
+
+    def _missing(self, grid_id: Any) -> NoFile:
+        return NoFile(f"no file with id {grid_id!r} in {self._describe()}")
+
+    # -- metadata (no I/O) ---------------------------------------------------------
+
+    def _file_value(self, name: str) -> Any:
+        return None if self._file is None else self._file.get(name)
+
+    @property
+    def length(self) -> int | None:
+        """Size in bytes (None until loaded)."""
+        return self._file_value("length")
+
+    @property
+    def filename(self) -> str | None:
+        return self._file_value("filename")
+
+    @property
+    def content_type(self) -> str | None:
+        """``contentType`` of the files document (or of its ``metadata``)."""
+        value = self._file_value("contentType")
+        if value is None and isinstance(self.metadata, dict):
+            value = self.metadata.get("contentType")
+        return value
+
+    @property
+    def upload_date(self) -> Any:
+        return self._file_value("uploadDate")
+
+    @property
+    def metadata(self) -> Any:
+        return self._file_value("metadata")
+
+    @property
+    def chunk_size(self) -> int | None:
+        return self._file_value("chunkSize")
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the files document has been read (or written) by this proxy."""
+        return self._file is not None
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not attributes: extra fields of the
+        # files document (e.g. ``width`` of an image). Never does I/O.
+        if not name.startswith("_"):
+            file_document = self.__dict__.get("_file")
+            if file_document is not None and name in file_document:
+                return file_document[name]
+            if file_document is None and self.__dict__.get("grid_id") is not None:
+                raise AttributeError(
+                    f"{name!r}: the file is not loaded; `await proxy.async_get()` first"
+                )
+        raise AttributeError(
+            f"{type(self).__name__!r} object has no attribute {name!r}"
+        )
+
+    @property
+    def fs(self) -> Any:
+        raise AsyncUsageError(
+            f"{type(self).__name__}.fs is a blocking GridFS: alias "
+            f"{self.db_alias!r} is async (connect_async); use the async_* methods"
+        )
+
+    # -- I/O ---------------------------------------------------------------------
+
+    async def async_get(self) -> AsyncGridOut | None:
+        """The stored file (an AsyncGridOut, reading from its start), refreshing
+        this proxy's metadata; None when the proxy holds no file.
+
+        Raises ``gridfs.errors.NoFile`` naming the id when the file is missing.
+        """
+        if self.grid_id is None:
+            return None
+        root = self._root()
+        session = self._session(root)
+        file_document = await root.files.find_one(
+            {"_id": self.grid_id}, session=session
+        )
+        if file_document is None:
+            raise self._missing(self.grid_id)
+        self._file = file_document
+        return _open_stream(root, file_document, session)
+
+    async def _stream(self, batch_bytes: int | None = BATCH_BYTES) -> Any:
+        """A fresh AsyncGridOut (from the cached files document when loaded)."""
+        if self.grid_id is None:
+            return None
+        if self._file is None or self._file.get("_id") != self.grid_id:
+            await self.async_get()
+        root = self._root()
+        return _open_stream(root, self._file, self._session(root), batch_bytes)
+
+    async def async_read(self, size: int = -1) -> bytes | None:
+        """The file's bytes (the first ``size`` bytes when ``size >= 0``).
+
+        Each call reads from the start of the file; for pieces in turn use
+        ``async for chunk in proxy`` or the AsyncGridOut of :meth:`async_get`.
+        None when the proxy holds no file.
+        """
+        # The whole result is in memory anyway: fetch as much per round trip.
+        grid_out = await self._stream(None if size < 0 else size)
+        if grid_out is None:
+            return None
+        try:
+            return await grid_out.read(size)
+        finally:
+            await grid_out.close()
+
+    async def async_iter_chunks(
+        self, chunk_size: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Yield the file's bytes as stored chunks, or in pieces of
+        ``chunk_size`` bytes; memory stays bounded whatever the file size."""
+        grid_out = await self._stream()
+        if grid_out is None:
+            return
+        try:
+            while True:
+                if chunk_size is None:
+                    piece = await grid_out.readchunk()
+                else:
+                    piece = await grid_out.read(chunk_size)
+                if not piece:
+                    return
+                yield piece
+        finally:
+            await grid_out.close()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.async_iter_chunks()
+
+    def _check_empty(self) -> None:
+        if self.grid_id:
+            raise GridFSError(
+                f"This document already has a file ({self.grid_id}) in field "
+                f"{self.key!r}. Either delete it (`await proxy.async_delete()`) or "
+                "call `await proxy.async_replace(...)` to overwrite it"
+            )
+
+    async def async_put(
+        self,
+        data: Any,
+        filename: str | None = None,
+        content_type: str | None = None,
+        metadata: dict | None = None,
+        **kwargs: Any,
+    ) -> AsyncGridFSProxy:
+        """Store ``data`` (bytes, a binary file object, or an async iterator or
+        async file of bytes) chunk by chunk; returns this proxy.
+
+        Extra keywords become fields of the files document, as with
+        MongoEngine's ``put``. Raises ``GridFSError`` when the proxy already
+        holds a file (use :meth:`async_replace`).
+        """
+        self._check_empty()
+        file_kwargs = _file_kwargs(filename, content_type, metadata, kwargs)
+        await self._store(data, file_kwargs)
+        return self
+
+    async def _store(self, data: Any, file_kwargs: dict) -> None:
+        root = self._root()
+        self._file = await upload(root, data, self._session(root), **file_kwargs)
+        self.grid_id = self._file["_id"]
+        self.gridout = None
+        self._mark_as_changed()
+
+    async def async_delete(self, missing_ok: bool = False) -> None:
+        """Delete the file and its chunks; afterwards ``grid_id`` is None.
+
+        Does nothing when the proxy holds no file. A missing file raises
+        ``gridfs.errors.NoFile`` naming the id, unless ``missing_ok``.
+        Inside ``async_run_in_transaction`` the delete is part of the
+        transaction.
+        """
+        grid_id = self.grid_id
+        if grid_id is None:
+            return
+        root = self._root()
+        deleted = await _delete_file(root, grid_id, self._session(root))
+        self.grid_id = None
+        self.gridout = None
+        self._file = None
+        self._mark_as_changed()
+        if not deleted and not missing_ok:
+            raise self._missing(grid_id)
+
+    async def async_replace(
+        self,
+        data: Any,
+        filename: str | None = None,
+        content_type: str | None = None,
+        metadata: dict | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Store ``data`` as the new file, then delete the old one; returns the
+        new id. If the upload fails the old file is left untouched."""
+        old = self._copy_for(self.grid_id)
+        fresh = self._copy_for(None)
+        await fresh.async_put(data, filename, content_type, metadata, **kwargs)
+        self.grid_id = fresh.grid_id
+        self._file = fresh._file
+        self.gridout = None
+        self._mark_as_changed()
+        await old.async_delete(missing_ok=True)
+        return self.grid_id
+
+    def _copy_for(self, grid_id: Any) -> AsyncGridFSProxy:
+        """A proxy on the same bucket holding ``grid_id``, bound to no document."""
+        return type(self)(
+            grid_id,
+            key=self.key,
+            db_alias=self.db_alias,
+            collection_name=self.collection_name,
+            field=self._field,
+        )
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def __bool__(self) -> bool:
+        return bool(self.grid_id)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["gridout"] = None
+        state["newfile"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def __copy__(self) -> AsyncGridFSProxy:
+        copied = type(self).__new__(type(self))
+        copied.__dict__.update(self.__getstate__())
+        return copied
+
+    def __deepcopy__(self, memo: dict) -> AsyncGridFSProxy:
+        return self.__copy__()
+
+    def __str__(self) -> str:
+        if self.grid_id is None:
+            return f"<{type(self).__name__}: <no file>>"
+        filename = self.filename if self._file is not None else "<not loaded>"
+        return f"<{type(self).__name__}: {filename} ({self.grid_id})>"
+
+
+def _file_kwargs(
+    filename: str | None, content_type: str | None, metadata: Any, extra: dict
+) -> dict:
+    """The files-document fields, spelled as MongoEngine's sync ``put`` stores them."""
+    file_kwargs = dict(extra)
+    if filename is not None:
+        file_kwargs["filename"] = filename
+    if content_type is not None:
+        file_kwargs["content_type"] = content_type
+    if metadata is not None:
+        file_kwargs["metadata"] = metadata
+    return file_kwargs
+
+
+async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> bool:
+    """Delete a file's document and chunks; whether the document existed.
+
+    Outside a transaction this is PyMongo's ``AsyncGridFSBucket.delete``; PyMongo
+    refuses GridFS inside transactions, so there the same two deletes are sent
+    on the collections, inside the transaction.
+    """
+    if session is None or not session.in_transaction:
+        try:
+            await _grid_file.AsyncGridFSBucket(
+                root.database, bucket_name=root.name
+            ).delete(grid_id, session=session)
+        except NoFile:
+            return False
+        return True
+    files = await root.files.delete_one({"_id": {"$eq": grid_id}}, session=session)
+    await root.chunks.delete_many({"files_id": {"$eq": grid_id}}, session=session)
+    return files.deleted_count > 0
+
+
+_BLOCKING = {
+    "get": "await proxy.async_get()",
+    "put": "await proxy.async_put(data)",
+    "read": "await proxy.async_read()",
+    "delete": "await proxy.async_delete()",
+    "replace": "await proxy.async_replace(data)",
+    "new_file": "await proxy.async_put(data)",
+    "write": "await proxy.async_put(data)",
+    "writelines": "await proxy.async_put(data)",
+}
+
+
+def _describe(proxy: AsyncGridFSProxy) -> tuple[bool, str, str]:
+    return True, type(proxy).__name__, proxy.db_alias
+
+
+guard_blocking_methods(AsyncGridFSProxy, GridFSProxy, _BLOCKING, _describe)
+
+
+# -- images -------------------------------------------------------------------------
+
+
+class _Captured:
+    """Stands in for the GridFS of MongoEngine's ImageGridFsProxy.put, keeping
+    what it would store (bytes and file fields) under ids made up front."""
+
+    def __init__(self) -> None:
+        self.files: list[tuple[ObjectId, bytes, dict]] = []
+
+    def put(self, file_obj: Any, **kwargs: Any) -> ObjectId:
+        file_id = kwargs.pop("_id", None) or ObjectId()
+        self.files.append((file_id, file_obj.read(), kwargs))
+        return file_id
+
+
+class _Holder:
+    """The bits of a document MongoEngine's ImageGridFsProxy.put looks at."""
+
+    def __init__(self, key: str, field: Any) -> None:
+        self._fields = {key: field}
+
+    def _mark_as_changed(self, key: str) -> None:
+        pass
+
+
+class _ImageWork(ImageGridFsProxy):
+    """MongoEngine's ImageGridFsProxy.put (resize, thumbnail, format), run
+    unchanged in a worker thread, with its GridFS writes captured."""
+
+    def __init__(self, key: str, field: Any) -> None:
+        super().__init__(key=key, instance=_Holder(key, field))
+        self.captured = _Captured()
+
+    @property
+    def fs(self) -> _Captured:
+        return self.captured
+
+
+def _process_image(field: Any, source: Any, kwargs: dict) -> list:
+    """Run MongoEngine's image logic on ``source``; returns the files to store
+    (the thumbnail first, then the image), each ``(id, bytes, fields)``."""
+    work = _ImageWork("image", field)
+    work.put(source, **kwargs)
+    return work.captured.files
+
+
+class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
+    """An image of an ``ImageField`` on an async alias.
+
+    ``async_put`` applies the field's ``size``, ``thumbnail_size`` and format as
+    MongoEngine does, with Pillow run in a worker thread; the thumbnail is
+    stored and deleted with the image. ``size`` and ``format`` need the files
+    document loaded (``async_get``/``async_put``); ``await
+    proxy.async_thumbnail()`` opens the thumbnail.
+    """
+
+    def _image_field(self) -> Any:
+        if self._field is not None:
+            return self._field
+        field = self.instance._fields[self.key]
+        return field.field if hasattr(field, "field") else field
+
+    def _loaded_value(self, name: str) -> Any:
+        if self.grid_id is None:
+            return None
+        if self._file is None:
+            raise AsyncUsageError(
+                f"{type(self).__name__}.{name} needs the file's metadata: "
+                "`await proxy.async_get()` first (reading it here would block)"
+            )
+        return self._file.get(name)
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """``(width, height)`` of the stored image."""
+        width = self._loaded_value("width")
+        return None if width is None else (width, self._file.get("height"))
+
+    @property
+    def format(self) -> str | None:
+        """Format of the stored image (``PNG``, ``JPEG``, ...)."""
+        return self._loaded_value("format")
+
+    @property
+    def thumbnail_id(self) -> Any:
+        return self._loaded_value("thumbnail_id")
+
+    @property
+    def thumbnail(self) -> Any:
+        raise AsyncUsageError(
+            f"{type(self).__name__}.thumbnail would block the event loop: "
+            "use `await proxy.async_thumbnail()`"
+        )
+
+    async def async_thumbnail(self) -> AsyncGridOut | None:
+        """The stored thumbnail (an AsyncGridOut), or None when there is none."""
+        if self.grid_id is None:
+            return None
+        if self._file is None:
+            await self.async_get()
+        thumbnail_id = self._file.get("thumbnail_id")
+        if thumbnail_id is None:
+            return None
+        return await self._copy_for(thumbnail_id).async_get()
+
+    async def async_put(
+        self,
+        data: Any,
+        filename: str | None = None,
+        content_type: str | None = None,
+        metadata: dict | None = None,
+        **kwargs: Any,
+    ) -> AsyncImageGridFSProxy:
+        """Store an image (bytes, a binary file, or an async iterator or async
+        file of bytes), resized and with its thumbnail as the field says."""
+        self._check_empty()
+        file_kwargs = _file_kwargs(filename, content_type, metadata, kwargs)
+        source = await _image_source(data)
+        files = await asyncio.to_thread(
+            _process_image, self._image_field(), source, file_kwargs
+        )
+        *thumbnails, (image_id, image, image_kwargs) = files
+        root = self._root()
+        session = self._session(root)
+        stored = []
+        try:
+            for file_id, content, fields in thumbnails:
+                await upload(root, content, session, _id=file_id, **fields)
+                stored.append(file_id)
+            self._file = await upload(
+                root, image, session, _id=image_id, **image_kwargs
+            )
+        except BaseException:
+            for file_id in stored:
+                await _to_completion(_delete_file(root, file_id, session))
+            raise
+        self.grid_id = image_id
+        self.gridout = None
+        self._mark_as_changed()
+        return self
+
+    async def async_delete(self, missing_ok: bool = False) -> None:
+        """Delete the image and its thumbnail."""
+        if self.grid_id is None:
+            return
+        if self._file is None or self._file.get("_id") != self.grid_id:
+            try:
+                await self.async_get()
+            except NoFile:
+                pass  # reported below, by the delete itself
+        current = self._file is not None and self._file.get("_id") == self.grid_id
+        thumbnail_id = self._file.get("thumbnail_id") if current else None
+        if thumbnail_id is not None:
+            await self._copy_for(thumbnail_id).async_delete(missing_ok=True)
+        await super().async_delete(missing_ok=missing_ok)
+
+
+async def _image_source(data: Any) -> Any:
+    """Something Pillow can open in a worker thread: a sync binary file object
+    as it is (it is read in the thread), anything else read into memory."""
+    read = getattr(data, "read", None)
+    if read is not None and not inspect.iscoroutinefunction(read):
+        return data
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(data))
+    return io.BytesIO(b"".join([piece async for piece in _pieces(data, 1 << 20)]))
