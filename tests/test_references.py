@@ -1343,3 +1343,14 @@ async def test_no_dereference_in_embedded_and_nested(async_alias, command_log):
     assert isinstance(shelf.citations[0].author, AsyncReferenceProxy)
     assert isinstance(shelf.grid[1][0], AsyncReferenceProxy)
     assert command_log.count() == 0
+
+
+async def test_select_related_marks_a_held_proxy_fetched(async_alias, command_log):
+    author = await RefAuthor(name="held").async_save()
+    await RefBook(title="held", author=author).async_save()
+    book = await RefBook.objects.async_get(title="held")
+    held = book.author
+    await book.async_select_related()
+    command_log.clear()
+    assert (await held).name == "held"
+    assert command_log.count() == 0

@@ -329,10 +329,10 @@ def _walk_value(value: Any, field: Any, slot: Slot, found: list[_Target]) -> Non
             _walk_document(value, found)
     elif isinstance(field, mongoengine.GenericReferenceField):
         if isinstance(value, (dict, DBRef)) and _generic_class(value) is not None:
-            found.append(_Target(_generic_class(value), _dbref(value), slot.put))
+            found.append(_Target(_generic_class(value), _dbref(value), _filler(slot)))
     elif isinstance(field, mongoengine.ReferenceField):
         if isinstance(value, DBRef):
-            found.append(_Target(reference_class(field, value), value, slot.put))
+            found.append(_Target(reference_class(field, value), value, _filler(slot)))
     elif isinstance(field, ComplexBaseField) or field is None:
         _walk_container(value, getattr(field, "field", None), found)
 
@@ -342,6 +342,19 @@ def _walk_container(value: Any, item_field: Any, found: list[_Target]) -> None:
         item = slot.get()
         if item is not None:
             _walk_value(item, item_field, slot, found)
+
+
+def _filler(slot: Slot) -> Callable[[Any], None]:
+    """Put the loaded document in ``slot``; a proxy there is marked fetched too,
+    so code still holding it does not query again."""
+
+    def fill(document: Any) -> None:
+        current = slot.get()
+        if isinstance(current, AsyncReferenceProxy):
+            current._document = document
+        slot.put(document)
+
+    return fill
 
 
 def _cache_in(reference: MongoEngineLazyReference) -> Callable[[Any], None]:
