@@ -12,6 +12,7 @@ Run it with ``make demo``.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 
 from mongoengine_async import (
@@ -22,6 +23,8 @@ from mongoengine_async import (
     Document,
     EmbeddedDocument,
     EmbeddedDocumentField,
+    FileField,
+    ImageField,
     IntField,
     LazyReferenceField,
     ListField,
@@ -51,6 +54,8 @@ class Book(Document):
     tags = ListField(StringField())
     author = ReferenceField(Author, reverse_delete_rule=CASCADE)
     publisher = EmbeddedDocumentField(Publisher)
+    cover = ImageField(size=(600, 900, False), thumbnail_size=(60, 90, True))
+    sample = FileField(collection_name="samples")
     meta = {"indexes": ["title", "-year"]}
 
 
@@ -114,7 +119,7 @@ async def aggregate() -> None:
             "$group": {
                 "_id": "$author",
                 "books": {"$sum": 1},
-                "first": {"$min": "$year"},
+                "since": {"$min": "$year"},
             }
         },
         {"$sort": {"books": -1}},
@@ -148,6 +153,45 @@ async def references(log: CommandLog) -> None:
     print("Ada's list:", [book.title for book in reader.reading_list])
     favourite = await reader.favourite.async_fetch()
     print("lazy favourite:", favourite.title)
+
+
+def cover_image(colour: str) -> bytes:
+    """A 1200x1800 PNG, as a scanner might produce."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1200, 1800), colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+async def pdf_pages(pages: int):
+    """A (pretend) PDF produced page by page, as an upload arrives."""
+    yield b"%PDF-1.7\n"
+    for page in range(pages):
+        yield f"%% page {page}\n".encode() + bytes(256 * 1024)
+        await asyncio.sleep(0)
+
+
+async def files() -> None:
+    section("files in GridFS")
+    book = await Book.objects.async_get(title="The Dispossessed")
+    await book.cover.async_put(cover_image("darkred"), filename="dispossessed.png")
+    await book.sample.async_put(
+        pdf_pages(40), filename="sample.pdf", content_type="application/pdf"
+    )
+    await book.async_save()
+    print(f"cover stored resized to {book.cover.size}, format {book.cover.format}")
+    print(f"sample PDF uploaded chunk by chunk: {book.sample.length:,} bytes")
+
+    book = await Book.objects.async_get(title="The Dispossessed")
+    sample = await Book.sample.async_get(book)
+    streamed = 0
+    async for chunk in sample:
+        streamed += len(chunk)
+    print(f"streamed {sample.filename} ({sample.content_type}): {streamed:,} bytes")
+    cover = await Book.cover.async_get(book)
+    thumbnail = await cover.async_thumbnail()
+    print(f"cover thumbnail: {thumbnail.width}x{thumbnail.height}")
 
 
 async def delete_with_rules(log: CommandLog) -> None:
@@ -194,6 +238,7 @@ async def main(uri: str) -> None:
         await update(log)
         await aggregate()
         await references(log)
+        await files()
         await delete_with_rules(log)
         await transaction()
     finally:

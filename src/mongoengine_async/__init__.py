@@ -41,6 +41,7 @@ from mongoengine_async.fields import (
     ReferenceField,
     SortedListField,
 )
+from mongoengine_async.gridfs import AsyncGridFSProxy
 from mongoengine_async.guards import AsyncUsageError
 from mongoengine_async.queryset import AsyncAggregation, QuerySet
 from mongoengine_async.references import AsyncReferenceProxy, LazyReference
@@ -49,6 +50,7 @@ __version__ = "0.1.0"
 
 _ASYNC_NAMES = [
     "AsyncAggregation",
+    "AsyncGridFSProxy",
     "AsyncReferenceProxy",
     "AsyncUsageError",
     "async_no_dereference",
