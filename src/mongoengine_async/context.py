@@ -30,8 +30,9 @@ __all__ = (
 
 T = TypeVar("T", bound=type)
 
-_session: ContextVar[AsyncClientSession | None] = ContextVar(
-    "mongoengine_async_session", default=None
+# The sessions bound by async_run_in_transaction in this task, one per client.
+_sessions: ContextVar[tuple[AsyncClientSession, ...]] = ContextVar(
+    "mongoengine_async_sessions", default=()
 )
 _db_aliases: ContextVar[dict[type, str]] = ContextVar("mongoengine_async_db_aliases")
 _collections: ContextVar[dict[type, str]] = ContextVar("mongoengine_async_collections")
@@ -43,11 +44,17 @@ _COMMIT_RETRY_SECONDS = 120
 
 
 def current_session(client: Any = None) -> AsyncClientSession | None:
-    """The session bound by ``async_run_in_transaction`` for ``client``, if any."""
-    session = _session.get()
-    if session is None or (client is not None and session.client is not client):
-        return None
-    return session
+    """The session bound by ``async_run_in_transaction`` for ``client``, if any.
+
+    Without ``client``: the innermost session bound in this task, if any.
+    """
+    sessions = _sessions.get()
+    if client is None:
+        return sessions[-1] if sessions else None
+    for session in sessions:
+        if session.client is client:
+            return session
+    return None
 
 
 def switched_alias(cls: type) -> str | None:
@@ -103,17 +110,18 @@ async def async_run_in_transaction(
 ) -> AsyncIterator[AsyncClientSession]:
     """Run the block in one transaction on ``alias``; commit at the end.
 
-    Every async operation of this package inside the block uses the session.
-    An exception aborts the transaction and propagates.
+    Every async operation of this package inside the block uses the session
+    (operations on another client do not). An exception aborts the
+    transaction and propagates. Nesting on the same client raises.
     """
-    if _session.get() is not None:
+    client = get_async_connection(alias)
+    if current_session(client) is not None:
         raise OperationError(
             "async_run_in_transaction() cannot be nested: a transaction is "
             "already active in this task"
         )
-    client = get_async_connection(alias)
     async with client.start_session(**(session_kwargs or {})) as session:
-        async with _bind(_session, session):
+        async with _bind(_sessions, (*_sessions.get(), session)):
             await session.start_transaction(**(transaction_kwargs or {}))
             try:
                 yield session

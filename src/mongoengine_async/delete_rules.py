@@ -14,6 +14,7 @@ from typing import Any
 
 import mongoengine
 from bson import DBRef
+from mongoengine.base import get_document
 from mongoengine.errors import OperationError
 from mongoengine.queryset import CASCADE, DENY, DO_NOTHING, NULLIFY, PULL
 from pymongo.asynchronous.collection import AsyncCollection
@@ -22,7 +23,7 @@ from pymongo.write_concern import WriteConcern
 from mongoengine_async import signals
 from mongoengine_async.context import async_run_in_transaction, current_session
 
-__all__ = ("delete_matching",)
+__all__ = ("delete_each", "delete_matching")
 
 _TRANSACTIONAL_TOPOLOGIES = {"ReplicaSetWithPrimary", "Sharded", "LoadBalanced"}
 
@@ -34,6 +35,19 @@ def _rules(cls: type) -> list[tuple[type, str, int]]:
         for (referrer, name), rule in (cls._meta.get("delete_rules") or {}).items()
         if rule != DO_NOTHING and not referrer._meta.get("abstract")
     ]
+
+
+def _reachable(cls: type) -> list[type]:
+    """Every class a delete of ``cls`` may read or write, through its rules."""
+    found: list[type] = []
+    pending = [cls]
+    while pending:
+        for referrer, _, rule in _rules(pending.pop()):
+            if referrer not in found:
+                found.append(referrer)
+                if rule == CASCADE:
+                    pending.append(referrer)
+    return found
 
 
 def _supports_transactions(collection: AsyncCollection) -> bool:
@@ -53,15 +67,48 @@ async def delete_matching(
     cls, collection = queryset._document, queryset._collection_obj
     if not _rules(cls):
         return await _delete(collection, queryset._query, write_concern)
-    client = collection.database.client
-    if (
-        atomic
-        and current_session(client) is None
-        and _supports_transactions(collection)
-    ):
+    if await _own_transaction(cls, collection, atomic):
         async with async_run_in_transaction(alias=cls._db_alias()):
             return await _DeletePlan(cls, write_concern).run(queryset)
     return await _DeletePlan(cls, write_concern).run(queryset)
+
+
+async def delete_each(queryset: Any, write_concern: dict, atomic: bool = True) -> int:
+    """Delete the matches one by one with ``Document.async_delete`` (as
+    MongoEngine does with skip/limit or delete receivers); returns the count.
+
+    With rules to apply, ``atomic`` and a deployment with transactions, all of
+    it runs in one transaction (or joins the caller's).
+    """
+    cls, collection = queryset._document, queryset._collection_obj
+
+    async def delete_all() -> int:
+        count = 0
+        async for document in queryset:
+            await document.async_delete(transaction=atomic, **write_concern)
+            count += 1
+        return count
+
+    if _rules(cls) and await _own_transaction(cls, collection, atomic):
+        async with async_run_in_transaction(alias=cls._db_alias()):
+            return await delete_all()
+    return await delete_all()
+
+
+async def _own_transaction(cls: type, collection: AsyncCollection, atomic: bool):
+    """Whether a delete of ``cls`` with rules must start its own transaction.
+
+    Prepares every collection the delete may touch first: a collection's first
+    use creates it and its indexes, which inside the transaction would make the
+    transaction's reads fail (SnapshotUnavailable).
+    """
+    for referrer in _reachable(cls):
+        await referrer._async_get_collection()
+    return (
+        atomic
+        and current_session(collection.database.client) is None
+        and _supports_transactions(collection)
+    )
 
 
 async def _delete(
@@ -84,6 +131,7 @@ class _DeletePlan:
         self.root = root
         self.write_concern = write_concern
         self.ids: dict[type, list] = {}
+        self.root_ids: list = []
 
     def _add(self, cls: type, ids: list) -> list:
         planned = self.ids.setdefault(cls, [])
@@ -93,18 +141,16 @@ class _DeletePlan:
         return new
 
     async def run(self, queryset: Any) -> int | None:
-        root_ids = await _ids(queryset._collection_obj, queryset._query)
-        await self._collect_cascade(root_ids)
+        self.root_ids = await _ids(queryset._collection_obj, queryset._query)
+        await self._collect_cascade(self.root_ids)
         await self._check_deny()
-        loaded = await self._load_for_signals(queryset)
-        for cls, documents in loaded.items():
-            for document in documents:
-                await signals.send(signals.pre_delete, cls, document=document)
+        loaded = await self._load_for_signals()
+        for document in loaded:
+            await signals.send(signals.pre_delete, type(document), document=document)
         await self._apply_updates()
         deleted = await self._delete_all()
-        for cls, documents in loaded.items():
-            for document in documents:
-                await signals.send(signals.post_delete, cls, document=document)
+        for document in loaded:
+            await signals.send(signals.post_delete, type(document), document=document)
         return deleted
 
     async def _collect_cascade(self, root_ids: list) -> None:
@@ -139,16 +185,29 @@ class _DeletePlan:
                         "refers to it)"
                     )
 
-    async def _load_for_signals(self, queryset: Any) -> dict[type, list]:
-        """Load the cascaded documents whose class has delete receivers."""
-        loaded = {}
+    async def _load_for_signals(self) -> list:
+        """Load the cascaded documents whose class has delete receivers.
+
+        Each document once (a subclass's documents are also found through its
+        parent class's rule), to be sent with its own class as the sender, as
+        ``document.delete()`` does. The root documents are not included: their
+        signals are the caller's (``Document.async_delete`` or the queryset).
+        """
+        seen = {(self.root._get_collection_name(), pk) for pk in self.root_ids}
+        loaded = []
         for cls, ids in self.ids.items():
-            if cls is self.root or not (
-                signals.has_receivers(signals.pre_delete, cls)
-                or signals.has_receivers(signals.post_delete, cls)
-            ):
+            classes = [get_document(name) for name in cls._subclasses]
+            if not any(_has_delete_receivers(each) for each in classes):
                 continue
-            loaded[cls] = await cls.objects(pk__in=ids).async_to_list()
+            wanted = [pk for pk in ids if (cls._get_collection_name(), pk) not in seen]
+            if not wanted:
+                continue
+            for document in await cls.objects(pk__in=wanted).async_to_list():
+                key = (document._get_collection_name(), document.pk)
+                if key not in seen:
+                    seen.add(key)
+                    if _has_delete_receivers(type(document)):
+                        loaded.append(document)
         return loaded
 
     async def _apply_updates(self) -> None:
@@ -170,13 +229,28 @@ class _DeletePlan:
                 )
 
     async def _delete_all(self) -> int | None:
+        """Delete every planned document; the count is the root query's only
+        (documents of the root class reached by cascade are not counted, as in
+        MongoEngine)."""
         deleted = None
         for cls, ids in self.ids.items():
             collection = await cls._async_get_collection()
+            if cls is self.root:
+                cascaded = ids[len(self.root_ids) :]
+                if cascaded:
+                    query = {"_id": {"$in": cascaded}}
+                    await _delete(collection, query, self.write_concern)
+                ids = self.root_ids
             count = await _delete(collection, {"_id": {"$in": ids}}, self.write_concern)
             if cls is self.root:
                 deleted = count
         return deleted
+
+
+def _has_delete_receivers(cls: type) -> bool:
+    return signals.has_receivers(signals.pre_delete, cls) or signals.has_receivers(
+        signals.post_delete, cls
+    )
 
 
 def _with_concern(collection: AsyncCollection, write_concern: dict) -> AsyncCollection:
@@ -214,6 +288,18 @@ def _stored_values(reference_field: Any, cls: type, ids: list) -> list:
     """How references to ``ids`` of ``cls`` are stored by ``reference_field``."""
     if _is_generic(reference_field):
         return [DBRef(cls._get_collection_name(), object_id) for object_id in ids]
+    document_type = getattr(reference_field, "document_type", None)
+    if isinstance(reference_field, mongoengine.ReferenceField) and (
+        document_type._meta.get("abstract")
+    ):
+        # Stored as DBRef(collection, id, cls=<the referenced document's class>).
+        collection = cls._get_collection_name()
+        return [
+            DBRef(collection, object_id, cls=name)
+            for name in cls._subclasses
+            if not get_document(name)._meta.get("abstract")
+            for object_id in ids
+        ]
     return [reference_field.to_mongo(object_id) for object_id in ids]
 
 

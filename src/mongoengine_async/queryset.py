@@ -34,7 +34,7 @@ from pymongo.asynchronous.cursor import AsyncCursor
 
 from mongoengine_async import signals
 from mongoengine_async.context import current_session
-from mongoengine_async.delete_rules import delete_matching
+from mongoengine_async.delete_rules import delete_each, delete_matching
 from mongoengine_async.guards import (
     blocking_call_error,
     guard_blocking_methods,
@@ -552,11 +552,7 @@ class QuerySet(me_queryset.QuerySet):
             signals.pre_delete, self._document
         ) or signals.has_receivers(signals.post_delete, self._document)
         if (self._skip or self._limit or has_delete_signal) and not _from_doc_delete:
-            count = 0
-            async for document in self:
-                await document.async_delete(**write_concern)
-                count += 1
-            return count
+            return await delete_each(self, write_concern, atomic=transaction)
         return await delete_matching(self, write_concern, atomic=transaction)
 
 

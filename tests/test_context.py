@@ -1,0 +1,223 @@
+"""Task-safe context managers: async_switch_db, async_switch_collection and
+async_no_dereference, against the real server, alone and in 200 concurrent tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from uuid import uuid4
+
+import pytest
+from bson import DBRef
+
+from mongoengine_async import (
+    AsyncReferenceProxy,
+    Document,
+    IntField,
+    ListField,
+    ReferenceField,
+    StringField,
+    async_no_dereference,
+    async_switch_collection,
+    async_switch_db,
+    connect_async,
+    disconnect_async,
+    get_async_connection,
+    get_async_db,
+)
+
+
+class CtxItem(Document):
+    marker = StringField()
+    n = IntField()
+    meta = {"indexes": ["marker"]}
+
+
+class CtxRef(Document):
+    item = ReferenceField(CtxItem)
+    items = ListField(ReferenceField(CtxItem))
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture
+async def other_alias(async_alias, mongodb_uri):
+    """A second alias ("ctx_other") on its own fresh database."""
+    name = f"test_ctx_{uuid4().hex[:8]}"
+    await connect_async(
+        db=name, alias="ctx_other", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    try:
+        yield "ctx_other"
+    finally:
+        await get_async_connection("ctx_other").drop_database(name)
+        await disconnect_async("ctx_other")
+
+
+async def markers(alias: str, collection: str) -> list[str]:
+    """The markers stored in ``collection`` of ``alias``, read with the driver."""
+    cursor = get_async_db(alias)[collection].find({}, {"marker": 1}).sort("marker")
+    return [raw["marker"] async for raw in cursor]
+
+
+# -- one task --------------------------------------------------------------------------
+
+
+async def test_switch_db_routes_saves_and_queries(other_alias):
+    await CtxItem(marker="home").async_save()
+    async with async_switch_db(CtxItem, other_alias) as cls:
+        assert cls is CtxItem
+        assert CtxItem._db_alias() == other_alias
+        away = await CtxItem(marker="away", n=1).async_save()
+        assert await CtxItem.objects.async_scalar("marker") == ["away"]
+        fetched = await CtxItem.objects.async_get(marker="away")
+        await CtxItem.objects(marker="away").async_update(inc__n=1)
+        await fetched.async_reload()
+        assert fetched.n == 2
+        await away.async_update(inc__n=1)
+    assert CtxItem._db_alias() == "default"
+    assert await markers("default", "ctx_item") == ["home"]
+    assert await markers(other_alias, "ctx_item") == ["away"]
+    assert (await get_async_db(other_alias).ctx_item.find_one())["n"] == 3
+    assert await CtxItem.objects.async_scalar("marker") == ["home"]
+    # Indexes from meta were created in the other database too.
+    indexes = await get_async_db(other_alias).ctx_item.index_information()
+    assert "marker_1" in indexes
+
+
+async def test_switch_collection_routes_saves_and_queries(async_alias):
+    await CtxItem(marker="main").async_save()
+    async with async_switch_collection(CtxItem, "ctx_archive") as cls:
+        assert cls is CtxItem
+        assert CtxItem._get_collection_name() == "ctx_archive"
+        doc = await CtxItem(marker="archived").async_save()
+        assert await CtxItem.objects.async_count() == 1
+        await CtxItem.objects.async_insert([CtxItem(marker="bulk")])
+        await doc.async_delete()
+        assert await CtxItem.objects.async_scalar("marker") == ["bulk"]
+    assert CtxItem._get_collection_name() == "ctx_item"
+    assert await markers("default", "ctx_item") == ["main"]
+    assert await markers("default", "ctx_archive") == ["bulk"]
+    assert "marker_1" in await get_async_db().ctx_archive.index_information()
+
+
+async def test_switches_combine_and_nest(other_alias):
+    async with async_switch_db(CtxItem, other_alias):
+        async with async_switch_collection(CtxItem, "ctx_a"):
+            await CtxItem(marker="a").async_save()
+            async with async_switch_collection(CtxItem, "ctx_b"):
+                await CtxItem(marker="b").async_save()
+            assert CtxItem._get_collection_name() == "ctx_a"
+            await CtxItem(marker="a2").async_save()
+        async with async_switch_db(CtxItem, "default"):
+            await CtxItem(marker="back home").async_save()
+        await CtxItem(marker="other").async_save()
+    assert await markers(other_alias, "ctx_a") == ["a", "a2"]
+    assert await markers(other_alias, "ctx_b") == ["b"]
+    assert await markers(other_alias, "ctx_item") == ["other"]
+    assert await markers("default", "ctx_item") == ["back home"]
+
+
+async def test_switches_only_affect_their_class(other_alias):
+    item = await CtxItem(marker="x").async_save()
+    async with async_switch_db(CtxRef, other_alias):
+        await CtxRef(item=item).async_save()
+        assert CtxItem._db_alias() == "default"
+    assert await get_async_db(other_alias).ctx_ref.count_documents({}) == 1
+    assert await get_async_db().ctx_ref.count_documents({}) == 0
+
+
+async def test_state_is_restored_after_an_exception(other_alias):
+    with pytest.raises(Boom):
+        async with async_switch_db(CtxItem, other_alias):
+            async with async_switch_collection(CtxItem, "ctx_err"):
+                async with async_no_dereference(CtxRef):
+                    await CtxItem(marker="before the error").async_save()
+                    raise Boom
+    assert CtxItem._db_alias() == "default"
+    assert CtxItem._get_collection_name() == "ctx_item"
+    await CtxItem(marker="after").async_save()
+    assert await markers("default", "ctx_item") == ["after"]
+    assert await markers(other_alias, "ctx_err") == ["before the error"]
+    ref = await CtxRef(item=await CtxItem.objects.async_first()).async_save()
+    ref = await CtxRef.objects.async_get(pk=ref.pk)
+    assert isinstance(ref.item, AsyncReferenceProxy)
+
+
+async def test_no_dereference_reads_stored_references(async_alias):
+    one = await CtxItem(marker="one").async_save()
+    two = await CtxItem(marker="two").async_save()
+    await CtxRef(item=one, items=[one, two]).async_save()
+
+    async with async_no_dereference(CtxRef) as cls:
+        assert cls is CtxRef
+        ref = await CtxRef.objects.async_first()
+        assert type(ref.item) is DBRef
+        assert ref.item == DBRef("ctx_item", one.pk)
+        assert [type(item) for item in ref.items] == [DBRef, DBRef]
+        assert [item.id for item in ref.items] == [one.pk, two.pk]
+
+    ref = await CtxRef.objects.async_first()
+    assert isinstance(ref.item, AsyncReferenceProxy)
+    assert (await ref.item).marker == "one"
+    assert isinstance(ref.items[1], AsyncReferenceProxy)
+    # Inside the block a reference already read as a proxy reads as its stored
+    # value; items of a container read before keep their proxies (DBRefs too).
+    unread = await CtxRef.objects.async_first()
+    assert isinstance(unread.item, AsyncReferenceProxy)
+    async with async_no_dereference(CtxRef):
+        assert type(unread.item) is DBRef
+        assert ref.item.marker == "one"  # loaded already: stays the document
+        assert isinstance(ref.items[1], DBRef) and ref.items[1].id == two.pk
+
+
+# -- many tasks ------------------------------------------------------------------------
+
+
+async def test_200_concurrent_tasks_with_different_switches(other_alias):
+    aliases = ["default", other_alias]
+    collections = ["ctx_item", "ctx_c1", "ctx_c2", "ctx_c3"]
+    target = await CtxItem(marker="target").async_save()
+    await CtxRef(item=target).async_save()
+    placed: dict[tuple[str, str], list[str]] = {}
+    rng = random.Random(5)
+    plans = [(i, rng.choice(aliases), rng.choice(collections)) for i in range(200)]
+
+    async def work(i: int, alias: str, collection: str) -> None:
+        marker = f"m{i:03d}"
+        async with (
+            async_switch_db(CtxItem, alias),
+            async_switch_collection(CtxItem, collection),
+        ):
+            await asyncio.sleep(rng.random() / 100)
+            await CtxItem(marker=marker, n=i).async_save()
+            await asyncio.sleep(0)
+            assert CtxItem._db_alias() == alias
+            assert CtxItem._get_collection_name() == collection
+            found = await CtxItem.objects(marker=marker).async_get()
+            assert found.n == i
+            assert await CtxItem.objects(marker__startswith="m").async_count() >= 1
+        # Every other task keeps its own view of CtxRef's references.
+        if i % 2:
+            async with async_no_dereference(CtxRef):
+                await asyncio.sleep(0)
+                ref = await CtxRef.objects.async_first()
+                assert type(ref.item) is DBRef
+        else:
+            ref = await CtxRef.objects.async_first()
+            await asyncio.sleep(0)
+            assert isinstance(ref.item, AsyncReferenceProxy)
+        assert CtxItem._db_alias() == "default"
+        assert CtxItem._get_collection_name() == "ctx_item"
+
+    for i, alias, collection in plans:
+        placed.setdefault((alias, collection), []).append(f"m{i:03d}")
+    await asyncio.wait_for(asyncio.gather(*(work(*plan) for plan in plans)), 120)
+
+    assert len(placed) == len(aliases) * len(collections)
+    for (alias, collection), expected in placed.items():
+        stored = [m for m in await markers(alias, collection) if m != "target"]
+        assert stored == sorted(expected), (alias, collection)

@@ -1,0 +1,254 @@
+"""MongoEngine's signals sent by async operations, against the real server.
+
+Receivers get MongoEngine's arguments; coroutine-function receivers are awaited
+(the operation waits for them), plain ones are called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import mongoengine.signals
+import pytest
+
+from mongoengine_async import (
+    Document,
+    IntField,
+    StringField,
+    ValidationError,
+    get_async_db,
+    signals,
+)
+
+
+class SigBook(Document):
+    title = StringField(required=True)
+    pages = IntField()
+
+
+class SigOther(Document):
+    title = StringField()
+
+
+@pytest.fixture
+def connect():
+    """``connect(signal, receiver, sender=...)``; everything is disconnected after."""
+    connected = []
+
+    def _connect(signal, receiver, **kwargs):
+        signal.connect(receiver, **kwargs)
+        connected.append((signal, receiver, kwargs.get("sender")))
+
+    yield _connect
+    for signal, receiver, sender in connected:
+        if sender is None:
+            signal.disconnect(receiver)
+        else:
+            signal.disconnect(receiver, sender=sender)
+
+
+def recorder(log: list, name: str):
+    def receiver(sender, **kwargs):
+        log.append((name, sender, kwargs))
+
+    return receiver
+
+
+ALL = [
+    "pre_save",
+    "pre_save_post_validation",
+    "post_save",
+    "pre_delete",
+    "post_delete",
+    "pre_bulk_insert",
+    "post_bulk_insert",
+]
+
+
+def test_signals_are_mongoengines():
+    for name in ALL:
+        assert getattr(signals, name) is getattr(mongoengine.signals, name)
+
+
+async def test_save_signals_with_mongoengines_arguments(async_alias, connect):
+    log = []
+    for name in ALL:
+        connect(getattr(signals, name), recorder(log, name), sender=SigBook)
+
+    book = SigBook(title="Dune")
+    await book.async_save(signal_kwargs={"reason": "new"})
+    assert [(name, sender) for name, sender, _ in log] == [
+        ("pre_save", SigBook),
+        ("pre_save_post_validation", SigBook),
+        ("post_save", SigBook),
+    ]
+    assert log[0][2] == {"document": book, "reason": "new"}
+    assert log[1][2] == {"document": book, "created": True, "reason": "new"}
+    assert log[2][2] == {"document": book, "created": True, "reason": "new"}
+
+    log.clear()
+    book.pages = 412
+    await book.async_save()
+    assert [(name, kwargs) for name, _, kwargs in log] == [
+        ("pre_save", {"document": book}),
+        ("pre_save_post_validation", {"document": book, "created": False}),
+        ("post_save", {"document": book, "created": False}),
+    ]
+
+    log.clear()
+    created = await SigBook.objects.async_create(title="Emma")
+    assert [(name, kwargs["created"]) for name, _, kwargs in log[1:]] == [
+        ("pre_save_post_validation", True),
+        ("post_save", True),
+    ]
+    assert log[2][2]["document"] is created
+
+
+async def test_pre_save_runs_before_validation(async_alias, connect):
+    def fill_title(sender, document, **kwargs):
+        document.title = document.title or "Untitled"
+
+    connect(signals.pre_save, fill_title, sender=SigBook)
+    book = await SigBook().async_save()
+    raw = await get_async_db().sig_book.find_one({"_id": book.pk})
+    assert raw["title"] == "Untitled"
+
+
+async def test_delete_signals(async_alias, connect):
+    log = []
+    for name in ALL:
+        connect(getattr(signals, name), recorder(log, name), sender=SigBook)
+    book = await SigBook(title="Dune").async_save()
+    log.clear()
+    await book.async_delete(signal_kwargs={"by": "test"})
+    assert log == [
+        ("pre_delete", SigBook, {"document": book, "by": "test"}),
+        ("post_delete", SigBook, {"document": book, "by": "test"}),
+    ]
+
+    # A queryset delete sends each document's signals.
+    await SigBook.objects.async_insert([SigBook(title="a"), SigBook(title="b")])
+    log.clear()
+    assert await SigBook.objects.async_delete() == 2
+    assert [(name, kwargs["document"].title) for name, _, kwargs in log] == [
+        ("pre_delete", "a"),
+        ("post_delete", "a"),
+        ("pre_delete", "b"),
+        ("post_delete", "b"),
+    ]
+
+
+@pytest.mark.parametrize("load_bulk", [True, False])
+async def test_bulk_insert_signals(async_alias, connect, load_bulk):
+    log = []
+    for name in ALL:
+        connect(getattr(signals, name), recorder(log, name), sender=SigBook)
+    books = [SigBook(title="a"), SigBook(title="b")]
+    result = await SigBook.objects.async_insert(
+        books, load_bulk=load_bulk, signal_kwargs={"batch": 1}
+    )
+    assert [name for name, _, _ in log] == ["pre_bulk_insert", "post_bulk_insert"]
+    pre, post = log[0][2], log[1][2]
+    assert pre == {"documents": books, "batch": 1}
+    assert post["loaded"] is load_bulk and post["batch"] == 1
+    if load_bulk:
+        # The documents as read back from the database.
+        assert post["documents"] == result
+        assert [doc.title for doc in post["documents"]] == ["a", "b"]
+        assert all(doc is not book for doc, book in zip(result, books, strict=True))
+    else:
+        assert post["documents"] == books
+        assert [doc.pk for doc in books] == result
+
+
+async def test_coroutine_receivers_are_awaited(async_alias, connect):
+    entered, release = asyncio.Event(), asyncio.Event()
+    log = []
+
+    async def pre_save(sender, document, **kwargs):
+        entered.set()
+        await release.wait()  # the save must wait for this
+        document.pages = 1
+        log.append("pre_save done")
+
+    async def post_save(sender, document, created, **kwargs):
+        await asyncio.sleep(0)
+        raw = await get_async_db().sig_book.find_one({"_id": document.pk})
+        log.append(("post_save saw", raw["pages"], created))
+
+    def plain(sender, document, **kwargs):
+        log.append("plain called")
+
+    connect(signals.pre_save, pre_save, sender=SigBook)
+    connect(signals.pre_save, plain, sender=SigBook)
+    connect(signals.post_save, post_save, sender=SigBook)
+
+    task = asyncio.create_task(SigBook(title="slow").async_save())
+    await asyncio.wait_for(entered.wait(), 10)
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+    assert not task.done()
+    assert await get_async_db().sig_book.count_documents({}) == 0
+    release.set()
+    book = await asyncio.wait_for(task, 10)
+    assert sorted(map(str, log)) == sorted(
+        map(str, ["pre_save done", "plain called", ("post_save saw", 1, True)])
+    )
+    assert book.pages == 1
+
+
+async def test_coroutine_delete_and_bulk_receivers_are_awaited(async_alias, connect):
+    seen = []
+
+    async def receiver(sender, **kwargs):
+        await asyncio.sleep(0.01)
+        seen.append(sorted(kwargs))
+
+    for name in ("pre_delete", "post_delete", "pre_bulk_insert", "post_bulk_insert"):
+        connect(getattr(signals, name), receiver, sender=SigBook)
+    [book] = await SigBook.objects.async_insert([SigBook(title="a")])
+    await book.async_delete()
+    assert seen == [["documents"], ["documents", "loaded"], ["document"], ["document"]]
+
+
+async def test_receivers_for_another_sender_are_not_called(async_alias, connect):
+    called = []
+
+    def other(sender, **kwargs):
+        called.append(("other", sender))
+
+    def anyone(sender, **kwargs):
+        called.append(("any", sender))
+
+    for name in ALL:
+        connect(getattr(signals, name), other, sender=SigOther)
+    connect(signals.post_save, anyone)  # no sender: every class
+
+    book = await SigBook(title="x").async_save()
+    await SigBook.objects.async_insert([SigBook(title="y")])
+    await book.async_delete()
+    assert called == [("any", SigBook)]
+    await SigOther(title="o").async_save()
+    assert ("other", SigOther) in called and ("any", SigOther) in called
+
+
+async def test_a_raising_receiver_stops_the_operation(async_alias, connect):
+    def refuse(sender, document, **kwargs):
+        raise ValidationError("refused by a receiver")
+
+    connect(signals.pre_save, refuse, sender=SigBook)
+    with pytest.raises(ValidationError, match="refused"):
+        await SigBook(title="never").async_save()
+    assert await get_async_db().sig_book.count_documents({}) == 0
+
+
+async def test_receivers_disconnected_are_not_called(async_alias):
+    called = []
+
+    async def receiver(sender, **kwargs):
+        called.append(sender)
+
+    signals.post_save.connect(receiver, sender=SigBook)
+    signals.post_save.disconnect(receiver, sender=SigBook)
+    await SigBook(title="x").async_save()
+    assert called == []
