@@ -19,9 +19,12 @@ from PIL import Image
 from pymongo.errors import InvalidOperation
 
 from mongoengine_async import (
+    DENY,
     Document,
     FileField,
     ImageField,
+    OperationError,
+    ReferenceField,
     StringField,
     async_run_in_transaction,
     connect,
@@ -833,3 +836,23 @@ def test_sync_only_use_is_untouched() -> None:
     assert isinstance(GfsPhoto._fields["image"], mongoengine.ImageField)
     assert isinstance(GfsPhoto._fields["image"], FileField)
     assert field.proxy_class is GridFSProxy
+
+
+class GfsGuarded(Document):
+    title = StringField()
+    file = FileField()
+
+
+class GfsGuardian(Document):
+    guarded = ReferenceField(GfsGuarded, reverse_delete_rule=DENY)
+
+
+async def test_refused_delete_keeps_the_file(async_alias):
+    guarded = GfsGuarded(title="kept")
+    await guarded.file.async_put(b"precious", filename="precious.txt")
+    await guarded.async_save()
+    await GfsGuardian(guarded=guarded).async_save()
+    with pytest.raises(OperationError, match=r"GfsGuardian\.guarded refers to it"):
+        await guarded.async_delete()
+    loaded = await GfsGuarded.objects.async_get(title="kept")
+    assert await (await GfsGuarded.file.async_get(loaded)).async_read() == b"precious"

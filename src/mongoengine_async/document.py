@@ -399,16 +399,17 @@ class Document(mongoengine.Document):
         transaction: bool = True,
         **write_concern: Any,
     ) -> None:
-        """Delete this document (and its GridFS files), applying delete rules.
+        """Delete this document (then its GridFS files), applying delete rules.
 
         A delete that cascades runs in one transaction unless ``transaction=False``.
+        Files go only once the document is gone: a refused delete (DENY, a
+        failure) keeps them, unlike MongoEngine, which deletes them first.
         """
         await self._async_collection("async_delete", "delete()")
         signal_kwargs = signal_kwargs or {}
         await signals.send(
             signals.pre_delete, type(self), document=self, **signal_kwargs
         )
-        await self._async_delete_files()
         try:
             await self._qs.filter(**self._object_key).async_delete(
                 write_concern=write_concern,
@@ -417,6 +418,7 @@ class Document(mongoengine.Document):
             )
         except pymongo.errors.OperationFailure as err:
             raise OperationError(f"Could not delete document ({err.args})") from err
+        await self._async_delete_files()
         await signals.send(
             signals.post_delete, type(self), document=self, **signal_kwargs
         )
