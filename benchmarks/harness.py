@@ -1,0 +1,362 @@
+"""Shared pieces of the benchmark harness: sizes, scenarios, cases, timing.
+
+A *scenario* (``read_list``, ``refs_batch``...) is measured for several
+*libraries* (raw driver, ours, sync MongoEngine, Beanie). Each library module
+(``scenarios_raw``, ``scenarios_ours``, ...) maps scenario names to async
+factories ``factory(ctx) -> Case``: the factory drops and seeds the collections
+it needs (untimed) and returns a :class:`Case` whose ``run`` is what is timed.
+
+Every case also yields a *summary* (what it read, joined or left behind), and
+every library's summary must equal the raw driver's for the same scenario: a
+library that does less work than the baseline is reported as a mismatch
+instead of looking fast.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import inspect
+import random
+import statistics
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bson import DBRef, ObjectId
+from pymongo import monitoring
+
+# -- sizes -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each scenario is."""
+
+    items: int = 10_000  # insert_*, read_*
+    books: int = 1_000  # refs_*
+    authors: int = 100  # refs_*, concurrent
+    file_bytes: int = 64 * 2**20  # gridfs_*
+    cascade_books: int = 10_000  # cascade_delete
+    tasks: int = 500  # concurrent
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    items=1_000,
+    books=200,
+    authors=20,
+    file_bytes=4 * 2**20,
+    cascade_books=1_000,
+    tasks=100,
+)
+TINY = Sizes(
+    items=60, books=30, authors=7, file_bytes=600_000, cascade_books=40, tasks=12
+)
+
+# -- scenarios -------------------------------------------------------------------
+
+SCENARIOS: dict[str, str] = {
+    "insert_one": "insert N small documents one by one (N = items)",
+    "insert_bulk": "insert N small documents in one bulk call",
+    "read_iter": "read and materialise N documents with `async for` (sync: for)",
+    "read_list": "read and materialise N documents as a list",
+    "refs_one_by_one": "books with their authors, each author fetched on its own",
+    "refs_batch": "books with their authors, references loaded in one batch",
+    "gridfs_put": "store one file in GridFS (plus its owner document)",
+    "gridfs_get": "load the owner document and read the whole file",
+    "gridfs_stream": "stream the file chunk by chunk (peak memory measured)",
+    "cascade_delete": "delete an author whose books cascade",
+    "concurrent": "concurrent tasks: get a book by id, then fetch its author",
+}
+
+LIBRARIES = ("raw", "ours", "mongoengine", "beanie")
+
+
+@dataclass
+class Case:
+    """One library's way of doing one scenario.
+
+    Attributes:
+        run: the timed work (sync or async); returns a value for ``check``.
+        label: what the library calls, shown in the table.
+        before: untimed, before every repetition (reseeding, loading an owner).
+        check: untimed, turns ``run``'s result into the comparable summary
+            (default: the result itself).
+        memory: also measure the tracemalloc peak of one extra run.
+    """
+
+    run: Callable[[], Any]
+    label: str
+    before: Callable[[], Any] | None = None
+    check: Callable[[Any], Any] | None = None
+    memory: bool = False
+
+
+Factory = Callable[["Context"], Awaitable[Case]]
+
+
+@dataclass
+class Context:
+    """What the scenario factories need.
+
+    ``db`` is an ``AsyncDatabase`` used by the raw driver scenarios and for
+    seeding and checking every library's collections (all libraries use the
+    same database name, each with its own collections).
+    """
+
+    db: Any
+    sizes: Sizes = FULL
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def registry() -> tuple[dict[str, Factory], Callable[[str], Callable]]:
+    """A scenario table for a library module and its decorator."""
+    table: dict[str, Factory] = {}
+
+    def scenario(name: str) -> Callable[[Factory], Factory]:
+        if name not in SCENARIOS:
+            raise ValueError(f"unknown scenario {name!r}")
+
+        def register(factory: Factory) -> Factory:
+            table[name] = factory
+            return factory
+
+        return register
+
+    return table, scenario
+
+
+# -- deterministic data -----------------------------------------------------------
+
+
+def item(i: int) -> dict[str, Any]:
+    """The fields of the i-th small document (same for every library)."""
+    return {
+        "name": f"item {i}",
+        "n": i,
+        "value": i * 0.5,
+        "active": i % 2 == 0,
+        "tags": [f"t{i % 7}", f"t{i % 11}"],
+    }
+
+
+def author_name(a: int) -> str:
+    return f"author {a}"
+
+
+def book_title(b: int) -> str:
+    return f"book {b}"
+
+
+def file_data(size: int) -> bytes:
+    """Deterministic, incompressible bytes."""
+    return random.Random(size).randbytes(size)
+
+
+async def drop(db: Any, *names: str) -> None:
+    for name in names:
+        await db.drop_collection(name)
+
+
+async def seed_items(db: Any, name: str, count: int) -> None:
+    """Fresh collection ``name`` holding ``count`` small documents."""
+    await drop(db, name)
+    if count:
+        await db[name].insert_many([item(i) for i in range(count)])
+
+
+@dataclass
+class Library:
+    """Ids of a seeded authors/books data set."""
+
+    author_ids: list[ObjectId]
+    book_ids: list[ObjectId]
+
+
+async def seed_library(
+    db: Any,
+    authors: str,
+    books: str,
+    n_authors: int,
+    n_books: int,
+    dbref: bool = False,
+) -> Library:
+    """Fresh ``authors`` and ``books`` collections; book b is by author b % n.
+
+    References are stored as ObjectIds (MongoEngine's ``ReferenceField``
+    default), or as DBRefs with ``dbref=True`` (Beanie's ``Link``).
+    """
+    await drop(db, authors, books)
+    author_ids = [ObjectId() for _ in range(n_authors)]
+    await db[authors].insert_many(
+        [{"_id": a, "name": author_name(i)} for i, a in enumerate(author_ids)]
+    )
+    book_ids = [ObjectId() for _ in range(n_books)]
+    await db[books].insert_many(
+        [
+            {
+                "_id": b,
+                "title": book_title(i),
+                "author": (
+                    DBRef(authors, author_ids[i % n_authors])
+                    if dbref
+                    else author_ids[i % n_authors]
+                ),
+            }
+            for i, b in enumerate(book_ids)
+        ]
+    )
+    return Library(author_ids, book_ids)
+
+
+async def seed_cascade(
+    db: Any, authors: str, books: str, n_books: int, dbref: bool = False
+) -> ObjectId:
+    """One author with ``n_books`` books, plus a bystander author with one book.
+
+    Returns the id of the author to delete. After a correct cascade delete
+    one author and one book are left.
+    """
+    await drop(db, authors, books)
+    doomed, bystander = ObjectId(), ObjectId()
+    await db[authors].insert_many(
+        [{"_id": doomed, "name": "doomed"}, {"_id": bystander, "name": "bystander"}]
+    )
+
+    def ref(a: ObjectId) -> Any:
+        return DBRef(authors, a) if dbref else a
+
+    docs = [{"title": book_title(i), "author": ref(doomed)} for i in range(n_books)]
+    docs.append({"title": "survivor", "author": ref(bystander)})
+    await db[books].insert_many(docs)
+    return doomed
+
+
+# -- summaries (compared across libraries) ------------------------------------------
+
+
+def digest(values: Iterable[Any]) -> dict[str, Any]:
+    """Order-independent digest of a collection of values."""
+    rows = sorted(repr(v) for v in values)
+    sha = hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+    return {"count": len(rows), "sha256": sha}
+
+
+def bytes_digest(data: bytes) -> dict[str, Any]:
+    return {"length": len(data), "sha256": hashlib.sha256(data).hexdigest()[:16]}
+
+
+async def collection_summary(db: Any, name: str) -> dict[str, Any]:
+    """How many documents ``name`` holds and the sum of their ``n``."""
+    rows = await (
+        await db[name].aggregate(
+            [{"$group": {"_id": None, "count": {"$sum": 1}, "sum_n": {"$sum": "$n"}}}]
+        )
+    ).to_list(None)
+    if not rows:
+        return {"count": 0, "sum_n": 0}
+    return {"count": rows[0]["count"], "sum_n": rows[0]["sum_n"]}
+
+
+async def cascade_summary(db: Any, authors: str, books: str) -> dict[str, int]:
+    return {
+        "authors": await db[authors].count_documents({}),
+        "books": await db[books].count_documents({}),
+    }
+
+
+async def gridfs_summary(db: Any, bucket: str) -> dict[str, Any]:
+    files = await db[f"{bucket}.files"].find({}, {"length": 1}).to_list(None)
+    chunks = await db[f"{bucket}.chunks"].count_documents({})
+    return {
+        "files": len(files),
+        "length": sum(f["length"] for f in files),
+        "chunks": chunks,
+    }
+
+
+# -- measuring -------------------------------------------------------------------------
+
+
+async def call(function: Callable[..., Any] | None, *args: Any) -> Any:
+    """Call a sync or async function and return its result."""
+    if function is None:
+        return None
+    result = function(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+async def run_once(case: Case, counter: RoundTrips | None = None) -> tuple[float, Any]:
+    """One repetition: ``before`` (untimed), ``run`` (timed), ``check`` (untimed).
+
+    Returns the elapsed seconds and the summary. With ``counter``, the
+    commands sent by ``run`` (only) are counted.
+    """
+    await call(case.before)
+    gc.collect()
+    if counter is not None:
+        counter.start()
+    try:
+        start = time.perf_counter()
+        result = case.run()
+        if inspect.isawaitable(result):
+            result = await result
+        elapsed = time.perf_counter() - start
+    finally:
+        if counter is not None:
+            counter.active = False
+    summary = await call(case.check, result) if case.check else result
+    return elapsed, summary
+
+
+async def peak_memory(case: Case) -> float:
+    """Peak of Python allocations (MB) during one ``run``, above its start."""
+    await call(case.before)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        await call(case.run)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return (peak - baseline) / 2**20
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+class RoundTrips(monitoring.CommandListener):
+    """Counts commands sent while ``active`` (handshakes and monitoring excluded)."""
+
+    IGNORED = frozenset({"hello", "isMaster", "ismaster", "ping", "endSessions"})
+
+    def __init__(self) -> None:
+        self.active = False
+        self.count = 0
+        self.names: dict[str, int] = {}
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.active and event.command_name not in self.IGNORED:
+            self.count += 1
+            self.names[event.command_name] = self.names.get(event.command_name, 0) + 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def start(self) -> None:
+        self.count, self.names, self.active = 0, {}, True
+
+    def stop(self) -> tuple[int, dict[str, int]]:
+        self.active = False
+        return self.count, dict(self.names)

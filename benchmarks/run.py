@@ -1,0 +1,450 @@
+#!/usr/bin/env python
+"""Benchmark mongoengine-async against the raw driver, sync MongoEngine and Beanie.
+
+One run measures every scenario (harness.SCENARIOS) for every library on the
+same ``mongod``: a throwaway one-node replica set, or ``$MONGODB_URI``. Each
+case is run once to warm up (its round trips are counted then), then
+``--repeat`` times; the table shows medians and each median's ratio to the
+raw ``AsyncMongoClient`` median of the same scenario. Every library's result
+(documents read, author names joined, bytes read, documents left) must equal
+the raw driver's, or the row is marked MISMATCH and the exit code is 1.
+
+    python benchmarks/run.py                      # full run (a few minutes)
+    python benchmarks/run.py --quick --repeat 1   # smoke test
+    python benchmarks/run.py --only read_list refs_batch --profile read_list:ours
+
+Results: ``benchmarks/results/latest.json`` and ``latest.png`` (``quick.*``
+with ``--quick``, or ``--out PREFIX``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import dataclasses
+import datetime
+import functools
+import importlib
+import io
+import json
+import os
+import platform
+import pstats
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import chart  # noqa: E402
+import harness  # noqa: E402
+import mongoengine  # noqa: E402
+import pymongo  # noqa: E402
+from pymongo import AsyncMongoClient  # noqa: E402
+
+from mongoengine_async import connect_async, disconnect_async  # noqa: E402
+from mongoengine_async.testing import mongodb_uri  # noqa: E402
+
+RESULTS = HERE / "results"
+LIBRARY_MODULES = {
+    "raw": "scenarios_raw",
+    "ours": "scenarios_ours",
+    "mongoengine": "scenarios_mongoengine",
+    "beanie": "scenarios_beanie",  # imported only if beanie is installed
+}
+
+# Targets of issue 6 (ratios are time ratios to raw: lower is better).
+READ_MAX_RATIO = 3.0
+SELECT_RELATED_MAX_VS_IN = 1.3
+GRIDFS_MIN_THROUGHPUT = 0.9  # of raw bucket throughput, i.e. time ratio <= 1/0.9
+STREAM_MAX_PEAK_MB = 32.0
+CASCADE_MAX_ROUND_TRIPS = 12  # one per book would be 10,000+
+
+
+def load_libraries(wanted: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Import the library modules; Beanie only when it is installed."""
+    modules, missing = {}, {}
+    for name in wanted:
+        try:
+            modules[name] = importlib.import_module(LIBRARY_MODULES[name])
+        except ImportError as error:
+            if name != "beanie":
+                raise
+            missing[name] = f"skipped: beanie is not installed ({error})"
+    return modules, missing
+
+
+async def measure(
+    scenarios: list[str],
+    modules: dict[str, Any],
+    missing: dict[str, str],
+    ctx: harness.Context,
+    repeat: int,
+    counter: harness.RoundTrips,
+    profile: set[tuple[str, str]] = frozenset(),
+    log=None,
+) -> list[dict]:
+    """Measure every scenario for every library; returns the result rows."""
+    log = log or functools.partial(print, flush=True)
+    rows = []
+    for scenario in scenarios:
+        raw_row = None
+        for library in LIBRARY_MODULES:
+            if library not in modules and library not in missing:
+                continue
+            row: dict[str, Any] = {"scenario": scenario, "library": library}
+            rows.append(row)
+            module = modules.get(library)
+            reason = missing.get(library) or module.unavailable(scenario)
+            if reason:
+                row["skipped"] = reason
+                if reason != "not applicable":
+                    log(f"  {scenario:16} {library:12} {reason}")
+                continue
+            try:
+                await _measure_case(row, module, ctx, repeat, counter)
+                if (scenario, library) in profile:
+                    row["profile"] = await _profile(module, scenario, library, ctx)
+            except Exception as error:  # report and carry on with the others
+                counter.active = False
+                row["error"] = f"{type(error).__name__}: {error}"
+                log(f"  {scenario:16} {library:12} FAILED {row['error']}")
+                continue
+            if library == "raw":
+                raw_row = row
+            _compare(row, raw_row)
+            log(
+                f"  {scenario:16} {library:12} {row['median_ms']:10.1f} ms"
+                + (f"  {row['ratio']:6.2f}x" if row.get("ratio") else "")
+                + ("  MISMATCH" if row.get("mismatch") else "")
+            )
+    return rows
+
+
+async def _measure_case(
+    row: dict,
+    module: Any,
+    ctx: harness.Context,
+    repeat: int,
+    counter: harness.RoundTrips,
+) -> None:
+    case = await module.SCENARIOS[row["scenario"]](ctx)
+    row["call"] = case.label
+    # The warm-up run also counts the round trips of ``run``.
+    _, summary = await harness.run_once(case, counter)
+    row["round_trips"], row["commands"] = counter.count, dict(counter.names)
+    samples = []
+    for _ in range(repeat):
+        elapsed, again = await harness.run_once(case)
+        samples.append(elapsed)
+        if again != summary:
+            row["unstable"] = f"summary changed between runs: {again!r}"
+    row["samples_ms"] = [round(s * 1000, 3) for s in samples]
+    row["median_ms"] = harness.median_ms(samples)
+    row["summary"] = summary
+    if case.memory:
+        row["peak_mb"] = round(await harness.peak_memory(case), 2)
+
+
+def _compare(row: dict, raw_row: dict | None) -> None:
+    if raw_row is None or "median_ms" not in raw_row:
+        return
+    row["ratio"] = row["median_ms"] / raw_row["median_ms"]
+    if row["summary"] != raw_row["summary"]:
+        row["mismatch"] = (
+            f"raw gave {raw_row['summary']!r}, this gave {row['summary']!r}"
+        )
+
+
+async def _profile(module: Any, scenario: str, library: str, ctx) -> dict:
+    """One more run under cProfile; returns the top functions as text."""
+    case = await module.SCENARIOS[scenario](ctx)
+    await harness.call(case.before)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await harness.call(case.run)
+    profiler.disable()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    profiler.dump_stats(RESULTS / f"profile-{scenario}-{library}.prof")
+    report = {}
+    for order in ("cumulative", "tottime"):
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats(order).print_stats(15)
+        report[order] = out.getvalue()
+    return report
+
+
+def check_targets(rows: list[dict]) -> list[dict]:
+    """The issue's targets, each with the figures it was judged on."""
+
+    def get(scenario: str, library: str) -> dict:
+        for row in rows:
+            if (row["scenario"], row["library"]) == (scenario, library):
+                return row
+        return {}
+
+    targets = []
+
+    def add(name: str, met: bool | None, detail: str) -> None:
+        targets.append({"target": name, "met": met, "detail": detail})
+
+    for scenario in ("read_iter", "read_list"):
+        ratio = get(scenario, "ours").get("ratio")
+        add(
+            f"{scenario}: ours <= {READ_MAX_RATIO:g}x raw",
+            None if ratio is None else ratio <= READ_MAX_RATIO,
+            "no figure" if ratio is None else f"{ratio:.2f}x",
+        )
+    ours, raw_in = get("refs_batch", "ours"), get("refs_batch", "raw")
+    beanie = get("refs_batch", "beanie")
+    if "median_ms" in ours and "median_ms" in raw_in:
+        vs_in = ours["median_ms"] / raw_in["median_ms"]
+        add(
+            f"select_related <= {SELECT_RELATED_MAX_VS_IN:g}x hand-written $in",
+            vs_in <= SELECT_RELATED_MAX_VS_IN,
+            f"{vs_in:.2f}x",
+        )
+    else:
+        add("select_related <= 1.3x hand-written $in", None, "no figure")
+    if "median_ms" in ours and "median_ms" in beanie:
+        add(
+            "select_related faster than Beanie fetch_links",
+            ours["median_ms"] < beanie["median_ms"],
+            f"{ours['median_ms']:.1f} ms vs {beanie['median_ms']:.1f} ms",
+        )
+    else:
+        add("select_related faster than Beanie fetch_links", None, "no figure")
+    for scenario in ("gridfs_put", "gridfs_get"):
+        ratio = get(scenario, "ours").get("ratio")
+        add(
+            f"{scenario}: ours >= {GRIDFS_MIN_THROUGHPUT:g}x raw throughput",
+            None if ratio is None else 1 / ratio >= GRIDFS_MIN_THROUGHPUT,
+            "no figure" if ratio is None else f"{1 / ratio:.2f}x throughput",
+        )
+    peak = get("gridfs_stream", "ours").get("peak_mb")
+    add(
+        f"gridfs_stream: ours peak < {STREAM_MAX_PEAK_MB:g} MB above baseline",
+        None if peak is None else peak < STREAM_MAX_PEAK_MB,
+        "no figure" if peak is None else f"{peak:.1f} MB",
+    )
+    trips = get("cascade_delete", "ours").get("round_trips")
+    add(
+        f"cascade_delete: ours <= {CASCADE_MAX_ROUND_TRIPS} round trips",
+        None if trips is None else trips <= CASCADE_MAX_ROUND_TRIPS,
+        "no figure"
+        if trips is None
+        else f"{trips} ({get('cascade_delete', 'ours').get('commands')})",
+    )
+    return targets
+
+
+def format_table(rows: list[dict]) -> str:
+    header = (
+        f"{'scenario':16} {'library':12} {'call':38} {'median ms':>10} "
+        f"{'vs raw':>7} {'trips':>6}  notes"
+    )
+    lines = [header, "-" * len(header)]
+    previous = None
+    for row in rows:
+        if row.get("skipped") == "not applicable":
+            continue
+        scenario = row["scenario"] if row["scenario"] != previous else ""
+        previous = row["scenario"]
+        if "median_ms" not in row:
+            note = row.get("skipped") or row.get("error", "")
+            blank = f"{'':38} {'-':>10} {'':>7} {'':>6}"
+            lines.append(f"{scenario:16} {row['library']:12} {blank}  {note}")
+            continue
+        ratio = f"{row['ratio']:.2f}x" if row.get("ratio") is not None else "-"
+        notes = []
+        if "peak_mb" in row:
+            notes.append(f"peak {row['peak_mb']:.1f} MB")
+        if row.get("mismatch"):
+            notes.append(f"MISMATCH: {row['mismatch']}")
+        if row.get("unstable"):
+            notes.append(f"UNSTABLE: {row['unstable']}")
+        line = (
+            f"{scenario:16} {row['library']:12} {row.get('call', '')[:38]:38} "
+            f"{row['median_ms']:10.1f} {ratio:>7} {row['round_trips']:>6}  "
+            + "; ".join(notes)
+        )
+        lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def format_targets(targets: list[dict]) -> str:
+    marks = {True: "met", False: "MISSED", None: "n/a"}
+    return "\n".join(
+        f"  [{marks[t['met']]:>6}] {t['target']}: {t['detail']}" for t in targets
+    )
+
+
+def write_results(report: dict, prefix: Path) -> tuple[Path, Path]:
+    """Write ``PREFIX.json`` and ``PREFIX.png``; returns both paths."""
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = prefix.with_suffix(".json"), prefix.with_suffix(".png")
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    tmp.replace(json_path)
+    meta = report["meta"]
+    chart.draw(
+        report["results"],
+        png_path,
+        f"mongoengine-async benchmarks ({meta['sizes_name']}, median of "
+        f"{meta['repeat']}, {meta['date'][:10]})",
+    )
+    return json_path, png_path
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per case")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(harness.SCENARIOS),
+        metavar="SCENARIO",
+        help="scenarios to run: " + ", ".join(harness.SCENARIOS),
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument(
+        "--libraries",
+        nargs="+",
+        choices=list(LIBRARY_MODULES),
+        default=list(LIBRARY_MODULES),
+        help="libraries to measure (raw is always)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        metavar="SCENARIO:LIBRARY",
+        help="after measuring, cProfile one more run and print the top 15",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="results prefix (default: results/latest)"
+    )
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if "raw" not in args.libraries:
+        args.libraries.insert(0, "raw")
+    return args
+
+
+async def run(args: argparse.Namespace) -> int:
+    sizes = harness.QUICK if args.quick else harness.FULL
+    scenarios = args.only or list(harness.SCENARIOS)
+    profile = {tuple(p.split(":", 1)) for p in args.profile}
+    modules, missing = load_libraries(args.libraries)
+    for library, reason in missing.items():
+        print(f"note: {library} {reason}")
+    ours = modules.get("ours")
+    if ours is not None and ours.GRIDFS_MISSING:
+        print(f"note: ours GridFS scenarios skipped: {ours.GRIDFS_MISSING}")
+
+    counter = harness.RoundTrips()
+    db_name = f"bench_{uuid.uuid4().hex[:10]}"
+    started = datetime.datetime.now(datetime.timezone.utc)
+    with mongodb_uri() as uri:
+        client_options = {
+            "event_listeners": [counter],
+            "uuidRepresentation": "standard",
+        }
+        raw_client: AsyncMongoClient = AsyncMongoClient(uri, **client_options)
+        beanie_client = None
+        try:
+            if "ours" in modules:
+                await connect_async(
+                    db=db_name, alias="default", host=uri, **client_options
+                )
+            if "mongoengine" in modules:
+                mongoengine.connect(
+                    db=db_name,
+                    alias=modules["mongoengine"].ALIAS,
+                    host=uri,
+                    **client_options,
+                )
+            ctx = harness.Context(db=raw_client[db_name], sizes=sizes)
+            if "beanie" in modules:
+                beanie_client = await modules["beanie"].setup(
+                    ctx, uri, **client_options
+                )
+            server = await raw_client.admin.command("buildInfo")
+            print(
+                f"mongod {server['version']} at {uri.split('@')[-1]}; "
+                f"sizes {sizes}; median of {args.repeat}",
+                flush=True,
+            )
+            rows = await measure(
+                scenarios, modules, missing, ctx, args.repeat, counter, profile
+            )
+        finally:
+            await raw_client.drop_database(db_name)
+            await raw_client.close()
+            if beanie_client is not None:
+                await beanie_client.close()
+            if "ours" in modules:
+                await disconnect_async("default")
+            if "mongoengine" in modules:
+                mongoengine.disconnect(modules["mongoengine"].ALIAS)
+
+    targets = check_targets(rows)
+    report = {
+        "meta": {
+            "date": started.isoformat(timespec="seconds"),
+            "sizes_name": "quick" if args.quick else "full",
+            "sizes": dataclasses.asdict(sizes),
+            "repeat": args.repeat,
+            "mongod": server["version"],
+            "python": platform.python_version(),
+            "pymongo": pymongo.version,
+            "mongoengine": mongoengine.__version__,
+            "beanie": _version("beanie"),
+            "cpus": os.cpu_count(),
+            "loadavg_after": os.getloadavg(),
+            "note": "time ratios are median / raw AsyncMongoClient median, same run",
+        },
+        "results": rows,
+        "targets": targets,
+    }
+    print()
+    print(format_table(rows))
+    print("\nTargets (issue 6):")
+    print(format_targets(targets))
+    for row in rows:
+        for order, text in row.get("profile", {}).items():
+            print(f"\ncProfile of {row['scenario']} / {row['library']}, by {order}:")
+            print(text)
+    prefix = args.out or RESULTS / ("quick" if args.quick else "latest")
+    json_path, png_path = write_results(report, prefix)
+    print(f"\nwrote {json_path} and {png_path}")
+    failed = [
+        r for r in rows if r.get("mismatch") or r.get("error") or r.get("unstable")
+    ]
+    if failed:
+        print(f"{len(failed)} case(s) failed or disagreed with the raw driver")
+        return 1
+    return 0
+
+
+def _version(package: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(package)
+    except Exception:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    return asyncio.run(run(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""mongoengine-async: the same scenarios through our Documents and QuerySets.
+
+The models live on the async alias ``"default"`` (``connect_async`` in run.py,
+or the ``async_alias`` fixture in tests/test_benchmarks.py).
+
+GridFS (``FileField.async_put``/``async_get``, ``AsyncGridFSProxy``) is used
+only when ``mongoengine_async.gridfs`` provides it; otherwise those scenarios
+are reported as skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+
+import harness
+from harness import Case, Context
+
+import mongoengine_async as ma
+
+LIBRARY = "ours"
+ALIAS = "default"
+SCENARIOS, scenario = harness.registry()
+
+ITEMS = "ours_items"
+AUTHORS, BOOKS = "ours_authors", "ours_books"
+C_AUTHORS, C_BOOKS = "ours_c_authors", "ours_c_books"
+BUCKET, OWNERS = "ours_fs", "ours_file_owners"
+
+
+def gridfs_missing() -> str | None:
+    """Why our GridFS API cannot be benchmarked yet (None when it can)."""
+    if importlib.util.find_spec("mongoengine_async.gridfs") is None:
+        return "mongoengine_async.gridfs does not exist yet"
+    if not hasattr(ma.FileField, "async_put") or not hasattr(ma.FileField, "async_get"):
+        return "mongoengine_async.FileField has no async_put/async_get yet"
+    return None
+
+
+GRIDFS_MISSING = gridfs_missing()
+
+
+def unavailable(name: str) -> str | None:
+    """Why this library has no case for ``name`` (None: it has one)."""
+    if name.startswith("gridfs_") and GRIDFS_MISSING:
+        return f"skipped: {GRIDFS_MISSING} (API of DESIGN.md 'GridFS')"
+    return None if name in SCENARIOS else "not applicable"
+
+
+class OursItem(ma.Document):
+    name = ma.StringField()
+    n = ma.IntField()
+    value = ma.FloatField()
+    active = ma.BooleanField()
+    tags = ma.ListField(ma.StringField())
+    meta = {"db_alias": ALIAS, "collection": ITEMS}
+
+
+class OursAuthor(ma.Document):
+    name = ma.StringField()
+    meta = {"db_alias": ALIAS, "collection": AUTHORS}
+
+
+class OursBook(ma.Document):
+    title = ma.StringField()
+    author = ma.ReferenceField(OursAuthor)
+    meta = {"db_alias": ALIAS, "collection": BOOKS}
+
+
+class OursCascadeAuthor(ma.Document):
+    name = ma.StringField()
+    meta = {"db_alias": ALIAS, "collection": C_AUTHORS}
+
+
+class OursCascadeBook(ma.Document):
+    title = ma.StringField()
+    author = ma.ReferenceField(OursCascadeAuthor, reverse_delete_rule=ma.CASCADE)
+    meta = {"db_alias": ALIAS, "collection": C_BOOKS}
+
+
+class OursFileOwner(ma.Document):
+    name = ma.StringField()
+    data = ma.FileField(collection_name=BUCKET)
+    meta = {"db_alias": ALIAS, "collection": OWNERS}
+
+
+async def _fresh(*models: type) -> None:
+    for model in models:
+        await model.async_drop_collection()
+
+
+@scenario("insert_one")
+async def insert_one(ctx: Context) -> Case:
+    count = ctx.sizes.items
+
+    async def run() -> None:
+        for i in range(count):
+            await OursItem(**harness.item(i)).async_save()
+
+    return Case(
+        run,
+        "Item(...).async_save()",
+        before=lambda: _fresh(OursItem),
+        check=lambda _: harness.collection_summary(ctx.db, ITEMS),
+    )
+
+
+@scenario("insert_bulk")
+async def insert_bulk(ctx: Context) -> Case:
+    count = ctx.sizes.items
+
+    async def run() -> None:
+        await OursItem.objects.async_insert(
+            [OursItem(**harness.item(i)) for i in range(count)], load_bulk=False
+        )
+
+    return Case(
+        run,
+        "objects.async_insert(load_bulk=False)",
+        before=lambda: _fresh(OursItem),
+        check=lambda _: harness.collection_summary(ctx.db, ITEMS),
+    )
+
+
+@scenario("read_iter")
+async def read_iter(ctx: Context) -> Case:
+    await harness.seed_items(ctx.db, ITEMS, ctx.sizes.items)
+
+    async def run() -> dict:
+        count = total = 0
+        async for doc in OursItem.objects:
+            count += 1
+            total += doc.n
+        return {"count": count, "sum_n": total}
+
+    return Case(run, "async for doc in objects")
+
+
+@scenario("read_list")
+async def read_list(ctx: Context) -> Case:
+    await harness.seed_items(ctx.db, ITEMS, ctx.sizes.items)
+
+    async def run() -> dict:
+        docs = await OursItem.objects.async_to_list()
+        return {"count": len(docs), "sum_n": sum(doc.n for doc in docs)}
+
+    return Case(run, "await objects.async_to_list()")
+
+
+@scenario("refs_one_by_one")
+async def refs_one_by_one(ctx: Context) -> Case:
+    await harness.seed_library(
+        ctx.db, AUTHORS, BOOKS, ctx.sizes.authors, ctx.sizes.books
+    )
+
+    async def run() -> list:
+        pairs = []
+        for book in await OursBook.objects.async_to_list():
+            author = await book.author
+            pairs.append((book.title, author.name))
+        return pairs
+
+    return Case(run, "await book.author (proxy)", check=harness.digest)
+
+
+@scenario("refs_batch")
+async def refs_batch(ctx: Context) -> Case:
+    await harness.seed_library(
+        ctx.db, AUTHORS, BOOKS, ctx.sizes.authors, ctx.sizes.books
+    )
+
+    async def run() -> list:
+        books = await OursBook.objects.async_select_related()
+        return [(book.title, book.author.name) for book in books]
+
+    return Case(run, "objects.async_select_related()", check=harness.digest)
+
+
+if GRIDFS_MISSING is None:
+
+    @scenario("gridfs_put")
+    async def gridfs_put(ctx: Context) -> Case:
+        data = harness.file_data(ctx.sizes.file_bytes)
+
+        async def before() -> None:
+            await harness.drop(ctx.db, f"{BUCKET}.files", f"{BUCKET}.chunks", OWNERS)
+
+        async def run() -> None:
+            owner = OursFileOwner(name="owner")
+            await OursFileOwner.data.async_put(
+                data, instance=owner, filename="data.bin"
+            )
+            await owner.async_save()
+
+        return Case(
+            run,
+            "FileField.async_put + async_save",
+            before=before,
+            check=lambda _: harness.gridfs_summary(ctx.db, BUCKET),
+        )
+
+    async def _seed_file(ctx: Context) -> None:
+        await harness.drop(ctx.db, f"{BUCKET}.files", f"{BUCKET}.chunks", OWNERS)
+        owner = OursFileOwner(name="owner")
+        await OursFileOwner.data.async_put(
+            harness.file_data(ctx.sizes.file_bytes), instance=owner, filename="data.bin"
+        )
+        await owner.async_save()
+
+    @scenario("gridfs_get")
+    async def gridfs_get(ctx: Context) -> Case:
+        await _seed_file(ctx)
+
+        async def run() -> bytes:
+            owner = await OursFileOwner.objects.async_get(name="owner")
+            proxy = await OursFileOwner.data.async_get(owner)
+            return await proxy.async_read()
+
+        return Case(
+            run, "FileField.async_get + async_read()", check=harness.bytes_digest
+        )
+
+    @scenario("gridfs_stream")
+    async def gridfs_stream(ctx: Context) -> Case:
+        await _seed_file(ctx)
+
+        async def run() -> dict:
+            owner = await OursFileOwner.objects.async_get(name="owner")
+            proxy = await OursFileOwner.data.async_get(owner)
+            sha, length = hashlib.sha256(), 0
+            async for chunk in proxy:
+                sha.update(chunk)
+                length += len(chunk)
+            return {"length": length, "sha256": sha.hexdigest()[:16]}
+
+        return Case(run, "async for chunk in proxy", memory=True)
+
+
+@scenario("cascade_delete")
+async def cascade_delete(ctx: Context) -> Case:
+    state: dict = {}
+
+    async def before() -> None:
+        author_id = await harness.seed_cascade(
+            ctx.db, C_AUTHORS, C_BOOKS, ctx.sizes.cascade_books
+        )
+        state["author"] = await OursCascadeAuthor.objects.async_get(id=author_id)
+
+    async def run() -> None:
+        await state["author"].async_delete()
+
+    return Case(
+        run,
+        "author.async_delete() (CASCADE)",
+        before=before,
+        check=lambda _: harness.cascade_summary(ctx.db, C_AUTHORS, C_BOOKS),
+    )
+
+
+@scenario("concurrent")
+async def concurrent(ctx: Context) -> Case:
+    seeded = await harness.seed_library(
+        ctx.db, AUTHORS, BOOKS, ctx.sizes.authors, ctx.sizes.tasks
+    )
+
+    async def task(book_id) -> tuple:
+        book = await OursBook.objects.async_get(id=book_id)
+        author = await book.author
+        return book.title, author.name
+
+    async def run() -> list:
+        return await asyncio.gather(*(task(b) for b in seeded.book_ids))
+
+    return Case(run, "gather(async_get + await ref)", check=harness.digest)

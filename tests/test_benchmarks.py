@@ -1,0 +1,128 @@
+"""The benchmark harness stays honest: ours and the raw driver do the same work.
+
+The scenario factories of ``benchmarks/`` run here at tiny sizes on the
+``async_alias`` connection; for every scenario our library must produce the
+same summary as the hand-written raw driver code (documents materialised,
+author names joined, bytes read, documents left after a cascade). Beanie and
+sync MongoEngine are not needed here: Beanie is only imported by run.py when
+it is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import harness  # noqa: E402
+import run  # noqa: E402
+import scenarios_ours  # noqa: E402
+import scenarios_raw  # noqa: E402
+
+from mongoengine_async import get_async_db  # noqa: E402
+
+
+def test_run_does_not_import_beanie() -> None:
+    assert "scenarios_beanie" not in sys.modules
+
+
+@pytest.mark.parametrize("scenario", list(harness.SCENARIOS))
+async def test_ours_does_what_raw_does(scenario: str, async_alias: str) -> None:
+    assert async_alias == scenarios_ours.ALIAS
+    reason = scenarios_ours.unavailable(scenario)
+    if reason:
+        pytest.skip(f"ours: {reason}")
+    ctx = harness.Context(db=get_async_db(async_alias), sizes=harness.TINY)
+    summaries = {}
+    for module in (scenarios_raw, scenarios_ours):
+        case = await module.SCENARIOS[scenario](ctx)
+        _, first = await harness.run_once(case)
+        _, second = await harness.run_once(case)
+        assert first == second, f"{module.LIBRARY}: not repeatable"
+        summaries[module.LIBRARY] = first
+    assert summaries["ours"] == summaries["raw"]
+    assert summaries["raw"] == expected(scenario, harness.TINY)
+
+
+def expected(scenario: str, sizes: harness.Sizes) -> dict:
+    """What every library must produce, computed independently of both."""
+    items = {"count": sizes.items, "sum_n": sum(range(sizes.items))}
+    if scenario in ("insert_one", "insert_bulk", "read_iter", "read_list"):
+        return items
+    if scenario in ("refs_one_by_one", "refs_batch", "concurrent"):
+        count = sizes.books if scenario != "concurrent" else sizes.tasks
+        pairs = [
+            (harness.book_title(b), harness.author_name(b % sizes.authors))
+            for b in range(count)
+        ]
+        return harness.digest(pairs)
+    if scenario == "cascade_delete":
+        return {"authors": 1, "books": 1}
+    data = harness.file_data(sizes.file_bytes)
+    if scenario == "gridfs_put":
+        chunks = -(-sizes.file_bytes // (255 * 1024))
+        return {"files": 1, "length": sizes.file_bytes, "chunks": chunks}
+    return harness.bytes_digest(data)
+
+
+async def test_a_library_doing_less_is_a_mismatch(async_alias: str) -> None:
+    """A case that reads fewer documents than raw is flagged, not celebrated."""
+    ctx = harness.Context(db=get_async_db(async_alias), sizes=harness.TINY)
+
+    async def lazy_read(ctx: harness.Context) -> harness.Case:
+        await harness.seed_items(ctx.db, scenarios_ours.ITEMS, ctx.sizes.items)
+
+        async def run_it() -> dict:
+            docs = await scenarios_ours.OursItem.objects.limit(5).async_to_list()
+            return {"count": len(docs), "sum_n": sum(doc.n for doc in docs)}
+
+        return harness.Case(run_it, "reads only 5")
+
+    class Lazy:
+        LIBRARY = "ours"
+        SCENARIOS = {"read_list": lazy_read}
+
+        @staticmethod
+        def unavailable(name: str) -> None:
+            return None
+
+    rows = await run.measure(
+        ["read_list"],
+        {"raw": scenarios_raw, "ours": Lazy},
+        {},
+        ctx,
+        repeat=1,
+        counter=harness.RoundTrips(),
+        log=lambda *args: None,
+    )
+    raw_row, ours_row = rows
+    assert "mismatch" not in raw_row and raw_row["ratio"] == 1
+    assert "mismatch" in ours_row
+
+
+def test_results_are_written_as_json_and_png(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rows = [
+        {"scenario": "read_list", "library": "raw", "median_ms": 10.0, "ratio": 1.0},
+        {"scenario": "read_list", "library": "ours", "median_ms": 25.0, "ratio": 2.5},
+        {"scenario": "gridfs_put", "library": "beanie", "skipped": "no GridFS"},
+    ]
+    report = {
+        "meta": {"sizes_name": "tiny", "repeat": 1, "date": "2026-01-01T00:00:00"},
+        "results": rows,
+        "targets": run.check_targets(rows),
+    }
+    json_path, png_path = run.write_results(report, tmp_path / "latest")
+    assert json.loads(json_path.read_text())["results"] == rows
+    with Image.open(png_path) as image:
+        assert image.format == "PNG" and image.width > 500
+    table = run.format_table(
+        [{**row, "round_trips": 2} for row in rows if "median_ms" in row]
+    )
+    assert "read_list" in table and "2.50x" in table
