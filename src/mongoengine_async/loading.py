@@ -13,7 +13,10 @@ instead. ``tests/test_loading.py`` checks that both give identical documents.
 
 from __future__ import annotations
 
+import functools
+import gc
 import weakref
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from bson import SON, ObjectId
@@ -30,7 +33,7 @@ from mongoengine.fields import (
 )
 from mongoengine.signals import post_init, pre_init
 
-__all__ = ("from_son",)
+__all__ = ("from_son", "loader", "materialise_all")
 
 _MISSING = object()
 _ANY = object()
@@ -115,14 +118,25 @@ def _list_converter(field: BaseField, inner: BaseField):
 class _Plan:
     """How to load one class."""
 
-    __slots__ = ("by_db_field", "cls_is_field", "embedding", "fields", "known_keys")
+    __slots__ = (
+        "cls_is_field",
+        "converters",
+        "embedding",
+        "fields",
+        "known_keys",
+    )
 
     def __init__(self, cls: type):
         self.fields = [_FieldPlan(name, field) for name, field in cls._fields.items()]
         self.embedding = [plan for plan in self.fields if plan.may_embed]
-        self.by_db_field = {plan.field.db_field: plan for plan in self.fields}
-        self.known_keys = frozenset(self.by_db_field) | {"_cls"}
-        self.cls_is_field = "_cls" in self.by_db_field  # allow_inheritance
+        self.cls_is_field = "_cls" in cls._fields  # allow_inheritance
+        # db field -> (name, type to_python returns unchanged, to_python);
+        # a non-field "_cls" is known but not converted.
+        self.converters = {
+            plan.field.db_field: (plan.name, plan.identity_type, plan.to_python)
+            for plan in self.fields
+        }
+        self.known_keys = frozenset(self.converters) | {"_cls"}
 
 
 _plans: dict[type, _Plan | None] = {}
@@ -164,52 +178,88 @@ def _embed(document: Any, value: Any) -> None:
                 item._instance = weakref.proxy(document)
 
 
+def materialise_all(materialise: Callable[[Any], Any], raws: Iterable) -> list:
+    """``[materialise(raw) for raw in raws]`` with the cyclic GC paused.
+
+    Building thousands of documents in one go allocates many containers that
+    all survive, so the collector would run again and again over a growing
+    heap for nothing (it freed nothing: measured at 40% of a 10,000-document
+    load). Nothing else runs meanwhile: the loop never awaits.
+    """
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return [materialise(raw) for raw in raws]
+    finally:
+        if paused:
+            gc.enable()
+
+
 def from_son(cls: type, son: dict, _auto_dereference: bool = True) -> Any:
     """``cls._from_son(son, _auto_dereference)``, through the fast path if it can."""
-    if _auto_dereference:
+    return loader(cls, _auto_dereference)(son)
+
+
+def loader(cls: type, _auto_dereference: bool = True) -> Callable[[dict], Any]:
+    """A function doing ``cls._from_son(son, _auto_dereference)`` for many sons.
+
+    What holds for the whole batch (no-dereference loading, init signal
+    receivers) is checked once, here.
+    """
+    if not _auto_dereference or pre_init.receivers or post_init.receivers:
+        return functools.partial(cls._from_son, _auto_dereference=_auto_dereference)
+
+    def load(son: dict) -> Any:
         document = _fast_from_son(cls, son)
-        if document is not _MISSING:
-            return document
-    return cls._from_son(son, _auto_dereference=_auto_dereference)
+        return cls._from_son(son) if document is _MISSING else document
+
+    return load
 
 
 def _fast_from_son(cls: type, son: dict) -> Any:
     """The document ``cls._from_son(son)`` gives, or _MISSING to fall back."""
-    if type(son) is not dict or pre_init.receivers or post_init.receivers:
+    if type(son) is not dict:
         return _MISSING
     class_name = son.get("_cls", cls._class_name)
     if class_name != cls._class_name:
         cls = get_document(class_name)
-    plan = _plan(cls)
+    plan = _plans.get(cls) or _plan(cls)
     if plan is None or not plan.known_keys.issuperset(son):
         return _MISSING
-    document = cls.__new__(cls)
+    converters = plan.converters
     data: dict[str, Any] = {}
     try:
         for db_field, value in son.items():
-            if value is None or (db_field == "_cls" and not plan.cls_is_field):
-                continue  # None is stored like an absent field: the default
-            field_plan = plan.by_db_field[db_field]
-            if not (
-                field_plan.identity_type is _ANY
-                or type(value) is field_plan.identity_type
-            ):
-                value = field_plan.to_python(value)
-            data[field_plan.name] = value
+            converter = converters.get(db_field)
+            if converter is None or value is None:
+                continue  # a non-field _cls; None is stored as the default
+            name, identity_type, to_python = converter
+            if identity_type is not _ANY and type(value) is not identity_type:
+                value = to_python(value)
+            data[name] = value
     except (AttributeError, ValueError):
         return _MISSING
-    _initialise(document, plan, data, class_name)
+    document = cls.__new__(cls)
+    setslot = object.__setattr__
+    setslot(document, "_data", data)
+    setslot(document, "_dynamic_fields", SON.__new__(SON))
+    if plan.embedding or len(data) != len(plan.fields):
+        _complete(document, plan, data)
+    if plan.cls_is_field:
+        data["_cls"] = class_name
+    else:
+        document.__dict__["_cls"] = class_name
+    setslot(document, "_initialised", True)
+    setslot(document, "_created", False)
+    setslot(document, "_changed_fields", [])
     return document
 
 
-def _initialise(document: Any, plan: _Plan, data: dict, class_name: str) -> None:
-    setslot = object.__setattr__
-    setslot(document, "_initialised", False)
-    setslot(document, "_created", True)
-    setslot(document, "_data", data)
-    setslot(document, "_dynamic_fields", SON.__new__(SON))
-    complete = len(data) == len(plan.fields)
-    for field_plan in plan.embedding if complete else plan.fields:
+def _complete(document: Any, plan: _Plan, data: dict) -> None:
+    """Give absent fields their defaults and link embedded documents."""
+    object.__setattr__(document, "_initialised", False)
+    object.__setattr__(document, "_created", True)
+    for field_plan in plan.fields:
         name = field_plan.name
         if name in data:
             if field_plan.may_embed:
@@ -222,10 +272,3 @@ def _initialise(document: Any, plan: _Plan, data: dict, class_name: str) -> None
             value = field_plan.default() if value is None else value
         data[name] = value
         _embed(document, value)
-    if plan.cls_is_field:
-        data["_cls"] = class_name
-    else:
-        document.__dict__["_cls"] = class_name
-    setslot(document, "_initialised", True)
-    setslot(document, "_created", False)
-    setslot(document, "_changed_fields", [])

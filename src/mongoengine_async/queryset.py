@@ -40,7 +40,7 @@ from mongoengine_async.guards import (
     guard_blocking_methods,
     require_async,
 )
-from mongoengine_async.loading import from_son
+from mongoengine_async.loading import from_son, loader, materialise_all
 from mongoengine_async.references import select_related
 
 __all__ = ("AsyncAggregation", "QuerySet")
@@ -106,13 +106,10 @@ class QuerySet(me_queryset.QuerySet):
         """The function turning a raw result into a document, scalar or dict."""
         if self._as_pymongo:
             return lambda raw: raw
-        document_cls, auto_dereference = self._document, self._auto_dereference
-
-        def materialise(raw: dict) -> Any:
-            document = from_son(document_cls, raw, auto_dereference)
-            return self._get_scalar(document) if self._scalar else document
-
-        return materialise
+        load = loader(self._document, self._auto_dereference)
+        if not self._scalar:
+            return load
+        return lambda raw: self._get_scalar(load(raw))
 
     # -- non-I/O behaviour on async aliases -------------------------------------
 
@@ -164,7 +161,7 @@ class QuerySet(me_queryset.QuerySet):
         if self._none or self._empty:
             return []
         raw_documents = await self._new_cursor().to_list(length)
-        return list(map(self._materialiser(), raw_documents))
+        return materialise_all(self._materialiser(), raw_documents)
 
     async def async_first(self) -> Any:
         """The first result, or None."""

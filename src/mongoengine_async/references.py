@@ -21,7 +21,7 @@ from mongoengine.base.datastructures import LazyReference as MongoEngineLazyRefe
 
 from mongoengine_async.context import current_session, dereference_disabled
 from mongoengine_async.guards import AsyncUsageError
-from mongoengine_async.loading import from_son
+from mongoengine_async.loading import from_son, loader, materialise_all
 
 __all__ = ("AsyncReferenceProxy", "LazyReference", "select_related")
 
@@ -435,4 +435,5 @@ async def _find_many(cls: type, collection_name: str, ids: set) -> list:
     cursor = database[collection_name].find(
         {"_id": {"$in": list(ids)}}, session=current_session(database.client)
     )
-    return [from_son(cls, raw) async for raw in cursor]
+    raws = await cursor.to_list(None)
+    return materialise_all(loader(cls), raws)
