@@ -65,6 +65,7 @@ SCENARIOS: dict[str, str] = {
     "read_list": "read and materialise N documents as a list",
     "refs_one_by_one": "books with their authors, each author fetched on its own",
     "refs_batch": "books with their authors, references loaded in one batch",
+    "refs_by_hand": "books with their authors, joined by a hand-written $in batch",
     "gridfs_put": "store one file in GridFS (plus its owner document)",
     "gridfs_get": "load the owner document and read the whole file",
     "gridfs_stream": "stream the file chunk by chunk (peak memory measured)",

@@ -211,6 +211,14 @@ def check_targets(rows: list[dict]) -> list[dict]:
         )
     else:
         add("select_related <= 1.3x hand-written $in", None, "no figure")
+    by_hand = get("refs_by_hand", "ours")
+    if "median_ms" in ours and "median_ms" in by_hand:
+        vs_hand = ours["median_ms"] / by_hand["median_ms"]
+        add(
+            f"select_related <= {SELECT_RELATED_MAX_VS_IN:g}x our own hand-written $in",
+            vs_hand <= SELECT_RELATED_MAX_VS_IN,
+            f"{vs_hand:.2f}x",
+        )
     if "median_ms" in ours and "median_ms" in beanie:
         add(
             "select_related faster than Beanie fetch_links",

@@ -177,6 +177,21 @@ async def refs_batch(ctx: Context) -> Case:
     return Case(run, "objects.async_select_related()", check=harness.digest)
 
 
+@scenario("refs_by_hand")
+async def refs_by_hand(ctx: Context) -> Case:
+    await harness.seed_library(
+        ctx.db, AUTHORS, BOOKS, ctx.sizes.authors, ctx.sizes.books
+    )
+
+    async def run() -> list:
+        books = await OursBook.objects.async_to_list()
+        ids = list({book.author.id for book in books})
+        authors = await OursAuthor.objects.async_in_bulk(ids)
+        return [(book.title, authors[book.author.id].name) for book in books]
+
+    return Case(run, "async_to_list + async_in_bulk($in) + join", check=harness.digest)
+
+
 if GRIDFS_MISSING is None:
 
     @scenario("gridfs_put")

@@ -100,6 +100,7 @@ async def refs_one_by_one(ctx: Context) -> Case:
     return Case(run, "find_one per book", check=harness.digest)
 
 
+@scenario("refs_by_hand")
 @scenario("refs_batch")
 async def refs_batch(ctx: Context) -> Case:
     await harness.seed_library(

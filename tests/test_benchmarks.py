@@ -54,7 +54,7 @@ def expected(scenario: str, sizes: harness.Sizes) -> dict:
     items = {"count": sizes.items, "sum_n": sum(range(sizes.items))}
     if scenario in ("insert_one", "insert_bulk", "read_iter", "read_list"):
         return items
-    if scenario in ("refs_one_by_one", "refs_batch", "concurrent"):
+    if scenario in ("refs_one_by_one", "refs_batch", "refs_by_hand", "concurrent"):
         count = sizes.books if scenario != "concurrent" else sizes.tasks
         pairs = [
             (harness.book_title(b), harness.author_name(b % sizes.authors))

@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import mongoengine
 from bson import SON, ObjectId
 from mongoengine import EmbeddedDocument
 from mongoengine.base import BaseField, ComplexBaseField, get_document
@@ -49,6 +50,17 @@ _IDENTITY_FOR = {
 }
 
 
+# Fields whose to_python never returns an embedded document (or a list of them).
+_NEVER_EMBEDDED = (
+    mongoengine.ReferenceField,
+    mongoengine.LazyReferenceField,
+    mongoengine.GenericReferenceField,
+    mongoengine.DecimalField,
+    mongoengine.UUIDField,
+    mongoengine.fields.GeoJsonBaseField,
+)
+
+
 class _FieldPlan:
     """How one field is loaded: conversion, default, and whether it may embed."""
 
@@ -72,7 +84,11 @@ class _FieldPlan:
         scalar_items = inner is not None and (
             _IDENTITY_FOR.get(type(inner).to_python) is not None
         )
-        self.may_embed = self.identity_type is None and not scalar_items
+        self.may_embed = not (
+            self.identity_type is not None
+            or scalar_items
+            or isinstance(field, _NEVER_EMBEDDED)
+        )
         self.plain_get = type(field).__get__ is BaseField.__get__
 
     def default(self) -> Any:

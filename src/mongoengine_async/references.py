@@ -308,10 +308,42 @@ def _targets(documents: Iterable[BaseDocument]) -> list[_Target]:
 
 
 def _walk_document(document: BaseDocument, found: list[_Target]) -> None:
-    for name, field in document._fields.items():
-        value = document._data.get(name)
+    data = document._data
+    for name, field in _fields_that_may_refer(document):
+        value = data.get(name)
         if value is not None:
-            _walk_value(value, field, Slot(document._data, name), found)
+            _walk_value(value, field, Slot(data, name), found)
+
+
+_SCALAR_FIELDS = (
+    mongoengine.StringField,
+    mongoengine.IntField,
+    mongoengine.FloatField,
+    mongoengine.BooleanField,
+    mongoengine.DateTimeField,
+    mongoengine.DecimalField,
+    mongoengine.ObjectIdField,
+    mongoengine.UUIDField,
+    mongoengine.BinaryField,
+    mongoengine.fields.GeoJsonBaseField,
+    mongoengine.EnumField,
+)
+_referring_fields: dict[type, list[tuple[str, Any]]] = {}
+
+
+def _fields_that_may_refer(document: BaseDocument) -> list[tuple[str, Any]]:
+    """The fields of the document's class that can hold a reference."""
+    cls = type(document)
+    fields = _referring_fields.get(cls)
+    if fields is None or document._dynamic:
+        fields = [
+            (name, field)
+            for name, field in document._fields.items()
+            if not isinstance(field, _SCALAR_FIELDS)
+        ]
+        if not document._dynamic:
+            _referring_fields[cls] = fields
+    return fields
 
 
 def _walk_value(value: Any, field: Any, slot: Slot, found: list[_Target]) -> None:
@@ -382,8 +414,11 @@ def reference_class(field: Any, dbref: DBRef) -> type:
     """The class a ReferenceField value points to (``cls`` in the DBRef wins)."""
     if isinstance(dbref, AsyncReferenceProxy):
         return dbref.document_type
+    document_type = field.document_type
+    if not document_type._meta.get("abstract"):
+        return document_type  # only references to abstract classes carry cls
     class_name = dbref.as_doc().get("cls")
-    return get_document(class_name) if class_name else field.document_type
+    return get_document(class_name) if class_name else document_type
 
 
 async def select_related(documents: list, max_depth: int = 1) -> list:
@@ -393,8 +428,13 @@ async def select_related(documents: list, max_depth: int = 1) -> list:
     documents; documents already loaded are reused, so cycles terminate.
     Missing targets are left as proxies that raise ``DoesNotExist`` on fetch.
     """
+    collection_names = {
+        cls: cls._get_collection_name()
+        for cls in {type(document) for document in documents}
+        if issubclass(cls, mongoengine.Document)
+    }
     loaded: dict[tuple[str, Any], Any] = {
-        (document._get_collection_name(), document.pk): document
+        (collection_names[type(document)], document.pk): document
         for document in documents
         if isinstance(document, mongoengine.Document)
     }
@@ -414,11 +454,16 @@ async def select_related(documents: list, max_depth: int = 1) -> list:
 async def _load_missing(targets: list[_Target], loaded: dict) -> list:
     """Query, per collection, the targets not loaded yet; returns the new documents."""
     wanted: dict[tuple[int, str, str], tuple[type, set]] = {}
+    databases: dict[type, tuple[int, str] | None] = {}
     for target in targets:
         key = (target.dbref.collection, target.dbref.id)
-        if key not in loaded and is_async_class(target.cls):
-            database = target.cls._get_db()
-            group = (id(database.client), database.name, target.dbref.collection)
+        if key in loaded:
+            continue
+        if target.cls not in databases:
+            databases[target.cls] = _database_key(target.cls)
+        database_key = databases[target.cls]
+        if database_key is not None:
+            group = (*database_key, target.dbref.collection)
             cls, ids = wanted.setdefault(group, (target.cls, set()))
             ids.add(target.dbref.id)
     new_documents: list = []
@@ -427,6 +472,14 @@ async def _load_missing(targets: list[_Target], loaded: dict) -> list:
             loaded[(collection_name, document.pk)] = document
             new_documents.append(document)
     return new_documents
+
+
+def _database_key(cls: type) -> tuple[int, str] | None:
+    """Which database ``cls`` lives in now (None: not on an async alias)."""
+    if not is_async_class(cls):
+        return None
+    database = cls._get_db()
+    return id(database.client), database.name
 
 
 async def _find_many(cls: type, collection_name: str, ids: set) -> list:
