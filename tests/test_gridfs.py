@@ -826,7 +826,9 @@ async def test_streaming_64mb_keeps_memory_bounded(async_alias: str) -> None:
 
     assert received == book.file.length == total_chunks * CHUNK
     assert digest.digest() == hashlib.sha256(block * total_chunks).digest()
-    assert upload_peak < 16 * MB, f"upload peak {upload_peak / MB:.1f} MB"
+    # An upload holds one insert batch (UPLOAD_BATCH_BYTES, 8 MB) and its BSON
+    # message; a download one cursor batch (4 MB) and the chunk being read.
+    assert upload_peak < 24 * MB, f"upload peak {upload_peak / MB:.1f} MB"
     assert download_peak < 16 * MB, f"download peak {download_peak / MB:.1f} MB"
 
 
