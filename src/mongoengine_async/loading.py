@@ -22,7 +22,7 @@ from typing import Any
 import mongoengine
 from bson import SON, ObjectId
 from mongoengine import EmbeddedDocument
-from mongoengine.base import BaseField, ComplexBaseField, get_document
+from mongoengine.base import BaseDocument, BaseField, ComplexBaseField, get_document
 from mongoengine.fields import (
     BooleanField,
     EnumField,
@@ -220,13 +220,17 @@ def loader(cls: type, _auto_dereference: bool = True) -> Callable[[dict], Any]:
     """A function doing ``cls._from_son(son, _auto_dereference)`` for many sons.
 
     What holds for the whole batch (no-dereference loading, init signal
-    receivers) is checked once, here.
+    receivers, the plan of ``cls``) is settled once, here.
     """
     if not _auto_dereference or pre_init.receivers or post_init.receivers:
         return functools.partial(cls._from_son, _auto_dereference=_auto_dereference)
+    plan, class_name = _plan(cls), cls._class_name
 
     def load(son: dict) -> Any:
-        document = _fast_from_son(cls, son)
+        if plan is not None and son.get("_cls", class_name) == class_name:
+            document = _build(cls, plan, son, class_name)
+        else:
+            document = _fast_from_son(cls, son)
         return cls._from_son(son) if document is _MISSING else document
 
     return load
@@ -234,13 +238,24 @@ def loader(cls: type, _auto_dereference: bool = True) -> Callable[[dict], Any]:
 
 def _fast_from_son(cls: type, son: dict) -> Any:
     """The document ``cls._from_son(son)`` gives, or _MISSING to fall back."""
-    if type(son) is not dict:
-        return _MISSING
     class_name = son.get("_cls", cls._class_name)
     if class_name != cls._class_name:
         cls = get_document(class_name)
-    plan = _plans.get(cls) or _plan(cls)
-    if plan is None or not plan.known_keys.issuperset(son):
+    plan = _plan(cls)
+    return _MISSING if plan is None else _build(cls, plan, son, class_name)
+
+
+# The slots every document has, set without looking them up each time.
+_set_data = BaseDocument.__dict__["_data"].__set__
+_set_dynamic_fields = BaseDocument.__dict__["_dynamic_fields"].__set__
+_set_initialised = BaseDocument.__dict__["_initialised"].__set__
+_set_created = BaseDocument.__dict__["_created"].__set__
+_set_changed_fields = BaseDocument.__dict__["_changed_fields"].__set__
+
+
+def _build(cls: type, plan: _Plan, son: dict, class_name: str) -> Any:
+    """The document of class ``cls`` for ``son``, or _MISSING to fall back."""
+    if type(son) is not dict or not plan.known_keys.issuperset(son):
         return _MISSING
     converters = plan.converters
     data: dict[str, Any] = {}
@@ -256,25 +271,24 @@ def _fast_from_son(cls: type, son: dict) -> Any:
     except (AttributeError, ValueError):
         return _MISSING
     document = cls.__new__(cls)
-    setslot = object.__setattr__
-    setslot(document, "_data", data)
-    setslot(document, "_dynamic_fields", SON.__new__(SON))
+    _set_data(document, data)
+    _set_dynamic_fields(document, SON.__new__(SON))
     if plan.embedding or len(data) != len(plan.fields):
         _complete(document, plan, data)
     if plan.cls_is_field:
         data["_cls"] = class_name
     else:
         document.__dict__["_cls"] = class_name
-    setslot(document, "_initialised", True)
-    setslot(document, "_created", False)
-    setslot(document, "_changed_fields", [])
+    _set_initialised(document, True)
+    _set_created(document, False)
+    _set_changed_fields(document, [])
     return document
 
 
 def _complete(document: Any, plan: _Plan, data: dict) -> None:
     """Give absent fields their defaults and link embedded documents."""
-    object.__setattr__(document, "_initialised", False)
-    object.__setattr__(document, "_created", True)
+    _set_initialised(document, False)
+    _set_created(document, True)
     for field_plan in plan.fields:
         name = field_plan.name
         if name in data:
