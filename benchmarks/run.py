@@ -88,11 +88,16 @@ async def measure(
     profile: set[tuple[str, str]] = frozenset(),
     log=None,
 ) -> list[dict]:
-    """Measure every scenario for every library; returns the result rows."""
+    """Measure every scenario for every library; returns the result rows.
+
+    The timed runs of a scenario are interleaved across libraries (raw, ours,
+    ..., raw, ours, ...), so a drift of the machine or the server during the
+    scenario (checkpoints, cache eviction, other load) hits them all alike.
+    """
     log = log or functools.partial(print, flush=True)
     rows = []
     for scenario in scenarios:
-        raw_row = None
+        cases = []
         for library in LIBRARY_MODULES:
             if library not in modules and library not in missing:
                 continue
@@ -105,49 +110,69 @@ async def measure(
                 if reason != "not applicable":
                     log(f"  {scenario:16} {library:12} {reason}")
                 continue
-            try:
-                await _measure_case(row, module, ctx, repeat, counter)
-                if (scenario, library) in profile:
-                    row["profile"] = await _profile(module, scenario, library, ctx)
-            except Exception as error:  # report and carry on with the others
-                counter.active = False
-                row["error"] = f"{type(error).__name__}: {error}"
-                log(f"  {scenario:16} {library:12} FAILED {row['error']}")
+            case = await _guarded(row, log, _warm_up(row, module, ctx, counter))
+            if case is not None:
+                cases.append((row, case))
+        for _ in range(repeat):
+            for row, case in cases:
+                if "error" not in row:
+                    await _guarded(row, log, _timed_run(row, case))
+        raw_row = next((row for row, _ in cases if row["library"] == "raw"), None)
+        for row, case in cases:
+            if "error" in row:
                 continue
-            if library == "raw":
-                raw_row = row
+            await _guarded(row, log, _finish(row, case, ctx, profile, modules))
             _compare(row, raw_row)
             log(
-                f"  {scenario:16} {library:12} {row['median_ms']:10.1f} ms"
+                f"  {scenario:16} {row['library']:12} {row['median_ms']:10.1f} ms"
                 + (f"  {row['ratio']:6.2f}x" if row.get("ratio") else "")
                 + ("  MISMATCH" if row.get("mismatch") else "")
             )
     return rows
 
 
-async def _measure_case(
-    row: dict,
-    module: Any,
-    ctx: harness.Context,
-    repeat: int,
-    counter: harness.RoundTrips,
-) -> None:
+async def _guarded(row: dict, log, step) -> Any:
+    """Run one step of a case; a failure is reported on its row, not raised."""
+    try:
+        return await step
+    except Exception as error:  # report and carry on with the others
+        row["error"] = f"{type(error).__name__}: {error}"
+        log(f"  {row['scenario']:16} {row['library']:12} FAILED {row['error']}")
+        return None
+
+
+async def _warm_up(
+    row: dict, module: Any, ctx: harness.Context, counter: harness.RoundTrips
+) -> harness.Case:
+    """Build the case and run it once, counting the round trips of ``run``."""
     case = await module.SCENARIOS[row["scenario"]](ctx)
     row["call"] = case.label
-    # The warm-up run also counts the round trips of ``run``.
-    _, summary = await harness.run_once(case, counter)
+    try:
+        _, row["summary"] = await harness.run_once(case, counter)
+    finally:
+        counter.active = False
     row["round_trips"], row["commands"] = counter.count, dict(counter.names)
-    samples = []
-    for _ in range(repeat):
-        elapsed, again = await harness.run_once(case)
-        samples.append(elapsed)
-        if again != summary:
-            row["unstable"] = f"summary changed between runs: {again!r}"
-    row["samples_ms"] = [round(s * 1000, 3) for s in samples]
-    row["median_ms"] = harness.median_ms(samples)
-    row["summary"] = summary
+    row["samples_ms"] = []
+    return case
+
+
+async def _timed_run(row: dict, case: harness.Case) -> None:
+    elapsed, again = await harness.run_once(case)
+    row["samples_ms"].append(round(elapsed * 1000, 3))
+    if again != row["summary"]:
+        row["unstable"] = f"summary changed between runs: {again!r}"
+
+
+async def _finish(
+    row: dict, case: harness.Case, ctx, profile: set, modules: dict
+) -> None:
+    """Median, and the memory peak and profile where they are asked for."""
+    row["median_ms"] = harness.median_ms([ms / 1000 for ms in row["samples_ms"]])
     if case.memory:
         row["peak_mb"] = round(await harness.peak_memory(case), 2)
+    key = (row["scenario"], row["library"])
+    if key in profile:
+        row["profile"] = await _profile(modules[row["library"]], *key, ctx)
 
 
 def _compare(row: dict, raw_row: dict | None) -> None:
