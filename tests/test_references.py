@@ -1354,3 +1354,13 @@ async def test_select_related_marks_a_held_proxy_fetched(async_alias, command_lo
     command_log.clear()
     assert (await held).name == "held"
     assert command_log.count() == 0
+
+
+async def test_awaiting_a_loaded_reference_gives_the_document(async_alias, command_log):
+    author = await RefAuthor(name="loaded").async_save()
+    await RefBook(title="loaded", author=author).async_save()
+    [book] = await RefBook.objects(title="loaded").async_select_related()
+    command_log.clear()
+    assert await book.author is book.author
+    assert (await book.author).name == "loaded"
+    assert command_log.count() == 0

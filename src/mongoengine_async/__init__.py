@@ -53,6 +53,7 @@ _ASYNC_NAMES = [
     "AsyncGridFSProxy",
     "AsyncReferenceProxy",
     "AsyncUsageError",
+    "LazyReference",
     "async_no_dereference",
     "async_run_in_transaction",
     "async_switch_collection",

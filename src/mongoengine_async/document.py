@@ -251,6 +251,16 @@ class Document(mongoengine.Document):
             name, session=current_session(collection.database.client)
         )
 
+    # -- awaiting a loaded reference ---------------------------------------------------
+
+    def __await__(self):
+        """``await book.author`` gives the document whether the reference was a
+        proxy or is loaded already (fetched, or by select_related)."""
+        return self._itself().__await__()
+
+    async def _itself(self):
+        return self
+
     # -- instance I/O ------------------------------------------------------------------
 
     def _session(self, collection: AsyncCollection):
