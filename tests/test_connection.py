@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from uuid import uuid4
 
 import mongoengine.connection as me_connection
@@ -268,3 +269,42 @@ async def test_db_alias_changed_after_class_creation(mongodb_uri, cleanup):
 
     ConnAliasItem._meta["db_alias"] = "conn-a"
     assert [d.name async for d in ConnAliasItem.objects] == ["in-a"]
+
+
+class ConnLoopNote(Document):
+    text = StringField()
+    meta = {"db_alias": "loops"}
+
+
+def test_an_alias_works_from_several_event_loops(mongodb_uri):
+    """Connected on one loop, used from others (a fresh loop per test, say)."""
+
+    async def connect():
+        await connect_async(
+            db="conn_loops",
+            alias="loops",
+            host=mongodb_uri,
+            uuidRepresentation="standard",
+        )
+        await get_async_connection("loops").drop_database("conn_loops")
+
+    async def save_and_count(text: str) -> tuple[int, object]:
+        await ConnLoopNote(text=text).async_save()
+        client = get_async_connection("loops")
+        assert get_async_connection("loops") is client  # one client per loop
+        return await ConnLoopNote.objects.async_count(), client
+
+    asyncio.run(connect())
+    try:
+        first, first_client = asyncio.run(save_and_count("one"))
+        second, second_client = asyncio.run(save_and_count("two"))
+        assert (first, second) == (1, 2)
+        assert first_client is not second_client
+    finally:
+
+        async def disconnect():
+            await get_async_connection("loops").drop_database("conn_loops")
+            await disconnect_async("loops")
+
+        asyncio.run(disconnect())
+    assert not is_async_connection("loops")

@@ -3,10 +3,14 @@
 Settings are parsed by MongoEngine's own ``_get_connection_settings``; the
 clients are ``pymongo.AsyncMongoClient``. An alias is either sync (registered
 with ``connect``) or async (registered with ``connect_async``), never both.
+A client only works on the event loop it first ran on, so an alias used from
+another running loop gets a client of its own for that loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from typing import Any
 
 import mongoengine
@@ -34,6 +38,11 @@ __all__ = (
 
 _settings: dict[str, dict[str, Any]] = {}
 _clients: dict[str, AsyncMongoClient] = {}
+# An AsyncMongoClient works only on the event loop it first ran on. Each alias
+# has the client connect_async made on its "home" loop; any other running loop
+# (a test framework's fresh loop per test, say) gets a client of its own.
+_home_loops: dict[str, weakref.ref] = {}
+_loop_clients: dict[str, weakref.WeakKeyDictionary] = {}
 _disconnect_hooks: list = []
 
 _RENAMED = {
@@ -65,15 +74,28 @@ def _client_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _shared_client(settings: dict[str, Any]) -> AsyncMongoClient | None:
-    """An existing client whose settings differ from ``settings`` only by db."""
+    """A client of this loop whose settings differ from ``settings`` only by db."""
     wanted = {k: v for k, v in settings.items() if k != "name"}
     for alias, other in _settings.items():
-        if alias in _clients and {k: v for k, v in other.items() if k != "name"} == (
-            wanted
-        ):
+        same = {k: v for k, v in other.items() if k != "name"} == wanted
+        if same and _home_loops[alias]() is _running_loop():
             return _clients[alias]
     return None
+
+
+def _new_client(alias: str, settings: dict[str, Any]) -> AsyncMongoClient:
+    try:
+        return AsyncMongoClient(**_client_kwargs(settings))
+    except Exception as err:
+        raise ConnectionFailure(f"Cannot connect to database {alias} :\n{err}") from err
 
 
 async def connect_async(
@@ -96,17 +118,12 @@ async def connect_async(
                 f"A different connection with alias `{alias}` was already "
                 "registered. Use disconnect_async() first"
             )
-        return _clients[alias]
-    client = _shared_client(settings)
-    if client is None:
-        try:
-            client = AsyncMongoClient(**_client_kwargs(settings))
-        except Exception as err:
-            raise ConnectionFailure(
-                f"Cannot connect to database {alias} :\n{err}"
-            ) from err
+        return get_async_connection(alias)
+    client = _shared_client(settings) or _new_client(alias, settings)
     _settings[alias] = settings
     _clients[alias] = client
+    _home_loops[alias] = weakref.ref(asyncio.get_running_loop())
+    _loop_clients[alias] = weakref.WeakKeyDictionary()
     return client
 
 
@@ -118,9 +135,15 @@ def undefined_alias_error(alias: str) -> ConnectionFailure:
 
 
 def get_async_connection(alias: str = DEFAULT_CONNECTION_NAME) -> AsyncMongoClient:
-    """The AsyncMongoClient of an async alias."""
+    """The AsyncMongoClient of an async alias, for the running event loop."""
     if alias in _clients:
-        return _clients[alias]
+        loop = _running_loop()
+        if loop is None or _home_loops[alias]() is loop:
+            return _clients[alias]
+        clients = _loop_clients[alias]
+        if loop not in clients:
+            clients[loop] = _new_client(alias, _settings[alias])
+        return clients[loop]
     if is_sync_connection(alias):
         raise ConnectionFailure(
             f"Alias `{alias}` is not async: it was registered with connect(); "
@@ -140,17 +163,24 @@ def on_disconnect(hook) -> None:
 
 
 async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
-    """Forget an async alias; close its client unless another alias shares it."""
+    """Forget an async alias; close its client for the running loop unless
+    another alias shares it (clients of other loops are only dropped)."""
     if is_sync_connection(alias):
         raise ConnectionFailure(
             f"Alias `{alias}` is a sync connection: use disconnect('{alias}')"
         )
-    _settings.pop(alias, None)
-    client = _clients.pop(alias, None)
-    if client is not None and all(client is not c for c in _clients.values()):
+    if alias not in _settings:
+        return
+    current = get_async_connection(alias)
+    dropped = [_clients.pop(alias), *_loop_clients.pop(alias).values()]
+    del _settings[alias], _home_loops[alias]
+    for client in dropped:
+        if any(client is other for other in _clients.values()):
+            continue  # still used by another alias
         for hook in _disconnect_hooks:
             hook(client)
-        await client.close()
+        if client is current:  # clients of other loops cannot be awaited here
+            await client.close()
 
 
 async def disconnect_all_async() -> None:
