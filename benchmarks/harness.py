@@ -23,10 +23,66 @@ import time
 import tracemalloc
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from bson import DBRef, ObjectId
 from pymongo import monitoring
+
+# -- MongoEngine-style models ------------------------------------------------------
+
+
+class Models(NamedTuple):
+    """The models of the scenarios, for an ODM with MongoEngine's API."""
+
+    Item: type
+    Author: type
+    Book: type
+    CascadeAuthor: type
+    CascadeBook: type
+    FileOwner: type
+
+
+def mongoengine_models(odm: Any, prefix: str, alias: str) -> Models:
+    """The same models defined with ``odm`` (``mongoengine`` or
+    ``mongoengine_async``), named ``<Prefix>Item``... in ``<prefix>_*``
+    collections on ``alias``."""
+    collections = prefix.lower()
+
+    def model(class_name: str, collection: str, /, **fields: Any) -> type:
+        meta = {"db_alias": alias, "collection": f"{collections}_{collection}"}
+        return type(f"{prefix}{class_name}", (odm.Document,), {**fields, "meta": meta})
+
+    author = model("Author", "authors", name=odm.StringField())
+    cascade_author = model("CascadeAuthor", "c_authors", name=odm.StringField())
+    return Models(
+        Item=model(
+            "Item",
+            "items",
+            name=odm.StringField(),
+            n=odm.IntField(),
+            value=odm.FloatField(),
+            active=odm.BooleanField(),
+            tags=odm.ListField(odm.StringField()),
+        ),
+        Author=author,
+        Book=model(
+            "Book", "books", title=odm.StringField(), author=odm.ReferenceField(author)
+        ),
+        CascadeAuthor=cascade_author,
+        CascadeBook=model(
+            "CascadeBook",
+            "c_books",
+            title=odm.StringField(),
+            author=odm.ReferenceField(cascade_author, reverse_delete_rule=odm.CASCADE),
+        ),
+        FileOwner=model(
+            "FileOwner",
+            "file_owners",
+            name=odm.StringField(),
+            data=odm.FileField(db_alias=alias, collection_name=f"{collections}_fs"),
+        ),
+    )
+
 
 # -- sizes -----------------------------------------------------------------------
 

@@ -27,41 +27,14 @@ def unavailable(name: str) -> str | None:
     return None if name in SCENARIOS else "not applicable"
 
 
-class MeItem(me.Document):
-    name = me.StringField()
-    n = me.IntField()
-    value = me.FloatField()
-    active = me.BooleanField()
-    tags = me.ListField(me.StringField())
-    meta = {"db_alias": ALIAS, "collection": ITEMS}
-
-
-class MeAuthor(me.Document):
-    name = me.StringField()
-    meta = {"db_alias": ALIAS, "collection": AUTHORS}
-
-
-class MeBook(me.Document):
-    title = me.StringField()
-    author = me.ReferenceField(MeAuthor)
-    meta = {"db_alias": ALIAS, "collection": BOOKS}
-
-
-class MeCascadeAuthor(me.Document):
-    name = me.StringField()
-    meta = {"db_alias": ALIAS, "collection": C_AUTHORS}
-
-
-class MeCascadeBook(me.Document):
-    title = me.StringField()
-    author = me.ReferenceField(MeCascadeAuthor, reverse_delete_rule=me.CASCADE)
-    meta = {"db_alias": ALIAS, "collection": C_BOOKS}
-
-
-class MeFileOwner(me.Document):
-    name = me.StringField()
-    data = me.FileField(db_alias=ALIAS, collection_name=BUCKET)
-    meta = {"db_alias": ALIAS, "collection": OWNERS}
+(
+    MeItem,
+    MeAuthor,
+    MeBook,
+    MeCascadeAuthor,
+    MeCascadeBook,
+    MeFileOwner,
+) = harness.mongoengine_models(me, "Me", ALIAS)
 
 
 @scenario("insert_one")

@@ -48,41 +48,14 @@ def unavailable(name: str) -> str | None:
     return None if name in SCENARIOS else "not applicable"
 
 
-class OursItem(ma.Document):
-    name = ma.StringField()
-    n = ma.IntField()
-    value = ma.FloatField()
-    active = ma.BooleanField()
-    tags = ma.ListField(ma.StringField())
-    meta = {"db_alias": ALIAS, "collection": ITEMS}
-
-
-class OursAuthor(ma.Document):
-    name = ma.StringField()
-    meta = {"db_alias": ALIAS, "collection": AUTHORS}
-
-
-class OursBook(ma.Document):
-    title = ma.StringField()
-    author = ma.ReferenceField(OursAuthor)
-    meta = {"db_alias": ALIAS, "collection": BOOKS}
-
-
-class OursCascadeAuthor(ma.Document):
-    name = ma.StringField()
-    meta = {"db_alias": ALIAS, "collection": C_AUTHORS}
-
-
-class OursCascadeBook(ma.Document):
-    title = ma.StringField()
-    author = ma.ReferenceField(OursCascadeAuthor, reverse_delete_rule=ma.CASCADE)
-    meta = {"db_alias": ALIAS, "collection": C_BOOKS}
-
-
-class OursFileOwner(ma.Document):
-    name = ma.StringField()
-    data = ma.FileField(collection_name=BUCKET)
-    meta = {"db_alias": ALIAS, "collection": OWNERS}
+(
+    OursItem,
+    OursAuthor,
+    OursBook,
+    OursCascadeAuthor,
+    OursCascadeBook,
+    OursFileOwner,
+) = harness.mongoengine_models(ma, "Ours", ALIAS)
 
 
 async def _fresh(*models: type) -> None:
