@@ -377,9 +377,6 @@ async def run(args: argparse.Namespace) -> int:
     modules, missing = load_libraries(args.libraries)
     for library, reason in missing.items():
         print(f"note: {library} {reason}")
-    ours = modules.get("ours")
-    if ours is not None and ours.GRIDFS_MISSING:
-        print(f"note: ours GridFS scenarios skipped: {ours.GRIDFS_MISSING}")
 
     counter = harness.RoundTrips()
     db_name = f"bench_{uuid.uuid4().hex[:10]}"

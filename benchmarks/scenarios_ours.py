@@ -2,17 +2,12 @@
 
 The models live on the async alias ``"default"`` (``connect_async`` in run.py,
 or the ``async_alias`` fixture in tests/test_benchmarks.py).
-
-GridFS (``FileField.async_put``/``async_get``, ``AsyncGridFSProxy``) is used
-only when ``mongoengine_async.gridfs`` provides it; otherwise those scenarios
-are reported as skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.util
 
 import harness
 from harness import Case, Context
@@ -29,22 +24,8 @@ C_AUTHORS, C_BOOKS = "ours_c_authors", "ours_c_books"
 BUCKET, OWNERS = "ours_fs", "ours_file_owners"
 
 
-def gridfs_missing() -> str | None:
-    """Why our GridFS API cannot be benchmarked yet (None when it can)."""
-    if importlib.util.find_spec("mongoengine_async.gridfs") is None:
-        return "mongoengine_async.gridfs does not exist yet"
-    if not hasattr(ma.FileField, "async_put") or not hasattr(ma.FileField, "async_get"):
-        return "mongoengine_async.FileField has no async_put/async_get yet"
-    return None
-
-
-GRIDFS_MISSING = gridfs_missing()
-
-
 def unavailable(name: str) -> str | None:
     """Why this library has no case for ``name`` (None: it has one)."""
-    if name.startswith("gridfs_") and GRIDFS_MISSING:
-        return f"skipped: {GRIDFS_MISSING} (API of DESIGN.md 'GridFS')"
     return None if name in SCENARIOS else "not applicable"
 
 
@@ -165,64 +146,61 @@ async def refs_by_hand(ctx: Context) -> Case:
     return Case(run, "async_to_list + async_in_bulk($in) + join", check=harness.digest)
 
 
-if GRIDFS_MISSING is None:
+@scenario("gridfs_put")
+async def gridfs_put(ctx: Context) -> Case:
+    data = harness.file_data(ctx.sizes.file_bytes)
 
-    @scenario("gridfs_put")
-    async def gridfs_put(ctx: Context) -> Case:
-        data = harness.file_data(ctx.sizes.file_bytes)
-
-        async def before() -> None:
-            await harness.drop(ctx.db, f"{BUCKET}.files", f"{BUCKET}.chunks", OWNERS)
-
-        async def run() -> None:
-            owner = OursFileOwner(name="owner")
-            await OursFileOwner.data.async_put(
-                data, instance=owner, filename="data.bin"
-            )
-            await owner.async_save()
-
-        return Case(
-            run,
-            "FileField.async_put + async_save",
-            before=before,
-            check=lambda _: harness.gridfs_summary(ctx.db, BUCKET),
-        )
-
-    async def _seed_file(ctx: Context) -> None:
+    async def before() -> None:
         await harness.drop(ctx.db, f"{BUCKET}.files", f"{BUCKET}.chunks", OWNERS)
+
+    async def run() -> None:
         owner = OursFileOwner(name="owner")
-        await OursFileOwner.data.async_put(
-            harness.file_data(ctx.sizes.file_bytes), instance=owner, filename="data.bin"
-        )
+        await OursFileOwner.data.async_put(data, instance=owner, filename="data.bin")
         await owner.async_save()
 
-    @scenario("gridfs_get")
-    async def gridfs_get(ctx: Context) -> Case:
-        await _seed_file(ctx)
+    return Case(
+        run,
+        "FileField.async_put + async_save",
+        before=before,
+        check=lambda _: harness.gridfs_summary(ctx.db, BUCKET),
+    )
 
-        async def run() -> bytes:
-            owner = await OursFileOwner.objects.async_get(name="owner")
-            proxy = await OursFileOwner.data.async_get(owner)
-            return await proxy.async_read()
 
-        return Case(
-            run, "FileField.async_get + async_read()", check=harness.bytes_digest
-        )
+async def _seed_file(ctx: Context) -> None:
+    await harness.drop(ctx.db, f"{BUCKET}.files", f"{BUCKET}.chunks", OWNERS)
+    owner = OursFileOwner(name="owner")
+    await OursFileOwner.data.async_put(
+        harness.file_data(ctx.sizes.file_bytes), instance=owner, filename="data.bin"
+    )
+    await owner.async_save()
 
-    @scenario("gridfs_stream")
-    async def gridfs_stream(ctx: Context) -> Case:
-        await _seed_file(ctx)
 
-        async def run() -> dict:
-            owner = await OursFileOwner.objects.async_get(name="owner")
-            proxy = await OursFileOwner.data.async_get(owner)
-            sha, length = hashlib.sha256(), 0
-            async for chunk in proxy:
-                sha.update(chunk)
-                length += len(chunk)
-            return {"length": length, "sha256": sha.hexdigest()[:16]}
+@scenario("gridfs_get")
+async def gridfs_get(ctx: Context) -> Case:
+    await _seed_file(ctx)
 
-        return Case(run, "async for chunk in proxy", memory=True)
+    async def run() -> bytes:
+        owner = await OursFileOwner.objects.async_get(name="owner")
+        proxy = await OursFileOwner.data.async_get(owner)
+        return await proxy.async_read()
+
+    return Case(run, "FileField.async_get + async_read()", check=harness.bytes_digest)
+
+
+@scenario("gridfs_stream")
+async def gridfs_stream(ctx: Context) -> Case:
+    await _seed_file(ctx)
+
+    async def run() -> dict:
+        owner = await OursFileOwner.objects.async_get(name="owner")
+        proxy = await OursFileOwner.data.async_get(owner)
+        sha, length = hashlib.sha256(), 0
+        async for chunk in proxy:
+            sha.update(chunk)
+            length += len(chunk)
+        return {"length": length, "sha256": sha.hexdigest()[:16]}
+
+    return Case(run, "async for chunk in proxy", memory=True)
 
 
 @scenario("cascade_delete")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pymongo
 import pytest
@@ -122,9 +123,6 @@ def test_cli_runs_command_with_uri() -> None:
         client.admin.command("ping")
 
 
-_dropped: list[str] = []
-
-
 async def test_async_alias_round_trip(async_alias: str) -> None:
     from mongoengine_async.connection import get_async_connection, get_async_db
 
@@ -136,11 +134,45 @@ async def test_async_alias_round_trip(async_alias: str) -> None:
     coll = client[name]["things"]
     await coll.insert_one({"_id": "a", "n": 1})
     assert await coll.find_one({"_id": "a"}) == {"_id": "a", "n": 1}
-    _dropped.append(name)
 
 
-def test_async_alias_drops_its_database(mongodb_uri: str) -> None:
-    if not _dropped:
-        pytest.skip("runs after test_async_alias_round_trip")
+USER_TEST = """
+from mongoengine_async import get_async_db
+
+async def test_writes(async_alias):
+    db = get_async_db(async_alias)
+    await db.things.insert_one({"n": 1})
+    print("DATABASE", db.name)
+"""
+
+
+def test_async_alias_drops_its_database(mongodb_uri: str, tmp_path: Path) -> None:
+    """A user's test run with the plugin: its database is gone afterwards."""
+    (tmp_path / "test_user.py").write_text(USER_TEST)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-s",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "asyncio_mode=auto",
+            str(tmp_path / "test_user.py"),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "MONGODB_URI": mongodb_uri},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [name] = [
+        line.split()[1] for line in proc.stdout.splitlines() if "DATABASE" in line
+    ]
+    assert name.startswith("test_")
     with pymongo.MongoClient(mongodb_uri, serverSelectionTimeoutMS=10_000) as client:
-        assert _dropped[-1] not in client.list_database_names()
+        assert name not in client.list_database_names()
