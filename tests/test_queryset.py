@@ -743,3 +743,15 @@ async def test_write_concern_on_queryset_writes(async_alias, command_log):
     assert update["writeConcern"] == {"w": "majority"}
     assert delete["writeConcern"] == {"w": 1, "j": True}
     assert await _db().qs_person.count_documents({}) == 0
+
+
+async def test_async_modify_applies_array_filters(async_alias):
+    await QsPerson(name="Arr", points=[1, 5, 9]).async_save()
+    updated = await QsPerson.objects(name="Arr").async_modify(
+        new=True,
+        __raw__={"$set": {"points.$[p]": 0}},
+        array_filters=[{"p": {"$gt": 4}}],
+    )
+    assert updated.points == [1, 0, 0]
+    raw = await (await QsPerson._async_get_collection()).find_one({"name": "Arr"})
+    assert raw["points"] == [1, 0, 0]

@@ -47,13 +47,14 @@ __all__ = ("Document", "DynamicDocument")
 _prepared: dict[tuple[type, int, str], asyncio.Future] = {}
 
 
-def _forget_client(client: Any) -> None:
-    """Drop the prepared-collection marks of a client that is being closed."""
-    for key in [key for key in _prepared if key[1] == id(client)]:
-        del _prepared[key]
+def _forget_prepared(client: Any, full_name: str | None = None) -> None:
+    """Drop the prepared-collection marks of a client (or of one collection)."""
+    for key in list(_prepared):
+        if key[1] == id(client) and full_name in (None, key[2]):
+            del _prepared[key]
 
 
-on_disconnect(_forget_client)
+on_disconnect(_forget_prepared)
 
 
 class Document(mongoengine.Document):
@@ -110,19 +111,21 @@ class Document(mongoengine.Document):
         return collection
 
     @classmethod
-    async def _prepare_collection(cls, collection: AsyncCollection) -> None:
+    async def _prepare_collection(cls, collection: AsyncCollection) -> bool:
         """Create the collection (capped/timeseries) and meta indexes, once.
 
         Concurrent first users share one preparation; a failed or cancelled one
-        is retried by the next caller.
+        is retried by the next caller. True when this call started it.
         """
         key = (cls, id(collection.database.client), collection.full_name)
         task = _prepared.get(key)
-        if task is None:
+        started = task is None
+        if started:
             task = asyncio.ensure_future(cls._create_collection(collection))
             _prepared[key] = task
         try:
             await asyncio.shield(task)
+            return started
         except BaseException:
             if (
                 task.done()
@@ -212,7 +215,10 @@ class Document(mongoengine.Document):
     async def async_ensure_indexes(cls) -> None:
         """Create the indexes declared in ``meta`` (one round trip)."""
         cls._require_async("async_ensure_indexes", "ensure_indexes()")
-        await cls._create_indexes(await cls._async_get_collection())
+        collection = cls._get_collection()
+        just_created = await cls._prepare_collection(collection)
+        if not (just_created and cls._meta.get("auto_create_index", True)):
+            await cls._create_indexes(collection)
 
     @classmethod
     async def async_create_index(cls, keys: Any, background: bool = False, **kwargs):
@@ -228,8 +234,7 @@ class Document(mongoengine.Document):
     async def async_list_indexes(cls) -> list[list[tuple[str, int]]]:
         """The index keys MongoEngine expects for this class (as ``list_indexes``)."""
         cls._require_async("async_list_indexes", "list_indexes()")
-        await cls._async_get_collection()
-        return mongoengine.Document.list_indexes.__func__(cls)
+        return cls.list_indexes()
 
     @classmethod
     async def async_drop_collection(cls) -> None:
@@ -241,12 +246,7 @@ class Document(mongoengine.Document):
                 f"Document {cls} has no collection defined (is it abstract ?)"
             )
         collection = cls._get_collection()
-        for key in [
-            k
-            for k in _prepared
-            if k[1:] == (id(collection.database.client), collection.full_name)
-        ]:
-            del _prepared[key]
+        _forget_prepared(collection.database.client, collection.full_name)
         await collection.database.drop_collection(
             name, session=current_session(collection.database.client)
         )

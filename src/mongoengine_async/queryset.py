@@ -19,6 +19,7 @@ from mongoengine.document import Document as MongoEngineDocument
 from mongoengine.errors import (
     BulkWriteError,
     InvalidQueryError,
+    LookUpError,
     NotUniqueError,
     OperationError,
 )
@@ -236,7 +237,7 @@ class QuerySet(me_queryset.QuerySet):
         await self._async_collection("async_distinct", "distinct()")
         try:
             db_field = self._fields_to_dbfields([field]).pop()
-        except Exception:
+        except LookUpError:
             db_field = field
         values = await self._new_cursor().distinct(db_field)
         embedded_cls = self._embedded_type(field)
@@ -248,7 +249,7 @@ class QuerySet(me_queryset.QuerySet):
         """The embedded document class at the end of path ``field``, if any."""
         try:
             path = self._document._lookup_field(field.split("."))
-        except Exception:
+        except LookUpError:
             return None
         last = path[-1]
         if isinstance(last, ListField):
@@ -504,7 +505,9 @@ class QuerySet(me_queryset.QuerySet):
         if self._none or self._empty:
             return None
         try:
-            raw = await self._find_one_and(collection, remove, new, upsert, **update)
+            raw = await self._find_one_and(
+                collection, remove, new, upsert, array_filters, **update
+            )
         except pymongo.errors.DuplicateKeyError as err:
             raise NotUniqueError(f"Update failed ({err})") from err
         except pymongo.errors.OperationFailure as err:
@@ -512,7 +515,7 @@ class QuerySet(me_queryset.QuerySet):
         return None if raw is None else from_son(self._document, raw)
 
     async def _find_one_and(
-        self, collection, remove, new, upsert, array_filters=None, **update
+        self, collection, remove, new, upsert, array_filters, **update
     ):
         if remove:
             return await collection.find_one_and_delete(
