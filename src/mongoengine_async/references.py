@@ -161,7 +161,7 @@ class AsyncReferenceProxy(DBRef):
     def __init__(
         self, stored: Any, document_cls: type, name: str, slot: Slot | None = None
     ):
-        dbref = stored["_ref"] if isinstance(stored, dict) else stored
+        dbref = _dbref(stored)
         extra = {k: v for k, v in dbref.as_doc().items() if not k.startswith("$")}
         super().__init__(dbref.collection, dbref.id, dbref.database, **extra)
         self.__dict__.update(
@@ -179,7 +179,7 @@ class AsyncReferenceProxy(DBRef):
 
     def as_dbref(self) -> DBRef:
         """The plain DBRef this proxy stands for."""
-        return self.stored["_ref"] if isinstance(self.stored, dict) else self.stored
+        return _dbref(self.stored)
 
     @property
     def fetched(self) -> bool:
@@ -359,12 +359,8 @@ def _walk_value(value: Any, field: Any, slot: Slot, found: list[_Target]) -> Non
     elif isinstance(value, BaseDocument):
         if not isinstance(value, mongoengine.Document):
             _walk_document(value, found)
-    elif isinstance(field, mongoengine.GenericReferenceField):
-        if isinstance(value, (dict, DBRef)) and _generic_class(value) is not None:
-            found.append(_Target(_generic_class(value), _dbref(value), _filler(slot)))
-    elif isinstance(field, mongoengine.ReferenceField):
-        if isinstance(value, DBRef):
-            found.append(_Target(reference_class(field, value), value, _filler(slot)))
+    elif (target := _unloaded_target(field, value)) is not None:
+        found.append(_Target(target, _dbref(value), _filler(slot)))
     elif isinstance(field, ComplexBaseField) or field is None:
         _walk_container(value, getattr(field, "field", None), found)
 
@@ -397,8 +393,7 @@ def _cache_in(reference: MongoEngineLazyReference) -> Callable[[Any], None]:
 
 
 def _dbref(value: Any) -> DBRef:
-    if isinstance(value, AsyncReferenceProxy):
-        return value
+    """The DBRef of a stored reference (generic ones keep it under ``_ref``)."""
     return value["_ref"] if isinstance(value, dict) else value
 
 
