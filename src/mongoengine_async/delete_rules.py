@@ -114,10 +114,7 @@ async def _own_transaction(cls: type, collection: AsyncCollection, atomic: bool)
 async def _delete(
     collection: AsyncCollection, query: dict, write_concern: dict
 ) -> int | None:
-    if write_concern:
-        collection = collection.with_options(
-            write_concern=WriteConcern(**write_concern)
-        )
+    collection = _with_concern(collection, write_concern)
     result = await collection.delete_many(
         query, session=current_session(collection.database.client)
     )

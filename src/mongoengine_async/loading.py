@@ -76,11 +76,11 @@ class _FieldPlan:
     def __init__(self, name: str, field: BaseField):
         self.name = name
         self.field = field
+        inner = getattr(field, "field", None)
         self.to_python = field.to_python
         self.identity_type = _IDENTITY_FOR.get(type(field).to_python)
-        if type(field).to_python is ListField.to_python and field.field is not None:
-            self.to_python = _list_converter(field, field.field)
-        inner = getattr(field, "field", None)
+        if type(field).to_python is ListField.to_python and inner is not None:
+            self.to_python = _list_converter(field, inner)
         scalar_items = inner is not None and (
             _IDENTITY_FOR.get(type(inner).to_python) is not None
         )
