@@ -57,6 +57,8 @@ class _ProxyingReference:
         if instance is None:
             return self
         value = instance._data.get(self.name)
+        if value is None or isinstance(value, mongoengine.Document):
+            return value  # what MongoEngine's __get__ returns, without its checks
         if isinstance(value, AsyncReferenceProxy):
             return value if dereference_allowed(instance, self.name) else value.stored
         target = self._target(value)

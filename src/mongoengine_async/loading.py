@@ -2,10 +2,12 @@
 
 MongoEngine builds a loaded document by calling ``Document.__init__``, which
 routes every field through ``BaseDocument.__setattr__`` and ``__set__``; for a
-freshly loaded, non-dynamic document those checks are no-ops. Here each field's
-own ``to_python`` and the effect of ``BaseField.__set__`` are applied directly,
-skipping ``to_python`` only where it returns its argument unchanged. Whenever a
-class or a raw document needs anything else (dynamic or strict-dict documents,
+freshly loaded, non-dynamic document those checks are no-ops. Here each class
+gets a loader generated for its fields (one straight block per field, like
+``dataclasses`` generates ``__init__``) that applies each field's own
+``to_python`` and the effect of ``BaseField.__set__`` directly, skipping
+``to_python`` where it returns its argument unchanged. Whenever a class or a
+raw document needs anything else (dynamic or strict-dict documents,
 ``choices``, a custom ``__set__``, unknown keys, init signal receivers,
 no-dereference loading, a conversion error) MongoEngine's ``_from_son`` runs
 instead. ``tests/test_loading.py`` checks that both give identical documents.
@@ -13,16 +15,18 @@ instead. ``tests/test_loading.py`` checks that both give identical documents.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import mongoengine
-from bson import SON, ObjectId
+from bson import SON, DBRef, ObjectId
 from mongoengine import EmbeddedDocument
 from mongoengine.base import BaseDocument, BaseField, ComplexBaseField, get_document
+from mongoengine.errors import NotRegistered
 from mongoengine.fields import (
     BooleanField,
     EnumField,
@@ -34,7 +38,7 @@ from mongoengine.fields import (
 )
 from mongoengine.signals import post_init, pre_init
 
-__all__ = ("from_son", "loader", "materialise_all")
+__all__ = ("from_son", "gc_paused", "loader", "materialise_all")
 
 _MISSING = object()
 _ANY = object()
@@ -60,6 +64,8 @@ _NEVER_EMBEDDED = (
     mongoengine.fields.GeoJsonBaseField,
 )
 
+Load = Callable[[dict], Any]
+
 
 class _FieldPlan:
     """How one field is loaded: conversion, default, and whether it may embed."""
@@ -70,6 +76,7 @@ class _FieldPlan:
         "may_embed",
         "name",
         "plain_get",
+        "reference",
         "to_python",
     )
 
@@ -90,6 +97,7 @@ class _FieldPlan:
             or isinstance(field, _NEVER_EMBEDDED)
         )
         self.plain_get = type(field).__get__ is BaseField.__get__
+        self.reference = _stores_object_ids(field)
 
     def default(self) -> Any:
         """What ``BaseField.__set__`` stores for None."""
@@ -97,6 +105,24 @@ class _FieldPlan:
         if field.null or field.default is None:
             return None
         return field.default() if callable(field.default) else field.default
+
+
+def _stores_object_ids(field: BaseField) -> bool:
+    """Whether ``field.to_python(oid)`` is ``DBRef(<collection>, oid)``.
+
+    True for a ReferenceField (not ``dbref=True``) to a class whose id is an
+    ObjectIdField: its ``to_python`` wraps a stored ObjectId, unchanged, in a
+    DBRef naming the referenced collection.
+    """
+    if type(field).to_python is not mongoengine.ReferenceField.to_python:
+        return False
+    if field.dbref:
+        return False
+    try:
+        id_field = field.document_type.id
+    except (AttributeError, NotRegistered):
+        return False
+    return _IDENTITY_FOR.get(type(id_field).to_python) is ObjectId
 
 
 def _list_converter(field: BaseField, inner: BaseField):
@@ -132,27 +158,19 @@ def _list_converter(field: BaseField, inner: BaseField):
 
 
 class _Plan:
-    """How to load one class."""
+    """How to load one class, and the loader generated for it."""
 
-    __slots__ = (
-        "cls_is_field",
-        "converters",
-        "embedding",
-        "fields",
-        "known_keys",
-    )
+    __slots__ = ("embedding", "fields", "make", "references")
 
     def __init__(self, cls: type):
         self.fields = [_FieldPlan(name, field) for name, field in cls._fields.items()]
         self.embedding = [plan for plan in self.fields if plan.may_embed]
-        self.cls_is_field = "_cls" in cls._fields  # allow_inheritance
-        # db field -> (name, type to_python returns unchanged, to_python);
-        # a non-field "_cls" is known but not converted.
-        self.converters = {
-            plan.field.db_field: (plan.name, plan.identity_type, plan.to_python)
-            for plan in self.fields
-        }
-        self.known_keys = frozenset(self.converters) | {"_cls"}
+        self.references = [plan.field for plan in self.fields if plan.reference]
+        self.make = _compile(cls, self)
+
+    def reference_collections(self) -> list[str | None]:
+        """The collections the reference DBRefs name now (switches included)."""
+        return [field.document_type._get_collection_name() for field in self.references]
 
 
 _plans: dict[type, _Plan | None] = {}
@@ -162,9 +180,9 @@ def _plan(cls: type) -> _Plan | None:
     """The loading plan of ``cls``, or None when only MongoEngine's path is exact."""
     plan = _plans.get(cls, _MISSING)
     if plan is _MISSING:
-        plan = _plans[cls] = _Plan(cls) if _eligible(cls) else None
         for field in cls._fields.values():
             field.set_auto_dereferencing(True)  # as every _from_son does
+        plan = _plans[cls] = _Plan(cls) if _eligible(cls) else None
     return plan
 
 
@@ -184,6 +202,148 @@ def _plain_setter(field: BaseField) -> bool:
     return setter is ComplexBaseField.__set__ and not isinstance(inner, EnumField)
 
 
+# -- the generated loader -----------------------------------------------------------
+
+# The slots every document has, set without looking them up each time.
+_SLOT_SETTERS = {
+    f"set{slot}": BaseDocument.__dict__[slot].__set__
+    for slot in (
+        "_data",
+        "_dynamic_fields",
+        "_initialised",
+        "_created",
+        "_changed_fields",
+    )
+}
+
+_HEAD = """\
+def make(fallback, {references}):
+    def load(son):
+        if type(son) is not dict or not known_keys.issuperset(son):
+            return fallback(son)
+        get = son.get
+        if get("_cls", class_name) != class_name:
+            return fallback(son)
+        complete = False
+        try:
+"""
+
+_TAIL = """\
+        except (AttributeError, ValueError):
+            return fallback(son)
+        data = {{{data}}}
+        document = new(cls)
+        if complete:
+            data = {{k: v for k, v in data.items() if v is not MISSING}}
+            set_data(document, data)
+            set_dynamic_fields(document, NO_DYNAMIC_FIELDS)
+            complete_document(document, plan, data)
+        else:
+            set_data(document, data)
+            set_dynamic_fields(document, NO_DYNAMIC_FIELDS)
+{embed}
+        {set_cls}
+        set_initialised(document, True)
+        set_created(document, False)
+        set_changed_fields(document, [])
+        return document
+
+    return load
+"""
+
+# A document's ``_dynamic_fields``; MongoEngine writes it only for dynamic
+# documents, which never take this path, so every document shares one.
+_NO_DYNAMIC_FIELDS: SON = SON()
+
+
+def _compile(cls: type, plan: _Plan) -> Callable[..., Load]:
+    """``make(fallback, *reference_collections)``: the loader of ``cls``.
+
+    The generated ``load(son)`` does what ``_from_son`` does for ``cls``, or
+    returns ``fallback(son)`` for anything it was not generated for.
+    """
+    namespace: dict[str, Any] = {
+        **_SLOT_SETTERS,
+        "DBRef": DBRef,
+        "MISSING": _MISSING,
+        "NO_DYNAMIC_FIELDS": _NO_DYNAMIC_FIELDS,
+        "ObjectId": ObjectId,
+        "class_name": cls._class_name,
+        "cls": cls,
+        "complete_document": _complete,
+        "embed": _embed,
+        "known_keys": frozenset(fp.field.db_field for fp in plan.fields) | {"_cls"},
+        "new": cls.__new__,
+        "plan": plan,
+    }
+    blocks = []
+    for index, field_plan in enumerate(plan.fields):
+        namespace[f"to_python_{index}"] = field_plan.to_python
+        namespace[f"type_{index}"] = field_plan.identity_type
+        namespace[f"default_{index}"] = field_plan.default
+        blocks.append(_field_block(index, field_plan, plan.references))
+    data = ", ".join(f"{fp.name!r}: v{i}" for i, fp in enumerate(plan.fields))
+    embed = [
+        f"embed(document, v{i})" for i, fp in enumerate(plan.fields) if fp.may_embed
+    ]
+    references = [f"collection_{i}" for i in range(len(plan.references))]
+    source = (
+        _HEAD.format(references=", ".join(references))
+        + "".join(blocks)
+        + _TAIL.format(
+            data=data,
+            embed=_indent("\n".join(embed or ["pass"]), 12),
+            set_cls=(
+                "data['_cls'] = class_name"
+                if "_cls" in cls._fields  # allow_inheritance
+                else "document.__dict__['_cls'] = class_name"
+            ),
+        )
+    )
+    exec(compile(source, f"<loader of {cls._class_name}>", "exec"), namespace)
+    return namespace["make"]
+
+
+def _field_block(index: int, field_plan: _FieldPlan, references: list) -> str:
+    """Load one field into ``v<index>``: None or absent gives the default (or
+    MISSING, for ``_complete`` to ask the field), anything else converts."""
+    field, value = field_plan.field, f"v{index}"
+    if not field_plan.plain_get:
+        default = f"{value} = MISSING\ncomplete = True"
+    elif field.null or field.default is None:
+        default = "pass"
+    else:
+        default = f"{value} = default_{index}()"
+    if field_plan.reference:
+        collection = f"collection_{references.index(field)}"
+        convert = (
+            f"elif type({value}) is ObjectId:\n"
+            f"    {value} = DBRef({collection}, {value})\n"
+            "else:\n"
+            f"    {value} = to_python_{index}({value})\n"
+        )
+    elif field_plan.identity_type is _ANY:
+        convert = ""
+    elif field_plan.identity_type is not None:
+        convert = (
+            f"elif type({value}) is not type_{index}:\n"
+            f"    {value} = to_python_{index}({value})\n"
+        )
+    else:
+        convert = f"else:\n    {value} = to_python_{index}({value})\n"
+    block = (
+        f"{value} = get({field.db_field!r})\n"
+        f"if {value} is None:\n"
+        f"{_indent(default, 4)}"
+        f"{convert}"
+    )
+    return _indent(block, 12)
+
+
+def _indent(text: str, spaces: int) -> str:
+    return "".join(" " * spaces + line + "\n" for line in text.splitlines())
+
+
 def _embed(document: Any, value: Any) -> None:
     """Link embedded documents to their owner, as ``BaseField.__set__`` does."""
     if isinstance(value, EmbeddedDocument):
@@ -192,97 +352,6 @@ def _embed(document: Any, value: Any) -> None:
         for item in value:
             if isinstance(item, EmbeddedDocument):
                 item._instance = weakref.proxy(document)
-
-
-def materialise_all(materialise: Callable[[Any], Any], raws: Iterable) -> list:
-    """``[materialise(raw) for raw in raws]`` with the cyclic GC paused.
-
-    Building thousands of documents in one go allocates many containers that
-    all survive, so the collector would run again and again over a growing
-    heap for nothing (it freed nothing: measured at 40% of a 10,000-document
-    load). Nothing else runs meanwhile: the loop never awaits.
-    """
-    paused = gc.isenabled()
-    gc.disable()
-    try:
-        return [materialise(raw) for raw in raws]
-    finally:
-        if paused:
-            gc.enable()
-
-
-def from_son(cls: type, son: dict, _auto_dereference: bool = True) -> Any:
-    """``cls._from_son(son, _auto_dereference)``, through the fast path if it can."""
-    return loader(cls, _auto_dereference)(son)
-
-
-def loader(cls: type, _auto_dereference: bool = True) -> Callable[[dict], Any]:
-    """A function doing ``cls._from_son(son, _auto_dereference)`` for many sons.
-
-    What holds for the whole batch (no-dereference loading, init signal
-    receivers, the plan of ``cls``) is settled once, here.
-    """
-    if not _auto_dereference or pre_init.receivers or post_init.receivers:
-        return functools.partial(cls._from_son, _auto_dereference=_auto_dereference)
-    plan, class_name = _plan(cls), cls._class_name
-
-    def load(son: dict) -> Any:
-        if plan is not None and son.get("_cls", class_name) == class_name:
-            document = _build(cls, plan, son, class_name)
-        else:
-            document = _fast_from_son(cls, son)
-        return cls._from_son(son) if document is _MISSING else document
-
-    return load
-
-
-def _fast_from_son(cls: type, son: dict) -> Any:
-    """The document ``cls._from_son(son)`` gives, or _MISSING to fall back."""
-    class_name = son.get("_cls", cls._class_name)
-    if class_name != cls._class_name:
-        cls = get_document(class_name)
-    plan = _plan(cls)
-    return _MISSING if plan is None else _build(cls, plan, son, class_name)
-
-
-# The slots every document has, set without looking them up each time.
-_set_data = BaseDocument.__dict__["_data"].__set__
-_set_dynamic_fields = BaseDocument.__dict__["_dynamic_fields"].__set__
-_set_initialised = BaseDocument.__dict__["_initialised"].__set__
-_set_created = BaseDocument.__dict__["_created"].__set__
-_set_changed_fields = BaseDocument.__dict__["_changed_fields"].__set__
-
-
-def _build(cls: type, plan: _Plan, son: dict, class_name: str) -> Any:
-    """The document of class ``cls`` for ``son``, or _MISSING to fall back."""
-    if type(son) is not dict or not plan.known_keys.issuperset(son):
-        return _MISSING
-    converters = plan.converters
-    data: dict[str, Any] = {}
-    try:
-        for db_field, value in son.items():
-            converter = converters.get(db_field)
-            if converter is None or value is None:
-                continue  # a non-field _cls; None is stored as the default
-            name, identity_type, to_python = converter
-            if identity_type is not _ANY and type(value) is not identity_type:
-                value = to_python(value)
-            data[name] = value
-    except (AttributeError, ValueError):
-        return _MISSING
-    document = cls.__new__(cls)
-    _set_data(document, data)
-    _set_dynamic_fields(document, SON.__new__(SON))
-    if plan.embedding or len(data) != len(plan.fields):
-        _complete(document, plan, data)
-    if plan.cls_is_field:
-        data["_cls"] = class_name
-    else:
-        document.__dict__["_cls"] = class_name
-    _set_initialised(document, True)
-    _set_created(document, False)
-    _set_changed_fields(document, [])
-    return document
 
 
 def _complete(document: Any, plan: _Plan, data: dict) -> None:
@@ -302,3 +371,70 @@ def _complete(document: Any, plan: _Plan, data: dict) -> None:
             value = field_plan.default() if value is None else value
         data[name] = value
         _embed(document, value)
+
+
+_set_initialised = _SLOT_SETTERS["set_initialised"]
+_set_created = _SLOT_SETTERS["set_created"]
+
+
+# -- public entry points -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while a batch of documents is built or walked.
+
+    Building thousands of documents in one go allocates many containers that
+    all survive, so the collector would run again and again over a growing
+    heap for nothing (it freed nothing: measured at 40% of a 10,000-document
+    load). Only for code that never awaits: nothing else runs meanwhile.
+    """
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
+
+
+def materialise_all(materialise: Callable[[Any], Any], raws: Iterable) -> list:
+    """``[materialise(raw) for raw in raws]`` with the cyclic GC paused."""
+    with gc_paused():
+        return [materialise(raw) for raw in raws]
+
+
+def from_son(cls: type, son: dict, _auto_dereference: bool = True) -> Any:
+    """``cls._from_son(son, _auto_dereference)``, through the fast path if it can."""
+    return loader(cls, _auto_dereference)(son)
+
+
+def loader(cls: type, _auto_dereference: bool = True) -> Load:
+    """A function doing ``cls._from_son(son, _auto_dereference)`` for many sons.
+
+    What holds for the whole batch (no-dereference loading, init signal
+    receivers, the collections references name) is settled once, here.
+    """
+    if not _auto_dereference or pre_init.receivers or post_init.receivers:
+        return functools.partial(cls._from_son, _auto_dereference=_auto_dereference)
+    plan = _plan(cls)
+    if plan is None:
+        return cls._from_son
+    subclass_loaders: dict[str, Load] = {}
+
+    def fallback(son: dict) -> Any:
+        """A son of another class goes to that class's loader, the rest to
+        MongoEngine."""
+        class_name = son.get("_cls") if type(son) is dict else None
+        if class_name is None or class_name == cls._class_name:
+            return cls._from_son(son)
+        load = subclass_loaders.get(class_name)
+        if load is None:
+            try:
+                subclass = get_document(class_name)
+            except NotRegistered:
+                return cls._from_son(son)  # raises MongoEngine's own error
+            load = subclass_loaders[class_name] = loader(subclass)
+        return load(son)
+
+    return plan.make(fallback, *plan.reference_collections())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import mongoengine
@@ -21,7 +21,7 @@ from mongoengine.base.datastructures import LazyReference as MongoEngineLazyRefe
 
 from mongoengine_async.context import current_session, dereference_disabled
 from mongoengine_async.guards import AsyncUsageError
-from mongoengine_async.loading import from_son, loader, materialise_all
+from mongoengine_async.loading import from_son, gc_paused, loader, materialise_all
 
 __all__ = ("AsyncReferenceProxy", "LazyReference", "select_related")
 
@@ -288,16 +288,12 @@ class LazyReference(MongoEngineLazyReference):
 
 # -- select_related ---------------------------------------------------------------
 
-
-class _Target:
-    """One reference found while walking documents, and how to fill it in."""
-
-    __slots__ = ("cls", "dbref", "fill")
-
-    def __init__(self, cls: type, dbref: DBRef, fill: Callable[[Any], None]):
-        self.cls = cls
-        self.dbref = dbref
-        self.fill = fill
+# A reference to load: ((collection, id), its class, where it goes). It goes
+# into ``container[key]``, or into the cache of the lazy reference ``container``
+# when ``key`` is _CACHE.
+_Target = tuple[tuple[str, Any], type, Any, Any]
+_CACHE = object()
+_MISSING = object()
 
 
 def _targets(documents: Iterable[BaseDocument]) -> list[_Target]:
@@ -309,10 +305,14 @@ def _targets(documents: Iterable[BaseDocument]) -> list[_Target]:
 
 def _walk_document(document: BaseDocument, found: list[_Target]) -> None:
     data = document._data
-    for name, field in _fields_that_may_refer(document):
+    for name, field, target in _fields_that_may_refer(document):
         value = data.get(name)
-        if value is not None:
-            _walk_value(value, field, Slot(data, name), found)
+        if value is None:
+            continue
+        if target is not None and type(value) is DBRef:
+            found.append(((value.collection, value.id), target, data, name))
+        else:
+            _walk_value(value, field, data, name, found)
 
 
 _SCALAR_FIELDS = (
@@ -328,16 +328,17 @@ _SCALAR_FIELDS = (
     mongoengine.fields.GeoJsonBaseField,
     mongoengine.EnumField,
 )
-_referring_fields: dict[type, list[tuple[str, Any]]] = {}
+_referring_fields: dict[type, list[tuple[str, Any, type | None]]] = {}
 
 
-def _fields_that_may_refer(document: BaseDocument) -> list[tuple[str, Any]]:
-    """The fields of the document's class that can hold a reference."""
+def _fields_that_may_refer(document: BaseDocument) -> list[tuple[str, Any, Any]]:
+    """The fields of the document's class that can hold a reference, each with
+    the class a plain stored DBRef in it points to, when the field alone says."""
     cls = type(document)
     fields = _referring_fields.get(cls)
     if fields is None or document._dynamic:
         fields = [
-            (name, field)
+            (name, field, _plain_target(field))
             for name, field in document._fields.items()
             if not isinstance(field, _SCALAR_FIELDS)
         ]
@@ -346,21 +347,34 @@ def _fields_that_may_refer(document: BaseDocument) -> list[tuple[str, Any]]:
     return fields
 
 
-def _walk_value(value: Any, field: Any, slot: Slot, found: list[_Target]) -> None:
+def _plain_target(field: Any) -> type | None:
+    """The class of a ReferenceField to a concrete class (its DBRefs carry no cls)."""
+    if not isinstance(field, mongoengine.ReferenceField):
+        return None
+    document_type = field.document_type
+    return None if document_type._meta.get("abstract") else document_type
+
+
+def _walk_value(
+    value: Any, field: Any, container: Any, key: Any, found: list[_Target]
+) -> None:
     if isinstance(value, MongoEngineLazyReference):
         if value._cached_doc is None:
-            found.append(_Target(value.document_type, value, _cache_in(value)))
+            found.append(
+                ((value.collection, value.id), value.document_type, value, _CACHE)
+            )
     elif isinstance(field, mongoengine.GenericLazyReferenceField):
         if isinstance(value, dict):
             # Keep the reference whose cache gets filled: reads return it.
             reference = LazyReference.of(field.build_lazyref(value))
-            slot.put(reference)
-            _walk_value(reference, None, slot, found)
+            Slot(container, key).put(reference)
+            _walk_value(reference, None, container, key, found)
     elif isinstance(value, BaseDocument):
         if not isinstance(value, mongoengine.Document):
             _walk_document(value, found)
     elif (target := _unloaded_target(field, value)) is not None:
-        found.append(_Target(target, _dbref(value), _filler(slot)))
+        dbref = _dbref(value)
+        found.append(((dbref.collection, dbref.id), target, container, key))
     elif isinstance(field, ComplexBaseField) or field is None:
         _walk_container(value, getattr(field, "field", None), found)
 
@@ -369,27 +383,24 @@ def _walk_container(value: Any, item_field: Any, found: list[_Target]) -> None:
     for slot in slots(value):
         item = slot.get()
         if item is not None:
-            _walk_value(item, item_field, slot, found)
+            _walk_value(item, item_field, slot.container, slot.key, found)
 
 
-def _filler(slot: Slot) -> Callable[[Any], None]:
-    """Put the loaded document in ``slot``; a proxy there is marked fetched too,
-    so code still holding it does not query again."""
-
-    def fill(document: Any) -> None:
+def _fill(container: Any, key: Any, document: Any) -> None:
+    """Put the loaded document where its reference was; a proxy there is marked
+    fetched too, so code still holding it does not query again."""
+    if key is _CACHE:
+        container._cached_doc = document
+        return
+    if type(container) is dict:  # a document's _data
+        current = container.get(key)
+        container[key] = document
+    else:
+        slot = Slot(container, key)
         current = slot.get()
-        if isinstance(current, AsyncReferenceProxy):
-            current._document = document
         slot.put(document)
-
-    return fill
-
-
-def _cache_in(reference: MongoEngineLazyReference) -> Callable[[Any], None]:
-    def fill(document: Any) -> None:
-        reference._cached_doc = document
-
-    return fill
+    if isinstance(current, AsyncReferenceProxy):
+        current._document = document
 
 
 def _dbref(value: Any) -> DBRef:
@@ -423,44 +434,50 @@ async def select_related(documents: list, max_depth: int = 1) -> list:
     documents; documents already loaded are reused, so cycles terminate.
     Missing targets are left as proxies that raise ``DoesNotExist`` on fetch.
     """
-    collection_names = {
+    loaded: dict[tuple[str, Any], Any] = {}
+    level = list(documents)
+    for depth in range(max_depth):
+        with gc_paused():
+            targets = _targets(level)
+            if depth == 0:
+                _remember(documents, {target[0][0] for target in targets}, loaded)
+        if not targets:
+            break
+        level = await _load_missing(targets, loaded)
+        with gc_paused():
+            for key, _, container, slot_key in targets:
+                document = loaded.get(key)
+                if document is not None:
+                    _fill(container, slot_key, document)
+    return documents
+
+
+def _remember(documents: list, collections: set[str], loaded: dict) -> None:
+    """Index the documents of the referenced collections, to reuse them."""
+    names = {
         cls: cls._get_collection_name()
         for cls in {type(document) for document in documents}
         if issubclass(cls, mongoengine.Document)
     }
-    loaded: dict[tuple[str, Any], Any] = {
-        (collection_names[type(document)], document.pk): document
-        for document in documents
-        if isinstance(document, mongoengine.Document)
-    }
-    level = list(documents)
-    for _ in range(max_depth):
-        targets = _targets(level)
-        if not targets:
-            break
-        level = await _load_missing(targets, loaded)
-        for target in targets:
-            document = loaded.get((target.dbref.collection, target.dbref.id))
-            if document is not None:
-                target.fill(document)
-    return documents
+    for document in documents:
+        collection_name = names.get(type(document))
+        if collection_name in collections:
+            loaded[(collection_name, document.pk)] = document
 
 
 async def _load_missing(targets: list[_Target], loaded: dict) -> list:
     """Query, per collection, the targets not loaded yet; returns the new documents."""
     wanted: dict[tuple[int, str, str], tuple[type, set]] = {}
     databases: dict[type, tuple[int, str] | None] = {}
-    for target in targets:
-        key = (target.dbref.collection, target.dbref.id)
+    for key, cls, _, _ in targets:
         if key in loaded:
             continue
-        if target.cls not in databases:
-            databases[target.cls] = _database_key(target.cls)
-        database_key = databases[target.cls]
+        database_key = databases.get(cls, _MISSING)
+        if database_key is _MISSING:
+            database_key = databases[cls] = _database_key(cls)
         if database_key is not None:
-            group = (*database_key, target.dbref.collection)
-            cls, ids = wanted.setdefault(group, (target.cls, set()))
-            ids.add(target.dbref.id)
+            group = (*database_key, key[0])
+            wanted.setdefault(group, (cls, set()))[1].add(key[1])
     new_documents: list = []
     for (_, _, collection_name), (cls, ids) in wanted.items():
         for document in await _find_many(cls, collection_name, ids):
