@@ -42,6 +42,7 @@ from mongoengine_async import (
     StringField,
     URLField,
     UUIDField,
+    async_switch_collection,
 )
 from mongoengine_async.loading import _plan, from_son
 
@@ -209,6 +210,14 @@ def test_eligibility() -> None:
 async def test_every_field_type_loads_identically(async_alias: str) -> None:
     raw = await stored(await full_document())
     assert_same(from_son(LdEverything, raw), LdEverything._from_son(raw))
+
+
+async def test_references_name_the_collection_switched_to(async_alias: str) -> None:
+    raw = await stored(await full_document())
+    async with async_switch_collection(LdTarget, "ld_target_archive"):
+        fast, slow = from_son(LdEverything, raw), LdEverything._from_son(raw)
+    assert fast._data["target"] == DBRef("ld_target_archive", raw["target"])
+    assert_same(fast, slow)
 
 
 async def test_missing_and_null_fields_get_the_same_defaults(async_alias: str) -> None:

@@ -110,6 +110,11 @@ class RefDog(RefAnimal):
     bark = StringField()
 
 
+class RefKennel(Document):
+    animal = ReferenceField(RefAnimal)
+    dog = ReferenceField(RefDog)
+
+
 class RefCreature(Document):
     name = StringField()
     meta = {"abstract": True}
@@ -840,6 +845,25 @@ async def test_select_related_several_collections(async_alias, command_log):
     for reading_list in lists:
         assert type(reading_list.books[0].author) is RefAuthor
         assert reading_list.books[0].author.name == "Ann"
+
+
+async def test_select_related_one_query_for_classes_sharing_a_collection(
+    async_alias, command_log
+):
+    cat = await RefAnimal(name="Tom").async_save()
+    dog = await RefDog(name="Rex", bark="woof").async_save()
+    await RefKennel(animal=cat, dog=dog).async_save()
+    await RefKennel(animal=dog, dog=dog).async_save()
+    command_log.clear()
+
+    first, second = await RefKennel.objects.order_by("id").async_select_related()
+    assert [e.command["find"] for e in command_log.events] == [
+        "ref_kennel",
+        "ref_animal",
+    ]
+    assert type(first.animal) is RefAnimal and first.animal.name == "Tom"
+    assert type(first.dog) is RefDog and first.dog.bark == "woof"
+    assert second.animal is second.dog is first.dog
 
 
 async def test_select_related_max_depth_two(async_alias, command_log):

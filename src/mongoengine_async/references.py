@@ -288,31 +288,43 @@ class LazyReference(MongoEngineLazyReference):
 
 # -- select_related ---------------------------------------------------------------
 
-# A reference to load: ((collection, id), its class, where it goes). It goes
-# into ``container[key]``, or into the cache of the lazy reference ``container``
-# when ``key`` is _CACHE.
-_Target = tuple[tuple[str, Any], type, Any, Any]
+# The references found at one level: per (class, collection), the places each
+# id goes to. A place is ``(container, key)`` for ``container[key]``, or
+# ``(lazy reference, _CACHE)`` for the cache of a lazy reference.
+_Wanted = dict[tuple[type, str], dict[Any, list[tuple[Any, Any]]]]
 _CACHE = object()
-_MISSING = object()
 
 
-def _targets(documents: Iterable[BaseDocument]) -> list[_Target]:
-    found: list[_Target] = []
+def _references_in(documents: Iterable[BaseDocument]) -> _Wanted:
+    wanted: _Wanted = {}
     for document in documents:
-        _walk_document(document, found)
-    return found
+        _walk_document(document, wanted)
+    return wanted
 
 
-def _walk_document(document: BaseDocument, found: list[_Target]) -> None:
+def _want(wanted: _Wanted, cls: type, dbref: DBRef, container: Any, key: Any) -> None:
+    group = (cls, dbref.collection)
+    ids = wanted.get(group)
+    if ids is None:
+        ids = wanted[group] = {}
+    id_ = dbref.id
+    places = ids.get(id_)
+    if places is None:
+        ids[id_] = [(container, key)]
+    else:
+        places.append((container, key))
+
+
+def _walk_document(document: BaseDocument, wanted: _Wanted) -> None:
     data = document._data
     for name, field, target in _fields_that_may_refer(document):
         value = data.get(name)
         if value is None:
             continue
         if target is not None and type(value) is DBRef:
-            found.append(((value.collection, value.id), target, data, name))
+            _want(wanted, target, value, data, name)
         else:
-            _walk_value(value, field, data, name, found)
+            _walk_value(value, field, data, name, wanted)
 
 
 _SCALAR_FIELDS = (
@@ -334,16 +346,15 @@ _referring_fields: dict[type, list[tuple[str, Any, type | None]]] = {}
 def _fields_that_may_refer(document: BaseDocument) -> list[tuple[str, Any, Any]]:
     """The fields of the document's class that can hold a reference, each with
     the class a plain stored DBRef in it points to, when the field alone says."""
-    cls = type(document)
-    fields = _referring_fields.get(cls)
-    if fields is None or document._dynamic:
+    fields = _referring_fields.get(type(document))
+    if fields is None:
         fields = [
             (name, field, _plain_target(field))
             for name, field in document._fields.items()
             if not isinstance(field, _SCALAR_FIELDS)
         ]
-        if not document._dynamic:
-            _referring_fields[cls] = fields
+        if not document._dynamic:  # a dynamic document's fields are its own
+            _referring_fields[type(document)] = fields
     return fields
 
 
@@ -356,34 +367,31 @@ def _plain_target(field: Any) -> type | None:
 
 
 def _walk_value(
-    value: Any, field: Any, container: Any, key: Any, found: list[_Target]
+    value: Any, field: Any, container: Any, key: Any, wanted: _Wanted
 ) -> None:
     if isinstance(value, MongoEngineLazyReference):
         if value._cached_doc is None:
-            found.append(
-                ((value.collection, value.id), value.document_type, value, _CACHE)
-            )
+            _want(wanted, value.document_type, value, value, _CACHE)
     elif isinstance(field, mongoengine.GenericLazyReferenceField):
         if isinstance(value, dict):
             # Keep the reference whose cache gets filled: reads return it.
             reference = LazyReference.of(field.build_lazyref(value))
             Slot(container, key).put(reference)
-            _walk_value(reference, None, container, key, found)
+            _walk_value(reference, None, container, key, wanted)
     elif isinstance(value, BaseDocument):
         if not isinstance(value, mongoengine.Document):
-            _walk_document(value, found)
+            _walk_document(value, wanted)
     elif (target := _unloaded_target(field, value)) is not None:
-        dbref = _dbref(value)
-        found.append(((dbref.collection, dbref.id), target, container, key))
+        _want(wanted, target, _dbref(value), container, key)
     elif isinstance(field, ComplexBaseField) or field is None:
-        _walk_container(value, getattr(field, "field", None), found)
+        _walk_container(value, getattr(field, "field", None), wanted)
 
 
-def _walk_container(value: Any, item_field: Any, found: list[_Target]) -> None:
+def _walk_container(value: Any, item_field: Any, wanted: _Wanted) -> None:
     for slot in slots(value):
         item = slot.get()
         if item is not None:
-            _walk_value(item, item_field, slot.container, slot.key, found)
+            _walk_value(item, item_field, slot.container, slot.key, wanted)
 
 
 def _fill(container: Any, key: Any, document: Any) -> None:
@@ -438,17 +446,14 @@ async def select_related(documents: list, max_depth: int = 1) -> list:
     level = list(documents)
     for depth in range(max_depth):
         with gc_paused():
-            targets = _targets(level)
+            wanted = _references_in(level)
             if depth == 0:
-                _remember(documents, {target[0][0] for target in targets}, loaded)
-        if not targets:
+                _remember(documents, {collection for _, collection in wanted}, loaded)
+        if not wanted:
             break
-        level = await _load_missing(targets, loaded)
+        level = await _load_missing(wanted, loaded)
         with gc_paused():
-            for key, _, container, slot_key in targets:
-                document = loaded.get(key)
-                if document is not None:
-                    _fill(container, slot_key, document)
+            _fill_all(wanted, loaded)
     return documents
 
 
@@ -465,25 +470,30 @@ def _remember(documents: list, collections: set[str], loaded: dict) -> None:
             loaded[(collection_name, document.pk)] = document
 
 
-async def _load_missing(targets: list[_Target], loaded: dict) -> list:
-    """Query, per collection, the targets not loaded yet; returns the new documents."""
-    wanted: dict[tuple[int, str, str], tuple[type, set]] = {}
-    databases: dict[type, tuple[int, str] | None] = {}
-    for key, cls, _, _ in targets:
-        if key in loaded:
-            continue
-        database_key = databases.get(cls, _MISSING)
-        if database_key is _MISSING:
-            database_key = databases[cls] = _database_key(cls)
-        if database_key is not None:
-            group = (*database_key, key[0])
-            wanted.setdefault(group, (cls, set()))[1].add(key[1])
+async def _load_missing(wanted: _Wanted, loaded: dict) -> list:
+    """Query, per collection, the ids not loaded yet; returns the new documents."""
+    queries: dict[tuple[int, str, str], tuple[type, set]] = {}
+    for (cls, collection_name), ids in wanted.items():
+        database_key = _database_key(cls)
+        missing = [i for i in ids if (collection_name, i) not in loaded]
+        if database_key is not None and missing:
+            query = (*database_key, collection_name)
+            queries.setdefault(query, (cls, set()))[1].update(missing)
     new_documents: list = []
-    for (_, _, collection_name), (cls, ids) in wanted.items():
+    for (_, _, collection_name), (cls, ids) in queries.items():
         for document in await _find_many(cls, collection_name, ids):
             loaded[(collection_name, document.pk)] = document
             new_documents.append(document)
     return new_documents
+
+
+def _fill_all(wanted: _Wanted, loaded: dict) -> None:
+    for (_, collection_name), ids in wanted.items():
+        for id_, places in ids.items():
+            document = loaded.get((collection_name, id_))
+            if document is not None:
+                for container, key in places:
+                    _fill(container, key, document)
 
 
 def _database_key(cls: type) -> tuple[int, str] | None:
