@@ -241,6 +241,26 @@ async def test_async_to_list_batch_size(async_alias, command_log):
     assert command_log.count("getMore") >= 4
 
 
+async def test_async_to_list_asks_for_the_whole_result_at_once(
+    async_alias, command_log
+):
+    await QsPerson.objects.async_insert(
+        [QsPerson(name=f"p{i}", age=i) for i in range(300)], load_bulk=False
+    )
+    command_log.clear()
+    people = await QsPerson.objects.order_by("age").async_to_list()
+    assert [p.age for p in people] == list(range(300))
+    # One reply, where the server's default first batch (101) needs a getMore.
+    assert command_log.names == ["find"]
+
+    command_log.clear()
+    first = await QsPerson.objects.order_by("age").async_to_list(150)
+    assert [p.age for p in first] == list(range(150))
+    (find,) = _commands(command_log, "find")
+    assert find["batchSize"] == 150
+    assert command_log.count("getMore") == 0
+
+
 async def test_comment(async_alias, command_log):
     await _people()
     command_log.clear()
@@ -702,6 +722,22 @@ async def test_async_select_related(async_alias, command_log):
     assert command_log.names == ["find", "find"]
     assert [type(b.author) for b in books] == [QsAuthor] * 9
     assert [b.author.name for b in books] == [f"a{i % 3}" for i in range(9)]
+
+
+async def test_async_select_related_of_many_targets_in_one_reply_each(
+    async_alias, command_log
+):
+    authors = await QsAuthor.objects.async_insert(
+        [QsAuthor(name=f"a{i:03}") for i in range(150)]
+    )
+    await QsBook.objects.async_insert(
+        [QsBook(title=f"b{i:03}", author=author) for i, author in enumerate(authors)],
+        load_bulk=False,
+    )
+    command_log.clear()
+    books = await QsBook.objects.order_by("title").async_select_related()
+    assert command_log.names == ["find", "find"]
+    assert [b.author.name for b in books] == [f"a{i:03}" for i in range(150)]
 
 
 async def test_document_async_select_related(async_alias, command_log):

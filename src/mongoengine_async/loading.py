@@ -38,10 +38,15 @@ from mongoengine.fields import (
 )
 from mongoengine.signals import post_init, pre_init
 
-__all__ = ("from_son", "gc_paused", "loader", "materialise_all")
+__all__ = ("WHOLE_RESULT", "from_son", "gc_paused", "loader", "materialise_all")
 
 _MISSING = object()
 _ANY = object()
+
+# The batch size that asks for a whole result: the server's first reply holds
+# 101 documents unless asked for more, and replies are capped at 16 MB anyway,
+# so a caller that wants every result saves a round trip per query.
+WHOLE_RESULT = 2**31 - 1
 
 # to_python implementations that return values of these exact types unchanged.
 _IDENTITY_FOR = {

@@ -41,7 +41,12 @@ from mongoengine_async.guards import (
     guard_blocking_methods,
     require_async,
 )
-from mongoengine_async.loading import from_son, loader, materialise_all
+from mongoengine_async.loading import (
+    WHOLE_RESULT,
+    from_son,
+    loader,
+    materialise_all,
+)
 from mongoengine_async.references import select_related
 
 __all__ = ("AsyncAggregation", "QuerySet")
@@ -161,7 +166,10 @@ class QuerySet(me_queryset.QuerySet):
         await self._async_collection("async_to_list", "list(queryset)")
         if self._none or self._empty:
             return []
-        raw_documents = await self._new_cursor().to_list(length)
+        cursor = self._new_cursor()
+        if self._batch_size is None:
+            cursor.batch_size(WHOLE_RESULT if length is None else max(length, 0))
+        raw_documents = await cursor.to_list(length)
         return materialise_all(self._materialiser(), raw_documents)
 
     async def async_first(self) -> Any:

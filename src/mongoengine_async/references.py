@@ -21,7 +21,13 @@ from mongoengine.base.datastructures import LazyReference as MongoEngineLazyRefe
 
 from mongoengine_async.context import current_session, dereference_disabled
 from mongoengine_async.guards import AsyncUsageError
-from mongoengine_async.loading import from_son, gc_paused, loader, materialise_all
+from mongoengine_async.loading import (
+    WHOLE_RESULT,
+    from_son,
+    gc_paused,
+    loader,
+    materialise_all,
+)
 
 __all__ = ("AsyncReferenceProxy", "LazyReference", "select_related")
 
@@ -508,7 +514,9 @@ async def _find_many(cls: type, collection_name: str, ids: set) -> list:
     collection = await cls._async_get_collection()
     database = collection.database
     cursor = database[collection_name].find(
-        {"_id": {"$in": list(ids)}}, session=current_session(database.client)
+        {"_id": {"$in": list(ids)}},
+        batch_size=WHOLE_RESULT,
+        session=current_session(database.client),
     )
     raws = await cursor.to_list(None)
     return materialise_all(loader(cls), raws)
