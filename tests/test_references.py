@@ -731,6 +731,27 @@ async def make_library(n_authors=50, n_books=500):
     return authors
 
 
+async def test_proxy_is_the_stored_dbref_with_its_database_and_extras(async_alias):
+    author = await make_author("Ann")
+    database = get_async_db().name
+    stored = DBRef("ref_author", author.pk, database, note="kept")
+    collection = await RefBook._async_get_collection()
+    await collection.insert_one({"title": "T", "author": stored})
+    book = await RefBook.objects.async_get(title="T")
+
+    proxy = book.author
+    assert isinstance(proxy, AsyncReferenceProxy)
+    assert (proxy.collection, proxy.id, proxy.database, proxy.note) == (
+        "ref_author",
+        author.pk,
+        database,
+        "kept",
+    )
+    assert proxy == stored and proxy.as_dbref() == stored
+    assert book.to_mongo()["author"] == author.pk  # dbref=False stores the id
+    assert (await proxy).name == "Ann"
+
+
 async def test_select_related_no_n_plus_one(async_alias, command_log):
     author_ids = await make_library()
     command_log.clear()

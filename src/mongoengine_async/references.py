@@ -168,8 +168,11 @@ class AsyncReferenceProxy(DBRef):
         self, stored: Any, document_cls: type, name: str, slot: Slot | None = None
     ):
         dbref = _dbref(stored)
-        extra = {k: v for k, v in dbref.as_doc().items() if not k.startswith("$")}
-        super().__init__(dbref.collection, dbref.id, dbref.database, **extra)
+        if type(dbref) is DBRef:  # its pickle state: collection, id, database, extras
+            self.__setstate__(dbref.__getstate__())
+        else:
+            extra = {k: v for k, v in dbref.as_doc().items() if not k.startswith("$")}
+            super().__init__(dbref.collection, dbref.id, dbref.database, **extra)
         self.__dict__.update(
             stored=stored,
             document_type=document_cls,
