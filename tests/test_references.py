@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import pickle
+import weakref
 
 import mongoengine
 import pytest
@@ -750,6 +752,28 @@ async def test_proxy_is_the_stored_dbref_with_its_database_and_extras(async_alia
     assert proxy == stored and proxy.as_dbref() == stored
     assert book.to_mongo()["author"] == author.pk  # dbref=False stores the id
     assert (await proxy).name == "Ann"
+
+
+async def test_reading_references_makes_no_reference_cycles(async_alias):
+    ann = await make_author("Ann")
+    await make_book(ann)
+    await RefShelf(
+        authors=[ann], grid=[[ann]], citation=RefCitation(author=ann)
+    ).async_save()
+    book = await RefBook.objects.async_first()
+    shelf = await RefShelf.objects.async_first()
+    proxies = [book.author, shelf.authors[0], shelf.grid[0][0], shelf.citation.author]
+    assert all(isinstance(proxy, AsyncReferenceProxy) for proxy in proxies)
+    await proxies[0]
+    await proxies[1]
+    held = [weakref.ref(proxy) for proxy in proxies]
+    del proxies
+    gc.disable()
+    try:
+        del book, shelf  # freed by reference counting alone: no cycle via a proxy
+        assert [ref() for ref in held] == [None] * 4
+    finally:
+        gc.enable()
 
 
 async def test_select_related_no_n_plus_one(async_alias, command_log):

@@ -22,9 +22,7 @@ from mongoengine_async.guards import AsyncUsageError, require_async
 from mongoengine_async.references import (
     AsyncReferenceProxy,
     LazyReference,
-    Slot,
     dereference_allowed,
-    install_proxy,
     is_async_class,
     owner_class,
     proxy_items,
@@ -60,13 +58,21 @@ class _ProxyingReference:
         if value is None or isinstance(value, mongoengine.Document):
             return value  # what MongoEngine's __get__ returns, without its checks
         if isinstance(value, AsyncReferenceProxy):
-            return value if dereference_allowed(instance, self.name) else value.stored
+            if not dereference_allowed(instance, self.name):
+                return value.stored
+            if value.fetched:  # loaded since it was read: the document takes its place
+                instance._data[self.name] = value._document
+                return value._document
+            return value
         target = self._target(value)
         if target is None or not is_async_class(target):
             return super().__get__(instance, owner)
         if not dereference_allowed(instance, self.name):
             return value
-        return install_proxy(Slot(instance._data, self.name), value, target, self.name)
+        # No slot: a proxy holding the document's _data would make a cycle.
+        proxy = AsyncReferenceProxy(value, target, self.name)
+        instance._data[self.name] = proxy
+        return proxy
 
     async def async_fetch(self, instance: BaseDocument) -> Any:
         """Load the referenced document and keep it in ``instance``."""

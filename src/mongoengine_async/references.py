@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -63,22 +64,41 @@ class Slot:
     reference changes nothing that would be saved.
     """
 
-    __slots__ = ("container", "key")
+    __slots__ = ("_container", "key")
 
     def __init__(self, container: Any, key: Any):
-        self.container = container
+        self._container = container
         self.key = key
 
+    @property
+    def container(self) -> Any:
+        """The list or dict (None once a weakly held one is gone)."""
+        container = self._container
+        if type(container) is weakref.ReferenceType:
+            return container()
+        return container
+
+    def weakly(self) -> Slot:
+        """This slot holding its container weakly when it can (MongoEngine's
+        BaseList and BaseDict can): a proxy remembering where it sits then makes
+        no reference cycle with the container holding it."""
+        try:
+            return Slot(weakref.ref(self.container), self.key)
+        except TypeError:
+            return self
+
     def get(self) -> Any:
-        if isinstance(self.container, list):
-            return list.__getitem__(self.container, self.key)
-        return dict.get(self.container, self.key)
+        container = self.container
+        if isinstance(container, list):
+            return list.__getitem__(container, self.key)
+        return None if container is None else dict.get(container, self.key)
 
     def put(self, value: Any) -> None:
-        if isinstance(self.container, list):
-            list.__setitem__(self.container, self.key, value)
-        else:
-            dict.__setitem__(self.container, self.key, value)
+        container = self.container
+        if isinstance(container, list):
+            list.__setitem__(container, self.key, value)
+        elif container is not None:
+            dict.__setitem__(container, self.key, value)
 
 
 def slots(container: Any) -> list[Slot]:
@@ -91,8 +111,9 @@ def slots(container: Any) -> list[Slot]:
 
 
 def install_proxy(slot: Slot, stored: Any, cls: type, name: str) -> AsyncReferenceProxy:
-    """Put a proxy for the reference ``stored`` in ``slot`` and return it."""
-    proxy = AsyncReferenceProxy(stored, cls, name, slot)
+    """Put a proxy for the reference ``stored`` in ``slot`` and return it; once
+    fetched, the proxy puts the document there (if the container still exists)."""
+    proxy = AsyncReferenceProxy(stored, cls, name, slot.weakly())
     slot.put(proxy)
     return proxy
 
