@@ -58,12 +58,10 @@ class _ProxyingReference:
         if value is None or isinstance(value, mongoengine.Document):
             return value  # what MongoEngine's __get__ returns, without its checks
         if isinstance(value, AsyncReferenceProxy):
-            if not dereference_allowed(instance, self.name):
-                return value.stored
             if value.fetched:  # loaded since it was read: the document takes its place
                 instance._data[self.name] = value._document
                 return value._document
-            return value
+            return value if dereference_allowed(instance, self.name) else value.stored
         target = self._target(value)
         if target is None or not is_async_class(target):
             return super().__get__(instance, owner)
