@@ -122,6 +122,7 @@ SCENARIOS: dict[str, str] = {
     "refs_one_by_one": "books with their authors, each author fetched on its own",
     "refs_batch": "books with their authors, references loaded in one batch",
     "refs_by_hand": "books with their authors, joined by a hand-written $in batch",
+    "refs_documents": "books and authors loaded as documents, not joined (vs raw join)",
     "gridfs_put": "store one file in GridFS (plus its owner document)",
     "gridfs_get": "load the owner document and read the whole file",
     "gridfs_stream": "stream the file chunk by chunk (peak memory measured)",
@@ -300,6 +301,11 @@ def digest(values: Iterable[Any]) -> dict[str, Any]:
     rows = sorted(repr(v) for v in values)
     sha = hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
     return {"count": len(rows), "sha256": sha}
+
+
+def library_summary(titles: Iterable[str], author_names: Iterable[str]) -> dict:
+    """The books and the distinct authors a books-with-authors result covers."""
+    return {"books": digest(titles), "authors": digest(set(author_names))}
 
 
 def bytes_digest(data: bytes) -> dict[str, Any]:

@@ -146,6 +146,26 @@ async def refs_by_hand(ctx: Context) -> Case:
     return Case(run, "async_to_list + async_in_bulk($in) + join", check=harness.digest)
 
 
+@scenario("refs_documents")
+async def refs_documents(ctx: Context) -> Case:
+    """The floor of any join returning documents: build them, join nothing."""
+    await harness.seed_library(
+        ctx.db, AUTHORS, BOOKS, ctx.sizes.authors, ctx.sizes.books
+    )
+
+    async def run() -> tuple[list, list]:
+        books = await OursBook.objects.async_to_list()
+        return books, await OursAuthor.objects.async_to_list()
+
+    def check(loaded: tuple[list, list]) -> dict:
+        books, authors = loaded
+        return harness.library_summary(
+            [book.title for book in books], [author.name for author in authors]
+        )
+
+    return Case(run, "async_to_list() of books, then of authors", check=check)
+
+
 @scenario("gridfs_put")
 async def gridfs_put(ctx: Context) -> Case:
     data = harness.file_data(ctx.sizes.file_bytes)

@@ -119,6 +119,16 @@ async def refs_batch(ctx: Context) -> Case:
     return Case(run, "hand-written $in + join", check=harness.digest)
 
 
+@scenario("refs_documents")
+async def refs_documents(ctx: Context) -> Case:
+    """Raw's side is the hand-written join itself: the ratio is to that join."""
+    case = await refs_batch(ctx)
+    case.check = lambda pairs: harness.library_summary(
+        [title for title, _ in pairs], [name for _, name in pairs]
+    )
+    return case
+
+
 @scenario("gridfs_put")
 async def gridfs_put(ctx: Context) -> Case:
     data = harness.file_data(ctx.sizes.file_bytes)

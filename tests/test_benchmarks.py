@@ -59,6 +59,11 @@ def expected(scenario: str, sizes: harness.Sizes) -> dict:
             for b in range(count)
         ]
         return harness.digest(pairs)
+    if scenario == "refs_documents":
+        return harness.library_summary(
+            [harness.book_title(b) for b in range(sizes.books)],
+            [harness.author_name(a) for a in range(sizes.authors)],
+        )
     if scenario == "cascade_delete":
         return {"authors": 1, "books": 1}
     data = harness.file_data(sizes.file_bytes)

@@ -22,6 +22,7 @@ from pymongo.write_concern import WriteConcern
 
 from mongoengine_async import signals
 from mongoengine_async.context import async_run_in_transaction, current_session
+from mongoengine_async.loading import WHOLE_RESULT
 
 __all__ = ("delete_each", "delete_matching")
 
@@ -262,6 +263,7 @@ async def _ids(collection: AsyncCollection, query: dict, limit: int = 0) -> list
         query,
         {"_id": 1},
         limit=limit,
+        batch_size=WHOLE_RESULT,
         session=current_session(collection.database.client),
     )
     return [raw["_id"] async for raw in cursor]
