@@ -165,11 +165,10 @@ def _list_converter(field: BaseField, inner: BaseField):
 class _Plan:
     """How to load one class, and the loader generated for it."""
 
-    __slots__ = ("embedding", "fields", "make", "references")
+    __slots__ = ("fields", "make", "references")
 
     def __init__(self, cls: type):
         self.fields = [_FieldPlan(name, field) for name, field in cls._fields.items()]
-        self.embedding = [plan for plan in self.fields if plan.may_embed]
         self.references = [plan.field for plan in self.fields if plan.reference]
         self.make = _compile(cls, self)
 
@@ -237,15 +236,14 @@ _TAIL = """\
         except (AttributeError, ValueError):
             return fallback(son)
         data = {{{data}}}
-        document = new(cls)
         if complete:
             data = {{k: v for k, v in data.items() if v is not MISSING}}
-            set_data(document, data)
-            set_dynamic_fields(document, NO_DYNAMIC_FIELDS)
+        document = new(cls)
+        set_data(document, data)
+        set_dynamic_fields(document, NO_DYNAMIC_FIELDS)
+        if complete:
             complete_document(document, plan, data)
         else:
-            set_data(document, data)
-            set_dynamic_fields(document, NO_DYNAMIC_FIELDS)
 {embed}
         {set_cls}
         set_initialised(document, True)
