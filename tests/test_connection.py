@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from uuid import uuid4
 
 import mongoengine.connection as me_connection
@@ -300,6 +302,14 @@ def test_an_alias_works_from_several_event_loops(mongodb_uri):
         second, second_client = asyncio.run(save_and_count("two"))
         assert (first, second) == (1, 2)
         assert first_client is not second_client
+        # A client made for a loop that has closed is let go once another loop
+        # uses the alias (it holds its loop and its sockets).
+        released = [weakref.ref(first_client), weakref.ref(second_client)]
+        del first_client, second_client
+        third, _ = asyncio.run(save_and_count("three"))
+        assert third == 3
+        gc.collect()
+        assert [ref() for ref in released] == [None, None]
     finally:
 
         async def disconnect():

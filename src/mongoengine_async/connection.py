@@ -40,9 +40,10 @@ _settings: dict[str, dict[str, Any]] = {}
 _clients: dict[str, AsyncMongoClient] = {}
 # An AsyncMongoClient works only on the event loop it first ran on. Each alias
 # has the client connect_async made on its "home" loop; any other running loop
-# (a test framework's fresh loop per test, say) gets a client of its own.
+# (a test framework's fresh loop per test, say) gets a client of its own, kept
+# until that loop has closed (a client holds its loop, so weak keys would not do).
 _home_loops: dict[str, weakref.ref] = {}
-_loop_clients: dict[str, weakref.WeakKeyDictionary] = {}
+_loop_clients: dict[str, dict[asyncio.AbstractEventLoop, AsyncMongoClient]] = {}
 _disconnect_hooks: list = []
 
 _RENAMED = {
@@ -123,7 +124,7 @@ async def connect_async(
     _settings[alias] = settings
     _clients[alias] = client
     _home_loops[alias] = weakref.ref(asyncio.get_running_loop())
-    _loop_clients[alias] = weakref.WeakKeyDictionary()
+    _loop_clients[alias] = {}
     return client
 
 
@@ -142,6 +143,7 @@ def get_async_connection(alias: str = DEFAULT_CONNECTION_NAME) -> AsyncMongoClie
             return _clients[alias]
         clients = _loop_clients[alias]
         if loop not in clients:
+            _forget_closed_loops(clients)
             clients[loop] = _new_client(alias, _settings[alias])
         return clients[loop]
     if is_sync_connection(alias):
@@ -150,6 +152,16 @@ def get_async_connection(alias: str = DEFAULT_CONNECTION_NAME) -> AsyncMongoClie
             "use get_connection()"
         )
     raise undefined_alias_error(alias)
+
+
+def _forget_closed_loops(clients: dict) -> None:
+    """Drop the clients of loops that have closed (an ``asyncio.run()`` that
+    returned): nothing can use them again, and each holds its loop and sockets.
+    They cannot be awaited closed any more; their sockets close as they go."""
+    for loop in [loop for loop in clients if loop.is_closed()]:
+        client = clients.pop(loop)
+        for hook in _disconnect_hooks:
+            hook(client)
 
 
 def get_async_db(alias: str = DEFAULT_CONNECTION_NAME) -> AsyncDatabase:
