@@ -18,6 +18,7 @@ from mongoengine_async import (
     Document,
     IntField,
     StringField,
+    async_switch_collection,
     connect_async,
     disconnect_all_async,
     disconnect_async,
@@ -318,3 +319,38 @@ def test_an_alias_works_from_several_event_loops(mongodb_uri):
 
         asyncio.run(disconnect())
     assert not is_async_connection("loops")
+
+
+class ConnMadeItem(Document):
+    name = StringField()
+    meta = {"db_alias": "made"}
+
+
+async def test_database_and_collection_objects_are_made_once_per_client(mongodb_uri):
+    await connect_async(
+        db=_db_name(), alias="made", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    try:
+        client, database = get_async_connection("made"), get_async_db("made")
+        assert get_async_db("made") is database and database.client is client
+        collection = ConnMadeItem._get_collection()
+        assert ConnMadeItem._get_collection() is collection
+        assert collection.database is database
+        assert collection.name == "conn_made_item"
+        async with async_switch_collection(ConnMadeItem, "conn_made_other") as cls:
+            assert cls._get_collection().name == "conn_made_other"
+        await ConnMadeItem(name="saved").async_save()
+        assert await collection.count_documents({"name": "saved"}) == 1
+        await client.drop_database(database.name)
+    finally:
+        await disconnect_async("made")
+
+    await connect_async(
+        db=_db_name(), alias="made", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    try:  # a new client: new objects, bound to it
+        fresh = ConnMadeItem._get_collection()
+        assert fresh is not collection
+        assert fresh.database.client is get_async_connection("made") is not client
+    finally:
+        await disconnect_async("made")

@@ -17,6 +17,7 @@ import mongoengine
 import mongoengine.connection as me_connection
 from mongoengine.connection import DEFAULT_CONNECTION_NAME, ConnectionFailure
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.driver_info import DriverInfo
 
@@ -45,6 +46,11 @@ _clients: dict[str, AsyncMongoClient] = {}
 _home_loops: dict[str, weakref.ref] = {}
 _loop_clients: dict[str, dict[asyncio.AbstractEventLoop, AsyncMongoClient]] = {}
 _disconnect_hooks: list = []
+# The AsyncDatabase (by name) and AsyncCollection (by database and collection
+# name) objects made for each registered client, by id(client): PyMongo's
+# constructors cost 3 µs each, on every operation. Dropped when the client is
+# let go, so an id is never reused while its entry exists.
+_made: dict[int, dict[Any, Any]] = {}
 
 _RENAMED = {
     "authentication_source": "authSource",
@@ -159,14 +165,43 @@ def _forget_closed_loops(clients: dict) -> None:
     returned): nothing can use them again, and each holds its loop and sockets.
     They cannot be awaited closed any more; their sockets close as they go."""
     for loop in [loop for loop in clients if loop.is_closed()]:
-        client = clients.pop(loop)
-        for hook in _disconnect_hooks:
-            hook(client)
+        _let_go(clients.pop(loop))
 
 
 def get_async_db(alias: str = DEFAULT_CONNECTION_NAME) -> AsyncDatabase:
     """The AsyncDatabase of an async alias."""
-    return get_async_connection(alias)[_settings[alias]["name"]]
+    client = get_async_connection(alias)
+    made = _made_for(client)
+    name = _settings[alias]["name"]
+    database = made.get(name)
+    if database is None:
+        database = made[name] = client[name]
+    return database
+
+
+def get_async_collection(alias: str, name: str) -> AsyncCollection:
+    """The AsyncCollection ``name`` in the database of an async alias."""
+    database = get_async_db(alias)
+    made = _made_for(database.client)
+    key = (database.name, name)
+    collection = made.get(key)
+    if collection is None:
+        collection = made[key] = database[name]  # PyMongo refuses a bad name
+    return collection
+
+
+def _made_for(client: AsyncMongoClient) -> dict:
+    made = _made.get(id(client))
+    if made is None:
+        made = _made[id(client)] = {}
+    return made
+
+
+def _let_go(client: AsyncMongoClient) -> None:
+    """Forget what was made for a client the registry no longer holds."""
+    _made.pop(id(client), None)
+    for hook in _disconnect_hooks:
+        hook(client)
 
 
 def on_disconnect(hook) -> None:
@@ -189,8 +224,7 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
     for client in dropped:
         if any(client is other for other in _clients.values()):
             continue  # still used by another alias
-        for hook in _disconnect_hooks:
-            hook(client)
+        _let_go(client)
         if client is current:  # clients of other loops cannot be awaited here
             await client.close()
 

@@ -29,6 +29,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async import signals
 from mongoengine_async.connection import (
+    get_async_collection,
     get_async_db,
     is_async_connection,
     on_disconnect,
@@ -45,6 +46,15 @@ from mongoengine_async.references import select_related
 __all__ = ("Document", "DynamicDocument")
 
 _prepared: dict[tuple[type, int, str], asyncio.Future] = {}
+
+
+def _succeeded(task: asyncio.Future | None) -> bool:
+    return (
+        task is not None
+        and task.done()
+        and not task.cancelled()
+        and task.exception() is None
+    )
 
 
 def _forget_prepared(client: Any, full_name: str | None = None) -> None:
@@ -92,7 +102,7 @@ class Document(mongoengine.Document):
     def _get_collection(cls):
         """The driver collection; on async aliases an AsyncCollection, without I/O."""
         if cls._is_async():
-            return cls._get_db()[cls._get_collection_name()]
+            return get_async_collection(cls._db_alias(), cls._get_collection_name())
         return super()._get_collection()
 
     @classmethod
@@ -119,6 +129,8 @@ class Document(mongoengine.Document):
         """
         key = (cls, id(collection.database.client), collection.full_name)
         task = _prepared.get(key)
+        if _succeeded(task):  # prepared already: the common case, no await
+            return False
         started = task is None
         if started:
             task = asyncio.ensure_future(cls._create_collection(collection))

@@ -34,7 +34,7 @@ from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from mongoengine.fields import GridFSError, GridFSProxy, ImageGridFsProxy
 from pymongo.asynchronous.collection import AsyncCollection
 
-from mongoengine_async.connection import get_async_db
+from mongoengine_async.connection import get_async_collection
 from mongoengine_async.context import current_session
 from mongoengine_async.guards import AsyncUsageError, guard_blocking_methods
 
@@ -232,7 +232,7 @@ class AsyncGridFSProxy(GridFSProxy):
 
     def _root(self) -> AsyncCollection:
         """The bucket's root collection (``<collection_name>``)."""
-        return get_async_db(self.db_alias)[self.collection_name]
+        return get_async_collection(self.db_alias, self.collection_name)
 
     def _session(self, root: AsyncCollection) -> Any:
         return current_session(root.database.client)
