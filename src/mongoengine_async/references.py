@@ -89,16 +89,27 @@ class Slot:
 
     def get(self) -> Any:
         container = self.container
-        if isinstance(container, list):
-            return list.__getitem__(container, self.key)
-        return None if container is None else dict.get(container, self.key)
+        return None if container is None else _read(container, self.key)
 
     def put(self, value: Any) -> None:
         container = self.container
-        if isinstance(container, list):
-            list.__setitem__(container, self.key, value)
-        elif container is not None:
-            dict.__setitem__(container, self.key, value)
+        if container is not None:
+            _write(container, self.key, value)
+
+
+def _read(container: list | dict, key: Any) -> Any:
+    """``container[key]`` without MongoEngine's BaseList/BaseDict hooks."""
+    if isinstance(container, list):
+        return list.__getitem__(container, key)
+    return dict.get(container, key)
+
+
+def _write(container: list | dict, key: Any, value: Any) -> None:
+    """``container[key] = value`` without MongoEngine's change tracking."""
+    if isinstance(container, list):
+        list.__setitem__(container, key, value)
+    else:
+        dict.__setitem__(container, key, value)
 
 
 def slots(container: Any) -> list[Slot]:
@@ -406,7 +417,7 @@ def _walk_value(
         if isinstance(value, dict):
             # Keep the reference whose cache gets filled: reads return it.
             reference = LazyReference.of(field.build_lazyref(value))
-            Slot(container, key).put(reference)
+            _write(container, key, reference)
             _walk_value(reference, None, container, key, wanted)
     elif isinstance(value, BaseDocument):
         if not isinstance(value, mongoengine.Document):
@@ -430,13 +441,8 @@ def _fill(container: Any, key: Any, document: Any) -> None:
     if key is _CACHE:
         container._cached_doc = document
         return
-    if type(container) is dict:  # a document's _data
-        current = container.get(key)
-        container[key] = document
-    else:
-        slot = Slot(container, key)
-        current = slot.get()
-        slot.put(document)
+    current = _read(container, key)
+    _write(container, key, document)
     if isinstance(current, AsyncReferenceProxy):
         current._document = document
 
