@@ -170,6 +170,14 @@ class Context:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def unavailable(module: Any, name: str) -> str | None:
+    """Why a library module has no case for scenario ``name`` (None: it has one);
+    a module may say why in its ``NOT_APPLICABLE`` table."""
+    if name in module.SCENARIOS:
+        return None
+    return getattr(module, "NOT_APPLICABLE", {}).get(name, "not applicable")
+
+
 def registry() -> tuple[dict[str, Factory], Callable[[str], Callable]]:
     """A scenario table for a library module and its decorator."""
     table: dict[str, Factory] = {}

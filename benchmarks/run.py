@@ -104,7 +104,7 @@ async def measure(
             row: dict[str, Any] = {"scenario": scenario, "library": library}
             rows.append(row)
             module = modules.get(library)
-            reason = missing.get(library) or module.unavailable(scenario)
+            reason = missing.get(library) or harness.unavailable(module, scenario)
             if reason:
                 row["skipped"] = reason
                 if reason != "not applicable":

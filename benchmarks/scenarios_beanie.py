@@ -27,13 +27,6 @@ NOT_APPLICABLE = {
 }
 
 
-def unavailable(name: str) -> str | None:
-    """Why this library has no case for ``name`` (None: it has one)."""
-    if name in SCENARIOS:
-        return None
-    return NOT_APPLICABLE.get(name, "not applicable")
-
-
 class BeanieItem(Document):
     name: str
     n: int

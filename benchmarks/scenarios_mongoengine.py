@@ -22,11 +22,6 @@ C_AUTHORS, C_BOOKS = "me_c_authors", "me_c_books"
 BUCKET, OWNERS = "me_fs", "me_file_owners"
 
 
-def unavailable(name: str) -> str | None:
-    """Why this library has no case for ``name`` (None: it has one)."""
-    return None if name in SCENARIOS else "not applicable"
-
-
 (
     MeItem,
     MeAuthor,

@@ -24,11 +24,6 @@ C_AUTHORS, C_BOOKS = "ours_c_authors", "ours_c_books"
 BUCKET, OWNERS = "ours_fs", "ours_file_owners"
 
 
-def unavailable(name: str) -> str | None:
-    """Why this library has no case for ``name`` (None: it has one)."""
-    return None if name in SCENARIOS else "not applicable"
-
-
 (
     OursItem,
     OursAuthor,

@@ -18,11 +18,6 @@ C_AUTHORS, C_BOOKS = "raw_c_authors", "raw_c_books"
 BUCKET, OWNERS = "raw_fs", "raw_file_owners"
 
 
-def unavailable(name: str) -> str | None:
-    """Why this library has no case for ``name`` (None: it has one)."""
-    return None if name in SCENARIOS else "not applicable"
-
-
 @scenario("insert_one")
 async def insert_one(ctx: Context) -> Case:
     collection = ctx.db[ITEMS]
