@@ -15,10 +15,10 @@ from typing import Any
 import mongoengine
 from bson import DBRef
 from mongoengine.base import get_document
+from mongoengine.context_managers import set_write_concern
 from mongoengine.errors import OperationError
 from mongoengine.queryset import CASCADE, DENY, DO_NOTHING, NULLIFY, PULL
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.write_concern import WriteConcern
 
 from mongoengine_async import signals
 from mongoengine_async.context import async_run_in_transaction, current_session
@@ -115,10 +115,10 @@ async def _own_transaction(cls: type, collection: AsyncCollection, atomic: bool)
 async def _delete(
     collection: AsyncCollection, query: dict, write_concern: dict
 ) -> int | None:
-    collection = _with_concern(collection, write_concern)
-    result = await collection.delete_many(
-        query, session=current_session(collection.database.client)
-    )
+    with set_write_concern(collection, write_concern) as target:
+        result = await target.delete_many(
+            query, session=current_session(collection.database.client)
+        )
     return result.deleted_count if result.acknowledged else None
 
 
@@ -195,7 +195,7 @@ class _DeletePlan:
         loaded = []
         for cls, ids in self.ids.items():
             classes = [get_document(name) for name in cls._subclasses]
-            if not any(_has_delete_receivers(each) for each in classes):
+            if not any(signals.has_delete_receivers(each) for each in classes):
                 continue
             wanted = [pk for pk in ids if (cls._get_collection_name(), pk) not in seen]
             if not wanted:
@@ -204,7 +204,7 @@ class _DeletePlan:
                 key = (document._get_collection_name(), document.pk)
                 if key not in seen:
                     seen.add(key)
-                    if _has_delete_receivers(type(document)):
+                    if signals.has_delete_receivers(type(document)):
                         loaded.append(document)
         return loaded
 
@@ -219,12 +219,10 @@ class _DeletePlan:
                     if rule == NULLIFY
                     else _pull(referrer, name, cls, ids)
                 )
-                collection = _with_concern(
-                    await referrer._async_get_collection(), self.write_concern
-                )
-                await collection.update_many(
-                    query, update, session=current_session(collection.database.client)
-                )
+                collection = await referrer._async_get_collection()
+                session = current_session(collection.database.client)
+                with set_write_concern(collection, self.write_concern) as target:
+                    await target.update_many(query, update, session=session)
 
     async def _delete_all(self) -> int | None:
         """Delete every planned document; the count is the root query's only
@@ -245,24 +243,11 @@ class _DeletePlan:
         return deleted
 
 
-def _has_delete_receivers(cls: type) -> bool:
-    return signals.has_receivers(signals.pre_delete, cls) or signals.has_receivers(
-        signals.post_delete, cls
-    )
-
-
-def _with_concern(collection: AsyncCollection, write_concern: dict) -> AsyncCollection:
-    if not write_concern:
-        return collection
-    return collection.with_options(write_concern=WriteConcern(**write_concern))
-
-
-async def _ids(collection: AsyncCollection, query: dict, limit: int = 0) -> list:
-    """The ids matching ``query`` (at most ``limit`` of them when given)."""
+async def _ids(collection: AsyncCollection, query: dict) -> list:
+    """The ids matching ``query``."""
     cursor = collection.find(
         query,
         {"_id": 1},
-        limit=limit,
         batch_size=WHOLE_RESULT,
         session=current_session(collection.database.client),
     )

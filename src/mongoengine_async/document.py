@@ -15,6 +15,7 @@ from typing import Any
 import mongoengine
 import pymongo.errors
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
+from mongoengine.context_managers import set_write_concern
 from mongoengine.document import includes_cls
 from mongoengine.errors import (
     InvalidDocumentError,
@@ -317,28 +318,24 @@ class Document(mongoengine.Document):
             **signal_kwargs,
         )
         raw = self.to_mongo()
-        target = (
-            collection.with_options(write_concern=pymongo.WriteConcern(**write_concern))
-            if write_concern
-            else collection
-        )
-        try:
-            if created:
-                object_id = await self._async_insert(target, raw, force_insert)
-            else:
-                object_id, created = await self._async_update_changes(
-                    target, raw, save_condition
-                )
-        except pymongo.errors.DuplicateKeyError as err:
-            raise NotUniqueError(
-                f"Tried to save duplicate unique keys ({err})"
-            ) from err
-        except pymongo.errors.OperationFailure as err:
-            if re.match("^E1100[01] duplicate key", str(err)):
+        with set_write_concern(collection, write_concern) as target:
+            try:
+                if created:
+                    object_id = await self._async_insert(target, raw, force_insert)
+                else:
+                    object_id, created = await self._async_update_changes(
+                        target, raw, save_condition
+                    )
+            except pymongo.errors.DuplicateKeyError as err:
                 raise NotUniqueError(
                     f"Tried to save duplicate unique keys ({err})"
                 ) from err
-            raise OperationError(f"Could not save document ({err})") from err
+            except pymongo.errors.OperationFailure as err:
+                if re.match("^E1100[01] duplicate key", str(err)):
+                    raise NotUniqueError(
+                        f"Tried to save duplicate unique keys ({err})"
+                    ) from err
+                raise OperationError(f"Could not save document ({err})") from err
         if cascade is None:
             cascade = self._meta.get("cascade", False) or cascade_kwargs is not None
         if cascade:

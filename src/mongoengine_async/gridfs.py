@@ -460,25 +460,16 @@ class AsyncGridFSProxy(GridFSProxy):
 
     # -- plumbing ----------------------------------------------------------------
 
-    def __bool__(self) -> bool:
-        return bool(self.grid_id)
-
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["gridout"] = None
         state["newfile"] = None
         return state
 
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-
     def __copy__(self) -> AsyncGridFSProxy:
         copied = type(self).__new__(type(self))
         copied.__dict__.update(self.__getstate__())
         return copied
-
-    def __deepcopy__(self, memo: dict) -> AsyncGridFSProxy:
-        return self.__copy__()
 
     def __str__(self) -> str:
         if self.grid_id is None:
@@ -504,18 +495,9 @@ def _file_kwargs(
 async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> bool:
     """Delete a file's document and chunks; whether the document existed.
 
-    Outside a transaction this is PyMongo's ``AsyncGridFSBucket.delete``; PyMongo
-    refuses GridFS inside transactions, so there the same two deletes are sent
-    on the collections, inside the transaction.
+    The two deletes ``AsyncGridFSBucket.delete`` sends, sent on the collections
+    so that they also run inside a transaction (PyMongo refuses GridFS there).
     """
-    if session is None or not session.in_transaction:
-        try:
-            await _grid_file.AsyncGridFSBucket(
-                root.database, bucket_name=root.name
-            ).delete(grid_id, session=session)
-        except NoFile:
-            return False
-        return True
     files = await root.files.delete_one({"_id": {"$eq": grid_id}}, session=session)
     await root.chunks.delete_many({"files_id": {"$eq": grid_id}}, session=session)
     return files.deleted_count > 0

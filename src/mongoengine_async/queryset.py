@@ -556,9 +556,7 @@ class QuerySet(me_queryset.QuerySet):
         write_concern = write_concern or {}
         if self._none or self._empty:
             return 0
-        has_delete_signal = signals.has_receivers(
-            signals.pre_delete, self._document
-        ) or signals.has_receivers(signals.post_delete, self._document)
+        has_delete_signal = signals.has_delete_receivers(self._document)
         if (self._skip or self._limit or has_delete_signal) and not _from_doc_delete:
             return await delete_each(self, write_concern, atomic=transaction)
         return await delete_matching(self, write_concern, atomic=transaction)

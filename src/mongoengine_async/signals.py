@@ -24,6 +24,7 @@ from mongoengine.signals import (
 )
 
 __all__ = (
+    "has_delete_receivers",
     "has_receivers",
     "post_bulk_insert",
     "post_delete",
@@ -41,6 +42,11 @@ __all__ = (
 def has_receivers(signal: Any, sender: type) -> bool:
     """Whether ``signal`` has receivers for ``sender`` (False without blinker)."""
     return signals.signals_available and signal.has_receivers_for(sender)
+
+
+def has_delete_receivers(sender: type) -> bool:
+    """Whether deleting a ``sender`` document has signal receivers to call."""
+    return has_receivers(pre_delete, sender) or has_receivers(post_delete, sender)
 
 
 async def send(signal: Any, sender: type, **kwargs: Any) -> None:
