@@ -122,6 +122,17 @@ async def test_exception_rolls_everything_back(async_alias):
     assert current_session() is None
 
 
+async def test_an_aggregation_reused_in_a_transaction_joins_it(async_alias):
+    await warm()
+    await TxAccount(name="committed").async_save()
+    names = TxAccount.objects.async_aggregate([{"$project": {"_id": 0, "name": 1}}])
+    assert [doc async for doc in names] == [{"name": "committed"}]
+    async with async_run_in_transaction():
+        await TxAccount(name="pending").async_save()
+        inside = sorted([doc["name"] async for doc in names])
+    assert inside == ["committed", "pending"]
+
+
 async def test_reference_fetch_sees_uncommitted_data(async_alias):
     await warm()
     async with async_run_in_transaction():

@@ -282,8 +282,8 @@ class QuerySet(me_queryset.QuerySet):
 
         async def open_cursor() -> AsyncCommandCursor:
             await self._async_collection("async_aggregate", "aggregate()")
-            kwargs.setdefault("session", self._session())
-            return await me_queryset.QuerySet.aggregate(self, pipeline, **kwargs)
+            options = {"session": self._session(), **kwargs}
+            return await me_queryset.QuerySet.aggregate(self, pipeline, **options)
 
         return AsyncAggregation(open_cursor)
 
