@@ -8,8 +8,9 @@ async aliases.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import mongoengine.queryset.queryset as me_queryset
@@ -50,6 +51,17 @@ from mongoengine_async.loading import (
 from mongoengine_async.references import select_related
 
 __all__ = ("AsyncAggregation", "QuerySet")
+
+
+@contextlib.contextmanager
+def _update_errors() -> Iterator[None]:
+    """Turn the driver's errors of an update into MongoEngine's."""
+    try:
+        yield
+    except pymongo.errors.DuplicateKeyError as err:
+        raise NotUniqueError(f"Update failed ({err})") from err
+    except pymongo.errors.OperationFailure as err:
+        raise OperationError(f"Update failed ({err})") from err
 
 
 class AsyncAggregation:
@@ -421,7 +433,7 @@ class QuerySet(me_queryset.QuerySet):
             collection, write_concern or {}, read_concern
         ) as target:
             write = target.update_many if multi else target.update_one
-            try:
+            with _update_errors():
                 result = await write(
                     query,
                     document,
@@ -429,10 +441,6 @@ class QuerySet(me_queryset.QuerySet):
                     array_filters=array_filters,
                     session=self._session(),
                 )
-            except pymongo.errors.DuplicateKeyError as err:
-                raise NotUniqueError(f"Update failed ({err})") from err
-            except pymongo.errors.OperationFailure as err:
-                raise OperationError(f"Update failed ({err})") from err
         if full_result:
             return result
         return result.raw_result["n"] if result.raw_result else None
@@ -512,14 +520,10 @@ class QuerySet(me_queryset.QuerySet):
             )
         if self._none or self._empty:
             return None
-        try:
+        with _update_errors():
             raw = await self._find_one_and(
                 collection, remove, new, upsert, array_filters, **update
             )
-        except pymongo.errors.DuplicateKeyError as err:
-            raise NotUniqueError(f"Update failed ({err})") from err
-        except pymongo.errors.OperationFailure as err:
-            raise OperationError(f"Update failed ({err})") from err
         return None if raw is None else from_son(self._document, raw)
 
     async def _find_one_and(
