@@ -470,6 +470,22 @@ async def test_image_resize_and_thumbnail(async_alias: str) -> None:
     assert await counts("images") == (0, 0)
 
 
+async def test_image_delete_removes_the_thumbnail_without_a_lookup(
+    async_alias: str, command_log
+) -> None:
+    photo = GfsPhoto()
+    await GfsPhoto.image.async_put(png(200, 100), instance=photo)
+    await photo.async_save()
+    proxy = await GfsPhoto.image.async_get(
+        await GfsPhoto.objects.async_get(id=photo.id)
+    )
+    command_log.clear()
+    await proxy.async_delete()
+    # the thumbnail's files document and chunks, then the image's
+    assert command_log.names == ["delete"] * 4
+    assert await counts("images") == (0, 0)
+
+
 async def test_image_matches_sync_mongoengine(async_alias: str, sync_alias: str):
     class GfsSyncPhoto(Document):
         meta = {"db_alias": SYNC_ALIAS}

@@ -675,8 +675,9 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
                 pass  # reported below, by the delete itself
         current = self._file is not None and self._file.get("_id") == self.grid_id
         thumbnail_id = self._file.get("thumbnail_id") if current else None
-        if thumbnail_id is not None:
-            await self._copy_for(thumbnail_id).async_delete(missing_ok=True)
+        if thumbnail_id is not None:  # a thumbnail has no thumbnail: no lookup
+            root = self._root()
+            await _delete_file(root, thumbnail_id, self._session(root))
         await super().async_delete(missing_ok=missing_ok)
 
 
