@@ -315,22 +315,30 @@ class AsyncGridFSProxy(GridFSProxy):
         """
         if self.grid_id is None:
             return None
+        await self._fetch_file()
         root = self._root()
-        session = self._session(root)
+        return _open_stream(root, self._file, self._session(root))
+
+    async def _fetch_file(self) -> None:
+        """Load the files document of ``grid_id`` (``NoFile`` when it is gone)."""
+        root = self._root()
         file_document = await root.files.find_one(
-            {"_id": self.grid_id}, session=session
+            {"_id": self.grid_id}, session=self._session(root)
         )
         if file_document is None:
             raise self._missing(self.grid_id)
         self._file = file_document
-        return _open_stream(root, file_document, session)
+
+    def _loaded(self) -> bool:
+        """Whether the proxy holds the files document of its current ``grid_id``."""
+        return self._file is not None and self._file.get("_id") == self.grid_id
 
     async def _stream(self, batch_bytes: int | None = DOWNLOAD_BATCH_BYTES) -> Any:
         """A fresh AsyncGridOut (from the cached files document when loaded)."""
         if self.grid_id is None:
             return None
-        if self._file is None or self._file.get("_id") != self.grid_id:
-            await self.async_get()
+        if not self._loaded():
+            await self._fetch_file()
         root = self._root()
         return _open_stream(root, self._file, self._session(root), batch_bytes)
 
@@ -621,8 +629,8 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
         """The stored thumbnail (an AsyncGridOut), or None when there is none."""
         if self.grid_id is None:
             return None
-        if self._file is None:
-            await self.async_get()
+        if not self._loaded():
+            await self._fetch_file()
         thumbnail_id = self._file.get("thumbnail_id")
         if thumbnail_id is None:
             return None
@@ -668,13 +676,12 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
         """Delete the image and its thumbnail."""
         if self.grid_id is None:
             return
-        if self._file is None or self._file.get("_id") != self.grid_id:
+        if not self._loaded():
             try:
-                await self.async_get()
+                await self._fetch_file()
             except NoFile:
                 pass  # reported below, by the delete itself
-        current = self._file is not None and self._file.get("_id") == self.grid_id
-        thumbnail_id = self._file.get("thumbnail_id") if current else None
+        thumbnail_id = self._file.get("thumbnail_id") if self._loaded() else None
         if thumbnail_id is not None:  # a thumbnail has no thumbnail: no lookup
             root = self._root()
             await _delete_file(root, thumbnail_id, self._session(root))
