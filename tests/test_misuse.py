@@ -190,6 +190,11 @@ DOCUMENT_ASYNC_CALLS = [
 DOCUMENT_ASYNC_INDEX_CALLS = [
     ("async_ensure_indexes", lambda d: type(d).async_ensure_indexes(), "ensure_ind"),
     ("async_list_indexes", lambda d: type(d).async_list_indexes(), "list_indexes()"),
+    (
+        "async_create_index",
+        lambda d: type(d).async_create_index("n"),
+        "create_index()",
+    ),
 ]
 
 

@@ -107,9 +107,12 @@ class Document(mongoengine.Document):
         return super()._get_collection()
 
     @classmethod
-    async def _async_get_collection(cls) -> AsyncCollection:
-        """The AsyncCollection, created with its meta indexes on first use."""
-        cls._require_async("_async_get_collection", "_get_collection()")
+    async def _async_get_collection(
+        cls, name: str = "_async_get_collection", use: str = "_get_collection()"
+    ) -> AsyncCollection:
+        """The AsyncCollection, created with its meta indexes on first use;
+        misuse names the caller's method ``name`` and its sync ``use``."""
+        cls._require_async(name, use)
         collection = cls._get_collection()
         await cls._prepare_collection(collection)
         return collection
@@ -238,7 +241,9 @@ class Document(mongoengine.Document):
         """Create one index given MongoEngine-style keys; returns its name."""
         spec = dict(cls._build_index_spec(keys))
         fields = spec.pop("fields")
-        collection = await cls._async_get_collection()
+        collection = await cls._async_get_collection(
+            "async_create_index", "create_index()"
+        )
         return await collection.create_index(
             fields, background=background, **{**spec, **kwargs}
         )
