@@ -10,6 +10,7 @@ deployment has transactions the whole delete runs in one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import mongoengine
@@ -68,10 +69,8 @@ async def delete_matching(
     cls, collection = queryset._document, queryset._collection_obj
     if not _rules(cls):
         return await _delete(collection, queryset._query, write_concern)
-    if await _own_transaction(cls, collection, atomic):
-        async with async_run_in_transaction(alias=cls._db_alias()):
-            return await _DeletePlan(cls, write_concern).run(queryset)
-    return await _DeletePlan(cls, write_concern).run(queryset)
+    plan = _DeletePlan(cls, write_concern)
+    return await _under_rules(cls, collection, atomic, lambda: plan.run(queryset))
 
 
 async def delete_each(queryset: Any, write_concern: dict, atomic: bool = True) -> int:
@@ -90,14 +89,16 @@ async def delete_each(queryset: Any, write_concern: dict, atomic: bool = True) -
             count += 1
         return count
 
-    if _rules(cls) and await _own_transaction(cls, collection, atomic):
-        async with async_run_in_transaction(alias=cls._db_alias()):
-            return await delete_all()
-    return await delete_all()
+    if not _rules(cls):
+        return await delete_all()
+    return await _under_rules(cls, collection, atomic, delete_all)
 
 
-async def _own_transaction(cls: type, collection: AsyncCollection, atomic: bool):
-    """Whether a delete of ``cls`` with rules must start its own transaction.
+async def _under_rules(
+    cls: type, collection: AsyncCollection, atomic: bool, delete: Callable
+) -> Any:
+    """``await delete()`` for ``cls``, whose delete rules apply: in a transaction
+    of its own when ``atomic``, none is active and the deployment has them.
 
     Prepares every collection the delete may touch first: a collection's first
     use creates it and its indexes, which inside the transaction would make the
@@ -105,11 +106,14 @@ async def _own_transaction(cls: type, collection: AsyncCollection, atomic: bool)
     """
     for referrer in _reachable(cls):
         await referrer._async_get_collection()
-    return (
+    if (
         atomic
         and current_session(collection.database.client) is None
         and _supports_transactions(collection)
-    )
+    ):
+        async with async_run_in_transaction(alias=cls._db_alias()):
+            return await delete()
+    return await delete()
 
 
 async def _delete(
