@@ -317,7 +317,23 @@ def library_summary(titles: Iterable[str], author_names: Iterable[str]) -> dict:
 
 
 def bytes_digest(data: bytes) -> dict[str, Any]:
-    return {"length": len(data), "sha256": hashlib.sha256(data).hexdigest()[:16]}
+    digest = Digest()
+    digest.update(data)
+    return digest.summary()
+
+
+class Digest:
+    """``bytes_digest`` of data fed chunk by chunk (memory stays one chunk)."""
+
+    def __init__(self) -> None:
+        self._sha, self._length = hashlib.sha256(), 0
+
+    def update(self, chunk: bytes) -> None:
+        self._sha.update(chunk)
+        self._length += len(chunk)
+
+    def summary(self) -> dict[str, Any]:
+        return {"length": self._length, "sha256": self._sha.hexdigest()[:16]}
 
 
 async def collection_summary(db: Any, name: str) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 import harness
 from gridfs.asynchronous import AsyncGridFSBucket
@@ -173,12 +172,11 @@ async def gridfs_stream(ctx: Context) -> Case:
     async def run() -> dict:
         owner = await ctx.db[OWNERS].find_one({"name": "owner"})
         stream = await bucket.open_download_stream(owner["data"])
-        sha, length = hashlib.sha256(), 0
+        digest = harness.Digest()
         # (`async for` over a GridOut yields lines, not chunks.)
         while chunk := await stream.readchunk():
-            sha.update(chunk)
-            length += len(chunk)
-        return {"length": length, "sha256": sha.hexdigest()[:16]}
+            digest.update(chunk)
+        return digest.summary()
 
     return Case(run, "while readchunk() on download stream", memory=True)
 
