@@ -44,7 +44,7 @@ from mongoengine_async import (
     UUIDField,
     async_switch_collection,
 )
-from mongoengine_async.loading import _plan, from_son
+from mongoengine_async.loading import _plan, from_son, joining_loader, plain_references
 
 
 class LdTarget(Document):
@@ -218,6 +218,27 @@ async def test_references_name_the_collection_switched_to(async_alias: str) -> N
         fast, slow = from_son(LdEverything, raw), LdEverything._from_son(raw)
     assert fast._data["target"] == DBRef("ld_target_archive", raw["target"])
     assert_same(fast, slow)
+
+
+async def test_joining_loader_puts_found_documents_in_place(async_alias: str) -> None:
+    raw = await stored(await full_document())
+    target = await LdTarget.objects.async_get(pk=raw["target"])
+    assert [field.name for field in plain_references(LdEverything)] == ["target"]
+    taken_elsewhere = []
+    joining = joining_loader(
+        LdEverything, [{target.pk: target}.get], taken_elsewhere.append
+    )
+
+    fast, slow = joining(raw), LdEverything._from_son(raw)
+    assert fast._data["target"] is target
+    slow._data["target"] = target
+    assert_same(fast, slow)
+    nothing_found = joining_loader(LdEverything, [{}.get], taken_elsewhere.append)
+    assert_same(nothing_found(raw), LdEverything._from_son(raw))
+
+    raw["target"] = DBRef("ld_target", target.pk)  # not stored as the field stores it
+    assert joining(raw) is None
+    assert taken_elsewhere == [raw]
 
 
 async def test_missing_and_null_fields_get_the_same_defaults(async_alias: str) -> None:

@@ -35,7 +35,9 @@ from mongoengine_async import (
     StringField,
     async_no_dereference,
     get_async_db,
+    references,
 )
+from mongoengine_async.references import select_related
 
 # -- models -------------------------------------------------------------------------
 
@@ -115,6 +117,14 @@ class RefDog(RefAnimal):
 class RefKennel(Document):
     animal = ReferenceField(RefAnimal)
     dog = ReferenceField(RefDog)
+
+
+class RefTaggedBook(Document):
+    title = StringField()
+    tags = ListField(StringField())
+    author = ReferenceField(RefAuthor)
+    editor = ReferenceField(RefEditor)
+    meta = {"strict": False}
 
 
 class RefCreature(Document):
@@ -992,6 +1002,108 @@ async def test_select_related_missing_target_left_as_proxy(async_alias, command_
     with pytest.raises(RefAuthor.DoesNotExist) as info:
         await proxy
     assert str(gone.id) in str(info.value)
+
+
+async def tagged_books() -> tuple[list, list]:
+    """Books with two references each (one absent, one dangling), raw rows included."""
+    authors = [await make_author(f"A{i}") for i in range(3)]
+    editor = await RefEditor(name="E").async_save()
+    gone = ObjectId()
+    rows = [
+        {
+            "title": f"T{i}",
+            "tags": ["x"],
+            "author": authors[i % 3].pk,
+            "editor": editor.pk,
+        }
+        for i in range(6)
+    ]
+    rows += [
+        {"title": "no author", "editor": editor.pk},
+        {"title": "gone", "author": gone},
+    ]
+    collection = await RefTaggedBook._async_get_collection()
+    await collection.insert_many(rows)
+    return rows, authors
+
+
+def loaded_state(book: RefTaggedBook) -> dict:
+    """What a loaded book holds, its references by class and id."""
+    data = {
+        name: (type(value).__name__, value.pk if isinstance(value, Document) else value)
+        for name, value in book._data.items()
+    }
+    flags = (book._initialised, book._created, book._changed_fields, book.__dict__)
+    return {"data": data, "flags": flags}
+
+
+async def test_select_related_joined_while_loading_is_what_the_walk_gives(
+    async_alias, command_log, monkeypatch
+):
+    _, authors = await tagged_books()
+    walked = await select_related(
+        await RefTaggedBook.objects.order_by("title").async_to_list()
+    )
+    walks = []
+    monkeypatch.setattr(references, "_walk_document", lambda *a: walks.append(a))
+    command_log.clear()
+
+    joined = await RefTaggedBook.objects.order_by("title").async_select_related()
+    assert walks == []  # the references were put in place as the books were built
+    assert command_log.names == ["find", "find", "find"]  # books, authors, editors
+    assert [loaded_state(book) for book in joined] == [
+        loaded_state(book) for book in walked
+    ]
+    by_title = {book.title: book for book in joined}
+    assert by_title["T0"].author is by_title["T3"].author  # one document per id
+    assert by_title["T0"].editor is by_title["no author"].editor
+    assert by_title["T1"].author.name == "A1"
+    assert by_title["no author"].author is None
+    with pytest.raises(RefAuthor.DoesNotExist):
+        await by_title["gone"].author
+    assert authors[0].pk == by_title["T0"].author.pk
+
+
+async def test_select_related_results_stored_otherwise_are_walked(
+    async_alias, command_log
+):
+    rows, _ = await tagged_books()
+    collection = await RefTaggedBook._async_get_collection()
+    # A key the model does not know sends its book to MongoEngine's loading.
+    await collection.insert_one(
+        {**rows[0], "_id": ObjectId(), "title": "extra", "x": 1}
+    )
+    command_log.clear()
+
+    books = {b.title: b for b in await RefTaggedBook.objects.async_select_related()}
+    assert command_log.names == ["find", "find", "find"]
+    assert type(books["extra"].author) is RefAuthor
+    assert books["extra"].author is books["T0"].author
+
+    # A reference stored as a DBRef: every book goes through the walk, the
+    # queries stay one per collection.
+    await collection.update_one(
+        {"title": "T1"}, {"$set": {"author": DBRef("ref_author", rows[1]["author"])}}
+    )
+    command_log.clear()
+    books = {b.title: b for b in await RefTaggedBook.objects.async_select_related()}
+    assert command_log.names == ["find", "find", "find"]
+    assert books["T1"].author is books["T4"].author
+    assert books["T1"].author.name == "A1"
+    assert type(books["extra"].editor) is RefEditor
+
+
+async def test_select_related_join_reaches_the_next_level(async_alias, command_log):
+    house = await RefPublisher(name="House").async_save()
+    ann = await make_author("Ann", publisher=house)
+    await make_book(ann, "One")
+    await make_book(ann, "Two")
+    command_log.clear()
+
+    books = await RefBook.objects.async_select_related(max_depth=2)
+    assert command_log.names == ["find", "find", "find"]
+    assert {book.author.publisher.name for book in books} == {"House"}
+    assert books[0].author is books[1].author
 
 
 async def test_select_related_missing_in_container(async_alias):

@@ -38,7 +38,15 @@ from mongoengine.fields import (
 )
 from mongoengine.signals import post_init, pre_init
 
-__all__ = ("WHOLE_RESULT", "from_son", "gc_paused", "loader", "materialise_all")
+__all__ = (
+    "WHOLE_RESULT",
+    "from_son",
+    "gc_paused",
+    "joining_loader",
+    "loader",
+    "materialise_all",
+    "plain_references",
+)
 
 _MISSING = object()
 _ANY = object()
@@ -165,12 +173,21 @@ def _list_converter(field: BaseField, inner: BaseField):
 class _Plan:
     """How to load one class, and the loader generated for it."""
 
-    __slots__ = ("fields", "make", "references")
+    __slots__ = ("cls", "fields", "make", "make_joining", "references")
 
     def __init__(self, cls: type):
+        self.cls = cls
         self.fields = [_FieldPlan(name, field) for name, field in cls._fields.items()]
         self.references = [plan.field for plan in self.fields if plan.reference]
-        self.make = _compile(cls, self)
+        self.make = _compile(cls, self, joining=False)
+        self.make_joining = None  # compiled on first use
+
+    def joining(self) -> Callable[..., Load]:
+        """``make(fallback, *reference_collections, *finders)``: the loader
+        putting found documents in place of the plain references."""
+        if self.make_joining is None:
+            self.make_joining = _compile(self.cls, self, joining=True)
+        return self.make_joining
 
     def reference_collections(self) -> list[str | None]:
         """The collections the reference DBRefs name now (switches included)."""
@@ -259,11 +276,14 @@ _TAIL = """\
 _NO_DYNAMIC_FIELDS: SON = SON()
 
 
-def _compile(cls: type, plan: _Plan) -> Callable[..., Load]:
+def _compile(cls: type, plan: _Plan, joining: bool) -> Callable[..., Load]:
     """``make(fallback, *reference_collections)``: the loader of ``cls``.
 
     The generated ``load(son)`` does what ``_from_son`` does for ``cls``, or
-    returns ``fallback(son)`` for anything it was not generated for.
+    returns ``fallback(son)`` for anything it was not generated for. A joining
+    loader also takes one finder per plain reference and stores what
+    ``finder(oid)`` returns instead of the DBRef, unless that is None; a son
+    with a reference stored any other way goes to ``fallback``.
     """
     namespace: dict[str, Any] = {
         **_SLOT_SETTERS,
@@ -284,12 +304,14 @@ def _compile(cls: type, plan: _Plan) -> Callable[..., Load]:
         namespace[f"to_python_{index}"] = field_plan.to_python
         namespace[f"type_{index}"] = field_plan.identity_type
         namespace[f"default_{index}"] = field_plan.default
-        blocks.append(_field_block(index, field_plan, plan.references))
+        blocks.append(_field_block(index, field_plan, plan.references, joining))
     data = ", ".join(f"{fp.name!r}: v{i}" for i, fp in enumerate(plan.fields))
     embed = [
         f"embed(document, v{i})" for i, fp in enumerate(plan.fields) if fp.may_embed
     ]
     references = [f"collection_{i}" for i in range(len(plan.references))]
+    if joining:
+        references += [f"find_{i}" for i in range(len(plan.references))]
     source = (
         _HEAD.format(references=", ".join(references))
         + "".join(blocks)
@@ -303,11 +325,14 @@ def _compile(cls: type, plan: _Plan) -> Callable[..., Load]:
             ),
         )
     )
-    exec(compile(source, f"<loader of {cls._class_name}>", "exec"), namespace)
+    name = f"<{'joining ' if joining else ''}loader of {cls._class_name}>"
+    exec(compile(source, name, "exec"), namespace)
     return namespace["make"]
 
 
-def _field_block(index: int, field_plan: _FieldPlan, references: list) -> str:
+def _field_block(
+    index: int, field_plan: _FieldPlan, references: list, joining: bool
+) -> str:
     """Load one field into ``v<index>``: None or absent gives the default (or
     MISSING, for ``_complete`` to ask the field), anything else converts."""
     field, value = field_plan.field, f"v{index}"
@@ -317,7 +342,17 @@ def _field_block(index: int, field_plan: _FieldPlan, references: list) -> str:
         default = "pass"
     else:
         default = f"{value} = default_{index}()"
-    if field_plan.reference:
+    if field_plan.reference and joining:
+        number = references.index(field)
+        convert = (
+            f"elif type({value}) is ObjectId:\n"
+            f"    found = find_{number}({value})\n"
+            f"    {value} = DBRef(collection_{number}, {value})"
+            " if found is None else found\n"
+            "else:\n"
+            "    return fallback(son)\n"
+        )
+    elif field_plan.reference:
         collection = f"collection_{references.index(field)}"
         convert = (
             f"elif type({value}) is ObjectId:\n"
@@ -441,3 +476,25 @@ def loader(cls: type, _auto_dereference: bool = True) -> Load:
         return load(son)
 
     return plan.make(fallback, *plan.reference_collections())
+
+
+def plain_references(cls: type) -> list[BaseField]:
+    """The ReferenceFields of ``cls`` stored as bare ObjectIds, which a joining
+    loader can fill; empty when only MongoEngine's path loads ``cls`` now."""
+    if pre_init.receivers or post_init.receivers:
+        return []
+    plan = _plan(cls)
+    return [] if plan is None else plan.references
+
+
+def joining_loader(
+    cls: type, finders: list[Callable[[Any], Any]], fallback: Load
+) -> Load:
+    """A loader of ``cls`` that stores ``finders[i](oid)``, unless it is None,
+    where ``plain_references(cls)[i]`` would hold ``DBRef(collection, oid)``.
+
+    Joining while loading saves building the DBRefs and walking the documents
+    afterwards. A son it cannot load that way goes to ``fallback``.
+    """
+    plan = _plan(cls)
+    return plan.joining()(fallback, *plan.reference_collections(), *finders)

@@ -48,7 +48,7 @@ from mongoengine_async.loading import (
     loader,
     materialise_all,
 )
-from mongoengine_async.references import select_related
+from mongoengine_async.references import load_related, select_related
 
 __all__ = ("AsyncAggregation", "QuerySet")
 
@@ -175,14 +175,18 @@ class QuerySet(me_queryset.QuerySet):
 
     async def async_to_list(self, length: int | None = None) -> list[Any]:
         """All results (or the first ``length``) as a list."""
-        await self._async_collection("async_to_list", "list(queryset)")
+        raw_documents = await self._raw_list("async_to_list", "list(queryset)", length)
+        return materialise_all(self._materialiser(), raw_documents)
+
+    async def _raw_list(self, name: str, use: str, length: int | None = None) -> list:
+        """The raw results, in one reply unless the user set a batch size."""
+        await self._async_collection(name, use)
         if self._none or self._empty:
             return []
         cursor = self._new_cursor()
         if self._batch_size is None:
             cursor.batch_size(WHOLE_RESULT if length is None else max(length, 0))
-        raw_documents = await cursor.to_list(length)
-        return materialise_all(self._materialiser(), raw_documents)
+        return await cursor.to_list(length)
 
     async def async_first(self) -> Any:
         """The first result, or None."""
@@ -323,8 +327,11 @@ class QuerySet(me_queryset.QuerySet):
 
         One query per referenced collection and level, however many results.
         """
-        self._require_async("async_select_related", "select_related()")
-        return await select_related(await self.async_to_list(), max_depth)
+        raw_documents = await self._raw_list("async_select_related", "select_related()")
+        if self._as_pymongo or self._scalar or not self._auto_dereference:
+            documents = materialise_all(self._materialiser(), raw_documents)
+            return await select_related(documents, max_depth)
+        return await load_related(self._document, raw_documents, max_depth)
 
     async def async_explain(self) -> dict:
         """The server's explain output for this query."""

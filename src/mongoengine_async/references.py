@@ -12,10 +12,11 @@ import asyncio
 import copy
 import weakref
 from collections.abc import Iterable
+from operator import methodcaller
 from typing import Any
 
 import mongoengine
-from bson import SON, DBRef
+from bson import SON, DBRef, ObjectId
 from mongoengine.base import BaseDocument, ComplexBaseField, get_document
 from mongoengine.base.datastructures import BaseDict, BaseList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
@@ -26,11 +27,13 @@ from mongoengine_async.loading import (
     WHOLE_RESULT,
     from_son,
     gc_paused,
+    joining_loader,
     loader,
     materialise_all,
+    plain_references,
 )
 
-__all__ = ("AsyncReferenceProxy", "LazyReference", "select_related")
+__all__ = ("AsyncReferenceProxy", "LazyReference", "load_related", "select_related")
 
 
 def is_async_class(cls: Any) -> bool:
@@ -381,22 +384,40 @@ _SCALAR_FIELDS = (
     mongoengine.fields.GeoJsonBaseField,
     mongoengine.EnumField,
 )
-_referring_fields: dict[type, list[tuple[str, Any, type | None]]] = {}
+_Referring = list[tuple[str, Any, type | None]]
+_referring_fields: dict[type, _Referring] = {}
 
 
-def _fields_that_may_refer(document: BaseDocument) -> list[tuple[str, Any, Any]]:
-    """The fields of the document's class that can hold a reference, each with
-    the class a plain stored DBRef in it points to, when the field alone says."""
-    fields = _referring_fields.get(type(document))
+def _fields_that_may_refer(document: BaseDocument) -> _Referring:
+    """The fields of the document that can hold a reference, each with the
+    class a plain stored DBRef in it points to, when the field alone says."""
+    if document._dynamic:  # a dynamic document's fields are its own
+        return _referring(document._fields)
+    return _referring_fields_of(type(document))
+
+
+def _referring_fields_of(cls: type) -> _Referring:
+    fields = _referring_fields.get(cls)
     if fields is None:
-        fields = [
-            (name, field, _plain_target(field))
-            for name, field in document._fields.items()
-            if not isinstance(field, _SCALAR_FIELDS)
-        ]
-        if not document._dynamic:  # a dynamic document's fields are its own
-            _referring_fields[type(document)] = fields
+        fields = _referring_fields[cls] = _referring(cls._fields)
     return fields
+
+
+def _referring(fields: dict[str, Any]) -> _Referring:
+    return [
+        (name, field, _plain_target(field))
+        for name, field in fields.items()
+        if _may_refer(field)
+    ]
+
+
+def _may_refer(field: Any) -> bool:
+    """Whether a value of ``field`` can hold a reference (a list of strings cannot)."""
+    if isinstance(field, _SCALAR_FIELDS):
+        return False
+    if isinstance(field, ComplexBaseField) and field.field is not None:
+        return _may_refer(field.field)
+    return True
 
 
 def _plain_target(field: Any) -> type | None:
@@ -471,6 +492,11 @@ def reference_class(field: Any, dbref: DBRef) -> type:
     return get_document(class_name) if class_name else document_type
 
 
+# The documents loaded so far: collection name -> id -> document (None: the
+# id was looked for and is missing).
+_Loaded = dict[str, dict[Any, Any]]
+
+
 async def select_related(documents: list, max_depth: int = 1) -> list:
     """Load every reference of ``documents``, ``max_depth`` levels deep.
 
@@ -478,22 +504,103 @@ async def select_related(documents: list, max_depth: int = 1) -> list:
     documents; documents already loaded are reused, so cycles terminate.
     Missing targets are left as proxies that raise ``DoesNotExist`` on fetch.
     """
-    loaded: dict[tuple[str, Any], Any] = {}
-    level = list(documents)
+    level, loaded = list(documents), {}
     for depth in range(max_depth):
-        with gc_paused():
-            wanted = _references_in(level)
-            if depth == 0:
-                _remember(documents, {collection for _, collection in wanted}, loaded)
-        if not wanted:
+        level = await _load_level(level, loaded, documents if depth == 0 else ())
+        if not level:
             break
-        level = await _load_missing(wanted, loaded)
-        with gc_paused():
-            _fill_all(wanted, loaded)
     return documents
 
 
-def _remember(documents: list, collections: set[str], loaded: dict) -> None:
+async def load_related(cls: type, raws: list, max_depth: int = 1) -> list:
+    """``select_related`` of the documents of ``cls`` loaded from ``raws``.
+
+    When the only references ``cls`` can hold are ReferenceFields, stored as
+    ObjectIds, their ids are read from ``raws`` and the first level is put in
+    place while the documents are built: no DBRef is made and no document
+    walked for it. The result is the same.
+    """
+    join = _join(cls, raws) if max_depth > 0 else None
+    if join is None:
+        return await select_related(materialise_all(loader(cls), raws), max_depth)
+    collections, wanted = join
+    loaded: _Loaded = {}
+    level = await _load_missing(wanted, loaded)
+    load, stragglers = loader(cls), []
+
+    def fallback(raw: Any) -> Any:
+        """A result the joining loader does not take is loaded as usual."""
+        document = load(raw)
+        stragglers.append(document)
+        return document
+
+    finders = [loaded.setdefault(name, {}).get for name in collections]
+    documents = materialise_all(joining_loader(cls, finders, fallback), raws)
+    if stragglers:
+        level += await _load_level(stragglers, loaded)
+    for _ in range(max_depth - 1):
+        level = await _load_level(level, loaded)
+        if not level:
+            break
+    return documents
+
+
+def _join(
+    cls: type, raws: list
+) -> tuple[list[str], dict[tuple[type, str], set]] | None:
+    """The collections of the references to join while loading ``raws``, and
+    the ids wanted from each; None when the walk must find them instead."""
+    references = plain_references(cls)
+    referring = _referring_fields_of(cls)
+    if (
+        not references
+        or len(referring) != len(references)  # others may refer too
+        or any(target is None for _, _, target in referring)
+        or len(cls._subclasses) > 1
+    ):
+        return None
+    collections = [field.document_type._get_collection_name() for field in references]
+    if cls._get_collection_name() in collections:
+        return None  # the results themselves may be referenced: the walk reuses them
+    wanted: dict[tuple[type, str], set] = {}
+    for field, collection_name in zip(references, collections, strict=True):
+        ids = _stored_ids(raws, field.db_field)
+        if ids is None:
+            return None
+        wanted.setdefault((field.document_type, collection_name), set()).update(ids)
+    return collections, wanted
+
+
+def _stored_ids(raws: list, db_field: str) -> set | None:
+    """The ObjectIds stored under ``db_field``; None if any is stored otherwise."""
+    values = {
+        value if value is None or type(value) is ObjectId else _OTHERWISE
+        for value in map(methodcaller("get", db_field), raws)
+    }
+    if _OTHERWISE in values:
+        return None
+    values.discard(None)
+    return values
+
+
+_OTHERWISE = object()
+
+
+async def _load_level(level: list, loaded: _Loaded, top: list | tuple = ()) -> list:
+    """Load the references of the ``level`` documents and put them in place;
+    the ``top`` documents are reused where referenced. Returns the new ones."""
+    with gc_paused():
+        wanted = _references_in(level)
+        _remember(top, {collection for _, collection in wanted}, loaded)
+    if not wanted:
+        return []
+    new_documents = await _load_missing(wanted, loaded)
+    with gc_paused():
+        _fill_all(wanted, loaded)
+    return new_documents
+
+
+def _remember(documents: list | tuple, collections: set[str], loaded: _Loaded) -> None:
     """Index the documents of the referenced collections, to reuse them."""
     names = {
         cls: cls._get_collection_name()
@@ -503,30 +610,35 @@ def _remember(documents: list, collections: set[str], loaded: dict) -> None:
     for document in documents:
         collection_name = names.get(type(document))
         if collection_name in collections:
-            loaded[(collection_name, document.pk)] = document
+            loaded.setdefault(collection_name, {})[document.pk] = document
 
 
-async def _load_missing(wanted: _Wanted, loaded: dict) -> list:
-    """Query, per collection, the ids not loaded yet; returns the new documents."""
+async def _load_missing(wanted: dict[tuple[type, str], Any], loaded: _Loaded) -> list:
+    """Query, per collection, the ids not looked for yet; returns the new documents."""
     queries: dict[tuple[int, str, str], tuple[type, set]] = {}
     for (cls, collection_name), ids in wanted.items():
         database_key = _database_key(cls)
-        missing = [i for i in ids if (collection_name, i) not in loaded]
+        known = loaded.setdefault(collection_name, {})
+        missing = [i for i in ids if i not in known]
         if database_key is not None and missing:
             query = (*database_key, collection_name)
             queries.setdefault(query, (cls, set()))[1].update(missing)
     new_documents: list = []
     for (_, _, collection_name), (cls, ids) in queries.items():
+        known = loaded[collection_name]
         for document in await _find_many(cls, collection_name, ids):
-            loaded[(collection_name, document.pk)] = document
+            known[document.pk] = document
             new_documents.append(document)
+        for id_ in ids:
+            known.setdefault(id_, None)
     return new_documents
 
 
-def _fill_all(wanted: _Wanted, loaded: dict) -> None:
+def _fill_all(wanted: _Wanted, loaded: _Loaded) -> None:
     for (_, collection_name), ids in wanted.items():
+        found = loaded[collection_name]
         for id_, places in ids.items():
-            document = loaded.get((collection_name, id_))
+            document = found.get(id_)
             if document is not None:
                 for container, key in places:
                     _fill(container, key, document)
