@@ -225,9 +225,8 @@ async def test_joining_loader_puts_found_documents_in_place(async_alias: str) ->
     target = await LdTarget.objects.async_get(pk=raw["target"])
     assert [field.name for field in plain_references(LdEverything)] == ["target"]
     taken_elsewhere = []
-    joining = joining_loader(
-        LdEverything, [{target.pk: target}.get], taken_elsewhere.append
-    )
+    found = {target.pk.binary: target}  # finders take an ObjectId's 12 bytes
+    joining = joining_loader(LdEverything, [found.get], taken_elsewhere.append)
 
     fast, slow = joining(raw), LdEverything._from_son(raw)
     assert fast._data["target"] is target

@@ -534,7 +534,7 @@ async def load_related(cls: type, raws: list, max_depth: int = 1) -> list:
         stragglers.append(document)
         return document
 
-    finders = [loaded.setdefault(name, {}).get for name in collections]
+    finders = [_by_binary_id(loaded.get(name, {})).get for name in collections]
     documents = materialise_all(joining_loader(cls, finders, fallback), raws)
     if stragglers:
         level += await _load_level(stragglers, loaded)
@@ -567,20 +567,35 @@ def _join(
         ids = _stored_ids(raws, field.db_field)
         if ids is None:
             return None
-        wanted.setdefault((field.document_type, collection_name), set()).update(ids)
+        wanted.setdefault((field.document_type, collection_name), set()).update(
+            map(ObjectId, ids)
+        )
     return collections, wanted
 
 
-def _stored_ids(raws: list, db_field: str) -> set | None:
-    """The ObjectIds stored under ``db_field``; None if any is stored otherwise."""
+def _stored_ids(raws: list, db_field: str) -> set[bytes] | None:
+    """The ObjectIds stored under ``db_field``, as bytes (``ObjectId.binary``);
+    None if any is stored otherwise."""
     values = {
-        value if value is None or type(value) is ObjectId else _OTHERWISE
+        value.binary if type(value) is ObjectId else _absent_or_otherwise(value)
         for value in map(methodcaller("get", db_field), raws)
     }
     if _OTHERWISE in values:
         return None
     values.discard(None)
     return values
+
+
+def _absent_or_otherwise(value: Any) -> Any:
+    return None if value is None else _OTHERWISE
+
+
+def _by_binary_id(documents: dict[Any, Any]) -> dict[bytes, Any]:
+    return {
+        id_.binary: document
+        for id_, document in documents.items()
+        if document is not None and type(id_) is ObjectId
+    }
 
 
 _OTHERWISE = object()
