@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import inspect
+import math
 import random
 import statistics
 import time
@@ -399,6 +400,22 @@ async def run_once(case: Case, counter: RoundTrips | None = None) -> tuple[float
             counter.active = False
     summary = await call(case.check, result) if case.check else result
     return elapsed, summary
+
+
+# The most rounds of timed runs a short scenario is given (see ``rounds``).
+MAX_ROUNDS = 60
+
+
+def rounds(repeat: int, seconds_per_round: float, min_time: float) -> int:
+    """How many rounds of timed runs a scenario gets: ``repeat``, or for a
+    short scenario as many as fill ``min_time`` seconds (at most MAX_ROUNDS).
+
+    A case of a few milliseconds spreads by 30% or more from run to run on a
+    busy machine; a median of more samples moves less.
+    """
+    if seconds_per_round <= 0:
+        return repeat
+    return max(repeat, min(MAX_ROUNDS, math.floor(min_time / seconds_per_round)))
 
 
 async def peak_memory(case: Case) -> float:

@@ -4,8 +4,9 @@
 One run measures every scenario (harness.SCENARIOS) for every library on the
 same ``mongod``: a throwaway one-node replica set, or ``$MONGODB_URI``. Each
 case is run once to warm up (its round trips are counted then), then
-``--repeat`` times; the table shows medians and each median's ratio to the
-raw ``AsyncMongoClient`` median of the same scenario. Every library's result
+``--repeat`` times, or more for a short scenario (``--min-time``); the table
+shows medians and each median's ratio to the raw ``AsyncMongoClient`` median
+of the same scenario. Every library's result
 (documents read, author names joined, bytes read, documents left) must equal
 the raw driver's, or the row is marked MISMATCH and the exit code is 1.
 
@@ -87,12 +88,15 @@ async def measure(
     counter: harness.RoundTrips,
     profile: set[tuple[str, str]] = frozenset(),
     log=None,
+    min_time: float = 0.0,
 ) -> list[dict]:
     """Measure every scenario for every library; returns the result rows.
 
     The timed runs of a scenario are interleaved across libraries (raw, ours,
     ..., raw, ours, ...), so a drift of the machine or the server during the
     scenario (checkpoints, cache eviction, other load) hits them all alike.
+    A scenario gets ``repeat`` rounds of them, or more when its warm-up runs
+    show that more fit in ``min_time`` seconds (``harness.rounds``).
     """
     log = log or functools.partial(print, flush=True)
     rows = []
@@ -113,7 +117,8 @@ async def measure(
             case = await _guarded(row, log, _warm_up(row, module, ctx, counter))
             if case is not None:
                 cases.append((row, case))
-        for _ in range(repeat):
+        per_round = sum(row["warm_up_s"] for row, _ in cases)
+        for _ in range(harness.rounds(repeat, per_round, min_time)):
             for row, case in cases:
                 if "error" not in row:
                     await _guarded(row, log, _timed_run(row, case))
@@ -148,7 +153,7 @@ async def _warm_up(
     case = await module.SCENARIOS[row["scenario"]](ctx)
     row["call"] = case.label
     try:
-        _, row["summary"] = await harness.run_once(case, counter)
+        row["warm_up_s"], row["summary"] = await harness.run_once(case, counter)
     finally:
         counter.active = False
     row["round_trips"], row["commands"] = counter.count, dict(counter.names)
@@ -335,14 +340,23 @@ def write_results(report: dict, prefix: Path) -> tuple[Path, Path]:
         report["results"],
         png_path,
         f"mongoengine-async benchmarks ({meta['sizes_name']}, median of "
-        f"{meta['repeat']}, {meta['date'][:10]})",
+        f"{meta['repeat']}+, {meta['date'][:10]})",
     )
     return json_path, png_path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per case")
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="timed runs per case, at least"
+    )
+    parser.add_argument(
+        "--min-time",
+        type=float,
+        metavar="SECONDS",
+        help="give a short scenario more timed runs, as many as take this long "
+        f"(up to {harness.MAX_ROUNDS}; default 5, 0 with --quick)",
+    )
     parser.add_argument(
         "--only",
         nargs="+",
@@ -371,6 +385,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.min_time is None:
+        args.min_time = 0.0 if args.quick else 5.0
     if "raw" not in args.libraries:
         args.libraries.insert(0, "raw")
     return args
@@ -414,11 +430,19 @@ async def run(args: argparse.Namespace) -> int:
             server = await raw_client.admin.command("buildInfo")
             print(
                 f"mongod {server['version']} at {uri.split('@')[-1]}; "
-                f"sizes {sizes}; median of {args.repeat}",
+                f"sizes {sizes}; median of {args.repeat} runs or more "
+                f"(short scenarios: as many as take {args.min_time:g} s)",
                 flush=True,
             )
             rows = await measure(
-                scenarios, modules, missing, ctx, args.repeat, counter, profile
+                scenarios,
+                modules,
+                missing,
+                ctx,
+                args.repeat,
+                counter,
+                profile,
+                min_time=args.min_time,
             )
         finally:
             await raw_client.drop_database(db_name)
@@ -437,6 +461,7 @@ async def run(args: argparse.Namespace) -> int:
             "sizes_name": "quick" if args.quick else "full",
             "sizes": dataclasses.asdict(sizes),
             "repeat": args.repeat,
+            "min_time_s": args.min_time,
             "mongod": server["version"],
             "python": platform.python_version(),
             "pymongo": pymongo.version,

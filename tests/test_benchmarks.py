@@ -126,3 +126,10 @@ def test_results_are_written_as_json_and_png(tmp_path: Path) -> None:
         [{**row, "round_trips": 2} for row in rows if "median_ms" in row]
     )
     assert "read_list" in table and "2.50x" in table
+
+
+def test_short_scenarios_get_more_rounds() -> None:
+    assert harness.rounds(5, 2.0, min_time=5.0) == 5  # long: --repeat rounds
+    assert harness.rounds(5, 0.25, min_time=5.0) == 20
+    assert harness.rounds(5, 0.001, min_time=5.0) == harness.MAX_ROUNDS
+    assert harness.rounds(5, 0.001, min_time=0.0) == 5  # --quick

@@ -504,11 +504,7 @@ async def select_related(documents: list, max_depth: int = 1) -> list:
     documents; documents already loaded are reused, so cycles terminate.
     Missing targets are left as proxies that raise ``DoesNotExist`` on fetch.
     """
-    level, loaded = list(documents), {}
-    for depth in range(max_depth):
-        level = await _load_level(level, loaded, documents if depth == 0 else ())
-        if not level:
-            break
+    await _load_levels(list(documents), {}, max_depth, top=documents)
     return documents
 
 
@@ -538,10 +534,7 @@ async def load_related(cls: type, raws: list, max_depth: int = 1) -> list:
     documents = materialise_all(joining_loader(cls, finders, fallback), raws)
     if stragglers:
         level += await _load_level(stragglers, loaded)
-    for _ in range(max_depth - 1):
-        level = await _load_level(level, loaded)
-        if not level:
-            break
+    await _load_levels(level, loaded, max_depth - 1)
     return documents
 
 
@@ -573,6 +566,9 @@ def _join(
     return collections, wanted
 
 
+_STORED_OTHERWISE = object()
+
+
 def _stored_ids(raws: list, db_field: str) -> set[bytes] | None:
     """The ObjectIds stored under ``db_field``, as bytes (``ObjectId.binary``);
     None if any is stored otherwise."""
@@ -580,14 +576,14 @@ def _stored_ids(raws: list, db_field: str) -> set[bytes] | None:
         value.binary if type(value) is ObjectId else _absent_or_otherwise(value)
         for value in map(methodcaller("get", db_field), raws)
     }
-    if _OTHERWISE in values:
+    if _STORED_OTHERWISE in values:
         return None
     values.discard(None)
     return values
 
 
 def _absent_or_otherwise(value: Any) -> Any:
-    return None if value is None else _OTHERWISE
+    return None if value is None else _STORED_OTHERWISE
 
 
 def _by_binary_id(documents: dict[Any, Any]) -> dict[bytes, Any]:
@@ -598,7 +594,14 @@ def _by_binary_id(documents: dict[Any, Any]) -> dict[bytes, Any]:
     }
 
 
-_OTHERWISE = object()
+async def _load_levels(
+    level: list, loaded: _Loaded, levels: int, top: list | tuple = ()
+) -> None:
+    """Load ``levels`` levels of references, from those of the ``level`` documents."""
+    for depth in range(levels):
+        level = await _load_level(level, loaded, top if depth == 0 else ())
+        if not level:
+            break
 
 
 async def _load_level(level: list, loaded: _Loaded, top: list | tuple = ()) -> list:
