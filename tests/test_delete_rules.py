@@ -9,6 +9,7 @@ error, a server error, a cancelled task) leaves every collection as it was.
 from __future__ import annotations
 
 import asyncio
+from uuid import uuid4
 
 import pytest
 from bson import DBRef
@@ -28,9 +29,13 @@ from mongoengine_async import (
     ReferenceField,
     StringField,
     async_run_in_transaction,
+    connect_async,
+    disconnect_async,
+    get_async_connection,
     get_async_db,
     signals,
 )
+from mongoengine_async.testing import CommandLog
 
 # -- models: one target, a referring class per (field kind, rule) ----------------------
 
@@ -388,6 +393,36 @@ async def test_cycle_terminates(async_alias):
 
     assert await DrCycleX.objects.async_scalar("name") == ["x2"]
     assert await DrCycleY.objects.async_scalar("name") == ["y2"]
+
+
+async def test_rules_apply_where_the_document_was_switched_to(async_alias, mongodb_uri):
+    other_log = CommandLog()
+    name = f"test_dr_other_{uuid4().hex[:8]}"
+    await connect_async(
+        db=name,
+        alias="dr_other",
+        host=mongodb_uri,
+        uuidRepresentation="standard",
+        event_listeners=[other_log],  # other settings: a client of its own
+    )
+    try:
+        await DrA(name="a1").async_save()
+        there = await DrA(name="there").switch_db("dr_other").async_save()
+        await DrB(name="b1", a=there).async_save()
+        other_log.clear()
+
+        await there.async_delete()
+
+        # The document goes from the database it was switched to, in one
+        # transaction on that document's client; the rules apply to the
+        # referring classes' own collections, as in MongoEngine.
+        assert other_log.names == ["find", "delete", "commitTransaction"]
+        assert await get_async_db("dr_other").dr_a.count_documents({}) == 0
+        assert await DrA.objects.async_scalar("name") == ["a1"]
+        assert await DrB.objects.async_scalar("name") == []
+    finally:
+        await get_async_connection("dr_other").drop_database(name)
+        await disconnect_async("dr_other")
 
 
 # -- DENY found deep -------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from mongoengine.errors import OperationError
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import PyMongoError
 
@@ -115,6 +116,19 @@ async def async_run_in_transaction(
     transaction and propagates. Nesting on the same client raises.
     """
     client = get_async_connection(alias)
+    async with run_in_transaction(
+        client, session_kwargs, transaction_kwargs
+    ) as session:
+        yield session
+
+
+@asynccontextmanager
+async def run_in_transaction(
+    client: AsyncMongoClient,
+    session_kwargs: dict[str, Any] | None = None,
+    transaction_kwargs: dict[str, Any] | None = None,
+) -> AsyncIterator[AsyncClientSession]:
+    """``async_run_in_transaction`` on ``client`` (one the registry made)."""
     if current_session(client) is not None:
         raise OperationError(
             "async_run_in_transaction() cannot be nested: a transaction is "

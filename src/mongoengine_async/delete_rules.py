@@ -22,7 +22,7 @@ from mongoengine.queryset import CASCADE, DENY, DO_NOTHING, NULLIFY, PULL
 from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async import signals
-from mongoengine_async.context import async_run_in_transaction, current_session
+from mongoengine_async.context import current_session, run_in_transaction
 from mongoengine_async.loading import WHOLE_RESULT
 
 __all__ = ("delete_each", "delete_matching")
@@ -106,12 +106,13 @@ async def _under_rules(
     """
     for referrer in _reachable(cls):
         await referrer._async_get_collection()
+    client = collection.database.client
     if (
         atomic
-        and current_session(collection.database.client) is None
+        and current_session(client) is None
         and _supports_transactions(collection)
     ):
-        async with async_run_in_transaction(alias=cls._db_alias()):
+        async with run_in_transaction(client):
             return await delete()
     return await delete()
 
@@ -134,6 +135,7 @@ class _DeletePlan:
         self.write_concern = write_concern
         self.ids: dict[type, list] = {}
         self.root_ids: list = []
+        self.root_collection: AsyncCollection | None = None
 
     def _add(self, cls: type, ids: list) -> list:
         planned = self.ids.setdefault(cls, [])
@@ -143,7 +145,8 @@ class _DeletePlan:
         return new
 
     async def run(self, queryset: Any) -> int | None:
-        self.root_ids = await _ids(queryset._collection_obj, queryset._query)
+        self.root_collection = queryset._collection_obj  # switch_db, using()
+        self.root_ids = await _ids(self.root_collection, queryset._query)
         await self._collect_cascade(self.root_ids)
         await self._check_deny()
         loaded = await self._load_for_signals()
@@ -232,19 +235,14 @@ class _DeletePlan:
         """Delete every planned document; the count is the root query's only
         (documents of the root class reached by cascade are not counted, as in
         MongoEngine)."""
-        deleted = None
         for cls, ids in self.ids.items():
-            collection = await cls._async_get_collection()
-            if cls is self.root:
-                cascaded = ids[len(self.root_ids) :]
-                if cascaded:
-                    query = {"_id": {"$in": cascaded}}
-                    await _delete(collection, query, self.write_concern)
-                ids = self.root_ids
-            count = await _delete(collection, {"_id": {"$in": ids}}, self.write_concern)
-            if cls is self.root:
-                deleted = count
-        return deleted
+            if cls is self.root:  # its cascaded documents are in its own collection
+                ids = ids[len(self.root_ids) :]
+            if ids:
+                collection = await cls._async_get_collection()
+                await _delete(collection, {"_id": {"$in": ids}}, self.write_concern)
+        query = {"_id": {"$in": self.root_ids}}
+        return await _delete(self.root_collection, query, self.write_concern)
 
 
 async def _ids(collection: AsyncCollection, query: dict) -> list:
