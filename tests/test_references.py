@@ -764,6 +764,21 @@ async def test_proxy_is_the_stored_dbref_with_its_database_and_extras(async_alia
     assert (await proxy).name == "Ann"
 
 
+async def test_a_fetched_reference_takes_the_proxys_place(async_alias, command_log):
+    ann = await make_author("Ann")
+    book = await make_book(ann)
+    author = await book.author
+    assert book._data["author"] is author  # what cascade saves and walks read
+
+    command_log.clear()
+    await book.async_select_related()
+    assert command_log.names == []
+    assert book.author is author
+    author.name = "Anne"
+    await book.async_save(cascade=True)
+    assert (await RefAuthor.objects.async_get(pk=ann.pk)).name == "Anne"
+
+
 async def test_reading_references_makes_no_reference_cycles(async_alias):
     ann = await make_author("Ann")
     await make_book(ann)

@@ -22,6 +22,7 @@ from mongoengine_async.guards import AsyncUsageError, require_async
 from mongoengine_async.references import (
     AsyncReferenceProxy,
     LazyReference,
+    Slot,
     dereference_allowed,
     is_async_class,
     owner_class,
@@ -67,8 +68,8 @@ class _ProxyingReference:
             return super().__get__(instance, owner)
         if not dereference_allowed(instance, self.name):
             return value
-        # No slot: a proxy holding the document's _data would make a cycle.
-        proxy = AsyncReferenceProxy(value, target, self.name)
+        slot = Slot(instance, self.name).weakly()  # once fetched, in place
+        proxy = AsyncReferenceProxy(value, target, self.name, slot)
         instance._data[self.name] = proxy
         return proxy
 

@@ -61,7 +61,8 @@ def dereference_allowed(instance: BaseDocument, name: str) -> bool:
 
 
 class Slot:
-    """A place holding a reference (a key of a dict or an index of a list).
+    """A place holding a reference: a key of a dict, an index of a list or a
+    field of a document (its key in the document's ``_data``).
 
     Replacing its value goes around MongoEngine's change tracking: loading a
     reference changes nothing that would be saved.
@@ -78,15 +79,18 @@ class Slot:
         """The list or dict (None once a weakly held one is gone)."""
         container = self._container
         if type(container) is weakref.ReferenceType:
-            return container()
+            container = container()
+        if isinstance(container, BaseDocument):
+            return container._data
         return container
 
     def weakly(self) -> Slot:
-        """This slot holding its container weakly when it can (MongoEngine's
-        BaseList and BaseDict can): a proxy remembering where it sits then makes
-        no reference cycle with the container holding it."""
+        """This slot holding its list, dict or document weakly when it can
+        (documents and MongoEngine's BaseList and BaseDict can): a proxy
+        remembering where it sits then makes no reference cycle with what
+        holds it."""
         try:
-            return Slot(weakref.ref(self.container), self.key)
+            return Slot(weakref.ref(self._container), self.key)
         except TypeError:
             return self
 
