@@ -105,6 +105,16 @@ class RefPerson(Document):
     friend = ReferenceField("self")
 
 
+class RefWriter(Document):
+    name = StringField()
+    latest = ReferenceField("RefNovel")
+
+
+class RefNovel(Document):
+    title = StringField()
+    writer = ReferenceField(RefWriter)
+
+
 class RefAnimal(Document):
     name = StringField()
     meta = {"allow_inheritance": True}
@@ -959,6 +969,27 @@ async def test_select_related_max_depth_two(async_alias, command_log):
     books = await RefBook.objects.async_select_related(max_depth=1)
     assert command_log.count("find") == 2
     assert all(isinstance(b.author.publisher, AsyncReferenceProxy) for b in books)
+
+
+async def test_select_related_reuses_the_results_at_every_level(
+    async_alias, command_log
+):
+    writer = await RefWriter(name="W").async_save()
+    await RefNovel(title="first", writer=writer).async_save()
+    await RefNovel(title="latest", writer=writer).async_save()
+    writer.latest = await RefNovel.objects.async_get(title="latest")
+    await writer.async_save()
+    command_log.clear()
+
+    novels = await RefNovel.objects.order_by("title").async_select_related(max_depth=2)
+    assert command_log.count("find") == 2  # the novels, then the writer
+    assert novels[0].writer.latest is novels[1]
+
+    latest = await RefNovel.objects.async_get(title="latest")
+    command_log.clear()
+    await latest.async_select_related(max_depth=2)
+    assert command_log.count("find") == 1  # the writer
+    assert latest.writer.latest is latest
 
 
 async def test_select_related_cycles_terminate(async_alias, command_log):

@@ -537,8 +537,8 @@ async def load_related(cls: type, raws: list, max_depth: int = 1) -> list:
     finders = [_by_binary_id(loaded.get(name, {})).get for name in collections]
     documents = materialise_all(joining_loader(cls, finders, fallback), raws)
     if stragglers:
-        level += await _load_level(stragglers, loaded)
-    await _load_levels(level, loaded, max_depth - 1)
+        level += await _load_level(stragglers, loaded, documents)
+    await _load_levels(level, loaded, max_depth - 1, documents)
     return documents
 
 
@@ -601,9 +601,10 @@ def _by_binary_id(documents: dict[Any, Any]) -> dict[bytes, Any]:
 async def _load_levels(
     level: list, loaded: _Loaded, levels: int, top: list | tuple = ()
 ) -> None:
-    """Load ``levels`` levels of references, from those of the ``level`` documents."""
-    for depth in range(levels):
-        level = await _load_level(level, loaded, top if depth == 0 else ())
+    """Load ``levels`` levels of references, from those of the ``level`` documents;
+    the ``top`` documents are reused wherever they are referenced."""
+    for _ in range(levels):
+        level = await _load_level(level, loaded, top)
         if not level:
             break
 
@@ -613,7 +614,8 @@ async def _load_level(level: list, loaded: _Loaded, top: list | tuple = ()) -> l
     the ``top`` documents are reused where referenced. Returns the new ones."""
     with gc_paused():
         wanted = _references_in(level)
-        _remember(top, {collection for _, collection in wanted}, loaded)
+        # A collection first wanted now: the top documents in it are reused.
+        _remember(top, {collection for _, collection in wanted} - loaded.keys(), loaded)
     if not wanted:
         return []
     new_documents = await _load_missing(wanted, loaded)
@@ -624,6 +626,8 @@ async def _load_level(level: list, loaded: _Loaded, top: list | tuple = ()) -> l
 
 def _remember(documents: list | tuple, collections: set[str], loaded: _Loaded) -> None:
     """Index the documents of the referenced collections, to reuse them."""
+    if not collections:
+        return
     names = {
         cls: cls._get_collection_name()
         for cls in {type(document) for document in documents}
