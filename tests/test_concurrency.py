@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+import pytest
 from bson import ObjectId
 
 from mongoengine_async import (
@@ -207,3 +208,29 @@ async def test_cancelled_first_use_still_creates_indexes(async_alias, command_lo
     assert any(spec.get("unique") for spec in info.values())
     assert command_log.count("createIndexes") == 1
     assert await ConcPrepared.objects.async_count() == 20
+
+
+async def test_a_preparation_failing_after_its_caller_left_is_retried(
+    async_alias, monkeypatch
+):
+    failing = asyncio.Event()
+
+    async def create_then_fail(collection):
+        await failing.wait()
+        raise RuntimeError("index build failed")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ConcPrepared, "_create_collection", create_then_fail)
+        first = asyncio.ensure_future(ConcPrepared(key="a").async_save())
+        await asyncio.sleep(0)
+        first.cancel()  # the shielded preparation goes on without its caller
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        failing.set()
+        await asyncio.sleep(0)
+
+    # The next first use prepares again instead of re-raising the old failure.
+    await ConcPrepared(key="b").async_save()
+    assert await ConcPrepared.objects.async_scalar("key") == ["b"]
+    info = await get_async_db().conc_prepared.index_information()
+    assert any(spec.get("unique") for spec in info.values())

@@ -135,7 +135,7 @@ class Document(mongoengine.Document):
         task = _prepared.get(key)
         if _succeeded(task):  # prepared already: the common case, no await
             return False
-        started = task is None
+        started = task is None or task.done()  # a done one here failed
         if started:
             task = asyncio.ensure_future(cls._create_collection(collection))
             _prepared[key] = task
