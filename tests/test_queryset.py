@@ -724,6 +724,21 @@ async def test_async_select_related(async_alias, command_log):
     assert [b.author.name for b in books] == [f"a{i % 3}" for i in range(9)]
 
 
+async def test_async_select_related_of_scalars_and_raw_results(
+    async_alias, command_log
+):
+    author = await QsAuthor(name="Ursula").async_save()
+    await QsBook(title="Earthsea", author=author).async_save()
+    command_log.clear()
+    pairs = await QsBook.objects.scalar("title", "author").async_select_related()
+    assert command_log.names == ["find", "find"]
+    assert [(title, type(a), a.name) for title, a in pairs] == [
+        ("Earthsea", QsAuthor, "Ursula")
+    ]
+    with pytest.raises(InvalidQueryError, match="cannot be combined with as_pymongo"):
+        await QsBook.objects.as_pymongo().async_select_related()
+
+
 async def test_async_select_related_of_many_targets_in_one_reply_each(
     async_alias, command_log
 ):

@@ -327,11 +327,20 @@ class QuerySet(me_queryset.QuerySet):
 
         One query per referenced collection and level, however many results.
         """
-        raw_documents = await self._raw_list("async_select_related", "select_related()")
-        if self._as_pymongo or self._scalar or not self._auto_dereference:
-            documents = materialise_all(self._materialiser(), raw_documents)
-            return await select_related(documents, max_depth)
-        return await load_related(self._document, raw_documents, max_depth)
+        if self._as_pymongo:
+            raise InvalidQueryError(
+                "async_select_related() loads documents and their references: "
+                "it cannot be combined with as_pymongo()"
+            )
+        raws = await self._raw_list("async_select_related", "select_related()")
+        if self._auto_dereference:
+            documents = await load_related(self._document, raws, max_depth)
+        else:
+            load = loader(self._document, _auto_dereference=False)
+            documents = await select_related(materialise_all(load, raws), max_depth)
+        if self._scalar:
+            return [self._get_scalar(document) for document in documents]
+        return documents
 
     async def async_explain(self) -> dict:
         """The server's explain output for this query."""
