@@ -433,6 +433,15 @@ async def test_async_in_bulk(async_alias, command_log):
     assert raw[people[1].id]["name"] == "Bob"
 
 
+async def test_async_insert_loads_back_in_one_reply(async_alias, command_log):
+    people = [QsPerson(name=f"p{i:03}", age=i) for i in range(150)]
+    await QsPerson.objects.async_first()  # the collection and its indexes
+    command_log.clear()
+    loaded = await QsPerson.objects.async_insert(people)
+    assert command_log.names == ["insert", "find"]  # no getMore after 101
+    assert [person.name for person in loaded] == [f"p{i:03}" for i in range(150)]
+
+
 # -- counting and aggregating --------------------------------------------------------
 
 

@@ -220,11 +220,14 @@ class QuerySet(me_queryset.QuerySet):
         return await self.filter(pk=object_id).async_first()
 
     async def async_in_bulk(self, object_ids: list) -> dict[Any, Any]:
-        """A dict from id to result for the given ids, in one query."""
+        """A dict from id to result for the given ids, in one query (and one reply)."""
         collection = await self._async_collection("async_in_bulk", "in_bulk()")
-        cursor = collection.find({"_id": {"$in": object_ids}}, **self._cursor_args)
-        materialise = self._materialiser()
-        return {raw["_id"]: materialise(raw) async for raw in cursor}
+        cursor = collection.find(
+            {"_id": {"$in": object_ids}}, batch_size=WHOLE_RESULT, **self._cursor_args
+        )
+        raws = await cursor.to_list(None)
+        results = materialise_all(self._materialiser(), raws)
+        return {raw["_id"]: result for raw, result in zip(raws, results, strict=True)}
 
     async def async_count(self, with_limit_and_skip: bool = False) -> int:
         """The number of matches (``limit``/``skip`` applied only when asked)."""
