@@ -109,8 +109,10 @@ class _FieldPlan:
             or scalar_items
             or isinstance(field, _NEVER_EMBEDDED)
         )
-        self.plain_get = type(field).__get__ is BaseField.__get__
         self.reference = _stores_object_ids(field)
+        # Whether an absent value reads as None (so its default is the field's);
+        # a plain reference's __get__ (ours or MongoEngine's) returns None too.
+        self.plain_get = self.reference or type(field).__get__ is BaseField.__get__
 
     def default(self) -> Any:
         """What ``BaseField.__set__`` stores for None."""

@@ -534,7 +534,8 @@ async def load_related(cls: type, raws: list, max_depth: int = 1) -> list:
         stragglers.append(document)
         return document
 
-    finders = [_by_binary_id(loaded.get(name, {})).get for name in collections]
+    by_id = {name: _by_binary_id(loaded.get(name, {})) for name in set(collections)}
+    finders = [by_id[name].get for name in collections]
     documents = materialise_all(joining_loader(cls, finders, fallback), raws)
     if stragglers:
         level += await _load_level(stragglers, loaded, documents)
