@@ -107,12 +107,9 @@ class Document(mongoengine.Document):
         return super()._get_collection()
 
     @classmethod
-    async def _async_get_collection(
-        cls, name: str = "_async_get_collection", use: str = "_get_collection()"
-    ) -> AsyncCollection:
-        """The AsyncCollection, created with its meta indexes on first use;
-        misuse names the caller's method ``name`` and its sync ``use``."""
-        cls._require_async(name, use)
+    async def _async_get_collection(cls) -> AsyncCollection:
+        """The AsyncCollection, created with its meta indexes on first use."""
+        cls._require_async("_async_get_collection", "_get_collection()")
         collection = cls._get_collection()
         await cls._prepare_collection(collection)
         return collection
@@ -239,11 +236,10 @@ class Document(mongoengine.Document):
     @classmethod
     async def async_create_index(cls, keys: Any, background: bool = False, **kwargs):
         """Create one index given MongoEngine-style keys; returns its name."""
+        cls._require_async("async_create_index", "create_index()")
         spec = dict(cls._build_index_spec(keys))
         fields = spec.pop("fields")
-        collection = await cls._async_get_collection(
-            "async_create_index", "create_index()"
-        )
+        collection = await cls._async_get_collection()
         return await collection.create_index(
             fields, background=background, **{**spec, **kwargs}
         )
