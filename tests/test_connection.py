@@ -279,7 +279,7 @@ class ConnLoopNote(Document):
     meta = {"db_alias": "loops"}
 
 
-def test_an_alias_works_from_several_event_loops(mongodb_uri):
+def test_an_alias_works_from_several_event_loops(mongodb_uri, monkeypatch):
     """Connected on one loop, used from others (a fresh loop per test, say)."""
 
     async def connect():
@@ -313,12 +313,19 @@ def test_an_alias_works_from_several_event_loops(mongodb_uri):
         assert [ref() for ref in released] == [None, None]
     finally:
 
-        async def disconnect():
+        async def drop():
             await get_async_connection("loops").drop_database("conn_loops")
-            await disconnect_async("loops")
 
-        asyncio.run(disconnect())
+        asyncio.run(drop())
+        # From a loop that has no client of the alias: nothing to make and close.
+        with monkeypatch.context() as patched:
+            patched.setattr(mongoengine_async.connection, "_new_client", made_to_close)
+            asyncio.run(disconnect_async("loops"))
     assert not is_async_connection("loops")
+
+
+def made_to_close(*args):
+    pytest.fail("disconnect_async made a client only to close it")
 
 
 class ConnMadeItem(Document):

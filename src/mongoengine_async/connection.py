@@ -145,19 +145,27 @@ def get_async_connection(alias: str = DEFAULT_CONNECTION_NAME) -> AsyncMongoClie
     """The AsyncMongoClient of an async alias, for the running event loop."""
     if alias in _clients:
         loop = _running_loop()
-        if loop is None or _home_loops[alias]() is loop:
-            return _clients[alias]
-        clients = _loop_clients[alias]
-        if loop not in clients:
+        client = _made_client(alias, loop)
+        if client is None:
+            clients = _loop_clients[alias]
             _forget_closed_loops(clients)
-            clients[loop] = _new_client(alias, _settings[alias])
-        return clients[loop]
+            client = clients[loop] = _new_client(alias, _settings[alias])
+        return client
     if is_sync_connection(alias):
         raise ConnectionFailure(
             f"Alias `{alias}` is not async: it was registered with connect(); "
             "use get_connection()"
         )
     raise undefined_alias_error(alias)
+
+
+def _made_client(
+    alias: str, loop: asyncio.AbstractEventLoop | None
+) -> AsyncMongoClient | None:
+    """The client of ``alias`` for ``loop`` (or for no loop), if there is one."""
+    if loop is None or _home_loops[alias]() is loop:
+        return _clients[alias]
+    return _loop_clients[alias].get(loop)
 
 
 def _forget_closed_loops(clients: dict) -> None:
@@ -218,7 +226,7 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
         )
     if alias not in _settings:
         return
-    current = get_async_connection(alias)
+    current = _made_client(alias, _running_loop())
     dropped = [_clients.pop(alias), *_loop_clients.pop(alias).values()]
     del _settings[alias], _home_loops[alias]
     for client in dropped:
