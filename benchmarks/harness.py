@@ -19,15 +19,16 @@ import hashlib
 import inspect
 import math
 import random
-import statistics
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from bson import DBRef, ObjectId
 from pymongo import monitoring
+
+from mongoengine_async.testing import CommandLog
 
 # -- MongoEngine-style models ------------------------------------------------------
 
@@ -131,8 +132,6 @@ SCENARIOS: dict[str, str] = {
     "concurrent": "concurrent tasks: get a book by id, then fetch its author",
 }
 
-LIBRARIES = ("raw", "ours", "mongoengine", "beanie")
-
 
 @dataclass
 class Case:
@@ -168,7 +167,6 @@ class Context:
 
     db: Any
     sizes: Sizes = FULL
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def unavailable(module: Any, name: str) -> str | None:
@@ -235,27 +233,21 @@ async def seed_items(db: Any, name: str, count: int) -> None:
         await db[name].insert_many([item(i) for i in range(count)])
 
 
-@dataclass
-class Library:
-    """Ids of a seeded authors/books data set."""
-
-    author_ids: list[ObjectId]
-    book_ids: list[ObjectId]
-
-
 async def seed_library(
-    db: Any,
+    ctx: Context,
     authors: str,
     books: str,
-    n_authors: int,
-    n_books: int,
+    n_books: int | None = None,
     dbref: bool = False,
-) -> Library:
-    """Fresh ``authors`` and ``books`` collections; book b is by author b % n.
+) -> list[ObjectId]:
+    """Fresh ``authors`` and ``books`` collections (``ctx.sizes`` of each unless
+    ``n_books`` is given); book b is by author b % n. Returns the books' ids.
 
     References are stored as ObjectIds (MongoEngine's ``ReferenceField``
     default), or as DBRefs with ``dbref=True`` (Beanie's ``Link``).
     """
+    db, n_authors = ctx.db, ctx.sizes.authors
+    n_books = ctx.sizes.books if n_books is None else n_books
     await drop(db, authors, books)
     author_ids = [ObjectId() for _ in range(n_authors)]
     await db[authors].insert_many(
@@ -276,7 +268,12 @@ async def seed_library(
             for i, b in enumerate(book_ids)
         ]
     )
-    return Library(author_ids, book_ids)
+    return book_ids
+
+
+async def drop_files(ctx: Context, bucket: str, owners: str) -> None:
+    """Drop a GridFS bucket and the collection of its owner documents."""
+    await drop(ctx.db, f"{bucket}.files", f"{bucket}.chunks", owners)
 
 
 async def seed_cascade(
@@ -397,7 +394,7 @@ async def run_once(case: Case, counter: RoundTrips | None = None) -> tuple[float
         elapsed = time.perf_counter() - start
     finally:
         if counter is not None:
-            counter.active = False
+            counter.stop()
     summary = await call(case.check, result) if case.check else result
     return elapsed, summary
 
@@ -433,14 +430,12 @@ async def peak_memory(case: Case) -> float:
     return (peak - baseline) / 2**20
 
 
-def median_ms(samples: list[float]) -> float:
-    return statistics.median(samples) * 1000
-
-
 class RoundTrips(monitoring.CommandListener):
-    """Counts commands sent while ``active`` (handshakes and monitoring excluded)."""
+    """Counts the commands sent between ``start()`` and ``stop()``, by name.
 
-    IGNORED = frozenset({"hello", "isMaster", "ismaster", "ping", "endSessions"})
+    Unlike ``CommandLog`` it keeps no events: a 64 MB upload's would hold its
+    chunks. Handshakes and monitoring are left out, as there.
+    """
 
     def __init__(self) -> None:
         self.active = False
@@ -448,7 +443,7 @@ class RoundTrips(monitoring.CommandListener):
         self.names: dict[str, int] = {}
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if self.active and event.command_name not in self.IGNORED:
+        if self.active and event.command_name not in CommandLog.IGNORED:
             self.count += 1
             self.names[event.command_name] = self.names.get(event.command_name, 0) + 1
 
@@ -461,6 +456,5 @@ class RoundTrips(monitoring.CommandListener):
     def start(self) -> None:
         self.count, self.names, self.active = 0, {}, True
 
-    def stop(self) -> tuple[int, dict[str, int]]:
+    def stop(self) -> None:
         self.active = False
-        return self.count, dict(self.names)

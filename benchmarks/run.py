@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import pstats
+import statistics
 import sys
 import uuid
 from pathlib import Path
@@ -152,10 +153,7 @@ async def _warm_up(
     """Build the case and run it once, counting the round trips of ``run``."""
     case = await module.SCENARIOS[row["scenario"]](ctx)
     row["call"] = case.label
-    try:
-        row["warm_up_s"], row["summary"] = await harness.run_once(case, counter)
-    finally:
-        counter.active = False
+    row["warm_up_s"], row["summary"] = await harness.run_once(case, counter)
     row["round_trips"], row["commands"] = counter.count, dict(counter.names)
     row["samples_ms"] = []
     return case
@@ -172,7 +170,7 @@ async def _finish(
     row: dict, case: harness.Case, ctx, profile: set, modules: dict
 ) -> None:
     """Median, and the memory peak and profile where they are asked for."""
-    row["median_ms"] = harness.median_ms([ms / 1000 for ms in row["samples_ms"]])
+    row["median_ms"] = statistics.median(row["samples_ms"])
     if case.memory:
         row["peak_mb"] = round(await harness.peak_memory(case), 2)
     key = (row["scenario"], row["library"])

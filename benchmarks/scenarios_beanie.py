@@ -123,9 +123,7 @@ async def read_list(ctx: Context) -> Case:
 
 @scenario("refs_one_by_one")
 async def refs_one_by_one(ctx: Context) -> Case:
-    await harness.seed_library(
-        ctx.db, AUTHORS, BOOKS, ctx.sizes.authors, ctx.sizes.books, dbref=True
-    )
+    await harness.seed_library(ctx, AUTHORS, BOOKS, dbref=True)
 
     async def run() -> list:
         pairs = []
@@ -139,9 +137,7 @@ async def refs_one_by_one(ctx: Context) -> Case:
 
 @scenario("refs_batch")
 async def refs_batch(ctx: Context) -> Case:
-    await harness.seed_library(
-        ctx.db, AUTHORS, BOOKS, ctx.sizes.authors, ctx.sizes.books, dbref=True
-    )
+    await harness.seed_library(ctx, AUTHORS, BOOKS, dbref=True)
 
     async def run() -> list:
         books = await BeanieBook.find_all(fetch_links=True).to_list()
@@ -152,8 +148,8 @@ async def refs_batch(ctx: Context) -> Case:
 
 @scenario("concurrent")
 async def concurrent(ctx: Context) -> Case:
-    seeded = await harness.seed_library(
-        ctx.db, AUTHORS, BOOKS, ctx.sizes.authors, ctx.sizes.tasks, dbref=True
+    book_ids = await harness.seed_library(
+        ctx, AUTHORS, BOOKS, n_books=ctx.sizes.tasks, dbref=True
     )
 
     async def task(book_id) -> tuple:
@@ -162,6 +158,6 @@ async def concurrent(ctx: Context) -> Case:
         return book.title, author.name
 
     async def run() -> list:
-        return await asyncio.gather(*(task(b) for b in seeded.book_ids))
+        return await asyncio.gather(*(task(b) for b in book_ids))
 
     return Case(run, "gather(get + link.fetch())", check=harness.digest)

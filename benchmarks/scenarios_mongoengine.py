@@ -90,9 +90,7 @@ async def read_list(ctx: Context) -> Case:
 
 @scenario("refs_one_by_one")
 async def refs_one_by_one(ctx: Context) -> Case:
-    await harness.seed_library(
-        ctx.db, AUTHORS, BOOKS, ctx.sizes.authors, ctx.sizes.books
-    )
+    await harness.seed_library(ctx, AUTHORS, BOOKS)
 
     def run() -> list:
         return [(book.title, book.author.name) for book in MeBook.objects]
@@ -102,19 +100,13 @@ async def refs_one_by_one(ctx: Context) -> Case:
 
 @scenario("refs_batch")
 async def refs_batch(ctx: Context) -> Case:
-    await harness.seed_library(
-        ctx.db, AUTHORS, BOOKS, ctx.sizes.authors, ctx.sizes.books
-    )
+    await harness.seed_library(ctx, AUTHORS, BOOKS)
 
     def run() -> list:
         books = MeBook.objects.select_related()
         return [(book.title, book.author.name) for book in books]
 
     return Case(run, "objects.select_related()", check=harness.digest)
-
-
-async def _drop_files(ctx: Context) -> None:
-    await harness.drop(ctx.db, f"{BUCKET}.files", f"{BUCKET}.chunks", OWNERS)
 
 
 @scenario("gridfs_put")
@@ -129,13 +121,13 @@ async def gridfs_put(ctx: Context) -> Case:
     return Case(
         run,
         "FileField put + save",
-        before=lambda: _drop_files(ctx),
+        before=lambda: harness.drop_files(ctx, BUCKET, OWNERS),
         check=lambda _: harness.gridfs_summary(ctx.db, BUCKET),
     )
 
 
 async def _seed_file(ctx: Context) -> None:
-    await _drop_files(ctx)
+    await harness.drop_files(ctx, BUCKET, OWNERS)
     owner = MeFileOwner(name="owner")
     owner.data.put(harness.file_data(ctx.sizes.file_bytes), filename="data.bin")
     owner.save()
@@ -189,13 +181,11 @@ async def cascade_delete(ctx: Context) -> Case:
 
 @scenario("concurrent")
 async def concurrent(ctx: Context) -> Case:
-    seeded = await harness.seed_library(
-        ctx.db, AUTHORS, BOOKS, ctx.sizes.authors, ctx.sizes.tasks
-    )
+    book_ids = await harness.seed_library(ctx, AUTHORS, BOOKS, n_books=ctx.sizes.tasks)
 
     def run() -> list:
         pairs = []
-        for book_id in seeded.book_ids:
+        for book_id in book_ids:
             book = MeBook.objects.get(id=book_id)
             pairs.append((book.title, book.author.name))
         return pairs

@@ -98,9 +98,7 @@ async def read_list(ctx: Context) -> Case:
 
 @scenario("refs_one_by_one")
 async def refs_one_by_one(ctx: Context) -> Case:
-    await harness.seed_library(
-        ctx.db, AUTHORS, BOOKS, ctx.sizes.authors, ctx.sizes.books
-    )
+    await harness.seed_library(ctx, AUTHORS, BOOKS)
 
     async def run() -> list:
         pairs = []
@@ -114,9 +112,7 @@ async def refs_one_by_one(ctx: Context) -> Case:
 
 @scenario("refs_batch")
 async def refs_batch(ctx: Context) -> Case:
-    await harness.seed_library(
-        ctx.db, AUTHORS, BOOKS, ctx.sizes.authors, ctx.sizes.books
-    )
+    await harness.seed_library(ctx, AUTHORS, BOOKS)
 
     async def run() -> list:
         books = await OursBook.objects.async_select_related()
@@ -127,9 +123,7 @@ async def refs_batch(ctx: Context) -> Case:
 
 @scenario("refs_by_hand")
 async def refs_by_hand(ctx: Context) -> Case:
-    await harness.seed_library(
-        ctx.db, AUTHORS, BOOKS, ctx.sizes.authors, ctx.sizes.books
-    )
+    await harness.seed_library(ctx, AUTHORS, BOOKS)
 
     async def run() -> list:
         books = await OursBook.objects.async_to_list()
@@ -143,9 +137,7 @@ async def refs_by_hand(ctx: Context) -> Case:
 @scenario("refs_documents")
 async def refs_documents(ctx: Context) -> Case:
     """The floor of any join returning documents: build them, join nothing."""
-    await harness.seed_library(
-        ctx.db, AUTHORS, BOOKS, ctx.sizes.authors, ctx.sizes.books
-    )
+    await harness.seed_library(ctx, AUTHORS, BOOKS)
 
     async def run() -> tuple[list, list]:
         books = await OursBook.objects.async_to_list()
@@ -165,7 +157,7 @@ async def gridfs_put(ctx: Context) -> Case:
     data = harness.file_data(ctx.sizes.file_bytes)
 
     async def before() -> None:
-        await harness.drop(ctx.db, f"{BUCKET}.files", f"{BUCKET}.chunks", OWNERS)
+        await harness.drop_files(ctx, BUCKET, OWNERS)
 
     async def run() -> None:
         owner = OursFileOwner(name="owner")
@@ -181,7 +173,7 @@ async def gridfs_put(ctx: Context) -> Case:
 
 
 async def _seed_file(ctx: Context) -> None:
-    await harness.drop(ctx.db, f"{BUCKET}.files", f"{BUCKET}.chunks", OWNERS)
+    await harness.drop_files(ctx, BUCKET, OWNERS)
     owner = OursFileOwner(name="owner")
     await OursFileOwner.data.async_put(
         harness.file_data(ctx.sizes.file_bytes), instance=owner, filename="data.bin"
@@ -239,9 +231,7 @@ async def cascade_delete(ctx: Context) -> Case:
 
 @scenario("concurrent")
 async def concurrent(ctx: Context) -> Case:
-    seeded = await harness.seed_library(
-        ctx.db, AUTHORS, BOOKS, ctx.sizes.authors, ctx.sizes.tasks
-    )
+    book_ids = await harness.seed_library(ctx, AUTHORS, BOOKS, n_books=ctx.sizes.tasks)
 
     async def task(book_id) -> tuple:
         book = await OursBook.objects.async_get(id=book_id)
@@ -249,6 +239,6 @@ async def concurrent(ctx: Context) -> Case:
         return book.title, author.name
 
     async def run() -> list:
-        return await asyncio.gather(*(task(b) for b in seeded.book_ids))
+        return await asyncio.gather(*(task(b) for b in book_ids))
 
     return Case(run, "gather(async_get + await ref)", check=harness.digest)

@@ -79,9 +79,7 @@ async def read_list(ctx: Context) -> Case:
 
 @scenario("refs_one_by_one")
 async def refs_one_by_one(ctx: Context) -> Case:
-    await harness.seed_library(
-        ctx.db, AUTHORS, BOOKS, ctx.sizes.authors, ctx.sizes.books
-    )
+    await harness.seed_library(ctx, AUTHORS, BOOKS)
     books, authors = ctx.db[BOOKS], ctx.db[AUTHORS]
 
     async def run() -> list:
@@ -97,9 +95,7 @@ async def refs_one_by_one(ctx: Context) -> Case:
 @scenario("refs_by_hand")
 @scenario("refs_batch")
 async def refs_batch(ctx: Context) -> Case:
-    await harness.seed_library(
-        ctx.db, AUTHORS, BOOKS, ctx.sizes.authors, ctx.sizes.books
-    )
+    await harness.seed_library(ctx, AUTHORS, BOOKS)
     books, authors = ctx.db[BOOKS], ctx.db[AUTHORS]
 
     async def run() -> list:
@@ -129,7 +125,7 @@ async def gridfs_put(ctx: Context) -> Case:
     bucket = AsyncGridFSBucket(ctx.db, bucket_name=BUCKET)
 
     async def before() -> None:
-        await harness.drop(ctx.db, f"{BUCKET}.files", f"{BUCKET}.chunks", OWNERS)
+        await harness.drop_files(ctx, BUCKET, OWNERS)
 
     async def run() -> None:
         file_id = await bucket.upload_from_stream("data.bin", data)
@@ -145,7 +141,7 @@ async def gridfs_put(ctx: Context) -> Case:
 
 async def _seed_file(ctx: Context) -> AsyncGridFSBucket:
     bucket = AsyncGridFSBucket(ctx.db, bucket_name=BUCKET)
-    await harness.drop(ctx.db, f"{BUCKET}.files", f"{BUCKET}.chunks", OWNERS)
+    await harness.drop_files(ctx, BUCKET, OWNERS)
     file_id = await bucket.upload_from_stream(
         "data.bin", harness.file_data(ctx.sizes.file_bytes)
     )
@@ -205,9 +201,7 @@ async def cascade_delete(ctx: Context) -> Case:
 
 @scenario("concurrent")
 async def concurrent(ctx: Context) -> Case:
-    seeded = await harness.seed_library(
-        ctx.db, AUTHORS, BOOKS, ctx.sizes.authors, ctx.sizes.tasks
-    )
+    book_ids = await harness.seed_library(ctx, AUTHORS, BOOKS, n_books=ctx.sizes.tasks)
     books, authors = ctx.db[BOOKS], ctx.db[AUTHORS]
 
     async def task(book_id) -> tuple:
@@ -216,6 +210,6 @@ async def concurrent(ctx: Context) -> Case:
         return book["title"], author["name"]
 
     async def run() -> list:
-        return await asyncio.gather(*(task(b) for b in seeded.book_ids))
+        return await asyncio.gather(*(task(b) for b in book_ids))
 
     return Case(run, "gather(find_one + find_one)", check=harness.digest)
