@@ -258,6 +258,17 @@ async def test_metadata_read_back(async_alias: str) -> None:
         _ = proxy.nope
 
 
+async def test_metadata_is_of_the_current_file_only(async_alias: str) -> None:
+    other = await GfsBook().file.async_put(b"other", filename="other.txt")
+    proxy = await GfsBook().file.async_put(b"first", filename="first.txt")
+    assert proxy.loaded and proxy.length == 5
+    proxy.grid_id = other.grid_id  # what it holds is another file's document
+    assert not proxy.loaded
+    assert (proxy.filename, proxy.length) == (None, None)
+    await proxy.async_get()
+    assert (proxy.filename, proxy.length) == ("other.txt", 5)
+
+
 async def test_reading_the_field_does_no_io(async_alias: str, command_log) -> None:
     book = GfsBook()
     await book.file.async_put(b"abc")

@@ -247,7 +247,7 @@ class AsyncGridFSProxy(GridFSProxy):
     # -- metadata (no I/O) ---------------------------------------------------------
 
     def _file_value(self, name: str) -> Any:
-        return None if self._file is None else self._file.get(name)
+        return self._file.get(name) if self.loaded else None
 
     @property
     def length(self) -> int | None:
@@ -280,8 +280,9 @@ class AsyncGridFSProxy(GridFSProxy):
 
     @property
     def loaded(self) -> bool:
-        """Whether the files document has been read (or written) by this proxy."""
-        return self._file is not None
+        """Whether this proxy holds the files document of its current ``grid_id``
+        (read or written by it)."""
+        return self._file is not None and self._file.get("_id") == self.grid_id
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for names that are not attributes: extra fields of the
@@ -329,15 +330,11 @@ class AsyncGridFSProxy(GridFSProxy):
             raise self._missing(self.grid_id)
         self._file = file_document
 
-    def _loaded(self) -> bool:
-        """Whether the proxy holds the files document of its current ``grid_id``."""
-        return self._file is not None and self._file.get("_id") == self.grid_id
-
     async def _stream(self, batch_bytes: int | None = DOWNLOAD_BATCH_BYTES) -> Any:
         """A fresh AsyncGridOut (from the cached files document when loaded)."""
         if self.grid_id is None:
             return None
-        if not self._loaded():
+        if not self.loaded:
             await self._fetch_file()
         root = self._root()
         return _open_stream(root, self._file, self._session(root), batch_bytes)
@@ -596,7 +593,7 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
     def _loaded_value(self, name: str) -> Any:
         if self.grid_id is None:
             return None
-        if self._file is None:
+        if not self.loaded:
             raise AsyncUsageError(
                 f"{type(self).__name__}.{name} needs the file's metadata: "
                 "`await proxy.async_get()` first (reading it here would block)"
@@ -629,7 +626,7 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
         """The stored thumbnail (an AsyncGridOut), or None when there is none."""
         if self.grid_id is None:
             return None
-        if not self._loaded():
+        if not self.loaded:
             await self._fetch_file()
         thumbnail_id = self._file.get("thumbnail_id")
         if thumbnail_id is None:
@@ -676,12 +673,12 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
         """Delete the image and its thumbnail."""
         if self.grid_id is None:
             return
-        if not self._loaded():
+        if not self.loaded:
             try:
                 await self._fetch_file()
             except NoFile:
                 pass  # reported below, by the delete itself
-        thumbnail_id = self._file.get("thumbnail_id") if self._loaded() else None
+        thumbnail_id = self._file_value("thumbnail_id")
         if thumbnail_id is not None:  # a thumbnail has no thumbnail: no lookup
             root = self._root()
             await _delete_file(root, thumbnail_id, self._session(root))
