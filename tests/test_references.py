@@ -1115,9 +1115,13 @@ async def test_select_related_results_stored_otherwise_are_walked(
 ):
     rows, _ = await tagged_books()
     collection = await RefTaggedBook._async_get_collection()
-    # A key the model does not know sends its book to MongoEngine's loading.
-    await collection.insert_one(
-        {**rows[0], "_id": ObjectId(), "title": "extra", "x": 1}
+    # A key the model does not know sends its book to MongoEngine's loading;
+    # the ids the join looked for, found or missing, are not queried again.
+    await collection.insert_many(
+        [
+            {**rows[0], "_id": ObjectId(), "title": "extra", "x": 1},
+            {**rows[-1], "_id": ObjectId(), "title": "extra gone", "x": 1},
+        ]
     )
     command_log.clear()
 
@@ -1125,6 +1129,8 @@ async def test_select_related_results_stored_otherwise_are_walked(
     assert command_log.names == ["find", "find", "find"]
     assert type(books["extra"].author) is RefAuthor
     assert books["extra"].author is books["T0"].author
+    assert isinstance(books["extra gone"].author, AsyncReferenceProxy)
+    assert books["extra gone"].author.id == rows[-1]["author"]
 
     # A reference stored as a DBRef: every book goes through the walk, the
     # queries stay one per collection.

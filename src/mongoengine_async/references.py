@@ -524,8 +524,7 @@ async def load_related(cls: type, raws: list, max_depth: int = 1) -> list:
     if join is None:
         return await select_related(materialise_all(loader(cls), raws), max_depth)
     collections, wanted = join
-    loaded: _Loaded = {}
-    level = await _load_missing(wanted, loaded)
+    found = await _find_joined(wanted)
     load, stragglers = loader(cls), []
 
     def fallback(raw: Any) -> Any:
@@ -534,18 +533,22 @@ async def load_related(cls: type, raws: list, max_depth: int = 1) -> list:
         stragglers.append(document)
         return document
 
-    by_id = {name: _by_binary_id(loaded.get(name, {})) for name in set(collections)}
-    finders = [by_id[name].get for name in collections]
+    finders = [found[name].get for name in collections]
     documents = materialise_all(joining_loader(cls, finders, fallback), raws)
-    if stragglers:
-        level += await _load_level(stragglers, loaded, documents)
-    await _load_levels(level, loaded, max_depth - 1, documents)
+    if stragglers or max_depth > 1:
+        loaded = _loaded_by_id(wanted, found)
+        level = [document for by_id in found.values() for document in by_id.values()]
+        if stragglers:
+            level += await _load_level(stragglers, loaded, documents)
+        await _load_levels(level, loaded, max_depth - 1, documents)
     return documents
 
 
-def _join(
-    cls: type, raws: list
-) -> tuple[list[str], dict[tuple[type, str], set]] | None:
+# The ids a join wants, per (class, collection): ``ObjectId.binary`` -> ObjectId.
+_JoinWanted = dict[tuple[type, str], dict[bytes, ObjectId]]
+
+
+def _join(cls: type, raws: list) -> tuple[list[str], _JoinWanted] | None:
     """The collections of the references to join while loading ``raws``, and
     the ids wanted from each; None when the walk must find them instead."""
     references = plain_references(cls)
@@ -560,43 +563,57 @@ def _join(
     collections = [field.document_type._get_collection_name() for field in references]
     if cls._get_collection_name() in collections:
         return None  # the results themselves may be referenced: the walk reuses them
-    wanted: dict[tuple[type, str], set] = {}
+    wanted: _JoinWanted = {}
     for field, collection_name in zip(references, collections, strict=True):
         ids = _stored_ids(raws, field.db_field)
         if ids is None:
             return None
-        wanted.setdefault((field.document_type, collection_name), set()).update(
-            map(ObjectId, ids)
-        )
+        wanted.setdefault((field.document_type, collection_name), {}).update(ids)
     return collections, wanted
 
 
 _STORED_OTHERWISE = object()
 
 
-def _stored_ids(raws: list, db_field: str) -> set[bytes] | None:
-    """The ObjectIds stored under ``db_field``, as bytes (``ObjectId.binary``);
-    None if any is stored otherwise."""
-    values = {
-        value.binary if type(value) is ObjectId else _absent_or_otherwise(value)
+def _stored_ids(raws: list, db_field: str) -> dict[bytes, ObjectId] | None:
+    """The ObjectIds stored under ``db_field``, by their bytes
+    (``ObjectId.binary``, hashed in C); None if any is stored otherwise."""
+    ids = {
+        value.binary if type(value) is ObjectId else _absent_or_otherwise(value): value
         for value in map(methodcaller("get", db_field), raws)
     }
-    if _STORED_OTHERWISE in values:
+    if _STORED_OTHERWISE in ids:
         return None
-    values.discard(None)
-    return values
+    ids.pop(None, None)
+    return ids
 
 
 def _absent_or_otherwise(value: Any) -> Any:
     return None if value is None else _STORED_OTHERWISE
 
 
-def _by_binary_id(documents: dict[Any, Any]) -> dict[bytes, Any]:
-    return {
-        id_.binary: document
-        for id_, document in documents.items()
-        if document is not None and type(id_) is ObjectId
-    }
+async def _find_joined(wanted: _JoinWanted) -> dict[str, dict[bytes, Any]]:
+    """The documents a join wants, one query per collection: per collection,
+    ``ObjectId.binary`` -> document (missing ids are absent)."""
+    queries = _queries(((*group, ids) for group, ids in wanted.items()), dict)
+    found: dict[str, dict[bytes, Any]] = {name: {} for _, name in wanted}
+    for (_, _, collection_name), (cls, ids) in queries.items():
+        raws = await _find_raws(cls, collection_name, ids.values())
+        documents = materialise_all(loader(cls), raws)
+        binaries = [raw["_id"].binary for raw in raws]  # an $in of ObjectIds
+        found[collection_name].update(zip(binaries, documents, strict=True))
+    return found
+
+
+def _loaded_by_id(wanted: _JoinWanted, found: dict[str, dict[bytes, Any]]) -> _Loaded:
+    """What a join found, as the walk keeps it for the levels below."""
+    loaded: _Loaded = {}
+    for (_, collection_name), ids in wanted.items():
+        by_binary = found[collection_name]
+        known = loaded.setdefault(collection_name, {})
+        for binary, id_ in ids.items():
+            known[id_] = by_binary.get(binary)
+    return loaded
 
 
 async def _load_levels(
@@ -642,18 +659,16 @@ def _remember(documents: list | tuple, collections: set[str], loaded: _Loaded) -
 
 async def _load_missing(wanted: dict[tuple[type, str], Any], loaded: _Loaded) -> list:
     """Query, per collection, the ids not looked for yet; returns the new documents."""
-    queries: dict[tuple[int, str, str], tuple[type, set]] = {}
+    missing = []
     for (cls, collection_name), ids in wanted.items():
-        database_key = _database_key(cls)
         known = loaded.setdefault(collection_name, {})
-        missing = [i for i in ids if i not in known]
-        if database_key is not None and missing:
-            query = (*database_key, collection_name)
-            queries.setdefault(query, (cls, set()))[1].update(missing)
+        missing.append((cls, collection_name, [i for i in ids if i not in known]))
+    queries = _queries(missing, set)
     new_documents: list = []
     for (_, _, collection_name), (cls, ids) in queries.items():
         known = loaded[collection_name]
-        for document in await _find_many(cls, collection_name, ids):
+        raws = await _find_raws(cls, collection_name, ids)
+        for document in materialise_all(loader(cls), raws):
             known[document.pk] = document
             new_documents.append(document)
         for id_ in ids:
@@ -671,6 +686,20 @@ def _fill_all(wanted: _Wanted, loaded: _Loaded) -> None:
                     _fill(container, key, document)
 
 
+def _queries(
+    groups: Iterable[tuple[type, str, Iterable]], ids_type: type[set] | type[dict]
+) -> dict[tuple[int, str, str], tuple[type, Any]]:
+    """The ids of ``(class, collection, ids)`` groups, merged into one
+    ``ids_type`` per query: one per database and collection, for async classes."""
+    queries: dict[tuple[int, str, str], tuple[type, Any]] = {}
+    for cls, collection_name, ids in groups:
+        database_key = _database_key(cls)
+        if database_key is not None and ids:
+            query = (*database_key, collection_name)
+            queries.setdefault(query, (cls, ids_type()))[1].update(ids)
+    return queries
+
+
 def _database_key(cls: type) -> tuple[int, str] | None:
     """Which database ``cls`` lives in now (None: not on an async alias)."""
     if not is_async_class(cls):
@@ -679,7 +708,8 @@ def _database_key(cls: type) -> tuple[int, str] | None:
     return id(database.client), database.name
 
 
-async def _find_many(cls: type, collection_name: str, ids: set) -> list:
+async def _find_raws(cls: type, collection_name: str, ids: Iterable) -> list[dict]:
+    """The raw documents of ``collection_name`` with these ids, in one reply."""
     collection = await cls._async_get_collection()
     database = collection.database
     cursor = database[collection_name].find(
@@ -687,5 +717,4 @@ async def _find_many(cls: type, collection_name: str, ids: set) -> list:
         batch_size=WHOLE_RESULT,
         session=current_session(database.client),
     )
-    raws = await cursor.to_list(None)
-    return materialise_all(loader(cls), raws)
+    return await cursor.to_list(None)
