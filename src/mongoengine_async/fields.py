@@ -56,8 +56,11 @@ class _ProxyingReference:
         if instance is None:
             return self
         value = instance._data.get(self.name)
-        if value is None or isinstance(value, mongoengine.Document):
-            return value  # what MongoEngine's __get__ returns, without its checks
+        # A loaded document (or a value that is no reference at all) is what
+        # MongoEngine's __get__ returns too. BaseDocument: its isinstance is
+        # three times as fast as Document's, whose metaclass is not ``type``.
+        if value is None or isinstance(value, BaseDocument):
+            return value
         if isinstance(value, AsyncReferenceProxy):
             if value.fetched:  # loaded since it was read: the document takes its place
                 instance._data[self.name] = value._document

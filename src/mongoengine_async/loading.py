@@ -69,6 +69,8 @@ _IDENTITY_FOR = {
 
 # Fields whose to_python never returns an embedded document (or a list of them).
 _NEVER_EMBEDDED = (
+    mongoengine.DateTimeField,
+    mongoengine.ComplexDateTimeField,
     mongoengine.ReferenceField,
     mongoengine.LazyReferenceField,
     mongoengine.GenericReferenceField,

@@ -711,10 +711,11 @@ def _database_key(cls: type) -> tuple[int, str] | None:
 async def _find_raws(cls: type, collection_name: str, ids: Iterable) -> list[dict]:
     """The raw documents of ``collection_name`` with these ids, in one reply."""
     collection = await cls._async_get_collection()
-    database = collection.database
-    cursor = database[collection_name].find(
+    if collection.name != collection_name:
+        collection = collection.database[collection_name]
+    cursor = collection.find(
         {"_id": {"$in": list(ids)}},
         batch_size=WHOLE_RESULT,
-        session=current_session(database.client),
+        session=current_session(collection.database.client),
     )
     return await cursor.to_list(None)
