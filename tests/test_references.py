@@ -11,6 +11,7 @@ import copy
 import gc
 import pickle
 import weakref
+from uuid import uuid4
 
 import mongoengine
 import pytest
@@ -34,6 +35,9 @@ from mongoengine_async import (
     ReferenceField,
     StringField,
     async_no_dereference,
+    connect_async,
+    disconnect_async,
+    get_async_connection,
     get_async_db,
     references,
 )
@@ -135,6 +139,18 @@ class RefTaggedBook(Document):
     author = ReferenceField(RefAuthor)
     editor = ReferenceField(RefEditor)
     meta = {"strict": False}
+
+
+class RefArchivedAuthor(Document):
+    """Lives on another alias, in a collection named as RefAuthor's."""
+
+    name = StringField()
+    meta = {"db_alias": "ref_archive", "collection": "ref_author"}
+
+
+class RefArchiveEntry(Document):
+    author = ReferenceField(RefAuthor)
+    archived = ReferenceField(RefArchivedAuthor)
 
 
 class RefCreature(Document):
@@ -1243,6 +1259,32 @@ async def test_select_related_keeps_stored_values(async_alias, command_log):
 async def test_select_related_empty_result(async_alias, command_log):
     assert await RefBook.objects.async_select_related() == []
     assert command_log.count("find") == 1
+
+
+async def test_select_related_tells_databases_apart(async_alias, mongodb_uri):
+    """Two classes in same-named collections of two databases, holding the
+    same id: each reference gets the document of its own class."""
+    name = f"test_ref_archive_{uuid4().hex[:8]}"
+    await connect_async(
+        db=name, alias="ref_archive", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    try:
+        assert RefArchivedAuthor._get_collection_name() == "ref_author"
+        ann = await make_author("Ann")
+        archived = RefArchivedAuthor(id=ann.id, name="Ann, archived")
+        await archived.async_save(force_insert=True)
+        await RefArchiveEntry(author=ann, archived=archived).async_save()
+
+        (joined,) = await RefArchiveEntry.objects.async_select_related()
+        (walked,) = await select_related(await RefArchiveEntry.objects.async_to_list())
+        for entry in (joined, walked):
+            assert type(entry.author) is RefAuthor
+            assert entry.author.name == "Ann"
+            assert type(entry.archived) is RefArchivedAuthor
+            assert entry.archived.name == "Ann, archived"
+    finally:
+        await get_async_connection("ref_archive").drop_database(name)
+        await disconnect_async("ref_archive")
 
 
 # -- concurrency --------------------------------------------------------------------

@@ -496,9 +496,11 @@ def reference_class(field: Any, dbref: DBRef) -> type:
     return get_document(class_name) if class_name else document_type
 
 
-# The documents loaded so far: collection name -> id -> document (None: the
-# id was looked for and is missing).
-_Loaded = dict[str, dict[Any, Any]]
+# Where referenced documents live: (id of the client, database, collection).
+_Where = tuple[int, str, str]
+# The documents loaded so far: where -> id -> document (None: the id was
+# looked for and is missing).
+_Loaded = dict[_Where, dict[Any, Any]]
 
 
 async def select_related(documents: list, max_depth: int = 1) -> list:
@@ -523,7 +525,7 @@ async def load_related(cls: type, raws: list, max_depth: int = 1) -> list:
     join = _join(cls, raws) if max_depth > 0 else None
     if join is None:
         return await select_related(materialise_all(loader(cls), raws), max_depth)
-    collections, wanted = join
+    groups, wanted = join
     found = await _find_joined(wanted)
     load, stragglers = loader(cls), []
 
@@ -533,7 +535,7 @@ async def load_related(cls: type, raws: list, max_depth: int = 1) -> list:
         stragglers.append(document)
         return document
 
-    finders = [found[name].get for name in collections]
+    finders = [found.get(_where(*group), {}).get for group in groups]
     documents = materialise_all(joining_loader(cls, finders, fallback), raws)
     if stragglers or max_depth > 1:
         loaded = _loaded_by_id(wanted, found)
@@ -548,9 +550,9 @@ async def load_related(cls: type, raws: list, max_depth: int = 1) -> list:
 _JoinWanted = dict[tuple[type, str], dict[bytes, ObjectId]]
 
 
-def _join(cls: type, raws: list) -> tuple[list[str], _JoinWanted] | None:
-    """The collections of the references to join while loading ``raws``, and
-    the ids wanted from each; None when the walk must find them instead."""
+def _join(cls: type, raws: list) -> tuple[list[tuple[type, str]], _JoinWanted] | None:
+    """The (class, collection) of each reference to join while loading ``raws``,
+    and the ids wanted from each; None when the walk must find them instead."""
     references = plain_references(cls)
     referring = _referring_fields_of(cls)
     if (
@@ -563,13 +565,17 @@ def _join(cls: type, raws: list) -> tuple[list[str], _JoinWanted] | None:
     collections = [field.document_type._get_collection_name() for field in references]
     if cls._get_collection_name() in collections:
         return None  # the results themselves may be referenced: the walk reuses them
+    groups = [
+        (field.document_type, collection_name)
+        for field, collection_name in zip(references, collections, strict=True)
+    ]
     wanted: _JoinWanted = {}
-    for field, collection_name in zip(references, collections, strict=True):
+    for field, group in zip(references, groups, strict=True):
         ids = _stored_ids(raws, field.db_field)
         if ids is None:
             return None
-        wanted.setdefault((field.document_type, collection_name), {}).update(ids)
-    return collections, wanted
+        wanted.setdefault(group, {}).update(ids)
+    return groups, wanted
 
 
 _STORED_OTHERWISE = object()
@@ -592,27 +598,31 @@ def _absent_or_otherwise(value: Any) -> Any:
     return None if value is None else _STORED_OTHERWISE
 
 
-async def _find_joined(wanted: _JoinWanted) -> dict[str, dict[bytes, Any]]:
+async def _find_joined(wanted: _JoinWanted) -> dict[_Where, dict[bytes, Any]]:
     """The documents a join wants, one query per collection: per collection,
     ``ObjectId.binary`` -> document (missing ids are absent)."""
+    found: dict[_Where, dict[bytes, Any]] = {}
     queries = _queries(((*group, ids) for group, ids in wanted.items()), dict)
-    found: dict[str, dict[bytes, Any]] = {name: {} for _, name in wanted}
-    for (_, _, collection_name), (cls, ids) in queries.items():
-        raws = await _find_raws(cls, collection_name, ids.values())
+    for where, (cls, ids) in queries.items():
+        raws = await _find_raws(cls, where, ids.values())
         documents = materialise_all(loader(cls), raws)
         binaries = [raw["_id"].binary for raw in raws]  # an $in of ObjectIds
-        found[collection_name].update(zip(binaries, documents, strict=True))
+        found[where] = dict(zip(binaries, documents, strict=True))
     return found
 
 
-def _loaded_by_id(wanted: _JoinWanted, found: dict[str, dict[bytes, Any]]) -> _Loaded:
+def _loaded_by_id(
+    wanted: _JoinWanted, found: dict[_Where, dict[bytes, Any]]
+) -> _Loaded:
     """What a join found, as the walk keeps it for the levels below."""
     loaded: _Loaded = {}
-    for (_, collection_name), ids in wanted.items():
-        by_binary = found[collection_name]
-        known = loaded.setdefault(collection_name, {})
-        for binary, id_ in ids.items():
-            known[id_] = by_binary.get(binary)
+    for group, ids in wanted.items():
+        where = _where(*group)
+        if where is not None:
+            by_binary = found.get(where, {})
+            known = loaded.setdefault(where, {})
+            for binary, id_ in ids.items():
+                known[id_] = by_binary.get(binary)
     return loaded
 
 
@@ -633,7 +643,8 @@ async def _load_level(level: list, loaded: _Loaded, top: list | tuple = ()) -> l
     with gc_paused():
         wanted = _references_in(level)
         # A collection first wanted now: the top documents in it are reused.
-        _remember(top, {collection for _, collection in wanted} - loaded.keys(), loaded)
+        places = {_where(*group) for group in wanted} - loaded.keys() - {None}
+        _remember(top, places, loaded)
     if not wanted:
         return []
     new_documents = await _load_missing(wanted, loaded)
@@ -642,32 +653,31 @@ async def _load_level(level: list, loaded: _Loaded, top: list | tuple = ()) -> l
     return new_documents
 
 
-def _remember(documents: list | tuple, collections: set[str], loaded: _Loaded) -> None:
-    """Index the documents of the referenced collections, to reuse them."""
-    if not collections:
+def _remember(documents: list | tuple, places: set[_Where], loaded: _Loaded) -> None:
+    """Index the documents living in the referenced places, to reuse them."""
+    if not places:
         return
-    names = {
-        cls: cls._get_collection_name()
+    where_of = {
+        cls: _where(cls, cls._get_collection_name())
         for cls in {type(document) for document in documents}
         if issubclass(cls, mongoengine.Document)
     }
     for document in documents:
-        collection_name = names.get(type(document))
-        if collection_name in collections:
-            loaded.setdefault(collection_name, {})[document.pk] = document
+        where = where_of.get(type(document))
+        if where in places:
+            loaded.setdefault(where, {})[document.pk] = document
 
 
 async def _load_missing(wanted: dict[tuple[type, str], Any], loaded: _Loaded) -> list:
     """Query, per collection, the ids not looked for yet; returns the new documents."""
     missing = []
     for (cls, collection_name), ids in wanted.items():
-        known = loaded.setdefault(collection_name, {})
+        known = loaded.get(_where(cls, collection_name), {})
         missing.append((cls, collection_name, [i for i in ids if i not in known]))
-    queries = _queries(missing, set)
     new_documents: list = []
-    for (_, _, collection_name), (cls, ids) in queries.items():
-        known = loaded[collection_name]
-        raws = await _find_raws(cls, collection_name, ids)
+    for where, (cls, ids) in _queries(missing, set).items():
+        known = loaded.setdefault(where, {})
+        raws = await _find_raws(cls, where, ids)
         for document in materialise_all(loader(cls), raws):
             known[document.pk] = document
             new_documents.append(document)
@@ -677,8 +687,8 @@ async def _load_missing(wanted: dict[tuple[type, str], Any], loaded: _Loaded) ->
 
 
 def _fill_all(wanted: _Wanted, loaded: _Loaded) -> None:
-    for (_, collection_name), ids in wanted.items():
-        found = loaded[collection_name]
+    for group, ids in wanted.items():
+        found = loaded.get(_where(*group), {})
         for id_, places in ids.items():
             document = found.get(id_)
             if document is not None:
@@ -688,28 +698,30 @@ def _fill_all(wanted: _Wanted, loaded: _Loaded) -> None:
 
 def _queries(
     groups: Iterable[tuple[type, str, Iterable]], ids_type: type[set] | type[dict]
-) -> dict[tuple[int, str, str], tuple[type, Any]]:
+) -> dict[_Where, tuple[type, Any]]:
     """The ids of ``(class, collection, ids)`` groups, merged into one
     ``ids_type`` per query: one per database and collection, for async classes."""
-    queries: dict[tuple[int, str, str], tuple[type, Any]] = {}
+    queries: dict[_Where, tuple[type, Any]] = {}
     for cls, collection_name, ids in groups:
-        database_key = _database_key(cls)
-        if database_key is not None and ids:
-            query = (*database_key, collection_name)
-            queries.setdefault(query, (cls, ids_type()))[1].update(ids)
+        where = _where(cls, collection_name)
+        if where is not None and ids:
+            queries.setdefault(where, (cls, ids_type()))[1].update(ids)
     return queries
 
 
-def _database_key(cls: type) -> tuple[int, str] | None:
-    """Which database ``cls`` lives in now (None: not on an async alias)."""
+def _where(cls: type, collection_name: str) -> _Where | None:
+    """Where a reference to ``cls`` in ``collection_name`` points now: in the
+    database ``cls`` is bound to (None: ``cls`` is not on an async alias)."""
     if not is_async_class(cls):
         return None
     database = cls._get_db()
-    return id(database.client), database.name
+    return id(database.client), database.name, collection_name
 
 
-async def _find_raws(cls: type, collection_name: str, ids: Iterable) -> list[dict]:
-    """The raw documents of ``collection_name`` with these ids, in one reply."""
+async def _find_raws(cls: type, where: _Where, ids: Iterable) -> list[dict]:
+    """The raw documents with these ids in ``where`` (a collection of the
+    database ``cls`` is bound to), in one reply."""
+    *_, collection_name = where
     collection = await cls._async_get_collection()
     if collection.name != collection_name:
         collection = collection.database[collection_name]
