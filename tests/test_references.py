@@ -35,6 +35,7 @@ from mongoengine_async import (
     ReferenceField,
     StringField,
     async_no_dereference,
+    async_switch_db,
     connect_async,
     disconnect_async,
     get_async_connection,
@@ -151,6 +152,28 @@ class RefArchivedAuthor(Document):
 class RefArchiveEntry(Document):
     author = ReferenceField(RefAuthor)
     archived = ReferenceField(RefArchivedAuthor)
+
+
+class RefFriend(Document):
+    name = StringField()
+    friend = ReferenceField("self")
+
+
+class RefAlpha(Document):
+    """Shares its collection with RefBeta; the two classes are unrelated."""
+
+    name = StringField()
+    meta = {"collection": "ref_shared"}
+
+
+class RefBeta(Document):
+    label = StringField()
+    meta = {"collection": "ref_shared"}
+
+
+class RefPair(Document):
+    alpha = ReferenceField(RefAlpha)
+    beta = ReferenceField(RefBeta)
 
 
 class RefCreature(Document):
@@ -1261,30 +1284,84 @@ async def test_select_related_empty_result(async_alias, command_log):
     assert command_log.count("find") == 1
 
 
-async def test_select_related_tells_databases_apart(async_alias, mongodb_uri):
-    """Two classes in same-named collections of two databases, holding the
-    same id: each reference gets the document of its own class."""
+async def test_select_related_unrelated_classes_sharing_a_collection(
+    async_alias, command_log
+):
+    alpha = await RefAlpha(name="a").async_save()
+    beta = await RefBeta(label="b").async_save()
+    await RefPair(alpha=alpha, beta=beta).async_save()
+    command_log.clear()
+
+    (joined,) = await RefPair.objects.async_select_related()
+    assert command_log.names == [
+        "find",
+        "find",
+        "find",
+    ]  # one per class, as MongoEngine
+    (walked,) = await select_related(await RefPair.objects.async_to_list())
+    for pair in (joined, walked):
+        assert type(pair.alpha) is RefAlpha and pair.alpha.name == "a"
+        assert type(pair.beta) is RefBeta and pair.beta.label == "b"
+
+
+@pytest.fixture
+async def archive_alias(async_alias, mongodb_uri):
+    """A second async alias, ``ref_archive``, on a database of its own."""
     name = f"test_ref_archive_{uuid4().hex[:8]}"
     await connect_async(
         db=name, alias="ref_archive", host=mongodb_uri, uuidRepresentation="standard"
     )
-    try:
-        assert RefArchivedAuthor._get_collection_name() == "ref_author"
-        ann = await make_author("Ann")
-        archived = RefArchivedAuthor(id=ann.id, name="Ann, archived")
-        await archived.async_save(force_insert=True)
-        await RefArchiveEntry(author=ann, archived=archived).async_save()
+    yield "ref_archive"
+    await get_async_connection("ref_archive").drop_database(name)
+    await disconnect_async("ref_archive")
 
-        (joined,) = await RefArchiveEntry.objects.async_select_related()
-        (walked,) = await select_related(await RefArchiveEntry.objects.async_to_list())
-        for entry in (joined, walked):
-            assert type(entry.author) is RefAuthor
-            assert entry.author.name == "Ann"
-            assert type(entry.archived) is RefArchivedAuthor
-            assert entry.archived.name == "Ann, archived"
-    finally:
-        await get_async_connection("ref_archive").drop_database(name)
-        await disconnect_async("ref_archive")
+
+async def test_select_related_of_using_results_reuses_none_of_them(archive_alias):
+    """References point to their class's database (as ``await proxy`` and
+    MongoEngine load them), not to where ``using()`` read the results."""
+    ann = ObjectId()
+    default = await RefFriend._async_get_collection()
+    await default.insert_one({"_id": ann, "name": "Ann"})
+    async with async_switch_db(RefFriend, archive_alias):
+        archive = await RefFriend._async_get_collection()
+    await archive.insert_many(
+        [{"_id": ann, "name": "Ann, archived"}, {"name": "Bob", "friend": ann}]
+    )
+    using = RefFriend.objects.using(archive_alias)
+    (bob,) = await using.filter(name="Bob").async_to_list()
+    assert (await bob.friend).name == "Ann"
+
+    for depth in (1, 2):
+        people = await using.order_by("name").async_select_related(max_depth=depth)
+        assert [person.name for person in people] == ["Ann, archived", "Bob"]
+        assert people[1].friend.name == "Ann"
+        assert people[1].friend is not people[0]
+
+    # A document moved with switch_db is where it was moved to.
+    archived_ann = await using.filter(name__startswith="Ann").async_first()
+    archived_ann.switch_db(archive_alias)
+    await archived_ann.async_select_related()
+    (bob,) = await using.filter(name="Bob").async_to_list()
+    await select_related([archived_ann, bob])
+    assert bob.friend.name == "Ann" and bob.friend is not archived_ann
+
+
+async def test_select_related_tells_databases_apart(archive_alias):
+    """Two classes in same-named collections of two databases, holding the
+    same id: each reference gets the document of its own class."""
+    assert RefArchivedAuthor._get_collection_name() == "ref_author"
+    ann = await make_author("Ann")
+    archived = RefArchivedAuthor(id=ann.id, name="Ann, archived")
+    await archived.async_save(force_insert=True)
+    await RefArchiveEntry(author=ann, archived=archived).async_save()
+
+    (joined,) = await RefArchiveEntry.objects.async_select_related()
+    (walked,) = await select_related(await RefArchiveEntry.objects.async_to_list())
+    for entry in (joined, walked):
+        assert type(entry.author) is RefAuthor
+        assert entry.author.name == "Ann"
+        assert type(entry.archived) is RefArchivedAuthor
+        assert entry.archived.name == "Ann, archived"
 
 
 # -- concurrency --------------------------------------------------------------------

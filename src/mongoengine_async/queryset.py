@@ -48,7 +48,7 @@ from mongoengine_async.loading import (
     loader,
     materialise_all,
 )
-from mongoengine_async.references import load_related, select_related
+from mongoengine_async.references import load_related
 
 __all__ = ("AsyncAggregation", "QuerySet")
 
@@ -342,11 +342,13 @@ class QuerySet(me_queryset.QuerySet):
                 "it cannot be combined with as_pymongo()"
             )
         raws = await self._raw_list("async_select_related", "select_related()")
-        if self._auto_dereference:
-            documents = await load_related(self._document, raws, max_depth)
-        else:
-            load = loader(self._document, _auto_dereference=False)
-            documents = await select_related(materialise_all(load, raws), max_depth)
+        documents = await load_related(
+            self._document,
+            raws,
+            self._collection_obj,
+            max_depth,
+            self._auto_dereference,
+        )
         if self._scalar:
             return [self._get_scalar(document) for document in documents]
         return documents

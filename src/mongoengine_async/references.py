@@ -20,6 +20,7 @@ from bson import SON, DBRef, ObjectId
 from mongoengine.base import BaseDocument, ComplexBaseField, get_document
 from mongoengine.base.datastructures import BaseDict, BaseList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
+from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async.context import current_session, dereference_disabled
 from mongoengine_async.guards import AsyncUsageError
@@ -510,21 +511,31 @@ async def select_related(documents: list, max_depth: int = 1) -> list:
     documents; documents already loaded are reused, so cycles terminate.
     Missing targets are left as proxies that raise ``DoesNotExist`` on fetch.
     """
-    await _load_levels(list(documents), {}, max_depth, top=documents)
+    await _load_levels(list(documents), {}, max_depth, documents)
     return documents
 
 
-async def load_related(cls: type, raws: list, max_depth: int = 1) -> list:
-    """``select_related`` of the documents of ``cls`` loaded from ``raws``.
+async def load_related(
+    cls: type,
+    raws: list,
+    origin: AsyncCollection,
+    max_depth: int = 1,
+    auto_dereference: bool = True,
+) -> list:
+    """``select_related`` of the documents of ``cls`` loaded from ``raws``,
+    results of a query on ``origin``.
 
     When the only references ``cls`` can hold are ReferenceFields, stored as
     ObjectIds, their ids are read from ``raws`` and the first level is put in
     place while the documents are built: no DBRef is made and no document
     walked for it. The result is the same.
     """
-    join = _join(cls, raws) if max_depth > 0 else None
+    source = _where_of(origin)
+    join = _join(cls, raws) if max_depth > 0 and auto_dereference else None
     if join is None:
-        return await select_related(materialise_all(loader(cls), raws), max_depth)
+        documents = materialise_all(loader(cls, auto_dereference), raws)
+        await _load_levels(list(documents), {}, max_depth, documents, source)
+        return documents
     groups, wanted = join
     found = await _find_joined(wanted)
     load, stragglers = loader(cls), []
@@ -541,8 +552,8 @@ async def load_related(cls: type, raws: list, max_depth: int = 1) -> list:
         loaded = _loaded_by_id(wanted, found)
         level = [document for by_id in found.values() for document in by_id.values()]
         if stragglers:
-            level += await _load_level(stragglers, loaded, documents)
-        await _load_levels(level, loaded, max_depth - 1, documents)
+            level += await _load_level(stragglers, loaded, documents, source)
+        await _load_levels(level, loaded, max_depth - 1, documents, source)
     return documents
 
 
@@ -578,36 +589,29 @@ def _join(cls: type, raws: list) -> tuple[list[tuple[type, str]], _JoinWanted] |
     return groups, wanted
 
 
-_STORED_OTHERWISE = object()
-
-
 def _stored_ids(raws: list, db_field: str) -> dict[bytes, ObjectId] | None:
     """The ObjectIds stored under ``db_field``, by their bytes
     (``ObjectId.binary``, hashed in C); None if any is stored otherwise."""
-    ids = {
-        value.binary if type(value) is ObjectId else _absent_or_otherwise(value): value
-        for value in map(methodcaller("get", db_field), raws)
-    }
-    if _STORED_OTHERWISE in ids:
-        return None
-    ids.pop(None, None)
+    ids: dict[bytes, ObjectId] = {}
+    for value in map(methodcaller("get", db_field), raws):
+        if type(value) is ObjectId:
+            ids[value.binary] = value
+        elif value is not None:
+            return None
     return ids
 
 
-def _absent_or_otherwise(value: Any) -> Any:
-    return None if value is None else _STORED_OTHERWISE
-
-
 async def _find_joined(wanted: _JoinWanted) -> dict[_Where, dict[bytes, Any]]:
-    """The documents a join wants, one query per collection: per collection,
-    ``ObjectId.binary`` -> document (missing ids are absent)."""
+    """The documents a join wants, one query per collection and class
+    hierarchy: per collection, ``ObjectId.binary`` -> document (missing ids
+    are absent)."""
     found: dict[_Where, dict[bytes, Any]] = {}
     queries = _queries(((*group, ids) for group, ids in wanted.items()), dict)
-    for where, (cls, ids) in queries.items():
+    for (where, cls), ids in queries.items():
         raws = await _find_raws(cls, where, ids.values())
         documents = materialise_all(loader(cls), raws)
         binaries = [raw["_id"].binary for raw in raws]  # an $in of ObjectIds
-        found[where] = dict(zip(binaries, documents, strict=True))
+        found.setdefault(where, {}).update(zip(binaries, documents, strict=True))
     return found
 
 
@@ -627,24 +631,30 @@ def _loaded_by_id(
 
 
 async def _load_levels(
-    level: list, loaded: _Loaded, levels: int, top: list | tuple = ()
+    level: list,
+    loaded: _Loaded,
+    levels: int,
+    top: list | tuple,
+    source: _Where | None = None,
 ) -> None:
     """Load ``levels`` levels of references, from those of the ``level`` documents;
-    the ``top`` documents are reused wherever they are referenced."""
+    the ``top`` documents (from ``source``, if known) are reused where referenced."""
     for _ in range(levels):
-        level = await _load_level(level, loaded, top)
+        level = await _load_level(level, loaded, top, source)
         if not level:
             break
 
 
-async def _load_level(level: list, loaded: _Loaded, top: list | tuple = ()) -> list:
+async def _load_level(
+    level: list, loaded: _Loaded, top: list | tuple, source: _Where | None
+) -> list:
     """Load the references of the ``level`` documents and put them in place;
     the ``top`` documents are reused where referenced. Returns the new ones."""
     with gc_paused():
         wanted = _references_in(level)
         # A collection first wanted now: the top documents in it are reused.
         places = {_where(*group) for group in wanted} - loaded.keys() - {None}
-        _remember(top, places, loaded)
+        _remember(top, source, places, loaded)
     if not wanted:
         return []
     new_documents = await _load_missing(wanted, loaded)
@@ -653,19 +663,33 @@ async def _load_level(level: list, loaded: _Loaded, top: list | tuple = ()) -> l
     return new_documents
 
 
-def _remember(documents: list | tuple, places: set[_Where], loaded: _Loaded) -> None:
-    """Index the documents living in the referenced places, to reuse them."""
-    if not places:
+def _remember(
+    documents: list | tuple, source: _Where | None, places: set[_Where], loaded: _Loaded
+) -> None:
+    """Index the documents living in the referenced places, to reuse them.
+
+    They all live in ``source`` when it is known (a query's results, read with
+    ``using()`` perhaps); otherwise each lives where its class says, unless
+    it was moved with ``switch_db`` or ``switch_collection``.
+    """
+    if not places or (source is not None and source not in places):
         return
-    where_of = {
-        cls: _where(cls, cls._get_collection_name())
-        for cls in {type(document) for document in documents}
-        if issubclass(cls, mongoengine.Document)
-    }
+    by_class: dict[type, _Where | None] = {}
     for document in documents:
-        where = where_of.get(type(document))
+        where = source or _home(document, by_class)
         if where in places:
             loaded.setdefault(where, {})[document.pk] = document
+
+
+def _home(document: Any, by_class: dict[type, _Where | None]) -> _Where | None:
+    """Where ``document`` lives (None: not a document of an async alias)."""
+    if "_get_collection" in vars(document):  # moved, by switch_db or the like
+        return _where_of(document._get_collection())
+    cls = type(document)
+    if cls not in by_class:
+        top_level = issubclass(cls, mongoengine.Document)
+        by_class[cls] = _where(cls, cls._get_collection_name()) if top_level else None
+    return by_class[cls]
 
 
 async def _load_missing(wanted: dict[tuple[type, str], Any], loaded: _Loaded) -> list:
@@ -675,7 +699,7 @@ async def _load_missing(wanted: dict[tuple[type, str], Any], loaded: _Loaded) ->
         known = loaded.get(_where(cls, collection_name), {})
         missing.append((cls, collection_name, [i for i in ids if i not in known]))
     new_documents: list = []
-    for where, (cls, ids) in _queries(missing, set).items():
+    for (where, cls), ids in _queries(missing, set).items():
         known = loaded.setdefault(where, {})
         raws = await _find_raws(cls, where, ids)
         for document in materialise_all(loader(cls), raws):
@@ -698,15 +722,28 @@ def _fill_all(wanted: _Wanted, loaded: _Loaded) -> None:
 
 def _queries(
     groups: Iterable[tuple[type, str, Iterable]], ids_type: type[set] | type[dict]
-) -> dict[_Where, tuple[type, Any]]:
+) -> dict[tuple[_Where, type], Any]:
     """The ids of ``(class, collection, ids)`` groups, merged into one
-    ``ids_type`` per query: one per database and collection, for async classes."""
-    queries: dict[_Where, tuple[type, Any]] = {}
+    ``ids_type`` per query: one per collection (of a database) and class
+    hierarchy, loaded as the hierarchy's top class. Async classes only."""
+    queries: dict[tuple[_Where, type], Any] = {}
     for cls, collection_name, ids in groups:
         where = _where(cls, collection_name)
         if where is not None and ids:
-            queries.setdefault(where, (cls, ids_type()))[1].update(ids)
+            queries.setdefault((where, _top_class(cls)), ids_type()).update(ids)
     return queries
+
+
+def _top_class(cls: type) -> type:
+    """The topmost concrete class of ``cls``'s hierarchy. A document of the
+    hierarchy loaded as that class comes out as its own class (by ``_cls``);
+    unrelated classes sharing a collection get a query each, as in MongoEngine."""
+    concrete = [
+        base
+        for base in cls.__mro__
+        if issubclass(base, mongoengine.Document) and not base._meta.get("abstract")
+    ]
+    return concrete[-1]
 
 
 def _where(cls: type, collection_name: str) -> _Where | None:
@@ -716,6 +753,11 @@ def _where(cls: type, collection_name: str) -> _Where | None:
         return None
     database = cls._get_db()
     return id(database.client), database.name, collection_name
+
+
+def _where_of(collection: AsyncCollection) -> _Where:
+    database = collection.database
+    return id(database.client), database.name, collection.name
 
 
 async def _find_raws(cls: type, where: _Where, ids: Iterable) -> list[dict]:
