@@ -1346,6 +1346,64 @@ async def test_select_related_of_using_results_reuses_none_of_them(archive_alias
     assert bob.friend.name == "Ann" and bob.friend is not archived_ann
 
 
+async def test_select_related_looks_for_a_subclass_where_it_is_bound(archive_alias):
+    """A subclass bound elsewhere than its parent class (here by
+    async_switch_db) is looked for where it is bound, as awaiting does."""
+    async with async_switch_db(RefDog, archive_alias):
+        rex = await RefDog(name="Rex", bark="woof").async_save()
+        await RefKennel(dog=rex).async_save()
+        (kennel,) = await RefKennel.objects.async_to_list()
+        assert (await kennel.dog).bark == "woof"
+        (joined,) = await RefKennel.objects.async_select_related()
+        (walked,) = await select_related(await RefKennel.objects.async_to_list())
+    for kennel in (joined, walked):
+        assert type(kennel.dog) is RefDog and kennel.dog.bark == "woof"
+
+
+async def test_select_related_builds_a_document_without_cls_as_wanted(async_alias):
+    """A referenced document stored without ``_cls`` is built as the class the
+    reference wants (the most specific one, if several want it), as awaiting
+    does; a stored ``_cls`` still decides."""
+    rex, fido, tom = ObjectId(), ObjectId(), ObjectId()
+    animals = await RefAnimal._async_get_collection()
+    await animals.insert_many(
+        [
+            {"_id": rex, "name": "Rex"},
+            {"_id": fido, "name": "Fido", "bark": "woof"},
+            {"_id": tom, "name": "Tom", "_cls": "RefAnimal"},
+        ]
+    )
+    await RefKennel(dog=rex).async_save()
+    (kennel,) = await RefKennel.objects.async_select_related()
+    assert type(kennel.dog) is RefDog
+    await kennel.async_save()  # a RefDog where a RefDog is due
+
+    await RefKennel(dog=fido, animal=fido).async_save()
+    await RefKennel(animal=tom).async_save()
+    joined = await RefKennel.objects.order_by("id").async_select_related()
+    walked = await select_related(
+        await RefKennel.objects.order_by("id").async_to_list()
+    )
+    for first, second, third in (joined, walked):
+        assert type(first.dog) is RefDog
+        assert type(second.dog) is RefDog and second.dog.bark == "woof"
+        assert second.animal is second.dog
+        assert type(third.animal) is RefAnimal and third.animal.name == "Tom"
+
+
+async def test_select_related_of_partial_results_reuses_none_of_them(async_alias):
+    ann = await RefFriend(name="Ann").async_save()
+    await RefFriend(name="Bob", friend=ann).async_save()
+    friends = RefFriend.objects.order_by("name")
+
+    assert [
+        friend and friend.name
+        for friend in await friends.scalar("friend").async_select_related()
+    ] == [None, "Ann"]
+    _, bob = await friends.only("friend").async_select_related()
+    assert bob.friend.name == "Ann"
+
+
 async def test_select_related_tells_databases_apart(archive_alias):
     """Two classes in same-named collections of two databases, holding the
     same id: each reference gets the document of its own class."""

@@ -342,12 +342,10 @@ class QuerySet(me_queryset.QuerySet):
                 "it cannot be combined with as_pymongo()"
             )
         raws = await self._raw_list("async_select_related", "select_related()")
+        # Partial results (only(), scalar()...) never stand in for references.
+        origin = None if self._loaded_fields else self._collection_obj
         documents = await load_related(
-            self._document,
-            raws,
-            self._collection_obj,
-            max_depth,
-            self._auto_dereference,
+            self._document, raws, origin, max_depth, self._auto_dereference
         )
         if self._scalar:
             return [self._get_scalar(document) for document in documents]

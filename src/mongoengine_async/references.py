@@ -518,23 +518,25 @@ async def select_related(documents: list, max_depth: int = 1) -> list:
 async def load_related(
     cls: type,
     raws: list,
-    origin: AsyncCollection,
+    origin: AsyncCollection | None,
     max_depth: int = 1,
     auto_dereference: bool = True,
 ) -> list:
-    """``select_related`` of the documents of ``cls`` loaded from ``raws``,
-    results of a query on ``origin``.
+    """``select_related`` of the documents of ``cls`` loaded from ``raws``, the
+    results of a query on ``origin``; None when they are partial (a projection),
+    so that none stands in for a referenced document.
 
     When the only references ``cls`` can hold are ReferenceFields, stored as
     ObjectIds, their ids are read from ``raws`` and the first level is put in
     place while the documents are built: no DBRef is made and no document
     walked for it. The result is the same.
     """
-    source = _where_of(origin)
+    source = None if origin is None else _where_of(origin)
     join = _join(cls, raws) if max_depth > 0 and auto_dereference else None
     if join is None:
         documents = materialise_all(loader(cls, auto_dereference), raws)
-        await _load_levels(list(documents), {}, max_depth, documents, source)
+        top = documents if origin is not None else ()
+        await _load_levels(list(documents), {}, max_depth, top, source)
         return documents
     groups, wanted = join
     found = await _find_joined(wanted)
@@ -549,11 +551,12 @@ async def load_related(
     finders = [found.get(_where(*group), {}).get for group in groups]
     documents = materialise_all(joining_loader(cls, finders, fallback), raws)
     if stragglers or max_depth > 1:
+        top = documents if origin is not None else ()
         loaded = _loaded_by_id(wanted, found)
         level = [document for by_id in found.values() for document in by_id.values()]
         if stragglers:
-            level += await _load_level(stragglers, loaded, documents, source)
-        await _load_levels(level, loaded, max_depth - 1, documents, source)
+            level += await _load_level(stragglers, loaded, top, source)
+        await _load_levels(level, loaded, max_depth - 1, top, source)
     return documents
 
 
@@ -607,9 +610,8 @@ async def _find_joined(wanted: _JoinWanted) -> dict[_Where, dict[bytes, Any]]:
     are absent)."""
     found: dict[_Where, dict[bytes, Any]] = {}
     queries = _queries(((*group, ids) for group, ids in wanted.items()), dict)
-    for (where, cls), ids in queries.items():
-        raws = await _find_raws(cls, where, ids.values())
-        documents = materialise_all(loader(cls), raws)
+    for (where, _), wanted_by in queries.items():
+        raws, documents = await _query(where, wanted_by)
         binaries = [raw["_id"].binary for raw in raws]  # an $in of ObjectIds
         found.setdefault(where, {}).update(zip(binaries, documents, strict=True))
     return found
@@ -699,14 +701,15 @@ async def _load_missing(wanted: dict[tuple[type, str], Any], loaded: _Loaded) ->
         known = loaded.get(_where(cls, collection_name), {})
         missing.append((cls, collection_name, [i for i in ids if i not in known]))
     new_documents: list = []
-    for (where, cls), ids in _queries(missing, set).items():
+    for (where, _), wanted_by in _queries(missing, set).items():
         known = loaded.setdefault(where, {})
-        raws = await _find_raws(cls, where, ids)
-        for document in materialise_all(loader(cls), raws):
+        _, documents = await _query(where, wanted_by)
+        for document in documents:
             known[document.pk] = document
             new_documents.append(document)
-        for id_ in ids:
-            known.setdefault(id_, None)
+        for ids in wanted_by.values():
+            for id_ in ids:
+                known.setdefault(id_, None)
     return new_documents
 
 
@@ -720,30 +723,51 @@ def _fill_all(wanted: _Wanted, loaded: _Loaded) -> None:
                     _fill(container, key, document)
 
 
+# Per query, the ids each class wants: a set of ids, or ObjectId.binary -> ObjectId.
+_WantedBy = dict[type, set | dict[bytes, ObjectId]]
+
+
 def _queries(
     groups: Iterable[tuple[type, str, Iterable]], ids_type: type[set] | type[dict]
-) -> dict[tuple[_Where, type], Any]:
-    """The ids of ``(class, collection, ids)`` groups, merged into one
-    ``ids_type`` per query: one per collection (of a database) and class
-    hierarchy, loaded as the hierarchy's top class. Async classes only."""
-    queries: dict[tuple[_Where, type], Any] = {}
+) -> dict[tuple[_Where, type], _WantedBy]:
+    """The ids of ``(class, collection, ids)`` groups, gathered per query: one
+    per collection (of a database) and class hierarchy; unrelated classes
+    sharing a collection get a query each, as in MongoEngine. Async classes only."""
+    queries: dict[tuple[_Where, type], _WantedBy] = {}
     for cls, collection_name, ids in groups:
         where = _where(cls, collection_name)
         if where is not None and ids:
-            queries.setdefault((where, _top_class(cls)), ids_type()).update(ids)
+            wanted_by = queries.setdefault((where, _top_class(cls)), {})
+            wanted_by.setdefault(cls, ids_type()).update(ids)
     return queries
 
 
 def _top_class(cls: type) -> type:
-    """The topmost concrete class of ``cls``'s hierarchy. A document of the
-    hierarchy loaded as that class comes out as its own class (by ``_cls``);
-    unrelated classes sharing a collection get a query each, as in MongoEngine."""
+    """The topmost concrete class of ``cls``'s hierarchy."""
     concrete = [
         base
         for base in cls.__mro__
         if issubclass(base, mongoengine.Document) and not base._meta.get("abstract")
     ]
     return concrete[-1]
+
+
+async def _query(where: _Where, wanted_by: _WantedBy) -> tuple[list[dict], list]:
+    """One query for what classes of one hierarchy want in ``where``: the raw
+    documents, and each built as the class that wanted it (the most specific,
+    if several did); a stored ``_cls`` still picks the document's own class."""
+    classes = sorted(wanted_by, key=lambda cls: len(cls.__mro__))
+    ids = [id_ for cls in classes for id_ in _ids(wanted_by[cls])]
+    raws = await _find_raws(classes[0], where, ids)  # all are bound to ``where``
+    if len(classes) == 1:
+        return raws, materialise_all(loader(classes[0]), raws)
+    class_of = {id_: cls for cls in classes for id_ in _ids(wanted_by[cls])}
+    loaders = {cls: loader(cls) for cls in classes}
+    return raws, materialise_all(lambda raw: loaders[class_of[raw["_id"]]](raw), raws)
+
+
+def _ids(ids: set | dict[bytes, ObjectId]) -> Iterable:
+    return ids.values() if type(ids) is dict else ids
 
 
 def _where(cls: type, collection_name: str) -> _Where | None:
