@@ -154,6 +154,15 @@ class RefArchiveEntry(Document):
     archived = ReferenceField(RefArchivedAuthor)
 
 
+class RefDogOwner(Document):
+    dog = ReferenceField(RefDog)
+
+
+class RefShelter(Document):
+    animal = ReferenceField(RefAnimal)
+    owner = ReferenceField(RefDogOwner)
+
+
 class RefFriend(Document):
     name = StringField()
     friend = ReferenceField("self")
@@ -1389,6 +1398,21 @@ async def test_select_related_builds_a_document_without_cls_as_wanted(async_alia
         assert type(second.dog) is RefDog and second.dog.bark == "woof"
         assert second.animal is second.dog
         assert type(third.animal) is RefAnimal and third.animal.name == "Tom"
+
+
+async def test_select_related_rebuilds_as_wanted_a_level_down(async_alias):
+    """A document without ``_cls`` loaded as the parent class at one level is
+    loaded again when a reference to the subclass wants it further down."""
+    rex = ObjectId()
+    animals = await RefAnimal._async_get_collection()
+    await animals.insert_one({"_id": rex, "name": "Rex"})
+    owner = await RefDogOwner(dog=rex).async_save()
+    await RefShelter(animal=rex, owner=owner).async_save()
+
+    (shelter,) = await RefShelter.objects.async_select_related(max_depth=2)
+    assert type(shelter.animal) is RefAnimal
+    assert type(shelter.owner.dog) is RefDog and shelter.owner.dog.name == "Rex"
+    await shelter.owner.async_save()  # a RefDog where a RefDog is due
 
 
 async def test_select_related_of_partial_results_reuses_none_of_them(async_alias):

@@ -699,7 +699,9 @@ async def _load_missing(wanted: dict[tuple[type, str], Any], loaded: _Loaded) ->
     missing = []
     for (cls, collection_name), ids in wanted.items():
         known = loaded.get(_where(cls, collection_name), {})
-        missing.append((cls, collection_name, [i for i in ids if i not in known]))
+        missing.append(
+            (cls, collection_name, [i for i in ids if _unknown(known, i, cls)])
+        )
     new_documents: list = []
     for (where, _), wanted_by in _queries(missing, set).items():
         known = loaded.setdefault(where, {})
@@ -711,6 +713,15 @@ async def _load_missing(wanted: dict[tuple[type, str], Any], loaded: _Loaded) ->
             for id_ in ids:
                 known.setdefault(id_, None)
     return new_documents
+
+
+def _unknown(known: dict[Any, Any], id_: Any, cls: type) -> bool:
+    """Whether ``id_`` is still to be queried for ``cls``: not looked for yet,
+    or loaded as a class that is not ``cls`` (a document without ``_cls``)."""
+    if id_ not in known:
+        return True
+    document = known[id_]
+    return document is not None and not isinstance(document, cls)
 
 
 def _fill_all(wanted: _Wanted, loaded: _Loaded) -> None:
@@ -743,13 +754,13 @@ def _queries(
 
 
 def _top_class(cls: type) -> type:
-    """The topmost concrete class of ``cls``'s hierarchy."""
+    """The topmost concrete class of ``cls``'s hierarchy (``cls`` if abstract)."""
     concrete = [
         base
         for base in cls.__mro__
         if issubclass(base, mongoengine.Document) and not base._meta.get("abstract")
     ]
-    return concrete[-1]
+    return concrete[-1] if concrete else cls
 
 
 async def _query(where: _Where, wanted_by: _WantedBy) -> tuple[list[dict], list]:
