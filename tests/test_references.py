@@ -163,11 +163,6 @@ class RefShelter(Document):
     owner = ReferenceField(RefDogOwner)
 
 
-class RefFriend(Document):
-    name = StringField()
-    friend = ReferenceField("self")
-
-
 class RefAlpha(Document):
     """Shares its collection with RefBeta; the two classes are unrelated."""
 
@@ -1329,14 +1324,14 @@ async def test_select_related_of_using_results_reuses_none_of_them(archive_alias
     """References point to their class's database (as ``await proxy`` and
     MongoEngine load them), not to where ``using()`` read the results."""
     ann = ObjectId()
-    default = await RefFriend._async_get_collection()
+    default = await RefPerson._async_get_collection()
     await default.insert_one({"_id": ann, "name": "Ann"})
-    async with async_switch_db(RefFriend, archive_alias):
-        archive = await RefFriend._async_get_collection()
+    async with async_switch_db(RefPerson, archive_alias):
+        archive = await RefPerson._async_get_collection()
     await archive.insert_many(
         [{"_id": ann, "name": "Ann, archived"}, {"name": "Bob", "friend": ann}]
     )
-    using = RefFriend.objects.using(archive_alias)
+    using = RefPerson.objects.using(archive_alias)
     (bob,) = await using.filter(name="Bob").async_to_list()
     assert (await bob.friend).name == "Ann"
 
@@ -1416,9 +1411,9 @@ async def test_select_related_rebuilds_as_wanted_a_level_down(async_alias):
 
 
 async def test_select_related_of_partial_results_reuses_none_of_them(async_alias):
-    ann = await RefFriend(name="Ann").async_save()
-    await RefFriend(name="Bob", friend=ann).async_save()
-    friends = RefFriend.objects.order_by("name")
+    ann = await RefPerson(name="Ann").async_save()
+    await RefPerson(name="Bob", friend=ann).async_save()
+    friends = RefPerson.objects.order_by("name")
 
     assert [
         friend and friend.name
