@@ -199,10 +199,7 @@ def get_async_collection(alias: str, name: str) -> AsyncCollection:
 
 
 def _made_for(client: AsyncMongoClient) -> dict:
-    made = _made.get(id(client))
-    if made is None:
-        made = _made[id(client)] = {}
-    return made
+    return _made.setdefault(id(client), {})
 
 
 def _let_go(client: AsyncMongoClient) -> None:

@@ -531,32 +531,33 @@ async def load_related(
     place while the documents are built: no DBRef is made and no document
     walked for it. The result is the same.
     """
-    source = None if origin is None else _where_of(origin)
     join = _join(cls, raws) if max_depth > 0 and auto_dereference else None
+    stragglers: list = []
     if join is None:
         documents = materialise_all(loader(cls, auto_dereference), raws)
-        top = documents if origin is not None else ()
-        await _load_levels(list(documents), {}, max_depth, top, source)
-        return documents
-    groups, wanted = join
-    found = await _find_joined(wanted)
-    load, stragglers = loader(cls), []
+        level, loaded, levels = list(documents), {}, max_depth
+    else:
+        groups, wanted = join
+        found = await _find_joined(wanted)
+        load = loader(cls)
 
-    def fallback(raw: Any) -> Any:
-        """A result the joining loader does not take is loaded as usual."""
-        document = load(raw)
-        stragglers.append(document)
-        return document
+        def fallback(raw: Any) -> Any:
+            """A result the joining loader does not take is loaded as usual."""
+            document = load(raw)
+            stragglers.append(document)
+            return document
 
-    finders = [found.get(_where(*group), {}).get for group in groups]
-    documents = materialise_all(joining_loader(cls, finders, fallback), raws)
-    if stragglers or max_depth > 1:
-        top = documents if origin is not None else ()
+        finders = [found.get(_where(*group), {}).get for group in groups]
+        documents = materialise_all(joining_loader(cls, finders, fallback), raws)
+        if not stragglers and max_depth == 1:
+            return documents
         loaded = _loaded_by_id(wanted, found)
         level = [document for by_id in found.values() for document in by_id.values()]
-        if stragglers:
-            level += await _load_level(stragglers, loaded, top, source)
-        await _load_levels(level, loaded, max_depth - 1, top, source)
+        levels = max_depth - 1
+    top, source = ((), None) if origin is None else (documents, _where_of(origin))
+    if stragglers:
+        level += await _load_level(stragglers, loaded, top, source)
+    await _load_levels(level, loaded, levels, top, source)
     return documents
 
 
