@@ -41,6 +41,7 @@ from mongoengine_async.context import (
     switched_collection,
 )
 from mongoengine_async.guards import guard_blocking_methods, require_async
+from mongoengine_async.loading import LoadedState
 from mongoengine_async.queryset import QuerySet
 from mongoengine_async.references import select_related
 
@@ -68,8 +69,11 @@ def _forget_prepared(client: Any, full_name: str | None = None) -> None:
 on_disconnect(_forget_prepared)
 
 
-class Document(mongoengine.Document):
-    """A MongoEngine Document that also works on async aliases."""
+class Document(LoadedState, mongoengine.Document):
+    """A MongoEngine Document that also works on async aliases.
+
+    LoadedState: the documents our loader builds share their loaded state.
+    """
 
     meta = {"abstract": True, "queryset_class": QuerySet}
 

@@ -3,6 +3,7 @@
 MongoEngine builds a loaded document by calling ``Document.__init__``, which
 routes every field through ``BaseDocument.__setattr__`` and ``__set__``; for a
 freshly loaded, non-dynamic document those checks are no-ops. Here each class
+(a :class:`LoadedState`, which holds the state every loaded document shares)
 gets a loader generated for its fields (one straight block per field, like
 ``dataclasses`` generates ``__init__``) that applies each field's own
 ``to_python`` and the effect of ``BaseField.__set__`` directly, skipping
@@ -40,6 +41,7 @@ from mongoengine.signals import post_init, pre_init
 
 __all__ = (
     "WHOLE_RESULT",
+    "LoadedState",
     "from_son",
     "gc_paused",
     "joining_loader",
@@ -212,7 +214,7 @@ def _plan(cls: type) -> _Plan | None:
 
 
 def _eligible(cls: type) -> bool:
-    if cls._dynamic or cls.STRICT:
+    if cls._dynamic or cls.STRICT or not issubclass(cls, LoadedState):
         return False
     fields = cls._fields.values()
     return all(_plain_setter(field) and not field.choices for field in fields)
@@ -229,17 +231,38 @@ def _plain_setter(field: BaseField) -> bool:
 
 # -- the generated loader -----------------------------------------------------------
 
-# The slots every document has, set without looking them up each time.
-_SLOT_SETTERS = {
-    f"set{slot}": BaseDocument.__dict__[slot].__set__
-    for slot in (
-        "_data",
-        "_dynamic_fields",
-        "_initialised",
-        "_created",
-        "_changed_fields",
-    )
-}
+
+class _ClassName:
+    """``document._cls`` where the document stores none: its class's name."""
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        return self if instance is None else owner._class_name
+
+
+class LoadedState:
+    """The state of a document loaded from the database, held by its class.
+
+    ``_from_son`` stores these four values in every document it builds; a
+    class with this mixin before MongoEngine's Document in its MRO shares them
+    instead, and the loader (which builds only such documents) stores none.
+    They are class attributes that are not descriptors, so they shadow
+    MongoEngine's slots, and any assignment (by ``__init__``, ``save``...)
+    stores the new value in that instance only. A ``_cls`` field
+    (``allow_inheritance``) shadows ``_cls`` in turn.
+    """
+
+    __slots__ = ()
+    _initialised = True
+    _created = False
+    # Only dynamic documents write to theirs, and never to this one: their
+    # ``__init__`` gives each its own before it unlocks them.
+    _dynamic_fields = SON()
+    _cls = _ClassName()
+
+
+# The two slots the loader sets in every document, without looking them up.
+_set_data = BaseDocument.__dict__["_data"].__set__
+_set_changed_fields = BaseDocument.__dict__["_changed_fields"].__set__
 
 _HEAD = """\
 def make(fallback, {references}):
@@ -261,23 +284,16 @@ _TAIL = """\
             data = {{k: v for k, v in data.items() if v is not MISSING}}
         document = new(cls)
         set_data(document, data)
-        set_dynamic_fields(document, NO_DYNAMIC_FIELDS)
         if complete:
             complete_document(document, plan, data)
         else:
 {embed}
         {set_cls}
-        set_initialised(document, True)
-        set_created(document, False)
         set_changed_fields(document, [])
         return document
 
     return load
 """
-
-# A document's ``_dynamic_fields``; MongoEngine writes it only for dynamic
-# documents, which never take this path, so every document shares one.
-_NO_DYNAMIC_FIELDS: SON = SON()
 
 
 def _compile(cls: type, plan: _Plan, joining: bool) -> Callable[..., Load]:
@@ -290,10 +306,8 @@ def _compile(cls: type, plan: _Plan, joining: bool) -> Callable[..., Load]:
     son with a reference stored any other way goes to ``fallback``.
     """
     namespace: dict[str, Any] = {
-        **_SLOT_SETTERS,
         "DBRef": DBRef,
         "MISSING": _MISSING,
-        "NO_DYNAMIC_FIELDS": _NO_DYNAMIC_FIELDS,
         "ObjectId": ObjectId,
         "class_name": cls._class_name,
         "cls": cls,
@@ -302,6 +316,8 @@ def _compile(cls: type, plan: _Plan, joining: bool) -> Callable[..., Load]:
         "known_keys": frozenset(fp.field.db_field for fp in plan.fields) | {"_cls"},
         "new": cls.__new__,
         "plan": plan,
+        "set_changed_fields": _set_changed_fields,
+        "set_data": _set_data,
     }
     blocks = []
     for index, field_plan in enumerate(plan.fields):
@@ -322,11 +338,8 @@ def _compile(cls: type, plan: _Plan, joining: bool) -> Callable[..., Load]:
         + _TAIL.format(
             data=data,
             embed=_indent("\n".join(embed or ["pass"]), 12),
-            set_cls=(
-                "data['_cls'] = class_name"
-                if "_cls" in cls._fields  # allow_inheritance
-                else "document.__dict__['_cls'] = class_name"
-            ),
+            # A _cls field (allow_inheritance) holds it in _data, as in _from_son.
+            set_cls="data['_cls'] = class_name" if "_cls" in cls._fields else "pass",
         )
     )
     name = f"<{'joining ' if joining else ''}loader of {cls._class_name}>"
@@ -397,9 +410,13 @@ def _embed(document: Any, value: Any) -> None:
 
 
 def _complete(document: Any, plan: _Plan, data: dict) -> None:
-    """Give absent fields their defaults and link embedded documents."""
-    _set_initialised(document, False)
-    _set_created(document, True)
+    """Give absent fields their defaults and link embedded documents.
+
+    The defaults are worked out in the state ``__init__`` works them out in,
+    which the document then keeps (in its ``__dict__``), set to a loaded
+    document's values as ``_from_son`` leaves them.
+    """
+    _set_state(document, initialised=False, created=True)
     for field_plan in plan.fields:
         name = field_plan.name
         if name in data:
@@ -413,10 +430,13 @@ def _complete(document: Any, plan: _Plan, data: dict) -> None:
             value = field_plan.default() if value is None else value
         data[name] = value
         _embed(document, value)
+    _set_state(document, initialised=True, created=False)
 
 
-_set_initialised = _SLOT_SETTERS["set_initialised"]
-_set_created = _SLOT_SETTERS["set_created"]
+def _set_state(document: Any, initialised: bool, created: bool) -> None:
+    # Around BaseDocument.__setattr__, whose checks are no-ops here.
+    object.__setattr__(document, "_initialised", initialised)
+    object.__setattr__(document, "_created", created)
 
 
 # -- public entry points -------------------------------------------------------------
