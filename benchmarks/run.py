@@ -94,8 +94,9 @@ async def measure(
     """Measure every scenario for every library; returns the result rows.
 
     The timed runs of a scenario are interleaved across libraries (raw, ours,
-    ..., raw, ours, ...), so a drift of the machine or the server during the
-    scenario (checkpoints, cache eviction, other load) hits them all alike.
+    ..., ours, ..., raw, ...), so a drift of the machine or the server during
+    the scenario (checkpoints, cache eviction, other load) hits them all alike;
+    the order turns each round, so no library always runs after the same one.
     A scenario gets ``repeat`` rounds of them, or more when its warm-up runs
     show that more fit in ``min_time`` seconds (``harness.rounds``).
     """
@@ -119,8 +120,9 @@ async def measure(
             if case is not None:
                 cases.append((row, case))
         per_round = sum(row["warm_up_s"] for row, _ in cases)
-        for _ in range(harness.rounds(repeat, per_round, min_time)):
-            for row, case in cases:
+        for number in range(harness.rounds(repeat, per_round, min_time)):
+            turn = number % len(cases)  # each library takes each place in turn
+            for row, case in cases[turn:] + cases[:turn]:
                 if "error" not in row:
                     await _guarded(row, log, _timed_run(row, case))
         raw_row = next((row for row, _ in cases if row["library"] == "raw"), None)
@@ -353,7 +355,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         metavar="SECONDS",
         help="give a short scenario more timed runs, as many as take this long "
-        f"(up to {harness.MAX_ROUNDS}; default 5, 0 with --quick)",
+        f"(up to {harness.MAX_ROUNDS}; default 10, 0 with --quick)",
     )
     parser.add_argument(
         "--only",
@@ -384,7 +386,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     if args.min_time is None:
-        args.min_time = 0.0 if args.quick else 5.0
+        args.min_time = 0.0 if args.quick else 10.0
     if "raw" not in args.libraries:
         args.libraries.insert(0, "raw")
     return args
