@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from uuid import uuid4
 
 import pytest
 from bson import DBRef
@@ -21,11 +20,9 @@ from mongoengine_async import (
     async_no_dereference,
     async_switch_collection,
     async_switch_db,
-    connect_async,
-    disconnect_async,
-    get_async_connection,
     get_async_db,
 )
+from mongoengine_async.testing import fresh_database
 
 
 class CtxItem(Document):
@@ -46,15 +43,8 @@ class Boom(Exception):
 @pytest.fixture
 async def other_alias(async_alias, mongodb_uri):
     """A second alias ("ctx_other") on its own fresh database."""
-    name = f"test_ctx_{uuid4().hex[:8]}"
-    await connect_async(
-        db=name, alias="ctx_other", host=mongodb_uri, uuidRepresentation="standard"
-    )
-    try:
-        yield "ctx_other"
-    finally:
-        await get_async_connection("ctx_other").drop_database(name)
-        await disconnect_async("ctx_other")
+    async with fresh_database("ctx_other", mongodb_uri) as alias:
+        yield alias
 
 
 async def markers(alias: str, collection: str) -> list[str]:

@@ -9,7 +9,6 @@ error, a server error, a cancelled task) leaves every collection as it was.
 from __future__ import annotations
 
 import asyncio
-from uuid import uuid4
 
 import pytest
 from bson import DBRef
@@ -29,13 +28,10 @@ from mongoengine_async import (
     ReferenceField,
     StringField,
     async_run_in_transaction,
-    connect_async,
-    disconnect_async,
-    get_async_connection,
     get_async_db,
     signals,
 )
-from mongoengine_async.testing import CommandLog
+from mongoengine_async.testing import CommandLog, fresh_database
 
 # -- models: one target, a referring class per (field kind, rule) ----------------------
 
@@ -397,15 +393,8 @@ async def test_cycle_terminates(async_alias):
 
 async def test_rules_apply_where_the_document_was_switched_to(async_alias, mongodb_uri):
     other_log = CommandLog()
-    name = f"test_dr_other_{uuid4().hex[:8]}"
-    await connect_async(
-        db=name,
-        alias="dr_other",
-        host=mongodb_uri,
-        uuidRepresentation="standard",
-        event_listeners=[other_log],  # other settings: a client of its own
-    )
-    try:
+    # Other settings: a client of its own.
+    async with fresh_database("dr_other", mongodb_uri, event_listeners=[other_log]):
         await DrA(name="a1").async_save()
         there = await DrA(name="there").switch_db("dr_other").async_save()
         await DrB(name="b1", a=there).async_save()
@@ -420,9 +409,6 @@ async def test_rules_apply_where_the_document_was_switched_to(async_alias, mongo
         assert await get_async_db("dr_other").dr_a.count_documents({}) == 0
         assert await DrA.objects.async_scalar("name") == ["a1"]
         assert await DrB.objects.async_scalar("name") == []
-    finally:
-        await get_async_connection("dr_other").drop_database(name)
-        await disconnect_async("dr_other")
 
 
 # -- DENY found deep -------------------------------------------------------------------

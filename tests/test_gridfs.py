@@ -33,6 +33,7 @@ from mongoengine_async import (
 )
 from mongoengine_async.gridfs import AsyncGridFSProxy, AsyncImageGridFSProxy
 from mongoengine_async.guards import AsyncUsageError
+from mongoengine_async.testing import fresh_database
 
 CHUNK = 255 * 1024
 MB = 1024 * 1024
@@ -323,27 +324,16 @@ async def test_custom_collection_name(async_alias: str) -> None:
 
 
 async def test_field_db_alias_is_honoured(async_alias: str, mongodb_uri: str) -> None:
-    from mongoengine_async import connect_async, disconnect_async, get_async_connection
-
     class GfsOtherAlias(Document):
         file = FileField(db_alias="gfs-other", collection_name="other")
 
-    await connect_async(
-        db="gfs_other_alias",
-        alias="gfs-other",
-        host=mongodb_uri,
-        uuidRepresentation="standard",
-    )
-    try:
+    async with fresh_database("gfs-other", mongodb_uri):
         doc = GfsOtherAlias()
         await doc.file.async_put(b"elsewhere")
         other = get_async_db("gfs-other")
         assert await other["other.files"].count_documents({}) == 1
         assert await get_async_db()["other.files"].count_documents({}) == 0
         assert await doc.file.async_read() == b"elsewhere"
-    finally:
-        await get_async_connection("gfs-other").drop_database("gfs_other_alias")
-        await disconnect_async("gfs-other")
 
 
 # -- sync / async interoperability ----------------------------------------------

@@ -11,7 +11,6 @@ import copy
 import gc
 import pickle
 import weakref
-from uuid import uuid4
 
 import mongoengine
 import pytest
@@ -36,13 +35,11 @@ from mongoengine_async import (
     StringField,
     async_no_dereference,
     async_switch_db,
-    connect_async,
-    disconnect_async,
-    get_async_connection,
     get_async_db,
     references,
 )
 from mongoengine_async.references import select_related
+from mongoengine_async.testing import fresh_database
 
 # -- models -------------------------------------------------------------------------
 
@@ -1311,13 +1308,8 @@ async def test_select_related_unrelated_classes_sharing_a_collection(
 @pytest.fixture
 async def archive_alias(async_alias, mongodb_uri):
     """A second async alias, ``ref_archive``, on a database of its own."""
-    name = f"test_ref_archive_{uuid4().hex[:8]}"
-    await connect_async(
-        db=name, alias="ref_archive", host=mongodb_uri, uuidRepresentation="standard"
-    )
-    yield "ref_archive"
-    await get_async_connection("ref_archive").drop_database(name)
-    await disconnect_async("ref_archive")
+    async with fresh_database("ref_archive", mongodb_uri) as alias:
+        yield alias
 
 
 async def test_select_related_of_using_results_reuses_none_of_them(archive_alias):

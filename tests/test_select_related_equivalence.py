@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 from typing import Any
-from uuid import uuid4
 
 import pytest
 from bson import DBRef, ObjectId
@@ -35,12 +34,10 @@ from mongoengine_async import (
     ReferenceField,
     StringField,
     async_no_dereference,
-    connect_async,
-    disconnect_async,
-    get_async_connection,
 )
 from mongoengine_async.guards import AsyncUsageError
 from mongoengine_async.references import select_related
+from mongoengine_async.testing import fresh_database
 
 
 class EqAnimal(Document):
@@ -118,13 +115,8 @@ STORED_CLS = {
 
 @pytest.fixture
 async def eq_archive(async_alias, mongodb_uri):
-    name = f"test_eq_archive_{uuid4().hex[:8]}"
-    await connect_async(
-        db=name, alias="eq_archive", host=mongodb_uri, uuidRepresentation="standard"
-    )
-    yield "eq_archive"
-    await get_async_connection("eq_archive").drop_database(name)
-    await disconnect_async("eq_archive")
+    async with fresh_database("eq_archive", mongodb_uri) as alias:
+        yield alias
 
 
 async def seed(rng: random.Random) -> None:

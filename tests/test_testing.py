@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pymongo
 import pytest
 
-from mongoengine_async.testing import ReplicaSet, find_mongod, mongodb_uri
+from mongoengine_async.testing import (
+    CommandLog,
+    ReplicaSet,
+    find_mongod,
+    fresh_database,
+    mongodb_uri,
+)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -134,6 +141,22 @@ async def test_async_alias_round_trip(async_alias: str) -> None:
     coll = client[name]["things"]
     await coll.insert_one({"_id": "a", "n": 1})
     assert await coll.find_one({"_id": "a"}) == {"_id": "a", "n": 1}
+
+
+async def test_fresh_database_is_dropped_and_its_alias_disconnected(
+    async_alias: str, mongodb_uri: str
+) -> None:
+    from mongoengine_async.connection import ConnectionFailure, get_async_db
+
+    log = CommandLog()
+    async with fresh_database("fresh", mongodb_uri, event_listeners=[log]) as alias:
+        database = get_async_db(alias)
+        await database.things.insert_one({"id": uuid.uuid4()})  # standard UUIDs
+        assert log.names == ["insert"]
+    assert alias == "fresh"
+    assert database.name not in await get_async_db().client.list_database_names()
+    with pytest.raises(ConnectionFailure, match="fresh"):
+        get_async_db(alias)
 
 
 USER_TEST = """

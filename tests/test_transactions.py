@@ -8,7 +8,6 @@ concurrent tasks with their own transactions.
 from __future__ import annotations
 
 import asyncio
-from uuid import uuid4
 
 import pymongo.errors
 import pytest
@@ -24,13 +23,11 @@ from mongoengine_async import (
     StringField,
     async_run_in_transaction,
     async_switch_db,
-    connect_async,
-    disconnect_async,
     get_async_connection,
     get_async_db,
 )
 from mongoengine_async.context import current_session
-from mongoengine_async.testing import CommandLog
+from mongoengine_async.testing import CommandLog, fresh_database
 
 
 class TxAccount(Document):
@@ -205,15 +202,8 @@ async def test_other_client_inside_the_block_does_not_use_the_session(
     async_alias, mongodb_uri, command_log
 ):
     other_log = CommandLog()
-    other_db = f"test_other_{uuid4().hex[:8]}"
-    await connect_async(
-        db=other_db,
-        alias="tx_other",
-        host=mongodb_uri,
-        uuidRepresentation="standard",
-        event_listeners=[other_log],  # different settings: a different client
-    )
-    try:
+    # Different settings: a different client.
+    async with fresh_database("tx_other", mongodb_uri, event_listeners=[other_log]):
         assert get_async_connection("tx_other") is not get_async_connection()
         await warm()
         await warm("tx_other")
@@ -241,24 +231,14 @@ async def test_other_client_inside_the_block_does_not_use_the_session(
         # The saves ran outside any transaction; the cascade in its own one.
         assert "insert" not in in_transaction
         assert in_transaction[-1] == "commitTransaction"
-    finally:
-        await get_async_connection("tx_other").drop_database(other_db)
-        await disconnect_async("tx_other")
 
 
 async def test_alias_sharing_the_client_joins_the_session(
     async_alias, mongodb_uri, command_log
 ):
     """Aliases differing only by database share one client, hence the session."""
-    other_db = f"test_shared_{uuid4().hex[:8]}"
-    await connect_async(
-        db=other_db,
-        alias="tx_shared",
-        host=mongodb_uri,
-        uuidRepresentation="standard",
-        event_listeners=[command_log],  # the same settings as "default"
-    )
-    try:
+    # The same settings as "default".
+    async with fresh_database("tx_shared", mongodb_uri, event_listeners=[command_log]):
         assert get_async_connection("tx_shared") is get_async_connection()
         await warm("tx_shared")
         with pytest.raises(Boom):
@@ -267,9 +247,6 @@ async def test_alias_sharing_the_client_joins_the_session(
                     await TxOwner(name="rolled back").async_save()
                 raise Boom
         assert await get_async_db("tx_shared").tx_owner.count_documents({}) == 0
-    finally:
-        await get_async_connection("tx_shared").drop_database(other_db)
-        await disconnect_async("tx_shared")
 
 
 # -- retrying --------------------------------------------------------------------------

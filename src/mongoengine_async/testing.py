@@ -12,6 +12,8 @@ Public helpers:
 - :class:`CommandLog` counts the commands a client sends (PyMongo monitoring).
 - :func:`mongodb_uri` yields ``$MONGODB_URI`` when set, else the URI of a fresh
   :class:`ReplicaSet` that is stopped afterwards.
+- :func:`fresh_database` connects an async alias to a new database and drops it
+  afterwards (a second database for a test, say).
 
 Pytest plugin (registered through the ``pytest11`` entry point, so it is active
 whenever ``mongoengine-async`` is installed):
@@ -46,6 +48,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from uuid import uuid4
 
 from pymongo import monitoring
@@ -60,7 +63,7 @@ try:
 except ImportError:  # pragma: no cover - exercised only without pytest-asyncio
     pytest_asyncio = None  # type: ignore[assignment]
 
-__all__ = ["CommandLog", "ReplicaSet", "find_mongod", "mongodb_uri"]
+__all__ = ["CommandLog", "ReplicaSet", "find_mongod", "fresh_database", "mongodb_uri"]
 
 REPLICA_SET_NAME = "rs0"
 """Name of the replica set started by :class:`ReplicaSet`."""
@@ -444,6 +447,29 @@ class CommandLog(monitoring.CommandListener):
         self.events.clear()
 
 
+@contextlib.asynccontextmanager
+async def fresh_database(alias: str, host: str, **options: Any) -> AsyncIterator[str]:
+    """Connect ``alias`` with ``connect_async`` to a new database on ``host``
+    (``uuidRepresentation="standard"`` unless ``options`` say otherwise);
+    on exit drop that database and disconnect the alias. Yields the alias."""
+    from mongoengine_async.connection import (
+        connect_async,
+        disconnect_async,
+        get_async_connection,
+    )
+
+    name = f"test_{uuid4().hex[:12]}"
+    options.setdefault("uuidRepresentation", "standard")
+    await connect_async(db=name, alias=alias, host=host, **options)
+    try:
+        yield alias
+    finally:
+        try:
+            await get_async_connection(alias).drop_database(name)
+        finally:
+            await disconnect_async(alias)
+
+
 # -- pytest plugin ------------------------------------------------------------
 if pytest is not None:
 
@@ -470,30 +496,16 @@ if pytest is not None and pytest_asyncio is not None:
         Yields the alias name; afterwards drops the database and disconnects
         every async alias (their clients are bound to this test's event loop).
         """
-        from mongoengine_async.connection import (
-            connect_async,
-            disconnect_all_async,
-            get_async_connection,
-        )
+        from mongoengine_async.connection import disconnect_all_async
 
-        alias = "default"
-        name = f"test_{uuid4().hex[:12]}"
-        await connect_async(
-            db=name,
-            alias=alias,
-            host=mongodb_uri,
-            uuidRepresentation="standard",
-            event_listeners=[command_log],
-        )
         try:
-            yield alias
+            async with fresh_database(
+                "default", mongodb_uri, event_listeners=[command_log]
+            ) as alias:
+                yield alias
         finally:
-            try:
-                await get_async_connection(alias).drop_database(name)
-            finally:
-                # Clients are bound to this test's event loop: close every
-                # async alias the test opened, not only "default".
-                await disconnect_all_async()
+            # Close every async alias the test opened, not only "default".
+            await disconnect_all_async()
 
 
 # -- command line ---------------------------------------------------------------
