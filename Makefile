@@ -9,11 +9,15 @@ BENCH_ARGS ?=
 BENCH_VENV := .venv-bench
 BENCH_PY := $(BENCH_VENV)/bin/python
 BENCH_STAMP := $(BENCH_VENV)/.installed
+PLAIN_VENV := .venv-plain
+PLAIN_PY := $(PLAIN_VENV)/bin/python
+PLAIN_STAMP := $(PLAIN_VENV)/.installed
+PLAIN_SOURCES := pyproject.toml $(shell find src/mongoengine_async -type f ! -name '*.pyc')
 LINT_PATHS := $(wildcard src tests examples benchmarks)
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv test demo lint bench clean
+.PHONY: venv test smoke demo lint bench clean
 
 venv: $(STAMP)
 
@@ -26,8 +30,35 @@ $(STAMP): pyproject.toml | $(VPY)
 	$(VPY) -m pip install -e '.[test]'
 	touch $(STAMP)
 
+# The plain-install smoke test runs first; pytest runs whatever its outcome, and
+# a failed smoke test fails `make test` once pytest has printed its summary.
 test: venv
-	$(VPY) -m pytest $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory smoke; smoke=$$?; \
+	echo "$(VPY) -m pytest $(PYTEST_ARGS)"; \
+	$(VPY) -m pytest $(PYTEST_ARGS); tests=$$?; \
+	if [ $$smoke -ne 0 ]; then \
+		echo "make test: FAILED: the smoke test of a plain install (no extras)," \
+			"see its output above pytest's; rerun it with: make smoke" >&2; \
+		exit 1; \
+	fi; \
+	exit $$tests
+
+# A plain, non-editable install without extras (no blinker, no Pillow), made
+# again when pyproject.toml or the package changes; build/ is removed first so
+# that no stale module gets into the wheel.
+$(PLAIN_PY):
+	$(PYTHON) -m venv $(PLAIN_VENV)
+
+$(PLAIN_STAMP): $(PLAIN_SOURCES) | $(PLAIN_PY)
+	rm -rf build
+	$(PLAIN_PY) -m pip install .
+	rm -rf build
+	touch $(PLAIN_STAMP)
+
+# The README example, GridFS and a cascade on the plain install, against a
+# throwaway replica set started (and stopped) by .venv's launcher.
+smoke: venv $(PLAIN_STAMP)
+	$(VPY) -m mongoengine_async.testing -- $(PLAIN_PY) tests/smoke/plain_install.py
 
 demo: venv
 	$(VPY) examples/quickstart.py
@@ -50,5 +81,5 @@ bench: $(BENCH_STAMP)
 	$(BENCH_PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) build dist .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) $(PLAIN_VENV) build dist .pytest_cache .ruff_cache src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

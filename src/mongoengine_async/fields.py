@@ -15,6 +15,7 @@ import mongoengine
 from bson import SON, DBRef
 from mongoengine.base import BaseDocument, get_document
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
+from mongoengine.fields import ImproperlyConfigured
 
 from mongoengine_async.connection import is_async_connection
 from mongoengine_async.gridfs import AsyncGridFSProxy, AsyncImageGridFSProxy
@@ -276,3 +277,14 @@ class ImageField(FileField, mongoengine.ImageField):
     AsyncImageGridFSProxy (resizing and thumbnails done off the event loop)."""
 
     async_proxy_class = AsyncImageGridFSProxy
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """MongoEngine's field; without Pillow its ImproperlyConfigured also
+        names the extra to install."""
+        try:
+            super().__init__(*args, **kwargs)
+        except ImproperlyConfigured as exc:
+            raise ImproperlyConfigured(
+                f"{exc}: ImageField needs Pillow, "
+                "install it with: pip install 'mongoengine-async[images]'"
+            ) from exc

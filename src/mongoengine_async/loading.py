@@ -37,7 +37,8 @@ from mongoengine.fields import (
     ObjectIdField,
     StringField,
 )
-from mongoengine.signals import post_init, pre_init
+
+from mongoengine_async.signals import has_init_receivers
 
 __all__ = (
     "WHOLE_RESULT",
@@ -477,7 +478,7 @@ def loader(cls: type, _auto_dereference: bool = True) -> Load:
     What holds for the whole batch (no-dereference loading, init signal
     receivers, the collections references name) is settled once, here.
     """
-    if not _auto_dereference or pre_init.receivers or post_init.receivers:
+    if not _auto_dereference or has_init_receivers():
         return functools.partial(cls._from_son, _auto_dereference=_auto_dereference)
     plan = _plan(cls)
     if plan is None:
@@ -505,7 +506,7 @@ def loader(cls: type, _auto_dereference: bool = True) -> Load:
 def plain_references(cls: type) -> list[BaseField]:
     """The ReferenceFields of ``cls`` stored as bare ObjectIds, which a joining
     loader can fill; empty when only MongoEngine's path loads ``cls`` now."""
-    if pre_init.receivers or post_init.receivers:
+    if has_init_receivers():
         return []
     plan = _plan(cls)
     return [] if plan is None else plan.references

@@ -25,6 +25,7 @@ from mongoengine.signals import (
 
 __all__ = (
     "has_delete_receivers",
+    "has_init_receivers",
     "has_receivers",
     "post_bulk_insert",
     "post_delete",
@@ -42,6 +43,12 @@ __all__ = (
 def has_receivers(signal: Any, sender: type) -> bool:
     """Whether ``signal`` has receivers for ``sender`` (False without blinker)."""
     return signals.signals_available and signal.has_receivers_for(sender)
+
+
+def has_init_receivers() -> bool:
+    """Whether ``pre_init`` or ``post_init`` has any receiver, for any sender
+    (False without blinker, whose stand-in signals have no ``receivers``)."""
+    return signals.signals_available and bool(pre_init.receivers or post_init.receivers)
 
 
 def has_delete_receivers(sender: type) -> bool:
