@@ -320,7 +320,8 @@ class LazyReference(MongoEngineLazyReference):
         for it, as with an :class:`AsyncReferenceProxy`.
         """
         cls = self.document_type
-        require_async(alias_of(cls), repr(self), "async_fetch", "reference.fetch()")
+        if not is_async_class(cls):
+            require_async(alias_of(cls), repr(self), "async_fetch", "reference.fetch()")
         if self._cached_doc is None or force:
             lock = self._fetch_lock()
             try:
