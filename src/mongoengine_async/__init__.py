@@ -19,6 +19,7 @@ from mongoengine_async.connection import (
     get_connection,
     get_db,
     is_async_connection,
+    is_sync_connection,
     register_connection,
 )
 from mongoengine_async.context import (
@@ -64,6 +65,7 @@ _ASYNC_NAMES = [
     "get_async_connection",
     "get_async_db",
     "is_async_connection",
+    "is_sync_connection",
 ]
 
 __all__ = [*mongoengine.__all__, *_ASYNC_NAMES]

@@ -18,12 +18,18 @@ from mongoengine.base.datastructures import LazyReference as MongoEngineLazyRefe
 from mongoengine.fields import ImproperlyConfigured
 
 from mongoengine_async.connection import is_async_connection
-from mongoengine_async.gridfs import AsyncGridFSProxy, AsyncImageGridFSProxy
+from mongoengine_async.gridfs import (
+    AsyncGridFSProxy,
+    AsyncImageGridFSProxy,
+    RefusesAsync,
+    RefusesAsyncImage,
+)
 from mongoengine_async.guards import AsyncUsageError, require_async
 from mongoengine_async.references import (
     AsyncReferenceProxy,
     LazyReference,
     Slot,
+    alias_of,
     dereference_allowed,
     is_async_class,
     owner_class,
@@ -79,10 +85,20 @@ class _ProxyingReference:
 
     async def async_fetch(self, instance: BaseDocument) -> Any:
         """Load the referenced document and keep it in ``instance``."""
+        self._require_async(instance)
         value = self.__get__(instance, type(instance))
         if isinstance(value, AsyncReferenceProxy):
             return await value.fetch()
         return value
+
+    def _require_async(self, instance: BaseDocument) -> None:
+        """Raise unless the referenced class (else the document's, when the
+        reference is loaded or empty) is on an async alias: on a sync one the
+        read would be MongoEngine's blocking dereference."""
+        cls = self._target(instance._data.get(self.name)) or owner_class(instance)
+        if not is_async_class(cls):
+            target = f"{type(instance).__name__}.{self.name}"
+            require_async(alias_of(cls), target, "async_fetch", f"document.{self.name}")
 
 
 class ReferenceField(_ProxyingReference, mongoengine.ReferenceField):
@@ -189,6 +205,15 @@ class MapField(_NonBlockingContainer, mongoengine.MapField):
     """MongoEngine's MapField, non-blocking on async aliases."""
 
 
+class GridFSProxy(RefusesAsync, mongoengine.fields.GridFSProxy):
+    """MongoEngine's GridFSProxy (a FileField's value on a sync alias), whose
+    async methods raise AsyncUsageError naming the sync method to use."""
+
+
+class ImageGridFsProxy(RefusesAsyncImage, mongoengine.fields.ImageGridFsProxy):
+    """MongoEngine's ImageGridFsProxy, whose async methods raise likewise."""
+
+
 class FileField(mongoengine.FileField):
     """MongoEngine's FileField; on async aliases it reads as an AsyncGridFSProxy.
 
@@ -197,6 +222,27 @@ class FileField(mongoengine.FileField):
     """
 
     async_proxy_class = AsyncGridFSProxy
+    sync_proxy_class = GridFSProxy
+
+    def get_proxy_obj(
+        self,
+        key: str,
+        instance: BaseDocument,
+        db_alias: str | None = None,
+        collection_name: str | None = None,
+    ) -> Any:
+        proxy = super().get_proxy_obj(key, instance, db_alias, collection_name)
+        return self._refusing_async(proxy)
+
+    def to_python(self, value: Any) -> Any:
+        return self._refusing_async(super().to_python(value))
+
+    def _refusing_async(self, proxy: Any) -> Any:
+        """MongoEngine's proxy, made an instance of :attr:`sync_proxy_class`
+        (the same object and state; only its async methods are added)."""
+        if proxy is not None:
+            proxy.__class__ = self.sync_proxy_class
+        return proxy
 
     def _reads_async(self, instance: BaseDocument) -> bool:
         return is_async_class(owner_class(instance)) or is_async_connection(
@@ -264,12 +310,9 @@ class FileField(mongoengine.FileField):
 
     async def async_get(self, instance: BaseDocument) -> Any:
         """The file of ``instance`` with its metadata loaded, or None when the
-        document holds no file (``NoFile`` when the stored id is missing)."""
+        document holds no file or its file is gone (as MongoEngine's ``get()``)."""
         proxy = self._async_proxy_of(instance, "async_get", "document.file.get()")
-        if not proxy.grid_id:
-            return None
-        await proxy.async_get()
-        return proxy
+        return proxy if await proxy.async_get() is not None else None
 
 
 class ImageField(FileField, mongoengine.ImageField):
@@ -277,6 +320,7 @@ class ImageField(FileField, mongoengine.ImageField):
     AsyncImageGridFSProxy (resizing and thumbnails done off the event loop)."""
 
     async_proxy_class = AsyncImageGridFSProxy
+    sync_proxy_class = ImageGridFsProxy
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """MongoEngine's field; without Pillow its ImproperlyConfigured also

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import io
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import bson
@@ -30,19 +30,30 @@ from bson import ObjectId
 from gridfs.asynchronous import AsyncGridIn, AsyncGridOut
 from gridfs.errors import NoFile
 from gridfs.grid_file_shared import DEFAULT_CHUNK_SIZE
-from mongoengine.connection import DEFAULT_CONNECTION_NAME
+from mongoengine.base import BaseDocument
+from mongoengine.connection import DEFAULT_CONNECTION_NAME, ConnectionFailure
 from mongoengine.fields import GridFSError, GridFSProxy, ImageGridFsProxy
 from pymongo.asynchronous.collection import AsyncCollection
 
-from mongoengine_async.connection import get_async_collection
+from mongoengine_async.connection import (
+    get_async_collection,
+    is_async_connection,
+    is_sync_connection,
+)
 from mongoengine_async.context import current_session
-from mongoengine_async.guards import AsyncUsageError, guard_blocking_methods
+from mongoengine_async.guards import (
+    AsyncUsageError,
+    guard_blocking_methods,
+    sync_alias_error,
+)
 
 __all__ = (
     "DOWNLOAD_BATCH_BYTES",
     "UPLOAD_BATCH_BYTES",
     "AsyncGridFSProxy",
     "AsyncImageGridFSProxy",
+    "RefusesAsync",
+    "RefusesAsyncImage",
 )
 
 UPLOAD_BATCH_BYTES = 8 * 1024 * 1024
@@ -232,6 +243,10 @@ class AsyncGridFSProxy(GridFSProxy):
 
     def _root(self) -> AsyncCollection:
         """The bucket's root collection (``<collection_name>``)."""
+        if not is_async_connection(self.db_alias) and not is_sync_connection(
+            self.db_alias
+        ):
+            raise unconnected_error(self)
         return get_async_collection(self.db_alias, self.collection_name)
 
     def _session(self, root: AsyncCollection) -> Any:
@@ -308,17 +323,35 @@ class AsyncGridFSProxy(GridFSProxy):
 
     # -- I/O ---------------------------------------------------------------------
 
-    async def async_get(self) -> AsyncGridOut | None:
+    async def async_get(self, instance: BaseDocument | None = None) -> Any:
         """The stored file (an AsyncGridOut, reading from its start), refreshing
-        this proxy's metadata; None when the proxy holds no file.
+        this proxy's metadata; None when the proxy holds no file or the file is
+        gone, as MongoEngine's ``get()``.
 
-        Raises ``gridfs.errors.NoFile`` naming the id when the file is missing.
+        The seed's spelling ``await doc.file.async_get(doc)`` is
+        ``await Model.file.async_get(doc)``: the proxy, metadata loaded, or None.
         """
+        if instance is not None:
+            return await self._field_of(instance).async_get(instance)
         if self.grid_id is None:
             return None
-        await self._fetch_file()
+        try:
+            await self._fetch_file()
+        except NoFile:
+            return None
         root = self._root()
         return _open_stream(root, self._file, self._session(root))
+
+    def _field_of(self, instance: Any) -> Any:
+        """The file field of ``instance`` this proxy is the value of."""
+        is_document = isinstance(instance, BaseDocument)
+        field = instance._fields.get(self.key) if is_document else None
+        if not hasattr(field, "async_get"):
+            raise TypeError(
+                f"{type(self).__name__}.async_get() takes the document holding "
+                f"the file (field {self.key!r}), not {instance!r}"
+            )
+        return field
 
     async def _fetch_file(self) -> None:
         """Load the files document of ``grid_id`` (``NoFile`` when it is gone)."""
@@ -508,6 +541,22 @@ async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> boo
     return files.deleted_count > 0
 
 
+def unconnected_error(proxy: GridFSProxy) -> ConnectionFailure:
+    """The error for a file field whose own ``db_alias`` has no connection; it
+    says so, as a FileField does not follow its document's alias."""
+    instance, key = proxy.instance, proxy.key
+    field = instance._fields.get(key) if instance is not None and key else None
+    if field is None:
+        kind, where = "FileField", f"GridFS bucket {proxy.collection_name!r}"
+    else:
+        kind, where = type(field).__name__, f"{type(instance).__name__}.{key}"
+    return ConnectionFailure(
+        f"{where}: the {kind}'s alias '{proxy.db_alias}' has no connection (a "
+        f"{kind} does not follow its document's db_alias; pass "
+        f"{kind}(db_alias=...))"
+    )
+
+
 _BLOCKING = {
     "get": "await proxy.async_get()",
     "put": "await proxy.async_put(data)",
@@ -525,6 +574,47 @@ def _describe(proxy: AsyncGridFSProxy) -> tuple[bool, str, str]:
 
 
 guard_blocking_methods(AsyncGridFSProxy, GridFSProxy, _BLOCKING, _describe)
+
+
+# -- async methods of a sync alias's proxies -----------------------------------------
+
+
+def _refusing(name: str, sync_name: str) -> Callable[..., Any]:
+    """A method ``name`` that raises at once, naming ``sync_name`` to use."""
+
+    def refuse(self: GridFSProxy, *args: Any, **kwargs: Any) -> Any:
+        raise self._refusal(name, sync_name)
+
+    refuse.__name__ = refuse.__qualname__ = name
+    refuse.__doc__ = f"Refused: the file is on a sync alias; use ``{sync_name}``."
+    return refuse
+
+
+class RefusesAsync:
+    """For MongoEngine's GridFSProxy, what a file field reads as on a sync
+    alias: its async methods raise ``AsyncUsageError`` naming the sync one
+    (MongoEngine's proxy would read the file, blocking, then raise a bare
+    AttributeError)."""
+
+    def _refusal(self, name: str, sync_name: str) -> Exception:
+        if not is_sync_connection(self.db_alias):
+            return unconnected_error(self)
+        target = f"{type(self.instance).__name__}.{self.key}"
+        use = f"document.{self.key}.{sync_name}"
+        return sync_alias_error(self.db_alias, target, name, use)
+
+    async_get = _refusing("async_get", "get()")
+    async_put = _refusing("async_put", "put(data)")
+    async_read = _refusing("async_read", "read()")
+    async_iter_chunks = _refusing("async_iter_chunks", "read()")
+    async_delete = _refusing("async_delete", "delete()")
+    async_replace = _refusing("async_replace", "replace(data)")
+
+
+class RefusesAsyncImage(RefusesAsync):
+    """:class:`RefusesAsync` for MongoEngine's ImageGridFsProxy."""
+
+    async_thumbnail = _refusing("async_thumbnail", "thumbnail")
 
 
 # -- images -------------------------------------------------------------------------

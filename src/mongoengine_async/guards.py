@@ -20,7 +20,12 @@ from mongoengine_async.connection import (
     undefined_alias_error,
 )
 
-__all__ = ("AsyncUsageError", "guard_blocking_methods", "require_async")
+__all__ = (
+    "AsyncUsageError",
+    "guard_blocking_methods",
+    "require_async",
+    "sync_alias_error",
+)
 
 
 class AsyncUsageError(OperationError, RuntimeError):
@@ -43,9 +48,15 @@ def require_async(alias: str, target: str, name: str, use: str) -> None:
         return
     if not is_sync_connection(alias):
         raise undefined_alias_error(alias)
-    raise AsyncUsageError(
+    raise sync_alias_error(alias, target, name, use)
+
+
+def sync_alias_error(alias: str, target: str, name: str, use: str) -> AsyncUsageError:
+    """The error for an async ``target.name()`` on ``alias``, registered with
+    connect(); the hint spells ``alias=`` (a bare first argument is the db)."""
+    return AsyncUsageError(
         f"{target}.{name}() needs an async alias but '{alias}' was registered "
-        f"with connect(); use {use} instead, or connect_async('{alias}')"
+        f"with connect(); use {use} instead, or connect_async(alias='{alias}')"
     )
 
 

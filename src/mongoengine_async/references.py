@@ -20,10 +20,11 @@ from bson import SON, DBRef, ObjectId
 from mongoengine.base import BaseDocument, ComplexBaseField, get_document
 from mongoengine.base.datastructures import BaseDict, BaseList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
+from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async.context import current_session, dereference_disabled
-from mongoengine_async.guards import AsyncUsageError
+from mongoengine_async.guards import AsyncUsageError, require_async
 from mongoengine_async.loading import (
     WHOLE_RESULT,
     from_son,
@@ -41,6 +42,14 @@ def is_async_class(cls: Any) -> bool:
     """Whether ``cls`` is one of our documents bound (now) to an async alias."""
     is_async = getattr(cls, "_is_async", None)
     return is_async is not None and is_async()
+
+
+def alias_of(cls: type) -> str:
+    """The alias ``cls`` is bound to now (ours honour ``async_switch_db``)."""
+    db_alias = getattr(cls, "_db_alias", None)
+    if db_alias is None:
+        return cls._meta.get("db_alias", DEFAULT_CONNECTION_NAME)
+    return db_alias()
 
 
 def owner_class(instance: BaseDocument) -> type:
@@ -302,15 +311,42 @@ class LazyReference(MongoEngineLazyReference):
     once the document is loaded; otherwise they raise, naming ``async_fetch``.
     """
 
-    __slots__ = ()
+    __slots__ = ("_lock",)
 
     async def async_fetch(self, force: bool = False) -> Any:
-        """The referenced document, loaded once (again with ``force=True``)."""
+        """The referenced document, loaded once (again with ``force=True``).
+
+        Concurrent fetches of this reference send one query: the others wait
+        for it, as with an :class:`AsyncReferenceProxy`.
+        """
+        cls = self.document_type
+        if not is_async_class(cls):
+            require_async(alias_of(cls), repr(self), "async_fetch", "reference.fetch()")
         if self._cached_doc is None or force:
-            self._cached_doc = await load_reference(
-                self.document_type, self, self.document_type.__name__
-            )
+            lock = self._fetch_lock()
+            try:
+                async with lock:
+                    if self._cached_doc is None or force:
+                        self._cached_doc = await load_reference(cls, self, cls.__name__)
+            finally:
+                self._drop_lock(lock)
         return self._cached_doc
+
+    def _fetch_lock(self) -> asyncio.Lock:
+        """The lock of the fetch in flight, made by the first fetch."""
+        try:  # not ``self._lock``: MongoEngine's __getattr__ may fetch
+            lock = object.__getattribute__(self, "_lock")
+        except AttributeError:  # slots start unset
+            lock = None
+        if lock is None:
+            lock = self._lock = asyncio.Lock()
+        return lock
+
+    def _drop_lock(self, lock: asyncio.Lock) -> None:
+        """Forget ``lock`` once free: a lock used by waiters is bound to their
+        event loop, and a reference is copied and pickled with its slots."""
+        if self._lock is lock and not lock.locked():
+            self._lock = None
 
     def fetch(self, force: bool = False) -> Any:
         if is_async_class(self.document_type):
