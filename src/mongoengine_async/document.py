@@ -29,6 +29,7 @@ from pymongo import IndexModel, ReadPreference
 from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async import signals
+from mongoengine_async.checks import check_model
 from mongoengine_async.connection import (
     get_async_collection,
     get_async_db,
@@ -154,6 +155,7 @@ class Document(LoadedState, mongoengine.Document):
 
     @classmethod
     async def _create_collection(cls, collection: AsyncCollection) -> None:
+        check_model(cls, cls._db_alias())  # runs once per class and client
         if cls._meta.get("max_size") or cls._meta.get("max_documents"):
             await cls._create_special(collection, cls._capped_options())
         elif cls._meta.get("timeseries"):

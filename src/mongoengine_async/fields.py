@@ -18,7 +18,12 @@ from mongoengine.base.datastructures import LazyReference as MongoEngineLazyRefe
 
 from mongoengine_async.connection import is_async_connection
 from mongoengine_async.gridfs import AsyncGridFSProxy, AsyncImageGridFSProxy
-from mongoengine_async.guards import AsyncUsageError, require_async
+from mongoengine_async.guards import (
+    AsyncUsageError,
+    is_plain_async_document,
+    plain_document_error,
+    require_async,
+)
 from mongoengine_async.references import (
     AsyncReferenceProxy,
     LazyReference,
@@ -67,6 +72,9 @@ class _ProxyingReference:
                 return value._document
             return value if dereference_allowed(instance, self.name) else value.stored
         target = self._target(value)
+        if is_plain_async_document(target):
+            where = f"{type(instance).__name__}.{self.name} refers to it"
+            raise plain_document_error(target, where)
         if target is None or not is_async_class(target):
             return super().__get__(instance, owner)
         if not dereference_allowed(instance, self.name):

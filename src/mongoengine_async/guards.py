@@ -12,6 +12,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import mongoengine
+from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from mongoengine.errors import OperationError
 
 from mongoengine_async.connection import (
@@ -20,7 +22,13 @@ from mongoengine_async.connection import (
     undefined_alias_error,
 )
 
-__all__ = ("AsyncUsageError", "guard_blocking_methods", "require_async")
+__all__ = (
+    "AsyncUsageError",
+    "guard_blocking_methods",
+    "is_plain_async_document",
+    "plain_document_error",
+    "require_async",
+)
 
 
 class AsyncUsageError(OperationError, RuntimeError):
@@ -46,6 +54,26 @@ def require_async(alias: str, target: str, name: str, use: str) -> None:
     raise AsyncUsageError(
         f"{target}.{name}() needs an async alias but '{alias}' was registered "
         f"with connect(); use {use} instead, or connect_async('{alias}')"
+    )
+
+
+def is_plain_async_document(cls: Any) -> bool:
+    """Whether ``cls`` is a ``mongoengine.Document`` (not ours) whose alias is async."""
+    return (
+        isinstance(cls, type)
+        and issubclass(cls, mongoengine.Document)
+        and not hasattr(cls, "_is_async")
+        and is_async_connection(cls._meta.get("db_alias", DEFAULT_CONNECTION_NAME))
+    )
+
+
+def plain_document_error(cls: type, where: str) -> AsyncUsageError:
+    """The error for the ``mongoengine.Document`` subclass ``cls`` met ``where``."""
+    alias = cls._meta.get("db_alias", DEFAULT_CONNECTION_NAME)
+    return AsyncUsageError(
+        f"{cls.__name__} is a mongoengine.Document on async alias '{alias}' "
+        f"({where}): MongoEngine's Document knows no async alias; subclass "
+        "mongoengine_async.Document instead (from mongoengine_async import *)"
     )
 
 
