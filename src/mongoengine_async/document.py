@@ -41,6 +41,7 @@ from mongoengine_async.context import (
     switched_alias,
     switched_collection,
 )
+from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.guards import guard_blocking_methods, require_async
 from mongoengine_async.loading import LoadedState
 from mongoengine_async.queryset import QuerySet
@@ -356,6 +357,7 @@ class Document(LoadedState, mongoengine.Document):
             )
         if created or id_field not in self._meta.get("shard_key", ()):
             self[id_field] = self._fields[id_field].to_python(object_id)
+        await sync_cached_references(self, created)
         await signals.send(
             signals.post_save,
             type(self),

@@ -36,6 +36,7 @@ from mongoengine_async.references import (
 )
 
 __all__ = (
+    "CachedReferenceField",
     "DictField",
     "EmbeddedDocumentListField",
     "FileField",
@@ -130,6 +131,78 @@ class GenericReferenceField(_ProxyingReference, mongoengine.GenericReferenceFiel
         if isinstance(value, AsyncReferenceProxy):
             value = {"_cls": value.document_type._class_name}
         super()._validate_choices(value)
+
+
+class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField):
+    """MongoEngine's CachedReferenceField; on async aliases loading it does no
+    I/O (MongoEngine's loads the document), it reads as a proxy, and saving
+    keeps the stored cache until the document is loaded.
+
+    ``auto_sync`` runs on ``async_save`` of the referenced document (see
+    :func:`sync_cached_references`), with or without blinker.
+    """
+
+    def _target(self, value: Any) -> type | None:
+        return self.document_type if isinstance(value, dict) else None
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, dict) and is_async_class(self.document_type):
+            return value  # the stored cache: read as a proxy
+        return super().to_python(value)
+
+    def to_mongo(self, document: Any, use_db_field: bool = True, fields=None) -> Any:
+        if isinstance(document, AsyncReferenceProxy):
+            document = document.stored
+        if isinstance(document, dict):  # the stored cache, not loaded: kept
+            return document
+        return super().to_mongo(document, use_db_field, fields)
+
+    def validate(self, value: Any) -> None:
+        if not isinstance(value, AsyncReferenceProxy | dict):  # stored, so valid
+            super().validate(value)
+
+    def prepare_query_value(self, op: str, value: Any) -> Any:
+        if isinstance(value, AsyncReferenceProxy):
+            return {"_id": value.id}
+        return super().prepare_query_value(op, value)
+
+    def start_listener(self) -> None:
+        """MongoEngine's post_save receiver for sync saves, when blinker is
+        installed; async saves sync the caches themselves."""
+        if mongoengine.signals.signals_available:
+            super().start_listener()
+
+    def on_document_pre_save(self, sender, document, created, **kwargs) -> None:
+        if not is_async_class(type(document)):  # async_save syncs on its own
+            super().on_document_pre_save(sender, document, created, **kwargs)
+
+    async def async_sync(self, document: BaseDocument) -> None:
+        """Update the cached copies of ``document``'s changed fields, as
+        MongoEngine's receiver does (the same update), with async I/O."""
+        update = {
+            f"set__{self.name}__{key}": value
+            for key, value in document._delta()[0].items()
+            if key in self.fields
+        }
+        if update:
+            owners = self.owner_document.objects(**{self.name: document})
+            await owners.async_update(**update)
+
+    async def async_sync_all(self) -> None:
+        """MongoEngine's ``sync_all`` with async I/O: rewrite every cached copy."""
+        async for document in self.document_type.objects:
+            owners = self.owner_document.objects(**{self.name: document})
+            await owners.async_update(**{f"set__{self.name}": document})
+
+
+async def sync_cached_references(document: BaseDocument, created: bool) -> None:
+    """MongoEngine's ``auto_sync`` after an ``async_save`` of ``document``:
+    the CachedReferenceFields referring to its class get its changed fields."""
+    if created:
+        return
+    for field in type(document)._cached_reference_fields:
+        if isinstance(field, CachedReferenceField) and field.auto_sync:
+            await field.async_sync(document)
 
 
 class LazyReferenceField(mongoengine.LazyReferenceField):

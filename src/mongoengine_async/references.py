@@ -168,11 +168,14 @@ def _tracked(slot: Slot, item: Any) -> Any:
 
 
 def _unloaded_target(field: Any, value: Any) -> type | None:
-    """The class of an unloaded (Generic)ReferenceField value, else None."""
+    """The class of an unloaded (Generic, Cached)ReferenceField value, else None."""
     if isinstance(field, mongoengine.GenericLazyReferenceField):
         return None
     if isinstance(field, mongoengine.GenericReferenceField):
         return _generic_class(value)
+    if isinstance(field, mongoengine.CachedReferenceField):
+        cached = isinstance(value, dict | AsyncReferenceProxy)
+        return field.document_type if cached else None
     if isinstance(field, mongoengine.ReferenceField) and isinstance(value, DBRef):
         return reference_class(field, value)
     return None
@@ -207,7 +210,7 @@ class AsyncReferenceProxy(DBRef):
     def __init__(
         self, stored: Any, document_cls: type, name: str, slot: Slot | None = None
     ):
-        dbref = _dbref(stored)
+        dbref = _dbref(stored, document_cls)
         if type(dbref) is DBRef:  # its pickle state: collection, id, database, extras
             self.__setstate__(dbref.__getstate__())
         else:
@@ -228,7 +231,7 @@ class AsyncReferenceProxy(DBRef):
 
     def as_dbref(self) -> DBRef:
         """The plain DBRef this proxy stands for."""
-        return _dbref(self.stored)
+        return _dbref(self.stored, self.document_type)
 
     @property
     def fetched(self) -> bool:
@@ -449,7 +452,7 @@ def _walk_value(
         if not isinstance(value, mongoengine.Document):
             _walk_document(value, wanted)
     elif (target := _unloaded_target(field, value)) is not None:
-        _want(wanted, target, _dbref(value), container, key)
+        _want(wanted, target, _dbref(value, target), container, key)
     elif isinstance(field, ComplexBaseField) or field is None:
         _walk_container(value, getattr(field, "field", None), wanted)
 
@@ -473,9 +476,15 @@ def _fill(container: Any, key: Any, document: Any) -> None:
         current._document = document
 
 
-def _dbref(value: Any) -> DBRef:
-    """The DBRef of a stored reference (generic ones keep it under ``_ref``)."""
-    return value["_ref"] if isinstance(value, dict) else value
+def _dbref(value: Any, cls: type) -> DBRef:
+    """The DBRef of a stored reference to ``cls``: generic ones keep it under
+    ``_ref``; a CachedReferenceField stores ``_id`` and the cached fields."""
+    if not isinstance(value, dict):
+        return value
+    if "_ref" in value:
+        return value["_ref"]
+    id_field = cls._fields[cls._meta["id_field"]]
+    return DBRef(cls._get_collection_name(), id_field.to_python(value["_id"]))
 
 
 def _generic_class(value: Any) -> type | None:
