@@ -452,10 +452,17 @@ class Document(LoadedState, mongoengine.Document):
         )
 
     async def _async_delete_files(self) -> None:
-        """Delete the GridFS files of this document's file fields."""
+        """Delete the GridFS files of this document's file fields (and of its
+        lists and dicts of files)."""
         for name, field in self._fields.items():
             if isinstance(field, mongoengine.FileField):
-                proxy = getattr(self, name)
+                proxies = [getattr(self, name)]
+            elif isinstance(getattr(field, "field", None), mongoengine.FileField):
+                value = getattr(self, name) or []
+                proxies = list(value.values() if isinstance(value, dict) else value)
+            else:
+                continue
+            for proxy in proxies:
                 if proxy and hasattr(proxy, "async_delete"):
                     await proxy.async_delete(missing_ok=True)
 

@@ -33,6 +33,7 @@ from mongoengine_async.references import (
     owner_class,
     proxy_items,
     reference_class,
+    slots,
 )
 
 __all__ = (
@@ -238,6 +239,8 @@ class _NonBlockingContainer:
         ):
             proxy_items(value, self.field, self.name)
             value._dereferenced = True
+        if isinstance(self.field, FileField) and isinstance(value, list | dict):
+            self.field.async_items(value, instance, self.name)
         return value
 
     def _reads_async(self, instance: BaseDocument) -> bool:
@@ -293,6 +296,23 @@ class FileField(mongoengine.FileField):
             collection_name=self.collection_name,
             field=self,
         )
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, AsyncGridFSProxy):  # MongoEngine's would wrap it
+            return value
+        return super().to_python(value)
+
+    def async_items(self, container: Any, instance: BaseDocument, key: str) -> None:
+        """Turn the files in ``container`` (a list or dict of this field, held
+        by ``instance`` under ``key``) into async proxies (no I/O)."""
+        for slot in slots(container):
+            item = slot.get()
+            if isinstance(item, mongoengine.fields.GridFSProxy) and not isinstance(
+                item, self.async_proxy_class
+            ):
+                proxy = self.get_async_proxy(item.grid_id, instance)
+                proxy.key = key  # a change to a file is a change to the list
+                slot.put(proxy)
 
     def __get__(self, instance: BaseDocument | None, owner: type) -> Any:
         if instance is None or not self._reads_async(instance):
