@@ -18,6 +18,7 @@ from typing import Any
 import mongoengine
 from bson import SON, DBRef, ObjectId
 from mongoengine.base import BaseDocument, ComplexBaseField, get_document
+from mongoengine.base.common import _document_registry
 from mongoengine.base.datastructures import BaseDict, BaseList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
 from pymongo.asynchronous.collection import AsyncCollection
@@ -146,8 +147,8 @@ def proxy_items(container: Any, item_field: Any, name: str) -> None:
         target = _unloaded_target(item_field, item)
         if target is not None and is_async_class(target):
             install_proxy(slot, item, target, name)
-        elif isinstance(item_field, ComplexBaseField):
-            proxy_items(_tracked(slot, item), item_field.field, name)
+        elif isinstance(item_field, ComplexBaseField) or item_field is None:
+            proxy_items(_tracked(slot, item), getattr(item_field, "field", None), name)
 
 
 def _tracked(slot: Slot, item: Any) -> Any:
@@ -168,7 +169,10 @@ def _tracked(slot: Slot, item: Any) -> Any:
 
 
 def _unloaded_target(field: Any, value: Any) -> type | None:
-    """The class of an unloaded (Generic, Cached)ReferenceField value, else None."""
+    """The class of an unloaded (Generic, Cached)ReferenceField value, or of
+    a DBRef (or generic reference) in an untyped container; else None."""
+    if field is None:
+        return _untyped_class(value)
     if isinstance(field, mongoengine.GenericLazyReferenceField):
         return None
     if isinstance(field, mongoengine.GenericReferenceField):
@@ -485,6 +489,36 @@ def _dbref(value: Any, cls: type) -> DBRef:
         return value["_ref"]
     id_field = cls._fields[cls._meta["id_field"]]
     return DBRef(cls._get_collection_name(), id_field.to_python(value["_id"]))
+
+
+def _untyped_class(value: Any) -> type | None:
+    """The class a reference in an untyped ListField/DictField is loaded as:
+    a generic one names it; a DBRef's is found by its collection, as
+    MongoEngine's DeReference finds it (a stored ``_cls`` still wins)."""
+    if type(value) is DBRef:
+        return _collection_class(value.collection)
+    if isinstance(value, AsyncReferenceProxy):
+        return value.document_type
+    if isinstance(value, dict) and "_ref" in value:
+        return _generic_class(value)
+    return None
+
+
+def _collection_class(collection: str) -> type | None:
+    """The class named after ``collection`` (``ut_author``: ``UtAuthor``), as
+    in MongoEngine; else the topmost registered class stored in it."""
+    name = "".join(part.capitalize() for part in collection.split("_"))
+    cls = _document_registry.get(name)
+    if cls is not None and cls._get_collection_name() == collection:
+        return cls
+    stored_there = [
+        cls
+        for cls in _document_registry.values()
+        if issubclass(cls, mongoengine.Document)
+        and not cls._meta.get("abstract")
+        and cls._get_collection_name() == collection
+    ]
+    return min(stored_there, key=lambda cls: len(cls.__mro__), default=None)
 
 
 def _generic_class(value: Any) -> type | None:
