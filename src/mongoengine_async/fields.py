@@ -74,10 +74,10 @@ class _ProxyingReference:
                 return value._document
             return value if dereference_allowed(instance, self.name) else value.stored
         target = self._target(value)
-        if is_plain_async_document(target):
-            where = f"{type(instance).__name__}.{self.name} refers to it"
-            raise plain_document_error(target, where)
         if target is None or not is_async_class(target):
+            if is_plain_async_document(target):
+                where = f"{type(instance).__name__}.{self.name} refers to it"
+                raise plain_document_error(target, where)
             return super().__get__(instance, owner)
         if not dereference_allowed(instance, self.name):
             return value
