@@ -30,6 +30,7 @@ from mongoengine_async.context import (
 )
 from mongoengine_async.document import Document, DynamicDocument
 from mongoengine_async.fields import (
+    CachedReferenceField,
     DictField,
     EmbeddedDocumentListField,
     FileField,

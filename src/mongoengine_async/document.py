@@ -29,6 +29,7 @@ from pymongo import IndexModel, ReadPreference
 from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async import signals
+from mongoengine_async.checks import check_model
 from mongoengine_async.connection import (
     get_async_collection,
     get_async_db,
@@ -40,6 +41,7 @@ from mongoengine_async.context import (
     switched_alias,
     switched_collection,
 )
+from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.guards import guard_blocking_methods, require_async
 from mongoengine_async.loading import LoadedState
 from mongoengine_async.queryset import QuerySet
@@ -154,6 +156,7 @@ class Document(LoadedState, mongoengine.Document):
 
     @classmethod
     async def _create_collection(cls, collection: AsyncCollection) -> None:
+        check_model(cls, cls._db_alias())  # runs once per class and client
         if cls._meta.get("max_size") or cls._meta.get("max_documents"):
             await cls._create_special(collection, cls._capped_options())
         elif cls._meta.get("timeseries"):
@@ -354,6 +357,7 @@ class Document(LoadedState, mongoengine.Document):
             )
         if created or id_field not in self._meta.get("shard_key", ()):
             self[id_field] = self._fields[id_field].to_python(object_id)
+        await sync_cached_references(self, created)
         await signals.send(
             signals.post_save,
             type(self),
@@ -448,10 +452,17 @@ class Document(LoadedState, mongoengine.Document):
         )
 
     async def _async_delete_files(self) -> None:
-        """Delete the GridFS files of this document's file fields."""
+        """Delete the GridFS files of this document's file fields (and of its
+        lists and dicts of files)."""
         for name, field in self._fields.items():
             if isinstance(field, mongoengine.FileField):
-                proxy = getattr(self, name)
+                proxies = [getattr(self, name)]
+            elif isinstance(getattr(field, "field", None), mongoengine.FileField):
+                value = getattr(self, name) or []
+                proxies = list(value.values() if isinstance(value, dict) else value)
+            else:
+                continue
+            for proxy in proxies:
                 if proxy and hasattr(proxy, "async_delete"):
                     await proxy.async_delete(missing_ok=True)
 

@@ -24,7 +24,12 @@ from mongoengine_async.gridfs import (
     RefusesAsync,
     RefusesAsyncImage,
 )
-from mongoengine_async.guards import AsyncUsageError, require_async
+from mongoengine_async.guards import (
+    AsyncUsageError,
+    is_plain_async_document,
+    plain_document_error,
+    require_async,
+)
 from mongoengine_async.references import (
     AsyncReferenceProxy,
     LazyReference,
@@ -35,9 +40,11 @@ from mongoengine_async.references import (
     owner_class,
     proxy_items,
     reference_class,
+    slots,
 )
 
 __all__ = (
+    "CachedReferenceField",
     "DictField",
     "EmbeddedDocumentListField",
     "FileField",
@@ -75,6 +82,9 @@ class _ProxyingReference:
             return value if dereference_allowed(instance, self.name) else value.stored
         target = self._target(value)
         if target is None or not is_async_class(target):
+            if is_plain_async_document(target):
+                where = f"{type(instance).__name__}.{self.name} refers to it"
+                raise plain_document_error(target, where)
             return super().__get__(instance, owner)
         if not dereference_allowed(instance, self.name):
             return value
@@ -141,6 +151,78 @@ class GenericReferenceField(_ProxyingReference, mongoengine.GenericReferenceFiel
         super()._validate_choices(value)
 
 
+class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField):
+    """MongoEngine's CachedReferenceField; on async aliases loading it does no
+    I/O (MongoEngine's loads the document), it reads as a proxy, and saving
+    keeps the stored cache until the document is loaded.
+
+    ``auto_sync`` runs on ``async_save`` of the referenced document (see
+    :func:`sync_cached_references`), with or without blinker.
+    """
+
+    def _target(self, value: Any) -> type | None:
+        return self.document_type if isinstance(value, dict) else None
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, dict) and is_async_class(self.document_type):
+            return value  # the stored cache: read as a proxy
+        return super().to_python(value)
+
+    def to_mongo(self, document: Any, use_db_field: bool = True, fields=None) -> Any:
+        if isinstance(document, AsyncReferenceProxy):
+            document = document.stored
+        if isinstance(document, dict):  # the stored cache, not loaded: kept
+            return document
+        return super().to_mongo(document, use_db_field, fields)
+
+    def validate(self, value: Any) -> None:
+        if not isinstance(value, AsyncReferenceProxy | dict):  # stored, so valid
+            super().validate(value)
+
+    def prepare_query_value(self, op: str, value: Any) -> Any:
+        if isinstance(value, AsyncReferenceProxy):
+            return {"_id": value.id}
+        return super().prepare_query_value(op, value)
+
+    def start_listener(self) -> None:
+        """MongoEngine's post_save receiver for sync saves, when blinker is
+        installed; async saves sync the caches themselves."""
+        if mongoengine.signals.signals_available:
+            super().start_listener()
+
+    def on_document_pre_save(self, sender, document, created, **kwargs) -> None:
+        if not is_async_class(type(document)):  # async_save syncs on its own
+            super().on_document_pre_save(sender, document, created, **kwargs)
+
+    async def async_sync(self, document: BaseDocument) -> None:
+        """Update the cached copies of ``document``'s changed fields, as
+        MongoEngine's receiver does (the same update), with async I/O."""
+        update = {
+            f"set__{self.name}__{key}": value
+            for key, value in document._delta()[0].items()
+            if key in self.fields
+        }
+        if update:
+            owners = self.owner_document.objects(**{self.name: document})
+            await owners.async_update(**update)
+
+    async def async_sync_all(self) -> None:
+        """MongoEngine's ``sync_all`` with async I/O: rewrite every cached copy."""
+        async for document in self.document_type.objects:
+            owners = self.owner_document.objects(**{self.name: document})
+            await owners.async_update(**{f"set__{self.name}": document})
+
+
+async def sync_cached_references(document: BaseDocument, created: bool) -> None:
+    """MongoEngine's ``auto_sync`` after an ``async_save`` of ``document``:
+    the CachedReferenceFields referring to its class get its changed fields."""
+    if created:
+        return
+    for field in type(document)._cached_reference_fields:
+        if isinstance(field, CachedReferenceField) and field.auto_sync:
+            await field.async_sync(document)
+
+
 class LazyReferenceField(mongoengine.LazyReferenceField):
     """MongoEngine's LazyReferenceField giving LazyReferences with ``async_fetch``."""
 
@@ -174,6 +256,8 @@ class _NonBlockingContainer:
         ):
             proxy_items(value, self.field, self.name)
             value._dereferenced = True
+        if isinstance(self.field, FileField) and isinstance(value, list | dict):
+            self.field.async_items(value, instance, self.name)
         return value
 
     def _reads_async(self, instance: BaseDocument) -> bool:
@@ -234,9 +318,6 @@ class FileField(mongoengine.FileField):
         proxy = super().get_proxy_obj(key, instance, db_alias, collection_name)
         return self._refusing_async(proxy)
 
-    def to_python(self, value: Any) -> Any:
-        return self._refusing_async(super().to_python(value))
-
     def _refusing_async(self, proxy: Any) -> Any:
         """MongoEngine's proxy, made an instance of :attr:`sync_proxy_class`
         (the same object and state; only its async methods are added)."""
@@ -259,6 +340,23 @@ class FileField(mongoengine.FileField):
             collection_name=self.collection_name,
             field=self,
         )
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, AsyncGridFSProxy):  # MongoEngine's would wrap it
+            return value
+        return self._refusing_async(super().to_python(value))
+
+    def async_items(self, container: Any, instance: BaseDocument, key: str) -> None:
+        """Turn the files in ``container`` (a list or dict of this field, held
+        by ``instance`` under ``key``) into async proxies (no I/O)."""
+        for slot in slots(container):
+            item = slot.get()
+            if isinstance(item, mongoengine.fields.GridFSProxy) and not isinstance(
+                item, self.async_proxy_class
+            ):
+                proxy = self.get_async_proxy(item.grid_id, instance)
+                proxy.key = key  # a change to a file is a change to the list
+                slot.put(proxy)
 
     def __get__(self, instance: BaseDocument | None, owner: type) -> Any:
         if instance is None or not self._reads_async(instance):

@@ -26,11 +26,12 @@ from typing import Any
 
 import bson
 import gridfs.asynchronous.grid_file as _grid_file
+import mongoengine
 from bson import ObjectId
 from gridfs.asynchronous import AsyncGridIn, AsyncGridOut
 from gridfs.errors import NoFile
 from gridfs.grid_file_shared import DEFAULT_CHUNK_SIZE
-from mongoengine.base import BaseDocument
+from mongoengine.base import BaseDocument, get_document
 from mongoengine.connection import DEFAULT_CONNECTION_NAME, ConnectionFailure
 from mongoengine.fields import GridFSError, GridFSProxy, ImageGridFsProxy
 from pymongo.asynchronous.collection import AsyncCollection
@@ -54,6 +55,8 @@ __all__ = (
     "AsyncImageGridFSProxy",
     "RefusesAsync",
     "RefusesAsyncImage",
+    "delete_files",
+    "stored_files",
 )
 
 UPLOAD_BATCH_BYTES = 8 * 1024 * 1024
@@ -555,6 +558,56 @@ def unconnected_error(proxy: GridFSProxy) -> ConnectionFailure:
         f"{kind} does not follow its document's db_alias; pass "
         f"{kind}(db_alias=...))"
     )
+
+
+# -- the files of deleted documents ---------------------------------------------------
+
+
+def _file_fields(cls: type) -> dict[str, Any]:
+    """The file fields of ``cls`` and its subclasses, by db field: the item
+    field for lists and dicts of files."""
+    found: dict[str, Any] = {}
+    for name in cls._subclasses:
+        for field in get_document(name)._fields.values():
+            item = getattr(field, "field", None)
+            if isinstance(field, mongoengine.FileField) or isinstance(
+                item, mongoengine.FileField
+            ):
+                found[field.db_field] = item or field
+    return found
+
+
+def _stored_ids(value: Any) -> list:
+    """The file ids stored in a file field's value (an id, a list or a dict)."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [i for i in (value if isinstance(value, list) else [value]) if i]
+
+
+async def stored_files(queryset: Any) -> list[AsyncGridFSProxy]:
+    """The files held by the documents ``queryset`` matches (one query, only
+    when its class has file fields), to delete once the documents are gone."""
+    fields = _file_fields(queryset._document)
+    if not fields:
+        return []
+    collection = queryset._collection_obj
+    cursor = collection.find(
+        queryset._query,
+        dict.fromkeys(fields, 1),
+        session=current_session(collection.database.client),
+    )
+    return [
+        field.get_async_proxy(grid_id, None)
+        async for raw in cursor
+        for db_field, field in fields.items()
+        for grid_id in _stored_ids(raw.get(db_field))
+    ]
+
+
+async def delete_files(proxies: list[AsyncGridFSProxy]) -> None:
+    """Delete these files (one already gone is no error)."""
+    for proxy in proxies:
+        await proxy.async_delete(missing_ok=True)
 
 
 _BLOCKING = {

@@ -12,6 +12,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import mongoengine
+from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from mongoengine.errors import OperationError
 
 from mongoengine_async.connection import (
@@ -23,6 +25,8 @@ from mongoengine_async.connection import (
 __all__ = (
     "AsyncUsageError",
     "guard_blocking_methods",
+    "is_plain_async_document",
+    "plain_document_error",
     "require_async",
     "sync_alias_error",
 )
@@ -57,6 +61,26 @@ def sync_alias_error(alias: str, target: str, name: str, use: str) -> AsyncUsage
     return AsyncUsageError(
         f"{target}.{name}() needs an async alias but '{alias}' was registered "
         f"with connect(); use {use} instead, or connect_async(alias='{alias}')"
+    )
+
+
+def is_plain_async_document(cls: Any) -> bool:
+    """Whether ``cls`` is a ``mongoengine.Document`` (not ours) whose alias is async."""
+    return (
+        isinstance(cls, type)
+        and issubclass(cls, mongoengine.Document)
+        and not hasattr(cls, "_is_async")
+        and is_async_connection(cls._meta.get("db_alias", DEFAULT_CONNECTION_NAME))
+    )
+
+
+def plain_document_error(cls: type, where: str) -> AsyncUsageError:
+    """The error for the ``mongoengine.Document`` subclass ``cls`` met ``where``."""
+    alias = cls._meta.get("db_alias", DEFAULT_CONNECTION_NAME)
+    return AsyncUsageError(
+        f"{cls.__name__} is a mongoengine.Document on async alias '{alias}' "
+        f"({where}): MongoEngine's Document knows no async alias; subclass "
+        "mongoengine_async.Document instead (from mongoengine_async import *)"
     )
 
 

@@ -37,6 +37,7 @@ from pymongo.asynchronous.cursor import AsyncCursor
 from mongoengine_async import signals
 from mongoengine_async.context import current_session
 from mongoengine_async.delete_rules import delete_each, delete_matching
+from mongoengine_async.gridfs import delete_files, stored_files
 from mongoengine_async.guards import (
     blocking_call_error,
     guard_blocking_methods,
@@ -575,7 +576,8 @@ class QuerySet(me_queryset.QuerySet):
         cascade_refs: set | None = None,
         transaction: bool = True,
     ) -> int | None:
-        """Delete the matches, applying the delete rules; returns the count.
+        """Delete the matches, applying the delete rules, then their GridFS
+        files; returns the count.
 
         With skip/limit or delete signal receivers each document is deleted
         through ``Document.async_delete``, as MongoEngine does. A delete that
@@ -588,7 +590,10 @@ class QuerySet(me_queryset.QuerySet):
         has_delete_signal = signals.has_delete_receivers(self._document)
         if (self._skip or self._limit or has_delete_signal) and not _from_doc_delete:
             return await delete_each(self, write_concern, atomic=transaction)
-        return await delete_matching(self, write_concern, atomic=transaction)
+        files = [] if _from_doc_delete else await stored_files(self)
+        deleted = await delete_matching(self, write_concern, atomic=transaction)
+        await delete_files(files)  # once the documents are gone
+        return deleted
 
 
 _BLOCKING = {

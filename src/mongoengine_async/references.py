@@ -18,6 +18,7 @@ from typing import Any
 import mongoengine
 from bson import SON, DBRef, ObjectId
 from mongoengine.base import BaseDocument, ComplexBaseField, get_document
+from mongoengine.base.common import _document_registry
 from mongoengine.base.datastructures import BaseDict, BaseList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
@@ -155,8 +156,8 @@ def proxy_items(container: Any, item_field: Any, name: str) -> None:
         target = _unloaded_target(item_field, item)
         if target is not None and is_async_class(target):
             install_proxy(slot, item, target, name)
-        elif isinstance(item_field, ComplexBaseField):
-            proxy_items(_tracked(slot, item), item_field.field, name)
+        elif isinstance(item_field, ComplexBaseField) or item_field is None:
+            proxy_items(_tracked(slot, item), getattr(item_field, "field", None), name)
 
 
 def _tracked(slot: Slot, item: Any) -> Any:
@@ -177,11 +178,17 @@ def _tracked(slot: Slot, item: Any) -> Any:
 
 
 def _unloaded_target(field: Any, value: Any) -> type | None:
-    """The class of an unloaded (Generic)ReferenceField value, else None."""
+    """The class of an unloaded (Generic, Cached)ReferenceField value, or of
+    a DBRef (or generic reference) in an untyped container; else None."""
+    if field is None:
+        return _untyped_class(value)
     if isinstance(field, mongoengine.GenericLazyReferenceField):
         return None
     if isinstance(field, mongoengine.GenericReferenceField):
         return _generic_class(value)
+    if isinstance(field, mongoengine.CachedReferenceField):
+        cached = isinstance(value, dict | AsyncReferenceProxy)
+        return field.document_type if cached else None
     if isinstance(field, mongoengine.ReferenceField) and isinstance(value, DBRef):
         return reference_class(field, value)
     return None
@@ -216,7 +223,7 @@ class AsyncReferenceProxy(DBRef):
     def __init__(
         self, stored: Any, document_cls: type, name: str, slot: Slot | None = None
     ):
-        dbref = _dbref(stored)
+        dbref = _dbref(stored, document_cls)
         if type(dbref) is DBRef:  # its pickle state: collection, id, database, extras
             self.__setstate__(dbref.__getstate__())
         else:
@@ -237,7 +244,7 @@ class AsyncReferenceProxy(DBRef):
 
     def as_dbref(self) -> DBRef:
         """The plain DBRef this proxy stands for."""
-        return _dbref(self.stored)
+        return _dbref(self.stored, self.document_type)
 
     @property
     def fetched(self) -> bool:
@@ -485,7 +492,7 @@ def _walk_value(
         if not isinstance(value, mongoengine.Document):
             _walk_document(value, wanted)
     elif (target := _unloaded_target(field, value)) is not None:
-        _want(wanted, target, _dbref(value), container, key)
+        _want(wanted, target, _dbref(value, target), container, key)
     elif isinstance(field, ComplexBaseField) or field is None:
         _walk_container(value, getattr(field, "field", None), wanted)
 
@@ -509,9 +516,45 @@ def _fill(container: Any, key: Any, document: Any) -> None:
         current._document = document
 
 
-def _dbref(value: Any) -> DBRef:
-    """The DBRef of a stored reference (generic ones keep it under ``_ref``)."""
-    return value["_ref"] if isinstance(value, dict) else value
+def _dbref(value: Any, cls: type) -> DBRef:
+    """The DBRef of a stored reference to ``cls``: generic ones keep it under
+    ``_ref``; a CachedReferenceField stores ``_id`` and the cached fields."""
+    if not isinstance(value, dict):
+        return value
+    if "_ref" in value:
+        return value["_ref"]
+    id_field = cls._fields[cls._meta["id_field"]]
+    return DBRef(cls._get_collection_name(), id_field.to_python(value["_id"]))
+
+
+def _untyped_class(value: Any) -> type | None:
+    """The class a reference in an untyped ListField/DictField is loaded as:
+    a generic one names it; a DBRef's is found by its collection, as
+    MongoEngine's DeReference finds it (a stored ``_cls`` still wins)."""
+    if type(value) is DBRef:
+        return _collection_class(value.collection)
+    if isinstance(value, AsyncReferenceProxy):
+        return value.document_type
+    if isinstance(value, dict) and "_ref" in value:
+        return _generic_class(value)
+    return None
+
+
+def _collection_class(collection: str) -> type | None:
+    """The class named after ``collection`` (``ut_author``: ``UtAuthor``), as
+    in MongoEngine; else the topmost registered class stored in it."""
+    name = "".join(part.capitalize() for part in collection.split("_"))
+    cls = _document_registry.get(name)
+    if cls is not None and cls._get_collection_name() == collection:
+        return cls
+    stored_there = [
+        cls
+        for cls in _document_registry.values()
+        if issubclass(cls, mongoengine.Document)
+        and not cls._meta.get("abstract")
+        and cls._get_collection_name() == collection
+    ]
+    return min(stored_there, key=lambda cls: len(cls.__mro__), default=None)
 
 
 def _generic_class(value: Any) -> type | None:

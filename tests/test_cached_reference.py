@@ -1,0 +1,197 @@
+"""CachedReferenceField on async aliases: loading does no I/O, the reference is
+a proxy, async_save writes the cache and auto_sync runs on async_save of the
+referenced document (without blinker too); sync aliases keep MongoEngine's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from uuid import uuid4
+
+import pytest
+
+import mongoengine_async
+from mongoengine_async import (
+    AsyncReferenceProxy,
+    CachedReferenceField,
+    Document,
+    IntField,
+    StringField,
+    ValidationError,
+    get_async_db,
+)
+
+
+class CrAuthor(Document):
+    name = StringField()
+    country = StringField()
+    age = IntField()
+
+
+class CrBook(Document):
+    title = StringField()
+    author = CachedReferenceField(CrAuthor, fields=["name", "country"])
+
+
+async def _saved(title: str = "First") -> tuple[CrAuthor, CrBook]:
+    author = await CrAuthor(name="Ann", country="UK", age=40).async_save()
+    book = await CrBook(title=title, author=author).async_save()
+    return author, book
+
+
+async def test_async_save_writes_the_cache(async_alias):
+    author, book = await _saved()
+    raw = await get_async_db().cr_book.find_one({"_id": book.id})
+    assert raw["author"] == {"_id": author.id, "name": "Ann", "country": "UK"}
+
+
+async def test_loading_does_no_io_and_the_reference_is_a_proxy(
+    async_alias, command_log
+):
+    author, _ = await _saved()
+    command_log.clear()
+    book = await CrBook.objects.async_get()
+    proxy = book.author
+    assert command_log.names == ["find"]
+    assert isinstance(proxy, AsyncReferenceProxy)
+    assert repr(proxy) == "<AsyncReferenceProxy: author (unfetched)>"
+    assert proxy.id == author.id and proxy == author
+    loaded = await proxy
+    assert command_log.names == ["find", "find"]
+    assert (loaded.name, loaded.age) == ("Ann", 40)
+    assert book.author is loaded
+    assert await CrBook.author.async_fetch(book) is loaded
+
+
+async def test_saving_a_loaded_document_keeps_the_stored_cache(
+    async_alias, command_log
+):
+    author, _ = await _saved()
+    await get_async_db().cr_author.update_one({}, {"$set": {"name": "Renamed"}})
+    book = await CrBook.objects.async_get()
+    command_log.clear()
+    book.title = "Second"
+    await book.async_save()
+    copy = await CrBook(title="Copy", author=book.author).async_save()
+    assert "find" not in command_log.names  # the proxy was never loaded
+    stale = {"_id": author.id, "name": "Ann", "country": "UK"}
+    for saved in (book, copy):
+        raw = await get_async_db().cr_book.find_one({"_id": saved.id})
+        assert raw["author"] == stale
+    fresh = await CrBook(title="Fresh", author=await book.author).async_save()
+    raw = await get_async_db().cr_book.find_one({"_id": fresh.id})
+    assert raw["author"]["name"] == "Renamed"
+
+
+async def test_validation_still_refuses_other_values(async_alias):
+    book = CrBook(title="Bad", author=CrAuthor(name="unsaved"))
+    with pytest.raises(ValidationError, match="You can only reference documents"):
+        await book.async_save()
+
+
+async def test_auto_sync_on_async_save_of_the_referenced_document(
+    async_alias, command_log
+):
+    author, book = await _saved()
+    other = await CrBook(title="Other", author=author).async_save()
+    command_log.clear()
+    author.name = "Anne"
+    await author.async_save()
+    assert command_log.names == ["update", "update"]  # the author, then the books
+    for saved in (book, other):
+        raw = await get_async_db().cr_book.find_one({"_id": saved.id})
+        assert raw["author"] == {"_id": author.id, "name": "Anne", "country": "UK"}
+
+    command_log.clear()
+    author.age = 41  # not cached: nothing to sync
+    await author.async_save()
+    assert command_log.names == ["update"]
+
+
+async def test_async_sync_all_rewrites_every_cache(async_alias):
+    author, book = await _saved()
+    await get_async_db().cr_author.update_one({}, {"$set": {"country": "FR"}})
+    await CrBook.author.async_sync_all()
+    raw = await get_async_db().cr_book.find_one({"_id": book.id})
+    assert raw["author"] == {"_id": author.id, "name": "Ann", "country": "FR"}
+
+
+async def test_query_by_document_or_proxy(async_alias):
+    author, book = await _saved()
+    loaded = await CrBook.objects.async_get()
+    assert (await CrBook.objects(author=author).async_get()).id == book.id
+    assert (await CrBook.objects(author=loaded.author).async_get()).id == book.id
+
+
+async def test_select_related_loads_cached_references(async_alias, command_log):
+    author, _ = await _saved()
+    await CrBook(title="Second", author=author).async_save()
+    command_log.clear()
+    books = await CrBook.objects.order_by("title").async_select_related()
+    assert command_log.names == ["find", "find"]
+    assert [book.author.age for book in books] == [40, 40]
+    assert books[0].author is books[1].author
+
+
+def test_auto_sync_without_blinker(mongodb_uri):
+    """A plain install (no blinker): the class is defined and async_save syncs."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        sys.modules["blinker"] = None  # as if it were not installed
+        from mongoengine import signals
+        assert not signals.signals_available
+        from mongoengine_async import *
+
+        class Person(Document):
+            name = StringField()
+
+        class Note(Document):
+            person = CachedReferenceField(Person, fields=["name"])
+
+        async def main():
+            await connect_async(db="{"cr_" + uuid4().hex[:12]}", host="{mongodb_uri}")
+            person = await Person(name="Ann").async_save()
+            note = await Note(person=person).async_save()
+            person.name = "Anne"
+            await person.async_save()
+            raw = await get_async_db().note.find_one({{"_id": note.id}})
+            print(raw["person"]["name"])
+            await get_async_connection().drop_database(get_async_db().name)
+
+        asyncio.run(main())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Anne"
+
+
+@pytest.fixture
+def sync_default(mongodb_uri):
+    name = f"test_cr_{uuid4().hex[:12]}"
+    mongoengine_async.connect(db=name, host=mongodb_uri, uuidRepresentation="standard")
+    try:
+        yield mongoengine_async.get_db()
+    finally:
+        mongoengine_async.get_db().client.drop_database(name)
+        mongoengine_async.disconnect()
+
+
+def test_sync_alias_keeps_mongoengine_behaviour(sync_default):
+    author = CrAuthor(name="Ann", country="UK", age=40).save()
+    book = CrBook(title="First", author=author).save()
+    loaded = CrBook.objects.get()
+    assert type(loaded.author) is CrAuthor and loaded.author.age == 40
+    author.name = "Anne"
+    author.save()  # MongoEngine's post_save receiver syncs the cache
+    raw = sync_default.cr_book.find_one({"_id": book.id})
+    assert raw["author"] == {"_id": author.id, "name": "Anne", "country": "UK"}
