@@ -123,5 +123,6 @@ def test_sync_alias_keeps_mongoengine_behaviour(sync_default):
     proxy.put(b"sync bytes", filename="s.txt")
     FlAlbum(title="Sync", scans=[proxy.grid_id]).save()  # MongoEngine's way
     album = FlAlbum.objects.get()
-    assert type(album.scans[0]) is mongoengine.fields.GridFSProxy
+    assert isinstance(album.scans[0], mongoengine.fields.GridFSProxy)
+    assert repr(album.scans[0]) == f"<GridFSProxy: {proxy.grid_id}>"
     assert album.scans[0].read() == b"sync bytes"
