@@ -7,6 +7,7 @@ from uuid import uuid4
 import mongoengine
 import pytest
 from bson import DBRef
+from mongoengine.base import _document_registry
 
 import mongoengine_async
 from mongoengine_async import (
@@ -133,3 +134,21 @@ async def test_same_classes_work_async(async_alias):
     assert type(book) is SyncNovel
     assert book.author.pk == author.pk
     assert (await book.author.async_fetch()).name == "Async"
+
+
+# -- MongoEngine's own suite, run through this package, found these --------------
+
+
+def test_hierarchy_leaves_our_base_classes_out(sync_default):
+    """Class hierarchy metadata is MongoEngine's: our Document and
+    DynamicDocument are no superclass and no registered document."""
+    assert SyncBook._superclasses == ()
+    assert SyncNovel._superclasses == ("SyncBook",)
+    assert SyncBook._subclasses == ("SyncBook", "SyncBook.SyncNovel")
+    assert SyncNote._superclasses == ()
+    assert SyncNovel._class_name == "SyncBook.SyncNovel"
+    assert "Document" not in _document_registry
+    assert "DynamicDocument" not in _document_registry
+    SyncNovel(title="Dune").save()
+    assert sync_default.sync_book.find_one()["_cls"] == "SyncBook.SyncNovel"
+    assert type(SyncBook.objects.get()) is SyncNovel
