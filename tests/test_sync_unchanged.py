@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import uuid4
 
 import mongoengine
@@ -11,6 +12,7 @@ from mongoengine.base import _document_registry
 
 import mongoengine_async
 from mongoengine_async import (
+    DateTimeField,
     Document,
     DynamicDocument,
     IntField,
@@ -18,6 +20,7 @@ from mongoengine_async import (
     NotUniqueError,
     ReferenceField,
     StringField,
+    connection,
     get_async_db,
 )
 
@@ -137,6 +140,35 @@ async def test_same_classes_work_async(async_alias):
 
 
 # -- MongoEngine's own suite, run through this package, found these --------------
+
+
+class SyncEvent(Document):
+    at = DateTimeField()
+
+
+def test_resetting_mongoengines_registry_through_our_connection_module(mongodb_uri):
+    """MongoEngine's tests reset its sync registry by assigning the globals of
+    ``from mongoengine import connection``; through our module that must still
+    reset MongoEngine's, so the next ``connect()`` may use other settings."""
+    name = f"test_sync_{uuid4().hex[:12]}"
+    options = {"host": mongodb_uri, "uuidRepresentation": "standard"}
+    first = mongoengine_async.connect(db=name, **options)
+    try:
+        assert connection._connections is mongoengine.connection._connections
+        assert connection._connections["default"] is first
+        connection._connection_settings = {}
+        connection._connections = {}
+        connection._dbs = {}
+        assert mongoengine.connection._connections == {}
+        assert mongoengine.connection._connection_settings == {}
+        second = mongoengine_async.connect(db=name, tz_aware=True, **options)
+        assert second is not first
+        SyncEvent(at=datetime(2024, 1, 2, 3, 4)).save()
+        assert SyncEvent.objects.get().at.tzinfo is not None
+    finally:
+        first.drop_database(name)
+        first.close()
+        mongoengine_async.disconnect()
 
 
 def test_hierarchy_leaves_our_base_classes_out(sync_default):
