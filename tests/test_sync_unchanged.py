@@ -15,6 +15,9 @@ from mongoengine_async import (
     DateTimeField,
     Document,
     DynamicDocument,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
+    EmbeddedDocumentListField,
     IntField,
     ListField,
     NotUniqueError,
@@ -142,8 +145,39 @@ async def test_same_classes_work_async(async_alias):
 # -- MongoEngine's own suite, run through this package, found these --------------
 
 
+class SyncWord(EmbeddedDocument):
+    word = StringField()
+
+
+class SyncSection(EmbeddedDocument):
+    heading = ListField(StringField())
+    words = EmbeddedDocumentListField(SyncWord)
+
+
+class SyncArticle(Document):
+    section = EmbeddedDocumentField(SyncSection)
+    sections = ListField(EmbeddedDocumentField(SyncSection))
+
+
 class SyncEvent(Document):
     at = DateTimeField()
+
+
+def test_embedded_list_read_after_its_owner_is_gone(sync_default):
+    """An embedded document holds its owner weakly; reading its list fields
+    once the owner is gone gives the values, as with MongoEngine."""
+    words = [SyncWord(word="x")]
+    SyncArticle(sections=[SyncSection(heading=["a", "b"], words=words)]).save()
+    assert SyncArticle.objects.first().sections[0].heading == ["a", "b"]
+    assert SyncArticle.objects.first().sections[0].words[0].word == "x"
+
+
+async def test_embedded_list_read_after_its_owner_is_gone_async(async_alias):
+    """The same on an async alias, where the owner walk does run."""
+    words = [SyncWord(word="x")]
+    await SyncArticle(sections=[SyncSection(heading=["a"], words=words)]).async_save()
+    assert (await SyncArticle.objects.async_first()).sections[0].heading == ["a"]
+    assert (await SyncArticle.objects.async_first()).sections[0].words[0].word == "x"
 
 
 def test_resetting_mongoengines_registry_through_our_connection_module(mongodb_uri):

@@ -60,6 +60,11 @@ _RENAMED = {
 }
 
 
+def has_async_connections() -> bool:
+    """Whether any alias is async: while none is, no async check is needed."""
+    return bool(_settings)
+
+
 def is_sync_connection(alias: str = DEFAULT_CONNECTION_NAME) -> bool:
     """Whether ``alias`` was registered with MongoEngine's ``connect``."""
     return alias in me_connection._connection_settings

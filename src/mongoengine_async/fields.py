@@ -16,7 +16,7 @@ from bson import SON, DBRef
 from mongoengine.base import BaseDocument, get_document
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
 
-from mongoengine_async.connection import is_async_connection
+from mongoengine_async.connection import has_async_connections, is_async_connection
 from mongoengine_async.gridfs import AsyncGridFSProxy, AsyncImageGridFSProxy
 from mongoengine_async.guards import AsyncUsageError, require_async
 from mongoengine_async.references import (
@@ -160,6 +160,8 @@ class _NonBlockingContainer:
         return value
 
     def _reads_async(self, instance: BaseDocument) -> bool:
+        if not has_async_connections():
+            return False
         if is_async_class(owner_class(instance)):
             return True
         document_type = getattr(self.field, "document_type", None)
