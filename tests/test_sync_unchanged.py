@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 from datetime import datetime
 from uuid import uuid4
 
@@ -9,10 +11,12 @@ import mongoengine
 import pytest
 from bson import DBRef
 from mongoengine.base import _document_registry
+from mongoengine.queryset import transform
 
 import mongoengine_async
 from mongoengine_async import (
     DateTimeField,
+    DictField,
     Document,
     DynamicDocument,
     EmbeddedDocument,
@@ -20,8 +24,10 @@ from mongoengine_async import (
     EmbeddedDocumentListField,
     IntField,
     ListField,
+    MapField,
     NotUniqueError,
     ReferenceField,
+    SortedListField,
     StringField,
     connection,
     get_async_db,
@@ -161,6 +167,62 @@ class SyncArticle(Document):
 
 class SyncEvent(Document):
     at = DateTimeField()
+
+
+def test_pull_from_a_list_inside_an_embedded_document(sync_default):
+    """$pull addresses the list with dots, as MongoEngine builds it (which
+    compares exact field classes); the server refuses the nested form."""
+    update = transform.update(SyncArticle, pull__section__words__word="b")
+    assert update == {"$pull": {"section.words": {"word": "b"}}}
+    assert transform.update(SyncArticle, pull__section__heading="h1") == {
+        "$pull": {"section.heading": "h1"}
+    }
+    words = [SyncWord(word="a"), SyncWord(word="b")]
+    article = SyncArticle(section=SyncSection(heading=["h1", "h2"], words=words))
+    article.save()
+    SyncArticle.objects(id=article.id).update(
+        pull__section__words__word="b", pull__section__heading="h1"
+    )
+    stored = sync_default.sync_article.find_one({"_id": article.id})
+    assert stored["section"] == {"heading": ["h2"], "words": [{"word": "a"}]}
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        ListField(StringField()),
+        SortedListField(IntField()),
+        EmbeddedDocumentListField(SyncWord),
+        DictField(),
+        MapField(ListField(IntField())),
+    ],
+    ids=lambda field: type(field).__name__,
+)
+def test_container_fields_report_mongoengines_class(field):
+    """Our container fields show MongoEngine's class of the same name as
+    ``__class__`` (for its exact-class checks) and stay ours when copied or
+    pickled (every protocol)."""
+    ours = type(field)
+    assert field.__class__ is getattr(mongoengine.fields, ours.__name__)
+    assert isinstance(field, ours)
+    copies = [copy.copy(field), copy.deepcopy(field)]
+    copies += [
+        pickle.loads(pickle.dumps(field, protocol))
+        for protocol in range(pickle.HIGHEST_PROTOCOL + 1)
+    ]
+    for other in copies:
+        assert type(other) is ours
+        assert vars(other).keys() == vars(field).keys()
+        assert type(getattr(other, "field", None)) is type(
+            getattr(field, "field", None)
+        )
+
+
+def test_a_subclass_of_our_container_field_reports_itself():
+    class Tags(ListField):
+        pass
+
+    assert Tags(StringField()).__class__ is Tags
 
 
 def test_embedded_list_read_after_its_owner_is_gone(sync_default):

@@ -140,7 +140,34 @@ class GenericLazyReferenceField(mongoengine.GenericLazyReferenceField):
 
 class _NonBlockingContainer:
     """On async aliases, skip MongoEngine's blocking dereference of the items
-    and hand out proxies for the unloaded references instead."""
+    and hand out proxies for the unloaded references instead.
+
+    Each of our container classes reports MongoEngine's class of the same name
+    as ``__class__`` (``type()`` and ``isinstance`` still see ours): MongoEngine
+    compares exact classes (``transform.update`` builds ``$pull`` from
+    ``ListField in [f.__class__ ...]``), and it must give the same answer for
+    our fields without us patching its registry. A user's subclass reports
+    itself, as with MongoEngine.
+    """
+
+    _reported_class: type
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        ours = cls.__module__ == __name__
+        cls._reported_class = getattr(mongoengine.fields, cls.__name__) if ours else cls
+
+    @property
+    def __class__(self) -> type:
+        return type(self)._reported_class
+
+    def __reduce_ex__(self, protocol: Any) -> tuple:
+        """Pickle as our class. Pickle refuses the default ``__newobj__``
+        recipe, whose class is not ``__class__``; ``object.__new__`` is the
+        same recipe under another name (and protocols 0-1 would rebuild
+        MongoEngine's class)."""
+        _, args, *state = super().__reduce_ex__(2)
+        return (object.__new__, args, *state)
 
     def __get__(self, instance: BaseDocument | None, owner: type) -> Any:
         if instance is None or not self._reads_async(instance):
