@@ -155,13 +155,15 @@ class _NonBlockingContainer:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         ours = cls.__module__ == __name__
-        cls._reported_class = getattr(mongoengine.fields, cls.__name__) if ours else cls
+        same_name = getattr(mongoengine.fields, cls.__name__, cls)
+        cls._reported_class = same_name if ours else cls
 
     @property
     def __class__(self) -> type:
+        """MongoEngine's class of the same name for ours, else the real class."""
         return type(self)._reported_class
 
-    def __reduce_ex__(self, protocol: Any) -> tuple:
+    def __reduce_ex__(self, protocol: int) -> tuple:
         """Pickle as our class. Pickle refuses the default ``__newobj__``
         recipe, whose class is not ``__class__``; ``object.__new__`` is the
         same recipe under another name (and protocols 0-1 would rebuild
