@@ -17,7 +17,7 @@ LINT_PATHS := $(wildcard src tests examples benchmarks)
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv test smoke demo lint bench clean
+.PHONY: venv test smoke demo lint compat bench clean
 
 venv: $(STAMP)
 
@@ -66,6 +66,15 @@ demo: venv
 lint: venv
 	$(VPY) -m ruff check $(LINT_PATHS)
 	$(VPY) -m ruff format --check $(LINT_PATHS)
+
+# MongoEngine's own test suite through this package, on sync aliases (see
+# $(COMPAT_DIR)/README.md); its last line lists any unexpected failure. It uses
+# port 27017. `make compat PYTEST_ARGS="-k delta"` runs part of it.
+COMPAT_DIR ?= ../shared/compat
+
+compat: venv
+	@if [ -d $(COMPAT_DIR) ]; then $(COMPAT_DIR)/run-mongoengine-suite $(PYTEST_ARGS); \
+	else echo "make compat: no $(COMPAT_DIR) here, so nothing to run"; fi
 
 # Benchmarks run in their own venv: Beanie (and its pydantic) stay out of the
 # library's dependency set. `make bench BENCH_ARGS="--quick"` for a smoke run.

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+from datetime import datetime
 from uuid import uuid4
 
 import mongoengine
 import pytest
 from bson import DBRef
+from mongoengine.base import _document_registry
+from mongoengine.queryset import transform
 
 import mongoengine_async
 from mongoengine_async import (
+    DateTimeField,
+    DictField,
     Document,
     DynamicDocument,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
+    EmbeddedDocumentListField,
     IntField,
     ListField,
+    MapField,
     NotUniqueError,
     ReferenceField,
+    SortedListField,
     StringField,
+    connection,
     get_async_db,
 )
 
@@ -133,3 +146,137 @@ async def test_same_classes_work_async(async_alias):
     assert type(book) is SyncNovel
     assert book.author.pk == author.pk
     assert (await book.author.async_fetch()).name == "Async"
+
+
+# -- MongoEngine's own suite, run through this package, found these --------------
+
+
+class SyncWord(EmbeddedDocument):
+    word = StringField()
+
+
+class SyncSection(EmbeddedDocument):
+    heading = ListField(StringField())
+    words = EmbeddedDocumentListField(SyncWord)
+
+
+class SyncArticle(Document):
+    section = EmbeddedDocumentField(SyncSection)
+    sections = ListField(EmbeddedDocumentField(SyncSection))
+
+
+class SyncEvent(Document):
+    at = DateTimeField()
+
+
+def test_pull_from_a_list_inside_an_embedded_document(sync_default):
+    """$pull addresses the list with dots, as MongoEngine builds it (which
+    compares exact field classes); the server refuses the nested form."""
+    update = transform.update(SyncArticle, pull__section__words__word="b")
+    assert update == {"$pull": {"section.words": {"word": "b"}}}
+    assert transform.update(SyncArticle, pull__section__heading="h1") == {
+        "$pull": {"section.heading": "h1"}
+    }
+    words = [SyncWord(word="a"), SyncWord(word="b")]
+    article = SyncArticle(section=SyncSection(heading=["h1", "h2"], words=words))
+    article.save()
+    SyncArticle.objects(id=article.id).update(
+        pull__section__words__word="b", pull__section__heading="h1"
+    )
+    stored = sync_default.sync_article.find_one({"_id": article.id})
+    assert stored["section"] == {"heading": ["h2"], "words": [{"word": "a"}]}
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        ListField(StringField()),
+        SortedListField(IntField()),
+        EmbeddedDocumentListField(SyncWord),
+        DictField(),
+        MapField(ListField(IntField())),
+    ],
+    ids=lambda field: type(field).__name__,
+)
+def test_container_fields_report_mongoengines_class(field):
+    """Our container fields show MongoEngine's class of the same name as
+    ``__class__`` (for its exact-class checks) and stay ours when copied or
+    pickled (every protocol)."""
+    ours = type(field)
+    assert field.__class__ is getattr(mongoengine.fields, ours.__name__)
+    assert isinstance(field, ours)
+    copies = [copy.copy(field), copy.deepcopy(field)]
+    copies += [
+        pickle.loads(pickle.dumps(field, protocol))
+        for protocol in range(pickle.HIGHEST_PROTOCOL + 1)
+    ]
+    for other in copies:
+        assert type(other) is ours
+        assert vars(other).keys() == vars(field).keys()
+        assert type(getattr(other, "field", None)) is type(
+            getattr(field, "field", None)
+        )
+
+
+def test_a_subclass_of_our_container_field_reports_itself():
+    class Tags(ListField):
+        pass
+
+    assert Tags(StringField()).__class__ is Tags
+
+
+def test_embedded_list_read_after_its_owner_is_gone(sync_default):
+    """An embedded document holds its owner weakly; reading its list fields
+    once the owner is gone gives the values, as with MongoEngine."""
+    words = [SyncWord(word="x")]
+    SyncArticle(sections=[SyncSection(heading=["a", "b"], words=words)]).save()
+    assert SyncArticle.objects.first().sections[0].heading == ["a", "b"]
+    assert SyncArticle.objects.first().sections[0].words[0].word == "x"
+
+
+async def test_embedded_list_read_after_its_owner_is_gone_async(async_alias):
+    """The same on an async alias, where the owner walk does run."""
+    words = [SyncWord(word="x")]
+    await SyncArticle(sections=[SyncSection(heading=["a"], words=words)]).async_save()
+    assert (await SyncArticle.objects.async_first()).sections[0].heading == ["a"]
+    assert (await SyncArticle.objects.async_first()).sections[0].words[0].word == "x"
+
+
+def test_resetting_mongoengines_registry_through_our_connection_module(mongodb_uri):
+    """MongoEngine's tests reset its sync registry by assigning the globals of
+    ``from mongoengine import connection``; through our module that must still
+    reset MongoEngine's, so the next ``connect()`` may use other settings."""
+    name = f"test_sync_{uuid4().hex[:12]}"
+    options = {"host": mongodb_uri, "uuidRepresentation": "standard"}
+    first = mongoengine_async.connect(db=name, **options)
+    try:
+        assert connection._connections is mongoengine.connection._connections
+        assert connection._connections["default"] is first
+        connection._connection_settings = {}
+        connection._connections = {}
+        connection._dbs = {}
+        assert mongoengine.connection._connections == {}
+        assert mongoengine.connection._connection_settings == {}
+        second = mongoengine_async.connect(db=name, tz_aware=True, **options)
+        assert second is not first
+        SyncEvent(at=datetime(2024, 1, 2, 3, 4)).save()
+        assert SyncEvent.objects.get().at.tzinfo is not None
+    finally:
+        first.drop_database(name)
+        first.close()
+        mongoengine_async.disconnect()
+
+
+def test_hierarchy_leaves_our_base_classes_out(sync_default):
+    """Class hierarchy metadata is MongoEngine's: our Document and
+    DynamicDocument are no superclass and no registered document."""
+    assert SyncBook._superclasses == ()
+    assert SyncNovel._superclasses == ("SyncBook",)
+    assert SyncBook._subclasses == ("SyncBook", "SyncBook.SyncNovel")
+    assert SyncNote._superclasses == ()
+    assert SyncNovel._class_name == "SyncBook.SyncNovel"
+    assert "Document" not in _document_registry
+    assert "DynamicDocument" not in _document_registry
+    SyncNovel(title="Dune").save()
+    assert sync_default.sync_book.find_one()["_cls"] == "SyncBook.SyncNovel"
+    assert type(SyncBook.objects.get()) is SyncNovel

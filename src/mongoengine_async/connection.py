@@ -10,6 +10,8 @@ another running loop gets a client of its own for that loop.
 from __future__ import annotations
 
 import asyncio
+import sys
+import types
 import weakref
 from typing import Any
 
@@ -56,6 +58,11 @@ _RENAMED = {
     "authentication_source": "authSource",
     "authentication_mechanism": "authMechanism",
 }
+
+
+def has_async_connections() -> bool:
+    """Whether any alias is async: while none is, no async check is needed."""
+    return bool(_settings)
 
 
 def is_sync_connection(alias: str = DEFAULT_CONNECTION_NAME) -> bool:
@@ -281,3 +288,27 @@ def get_db(alias=DEFAULT_CONNECTION_NAME, reconnect=False):
     """:func:`mongoengine.get_db`, refusing aliases that are async."""
     _refuse_async_alias(alias, "get_db", "get_async_db")
     return me_connection.get_db(alias, reconnect)
+
+
+# MongoEngine's sync registry: code that resets it through this module
+# (``connection._connections = {}``, as MongoEngine's own tests do after
+# ``from mongoengine import connection``) must reach MongoEngine's.
+_SYNC_REGISTRY = frozenset({"_connection_settings", "_connections", "_dbs"})
+
+
+class _ConnectionModule(types.ModuleType):
+    """This module, reading and writing MongoEngine's sync registry globals."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _SYNC_REGISTRY:
+            return getattr(me_connection, name)
+        raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SYNC_REGISTRY:
+            setattr(me_connection, name, value)
+        else:
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _ConnectionModule

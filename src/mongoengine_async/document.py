@@ -14,6 +14,7 @@ from typing import Any
 
 import mongoengine
 import pymongo.errors
+from mongoengine.base.metaclasses import TopLevelDocumentMetaclass
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from mongoengine.context_managers import set_write_concern
 from mongoengine.document import includes_cls
@@ -77,6 +78,9 @@ class Document(LoadedState, mongoengine.Document):
     LoadedState: the documents our loader builds share their loaded state.
     """
 
+    # Marks a base class, as on MongoEngine's own Document: its metaclass then
+    # leaves the class out of the hierarchy (``_superclasses``, the registry).
+    my_metaclass = TopLevelDocumentMetaclass
     meta = {"abstract": True, "queryset_class": QuerySet}
 
     # -- where the class lives ----------------------------------------------------
@@ -552,6 +556,7 @@ class Document(LoadedState, mongoengine.Document):
 class DynamicDocument(Document, mongoengine.DynamicDocument):
     """A MongoEngine DynamicDocument that also works on async aliases."""
 
+    my_metaclass = TopLevelDocumentMetaclass  # a base class (see Document)
     meta = {"abstract": True, "queryset_class": QuerySet}
 
 

@@ -17,7 +17,7 @@ from mongoengine.base import BaseDocument, get_document
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
 from mongoengine.fields import ImproperlyConfigured
 
-from mongoengine_async.connection import is_async_connection
+from mongoengine_async.connection import has_async_connections, is_async_connection
 from mongoengine_async.gridfs import (
     AsyncGridFSProxy,
     AsyncImageGridFSProxy,
@@ -239,7 +239,36 @@ class GenericLazyReferenceField(mongoengine.GenericLazyReferenceField):
 
 class _NonBlockingContainer:
     """On async aliases, skip MongoEngine's blocking dereference of the items
-    and hand out proxies for the unloaded references instead."""
+    and hand out proxies for the unloaded references instead.
+
+    Each of our container classes reports MongoEngine's class of the same name
+    as ``__class__`` (``type()`` and ``isinstance`` still see ours): MongoEngine
+    compares exact classes (``transform.update`` builds ``$pull`` from
+    ``ListField in [f.__class__ ...]``), and it must give the same answer for
+    our fields without us patching its registry. A user's subclass reports
+    itself, as with MongoEngine.
+    """
+
+    _reported_class: type
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        ours = cls.__module__ == __name__
+        same_name = getattr(mongoengine.fields, cls.__name__, cls)
+        cls._reported_class = same_name if ours else cls
+
+    @property
+    def __class__(self) -> type:
+        """MongoEngine's class of the same name for ours, else the real class."""
+        return type(self)._reported_class
+
+    def __reduce_ex__(self, protocol: int) -> tuple:
+        """Pickle as our class. Pickle refuses the default ``__newobj__``
+        recipe, whose class is not ``__class__``; ``object.__new__`` is the
+        same recipe under another name (and protocols 0-1 would rebuild
+        MongoEngine's class)."""
+        _, args, *state = super().__reduce_ex__(2)
+        return (object.__new__, args, *state)
 
     def __get__(self, instance: BaseDocument | None, owner: type) -> Any:
         if instance is None or not self._reads_async(instance):
@@ -261,6 +290,8 @@ class _NonBlockingContainer:
         return value
 
     def _reads_async(self, instance: BaseDocument) -> bool:
+        if not has_async_connections():
+            return False
         if is_async_class(owner_class(instance)):
             return True
         document_type = getattr(self.field, "document_type", None)

@@ -54,13 +54,18 @@ def alias_of(cls: type) -> str:
 
 
 def owner_class(instance: BaseDocument) -> type:
-    """The class of the top-level document holding ``instance``."""
-    while not isinstance(instance, mongoengine.Document):
-        parent = getattr(instance, "_instance", None)
-        if parent is None:
-            break
-        instance = parent
-    return instance.__class__
+    """The class of the top-level document holding ``instance`` (of the
+    outermost one still alive: an embedded document holds its owner weakly)."""
+    cls = instance.__class__
+    try:
+        while not issubclass(cls, mongoengine.Document):
+            instance = getattr(instance, "_instance", None)
+            if instance is None:
+                break
+            cls = instance.__class__
+    except ReferenceError:  # that owner is gone: its weak proxy is dead
+        pass
+    return cls
 
 
 def dereference_allowed(instance: BaseDocument, name: str) -> bool:
