@@ -61,21 +61,27 @@ def check_query_values(document: type, q_obj: Any, query: dict[str, Any]) -> Non
     Only suspicious values (a dict with ``$`` keys, a very long string) cost
     more than a type check, so ordinary filters stay cheap.
     """
-    for key, value in _items(q_obj, query):
+    _check_items(document, query)
+    if q_obj is not None:
+        for node in _q_leaves(q_obj):
+            _check_items(document, node.query)
+
+
+def _check_items(document: type, query: dict[str, Any]) -> None:
+    for key, value in query.items():
         if isinstance(value, dict) and _has_operator_keys(value):
             _check_operator_dict(document, key)
         elif isinstance(value, str) and len(value) > MAX_REGEX_TEXT:
             _check_regex_text(document, key, value)
 
 
-def _items(q_obj: Any, query: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-    """The (keyword, value) pairs of ``query`` and of every ``Q`` in ``q_obj``."""
-    yield from query.items()
+def _q_leaves(q_obj: Any) -> Iterator[Q]:
+    """Every ``Q`` in a tree of Q objects (nothing for anything else)."""
     if isinstance(q_obj, QCombination):
         for child in q_obj.children:
-            yield from _items(child, {})
+            yield from _q_leaves(child)
     elif isinstance(q_obj, Q):
-        yield from q_obj.query.items()
+        yield q_obj
 
 
 def _has_operator_keys(value: dict) -> bool:
