@@ -93,6 +93,8 @@ async def test_login_bypass_is_refused(users):
     with pytest.raises(InvalidQueryError) as caught:
         InjUser.objects(name={"$ne": None})
     assert str(caught.value) == refusal("name", "StringField")
+    with pytest.raises(InvalidQueryError, match=r"^Not a query object"):
+        InjUser.objects({"password": {"$ne": "guess"}})
 
 
 ENTRY_POINTS = {
@@ -162,6 +164,8 @@ async def test_operator_syntax_raw_and_q_still_match(users):
         "alice",
         "bob",
     ]
+    either = {"$or": [{"password": {"$ne": "secret-a"}}, {"age": {"$lt": 35}}]}
+    assert await names(InjUser.objects(Q(__raw__=either))) == ["alice", "bob"]
     assert await names(InjUser.objects(Q(age__gt=35) | Q(name__in=["alice"]))) == [
         "alice",
         "bob",

@@ -90,6 +90,8 @@ def _has_operator_keys(value: dict) -> bool:
 
 def _check_operator_dict(document: type, key: str) -> None:
     """Refuse an operator dict given as the plain value of a dict-less field."""
+    if key == "__raw__":
+        return
     operator, parts = _parse(key)
     if operator is not None or not sanitize_filter_enabled(document._db_alias()):
         return
