@@ -68,6 +68,7 @@ def check_query_values(document: type, q_obj: Any, query: dict[str, Any]) -> Non
 
 
 def _check_items(document: type, query: dict[str, Any]) -> None:
+    """Check the keyword values of one filter call or one ``Q``."""
     for key, value in query.items():
         if isinstance(value, dict) and _has_operator_keys(value):
             _check_operator_dict(document, key)
@@ -85,6 +86,7 @@ def _q_leaves(q_obj: Any) -> Iterator[Q]:
 
 
 def _has_operator_keys(value: dict) -> bool:
+    """Whether MongoDB would read ``value`` as operators rather than a document."""
     return any(isinstance(key, str) and key.startswith("$") for key in value)
 
 
