@@ -37,6 +37,7 @@ __all__ = (
     "get_db",
     "is_async_connection",
     "register_connection",
+    "sanitize_filter_enabled",
 )
 
 _settings: dict[str, dict[str, Any]] = {}
@@ -80,7 +81,7 @@ def _client_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
     kwargs = {
         _RENAMED.get(key, key): value
         for key, value in settings.items()
-        if key != "name" and value is not None
+        if key not in ("name", "sanitize_filter") and value is not None
     }
     kwargs.setdefault(
         "driver", DriverInfo("MongoEngine-async", mongoengine.__version__)
@@ -117,7 +118,9 @@ async def connect_async(
 ) -> AsyncMongoClient:
     """Register ``alias`` as an async connection and return its client.
 
-    Takes the same arguments as :func:`mongoengine.connect`. Connecting the same
+    Takes the same arguments as :func:`mongoengine.connect`, plus
+    ``sanitize_filter`` (default True: refuse operator dicts as plain query
+    values, see :mod:`mongoengine_async.query_values`). Connecting the same
     alias again with the same settings returns the existing client.
     """
     if is_sync_connection(alias):
@@ -125,7 +128,9 @@ async def connect_async(
             f"Alias `{alias}` is a sync connection registered with connect(); "
             f"call disconnect('{alias}') before connect_async()"
         )
+    sanitize_filter = bool(kwargs.pop("sanitize_filter", True))
     settings = me_connection._get_connection_settings(db, **kwargs)
+    settings["sanitize_filter"] = sanitize_filter
     if alias in _settings:
         if _settings[alias] != settings:
             raise ConnectionFailure(
@@ -139,6 +144,11 @@ async def connect_async(
     _home_loops[alias] = weakref.ref(asyncio.get_running_loop())
     _loop_clients[alias] = {}
     return client
+
+
+def sanitize_filter_enabled(alias: str = DEFAULT_CONNECTION_NAME) -> bool:
+    """Whether queries on async ``alias`` refuse operator dicts as plain values."""
+    return alias in _settings and _settings[alias]["sanitize_filter"]
 
 
 def undefined_alias_error(alias: str) -> ConnectionFailure:

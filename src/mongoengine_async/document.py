@@ -45,6 +45,7 @@ from mongoengine_async.context import (
 from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.guards import guard_blocking_methods, require_async
 from mongoengine_async.loading import LoadedState
+from mongoengine_async.query_values import check_query_values
 from mongoengine_async.queryset import QuerySet
 from mongoengine_async.references import select_related
 
@@ -389,6 +390,8 @@ class Document(LoadedState, mongoengine.Document):
     ) -> tuple[Any, bool]:
         """Send the delta; raise SaveConditionError when the condition fails."""
         object_id = raw["_id"]
+        if save_condition:
+            check_query_values(type(self), None, save_condition)
         selector = (
             transform.query(type(self), **save_condition) if save_condition else {}
         )
@@ -524,7 +527,9 @@ class Document(LoadedState, mongoengine.Document):
             raise InvalidDocumentError("The document does not have a primary key.")
         id_field = self._meta["id_field"]
         query = {} if query is None else query
-        query = query.copy() if isinstance(query, dict) else query.to_query(self)
+        # A Q object filters as such (MongoEngine passes its compiled form as
+        # keywords, which reads its operators as plain values).
+        q_obj, query = (None, query.copy()) if isinstance(query, dict) else (query, {})
         if id_field not in query:
             query[id_field] = self.pk
         elif query[id_field] != self.pk:
@@ -532,7 +537,7 @@ class Document(LoadedState, mongoengine.Document):
                 "Invalid document modify query: it must modify only this document."
             )
         query.update(self._object_key)
-        updated = await self._qs(**query).async_modify(new=True, **update)
+        updated = await self._qs(q_obj, **query).async_modify(new=True, **update)
         if updated is None:
             return False
         for name in self._fields_ordered:

@@ -49,6 +49,7 @@ from mongoengine_async.loading import (
     loader,
     materialise_all,
 )
+from mongoengine_async.query_values import check_query_values
 from mongoengine_async.references import load_related
 
 __all__ = ("AsyncAggregation", "QuerySet")
@@ -137,6 +138,14 @@ class QuerySet(me_queryset.QuerySet):
         return lambda raw: self._get_scalar(load(raw))
 
     # -- non-I/O behaviour on async aliases -------------------------------------
+
+    def __call__(self, q_obj=None, **query: Any) -> QuerySet:
+        """MongoEngine's filter (``filter``, ``get`` and ``Model.objects(...)``
+        come here); on an async alias the values are checked first, see
+        :mod:`mongoengine_async.query_values`."""
+        if self._is_async():
+            check_query_values(self._document, q_obj, query)
+        return super().__call__(q_obj, **query)
 
     def __repr__(self) -> str:
         if not self._is_async():

@@ -1,0 +1,152 @@
+"""Query values an async QuerySet refuses before MongoEngine builds the filter.
+
+Operator injection: ``User.objects(password=request_json["password"])`` given
+``{"$ne": ""}`` would match any password, because MongoDB reads a dict with
+``$`` keys as operators. A field that never holds a dict (string, number, id,
+reference...) cannot be meant to equal one, so such a plain value is refused
+unless the alias was connected with ``sanitize_filter=False``.
+
+Long regexes: the string operators (``icontains``...) compile a Python regex
+first, about 1 s per MB on the event loop, for a pattern the server refuses
+anyway once the text is longer than :data:`MAX_REGEX_TEXT` characters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from mongoengine import fields
+from mongoengine.base import BaseField
+from mongoengine.errors import InvalidQueryError
+from mongoengine.queryset import transform
+from mongoengine.queryset.visitor import Q, QCombination
+
+from mongoengine_async.connection import sanitize_filter_enabled
+
+__all__ = ("MAX_REGEX_TEXT", "check_query_values")
+
+# The longest text a MongoDB 6.0 server accepts as a regex: one character more
+# and even "aaa..." is "regular expression is too large" (any other character,
+# escaped or not, compiles at least as large).
+MAX_REGEX_TEXT = 32761
+
+# Fields whose stored value is never a dict. A dict value for them (an
+# EmbeddedDocumentField, DictField, MapField, DynamicField, untyped ListField, a
+# geo field or a custom field can hold one) can only be read as operators.
+_NO_DICT_FIELDS = (
+    fields.StringField,  # EmailField, URLField, ComplexDateTimeField
+    fields.IntField,  # LongField
+    fields.FloatField,
+    fields.DecimalField,
+    fields.Decimal128Field,
+    fields.BooleanField,
+    fields.DateTimeField,  # DateField
+    fields.ObjectIdField,
+    fields.UUIDField,
+    fields.SequenceField,
+    fields.BinaryField,
+    fields.EnumField,
+    fields.ReferenceField,
+    fields.LazyReferenceField,
+    fields.CachedReferenceField,
+    fields.GenericReferenceField,  # GenericLazyReferenceField
+    fields.FileField,  # ImageField
+)
+
+
+def check_query_values(document: type, q_obj: Any, query: dict[str, Any]) -> None:
+    """Raise ``InvalidQueryError`` for a refused value in ``query`` or ``q_obj``.
+
+    Only suspicious values (a dict with ``$`` keys, a very long string) cost
+    more than a type check, so ordinary filters stay cheap.
+    """
+    _check_items(document, query)
+    if q_obj is not None:
+        for node in _q_leaves(q_obj):
+            _check_items(document, node.query)
+
+
+def _check_items(document: type, query: dict[str, Any]) -> None:
+    """Check the keyword values of one filter call or one ``Q``."""
+    for key, value in query.items():
+        if isinstance(value, dict) and _has_operator_keys(value):
+            _check_operator_dict(document, key)
+        elif isinstance(value, str) and len(value) > MAX_REGEX_TEXT:
+            _check_regex_text(document, key, value)
+
+
+def _q_leaves(q_obj: Any) -> Iterator[Q]:
+    """Every ``Q`` in a tree of Q objects (nothing for anything else)."""
+    if isinstance(q_obj, QCombination):
+        for child in q_obj.children:
+            yield from _q_leaves(child)
+    elif isinstance(q_obj, Q):
+        yield q_obj
+
+
+def _has_operator_keys(value: dict) -> bool:
+    """Whether MongoDB would read ``value`` as operators rather than a document."""
+    return any(isinstance(key, str) and key.startswith("$") for key in value)
+
+
+def _check_operator_dict(document: type, key: str) -> None:
+    """Refuse an operator dict given as the plain value of a dict-less field."""
+    if key == "__raw__":
+        return
+    operator, parts = _parse(key)
+    if operator is not None or not sanitize_filter_enabled(document._db_alias()):
+        return
+    field = _field(document, parts)
+    if field is None or not _holds_no_dict(field):
+        return
+    raise InvalidQueryError(
+        f"{document.__name__}.{key} ({type(field).__name__}) was given a dict with "
+        f'"$" keys as its value, which MongoDB would read as query operators '
+        f"(operator injection). Write operators as {key}__ne=... "
+        "(field__op=value) or in __raw__"
+    )
+
+
+def _check_regex_text(document: type, key: str, value: str) -> None:
+    """Refuse a string operator's text too long for the server's regex limit."""
+    operator, _ = _parse(key)
+    if operator not in transform.STRING_OPERATORS:
+        return
+    raise InvalidQueryError(
+        f"{document.__name__}.{key}: the text is {len(value)} characters long; "
+        f"MongoDB refuses a regular expression over {MAX_REGEX_TEXT} characters, "
+        "and building it would block the event loop"
+    )
+
+
+def _parse(key: str) -> tuple[str | None, list[str]]:
+    """The operator of a query keyword (None for plain equality) and its path,
+    read with the grammar of MongoEngine's ``transform.query``."""
+    parts = [part for part in key.split("__") if not part.isdigit()]
+    operator = None
+    if len(parts) > 1 and parts[-1] in transform.MATCH_OPERATORS:
+        operator = parts.pop()
+    if len(parts) > 1 and parts[-1] == "":
+        parts.pop()  # "name__" escapes a field named like an operator
+    if len(parts) > 1 and parts[-1] == "not":
+        operator = parts.pop()
+    return operator, parts
+
+
+def _field(document: type, parts: list[str]) -> BaseField | None:
+    """The field a path ends on, as ``transform.query`` finds it (None: unknown,
+    left for MongoEngine to report)."""
+    try:
+        path = document._lookup_field(parts)
+    except Exception:  # transform.query turns it into its own InvalidQueryError
+        return None
+    found = [field for field in path if not isinstance(field, str)]
+    return found[-1] if found else None
+
+
+def _holds_no_dict(field: BaseField) -> bool:
+    """Whether a field (or the items of a typed list) never stores a dict."""
+    while isinstance(field, fields.ListField) and field.field is not None:
+        field = field.field
+    return isinstance(field, _NO_DICT_FIELDS)

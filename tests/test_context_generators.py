@@ -1,0 +1,74 @@
+"""async_switch_db and async generators: the documented limit and the safe pattern."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import pytest
+
+from mongoengine_async import Document, StringField, async_switch_db
+from mongoengine_async.context import switched_alias
+from mongoengine_async.testing import fresh_database
+
+
+class GenUser(Document):
+    name = StringField()
+
+
+@pytest.fixture
+async def archive(async_alias, mongodb_uri):
+    """Alias "archive" holding two users; "default" holds one."""
+    async with fresh_database("archive", mongodb_uri):
+        async with async_switch_db(GenUser, "archive"):
+            old = [GenUser(name="old 1"), GenUser(name="old 2")]
+            await GenUser.objects.async_insert(old)
+        await GenUser(name="new").async_save()
+        yield
+
+
+@pytest.fixture
+async def loop_errors():
+    """The errors the event loop reports (such as a generator closed late)."""
+    errors: list[BaseException] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: errors.append(context["exception"]))
+    yield errors
+    loop.set_exception_handler(None)
+
+
+async def stop_early(generator) -> tuple[str, str | None, str | None]:
+    """Take the first item, then drop the generator as a ``break`` does; returns
+    the item's name and the alias the consumer saw during and after the loop."""
+    async for user in generator:
+        name, during = user.name, switched_alias(GenUser)
+        break
+    del generator
+    gc.collect()
+    for _ in range(3):
+        await asyncio.sleep(0)  # let the loop close the dropped generator
+    return name, during, switched_alias(GenUser)
+
+
+async def test_yield_inside_the_block_leaks_and_fails_late(archive, loop_errors):
+    async def unsafe():
+        async with async_switch_db(GenUser, "archive"):
+            async for user in GenUser.objects.order_by("name"):
+                yield user
+
+    assert await stop_early(unsafe()) == ("old 1", "archive", "archive")
+    assert [type(error) for error in loop_errors] == [ValueError]
+    assert "was created in a different Context" in str(loop_errors[0])
+
+
+async def test_queryset_made_inside_iterated_outside_is_safe(archive, loop_errors):
+    async def safe():
+        async with async_switch_db(GenUser, "archive"):
+            users = GenUser.objects.order_by("name")
+        async for user in users.batch_size(1):
+            yield user
+
+    assert await stop_early(safe()) == ("old 1", None, None)
+    assert loop_errors == []
+    assert [user.name async for user in safe()] == ["old 1", "old 2"]
+    assert await GenUser.objects.async_scalar("name") == ["new"]

@@ -1,0 +1,300 @@
+"""Operator dicts as plain query values, and over-long regex texts, on async aliases."""
+
+from __future__ import annotations
+
+import time
+from uuid import uuid4
+
+import pytest
+from pymongo.errors import OperationFailure
+
+import mongoengine_async
+from mongoengine_async import (
+    ConnectionFailure,
+    DictField,
+    Document,
+    DynamicDocument,
+    DynamicField,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
+    IntField,
+    InvalidQueryError,
+    ListField,
+    MapField,
+    Q,
+    ReferenceField,
+    StringField,
+    connect_async,
+    disconnect_async,
+)
+from mongoengine_async.connection import sanitize_filter_enabled
+from mongoengine_async.query_values import MAX_REGEX_TEXT
+from mongoengine_async.testing import fresh_database
+
+
+class InjProfile(EmbeddedDocument):
+    nick = StringField()
+
+
+class InjUser(Document):
+    name = StringField()
+    password = StringField()
+    age = IntField()
+    friend = ReferenceField("self")
+    tags = ListField(StringField())
+    prefs = DictField()
+    labels = MapField(StringField())
+    extra = DynamicField()
+    profile = EmbeddedDocumentField(InjProfile)
+
+
+class InjNote(DynamicDocument):
+    text = StringField()
+
+
+def refusal(path: str, field: str) -> str:
+    """The message for an operator dict given to ``InjUser.<path>``."""
+    return (
+        f'InjUser.{path} ({field}) was given a dict with "$" keys as its value, '
+        "which MongoDB would read as query operators (operator injection). "
+        f"Write operators as {path}__ne=... (field__op=value) or in __raw__"
+    )
+
+
+@pytest.fixture
+async def users(async_alias):
+    alice = await InjUser(
+        name="alice",
+        password="secret-a",
+        age=30,
+        tags=["admin"],
+        prefs={"theme": "dark"},
+        labels={"team": "red"},
+        extra={"level": 3},
+        profile=InjProfile(nick="al"),
+    ).async_save()
+    bob = await InjUser(
+        name="bob", password="secret-b", age=40, friend=alice, prefs={"theme": "light"}
+    ).async_save()
+    return alice, bob
+
+
+async def names(queryset) -> list[str]:
+    return sorted(await queryset.async_scalar("name"))
+
+
+# -- the login bypass -----------------------------------------------------------
+
+
+async def test_login_bypass_is_refused(users):
+    with pytest.raises(InvalidQueryError) as caught:
+        InjUser.objects(name="alice", password={"$ne": "guess"})
+    assert str(caught.value) == refusal("password", "StringField")
+    with pytest.raises(InvalidQueryError) as caught:
+        InjUser.objects(name={"$ne": None})
+    assert str(caught.value) == refusal("name", "StringField")
+    with pytest.raises(InvalidQueryError, match=r"^Not a query object"):
+        InjUser.objects({"password": {"$ne": "guess"}})
+
+
+ENTRY_POINTS = {
+    "filter": lambda: InjUser.objects.filter(password={"$ne": "guess"}).async_first(),
+    "get": lambda: InjUser.objects.async_get(name="alice", password={"$gt": ""}),
+    "Q": lambda: InjUser.objects(Q(password={"$ne": "guess"})).async_first(),
+    "Q combined": lambda: InjUser.objects.filter(
+        Q(name="nobody") | (Q(age=30) & Q(password={"$ne": "guess"}))
+    ).async_count(),
+    "get with Q": lambda: InjUser.objects.async_get(Q(password={"$ne": "guess"})),
+    "update's query": lambda: InjUser.objects(password={"$ne": "guess"}).async_update(
+        set__age=99
+    ),
+    "modify's query": lambda: InjUser.objects(password={"$ne": "guess"}).async_modify(
+        set__age=99
+    ),
+    "delete's query": lambda: InjUser.objects(password={"$ne": "guess"}).async_delete(),
+}
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+async def test_every_entry_point_refuses_and_writes_nothing(users, entry):
+    with pytest.raises(InvalidQueryError) as caught:
+        await ENTRY_POINTS[entry]()
+    assert str(caught.value) == refusal("password", "StringField")
+    assert await InjUser.objects(age=99).async_count() == 0
+    assert await InjUser.objects.async_count() == 2
+
+
+async def test_document_modify_and_save_condition_refuse(users):
+    alice, _ = users
+    with pytest.raises(InvalidQueryError) as caught:
+        await alice.async_modify(query={"password": {"$ne": "guess"}}, set__age=99)
+    assert str(caught.value) == refusal("password", "StringField")
+    alice.age = 99
+    with pytest.raises(InvalidQueryError) as caught:
+        await alice.async_save(save_condition={"password": {"$ne": "guess"}})
+    assert str(caught.value) == refusal("password", "StringField")
+    assert (await InjUser.objects.async_get(name="alice")).age == 30
+
+
+@pytest.mark.parametrize(
+    ("query", "path", "field"),
+    [
+        ({"age": {"$gt": 0}}, "age", "IntField"),
+        ({"id": {"$ne": None}}, "id", "ObjectIdField"),
+        ({"pk": {"$ne": None}}, "pk", "ObjectIdField"),
+        ({"friend": {"$ne": None}}, "friend", "ReferenceField"),
+        ({"tags": {"$ne": "admin"}}, "tags", "ListField"),
+        ({"profile__nick": {"$ne": "x"}}, "profile__nick", "StringField"),
+        ({"name__": {"$ne": "x"}}, "name__", "StringField"),
+    ],
+)
+async def test_fields_that_hold_no_dict_refuse(users, query, path, field):
+    with pytest.raises(InvalidQueryError) as caught:
+        InjUser.objects(**query)
+    assert str(caught.value) == refusal(path, field)
+
+
+# -- what keeps working ---------------------------------------------------------
+
+
+async def test_operator_syntax_raw_and_q_still_match(users):
+    assert await names(InjUser.objects(password__ne="guess")) == ["alice", "bob"]
+    assert await names(InjUser.objects(name="alice", password__ne="secret-a")) == []
+    assert await names(InjUser.objects(__raw__={"password": {"$ne": "x"}})) == [
+        "alice",
+        "bob",
+    ]
+    either = {"$or": [{"password": {"$ne": "secret-a"}}, {"age": {"$lt": 35}}]}
+    assert await names(InjUser.objects(Q(__raw__=either))) == ["alice", "bob"]
+    assert await names(InjUser.objects(Q(age__gt=35) | Q(name__in=["alice"]))) == [
+        "alice",
+        "bob",
+    ]
+    assert await names(InjUser.objects(Q(password__not__ne="secret-b"))) == ["bob"]
+    assert await names(InjUser.objects(name__not={"$in": ["bob"]})) == ["alice"]
+    alice = await InjUser.objects.async_get(Q(name="alice"), password="secret-a")
+    assert alice.age == 30
+
+
+async def test_dict_holding_fields_take_dicts(users):
+    assert await names(InjUser.objects(prefs={"theme": "dark"})) == ["alice"]
+    assert await names(InjUser.objects(labels={"team": "red"})) == ["alice"]
+    assert await names(InjUser.objects(extra={"level": 3})) == ["alice"]
+    # An operator dict on a field that can hold a dict is MongoEngine's behaviour.
+    assert await names(InjUser.objects(prefs={"$exists": True})) == ["alice", "bob"]
+    assert await names(InjUser.objects(extra={"$exists": False})) == ["bob"]
+    assert await names(InjUser.objects(profile={"$exists": True})) == ["alice"]
+    assert await names(InjUser.objects(prefs__theme={"$in": ["light"]})) == ["bob"]
+
+
+async def test_undeclared_fields_of_a_dynamic_document_take_dicts(async_alias):
+    await InjNote(text="a", mood="happy").async_save()
+    await InjNote(text="b").async_save()
+    found = await InjNote.objects(mood={"$exists": True}).async_scalar("text")
+    assert found == ["a"]
+    with pytest.raises(InvalidQueryError, match=r"^InjNote\.text \(StringField\)"):
+        InjNote.objects(text={"$ne": None})
+
+
+async def test_document_methods_passing_ids_keep_working(users):
+    alice, bob = users
+    assert await alice.async_modify(query={"age": 30}, set__age=31) is True
+    assert await alice.async_modify(query=Q(age__gt=30), set__age=32) is True
+    assert await alice.async_modify(query=Q(age__gt=50), set__age=0) is False
+    assert alice.age == 32
+    await bob.async_update(set__age=41)
+    assert (await bob.async_reload()).age == 41
+    bob.age = 42
+    await bob.async_save(save_condition={"age__lt": 42, "name": "bob"})
+    assert (await InjUser.objects.async_get(name="bob")).age == 42
+    await bob.async_delete()
+    assert await names(InjUser.objects) == ["alice"]
+
+
+# -- sync aliases and the opt-out -----------------------------------------------
+
+
+@pytest.fixture
+def sync_alias(mongodb_uri):
+    name = f"test_inj_{uuid4().hex[:12]}"
+    mongoengine_async.connect(db=name, host=mongodb_uri, uuidRepresentation="standard")
+    try:
+        yield
+    finally:
+        mongoengine_async.get_db().client.drop_database(name)
+        mongoengine_async.disconnect()
+
+
+def test_sync_alias_passes_the_dict_through_like_mongoengine(sync_alias):
+    InjUser(name="alice", password="secret-a").save()
+    InjUser(name="bob", password="secret-b").save()
+    bypass = InjUser.objects(name="alice", password={"$ne": "guess"})
+    assert [user.name for user in bypass] == ["alice"]
+    assert InjUser.objects(Q(name={"$ne": None})).count() == 2
+    # MongoEngine's own error for an IntField, not ours.
+    with pytest.raises(TypeError):
+        InjUser.objects(age={"$gt": 0}).count()
+
+
+async def test_sanitize_filter_false_turns_the_guard_off(mongodb_uri):
+    async with fresh_database("default", mongodb_uri, sanitize_filter=False):
+        assert sanitize_filter_enabled("default") is False
+        await InjUser(name="alice", password="secret-a").async_save()
+        bypass = InjUser.objects(name="alice", password={"$ne": "guess"})
+        assert await names(bypass) == ["alice"]
+        assert await names(InjUser.objects(Q(name={"$ne": None}))) == ["alice"]
+
+
+async def test_sanitize_filter_is_part_of_the_alias_settings(async_alias, mongodb_uri):
+    assert sanitize_filter_enabled("default") is True
+    assert sanitize_filter_enabled("never-connected") is False
+    settings = {
+        "db": "inj_settings",
+        "alias": "inj",
+        "host": mongodb_uri,
+        "uuidRepresentation": "standard",
+    }
+    client = await connect_async(**settings)
+    try:
+        assert await connect_async(**settings, sanitize_filter=True) is client
+        with pytest.raises(ConnectionFailure, match="different connection"):
+            await connect_async(**settings, sanitize_filter=False)
+    finally:
+        await disconnect_async("inj")
+
+
+# -- over-long regex texts -------------------------------------------------------
+
+
+async def test_the_longest_regex_text_the_server_accepts_works(users):
+    await InjUser(name="a" * MAX_REGEX_TEXT).async_save()
+    found = InjUser.objects(name__icontains="A" * MAX_REGEX_TEXT)
+    assert await found.async_count() == 1
+
+
+@pytest.mark.parametrize("operator", ["icontains", "startswith", "iexact", "regex"])
+async def test_a_longer_regex_text_is_refused_without_blocking(users, operator):
+    text = "a" * (1 << 20)
+    started = time.perf_counter()
+    with pytest.raises(InvalidQueryError) as caught:
+        InjUser.objects(**{f"name__{operator}": text})
+    # MongoEngine would spend about 2 s compiling the regex on this text.
+    assert time.perf_counter() - started < 0.5
+    assert str(caught.value) == (
+        f"InjUser.name__{operator}: the text is 1048576 characters long; MongoDB "
+        f"refuses a regular expression over {MAX_REGEX_TEXT} characters, and "
+        "building it would block the event loop"
+    )
+
+
+async def test_long_plain_values_are_not_regexes(users):
+    text = "a" * (MAX_REGEX_TEXT + 1)
+    await InjUser(name=text).async_save()
+    assert await InjUser.objects(name=text).async_count() == 1
+    assert await InjUser.objects(name__in=[text]).async_count() == 1
+
+
+def test_the_server_refuses_one_character_more(sync_alias):
+    InjUser(name="a").save()
+    with pytest.raises(OperationFailure, match="regular expression is too large"):
+        InjUser.objects(name__icontains="a" * (MAX_REGEX_TEXT + 1)).count()
