@@ -1,14 +1,23 @@
-"""``async_run_in_transaction`` against the real replica set.
+"""Transactions against the real replica set.
 
-Commit and rollback of every kind of async operation, nesting, other aliases,
-retrying a block on a real write conflict, commit retries, and hundreds of
-concurrent tasks with their own transactions.
+``async_run_in_transaction``: commit and rollback of every kind of async
+operation, nesting, other aliases, retrying a block on a real write conflict,
+and hundreds of concurrent tasks with their own transactions.
+With the server's failCommand fail point: commit retries by the
+convenient-transactions spec, ``async_run_transaction`` re-running its function,
+and cascades that never run without a transaction, even on a brand-new client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import uuid4
 
+import pymongo
 import pymongo.errors
 import pytest
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -22,9 +31,12 @@ from mongoengine_async import (
     ReferenceField,
     StringField,
     async_run_in_transaction,
+    async_run_transaction,
     async_switch_db,
+    connect_async,
     get_async_connection,
     get_async_db,
+    is_transient,
 )
 from mongoengine_async.context import current_session
 from mongoengine_async.testing import CommandLog, fresh_database
@@ -252,17 +264,6 @@ async def test_alias_sharing_the_client_joins_the_session(
 # -- retrying --------------------------------------------------------------------------
 
 
-def transient(error: BaseException | None) -> bool:
-    """Whether ``error`` (or what caused it) is a TransientTransactionError."""
-    while error is not None:
-        if isinstance(error, pymongo.errors.PyMongoError) and error.has_error_label(
-            "TransientTransactionError"
-        ):
-            return True
-        error = error.__cause__
-    return False
-
-
 async def test_retry_a_whole_block_on_a_real_write_conflict(async_alias):
     await warm()
     account = await TxAccount(name="shared", balance=0).async_save()
@@ -285,7 +286,7 @@ async def test_retry_a_whole_block_on_a_real_write_conflict(async_alias):
                     await TxAccount.objects(pk=account.pk).async_update(inc__balance=10)
                 return attempts
             except Exception as error:
-                if not transient(error):
+                if not is_transient(error):
                     raise
                 errors.append(error)
                 second_failed.set()
@@ -296,40 +297,6 @@ async def test_retry_a_whole_block_on_a_real_write_conflict(async_alias):
     assert isinstance(errors[0], OperationError)  # as MongoEngine wraps it
     assert errors[0].__cause__.code == 112  # WriteConflict
     assert (await committed(TxAccount))[0]["balance"] == 11
-
-
-async def test_commit_is_retried_on_unknown_commit_result(async_alias, monkeypatch):
-    await warm()
-    original = AsyncClientSession.commit_transaction
-    calls = []
-
-    async def flaky_commit(self):
-        calls.append(1)
-        if len(calls) == 1:
-            error = pymongo.errors.AutoReconnect("simulated network error on commit")
-            error._add_error_label("UnknownTransactionCommitResult")
-            raise error
-        return await original(self)
-
-    monkeypatch.setattr(AsyncClientSession, "commit_transaction", flaky_commit)
-    async with async_run_in_transaction():
-        await TxAccount(name="committed once").async_save()
-    assert len(calls) == 2
-    assert len(await committed(TxAccount)) == 1
-
-
-async def test_commit_error_without_the_label_propagates(async_alias, monkeypatch):
-    await warm()
-
-    async def failing_commit(self):
-        raise pymongo.errors.OperationFailure("simulated", code=8000)
-
-    monkeypatch.setattr(AsyncClientSession, "commit_transaction", failing_commit)
-    with pytest.raises(pymongo.errors.OperationFailure, match="simulated"):
-        async with async_run_in_transaction():
-            await TxAccount(name="never").async_save()
-    monkeypatch.undo()
-    assert await committed(TxAccount) == []
 
 
 # -- concurrency -----------------------------------------------------------------------
@@ -359,3 +326,363 @@ async def test_200_concurrent_transactions(async_alias):
     raw = await committed(TxAccount)
     assert sorted(doc["balance"] - 1000 for doc in raw) == list(range(0, 200, 2))
     assert current_session() is None
+
+
+# -- fail points -----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def app_alias(mongodb_uri, command_log) -> AsyncIterator[str]:
+    """Alias "default" on a client with an application name of its own (the
+    fixture's value), so that a fail point fails this test's commands only."""
+    from mongoengine_async.connection import disconnect_all_async
+
+    name = f"tx-{uuid4().hex[:8]}"
+    try:
+        async with fresh_database(
+            "default", mongodb_uri, appname=name, event_listeners=[command_log]
+        ):
+            yield name
+    finally:
+        await disconnect_all_async()
+
+
+@asynccontextmanager
+async def fail_point(app_name: str, mode: Any, **data: Any) -> AsyncIterator[None]:
+    """The server's failCommand fail point, for the client named ``app_name``."""
+    admin = get_async_connection().admin
+    command = {"configureFailPoint": "failCommand", "mode": mode}
+    try:
+        await admin.command({**command, "data": {**data, "appName": app_name}})
+    except pymongo.errors.OperationFailure as error:
+        raise RuntimeError(
+            "the failCommand fail point needs a mongod started with "
+            f"--setParameter enableTestCommands=1 (server said: {error})"
+        ) from error
+    try:
+        yield
+    finally:
+        await admin.command({**command, "mode": "off"})
+
+
+async def end_session(session_id: dict) -> None:
+    """End a session whose commit failed: its transaction stays open on the
+    server (holding locks the test's dropDatabase would wait for) until then."""
+    await get_async_connection().admin.command("killSessions", [session_id])
+
+
+FORMS = ["context manager", "callback"]
+
+
+async def run_in(form: str, fn: Callable[[], Awaitable[Any]], **options: Any) -> Any:
+    """``fn`` in a transaction, by ``async_run_in_transaction`` or
+    ``async_run_transaction``, with ``options`` for the transaction."""
+    if form == "callback":
+        return await async_run_transaction(fn, **options)
+    async with async_run_in_transaction(transaction_kwargs=options):
+        return await fn()
+
+
+def sent(log: CommandLog) -> list[str]:
+    """The names of the commands in ``log``, but those setting fail points."""
+    return [name for name in log.names if name != "configureFailPoint"]
+
+
+def transactions(log: CommandLog) -> list[int]:
+    """The transaction numbers of the commands in ``log``, once each, in order."""
+    numbers: list[int] = []
+    for event in log.events:
+        number = event.command.get("txnNumber")
+        if number is not None and number not in numbers:
+            numbers.append(number)
+    return numbers
+
+
+# -- the commit, by the convenient-transactions spec -----------------------------------
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_commit_is_retried_while_its_result_is_unknown(
+    app_alias, command_log, form
+):
+    await warm()
+    unknown = {"errorCode": 8, "errorLabels": ["UnknownTransactionCommitResult"]}
+    command_log.clear()
+    async with fail_point(
+        app_alias, {"times": 2}, failCommands=["commitTransaction"], **unknown
+    ):
+        await run_in(form, TxAccount(name="committed once").async_save)
+    assert sent(command_log) == ["insert", *["commitTransaction"] * 3]
+    assert [raw["name"] for raw in await committed(TxAccount)] == ["committed once"]
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_max_commit_time_ms_bounds_the_commit(app_alias, command_log, form):
+    """MaxTimeMSExpired is not retried, even labelled UnknownTransactionCommitResult."""
+    await warm()
+    sessions = []
+
+    async def save():
+        sessions.append(current_session().session_id)
+        await TxAccount(name="never").async_save()
+
+    expired = {"errorCode": 50, "errorLabels": ["UnknownTransactionCommitResult"]}
+    command_log.clear()
+    started = time.monotonic()
+    async with fail_point(
+        app_alias, "alwaysOn", failCommands=["commitTransaction"], **expired
+    ):
+        with pytest.raises(pymongo.errors.OperationFailure) as error:
+            await run_in(form, save, max_commit_time_ms=300)
+    assert time.monotonic() - started < 5
+    assert error.value.code == 50
+    assert error.value.has_error_label("UnknownTransactionCommitResult")
+    [commit] = [e for e in command_log.events if e.command_name == "commitTransaction"]
+    assert commit.command["maxTimeMS"] == 300
+    await end_session(sessions[0])
+    assert await committed(TxAccount) == []
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_a_commit_whose_result_stays_unknown_stops_at_the_timeout(
+    app_alias, command_log, form
+):
+    """The spec retries for 120 s at most; a PyMongo timeout (``timeoutMS``,
+    ``pymongo.timeout()``) ends it sooner."""
+    await warm()
+    sessions = []
+
+    async def save():
+        sessions.append(current_session().session_id)
+        await TxAccount(name="unknown").async_save()
+
+    unknown = {"errorCode": 8, "errorLabels": ["UnknownTransactionCommitResult"]}
+    command_log.clear()
+    started = time.monotonic()
+    async with fail_point(
+        app_alias, "alwaysOn", failCommands=["commitTransaction"], **unknown
+    ):
+        with pytest.raises(pymongo.errors.PyMongoError) as error, pymongo.timeout(1):
+            await run_in(form, save)
+    assert 1 <= time.monotonic() - started < 5
+    assert isinstance(error.value, pymongo.errors.ExecutionTimeout)
+    assert error.value.has_error_label("UnknownTransactionCommitResult")
+    assert command_log.count("commitTransaction") > 1
+    assert command_log.count("insert") == 1
+    await end_session(sessions[0])
+
+
+# -- async_run_transaction re-runs its function ----------------------------------------
+
+
+async def test_callback_form_reruns_on_a_transient_error(app_alias, command_log):
+    """MongoEngine reports the failed update as its OperationError: the label
+    is found on its cause, and the whole function runs again."""
+    await warm()
+    await TxAccount(name="ann", balance=100).async_save()
+    attempts = []
+
+    async def pay():
+        attempts.append(current_session())
+        await TxAccount(name="receipt").async_save()
+        await TxAccount.objects(name="ann").async_update(dec__balance=10)
+        return "paid"
+
+    transient = {"errorCode": 112, "errorLabels": ["TransientTransactionError"]}
+    command_log.clear()
+    async with fail_point(
+        app_alias, {"times": 1}, failCommands=["update"], **transient
+    ):
+        assert await async_run_transaction(pay) == "paid"
+    assert len(attempts) == 2 and attempts[0] is attempts[1]
+    assert sent(command_log) == [
+        *["insert", "update", "abortTransaction"],
+        *["insert", "update", "commitTransaction"],
+    ]
+    assert len(transactions(command_log)) == 2
+    assert [raw["name"] for raw in await committed(TxAccount)] == ["ann", "receipt"]
+    assert (await committed(TxAccount, name="ann"))[0]["balance"] == 90
+    assert current_session() is None
+
+
+async def test_callback_form_reruns_when_the_commit_is_transient(
+    app_alias, command_log
+):
+    await warm()
+    attempts = []
+
+    async def save():
+        attempts.append(1)
+        await TxAccount(name="saved once").async_save()
+
+    transient = {"errorCode": 251, "errorLabels": ["TransientTransactionError"]}
+    command_log.clear()
+    async with fail_point(
+        app_alias, {"times": 1}, failCommands=["commitTransaction"], **transient
+    ):
+        await async_run_transaction(save)
+    assert len(attempts) == 2
+    assert sent(command_log) == [*["insert", "commitTransaction"] * 2]
+    assert [raw["name"] for raw in await committed(TxAccount)] == ["saved once"]
+
+
+async def test_context_manager_reports_a_transient_commit(app_alias, command_log):
+    """The block cannot run again: the caller gets an error to retry on."""
+    await warm()
+    transient = {"errorCode": 251, "errorLabels": ["TransientTransactionError"]}
+    command_log.clear()
+    async with fail_point(
+        app_alias, {"times": 1}, failCommands=["commitTransaction"], **transient
+    ):
+        with pytest.raises(pymongo.errors.PyMongoError) as error:
+            async with async_run_in_transaction() as session:
+                session_id = session.session_id
+                await TxAccount(name="aborted").async_save()
+    assert str(error.value) == (
+        "The commit of async_run_in_transaction() failed with a "
+        "TransientTransactionError and the transaction was aborted: run the "
+        "block again (async_run_transaction() does that itself)"
+    )
+    assert is_transient(error.value)
+    assert sent(command_log) == ["insert", "commitTransaction"]
+    await end_session(session_id)
+    assert await committed(TxAccount) == []
+
+
+async def test_callback_form_raises_other_errors_at_once(async_alias, command_log):
+    await warm()
+    attempts = []
+
+    async def fail():
+        attempts.append(1)
+        await TxAccount(name="rolled back").async_save()
+        raise Boom
+
+    command_log.clear()
+    with pytest.raises(Boom):
+        await async_run_transaction(fail)
+    assert attempts == [1]
+    assert sent(command_log) == ["insert", "abortTransaction"]
+    assert await committed(TxAccount) == []
+
+
+async def test_callback_form_options_and_binding(async_alias, command_log):
+    from pymongo.read_concern import ReadConcern
+
+    await warm()
+    seen = []
+
+    async def work():
+        session = current_session(get_async_connection())
+        seen.append((session.options.causal_consistency, session.in_transaction))
+        return await TxAccount(name="options").async_save()
+
+    command_log.clear()
+    account = await async_run_transaction(
+        work,
+        session_kwargs={"causal_consistency": False},
+        read_concern=ReadConcern("snapshot"),
+        max_commit_time_ms=1000,
+    )
+    assert seen == [(False, True)] and account.name == "options"
+    insert, commit = command_log.events
+    assert insert.command["readConcern"] == {"level": "snapshot"}
+    assert commit.command["maxTimeMS"] == 1000
+    assert current_session() is None
+
+
+@pytest.mark.parametrize("inner", FORMS)
+@pytest.mark.parametrize("outer", FORMS)
+async def test_no_form_nests_in_another(async_alias, outer, inner):
+    await warm()
+
+    async def nested():
+        await TxAccount(name="outer").async_save()
+        with pytest.raises(OperationError) as error:
+            await run_in(inner, TxAccount(name="inner").async_save)
+        assert str(error.value) == (
+            "async_run_in_transaction() cannot be nested: a transaction is "
+            "already active in this task"
+        )
+
+    await run_in(outer, nested)
+    assert [raw["name"] for raw in await committed(TxAccount)] == ["outer"]
+
+
+def test_is_transient_follows_the_causes():
+    labelled = pymongo.errors.OperationFailure("conflict", code=112)
+    labelled._add_error_label("TransientTransactionError")
+    try:
+        raise OperationError("Update failed") from labelled
+    except OperationError as error:
+        wrapped = error
+    assert is_transient(labelled) and is_transient(wrapped)
+    assert not is_transient(OperationError("Update failed"))
+    assert not is_transient(pymongo.errors.OperationFailure("other", code=2))
+    assert not is_transient(None)
+
+
+# -- cascades run in a transaction of their own ----------------------------------------
+
+
+class TxFreshAuthor(Document):
+    name = StringField()
+    meta = {"db_alias": "tx_fresh"}
+
+
+class TxFreshBook(Document):
+    title = StringField()
+    author = ReferenceField(TxFreshAuthor, reverse_delete_rule=CASCADE)
+    meta = {"db_alias": "tx_fresh"}
+
+
+@pytest.mark.parametrize("seed", ["replicaSet", "discovered", "direct"])
+async def test_a_cascade_on_a_brand_new_client_runs_in_a_transaction(
+    app_alias, mongodb_uri, seed
+):
+    """Before the client knows a primary (``replicaSet=`` given), or anything
+    at all (one seed, or ``directConnection``), a cascade is still atomic: its
+    second delete fails, and nothing is deleted."""
+    db = get_async_db()
+    author_id = (await db.tx_fresh_author.insert_one({"name": "Lem"})).inserted_id
+    books = [{"title": title, "author": author_id} for title in "ab"]
+    await db.tx_fresh_book.insert_many(books)
+    primary = (await db.client.admin.command("hello"))["primary"]
+    host = {
+        "replicaSet": mongodb_uri,
+        "discovered": f"mongodb://{primary}",
+        "direct": f"mongodb://{primary}/?directConnection=true",
+    }[seed]
+    log, fresh = CommandLog(), f"{app_alias}-fresh"
+    options = {"appname": fresh, "event_listeners": [log]}
+    options["uuidRepresentation"] = "standard"
+    await connect_async(db.name, "tx_fresh", host=host, **options)
+    failing = {"failCommands": ["delete"], "errorCode": 2}  # BadValue
+    async with fail_point(fresh, {"skip": 1}, **failing):
+        with pytest.raises(OperationError, match="Could not delete document"):
+            await TxFreshAuthor(id=author_id).async_delete()
+    assert log.names == ["find", "find", "delete", "delete", "abortTransaction"]
+    assert await db.tx_fresh_book.count_documents({}) == 2
+    assert await db.tx_fresh_author.count_documents({}) == 1
+
+
+async def test_a_cascade_reruns_on_a_transient_error(app_alias, command_log):
+    await warm()
+    owner = await TxOwner(name="Ann").async_save()
+    await TxPet(name="Rex", owner=owner).async_save()
+    await TxPet(name="Tom", owner=owner).async_save()
+    transient = {"errorCode": 112, "errorLabels": ["TransientTransactionError"]}
+    command_log.clear()
+    async with fail_point(
+        app_alias, {"times": 1}, failCommands=["delete"], **transient
+    ):
+        await owner.async_delete()
+    attempt = ["find", "find", "delete", "delete"]
+    assert sent(command_log) == [
+        *attempt[:3],
+        "abortTransaction",
+        *attempt,
+        "commitTransaction",
+    ]
+    assert len(transactions(command_log)) == 2
+    assert await committed(TxOwner) == [] and await committed(TxPet) == []

@@ -25,8 +25,10 @@ from mongoengine_async.connection import (
 from mongoengine_async.context import (
     async_no_dereference,
     async_run_in_transaction,
+    async_run_transaction,
     async_switch_collection,
     async_switch_db,
+    is_transient,
 )
 from mongoengine_async.document import Document, DynamicDocument
 from mongoengine_async.fields import (
@@ -58,6 +60,7 @@ _ASYNC_NAMES = [
     "LazyReference",
     "async_no_dereference",
     "async_run_in_transaction",
+    "async_run_transaction",
     "async_switch_collection",
     "async_switch_db",
     "connect_async",
@@ -67,6 +70,7 @@ _ASYNC_NAMES = [
     "get_async_db",
     "is_async_connection",
     "is_sync_connection",
+    "is_transient",
 ]
 
 __all__ = [*mongoengine.__all__, *_ASYNC_NAMES]

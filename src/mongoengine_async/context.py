@@ -7,8 +7,9 @@ document class by its own name.
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -24,12 +25,17 @@ from mongoengine_async.connection import get_async_connection
 __all__ = (
     "async_no_dereference",
     "async_run_in_transaction",
+    "async_run_transaction",
     "async_switch_collection",
     "async_switch_db",
     "current_session",
+    "is_transient",
 )
 
 T = TypeVar("T", bound=type)
+R = TypeVar("R")
+
+_TRANSIENT = "TransientTransactionError"
 
 # The sessions bound by async_run_in_transaction in this task, one per client.
 _sessions: ContextVar[tuple[AsyncClientSession, ...]] = ContextVar(
@@ -40,8 +46,6 @@ _collections: ContextVar[dict[type, str]] = ContextVar("mongoengine_async_collec
 _no_dereference: ContextVar[frozenset[type]] = ContextVar(
     "mongoengine_async_no_dereference", default=frozenset()
 )
-
-_COMMIT_RETRY_SECONDS = 120
 
 
 def current_session(client: Any = None) -> AsyncClientSession | None:
@@ -113,13 +117,89 @@ async def async_run_in_transaction(
 
     Every async operation of this package inside the block uses the session
     (operations on another client do not). An exception aborts the
-    transaction and propagates. Nesting on the same client raises.
+    transaction and propagates. The commit follows PyMongo's
+    ``with_transaction``; the block itself runs once (see
+    :func:`async_run_transaction` to re-run it). Nesting on the same client raises.
     """
     client = get_async_connection(alias)
     async with run_in_transaction(
         client, session_kwargs, transaction_kwargs
     ) as session:
         yield session
+
+
+async def async_run_transaction(
+    fn: Callable[[], Awaitable[R]],
+    alias: str = DEFAULT_CONNECTION_NAME,
+    session_kwargs: dict[str, Any] | None = None,
+    **transaction_kwargs: Any,
+) -> R:
+    """``await fn()`` in one transaction on ``alias`` and return its result.
+
+    Runs in PyMongo's ``with_transaction``: on a TransientTransactionError
+    (also one MongoEngine wrapped, see :func:`is_transient`) the transaction
+    is aborted and ``fn`` runs again; an unknown commit result retries the
+    commit; retries stop after 120 s. Nesting on the same client raises.
+    """
+    client = get_async_connection(alias)
+    return await run_transaction(client, fn, session_kwargs, transaction_kwargs)
+
+
+def is_transient(error: BaseException | None) -> bool:
+    """Whether ``error``, or an error that caused it, is labelled
+    TransientTransactionError: running the whole transaction again may succeed.
+
+    MongoEngine reports some driver errors as its own (``OperationError``,
+    ``NotUniqueError``) with the driver's error as ``__cause__``.
+    """
+    while error is not None:
+        if isinstance(error, PyMongoError) and error.has_error_label(_TRANSIENT):
+            return True
+        error = error.__cause__
+    return False
+
+
+def _refuse_nesting(client: AsyncMongoClient) -> None:
+    if current_session(client) is not None:
+        raise OperationError(
+            "async_run_in_transaction() cannot be nested: a transaction is "
+            "already active in this task"
+        )
+
+
+async def run_transaction(
+    client: AsyncMongoClient,
+    fn: Callable[[], Awaitable[R]],
+    session_kwargs: dict[str, Any] | None = None,
+    transaction_kwargs: dict[str, Any] | None = None,
+) -> R:
+    """``async_run_transaction`` on ``client`` (one the registry made)."""
+    _refuse_nesting(client)
+    async with client.start_session(**(session_kwargs or {})) as session:
+        async with _bind(_sessions, (*_sessions.get(), session)):
+            return await session.with_transaction(
+                lambda _: _run_labelled(fn), **(transaction_kwargs or {})
+            )
+
+
+class _TransientError(PyMongoError):
+    """A transient error MongoEngine wrapped, relabelled for ``with_transaction``
+    (which retries only PyMongoErrors carrying the label)."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error), error_labels=[_TRANSIENT])
+
+
+async def _run_labelled(fn: Callable[[], Awaitable[R]]) -> R:
+    """``await fn()``; a wrapped transient error is raised as a PyMongoError."""
+    try:
+        return await fn()
+    except PyMongoError:
+        raise
+    except Exception as error:
+        if is_transient(error):
+            raise _TransientError(error) from error
+        raise
 
 
 @asynccontextmanager
@@ -129,31 +209,81 @@ async def run_in_transaction(
     transaction_kwargs: dict[str, Any] | None = None,
 ) -> AsyncIterator[AsyncClientSession]:
     """``async_run_in_transaction`` on ``client`` (one the registry made)."""
-    if current_session(client) is not None:
-        raise OperationError(
-            "async_run_in_transaction() cannot be nested: a transaction is "
-            "already active in this task"
-        )
+    _refuse_nesting(client)
     async with client.start_session(**(session_kwargs or {})) as session:
+        block = _Block(session, transaction_kwargs or {})
+        await block.entered()
         async with _bind(_sessions, (*_sessions.get(), session)):
-            await session.start_transaction(**(transaction_kwargs or {}))
             try:
                 yield session
             except BaseException:
-                if session.in_transaction:
-                    await session.abort_transaction()
+                await block.failed()
                 raise
-            await _commit(session)
+        await block.done()
 
 
-async def _commit(session: AsyncClientSession) -> None:
-    """Commit, retrying while the outcome is unknown, as the driver advises."""
-    deadline = time.monotonic() + _COMMIT_RETRY_SECONDS
-    while True:
+class _BlockFailed(Exception):
+    """Ends the callback of a block that raised; not a PyMongoError, so
+    ``with_transaction`` aborts and does not retry."""
+
+
+class _Block:
+    """PyMongo's ``with_transaction`` around the block of a context manager.
+
+    A block cannot be re-run, so ``with_transaction`` runs in a helper task
+    whose callback waits until the block (in the caller's task) has run; the
+    start, abort and commit (its retries and time limit) are PyMongo's.
+    """
+
+    def __init__(self, session: AsyncClientSession, transaction_kwargs: dict):
+        loop = asyncio.get_running_loop()
+        self._entered: asyncio.Future[None] = loop.create_future()
+        self._left: asyncio.Future[None] = loop.create_future()
+        self._task = asyncio.ensure_future(
+            session.with_transaction(self._callback, **transaction_kwargs)
+        )
+
+    async def _callback(self, _: AsyncClientSession) -> None:
+        if self._entered.done():  # the commit failed with a transient error
+            raise _BlockFailed
+        self._entered.set_result(None)
+        await self._left
+
+    async def entered(self) -> None:
+        """Wait until the transaction has started (raise if it could not)."""
         try:
-            await session.commit_transaction()
-            return
-        except PyMongoError as err:
-            retry = err.has_error_label("UnknownTransactionCommitResult")
-            if not retry or time.monotonic() > deadline:
-                raise
+            await asyncio.wait(
+                (self._entered, self._task), return_when=asyncio.FIRST_COMPLETED
+            )
+        except BaseException:
+            await self.failed()
+            raise
+        if not self._entered.done():
+            self._task.result()
+
+    async def failed(self) -> None:
+        """The block raised: let ``with_transaction`` abort."""
+        if not self._left.done():
+            self._left.set_exception(_BlockFailed())
+        with contextlib.suppress(_BlockFailed):
+            await self._task
+
+    async def done(self) -> None:
+        """The block ran: let ``with_transaction`` commit."""
+        self._left.set_result(None)
+        try:
+            await self._task
+        except _BlockFailed:
+            raise _transient_commit_error() from None
+
+
+def _transient_commit_error() -> PyMongoError:
+    """What a context manager raises when its commit failed with a
+    TransientTransactionError: the block must run again, which only the
+    caller can do."""
+    return PyMongoError(
+        "The commit of async_run_in_transaction() failed with a "
+        "TransientTransactionError and the transaction was aborted: run the "
+        "block again (async_run_transaction() does that itself)",
+        error_labels=[_TRANSIENT],
+    )

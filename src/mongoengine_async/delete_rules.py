@@ -19,15 +19,16 @@ from mongoengine.base import get_document
 from mongoengine.context_managers import set_write_concern
 from mongoengine.errors import OperationError
 from mongoengine.queryset import CASCADE, DENY, DO_NOTHING, NULLIFY, PULL
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.server_type import SERVER_TYPE
+from pymongo.topology_description import TOPOLOGY_TYPE
 
 from mongoengine_async import signals
-from mongoengine_async.context import current_session, run_in_transaction
+from mongoengine_async.context import current_session, run_transaction
 from mongoengine_async.loading import WHOLE_RESULT
 
 __all__ = ("delete_each", "delete_matching")
-
-_TRANSACTIONAL_TOPOLOGIES = {"ReplicaSetWithPrimary", "Sharded", "LoadBalanced"}
 
 
 def _rules(cls: type) -> list[tuple[type, str, int]]:
@@ -52,10 +53,23 @@ def _reachable(cls: type) -> list[type]:
     return found
 
 
-def _supports_transactions(collection: AsyncCollection) -> bool:
-    client = collection.database.client
-    topology = client.topology_description.topology_type_name
-    return topology in _TRANSACTIONAL_TOPOLOGIES
+async def _supports_transactions(client: AsyncMongoClient) -> bool:
+    """Whether the deployment has transactions: all but a standalone server.
+
+    Decided from what the client knows of the topology, which on a replica set
+    (``replicaSet=`` given, or discovered) or a sharded cluster is enough even
+    with no primary known; when the client knows no server yet, a ``ping``
+    waits for server selection first (bounded by serverSelectionTimeoutMS).
+    """
+    topology = client.topology_description
+    undecided = (TOPOLOGY_TYPE.Unknown, TOPOLOGY_TYPE.Single)
+    if topology.topology_type in undecided and not topology.has_known_servers:
+        await client.admin.command("ping")
+        topology = client.topology_description
+    if topology.topology_type != TOPOLOGY_TYPE.Single:
+        return True
+    [server] = topology.server_descriptions().values()
+    return server.server_type != SERVER_TYPE.Standalone
 
 
 async def delete_matching(
@@ -69,8 +83,11 @@ async def delete_matching(
     cls, collection = queryset._document, queryset._collection_obj
     if not _rules(cls):
         return await _delete(collection, queryset._query, write_concern)
-    plan = _DeletePlan(cls, write_concern)
-    return await _under_rules(cls, collection, atomic, lambda: plan.run(queryset))
+
+    async def delete() -> int | None:  # a fresh plan each time the transaction runs
+        return await _DeletePlan(cls, write_concern).run(queryset)
+
+    return await _under_rules(cls, collection, atomic, delete)
 
 
 async def delete_each(queryset: Any, write_concern: dict, atomic: bool = True) -> int:
@@ -110,10 +127,9 @@ async def _under_rules(
     if (
         atomic
         and current_session(client) is None
-        and _supports_transactions(collection)
+        and await _supports_transactions(client)
     ):
-        async with run_in_transaction(client):
-            return await delete()
+        return await run_transaction(client, delete)
     return await delete()
 
 

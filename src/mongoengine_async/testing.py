@@ -283,6 +283,8 @@ class ReplicaSet:
             "64",
             "--setParameter",
             "diagnosticDataCollectionEnabled=false",
+            "--setParameter",
+            "enableTestCommands=1",
             "--wiredTigerEngineConfigString",
             "log=(file_max=20MB,prealloc=false)",
             *self.extra_args,
