@@ -10,12 +10,15 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from uuid import uuid4
 
 import pytest
+from bson.tz_util import utc
 from pymongo import MongoClient
 
 from mongoengine_async import (
+    DateTimeField,
     Document,
     IntField,
     StringField,
@@ -78,6 +81,32 @@ def test_a_queryset_built_outside_any_loop_works_in_each_asyncio_run(
     outside = get_async_connection("loops")  # outside any loop: a fresh one
     assert outside is not first[2] and outside is not second[2]
     assert _stored_titles(mongodb_uri, database) == ["novel 1", "novel 2"]
+
+
+class LoopEvent(Document):
+    """Reads its collection with tz-aware datetimes (collection options)."""
+
+    at = DateTimeField()
+    meta = {"db_alias": "loops"}
+
+    @classmethod
+    def _get_collection(cls):
+        collection = super()._get_collection()
+        aware = collection.codec_options.with_options(tz_aware=True)
+        return collection.with_options(codec_options=aware)
+
+
+def test_a_queryset_keeps_its_collection_options_in_another_loop(loops_alias):
+    """Options of the collection a queryset was built with (here tz-aware
+    datetimes) still apply when it is awaited on another loop's client."""
+    events = LoopEvent.objects.as_pymongo()
+
+    async def add_and_read() -> list:
+        await LoopEvent(at=datetime(2024, 5, 1, 12, 30)).async_save()
+        return [raw["at"] async for raw in events]
+
+    assert asyncio.run(add_and_read()) == [datetime(2024, 5, 1, 12, 30, tzinfo=utc)]
+    assert [at.tzinfo for at in asyncio.run(add_and_read())] == [utc, utc]
 
 
 def test_documents_and_using_querysets_made_in_one_run_work_in_the_next(

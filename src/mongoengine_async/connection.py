@@ -87,11 +87,8 @@ def _client_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
+# The running loop of this thread, or None (in asyncio.__all__; no exception).
+_running_loop = asyncio._get_running_loop
 
 
 def _shared_client(
@@ -237,9 +234,10 @@ def on_running_loop(collection: AsyncCollection) -> AsyncCollection:
     owner = _aliases.get(id(client))
     if owner is None:  # not a client of the registry
         return collection
-    current = get_async_connection(owner[1])
-    if current is client:
+    clients = _clients.get(owner[1])
+    if clients is not None and clients.get(_running_loop()) is client:
         return collection
+    current = get_async_connection(owner[1])
     same = _collection_on(current, collection.database.name, collection.name)
     options = _options(collection)
     return same if _options(same) == options else same.with_options(**options)
