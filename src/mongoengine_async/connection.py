@@ -3,14 +3,15 @@
 Settings are parsed by MongoEngine's own ``_get_connection_settings``; the
 clients are ``pymongo.AsyncMongoClient``. An alias is either sync (registered
 with ``connect``) or async (registered with ``connect_async``), never both.
-A client only works on the event loop it first ran on, so an alias used from
-another running loop gets a client of its own for that loop.
+A client only works on the event loop it first ran on, so each alias has a
+client per loop, chosen when an operation is awaited (:func:`on_running_loop`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import types
 import weakref
 from typing import Any
@@ -41,13 +42,18 @@ __all__ = (
 )
 
 _settings: dict[str, dict[str, Any]] = {}
-_clients: dict[str, AsyncMongoClient] = {}
-# An AsyncMongoClient works only on the event loop it first ran on. Each alias
-# has the client connect_async made on its "home" loop; any other running loop
-# (a test framework's fresh loop per test, say) gets a client of its own, kept
-# until that loop has closed (a client holds its loop, so weak keys would not do).
-_home_loops: dict[str, weakref.ref] = {}
-_loop_clients: dict[str, dict[asyncio.AbstractEventLoop, AsyncMongoClient]] = {}
+# The clients of each alias by the event loop they belong to (an AsyncMongoClient
+# works only on the loop it first ran on): connect_async's loop has the client it
+# returned, any other running loop gets one on first use. Key None: a client for
+# callers outside any loop (a queryset built at import time); the next loop that
+# needs a client claims it. Clients of closed loops are dropped.
+_clients: dict[str, dict[asyncio.AbstractEventLoop | None, AsyncMongoClient]] = {}
+# The alias of each client made, by id(client), while the client lives (querysets
+# may hold it after the registry dropped it): operations map a client of any loop
+# to the alias's client of the running loop.
+_aliases: dict[int, tuple[weakref.ref, str]] = {}
+# Guards changes to the registry: worker threads run loops of their own.
+_lock = threading.RLock()
 _disconnect_hooks: list = []
 # The AsyncDatabase (by name) and AsyncCollection (by database and collection
 # name) objects made for each registered client, by id(client): PyMongo's
@@ -89,28 +95,41 @@ def _client_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
+# The running loop of this thread, or None (in asyncio.__all__; no exception).
+_running_loop = asyncio._get_running_loop
 
 
-def _shared_client(settings: dict[str, Any]) -> AsyncMongoClient | None:
-    """A client of this loop whose settings differ from ``settings`` only by db."""
+def _shared_client(
+    settings: dict[str, Any], loop: asyncio.AbstractEventLoop
+) -> AsyncMongoClient | None:
+    """A client of ``loop`` for settings that differ from ``settings`` only by db."""
     wanted = {k: v for k, v in settings.items() if k != "name"}
     for alias, other in _settings.items():
-        same = {k: v for k, v in other.items() if k != "name"} == wanted
-        if same and _home_loops[alias]() is _running_loop():
-            return _clients[alias]
+        if {k: v for k, v in other.items() if k != "name"} == wanted:
+            client = _clients[alias].get(loop)
+            if client is not None:
+                return client
     return None
 
 
 def _new_client(alias: str, settings: dict[str, Any]) -> AsyncMongoClient:
     try:
-        return AsyncMongoClient(**_client_kwargs(settings))
+        client = AsyncMongoClient(**_client_kwargs(settings))
     except Exception as err:
         raise ConnectionFailure(f"Cannot connect to database {alias} :\n{err}") from err
+    _own(client, alias)
+    return client
+
+
+def _own(client: AsyncMongoClient, alias: str) -> None:
+    """Record ``alias`` as the alias ``client`` serves, until the client is gone."""
+    key = id(client)
+
+    def forget(ref: weakref.ref) -> None:
+        if _aliases.get(key, (None,))[0] is ref:
+            _aliases.pop(key, None)
+
+    _aliases[key] = (weakref.ref(client, forget), alias)
 
 
 async def connect_async(
@@ -121,7 +140,8 @@ async def connect_async(
     Takes the same arguments as :func:`mongoengine.connect`, plus
     ``sanitize_filter`` (default True: refuse operator dicts as plain query
     values, see :mod:`mongoengine_async.query_values`). Connecting the same
-    alias again with the same settings returns the existing client.
+    alias again with the same settings returns the existing client. The alias
+    works from any event loop, whichever loop this runs on.
     """
     if is_sync_connection(alias):
         raise ConnectionFailure(
@@ -131,18 +151,18 @@ async def connect_async(
     sanitize_filter = bool(kwargs.pop("sanitize_filter", True))
     settings = me_connection._get_connection_settings(db, **kwargs)
     settings["sanitize_filter"] = sanitize_filter
-    if alias in _settings:
-        if _settings[alias] != settings:
-            raise ConnectionFailure(
-                f"A different connection with alias `{alias}` was already "
-                "registered. Use disconnect_async() first"
-            )
-        return get_async_connection(alias)
-    client = _shared_client(settings) or _new_client(alias, settings)
-    _settings[alias] = settings
-    _clients[alias] = client
-    _home_loops[alias] = weakref.ref(asyncio.get_running_loop())
-    _loop_clients[alias] = {}
+    loop = asyncio.get_running_loop()
+    with _lock:
+        if alias in _settings:
+            if _settings[alias] != settings:
+                raise ConnectionFailure(
+                    f"A different connection with alias `{alias}` was already "
+                    "registered. Use disconnect_async() first"
+                )
+            return get_async_connection(alias)
+        client = _shared_client(settings, loop) or _new_client(alias, settings)
+        _settings[alias] = settings
+        _clients[alias] = {loop: client}
     return client
 
 
@@ -159,59 +179,124 @@ def undefined_alias_error(alias: str) -> ConnectionFailure:
 
 
 def get_async_connection(alias: str = DEFAULT_CONNECTION_NAME) -> AsyncMongoClient:
-    """The AsyncMongoClient of an async alias, for the running event loop."""
-    if alias in _clients:
-        loop = _running_loop()
-        client = _made_client(alias, loop)
-        if client is None:
-            clients = _loop_clients[alias]
-            _forget_closed_loops(clients)
-            client = clients[loop] = _new_client(alias, _settings[alias])
-        return client
+    """The AsyncMongoClient of an async alias for the running event loop.
+
+    Outside any loop: a client that belongs to no loop yet (the next loop to
+    need one takes it), never one of a loop that has closed.
+    """
+    clients = _clients.get(alias)
+    if clients is None:
+        raise _not_async_error(alias)
+    loop = _running_loop()
+    client = clients.get(loop)
+    return client if client is not None else _client_for(alias, loop)
+
+
+def _not_async_error(alias: str) -> ConnectionFailure:
     if is_sync_connection(alias):
-        raise ConnectionFailure(
+        return ConnectionFailure(
             f"Alias `{alias}` is not async: it was registered with connect(); "
             "use get_connection()"
         )
-    raise undefined_alias_error(alias)
+    return undefined_alias_error(alias)
 
 
-def _made_client(
-    alias: str, loop: asyncio.AbstractEventLoop | None
-) -> AsyncMongoClient | None:
-    """The client of ``alias`` for ``loop`` (or for no loop), if there is one."""
-    if loop is None or _home_loops[alias]() is loop:
-        return _clients[alias]
-    return _loop_clients[alias].get(loop)
+def _client_for(alias: str, loop: asyncio.AbstractEventLoop | None) -> AsyncMongoClient:
+    """Find or make the client of ``alias`` for ``loop`` (None: outside any loop):
+    another alias's client for the loop when only the db differs, else the
+    client made outside any loop, else a new one."""
+    with _lock:
+        _forget_closed_loops()
+        clients = _clients.get(alias)
+        if clients is None:
+            raise undefined_alias_error(alias)
+        client = clients.get(loop)
+        if client is None and loop is not None:
+            client = _shared_client(_settings[alias], loop) or clients.pop(None, None)
+        if client is None:
+            client = _new_client(alias, _settings[alias])
+        clients[loop] = client
+        return client
 
 
-def _forget_closed_loops(clients: dict) -> None:
+def _forget_closed_loops() -> None:
     """Drop the clients of loops that have closed (an ``asyncio.run()`` that
     returned): nothing can use them again, and each holds its loop and sockets.
     They cannot be awaited closed any more; their sockets close as they go."""
-    for loop in [loop for loop in clients if loop.is_closed()]:
-        _let_go(clients.pop(loop))
+    for clients in _clients.values():
+        closed = [loop for loop in clients if loop is not None and loop.is_closed()]
+        for loop in closed:
+            _release(clients.pop(loop))
+
+
+def _release(client: AsyncMongoClient) -> bool:
+    """Let go of a client no alias holds any more (True); one still held by
+    another alias (sharing it) now serves that alias."""
+    for alias, clients in _clients.items():
+        if any(client is other for other in clients.values()):
+            _own(client, alias)
+            return False
+    _let_go(client)
+    return True
+
+
+def on_running_loop(collection: AsyncCollection) -> AsyncCollection:
+    """``collection`` on its alias's client for the running event loop.
+
+    Querysets and documents keep the collection they were built with, perhaps
+    outside any loop or in another one: every operation maps it when it starts.
+    The same object when it is on that client already (the common case).
+    """
+    client = collection.database.client
+    owner = _aliases.get(id(client))
+    if owner is None:  # not a client of the registry
+        return collection
+    clients = _clients.get(owner[1])
+    if clients is not None and clients.get(_running_loop()) is client:
+        return collection
+    current = get_async_connection(owner[1])
+    same = _collection_on(current, collection.database.name, collection.name)
+    options = _options(collection)
+    return same if _options(same) == options else same.with_options(**options)
+
+
+def _options(collection: AsyncCollection) -> dict[str, Any]:
+    return {
+        "codec_options": collection.codec_options,
+        "read_preference": collection.read_preference,
+        "write_concern": collection.write_concern,
+        "read_concern": collection.read_concern,
+    }
 
 
 def get_async_db(alias: str = DEFAULT_CONNECTION_NAME) -> AsyncDatabase:
     """The AsyncDatabase of an async alias."""
     client = get_async_connection(alias)
+    return _database_on(client, _settings[alias]["name"])
+
+
+def get_async_collection(alias: str, name: str) -> AsyncCollection:
+    """The AsyncCollection ``name`` in the database of an async alias."""
+    client = get_async_connection(alias)
+    return _collection_on(client, _settings[alias]["name"], name)
+
+
+def _database_on(client: AsyncMongoClient, name: str) -> AsyncDatabase:
     made = _made_for(client)
-    name = _settings[alias]["name"]
     database = made.get(name)
     if database is None:
         database = made[name] = client[name]
     return database
 
 
-def get_async_collection(alias: str, name: str) -> AsyncCollection:
-    """The AsyncCollection ``name`` in the database of an async alias."""
-    database = get_async_db(alias)
-    made = _made_for(database.client)
-    key = (database.name, name)
+def _collection_on(
+    client: AsyncMongoClient, database_name: str, name: str
+) -> AsyncCollection:
+    made = _made_for(client)
+    key = (database_name, name)
     collection = made.get(key)
-    if collection is None:
-        collection = made[key] = database[name]  # PyMongo refuses a bad name
+    if collection is None:  # PyMongo refuses a bad name
+        collection = made[key] = _database_on(client, database_name)[name]
     return collection
 
 
@@ -238,17 +323,16 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
         raise ConnectionFailure(
             f"Alias `{alias}` is a sync connection: use disconnect('{alias}')"
         )
-    if alias not in _settings:
-        return
-    current = _made_client(alias, _running_loop())
-    dropped = [_clients.pop(alias), *_loop_clients.pop(alias).values()]
-    del _settings[alias], _home_loops[alias]
-    for client in dropped:
-        if any(client is other for other in _clients.values()):
-            continue  # still used by another alias
-        _let_go(client)
-        if client is current:  # clients of other loops cannot be awaited here
-            await client.close()
+    with _lock:
+        if alias not in _settings:
+            return
+        del _settings[alias]
+        clients = _clients.pop(alias)
+        current = clients.get(_running_loop())
+        released = [client for client in clients.values() if _release(client)]
+    if any(client is current for client in released):
+        # Clients of other loops cannot be awaited here.
+        await current.close()
 
 
 async def disconnect_all_async() -> None:

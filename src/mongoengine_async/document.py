@@ -36,6 +36,7 @@ from mongoengine_async.connection import (
     get_async_db,
     is_async_connection,
     on_disconnect,
+    on_running_loop,
 )
 from mongoengine_async.context import (
     current_session,
@@ -126,9 +127,10 @@ class Document(LoadedState, mongoengine.Document):
         return collection
 
     async def _async_collection(self, name: str, use: str) -> AsyncCollection:
-        """This document's collection (honours an instance ``switch_db``)."""
+        """This document's collection (honours an instance ``switch_db``, made
+        perhaps on another loop) on the running loop's client."""
         self._require_async(name, use)
-        collection = self._get_collection()
+        collection = on_running_loop(self._get_collection())
         await self._prepare_collection(collection)
         return collection
 

@@ -35,6 +35,7 @@ from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 
 from mongoengine_async import signals
+from mongoengine_async.connection import on_running_loop
 from mongoengine_async.context import current_session
 from mongoengine_async.delete_rules import delete_each, delete_matching
 from mongoengine_async.gridfs import delete_files, stored_files
@@ -98,10 +99,13 @@ class QuerySet(me_queryset.QuerySet):
             require_async(self._document._db_alias(), self._target(), name, use)
 
     async def _async_collection(self, name: str, use: str) -> AsyncCollection:
-        """The collection, prepared (indexes) once, after the mode check."""
+        """The collection on the running loop's client (the queryset may have been
+        built outside it), prepared (indexes) once, after the mode check."""
         self._require_async(name, use)
-        await self._document._prepare_collection(self._collection_obj)
-        return self._collection_obj
+        collection = on_running_loop(self._collection_obj)
+        await self._document._prepare_collection(collection)
+        self._collection_obj = collection  # what the rest of the operation uses
+        return collection
 
     def _session(self):
         return current_session(self._collection_obj.database.client)

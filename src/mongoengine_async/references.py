@@ -24,6 +24,7 @@ from mongoengine.base.datastructures import LazyReference as MongoEngineLazyRefe
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from pymongo.asynchronous.collection import AsyncCollection
 
+from mongoengine_async.connection import on_running_loop
 from mongoengine_async.context import current_session, dereference_disabled
 from mongoengine_async.guards import AsyncUsageError, require_async
 from mongoengine_async.loading import (
@@ -771,7 +772,7 @@ def _remember(
 def _home(document: Any, by_class: dict[type, _Where | None]) -> _Where | None:
     """Where ``document`` lives (None: not a document of an async alias)."""
     if "_get_collection" in vars(document):  # moved, by switch_db or the like
-        return _where_of(document._get_collection())
+        return _where_of(on_running_loop(document._get_collection()))
     cls = type(document)
     if cls not in by_class:
         top_level = issubclass(cls, mongoengine.Document)

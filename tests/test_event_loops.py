@@ -1,0 +1,277 @@
+"""One connect_async() used from any event loop: asyncio.run() twice, worker
+threads with loops of their own, and pytest's fresh loop per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from uuid import uuid4
+
+import pytest
+from bson.tz_util import utc
+from pymongo import MongoClient
+
+from mongoengine_async import (
+    DateTimeField,
+    Document,
+    IntField,
+    StringField,
+    connect_async,
+    disconnect_async,
+    get_async_connection,
+)
+
+
+class LoopBook(Document):
+    title = StringField()
+    copies = IntField(default=0)
+    meta = {"db_alias": "loops", "indexes": ["title"]}
+
+
+@pytest.fixture
+def database(mongodb_uri: str) -> Iterator[str]:
+    """A fresh database name, dropped afterwards."""
+    name = f"test_loops_{uuid4().hex[:12]}"
+    yield name
+    with MongoClient(mongodb_uri) as client:
+        client.drop_database(name)
+
+
+@pytest.fixture
+def loops_alias(mongodb_uri: str, database: str) -> Iterator[str]:
+    """Alias "loops" connected once, in a loop of its own that has closed since."""
+    asyncio.run(connect_async(database, alias="loops", host=mongodb_uri, **_STANDARD))
+    yield "loops"
+    asyncio.run(disconnect_async("loops"))
+
+
+_STANDARD = {"uuidRepresentation": "standard"}
+
+
+def _stored_titles(mongodb_uri: str, database: str) -> list[str]:
+    with MongoClient(mongodb_uri) as client:
+        return sorted(raw["title"] for raw in client[database].loop_book.find())
+
+
+def test_a_queryset_built_outside_any_loop_works_in_each_asyncio_run(
+    loops_alias, mongodb_uri, database
+):
+    """A queryset built before asyncio.run (as at module level) is awaited in two
+    runs; each run uses its own client, never the closed loop's."""
+    novels = LoopBook.objects(title__startswith="novel").order_by("title")
+
+    async def add_and_read(title: str) -> tuple[list[str], int, object]:
+        await LoopBook(title=title).async_save()
+        await novels.async_update(inc__copies=1)
+        titles = [book.title async for book in novels]
+        return titles, await novels.async_sum("copies"), get_async_connection("loops")
+
+    first = asyncio.run(add_and_read("novel 1"))
+    second = asyncio.run(add_and_read("novel 2"))
+
+    assert first[:2] == (["novel 1"], 1)
+    assert second[:2] == (["novel 1", "novel 2"], 3)
+    assert first[2] is not second[2]  # the first loop's client is not reused
+    outside = get_async_connection("loops")  # outside any loop: a fresh one
+    assert outside is not first[2] and outside is not second[2]
+    assert _stored_titles(mongodb_uri, database) == ["novel 1", "novel 2"]
+
+
+class LoopEvent(Document):
+    """Reads its collection with tz-aware datetimes (collection options)."""
+
+    at = DateTimeField()
+    meta = {"db_alias": "loops"}
+
+    @classmethod
+    def _get_collection(cls):
+        collection = super()._get_collection()
+        aware = collection.codec_options.with_options(tz_aware=True)
+        return collection.with_options(codec_options=aware)
+
+
+def test_a_queryset_keeps_its_collection_options_in_another_loop(loops_alias):
+    """Options of the collection a queryset was built with (here tz-aware
+    datetimes) still apply when it is awaited on another loop's client."""
+    events = LoopEvent.objects.as_pymongo()
+
+    async def add_and_read() -> list:
+        await LoopEvent(at=datetime(2024, 5, 1, 12, 30)).async_save()
+        return [raw["at"] async for raw in events]
+
+    assert asyncio.run(add_and_read()) == [datetime(2024, 5, 1, 12, 30, tzinfo=utc)]
+    assert [at.tzinfo for at in asyncio.run(add_and_read())] == [utc, utc]
+
+
+def test_documents_and_using_querysets_made_in_one_run_work_in_the_next(
+    loops_alias, mongodb_uri, database
+):
+    """A document moved with switch_db() and a using() queryset hold the
+    collection of the loop they were made in; the next run still uses them."""
+    other = f"{database}_other"
+
+    async def make() -> tuple[LoopBook, object]:
+        await connect_async(other, alias="loops-other", host=mongodb_uri, **_STANDARD)
+        book = await LoopBook(title="moved").switch_db("loops-other").async_save()
+        return book, LoopBook.objects.using("loops-other")
+
+    async def change(book: LoopBook, elsewhere) -> list[tuple[str, int]]:
+        book.copies = 5
+        await book.async_save()
+        await book.async_reload()
+        return [(b.title, b.copies) async for b in elsewhere]
+
+    try:
+        book, elsewhere = asyncio.run(make())
+        assert asyncio.run(change(book, elsewhere)) == [("moved", 5)]
+        assert _stored_titles(mongodb_uri, other) == ["moved"]
+        assert _stored_titles(mongodb_uri, database) == []
+    finally:
+        asyncio.run(disconnect_async("loops-other"))
+        with MongoClient(mongodb_uri) as client:
+            client.drop_database(other)
+
+
+async def test_worker_threads_with_their_own_loops_beside_the_main_loop(
+    mongodb_uri, database
+):
+    """Threads build a queryset outside any loop, then run loops of their own
+    while the main loop keeps working with its client."""
+    client = await connect_async(database, alias="loops", host=mongodb_uri, **_STANDARD)
+    try:
+        results = await asyncio.gather(
+            *(asyncio.to_thread(_worker, f"thread {n}") for n in range(3)),
+            _main_loop_work(),
+        )
+        assert get_async_connection("loops") is client
+        assert await LoopBook.objects(title="main").async_count() == 5
+    finally:
+        await disconnect_async("loops")
+    *threads, main = results
+    # Each thread: its two runs, each seeing its own two saves.
+    assert threads == [(2, 4, False)] * 3
+    assert main == [1, 2, 3, 4, 5]
+    assert _stored_titles(mongodb_uri, database) == sorted(
+        ["main"] * 5 + [f"thread {n}" for n in range(3) for _ in range(4)]
+    )
+
+
+def _worker(title: str) -> tuple[int, int, bool]:
+    """Two asyncio.run() in a thread, on a queryset built before either."""
+    mine = LoopBook.objects(title=title)
+
+    async def save_twice() -> tuple[int, object]:
+        await LoopBook(title=title).async_save()
+        await LoopBook(title=title).async_save()
+        return await mine.async_count(), get_async_connection("loops")
+
+    first, first_client = asyncio.run(save_twice())
+    second, second_client = asyncio.run(save_twice())
+    return first, second, first_client is second_client
+
+
+async def _main_loop_work() -> list[int]:
+    counts = []
+    for _ in range(5):
+        await LoopBook(title="main").async_save()
+        counts.append(await LoopBook.objects(title="main").async_count())
+        await asyncio.sleep(0.01)  # let the threads' loops run meanwhile
+    return counts
+
+
+def test_two_pytest_tests_with_their_own_loops_share_a_module_connection(
+    mongodb_uri, database, tmp_path
+):
+    """What a user writes: connect once at module level, then async tests (each
+    on a fresh function-scoped loop) use it and a module-level queryset."""
+    test_file = tmp_path / "test_user_suite.py"
+    test_file.write_text(_USER_SUITE.format(database=database))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file],
+        cwd=tmp_path,
+        env={**os.environ, "MONGODB_URI": mongodb_uri},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+    assert _stored_titles(mongodb_uri, database) == ["one", "two"]
+
+
+_USER_SUITE = textwrap.dedent(
+    """
+    import asyncio
+    import os
+
+    import pytest
+
+    from mongoengine_async import Document, StringField, connect_async
+
+    class LoopBook(Document):
+        title = StringField()
+        meta = {{"indexes": ["title"]}}
+
+    asyncio.run(connect_async("{database}", host=os.environ["MONGODB_URI"],
+                              uuidRepresentation="standard"))
+    books = LoopBook.objects.order_by("title")
+    loops = []
+
+    @pytest.mark.asyncio
+    async def test_one():
+        loops.append(asyncio.get_running_loop())
+        await LoopBook(title="one").async_save()
+        assert await books.async_scalar("title") == ["one"]
+
+    @pytest.mark.asyncio
+    async def test_two():
+        assert loops[0] is not asyncio.get_running_loop()
+        await LoopBook(title="two").async_save()
+        assert await books.async_scalar("title") == ["one", "two"]
+    """
+)
+
+
+def test_threads_running_many_short_loops_at_once(mongodb_uri, database):
+    """Threads each running many short loops on one alias at the same time:
+    every loop gets a client of its own; the registry (changed as loops come
+    and their closed predecessors' clients go) never breaks."""
+    errors: list[BaseException] = []
+
+    async def use_alias(title: str) -> object:
+        client = get_async_connection("loops")
+        if title:
+            await LoopBook(title=title).async_save()
+        return client
+
+    def run_loops(title: str) -> None:
+        try:
+            clients = [asyncio.run(use_alias("")) for _ in range(200)]
+            clients.append(asyncio.run(use_alias(title)))
+            assert len({id(client) for client in clients[-2:]}) == 2
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    asyncio.run(connect_async(database, alias="loops", host=mongodb_uri, **_STANDARD))
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: races show up at once
+    try:
+        threads = [
+            threading.Thread(target=run_loops, args=(f"thread {n}",)) for n in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+        asyncio.run(disconnect_async("loops"))
+    assert errors == []
+    assert _stored_titles(mongodb_uri, database) == [f"thread {n}" for n in range(8)]
