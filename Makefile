@@ -36,6 +36,11 @@ lint: venv
 	$(VPY) -m ruff check $(LINT_PATHS)
 	$(VPY) -m ruff format --check $(LINT_PATHS)
 
+# The failover load test (~40 s on 2 cores), deselected from `make test`.
+.PHONY: failover
+failover: venv
+	$(VPY) -m pytest -m failover -s $(PYTEST_ARGS) tests/test_failover.py
+
 # Benchmarks run in their own venv: Beanie (and its pydantic) stay out of the
 # library's dependency set. `make bench BENCH_ARGS="--quick"` for a smoke run.
 $(BENCH_PY):
