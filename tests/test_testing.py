@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import pymongo
 import pytest
 
+from mongoengine_async import Document, IntField
 from mongoengine_async.testing import (
     CommandLog,
     ReplicaSet,
@@ -410,3 +412,19 @@ def test_a_server_started_from_a_thread_dies_with_the_process() -> None:
         assert not _pid_alive(int(pid))
     finally:
         shutil.rmtree(dbpath, ignore_errors=True)
+
+
+class KitOrder(Document):
+    total = IntField()
+
+
+async def test_the_docs_failover_example(replica_set_3: ReplicaSet) -> None:
+    """docs/testing.md's failover test of a user's own (shown, not run there)."""
+    rs = replica_set_3
+    async with fresh_database("default", rs.uri, serverSelectionTimeoutMS=15_000):
+        await KitOrder(total=10).async_save()
+        killed = await asyncio.to_thread(rs.kill_primary)
+        await KitOrder(total=20).async_save()  # retried on the new primary
+        await asyncio.to_thread(rs.restart, killed)
+        assert await KitOrder.objects.async_sum("total") == 30
+        assert rs.primary() is not killed
