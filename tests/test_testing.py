@@ -18,6 +18,7 @@ from mongoengine_async import Document, IntField
 from mongoengine_async.testing import (
     CommandLog,
     ReplicaSet,
+    _free_port,
     fail_command,
     find_mongod,
     fresh_database,
@@ -371,11 +372,21 @@ def test_fail_command_closes_the_connection_or_blocks(mongodb_uri: str) -> None:
         client.drop_database("kit_fail")
 
 
-def test_fail_command_says_test_commands_are_off() -> None:
-    with ReplicaSet(test_commands=False) as rs:
+def test_fail_command_says_test_commands_are_off(tmp_path: Path) -> None:
+    """A plain standalone mongod, as in production: no configureFailPoint."""
+    port = _free_port()
+    options = f"--port {port} --bind_ip 127.0.0.1 --dbpath {tmp_path} --nounixsocket"
+    server = subprocess.Popen(
+        [find_mongod(), *options.split()], stdout=subprocess.DEVNULL
+    )
+    try:
+        uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
         with pytest.raises(RuntimeError) as caught:
-            with fail_command(rs.uri, "insert", error_code=2):
+            with fail_command(uri, "insert", error_code=2):
                 pass
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
     assert str(caught.value) == (
         "the failCommand fail point needs test commands on: start mongod "
         "with --setParameter enableTestCommands=1 (ReplicaSet does)"

@@ -292,8 +292,6 @@ class ReplicaSet:
         timeout: seconds to wait for the set, a restarted member or a primary.
         election_timeout_ms: the set's ``electionTimeoutMillis``: how long the
             other members wait for a lost primary before electing another.
-        test_commands: whether the servers accept test commands (such as
-            ``configureFailPoint``, which :meth:`fail_command` needs).
         extra_args: further command-line arguments for every ``mongod``.
     """
 
@@ -304,7 +302,6 @@ class ReplicaSet:
         members: int = 1,
         timeout: float = 60.0,
         election_timeout_ms: int = 2000,
-        test_commands: bool = True,
         extra_args: Sequence[str] = (),
     ) -> None:
         if members < 1:
@@ -313,7 +310,6 @@ class ReplicaSet:
         self.size = members
         self.timeout = timeout
         self.election_timeout_ms = election_timeout_ms
-        self.test_commands = test_commands
         self.extra_args = tuple(extra_args)
         self.members: list[Member] = []
 
@@ -541,6 +537,9 @@ class ReplicaSet:
             "--dbpath",
             member.dbpath,
             "--nounixsocket",
+            # SIGTERM stops a primary at once, without waiting for secondaries.
+            "--setParameter",
+            "shutdownTimeoutMillisForSignaledShutdown=0",
             "--wiredTigerCacheSizeGB",
             "0.25",
             "--oplogSize",
@@ -548,10 +547,7 @@ class ReplicaSet:
             "--setParameter",
             "diagnosticDataCollectionEnabled=false",
             "--setParameter",
-            f"enableTestCommands={int(self.test_commands)}",
-            # SIGTERM stops a primary at once, without waiting for secondaries.
-            "--setParameter",
-            "shutdownTimeoutMillisForSignaledShutdown=0",
+            "enableTestCommands=1",
             "--wiredTigerEngineConfigString",
             "log=(file_max=20MB,prealloc=false)",
             *self.extra_args,
