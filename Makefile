@@ -36,11 +36,6 @@ lint: venv
 	$(VPY) -m ruff check $(LINT_PATHS)
 	$(VPY) -m ruff format --check $(LINT_PATHS)
 
-# The failover load test (~40 s on 2 cores), deselected from `make test`.
-.PHONY: failover
-failover: venv
-	$(VPY) -m pytest -m failover -s $(PYTEST_ARGS) tests/test_failover.py
-
 # Benchmarks run in their own venv: Beanie (and its pydantic) stay out of the
 # library's dependency set. `make bench BENCH_ARGS="--quick"` for a smoke run.
 $(BENCH_PY):
@@ -53,6 +48,11 @@ $(BENCH_STAMP): pyproject.toml | $(BENCH_PY)
 
 bench: $(BENCH_STAMP)
 	$(BENCH_PY) benchmarks/run.py $(BENCH_ARGS)
+
+# The failover load test (~40 s on 2 cores), deselected from `make test`.
+.PHONY: failover
+failover: venv
+	$(VPY) -m pytest -m failover -s $(PYTEST_ARGS) tests/test_failover.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) build dist .pytest_cache .ruff_cache src/*.egg-info
