@@ -89,6 +89,11 @@ $(BENCH_STAMP): pyproject.toml | $(BENCH_PY)
 bench: $(BENCH_STAMP)
 	$(BENCH_PY) benchmarks/run.py $(BENCH_ARGS)
 
+# The failover load test (~40 s on 2 cores), deselected from `make test`.
+.PHONY: failover
+failover: venv
+	$(VPY) -m pytest -m failover -s $(PYTEST_ARGS) tests/test_failover.py
+
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) $(PLAIN_VENV) build dist .pytest_cache .ruff_cache src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

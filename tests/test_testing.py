@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pymongo
 import pytest
 
+from mongoengine_async import Document, IntField
 from mongoengine_async.testing import (
     CommandLog,
     ReplicaSet,
+    _free_port,
+    fail_command,
     find_mongod,
     fresh_database,
     mongodb_uri,
@@ -199,3 +205,237 @@ def test_async_alias_drops_its_database(mongodb_uri: str, tmp_path: Path) -> Non
     assert name.startswith("test_")
     with pymongo.MongoClient(mongodb_uri, serverSelectionTimeoutMS=10_000) as client:
         assert name not in client.list_database_names()
+
+
+# -- the failover kit ------------------------------------------------------------
+def test_three_member_set_lifecycle() -> None:
+    with ReplicaSet(members=3) as rs:
+        assert len({member.port for member in rs.members}) == 3
+        assert len({member.dbpath for member in rs.members}) == 3
+        assert rs.uri == (
+            "mongodb://" + ",".join(m.host for m in rs.members) + "/?replicaSet=rs0"
+        )
+        status = rs.primary().command("replSetGetStatus")
+        states = sorted(member["stateStr"] for member in status["members"])
+        assert states == ["PRIMARY", "SECONDARY", "SECONDARY"]
+        config = rs.primary().command("replSetGetConfig")["config"]
+        assert config["settings"]["electionTimeoutMillis"] == 2000
+        assert {member["priority"] for member in config["members"]} == {1}
+        with pymongo.MongoClient(rs.uri, serverSelectionTimeoutMS=10_000) as client:
+            items = client.kit.get_collection("items", write_concern=_MAJORITY)
+            items.insert_one({"_id": 1})
+        pids = [member.process.pid for member in rs.members]
+        dbpaths = [member.dbpath for member in rs.members]
+    assert rs.members == []
+    assert [_pid_alive(pid) for pid in pids] == [False] * 3
+    assert [os.path.exists(path) for path in dbpaths] == [False] * 3
+
+
+_MAJORITY = pymongo.WriteConcern(w="majority")
+
+
+def test_step_down_elects_another_primary(replica_set_3: ReplicaSet) -> None:
+    rs = replica_set_3
+    with pymongo.MongoClient(rs.uri, serverSelectionTimeoutMS=20_000) as client:
+        items = client.kit.get_collection("step", write_concern=_MAJORITY)
+        items.insert_one({"_id": "before"})
+        old = rs.primary()
+        assert rs.step_down() is old
+        new = rs.wait_for_primary()
+        assert new is not old
+        assert old.hello()["secondary"] is True
+        items.insert_one({"_id": "after"})  # the client found the new primary
+        on_new = pymongo.MongoClient(new.uri)["kit"]["step"]
+        assert sorted(doc["_id"] for doc in on_new.find()) == ["after", "before"]
+        on_new.database.client.close()
+        items.drop()
+
+
+def test_kill_primary_and_restart_it(replica_set_3: ReplicaSet) -> None:
+    rs = replica_set_3
+    with pymongo.MongoClient(rs.uri, serverSelectionTimeoutMS=20_000) as client:
+        items = client.kit.get_collection("kill", write_concern=_MAJORITY)
+        items.insert_one({"_id": 1})
+        killed = rs.kill_primary()
+        assert not killed.running
+        assert killed.process.returncode == -9  # SIGKILL: a crash
+        assert killed.hello() is None
+        assert rs.wait_for_primary() is not killed
+        items.insert_one({"_id": 2})  # two of three members: majority still
+        port, dbpath = killed.port, killed.dbpath
+
+        assert rs.restart(killed) is killed
+        assert killed.running
+        assert (killed.port, killed.dbpath) == (port, dbpath)
+        assert killed.hello()["secondary"] is True
+        # It kept its data and catches up with the write it missed.
+        with pymongo.MongoClient(killed.uri) as direct:
+            copy = direct.kit.kill
+            deadline = time.monotonic() + 30
+            while copy.count_documents({}) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert sorted(doc["_id"] for doc in copy.find()) == [1, 2]
+        items.drop()
+
+
+def test_restart_rejects_a_running_member(replica_set_3: ReplicaSet) -> None:
+    member = replica_set_3.members[0]
+    with pytest.raises(RuntimeError, match=f"member {member.host} is running"):
+        replica_set_3.restart(member)
+
+
+def test_heal_restarts_killed_members(replica_set_3: ReplicaSet) -> None:
+    rs = replica_set_3
+    old = rs.step_down()
+    killed = rs.kill_primary()
+    rs.heal()
+    assert rs.running
+    assert killed.hello()["secondary"] is True
+    # The stepped-down member may be elected again at once.
+    assert old.command("replSetGetStatus")["myState"] in (1, 2)
+    with rs.fail_command("ping", mode="alwaysOn", error_code=2) as target:
+        pass
+    rs.heal()
+    target.command("ping")  # heal turned every fail point off
+
+
+def test_replica_set_fail_command_targets_the_primary(
+    replica_set_3: ReplicaSet,
+) -> None:
+    rs = replica_set_3
+    with pymongo.MongoClient(rs.uri, retryWrites=False) as client:
+        with rs.fail_command("insert", error_code=2) as member:
+            assert member is rs.primary()
+            with pytest.raises(pymongo.errors.OperationFailure) as caught:
+                client.kit.failing.insert_one({"_id": 1})
+            assert caught.value.code == 2
+        client.kit.failing.insert_one({"_id": 2})
+        assert [doc["_id"] for doc in client.kit.failing.find()] == [2]
+        client.kit.failing.drop()
+
+
+def _client(uri: str, app_name: str) -> pymongo.MongoClient:
+    """A client that neither retries nor shares its appname with other tests."""
+    return pymongo.MongoClient(
+        uri, appname=app_name, retryWrites=False, retryReads=False
+    )
+
+
+def test_fail_command_fails_the_next_matching_command(mongodb_uri: str) -> None:
+    app = f"kit-{uuid.uuid4().hex[:8]}"
+    with _client(mongodb_uri, app) as client:
+        items = client.kit_fail[app]
+        with fail_command(
+            mongodb_uri,
+            ["insert", "update"],
+            error_code=2,
+            error_labels=["TransientTransactionError"],
+            app_name=app,
+        ):
+            assert items.count_documents({}) == 0  # not a matching command
+            with pytest.raises(pymongo.errors.OperationFailure) as caught:
+                items.insert_one({"_id": 1})
+            assert caught.value.code == 2
+            assert caught.value.has_error_label("TransientTransactionError")
+            items.insert_one({"_id": 2})  # times=1: only the next one failed
+        assert [doc["_id"] for doc in items.find()] == [2]
+        client.drop_database("kit_fail")
+
+
+def test_fail_command_always_on_until_the_block_ends(mongodb_uri: str) -> None:
+    app = f"kit-{uuid.uuid4().hex[:8]}"
+    with _client(mongodb_uri, app) as client, _client(mongodb_uri, "other") as other:
+        items = client.kit_fail[app]
+        with fail_command(
+            mongodb_uri, "insert", mode="alwaysOn", error_code=50, app_name=app
+        ):
+            for n in range(3):
+                with pytest.raises(pymongo.errors.ExecutionTimeout):
+                    items.insert_one({"_id": n})
+            other.kit_fail[app].insert_one({"_id": "other"})  # other appname
+        items.insert_one({"_id": "after"})
+        assert sorted(doc["_id"] for doc in items.find()) == ["after", "other"]
+        client.drop_database("kit_fail")
+
+
+def test_fail_command_closes_the_connection_or_blocks(mongodb_uri: str) -> None:
+    app = f"kit-{uuid.uuid4().hex[:8]}"
+    with _client(mongodb_uri, app) as client:
+        items = client.kit_fail[app]
+        with fail_command(mongodb_uri, "insert", close_connection=True, app_name=app):
+            with pytest.raises(pymongo.errors.AutoReconnect):
+                items.insert_one({"_id": 1})
+        with fail_command(mongodb_uri, "find", block_time_ms=400, app_name=app):
+            started = time.monotonic()
+            assert items.find_one() is None
+            assert time.monotonic() - started >= 0.4
+        client.drop_database("kit_fail")
+
+
+def test_fail_command_says_test_commands_are_off(tmp_path: Path) -> None:
+    """A plain standalone mongod, as in production: no configureFailPoint."""
+    port = _free_port()
+    options = f"--port {port} --bind_ip 127.0.0.1 --dbpath {tmp_path} --nounixsocket"
+    server = subprocess.Popen(
+        [find_mongod(), *options.split()], stdout=subprocess.DEVNULL
+    )
+    try:
+        uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+        with pytest.raises(RuntimeError) as caught:
+            with fail_command(uri, "insert", error_code=2):
+                pass
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert str(caught.value) == (
+        "the failCommand fail point needs test commands on: start mongod "
+        "with --setParameter enableTestCommands=1 (ReplicaSet does)"
+    )
+    assert caught.value.__cause__.code == 59
+
+
+START_FROM_A_THREAD = """
+import asyncio, os
+from mongoengine_async.testing import ReplicaSet
+
+async def main():
+    rs = await asyncio.to_thread(ReplicaSet().start)  # as restart() from a test
+    print(rs.process.pid, rs.dbpath, flush=True)
+    os._exit(0)  # dies without stopping anything
+
+asyncio.run(main())
+"""
+
+
+def test_a_server_started_from_a_thread_dies_with_the_process() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", START_FROM_A_THREAD],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    pid, dbpath = proc.stdout.split()
+    try:
+        deadline = time.monotonic() + 15
+        while _pid_alive(int(pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _pid_alive(int(pid))
+    finally:
+        shutil.rmtree(dbpath, ignore_errors=True)
+
+
+class KitOrder(Document):
+    total = IntField()
+
+
+async def test_the_docs_failover_example(replica_set_3: ReplicaSet) -> None:
+    """docs/testing.md's failover test of a user's own (shown, not run there)."""
+    rs = replica_set_3
+    async with fresh_database("default", rs.uri, serverSelectionTimeoutMS=15_000):
+        await KitOrder(total=10).async_save()
+        killed = await asyncio.to_thread(rs.kill_primary)
+        await KitOrder(total=20).async_save()  # retried on the new primary
+        await asyncio.to_thread(rs.restart, killed)
+        assert await KitOrder.objects.async_sum("total") == 30
+        assert rs.primary() is not killed

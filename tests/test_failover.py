@@ -1,0 +1,343 @@
+"""Failover under load: 20 tasks use the public async API on a 3-member replica set
+while its primary is stepped down once and killed (then restarted) once.
+
+Every write the driver acknowledged must be in the database afterwards, money
+moved by transactions must add up, no cascade delete may be half-applied, and no
+caller may see a transient error from a transaction the package opened itself.
+Run it with ``make failover`` (it is deselected from the default run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+from bson import ObjectId
+from pymongo.errors import PyMongoError
+
+from mongoengine_async import (
+    CASCADE,
+    Document,
+    IntField,
+    ObjectIdField,
+    ReferenceField,
+    StringField,
+    async_run_in_transaction,
+    get_async_db,
+)
+from mongoengine_async.testing import ReplicaSet, fresh_database
+
+pytestmark = pytest.mark.failover
+
+ALIAS = "failover"
+TASKS_PER_KIND = 5  # four kinds: 20 tasks
+ACCOUNTS, OPENING_BALANCE = 8, 1_000
+COUNTERS = 5
+BOOKS_PER_AUTHOR = 3
+TRANSFER_ATTEMPTS = 30
+SETTLE_SECONDS = 3.0  # load between two disruptions
+
+
+class FoNote(Document):
+    task = IntField()
+    version = IntField()
+    meta = {"db_alias": ALIAS}
+
+
+class FoCounter(Document):
+    hits = IntField(default=0)
+    meta = {"db_alias": ALIAS}
+
+
+class FoAccount(Document):
+    balance = IntField()
+    meta = {"db_alias": ALIAS}
+
+
+class FoTransfer(Document):
+    """Written in the transfer's transaction: which transfers committed."""
+
+    source = ObjectIdField()
+    target = ObjectIdField()
+    amount = IntField()
+    meta = {"db_alias": ALIAS}
+
+
+class FoAuthor(Document):
+    name = StringField()
+    meta = {"db_alias": ALIAS}
+
+
+class FoBook(Document):
+    author = ReferenceField(FoAuthor, reverse_delete_rule=CASCADE)
+    meta = {"db_alias": ALIAS}
+
+
+MODELS = (FoNote, FoCounter, FoAccount, FoTransfer, FoAuthor, FoBook)
+
+
+def is_transient(error: BaseException | None) -> bool:
+    """Whether ``error``, or an error that caused it, is a TransientTransactionError."""
+    while error is not None:
+        if isinstance(error, PyMongoError) and error.has_error_label(
+            "TransientTransactionError"
+        ):
+            return True
+        error = error.__cause__
+    return False
+
+
+@dataclass
+class Ledger:
+    """What the load was told: acknowledged writes, and the errors it saw."""
+
+    phase: str = "steady"
+    notes: dict[ObjectId, int] = field(default_factory=dict)  # acknowledged version
+    pending: dict[ObjectId, int] = field(default_factory=dict)  # failed later save
+    hits: Counter[ObjectId] = field(default_factory=Counter)
+    failed_hits: Counter[ObjectId] = field(default_factory=Counter)
+    transfers: set[ObjectId] = field(default_factory=set)
+    books: dict[ObjectId, int] = field(default_factory=dict)  # author: books acked
+    deleted: set[ObjectId] = field(default_factory=set)
+    transient_cascades: list[str] = field(default_factory=list)
+    acks: Counter[tuple[str, str]] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def ack(self, kind: str) -> None:
+        """Count an acknowledged operation of ``kind`` in the current phase."""
+        self.acks[kind, self.phase] += 1
+
+    def error(self, kind: str, error: BaseException) -> None:
+        """Count an error an operation of ``kind`` raised, by type."""
+        self.errors[f"{kind}: {type(error).__name__}"] += 1
+
+    def report(self) -> str:
+        """Acknowledged operations per phase and the errors, for the log."""
+        acks = ", ".join(f"{k}/{p}={n}" for (k, p), n in sorted(self.acks.items()))
+        errors = ", ".join(f"{k}={n}" for k, n in sorted(self.errors.items()))
+        return f"acknowledged: {acks}\nerrors: {errors or 'none'}"
+
+
+async def save_notes(task: int, ledger: Ledger) -> None:
+    """Insert a note, then save it three more times (delta updates)."""
+    note = FoNote(task=task, version=0)
+    try:
+        await note.async_save()
+    except Exception as error:
+        ledger.error("save", error)
+        return
+    ledger.notes[note.pk] = 0
+    ledger.ack("save")
+    for version in range(1, 4):
+        note.version = version
+        try:
+            await note.async_save()
+        except Exception as error:
+            ledger.error("save", error)
+            ledger.pending[note.pk] = version
+            return
+        ledger.notes[note.pk] = version
+        ledger.ack("save")
+
+
+async def count_hit(counters: list[ObjectId], ledger: Ledger) -> None:
+    """``update_one`` a random counter by one."""
+    counter = random.choice(counters)
+    try:
+        updated = await FoCounter.objects(id=counter).async_update_one(inc__hits=1)
+    except Exception as error:
+        ledger.error("update_one", error)
+        ledger.failed_hits[counter] += 1
+        return
+    assert updated == 1, f"update_one matched {updated} counters"
+    ledger.hits[counter] += 1
+    ledger.ack("update_one")
+
+
+async def transfer(accounts: list[ObjectId], ledger: Ledger) -> None:
+    """Move money between two accounts in a transaction; retry it (user code)
+    on TransientTransactionError, as docs/transactions.md shows."""
+    source, target = random.sample(accounts, 2)
+    amount = random.randint(1, 50)
+    record = FoTransfer(id=ObjectId(), source=source, target=target, amount=amount)
+    for attempt in range(TRANSFER_ATTEMPTS):
+        try:
+            async with async_run_in_transaction(alias=ALIAS):
+                await FoAccount.objects(id=source).async_update_one(dec__balance=amount)
+                await FoAccount.objects(id=target).async_update_one(inc__balance=amount)
+                await record.async_save(force_insert=True)
+        except Exception as error:
+            if not is_transient(error) or attempt == TRANSFER_ATTEMPTS - 1:
+                ledger.error("transfer", error)
+                return
+            await asyncio.sleep(min(0.01 * 2**attempt, 0.5))
+        else:
+            ledger.transfers.add(record.pk)
+            ledger.ack("transfer")
+            return
+
+
+async def cascade_delete(task: int, ledger: Ledger) -> None:
+    """Create an author with books, then delete the author (the package's
+    cascade, in a transaction of its own)."""
+    author = FoAuthor(name=f"author of task {task}")
+    try:
+        await author.async_save()
+        books = [FoBook(author=author) for _ in range(BOOKS_PER_AUTHOR)]
+        await FoBook.objects.async_insert(books, load_bulk=False)
+        ledger.books[author.pk] = BOOKS_PER_AUTHOR
+    except Exception as error:
+        ledger.error("author and books", error)
+        if author.pk is None:
+            return
+    try:
+        await author.async_delete()
+    except Exception as error:
+        ledger.error("cascade", error)
+        if is_transient(error):
+            ledger.transient_cascades.append(repr(error))
+        return
+    ledger.deleted.add(author.pk)
+    ledger.ack("cascade")
+
+
+async def run_task(
+    stop: asyncio.Event, step: Callable[[], Awaitable[None]], ledger: Ledger
+) -> None:
+    """Run ``step`` over and over until ``stop`` is set."""
+    while not stop.is_set():
+        await step()
+    ledger.ack("task finished")
+
+
+async def disrupt(rs: ReplicaSet, ledger: Ledger) -> dict[str, str]:
+    """Step the primary down, later kill it and restart it, with load between."""
+    await asyncio.sleep(SETTLE_SECONDS)
+    ledger.phase = "stepped down"
+    stepped = await asyncio.to_thread(rs.step_down)
+    second = await asyncio.to_thread(rs.wait_for_primary)
+    await asyncio.sleep(SETTLE_SECONDS)
+    ledger.phase = "killed"
+    killed = await asyncio.to_thread(rs.kill_primary)
+    third = await asyncio.to_thread(rs.wait_for_primary)
+    await asyncio.sleep(SETTLE_SECONDS / 2)
+    await asyncio.to_thread(rs.restart, killed)
+    ledger.phase = "restarted"
+    await asyncio.sleep(SETTLE_SECONDS)
+    return {
+        "stepped down": stepped.host,
+        "then primary": second.host,
+        "killed": killed.host,
+        "last primary": third.host,
+    }
+
+
+async def seed() -> tuple[list[ObjectId], list[ObjectId]]:
+    """Create the collections (not inside transactions), accounts and counters."""
+    db = get_async_db(ALIAS)
+    for model in MODELS:
+        await db.create_collection(model._get_collection_name())
+    accounts = await FoAccount.objects.async_insert(
+        [FoAccount(balance=OPENING_BALANCE) for _ in range(ACCOUNTS)], load_bulk=False
+    )
+    counters = await FoCounter.objects.async_insert(
+        [FoCounter() for _ in range(COUNTERS)], load_bulk=False
+    )
+    return accounts, counters
+
+
+async def test_failover_under_load(replica_set_3: ReplicaSet) -> None:
+    async with fresh_database(
+        ALIAS, replica_set_3.uri, w="majority", serverSelectionTimeoutMS=15_000
+    ):
+        accounts, counters = await seed()
+        ledger, stop = Ledger(), asyncio.Event()
+        steps = [
+            *(lambda t=t: save_notes(t, ledger) for t in range(TASKS_PER_KIND)),
+            *(lambda: count_hit(counters, ledger) for _ in range(TASKS_PER_KIND)),
+            *(lambda: transfer(accounts, ledger) for _ in range(TASKS_PER_KIND)),
+            *(lambda t=t: cascade_delete(t, ledger) for t in range(TASKS_PER_KIND)),
+        ]
+        assert len(steps) == 20
+        started = time.monotonic()
+        load = [asyncio.create_task(run_task(stop, s, ledger)) for s in steps]
+        try:
+            events = await asyncio.wait_for(disrupt(replica_set_3, ledger), 120)
+        finally:
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*load), 120)
+        print(f"\n{events}, {time.monotonic() - started:.1f} s\n{ledger.report()}")
+
+        assert events["then primary"] != events["stepped down"]
+        assert events["last primary"] != events["killed"]
+        assert ledger.acks["task finished", "restarted"] == 20
+        for kind in ("save", "update_one", "transfer", "cascade"):
+            assert ledger.acks[kind, "restarted"] > 0, f"no {kind} after the restart"
+
+        await check_notes(ledger)
+        await check_counters(ledger)
+        await check_transfers(ledger)
+        await check_cascades(ledger)
+
+
+async def check_notes(ledger: Ledger) -> None:
+    """Every acknowledged save is there, at its version (or at the version of a
+    later save that failed, which may have been applied)."""
+    stored = {
+        note.pk: note.version
+        async for note in FoNote.objects(id__in=list(ledger.notes))
+    }
+    lost = {
+        pk: (version, stored.get(pk))
+        for pk, version in ledger.notes.items()
+        if stored.get(pk) not in (version, ledger.pending.get(pk))
+    }
+    assert lost == {}, f"{len(lost)} acknowledged saves lost (acked, stored)"
+
+
+async def check_counters(ledger: Ledger) -> None:
+    """Each counter holds every acknowledged increment, and at most the failed
+    ones besides (a retryable write applies once)."""
+    stored = {c.pk: c.hits async for c in FoCounter.objects}
+    wrong = {
+        pk: (ledger.hits[pk], hits, ledger.failed_hits[pk])
+        for pk, hits in stored.items()
+        if not ledger.hits[pk] <= hits <= ledger.hits[pk] + ledger.failed_hits[pk]
+    }
+    assert wrong == {}, "counters (acknowledged, stored, failed) out of bounds"
+
+
+async def check_transfers(ledger: Ledger) -> None:
+    """The sum is unchanged, every acknowledged transfer committed, and the
+    balances are exactly what the committed transfers made of them."""
+    balances = {a.pk: a.balance async for a in FoAccount.objects}
+    assert sum(balances.values()) == ACCOUNTS * OPENING_BALANCE
+    committed = await FoTransfer.objects.async_to_list()
+    missing = ledger.transfers - {t.pk for t in committed}
+    assert missing == set(), f"{len(missing)} acknowledged transfers lost"
+    expected = dict.fromkeys(balances, OPENING_BALANCE)
+    for record in committed:
+        expected[record.source] -= record.amount
+        expected[record.target] += record.amount
+    assert balances == expected
+
+
+async def check_cascades(ledger: Ledger) -> None:
+    """No book refers to a missing author; an author still there has all its
+    books; an acknowledged delete removed the author and its books; and no
+    cascade raised a TransientTransactionError."""
+    authors = set(await FoAuthor.objects.async_distinct("id"))
+    books = Counter(
+        [book["author"] for book in await FoBook.objects.as_pymongo().async_to_list()]
+    )
+    orphaned = set(books) - authors
+    assert orphaned == set(), f"{len(orphaned)} deleted authors left books"
+    partial = {pk: books[pk] for pk in authors if ledger.books.get(pk, 0) > books[pk]}
+    assert partial == {}, f"{len(partial)} authors lost some books, not all"
+    assert ledger.deleted & authors == set(), "acknowledged deletes undone"
+    assert ledger.transient_cascades == []
