@@ -12,7 +12,6 @@ from uuid import uuid4
 
 import pytest
 
-import mongoengine_async
 from mongoengine_async import (
     AsyncReferenceProxy,
     CachedReferenceField,
@@ -173,17 +172,6 @@ def test_auto_sync_without_blinker(mongodb_uri):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "Anne"
-
-
-@pytest.fixture
-def sync_default(mongodb_uri):
-    name = f"test_cr_{uuid4().hex[:12]}"
-    mongoengine_async.connect(db=name, host=mongodb_uri, uuidRepresentation="standard")
-    try:
-        yield mongoengine_async.get_db()
-    finally:
-        mongoengine_async.get_db().client.drop_database(name)
-        mongoengine_async.disconnect()
 
 
 def test_sync_alias_keeps_mongoengine_behaviour(sync_default):

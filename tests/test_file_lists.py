@@ -4,12 +4,8 @@ that streams, new items are put with async_put, and deleting the documents
 
 from __future__ import annotations
 
-from uuid import uuid4
-
 import mongoengine
-import pytest
 
-import mongoengine_async
 from mongoengine_async import (
     AsyncGridFSProxy,
     DictField,
@@ -105,17 +101,6 @@ async def test_deleting_a_queryset_removes_every_file(async_alias, command_log):
     assert command_log.names == ["find", "delete", *["delete"] * 2 * 7]
     assert await _files() == (2, 2) and await _files("extras") == (1, 1)
     assert await kept.cover.async_read() == b"cover"
-
-
-@pytest.fixture
-def sync_default(mongodb_uri):
-    name = f"test_fl_{uuid4().hex[:12]}"
-    mongoengine_async.connect(db=name, host=mongodb_uri, uuidRepresentation="standard")
-    try:
-        yield mongoengine_async.get_db()
-    finally:
-        mongoengine_async.get_db().client.drop_database(name)
-        mongoengine_async.disconnect()
 
 
 def test_sync_alias_keeps_mongoengine_behaviour(sync_default):

@@ -3,13 +3,10 @@ class, the field and the fix, before any I/O; sync aliases are unaffected."""
 
 from __future__ import annotations
 
-from uuid import uuid4
-
 import mongoengine
 import pytest
 from bson import DBRef, ObjectId
 
-import mongoengine_async
 from mongoengine_async import (
     AsyncUsageError,
     Document,
@@ -144,17 +141,6 @@ async def test_generic_reference_to_a_mongoengine_document_names_the_fix(
         "(OwnLoose.thing refers to it): "
     )
     assert command_log.count() == 0
-
-
-@pytest.fixture
-def sync_default(mongodb_uri):
-    name = f"test_own_{uuid4().hex[:12]}"
-    mongoengine_async.connect(db=name, host=mongodb_uri, uuidRepresentation="standard")
-    try:
-        yield mongoengine_async.get_db()
-    finally:
-        mongoengine_async.get_db().client.drop_database(name)
-        mongoengine_async.disconnect()
 
 
 def test_sync_alias_keeps_mongoengine_behaviour(sync_default):

@@ -55,18 +55,6 @@ class SyncNote(DynamicDocument):
     text = StringField()
 
 
-@pytest.fixture
-def sync_default(mongodb_uri):
-    name = f"test_sync_{uuid4().hex[:12]}"
-    mongoengine_async.connect(db=name, host=mongodb_uri, uuidRepresentation="standard")
-    database = mongoengine_async.get_db()
-    try:
-        yield database
-    finally:
-        database.client.drop_database(name)
-        mongoengine_async.disconnect()
-
-
 def test_save_query_count_iterate(sync_default):
     tolkien = SyncAuthor(name="Tolkien", born=1892).save()
     assert isinstance(tolkien, mongoengine.Document)
