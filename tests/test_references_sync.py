@@ -1,6 +1,6 @@
 """On a sync alias, references behave exactly as in MongoEngine (auto-dereference).
 
-The same kinds of models as in test_references.py, connected with the guarded
+The same kinds of models as in models_references.py, connected with the guarded
 ``mongoengine_async.connect``; plain ``def`` tests, no event loop.
 """
 

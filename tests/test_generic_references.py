@@ -1,0 +1,131 @@
+"""Generic (and generic lazy) references on an async alias: the class comes
+from the stored ``_cls``, the stored value is kept on save."""
+
+from __future__ import annotations
+
+import pytest
+from bson import DBRef
+
+from models_references import (
+    RefAuthor,
+    RefEditor,
+    RefGenericHolder,
+    make_author,
+    make_book,
+    raw,
+    updates,
+)
+from mongoengine_async import (
+    AsyncReferenceProxy,
+    AsyncUsageError,
+    LazyReference,
+)
+
+
+async def test_generic_reference_resolves_class(async_alias, command_log):
+    author = await make_author("Ann")
+    editor = await RefEditor(name="Eve").async_save()
+    h1 = await RefGenericHolder(title="1", target=author).async_save()
+    h2 = await RefGenericHolder(title="2", target=editor).async_save()
+    one = await RefGenericHolder.objects.async_get(pk=h1.pk)
+    two = await RefGenericHolder.objects.async_get(pk=h2.pk)
+    command_log.clear()
+
+    p1, p2 = one.target, two.target
+    assert isinstance(p1, AsyncReferenceProxy)
+    assert isinstance(p2, AsyncReferenceProxy)
+    assert repr(p1) == "<AsyncReferenceProxy: target (unfetched)>"
+    assert p1.document_type is RefAuthor
+    assert p2.document_type is RefEditor
+    assert p1.id == author.id and p2.pk == editor.pk
+    assert p1 == author and p2 == editor
+    assert p1 != editor
+    assert command_log.count() == 0
+
+    got1, got2 = await p1, await p2
+    assert type(got1) is RefAuthor and got1.name == "Ann"
+    assert type(got2) is RefEditor and got2.name == "Eve"
+    assert await p1.fetch() is got1
+    assert command_log.count("find") == 2
+    assert one.target is got1
+    assert await RefGenericHolder.target.async_fetch(two) is got2
+    assert command_log.count("find") == 2
+
+
+async def test_generic_reference_field_async_fetch(async_alias, command_log):
+    editor = await RefEditor(name="Eve").async_save()
+    h = await RefGenericHolder(title="1", target=editor).async_save()
+    holder = await RefGenericHolder.objects.async_get(pk=h.pk)
+    command_log.clear()
+    got = await RefGenericHolder.target.async_fetch(holder)
+    assert type(got) is RefEditor
+    assert holder.target is got
+    assert command_log.count("find") == 1
+
+
+async def test_generic_lazy_reference_resolves_class(async_alias, command_log):
+    author = await make_author("Ann")
+    editor = await RefEditor(name="Eve").async_save()
+    h1 = await RefGenericHolder(title="1", lazy_target=author).async_save()
+    h2 = await RefGenericHolder(title="2", lazy_target=editor).async_save()
+    one = await RefGenericHolder.objects.async_get(pk=h1.pk)
+    two = await RefGenericHolder.objects.async_get(pk=h2.pk)
+    command_log.clear()
+
+    r1, r2 = one.lazy_target, two.lazy_target
+    assert isinstance(r1, LazyReference) and isinstance(r2, LazyReference)
+    assert r1.document_type is RefAuthor
+    assert r2.document_type is RefEditor
+    assert r1.pk == author.pk
+    assert command_log.count() == 0
+    with pytest.raises(AsyncUsageError, match="async_fetch"):
+        r1.fetch()
+
+    got1 = await r1.async_fetch()
+    got2 = await r2.async_fetch()
+    assert type(got1) is RefAuthor and got1.name == "Ann"
+    assert type(got2) is RefEditor and got2.name == "Eve"
+    assert await r1.async_fetch() is got1
+    assert command_log.count("find") == 2
+    await r1.async_fetch(force=True)
+    assert command_log.count("find") == 3
+
+
+async def test_generic_references_save_keeps_stored_value(async_alias, command_log):
+    author = await make_author("Ann")
+    editor = await RefEditor(name="Eve").async_save()
+    saved = await RefGenericHolder(
+        title="1", target=author, lazy_target=editor
+    ).async_save()
+    before = await raw(RefGenericHolder, saved.pk)
+    assert before["target"]["_cls"] == "RefAuthor"
+    assert before["lazy_target"]["_cls"] == "RefEditor"
+
+    for fetch in (False, True):
+        holder = await RefGenericHolder.objects.async_get(pk=saved.pk)
+        target, lazy = holder.target, holder.lazy_target
+        if fetch:
+            await target
+            await lazy.async_fetch()
+            assert type(holder.target) is RefAuthor
+        command_log.clear()
+        await holder.async_save()
+        assert command_log.count("update") == 0
+        holder.title = f"t{fetch}"
+        await holder.async_save()
+        assert updates(command_log) == [{"$set": {"title": f"t{fetch}"}}]
+        after = await raw(RefGenericHolder, saved.pk)
+        assert after == {**before, "title": f"t{fetch}"}
+
+    # A generic proxy assigned elsewhere stores the same value.
+    holder = await RefGenericHolder.objects.async_get(pk=saved.pk)
+    copy_ = await RefGenericHolder(title="c", target=holder.target).async_save()
+    assert (await raw(RefGenericHolder, copy_.pk))["target"] == before["target"]
+
+
+async def test_proxy_into_generic_field(async_alias):
+    ann = await make_author("Ann")
+    book = await make_book(ann)
+    holder = await RefGenericHolder(title="g", target=book.author).async_save()
+    stored = (await raw(RefGenericHolder, holder.pk))["target"]
+    assert stored == {"_cls": "RefAuthor", "_ref": DBRef("ref_author", ann.pk)}

@@ -1,0 +1,104 @@
+"""LazyReferenceField on an async alias: ``async_fetch`` (cached, forced),
+passthrough, dangling references, stored values kept on save."""
+
+from __future__ import annotations
+
+import mongoengine
+import pytest
+
+from models_references import (
+    RefAuthor,
+    RefLazyBook,
+    make_author,
+    raw,
+    updates,
+)
+from mongoengine_async import (
+    AsyncUsageError,
+    LazyReference,
+)
+
+
+async def test_lazy_reference_async_fetch_cached_and_force(async_alias, command_log):
+    author = await make_author()
+    saved = await RefLazyBook(title="L", author=author, author_pt=author).async_save()
+    book = await RefLazyBook.objects.async_get(pk=saved.pk)
+    command_log.clear()
+
+    ref = book.author
+    assert isinstance(ref, LazyReference)
+    assert ref.pk == author.pk
+    assert command_log.count() == 0
+
+    document = await ref.async_fetch()
+    assert isinstance(document, RefAuthor) and document.name == "Ann"
+    assert command_log.count("find") == 1
+    assert await ref.async_fetch() is document
+    assert command_log.count("find") == 1
+    # Sync fetch of an already-fetched reference needs no I/O.
+    assert ref.fetch() is document
+
+    # force=True goes to the server again and sees the change.
+    await RefAuthor.objects(pk=author.pk).async_update(set__name="Changed")
+    command_log.clear()
+    forced = await ref.async_fetch(force=True)
+    assert forced.name == "Changed"
+    assert command_log.count("find") == 1
+    assert await ref.async_fetch() is forced
+    assert command_log.count("find") == 1
+
+
+async def test_lazy_reference_fetch_unfetched_raises(async_alias, command_log):
+    author = await make_author()
+    saved = await RefLazyBook(title="L", author=author).async_save()
+    book = await RefLazyBook.objects.async_get(pk=saved.pk)
+    command_log.clear()
+    with pytest.raises(AsyncUsageError, match="async_fetch"):
+        book.author.fetch()
+    assert command_log.count() == 0
+
+
+async def test_lazy_reference_passthrough(async_alias, command_log):
+    author = await make_author()
+    saved = await RefLazyBook(title="L", author=author, author_pt=author).async_save()
+    book = await RefLazyBook.objects.async_get(pk=saved.pk)
+    command_log.clear()
+
+    ref = book.author_pt
+    assert ref.pk == author.pk
+    with pytest.raises(AsyncUsageError, match="async_fetch"):
+        ref.name  # noqa: B018
+    with pytest.raises(AsyncUsageError, match="async_fetch"):
+        ref["name"]
+    assert command_log.count() == 0
+
+    await ref.async_fetch()
+    assert command_log.count("find") == 1
+    assert ref.name == "Ann"
+    assert ref["name"] == "Ann"
+    assert command_log.count("find") == 1
+
+
+async def test_lazy_reference_dangling(async_alias):
+    author = await make_author()
+    saved = await RefLazyBook(title="L", author=author).async_save()
+    await author.async_delete()
+    book = await RefLazyBook.objects.async_get(pk=saved.pk)
+    with pytest.raises(RefAuthor.DoesNotExist) as info:
+        await book.author.async_fetch()
+    assert isinstance(info.value, mongoengine.DoesNotExist)
+    assert str(author.pk) in str(info.value)
+
+
+async def test_lazy_reference_save_keeps_stored_value(async_alias, command_log):
+    author = await make_author()
+    saved = await RefLazyBook(title="L", author=author, author_pt=author).async_save()
+    before = await raw(RefLazyBook, saved.pk)
+    book = await RefLazyBook.objects.async_get(pk=saved.pk)
+    await book.author.async_fetch()
+    await book.author_pt.async_fetch()
+    book.title = "M"
+    command_log.clear()
+    await book.async_save()
+    assert updates(command_log) == [{"$set": {"title": "M"}}]
+    assert await raw(RefLazyBook, saved.pk) == {**before, "title": "M"}
