@@ -556,7 +556,9 @@ async def test_errors_mongoengine_raises_stay_mongoengine_s(
     )
     errors.append(excinfo.value)
     with pytest.raises(ConnectionFailure) as excinfo:
-        await mongoengine_async.connect_async(db="elsewhere", host=mongodb_uri)
+        await mongoengine_async.connect_async(
+            db="elsewhere", host=mongodb_uri, uuidRepresentation="standard"
+        )
     assert str(excinfo.value) == (
         "A different connection with alias `default` was already registered. "
         "Use disconnect_async() first"
