@@ -31,8 +31,8 @@ from mongoengine_async import (
     disconnect,
     get_async_db,
 )
+from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.gridfs import AsyncGridFSProxy, AsyncImageGridFSProxy
-from mongoengine_async.guards import AsyncUsageError
 from mongoengine_async.testing import fresh_database
 
 CHUNK = 255 * 1024

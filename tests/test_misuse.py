@@ -1,7 +1,9 @@
-"""Misuse: sync I/O on async aliases, async I/O on sync aliases, unknown aliases."""
+"""Misuse: sync I/O on async aliases, async I/O on sync aliases, unknown aliases,
+connection functions on the other kind of alias, nested transactions."""
 
 from __future__ import annotations
 
+import inspect
 import re
 from uuid import uuid4
 
@@ -12,14 +14,18 @@ import mongoengine_async
 from mongoengine_async import (
     AsyncUsageError,
     ConnectionFailure,
+    ConnectionUsageError,
     Document,
     GenericReferenceField,
     IntField,
     LazyReferenceField,
     ListField,
+    MisuseError,
+    NestedTransactionError,
     OperationError,
     ReferenceField,
     StringField,
+    async_run_in_transaction,
     get_async_db,
 )
 
@@ -403,3 +409,176 @@ async def test_unregistered_alias(async_alias):
         ConnectionFailure("x"), AsyncUsageError
     )  # a different error kind
     assert "mis_nobody_item" not in await get_async_db().list_collection_names()
+
+
+# -- one error hierarchy: every misuse error is a MisuseError -------------------------
+
+
+def test_error_classes_are_exported():
+    names = ("MisuseError", "AsyncUsageError", "ConnectionUsageError")
+    for name in (*names, "NestedTransactionError"):
+        assert name in mongoengine_async.__all__
+        assert getattr(mongoengine_async, name) is getattr(
+            mongoengine_async.errors, name
+        )
+
+
+async def test_blocking_call_is_a_misuse_and_an_operation_error(async_alias):
+    with pytest.raises(OperationError) as excinfo:
+        MisItem.objects.count()
+    assert type(excinfo.value) is AsyncUsageError
+    assert isinstance(excinfo.value, MisuseError)
+    assert isinstance(excinfo.value, RuntimeError)
+
+
+async def test_async_call_on_sync_alias_is_a_misuse(sync_alias):
+    with pytest.raises(MisuseError) as excinfo:
+        await MisSyncItem(name="x").async_save()
+    assert type(excinfo.value) is AsyncUsageError
+    assert str(excinfo.value) == on_sync("MisSyncItem", "async_save", "save()")
+    assert list(sync_alias.mis_sync_item.find({})) == []
+
+
+CONNECTION_MISUSE = [
+    (
+        "connect_async",
+        "misuse-sync",
+        lambda uri: mongoengine_async.connect_async(alias="misuse-sync", host=uri),
+        "Alias `misuse-sync` is a sync connection registered with connect(); "
+        "call disconnect('misuse-sync') before connect_async()",
+    ),
+    (
+        "get_async_db",
+        "misuse-sync",
+        lambda uri: mongoengine_async.get_async_db("misuse-sync"),
+        "Alias `misuse-sync` is not async: it was registered with connect(); "
+        "use get_connection()",
+    ),
+    (
+        "get_async_connection",
+        "misuse-sync",
+        lambda uri: mongoengine_async.get_async_connection("misuse-sync"),
+        "Alias `misuse-sync` is not async: it was registered with connect(); "
+        "use get_connection()",
+    ),
+    (
+        "disconnect_async",
+        "misuse-sync",
+        lambda uri: mongoengine_async.disconnect_async("misuse-sync"),
+        "Alias `misuse-sync` is a sync connection: use disconnect('misuse-sync')",
+    ),
+    (
+        "connect",
+        "default",
+        lambda uri: mongoengine_async.connect(host=uri),
+        "Alias `default` is an async connection registered with connect_async(): "
+        "use connect_async() instead of connect()",
+    ),
+    (
+        "register_connection",
+        "default",
+        lambda uri: mongoengine_async.register_connection("default", host=uri),
+        "Alias `default` is an async connection registered with connect_async(): "
+        "use connect_async() instead of register_connection()",
+    ),
+    (
+        "disconnect",
+        "default",
+        lambda uri: mongoengine_async.disconnect(),
+        "Alias `default` is an async connection registered with connect_async(): "
+        "use await disconnect_async() instead of disconnect()",
+    ),
+    (
+        "get_connection",
+        "default",
+        lambda uri: mongoengine_async.get_connection(),
+        "Alias `default` is an async connection registered with connect_async(): "
+        "use get_async_connection() instead of get_connection()",
+    ),
+    (
+        "get_db",
+        "default",
+        lambda uri: mongoengine_async.get_db(),
+        "Alias `default` is an async connection registered with connect_async(): "
+        "use get_async_db() instead of get_db()",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "alias", "call", "message"),
+    CONNECTION_MISUSE,
+    ids=[c[0] for c in CONNECTION_MISUSE],
+)
+async def test_connection_function_on_the_other_kind_of_alias(
+    async_alias, sync_alias, mongodb_uri, name, alias, call, message
+):
+    is_async = mongoengine_async.is_async_connection(alias)
+    with pytest.raises(ConnectionFailure) as excinfo:
+        result = call(mongodb_uri)
+        if inspect.isawaitable(result):
+            await result
+    assert type(excinfo.value) is ConnectionUsageError
+    assert isinstance(excinfo.value, MisuseError)
+    assert str(excinfo.value) == message
+    # The alias is left as it was, and still works.
+    assert mongoengine_async.is_async_connection(alias) is is_async
+    assert mongoengine_async.is_sync_connection(alias) is not is_async
+    if is_async:
+        assert (await get_async_db(alias).command("ping"))["ok"] == 1
+    else:
+        assert mongoengine_async.get_db(alias).command("ping")["ok"] == 1
+
+
+async def test_nested_transaction_is_a_misuse_and_an_operation_error(async_alias):
+    async with async_run_in_transaction():
+        await MisItem(name="outer").async_save()
+        with pytest.raises(OperationError) as excinfo:
+            async with async_run_in_transaction():
+                pass  # pragma: no cover
+    assert type(excinfo.value) is NestedTransactionError
+    assert isinstance(excinfo.value, MisuseError)
+    assert str(excinfo.value) == (
+        "async_run_in_transaction() cannot be nested: a transaction is "
+        "already active in this task"
+    )
+    assert [d.name async for d in MisItem.objects] == ["outer"]
+
+
+async def test_errors_mongoengine_raises_stay_mongoengine_s(
+    async_alias, sync_alias, mongodb_uri
+):
+    errors = []
+    with pytest.raises(ConnectionFailure) as excinfo:
+        get_async_db("misuse-nobody-registered")
+    assert str(excinfo.value) == (
+        'Connection with alias "misuse-nobody-registered" has not been defined'
+    )
+    errors.append(excinfo.value)
+    with pytest.raises(ConnectionFailure) as excinfo:
+        await mongoengine_async.connect_async(
+            db="elsewhere", host=mongodb_uri, uuidRepresentation="standard"
+        )
+    assert str(excinfo.value) == (
+        "A different connection with alias `default` was already registered. "
+        "Use disconnect_async() first"
+    )
+    errors.append(excinfo.value)
+    with pytest.raises(ConnectionFailure) as excinfo:
+        mongoengine_async.connect(
+            db="elsewhere",
+            alias="misuse-sync",
+            host=mongodb_uri,
+            uuidRepresentation="standard",
+        )
+    assert str(excinfo.value) == (
+        "A different connection with alias `misuse-sync` was already registered. "
+        "Use disconnect() first"
+    )
+    errors.append(excinfo.value)
+    with pytest.raises(MisItem.DoesNotExist) as excinfo:
+        await MisItem.objects.async_get(name="nobody")
+    errors.append(excinfo.value)
+    for error in errors:
+        assert not isinstance(error, MisuseError), error
+    assert [type(error) for error in errors[:3]] == [ConnectionFailure] * 3

@@ -35,7 +35,7 @@ from mongoengine_async import (
     StringField,
     async_no_dereference,
 )
-from mongoengine_async.guards import AsyncUsageError
+from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.references import select_related
 from mongoengine_async.testing import fresh_database
 

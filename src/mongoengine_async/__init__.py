@@ -31,6 +31,12 @@ from mongoengine_async.context import (
     is_transient,
 )
 from mongoengine_async.document import Document, DynamicDocument
+from mongoengine_async.errors import (
+    AsyncUsageError,
+    ConnectionUsageError,
+    MisuseError,
+    NestedTransactionError,
+)
 from mongoengine_async.fields import (
     CachedReferenceField,
     DictField,
@@ -46,7 +52,6 @@ from mongoengine_async.fields import (
     SortedListField,
 )
 from mongoengine_async.gridfs import AsyncGridFSProxy
-from mongoengine_async.guards import AsyncUsageError
 from mongoengine_async.queryset import AsyncAggregation, QuerySet
 from mongoengine_async.references import AsyncReferenceProxy, LazyReference
 
@@ -57,6 +62,9 @@ _ASYNC_NAMES = [
     "AsyncGridFSProxy",
     "AsyncReferenceProxy",
     "AsyncUsageError",
+    "ConnectionUsageError",
+    "MisuseError",
+    "NestedTransactionError",
     "LazyReference",
     "async_no_dereference",
     "async_run_in_transaction",

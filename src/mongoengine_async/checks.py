@@ -14,8 +14,8 @@ import mongoengine
 from mongoengine.base import BaseField, ComplexBaseField
 
 from mongoengine_async import fields
+from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.guards import (
-    AsyncUsageError,
     is_plain_async_document,
     plain_document_error,
 )

@@ -24,6 +24,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.driver_info import DriverInfo
 
+from mongoengine_async.errors import ConnectionUsageError
+
 __all__ = (
     "DEFAULT_CONNECTION_NAME",
     "connect",
@@ -144,7 +146,7 @@ async def connect_async(
     works from any event loop, whichever loop this runs on.
     """
     if is_sync_connection(alias):
-        raise ConnectionFailure(
+        raise ConnectionUsageError(
             f"Alias `{alias}` is a sync connection registered with connect(); "
             f"call disconnect('{alias}') before connect_async()"
         )
@@ -194,7 +196,7 @@ def get_async_connection(alias: str = DEFAULT_CONNECTION_NAME) -> AsyncMongoClie
 
 def _not_async_error(alias: str) -> ConnectionFailure:
     if is_sync_connection(alias):
-        return ConnectionFailure(
+        return ConnectionUsageError(
             f"Alias `{alias}` is not async: it was registered with connect(); "
             "use get_connection()"
         )
@@ -320,7 +322,7 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
     """Forget an async alias; close its client for the running loop unless
     another alias shares it (clients of other loops are only dropped)."""
     if is_sync_connection(alias):
-        raise ConnectionFailure(
+        raise ConnectionUsageError(
             f"Alias `{alias}` is a sync connection: use disconnect('{alias}')"
         )
     with _lock:
@@ -343,7 +345,7 @@ async def disconnect_all_async() -> None:
 
 def _refuse_async_alias(alias: str, sync_name: str, async_name: str) -> None:
     if is_async_connection(alias):
-        raise ConnectionFailure(
+        raise ConnectionUsageError(
             f"Alias `{alias}` is an async connection registered with "
             f"connect_async(): use {async_name}() instead of {sync_name}()"
         )

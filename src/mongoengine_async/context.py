@@ -15,12 +15,12 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
-from mongoengine.errors import OperationError
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import PyMongoError
 
 from mongoengine_async.connection import get_async_connection
+from mongoengine_async.errors import NestedTransactionError
 
 __all__ = (
     "async_no_dereference",
@@ -161,7 +161,7 @@ def is_transient(error: BaseException | None) -> bool:
 
 def _refuse_nesting(client: AsyncMongoClient) -> None:
     if current_session(client) is not None:
-        raise OperationError(
+        raise NestedTransactionError(
             "async_run_in_transaction() cannot be nested: a transaction is "
             "already active in this task"
         )

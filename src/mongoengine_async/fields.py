@@ -18,6 +18,7 @@ from mongoengine.base.datastructures import LazyReference as MongoEngineLazyRefe
 from mongoengine.fields import ImproperlyConfigured
 
 from mongoengine_async.connection import has_async_connections, is_async_connection
+from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.gridfs import (
     AsyncGridFSProxy,
     AsyncImageGridFSProxy,
@@ -25,7 +26,6 @@ from mongoengine_async.gridfs import (
     RefusesAsyncImage,
 )
 from mongoengine_async.guards import (
-    AsyncUsageError,
     is_plain_async_document,
     plain_document_error,
     require_async,

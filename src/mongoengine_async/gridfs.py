@@ -42,8 +42,8 @@ from mongoengine_async.connection import (
     is_sync_connection,
 )
 from mongoengine_async.context import current_session
+from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.guards import (
-    AsyncUsageError,
     guard_blocking_methods,
     sync_alias_error,
 )

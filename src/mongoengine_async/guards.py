@@ -2,7 +2,8 @@
 
 A sync I/O method used on an async alias would block the event loop (or hand a
 coroutine to MongoEngine); an async method on a sync alias has no async client.
-Both raise :class:`AsyncUsageError` at once, naming the method to use instead.
+Both raise :class:`~mongoengine_async.errors.AsyncUsageError` at once, naming the
+method to use instead.
 """
 
 from __future__ import annotations
@@ -14,26 +15,21 @@ from typing import Any
 
 import mongoengine
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
-from mongoengine.errors import OperationError
 
 from mongoengine_async.connection import (
     is_async_connection,
     is_sync_connection,
     undefined_alias_error,
 )
+from mongoengine_async.errors import AsyncUsageError
 
 __all__ = (
-    "AsyncUsageError",
     "guard_blocking_methods",
     "is_plain_async_document",
     "plain_document_error",
     "require_async",
     "sync_alias_error",
 )
-
-
-class AsyncUsageError(OperationError, RuntimeError):
-    """A sync method was called on an async alias, or the other way round."""
 
 
 def blocking_call_error(

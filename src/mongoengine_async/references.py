@@ -26,7 +26,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async.connection import on_running_loop
 from mongoengine_async.context import current_session, dereference_disabled
-from mongoengine_async.guards import AsyncUsageError, require_async
+from mongoengine_async.errors import AsyncUsageError
+from mongoengine_async.guards import require_async
 from mongoengine_async.loading import (
     WHOLE_RESULT,
     from_son,

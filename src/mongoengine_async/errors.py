@@ -1,0 +1,39 @@
+"""The exceptions of mongoengine_async: every misuse error derives from MisuseError.
+
+Misuse is code that cannot work as written: a blocking call on an async alias, an
+async call on a sync alias, a connection function on an alias of the other kind,
+a nested transaction. Each class is also the MongoEngine (or built-in) type that
+was raised before, so existing ``except`` clauses keep catching it. Errors that
+MongoEngine itself raises for the same situation (an undefined alias,
+``DoesNotExist``, ``InvalidQueryError``, ``NotUniqueError``...) stay MongoEngine's.
+"""
+
+from __future__ import annotations
+
+from mongoengine.connection import ConnectionFailure
+from mongoengine.errors import OperationError
+
+__all__ = (
+    "AsyncUsageError",
+    "ConnectionUsageError",
+    "MisuseError",
+    "NestedTransactionError",
+)
+
+
+class MisuseError(Exception):
+    """Base of every misuse error of this package: catch it to catch them all."""
+
+
+class AsyncUsageError(OperationError, RuntimeError, MisuseError):
+    """A sync method was called on an async alias, or the other way round."""
+
+
+class ConnectionUsageError(ConnectionFailure, MisuseError):
+    """A connection function was called on an alias of the other kind (sync or
+    async); a ``ConnectionFailure`` as MongoEngine reports connection errors."""
+
+
+class NestedTransactionError(OperationError, MisuseError):
+    """``async_run_in_transaction`` was entered while a transaction of the same
+    client is active in the task; MongoDB has no nested transactions."""
