@@ -38,7 +38,7 @@ from mongoengine_async import (
     get_async_db,
     references,
 )
-from mongoengine_async.references import select_related
+from mongoengine_async.select_related import select_related
 from mongoengine_async.testing import fresh_database
 
 # -- models -------------------------------------------------------------------------

@@ -44,11 +44,11 @@ from mongoengine_async.context import (
     switched_collection,
 )
 from mongoengine_async.fields import sync_cached_references
+from mongoengine_async.from_bson import LoadedState
 from mongoengine_async.guards import guard_blocking_methods, require_async
-from mongoengine_async.loading import LoadedState
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.queryset import QuerySet
-from mongoengine_async.references import select_related
+from mongoengine_async.select_related import select_related
 
 __all__ = ("Document", "DynamicDocument")
 

@@ -30,7 +30,7 @@ from mongoengine_async.guards import (
     plain_document_error,
     require_async,
 )
-from mongoengine_async.references import (
+from mongoengine_async.proxies import (
     AsyncReferenceProxy,
     LazyReference,
     Slot,
