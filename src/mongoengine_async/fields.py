@@ -20,7 +20,6 @@ from mongoengine.fields import ImproperlyConfigured
 from mongoengine_async.connection import has_async_connections, is_async_connection
 from mongoengine_async.gridfs import (
     AsyncGridFSProxy,
-    AsyncImageGridFSProxy,
     RefusesAsync,
     RefusesAsyncImage,
 )
@@ -30,6 +29,7 @@ from mongoengine_async.guards import (
     plain_document_error,
     require_async,
 )
+from mongoengine_async.images import AsyncImageGridFSProxy
 from mongoengine_async.proxies import (
     AsyncReferenceProxy,
     LazyReference,
