@@ -13,6 +13,7 @@ from mongoengine_async import (
     IntField,
     ListField,
     StringField,
+    collection_setup,
     get_async_db,
 )
 
@@ -215,12 +216,12 @@ async def test_a_preparation_failing_after_its_caller_left_is_retried(
 ):
     failing = asyncio.Event()
 
-    async def create_then_fail(collection):
+    async def create_then_fail(cls, collection):
         await failing.wait()
         raise RuntimeError("index build failed")
 
     with monkeypatch.context() as patched:
-        patched.setattr(ConcPrepared, "_create_collection", create_then_fail)
+        patched.setattr(collection_setup, "create_collection", create_then_fail)
         first = asyncio.ensure_future(ConcPrepared(key="a").async_save())
         await asyncio.sleep(0)
         first.cancel()  # the shielded preparation goes on without its caller

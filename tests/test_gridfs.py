@@ -32,7 +32,8 @@ from mongoengine_async import (
     get_async_db,
 )
 from mongoengine_async.errors import AsyncUsageError
-from mongoengine_async.gridfs import AsyncGridFSProxy, AsyncImageGridFSProxy
+from mongoengine_async.gridfs import AsyncGridFSProxy
+from mongoengine_async.images import AsyncImageGridFSProxy
 from mongoengine_async.testing import fresh_database
 
 CHUNK = 255 * 1024

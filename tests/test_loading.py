@@ -52,7 +52,12 @@ from mongoengine_async import (
     UUIDField,
     async_switch_collection,
 )
-from mongoengine_async.loading import _plan, from_son, joining_loader, plain_references
+from mongoengine_async.from_bson import (
+    _plan,
+    from_son,
+    joining_loader,
+    plain_references,
+)
 
 
 class LdTarget(Document):

@@ -11,6 +11,7 @@ import asyncio
 import pytest
 from bson import DBRef, ObjectId
 
+import mongoengine_async.select_related as select_related_engine
 from models_references import (
     RefAlpha,
     RefAnimal,
@@ -47,9 +48,8 @@ from mongoengine_async import (
     Document,
     LazyReference,
     async_switch_db,
-    references,
 )
-from mongoengine_async.references import select_related
+from mongoengine_async.select_related import select_related
 from mongoengine_async.testing import fresh_database
 
 
@@ -350,7 +350,9 @@ async def test_select_related_joined_while_loading_is_what_the_walk_gives(
         await RefTaggedBook.objects.order_by("title").async_to_list()
     )
     walks = []
-    monkeypatch.setattr(references, "_walk_document", lambda *a: walks.append(a))
+    monkeypatch.setattr(
+        select_related_engine, "_walk_document", lambda *a: walks.append(a)
+    )
     command_log.clear()
 
     joined = await RefTaggedBook.objects.order_by("title").async_select_related()

@@ -36,7 +36,7 @@ from mongoengine_async import (
     async_no_dereference,
 )
 from mongoengine_async.errors import AsyncUsageError
-from mongoengine_async.references import select_related
+from mongoengine_async.select_related import select_related
 from mongoengine_async.testing import fresh_database
 
 

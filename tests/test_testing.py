@@ -18,12 +18,12 @@ from mongoengine_async import Document, IntField
 from mongoengine_async.testing import (
     CommandLog,
     ReplicaSet,
-    _free_port,
     fail_command,
     find_mongod,
     fresh_database,
     mongodb_uri,
 )
+from mongoengine_async.testing.replica_set import _free_port
 
 
 def _pid_alive(pid: int) -> bool:

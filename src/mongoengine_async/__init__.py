@@ -52,8 +52,8 @@ from mongoengine_async.fields import (
     SortedListField,
 )
 from mongoengine_async.gridfs import AsyncGridFSProxy
+from mongoengine_async.proxies import AsyncReferenceProxy, LazyReference
 from mongoengine_async.queryset import AsyncAggregation, QuerySet
-from mongoengine_async.references import AsyncReferenceProxy, LazyReference
 
 __version__ = "0.1.0"
 

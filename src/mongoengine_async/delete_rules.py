@@ -25,8 +25,8 @@ from pymongo.server_type import SERVER_TYPE
 from pymongo.topology_description import TOPOLOGY_TYPE
 
 from mongoengine_async import signals
+from mongoengine_async.batches import WHOLE_RESULT
 from mongoengine_async.context import current_session, run_transaction
-from mongoengine_async.loading import WHOLE_RESULT
 
 __all__ = ("delete_each", "delete_matching")
 

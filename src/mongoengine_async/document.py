@@ -8,7 +8,6 @@ async is decided at call time by its alias (``meta["db_alias"]`` or an active
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
@@ -17,7 +16,6 @@ import pymongo.errors
 from mongoengine.base.metaclasses import TopLevelDocumentMetaclass
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from mongoengine.context_managers import set_write_concern
-from mongoengine.document import includes_cls
 from mongoengine.errors import (
     InvalidDocumentError,
     InvalidQueryError,
@@ -26,16 +24,14 @@ from mongoengine.errors import (
     SaveConditionError,
 )
 from mongoengine.queryset import transform
-from pymongo import IndexModel, ReadPreference
+from pymongo import ReadPreference
 from pymongo.asynchronous.collection import AsyncCollection
 
-from mongoengine_async import signals
-from mongoengine_async.checks import check_model
+from mongoengine_async import collection_setup, signals
 from mongoengine_async.connection import (
     get_async_collection,
     get_async_db,
     is_async_connection,
-    on_disconnect,
     on_running_loop,
 )
 from mongoengine_async.context import (
@@ -44,34 +40,13 @@ from mongoengine_async.context import (
     switched_collection,
 )
 from mongoengine_async.fields import sync_cached_references
+from mongoengine_async.from_bson import LoadedState
 from mongoengine_async.guards import guard_blocking_methods, require_async
-from mongoengine_async.loading import LoadedState
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.queryset import QuerySet
-from mongoengine_async.references import select_related
+from mongoengine_async.select_related import select_related
 
 __all__ = ("Document", "DynamicDocument")
-
-_prepared: dict[tuple[type, int, str], asyncio.Future] = {}
-
-
-def _succeeded(task: asyncio.Future | None) -> bool:
-    return (
-        task is not None
-        and task.done()
-        and not task.cancelled()
-        and task.exception() is None
-    )
-
-
-def _forget_prepared(client: Any, full_name: str | None = None) -> None:
-    """Drop the prepared-collection marks of a client (or of one collection)."""
-    for key in list(_prepared):
-        if key[1] == id(client) and full_name in (None, key[2]):
-            del _prepared[key]
-
-
-on_disconnect(_forget_prepared)
 
 
 class Document(LoadedState, mongoengine.Document):
@@ -136,107 +111,8 @@ class Document(LoadedState, mongoengine.Document):
 
     @classmethod
     async def _prepare_collection(cls, collection: AsyncCollection) -> bool:
-        """Create the collection (capped/timeseries) and meta indexes, once.
-
-        Concurrent first users share one preparation; a failed or cancelled one
-        is retried by the next caller. True when this call started it.
-        """
-        key = (cls, id(collection.database.client), collection.full_name)
-        task = _prepared.get(key)
-        if _succeeded(task):  # prepared already: the common case, no await
-            return False
-        started = task is None or task.done()  # a done one here failed
-        if started:
-            task = asyncio.ensure_future(cls._create_collection(collection))
-            _prepared[key] = task
-        try:
-            await asyncio.shield(task)
-            return started
-        except BaseException:
-            if (
-                task.done()
-                and _prepared.get(key) is task
-                and (task.cancelled() or task.exception() is not None)
-            ):
-                del _prepared[key]
-            raise
-
-    @classmethod
-    async def _create_collection(cls, collection: AsyncCollection) -> None:
-        check_model(cls, cls._db_alias())  # runs once per class and client
-        if cls._meta.get("max_size") or cls._meta.get("max_documents"):
-            await cls._create_special(collection, cls._capped_options())
-        elif cls._meta.get("timeseries"):
-            await cls._create_special(collection, cls._timeseries_options())
-        if cls._meta.get("auto_create_index", True):
-            await cls._create_indexes(collection)
-
-    @classmethod
-    def _capped_options(cls) -> dict[str, Any]:
-        size = cls._meta.get("max_size") or 10 * 2**20
-        options = {"capped": True, "size": -(-size // 256) * 256}
-        if cls._meta.get("max_documents"):
-            options["max"] = cls._meta["max_documents"]
-        return options
-
-    @classmethod
-    def _timeseries_options(cls) -> dict[str, Any]:
-        timeseries = dict(cls._meta["timeseries"])
-        expire = timeseries.pop("expireAfterSeconds", None)
-        return {"timeseries": timeseries, "expireAfterSeconds": expire}
-
-    @classmethod
-    async def _create_special(
-        cls, collection: AsyncCollection, options: dict[str, Any]
-    ) -> None:
-        """Create a capped or timeseries collection unless it exists already."""
-        database = collection.database
-        existing = await database.list_collection_names(
-            filter={"name": collection.name}
-        )
-        if not existing:
-            await database.create_collection(collection.name, **options)
-            return
-        if options.get("capped"):
-            current = await collection.options()
-            if (
-                current.get("max") != options.get("max")
-                or current.get("size") != options["size"]
-            ):
-                raise mongoengine.document.InvalidCollectionError(
-                    f'Cannot create collection "{collection.name}" as a capped '
-                    "collection as it already exists"
-                )
-
-    @classmethod
-    def _index_models(cls) -> list[IndexModel]:
-        """The ``meta`` indexes (and the ``_cls`` one) as driver IndexModels."""
-        background = cls._meta.get("index_background", False)
-        base_options = {
-            k: v for k, v in (cls._meta.get("index_opts") or {}).items() if k != "cls"
-        }
-        models, cls_indexed = [], False
-        for spec in cls._meta["index_specs"] or []:
-            options = {**base_options, **spec}
-            fields = options.pop("fields")
-            options.pop("cls", None)
-            cls_indexed = cls_indexed or includes_cls(fields)
-            models.append(IndexModel(fields, background=background, **options))
-        if (
-            cls._meta.get("index_cls", True)
-            and not cls_indexed
-            and cls._meta.get("allow_inheritance")
-        ):
-            models.append(
-                IndexModel([("_cls", 1)], background=background, **base_options)
-            )
-        return models
-
-    @classmethod
-    async def _create_indexes(cls, collection: AsyncCollection) -> None:
-        models = cls._index_models()
-        if models:
-            await collection.create_indexes(models)
+        """Create the collection and its meta indexes, once (collection_setup)."""
+        return await collection_setup.prepare(cls, collection)
 
     @classmethod
     async def async_ensure_indexes(cls) -> None:
@@ -245,7 +121,7 @@ class Document(LoadedState, mongoengine.Document):
         collection = cls._get_collection()
         just_created = await cls._prepare_collection(collection)
         if not (just_created and cls._meta.get("auto_create_index", True)):
-            await cls._create_indexes(collection)
+            await collection_setup.create_indexes(cls, collection)
 
     @classmethod
     async def async_create_index(cls, keys: Any, background: bool = False, **kwargs):
@@ -274,7 +150,9 @@ class Document(LoadedState, mongoengine.Document):
                 f"Document {cls} has no collection defined (is it abstract ?)"
             )
         collection = cls._get_collection()
-        _forget_prepared(collection.database.client, collection.full_name)
+        collection_setup.forget_prepared(
+            collection.database.client, collection.full_name
+        )
         await collection.database.drop_collection(
             name, session=current_session(collection.database.client)
         )

@@ -21,7 +21,6 @@ from mongoengine_async.connection import has_async_connections, is_async_connect
 from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.gridfs import (
     AsyncGridFSProxy,
-    AsyncImageGridFSProxy,
     RefusesAsync,
     RefusesAsyncImage,
 )
@@ -30,7 +29,8 @@ from mongoengine_async.guards import (
     plain_document_error,
     require_async,
 )
-from mongoengine_async.references import (
+from mongoengine_async.images import AsyncImageGridFSProxy
+from mongoengine_async.proxies import (
     AsyncReferenceProxy,
     LazyReference,
     Slot,

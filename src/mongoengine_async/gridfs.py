@@ -27,13 +27,12 @@ from typing import Any
 import bson
 import gridfs.asynchronous.grid_file as _grid_file
 import mongoengine
-from bson import ObjectId
 from gridfs.asynchronous import AsyncGridIn, AsyncGridOut
 from gridfs.errors import NoFile
 from gridfs.grid_file_shared import DEFAULT_CHUNK_SIZE
 from mongoengine.base import BaseDocument, get_document
 from mongoengine.connection import DEFAULT_CONNECTION_NAME, ConnectionFailure
-from mongoengine.fields import GridFSError, GridFSProxy, ImageGridFsProxy
+from mongoengine.fields import GridFSError, GridFSProxy
 from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async.connection import (
@@ -52,7 +51,6 @@ __all__ = (
     "DOWNLOAD_BATCH_BYTES",
     "UPLOAD_BATCH_BYTES",
     "AsyncGridFSProxy",
-    "AsyncImageGridFSProxy",
     "RefusesAsync",
     "RefusesAsyncImage",
     "delete_files",
@@ -668,172 +666,3 @@ class RefusesAsyncImage(RefusesAsync):
     """:class:`RefusesAsync` for MongoEngine's ImageGridFsProxy."""
 
     async_thumbnail = _refusing("async_thumbnail", "thumbnail")
-
-
-# -- images -------------------------------------------------------------------------
-
-
-class _Captured:
-    """Stands in for the GridFS of MongoEngine's ImageGridFsProxy.put, keeping
-    what it would store (bytes and file fields) under ids made up front."""
-
-    def __init__(self) -> None:
-        self.files: list[tuple[ObjectId, bytes, dict]] = []
-
-    def put(self, file_obj: Any, **kwargs: Any) -> ObjectId:
-        file_id = kwargs.pop("_id", None) or ObjectId()
-        self.files.append((file_id, file_obj.read(), kwargs))
-        return file_id
-
-
-class _Holder:
-    """The bits of a document MongoEngine's ImageGridFsProxy.put looks at."""
-
-    def __init__(self, key: str, field: Any) -> None:
-        self._fields = {key: field}
-
-    def _mark_as_changed(self, key: str) -> None:
-        pass
-
-
-class _ImageWork(ImageGridFsProxy):
-    """MongoEngine's ImageGridFsProxy.put (resize, thumbnail, format), run
-    unchanged in a worker thread, with its GridFS writes captured."""
-
-    def __init__(self, key: str, field: Any) -> None:
-        super().__init__(key=key, instance=_Holder(key, field))
-        self.captured = _Captured()
-
-    @property
-    def fs(self) -> _Captured:
-        return self.captured
-
-
-def _process_image(field: Any, source: Any, kwargs: dict) -> list:
-    """Run MongoEngine's image logic on ``source``; returns the files to store
-    (the thumbnail first, then the image), each ``(id, bytes, fields)``."""
-    work = _ImageWork("image", field)
-    work.put(source, **kwargs)
-    return work.captured.files
-
-
-class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
-    """An image of an ``ImageField`` on an async alias.
-
-    ``async_put`` applies the field's ``size``, ``thumbnail_size`` and format as
-    MongoEngine does, with Pillow run in a worker thread; the thumbnail is
-    stored and deleted with the image. ``size`` and ``format`` need the files
-    document loaded (``async_get``/``async_put``); ``await
-    proxy.async_thumbnail()`` opens the thumbnail.
-    """
-
-    def _image_field(self) -> Any:
-        if self._field is not None:
-            return self._field
-        field = self.instance._fields[self.key]
-        return field.field if hasattr(field, "field") else field
-
-    def _loaded_value(self, name: str) -> Any:
-        if self.grid_id is None:
-            return None
-        if not self.loaded:
-            raise AsyncUsageError(
-                f"{type(self).__name__}.{name} needs the file's metadata: "
-                "`await proxy.async_get()` first (reading it here would block)"
-            )
-        return self._file.get(name)
-
-    @property
-    def size(self) -> tuple[int, int] | None:
-        """``(width, height)`` of the stored image."""
-        width = self._loaded_value("width")
-        return None if width is None else (width, self._file.get("height"))
-
-    @property
-    def format(self) -> str | None:
-        """Format of the stored image (``PNG``, ``JPEG``, ...)."""
-        return self._loaded_value("format")
-
-    @property
-    def thumbnail_id(self) -> Any:
-        return self._loaded_value("thumbnail_id")
-
-    @property
-    def thumbnail(self) -> Any:
-        raise AsyncUsageError(
-            f"{type(self).__name__}.thumbnail would block the event loop: "
-            "use `await proxy.async_thumbnail()`"
-        )
-
-    async def async_thumbnail(self) -> AsyncGridOut | None:
-        """The stored thumbnail (an AsyncGridOut), or None when there is none."""
-        if self.grid_id is None:
-            return None
-        if not self.loaded:
-            await self._fetch_file()
-        thumbnail_id = self._file.get("thumbnail_id")
-        if thumbnail_id is None:
-            return None
-        return await self._copy_for(thumbnail_id).async_get()
-
-    async def async_put(
-        self,
-        data: Any,
-        filename: str | None = None,
-        content_type: str | None = None,
-        metadata: dict | None = None,
-        **kwargs: Any,
-    ) -> AsyncImageGridFSProxy:
-        """Store an image (bytes, a binary file, or an async iterator or async
-        file of bytes), resized and with its thumbnail as the field says."""
-        self._check_empty()
-        file_kwargs = _file_kwargs(filename, content_type, metadata, kwargs)
-        source = await _image_source(data)
-        files = await asyncio.to_thread(
-            _process_image, self._image_field(), source, file_kwargs
-        )
-        *thumbnails, (image_id, image, image_kwargs) = files
-        root = self._root()
-        session = self._session(root)
-        stored = []
-        try:
-            for file_id, content, fields in thumbnails:
-                await upload(root, content, session, _id=file_id, **fields)
-                stored.append(file_id)
-            self._file = await upload(
-                root, image, session, _id=image_id, **image_kwargs
-            )
-        except BaseException:
-            for file_id in stored:
-                await _to_completion(_delete_file(root, file_id, session))
-            raise
-        self.grid_id = image_id
-        self.gridout = None
-        self._mark_as_changed()
-        return self
-
-    async def async_delete(self, missing_ok: bool = False) -> None:
-        """Delete the image and its thumbnail."""
-        if self.grid_id is None:
-            return
-        if not self.loaded:
-            try:
-                await self._fetch_file()
-            except NoFile:
-                pass  # reported below, by the delete itself
-        thumbnail_id = self._file_value("thumbnail_id")
-        if thumbnail_id is not None:  # a thumbnail has no thumbnail: no lookup
-            root = self._root()
-            await _delete_file(root, thumbnail_id, self._session(root))
-        await super().async_delete(missing_ok=missing_ok)
-
-
-async def _image_source(data: Any) -> Any:
-    """Something Pillow can open in a worker thread: a sync binary file object
-    as it is (it is read in the thread), anything else read into memory."""
-    read = getattr(data, "read", None)
-    if read is not None and not inspect.iscoroutinefunction(read):
-        return data
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return io.BytesIO(bytes(data))
-    return io.BytesIO(b"".join([piece async for piece in _pieces(data, 1 << 20)]))

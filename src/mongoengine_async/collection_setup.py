@@ -1,0 +1,147 @@
+"""Collection setup on async aliases: a class's collection is created (capped or
+timeseries, as its ``meta`` says) with its indexes once per client, on first use.
+
+``Document._prepare_collection`` and the ``async_*`` index methods delegate here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import mongoengine
+from mongoengine.document import includes_cls
+from pymongo import IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
+
+from mongoengine_async.checks import check_model
+from mongoengine_async.connection import on_disconnect
+
+__all__ = ("create_collection", "create_indexes", "forget_prepared", "prepare")
+
+_prepared: dict[tuple[type, int, str], asyncio.Future] = {}
+
+
+def _succeeded(task: asyncio.Future | None) -> bool:
+    return (
+        task is not None
+        and task.done()
+        and not task.cancelled()
+        and task.exception() is None
+    )
+
+
+def forget_prepared(client: Any, full_name: str | None = None) -> None:
+    """Drop the prepared-collection marks of a client (or of one collection)."""
+    for key in list(_prepared):
+        if key[1] == id(client) and full_name in (None, key[2]):
+            del _prepared[key]
+
+
+on_disconnect(forget_prepared)
+
+
+async def prepare(cls: type, collection: AsyncCollection) -> bool:
+    """Create the collection (capped/timeseries) and meta indexes, once.
+
+    Concurrent first users share one preparation; a failed or cancelled one
+    is retried by the next caller. True when this call started it.
+    """
+    key = (cls, id(collection.database.client), collection.full_name)
+    task = _prepared.get(key)
+    if _succeeded(task):  # prepared already: the common case, no await
+        return False
+    started = task is None or task.done()  # a done one here failed
+    if started:
+        task = asyncio.ensure_future(create_collection(cls, collection))
+        _prepared[key] = task
+    try:
+        await asyncio.shield(task)
+        return started
+    except BaseException:
+        if (
+            task.done()
+            and _prepared.get(key) is task
+            and (task.cancelled() or task.exception() is not None)
+        ):
+            del _prepared[key]
+        raise
+
+
+async def create_collection(cls: type, collection: AsyncCollection) -> None:
+    """Check the model, create a capped or timeseries collection, then the
+    meta indexes unless ``auto_create_index`` is off."""
+    check_model(cls, cls._db_alias())  # runs once per class and client
+    if cls._meta.get("max_size") or cls._meta.get("max_documents"):
+        await _create_special(cls, collection, _capped_options(cls))
+    elif cls._meta.get("timeseries"):
+        await _create_special(cls, collection, _timeseries_options(cls))
+    if cls._meta.get("auto_create_index", True):
+        await create_indexes(cls, collection)
+
+
+def _capped_options(cls: type) -> dict[str, Any]:
+    """``create_collection`` options of a capped class (``max_size``,
+    ``max_documents``)."""
+    size = cls._meta.get("max_size") or 10 * 2**20
+    options = {"capped": True, "size": -(-size // 256) * 256}
+    if cls._meta.get("max_documents"):
+        options["max"] = cls._meta["max_documents"]
+    return options
+
+
+def _timeseries_options(cls: type) -> dict[str, Any]:
+    """``create_collection`` options for a timeseries class."""
+    timeseries = dict(cls._meta["timeseries"])
+    expire = timeseries.pop("expireAfterSeconds", None)
+    return {"timeseries": timeseries, "expireAfterSeconds": expire}
+
+
+async def _create_special(
+    cls: type, collection: AsyncCollection, options: dict[str, Any]
+) -> None:
+    """Create a capped or timeseries collection unless it exists already."""
+    database = collection.database
+    existing = await database.list_collection_names(filter={"name": collection.name})
+    if not existing:
+        await database.create_collection(collection.name, **options)
+        return
+    if options.get("capped"):
+        current = await collection.options()
+        if (
+            current.get("max") != options.get("max")
+            or current.get("size") != options["size"]
+        ):
+            raise mongoengine.document.InvalidCollectionError(
+                f'Cannot create collection "{collection.name}" as a capped '
+                "collection as it already exists"
+            )
+
+
+def _index_models(cls: type) -> list[IndexModel]:
+    """The ``meta`` indexes (and the ``_cls`` one) as driver IndexModels."""
+    background = cls._meta.get("index_background", False)
+    base_options = {
+        k: v for k, v in (cls._meta.get("index_opts") or {}).items() if k != "cls"
+    }
+    models, cls_indexed = [], False
+    for spec in cls._meta["index_specs"] or []:
+        options = {**base_options, **spec}
+        fields = options.pop("fields")
+        options.pop("cls", None)
+        cls_indexed = cls_indexed or includes_cls(fields)
+        models.append(IndexModel(fields, background=background, **options))
+    if (
+        cls._meta.get("index_cls", True)
+        and not cls_indexed
+        and cls._meta.get("allow_inheritance")
+    ):
+        models.append(IndexModel([("_cls", 1)], background=background, **base_options))
+    return models
+
+
+async def create_indexes(cls: type, collection: AsyncCollection) -> None:
+    """Create the ``meta`` indexes of ``cls`` on ``collection`` (one round trip)."""
+    models = _index_models(cls)
+    if models:
+        await collection.create_indexes(models)

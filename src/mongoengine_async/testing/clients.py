@@ -1,0 +1,71 @@
+"""Client-side test helpers: counting round trips, a fresh database per alias."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import uuid4
+
+from pymongo import monitoring
+
+__all__ = ["CommandLog", "fresh_database"]
+
+
+class CommandLog(monitoring.CommandListener):
+    """Records the commands a client sends: pass it in ``event_listeners``.
+
+    Handshakes and monitoring (``hello``, ``ping``, ``endSessions``) are left
+    out, so ``count()`` is the number of round trips the code under test made.
+    """
+
+    IGNORED = frozenset({"hello", "isMaster", "ismaster", "ping", "endSessions"})
+
+    def __init__(self) -> None:
+        self.events: list[monitoring.CommandStartedEvent] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name not in self.IGNORED:
+            self.events.append(event)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        """Nothing to record."""
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        """Nothing to record."""
+
+    @property
+    def names(self) -> list[str]:
+        """The command names, in the order they were sent."""
+        return [event.command_name for event in self.events]
+
+    def count(self, name: str | None = None) -> int:
+        """How many commands (named ``name``, or all) were sent."""
+        return len(self.events) if name is None else self.names.count(name)
+
+    def clear(self) -> None:
+        """Forget what was recorded so far."""
+        self.events.clear()
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(alias: str, host: str, **options: Any) -> AsyncIterator[str]:
+    """Connect ``alias`` with ``connect_async`` to a new database on ``host``
+    (``uuidRepresentation="standard"`` unless ``options`` say otherwise);
+    on exit drop that database and disconnect the alias. Yields the alias."""
+    from mongoengine_async.connection import (
+        connect_async,
+        disconnect_async,
+        get_async_connection,
+    )
+
+    name = f"test_{uuid4().hex[:12]}"
+    options.setdefault("uuidRepresentation", "standard")
+    await connect_async(db=name, alias=alias, host=host, **options)
+    try:
+        yield alias
+    finally:
+        try:
+            await get_async_connection(alias).drop_database(name)
+        finally:
+            await disconnect_async(alias)
