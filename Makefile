@@ -15,7 +15,8 @@ PLAIN_STAMP := $(PLAIN_VENV)/.installed
 LOWEST_VENV := .venv-pymongo-lowest
 LOWEST_PY := $(LOWEST_VENV)/bin/python
 LOWEST_STAMP := $(LOWEST_VENV)/.installed
-LOWEST_PYMONGO := 4.13.0
+LOWEST_PYMONGO := 4.17.0
+LOWEST_MONGOENGINE := 0.29.2
 PLAIN_SOURCES := pyproject.toml $(shell find src/mongoengine_async -type f ! -name '*.pyc')
 LINT_PATHS := $(wildcard src tests examples benchmarks)
 
@@ -64,14 +65,15 @@ $(PLAIN_STAMP): $(PLAIN_SOURCES) | $(PLAIN_PY)
 smoke: venv $(PLAIN_STAMP)
 	$(VPY) -m mongoengine_async.testing -- $(PLAIN_PY) tests/smoke/plain_install.py
 
-# The suite on the lowest PyMongo that pyproject.toml allows, in its own venv
-# (`make test` runs on the newest release that pip resolves).
+# The suite on the lowest PyMongo and MongoEngine that pyproject.toml allows, in
+# its own venv (`make test` runs on the newest releases that pip resolves).
 $(LOWEST_PY):
 	$(PYTHON) -m venv $(LOWEST_VENV)
 
 $(LOWEST_STAMP): pyproject.toml Makefile | $(LOWEST_PY)
 	$(LOWEST_PY) -m pip install --upgrade pip
-	$(LOWEST_PY) -m pip install -e '.[test]' 'pymongo==$(LOWEST_PYMONGO)'
+	$(LOWEST_PY) -m pip install -e '.[test]' \
+		'pymongo==$(LOWEST_PYMONGO)' 'mongoengine==$(LOWEST_MONGOENGINE)'
 	touch $(LOWEST_STAMP)
 
 test-pymongo-lowest: $(LOWEST_STAMP)
