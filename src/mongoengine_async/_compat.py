@@ -71,6 +71,7 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (BaseDocument, "_dynamic"),
     (BaseDocument, "_changed_fields"),
     (BaseDocument, "_created"),
+    (BaseDocument, "_initialised"),
     (BaseDocument, "_from_son"),
     (BaseDocument, "_mark_as_changed"),
     (BaseDocument, "_clear_changed_fields"),
@@ -128,6 +129,7 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (BaseQuerySet, "_max_time_ms"),
     (BaseQuerySet, "_read_preference"),
     (BaseQuerySet, "_read_concern"),
+    (BaseQuerySet, "_has_data"),  # guarded on async aliases
     # PyMongo's GridFS streams, whose batching we change.
     (AsyncGridIn, "_file"),
     (AsyncGridIn, "_flush_data"),
@@ -155,6 +157,7 @@ PRIVATE_SIGNATURES: tuple[tuple[Any, tuple[str, ...]], ...] = (
     (BaseDocument._build_index_spec, ("spec",)),
     (mongoengine.Document._get_db, ()),
     (mongoengine.Document._get_collection, ()),
+    (mongoengine.Document._get_collection_name, ()),
     (mongoengine.Document._get_update_doc, ()),
     (mongoengine.Document._integrate_shard_key, ("doc", "select_dict")),
     (mongoengine.Document._reload, ("key", "value")),
