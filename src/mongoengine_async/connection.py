@@ -24,6 +24,12 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.driver_info import DriverInfo
 
+from mongoengine_async._compat import (
+    MONGOENGINE_CONNECTION_GLOBALS,
+    get_connection_settings,
+    is_registered_sync,
+    running_loop_or_none,
+)
 from mongoengine_async.errors import ConnectionUsageError
 
 __all__ = (
@@ -76,7 +82,7 @@ def has_async_connections() -> bool:
 
 def is_sync_connection(alias: str = DEFAULT_CONNECTION_NAME) -> bool:
     """Whether ``alias`` was registered with MongoEngine's ``connect``."""
-    return alias in me_connection._connection_settings
+    return is_registered_sync(alias)
 
 
 def is_async_connection(alias: str = DEFAULT_CONNECTION_NAME) -> bool:
@@ -98,7 +104,7 @@ def _client_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 # The running loop of this thread, or None (in asyncio.__all__; no exception).
-_running_loop = asyncio._get_running_loop
+_running_loop = running_loop_or_none
 
 
 def _shared_client(
@@ -151,7 +157,7 @@ async def connect_async(
             f"call disconnect('{alias}') before connect_async()"
         )
     sanitize_filter = bool(kwargs.pop("sanitize_filter", True))
-    settings = me_connection._get_connection_settings(db, **kwargs)
+    settings = get_connection_settings(db, **kwargs)
     settings["sanitize_filter"] = sanitize_filter
     loop = asyncio.get_running_loop()
     with _lock:
@@ -389,7 +395,7 @@ def get_db(alias=DEFAULT_CONNECTION_NAME, reconnect=False):
 # MongoEngine's sync registry: code that resets it through this module
 # (``connection._connections = {}``, as MongoEngine's own tests do after
 # ``from mongoengine import connection``) must reach MongoEngine's.
-_SYNC_REGISTRY = frozenset({"_connection_settings", "_connections", "_dbs"})
+_SYNC_REGISTRY = frozenset(MONGOENGINE_CONNECTION_GLOBALS)
 
 
 class _ConnectionModule(types.ModuleType):

@@ -280,7 +280,7 @@ class _NonBlockingContainer:
             self._decr_no_dereference_context()
         if (
             isinstance(value, list | dict)
-            and not getattr(value, "_dereferenced", False)
+            and not value._dereferenced
             and dereference_allowed(instance, self.name)
         ):
             proxy_items(value, self.field, self.name)

@@ -25,7 +25,6 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import bson
-import gridfs.asynchronous.grid_file as _grid_file
 import mongoengine
 from gridfs.asynchronous import AsyncGridIn, AsyncGridOut
 from gridfs.errors import NoFile
@@ -36,6 +35,7 @@ from mongoengine.fields import GridFSError, GridFSProxy
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
+from mongoengine_async._compat import AsyncGridOutChunkIterator
 from mongoengine_async.connection import (
     get_async_collection,
     is_async_connection,
@@ -78,22 +78,18 @@ class _BoundedGridIn(AsyncGridIn):
     """
 
     async def _flush_data(self, data: Any, force: bool = False) -> None:
-        buffered = getattr(self, "_buffered_docs_size", 0) + len(data)
+        buffered = self._buffered_docs_size + len(data)
         await super()._flush_data(data, force=force or buffered >= UPLOAD_BATCH_BYTES)
 
 
-_ChunkIterator = getattr(_grid_file, "_AsyncGridOutChunkIterator", None)
+class _BatchedChunks(AsyncGridOutChunkIterator):
+    """PyMongo's chunk iterator, asking for ``batch`` chunks per batch."""
 
-if _ChunkIterator is not None:
+    batch = 1
 
-    class _BatchedChunks(_ChunkIterator):
-        """PyMongo's chunk iterator, asking for ``batch`` chunks per batch."""
-
-        batch = 1
-
-        def _create_cursor(self) -> None:
-            super()._create_cursor()
-            self._cursor.batch_size(self.batch)
+    def _create_cursor(self) -> None:
+        super()._create_cursor()
+        self._cursor.batch_size(self.batch)
 
 
 def _open_stream(
@@ -106,11 +102,7 @@ def _open_stream(
     ``batch_bytes`` per round trip (None: PyMongo's default, up to 16 MB)."""
     grid_out = AsyncGridOut(root, file_document=file_document, session=session)
     chunk_size = int(file_document.get("chunkSize") or DEFAULT_CHUNK_SIZE)
-    if (
-        _ChunkIterator is not None
-        and batch_bytes is not None
-        and int(file_document.get("length", 0)) > 0
-    ):
+    if batch_bytes is not None and int(file_document.get("length", 0)) > 0:
         chunks = _BatchedChunks(grid_out, grid_out._chunks, session, 0)
         chunks.batch = max(1, -(-batch_bytes // chunk_size))
         grid_out._chunk_iter = chunks

@@ -16,11 +16,11 @@ from typing import Any
 import mongoengine
 from bson import SON, DBRef
 from mongoengine.base import BaseDocument, ComplexBaseField, get_document
-from mongoengine.base.common import _document_registry
 from mongoengine.base.datastructures import BaseDict, BaseList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 
+from mongoengine_async._compat import container_location, document_registry
 from mongoengine_async.context import dereference_disabled
 from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.from_bson import from_son
@@ -50,7 +50,9 @@ def owner_class(instance: BaseDocument) -> type:
     cls = instance.__class__
     try:
         while not issubclass(cls, mongoengine.Document):
-            instance = getattr(instance, "_instance", None)
+            if not isinstance(instance, mongoengine.EmbeddedDocument):
+                break
+            instance = instance._instance
             if instance is None:
                 break
             cls = instance.__class__
@@ -166,9 +168,9 @@ def _tracked(slot: Slot, item: Any) -> Any:
         wrapper = BaseDict
     else:
         return item
-    container = slot.container
-    item = wrapper(item, None, f"{getattr(container, '_name', None)}.{slot.key}")
-    item._instance = getattr(container, "_instance", None)
+    name, owner = container_location(slot.container)
+    item = wrapper(item, None, f"{name}.{slot.key}")
+    item._instance = owner
     slot.put(item)
     return item
 
@@ -405,12 +407,12 @@ def _collection_class(collection: str) -> type | None:
     """The class named after ``collection`` (``ut_author``: ``UtAuthor``), as
     in MongoEngine; else the topmost registered class stored in it."""
     name = "".join(part.capitalize() for part in collection.split("_"))
-    cls = _document_registry.get(name)
+    cls = document_registry.get(name)
     if cls is not None and cls._get_collection_name() == collection:
         return cls
     stored_there = [
         cls
-        for cls in _document_registry.values()
+        for cls in document_registry.values()
         if issubclass(cls, mongoengine.Document)
         and not cls._meta.get("abstract")
         and cls._get_collection_name() == collection

@@ -1,0 +1,173 @@
+"""Every private name of MongoEngine, PyMongo and asyncio this package relies on.
+
+Module-level private functions and classes are imported here, with plain imports,
+and re-exported under a public name: the package imports them from here only.
+Private attributes of their classes that we read, set, call or override are
+listed in :data:`PRIVATE_ATTRIBUTES`, the parameters we pass to or accept from
+their private callables in :data:`PRIVATE_SIGNATURES`. ``tests/test_compat.py``
+checks all of them, so that an upgrade renaming one fails there, loudly.
+"""
+
+from __future__ import annotations
+
+from asyncio import _get_running_loop as running_loop_or_none
+from typing import Any
+
+import mongoengine
+import mongoengine.connection as me_connection
+from gridfs.asynchronous import AsyncGridIn, AsyncGridOut
+from gridfs.asynchronous.grid_file import (
+    _AsyncGridOutChunkIterator as AsyncGridOutChunkIterator,
+)
+from mongoengine.base import (
+    BaseDict,
+    BaseDocument,
+    BaseField,
+    BaseList,
+    ComplexBaseField,
+)
+from mongoengine.base.common import _document_registry as document_registry
+from mongoengine.base.datastructures import LazyReference
+from mongoengine.connection import _get_connection_settings as get_connection_settings
+from mongoengine.fields import GridFSProxy
+from mongoengine.queryset.base import BaseQuerySet
+
+__all__ = (
+    "MONGOENGINE_CONNECTION_GLOBALS",
+    "PRIVATE_ATTRIBUTES",
+    "PRIVATE_SIGNATURES",
+    "AsyncGridOutChunkIterator",
+    "container_location",
+    "document_registry",
+    "get_connection_settings",
+    "is_registered_sync",
+    "running_loop_or_none",
+)
+
+MONGOENGINE_CONNECTION_GLOBALS = ("_connection_settings", "_connections", "_dbs")
+"""MongoEngine's sync registry: module globals of ``mongoengine.connection``
+that code (and MongoEngine's own tests) reset by assigning them."""
+
+
+def is_registered_sync(alias: str) -> bool:
+    """Whether ``alias`` is registered with MongoEngine's ``connect()``; read on
+    each call, as the registry dict may be replaced (see above)."""
+    return alias in me_connection._connection_settings
+
+
+def container_location(container: Any) -> tuple[str | None, Any]:
+    """The field path and owning document of a MongoEngine BaseList/BaseDict;
+    (None, None) for a plain list or dict, which has neither."""
+    if isinstance(container, BaseList | BaseDict):
+        return container._name, container._instance
+    return None, None
+
+
+PRIVATE_ATTRIBUTES: tuple[tuple[type, str], ...] = (
+    # Document internals every MongoEngine extension reads or sets.
+    (BaseDocument, "_data"),
+    (BaseDocument, "_fields"),
+    (BaseDocument, "_fields_ordered"),
+    (BaseDocument, "_dynamic"),
+    (BaseDocument, "_changed_fields"),
+    (BaseDocument, "_created"),
+    (BaseDocument, "_initialised"),
+    (BaseDocument, "_from_son"),
+    (BaseDocument, "_mark_as_changed"),
+    (BaseDocument, "_clear_changed_fields"),
+    (BaseDocument, "_delta"),
+    (BaseDocument, "_lookup_field"),
+    (BaseDocument, "_build_index_spec"),
+    (mongoengine.Document, "_meta"),
+    (mongoengine.Document, "_class_name"),
+    (mongoengine.Document, "_subclasses"),
+    (mongoengine.Document, "_get_db"),
+    (mongoengine.Document, "_get_collection"),
+    (mongoengine.Document, "_get_collection_name"),
+    (mongoengine.Document, "_get_update_doc"),
+    (mongoengine.Document, "_integrate_shard_key"),
+    (mongoengine.Document, "_object_key"),
+    (mongoengine.Document, "_qs"),
+    (mongoengine.Document, "_reload"),
+    (mongoengine.EmbeddedDocument, "_instance"),
+    # Fields and the containers and references they read as.
+    (BaseField, "_auto_dereference"),
+    (BaseField, "_validate_choices"),
+    (ComplexBaseField, "_incr_no_dereference_context"),
+    (ComplexBaseField, "_decr_no_dereference_context"),
+    (BaseList, "_dereferenced"),
+    (BaseList, "_instance"),
+    (BaseList, "_name"),
+    (BaseDict, "_dereferenced"),
+    (BaseDict, "_instance"),
+    (BaseDict, "_name"),
+    (LazyReference, "_cached_doc"),
+    (GridFSProxy, "_mark_as_changed"),
+    # The queryset state the async terminals read and set.
+    (BaseQuerySet, "_document"),
+    (BaseQuerySet, "_collection_obj"),
+    (BaseQuerySet, "_query"),
+    (BaseQuerySet, "_query_obj"),
+    (BaseQuerySet, "_cls_query"),
+    (BaseQuerySet, "_cursor"),
+    (BaseQuerySet, "_cursor_obj"),
+    (BaseQuerySet, "_cursor_args"),
+    (BaseQuerySet, "_auto_dereference"),
+    (BaseQuerySet, "_as_pymongo"),
+    (BaseQuerySet, "_scalar"),
+    (BaseQuerySet, "_get_scalar"),
+    (BaseQuerySet, "_fields_to_dbfields"),
+    (BaseQuerySet, "_loaded_fields"),
+    (BaseQuerySet, "_ordering"),
+    (BaseQuerySet, "_limit"),
+    (BaseQuerySet, "_skip"),
+    (BaseQuerySet, "_empty"),
+    (BaseQuerySet, "_none"),
+    (BaseQuerySet, "_hint"),
+    (BaseQuerySet, "_collation"),
+    (BaseQuerySet, "_batch_size"),
+    (BaseQuerySet, "_max_time_ms"),
+    (BaseQuerySet, "_read_preference"),
+    (BaseQuerySet, "_read_concern"),
+    (BaseQuerySet, "_has_data"),  # guarded on async aliases
+    # PyMongo's GridFS streams, whose batching we change.
+    (AsyncGridIn, "_file"),
+    (AsyncGridIn, "_flush_data"),
+    (AsyncGridIn, "_buffered_docs_size"),
+    (AsyncGridOut, "_chunks"),
+    (AsyncGridOut, "_chunk_iter"),
+    (AsyncGridOutChunkIterator, "_create_cursor"),
+    (AsyncGridOutChunkIterator, "_cursor"),
+)
+"""(class, attribute) pairs of MongoEngine and PyMongo used by this package."""
+
+PRIVATE_SIGNATURES: tuple[tuple[Any, tuple[str, ...]], ...] = (
+    (get_connection_settings, ("db",)),
+    (
+        AsyncGridOutChunkIterator.__init__,
+        ("grid_out", "chunks", "session", "next_chunk"),
+    ),
+    (AsyncGridOutChunkIterator._create_cursor, ()),
+    (AsyncGridIn._flush_data, ("data", "force")),
+    (BaseDocument._from_son, ("son", "_auto_dereference")),
+    (BaseDocument._mark_as_changed, ("key",)),
+    (BaseDocument._clear_changed_fields, ()),
+    (BaseDocument._delta, ()),
+    (BaseDocument._lookup_field, ("parts",)),
+    (BaseDocument._build_index_spec, ("spec",)),
+    (mongoengine.Document._get_db, ()),
+    (mongoengine.Document._get_collection, ()),
+    (mongoengine.Document._get_collection_name, ()),
+    (mongoengine.Document._get_update_doc, ()),
+    (mongoengine.Document._integrate_shard_key, ("doc", "select_dict")),
+    (mongoengine.Document._reload, ("key", "value")),
+    (BaseField._validate_choices, ("value",)),
+    (mongoengine.GenericReferenceField._validate_choices, ("value",)),
+    (ComplexBaseField._incr_no_dereference_context, ()),
+    (ComplexBaseField._decr_no_dereference_context, ()),
+    (GridFSProxy._mark_as_changed, ()),
+    (BaseQuerySet._get_scalar, ("doc",)),
+    (BaseQuerySet._fields_to_dbfields, ("fields",)),
+)
+"""Private callables with the parameter names we pass or accept (overrides),
+``self``/``cls`` left out; a release may add optional ones."""
