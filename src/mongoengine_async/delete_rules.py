@@ -73,19 +73,24 @@ async def _supports_transactions(client: AsyncMongoClient) -> bool:
 
 
 async def delete_matching(
-    queryset: Any, write_concern: dict, atomic: bool = True
+    queryset: Any,
+    write_concern: dict,
+    atomic: bool = True,
+    cascade_refs: set | None = None,
 ) -> int | None:
     """Delete what ``queryset`` matches, applying the delete rules.
 
     With rules to apply, ``atomic`` and a deployment with transactions, the
-    whole delete runs in one transaction (or joins the caller's).
+    whole delete runs in one transaction (or joins the caller's). Documents
+    whose id is in ``cascade_refs`` are left out of CASCADE deletes, as in
+    MongoEngine's ``delete(cascade_refs=...)``.
     """
     cls, collection = queryset._document, queryset._collection_obj
     if not _rules(cls):
         return await _delete(collection, queryset._query, write_concern)
 
     async def delete() -> int | None:  # a fresh plan each time the transaction runs
-        return await _DeletePlan(cls, write_concern).run(queryset)
+        return await _DeletePlan(cls, write_concern, cascade_refs).run(queryset)
 
     return await _under_rules(cls, collection, atomic, delete)
 
@@ -146,9 +151,10 @@ async def _delete(
 class _DeletePlan:
     """The documents a delete removes, per class, in the order they were found."""
 
-    def __init__(self, root: type, write_concern: dict):
+    def __init__(self, root: type, write_concern: dict, spared: set | None = None):
         self.root = root
         self.write_concern = write_concern
+        self.spared = list(spared or ())  # ids no CASCADE rule deletes
         self.ids: dict[type, list] = {}
         self.root_ids: list = []
         self.root_collection: AsyncCollection | None = None
@@ -182,7 +188,8 @@ class _DeletePlan:
                 for referrer, name, rule in _rules(cls):
                     if rule != CASCADE:
                         continue
-                    query = _referring(referrer, name, cls, ids, self.ids.get(referrer))
+                    exclude = [*self.ids.get(referrer, ()), *self.spared]
+                    query = _referring(referrer, name, cls, ids, exclude)
                     found = await _ids(await referrer._async_get_collection(), query)
                     new = self._add(referrer, found)
                     if new:
