@@ -12,12 +12,17 @@ BENCH_STAMP := $(BENCH_VENV)/.installed
 PLAIN_VENV := .venv-plain
 PLAIN_PY := $(PLAIN_VENV)/bin/python
 PLAIN_STAMP := $(PLAIN_VENV)/.installed
+LOWEST_VENV := .venv-pymongo-lowest
+LOWEST_PY := $(LOWEST_VENV)/bin/python
+LOWEST_STAMP := $(LOWEST_VENV)/.installed
+LOWEST_PYMONGO := 4.17.0
+LOWEST_MONGOENGINE := 0.29.2
 PLAIN_SOURCES := pyproject.toml $(shell find src/mongoengine_async -type f ! -name '*.pyc')
 LINT_PATHS := $(wildcard src tests examples benchmarks)
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv test smoke demo lint compat bench clean
+.PHONY: venv test smoke demo lint compat bench clean test-pymongo-lowest
 
 venv: $(STAMP)
 
@@ -60,6 +65,20 @@ $(PLAIN_STAMP): $(PLAIN_SOURCES) | $(PLAIN_PY)
 smoke: venv $(PLAIN_STAMP)
 	$(VPY) -m mongoengine_async.testing -- $(PLAIN_PY) tests/smoke/plain_install.py
 
+# The suite on the lowest PyMongo and MongoEngine that pyproject.toml allows, in
+# its own venv (`make test` runs on the newest releases that pip resolves).
+$(LOWEST_PY):
+	$(PYTHON) -m venv $(LOWEST_VENV)
+
+$(LOWEST_STAMP): pyproject.toml Makefile | $(LOWEST_PY)
+	$(LOWEST_PY) -m pip install --upgrade pip
+	$(LOWEST_PY) -m pip install -e '.[test]' \
+		'pymongo==$(LOWEST_PYMONGO)' 'mongoengine==$(LOWEST_MONGOENGINE)'
+	touch $(LOWEST_STAMP)
+
+test-pymongo-lowest: $(LOWEST_STAMP)
+	$(LOWEST_PY) -m pytest $(PYTEST_ARGS)
+
 demo: venv
 	$(VPY) examples/quickstart.py
 
@@ -95,5 +114,5 @@ failover: venv
 	$(VPY) -m pytest -m failover -s $(PYTEST_ARGS) tests/test_failover.py
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(PLAIN_VENV) build dist .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) $(PLAIN_VENV) $(LOWEST_VENV) build dist .pytest_cache .ruff_cache src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
