@@ -34,6 +34,7 @@ from mongoengine_async.document import Document, DynamicDocument
 from mongoengine_async.errors import (
     AsyncUsageError,
     ConnectionUsageError,
+    ForeignSessionError,
     MisuseError,
     NestedTransactionError,
 )
@@ -63,6 +64,7 @@ _ASYNC_NAMES = [
     "AsyncReferenceProxy",
     "AsyncUsageError",
     "ConnectionUsageError",
+    "ForeignSessionError",
     "MisuseError",
     "NestedTransactionError",
     "LazyReference",

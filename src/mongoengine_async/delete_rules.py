@@ -11,6 +11,7 @@ deployment has transactions the whole delete runs in one.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import mongoengine
@@ -20,13 +21,14 @@ from mongoengine.context_managers import set_write_concern
 from mongoengine.errors import OperationError
 from mongoengine.queryset import CASCADE, DENY, DO_NOTHING, NULLIFY, PULL
 from pymongo import AsyncMongoClient
-from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.server_type import SERVER_TYPE
 from pymongo.topology_description import TOPOLOGY_TYPE
 
 from mongoengine_async import signals
 from mongoengine_async.batches import WHOLE_RESULT
-from mongoengine_async.context import current_session, run_transaction
+from mongoengine_async.context import run_transaction
+from mongoengine_async.operation import Operation, session_for
 
 __all__ = ("delete_each", "delete_matching")
 
@@ -74,90 +76,98 @@ async def _supports_transactions(client: AsyncMongoClient) -> bool:
 
 async def delete_matching(
     queryset: Any,
-    write_concern: dict,
+    operation: Operation,
     atomic: bool = True,
     cascade_refs: set | None = None,
 ) -> int | None:
-    """Delete what ``queryset`` matches, applying the delete rules.
+    """Delete what ``queryset`` matches (its ``operation`` resolved), applying
+    the delete rules.
 
     With rules to apply, ``atomic`` and a deployment with transactions, the
     whole delete runs in one transaction (or joins the caller's). Documents
     whose id is in ``cascade_refs`` are left out of CASCADE deletes, as in
     MongoEngine's ``delete(cascade_refs=...)``.
     """
-    cls, collection = queryset._document, queryset._collection_obj
+    cls, query = queryset._document, queryset._query
     if not _rules(cls):
-        return await _delete(collection, queryset._query, write_concern)
+        return await _delete(operation, query)
 
-    async def delete() -> int | None:  # a fresh plan each time the transaction runs
-        return await _DeletePlan(cls, write_concern, cascade_refs).run(queryset)
+    async def delete(run: Operation) -> int | None:  # a fresh plan on each run
+        return await _DeletePlan(cls, run, cascade_refs).run(query)
 
-    return await _under_rules(cls, collection, atomic, delete)
+    return await _under_rules(cls, operation, atomic, delete)
 
 
-async def delete_each(queryset: Any, write_concern: dict, atomic: bool = True) -> int:
+async def delete_each(queryset: Any, operation: Operation, atomic: bool = True) -> int:
     """Delete the matches one by one with ``Document.async_delete`` (as
     MongoEngine does with skip/limit or delete receivers); returns the count.
 
     With rules to apply, ``atomic`` and a deployment with transactions, all of
     it runs in one transaction (or joins the caller's).
     """
-    cls, collection = queryset._document, queryset._collection_obj
+    cls = queryset._document
 
-    async def delete_all() -> int:
+    async def delete_all(run: Operation) -> int:
         count = 0
-        async for document in queryset:
-            await document.async_delete(transaction=atomic, **write_concern)
+        async for document in queryset.async_iter(session=run.session):
+            await document.async_delete(
+                transaction=atomic, session=run.session, **run.write_concern
+            )
             count += 1
         return count
 
     if not _rules(cls):
-        return await delete_all()
-    return await _under_rules(cls, collection, atomic, delete_all)
+        return await delete_all(operation)
+    return await _under_rules(cls, operation, atomic, delete_all)
+
+
+def _in_transaction(session: AsyncClientSession | None) -> bool:
+    return session is not None and session.in_transaction
 
 
 async def _under_rules(
-    cls: type, collection: AsyncCollection, atomic: bool, delete: Callable
+    cls: type, operation: Operation, atomic: bool, delete: Callable
 ) -> Any:
-    """``await delete()`` for ``cls``, whose delete rules apply: in a transaction
-    of its own when ``atomic``, none is active and the deployment has them.
+    """``await delete(operation)`` for ``cls``, whose delete rules apply: in a
+    transaction of its own when ``atomic``, the operation's session is in none
+    and the deployment has them.
 
     Prepares every collection the delete may touch first: a collection's first
     use creates it and its indexes, which inside the transaction would make the
     transaction's reads fail (SnapshotUnavailable).
     """
     for referrer in _reachable(cls):
-        await referrer._async_get_collection()
-    client = collection.database.client
+        await operation.on(referrer)
+    client = operation.collection.database.client
     if (
         atomic
-        and current_session(client) is None
+        and not _in_transaction(operation.session)
         and await _supports_transactions(client)
     ):
-        return await run_transaction(client, delete)
-    return await delete()
+
+        async def in_transaction() -> Any:
+            return await delete(replace(operation, session=session_for(client)))
+
+        return await run_transaction(client, in_transaction)
+    return await delete(operation)
 
 
-async def _delete(
-    collection: AsyncCollection, query: dict, write_concern: dict
-) -> int | None:
-    with set_write_concern(collection, write_concern) as target:
-        result = await target.delete_many(
-            query, session=current_session(collection.database.client)
-        )
+async def _delete(operation: Operation, query: dict) -> int | None:
+    """Delete what ``query`` matches in the operation's collection."""
+    with set_write_concern(operation.collection, operation.write_concern) as target:
+        result = await target.delete_many(query, session=operation.session)
     return result.deleted_count if result.acknowledged else None
 
 
 class _DeletePlan:
     """The documents a delete removes, per class, in the order they were found."""
 
-    def __init__(self, root: type, write_concern: dict, spared: set | None = None):
+    def __init__(self, root: type, operation: Operation, spared: set | None = None):
         self.root = root
-        self.write_concern = write_concern
+        self.operation = operation  # on the root's collection (switch_db, using())
         self.spared = list(spared or ())  # ids no CASCADE rule deletes
         self.ids: dict[type, list] = {}
         self.root_ids: list = []
-        self.root_collection: AsyncCollection | None = None
 
     def _add(self, cls: type, ids: list) -> list:
         planned = self.ids.setdefault(cls, [])
@@ -166,9 +176,8 @@ class _DeletePlan:
         planned.extend(new)
         return new
 
-    async def run(self, queryset: Any) -> int | None:
-        self.root_collection = queryset._collection_obj  # switch_db, using()
-        self.root_ids = await _ids(self.root_collection, queryset._query)
+    async def run(self, query: dict) -> int | None:
+        self.root_ids = await _ids(self.operation, query)
         await self._collect_cascade(self.root_ids)
         await self._check_deny()
         loaded = await self._load_for_signals()
@@ -190,7 +199,7 @@ class _DeletePlan:
                         continue
                     exclude = [*self.ids.get(referrer, ()), *self.spared]
                     query = _referring(referrer, name, cls, ids, exclude)
-                    found = await _ids(await referrer._async_get_collection(), query)
+                    found = await _ids(await self.operation.on(referrer), query)
                     new = self._add(referrer, found)
                     if new:
                         next_frontier.append((referrer, new))
@@ -202,11 +211,9 @@ class _DeletePlan:
                 if rule != DENY:
                     continue
                 query = _referring(referrer, name, cls, ids, self.ids.get(referrer))
-                collection = await referrer._async_get_collection()
-                if await collection.find_one(
-                    query,
-                    {"_id": 1},
-                    session=current_session(collection.database.client),
+                referring = await self.operation.on(referrer)
+                if await referring.collection.find_one(
+                    query, {"_id": 1}, session=referring.session
                 ):
                     raise OperationError(
                         f"Could not delete document ({referrer.__name__}.{name} "
@@ -230,7 +237,9 @@ class _DeletePlan:
             wanted = [pk for pk in ids if (cls._get_collection_name(), pk) not in seen]
             if not wanted:
                 continue
-            for document in await cls.objects(pk__in=wanted).async_to_list():
+            session = (await self.operation.on(cls)).session
+            found = cls.objects(pk__in=wanted)
+            for document in await found.async_to_list(session=session):
                 key = (document._get_collection_name(), document.pk)
                 if key not in seen:
                     seen.add(key)
@@ -249,10 +258,11 @@ class _DeletePlan:
                     if rule == NULLIFY
                     else _pull(referrer, name, cls, ids)
                 )
-                collection = await referrer._async_get_collection()
-                session = current_session(collection.database.client)
-                with set_write_concern(collection, self.write_concern) as target:
-                    await target.update_many(query, update, session=session)
+                referring = await self.operation.on(referrer)
+                with set_write_concern(
+                    referring.collection, referring.write_concern
+                ) as target:
+                    await target.update_many(query, update, session=referring.session)
 
     async def _delete_all(self) -> int | None:
         """Delete every planned document; the count is the root query's only
@@ -262,19 +272,15 @@ class _DeletePlan:
             if cls is self.root:  # its cascaded documents are in its own collection
                 ids = ids[len(self.root_ids) :]
             if ids:
-                collection = await cls._async_get_collection()
-                await _delete(collection, {"_id": {"$in": ids}}, self.write_concern)
-        query = {"_id": {"$in": self.root_ids}}
-        return await _delete(self.root_collection, query, self.write_concern)
+                cascaded = await self.operation.on(cls)
+                await _delete(cascaded, {"_id": {"$in": ids}})
+        return await _delete(self.operation, {"_id": {"$in": self.root_ids}})
 
 
-async def _ids(collection: AsyncCollection, query: dict) -> list:
-    """The ids matching ``query``."""
-    cursor = collection.find(
-        query,
-        {"_id": 1},
-        batch_size=WHOLE_RESULT,
-        session=current_session(collection.database.client),
+async def _ids(operation: Operation, query: dict) -> list:
+    """The ids matching ``query`` in the operation's collection."""
+    cursor = operation.collection.find(
+        query, {"_id": 1}, batch_size=WHOLE_RESULT, session=operation.session
     )
     return [raw["_id"] async for raw in cursor]
 

@@ -25,6 +25,7 @@ from mongoengine.errors import (
 )
 from mongoengine.queryset import transform
 from pymongo import ReadPreference
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async import collection_setup, signals
@@ -32,16 +33,13 @@ from mongoengine_async.connection import (
     get_async_collection,
     get_async_db,
     is_async_connection,
-    on_running_loop,
 )
-from mongoengine_async.context import (
-    current_session,
-    switched_alias,
-    switched_collection,
-)
+from mongoengine_async.context import switched_alias, switched_collection
 from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.from_bson import LoadedState
+from mongoengine_async.gridfs import delete_files
 from mongoengine_async.guards import guard_blocking_methods, require_async
+from mongoengine_async.operation import Operation, resolve, session_for
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.queryset import QuerySet
 from mongoengine_async.select_related import select_related
@@ -101,13 +99,13 @@ class Document(LoadedState, mongoengine.Document):
         await cls._prepare_collection(collection)
         return collection
 
-    async def _async_collection(self, name: str, use: str) -> AsyncCollection:
-        """This document's collection (honours an instance ``switch_db``, made
-        perhaps on another loop) on the running loop's client."""
+    async def _async_operation(
+        self, name: str, use: str, session: AsyncClientSession | None = None
+    ) -> Operation:
+        """The operation on this document's collection (honours an instance
+        ``switch_db``, made perhaps on another loop) on the running loop's client."""
         self._require_async(name, use)
-        collection = on_running_loop(self._get_collection())
-        await self._prepare_collection(collection)
-        return collection
+        return await resolve(type(self), self._get_collection(), session)
 
     @classmethod
     async def _prepare_collection(cls, collection: AsyncCollection) -> bool:
@@ -154,7 +152,7 @@ class Document(LoadedState, mongoengine.Document):
             collection.database.client, collection.full_name
         )
         await collection.database.drop_collection(
-            name, session=current_session(collection.database.client)
+            name, session=session_for(collection.database.client)
         )
 
     # -- awaiting a loaded reference ---------------------------------------------------
@@ -169,9 +167,6 @@ class Document(LoadedState, mongoengine.Document):
 
     # -- instance I/O ------------------------------------------------------------------
 
-    def _session(self, collection: AsyncCollection):
-        return current_session(collection.database.client)
-
     async def async_save(
         self,
         force_insert: bool = False,
@@ -183,13 +178,16 @@ class Document(LoadedState, mongoengine.Document):
         _refs: list | None = None,
         save_condition: dict | None = None,
         signal_kwargs: dict | None = None,
+        session: AsyncClientSession | None = None,
         **kwargs: Any,
     ):
         """Insert the document, or send only its changes (``$set``/``$unset``).
 
-        Same arguments and errors as MongoEngine's ``save``; returns ``self``.
+        Same arguments and errors as MongoEngine's ``save``, plus ``session``;
+        returns ``self``.
         """
-        collection = await self._async_collection("async_save", "save()")
+        operation = await self._async_operation("async_save", "save()", session)
+        collection, session = operation.collection, operation.session
         signal_kwargs = signal_kwargs or {}
         if self._meta.get("abstract"):
             raise InvalidDocumentError("Cannot save an abstract document.")
@@ -214,10 +212,12 @@ class Document(LoadedState, mongoengine.Document):
         with set_write_concern(collection, write_concern) as target:
             try:
                 if created:
-                    object_id = await self._async_insert(target, raw, force_insert)
+                    object_id = await self._async_insert(
+                        target, raw, force_insert, session
+                    )
                 else:
                     object_id, created = await self._async_update_changes(
-                        target, raw, save_condition
+                        target, raw, save_condition, session
                     )
             except pymongo.errors.DuplicateKeyError as err:
                 raise NotUniqueError(
@@ -241,6 +241,7 @@ class Document(LoadedState, mongoengine.Document):
                     "cascade": cascade,
                     **(cascade_kwargs or {}),
                     "_refs": _refs,
+                    "session": session,
                 }
             )
         if created or id_field not in self._meta.get("shard_key", ()):
@@ -258,7 +259,11 @@ class Document(LoadedState, mongoengine.Document):
         return self
 
     async def _async_insert(
-        self, collection: AsyncCollection, raw: dict, force_insert: bool
+        self,
+        collection: AsyncCollection,
+        raw: dict,
+        force_insert: bool,
+        session: AsyncClientSession | None,
     ) -> Any:
         """Insert ``raw``; a new document with its own id replaces any same-id one.
 
@@ -268,7 +273,6 @@ class Document(LoadedState, mongoengine.Document):
         differently (messages) and two concurrent saves of one new id would both
         succeed where MongoEngine's second one raises NotUniqueError.
         """
-        session = self._session(collection)
         if not force_insert and "_id" in raw:
             selector = self._integrate_shard_key(raw, {"_id": raw["_id"]})
             # Only whether something was replaced matters: fetch just the id.
@@ -280,7 +284,11 @@ class Document(LoadedState, mongoengine.Document):
         return (await collection.insert_one(raw, session=session)).inserted_id
 
     async def _async_update_changes(
-        self, collection: AsyncCollection, raw: dict, save_condition: dict | None
+        self,
+        collection: AsyncCollection,
+        raw: dict,
+        save_condition: dict | None,
+        session: AsyncClientSession | None,
     ) -> tuple[Any, bool]:
         """Send the delta; raise SaveConditionError when the condition fails."""
         object_id = raw["_id"]
@@ -296,7 +304,7 @@ class Document(LoadedState, mongoengine.Document):
             return object_id, False
         upsert = save_condition is None
         result = await collection.update_one(
-            selector, update, upsert=upsert, session=self._session(collection)
+            selector, update, upsert=upsert, session=session
         )
         if not upsert and result.matched_count == 0:
             raise SaveConditionError(
@@ -326,6 +334,7 @@ class Document(LoadedState, mongoengine.Document):
         self,
         signal_kwargs: dict | None = None,
         transaction: bool = True,
+        session: AsyncClientSession | None = None,
         **write_concern: Any,
     ) -> None:
         """Delete this document (then its GridFS files), applying delete rules.
@@ -334,7 +343,7 @@ class Document(LoadedState, mongoengine.Document):
         Files go only once the document is gone: a refused delete (DENY, a
         failure) keeps them, unlike MongoEngine, which deletes them first.
         """
-        await self._async_collection("async_delete", "delete()")
+        operation = await self._async_operation("async_delete", "delete()", session)
         signal_kwargs = signal_kwargs or {}
         await signals.send(
             signals.pre_delete, type(self), document=self, **signal_kwargs
@@ -344,28 +353,29 @@ class Document(LoadedState, mongoengine.Document):
                 write_concern=write_concern,
                 _from_doc_delete=True,
                 transaction=transaction,
+                session=operation.session,
             )
         except pymongo.errors.OperationFailure as err:
             raise OperationError(f"Could not delete document ({err.args})") from err
-        await self._async_delete_files()
+        await self._async_delete_files(operation)
         await signals.send(
             signals.post_delete, type(self), document=self, **signal_kwargs
         )
 
-    async def _async_delete_files(self) -> None:
+    async def _async_delete_files(self, operation: Operation) -> None:
         """Delete the GridFS files of this document's file fields (and of its
         lists and dicts of files)."""
+        proxies = []
         for name, field in self._fields.items():
             if isinstance(field, mongoengine.FileField):
-                proxies = [getattr(self, name)]
+                proxies.append(getattr(self, name))
             elif isinstance(getattr(field, "field", None), mongoengine.FileField):
                 value = getattr(self, name) or []
-                proxies = list(value.values() if isinstance(value, dict) else value)
-            else:
-                continue
-            for proxy in proxies:
-                if proxy and hasattr(proxy, "async_delete"):
-                    await proxy.async_delete(missing_ok=True)
+                proxies.extend(value.values() if isinstance(value, dict) else value)
+        await delete_files(
+            [proxy for proxy in proxies if proxy and hasattr(proxy, "async_delete")],
+            operation,
+        )
 
     async def async_select_related(self, max_depth: int = 1):
         """Load this document's references ``max_depth`` levels deep; returns self."""
@@ -373,9 +383,11 @@ class Document(LoadedState, mongoengine.Document):
         await select_related([self], max_depth)
         return self
 
-    async def async_reload(self, *fields: str, **kwargs: Any):
+    async def async_reload(
+        self, *fields: str, session: AsyncClientSession | None = None, **kwargs: Any
+    ):
         """Reload all fields, or only ``fields``, from the database."""
-        await self._async_collection("async_reload", "reload()")
+        operation = await self._async_operation("async_reload", "reload()", session)
         if fields and isinstance(fields[0], int):
             fields = fields[1:]
         if self.pk is None:
@@ -384,7 +396,7 @@ class Document(LoadedState, mongoengine.Document):
             self._qs.read_preference(ReadPreference.PRIMARY)
             .filter(**self._object_key)
             .only(*fields)
-            .async_first()
+            .async_first(session=operation.session)
         )
         if fresh is None:
             raise self.DoesNotExist("Document does not exist")
@@ -411,12 +423,18 @@ class Document(LoadedState, mongoengine.Document):
             except KeyError:
                 delattr(self, name)
 
-    async def async_modify(self, query: dict | None = None, **update: Any) -> bool:
+    async def async_modify(
+        self,
+        query: dict | None = None,
+        *,
+        session: AsyncClientSession | None = None,
+        **update: Any,
+    ) -> bool:
         """Update this document atomically if it matches ``query``; reload it.
 
         Returns False (changing nothing) when the stored document does not match.
         """
-        await self._async_collection("async_modify", "modify()")
+        operation = await self._async_operation("async_modify", "modify()", session)
         if self.pk is None:
             raise InvalidDocumentError("The document does not have a primary key.")
         id_field = self._meta["id_field"]
@@ -431,7 +449,9 @@ class Document(LoadedState, mongoengine.Document):
                 "Invalid document modify query: it must modify only this document."
             )
         query.update(self._object_key)
-        updated = await self._qs(q_obj, **query).async_modify(new=True, **update)
+        updated = await self._qs(q_obj, **query).async_modify(
+            new=True, session=operation.session, **update
+        )
         if updated is None:
             return False
         for name in self._fields_ordered:
@@ -440,9 +460,12 @@ class Document(LoadedState, mongoengine.Document):
         self._created = False
         return True
 
-    async def async_update(self, **kwargs: Any) -> Any:
+    async def async_update(
+        self, *, session: AsyncClientSession | None = None, **kwargs: Any
+    ) -> Any:
         """Apply a MongoEngine-style update to this document only."""
-        await self._async_collection("async_update", "update()")
+        operation = await self._async_operation("async_update", "update()", session)
+        kwargs["session"] = operation.session
         if self.pk is not None:
             return await self._qs.filter(**self._object_key).async_update_one(**kwargs)
         if not kwargs.get("upsert", False):

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from mongoengine.connection import ConnectionFailure
 from mongoengine.errors import OperationError
+from pymongo.errors import InvalidOperation
 
 __all__ = (
     "AsyncUsageError",
     "ConnectionUsageError",
+    "ForeignSessionError",
     "MisuseError",
     "NestedTransactionError",
 )
@@ -37,3 +39,8 @@ class ConnectionUsageError(ConnectionFailure, MisuseError):
 class NestedTransactionError(OperationError, MisuseError):
     """``async_run_in_transaction`` was entered while a transaction of the same
     client is active in the task; MongoDB has no nested transactions."""
+
+
+class ForeignSessionError(InvalidOperation, MisuseError):
+    """``session=`` was started by another client than the operation's; an
+    ``InvalidOperation``, as PyMongo reports the same misuse."""

@@ -33,6 +33,7 @@ from gridfs.grid_file_shared import DEFAULT_CHUNK_SIZE
 from mongoengine.base import BaseDocument, get_document
 from mongoengine.connection import DEFAULT_CONNECTION_NAME, ConnectionFailure
 from mongoengine.fields import GridFSError, GridFSProxy
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async.connection import (
@@ -40,12 +41,12 @@ from mongoengine_async.connection import (
     is_async_connection,
     is_sync_connection,
 )
-from mongoengine_async.context import current_session
-from mongoengine_async.errors import AsyncUsageError
+from mongoengine_async.errors import AsyncUsageError, ForeignSessionError
 from mongoengine_async.guards import (
     guard_blocking_methods,
     sync_alias_error,
 )
+from mongoengine_async.operation import Operation, session_for
 
 __all__ = (
     "DOWNLOAD_BATCH_BYTES",
@@ -250,8 +251,18 @@ class AsyncGridFSProxy(GridFSProxy):
             raise unconnected_error(self)
         return get_async_collection(self.db_alias, self.collection_name)
 
-    def _session(self, root: AsyncCollection) -> Any:
-        return current_session(root.database.client)
+    def _session(
+        self, root: AsyncCollection, explicit: AsyncClientSession | None = None
+    ) -> AsyncClientSession | None:
+        """``explicit`` (which must be the bucket's client's), else the bound
+        transaction's session for that client, if any."""
+        client = root.database.client
+        if explicit is not None and explicit.client is not client:
+            raise ForeignSessionError(
+                f"session= belongs to another client than {self._describe()}: a "
+                "session works only with the client that started it"
+            )
+        return session_for(client, explicit)
 
     def _describe(self) -> str:
         where = f"GridFS bucket {self.collection_name!r} (alias {self.db_alias!r})"
@@ -447,19 +458,21 @@ class AsyncGridFSProxy(GridFSProxy):
         self.gridout = None
         self._mark_as_changed()
 
-    async def async_delete(self, missing_ok: bool = False) -> None:
+    async def async_delete(
+        self, missing_ok: bool = False, *, session: AsyncClientSession | None = None
+    ) -> None:
         """Delete the file and its chunks; afterwards ``grid_id`` is None.
 
         Does nothing when the proxy holds no file. A missing file raises
         ``gridfs.errors.NoFile`` naming the id, unless ``missing_ok``.
-        Inside ``async_run_in_transaction`` the delete is part of the
-        transaction.
+        Runs in ``session``, else inside ``async_run_in_transaction`` as part
+        of the transaction.
         """
         grid_id = self.grid_id
         if grid_id is None:
             return
         root = self._root()
-        deleted = await _delete_file(root, grid_id, self._session(root))
+        deleted = await _delete_file(root, grid_id, self._session(root, session))
         self.grid_id = None
         self.gridout = None
         self._file = None
@@ -582,17 +595,14 @@ def _stored_ids(value: Any) -> list:
     return [i for i in (value if isinstance(value, list) else [value]) if i]
 
 
-async def stored_files(queryset: Any) -> list[AsyncGridFSProxy]:
+async def stored_files(queryset: Any, operation: Operation) -> list[AsyncGridFSProxy]:
     """The files held by the documents ``queryset`` matches (one query, only
     when its class has file fields), to delete once the documents are gone."""
     fields = _file_fields(queryset._document)
     if not fields:
         return []
-    collection = queryset._collection_obj
-    cursor = collection.find(
-        queryset._query,
-        dict.fromkeys(fields, 1),
-        session=current_session(collection.database.client),
+    cursor = operation.collection.find(
+        queryset._query, dict.fromkeys(fields, 1), session=operation.session
     )
     return [
         field.get_async_proxy(grid_id, None)
@@ -602,10 +612,12 @@ async def stored_files(queryset: Any) -> list[AsyncGridFSProxy]:
     ]
 
 
-async def delete_files(proxies: list[AsyncGridFSProxy]) -> None:
-    """Delete these files (one already gone is no error)."""
+async def delete_files(proxies: list[AsyncGridFSProxy], operation: Operation) -> None:
+    """Delete these files (one already gone is no error), in the operation's
+    session when they live on its client."""
     for proxy in proxies:
-        await proxy.async_delete(missing_ok=True)
+        session = operation.session_on(proxy._root())
+        await proxy.async_delete(missing_ok=True, session=session)
 
 
 _BLOCKING = {

@@ -16,6 +16,7 @@ from bson import ObjectId
 from gridfs.asynchronous import AsyncGridOut
 from gridfs.errors import NoFile
 from mongoengine.fields import ImageGridFsProxy
+from pymongo.asynchronous.client_session import AsyncClientSession
 
 from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.gridfs import (
@@ -169,8 +170,10 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
         self._mark_as_changed()
         return self
 
-    async def async_delete(self, missing_ok: bool = False) -> None:
-        """Delete the image and its thumbnail."""
+    async def async_delete(
+        self, missing_ok: bool = False, *, session: AsyncClientSession | None = None
+    ) -> None:
+        """Delete the image and its thumbnail (in ``session``, if given)."""
         if self.grid_id is None:
             return
         if not self.loaded:
@@ -181,8 +184,8 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
         thumbnail_id = self._file_value("thumbnail_id")
         if thumbnail_id is not None:  # a thumbnail has no thumbnail: no lookup
             root = self._root()
-            await _delete_file(root, thumbnail_id, self._session(root))
-        await super().async_delete(missing_ok=missing_ok)
+            await _delete_file(root, thumbnail_id, self._session(root, session))
+        await super().async_delete(missing_ok=missing_ok, session=session)
 
 
 async def _image_source(data: Any) -> Any:

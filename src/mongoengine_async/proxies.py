@@ -21,10 +21,11 @@ from mongoengine.base.datastructures import BaseDict, BaseList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 
-from mongoengine_async.context import current_session, dereference_disabled
+from mongoengine_async.context import dereference_disabled
 from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.from_bson import from_son
 from mongoengine_async.guards import require_async
+from mongoengine_async.operation import session_for
 
 __all__ = ("AsyncReferenceProxy", "LazyReference")
 
@@ -194,7 +195,7 @@ async def load_reference(cls: type, dbref: DBRef, name: str) -> Any:
     collection = await cls._async_get_collection()
     database = collection.database
     raw = await database[dbref.collection].find_one(
-        {"_id": dbref.id}, session=current_session(database.client)
+        {"_id": dbref.id}, session=session_for(database.client)
     )
     if raw is None:
         raise cls.DoesNotExist(

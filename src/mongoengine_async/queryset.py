@@ -31,14 +31,13 @@ from mongoengine.fields import (
 )
 from mongoengine.queryset import transform
 from pymongo import ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 
 from mongoengine_async import signals
 from mongoengine_async.batches import WHOLE_RESULT, materialise_all
-from mongoengine_async.connection import on_running_loop
-from mongoengine_async.context import current_session
 from mongoengine_async.delete_rules import delete_each, delete_matching
 from mongoengine_async.from_bson import from_son, loader
 from mongoengine_async.gridfs import delete_files, stored_files
@@ -47,6 +46,7 @@ from mongoengine_async.guards import (
     guard_blocking_methods,
     require_async,
 )
+from mongoengine_async.operation import Operation, resolve
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.select_related import load_related
 
@@ -95,17 +95,31 @@ class QuerySet(me_queryset.QuerySet):
         if not self._is_async():
             require_async(self._document._db_alias(), self._target(), name, use)
 
-    async def _async_collection(self, name: str, use: str) -> AsyncCollection:
-        """The collection on the running loop's client (the queryset may have been
-        built outside it), prepared (indexes) once, after the mode check."""
-        self._require_async(name, use)
-        collection = on_running_loop(self._collection_obj)
-        await self._document._prepare_collection(collection)
-        self._collection_obj = collection  # what the rest of the operation uses
-        return collection
+    _operation: Operation | None = None  # the running terminal's (not cloned)
 
-    def _session(self):
-        return current_session(self._collection_obj.database.client)
+    async def _async_collection(
+        self,
+        name: str,
+        use: str,
+        session: AsyncClientSession | None = None,
+        write_concern: dict | None = None,
+    ) -> AsyncCollection:
+        """The collection on the running loop's client (the queryset may have been
+        built outside it), prepared (indexes) once, after the mode check; the
+        resolved operation is kept for the rest of the terminal."""
+        self._require_async(name, use)
+        operation = await resolve(
+            self._document, self._collection_obj, session, write_concern
+        )
+        self._operation = operation
+        self._collection_obj = operation.collection
+        return operation.collection
+
+    def _session(self) -> AsyncClientSession | None:
+        """The running terminal's session; none while chaining (MongoEngine's
+        ``comment()``... build a cursor that no terminal sends)."""
+        operation = self._operation
+        return None if operation is None else operation.session
 
     @property
     def _cursor_args(self) -> dict[str, Any]:
@@ -180,9 +194,15 @@ class QuerySet(me_queryset.QuerySet):
 
     # -- reading ----------------------------------------------------------------
 
-    async def __aiter__(self) -> AsyncIterator[Any]:
+    def __aiter__(self) -> AsyncIterator[Any]:
+        """``async for``: :meth:`async_iter` in the bound transaction, if any."""
+        return self.async_iter()
+
+    async def async_iter(
+        self, *, session: AsyncClientSession | None = None
+    ) -> AsyncIterator[Any]:
         """Stream the results through a driver cursor, one batch at a time."""
-        await self._async_collection("__aiter__", "a plain for loop")
+        await self._async_collection("__aiter__", "a plain for loop", session)
         if self._none or self._empty:
             return
         materialise = self._materialiser()
@@ -190,14 +210,24 @@ class QuerySet(me_queryset.QuerySet):
             async for raw in cursor:
                 yield materialise(raw)
 
-    async def async_to_list(self, length: int | None = None) -> list[Any]:
+    async def async_to_list(
+        self, length: int | None = None, *, session: AsyncClientSession | None = None
+    ) -> list[Any]:
         """All results (or the first ``length``) as a list."""
-        raw_documents = await self._raw_list("async_to_list", "list(queryset)", length)
+        raw_documents = await self._raw_list(
+            "async_to_list", "list(queryset)", length, session
+        )
         return materialise_all(self._materialiser(), raw_documents)
 
-    async def _raw_list(self, name: str, use: str, length: int | None = None) -> list:
+    async def _raw_list(
+        self,
+        name: str,
+        use: str,
+        length: int | None = None,
+        session: AsyncClientSession | None = None,
+    ) -> list:
         """The raw results, in one reply unless the user set a batch size."""
-        await self._async_collection(name, use)
+        await self._async_collection(name, use, session)
         if self._none or self._empty:
             return []
         cursor = self._new_cursor()
@@ -205,19 +235,21 @@ class QuerySet(me_queryset.QuerySet):
             cursor.batch_size(WHOLE_RESULT if length is None else max(length, 0))
         return await cursor.to_list(length)
 
-    async def async_first(self) -> Any:
+    async def async_first(self, *, session: AsyncClientSession | None = None) -> Any:
         """The first result, or None."""
-        await self._async_collection("async_first", "first()")
+        await self._async_collection("async_first", "first()", session)
         if self._none or self._empty:
             return None
         raw_documents = await self._new_cursor().limit(1).to_list(1)
         return self._materialiser()(raw_documents[0]) if raw_documents else None
 
-    async def async_get(self, *q_objs, **query) -> Any:
+    async def async_get(
+        self, *q_objs, session: AsyncClientSession | None = None, **query
+    ) -> Any:
         """The only match; raises ``DoesNotExist`` or ``MultipleObjectsReturned``."""
         self._require_async("async_get", "get()")
         queryset = self.clone().order_by().limit(2).filter(*q_objs, **query)
-        results = await queryset.async_to_list(2)
+        results = await queryset.async_to_list(2, session=session)
         document_cls = queryset._document
         if not results:
             raise document_cls.DoesNotExist(
@@ -229,16 +261,20 @@ class QuerySet(me_queryset.QuerySet):
             )
         return results[0]
 
-    async def async_with_id(self, object_id: Any) -> Any:
+    async def async_with_id(
+        self, object_id: Any, *, session: AsyncClientSession | None = None
+    ) -> Any:
         """The document with this primary key, or None (no other filter allowed)."""
         self._require_async("async_with_id", "with_id()")
         if self._query_obj:
             raise InvalidQueryError("Cannot use a filter whilst using `with_id`")
-        return await self.filter(pk=object_id).async_first()
+        return await self.filter(pk=object_id).async_first(session=session)
 
-    async def async_in_bulk(self, object_ids: list) -> dict[Any, Any]:
+    async def async_in_bulk(
+        self, object_ids: list, *, session: AsyncClientSession | None = None
+    ) -> dict[Any, Any]:
         """A dict from id to result for the given ids, in one query (and one reply)."""
-        collection = await self._async_collection("async_in_bulk", "in_bulk()")
+        collection = await self._async_collection("async_in_bulk", "in_bulk()", session)
         cursor = collection.find(
             {"_id": {"$in": object_ids}}, batch_size=WHOLE_RESULT, **self._cursor_args
         )
@@ -246,9 +282,14 @@ class QuerySet(me_queryset.QuerySet):
         results = materialise_all(self._materialiser(), raws)
         return {raw["_id"]: result for raw, result in zip(raws, results, strict=True)}
 
-    async def async_count(self, with_limit_and_skip: bool = False) -> int:
+    async def async_count(
+        self,
+        with_limit_and_skip: bool = False,
+        *,
+        session: AsyncClientSession | None = None,
+    ) -> int:
         """The number of matches (``limit``/``skip`` applied only when asked)."""
-        collection = await self._async_collection("async_count", "count()")
+        collection = await self._async_collection("async_count", "count()", session)
         if self._none or self._empty or (self._limit == 0 and not with_limit_and_skip):
             return 0
         options: dict[str, Any] = {}
@@ -270,15 +311,17 @@ class QuerySet(me_queryset.QuerySet):
             return await collection.estimated_document_count()
         return await collection.count_documents(self._query, session=session, **options)
 
-    async def async_exists(self) -> bool:
+    async def async_exists(self, *, session: AsyncClientSession | None = None) -> bool:
         """Whether anything matches, fetching at most one id."""
         self._require_async("async_exists", "bool(queryset)")
         queryset = self.order_by().only(self._document._meta["id_field"])
-        return await queryset.as_pymongo().async_first() is not None
+        return await queryset.as_pymongo().async_first(session=session) is not None
 
-    async def async_distinct(self, field: str) -> list[Any]:
+    async def async_distinct(
+        self, field: str, *, session: AsyncClientSession | None = None
+    ) -> list[Any]:
         """Distinct values of ``field`` (embedded documents come back as such)."""
-        await self._async_collection("async_distinct", "distinct()")
+        await self._async_collection("async_distinct", "distinct()", session)
         try:
             db_field = self._fields_to_dbfields([field]).pop()
         except LookUpError:
@@ -302,37 +345,57 @@ class QuerySet(me_queryset.QuerySet):
             return last.document_type
         return None
 
-    async def async_scalar(self, *fields: str) -> list[Any]:
+    async def async_scalar(
+        self, *fields: str, session: AsyncClientSession | None = None
+    ) -> list[Any]:
         """The values of ``fields`` for every match (tuples for several fields)."""
         self._require_async("async_scalar", "scalar()")
-        return await self.scalar(*fields).async_to_list()
+        return await self.scalar(*fields).async_to_list(session=session)
 
-    async def async_values_list(self, *fields: str) -> list[Any]:
+    async def async_values_list(
+        self, *fields: str, session: AsyncClientSession | None = None
+    ) -> list[Any]:
         """Alias of :meth:`async_scalar`."""
         self._require_async("async_values_list", "values_list()")
-        return await self.async_scalar(*fields)
+        return await self.async_scalar(*fields, session=session)
 
-    def async_aggregate(self, pipeline: list[dict], **kwargs: Any) -> AsyncAggregation:
+    def async_aggregate(
+        self,
+        pipeline: list[dict],
+        *,
+        session: AsyncClientSession | None = None,
+        **kwargs: Any,
+    ) -> AsyncAggregation:
         """Run ``pipeline`` after the queryset's filter, ordering, skip and limit."""
         self._require_async("async_aggregate", "aggregate()")
 
         async def open_cursor() -> AsyncCommandCursor:
-            await self._async_collection("async_aggregate", "aggregate()")
+            await self._async_collection("async_aggregate", "aggregate()", session)
             options = {"session": self._session(), **kwargs}
             return await me_queryset.QuerySet.aggregate(self, pipeline, **options)
 
         return AsyncAggregation(open_cursor)
 
-    async def async_sum(self, field: str) -> Any:
+    async def async_sum(
+        self, field: str, *, session: AsyncClientSession | None = None
+    ) -> Any:
         """The sum of ``field`` over the matches (lists are unwound)."""
-        return await self._group(field, "$sum", "async_sum", "sum()")
+        return await self._group(field, "$sum", ("async_sum", "sum()"), session)
 
-    async def async_average(self, field: str) -> Any:
+    async def async_average(
+        self, field: str, *, session: AsyncClientSession | None = None
+    ) -> Any:
         """The average of ``field`` over the matches (lists are unwound)."""
-        return await self._group(field, "$avg", "async_average", "average()")
+        return await self._group(field, "$avg", ("async_average", "average()"), session)
 
-    async def _group(self, field: str, operator: str, name: str, use: str) -> Any:
-        collection = await self._async_collection(name, use)
+    async def _group(
+        self,
+        field: str,
+        operator: str,
+        terminal: tuple[str, str],
+        session: AsyncClientSession | None,
+    ) -> Any:
+        collection = await self._async_collection(*terminal, session)
         db_field = self._fields_to_dbfields([field]).pop()
         pipeline: list[dict] = [{"$match": self._query}]
         if isinstance(self._document._lookup_field(field.split("."))[-1], ListField):
@@ -342,7 +405,9 @@ class QuerySet(me_queryset.QuerySet):
         results = await cursor.to_list(None)
         return results[0]["total"] if results else 0
 
-    async def async_select_related(self, max_depth: int = 1) -> list[Any]:
+    async def async_select_related(
+        self, max_depth: int = 1, *, session: AsyncClientSession | None = None
+    ) -> list[Any]:
         """The results as a list, with their references loaded ``max_depth`` deep.
 
         One query per referenced collection and level, however many results.
@@ -352,7 +417,9 @@ class QuerySet(me_queryset.QuerySet):
                 "async_select_related() loads documents and their references: "
                 "it cannot be combined with as_pymongo()"
             )
-        raws = await self._raw_list("async_select_related", "select_related()")
+        raws = await self._raw_list(
+            "async_select_related", "select_related()", session=session
+        )
         # Partial results (only(), scalar()...) never stand in for references.
         origin = None if self._loaded_fields else self._collection_obj
         documents = await load_related(
@@ -362,17 +429,20 @@ class QuerySet(me_queryset.QuerySet):
             return [self._get_scalar(document) for document in documents]
         return documents
 
-    async def async_explain(self) -> dict:
+    async def async_explain(self, *, session: AsyncClientSession | None = None) -> dict:
         """The server's explain output for this query."""
-        await self._async_collection("async_explain", "explain()")
+        await self._async_collection("async_explain", "explain()", session)
         return await self._new_cursor().explain()
 
     # -- writing ----------------------------------------------------------------
 
-    async def async_create(self, **kwargs: Any) -> Any:
+    async def async_create(
+        self, *, session: AsyncClientSession | None = None, **kwargs: Any
+    ) -> Any:
         """Create and insert a document."""
         self._require_async("async_create", "create()")
-        return await self._document(**kwargs).async_save(force_insert=True)
+        document = self._document(**kwargs)
+        return await document.async_save(force_insert=True, session=session)
 
     async def async_insert(
         self,
@@ -380,13 +450,14 @@ class QuerySet(me_queryset.QuerySet):
         load_bulk: bool = True,
         write_concern: dict | None = None,
         signal_kwargs: dict | None = None,
+        session: AsyncClientSession | None = None,
     ) -> Any:
         """Insert one document or a list of them in a single round trip.
 
         With ``load_bulk`` the inserted documents are read back, as MongoEngine's
         ``insert`` does; otherwise their ids are returned.
         """
-        collection = await self._async_collection("async_insert", "insert()")
+        collection = await self._async_collection("async_insert", "insert()", session)
         return_one = isinstance(doc_or_docs, MongoEngineDocument)
         documents = [doc_or_docs] if return_one else list(doc_or_docs)
         self._check_insertable(documents)
@@ -402,7 +473,7 @@ class QuerySet(me_queryset.QuerySet):
         for document, object_id in zip(documents, ids, strict=True):
             document.pk = object_id
         if load_bulk:
-            loaded = await self.async_in_bulk(ids)
+            loaded = await self.async_in_bulk(ids, session=session)
             documents = [loaded.get(object_id) for object_id in ids]
         await signals.send(
             signals.post_bulk_insert,
@@ -462,10 +533,11 @@ class QuerySet(me_queryset.QuerySet):
         read_concern: dict | None = None,
         full_result: bool = False,
         array_filters: list | None = None,
+        session: AsyncClientSession | None = None,
         **update: Any,
     ) -> Any:
         """Apply MongoEngine-style ``update`` to the matches; returns the count."""
-        collection = await self._async_collection("async_update", "update()")
+        collection = await self._async_collection("async_update", "update()", session)
         if not update and not upsert:
             raise OperationError("No update parameters, would remove data")
         if self._none or self._empty:
@@ -504,6 +576,7 @@ class QuerySet(me_queryset.QuerySet):
         write_concern: dict | None = None,
         full_result: bool = False,
         array_filters: list | None = None,
+        session: AsyncClientSession | None = None,
         **update: Any,
     ) -> Any:
         """:meth:`async_update` of the first match only."""
@@ -514,6 +587,7 @@ class QuerySet(me_queryset.QuerySet):
             write_concern=write_concern,
             full_result=full_result,
             array_filters=array_filters,
+            session=session,
             **update,
         )
 
@@ -521,6 +595,7 @@ class QuerySet(me_queryset.QuerySet):
         self,
         write_concern: dict | None = None,
         read_concern: dict | None = None,
+        session: AsyncClientSession | None = None,
         **update: Any,
     ) -> Any:
         """Update the first match or insert one; returns the document."""
@@ -531,11 +606,13 @@ class QuerySet(me_queryset.QuerySet):
             write_concern=write_concern,
             read_concern=read_concern,
             full_result=True,
+            session=session,
             **update,
         )
         if result.raw_result["updatedExisting"]:
-            return await self.async_get()
-        return await self._document.objects.async_with_id(result.upserted_id)
+            return await self.async_get(session=session)
+        objects = self._document.objects
+        return await objects.async_with_id(result.upserted_id, session=session)
 
     async def async_modify(
         self,
@@ -544,13 +621,14 @@ class QuerySet(me_queryset.QuerySet):
         remove: bool = False,
         new: bool = False,
         array_filters: list | None = None,
+        session: AsyncClientSession | None = None,
         **update: Any,
     ) -> Any:
         """Update (or remove) the first match atomically and return it.
 
         The document comes back as it was before, or after when ``new=True``.
         """
-        collection = await self._async_collection("async_modify", "modify()")
+        collection = await self._async_collection("async_modify", "modify()", session)
         if remove and new:
             raise OperationError("Conflicting parameters: remove and new")
         if not update and not upsert and not remove:
@@ -592,6 +670,7 @@ class QuerySet(me_queryset.QuerySet):
         _from_doc_delete: bool = False,
         cascade_refs: set | None = None,
         transaction: bool = True,
+        session: AsyncClientSession | None = None,
     ) -> int | None:
         """Delete the matches, applying the delete rules, then their GridFS
         files; returns the count.
@@ -602,18 +681,18 @@ class QuerySet(me_queryset.QuerySet):
         MongoEngine, documents whose id is in ``cascade_refs`` are spared by
         CASCADE rules (unlike MongoEngine, the set is left as it was given).
         """
-        await self._async_collection("async_delete", "delete()")
-        write_concern = write_concern or {}
+        await self._async_collection("async_delete", "delete()", session, write_concern)
+        operation = self._operation
         if self._none or self._empty:
             return 0
         has_delete_signal = signals.has_delete_receivers(self._document)
         if (self._skip or self._limit or has_delete_signal) and not _from_doc_delete:
-            return await delete_each(self, write_concern, atomic=transaction)
-        files = [] if _from_doc_delete else await stored_files(self)
+            return await delete_each(self, operation, atomic=transaction)
+        files = [] if _from_doc_delete else await stored_files(self, operation)
         deleted = await delete_matching(
-            self, write_concern, atomic=transaction, cascade_refs=cascade_refs
+            self, operation, atomic=transaction, cascade_refs=cascade_refs
         )
-        await delete_files(files)  # once the documents are gone
+        await delete_files(files, operation)  # once the documents are gone
         return deleted
 
 

@@ -20,8 +20,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async.batches import WHOLE_RESULT, gc_paused, materialise_all
 from mongoengine_async.connection import on_running_loop
-from mongoengine_async.context import current_session
 from mongoengine_async.from_bson import joining_loader, loader, plain_references
+from mongoengine_async.operation import session_for
 from mongoengine_async.proxies import (
     AsyncReferenceProxy,
     LazyReference,
@@ -480,6 +480,6 @@ async def _find_raws(cls: type, where: _Where, ids: Iterable) -> list[dict]:
     cursor = collection.find(
         {"_id": {"$in": list(ids)}},
         batch_size=WHOLE_RESULT,
-        session=current_session(collection.database.client),
+        session=session_for(collection.database.client),
     )
     return await cursor.to_list(None)

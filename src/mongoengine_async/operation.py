@@ -1,0 +1,85 @@
+"""What one async operation runs with, resolved once when it starts.
+
+An :class:`Operation` holds the alias, the collection (prepared, on the running
+loop's client), the session and the write concern. The session is the one the
+caller passed as ``session=``, else the transaction bound by
+``async_run_in_transaction`` for that client, else None. Lower modules (delete
+rules, references, files) take the operation rather than looking these up again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+
+from mongoengine_async import collection_setup
+from mongoengine_async.connection import on_running_loop
+from mongoengine_async.context import current_session
+from mongoengine_async.errors import ForeignSessionError
+from mongoengine_async.guards import require_async
+
+__all__ = ("Operation", "resolve", "session_for")
+
+
+def session_for(
+    client: Any, explicit: AsyncClientSession | None = None
+) -> AsyncClientSession | None:
+    """The session an operation on ``client`` runs in: ``explicit`` when it
+    belongs to ``client``, else the transaction bound for ``client``, if any."""
+    if explicit is not None and explicit.client is client:
+        return explicit
+    return current_session(client)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """The alias, prepared collection, session and write concern of one operation."""
+
+    alias: str
+    collection: AsyncCollection
+    session: AsyncClientSession | None = None
+    write_concern: dict = field(default_factory=dict)
+
+    def session_on(self, collection: AsyncCollection) -> AsyncClientSession | None:
+        """The session for a command on ``collection`` (perhaps another client's)."""
+        return session_for(collection.database.client, self.session)
+
+    async def on(self, cls: type) -> Operation:
+        """This operation on ``cls``'s collection, prepared: the classes a delete
+        rule or a reference reaches (on another client, that client's session)."""
+        require_async(
+            cls._db_alias(), cls.__name__, "_async_get_collection", "_get_collection()"
+        )
+        collection = on_running_loop(cls._get_collection())
+        await collection_setup.prepare(cls, collection)
+        session = self.session_on(collection)
+        return Operation(cls._db_alias(), collection, session, self.write_concern)
+
+
+async def resolve(
+    cls: type,
+    collection: AsyncCollection,
+    session: AsyncClientSession | None = None,
+    write_concern: dict | None = None,
+) -> Operation:
+    """The operation of ``cls`` on ``collection``: mapped to the running loop's
+    client and prepared (created with its indexes on first use).
+
+    An explicit ``session`` must belong to that client: PyMongo would refuse it
+    only once the command is sent, perhaps after other writes.
+    """
+    collection = on_running_loop(collection)
+    await collection_setup.prepare(cls, collection)
+    client = collection.database.client
+    if session is not None and session.client is not client:
+        raise ForeignSessionError(
+            f"session= belongs to another client than the one of {cls.__name__} "
+            f"(alias {cls._db_alias()!r}): a session works only with the "
+            "client that started it"
+        )
+    return Operation(
+        cls._db_alias(), collection, session_for(client, session), write_concern or {}
+    )

@@ -1,0 +1,178 @@
+"""An explicit ``session=`` on the async operations, against the real replica set.
+
+Inside ``session.start_transaction()`` the operations are undone by
+``abort_transaction()``; without a transaction they still run in the session
+(the commands carry its lsid); an explicit session wins over the bound
+transaction's; a session of another client is refused before anything is sent.
+"""
+
+from __future__ import annotations
+
+import pymongo.errors
+import pytest
+
+from mongoengine_async import (
+    CASCADE,
+    Document,
+    FileField,
+    ForeignSessionError,
+    IntField,
+    MisuseError,
+    ReferenceField,
+    StringField,
+    async_run_in_transaction,
+    get_async_connection,
+)
+from mongoengine_async.testing import fresh_database
+
+
+class SesAccount(Document):
+    name = StringField()
+    balance = IntField(default=0)
+
+
+class SesOwner(Document):
+    name = StringField()
+
+
+class SesPet(Document):
+    name = StringField()
+    owner = ReferenceField(SesOwner, reverse_delete_rule=CASCADE)
+
+
+class SesFile(Document):
+    name = StringField()
+    data = FileField()
+
+
+async def _accounts() -> tuple[SesAccount, SesAccount]:
+    ann = await SesAccount(name="Ann", balance=100).async_save()
+    bob = await SesAccount(name="Bob", balance=0).async_save()
+    return ann, bob
+
+
+async def _balances() -> dict[str, int]:
+    return {a.name: a.balance for a in await SesAccount.objects.async_to_list()}
+
+
+async def test_document_operations_in_an_aborted_transaction_are_undone(async_alias):
+    ann, bob = await _accounts()
+    async with get_async_connection().start_session() as session:
+        await session.start_transaction()
+        ann.balance = 70
+        await ann.async_save(session=session)
+        await bob.async_update(session=session, inc__balance=30)
+        assert await bob.async_modify(session=session, set__name="Bobby")
+        await SesAccount(name="Cy").async_save(session=session)
+        await bob.async_reload(session=session)
+        assert (bob.name, bob.balance) == ("Bobby", 30)
+        await ann.async_delete(session=session)
+        # Outside the session nothing is visible yet.
+        assert await _balances() == {"Ann": 100, "Bob": 0}
+        await session.abort_transaction()
+    assert await _balances() == {"Ann": 100, "Bob": 0}
+
+
+async def test_queryset_terminals_in_an_aborted_transaction_are_undone(async_alias):
+    await _accounts()
+    objects = SesAccount.objects
+    async with get_async_connection().start_session() as session:
+        await session.start_transaction()
+        await objects(name="Ann").async_update(session=session, dec__balance=30)
+        await objects(name="Bob").async_update_one(session=session, inc__balance=30)
+        await objects.async_insert([SesAccount(name="Cy")], session=session)
+        await objects.async_create(session=session, name="Dee")
+        await objects(name="Eve").async_upsert_one(session=session, balance=5)
+        assert await objects.async_count(session=session) == 5
+        assert await objects.async_sum("balance", session=session) == 105
+        seen = [
+            a.name async for a in objects.order_by("name").async_iter(session=session)
+        ]
+        assert seen == ["Ann", "Bob", "Cy", "Dee", "Eve"]
+        assert (await objects.async_get(name="Bob", session=session)).balance == 30
+        assert await objects(name="Cy").async_delete(session=session) == 1
+        assert await objects.async_count(session=session) == 4
+        assert await _balances() == {"Ann": 100, "Bob": 0}  # outside the session
+        await session.abort_transaction()
+    assert await _balances() == {"Ann": 100, "Bob": 0}
+
+
+async def test_without_a_transaction_the_commands_carry_the_session(
+    async_alias, command_log
+):
+    ann, _ = await _accounts()
+    async with get_async_connection().start_session() as session:
+        command_log.clear()
+        ann.balance = 50
+        await ann.async_save(session=session)
+        await SesAccount.objects(name="Bob").async_update(
+            session=session, set__balance=9
+        )
+        assert await SesAccount.objects.async_count(session=session) == 2
+        await ann.async_reload(session=session)
+        await ann.async_delete(session=session)
+        assert command_log.names == ["update", "update", "aggregate", "find", "delete"]
+        assert {event.command["lsid"]["id"] for event in command_log.events} == {
+            session.session_id["id"]
+        }
+    assert await _balances() == {"Bob": 9}
+
+
+async def test_an_explicit_session_wins_over_the_bound_transaction(async_alias):
+    ann, _ = await _accounts()
+    with pytest.raises(ValueError):
+        async with get_async_connection().start_session() as session:
+            async with async_run_in_transaction():
+                await SesAccount(name="Cy").async_save()  # the transaction's
+                ann.balance = 1
+                await ann.async_save(session=session)  # not in the transaction
+                raise ValueError("abort the transaction")
+    assert await _balances() == {"Ann": 1, "Bob": 0}
+
+
+async def test_a_session_of_another_client_is_refused(async_alias, mongodb_uri):
+    ann, _ = await _accounts()
+    async with fresh_database("ses_other", mongodb_uri):
+        other = get_async_connection("ses_other")
+        async with other.start_session() as session:
+            ann.balance = 0
+            with pytest.raises(ForeignSessionError) as error:
+                await ann.async_save(session=session)
+            with pytest.raises(ForeignSessionError):
+                await SesAccount.objects.async_to_list(session=session)
+    assert isinstance(error.value, pymongo.errors.InvalidOperation)
+    assert isinstance(error.value, MisuseError)
+    assert str(error.value) == (
+        "session= belongs to another client than the one of SesAccount "
+        "(alias 'default'): a session works only with the client that started it"
+    )
+    assert await _balances() == {"Ann": 100, "Bob": 0}
+
+
+async def test_a_cascade_joins_the_explicit_transaction(async_alias):
+    owner = await SesOwner(name="Ann").async_save()
+    await SesPet(name="Rex", owner=owner).async_save()
+    async with get_async_connection().start_session() as session:
+        await session.start_transaction()
+        await owner.async_delete(session=session)
+        assert await SesPet.objects.async_count(session=session) == 0
+        assert len(await SesPet.objects.async_to_list()) == 1  # outside it
+        await session.abort_transaction()
+        assert await SesOwner.objects.async_count() == 1
+        # Without a transaction on the session the cascade runs in its own.
+        await owner.async_delete(session=session)
+    assert await SesOwner.objects.async_count() == 0
+    assert await SesPet.objects.async_count() == 0
+
+
+async def test_a_gridfs_delete_in_an_aborted_transaction_is_undone(async_alias):
+    holder = SesFile(name="a")
+    await holder.data.async_put(b"hello", filename="a.txt")
+    await holder.async_save()
+    proxy = (await SesFile.objects.async_first()).data
+    async with get_async_connection().start_session() as session:
+        await session.start_transaction()
+        await proxy.async_delete(session=session)
+        await session.abort_transaction()
+    stored = (await SesFile.objects.async_first()).data
+    assert await stored.async_read() == b"hello"
