@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from bson import ObjectId
+from mongoengine.errors import BulkWriteError
 from pymongo import ReadPreference
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 
@@ -574,9 +575,17 @@ async def test_async_insert_load_bulk_false(async_alias, command_log):
 
 
 async def test_async_insert_duplicate(async_alias):
+    """As MongoEngine's insert: NotUniqueError for one document, BulkWriteError
+    for a list (its first documents are inserted)."""
     await QsUnique.objects.async_insert([QsUnique(key="a")])
-    with pytest.raises(NotUniqueError):
+    with pytest.raises(NotUniqueError, match=r"^Could not save document .*E11000"):
+        await QsUnique.objects.async_insert(QsUnique(key="a"))
+    with pytest.raises(BulkWriteError, match=r"^Bulk write error: .*'code': 11000"):
         await QsUnique.objects.async_insert([QsUnique(key="b"), QsUnique(key="a")])
+    assert await QsUnique.objects.order_by("key").scalar("key").async_to_list() == [
+        "a",
+        "b",
+    ]
 
 
 async def test_async_insert_rejects_saved_documents(async_alias):

@@ -75,20 +75,25 @@ async def _supports_transactions(client: AsyncMongoClient) -> bool:
 
 
 async def delete_matching(
-    queryset: Any, operation: Operation, atomic: bool = True
+    queryset: Any,
+    operation: Operation,
+    atomic: bool = True,
+    cascade_refs: set | None = None,
 ) -> int | None:
     """Delete what ``queryset`` matches (its ``operation`` resolved), applying
     the delete rules.
 
     With rules to apply, ``atomic`` and a deployment with transactions, the
-    whole delete runs in one transaction (or joins the caller's).
+    whole delete runs in one transaction (or joins the caller's). Documents
+    whose id is in ``cascade_refs`` are left out of CASCADE deletes, as in
+    MongoEngine's ``delete(cascade_refs=...)``.
     """
     cls, query = queryset._document, queryset._query
     if not _rules(cls):
         return await _delete(operation, query)
 
     async def delete(run: Operation) -> int | None:  # a fresh plan on each run
-        return await _DeletePlan(cls, run).run(query)
+        return await _DeletePlan(cls, run, cascade_refs).run(query)
 
     return await _under_rules(cls, operation, atomic, delete)
 
@@ -157,9 +162,10 @@ async def _delete(operation: Operation, query: dict) -> int | None:
 class _DeletePlan:
     """The documents a delete removes, per class, in the order they were found."""
 
-    def __init__(self, root: type, operation: Operation):
+    def __init__(self, root: type, operation: Operation, spared: set | None = None):
         self.root = root
         self.operation = operation  # on the root's collection (switch_db, using())
+        self.spared = list(spared or ())  # ids no CASCADE rule deletes
         self.ids: dict[type, list] = {}
         self.root_ids: list = []
 
@@ -191,7 +197,8 @@ class _DeletePlan:
                 for referrer, name, rule in _rules(cls):
                     if rule != CASCADE:
                         continue
-                    query = _referring(referrer, name, cls, ids, self.ids.get(referrer))
+                    exclude = [*self.ids.get(referrer, ()), *self.spared]
+                    query = _referring(referrer, name, cls, ids, exclude)
                     found = await _ids(await self.operation.on(referrer), query)
                     new = self._add(referrer, found)
                     if new:

@@ -232,14 +232,17 @@ class Document(LoadedState, mongoengine.Document):
         if cascade is None:
             cascade = self._meta.get("cascade", False) or cascade_kwargs is not None
         if cascade:
+            # As MongoEngine: cascade_kwargs override the save's own arguments.
             await self._async_cascade_save(
-                force_insert=force_insert,
-                validate=validate,
-                write_concern=write_concern,
-                cascade=cascade,
-                **(cascade_kwargs or {}),
-                _refs=_refs,
-                session=session,
+                **{
+                    "force_insert": force_insert,
+                    "validate": validate,
+                    "write_concern": write_concern,
+                    "cascade": cascade,
+                    **(cascade_kwargs or {}),
+                    "_refs": _refs,
+                    "session": session,
+                }
             )
         if created or id_field not in self._meta.get("shard_key", ()):
             self[id_field] = self._fields[id_field].to_python(object_id)
@@ -262,12 +265,23 @@ class Document(LoadedState, mongoengine.Document):
         force_insert: bool,
         session: AsyncClientSession | None,
     ) -> Any:
-        """Insert ``raw``; a new document with its own id replaces any same-id one."""
-        if force_insert or "_id" not in raw:
-            return (await collection.insert_one(raw, session=session)).inserted_id
-        selector = self._integrate_shard_key(raw, {"_id": raw["_id"]})
-        await collection.replace_one(selector, raw, upsert=True, session=session)
-        return raw["_id"]
+        """Insert ``raw``; a new document with its own id replaces any same-id one.
+
+        The sequence of MongoEngine's ``_save_create``: find_one_and_replace,
+        then insert_one when nothing matched. A single ``replace_one(upsert)``
+        would save a round trip but differs: the server reports its errors
+        differently (messages) and two concurrent saves of one new id would both
+        succeed where MongoEngine's second one raises NotUniqueError.
+        """
+        if not force_insert and "_id" in raw:
+            selector = self._integrate_shard_key(raw, {"_id": raw["_id"]})
+            # Only whether something was replaced matters: fetch just the id.
+            replaced = await collection.find_one_and_replace(
+                selector, raw, projection={"_id": True}, session=session
+            )
+            if replaced:
+                return raw["_id"]
+        return (await collection.insert_one(raw, session=session)).inserted_id
 
     async def _async_update_changes(
         self,

@@ -9,6 +9,7 @@ async aliases.
 from __future__ import annotations
 
 import contextlib
+import re
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -468,7 +469,7 @@ class QuerySet(me_queryset.QuerySet):
             **signal_kwargs,
         )
         raw = [document.to_mongo() for document in documents]
-        ids = await self._insert_raw(collection, raw, write_concern)
+        ids = await self._insert_raw(collection, raw, write_concern, return_one)
         for document, object_id in zip(documents, ids, strict=True):
             document.pk = object_id
         if load_bulk:
@@ -496,24 +497,31 @@ class QuerySet(me_queryset.QuerySet):
                 )
 
     async def _insert_raw(
-        self, collection: AsyncCollection, raw: list[dict], write_concern: dict | None
+        self,
+        collection: AsyncCollection,
+        raw: list[dict],
+        write_concern: dict | None,
+        one: bool,
     ) -> list:
+        """insert_one for a single document, insert_many for a list, with
+        MongoEngine's ``insert`` errors (a list's duplicate is a BulkWriteError)."""
         if not raw:
             return []
         with set_write_concern(collection, write_concern or {}) as target:
             try:
+                if one:
+                    result = await target.insert_one(raw[0], session=self._session())
+                    return [result.inserted_id]
                 result = await target.insert_many(raw, session=self._session())
             except pymongo.errors.DuplicateKeyError as err:
                 raise NotUniqueError(f"Could not save document ({err})") from err
             except pymongo.errors.BulkWriteError as err:
-                if any(
-                    error.get("code") == 11000 for error in err.details["writeErrors"]
-                ):
-                    raise NotUniqueError(
-                        f"Tried to save duplicate unique keys ({err.details})"
-                    ) from err
                 raise BulkWriteError(f"Bulk write error: ({err.details})") from err
             except pymongo.errors.OperationFailure as err:
+                if re.match("^E1100[01] duplicate key", str(err)):
+                    raise NotUniqueError(
+                        f"Tried to save duplicate unique keys ({err})"
+                    ) from err
                 raise OperationError(f"Could not save document ({err})") from err
         return result.inserted_ids
 
@@ -669,7 +677,9 @@ class QuerySet(me_queryset.QuerySet):
 
         With skip/limit or delete signal receivers each document is deleted
         through ``Document.async_delete``, as MongoEngine does. A delete that
-        cascades runs in one transaction unless ``transaction=False``.
+        cascades runs in one transaction unless ``transaction=False``. As in
+        MongoEngine, documents whose id is in ``cascade_refs`` are spared by
+        CASCADE rules (unlike MongoEngine, the set is left as it was given).
         """
         await self._async_collection("async_delete", "delete()", session, write_concern)
         operation = self._operation
@@ -679,7 +689,9 @@ class QuerySet(me_queryset.QuerySet):
         if (self._skip or self._limit or has_delete_signal) and not _from_doc_delete:
             return await delete_each(self, operation, atomic=transaction)
         files = [] if _from_doc_delete else await stored_files(self, operation)
-        deleted = await delete_matching(self, operation, atomic=transaction)
+        deleted = await delete_matching(
+            self, operation, atomic=transaction, cascade_refs=cascade_refs
+        )
         await delete_files(files, operation)  # once the documents are gone
         return deleted
 
