@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pymongo.errors
 import pytest
+from bson import ObjectId
 
 from mongoengine_async import (
     CASCADE,
@@ -17,6 +18,7 @@ from mongoengine_async import (
     FileField,
     ForeignSessionError,
     IntField,
+    LazyReferenceField,
     MisuseError,
     ReferenceField,
     StringField,
@@ -176,3 +178,83 @@ async def test_a_gridfs_delete_in_an_aborted_transaction_is_undone(async_alias):
         await session.abort_transaction()
     stored = (await SesFile.objects.async_first()).data
     assert await stored.async_read() == b"hello"
+
+
+class SesCard(Document):
+    owner = LazyReferenceField(SesOwner)
+
+
+async def _pet_of_an_uncommitted_owner(session) -> tuple[SesPet, SesOwner]:
+    """A committed pet whose owner exists only in ``session``'s transaction."""
+    await SesOwner(name="Old").async_save()  # the collections exist already
+    await SesPet(name="Old").async_save()
+    pet = await SesPet(name="Rex", owner=ObjectId()).async_save()
+    await session.start_transaction()  # its snapshot has the pet
+    owner = SesOwner(id=pet.owner.pk, name="Ann")
+    await owner.async_save(session=session, force_insert=True)
+    return pet, owner
+
+
+async def test_select_related_loads_the_references_in_the_session(async_alias):
+    async with get_async_connection().start_session() as session:
+        await _pet_of_an_uncommitted_owner(session)
+        pets = SesPet.objects(name="Rex")
+        [pet] = await pets.async_select_related(session=session)
+        assert pet.owner.name == "Ann"
+        [outside] = await pets.async_select_related()  # the owner is not there yet
+        with pytest.raises(SesOwner.DoesNotExist):
+            await outside.owner
+        document = await pets.async_first()
+        assert (await document.async_select_related(session=session)) is document
+        assert document.owner.name == "Ann"
+        await session.abort_transaction()
+    [pet] = await pets.async_select_related()
+    with pytest.raises(SesOwner.DoesNotExist):
+        await pet.owner
+
+
+async def test_fetching_a_reference_in_the_session(async_alias):
+    async with get_async_connection().start_session() as session:
+        pet, owner = await _pet_of_an_uncommitted_owner(session)
+        card = await SesCard(owner=owner.pk).async_save()
+        pet = await SesPet.objects.async_get(name="Rex")
+        with pytest.raises(SesOwner.DoesNotExist):
+            await pet.owner.fetch()
+        assert (await pet.owner.fetch(session=session)).name == "Ann"
+        pet = await SesPet.objects.async_get(name="Rex")
+        assert (await SesPet.owner.async_fetch(pet, session=session)).name == "Ann"
+        assert pet.owner.name == "Ann"  # kept in the document
+        card = await SesCard.objects.async_get(id=card.pk)
+        with pytest.raises(SesOwner.DoesNotExist):
+            await card.owner.async_fetch()
+        assert (await card.owner.async_fetch(session=session)).name == "Ann"
+        await session.abort_transaction()
+
+
+async def test_reference_queries_carry_the_session(async_alias, command_log):
+    owner = await SesOwner(name="Ann").async_save()
+    await SesPet(name="Rex", owner=owner).async_save()
+    async with get_async_connection().start_session() as session:
+        command_log.clear()
+        [pet] = await SesPet.objects.async_select_related(session=session)
+        pet = await SesPet.objects.async_first(session=session)
+        await pet.async_select_related(session=session)
+        pet = await SesPet.objects.async_first(session=session)
+        await pet.owner.fetch(session=session)
+        assert command_log.names == ["find"] * 6
+        assert {event.command["lsid"]["id"] for event in command_log.events} == {
+            session.session_id["id"]
+        }
+
+
+async def test_select_related_refuses_a_session_of_another_client(
+    async_alias, mongodb_uri
+):
+    owner = await SesOwner(name="Ann").async_save()
+    pet = await SesPet(name="Rex", owner=owner).async_save()
+    async with fresh_database("ses_other2", mongodb_uri):
+        async with get_async_connection("ses_other2").start_session() as session:
+            with pytest.raises(ForeignSessionError):
+                await pet.async_select_related(session=session)
+            with pytest.raises(ForeignSessionError):
+                await SesPet.objects.async_select_related(session=session)

@@ -377,10 +377,18 @@ class Document(LoadedState, mongoengine.Document):
             operation,
         )
 
-    async def async_select_related(self, max_depth: int = 1):
-        """Load this document's references ``max_depth`` levels deep; returns self."""
+    async def async_select_related(
+        self, max_depth: int = 1, *, session: AsyncClientSession | None = None
+    ):
+        """Load this document's references ``max_depth`` levels deep (in
+        ``session`` if given); returns self."""
         self._require_async("async_select_related", "select_related()")
-        await select_related([self], max_depth)
+        if session is not None:  # refused if another client's, as elsewhere
+            operation = await self._async_operation(
+                "async_select_related", "select_related()", session
+            )
+            session = operation.session
+        await select_related([self], max_depth, session)
         return self
 
     async def async_reload(
