@@ -258,3 +258,40 @@ async def test_select_related_refuses_a_session_of_another_client(
                 await pet.async_select_related(session=session)
             with pytest.raises(ForeignSessionError):
                 await SesPet.objects.async_select_related(session=session)
+
+
+async def test_gridfs_reads_and_writes_carry_the_session(async_alias, command_log):
+    await SesFile(name="old").async_save()  # the collection exists already
+    async with get_async_connection().start_session() as session:
+        command_log.clear()
+        other = SesFile(name="b")
+        await other.data.async_put(b"other", filename="b.txt", session=session)
+        holder = SesFile(name="a")
+        await SesFile.data.async_put(b"hello", holder, session=session)
+        await holder.async_save(session=session)
+        proxy = (await SesFile.objects.async_get(name="a", session=session)).data
+        assert await proxy.async_read(session=session) == b"hello"
+        assert [c async for c in proxy.async_iter_chunks(session=session)] == [b"hello"]
+        grid_out = await proxy.async_get(session=session)
+        assert await grid_out.read() == b"hello"
+        assert await SesFile.data.async_get(holder, session=session) is holder.data
+        await proxy.async_replace(b"bye", session=session)
+        assert await proxy.async_read(session=session) == b"bye"
+        assert {event.command["lsid"]["id"] for event in command_log.events} == {
+            session.session_id["id"]
+        }
+        assert "insert" in command_log.names and "delete" in command_log.names
+
+
+async def test_gridfs_refuses_transactions_as_pymongo_does(async_alias):
+    holder = SesFile(name="a")
+    await holder.data.async_put(b"hello")
+    async with get_async_connection().start_session() as session:
+        await session.start_transaction()
+        with pytest.raises(pymongo.errors.InvalidOperation) as put_error:
+            await SesFile(name="b").data.async_put(b"x", session=session)
+        with pytest.raises(pymongo.errors.InvalidOperation) as read_error:
+            await holder.data.async_read(session=session)
+        await session.abort_transaction()
+    message = "GridFS does not support multi-document transactions"
+    assert str(put_error.value) == str(read_error.value) == message

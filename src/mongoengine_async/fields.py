@@ -441,11 +441,15 @@ class FileField(mongoengine.FileField):
         proxy = self._async_proxy_of(instance, "async_put", "document.file.put()")
         return await proxy.async_put(data, **kwargs)
 
-    async def async_get(self, instance: BaseDocument) -> Any:
-        """The file of ``instance`` with its metadata loaded, or None when the
-        document holds no file or its file is gone (as MongoEngine's ``get()``)."""
+    async def async_get(
+        self, instance: BaseDocument, *, session: AsyncClientSession | None = None
+    ) -> Any:
+        """The file of ``instance`` with its metadata loaded (in ``session`` if
+        given), or None when the document holds no file or its file is gone
+        (as MongoEngine's ``get()``)."""
         proxy = self._async_proxy_of(instance, "async_get", "document.file.get()")
-        return proxy if await proxy.async_get() is not None else None
+        found = await proxy.async_get(session=session)
+        return proxy if found is not None else None
 
 
 class ImageField(FileField, mongoengine.ImageField):
