@@ -295,3 +295,40 @@ async def test_gridfs_refuses_transactions_as_pymongo_does(async_alias):
         await session.abort_transaction()
     message = "GridFS does not support multi-document transactions"
     assert str(put_error.value) == str(read_error.value) == message
+
+
+class SesIndexed(Document):
+    name = StringField()
+    meta = {"indexes": ["name"], "auto_create_index": False}
+
+
+async def test_index_builds_and_drops_carry_the_session(async_alias, command_log):
+    await SesIndexed(name="a").async_save()
+    async with get_async_connection().start_session() as session:
+        command_log.clear()
+        await SesIndexed.async_ensure_indexes(session=session)
+        name = await SesIndexed.async_create_index("-name", session=session)
+        await SesIndexed.async_drop_collection(session=session)
+        assert command_log.names == ["createIndexes", "createIndexes", "drop"]
+        assert {event.command["lsid"]["id"] for event in command_log.events} == {
+            session.session_id["id"]
+        }
+    assert name == "name_-1"
+    assert await SesIndexed.objects.async_count() == 0
+
+
+async def test_index_builds_and_drops_refuse_a_session_of_another_client(
+    async_alias, mongodb_uri, command_log
+):
+    await SesIndexed(name="a").async_save()
+    async with fresh_database("ses_other3", mongodb_uri):
+        async with get_async_connection("ses_other3").start_session() as session:
+            command_log.clear()
+            with pytest.raises(ForeignSessionError):
+                await SesIndexed.async_ensure_indexes(session=session)
+            with pytest.raises(ForeignSessionError):
+                await SesIndexed.async_create_index("-name", session=session)
+            with pytest.raises(ForeignSessionError):
+                await SesIndexed.async_drop_collection(session=session)
+            assert command_log.names == []
+    assert await SesIndexed.objects.async_count() == 1

@@ -21,7 +21,7 @@ from mongoengine_async.context import current_session
 from mongoengine_async.errors import ForeignSessionError
 from mongoengine_async.guards import require_async
 
-__all__ = ("Operation", "reach", "resolve", "session_for")
+__all__ = ("Operation", "own_session", "reach", "resolve", "session_for")
 
 
 def session_for(
@@ -85,12 +85,19 @@ async def resolve(
     collection = on_running_loop(collection)
     await collection_setup.prepare(cls, collection)
     client = collection.database.client
+    session = session_for(client, own_session(cls, client, session))
+    return Operation(cls._db_alias(), collection, session, write_concern or {})
+
+
+def own_session(
+    cls: type, client: Any, session: AsyncClientSession | None
+) -> AsyncClientSession | None:
+    """``session`` as given, refused when it belongs to another client than
+    ``client`` (``cls``'s): PyMongo would refuse it only once a command is sent."""
     if session is not None and session.client is not client:
         raise ForeignSessionError(
             f"session= belongs to another client than the one of {cls.__name__} "
             f"(alias {cls._db_alias()!r}): a session works only with the "
             "client that started it"
         )
-    return Operation(
-        cls._db_alias(), collection, session_for(client, session), write_concern or {}
-    )
+    return session
