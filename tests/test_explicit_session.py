@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pymongo.errors
 import pytest
+from bson import ObjectId
 
 from mongoengine_async import (
     CASCADE,
@@ -17,6 +18,7 @@ from mongoengine_async import (
     FileField,
     ForeignSessionError,
     IntField,
+    LazyReferenceField,
     MisuseError,
     ReferenceField,
     StringField,
@@ -176,3 +178,157 @@ async def test_a_gridfs_delete_in_an_aborted_transaction_is_undone(async_alias):
         await session.abort_transaction()
     stored = (await SesFile.objects.async_first()).data
     assert await stored.async_read() == b"hello"
+
+
+class SesCard(Document):
+    owner = LazyReferenceField(SesOwner)
+
+
+async def _pet_of_an_uncommitted_owner(session) -> tuple[SesPet, SesOwner]:
+    """A committed pet whose owner exists only in ``session``'s transaction."""
+    await SesOwner(name="Old").async_save()  # the collections exist already
+    await SesPet(name="Old").async_save()
+    pet = await SesPet(name="Rex", owner=ObjectId()).async_save()
+    await session.start_transaction()  # its snapshot has the pet
+    owner = SesOwner(id=pet.owner.pk, name="Ann")
+    await owner.async_save(session=session, force_insert=True)
+    return pet, owner
+
+
+async def test_select_related_loads_the_references_in_the_session(async_alias):
+    async with get_async_connection().start_session() as session:
+        await _pet_of_an_uncommitted_owner(session)
+        pets = SesPet.objects(name="Rex")
+        [pet] = await pets.async_select_related(session=session)
+        assert pet.owner.name == "Ann"
+        [outside] = await pets.async_select_related()  # the owner is not there yet
+        with pytest.raises(SesOwner.DoesNotExist):
+            await outside.owner
+        document = await pets.async_first()
+        assert (await document.async_select_related(session=session)) is document
+        assert document.owner.name == "Ann"
+        await session.abort_transaction()
+    [pet] = await pets.async_select_related()
+    with pytest.raises(SesOwner.DoesNotExist):
+        await pet.owner
+
+
+async def test_fetching_a_reference_in_the_session(async_alias):
+    async with get_async_connection().start_session() as session:
+        pet, owner = await _pet_of_an_uncommitted_owner(session)
+        card = await SesCard(owner=owner.pk).async_save()
+        pet = await SesPet.objects.async_get(name="Rex")
+        with pytest.raises(SesOwner.DoesNotExist):
+            await pet.owner.fetch()
+        assert (await pet.owner.fetch(session=session)).name == "Ann"
+        pet = await SesPet.objects.async_get(name="Rex")
+        assert (await SesPet.owner.async_fetch(pet, session=session)).name == "Ann"
+        assert pet.owner.name == "Ann"  # kept in the document
+        card = await SesCard.objects.async_get(id=card.pk)
+        with pytest.raises(SesOwner.DoesNotExist):
+            await card.owner.async_fetch()
+        assert (await card.owner.async_fetch(session=session)).name == "Ann"
+        await session.abort_transaction()
+
+
+async def test_reference_queries_carry_the_session(async_alias, command_log):
+    owner = await SesOwner(name="Ann").async_save()
+    await SesPet(name="Rex", owner=owner).async_save()
+    async with get_async_connection().start_session() as session:
+        command_log.clear()
+        [pet] = await SesPet.objects.async_select_related(session=session)
+        pet = await SesPet.objects.async_first(session=session)
+        await pet.async_select_related(session=session)
+        pet = await SesPet.objects.async_first(session=session)
+        await pet.owner.fetch(session=session)
+        assert command_log.names == ["find"] * 6
+        assert {event.command["lsid"]["id"] for event in command_log.events} == {
+            session.session_id["id"]
+        }
+
+
+async def test_select_related_refuses_a_session_of_another_client(
+    async_alias, mongodb_uri
+):
+    owner = await SesOwner(name="Ann").async_save()
+    pet = await SesPet(name="Rex", owner=owner).async_save()
+    async with fresh_database("ses_other2", mongodb_uri):
+        async with get_async_connection("ses_other2").start_session() as session:
+            with pytest.raises(ForeignSessionError):
+                await pet.async_select_related(session=session)
+            with pytest.raises(ForeignSessionError):
+                await SesPet.objects.async_select_related(session=session)
+
+
+async def test_gridfs_reads_and_writes_carry_the_session(async_alias, command_log):
+    await SesFile(name="old").async_save()  # the collection exists already
+    async with get_async_connection().start_session() as session:
+        command_log.clear()
+        other = SesFile(name="b")
+        await other.data.async_put(b"other", filename="b.txt", session=session)
+        holder = SesFile(name="a")
+        await SesFile.data.async_put(b"hello", holder, session=session)
+        await holder.async_save(session=session)
+        proxy = (await SesFile.objects.async_get(name="a", session=session)).data
+        assert await proxy.async_read(session=session) == b"hello"
+        assert [c async for c in proxy.async_iter_chunks(session=session)] == [b"hello"]
+        grid_out = await proxy.async_get(session=session)
+        assert await grid_out.read() == b"hello"
+        assert await SesFile.data.async_get(holder, session=session) is holder.data
+        await proxy.async_replace(b"bye", session=session)
+        assert await proxy.async_read(session=session) == b"bye"
+        assert {event.command["lsid"]["id"] for event in command_log.events} == {
+            session.session_id["id"]
+        }
+        assert "insert" in command_log.names and "delete" in command_log.names
+
+
+async def test_gridfs_refuses_transactions_as_pymongo_does(async_alias):
+    holder = SesFile(name="a")
+    await holder.data.async_put(b"hello")
+    async with get_async_connection().start_session() as session:
+        await session.start_transaction()
+        with pytest.raises(pymongo.errors.InvalidOperation) as put_error:
+            await SesFile(name="b").data.async_put(b"x", session=session)
+        with pytest.raises(pymongo.errors.InvalidOperation) as read_error:
+            await holder.data.async_read(session=session)
+        await session.abort_transaction()
+    message = "GridFS does not support multi-document transactions"
+    assert str(put_error.value) == str(read_error.value) == message
+
+
+class SesIndexed(Document):
+    name = StringField()
+    meta = {"indexes": ["name"], "auto_create_index": False}
+
+
+async def test_index_builds_and_drops_carry_the_session(async_alias, command_log):
+    await SesIndexed(name="a").async_save()
+    async with get_async_connection().start_session() as session:
+        command_log.clear()
+        await SesIndexed.async_ensure_indexes(session=session)
+        name = await SesIndexed.async_create_index("-name", session=session)
+        await SesIndexed.async_drop_collection(session=session)
+        assert command_log.names == ["createIndexes", "createIndexes", "drop"]
+        assert {event.command["lsid"]["id"] for event in command_log.events} == {
+            session.session_id["id"]
+        }
+    assert name == "name_-1"
+    assert await SesIndexed.objects.async_count() == 0
+
+
+async def test_index_builds_and_drops_refuse_a_session_of_another_client(
+    async_alias, mongodb_uri, command_log
+):
+    await SesIndexed(name="a").async_save()
+    async with fresh_database("ses_other3", mongodb_uri):
+        async with get_async_connection("ses_other3").start_session() as session:
+            command_log.clear()
+            with pytest.raises(ForeignSessionError):
+                await SesIndexed.async_ensure_indexes(session=session)
+            with pytest.raises(ForeignSessionError):
+                await SesIndexed.async_create_index("-name", session=session)
+            with pytest.raises(ForeignSessionError):
+                await SesIndexed.async_drop_collection(session=session)
+            assert command_log.names == []
+    assert await SesIndexed.objects.async_count() == 1

@@ -12,6 +12,7 @@ from typing import Any
 import mongoengine
 from mongoengine.document import includes_cls
 from pymongo import IndexModel
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async.checks import check_model
@@ -140,8 +141,10 @@ def _index_models(cls: type) -> list[IndexModel]:
     return models
 
 
-async def create_indexes(cls: type, collection: AsyncCollection) -> None:
+async def create_indexes(
+    cls: type, collection: AsyncCollection, session: AsyncClientSession | None = None
+) -> None:
     """Create the ``meta`` indexes of ``cls`` on ``collection`` (one round trip)."""
     models = _index_models(cls)
     if models:
-        await collection.create_indexes(models)
+        await collection.create_indexes(models, session=session)

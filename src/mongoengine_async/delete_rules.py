@@ -108,6 +108,8 @@ async def delete_each(queryset: Any, operation: Operation, atomic: bool = True) 
     cls = queryset._document
 
     async def delete_all(run: Operation) -> int:
+        # The documented per-document calls, kept on purpose: MongoEngine sends
+        # each document's delete signals through its own delete().
         count = 0
         async for document in queryset.async_iter(session=run.session):
             await document.async_delete(
@@ -238,6 +240,7 @@ class _DeletePlan:
             if not wanted:
                 continue
             session = (await self.operation.on(cls)).session
+            # The documented queryset, kept on purpose: receivers get documents.
             found = cls.objects(pk__in=wanted)
             for document in await found.async_to_list(session=session):
                 key = (document._get_collection_name(), document.pk)

@@ -39,7 +39,7 @@ from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.from_bson import LoadedState
 from mongoengine_async.gridfs import delete_files
 from mongoengine_async.guards import guard_blocking_methods, require_async
-from mongoengine_async.operation import Operation, resolve, session_for
+from mongoengine_async.operation import Operation, own_session, resolve, session_for
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.queryset import QuerySet
 from mongoengine_async.select_related import select_related
@@ -113,23 +113,36 @@ class Document(LoadedState, mongoengine.Document):
         return await collection_setup.prepare(cls, collection)
 
     @classmethod
-    async def async_ensure_indexes(cls) -> None:
-        """Create the indexes declared in ``meta`` (one round trip)."""
+    async def async_ensure_indexes(
+        cls, *, session: AsyncClientSession | None = None
+    ) -> None:
+        """Create the indexes declared in ``meta`` (one round trip), in
+        ``session`` if given (a bound transaction is not joined: the server
+        refuses index builds on existing collections inside transactions)."""
         cls._require_async("async_ensure_indexes", "ensure_indexes()")
         collection = cls._get_collection()
+        session = own_session(cls, collection.database.client, session)
         just_created = await cls._prepare_collection(collection)
         if not (just_created and cls._meta.get("auto_create_index", True)):
-            await collection_setup.create_indexes(cls, collection)
+            await collection_setup.create_indexes(cls, collection, session)
 
     @classmethod
-    async def async_create_index(cls, keys: Any, background: bool = False, **kwargs):
-        """Create one index given MongoEngine-style keys; returns its name."""
+    async def async_create_index(
+        cls,
+        keys: Any,
+        background: bool = False,
+        *,
+        session: AsyncClientSession | None = None,
+        **kwargs: Any,
+    ):
+        """Create one index given MongoEngine-style keys, in ``session`` if
+        given (as ``async_ensure_indexes``); returns its name."""
         cls._require_async("async_create_index", "create_index()")
         spec = dict(cls._build_index_spec(keys))
         fields = spec.pop("fields")
-        collection = await cls._async_get_collection()
+        collection = (await resolve(cls, cls._get_collection(), session)).collection
         return await collection.create_index(
-            fields, background=background, **{**spec, **kwargs}
+            fields, background=background, session=session, **{**spec, **kwargs}
         )
 
     @classmethod
@@ -139,8 +152,11 @@ class Document(LoadedState, mongoengine.Document):
         return cls.list_indexes()
 
     @classmethod
-    async def async_drop_collection(cls) -> None:
-        """Drop the class's collection; its indexes are recreated on next use."""
+    async def async_drop_collection(
+        cls, *, session: AsyncClientSession | None = None
+    ) -> None:
+        """Drop the class's collection (in ``session``, else in the bound
+        transaction, if any); its indexes are recreated on next use."""
         cls._require_async("async_drop_collection", "drop_collection()")
         name = cls._get_collection_name()
         if not name:
@@ -151,9 +167,9 @@ class Document(LoadedState, mongoengine.Document):
         collection_setup.forget_prepared(
             collection.database.client, collection.full_name
         )
-        await collection.database.drop_collection(
-            name, session=session_for(collection.database.client)
-        )
+        client = collection.database.client
+        session = session_for(client, own_session(cls, client, session))
+        await collection.database.drop_collection(name, session=session)
 
     # -- awaiting a loaded reference ---------------------------------------------------
 
@@ -377,10 +393,18 @@ class Document(LoadedState, mongoengine.Document):
             operation,
         )
 
-    async def async_select_related(self, max_depth: int = 1):
-        """Load this document's references ``max_depth`` levels deep; returns self."""
+    async def async_select_related(
+        self, max_depth: int = 1, *, session: AsyncClientSession | None = None
+    ):
+        """Load this document's references ``max_depth`` levels deep (in
+        ``session`` if given); returns self."""
         self._require_async("async_select_related", "select_related()")
-        await select_related([self], max_depth)
+        if session is not None:  # refused if another client's, as elsewhere
+            operation = await self._async_operation(
+                "async_select_related", "select_related()", session
+            )
+            session = operation.session
+        await select_related([self], max_depth, session)
         return self
 
     async def async_reload(

@@ -16,6 +16,7 @@ from bson import SON, DBRef
 from mongoengine.base import BaseDocument, get_document
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
 from mongoengine.fields import ImproperlyConfigured
+from pymongo.asynchronous.client_session import AsyncClientSession
 
 from mongoengine_async.connection import has_async_connections, is_async_connection
 from mongoengine_async.errors import AsyncUsageError
@@ -93,12 +94,15 @@ class _ProxyingReference:
         instance._data[self.name] = proxy
         return proxy
 
-    async def async_fetch(self, instance: BaseDocument) -> Any:
-        """Load the referenced document and keep it in ``instance``."""
+    async def async_fetch(
+        self, instance: BaseDocument, session: AsyncClientSession | None = None
+    ) -> Any:
+        """Load the referenced document (in ``session`` if given) and keep it
+        in ``instance``."""
         self._require_async(instance)
         value = self.__get__(instance, type(instance))
         if isinstance(value, AsyncReferenceProxy):
-            return await value.fetch()
+            return await value.fetch(session)
         return value
 
     def _require_async(self, instance: BaseDocument) -> None:
@@ -437,11 +441,15 @@ class FileField(mongoengine.FileField):
         proxy = self._async_proxy_of(instance, "async_put", "document.file.put()")
         return await proxy.async_put(data, **kwargs)
 
-    async def async_get(self, instance: BaseDocument) -> Any:
-        """The file of ``instance`` with its metadata loaded, or None when the
-        document holds no file or its file is gone (as MongoEngine's ``get()``)."""
+    async def async_get(
+        self, instance: BaseDocument, *, session: AsyncClientSession | None = None
+    ) -> Any:
+        """The file of ``instance`` with its metadata loaded (in ``session`` if
+        given), or None when the document holds no file or its file is gone
+        (as MongoEngine's ``get()``)."""
         proxy = self._async_proxy_of(instance, "async_get", "document.file.get()")
-        return proxy if await proxy.async_get() is not None else None
+        found = await proxy.async_get(session=session)
+        return proxy if found is not None else None
 
 
 class ImageField(FileField, mongoengine.ImageField):

@@ -327,24 +327,30 @@ class AsyncGridFSProxy(GridFSProxy):
 
     # -- I/O ---------------------------------------------------------------------
 
-    async def async_get(self, instance: BaseDocument | None = None) -> Any:
-        """The stored file (an AsyncGridOut, reading from its start), refreshing
-        this proxy's metadata; None when the proxy holds no file or the file is
-        gone, as MongoEngine's ``get()``.
+    async def async_get(
+        self,
+        instance: BaseDocument | None = None,
+        *,
+        session: AsyncClientSession | None = None,
+    ) -> Any:
+        """The stored file (an AsyncGridOut, reading from its start, in
+        ``session`` if given), refreshing this proxy's metadata; None when the
+        proxy holds no file or the file is gone, as MongoEngine's ``get()``.
 
         The seed's spelling ``await doc.file.async_get(doc)`` is
         ``await Model.file.async_get(doc)``: the proxy, metadata loaded, or None.
         """
         if instance is not None:
-            return await self._field_of(instance).async_get(instance)
+            field = self._field_of(instance)
+            return await field.async_get(instance, session=session)
         if self.grid_id is None:
             return None
         try:
-            await self._fetch_file()
+            await self._fetch_file(session)
         except NoFile:
             return None
         root = self._root()
-        return _open_stream(root, self._file, self._session(root))
+        return _open_stream(root, self._file, self._session(root, session))
 
     def _field_of(self, instance: Any) -> Any:
         """The file field of ``instance`` this proxy is the value of."""
@@ -357,26 +363,33 @@ class AsyncGridFSProxy(GridFSProxy):
             )
         return field
 
-    async def _fetch_file(self) -> None:
+    async def _fetch_file(self, session: AsyncClientSession | None = None) -> None:
         """Load the files document of ``grid_id`` (``NoFile`` when it is gone)."""
         root = self._root()
         file_document = await root.files.find_one(
-            {"_id": self.grid_id}, session=self._session(root)
+            {"_id": self.grid_id}, session=self._session(root, session)
         )
         if file_document is None:
             raise self._missing(self.grid_id)
         self._file = file_document
 
-    async def _stream(self, batch_bytes: int | None = DOWNLOAD_BATCH_BYTES) -> Any:
+    async def _stream(
+        self,
+        batch_bytes: int | None = DOWNLOAD_BATCH_BYTES,
+        session: AsyncClientSession | None = None,
+    ) -> Any:
         """A fresh AsyncGridOut (from the cached files document when loaded)."""
         if self.grid_id is None:
             return None
         if not self.loaded:
-            await self._fetch_file()
+            await self._fetch_file(session)
         root = self._root()
-        return _open_stream(root, self._file, self._session(root), batch_bytes)
+        session = self._session(root, session)
+        return _open_stream(root, self._file, session, batch_bytes)
 
-    async def async_read(self, size: int = -1) -> bytes | None:
+    async def async_read(
+        self, size: int = -1, *, session: AsyncClientSession | None = None
+    ) -> bytes | None:
         """The file's bytes (the first ``size`` bytes when ``size >= 0``).
 
         Each call reads from the start of the file; for pieces in turn use
@@ -384,7 +397,7 @@ class AsyncGridFSProxy(GridFSProxy):
         None when the proxy holds no file.
         """
         # The whole result is in memory anyway: fetch as much per round trip.
-        grid_out = await self._stream(None if size < 0 else size)
+        grid_out = await self._stream(None if size < 0 else size, session)
         if grid_out is None:
             return None
         try:
@@ -393,11 +406,14 @@ class AsyncGridFSProxy(GridFSProxy):
             await grid_out.close()
 
     async def async_iter_chunks(
-        self, chunk_size: int | None = None
+        self,
+        chunk_size: int | None = None,
+        *,
+        session: AsyncClientSession | None = None,
     ) -> AsyncIterator[bytes]:
         """Yield the file's bytes as stored chunks, or in pieces of
         ``chunk_size`` bytes; memory stays bounded whatever the file size."""
-        grid_out = await self._stream()
+        grid_out = await self._stream(session=session)
         if grid_out is None:
             return
         try:
@@ -429,10 +445,13 @@ class AsyncGridFSProxy(GridFSProxy):
         filename: str | None = None,
         content_type: str | None = None,
         metadata: dict | None = None,
+        *,
+        session: AsyncClientSession | None = None,
         **kwargs: Any,
     ) -> AsyncGridFSProxy:
         """Store ``data`` (bytes, a binary file object, or an async iterator or
-        async file of bytes) chunk by chunk; returns this proxy.
+        async file of bytes) chunk by chunk, in ``session`` if given; returns
+        this proxy.
 
         Extra keywords become fields of the files document, as with
         MongoEngine's ``put``. Raises ``GridFSError`` when the proxy already
@@ -440,12 +459,15 @@ class AsyncGridFSProxy(GridFSProxy):
         """
         self._check_empty()
         file_kwargs = _file_kwargs(filename, content_type, metadata, kwargs)
-        await self._store(data, file_kwargs)
+        await self._store(data, file_kwargs, session)
         return self
 
-    async def _store(self, data: Any, file_kwargs: dict) -> None:
+    async def _store(
+        self, data: Any, file_kwargs: dict, session: AsyncClientSession | None
+    ) -> None:
         root = self._root()
-        self._file = await upload(root, data, self._session(root), **file_kwargs)
+        session = self._session(root, session)
+        self._file = await upload(root, data, session, **file_kwargs)
         self.grid_id = self._file["_id"]
         self.gridout = None
         self._mark_as_changed()
@@ -478,18 +500,23 @@ class AsyncGridFSProxy(GridFSProxy):
         filename: str | None = None,
         content_type: str | None = None,
         metadata: dict | None = None,
+        *,
+        session: AsyncClientSession | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Store ``data`` as the new file, then delete the old one; returns the
-        new id. If the upload fails the old file is left untouched."""
+        """Store ``data`` as the new file, then delete the old one (in
+        ``session`` if given); returns the new id. If the upload fails the old
+        file is left untouched."""
         old = self._copy_for(self.grid_id)
         fresh = self._copy_for(None)
-        await fresh.async_put(data, filename, content_type, metadata, **kwargs)
+        await fresh.async_put(
+            data, filename, content_type, metadata, session=session, **kwargs
+        )
         self.grid_id = fresh.grid_id
         self._file = fresh._file
         self.gridout = None
         self._mark_as_changed()
-        await old.async_delete(missing_ok=True)
+        await old.async_delete(missing_ok=True, session=session)
         return self.grid_id
 
     def _copy_for(self, grid_id: Any) -> AsyncGridFSProxy:

@@ -140,10 +140,13 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
         filename: str | None = None,
         content_type: str | None = None,
         metadata: dict | None = None,
+        *,
+        session: AsyncClientSession | None = None,
         **kwargs: Any,
     ) -> AsyncImageGridFSProxy:
         """Store an image (bytes, a binary file, or an async iterator or async
-        file of bytes), resized and with its thumbnail as the field says."""
+        file of bytes), resized and with its thumbnail as the field says, in
+        ``session`` if given."""
         self._check_empty()
         file_kwargs = _file_kwargs(filename, content_type, metadata, kwargs)
         source = await _image_source(data)
@@ -152,7 +155,7 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
         )
         *thumbnails, (image_id, image, image_kwargs) = files
         root = self._root()
-        session = self._session(root)
+        session = self._session(root, session)
         stored = []
         try:
             for file_id, content, fields in thumbnails:

@@ -21,7 +21,7 @@ from mongoengine_async.context import current_session
 from mongoengine_async.errors import ForeignSessionError
 from mongoengine_async.guards import require_async
 
-__all__ = ("Operation", "resolve", "session_for")
+__all__ = ("Operation", "own_session", "reach", "resolve", "session_for")
 
 
 def session_for(
@@ -50,13 +50,24 @@ class Operation:
     async def on(self, cls: type) -> Operation:
         """This operation on ``cls``'s collection, prepared: the classes a delete
         rule or a reference reaches (on another client, that client's session)."""
-        require_async(
-            cls._db_alias(), cls.__name__, "_async_get_collection", "_get_collection()"
-        )
-        collection = on_running_loop(cls._get_collection())
-        await collection_setup.prepare(cls, collection)
-        session = self.session_on(collection)
-        return Operation(cls._db_alias(), collection, session, self.write_concern)
+        return await reach(cls, self.session, self.write_concern)
+
+
+async def reach(
+    cls: type,
+    session: AsyncClientSession | None = None,
+    write_concern: dict | None = None,
+) -> Operation:
+    """The operation on ``cls``'s own collection, prepared, in ``session`` when
+    it belongs to that collection's client (else that client's bound
+    transaction): what a reference or a delete rule reaches from an operation."""
+    require_async(
+        cls._db_alias(), cls.__name__, "_async_get_collection", "_get_collection()"
+    )
+    collection = on_running_loop(cls._get_collection())
+    await collection_setup.prepare(cls, collection)
+    session = session_for(collection.database.client, session)
+    return Operation(cls._db_alias(), collection, session, write_concern or {})
 
 
 async def resolve(
@@ -74,12 +85,19 @@ async def resolve(
     collection = on_running_loop(collection)
     await collection_setup.prepare(cls, collection)
     client = collection.database.client
+    session = session_for(client, own_session(cls, client, session))
+    return Operation(cls._db_alias(), collection, session, write_concern or {})
+
+
+def own_session(
+    cls: type, client: Any, session: AsyncClientSession | None
+) -> AsyncClientSession | None:
+    """``session`` as given, refused when it belongs to another client than
+    ``client`` (``cls``'s): PyMongo would refuse it only once a command is sent."""
     if session is not None and session.client is not client:
         raise ForeignSessionError(
             f"session= belongs to another client than the one of {cls.__name__} "
             f"(alias {cls._db_alias()!r}): a session works only with the "
             "client that started it"
         )
-    return Operation(
-        cls._db_alias(), collection, session_for(client, session), write_concern or {}
-    )
+    return session

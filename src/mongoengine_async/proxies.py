@@ -19,13 +19,14 @@ from mongoengine.base import BaseDocument, ComplexBaseField, get_document
 from mongoengine.base.datastructures import BaseDict, BaseList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
+from pymongo.asynchronous.client_session import AsyncClientSession
 
 from mongoengine_async._compat import container_location, document_registry
 from mongoengine_async.context import dereference_disabled
 from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.from_bson import from_son
 from mongoengine_async.guards import require_async
-from mongoengine_async.operation import session_for
+from mongoengine_async.operation import reach
 
 __all__ = ("AsyncReferenceProxy", "LazyReference")
 
@@ -192,12 +193,15 @@ def unloaded_target(field: Any, value: Any) -> type | None:
     return None
 
 
-async def load_reference(cls: type, dbref: DBRef, name: str) -> Any:
-    """Load the document ``dbref`` points to, as an instance of ``cls``."""
-    collection = await cls._async_get_collection()
-    database = collection.database
+async def load_reference(
+    cls: type, dbref: DBRef, name: str, session: AsyncClientSession | None = None
+) -> Any:
+    """Load the document ``dbref`` points to, as an instance of ``cls``, in
+    ``session`` when it is one of ``cls``'s client (else the bound transaction)."""
+    operation = await reach(cls, session)
+    database = operation.collection.database
     raw = await database[dbref.collection].find_one(
-        {"_id": dbref.id}, session=session_for(database.client)
+        {"_id": dbref.id}, session=operation.session
     )
     if raw is None:
         raise cls.DoesNotExist(
@@ -249,15 +253,15 @@ class AsyncReferenceProxy(DBRef):
         """Whether the document has been loaded."""
         return self._document is not None
 
-    async def fetch(self) -> Any:
-        """The referenced document (one query, then cached)."""
+    async def fetch(self, session: AsyncClientSession | None = None) -> Any:
+        """The referenced document (one query, in ``session`` if given, then cached)."""
         if self._document is None:
             if self._lock is None:
                 self._lock = asyncio.Lock()
             async with self._lock:
                 if self._document is None:
                     document = await load_reference(
-                        self.document_type, self, self._name
+                        self.document_type, self, self._name, session
                     )
                     self._document = document
                     if self._slot is not None and self._slot.get() is self:
@@ -318,8 +322,11 @@ class LazyReference(MongoEngineLazyReference):
 
     __slots__ = ("_lock",)
 
-    async def async_fetch(self, force: bool = False) -> Any:
-        """The referenced document, loaded once (again with ``force=True``).
+    async def async_fetch(
+        self, force: bool = False, session: AsyncClientSession | None = None
+    ) -> Any:
+        """The referenced document, loaded once (again with ``force=True``), in
+        ``session`` if given.
 
         Concurrent fetches of this reference send one query: the others wait
         for it, as with an :class:`AsyncReferenceProxy`.
@@ -332,7 +339,9 @@ class LazyReference(MongoEngineLazyReference):
             try:
                 async with lock:
                     if self._cached_doc is None or force:
-                        self._cached_doc = await load_reference(cls, self, cls.__name__)
+                        self._cached_doc = await load_reference(
+                            cls, self, cls.__name__, session
+                        )
             finally:
                 self._drop_lock(lock)
         return self._cached_doc

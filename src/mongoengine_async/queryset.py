@@ -423,7 +423,12 @@ class QuerySet(me_queryset.QuerySet):
         # Partial results (only(), scalar()...) never stand in for references.
         origin = None if self._loaded_fields else self._collection_obj
         documents = await load_related(
-            self._document, raws, origin, max_depth, self._auto_dereference
+            self._document,
+            raws,
+            origin,
+            max_depth,
+            self._auto_dereference,
+            self._session(),
         )
         if self._scalar:
             return [self._get_scalar(document) for document in documents]

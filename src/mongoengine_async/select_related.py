@@ -16,12 +16,13 @@ import mongoengine
 from bson import DBRef, ObjectId
 from mongoengine.base import BaseDocument, ComplexBaseField
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async.batches import WHOLE_RESULT, gc_paused, materialise_all
 from mongoengine_async.connection import on_running_loop
 from mongoengine_async.from_bson import joining_loader, loader, plain_references
-from mongoengine_async.operation import session_for
+from mongoengine_async.operation import reach
 from mongoengine_async.proxies import (
     AsyncReferenceProxy,
     LazyReference,
@@ -178,14 +179,17 @@ _Where = tuple[int, str, str]
 _Loaded = dict[_Where, dict[Any, Any]]
 
 
-async def select_related(documents: list, max_depth: int = 1) -> list:
-    """Load every reference of ``documents``, ``max_depth`` levels deep.
+async def select_related(
+    documents: list, max_depth: int = 1, session: AsyncClientSession | None = None
+) -> list:
+    """Load every reference of ``documents``, ``max_depth`` levels deep (in
+    ``session`` on its client; on others, in their bound transaction, if any).
 
     One query per referenced collection per level, whatever the number of
     documents; documents already loaded are reused, so cycles terminate.
     Missing targets are left as proxies that raise ``DoesNotExist`` on fetch.
     """
-    await _load_levels(list(documents), {}, max_depth, documents)
+    await _load_levels(list(documents), {}, max_depth, documents, session=session)
     return documents
 
 
@@ -195,6 +199,7 @@ async def load_related(
     origin: AsyncCollection | None,
     max_depth: int = 1,
     auto_dereference: bool = True,
+    session: AsyncClientSession | None = None,
 ) -> list:
     """``select_related`` of the documents of ``cls`` loaded from ``raws``, the
     results of a query on ``origin``; None when they are partial (a projection),
@@ -212,7 +217,7 @@ async def load_related(
         level, loaded, levels = list(documents), {}, max_depth
     else:
         groups, wanted = join
-        found = await _find_joined(wanted)
+        found = await _find_joined(wanted, session)
         load = loader(cls)
 
         def fallback(raw: Any) -> Any:
@@ -230,8 +235,8 @@ async def load_related(
         levels = max_depth - 1
     top, source = ((), None) if origin is None else (documents, _where_of(origin))
     if stragglers:
-        level += await _load_level(stragglers, loaded, top, source)
-    await _load_levels(level, loaded, levels, top, source)
+        level += await _load_level(stragglers, loaded, top, source, session)
+    await _load_levels(level, loaded, levels, top, source, session)
     return documents
 
 
@@ -279,14 +284,16 @@ def _stored_ids(raws: list, db_field: str) -> dict[bytes, ObjectId] | None:
     return ids
 
 
-async def _find_joined(wanted: _JoinWanted) -> dict[_Where, dict[bytes, Any]]:
+async def _find_joined(
+    wanted: _JoinWanted, session: AsyncClientSession | None
+) -> dict[_Where, dict[bytes, Any]]:
     """The documents a join wants, one query per collection and class
     hierarchy: per collection, ``ObjectId.binary`` -> document (missing ids
     are absent)."""
     found: dict[_Where, dict[bytes, Any]] = {}
     queries = _queries(((*group, ids) for group, ids in wanted.items()), dict)
     for (where, _), wanted_by in queries.items():
-        raws, documents = await _query(where, wanted_by)
+        raws, documents = await _query(where, wanted_by, session)
         binaries = [raw["_id"].binary for raw in raws]  # an $in of ObjectIds
         found.setdefault(where, {}).update(zip(binaries, documents, strict=True))
     return found
@@ -313,17 +320,22 @@ async def _load_levels(
     levels: int,
     top: list | tuple,
     source: _Where | None = None,
+    session: AsyncClientSession | None = None,
 ) -> None:
     """Load ``levels`` levels of references, from those of the ``level`` documents;
     the ``top`` documents (from ``source``, if known) are reused where referenced."""
     for _ in range(levels):
-        level = await _load_level(level, loaded, top, source)
+        level = await _load_level(level, loaded, top, source, session)
         if not level:
             break
 
 
 async def _load_level(
-    level: list, loaded: _Loaded, top: list | tuple, source: _Where | None
+    level: list,
+    loaded: _Loaded,
+    top: list | tuple,
+    source: _Where | None,
+    session: AsyncClientSession | None,
 ) -> list:
     """Load the references of the ``level`` documents and put them in place;
     the ``top`` documents are reused where referenced. Returns the new ones."""
@@ -334,7 +346,7 @@ async def _load_level(
         _remember(top, source, places, loaded)
     if not wanted:
         return []
-    new_documents = await _load_missing(wanted, loaded)
+    new_documents = await _load_missing(wanted, loaded, session)
     with gc_paused():
         _fill_all(wanted, loaded)
     return new_documents
@@ -369,7 +381,11 @@ def _home(document: Any, by_class: dict[type, _Where | None]) -> _Where | None:
     return by_class[cls]
 
 
-async def _load_missing(wanted: dict[tuple[type, str], Any], loaded: _Loaded) -> list:
+async def _load_missing(
+    wanted: dict[tuple[type, str], Any],
+    loaded: _Loaded,
+    session: AsyncClientSession | None,
+) -> list:
     """Query, per collection, the ids not looked for yet; returns the new documents."""
     missing = []
     for (cls, collection_name), ids in wanted.items():
@@ -380,7 +396,7 @@ async def _load_missing(wanted: dict[tuple[type, str], Any], loaded: _Loaded) ->
     new_documents: list = []
     for (where, _), wanted_by in _queries(missing, set).items():
         known = loaded.setdefault(where, {})
-        _, documents = await _query(where, wanted_by)
+        _, documents = await _query(where, wanted_by, session)
         for document in documents:
             known[document.pk] = document
             new_documents.append(document)
@@ -438,13 +454,15 @@ def _top_class(cls: type) -> type:
     return concrete[-1] if concrete else cls
 
 
-async def _query(where: _Where, wanted_by: _WantedBy) -> tuple[list[dict], list]:
+async def _query(
+    where: _Where, wanted_by: _WantedBy, session: AsyncClientSession | None
+) -> tuple[list[dict], list]:
     """One query for what classes of one hierarchy want in ``where``: the raw
     documents, and each built as the class that wanted it (the most specific,
     if several did); a stored ``_cls`` still picks the document's own class."""
     classes = sorted(wanted_by, key=lambda cls: len(cls.__mro__))
     ids = [id_ for cls in classes for id_ in _ids(wanted_by[cls])]
-    raws = await _find_raws(classes[0], where, ids)  # all are bound to ``where``
+    raws = await _find_raws(classes[0], where, ids, session)  # all bound to ``where``
     if len(classes) == 1:
         return raws, materialise_all(loader(classes[0]), raws)
     class_of = {id_: cls for cls in classes for id_ in _ids(wanted_by[cls])}
@@ -470,16 +488,19 @@ def _where_of(collection: AsyncCollection) -> _Where:
     return id(database.client), database.name, collection.name
 
 
-async def _find_raws(cls: type, where: _Where, ids: Iterable) -> list[dict]:
+async def _find_raws(
+    cls: type, where: _Where, ids: Iterable, session: AsyncClientSession | None
+) -> list[dict]:
     """The raw documents with these ids in ``where`` (a collection of the
     database ``cls`` is bound to), in one reply."""
     *_, collection_name = where
-    collection = await cls._async_get_collection()
+    operation = await reach(cls, session)
+    collection = operation.collection
     if collection.name != collection_name:
         collection = collection.database[collection_name]
     cursor = collection.find(
         {"_id": {"$in": list(ids)}},
         batch_size=WHOLE_RESULT,
-        session=session_for(collection.database.client),
+        session=operation.session,
     )
     return await cursor.to_list(None)
