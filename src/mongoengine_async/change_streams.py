@@ -24,7 +24,6 @@ from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from mongoengine_async.from_bson import loader
-from mongoengine_async.operation import own_session, resolve
 
 if TYPE_CHECKING:
     from mongoengine_async.queryset import QuerySet
@@ -91,7 +90,9 @@ def match_stage(filter_: Mapping[str, Any], cls_query: Mapping[str, Any]) -> dic
     if cls_query:
         on_class = _prefixed(cls_query, "fullDocument.")
         parts.append({"$or": [{"fullDocument": None}, on_class]})
-    return parts[0] if len(parts) == 1 else {"$and": parts}
+    if len(parts) > 1:
+        return {"$and": parts}
+    return parts[0] if parts else {}
 
 
 def _prefixed(filter_: Mapping[str, Any], prefix: str) -> dict:
@@ -212,11 +213,7 @@ class ChangeStream(Generic[D]):
         ``$changeStream`` in one); an explicit ``session=`` is used as given.
         """
         if self._stream is None:
-            queryset = self._queryset
-            cls = queryset._document
-            operation = await resolve(cls, queryset._collection_obj)
-            collection = operation.collection
-            session = own_session(cls, collection.database.client, self._session)
+            collection, session = await self._queryset._watched(self._session)
             self._stream = await collection.watch(
                 self.pipeline(), session=session, **asdict(self._options)
             )
@@ -226,9 +223,7 @@ class ChangeStream(Generic[D]):
         """The stream's pipeline: the ``$match`` of the queryset's filter, if any."""
         queryset = self._queryset
         document = queryset._document
-        match = match_stage(
-            queryset._query_obj.to_query(document), queryset._cls_query
-        )
+        match = match_stage(queryset._query_obj.to_query(document), queryset._cls_query)
         return [{"$match": match}] if match else []
 
     @property

@@ -48,7 +48,7 @@ from mongoengine_async.guards import (
     guard_blocking_methods,
     require_async,
 )
-from mongoengine_async.operation import Operation, resolve
+from mongoengine_async.operation import Operation, own_session, resolve
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.select_related import load_related
 
@@ -464,6 +464,15 @@ class QuerySet(me_queryset.QuerySet):
             max_await_time_ms,
         )
         return ChangeStream(self, options, session)
+
+    async def _watched(
+        self, session: AsyncClientSession | None
+    ) -> tuple[AsyncCollection, AsyncClientSession | None]:
+        """The collection a change stream watches and its session: ``session``
+        only, as the server refuses ``$changeStream`` in a transaction."""
+        operation = await resolve(self._document, self._collection_obj)
+        client = operation.collection.database.client
+        return operation.collection, own_session(self._document, client, session)
 
     # -- writing ----------------------------------------------------------------
 
