@@ -132,10 +132,11 @@ def _step(container: Any, segment: str) -> tuple[str, Any]:
     """The name of ``segment`` inside ``container`` (a document class or a
     list/dict field) and what the next segment is inside of."""
     if isinstance(container, type) and issubclass(container, BaseDocument):
-        name = container._reverse_db_field_map.get(segment)
+        document: Any = container  # its maps are set by MongoEngine's metaclass
+        name = document._reverse_db_field_map.get(segment)
         if name is None:
             return segment, None
-        return name, _inner(container._fields[name])
+        return name, _inner(document._fields[name])
     if isinstance(container, ComplexBaseField):  # a list index or a dict key
         return segment, _inner(container.field)
     return segment, None
