@@ -94,6 +94,10 @@ class Document(LoadedState, mongoengine.Document):
         """The driver collection; on async aliases an AsyncCollection, without I/O."""
         if cls._is_async():
             return get_async_collection(cls._db_alias(), cls._get_collection_name())
+        if isinstance(getattr(cls, "_collection", None), AsyncCollection):
+            # MongoEngine's switch_db (behind using()) caches the collection it
+            # saw on entry: one of an async alias is stale on a sync alias.
+            cls._collection = None
         return super()._get_collection()
 
     @classmethod
