@@ -278,12 +278,14 @@ async def test_class_used_with_using_on_an_async_alias_then_on_a_sync_one(mongod
     """MongoEngine's switch_db (behind using()) caches the collection it saw on
     entry; an async alias's collection must not outlive the alias."""
     name = f"test_later_{uuid4().hex[:12]}"
-    await mongoengine_async.connect_async(db=name, host=mongodb_uri)
+    await mongoengine_async.connect_async(
+        db=name, host=mongodb_uri, uuidRepresentation="standard"
+    )
     try:
         assert await SyncLater.objects.using("default").async_count() == 0
     finally:
         await mongoengine_async.disconnect_async()
-    mongoengine_async.connect(db=name, host=mongodb_uri)
+    mongoengine_async.connect(db=name, host=mongodb_uri, uuidRepresentation="standard")
     try:
         SyncLater(n=3).save()
         assert SyncLater.objects.get().n == 3
