@@ -63,7 +63,7 @@ def container_location(container: Any) -> tuple[str | None, Any]:
     return None, None
 
 
-PRIVATE_ATTRIBUTES: tuple[tuple[type, str], ...] = (
+PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     # Document internals every MongoEngine extension reads or sets.
     (BaseDocument, "_data"),
     (BaseDocument, "_fields"),

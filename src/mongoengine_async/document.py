@@ -9,7 +9,8 @@ async is decided at call time by its alias (``meta["db_alias"]`` or an active
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
 
 import mongoengine
 import pymongo.errors
@@ -44,10 +45,21 @@ from mongoengine_async.query_values import check_query_values
 from mongoengine_async.queryset import QuerySet
 from mongoengine_async.select_related import select_related
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from mongoengine_async._typing import (
+        MongoEngineDocument,
+        MongoEngineDynamicDocument,
+    )
+else:  # checkers see MongoEngine's classes through the typed stub _typing.pyi
+    MongoEngineDocument = mongoengine.Document
+    MongoEngineDynamicDocument = mongoengine.DynamicDocument
+
 __all__ = ("Document", "DynamicDocument")
 
 
-class Document(LoadedState, mongoengine.Document):
+class Document(LoadedState, MongoEngineDocument):
     """A MongoEngine Document that also works on async aliases.
 
     LoadedState: the documents our loader builds share their loaded state.
@@ -79,13 +91,13 @@ class Document(LoadedState, mongoengine.Document):
         return switched_collection(cls) or super()._get_collection_name()
 
     @classmethod
-    def _get_db(cls):
+    def _get_db(cls) -> Any:
         if cls._is_async():
             return get_async_db(cls._db_alias())
         return super()._get_db()
 
     @classmethod
-    def _get_collection(cls):
+    def _get_collection(cls) -> Any:
         """The driver collection; on async aliases an AsyncCollection, without I/O."""
         if cls._is_async():
             return get_async_collection(cls._db_alias(), cls._get_collection_name())
@@ -134,7 +146,7 @@ class Document(LoadedState, mongoengine.Document):
         *,
         session: AsyncClientSession | None = None,
         **kwargs: Any,
-    ):
+    ) -> str:
         """Create one index given MongoEngine-style keys, in ``session`` if
         given (as ``async_ensure_indexes``); returns its name."""
         cls._require_async("async_create_index", "create_index()")
@@ -173,12 +185,12 @@ class Document(LoadedState, mongoengine.Document):
 
     # -- awaiting a loaded reference ---------------------------------------------------
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, Self]:
         """``await book.author`` gives the document whether the reference was a
         proxy or is loaded already (fetched, or by select_related)."""
         return self._itself().__await__()
 
-    async def _itself(self):
+    async def _itself(self) -> Self:
         return self
 
     # -- instance I/O ------------------------------------------------------------------
@@ -196,7 +208,7 @@ class Document(LoadedState, mongoengine.Document):
         signal_kwargs: dict | None = None,
         session: AsyncClientSession | None = None,
         **kwargs: Any,
-    ):
+    ) -> Self:
         """Insert the document, or send only its changes (``$set``/``$unset``).
 
         Same arguments and errors as MongoEngine's ``save``, plus ``session``;
@@ -395,7 +407,7 @@ class Document(LoadedState, mongoengine.Document):
 
     async def async_select_related(
         self, max_depth: int = 1, *, session: AsyncClientSession | None = None
-    ):
+    ) -> Self:
         """Load this document's references ``max_depth`` levels deep (in
         ``session`` if given); returns self."""
         self._require_async("async_select_related", "select_related()")
@@ -409,7 +421,7 @@ class Document(LoadedState, mongoengine.Document):
 
     async def async_reload(
         self, *fields: str, session: AsyncClientSession | None = None, **kwargs: Any
-    ):
+    ) -> Self:
         """Reload all fields, or only ``fields``, from the database."""
         operation = await self._async_operation("async_reload", "reload()", session)
         if fields and isinstance(fields[0], int):
@@ -499,7 +511,7 @@ class Document(LoadedState, mongoengine.Document):
         return await self._qs.filter(**query).async_update_one(**kwargs)
 
 
-class DynamicDocument(Document, mongoengine.DynamicDocument):
+class DynamicDocument(Document, MongoEngineDynamicDocument):
     """A MongoEngine DynamicDocument that also works on async aliases."""
 
     my_metaclass = TopLevelDocumentMetaclass  # a base class (see Document)

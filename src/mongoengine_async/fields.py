@@ -63,11 +63,11 @@ __all__ = (
 class _ProxyingReference:
     """Reads of an unloaded reference to an async class give a proxy."""
 
-    def _target(self, value: Any) -> type | None:
+    def _target(self, value: Any) -> type[Any] | None:
         """The referenced class when ``value`` is an unloaded reference."""
         raise NotImplementedError
 
-    def __get__(self, instance: BaseDocument | None, owner: type) -> Any:
+    def __get__(self, instance: BaseDocument | None, owner: type[Any]) -> Any:
         if instance is None:
             return self
         value = instance._data.get(self.name)
@@ -118,7 +118,7 @@ class _ProxyingReference:
 class ReferenceField(_ProxyingReference, mongoengine.ReferenceField):
     """MongoEngine's ReferenceField; on async aliases reads give proxies."""
 
-    def _target(self, value: Any) -> type | None:
+    def _target(self, value: Any) -> type[Any] | None:
         if isinstance(value, DBRef) and not isinstance(value, MongoEngineLazyReference):
             return reference_class(self, value)
         return None
@@ -132,7 +132,7 @@ class ReferenceField(_ProxyingReference, mongoengine.ReferenceField):
 class GenericReferenceField(_ProxyingReference, mongoengine.GenericReferenceField):
     """MongoEngine's GenericReferenceField; on async aliases reads give proxies."""
 
-    def _target(self, value: Any) -> type | None:
+    def _target(self, value: Any) -> type[Any] | None:
         if isinstance(value, dict) and "_cls" in value:
             return get_document(value["_cls"])
         return None
@@ -164,7 +164,7 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
     :func:`sync_cached_references`), with or without blinker.
     """
 
-    def _target(self, value: Any) -> type | None:
+    def _target(self, value: Any) -> type[Any] | None:
         return self.document_type if isinstance(value, dict) else None
 
     def to_python(self, value: Any) -> Any:
@@ -253,7 +253,7 @@ class _NonBlockingContainer:
     itself, as with MongoEngine.
     """
 
-    _reported_class: type
+    _reported_class: type[Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -262,7 +262,7 @@ class _NonBlockingContainer:
         cls._reported_class = same_name if ours else cls
 
     @property
-    def __class__(self) -> type:
+    def __class__(self) -> type[Any]:
         """MongoEngine's class of the same name for ours, else the real class."""
         return type(self)._reported_class
 
@@ -274,7 +274,7 @@ class _NonBlockingContainer:
         _, args, *state = super().__reduce_ex__(2)
         return (object.__new__, args, *state)
 
-    def __get__(self, instance: BaseDocument | None, owner: type) -> Any:
+    def __get__(self, instance: BaseDocument | None, owner: type[Any]) -> Any:
         if instance is None or not self._reads_async(instance):
             return super().__get__(instance, owner)
         self._incr_no_dereference_context()
@@ -393,7 +393,7 @@ class FileField(mongoengine.FileField):
                 proxy.key = key  # a change to a file is a change to the list
                 slot.put(proxy)
 
-    def __get__(self, instance: BaseDocument | None, owner: type) -> Any:
+    def __get__(self, instance: BaseDocument | None, owner: type[Any]) -> Any:
         if instance is None or not self._reads_async(instance):
             return super().__get__(instance, owner)
         value = instance._data.get(self.name)

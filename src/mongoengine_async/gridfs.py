@@ -593,7 +593,7 @@ def unconnected_error(proxy: GridFSProxy) -> ConnectionFailure:
 # -- the files of deleted documents ---------------------------------------------------
 
 
-def _file_fields(cls: type) -> dict[str, Any]:
+def _file_fields(cls: type[Any]) -> dict[str, Any]:
     """The file fields of ``cls`` and its subclasses, by db field: the item
     field for lists and dicts of files."""
     found: dict[str, Any] = {}

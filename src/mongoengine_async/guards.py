@@ -70,7 +70,7 @@ def is_plain_async_document(cls: Any) -> bool:
     )
 
 
-def plain_document_error(cls: type, where: str) -> AsyncUsageError:
+def plain_document_error(cls: type[Any], where: str) -> AsyncUsageError:
     """The error for the ``mongoengine.Document`` subclass ``cls`` met ``where``."""
     alias = cls._meta.get("db_alias", DEFAULT_CONNECTION_NAME)
     return AsyncUsageError(
@@ -81,7 +81,10 @@ def plain_document_error(cls: type, where: str) -> AsyncUsageError:
 
 
 def guard_blocking_methods(
-    cls: type, base: type, uses: dict[str, str], describe: Callable[[Any], tuple]
+    cls: type[Any],
+    base: type[Any],
+    uses: dict[str, str],
+    describe: Callable[[Any], tuple],
 ) -> None:
     """Replace each ``name`` of ``base`` on ``cls`` by a version that refuses
     async aliases; ``uses[name]`` says what to call instead and

@@ -39,7 +39,7 @@ __all__ = ("load_related", "select_related")
 # The references found at one level: per (class, collection), the places each
 # id goes to. A place is ``(container, key)`` for ``container[key]``, or
 # ``(lazy reference, _CACHE)`` for the cache of a lazy reference.
-_Wanted = dict[tuple[type, str], dict[Any, list[tuple[Any, Any]]]]
+_Wanted = dict[tuple[type[Any], str], dict[Any, list[tuple[Any, Any]]]]
 _CACHE = object()
 
 
@@ -50,7 +50,9 @@ def _references_in(documents: Iterable[BaseDocument]) -> _Wanted:
     return wanted
 
 
-def _want(wanted: _Wanted, cls: type, dbref: DBRef, container: Any, key: Any) -> None:
+def _want(
+    wanted: _Wanted, cls: type[Any], dbref: DBRef, container: Any, key: Any
+) -> None:
     group = (cls, dbref.collection)
     ids = wanted.get(group)
     if ids is None:
@@ -88,8 +90,8 @@ _SCALAR_FIELDS = (
     mongoengine.fields.GeoJsonBaseField,
     mongoengine.EnumField,
 )
-_Referring = list[tuple[str, Any, type | None]]
-_referring_fields: dict[type, _Referring] = {}
+_Referring = list[tuple[str, Any, type[Any] | None]]
+_referring_fields: dict[type[Any], _Referring] = {}
 
 
 def _fields_that_may_refer(document: BaseDocument) -> _Referring:
@@ -100,7 +102,7 @@ def _fields_that_may_refer(document: BaseDocument) -> _Referring:
     return _referring_fields_of(type(document))
 
 
-def _referring_fields_of(cls: type) -> _Referring:
+def _referring_fields_of(cls: type[Any]) -> _Referring:
     fields = _referring_fields.get(cls)
     if fields is None:
         fields = _referring_fields[cls] = _referring(cls._fields)
@@ -124,7 +126,7 @@ def _may_refer(field: Any) -> bool:
     return True
 
 
-def _plain_target(field: Any) -> type | None:
+def _plain_target(field: Any) -> type[Any] | None:
     """The class of a ReferenceField to a concrete class (its DBRefs carry no cls)."""
     if not isinstance(field, mongoengine.ReferenceField):
         return None
@@ -194,7 +196,7 @@ async def select_related(
 
 
 async def load_related(
-    cls: type,
+    cls: type[Any],
     raws: list,
     origin: AsyncCollection | None,
     max_depth: int = 1,
@@ -241,10 +243,12 @@ async def load_related(
 
 
 # The ids a join wants, per (class, collection): ``ObjectId.binary`` -> ObjectId.
-_JoinWanted = dict[tuple[type, str], dict[bytes, ObjectId]]
+_JoinWanted = dict[tuple[type[Any], str], dict[bytes, ObjectId]]
 
 
-def _join(cls: type, raws: list) -> tuple[list[tuple[type, str]], _JoinWanted] | None:
+def _join(
+    cls: type[Any], raws: list
+) -> tuple[list[tuple[type[Any], str]], _JoinWanted] | None:
     """The (class, collection) of each reference to join while loading ``raws``,
     and the ids wanted from each; None when the walk must find them instead."""
     references = plain_references(cls)
@@ -363,14 +367,14 @@ def _remember(
     """
     if not places or (source is not None and source not in places):
         return
-    by_class: dict[type, _Where | None] = {}
+    by_class: dict[type[Any], _Where | None] = {}
     for document in documents:
         where = source or _home(document, by_class)
         if where in places:
             loaded.setdefault(where, {})[document.pk] = document
 
 
-def _home(document: Any, by_class: dict[type, _Where | None]) -> _Where | None:
+def _home(document: Any, by_class: dict[type[Any], _Where | None]) -> _Where | None:
     """Where ``document`` lives (None: not a document of an async alias)."""
     if "_get_collection" in vars(document):  # moved, by switch_db or the like
         return _where_of(on_running_loop(document._get_collection()))
@@ -382,7 +386,7 @@ def _home(document: Any, by_class: dict[type, _Where | None]) -> _Where | None:
 
 
 async def _load_missing(
-    wanted: dict[tuple[type, str], Any],
+    wanted: dict[tuple[type[Any], str], Any],
     loaded: _Loaded,
     session: AsyncClientSession | None,
 ) -> list:
@@ -406,7 +410,7 @@ async def _load_missing(
     return new_documents
 
 
-def _unknown(known: dict[Any, Any], id_: Any, cls: type) -> bool:
+def _unknown(known: dict[Any, Any], id_: Any, cls: type[Any]) -> bool:
     """Whether ``id_`` is still to be queried for ``cls``: not looked for yet,
     or loaded as a class that is not ``cls`` (a document without ``_cls``)."""
     if id_ not in known:
@@ -426,16 +430,16 @@ def _fill_all(wanted: _Wanted, loaded: _Loaded) -> None:
 
 
 # Per query, the ids each class wants: a set of ids, or ObjectId.binary -> ObjectId.
-_WantedBy = dict[type, set | dict[bytes, ObjectId]]
+_WantedBy = dict[type[Any], set | dict[bytes, ObjectId]]
 
 
 def _queries(
-    groups: Iterable[tuple[type, str, Iterable]], ids_type: type[set] | type[dict]
-) -> dict[tuple[_Where, type], _WantedBy]:
+    groups: Iterable[tuple[type[Any], str, Iterable]], ids_type: type[set] | type[dict]
+) -> dict[tuple[_Where, type[Any]], _WantedBy]:
     """The ids of ``(class, collection, ids)`` groups, gathered per query: one
     per collection (of a database) and class hierarchy; unrelated classes
     sharing a collection get a query each, as in MongoEngine. Async classes only."""
-    queries: dict[tuple[_Where, type], _WantedBy] = {}
+    queries: dict[tuple[_Where, type[Any]], _WantedBy] = {}
     for cls, collection_name, ids in groups:
         where = _where(cls, collection_name)
         if where is not None and ids:
@@ -444,7 +448,7 @@ def _queries(
     return queries
 
 
-def _top_class(cls: type) -> type:
+def _top_class(cls: type[Any]) -> type[Any]:
     """The topmost concrete class of ``cls``'s hierarchy (``cls`` if abstract)."""
     concrete = [
         base
@@ -474,7 +478,7 @@ def _ids(ids: set | dict[bytes, ObjectId]) -> Iterable:
     return ids.values() if type(ids) is dict else ids
 
 
-def _where(cls: type, collection_name: str) -> _Where | None:
+def _where(cls: type[Any], collection_name: str) -> _Where | None:
     """Where a reference to ``cls`` in ``collection_name`` points now: in the
     database ``cls`` is bound to (None: ``cls`` is not on an async alias)."""
     if not is_async_class(cls):
@@ -489,7 +493,7 @@ def _where_of(collection: AsyncCollection) -> _Where:
 
 
 async def _find_raws(
-    cls: type, where: _Where, ids: Iterable, session: AsyncClientSession | None
+    cls: type[Any], where: _Where, ids: Iterable, session: AsyncClientSession | None
 ) -> list[dict]:
     """The raw documents with these ids in ``where`` (a collection of the
     database ``cls`` is bound to), in one reply."""
