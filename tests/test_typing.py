@@ -56,7 +56,13 @@ def mypy_errors() -> dict[tuple[str, int], str]:
 
 @pytest.fixture(scope="module")
 def pyright_errors() -> dict[tuple[str, int], str]:
-    output = _run([str(BIN / "pyright"), "--pythonversion", "3.11", *FILES])
+    output = _run(
+        [
+            str(BIN / "pyright"),
+            *("--pythonversion", "3.11", "--pythonpath", sys.executable),
+            *FILES,
+        ]
+    )
     return _errors(
         output, r"^\s+(?P<file>/\S+):(?P<line>\d+):\d+ - error: (?P<message>.*)$"
     )

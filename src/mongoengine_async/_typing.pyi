@@ -179,7 +179,8 @@ class MongoEngineQuerySet:
     _read_preference: Any
     _read_concern: Any
     _auto_dereference: bool
-    _cursor_args: dict[str, Any]
+    @property
+    def _cursor_args(self) -> dict[str, Any]: ...
     _cursor: Any
     def __init__(self, document: type[Any], collection: Any) -> None: ...
     def __call__(self, q_obj: Any = None, **query: Any) -> Self: ...

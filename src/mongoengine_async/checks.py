@@ -62,7 +62,7 @@ def _check_field(field: BaseField, path: str, alias: str, seen: set[type[Any]]) 
         raise plain_document_error(target, f"{path} refers to it")
     if isinstance(field, ComplexBaseField) and field.field is not None:
         _check_field(field.field, path, alias, seen)
-    embedded = getattr(field, "document_type", None)
+    embedded: Any = getattr(field, "document_type", None)
     if isinstance(field, mongoengine.EmbeddedDocumentField) and embedded not in seen:
         _check_fields(embedded, path, alias, seen)
 

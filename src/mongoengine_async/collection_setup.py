@@ -53,7 +53,7 @@ async def prepare(cls: type[Any], collection: AsyncCollection) -> bool:
     if _succeeded(task):  # prepared already: the common case, no await
         return False
     started = task is None or task.done()  # a done one here failed
-    if started:
+    if task is None or started:
         task = asyncio.ensure_future(create_collection(cls, collection))
         _prepared[key] = task
     try:

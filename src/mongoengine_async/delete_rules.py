@@ -308,7 +308,7 @@ def _stored_values(reference_field: Any, cls: type[Any], ids: list) -> list:
     """How references to ``ids`` of ``cls`` are stored by ``reference_field``."""
     if _is_generic(reference_field):
         return [DBRef(cls._get_collection_name(), object_id) for object_id in ids]
-    document_type = getattr(reference_field, "document_type", None)
+    document_type: Any = getattr(reference_field, "document_type", None)
     if isinstance(reference_field, mongoengine.ReferenceField) and (
         document_type._meta.get("abstract")
     ):

@@ -100,7 +100,8 @@ class Document(LoadedState, MongoEngineDocument):
     def _get_collection(cls) -> Any:
         """The driver collection; on async aliases an AsyncCollection, without I/O."""
         if cls._is_async():
-            return get_async_collection(cls._db_alias(), cls._get_collection_name())
+            name = cls._get_collection_name()  # None: abstract, as in MongoEngine
+            return get_async_collection(cls._db_alias(), name)  # type: ignore[arg-type]
         return super()._get_collection()
 
     @classmethod
@@ -348,7 +349,7 @@ class Document(LoadedState, MongoEngineDocument):
                 field, (mongoengine.ReferenceField, mongoengine.GenericReferenceField)
             ):
                 continue
-            ref = self._data.get(name)
+            ref: Any = self._data.get(name)
             if not isinstance(ref, mongoengine.Document) or not ref._changed_fields:
                 continue
             ref_id = f"{type(ref).__name__},{ref._data}"

@@ -136,7 +136,7 @@ def _stores_object_ids(field: BaseField) -> bool:
     return _IDENTITY_FOR.get(type(id_field).to_python) is ObjectId
 
 
-def _list_converter(field: BaseField, inner: BaseField):
+def _list_converter(field: BaseField, inner: BaseField) -> Callable[[Any], Any]:
     """For a list value, ComplexBaseField.to_python is its items' to_python.
 
     Items of a type the inner to_python returns unchanged are kept as they are;
@@ -178,7 +178,7 @@ class _Plan:
         self.fields = [_FieldPlan(name, field) for name, field in cls._fields.items()]
         self.references = [plan.field for plan in self.fields if plan.reference]
         self.make = _compile(cls, self, joining=False)
-        self.make_joining = None  # compiled on first use
+        self.make_joining: Callable[..., Load] | None = None  # on first use
 
     def joining(self) -> Callable[..., Load]:
         """``make(fallback, *reference_collections, *finders)``: the loader
@@ -197,18 +197,20 @@ _plans: dict[type[Any], _Plan | None] = {}
 
 def _plan(cls: type[Any]) -> _Plan | None:
     """The loading plan of ``cls``, or None when only MongoEngine's path is exact."""
-    plan = _plans.get(cls, _MISSING)
-    if plan is _MISSING:
-        for field in cls._fields.values():
-            field.set_auto_dereferencing(True)  # as every _from_son does
-        plan = _plans[cls] = _Plan(cls) if _eligible(cls) else None
+    try:
+        return _plans[cls]
+    except KeyError:
+        pass
+    for field in cls._fields.values():
+        field.set_auto_dereferencing(True)  # as every _from_son does
+    plan = _plans[cls] = _Plan(cls) if _eligible(cls) else None
     return plan
 
 
 def _eligible(cls: type[Any]) -> bool:
+    fields = cls._fields.values()
     if cls._dynamic or cls.STRICT or not issubclass(cls, LoadedState):
         return False
-    fields = cls._fields.values()
     return all(_plain_setter(field) and not field.choices for field in fields)
 
 
@@ -248,7 +250,7 @@ class LoadedState:
     _created = False
     # Only dynamic documents write to theirs, and never to this one: their
     # ``__init__`` gives each its own before it unlocks them.
-    _dynamic_fields = SON()
+    _dynamic_fields: SON[str, Any] = SON()
     _cls = _ClassName()
 
 
@@ -491,4 +493,5 @@ def joining_loader(
     goes to ``fallback``.
     """
     plan = _plan(cls)
+    assert plan is not None  # the caller joins only classes with a plan
     return plan.joining()(fallback, *plan.reference_collections(), *finders)

@@ -90,7 +90,7 @@ class Slot:
     @property
     def container(self) -> Any:
         """The list or dict (None once a weakly held one is gone)."""
-        container = self._container
+        container: Any = self._container
         if type(container) is weakref.ReferenceType:
             container = container()
         if isinstance(container, BaseDocument):
@@ -143,10 +143,12 @@ def slots(container: Any) -> list[Slot]:
 
 def install_proxy(
     slot: Slot, stored: Any, cls: type[Any], name: str
-) -> AsyncReferenceProxy:
+) -> AsyncReferenceProxy[Any]:
     """Put a proxy for the reference ``stored`` in ``slot`` and return it; once
     fetched, the proxy puts the document there (if the container still exists)."""
-    proxy = AsyncReferenceProxy(stored, cls, name, slot.weakly())
+    proxy: AsyncReferenceProxy[Any] = AsyncReferenceProxy(
+        stored, cls, name, slot.weakly()
+    )
     slot.put(proxy)
     return proxy
 
@@ -226,6 +228,14 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
     ``id``/``pk`` need no I/O; it equals the referenced document, its id and its
     DBRef; the loaded document is cached and put in place of the proxy.
     """
+
+    # Set through __dict__ by __init__ (DBRef's own attributes are slots).
+    stored: Any
+    document_type: type[Any]
+    _name: str
+    _slot: Slot | None
+    _document: Any  # the loaded document, else None
+    _lock: asyncio.Lock | None
 
     def __init__(
         self, stored: Any, document_cls: type[Any], name: str, slot: Slot | None = None
@@ -326,6 +336,8 @@ class LazyReference(MongoEngineLazyReference, Generic[_D]):
     """
 
     __slots__ = ("_lock",)
+    _lock: asyncio.Lock | None
+    _cached_doc: Any  # MongoEngine's slot: the loaded document, else None
 
     async def async_fetch(
         self, force: bool = False, session: AsyncClientSession | None = None

@@ -153,7 +153,7 @@ class QuerySet(MongoEngineQuerySet, Generic[_D]):
             cursor.max_time_ms(self._max_time_ms)
         return cursor
 
-    def _materialiser(self) -> Callable[[dict[str, Any]], _D]:
+    def _materialiser(self) -> Callable[[dict[str, Any]], Any]:
         """The function turning a raw result into a document, scalar or dict."""
         if self._as_pymongo:
             return lambda raw: raw
@@ -667,8 +667,14 @@ class QuerySet(MongoEngineQuerySet, Generic[_D]):
         return None if raw is None else from_son(self._document, raw)
 
     async def _find_one_and(
-        self, collection, remove, new, upsert, array_filters, **update
-    ):
+        self,
+        collection: AsyncCollection,
+        remove: bool,
+        new: bool,
+        upsert: bool,
+        array_filters: list[Any] | None,
+        **update: Any,
+    ) -> dict[str, Any] | None:
         if remove:
             return await collection.find_one_and_delete(
                 self._query, sort=self._ordering, **self._cursor_args
@@ -702,6 +708,7 @@ class QuerySet(MongoEngineQuerySet, Generic[_D]):
         """
         await self._async_collection("async_delete", "delete()", session, write_concern)
         operation = self._operation
+        assert operation is not None  # set by _async_collection
         if self._none or self._empty:
             return 0
         has_delete_signal = signals.has_delete_receivers(self._document)

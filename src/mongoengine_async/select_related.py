@@ -8,9 +8,9 @@ after it walk the documents for their references and fill them in place.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from operator import methodcaller
-from typing import Any
+from typing import Any, cast
 
 import mongoengine
 from bson import DBRef, ObjectId
@@ -178,7 +178,7 @@ def _fill(container: Any, key: Any, document: Any) -> None:
 _Where = tuple[int, str, str]
 # The documents loaded so far: where -> id -> document (None: the id was
 # looked for and is missing).
-_Loaded = dict[_Where, dict[Any, Any]]
+_Loaded = dict[_Where | None, dict[Any, Any]]  # None: a class with no collection
 
 
 async def select_related(
@@ -228,7 +228,9 @@ async def load_related(
             stragglers.append(document)
             return document
 
-        finders = [found.get(_where(*group), {}).get for group in groups]
+        finders: list[Callable[[Any], Any]] = [
+            found.get(_where(*group), {}).get for group in groups
+        ]
         documents = materialise_all(joining_loader(cls, finders, fallback), raws)
         if not stragglers and max_depth == 1:
             return documents
@@ -290,11 +292,11 @@ def _stored_ids(raws: list, db_field: str) -> dict[bytes, ObjectId] | None:
 
 async def _find_joined(
     wanted: _JoinWanted, session: AsyncClientSession | None
-) -> dict[_Where, dict[bytes, Any]]:
+) -> dict[_Where | None, dict[bytes, Any]]:
     """The documents a join wants, one query per collection and class
     hierarchy: per collection, ``ObjectId.binary`` -> document (missing ids
     are absent)."""
-    found: dict[_Where, dict[bytes, Any]] = {}
+    found: dict[_Where | None, dict[bytes, Any]] = {}
     queries = _queries(((*group, ids) for group, ids in wanted.items()), dict)
     for (where, _), wanted_by in queries.items():
         raws, documents = await _query(where, wanted_by, session)
@@ -304,7 +306,7 @@ async def _find_joined(
 
 
 def _loaded_by_id(
-    wanted: _JoinWanted, found: dict[_Where, dict[bytes, Any]]
+    wanted: _JoinWanted, found: dict[_Where | None, dict[bytes, Any]]
 ) -> _Loaded:
     """What a join found, as the walk keeps it for the levels below."""
     loaded: _Loaded = {}
@@ -357,7 +359,10 @@ async def _load_level(
 
 
 def _remember(
-    documents: list | tuple, source: _Where | None, places: set[_Where], loaded: _Loaded
+    documents: list | tuple,
+    source: _Where | None,
+    places: set[_Where | None],
+    loaded: _Loaded,
 ) -> None:
     """Index the documents living in the referenced places, to reuse them.
 
@@ -450,9 +455,9 @@ def _queries(
 
 def _top_class(cls: type[Any]) -> type[Any]:
     """The topmost concrete class of ``cls``'s hierarchy (``cls`` if abstract)."""
-    concrete = [
+    concrete: list[Any] = [
         base
-        for base in cls.__mro__
+        for base in cast(Any, cls).__mro__
         if issubclass(base, mongoengine.Document) and not base._meta.get("abstract")
     ]
     return concrete[-1] if concrete else cls
