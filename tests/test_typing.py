@@ -48,9 +48,7 @@ def _errors(output: str, pattern: str) -> dict[tuple[str, int], str]:
 
 @pytest.fixture(scope="module")
 def mypy_errors() -> dict[tuple[str, int], str]:
-    output = _run(
-        [str(BIN / "mypy"), "--python-version", "3.11", "--no-incremental", *FILES]
-    )
+    output = _run([str(BIN / "mypy"), "--python-version", "3.11", *FILES])
     return _errors(output, r"^(?P<file>[\w/.]+):(?P<line>\d+): error: (?P<message>.*)$")
 
 
