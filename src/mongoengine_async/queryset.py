@@ -51,6 +51,8 @@ from mongoengine_async.query_values import check_query_values
 from mongoengine_async.select_related import load_related
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from mongoengine_async._typing import MongoEngineQuerySet
 else:  # checkers see MongoEngine's class through the typed stub _typing.pyi
     MongoEngineQuerySet = me_queryset.QuerySet
@@ -164,7 +166,7 @@ class QuerySet(MongoEngineQuerySet, Generic[_D]):
 
     # -- non-I/O behaviour on async aliases -------------------------------------
 
-    def __call__(self, q_obj: Any = None, **query: Any) -> QuerySet[_D]:
+    def __call__(self, q_obj: Any = None, **query: Any) -> Self:
         """MongoEngine's filter (``filter``, ``get`` and ``Model.objects(...)``
         come here); on an async alias the values are checked first, see
         :mod:`mongoengine_async.query_values`."""
@@ -189,7 +191,7 @@ class QuerySet(MongoEngineQuerySet, Generic[_D]):
             )
         return self._sliced(key)
 
-    def _sliced(self, key: slice) -> QuerySet[_D]:
+    def _sliced(self, key: slice) -> Self:
         start, stop = key.start, key.stop
         if key.step is not None:
             raise IndexError("QuerySet slices do not support steps")
