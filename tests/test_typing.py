@@ -1,6 +1,8 @@
-"""The typed public API holds: mypy and pyright accept tests/typing/check_table.py
-(issue 16's table, as ``assert_type``) and report each deliberate mistake of
-tests/typing/errors.py, so a change that loses a type fails the suite."""
+"""The typed public API holds: mypy (--strict) and pyright, with a user's
+settings (tests/typing/mypy.ini, pyrightconfig.json), accept
+tests/typing/check_table.py (issue 16's table, as ``assert_type``) and report
+each deliberate mistake of tests/typing/errors.py, so a change that loses a type
+fails the suite."""
 
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ def _errors(output: str, pattern: str) -> dict[tuple[str, int], str]:
 
 @pytest.fixture(scope="module")
 def mypy_errors() -> dict[tuple[str, int], str]:
-    output = _run([str(BIN / "mypy"), "--python-version", "3.11", *FILES])
+    output = _run([str(BIN / "mypy"), "--strict", *FILES])
     return _errors(output, r"^(?P<file>[\w/.]+):(?P<line>\d+): error: (?P<message>.*)$")
 
 
@@ -57,7 +59,7 @@ def pyright_errors() -> dict[tuple[str, int], str]:
     output = _run(
         [
             str(BIN / "pyright"),
-            *("--pythonversion", "3.11", "--pythonpath", sys.executable),
+            *("--pythonpath", sys.executable),
             *FILES,
         ]
     )
