@@ -19,6 +19,7 @@ from bson import SON, DBRef, ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 from typing_extensions import Self
 
+from mongoengine_async.gridfs import AsyncGridFSProxy
 from mongoengine_async.proxies import LazyReference
 from mongoengine_async.queryset import QuerySet
 
@@ -779,9 +780,9 @@ class GenericLazyReferenceField(BaseField[Any]): ...
 class FileField(BaseField[Any]):
     async def async_put(
         self, data: Any, instance: BaseDocument | None = None, **kwargs: Any
-    ) -> Any: ...
+    ) -> AsyncGridFSProxy: ...
     async def async_get(
         self, instance: BaseDocument, *, session: AsyncClientSession | None = None
-    ) -> Any: ...
+    ) -> AsyncGridFSProxy | None: ...
 
 class ImageField(FileField): ...

@@ -448,7 +448,7 @@ class FileField(mongoengine.FileField):
 
     async def async_put(
         self, data: Any, instance: BaseDocument | None = None, **kwargs: Any
-    ) -> Any:
+    ) -> AsyncGridFSProxy:
         """Store ``data`` as the file of ``instance`` (marked as changed, so
         its next ``async_save`` stores the id); returns the AsyncGridFSProxy."""
         proxy = self._async_proxy_of(instance, "async_put", "document.file.put()")
@@ -456,7 +456,7 @@ class FileField(mongoengine.FileField):
 
     async def async_get(
         self, instance: BaseDocument, *, session: AsyncClientSession | None = None
-    ) -> Any:
+    ) -> AsyncGridFSProxy | None:
         """The file of ``instance`` with its metadata loaded (in ``session`` if
         given), or None when the document holds no file or its file is gone
         (as MongoEngine's ``get()``)."""

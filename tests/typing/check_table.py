@@ -8,7 +8,12 @@ from typing import Any, assert_type
 
 from models import Author, Book, Colour, Review
 
-from mongoengine_async import AsyncReferenceProxy, LazyReference, QuerySet
+from mongoengine_async import (
+    AsyncGridFSProxy,
+    AsyncReferenceProxy,
+    LazyReference,
+    QuerySet,
+)
 
 
 async def queries() -> None:
@@ -53,6 +58,7 @@ async def documents(book: Book) -> None:
     if book.editor is not None:
         assert_type(await book.editor.async_fetch(), Author)
     assert_type(await Book.author.async_fetch(book), Author)
+    assert_type(await Book.cover.async_get(book), AsyncGridFSProxy | None)
 
 
 async def proxies(proxy: AsyncReferenceProxy[Author]) -> None:

@@ -12,6 +12,7 @@ from mongoengine_async import (
     EmbeddedDocumentField,
     EmbeddedDocumentListField,
     EnumField,
+    FileField,
     FloatField,
     IntField,
     LazyReferenceField,
@@ -46,3 +47,4 @@ class Book(Document):
     review = EmbeddedDocumentField(Review)
     reviews = EmbeddedDocumentListField(Review)
     extra = DictField()
+    cover = FileField()
