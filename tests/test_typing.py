@@ -18,7 +18,7 @@ import pytest
 import mongoengine_async
 
 TYPING_DIR = Path(__file__).parent / "typing"
-FILES = ["models.py", "check_table.py", "errors.py"]
+FILES = ["models.py", "check_table.py", "star_import.py", "errors.py"]
 BIN = Path(sys.executable).parent
 
 
