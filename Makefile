@@ -32,7 +32,7 @@ $(VPY):
 # Re-install only when pyproject.toml changes (or the venv is new).
 $(STAMP): pyproject.toml | $(VPY)
 	$(VPY) -m pip install --upgrade pip
-	$(VPY) -m pip install -e '.[test]'
+	$(VPY) -m pip install -e '.[test,typing]'
 	touch $(STAMP)
 
 # The plain-install smoke test runs first; pytest runs whatever its outcome, and
@@ -72,7 +72,7 @@ $(LOWEST_PY):
 
 $(LOWEST_STAMP): pyproject.toml Makefile | $(LOWEST_PY)
 	$(LOWEST_PY) -m pip install --upgrade pip
-	$(LOWEST_PY) -m pip install -e '.[test]' \
+	$(LOWEST_PY) -m pip install -e '.[test,typing]' \
 		'pymongo==$(LOWEST_PYMONGO)' 'mongoengine==$(LOWEST_MONGOENGINE)'
 	touch $(LOWEST_STAMP)
 
@@ -82,9 +82,14 @@ test-pymongo-lowest: $(LOWEST_STAMP)
 demo: venv
 	$(VPY) examples/quickstart.py
 
+# ruff, then mypy and pyright on the package (their settings: pyproject.toml),
+# then the typing tests (both checkers on tests/typing, see docs/typing.md).
 lint: venv
 	$(VPY) -m ruff check $(LINT_PATHS)
 	$(VPY) -m ruff format --check $(LINT_PATHS)
+	$(VPY) -m mypy
+	$(VENV)/bin/pyright
+	$(VPY) -m pytest -q -p no:cacheprovider tests/test_typing.py
 
 # MongoEngine's own test suite through this package, on sync aliases (see
 # $(COMPAT_DIR)/README.md); its last line lists any unexpected failure. It uses
@@ -114,5 +119,5 @@ failover: venv
 	$(VPY) -m pytest -m failover -s $(PYTEST_ARGS) tests/test_failover.py
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(PLAIN_VENV) $(LOWEST_VENV) build dist .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) $(PLAIN_VENV) $(LOWEST_VENV) build dist .pytest_cache .ruff_cache .mypy_cache src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

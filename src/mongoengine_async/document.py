@@ -9,8 +9,8 @@ async is decided at call time by its alias (``meta["db_alias"]`` or an active
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Generator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import mongoengine
 import pymongo.errors
@@ -47,12 +47,23 @@ from mongoengine_async.query_values import check_query_values
 from mongoengine_async.queryset import QuerySet
 from mongoengine_async.select_related import select_related
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from mongoengine_async._typing import (
+        MongoEngineDocument,
+        MongoEngineDynamicDocument,
+    )
+else:  # checkers see MongoEngine's classes through the typed stub _typing.pyi
+    MongoEngineDocument = mongoengine.Document
+    MongoEngineDynamicDocument = mongoengine.DynamicDocument
+
 __all__ = ("Document", "DynamicDocument")
 
 D = TypeVar("D", bound="Document")
 
 
-class Document(LoadedState, mongoengine.Document):
+class Document(LoadedState, MongoEngineDocument):
     """A MongoEngine Document that also works on async aliases.
 
     LoadedState: the documents our loader builds share their loaded state.
@@ -84,16 +95,17 @@ class Document(LoadedState, mongoengine.Document):
         return switched_collection(cls) or super()._get_collection_name()
 
     @classmethod
-    def _get_db(cls):
+    def _get_db(cls) -> Any:
         if cls._is_async():
             return get_async_db(cls._db_alias())
         return super()._get_db()
 
     @classmethod
-    def _get_collection(cls):
+    def _get_collection(cls) -> Any:
         """The driver collection; on async aliases an AsyncCollection, without I/O."""
         if cls._is_async():
-            return get_async_collection(cls._db_alias(), cls._get_collection_name())
+            name = cls._get_collection_name()  # None: abstract, as in MongoEngine
+            return get_async_collection(cls._db_alias(), name)  # type: ignore[arg-type]
         if isinstance(getattr(cls, "_collection", None), AsyncCollection):
             # MongoEngine's switch_db (behind using()) caches the collection it
             # saw on entry: one of an async alias is stale on a sync alias.
@@ -143,7 +155,7 @@ class Document(LoadedState, mongoengine.Document):
         *,
         session: AsyncClientSession | None = None,
         **kwargs: Any,
-    ):
+    ) -> str:
         """Create one index given MongoEngine-style keys, in ``session`` if
         given (as ``async_ensure_indexes``); returns its name."""
         cls._require_async("async_create_index", "create_index()")
@@ -207,12 +219,12 @@ class Document(LoadedState, mongoengine.Document):
 
     # -- awaiting a loaded reference ---------------------------------------------------
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, Self]:
         """``await book.author`` gives the document whether the reference was a
         proxy or is loaded already (fetched, or by select_related)."""
         return self._itself().__await__()
 
-    async def _itself(self):
+    async def _itself(self) -> Self:
         return self
 
     # -- instance I/O ------------------------------------------------------------------
@@ -230,7 +242,7 @@ class Document(LoadedState, mongoengine.Document):
         signal_kwargs: dict | None = None,
         session: AsyncClientSession | None = None,
         **kwargs: Any,
-    ):
+    ) -> Self:
         """Insert the document, or send only its changes (``$set``/``$unset``).
 
         Same arguments and errors as MongoEngine's ``save``, plus ``session``;
@@ -370,7 +382,7 @@ class Document(LoadedState, mongoengine.Document):
                 field, (mongoengine.ReferenceField, mongoengine.GenericReferenceField)
             ):
                 continue
-            ref = self._data.get(name)
+            ref: Any = self._data.get(name)
             if not isinstance(ref, mongoengine.Document) or not ref._changed_fields:
                 continue
             ref_id = f"{type(ref).__name__},{ref._data}"
@@ -429,7 +441,7 @@ class Document(LoadedState, mongoengine.Document):
 
     async def async_select_related(
         self, max_depth: int = 1, *, session: AsyncClientSession | None = None
-    ):
+    ) -> Self:
         """Load this document's references ``max_depth`` levels deep (in
         ``session`` if given); returns self."""
         self._require_async("async_select_related", "select_related()")
@@ -443,7 +455,7 @@ class Document(LoadedState, mongoengine.Document):
 
     async def async_reload(
         self, *fields: str, session: AsyncClientSession | None = None, **kwargs: Any
-    ):
+    ) -> Self:
         """Reload all fields, or only ``fields``, from the database."""
         operation = await self._async_operation("async_reload", "reload()", session)
         if fields and isinstance(fields[0], int):
@@ -533,7 +545,7 @@ class Document(LoadedState, mongoengine.Document):
         return await self._qs.filter(**query).async_update_one(**kwargs)
 
 
-class DynamicDocument(Document, mongoengine.DynamicDocument):
+class DynamicDocument(Document, MongoEngineDynamicDocument):
     """A MongoEngine DynamicDocument that also works on async aliases."""
 
     my_metaclass = TopLevelDocumentMetaclass  # a base class (see Document)
