@@ -17,12 +17,17 @@ LOWEST_PY := $(LOWEST_VENV)/bin/python
 LOWEST_STAMP := $(LOWEST_VENV)/.installed
 LOWEST_PYMONGO := 4.17.0
 LOWEST_MONGOENGINE := 0.29.2
-PLAIN_SOURCES := pyproject.toml $(shell find src/mongoengine_async -type f ! -name '*.pyc')
+RELEASE_VENV := .venv-release
+RELEASE_PY := $(RELEASE_VENV)/bin/python
+RELEASE_STAMP := $(RELEASE_VENV)/.installed
+RELEASE_TOOLS := 'build>=1.2,<2' 'twine>=6.1,<8'
+DIST_STAMP := dist/.checked
+DIST_SOURCES := $(wildcard $(shell git ls-files 2>/dev/null))
 LINT_PATHS := $(wildcard src tests examples benchmarks)
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv test smoke demo lint compat bench clean test-pymongo-lowest
+.PHONY: venv test smoke demo lint compat bench clean test-pymongo-lowest dist
 
 venv: $(STAMP)
 
@@ -48,22 +53,38 @@ test: venv
 	fi; \
 	exit $$tests
 
-# A plain, non-editable install without extras (no blinker, no Pillow), made
-# again when pyproject.toml or the package changes; build/ is removed first so
-# that no stale module gets into the wheel.
-$(PLAIN_PY):
+# The wheel that `make dist` builds, installed without extras (no blinker, no
+# Pillow) in a virtualenv made anew whenever the wheel is rebuilt.
+$(PLAIN_STAMP): $(DIST_STAMP)
+	rm -rf $(PLAIN_VENV)
 	$(PYTHON) -m venv $(PLAIN_VENV)
-
-$(PLAIN_STAMP): $(PLAIN_SOURCES) | $(PLAIN_PY)
-	rm -rf build
-	$(PLAIN_PY) -m pip install .
-	rm -rf build
+	$(PLAIN_PY) -m pip install dist/*.whl
 	touch $(PLAIN_STAMP)
 
 # The README example, GridFS and a cascade on the plain install, against a
 # throwaway replica set started (and stopped) by .venv's launcher.
 smoke: venv $(PLAIN_STAMP)
 	$(VPY) -m mongoengine_async.testing -- $(PLAIN_PY) tests/smoke/plain_install.py
+
+# The sdist and the wheel, built from the sources git tracks (the wheel from
+# the sdist), checked by twine and by tests/release/check_dist.py (what each
+# archive holds, file by file). Build and twine live in their own venv.
+$(RELEASE_PY):
+	$(PYTHON) -m venv $(RELEASE_VENV)
+
+$(RELEASE_STAMP): Makefile | $(RELEASE_PY)
+	$(RELEASE_PY) -m pip install --upgrade pip
+	$(RELEASE_PY) -m pip install $(RELEASE_TOOLS)
+	touch $(RELEASE_STAMP)
+
+dist: $(DIST_STAMP)
+
+$(DIST_STAMP): $(DIST_SOURCES) | $(RELEASE_STAMP)
+	rm -rf dist build
+	$(RELEASE_PY) -m build --outdir dist .
+	$(RELEASE_PY) -m twine check --strict dist/*.tar.gz dist/*.whl
+	$(RELEASE_PY) tests/release/check_dist.py dist
+	touch $(DIST_STAMP)
 
 # The suite on the lowest PyMongo and MongoEngine that pyproject.toml allows, in
 # its own venv (`make test` runs on the newest releases that pip resolves).
@@ -114,5 +135,5 @@ failover: venv
 	$(VPY) -m pytest -m failover -s $(PYTEST_ARGS) tests/test_failover.py
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(PLAIN_VENV) $(LOWEST_VENV) build dist .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) $(PLAIN_VENV) $(LOWEST_VENV) $(RELEASE_VENV) build dist .pytest_cache .ruff_cache src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
