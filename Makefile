@@ -23,11 +23,15 @@ RELEASE_STAMP := $(RELEASE_VENV)/.installed
 RELEASE_TOOLS := 'build>=1.2,<2' 'twine>=6.1,<8'
 DIST_STAMP := dist/.checked
 DIST_SOURCES := $(wildcard $(shell git ls-files 2>/dev/null))
+DOCS_VENV := .venv-docs
+DOCS_PY := $(DOCS_VENV)/bin/python
+DOCS_STAMP := $(DOCS_VENV)/.installed
+DOCS_TOOLS := 'mkdocs>=1.6,<2' 'mkdocs-material>=9.5,<10'
 LINT_PATHS := $(wildcard src tests examples benchmarks)
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv test smoke demo lint compat bench clean test-pymongo-lowest dist
+.PHONY: venv test smoke demo lint compat bench clean test-pymongo-lowest
 
 venv: $(STAMP)
 
@@ -77,6 +81,7 @@ $(RELEASE_STAMP): Makefile | $(RELEASE_PY)
 	$(RELEASE_PY) -m pip install $(RELEASE_TOOLS)
 	touch $(RELEASE_STAMP)
 
+.PHONY: dist
 dist: $(DIST_STAMP)
 
 $(DIST_STAMP): $(DIST_SOURCES) | $(RELEASE_STAMP)
@@ -85,6 +90,21 @@ $(DIST_STAMP): $(DIST_SOURCES) | $(RELEASE_STAMP)
 	$(RELEASE_PY) -m twine check --strict dist/*.tar.gz dist/*.whl
 	$(RELEASE_PY) tests/release/check_dist.py dist
 	touch $(DIST_STAMP)
+
+# The docs site: docs/*.md into site/ (mkdocs.yml has the nav), with --strict
+# so that a broken link or anchor, a missing page or a page left out of the nav
+# fails. MkDocs and its theme live in their own venv.
+$(DOCS_PY):
+	$(PYTHON) -m venv $(DOCS_VENV)
+
+$(DOCS_STAMP): Makefile | $(DOCS_PY)
+	$(DOCS_PY) -m pip install --upgrade pip
+	$(DOCS_PY) -m pip install $(DOCS_TOOLS)
+	touch $(DOCS_STAMP)
+
+.PHONY: docs
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(DOCS_PY) -m mkdocs build --strict
 
 # The suite on the lowest PyMongo and MongoEngine that pyproject.toml allows, in
 # its own venv (`make test` runs on the newest releases that pip resolves).
@@ -135,5 +155,5 @@ failover: venv
 	$(VPY) -m pytest -m failover -s $(PYTEST_ARGS) tests/test_failover.py
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(PLAIN_VENV) $(LOWEST_VENV) $(RELEASE_VENV) build dist .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) $(PLAIN_VENV) $(LOWEST_VENV) $(RELEASE_VENV) $(DOCS_VENV) build dist site .pytest_cache .ruff_cache src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
