@@ -17,6 +17,7 @@ LOWEST_PY := $(LOWEST_VENV)/bin/python
 LOWEST_STAMP := $(LOWEST_VENV)/.installed
 LOWEST_PYMONGO := 4.17.0
 LOWEST_MONGOENGINE := 0.29.2
+LOWEST_PYTHON := 3.10
 RELEASE_VENV := .venv-release
 RELEASE_PY := $(RELEASE_VENV)/bin/python
 RELEASE_STAMP := $(RELEASE_VENV)/.installed
@@ -106,12 +107,41 @@ $(DOCS_STAMP): Makefile | $(DOCS_PY)
 docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(DOCS_PY) -m mkdocs build --strict
 
-# The suite on the lowest PyMongo and MongoEngine that pyproject.toml allows, in
-# its own venv (`make test` runs on the newest releases that pip resolves).
-$(LOWEST_PY):
-	$(PYTHON) -m venv $(LOWEST_VENV)
+# Other CPythons, X.Y in 3.10 3.12 3.13: pyenv's interpreters on this machine
+# image ($(PYENV_ROOT)/versions/X.Y.*), else pythonX.Y on PATH.
+# `make test-python-X.Y`: the suite in .venv-pyX.Y (editable, test extra);
+# `make smoke-python-X.Y`: the wheel of `make dist`, without extras, in a new
+# .venv-plain-pyX.Y, and the plain-install smoke test on it.
+PYENV_ROOT ?= $(HOME)/.pyenv
+python_for = $(or $(lastword $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1))),python$(1))
 
-$(LOWEST_STAMP): pyproject.toml Makefile | $(LOWEST_PY)
+# Kept (make would delete a pattern rule's stamp as an intermediate file).
+.PRECIOUS: .venv-py%/.installed
+.venv-py%/.installed: pyproject.toml
+	rm -rf .venv-py$*
+	$(call python_for,$*) -m venv .venv-py$*
+	.venv-py$*/bin/python -m pip install --upgrade pip
+	.venv-py$*/bin/python -m pip install -e '.[test]'
+	touch $@
+
+.PHONY: test-python-%
+test-python-%: .venv-py%/.installed
+	.venv-py$*/bin/python -m pytest $(PYTEST_ARGS)
+
+.PHONY: smoke-python-%
+smoke-python-%: venv $(DIST_STAMP)
+	rm -rf .venv-plain-py$*
+	$(call python_for,$*) -m venv .venv-plain-py$*
+	.venv-plain-py$*/bin/python -m pip install dist/*.whl
+	$(VPY) -m mongoengine_async.testing -- \
+		.venv-plain-py$*/bin/python tests/smoke/plain_install.py
+
+# The suite on the lowest PyMongo and MongoEngine that pyproject.toml allows,
+# on the lowest Python it allows, in its own venv (`make test` runs on the
+# newest releases that pip resolves).
+$(LOWEST_STAMP): pyproject.toml Makefile
+	rm -rf $(LOWEST_VENV)
+	$(call python_for,$(LOWEST_PYTHON)) -m venv $(LOWEST_VENV)
 	$(LOWEST_PY) -m pip install --upgrade pip
 	$(LOWEST_PY) -m pip install -e '.[test]' \
 		'pymongo==$(LOWEST_PYMONGO)' 'mongoengine==$(LOWEST_MONGOENGINE)'
