@@ -23,7 +23,8 @@ RELEASE_PY := $(RELEASE_VENV)/bin/python
 RELEASE_STAMP := $(RELEASE_VENV)/.installed
 RELEASE_TOOLS := 'build>=1.2,<2' 'twine>=6.1,<8'
 DIST_STAMP := dist/.checked
-DIST_SOURCES := $(wildcard $(shell git ls-files 2>/dev/null))
+# The tracked files, and git's index so that adding or removing one rebuilds.
+DIST_SOURCES := $(wildcard $(shell git ls-files 2>/dev/null) $(shell git rev-parse --git-path index 2>/dev/null))
 DOCS_VENV := .venv-docs
 DOCS_PY := $(DOCS_VENV)/bin/python
 DOCS_STAMP := $(DOCS_VENV)/.installed
@@ -124,11 +125,9 @@ python_for = $(or $(lastword $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python
 	.venv-py$*/bin/python -m pip install -e '.[test]'
 	touch $@
 
-.PHONY: test-python-%
 test-python-%: .venv-py%/.installed
 	.venv-py$*/bin/python -m pytest $(PYTEST_ARGS)
 
-.PHONY: smoke-python-%
 smoke-python-%: venv $(DIST_STAMP)
 	rm -rf .venv-plain-py$*
 	$(call python_for,$*) -m venv .venv-plain-py$*
@@ -185,5 +184,5 @@ failover: venv
 	$(VPY) -m pytest -m failover -s $(PYTEST_ARGS) tests/test_failover.py
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(PLAIN_VENV) $(LOWEST_VENV) $(RELEASE_VENV) $(DOCS_VENV) build dist site .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) $(PLAIN_VENV) $(LOWEST_VENV) $(RELEASE_VENV) $(DOCS_VENV) .venv-py* .venv-plain-py* build dist site .pytest_cache .ruff_cache src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
