@@ -22,6 +22,8 @@ def changelog_versions() -> list[str]:
 
 
 def test_the_installed_version_is_the_package_version() -> None:
+    # An editable install's metadata dates from the install: after a version
+    # bump, `make venv` (touch pyproject.toml first) installs it again.
     assert metadata.version("mongoengine-async") == mongoengine_async.__version__
 
 
