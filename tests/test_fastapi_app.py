@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -33,16 +34,15 @@ class Service:
 
     http: httpx.AsyncClient
     log: CommandLog
+    loop: asyncio.AbstractEventLoop | None = None
 
 
-@pytest.fixture
-async def service(mongodb_uri: str) -> AsyncIterator[Service]:
+async def running_app(uri: str) -> AsyncIterator[Service]:
     """The example app on a fresh database, its lifespan entered as a server
     would; the database is dropped before the lifespan disconnects."""
     log = CommandLog()
     name = f"test_fastapi_{uuid4().hex[:12]}"
-    settings = Settings(mongodb_uri, name, {"event_listeners": [log]})
-    app = create_app(settings)
+    app = create_app(Settings(uri, name, {"event_listeners": [log]}))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
@@ -52,6 +52,13 @@ async def service(mongodb_uri: str) -> AsyncIterator[Service]:
                 yield Service(http, log)
             finally:
                 await get_async_db().client.drop_database(name)
+
+
+@pytest.fixture
+async def service(mongodb_uri: str) -> AsyncIterator[Service]:
+    """One app per test, on the test's own event loop."""
+    async for running in running_app(mongodb_uri):
+        yield running
 
 
 async def new_author(service: Service, name: str) -> str:
@@ -296,3 +303,37 @@ async def test_deleting_an_author_cascades_to_books_and_manuscripts(
     response = await service.http.get("/books")
     assert [book["title"] for book in response.json()] == ["B1"]
     assert response.json()[0]["has_manuscript"] is True
+
+
+async def test_an_upload_cut_midway_leaves_no_chunks(service: Service) -> None:
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Cut")
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(40):  # 10 MB, more than one batch of chunks
+            yield os.urandom(256 * 1024)
+        raise ConnectionResetError("the client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await service.http.put(f"/books/{book_id}/manuscript", content=body())
+    assert await get_async_db()["manuscripts.chunks"].count_documents({}) == 0
+    assert await get_async_db()["manuscripts.files"].count_documents({}) == 0
+    response = await service.http.get(f"/books/{book_id}")
+    assert response.json()["has_manuscript"] is False
+
+
+def excerpts(page: Path) -> list[str]:
+    """The ```py blocks of ``page`` (excerpts; ```python blocks run in test_docs)."""
+    return re.findall(r"^```py\n(.*?)^```", page.read_text(), re.M | re.S)
+
+
+def test_the_guide_quotes_the_example_verbatim() -> None:
+    guide = EXAMPLES.parent / "docs" / "fastapi.md"
+    sources = [path.read_text() for path in EXAMPLES.glob("fastapi_app/*.py")]
+    sources += [
+        path.read_text() for path in Path(__file__).parent.glob("test_fastapi_app*.py")
+    ]
+    quoted = excerpts(guide)
+    assert len(quoted) >= 10
+    missing = [block for block in quoted if not any(block in s for s in sources)]
+    assert missing == []
