@@ -100,6 +100,7 @@ async def test_crud_round_trip(service: Service) -> None:
     assert response.status_code == 200
     assert response.json()["year"] == 2014
     stored = await get_async_db().book.find_one()
+    assert stored is not None
     assert (stored["title"], stored["year"]) == ("Ancillary Justice", 2014)
 
     response = await service.http.delete(f"/books/{book_id}")
@@ -109,10 +110,13 @@ async def test_crud_round_trip(service: Service) -> None:
 
 async def test_does_not_exist_is_a_404(service: Service) -> None:
     missing = "0123456789abcdef01234567"
-    for path in (f"/books/{missing}", f"/authors/{missing}"):
+    for path, model in [
+        (f"/books/{missing}", "Book"),
+        (f"/authors/{missing}", "Author"),
+    ]:
         response = await service.http.get(path)
         assert response.status_code == 404
-    assert response.json() == {"detail": "Author matching query does not exist."}
+        assert response.json() == {"detail": f"{model} matching query does not exist."}
 
     response = await service.http.post(
         "/books", json={"title": "Orphan", "author_id": missing}
@@ -125,6 +129,16 @@ async def test_does_not_exist_is_a_404(service: Service) -> None:
     response = await service.http.get(f"/books/{book_id}/manuscript")
     assert response.status_code == 404
     assert response.json() == {"detail": f"book {book_id} has no manuscript"}
+
+    # A dangling reference (its author removed behind the app's back) too.
+    await get_async_db().author.delete_many({})
+    response = await service.http.get(f"/books/{book_id}")
+    assert response.status_code == 404
+    detail = response.json()["detail"]
+    assert detail == (
+        f"Trying to dereference unknown document DBRef('author', ObjectId('{ann}'))"
+        " (reference 'author')"
+    )
 
 
 async def test_invalid_values_are_a_422_and_duplicates_a_409(service: Service) -> None:

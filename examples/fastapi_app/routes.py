@@ -24,12 +24,14 @@ router = APIRouter()
 
 @router.post("/authors", status_code=201)
 async def create_author(body: AuthorIn) -> AuthorOut:
+    """A new author; a name already taken is a 409 (unique index)."""
     author = await Author(name=body.name).async_save()
     return AuthorOut.of(author)
 
 
 @router.get("/authors/{author_id}")
 async def get_author(author_id: str) -> AuthorOut:
+    """One author; an unknown id is a 404 (``DoesNotExist``)."""
     return AuthorOut.of(await Author.objects.async_get(id=author_id))
 
 
@@ -62,6 +64,7 @@ async def publish_books(
 
 @router.post("/books", status_code=201)
 async def create_book(body: NewBook) -> BookOut:
+    """A new book of an existing author."""
     author = await Author.objects.async_get(id=body.author_id)
     book = await Book(title=body.title, year=body.year, author=author).async_save()
     return BookOut.of(book, author)
@@ -83,12 +86,14 @@ async def list_books(
 
 @router.get("/books/{book_id}")
 async def get_book(book_id: str) -> BookOut:
+    """One book, its author loaded by one more query."""
     book = await Book.objects.async_get(id=book_id)
     return BookOut.of(book, await Book.author.async_fetch(book))
 
 
 @router.patch("/books/{book_id}")
 async def update_book(book_id: str, body: BookPatch) -> BookOut:
+    """Change the given fields; the save sends only what changed."""
     book = await Book.objects.async_get(id=book_id)
     for name, value in body.model_dump(exclude_unset=True).items():
         setattr(book, name, value)
