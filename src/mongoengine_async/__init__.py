@@ -7,6 +7,11 @@ with the classes that need async behaviour replaced by subclasses.
 import mongoengine
 from mongoengine import *
 
+from mongoengine_async.change_streams import (
+    ChangeEvent,
+    ChangeStream,
+    UpdateDescription,
+)
 from mongoengine_async.connection import (
     connect,
     connect_async,
@@ -63,11 +68,14 @@ _ASYNC_NAMES = [
     "AsyncGridFSProxy",
     "AsyncReferenceProxy",
     "AsyncUsageError",
+    "ChangeEvent",
+    "ChangeStream",
     "ConnectionUsageError",
     "ForeignSessionError",
     "MisuseError",
     "NestedTransactionError",
     "LazyReference",
+    "UpdateDescription",
     "async_no_dereference",
     "async_run_in_transaction",
     "async_run_transaction",

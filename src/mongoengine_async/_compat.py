@@ -89,6 +89,7 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (mongoengine.Document, "_object_key"),
     (mongoengine.Document, "_qs"),
     (mongoengine.Document, "_reload"),
+    (mongoengine.Document, "_reverse_db_field_map"),
     (mongoengine.EmbeddedDocument, "_instance"),
     # Fields and the containers and references they read as.
     (BaseField, "_auto_dereference"),

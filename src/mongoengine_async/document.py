@@ -9,10 +9,12 @@ async is decided at call time by its alias (``meta["db_alias"]`` or an active
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import mongoengine
 import pymongo.errors
+from bson.timestamp import Timestamp
 from mongoengine.base.metaclasses import TopLevelDocumentMetaclass
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from mongoengine.context_managers import set_write_concern
@@ -29,6 +31,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async import collection_setup, signals
+from mongoengine_async.change_streams import ChangeStream
 from mongoengine_async.connection import (
     get_async_collection,
     get_async_db,
@@ -45,6 +48,8 @@ from mongoengine_async.queryset import QuerySet
 from mongoengine_async.select_related import select_related
 
 __all__ = ("Document", "DynamicDocument")
+
+D = TypeVar("D", bound="Document")
 
 
 class Document(LoadedState, mongoengine.Document):
@@ -89,6 +94,10 @@ class Document(LoadedState, mongoengine.Document):
         """The driver collection; on async aliases an AsyncCollection, without I/O."""
         if cls._is_async():
             return get_async_collection(cls._db_alias(), cls._get_collection_name())
+        if isinstance(getattr(cls, "_collection", None), AsyncCollection):
+            # MongoEngine's switch_db (behind using()) caches the collection it
+            # saw on entry: one of an async alias is stale on a sync alias.
+            cls._collection = None
         return super()._get_collection()
 
     @classmethod
@@ -170,6 +179,31 @@ class Document(LoadedState, mongoengine.Document):
         client = collection.database.client
         session = session_for(client, own_session(cls, client, session))
         await collection.database.drop_collection(name, session=session)
+
+    @classmethod
+    def async_watch(
+        cls: type[D],
+        *,
+        full_document: str | None = "updateLookup",
+        resume_after: Mapping[str, Any] | None = None,
+        start_after: Mapping[str, Any] | None = None,
+        start_at_operation_time: Timestamp | None = None,
+        batch_size: int | None = None,
+        max_await_time_ms: int | None = None,
+        session: AsyncClientSession | None = None,
+    ) -> ChangeStream[D]:
+        """The change events of the whole collection (of this class, under
+        inheritance), bypassing any custom ``objects`` manager."""
+        queryset = cls._meta["queryset_class"](cls, cls._get_collection())
+        return queryset.async_watch(
+            full_document=full_document,
+            resume_after=resume_after,
+            start_after=start_after,
+            start_at_operation_time=start_at_operation_time,
+            batch_size=batch_size,
+            max_await_time_ms=max_await_time_ms,
+            session=session,
+        )
 
     # -- awaiting a loaded reference ---------------------------------------------------
 

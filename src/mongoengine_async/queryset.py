@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import re
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import mongoengine.queryset.queryset as me_queryset
 import pymongo.errors
+from bson.timestamp import Timestamp
 from mongoengine.context_managers import set_read_write_concern, set_write_concern
 from mongoengine.document import Document as MongoEngineDocument
 from mongoengine.errors import (
@@ -38,6 +39,7 @@ from pymongo.asynchronous.cursor import AsyncCursor
 
 from mongoengine_async import signals
 from mongoengine_async.batches import WHOLE_RESULT, materialise_all
+from mongoengine_async.change_streams import ChangeStream, WatchOptions
 from mongoengine_async.delete_rules import delete_each, delete_matching
 from mongoengine_async.from_bson import from_son, loader
 from mongoengine_async.gridfs import delete_files, stored_files
@@ -46,7 +48,7 @@ from mongoengine_async.guards import (
     guard_blocking_methods,
     require_async,
 )
-from mongoengine_async.operation import Operation, resolve
+from mongoengine_async.operation import Operation, own_session, resolve
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.select_related import load_related
 
@@ -438,6 +440,39 @@ class QuerySet(me_queryset.QuerySet):
         """The server's explain output for this query."""
         await self._async_collection("async_explain", "explain()", session)
         return await self._new_cursor().explain()
+
+    def async_watch(
+        self,
+        *,
+        full_document: str | None = "updateLookup",
+        resume_after: Mapping[str, Any] | None = None,
+        start_after: Mapping[str, Any] | None = None,
+        start_at_operation_time: Timestamp | None = None,
+        batch_size: int | None = None,
+        max_await_time_ms: int | None = None,
+        session: AsyncClientSession | None = None,
+    ) -> ChangeStream[Any]:
+        """The change events of the matching documents (``async for``/``async
+        with``); the options go to PyMongo's ``watch()``, see change_streams.py."""
+        self._require_async("async_watch", "Model._get_collection().watch()")
+        options = WatchOptions(
+            full_document,
+            resume_after,
+            start_after,
+            start_at_operation_time,
+            batch_size,
+            max_await_time_ms,
+        )
+        return ChangeStream(self, options, session)
+
+    async def _watched(
+        self, session: AsyncClientSession | None
+    ) -> tuple[AsyncCollection, AsyncClientSession | None]:
+        """The collection a change stream watches and its session: ``session``
+        only, as the server refuses ``$changeStream`` in a transaction."""
+        operation = await resolve(self._document, self._collection_obj)
+        client = operation.collection.database.client
+        return operation.collection, own_session(self._document, client, session)
 
     # -- writing ----------------------------------------------------------------
 
