@@ -153,12 +153,14 @@ demo: venv
 	$(VPY) examples/quickstart.py
 
 # ruff, then mypy and pyright on the package (their settings: pyproject.toml),
-# then the typing tests (both checkers on tests/typing, see docs/typing.md).
+# pyright on the examples as a user's code (examples/pyrightconfig.json), then
+# the typing tests (both checkers on tests/typing, see docs/typing.md).
 lint: venv
 	$(VPY) -m ruff check $(LINT_PATHS)
 	$(VPY) -m ruff format --check $(LINT_PATHS)
 	$(VPY) -m mypy
 	$(VENV)/bin/pyright
+	$(VENV)/bin/pyright -p examples
 	$(VPY) -m pytest -q -p no:cacheprovider tests/test_typing.py
 
 # MongoEngine's own test suite through this package, on sync aliases (see

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+from collections.abc import AsyncIterator
+from typing import Any
 
 from mongoengine_async import (
     CASCADE,
@@ -93,8 +95,8 @@ async def save_and_query() -> None:
     print("books after 1965:", await Book.objects(year__gt=1965).async_count())
     async for book in Book.objects.order_by("year").only("title", "year"):
         print(f"  {book.year}  {book.title}")
-    first = await Book.objects.order_by("-year").async_first()
-    print("most recent:", first.title)
+    first = await Book.objects.order_by("-year").async_first()  # None if empty
+    print("most recent:", first.title if first else None)
 
 
 async def update(log: CommandLog) -> None:
@@ -114,7 +116,7 @@ async def update(log: CommandLog) -> None:
 
 async def aggregate() -> None:
     section("aggregate")
-    pipeline = [
+    pipeline: list[dict[str, Any]] = [
         {
             "$group": {
                 "_id": "$author",
@@ -125,7 +127,7 @@ async def aggregate() -> None:
         {"$sort": {"books": -1}},
     ]
     async for row in Book.objects.async_aggregate(pipeline):
-        author = await Author.objects.async_with_id(row["_id"])
+        author = await Author.objects.async_get(id=row["_id"])
         print(f"  {author.name}: {row['books']} books, first in {row['since']}")
 
 
@@ -151,6 +153,7 @@ async def references(log: CommandLog) -> None:
     reader = await Reader.objects.async_get(name="Ada")
     await reader.async_select_related()
     print("Ada's list:", [book.title for book in reader.reading_list])
+    assert reader.favourite is not None
     favourite = await reader.favourite.async_fetch()
     print("lazy favourite:", favourite.title)
 
@@ -164,7 +167,7 @@ def cover_image(colour: str) -> bytes:
     return buffer.getvalue()
 
 
-async def pdf_pages(pages: int):
+async def pdf_pages(pages: int) -> AsyncIterator[bytes]:
     """A (pretend) PDF produced page by page, as an upload arrives."""
     yield b"%PDF-1.7\n"
     for page in range(pages):
@@ -185,11 +188,13 @@ async def files() -> None:
 
     book = await Book.objects.async_get(title="The Dispossessed")
     sample = await Book.sample.async_get(book)
+    assert sample is not None  # None only if the file was deleted meanwhile
     streamed = 0
     async for chunk in sample:
         streamed += len(chunk)
     print(f"streamed {sample.filename} ({sample.content_type}): {streamed:,} bytes")
     cover = await Book.cover.async_get(book)
+    assert cover is not None
     thumbnail = await cover.async_thumbnail()
     print(f"cover thumbnail: {thumbnail.width}x{thumbnail.height}")
 
@@ -208,6 +213,7 @@ async def delete_with_rules(log: CommandLog) -> None:
     print(f"deleted {lem.name}: {log.count()} commands, {log.names}")
     print("books left:", await Book.objects.async_scalar("title"))
     review = await Review.objects.as_pymongo().async_first()
+    assert review is not None
     print("the review stays, its book nullified:", "book" not in review)
     ada = await Reader.objects.async_get(name="Ada")
     print("Ada's list has", len(ada.reading_list), "books (Lem's pulled)")

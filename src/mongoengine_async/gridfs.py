@@ -29,7 +29,7 @@ import mongoengine
 from gridfs.asynchronous import AsyncGridIn, AsyncGridOut
 from gridfs.errors import NoFile
 from gridfs.grid_file_shared import DEFAULT_CHUNK_SIZE
-from mongoengine.base import BaseDocument, get_document
+from mongoengine.base import BaseDocument
 from mongoengine.connection import DEFAULT_CONNECTION_NAME, ConnectionFailure
 from mongoengine.fields import GridFSError, GridFSProxy
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -599,12 +599,21 @@ def unconnected_error(proxy: GridFSProxy) -> ConnectionFailure:
 # -- the files of deleted documents ---------------------------------------------------
 
 
+def _with_subclasses(cls: type[Any]) -> list[type[Any]]:
+    """``cls`` and every subclass of it, as classes: MongoEngine's registry by
+    name holds only the last class defined under a name, maybe another one."""
+    classes = [cls]
+    for each in classes:  # the list grows as subclasses are found
+        classes.extend(sub for sub in each.__subclasses__() if sub not in classes)
+    return classes
+
+
 def _file_fields(cls: type[Any]) -> dict[str, Any]:
     """The file fields of ``cls`` and its subclasses, by db field: the item
     field for lists and dicts of files."""
     found: dict[str, Any] = {}
-    for name in cls._subclasses:
-        for field in get_document(name)._fields.values():
+    for document_class in _with_subclasses(cls):
+        for field in document_class._fields.values():
             item = getattr(field, "field", None)
             if isinstance(field, mongoengine.FileField) or isinstance(
                 item, mongoengine.FileField

@@ -1,0 +1,66 @@
+"""The application: settings, lifespan (connect, indexes, disconnect), routes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+
+from fastapi_app.errors import add_error_handlers
+from fastapi_app.models import MODELS
+from fastapi_app.routes import router
+from mongoengine_async import connect_async, disconnect_async
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the service keeps its data; ``client_options`` go to PyMongo."""
+
+    uri: str = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
+    db: str = "fastapi_example"
+    client_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """``$MONGODB_URI`` and ``$MONGODB_DB``, or the defaults."""
+        return cls(
+            uri=os.environ.get("MONGODB_URI", cls.uri),
+            db=os.environ.get("MONGODB_DB", cls.db),
+        )
+
+
+def lifespan_for(settings: Settings) -> Any:
+    """The lifespan: connect and create every index before the first request,
+    close the client after the last one."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await connect_async(
+            db=settings.db,
+            host=settings.uri,
+            uuidRepresentation="standard",
+            **settings.client_options,
+        )
+        try:
+            for model in MODELS:
+                await model.async_ensure_indexes()
+            yield
+        finally:
+            await disconnect_async()
+
+    return lifespan
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new application on ``settings`` (by default read from the environment)."""
+    app = FastAPI(
+        title="Library (mongoengine-async example)",
+        lifespan=lifespan_for(settings or Settings.from_env()),
+    )
+    add_error_handlers(app)
+    app.include_router(router)
+    return app

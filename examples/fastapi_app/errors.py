@@ -1,0 +1,30 @@
+"""MongoEngine's exceptions as HTTP responses."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from mongoengine_async import DoesNotExist, NotUniqueError, ValidationError
+
+
+async def not_found(request: Request, error: Exception) -> JSONResponse:
+    """``Model.DoesNotExist`` (every model's subclasses it) is a 404."""
+    return JSONResponse({"detail": str(error)}, status_code=404)
+
+
+async def conflict(request: Request, error: Exception) -> JSONResponse:
+    """A unique index refused the write."""
+    return JSONResponse({"detail": "already exists"}, status_code=409)
+
+
+async def invalid(request: Request, error: Exception) -> JSONResponse:
+    """MongoEngine's validation (or a malformed id) refused the values."""
+    return JSONResponse({"detail": str(error)}, status_code=422)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Register the handlers above on ``app``."""
+    app.add_exception_handler(DoesNotExist, not_found)
+    app.add_exception_handler(NotUniqueError, conflict)
+    app.add_exception_handler(ValidationError, invalid)

@@ -1,0 +1,34 @@
+"""The models: plain MongoEngine declarations, imported from mongoengine_async."""
+
+from __future__ import annotations
+
+from mongoengine_async import (
+    CASCADE,
+    Document,
+    FileField,
+    IntField,
+    ReferenceField,
+    StringField,
+)
+
+
+class Author(Document):
+    """A writer; deleting one deletes their books (CASCADE on Book.author)."""
+
+    name = StringField(required=True, max_length=200)
+    meta = {"indexes": [{"fields": ["name"], "unique": True}]}
+
+
+class Book(Document):
+    """A book of one author, with an optional manuscript stored in GridFS."""
+
+    title = StringField(required=True, max_length=300)
+    year = IntField(min_value=0)
+    author = ReferenceField(Author, required=True, reverse_delete_rule=CASCADE)
+    manuscript = FileField(collection_name="manuscripts")
+    meta = {
+        "indexes": [{"fields": ["author", "title"], "unique": True}, "title"],
+    }
+
+
+MODELS: tuple[type[Document], ...] = (Author, Book)

@@ -1,0 +1,151 @@
+"""The endpoints: authors, books, and each book's manuscript (GridFS)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+
+from fastapi_app.dependencies import Transaction
+from fastapi_app.models import Author, Book
+from fastapi_app.schemas import (
+    AuthorIn,
+    AuthorOut,
+    BookIn,
+    BookOut,
+    BookPatch,
+    FileOut,
+    NewBook,
+)
+
+router = APIRouter()
+
+
+@router.post("/authors", status_code=201)
+async def create_author(body: AuthorIn) -> AuthorOut:
+    """A new author; a name already taken is a 409 (unique index)."""
+    author = await Author(name=body.name).async_save()
+    return AuthorOut.of(author)
+
+
+@router.get("/authors/{author_id}")
+async def get_author(author_id: str) -> AuthorOut:
+    """One author; an unknown id is a 404 (``DoesNotExist``)."""
+    return AuthorOut.of(await Author.objects.async_get(id=author_id))
+
+
+@router.delete("/authors/{author_id}", status_code=204)
+async def delete_author(author_id: str, session: Transaction) -> None:
+    """The author, their books and the books' manuscripts, all or nothing.
+
+    CASCADE would delete the books but not their GridFS files (as in
+    MongoEngine), so the books go first through a queryset delete, which
+    deletes their manuscripts too; then the author, whose CASCADE finds none left.
+    """
+    author = await Author.objects.async_get(id=author_id)
+    await Book.objects(author=author).async_delete()
+    await author.async_delete()
+
+
+@router.post("/authors/{author_id}/books", status_code=201)
+async def publish_books(
+    author_id: str, books: list[BookIn], session: Transaction
+) -> list[BookOut]:
+    """Every book or none: the request runs in one transaction, which every
+    operation below joins without being passed ``session``."""
+    author = await Author.objects.async_get(id=author_id)
+    saved = [
+        await Book(title=book.title, year=book.year, author=author).async_save()
+        for book in books
+    ]
+    return [BookOut.of(book, author) for book in saved]
+
+
+@router.post("/books", status_code=201)
+async def create_book(body: NewBook) -> BookOut:
+    """A new book of an existing author."""
+    author = await Author.objects.async_get(id=body.author_id)
+    book = await Book(title=body.title, year=body.year, author=author).async_save()
+    return BookOut.of(book, author)
+
+
+@router.get("/books")
+async def list_books(
+    author_id: str | None = None,
+    skip: int = Query(0, ge=0),
+    limit: int = Query(50, ge=1, le=500),
+) -> list[BookOut]:
+    """One page of books with their authors: two queries, whatever the page size."""
+    books = Book.objects.order_by("title", "id").skip(skip).limit(limit)
+    if author_id is not None:
+        books = books.filter(author=author_id)
+    loaded = await books.async_select_related()
+    return [BookOut.of(book, book.author) for book in loaded]
+
+
+@router.get("/books/{book_id}")
+async def get_book(book_id: str) -> BookOut:
+    """One book, its author loaded by one more query."""
+    book = await Book.objects.async_get(id=book_id)
+    return BookOut.of(book, await Book.author.async_fetch(book))
+
+
+@router.patch("/books/{book_id}")
+async def update_book(book_id: str, body: BookPatch) -> BookOut:
+    """Change the given fields; the save sends only what changed."""
+    book = await Book.objects.async_get(id=book_id)
+    for name, value in body.model_dump(exclude_unset=True).items():
+        setattr(book, name, value)
+    await book.async_save()  # $set of the changed fields only
+    return BookOut.of(book, await Book.author.async_fetch(book))
+
+
+@router.delete("/books/{book_id}", status_code=204)
+async def delete_book(book_id: str) -> None:
+    """The book, then its manuscript."""
+    book = await Book.objects.async_get(id=book_id)
+    await book.async_delete()
+
+
+@router.put("/books/{book_id}/manuscript")
+async def upload_manuscript(
+    book_id: str, request: Request, filename: str = "manuscript"
+) -> FileOut:
+    """Store the request body as the book's manuscript, chunk by chunk as it
+    arrives (never whole in memory); a previous manuscript is replaced."""
+    book = await Book.objects.async_get(id=book_id)
+    content_type = request.headers.get("content-type", "application/octet-stream")
+    if book.manuscript.grid_id is None:
+        await book.manuscript.async_put(
+            request.stream(), filename=filename, content_type=content_type
+        )
+    else:
+        await book.manuscript.async_replace(
+            request.stream(), filename=filename, content_type=content_type
+        )
+    await book.async_save()
+    manuscript = book.manuscript
+    return FileOut(
+        filename=manuscript.filename,
+        content_type=manuscript.content_type,
+        length=manuscript.length,
+    )
+
+
+@router.get("/books/{book_id}/manuscript")
+async def download_manuscript(book_id: str) -> StreamingResponse:
+    """Stream the manuscript out as GridFS hands its chunks over."""
+    book = await Book.objects.async_get(id=book_id)
+    manuscript = await Book.manuscript.async_get(book)
+    if manuscript is None:
+        raise HTTPException(404, f"book {book_id} has no manuscript")
+    disposition = f"attachment; filename*=UTF-8''{quote(manuscript.filename or '')}"
+    return StreamingResponse(
+        manuscript,
+        media_type=manuscript.content_type,
+        headers={
+            "Content-Length": str(manuscript.length),
+            "Content-Disposition": disposition,
+        },
+    )

@@ -1,0 +1,74 @@
+"""The JSON shapes of the API (pydantic), and how a document becomes one."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from fastapi_app.models import Author, Book
+
+
+class AuthorIn(BaseModel):
+    """The body that creates an author."""
+
+    name: str = Field(min_length=1, max_length=200)
+
+
+class AuthorOut(BaseModel):
+    """An author as the API shows it."""
+
+    id: str
+    name: str
+
+    @classmethod
+    def of(cls, author: Author) -> AuthorOut:
+        """The shape of ``author``."""
+        return cls(id=str(author.pk), name=author.name)
+
+
+class BookIn(BaseModel):
+    """A book of an author named by the path."""
+
+    title: str = Field(min_length=1, max_length=300)
+    year: int | None = None
+
+
+class NewBook(BookIn):
+    """A book and the id of its author."""
+
+    author_id: str
+
+
+class BookPatch(BaseModel):
+    """The fields to change; those left out keep their value."""
+
+    title: str | None = Field(default=None, min_length=1, max_length=300)
+    year: int | None = None
+
+
+class BookOut(BaseModel):
+    """A book with its author, as the API shows it."""
+
+    id: str
+    title: str
+    year: int | None
+    author: AuthorOut
+    has_manuscript: bool
+
+    @classmethod
+    def of(cls, book: Book, author: Author) -> BookOut:
+        """``author`` is passed loaded: reading ``book.author`` does no I/O."""
+        return cls(
+            id=str(book.pk),
+            title=book.title,
+            year=book.year,
+            author=AuthorOut.of(author),
+            has_manuscript=book.manuscript.grid_id is not None,
+        )
+
+
+class FileOut(BaseModel):
+    """What was stored as a manuscript."""
+
+    filename: str | None
+    content_type: str | None
+    length: int

@@ -1,0 +1,353 @@
+"""The FastAPI example (examples/fastapi_app) driven through httpx against the
+real replica set: its lifespan runs around each test, requests go through
+``httpx.ASGITransport``, and every outcome is read back from the database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from mongoengine_async import get_async_db
+from mongoengine_async.testing import CommandLog
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+from fastapi_app import Settings, create_app  # noqa: E402
+
+MB = 1024 * 1024
+
+
+@dataclass
+class Service:
+    """The running app: an HTTP client on it and the commands it sent."""
+
+    http: httpx.AsyncClient
+    log: CommandLog
+    loop: asyncio.AbstractEventLoop | None = None
+
+
+async def running_app(uri: str) -> AsyncIterator[Service]:
+    """The example app on a fresh database, its lifespan entered as a server
+    would; the database is dropped before the lifespan disconnects."""
+    log = CommandLog()
+    name = f"test_fastapi_{uuid4().hex[:12]}"
+    app = create_app(Settings(uri, name, {"event_listeners": [log]}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://library"
+        ) as http:
+            try:
+                yield Service(http, log)
+            finally:
+                await get_async_db().client.drop_database(name)
+
+
+@pytest.fixture
+async def service(mongodb_uri: str) -> AsyncIterator[Service]:
+    """One app per test, on the test's own event loop."""
+    async for running in running_app(mongodb_uri):
+        yield running
+
+
+async def new_author(service: Service, name: str) -> str:
+    response = await service.http.post("/authors", json={"name": name})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def new_book(service: Service, author_id: str, title: str, **extra: Any) -> str:
+    body = {"title": title, "author_id": author_id, **extra}
+    response = await service.http.post("/books", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def test_indexes_exist_before_the_first_request(service: Service) -> None:
+    books = await get_async_db().book.index_information()
+    assert books["author_1_title_1"]["unique"] is True
+    assert "title_1" in books
+    authors = await get_async_db().author.index_information()
+    assert authors["name_1"]["unique"] is True
+
+
+async def test_crud_round_trip(service: Service) -> None:
+    ann = await new_author(service, "Ann Leckie")
+    book_id = await new_book(service, ann, "Ancillary Justice", year=2013)
+
+    response = await service.http.get(f"/books/{book_id}")
+    assert response.status_code == 200
+    assert response.json() == {
+        "id": book_id,
+        "title": "Ancillary Justice",
+        "year": 2013,
+        "author": {"id": ann, "name": "Ann Leckie"},
+        "has_manuscript": False,
+    }
+
+    response = await service.http.patch(f"/books/{book_id}", json={"year": 2014})
+    assert response.status_code == 200
+    assert response.json()["year"] == 2014
+    stored = await get_async_db().book.find_one()
+    assert stored is not None
+    assert (stored["title"], stored["year"]) == ("Ancillary Justice", 2014)
+
+    response = await service.http.delete(f"/books/{book_id}")
+    assert (response.status_code, response.content) == (204, b"")
+    assert await get_async_db().book.count_documents({}) == 0
+
+
+async def test_does_not_exist_is_a_404(service: Service) -> None:
+    missing = "0123456789abcdef01234567"
+    for path, model in [
+        (f"/books/{missing}", "Book"),
+        (f"/authors/{missing}", "Author"),
+    ]:
+        response = await service.http.get(path)
+        assert response.status_code == 404
+        assert response.json() == {"detail": f"{model} matching query does not exist."}
+
+    response = await service.http.post(
+        "/books", json={"title": "Orphan", "author_id": missing}
+    )
+    assert response.status_code == 404
+    assert await get_async_db().book.count_documents({}) == 0
+
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "No manuscript")
+    response = await service.http.get(f"/books/{book_id}/manuscript")
+    assert response.status_code == 404
+    assert response.json() == {"detail": f"book {book_id} has no manuscript"}
+
+    # A dangling reference (its author removed behind the app's back) too.
+    await get_async_db().author.delete_many({})
+    response = await service.http.get(f"/books/{book_id}")
+    assert response.status_code == 404
+    detail = response.json()["detail"]
+    assert detail == (
+        f"Trying to dereference unknown document DBRef('author', ObjectId('{ann}'))"
+        " (reference 'author')"
+    )
+
+
+async def test_invalid_values_are_a_422_and_duplicates_a_409(service: Service) -> None:
+    response = await service.http.get("/books/not-an-id")
+    assert response.status_code == 422
+    assert "not-an-id" in response.json()["detail"]
+
+    ann = await new_author(service, "Ann")
+    response = await service.http.post(
+        "/books", json={"title": "Negative", "author_id": ann, "year": -5}
+    )
+    assert response.status_code == 422
+    assert "year" in response.json()["detail"]
+
+    response = await service.http.post("/authors", json={"name": "Ann"})
+    assert (response.status_code, response.json()) == (
+        409,
+        {"detail": "already exists"},
+    )
+    assert await get_async_db().author.count_documents({}) == 1
+
+
+async def test_list_loads_authors_with_select_related(service: Service) -> None:
+    authors = [await new_author(service, f"Author {n}") for n in range(3)]
+    for n in range(12):
+        await new_book(service, authors[n % 3], f"Book {n:02}")
+
+    service.log.clear()
+    response = await service.http.get("/books", params={"limit": 10})
+    assert response.status_code == 200
+    assert service.log.names == ["find", "find"]  # the books, then their authors
+    books = response.json()
+    assert [book["title"] for book in books] == [f"Book {n:02}" for n in range(10)]
+    assert [book["author"]["name"] for book in books] == [
+        f"Author {n % 3}" for n in range(10)
+    ]
+
+    response = await service.http.get(
+        "/books", params={"author_id": authors[1], "skip": 1}
+    )
+    assert [book["title"] for book in response.json()] == [
+        "Book 04",
+        "Book 07",
+        "Book 10",
+    ]
+
+
+async def test_concurrent_requests(service: Service) -> None:
+    authors = await asyncio.gather(*(new_author(service, f"A{n}") for n in range(5)))
+    created = await asyncio.gather(
+        *(new_book(service, authors[n % 5], f"T{n:03}") for n in range(60))
+    )
+    assert len(set(created)) == 60
+
+    reads = await asyncio.gather(
+        *(service.http.get(f"/books/{book_id}") for book_id in created),
+        *(service.http.get("/books", params={"limit": 500}) for _ in range(5)),
+    )
+    assert all(response.status_code == 200 for response in reads)
+    for n, response in enumerate(reads[:60]):
+        assert response.json()["title"] == f"T{n:03}"
+        assert response.json()["author"]["name"] == f"A{n % 5}"
+    for response in reads[60:]:
+        assert len(response.json()) == 60
+
+    stored = await get_async_db().book.find({}, {"title": 1, "author": 1}).to_list()
+    by_title = {book["title"]: str(book["author"]) for book in stored}
+    assert by_title == {f"T{n:03}": authors[n % 5] for n in range(60)}
+
+
+async def test_a_request_runs_in_one_transaction(service: Service) -> None:
+    ann = await new_author(service, "Ann")
+    books = [{"title": "Dune"}, {"title": "Emma", "year": 1815}]
+    response = await service.http.post(f"/authors/{ann}/books", json=books)
+    assert response.status_code == 201
+    assert [book["title"] for book in response.json()] == ["Dune", "Emma"]
+
+    # The third book repeats a title: the whole request is rolled back.
+    batch = [{"title": "Fresh 1"}, {"title": "Fresh 2"}, {"title": "Dune"}]
+    response = await service.http.post(f"/authors/{ann}/books", json=batch)
+    assert response.status_code == 409
+    titles = await get_async_db().book.distinct("title")
+    assert sorted(titles) == ["Dune", "Emma"]
+
+
+async def test_concurrent_transactions_commit_or_roll_back_alone(
+    service: Service,
+) -> None:
+    authors = await asyncio.gather(*(new_author(service, f"A{n}") for n in range(8)))
+
+    def batch(n: int) -> list[dict[str, str]]:
+        titles = [f"{n}-a", f"{n}-b", f"{n}-c"]
+        return [{"title": title} for title in titles + titles[:1] * (n % 2)]
+
+    responses = await asyncio.gather(
+        *(
+            service.http.post(f"/authors/{author}/books", json=batch(n))
+            for n, author in enumerate(authors)
+        )
+    )
+    assert [response.status_code for response in responses] == [201, 409] * 4
+    titles = await get_async_db().book.distinct("title")
+    assert sorted(titles) == sorted(
+        f"{n}-{letter}" for n in (0, 2, 4, 6) for letter in "abc"
+    )
+
+
+async def test_large_manuscript_streams_in_and_out(service: Service) -> None:
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Big")
+    data = os.urandom(20 * MB + 12345)
+    pieces = [
+        data[start : start + 256 * 1024] for start in range(0, len(data), 256 * 1024)
+    ]
+    chunks_before_the_end: list[int] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        for number, piece in enumerate(pieces):
+            if number == len(pieces) - 1:
+                chunks = get_async_db()["manuscripts.chunks"]
+                chunks_before_the_end.append(await chunks.count_documents({}))
+            yield piece
+
+    response = await service.http.put(
+        f"/books/{book_id}/manuscript",
+        params={"filename": "big draft.bin"},
+        content=body(),
+        headers={"content-type": "application/x-draft"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "filename": "big draft.bin",
+        "content_type": "application/x-draft",
+        "length": len(data),
+    }
+    # Chunks were in the database before the client had sent the whole body.
+    assert chunks_before_the_end[0] >= 8 * MB // (255 * 1024)
+
+    response = await service.http.get(f"/books/{book_id}/manuscript")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/x-draft"
+    assert response.headers["content-length"] == str(len(data))
+    assert response.headers["content-disposition"] == (
+        "attachment; filename*=UTF-8''big%20draft.bin"
+    )
+    assert response.content == data
+
+    response = await service.http.put(
+        f"/books/{book_id}/manuscript", content=b"second draft"
+    )
+    assert response.json()["length"] == len(b"second draft")
+    response = await service.http.get(f"/books/{book_id}/manuscript")
+    assert response.content == b"second draft"
+    files = get_async_db()["manuscripts.files"]
+    assert await files.count_documents({}) == 1  # the first draft was deleted
+    assert await get_async_db()["manuscripts.chunks"].count_documents({}) == 1
+
+
+async def test_deleting_an_author_cascades_to_books_and_manuscripts(
+    service: Service,
+) -> None:
+    ann, bob = await new_author(service, "Ann"), await new_author(service, "Bob")
+    for author, title in [(ann, "A1"), (ann, "A2"), (bob, "B1")]:
+        book_id = await new_book(service, author, title)
+        response = await service.http.put(
+            f"/books/{book_id}/manuscript", content=title.encode() * 1000
+        )
+        assert response.status_code == 200
+
+    response = await service.http.delete(f"/authors/{ann}")
+    assert response.status_code == 204
+    assert (await service.http.get(f"/authors/{ann}")).status_code == 404
+    assert await get_async_db().book.distinct("title") == ["B1"]
+    files = get_async_db()["manuscripts.files"]
+    assert await files.count_documents({}) == 1
+    response = await service.http.get("/books")
+    assert [book["title"] for book in response.json()] == ["B1"]
+    assert response.json()[0]["has_manuscript"] is True
+
+
+async def test_an_upload_cut_midway_leaves_no_chunks(service: Service) -> None:
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Cut")
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(40):  # 10 MB, more than one batch of chunks
+            yield os.urandom(256 * 1024)
+        raise ConnectionResetError("the client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await service.http.put(f"/books/{book_id}/manuscript", content=body())
+    assert await get_async_db()["manuscripts.chunks"].count_documents({}) == 0
+    assert await get_async_db()["manuscripts.files"].count_documents({}) == 0
+    response = await service.http.get(f"/books/{book_id}")
+    assert response.json()["has_manuscript"] is False
+
+
+def excerpts(page: Path) -> list[str]:
+    """The ```py blocks of ``page`` (excerpts; ```python blocks run in test_docs)."""
+    return re.findall(r"^```py\n(.*?)^```", page.read_text(), re.M | re.S)
+
+
+def test_the_guide_quotes_the_example_verbatim() -> None:
+    guide = EXAMPLES.parent / "docs" / "fastapi.md"
+    sources = [path.read_text() for path in EXAMPLES.glob("fastapi_app/*.py")]
+    sources += [
+        path.read_text() for path in Path(__file__).parent.glob("test_fastapi_app*.py")
+    ]
+    quoted = excerpts(guide)
+    assert len(quoted) >= 10
+    missing = [block for block in quoted if not any(block in s for s in sources)]
+    assert missing == []
