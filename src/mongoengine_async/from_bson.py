@@ -43,6 +43,7 @@ __all__ = (
     "from_son",
     "joining_loader",
     "loader",
+    "loader_key",
     "plain_references",
 )
 
@@ -468,6 +469,17 @@ def loader(cls: type, _auto_dereference: bool = True) -> Load:
         return load(son)
 
     return plan.make(fallback, *plan.reference_collections())
+
+
+def loader_key(cls: type, _auto_dereference: bool = True) -> tuple:
+    """What ``loader(cls, _auto_dereference)`` settles now: a loader made
+    while the key was equal loads as a new one would (for the class's own
+    documents; its subclasses' references are settled when first met)."""
+    receivers = has_init_receivers()
+    plan = _plan(cls) if _auto_dereference and not receivers else None
+    if plan is None or not plan.references:
+        return (_auto_dereference, receivers)
+    return (_auto_dereference, receivers, *plan.reference_collections())
 
 
 def plain_references(cls: type) -> list[BaseField]:

@@ -49,6 +49,7 @@ from mongoengine_async.guards import (
 from mongoengine_async.operation import Operation, resolve
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.select_related import load_related
+from mongoengine_async.sync_reads import FastSyncReads
 
 __all__ = ("AsyncAggregation", "QuerySet")
 
@@ -80,8 +81,9 @@ class AsyncAggregation:
                 yield document
 
 
-class QuerySet(me_queryset.QuerySet):
-    """MongoEngine's QuerySet plus ``async_*`` terminals and ``async for``."""
+class QuerySet(FastSyncReads):
+    """MongoEngine's QuerySet plus ``async_*`` terminals and ``async for``
+    (and, on sync aliases, results built by the generated loaders)."""
 
     # -- mode -----------------------------------------------------------------
 
@@ -741,4 +743,4 @@ def _describe(queryset: QuerySet) -> tuple[bool, str, str]:
     )
 
 
-guard_blocking_methods(QuerySet, me_queryset.QuerySet, _BLOCKING, _describe)
+guard_blocking_methods(QuerySet, FastSyncReads, _BLOCKING, _describe)
