@@ -193,6 +193,8 @@ async def _finish(
     row["median_ms"] = statistics.median(row["samples_ms"])
     if case.memory:
         row["peak_mb"] = round(await harness.peak_memory(case), 2)
+    if case.scale:
+        row["scale"] = await case.scale()
     key = (row["scenario"], row["library"])
     if key in profile:
         row["profile"] = await _profile(modules[row["library"]], *key, ctx)
@@ -371,6 +373,23 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_scale(rows: list[dict]) -> list[str]:
+    """Per count: µs per document written and read, and the bytes a loaded
+    document holds, also as a multiple of a raw dict's."""
+    raw = next((r["scale"] for r in rows if r["library"] == "raw" and "scale" in r), {})
+    lines = []
+    for row in rows:
+        for count, figures in row.get("scale", {}).items():
+            raw_bytes = raw.get(count, {}).get("bytes")
+            versus = f" ({figures['bytes'] / raw_bytes:.2f}x raw)" if raw_bytes else ""
+            lines.append(
+                f"  {row['library']:12} {count:>7,}: write {figures['write_us']:6.1f}"
+                f" µs/doc, read {figures['read_us']:5.1f} µs/doc, "
+                f"{figures['bytes']:6.0f} bytes/doc{versus}"
+            )
+    return lines
+
+
 def format_targets(targets: list[dict]) -> str:
     marks = {True: "met", False: "MISSED", None: "n/a"}
     return "\n".join(
@@ -537,6 +556,9 @@ async def run(args: argparse.Namespace) -> int:
     print(format_table(rows))
     print("\nTargets (issues 6 and 17):")
     print(format_targets(targets))
+    if scale_lines := format_scale(rows):
+        print("\nScale (per document; bytes held by a loaded document):")
+        print("\n".join(scale_lines))
     if sync_lines := sync_comparison(rows):
         print("\nSync aliases (a user who changed only the import):")
         print("\n".join(sync_lines))
