@@ -250,7 +250,7 @@ class QuerySet(FastSyncReads):
     ) -> Any:
         """The only match; raises ``DoesNotExist`` or ``MultipleObjectsReturned``."""
         self._require_async("async_get", "get()")
-        queryset = self.clone().order_by().limit(2).filter(*q_objs, **query)
+        queryset = self.order_by().limit(2).filter(*q_objs, **query)  # clones
         results = await queryset.async_to_list(2, session=session)
         document_cls = queryset._document
         if not results:
