@@ -31,6 +31,7 @@ from mongoengine.base.datastructures import LazyReference
 from mongoengine.connection import _get_connection_settings as get_connection_settings
 from mongoengine.fields import GridFSProxy
 from mongoengine.queryset.base import BaseQuerySet
+from pymongo.asynchronous.cursor import AsyncCursor
 
 __all__ = (
     "MONGOENGINE_CONNECTION_GLOBALS",
@@ -138,6 +139,8 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (AsyncGridOut, "_chunk_iter"),
     (AsyncGridOutChunkIterator, "_create_cursor"),
     (AsyncGridOutChunkIterator, "_cursor"),
+    # PyMongo's cursor, whose buffered batch `async for` takes at once.
+    (AsyncCursor, "_next_batch"),
 )
 """(class, attribute) pairs of MongoEngine and PyMongo used by this package."""
 
@@ -149,6 +152,7 @@ PRIVATE_SIGNATURES: tuple[tuple[Any, tuple[str, ...]], ...] = (
     ),
     (AsyncGridOutChunkIterator._create_cursor, ()),
     (AsyncGridIn._flush_data, ("data", "force")),
+    (AsyncCursor._next_batch, ("result", "total")),
     (BaseDocument._from_son, ("son", "_auto_dereference")),
     (BaseDocument._mark_as_changed, ("key",)),
     (BaseDocument._clear_changed_fields, ()),

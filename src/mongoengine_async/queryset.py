@@ -208,9 +208,15 @@ class QuerySet(FastSyncReads):
         if self._none or self._empty:
             return
         materialise = self._materialiser()
+        batch: list[dict] = []
         async with self._new_cursor() as cursor:
-            async for raw in cursor:
-                yield materialise(raw)
+            # The cursor's buffered batch at once (a getMore only once it is
+            # used up, as a plain ``async for`` would), each document built as
+            # it is asked for.
+            while await cursor._next_batch(batch):
+                for raw in batch:
+                    yield materialise(raw)
+                batch.clear()
 
     async def async_to_list(
         self, length: int | None = None, *, session: AsyncClientSession | None = None
