@@ -8,6 +8,8 @@ documents field by field (``assert_same`` of tests/test_loading.py).
 
 from __future__ import annotations
 
+from typing import Any
+
 import mongoengine
 import pytest
 from bson import DBRef, ObjectId
@@ -49,7 +51,7 @@ def special() -> LdSpecial:
 
 
 @pytest.fixture
-def stored_documents(sync_default) -> list:
+def stored_documents(sync_default: Any) -> list:
     """Every field kind, a subclass, defaults and nulls, saved with save()."""
     documents = [full_document(), special(), LdEverything(number=1)]
     for document in documents:
@@ -63,7 +65,9 @@ def stored_documents(sync_default) -> list:
     return documents
 
 
-def test_iteration_list_first_get_build_mongoengines_documents(stored_documents):
+def test_iteration_list_first_get_build_mongoengines_documents(
+    stored_documents: list,
+) -> None:
     ordered = LdEverything.objects.order_by("number", "id")
     fast = list(ordered)
     assert vars(fast[1]) == vars(fast[2]) == {}  # the loader's (all fields set)
@@ -84,14 +88,14 @@ def test_iteration_list_first_get_build_mongoengines_documents(stored_documents)
     assert_same(LdEverything.objects.with_id(pk), plain(LdEverything).with_id(pk))
 
 
-def test_defaults_and_nulls_read_the_same(stored_documents):
+def test_defaults_and_nulls_read_the_same(stored_documents: list) -> None:
     pk = stored_documents[2].pk
     fast = LdEverything.objects.get(pk=pk)
     assert_same(fast, plain(LdEverything).get(pk=pk))
     assert (fast.text, fast.scores, fast.tags) == ("untitled", [0], [])
 
 
-def test_partial_scalar_and_raw_reads_are_mongoengines(stored_documents):
+def test_partial_scalar_and_raw_reads_are_mongoengines(stored_documents: list) -> None:
     fast = list(LdEverything.objects.only("number", "tags").order_by("number"))
     slow = list(plain(LdEverything).only("number", "tags").order_by("number"))
     assert_all_same(fast, slow)
@@ -112,7 +116,9 @@ def test_partial_scalar_and_raw_reads_are_mongoengines(stored_documents):
     )
 
 
-def test_references_read_and_dereference_as_mongoengines(stored_documents):
+def test_references_read_and_dereference_as_mongoengines(
+    stored_documents: list,
+) -> None:
     pk = stored_documents[0].pk
     fast = LdEverything.objects.get(pk=pk)
     assert fast._data["target"] == DBRef("ld_target", stored_documents[0].target.pk)
@@ -131,7 +137,7 @@ def test_references_read_and_dereference_as_mongoengines(stored_documents):
     assert fast.to_mongo() == plain(LdEverything).no_dereference().get(pk=pk).to_mongo()
 
 
-def test_collection_switched_mid_iteration_is_seen(sync_default):
+def test_collection_switched_mid_iteration_is_seen(sync_default: Any) -> None:
     """The loader is made again when a reference's collection changes."""
     target = LdTarget(name="t").save()
     for _ in range(2):
@@ -144,7 +150,7 @@ def test_collection_switched_mid_iteration_is_seen(sync_default):
     assert second._data["target"] == DBRef("ld_target_archive", target.pk)
 
 
-def test_fallbacks_and_errors_are_mongoengines(sync_default):
+def test_fallbacks_and_errors_are_mongoengines(sync_default: Any) -> None:
     for document in (
         LdWithEnum(colour=LdColour.RED),
         LdWithChoices(size="M"),
@@ -166,7 +172,7 @@ def test_fallbacks_and_errors_are_mongoengines(sync_default):
     assert str(fast_error.value) == str(slow_error.value)
 
 
-def test_values_of_unexpected_types_read_the_same(sync_default):
+def test_values_of_unexpected_types_read_the_same(sync_default: Any) -> None:
     document = LdEverything().save()
     sync_default.ld_everything.update_one(
         {"_id": document.pk},
@@ -184,10 +190,10 @@ def test_values_of_unexpected_types_read_the_same(sync_default):
     assert_same(LdEverything.objects.first(), plain(LdEverything).first())
 
 
-def test_init_signal_receivers_see_each_loaded_document(stored_documents):
+def test_init_signal_receivers_see_each_loaded_document(stored_documents: list) -> None:
     seen = []
 
-    def receiver(sender, document, **kwargs):
+    def receiver(sender: type, document: Any, **kwargs: Any) -> None:
         seen.append(document)
 
     documents = LdEverything.objects.order_by("number", "id")
