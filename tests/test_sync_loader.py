@@ -8,6 +8,7 @@ documents field by field (``assert_same`` of tests/test_loading.py).
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import mongoengine
@@ -205,3 +206,15 @@ def test_init_signal_receivers_see_each_loaded_document(stored_documents: list) 
         mongoengine.signals.post_init.disconnect(receiver, sender=LdEverything)
     assert seen == [second]
     assert first.number == 1
+
+
+def test_a_queryset_read_from_pickles_as_mongoengines(sync_default: Any) -> None:
+    # LdTarget: unpickled embedded documents hold a dead weak proxy to their owner.
+    LdTarget(name="t").save()
+    queryset = LdTarget.objects()
+    assert len(list(queryset)) == 1  # its loader made and kept
+    copy = pickle.loads(pickle.dumps(queryset))
+    slow = pickle.loads(pickle.dumps(plain(LdTarget)))
+    assert len(list(slow)) == 1
+    assert_all_same(list(copy), list(slow))
+    assert_all_same(list(copy.clone()), list(plain(LdTarget)))

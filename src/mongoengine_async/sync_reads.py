@@ -36,6 +36,12 @@ class FastSyncReads(me_queryset.QuerySet):
             held = self._fast_loader = (key, loader(self._document, auto))
         return held[1](raw)
 
+    def __getstate__(self) -> dict:
+        """MongoEngine's pickled state, without the loader (made again)."""
+        state = super().__getstate__()
+        state.pop("_fast_loader", None)
+        return state
+
     def __next__(self) -> Any:
         """MongoEngine's ``__next__``, the document built by the loader."""
         if self._none or self._empty:
