@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 COLOURS = {
     "raw": (120, 120, 120),
     "ours": (31, 119, 180),
+    "ours-sync": (148, 103, 189),
     "mongoengine": (255, 127, 14),
     "beanie": (44, 160, 44),
 }
@@ -24,12 +25,20 @@ def _font(size: int) -> Any:
         return ImageFont.load_default()
 
 
-def draw(rows: list[dict], path: Path, title: str) -> None:
+TARGET_COLOUR = (20, 20, 20)
+
+
+def draw(
+    rows: list[dict], path: Path, title: str, targets: dict[str, float] | None = None
+) -> None:
     """Write a PNG: one group per scenario, one bar per library (log scale).
 
     ``rows`` are the result rows of run.py (``scenario``, ``library``,
     ``ratio``); rows without a ratio (skipped, failed) are left out.
+    ``targets`` maps a scenario to the ratio ours must stay under, drawn as a
+    dashed line across that scenario's group.
     """
+    targets = targets or {}
     scenarios: list[str] = []
     libraries: list[str] = []
     for row in rows:
@@ -55,6 +64,7 @@ def draw(rows: list[dict], path: Path, title: str) -> None:
     )
 
     values = list(ratios.values()) or [1.0]
+    values += [targets[s] for s in scenarios if s in targets]
     low = min(0.5, min(values) / 1.2)
     high = max(2.0, max(values) * 1.3)
     plot_h = height - top - bottom
@@ -91,6 +101,13 @@ def draw(rows: list[dict], path: Path, title: str) -> None:
             )
             label = f"{ratio:.1f}" if ratio < 10 else f"{ratio:.0f}"
             pen.text((x + 1, y_top - 15), label, fill="black", font=_font(11))
+        if scenario in targets:
+            _dashed(
+                pen,
+                left + g * group_w + 4,
+                left + (g + 1) * group_w - 4,
+                y_of(targets[scenario]),
+            )
         text_w = pen.textlength(scenario, font=small)
         label_x = left + g * group_w + (group_w - text_w) / 2
         pen.text((label_x, height - bottom + 8), scenario, fill="black", font=small)
@@ -103,5 +120,18 @@ def draw(rows: list[dict], path: Path, title: str) -> None:
         )
         pen.text((legend_x + 22, height - 42), library, fill="black", font=normal)
         legend_x += 160
+    if targets:
+        _dashed(pen, legend_x, legend_x + 30, height - 32)
+        pen.text(
+            (legend_x + 36, height - 42), "target (ours)", fill="black", font=normal
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
+
+
+def _dashed(pen: Any, x_start: float, x_end: float, y: float) -> None:
+    """A horizontal dashed line: a target."""
+    x = x_start
+    while x < x_end:
+        pen.line([(x, y), (min(x + 6, x_end), y)], fill=TARGET_COLOUR, width=2)
+        x += 10

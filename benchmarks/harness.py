@@ -19,6 +19,7 @@ import hashlib
 import inspect
 import math
 import random
+import statistics
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable, Iterable
@@ -99,6 +100,7 @@ class Sizes:
     file_bytes: int = 64 * 2**20  # gridfs_*
     cascade_books: int = 10_000  # cascade_delete
     tasks: int = 500  # concurrent
+    scale: tuple[int, ...] = (1_000, 10_000, 100_000)  # scale
 
 
 FULL = Sizes()
@@ -109,9 +111,16 @@ QUICK = Sizes(
     file_bytes=4 * 2**20,
     cascade_books=1_000,
     tasks=100,
+    scale=(1_000, 10_000),
 )
 TINY = Sizes(
-    items=60, books=30, authors=7, file_bytes=600_000, cascade_books=40, tasks=12
+    items=60,
+    books=30,
+    authors=7,
+    file_bytes=600_000,
+    cascade_books=40,
+    tasks=12,
+    scale=(20, 40),
 )
 
 # -- scenarios -------------------------------------------------------------------
@@ -130,6 +139,7 @@ SCENARIOS: dict[str, str] = {
     "gridfs_stream": "stream the file chunk by chunk (peak memory measured)",
     "cascade_delete": "delete an author whose books cascade",
     "concurrent": "concurrent tasks: get a book by id, then fetch its author",
+    "scale": "write then read 1k, 10k, 100k small documents (per-document cost)",
 }
 
 
@@ -144,6 +154,8 @@ class Case:
         check: untimed, turns ``run``'s result into the comparable summary
             (default: the result itself).
         memory: also measure the tracemalloc peak of one extra run.
+        scale: untimed, after the runs: the per-document figures of each
+            count of ``Sizes.scale`` (see :func:`scale_case`).
     """
 
     run: Callable[[], Any]
@@ -151,6 +163,7 @@ class Case:
     before: Callable[[], Any] | None = None
     check: Callable[[Any], Any] | None = None
     memory: bool = False
+    scale: Callable[[], Awaitable[dict[int, dict[str, float]]]] | None = None
 
 
 Factory = Callable[["Context"], Awaitable[Case]]
@@ -360,6 +373,89 @@ async def gridfs_summary(db: Any, bucket: str) -> dict[str, Any]:
         "files": len(files),
         "length": sum(f["length"] for f in files),
         "chunks": chunks,
+    }
+
+
+# -- scale --------------------------------------------------------------------------
+
+
+@dataclass
+class ScaleIO:
+    """How one library writes and reads the small documents of ``scale``.
+
+    Attributes:
+        reset: empties the collection.
+        write: inserts ``item(i)`` for i < count, in bulk (sync or async).
+        read: returns every document, loaded (a list).
+        n_of: a loaded document's ``n``.
+    """
+
+    reset: Callable[[], Any]
+    write: Callable[[int], Any]
+    read: Callable[[], Any]
+    n_of: Callable[[Any], int]
+
+
+# Timed passes per count up to this many documents (the median is kept);
+# bigger counts are timed once.
+SCALE_PASSES = 3
+SCALE_PASSES_UP_TO = 10_000
+
+
+def scale_case(ctx: Context, io: ScaleIO, label: str) -> Case:
+    """The ``scale`` case: for each count of ``ctx.sizes.scale``, write that many
+    documents and read them all back. Its summary is each count's
+    ``{count, sum_n}``; ``Case.scale`` gives each count's microseconds per
+    document written and read, and the bytes a loaded document holds."""
+    counts = ctx.sizes.scale
+
+    async def run() -> list[dict[str, int]]:
+        summaries = []
+        for count in counts:
+            await call(io.reset)
+            await call(io.write, count)
+            documents = await call(io.read)
+            summaries.append(
+                {"count": len(documents), "sum_n": sum(map(io.n_of, documents))}
+            )
+        return summaries
+
+    async def scale() -> dict[int, dict[str, float]]:
+        return {count: await _scale_figures(io, count) for count in counts}
+
+    return Case(run, label, scale=scale)
+
+
+async def _scale_figures(io: ScaleIO, count: int) -> dict[str, float]:
+    """µs per document written and read (median of the passes) and bytes held
+    per loaded document (tracemalloc: what the loaded list keeps allocated)."""
+    passes = SCALE_PASSES if count <= SCALE_PASSES_UP_TO else 1
+    writes, reads = [], []
+    for _ in range(passes):
+        await call(io.reset)
+        gc.collect()
+        start = time.perf_counter()
+        await call(io.write, count)
+        writes.append(time.perf_counter() - start)
+        gc.collect()
+        start = time.perf_counter()
+        documents = await call(io.read)
+        reads.append(time.perf_counter() - start)
+        del documents
+    gc.collect()
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        documents = await call(io.read)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    assert len(documents) == count
+    return {
+        "write_us": round(statistics.median(writes) / count * 1e6, 2),
+        "read_us": round(statistics.median(reads) / count * 1e6, 2),
+        "bytes": round(held / count, 1),
     }
 
 

@@ -55,6 +55,7 @@ RESULTS = HERE / "results"
 LIBRARY_MODULES = {
     "raw": "scenarios_raw",
     "ours": "scenarios_ours",
+    "ours-sync": "scenarios_ours_sync",  # ours on a connect() alias
     "mongoengine": "scenarios_mongoengine",
     "beanie": "scenarios_beanie",  # imported only if beanie is installed
 }
@@ -65,6 +66,23 @@ SELECT_RELATED_MAX_VS_IN = 1.3
 GRIDFS_MIN_THROUGHPUT = 0.9  # of raw bucket throughput, i.e. time ratio <= 1/0.9
 STREAM_MAX_PEAK_MB = 32.0
 CASCADE_MAX_ROUND_TRIPS = 12  # one per book would be 10,000+
+
+# Targets of issue 17: the most a scenario of ours may take, as a time ratio to
+# raw (gridfs_get: a throughput of at least 1.0x raw). Drawn as lines in the chart.
+RATIO_TARGETS = {
+    "insert_bulk": 2.0,
+    "insert_one": 1.1,
+    "save_delta": 1.15,
+    "read_list": 1.4,
+    "read_iter": 1.3,
+    "refs_batch": 1.1,
+    "refs_one_by_one": 1.05,
+    "concurrent": 1.15,
+    "cascade_delete": 1.2,
+    "gridfs_get": 1.0,
+}
+# What a sync user who changes only the import is compared with.
+SYNC_PAIRS = (("ours-sync", "mongoengine"),)
 
 
 def load_libraries(wanted: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -175,6 +193,8 @@ async def _finish(
     row["median_ms"] = statistics.median(row["samples_ms"])
     if case.memory:
         row["peak_mb"] = round(await harness.peak_memory(case), 2)
+    if case.scale:
+        row["scale"] = await case.scale()
     key = (row["scenario"], row["library"])
     if key in profile:
         row["profile"] = await _profile(modules[row["library"]], *key, ctx)
@@ -284,7 +304,39 @@ def check_targets(rows: list[dict]) -> list[dict]:
         if trips is None
         else f"{trips} ({get('cascade_delete', 'ours').get('commands')})",
     )
+    for scenario, most in RATIO_TARGETS.items():
+        ratio = get(scenario, "ours").get("ratio")
+        if scenario.startswith("gridfs"):  # a throughput target
+            name = f"{scenario}: ours >= {1 / most:g}x raw throughput"
+            figure = "" if ratio is None else f"{1 / ratio:.2f}x throughput"
+        else:
+            name = f"{scenario}: ours <= {most:g}x raw"
+            figure = "" if ratio is None else f"{ratio:.2f}x"
+        add(
+            f"issue 17: {name}",
+            None if ratio is None else ratio <= most,
+            figure or "no figure",
+        )
     return targets
+
+
+def sync_comparison(rows: list[dict]) -> list[str]:
+    """Each scenario's ``ours-sync`` time against sync MongoEngine's."""
+    medians = {
+        (row["scenario"], row["library"]): row["median_ms"]
+        for row in rows
+        if "median_ms" in row
+    }
+    lines = []
+    for ours, theirs in SYNC_PAIRS:
+        for scenario in harness.SCENARIOS:
+            if (scenario, ours) in medians and (scenario, theirs) in medians:
+                mine, other = medians[scenario, ours], medians[scenario, theirs]
+                lines.append(
+                    f"  {scenario:16} {ours} {mine:9.1f} ms, {theirs} "
+                    f"{other:9.1f} ms: {other / mine:5.2f}x as fast"
+                )
+    return lines
 
 
 def format_table(rows: list[dict]) -> str:
@@ -321,6 +373,23 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_scale(rows: list[dict]) -> list[str]:
+    """Per count: µs per document written and read, and the bytes a loaded
+    document holds, also as a multiple of a raw dict's."""
+    raw = next((r["scale"] for r in rows if r["library"] == "raw" and "scale" in r), {})
+    lines = []
+    for row in rows:
+        for count, figures in row.get("scale", {}).items():
+            raw_bytes = raw.get(count, {}).get("bytes")
+            versus = f" ({figures['bytes'] / raw_bytes:.2f}x raw)" if raw_bytes else ""
+            lines.append(
+                f"  {row['library']:12} {count:>7,}: write {figures['write_us']:6.1f}"
+                f" µs/doc, read {figures['read_us']:5.1f} µs/doc, "
+                f"{figures['bytes']:6.0f} bytes/doc{versus}"
+            )
+    return lines
+
+
 def format_targets(targets: list[dict]) -> str:
     marks = {True: "met", False: "MISSED", None: "n/a"}
     return "\n".join(
@@ -341,6 +410,7 @@ def write_results(report: dict, prefix: Path) -> tuple[Path, Path]:
         png_path,
         f"mongoengine-async benchmarks ({meta['sizes_name']}, median of "
         f"{meta['repeat']}+, {meta['date'][:10]})",
+        targets=RATIO_TARGETS,
     )
     return json_path, png_path
 
@@ -415,6 +485,13 @@ async def run(args: argparse.Namespace) -> int:
                 await connect_async(
                     db=db_name, alias="default", host=uri, **client_options
                 )
+            if "ours-sync" in modules:
+                mongoengine.connect(
+                    db=db_name,
+                    alias=modules["ours-sync"].ALIAS,
+                    host=uri,
+                    **client_options,
+                )
             if "mongoengine" in modules:
                 mongoengine.connect(
                     db=db_name,
@@ -451,8 +528,9 @@ async def run(args: argparse.Namespace) -> int:
                 await beanie_client.close()
             if "ours" in modules:
                 await disconnect_async("default")
-            if "mongoengine" in modules:
-                mongoengine.disconnect(modules["mongoengine"].ALIAS)
+            for sync_library in ("ours-sync", "mongoengine"):
+                if sync_library in modules:
+                    mongoengine.disconnect(modules[sync_library].ALIAS)
 
     targets = check_targets(rows)
     report = {
@@ -476,8 +554,14 @@ async def run(args: argparse.Namespace) -> int:
     }
     print()
     print(format_table(rows))
-    print("\nTargets (issue 6):")
+    print("\nTargets (issues 6 and 17):")
     print(format_targets(targets))
+    if scale_lines := format_scale(rows):
+        print("\nScale (per document; bytes held by a loaded document):")
+        print("\n".join(scale_lines))
+    if sync_lines := sync_comparison(rows):
+        print("\nSync aliases (a user who changed only the import):")
+        print("\n".join(sync_lines))
     for row in rows:
         for order, text in row.get("profile", {}).items():
             print(f"\ncProfile of {row['scenario']} / {row['library']}, by {order}:")

@@ -191,3 +191,19 @@ async def concurrent(ctx: Context) -> Case:
         return pairs
 
     return Case(run, "sequential get + dereference", check=harness.digest)
+
+
+@scenario("scale")
+async def scale(ctx: Context) -> Case:
+    def write(count: int) -> None:
+        MeItem.objects.insert(
+            [MeItem(**harness.item(i)) for i in range(count)], load_bulk=False
+        )
+
+    io = harness.ScaleIO(
+        lambda: harness.drop(ctx.db, ITEMS),
+        write,
+        lambda: list(MeItem.objects),
+        lambda doc: doc.n,
+    )
+    return harness.scale_case(ctx, io, "insert + list(objects)")

@@ -242,3 +242,19 @@ async def concurrent(ctx: Context) -> Case:
         return await asyncio.gather(*(task(b) for b in book_ids))
 
     return Case(run, "gather(async_get + await ref)", check=harness.digest)
+
+
+@scenario("scale")
+async def scale(ctx: Context) -> Case:
+    async def write(count: int) -> None:
+        await OursItem.objects.async_insert(
+            [OursItem(**harness.item(i)) for i in range(count)], load_bulk=False
+        )
+
+    io = harness.ScaleIO(
+        lambda: _fresh(OursItem),
+        write,
+        OursItem.objects.async_to_list,
+        lambda doc: doc.n,
+    )
+    return harness.scale_case(ctx, io, "async_insert + async_to_list()")

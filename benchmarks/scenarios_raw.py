@@ -213,3 +213,19 @@ async def concurrent(ctx: Context) -> Case:
         return await asyncio.gather(*(task(b) for b in book_ids))
 
     return Case(run, "gather(find_one + find_one)", check=harness.digest)
+
+
+@scenario("scale")
+async def scale(ctx: Context) -> Case:
+    collection = ctx.db[ITEMS]
+
+    async def write(count: int) -> None:
+        await collection.insert_many([harness.item(i) for i in range(count)])
+
+    async def read() -> list:
+        return await collection.find().to_list(None)
+
+    io = harness.ScaleIO(
+        lambda: harness.drop(ctx.db, ITEMS), write, read, lambda doc: doc["n"]
+    )
+    return harness.scale_case(ctx, io, "insert_many + find().to_list()")

@@ -22,8 +22,10 @@ sys.path.insert(0, str(BENCHMARKS))
 import harness  # noqa: E402
 import run  # noqa: E402
 import scenarios_ours  # noqa: E402
+import scenarios_ours_sync  # noqa: E402
 import scenarios_raw  # noqa: E402
 
+import mongoengine_async  # noqa: E402
 from mongoengine_async import get_async_db  # noqa: E402
 
 
@@ -48,6 +50,42 @@ async def test_ours_does_what_raw_does(scenario: str, async_alias: str) -> None:
     assert summaries["raw"] == expected(scenario, harness.TINY)
 
 
+@pytest.mark.parametrize("scenario", list(scenarios_ours_sync.SCENARIOS))
+async def test_ours_on_a_sync_alias_does_what_raw_does(
+    scenario: str, async_alias: str, mongodb_uri: str
+) -> None:
+    """The ours-sync library: our models on a connect() alias, same database."""
+    db = get_async_db(async_alias)
+    ctx = harness.Context(db=db, sizes=harness.TINY)
+    mongoengine_async.connect(
+        db=db.name,
+        alias=scenarios_ours_sync.ALIAS,
+        host=mongodb_uri,
+        uuidRepresentation="standard",
+    )
+    try:
+        case = await scenarios_ours_sync.SCENARIOS[scenario](ctx)
+        _, summary = await harness.run_once(case)
+    finally:
+        mongoengine_async.disconnect(scenarios_ours_sync.ALIAS)
+    assert summary == expected(scenario, harness.TINY)
+
+
+async def test_scale_figures_cover_every_count(async_alias: str) -> None:
+    ctx = harness.Context(db=get_async_db(async_alias), sizes=harness.TINY)
+    case = await scenarios_ours.SCENARIOS["scale"](ctx)
+    figures = await case.scale()
+    assert list(figures) == list(harness.TINY.scale)
+    for figure in figures.values():
+        assert figure.keys() == {"write_us", "read_us", "bytes"}
+        assert figure["bytes"] > 0  # a loaded document holds memory
+    rows = [
+        {"library": "raw", "scale": figures},
+        {"library": "ours", "scale": figures},
+    ]
+    assert "(1.00x raw)" in run.format_scale(rows)[-1]
+
+
 def expected(scenario: str, sizes: harness.Sizes) -> dict:
     """What every library must produce, computed independently of both."""
     items = {"count": sizes.items, "sum_n": sum(range(sizes.items))}
@@ -67,6 +105,8 @@ def expected(scenario: str, sizes: harness.Sizes) -> dict:
         )
     if scenario == "cascade_delete":
         return {"authors": 1, "books": 1}
+    if scenario == "scale":
+        return [{"count": c, "sum_n": sum(range(c))} for c in sizes.scale]
     data = harness.file_data(sizes.file_bytes)
     if scenario == "gridfs_put":
         chunks = -(-sizes.file_bytes // (255 * 1024))

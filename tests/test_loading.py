@@ -348,6 +348,19 @@ def test_unknown_keys() -> None:
     assert str(fast_error.value) == str(slow_error.value)
 
 
+def test_an_unknown_key_in_place_of_a_field_is_seen() -> None:
+    """As many keys as fields, one of them unknown: not taken for a full son."""
+    raw = {"_id": ObjectId(), "surprise": 1}
+    assert len(raw) == len(LdTarget._fields)
+    with pytest.raises(FieldDoesNotExist) as fast_error:
+        from_son(LdTarget, raw)
+    with pytest.raises(FieldDoesNotExist) as slow_error:
+        LdTarget._from_son(raw)
+    assert str(fast_error.value) == str(slow_error.value)
+    for raw in ({"_id": ObjectId(), "_cls": "LdTarget"}, {"_id": None, "name": "n"}):
+        assert_same(from_son(LdTarget, raw), LdTarget._from_son(raw))
+
+
 def test_values_of_unexpected_types() -> None:
     raw = stored(LdEverything())
     raw.update(number="12", ratio="0.25", flag=1, text=b"bytes", tags=["x", 5])

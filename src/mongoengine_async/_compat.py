@@ -31,6 +31,7 @@ from mongoengine.base import (
 from mongoengine.base.datastructures import LazyReference
 from mongoengine.fields import GridFSProxy
 from mongoengine.queryset.base import BaseQuerySet
+from pymongo.asynchronous.cursor import AsyncCursor
 
 # Untyped private names, bound here (a checker cannot resolve re-exported aliases
 # of names from a package without types).
@@ -146,6 +147,8 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     (AsyncGridOut, "_chunk_iter"),
     (AsyncGridOutChunkIterator, "_create_cursor"),
     (AsyncGridOutChunkIterator, "_cursor"),
+    # PyMongo's cursor, whose buffered batch `async for` takes at once.
+    (AsyncCursor, "_next_batch"),
 )
 """(class, attribute) pairs of MongoEngine and PyMongo used by this package."""
 
@@ -157,6 +160,7 @@ PRIVATE_SIGNATURES: tuple[tuple[Any, tuple[str, ...]], ...] = (
     ),
     (AsyncGridOutChunkIterator._create_cursor, ()),
     (AsyncGridIn._flush_data, ("data", "force")),
+    (AsyncCursor._next_batch, ("result", "total")),
     (BaseDocument._from_son, ("son", "_auto_dereference")),
     (BaseDocument._mark_as_changed, ("key",)),
     (BaseDocument._clear_changed_fields, ()),

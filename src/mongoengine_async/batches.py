@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ("WHOLE_RESULT", "gc_paused", "materialise_all")
@@ -37,7 +37,15 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def materialise_all(materialise: Callable[[Any], Any], raws: Iterable) -> list:
-    """``[materialise(raw) for raw in raws]`` with the cyclic GC paused."""
+# Below this many results the collector has little to walk, and pausing it
+# would cost more than it saves (a get() or first() builds one document).
+PAUSE_FROM = 64
+
+
+def materialise_all(materialise: Callable[[Any], Any], raws: list) -> list:
+    """``[materialise(raw) for raw in raws]``, with the cyclic GC paused for
+    a batch of more than a few."""
+    if len(raws) < PAUSE_FROM:
+        return [materialise(raw) for raw in raws]
     with gc_paused():
         return [materialise(raw) for raw in raws]

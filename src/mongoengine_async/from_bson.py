@@ -43,6 +43,7 @@ __all__ = (
     "from_son",
     "joining_loader",
     "loader",
+    "loader_key",
     "plain_references",
 )
 
@@ -82,6 +83,7 @@ class _FieldPlan:
     __slots__ = (
         "field",
         "identity_type",
+        "item_type",
         "may_embed",
         "name",
         "plain_get",
@@ -95,8 +97,11 @@ class _FieldPlan:
         inner = getattr(field, "field", None)
         self.to_python = field.to_python
         self.identity_type = _IDENTITY_FOR.get(type(field).to_python)
+        # A list of items its to_python keeps: the type they keep (or _ANY).
+        self.item_type = None
         if type(field).to_python is ListField.to_python and inner is not None:
             self.to_python = _list_converter(field, inner)
+            self.item_type = _IDENTITY_FOR.get(type(inner).to_python)
         scalar_items = inner is not None and (
             _IDENTITY_FOR.get(type(inner).to_python) is not None
         )
@@ -261,11 +266,15 @@ _set_changed_fields = BaseDocument.__dict__["_changed_fields"].__set__
 _HEAD = """\
 def make(fallback, {references}):
     def load(son):
-        if type(son) is not dict or not known_keys.issuperset(son):
+        if type(son) is not dict:
             return fallback(son)
         get = son.get
-        if get("_cls", class_name) != class_name:
-            return fallback(son)
+{values}\
+        # Each field present and not null, and as many keys as fields: no
+        # other key. Otherwise, any other key must be a _cls naming cls.
+        if len(son) != field_count or {any_none}:
+            if not known_keys.issuperset(son) or get("_cls", class_name) != class_name:
+                return fallback(son)
         complete = False
         try:
 """
@@ -308,6 +317,7 @@ def _compile(cls: type[Any], plan: _Plan, joining: bool) -> Callable[..., Load]:
         "complete_document": _complete,
         "embed": _embed,
         "known_keys": frozenset(fp.field.db_field for fp in plan.fields) | {"_cls"},
+        "field_count": len(plan.fields),
         "new": cls.__new__,
         "plan": plan,
         "set_changed_fields": _set_changed_fields,
@@ -318,6 +328,9 @@ def _compile(cls: type[Any], plan: _Plan, joining: bool) -> Callable[..., Load]:
         namespace[f"to_python_{index}"] = field_plan.to_python
         namespace[f"type_{index}"] = field_plan.identity_type
         namespace[f"default_{index}"] = field_plan.default
+        if field_plan.item_type is not None:
+            namespace[f"item_type_{index}"] = field_plan.item_type
+            namespace[f"item_to_python_{index}"] = field_plan.field.field.to_python
         blocks.append(_field_block(index, field_plan, plan.references, joining))
     data = ", ".join(f"{fp.name!r}: v{i}" for i, fp in enumerate(plan.fields))
     embed = [
@@ -326,8 +339,18 @@ def _compile(cls: type[Any], plan: _Plan, joining: bool) -> Callable[..., Load]:
     references = [f"collection_{i}" for i in range(len(plan.references))]
     if joining:
         references += [f"find_{i}" for i in range(len(plan.references))]
+    values = "".join(
+        f"v{i} = get({fp.field.db_field!r})\n" for i, fp in enumerate(plan.fields)
+    )
+    any_none = " or ".join(f"v{i} is None" for i in range(len(plan.fields)))
+    if any(fp.field.db_field == "_cls" for fp in plan.fields):
+        any_none = "True"  # a stored _cls is a field's value: always checked
     source = (
-        _HEAD.format(references=", ".join(references))
+        _HEAD.format(
+            references=", ".join(references),
+            values=_indent(values, 8),
+            any_none=any_none or "False",
+        )
         + "".join(blocks)
         + _TAIL.format(
             data=data,
@@ -371,6 +394,21 @@ def _field_block(
             "else:\n"
             f"    {value} = to_python_{index}({value})\n"
         )
+    elif field_plan.item_type is _ANY:
+        convert = (
+            f"elif type({value}) is list:\n"
+            f"    {value} = list({value})\n"
+            "else:\n"
+            f"    {value} = to_python_{index}({value})\n"
+        )
+    elif field_plan.item_type is not None:
+        convert = (
+            f"elif type({value}) is list:\n"
+            f"    {value} = [item if type(item) is item_type_{index}"
+            f" else item_to_python_{index}(item) for item in {value}]\n"
+            "else:\n"
+            f"    {value} = to_python_{index}({value})\n"
+        )
     elif field_plan.identity_type is _ANY:
         convert = ""
     elif field_plan.identity_type is not None:
@@ -380,12 +418,7 @@ def _field_block(
         )
     else:
         convert = f"else:\n    {value} = to_python_{index}({value})\n"
-    block = (
-        f"{value} = get({field.db_field!r})\n"
-        f"if {value} is None:\n"
-        f"{_indent(default, 4)}"
-        f"{convert}"
-    )
+    block = f"if {value} is None:\n{_indent(default, 4)}{convert}"
     return _indent(block, 12)
 
 
@@ -470,6 +503,17 @@ def loader(cls: type[Any], _auto_dereference: bool = True) -> Load:
         return load(son)
 
     return plan.make(fallback, *plan.reference_collections())
+
+
+def loader_key(cls: type[Any], _auto_dereference: bool = True) -> tuple[Any, ...]:
+    """What ``loader(cls, _auto_dereference)`` settles now: a loader made
+    while the key was equal loads as a new one would (for the class's own
+    documents; its subclasses' references are settled when first met)."""
+    receivers = has_init_receivers()
+    plan = _plan(cls) if _auto_dereference and not receivers else None
+    if plan is None or not plan.references:
+        return (_auto_dereference, receivers)
+    return (_auto_dereference, receivers, *plan.reference_collections())
 
 
 def plain_references(cls: type[Any]) -> list[BaseField]:

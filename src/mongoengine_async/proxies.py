@@ -206,10 +206,10 @@ async def load_reference(
     """Load the document ``dbref`` points to, as an instance of ``cls``, in
     ``session`` when it is one of ``cls``'s client (else the bound transaction)."""
     operation = await reach(cls, session)
-    database = operation.collection.database
-    raw = await database[dbref.collection].find_one(
-        {"_id": dbref.id}, session=operation.session
-    )
+    collection = operation.collection
+    if dbref.collection != collection.name:  # (the class's own, mostly)
+        collection = collection.database[dbref.collection]
+    raw = await collection.find_one({"_id": dbref.id}, session=operation.session)
     if raw is None:
         raise cls.DoesNotExist(
             f"Trying to dereference unknown document "

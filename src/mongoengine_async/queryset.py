@@ -58,13 +58,10 @@ from mongoengine_async.guards import (
 from mongoengine_async.operation import Operation, own_session, resolve
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.select_related import load_related
+from mongoengine_async.sync_reads import FastSyncReads
 
 if TYPE_CHECKING:
     from typing_extensions import Self
-
-    from mongoengine_async._typing import MongoEngineQuerySet
-else:  # checkers see MongoEngine's class through the typed stub _typing.pyi
-    MongoEngineQuerySet = me_queryset.QuerySet
 
 __all__ = ("AsyncAggregation", "QuerySet")
 
@@ -100,8 +97,9 @@ class AsyncAggregation:
                 yield document
 
 
-class QuerySet(MongoEngineQuerySet, Generic[_D]):
-    """MongoEngine's QuerySet plus ``async_*`` terminals and ``async for``;
+class QuerySet(FastSyncReads, Generic[_D]):
+    """MongoEngine's QuerySet plus ``async_*`` terminals and ``async for``
+    (and, on sync aliases, results built by the generated loaders);
     ``QuerySet[Book]`` to checkers (``Book.objects``)."""
 
     # -- mode -----------------------------------------------------------------
@@ -227,9 +225,15 @@ class QuerySet(MongoEngineQuerySet, Generic[_D]):
         if self._none or self._empty:
             return
         materialise = self._materialiser()
+        batch: list[dict] = []
         async with self._new_cursor() as cursor:
-            async for raw in cursor:
-                yield materialise(raw)
+            # The cursor's buffered batch at once (a getMore only once it is
+            # used up, as a plain ``async for`` would), each document built as
+            # it is asked for.
+            while await cursor._next_batch(batch):
+                for raw in batch:
+                    yield materialise(raw)
+                batch.clear()
 
     async def async_to_list(
         self, length: int | None = None, *, session: AsyncClientSession | None = None
@@ -271,7 +275,7 @@ class QuerySet(MongoEngineQuerySet, Generic[_D]):
     ) -> _D:
         """The only match; raises ``DoesNotExist`` or ``MultipleObjectsReturned``."""
         self._require_async("async_get", "get()")
-        queryset = self.clone().order_by().limit(2).filter(*q_objs, **query)
+        queryset = self.order_by().limit(2).filter(*q_objs, **query)  # clones
         results = await queryset.async_to_list(2, session=session)
         document_cls = queryset._document
         if not results:
@@ -806,4 +810,4 @@ def _describe(queryset: QuerySet) -> tuple[bool, str, str]:
     )
 
 
-guard_blocking_methods(QuerySet, me_queryset.QuerySet, _BLOCKING, _describe)
+guard_blocking_methods(QuerySet, FastSyncReads, _BLOCKING, _describe)

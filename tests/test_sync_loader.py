@@ -1,0 +1,220 @@
+"""On a connect() alias our querysets build documents with the generated loader,
+and every way of reading gives exactly what plain MongoEngine's QuerySet gives.
+
+Each test reads the same stored documents through our queryset and through
+MongoEngine's own ``QuerySet`` class on the same collection, and compares the
+documents field by field (``assert_same`` of tests/test_loading.py).
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import mongoengine
+import pytest
+from bson import DBRef, ObjectId
+from mongoengine.context_managers import no_dereference, switch_collection
+from mongoengine.queryset import QuerySet as MongoEngineQuerySet
+
+from mongoengine_async import FieldDoesNotExist
+from test_loading import (
+    LdColour,
+    LdDynamic,
+    LdEverything,
+    LdLoose,
+    LdSpecial,
+    LdTarget,
+    LdWithChoices,
+    LdWithEnum,
+    assert_same,
+    full_document,
+)
+
+
+def plain(cls: type) -> MongoEngineQuerySet:
+    """MongoEngine's own QuerySet of ``cls`` (its ``_from_son`` per result)."""
+    return MongoEngineQuerySet(cls, cls._get_collection())
+
+
+def assert_all_same(fast: list, slow: list) -> None:
+    assert len(fast) == len(slow)
+    for fast_document, slow_document in zip(fast, slow, strict=True):
+        assert_same(fast_document, slow_document)
+
+
+def special() -> LdSpecial:
+    document = full_document()
+    names = [name for name in document._fields_ordered if name != "_cls"]
+    subclass_document = LdSpecial(**{name: document[name] for name in names})
+    subclass_document.extra = "x"
+    return subclass_document
+
+
+@pytest.fixture
+def stored_documents(sync_default: Any) -> list:
+    """Every field kind, a subclass, defaults and nulls, saved with save()."""
+    documents = [full_document(), special(), LdEverything(number=1)]
+    for document in documents:
+        for target in {document.target, document.part and document.part.target}:
+            if target is not None and target.pk is not None:
+                target.save()
+        document.save()
+    sync_default.ld_everything.update_one(
+        {"_id": documents[2].pk}, {"$set": {"tags": None, "text": None}}
+    )
+    return documents
+
+
+def test_iteration_list_first_get_build_mongoengines_documents(
+    stored_documents: list,
+) -> None:
+    ordered = LdEverything.objects.order_by("number", "id")
+    fast = list(ordered)
+    assert vars(fast[1]) == vars(fast[2]) == {}  # the loader's (all fields set)
+    assert [type(document) for document in fast] == [
+        LdEverything,
+        LdEverything,
+        LdSpecial,
+    ]
+    slow = list(plain(LdEverything).order_by("number", "id"))
+    assert vars(slow[1])  # MongoEngine's stores its state in each document
+    assert_all_same(fast, slow)
+    assert_all_same([document for document in ordered.clone()], slow)
+    assert_same(LdEverything.objects.order_by("number", "id").first(), slow[0])
+    assert_same(LdEverything.objects.order_by("number", "id")[2], slow[2])
+    pk = stored_documents[1].pk
+    assert_same(LdEverything.objects.get(pk=pk), plain(LdEverything).get(pk=pk))
+    assert type(LdEverything.objects.get(pk=pk)) is LdSpecial
+    assert_same(LdEverything.objects.with_id(pk), plain(LdEverything).with_id(pk))
+
+
+def test_defaults_and_nulls_read_the_same(stored_documents: list) -> None:
+    pk = stored_documents[2].pk
+    fast = LdEverything.objects.get(pk=pk)
+    assert_same(fast, plain(LdEverything).get(pk=pk))
+    assert (fast.text, fast.scores, fast.tags) == ("untitled", [0], [])
+
+
+def test_partial_scalar_and_raw_reads_are_mongoengines(stored_documents: list) -> None:
+    fast = list(LdEverything.objects.only("number", "tags").order_by("number"))
+    slow = list(plain(LdEverything).only("number", "tags").order_by("number"))
+    assert_all_same(fast, slow)
+    assert_all_same(
+        list(LdEverything.objects.exclude("part").order_by("number")),
+        list(plain(LdEverything).exclude("part").order_by("number")),
+    )
+    assert list(LdEverything.objects.scalar("number", "tags")) == list(
+        plain(LdEverything).scalar("number", "tags")
+    )
+    assert LdEverything.objects.order_by("-number").scalar("text")[0] == "hello"
+    assert list(LdEverything.objects.as_pymongo()) == list(
+        plain(LdEverything).as_pymongo()
+    )
+    assert (
+        LdEverything.objects.as_pymongo().order_by("number")[0]
+        == (plain(LdEverything).as_pymongo().order_by("number")[0])
+    )
+
+
+def test_references_read_and_dereference_as_mongoengines(
+    stored_documents: list,
+) -> None:
+    pk = stored_documents[0].pk
+    fast = LdEverything.objects.get(pk=pk)
+    assert fast._data["target"] == DBRef("ld_target", stored_documents[0].target.pk)
+    assert_same(fast, plain(LdEverything).get(pk=pk))
+    assert fast.target.name == "t"  # MongoEngine's dereference on access
+    with switch_collection(LdTarget, "ld_target_archive"):
+        fast = LdEverything.objects.get(pk=pk)
+        slow = plain(LdEverything).get(pk=pk)
+    assert fast._data["target"].collection == "ld_target_archive"
+    assert_same(fast, slow)
+    with no_dereference(LdEverything):
+        fast, slow = LdEverything.objects.get(pk=pk), plain(LdEverything).get(pk=pk)
+    assert vars(fast).keys() == vars(slow).keys()
+    assert fast.to_mongo() == slow.to_mongo()
+    fast = LdEverything.objects.no_dereference().get(pk=pk)
+    assert fast.to_mongo() == plain(LdEverything).no_dereference().get(pk=pk).to_mongo()
+
+
+def test_collection_switched_mid_iteration_is_seen(sync_default: Any) -> None:
+    """The loader is made again when a reference's collection changes."""
+    target = LdTarget(name="t").save()
+    for _ in range(2):
+        LdEverything(target=target).save()
+    documents = LdEverything.objects.order_by("id")
+    first = next(documents)
+    with switch_collection(LdTarget, "ld_target_archive"):
+        second = next(documents)
+    assert first._data["target"] == DBRef("ld_target", target.pk)
+    assert second._data["target"] == DBRef("ld_target_archive", target.pk)
+
+
+def test_fallbacks_and_errors_are_mongoengines(sync_default: Any) -> None:
+    for document in (
+        LdWithEnum(colour=LdColour.RED),
+        LdWithChoices(size="M"),
+        LdDynamic(name="d", anything_else=[1, 2]),
+    ):
+        document.save()
+        cls = type(document)
+        assert_same(cls.objects.get(pk=document.pk), plain(cls).get(pk=document.pk))
+    LdLoose(name="x").save()
+    sync_default.ld_loose.update_many({}, {"$set": {"surprise": 1}})
+    assert_same(LdLoose.objects.first(), plain(LdLoose).first())
+
+    LdTarget(name="x").save()
+    sync_default.ld_target.update_many({}, {"$set": {"surprise": 1}})
+    with pytest.raises(FieldDoesNotExist) as fast_error:
+        LdTarget.objects.first()
+    with pytest.raises(FieldDoesNotExist) as slow_error:
+        plain(LdTarget).first()
+    assert str(fast_error.value) == str(slow_error.value)
+
+
+def test_values_of_unexpected_types_read_the_same(sync_default: Any) -> None:
+    document = LdEverything().save()
+    sync_default.ld_everything.update_one(
+        {"_id": document.pk},
+        {
+            "$set": {
+                "number": "12",
+                "ratio": "0.25",
+                "flag": 1,
+                "tags": ["x", 5],
+                "other_id": str(ObjectId()),
+                "target": DBRef("ld_target", ObjectId()),
+            }
+        },
+    )
+    assert_same(LdEverything.objects.first(), plain(LdEverything).first())
+
+
+def test_init_signal_receivers_see_each_loaded_document(stored_documents: list) -> None:
+    seen = []
+
+    def receiver(sender: type, document: Any, **kwargs: Any) -> None:
+        seen.append(document)
+
+    documents = LdEverything.objects.order_by("number", "id")
+    first = next(documents)  # before the receiver: the generated loader
+    mongoengine.signals.post_init.connect(receiver, sender=LdEverything)
+    try:
+        second = next(documents)
+    finally:
+        mongoengine.signals.post_init.disconnect(receiver, sender=LdEverything)
+    assert seen == [second]
+    assert first.number == 1
+
+
+def test_a_queryset_read_from_pickles_as_mongoengines(sync_default: Any) -> None:
+    # LdTarget: unpickled embedded documents hold a dead weak proxy to their owner.
+    LdTarget(name="t").save()
+    queryset = LdTarget.objects()
+    assert len(list(queryset)) == 1  # its loader made and kept
+    copy = pickle.loads(pickle.dumps(queryset))
+    slow = pickle.loads(pickle.dumps(plain(LdTarget)))
+    assert len(list(slow)) == 1
+    assert_all_same(list(copy), list(slow))
+    assert_all_same(list(copy.clone()), list(plain(LdTarget)))
