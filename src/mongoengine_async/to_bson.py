@@ -228,7 +228,7 @@ def _eligible(cls: type, document: bool) -> bool:
         return False
     return all(
         not field._auto_gen
-        and "_cls" not in (field.db_field, field.name)
+        and (field.name == "_cls") == (field.db_field == "_cls")
         and plain_setter(field)
         and type(field).__get__ in _NONE_GETTERS
         and hasattr(type(field).to_mongo, "__code__")
@@ -312,8 +312,14 @@ class _Source:
             "    state = self.__dict__",
             "    state['_initialised'] = False",
             "    state['_created'] = True",
-            "    state['_cls'] = class_name",
         ]
+        if "_cls" in self.cls._fields:  # allow_inheritance: a field holds it
+            lines += [
+                "    if '_cls' not in values:",
+                "        data['_cls'] = class_name",
+            ]
+        else:
+            lines.append("    state['_cls'] = class_name")
         if any(field.choices for _, field in self.fields):
             lines.append("    set_field_display(self)")
         lines += ["    state['_initialised'] = True", "    return True"]
