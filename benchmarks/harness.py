@@ -99,6 +99,7 @@ class Sizes:
     file_bytes: int = 64 * 2**20  # gridfs_*
     cascade_books: int = 10_000  # cascade_delete
     tasks: int = 500  # concurrent
+    saves: int = 1_000  # save_delta
 
 
 FULL = Sizes()
@@ -109,9 +110,16 @@ QUICK = Sizes(
     file_bytes=4 * 2**20,
     cascade_books=1_000,
     tasks=100,
+    saves=200,
 )
 TINY = Sizes(
-    items=60, books=30, authors=7, file_bytes=600_000, cascade_books=40, tasks=12
+    items=60,
+    books=30,
+    authors=7,
+    file_bytes=600_000,
+    cascade_books=40,
+    tasks=12,
+    saves=20,
 )
 
 # -- scenarios -------------------------------------------------------------------
@@ -119,6 +127,7 @@ TINY = Sizes(
 SCENARIOS: dict[str, str] = {
     "insert_one": "insert N small documents one by one (N = items)",
     "insert_bulk": "insert N small documents in one bulk call",
+    "save_delta": "change one field of N loaded documents, save each (N = saves)",
     "read_iter": "read and materialise N documents with `async for` (sync: for)",
     "read_list": "read and materialise N documents as a list",
     "refs_one_by_one": "books with their authors, each author fetched on its own",
