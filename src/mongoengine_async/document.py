@@ -8,7 +8,9 @@ async is decided at call time by its alias (``meta["db_alias"]`` or an active
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import mongoengine
@@ -223,7 +225,10 @@ class Document(LoadedState, FastWrites, mongoengine.Document):
             **signal_kwargs,
         )
         raw = to_bson.raw(self)  # to_mongo() as a dict: PyMongo encodes it faster
-        with set_write_concern(collection, write_concern) as target:
+        # No write concern given: the collection's own (set_write_concern would
+        # make an equal copy of the collection on every save).
+        concern = set_write_concern if write_concern else _as_is
+        with concern(collection, write_concern) as target:
             try:
                 if created:
                     object_id = await self._async_insert(
@@ -495,6 +500,11 @@ class Document(LoadedState, FastWrites, mongoengine.Document):
         query = self.to_mongo()
         query.pop("_cls", None)
         return await self._qs.filter(**query).async_update_one(**kwargs)
+
+
+@contextlib.contextmanager
+def _as_is(collection: AsyncCollection, _: dict) -> Iterator[AsyncCollection]:
+    yield collection
 
 
 class DynamicDocument(Document, mongoengine.DynamicDocument):
