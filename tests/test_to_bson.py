@@ -314,7 +314,8 @@ def errors_of(error: ValidationError) -> Any:
 
 def state(document: Any) -> Any:
     """Everything a document holds: values (in order), instance dict, flags."""
-    values = [(key, stored_form(value)) for key, value in document._data.items()]
+    # The plan keeps _data in field order (MongoEngine: absent fields first).
+    values = {key: stored_form(value) for key, value in document._data.items()}
     instance = {
         key: (value.keywords if callable(value) else value)
         for key, value in vars(document).items()
@@ -422,6 +423,28 @@ def test_to_mongo_is_mongoengines(drawn: tuple[type, dict[str, Any]]) -> None:
         assert son_form(dict(document[1].to_mongo())) == son_form(
             to_bson.raw(document[1])
         )
+
+
+@settings(EXAMPLES, max_examples=60)
+@given(documents(), st.booleans())
+def test_setting_the_new_id_is_mongoengines(
+    drawn: tuple[type, dict[str, Any]], tracked: bool
+) -> None:
+    """What an insert does last (``document.pk = inserted_id``), on a new
+    document, with or without tracked changes (a save clears them)."""
+    model, values = drawn
+    made = outcome(lambda: (model(**values), model(**values)))
+    if made[0] == "raised":
+        return
+    ours, theirs = made[1]
+    if tracked:
+        ours._changed_fields, theirs._changed_fields = [], []
+    new_id = "key" if model is TbKeyed else ObjectId()
+    to_bson.set_id(ours, new_id)
+    setattr(theirs, model._meta["id_field"], new_id)
+    assert state(ours) == state(theirs)
+    changed = getattr(ours, "_changed_fields", None)
+    assert changed == getattr(theirs, "_changed_fields", None)
 
 
 def test_to_mongo_after_loading_and_changes() -> None:

@@ -264,7 +264,7 @@ class Document(LoadedState, FastWrites, mongoengine.Document):
                 }
             )
         if created or id_field not in self._meta.get("shard_key", ()):
-            self[id_field] = self._fields[id_field].to_python(object_id)
+            to_bson.set_id(self, self._fields[id_field].to_python(object_id))
         await sync_cached_references(self, created)
         await signals.send(
             signals.post_save,

@@ -476,7 +476,7 @@ class QuerySet(me_queryset.QuerySet):
         raw = [to_bson.raw(document) for document in documents]
         ids = await self._insert_raw(collection, raw, write_concern, return_one)
         for document, object_id in zip(documents, ids, strict=True):
-            document.pk = object_id
+            to_bson.set_id(document, object_id)  # document.pk = object_id
         if load_bulk:
             loaded = await self.async_in_bulk(ids, session=session)
             documents = [loaded.get(object_id) for object_id in ids]

@@ -54,7 +54,7 @@ from mongoengine_async.from_bson import _list_converter as list_converter
 from mongoengine_async.from_bson import _plain_setter as plain_setter
 from mongoengine_async.signals import has_init_receivers
 
-__all__ = ("FastWrites", "has_id", "raw", "son_details")
+__all__ = ("FastWrites", "has_id", "raw", "set_id", "son_details")
 
 _MISSING = object()
 
@@ -113,7 +113,9 @@ class FastWrites:
     __slots__ = ()
 
     def __init__(self, *args: Any, **values: Any) -> None:
-        plan = _plan(type(self))
+        plan: Any = _plans.get(type(self), _MISSING)
+        if plan is _MISSING:
+            plan = _plan(type(self))
         if plan is None or args or not plan.construct(self, values):
             super().__init__(*args, **values)
 
@@ -150,6 +152,28 @@ def has_id(document: Any) -> bool:
         if type(value) is plan.id_type:
             return True
     return "_id" in document.to_mongo(fields=[document._meta["id_field"]])
+
+
+def set_id(document: Any, value: Any) -> None:
+    """``setattr(document, id_field, value)`` (``document.pk = value``), as an
+    insert ends: for a new document of a planned class, what MongoEngine's
+    ``__setattr__`` and ``__set__`` do then, without the lookups."""
+    name = document._meta["id_field"]
+    plan = _plan(type(document))
+    state = getattr(document, "__dict__", {})
+    if (
+        plan is None
+        or type(value) is not plan.id_type
+        or state.get("_created") is not True
+        or state.get("_initialised") is not True
+    ):
+        setattr(document, name, value)
+        return
+    state["_created"] = False  # __setattr__: an id makes it no longer new
+    data = document._data
+    if name not in data or data[name] != value:  # __set__: a change
+        document._mark_as_changed(name)
+    data[name] = value
 
 
 def son_details(details: dict) -> dict:
@@ -288,41 +312,50 @@ class _Source:
 
     def construct(self) -> Callable[[Any, dict], bool]:
         """``construct(document, values)``: ``__init__``'s work, or False
-        (having done nothing) when MongoEngine's ``__init__`` must run."""
+        (having changed nothing) when MongoEngine's ``__init__`` must run.
+
+        An absent value and None both give the field's default, as in
+        ``__init__``. A conversion that raises sends the values to ``__init__``,
+        which raises it in its own order (that of the keyword arguments).
+        """
         ns = self.namespace
         ns["known_keys"] = frozenset(self.cls._fields)
-        converters = {}
+        fields = list(self.cls._fields.items())
         lines = [
             "def construct(self, values):",
             "    if not known_keys.issuperset(values) or has_init_receivers():",
             "        return False",
-            "    data = {}",
+            "    get = values.get",
+            "    try:",
         ]
-        # Absent fields first (their defaults), in _fields order, as __init__.
-        for index, (name, field) in enumerate(self.cls._fields.items()):
-            ns[f"default_{index}"] = field.default
-            lines.append(f"    if {name!r} not in values:")
-            lines += _indent(self._default(index, field, f"data[{name!r}]"), 8)
-            converters[name] = self._converter(index, name, field)
-        ns["converters"] = converters
+        for index, (name, field) in enumerate(fields):
+            lines += _indent(self._convert(index, name, field), 8)
+        data = ", ".join(
+            f"{name!r}: v{index}" for index, (name, _) in enumerate(fields)
+        )
         lines += [
-            "    for key, value in values.items():",
-            "        data[key] = converters[key](self, value)",
-            "    set_data(self, data)",
-            "    state = self.__dict__",
-            "    state['_initialised'] = False",
-            "    state['_created'] = True",
+            "    except Exception:",
+            "        return False",
+            f"    data = {{{data}}}",
         ]
         if "_cls" in self.cls._fields:  # allow_inheritance: a field holds it
             lines += [
                 "    if '_cls' not in values:",
                 "        data['_cls'] = class_name",
             ]
-        else:
+        display = any(field.choices for _, field in self.fields)
+        lines += [
+            "    set_data(self, data)",
+            "    state = self.__dict__",
+            # __init__'s flags; False while get_<field>_display are set, as there.
+            f"    state['_initialised'] = {not display}",
+            "    state['_created'] = True",
+        ]
+        if "_cls" not in self.cls._fields:
             lines.append("    state['_cls'] = class_name")
-        if any(field.choices for _, field in self.fields):
-            lines.append("    set_field_display(self)")
-        lines += ["    state['_initialised'] = True", "    return True"]
+        if display:
+            lines += ["    set_field_display(self)", "    state['_initialised'] = True"]
+        lines.append("    return True")
         return self._compile("\n".join(lines) + "\n", "construct")
 
     def _default(self, index: int, field: BaseField, target: str) -> list[str]:
@@ -330,46 +363,47 @@ class _Source:
         default = field.default
         if field.null or default is None:
             return [f"{target} = None"]
+        self.namespace[f"default_{index}"] = default
         if not callable(default) and not isinstance(
             default, list | tuple | EmbeddedDocument
         ):
             return [f"{target} = default_{index}"]
         value = f"default_{index}()" if callable(default) else f"default_{index}"
-        return [f"value = {value}", "embed(self, value)", f"{target} = value"]
+        return [f"{target} = {value}", f"embed(self, {target})"]
 
-    def _converter(self, index: int, name: str, field: BaseField) -> Callable:
-        """``convert(document, value)``: a given value as ``__init__`` stores it."""
+    def _convert(self, index: int, name: str, field: BaseField) -> list[str]:
+        """Set ``v<index>`` to the value ``__init__`` stores for the field."""
         ns = self.namespace
+        value = f"v{index}"
         inner = getattr(field, "field", None)
         to_python = field.to_python
         if type(field).to_python is ListField.to_python and inner is not None:
             to_python = list_converter(field, inner)
         ns[f"to_python_{index}"] = to_python
-        identity = _TYPE_KEPT.get(type(field).to_python)
         lines = [
-            f"def convert_{index}(self, value):",
-            "    if value is None:",
-            *_indent(self._default(index, field, "value"), 8),
+            f"{value} = get({name!r})",
+            f"if {value} is None:",
+            *_indent(self._default(index, field, value), 4),
         ]
+        identity = _TYPE_KEPT.get(type(field).to_python)
         if identity is not None:
             ns[f"type_{index}"] = identity
-            lines += [f"    elif type(value) is type_{index}:", "        pass"]
+            lines += [f"elif type({value}) is type_{index}:", "    pass"]
         item = _TYPE_KEPT.get(type(inner).to_python) if inner is not None else None
         if type(field).to_python is ListField.to_python and item is not None:
             # ComplexBaseField.to_python copies a list whose items it keeps.
             ns[f"items_{index}"] = frozenset([item])
             lines += [
-                "    elif type(value) is list and "
-                f"items_{index}.issuperset(map(type, value)):",
-                "        value = list(value)",
+                f"elif type({value}) is list and "
+                f"items_{index}.issuperset(map(type, {value})):",
+                f"    {value} = list({value})",
             ]
-        lines += [
-            "    else:",
-            f"        value = to_python_{index}(value)",
-            "        embed(self, value)",
-            "    return value",
+        return [
+            *lines,
+            "else:",
+            f"    {value} = to_python_{index}({value})",
+            f"    embed(self, {value})",
         ]
-        return self._compile("\n".join(lines) + "\n", f"convert_{index}")
 
     # -- valid ------------------------------------------------------------------------
 
