@@ -27,7 +27,6 @@ stored BSON and validation errors.
 from __future__ import annotations
 
 import datetime
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +49,7 @@ from mongoengine.fields import (
 from mongoengine_async import fields as our_fields
 from mongoengine_async._compat import set_field_display
 from mongoengine_async.from_bson import _IDENTITY_FOR as IDENTITY_FOR
+from mongoengine_async.from_bson import _embed as embed
 from mongoengine_async.from_bson import _list_converter as list_converter
 from mongoengine_async.from_bson import _plain_setter as plain_setter
 from mongoengine_async.signals import has_init_receivers
@@ -194,7 +194,7 @@ class _Plan:
 
     __slots__ = ("construct", "dump", "id_type", "plain_to_mongo", "valid")
 
-    def __init__(self, cls: type, document: bool):
+    def __init__(self, cls: type, document: bool) -> None:
         fields = [(name, cls._fields[name]) for name in cls._fields_ordered]
         source = _Source(cls, fields, document)
         self.construct = source.construct() if document else None
@@ -243,6 +243,7 @@ def _build(cls: type, document: bool) -> _Plan | None:
 
 
 def _eligible(cls: type, document: bool) -> bool:
+    """Whether the plan can do exactly what MongoEngine does for ``cls``."""
     if cls._dynamic or cls.STRICT or cls.__setattr__ is not BaseDocument.__setattr__:
         return False
     if document and (
@@ -272,31 +273,22 @@ def _dump_embedded(value: Any) -> Any:
     return _MISSING if plan is None else SON(plan.dump(value))
 
 
-def _embed(document: Any, value: Any) -> None:
-    """Link embedded documents to their owner, as ``BaseField.__set__`` does."""
-    if isinstance(value, EmbeddedDocument):
-        value._instance = weakref.proxy(document)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            if isinstance(item, EmbeddedDocument):
-                item._instance = weakref.proxy(document)
-
-
 # -- the generated code ---------------------------------------------------------------
 
 
 class _Source:
     """Generates the three functions of one class's plan."""
 
-    def __init__(self, cls: type, fields: list[tuple[str, BaseField]], document: bool):
+    def __init__(
+        self, cls: type, fields: list[tuple[str, BaseField]], document: bool
+    ) -> None:
         self.cls, self.fields, self.document = cls, fields, document
         self.namespace: dict[str, Any] = {
             "BaseList": BaseList,
             "MISSING": _MISSING,
-            "SON": SON,
             "class_name": cls._class_name,
             "dump_embedded": _dump_embedded,
-            "embed": _embed,
+            "embed": embed,
             "has_init_receivers": has_init_receivers,
             "set_data": BaseDocument.__dict__["_data"].__set__,
             "set_field_display": set_field_display,
@@ -304,6 +296,7 @@ class _Source:
         }
 
     def _compile(self, source: str, kind: str) -> Callable[..., Any]:
+        """The function ``kind`` defined by ``source``, named after the class."""
         name = f"<{kind} of {self.cls._class_name}>"
         exec(compile(source, name, "exec"), self.namespace)
         return self.namespace[kind]
@@ -463,6 +456,7 @@ class _Source:
         return f"cchoices_{index}.issuperset({value})"
 
     def _scalar_check(self, index: int, field: BaseField, value: str) -> str:
+        """The exact type and the bounds ``validate`` checks, for known fields."""
         kind = _TYPE_CHECKED.get(type(field).validate)
         if kind is None:
             return "False"
@@ -483,6 +477,7 @@ class _Source:
         return " and ".join(parts)
 
     def _list_check(self, index: int, field: BaseField, value: str) -> str:
+        """A list within its bounds whose items all pass their own check."""
         parts = [f"isinstance({value}, list)"]
         if field.max_length is not None:
             self.namespace[f"cmax_length_{index}"] = field.max_length
@@ -577,4 +572,5 @@ class _Source:
 
 
 def _indent(lines: list[str], spaces: int) -> list[str]:
+    """Source lines moved right by ``spaces``."""
     return [" " * spaces + line for line in lines]
