@@ -17,7 +17,18 @@ LOWEST_PY := $(LOWEST_VENV)/bin/python
 LOWEST_STAMP := $(LOWEST_VENV)/.installed
 LOWEST_PYMONGO := 4.17.0
 LOWEST_MONGOENGINE := 0.29.2
-PLAIN_SOURCES := pyproject.toml $(shell find src/mongoengine_async -type f ! -name '*.pyc')
+LOWEST_PYTHON := 3.10
+RELEASE_VENV := .venv-release
+RELEASE_PY := $(RELEASE_VENV)/bin/python
+RELEASE_STAMP := $(RELEASE_VENV)/.installed
+RELEASE_TOOLS := 'build>=1.2,<2' 'twine>=6.1,<8'
+DIST_STAMP := dist/.checked
+# The tracked files, and git's index so that adding or removing one rebuilds.
+DIST_SOURCES := $(wildcard $(shell git ls-files 2>/dev/null) $(shell git rev-parse --git-path index 2>/dev/null))
+DOCS_VENV := .venv-docs
+DOCS_PY := $(DOCS_VENV)/bin/python
+DOCS_STAMP := $(DOCS_VENV)/.installed
+DOCS_TOOLS := 'mkdocs>=1.6,<2' 'mkdocs-material>=9.5,<10'
 LINT_PATHS := $(wildcard src tests examples benchmarks)
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -32,7 +43,7 @@ $(VPY):
 # Re-install only when pyproject.toml changes (or the venv is new).
 $(STAMP): pyproject.toml | $(VPY)
 	$(VPY) -m pip install --upgrade pip
-	$(VPY) -m pip install -e '.[test]'
+	$(VPY) -m pip install -e '.[test,typing]'
 	touch $(STAMP)
 
 # The plain-install smoke test runs first; pytest runs whatever its outcome, and
@@ -48,16 +59,12 @@ test: venv
 	fi; \
 	exit $$tests
 
-# A plain, non-editable install without extras (no blinker, no Pillow), made
-# again when pyproject.toml or the package changes; build/ is removed first so
-# that no stale module gets into the wheel.
-$(PLAIN_PY):
+# The wheel that `make dist` builds, installed without extras (no blinker, no
+# Pillow) in a virtualenv made anew whenever the wheel is rebuilt.
+$(PLAIN_STAMP): $(DIST_STAMP)
+	rm -rf $(PLAIN_VENV)
 	$(PYTHON) -m venv $(PLAIN_VENV)
-
-$(PLAIN_STAMP): $(PLAIN_SOURCES) | $(PLAIN_PY)
-	rm -rf build
-	$(PLAIN_PY) -m pip install .
-	rm -rf build
+	$(PLAIN_PY) -m pip install dist/*.whl
 	touch $(PLAIN_STAMP)
 
 # The README example, GridFS and a cascade on the plain install, against a
@@ -65,14 +72,77 @@ $(PLAIN_STAMP): $(PLAIN_SOURCES) | $(PLAIN_PY)
 smoke: venv $(PLAIN_STAMP)
 	$(VPY) -m mongoengine_async.testing -- $(PLAIN_PY) tests/smoke/plain_install.py
 
-# The suite on the lowest PyMongo and MongoEngine that pyproject.toml allows, in
-# its own venv (`make test` runs on the newest releases that pip resolves).
-$(LOWEST_PY):
-	$(PYTHON) -m venv $(LOWEST_VENV)
+# The sdist and the wheel, built from the sources git tracks (the wheel from
+# the sdist), checked by twine and by tests/release/check_dist.py (what each
+# archive holds, file by file). Build and twine live in their own venv.
+$(RELEASE_PY):
+	$(PYTHON) -m venv $(RELEASE_VENV)
 
-$(LOWEST_STAMP): pyproject.toml Makefile | $(LOWEST_PY)
+$(RELEASE_STAMP): Makefile | $(RELEASE_PY)
+	$(RELEASE_PY) -m pip install --upgrade pip
+	$(RELEASE_PY) -m pip install $(RELEASE_TOOLS)
+	touch $(RELEASE_STAMP)
+
+.PHONY: dist
+dist: $(DIST_STAMP)
+
+$(DIST_STAMP): $(DIST_SOURCES) | $(RELEASE_STAMP)
+	rm -rf dist build
+	$(RELEASE_PY) -m build --outdir dist .
+	$(RELEASE_PY) -m twine check --strict dist/*.tar.gz dist/*.whl
+	$(RELEASE_PY) tests/release/check_dist.py dist
+	touch $(DIST_STAMP)
+
+# The docs site: docs/*.md into site/ (mkdocs.yml has the nav), with --strict
+# so that a broken link or anchor, a missing page or a page left out of the nav
+# fails. MkDocs and its theme live in their own venv.
+$(DOCS_PY):
+	$(PYTHON) -m venv $(DOCS_VENV)
+
+$(DOCS_STAMP): Makefile | $(DOCS_PY)
+	$(DOCS_PY) -m pip install --upgrade pip
+	$(DOCS_PY) -m pip install $(DOCS_TOOLS)
+	touch $(DOCS_STAMP)
+
+.PHONY: docs
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(DOCS_PY) -m mkdocs build --strict
+
+# Other CPythons, X.Y in 3.10 3.12 3.13: pyenv's interpreters on this machine
+# image ($(PYENV_ROOT)/versions/X.Y.*), else pythonX.Y on PATH.
+# `make test-python-X.Y`: the suite in .venv-pyX.Y (editable, test and typing extras);
+# `make smoke-python-X.Y`: the wheel of `make dist`, without extras, in a new
+# .venv-plain-pyX.Y, and the plain-install smoke test on it.
+PYENV_ROOT ?= $(HOME)/.pyenv
+python_for = $(or $(lastword $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1))),python$(1))
+
+# Kept (make would delete a pattern rule's stamp as an intermediate file).
+.PRECIOUS: .venv-py%/.installed
+.venv-py%/.installed: pyproject.toml
+	rm -rf .venv-py$*
+	$(call python_for,$*) -m venv .venv-py$*
+	.venv-py$*/bin/python -m pip install --upgrade pip
+	.venv-py$*/bin/python -m pip install -e '.[test,typing]'
+	touch $@
+
+test-python-%: .venv-py%/.installed
+	.venv-py$*/bin/python -m pytest $(PYTEST_ARGS)
+
+smoke-python-%: venv $(DIST_STAMP)
+	rm -rf .venv-plain-py$*
+	$(call python_for,$*) -m venv .venv-plain-py$*
+	.venv-plain-py$*/bin/python -m pip install dist/*.whl
+	$(VPY) -m mongoengine_async.testing -- \
+		.venv-plain-py$*/bin/python tests/smoke/plain_install.py
+
+# The suite on the lowest PyMongo and MongoEngine that pyproject.toml allows,
+# on the lowest Python it allows, in its own venv (`make test` runs on the
+# newest releases that pip resolves).
+$(LOWEST_STAMP): pyproject.toml Makefile
+	rm -rf $(LOWEST_VENV)
+	$(call python_for,$(LOWEST_PYTHON)) -m venv $(LOWEST_VENV)
 	$(LOWEST_PY) -m pip install --upgrade pip
-	$(LOWEST_PY) -m pip install -e '.[test]' \
+	$(LOWEST_PY) -m pip install -e '.[test,typing]' \
 		'pymongo==$(LOWEST_PYMONGO)' 'mongoengine==$(LOWEST_MONGOENGINE)'
 	touch $(LOWEST_STAMP)
 
@@ -82,9 +152,14 @@ test-pymongo-lowest: $(LOWEST_STAMP)
 demo: venv
 	$(VPY) examples/quickstart.py
 
+# ruff, then mypy and pyright on the package (their settings: pyproject.toml),
+# then the typing tests (both checkers on tests/typing, see docs/typing.md).
 lint: venv
 	$(VPY) -m ruff check $(LINT_PATHS)
 	$(VPY) -m ruff format --check $(LINT_PATHS)
+	$(VPY) -m mypy
+	$(VENV)/bin/pyright
+	$(VPY) -m pytest -q -p no:cacheprovider tests/test_typing.py
 
 # MongoEngine's own test suite through this package, on sync aliases (see
 # $(COMPAT_DIR)/README.md); its last line lists any unexpected failure. It uses
@@ -114,5 +189,5 @@ failover: venv
 	$(VPY) -m pytest -m failover -s $(PYTEST_ARGS) tests/test_failover.py
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(PLAIN_VENV) $(LOWEST_VENV) build dist .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) $(PLAIN_VENV) $(LOWEST_VENV) $(RELEASE_VENV) $(DOCS_VENV) .venv-py* .venv-plain-py* build dist site .pytest_cache .ruff_cache .mypy_cache src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -268,3 +268,28 @@ def test_hierarchy_leaves_our_base_classes_out(sync_default):
     SyncNovel(title="Dune").save()
     assert sync_default.sync_book.find_one()["_cls"] == "SyncBook.SyncNovel"
     assert type(SyncBook.objects.get()) is SyncNovel
+
+
+class SyncLater(Document):
+    n = IntField()
+
+
+async def test_class_used_with_using_on_an_async_alias_then_on_a_sync_one(mongodb_uri):
+    """MongoEngine's switch_db (behind using()) caches the collection it saw on
+    entry; an async alias's collection must not outlive the alias."""
+    name = f"test_later_{uuid4().hex[:12]}"
+    await mongoengine_async.connect_async(
+        db=name, host=mongodb_uri, uuidRepresentation="standard"
+    )
+    try:
+        assert await SyncLater.objects.using("default").async_count() == 0
+    finally:
+        await mongoengine_async.disconnect_async()
+    mongoengine_async.connect(db=name, host=mongodb_uri, uuidRepresentation="standard")
+    try:
+        SyncLater(n=3).save()
+        assert SyncLater.objects.get().n == 3
+        assert mongoengine_async.get_db().sync_later.count_documents({"n": 3}) == 1
+    finally:
+        mongoengine_async.get_db().client.drop_database(name)
+        mongoengine_async.disconnect()

@@ -11,9 +11,11 @@ checks all of them, so that an upgrade renaming one fails there, loudly.
 from __future__ import annotations
 
 from asyncio import _get_running_loop as running_loop_or_none
+from collections.abc import Callable
 from typing import Any
 
 import mongoengine
+import mongoengine.base.common as me_common
 import mongoengine.connection as me_connection
 from gridfs.asynchronous import AsyncGridIn, AsyncGridOut
 from gridfs.asynchronous.grid_file import (
@@ -26,11 +28,16 @@ from mongoengine.base import (
     BaseList,
     ComplexBaseField,
 )
-from mongoengine.base.common import _document_registry as document_registry
 from mongoengine.base.datastructures import LazyReference
-from mongoengine.connection import _get_connection_settings as get_connection_settings
 from mongoengine.fields import GridFSProxy
 from mongoengine.queryset.base import BaseQuerySet
+
+# Untyped private names, bound here (a checker cannot resolve re-exported aliases
+# of names from a package without types).
+document_registry: dict[str, Any] = me_common._document_registry
+get_connection_settings: Callable[..., dict[str, Any]] = (
+    me_connection._get_connection_settings
+)
 
 __all__ = (
     "MONGOENGINE_CONNECTION_GLOBALS",
@@ -64,7 +71,7 @@ def container_location(container: Any) -> tuple[str | None, Any]:
     return None, None
 
 
-PRIVATE_ATTRIBUTES: tuple[tuple[type, str], ...] = (
+PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     # Document internals every MongoEngine extension reads or sets.
     (BaseDocument, "_data"),
     (BaseDocument, "_fields"),
@@ -91,6 +98,7 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (mongoengine.Document, "_object_key"),
     (mongoengine.Document, "_qs"),
     (mongoengine.Document, "_reload"),
+    (mongoengine.Document, "_reverse_db_field_map"),
     (mongoengine.EmbeddedDocument, "_instance"),
     # Fields and the containers and references they read as.
     (BaseField, "_auto_dereference"),

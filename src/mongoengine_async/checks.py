@@ -10,6 +10,8 @@ async alias and raises an :class:`AsyncUsageError` that names the fix.
 
 from __future__ import annotations
 
+from typing import Any
+
 import mongoengine
 from mongoengine.base import BaseField, ComplexBaseField
 
@@ -23,7 +25,7 @@ from mongoengine_async.guards import (
 __all__ = ("check_model",)
 
 # Our field classes, by the name of the MongoEngine class each replaces.
-_OURS: dict[str, type] = {name: getattr(fields, name) for name in fields.__all__}
+_OURS: dict[str, type[Any]] = {name: getattr(fields, name) for name in fields.__all__}
 
 # Item fields for which MongoEngine's containers dereference or do file I/O.
 _DOING_IO = (
@@ -34,20 +36,20 @@ _DOING_IO = (
 )
 
 
-def check_model(cls: type, alias: str) -> None:
+def check_model(cls: type[Any], alias: str) -> None:
     """Raise AsyncUsageError when ``cls``, used on async ``alias``, has a field
     (or a field of a document it embeds) of MongoEngine's own class where ours
     exists, or refers to a ``mongoengine.Document`` on an async alias."""
     _check_fields(cls, cls.__name__, alias, set())
 
 
-def _check_fields(cls: type, path: str, alias: str, seen: set[type]) -> None:
+def _check_fields(cls: type[Any], path: str, alias: str, seen: set[type[Any]]) -> None:
     seen.add(cls)
     for name, field in cls._fields.items():
         _check_field(field, f"{path}.{name}", alias, seen)
 
 
-def _check_field(field: BaseField, path: str, alias: str, seen: set[type]) -> None:
+def _check_field(field: BaseField, path: str, alias: str, seen: set[type[Any]]) -> None:
     name = _replaced_name(field)
     if name is not None and _does_io(field):
         raise AsyncUsageError(
@@ -60,7 +62,7 @@ def _check_field(field: BaseField, path: str, alias: str, seen: set[type]) -> No
         raise plain_document_error(target, f"{path} refers to it")
     if isinstance(field, ComplexBaseField) and field.field is not None:
         _check_field(field.field, path, alias, seen)
-    embedded = getattr(field, "document_type", None)
+    embedded: Any = getattr(field, "document_type", None)
     if isinstance(field, mongoengine.EmbeddedDocumentField) and embedded not in seen:
         _check_fields(embedded, path, alias, seen)
 
@@ -88,7 +90,7 @@ def _does_io(field: BaseField) -> bool:
     )
 
 
-def _referenced_class(field: BaseField) -> type | None:
+def _referenced_class(field: BaseField) -> type[Any] | None:
     """The class a (lazy, cached) reference field points to."""
     if isinstance(field, _REFERENCES):
         return field.document_type

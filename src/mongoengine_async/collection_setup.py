@@ -20,7 +20,7 @@ from mongoengine_async.connection import on_disconnect
 
 __all__ = ("create_collection", "create_indexes", "forget_prepared", "prepare")
 
-_prepared: dict[tuple[type, int, str], asyncio.Future] = {}
+_prepared: dict[tuple[type[Any], int, str], asyncio.Future] = {}
 
 
 def _succeeded(task: asyncio.Future | None) -> bool:
@@ -42,7 +42,7 @@ def forget_prepared(client: Any, full_name: str | None = None) -> None:
 on_disconnect(forget_prepared)
 
 
-async def prepare(cls: type, collection: AsyncCollection) -> bool:
+async def prepare(cls: type[Any], collection: AsyncCollection) -> bool:
     """Create the collection (capped/timeseries) and meta indexes, once.
 
     Concurrent first users share one preparation; a failed or cancelled one
@@ -53,7 +53,7 @@ async def prepare(cls: type, collection: AsyncCollection) -> bool:
     if _succeeded(task):  # prepared already: the common case, no await
         return False
     started = task is None or task.done()  # a done one here failed
-    if started:
+    if task is None or started:
         task = asyncio.ensure_future(create_collection(cls, collection))
         _prepared[key] = task
     try:
@@ -69,7 +69,7 @@ async def prepare(cls: type, collection: AsyncCollection) -> bool:
         raise
 
 
-async def create_collection(cls: type, collection: AsyncCollection) -> None:
+async def create_collection(cls: type[Any], collection: AsyncCollection) -> None:
     """Check the model, create a capped or timeseries collection, then the
     meta indexes unless ``auto_create_index`` is off."""
     check_model(cls, cls._db_alias())  # runs once per class and client
@@ -81,7 +81,7 @@ async def create_collection(cls: type, collection: AsyncCollection) -> None:
         await create_indexes(cls, collection)
 
 
-def _capped_options(cls: type) -> dict[str, Any]:
+def _capped_options(cls: type[Any]) -> dict[str, Any]:
     """``create_collection`` options of a capped class (``max_size``,
     ``max_documents``)."""
     size = cls._meta.get("max_size") or 10 * 2**20
@@ -91,7 +91,7 @@ def _capped_options(cls: type) -> dict[str, Any]:
     return options
 
 
-def _timeseries_options(cls: type) -> dict[str, Any]:
+def _timeseries_options(cls: type[Any]) -> dict[str, Any]:
     """``create_collection`` options for a timeseries class."""
     timeseries = dict(cls._meta["timeseries"])
     expire = timeseries.pop("expireAfterSeconds", None)
@@ -99,7 +99,7 @@ def _timeseries_options(cls: type) -> dict[str, Any]:
 
 
 async def _create_special(
-    cls: type, collection: AsyncCollection, options: dict[str, Any]
+    cls: type[Any], collection: AsyncCollection, options: dict[str, Any]
 ) -> None:
     """Create a capped or timeseries collection unless it exists already."""
     database = collection.database
@@ -119,7 +119,7 @@ async def _create_special(
             )
 
 
-def _index_models(cls: type) -> list[IndexModel]:
+def _index_models(cls: type[Any]) -> list[IndexModel]:
     """The ``meta`` indexes (and the ``_cls`` one) as driver IndexModels."""
     background = cls._meta.get("index_background", False)
     base_options = {
@@ -142,7 +142,9 @@ def _index_models(cls: type) -> list[IndexModel]:
 
 
 async def create_indexes(
-    cls: type, collection: AsyncCollection, session: AsyncClientSession | None = None
+    cls: type[Any],
+    collection: AsyncCollection,
+    session: AsyncClientSession | None = None,
 ) -> None:
     """Create the ``meta`` indexes of ``cls`` on ``collection`` (one round trip)."""
     models = _index_models(cls)

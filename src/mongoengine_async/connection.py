@@ -14,14 +14,16 @@ import sys
 import threading
 import types
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import mongoengine
 import mongoengine.connection as me_connection
 from mongoengine.connection import DEFAULT_CONNECTION_NAME, ConnectionFailure
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.database import Database
 from pymongo.driver_info import DriverInfo
 
 from mongoengine_async._compat import (
@@ -319,7 +321,7 @@ def _let_go(client: AsyncMongoClient) -> None:
         hook(client)
 
 
-def on_disconnect(hook) -> None:
+def on_disconnect(hook: Callable[[AsyncMongoClient[Any]], None]) -> None:
     """Register ``hook(client)``, called when an async client is closed."""
     _disconnect_hooks.append(hook)
 
@@ -338,7 +340,7 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
         clients = _clients.pop(alias)
         current = clients.get(_running_loop())
         released = [client for client in clients.values() if _release(client)]
-    if any(client is current for client in released):
+    if current is not None and any(client is current for client in released):
         # Clients of other loops cannot be awaited here.
         await current.close()
 
@@ -357,36 +359,42 @@ def _refuse_async_alias(alias: str, sync_name: str, async_name: str) -> None:
         )
 
 
-def connect(db=None, alias=DEFAULT_CONNECTION_NAME, **kwargs):
+def connect(
+    db: str | None = None, alias: str = DEFAULT_CONNECTION_NAME, **kwargs: Any
+) -> MongoClient[Any]:
     """:func:`mongoengine.connect`, refusing aliases that are async."""
     _refuse_async_alias(alias, "connect", "connect_async")
     return me_connection.connect(db, alias, **kwargs)
 
 
-def register_connection(alias, *args, **kwargs):
+def register_connection(alias: str, *args: Any, **kwargs: Any) -> None:
     """:func:`mongoengine.register_connection`, refusing async aliases."""
     _refuse_async_alias(alias, "register_connection", "connect_async")
     return me_connection.register_connection(alias, *args, **kwargs)
 
 
-def disconnect(alias=DEFAULT_CONNECTION_NAME):
+def disconnect(alias: str = DEFAULT_CONNECTION_NAME) -> None:
     """:func:`mongoengine.disconnect`, refusing aliases that are async."""
     _refuse_async_alias(alias, "disconnect", "await disconnect_async")
     return me_connection.disconnect(alias)
 
 
-def disconnect_all():
+def disconnect_all() -> None:
     """:func:`mongoengine.disconnect_all`: closes the sync aliases only."""
     return me_connection.disconnect_all()
 
 
-def get_connection(alias=DEFAULT_CONNECTION_NAME, reconnect=False):
+def get_connection(
+    alias: str = DEFAULT_CONNECTION_NAME, reconnect: bool = False
+) -> MongoClient[Any]:
     """:func:`mongoengine.get_connection`, refusing aliases that are async."""
     _refuse_async_alias(alias, "get_connection", "get_async_connection")
     return me_connection.get_connection(alias, reconnect)
 
 
-def get_db(alias=DEFAULT_CONNECTION_NAME, reconnect=False):
+def get_db(
+    alias: str = DEFAULT_CONNECTION_NAME, reconnect: bool = False
+) -> Database[Any]:
     """:func:`mongoengine.get_db`, refusing aliases that are async."""
     _refuse_async_alias(alias, "get_db", "get_async_db")
     return me_connection.get_db(alias, reconnect)

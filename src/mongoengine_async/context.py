@@ -41,9 +41,13 @@ _TRANSIENT = "TransientTransactionError"
 _sessions: ContextVar[tuple[AsyncClientSession, ...]] = ContextVar(
     "mongoengine_async_sessions", default=()
 )
-_db_aliases: ContextVar[dict[type, str]] = ContextVar("mongoengine_async_db_aliases")
-_collections: ContextVar[dict[type, str]] = ContextVar("mongoengine_async_collections")
-_no_dereference: ContextVar[frozenset[type]] = ContextVar(
+_db_aliases: ContextVar[dict[type[Any], str]] = ContextVar(
+    "mongoengine_async_db_aliases"
+)
+_collections: ContextVar[dict[type[Any], str]] = ContextVar(
+    "mongoengine_async_collections"
+)
+_no_dereference: ContextVar[frozenset[type[Any]]] = ContextVar(
     "mongoengine_async_no_dereference", default=frozenset()
 )
 
@@ -62,17 +66,17 @@ def current_session(client: Any = None) -> AsyncClientSession | None:
     return None
 
 
-def switched_alias(cls: type) -> str | None:
+def switched_alias(cls: type[Any]) -> str | None:
     """The alias ``async_switch_db`` set for ``cls`` in this task, if any."""
     return _db_aliases.get({}).get(cls)
 
 
-def switched_collection(cls: type) -> str | None:
+def switched_collection(cls: type[Any]) -> str | None:
     """The collection ``async_switch_collection`` set for ``cls``, if any."""
     return _collections.get({}).get(cls)
 
 
-def dereference_disabled(cls: type) -> bool:
+def dereference_disabled(cls: type[Any]) -> bool:
     """Whether ``async_no_dereference(cls)`` is active in this task."""
     return cls in _no_dereference.get()
 

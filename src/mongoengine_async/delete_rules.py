@@ -33,7 +33,7 @@ from mongoengine_async.operation import Operation, session_for
 __all__ = ("delete_each", "delete_matching")
 
 
-def _rules(cls: type) -> list[tuple[type, str, int]]:
+def _rules(cls: type[Any]) -> list[tuple[type[Any], str, int]]:
     """The active rules of ``cls``: (referring class, field name, rule)."""
     return [
         (referrer, name, rule)
@@ -42,9 +42,9 @@ def _rules(cls: type) -> list[tuple[type, str, int]]:
     ]
 
 
-def _reachable(cls: type) -> list[type]:
+def _reachable(cls: type[Any]) -> list[type[Any]]:
     """Every class a delete of ``cls`` may read or write, through its rules."""
-    found: list[type] = []
+    found: list[type[Any]] = []
     pending = [cls]
     while pending:
         for referrer, _, rule in _rules(pending.pop()):
@@ -128,7 +128,7 @@ def _in_transaction(session: AsyncClientSession | None) -> bool:
 
 
 async def _under_rules(
-    cls: type, operation: Operation, atomic: bool, delete: Callable
+    cls: type[Any], operation: Operation, atomic: bool, delete: Callable
 ) -> Any:
     """``await delete(operation)`` for ``cls``, whose delete rules apply: in a
     transaction of its own when ``atomic``, the operation's session is in none
@@ -164,14 +164,16 @@ async def _delete(operation: Operation, query: dict) -> int | None:
 class _DeletePlan:
     """The documents a delete removes, per class, in the order they were found."""
 
-    def __init__(self, root: type, operation: Operation, spared: set | None = None):
+    def __init__(
+        self, root: type[Any], operation: Operation, spared: set | None = None
+    ):
         self.root = root
         self.operation = operation  # on the root's collection (switch_db, using())
         self.spared = list(spared or ())  # ids no CASCADE rule deletes
-        self.ids: dict[type, list] = {}
+        self.ids: dict[type[Any], list] = {}
         self.root_ids: list = []
 
-    def _add(self, cls: type, ids: list) -> list:
+    def _add(self, cls: type[Any], ids: list) -> list:
         planned = self.ids.setdefault(cls, [])
         known = set(planned)
         new = [object_id for object_id in ids if object_id not in known]
@@ -288,13 +290,13 @@ async def _ids(operation: Operation, query: dict) -> list:
     return [raw["_id"] async for raw in cursor]
 
 
-def _reference_field(referrer: type, name: str) -> Any:
+def _reference_field(referrer: type[Any], name: str) -> Any:
     """The reference field behind ``name`` (the item field for lists)."""
     field = referrer._fields[name]
     return getattr(field, "field", None) or field
 
 
-def _db_field(referrer: type, name: str) -> str:
+def _db_field(referrer: type[Any], name: str) -> str:
     return referrer._fields[name].db_field
 
 
@@ -302,11 +304,11 @@ def _is_generic(reference_field: Any) -> bool:
     return isinstance(reference_field, mongoengine.GenericReferenceField)
 
 
-def _stored_values(reference_field: Any, cls: type, ids: list) -> list:
+def _stored_values(reference_field: Any, cls: type[Any], ids: list) -> list:
     """How references to ``ids`` of ``cls`` are stored by ``reference_field``."""
     if _is_generic(reference_field):
         return [DBRef(cls._get_collection_name(), object_id) for object_id in ids]
-    document_type = getattr(reference_field, "document_type", None)
+    document_type: Any = getattr(reference_field, "document_type", None)
     if isinstance(reference_field, mongoengine.ReferenceField) and (
         document_type._meta.get("abstract")
     ):
@@ -322,7 +324,7 @@ def _stored_values(reference_field: Any, cls: type, ids: list) -> list:
 
 
 def _referring(
-    referrer: type, name: str, cls: type, ids: list, exclude: list | None
+    referrer: type[Any], name: str, cls: type[Any], ids: list, exclude: list | None
 ) -> dict:
     """The raw query for ``referrer`` documents whose ``name`` points at ``ids``."""
     reference_field = _reference_field(referrer, name)
@@ -336,7 +338,7 @@ def _referring(
     return {**query, **cls_query}
 
 
-def _pull(referrer: type, name: str, cls: type, ids: list) -> dict:
+def _pull(referrer: type[Any], name: str, cls: type[Any], ids: list) -> dict:
     reference_field = _reference_field(referrer, name)
     values = _stored_values(reference_field, cls, ids)
     if _is_generic(reference_field):

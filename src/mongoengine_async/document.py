@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Generator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import mongoengine
 import pymongo.errors
+from bson.timestamp import Timestamp
 from mongoengine.base.metaclasses import TopLevelDocumentMetaclass
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from mongoengine.context_managers import set_write_concern
@@ -31,6 +32,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async import collection_setup, signals, to_bson
+from mongoengine_async.change_streams import ChangeStream
 from mongoengine_async.connection import (
     get_async_collection,
     get_async_db,
@@ -47,10 +49,23 @@ from mongoengine_async.queryset import QuerySet
 from mongoengine_async.select_related import select_related
 from mongoengine_async.to_bson import FastWrites
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from mongoengine_async._typing import (
+        MongoEngineDocument,
+        MongoEngineDynamicDocument,
+    )
+else:  # checkers see MongoEngine's classes through the typed stub _typing.pyi
+    MongoEngineDocument = mongoengine.Document
+    MongoEngineDynamicDocument = mongoengine.DynamicDocument
+
 __all__ = ("Document", "DynamicDocument")
 
+D = TypeVar("D", bound="Document")
 
-class Document(LoadedState, FastWrites, mongoengine.Document):
+
+class Document(LoadedState, FastWrites, MongoEngineDocument):
     """A MongoEngine Document that also works on async aliases.
 
     LoadedState: the documents our loader builds share their loaded state.
@@ -83,16 +98,21 @@ class Document(LoadedState, FastWrites, mongoengine.Document):
         return switched_collection(cls) or super()._get_collection_name()
 
     @classmethod
-    def _get_db(cls):
+    def _get_db(cls) -> Any:
         if cls._is_async():
             return get_async_db(cls._db_alias())
         return super()._get_db()
 
     @classmethod
-    def _get_collection(cls):
+    def _get_collection(cls) -> Any:
         """The driver collection; on async aliases an AsyncCollection, without I/O."""
         if cls._is_async():
-            return get_async_collection(cls._db_alias(), cls._get_collection_name())
+            name = cls._get_collection_name()  # None: abstract, as in MongoEngine
+            return get_async_collection(cls._db_alias(), name)  # type: ignore[arg-type]
+        if isinstance(getattr(cls, "_collection", None), AsyncCollection):
+            # MongoEngine's switch_db (behind using()) caches the collection it
+            # saw on entry: one of an async alias is stale on a sync alias.
+            cls._collection = None
         return super()._get_collection()
 
     @classmethod
@@ -138,7 +158,7 @@ class Document(LoadedState, FastWrites, mongoengine.Document):
         *,
         session: AsyncClientSession | None = None,
         **kwargs: Any,
-    ):
+    ) -> str:
         """Create one index given MongoEngine-style keys, in ``session`` if
         given (as ``async_ensure_indexes``); returns its name."""
         cls._require_async("async_create_index", "create_index()")
@@ -175,14 +195,39 @@ class Document(LoadedState, FastWrites, mongoengine.Document):
         session = session_for(client, own_session(cls, client, session))
         await collection.database.drop_collection(name, session=session)
 
+    @classmethod
+    def async_watch(
+        cls: type[D],
+        *,
+        full_document: str | None = "updateLookup",
+        resume_after: Mapping[str, Any] | None = None,
+        start_after: Mapping[str, Any] | None = None,
+        start_at_operation_time: Timestamp | None = None,
+        batch_size: int | None = None,
+        max_await_time_ms: int | None = None,
+        session: AsyncClientSession | None = None,
+    ) -> ChangeStream[D]:
+        """The change events of the whole collection (of this class, under
+        inheritance), bypassing any custom ``objects`` manager."""
+        queryset = cls._meta["queryset_class"](cls, cls._get_collection())
+        return queryset.async_watch(
+            full_document=full_document,
+            resume_after=resume_after,
+            start_after=start_after,
+            start_at_operation_time=start_at_operation_time,
+            batch_size=batch_size,
+            max_await_time_ms=max_await_time_ms,
+            session=session,
+        )
+
     # -- awaiting a loaded reference ---------------------------------------------------
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, Self]:
         """``await book.author`` gives the document whether the reference was a
         proxy or is loaded already (fetched, or by select_related)."""
         return self._itself().__await__()
 
-    async def _itself(self):
+    async def _itself(self) -> Self:
         return self
 
     # -- instance I/O ------------------------------------------------------------------
@@ -200,7 +245,7 @@ class Document(LoadedState, FastWrites, mongoengine.Document):
         signal_kwargs: dict | None = None,
         session: AsyncClientSession | None = None,
         **kwargs: Any,
-    ):
+    ) -> Self:
         """Insert the document, or send only its changes (``$set``/``$unset``).
 
         Same arguments and errors as MongoEngine's ``save``, plus ``session``;
@@ -339,7 +384,7 @@ class Document(LoadedState, FastWrites, mongoengine.Document):
                 field, (mongoengine.ReferenceField, mongoengine.GenericReferenceField)
             ):
                 continue
-            ref = self._data.get(name)
+            ref: Any = self._data.get(name)
             if not isinstance(ref, mongoengine.Document) or not ref._changed_fields:
                 continue
             ref_id = f"{type(ref).__name__},{ref._data}"
@@ -398,7 +443,7 @@ class Document(LoadedState, FastWrites, mongoengine.Document):
 
     async def async_select_related(
         self, max_depth: int = 1, *, session: AsyncClientSession | None = None
-    ):
+    ) -> Self:
         """Load this document's references ``max_depth`` levels deep (in
         ``session`` if given); returns self."""
         self._require_async("async_select_related", "select_related()")
@@ -412,7 +457,7 @@ class Document(LoadedState, FastWrites, mongoengine.Document):
 
     async def async_reload(
         self, *fields: str, session: AsyncClientSession | None = None, **kwargs: Any
-    ):
+    ) -> Self:
         """Reload all fields, or only ``fields``, from the database."""
         operation = await self._async_operation("async_reload", "reload()", session)
         if fields and isinstance(fields[0], int):
@@ -507,7 +552,7 @@ def _as_is(collection: AsyncCollection, _: dict) -> Iterator[AsyncCollection]:
     yield collection
 
 
-class DynamicDocument(Document, mongoengine.DynamicDocument):
+class DynamicDocument(Document, MongoEngineDynamicDocument):
     """A MongoEngine DynamicDocument that also works on async aliases."""
 
     my_metaclass = TopLevelDocumentMetaclass  # a base class (see Document)

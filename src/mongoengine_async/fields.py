@@ -9,11 +9,12 @@ MongoEngine's blocking dereference, and file fields read as
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
 import mongoengine
 from bson import SON, DBRef
 from mongoengine.base import BaseDocument, get_document
+from mongoengine.base.datastructures import BaseDict, BaseList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
 from mongoengine.fields import ImproperlyConfigured
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -44,7 +45,12 @@ from mongoengine_async.proxies import (
     slots,
 )
 
-__all__ = (
+if TYPE_CHECKING:  # the mixins below are only used on MongoEngine's fields
+    from mongoengine.base import ComplexBaseField as _FieldMixin
+else:
+    _FieldMixin = object
+
+__all__: tuple[str, ...] = (
     "CachedReferenceField",
     "DictField",
     "EmbeddedDocumentListField",
@@ -60,14 +66,14 @@ __all__ = (
 )
 
 
-class _ProxyingReference:
+class _ProxyingReference(_FieldMixin):
     """Reads of an unloaded reference to an async class give a proxy."""
 
-    def _target(self, value: Any) -> type | None:
+    def _target(self, value: Any) -> type[Any] | None:
         """The referenced class when ``value`` is an unloaded reference."""
         raise NotImplementedError
 
-    def __get__(self, instance: BaseDocument | None, owner: type) -> Any:
+    def __get__(self, instance: BaseDocument | None, owner: type[Any]) -> Any:
         if instance is None:
             return self
         value = instance._data.get(self.name)
@@ -90,7 +96,9 @@ class _ProxyingReference:
         if not dereference_allowed(instance, self.name):
             return value
         slot = Slot(instance, self.name).weakly()  # once fetched, in place
-        proxy = AsyncReferenceProxy(value, target, self.name, slot)
+        proxy: AsyncReferenceProxy[Any] = AsyncReferenceProxy(
+            value, target, self.name, slot
+        )
         instance._data[self.name] = proxy
         return proxy
 
@@ -118,7 +126,7 @@ class _ProxyingReference:
 class ReferenceField(_ProxyingReference, mongoengine.ReferenceField):
     """MongoEngine's ReferenceField; on async aliases reads give proxies."""
 
-    def _target(self, value: Any) -> type | None:
+    def _target(self, value: Any) -> type[Any] | None:
         if isinstance(value, DBRef) and not isinstance(value, MongoEngineLazyReference):
             return reference_class(self, value)
         return None
@@ -132,7 +140,7 @@ class ReferenceField(_ProxyingReference, mongoengine.ReferenceField):
 class GenericReferenceField(_ProxyingReference, mongoengine.GenericReferenceField):
     """MongoEngine's GenericReferenceField; on async aliases reads give proxies."""
 
-    def _target(self, value: Any) -> type | None:
+    def _target(self, value: Any) -> type[Any] | None:
         if isinstance(value, dict) and "_cls" in value:
             return get_document(value["_cls"])
         return None
@@ -164,7 +172,7 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
     :func:`sync_cached_references`), with or without blinker.
     """
 
-    def _target(self, value: Any) -> type | None:
+    def _target(self, value: Any) -> type[Any] | None:
         return self.document_type if isinstance(value, dict) else None
 
     def to_python(self, value: Any) -> Any:
@@ -172,7 +180,9 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
             return value  # the stored cache: read as a proxy
         return super().to_python(value)
 
-    def to_mongo(self, document: Any, use_db_field: bool = True, fields=None) -> Any:
+    def to_mongo(
+        self, document: Any, use_db_field: bool = True, fields: Any = None
+    ) -> Any:
         if isinstance(document, AsyncReferenceProxy):
             document = document.stored
         if isinstance(document, dict):  # the stored cache, not loaded: kept
@@ -194,7 +204,9 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
         if mongoengine.signals.signals_available:
             super().start_listener()
 
-    def on_document_pre_save(self, sender, document, created, **kwargs) -> None:
+    def on_document_pre_save(
+        self, sender: Any, document: Any, created: bool, **kwargs: Any
+    ) -> None:
         if not is_async_class(type(document)):  # async_save syncs on its own
             super().on_document_pre_save(sender, document, created, **kwargs)
 
@@ -241,7 +253,7 @@ class GenericLazyReferenceField(mongoengine.GenericLazyReferenceField):
         return LazyReference.of(super().build_lazyref(value))
 
 
-class _NonBlockingContainer:
+class _NonBlockingContainer(_FieldMixin):
     """On async aliases, skip MongoEngine's blocking dereference of the items
     and hand out proxies for the unloaded references instead.
 
@@ -253,7 +265,7 @@ class _NonBlockingContainer:
     itself, as with MongoEngine.
     """
 
-    _reported_class: type
+    _reported_class: type[Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -261,12 +273,13 @@ class _NonBlockingContainer:
         same_name = getattr(mongoengine.fields, cls.__name__, cls)
         cls._reported_class = same_name if ours else cls
 
-    @property
-    def __class__(self) -> type:
+    # A read-only __class__, on purpose (checkers expect a settable one).
+    @property  # type: ignore[misc]
+    def __class__(self) -> type[Any]:  # pyright: ignore[reportIncompatibleMethodOverride]
         """MongoEngine's class of the same name for ours, else the real class."""
         return type(self)._reported_class
 
-    def __reduce_ex__(self, protocol: int) -> tuple:
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         """Pickle as our class. Pickle refuses the default ``__newobj__``
         recipe, whose class is not ``__class__``; ``object.__new__`` is the
         same recipe under another name (and protocols 0-1 would rebuild
@@ -274,16 +287,16 @@ class _NonBlockingContainer:
         _, args, *state = super().__reduce_ex__(2)
         return (object.__new__, args, *state)
 
-    def __get__(self, instance: BaseDocument | None, owner: type) -> Any:
+    def __get__(self, instance: BaseDocument | None, owner: type[Any]) -> Any:
         if instance is None or not self._reads_async(instance):
             return super().__get__(instance, owner)
         self._incr_no_dereference_context()
         try:
-            value = super().__get__(instance, owner)
+            value: Any = super().__get__(instance, owner)
         finally:
             self._decr_no_dereference_context()
         if (
-            isinstance(value, list | dict)
+            isinstance(value, BaseList | BaseDict)
             and not value._dereferenced
             and dereference_allowed(instance, self.name)
         ):
@@ -393,7 +406,7 @@ class FileField(mongoengine.FileField):
                 proxy.key = key  # a change to a file is a change to the list
                 slot.put(proxy)
 
-    def __get__(self, instance: BaseDocument | None, owner: type) -> Any:
+    def __get__(self, instance: BaseDocument | None, owner: type[Any]) -> Any:
         if instance is None or not self._reads_async(instance):
             return super().__get__(instance, owner)
         value = instance._data.get(self.name)
@@ -435,7 +448,7 @@ class FileField(mongoengine.FileField):
 
     async def async_put(
         self, data: Any, instance: BaseDocument | None = None, **kwargs: Any
-    ) -> Any:
+    ) -> AsyncGridFSProxy:
         """Store ``data`` as the file of ``instance`` (marked as changed, so
         its next ``async_save`` stores the id); returns the AsyncGridFSProxy."""
         proxy = self._async_proxy_of(instance, "async_put", "document.file.put()")
@@ -443,7 +456,7 @@ class FileField(mongoengine.FileField):
 
     async def async_get(
         self, instance: BaseDocument, *, session: AsyncClientSession | None = None
-    ) -> Any:
+    ) -> AsyncGridFSProxy | None:
         """The file of ``instance`` with its metadata loaded (in ``session`` if
         given), or None when the document holds no file or its file is gone
         (as MongoEngine's ``get()``)."""

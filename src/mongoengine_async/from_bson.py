@@ -136,7 +136,7 @@ def _stores_object_ids(field: BaseField) -> bool:
     return _IDENTITY_FOR.get(type(id_field).to_python) is ObjectId
 
 
-def _list_converter(field: BaseField, inner: BaseField):
+def _list_converter(field: BaseField, inner: BaseField) -> Callable[[Any], Any]:
     """For a list value, ComplexBaseField.to_python is its items' to_python.
 
     Items of a type the inner to_python returns unchanged are kept as they are;
@@ -173,12 +173,12 @@ class _Plan:
 
     __slots__ = ("cls", "fields", "make", "make_joining", "references")
 
-    def __init__(self, cls: type):
+    def __init__(self, cls: type[Any]):
         self.cls = cls
         self.fields = [_FieldPlan(name, field) for name, field in cls._fields.items()]
         self.references = [plan.field for plan in self.fields if plan.reference]
         self.make = _compile(cls, self, joining=False)
-        self.make_joining = None  # compiled on first use
+        self.make_joining: Callable[..., Load] | None = None  # on first use
 
     def joining(self) -> Callable[..., Load]:
         """``make(fallback, *reference_collections, *finders)``: the loader
@@ -192,23 +192,25 @@ class _Plan:
         return [field.document_type._get_collection_name() for field in self.references]
 
 
-_plans: dict[type, _Plan | None] = {}
+_plans: dict[type[Any], _Plan | None] = {}
 
 
-def _plan(cls: type) -> _Plan | None:
+def _plan(cls: type[Any]) -> _Plan | None:
     """The loading plan of ``cls``, or None when only MongoEngine's path is exact."""
-    plan = _plans.get(cls, _MISSING)
-    if plan is _MISSING:
-        for field in cls._fields.values():
-            field.set_auto_dereferencing(True)  # as every _from_son does
-        plan = _plans[cls] = _Plan(cls) if _eligible(cls) else None
+    try:
+        return _plans[cls]
+    except KeyError:
+        pass
+    for field in cls._fields.values():
+        field.set_auto_dereferencing(True)  # as every _from_son does
+    plan = _plans[cls] = _Plan(cls) if _eligible(cls) else None
     return plan
 
 
-def _eligible(cls: type) -> bool:
+def _eligible(cls: type[Any]) -> bool:
+    fields = cls._fields.values()
     if cls._dynamic or cls.STRICT or not issubclass(cls, LoadedState):
         return False
-    fields = cls._fields.values()
     return all(_plain_setter(field) and not field.choices for field in fields)
 
 
@@ -227,7 +229,7 @@ def _plain_setter(field: BaseField) -> bool:
 class _ClassName:
     """``document._cls`` where the document stores none: its class's name."""
 
-    def __get__(self, instance: Any, owner: type) -> Any:
+    def __get__(self, instance: Any, owner: type[Any]) -> Any:
         return self if instance is None else owner._class_name
 
 
@@ -248,7 +250,7 @@ class LoadedState:
     _created = False
     # Only dynamic documents write to theirs, and never to this one: their
     # ``__init__`` gives each its own before it unlocks them.
-    _dynamic_fields = SON()
+    _dynamic_fields: SON[str, Any] = SON()
     _cls = _ClassName()
 
 
@@ -288,7 +290,7 @@ _TAIL = """\
 """
 
 
-def _compile(cls: type, plan: _Plan, joining: bool) -> Callable[..., Load]:
+def _compile(cls: type[Any], plan: _Plan, joining: bool) -> Callable[..., Load]:
     """``make(fallback, *reference_collections)``: the loader of ``cls``.
 
     The generated ``load(son)`` does what ``_from_son`` does for ``cls``, or
@@ -434,12 +436,12 @@ def _set_state(document: Any, initialised: bool, created: bool) -> None:
 # -- public entry points -------------------------------------------------------------
 
 
-def from_son(cls: type, son: dict, _auto_dereference: bool = True) -> Any:
+def from_son(cls: type[Any], son: dict, _auto_dereference: bool = True) -> Any:
     """``cls._from_son(son, _auto_dereference)``, through the fast path if it can."""
     return loader(cls, _auto_dereference)(son)
 
 
-def loader(cls: type, _auto_dereference: bool = True) -> Load:
+def loader(cls: type[Any], _auto_dereference: bool = True) -> Load:
     """A function doing ``cls._from_son(son, _auto_dereference)`` for many sons.
 
     What holds for the whole batch (no-dereference loading, init signal
@@ -470,7 +472,7 @@ def loader(cls: type, _auto_dereference: bool = True) -> Load:
     return plan.make(fallback, *plan.reference_collections())
 
 
-def plain_references(cls: type) -> list[BaseField]:
+def plain_references(cls: type[Any]) -> list[BaseField]:
     """The ReferenceFields of ``cls`` stored as bare ObjectIds, which a joining
     loader can fill; empty when only MongoEngine's path loads ``cls`` now."""
     if has_init_receivers():
@@ -480,7 +482,7 @@ def plain_references(cls: type) -> list[BaseField]:
 
 
 def joining_loader(
-    cls: type, finders: list[Callable[[Any], Any]], fallback: Load
+    cls: type[Any], finders: list[Callable[[Any], Any]], fallback: Load
 ) -> Load:
     """A loader of ``cls`` that stores ``finders[i](oid.binary)``, unless it is
     None, where ``plain_references(cls)[i]`` would hold ``DBRef(collection, oid)``.
@@ -491,4 +493,5 @@ def joining_loader(
     goes to ``fallback``.
     """
     plan = _plan(cls)
+    assert plan is not None  # the caller joins only classes with a plan
     return plan.joining()(fallback, *plan.reference_collections(), *finders)

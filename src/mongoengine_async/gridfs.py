@@ -22,7 +22,7 @@ import asyncio
 import inspect
 import io
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import bson
 import mongoengine
@@ -34,6 +34,7 @@ from mongoengine.connection import DEFAULT_CONNECTION_NAME, ConnectionFailure
 from mongoengine.fields import GridFSError, GridFSProxy
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.cursor import AsyncCursor
 
 from mongoengine_async._compat import AsyncGridOutChunkIterator
 from mongoengine_async.connection import (
@@ -47,6 +48,11 @@ from mongoengine_async.guards import (
     sync_alias_error,
 )
 from mongoengine_async.operation import Operation, session_for
+
+if TYPE_CHECKING:  # RefusesAsync is only mixed into MongoEngine's GridFSProxy
+    from mongoengine.fields import GridFSProxy as _GridFSProxyMixin
+else:
+    _GridFSProxyMixin = object
 
 __all__ = (
     "DOWNLOAD_BATCH_BYTES",
@@ -89,7 +95,7 @@ class _BatchedChunks(AsyncGridOutChunkIterator):
 
     def _create_cursor(self) -> None:
         super()._create_cursor()
-        self._cursor.batch_size(self.batch)
+        cast(AsyncCursor[Any], self._cursor).batch_size(self.batch)
 
 
 def _open_stream(
@@ -230,7 +236,7 @@ class AsyncGridFSProxy(GridFSProxy):
         field: Any = None,
     ):
         super().__init__(grid_id, key, instance, db_alias, collection_name)
-        self._file: dict | None = None
+        self._file: Any = None  # the files document (a dict), once loaded
         self._field = field
 
     # -- where the file lives ----------------------------------------------------
@@ -593,7 +599,7 @@ def unconnected_error(proxy: GridFSProxy) -> ConnectionFailure:
 # -- the files of deleted documents ---------------------------------------------------
 
 
-def _file_fields(cls: type) -> dict[str, Any]:
+def _file_fields(cls: type[Any]) -> dict[str, Any]:
     """The file fields of ``cls`` and its subclasses, by db field: the item
     field for lists and dicts of files."""
     found: dict[str, Any] = {}
@@ -672,7 +678,7 @@ def _refusing(name: str, sync_name: str) -> Callable[..., Any]:
     return refuse
 
 
-class RefusesAsync:
+class RefusesAsync(_GridFSProxyMixin):
     """For MongoEngine's GridFSProxy, what a file field reads as on a sync
     alias: its async methods raise ``AsyncUsageError`` naming the sync one
     (MongoEngine's proxy would read the file, blocking, then raise a bare

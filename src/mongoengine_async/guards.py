@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 import mongoengine
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
@@ -60,19 +60,24 @@ def sync_alias_error(alias: str, target: str, name: str, use: str) -> AsyncUsage
     )
 
 
-def is_plain_async_document(cls: Any) -> bool:
+def is_plain_async_document(cls: Any) -> TypeGuard[type[Any]]:
     """Whether ``cls`` is a ``mongoengine.Document`` (not ours) whose alias is async."""
     return (
         isinstance(cls, type)
         and issubclass(cls, mongoengine.Document)
         and not hasattr(cls, "_is_async")
-        and is_async_connection(cls._meta.get("db_alias", DEFAULT_CONNECTION_NAME))
+        and is_async_connection(_alias_in_meta(cls))
     )
 
 
-def plain_document_error(cls: type, where: str) -> AsyncUsageError:
+def _alias_in_meta(cls: Any) -> str:
+    """The alias a MongoEngine document class declares."""
+    return cls._meta.get("db_alias", DEFAULT_CONNECTION_NAME)
+
+
+def plain_document_error(cls: type[Any], where: str) -> AsyncUsageError:
     """The error for the ``mongoengine.Document`` subclass ``cls`` met ``where``."""
-    alias = cls._meta.get("db_alias", DEFAULT_CONNECTION_NAME)
+    alias = _alias_in_meta(cls)
     return AsyncUsageError(
         f"{cls.__name__} is a mongoengine.Document on async alias '{alias}' "
         f"({where}): MongoEngine's Document knows no async alias; subclass "
@@ -81,7 +86,10 @@ def plain_document_error(cls: type, where: str) -> AsyncUsageError:
 
 
 def guard_blocking_methods(
-    cls: type, base: type, uses: dict[str, str], describe: Callable[[Any], tuple]
+    cls: type[Any],
+    base: type[Any],
+    uses: dict[str, str],
+    describe: Callable[[Any], tuple],
 ) -> None:
     """Replace each ``name`` of ``base`` on ``cls`` by a version that refuses
     async aliases; ``uses[name]`` says what to call instead and
@@ -97,7 +105,7 @@ def guard_blocking_methods(
 
 def _guarded(function: Callable, name: str, use: str, describe: Callable) -> Callable:
     @functools.wraps(function)
-    def guarded(receiver, *args, **kwargs):
+    def guarded(receiver: Any, *args: Any, **kwargs: Any) -> Any:
         is_async, target, alias = describe(receiver)
         if is_async:
             raise blocking_call_error(target, name, alias, use)

@@ -47,14 +47,14 @@ class Operation:
         """The session for a command on ``collection`` (perhaps another client's)."""
         return session_for(collection.database.client, self.session)
 
-    async def on(self, cls: type) -> Operation:
+    async def on(self, cls: type[Any]) -> Operation:
         """This operation on ``cls``'s collection, prepared: the classes a delete
         rule or a reference reaches (on another client, that client's session)."""
         return await reach(cls, self.session, self.write_concern)
 
 
 async def reach(
-    cls: type,
+    cls: type[Any],
     session: AsyncClientSession | None = None,
     write_concern: dict | None = None,
 ) -> Operation:
@@ -71,7 +71,7 @@ async def reach(
 
 
 async def resolve(
-    cls: type,
+    cls: type[Any],
     collection: AsyncCollection,
     session: AsyncClientSession | None = None,
     write_concern: dict | None = None,
@@ -90,7 +90,7 @@ async def resolve(
 
 
 def own_session(
-    cls: type, client: Any, session: AsyncClientSession | None
+    cls: type[Any], client: Any, session: AsyncClientSession | None
 ) -> AsyncClientSession | None:
     """``session`` as given, refused when it belongs to another client than
     ``client`` (``cls``'s): PyMongo would refuse it only once a command is sent."""

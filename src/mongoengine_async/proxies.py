@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import weakref
-from typing import Any
+from collections.abc import Generator
+from typing import Any, Generic, TypeVar
 
 import mongoengine
 from bson import SON, DBRef
@@ -30,6 +31,8 @@ from mongoengine_async.operation import reach
 
 __all__ = ("AsyncReferenceProxy", "LazyReference")
 
+_D = TypeVar("_D")  # the referenced document class
+
 
 def is_async_class(cls: Any) -> bool:
     """Whether ``cls`` is one of our documents bound (now) to an async alias."""
@@ -37,7 +40,7 @@ def is_async_class(cls: Any) -> bool:
     return is_async is not None and is_async()
 
 
-def alias_of(cls: type) -> str:
+def alias_of(cls: type[Any]) -> str:
     """The alias ``cls`` is bound to now (ours honour ``async_switch_db``)."""
     db_alias = getattr(cls, "_db_alias", None)
     if db_alias is None:
@@ -45,7 +48,7 @@ def alias_of(cls: type) -> str:
     return db_alias()
 
 
-def owner_class(instance: BaseDocument) -> type:
+def owner_class(instance: BaseDocument) -> type[Any]:
     """The class of the top-level document holding ``instance`` (of the
     outermost one still alive: an embedded document holds its owner weakly)."""
     cls = instance.__class__
@@ -87,7 +90,7 @@ class Slot:
     @property
     def container(self) -> Any:
         """The list or dict (None once a weakly held one is gone)."""
-        container = self._container
+        container: Any = self._container
         if type(container) is weakref.ReferenceType:
             container = container()
         if isinstance(container, BaseDocument):
@@ -138,10 +141,14 @@ def slots(container: Any) -> list[Slot]:
     return []
 
 
-def install_proxy(slot: Slot, stored: Any, cls: type, name: str) -> AsyncReferenceProxy:
+def install_proxy(
+    slot: Slot, stored: Any, cls: type[Any], name: str
+) -> AsyncReferenceProxy[Any]:
     """Put a proxy for the reference ``stored`` in ``slot`` and return it; once
     fetched, the proxy puts the document there (if the container still exists)."""
-    proxy = AsyncReferenceProxy(stored, cls, name, slot.weakly())
+    proxy: AsyncReferenceProxy[Any] = AsyncReferenceProxy(
+        stored, cls, name, slot.weakly()
+    )
     slot.put(proxy)
     return proxy
 
@@ -176,7 +183,7 @@ def _tracked(slot: Slot, item: Any) -> Any:
     return item
 
 
-def unloaded_target(field: Any, value: Any) -> type | None:
+def unloaded_target(field: Any, value: Any) -> type[Any] | None:
     """The class of an unloaded (Generic, Cached)ReferenceField value, or of
     a DBRef (or generic reference) in an untyped container; else None."""
     if field is None:
@@ -194,7 +201,7 @@ def unloaded_target(field: Any, value: Any) -> type | None:
 
 
 async def load_reference(
-    cls: type, dbref: DBRef, name: str, session: AsyncClientSession | None = None
+    cls: type[Any], dbref: DBRef, name: str, session: AsyncClientSession | None = None
 ) -> Any:
     """Load the document ``dbref`` points to, as an instance of ``cls``, in
     ``session`` when it is one of ``cls``'s client (else the bound transaction)."""
@@ -215,15 +222,23 @@ def _stored_value(stored: Any) -> Any:
     return stored
 
 
-class AsyncReferenceProxy(DBRef):
+class AsyncReferenceProxy(DBRef, Generic[_D]):
     """An unloaded reference: ``await`` it (or ``fetch()``) for the document.
 
     ``id``/``pk`` need no I/O; it equals the referenced document, its id and its
     DBRef; the loaded document is cached and put in place of the proxy.
     """
 
+    # Set through __dict__ by __init__ (DBRef's own attributes are slots).
+    stored: Any
+    document_type: type[Any]
+    _name: str
+    _slot: Slot | None
+    _document: Any  # the loaded document, else None
+    _lock: asyncio.Lock | None
+
     def __init__(
-        self, stored: Any, document_cls: type, name: str, slot: Slot | None = None
+        self, stored: Any, document_cls: type[Any], name: str, slot: Slot | None = None
     ):
         dbref = stored_dbref(stored, document_cls)
         if type(dbref) is DBRef:  # its pickle state: collection, id, database, extras
@@ -253,7 +268,7 @@ class AsyncReferenceProxy(DBRef):
         """Whether the document has been loaded."""
         return self._document is not None
 
-    async def fetch(self, session: AsyncClientSession | None = None) -> Any:
+    async def fetch(self, session: AsyncClientSession | None = None) -> _D:
         """The referenced document (one query, in ``session`` if given, then cached)."""
         if self._document is None:
             if self._lock is None:
@@ -270,7 +285,7 @@ class AsyncReferenceProxy(DBRef):
 
     async_fetch = fetch
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, _D]:
         return self.fetch().__await__()
 
     def __eq__(self, other: Any) -> bool:
@@ -313,7 +328,7 @@ class AsyncReferenceProxy(DBRef):
         return f"<AsyncReferenceProxy: {self._name} ({state})>"
 
 
-class LazyReference(MongoEngineLazyReference):
+class LazyReference(MongoEngineLazyReference, Generic[_D]):
     """MongoEngine's LazyReference with ``async_fetch`` for async aliases.
 
     On an async alias ``fetch()`` and passthrough attribute access work only
@@ -321,10 +336,12 @@ class LazyReference(MongoEngineLazyReference):
     """
 
     __slots__ = ("_lock",)
+    _lock: asyncio.Lock | None
+    _cached_doc: Any  # MongoEngine's slot: the loaded document, else None
 
     async def async_fetch(
         self, force: bool = False, session: AsyncClientSession | None = None
-    ) -> Any:
+    ) -> _D:
         """The referenced document, loaded once (again with ``force=True``), in
         ``session`` if given.
 
@@ -362,7 +379,7 @@ class LazyReference(MongoEngineLazyReference):
         if self._lock is lock and not lock.locked():
             self._lock = None
 
-    def fetch(self, force: bool = False) -> Any:
+    def fetch(self, force: bool = False) -> _D:
         if is_async_class(self.document_type):
             if self._cached_doc is not None and not force:
                 return self._cached_doc
@@ -388,7 +405,7 @@ class LazyReference(MongoEngineLazyReference):
 # -- what a stored reference points to -------------------------------------------
 
 
-def stored_dbref(value: Any, cls: type) -> DBRef:
+def stored_dbref(value: Any, cls: type[Any]) -> DBRef:
     """The DBRef of a stored reference to ``cls``: generic ones keep it under
     ``_ref``; a CachedReferenceField stores ``_id`` and the cached fields."""
     if not isinstance(value, dict):
@@ -399,7 +416,7 @@ def stored_dbref(value: Any, cls: type) -> DBRef:
     return DBRef(cls._get_collection_name(), id_field.to_python(value["_id"]))
 
 
-def _untyped_class(value: Any) -> type | None:
+def _untyped_class(value: Any) -> type[Any] | None:
     """The class a reference in an untyped ListField/DictField is loaded as:
     a generic one names it; a DBRef's is found by its collection, as
     MongoEngine's DeReference finds it (a stored ``_cls`` still wins)."""
@@ -412,7 +429,7 @@ def _untyped_class(value: Any) -> type | None:
     return None
 
 
-def _collection_class(collection: str) -> type | None:
+def _collection_class(collection: str) -> type[Any] | None:
     """The class named after ``collection`` (``ut_author``: ``UtAuthor``), as
     in MongoEngine; else the topmost registered class stored in it."""
     name = "".join(part.capitalize() for part in collection.split("_"))
@@ -429,7 +446,7 @@ def _collection_class(collection: str) -> type | None:
     return min(stored_there, key=lambda cls: len(cls.__mro__), default=None)
 
 
-def _generic_class(value: Any) -> type | None:
+def _generic_class(value: Any) -> type[Any] | None:
     if isinstance(value, AsyncReferenceProxy):
         return value.document_type
     if isinstance(value, dict) and "_cls" in value:
@@ -437,7 +454,7 @@ def _generic_class(value: Any) -> type | None:
     return None
 
 
-def reference_class(field: Any, dbref: DBRef) -> type:
+def reference_class(field: Any, dbref: DBRef) -> type[Any]:
     """The class a ReferenceField value points to (``cls`` in the DBRef wins)."""
     if isinstance(dbref, AsyncReferenceProxy):
         return dbref.document_type

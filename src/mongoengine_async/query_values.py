@@ -55,7 +55,7 @@ _NO_DICT_FIELDS = (
 )
 
 
-def check_query_values(document: type, q_obj: Any, query: dict[str, Any]) -> None:
+def check_query_values(document: type[Any], q_obj: Any, query: dict[str, Any]) -> None:
     """Raise ``InvalidQueryError`` for a refused value in ``query`` or ``q_obj``.
 
     Only suspicious values (a dict with ``$`` keys, a very long string) cost
@@ -67,7 +67,7 @@ def check_query_values(document: type, q_obj: Any, query: dict[str, Any]) -> Non
             _check_items(document, node.query)
 
 
-def _check_items(document: type, query: dict[str, Any]) -> None:
+def _check_items(document: type[Any], query: dict[str, Any]) -> None:
     """Check the keyword values of one filter call or one ``Q``."""
     for key, value in query.items():
         if isinstance(value, dict) and _has_operator_keys(value):
@@ -90,7 +90,7 @@ def _has_operator_keys(value: dict) -> bool:
     return any(isinstance(key, str) and key.startswith("$") for key in value)
 
 
-def _check_operator_dict(document: type, key: str) -> None:
+def _check_operator_dict(document: type[Any], key: str) -> None:
     """Refuse an operator dict given as the plain value of a dict-less field."""
     if key == "__raw__":
         return
@@ -108,7 +108,7 @@ def _check_operator_dict(document: type, key: str) -> None:
     )
 
 
-def _check_regex_text(document: type, key: str, value: str) -> None:
+def _check_regex_text(document: type[Any], key: str, value: str) -> None:
     """Refuse a string operator's text too long for the server's regex limit."""
     operator, _ = _parse(key)
     if operator not in transform.STRING_OPERATORS:
@@ -134,7 +134,7 @@ def _parse(key: str) -> tuple[str | None, list[str]]:
     return operator, parts
 
 
-def _field(document: type, parts: list[str]) -> BaseField | None:
+def _field(document: type[Any], parts: list[str]) -> BaseField | None:
     """The field a path ends on, as ``transform.query`` finds it (None: unknown,
     left for MongoEngine to report)."""
     try:

@@ -11,11 +11,19 @@ from __future__ import annotations
 import contextlib
 import re
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+)
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import mongoengine.queryset.queryset as me_queryset
 import pymongo.errors
+from bson.timestamp import Timestamp
 from mongoengine.context_managers import set_read_write_concern, set_write_concern
 from mongoengine.document import Document as MongoEngineDocument
 from mongoengine.errors import (
@@ -38,6 +46,7 @@ from pymongo.asynchronous.cursor import AsyncCursor
 
 from mongoengine_async import signals, to_bson
 from mongoengine_async.batches import WHOLE_RESULT, materialise_all
+from mongoengine_async.change_streams import ChangeStream, WatchOptions
 from mongoengine_async.delete_rules import delete_each, delete_matching
 from mongoengine_async.from_bson import from_son, loader
 from mongoengine_async.gridfs import delete_files, stored_files
@@ -46,11 +55,20 @@ from mongoengine_async.guards import (
     guard_blocking_methods,
     require_async,
 )
-from mongoengine_async.operation import Operation, resolve
+from mongoengine_async.operation import Operation, own_session, resolve
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.select_related import load_related
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from mongoengine_async._typing import MongoEngineQuerySet
+else:  # checkers see MongoEngine's class through the typed stub _typing.pyi
+    MongoEngineQuerySet = me_queryset.QuerySet
+
 __all__ = ("AsyncAggregation", "QuerySet")
+
+_D = TypeVar("_D")  # what the queryset yields: its documents (or dicts, scalars)
 
 
 @contextlib.contextmanager
@@ -67,21 +85,24 @@ def _update_errors() -> Iterator[None]:
 class AsyncAggregation:
     """An aggregation: ``await`` it for the cursor, or ``async for`` over it."""
 
-    def __init__(self, open_cursor: Callable[[], Awaitable[AsyncCommandCursor]]):
+    def __init__(
+        self, open_cursor: Callable[[], Awaitable[AsyncCommandCursor[dict[str, Any]]]]
+    ) -> None:
         self._open_cursor = open_cursor
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, AsyncCommandCursor[dict[str, Any]]]:
         return self._open_cursor().__await__()
 
-    async def __aiter__(self) -> AsyncIterator[dict]:
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         cursor = await self._open_cursor()
         async with cursor:
             async for document in cursor:
                 yield document
 
 
-class QuerySet(me_queryset.QuerySet):
-    """MongoEngine's QuerySet plus ``async_*`` terminals and ``async for``."""
+class QuerySet(MongoEngineQuerySet, Generic[_D]):
+    """MongoEngine's QuerySet plus ``async_*`` terminals and ``async for``;
+    ``QuerySet[Book]`` to checkers (``Book.objects``)."""
 
     # -- mode -----------------------------------------------------------------
 
@@ -143,7 +164,7 @@ class QuerySet(me_queryset.QuerySet):
             cursor.max_time_ms(self._max_time_ms)
         return cursor
 
-    def _materialiser(self) -> Callable[[dict], Any]:
+    def _materialiser(self) -> Callable[[dict[str, Any]], Any]:
         """The function turning a raw result into a document, scalar or dict."""
         if self._as_pymongo:
             return lambda raw: raw
@@ -154,7 +175,7 @@ class QuerySet(me_queryset.QuerySet):
 
     # -- non-I/O behaviour on async aliases -------------------------------------
 
-    def __call__(self, q_obj=None, **query: Any) -> QuerySet:
+    def __call__(self, q_obj: Any = None, **query: Any) -> Self:
         """MongoEngine's filter (``filter``, ``get`` and ``Model.objects(...)``
         come here); on an async alias the values are checked first, see
         :mod:`mongoengine_async.query_values`."""
@@ -167,7 +188,7 @@ class QuerySet(me_queryset.QuerySet):
             return super().__repr__()
         return f"<QuerySet {self._document.__name__} {self._query!r} (async)>"
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: Any) -> Any:
         if not self._is_async():
             return super().__getitem__(key)
         if not isinstance(key, slice):
@@ -179,7 +200,7 @@ class QuerySet(me_queryset.QuerySet):
             )
         return self._sliced(key)
 
-    def _sliced(self, key: slice) -> QuerySet:
+    def _sliced(self, key: slice) -> Self:
         start, stop = key.start, key.stop
         if key.step is not None:
             raise IndexError("QuerySet slices do not support steps")
@@ -194,13 +215,13 @@ class QuerySet(me_queryset.QuerySet):
 
     # -- reading ----------------------------------------------------------------
 
-    def __aiter__(self) -> AsyncIterator[Any]:
+    def __aiter__(self) -> AsyncIterator[_D]:
         """``async for``: :meth:`async_iter` in the bound transaction, if any."""
         return self.async_iter()
 
     async def async_iter(
         self, *, session: AsyncClientSession | None = None
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncIterator[_D]:
         """Stream the results through a driver cursor, one batch at a time."""
         await self._async_collection("__aiter__", "a plain for loop", session)
         if self._none or self._empty:
@@ -212,7 +233,7 @@ class QuerySet(me_queryset.QuerySet):
 
     async def async_to_list(
         self, length: int | None = None, *, session: AsyncClientSession | None = None
-    ) -> list[Any]:
+    ) -> list[_D]:
         """All results (or the first ``length``) as a list."""
         raw_documents = await self._raw_list(
             "async_to_list", "list(queryset)", length, session
@@ -225,7 +246,7 @@ class QuerySet(me_queryset.QuerySet):
         use: str,
         length: int | None = None,
         session: AsyncClientSession | None = None,
-    ) -> list:
+    ) -> list[dict[str, Any]]:
         """The raw results, in one reply unless the user set a batch size."""
         await self._async_collection(name, use, session)
         if self._none or self._empty:
@@ -235,7 +256,9 @@ class QuerySet(me_queryset.QuerySet):
             cursor.batch_size(WHOLE_RESULT if length is None else max(length, 0))
         return await cursor.to_list(length)
 
-    async def async_first(self, *, session: AsyncClientSession | None = None) -> Any:
+    async def async_first(
+        self, *, session: AsyncClientSession | None = None
+    ) -> _D | None:
         """The first result, or None."""
         await self._async_collection("async_first", "first()", session)
         if self._none or self._empty:
@@ -244,8 +267,8 @@ class QuerySet(me_queryset.QuerySet):
         return self._materialiser()(raw_documents[0]) if raw_documents else None
 
     async def async_get(
-        self, *q_objs, session: AsyncClientSession | None = None, **query
-    ) -> Any:
+        self, *q_objs: Any, session: AsyncClientSession | None = None, **query: Any
+    ) -> _D:
         """The only match; raises ``DoesNotExist`` or ``MultipleObjectsReturned``."""
         self._require_async("async_get", "get()")
         queryset = self.clone().order_by().limit(2).filter(*q_objs, **query)
@@ -263,7 +286,7 @@ class QuerySet(me_queryset.QuerySet):
 
     async def async_with_id(
         self, object_id: Any, *, session: AsyncClientSession | None = None
-    ) -> Any:
+    ) -> _D | None:
         """The document with this primary key, or None (no other filter allowed)."""
         self._require_async("async_with_id", "with_id()")
         if self._query_obj:
@@ -271,8 +294,8 @@ class QuerySet(me_queryset.QuerySet):
         return await self.filter(pk=object_id).async_first(session=session)
 
     async def async_in_bulk(
-        self, object_ids: list, *, session: AsyncClientSession | None = None
-    ) -> dict[Any, Any]:
+        self, object_ids: list[Any], *, session: AsyncClientSession | None = None
+    ) -> dict[Any, _D]:
         """A dict from id to result for the given ids, in one query (and one reply)."""
         collection = await self._async_collection("async_in_bulk", "in_bulk()", session)
         cursor = collection.find(
@@ -332,7 +355,7 @@ class QuerySet(me_queryset.QuerySet):
             return values
         return [embedded_cls._from_son(value) for value in values]
 
-    def _embedded_type(self, field: str) -> type | None:
+    def _embedded_type(self, field: str) -> type[Any] | None:
         """The embedded document class at the end of path ``field``, if any."""
         try:
             path = self._document._lookup_field(field.split("."))
@@ -369,7 +392,7 @@ class QuerySet(me_queryset.QuerySet):
         """Run ``pipeline`` after the queryset's filter, ordering, skip and limit."""
         self._require_async("async_aggregate", "aggregate()")
 
-        async def open_cursor() -> AsyncCommandCursor:
+        async def open_cursor() -> AsyncCommandCursor[dict[str, Any]]:
             await self._async_collection("async_aggregate", "aggregate()", session)
             options = {"session": self._session(), **kwargs}
             return await me_queryset.QuerySet.aggregate(self, pipeline, **options)
@@ -407,7 +430,7 @@ class QuerySet(me_queryset.QuerySet):
 
     async def async_select_related(
         self, max_depth: int = 1, *, session: AsyncClientSession | None = None
-    ) -> list[Any]:
+    ) -> list[_D]:
         """The results as a list, with their references loaded ``max_depth`` deep.
 
         One query per referenced collection and level, however many results.
@@ -434,16 +457,51 @@ class QuerySet(me_queryset.QuerySet):
             return [self._get_scalar(document) for document in documents]
         return documents
 
-    async def async_explain(self, *, session: AsyncClientSession | None = None) -> dict:
+    async def async_explain(
+        self, *, session: AsyncClientSession | None = None
+    ) -> dict[str, Any]:
         """The server's explain output for this query."""
         await self._async_collection("async_explain", "explain()", session)
         return await self._new_cursor().explain()
+
+    def async_watch(
+        self,
+        *,
+        full_document: str | None = "updateLookup",
+        resume_after: Mapping[str, Any] | None = None,
+        start_after: Mapping[str, Any] | None = None,
+        start_at_operation_time: Timestamp | None = None,
+        batch_size: int | None = None,
+        max_await_time_ms: int | None = None,
+        session: AsyncClientSession | None = None,
+    ) -> ChangeStream[_D]:
+        """The change events of the matching documents (``async for``/``async
+        with``); the options go to PyMongo's ``watch()``, see change_streams.py."""
+        self._require_async("async_watch", "Model._get_collection().watch()")
+        options = WatchOptions(
+            full_document,
+            resume_after,
+            start_after,
+            start_at_operation_time,
+            batch_size,
+            max_await_time_ms,
+        )
+        return ChangeStream(self, options, session)
+
+    async def _watched(
+        self, session: AsyncClientSession | None
+    ) -> tuple[AsyncCollection, AsyncClientSession | None]:
+        """The collection a change stream watches and its session: ``session``
+        only, as the server refuses ``$changeStream`` in a transaction."""
+        operation = await resolve(self._document, self._collection_obj)
+        client = operation.collection.database.client
+        return operation.collection, own_session(self._document, client, session)
 
     # -- writing ----------------------------------------------------------------
 
     async def async_create(
         self, *, session: AsyncClientSession | None = None, **kwargs: Any
-    ) -> Any:
+    ) -> _D:
         """Create and insert a document."""
         self._require_async("async_create", "create()")
         document = self._document(**kwargs)
@@ -603,7 +661,7 @@ class QuerySet(me_queryset.QuerySet):
         read_concern: dict | None = None,
         session: AsyncClientSession | None = None,
         **update: Any,
-    ) -> Any:
+    ) -> _D | None:
         """Update the first match or insert one; returns the document."""
         self._require_async("async_upsert_one", "upsert_one()")
         result = await self.async_update(
@@ -629,7 +687,7 @@ class QuerySet(me_queryset.QuerySet):
         array_filters: list | None = None,
         session: AsyncClientSession | None = None,
         **update: Any,
-    ) -> Any:
+    ) -> _D | None:
         """Update (or remove) the first match atomically and return it.
 
         The document comes back as it was before, or after when ``new=True``.
@@ -654,8 +712,14 @@ class QuerySet(me_queryset.QuerySet):
         return None if raw is None else from_son(self._document, raw)
 
     async def _find_one_and(
-        self, collection, remove, new, upsert, array_filters, **update
-    ):
+        self,
+        collection: AsyncCollection,
+        remove: bool,
+        new: bool,
+        upsert: bool,
+        array_filters: list[Any] | None,
+        **update: Any,
+    ) -> dict[str, Any] | None:
         if remove:
             return await collection.find_one_and_delete(
                 self._query, sort=self._ordering, **self._cursor_args
@@ -689,6 +753,7 @@ class QuerySet(me_queryset.QuerySet):
         """
         await self._async_collection("async_delete", "delete()", session, write_concern)
         operation = self._operation
+        assert operation is not None  # set by _async_collection
         if self._none or self._empty:
             return 0
         has_delete_signal = signals.has_delete_receivers(self._document)

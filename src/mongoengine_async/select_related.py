@@ -8,9 +8,9 @@ after it walk the documents for their references and fill them in place.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from operator import methodcaller
-from typing import Any
+from typing import Any, cast
 
 import mongoengine
 from bson import DBRef, ObjectId
@@ -39,7 +39,7 @@ __all__ = ("load_related", "select_related")
 # The references found at one level: per (class, collection), the places each
 # id goes to. A place is ``(container, key)`` for ``container[key]``, or
 # ``(lazy reference, _CACHE)`` for the cache of a lazy reference.
-_Wanted = dict[tuple[type, str], dict[Any, list[tuple[Any, Any]]]]
+_Wanted = dict[tuple[type[Any], str], dict[Any, list[tuple[Any, Any]]]]
 _CACHE = object()
 
 
@@ -50,7 +50,9 @@ def _references_in(documents: Iterable[BaseDocument]) -> _Wanted:
     return wanted
 
 
-def _want(wanted: _Wanted, cls: type, dbref: DBRef, container: Any, key: Any) -> None:
+def _want(
+    wanted: _Wanted, cls: type[Any], dbref: DBRef, container: Any, key: Any
+) -> None:
     group = (cls, dbref.collection)
     ids = wanted.get(group)
     if ids is None:
@@ -88,8 +90,8 @@ _SCALAR_FIELDS = (
     mongoengine.fields.GeoJsonBaseField,
     mongoengine.EnumField,
 )
-_Referring = list[tuple[str, Any, type | None]]
-_referring_fields: dict[type, _Referring] = {}
+_Referring = list[tuple[str, Any, type[Any] | None]]
+_referring_fields: dict[type[Any], _Referring] = {}
 
 
 def _fields_that_may_refer(document: BaseDocument) -> _Referring:
@@ -100,7 +102,7 @@ def _fields_that_may_refer(document: BaseDocument) -> _Referring:
     return _referring_fields_of(type(document))
 
 
-def _referring_fields_of(cls: type) -> _Referring:
+def _referring_fields_of(cls: type[Any]) -> _Referring:
     fields = _referring_fields.get(cls)
     if fields is None:
         fields = _referring_fields[cls] = _referring(cls._fields)
@@ -124,7 +126,7 @@ def _may_refer(field: Any) -> bool:
     return True
 
 
-def _plain_target(field: Any) -> type | None:
+def _plain_target(field: Any) -> type[Any] | None:
     """The class of a ReferenceField to a concrete class (its DBRefs carry no cls)."""
     if not isinstance(field, mongoengine.ReferenceField):
         return None
@@ -176,7 +178,7 @@ def _fill(container: Any, key: Any, document: Any) -> None:
 _Where = tuple[int, str, str]
 # The documents loaded so far: where -> id -> document (None: the id was
 # looked for and is missing).
-_Loaded = dict[_Where, dict[Any, Any]]
+_Loaded = dict[_Where | None, dict[Any, Any]]  # None: a class with no collection
 
 
 async def select_related(
@@ -194,7 +196,7 @@ async def select_related(
 
 
 async def load_related(
-    cls: type,
+    cls: type[Any],
     raws: list,
     origin: AsyncCollection | None,
     max_depth: int = 1,
@@ -226,7 +228,9 @@ async def load_related(
             stragglers.append(document)
             return document
 
-        finders = [found.get(_where(*group), {}).get for group in groups]
+        finders: list[Callable[[Any], Any]] = [
+            found.get(_where(*group), {}).get for group in groups
+        ]
         documents = materialise_all(joining_loader(cls, finders, fallback), raws)
         if not stragglers and max_depth == 1:
             return documents
@@ -241,10 +245,12 @@ async def load_related(
 
 
 # The ids a join wants, per (class, collection): ``ObjectId.binary`` -> ObjectId.
-_JoinWanted = dict[tuple[type, str], dict[bytes, ObjectId]]
+_JoinWanted = dict[tuple[type[Any], str], dict[bytes, ObjectId]]
 
 
-def _join(cls: type, raws: list) -> tuple[list[tuple[type, str]], _JoinWanted] | None:
+def _join(
+    cls: type[Any], raws: list
+) -> tuple[list[tuple[type[Any], str]], _JoinWanted] | None:
     """The (class, collection) of each reference to join while loading ``raws``,
     and the ids wanted from each; None when the walk must find them instead."""
     references = plain_references(cls)
@@ -286,11 +292,11 @@ def _stored_ids(raws: list, db_field: str) -> dict[bytes, ObjectId] | None:
 
 async def _find_joined(
     wanted: _JoinWanted, session: AsyncClientSession | None
-) -> dict[_Where, dict[bytes, Any]]:
+) -> dict[_Where | None, dict[bytes, Any]]:
     """The documents a join wants, one query per collection and class
     hierarchy: per collection, ``ObjectId.binary`` -> document (missing ids
     are absent)."""
-    found: dict[_Where, dict[bytes, Any]] = {}
+    found: dict[_Where | None, dict[bytes, Any]] = {}
     queries = _queries(((*group, ids) for group, ids in wanted.items()), dict)
     for (where, _), wanted_by in queries.items():
         raws, documents = await _query(where, wanted_by, session)
@@ -300,7 +306,7 @@ async def _find_joined(
 
 
 def _loaded_by_id(
-    wanted: _JoinWanted, found: dict[_Where, dict[bytes, Any]]
+    wanted: _JoinWanted, found: dict[_Where | None, dict[bytes, Any]]
 ) -> _Loaded:
     """What a join found, as the walk keeps it for the levels below."""
     loaded: _Loaded = {}
@@ -353,7 +359,10 @@ async def _load_level(
 
 
 def _remember(
-    documents: list | tuple, source: _Where | None, places: set[_Where], loaded: _Loaded
+    documents: list | tuple,
+    source: _Where | None,
+    places: set[_Where | None],
+    loaded: _Loaded,
 ) -> None:
     """Index the documents living in the referenced places, to reuse them.
 
@@ -363,14 +372,14 @@ def _remember(
     """
     if not places or (source is not None and source not in places):
         return
-    by_class: dict[type, _Where | None] = {}
+    by_class: dict[type[Any], _Where | None] = {}
     for document in documents:
         where = source or _home(document, by_class)
         if where in places:
             loaded.setdefault(where, {})[document.pk] = document
 
 
-def _home(document: Any, by_class: dict[type, _Where | None]) -> _Where | None:
+def _home(document: Any, by_class: dict[type[Any], _Where | None]) -> _Where | None:
     """Where ``document`` lives (None: not a document of an async alias)."""
     if "_get_collection" in vars(document):  # moved, by switch_db or the like
         return _where_of(on_running_loop(document._get_collection()))
@@ -382,7 +391,7 @@ def _home(document: Any, by_class: dict[type, _Where | None]) -> _Where | None:
 
 
 async def _load_missing(
-    wanted: dict[tuple[type, str], Any],
+    wanted: dict[tuple[type[Any], str], Any],
     loaded: _Loaded,
     session: AsyncClientSession | None,
 ) -> list:
@@ -406,7 +415,7 @@ async def _load_missing(
     return new_documents
 
 
-def _unknown(known: dict[Any, Any], id_: Any, cls: type) -> bool:
+def _unknown(known: dict[Any, Any], id_: Any, cls: type[Any]) -> bool:
     """Whether ``id_`` is still to be queried for ``cls``: not looked for yet,
     or loaded as a class that is not ``cls`` (a document without ``_cls``)."""
     if id_ not in known:
@@ -426,16 +435,16 @@ def _fill_all(wanted: _Wanted, loaded: _Loaded) -> None:
 
 
 # Per query, the ids each class wants: a set of ids, or ObjectId.binary -> ObjectId.
-_WantedBy = dict[type, set | dict[bytes, ObjectId]]
+_WantedBy = dict[type[Any], set | dict[bytes, ObjectId]]
 
 
 def _queries(
-    groups: Iterable[tuple[type, str, Iterable]], ids_type: type[set] | type[dict]
-) -> dict[tuple[_Where, type], _WantedBy]:
+    groups: Iterable[tuple[type[Any], str, Iterable]], ids_type: type[set] | type[dict]
+) -> dict[tuple[_Where, type[Any]], _WantedBy]:
     """The ids of ``(class, collection, ids)`` groups, gathered per query: one
     per collection (of a database) and class hierarchy; unrelated classes
     sharing a collection get a query each, as in MongoEngine. Async classes only."""
-    queries: dict[tuple[_Where, type], _WantedBy] = {}
+    queries: dict[tuple[_Where, type[Any]], _WantedBy] = {}
     for cls, collection_name, ids in groups:
         where = _where(cls, collection_name)
         if where is not None and ids:
@@ -444,11 +453,11 @@ def _queries(
     return queries
 
 
-def _top_class(cls: type) -> type:
+def _top_class(cls: type[Any]) -> type[Any]:
     """The topmost concrete class of ``cls``'s hierarchy (``cls`` if abstract)."""
-    concrete = [
+    concrete: list[Any] = [
         base
-        for base in cls.__mro__
+        for base in cast(Any, cls).__mro__
         if issubclass(base, mongoengine.Document) and not base._meta.get("abstract")
     ]
     return concrete[-1] if concrete else cls
@@ -474,7 +483,7 @@ def _ids(ids: set | dict[bytes, ObjectId]) -> Iterable:
     return ids.values() if type(ids) is dict else ids
 
 
-def _where(cls: type, collection_name: str) -> _Where | None:
+def _where(cls: type[Any], collection_name: str) -> _Where | None:
     """Where a reference to ``cls`` in ``collection_name`` points now: in the
     database ``cls`` is bound to (None: ``cls`` is not on an async alias)."""
     if not is_async_class(cls):
@@ -489,7 +498,7 @@ def _where_of(collection: AsyncCollection) -> _Where:
 
 
 async def _find_raws(
-    cls: type, where: _Where, ids: Iterable, session: AsyncClientSession | None
+    cls: type[Any], where: _Where, ids: Iterable, session: AsyncClientSession | None
 ) -> list[dict]:
     """The raw documents with these ids in ``where`` (a collection of the
     database ``cls`` is bound to), in one reply."""

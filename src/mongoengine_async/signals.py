@@ -40,7 +40,7 @@ __all__ = (
 )
 
 
-def has_receivers(signal: Any, sender: type) -> bool:
+def has_receivers(signal: Any, sender: type[Any]) -> bool:
     """Whether ``signal`` has receivers for ``sender`` (False without blinker)."""
     return signals.signals_available and signal.has_receivers_for(sender)
 
@@ -51,12 +51,12 @@ def has_init_receivers() -> bool:
     return signals.signals_available and bool(pre_init.receivers or post_init.receivers)
 
 
-def has_delete_receivers(sender: type) -> bool:
+def has_delete_receivers(sender: type[Any]) -> bool:
     """Whether deleting a ``sender`` document has signal receivers to call."""
     return has_receivers(pre_delete, sender) or has_receivers(post_delete, sender)
 
 
-async def send(signal: Any, sender: type, **kwargs: Any) -> None:
+async def send(signal: Any, sender: type[Any], **kwargs: Any) -> None:
     """Call every receiver of ``signal`` for ``sender``, awaiting coroutines."""
     if not has_receivers(signal, sender):
         return

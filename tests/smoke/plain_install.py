@@ -179,7 +179,8 @@ def main() -> None:
     asyncio.run(check_readme_left_nothing(readme, uri, readme_db))
     check_image_field()
     asyncio.run(check_async_paths(uri, own_db))
-    print(f"plain install smoke test passed ({sys.executable})")
+    package = Path(sys.modules["mongoengine_async"].__file__ or "").parent
+    print(f"plain install smoke test passed ({sys.executable}, package in {package})")
 
 
 if __name__ == "__main__":

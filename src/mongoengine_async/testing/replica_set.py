@@ -670,6 +670,7 @@ def fail_command(
         data.update(blockConnection=True, blockTimeMS=block_time_ms)
     if app_name is not None:
         data["appName"] = app_name
+    client: pymongo.MongoClient[dict[str, Any]]
     with pymongo.MongoClient(uri, serverSelectionTimeoutMS=10_000) as client:
         _configure_fail_point(client, {"times": times} if mode is None else mode, data)
         try:

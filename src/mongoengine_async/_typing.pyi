@@ -1,0 +1,790 @@
+"""What type checkers see of MongoEngine's documents, querysets and fields.
+
+MongoEngine ships no types and builds its classes with metaclasses, so to a
+checker ``book.title`` and ``Book.objects`` are unknown (or ``Any``). This stub
+module exists only for checkers (it is imported under ``TYPE_CHECKING``): it
+declares MongoEngine's API with types, fields as descriptors whose value type
+follows ``required=``/``default=``. At runtime the names stay MongoEngine's (and
+ours) classes.
+"""
+
+from collections.abc import Callable, Iterator, Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, ClassVar, Generic, Literal, TypeAlias, TypeVar, overload
+from uuid import UUID
+
+from bson import SON, DBRef, ObjectId
+from pymongo.asynchronous.client_session import AsyncClientSession
+from typing_extensions import Self
+
+from mongoengine_async.gridfs import AsyncGridFSProxy
+from mongoengine_async.proxies import LazyReference
+from mongoengine_async.queryset import QuerySet
+
+_T = TypeVar("_T")
+_D = TypeVar("_D")
+_E = TypeVar("_E", bound=BaseDocument)
+_Enum = TypeVar("_Enum", bound=Enum)
+_X = TypeVar("_X")
+_Default: TypeAlias = _X | Callable[[], _X]
+
+# -- documents ---------------------------------------------------------------------
+
+class BaseDocument:
+    """MongoEngine's BaseDocument: what every (embedded) document has."""
+
+    meta: ClassVar[dict[str, Any]]
+    _meta: ClassVar[dict[str, Any]]
+    _fields: ClassVar[dict[str, Any]]
+    _fields_ordered: ClassVar[tuple[str, ...]]
+    _class_name: ClassVar[str]
+    _db_field_map: ClassVar[dict[str, str]]
+    _data: dict[str, Any]
+    _changed_fields: list[str]
+    _created: bool
+    _initialised: bool
+    _dynamic: ClassVar[bool]
+    def __init__(self, *args: Any, **values: Any) -> None: ...
+    def __getitem__(self, name: str) -> Any: ...
+    def __setitem__(self, name: str, value: Any) -> None: ...
+    def __contains__(self, name: object) -> bool: ...
+    def __iter__(self) -> Iterator[str]: ...
+    def clean(self) -> None: ...
+    def validate(self, clean: bool = True) -> None: ...
+    def to_mongo(
+        self, use_db_field: bool = True, fields: list[str] | None = None
+    ) -> SON[str, Any]: ...
+    def to_json(self, *args: Any, **kwargs: Any) -> str: ...
+    @classmethod
+    def from_json(
+        cls, json_data: str, created: bool = False, **kwargs: Any
+    ) -> Self: ...
+    def get_text_score(self) -> float: ...
+    def _mark_as_changed(self, key: str) -> None: ...
+    def _clear_changed_fields(self) -> None: ...
+    def _get_changed_fields(self) -> list[str]: ...
+    def _delta(self) -> tuple[dict[str, Any], dict[str, Any]]: ...
+    @classmethod
+    def _get_collection_name(cls) -> str | None: ...
+    @classmethod
+    def _from_son(
+        cls,
+        son: Mapping[str, Any],
+        _auto_dereference: bool = True,
+        created: bool = False,
+    ) -> Self: ...
+    @classmethod
+    def _build_index_spec(cls, spec: Any) -> dict[str, Any]: ...
+    @classmethod
+    def _lookup_field(cls, parts: str | list[str]) -> list[Any]: ...
+
+class EmbeddedDocument(BaseDocument):
+    """MongoEngine's EmbeddedDocument."""
+
+    _instance: Any
+
+class DynamicEmbeddedDocument(EmbeddedDocument):
+    """MongoEngine's DynamicEmbeddedDocument: any attribute is a field."""
+
+    def __getattr__(self, name: str) -> Any: ...
+    def __setattr__(self, name: str, value: Any) -> None: ...
+
+class _Objects:
+    """``Model.objects``: the class's QuerySet (MongoEngine's QuerySetManager)."""
+
+    def __get__(self, instance: None, owner: type[_D]) -> QuerySet[_D]: ...
+
+class MongoEngineDocument(BaseDocument):
+    """MongoEngine's Document, for the checker (ours adds the async methods)."""
+
+    objects: ClassVar[_Objects]
+    _collection: ClassVar[Any]
+    pk: Any
+    id: Any
+    DoesNotExist: ClassVar[type[Exception]]
+    MultipleObjectsReturned: ClassVar[type[Exception]]
+    @property
+    def _qs(self) -> QuerySet[Self]: ...
+    @property
+    def _object_key(self) -> dict[str, Any]: ...
+    @classmethod
+    def _get_db(cls) -> Any: ...
+    @classmethod
+    def _get_collection(cls) -> Any: ...
+    def _get_update_doc(self) -> dict[str, Any]: ...
+    def _integrate_shard_key(
+        self, doc: Mapping[str, Any], select_dict: dict[str, Any]
+    ) -> dict[str, Any]: ...
+    def _reload(self, key: str, value: Any) -> Any: ...
+    def save(self, *args: Any, **kwargs: Any) -> Self: ...
+    def delete(
+        self, signal_kwargs: dict[str, Any] | None = None, **write_concern: Any
+    ) -> None: ...
+    def reload(self, *fields: str, **kwargs: Any) -> Self: ...
+    def modify(self, query: dict[str, Any] | None = None, **update: Any) -> bool: ...
+    def update(self, **kwargs: Any) -> Any: ...
+    def cascade_save(self, **kwargs: Any) -> None: ...
+    def select_related(self, max_depth: int = 1) -> Self: ...
+    def switch_db(self, db_alias: str, keep_created: bool = True) -> Self: ...
+    def switch_collection(
+        self, collection_name: str, keep_created: bool = True
+    ) -> Self: ...
+    def to_dbref(self) -> DBRef: ...
+    @classmethod
+    def register_delete_rule(
+        cls, document_cls: type[Any], field_name: str, rule: int
+    ) -> None: ...
+    @classmethod
+    def drop_collection(cls) -> None: ...
+    @classmethod
+    def create_index(
+        cls, keys: Any, background: bool = False, **kwargs: Any
+    ) -> str: ...
+    @classmethod
+    def ensure_indexes(cls) -> None: ...
+    @classmethod
+    def list_indexes(cls) -> list[list[tuple[str, int]]]: ...
+    @classmethod
+    def compare_indexes(cls) -> dict[str, list[Any]]: ...
+
+class MongoEngineDynamicDocument(MongoEngineDocument):
+    """MongoEngine's DynamicDocument: any attribute is a field."""
+
+    def __getattr__(self, name: str) -> Any: ...
+    def __setattr__(self, name: str, value: Any) -> None: ...
+
+# -- querysets ---------------------------------------------------------------------
+
+class MongoEngineQuerySet:
+    """MongoEngine's QuerySet, for the checker: chaining keeps the type;
+    ``as_pymongo`` and ``scalar`` change what the terminals return."""
+
+    _document: Any
+    _collection_obj: Any
+    _cursor_obj: Any
+    _query_obj: Any
+    _query: dict[str, Any]
+    _cls_query: dict[str, Any]
+    _none: bool
+    _empty: bool
+    _as_pymongo: bool
+    _scalar: list[str]
+    _skip: int | None
+    _limit: int | None
+    _hint: Any
+    _collation: Any
+    _batch_size: int | None
+    _max_time_ms: int | None
+    _ordering: Any
+    _loaded_fields: Any
+    _read_preference: Any
+    _read_concern: Any
+    _auto_dereference: bool
+    @property
+    def _cursor_args(self) -> dict[str, Any]: ...
+    _cursor: Any
+    def __init__(self, document: type[Any], collection: Any) -> None: ...
+    def __call__(self, q_obj: Any = None, **query: Any) -> Self: ...
+    def filter(self, *q_objs: Any, **query: Any) -> Self: ...
+    def all(self) -> Self: ...
+    def clone(self) -> Self: ...
+    def none(self) -> Self: ...
+    def no_sub_classes(self) -> Self: ...
+    def using(self, alias: str) -> Self: ...
+    def limit(self, n: int) -> Self: ...
+    def skip(self, n: int) -> Self: ...
+    def hint(self, index: Any = None) -> Self: ...
+    def collation(self, collation: Mapping[str, Any] | None = None) -> Self: ...
+    def batch_size(self, size: int) -> Self: ...
+    def only(self, *fields: str) -> Self: ...
+    def exclude(self, *fields: str) -> Self: ...
+    def fields(self, _only_called: bool = False, **kwargs: Any) -> Self: ...
+    def all_fields(self) -> Self: ...
+    def order_by(self, *keys: str, __raw__: Any = None) -> Self: ...
+    def clear_cls_query(self) -> Self: ...
+    def comment(self, text: str) -> Self: ...
+    def allow_disk_use(self, enabled: bool) -> Self: ...
+    def timeout(self, enabled: bool) -> Self: ...
+    def read_preference(self, read_preference: Any) -> Self: ...
+    def read_concern(self, read_concern: Mapping[str, Any] | None) -> Self: ...
+    def max_time_ms(self, ms: int | None) -> Self: ...
+    def search_text(self, text: str, language: str | None = None) -> Self: ...
+    def where(self, where_clause: str) -> Self: ...
+    def no_dereference(self) -> Self: ...
+    def as_pymongo(self) -> QuerySet[dict[str, Any]]: ...
+    def scalar(self, *fields: str) -> QuerySet[Any]: ...
+    def values_list(self, *fields: str) -> QuerySet[Any]: ...
+    def _fields_to_dbfields(self, fields: list[str]) -> set[str]: ...
+    def _get_scalar(self, doc: Any) -> Any: ...
+    def __repr__(self) -> str: ...
+    def __getitem__(self, key: Any) -> Any: ...
+
+# -- fields ------------------------------------------------------------------------
+
+class BaseField(Generic[_T]):
+    """A field: on the class the field itself, on a document its value."""
+
+    name: str
+    db_field: str
+    required: bool
+    default: Any
+    primary_key: bool
+    def __init__(
+        self,
+        db_field: str | None = None,
+        required: bool = False,
+        default: Any = None,
+        unique: bool = False,
+        unique_with: str | list[str] | None = None,
+        primary_key: bool = False,
+        validation: Callable[[Any], None] | None = None,
+        choices: Any = None,
+        null: bool = False,
+        sparse: bool = False,
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __get__(self, instance: None, owner: Any) -> Self: ...
+    @overload
+    def __get__(self, instance: object, owner: Any) -> _T: ...
+    def __set__(self, instance: Any, value: _T | None) -> None: ...
+    def validate(self, value: Any, clean: bool = True) -> None: ...
+    def to_python(self, value: Any) -> Any: ...
+    def to_mongo(self, value: Any) -> Any: ...
+    def prepare_query_value(self, op: str, value: Any) -> Any: ...
+    def error(
+        self, message: str = "", errors: Any = None, field_name: str | None = None
+    ) -> None: ...
+
+# Scalar fields: ``required=True`` or a ``default`` give ``T``, else ``T | None``
+# (the last overload serves subclasses, which declare their own value type).
+
+class StringField(BaseField[_T]):
+    @overload
+    def __init__(
+        self: StringField[str], *args: Any, required: Literal[True], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: StringField[str], *args: Any, default: _Default[str], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: StringField[str | None], *args: Any, default: None = None, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class URLField(BaseField[_T]):
+    @overload
+    def __init__(
+        self: URLField[str], *args: Any, required: Literal[True], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: URLField[str], *args: Any, default: _Default[str], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: URLField[str | None], *args: Any, default: None = None, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class EmailField(BaseField[_T]):
+    @overload
+    def __init__(
+        self: EmailField[str], *args: Any, required: Literal[True], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: EmailField[str], *args: Any, default: _Default[str], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: EmailField[str | None], *args: Any, default: None = None, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class IntField(BaseField[_T]):
+    @overload
+    def __init__(
+        self: IntField[int], *args: Any, required: Literal[True], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: IntField[int], *args: Any, default: _Default[int], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: IntField[int | None], *args: Any, default: None = None, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class LongField(BaseField[_T]):
+    @overload
+    def __init__(
+        self: LongField[int], *args: Any, required: Literal[True], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: LongField[int], *args: Any, default: _Default[int], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: LongField[int | None], *args: Any, default: None = None, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class SequenceField(BaseField[_T]):
+    @overload
+    def __init__(
+        self: SequenceField[int], *args: Any, required: Literal[True], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: SequenceField[int], *args: Any, default: _Default[int], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: SequenceField[int | None], *args: Any, default: None = None, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class FloatField(BaseField[_T]):
+    @overload
+    def __init__(
+        self: FloatField[float], *args: Any, required: Literal[True], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: FloatField[float], *args: Any, default: _Default[float], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: FloatField[float | None], *args: Any, default: None = None, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class DecimalField(BaseField[_T]):
+    @overload
+    def __init__(
+        self: DecimalField[Decimal], *args: Any, required: Literal[True], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: DecimalField[Decimal],
+        *args: Any,
+        default: _Default[Decimal],
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: DecimalField[Decimal | None],
+        *args: Any,
+        default: None = None,
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class Decimal128Field(BaseField[_T]):
+    @overload
+    def __init__(
+        self: Decimal128Field[Decimal],
+        *args: Any,
+        required: Literal[True],
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Decimal128Field[Decimal],
+        *args: Any,
+        default: _Default[Decimal],
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Decimal128Field[Decimal | None],
+        *args: Any,
+        default: None = None,
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class BooleanField(BaseField[_T]):
+    @overload
+    def __init__(
+        self: BooleanField[bool], *args: Any, required: Literal[True], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BooleanField[bool], *args: Any, default: _Default[bool], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BooleanField[bool | None], *args: Any, default: None = None, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class DateTimeField(BaseField[_T]):
+    @overload
+    def __init__(
+        self: DateTimeField[datetime],
+        *args: Any,
+        required: Literal[True],
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: DateTimeField[datetime],
+        *args: Any,
+        default: _Default[datetime],
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: DateTimeField[datetime | None],
+        *args: Any,
+        default: None = None,
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class ComplexDateTimeField(BaseField[_T]):
+    @overload
+    def __init__(
+        self: ComplexDateTimeField[datetime],
+        *args: Any,
+        required: Literal[True],
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: ComplexDateTimeField[datetime],
+        *args: Any,
+        default: _Default[datetime],
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: ComplexDateTimeField[datetime | None],
+        *args: Any,
+        default: None = None,
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class DateField(BaseField[_T]):
+    @overload
+    def __init__(
+        self: DateField[date], *args: Any, required: Literal[True], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: DateField[date], *args: Any, default: _Default[date], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: DateField[date | None], *args: Any, default: None = None, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class UUIDField(BaseField[_T]):
+    @overload
+    def __init__(
+        self: UUIDField[UUID], *args: Any, required: Literal[True], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: UUIDField[UUID], *args: Any, default: _Default[UUID], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: UUIDField[UUID | None], *args: Any, default: None = None, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class ObjectIdField(BaseField[_T]):
+    @overload
+    def __init__(
+        self: ObjectIdField[ObjectId],
+        *args: Any,
+        required: Literal[True],
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: ObjectIdField[ObjectId],
+        *args: Any,
+        default: _Default[ObjectId],
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: ObjectIdField[ObjectId | None],
+        *args: Any,
+        default: None = None,
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class BinaryField(BaseField[_T]):
+    @overload
+    def __init__(
+        self: BinaryField[bytes], *args: Any, required: Literal[True], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BinaryField[bytes], *args: Any, default: _Default[bytes], **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BinaryField[bytes | None], *args: Any, default: None = None, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class EnumField(BaseField[_T]):
+    @overload
+    def __init__(
+        self: EnumField[_Enum],
+        enum: type[_Enum],
+        *args: Any,
+        required: Literal[True],
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: EnumField[_Enum],
+        enum: type[_Enum],
+        *args: Any,
+        default: _Default[_Enum],
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: EnumField[_Enum | None],
+        enum: type[_Enum],
+        *args: Any,
+        default: None = None,
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class EmbeddedDocumentField(BaseField[_T]):
+    """``EmbeddedDocumentField(Comment)``: a ``Comment`` (``| None`` unless
+    required or defaulted); a class given by name reads as ``Any``."""
+
+    document_type: Any
+    @overload
+    def __init__(
+        self: EmbeddedDocumentField[_E],
+        document_type: type[_E],
+        *args: Any,
+        required: Literal[True],
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: EmbeddedDocumentField[_E],
+        document_type: type[_E],
+        *args: Any,
+        default: _Default[_E],
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: EmbeddedDocumentField[_E | None],
+        document_type: type[_E],
+        *args: Any,
+        default: None = None,
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: EmbeddedDocumentField[Any], document_type: str, *args: Any, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class GenericEmbeddedDocumentField(BaseField[Any]): ...
+class DynamicField(BaseField[Any]): ...
+class GeoJsonBaseField(BaseField[Any]): ...
+class GeoPointField(BaseField[Any]): ...
+class PointField(GeoJsonBaseField): ...
+class LineStringField(GeoJsonBaseField): ...
+class PolygonField(GeoJsonBaseField): ...
+class MultiPointField(GeoJsonBaseField): ...
+class MultiLineStringField(GeoJsonBaseField): ...
+class MultiPolygonField(GeoJsonBaseField): ...
+
+# Containers: never None (an unset list reads as ``[]``, a dict as ``{}``).
+
+class ListField(BaseField[_T]):
+    """``ListField(StringField())``: a ``list`` of the item field's values."""
+
+    field: Any
+    @overload
+    def __init__(
+        self: ListField[list[_X]], field: BaseField[_X], *args: Any, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self: ListField[list[Any]], *args: Any, **kwargs: Any) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class SortedListField(ListField[_T]):
+    @overload
+    def __init__(
+        self: SortedListField[list[_X]],
+        field: BaseField[_X],
+        *args: Any,
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: SortedListField[list[Any]], *args: Any, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class EmbeddedDocumentListField(ListField[_T]):
+    """``EmbeddedDocumentListField(Comment)``: a ``list[Comment]``."""
+
+    @overload
+    def __init__(
+        self: EmbeddedDocumentListField[list[_E]],
+        document_type: type[_E],
+        *args: Any,
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: EmbeddedDocumentListField[list[Any]], *args: Any, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class DictField(BaseField[_T]):
+    """``DictField(IntField())``: a ``dict[str, int | None]``; untyped
+    ``DictField()``: ``dict[str, Any]``."""
+
+    field: Any
+    @overload
+    def __init__(
+        self: DictField[dict[str, _X]], field: BaseField[_X], *args: Any, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: DictField[dict[str, Any]], *args: Any, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class MapField(DictField[_T]):
+    @overload
+    def __init__(
+        self: MapField[dict[str, _X]], field: BaseField[_X], *args: Any, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+# References: ``ReferenceField(Author)`` reads as ``Author`` (awaitable: on an
+# async alias ``await book.author`` loads it); a missing reference reads as None,
+# which the type leaves out so that ``await book.author`` is an ``Author``.
+
+class ReferenceField(BaseField[_T]):
+    document_type: Any
+    @overload
+    def __init__(
+        self: ReferenceField[_D], document_type: type[_D], *args: Any, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: ReferenceField[Any], document_type: str, *args: Any, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    async def async_fetch(
+        self, instance: BaseDocument, session: AsyncClientSession | None = None
+    ) -> _T: ...
+
+class CachedReferenceField(BaseField[_T]):
+    document_type: Any
+    @overload
+    def __init__(
+        self: CachedReferenceField[_D],
+        document_type: type[_D],
+        *args: Any,
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: CachedReferenceField[Any], document_type: str, *args: Any, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    async def async_fetch(
+        self, instance: BaseDocument, session: AsyncClientSession | None = None
+    ) -> _T: ...
+    async def async_sync_all(self) -> None: ...
+
+class GenericReferenceField(BaseField[Any]):
+    async def async_fetch(
+        self, instance: BaseDocument, session: AsyncClientSession | None = None
+    ) -> Any: ...
+
+class LazyReferenceField(BaseField[_T]):
+    """``LazyReferenceField(Author)``: a ``LazyReference[Author]`` (``| None``
+    unless required)."""
+
+    document_type: Any
+    @overload
+    def __init__(
+        self: LazyReferenceField[LazyReference[_D]],
+        document_type: type[_D],
+        *args: Any,
+        required: Literal[True],
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: LazyReferenceField[LazyReference[_D] | None],
+        document_type: type[_D],
+        *args: Any,
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: LazyReferenceField[Any], document_type: str, *args: Any, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+class GenericLazyReferenceField(BaseField[Any]): ...
+
+class FileField(BaseField[Any]):
+    async def async_put(
+        self, data: Any, instance: BaseDocument | None = None, **kwargs: Any
+    ) -> AsyncGridFSProxy: ...
+    async def async_get(
+        self, instance: BaseDocument, *, session: AsyncClientSession | None = None
+    ) -> AsyncGridFSProxy | None: ...
+
+class ImageField(FileField): ...

@@ -1,0 +1,286 @@
+"""Change streams that yield documents: PyMongo's ``watch()`` in the model's terms.
+
+``Book.objects(author=ann).async_watch()`` opens a change stream whose ``$match``
+is the queryset's filter (MongoEngine's query building) applied to each event's
+``fullDocument``, or to its ``documentKey`` when the filter is only on the id (so
+deletes match too). Each event is a :class:`ChangeEvent` carrying the document
+loaded by our loader (``from_bson.py``) and the update description with
+``db_field`` names mapped back to attribute names. Leaving the stream (``aclose()``,
+``async with``, ``break``, a cancelled task) closes the server-side cursor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import asdict, dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from bson.timestamp import Timestamp
+from mongoengine.base import BaseDocument, ComplexBaseField
+from mongoengine.errors import InvalidQueryError
+from mongoengine.fields import EmbeddedDocumentField
+from pymongo.asynchronous.change_stream import AsyncChangeStream
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from mongoengine_async.from_bson import loader
+
+if TYPE_CHECKING:
+    from mongoengine_async.queryset import QuerySet
+
+__all__ = (
+    "ChangeEvent",
+    "ChangeStream",
+    "UpdateDescription",
+    "WatchOptions",
+    "attribute_path",
+    "match_stage",
+)
+
+D = TypeVar("D")
+
+# Top-level operators whose operands are filters themselves (prefixed in turn).
+_LOGICAL = frozenset({"$and", "$or", "$nor"})
+_PASSED = frozenset({"$comment"})
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateDescription:
+    """What an update changed, by attribute path (``author.name``, ``tags.2``)."""
+
+    updated_fields: dict[str, Any]
+    removed_fields: list[str]
+    truncated_arrays: dict[str, int]  # path: new size
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent(Generic[D]):
+    """One change: ``document`` is the model instance (None for a delete, or
+    when the event carries no full document); ``raw`` is PyMongo's event."""
+
+    operation_type: str
+    document_key: dict[str, Any] | None
+    document: D | None
+    update_description: UpdateDescription | None
+    resume_token: Mapping[str, Any]
+    raw: Mapping[str, Any]
+
+    @property
+    def pk(self) -> Any:
+        """The changed document's primary key (None for collection events)."""
+        return None if self.document_key is None else self.document_key.get("_id")
+
+
+# -- the $match ----------------------------------------------------------------
+
+
+def match_stage(filter_: Mapping[str, Any], cls_query: Mapping[str, Any]) -> dict:
+    """The ``$match`` of a stream for a queryset's filter and its ``_cls`` part.
+
+    A filter only on ``_id`` matches ``documentKey`` (every event of those
+    documents, deletes too); any other filter matches ``fullDocument``. The
+    class restriction of an inheritance hierarchy applies to events that carry
+    a full document; the others (deletes) cannot name a class and pass.
+    """
+    parts: list[dict] = []
+    if filter_:
+        on_key = set(filter_) == {"_id"}
+        prefix = "documentKey." if on_key else "fullDocument."
+        parts.append(_prefixed(filter_, prefix))
+    if cls_query:
+        on_class = _prefixed(cls_query, "fullDocument.")
+        parts.append({"$or": [{"fullDocument": None}, on_class]})
+    if len(parts) > 1:
+        return {"$and": parts}
+    return parts[0] if parts else {}
+
+
+def _prefixed(filter_: Mapping[str, Any], prefix: str) -> dict:
+    """``filter_`` with every field path under ``prefix``; operators that
+    cannot be moved under a path (``$expr``, ``$where``, ``$text``) refused."""
+    moved: dict[str, Any] = {}
+    for key, value in filter_.items():
+        if key in _LOGICAL:
+            moved[key] = [_prefixed(clause, prefix) for clause in value]
+        elif key in _PASSED:
+            moved[key] = value
+        elif key.startswith("$"):
+            raise InvalidQueryError(
+                f"a change stream cannot filter with {key}: its $match sees "
+                "change events, not documents (filter on fields instead)"
+            )
+        else:
+            moved[prefix + key] = value
+    return moved
+
+
+# -- db_field names back to attribute names -------------------------------------
+
+
+def attribute_path(cls: type, db_path: str) -> str:
+    """The attribute path of the dotted ``db_path`` in documents of ``cls``,
+    through embedded documents, lists and dicts; unknown names kept as they are."""
+    names: list[str] = []
+    container: Any = cls
+    for segment in db_path.split("."):
+        name, container = _step(container, segment)
+        names.append(name)
+    return ".".join(names)
+
+
+def _step(container: Any, segment: str) -> tuple[str, Any]:
+    """The name of ``segment`` inside ``container`` (a document class or a
+    list/dict field) and what the next segment is inside of."""
+    if isinstance(container, type) and issubclass(container, BaseDocument):
+        document: Any = container  # its maps are set by MongoEngine's metaclass
+        name = document._reverse_db_field_map.get(segment)
+        if name is None:
+            return segment, None
+        return name, _inner(document._fields[name])
+    if isinstance(container, ComplexBaseField):  # a list index or a dict key
+        return segment, _inner(container.field)
+    return segment, None
+
+
+def _inner(field: Any) -> Any:
+    """What a path continues into below ``field``, if anything known."""
+    if isinstance(field, EmbeddedDocumentField):
+        return field.document_type
+    if isinstance(field, ComplexBaseField):
+        return field
+    return None
+
+
+def update_description(cls: type, raw: Mapping[str, Any]) -> UpdateDescription:
+    """PyMongo's ``updateDescription`` with attribute paths."""
+    return UpdateDescription(
+        updated_fields={
+            attribute_path(cls, path): value
+            for path, value in raw.get("updatedFields", {}).items()
+        },
+        removed_fields=[attribute_path(cls, p) for p in raw.get("removedFields", [])],
+        truncated_arrays={
+            attribute_path(cls, item["field"]): item["newSize"]
+            for item in raw.get("truncatedArrays", [])
+        },
+    )
+
+
+# -- the stream -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WatchOptions:
+    """What ``async_watch`` passes through to PyMongo's ``watch()``."""
+
+    full_document: str | None = "updateLookup"
+    resume_after: Mapping[str, Any] | None = None
+    start_after: Mapping[str, Any] | None = None
+    start_at_operation_time: Timestamp | None = None
+    batch_size: int | None = None
+    max_await_time_ms: int | None = None
+
+
+class ChangeStream(Generic[D]):
+    """The change events of a queryset, as :class:`ChangeEvent` objects.
+
+    The server-side stream opens on ``async with`` (or the first event) and is
+    closed by ``aclose()``, on leaving ``async with``, on ``break`` out of
+    ``async for`` and when the task iterating it is cancelled.
+    """
+
+    def __init__(
+        self,
+        queryset: QuerySet,
+        options: WatchOptions,
+        session: AsyncClientSession | None = None,
+    ) -> None:
+        if queryset._skip or queryset._limit is not None:
+            raise InvalidQueryError(
+                "a change stream cannot apply skip() or limit(): it has no end"
+            )
+        self._queryset = queryset.clone()
+        self._options = options
+        self._session = session
+        self._stream: AsyncChangeStream | None = None
+        self._load: Callable[[dict], Any] = loader(
+            queryset._document, queryset._auto_dereference
+        )
+
+    async def _opened(self) -> AsyncChangeStream:
+        """The PyMongo stream, opened on first use on the running loop's client.
+
+        A change stream never joins a bound transaction (the server refuses
+        ``$changeStream`` in one); an explicit ``session=`` is used as given.
+        """
+        if self._stream is None:
+            collection, session = await self._queryset._watched(self._session)
+            self._stream = await collection.watch(
+                self.pipeline(), session=session, **asdict(self._options)
+            )
+        return self._stream
+
+    def pipeline(self) -> list[dict]:
+        """The stream's pipeline: the ``$match`` of the queryset's filter, if any."""
+        queryset = self._queryset
+        document = queryset._document
+        match = match_stage(queryset._query_obj.to_query(document), queryset._cls_query)
+        return [{"$match": match}] if match else []
+
+    @property
+    def resume_token(self) -> Mapping[str, Any] | None:
+        """Where the stream stands now (PyMongo's ``resume_token``): pass it as
+        ``resume_after=`` to a new stream to continue from here."""
+        return None if self._stream is None else self._stream.resume_token
+
+    async def try_next(self) -> ChangeEvent[D] | None:
+        """The next event, or None when one ``getMore`` brought none."""
+        stream = await self._opened()
+        raw = await stream.try_next()
+        return None if raw is None else self._event(raw)
+
+    def __aiter__(self) -> AsyncIterator[ChangeEvent[D]]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[ChangeEvent[D]]:
+        """Every event until the stream is closed; leaving the loop (``break``,
+        an error, cancellation) closes it."""
+        try:
+            stream = await self._opened()
+            async for raw in stream:
+                yield self._event(raw)
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the server-side stream (``killCursors``); idempotent."""
+        if self._stream is not None:
+            await self._stream.close()
+
+    async def __aenter__(self) -> ChangeStream[D]:
+        await self._opened()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _event(self, raw: Mapping[str, Any]) -> ChangeEvent[D]:
+        """PyMongo's change event as a :class:`ChangeEvent` of the model."""
+        full = raw.get("fullDocument")
+        description = raw.get("updateDescription")
+        cls = self._queryset._document
+        return ChangeEvent(
+            operation_type=raw["operationType"],
+            document_key=raw.get("documentKey"),
+            document=None if full is None else self._load(full),
+            update_description=(
+                None if description is None else update_description(cls, description)
+            ),
+            resume_token=raw["_id"],
+            raw=raw,
+        )

@@ -1,0 +1,545 @@
+"""Change streams as documents (``async_watch``) on the real replica set: the
+events and their documents, the filter as ``$match``, resuming, switches,
+sessions, closing and cancelling, and no event lost across a stepdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from typing import Any
+
+import pytest
+from bson import ObjectId, Timestamp
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from mongoengine_async import (
+    AsyncUsageError,
+    ChangeEvent,
+    ChangeStream,
+    Document,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
+    EmbeddedDocumentListField,
+    ForeignSessionError,
+    IntField,
+    InvalidQueryError,
+    ListField,
+    MapField,
+    Q,
+    StringField,
+    UpdateDescription,
+    async_run_in_transaction,
+    async_switch_collection,
+    async_switch_db,
+    get_async_connection,
+    get_async_db,
+)
+from mongoengine_async.testing import CommandLog, ReplicaSet, fresh_database
+
+WAIT_SECONDS = 30  # a bound on waiting for events, never a timing assertion
+
+
+class CsPublisher(EmbeddedDocument):
+    city = StringField(db_field="c")
+
+
+class CsShelf(EmbeddedDocument):
+    label = StringField(db_field="lb")
+
+
+class CsBook(Document):
+    title = StringField(db_field="t")
+    pages = IntField(db_field="p")
+    tags = ListField(StringField(), db_field="tg")
+    publisher = EmbeddedDocumentField(CsPublisher, db_field="pub")
+    shelves = EmbeddedDocumentListField(CsShelf, db_field="sh")
+    notes = MapField(EmbeddedDocumentField(CsShelf), db_field="nt")
+
+
+class CsItem(Document):
+    name = StringField()
+    meta = {"allow_inheritance": True}
+
+
+class CsTool(CsItem):
+    pass
+
+
+async def take(stream: ChangeStream[Any], count: int) -> list[ChangeEvent[Any]]:
+    """The next ``count`` events of ``stream``."""
+    events: list[ChangeEvent[Any]] = []
+    async with asyncio.timeout(WAIT_SECONDS):
+        while len(events) < count:
+            event = await stream.try_next()
+            if event is not None:
+                events.append(event)
+    return events
+
+
+async def nothing_more(stream: ChangeStream[Any]) -> None:
+    """Assert ``stream`` has no further event (a marker written last is next)."""
+    marker = await CsBook(title="marker").async_save()
+    (event,) = await take(stream, 1)
+    assert (event.operation_type, event.pk) == ("insert", marker.pk)
+
+
+# -- the events ----------------------------------------------------------------------
+
+
+async def test_insert_update_replace_delete_events(async_alias: str) -> None:
+    collection = await CsBook._async_get_collection()
+    async with CsBook.async_watch() as stream:
+        book = await CsBook(title="Dune", pages=412).async_save()
+        (inserted,) = await take(stream, 1)
+        book.title = "Dune Messiah"
+        book.pages = None
+        await book.async_save()
+        (updated,) = await take(stream, 1)
+        await collection.replace_one({"_id": book.pk}, {"t": "Children of Dune"})
+        (replaced,) = await take(stream, 1)
+        await book.async_delete()
+        (deleted,) = await take(stream, 1)
+
+    assert inserted.operation_type == "insert"
+    assert inserted.document_key == {"_id": book.pk}
+    assert isinstance(inserted.document, CsBook)
+    assert (inserted.document.pk, inserted.document.title) == (book.pk, "Dune")
+    assert inserted.document.pages == 412
+    assert inserted.update_description is None
+
+    assert updated.operation_type == "update"
+    assert updated.pk == book.pk
+    assert updated.update_description == UpdateDescription(
+        updated_fields={"title": "Dune Messiah"},
+        removed_fields=["pages"],
+        truncated_arrays={},
+    )
+    # full_document="updateLookup": the document as it is when the event is read
+    assert (updated.document.title, updated.document.pages) == ("Dune Messiah", None)
+
+    assert replaced.operation_type == "replace"
+    assert replaced.document.title == "Children of Dune"
+    assert replaced.document.pages is None
+
+    assert deleted.operation_type == "delete"
+    assert deleted.document_key == {"_id": book.pk}
+    assert deleted.document is None
+    assert deleted.update_description is None
+    assert deleted.raw["ns"]["coll"] == CsBook._get_collection_name()
+    assert deleted.resume_token == deleted.raw["_id"]
+
+
+async def test_update_description_maps_nested_db_fields(async_alias: str) -> None:
+    book = await CsBook(
+        title="Emma",
+        tags=["novel"],
+        publisher=CsPublisher(city="London"),
+        shelves=[CsShelf(label="a"), CsShelf(label="b")],
+        notes={"first": CsShelf(label="x")},
+    ).async_save()
+    async with CsBook.async_watch() as stream:
+        await CsBook.objects(id=book.pk).async_update(
+            push__tags="classic",
+            set__publisher__city="Bath",
+            set__shelves__1__label="c",
+            set__notes__first__label="y",
+            unset__title=True,
+        )
+        (event,) = await take(stream, 1)
+    assert event.update_description == UpdateDescription(
+        updated_fields={
+            "tags.1": "classic",
+            "publisher.city": "Bath",
+            "shelves.1.label": "c",
+            "notes.first.label": "y",
+        },
+        removed_fields=["title"],
+        truncated_arrays={},
+    )
+    assert event.document.publisher.city == "Bath"
+    assert event.document.notes["first"].label == "y"
+
+
+async def test_full_document_none_gives_updates_without_documents(
+    async_alias: str,
+) -> None:
+    book = await CsBook(title="Persuasion").async_save()
+    async with CsBook.async_watch(full_document=None) as stream:
+        await CsBook.objects(id=book.pk).async_update(set__pages=249)
+        (event,) = await take(stream, 1)
+    assert event.document is None
+    assert event.update_description.updated_fields == {"pages": 249}
+
+
+async def test_documents_of_subclasses_load_as_their_class(async_alias: str) -> None:
+    async with CsItem.async_watch() as stream:
+        await CsItem(name="box").async_save()
+        await CsTool(name="saw").async_save()
+        events = await take(stream, 2)
+    assert [type(e.document) for e in events] == [CsItem, CsTool]
+
+
+# -- the filter ----------------------------------------------------------------------
+
+
+async def test_a_field_filter_sees_full_documents_only(async_alias: str) -> None:
+    thin = await CsBook(title="thin", pages=90).async_save()
+    async with CsBook.objects(pages__gte=300).async_watch() as stream:
+        thick = await CsBook(title="thick", pages=800).async_save()
+        await CsBook(title="short", pages=20).async_save()  # never matches
+        await CsBook.objects(id=thin.pk).async_update(set__pages=400)
+        await thick.async_delete()  # a delete carries no document: not seen
+        events = await take(stream, 2)
+        await nothing_more_than_the_filter(stream)
+    assert [(e.operation_type, e.pk) for e in events] == [
+        ("insert", thick.pk),
+        ("update", thin.pk),
+    ]
+    assert events[1].document.pages == 400
+
+
+async def nothing_more_than_the_filter(stream: ChangeStream[Any]) -> None:
+    """The next matching event is a marker written last (pages=1000)."""
+    marker = await CsBook(title="marker", pages=1000).async_save()
+    (event,) = await take(stream, 1)
+    assert (event.operation_type, event.pk) == ("insert", marker.pk)
+
+
+async def test_a_filter_on_the_id_sees_every_event_of_that_document(
+    async_alias: str,
+) -> None:
+    watched, other = ObjectId(), ObjectId()
+    stream = CsBook.objects(id__in=[watched]).async_watch()
+    assert stream.pipeline() == [{"$match": {"documentKey._id": {"$in": [watched]}}}]
+    async with stream:
+        await CsBook(id=other, title="other").async_save()
+        book = await CsBook(id=watched, title="watched").async_save()
+        await CsBook.objects(id=other).async_update(set__pages=1)
+        await CsBook.objects(id=watched).async_update(set__pages=2)
+        await book.async_delete()
+        events = await take(stream, 3)
+    assert [(e.operation_type, e.pk) for e in events] == [
+        ("insert", watched),
+        ("update", watched),
+        ("delete", watched),
+    ]
+
+
+async def test_the_filter_is_mongoengines_query(async_alias: str) -> None:
+    stream = CsBook.objects(title__startswith="Du", publisher__city="Paris")
+    assert stream.async_watch().pipeline() == [
+        {
+            "$match": {
+                "fullDocument.t": re.compile("^Du"),
+                "fullDocument.pub.c": "Paris",
+            }
+        }
+    ]
+    either = CsBook.objects(Q(title="a") | Q(pages=1))
+    assert either.async_watch().pipeline() == [
+        {"$match": {"$or": [{"fullDocument.t": "a"}, {"fullDocument.p": 1}]}}
+    ]
+    assert CsBook.async_watch().pipeline() == []
+    assert CsTool.async_watch().pipeline() == [
+        {
+            "$match": {
+                "$or": [{"fullDocument": None}, {"fullDocument._cls": "CsItem.CsTool"}]
+            }
+        }
+    ]
+
+
+async def test_filters_a_stream_cannot_apply_are_refused(async_alias: str) -> None:
+    with pytest.raises(InvalidQueryError) as error:
+        CsBook.objects(__raw__={"$where": "true"}).async_watch().pipeline()
+    assert str(error.value) == (
+        "a change stream cannot filter with $where: its $match sees change "
+        "events, not documents (filter on fields instead)"
+    )
+    with pytest.raises(InvalidQueryError) as error:
+        CsBook.objects.limit(3).async_watch()
+    assert str(error.value) == (
+        "a change stream cannot apply skip() or limit(): it has no end"
+    )
+
+
+# -- resuming ------------------------------------------------------------------------
+
+
+async def test_resume_after_a_token_and_start_after(async_alias: str) -> None:
+    async with CsBook.async_watch() as stream:
+        first = await CsBook(title="first").async_save()
+        second = await CsBook(title="second").async_save()
+        (event,) = await take(stream, 1)
+    assert event.pk == first.pk
+    third = await CsBook(title="third").async_save()
+    async with CsBook.async_watch(resume_after=event.resume_token) as resumed:
+        events = await take(resumed, 2)
+    assert [e.document.title for e in events] == ["second", "third"]
+    async with CsBook.async_watch(start_after=events[0].resume_token) as started:
+        (after,) = await take(started, 1)
+    assert after.pk == third.pk
+    assert second.pk == events[0].pk
+
+
+async def test_start_at_operation_time(async_alias: str) -> None:
+    await CsBook(title="before").async_save()
+    before = (await get_async_db().command("ping"))["operationTime"]
+    since = Timestamp(before.time, before.inc + 1)  # the stream starts there
+    await CsBook(title="after").async_save()
+    async with CsBook.async_watch(start_at_operation_time=since) as stream:
+        (event,) = await take(stream, 1)
+    assert event.document.title == "after"
+
+
+# -- where the stream runs -----------------------------------------------------------
+
+
+async def test_switch_db_using_and_switch_collection(
+    async_alias: str, mongodb_uri: str
+) -> None:
+    async with fresh_database("cs_other", mongodb_uri):
+        async with async_switch_db(CsBook, "cs_other"):
+            other_db = CsBook.async_watch()
+        async with async_switch_collection(CsBook, "cs_archive"):
+            archive = CsBook.objects(pages=1).async_watch()
+        using = CsBook.objects.using("cs_other").filter(pages=2).async_watch()
+        async with other_db, archive, using:
+            await CsBook(title="default", pages=1).async_save()
+            async with async_switch_db(CsBook, "cs_other"):
+                await CsBook(title="other 1", pages=1).async_save()
+                await CsBook(title="other 2", pages=2).async_save()
+            async with async_switch_collection(CsBook, "cs_archive"):
+                await CsBook(title="archived", pages=1).async_save()
+            on_other = await take(other_db, 2)
+            (on_archive,) = await take(archive, 1)
+            (on_using,) = await take(using, 1)
+        other_name = get_async_db("cs_other").name
+    assert [e.document.title for e in on_other] == ["other 1", "other 2"]
+    assert {e.raw["ns"]["db"] for e in on_other} == {other_name}
+    assert on_archive.document.title == "archived"
+    assert on_archive.raw["ns"]["coll"] == "cs_archive"
+    assert (on_using.document.title, on_using.raw["ns"]["db"]) == (
+        "other 2",
+        other_name,
+    )
+
+
+async def test_an_explicit_session_is_used(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    async with get_async_connection().start_session() as session:
+        async with CsBook.async_watch(session=session):
+            pass
+        session_id = session.session_id
+    (aggregate,) = [e for e in command_log.events if e.command_name == "aggregate"]
+    assert aggregate.command["lsid"] == session_id
+
+
+async def test_a_session_of_another_client_is_refused(
+    async_alias: str, mongodb_uri: str
+) -> None:
+    async with fresh_database("cs_foreign", mongodb_uri):
+        other = get_async_connection("cs_foreign")
+        async with other.start_session() as session:
+            with pytest.raises(ForeignSessionError):
+                async with CsBook.async_watch(session=session):
+                    pass
+
+
+async def test_a_stream_opened_in_a_transaction_runs_outside_it(
+    async_alias: str,
+) -> None:
+    """The server refuses $changeStream in a transaction: the bound one is
+    not joined, and the stream sees the transaction's writes once committed."""
+    await CsBook._async_get_collection()  # created outside the transaction
+    async with contextlib.AsyncExitStack() as stack:
+        async with async_run_in_transaction():
+            stream = await stack.enter_async_context(CsBook.async_watch())
+            book = await CsBook(title="in the transaction").async_save()
+        (event,) = await take(stream, 1)
+    assert (event.operation_type, event.pk) == ("insert", book.pk)
+
+
+async def test_a_sync_alias_is_refused(sync_default: Any) -> None:
+    with pytest.raises(AsyncUsageError) as error:
+        CsItem.async_watch()
+    assert str(error.value) == (
+        "CsItem.objects.async_watch() needs an async alias but 'default' was "
+        "registered with connect(); use Model._get_collection().watch() instead, "
+        "or connect_async(alias='default')"
+    )
+
+
+# -- closing -------------------------------------------------------------------------
+
+
+async def cursor_exists(cursor_id: int) -> bool:
+    """Whether the server still holds cursor ``cursor_id`` (idle or in use)."""
+    admin = get_async_connection().admin
+    cursor = await admin.aggregate(
+        [
+            {"$currentOp": {"idleCursors": True, "allUsers": True}},
+            {"$match": {"cursor.cursorId": cursor_id}},
+        ]
+    )
+    return bool(await cursor.to_list(None))
+
+
+async def cursor_gone(cursor_id: int) -> None:
+    """Wait until the server no longer holds cursor ``cursor_id``."""
+    async with asyncio.timeout(WAIT_SECONDS):
+        while await cursor_exists(cursor_id):
+            await asyncio.sleep(0.05)
+
+
+def stream_cursor_id(command_log: CommandLog) -> int:
+    """The id of the change stream's cursor, from its first getMore."""
+    return next(
+        e.command["getMore"] for e in command_log.events if e.command_name == "getMore"
+    )
+
+
+def killed(command_log: CommandLog) -> list[int]:
+    """The cursor ids sent in killCursors commands."""
+    return [
+        cursor_id
+        for event in command_log.events
+        if event.command_name == "killCursors"
+        for cursor_id in event.command["cursors"]
+    ]
+
+
+async def test_aclose_kills_the_cursor(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    stream = CsBook.async_watch()
+    assert await stream.try_next() is None
+    cursor_id = stream_cursor_id(command_log)
+    assert await cursor_exists(cursor_id)
+    await stream.aclose()
+    assert killed(command_log) == [cursor_id]
+    assert not await cursor_exists(cursor_id)
+    assert [e async for e in stream] == []  # a closed stream has no more events
+
+
+async def test_leaving_async_with_kills_the_cursor(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    async with CsBook.async_watch() as stream:
+        await CsBook(title="one").async_save()
+        await take(stream, 1)
+    cursor_id = stream_cursor_id(command_log)
+    assert killed(command_log) == [cursor_id]
+    assert not await cursor_exists(cursor_id)
+
+
+async def test_break_kills_the_cursor(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    await CsBook._async_get_collection()
+    feed = CsBook.async_watch()
+    assert await feed.try_next() is None  # opened before the write
+    await CsBook(title="one").async_save()
+    async for event in feed:
+        assert event.document.title == "one"
+        break
+    cursor_id = stream_cursor_id(command_log)
+    await cursor_gone(cursor_id)  # the generator's finaliser closes it
+    assert killed(command_log) == [cursor_id]
+
+
+async def iterate(stream: ChangeStream[Any], seen: list[ChangeEvent[Any]]) -> None:
+    """Collect the events of ``stream`` until cancelled."""
+    async for event in stream:
+        seen.append(event)
+
+
+async def test_cancelling_the_task_kills_the_cursor(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    await CsBook._async_get_collection()
+    seen: list[ChangeEvent[Any]] = []
+    stream = CsBook.async_watch(max_await_time_ms=60_000)
+    assert await stream.try_next() is None  # opened before the write
+    task = asyncio.create_task(iterate(stream, seen))
+    await CsBook(title="one").async_save()
+    async with asyncio.timeout(WAIT_SECONDS):
+        while not seen or command_log.count("getMore") < 3:
+            await asyncio.sleep(0.01)  # the task now waits in a getMore
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    cursor_id = stream_cursor_id(command_log)
+    assert killed(command_log) == [cursor_id]
+    await cursor_gone(cursor_id)
+    assert [e.document.title for e in seen] == ["one"]
+
+
+# -- failover ------------------------------------------------------------------------
+
+
+FAILOVER_INSERTS = 60
+
+
+async def insert_until_acknowledged(pk: ObjectId, number: int) -> None:
+    """Insert the book ``pk``, retrying through the election (a duplicate key
+    means an earlier attempt was applied)."""
+    async with asyncio.timeout(90):
+        while True:
+            try:
+                await CsBook(id=pk, pages=number).async_save(force_insert=True)
+                return
+            except DuplicateKeyError:
+                return
+            except PyMongoError:
+                await asyncio.sleep(0.1)
+
+
+async def read_pages(stream: ChangeStream[Any], pages: list[int]) -> None:
+    """Collect the page numbers of the inserted books until all are there."""
+    async for event in stream:
+        pages.append(event.document.pages)
+        if len(pages) == FAILOVER_INSERTS:
+            return
+
+
+def stream_servers(log: CommandLog) -> list[str]:
+    """The servers a change stream was opened on, PyMongo's resumes included."""
+    return [
+        "{}:{}".format(*event.connection_id)
+        for event in log.events
+        if event.command_name == "aggregate"
+        and "$changeStream" in event.command["pipeline"][0]
+    ]
+
+
+async def test_no_event_is_lost_across_a_stepdown(replica_set_3: ReplicaSet) -> None:
+    """The primary steps down (the stream's cursor stays on it, now a
+    secondary), then that member is killed: PyMongo resumes the stream on
+    another member, and every insert comes once, in order."""
+    log = CommandLog()
+    async with fresh_database(
+        "default",
+        replica_set_3.uri,
+        w="majority",
+        serverSelectionTimeoutMS=30_000,
+        event_listeners=[log],
+    ):
+        await CsBook._async_get_collection()
+        pages: list[int] = []
+        async with CsBook.async_watch() as stream:
+            reader = asyncio.create_task(read_pages(stream, pages))
+            for number in range(FAILOVER_INSERTS):
+                if number == FAILOVER_INSERTS // 3:
+                    stepped = await asyncio.to_thread(replica_set_3.step_down)
+                if number == 2 * FAILOVER_INSERTS // 3:
+                    await asyncio.to_thread(replica_set_3.kill, stepped)
+                await insert_until_acknowledged(ObjectId(), number)
+            await asyncio.wait_for(reader, 90)
+    assert pages == list(range(FAILOVER_INSERTS))  # none lost, none twice
+    first, *resumed = stream_servers(log)
+    assert first == stepped.host
+    assert resumed, "the stream was never resumed"
+    assert stepped.host not in resumed

@@ -1,0 +1,102 @@
+"""The typed public API holds: mypy (--strict) and pyright, with a user's
+settings (tests/typing/mypy.ini, pyrightconfig.json), accept
+tests/typing/check_table.py (issue 16's table, as ``assert_type``) and report
+each deliberate mistake of tests/typing/errors.py, so a change that loses a type
+fails the suite."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import mongoengine
+import pytest
+
+import mongoengine_async
+
+TYPING_DIR = Path(__file__).parent / "typing"
+FILES = ["models.py", "check_table.py", "star_import.py", "errors.py"]
+BIN = Path(sys.executable).parent
+
+
+def _mistakes() -> dict[int, str]:
+    """Line number -> what must be reported there, from ``# MISTAKE:`` comments."""
+    lines = (TYPING_DIR / "errors.py").read_text().splitlines()
+    return {
+        number: line.split("# MISTAKE:")[1].strip()
+        for number, line in enumerate(lines, start=1)
+        if "# MISTAKE:" in line
+    }
+
+
+def _run(command: list[str]) -> str:
+    result = subprocess.run(
+        command, cwd=TYPING_DIR, capture_output=True, text=True, check=False
+    )
+    return result.stdout + result.stderr
+
+
+def _errors(output: str, pattern: str) -> dict[tuple[str, int], str]:
+    """(file, line) -> message of each error the tool reported."""
+    found: dict[tuple[str, int], str] = {}
+    for match in re.finditer(pattern, output, re.MULTILINE):
+        key = (Path(match["file"]).name, int(match["line"]))
+        found[key] = found.get(key, "") + match["message"]
+    return found
+
+
+@pytest.fixture(scope="module")
+def mypy_errors() -> dict[tuple[str, int], str]:
+    output = _run([str(BIN / "mypy"), "--strict", *FILES])
+    return _errors(output, r"^(?P<file>[\w/.]+):(?P<line>\d+): error: (?P<message>.*)$")
+
+
+@pytest.fixture(scope="module")
+def pyright_errors() -> dict[tuple[str, int], str]:
+    output = _run(
+        [
+            str(BIN / "pyright"),
+            *("--pythonpath", sys.executable),
+            *FILES,
+        ]
+    )
+    return _errors(
+        output, r"^\s+(?P<file>/\S+):(?P<line>\d+):\d+ - error: (?P<message>.*)$"
+    )
+
+
+@pytest.mark.parametrize("tool", ["mypy_errors", "pyright_errors"])
+def test_checkers_see_the_table_and_each_mistake(
+    tool: str, request: pytest.FixtureRequest
+) -> None:
+    errors: dict[tuple[str, int], str] = request.getfixturevalue(tool)
+    expected = {("errors.py", line) for line in _mistakes()}
+    assert set(errors) == expected, errors
+    assert "titel" in errors[("errors.py", 8)]
+
+
+def test_every_name_is_exported_statically() -> None:
+    """``__all__`` is a literal list holding all of MongoEngine's names."""
+    tree = ast.parse(Path(mongoengine_async.__file__).read_text())
+    star_imports = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.names[0].name == "*"
+    ]
+    assert star_imports == []
+    (assignment,) = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "__all__"
+    ]
+    assert ast.literal_eval(assignment.value) == mongoengine_async.__all__
+    assert set(mongoengine.__all__) <= set(mongoengine_async.__all__)
+    missing = [
+        name
+        for name in mongoengine_async.__all__
+        if not hasattr(mongoengine_async, name)
+    ]
+    assert missing == []

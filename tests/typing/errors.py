@@ -1,0 +1,12 @@
+"""Deliberate mistakes that the checkers must report (tests/test_typing.py
+asserts each one, by line); never run, and left out of ``make lint``."""
+
+from models import Book
+
+
+async def mistakes(book: Book) -> None:
+    book.titel  # MISTAKE: attribute
+    book.pages = "many"  # MISTAKE: assignment
+    found: Book = await Book.objects.async_first()  # MISTAKE: optional
+    title: str = book.title  # MISTAKE: optional
+    count: str = await Book.objects.async_count()  # MISTAKE: int
