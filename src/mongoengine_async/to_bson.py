@@ -27,7 +27,7 @@ stored BSON and validation errors.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import mongoengine
@@ -176,7 +176,7 @@ def set_id(document: Any, value: Any) -> None:
     data[name] = value
 
 
-def son_details(details: dict) -> dict:
+def son_details(details: Mapping[str, Any]) -> Mapping[str, Any]:
     """A bulk write error's details with each failed document as the SON
     ``to_mongo()`` gives (as MongoEngine's message shows it), not ``raw``'s dict."""
     errors = [
@@ -194,7 +194,7 @@ class _Plan:
 
     __slots__ = ("construct", "dump", "id_type", "plain_to_mongo", "valid")
 
-    def __init__(self, cls: type, document: bool) -> None:
+    def __init__(self, cls: type[Any], document: bool) -> None:
         fields = [(name, cls._fields[name]) for name in cls._fields_ordered]
         source = _Source(cls, fields, document)
         self.construct = source.construct() if document else None
@@ -205,10 +205,10 @@ class _Plan:
         self.id_type = None if id_field is None else _stored_type(id_field)
 
 
-_plans: dict[type, _Plan | None] = {}
+_plans: dict[type[Any], _Plan | None] = {}
 
 
-def _plan(cls: type) -> _Plan | None:
+def _plan(cls: type[Any]) -> _Plan | None:
     """The write plan of a FastWrites class, or None when only MongoEngine's
     code is exact for it."""
     plan = _plans.get(cls, _MISSING)
@@ -218,7 +218,7 @@ def _plan(cls: type) -> _Plan | None:
     return plan  # type: ignore[return-value]
 
 
-def _embedded_plan(cls: type) -> _Plan | None:
+def _embedded_plan(cls: type[Any]) -> _Plan | None:
     """The plan of an EmbeddedDocument class (validate and to_mongo only)."""
     plan = _plans.get(cls, _MISSING)
     if plan is _MISSING:
@@ -231,7 +231,7 @@ def _embedded_plan(cls: type) -> _Plan | None:
     return plan  # type: ignore[return-value]
 
 
-def _build(cls: type, document: bool) -> _Plan | None:
+def _build(cls: type[Any], document: bool) -> _Plan | None:
     """The plan of ``cls``, kept; None, not kept, while a class it embeds is
     not defined yet (MongoEngine's code reports that, if it is asked)."""
     try:
@@ -242,7 +242,7 @@ def _build(cls: type, document: bool) -> _Plan | None:
     return plan
 
 
-def _eligible(cls: type, document: bool) -> bool:
+def _eligible(cls: type[Any], document: bool) -> bool:
     """Whether the plan can do exactly what MongoEngine does for ``cls``."""
     if cls._dynamic or cls.STRICT or cls.__setattr__ is not BaseDocument.__setattr__:
         return False
@@ -280,7 +280,7 @@ class _Source:
     """Generates the three functions of one class's plan."""
 
     def __init__(
-        self, cls: type, fields: list[tuple[str, BaseField]], document: bool
+        self, cls: type[Any], fields: list[tuple[str, BaseField]], document: bool
     ) -> None:
         self.cls, self.fields, self.document = cls, fields, document
         self.namespace: dict[str, Any] = {
