@@ -101,6 +101,7 @@ class Sizes:
     cascade_books: int = 10_000  # cascade_delete
     tasks: int = 500  # concurrent
     scale: tuple[int, ...] = (1_000, 10_000, 100_000)  # scale
+    saves: int = 1_000  # save_delta
 
 
 FULL = Sizes()
@@ -112,6 +113,7 @@ QUICK = Sizes(
     cascade_books=1_000,
     tasks=100,
     scale=(1_000, 10_000),
+    saves=200,
 )
 TINY = Sizes(
     items=60,
@@ -121,6 +123,7 @@ TINY = Sizes(
     cascade_books=40,
     tasks=12,
     scale=(20, 40),
+    saves=20,
 )
 
 # -- scenarios -------------------------------------------------------------------
@@ -128,6 +131,7 @@ TINY = Sizes(
 SCENARIOS: dict[str, str] = {
     "insert_one": "insert N small documents one by one (N = items)",
     "insert_bulk": "insert N small documents in one bulk call",
+    "save_delta": "change one field of N loaded documents, save each (N = saves)",
     "read_iter": "read and materialise N documents with `async for` (sync: for)",
     "read_list": "read and materialise N documents as a list",
     "refs_one_by_one": "books with their authors, each author fetched on its own",

@@ -63,6 +63,27 @@ async def insert_bulk(ctx: Context) -> Case:
     )
 
 
+@scenario("save_delta")
+async def save_delta(ctx: Context) -> Case:
+    docs: list = []
+
+    async def before() -> None:
+        await harness.seed_items(ctx.db, ITEMS, ctx.sizes.saves)
+        docs[:] = list(MeItem.objects)
+
+    def run() -> None:
+        for doc in docs:
+            doc.n += 1
+            doc.save()
+
+    return Case(
+        run,
+        "doc.n += 1; doc.save()",
+        before=before,
+        check=lambda _: harness.collection_summary(ctx.db, ITEMS),
+    )
+
+
 @scenario("read_iter")
 async def read_iter(ctx: Context) -> Case:
     await harness.seed_items(ctx.db, ITEMS, ctx.sizes.items)

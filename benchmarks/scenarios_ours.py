@@ -71,6 +71,27 @@ async def insert_bulk(ctx: Context) -> Case:
     )
 
 
+@scenario("save_delta")
+async def save_delta(ctx: Context) -> Case:
+    docs: list = []
+
+    async def before() -> None:
+        await harness.seed_items(ctx.db, ITEMS, ctx.sizes.saves)
+        docs[:] = await OursItem.objects.async_to_list()
+
+    async def run() -> None:
+        for doc in docs:
+            doc.n += 1
+            await doc.async_save()
+
+    return Case(
+        run,
+        "doc.n += 1; await doc.async_save()",
+        before=before,
+        check=lambda _: harness.collection_summary(ctx.db, ITEMS),
+    )
+
+
 @scenario("read_iter")
 async def read_iter(ctx: Context) -> Case:
     await harness.seed_items(ctx.db, ITEMS, ctx.sizes.items)

@@ -50,6 +50,28 @@ async def insert_bulk(ctx: Context) -> Case:
     )
 
 
+@scenario("save_delta")
+async def save_delta(ctx: Context) -> Case:
+    collection = ctx.db[ITEMS]
+    docs: list[dict] = []
+
+    async def before() -> None:
+        await harness.seed_items(ctx.db, ITEMS, ctx.sizes.saves)
+        docs[:] = await collection.find().to_list(None)
+
+    async def run() -> None:
+        for doc in docs:
+            doc["n"] += 1
+            await collection.update_one({"_id": doc["_id"]}, {"$set": {"n": doc["n"]}})
+
+    return Case(
+        run,
+        "update_one({_id}, {$set: {n}})",
+        before=before,
+        check=lambda _: harness.collection_summary(ctx.db, ITEMS),
+    )
+
+
 @scenario("read_iter")
 async def read_iter(ctx: Context) -> Case:
     await harness.seed_items(ctx.db, ITEMS, ctx.sizes.items)

@@ -50,6 +50,7 @@ __all__ = (
     "get_connection_settings",
     "is_registered_sync",
     "running_loop_or_none",
+    "set_field_display",
 )
 
 MONGOENGINE_CONNECTION_GLOBALS = ("_connection_settings", "_connections", "_dbs")
@@ -86,6 +87,7 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     (BaseDocument, "_delta"),
     (BaseDocument, "_lookup_field"),
     (BaseDocument, "_build_index_spec"),
+    (BaseDocument, "_BaseDocument__set_field_display"),
     (mongoengine.Document, "_meta"),
     (mongoengine.Document, "_class_name"),
     (mongoengine.Document, "_subclasses"),
@@ -167,6 +169,7 @@ PRIVATE_SIGNATURES: tuple[tuple[Any, tuple[str, ...]], ...] = (
     (BaseDocument._delta, ()),
     (BaseDocument._lookup_field, ("parts",)),
     (BaseDocument._build_index_spec, ("spec",)),
+    (BaseDocument._BaseDocument__set_field_display, ()),
     (mongoengine.Document._get_db, ()),
     (mongoengine.Document._get_collection, ()),
     (mongoengine.Document._get_collection_name, ()),
@@ -183,3 +186,9 @@ PRIVATE_SIGNATURES: tuple[tuple[Any, tuple[str, ...]], ...] = (
 )
 """Private callables with the parameter names we pass or accept (overrides),
 ``self``/``cls`` left out; a release may add optional ones."""
+
+
+def set_field_display(document: Any) -> None:
+    """Give ``document`` its ``get_<field>_display`` methods, as
+    ``BaseDocument.__init__`` does (a private, name-mangled method)."""
+    document._BaseDocument__set_field_display()

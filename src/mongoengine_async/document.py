@@ -8,8 +8,9 @@ async is decided at call time by its alias (``meta["db_alias"]`` or an active
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import mongoengine
@@ -30,7 +31,7 @@ from pymongo import ReadPreference
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
-from mongoengine_async import collection_setup, signals
+from mongoengine_async import collection_setup, signals, to_bson
 from mongoengine_async.change_streams import ChangeStream
 from mongoengine_async.connection import (
     get_async_collection,
@@ -46,6 +47,7 @@ from mongoengine_async.operation import Operation, own_session, resolve, session
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.queryset import QuerySet
 from mongoengine_async.select_related import select_related
+from mongoengine_async.to_bson import FastWrites
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -63,10 +65,11 @@ __all__ = ("Document", "DynamicDocument")
 D = TypeVar("D", bound="Document")
 
 
-class Document(LoadedState, MongoEngineDocument):
+class Document(LoadedState, FastWrites, MongoEngineDocument):
     """A MongoEngine Document that also works on async aliases.
 
     LoadedState: the documents our loader builds share their loaded state.
+    FastWrites: construction, ``validate`` and ``to_mongo`` by a generated plan.
     """
 
     # Marks a base class, as on MongoEngine's own Document: its metaclass then
@@ -258,11 +261,7 @@ class Document(LoadedState, MongoEngineDocument):
             self.validate(clean=clean)
         write_concern = write_concern or {}
         id_field = self._meta["id_field"]
-        created = (
-            "_id" not in self.to_mongo(fields=[id_field])
-            or self._created
-            or force_insert
-        )
+        created = not to_bson.has_id(self) or self._created or force_insert
         await signals.send(
             signals.pre_save_post_validation,
             type(self),
@@ -270,8 +269,11 @@ class Document(LoadedState, MongoEngineDocument):
             created=created,
             **signal_kwargs,
         )
-        raw = self.to_mongo()
-        with set_write_concern(collection, write_concern) as target:
+        raw = to_bson.raw(self)  # to_mongo() as a dict: PyMongo encodes it faster
+        # No write concern given: the collection's own (set_write_concern would
+        # make an equal copy of the collection on every save).
+        concern = set_write_concern if write_concern else _as_is
+        with concern(collection, write_concern) as target:
             try:
                 if created:
                     object_id = await self._async_insert(
@@ -307,7 +309,7 @@ class Document(LoadedState, MongoEngineDocument):
                 }
             )
         if created or id_field not in self._meta.get("shard_key", ()):
-            self[id_field] = self._fields[id_field].to_python(object_id)
+            to_bson.set_id(self, self._fields[id_field].to_python(object_id))
         await sync_cached_references(self, created)
         await signals.send(
             signals.post_save,
@@ -543,6 +545,11 @@ class Document(LoadedState, MongoEngineDocument):
         query = self.to_mongo()
         query.pop("_cls", None)
         return await self._qs.filter(**query).async_update_one(**kwargs)
+
+
+@contextlib.contextmanager
+def _as_is(collection: AsyncCollection, _: dict) -> Iterator[AsyncCollection]:
+    yield collection
 
 
 class DynamicDocument(Document, MongoEngineDynamicDocument):

@@ -44,7 +44,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 
-from mongoengine_async import signals
+from mongoengine_async import signals, to_bson
 from mongoengine_async.batches import WHOLE_RESULT, materialise_all
 from mongoengine_async.change_streams import ChangeStream, WatchOptions
 from mongoengine_async.delete_rules import delete_each, delete_matching
@@ -535,10 +535,10 @@ class QuerySet(FastSyncReads, Generic[_D]):
             documents=documents,
             **signal_kwargs,
         )
-        raw = [document.to_mongo() for document in documents]
+        raw = [to_bson.raw(document) for document in documents]
         ids = await self._insert_raw(collection, raw, write_concern, return_one)
         for document, object_id in zip(documents, ids, strict=True):
-            document.pk = object_id
+            to_bson.set_id(document, object_id)  # document.pk = object_id
         if load_bulk:
             loaded = await self.async_in_bulk(ids, session=session)
             documents = [loaded.get(object_id) for object_id in ids]
@@ -583,7 +583,8 @@ class QuerySet(FastSyncReads, Generic[_D]):
             except pymongo.errors.DuplicateKeyError as err:
                 raise NotUniqueError(f"Could not save document ({err})") from err
             except pymongo.errors.BulkWriteError as err:
-                raise BulkWriteError(f"Bulk write error: ({err.details})") from err
+                details = to_bson.son_details(err.details)
+                raise BulkWriteError(f"Bulk write error: ({details})") from err
             except pymongo.errors.OperationFailure as err:
                 if re.match("^E1100[01] duplicate key", str(err)):
                     raise NotUniqueError(

@@ -1,0 +1,576 @@
+"""Faster construction, ``validate`` and ``to_mongo``: same results, less overhead.
+
+What ``from_bson`` does for reads, for writes. MongoEngine's ``__init__`` sends
+every value through ``BaseDocument.__setattr__`` and the field's ``__set__``;
+``validate`` and ``to_mongo`` look each field up, inspect its ``to_mongo``
+signature and build a ``SON`` key by key. Each class (a :class:`FastWrites`)
+gets three functions generated for its fields instead (one straight block per
+field, like ``dataclasses`` generates ``__init__``):
+
+- ``construct(document, values)`` does what ``__init__`` does for the keyword
+  values of a new document, skipping ``to_python`` where it returns its
+  argument unchanged;
+- ``valid(document, clean)`` is True only when MongoEngine's ``validate``
+  would pass (plain checks on exact types, with no side effect); on False,
+  MongoEngine's ``validate`` runs, so every error is MongoEngine's own;
+- ``dump(document)`` builds what ``to_mongo()`` returns, as a plain dict in the
+  same key order, calling each field's own ``to_mongo`` unless it returns its
+  argument unchanged; embedded documents are dumped by their own class's plan.
+
+Whatever a class needs beyond that (dynamic or strict-dict documents, custom
+``__set__``/``__get__``/``__setattr__``/``validate``/``to_mongo``, generated
+values, init signal receivers, unknown keyword arguments) goes to MongoEngine's
+code. ``tests/test_to_bson.py`` checks that both give identical documents,
+stored BSON and validation errors.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import mongoengine
+from bson import SON, ObjectId
+from mongoengine import EmbeddedDocument
+from mongoengine.base import BaseDocument, BaseField, BaseList, ComplexBaseField
+from mongoengine.errors import NotRegistered, ValidationError
+from mongoengine.fields import (
+    BooleanField,
+    DateTimeField,
+    EmbeddedDocumentField,
+    FloatField,
+    IntField,
+    ListField,
+    ObjectIdField,
+    StringField,
+)
+
+from mongoengine_async import fields as our_fields
+from mongoengine_async._compat import set_field_display
+from mongoengine_async.from_bson import _IDENTITY_FOR as IDENTITY_FOR
+from mongoengine_async.from_bson import _embed as embed
+from mongoengine_async.from_bson import _list_converter as list_converter
+from mongoengine_async.from_bson import _plain_setter as plain_setter
+from mongoengine_async.signals import has_init_receivers
+
+__all__ = ("FastWrites", "has_id", "raw", "set_id", "son_details")
+
+_MISSING = object()
+
+# __get__ implementations that read an unset value as None (before __init__
+# ends), so an absent value's default is the one its __set__ gives None.
+_NONE_GETTERS = frozenset(
+    getter
+    for cls in (
+        BaseField,
+        ComplexBaseField,
+        mongoengine.ListField,
+        mongoengine.ReferenceField,
+        mongoengine.GenericReferenceField,
+        our_fields.ReferenceField,
+        our_fields.GenericReferenceField,
+        our_fields.ListField,
+    )
+    for getter in [cls.__get__]
+)
+
+# validate implementations with a side-effect-free check that implies they pass.
+_TYPE_CHECKED = {
+    StringField.validate: str,
+    IntField.validate: int,
+    FloatField.validate: float,
+    BooleanField.validate: bool,
+    ObjectIdField.validate: ObjectId,
+    DateTimeField.validate: datetime.datetime,
+}
+
+
+# The exact types of the values to_python returns unchanged, by to_python.
+_TYPE_KEPT = {
+    to_python: kept
+    for to_python, kept in IDENTITY_FOR.items()
+    if isinstance(kept, type)
+}
+
+
+def _stored_type(field: BaseField) -> type | None:
+    """The exact type whose values ``field.to_mongo`` returns unchanged."""
+    to_mongo = type(field).to_mongo
+    if to_mongo is ObjectIdField.to_mongo:
+        return ObjectId
+    if to_mongo is DateTimeField.to_mongo:
+        return datetime.datetime
+    if to_mongo is not BaseField.to_mongo:
+        return None
+    return _TYPE_KEPT.get(type(field).to_python)
+
+
+class FastWrites:
+    """Routes ``__init__``, ``validate`` and ``to_mongo`` through the class's
+    generated plan when it has one, else to MongoEngine."""
+
+    __slots__ = ()
+
+    def __init__(self, *args: Any, **values: Any) -> None:
+        plan: Any = _plans.get(type(self), _MISSING)
+        if plan is _MISSING:
+            plan = _plan(type(self))
+        if plan is None or args or not plan.construct(self, values):
+            super().__init__(*args, **values)
+
+    def validate(self, clean: bool = True) -> None:
+        """MongoEngine's ``validate``, skipped when the plan proves it passes."""
+        plan = _plan(type(self))
+        if plan is None or not plan.valid(self, clean):
+            super().validate(clean=clean)  # type: ignore[misc]
+
+    def to_mongo(self, *args: Any, **kwargs: Any) -> SON:
+        """MongoEngine's ``to_mongo``, built by the plan for the default arguments."""
+        plan = _plan(type(self))
+        if plan is None or args or kwargs:
+            return super().to_mongo(*args, **kwargs)  # type: ignore[misc]
+        return SON(plan.dump(self))
+
+
+def raw(document: Any) -> dict:
+    """``document.to_mongo()`` as a plain dict (same keys, same order), which
+    PyMongo encodes faster than a SON; for inserts and saves."""
+    plan = _plan(type(document))
+    if plan is None or not plan.plain_to_mongo:
+        return document.to_mongo()
+    return plan.dump(document)
+
+
+def has_id(document: Any) -> bool:
+    """``"_id" in document.to_mongo(fields=[id_field])``, as ``save`` asks it."""
+    plan = _plan(type(document))
+    if plan is not None and plan.plain_to_mongo:
+        value = document._data.get(document._meta["id_field"])
+        if value is None:
+            return False
+        if type(value) is plan.id_type:
+            return True
+    return "_id" in document.to_mongo(fields=[document._meta["id_field"]])
+
+
+def set_id(document: Any, value: Any) -> None:
+    """``setattr(document, id_field, value)`` (``document.pk = value``), as an
+    insert ends: for a new document of a planned class, what MongoEngine's
+    ``__setattr__`` and ``__set__`` do then, without the lookups."""
+    name = document._meta["id_field"]
+    plan = _plan(type(document))
+    state = getattr(document, "__dict__", {})
+    if (
+        plan is None
+        or type(value) is not plan.id_type
+        or state.get("_created") is not True
+        or state.get("_initialised") is not True
+    ):
+        setattr(document, name, value)
+        return
+    state["_created"] = False  # __setattr__: an id makes it no longer new
+    data = document._data
+    if name not in data or data[name] != value:  # __set__: a change
+        document._mark_as_changed(name)
+    data[name] = value
+
+
+def son_details(details: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A bulk write error's details with each failed document as the SON
+    ``to_mongo()`` gives (as MongoEngine's message shows it), not ``raw``'s dict."""
+    errors = [
+        {**error, "op": SON(error["op"])} if type(error.get("op")) is dict else error
+        for error in details.get("writeErrors", ())
+    ]
+    return {**details, "writeErrors": errors} if errors else details
+
+
+# -- plans ------------------------------------------------------------------------
+
+
+class _Plan:
+    """The generated write functions of one class."""
+
+    __slots__ = ("construct", "dump", "id_type", "plain_to_mongo", "valid")
+
+    def __init__(self, cls: type[Any], document: bool) -> None:
+        fields = [(name, cls._fields[name]) for name in cls._fields_ordered]
+        source = _Source(cls, fields, document)
+        self.construct = source.construct() if document else None
+        self.valid = source.valid()
+        self.dump = source.dump()
+        self.plain_to_mongo = cls.to_mongo is FastWrites.to_mongo
+        id_field = cls._fields.get(cls._meta.get("id_field")) if document else None
+        self.id_type = None if id_field is None else _stored_type(id_field)
+
+
+_plans: dict[type[Any], _Plan | None] = {}
+
+
+def _plan(cls: type[Any]) -> _Plan | None:
+    """The write plan of a FastWrites class, or None when only MongoEngine's
+    code is exact for it."""
+    plan = _plans.get(cls, _MISSING)
+    if plan is _MISSING:
+        eligible = issubclass(cls, FastWrites) and _eligible(cls, document=True)
+        plan = _build(cls, document=True) if eligible else _plans.setdefault(cls)
+    return plan  # type: ignore[return-value]
+
+
+def _embedded_plan(cls: type[Any]) -> _Plan | None:
+    """The plan of an EmbeddedDocument class (validate and to_mongo only)."""
+    plan = _plans.get(cls, _MISSING)
+    if plan is _MISSING:
+        eligible = (
+            cls.validate is BaseDocument.validate
+            and cls.to_mongo is EmbeddedDocument.to_mongo
+            and _eligible(cls, document=False)
+        )
+        plan = _build(cls, document=False) if eligible else _plans.setdefault(cls)
+    return plan  # type: ignore[return-value]
+
+
+def _build(cls: type[Any], document: bool) -> _Plan | None:
+    """The plan of ``cls``, kept; None, not kept, while a class it embeds is
+    not defined yet (MongoEngine's code reports that, if it is asked)."""
+    try:
+        plan = _Plan(cls, document)
+    except (NotRegistered, ValidationError):
+        return None
+    _plans[cls] = plan
+    return plan
+
+
+def _eligible(cls: type[Any], document: bool) -> bool:
+    """Whether the plan can do exactly what MongoEngine does for ``cls``."""
+    if cls._dynamic or cls.STRICT or cls.__setattr__ is not BaseDocument.__setattr__:
+        return False
+    if document and (
+        not cls.__dictoffset__
+        or (cls._meta.get("id_field") != "id" and "id" in cls._fields)
+    ):
+        return False
+    return all(
+        not field._auto_gen
+        and (field.name == "_cls") == (field.db_field == "_cls")
+        and plain_setter(field)
+        and type(field).__get__ in _NONE_GETTERS
+        and hasattr(type(field).to_mongo, "__code__")
+        for field in cls._fields.values()
+    )
+
+
+def _valid_embedded(value: Any, clean: bool) -> bool:
+    """Whether validating an embedded document would pass (its class's plan)."""
+    plan = _embedded_plan(type(value))
+    return plan is not None and plan.valid(value, clean)
+
+
+def _dump_embedded(value: Any) -> Any:
+    """An embedded document's ``to_mongo()`` by its class's plan, or MISSING."""
+    plan = _embedded_plan(type(value))
+    return _MISSING if plan is None else SON(plan.dump(value))
+
+
+# -- the generated code ---------------------------------------------------------------
+
+
+class _Source:
+    """Generates the three functions of one class's plan."""
+
+    def __init__(
+        self, cls: type[Any], fields: list[tuple[str, BaseField]], document: bool
+    ) -> None:
+        self.cls, self.fields, self.document = cls, fields, document
+        self.namespace: dict[str, Any] = {
+            "BaseList": BaseList,
+            "MISSING": _MISSING,
+            "class_name": cls._class_name,
+            "dump_embedded": _dump_embedded,
+            "embed": embed,
+            "has_init_receivers": has_init_receivers,
+            "set_data": BaseDocument.__dict__["_data"].__set__,
+            "set_field_display": set_field_display,
+            "valid_embedded": _valid_embedded,
+        }
+
+    def _compile(self, source: str, kind: str) -> Callable[..., Any]:
+        """The function ``kind`` defined by ``source``, named after the class."""
+        name = f"<{kind} of {self.cls._class_name}>"
+        exec(compile(source, name, "exec"), self.namespace)
+        return self.namespace[kind]
+
+    # -- construct ------------------------------------------------------------------
+
+    def construct(self) -> Callable[[Any, dict], bool]:
+        """``construct(document, values)``: ``__init__``'s work, or False
+        (having changed nothing) when MongoEngine's ``__init__`` must run.
+
+        An absent value and None both give the field's default, as in
+        ``__init__``. A conversion that raises sends the values to ``__init__``,
+        which raises it in its own order (that of the keyword arguments).
+        """
+        ns = self.namespace
+        ns["known_keys"] = frozenset(self.cls._fields)
+        fields = list(self.cls._fields.items())
+        lines = [
+            "def construct(self, values):",
+            "    if not known_keys.issuperset(values) or has_init_receivers():",
+            "        return False",
+            "    get = values.get",
+            "    try:",
+        ]
+        for index, (name, field) in enumerate(fields):
+            lines += _indent(self._convert(index, name, field), 8)
+        data = ", ".join(
+            f"{name!r}: v{index}" for index, (name, _) in enumerate(fields)
+        )
+        lines += [
+            "    except Exception:",
+            "        return False",
+            f"    data = {{{data}}}",
+        ]
+        if "_cls" in self.cls._fields:  # allow_inheritance: a field holds it
+            lines += [
+                "    if '_cls' not in values:",
+                "        data['_cls'] = class_name",
+            ]
+        display = any(field.choices for _, field in self.fields)
+        lines += [
+            "    set_data(self, data)",
+            "    state = self.__dict__",
+            # __init__'s flags; False while get_<field>_display are set, as there.
+            f"    state['_initialised'] = {not display}",
+            "    state['_created'] = True",
+        ]
+        if "_cls" not in self.cls._fields:
+            lines.append("    state['_cls'] = class_name")
+        if display:
+            lines += ["    set_field_display(self)", "    state['_initialised'] = True"]
+        lines.append("    return True")
+        return self._compile("\n".join(lines) + "\n", "construct")
+
+    def _default(self, index: int, field: BaseField, target: str) -> list[str]:
+        """What ``__set__(None)`` stores: None, or the default (linked if embedded)."""
+        default = field.default
+        if field.null or default is None:
+            return [f"{target} = None"]
+        self.namespace[f"default_{index}"] = default
+        if not callable(default) and not isinstance(
+            default, list | tuple | EmbeddedDocument
+        ):
+            return [f"{target} = default_{index}"]
+        value = f"default_{index}()" if callable(default) else f"default_{index}"
+        return [f"{target} = {value}", f"embed(self, {target})"]
+
+    def _convert(self, index: int, name: str, field: BaseField) -> list[str]:
+        """Set ``v<index>`` to the value ``__init__`` stores for the field."""
+        ns = self.namespace
+        value = f"v{index}"
+        inner = getattr(field, "field", None)
+        to_python = field.to_python
+        if type(field).to_python is ListField.to_python and inner is not None:
+            to_python = list_converter(field, inner)
+        ns[f"to_python_{index}"] = to_python
+        lines = [
+            f"{value} = get({name!r})",
+            f"if {value} is None:",
+            *_indent(self._default(index, field, value), 4),
+        ]
+        identity = _TYPE_KEPT.get(type(field).to_python)
+        if identity is not None:
+            ns[f"type_{index}"] = identity
+            lines += [f"elif type({value}) is type_{index}:", "    pass"]
+        item = _TYPE_KEPT.get(type(inner).to_python) if inner is not None else None
+        if type(field).to_python is ListField.to_python and item is not None:
+            # ComplexBaseField.to_python copies a list whose items it keeps.
+            ns[f"items_{index}"] = frozenset([item])
+            lines += [
+                f"elif type({value}) is list and "
+                f"items_{index}.issuperset(map(type, {value})):",
+                f"    {value} = list({value})",
+            ]
+        return [
+            *lines,
+            "else:",
+            f"    {value} = to_python_{index}({value})",
+            f"    embed(self, {value})",
+        ]
+
+    # -- valid ------------------------------------------------------------------------
+
+    def valid(self) -> Callable[[Any, bool], bool]:
+        """``valid(document, clean)``: True only if ``validate`` would pass."""
+        custom_clean = self.cls.clean is not BaseDocument.clean
+        lines = ["def valid(self, clean):"]
+        if custom_clean:
+            lines += ["    if clean:", "        return False"]
+        lines.append("    get = self._data.get")
+        for index, (name, field) in enumerate(self.fields):
+            check = self._check(index, field, f"v{index}", "clean")
+            lines += [f"    v{index} = get({name!r})", f"    if v{index} is None:"]
+            lines.append("        return False" if field.required else "        pass")
+            lines += [f"    elif not ({check}):", "        return False"]
+        lines.append("    return True")
+        return self._compile("\n".join(lines) + "\n", "valid")
+
+    def _check(self, index: int, field: BaseField, value: str, clean: str) -> str:
+        """An expression, True only when ``field._validate(value)`` passes
+        (``clean``: the expression of the clean flag an embedded document gets)."""
+        if field.validation is not None or type(field)._validate is not (
+            BaseField._validate
+        ):
+            return "False"
+        choices = self._choices(index, field, value)
+        if choices is None:
+            return "False"
+        validate = type(field).validate
+        if validate is EmbeddedDocumentField.validate:
+            if field.choices:  # compared by isinstance, not by value
+                return "False"
+            self.namespace[f"cdocument_type_{index}"] = field.document_type
+            check = (
+                f"type({value}) is cdocument_type_{index}"
+                f" and valid_embedded({value}, {clean})"
+            )
+        elif validate is ListField.validate:
+            check = self._list_check(index, field, value)
+        else:
+            check = self._scalar_check(index, field, value)
+        return f"{check} and {choices}" if choices != "True" else check
+
+    def _choices(self, index: int, field: BaseField, value: str) -> str | None:
+        """The choices check on a value of a checked type (None: not plain)."""
+        if not field.choices:
+            return "True"
+        choices = list(field.choices)
+        if isinstance(choices[0], list | tuple):
+            choices = [key for key, _ in choices]
+        try:
+            self.namespace[f"cchoices_{index}"] = frozenset(choices)
+        except TypeError:
+            return None
+        if type(field).validate is not ListField.validate:
+            return f"{value} in cchoices_{index}"
+        return f"cchoices_{index}.issuperset({value})"
+
+    def _scalar_check(self, index: int, field: BaseField, value: str) -> str:
+        """The exact type and the bounds ``validate`` checks, for known fields."""
+        kind = _TYPE_CHECKED.get(type(field).validate)
+        if kind is None:
+            return "False"
+        ns = self.namespace
+        ns[f"ctype_{index}"] = kind
+        parts = [f"type({value}) is ctype_{index}"]
+        for attribute, operator in (("max_length", "<="), ("min_length", ">=")):
+            if getattr(field, attribute, None) is not None:
+                ns[f"c{attribute}_{index}"] = getattr(field, attribute)
+                parts.append(f"len({value}) {operator} c{attribute}_{index}")
+        for attribute, operator in (("min_value", ">="), ("max_value", "<=")):
+            if getattr(field, attribute, None) is not None:
+                ns[f"c{attribute}_{index}"] = getattr(field, attribute)
+                parts.append(f"{value} {operator} c{attribute}_{index}")
+        if getattr(field, "regex", None) is not None:
+            ns[f"cregex_{index}"] = field.regex
+            parts.append(f"cregex_{index}.match({value}) is not None")
+        return " and ".join(parts)
+
+    def _list_check(self, index: int, field: BaseField, value: str) -> str:
+        """A list within its bounds whose items all pass their own check."""
+        parts = [f"isinstance({value}, list)"]
+        if field.max_length is not None:
+            self.namespace[f"cmax_length_{index}"] = field.max_length
+            parts.append(f"len({value}) <= cmax_length_{index}")
+        if field.required:
+            parts.append(value)
+        inner = field.field
+        if inner is not None:
+            # Items validate as ``_validate(item)``: an embedded one with clean.
+            number = index * 1000 + 1
+            item = self._check(number, inner, "item", "True")
+            if item == "False":
+                return "False"
+            if item == f"type(item) is ctype_{number}":  # checked in C
+                self.namespace[f"ctypes_{number}"] = frozenset(
+                    [self.namespace[f"ctype_{number}"]]
+                )
+                parts.append(f"ctypes_{number}.issuperset(map(type, {value}))")
+            else:
+                parts.append(f"all({item} for item in {value})")
+        return " and ".join(parts)
+
+    # -- dump ------------------------------------------------------------------------
+
+    def dump(self) -> Callable[[Any], dict]:
+        """``dump(document)``: ``to_mongo()``'s keys and values, as a dict."""
+        lines = [
+            "def dump(self):",
+            "    get = self._data.get",
+            "    son = {'_id': None}",
+        ]
+        if self.cls._meta.get("allow_inheritance"):
+            lines.append("    son['_cls'] = class_name")
+        for index, (name, field) in enumerate(self.fields):
+            lines += [f"    value = get({name!r})", "    if value is not None:"]
+            lines += _indent(self._to_mongo(index, field), 8)
+            store = f"son[{field.db_field!r}] = value"
+            lines += [
+                "        if value is not None:"
+                if not field.null
+                else "        if True:",
+                f"            {store}",
+            ]
+            if field.null:
+                lines += ["    else:", f"        {store}"]
+        if self.document:
+            lines += [
+                "    if son['_id'] is None:",
+                "        stored_id = get('id')",
+                "        if stored_id is None:",
+                "            del son['_id']",
+                "        else:",
+                "            son['_id'] = stored_id",
+            ]
+        else:
+            lines += ["    if son['_id'] is None:", "        del son['_id']"]
+        lines.append("    return son")
+        return self._compile("\n".join(lines) + "\n", "dump")
+
+    def _to_mongo(self, index: int, field: BaseField) -> list[str]:
+        """Turn ``value`` into what ``field.to_mongo`` returns for it."""
+        ns = self.namespace
+        to_mongo = field.to_mongo
+        if "use_db_field" in to_mongo.__code__.co_varnames:
+            ns[f"to_mongo_{index}"] = lambda value: to_mongo(value, use_db_field=True)
+        else:
+            ns[f"to_mongo_{index}"] = to_mongo
+        generic = [f"value = to_mongo_{index}(value)"]
+        stored = _stored_type(field)
+        if stored is not None:
+            ns[f"stored_{index}"] = stored
+            return [f"if type(value) is not stored_{index}:", *_indent(generic, 4)]
+        if type(field).to_mongo is EmbeddedDocumentField.to_mongo:
+            ns[f"document_type_{index}"] = field.document_type
+            return [
+                f"dumped = dump_embedded(value) if type(value) is document_type_{index}"
+                " else MISSING",
+                f"value = to_mongo_{index}(value) if dumped is MISSING else dumped",
+            ]
+        inner = getattr(field, "field", None)
+        item = None if inner is None else _stored_type(inner)
+        if type(field).to_mongo is ComplexBaseField.to_mongo and item is not None:
+            ns[f"items_{index}"] = frozenset([item])
+            return [
+                "if (type(value) is list or type(value) is BaseList) and "
+                f"items_{index}.issuperset(map(type, value)):",
+                "    value = list(value)",
+                "else:",
+                *_indent(generic, 4),
+            ]
+        return generic
+
+
+def _indent(lines: list[str], spaces: int) -> list[str]:
+    """Source lines moved right by ``spaces``."""
+    return [" " * spaces + line for line in lines]

@@ -1,0 +1,526 @@
+"""The generated write path gives exactly what MongoEngine's own code gives.
+
+Hypothesis draws keyword values (valid and invalid) for models holding every
+field kind; each set goes through our classes' construction, ``validate`` and
+``to_mongo`` (the plan of ``to_bson``) and through MongoEngine's own
+``BaseDocument.__init__``, ``BaseDocument.validate`` and ``Document.to_mongo``
+called on the same class. The documents, the ``to_mongo`` SON (key order
+included, nested too), the ValidationError (type, message, ``.errors``) and
+what is stored in MongoDB and read back must be identical.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import mongoengine
+import pytest
+from bson import ObjectId
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mongoengine.base import BaseDocument
+
+import mongoengine_async
+from mongoengine_async import (
+    BooleanField,
+    CachedReferenceField,
+    DateField,
+    DateTimeField,
+    DecimalField,
+    DictField,
+    Document,
+    DynamicField,
+    EmailField,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
+    EmbeddedDocumentListField,
+    FloatField,
+    GenericEmbeddedDocumentField,
+    GenericReferenceField,
+    IntField,
+    ListField,
+    LongField,
+    MapField,
+    ObjectIdField,
+    PointField,
+    ReferenceField,
+    SortedListField,
+    StringField,
+    UUIDField,
+    ValidationError,
+    to_bson,
+)
+
+# -- models ---------------------------------------------------------------------------
+
+
+class TbTarget(Document):
+    name = StringField()
+
+
+class TbPart(EmbeddedDocument):
+    label = StringField(max_length=5)
+    count = IntField(default=1, min_value=0)
+
+
+class TbCleanPart(EmbeddedDocument):
+    """Its clean runs (and may fail) on validation with clean=True."""
+
+    label = StringField()
+
+    def clean(self) -> None:
+        if self.label == "bad":
+            raise ValidationError("bad label")
+
+
+class TbScalars(Document):
+    text = StringField()
+    short = StringField(max_length=4, min_length=1)
+    code = StringField(regex=r"^[a-c]+$", db_field="c")
+    number = IntField(min_value=-5, max_value=50)
+    plain_int = IntField()
+    big = LongField()
+    ratio = FloatField(min_value=0.0, max_value=1.0, null=True)
+    real = FloatField()
+    flag = BooleanField(default=False)
+    when = DateTimeField()
+    other_id = ObjectIdField()
+    amount = DecimalField(precision=2)
+    email = EmailField()
+    token = UUIDField(binary=True)
+    needed = StringField(required=True, default="x")
+    size = StringField(choices=["S", "M", "L"])
+    level = IntField(choices=[(1, "low"), (2, "high")])
+
+
+class TbContainers(Document):
+    tags = ListField(StringField(), db_field="t")
+    scores = ListField(IntField(min_value=0), max_length=3)
+    picks = ListField(StringField(choices=["a", "b"]))
+    required_list = ListField(StringField(), required=True)
+    untyped = ListField()
+    attributes = DictField()
+    counters = MapField(IntField())
+    part = EmbeddedDocumentField(TbPart)
+    clean_part = EmbeddedDocumentField(TbCleanPart)
+    parts = EmbeddedDocumentListField(TbPart)
+    part_list = ListField(EmbeddedDocumentField(TbPart))
+    target = ReferenceField(TbTarget)
+    targets = ListField(ReferenceField(TbTarget))
+
+
+class TbMore(Document):
+    """The other field kinds the plan takes (their own checks are MongoEngine's)."""
+
+    cached = CachedReferenceField(TbTarget, fields=["name"])
+    anything = GenericReferenceField()
+    loose = DynamicField()
+    where = PointField()
+    day = DateField()
+    any_part = GenericEmbeddedDocumentField()
+    ordered = SortedListField(StringField())
+    ordered_parts = SortedListField(EmbeddedDocumentField(TbPart), ordering="count")
+
+
+class TbKeyed(Document):
+    """Its own string primary key, stored under a renamed field."""
+
+    key = StringField(primary_key=True)
+    label = StringField(null=True)
+    n = IntField(db_field="number", default=lambda: 7)
+
+
+class TbInherited(Document):
+    name = StringField()
+    meta = {"allow_inheritance": True}
+
+
+class TbChild(TbInherited):
+    extra = IntField()
+
+
+class TbCleaned(Document):
+    """A custom clean: validation with clean=True goes to MongoEngine."""
+
+    name = StringField()
+
+    def clean(self) -> None:
+        if self.name == "bad":
+            raise ValidationError("bad name")
+        self.name = (self.name or "").strip()
+
+
+MODELS = (TbScalars, TbContainers, TbMore, TbKeyed, TbInherited, TbChild, TbCleaned)
+
+# -- values -----------------------------------------------------------------------
+
+JUNK = st.sampled_from(
+    [None, 0, 7, -1, 2.5, True, "", "abc", "x" * 9, b"by", [], ["a"], {}, {"k": 1}]
+)
+TEXT = st.text(alphabet="abcxyz ", max_size=6)
+DATES = st.datetimes(
+    min_value=datetime.datetime(1990, 1, 1), max_value=datetime.datetime(2040, 1, 1)
+).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000))
+PARTS = st.builds(
+    TbPart, label=st.one_of(TEXT, JUNK), count=st.one_of(st.integers(-2, 3), JUNK)
+)
+CLEAN_PARTS = st.builds(TbCleanPart, label=st.sampled_from(["ok", "bad", None]))
+
+
+def saved_target() -> TbTarget:
+    """A target that looks saved (it has an id) and one that does not."""
+    return TbTarget(id=ObjectId(), name="t")
+
+
+TARGETS = st.one_of(st.builds(saved_target), st.builds(TbTarget), JUNK)
+
+FIELD_VALUES: dict[type, dict[str, st.SearchStrategy]] = {
+    TbScalars: {
+        "text": st.one_of(TEXT, JUNK),
+        "short": st.one_of(TEXT, JUNK),
+        "code": st.one_of(st.text(alphabet="abcd", max_size=4), JUNK),
+        "number": st.one_of(st.integers(-8, 60), JUNK),
+        "plain_int": st.one_of(
+            st.integers(-(2**62), 2**62), st.sampled_from(["12", "x"]), JUNK
+        ),
+        "big": st.one_of(st.integers(-(2**40), 2**40), JUNK),
+        "ratio": st.one_of(st.floats(-0.5, 1.5), st.integers(0, 2), JUNK),
+        "real": st.one_of(st.floats(allow_nan=False), st.integers(-9, 9), JUNK),
+        "flag": st.one_of(st.booleans(), JUNK),
+        "when": st.one_of(DATES, st.just("2020-01-02"), JUNK),
+        "other_id": st.one_of(st.builds(ObjectId), st.just("5f" * 12), JUNK),
+        "amount": st.one_of(
+            st.decimals(-100, 100, places=3), st.sampled_from(["1.5", "x"])
+        ),
+        "email": st.one_of(st.just("a@example.com"), TEXT, JUNK),
+        "token": st.one_of(st.builds(uuid.uuid4), JUNK),
+        "needed": st.one_of(TEXT, st.none()),
+        "size": st.one_of(st.sampled_from(["S", "M", "XL"]), JUNK),
+        "level": st.one_of(st.sampled_from([1, 2, 3]), JUNK),
+    },
+    TbContainers: {
+        "tags": st.one_of(st.lists(TEXT, max_size=3), st.lists(JUNK, max_size=2), JUNK),
+        "scores": st.one_of(st.lists(st.integers(-1, 9), max_size=4), JUNK),
+        "picks": st.one_of(st.lists(st.sampled_from(["a", "b", "c"]), max_size=3)),
+        "required_list": st.one_of(st.lists(TEXT, max_size=2), st.none()),
+        "untyped": st.one_of(st.lists(st.one_of(TEXT, st.integers(-9, 9)), max_size=3)),
+        "attributes": st.one_of(
+            st.dictionaries(TEXT, st.integers(-9, 9), max_size=2), JUNK
+        ),
+        "counters": st.one_of(
+            st.dictionaries(TEXT, st.one_of(st.integers(-9, 9), TEXT), max_size=2), JUNK
+        ),
+        "part": st.one_of(PARTS, JUNK),
+        "clean_part": st.one_of(CLEAN_PARTS, st.none()),
+        "parts": st.one_of(st.lists(PARTS, max_size=2), st.none()),
+        "part_list": st.one_of(st.lists(PARTS, max_size=2), st.none()),
+        "target": TARGETS,
+        "targets": st.one_of(st.lists(st.builds(saved_target), max_size=2), JUNK),
+    },
+    TbMore: {
+        "cached": TARGETS,
+        "anything": TARGETS,
+        "loose": st.one_of(TEXT, st.integers(-9, 9), st.lists(TEXT, max_size=2), JUNK),
+        "where": st.one_of(st.just([1.5, 2.0]), st.just({"type": "Point"}), JUNK),
+        "day": st.one_of(DATES.map(lambda d: d.date()), DATES, JUNK),
+        "any_part": st.one_of(PARTS, JUNK),
+        "ordered": st.one_of(st.lists(TEXT, max_size=3), JUNK),
+        "ordered_parts": st.one_of(st.lists(PARTS, max_size=3), st.none()),
+    },
+    TbKeyed: {
+        "key": st.one_of(TEXT, st.none()),
+        "label": st.one_of(TEXT, st.none()),
+        "n": st.one_of(st.integers(-3, 3), st.none(), st.just("4")),
+    },
+    TbInherited: {"name": st.one_of(TEXT, JUNK)},
+    TbChild: {
+        "name": st.one_of(TEXT, JUNK),
+        "extra": st.one_of(st.integers(-9, 9), JUNK),
+    },
+    TbCleaned: {"name": st.one_of(st.sampled_from(["bad", " ok "]), TEXT, JUNK)},
+}
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> tuple[type, dict[str, Any]]:
+    """A model and keyword values for some of its fields (in a drawn order)."""
+    model = draw(st.sampled_from(MODELS))
+    strategies = FIELD_VALUES[model]
+    # Few fields at a time: an invalid value is then often the only one, so
+    # the plan's own checks (not only its fallback) decide.
+    names = draw(st.lists(st.sampled_from(sorted(strategies)), unique=True, max_size=3))
+    return model, {name: draw(strategies[name]) for name in names}
+
+
+EXAMPLES = settings(
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+# -- MongoEngine's own path, on the same classes ------------------------------------
+
+
+def mongoengine_new(model: type, values: dict[str, Any]) -> Any:
+    """``model(**values)`` by MongoEngine's ``BaseDocument.__init__``."""
+    document = model.__new__(model)
+    BaseDocument.__init__(document, **values)
+    return document
+
+
+def mongoengine_validate(document: Any, clean: bool = True) -> None:
+    BaseDocument.validate(document, clean=clean)
+
+
+def mongoengine_to_mongo(document: Any) -> Any:
+    return mongoengine.Document.to_mongo(document)
+
+
+# -- comparing ---------------------------------------------------------------------
+
+
+def outcome(function: Callable[[], Any]) -> tuple[str, Any]:
+    """("ok", result) or ("raised", (type, message, errors)) of ``function()``."""
+    try:
+        return "ok", function()
+    except Exception as error:
+        return "raised", describe(error)
+
+
+def describe(error: Exception) -> tuple[type, str, Any]:
+    """An exception as comparable data: ValidationError's nested errors included."""
+    if isinstance(error, ValidationError):
+        return type(error), str(error), errors_of(error)
+    return type(error), str(error), None
+
+
+def errors_of(error: ValidationError) -> Any:
+    """``.errors``, each nested error as (type, message, field name, errors)."""
+
+    def one(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: one(item) for key, item in value.items()}
+        if isinstance(value, ValidationError):
+            return (type(value), str(value), value.field_name, one(value.errors))
+        return (type(value), str(value))
+
+    return one(error.errors), error.to_dict()
+
+
+def state(document: Any) -> Any:
+    """Everything a document holds: values (in order), instance dict, flags."""
+    # The plan keeps _data in field order (MongoEngine: absent fields first).
+    values = {key: stored_form(value) for key, value in document._data.items()}
+    instance = {
+        key: (value.keywords if callable(value) else value)
+        for key, value in vars(document).items()
+        if key != "_dynamic_fields"
+    }
+    links = {
+        key: value._instance is not None
+        for key, value in document._data.items()
+        if isinstance(value, mongoengine.EmbeddedDocument)
+    }
+    return type(document), values, instance, links, document._created
+
+
+def stored_form(value: Any) -> Any:
+    """A value with embedded documents as their class and data (they compare
+    equal whenever their data does)."""
+    if isinstance(value, mongoengine.EmbeddedDocument):
+        return type(value), value._data
+    if isinstance(value, list):
+        return [stored_form(item) for item in value]
+    return value
+
+
+def son_form(value: Any) -> Any:
+    """A to_mongo result with its type and key order made explicit."""
+    if isinstance(value, dict):
+        return type(value), [(key, son_form(item)) for key, item in value.items()]
+    if isinstance(value, list):
+        return [son_form(item) for item in value]
+    return type(value), value
+
+
+# -- the plans are there -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", [TbScalars, TbContainers, TbMore, TbKeyed, TbChild])
+def test_models_are_planned(model: type) -> None:
+    """The models take the generated path (else the tests below compare
+    MongoEngine with itself)."""
+    assert to_bson._plan(model) is not None
+    assert to_bson._embedded_plan(TbPart) is not None
+
+
+def test_unusual_classes_take_mongoengine_path() -> None:
+    class TbDynamic(mongoengine_async.DynamicDocument):
+        name = StringField()
+
+    class TbOwnToMongo(Document):
+        name = StringField()
+
+        def to_mongo(self, *args: Any, **kwargs: Any) -> Any:
+            son = super().to_mongo(*args, **kwargs)
+            son["extra"] = 1
+            return son
+
+    assert to_bson._plan(TbDynamic) is None
+    document = TbOwnToMongo(name="a")
+    assert to_bson.raw(document) == {"name": "a", "extra": 1}
+
+
+# -- equality, without a database ----------------------------------------------------
+
+
+@EXAMPLES
+@given(documents())
+def test_construction_is_mongoengines(drawn: tuple[type, dict[str, Any]]) -> None:
+    model, values = drawn
+    fast = outcome(lambda: model(**values))
+    slow = outcome(lambda: mongoengine_new(model, values))
+    assert fast[0] == slow[0]
+    if fast[0] == "raised":
+        assert fast == slow
+    else:
+        assert state(fast[1]) == state(slow[1])
+
+
+@EXAMPLES
+@given(documents(), st.booleans())
+def test_validation_is_mongoengines(
+    drawn: tuple[type, dict[str, Any]], clean: bool
+) -> None:
+    model, values = drawn
+    document = outcome(lambda: model(**values))
+    if document[0] == "raised":
+        return
+    fast = outcome(lambda: document[1].validate(clean=clean))
+    again = model(**values)
+    slow = outcome(lambda: mongoengine_validate(again, clean=clean))
+    assert fast == slow
+    assert state(document[1]) == state(again)
+
+
+@EXAMPLES
+@given(documents())
+def test_to_mongo_is_mongoengines(drawn: tuple[type, dict[str, Any]]) -> None:
+    model, values = drawn
+    document = outcome(lambda: model(**values))
+    if document[0] == "raised":
+        return
+    fast = outcome(lambda: son_form(document[1].to_mongo()))
+    slow = outcome(lambda: son_form(mongoengine_to_mongo(document[1])))
+    assert fast == slow
+    if fast[0] == "ok":
+        # What inserts and saves send: the same keys, values and order.
+        assert son_form(dict(document[1].to_mongo())) == son_form(
+            to_bson.raw(document[1])
+        )
+
+
+@settings(EXAMPLES, max_examples=60)
+@given(documents(), st.booleans())
+def test_setting_the_new_id_is_mongoengines(
+    drawn: tuple[type, dict[str, Any]], tracked: bool
+) -> None:
+    """What an insert does last (``document.pk = inserted_id``), on a new
+    document, with or without tracked changes (a save clears them)."""
+    model, values = drawn
+    made = outcome(lambda: (model(**values), model(**values)))
+    if made[0] == "raised":
+        return
+    ours, theirs = made[1]
+    if tracked:
+        ours._changed_fields, theirs._changed_fields = [], []
+    new_id = "key" if model is TbKeyed else ObjectId()
+    to_bson.set_id(ours, new_id)
+    setattr(theirs, model._meta["id_field"], new_id)
+    assert state(ours) == state(theirs)
+    changed = getattr(ours, "_changed_fields", None)
+    assert changed == getattr(theirs, "_changed_fields", None)
+
+
+def test_to_mongo_after_loading_and_changes() -> None:
+    """A loaded document changed in place dumps as MongoEngine dumps it."""
+    document = TbContainers(tags=["a"], part=TbPart(label="p"))
+    document.tags.append("b")
+    document.part.count = 5
+    assert son_form(document.to_mongo()) == son_form(mongoengine_to_mongo(document))
+
+
+# -- equality of what is stored ------------------------------------------------------
+
+
+def drawn_examples(count: int) -> list[tuple[type, dict[str, Any]]]:
+    """``count`` drawn documents that MongoEngine validates (to store them)."""
+    found: list[tuple[type, dict[str, Any]]] = []
+
+    @settings(max_examples=count * 4, deadline=None, derandomize=True, database=None)
+    @given(documents())
+    def collect(drawn: tuple[type, dict[str, Any]]) -> None:
+        model, values = drawn
+        try:
+            mongoengine_validate(mongoengine_new(model, values))
+        except Exception:
+            return
+        found.append(drawn)
+
+    collect()
+    assert len(found) >= count // 2, "too few valid examples to store"
+    return found[:count]
+
+
+def stored(document: dict) -> Any:
+    """A stored document, id aside (each side gets its own), as son_form."""
+    return son_form({key: value for key, value in document.items() if key != "_id"})
+
+
+async def test_stored_documents_are_mongoengines(async_alias: str) -> None:
+    """async_save (the plan's dict) stores what MongoEngine's to_mongo SON,
+    inserted as such, stores: read back from MongoDB."""
+    for model, values in drawn_examples(30):
+        document = model(**values)
+        await document.async_save()
+        collection = model._get_collection()
+        theirs = collection.database[f"{collection.name}_mongoengine"]
+        theirs_document = mongoengine_new(model, values)
+        mongoengine_validate(theirs_document)  # as save does (clean may change it)
+        son = mongoengine_to_mongo(theirs_document)
+        son.pop("_id", None)
+        result = await theirs.insert_one(son)
+        ours_read = await collection.find_one({"_id": document.pk})
+        theirs_read = await theirs.find_one({"_id": result.inserted_id})
+        assert stored(ours_read) == stored(theirs_read), (model, values)
+
+
+async def test_bulk_insert_is_mongoengines(async_alias: str) -> None:
+    """async_insert of many documents stores what their to_mongo SONs store."""
+    documents = [TbScalars(text=f"t{i}", number=i, real=i / 2) for i in range(20)]
+    await TbScalars.objects.async_insert(documents, load_bulk=False)
+    collection = TbScalars._get_collection()
+    for document in documents:
+        read = await collection.find_one({"_id": document.pk})
+        expected = mongoengine_to_mongo(document)
+        assert son_form(read) == son_form(dict(expected))
+
+
+def test_sync_alias_saves_what_mongoengine_saves(sync_default: Any) -> None:
+    """On a sync alias MongoEngine's save() runs, through the same plan."""
+    for model, values in drawn_examples(12):
+        document = model(**values).save()
+        read = model._get_collection().find_one({"_id": document.pk})
+        theirs = mongoengine_new(model, values)
+        mongoengine_validate(theirs)  # as save does (clean may change it)
+        son = mongoengine_to_mongo(theirs)
+        son.pop("_id", None)
+        collection = model._get_collection()
+        side = collection.database[f"{collection.name}_mongoengine"]
+        expected = side.find_one({"_id": side.insert_one(son).inserted_id})
+        assert stored(read) == stored(expected), (model, values)
