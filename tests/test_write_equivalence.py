@@ -88,6 +88,11 @@ SIGNALS = {
 }
 
 
+# By name first: an upsert's _id comes from the server, and within one second
+# its order against the client's ids depends on their random bytes.
+STORED_ORDER = [("name", 1), ("_id", 1)]
+
+
 class SyncApi:
     """Calls MongoEngine's own (blocking) methods."""
 
@@ -95,7 +100,7 @@ class SyncApi:
         return getattr(target, name)(*args, **kwargs)
 
     async def stored(self, cls: type) -> list[dict]:
-        return list(cls._get_collection().find().sort("_id", 1))
+        return list(cls._get_collection().find().sort(STORED_ORDER))
 
 
 class AsyncApi:
@@ -106,7 +111,7 @@ class AsyncApi:
 
     async def stored(self, cls: type) -> list[dict]:
         collection = await cls._async_get_collection()
-        return await collection.find().sort("_id", 1).to_list()
+        return await collection.find().sort(STORED_ORDER).to_list()
 
 
 Case = Callable[[Any], Awaitable[Any]]
