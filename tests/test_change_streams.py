@@ -69,11 +69,14 @@ class CsTool(CsItem):
 async def take(stream: ChangeStream[Any], count: int) -> list[ChangeEvent[Any]]:
     """The next ``count`` events of ``stream``."""
     events: list[ChangeEvent[Any]] = []
-    async with asyncio.timeout(WAIT_SECONDS):
+
+    async def collect() -> None:
         while len(events) < count:
             event = await stream.try_next()
             if event is not None:
                 events.append(event)
+
+    await asyncio.wait_for(collect(), WAIT_SECONDS)  # asyncio.timeout: 3.11+
     return events
 
 
@@ -389,9 +392,12 @@ async def cursor_exists(cursor_id: int) -> bool:
 
 async def cursor_gone(cursor_id: int) -> None:
     """Wait until the server no longer holds cursor ``cursor_id``."""
-    async with asyncio.timeout(WAIT_SECONDS):
+
+    async def wait() -> None:
         while await cursor_exists(cursor_id):
             await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(wait(), WAIT_SECONDS)
 
 
 def stream_cursor_id(command_log: CommandLog) -> int:
@@ -465,9 +471,12 @@ async def test_cancelling_the_task_kills_the_cursor(
     assert await stream.try_next() is None  # opened before the write
     task = asyncio.create_task(iterate(stream, seen))
     await CsBook(title="one").async_save()
-    async with asyncio.timeout(WAIT_SECONDS):
+
+    async def waiting_in_a_get_more() -> None:
         while not seen or command_log.count("getMore") < 3:
-            await asyncio.sleep(0.01)  # the task now waits in a getMore
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(waiting_in_a_get_more(), WAIT_SECONDS)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -486,7 +495,8 @@ FAILOVER_INSERTS = 60
 async def insert_until_acknowledged(pk: ObjectId, number: int) -> None:
     """Insert the book ``pk``, retrying through the election (a duplicate key
     means an earlier attempt was applied)."""
-    async with asyncio.timeout(90):
+
+    async def insert() -> None:
         while True:
             try:
                 await CsBook(id=pk, pages=number).async_save(force_insert=True)
@@ -495,6 +505,8 @@ async def insert_until_acknowledged(pk: ObjectId, number: int) -> None:
                 return
             except PyMongoError:
                 await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(insert(), 90)
 
 
 async def read_pages(stream: ChangeStream[Any], pages: list[int]) -> None:
