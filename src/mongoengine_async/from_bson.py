@@ -39,12 +39,16 @@ from mongoengine.fields import (
 from mongoengine_async.signals import has_init_receivers
 
 __all__ = (
+    "IDENTITY_FOR",
     "LoadedState",
     "from_son",
     "joining_loader",
+    "link_embedded",
+    "list_converter",
     "loader",
     "loader_key",
     "plain_references",
+    "plain_setter",
 )
 
 _MISSING = object()
@@ -52,7 +56,7 @@ _ANY = object()
 
 
 # to_python implementations that return values of these exact types unchanged.
-_IDENTITY_FOR = {
+IDENTITY_FOR = {
     BaseField.to_python: _ANY,
     StringField.to_python: str,
     IntField.to_python: int,
@@ -96,14 +100,14 @@ class _FieldPlan:
         self.field = field
         inner = getattr(field, "field", None)
         self.to_python = field.to_python
-        self.identity_type = _IDENTITY_FOR.get(type(field).to_python)
+        self.identity_type = IDENTITY_FOR.get(type(field).to_python)
         # A list of items its to_python keeps: the type they keep (or _ANY).
         self.item_type = None
         if type(field).to_python is ListField.to_python and inner is not None:
-            self.to_python = _list_converter(field, inner)
-            self.item_type = _IDENTITY_FOR.get(type(inner).to_python)
+            self.to_python = list_converter(field, inner)
+            self.item_type = IDENTITY_FOR.get(type(inner).to_python)
         scalar_items = inner is not None and (
-            _IDENTITY_FOR.get(type(inner).to_python) is not None
+            IDENTITY_FOR.get(type(inner).to_python) is not None
         )
         self.may_embed = not (
             self.identity_type is not None
@@ -138,10 +142,10 @@ def _stores_object_ids(field: BaseField) -> bool:
         id_field = field.document_type.id
     except (AttributeError, NotRegistered):
         return False
-    return _IDENTITY_FOR.get(type(id_field).to_python) is ObjectId
+    return IDENTITY_FOR.get(type(id_field).to_python) is ObjectId
 
 
-def _list_converter(field: BaseField, inner: BaseField) -> Callable[[Any], Any]:
+def list_converter(field: BaseField, inner: BaseField) -> Callable[[Any], Any]:
     """For a list value, ComplexBaseField.to_python is its items' to_python.
 
     Items of a type the inner to_python returns unchanged are kept as they are;
@@ -149,7 +153,7 @@ def _list_converter(field: BaseField, inner: BaseField) -> Callable[[Any], Any]:
     aligned with the container's as MongoEngine does.
     """
     to_python, item_to_python = field.to_python, inner.to_python
-    identity_type = _IDENTITY_FOR.get(type(inner).to_python)
+    identity_type = IDENTITY_FOR.get(type(inner).to_python)
     if identity_type is None:
 
         def convert(value: Any) -> Any:
@@ -216,10 +220,10 @@ def _eligible(cls: type[Any]) -> bool:
     fields = cls._fields.values()
     if cls._dynamic or cls.STRICT or not issubclass(cls, LoadedState):
         return False
-    return all(_plain_setter(field) and not field.choices for field in fields)
+    return all(plain_setter(field) and not field.choices for field in fields)
 
 
-def _plain_setter(field: BaseField) -> bool:
+def plain_setter(field: BaseField) -> bool:
     """Whether assigning to ``field`` only does what ``BaseField.__set__`` does."""
     setter = type(field).__set__
     if setter is BaseField.__set__:
@@ -315,7 +319,7 @@ def _compile(cls: type[Any], plan: _Plan, joining: bool) -> Callable[..., Load]:
         "class_name": cls._class_name,
         "cls": cls,
         "complete_document": _complete,
-        "embed": _embed,
+        "embed": link_embedded,
         "known_keys": frozenset(fp.field.db_field for fp in plan.fields) | {"_cls"},
         "field_count": len(plan.fields),
         "new": cls.__new__,
@@ -426,7 +430,7 @@ def _indent(text: str, spaces: int) -> str:
     return "".join(" " * spaces + line + "\n" for line in text.splitlines())
 
 
-def _embed(document: Any, value: Any) -> None:
+def link_embedded(document: Any, value: Any) -> None:
     """Link embedded documents to their owner, as ``BaseField.__set__`` does."""
     if isinstance(value, EmbeddedDocument):
         value._instance = weakref.proxy(document)
@@ -448,7 +452,7 @@ def _complete(document: Any, plan: _Plan, data: dict) -> None:
         name = field_plan.name
         if name in data:
             if field_plan.may_embed:
-                _embed(document, data[name])
+                link_embedded(document, data[name])
             continue
         if field_plan.plain_get:
             value = field_plan.default()
@@ -456,7 +460,7 @@ def _complete(document: Any, plan: _Plan, data: dict) -> None:
             value = getattr(document, name, None)
             value = field_plan.default() if value is None else value
         data[name] = value
-        _embed(document, value)
+        link_embedded(document, value)
     _set_state(document, initialised=True, created=False)
 
 

@@ -48,10 +48,12 @@ from mongoengine.fields import (
 
 from mongoengine_async import fields as our_fields
 from mongoengine_async._compat import set_field_display
-from mongoengine_async.from_bson import _IDENTITY_FOR as IDENTITY_FOR
-from mongoengine_async.from_bson import _embed as embed
-from mongoengine_async.from_bson import _list_converter as list_converter
-from mongoengine_async.from_bson import _plain_setter as plain_setter
+from mongoengine_async.from_bson import (
+    IDENTITY_FOR,
+    link_embedded,
+    list_converter,
+    plain_setter,
+)
 from mongoengine_async.signals import has_init_receivers
 
 __all__ = ("FastWrites", "has_id", "raw", "set_id", "son_details")
@@ -288,7 +290,7 @@ class _Source:
             "MISSING": _MISSING,
             "class_name": cls._class_name,
             "dump_embedded": _dump_embedded,
-            "embed": embed,
+            "embed": link_embedded,
             "has_init_receivers": has_init_receivers,
             "set_data": BaseDocument.__dict__["_data"].__set__,
             "set_field_display": set_field_display,
