@@ -63,7 +63,8 @@ class FastSyncReads(MongoEngineQuerySet):
     def _populate_cache(self) -> None:
         """MongoEngine's (the next chunk of results into the cache, through
         ``__next__``), the loader settled once for the whole chunk."""
-        self._chunk_loader = self._loader(self._auto_dereference)
+        if not self._as_pymongo:  # (raw results need none)
+            self._chunk_loader = self._loader(self._auto_dereference)
         try:
             super()._populate_cache()
         finally:
