@@ -185,6 +185,20 @@ $(BENCH_STAMP): pyproject.toml | $(BENCH_PY)
 bench: $(BENCH_STAMP)
 	$(BENCH_PY) benchmarks/run.py $(BENCH_ARGS)
 
+# N full runs (benchmarks/results/run-1.json ... run-N.json), then the table of
+# their ranges (benchmarks/ranges.py) that docs/benchmarks.md shows; a run that
+# disagreed with the raw driver shows in the table and fails the target.
+N ?= 3
+
+.PHONY: bench-runs
+bench-runs: $(BENCH_STAMP)
+	@status=0; results=; for n in $$(seq $(N)); do \
+		$(BENCH_PY) benchmarks/run.py $(BENCH_ARGS) --out benchmarks/results/run-$$n \
+			|| status=1; \
+		results="$$results benchmarks/results/run-$$n.json"; \
+	done; \
+	$(BENCH_PY) benchmarks/ranges.py $$results && exit $$status
+
 # The failover load test (~40 s on 2 cores), deselected from `make test`.
 .PHONY: failover
 failover: venv

@@ -218,3 +218,127 @@ def test_a_queryset_read_from_pickles_as_mongoengines(sync_default: Any) -> None
     assert len(list(slow)) == 1
     assert_all_same(list(copy), list(slow))
     assert_all_same(list(copy.clone()), list(plain(LdTarget)))
+
+
+def from_mongoengine(cls: type, raw: dict) -> Any:
+    """What MongoEngine's own code builds from ``raw``: ``cls._from_son``."""
+    return cls._from_son(raw)
+
+
+def built_by_loader(document: Any) -> bool:
+    """Whether the loader built ``document``: ``_from_son`` gives each document
+    its own ``_dynamic_fields``, the loader leaves the class's."""
+    return "_dynamic_fields" not in vars(document)
+
+
+def test_in_bulk_builds_mongoengines_documents(stored_documents: list) -> None:
+    ids = [document.pk for document in stored_documents] + [ObjectId()]
+    fast = LdEverything.objects.in_bulk(ids)
+    slow = plain(LdEverything).in_bulk(ids)
+    assert list(fast) == list(slow) and len(fast) == 3
+    for pk, document in slow.items():
+        assert_same(fast[pk], document)
+        assert built_by_loader(fast[pk]) and not built_by_loader(document)
+    assert type(fast[stored_documents[1].pk]) is LdSpecial
+    assert LdEverything.objects.scalar("number").in_bulk(ids) == (
+        plain(LdEverything).scalar("number").in_bulk(ids)
+    )
+    assert LdEverything.objects.as_pymongo().in_bulk(ids) == (
+        plain(LdEverything).as_pymongo().in_bulk(ids)
+    )
+    fast = LdEverything.objects.no_dereference().in_bulk(ids)
+    slow = plain(LdEverything).no_dereference().in_bulk(ids)
+    assert {pk: d.to_mongo() for pk, d in fast.items()} == {
+        pk: d.to_mongo() for pk, d in slow.items()
+    }
+    assert LdEverything.objects.in_bulk([]) == {}
+
+
+def test_in_bulk_follows_a_switched_collection(stored_documents: list) -> None:
+    pk = stored_documents[0].pk
+    assert LdEverything.objects.in_bulk([pk])[pk]._data["target"].collection == (
+        "ld_target"
+    )
+    with switch_collection(LdTarget, "ld_target_archive"):
+        fast, slow = (
+            LdEverything.objects.in_bulk([pk]),
+            plain(LdEverything).in_bulk([pk]),
+        )
+    assert fast[pk]._data["target"].collection == "ld_target_archive"
+    assert_same(fast[pk], slow[pk])
+
+
+def test_a_reference_read_on_access_is_mongoengines(
+    stored_documents: list, sync_default: Any
+) -> None:
+    pk = stored_documents[0].pk
+    target = sync_default.ld_target.find_one({"_id": stored_documents[0].target.pk})
+    document = LdEverything.objects.get(pk=pk)
+    assert isinstance(document._data["target"], DBRef)
+    assert_same(document.target, from_mongoengine(LdTarget, target))
+    assert built_by_loader(document.target)
+    assert_same(document.target_ref, from_mongoengine(LdTarget, target))  # dbref=True
+    assert_same(document.anything, from_mongoengine(LdTarget, target))  # generic
+    # (A list of references is read by MongoEngine's DeReference, _from_son.)
+    for fast in document.targets:
+        assert_same(fast, from_mongoengine(LdTarget, target))
+    assert document.lazy.fetch().name == "t"
+
+    LdTarget.objects(pk=target["_id"]).delete()
+    gone = LdEverything.objects.get(pk=pk)
+    stored = gone._data["target"]
+    with pytest.raises(mongoengine.DoesNotExist) as fast_error:
+        assert gone.target is None  # raises first
+    with pytest.raises(mongoengine.DoesNotExist) as slow_error:
+        mongoengine.ReferenceField._lazy_load_ref(LdTarget, stored)
+    assert str(fast_error.value) == str(slow_error.value)
+
+
+def test_select_related_and_reload_build_mongoengines_documents(
+    stored_documents: list, sync_default: Any
+) -> None:
+    fast = LdEverything.objects.order_by("number", "id").select_related()
+    slow = plain(LdEverything).order_by("number", "id").select_related()
+    assert_all_same(fast, slow)
+    joined = [document._data["target"] for document in fast]
+    assert joined[0] is None and joined[1] is not None  # numbers 1, 7, 7
+    raw = sync_default.ld_target.find_one({"_id": joined[1].pk})
+    assert_same(joined[1], from_mongoengine(LdTarget, raw))
+    assert built_by_loader(joined[1])  # by in_bulk
+    assert all(map(built_by_loader, fast[1]._data["targets"]))
+
+    pk = stored_documents[0].pk
+    sync_default.ld_everything.update_one({"_id": pk}, {"$set": {"number": 8}})
+    fast_document = LdEverything.objects.get(pk=pk)
+    slow_document = plain(LdEverything).get(pk=pk)
+    for document in (fast_document, slow_document):
+        document.text = "changed"
+        document.reload("number")
+    assert (fast_document.number, fast_document.text) == (8, "changed")
+    assert_same(fast_document, slow_document)
+    assert_same(fast_document.reload(), slow_document.reload())
+
+
+def test_a_chunk_of_the_result_cache_is_built_as_mongoengine_builds_it(
+    sync_default: Any,
+) -> None:
+    """A collection switched while iterating is seen from the next chunk of
+    results on, as when MongoEngine builds them with _from_son."""
+    target = LdTarget(name="t").save()
+    sync_default.ld_everything.insert_many(
+        [{"_cls": "LdEverything", "target": target.pk} for _ in range(150)]
+    )
+
+    def collections_seen(queryset: MongoEngineQuerySet) -> list[str]:
+        seen = []
+        switched = switch_collection(LdTarget, "ld_target_archive")
+        for document in queryset:
+            if not seen:
+                switched.__enter__()
+            seen.append(document._data["target"].collection)
+        switched.__exit__(None, None, None)
+        return seen
+
+    fast = collections_seen(LdEverything.objects.order_by("id"))
+    assert fast == collections_seen(plain(LdEverything).order_by("id"))
+    assert fast == ["ld_target"] * 100 + ["ld_target_archive"] * 50

@@ -31,6 +31,7 @@ from mongoengine.base import (
 from mongoengine.base.datastructures import LazyReference
 from mongoengine.fields import GridFSProxy
 from mongoengine.queryset.base import BaseQuerySet
+from mongoengine.queryset.queryset import QuerySet as MongoEngineQuerySet
 from pymongo.asynchronous.cursor import AsyncCursor
 
 # Untyped private names, bound here (a checker cannot resolve re-exported aliases
@@ -141,6 +142,12 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     (BaseQuerySet, "_read_preference"),
     (BaseQuerySet, "_read_concern"),
     (BaseQuerySet, "_has_data"),  # guarded on async aliases
+    (BaseQuerySet, "_collection"),
+    # What sync reads override to build their documents with the loaders.
+    (MongoEngineQuerySet, "_populate_cache"),
+    (mongoengine.ReferenceField, "_lazy_load_ref"),
+    (mongoengine.CachedReferenceField, "_lazy_load_ref"),
+    (mongoengine.GenericReferenceField, "_lazy_load_ref"),
     # PyMongo's GridFS streams, whose batching we change.
     (AsyncGridIn, "_file"),
     (AsyncGridIn, "_flush_data"),
@@ -183,6 +190,10 @@ PRIVATE_SIGNATURES: tuple[tuple[Any, tuple[str, ...]], ...] = (
     (GridFSProxy._mark_as_changed, ()),
     (BaseQuerySet._get_scalar, ("doc",)),
     (BaseQuerySet._fields_to_dbfields, ("fields",)),
+    (MongoEngineQuerySet._populate_cache, ()),
+    (mongoengine.ReferenceField._lazy_load_ref, ("ref_cls", "dbref")),
+    (mongoengine.CachedReferenceField._lazy_load_ref, ("ref_cls", "dbref")),
+    (mongoengine.GenericReferenceField._lazy_load_ref, ("ref_cls", "dbref")),
 )
 """Private callables with the parameter names we pass or accept (overrides),
 ``self``/``cls`` left out; a release may add optional ones."""

@@ -44,6 +44,7 @@ from mongoengine_async.proxies import (
     reference_class,
     slots,
 )
+from mongoengine_async.sync_reads import load_referenced
 
 if TYPE_CHECKING:  # the mixins below are only used on MongoEngine's fields
     from mongoengine.base import ComplexBaseField as _FieldMixin
@@ -68,6 +69,9 @@ __all__: tuple[str, ...] = (
 
 class _ProxyingReference(_FieldMixin):
     """Reads of an unloaded reference to an async class give a proxy."""
+
+    # On a sync alias, MongoEngine's read of the reference, built by the loader.
+    _lazy_load_ref = staticmethod(load_referenced)
 
     def _target(self, value: Any) -> type[Any] | None:
         """The referenced class when ``value`` is an unloaded reference."""

@@ -804,11 +804,10 @@ _BLOCKING = {
 
 
 def _describe(queryset: QuerySet) -> tuple[bool, str, str]:
-    return (
-        queryset._is_async(),
-        queryset._target(),
-        queryset._document._db_alias(),
-    )
+    # Checked on every sync __next__: the names only matter for an async alias.
+    if not queryset._is_async():
+        return False, "", ""
+    return True, queryset._target(), queryset._document._db_alias()
 
 
 guard_blocking_methods(QuerySet, FastSyncReads, _BLOCKING, _describe)

@@ -5,9 +5,14 @@ On a ``connect()`` alias, MongoEngine's ``QuerySet`` builds each result with
 with the class's loader from :mod:`mongoengine_async.from_bson` instead, which
 gives identical documents. Everything else (cursors, the result cache, ``get``,
 ``first``, ``len``) is MongoEngine's own code, which reads through
-``__next__`` and ``__getitem__``. The loader is kept while what it settles for a
+``__next__`` and ``__getitem__``; ``in_bulk`` (which MongoEngine's
+``select_related()`` and the dereferencing of reference lists call) builds its
+documents the same way, and so does the read of a single reference
+(:func:`load_referenced`). The loader is kept while what it settles for a
 batch (no-dereference loading, init signal receivers, the collections the
-references name) stays the same, and made again when any of it changes.
+references name) stays the same, and made again when any of it changes:
+checked before each document that ``next()`` returns, and once for each chunk
+MongoEngine's result cache pulls in, where nothing runs between the documents.
 """
 
 from __future__ import annotations
@@ -15,15 +20,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import mongoengine.queryset.queryset as me_queryset
+from bson import DBRef
+from mongoengine.errors import DoesNotExist
 
-from mongoengine_async.from_bson import Load, loader, loader_key
+from mongoengine_async.from_bson import Load, from_son, loader, loader_key
 
 if TYPE_CHECKING:
     from mongoengine_async._typing import MongoEngineQuerySet
 else:  # checkers see MongoEngine's class through the typed stub _typing.pyi
     MongoEngineQuerySet = me_queryset.QuerySet
 
-__all__ = ("FastSyncReads",)
+__all__ = ("FastSyncReads", "load_referenced")
 
 
 class FastSyncReads(MongoEngineQuerySet):
@@ -31,21 +38,37 @@ class FastSyncReads(MongoEngineQuerySet):
 
     # (loader_key, loader) of the last result built; not cloned.
     _fast_loader: tuple[tuple, Load] | None = None
+    # The loader settled for the chunk the result cache is pulling in, if any.
+    _chunk_loader: Load | None = None
+
+    def _loader(self, auto_dereference: bool) -> Load:
+        """``loader(self._document, auto_dereference)``, kept while its key holds."""
+        key = loader_key(self._document, auto_dereference)
+        held = self._fast_loader
+        if held is None or held[0] != key:
+            held = self._fast_loader = (key, loader(self._document, auto_dereference))
+        return held[1]
 
     def _load(self, raw: dict) -> Any:
         """``self._document._from_son(raw, _auto_dereference=...)``, faster."""
-        auto = self._auto_dereference
-        key = loader_key(self._document, auto)
-        held = self._fast_loader
-        if held is None or held[0] != key:
-            held = self._fast_loader = (key, loader(self._document, auto))
-        return held[1](raw)
+        load = self._chunk_loader or self._loader(self._auto_dereference)
+        return load(raw)
 
     def __getstate__(self) -> dict:
         """MongoEngine's pickled state, without the loader (made again)."""
         state = super().__getstate__()
         state.pop("_fast_loader", None)
         return state
+
+    def _populate_cache(self) -> None:
+        """MongoEngine's (the next chunk of results into the cache, through
+        ``__next__``), the loader settled once for the whole chunk."""
+        if not self._as_pymongo:  # (raw results need none)
+            self._chunk_loader = self._loader(self._auto_dereference)
+        try:
+            super()._populate_cache()
+        finally:
+            self.__dict__.pop("_chunk_loader", None)
 
     def __next__(self) -> Any:
         """MongoEngine's ``__next__``, the document built by the loader."""
@@ -69,3 +92,24 @@ class FastSyncReads(MongoEngineQuerySet):
         if queryset._as_pymongo:
             return queryset._cursor[key]
         return queryset._load(queryset._cursor[key])
+
+    def in_bulk(self, object_ids: Any) -> dict[Any, Any]:
+        """MongoEngine's ``in_bulk`` (the same query; a dict from id to
+        result), the documents built by one loader."""
+        raws = self._collection.find({"_id": {"$in": object_ids}}, **self._cursor_args)
+        if self._as_pymongo:
+            return {raw["_id"]: raw for raw in raws}
+        if self._scalar:  # MongoEngine loads these dereferencing, whatever is set
+            load = self._loader(True)
+            return {raw["_id"]: self._get_scalar(load(raw)) for raw in raws}
+        load = self._loader(self._auto_dereference)
+        return {raw["_id"]: load(raw) for raw in raws}
+
+
+def load_referenced(ref_cls: type[Any], dbref: DBRef) -> Any:
+    """MongoEngine's blocking read of one reference (``_lazy_load_ref`` of its
+    reference fields, on sync aliases), the document built by the loader."""
+    raw = ref_cls._get_db().dereference(dbref)
+    if raw is None:
+        raise DoesNotExist(f"Trying to dereference unknown document {dbref}")
+    return from_son(ref_cls, raw)
