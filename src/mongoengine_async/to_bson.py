@@ -275,6 +275,21 @@ def _dump_embedded(value: Any) -> Any:
     return _MISSING if plan is None else SON(plan.dump(value))
 
 
+def _dump_embedded_list(value: Any, document_type: type[Any]) -> Any:
+    """A list of ``document_type`` documents as a list field's ``to_mongo``
+    gives it (each item by its class's plan), or MISSING when an item (or the
+    container) is of another type, or the class has no plan."""
+    if not isinstance(value, list) or not all(
+        type(item) is document_type for item in value
+    ):
+        return _MISSING
+    plan = _embedded_plan(document_type)
+    if plan is None:
+        return _MISSING
+    dump = plan.dump
+    return [SON(dump(item)) for item in value]
+
+
 # -- the generated code ---------------------------------------------------------------
 
 
@@ -290,6 +305,7 @@ class _Source:
             "MISSING": _MISSING,
             "class_name": cls._class_name,
             "dump_embedded": _dump_embedded,
+            "dump_embedded_list": _dump_embedded_list,
             "embed": link_embedded,
             "has_init_receivers": has_init_receivers,
             "set_data": BaseDocument.__dict__["_data"].__set__,
@@ -560,6 +576,16 @@ class _Source:
                 f"value = to_mongo_{index}(value) if dumped is MISSING else dumped",
             ]
         inner = getattr(field, "field", None)
+        if (
+            type(field).to_mongo is ComplexBaseField.to_mongo
+            and isinstance(inner, EmbeddedDocumentField)
+            and type(inner).to_mongo is EmbeddedDocumentField.to_mongo
+        ):
+            ns[f"document_type_{index}"] = inner.document_type
+            return [
+                f"dumped = dump_embedded_list(value, document_type_{index})",
+                f"value = to_mongo_{index}(value) if dumped is MISSING else dumped",
+            ]
         item = None if inner is None else _stored_type(inner)
         if type(field).to_mongo is ComplexBaseField.to_mongo and item is not None:
             ns[f"items_{index}"] = frozenset([item])
