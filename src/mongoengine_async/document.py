@@ -31,7 +31,7 @@ from pymongo import ReadPreference
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
-from mongoengine_async import collection_setup, signals, to_bson
+from mongoengine_async import collection_setup, deltas, signals, to_bson
 from mongoengine_async.change_streams import ChangeStream
 from mongoengine_async.connection import (
     get_async_collection,
@@ -318,7 +318,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             created=created,
             **signal_kwargs,
         )
-        self._clear_changed_fields()
+        deltas.clear_changes(self)
         self._created = False
         return self
 
@@ -363,7 +363,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         )
         selector["_id"] = object_id
         selector = self._integrate_shard_key(raw, selector)
-        update = self._get_update_doc()
+        update = deltas.update_doc(self, raw)
         if not update:
             return object_id, False
         upsert = save_condition is None

@@ -157,11 +157,19 @@ def has_id(document: Any) -> bool:
 
 
 def set_id(document: Any, value: Any) -> None:
-    """``setattr(document, id_field, value)`` (``document.pk = value``), as an
-    insert ends: for a new document of a planned class, what MongoEngine's
-    ``__setattr__`` and ``__set__`` do then, without the lookups."""
+    """``setattr(document, id_field, value)`` (``document.pk = value``), as a
+    save ends: for a new document of a planned class, what MongoEngine's
+    ``__setattr__`` and ``__set__`` do then, without the lookups; nothing for
+    a stored document given the very id it holds."""
     name = document._meta["id_field"]
     plan = _plan(type(document))
+    if (
+        plan is not None
+        and type(value) is plan.id_type
+        and getattr(document, "_created", True) is False
+        and document._data.get(name) is value
+    ):
+        return  # a stored document's own id again: setattr would change nothing
     state = getattr(document, "__dict__", {})
     if (
         plan is None
