@@ -166,13 +166,32 @@ def loaded(model: type, values: dict[str, Any], object_id: Any = None) -> Any:
         return None
 
 
+def created(model: type, values: dict[str, Any]) -> Any:
+    """A new document of ``model`` made of ``values``, or None if it cannot be
+    (or holds an unsaved document: copies of one never compare equal)."""
+    if any(
+        isinstance(value, mongoengine.Document) and value.pk is None
+        for value in values.values()
+    ):
+        return None
+    try:
+        return model(**copy.deepcopy(values))
+    except Exception:
+        return None
+
+
 def changed_twice(
-    model: type, values: dict[str, Any], drawn: list[Change]
+    model: type, values: dict[str, Any], drawn: list[Change], new: bool = False
 ) -> tuple[Any, Any] | None:
-    """Two copies of the loaded document, each given the drawn changes."""
+    """Two copies of the loaded (or ``new``) document, each given the drawn
+    changes."""
     object_id = ObjectId()
-    ours, theirs = loaded(model, values, object_id), loaded(model, values, object_id)
-    if ours is None:
+    ours, theirs = (
+        (created(model, values), created(model, values))
+        if new
+        else (loaded(model, values, object_id), loaded(model, values, object_id))
+    )
+    if ours is None or theirs is None:
         return None
     for change in drawn:
         done = [
@@ -234,9 +253,12 @@ def test_update_is_mongoenginess(drawn: tuple[type, dict, list[Change]]) -> None
 
 
 @EXAMPLES
-@given(saves())
-def test_clearing_is_mongoengines(drawn: tuple[type, dict, list[Change]]) -> None:
-    twins = changed_twice(*drawn)
+@given(saves(), st.booleans())
+def test_clearing_is_mongoengines(
+    drawn: tuple[type, dict, list[Change]], new: bool
+) -> None:
+    """As a save ends: a loaded document, or a new one (just inserted)."""
+    twins = changed_twice(*drawn, new=new)
     if twins is None:
         return
     ours, theirs = twins
@@ -260,13 +282,13 @@ def test_plain_saves_take_the_plan() -> None:
         },
     )
     document.n, document.name = 0, None
-    assert deltas._plain_changes(document) is not None
+    assert deltas._plain(document, document._changed_fields) is not None
     assert deltas.update_doc(document, to_bson.raw(document)) == {
         "$set": {"n": 0},
         "$unset": {"nm": 1},
     }
     document.outer.inners[0].count = 2
-    assert deltas._plain_changes(document) is None
+    assert deltas._plain(document, document._changed_fields) is None
     assert deltas.update_doc(document, to_bson.raw(document)) == {
         "$set": {"n": 0, "outer.inners.0.count": 2},
         "$unset": {"nm": 1},

@@ -153,26 +153,25 @@ def _quiet_item(value: Any) -> bool:
     return type(value) in _FLAT or _quiet(value)
 
 
-def _plain_changes(document: Any) -> tuple[_Plan, list[str]] | None:
-    """The plan and changed paths of a save that is plain, else None."""
+def _plain(document: Any, changed: list[str]) -> _Plan | None:
+    """The plan of ``document``'s class when the save of ``changed`` is plain."""
     plan = _plan(type(document))
-    changed = getattr(document, "_changed_fields", None)
     if (
         plan is None
-        or changed is None
         or not plan.defaults.keys() >= set(changed)
         or not plan.quiet(document)
     ):
         return None
-    return plan, changed
+    return plan
 
 
 def update_doc(document: Any, son: Mapping[str, Any]) -> dict[str, Any]:
     """``document._get_update_doc()``, given ``son``, its ``to_mongo()``."""
-    plain = _plain_changes(document)
-    if plain is None:
+    # Without the list (never set on this document), _delta sets everything.
+    changed = getattr(document, "_changed_fields", None)
+    plan = None if changed is None else _plain(document, changed)
+    if plan is None:
         return document._get_update_doc()
-    plan, changed = plain
     updates = {path: son.get(path) for path in changed}
     removals = {}
     for path, value in list(updates.items()):
@@ -196,11 +195,11 @@ def update_doc(document: Any, son: Mapping[str, Any]) -> dict[str, Any]:
 
 def clear_changes(document: Any) -> None:
     """``document._clear_changed_fields()``, as a save ends."""
-    plain = _plain_changes(document)
-    if plain is None:
+    changed = getattr(document, "_changed_fields", [])  # none yet: no change
+    plan = _plain(document, changed)
+    if plan is None:
         document._clear_changed_fields()
         return
-    plan, changed = plain
     data = document._data
     for path in changed:
         name = plan.plain_reads.get(path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import mongoengine
@@ -272,8 +272,12 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         raw = to_bson.raw(self)  # to_mongo() as a dict: PyMongo encodes it faster
         # No write concern given: the collection's own (set_write_concern would
         # make an equal copy of the collection on every save).
-        concern = set_write_concern if write_concern else _as_is
-        with concern(collection, write_concern) as target:
+        concern = (
+            set_write_concern(collection, write_concern)
+            if write_concern
+            else contextlib.nullcontext(collection)
+        )
+        with concern as target:
             try:
                 if created:
                     object_id = await self._async_insert(
@@ -545,11 +549,6 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         query = self.to_mongo()
         query.pop("_cls", None)
         return await self._qs.filter(**query).async_update_one(**kwargs)
-
-
-@contextlib.contextmanager
-def _as_is(collection: AsyncCollection, _: dict) -> Iterator[AsyncCollection]:
-    yield collection
 
 
 class DynamicDocument(Document, MongoEngineDynamicDocument):
