@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime
 import numbers
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -74,14 +74,22 @@ def _kind(field: BaseField) -> int:
     return _PLAIN
 
 
+# The check of one field's value, by kind (``v``: the value): True when it
+# holds no change of its own.
+_CHECKS = {
+    _PLAIN: "type(v) in FLAT or quiet_value(v)",
+    _REFERENCE_ITEMS: "type(v) in FLAT or isinstance(v, CONTAINERS)",
+    _ORDERED: "type(v) in FLAT",
+}
+
+
 class _Plan:
     """What one class's saves need to know about its fields."""
 
-    __slots__ = ("defaults", "kinds", "plain_reads")
+    __slots__ = ("defaults", "paths", "plain_reads", "quiet")
 
     def __init__(self, cls: type[Any]) -> None:
         fields, reverse = cls._fields, cls._reverse_db_field_map
-        self.kinds = tuple((name, _kind(field)) for name, field in fields.items())
         # The default _delta compares a falsy value with, by top-level path.
         self.defaults: dict[str, Any] = {}
         # The top-level paths whose attribute is the stored value, by path.
@@ -94,24 +102,30 @@ class _Plan:
             self.defaults[path] = None if named is None else named.default
             if name in fields and type(fields[name]).__get__ is BaseField.__get__:
                 self.plain_reads[path] = name
+        self.paths = frozenset(self.defaults)
+        self.quiet = _quiet_function(cls)
 
-    def quiet(self, document: Any) -> bool:
-        """Whether no value of ``document`` holds a change of its own."""
-        get = document._data.get
-        for name, kind in self.kinds:
-            value = get(name)
-            if kind == _PLAIN:
-                if type(value) not in _FLAT and not _quiet(value):
-                    return False
-            elif kind == _REFERENCE_ITEMS:
-                if type(value) not in _FLAT and not isinstance(value, _CONTAINERS):
-                    return False
-            elif kind == _ORDERED and type(value) not in _FLAT:
-                return False
-        return True
+
+def _quiet_function(cls: type[Any]) -> Callable[[Any], bool]:
+    """``quiet(document)``, generated for ``cls``: whether no value of the
+    document holds a change of its own (one check per field, by its kind)."""
+    lines = ["def quiet(document):", "    get = document._data.get"]
+    for name, field in cls._fields.items():
+        check = _CHECKS.get(_kind(field))
+        if check is not None:
+            lines += [f"    v = get({name!r})", f"    if not ({check}):"]
+            lines.append("        return False")
+    lines.append("    return True")
+    namespace = {"FLAT": _FLAT, "CONTAINERS": _CONTAINERS, "quiet_value": _quiet}
+    exec(
+        compile("\n".join(lines) + "\n", f"<quiet of {cls.__name__}>", "exec"),
+        namespace,
+    )
+    return namespace["quiet"]
 
 
 _plans: dict[type[Any], _Plan | None] = {}
+_set_changed_fields = BaseDocument.__dict__["_changed_fields"].__set__
 
 
 def _plan(cls: type[Any]) -> _Plan | None:
@@ -120,6 +134,7 @@ def _plan(cls: type[Any]) -> _Plan | None:
         return _plans[cls]
     own = (
         not cls._dynamic
+        and cls.__setattr__ is BaseDocument.__setattr__
         and cls._get_changed_fields is BaseDocument._get_changed_fields
         and cls._clear_changed_fields is BaseDocument._clear_changed_fields
         and cls._delta is BaseDocument._delta
@@ -158,7 +173,7 @@ def _plain(document: Any, changed: list[str]) -> _Plan | None:
     plan = _plan(type(document))
     if (
         plan is None
-        or not plan.defaults.keys() >= set(changed)
+        or (changed and not plan.paths.issuperset(changed))
         or not plan.quiet(document)
     ):
         return None
@@ -206,4 +221,4 @@ def clear_changes(document: Any) -> None:
         if name is None or type(data.get(name)) not in _FLAT:
             document._clear_changed_fields()
             return
-    document._changed_fields = []
+    _set_changed_fields(document, [])  # what BaseDocument.__setattr__ does

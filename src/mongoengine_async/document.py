@@ -254,21 +254,25 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         operation = await self._async_operation("async_save", "save()", session)
         collection, session = operation.collection, operation.session
         signal_kwargs = signal_kwargs or {}
+        cls = type(self)
         if self._meta.get("abstract"):
             raise InvalidDocumentError("Cannot save an abstract document.")
-        await signals.send(signals.pre_save, type(self), document=self, **signal_kwargs)
+        # Each signal is sent only when it has receivers (most saves: none).
+        if signals.has_receivers(signals.pre_save, cls):
+            await signals.send(signals.pre_save, cls, document=self, **signal_kwargs)
         if validate:
             self.validate(clean=clean)
         write_concern = write_concern or {}
         id_field = self._meta["id_field"]
         created = not to_bson.has_id(self) or self._created or force_insert
-        await signals.send(
-            signals.pre_save_post_validation,
-            type(self),
-            document=self,
-            created=created,
-            **signal_kwargs,
-        )
+        if signals.has_receivers(signals.pre_save_post_validation, cls):
+            await signals.send(
+                signals.pre_save_post_validation,
+                cls,
+                document=self,
+                created=created,
+                **signal_kwargs,
+            )
         raw = to_bson.raw(self)  # to_mongo() as a dict: PyMongo encodes it faster
         # No write concern given: the collection's own (set_write_concern would
         # make an equal copy of the collection on every save).
@@ -314,14 +318,12 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             )
         if created or id_field not in self._meta.get("shard_key", ()):
             to_bson.set_id(self, self._fields[id_field].to_python(object_id))
-        await sync_cached_references(self, created)
-        await signals.send(
-            signals.post_save,
-            type(self),
-            document=self,
-            created=created,
-            **signal_kwargs,
-        )
+        if cls._cached_reference_fields:
+            await sync_cached_references(self, created)
+        if signals.has_receivers(signals.post_save, cls):
+            await signals.send(
+                signals.post_save, cls, document=self, created=created, **signal_kwargs
+            )
         deltas.clear_changes(self)
         self._created = False
         return self
