@@ -61,6 +61,7 @@ _PLAIN = 0  # looked into: embedded documents, containers
 _SKIPPED = 1  # a ReferenceField: never looked into
 _REFERENCE_ITEMS = 2  # a container of references: looked into unless a container
 _ORDERED = 3  # a SortedListField with ordering: a list needs MongoEngine's code
+_LIST = 4  # a list field otherwise: looked into, as _PLAIN
 
 
 def _kind(field: BaseField) -> int:
@@ -71,13 +72,16 @@ def _kind(field: BaseField) -> int:
         return _REFERENCE_ITEMS
     if isinstance(field, mongoengine.SortedListField) and field._ordering:
         return _ORDERED
-    return _PLAIN
+    return _LIST if isinstance(field, mongoengine.ListField) else _PLAIN
 
 
 # The check of one field's value, by kind (``v``: the value): True when it
 # holds no change of its own.
 _CHECKS = {
     _PLAIN: "type(v) in FLAT or quiet_value(v)",
+    # A list field's value: checked here when it is a list of flat values.
+    _LIST: "type(v) in FLAT or (type(v) in SEQUENCES and FLAT.issuperset(map(type, v)))"
+    " or quiet_value(v)",
     _REFERENCE_ITEMS: "type(v) in FLAT or isinstance(v, CONTAINERS)",
     _ORDERED: "type(v) in FLAT",
 }
@@ -116,7 +120,12 @@ def _quiet_function(cls: type[Any]) -> Callable[[Any], bool]:
             lines += [f"    v = get({name!r})", f"    if not ({check}):"]
             lines.append("        return False")
     lines.append("    return True")
-    namespace = {"FLAT": _FLAT, "CONTAINERS": _CONTAINERS, "quiet_value": _quiet}
+    namespace = {
+        "CONTAINERS": _CONTAINERS,
+        "FLAT": _FLAT,
+        "SEQUENCES": _SEQUENCES,
+        "quiet_value": _quiet,
+    }
     exec(
         compile("\n".join(lines) + "\n", f"<quiet of {cls.__name__}>", "exec"),
         namespace,

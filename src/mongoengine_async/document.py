@@ -325,7 +325,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 signals.post_save, cls, document=self, created=created, **signal_kwargs
             )
         deltas.clear_changes(self)
-        self._created = False
+        to_bson.mark_saved(self)
         return self
 
     async def _async_insert(

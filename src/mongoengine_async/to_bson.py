@@ -50,13 +50,14 @@ from mongoengine_async import fields as our_fields
 from mongoengine_async._compat import set_field_display
 from mongoengine_async.from_bson import (
     IDENTITY_FOR,
+    LoadedState,
     link_embedded,
     list_converter,
     plain_setter,
 )
 from mongoengine_async.signals import has_init_receivers
 
-__all__ = ("FastWrites", "has_id", "raw", "set_id", "son_details")
+__all__ = ("FastWrites", "has_id", "mark_saved", "raw", "set_id", "son_details")
 
 _MISSING = object()
 
@@ -184,6 +185,17 @@ def set_id(document: Any, value: Any) -> None:
     if name not in data or data[name] != value:  # __set__: a change
         document._mark_as_changed(name)
     data[name] = value
+
+
+def mark_saved(document: Any) -> None:
+    """``document._created = False``, as a save ends: for a planned class,
+    straight into the instance dict, where ``BaseDocument.__setattr__`` puts
+    it (no field, id or shard key is named ``_created``, and LoadedState's
+    class value shadows the slot)."""
+    if _plan(type(document)) is None or not isinstance(document, LoadedState):
+        document._created = False
+    else:
+        document.__dict__["_created"] = False
 
 
 def son_details(details: Mapping[str, Any]) -> Mapping[str, Any]:
