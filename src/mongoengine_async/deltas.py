@@ -120,7 +120,7 @@ def _quiet_function(cls: type[Any]) -> Callable[[Any], bool]:
             lines += [f"    v = get({name!r})", f"    if not ({check}):"]
             lines.append("        return False")
     lines.append("    return True")
-    namespace = {
+    namespace: dict[str, Any] = {
         "CONTAINERS": _CONTAINERS,
         "FLAT": _FLAT,
         "SEQUENCES": _SEQUENCES,
@@ -194,7 +194,7 @@ def update_doc(document: Any, son: Mapping[str, Any]) -> dict[str, Any]:
     # Without the list (never set on this document), _delta sets everything.
     changed = getattr(document, "_changed_fields", None)
     plan = None if changed is None else _plain(document, changed)
-    if plan is None:
+    if plan is None or changed is None:
         return document._get_update_doc()
     updates = {path: son.get(path) for path in changed}
     removals = {}

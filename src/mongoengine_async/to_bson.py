@@ -595,17 +595,14 @@ class _Source:
                 " else MISSING",
                 f"value = to_mongo_{index}(value) if dumped is MISSING else dumped",
             ]
-        inner = getattr(field, "field", None)
-        if (
-            type(field).to_mongo is ComplexBaseField.to_mongo
-            and isinstance(inner, EmbeddedDocumentField)
-            and type(inner).to_mongo is EmbeddedDocumentField.to_mongo
-        ):
-            ns[f"document_type_{index}"] = inner.document_type
+        item_type = _embedded_item_type(field)
+        if item_type is not None:
+            ns[f"document_type_{index}"] = item_type
             return [
                 f"dumped = dump_embedded_list(value, document_type_{index})",
                 f"value = to_mongo_{index}(value) if dumped is MISSING else dumped",
             ]
+        inner = getattr(field, "field", None)
         item = None if inner is None else _stored_type(inner)
         if type(field).to_mongo is ComplexBaseField.to_mongo and item is not None:
             ns[f"items_{index}"] = frozenset([item])
@@ -617,6 +614,19 @@ class _Source:
                 *_indent(generic, 4),
             ]
         return generic
+
+
+def _embedded_item_type(field: BaseField) -> type[Any] | None:
+    """The class of a list field's embedded documents when MongoEngine dumps
+    each by that class's ``to_mongo``, else None."""
+    inner: Any = getattr(field, "field", None)
+    if (
+        type(field).to_mongo is ComplexBaseField.to_mongo
+        and isinstance(inner, EmbeddedDocumentField)
+        and type(inner).to_mongo is EmbeddedDocumentField.to_mongo
+    ):
+        return inner.document_type
+    return None
 
 
 def _indent(lines: list[str], spaces: int) -> list[str]:
