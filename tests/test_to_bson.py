@@ -447,6 +447,32 @@ def test_setting_the_new_id_is_mongoengines(
     assert changed == getattr(theirs, "_changed_fields", None)
 
 
+@settings(EXAMPLES, max_examples=60)
+@given(documents(), st.booleans())
+def test_ending_a_save_is_mongoengines(
+    drawn: tuple[type, dict[str, Any]], loaded: bool
+) -> None:
+    """What a save does last to a new or loaded document: set its id again
+    (the very id it holds, once stored) and ``_created = False``."""
+    model, values = drawn
+    made = outcome(lambda: (model(**values), model(**values)))
+    if made[0] == "raised":
+        return
+    if loaded:
+        son = mongoengine_to_mongo(made[1][0])
+        son.setdefault("_id", ObjectId())
+        made = ("ok", (model._from_son(son), model._from_son(son)))
+    ours, theirs = made[1]
+    new_id = ours.pk if ours.pk is not None else ObjectId()
+    to_bson.set_id(ours, new_id)
+    setattr(theirs, model._meta["id_field"], new_id)
+    to_bson.mark_saved(ours)
+    theirs._created = False
+    assert state(ours) == state(theirs)
+    changed = getattr(ours, "_changed_fields", None)
+    assert changed == getattr(theirs, "_changed_fields", None)
+
+
 def test_to_mongo_after_loading_and_changes() -> None:
     """A loaded document changed in place dumps as MongoEngine dumps it."""
     document = TbContainers(tags=["a"], part=TbPart(label="p"))

@@ -41,6 +41,7 @@ class BaseDocument:
     _fields_ordered: ClassVar[tuple[str, ...]]
     _class_name: ClassVar[str]
     _db_field_map: ClassVar[dict[str, str]]
+    _cached_reference_fields: ClassVar[list[Any]]
     _data: dict[str, Any]
     _changed_fields: list[str]
     _created: bool

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import mongoengine
@@ -31,7 +31,7 @@ from pymongo import ReadPreference
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
-from mongoengine_async import collection_setup, signals, to_bson
+from mongoengine_async import collection_setup, deltas, signals, to_bson
 from mongoengine_async.change_streams import ChangeStream
 from mongoengine_async.connection import (
     get_async_collection,
@@ -254,26 +254,34 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         operation = await self._async_operation("async_save", "save()", session)
         collection, session = operation.collection, operation.session
         signal_kwargs = signal_kwargs or {}
+        cls = type(self)
         if self._meta.get("abstract"):
             raise InvalidDocumentError("Cannot save an abstract document.")
-        await signals.send(signals.pre_save, type(self), document=self, **signal_kwargs)
+        # Each signal is sent only when it has receivers (most saves: none).
+        if signals.has_receivers(signals.pre_save, cls):
+            await signals.send(signals.pre_save, cls, document=self, **signal_kwargs)
         if validate:
             self.validate(clean=clean)
         write_concern = write_concern or {}
         id_field = self._meta["id_field"]
         created = not to_bson.has_id(self) or self._created or force_insert
-        await signals.send(
-            signals.pre_save_post_validation,
-            type(self),
-            document=self,
-            created=created,
-            **signal_kwargs,
-        )
+        if signals.has_receivers(signals.pre_save_post_validation, cls):
+            await signals.send(
+                signals.pre_save_post_validation,
+                cls,
+                document=self,
+                created=created,
+                **signal_kwargs,
+            )
         raw = to_bson.raw(self)  # to_mongo() as a dict: PyMongo encodes it faster
         # No write concern given: the collection's own (set_write_concern would
         # make an equal copy of the collection on every save).
-        concern = set_write_concern if write_concern else _as_is
-        with concern(collection, write_concern) as target:
+        concern = (
+            set_write_concern(collection, write_concern)
+            if write_concern
+            else contextlib.nullcontext(collection)
+        )
+        with concern as target:
             try:
                 if created:
                     object_id = await self._async_insert(
@@ -310,16 +318,14 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             )
         if created or id_field not in self._meta.get("shard_key", ()):
             to_bson.set_id(self, self._fields[id_field].to_python(object_id))
-        await sync_cached_references(self, created)
-        await signals.send(
-            signals.post_save,
-            type(self),
-            document=self,
-            created=created,
-            **signal_kwargs,
-        )
-        self._clear_changed_fields()
-        self._created = False
+        if cls._cached_reference_fields:
+            await sync_cached_references(self, created)
+        if signals.has_receivers(signals.post_save, cls):
+            await signals.send(
+                signals.post_save, cls, document=self, created=created, **signal_kwargs
+            )
+        deltas.clear_changes(self)
+        to_bson.mark_saved(self)
         return self
 
     async def _async_insert(
@@ -363,7 +369,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         )
         selector["_id"] = object_id
         selector = self._integrate_shard_key(raw, selector)
-        update = self._get_update_doc()
+        update = deltas.update_doc(self, raw)
         if not update:
             return object_id, False
         upsert = save_condition is None
@@ -545,11 +551,6 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         query = self.to_mongo()
         query.pop("_cls", None)
         return await self._qs.filter(**query).async_update_one(**kwargs)
-
-
-@contextlib.contextmanager
-def _as_is(collection: AsyncCollection, _: dict) -> Iterator[AsyncCollection]:
-    yield collection
 
 
 class DynamicDocument(Document, MongoEngineDynamicDocument):

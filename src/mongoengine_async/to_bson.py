@@ -50,13 +50,14 @@ from mongoengine_async import fields as our_fields
 from mongoengine_async._compat import set_field_display
 from mongoengine_async.from_bson import (
     IDENTITY_FOR,
+    LoadedState,
     link_embedded,
     list_converter,
     plain_setter,
 )
 from mongoengine_async.signals import has_init_receivers
 
-__all__ = ("FastWrites", "has_id", "raw", "set_id", "son_details")
+__all__ = ("FastWrites", "has_id", "mark_saved", "raw", "set_id", "son_details")
 
 _MISSING = object()
 
@@ -157,11 +158,19 @@ def has_id(document: Any) -> bool:
 
 
 def set_id(document: Any, value: Any) -> None:
-    """``setattr(document, id_field, value)`` (``document.pk = value``), as an
-    insert ends: for a new document of a planned class, what MongoEngine's
-    ``__setattr__`` and ``__set__`` do then, without the lookups."""
+    """``setattr(document, id_field, value)`` (``document.pk = value``), as a
+    save ends: for a new document of a planned class, what MongoEngine's
+    ``__setattr__`` and ``__set__`` do then, without the lookups; nothing for
+    a stored document given the very id it holds."""
     name = document._meta["id_field"]
     plan = _plan(type(document))
+    if (
+        plan is not None
+        and type(value) is plan.id_type
+        and getattr(document, "_created", True) is False
+        and document._data.get(name) is value
+    ):
+        return  # a stored document's own id again: setattr would change nothing
     state = getattr(document, "__dict__", {})
     if (
         plan is None
@@ -176,6 +185,17 @@ def set_id(document: Any, value: Any) -> None:
     if name not in data or data[name] != value:  # __set__: a change
         document._mark_as_changed(name)
     data[name] = value
+
+
+def mark_saved(document: Any) -> None:
+    """``document._created = False``, as a save ends: for a planned class,
+    straight into the instance dict, where ``BaseDocument.__setattr__`` puts
+    it (no field, id or shard key is named ``_created``, and LoadedState's
+    class value shadows the slot)."""
+    if _plan(type(document)) is None or not isinstance(document, LoadedState):
+        document._created = False
+    else:
+        document.__dict__["_created"] = False
 
 
 def son_details(details: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -275,6 +295,21 @@ def _dump_embedded(value: Any) -> Any:
     return _MISSING if plan is None else SON(plan.dump(value))
 
 
+def _dump_embedded_list(value: Any, document_type: type[Any]) -> Any:
+    """A list of ``document_type`` documents as a list field's ``to_mongo``
+    gives it (each item by its class's plan), or MISSING when an item (or the
+    container) is of another type, or the class has no plan."""
+    if not isinstance(value, list) or not all(
+        type(item) is document_type for item in value
+    ):
+        return _MISSING
+    plan = _embedded_plan(document_type)
+    if plan is None:
+        return _MISSING
+    dump = plan.dump
+    return [SON(dump(item)) for item in value]
+
+
 # -- the generated code ---------------------------------------------------------------
 
 
@@ -290,6 +325,7 @@ class _Source:
             "MISSING": _MISSING,
             "class_name": cls._class_name,
             "dump_embedded": _dump_embedded,
+            "dump_embedded_list": _dump_embedded_list,
             "embed": link_embedded,
             "has_init_receivers": has_init_receivers,
             "set_data": BaseDocument.__dict__["_data"].__set__,
@@ -559,6 +595,13 @@ class _Source:
                 " else MISSING",
                 f"value = to_mongo_{index}(value) if dumped is MISSING else dumped",
             ]
+        item_type = _embedded_item_type(field)
+        if item_type is not None:
+            ns[f"document_type_{index}"] = item_type
+            return [
+                f"dumped = dump_embedded_list(value, document_type_{index})",
+                f"value = to_mongo_{index}(value) if dumped is MISSING else dumped",
+            ]
         inner = getattr(field, "field", None)
         item = None if inner is None else _stored_type(inner)
         if type(field).to_mongo is ComplexBaseField.to_mongo and item is not None:
@@ -571,6 +614,19 @@ class _Source:
                 *_indent(generic, 4),
             ]
         return generic
+
+
+def _embedded_item_type(field: BaseField) -> type[Any] | None:
+    """The class of a list field's embedded documents when MongoEngine dumps
+    each by that class's ``to_mongo``, else None."""
+    inner: Any = getattr(field, "field", None)
+    if (
+        type(field).to_mongo is ComplexBaseField.to_mongo
+        and isinstance(inner, EmbeddedDocumentField)
+        and type(inner).to_mongo is EmbeddedDocumentField.to_mongo
+    ):
+        return inner.document_type
+    return None
 
 
 def _indent(lines: list[str], spaces: int) -> list[str]:
