@@ -16,7 +16,6 @@ from typing import Any
 
 import mongoengine
 from bson import DBRef
-from mongoengine.base import get_document
 from mongoengine.context_managers import set_write_concern
 from mongoengine.errors import OperationError
 from mongoengine.queryset import CASCADE, DENY, DO_NOTHING, NULLIFY, PULL
@@ -27,6 +26,7 @@ from pymongo.topology_description import TOPOLOGY_TYPE
 
 from mongoengine_async import signals
 from mongoengine_async.batches import WHOLE_RESULT
+from mongoengine_async.classes import with_subclasses
 from mongoengine_async.context import run_transaction
 from mongoengine_async.operation import Operation, session_for
 
@@ -235,7 +235,7 @@ class _DeletePlan:
         seen = {(self.root._get_collection_name(), pk) for pk in self.root_ids}
         loaded = []
         for cls, ids in self.ids.items():
-            classes = [get_document(name) for name in cls._subclasses]
+            classes = with_subclasses(cls)
             if not any(signals.has_delete_receivers(each) for each in classes):
                 continue
             wanted = [pk for pk in ids if (cls._get_collection_name(), pk) not in seen]
@@ -315,9 +315,9 @@ def _stored_values(reference_field: Any, cls: type[Any], ids: list) -> list:
         # Stored as DBRef(collection, id, cls=<the referenced document's class>).
         collection = cls._get_collection_name()
         return [
-            DBRef(collection, object_id, cls=name)
-            for name in cls._subclasses
-            if not get_document(name)._meta.get("abstract")
+            DBRef(collection, object_id, cls=each._class_name)
+            for each in with_subclasses(cls)
+            if not each._meta.get("abstract")
             for object_id in ids
         ]
     return [reference_field.to_mongo(object_id) for object_id in ids]

@@ -37,6 +37,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 
 from mongoengine_async._compat import AsyncGridOutChunkIterator
+from mongoengine_async.classes import with_subclasses
 from mongoengine_async.connection import (
     get_async_collection,
     is_async_connection,
@@ -599,20 +600,11 @@ def unconnected_error(proxy: GridFSProxy) -> ConnectionFailure:
 # -- the files of deleted documents ---------------------------------------------------
 
 
-def _with_subclasses(cls: type[Any]) -> list[type[Any]]:
-    """``cls`` and every subclass of it, as classes: MongoEngine's registry by
-    name holds only the last class defined under a name, maybe another one."""
-    classes = [cls]
-    for each in classes:  # the list grows as subclasses are found
-        classes.extend(sub for sub in each.__subclasses__() if sub not in classes)
-    return classes
-
-
 def _file_fields(cls: type[Any]) -> dict[str, Any]:
     """The file fields of ``cls`` and its subclasses, by db field: the item
     field for lists and dicts of files."""
     found: dict[str, Any] = {}
-    for document_class in _with_subclasses(cls):
+    for document_class in with_subclasses(cls):
         for field in document_class._fields.values():
             item = getattr(field, "field", None)
             if isinstance(field, mongoengine.FileField) or isinstance(
