@@ -4,8 +4,9 @@ The rules are MongoEngine's (``cls._meta["delete_rules"]``: which referring
 class and field, and what to do). A delete is planned before anything is
 written: the CASCADE closure is collected level by level, then every DENY is
 checked, and only then NULLIFY, PULL and the deletes run. Each step is one
-batched query per rule and level, never one per referring document. When the
-deployment has transactions the whole delete runs in one.
+batched query per rule and level, never one per referring document; a class
+whose deleted ids nothing needs is deleted by the rule's filter, its ids never
+fetched. When the deployment has transactions the whole delete runs in one.
 """
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ async def _delete(operation: Operation, query: dict) -> int | None:
 
 
 class _DeletePlan:
-    """The documents a delete removes, per class, in the order they were found."""
+    """The documents a delete removes: per class, the ids in the order they were
+    found; for a class whose ids nothing needs, the filters that match them."""
 
     def __init__(
         self, root: type[Any], operation: Operation, spared: set | None = None
@@ -172,6 +174,17 @@ class _DeletePlan:
         self.spared = list(spared or ())  # ids no CASCADE rule deletes
         self.ids: dict[type[Any], list] = {}
         self.root_ids: list = []
+        self.filters: list[tuple[type[Any], dict]] = []
+        self.deny_referrers = _deny_referrers(root)
+
+    def _needs_ids(self, cls: type[Any]) -> bool:
+        """Whether the delete must know which ``cls`` documents it removes: for
+        their own rules or delete receivers (of ``cls`` or a subclass), or as
+        referrers a DENY check leaves out. Else one filter deletes them."""
+        return cls in self.deny_referrers or any(
+            _rules(each) or signals.has_delete_receivers(each)
+            for each in with_subclasses(cls)
+        )
 
     def _add(self, cls: type[Any], ids: list) -> list:
         planned = self.ids.setdefault(cls, [])
@@ -187,6 +200,7 @@ class _DeletePlan:
         loaded = await self._load_for_signals()
         for document in loaded:
             await signals.send(signals.pre_delete, type(document), document=document)
+        await self._delete_by_filters()  # first: an update may change what they match
         await self._apply_updates()
         deleted = await self._delete_all()
         for document in loaded:
@@ -200,6 +214,10 @@ class _DeletePlan:
             for cls, ids in frontier:
                 for referrer, name, rule in _rules(cls):
                     if rule != CASCADE:
+                        continue
+                    if not self._needs_ids(referrer):
+                        query = _referring(referrer, name, cls, ids, self.spared)
+                        self.filters.append((referrer, query))
                         continue
                     exclude = [*self.ids.get(referrer, ()), *self.spared]
                     query = _referring(referrer, name, cls, ids, exclude)
@@ -269,6 +287,12 @@ class _DeletePlan:
                 ) as target:
                     await target.update_many(query, update, session=referring.session)
 
+    async def _delete_by_filters(self) -> None:
+        """Delete the cascaded documents of the classes no step needs the ids
+        of, each rule and level with one delete by its filter."""
+        for cls, query in self.filters:
+            await _delete(await self.operation.on(cls), query)
+
     async def _delete_all(self) -> int | None:
         """Delete every planned document; the count is the root query's only
         (documents of the root class reached by cascade are not counted, as in
@@ -280,6 +304,16 @@ class _DeletePlan:
                 cascaded = await self.operation.on(cls)
                 await _delete(cascaded, {"_id": {"$in": ids}})
         return await _delete(self.operation, {"_id": {"$in": self.root_ids}})
+
+
+def _deny_referrers(root: type[Any]) -> set[type[Any]]:
+    """The referring classes of every DENY rule a delete of ``root`` may check."""
+    return {
+        referrer
+        for cls in (root, *_reachable(root))
+        for referrer, _, rule in _rules(cls)
+        if rule == DENY
+    }
 
 
 async def _ids(operation: Operation, query: dict) -> list:
