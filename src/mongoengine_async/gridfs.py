@@ -44,6 +44,7 @@ from mongoengine_async.connection import (
     is_sync_connection,
 )
 from mongoengine_async.errors import AsyncUsageError, ForeignSessionError
+from mongoengine_async.gridfs_read import read_whole
 from mongoengine_async.guards import (
     guard_blocking_methods,
     sync_alias_error,
@@ -407,8 +408,10 @@ class AsyncGridFSProxy(GridFSProxy):
         grid_out = await self._stream(None if size < 0 else size, session)
         if grid_out is None:
             return None
+        # Several cursors at once, but a session runs one command at a time.
+        at_once = size < 0 and self._session(self._root(), session) is None
         try:
-            return await grid_out.read(size)
+            return await (read_whole(grid_out) if at_once else grid_out.read(size))
         finally:
             await grid_out.close()
 
