@@ -94,7 +94,10 @@ async def delete_matching(
         return await _delete(operation, query)
 
     async def delete(run: Operation) -> int | None:  # a fresh plan on each run
-        return await _DeletePlan(cls, run, cascade_refs).run(query)
+        plan = _DeletePlan(cls, run, cascade_refs)
+        # A new session: a transaction of the delete's own, which any error aborts.
+        own_transaction = run.session is not operation.session
+        return await plan.run(query, own_transaction and plan.may_go_first(query))
 
     return await _under_rules(cls, operation, atomic, delete)
 
@@ -193,8 +196,31 @@ class _DeletePlan:
         planned.extend(new)
         return new
 
-    async def run(self, query: dict) -> int | None:
-        self.root_ids = await _ids(self.operation, query)
+    def may_go_first(self, query: dict) -> bool:
+        """Whether the root, one document by ``_id``, may be deleted before its
+        cascade is read, when an abort would undo it: no DENY to check first,
+        no receiver of a cascaded document to find it gone."""
+        return (
+            list(query) == ["_id"]
+            and not isinstance(query["_id"], dict)
+            and not self.deny_referrers
+            and not any(
+                signals.has_delete_receivers(each)
+                for cls in _reachable(self.root)
+                for each in with_subclasses(cls)
+            )
+        )
+
+    async def run(self, query: dict, root_first: bool = False) -> int | None:
+        """Delete what ``query`` matches and apply the rules; ``root_first``
+        (see :meth:`may_go_first`) saves the round trip reading the root's id."""
+        if root_first:
+            deleted = await _delete(self.operation, query)
+            if deleted == 0:  # gone already: nothing cascades from it
+                return 0
+            self.root_ids = [query["_id"]]
+        else:
+            self.root_ids = await _ids(self.operation, query)
         await self._collect_cascade(self.root_ids)
         await self._check_deny()
         loaded = await self._load_for_signals()
@@ -202,7 +228,9 @@ class _DeletePlan:
             await signals.send(signals.pre_delete, type(document), document=document)
         await self._delete_by_filters()  # first: an update may change what they match
         await self._apply_updates()
-        deleted = await self._delete_all()
+        await self._delete_cascaded()
+        if not root_first:
+            deleted = await _delete(self.operation, {"_id": {"$in": self.root_ids}})
         for document in loaded:
             await signals.send(signals.post_delete, type(document), document=document)
         return deleted
@@ -293,17 +321,15 @@ class _DeletePlan:
         for cls, query in self.filters:
             await _delete(await self.operation.on(cls), query)
 
-    async def _delete_all(self) -> int | None:
-        """Delete every planned document; the count is the root query's only
-        (documents of the root class reached by cascade are not counted, as in
-        MongoEngine)."""
+    async def _delete_cascaded(self) -> None:
+        """Delete every planned document but the root's (documents of the root
+        class reached by cascade are not counted, as in MongoEngine)."""
         for cls, ids in self.ids.items():
             if cls is self.root:  # its cascaded documents are in its own collection
                 ids = ids[len(self.root_ids) :]
             if ids:
                 cascaded = await self.operation.on(cls)
                 await _delete(cascaded, {"_id": {"$in": ids}})
-        return await _delete(self.operation, {"_id": {"$in": self.root_ids}})
 
 
 def _deny_referrers(root: type[Any]) -> set[type[Any]]:
