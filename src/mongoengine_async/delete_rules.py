@@ -214,6 +214,7 @@ class _DeletePlan:
     async def run(self, query: dict, root_first: bool = False) -> int | None:
         """Delete what ``query`` matches and apply the rules; ``root_first``
         (see :meth:`may_go_first`) saves the round trip reading the root's id."""
+        deleted: int | None = None
         if root_first:
             deleted = await _delete(self.operation, query)
             if deleted == 0:  # gone already: nothing cascades from it
