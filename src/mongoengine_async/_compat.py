@@ -156,6 +156,7 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     (AsyncGridOut, "_chunk_iter"),
     (AsyncGridOutChunkIterator, "_create_cursor"),
     (AsyncGridOutChunkIterator, "_cursor"),
+    (AsyncGridOutChunkIterator, "_next_chunk"),
     # PyMongo's cursor, whose buffered batch `async for` takes at once.
     (AsyncCursor, "_next_batch"),
 )

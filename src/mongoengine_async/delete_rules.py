@@ -4,8 +4,9 @@ The rules are MongoEngine's (``cls._meta["delete_rules"]``: which referring
 class and field, and what to do). A delete is planned before anything is
 written: the CASCADE closure is collected level by level, then every DENY is
 checked, and only then NULLIFY, PULL and the deletes run. Each step is one
-batched query per rule and level, never one per referring document. When the
-deployment has transactions the whole delete runs in one.
+batched query per rule and level, never one per referring document; a class
+whose deleted ids nothing needs is deleted by the rule's filter, its ids never
+fetched. When the deployment has transactions the whole delete runs in one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 
 import mongoengine
 from bson import DBRef
-from mongoengine.base import get_document
 from mongoengine.context_managers import set_write_concern
 from mongoengine.errors import OperationError
 from mongoengine.queryset import CASCADE, DENY, DO_NOTHING, NULLIFY, PULL
@@ -27,6 +27,7 @@ from pymongo.topology_description import TOPOLOGY_TYPE
 
 from mongoengine_async import signals
 from mongoengine_async.batches import WHOLE_RESULT
+from mongoengine_async.classes import with_subclasses
 from mongoengine_async.context import run_transaction
 from mongoengine_async.operation import Operation, session_for
 
@@ -93,7 +94,10 @@ async def delete_matching(
         return await _delete(operation, query)
 
     async def delete(run: Operation) -> int | None:  # a fresh plan on each run
-        return await _DeletePlan(cls, run, cascade_refs).run(query)
+        plan = _DeletePlan(cls, run, cascade_refs)
+        # A new session: a transaction of the delete's own, which any error aborts.
+        own_transaction = run.session is not operation.session
+        return await plan.run(query, own_transaction and plan.may_go_first(query))
 
     return await _under_rules(cls, operation, atomic, delete)
 
@@ -162,7 +166,8 @@ async def _delete(operation: Operation, query: dict) -> int | None:
 
 
 class _DeletePlan:
-    """The documents a delete removes, per class, in the order they were found."""
+    """The documents a delete removes: per class, the ids in the order they were
+    found; for a class whose ids nothing needs, the filters that match them."""
 
     def __init__(
         self, root: type[Any], operation: Operation, spared: set | None = None
@@ -172,6 +177,17 @@ class _DeletePlan:
         self.spared = list(spared or ())  # ids no CASCADE rule deletes
         self.ids: dict[type[Any], list] = {}
         self.root_ids: list = []
+        self.filters: list[tuple[type[Any], dict]] = []
+        self.deny_referrers = _deny_referrers(root)
+
+    def _needs_ids(self, cls: type[Any]) -> bool:
+        """Whether the delete must know which ``cls`` documents it removes: for
+        their own rules or delete receivers (of ``cls`` or a subclass), or as
+        referrers a DENY check leaves out. Else one filter deletes them."""
+        return cls in self.deny_referrers or any(
+            _rules(each) or signals.has_delete_receivers(each)
+            for each in with_subclasses(cls)
+        )
 
     def _add(self, cls: type[Any], ids: list) -> list:
         planned = self.ids.setdefault(cls, [])
@@ -180,15 +196,42 @@ class _DeletePlan:
         planned.extend(new)
         return new
 
-    async def run(self, query: dict) -> int | None:
-        self.root_ids = await _ids(self.operation, query)
+    def may_go_first(self, query: dict) -> bool:
+        """Whether the root, one document by ``_id``, may be deleted before its
+        cascade is read, when an abort would undo it: no DENY to check first,
+        no receiver of a cascaded document to find it gone."""
+        return (
+            list(query) == ["_id"]
+            and not isinstance(query["_id"], dict)
+            and not self.deny_referrers
+            and not any(
+                signals.has_delete_receivers(each)
+                for cls in _reachable(self.root)
+                for each in with_subclasses(cls)
+            )
+        )
+
+    async def run(self, query: dict, root_first: bool = False) -> int | None:
+        """Delete what ``query`` matches and apply the rules; ``root_first``
+        (see :meth:`may_go_first`) saves the round trip reading the root's id."""
+        deleted: int | None = None
+        if root_first:
+            deleted = await _delete(self.operation, query)
+            if deleted == 0:  # gone already: nothing cascades from it
+                return 0
+            self.root_ids = [query["_id"]]
+        else:
+            self.root_ids = await _ids(self.operation, query)
         await self._collect_cascade(self.root_ids)
         await self._check_deny()
         loaded = await self._load_for_signals()
         for document in loaded:
             await signals.send(signals.pre_delete, type(document), document=document)
+        await self._delete_by_filters()  # first: an update may change what they match
         await self._apply_updates()
-        deleted = await self._delete_all()
+        await self._delete_cascaded()
+        if not root_first:
+            deleted = await _delete(self.operation, {"_id": {"$in": self.root_ids}})
         for document in loaded:
             await signals.send(signals.post_delete, type(document), document=document)
         return deleted
@@ -200,6 +243,10 @@ class _DeletePlan:
             for cls, ids in frontier:
                 for referrer, name, rule in _rules(cls):
                     if rule != CASCADE:
+                        continue
+                    if not self._needs_ids(referrer):
+                        query = _referring(referrer, name, cls, ids, self.spared)
+                        self.filters.append((referrer, query))
                         continue
                     exclude = [*self.ids.get(referrer, ()), *self.spared]
                     query = _referring(referrer, name, cls, ids, exclude)
@@ -235,7 +282,7 @@ class _DeletePlan:
         seen = {(self.root._get_collection_name(), pk) for pk in self.root_ids}
         loaded = []
         for cls, ids in self.ids.items():
-            classes = [get_document(name) for name in cls._subclasses]
+            classes = with_subclasses(cls)
             if not any(signals.has_delete_receivers(each) for each in classes):
                 continue
             wanted = [pk for pk in ids if (cls._get_collection_name(), pk) not in seen]
@@ -269,17 +316,31 @@ class _DeletePlan:
                 ) as target:
                     await target.update_many(query, update, session=referring.session)
 
-    async def _delete_all(self) -> int | None:
-        """Delete every planned document; the count is the root query's only
-        (documents of the root class reached by cascade are not counted, as in
-        MongoEngine)."""
+    async def _delete_by_filters(self) -> None:
+        """Delete the cascaded documents of the classes no step needs the ids
+        of, each rule and level with one delete by its filter."""
+        for cls, query in self.filters:
+            await _delete(await self.operation.on(cls), query)
+
+    async def _delete_cascaded(self) -> None:
+        """Delete every planned document but the root's (documents of the root
+        class reached by cascade are not counted, as in MongoEngine)."""
         for cls, ids in self.ids.items():
             if cls is self.root:  # its cascaded documents are in its own collection
                 ids = ids[len(self.root_ids) :]
             if ids:
                 cascaded = await self.operation.on(cls)
                 await _delete(cascaded, {"_id": {"$in": ids}})
-        return await _delete(self.operation, {"_id": {"$in": self.root_ids}})
+
+
+def _deny_referrers(root: type[Any]) -> set[type[Any]]:
+    """The referring classes of every DENY rule a delete of ``root`` may check."""
+    return {
+        referrer
+        for cls in (root, *_reachable(root))
+        for referrer, _, rule in _rules(cls)
+        if rule == DENY
+    }
 
 
 async def _ids(operation: Operation, query: dict) -> list:
@@ -315,9 +376,9 @@ def _stored_values(reference_field: Any, cls: type[Any], ids: list) -> list:
         # Stored as DBRef(collection, id, cls=<the referenced document's class>).
         collection = cls._get_collection_name()
         return [
-            DBRef(collection, object_id, cls=name)
-            for name in cls._subclasses
-            if not get_document(name)._meta.get("abstract")
+            DBRef(collection, object_id, cls=each._class_name)
+            for each in with_subclasses(cls)
+            if not each._meta.get("abstract")
             for object_id in ids
         ]
     return [reference_field.to_mongo(object_id) for object_id in ids]

@@ -37,12 +37,14 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 
 from mongoengine_async._compat import AsyncGridOutChunkIterator
+from mongoengine_async.classes import with_subclasses
 from mongoengine_async.connection import (
     get_async_collection,
     is_async_connection,
     is_sync_connection,
 )
 from mongoengine_async.errors import AsyncUsageError, ForeignSessionError
+from mongoengine_async.gridfs_read import read_whole
 from mongoengine_async.guards import (
     guard_blocking_methods,
     sync_alias_error,
@@ -406,8 +408,10 @@ class AsyncGridFSProxy(GridFSProxy):
         grid_out = await self._stream(None if size < 0 else size, session)
         if grid_out is None:
             return None
+        # Several cursors at once, but a session runs one command at a time.
+        at_once = size < 0 and self._session(self._root(), session) is None
         try:
-            return await grid_out.read(size)
+            return await (read_whole(grid_out) if at_once else grid_out.read(size))
         finally:
             await grid_out.close()
 
@@ -599,20 +603,11 @@ def unconnected_error(proxy: GridFSProxy) -> ConnectionFailure:
 # -- the files of deleted documents ---------------------------------------------------
 
 
-def _with_subclasses(cls: type[Any]) -> list[type[Any]]:
-    """``cls`` and every subclass of it, as classes: MongoEngine's registry by
-    name holds only the last class defined under a name, maybe another one."""
-    classes = [cls]
-    for each in classes:  # the list grows as subclasses are found
-        classes.extend(sub for sub in each.__subclasses__() if sub not in classes)
-    return classes
-
-
 def _file_fields(cls: type[Any]) -> dict[str, Any]:
     """The file fields of ``cls`` and its subclasses, by db field: the item
     field for lists and dicts of files."""
     found: dict[str, Any] = {}
-    for document_class in _with_subclasses(cls):
+    for document_class in with_subclasses(cls):
         for field in document_class._fields.values():
             item = getattr(field, "field", None)
             if isinstance(field, mongoengine.FileField) or isinstance(
