@@ -174,3 +174,25 @@ async def test_a_subclass_receiver_makes_the_cascade_load_its_documents(
         signals.post_delete.disconnect(receiver, sender=DrfVipTicket)
     assert seen == [(DrfVipTicket, "v1")]
     assert await DrfTicket.objects.async_count() == 0
+
+
+async def test_a_disconnected_receiver_no_longer_makes_the_cascade_load_ids(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """blinker keeps a sender known after its last receiver is disconnected;
+    the cascade looks at the receivers left, and deletes by the filter again."""
+
+    def receiver(sender: type, document: Any, **kwargs: Any) -> None:
+        raise AssertionError("disconnected")
+
+    signals.post_delete.connect(receiver, sender=DrfBook)
+    signals.post_delete.disconnect(receiver, sender=DrfBook)
+    assert signals.post_delete.has_receivers_for(DrfBook)
+    author = await DrfAuthor(name="doomed").async_save()
+    await DrfBook(title="gone", author=author).async_save()
+
+    command_log.clear()
+    await author.async_delete()
+
+    assert command_log.names == ["delete", "delete", "commitTransaction"]
+    assert await DrfBook.objects.async_count() == 0

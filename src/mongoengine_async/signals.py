@@ -41,8 +41,16 @@ __all__ = (
 
 
 def has_receivers(signal: Any, sender: type[Any]) -> bool:
-    """Whether ``signal`` has receivers for ``sender`` (False without blinker)."""
-    return signals.signals_available and signal.has_receivers_for(sender)
+    """Whether ``signal`` has live receivers for ``sender`` (False without blinker).
+
+    blinker's ``has_receivers_for`` stays true for a sender once connected, even
+    after its receivers were disconnected; ``receivers_for`` looks at who is left.
+    """
+    return (
+        signals.signals_available
+        and signal.has_receivers_for(sender)
+        and any(True for _ in signal.receivers_for(sender))
+    )
 
 
 def has_init_receivers() -> bool:
