@@ -61,13 +61,13 @@ async def reach(
     """The operation on ``cls``'s own collection, prepared, in ``session`` when
     it belongs to that collection's client (else that client's bound
     transaction): what a reference or a delete rule reaches from an operation."""
-    require_async(
-        cls._db_alias(), cls.__name__, "_async_get_collection", "_get_collection()"
-    )
+    alias = cls._db_alias()
+    require_async(alias, cls.__name__, "_async_get_collection", "_get_collection()")
     collection = on_running_loop(cls._get_collection())
-    await collection_setup.prepare(cls, collection)
+    if not collection_setup.prepared(cls, collection):
+        await collection_setup.prepare(cls, collection)
     session = session_for(collection.database.client, session)
-    return Operation(cls._db_alias(), collection, session, write_concern or {})
+    return Operation(alias, collection, session, write_concern or {})
 
 
 async def resolve(
@@ -83,7 +83,8 @@ async def resolve(
     only once the command is sent, perhaps after other writes.
     """
     collection = on_running_loop(collection)
-    await collection_setup.prepare(cls, collection)
+    if not collection_setup.prepared(cls, collection):
+        await collection_setup.prepare(cls, collection)
     client = collection.database.client
     session = session_for(client, own_session(cls, client, session))
     return Operation(cls._db_alias(), collection, session, write_concern or {})

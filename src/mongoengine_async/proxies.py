@@ -241,8 +241,9 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         self, stored: Any, document_cls: type[Any], name: str, slot: Slot | None = None
     ):
         dbref = stored_dbref(stored, document_cls)
-        if type(dbref) is DBRef:  # its pickle state: collection, id, database, extras
-            self.__setstate__(dbref.__getstate__())
+        if type(dbref) is DBRef:  # collection, id, database and its extra fields
+            extra = dbref._DBRef__kwargs  # type: ignore[attr-defined]
+            super().__init__(dbref.collection, dbref.id, dbref.database, extra)
         else:
             extra = {k: v for k, v in dbref.as_doc().items() if not k.startswith("$")}
             super().__init__(dbref.collection, dbref.id, dbref.database, **extra)

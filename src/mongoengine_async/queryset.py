@@ -275,7 +275,10 @@ class QuerySet(FastSyncReads, Generic[_D]):
     ) -> _D:
         """The only match; raises ``DoesNotExist`` or ``MultipleObjectsReturned``."""
         self._require_async("async_get", "get()")
-        queryset = self.order_by().limit(2).filter(*q_objs, **query)  # clones
+        queryset = self.filter(*q_objs, **query)  # a clone of our own, no cursor
+        # What order_by() and limit(2) set, without a clone each: no sort, and
+        # a second match tells MultipleObjectsReturned.
+        queryset._ordering, queryset._limit, queryset._empty = [], 2, False
         results = await queryset.async_to_list(2, session=session)
         document_cls = queryset._document
         if not results:
