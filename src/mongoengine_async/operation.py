@@ -21,7 +21,7 @@ from mongoengine_async.context import current_session
 from mongoengine_async.errors import ForeignSessionError
 from mongoengine_async.guards import require_async
 
-__all__ = ("Operation", "own_session", "reach", "resolve", "session_for")
+__all__ = ("Operation", "own_session", "reach", "reached", "resolve", "session_for")
 
 
 def session_for(
@@ -61,11 +61,27 @@ async def reach(
     """The operation on ``cls``'s own collection, prepared, in ``session`` when
     it belongs to that collection's client (else that client's bound
     transaction): what a reference or a delete rule reaches from an operation."""
+    operation = reached(cls, session, write_concern)
+    if operation is None:  # its collection is still to be prepared
+        collection = on_running_loop(cls._get_collection())
+        await collection_setup.prepare(cls, collection)
+        session = session_for(collection.database.client, session)
+        operation = Operation(cls._db_alias(), collection, session, write_concern or {})
+    return operation
+
+
+def reached(
+    cls: type[Any],
+    session: AsyncClientSession | None = None,
+    write_concern: dict | None = None,
+) -> Operation | None:
+    """:func:`reach` without awaiting anything, when ``cls``'s collection is
+    prepared already (the common case); None when it is still to be prepared."""
     alias = cls._db_alias()
     require_async(alias, cls.__name__, "_async_get_collection", "_get_collection()")
     collection = on_running_loop(cls._get_collection())
     if not collection_setup.prepared(cls, collection):
-        await collection_setup.prepare(cls, collection)
+        return None
     session = session_for(collection.database.client, session)
     return Operation(alias, collection, session, write_concern or {})
 
