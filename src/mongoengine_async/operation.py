@@ -16,7 +16,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async import collection_setup
-from mongoengine_async.connection import on_running_loop
+from mongoengine_async.connection import get_async_collection, on_running_loop
 from mongoengine_async.context import current_session
 from mongoengine_async.errors import ForeignSessionError
 from mongoengine_async.guards import require_async
@@ -79,7 +79,9 @@ def reached(
     prepared already (the common case); None when it is still to be prepared."""
     alias = cls._db_alias()
     require_async(alias, cls.__name__, "_async_get_collection", "_get_collection()")
-    collection = on_running_loop(cls._get_collection())
+    # What cls._get_collection() gives on an async alias (on the running
+    # loop's client), without asking again whether the alias is async.
+    collection = get_async_collection(alias, cls._get_collection_name())
     if not collection_setup.prepared(cls, collection):
         return None
     session = session_for(collection.database.client, session)
