@@ -1,4 +1,4 @@
-"""async_get filters a shallow copy of the queryset (queryset.py
+"""async_get and async_with_id filter a shallow copy of the queryset (queryset.py
 ``_filtered_view``) instead of MongoEngine's clones: it must send the query
 MongoEngine's chain ``order_by().limit(2).filter(...)`` sends, in one round
 trip, and leave the queryset it was called on as it was."""
@@ -173,6 +173,24 @@ async def test_get_refuses_what_filter_refuses(async_alias: str) -> None:
         with pytest.raises(InvalidQueryError) as by_get:
             await GetPerson.objects.async_get(*q_objs, **query)
         assert str(by_get.value) == str(by_filter.value)
+
+
+UNFILTERED = {name: make for name, make in QUERYSETS.items() if name != "filtered"}
+
+
+@pytest.mark.parametrize("make", UNFILTERED.values(), ids=list(UNFILTERED))
+async def test_with_id_sends_mongoengines_query(
+    async_alias: str, command_log: CommandLog, make: Any
+) -> None:
+    alice = await GetPerson(name="Alice", age=30).async_save()
+    queryset = make()
+    by_filter = queryset.filter(pk=alice.pk)
+    expected, expected_find = await _sent_by(command_log, by_filter.async_first)
+    got, find = await _sent_by(
+        command_log, functools.partial(queryset.async_with_id, alice.pk)
+    )
+    assert (find, got) == (expected_find, expected)
+    assert "clone" not in vars(queryset) and not queryset._query_obj
 
 
 async def test_get_by_an_id_that_is_missing(async_alias: str) -> None:

@@ -317,7 +317,8 @@ class QuerySet(FastSyncReads, Generic[_D]):
         self._require_async("async_with_id", "with_id()")
         if self._query_obj:
             raise InvalidQueryError("Cannot use a filter whilst using `with_id`")
-        return await self.filter(pk=object_id).async_first(session=session)
+        queryset = self._filtered_view(pk=object_id)
+        return await queryset.async_first(session=session)
 
     async def async_in_bulk(
         self, object_ids: list[Any], *, session: AsyncClientSession | None = None
