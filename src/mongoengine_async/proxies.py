@@ -242,7 +242,7 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
     ):
         dbref = stored_dbref(stored, document_cls)
         if type(dbref) is DBRef:  # collection, id, database and its extra fields
-            extra = dbref._DBRef__kwargs  # type: ignore[attr-defined]
+            extra = dbref._DBRef__kwargs
             super().__init__(dbref.collection, dbref.id, dbref.database, extra)
         else:
             extra = {k: v for k, v in dbref.as_doc().items() if not k.startswith("$")}
