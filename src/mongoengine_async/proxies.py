@@ -116,6 +116,12 @@ class Slot:
         if container is not None:
             write_at(container, self.key, value)
 
+    def replace(self, old: Any, new: Any) -> None:
+        """Put ``new`` here if ``old`` is still here (and its container alive)."""
+        container = self.container
+        if container is not None and read_at(container, self.key) is old:
+            write_at(container, self.key, new)
+
 
 def read_at(container: list | dict, key: Any) -> Any:
     """``container[key]`` without MongoEngine's BaseList/BaseDict hooks."""
@@ -287,8 +293,8 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
                     self.document_type, self, self._name, session
                 )
                 self._document = document
-                if self._slot is not None and self._slot.get() is self:
-                    self._slot.put(document)
+                if self._slot is not None:
+                    self._slot.replace(self, document)
             finally:
                 self._loading = None
                 loading.set_result(None)
