@@ -17,6 +17,7 @@ from typing import Any
 import mongoengine
 import mongoengine.base.common as me_common
 import mongoengine.connection as me_connection
+from bson import DBRef
 from gridfs.asynchronous import AsyncGridIn, AsyncGridOut
 from gridfs.asynchronous.grid_file import (
     _AsyncGridOutChunkIterator as AsyncGridOutChunkIterator,
@@ -159,6 +160,8 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     (AsyncGridOutChunkIterator, "_next_chunk"),
     # PyMongo's cursor, whose buffered batch `async for` takes at once.
     (AsyncCursor, "_next_batch"),
+    # The extra fields of a DBRef, copied into a reference proxy.
+    (DBRef, "_DBRef__kwargs"),
 )
 """(class, attribute) pairs of MongoEngine and PyMongo used by this package."""
 

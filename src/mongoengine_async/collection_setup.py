@@ -18,7 +18,13 @@ from pymongo.asynchronous.collection import AsyncCollection
 from mongoengine_async.checks import check_model
 from mongoengine_async.connection import on_disconnect
 
-__all__ = ("create_collection", "create_indexes", "forget_prepared", "prepare")
+__all__ = (
+    "create_collection",
+    "create_indexes",
+    "forget_prepared",
+    "prepare",
+    "prepared",
+)
 
 _prepared: dict[tuple[type[Any], int, str], asyncio.Future] = {}
 
@@ -42,13 +48,23 @@ def forget_prepared(client: Any, full_name: str | None = None) -> None:
 on_disconnect(forget_prepared)
 
 
+def _key(cls: type[Any], collection: AsyncCollection) -> tuple[type[Any], int, str]:
+    return cls, id(collection.database.client), collection.full_name
+
+
+def prepared(cls: type[Any], collection: AsyncCollection) -> bool:
+    """Whether :func:`prepare` has succeeded for ``cls`` on ``collection``:
+    the common case, in which an operation need not await it."""
+    return _succeeded(_prepared.get(_key(cls, collection)))
+
+
 async def prepare(cls: type[Any], collection: AsyncCollection) -> bool:
     """Create the collection (capped/timeseries) and meta indexes, once.
 
     Concurrent first users share one preparation; a failed or cancelled one
     is retried by the next caller. True when this call started it.
     """
-    key = (cls, id(collection.database.client), collection.full_name)
+    key = _key(cls, collection)
     task = _prepared.get(key)
     if _succeeded(task):  # prepared already: the common case, no await
         return False

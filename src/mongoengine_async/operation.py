@@ -16,12 +16,12 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async import collection_setup
-from mongoengine_async.connection import on_running_loop
+from mongoengine_async.connection import get_async_collection, on_running_loop
 from mongoengine_async.context import current_session
 from mongoengine_async.errors import ForeignSessionError
 from mongoengine_async.guards import require_async
 
-__all__ = ("Operation", "own_session", "reach", "resolve", "session_for")
+__all__ = ("Operation", "own_session", "reach", "reached", "resolve", "session_for")
 
 
 def session_for(
@@ -61,13 +61,31 @@ async def reach(
     """The operation on ``cls``'s own collection, prepared, in ``session`` when
     it belongs to that collection's client (else that client's bound
     transaction): what a reference or a delete rule reaches from an operation."""
-    require_async(
-        cls._db_alias(), cls.__name__, "_async_get_collection", "_get_collection()"
-    )
-    collection = on_running_loop(cls._get_collection())
-    await collection_setup.prepare(cls, collection)
+    operation = reached(cls, session, write_concern)
+    if operation is None:  # its collection is still to be prepared
+        collection = on_running_loop(cls._get_collection())
+        await collection_setup.prepare(cls, collection)
+        session = session_for(collection.database.client, session)
+        operation = Operation(cls._db_alias(), collection, session, write_concern or {})
+    return operation
+
+
+def reached(
+    cls: type[Any],
+    session: AsyncClientSession | None = None,
+    write_concern: dict | None = None,
+) -> Operation | None:
+    """:func:`reach` without awaiting anything, when ``cls``'s collection is
+    prepared already (the common case); None when it is still to be prepared."""
+    alias = cls._db_alias()
+    require_async(alias, cls.__name__, "_async_get_collection", "_get_collection()")
+    # What cls._get_collection() gives on an async alias (on the running
+    # loop's client), without asking again whether the alias is async.
+    collection = get_async_collection(alias, cls._get_collection_name())
+    if not collection_setup.prepared(cls, collection):
+        return None
     session = session_for(collection.database.client, session)
-    return Operation(cls._db_alias(), collection, session, write_concern or {})
+    return Operation(alias, collection, session, write_concern or {})
 
 
 async def resolve(
@@ -83,7 +101,8 @@ async def resolve(
     only once the command is sent, perhaps after other writes.
     """
     collection = on_running_loop(collection)
-    await collection_setup.prepare(cls, collection)
+    if not collection_setup.prepared(cls, collection):
+        await collection_setup.prepare(cls, collection)
     client = collection.database.client
     session = session_for(client, own_session(cls, client, session))
     return Operation(cls._db_alias(), collection, session, write_concern or {})

@@ -1,0 +1,199 @@
+"""async_get and async_with_id filter a shallow copy of the queryset (queryset.py
+``_filtered_view``) instead of MongoEngine's clones: it must send the query
+MongoEngine's chain ``order_by().limit(2).filter(...)`` sends, in one round
+trip, and leave the queryset it was called on as it was."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import pytest
+from bson import ObjectId
+from pymongo import ReadPreference
+
+from mongoengine_async import (
+    Document,
+    IntField,
+    InvalidQueryError,
+    Q,
+    StringField,
+)
+from mongoengine_async.testing import CommandLog
+
+
+class GetPerson(Document):
+    name = StringField()
+    age = IntField()
+    meta = {"ordering": ["-age"], "indexes": ["name"]}
+
+
+class GetShape(Document):
+    name = StringField()
+    meta = {"allow_inheritance": True}
+
+
+class GetCircle(GetShape):
+    radius = IntField()
+
+
+# Commands differ in their session and cluster time only.
+_VOLATILE = {"lsid", "$clusterTime", "txnNumber", "$readPreference"}
+
+
+def _find(command_log: CommandLog) -> dict[str, Any]:
+    """The one find command sent since the log was cleared, without its
+    session fields."""
+    assert command_log.names == ["find"]
+    (event,) = command_log.events
+    return {k: v for k, v in event.command.items() if k not in _VOLATILE}
+
+
+async def _sent_by(command_log: CommandLog, run: Any) -> tuple[Any, dict[str, Any]]:
+    command_log.clear()
+    result = await run()
+    return result, _find(command_log)
+
+
+QUERYSETS = {
+    "plain": lambda: GetPerson.objects,
+    "filtered": lambda: GetPerson.objects(age__gte=30),
+    "ordered": lambda: GetPerson.objects.order_by("name"),
+    "limited and skipped": lambda: GetPerson.objects.skip(0).limit(10),
+    "only": lambda: GetPerson.objects.only("name"),
+    "exclude": lambda: GetPerson.objects.exclude("age"),
+    "hint": lambda: GetPerson.objects.hint([("name", 1)]),
+    "comment": lambda: GetPerson.objects.comment("why"),
+    "batch size": lambda: GetPerson.objects.batch_size(5),
+    "max time": lambda: GetPerson.objects.max_time_ms(5000),
+    "collation": lambda: GetPerson.objects.collation({"locale": "en"}),
+    "no timeout": lambda: GetPerson.objects.timeout(False),
+    "read preference": lambda: GetPerson.objects.read_preference(
+        ReadPreference.PRIMARY_PREFERRED
+    ),
+    "as_pymongo": lambda: GetPerson.objects.as_pymongo(),
+    "scalar": lambda: GetPerson.objects.scalar("name"),
+}
+
+FILTERS = {
+    "by name": ((), {"name": "Alice"}),
+    "several": ((), {"name__ne": "x", "age": 30}),
+    "Q object": ((Q(name="Alice") | Q(name="Nobody"),), {}),
+    "Q and keywords": ((Q(age__gt=20),), {"name": "Alice"}),
+    "raw": ((), {"__raw__": {"name": "Alice"}}),
+    "none": ((), {}),
+}
+
+
+@pytest.mark.parametrize("make", QUERYSETS.values(), ids=list(QUERYSETS))
+@pytest.mark.parametrize("q_objs,query", FILTERS.values(), ids=list(FILTERS))
+async def test_get_sends_mongoengines_query(
+    async_alias: str,
+    command_log: CommandLog,
+    make: Any,
+    q_objs: tuple,
+    query: dict[str, Any],
+) -> None:
+    await GetPerson(name="Alice", age=30).async_save()
+    queryset = make()
+    by_chain = queryset.order_by().limit(2).filter(*q_objs, **query)
+    expected, expected_find = await _sent_by(
+        command_log, lambda: by_chain.async_to_list(2)
+    )
+    got, find = await _sent_by(
+        command_log, lambda: queryset.async_get(*q_objs, **query)
+    )
+    assert find == expected_find
+    assert [got] == expected
+
+
+async def test_get_by_id_is_one_find_by_id(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    alice = await GetPerson(name="Alice", age=30).async_save()
+    command_log.clear()
+    got = await GetPerson.objects.async_get(id=alice.id)
+    assert (got.name, got.pk) == ("Alice", alice.pk)
+    (find,) = [event.command for event in command_log.events]
+    assert (find["filter"], find["limit"], "sort" in find) == (
+        {"_id": alice.id},
+        2,
+        False,
+    )
+
+
+async def test_get_on_a_subclass_keeps_its_cls_filter(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    await GetShape(name="square").async_save()
+    circle = await GetCircle(name="circle", radius=2).async_save()
+    for queryset in (GetCircle.objects, GetShape.objects.no_sub_classes()):
+        by_chain = queryset.order_by().limit(2).filter(name__ne="x")
+        expected = functools.partial(by_chain.async_to_list, 2)
+        _, expected_find = await _sent_by(command_log, expected)
+        _, find = await _sent_by(
+            command_log, functools.partial(queryset.async_get, name__ne="x")
+        )
+        assert find == expected_find
+    got = await GetCircle.objects.async_get(name__ne="x")
+    assert (type(got), got.pk) == (GetCircle, circle.pk)
+    with pytest.raises(GetShape.MultipleObjectsReturned):
+        await GetShape.objects.async_get(name__ne="x")
+    square = await GetShape.objects.no_sub_classes().async_get(name__ne="x")
+    assert (type(square), square.name) == (GetShape, "square")
+
+
+async def test_get_leaves_the_queryset_as_it_was(async_alias: str) -> None:
+    await GetPerson(name="Alice", age=30).async_save()
+    await GetPerson(name="Bob", age=40).async_save()
+    queryset = GetPerson.objects(age__gte=30).order_by("name").limit(5)
+    before = {
+        name: getattr(queryset, name)
+        for name in ("_query_obj", "_ordering", "_limit", "_empty", "_loaded_fields")
+    }
+    query = dict(queryset._query)
+    alice = await queryset.async_get(name="Alice")
+    assert alice.age == 30
+    after = {name: getattr(queryset, name) for name in before}
+    assert all(after[name] is before[name] for name in before)
+    assert (queryset._ordering, queryset._limit) == ([("name", 1)], 5)
+    assert queryset._query == query
+    assert "clone" not in vars(queryset)
+    assert [p.name for p in await queryset.async_to_list()] == ["Alice", "Bob"]
+
+
+async def test_get_refuses_what_filter_refuses(async_alias: str) -> None:
+    refused: list[tuple[tuple, dict[str, Any]]] = [
+        (("name",), {}),  # not a Q object
+        ((), {"name": {"$ne": "x"}}),  # an operator as a value (query_values.py)
+    ]
+    for q_objs, query in refused:
+        with pytest.raises(InvalidQueryError) as by_filter:
+            GetPerson.objects.filter(*q_objs, **query)
+        with pytest.raises(InvalidQueryError) as by_get:
+            await GetPerson.objects.async_get(*q_objs, **query)
+        assert str(by_get.value) == str(by_filter.value)
+
+
+UNFILTERED = {name: make for name, make in QUERYSETS.items() if name != "filtered"}
+
+
+@pytest.mark.parametrize("make", UNFILTERED.values(), ids=list(UNFILTERED))
+async def test_with_id_sends_mongoengines_query(
+    async_alias: str, command_log: CommandLog, make: Any
+) -> None:
+    alice = await GetPerson(name="Alice", age=30).async_save()
+    queryset = make()
+    by_filter = queryset.filter(pk=alice.pk)
+    expected, expected_find = await _sent_by(command_log, by_filter.async_first)
+    got, find = await _sent_by(
+        command_log, functools.partial(queryset.async_with_id, alice.pk)
+    )
+    assert (find, got) == (expected_find, expected)
+    assert "clone" not in vars(queryset) and not queryset._query_obj
+
+
+async def test_get_by_an_id_that_is_missing(async_alias: str) -> None:
+    with pytest.raises(GetPerson.DoesNotExist) as excinfo:
+        await GetPerson.objects.async_get(id=ObjectId())
+    assert str(excinfo.value) == "GetPerson matching query does not exist."

@@ -1,0 +1,72 @@
+"""Concurrent fetches of one proxy wait for the query in flight (proxies.py
+``AsyncReferenceProxy.fetch``, a future rather than a lock): cancelling a
+waiter leaves the query alone; cancelling the query lets a waiter query again."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from models_references import RefAuthor, make_author, make_book
+from mongoengine_async.testing import CommandLog
+
+
+async def _started(task: asyncio.Task, command_log: CommandLog) -> None:
+    """Let ``task`` run until its find is sent."""
+    while not command_log.count("find"):
+        await asyncio.sleep(0)
+        assert not task.done()
+
+
+async def test_a_cancelled_waiter_leaves_the_query_alone(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    book = await make_book(await make_author())
+    proxy = book.author
+    command_log.clear()
+    loader = asyncio.ensure_future(proxy.fetch())
+    await _started(loader, command_log)
+    waiters = [asyncio.ensure_future(proxy.fetch()) for _ in range(3)]
+    await asyncio.sleep(0)
+    waiters[0].cancel()
+    author = await loader
+    assert [await waiter for waiter in waiters[1:]] == [author, author]
+    with pytest.raises(asyncio.CancelledError):
+        await waiters[0]
+    assert (author.name, command_log.count("find")) == ("Ann", 1)
+    assert book.author is author
+
+
+async def test_a_cancelled_query_lets_a_waiter_query_again(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    book = await make_book(await make_author())
+    proxy = book.author
+    command_log.clear()
+    loader = asyncio.ensure_future(proxy.fetch())
+    await _started(loader, command_log)
+    waiters = [asyncio.ensure_future(proxy.fetch()) for _ in range(3)]
+    await asyncio.sleep(0)
+    loader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await loader
+    authors = await asyncio.gather(*waiters)
+    assert all(author is authors[0] for author in authors)
+    assert (authors[0].name, command_log.count("find")) == ("Ann", 2)
+    assert proxy.fetched and book.author is authors[0]
+
+
+async def test_a_failed_query_fails_each_waiter_on_its_own(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    author = await make_author()
+    book = await make_book(author)
+    await author.async_delete()
+    proxy = book.author
+    command_log.clear()
+    results = await asyncio.gather(
+        *(proxy.fetch() for _ in range(3)), return_exceptions=True
+    )
+    assert [type(result) for result in results] == [RefAuthor.DoesNotExist] * 3
+    assert command_log.count("find") == 3  # each queried in turn, as with a lock
