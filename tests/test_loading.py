@@ -6,6 +6,7 @@ them (one test checks that against a real round trip), so no database is needed.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import decimal
 import enum
@@ -56,6 +57,7 @@ from mongoengine_async.from_bson import (
     _plan,
     from_son,
     joining_loader,
+    loader,
     plain_references,
 )
 
@@ -132,6 +134,21 @@ class LdLoose(Document):
 
 class LdDynamic(DynamicDocument):
     name = StringField()
+
+
+class LdFlat(Document):
+    """Field kinds an owning loader takes the son of, one stored renamed."""
+
+    text = StringField(default="untitled")
+    number = IntField()
+    label = StringField(db_field="l")
+    tags = ListField(StringField())
+    raw_list = ListField()
+    when = DateTimeField()
+    part = EmbeddedDocumentField(LdPart)
+    parts = EmbeddedDocumentListField(LdPart)
+    target = ReferenceField(LdTarget)
+    nested = ListField(ListField(IntField()))
 
 
 # What a document holds besides its values: MongoEngine keeps it in slots and
@@ -389,3 +406,46 @@ def test_init_signal_receivers_take_mongoengines_path() -> None:
     finally:
         mongoengine.signals.post_init.disconnect(receiver, sender=LdTarget)
     assert seen == [document]
+
+
+def flat_sons() -> list[dict]:
+    """Whole sons of LdFlat: as saved, in another key order, with values of
+    other types; then sons with fields missing or null."""
+    target = LdTarget(id=ObjectId(), name="t")
+    raw = stored(
+        LdFlat(
+            text="hello",
+            number=7,
+            label="l",
+            tags=["a", "b"],
+            raw_list=[1, "two", {"three": 3}],
+            when=datetime.datetime(2024, 5, 6, 7, 8, 9),
+            part=LdPart(label="p", target=target),
+            parts=[LdPart(label="q")],
+            target=target,
+            nested=[[1, 2], [3]],
+        )
+    )
+    shuffled = dict(reversed(list(raw.items())))
+    retyped = {**raw, "number": 7.0, "tags": ["x", 5], "label": b"bytes"}
+    missing = {key: value for key, value in raw.items() if key != "tags"}
+    null = {**raw, "text": None, "target": None}
+    return [raw, shuffled, retyped, missing, null]
+
+
+def test_owning_loader_builds_mongoengines_documents() -> None:
+    for raw in [*flat_sons(), stored(full_document())]:
+        cls = LdFlat if "l" in raw else LdEverything
+        fast = loader(cls, owned=True)(copy.deepcopy(raw))
+        slow = cls._from_son(copy.deepcopy(raw))
+        assert_same(fast, slow)
+    for raw in flat_sons()[:3]:  # whole sons: _data in _from_son's order too
+        fast = loader(LdFlat, owned=True)(copy.deepcopy(raw))
+        assert list(fast._data) == list(LdFlat._from_son(copy.deepcopy(raw))._data)
+
+
+def test_loading_leaves_the_callers_son_as_it_was() -> None:
+    for raw in flat_sons():
+        kept = copy.deepcopy(raw)
+        from_son(LdFlat, raw)
+        assert raw == kept

@@ -180,7 +180,7 @@ def list_converter(field: BaseField, inner: BaseField) -> Callable[[Any], Any]:
 class _Plan:
     """How to load one class, and the loader generated for it."""
 
-    __slots__ = ("cls", "fields", "make", "make_joining", "references")
+    __slots__ = ("cls", "fields", "make", "make_joining", "make_owning", "references")
 
     def __init__(self, cls: type[Any]):
         self.cls = cls
@@ -188,6 +188,19 @@ class _Plan:
         self.references = [plan.field for plan in self.fields if plan.reference]
         self.make = _compile(cls, self, joining=False)
         self.make_joining: Callable[..., Load] | None = None  # on first use
+        self.make_owning: Callable[..., Load] | None = None  # on first use
+
+    def owning(self) -> Callable[..., Load]:
+        """``make(fallback, *reference_collections)``: the loader that keeps
+        the raw document's dict and lists as the document's own (the plain
+        loader when a field's name is another's stored name)."""
+        if self.make_owning is None:
+            stored = {fp.field.db_field for fp in self.fields} | {"_cls"}
+            renamed = [fp.name for fp in self.fields if fp.name != fp.field.db_field]
+            clash = not stored.isdisjoint(renamed)
+            owning = not clash
+            self.make_owning = _compile(self.cls, self, joining=False, owning=owning)
+        return self.make_owning
 
     def joining(self) -> Callable[..., Load]:
         """``make(fallback, *reference_collections, *finders)``: the loader
@@ -276,17 +289,18 @@ def make(fallback, {references}):
 {values}\
         # Each field present and not null, and as many keys as fields: no
         # other key. Otherwise, any other key must be a _cls naming cls.
-        if len(son) != field_count or {any_none}:
+        whole = len(son) == field_count and not ({any_none})
+        if not whole:
             if not known_keys.issuperset(son) or get("_cls", class_name) != class_name:
                 return fallback(son)
-        complete = False
+        complete = {flags}False
         try:
 """
 
 _TAIL = """\
         except (AttributeError, ValueError):
             return fallback(son)
-        data = {{{data}}}
+{data}\
         if complete:
             data = {{k: v for k, v in data.items() if v is not MISSING}}
         document = new(cls)
@@ -302,15 +316,30 @@ _TAIL = """\
     return load
 """
 
+# An owning loader turns a whole son into the document's _data in place:
+# converted values written back, renamed fields moved to their names at the
+# end, in field order, as _from_son's data dict has them.
+_TAKE_SON = """\
+if whole:
+    if converted:
+{write_back}{rename}\
+    data = son
+else:
+    data = {{{data}}}
+"""
 
-def _compile(cls: type[Any], plan: _Plan, joining: bool) -> Callable[..., Load]:
+
+def _compile(
+    cls: type[Any], plan: _Plan, joining: bool, owning: bool = False
+) -> Callable[..., Load]:
     """``make(fallback, *reference_collections)``: the loader of ``cls``.
 
     The generated ``load(son)`` does what ``_from_son`` does for ``cls``, or
     returns ``fallback(son)`` for anything it was not generated for. A joining
     loader also takes one finder per plain reference and stores what
     ``finder(oid.binary)`` returns instead of the DBRef, unless that is None; a
-    son with a reference stored any other way goes to ``fallback``.
+    son with a reference stored any other way goes to ``fallback``. An owning
+    loader keeps the son's dict and lists in the document (see ``loader``).
     """
     namespace: dict[str, Any] = {
         "DBRef": DBRef,
@@ -335,8 +364,8 @@ def _compile(cls: type[Any], plan: _Plan, joining: bool) -> Callable[..., Load]:
         if field_plan.item_type is not None:
             namespace[f"item_type_{index}"] = field_plan.item_type
             namespace[f"item_to_python_{index}"] = field_plan.field.field.to_python
-        blocks.append(_field_block(index, field_plan, plan.references, joining))
-    data = ", ".join(f"{fp.name!r}: v{i}" for i, fp in enumerate(plan.fields))
+        block = _field_block(index, field_plan, plan.references, joining, owning)
+        blocks.append(block)
     embed = [
         f"embed(document, v{i})" for i, fp in enumerate(plan.fields) if fp.may_embed
     ]
@@ -354,26 +383,49 @@ def _compile(cls: type[Any], plan: _Plan, joining: bool) -> Callable[..., Load]:
             references=", ".join(references),
             values=_indent(values, 8),
             any_none=any_none or "False",
+            flags="converted = " if owning else "",
         )
         + "".join(blocks)
         + _TAIL.format(
-            data=data,
+            data=_indent(_data_source(plan, owning), 8),
             embed=_indent("\n".join(embed or ["pass"]), 12),
             # A _cls field (allow_inheritance) holds it in _data, as in _from_son.
             set_cls="data['_cls'] = class_name" if "_cls" in cls._fields else "pass",
         )
     )
-    name = f"<{'joining ' if joining else ''}loader of {cls._class_name}>"
-    exec(compile(source, name, "exec"), namespace)
+    kind = "joining " if joining else "owning " if owning else ""
+    exec(compile(source, f"<{kind}loader of {cls._class_name}>", "exec"), namespace)
     return namespace["make"]
 
 
+def _data_source(plan: _Plan, owning: bool) -> str:
+    """The statements making ``data``, the document's ``_data``."""
+    data = ", ".join(f"{fp.name!r}: v{i}" for i, fp in enumerate(plan.fields))
+    if not owning:
+        return f"data = {{{data}}}\n"
+    write_back, rename = [], []
+    for i, fp in enumerate(plan.fields):
+        stored = fp.field.db_field
+        if stored == fp.name:
+            write_back.append(f"son[{stored!r}] = v{i}")
+        else:
+            rename.append(f"del son[{stored!r}]\nson[{fp.name!r}] = v{i}")
+    return _TAKE_SON.format(
+        write_back=_indent("\n".join(write_back or ["pass"]), 8),
+        rename=_indent("\n".join(rename or ["pass"]), 4),
+        data=data,
+    )
+
+
 def _field_block(
-    index: int, field_plan: _FieldPlan, references: list, joining: bool
+    index: int, field_plan: _FieldPlan, references: list, joining: bool, owning: bool
 ) -> str:
     """Load one field into ``v<index>``: None or absent gives the default (or
-    MISSING, for ``_complete`` to ask the field), anything else converts."""
+    MISSING, for ``_complete`` to ask the field), anything else converts (an
+    owning loader notes it in ``converted``, and keeps a list it can)."""
     field, value = field_plan.field, f"v{index}"
+    mark = "\n    converted = True" if owning else ""
+    to_python = f"else:\n    {value} = to_python_{index}({value}){mark}\n"
     if not field_plan.plain_get:
         default = f"{value} = MISSING\ncomplete = True"
     elif field.null or field.default is None:
@@ -394,36 +446,46 @@ def _field_block(
         collection = f"collection_{references.index(field)}"
         convert = (
             f"elif type({value}) is ObjectId:\n"
-            f"    {value} = DBRef({collection}, {value})\n"
-            "else:\n"
-            f"    {value} = to_python_{index}({value})\n"
+            f"    {value} = DBRef({collection}, {value}){mark}\n" + to_python
         )
     elif field_plan.item_type is _ANY:
-        convert = (
-            f"elif type({value}) is list:\n"
-            f"    {value} = list({value})\n"
-            "else:\n"
-            f"    {value} = to_python_{index}({value})\n"
-        )
+        keep = "pass" if owning else f"{value} = list({value})"
+        convert = f"elif type({value}) is list:\n    {keep}\n" + to_python
     elif field_plan.item_type is not None:
-        convert = (
-            f"elif type({value}) is list:\n"
-            f"    {value} = [item if type(item) is item_type_{index}"
-            f" else item_to_python_{index}(item) for item in {value}]\n"
-            "else:\n"
-            f"    {value} = to_python_{index}({value})\n"
+        convert = f"elif type({value}) is list:\n" + _indent(
+            _items_source(index, owning), 4
         )
+        convert += to_python
     elif field_plan.identity_type is _ANY:
         convert = ""
     elif field_plan.identity_type is not None:
         convert = (
             f"elif type({value}) is not type_{index}:\n"
-            f"    {value} = to_python_{index}({value})\n"
+            f"    {value} = to_python_{index}({value}){mark}\n"
         )
     else:
-        convert = f"else:\n    {value} = to_python_{index}({value})\n"
+        convert = to_python
     block = f"if {value} is None:\n{_indent(default, 4)}{convert}"
     return _indent(block, 12)
+
+
+def _items_source(index: int, owning: bool) -> str:
+    """Convert the items of list ``v<index>`` into a new list; an owning
+    loader keeps the list when every item is of the type kept as it is."""
+    value = f"v{index}"
+    converted = (
+        f"{value} = [item if type(item) is item_type_{index}"
+        f" else item_to_python_{index}(item) for item in {value}]"
+    )
+    if not owning:
+        return converted + "\n"
+    return (
+        f"for item in {value}:\n"
+        f"    if type(item) is not item_type_{index}:\n"
+        f"        {converted}\n"
+        "        converted = True\n"
+        "        break\n"
+    )
 
 
 def _indent(text: str, spaces: int) -> str:
@@ -478,11 +540,14 @@ def from_son(cls: type[Any], son: dict, _auto_dereference: bool = True) -> Any:
     return loader(cls, _auto_dereference)(son)
 
 
-def loader(cls: type[Any], _auto_dereference: bool = True) -> Load:
+def loader(cls: type[Any], _auto_dereference: bool = True, owned: bool = False) -> Load:
     """A function doing ``cls._from_son(son, _auto_dereference)`` for many sons.
 
     What holds for the whole batch (no-dereference loading, init signal
-    receivers, the collections references name) is settled once, here.
+    receivers, the collections references name) is settled once, here. With
+    ``owned``, the caller hands the sons over (nothing else uses them after):
+    a son's dict may become the document's ``_data`` and its lists the
+    document's values, which saves copying them.
     """
     if not _auto_dereference or has_init_receivers():
         return functools.partial(cls._from_son, _auto_dereference=_auto_dereference)
@@ -503,10 +568,11 @@ def loader(cls: type[Any], _auto_dereference: bool = True) -> Load:
                 subclass = get_document(class_name)
             except NotRegistered:
                 return cls._from_son(son)  # raises MongoEngine's own error
-            load = subclass_loaders[class_name] = loader(subclass)
+            load = subclass_loaders[class_name] = loader(subclass, owned=owned)
         return load(son)
 
-    return plan.make(fallback, *plan.reference_collections())
+    make = plan.owning() if owned else plan.make
+    return make(fallback, *plan.reference_collections())
 
 
 def loader_key(cls: type[Any], _auto_dereference: bool = True) -> tuple[Any, ...]:
