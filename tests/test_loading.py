@@ -136,6 +136,12 @@ class LdDynamic(DynamicDocument):
     name = StringField()
 
 
+class LdPlainTarget(mongoengine.Document):
+    """MongoEngine's own Document, for what it does without our loader."""
+
+    name = mongoengine.StringField()
+
+
 class LdFlat(Document):
     """Field kinds an owning loader takes the son of, one stored renamed."""
 
@@ -449,3 +455,17 @@ def test_loading_leaves_the_callers_son_as_it_was() -> None:
         kept = copy.deepcopy(raw)
         from_son(LdFlat, raw)
         assert raw == kept
+
+
+def test_loaded_documents_track_changes_and_new_ones_do_not() -> None:
+    """As in MongoEngine: ``_changed_fields`` is there from loading on, and
+    only from saving on for a document built by ``__init__``."""
+    whole, partial = stored(LdTarget(name="t")), {"_id": ObjectId()}
+    for raw in (whole, partial):
+        for document in (from_son(LdTarget, raw), LdTarget._from_son(raw)):
+            assert document._changed_fields == []
+            document.name = "changed"
+            assert document._changed_fields == ["name"]
+    for new in (LdTarget(name="new"), LdPlainTarget(name="new")):
+        new.name = "changed"
+        assert not hasattr(new, "_changed_fields")

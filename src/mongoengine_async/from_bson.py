@@ -255,13 +255,30 @@ class _ClassName:
         return self if instance is None else owner._class_name
 
 
+class _ChangedFields:
+    """``document._changed_fields`` where the document stores none: for a
+    loaded document a new empty list, which it keeps from then on (most are
+    never changed); a document ``__init__`` built (it stores ``_initialised``)
+    has none until saved, as in MongoEngine."""
+
+    def __get__(self, instance: Any, owner: type[Any]) -> Any:
+        if instance is None:
+            return self
+        state = vars(instance)
+        if "_initialised" in state:
+            raise AttributeError("_changed_fields")
+        changed: list[str] = []
+        state["_changed_fields"] = changed
+        return changed
+
+
 class LoadedState:
     """The state of a document loaded from the database, held by its class.
 
-    ``_from_son`` stores these four values in every document it builds; a
+    ``_from_son`` stores these five values in every document it builds; a
     class with this mixin before MongoEngine's Document in its MRO shares them
     instead, and the loader (which builds only such documents) stores none.
-    They are class attributes that are not descriptors, so they shadow
+    They are class attributes that are not data descriptors, so they shadow
     MongoEngine's slots, and any assignment (by ``__init__``, ``save``...)
     stores the new value in that instance only. A ``_cls`` field
     (``allow_inheritance``) shadows ``_cls`` in turn.
@@ -274,11 +291,11 @@ class LoadedState:
     # ``__init__`` gives each its own before it unlocks them.
     _dynamic_fields: SON[str, Any] = SON()
     _cls = _ClassName()
+    _changed_fields = _ChangedFields()
 
 
-# The two slots the loader sets in every document, without looking them up.
+# The slot the loader sets in every document, without looking it up.
 _set_data = BaseDocument.__dict__["_data"].__set__
-_set_changed_fields = BaseDocument.__dict__["_changed_fields"].__set__
 
 _HEAD = """\
 def make(fallback, {references}):
@@ -310,7 +327,6 @@ _TAIL = """\
         else:
 {embed}
         {set_cls}
-        set_changed_fields(document, [])
         return document
 
     return load
@@ -353,7 +369,6 @@ def _compile(
         "field_count": len(plan.fields),
         "new": cls.__new__,
         "plan": plan,
-        "set_changed_fields": _set_changed_fields,
         "set_data": _set_data,
     }
     blocks = []
@@ -524,6 +539,7 @@ def _complete(document: Any, plan: _Plan, data: dict) -> None:
         data[name] = value
         link_embedded(document, value)
     _set_state(document, initialised=True, created=False)
+    vars(document)["_changed_fields"] = []
 
 
 def _set_state(document: Any, initialised: bool, created: bool) -> None:
