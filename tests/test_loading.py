@@ -19,6 +19,7 @@ import pytest
 from bson import DBRef, ObjectId
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions
+from mongoengine.base import BaseField
 
 from mongoengine_async import (
     BooleanField,
@@ -140,6 +141,21 @@ class LdPlainTarget(mongoengine.Document):
     """MongoEngine's own Document, for what it does without our loader."""
 
     name = mongoengine.StringField()
+
+
+class LdSimple(Document):
+    """Field kinds whose stored types their to_python keeps, one renamed."""
+
+    text = StringField(default="untitled")
+    number = IntField()
+    ratio = FloatField()
+    flag = BooleanField()
+    label = StringField(db_field="l")
+    tags = ListField(StringField())
+    anything = BaseField(default="nothing")
+    target = ReferenceField(LdTarget)
+    source = ReferenceField(LdTarget, db_field="s")
+    other_id = ObjectIdField()
 
 
 class LdFlat(Document):
@@ -414,46 +430,73 @@ def test_init_signal_receivers_take_mongoengines_path() -> None:
     assert seen == [document]
 
 
-def flat_sons() -> list[dict]:
-    """Whole sons of LdFlat: as saved, in another key order, with values of
-    other types; then sons with fields missing or null."""
-    target = LdTarget(id=ObjectId(), name="t")
-    raw = stored(
-        LdFlat(
-            text="hello",
-            number=7,
-            label="l",
-            tags=["a", "b"],
-            raw_list=[1, "two", {"three": 3}],
-            when=datetime.datetime(2024, 5, 6, 7, 8, 9),
-            part=LdPart(label="p", target=target),
-            parts=[LdPart(label="q")],
-            target=target,
-            nested=[[1, 2], [3]],
-        )
-    )
+def variants(raw: dict) -> list[dict]:
+    """A whole son, the same in another key order, with values of other types
+    (left to ``to_python``), then with a field missing and with fields null."""
     shuffled = dict(reversed(list(raw.items())))
-    retyped = {**raw, "number": 7.0, "tags": ["x", 5], "label": b"bytes"}
+    retyped = {**raw, "number": 7.0, "tags": ["x", 5], "l": b"bytes"}
+    lists_retyped = {**raw, "tags": ("x",)}
     missing = {key: value for key, value in raw.items() if key != "tags"}
     null = {**raw, "text": None, "target": None}
-    return [raw, shuffled, retyped, missing, null]
+    return [raw, shuffled, retyped, lists_retyped, missing, null]
+
+
+def flat_sons() -> list[dict]:
+    """Sons of LdFlat, which has fields its to_python always converts."""
+    target = LdTarget(id=ObjectId(), name="t")
+    flat = LdFlat(
+        text="hello",
+        number=7,
+        label="l",
+        tags=["a", "b"],
+        raw_list=[1, "two", {"three": 3}],
+        when=datetime.datetime(2024, 5, 6, 7, 8, 9),
+        part=LdPart(label="p", target=target),
+        parts=[LdPart(label="q")],
+        target=target,
+        nested=[[1, 2], [3]],
+    )
+    return variants(stored(flat))
+
+
+def simple_sons() -> list[dict]:
+    """Sons of LdSimple, whose whole sons of kept types take no conversion."""
+    simple = LdSimple(
+        text="hello",
+        number=7,
+        ratio=0.5,
+        flag=True,
+        label="l",
+        tags=["a", "b"],
+        anything={"a": [1]},
+        target=LdTarget(id=ObjectId()),
+        source=LdTarget(id=ObjectId()),
+        other_id=ObjectId(),
+    )
+    raw = stored(simple)
+    # One value each that only the items' or the field's own check sees.
+    return [*variants(raw), {**raw, "tags": ["x", b"y"]}, {**raw, "anything": None}]
 
 
 def test_owning_loader_builds_mongoengines_documents() -> None:
-    for raw in [*flat_sons(), stored(full_document())]:
-        cls = LdFlat if "l" in raw else LdEverything
+    sons = [(LdFlat, raw) for raw in flat_sons()]
+    sons += [(LdSimple, raw) for raw in simple_sons()]
+    for cls, raw in [*sons, (LdEverything, stored(full_document()))]:
         fast = loader(cls, owned=True)(copy.deepcopy(raw))
         slow = cls._from_son(copy.deepcopy(raw))
         assert_same(fast, slow)
-    for raw in flat_sons()[:3]:  # whole sons: _data in _from_son's order too
-        fast = loader(LdFlat, owned=True)(copy.deepcopy(raw))
-        assert list(fast._data) == list(LdFlat._from_son(copy.deepcopy(raw))._data)
+    for cls, raw in sons:  # a whole son's _data in _from_son's order too
+        if len(raw) == len(cls._fields) and None not in raw.values():
+            fast = loader(cls, owned=True)(copy.deepcopy(raw))
+            assert list(fast._data) == list(cls._from_son(copy.deepcopy(raw))._data)
 
 
 def test_loading_leaves_the_callers_son_as_it_was() -> None:
-    for raw in flat_sons():
+    for cls, raw in [(LdFlat, raw) for raw in flat_sons()] + [
+        (LdSimple, raw) for raw in simple_sons()
+    ]:
         kept = copy.deepcopy(raw)
-        from_son(LdFlat, raw)
+        from_son(cls, raw)
         assert raw == kept
 
 

@@ -300,6 +300,7 @@ _set_data = BaseDocument.__dict__["_data"].__set__
 _HEAD = """\
 def make(fallback, {references}):
     def load(son):
+{taken_whole}\
         if type(son) is not dict:
             return fallback(son)
         get = son.get
@@ -399,6 +400,7 @@ def _compile(
             values=_indent(values, 8),
             any_none=any_none or "False",
             flags="converted = " if owning else "",
+            taken_whole=_indent(_whole_son_source(plan) if owning else "", 8),
         )
         + "".join(blocks)
         + _TAIL.format(
@@ -411,6 +413,59 @@ def _compile(
     kind = "joining " if joining else "owning " if owning else ""
     exec(compile(source, f"<{kind}loader of {cls._class_name}>", "exec"), namespace)
     return namespace["make"]
+
+
+def _whole_son_source(plan: _Plan) -> str:
+    """An owning loader's shortest path: a son holding every field, each of a
+    type its ``to_python`` keeps (or a plain reference), becomes the document's
+    ``_data`` without any call. Empty when some field always converts."""
+    checks: list[str] = []
+    keep: list[str] = []  # the reference DBRefs made, renamed fields moved
+    lists: list[int] = []
+    for i, fp in enumerate(plan.fields):
+        value, stored = f"v{i}", fp.field.db_field
+        if fp.reference:
+            checks.append(f"type({value}) is ObjectId")
+            collection = f"collection_{plan.references.index(fp.field)}"
+            keep.append(f"{value} = DBRef({collection}, {value})")
+            if stored == fp.name:
+                keep.append(f"son[{stored!r}] = {value}")
+        elif fp.item_type is not None:
+            checks.append(f"type({value}) is list")
+            if fp.item_type is not _ANY:
+                lists.append(i)
+        elif fp.identity_type is _ANY:
+            checks.append(f"{value} is not None")
+        elif fp.identity_type is not None:
+            checks.append(f"type({value}) is type_{i}")
+        else:
+            return ""
+        if stored != fp.name:
+            keep.append(f"del son[{stored!r}]\nson[{fp.name!r}] = {value}")
+    if not checks or "_cls" in plan.cls._fields:
+        return ""
+    taken = "\n".join(
+        [*keep, "document = new(cls)", "set_data(document, son)", "return document"]
+    )
+    for i in reversed(lists):  # each list's items checked, innermost the taking
+        taken = (
+            f"for item in v{i}:\n"
+            f"    if type(item) is not item_type_{i}:\n"
+            "        break\n"
+            f"else:\n{_indent(taken, 4)}"
+        )
+    lookups = "\n".join(
+        f"v{i} = son[{fp.field.db_field!r}]" for i, fp in enumerate(plan.fields)
+    )
+    return (
+        "if type(son) is dict and len(son) == field_count:\n"
+        f"    try:\n{_indent(lookups, 8)}"
+        "    except KeyError:\n"
+        "        pass\n"
+        f"    else:\n"
+        f"        if {' and '.join(checks)}:\n"
+        f"{_indent(taken, 12)}"
+    )
 
 
 def _data_source(plan: _Plan, owning: bool) -> str:
