@@ -20,6 +20,7 @@ from bson import DBRef, ObjectId
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions
 from mongoengine.base import BaseField
+from mongoengine.errors import NotRegistered
 
 from mongoengine_async import (
     BooleanField,
@@ -156,6 +157,18 @@ class LdSimple(Document):
     target = ReferenceField(LdTarget)
     source = ReferenceField(LdTarget, db_field="s")
     other_id = ObjectIdField()
+
+
+class LdKind(Document):
+    """A base class whose documents store their class name in ``_cls``."""
+
+    name = StringField()
+    tags = ListField(StringField())
+    meta = {"allow_inheritance": True}
+
+
+class LdSubKind(LdKind):
+    level = IntField()
 
 
 class LdFlat(Document):
@@ -489,6 +502,24 @@ def test_owning_loader_builds_mongoengines_documents() -> None:
         if len(raw) == len(cls._fields) and None not in raw.values():
             fast = loader(cls, owned=True)(copy.deepcopy(raw))
             assert list(fast._data) == list(cls._from_son(copy.deepcopy(raw))._data)
+
+
+def test_owning_loader_builds_subclasses_from_their_cls() -> None:
+    base = stored(LdKind(name="k", tags=["a"]))
+    sub = stored(LdSubKind(name="s", tags=["b"], level=2))
+    other = {**base, "_cls": "LdOther"}  # MongoEngine's error, both ways
+    kept = [base, sub, dict(reversed(list(sub.items())))]  # types kept as they are
+    for index, raw in enumerate([*kept, {**sub, "level": 2.0}]):
+        fast = loader(LdKind, owned=True)(copy.deepcopy(raw))
+        slow = LdKind._from_son(copy.deepcopy(raw))
+        assert_same(fast, slow)
+        if index < len(kept):  # _data in _from_son's order too
+            assert list(fast._data) == list(slow._data)
+    with pytest.raises(NotRegistered) as fast_error:
+        loader(LdKind, owned=True)(copy.deepcopy(other))
+    with pytest.raises(NotRegistered) as slow_error:
+        LdKind._from_son(copy.deepcopy(other))
+    assert str(fast_error.value) == str(slow_error.value)
 
 
 def test_loading_leaves_the_callers_son_as_it_was() -> None:

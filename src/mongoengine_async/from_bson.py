@@ -440,9 +440,11 @@ def _whole_son_source(plan: _Plan) -> str:
             checks.append(f"type({value}) is type_{i}")
         else:
             return ""
+        if stored == "_cls":  # allow_inheritance: a document of this very class
+            checks.append(f"{value} == class_name")
         if stored != fp.name:
             keep.append(f"del son[{stored!r}]\nson[{fp.name!r}] = {value}")
-    if not checks or "_cls" in plan.cls._fields:
+    if not checks:
         return ""
     taken = "\n".join(
         [*keep, "document = new(cls)", "set_data(document, son)", "return document"]
