@@ -255,21 +255,33 @@ class _ClassName:
         return self if instance is None else owner._class_name
 
 
+# MongoEngine's slot, where every document's _changed_fields is kept.
+_CHANGED_SLOT = BaseDocument.__dict__["_changed_fields"]
+
+
 class _ChangedFields:
-    """``document._changed_fields`` where the document stores none: for a
-    loaded document a new empty list, which it keeps from then on (most are
-    never changed); a document ``__init__`` built (it stores ``_initialised``)
-    has none until saved, as in MongoEngine."""
+    """``document._changed_fields``, kept in MongoEngine's slot, where a loaded
+    document that has none yet gets a new empty list (most are never changed);
+    one ``__init__`` built (it stores ``_initialised``) has none until saved,
+    as in MongoEngine. Code setting the slot directly is read the same."""
 
     def __get__(self, instance: Any, owner: type[Any]) -> Any:
         if instance is None:
             return self
-        state = vars(instance)
-        if "_initialised" in state:
-            raise AttributeError("_changed_fields")
+        try:
+            return _CHANGED_SLOT.__get__(instance, owner)
+        except AttributeError:
+            if "_initialised" in vars(instance):
+                raise
         changed: list[str] = []
-        state["_changed_fields"] = changed
+        _CHANGED_SLOT.__set__(instance, changed)
         return changed
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        _CHANGED_SLOT.__set__(instance, value)
+
+    def __delete__(self, instance: Any) -> None:
+        _CHANGED_SLOT.__delete__(instance)
 
 
 class LoadedState:
@@ -280,8 +292,9 @@ class LoadedState:
     instead, and the loader (which builds only such documents) stores none.
     They are class attributes that are not data descriptors, so they shadow
     MongoEngine's slots, and any assignment (by ``__init__``, ``save``...)
-    stores the new value in that instance only. A ``_cls`` field
-    (``allow_inheritance``) shadows ``_cls`` in turn.
+    stores the new value in that instance only; ``_changed_fields`` stays in
+    its slot, made when first read. A ``_cls`` field (``allow_inheritance``)
+    shadows ``_cls`` in turn.
     """
 
     __slots__ = ()
@@ -596,7 +609,7 @@ def _complete(document: Any, plan: _Plan, data: dict) -> None:
         data[name] = value
         link_embedded(document, value)
     _set_state(document, initialised=True, created=False)
-    vars(document)["_changed_fields"] = []
+    _CHANGED_SLOT.__set__(document, [])
 
 
 def _set_state(document: Any, initialised: bool, created: bool) -> None:
