@@ -6,6 +6,7 @@ them (one test checks that against a real round trip), so no database is needed.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import decimal
 import enum
@@ -18,6 +19,8 @@ import pytest
 from bson import DBRef, ObjectId
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions
+from mongoengine.base import BaseField
+from mongoengine.errors import NotRegistered
 
 from mongoengine_async import (
     BooleanField,
@@ -56,6 +59,7 @@ from mongoengine_async.from_bson import (
     _plan,
     from_son,
     joining_loader,
+    loader,
     plain_references,
 )
 
@@ -132,6 +136,54 @@ class LdLoose(Document):
 
 class LdDynamic(DynamicDocument):
     name = StringField()
+
+
+class LdPlainTarget(mongoengine.Document):
+    """MongoEngine's own Document, for what it does without our loader."""
+
+    name = mongoengine.StringField()
+
+
+class LdSimple(Document):
+    """Field kinds whose stored types their to_python keeps, one renamed."""
+
+    text = StringField(default="untitled")
+    number = IntField()
+    ratio = FloatField()
+    flag = BooleanField()
+    label = StringField(db_field="l")
+    tags = ListField(StringField())
+    anything = BaseField(default="nothing")
+    target = ReferenceField(LdTarget)
+    source = ReferenceField(LdTarget, db_field="s")
+    other_id = ObjectIdField()
+
+
+class LdKind(Document):
+    """A base class whose documents store their class name in ``_cls``."""
+
+    name = StringField()
+    tags = ListField(StringField())
+    meta = {"allow_inheritance": True}
+
+
+class LdSubKind(LdKind):
+    level = IntField()
+
+
+class LdFlat(Document):
+    """Field kinds an owning loader takes the son of, one stored renamed."""
+
+    text = StringField(default="untitled")
+    number = IntField()
+    label = StringField(db_field="l")
+    tags = ListField(StringField())
+    raw_list = ListField()
+    when = DateTimeField()
+    part = EmbeddedDocumentField(LdPart)
+    parts = EmbeddedDocumentListField(LdPart)
+    target = ReferenceField(LdTarget)
+    nested = ListField(ListField(IntField()))
 
 
 # What a document holds besides its values: MongoEngine keeps it in slots and
@@ -389,3 +441,105 @@ def test_init_signal_receivers_take_mongoengines_path() -> None:
     finally:
         mongoengine.signals.post_init.disconnect(receiver, sender=LdTarget)
     assert seen == [document]
+
+
+def variants(raw: dict) -> list[dict]:
+    """A whole son, the same in another key order, with values of other types
+    (left to ``to_python``), then with a field missing and with fields null."""
+    shuffled = dict(reversed(list(raw.items())))
+    retyped = {**raw, "number": 7.0, "tags": ["x", 5], "l": b"bytes"}
+    lists_retyped = {**raw, "tags": ("x",)}
+    missing = {key: value for key, value in raw.items() if key != "tags"}
+    null = {**raw, "text": None, "target": None}
+    return [raw, shuffled, retyped, lists_retyped, missing, null]
+
+
+def flat_sons() -> list[dict]:
+    """Sons of LdFlat, which has fields its to_python always converts."""
+    target = LdTarget(id=ObjectId(), name="t")
+    flat = LdFlat(
+        text="hello",
+        number=7,
+        label="l",
+        tags=["a", "b"],
+        raw_list=[1, "two", {"three": 3}],
+        when=datetime.datetime(2024, 5, 6, 7, 8, 9),
+        part=LdPart(label="p", target=target),
+        parts=[LdPart(label="q")],
+        target=target,
+        nested=[[1, 2], [3]],
+    )
+    return variants(stored(flat))
+
+
+def simple_sons() -> list[dict]:
+    """Sons of LdSimple, whose whole sons of kept types take no conversion."""
+    simple = LdSimple(
+        text="hello",
+        number=7,
+        ratio=0.5,
+        flag=True,
+        label="l",
+        tags=["a", "b"],
+        anything={"a": [1]},
+        target=LdTarget(id=ObjectId()),
+        source=LdTarget(id=ObjectId()),
+        other_id=ObjectId(),
+    )
+    raw = stored(simple)
+    # One value each that only the items' or the field's own check sees.
+    return [*variants(raw), {**raw, "tags": ["x", b"y"]}, {**raw, "anything": None}]
+
+
+def test_owning_loader_builds_mongoengines_documents() -> None:
+    sons = [(LdFlat, raw) for raw in flat_sons()]
+    sons += [(LdSimple, raw) for raw in simple_sons()]
+    for cls, raw in [*sons, (LdEverything, stored(full_document()))]:
+        fast = loader(cls, owned=True)(copy.deepcopy(raw))
+        slow = cls._from_son(copy.deepcopy(raw))
+        assert_same(fast, slow)
+    for cls, raw in sons:  # a whole son's _data in _from_son's order too
+        if len(raw) == len(cls._fields) and None not in raw.values():
+            fast = loader(cls, owned=True)(copy.deepcopy(raw))
+            assert list(fast._data) == list(cls._from_son(copy.deepcopy(raw))._data)
+
+
+def test_owning_loader_builds_subclasses_from_their_cls() -> None:
+    base = stored(LdKind(name="k", tags=["a"]))
+    sub = stored(LdSubKind(name="s", tags=["b"], level=2))
+    other = {**base, "_cls": "LdOther"}  # MongoEngine's error, both ways
+    kept = [base, sub, dict(reversed(list(sub.items())))]  # types kept as they are
+    for index, raw in enumerate([*kept, {**sub, "level": 2.0}]):
+        fast = loader(LdKind, owned=True)(copy.deepcopy(raw))
+        slow = LdKind._from_son(copy.deepcopy(raw))
+        assert_same(fast, slow)
+        if index < len(kept):  # _data in _from_son's order too
+            assert list(fast._data) == list(slow._data)
+    with pytest.raises(NotRegistered) as fast_error:
+        loader(LdKind, owned=True)(copy.deepcopy(other))
+    with pytest.raises(NotRegistered) as slow_error:
+        LdKind._from_son(copy.deepcopy(other))
+    assert str(fast_error.value) == str(slow_error.value)
+
+
+def test_loading_leaves_the_callers_son_as_it_was() -> None:
+    for cls, raw in [(LdFlat, raw) for raw in flat_sons()] + [
+        (LdSimple, raw) for raw in simple_sons()
+    ]:
+        kept = copy.deepcopy(raw)
+        from_son(cls, raw)
+        assert raw == kept
+
+
+def test_loaded_documents_track_changes_and_new_ones_do_not() -> None:
+    """As in MongoEngine: ``_changed_fields`` is there from loading on, and
+    only from saving on for a document built by ``__init__``."""
+    whole, partial = stored(LdTarget(name="t")), {"_id": ObjectId()}
+    for raw in (whole, partial):
+        for document in (from_son(LdTarget, raw), LdTarget._from_son(raw)):
+            assert document._changed_fields == []
+            document.name = "changed"
+            assert document._changed_fields == ["name"]
+    for new in (LdTarget(name="new"), LdPlainTarget(name="new")):
+        new.name = "changed"
+        assert not hasattr(new, "_changed_fields")

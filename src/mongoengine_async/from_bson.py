@@ -180,7 +180,7 @@ def list_converter(field: BaseField, inner: BaseField) -> Callable[[Any], Any]:
 class _Plan:
     """How to load one class, and the loader generated for it."""
 
-    __slots__ = ("cls", "fields", "make", "make_joining", "references")
+    __slots__ = ("cls", "fields", "make", "make_joining", "make_owning", "references")
 
     def __init__(self, cls: type[Any]):
         self.cls = cls
@@ -188,6 +188,19 @@ class _Plan:
         self.references = [plan.field for plan in self.fields if plan.reference]
         self.make = _compile(cls, self, joining=False)
         self.make_joining: Callable[..., Load] | None = None  # on first use
+        self.make_owning: Callable[..., Load] | None = None  # on first use
+
+    def owning(self) -> Callable[..., Load]:
+        """``make(fallback, *reference_collections)``: the loader that keeps
+        the raw document's dict and lists as the document's own (the plain
+        loader when a field's name is another's stored name)."""
+        if self.make_owning is None:
+            stored = {fp.field.db_field for fp in self.fields} | {"_cls"}
+            renamed = [fp.name for fp in self.fields if fp.name != fp.field.db_field]
+            clash = not stored.isdisjoint(renamed)
+            owning = not clash
+            self.make_owning = _compile(self.cls, self, joining=False, owning=owning)
+        return self.make_owning
 
     def joining(self) -> Callable[..., Load]:
         """``make(fallback, *reference_collections, *finders)``: the loader
@@ -242,16 +255,46 @@ class _ClassName:
         return self if instance is None else owner._class_name
 
 
+# MongoEngine's slot, where every document's _changed_fields is kept.
+_CHANGED_SLOT = BaseDocument.__dict__["_changed_fields"]
+
+
+class _ChangedFields:
+    """``document._changed_fields``, kept in MongoEngine's slot, where a loaded
+    document that has none yet gets a new empty list (most are never changed);
+    one ``__init__`` built (it stores ``_initialised``) has none until saved,
+    as in MongoEngine. Code setting the slot directly is read the same."""
+
+    def __get__(self, instance: Any, owner: type[Any]) -> Any:
+        if instance is None:
+            return self
+        try:
+            return _CHANGED_SLOT.__get__(instance, owner)
+        except AttributeError:
+            if "_initialised" in vars(instance):
+                raise
+        changed: list[str] = []
+        _CHANGED_SLOT.__set__(instance, changed)
+        return changed
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        _CHANGED_SLOT.__set__(instance, value)
+
+    def __delete__(self, instance: Any) -> None:
+        _CHANGED_SLOT.__delete__(instance)
+
+
 class LoadedState:
     """The state of a document loaded from the database, held by its class.
 
-    ``_from_son`` stores these four values in every document it builds; a
+    ``_from_son`` stores these five values in every document it builds; a
     class with this mixin before MongoEngine's Document in its MRO shares them
     instead, and the loader (which builds only such documents) stores none.
-    They are class attributes that are not descriptors, so they shadow
+    They are class attributes that are not data descriptors, so they shadow
     MongoEngine's slots, and any assignment (by ``__init__``, ``save``...)
-    stores the new value in that instance only. A ``_cls`` field
-    (``allow_inheritance``) shadows ``_cls`` in turn.
+    stores the new value in that instance only; ``_changed_fields`` stays in
+    its slot, made when first read. A ``_cls`` field (``allow_inheritance``)
+    shadows ``_cls`` in turn.
     """
 
     __slots__ = ()
@@ -261,32 +304,34 @@ class LoadedState:
     # ``__init__`` gives each its own before it unlocks them.
     _dynamic_fields: SON[str, Any] = SON()
     _cls = _ClassName()
+    _changed_fields = _ChangedFields()
 
 
-# The two slots the loader sets in every document, without looking them up.
+# The slot the loader sets in every document, without looking it up.
 _set_data = BaseDocument.__dict__["_data"].__set__
-_set_changed_fields = BaseDocument.__dict__["_changed_fields"].__set__
 
 _HEAD = """\
 def make(fallback, {references}):
     def load(son):
+{taken_whole}\
         if type(son) is not dict:
             return fallback(son)
         get = son.get
 {values}\
         # Each field present and not null, and as many keys as fields: no
         # other key. Otherwise, any other key must be a _cls naming cls.
-        if len(son) != field_count or {any_none}:
+        whole = len(son) == field_count and not ({any_none})
+        if not whole:
             if not known_keys.issuperset(son) or get("_cls", class_name) != class_name:
                 return fallback(son)
-        complete = False
+        complete = {flags}False
         try:
 """
 
 _TAIL = """\
         except (AttributeError, ValueError):
             return fallback(son)
-        data = {{{data}}}
+{data}\
         if complete:
             data = {{k: v for k, v in data.items() if v is not MISSING}}
         document = new(cls)
@@ -296,21 +341,35 @@ _TAIL = """\
         else:
 {embed}
         {set_cls}
-        set_changed_fields(document, [])
         return document
 
     return load
 """
 
+# An owning loader turns a whole son into the document's _data in place:
+# converted values written back, renamed fields moved to their names at the
+# end, in field order, as _from_son's data dict has them.
+_TAKE_SON = """\
+if whole:
+    if converted:
+{write_back}{rename}\
+    data = son
+else:
+    data = {{{data}}}
+"""
 
-def _compile(cls: type[Any], plan: _Plan, joining: bool) -> Callable[..., Load]:
+
+def _compile(
+    cls: type[Any], plan: _Plan, joining: bool, owning: bool = False
+) -> Callable[..., Load]:
     """``make(fallback, *reference_collections)``: the loader of ``cls``.
 
     The generated ``load(son)`` does what ``_from_son`` does for ``cls``, or
     returns ``fallback(son)`` for anything it was not generated for. A joining
     loader also takes one finder per plain reference and stores what
     ``finder(oid.binary)`` returns instead of the DBRef, unless that is None; a
-    son with a reference stored any other way goes to ``fallback``.
+    son with a reference stored any other way goes to ``fallback``. An owning
+    loader keeps the son's dict and lists in the document (see ``loader``).
     """
     namespace: dict[str, Any] = {
         "DBRef": DBRef,
@@ -324,7 +383,6 @@ def _compile(cls: type[Any], plan: _Plan, joining: bool) -> Callable[..., Load]:
         "field_count": len(plan.fields),
         "new": cls.__new__,
         "plan": plan,
-        "set_changed_fields": _set_changed_fields,
         "set_data": _set_data,
     }
     blocks = []
@@ -335,8 +393,8 @@ def _compile(cls: type[Any], plan: _Plan, joining: bool) -> Callable[..., Load]:
         if field_plan.item_type is not None:
             namespace[f"item_type_{index}"] = field_plan.item_type
             namespace[f"item_to_python_{index}"] = field_plan.field.field.to_python
-        blocks.append(_field_block(index, field_plan, plan.references, joining))
-    data = ", ".join(f"{fp.name!r}: v{i}" for i, fp in enumerate(plan.fields))
+        block = _field_block(index, field_plan, plan.references, joining, owning)
+        blocks.append(block)
     embed = [
         f"embed(document, v{i})" for i, fp in enumerate(plan.fields) if fp.may_embed
     ]
@@ -354,26 +412,105 @@ def _compile(cls: type[Any], plan: _Plan, joining: bool) -> Callable[..., Load]:
             references=", ".join(references),
             values=_indent(values, 8),
             any_none=any_none or "False",
+            flags="converted = " if owning else "",
+            taken_whole=_indent(_whole_son_source(plan) if owning else "", 8),
         )
         + "".join(blocks)
         + _TAIL.format(
-            data=data,
+            data=_indent(_data_source(plan, owning), 8),
             embed=_indent("\n".join(embed or ["pass"]), 12),
             # A _cls field (allow_inheritance) holds it in _data, as in _from_son.
             set_cls="data['_cls'] = class_name" if "_cls" in cls._fields else "pass",
         )
     )
-    name = f"<{'joining ' if joining else ''}loader of {cls._class_name}>"
-    exec(compile(source, name, "exec"), namespace)
+    kind = "joining " if joining else "owning " if owning else ""
+    exec(compile(source, f"<{kind}loader of {cls._class_name}>", "exec"), namespace)
     return namespace["make"]
 
 
+def _whole_son_source(plan: _Plan) -> str:
+    """An owning loader's shortest path: a son holding every field, each of a
+    type its ``to_python`` keeps (or a plain reference), becomes the document's
+    ``_data`` without any call. Empty when some field always converts."""
+    checks: list[str] = []
+    keep: list[str] = []  # the reference DBRefs made, renamed fields moved
+    lists: list[int] = []
+    for i, fp in enumerate(plan.fields):
+        value, stored = f"v{i}", fp.field.db_field
+        if fp.reference:
+            checks.append(f"type({value}) is ObjectId")
+            collection = f"collection_{plan.references.index(fp.field)}"
+            keep.append(f"{value} = DBRef({collection}, {value})")
+            if stored == fp.name:
+                keep.append(f"son[{stored!r}] = {value}")
+        elif fp.item_type is not None:
+            checks.append(f"type({value}) is list")
+            if fp.item_type is not _ANY:
+                lists.append(i)
+        elif fp.identity_type is _ANY:
+            checks.append(f"{value} is not None")
+        elif fp.identity_type is not None:
+            checks.append(f"type({value}) is type_{i}")
+        else:
+            return ""
+        if stored == "_cls":  # allow_inheritance: a document of this very class
+            checks.append(f"{value} == class_name")
+        if stored != fp.name:
+            keep.append(f"del son[{stored!r}]\nson[{fp.name!r}] = {value}")
+    if not checks:
+        return ""
+    taken = "\n".join(
+        [*keep, "document = new(cls)", "set_data(document, son)", "return document"]
+    )
+    for i in reversed(lists):  # each list's items checked, innermost the taking
+        taken = (
+            f"for item in v{i}:\n"
+            f"    if type(item) is not item_type_{i}:\n"
+            "        break\n"
+            f"else:\n{_indent(taken, 4)}"
+        )
+    lookups = "\n".join(
+        f"v{i} = son[{fp.field.db_field!r}]" for i, fp in enumerate(plan.fields)
+    )
+    return (
+        "if type(son) is dict and len(son) == field_count:\n"
+        f"    try:\n{_indent(lookups, 8)}"
+        "    except KeyError:\n"
+        "        pass\n"
+        f"    else:\n"
+        f"        if {' and '.join(checks)}:\n"
+        f"{_indent(taken, 12)}"
+    )
+
+
+def _data_source(plan: _Plan, owning: bool) -> str:
+    """The statements making ``data``, the document's ``_data``."""
+    data = ", ".join(f"{fp.name!r}: v{i}" for i, fp in enumerate(plan.fields))
+    if not owning:
+        return f"data = {{{data}}}\n"
+    write_back, rename = [], []
+    for i, fp in enumerate(plan.fields):
+        stored = fp.field.db_field
+        if stored == fp.name:
+            write_back.append(f"son[{stored!r}] = v{i}")
+        else:
+            rename.append(f"del son[{stored!r}]\nson[{fp.name!r}] = v{i}")
+    return _TAKE_SON.format(
+        write_back=_indent("\n".join(write_back or ["pass"]), 8),
+        rename=_indent("\n".join(rename or ["pass"]), 4),
+        data=data,
+    )
+
+
 def _field_block(
-    index: int, field_plan: _FieldPlan, references: list, joining: bool
+    index: int, field_plan: _FieldPlan, references: list, joining: bool, owning: bool
 ) -> str:
     """Load one field into ``v<index>``: None or absent gives the default (or
-    MISSING, for ``_complete`` to ask the field), anything else converts."""
+    MISSING, for ``_complete`` to ask the field), anything else converts (an
+    owning loader notes it in ``converted``, and keeps a list it can)."""
     field, value = field_plan.field, f"v{index}"
+    mark = "\n    converted = True" if owning else ""
+    to_python = f"else:\n    {value} = to_python_{index}({value}){mark}\n"
     if not field_plan.plain_get:
         default = f"{value} = MISSING\ncomplete = True"
     elif field.null or field.default is None:
@@ -394,36 +531,46 @@ def _field_block(
         collection = f"collection_{references.index(field)}"
         convert = (
             f"elif type({value}) is ObjectId:\n"
-            f"    {value} = DBRef({collection}, {value})\n"
-            "else:\n"
-            f"    {value} = to_python_{index}({value})\n"
+            f"    {value} = DBRef({collection}, {value}){mark}\n" + to_python
         )
     elif field_plan.item_type is _ANY:
-        convert = (
-            f"elif type({value}) is list:\n"
-            f"    {value} = list({value})\n"
-            "else:\n"
-            f"    {value} = to_python_{index}({value})\n"
-        )
+        keep = "pass" if owning else f"{value} = list({value})"
+        convert = f"elif type({value}) is list:\n    {keep}\n" + to_python
     elif field_plan.item_type is not None:
-        convert = (
-            f"elif type({value}) is list:\n"
-            f"    {value} = [item if type(item) is item_type_{index}"
-            f" else item_to_python_{index}(item) for item in {value}]\n"
-            "else:\n"
-            f"    {value} = to_python_{index}({value})\n"
+        convert = f"elif type({value}) is list:\n" + _indent(
+            _items_source(index, owning), 4
         )
+        convert += to_python
     elif field_plan.identity_type is _ANY:
         convert = ""
     elif field_plan.identity_type is not None:
         convert = (
             f"elif type({value}) is not type_{index}:\n"
-            f"    {value} = to_python_{index}({value})\n"
+            f"    {value} = to_python_{index}({value}){mark}\n"
         )
     else:
-        convert = f"else:\n    {value} = to_python_{index}({value})\n"
+        convert = to_python
     block = f"if {value} is None:\n{_indent(default, 4)}{convert}"
     return _indent(block, 12)
+
+
+def _items_source(index: int, owning: bool) -> str:
+    """Convert the items of list ``v<index>`` into a new list; an owning
+    loader keeps the list when every item is of the type kept as it is."""
+    value = f"v{index}"
+    converted = (
+        f"{value} = [item if type(item) is item_type_{index}"
+        f" else item_to_python_{index}(item) for item in {value}]"
+    )
+    if not owning:
+        return converted + "\n"
+    return (
+        f"for item in {value}:\n"
+        f"    if type(item) is not item_type_{index}:\n"
+        f"        {converted}\n"
+        "        converted = True\n"
+        "        break\n"
+    )
 
 
 def _indent(text: str, spaces: int) -> str:
@@ -462,6 +609,7 @@ def _complete(document: Any, plan: _Plan, data: dict) -> None:
         data[name] = value
         link_embedded(document, value)
     _set_state(document, initialised=True, created=False)
+    _CHANGED_SLOT.__set__(document, [])
 
 
 def _set_state(document: Any, initialised: bool, created: bool) -> None:
@@ -478,11 +626,14 @@ def from_son(cls: type[Any], son: dict, _auto_dereference: bool = True) -> Any:
     return loader(cls, _auto_dereference)(son)
 
 
-def loader(cls: type[Any], _auto_dereference: bool = True) -> Load:
+def loader(cls: type[Any], _auto_dereference: bool = True, owned: bool = False) -> Load:
     """A function doing ``cls._from_son(son, _auto_dereference)`` for many sons.
 
     What holds for the whole batch (no-dereference loading, init signal
-    receivers, the collections references name) is settled once, here.
+    receivers, the collections references name) is settled once, here. With
+    ``owned``, the caller hands the sons over (nothing else uses them after):
+    a son's dict may become the document's ``_data`` and its lists the
+    document's values, which saves copying them.
     """
     if not _auto_dereference or has_init_receivers():
         return functools.partial(cls._from_son, _auto_dereference=_auto_dereference)
@@ -503,10 +654,11 @@ def loader(cls: type[Any], _auto_dereference: bool = True) -> Load:
                 subclass = get_document(class_name)
             except NotRegistered:
                 return cls._from_son(son)  # raises MongoEngine's own error
-            load = subclass_loaders[class_name] = loader(subclass)
+            load = subclass_loaders[class_name] = loader(subclass, owned=owned)
         return load(son)
 
-    return plan.make(fallback, *plan.reference_collections())
+    make = plan.owning() if owned else plan.make
+    return make(fallback, *plan.reference_collections())
 
 
 def loader_key(cls: type[Any], _auto_dereference: bool = True) -> tuple[Any, ...]:

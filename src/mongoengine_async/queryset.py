@@ -163,10 +163,11 @@ class QuerySet(FastSyncReads, Generic[_D]):
         return cursor
 
     def _materialiser(self) -> Callable[[dict[str, Any]], Any]:
-        """The function turning a raw result into a document, scalar or dict."""
+        """The function turning a raw result into a document, scalar or dict
+        (the raw result is its: the document may keep its dict and lists)."""
         if self._as_pymongo:
             return lambda raw: raw
-        load = loader(self._document, self._auto_dereference)
+        load = loader(self._document, self._auto_dereference, owned=True)
         if not self._scalar:
             return load
         return lambda raw: self._get_scalar(load(raw))
@@ -329,8 +330,9 @@ class QuerySet(FastSyncReads, Generic[_D]):
             {"_id": {"$in": object_ids}}, batch_size=WHOLE_RESULT, **self._cursor_args
         )
         raws = await cursor.to_list(None)
+        ids = [raw["_id"] for raw in raws]  # before the raws become documents
         results = materialise_all(self._materialiser(), raws)
-        return {raw["_id"]: result for raw, result in zip(raws, results, strict=True)}
+        return dict(zip(ids, results, strict=True))
 
     async def async_count(
         self,

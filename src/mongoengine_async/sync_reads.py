@@ -42,11 +42,13 @@ class FastSyncReads(MongoEngineQuerySet):
     _chunk_loader: Load | None = None
 
     def _loader(self, auto_dereference: bool) -> Load:
-        """``loader(self._document, auto_dereference)``, kept while its key holds."""
+        """``loader(self._document, auto_dereference)``, kept while its key holds;
+        it owns the raw results it is given (the cursor's, read for it only)."""
         key = loader_key(self._document, auto_dereference)
         held = self._fast_loader
         if held is None or held[0] != key:
-            held = self._fast_loader = (key, loader(self._document, auto_dereference))
+            load = loader(self._document, auto_dereference, owned=True)
+            held = self._fast_loader = (key, load)
         return held[1]
 
     def _load(self, raw: dict) -> Any:
@@ -103,7 +105,7 @@ class FastSyncReads(MongoEngineQuerySet):
             load = self._loader(True)
             return {raw["_id"]: self._get_scalar(load(raw)) for raw in raws}
         load = self._loader(self._auto_dereference)
-        return {raw["_id"]: load(raw) for raw in raws}
+        return {raw["_id"]: load(raw) for raw in raws}  # the key read first
 
 
 def load_referenced(ref_cls: type[Any], dbref: DBRef) -> Any:
