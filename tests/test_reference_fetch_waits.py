@@ -19,9 +19,9 @@ async def _started(task: asyncio.Task, command_log: CommandLog) -> None:
         assert not task.done()
 
 
-async def test_a_cancelled_waiter_leaves_the_query_alone(
-    async_alias: str, command_log: CommandLog
-) -> None:
+async def _loader_and_waiters(command_log: CommandLog) -> tuple:
+    """A book, its author's proxy, a fetch whose find is sent, and three
+    fetches waiting for it."""
     book = await make_book(await make_author())
     proxy = book.author
     command_log.clear()
@@ -29,6 +29,13 @@ async def test_a_cancelled_waiter_leaves_the_query_alone(
     await _started(loader, command_log)
     waiters = [asyncio.ensure_future(proxy.fetch()) for _ in range(3)]
     await asyncio.sleep(0)
+    return book, proxy, loader, waiters
+
+
+async def test_a_cancelled_waiter_leaves_the_query_alone(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    book, _, loader, waiters = await _loader_and_waiters(command_log)
     waiters[0].cancel()
     author = await loader
     assert [await waiter for waiter in waiters[1:]] == [author, author]
@@ -41,13 +48,7 @@ async def test_a_cancelled_waiter_leaves_the_query_alone(
 async def test_a_cancelled_query_lets_a_waiter_query_again(
     async_alias: str, command_log: CommandLog
 ) -> None:
-    book = await make_book(await make_author())
-    proxy = book.author
-    command_log.clear()
-    loader = asyncio.ensure_future(proxy.fetch())
-    await _started(loader, command_log)
-    waiters = [asyncio.ensure_future(proxy.fetch()) for _ in range(3)]
-    await asyncio.sleep(0)
+    book, proxy, loader, waiters = await _loader_and_waiters(command_log)
     loader.cancel()
     with pytest.raises(asyncio.CancelledError):
         await loader
