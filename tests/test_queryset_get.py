@@ -20,6 +20,7 @@ from mongoengine_async import (
     IntField,
     InvalidQueryError,
     Q,
+    QuerySet,
     StringField,
     UUIDField,
     async_switch_collection,
@@ -236,8 +237,10 @@ BY_ID: dict[str, tuple[_Make, Any, list[dict[str, Any]]]] = {
     "ObjectId": (
         lambda: GetPerson.objects,
         _OID,
-        [{"id": _OID}, {"pk": _OID}, {"id": str(_OID)}, {"pk": None}]
-        + [{"id": "not an id"}, {"pk": 12}, {"id": [_OID]}],
+        [
+            *({"id": _OID}, {"pk": _OID}, {"id": str(_OID)}, {"pk": None}),
+            *({"id": "not an id"}, {"pk": 12}, {"id": [_OID]}),
+        ],
     ),
     "subclass": (lambda: GetCircle.objects, _OID, [{"id": _OID}, {"pk": str(_OID)}]),
     "dynamic": (lambda: GetDynamic.objects, _OID, [{"id": _OID}, {"pk": "x"}]),
@@ -324,3 +327,24 @@ async def test_get_by_id_sends_mongoengines_query(
         await document_cls(pk=stored, **kwargs).async_save()
         for query in filters:
             await _get_and_chain(command_log, make, query)
+
+
+class FilterLog(QuerySet):
+    """A queryset class with its own filter, which async_get must still call."""
+
+    calls: list[dict[str, Any]] = []
+
+    def filter(self, *q_objs: Any, **query: Any) -> Any:
+        FilterLog.calls.append(query)
+        return super().filter(*q_objs, **query)
+
+
+class GetLogged(Document):
+    meta = {"queryset_class": FilterLog}
+
+
+async def test_get_by_id_calls_a_queryset_classs_own_filter(async_alias: str) -> None:
+    document = await GetLogged().async_save()
+    FilterLog.calls.clear()
+    got = await GetLogged.objects.async_get(id=document.id)
+    assert (got.pk, FilterLog.calls) == (document.pk, [{"id": document.id}])
