@@ -6,6 +6,8 @@ trip, and leave the queryset it was called on as it was."""
 from __future__ import annotations
 
 import functools
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,10 +16,14 @@ from pymongo import ReadPreference
 
 from mongoengine_async import (
     Document,
+    DynamicDocument,
     IntField,
     InvalidQueryError,
     Q,
+    QuerySet,
     StringField,
+    UUIDField,
+    async_switch_collection,
 )
 from mongoengine_async.testing import CommandLog
 
@@ -197,3 +203,148 @@ async def test_get_by_an_id_that_is_missing(async_alias: str) -> None:
     with pytest.raises(GetPerson.DoesNotExist) as excinfo:
         await GetPerson.objects.async_get(id=ObjectId())
     assert str(excinfo.value) == "GetPerson matching query does not exist."
+
+
+# -- by id: queryset.py's IdQuery against MongoEngine's transform ----------------
+
+
+class GetByInt(Document):
+    number = IntField(primary_key=True)
+
+
+class GetByCode(Document):
+    code = StringField(primary_key=True, db_field="c", max_length=5)
+
+
+class GetByUuid(Document):
+    key = UUIDField(primary_key=True)
+
+
+class GetByUuidText(Document):
+    key = UUIDField(primary_key=True, binary=False)
+
+
+class GetDynamic(DynamicDocument):
+    pass
+
+
+_OID = ObjectId()
+_UUID = uuid.uuid4()
+_Make = Callable[[], Any]
+
+# (queryset, the id stored, filters by id: equal to it, or refused by the id field)
+BY_ID: dict[str, tuple[_Make, Any, list[dict[str, Any]]]] = {
+    "ObjectId": (
+        lambda: GetPerson.objects,
+        _OID,
+        [
+            *({"id": _OID}, {"pk": _OID}, {"id": str(_OID)}, {"pk": None}),
+            *({"id": "not an id"}, {"pk": 12}, {"id": [_OID]}),
+        ],
+    ),
+    "subclass": (lambda: GetCircle.objects, _OID, [{"id": _OID}, {"pk": str(_OID)}]),
+    "dynamic": (lambda: GetDynamic.objects, _OID, [{"id": _OID}, {"pk": "x"}]),
+    "int": (
+        lambda: GetByInt.objects,
+        5,
+        [{"number": 5}, {"pk": "5"}, {"pk": 5.0}, {"pk": "five"}, {"pk": [5]}],
+    ),
+    "str, db_field": (
+        lambda: GetByCode.objects,
+        "abc",
+        [{"code": "abc"}, {"pk": "abc"}, {"pk": "toolong"}, {"pk": 12}],
+    ),
+    "UUID": (
+        lambda: GetByUuid.objects,
+        _UUID,
+        [{"key": _UUID}, {"pk": str(_UUID)}, {"pk": "nope"}],
+    ),
+    "UUID as text": (
+        lambda: GetByUuidText.objects,
+        _UUID,
+        [{"key": _UUID}, {"pk": str(_UUID)}, {"pk": 3}],
+    ),
+}
+
+
+async def _outcome(
+    command_log: CommandLog, run: Callable[[], Any]
+) -> tuple[list[dict[str, Any]], tuple[Any, ...]]:
+    """The finds sent by ``run`` and its result, or the error it raised."""
+    command_log.clear()
+    try:
+        outcome: tuple[Any, ...] = ("returned", await run())
+    except Exception as error:
+        outcome = ("raised", type(error), str(error))
+    finds = [
+        {k: v for k, v in event.command.items() if k not in _VOLATILE}
+        for event in command_log.events
+    ]
+    return finds, outcome
+
+
+async def _get_and_chain(
+    command_log: CommandLog, make: _Make, query: dict[str, Any]
+) -> None:
+    """async_get(**query) sends the find of MongoEngine's chain, and returns its
+    one result, or raises DoesNotExist, or the error the chain raises."""
+    queryset = make()
+    chain = queryset.order_by().limit(2).filter(**query)
+    expected_finds, expected = await _outcome(
+        command_log, lambda: chain.async_to_list(2)
+    )
+    finds, got = await _outcome(command_log, lambda: queryset.async_get(**query))
+    assert finds == expected_finds, query
+    if expected[0] == "raised":
+        assert got == expected, query
+    elif expected[1]:
+        assert got == ("returned", *expected[1]), query
+    else:
+        assert got[:2] == ("raised", queryset._document.DoesNotExist), query
+
+
+@pytest.mark.parametrize("switched", [False, True], ids=["own", "switched"])
+@pytest.mark.parametrize(("make", "stored", "filters"), BY_ID.values(), ids=list(BY_ID))
+async def test_get_by_id_sends_mongoengines_query(
+    async_alias: str,
+    command_log: CommandLog,
+    make: _Make,
+    stored: Any,
+    filters: list[dict[str, Any]],
+    switched: bool,
+) -> None:
+    """For every kind of primary key, value (converted or refused) and
+    collection, async_get by id sends the find MongoEngine's chain sends and
+    gives its result, or raises the same error."""
+    document_cls = make()._document
+    kwargs = {"name": "circle"} if document_cls is GetCircle else {}
+    if not switched:
+        await document_cls(pk=stored, **kwargs).async_save()
+        for query in filters:
+            await _get_and_chain(command_log, make, query)
+        return
+    async with async_switch_collection(document_cls, "get_by_id_elsewhere"):
+        await document_cls(pk=stored, **kwargs).async_save()
+        for query in filters:
+            await _get_and_chain(command_log, make, query)
+
+
+class FilterLog(QuerySet):
+    """A queryset class with its own filter, which async_get must still call."""
+
+    calls: list[dict[str, Any]] = []
+
+    def filter(self, *q_objs: Any, **query: Any) -> Any:
+        FilterLog.calls.append(query)
+        return super().filter(*q_objs, **query)
+
+
+class GetLogged(Document):
+    meta = {"queryset_class": FilterLog}
+
+
+async def test_get_by_id_calls_a_queryset_classs_own_filter(async_alias: str) -> None:
+    document = await GetLogged().async_save()
+    FilterLog.calls.clear()
+    got = await GetLogged.objects.async_get(id=document.id)
+    assert (got.pk, FilterLog.calls) == (document.pk, [{"id": document.id}])

@@ -25,7 +25,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from mongoengine_async._compat import container_location, document_registry
 from mongoengine_async.context import dereference_disabled
 from mongoengine_async.errors import AsyncUsageError
-from mongoengine_async.from_bson import from_son
+from mongoengine_async.from_bson import loader
 from mongoengine_async.guards import require_async
 from mongoengine_async.operation import reach, reached
 
@@ -221,7 +221,7 @@ async def load_reference(
             f"Trying to dereference unknown document "
             f"{DBRef(dbref.collection, dbref.id)!r} (reference {name!r})"
         )
-    return from_son(cls, raw)
+    return loader(cls, owned=True)(raw)  # the reply is this document's alone
 
 
 def _stored_value(stored: Any) -> Any:
