@@ -284,19 +284,19 @@ def _join(
     return groups, wanted
 
 
+_ID_OR_NONE = frozenset((ObjectId, NoneType))
+
+
 def _stored_ids(raws: list, db_field: str) -> dict[bytes, ObjectId] | None:
     """The ObjectIds stored under ``db_field``, by their bytes
     (``ObjectId.binary``, hashed in C); None if any is stored otherwise."""
     values = [raw.get(db_field) for raw in raws]
-    types = set(map(type, values))
-    if not types <= _ID_OR_NONE:
+    kinds = set(map(type, values))
+    if not kinds <= _ID_OR_NONE:
         return None
-    if NoneType in types:
+    if NoneType in kinds:
         values = [value for value in values if value is not None]
     return dict(zip(map(object_id_bytes, values), values, strict=True))
-
-
-_ID_OR_NONE = frozenset((ObjectId, NoneType))
 
 
 async def _find_joined(
