@@ -335,16 +335,72 @@ def test_joining_loader_puts_found_documents_in_place() -> None:
     found = {target.pk.binary: target}  # finders take an ObjectId's 12 bytes
     joining = joining_loader(LdEverything, [found.get], taken_elsewhere.append)
 
-    fast, slow = joining(raw), LdEverything._from_son(raw)
+    fast, slow = joining(copy.deepcopy(raw)), LdEverything._from_son(raw)
     assert fast._data["target"] is target
     slow._data["target"] = target
     assert_same(fast, slow)
     nothing_found = joining_loader(LdEverything, [{}.get], taken_elsewhere.append)
-    assert_same(nothing_found(raw), LdEverything._from_son(raw))
+    fast = nothing_found(copy.deepcopy(raw))
+    assert_same(fast, LdEverything._from_son(raw))
 
     raw["target"] = DBRef("ld_target", target.pk)  # not stored as the field stores it
     assert joining(raw) is None
     assert taken_elsewhere == [raw]
+
+
+class LdSwapped(Document):
+    """Each field stored under the other's name: no son is taken in place."""
+
+    target = ReferenceField(LdTarget, db_field="label")
+    label = StringField(db_field="target")
+
+
+def joined(cls: type, raw: dict) -> tuple[list, dict]:
+    """Finders for ``cls``'s plain references in ``raw``, each finding a new
+    document for the id stored there (if an ObjectId); and those documents
+    by field name."""
+    finders, documents = [], {}
+    for field in plain_references(cls):
+        id_, by_bytes = raw.get(field.db_field), {}
+        if type(id_) is ObjectId:
+            document = LdTarget._from_son({"_id": id_, "name": field.name})
+            by_bytes[id_.binary] = documents[field.name] = document
+        finders.append(by_bytes.get)
+    return finders, documents
+
+
+def test_joining_loader_takes_sons_over_and_builds_mongoengines_documents() -> None:
+    """Handed a son, the joining loader gives _from_son's document with the
+    found documents in place of the references (and _data in the owning
+    loader's order), renamed fields included; the son may become its _data."""
+    sons = [(LdFlat, raw) for raw in flat_sons()]
+    sons += [(LdSimple, raw) for raw in simple_sons()]
+    sons += [(LdEverything, stored(full_document()))]
+    for cls, raw in sons:
+        finders, documents = joined(cls, raw)
+        son = copy.deepcopy(raw)
+        fast = joining_loader(cls, finders, loader(cls, owned=True))(son)
+        slow = cls._from_son(copy.deepcopy(raw))
+        slow._data.update(documents)
+        assert_same(fast, slow)
+        owned = loader(cls, owned=True)(copy.deepcopy(raw))
+        assert list(fast._data) == list(owned._data)  # in the owning loader's order
+        for name, document in documents.items():
+            assert fast._data[name] is document
+
+
+def test_joining_loader_leaves_a_son_whose_renames_clash() -> None:
+    """A son is not taken in place where a field's name is another's stored
+    name; the loaded document is the plain loader's, joined."""
+    raw = stored(LdSwapped(target=LdTarget(id=ObjectId()), label="l"))
+    finders, documents = joined(LdSwapped, raw)
+    son = copy.deepcopy(raw)
+    fast = joining_loader(LdSwapped, finders, loader(LdSwapped))(son)
+    plain = from_son(LdSwapped, raw)
+    plain._data.update(documents)
+    assert son == raw
+    assert_same(fast, plain)
+    assert fast._data["target"] is documents["target"]
 
 
 def test_missing_and_null_fields_get_the_same_defaults() -> None:

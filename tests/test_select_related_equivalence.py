@@ -97,12 +97,13 @@ class EqOwner(Document):
 
 
 class EqShelf(Document):
-    """Only ReferenceFields stored as ObjectIds: loaded by joining."""
+    """Only ReferenceFields stored as ObjectIds (one renamed): loaded by joining."""
 
     animal = ReferenceField(EqAnimal)
     dog = ReferenceField(EqDog)
     owner = ReferenceField(EqOwner)
     archived = ReferenceField(EqArchived)
+    pet = ReferenceField(EqAnimal, db_field="p")
 
 
 CLASSES = [EqOwner, EqShelf, EqAnimal, EqDog, EqKeyed, EqNumbered]
@@ -205,6 +206,7 @@ async def seed(rng: random.Random) -> None:
                 dog=dog(),
                 owner=rng.choice([*owner_ids, ObjectId()]),
                 archived=rng.choice(animal_ids[:5]),
+                p=animal(),
             )
             for _ in range(5)
         ]

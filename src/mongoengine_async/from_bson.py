@@ -17,6 +17,8 @@ instead. ``tests/test_loading.py`` checks that both give identical documents.
 from __future__ import annotations
 
 import functools
+import operator
+import types
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +49,7 @@ __all__ = (
     "list_converter",
     "loader",
     "loader_key",
+    "object_id_bytes",
     "plain_references",
     "plain_setter",
 )
@@ -79,6 +82,19 @@ _NEVER_EMBEDDED = (
 )
 
 Load = Callable[[dict], Any]
+
+
+def _object_id_slot() -> str:
+    """The attribute holding an ObjectId's 12 bytes: the slot its ``binary``
+    property returns, read without a Python call, where it is one."""
+    slot, probe = "_ObjectId__id", ObjectId()
+    is_slot = isinstance(vars(ObjectId).get(slot), types.MemberDescriptorType)
+    return slot if is_slot and getattr(probe, slot) is probe.binary else "binary"
+
+
+_OID_BYTES = _object_id_slot()
+# ``oid.binary``, the key joins use: bytes hash and compare in C, ObjectIds in Python.
+object_id_bytes: Callable[[ObjectId], bytes] = operator.attrgetter(_OID_BYTES)
 
 
 class _FieldPlan:
@@ -195,19 +211,25 @@ class _Plan:
         the raw document's dict and lists as the document's own (the plain
         loader when a field's name is another's stored name)."""
         if self.make_owning is None:
-            stored = {fp.field.db_field for fp in self.fields} | {"_cls"}
-            renamed = [fp.name for fp in self.fields if fp.name != fp.field.db_field]
-            clash = not stored.isdisjoint(renamed)
-            owning = not clash
+            owning = self.may_own()
             self.make_owning = _compile(self.cls, self, joining=False, owning=owning)
         return self.make_owning
 
     def joining(self) -> Callable[..., Load]:
         """``make(fallback, *reference_collections, *finders)``: the loader
-        putting found documents in place of the plain references."""
+        putting found documents in place of the plain references (an owning
+        one, where it may own)."""
         if self.make_joining is None:
-            self.make_joining = _compile(self.cls, self, joining=True)
+            owning = self.may_own()
+            self.make_joining = _compile(self.cls, self, joining=True, owning=owning)
         return self.make_joining
+
+    def may_own(self) -> bool:
+        """Whether a son can become ``_data`` in place: no field's name is
+        another's stored name, which renaming in place would overwrite."""
+        stored = {fp.field.db_field for fp in self.fields} | {"_cls"}
+        renamed = [fp.name for fp in self.fields if fp.name != fp.field.db_field]
+        return stored.isdisjoint(renamed)
 
     def reference_collections(self) -> list[str | None]:
         """The collections the reference DBRefs name now (switches included)."""
@@ -413,7 +435,7 @@ def _compile(
             values=_indent(values, 8),
             any_none=any_none or "False",
             flags="converted = " if owning else "",
-            taken_whole=_indent(_whole_son_source(plan) if owning else "", 8),
+            taken_whole=_indent(_whole_son_source(plan, joining) if owning else "", 8),
         )
         + "".join(blocks)
         + _TAIL.format(
@@ -423,15 +445,16 @@ def _compile(
             set_cls="data['_cls'] = class_name" if "_cls" in cls._fields else "pass",
         )
     )
-    kind = "joining " if joining else "owning " if owning else ""
+    kind = ("joining " if joining else "") + ("owning " if owning else "")
     exec(compile(source, f"<{kind}loader of {cls._class_name}>", "exec"), namespace)
     return namespace["make"]
 
 
-def _whole_son_source(plan: _Plan) -> str:
+def _whole_son_source(plan: _Plan, joining: bool) -> str:
     """An owning loader's shortest path: a son holding every field, each of a
-    type its ``to_python`` keeps (or a plain reference), becomes the document's
-    ``_data`` without any call. Empty when some field always converts."""
+    type its ``to_python`` keeps (or a plain reference, joined if ``joining``),
+    becomes the document's ``_data`` without any other call. Empty when some
+    field always converts."""
     checks: list[str] = []
     keep: list[str] = []  # the reference DBRefs made, renamed fields moved
     lists: list[int] = []
@@ -439,8 +462,9 @@ def _whole_son_source(plan: _Plan) -> str:
         value, stored = f"v{i}", fp.field.db_field
         if fp.reference:
             checks.append(f"type({value}) is ObjectId")
-            collection = f"collection_{plan.references.index(fp.field)}"
-            keep.append(f"{value} = DBRef({collection}, {value})")
+            keep.append(
+                _reference_source(value, plan.references.index(fp.field), joining)
+            )
             if stored == fp.name:
                 keep.append(f"son[{stored!r}] = {value}")
         elif fp.item_type is not None:
@@ -518,12 +542,11 @@ def _field_block(
     else:
         default = f"{value} = default_{index}()"
     if field_plan.reference and joining:
-        number = references.index(field)
+        joined = _reference_source(value, references.index(field), joining=True)
+        if owning:
+            joined += "\nconverted = True"
         convert = (
-            f"elif type({value}) is ObjectId:\n"
-            f"    found = find_{number}({value}.binary)\n"
-            f"    {value} = DBRef(collection_{number}, {value})"
-            " if found is None else found\n"
+            f"elif type({value}) is ObjectId:\n{_indent(joined, 4)}"
             "else:\n"
             "    return fallback(son)\n"
         )
@@ -552,6 +575,18 @@ def _field_block(
         convert = to_python
     block = f"if {value} is None:\n{_indent(default, 4)}{convert}"
     return _indent(block, 12)
+
+
+def _reference_source(value: str, number: int, joining: bool) -> str:
+    """Turn the ObjectId in ``value`` into what a plain reference loads as: its
+    DBRef, or the document ``find_<number>`` finds for its bytes when joining."""
+    reference = f"DBRef(collection_{number}, {value})"
+    if not joining:
+        return f"{value} = {reference}"
+    return (
+        f"found = find_{number}({value}.{_OID_BYTES})\n"
+        f"{value} = {reference} if found is None else found"
+    )
 
 
 def _items_source(index: int, owning: bool) -> str:
@@ -690,7 +725,8 @@ def joining_loader(
     Joining while loading saves building the DBRefs and walking the documents
     afterwards. The finders take the id's 12 bytes, which hash and compare in
     C (an ObjectId does both in Python). A son the loader cannot take that way
-    goes to ``fallback``.
+    goes to ``fallback``. The caller hands the sons over, as to
+    ``loader(cls, owned=True)``: a son's dict may become a document's ``_data``.
     """
     plan = _plan(cls)
     assert plan is not None  # the caller joins only classes with a plan

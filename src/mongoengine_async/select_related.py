@@ -9,7 +9,7 @@ after it walk the documents for their references and fill them in place.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from operator import methodcaller
+from types import NoneType
 from typing import Any, cast
 
 import mongoengine
@@ -21,7 +21,12 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async.batches import WHOLE_RESULT, gc_paused, materialise_all
 from mongoengine_async.connection import on_running_loop
-from mongoengine_async.from_bson import joining_loader, loader, plain_references
+from mongoengine_async.from_bson import (
+    joining_loader,
+    loader,
+    object_id_bytes,
+    plain_references,
+)
 from mongoengine_async.operation import reach
 from mongoengine_async.proxies import (
     AsyncReferenceProxy,
@@ -214,13 +219,14 @@ async def load_related(
     """
     join = _join(cls, raws) if max_depth > 0 and auto_dereference else None
     stragglers: list = []
+    # Below, the raws are handed over to the loaders: they may own them.
     if join is None:
-        documents = materialise_all(loader(cls, auto_dereference), raws)
+        documents = materialise_all(loader(cls, auto_dereference, owned=True), raws)
         level, loaded, levels = list(documents), {}, max_depth
     else:
         groups, wanted = join
         found = await _find_joined(wanted, session)
-        load = loader(cls)
+        load = loader(cls, owned=True)
 
         def fallback(raw: Any) -> Any:
             """A result the joining loader does not take is loaded as usual."""
@@ -278,16 +284,19 @@ def _join(
     return groups, wanted
 
 
+_ID_OR_NONE = frozenset((ObjectId, NoneType))
+
+
 def _stored_ids(raws: list, db_field: str) -> dict[bytes, ObjectId] | None:
     """The ObjectIds stored under ``db_field``, by their bytes
     (``ObjectId.binary``, hashed in C); None if any is stored otherwise."""
-    ids: dict[bytes, ObjectId] = {}
-    for value in map(methodcaller("get", db_field), raws):
-        if type(value) is ObjectId:
-            ids[value.binary] = value
-        elif value is not None:
-            return None
-    return ids
+    values = [raw.get(db_field) for raw in raws]
+    kinds = set(map(type, values))
+    if not kinds <= _ID_OR_NONE:
+        return None
+    if NoneType in kinds:
+        values = [value for value in values if value is not None]
+    return dict(zip(map(object_id_bytes, values), values, strict=True))
 
 
 async def _find_joined(
@@ -299,8 +308,8 @@ async def _find_joined(
     found: dict[_Where | None, dict[bytes, Any]] = {}
     queries = _queries(((*group, ids) for group, ids in wanted.items()), dict)
     for (where, _), wanted_by in queries.items():
-        raws, documents = await _query(where, wanted_by, session)
-        binaries = [raw["_id"].binary for raw in raws]  # an $in of ObjectIds
+        ids, documents = await _query(where, wanted_by, session)
+        binaries = map(object_id_bytes, ids)  # an $in of ObjectIds
         found.setdefault(where, {}).update(zip(binaries, documents, strict=True))
     return found
 
@@ -465,18 +474,20 @@ def _top_class(cls: type[Any]) -> type[Any]:
 
 async def _query(
     where: _Where, wanted_by: _WantedBy, session: AsyncClientSession | None
-) -> tuple[list[dict], list]:
-    """One query for what classes of one hierarchy want in ``where``: the raw
-    documents, and each built as the class that wanted it (the most specific,
-    if several did); a stored ``_cls`` still picks the document's own class."""
+) -> tuple[list, list]:
+    """One query for what classes of one hierarchy want in ``where``: the
+    stored ids found, and each document built as the class that wanted it (the
+    most specific, if several did); a stored ``_cls`` still picks the
+    document's own class."""
     classes = sorted(wanted_by, key=lambda cls: len(cls.__mro__))
     ids = [id_ for cls in classes for id_ in _ids(wanted_by[cls])]
     raws = await _find_raws(classes[0], where, ids, session)  # all bound to ``where``
+    found = [raw["_id"] for raw in raws]  # before the loaders own the raws
     if len(classes) == 1:
-        return raws, materialise_all(loader(classes[0]), raws)
+        return found, materialise_all(loader(classes[0], owned=True), raws)
     class_of = {id_: cls for cls in classes for id_ in _ids(wanted_by[cls])}
-    loaders = {cls: loader(cls) for cls in classes}
-    return raws, materialise_all(lambda raw: loaders[class_of[raw["_id"]]](raw), raws)
+    loaders = {cls: loader(cls, owned=True) for cls in classes}
+    return found, materialise_all(lambda raw: loaders[class_of[raw["_id"]]](raw), raws)
 
 
 def _ids(ids: set | dict[bytes, ObjectId]) -> Iterable:
