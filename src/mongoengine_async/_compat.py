@@ -17,7 +17,7 @@ from typing import Any
 import mongoengine
 import mongoengine.base.common as me_common
 import mongoengine.connection as me_connection
-from bson import DBRef
+from bson import DBRef, ObjectId
 from gridfs.asynchronous import AsyncGridIn, AsyncGridOut
 from gridfs.asynchronous.grid_file import (
     _AsyncGridOutChunkIterator as AsyncGridOutChunkIterator,
@@ -162,6 +162,9 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     (AsyncCursor, "_next_batch"),
     # The extra fields of a DBRef, copied into a reference proxy.
     (DBRef, "_DBRef__kwargs"),
+    # An ObjectId's 12 bytes, the key of select_related's joins (from_bson
+    # falls back to the public ``binary`` without it).
+    (ObjectId, "_ObjectId__id"),
 )
 """(class, attribute) pairs of MongoEngine and PyMongo used by this package."""
 
