@@ -208,28 +208,17 @@ class _Plan:
 
     def owning(self) -> Callable[..., Load]:
         """``make(fallback, *reference_collections)``: the loader that keeps
-        the raw document's dict and lists as the document's own (the plain
-        loader when a field's name is another's stored name)."""
+        the raw document's dict and lists as the document's own."""
         if self.make_owning is None:
-            owning = self.may_own()
-            self.make_owning = _compile(self.cls, self, joining=False, owning=owning)
+            self.make_owning = _compile(self.cls, self, joining=False, owning=True)
         return self.make_owning
 
     def joining(self) -> Callable[..., Load]:
-        """``make(fallback, *reference_collections, *finders)``: the loader
-        putting found documents in place of the plain references (an owning
-        one, where it may own)."""
+        """``make(fallback, *reference_collections, *finders)``: the owning
+        loader putting found documents in place of the plain references."""
         if self.make_joining is None:
-            owning = self.may_own()
-            self.make_joining = _compile(self.cls, self, joining=True, owning=owning)
+            self.make_joining = _compile(self.cls, self, joining=True, owning=True)
         return self.make_joining
-
-    def may_own(self) -> bool:
-        """Whether a son can become ``_data`` in place: no field's name is
-        another's stored name, which renaming in place would overwrite."""
-        stored = {fp.field.db_field for fp in self.fields} | {"_cls"}
-        renamed = [fp.name for fp in self.fields if fp.name != fp.field.db_field]
-        return stored.isdisjoint(renamed)
 
     def reference_collections(self) -> list[str | None]:
         """The collections the reference DBRefs name now (switches included)."""
@@ -255,7 +244,19 @@ def _eligible(cls: type[Any]) -> bool:
     fields = cls._fields.values()
     if cls._dynamic or cls.STRICT or not issubclass(cls, LoadedState):
         return False
-    return all(plain_setter(field) and not field.choices for field in fields)
+    return not _renames_clash(cls) and all(
+        plain_setter(field) and not field.choices for field in fields
+    )
+
+
+def _renames_clash(cls: type[Any]) -> bool:
+    """Whether a field's name is another field's stored name: MongoEngine's
+    ``_from_son`` renames in place, one rename overwriting the other's value,
+    and only its own path gives that result."""
+    stored = {field.db_field for field in cls._fields.values()}
+    return any(
+        name in stored for name, field in cls._fields.items() if name != field.db_field
+    )
 
 
 def plain_setter(field: BaseField) -> bool:
