@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, SupportsIndex
 
 import mongoengine
 from bson import SON, DBRef
-from mongoengine.base import BaseDocument, get_document
+from mongoengine.base import BaseDocument, ComplexBaseField, get_document
 from mongoengine.base.datastructures import BaseDict, BaseList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
 from mongoengine.fields import ImproperlyConfigured
@@ -304,11 +304,23 @@ class _NonBlockingContainer(_FieldMixin):
             and not value._dereferenced
             and dereference_allowed(instance, self.name)
         ):
-            proxy_items(value, self.field, self.name)
+            if self._items_may_refer():
+                proxy_items(value, self.field, self.name)
             value._dereferenced = True
         if isinstance(self.field, FileField) and isinstance(value, list | dict):
             self.field.async_items(value, instance, self.name)
         return value
+
+    def _items_may_refer(self) -> bool:
+        """Whether ``proxy_items`` can find an unloaded reference among the
+        items: only untyped items, references and nested containers can hold
+        one (an embedded document proxies its own fields). Cached per item field."""
+        item_field = self.field
+        cached = self.__dict__.get("_item_rule")
+        if cached is None or cached[0] is not item_field:
+            cached = (item_field, _may_refer(item_field))
+            self.__dict__["_item_rule"] = cached
+        return cached[1]
 
     def _reads_async(self, instance: BaseDocument) -> bool:
         if not has_async_connections():
@@ -317,6 +329,25 @@ class _NonBlockingContainer(_FieldMixin):
             return True
         document_type = getattr(self.field, "document_type", None)
         return isinstance(document_type, type) and is_async_class(document_type)
+
+
+def _may_refer(item_field: Any) -> bool:
+    """Whether a container of ``item_field`` items can hold a reference that
+    ``proxy_items`` would replace (the fields ``unloaded_target`` knows, plus
+    untyped items and nested containers, which it walks)."""
+    if item_field is None:
+        return True
+    if isinstance(item_field, mongoengine.GenericLazyReferenceField):
+        return False
+    return isinstance(item_field, _REFERRING_ITEMS)
+
+
+_REFERRING_ITEMS = (
+    mongoengine.ReferenceField,
+    mongoengine.GenericReferenceField,
+    mongoengine.CachedReferenceField,
+    ComplexBaseField,
+)
 
 
 class ListField(_NonBlockingContainer, mongoengine.ListField):
@@ -376,6 +407,17 @@ class FileField(mongoengine.FileField):
         if proxy is not None:
             proxy.__class__ = self.sync_proxy_class
         return proxy
+
+    def _items_may_refer(self) -> bool:
+        """Whether ``proxy_items`` can find an unloaded reference among the
+        items: only untyped items, references and nested containers can hold
+        one (an embedded document proxies its own fields). Cached per item field."""
+        item_field = self.field
+        cached = self.__dict__.get("_item_rule")
+        if cached is None or cached[0] is not item_field:
+            cached = (item_field, _may_refer(item_field))
+            self.__dict__["_item_rule"] = cached
+        return cached[1]
 
     def _reads_async(self, instance: BaseDocument) -> bool:
         return is_async_class(owner_class(instance)) or is_async_connection(
