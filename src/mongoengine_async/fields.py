@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, SupportsIndex
 
 import mongoengine
 from bson import SON, DBRef
-from mongoengine.base import BaseDocument, get_document
-from mongoengine.base.datastructures import BaseDict, BaseList
+from mongoengine.base import BaseDocument, ComplexBaseField, get_document
+from mongoengine.base.datastructures import BaseDict, BaseList, EmbeddedDocumentList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
 from mongoengine.fields import ImproperlyConfigured
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -294,6 +294,10 @@ class _NonBlockingContainer(_FieldMixin):
     def __get__(self, instance: BaseDocument | None, owner: type[Any]) -> Any:
         if instance is None or not self._reads_async(instance):
             return super().__get__(instance, owner)
+        if self._item_rule()[2]:
+            read = self._read_plain(instance)
+            if read is not _UNUSUAL:
+                return read
         self._incr_no_dereference_context()
         try:
             value: Any = super().__get__(instance, owner)
@@ -304,10 +308,55 @@ class _NonBlockingContainer(_FieldMixin):
             and not value._dereferenced
             and dereference_allowed(instance, self.name)
         ):
-            proxy_items(value, self.field, self.name)
+            if self._items_may_refer():
+                proxy_items(value, self.field, self.name)
             value._dereferenced = True
         if isinstance(self.field, FileField) and isinstance(value, list | dict):
             self.field.async_items(value, instance, self.name)
+        return value
+
+    def _items_may_refer(self) -> bool:
+        """Whether ``proxy_items`` can find an unloaded reference among the
+        items: only untyped items, references and nested containers can hold
+        one (an embedded document proxies its own fields)."""
+        return self._item_rule()[1]
+
+    def _item_rule(self) -> tuple[Any, bool, bool]:
+        """The item field, whether its items may refer (``_may_refer``) and
+        whether they are plain (``_plain``), computed once per item field."""
+        item_field = self.field
+        rule: tuple[Any, bool, bool] | None = self.__dict__.get("_item_rules")
+        if rule is None or rule[0] is not item_field:
+            rule = (item_field, _may_refer(item_field), _plain(item_field))
+            self.__dict__["_item_rules"] = rule
+        return rule
+
+    def _read_plain(self, instance: BaseDocument) -> Any:
+        """What the read below gives for a container of plain items, without
+        MongoEngine's dereference machinery: a stored list or dict is wrapped
+        for change tracking and kept in ``_data`` (unmarked), as MongoEngine's
+        ``__get__`` does. ``_UNUSUAL`` for any other value (tuple, subclass...),
+        which takes the read below."""
+        value = instance._data.get(self.name)
+        if value is None:
+            return None
+        kind = type(value)
+        embedded = isinstance(self, mongoengine.EmbeddedDocumentListField)
+        if kind is list:
+            wrapper = EmbeddedDocumentList if embedded else BaseList
+            value = wrapper(value, instance, self.name)
+            instance._data[self.name] = value
+        elif kind is dict:
+            value = BaseDict(value, instance, self.name)
+            instance._data[self.name] = value
+        elif not (
+            kind is EmbeddedDocumentList
+            or kind is BaseDict
+            or (kind is BaseList and not embedded)
+        ):
+            return _UNUSUAL
+        if not value._dereferenced and dereference_allowed(instance, self.name):
+            value._dereferenced = True  # as the read below marks it
         return value
 
     def _reads_async(self, instance: BaseDocument) -> bool:
@@ -317,6 +366,42 @@ class _NonBlockingContainer(_FieldMixin):
             return True
         document_type = getattr(self.field, "document_type", None)
         return isinstance(document_type, type) and is_async_class(document_type)
+
+
+def _may_refer(item_field: Any) -> bool:
+    """Whether a container of ``item_field`` items can hold a reference that
+    ``proxy_items`` would replace (the fields ``unloaded_target`` knows, plus
+    untyped items and nested containers, which it walks)."""
+    if item_field is None:
+        return True
+    if isinstance(item_field, mongoengine.GenericLazyReferenceField):
+        return False
+    return isinstance(item_field, _REFERRING_ITEMS)
+
+
+_REFERRING_ITEMS = (
+    mongoengine.ReferenceField,
+    mongoengine.GenericReferenceField,
+    mongoengine.CachedReferenceField,
+    ComplexBaseField,
+)
+
+
+def _plain(item_field: Any) -> bool:
+    """Whether a container of ``item_field`` items reads as MongoEngine's
+    wrapped list/dict and nothing more: no reference to proxy, no lazy
+    reference for MongoEngine's ListField to build, no file to make async."""
+    return not _may_refer(item_field) and not isinstance(item_field, _SPECIAL_ITEMS)
+
+
+_SPECIAL_ITEMS = (
+    mongoengine.LazyReferenceField,
+    mongoengine.GenericLazyReferenceField,
+    mongoengine.FileField,
+)
+
+# The value of a read that MongoEngine's own code handles.
+_UNUSUAL = object()
 
 
 class ListField(_NonBlockingContainer, mongoengine.ListField):

@@ -1,0 +1,265 @@
+"""The first read of a list/dict field of plain items, on an async alias, gives
+what MongoEngine's own read gives, without its dereference machinery.
+
+Hypothesis draws a stored document of a model whose containers hold plain
+values (strings, numbers, dates, embedded documents), loads it as our document
+and as a plain MongoEngine document, and reads every container of both: same
+type, same items, bound to its document under the same name, ``_dereferenced``
+as MongoEngine leaves it, kept in ``_data`` and nothing marked changed. Then
+the same change to both must be tracked alike, and the save of ours must send
+MongoEngine's update in one round trip.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import weakref
+from typing import Any
+
+import mongoengine
+from bson import ObjectId
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mongoengine.base.datastructures import BaseDict, BaseList
+from mongoengine.context_managers import no_dereference
+
+from mongoengine_async import (
+    DateTimeField,
+    DictField,
+    Document,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
+    EmbeddedDocumentListField,
+    IntField,
+    ListField,
+    MapField,
+    SortedListField,
+    StringField,
+    async_no_dereference,
+)
+from mongoengine_async.testing import CommandLog
+
+# -- the same model twice: ours, and MongoEngine's --------------------------------
+
+
+class CrPart(EmbeddedDocument):
+    label = StringField()
+    count = IntField()
+
+
+class CrItem(Document):
+    tags = ListField(StringField())
+    numbers = ListField(IntField(), db_field="nums")
+    sorted_numbers = SortedListField(IntField())
+    dates = ListField(DateTimeField())
+    words = DictField(StringField())
+    counts = MapField(IntField())
+    parts = EmbeddedDocumentListField(CrPart)
+    part_list = ListField(EmbeddedDocumentField(CrPart))
+    part_map = MapField(EmbeddedDocumentField(CrPart))
+    meta = {"collection": "cr_items"}
+
+
+class MeCrPart(mongoengine.EmbeddedDocument):
+    label = mongoengine.StringField()
+    count = mongoengine.IntField()
+
+
+class MeCrItem(mongoengine.Document):
+    tags = mongoengine.ListField(mongoengine.StringField())
+    numbers = mongoengine.ListField(mongoengine.IntField(), db_field="nums")
+    sorted_numbers = mongoengine.SortedListField(mongoengine.IntField())
+    dates = mongoengine.ListField(mongoengine.DateTimeField())
+    words = mongoengine.DictField(mongoengine.StringField())
+    counts = mongoengine.MapField(mongoengine.IntField())
+    parts = mongoengine.EmbeddedDocumentListField(MeCrPart)
+    part_list = mongoengine.ListField(mongoengine.EmbeddedDocumentField(MeCrPart))
+    part_map = mongoengine.MapField(mongoengine.EmbeddedDocumentField(MeCrPart))
+    meta = {"collection": "cr_items_mongoengine"}
+
+
+CONTAINERS = ("tags", "numbers", "sorted_numbers", "dates", "words", "counts")
+CONTAINERS += ("parts", "part_list", "part_map")
+DB_NAMES = {"numbers": "nums"}
+
+# -- drawn stored documents and changes -------------------------------------------
+
+TEXT = st.text(alphabet="abcxyz é", max_size=4)
+KEYS = st.text(alphabet="abcxyz", min_size=1, max_size=3)
+DATES = st.datetimes(
+    min_value=datetime.datetime(1990, 1, 1), max_value=datetime.datetime(2040, 1, 1)
+).map(lambda moment: moment.replace(microsecond=moment.microsecond // 1000 * 1000))
+PART_SONS = st.fixed_dictionaries(
+    {}, optional={"label": TEXT, "count": st.integers(-5, 5)}
+)
+# Each container's items (the values of a dict's keys).
+ITEMS: dict[str, st.SearchStrategy[Any]] = {
+    "tags": TEXT,
+    "numbers": st.integers(-9, 9),
+    "sorted_numbers": st.integers(-9, 9),
+    "dates": DATES,
+    "words": TEXT,
+    "counts": st.integers(-9, 9),
+    "parts": PART_SONS,
+    "part_list": PART_SONS,
+    "part_map": PART_SONS,
+}
+MAPPINGS = ("words", "counts", "part_map")
+EXAMPLES = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@st.composite
+def sons(draw: st.DrawFn) -> dict[str, Any]:
+    """A stored item: some of the containers (absent ones read as defaults)."""
+    son: dict[str, Any] = {"_id": ObjectId()}
+    for name in draw(st.lists(st.sampled_from(CONTAINERS), unique=True)):
+        if name in MAPPINGS:
+            value: Any = draw(st.dictionaries(KEYS, ITEMS[name], max_size=3))
+        else:
+            value = draw(st.lists(ITEMS[name], max_size=3))
+        son[DB_NAMES.get(name, name)] = (
+            sorted(value) if name == "sorted_numbers" else value
+        )
+    return son
+
+
+@st.composite
+def changes(draw: st.DrawFn) -> list[tuple[str, Any]]:
+    """Changes to make through the containers read: ``(field, (key, item))``."""
+    drawn: list[tuple[str, Any]] = []
+    for name in draw(st.lists(st.sampled_from(CONTAINERS), max_size=3)):
+        drawn.append((name, (draw(KEYS), draw(ITEMS[name]))))
+    return drawn
+
+
+def loaded_twice(son: dict[str, Any]) -> tuple[CrItem, MeCrItem]:
+    """``son`` loaded as our document and as MongoEngine's."""
+    return (
+        CrItem._from_son(copy.deepcopy(son)),
+        MeCrItem._from_son(copy.deepcopy(son)),
+    )
+
+
+def plain(value: Any) -> Any:
+    """A container's items as comparable values (embedded documents as SON)."""
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, mongoengine.EmbeddedDocument):
+        return value.to_mongo().to_dict()
+    return value
+
+
+def assert_read_alike(ours: CrItem, theirs: MeCrItem, name: str) -> None:
+    """The first read of ``name`` gives on ours what MongoEngine's gives."""
+    our_value, their_value = getattr(ours, name), getattr(theirs, name)
+    assert type(our_value) is type(their_value), name
+    assert isinstance(our_value, BaseList | BaseDict), name
+    assert plain(our_value) == plain(their_value), name
+    assert type(our_value._instance) is weakref.ProxyType, name
+    assert our_value._instance._data is ours._data, name
+    assert our_value._name == their_value._name == name
+    assert our_value._dereferenced is their_value._dereferenced, name
+    assert ours._data[name] is our_value, name  # kept, not marked changed
+    assert getattr(ours, name) is our_value, name
+
+
+def change(document: Any, name: str, key: str, item: Any) -> None:
+    """Put ``item`` into ``document``'s container ``name`` (at ``key`` of a
+    dict, appended to a list), through the container read, so only its change
+    tracking records it."""
+    container = getattr(document, name)
+    if name in ("parts", "part_list", "part_map"):
+        item = document._fields["parts"].field.document_type(**item)
+    if isinstance(container, dict):
+        container[key] = item
+    else:
+        container.append(item)
+
+
+@EXAMPLES
+@given(son=sons())
+def test_first_reads_give_what_mongoengine_gives(
+    async_alias: str, son: dict[str, Any]
+) -> None:
+    """Every container reads on our document as on MongoEngine's, once and
+    again, and nothing is marked changed by reading."""
+    ours, theirs = loaded_twice(son)
+    for name in CONTAINERS:
+        assert_read_alike(ours, theirs, name)
+    assert ours._get_changed_fields() == theirs._get_changed_fields() == []
+
+
+async def test_reads_in_no_dereference_stay_unmarked(async_alias: str) -> None:
+    """Inside MongoEngine's ``no_dereference`` or ours the read is not marked
+    dereferenced (as before) and the next read outside it is."""
+    son = {"_id": ObjectId(), "tags": ["a"], "words": {"k": "v"}}
+    ours = CrItem._from_son(copy.deepcopy(son))
+    with no_dereference(CrItem):
+        assert ours.tags._dereferenced is False
+        assert ours.words._dereferenced is False
+    assert ours.tags._dereferenced is True
+    assert ours.words._dereferenced is True
+    ours = CrItem._from_son(copy.deepcopy(son))
+    async with async_no_dereference(CrItem):
+        assert ours.tags._dereferenced is False
+    assert ours.tags._dereferenced is True
+    assert ours.tags == ["a"]
+
+
+@EXAMPLES
+@given(son=sons(), drawn=changes())
+def test_changes_are_tracked_as_by_mongoengine(
+    async_alias: str, son: dict[str, Any], drawn: list[tuple[str, Any]]
+) -> None:
+    """A change through a container read first is tracked alike."""
+    ours, theirs = loaded_twice(son)
+    for name, (key, item) in drawn:
+        change(ours, name, key, item)
+        change(theirs, name, key, item)
+    assert ours._get_changed_fields() == theirs._get_changed_fields()
+    assert ours._get_update_doc() == theirs._get_update_doc()
+
+
+async def test_save_after_changes_sends_mongoengine_update(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """A loaded document changed through its containers saves with
+    MongoEngine's update, in one round trip, and reads back changed."""
+    collection = await CrItem._async_get_collection()
+    son = {
+        "_id": ObjectId(),
+        "tags": ["a", "b"],
+        "words": {"k": "v"},
+        "parts": [{"label": "p"}],
+        "part_map": {"m": {"count": 1}},
+    }
+    await collection.insert_one(son)
+    ours = await CrItem.objects.async_get(id=son["_id"])
+    theirs = MeCrItem._from_son(copy.deepcopy(son))
+    for document, part in ((ours, CrPart), (theirs, MeCrPart)):
+        document.tags.append("c")
+        document.words["n"] = "w"
+        document.parts[0].label = "q"
+        document.part_map["m"].count = 2
+        document.counts["new"] = 3
+        document.part_list.append(part(label="x"))
+    command_log.clear()
+    await ours.async_save()
+    assert command_log.names == ["update"]
+    assert command_log.events[0].command["updates"][0]["u"] == (
+        theirs._get_update_doc()
+    )
+    stored = await collection.find_one({"_id": son["_id"]})
+    assert stored["tags"] == ["a", "b", "c"]
+    assert stored["words"] == {"k": "v", "n": "w"}
+    assert stored["parts"] == [{"label": "q"}]
+    assert stored["part_map"] == {"m": {"count": 2}}
+    assert stored["counts"] == {"new": 3}
+    assert stored["part_list"] == [{"label": "x"}]
