@@ -9,7 +9,7 @@ MongoEngine's blocking dereference, and file fields read as
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, SupportsIndex
+from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
 
 import mongoengine
 from bson import SON, DBRef
@@ -294,7 +294,7 @@ class _NonBlockingContainer(_FieldMixin):
     def __get__(self, instance: BaseDocument | None, owner: type[Any]) -> Any:
         if instance is None or not self._reads_async(instance):
             return super().__get__(instance, owner)
-        if self._item_rule()[2]:
+        if self._item_rule().plain:
             read = self._read_plain(instance)
             if read is not _UNUSUAL:
                 return read
@@ -308,26 +308,20 @@ class _NonBlockingContainer(_FieldMixin):
             and not value._dereferenced
             and dereference_allowed(instance, self.name)
         ):
-            if self._items_may_refer():
+            if self._item_rule().may_refer:
                 proxy_items(value, self.field, self.name)
             value._dereferenced = True
         if isinstance(self.field, FileField) and isinstance(value, list | dict):
             self.field.async_items(value, instance, self.name)
         return value
 
-    def _items_may_refer(self) -> bool:
-        """Whether ``proxy_items`` can find an unloaded reference among the
-        items: only untyped items, references and nested containers can hold
-        one (an embedded document proxies its own fields)."""
-        return self._item_rule()[1]
-
-    def _item_rule(self) -> tuple[Any, bool, bool]:
-        """The item field, whether its items may refer (``_may_refer``) and
-        whether they are plain (``_plain``), computed once per item field."""
+    def _item_rule(self) -> _ItemRule:
+        """What the items of this container are, worked out once per item
+        field (again if ``field`` is replaced)."""
         item_field = self.field
-        rule: tuple[Any, bool, bool] | None = self.__dict__.get("_item_rules")
-        if rule is None or rule[0] is not item_field:
-            rule = (item_field, _may_refer(item_field), _plain(item_field))
+        rule: _ItemRule | None = self.__dict__.get("_item_rules")
+        if rule is None or rule.item_field is not item_field:
+            rule = _ItemRule(item_field, _may_refer(item_field), _plain(item_field))
             self.__dict__["_item_rules"] = rule
         return rule
 
@@ -366,6 +360,16 @@ class _NonBlockingContainer(_FieldMixin):
             return True
         document_type = getattr(self.field, "document_type", None)
         return isinstance(document_type, type) and is_async_class(document_type)
+
+
+class _ItemRule(NamedTuple):
+    """A container's item field, whether ``proxy_items`` can find an unloaded
+    reference among its items (``_may_refer``: an embedded document proxies
+    its own fields) and whether they are plain (``_plain``)."""
+
+    item_field: Any
+    may_refer: bool
+    plain: bool
 
 
 def _may_refer(item_field: Any) -> bool:

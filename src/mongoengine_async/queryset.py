@@ -351,7 +351,7 @@ class QuerySet(FastSyncReads, Generic[_D]):
         cls = type(self)
         return (
             (key == "pk" or key == self._document._meta["id_field"])
-            and "__" not in key
+            and "__" not in key  # an id field so named reads as an operator
             and not isinstance(value, dict)
             and cls.__call__ is QuerySet.__call__
             and cls.filter is BaseQuerySet.filter
