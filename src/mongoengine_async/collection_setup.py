@@ -16,7 +16,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async.checks import check_model
-from mongoengine_async.connection import on_disconnect
+from mongoengine_async.connection import on_disconnect, registry_changed
 
 __all__ = (
     "create_collection",
@@ -43,6 +43,7 @@ def forget_prepared(client: Any, full_name: str | None = None) -> None:
     for key in list(_prepared):
         if key[1] == id(client) and full_name in (None, key[2]):
             del _prepared[key]
+    registry_changed()
 
 
 on_disconnect(forget_prepared)

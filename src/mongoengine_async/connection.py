@@ -70,11 +70,25 @@ _disconnect_hooks: list = []
 # constructors cost 3 µs each, on every operation. Dropped when the client is
 # let go, so an id is never reused while its entry exists.
 _made: dict[int, dict[Any, Any]] = {}
+# Counts the changes to what the registry resolves an alias to (aliases,
+# clients, prepared collections): a cache of a resolution holds while it is equal.
+_version = 0
 
 _RENAMED = {
     "authentication_source": "authSource",
     "authentication_mechanism": "authMechanism",
 }
+
+
+def registry_version() -> int:
+    """The number of changes made to the registry so far (see ``_version``)."""
+    return _version
+
+
+def registry_changed() -> None:
+    """Invalidate the caches of what the registry resolves aliases to."""
+    global _version
+    _version += 1
 
 
 def has_async_connections() -> bool:
@@ -173,6 +187,7 @@ async def connect_async(
         client = _shared_client(settings, loop) or _new_client(alias, settings)
         _settings[alias] = settings
         _clients[alias] = {loop: client}
+        registry_changed()
     return client
 
 
@@ -226,6 +241,7 @@ def _client_for(alias: str, loop: asyncio.AbstractEventLoop | None) -> AsyncMong
         if client is None:
             client = _new_client(alias, _settings[alias])
         clients[loop] = client
+        registry_changed()
         return client
 
 
@@ -237,6 +253,7 @@ def _forget_closed_loops() -> None:
         closed = [loop for loop in clients if loop is not None and loop.is_closed()]
         for loop in closed:
             _release(clients.pop(loop))
+            registry_changed()
 
 
 def _release(client: AsyncMongoClient) -> bool:
@@ -340,6 +357,7 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
         clients = _clients.pop(alias)
         current = clients.get(_running_loop())
         released = [client for client in clients.values() if _release(client)]
+        registry_changed()
     if current is not None and any(client is current for client in released):
         # Clients of other loops cannot be awaited here.
         await current.close()

@@ -9,14 +9,20 @@ rules, references, files) take the operation rather than looking these up again.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async import collection_setup
-from mongoengine_async.connection import get_async_collection, on_running_loop
+from mongoengine_async._compat import running_loop_or_none
+from mongoengine_async.connection import (
+    get_async_collection,
+    on_running_loop,
+    registry_version,
+)
 from mongoengine_async.context import current_session
 from mongoengine_async.errors import ForeignSessionError
 from mongoengine_async.guards import require_async
@@ -78,14 +84,55 @@ def reached(
     """:func:`reach` without awaiting anything, when ``cls``'s collection is
     prepared already (the common case); None when it is still to be prepared."""
     alias = cls._db_alias()
+    key = (cls, alias, cls._get_collection_name())
+    home = _homes.get(key)
+    if (
+        home is None
+        or home.version != registry_version()
+        or home.loop is not running_loop_or_none()
+    ):
+        home = _find_home(key)
+        if home is None:
+            return None
+    plain = home.operation
+    session = session_for(home.client, session)
+    if session is None and not write_concern:
+        return plain
+    return Operation(alias, plain.collection, session, write_concern or {})
+
+
+class _Home(NamedTuple):
+    """Where ``cls`` on an alias and collection name operates, for one loop,
+    while the registry is at ``version``."""
+
+    version: int
+    loop: asyncio.AbstractEventLoop | None
+    client: Any
+    operation: Operation  # with no session and no write concern: shared
+
+
+# By (class, alias, collection name). Resolving a class's prepared collection
+# costs 3-4 µs: a third of what awaiting a reference adds to the driver's find.
+_homes: dict[tuple[type[Any], str, str | None], _Home] = {}
+
+
+def _find_home(key: tuple[type[Any], str, str | None]) -> _Home | None:
+    """Resolve (and keep) where ``key``'s class operates on the running loop;
+    None while its collection is still to be prepared."""
+    version = registry_version()  # read first: a change meanwhile makes it stale
+    cls, alias, name = key
     require_async(alias, cls.__name__, "_async_get_collection", "_get_collection()")
     # What cls._get_collection() gives on an async alias (on the running
     # loop's client), without asking again whether the alias is async.
-    collection = get_async_collection(alias, cls._get_collection_name())
+    collection = get_async_collection(alias, name)
     if not collection_setup.prepared(cls, collection):
         return None
-    session = session_for(collection.database.client, session)
-    return Operation(alias, collection, session, write_concern or {})
+    for stale in [k for k, home in list(_homes.items()) if home.version != version]:
+        _homes.pop(stale, None)  # (what a closed loop's client left)
+    client = collection.database.client
+    operation = Operation(alias, collection, None, {})
+    home = _homes[key] = _Home(version, running_loop_or_none(), client, operation)
+    return home
 
 
 async def resolve(
