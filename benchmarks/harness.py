@@ -134,6 +134,7 @@ SCENARIOS: dict[str, str] = {
     "save_delta": "change one field of N loaded documents, save each (N = saves)",
     "read_iter": "read and materialise N documents with `async for` (sync: for)",
     "read_list": "read and materialise N documents as a list",
+    "read_fields": "read N documents as a list, then every field of each (a list too)",
     "refs_one_by_one": "books with their authors, each author fetched on its own",
     "refs_batch": "books with their authors, references loaded in one batch",
     "refs_by_hand": "books with their authors, joined by a hand-written $in batch",
@@ -324,6 +325,12 @@ def digest(values: Iterable[Any]) -> dict[str, Any]:
     rows = sorted(repr(v) for v in values)
     sha = hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
     return {"count": len(rows), "sha256": sha}
+
+
+def fields_digest(rows: Iterable[tuple[Any, ...]]) -> dict[str, Any]:
+    """``digest`` of ``(name, n, value, active, tags)`` rows, ``tags`` compared
+    as a tuple whatever list type the library read it as."""
+    return digest((*row[:-1], tuple(row[-1])) for row in rows)
 
 
 def library_summary(titles: Iterable[str], author_names: Iterable[str]) -> dict:

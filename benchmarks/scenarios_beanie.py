@@ -121,6 +121,19 @@ async def read_list(ctx: Context) -> Case:
     return Case(run, "await find_all().to_list()")
 
 
+@scenario("read_fields")
+async def read_fields(ctx: Context) -> Case:
+    await harness.seed_items(ctx.db, ITEMS, ctx.sizes.items)
+
+    async def run() -> list:
+        docs = await BeanieItem.find_all().to_list()
+        return [(doc.name, doc.n, doc.value, doc.active, doc.tags) for doc in docs]
+
+    return Case(
+        run, "find_all().to_list(), read every field", check=harness.fields_digest
+    )
+
+
 @scenario("refs_one_by_one")
 async def refs_one_by_one(ctx: Context) -> Case:
     await harness.seed_library(ctx, AUTHORS, BOOKS, dbref=True)

@@ -117,6 +117,19 @@ async def read_list(ctx: Context) -> Case:
     return Case(run, "await objects.async_to_list()")
 
 
+@scenario("read_fields")
+async def read_fields(ctx: Context) -> Case:
+    """read_list, then every field read: the first read of ``tags`` wraps the
+    stored list (our container read)."""
+    await harness.seed_items(ctx.db, ITEMS, ctx.sizes.items)
+
+    async def run() -> list:
+        docs = await OursItem.objects.async_to_list()
+        return [(doc.name, doc.n, doc.value, doc.active, doc.tags) for doc in docs]
+
+    return Case(run, "async_to_list(), read every field", check=harness.fields_digest)
+
+
 @scenario("refs_one_by_one")
 async def refs_one_by_one(ctx: Context) -> Case:
     await harness.seed_library(ctx, AUTHORS, BOOKS)

@@ -99,6 +99,21 @@ async def read_list(ctx: Context) -> Case:
     return Case(run, "await find().to_list()")
 
 
+@scenario("read_fields")
+async def read_fields(ctx: Context) -> Case:
+    await harness.seed_items(ctx.db, ITEMS, ctx.sizes.items)
+    collection = ctx.db[ITEMS]
+
+    async def run() -> list:
+        docs = await collection.find().to_list(None)
+        return [
+            (doc["name"], doc["n"], doc["value"], doc["active"], doc["tags"])
+            for doc in docs
+        ]
+
+    return Case(run, "find().to_list(), read every key", check=harness.fields_digest)
+
+
 @scenario("refs_one_by_one")
 async def refs_one_by_one(ctx: Context) -> Case:
     await harness.seed_library(ctx, AUTHORS, BOOKS)

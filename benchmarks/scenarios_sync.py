@@ -101,6 +101,16 @@ def define(
 
         return Case(run, "list(objects)")
 
+    @scenario("read_fields")
+    async def read_fields(ctx: Context) -> Case:
+        await harness.seed_items(ctx.db, items, ctx.sizes.items)
+
+        def run() -> list:
+            docs = list(Item.objects)
+            return [(doc.name, doc.n, doc.value, doc.active, doc.tags) for doc in docs]
+
+        return Case(run, "list(objects), read every field", check=harness.fields_digest)
+
     @scenario("refs_one_by_one")
     async def refs_one_by_one(ctx: Context) -> Case:
         await harness.seed_library(ctx, authors, books)
