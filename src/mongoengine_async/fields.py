@@ -9,6 +9,7 @@ MongoEngine's blocking dereference, and file fields read as
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
 
 import mongoengine
@@ -99,7 +100,7 @@ class _ProxyingReference(_FieldMixin):
             return super().__get__(instance, owner)
         if not dereference_allowed(instance, self.name):
             return value
-        slot = Slot(instance, self.name).weakly()  # once fetched, in place
+        slot = Slot(weakref.ref(instance), self.name)  # once fetched, in place
         proxy: AsyncReferenceProxy[Any] = AsyncReferenceProxy(
             value, target, self.name, slot
         )

@@ -240,8 +240,9 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
     document_type: type[Any]
     _name: str
     _slot: Slot | None
-    _document: Any  # the loaded document, else None
-    _loading: asyncio.Future[None] | None  # done when the load in flight ends
+    _document: Any = None  # the loaded document
+    # While a load is in flight: True, or the future its waiters wait for.
+    _loading: asyncio.Future[None] | bool | None = None
 
     def __init__(
         self, stored: Any, document_cls: type[Any], name: str, slot: Slot | None = None
@@ -253,14 +254,11 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         else:
             extra = {k: v for k, v in dbref.as_doc().items() if not k.startswith("$")}
             super().__init__(dbref.collection, dbref.id, dbref.database, **extra)
-        self.__dict__.update(
-            stored=stored,
-            document_type=document_cls,
-            _name=name,
-            _slot=slot,
-            _document=None,
-            _loading=None,
-        )
+        state = self.__dict__
+        state["stored"] = stored
+        state["document_type"] = document_cls
+        state["_name"] = name
+        state["_slot"] = slot
 
     @property
     def pk(self) -> Any:
@@ -280,14 +278,17 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
 
         Concurrent fetches wait for the query in flight instead of sending
         their own; if it fails, the next of them queries again, as with a
-        lock (which would cost a fifth of a fetch's own CPU time).
+        lock (which would cost a fifth of a fetch's own CPU time). The first
+        waiter makes the future they wait for: a fetch alone makes none.
         """
         while self._document is None:
             loading = self._loading
+            if loading is True:
+                loading = self._loading = asyncio.get_running_loop().create_future()
             if loading is not None:
                 await asyncio.wait((loading,))  # cancelling a waiter spares it
                 continue
-            loading = self._loading = asyncio.get_running_loop().create_future()
+            self._loading = True
             try:
                 document = await load_reference(
                     self.document_type, self, self._name, session
@@ -296,8 +297,10 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
                 if self._slot is not None:
                     self._slot.replace(self, document)
             finally:
+                loading = self._loading
                 self._loading = None
-                loading.set_result(None)
+                if isinstance(loading, asyncio.Future):
+                    loading.set_result(None)
         return self._document
 
     async_fetch = fetch
