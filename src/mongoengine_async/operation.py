@@ -113,10 +113,10 @@ class _Home(NamedTuple):
 
 # By (class, alias, collection name). Resolving a class's prepared collection
 # costs 3-4 µs: a third of what awaiting a reference adds to the driver's find.
-_homes: dict[tuple[type[Any], str, str | None], _Home] = {}
+_homes: dict[tuple[type[Any], str, Any], _Home] = {}
 
 
-def _find_home(key: tuple[type[Any], str, str | None]) -> _Home | None:
+def _find_home(key: tuple[type[Any], str, Any]) -> _Home | None:
     """Resolve (and keep) where ``key``'s class operates on the running loop;
     None while its collection is still to be prepared."""
     version = registry_version()  # read first: a change meanwhile makes it stale

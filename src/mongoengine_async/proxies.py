@@ -283,9 +283,9 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         """
         while self._document is None:
             loading = self._loading
-            if loading is True:
-                loading = self._loading = asyncio.get_running_loop().create_future()
             if loading is not None:
+                if not isinstance(loading, asyncio.Future):  # the first waiter
+                    loading = self._loading = asyncio.get_running_loop().create_future()
                 await asyncio.wait((loading,))  # cancelling a waiter spares it
                 continue
             self._loading = True
