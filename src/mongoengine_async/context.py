@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
@@ -41,11 +42,13 @@ _TRANSIENT = "TransientTransactionError"
 _sessions: ContextVar[tuple[AsyncClientSession, ...]] = ContextVar(
     "mongoengine_async_sessions", default=()
 )
-_db_aliases: ContextVar[dict[type[Any], str]] = ContextVar(
-    "mongoengine_async_db_aliases"
+# The switches in effect, by class; a switch binds a new mapping (never changed).
+_NO_SWITCH: Mapping[type[Any], str] = MappingProxyType({})
+_db_aliases: ContextVar[Mapping[type[Any], str]] = ContextVar(
+    "mongoengine_async_db_aliases", default=_NO_SWITCH
 )
-_collections: ContextVar[dict[type[Any], str]] = ContextVar(
-    "mongoengine_async_collections"
+_collections: ContextVar[Mapping[type[Any], str]] = ContextVar(
+    "mongoengine_async_collections", default=_NO_SWITCH
 )
 _no_dereference: ContextVar[frozenset[type[Any]]] = ContextVar(
     "mongoengine_async_no_dereference", default=frozenset()
@@ -68,12 +71,12 @@ def current_session(client: Any = None) -> AsyncClientSession | None:
 
 def switched_alias(cls: type[Any]) -> str | None:
     """The alias ``async_switch_db`` set for ``cls`` in this task, if any."""
-    return _db_aliases.get({}).get(cls)
+    return _db_aliases.get().get(cls)
 
 
 def switched_collection(cls: type[Any]) -> str | None:
     """The collection ``async_switch_collection`` set for ``cls``, if any."""
-    return _collections.get({}).get(cls)
+    return _collections.get().get(cls)
 
 
 def dereference_disabled(cls: type[Any]) -> bool:
@@ -93,14 +96,14 @@ async def _bind(var: ContextVar, value: Any) -> AsyncIterator[None]:
 @asynccontextmanager
 async def async_switch_db(cls: T, alias: str) -> AsyncIterator[T]:
     """Make ``cls`` use database alias ``alias`` inside the block (this task only)."""
-    async with _bind(_db_aliases, {**_db_aliases.get({}), cls: alias}):
+    async with _bind(_db_aliases, {**_db_aliases.get(), cls: alias}):
         yield cls
 
 
 @asynccontextmanager
 async def async_switch_collection(cls: T, collection_name: str) -> AsyncIterator[T]:
     """Make ``cls`` use collection ``collection_name`` inside the block."""
-    async with _bind(_collections, {**_collections.get({}), cls: collection_name}):
+    async with _bind(_collections, {**_collections.get(), cls: collection_name}):
         yield cls
 
 
