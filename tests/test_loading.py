@@ -579,6 +579,35 @@ def test_owning_loader_builds_subclasses_from_their_cls() -> None:
     assert str(fast_error.value) == str(slow_error.value)
 
 
+def test_a_subclass_defined_after_loading_is_loaded_as_itself() -> None:
+    """The owning loader of a class with neither references nor subclasses
+    is made once; a subclass defined later, or a son naming its class the
+    old way, must still load as MongoEngine loads it."""
+
+    class LdLateBase(Document):
+        name = StringField()
+        meta = {"allow_inheritance": True}
+
+    base = stored(LdLateBase(name="base"))
+    assert loader(LdLateBase, owned=True) is loader(LdLateBase, owned=True)
+    assert_same(loader(LdLateBase, owned=True)(dict(base)), LdLateBase._from_son(base))
+
+    class LdLateChild(LdLateBase):
+        level = IntField()
+
+    child = stored(LdLateChild(name="child", level=3))
+    for cls in (LdLateBase, LdLateChild):  # the class asked for, or its subclass
+        fast = loader(cls, owned=True)(copy.deepcopy(child))
+        assert type(fast) is LdLateChild
+        assert_same(fast, cls._from_son(copy.deepcopy(child)))
+    # Named the old way (no parents): MongoEngine still finds the class.
+    old_style = {**stored(LdLateChild(name="old", level=1)), "_cls": "LdLateChild"}
+    for cls in (LdLateBase, LdLateChild):
+        fast = loader(cls, owned=True)(copy.deepcopy(old_style))
+        assert type(fast) is LdLateChild
+        assert_same(fast, cls._from_son(copy.deepcopy(old_style)))
+
+
 def test_loading_leaves_the_callers_son_as_it_was() -> None:
     for cls, raw in [(LdFlat, raw) for raw in flat_sons()] + [
         (LdSimple, raw) for raw in simple_sons()

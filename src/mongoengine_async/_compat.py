@@ -160,7 +160,10 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     (AsyncGridOutChunkIterator, "_next_chunk"),
     # PyMongo's cursor, whose buffered batch `async for` takes at once.
     (AsyncCursor, "_next_batch"),
-    # The extra fields of a DBRef, copied into a reference proxy.
+    # A DBRef's slots, copied into a reference proxy.
+    (DBRef, "_DBRef__collection"),
+    (DBRef, "_DBRef__id"),
+    (DBRef, "_DBRef__database"),
     (DBRef, "_DBRef__kwargs"),
     # An ObjectId's 12 bytes, the key of select_related's joins (from_bson
     # falls back to the public ``binary`` without it).

@@ -196,7 +196,15 @@ def list_converter(field: BaseField, inner: BaseField) -> Callable[[Any], Any]:
 class _Plan:
     """How to load one class, and the loader generated for it."""
 
-    __slots__ = ("cls", "fields", "make", "make_joining", "make_owning", "references")
+    __slots__ = (
+        "cls",
+        "fields",
+        "make",
+        "make_joining",
+        "make_owning",
+        "owning_loader",
+        "references",
+    )
 
     def __init__(self, cls: type[Any]):
         self.cls = cls
@@ -205,6 +213,7 @@ class _Plan:
         self.make = _compile(cls, self, joining=False)
         self.make_joining: Callable[..., Load] | None = None  # on first use
         self.make_owning: Callable[..., Load] | None = None  # on first use
+        self.owning_loader: Load | None = None  # while settled(), on first use
 
     def owning(self) -> Callable[..., Load]:
         """``make(fallback, *reference_collections)``: the loader that keeps
@@ -219,6 +228,14 @@ class _Plan:
         if self.make_joining is None:
             self.make_joining = _compile(self.cls, self, joining=True, owning=True)
         return self.make_joining
+
+    def settled(self) -> bool:
+        """Whether a loader made once loads as a new one would: no references
+        (whose collections a switch changes) and no subclass (whose loaders
+        a fallback keeps); a class met under a foreign ``_cls`` is looked up
+        again each time."""
+        cls = self.cls
+        return not self.references and cls._subclasses == (cls._class_name,)
 
     def reference_collections(self) -> list[str | None]:
         """The collections the reference DBRefs name now (switches included)."""
@@ -676,25 +693,39 @@ def loader(cls: type[Any], _auto_dereference: bool = True, owned: bool = False) 
     plan = _plan(cls)
     if plan is None:
         return cls._from_son
-    subclass_loaders: dict[str, Load] = {}
+    if owned and plan.settled():
+        if plan.owning_loader is None:  # (one per class: nothing in it can change)
+            plan.owning_loader = plan.owning()(_fallback(cls, owned, None))
+        return plan.owning_loader
+    make = plan.owning() if owned else plan.make
+    return make(_fallback(cls, owned, {}), *plan.reference_collections())
+
+
+def _fallback(
+    cls: type[Any], owned: bool, subclass_loaders: dict[str, Load] | None
+) -> Load:
+    """What loads the sons a loader of ``cls`` leaves: a son of another class
+    goes to that class's loader (kept in ``subclass_loaders`` unless None),
+    the rest to MongoEngine."""
 
     def fallback(son: dict) -> Any:
-        """A son of another class goes to that class's loader, the rest to
-        MongoEngine."""
         class_name = son.get("_cls") if type(son) is dict else None
         if class_name is None or class_name == cls._class_name:
             return cls._from_son(son)
-        load = subclass_loaders.get(class_name)
+        load = None if subclass_loaders is None else subclass_loaders.get(class_name)
         if load is None:
             try:
                 subclass = get_document(class_name)
             except NotRegistered:
                 return cls._from_son(son)  # raises MongoEngine's own error
-            load = subclass_loaders[class_name] = loader(subclass, owned=owned)
+            if subclass._class_name != class_name:  # an old-style name: its
+                return cls._from_son(son)  # loader would send it back here
+            load = loader(subclass, owned=owned)
+            if subclass_loaders is not None:
+                subclass_loaders[class_name] = load
         return load(son)
 
-    make = plan.owning() if owned else plan.make
-    return make(fallback, *plan.reference_collections())
+    return fallback
 
 
 def loader_key(cls: type[Any], _auto_dereference: bool = True) -> tuple[Any, ...]:

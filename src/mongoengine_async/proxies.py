@@ -119,8 +119,11 @@ class Slot:
     def replace(self, old: Any, new: Any) -> None:
         """Put ``new`` here if ``old`` is still here (and its container alive)."""
         container = self.container
-        if container is not None and read_at(container, self.key) is old:
-            write_at(container, self.key, new)
+        if isinstance(container, list):
+            if list.__getitem__(container, self.key) is old:
+                list.__setitem__(container, self.key, new)
+        elif container is not None and dict.get(container, self.key) is old:
+            dict.__setitem__(container, self.key, new)
 
 
 def read_at(container: list | dict, key: Any) -> Any:
@@ -247,10 +250,12 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
     def __init__(
         self, stored: Any, document_cls: type[Any], name: str, slot: Slot | None = None
     ):
-        dbref = stored_dbref(stored, document_cls)
-        if type(dbref) is DBRef:  # collection, id, database and its extra fields
-            extra = dbref._DBRef__kwargs
-            super().__init__(dbref.collection, dbref.id, dbref.database, extra)
+        dbref = stored if type(stored) is DBRef else stored_dbref(stored, document_cls)
+        if type(dbref) is DBRef:  # its slots, checked by its own __init__ already
+            self._DBRef__collection = dbref._DBRef__collection
+            self._DBRef__id = dbref._DBRef__id
+            self._DBRef__database = dbref._DBRef__database
+            self._DBRef__kwargs = dbref._DBRef__kwargs  # (no DBRef changes it)
         else:
             extra = {k: v for k, v in dbref.as_doc().items() if not k.startswith("$")}
             super().__init__(dbref.collection, dbref.id, dbref.database, **extra)
