@@ -10,6 +10,7 @@ MongoEngine's blocking dereference, and file fields read as
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
 
 import mongoengine
@@ -293,12 +294,15 @@ class _NonBlockingContainer(_FieldMixin):
         return (object.__new__, args, *state)
 
     def __get__(self, instance: BaseDocument | None, owner: type[Any]) -> Any:
-        if instance is None or not self._reads_async(instance):
-            return super().__get__(instance, owner)
+        if instance is None:
+            return self
+        reads_async = self._reads_async(instance)
         if self._item_rule().plain:
-            read = self._read_plain(instance)
+            read = self._read_plain(instance, reads_async)
             if read is not _UNUSUAL:
                 return read
+        if not reads_async:
+            return super().__get__(instance, owner)
         self._incr_no_dereference_context()
         try:
             value: Any = super().__get__(instance, owner)
@@ -326,17 +330,36 @@ class _NonBlockingContainer(_FieldMixin):
             self.__dict__["_item_rules"] = rule
         return rule
 
-    def _read_plain(self, instance: BaseDocument) -> Any:
-        """What the read below gives for a container of plain items, without
-        MongoEngine's dereference machinery: a stored list or dict is wrapped
-        for change tracking and kept in ``_data`` (unmarked), as MongoEngine's
-        ``__get__`` does. ``_UNUSUAL`` for any other value (tuple, subclass...),
-        which takes the read below."""
+    def _read_plain(self, instance: BaseDocument, reads_async: bool) -> Any:
+        """What MongoEngine's read (on an async alias: the one below) gives for
+        a container of plain items, without its dereference machinery: a
+        stored list or dict is wrapped for change tracking and kept in
+        ``_data``, and marked dereferenced where that read marks it (on a sync
+        alias, as a copy when already wrapped, as ``DeReference`` returns).
+        ``_UNUSUAL`` for any other value (tuple, subclass...) or read, which
+        takes MongoEngine's."""
         value = instance._data.get(self.name)
         if value is None:
             return None
         kind = type(value)
         embedded = isinstance(self, mongoengine.EmbeddedDocumentListField)
+        stored = kind is list or kind is dict
+        if not (
+            stored
+            or kind is EmbeddedDocumentList
+            or kind is BaseDict
+            or (kind is BaseList and not embedded)
+        ):
+            return _UNUSUAL
+        if reads_async:
+            mark = dereference_allowed(instance, self.name)
+        else:
+            sync_mark = self._sync_dereferences(instance)
+            if sync_mark is None:
+                return _UNUSUAL
+            mark = sync_mark
+            if mark and (stored or not value._dereferenced) and _walked(value):
+                return _UNUSUAL
         if kind is list:
             wrapper = EmbeddedDocumentList if embedded else BaseList
             value = wrapper(value, instance, self.name)
@@ -344,15 +367,23 @@ class _NonBlockingContainer(_FieldMixin):
         elif kind is dict:
             value = BaseDict(value, instance, self.name)
             instance._data[self.name] = value
-        elif not (
-            kind is EmbeddedDocumentList
-            or kind is BaseDict
-            or (kind is BaseList and not embedded)
-        ):
-            return _UNUSUAL
-        if not value._dereferenced and dereference_allowed(instance, self.name):
-            value._dereferenced = True  # as the read below marks it
+        if mark and not value._dereferenced:
+            if not (reads_async or stored) and value:
+                value = kind(value, instance, self.name)
+                instance._data[self.name] = value
+            value._dereferenced = True
         return value
+
+    def _sync_dereferences(self, instance: BaseDocument) -> bool | None:
+        """Whether MongoEngine's ``ComplexBaseField.__get__`` runs its
+        ``DeReference`` on this read (a sync alias): only on an initialised
+        document, outside ``no_dereference``. None when the read is unusual:
+        the document's field of that name is another one, or the item field
+        has a ``field`` that ``DeReference`` would look through."""
+        field = instance._fields[self.name]
+        if field is not self or hasattr(self.field, "field"):
+            return None
+        return bool(field._auto_dereference and instance._initialised)
 
     def _reads_async(self, instance: BaseDocument) -> bool:
         if not has_async_connections():
@@ -404,6 +435,23 @@ _SPECIAL_ITEMS = (
     mongoengine.GenericLazyReferenceField,
     mongoengine.FileField,
 )
+
+
+def _walked(container: list[Any] | dict[Any, Any]) -> bool:
+    """Whether MongoEngine's ``DeReference`` would do more with ``container``
+    than copy it into a new one of its kind: an item it looks into or may
+    replace, or a dict it takes for a reference or a document."""
+    if isinstance(container, dict):
+        if "_ref" in container or "_cls" in container:
+            return True
+        items: Iterable[Any] = dict.values(container)
+    else:
+        items = container
+    return any(isinstance(item, _WALKED_ITEMS) for item in items)
+
+
+# The items MongoEngine's DeReference looks into, or may replace, on a sync read.
+_WALKED_ITEMS = (BaseDocument, DBRef, dict, list, tuple)
 
 # The value of a read that MongoEngine's own code handles.
 _UNUSUAL = object()
