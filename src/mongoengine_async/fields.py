@@ -338,10 +338,10 @@ class _NonBlockingContainer(_FieldMixin):
         alias, as a copy when already wrapped, as ``DeReference`` returns).
         ``_UNUSUAL`` for any other value (tuple, subclass...) or read, which
         takes MongoEngine's."""
-        value = instance._data.get(self.name)
+        value: Any = instance._data.get(self.name)
         if value is None:
             return None
-        kind = type(value)
+        kind: type[Any] = type(value)
         embedded = isinstance(self, mongoengine.EmbeddedDocumentListField)
         stored = kind is list or kind is dict
         if not (
@@ -369,7 +369,7 @@ class _NonBlockingContainer(_FieldMixin):
             instance._data[self.name] = value
         if mark and not value._dereferenced:
             if not (reads_async or stored) and value:
-                value = kind(value, instance, self.name)
+                value = type(value)(value, instance, self.name)
                 instance._data[self.name] = value
             value._dereferenced = True
         return value
