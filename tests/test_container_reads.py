@@ -398,6 +398,8 @@ def shape(value: Any) -> Any:
     if isinstance(value, dict):
         mapped = {key: shape(item) for key, item in dict.items(value)}
         return type(value).__name__, getattr(value, "_name", None), mapped
+    if isinstance(value, mongoengine.EmbeddedDocument):
+        return {name: shape(value._data.get(name)) for name in value._fields}
     return value
 
 
@@ -419,14 +421,19 @@ def outcome(document: Any, name: str) -> Any:
         ("words", {"k": ["a"]}),
         ("words", {"_ref": "x"}),
         ("words", {"_cls": "CrNowhere"}),
+        ("parts", [{"label": "a", "count": 1}, {}]),
+        ("parts", [{"label": ["a"]}]),
+        ("part_list", [{"count": 1}, {"label": {"k": "v"}}]),
+        ("part_map", {"m": {"label": DBRef("cr_nowhere", 1)}}),
     ],
 )
 def test_sync_reads_of_items_mongoengine_walks_give_its_result(
     sync_default: Any, name: str, stored: Any
 ) -> None:
     """Items MongoEngine's ``DeReference`` looks into (nested containers,
-    references, dicts it takes for a reference or a document) read on a sync
-    alias as MongoEngine reads them, its errors included."""
+    references, dicts it takes for a reference or a document, and those in the
+    fields of an embedded document) read on a sync alias as MongoEngine reads
+    them, its errors included; embedded documents holding none of them too."""
     ours, theirs = loaded_twice({"_id": ObjectId(), name: stored})
     assert outcome(ours, name) == outcome(theirs, name)
     assert outcome(ours, name) == outcome(theirs, name)

@@ -447,11 +447,25 @@ def _walked(container: list[Any] | dict[Any, Any]) -> bool:
         items: Iterable[Any] = dict.values(container)
     else:
         items = container
-    return any(isinstance(item, _WALKED_ITEMS) for item in items)
+    return any(isinstance(item, _WALKED) and not _kept_document(item) for item in items)
 
 
-# The items MongoEngine's DeReference looks into, or may replace, on a sync read.
-_WALKED_ITEMS = (BaseDocument, DBRef, dict, list, tuple)
+def _kept_document(item: Any) -> bool:
+    """Whether ``item`` is a document whose fields ``DeReference`` leaves as
+    they are: none holds a reference, a list, a dict or a tuple (it would look
+    them up, or rebind them to the container's document)."""
+    if not isinstance(item, _DOCUMENTS):
+        return False
+    data = item._data
+    fields = item._fields
+    return not any(isinstance(data.get(name), _WALKED_VALUES) for name in fields)
+
+
+# The items MongoEngine's DeReference looks into or may replace on a sync read,
+# the documents among them, and the values it looks at in their fields.
+_WALKED = (BaseDocument, DBRef, dict, list, tuple)
+_DOCUMENTS = (mongoengine.Document, mongoengine.EmbeddedDocument)
+_WALKED_VALUES = (DBRef, dict, list, tuple)
 
 # The value of a read that MongoEngine's own code handles.
 _UNUSUAL = object()
