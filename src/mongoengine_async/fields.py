@@ -351,15 +351,15 @@ class _NonBlockingContainer(_FieldMixin):
             or (kind is BaseList and not embedded)
         ):
             return _UNUSUAL
+        if not stored and value._dereferenced:
+            return value  # read before: every read gives it as it is
         if reads_async:
             mark = dereference_allowed(instance, self.name)
         else:
             sync_mark = self._sync_dereferences(instance)
-            if sync_mark is None:
+            if sync_mark is None or (sync_mark and _walked(value)):
                 return _UNUSUAL
             mark = sync_mark
-            if mark and (stored or not value._dereferenced) and _walked(value):
-                return _UNUSUAL
         if kind is list:
             wrapper = EmbeddedDocumentList if embedded else BaseList
             value = wrapper(value, instance, self.name)
@@ -367,7 +367,7 @@ class _NonBlockingContainer(_FieldMixin):
         elif kind is dict:
             value = BaseDict(value, instance, self.name)
             instance._data[self.name] = value
-        if mark and not value._dereferenced:
+        if mark:
             if not (reads_async or stored) and value:
                 value = type(value)(value, instance, self.name)
                 instance._data[self.name] = value
