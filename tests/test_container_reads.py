@@ -1,5 +1,6 @@
-"""The first read of a list/dict field of plain items, on an async alias, gives
-what MongoEngine's own read gives, without its dereference machinery.
+"""The first read of a list/dict field of plain items gives what MongoEngine's
+own read gives, without its dereference machinery, on an async alias and on a
+sync one.
 
 Hypothesis draws a stored document of a model whose containers hold plain
 values (strings, numbers, dates, embedded documents), loads it as our document
@@ -7,7 +8,10 @@ and as a plain MongoEngine document, and reads every container of both: same
 type, same items, bound to its document under the same name, ``_dereferenced``
 as MongoEngine leaves it, kept in ``_data`` and nothing marked changed. Then
 the same change to both must be tracked alike, and the save of ours must send
-MongoEngine's update in one round trip.
+MongoEngine's update in one round trip. On a sync alias the reads are compared
+in every state MongoEngine tells apart: a document built by the user, one not
+initialised yet, inside ``no_dereference``, and a container held from an
+earlier read (MongoEngine's ``DeReference`` replaces it with a copy).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import weakref
 from typing import Any
 
 import mongoengine
-from bson import ObjectId
+import pytest
+from bson import DBRef, ObjectId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mongoengine.base.datastructures import BaseDict, BaseList
@@ -137,12 +142,29 @@ def changes(draw: st.DrawFn) -> list[tuple[str, Any]]:
     return drawn
 
 
+@pytest.fixture(params=["async", "sync"])
+def alias(request: pytest.FixtureRequest) -> Any:
+    """The alias "default", async (``async_alias``) or sync (``sync_default``):
+    the tests taking it run on both."""
+    kind = "async_alias" if request.param == "async" else "sync_default"
+    return request.getfixturevalue(kind)
+
+
 def loaded_twice(son: dict[str, Any]) -> tuple[CrItem, MeCrItem]:
     """``son`` loaded as our document and as MongoEngine's."""
     return (
         CrItem._from_son(copy.deepcopy(son)),
         MeCrItem._from_son(copy.deepcopy(son)),
     )
+
+
+def built_twice(son: dict[str, Any]) -> tuple[CrItem, MeCrItem]:
+    """``son``'s values given to our class's constructor and MongoEngine's."""
+    values = {"id": son["_id"]}
+    for name in CONTAINERS:
+        if DB_NAMES.get(name, name) in son:
+            values[name] = son[DB_NAMES.get(name, name)]
+    return CrItem(**copy.deepcopy(values)), MeCrItem(**copy.deepcopy(values))
 
 
 def plain(value: Any) -> Any:
@@ -163,6 +185,7 @@ def assert_read_alike(ours: CrItem, theirs: MeCrItem, name: str) -> None:
     assert isinstance(our_value, BaseList | BaseDict), name
     assert plain(our_value) == plain(their_value), name
     assert type(our_value._instance) is weakref.ProxyType, name
+    assert type(their_value._instance) is weakref.ProxyType, name
     assert our_value._instance._data is ours._data, name
     assert our_value._name == their_value._name == name
     assert our_value._dereferenced is their_value._dereferenced, name
@@ -184,13 +207,13 @@ def change(document: Any, name: str, key: str, item: Any) -> None:
 
 
 @EXAMPLES
-@given(son=sons())
+@given(son=sons(), built=st.booleans())
 def test_first_reads_give_what_mongoengine_gives(
-    async_alias: str, son: dict[str, Any]
+    alias: Any, son: dict[str, Any], built: bool
 ) -> None:
-    """Every container reads on our document as on MongoEngine's, once and
-    again, and nothing is marked changed by reading."""
-    ours, theirs = loaded_twice(son)
+    """Every container reads on our document (loaded or built) as on
+    MongoEngine's, once and again, and nothing is marked changed by reading."""
+    ours, theirs = built_twice(son) if built else loaded_twice(son)
     for name in CONTAINERS:
         assert_read_alike(ours, theirs, name)
     assert ours._get_changed_fields() == theirs._get_changed_fields() == []
@@ -216,7 +239,7 @@ async def test_reads_in_no_dereference_stay_unmarked(async_alias: str) -> None:
 @EXAMPLES
 @given(son=sons(), drawn=changes())
 def test_changes_are_tracked_as_by_mongoengine(
-    async_alias: str, son: dict[str, Any], drawn: list[tuple[str, Any]]
+    alias: Any, son: dict[str, Any], drawn: list[tuple[str, Any]]
 ) -> None:
     """A change through a container read first is tracked alike."""
     ours, theirs = loaded_twice(son)
@@ -263,3 +286,154 @@ async def test_save_after_changes_sends_mongoengine_update(
     assert stored["part_map"] == {"m": {"count": 2}}
     assert stored["counts"] == {"new": 3}
     assert stored["part_list"] == [{"label": "x"}]
+
+
+# -- sync aliases: every state MongoEngine's read tells apart --------------------
+
+SYNC_STATES = ("loaded", "built", "not initialised", "no_dereference")
+
+
+def read_in_state(
+    ours: CrItem, theirs: MeCrItem, state: str
+) -> dict[str, tuple[Any, Any]]:
+    """Read every container of both documents in ``state``, checking the
+    reads alike; the containers read, by name (ours, theirs)."""
+    if state == "not initialised":  # as a read during __init__ sees it
+        ours._initialised = theirs._initialised = False
+    held = {}
+    with no_dereference(CrItem) if state == "no_dereference" else _nothing():
+        for name in CONTAINERS:
+            assert_read_alike(ours, theirs, name)
+            held[name] = (getattr(ours, name), getattr(theirs, name))
+    ours._initialised = theirs._initialised = True
+    return held
+
+
+class _nothing:
+    """A context manager doing nothing."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@EXAMPLES
+@given(son=sons(), state=st.sampled_from(SYNC_STATES), drawn=changes())
+def test_sync_reads_in_every_state_give_what_mongoengine_gives(
+    sync_default: Any, son: dict[str, Any], state: str, drawn: list[tuple[str, Any]]
+) -> None:
+    """On a sync alias, a read in each state, then the next read (initialised,
+    outside ``no_dereference``), give on ours what they give on MongoEngine's:
+    the container held from the first read is kept or replaced alike; then
+    changes through the reads are tracked alike."""
+    ours, theirs = built_twice(son) if state == "built" else loaded_twice(son)
+    held = read_in_state(ours, theirs, state)
+    for name in CONTAINERS:
+        assert_read_alike(ours, theirs, name)
+        our_held, their_held = held[name]
+        assert (getattr(ours, name) is our_held) is (
+            getattr(theirs, name) is their_held
+        ), name
+    assert ours._get_changed_fields() == theirs._get_changed_fields() == []
+    for name, (key, item) in drawn:
+        change(ours, name, key, item)
+        change(theirs, name, key, item)
+    assert ours._get_changed_fields() == theirs._get_changed_fields()
+    assert ours._get_update_doc() == theirs._get_update_doc()
+
+
+# A field whose assignment reads ``tags``: in ``__init__``, before the
+# document is initialised. What each read gave: (type, dereferenced, items).
+SEEN: list[Any] = []
+
+
+class _ReadsTags(mongoengine.StringField):
+    def __set__(self, instance: Any, value: Any) -> None:
+        if value is not None:
+            tags = instance.tags
+            SEEN.append((type(tags), tags._dereferenced, list(tags), tags))
+        super().__set__(instance, value)
+
+
+class CrProbed(Document):
+    tags = ListField(StringField())
+    probe = _ReadsTags()
+    meta = {"collection": "cr_probed"}
+
+
+class MeCrProbed(mongoengine.Document):
+    tags = mongoengine.ListField(mongoengine.StringField())
+    probe = _ReadsTags()
+    meta = {"collection": "cr_probed_mongoengine"}
+
+
+def test_sync_read_during_init_gives_what_mongoengine_gives(
+    sync_default: Any,
+) -> None:
+    """A read while ``__init__`` runs (not initialised) is not marked and the
+    first read afterwards replaces it, on ours as on MongoEngine's; saving
+    stores the same."""
+    SEEN.clear()
+    ours = CrProbed(tags=["a", "b"], probe="x")
+    theirs = MeCrProbed(tags=["a", "b"], probe="x")
+    (our_type, our_mark, our_items, our_read), seen = SEEN
+    assert (our_type, our_mark, our_items) == seen[:3] == (BaseList, False, ["a", "b"])
+    assert ours.tags._dereferenced is theirs.tags._dereferenced is True
+    assert (ours.tags is our_read) is (theirs.tags is seen[3]) is False
+    ours.save()
+    theirs.save()
+    assert CrProbed.objects.exclude("id").as_pymongo().get() == (
+        MeCrProbed.objects.exclude("id").as_pymongo().get()
+    )
+
+
+def shape(value: Any) -> Any:
+    """A read value with the types and names of every container in it (items
+    taken as stored, not through BaseList's converting ``__getitem__``)."""
+    if isinstance(value, list | tuple):
+        items = [shape(item) for item in list.__iter__(list(value))]
+        return type(value).__name__, getattr(value, "_name", None), items
+    if isinstance(value, dict):
+        mapped = {key: shape(item) for key, item in dict.items(value)}
+        return type(value).__name__, getattr(value, "_name", None), mapped
+    if isinstance(value, mongoengine.EmbeddedDocument):
+        return {name: shape(value._data.get(name)) for name in value._fields}
+    return value
+
+
+def outcome(document: Any, name: str) -> Any:
+    """The shape of a read of ``name``, or the type of the error it raises."""
+    try:
+        return shape(getattr(document, name))
+    except Exception as error:  # the error is the outcome
+        return type(error)
+
+
+@pytest.mark.parametrize(
+    ("name", "stored"),
+    [
+        ("tags", [["a", "b"], "c"]),
+        ("tags", [{"k": "v"}]),
+        ("tags", [("a",)]),
+        ("tags", [DBRef("cr_nowhere", 1)]),
+        ("words", {"k": ["a"]}),
+        ("words", {"_ref": "x"}),
+        ("words", {"_cls": "CrNowhere"}),
+        ("parts", [{"label": "a", "count": 1}, {}]),
+        ("parts", [{"label": ["a"]}]),
+        ("part_list", [{"count": 1}, {"label": {"k": "v"}}]),
+        ("part_map", {"m": {"label": DBRef("cr_nowhere", 1)}}),
+    ],
+)
+def test_sync_reads_of_items_mongoengine_walks_give_its_result(
+    sync_default: Any, name: str, stored: Any
+) -> None:
+    """Items MongoEngine's ``DeReference`` looks into (nested containers,
+    references, dicts it takes for a reference or a document, and those in the
+    fields of an embedded document) read on a sync alias as MongoEngine reads
+    them, its errors included; embedded documents holding none of them too."""
+    ours, theirs = loaded_twice({"_id": ObjectId(), name: stored})
+    assert outcome(ours, name) == outcome(theirs, name)
+    assert outcome(ours, name) == outcome(theirs, name)

@@ -10,6 +10,7 @@ MongoEngine's blocking dereference, and file fields read as
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
 
 import mongoengine
@@ -293,12 +294,15 @@ class _NonBlockingContainer(_FieldMixin):
         return (object.__new__, args, *state)
 
     def __get__(self, instance: BaseDocument | None, owner: type[Any]) -> Any:
-        if instance is None or not self._reads_async(instance):
-            return super().__get__(instance, owner)
+        if instance is None:
+            return self
+        reads_async = self._reads_async(instance)
         if self._item_rule().plain:
-            read = self._read_plain(instance)
+            read = self._read_plain(instance, reads_async)
             if read is not _UNUSUAL:
                 return read
+        if not reads_async:
+            return super().__get__(instance, owner)
         self._incr_no_dereference_context()
         try:
             value: Any = super().__get__(instance, owner)
@@ -326,17 +330,36 @@ class _NonBlockingContainer(_FieldMixin):
             self.__dict__["_item_rules"] = rule
         return rule
 
-    def _read_plain(self, instance: BaseDocument) -> Any:
-        """What the read below gives for a container of plain items, without
-        MongoEngine's dereference machinery: a stored list or dict is wrapped
-        for change tracking and kept in ``_data`` (unmarked), as MongoEngine's
-        ``__get__`` does. ``_UNUSUAL`` for any other value (tuple, subclass...),
-        which takes the read below."""
-        value = instance._data.get(self.name)
+    def _read_plain(self, instance: BaseDocument, reads_async: bool) -> Any:
+        """What MongoEngine's read (on an async alias: the one below) gives for
+        a container of plain items, without its dereference machinery: a
+        stored list or dict is wrapped for change tracking and kept in
+        ``_data``, and marked dereferenced where that read marks it (on a sync
+        alias, as a copy when already wrapped, as ``DeReference`` returns).
+        ``_UNUSUAL`` for any other value (tuple, subclass...) or read, which
+        takes MongoEngine's."""
+        value: Any = instance._data.get(self.name)
         if value is None:
             return None
-        kind = type(value)
+        kind: type[Any] = type(value)
         embedded = isinstance(self, mongoengine.EmbeddedDocumentListField)
+        stored = kind is list or kind is dict
+        if not (
+            stored
+            or kind is EmbeddedDocumentList
+            or kind is BaseDict
+            or (kind is BaseList and not embedded)
+        ):
+            return _UNUSUAL
+        if not stored and value._dereferenced:
+            return value  # read before: every read gives it as it is
+        if reads_async:
+            mark = dereference_allowed(instance, self.name)
+        else:
+            sync_mark = self._sync_dereferences(instance)
+            if sync_mark is None or (sync_mark and _walked(value)):
+                return _UNUSUAL
+            mark = sync_mark
         if kind is list:
             wrapper = EmbeddedDocumentList if embedded else BaseList
             value = wrapper(value, instance, self.name)
@@ -344,15 +367,23 @@ class _NonBlockingContainer(_FieldMixin):
         elif kind is dict:
             value = BaseDict(value, instance, self.name)
             instance._data[self.name] = value
-        elif not (
-            kind is EmbeddedDocumentList
-            or kind is BaseDict
-            or (kind is BaseList and not embedded)
-        ):
-            return _UNUSUAL
-        if not value._dereferenced and dereference_allowed(instance, self.name):
-            value._dereferenced = True  # as the read below marks it
+        if mark:
+            if not (reads_async or stored) and value:
+                value = type(value)(value, instance, self.name)
+                instance._data[self.name] = value
+            value._dereferenced = True
         return value
+
+    def _sync_dereferences(self, instance: BaseDocument) -> bool | None:
+        """Whether MongoEngine's ``ComplexBaseField.__get__`` runs its
+        ``DeReference`` on this read (a sync alias): only on an initialised
+        document, outside ``no_dereference``. None when the read is unusual:
+        the document's field of that name is another one, or the item field
+        has a ``field`` that ``DeReference`` would look through."""
+        field = instance._fields[self.name]
+        if field is not self or hasattr(self.field, "field"):
+            return None
+        return bool(field._auto_dereference and instance._initialised)
 
     def _reads_async(self, instance: BaseDocument) -> bool:
         if not has_async_connections():
@@ -404,6 +435,37 @@ _SPECIAL_ITEMS = (
     mongoengine.GenericLazyReferenceField,
     mongoengine.FileField,
 )
+
+
+def _walked(container: list[Any] | dict[Any, Any]) -> bool:
+    """Whether MongoEngine's ``DeReference`` would do more with ``container``
+    than copy it into a new one of its kind: an item it looks into or may
+    replace, or a dict it takes for a reference or a document."""
+    if isinstance(container, dict):
+        if "_ref" in container or "_cls" in container:
+            return True
+        items: Iterable[Any] = dict.values(container)
+    else:
+        items = container
+    return any(isinstance(item, _WALKED) and not _kept_document(item) for item in items)
+
+
+def _kept_document(item: Any) -> bool:
+    """Whether ``item`` is a document whose fields ``DeReference`` leaves as
+    they are: none holds a reference, a list, a dict or a tuple (it would look
+    them up, or rebind them to the container's document)."""
+    if not isinstance(item, _DOCUMENTS):
+        return False
+    data = item._data
+    fields = item._fields
+    return not any(isinstance(data.get(name), _WALKED_VALUES) for name in fields)
+
+
+# The items MongoEngine's DeReference looks into or may replace on a sync read,
+# the documents among them, and the values it looks at in their fields.
+_WALKED = (BaseDocument, DBRef, dict, list, tuple)
+_DOCUMENTS = (mongoengine.Document, mongoengine.EmbeddedDocument)
+_WALKED_VALUES = (DBRef, dict, list, tuple)
 
 # The value of a read that MongoEngine's own code handles.
 _UNUSUAL = object()
