@@ -57,6 +57,12 @@ async def _book_of(name: str) -> TargetBook:
     return await TargetBook.objects.async_get(id=book.id)
 
 
+async def _author_of_new_book(name: str) -> str:
+    """The name read back through the reference of a new book by ``name``."""
+    book = await _book_of(name)
+    return (await book.author).name
+
+
 async def _close_client(alias: str) -> None:
     """Close the running loop's client of ``alias`` (disconnect_async closes
     only the one of the loop it runs in)."""
@@ -116,13 +122,8 @@ def test_a_reference_is_awaited_in_each_asyncio_run(
         connect_async(databases[0], alias="targets", host=mongodb_uri, **_STANDARD)
     )
     try:
-
-        async def read(name: str) -> str:
-            book = await _book_of(name)
-            return (await book.author).name
-
-        assert asyncio.run(read("first run")) == "first run"
-        assert asyncio.run(read("second run")) == "second run"
+        assert asyncio.run(_author_of_new_book("first run")) == "first run"
+        assert asyncio.run(_author_of_new_book("second run")) == "second run"
     finally:
         asyncio.run(disconnect_async("targets"))
 
@@ -138,14 +139,9 @@ def test_references_awaited_in_two_open_loops_in_turn(
         connect_async(databases[0], alias="targets", host=mongodb_uri, **_STANDARD)
     )
     try:
-
-        async def read(name: str) -> str:
-            book = await _book_of(name)
-            return (await book.author).name
-
         names = ["first", "second", "first again", "second again"]
         read_back = [
-            loop.run_until_complete(read(name))
+            loop.run_until_complete(_author_of_new_book(name))
             for loop, name in zip([first, second, first, second], names, strict=True)
         ]
         assert read_back == names
