@@ -119,11 +119,8 @@ class Slot:
     def replace(self, old: Any, new: Any) -> None:
         """Put ``new`` here if ``old`` is still here (and its container alive)."""
         container = self.container
-        if isinstance(container, list):
-            if list.__getitem__(container, self.key) is old:
-                list.__setitem__(container, self.key, new)
-        elif container is not None and dict.get(container, self.key) is old:
-            dict.__setitem__(container, self.key, new)
+        if container is not None and read_at(container, self.key) is old:
+            write_at(container, self.key, new)
 
 
 def read_at(container: list | dict, key: Any) -> Any:
