@@ -13,6 +13,7 @@ the raw driver's, or the row is marked MISMATCH and the exit code is 1.
     python benchmarks/run.py                      # full run (a few minutes)
     python benchmarks/run.py --quick --repeat 1   # smoke test
     python benchmarks/run.py --only read_list refs_batch --profile read_list:ours
+    python benchmarks/run.py --only refs_one_by_one --calls --repeat 1 --min-time 0
 
 Results: ``benchmarks/results/latest.json`` and ``latest.png`` (``quick.*``
 with ``--quick``, or ``--out PREFIX``).
@@ -108,6 +109,7 @@ async def measure(
     profile: set[tuple[str, str]] = frozenset(),
     log=None,
     min_time: float = 0.0,
+    calls: bool = False,
 ) -> list[dict]:
     """Measure every scenario for every library; returns the result rows.
 
@@ -117,6 +119,7 @@ async def measure(
     the order turns each round, so no library always runs after the same one.
     A scenario gets ``repeat`` rounds of them, or more when its warm-up runs
     show that more fit in ``min_time`` seconds (``harness.rounds``).
+    With ``calls``, one more run of each case counts its Python calls.
     """
     log = log or functools.partial(print, flush=True)
     rows = []
@@ -148,10 +151,13 @@ async def measure(
             if "error" in row:
                 continue
             await _guarded(row, log, _finish(row, case, ctx, profile, modules))
+            if calls:
+                row["calls"] = await _guarded(row, log, _count_calls(case))
             _compare(row, raw_row)
             log(
                 f"  {scenario:16} {row['library']:12} {row['median_ms']:10.1f} ms"
                 + (f"  {row['ratio']:6.2f}x" if row.get("ratio") else "")
+                + (f"  calls {row['calls_ratio']:.3f}x" if "calls_ratio" in row else "")
                 + ("  MISMATCH" if row.get("mismatch") else "")
             )
     return rows
@@ -204,10 +210,26 @@ def _compare(row: dict, raw_row: dict | None) -> None:
     if raw_row is None or "median_ms" not in raw_row:
         return
     row["ratio"] = row["median_ms"] / raw_row["median_ms"]
+    if row.get("calls") and raw_row.get("calls"):
+        row["calls_ratio"] = row["calls"] / raw_row["calls"]
     if row["summary"] != raw_row["summary"]:
         row["mismatch"] = (
             f"raw gave {raw_row['summary']!r}, this gave {row['summary']!r}"
         )
+
+
+async def _count_calls(case: harness.Case) -> int:
+    """The Python and builtin calls of one more run (cProfile's count).
+
+    Unlike time, the count does not move with the machine's load: a change
+    to our code shows in it at once, as the calls it adds or removes.
+    """
+    await harness.call(case.before)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await harness.call(case.run)
+    profiler.disable()
+    return pstats.Stats(profiler).total_calls  # type: ignore[attr-defined]
 
 
 async def _profile(module: Any, scenario: str, library: str, ctx) -> dict:
@@ -360,6 +382,9 @@ def format_table(rows: list[dict]) -> str:
         notes = []
         if "peak_mb" in row:
             notes.append(f"peak {row['peak_mb']:.1f} MB")
+        if "calls" in row:
+            ratio_text = f" ({row['calls_ratio']:.3f}x)" if "calls_ratio" in row else ""
+            notes.append(f"{row['calls']} calls{ratio_text}")
         if row.get("mismatch"):
             notes.append(f"MISMATCH: {row['mismatch']}")
         if row.get("unstable"):
@@ -450,6 +475,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="after measuring, cProfile one more run and print the top 15",
     )
     parser.add_argument(
+        "--calls",
+        action="store_true",
+        help="count the Python calls of one more run of each case, and their "
+        "ratio to raw's (steady where times are not)",
+    )
+    parser.add_argument(
         "--out", type=Path, help="results prefix (default: results/latest)"
     )
     args = parser.parse_args(argv)
@@ -520,6 +551,7 @@ async def run(args: argparse.Namespace) -> int:
                 counter,
                 profile,
                 min_time=args.min_time,
+                calls=args.calls,
             )
         finally:
             await raw_client.drop_database(db_name)

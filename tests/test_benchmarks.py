@@ -180,3 +180,26 @@ def test_short_scenarios_get_more_rounds() -> None:
     assert harness.rounds(5, 0.25, min_time=5.0) == 20
     assert harness.rounds(5, 0.001, min_time=5.0) == harness.MAX_ROUNDS
     assert harness.rounds(5, 0.001, min_time=0.0) == 5  # --quick
+
+
+async def test_calls_are_counted_against_raw(async_alias: str) -> None:
+    """``--calls``: one more run of each case under cProfile, as a ratio to raw."""
+    ctx = harness.Context(db=get_async_db(async_alias), sizes=harness.TINY)
+    rows = await run.measure(
+        ["refs_one_by_one"],
+        {"raw": scenarios_raw, "ours": scenarios_ours},
+        {},
+        ctx,
+        repeat=1,
+        counter=harness.RoundTrips(),
+        log=lambda *args: None,
+        calls=True,
+    )
+    raw_row, ours_row = rows
+    fetches = harness.TINY.books
+    # at least the driver's find_one per book, each dozens of calls
+    assert raw_row["calls"] > 20 * fetches and raw_row["calls_ratio"] == 1
+    assert ours_row["calls_ratio"] == ours_row["calls"] / raw_row["calls"]
+    assert f"{ours_row['calls']} calls ({ours_row['calls_ratio']:.3f}x)" in (
+        run.format_table(rows)
+    )
