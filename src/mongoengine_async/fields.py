@@ -9,7 +9,7 @@ MongoEngine's blocking dereference, and file fields read as
 
 from __future__ import annotations
 
-import weakref
+import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
 
@@ -36,12 +36,13 @@ from mongoengine_async.guards import (
 from mongoengine_async.images import AsyncImageGridFSProxy
 from mongoengine_async.proxies import (
     AsyncReferenceProxy,
+    FieldSlot,
     LazyReference,
-    Slot,
     alias_of,
     dereference_allowed,
     is_async_class,
     owner_class,
+    plain_home,
     proxy_items,
     reference_class,
     slots,
@@ -83,6 +84,10 @@ class _ProxyingReference(_FieldMixin):
         if instance is None:
             return self
         value = instance._data.get(self.name)
+        if type(value) is DBRef:  # (as stored: mostly its first read)
+            proxy = self._plain_proxy(instance, value)
+            if proxy is not None:
+                return proxy
         # A loaded document (or a value that is no reference at all) is what
         # MongoEngine's __get__ returns too. BaseDocument: its isinstance is
         # three times as fast as Document's, whose metaclass is not ``type``.
@@ -101,7 +106,19 @@ class _ProxyingReference(_FieldMixin):
             return super().__get__(instance, owner)
         if not dereference_allowed(instance, self.name):
             return value
-        slot = Slot(weakref.ref(instance), self.name)  # once fetched, in place
+        return self._proxy(instance, value, target)
+
+    def _plain_proxy(self, instance: BaseDocument, dbref: DBRef) -> Any:
+        """The proxy the read of ``dbref`` gives in the common case, found
+        with fewer checks than the general read; None: take that read."""
+        return None
+
+    def _proxy(
+        self, instance: BaseDocument, value: Any, target: type[Any]
+    ) -> AsyncReferenceProxy[Any]:
+        """A proxy for the reference ``value`` to ``target``, kept in
+        ``instance``; once fetched it puts the document in its place."""
+        slot = FieldSlot(instance, self.name)
         proxy: AsyncReferenceProxy[Any] = AsyncReferenceProxy(
             value, target, self.name, slot
         )
@@ -131,6 +148,23 @@ class _ProxyingReference(_FieldMixin):
 
 class ReferenceField(_ProxyingReference, mongoengine.ReferenceField):
     """MongoEngine's ReferenceField; on async aliases reads give proxies."""
+
+    @functools.cached_property
+    def _concrete_type(self) -> type[Any] | None:
+        """The referenced class unless abstract (then a DBRef may name its
+        subclass): what every stored DBRef of this field is loaded as."""
+        document_type = self.document_type
+        return None if document_type._meta.get("abstract") else document_type
+
+    def _plain_proxy(self, instance: BaseDocument, dbref: DBRef) -> Any:
+        """The general read's proxy, when its checks are settled at once: the
+        class is concrete and has a home (:func:`plain_home`: it is on an
+        async alias, nothing is bound in this task) and this field
+        dereferences (MongoEngine's ``no_dereference`` is not active)."""
+        target = self._concrete_type
+        if target is None or plain_home(target, keep=False) is None:
+            return None
+        return self._proxy(instance, dbref, target) if self._auto_dereference else None
 
     def _target(self, value: Any) -> type[Any] | None:
         if isinstance(value, DBRef) and not isinstance(value, MongoEngineLazyReference):

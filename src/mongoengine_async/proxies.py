@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import weakref
+from asyncio import AbstractEventLoop
 from collections.abc import Generator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import mongoengine
 from bson import SON, DBRef
@@ -21,9 +22,15 @@ from mongoengine.base.datastructures import BaseDict, BaseList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
 
-from mongoengine_async._compat import container_location, document_registry
-from mongoengine_async.context import dereference_disabled
+from mongoengine_async._compat import (
+    container_location,
+    document_registry,
+    running_loop_or_none,
+)
+from mongoengine_async.connection import registry_version
+from mongoengine_async.context import anything_bound, dereference_disabled
 from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.from_bson import loader
 from mongoengine_async.guards import require_async
@@ -74,8 +81,8 @@ def dereference_allowed(instance: BaseDocument, name: str) -> bool:
 
 
 class Slot:
-    """A place holding a reference: a key of a dict, an index of a list or a
-    field of a document (its key in the document's ``_data``).
+    """A place holding a reference: a key of a dict or an index of a list
+    (a document's field is a :class:`FieldSlot`).
 
     Replacing its value goes around MongoEngine's change tracking: loading a
     reference changes nothing that would be saved.
@@ -93,13 +100,11 @@ class Slot:
         container: Any = self._container
         if type(container) is weakref.ReferenceType:
             container = container()
-        if isinstance(container, BaseDocument):
-            return container._data
         return container
 
     def weakly(self) -> Slot:
-        """This slot holding its list, dict or document weakly when it can
-        (documents and MongoEngine's BaseList and BaseDict can): a proxy
+        """This slot holding its list or dict weakly when it can (MongoEngine's
+        BaseList and BaseDict can): a proxy
         remembering where it sits then makes no reference cycle with what
         holds it."""
         try:
@@ -121,6 +126,24 @@ class Slot:
         container = self.container
         if container is not None and read_at(container, self.key) is old:
             write_at(container, self.key, new)
+
+
+class FieldSlot:
+    """A field of a document, which it holds weakly: where a proxy read from
+    the field puts its document (in the document's ``_data``, which
+    MongoEngine's change tracking does not watch)."""
+
+    __slots__ = ("_document", "key")
+
+    def __init__(self, document: BaseDocument, key: str):
+        self._document = weakref.ref(document)
+        self.key = key
+
+    def replace(self, old: Any, new: Any) -> None:
+        """Put ``new`` here if ``old`` is still here (and the document alive)."""
+        document = self._document()
+        if document is not None and document._data.get(self.key) is old:
+            document._data[self.key] = new
 
 
 def read_at(container: list | dict, key: Any) -> Any:
@@ -216,12 +239,83 @@ async def load_reference(
     if dbref.collection != collection.name:  # (the class's own, mostly)
         collection = collection.database[dbref.collection]
     raw = await collection.find_one({"_id": dbref.id}, session=operation.session)
+    return loaded(cls, dbref, name, raw)
+
+
+def loaded(cls: type[Any], dbref: DBRef, name: str, raw: dict | None) -> Any:
+    """The document of ``cls`` the reply ``raw`` to loading ``dbref`` holds;
+    ``cls.DoesNotExist`` when it found none."""
     if raw is None:
         raise cls.DoesNotExist(
             f"Trying to dereference unknown document "
             f"{DBRef(dbref.collection, dbref.id)!r} (reference {name!r})"
         )
     return loader(cls, owned=True)(raw)  # the reply is this document's alone
+
+
+class PlainHome(NamedTuple):
+    """Where a class's references load from in the common case, for one loop
+    while the registry is at ``version``: its alias (``db_alias`` in its meta,
+    which MongoEngine's ``switch_db`` changes), how its collection is named
+    (MongoEngine's ``switch_collection`` replaces that method), its prepared
+    collection and that collection's name."""
+
+    version: int
+    loop: AbstractEventLoop | None
+    alias: str | None
+    naming: Any  # the class's bound ``_get_collection_name``
+    collection: AsyncCollection
+    name: str
+
+
+# By class; filled by the first load on the general path.
+_plain_homes: dict[type[Any], PlainHome] = {}
+
+
+def plain_home(cls: type[Any], keep: bool = True) -> PlainHome | None:
+    """Where ``cls``'s references load from when nothing unusual holds: no
+    session, switch or no-dereference bound in this task, and the class's
+    alias, collection naming, registry version and loop as when it was kept.
+    None: the caller takes the general path. Without ``keep``, a home not
+    kept yet is not resolved (nor its errors raised).
+
+    It answers in five calls what the general path (``reached``) answers in
+    about twenty: a loop awaiting references one by one pays it each time.
+    """
+    if anything_bound():
+        return None
+    home = _plain_homes.get(cls)
+    if (
+        home is None
+        or home.version != registry_version()
+        or home.loop is not running_loop_or_none()
+        or home.alias != cls._meta.get("db_alias")
+        or home.naming != cls._get_collection_name
+    ):
+        return _keep_home(cls) if keep else None
+    return home
+
+
+def _keep_home(cls: type[Any]) -> PlainHome | None:
+    """Resolve ``cls``'s home the general way and keep it (None while its
+    collection is still to be prepared); raises as ``reached`` does."""
+    version = registry_version()  # read first: a change meanwhile makes it stale
+    operation = reached(cls)
+    if operation is None:
+        return None
+    for stale in [k for k, home in list(_plain_homes.items()) if home.version != version]:
+        _plain_homes.pop(stale, None)  # (what a closed loop's client left)
+    collection = operation.collection
+    home = PlainHome(
+        version,
+        running_loop_or_none(),
+        cls._meta.get("db_alias"),
+        cls._get_collection_name,
+        collection,
+        collection.name,
+    )
+    _plain_homes[cls] = home
+    return home
 
 
 def _stored_value(stored: Any) -> Any:
@@ -239,13 +333,17 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
     stored: Any
     document_type: type[Any]
     _name: str
-    _slot: Slot | None
+    _slot: Slot | FieldSlot | None
     _document: Any = None  # the loaded document
     # While a load is in flight: True, or the future its waiters wait for.
     _loading: asyncio.Future[None] | bool | None = None
 
     def __init__(
-        self, stored: Any, document_cls: type[Any], name: str, slot: Slot | None = None
+        self,
+        stored: Any,
+        document_cls: type[Any],
+        name: str,
+        slot: Slot | FieldSlot | None = None,
     ):
         dbref = stored if type(stored) is DBRef else stored_dbref(stored, document_cls)
         if type(dbref) is DBRef:  # its slots, checked by its own __init__ already
@@ -292,16 +390,21 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
                 continue
             self._loading = True
             try:
-                document = await load_reference(
-                    self.document_type, self, self._name, session
-                )
+                cls = self.document_type
+                home = plain_home(cls) if session is None else None
+                if home is not None and home.name == self._DBRef__collection:
+                    # The common case, without load_reference's own coroutine.
+                    raw = await home.collection.find_one({"_id": self._DBRef__id})
+                    document = loaded(cls, self, self._name, raw)
+                else:
+                    document = await load_reference(cls, self, self._name, session)
                 self._document = document
                 if self._slot is not None:
                     self._slot.replace(self, document)
             finally:
                 loading = self._loading
                 self._loading = None
-                if isinstance(loading, asyncio.Future):
+                if loading is not True:  # the future of waiters
                     loading.set_result(None)
         return self._document
 
