@@ -303,8 +303,9 @@ def _keep_home(cls: type[Any]) -> PlainHome | None:
     operation = reached(cls)
     if operation is None:
         return None
-    for stale in [k for k, home in list(_plain_homes.items()) if home.version != version]:
-        _plain_homes.pop(stale, None)  # (what a closed loop's client left)
+    stale = [k for k, kept in list(_plain_homes.items()) if kept.version != version]
+    for key in stale:
+        _plain_homes.pop(key, None)  # (what a closed loop's client left)
     collection = operation.collection
     home = PlainHome(
         version,
