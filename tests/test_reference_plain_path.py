@@ -205,6 +205,7 @@ async def test_an_explicit_session_is_followed(async_alias: str) -> None:
             set__name="uncommitted", session=session
         )
         assert (await book.author.fetch(session=session)).name == "uncommitted"
+        assert (await (await _stored_book(author)).author).name == "committed"
         await session.abort_transaction()
 
 

@@ -34,6 +34,7 @@ from mongoengine_async.guards import (
     require_async,
 )
 from mongoengine_async.images import AsyncImageGridFSProxy
+from mongoengine_async.operation import plain_home
 from mongoengine_async.proxies import (
     AsyncReferenceProxy,
     FieldSlot,
@@ -42,7 +43,6 @@ from mongoengine_async.proxies import (
     dereference_allowed,
     is_async_class,
     owner_class,
-    plain_home,
     proxy_items,
     reference_class,
     slots,

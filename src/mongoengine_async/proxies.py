@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import weakref
-from asyncio import AbstractEventLoop
 from collections.abc import Generator
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, TypeVar
 
 import mongoengine
 from bson import SON, DBRef
@@ -22,19 +21,13 @@ from mongoengine.base.datastructures import BaseDict, BaseList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.asynchronous.collection import AsyncCollection
 
-from mongoengine_async._compat import (
-    container_location,
-    document_registry,
-    running_loop_or_none,
-)
-from mongoengine_async.connection import registry_version
-from mongoengine_async.context import anything_bound, dereference_disabled
+from mongoengine_async._compat import container_location, document_registry
+from mongoengine_async.context import dereference_disabled
 from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.from_bson import loader
 from mongoengine_async.guards import require_async
-from mongoengine_async.operation import reach, reached
+from mongoengine_async.operation import plain_home, reach, reached
 
 __all__ = ("AsyncReferenceProxy", "LazyReference")
 
@@ -253,72 +246,6 @@ def loaded(cls: type[Any], dbref: DBRef, name: str, raw: dict | None) -> Any:
     return loader(cls, owned=True)(raw)  # the reply is this document's alone
 
 
-class PlainHome(NamedTuple):
-    """Where a class's references load from in the common case, for one loop
-    while the registry is at ``version``: its alias (``db_alias`` in its meta,
-    which MongoEngine's ``switch_db`` changes), how its collection is named
-    (MongoEngine's ``switch_collection`` replaces that method), its prepared
-    collection and that collection's name."""
-
-    version: int
-    loop: AbstractEventLoop | None
-    alias: str | None
-    naming: Any  # the class's bound ``_get_collection_name``
-    collection: AsyncCollection
-    name: str
-
-
-# By class; filled by the first load on the general path.
-_plain_homes: dict[type[Any], PlainHome] = {}
-
-
-def plain_home(cls: type[Any], keep: bool = True) -> PlainHome | None:
-    """Where ``cls``'s references load from when nothing unusual holds: no
-    session, switch or no-dereference bound in this task, and the class's
-    alias, collection naming, registry version and loop as when it was kept.
-    None: the caller takes the general path. Without ``keep``, a home not
-    kept yet is not resolved (nor its errors raised).
-
-    It answers in five calls what the general path (``reached``) answers in
-    about twenty: a loop awaiting references one by one pays it each time.
-    """
-    if anything_bound():
-        return None
-    home = _plain_homes.get(cls)
-    if (
-        home is None
-        or home.version != registry_version()
-        or home.loop is not running_loop_or_none()
-        or home.alias != cls._meta.get("db_alias")
-        or home.naming != cls._get_collection_name
-    ):
-        return _keep_home(cls) if keep else None
-    return home
-
-
-def _keep_home(cls: type[Any]) -> PlainHome | None:
-    """Resolve ``cls``'s home the general way and keep it (None while its
-    collection is still to be prepared); raises as ``reached`` does."""
-    version = registry_version()  # read first: a change meanwhile makes it stale
-    operation = reached(cls)
-    if operation is None:
-        return None
-    stale = [k for k, kept in list(_plain_homes.items()) if kept.version != version]
-    for key in stale:
-        _plain_homes.pop(key, None)  # (what a closed loop's client left)
-    collection = operation.collection
-    home = PlainHome(
-        version,
-        running_loop_or_none(),
-        cls._meta.get("db_alias"),
-        cls._get_collection_name,
-        collection,
-        collection.name,
-    )
-    _plain_homes[cls] = home
-    return home
-
-
 def _stored_value(stored: Any) -> Any:
     return stored
 
@@ -395,7 +322,8 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
                 home = plain_home(cls) if session is None else None
                 if home is not None and home.name == self._DBRef__collection:
                     # The common case, without load_reference's own coroutine.
-                    raw = await home.collection.find_one({"_id": self._DBRef__id})
+                    collection = home.operation.collection
+                    raw = await collection.find_one({"_id": self._DBRef__id})
                     document = loaded(cls, self, self._name, raw)
                 else:
                     document = await load_reference(cls, self, self._name, session)

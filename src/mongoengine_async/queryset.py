@@ -59,7 +59,7 @@ from mongoengine_async.guards import (
     guard_blocking_methods,
     require_async,
 )
-from mongoengine_async.operation import Operation, own_session, resolve
+from mongoengine_async.operation import Operation, own_session, plain_home, resolve
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.select_related import load_related
 from mongoengine_async.sync_reads import FastSyncReads
@@ -148,11 +148,19 @@ class QuerySet(FastSyncReads, Generic[_D]):
     ) -> AsyncCollection:
         """The collection on the running loop's client (the queryset may have been
         built outside it), prepared (indexes) once, after the mode check; the
-        resolved operation is kept for the rest of the terminal."""
-        self._require_async(name, use)
-        operation = await resolve(
-            self._document, self._collection_obj, session, write_concern
-        )
+        resolved operation is kept for the rest of the terminal. In the plain
+        case (no session or write concern, the class's own collection) the
+        class's kept home is that operation (:func:`plain_home`)."""
+        home = None
+        if session is None and write_concern is None:
+            home = plain_home(self._document)
+        if home is not None and self._collection_obj is home.operation.collection:
+            operation = home.operation  # (an async alias's: nothing to require)
+        else:
+            self._require_async(name, use)
+            operation = await resolve(
+                self._document, self._collection_obj, session, write_concern
+            )
         self._operation = operation
         self._collection_obj = operation.collection
         return operation.collection
@@ -303,7 +311,8 @@ class QuerySet(FastSyncReads, Generic[_D]):
         # What order_by() and limit(2) set, without a clone each: no sort, and
         # a second match tells MultipleObjectsReturned.
         queryset._ordering, queryset._limit, queryset._empty = [], 2, False
-        results = await queryset.async_to_list(2, session=session)
+        raw_documents = await queryset._raw_list("async_get", "get()", 2, session)
+        results = materialise_all(queryset._materialiser(), raw_documents)
         document_cls = queryset._document
         if not results:
             raise document_cls.DoesNotExist(
