@@ -76,6 +76,11 @@ class _ProxyingReference(_FieldMixin):
     # On a sync alias, MongoEngine's read of the reference, built by the loader.
     _lazy_load_ref = staticmethod(load_referenced)
 
+    @property
+    def _concrete_type(self) -> type[Any] | None:
+        """The class every stored DBRef of this field loads as, if one does."""
+        return None
+
     def _target(self, value: Any) -> type[Any] | None:
         """The referenced class when ``value`` is an unloaded reference."""
         raise NotImplementedError
@@ -84,10 +89,18 @@ class _ProxyingReference(_FieldMixin):
         if instance is None:
             return self
         value = instance._data.get(self.name)
-        if type(value) is DBRef:  # (as stored: mostly its first read)
-            proxy = self._plain_proxy(instance, value)
-            if proxy is not None:
-                return proxy
+        if type(value) is DBRef:  # as stored: mostly a first read
+            # The plain case, settled with fewer checks than below: a class
+            # every DBRef here loads as, on an async alias with nothing bound
+            # in this task (its kept home), and MongoEngine's no_dereference
+            # not active.
+            target = self._concrete_type
+            if (
+                target is not None
+                and plain_home(target, keep=False) is not None
+                and self._auto_dereference
+            ):
+                return self._proxy(instance, value, target)
         # A loaded document (or a value that is no reference at all) is what
         # MongoEngine's __get__ returns too. BaseDocument: its isinstance is
         # three times as fast as Document's, whose metaclass is not ``type``.
@@ -107,11 +120,6 @@ class _ProxyingReference(_FieldMixin):
         if not dereference_allowed(instance, self.name):
             return value
         return self._proxy(instance, value, target)
-
-    def _plain_proxy(self, instance: BaseDocument, dbref: DBRef) -> Any:
-        """The proxy the read of ``dbref`` gives in the common case, found
-        with fewer checks than the general read; None: take that read."""
-        return None
 
     def _proxy(
         self, instance: BaseDocument, value: Any, target: type[Any]
@@ -155,16 +163,6 @@ class ReferenceField(_ProxyingReference, mongoengine.ReferenceField):
         subclass): what every stored DBRef of this field is loaded as."""
         document_type = self.document_type
         return None if document_type._meta.get("abstract") else document_type
-
-    def _plain_proxy(self, instance: BaseDocument, dbref: DBRef) -> Any:
-        """The general read's proxy, when its checks are settled at once: the
-        class is concrete and has a home (:func:`plain_home`: it is on an
-        async alias, nothing is bound in this task) and this field
-        dereferences (MongoEngine's ``no_dereference`` is not active)."""
-        target = self._concrete_type
-        if target is None or plain_home(target, keep=False) is None:
-            return None
-        return self._proxy(instance, dbref, target) if self._auto_dereference else None
 
     def _target(self, value: Any) -> type[Any] | None:
         if isinstance(value, DBRef) and not isinstance(value, MongoEngineLazyReference):

@@ -12,7 +12,7 @@ import asyncio
 import copy
 import weakref
 from collections.abc import Generator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import mongoengine
 from bson import SON, DBRef
@@ -264,7 +264,7 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
     _slot: Slot | FieldSlot | None
     _document: Any = None  # the loaded document
     # While a load is in flight: True, or the future its waiters wait for.
-    _loading: asyncio.Future[None] | bool | None = None
+    _loading: asyncio.Future[None] | Literal[True] | None = None
 
     def __init__(
         self,

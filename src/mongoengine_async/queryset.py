@@ -111,13 +111,31 @@ class IdQuery(Q):
 
     def to_query(self, document: Any) -> dict[str, Any]:
         ((key, value),) = self.query.items()
-        try:
-            (field,) = document._lookup_field([key])
-        except (LookUpError, ValueError):
-            return super().to_query(document)
-        if isinstance(field, CachedReferenceField | GenericReferenceField | str):
+        field = _id_field(document, key)
+        if field is None:
             return super().to_query(document)
         return {field.db_field: field.prepare_query_value(None, value)}
+
+
+def _id_field(document: type[Any], key: str) -> Any:
+    """The field ``key`` names in ``document`` as MongoEngine's
+    ``_lookup_field`` finds it, looked up once per class and key (a class's
+    fields never change); None where MongoEngine's path must compile."""
+    try:
+        return _id_fields[document, key]
+    except KeyError:
+        pass
+    try:
+        (field,) = document._lookup_field([key])
+    except (LookUpError, ValueError):
+        field = None
+    if isinstance(field, CachedReferenceField | GenericReferenceField | str):
+        field = None
+    _id_fields[document, key] = field
+    return field
+
+
+_id_fields: dict[tuple[type[Any], str], Any] = {}
 
 
 class QuerySet(FastSyncReads, Generic[_D]):
@@ -335,13 +353,11 @@ class QuerySet(FastSyncReads, Generic[_D]):
         leaves the terminal.
         """
         view = object.__new__(type(self))
-        state = vars(view)
-        state.update(vars(self))
+        view.__dict__ = state = self.__dict__.copy()
         if not q_objs and self._filters_by_id_only(query):
             check_query_values(self._document, None, query)
-            state.update(
-                _query_obj=IdQuery(**query), _mongo_query=None, _cursor_obj=None
-            )
+            state["_query_obj"] = IdQuery(**query)
+            state["_mongo_query"] = state["_cursor_obj"] = None
             return view
         state["clone"] = lambda: view  # what filter() calls for its copy
         try:
