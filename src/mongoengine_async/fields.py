@@ -76,7 +76,7 @@ class _ProxyingReference(_FieldMixin):
     # On a sync alias, MongoEngine's read of the reference, built by the loader.
     _lazy_load_ref = staticmethod(load_referenced)
 
-    @property
+    @functools.cached_property
     def _concrete_type(self) -> type[Any] | None:
         """The class every stored DBRef of this field loads as, if one does."""
         return None
