@@ -29,6 +29,7 @@ from mongoengine_async import (
     StringField,
     async_no_dereference,
     async_run_in_transaction,
+    async_switch_collection,
     async_switch_db,
     get_async_connection,
 )
@@ -277,3 +278,27 @@ async def test_a_dbref_naming_another_collection_loads_from_it(
     ).async_save()
     again = await PlainBook.objects.async_get(id=book.id)
     assert (await again.by_dbref).name == "in the archive"
+
+
+async def test_a_loaded_reference_names_the_collection_switched_to(
+    async_alias: str,
+) -> None:
+    """A class with references keeps its loader while nothing is bound; the
+    DBRefs it builds follow MongoEngine's switch_collection of the referenced
+    class all the same, and the general path's loader (ours bound) alike."""
+    author = await PlainAuthor(name="Ann").async_save()
+    book = await _stored_book(author)
+
+    async def collection_read() -> str:
+        return (
+            (await PlainBook.objects.async_get(id=book.id))._data["author"].collection
+        )
+
+    assert await collection_read() == "plain_author"
+    with switch_collection(PlainAuthor, "plain_elsewhere"):
+        assert await collection_read() == "plain_elsewhere"
+        async with async_no_dereference(PlainBystander):
+            assert await collection_read() == "plain_elsewhere"
+    assert await collection_read() == "plain_author"
+    async with async_switch_collection(PlainAuthor, "plain_switched_async"):
+        assert await collection_read() == "plain_switched_async"
