@@ -53,6 +53,13 @@ _collections: ContextVar[Mapping[type[Any], str]] = ContextVar(
 _no_dereference: ContextVar[frozenset[type[Any]]] = ContextVar(
     "mongoengine_async_no_dereference", default=frozenset()
 )
+# True while any of the above is bound in this task: loading a reference, the
+# common case, then asks this one variable instead of each of them.
+_bound: ContextVar[bool] = ContextVar("mongoengine_async_bound", default=False)
+
+# ``anything_bound()``: whether a session, switch or no-dereference is bound
+# in this task (the variable's own ``get``, so asking costs one call).
+anything_bound = _bound.get
 
 
 def current_session(client: Any = None) -> AsyncClientSession | None:
@@ -87,9 +94,11 @@ def dereference_disabled(cls: type[Any]) -> bool:
 @asynccontextmanager
 async def _bind(var: ContextVar, value: Any) -> AsyncIterator[None]:
     token = var.set(value)
+    bound = _bound.set(True)
     try:
         yield
     finally:
+        _bound.reset(bound)
         var.reset(token)
 
 

@@ -9,7 +9,7 @@ MongoEngine's blocking dereference, and file fields read as
 
 from __future__ import annotations
 
-import weakref
+import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
 
@@ -34,10 +34,11 @@ from mongoengine_async.guards import (
     require_async,
 )
 from mongoengine_async.images import AsyncImageGridFSProxy
+from mongoengine_async.operation import plain_home
 from mongoengine_async.proxies import (
     AsyncReferenceProxy,
+    FieldSlot,
     LazyReference,
-    Slot,
     alias_of,
     dereference_allowed,
     is_async_class,
@@ -75,6 +76,11 @@ class _ProxyingReference(_FieldMixin):
     # On a sync alias, MongoEngine's read of the reference, built by the loader.
     _lazy_load_ref = staticmethod(load_referenced)
 
+    @functools.cached_property
+    def _concrete_type(self) -> type[Any] | None:
+        """The class every stored DBRef of this field loads as, if one does."""
+        return None
+
     def _target(self, value: Any) -> type[Any] | None:
         """The referenced class when ``value`` is an unloaded reference."""
         raise NotImplementedError
@@ -83,6 +89,18 @@ class _ProxyingReference(_FieldMixin):
         if instance is None:
             return self
         value = instance._data.get(self.name)
+        if type(value) is DBRef:  # as stored: mostly a first read
+            # The plain case, settled with fewer checks than below: a class
+            # every DBRef here loads as, on an async alias with nothing bound
+            # in this task (its kept home), and MongoEngine's no_dereference
+            # not active.
+            target = self._concrete_type
+            if (
+                target is not None
+                and plain_home(target, keep=False) is not None
+                and self._auto_dereference
+            ):
+                return self._proxy(instance, value, target)
         # A loaded document (or a value that is no reference at all) is what
         # MongoEngine's __get__ returns too. BaseDocument: its isinstance is
         # three times as fast as Document's, whose metaclass is not ``type``.
@@ -101,7 +119,14 @@ class _ProxyingReference(_FieldMixin):
             return super().__get__(instance, owner)
         if not dereference_allowed(instance, self.name):
             return value
-        slot = Slot(weakref.ref(instance), self.name)  # once fetched, in place
+        return self._proxy(instance, value, target)
+
+    def _proxy(
+        self, instance: BaseDocument, value: Any, target: type[Any]
+    ) -> AsyncReferenceProxy[Any]:
+        """A proxy for the reference ``value`` to ``target``, kept in
+        ``instance``; once fetched it puts the document in its place."""
+        slot = FieldSlot(instance, self.name)
         proxy: AsyncReferenceProxy[Any] = AsyncReferenceProxy(
             value, target, self.name, slot
         )
@@ -131,6 +156,13 @@ class _ProxyingReference(_FieldMixin):
 
 class ReferenceField(_ProxyingReference, mongoengine.ReferenceField):
     """MongoEngine's ReferenceField; on async aliases reads give proxies."""
+
+    @functools.cached_property
+    def _concrete_type(self) -> type[Any] | None:
+        """The referenced class unless abstract (then a DBRef may name its
+        subclass): what every stored DBRef of this field is loaded as."""
+        document_type = self.document_type
+        return None if document_type._meta.get("abstract") else document_type
 
     def _target(self, value: Any) -> type[Any] | None:
         if isinstance(value, DBRef) and not isinstance(value, MongoEngineLazyReference):

@@ -38,6 +38,7 @@ from mongoengine.fields import (
     StringField,
 )
 
+from mongoengine_async.context import anything_bound
 from mongoengine_async.signals import has_init_receivers
 
 __all__ = (
@@ -203,6 +204,8 @@ class _Plan:
         "make_joining",
         "make_owning",
         "owning_loader",
+        "plain_owning_loader",
+        "reference_types",
         "references",
     )
 
@@ -214,6 +217,9 @@ class _Plan:
         self.make_joining: Callable[..., Load] | None = None  # on first use
         self.make_owning: Callable[..., Load] | None = None  # on first use
         self.owning_loader: Load | None = None  # while settled(), on first use
+        # With references: (their classes' namings, the owning loader made for them).
+        self.plain_owning_loader: tuple[list[Any], Load] | None = None
+        self.reference_types: list[type[Any]] | None = None  # on first use
 
     def owning(self) -> Callable[..., Load]:
         """``make(fallback, *reference_collections)``: the loader that keeps
@@ -236,6 +242,26 @@ class _Plan:
         again each time."""
         cls = self.cls
         return not self.references and cls._subclasses == (cls._class_name,)
+
+    def plain_owning(self) -> Load | None:
+        """The owning loader of a class with references and no subclass while
+        nothing is bound in the task (the caller checks): kept while the
+        referenced classes name their collections the same way (MongoEngine's
+        ``switch_collection`` replaces that method), which saves asking each
+        its collection name per load. None for other classes."""
+        cls = self.cls
+        if not self.references or cls._subclasses != (cls._class_name,):
+            return None
+        types = self.reference_types
+        if types is None:
+            types = self.reference_types = [f.document_type for f in self.references]
+        namings = [referenced._get_collection_name for referenced in types]
+        kept = self.plain_owning_loader
+        if kept is None or kept[0] != namings:
+            fallback = _fallback(cls, True, None)
+            load = self.owning()(fallback, *self.reference_collections())
+            kept = self.plain_owning_loader = (namings, load)
+        return kept[1]
 
     def reference_collections(self) -> list[str | None]:
         """The collections the reference DBRefs name now (switches included)."""
@@ -697,6 +723,10 @@ def loader(cls: type[Any], _auto_dereference: bool = True, owned: bool = False) 
         if plan.owning_loader is None:  # (one per class: nothing in it can change)
             plan.owning_loader = plan.owning()(_fallback(cls, owned, None))
         return plan.owning_loader
+    if owned and not anything_bound():
+        load = plan.plain_owning()
+        if load is not None:
+            return load
     make = plan.owning() if owned else plan.make
     return make(_fallback(cls, owned, {}), *plan.reference_collections())
 

@@ -20,14 +20,23 @@ from mongoengine_async import collection_setup
 from mongoengine_async._compat import running_loop_or_none
 from mongoengine_async.connection import (
     get_async_collection,
+    is_async_connection,
     on_running_loop,
     registry_version,
 )
-from mongoengine_async.context import current_session
+from mongoengine_async.context import anything_bound, current_session
 from mongoengine_async.errors import ForeignSessionError
 from mongoengine_async.guards import require_async
 
-__all__ = ("Operation", "own_session", "reach", "reached", "resolve", "session_for")
+__all__ = (
+    "Operation",
+    "own_session",
+    "plain_home",
+    "reach",
+    "reached",
+    "resolve",
+    "session_for",
+)
 
 
 def session_for(
@@ -167,3 +176,75 @@ def own_session(
             "client that started it"
         )
     return session
+
+
+# -- the plain case, found in a few calls ------------------------------------------
+
+
+class PlainHome(NamedTuple):
+    """Where a class operates in the plain case (no session, switch or
+    no-dereference bound), for one loop while the registry is at
+    ``version``: its alias in its meta (which MongoEngine's ``switch_db``
+    changes), how its collection is named (MongoEngine's
+    ``switch_collection`` replaces that method), the operation there and its
+    collection's name."""
+
+    version: int
+    loop: asyncio.AbstractEventLoop | None
+    alias: str | None
+    naming: Any  # the class's bound ``_get_collection_name``
+    operation: Operation  # with no session and no write concern
+    name: str
+
+
+# By class; kept by the first operation that needs one.
+_plain_homes: dict[type[Any], PlainHome] = {}
+
+
+def plain_home(cls: type[Any], keep: bool = True) -> PlainHome | None:
+    """What :func:`reached` gives ``cls`` with no session, when nothing
+    unusual holds: nothing bound in this task, and the class's alias,
+    collection naming, registry version and loop as when it was kept. None:
+    the caller takes the general path (also for a class not on an async
+    alias, whose error that path raises). Without ``keep``, a home not kept
+    yet is not resolved.
+
+    It answers in six calls what ``reached`` answers in about twenty: a loop
+    awaiting references or getting documents one by one pays it each time.
+    """
+    if anything_bound():
+        return None
+    home = _plain_homes.get(cls)
+    if (
+        home is None
+        or home.version != registry_version()
+        or home.loop is not running_loop_or_none()
+        or home.alias != cls._meta.get("db_alias")
+        or home.naming != cls._get_collection_name
+    ):
+        return _keep_home(cls) if keep else None
+    return home
+
+
+def _keep_home(cls: type[Any]) -> PlainHome | None:
+    """Resolve ``cls``'s home with :func:`reached` and keep it (None while
+    its collection is still to be prepared, or its alias is not async)."""
+    version = registry_version()  # read first: a change meanwhile makes it stale
+    if not is_async_connection(cls._db_alias()):
+        return None
+    operation = reached(cls)
+    if operation is None:
+        return None
+    stale = [k for k, kept in list(_plain_homes.items()) if kept.version != version]
+    for key in stale:
+        _plain_homes.pop(key, None)  # (what a closed loop's client left)
+    home = PlainHome(
+        version,
+        running_loop_or_none(),
+        cls._meta.get("db_alias"),
+        cls._get_collection_name,
+        operation,
+        operation.collection.name,
+    )
+    _plain_homes[cls] = home
+    return home

@@ -12,7 +12,7 @@ import asyncio
 import copy
 import weakref
 from collections.abc import Generator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import mongoengine
 from bson import SON, DBRef
@@ -27,7 +27,7 @@ from mongoengine_async.context import dereference_disabled
 from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.from_bson import loader
 from mongoengine_async.guards import require_async
-from mongoengine_async.operation import reach, reached
+from mongoengine_async.operation import plain_home, reach, reached
 
 __all__ = ("AsyncReferenceProxy", "LazyReference")
 
@@ -74,8 +74,8 @@ def dereference_allowed(instance: BaseDocument, name: str) -> bool:
 
 
 class Slot:
-    """A place holding a reference: a key of a dict, an index of a list or a
-    field of a document (its key in the document's ``_data``).
+    """A place holding a reference: a key of a dict or an index of a list
+    (a document's field is a :class:`FieldSlot`).
 
     Replacing its value goes around MongoEngine's change tracking: loading a
     reference changes nothing that would be saved.
@@ -93,13 +93,11 @@ class Slot:
         container: Any = self._container
         if type(container) is weakref.ReferenceType:
             container = container()
-        if isinstance(container, BaseDocument):
-            return container._data
         return container
 
     def weakly(self) -> Slot:
-        """This slot holding its list, dict or document weakly when it can
-        (documents and MongoEngine's BaseList and BaseDict can): a proxy
+        """This slot holding its list or dict weakly when it can (MongoEngine's
+        BaseList and BaseDict can): a proxy
         remembering where it sits then makes no reference cycle with what
         holds it."""
         try:
@@ -121,6 +119,24 @@ class Slot:
         container = self.container
         if container is not None and read_at(container, self.key) is old:
             write_at(container, self.key, new)
+
+
+class FieldSlot:
+    """A field of a document, which it holds weakly: where a proxy read from
+    the field puts its document (in the document's ``_data``, which
+    MongoEngine's change tracking does not watch)."""
+
+    __slots__ = ("_document", "key")
+
+    def __init__(self, document: BaseDocument, key: str):
+        self._document = weakref.ref(document)
+        self.key = key
+
+    def replace(self, old: Any, new: Any) -> None:
+        """Put ``new`` here if ``old`` is still here (and the document alive)."""
+        document = self._document()
+        if document is not None and document._data.get(self.key) is old:
+            document._data[self.key] = new
 
 
 def read_at(container: list | dict, key: Any) -> Any:
@@ -216,6 +232,12 @@ async def load_reference(
     if dbref.collection != collection.name:  # (the class's own, mostly)
         collection = collection.database[dbref.collection]
     raw = await collection.find_one({"_id": dbref.id}, session=operation.session)
+    return loaded(cls, dbref, name, raw)
+
+
+def loaded(cls: type[Any], dbref: DBRef, name: str, raw: dict | None) -> Any:
+    """The document of ``cls`` the reply ``raw`` to loading ``dbref`` holds;
+    ``cls.DoesNotExist`` when it found none."""
     if raw is None:
         raise cls.DoesNotExist(
             f"Trying to dereference unknown document "
@@ -239,13 +261,17 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
     stored: Any
     document_type: type[Any]
     _name: str
-    _slot: Slot | None
+    _slot: Slot | FieldSlot | None
     _document: Any = None  # the loaded document
     # While a load is in flight: True, or the future its waiters wait for.
-    _loading: asyncio.Future[None] | bool | None = None
+    _loading: asyncio.Future[None] | Literal[True] | None = None
 
     def __init__(
-        self, stored: Any, document_cls: type[Any], name: str, slot: Slot | None = None
+        self,
+        stored: Any,
+        document_cls: type[Any],
+        name: str,
+        slot: Slot | FieldSlot | None = None,
     ):
         dbref = stored if type(stored) is DBRef else stored_dbref(stored, document_cls)
         if type(dbref) is DBRef:  # its slots, checked by its own __init__ already
@@ -292,16 +318,22 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
                 continue
             self._loading = True
             try:
-                document = await load_reference(
-                    self.document_type, self, self._name, session
-                )
+                cls = self.document_type
+                home = plain_home(cls) if session is None else None
+                if home is not None and home.name == self._DBRef__collection:
+                    # The common case, without load_reference's own coroutine.
+                    collection = home.operation.collection
+                    raw = await collection.find_one({"_id": self._DBRef__id})
+                    document = loaded(cls, self, self._name, raw)
+                else:
+                    document = await load_reference(cls, self, self._name, session)
                 self._document = document
                 if self._slot is not None:
                     self._slot.replace(self, document)
             finally:
                 loading = self._loading
                 self._loading = None
-                if isinstance(loading, asyncio.Future):
+                if loading is not True:  # the future of waiters
                     loading.set_result(None)
         return self._document
 

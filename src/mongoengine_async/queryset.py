@@ -59,7 +59,7 @@ from mongoengine_async.guards import (
     guard_blocking_methods,
     require_async,
 )
-from mongoengine_async.operation import Operation, own_session, resolve
+from mongoengine_async.operation import Operation, own_session, plain_home, resolve
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.select_related import load_related
 from mongoengine_async.sync_reads import FastSyncReads
@@ -111,13 +111,31 @@ class IdQuery(Q):
 
     def to_query(self, document: Any) -> dict[str, Any]:
         ((key, value),) = self.query.items()
-        try:
-            (field,) = document._lookup_field([key])
-        except (LookUpError, ValueError):
-            return super().to_query(document)
-        if isinstance(field, CachedReferenceField | GenericReferenceField | str):
+        field = _id_field(document, key)
+        if field is None:
             return super().to_query(document)
         return {field.db_field: field.prepare_query_value(None, value)}
+
+
+def _id_field(document: type[Any], key: str) -> Any:
+    """The field ``key`` names in ``document`` as MongoEngine's
+    ``_lookup_field`` finds it, looked up once per class and key (a class's
+    fields never change); None where MongoEngine's path must compile."""
+    try:
+        return _id_fields[document, key]
+    except KeyError:
+        pass
+    try:
+        (field,) = document._lookup_field([key])
+    except (LookUpError, ValueError):
+        field = None
+    if isinstance(field, CachedReferenceField | GenericReferenceField | str):
+        field = None
+    _id_fields[document, key] = field
+    return field
+
+
+_id_fields: dict[tuple[type[Any], str], Any] = {}
 
 
 class QuerySet(FastSyncReads, Generic[_D]):
@@ -148,11 +166,19 @@ class QuerySet(FastSyncReads, Generic[_D]):
     ) -> AsyncCollection:
         """The collection on the running loop's client (the queryset may have been
         built outside it), prepared (indexes) once, after the mode check; the
-        resolved operation is kept for the rest of the terminal."""
-        self._require_async(name, use)
-        operation = await resolve(
-            self._document, self._collection_obj, session, write_concern
-        )
+        resolved operation is kept for the rest of the terminal. In the plain
+        case (no session or write concern, the class's own collection) the
+        class's kept home is that operation (:func:`plain_home`)."""
+        home = None
+        if session is None and write_concern is None:
+            home = plain_home(self._document)
+        if home is not None and self._collection_obj is home.operation.collection:
+            operation = home.operation  # (an async alias's: nothing to require)
+        else:
+            self._require_async(name, use)
+            operation = await resolve(
+                self._document, self._collection_obj, session, write_concern
+            )
         self._operation = operation
         self._collection_obj = operation.collection
         return operation.collection
@@ -277,12 +303,18 @@ class QuerySet(FastSyncReads, Generic[_D]):
     ) -> list[dict[str, Any]]:
         """The raw results, in one reply unless the user set a batch size."""
         await self._async_collection(name, use, session)
+        listing = self._listing(length)
+        return [] if listing is None else await listing
+
+    def _listing(self, length: int | None) -> Awaitable[list[dict[str, Any]]] | None:
+        """The driver's ``to_list`` of :meth:`_raw_list` (None: no query to
+        send), for a terminal that awaits it itself: one coroutine fewer."""
         if self._none or self._empty:
-            return []
+            return None
         cursor = self._new_cursor()
         if self._batch_size is None:
             cursor.batch_size(WHOLE_RESULT if length is None else max(length, 0))
-        return await cursor.to_list(length)
+        return cursor.to_list(length)
 
     async def async_first(
         self, *, session: AsyncClientSession | None = None
@@ -303,7 +335,10 @@ class QuerySet(FastSyncReads, Generic[_D]):
         # What order_by() and limit(2) set, without a clone each: no sort, and
         # a second match tells MultipleObjectsReturned.
         queryset._ordering, queryset._limit, queryset._empty = [], 2, False
-        results = await queryset.async_to_list(2, session=session)
+        await queryset._async_collection("async_get", "get()", session)
+        listing = queryset._listing(2)
+        raw_documents = [] if listing is None else await listing
+        results = materialise_all(queryset._materialiser(), raw_documents)
         document_cls = queryset._document
         if not results:
             raise document_cls.DoesNotExist(
@@ -326,13 +361,11 @@ class QuerySet(FastSyncReads, Generic[_D]):
         leaves the terminal.
         """
         view = object.__new__(type(self))
-        state = vars(view)
-        state.update(vars(self))
+        view.__dict__ = state = self.__dict__.copy()
         if not q_objs and self._filters_by_id_only(query):
             check_query_values(self._document, None, query)
-            state.update(
-                _query_obj=IdQuery(**query), _mongo_query=None, _cursor_obj=None
-            )
+            state["_query_obj"] = IdQuery(**query)
+            state["_mongo_query"] = state["_cursor_obj"] = None
             return view
         state["clone"] = lambda: view  # what filter() calls for its copy
         try:
