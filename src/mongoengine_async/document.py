@@ -8,7 +8,6 @@ async is decided at call time by its alias (``meta["db_alias"]`` or an active
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -43,7 +42,13 @@ from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.from_bson import LoadedState
 from mongoengine_async.gridfs import delete_files
 from mongoengine_async.guards import guard_blocking_methods, require_async
-from mongoengine_async.operation import Operation, own_session, resolve, session_for
+from mongoengine_async.operation import (
+    Operation,
+    own_session,
+    reached,
+    resolve,
+    session_for,
+)
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.queryset import QuerySet
 from mongoengine_async.select_related import select_related
@@ -128,8 +133,26 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
     ) -> Operation:
         """The operation on this document's collection (honours an instance
         ``switch_db``, made perhaps on another loop) on the running loop's client."""
+        operation = self._known_operation(name, use, session)
+        if operation is not None:
+            return operation
         self._require_async(name, use)
         return await resolve(type(self), self._get_collection(), session)
+
+    def _known_operation(
+        self, name: str, use: str, session: AsyncClientSession | None
+    ) -> Operation | None:
+        """Where the class operates, as :func:`reached` keeps it, when that is
+        where this document goes: no ``switch_db`` on it, no ``_get_collection``
+        of the class's own, no ``session=`` (which must be checked as the
+        client's); None otherwise, or while the collection is unprepared."""
+        if (
+            session is not None
+            or "_get_collection" in self.__dict__
+            or type(self)._get_collection.__func__ is not _GET_COLLECTION
+        ):
+            return None
+        return reached(type(self), name=name, use=use)
 
     @classmethod
     async def _prepare_collection(cls, collection: AsyncCollection) -> bool:
@@ -276,31 +299,24 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         raw = to_bson.raw(self)  # to_mongo() as a dict: PyMongo encodes it faster
         # No write concern given: the collection's own (set_write_concern would
         # make an equal copy of the collection on every save).
-        concern = (
-            set_write_concern(collection, write_concern)
-            if write_concern
-            else contextlib.nullcontext(collection)
-        )
-        with concern as target:
-            try:
-                if created:
-                    object_id = await self._async_insert(
-                        target, raw, force_insert, session
-                    )
-                else:
-                    object_id, created = await self._async_update_changes(
-                        target, raw, save_condition, session
-                    )
-            except pymongo.errors.DuplicateKeyError as err:
+        target = _concerned(collection, write_concern) if write_concern else collection
+        try:
+            if created:
+                object_id = await self._async_insert(target, raw, force_insert, session)
+            else:
+                object_id, created = await self._async_update_changes(
+                    target, raw, save_condition, session
+                )
+        except pymongo.errors.DuplicateKeyError as err:
+            raise NotUniqueError(
+                f"Tried to save duplicate unique keys ({err})"
+            ) from err
+        except pymongo.errors.OperationFailure as err:
+            if re.match("^E1100[01] duplicate key", str(err)):
                 raise NotUniqueError(
                     f"Tried to save duplicate unique keys ({err})"
                 ) from err
-            except pymongo.errors.OperationFailure as err:
-                if re.match("^E1100[01] duplicate key", str(err)):
-                    raise NotUniqueError(
-                        f"Tried to save duplicate unique keys ({err})"
-                    ) from err
-                raise OperationError(f"Could not save document ({err})") from err
+            raise OperationError(f"Could not save document ({err})") from err
         if cascade is None:
             cascade = self._meta.get("cascade", False) or cascade_kwargs is not None
         if cascade:
@@ -317,7 +333,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 }
             )
         if created or id_field not in self._meta.get("shard_key", ()):
-            to_bson.set_id(self, self._fields[id_field].to_python(object_id))
+            to_bson.set_id(self, object_id)
         if cls._cached_reference_fields:
             await sync_cached_references(self, created)
         if signals.has_receivers(signals.post_save, cls):
@@ -553,6 +569,13 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         return await self._qs.filter(**query).async_update_one(**kwargs)
 
 
+def _concerned(collection: AsyncCollection, write_concern: dict) -> AsyncCollection:
+    """``collection`` with ``write_concern`` merged into its own, as
+    MongoEngine's ``set_write_concern`` gives it."""
+    with set_write_concern(collection, write_concern) as target:
+        return target
+
+
 class DynamicDocument(Document, MongoEngineDynamicDocument):
     """A MongoEngine DynamicDocument that also works on async aliases."""
 
@@ -584,3 +607,7 @@ def _name(document: Any) -> str:
 
 
 guard_blocking_methods(Document, mongoengine.Document, _BLOCKING, _describe)
+
+# Where a class's own documents go; a subclass's override is honoured by
+# Document._known_operation, which then leaves the work to it.
+_GET_COLLECTION = Document.__dict__["_get_collection"].__func__

@@ -116,9 +116,8 @@ class FastWrites:
     __slots__ = ()
 
     def __init__(self, *args: Any, **values: Any) -> None:
-        plan: Any = _plans.get(type(self), _MISSING)
-        if plan is _MISSING:
-            plan = _plan(type(self))
+        cls = type(self)
+        plan = _plans[cls] if cls in _plans else _plan(cls)
         if plan is None or args or not plan.construct(self, values):
             super().__init__(*args, **values)
 
@@ -130,7 +129,8 @@ class FastWrites:
 
     def to_mongo(self, *args: Any, **kwargs: Any) -> SON:
         """MongoEngine's ``to_mongo``, built by the plan for the default arguments."""
-        plan = _plan(type(self))
+        cls = type(self)
+        plan = _plans[cls] if cls in _plans else _plan(cls)
         if plan is None or args or kwargs:
             return super().to_mongo(*args, **kwargs)  # type: ignore[misc]
         return SON(plan.dump(self))
@@ -157,32 +157,30 @@ def has_id(document: Any) -> bool:
     return "_id" in document.to_mongo(fields=[document._meta["id_field"]])
 
 
-def set_id(document: Any, value: Any) -> None:
+def set_id(document: Any, value: Any, *, stored: bool = False) -> None:
     """``setattr(document, id_field, value)`` (``document.pk = value``), as a
     save ends: for a new document of a planned class, what MongoEngine's
     ``__setattr__`` and ``__set__`` do then, without the lookups; nothing for
-    a stored document given the very id it holds."""
+    a stored document given the very id it holds. With ``stored``, ``value``
+    is the id the database gave, converted by the id field's ``to_python``
+    first (as ``save`` does), unless that keeps it unchanged."""
     name = document._meta["id_field"]
     plan = _plan(type(document))
-    if (
-        plan is not None
-        and type(value) is plan.id_type
-        and getattr(document, "_created", True) is False
-        and document._data.get(name) is value
-    ):
+    if stored and (plan is None or type(value) is not plan.id_kept):
+        value = document._fields[name].to_python(value)
+    if plan is None or type(value) is not plan.id_type:
+        setattr(document, name, value)
+        return
+    data = document._data
+    old = data.get(name)
+    if old is value and document._created is False:
         return  # a stored document's own id again: setattr would change nothing
-    state = getattr(document, "__dict__", {})
-    if (
-        plan is None
-        or type(value) is not plan.id_type
-        or state.get("_created") is not True
-        or state.get("_initialised") is not True
-    ):
+    state = document.__dict__
+    if not (state.get("_created") is True and state.get("_initialised") is True):
         setattr(document, name, value)
         return
     state["_created"] = False  # __setattr__: an id makes it no longer new
-    data = document._data
-    if name not in data or data[name] != value:  # __set__: a change
+    if old is None or old != value:  # __set__: a change
         document._mark_as_changed(name)
     data[name] = value
 
@@ -192,7 +190,8 @@ def mark_saved(document: Any) -> None:
     straight into the instance dict, where ``BaseDocument.__setattr__`` puts
     it (no field, id or shard key is named ``_created``, and LoadedState's
     class value shadows the slot)."""
-    if _plan(type(document)) is None or not isinstance(document, LoadedState):
+    plan = _plan(type(document))
+    if plan is None or not plan.loaded:
         document._created = False
     else:
         document.__dict__["_created"] = False
@@ -214,7 +213,15 @@ def son_details(details: Mapping[str, Any]) -> Mapping[str, Any]:
 class _Plan:
     """The generated write functions of one class."""
 
-    __slots__ = ("construct", "dump", "id_type", "plain_to_mongo", "valid")
+    __slots__ = (
+        "construct",
+        "dump",
+        "id_kept",
+        "id_type",
+        "loaded",
+        "plain_to_mongo",
+        "valid",
+    )
 
     def __init__(self, cls: type[Any], document: bool) -> None:
         fields = [(name, cls._fields[name]) for name in cls._fields_ordered]
@@ -225,6 +232,11 @@ class _Plan:
         self.plain_to_mongo = cls.to_mongo is FastWrites.to_mongo
         id_field = cls._fields.get(cls._meta.get("id_field")) if document else None
         self.id_type = None if id_field is None else _stored_type(id_field)
+        # The exact type of the ids the id field's to_python keeps unchanged.
+        self.id_kept = (
+            None if id_field is None else _TYPE_KEPT.get(type(id_field).to_python)
+        )
+        self.loaded = issubclass(cls, LoadedState)
 
 
 _plans: dict[type[Any], _Plan | None] = {}
@@ -233,11 +245,12 @@ _plans: dict[type[Any], _Plan | None] = {}
 def _plan(cls: type[Any]) -> _Plan | None:
     """The write plan of a FastWrites class, or None when only MongoEngine's
     code is exact for it."""
-    plan = _plans.get(cls, _MISSING)
-    if plan is _MISSING:
-        eligible = issubclass(cls, FastWrites) and _eligible(cls, document=True)
-        plan = _build(cls, document=True) if eligible else _plans.setdefault(cls)
-    return plan  # type: ignore[return-value]
+    try:
+        return _plans[cls]
+    except KeyError:
+        pass
+    eligible = issubclass(cls, FastWrites) and _eligible(cls, document=True)
+    return _build(cls, document=True) if eligible else _plans.setdefault(cls)
 
 
 def _embedded_plan(cls: type[Any]) -> _Plan | None:
