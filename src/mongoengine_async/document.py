@@ -274,7 +274,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         Same arguments and errors as MongoEngine's ``save``, plus ``session``;
         returns ``self``.
         """
-        operation = await self._async_operation("async_save", "save()", session)
+        operation = self._known_operation(
+            "async_save", "save()", session
+        ) or await self._async_operation("async_save", "save()", session)
         collection, session = operation.collection, operation.session
         signal_kwargs = signal_kwargs or {}
         cls = type(self)
@@ -301,12 +303,23 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         # make an equal copy of the collection on every save).
         target = _concerned(collection, write_concern) if write_concern else collection
         try:
-            if created:
-                object_id = await self._async_insert(target, raw, force_insert, session)
+            if not created:
+                object_id = raw["_id"]
+                selector, update = self._delta_update(raw, save_condition)
+                if update:  # else nothing changed: nothing to send
+                    upsert = save_condition is None
+                    result = await target.update_one(
+                        selector, update, upsert=upsert, session=session
+                    )
+                    if not upsert and result.matched_count == 0:
+                        raise SaveConditionError(
+                            "Race condition preventing document update detected"
+                        )
+                    created = upsert and result.upserted_id is not None
+            elif force_insert or "_id" not in raw:
+                object_id = (await target.insert_one(raw, session=session)).inserted_id
             else:
-                object_id, created = await self._async_update_changes(
-                    target, raw, save_condition, session
-                )
+                object_id = await self._async_replace_or_insert(target, raw, session)
         except pymongo.errors.DuplicateKeyError as err:
             raise NotUniqueError(
                 f"Tried to save duplicate unique keys ({err})"
@@ -344,14 +357,11 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         to_bson.mark_saved(self)
         return self
 
-    async def _async_insert(
-        self,
-        collection: AsyncCollection,
-        raw: dict,
-        force_insert: bool,
-        session: AsyncClientSession | None,
+    async def _async_replace_or_insert(
+        self, collection: AsyncCollection, raw: dict, session: AsyncClientSession | None
     ) -> Any:
-        """Insert ``raw``; a new document with its own id replaces any same-id one.
+        """Save a new document with its own id: replace any same-id one, else
+        insert it; returns the id.
 
         The sequence of MongoEngine's ``_save_create``: find_one_and_replace,
         then insert_one when nothing matched. A single ``replace_one(upsert)``
@@ -359,44 +369,29 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         differently (messages) and two concurrent saves of one new id would both
         succeed where MongoEngine's second one raises NotUniqueError.
         """
-        if not force_insert and "_id" in raw:
-            selector = self._integrate_shard_key(raw, {"_id": raw["_id"]})
-            # Only whether something was replaced matters: fetch just the id.
-            replaced = await collection.find_one_and_replace(
-                selector, raw, projection={"_id": True}, session=session
-            )
-            if replaced:
-                return raw["_id"]
+        selector = self._integrate_shard_key(raw, {"_id": raw["_id"]})
+        # Only whether something was replaced matters: fetch just the id.
+        replaced = await collection.find_one_and_replace(
+            selector, raw, projection={"_id": True}, session=session
+        )
+        if replaced:
+            return raw["_id"]
         return (await collection.insert_one(raw, session=session)).inserted_id
 
-    async def _async_update_changes(
-        self,
-        collection: AsyncCollection,
-        raw: dict,
-        save_condition: dict | None,
-        session: AsyncClientSession | None,
-    ) -> tuple[Any, bool]:
-        """Send the delta; raise SaveConditionError when the condition fails."""
-        object_id = raw["_id"]
+    def _delta_update(
+        self, raw: dict, save_condition: dict | None
+    ) -> tuple[dict, dict]:
+        """The selector and the update (``$set``/``$unset``, empty when nothing
+        changed) of a save of this stored document, ``raw`` its ``to_mongo``."""
         if save_condition:
             check_query_values(type(self), None, save_condition)
         selector = (
             transform.query(type(self), **save_condition) if save_condition else {}
         )
-        selector["_id"] = object_id
-        selector = self._integrate_shard_key(raw, selector)
-        update = deltas.update_doc(self, raw)
-        if not update:
-            return object_id, False
-        upsert = save_condition is None
-        result = await collection.update_one(
-            selector, update, upsert=upsert, session=session
-        )
-        if not upsert and result.matched_count == 0:
-            raise SaveConditionError(
-                "Race condition preventing document update detected"
-            )
-        return object_id, upsert and result.upserted_id is not None
+        selector["_id"] = raw["_id"]
+        if "shard_key" in self._meta:  # (MongoEngine's method adds nothing else)
+            selector = self._integrate_shard_key(raw, selector)
+        return selector, deltas.update_doc(self, raw)
 
     async def _async_cascade_save(self, **kwargs: Any) -> None:
         """Save changed referenced documents too (MongoEngine's ``cascade``)."""
