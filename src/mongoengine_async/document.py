@@ -282,15 +282,25 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         cls = type(self)
         if self._meta.get("abstract"):
             raise InvalidDocumentError("Cannot save an abstract document.")
-        # Each signal is sent only when it has receivers (most saves: none).
-        if signals.has_receivers(signals.pre_save, cls):
+        # Each signal is sent only when it has receivers (most saves: none, which
+        # its empty ``receivers`` says without a call; no blinker: no signals).
+        hooks = mongoengine.signals.signals_available
+        if (
+            hooks
+            and signals.pre_save.receivers
+            and signals.has_receivers(signals.pre_save, cls)
+        ):
             await signals.send(signals.pre_save, cls, document=self, **signal_kwargs)
         if validate:
             self.validate(clean=clean)
         write_concern = write_concern or {}
         id_field = self._meta["id_field"]
         created = not to_bson.has_id(self) or self._created or force_insert
-        if signals.has_receivers(signals.pre_save_post_validation, cls):
+        if (
+            hooks
+            and signals.pre_save_post_validation.receivers
+            and signals.has_receivers(signals.pre_save_post_validation, cls)
+        ):
             await signals.send(
                 signals.pre_save_post_validation,
                 cls,
@@ -349,7 +359,11 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             to_bson.set_id(self, object_id)
         if cls._cached_reference_fields:
             await sync_cached_references(self, created)
-        if signals.has_receivers(signals.post_save, cls):
+        if (
+            hooks
+            and signals.post_save.receivers
+            and signals.has_receivers(signals.post_save, cls)
+        ):
             await signals.send(
                 signals.post_save, cls, document=self, created=created, **signal_kwargs
             )
