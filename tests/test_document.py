@@ -841,7 +841,10 @@ async def test_async_save_on_an_alias_reconnected_sync_names_async_save(mongodb_
         for name in ("a", "b"):
             await DocOnSwitched(name=name).async_save()
     mongoengine_async.connect(
-        "doc-sync", alias="doc-switched", host=mongodb_uri, uuidRepresentation="standard"
+        "doc-sync",
+        alias="doc-switched",
+        host=mongodb_uri,
+        uuidRepresentation="standard",
     )
     try:
         with pytest.raises(AsyncUsageError) as error:

@@ -149,7 +149,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         if (
             session is not None
             or "_get_collection" in self.__dict__
-            or type(self)._get_collection.__func__ is not _GET_COLLECTION
+            or type(self)._get_collection.__func__ is not _GET_COLLECTION  # type: ignore[attr-defined]
         ):
             return None
         return reached(type(self), name=name, use=use)

@@ -117,7 +117,7 @@ class FastWrites:
 
     def __init__(self, *args: Any, **values: Any) -> None:
         cls = type(self)
-        plan = _plans[cls] if cls in _plans else _plan(cls)
+        plan: Any = _plans[cls] if cls in _plans else _plan(cls)
         if plan is None or args or not plan.construct(self, values):
             super().__init__(*args, **values)
 
