@@ -585,3 +585,34 @@ def test_sync_alias_saves_what_mongoengine_saves(sync_default: Any) -> None:
         side = collection.database[f"{collection.name}_mongoengine"]
         expected = side.find_one({"_id": side.insert_one(son).inserted_id})
         assert stored(read) == stored(expected), (model, values)
+
+
+def test_init_signals_are_sent_as_by_mongoengine() -> None:
+    """With pre_init/post_init receivers, a new document is built by
+    MongoEngine's ``__init__``, which sends them (the plan sends none)."""
+    log: list[tuple[str, str, Any]] = []
+
+    def pre_init(sender: type, document: Any, values: dict, **kwargs: Any) -> None:
+        log.append(("pre_init", sender.__name__, dict(values)))
+
+    def post_init(sender: type, document: Any, **kwargs: Any) -> None:
+        log.append(("post_init", sender.__name__, document.text))
+
+    mongoengine.signals.pre_init.connect(pre_init)
+    mongoengine.signals.post_init.connect(post_init)
+    try:
+        ours = TbScalars(text="a", number=3)
+        sent, log[:] = list(log), []
+        theirs = mongoengine_new(TbScalars, {"text": "a", "number": 3})
+    finally:
+        mongoengine.signals.pre_init.disconnect(pre_init)
+        mongoengine.signals.post_init.disconnect(post_init)
+    assert (
+        sent
+        == log
+        == [
+            ("pre_init", "TbScalars", {"text": "a", "number": 3}),
+            ("post_init", "TbScalars", "a"),
+        ]
+    )
+    assert state(ours) == state(theirs)

@@ -55,11 +55,19 @@ from mongoengine_async.from_bson import (
     list_converter,
     plain_setter,
 )
-from mongoengine_async.signals import has_init_receivers
+from mongoengine_async.signals import post_init, pre_init
 
 __all__ = ("FastWrites", "has_id", "mark_saved", "raw", "set_id", "son_details")
 
 _MISSING = object()
+
+# construct()'s test for init signal receivers, as ``has_init_receivers`` but
+# without a call (blinker's empty ``receivers``); no blinker: no receivers.
+_INIT_RECEIVERS = (
+    " or pre_init.receivers or post_init.receivers"
+    if mongoengine.signals.signals_available
+    else ""
+)
 
 # __get__ implementations that read an unset value as None (before __init__
 # ends), so an absent value's default is the one its __set__ gives None.
@@ -346,7 +354,8 @@ class _Source:
             "dump_embedded": _dump_embedded,
             "dump_embedded_list": _dump_embedded_list,
             "embed": link_embedded,
-            "has_init_receivers": has_init_receivers,
+            "post_init": post_init,
+            "pre_init": pre_init,
             "set_data": BaseDocument.__dict__["_data"].__set__,
             "set_field_display": set_field_display,
             "valid_embedded": _valid_embedded,
@@ -373,7 +382,7 @@ class _Source:
         fields = list(self.cls._fields.items())
         lines = [
             "def construct(self, values):",
-            "    if not known_keys.issuperset(values) or has_init_receivers():",
+            f"    if not known_keys.issuperset(values){_INIT_RECEIVERS}:",
             "        return False",
             "    get = values.get",
             "    try:",
