@@ -47,6 +47,7 @@ from mongoengine.fields import (
 )
 
 from mongoengine_async import fields as our_fields
+from mongoengine_async import signals
 from mongoengine_async._compat import set_field_display
 from mongoengine_async.from_bson import (
     IDENTITY_FOR,
@@ -55,7 +56,6 @@ from mongoengine_async.from_bson import (
     list_converter,
     plain_setter,
 )
-from mongoengine_async.signals import post_init, pre_init
 
 __all__ = ("FastWrites", "has_id", "mark_saved", "raw", "set_id", "son_details")
 
@@ -354,8 +354,8 @@ class _Source:
             "dump_embedded": _dump_embedded,
             "dump_embedded_list": _dump_embedded_list,
             "embed": link_embedded,
-            "post_init": post_init,
-            "pre_init": pre_init,
+            "post_init": signals.post_init,
+            "pre_init": signals.pre_init,
             "set_data": BaseDocument.__dict__["_data"].__set__,
             "set_field_display": set_field_display,
             "valid_embedded": _valid_embedded,
