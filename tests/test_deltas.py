@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import mongoengine
+import pytest
 from bson import ObjectId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -250,6 +251,30 @@ def test_update_is_mongoenginess(drawn: tuple[type, dict, list[Change]]) -> None
     fast = outcome(our_update(ours))
     slow = outcome(lambda: son_form(theirs._get_update_doc()))
     assert fast == slow
+
+
+@pytest.mark.parametrize(
+    ("name", "stored", "value"),
+    [
+        ("flag", True, False),  # falsy, equal to its default: still set
+        ("plain_int", 5, 0),
+        ("real", 1.5, 0.0),
+        ("text", "a", ""),  # falsy, not a number, default None: set
+        ("needed", "y", "x"),  # truthy, equal to its default: set
+        ("ratio", 0.5, None),  # None: unset
+    ],
+)
+def test_falsy_and_default_values_update_as_mongoengine(
+    name: str, stored: Any, value: Any
+) -> None:
+    """The values ``_delta`` sets or unsets by their truth and their field's
+    default: numbers and booleans equal to a falsy default are set."""
+    twins = changed_twice(TbScalars, {name: stored}, [("set", name, value)])
+    assert twins is not None
+    ours, theirs = twins
+    assert outcome(our_update(ours)) == outcome(
+        lambda: son_form(theirs._get_update_doc())
+    )
 
 
 @EXAMPLES

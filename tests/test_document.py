@@ -6,9 +6,11 @@ import asyncio
 
 import pytest
 from bson import ObjectId
+from pymongo import WriteConcern
 
 import mongoengine_async
 from mongoengine_async import (
+    AsyncUsageError,
     DictField,
     Document,
     DynamicDocument,
@@ -24,6 +26,7 @@ from mongoengine_async import (
     get_async_db,
 )
 from mongoengine_async import signals as async_signals
+from mongoengine_async.testing.clients import fresh_database
 
 
 class DocAddress(EmbeddedDocument):
@@ -767,3 +770,113 @@ async def test_pre_save_post_validation_and_bulk_insert_signals(async_alias):
         ("pre_bulk_insert", ["two", "three"]),
         ("post_bulk_insert", ["two", "three"], True, 3),
     ]
+
+
+# -- where saves go once the class's collection is known -------------------------------
+
+
+class DocMajority(Document):
+    """Writes with a write concern of its own (a ``_get_collection`` override)."""
+
+    name = StringField()
+
+    @classmethod
+    def _get_collection(cls):
+        collection = super()._get_collection()
+        return collection.with_options(write_concern=WriteConcern(w="majority"))
+
+
+async def _names(collection_name: str, db=None) -> list[str]:
+    found = (db or _db())[collection_name].find({}, sort=[("name", 1)])
+    return [raw["name"] async for raw in found]
+
+
+async def test_saves_after_the_first_honour_switch_db(async_alias, mongodb_uri):
+    """Once saves of a class go where it lives without resolving it again, a
+    document moved with switch_db() still goes (and updates) where it was moved."""
+    await DocPerson(name="first").async_save()
+    await DocPerson(name="second").async_save()
+    async with fresh_database("doc-other", mongodb_uri):
+        moved = await DocPerson(name="moved").switch_db("doc-other").async_save()
+        moved.age = 7
+        await moved.async_save()
+        other = mongoengine_async.get_async_db("doc-other")
+        assert [raw async for raw in other.doc_person.find({}, {"tags": 0})] == [
+            {"_id": moved.id, "name": "moved", "age": 7, "extra": {}, "version": 1}
+        ]
+    assert await _names("doc_person") == ["first", "second"]
+
+
+async def test_saves_use_the_classs_own_get_collection(async_alias, command_log):
+    """A class that makes its collection itself (here with a write concern)
+    gets every save on that collection, not only the first."""
+    first = await DocMajority(name="a").async_save()
+    await DocMajority(name="b").async_save()
+    first.name = "a2"
+    await first.async_save()
+    writes = [e.command for e in command_log.events if e.command_name in _WRITES]
+    assert [w["writeConcern"] for w in writes] == [{"w": "majority"}] * 3
+    assert await _names("doc_majority") == ["a2", "b"]
+
+
+_WRITES = ("insert", "update")
+
+
+async def test_saves_after_a_drop_recreate_the_indexes(async_alias):
+    """A save after async_drop_collection creates the collection and its meta
+    indexes again, however many saves came before."""
+    for i in range(3):
+        await DocUniqueUser(email=f"u{i}@example.com").async_save()
+    await DocUniqueUser.async_drop_collection()
+    await DocUniqueUser(email="a@example.com").async_save()
+    with pytest.raises(NotUniqueError):
+        await DocUniqueUser(email="a@example.com").async_save()
+    assert len(await _db().doc_unique_user.index_information()) == 2
+
+
+async def test_async_save_on_an_alias_reconnected_sync_names_async_save(mongodb_uri):
+    """An alias used by async saves, then disconnected and connected with
+    connect(): the next async_save raises the error that names it."""
+    async with fresh_database("doc-switched", mongodb_uri):
+        for name in ("a", "b"):
+            await DocOnSwitched(name=name).async_save()
+    mongoengine_async.connect(
+        "doc-sync",
+        alias="doc-switched",
+        host=mongodb_uri,
+        uuidRepresentation="standard",
+    )
+    try:
+        with pytest.raises(AsyncUsageError) as error:
+            await DocOnSwitched(name="c").async_save()
+        assert str(error.value).startswith(
+            "DocOnSwitched.async_save() needs an async alias but 'doc-switched'"
+        )
+    finally:
+        mongoengine_async.disconnect("doc-switched")
+
+
+class DocOnSwitched(Document):
+    name = StringField()
+    meta = {"db_alias": "doc-switched"}
+
+
+async def test_a_post_save_receiver_connected_during_a_save_is_called(async_alias):
+    """Signals are looked up as each is sent: a post_save receiver connected
+    while the save runs (here by a pre_save receiver) is called by that save."""
+    calls = []
+
+    def post_save(sender, document, created, **kwargs):
+        calls.append((document.name, created))
+
+    def pre_save(sender, document, **kwargs):
+        async_signals.post_save.connect(post_save, sender=DocSignalled)
+
+    async_signals.pre_save.connect(pre_save, sender=DocSignalled)
+    try:
+        await DocSignalled(name="one").async_save()
+    finally:
+        async_signals.pre_save.disconnect(pre_save, sender=DocSignalled)
+        async_signals.post_save.disconnect(post_save, sender=DocSignalled)
+    await DocSignalled(name="two").async_save()
+    assert calls == [("one", True)]

@@ -447,6 +447,41 @@ def test_setting_the_new_id_is_mongoengines(
     assert changed == getattr(theirs, "_changed_fields", None)
 
 
+class TbDecimalKeyed(Document):
+    """A primary key whose ``to_python`` changes what the database gives back."""
+
+    amount = DecimalField(primary_key=True, precision=2)
+    label = StringField()
+
+
+STORED_IDS = st.one_of(
+    st.builds(ObjectId),
+    st.text(max_size=3),
+    st.integers(-3, 3),
+    st.floats(-10, 10, allow_nan=False),
+)
+
+
+@settings(EXAMPLES, max_examples=80)
+@given(st.sampled_from([TbScalars, TbKeyed, TbDecimalKeyed]), STORED_IDS, st.booleans())
+def test_setting_the_id_the_database_gave_is_mongoengines(
+    model: type, stored_id: Any, loaded: bool
+) -> None:
+    """What a save does with the id an insert returns: the id field's
+    ``to_python``, then ``document.pk = ...``, on a new or a loaded document."""
+    id_field = model._meta["id_field"]
+    if loaded:
+        son = {"_id": stored_id}
+        ours, theirs = model._from_son(son), model._from_son(son)
+    else:
+        ours, theirs = model(), model()
+    to_bson.set_id(ours, stored_id, stored=True)
+    setattr(theirs, id_field, theirs._fields[id_field].to_python(stored_id))
+    assert state(ours) == state(theirs)
+    changed = getattr(ours, "_changed_fields", None)
+    assert changed == getattr(theirs, "_changed_fields", None)
+
+
 @settings(EXAMPLES, max_examples=60)
 @given(documents(), st.booleans())
 def test_ending_a_save_is_mongoengines(
@@ -550,3 +585,34 @@ def test_sync_alias_saves_what_mongoengine_saves(sync_default: Any) -> None:
         side = collection.database[f"{collection.name}_mongoengine"]
         expected = side.find_one({"_id": side.insert_one(son).inserted_id})
         assert stored(read) == stored(expected), (model, values)
+
+
+def test_init_signals_are_sent_as_by_mongoengine() -> None:
+    """With pre_init/post_init receivers, a new document is built by
+    MongoEngine's ``__init__``, which sends them (the plan sends none)."""
+    log: list[tuple[str, str, Any]] = []
+
+    def pre_init(sender: type, document: Any, values: dict, **kwargs: Any) -> None:
+        log.append(("pre_init", sender.__name__, dict(values)))
+
+    def post_init(sender: type, document: Any, **kwargs: Any) -> None:
+        log.append(("post_init", sender.__name__, document.text))
+
+    mongoengine.signals.pre_init.connect(pre_init)
+    mongoengine.signals.post_init.connect(post_init)
+    try:
+        ours = TbScalars(text="a", number=3)
+        sent, log[:] = list(log), []
+        theirs = mongoengine_new(TbScalars, {"text": "a", "number": 3})
+    finally:
+        mongoengine.signals.pre_init.disconnect(pre_init)
+        mongoengine.signals.post_init.disconnect(post_init)
+    assert (
+        sent
+        == log
+        == [
+            ("pre_init", "TbScalars", {"text": "a", "number": 3}),
+            ("post_init", "TbScalars", "a"),
+        ]
+    )
+    assert state(ours) == state(theirs)

@@ -238,6 +238,15 @@ async def own_id_existing_other_shard_key(run):
     return await run(WKeyed(id="k1", region="us", name="b"), "save")
 
 
+async def delta_shard_key_moved_meanwhile(run):
+    """A delta update selects by the shard key too: the stored document moved
+    to another region matches nothing, so the upsert's insert collides."""
+    keyed = await run(WKeyed(id="k1", region="eu", name="a"), "save")
+    await run(WKeyed.objects(id="k1"), "update", set__region="us")
+    keyed.name = "b"
+    return await run(keyed, "save")
+
+
 async def own_id_duplicate_unique_field(run):
     await run(WKeyed(id="k1", region="eu", code="c"), "save")
     return await run(WKeyed(id="k2", region="eu", code="c"), "save")
@@ -429,6 +438,7 @@ CASES = [
     own_id_new,
     own_id_existing,
     own_id_existing_other_shard_key,
+    delta_shard_key_moved_meanwhile,
     own_id_duplicate_unique_field,
     own_id_replaced_duplicate_unique_field,
     force_insert_duplicate,

@@ -179,7 +179,8 @@ def _quiet_item(value: Any) -> bool:
 
 def _plain(document: Any, changed: list[str]) -> _Plan | None:
     """The plan of ``document``'s class when the save of ``changed`` is plain."""
-    plan = _plan(type(document))
+    cls = type(document)
+    plan = _plans[cls] if cls in _plans else _plan(cls)
     if (
         plan is None
         or (changed and not plan.paths.issuperset(changed))
@@ -196,19 +197,19 @@ def update_doc(document: Any, son: Mapping[str, Any]) -> dict[str, Any]:
     plan = None if changed is None else _plain(document, changed)
     if plan is None or changed is None:
         return document._get_update_doc()
-    updates = {path: son.get(path) for path in changed}
-    removals = {}
-    for path, value in list(updates.items()):
-        # A falsy value equal to the field's default unsets the field.
-        if value or isinstance(value, numbers.Number | bool):
-            continue
+    updates, removals = {}, {}
+    for path in changed:
+        value = son.get(path)
+        # A falsy value (not a number) equal to the field's default unsets it.
         default = plan.defaults[path]
-        if callable(default):
-            default = default()
-        if value != default:
-            continue
-        del updates[path]
-        removals[path] = 1
+        if (
+            value
+            or isinstance(value, numbers.Number | bool)
+            or value != (default() if callable(default) else default)
+        ):
+            updates[path] = value
+        else:
+            removals[path] = 1
     update: dict[str, Any] = {}
     if updates:
         update["$set"] = updates

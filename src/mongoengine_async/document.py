@@ -8,7 +8,6 @@ async is decided at call time by its alias (``meta["db_alias"]`` or an active
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -43,7 +42,13 @@ from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.from_bson import LoadedState
 from mongoengine_async.gridfs import delete_files
 from mongoengine_async.guards import guard_blocking_methods, require_async
-from mongoengine_async.operation import Operation, own_session, resolve, session_for
+from mongoengine_async.operation import (
+    Operation,
+    own_session,
+    reached,
+    resolve,
+    session_for,
+)
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.queryset import QuerySet
 from mongoengine_async.select_related import select_related
@@ -128,8 +133,26 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
     ) -> Operation:
         """The operation on this document's collection (honours an instance
         ``switch_db``, made perhaps on another loop) on the running loop's client."""
+        operation = self._known_operation(name, use, session)
+        if operation is not None:
+            return operation
         self._require_async(name, use)
         return await resolve(type(self), self._get_collection(), session)
+
+    def _known_operation(
+        self, name: str, use: str, session: AsyncClientSession | None
+    ) -> Operation | None:
+        """Where the class operates, as :func:`reached` keeps it, when that is
+        where this document goes: no ``switch_db`` on it, no ``_get_collection``
+        of the class's own, no ``session=`` (which must be checked as the
+        client's); None otherwise, or while the collection is unprepared."""
+        if (
+            session is not None
+            or "_get_collection" in self.__dict__
+            or type(self)._get_collection.__func__ is not _GET_COLLECTION  # type: ignore[attr-defined]
+        ):
+            return None
+        return reached(type(self), name=name, use=use)
 
     @classmethod
     async def _prepare_collection(cls, collection: AsyncCollection) -> bool:
@@ -251,21 +274,33 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         Same arguments and errors as MongoEngine's ``save``, plus ``session``;
         returns ``self``.
         """
-        operation = await self._async_operation("async_save", "save()", session)
+        operation = self._known_operation(
+            "async_save", "save()", session
+        ) or await self._async_operation("async_save", "save()", session)
         collection, session = operation.collection, operation.session
         signal_kwargs = signal_kwargs or {}
         cls = type(self)
         if self._meta.get("abstract"):
             raise InvalidDocumentError("Cannot save an abstract document.")
-        # Each signal is sent only when it has receivers (most saves: none).
-        if signals.has_receivers(signals.pre_save, cls):
+        # Each signal is sent only when it has receivers (most saves: none, which
+        # its empty ``receivers`` says without a call; no blinker: no signals).
+        hooks = mongoengine.signals.signals_available
+        if (
+            hooks
+            and signals.pre_save.receivers
+            and signals.has_receivers(signals.pre_save, cls)
+        ):
             await signals.send(signals.pre_save, cls, document=self, **signal_kwargs)
         if validate:
             self.validate(clean=clean)
         write_concern = write_concern or {}
         id_field = self._meta["id_field"]
         created = not to_bson.has_id(self) or self._created or force_insert
-        if signals.has_receivers(signals.pre_save_post_validation, cls):
+        if (
+            hooks
+            and signals.pre_save_post_validation.receivers
+            and signals.has_receivers(signals.pre_save_post_validation, cls)
+        ):
             await signals.send(
                 signals.pre_save_post_validation,
                 cls,
@@ -276,31 +311,35 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         raw = to_bson.raw(self)  # to_mongo() as a dict: PyMongo encodes it faster
         # No write concern given: the collection's own (set_write_concern would
         # make an equal copy of the collection on every save).
-        concern = (
-            set_write_concern(collection, write_concern)
-            if write_concern
-            else contextlib.nullcontext(collection)
-        )
-        with concern as target:
-            try:
-                if created:
-                    object_id = await self._async_insert(
-                        target, raw, force_insert, session
+        target = _concerned(collection, write_concern) if write_concern else collection
+        try:
+            if not created:
+                object_id = raw["_id"]
+                selector, update = self._delta_update(raw, save_condition)
+                if update:  # else nothing changed: nothing to send
+                    upsert = save_condition is None
+                    result = await target.update_one(
+                        selector, update, upsert=upsert, session=session
                     )
-                else:
-                    object_id, created = await self._async_update_changes(
-                        target, raw, save_condition, session
-                    )
-            except pymongo.errors.DuplicateKeyError as err:
+                    if not upsert and result.matched_count == 0:
+                        raise SaveConditionError(
+                            "Race condition preventing document update detected"
+                        )
+                    created = upsert and result.upserted_id is not None
+            elif force_insert or "_id" not in raw:
+                object_id = (await target.insert_one(raw, session=session)).inserted_id
+            else:
+                object_id = await self._async_replace_or_insert(target, raw, session)
+        except pymongo.errors.DuplicateKeyError as err:
+            raise NotUniqueError(
+                f"Tried to save duplicate unique keys ({err})"
+            ) from err
+        except pymongo.errors.OperationFailure as err:
+            if re.match("^E1100[01] duplicate key", str(err)):
                 raise NotUniqueError(
                     f"Tried to save duplicate unique keys ({err})"
                 ) from err
-            except pymongo.errors.OperationFailure as err:
-                if re.match("^E1100[01] duplicate key", str(err)):
-                    raise NotUniqueError(
-                        f"Tried to save duplicate unique keys ({err})"
-                    ) from err
-                raise OperationError(f"Could not save document ({err})") from err
+            raise OperationError(f"Could not save document ({err})") from err
         if cascade is None:
             cascade = self._meta.get("cascade", False) or cascade_kwargs is not None
         if cascade:
@@ -317,10 +356,14 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 }
             )
         if created or id_field not in self._meta.get("shard_key", ()):
-            to_bson.set_id(self, self._fields[id_field].to_python(object_id))
+            to_bson.set_id(self, object_id)
         if cls._cached_reference_fields:
             await sync_cached_references(self, created)
-        if signals.has_receivers(signals.post_save, cls):
+        if (
+            hooks
+            and signals.post_save.receivers
+            and signals.has_receivers(signals.post_save, cls)
+        ):
             await signals.send(
                 signals.post_save, cls, document=self, created=created, **signal_kwargs
             )
@@ -328,14 +371,11 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         to_bson.mark_saved(self)
         return self
 
-    async def _async_insert(
-        self,
-        collection: AsyncCollection,
-        raw: dict,
-        force_insert: bool,
-        session: AsyncClientSession | None,
+    async def _async_replace_or_insert(
+        self, collection: AsyncCollection, raw: dict, session: AsyncClientSession | None
     ) -> Any:
-        """Insert ``raw``; a new document with its own id replaces any same-id one.
+        """Save a new document with its own id: replace any same-id one, else
+        insert it; returns the id.
 
         The sequence of MongoEngine's ``_save_create``: find_one_and_replace,
         then insert_one when nothing matched. A single ``replace_one(upsert)``
@@ -343,44 +383,29 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         differently (messages) and two concurrent saves of one new id would both
         succeed where MongoEngine's second one raises NotUniqueError.
         """
-        if not force_insert and "_id" in raw:
-            selector = self._integrate_shard_key(raw, {"_id": raw["_id"]})
-            # Only whether something was replaced matters: fetch just the id.
-            replaced = await collection.find_one_and_replace(
-                selector, raw, projection={"_id": True}, session=session
-            )
-            if replaced:
-                return raw["_id"]
+        selector = self._integrate_shard_key(raw, {"_id": raw["_id"]})
+        # Only whether something was replaced matters: fetch just the id.
+        replaced = await collection.find_one_and_replace(
+            selector, raw, projection={"_id": True}, session=session
+        )
+        if replaced:
+            return raw["_id"]
         return (await collection.insert_one(raw, session=session)).inserted_id
 
-    async def _async_update_changes(
-        self,
-        collection: AsyncCollection,
-        raw: dict,
-        save_condition: dict | None,
-        session: AsyncClientSession | None,
-    ) -> tuple[Any, bool]:
-        """Send the delta; raise SaveConditionError when the condition fails."""
-        object_id = raw["_id"]
+    def _delta_update(
+        self, raw: dict, save_condition: dict | None
+    ) -> tuple[dict, dict]:
+        """The selector and the update (``$set``/``$unset``, empty when nothing
+        changed) of a save of this stored document, ``raw`` its ``to_mongo``."""
         if save_condition:
             check_query_values(type(self), None, save_condition)
         selector = (
             transform.query(type(self), **save_condition) if save_condition else {}
         )
-        selector["_id"] = object_id
-        selector = self._integrate_shard_key(raw, selector)
-        update = deltas.update_doc(self, raw)
-        if not update:
-            return object_id, False
-        upsert = save_condition is None
-        result = await collection.update_one(
-            selector, update, upsert=upsert, session=session
-        )
-        if not upsert and result.matched_count == 0:
-            raise SaveConditionError(
-                "Race condition preventing document update detected"
-            )
-        return object_id, upsert and result.upserted_id is not None
+        selector["_id"] = raw["_id"]
+        if "shard_key" in self._meta:  # (MongoEngine's method adds nothing else)
+            selector = self._integrate_shard_key(raw, selector)
+        return selector, deltas.update_doc(self, raw)
 
     async def _async_cascade_save(self, **kwargs: Any) -> None:
         """Save changed referenced documents too (MongoEngine's ``cascade``)."""
@@ -553,6 +578,13 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         return await self._qs.filter(**query).async_update_one(**kwargs)
 
 
+def _concerned(collection: AsyncCollection, write_concern: dict) -> AsyncCollection:
+    """``collection`` with ``write_concern`` merged into its own, as
+    MongoEngine's ``set_write_concern`` gives it."""
+    with set_write_concern(collection, write_concern) as target:
+        return target
+
+
 class DynamicDocument(Document, MongoEngineDynamicDocument):
     """A MongoEngine DynamicDocument that also works on async aliases."""
 
@@ -584,3 +616,7 @@ def _name(document: Any) -> str:
 
 
 guard_blocking_methods(Document, mongoengine.Document, _BLOCKING, _describe)
+
+# Where a class's own documents go; a subclass's override is honoured by
+# Document._known_operation, which then leaves the work to it.
+_GET_COLLECTION = Document.__dict__["_get_collection"].__func__

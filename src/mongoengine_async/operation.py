@@ -89,9 +89,13 @@ def reached(
     cls: type[Any],
     session: AsyncClientSession | None = None,
     write_concern: dict | None = None,
+    *,
+    name: str = "_async_get_collection",
+    use: str = "_get_collection()",
 ) -> Operation | None:
     """:func:`reach` without awaiting anything, when ``cls``'s collection is
-    prepared already (the common case); None when it is still to be prepared."""
+    prepared already (the common case); None when it is still to be prepared.
+    On a sync alias the error names the method ``name`` and its sync ``use``."""
     alias = cls._db_alias()
     key = (cls, alias, cls._get_collection_name())
     home = _homes.get(key)
@@ -100,7 +104,7 @@ def reached(
         or home.version != registry_version()
         or home.loop is not running_loop_or_none()
     ):
-        home = _find_home(key)
+        home = _find_home(key, name, use)
         if home is None:
             return None
     plain = home.operation
@@ -125,15 +129,15 @@ class _Home(NamedTuple):
 _homes: dict[tuple[type[Any], str, Any], _Home] = {}
 
 
-def _find_home(key: tuple[type[Any], str, Any]) -> _Home | None:
+def _find_home(key: tuple[type[Any], str, Any], name: str, use: str) -> _Home | None:
     """Resolve (and keep) where ``key``'s class operates on the running loop;
     None while its collection is still to be prepared."""
     version = registry_version()  # read first: a change meanwhile makes it stale
-    cls, alias, name = key
-    require_async(alias, cls.__name__, "_async_get_collection", "_get_collection()")
+    cls, alias, collection_name = key
+    require_async(alias, cls.__name__, name, use)
     # What cls._get_collection() gives on an async alias (on the running
     # loop's client), without asking again whether the alias is async.
-    collection = get_async_collection(alias, name)
+    collection = get_async_collection(alias, collection_name)
     if not collection_setup.prepared(cls, collection):
         return None
     for stale in [k for k, home in list(_homes.items()) if home.version != version]:

@@ -45,9 +45,11 @@ def has_receivers(signal: Any, sender: type[Any]) -> bool:
 
     blinker's ``has_receivers_for`` stays true for a sender once connected, even
     after its receivers were disconnected; ``receivers_for`` looks at who is left.
+    Most signals have no receiver at all: their empty ``receivers`` says so first.
     """
     return (
         signals.signals_available
+        and bool(signal.receivers)
         and signal.has_receivers_for(sender)
         and any(True for _ in signal.receivers_for(sender))
     )

@@ -47,6 +47,7 @@ from mongoengine.fields import (
 )
 
 from mongoengine_async import fields as our_fields
+from mongoengine_async import signals
 from mongoengine_async._compat import set_field_display
 from mongoengine_async.from_bson import (
     IDENTITY_FOR,
@@ -55,11 +56,18 @@ from mongoengine_async.from_bson import (
     list_converter,
     plain_setter,
 )
-from mongoengine_async.signals import has_init_receivers
 
 __all__ = ("FastWrites", "has_id", "mark_saved", "raw", "set_id", "son_details")
 
 _MISSING = object()
+
+# construct()'s test for init signal receivers, as ``has_init_receivers`` but
+# without a call (blinker's empty ``receivers``); no blinker: no receivers.
+_INIT_RECEIVERS = (
+    " or pre_init.receivers or post_init.receivers"
+    if mongoengine.signals.signals_available
+    else ""
+)
 
 # __get__ implementations that read an unset value as None (before __init__
 # ends), so an absent value's default is the one its __set__ gives None.
@@ -116,15 +124,15 @@ class FastWrites:
     __slots__ = ()
 
     def __init__(self, *args: Any, **values: Any) -> None:
-        plan: Any = _plans.get(type(self), _MISSING)
-        if plan is _MISSING:
-            plan = _plan(type(self))
+        cls = type(self)
+        plan: Any = _plans[cls] if cls in _plans else _plan(cls)
         if plan is None or args or not plan.construct(self, values):
             super().__init__(*args, **values)
 
     def validate(self, clean: bool = True) -> None:
         """MongoEngine's ``validate``, skipped when the plan proves it passes."""
-        plan = _plan(type(self))
+        cls = type(self)
+        plan = _plans[cls] if cls in _plans else _plan(cls)
         if plan is None or not plan.valid(self, clean):
             super().validate(clean=clean)  # type: ignore[misc]
 
@@ -139,7 +147,8 @@ class FastWrites:
 def raw(document: Any) -> dict:
     """``document.to_mongo()`` as a plain dict (same keys, same order), which
     PyMongo encodes faster than a SON; for inserts and saves."""
-    plan = _plan(type(document))
+    cls = type(document)
+    plan = _plans[cls] if cls in _plans else _plan(cls)
     if plan is None or not plan.plain_to_mongo:
         return document.to_mongo()
     return plan.dump(document)
@@ -147,7 +156,8 @@ def raw(document: Any) -> dict:
 
 def has_id(document: Any) -> bool:
     """``"_id" in document.to_mongo(fields=[id_field])``, as ``save`` asks it."""
-    plan = _plan(type(document))
+    cls = type(document)
+    plan = _plans[cls] if cls in _plans else _plan(cls)
     if plan is not None and plan.plain_to_mongo:
         value = document._data.get(document._meta["id_field"])
         if value is None:
@@ -157,32 +167,31 @@ def has_id(document: Any) -> bool:
     return "_id" in document.to_mongo(fields=[document._meta["id_field"]])
 
 
-def set_id(document: Any, value: Any) -> None:
+def set_id(document: Any, value: Any, *, stored: bool = False) -> None:
     """``setattr(document, id_field, value)`` (``document.pk = value``), as a
     save ends: for a new document of a planned class, what MongoEngine's
     ``__setattr__`` and ``__set__`` do then, without the lookups; nothing for
-    a stored document given the very id it holds."""
+    a stored document given the very id it holds. With ``stored``, ``value``
+    is the id the database gave, converted by the id field's ``to_python``
+    first (as ``save`` does), unless that keeps it unchanged."""
     name = document._meta["id_field"]
-    plan = _plan(type(document))
-    if (
-        plan is not None
-        and type(value) is plan.id_type
-        and getattr(document, "_created", True) is False
-        and document._data.get(name) is value
-    ):
+    cls = type(document)
+    plan = _plans[cls] if cls in _plans else _plan(cls)
+    if stored and (plan is None or type(value) is not plan.id_kept):
+        value = document._fields[name].to_python(value)
+    if plan is None or type(value) is not plan.id_type:
+        setattr(document, name, value)
+        return
+    data = document._data
+    old = data.get(name)
+    if old is value and document._created is False:
         return  # a stored document's own id again: setattr would change nothing
-    state = getattr(document, "__dict__", {})
-    if (
-        plan is None
-        or type(value) is not plan.id_type
-        or state.get("_created") is not True
-        or state.get("_initialised") is not True
-    ):
+    state = document.__dict__
+    if not (state.get("_created") is True and state.get("_initialised") is True):
         setattr(document, name, value)
         return
     state["_created"] = False  # __setattr__: an id makes it no longer new
-    data = document._data
-    if name not in data or data[name] != value:  # __set__: a change
+    if old is None or old != value:  # __set__: a change
         document._mark_as_changed(name)
     data[name] = value
 
@@ -192,7 +201,9 @@ def mark_saved(document: Any) -> None:
     straight into the instance dict, where ``BaseDocument.__setattr__`` puts
     it (no field, id or shard key is named ``_created``, and LoadedState's
     class value shadows the slot)."""
-    if _plan(type(document)) is None or not isinstance(document, LoadedState):
+    cls = type(document)
+    plan = _plans[cls] if cls in _plans else _plan(cls)
+    if plan is None or not plan.loaded:
         document._created = False
     else:
         document.__dict__["_created"] = False
@@ -214,7 +225,15 @@ def son_details(details: Mapping[str, Any]) -> Mapping[str, Any]:
 class _Plan:
     """The generated write functions of one class."""
 
-    __slots__ = ("construct", "dump", "id_type", "plain_to_mongo", "valid")
+    __slots__ = (
+        "construct",
+        "dump",
+        "id_kept",
+        "id_type",
+        "loaded",
+        "plain_to_mongo",
+        "valid",
+    )
 
     def __init__(self, cls: type[Any], document: bool) -> None:
         fields = [(name, cls._fields[name]) for name in cls._fields_ordered]
@@ -225,19 +244,27 @@ class _Plan:
         self.plain_to_mongo = cls.to_mongo is FastWrites.to_mongo
         id_field = cls._fields.get(cls._meta.get("id_field")) if document else None
         self.id_type = None if id_field is None else _stored_type(id_field)
+        # The exact type of the ids the id field's to_python keeps unchanged.
+        self.id_kept = (
+            None if id_field is None else _TYPE_KEPT.get(type(id_field).to_python)
+        )
+        self.loaded = issubclass(cls, LoadedState)
 
 
+# The plans, by class. The save path reads it inline (``_plans[cls] if cls in
+# _plans else _plan(cls)``): a Python call less for each of its five lookups.
 _plans: dict[type[Any], _Plan | None] = {}
 
 
 def _plan(cls: type[Any]) -> _Plan | None:
     """The write plan of a FastWrites class, or None when only MongoEngine's
     code is exact for it."""
-    plan = _plans.get(cls, _MISSING)
-    if plan is _MISSING:
-        eligible = issubclass(cls, FastWrites) and _eligible(cls, document=True)
-        plan = _build(cls, document=True) if eligible else _plans.setdefault(cls)
-    return plan  # type: ignore[return-value]
+    try:
+        return _plans[cls]
+    except KeyError:
+        pass
+    eligible = issubclass(cls, FastWrites) and _eligible(cls, document=True)
+    return _build(cls, document=True) if eligible else _plans.setdefault(cls)
 
 
 def _embedded_plan(cls: type[Any]) -> _Plan | None:
@@ -327,7 +354,8 @@ class _Source:
             "dump_embedded": _dump_embedded,
             "dump_embedded_list": _dump_embedded_list,
             "embed": link_embedded,
-            "has_init_receivers": has_init_receivers,
+            "post_init": signals.post_init,
+            "pre_init": signals.pre_init,
             "set_data": BaseDocument.__dict__["_data"].__set__,
             "set_field_display": set_field_display,
             "valid_embedded": _valid_embedded,
@@ -354,7 +382,7 @@ class _Source:
         fields = list(self.cls._fields.items())
         lines = [
             "def construct(self, values):",
-            "    if not known_keys.issuperset(values) or has_init_receivers():",
+            f"    if not known_keys.issuperset(values){_INIT_RECEIVERS}:",
             "        return False",
             "    get = values.get",
             "    try:",
