@@ -355,7 +355,7 @@ def son_form(value: Any) -> Any:
 def test_models_are_planned(model: type) -> None:
     """The models take the generated path (else the tests below compare
     MongoEngine with itself)."""
-    assert to_bson._plan(model) is not None
+    assert to_bson._plans[model] is not None
     assert to_bson._embedded_plan(TbPart) is not None
 
 
@@ -371,7 +371,7 @@ def test_unusual_classes_take_mongoengine_path() -> None:
             son["extra"] = 1
             return son
 
-    assert to_bson._plan(TbDynamic) is None
+    assert to_bson._plans[TbDynamic] is None
     document = TbOwnToMongo(name="a")
     assert to_bson.raw(document) == {"name": "a", "extra": 1}
 

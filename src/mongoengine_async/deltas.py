@@ -133,27 +133,29 @@ def _quiet_function(cls: type[Any]) -> Callable[[Any], bool]:
     return namespace["quiet"]
 
 
-_plans: dict[type[Any], _Plan | None] = {}
-_set_changed_fields = BaseDocument.__dict__["_changed_fields"].__set__
+class _Plans(dict[type[Any], "_Plan | None"]):
+    """The delta plans, by class: a known class's is one subscript, without a
+    Python call."""
 
-
-def _plan(cls: type[Any]) -> _Plan | None:
-    """The plan of ``cls``, or None when only MongoEngine's code is exact."""
-    if cls in _plans:
-        return _plans[cls]
-    own = (
-        not cls._dynamic
-        and cls.__setattr__ is BaseDocument.__setattr__
-        and cls._get_changed_fields is BaseDocument._get_changed_fields
-        and cls._clear_changed_fields is BaseDocument._clear_changed_fields
-        and cls._delta is BaseDocument._delta
-        and (
-            issubclass(cls, mongoengine.EmbeddedDocument)
-            or cls._get_update_doc is mongoengine.Document._get_update_doc
+    def __missing__(self, cls: type[Any]) -> _Plan | None:
+        """Make the plan of ``cls``, or None when only MongoEngine's code is exact."""
+        own = (
+            not cls._dynamic
+            and cls.__setattr__ is BaseDocument.__setattr__
+            and cls._get_changed_fields is BaseDocument._get_changed_fields
+            and cls._clear_changed_fields is BaseDocument._clear_changed_fields
+            and cls._delta is BaseDocument._delta
+            and (
+                issubclass(cls, mongoengine.EmbeddedDocument)
+                or cls._get_update_doc is mongoengine.Document._get_update_doc
+            )
         )
-    )
-    plan = _plans[cls] = _Plan(cls) if own else None
-    return plan
+        plan = self[cls] = _Plan(cls) if own else None
+        return plan
+
+
+_plans = _Plans()
+_set_changed_fields = BaseDocument.__dict__["_changed_fields"].__set__
 
 
 def _quiet(value: Any) -> bool:
@@ -165,7 +167,7 @@ def _quiet(value: Any) -> bool:
         return all(map(_quiet_item, value.values()))
     if not issubclass(kind, mongoengine.EmbeddedDocument):
         return False
-    plan = _plan(kind)
+    plan = _plans[kind]
     return (
         plan is not None
         and not getattr(value, "_changed_fields", None)
@@ -179,8 +181,7 @@ def _quiet_item(value: Any) -> bool:
 
 def _plain(document: Any, changed: list[str]) -> _Plan | None:
     """The plan of ``document``'s class when the save of ``changed`` is plain."""
-    cls = type(document)
-    plan = _plans[cls] if cls in _plans else _plan(cls)
+    plan = _plans[type(document)]
     if (
         plan is None
         or (changed and not plan.paths.issuperset(changed))

@@ -125,20 +125,20 @@ class FastWrites:
 
     def __init__(self, *args: Any, **values: Any) -> None:
         cls = type(self)
-        plan: Any = _plans[cls] if cls in _plans else _plan(cls)
+        plan: Any = _plans[cls]
         if plan is None or args or not plan.construct(self, values):
             super().__init__(*args, **values)
 
     def validate(self, clean: bool = True) -> None:
         """MongoEngine's ``validate``, skipped when the plan proves it passes."""
         cls = type(self)
-        plan = _plans[cls] if cls in _plans else _plan(cls)
+        plan = _plans[cls]
         if plan is None or not plan.valid(self, clean):
             super().validate(clean=clean)  # type: ignore[misc]
 
     def to_mongo(self, *args: Any, **kwargs: Any) -> SON:
         """MongoEngine's ``to_mongo``, built by the plan for the default arguments."""
-        plan = _plan(type(self))
+        plan = _plans[type(self)]
         if plan is None or args or kwargs:
             return super().to_mongo(*args, **kwargs)  # type: ignore[misc]
         return SON(plan.dump(self))
@@ -148,7 +148,7 @@ def raw(document: Any) -> dict:
     """``document.to_mongo()`` as a plain dict (same keys, same order), which
     PyMongo encodes faster than a SON; for inserts and saves."""
     cls = type(document)
-    plan = _plans[cls] if cls in _plans else _plan(cls)
+    plan = _plans[cls]
     if plan is None or not plan.plain_to_mongo:
         return document.to_mongo()
     return plan.dump(document)
@@ -157,7 +157,7 @@ def raw(document: Any) -> dict:
 def has_id(document: Any) -> bool:
     """``"_id" in document.to_mongo(fields=[id_field])``, as ``save`` asks it."""
     cls = type(document)
-    plan = _plans[cls] if cls in _plans else _plan(cls)
+    plan = _plans[cls]
     if plan is not None and plan.plain_to_mongo:
         value = document._data.get(document._meta["id_field"])
         if value is None:
@@ -176,7 +176,7 @@ def set_id(document: Any, value: Any, *, stored: bool = False) -> None:
     first (as ``save`` does), unless that keeps it unchanged."""
     name = document._meta["id_field"]
     cls = type(document)
-    plan = _plans[cls] if cls in _plans else _plan(cls)
+    plan = _plans[cls]
     if stored and (plan is None or type(value) is not plan.id_kept):
         value = document._fields[name].to_python(value)
     if plan is None or type(value) is not plan.id_type:
@@ -202,7 +202,7 @@ def mark_saved(document: Any) -> None:
     it (no field, id or shard key is named ``_created``, and LoadedState's
     class value shadows the slot)."""
     cls = type(document)
-    plan = _plans[cls] if cls in _plans else _plan(cls)
+    plan = _plans[cls]
     if plan is None or not plan.loaded:
         document._created = False
     else:
@@ -251,20 +251,18 @@ class _Plan:
         self.loaded = issubclass(cls, LoadedState)
 
 
-# The plans, by class. The save path reads it inline (``_plans[cls] if cls in
-# _plans else _plan(cls)``): a Python call less for each of its five lookups.
-_plans: dict[type[Any], _Plan | None] = {}
+class _Plans(dict[type[Any], "_Plan | None"]):
+    """The write plans, by class: a known class's is one subscript, without a
+    Python call (a save asks for it several times)."""
+
+    def __missing__(self, cls: type[Any]) -> _Plan | None:
+        """Make the plan of a FastWrites class, or None when only MongoEngine's
+        code is exact for it."""
+        eligible = issubclass(cls, FastWrites) and _eligible(cls, document=True)
+        return _build(cls, document=True) if eligible else self.setdefault(cls)
 
 
-def _plan(cls: type[Any]) -> _Plan | None:
-    """The write plan of a FastWrites class, or None when only MongoEngine's
-    code is exact for it."""
-    try:
-        return _plans[cls]
-    except KeyError:
-        pass
-    eligible = issubclass(cls, FastWrites) and _eligible(cls, document=True)
-    return _build(cls, document=True) if eligible else _plans.setdefault(cls)
+_plans = _Plans()
 
 
 def _embedded_plan(cls: type[Any]) -> _Plan | None:
