@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,16 +139,7 @@ async def test_a_library_doing_less_is_a_mismatch(async_alias: str) -> None:
         LIBRARY = "ours"
         SCENARIOS = {"read_list": lazy_read}
 
-    rows = await run.measure(
-        ["read_list"],
-        {"raw": scenarios_raw, "ours": Lazy},
-        {},
-        ctx,
-        repeat=1,
-        counter=harness.RoundTrips(),
-        log=lambda *args: None,
-    )
-    raw_row, ours_row = rows
+    raw_row, ours_row = await measure_once(ctx, "read_list", Lazy)
     assert "mismatch" not in raw_row and raw_row["ratio"] == 1
     assert "mismatch" in ours_row
 
@@ -185,16 +177,7 @@ def test_short_scenarios_get_more_rounds() -> None:
 async def test_calls_are_counted_against_raw(async_alias: str) -> None:
     """``--calls``: one more run of each case under cProfile, as a ratio to raw."""
     ctx = harness.Context(db=get_async_db(async_alias), sizes=harness.TINY)
-    rows = await run.measure(
-        ["refs_one_by_one"],
-        {"raw": scenarios_raw, "ours": scenarios_ours},
-        {},
-        ctx,
-        repeat=1,
-        counter=harness.RoundTrips(),
-        log=lambda *args: None,
-        calls=True,
-    )
+    rows = await measure_once(ctx, "refs_one_by_one", scenarios_ours, calls=True)
     raw_row, ours_row = rows
     fetches = harness.TINY.books
     # at least the driver's find_one per book, each dozens of calls
@@ -202,4 +185,20 @@ async def test_calls_are_counted_against_raw(async_alias: str) -> None:
     assert ours_row["calls_ratio"] == ours_row["calls"] / raw_row["calls"]
     assert f"{ours_row['calls']} calls ({ours_row['calls_ratio']:.3f}x)" in (
         run.format_table(rows)
+    )
+
+
+async def measure_once(
+    ctx: harness.Context, scenario: str, ours: Any, calls: bool = False
+) -> list[dict]:
+    """run.measure's rows of raw and ``ours`` for one scenario, one round, quietly."""
+    return await run.measure(
+        [scenario],
+        {"raw": scenarios_raw, "ours": ours},
+        {},
+        ctx,
+        repeat=1,
+        counter=harness.RoundTrips(),
+        log=lambda *args: None,
+        calls=calls,
     )
