@@ -65,7 +65,7 @@ async def setup(ctx: Context, uri: str, **client_kwargs) -> AsyncMongoClient:
 
 @scenario("insert_one")
 async def insert_one(ctx: Context) -> Case:
-    count = ctx.sizes.items
+    count = ctx.sizes.inserts
 
     async def run() -> None:
         for i in range(count):

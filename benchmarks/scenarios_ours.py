@@ -40,7 +40,7 @@ async def _fresh(*models: type) -> None:
 
 @scenario("insert_one")
 async def insert_one(ctx: Context) -> Case:
-    count = ctx.sizes.items
+    count = ctx.sizes.inserts
 
     async def run() -> None:
         for i in range(count):

@@ -20,7 +20,7 @@ BUCKET, OWNERS = "raw_fs", "raw_file_owners"
 @scenario("insert_one")
 async def insert_one(ctx: Context) -> Case:
     collection = ctx.db[ITEMS]
-    count = ctx.sizes.items
+    count = ctx.sizes.inserts
 
     async def run() -> None:
         for i in range(count):

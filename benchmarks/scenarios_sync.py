@@ -29,7 +29,7 @@ def define(
 
     @scenario("insert_one")
     async def insert_one(ctx: Context) -> Case:
-        count = ctx.sizes.items
+        count = ctx.sizes.inserts
 
         def run() -> None:
             for i in range(count):
