@@ -24,11 +24,17 @@ from mongoengine_async.connection import (
     on_running_loop,
     registry_version,
 )
-from mongoengine_async.context import anything_bound, current_session
+from mongoengine_async.context import (
+    anything_bound,
+    current_session,
+    switched_alias,
+    switched_collection,
+)
 from mongoengine_async.errors import ForeignSessionError
 from mongoengine_async.guards import require_async
 
 __all__ = (
+    "Home",
     "Operation",
     "own_session",
     "plain_home",
@@ -96,56 +102,20 @@ def reached(
     """:func:`reach` without awaiting anything, when ``cls``'s collection is
     prepared already (the common case); None when it is still to be prepared.
     On a sync alias the error names the method ``name`` and its sync ``use``."""
-    alias = cls._db_alias()
-    key = (cls, alias, cls._get_collection_name())
-    home = _homes.get(key)
-    if (
-        home is None
-        or home.version != registry_version()
-        or home.loop is not running_loop_or_none()
-    ):
-        home = _find_home(key, name, use)
+    bound = anything_bound()
+    home = _homes.get(cls)
+    if home is None or not _holds(home, cls, bound):
+        home = _find_home(cls, bound, name, use)
         if home is None:
             return None
-    plain = home.operation
-    session = session_for(home.client, session)
+    operation = home.operation
+    if session is not None or bound:
+        session = session_for(home.client, session)
     if session is None and not write_concern:
-        return plain
-    return Operation(alias, plain.collection, session, write_concern or {})
-
-
-class _Home(NamedTuple):
-    """Where ``cls`` on an alias and collection name operates, for one loop,
-    while the registry is at ``version``."""
-
-    version: int
-    loop: asyncio.AbstractEventLoop | None
-    client: Any
-    operation: Operation  # with no session and no write concern: shared
-
-
-# By (class, alias, collection name). Resolving a class's prepared collection
-# costs 3-4 µs: a third of what awaiting a reference adds to the driver's find.
-_homes: dict[tuple[type[Any], str, Any], _Home] = {}
-
-
-def _find_home(key: tuple[type[Any], str, Any], name: str, use: str) -> _Home | None:
-    """Resolve (and keep) where ``key``'s class operates on the running loop;
-    None while its collection is still to be prepared."""
-    version = registry_version()  # read first: a change meanwhile makes it stale
-    cls, alias, collection_name = key
-    require_async(alias, cls.__name__, name, use)
-    # What cls._get_collection() gives on an async alias (on the running
-    # loop's client), without asking again whether the alias is async.
-    collection = get_async_collection(alias, collection_name)
-    if not collection_setup.prepared(cls, collection):
-        return None
-    for stale in [k for k, home in list(_homes.items()) if home.version != version]:
-        _homes.pop(stale, None)  # (what a closed loop's client left)
-    client = collection.database.client
-    operation = Operation(alias, collection, None, {})
-    home = _homes[key] = _Home(version, running_loop_or_none(), client, operation)
-    return home
+        return operation
+    return Operation(
+        operation.alias, operation.collection, session, write_concern or {}
+    )
 
 
 async def resolve(
@@ -182,73 +152,96 @@ def own_session(
     return session
 
 
-# -- the plain case, found in a few calls ------------------------------------------
+# -- where a class operates, kept ------------------------------------------------
 
 
-class PlainHome(NamedTuple):
-    """Where a class operates in the plain case (no session, switch or
-    no-dereference bound), for one loop while the registry is at
-    ``version``: its alias in its meta (which MongoEngine's ``switch_db``
-    changes), how its collection is named (MongoEngine's
-    ``switch_collection`` replaces that method), the operation there and its
-    collection's name."""
+class Home(NamedTuple):
+    """Where a class operates with no switch of ours in effect, for one loop
+    while the registry is at ``version``. ``meta_alias`` (which MongoEngine's
+    ``switch_db`` changes) and ``naming`` (the class's bound
+    ``_get_collection_name``, which its ``switch_collection`` replaces) are as
+    when it was kept: while both still hold and nothing is bound in the task,
+    it is where the class operates, found in a few calls."""
 
     version: int
     loop: asyncio.AbstractEventLoop | None
-    alias: str | None
-    naming: Any  # the class's bound ``_get_collection_name``
-    operation: Operation  # with no session and no write concern
-    name: str
+    meta_alias: str | None
+    naming: Any
+    name: str  # the collection's
+    client: Any
+    operation: Operation  # with no session and no write concern: shared
 
 
-# By class; kept by the first operation that needs one.
-_plain_homes: dict[type[Any], PlainHome] = {}
+# By class; kept by the first operation that needs one. Resolving a class's
+# prepared collection costs 3-4 µs: a third of what awaiting a reference adds
+# to the driver's find.
+_homes: dict[type[Any], Home] = {}
 
 
-def plain_home(cls: type[Any], keep: bool = True) -> PlainHome | None:
-    """What :func:`reached` gives ``cls`` with no session, when nothing
-    unusual holds: nothing bound in this task, and the class's alias,
-    collection naming, registry version and loop as when it was kept. None:
-    the caller takes the general path (also for a class not on an async
-    alias, whose error that path raises). Without ``keep``, a home not kept
-    yet is not resolved.
+def plain_home(cls: type[Any], keep: bool = True) -> Home | None:
+    """``cls``'s kept home when nothing is bound in this task and it still
+    holds. None: the caller takes the general path (also for a class not on an
+    async alias, whose error that path raises). Without ``keep``, a home not
+    kept yet is not resolved.
 
-    It answers in six calls what ``reached`` answers in about twenty: a loop
-    awaiting references or getting documents one by one pays it each time.
+    A loop awaiting references or getting documents one by one pays this
+    check each time: six calls where resolving takes about twenty.
     """
     if anything_bound():
         return None
-    home = _plain_homes.get(cls)
-    if (
-        home is None
-        or home.version != registry_version()
-        or home.loop is not running_loop_or_none()
-        or home.alias != cls._meta.get("db_alias")
-        or home.naming != cls._get_collection_name
-    ):
-        return _keep_home(cls) if keep else None
-    return home
+    home = _homes.get(cls)
+    if home is not None and _holds(home, cls, False):
+        return home
+    if not keep or not is_async_connection(cls._db_alias()):
+        return None
+    return _find_home(cls, False)
 
 
-def _keep_home(cls: type[Any]) -> PlainHome | None:
-    """Resolve ``cls``'s home with :func:`reached` and keep it (None while
-    its collection is still to be prepared, or its alias is not async)."""
+def _holds(home: Home, cls: type[Any], bound: bool) -> bool:
+    """Whether ``home`` is where ``cls`` operates now. With something bound
+    in the task (an ``async_switch_db`` perhaps), by the alias and collection
+    name ``cls`` resolves to; otherwise by the meta alias and the naming."""
+    if home.version != registry_version() or home.loop is not running_loop_or_none():
+        return False
+    if bound:
+        return (
+            home.operation.alias == cls._db_alias()
+            and home.name == cls._get_collection_name()
+        )
+    return (
+        home.meta_alias == cls._meta.get("db_alias")
+        and home.naming == cls._get_collection_name
+    )
+
+
+def _find_home(
+    cls: type[Any],
+    bound: bool,
+    name: str = "_async_get_collection",
+    use: str = "_get_collection()",
+) -> Home | None:
+    """Resolve where ``cls`` operates on the running loop, and keep it unless
+    a switch of ours is in effect; None while its collection is still to be
+    prepared."""
     version = registry_version()  # read first: a change meanwhile makes it stale
-    if not is_async_connection(cls._db_alias()):
+    alias, collection_name = cls._db_alias(), cls._get_collection_name()
+    require_async(alias, cls.__name__, name, use)
+    # What cls._get_collection() gives on an async alias (on the running
+    # loop's client), without asking again whether the alias is async.
+    collection = get_async_collection(alias, collection_name)
+    if not collection_setup.prepared(cls, collection):
         return None
-    operation = reached(cls)
-    if operation is None:
-        return None
-    stale = [k for k, kept in list(_plain_homes.items()) if kept.version != version]
-    for key in stale:
-        _plain_homes.pop(key, None)  # (what a closed loop's client left)
-    home = PlainHome(
+    home = Home(
         version,
         running_loop_or_none(),
         cls._meta.get("db_alias"),
         cls._get_collection_name,
-        operation,
-        operation.collection.name,
+        collection_name,
+        collection.database.client,
+        Operation(alias, collection, None, {}),
     )
-    _plain_homes[cls] = home
+    if not bound or not (switched_alias(cls) or switched_collection(cls)):
+        for stale in [k for k, kept in list(_homes.items()) if kept.version != version]:
+            _homes.pop(stale, None)  # (what a closed loop's client left)
+        _homes[cls] = home
     return home
