@@ -3,11 +3,14 @@ gives the replica set and the async ones)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from uuid import uuid4
 
 import pytest
+import pytest_asyncio
 
 import mongoengine_async
+from mongoengine_async.testing import fresh_database
 
 
 @pytest.fixture
@@ -22,3 +25,10 @@ def sync_default(mongodb_uri):
     finally:
         database.client.drop_database(name)
         mongoengine_async.disconnect()
+
+
+@pytest_asyncio.fixture
+async def other_alias(async_alias: str, mongodb_uri: str) -> AsyncIterator[str]:
+    """A second async alias, "other", on its own fresh database."""
+    async with fresh_database("other", mongodb_uri) as alias:
+        yield alias

@@ -22,7 +22,6 @@ from mongoengine_async import (
     async_switch_db,
     get_async_db,
 )
-from mongoengine_async.testing import fresh_database
 
 
 class CtxItem(Document):
@@ -38,13 +37,6 @@ class CtxRef(Document):
 
 class Boom(Exception):
     pass
-
-
-@pytest.fixture
-async def other_alias(async_alias, mongodb_uri):
-    """A second alias ("ctx_other") on its own fresh database."""
-    async with fresh_database("ctx_other", mongodb_uri) as alias:
-        yield alias
 
 
 async def markers(alias: str, collection: str) -> list[str]:

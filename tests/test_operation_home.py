@@ -5,9 +5,6 @@ a home resolved inside a switch is never the one the plain case takes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest_asyncio
 from mongoengine.context_managers import switch_db
 
 from mongoengine_async import (
@@ -20,7 +17,6 @@ from mongoengine_async import (
     get_async_db,
 )
 from mongoengine_async.operation import plain_home, reached
-from mongoengine_async.testing import fresh_database
 
 
 class HomeNote(Document):
@@ -29,13 +25,6 @@ class HomeNote(Document):
 
 class HomeNoteLink(Document):
     note = ReferenceField(HomeNote)
-
-
-@pytest_asyncio.fixture
-async def other_alias(async_alias: str, mongodb_uri: str) -> AsyncIterator[str]:
-    """A second async alias on its own fresh database."""
-    async with fresh_database("home_note_other", mongodb_uri) as alias:
-        yield alias
 
 
 async def texts(alias: str, collection: str = "home_note") -> list[str]:

@@ -6,11 +6,9 @@ database it must, with the session it must."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from mongoengine.context_managers import switch_db
 
 from mongoengine_async import (
@@ -20,19 +18,11 @@ from mongoengine_async import (
     async_switch_db,
     get_async_connection,
 )
-from mongoengine_async.testing import fresh_database
 
 
 class HomePerson(Document):
     name = StringField()
     meta = {"indexes": ["name"]}
-
-
-@pytest_asyncio.fixture
-async def other_alias(async_alias: str, mongodb_uri: str) -> AsyncIterator[str]:
-    """A second async alias on its own fresh database."""
-    async with fresh_database("home_other", mongodb_uri) as alias:
-        yield alias
 
 
 async def _two_people(other_alias: str) -> Any:

@@ -11,11 +11,9 @@ switch or no-dereference bound, MongoEngine's ``switch_db`` or
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from bson import DBRef
 from mongoengine.context_managers import no_dereference, switch_collection, switch_db
 
@@ -33,7 +31,6 @@ from mongoengine_async import (
     async_switch_db,
     get_async_connection,
 )
-from mongoengine_async.testing import fresh_database
 
 
 class PlainAuthor(Document):
@@ -71,13 +68,6 @@ class PlainConcrete(PlainBase):
 
 class PlainAbstractHolder(Document):
     target = ReferenceField(PlainBase)
-
-
-@pytest_asyncio.fixture
-async def other_alias(async_alias: str, mongodb_uri: str) -> AsyncIterator[str]:
-    """A second async alias on its own fresh database."""
-    async with fresh_database("plain_other", mongodb_uri) as alias:
-        yield alias
 
 
 async def _kept() -> None:
