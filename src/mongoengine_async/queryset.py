@@ -303,18 +303,12 @@ class QuerySet(FastSyncReads, Generic[_D]):
     ) -> list[dict[str, Any]]:
         """The raw results, in one reply unless the user set a batch size."""
         await self._async_collection(name, use, session)
-        listing = self._listing(length)
-        return [] if listing is None else await listing
-
-    def _listing(self, length: int | None) -> Awaitable[list[dict[str, Any]]] | None:
-        """The driver's ``to_list`` of :meth:`_raw_list` (None: no query to
-        send), for a terminal that awaits it itself: one coroutine fewer."""
         if self._none or self._empty:
-            return None
+            return []
         cursor = self._new_cursor()
         if self._batch_size is None:
             cursor.batch_size(WHOLE_RESULT if length is None else max(length, 0))
-        return cursor.to_list(length)
+        return await cursor.to_list(length)
 
     async def async_first(
         self, *, session: AsyncClientSession | None = None
@@ -335,9 +329,7 @@ class QuerySet(FastSyncReads, Generic[_D]):
         # What order_by() and limit(2) set, without a clone each: no sort, and
         # a second match tells MultipleObjectsReturned.
         queryset._ordering, queryset._limit, queryset._empty = [], 2, False
-        await queryset._async_collection("async_get", "get()", session)
-        listing = queryset._listing(2)
-        raw_documents = [] if listing is None else await listing
+        raw_documents = await queryset._raw_list("async_get", "get()", 2, session)
         results = materialise_all(queryset._materialiser(), raw_documents)
         document_cls = queryset._document
         if not results:
