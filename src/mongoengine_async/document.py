@@ -286,25 +286,18 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         cls = type(self)
         if self._meta.get("abstract"):
             raise InvalidDocumentError("Cannot save an abstract document.")
-        # Each signal is sent only when it has receivers (most saves: none, which
-        # its empty ``receivers`` says without a call; no blinker: no signals).
+        # A signal with no receiver at all (most saves) is skipped by its empty
+        # ``receivers``, without a call; ``send`` looks for this class's own.
+        # No blinker: no signals.
         hooks = mongoengine.signals.signals_available
-        if (
-            hooks
-            and signals.pre_save.receivers
-            and signals.has_receivers(signals.pre_save, cls)
-        ):
+        if hooks and signals.pre_save.receivers:
             await signals.send(signals.pre_save, cls, document=self, **signal_kwargs)
         if validate:
             self.validate(clean=clean)
         write_concern = write_concern or {}
         id_field = self._meta["id_field"]
         created = not to_bson.has_id(self) or self._created or force_insert
-        if (
-            hooks
-            and signals.pre_save_post_validation.receivers
-            and signals.has_receivers(signals.pre_save_post_validation, cls)
-        ):
+        if hooks and signals.pre_save_post_validation.receivers:
             await signals.send(
                 signals.pre_save_post_validation,
                 cls,
@@ -363,11 +356,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             to_bson.set_id(self, object_id)
         if cls._cached_reference_fields:
             await sync_cached_references(self, created)
-        if (
-            hooks
-            and signals.post_save.receivers
-            and signals.has_receivers(signals.post_save, cls)
-        ):
+        if hooks and signals.post_save.receivers:
             await signals.send(
                 signals.post_save, cls, document=self, created=created, **signal_kwargs
             )
