@@ -750,12 +750,36 @@ def _fallback(
                 return cls._from_son(son)  # raises MongoEngine's own error
             if subclass._class_name != class_name:  # an old-style name: its
                 return cls._from_son(son)  # loader would send it back here
-            load = loader(subclass, owned=owned)
+            load = _loader_renaming_as(cls, subclass, owned)
             if subclass_loaders is not None:
                 subclass_loaders[class_name] = load
         return load(son)
 
     return fallback
+
+
+def _loader_renaming_as(cls: type[Any], other: type[Any], owned: bool) -> Load:
+    """The loader of ``other``, for the sons of ``cls`` whose ``_cls`` names it.
+
+    ``cls._from_son`` renames a son's keys by ``cls``'s own map before it hands
+    the son to ``other``; where the two classes rename a key differently (a
+    field stored under its attribute name, which only one of them renames), a
+    son holding that key goes to ``cls._from_son`` itself.
+    """
+    load = loader(other, owned=owned)
+    mine, theirs = cls._db_field_map, other._db_field_map
+    differ = frozenset(
+        key
+        for key in mine.keys() | theirs.keys()
+        if mine.get(key, key) != theirs.get(key, key)
+    )
+    if not differ:
+        return load
+
+    def load_renamed_alike(son: dict) -> Any:
+        return load(son) if differ.isdisjoint(son) else cls._from_son(son)
+
+    return load_renamed_alike
 
 
 def loader_key(cls: type[Any], _auto_dereference: bool = True) -> tuple[Any, ...]:
