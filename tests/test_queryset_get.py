@@ -11,20 +11,29 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from bson import ObjectId
+from bson import DBRef, Decimal128, ObjectId
+from bson.int64 import Int64
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pymongo import ReadPreference
 
 from mongoengine_async import (
+    DateTimeField,
+    DecimalField,
     Document,
     DynamicDocument,
+    FloatField,
     IntField,
     InvalidQueryError,
     Q,
     QuerySet,
+    ReferenceField,
+    SequenceField,
     StringField,
     UUIDField,
     async_switch_collection,
 )
+from mongoengine_async.queryset import IdQuery
 from mongoengine_async.testing import CommandLog
 
 
@@ -327,6 +336,76 @@ async def test_get_by_id_sends_mongoengines_query(
         await document_cls(pk=stored, **kwargs).async_save()
         for query in filters:
             await _get_and_chain(command_log, make, query)
+
+
+class GetByDecimal(Document):
+    amount = DecimalField(primary_key=True, precision=2)
+
+
+class GetByFloat(Document):
+    ratio = FloatField(primary_key=True)
+
+
+class GetByDate(Document):
+    when = DateTimeField(primary_key=True)
+
+
+class GetByReference(Document):
+    person = ReferenceField(GetPerson, primary_key=True)
+
+
+class GetBySequence(Document):
+    number = SequenceField(primary_key=True)
+
+
+ID_KINDS = [
+    *(GetPerson, GetCircle, GetDynamic, GetByInt, GetByCode, GetByUuid, GetByUuidText),
+    *(GetByDecimal, GetByFloat, GetByDate, GetByReference, GetBySequence),
+]
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.text(max_size=30),
+    st.binary(max_size=13),
+    st.builds(ObjectId),
+    st.builds(lambda: str(ObjectId())),
+    st.uuids(),
+    st.uuids().map(str),
+    st.decimals(),
+    st.datetimes(),
+    st.dates(),
+    st.lists(st.integers(), max_size=2),
+    st.tuples(st.integers()),
+    st.builds(Int64, st.integers(-(2**63), 2**63 - 1)),
+    st.just(Decimal128("1.5")),
+    st.builds(lambda: DBRef("get_person", ObjectId())),
+    st.builds(lambda: GetPerson(id=ObjectId())),
+    st.builds(GetPerson),
+)
+
+
+def _compiled(query: Q, document_cls: type) -> tuple[Any, ...]:
+    """``query.to_query(document_cls)``, or its error; as repr, which shows
+    the types and treats a NaN as equal to itself."""
+    try:
+        return ("compiled", repr(query.to_query(document_cls)))
+    except Exception as error:
+        return ("raised", type(error), str(error))
+
+
+@settings(max_examples=600, deadline=None, derandomize=True, database=None)
+@given(st.sampled_from(ID_KINDS), st.booleans(), ANY_VALUE)
+def test_id_query_compiles_as_mongoengines(
+    document_cls: type, by_pk: bool, value: Any
+) -> None:
+    """For any primary key kind and any value, IdQuery gives the filter
+    MongoEngine's compiler gives, or raises its error."""
+    key = "pk" if by_pk else document_cls._meta["id_field"]
+    assert _compiled(IdQuery(**{key: value}), document_cls) == _compiled(
+        Q(**{key: value}), document_cls
+    )
 
 
 class FilterLog(QuerySet):
