@@ -45,6 +45,7 @@ from test_to_bson import (
     TbMore,
     TbPart,
     TbScalars,
+    TbShapes,
     mongoengine_new,
     outcome,
     son_form,
@@ -84,7 +85,7 @@ OUTERS = st.builds(
 VALUES: dict[type, dict[str, st.SearchStrategy]] = {
     **{
         model: FIELD_VALUES[model]
-        for model in (TbScalars, TbContainers, TbMore, TbKeyed, TbChild)
+        for model in (TbScalars, TbContainers, TbMore, TbShapes, TbKeyed, TbChild)
     },
     DtNested: {
         "outer": st.one_of(OUTERS, st.none()),
