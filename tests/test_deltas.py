@@ -41,6 +41,7 @@ from test_to_bson import (
     TEXT,
     TbChild,
     TbContainers,
+    TbEnums,
     TbKeyed,
     TbMore,
     TbPart,
@@ -85,7 +86,15 @@ OUTERS = st.builds(
 VALUES: dict[type, dict[str, st.SearchStrategy]] = {
     **{
         model: FIELD_VALUES[model]
-        for model in (TbScalars, TbContainers, TbMore, TbShapes, TbKeyed, TbChild)
+        for model in (
+            TbScalars,
+            TbContainers,
+            TbMore,
+            TbShapes,
+            TbEnums,
+            TbKeyed,
+            TbChild,
+        )
     },
     DtNested: {
         "outer": st.one_of(OUTERS, st.none()),

@@ -30,6 +30,7 @@ from mongoengine_async import (
     DecimalField,
     DictField,
     EmbeddedDocumentField,
+    EnumField,
     FloatField,
     GenericEmbeddedDocumentField,
     GenericReferenceField,
@@ -47,6 +48,7 @@ from mongoengine_async import (
 from mongoengine_async.from_bson import joining_loader, loader, plain_references
 from test_loading import (
     CODEC,
+    LdChoosy,
     LdEverything,
     LdFlat,
     LdKind,
@@ -74,6 +76,7 @@ MODELS = (
     LdTarget,
     LdLoose,
     LdSwapped,
+    LdChoosy,
 )
 # What a _cls may name: a class of the hierarchy, another class, none.
 CLASS_NAMES = (
@@ -156,6 +159,13 @@ def stored_as_the_field_stores(field: BaseField) -> st.SearchStrategy:
     if isinstance(field, PointField):
         coordinates = st.lists(FLOATS, min_size=2, max_size=2)
         return coordinates.map(lambda xy: {"type": "Point", "coordinates": xy})
+    if isinstance(field, EnumField):  # a member's value, or not one
+        values = [member.value for member in field._enum_cls]
+        return st.sampled_from([*values, "blue", 3, "1"])
+    if field.choices and isinstance(field.choices[0], tuple):
+        return st.sampled_from([key for key, _ in field.choices] + ["XL"])
+    if field.choices:
+        return st.sampled_from([*field.choices, 9])
     if isinstance(field, StringField):
         return TEXT
     if isinstance(field, IntField | LongField):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import enum
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,7 @@ from mongoengine_async import (
     EmbeddedDocument,
     EmbeddedDocumentField,
     EmbeddedDocumentListField,
+    EnumField,
     FloatField,
     GenericEmbeddedDocumentField,
     GenericReferenceField,
@@ -158,6 +160,26 @@ class TbShapes(Document):
     meta = {"auto_create_index": False}
 
 
+class TbColour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class TbLevel(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class TbEnums(Document):
+    """Enum fields: ``__set__`` converts again what ``to_python`` gave."""
+
+    colour = EnumField(TbColour, default=TbColour.RED)
+    level = EnumField(TbLevel, null=True)
+    colours = ListField(EnumField(TbColour))
+    levels = MapField(EnumField(TbLevel))
+    pick = EnumField(TbColour, choices=[TbColour.BLUE])
+
+
 class TbKeyed(Document):
     """Its own string primary key, stored under a renamed field."""
 
@@ -191,6 +213,7 @@ MODELS = (
     TbContainers,
     TbMore,
     TbShapes,
+    TbEnums,
     TbKeyed,
     TbInherited,
     TbChild,
@@ -218,6 +241,9 @@ def saved_target() -> TbTarget:
 
 
 TARGETS = st.one_of(st.builds(saved_target), st.builds(TbTarget), JUNK)
+# Members, their values, and values of no member.
+COLOURS = st.sampled_from([*TbColour, "red", "blue", "green"])
+LEVELS = st.sampled_from([*TbLevel, 1, 2, 3, "1"])
 POINTS = st.one_of(
     st.lists(st.floats(-200, 200, allow_nan=False), min_size=2, max_size=2),
     st.lists(st.one_of(st.integers(-9, 9), JUNK), max_size=3),
@@ -324,6 +350,13 @@ FIELD_VALUES: dict[type, dict[str, st.SearchStrategy]] = {
             JUNK,
         ),
         "note": st.one_of(TEXT, JUNK),
+    },
+    TbEnums: {
+        "colour": st.one_of(COLOURS, JUNK),
+        "level": st.one_of(LEVELS, JUNK),
+        "colours": st.one_of(st.lists(st.one_of(COLOURS, JUNK), max_size=2), JUNK),
+        "levels": st.one_of(st.dictionaries(TEXT, LEVELS, max_size=2), JUNK),
+        "pick": st.one_of(COLOURS, JUNK),
     },
     TbKeyed: {
         "key": st.one_of(TEXT, st.none()),
@@ -451,7 +484,7 @@ def son_form(value: Any) -> Any:
 
 
 @pytest.mark.parametrize(
-    "model", [TbScalars, TbContainers, TbMore, TbShapes, TbKeyed, TbChild]
+    "model", [TbScalars, TbContainers, TbMore, TbShapes, TbEnums, TbKeyed, TbChild]
 )
 def test_models_are_planned(model: type) -> None:
     """The models take the generated path (else the tests below compare

@@ -8,14 +8,17 @@ gets a loader generated for its fields (one straight block per field, like
 ``dataclasses`` generates ``__init__``) that applies each field's own
 ``to_python`` and the effect of ``BaseField.__set__`` directly, skipping
 ``to_python`` where it returns its argument unchanged. Whenever a class or a
-raw document needs anything else (dynamic or strict-dict documents,
-``choices``, a custom ``__set__``, unknown keys, init signal receivers,
-no-dereference loading, a conversion error) MongoEngine's ``_from_son`` runs
-instead. ``tests/test_loading.py`` checks that both give identical documents.
+raw document needs anything else (dynamic or strict-dict documents, a
+custom ``__set__``, unknown keys, init signal receivers, no-dereference
+loading, a conversion error) MongoEngine's ``_from_son`` runs instead. A class
+with ``choices`` gets its ``get_<field>_display`` methods from MongoEngine's
+own code, as in ``__init__``. ``tests/test_loading.py`` checks that both give
+identical documents.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import operator
 import types
@@ -38,6 +41,7 @@ from mongoengine.fields import (
     StringField,
 )
 
+from mongoengine_async._compat import set_field_display
 from mongoengine_async.context import anything_bound
 from mongoengine_async.signals import has_init_receivers
 
@@ -199,6 +203,7 @@ class _Plan:
 
     __slots__ = (
         "cls",
+        "display",
         "fields",
         "make",
         "make_joining",
@@ -213,6 +218,7 @@ class _Plan:
         self.cls = cls
         self.fields = [_FieldPlan(name, field) for name, field in cls._fields.items()]
         self.references = [plan.field for plan in self.fields if plan.reference]
+        self.display = any(field.choices for field in cls._fields.values())
         self.make = _compile(cls, self, joining=False)
         self.make_joining: Callable[..., Load] | None = None  # on first use
         self.make_owning: Callable[..., Load] | None = None  # on first use
@@ -287,9 +293,7 @@ def _eligible(cls: type[Any]) -> bool:
     fields = cls._fields.values()
     if cls._dynamic or cls.STRICT or not issubclass(cls, LoadedState):
         return False
-    return not _renames_clash(cls) and all(
-        plain_setter(field) and not field.choices for field in fields
-    )
+    return not _renames_clash(cls) and all(plain_setter(field) for field in fields)
 
 
 def _renames_clash(cls: type[Any]) -> bool:
@@ -303,12 +307,33 @@ def _renames_clash(cls: type[Any]) -> bool:
 
 
 def plain_setter(field: BaseField) -> bool:
-    """Whether assigning to ``field`` only does what ``BaseField.__set__`` does."""
+    """Whether assigning a value ``field.to_python`` gave to ``field`` only does
+    what ``BaseField.__set__`` does (an enum field converts it again: no change)."""
     setter = type(field).__set__
     if setter is BaseField.__set__:
         return True
+    if setter is EnumField.__set__:
+        return _converts_once(field)
     inner = getattr(field, "field", None)
-    return setter is ComplexBaseField.__set__ and not isinstance(inner, EnumField)
+    return setter is ComplexBaseField.__set__ and (
+        not isinstance(inner, EnumField) or _converts_once(inner)
+    )
+
+
+# The enum lookups of the standard library: a value they refuse, they refuse again.
+_STANDARD_MISSING = {enum.Enum._missing_.__func__, enum.Flag._missing_.__func__}
+
+
+def _converts_once(field: EnumField) -> bool:
+    """Whether ``field.to_python`` of its own result changes nothing and keeps
+    None as None (``EnumField.__set__`` converts what ``to_python`` gave): its
+    own ``to_python``, a standard lookup, no member whose value is None."""
+    enum_cls = field._enum_cls
+    return (
+        type(field).to_python is EnumField.to_python
+        and enum_cls._missing_.__func__ in _STANDARD_MISSING
+        and all(member.value is not None for member in enum_cls)
+    )
 
 
 # -- the generated loader -----------------------------------------------------------
@@ -407,6 +432,7 @@ _TAIL = """\
         else:
 {embed}
         {set_cls}
+        {display}
         return document
 
     return load
@@ -450,6 +476,7 @@ def _compile(
         "new": cls.__new__,
         "plan": plan,
         "set_data": _set_data,
+        "set_field_display": set_field_display,
     }
     blocks = []
     for index, field_plan in enumerate(plan.fields):
@@ -479,7 +506,10 @@ def _compile(
             values=_indent(values, 8),
             any_none=any_none or "False",
             flags="converted = " if owning else "",
-            taken_whole=_indent(_whole_son_source(plan, joining) if owning else "", 8),
+            taken_whole=_indent(
+                _whole_son_source(plan, joining) if owning and not plan.display else "",
+                8,
+            ),
         )
         + "".join(blocks)
         + _TAIL.format(
@@ -487,6 +517,8 @@ def _compile(
             embed=_indent("\n".join(embed or ["pass"]), 12),
             # A _cls field (allow_inheritance) holds it in _data, as in _from_son.
             set_cls="data['_cls'] = class_name" if "_cls" in cls._fields else "pass",
+            # get_<field>_display, made by MongoEngine's code as __init__ makes them.
+            display="set_field_display(document)" if plan.display else "pass",
         )
     )
     kind = ("joining " if joining else "") + ("owning " if owning else "")
