@@ -132,6 +132,16 @@ class LdLenientColour(enum.Enum):
         return cls.RED if value == "rouge" else None
 
 
+class LdStaticColour(enum.Enum):
+    """A lookup of its own, as a static method."""
+
+    RED = "red"
+
+    @staticmethod
+    def _missing_(value: object) -> None:
+        return None
+
+
 class LdNoColour(enum.Enum):
     NONE = None
     RED = "red"
@@ -155,6 +165,10 @@ class LdChoosy(Document):
 
 class LdWithLenientEnum(Document):
     colour = EnumField(LdLenientColour)
+
+
+class LdWithStaticEnum(Document):
+    colour = EnumField(LdStaticColour)
 
 
 class LdWithNoneInEnum(Document):
@@ -338,7 +352,8 @@ def test_eligibility() -> None:
     assert _plan(LdChoosy) is not None
     # (An enum field converts twice, in _from_son and in __set__: only with a
     # standard lookup and no None value is that the same as once.)
-    for cls in (LdDynamic, LdWithComplexDate, LdWithLenientEnum, LdWithNoneInEnum):
+    odd_enums = (LdWithLenientEnum, LdWithStaticEnum, LdWithNoneInEnum)
+    for cls in (LdDynamic, LdWithComplexDate, *odd_enums):
         assert _plan(cls) is None, cls
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import inspect
 import operator
 import types
 import weakref
@@ -321,7 +322,7 @@ def plain_setter(field: BaseField) -> bool:
 
 
 # The enum lookups of the standard library: a value they refuse, they refuse again.
-_STANDARD_MISSING = {enum.Enum._missing_.__func__, enum.Flag._missing_.__func__}
+_STANDARD_MISSING = {vars(enum.Enum)["_missing_"], vars(enum.Flag)["_missing_"]}
 
 
 def _converts_once(field: EnumField) -> bool:
@@ -331,7 +332,7 @@ def _converts_once(field: EnumField) -> bool:
     enum_cls = field._enum_cls
     return (
         type(field).to_python is EnumField.to_python
-        and enum_cls._missing_.__func__ in _STANDARD_MISSING
+        and inspect.getattr_static(enum_cls, "_missing_") in _STANDARD_MISSING
         and all(member.value is not None for member in enum_cls)
     )
 
