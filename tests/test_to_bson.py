@@ -606,11 +606,18 @@ def test_setting_the_id_the_database_gave_is_mongoengines(
     id_field = model._meta["id_field"]
     if loaded:
         son = {"_id": stored_id}
-        ours, theirs = model._from_son(son), model._from_son(son)
+        made = outcome(lambda: (model._from_son(son), model._from_son(son)))
+        if made[0] == "raised":  # an id its field cannot convert does not load
+            return
+        ours, theirs = made[1]
     else:
         ours, theirs = model(), model()
-    to_bson.set_id(ours, stored_id, stored=True)
-    setattr(theirs, id_field, theirs._fields[id_field].to_python(stored_id))
+    set_ours = outcome(lambda: to_bson.set_id(ours, stored_id, stored=True))
+    converted = outcome(lambda: theirs._fields[id_field].to_python(stored_id))
+    if converted[0] == "raised":  # e.g. "INF" for a DecimalField: save raises it
+        assert set_ours == converted
+    else:
+        setattr(theirs, id_field, converted[1])
     assert state(ours) == state(theirs)
     changed = getattr(ours, "_changed_fields", None)
     assert changed == getattr(theirs, "_changed_fields", None)
