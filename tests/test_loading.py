@@ -270,11 +270,18 @@ def dumped(document) -> Any:
         return type(error), str(error)
 
 
+def owner(embedded: EmbeddedDocument) -> tuple[type, Any] | None:
+    """The class and id of the document ``embedded`` is linked to, if any."""
+    linked = embedded._instance
+    return None if linked is None else (linked.__class__, linked.pk)
+
+
 def assert_same_value(fast, slow, where: str) -> None:
     assert type(fast) is type(slow), where
     if isinstance(slow, EmbeddedDocument):
         assert dumped(fast) == dumped(slow), where
         assert vars(fast) == vars(slow), where
+        assert owner(fast) == owner(slow), where
     elif isinstance(slow, list | tuple):
         assert len(fast) == len(slow), where
         for fast_item, slow_item in zip(fast, slow, strict=True):
