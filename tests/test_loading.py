@@ -202,10 +202,9 @@ class LdFlat(Document):
 
 
 class LdShapes(Document):
-    """Field kinds planned as they are stored (their to_python keeps any
-    value), Decimal128 (whose to_python converts), a null field with a default."""
+    """Field kinds whose to_python keeps any value, a null field with a
+    default: a whole son of it becomes the document's data."""
 
-    money = Decimal128Field()
     spot = GeoPointField()
     line = LineStringField()
     polygon = PolygonField()
@@ -216,8 +215,9 @@ class LdShapes(Document):
 
 
 class LdHolders(Document):
-    """Cached and dynamic values, and containers of the other field kinds."""
+    """Decimal128, cached and dynamic values, containers of other field kinds."""
 
+    money = Decimal128Field()
     cached = CachedReferenceField(LdTarget, fields=["name"])
     dynamic = DynamicField()
     emails = ListField(EmailField())
