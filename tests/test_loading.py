@@ -506,6 +506,7 @@ def test_subclass_dispatch_through_cls() -> None:
 def test_fallbacks_give_mongoengines_result() -> None:
     for document in (
         LdWithEnum(colour=LdColour.RED),
+        LdWithBinary(data=b"bytes"),
         LdWithChoices(size="M"),
         LdDynamic(name="d", anything_else=[1, 2]),
     ):
