@@ -16,6 +16,7 @@ checks that both give identical updates and leave identical documents.
 from __future__ import annotations
 
 import datetime
+import enum
 import numbers
 import uuid
 from collections.abc import Callable, Mapping
@@ -165,6 +166,8 @@ def _quiet(value: Any) -> bool:
         return _FLAT.issuperset(map(type, value)) or all(map(_quiet_item, value))
     if kind in _MAPPINGS:
         return all(map(_quiet_item, value.values()))
+    if issubclass(kind, enum.Enum):  # a member, looked into only if a container
+        return not issubclass(kind, _CONTAINERS)
     if not issubclass(kind, mongoengine.EmbeddedDocument):
         return False
     plan = _plans[kind]
