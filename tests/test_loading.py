@@ -157,22 +157,6 @@ class LdNoColour(enum.Enum):
     RED = "red"
 
 
-class LdLevel(enum.IntEnum):
-    LOW = 1
-    HIGH = 2
-
-
-class LdChoosy(Document):
-    """Enums and choices: loaded by the plan, display methods made as __init__ does."""
-
-    colour = EnumField(LdColour, default=LdColour.RED)
-    level = EnumField(LdLevel, null=True)
-    colours = ListField(EnumField(LdColour))
-    levels = MapField(EnumField(LdLevel))
-    size = StringField(choices=[("S", "small"), ("M", "medium")])
-    rank = IntField(choices=[1, 2, 3])
-
-
 class LdWithLenientEnum(Document):
     colour = EnumField(LdLenientColour)
 
@@ -407,7 +391,7 @@ def full_document() -> LdEverything:
 def test_eligibility() -> None:
     assert _plan(LdEverything) is not None
     assert _plan(LdSpecial) is not None
-    for cls in (LdShapes, LdHolders, LdNamed, LdWithEnum, LdWithChoices, LdChoosy):
+    for cls in (LdShapes, LdHolders, LdNamed, LdWithEnum, LdWithChoices):
         assert _plan(cls) is not None, cls
     # (An enum field converts twice, in _from_son and in __set__: only with a
     # standard lookup and no None value is that the same as once.)
