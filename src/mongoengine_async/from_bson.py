@@ -83,6 +83,7 @@ _NEVER_EMBEDDED = (
     mongoengine.LazyReferenceField,
     mongoengine.GenericReferenceField,
     mongoengine.DecimalField,
+    mongoengine.EnumField,
     mongoengine.UUIDField,
     mongoengine.fields.GeoJsonBaseField,
 )
@@ -130,6 +131,7 @@ class _FieldPlan:
             self.item_type = IDENTITY_FOR.get(type(inner).to_python)
         scalar_items = inner is not None and (
             IDENTITY_FOR.get(type(inner).to_python) is not None
+            or isinstance(inner, _NEVER_EMBEDDED)
         )
         self.may_embed = not (
             self.identity_type is not None
