@@ -50,6 +50,7 @@ __all__ = (
     "container_location",
     "document_registry",
     "get_connection_settings",
+    "has_field_display",
     "is_registered_sync",
     "running_loop_or_none",
     "set_field_display",
@@ -207,6 +208,12 @@ PRIVATE_SIGNATURES: tuple[tuple[Any, tuple[str, ...]], ...] = (
 )
 """Private callables with the parameter names we pass or accept (overrides),
 ``self``/``cls`` left out; a release may add optional ones."""
+
+
+def has_field_display(cls: type[Any]) -> bool:
+    """Whether ``cls``'s documents get ``get_<field>_display`` methods (a field
+    with ``choices``), which :func:`set_field_display` gives."""
+    return any(field.choices for field in cls._fields.values())
 
 
 def set_field_display(document: Any) -> None:

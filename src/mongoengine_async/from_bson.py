@@ -42,7 +42,7 @@ from mongoengine.fields import (
     StringField,
 )
 
-from mongoengine_async._compat import set_field_display
+from mongoengine_async._compat import has_field_display, set_field_display
 from mongoengine_async.context import anything_bound
 from mongoengine_async.signals import has_init_receivers
 
@@ -221,7 +221,7 @@ class _Plan:
         self.cls = cls
         self.fields = [_FieldPlan(name, field) for name, field in cls._fields.items()]
         self.references = [plan.field for plan in self.fields if plan.reference]
-        self.display = any(field.choices for field in cls._fields.values())
+        self.display = has_field_display(cls)
         self.make = _compile(cls, self, joining=False)
         self.make_joining: Callable[..., Load] | None = None  # on first use
         self.make_owning: Callable[..., Load] | None = None  # on first use

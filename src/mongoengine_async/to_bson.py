@@ -48,7 +48,7 @@ from mongoengine.fields import (
 
 from mongoengine_async import fields as our_fields
 from mongoengine_async import signals
-from mongoengine_async._compat import set_field_display
+from mongoengine_async._compat import has_field_display, set_field_display
 from mongoengine_async.from_bson import (
     IDENTITY_FOR,
     LoadedState,
@@ -400,7 +400,7 @@ class _Source:
                 "    if '_cls' not in values:",
                 "        data['_cls'] = class_name",
             ]
-        display = any(field.choices for _, field in self.fields)
+        display = has_field_display(self.cls)
         lines += [
             "    set_data(self, data)",
             "    state = self.__dict__",
