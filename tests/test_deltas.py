@@ -39,6 +39,7 @@ from mongoengine_async.testing import CommandLog
 from test_to_bson import (
     FIELD_VALUES,
     TEXT,
+    TbBytesAndLazy,
     TbChild,
     TbContainers,
     TbEnums,
@@ -92,6 +93,7 @@ VALUES: dict[type, dict[str, st.SearchStrategy]] = {
             TbMore,
             TbShapes,
             TbEnums,
+            TbBytesAndLazy,
             TbKeyed,
             TbChild,
         )

@@ -17,7 +17,7 @@ from typing import Any
 import bson
 import mongoengine
 import pytest
-from bson import DBRef, ObjectId
+from bson import Binary, DBRef, ObjectId
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions
 from mongoengine.base import BaseField
@@ -174,7 +174,10 @@ class LdWithComplexDate(Document):
 
 
 class LdWithBinary(Document):
+    """``BinaryField.__set__`` stores a bytearray as bytes."""
+
     data = BinaryField()
+    blobs = ListField(BinaryField())
 
 
 class LdWithChoices(Document):
@@ -391,12 +394,12 @@ def full_document() -> LdEverything:
 def test_eligibility() -> None:
     assert _plan(LdEverything) is not None
     assert _plan(LdSpecial) is not None
-    for cls in (LdShapes, LdHolders, LdNamed, LdWithEnum, LdWithChoices):
+    for cls in (LdShapes, LdHolders, LdNamed, LdWithEnum, LdWithChoices, LdWithBinary):
         assert _plan(cls) is not None, cls
     # (An enum field converts twice, in _from_son and in __set__: only with a
     # standard lookup and no None value is that the same as once.)
     odd_enums = (LdWithLenientEnum, LdWithStaticEnum, LdWithNoneInEnum)
-    for cls in (LdWithBinary, LdDynamic, LdWithComplexDate, *odd_enums):
+    for cls in (LdDynamic, LdWithComplexDate, *odd_enums):
         assert _plan(cls) is None, cls
 
 
@@ -550,7 +553,10 @@ def test_enums_choices_and_fallbacks_give_mongoengines_result() -> None:
         (LdWithEnum, {"colour": None}),
         (LdWithChoices, {"size": "M"}),
         (LdWithChoices, {"size": "XL"}),
-        (LdWithBinary, {"data": b"bytes"}),
+        (LdWithBinary, {"data": b"bytes", "blobs": [b"a", Binary(b"b", 5)]}),
+        (LdWithBinary, {"data": Binary(b"uuid", 4)}),
+        # Not from the decoder, but _from_son takes it: stored as bytes.
+        (LdWithBinary, {"data": bytearray(b"made"), "blobs": [bytearray(b"kept")]}),
         (LdWithLenientEnum, {"colour": "rouge"}),
         (LdWithNoneInEnum, {"colour": None}),  # MongoEngine's __set__: NONE
         (LdDynamic, {"name": "d", "anything_else": [1, 2]}),

@@ -21,7 +21,7 @@ from typing import Any
 
 import bson
 import pytest
-from bson import DBRef, Decimal128, ObjectId
+from bson import Binary, DBRef, Decimal128, ObjectId
 from bson.int64 import Int64
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,6 +29,7 @@ from mongoengine.base import BaseField
 from mongoengine.base.fields import GeoJsonBaseField
 
 from mongoengine_async import (
+    BinaryField,
     BooleanField,
     CachedReferenceField,
     DateTimeField,
@@ -68,6 +69,7 @@ from test_loading import (
     LdSubKind,
     LdSwapped,
     LdTarget,
+    LdWithBinary,
     assert_same,
     joined,
 )
@@ -94,6 +96,7 @@ MODELS = (
     LdShapes,
     LdHolders,
     LdNamed,
+    LdWithBinary,
     TbEnums,  # enums alone, in lists and maps, with choices
     TbScalars,  # choices (display methods), bounds, a regex
 )
@@ -206,6 +209,10 @@ def stored_as_the_field_stores(field: BaseField) -> st.SearchStrategy:
         return DATES
     if isinstance(field, UUIDField):
         return st.uuids()
+    if isinstance(field, BinaryField):  # subtype 0 decodes as bytes
+        return st.binary(max_size=4).flatmap(
+            lambda data: st.sampled_from([data, Binary(data, 5)])
+        )
     if isinstance(field, ObjectIdField):
         return OIDS
     return ANY

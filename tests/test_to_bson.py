@@ -20,13 +20,14 @@ from typing import Any
 
 import mongoengine
 import pytest
-from bson import ObjectId
-from hypothesis import HealthCheck, given, settings
+from bson import Binary, DBRef, ObjectId
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from mongoengine.base import BaseDocument
+from mongoengine.base import BaseDocument, LazyReference
 
 import mongoengine_async
 from mongoengine_async import (
+    BinaryField,
     BooleanField,
     CachedReferenceField,
     DateField,
@@ -43,9 +44,11 @@ from mongoengine_async import (
     EnumField,
     FloatField,
     GenericEmbeddedDocumentField,
+    GenericLazyReferenceField,
     GenericReferenceField,
     GeoPointField,
     IntField,
+    LazyReferenceField,
     LineStringField,
     ListField,
     LongField,
@@ -180,6 +183,18 @@ class TbEnums(Document):
     pick = EnumField(TbColour, choices=[TbColour.BLUE])
 
 
+class TbBytesAndLazy(Document):
+    """``BinaryField.__set__`` stores a bytearray as bytes; lazy references
+    read as a ``LazyReference`` (their ``__get__`` converts)."""
+
+    blob = BinaryField()
+    short_blob = BinaryField(max_bytes=3, required=True)
+    blobs = ListField(BinaryField())
+    lazy = LazyReferenceField(TbTarget)
+    lazy_dbref = LazyReferenceField(TbTarget, dbref=True, passthrough=True)
+    any_lazy = GenericLazyReferenceField()
+
+
 class TbKeyed(Document):
     """Its own string primary key, stored under a renamed field."""
 
@@ -214,6 +229,7 @@ MODELS = (
     TbMore,
     TbShapes,
     TbEnums,
+    TbBytesAndLazy,
     TbKeyed,
     TbInherited,
     TbChild,
@@ -241,6 +257,22 @@ def saved_target() -> TbTarget:
 
 
 TARGETS = st.one_of(st.builds(saved_target), st.builds(TbTarget), JUNK)
+# What a lazy reference takes: documents, a LazyReference, DBRefs, ids, junk.
+LAZY = st.one_of(
+    TARGETS,
+    st.builds(lambda: LazyReference(TbTarget, ObjectId())),
+    st.builds(lambda: LazyReference(TbScalars, ObjectId())),  # another collection
+    st.builds(lambda: LazyReference(TbTarget, None)),
+    st.builds(lambda: DBRef("tb_target", ObjectId())),
+    st.builds(lambda: DBRef("elsewhere", ObjectId())),
+    st.builds(ObjectId),
+    st.just("5f" * 12),
+)
+BYTES = st.one_of(
+    st.binary(max_size=5),
+    st.binary(max_size=5).map(bytearray),
+    st.binary(max_size=5).map(lambda data: Binary(data, 5)),
+)
 # Members, their values, and values of no member.
 COLOURS = st.sampled_from([*TbColour, "red", "blue", "green"])
 LEVELS = st.sampled_from([*TbLevel, 1, 2, 3, "1"])
@@ -358,6 +390,16 @@ FIELD_VALUES: dict[type, dict[str, st.SearchStrategy]] = {
         "levels": st.one_of(st.dictionaries(TEXT, LEVELS, max_size=2), JUNK),
         "pick": st.one_of(COLOURS, JUNK),
     },
+    TbBytesAndLazy: {
+        "blob": st.one_of(BYTES, JUNK),
+        "short_blob": st.one_of(st.binary(min_size=3, max_size=4), BYTES, JUNK),
+        "blobs": st.one_of(st.lists(st.one_of(BYTES, JUNK), max_size=2), JUNK),
+        "lazy": LAZY,
+        "lazy_dbref": LAZY,
+        "any_lazy": st.one_of(
+            TARGETS, st.builds(lambda: LazyReference(TbTarget, ObjectId()))
+        ),
+    },
     TbKeyed: {
         "key": st.one_of(TEXT, st.none()),
         "label": st.one_of(TEXT, st.none()),
@@ -460,9 +502,12 @@ def state(document: Any) -> Any:
 def stored_form(value: Any) -> Any:
     """A value with embedded documents, and documents not saved yet, as their
     class and data (copies of an unsaved document compare equal only to
-    themselves), and a Decimal NaN as its text (NaN equals nothing)."""
+    themselves), a Decimal NaN as its text (NaN equals nothing), bytes and
+    references with their type."""
     if isinstance(value, decimal.Decimal) and value.is_nan():
         return decimal.Decimal, str(value)
+    if isinstance(value, bytes | bytearray | DBRef):  # bytes equal a bytearray,
+        return type(value), value  # a DBRef a LazyReference: told by their type
     unsaved = isinstance(value, mongoengine.Document) and value.pk is None
     if unsaved or isinstance(value, mongoengine.EmbeddedDocument):
         return type(value), value._data
@@ -484,7 +529,17 @@ def son_form(value: Any) -> Any:
 
 
 @pytest.mark.parametrize(
-    "model", [TbScalars, TbContainers, TbMore, TbShapes, TbEnums, TbKeyed, TbChild]
+    "model",
+    [
+        TbScalars,
+        TbContainers,
+        TbMore,
+        TbShapes,
+        TbEnums,
+        TbBytesAndLazy,
+        TbKeyed,
+        TbChild,
+    ],
 )
 def test_models_are_planned(model: type) -> None:
     """The models take the generated path (else the tests below compare
@@ -515,6 +570,7 @@ def test_unusual_classes_take_mongoengine_path() -> None:
 
 @EXAMPLES
 @given(documents())
+@example((TbBytesAndLazy, {"blob": bytearray(b"ab"), "blobs": [bytearray(b"c")]}))
 def test_construction_is_mongoengines(drawn: tuple[type, dict[str, Any]]) -> None:
     model, values = drawn
     fast = outcome(lambda: model(**values))
@@ -528,6 +584,13 @@ def test_construction_is_mongoengines(drawn: tuple[type, dict[str, Any]]) -> Non
 
 @EXAMPLES
 @given(documents(), st.booleans())
+@example((TbBytesAndLazy, {"short_blob": b"abcd"}), False)  # over max_bytes
+@example(
+    (TbBytesAndLazy, {"short_blob": b"", "lazy": LazyReference(TbScalars, 1)}), True
+)
+@example(
+    (TbBytesAndLazy, {"short_blob": b"", "lazy": LazyReference(TbTarget, None)}), True
+)
 def test_validation_is_mongoengines(
     drawn: tuple[type, dict[str, Any]], clean: bool
 ) -> None:
@@ -667,7 +730,9 @@ def test_to_mongo_after_loading_and_changes() -> None:
 
 
 def drawn_examples(count: int) -> list[tuple[type, dict[str, Any]]]:
-    """``count`` drawn documents that MongoEngine validates (to store them)."""
+    """``count`` drawn documents that MongoEngine validates and dumps (to store
+    them): a lazy reference to an id its id field cannot store validates (only
+    its collection is checked), and ``to_mongo`` raises on either side."""
     found: list[tuple[type, dict[str, Any]]] = []
 
     @settings(max_examples=count * 4, deadline=None, derandomize=True, database=None)
@@ -675,7 +740,9 @@ def drawn_examples(count: int) -> list[tuple[type, dict[str, Any]]]:
     def collect(drawn: tuple[type, dict[str, Any]]) -> None:
         model, values = drawn
         try:
-            mongoengine_validate(mongoengine_new(model, values))
+            document = mongoengine_new(model, values)
+            mongoengine_validate(document)
+            mongoengine_to_mongo(document)
         except Exception:
             return
         found.append(drawn)

@@ -33,6 +33,7 @@ from mongoengine import EmbeddedDocument
 from mongoengine.base import BaseDocument, BaseField, ComplexBaseField, get_document
 from mongoengine.errors import NotRegistered
 from mongoengine.fields import (
+    BinaryField,
     BooleanField,
     EnumField,
     FloatField,
@@ -58,6 +59,7 @@ __all__ = (
     "object_id_bytes",
     "plain_references",
     "plain_setter",
+    "set_conversion",
 )
 
 _MISSING = object()
@@ -122,8 +124,10 @@ class _FieldPlan:
         self.name = name
         self.field = field
         inner = getattr(field, "field", None)
-        self.to_python = field.to_python
+        self.to_python = set_conversion(field)
         self.identity_type = IDENTITY_FOR.get(type(field).to_python)
+        if self.identity_type is _ANY and type(field).__set__ is BinaryField.__set__:
+            self.identity_type = bytes  # kept; a bytearray is stored as bytes
         # A list of items its to_python keeps: the type they keep (or _ANY).
         self.item_type = None
         if type(field).to_python is ListField.to_python and inner is not None:
@@ -310,10 +314,11 @@ def _renames_clash(cls: type[Any]) -> bool:
 
 
 def plain_setter(field: BaseField) -> bool:
-    """Whether assigning a value ``field.to_python`` gave to ``field`` only does
-    what ``BaseField.__set__`` does (an enum field converts it again: no change)."""
+    """Whether assigning a value ``set_conversion(field)`` gave to ``field`` only
+    does what ``BaseField.__set__`` does (an enum field converts it again: no
+    change)."""
     setter = type(field).__set__
-    if setter is BaseField.__set__:
+    if setter is BaseField.__set__ or setter is BinaryField.__set__:
         return True
     if setter is EnumField.__set__:
         return _converts_once(field)
@@ -321,6 +326,21 @@ def plain_setter(field: BaseField) -> bool:
     return setter is ComplexBaseField.__set__ and (
         not isinstance(inner, EnumField) or _converts_once(inner)
     )
+
+
+def set_conversion(field: BaseField) -> Callable[[Any], Any]:
+    """``field.to_python``, then what the field's own ``__set__`` does to the
+    value before ``BaseField.__set__`` (a ``BinaryField`` stores a bytearray
+    as bytes), for a field ``plain_setter`` takes."""
+    to_python = field.to_python
+    if type(field).__set__ is not BinaryField.__set__:
+        return to_python
+
+    def to_bytes(value: Any) -> Any:
+        value = to_python(value)
+        return bytes(value) if isinstance(value, bytearray) else value
+
+    return to_bytes
 
 
 # The enum lookups of the standard library: a value they refuse, they refuse again.

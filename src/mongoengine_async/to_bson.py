@@ -33,14 +33,22 @@ from typing import Any
 import mongoengine
 from bson import SON, ObjectId
 from mongoengine import EmbeddedDocument
-from mongoengine.base import BaseDocument, BaseField, BaseList, ComplexBaseField
+from mongoengine.base import (
+    BaseDocument,
+    BaseField,
+    BaseList,
+    ComplexBaseField,
+    LazyReference,
+)
 from mongoengine.errors import NotRegistered, ValidationError
 from mongoengine.fields import (
+    BinaryField,
     BooleanField,
     DateTimeField,
     EmbeddedDocumentField,
     FloatField,
     IntField,
+    LazyReferenceField,
     ListField,
     ObjectIdField,
     StringField,
@@ -55,6 +63,7 @@ from mongoengine_async.from_bson import (
     link_embedded,
     list_converter,
     plain_setter,
+    set_conversion,
 )
 
 __all__ = ("FastWrites", "has_id", "mark_saved", "raw", "set_id", "son_details")
@@ -79,6 +88,8 @@ _NONE_GETTERS = frozenset(
         mongoengine.ListField,
         mongoengine.ReferenceField,
         mongoengine.GenericReferenceField,
+        mongoengine.LazyReferenceField,
+        mongoengine.GenericLazyReferenceField,
         our_fields.ReferenceField,
         our_fields.GenericReferenceField,
         our_fields.ListField,
@@ -88,6 +99,7 @@ _NONE_GETTERS = frozenset(
 
 # validate implementations with a side-effect-free check that implies they pass.
 _TYPE_CHECKED = {
+    BinaryField.validate: bytes,
     StringField.validate: str,
     IntField.validate: int,
     FloatField.validate: float,
@@ -433,7 +445,7 @@ class _Source:
         ns = self.namespace
         value = f"v{index}"
         inner = getattr(field, "field", None)
-        to_python = field.to_python
+        to_python = set_conversion(field)
         if type(field).to_python is ListField.to_python and inner is not None:
             to_python = list_converter(field, inner)
         ns[f"to_python_{index}"] = to_python
@@ -500,6 +512,8 @@ class _Source:
             )
         elif validate is ListField.validate:
             check = self._list_check(index, field, value)
+        elif validate is LazyReferenceField.validate:
+            check = self._lazy_check(index, field, value)
         else:
             check = self._scalar_check(index, field, value)
         return f"{check} and {choices}" if choices != "True" else check
@@ -527,7 +541,8 @@ class _Source:
         ns = self.namespace
         ns[f"ctype_{index}"] = kind
         parts = [f"type({value}) is ctype_{index}"]
-        for attribute, operator in (("max_length", "<="), ("min_length", ">=")):
+        lengths = (("max_length", "<="), ("min_length", ">="), ("max_bytes", "<="))
+        for attribute, operator in lengths:
             if getattr(field, attribute, None) is not None:
                 ns[f"c{attribute}_{index}"] = getattr(field, attribute)
                 parts.append(f"len({value}) {operator} c{attribute}_{index}")
@@ -539,6 +554,16 @@ class _Source:
             ns[f"cregex_{index}"] = field.regex
             parts.append(f"cregex_{index}.match({value}) is not None")
         return " and ".join(parts)
+
+    def _lazy_check(self, index: int, field: BaseField, value: str) -> str:
+        """A LazyReference with an id, on the referenced class's collection
+        (what the field's ``__init__`` conversion makes of a document's id)."""
+        self.namespace["LazyReference"] = LazyReference
+        self.namespace[f"clazy_type_{index}"] = field.document_type
+        return (
+            f"isinstance({value}, LazyReference) and {value}.pk is not None and "
+            f"{value}.collection == clazy_type_{index}._get_collection_name()"
+        )
 
     def _list_check(self, index: int, field: BaseField, value: str) -> str:
         """A list within its bounds whose items all pass their own check."""
