@@ -256,7 +256,17 @@ def saved_target() -> TbTarget:
     return TbTarget(id=ObjectId(), name="t")
 
 
-TARGETS = st.one_of(st.builds(saved_target), st.builds(TbTarget), JUNK)
+TARGETS = st.one_of(
+    st.builds(saved_target),
+    st.builds(TbTarget),
+    JUNK,
+    # What a reference also takes: an id, a DBRef, a LazyReference; and a
+    # document of another class.
+    st.builds(ObjectId),
+    st.builds(lambda: DBRef("tb_target", ObjectId())),
+    st.builds(lambda: LazyReference(TbTarget, ObjectId())),
+    st.builds(lambda: TbKeyed(key="k")),
+)
 # What a lazy reference takes: documents, a LazyReference, DBRefs, ids, junk.
 LAZY = st.one_of(
     TARGETS,
@@ -585,6 +595,8 @@ def test_construction_is_mongoengines(drawn: tuple[type, dict[str, Any]]) -> Non
 @EXAMPLES
 @given(documents(), st.booleans())
 @example((TbBytesAndLazy, {"short_blob": b"abcd"}), False)  # over max_bytes
+@example((TbShapes, {"linked": TbTarget(name="unsaved")}), False)
+@example((TbShapes, {"linked": TbKeyed(key="k")}), False)  # another class
 @example(
     (TbBytesAndLazy, {"short_blob": b"", "lazy": LazyReference(TbScalars, 1)}), True
 )

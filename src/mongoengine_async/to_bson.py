@@ -27,11 +27,12 @@ stored BSON and validation errors.
 from __future__ import annotations
 
 import datetime
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import mongoengine
-from bson import SON, ObjectId
+from bson import SON, DBRef, ObjectId
 from mongoengine import EmbeddedDocument
 from mongoengine.base import (
     BaseDocument,
@@ -45,13 +46,17 @@ from mongoengine.fields import (
     BinaryField,
     BooleanField,
     DateTimeField,
+    DictField,
     EmbeddedDocumentField,
+    EnumField,
     FloatField,
     IntField,
     LazyReferenceField,
     ListField,
     ObjectIdField,
+    ReferenceField,
     StringField,
+    UUIDField,
 )
 
 from mongoengine_async import fields as our_fields
@@ -100,6 +105,7 @@ _NONE_GETTERS = frozenset(
 # validate implementations with a side-effect-free check that implies they pass.
 _TYPE_CHECKED = {
     BinaryField.validate: bytes,
+    UUIDField.validate: uuid.UUID,
     StringField.validate: str,
     IntField.validate: int,
     FloatField.validate: float,
@@ -512,8 +518,21 @@ class _Source:
             )
         elif validate is ListField.validate:
             check = self._list_check(index, field, value)
+        elif validate is DictField.validate:
+            if field.required or field.choices:
+                return "False"
+            check = f"isinstance({value}, dict) and not {value}"  # nothing to check
         elif validate is LazyReferenceField.validate:
             check = self._lazy_check(index, field, value)
+        elif validate is ReferenceField.validate:
+            if field.choices:  # compared by isinstance, not by value
+                return "False"
+            check = self._reference_check(index, field, value)
+        elif validate is EnumField.validate:
+            if issubclass(field._enum_cls, list | tuple):  # members read as pairs
+                return "False"
+            self.namespace[f"cenum_{index}"] = field._enum_cls
+            check = f"type({value}) is cenum_{index}"  # a member
         else:
             check = self._scalar_check(index, field, value)
         return f"{check} and {choices}" if choices != "True" else check
@@ -555,6 +574,22 @@ class _Source:
             parts.append(f"cregex_{index}.match({value}) is not None")
         return " and ".join(parts)
 
+    def _reference_check(self, index: int, field: BaseField, value: str) -> str:
+        """A saved document of the referenced class, or an id, DBRef or
+        LazyReference, as ``ReferenceField.validate`` takes them."""
+        ns = self.namespace
+        ns["Document"] = mongoengine.Document
+        ns[f"creferences_{index}"] = (
+            field.document_type,
+            LazyReference,
+            DBRef,
+            ObjectId,
+        )
+        return (
+            f"isinstance({value}, creferences_{index}) and not "
+            f"(isinstance({value}, Document) and {value}.id is None)"
+        )
+
     def _lazy_check(self, index: int, field: BaseField, value: str) -> str:
         """A LazyReference with an id, on the referenced class's collection
         (what the field's ``__init__`` conversion makes of a document's id)."""
@@ -578,9 +613,9 @@ class _Source:
             # Items validate as ``_validate(item)``: an embedded one with clean.
             number = index * 1000 + 1
             item = self._check(number, inner, "item", "True")
-            if item == "False":
-                return "False"
-            if item == f"type(item) is ctype_{number}":  # checked in C
+            if item == "False":  # no plain check: only an empty list passes here
+                parts.append(f"not {value}")
+            elif item == f"type(item) is ctype_{number}":  # checked in C
                 self.namespace[f"ctypes_{number}"] = frozenset(
                     [self.namespace[f"ctype_{number}"]]
                 )
