@@ -326,6 +326,44 @@ def _eligible(cls: type[Any], document: bool) -> bool:
     )
 
 
+# The modules whose fields' checks only check (no embedded document's clean(),
+# no user code), and the fields of theirs that validate embedded documents.
+_OWN_FIELD_MODULES = frozenset(
+    ["mongoengine.base.fields", "mongoengine.fields", our_fields.__name__]
+)
+_CLEANING = (
+    mongoengine.EmbeddedDocumentField,
+    mongoengine.GenericEmbeddedDocumentField,
+    mongoengine.DynamicField,
+)
+
+
+def _checks_only(field: BaseField | None) -> bool:
+    """Whether ``field._validate`` only checks, its items' too: MongoEngine's
+    (or our) field classes, no ``validation=`` function, no embedded document
+    (whose ``clean()`` may change it). Asking such a check a second time, when
+    MongoEngine's ``validate`` runs after it failed, changes nothing."""
+    while field is not None:
+        if (
+            type(field).__module__ not in _OWN_FIELD_MODULES
+            or field.validation is not None
+            or isinstance(field, _CLEANING)
+        ):
+            return False
+        field = getattr(field, "field", None)
+    return True
+
+
+def _passes(field: BaseField, value: Any) -> bool:
+    """Whether ``field._validate(value)`` passes: MongoEngine's own check of
+    one value, where no plain check proves it."""
+    try:
+        field._validate(value)
+    except Exception:
+        return False
+    return True
+
+
 def _valid_embedded(value: Any, clean: bool) -> bool:
     """Whether validating an embedded document would pass (its class's plan)."""
     plan = _embedded_plan(type(value))
@@ -375,6 +413,7 @@ class _Source:
             "set_data": BaseDocument.__dict__["_data"].__set__,
             "set_field_display": set_field_display,
             "valid_embedded": _valid_embedded,
+            "passes": _passes,
         }
 
     def _compile(self, source: str, kind: str) -> Callable[..., Any]:
@@ -485,21 +524,40 @@ class _Source:
     def valid(self) -> Callable[[Any, bool], bool]:
         """``valid(document, clean)``: True only if ``validate`` would pass."""
         custom_clean = self.cls.clean is not BaseDocument.clean
-        lines = ["def valid(self, clean):"]
+        body = []
         if custom_clean:
-            lines += ["    if clean:", "        return False"]
-        lines.append("    get = self._data.get")
+            body += ["if clean:", "    return False"]
+        body.append("get = self._data.get")
         for index, (name, field) in enumerate(self.fields):
             check = self._check(index, field, f"v{index}", "clean")
-            lines += [f"    v{index} = get({name!r})", f"    if v{index} is None:"]
-            lines.append("        return False" if field.required else "        pass")
-            lines += [f"    elif not ({check}):", "        return False"]
-        lines.append("    return True")
+            body += [f"v{index} = get({name!r})", f"if v{index} is None:"]
+            body.append("    return False" if field.required else "    pass")
+            body += [f"elif not ({check}):", "    return False"]
+        body.append("return True")
+        # A check that raises (a value of a surprising type) is no proof either.
+        lines = ["def valid(self, clean):", "    try:", *_indent(body, 8)]
+        lines += ["    except Exception:", "        return False"]
         return self._compile("\n".join(lines) + "\n", "valid")
 
-    def _check(self, index: int, field: BaseField, value: str, clean: str) -> str:
+    def _check(
+        self, index: int, field: BaseField, value: str, clean: str, alone: bool = True
+    ) -> str:
         """An expression, True only when ``field._validate(value)`` passes
-        (``clean``: the expression of the clean flag an embedded document gets)."""
+        (``clean``: the expression of the clean flag an embedded document gets).
+
+        Where the plain checks prove nothing, a field whose check only checks
+        asks it (``alone``: or leaves that to its list's).
+        """
+        check = self._plain_check(index, field, value, clean)
+        if not alone or not _checks_only(field):
+            return check
+        self.namespace[f"cfield_{index}"] = field
+        asked = f"passes(cfield_{index}, {value})"
+        return asked if check == "False" else f"({check}) or {asked}"
+
+    def _plain_check(self, index: int, field: BaseField, value: str, clean: str) -> str:
+        """An expression of plain checks, True only when ``field._validate(value)``
+        passes."""
         if field.validation is not None or type(field)._validate is not (
             BaseField._validate
         ):
@@ -612,7 +670,7 @@ class _Source:
         if inner is not None:
             # Items validate as ``_validate(item)``: an embedded one with clean.
             number = index * 1000 + 1
-            item = self._check(number, inner, "item", "True")
+            item = self._check(number, inner, "item", "True", alone=False)
             if item == "False":  # no plain check: only an empty list passes here
                 parts.append(f"not {value}")
             elif item == f"type(item) is ctype_{number}":  # checked in C
