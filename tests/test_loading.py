@@ -241,6 +241,14 @@ class LdFlat(Document):
     nested = ListField(ListField(IntField()))
 
 
+class LdBags(Document):
+    """Containers whose items to_python keeps: a dict, a map, an untyped list."""
+
+    attributes = DictField()
+    counters = MapField(IntField())
+    raw_list = ListField()
+
+
 class LdShapes(Document):
     """Field kinds whose to_python keeps any value, a null field with a
     default: a whole son of it becomes the document's data."""
@@ -544,6 +552,30 @@ def test_subclass_dispatch_through_cls() -> None:
     fast = from_son(LdEverything, raw)
     assert type(fast) is LdSpecial
     assert_same(fast, LdEverything._from_son(raw))
+
+
+def test_containers_kept_whole_give_mongoengines_result() -> None:
+    """A dict, or a list without an item field, of values to_python keeps is
+    kept whole; any other item (bytes become a list of ints, a dict with a
+    ``_cls`` a document, a string an int in an int map) converts."""
+    when, oid = datetime.datetime(2024, 1, 2), ObjectId()
+    kept = {"a": 1, "b": "x", "c": None, "d": 2.5, "e": True, "f": when, "g": oid}
+    sons = [
+        {"attributes": kept, "raw_list": list(kept.values()), "counters": {"n": 1}},
+        {"attributes": {"a": b"by"}, "raw_list": [b"by", 1]},
+        {"attributes": {"a": bson.Int64(5), "b": bson.Decimal128("1.5")}},
+        {"attributes": {"part": {"_cls": "LdPart", "label": "x"}}},
+        {"raw_list": [{"_cls": "LdPart", "label": "y"}], "counters": {"n": "2"}},
+        {"attributes": [1, 2], "raw_list": {"a": 1}, "counters": {"n": None}},
+    ]
+    for values in sons:
+        # LdBags: every field stored, the owning loader's shortest path.
+        whole = {"attributes": {}, "raw_list": [], "counters": {}, **values}
+        for cls, stored_values in ((LdEverything, values), (LdBags, whole)):
+            son = {"_id": ObjectId(), **stored_values}
+            expected = cls._from_son(copy.deepcopy(son))
+            assert_same(from_son(cls, copy.deepcopy(son)), expected)
+            assert_same(loader(cls, owned=True)(copy.deepcopy(son)), expected)
 
 
 def test_enums_choices_and_fallbacks_give_mongoengines_result() -> None:

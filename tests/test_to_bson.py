@@ -771,6 +771,26 @@ def test_to_mongo_after_loading_and_changes() -> None:
     assert son_form(document.to_mongo()) == son_form(mongoengine_to_mongo(document))
 
 
+def test_containers_of_plain_values_dump_as_mongoengine_dumps_them() -> None:
+    """A dict, a map or an untyped list of values ``to_mongo`` keeps is copied
+    as it is; any other item converts (bytes become a list of ints, a string
+    in an int map stays a string, a document a reference)."""
+    when, oid = datetime.datetime(2024, 1, 2), ObjectId()
+    kept = {"a": 1, "b": "x", "c": None, "d": 2.5, "e": True, "f": when, "g": oid}
+    values = [
+        (kept, list(kept.values()), {"n": 1}),
+        ({"a": b"by"}, [b"by", 1], {"n": "2"}),
+        ({"a": {"b": [1]}}, [[1], {"c": 2}], {"n": None}),
+        ({"t": saved_target()}, [TbPart(label="p")], {}),
+    ]
+    for attributes, untyped, counters in values:
+        document = TbContainers()
+        document.attributes, document.untyped = attributes, untyped
+        document.counters = counters
+        fast = son_form(document.to_mongo())
+        assert fast == son_form(mongoengine_to_mongo(document))
+
+
 # -- equality of what is stored ------------------------------------------------------
 
 

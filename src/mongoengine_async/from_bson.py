@@ -18,6 +18,7 @@ identical documents.
 
 from __future__ import annotations
 
+import datetime
 import enum
 import functools
 import inspect
@@ -49,6 +50,7 @@ from mongoengine_async.signals import has_init_receivers
 
 __all__ = (
     "IDENTITY_FOR",
+    "UNTOUCHED",
     "LoadedState",
     "from_son",
     "joining_loader",
@@ -76,6 +78,14 @@ IDENTITY_FOR = {
     ObjectIdField.to_python: ObjectId,
 }
 
+
+# The exact types of the items a container field without an item field keeps as
+# they are, loading and dumping (ComplexBaseField's to_python and to_mongo): not
+# those with to_python/to_mongo or items, nor anything iterable (bytes become a
+# list of ints).
+UNTOUCHED: frozenset[type] = frozenset(
+    [str, int, float, bool, type(None), datetime.datetime, ObjectId]
+)
 
 # Fields whose to_python never returns an embedded document (or a list of them).
 _NEVER_EMBEDDED = (
@@ -110,9 +120,11 @@ class _FieldPlan:
     """How one field is loaded: conversion, default, and whether it may embed."""
 
     __slots__ = (
+        "container",
         "field",
         "identity_type",
         "item_type",
+        "kept_items",
         "may_embed",
         "name",
         "plain_get",
@@ -133,6 +145,9 @@ class _FieldPlan:
         if type(field).to_python is ListField.to_python and inner is not None:
             self.to_python = list_converter(field, inner)
             self.item_type = IDENTITY_FOR.get(type(inner).to_python)
+        # A dict, or a list without an item field, kept whole when to_python
+        # keeps all its items: their exact types (or _ANY), and its type.
+        self.kept_items, self.container = _kept_items(field, inner)
         scalar_items = inner is not None and (
             IDENTITY_FOR.get(type(inner).to_python) is not None
             or isinstance(inner, _NEVER_EMBEDDED)
@@ -153,6 +168,26 @@ class _FieldPlan:
         if field.null or field.default is None:
             return None
         return field.default() if callable(field.default) else field.default
+
+
+def _kept_items(field: BaseField, inner: BaseField | None) -> tuple[Any, str | None]:
+    """For a dict field, or a list field without an item field: the exact types
+    of the items ``ComplexBaseField.to_python`` keeps (or _ANY), and the name
+    of the container's type; (None, None) for other fields."""
+    if type(field).to_python is not ComplexBaseField.to_python:
+        return None, None
+    if isinstance(field, mongoengine.DictField):  # MapField too
+        container = "dict"
+    elif isinstance(field, mongoengine.ListField) and inner is None:
+        container = "list"
+    else:
+        return None, None
+    if inner is None:
+        return UNTOUCHED, container
+    kept = IDENTITY_FOR.get(type(inner).to_python)
+    if kept is None:
+        return None, None
+    return (kept if kept is _ANY else frozenset([kept])), container
 
 
 def _stores_object_ids(field: BaseField) -> bool:
@@ -506,6 +541,8 @@ def _compile(
         namespace[f"to_python_{index}"] = field_plan.to_python
         namespace[f"type_{index}"] = field_plan.identity_type
         namespace[f"default_{index}"] = field_plan.default
+        if field_plan.kept_items is not None:
+            namespace[f"kept_items_{index}"] = field_plan.kept_items
         if field_plan.item_type is not None:
             namespace[f"item_type_{index}"] = field_plan.item_type
             namespace[f"item_to_python_{index}"] = field_plan.field.field.to_python
@@ -570,6 +607,8 @@ def _whole_son_source(plan: _Plan, joining: bool) -> str:
             checks.append(f"type({value}) is list")
             if fp.item_type is not _ANY:
                 lists.append(i)
+        elif fp.kept_items is not None:
+            checks.append(_kept_source(value, i, fp))
         elif fp.identity_type is _ANY:
             checks.append(f"{value} is not None")
         elif fp.identity_type is not None:
@@ -663,6 +702,10 @@ def _field_block(
             _items_source(index, owning), 4
         )
         convert += to_python
+    elif field_plan.kept_items is not None:
+        keep = "pass" if owning else f"{value} = {field_plan.container}({value})"
+        test = _kept_source(value, index, field_plan)
+        convert = f"elif {test}:\n    {keep}\n" + to_python
     elif field_plan.identity_type is _ANY:
         convert = ""
     elif field_plan.identity_type is not None:
@@ -674,6 +717,15 @@ def _field_block(
         convert = to_python
     block = f"if {value} is None:\n{_indent(default, 4)}{convert}"
     return _indent(block, 12)
+
+
+def _kept_source(value: str, index: int, field_plan: _FieldPlan) -> str:
+    """Whether ``value`` is a container ``to_python`` keeps every item of."""
+    test = f"type({value}) is {field_plan.container}"
+    if field_plan.kept_items is _ANY:
+        return test
+    items = f"{value}.values()" if field_plan.container == "dict" else value
+    return f"{test} and kept_items_{index}.issuperset(map(type, {items}))"
 
 
 def _reference_source(value: str, number: int, joining: bool) -> str:

@@ -35,6 +35,7 @@ import mongoengine
 from bson import SON, DBRef, ObjectId
 from mongoengine import EmbeddedDocument
 from mongoengine.base import (
+    BaseDict,
     BaseDocument,
     BaseField,
     BaseList,
@@ -64,6 +65,7 @@ from mongoengine_async import signals
 from mongoengine_async._compat import has_field_display, set_field_display
 from mongoengine_async.from_bson import (
     IDENTITY_FOR,
+    UNTOUCHED,
     LoadedState,
     link_embedded,
     list_converter,
@@ -402,6 +404,7 @@ class _Source:
     ) -> None:
         self.cls, self.fields, self.document = cls, fields, document
         self.namespace: dict[str, Any] = {
+            "BaseDict": BaseDict,
             "BaseList": BaseList,
             "MISSING": _MISSING,
             "class_name": cls._class_name,
@@ -746,18 +749,36 @@ class _Source:
                 f"dumped = dump_embedded_list(value, document_type_{index})",
                 f"value = to_mongo_{index}(value) if dumped is MISSING else dumped",
             ]
-        inner = getattr(field, "field", None)
-        item = None if inner is None else _stored_type(inner)
-        if type(field).to_mongo is ComplexBaseField.to_mongo and item is not None:
-            ns[f"items_{index}"] = frozenset([item])
-            return [
-                "if (type(value) is list or type(value) is BaseList) and "
-                f"items_{index}.issuperset(map(type, value)):",
-                "    value = list(value)",
-                "else:",
-                *_indent(generic, 4),
-            ]
-        return generic
+        kept = _kept_when_dumped(field)
+        if kept is None:
+            return generic
+        ns[f"items_{index}"] = kept
+        if isinstance(field, DictField):  # MapField too
+            test = (
+                "(type(value) is dict or type(value) is BaseDict) and "
+                f"items_{index}.issuperset(map(type, value.values()))"
+            )
+            copy = "dict(value)"
+        else:
+            test = (
+                "(type(value) is list or type(value) is BaseList) and "
+                f"items_{index}.issuperset(map(type, value))"
+            )
+            copy = "list(value)"
+        return [f"if {test}:", f"    value = {copy}", "else:", *_indent(generic, 4)]
+
+
+def _kept_when_dumped(field: BaseField) -> frozenset[type] | None:
+    """The exact types of the items ``ComplexBaseField.to_mongo`` keeps as they
+    are in a list or dict of ``field`` (None: it is not that ``to_mongo``, or
+    its item field changes every item)."""
+    if type(field).to_mongo is not ComplexBaseField.to_mongo:
+        return None
+    inner = getattr(field, "field", None)
+    if inner is None:
+        return UNTOUCHED
+    item = _stored_type(inner)
+    return None if item is None else frozenset([item])
 
 
 def _embedded_item_type(field: BaseField) -> type[Any] | None:
