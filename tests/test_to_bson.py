@@ -542,19 +542,7 @@ def son_form(value: Any) -> Any:
 # -- the plans are there -----------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "model",
-    [
-        TbScalars,
-        TbContainers,
-        TbMore,
-        TbShapes,
-        TbEnums,
-        TbBytesAndLazy,
-        TbKeyed,
-        TbChild,
-    ],
-)
+@pytest.mark.parametrize("model", MODELS)
 def test_models_are_planned(model: type) -> None:
     """The models take the generated path (else the tests below compare
     MongoEngine with itself)."""
