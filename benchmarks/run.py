@@ -82,6 +82,8 @@ RATIO_TARGETS = {
     "cascade_delete": 1.2,
     "gridfs_get": 1.0,
 }
+# The libraries in every round of timed runs: the ratio the targets judge.
+PAIRED = ("raw", "ours")
 # What a sync user who changes only the import is compared with.
 SYNC_PAIRS = (("ours-sync", "mongoengine"),)
 
@@ -116,9 +118,11 @@ async def measure(
     The timed runs of a scenario are interleaved across libraries (raw, ours,
     ..., ours, ..., raw, ...), so a drift of the machine or the server during
     the scenario (checkpoints, cache eviction, other load) hits them all alike;
-    the order turns each round, so no library always runs after the same one.
-    A scenario gets ``repeat`` rounds of them, or more when its warm-up runs
-    show that more fit in ``min_time`` seconds (``harness.rounds``).
+    the order turns each round. Raw and ours, whose ratio the targets judge,
+    run in every round: ``repeat`` rounds, or more when their warm-up runs show
+    that more fit in ``min_time`` seconds (``harness.rounds``). Each other
+    library runs in ``repeat`` of those rounds, spread evenly (``harness.spread``),
+    so its seconds do not cut the rounds of the pair.
     With ``calls``, one more run of each case counts its Python calls.
     """
     log = log or functools.partial(print, flush=True)
@@ -140,10 +144,18 @@ async def measure(
             case = await _guarded(row, log, _warm_up(row, module, ctx, counter))
             if case is not None:
                 cases.append((row, case))
-        per_round = sum(row["warm_up_s"] for row, _ in cases)
-        for number in range(harness.rounds(repeat, per_round, min_time)):
-            turn = number % len(cases)  # each library takes each place in turn
-            for row, case in cases[turn:] + cases[:turn]:
+        paired = sum(row["warm_up_s"] for row, _ in cases if row["library"] in PAIRED)
+        count = harness.rounds(repeat, paired, min_time)
+        joins = {
+            row["library"]: range(count)
+            if row["library"] in PAIRED
+            else harness.spread(repeat, count)
+            for row, _ in cases
+        }
+        for number in range(count):
+            here = [(r, c) for r, c in cases if number in joins[r["library"]]]
+            turn = number % max(len(here), 1)  # each library takes each place in turn
+            for row, case in here[turn:] + here[:turn]:
                 if "error" not in row:
                     await _guarded(row, log, _timed_run(row, case))
         raw_row = next((row for row, _ in cases if row["library"] == "raw"), None)

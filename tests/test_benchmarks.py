@@ -176,6 +176,44 @@ def test_short_scenarios_get_more_rounds() -> None:
     assert harness.rounds(5, 0.001, min_time=0.0) == 5  # --quick
 
 
+def test_context_libraries_run_in_repeat_rounds_spread_out() -> None:
+    assert harness.spread(5, 60) == {0, 12, 24, 36, 48}
+    assert harness.spread(5, 5) == set(range(5))
+    assert harness.spread(5, 3) == {0, 1, 2}  # never more runs than rounds
+
+
+async def test_only_raw_and_ours_run_in_every_round(
+    async_alias: str, mongodb_uri: str
+) -> None:
+    """The pair the targets judge gets the extra rounds of a short scenario; a
+    library measured for context runs in --repeat of them."""
+    db = get_async_db(async_alias)
+    ctx = harness.Context(db=db, sizes=harness.TINY)
+    mongoengine_async.connect(
+        db=db.name,
+        alias=scenarios_ours_sync.ALIAS,
+        host=mongodb_uri,
+        uuidRepresentation="standard",
+    )
+    modules = {"raw": scenarios_raw, "ours": scenarios_ours}
+    try:
+        rows = await run.measure(
+            ["read_list"],
+            {**modules, "ours-sync": scenarios_ours_sync},
+            {},
+            ctx,
+            repeat=3,
+            counter=harness.RoundTrips(),
+            log=lambda *args: None,
+            min_time=60.0,
+        )
+    finally:
+        mongoengine_async.disconnect(scenarios_ours_sync.ALIAS)
+    runs = {row["library"]: len(row["samples_ms"]) for row in rows}
+    rounds = harness.MAX_ROUNDS  # of a tiny read_list, many more fit in 60 s
+    assert runs == {"raw": rounds, "ours": rounds, "ours-sync": 3}
+
+
 async def test_calls_are_counted_against_raw(async_alias: str) -> None:
     """``--calls``: one more run of each case under cProfile, as a ratio to raw."""
     ctx = harness.Context(db=get_async_db(async_alias), sizes=harness.TINY)
