@@ -10,8 +10,10 @@ it is installed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,18 +60,25 @@ async def test_ours_on_a_sync_alias_does_what_raw_does(
     """The ours-sync library: our models on a connect() alias, same database."""
     db = get_async_db(async_alias)
     ctx = harness.Context(db=db, sizes=harness.TINY)
+    with ours_sync_on(db.name, mongodb_uri):
+        case = await scenarios_ours_sync.SCENARIOS[scenario](ctx)
+        _, summary = await harness.run_once(case)
+    assert summary == expected(scenario, harness.TINY)
+
+
+@contextlib.contextmanager
+def ours_sync_on(db_name: str, uri: str) -> Iterator[None]:
+    """The ours-sync library's connect() alias, on the database ``db_name``."""
     mongoengine_async.connect(
-        db=db.name,
+        db=db_name,
         alias=scenarios_ours_sync.ALIAS,
-        host=mongodb_uri,
+        host=uri,
         uuidRepresentation="standard",
     )
     try:
-        case = await scenarios_ours_sync.SCENARIOS[scenario](ctx)
-        _, summary = await harness.run_once(case)
+        yield
     finally:
         mongoengine_async.disconnect(scenarios_ours_sync.ALIAS)
-    assert summary == expected(scenario, harness.TINY)
 
 
 async def test_scale_figures_cover_every_count(async_alias: str) -> None:
@@ -189,14 +198,8 @@ async def test_only_raw_and_ours_run_in_every_round(
     library measured for context runs in --repeat of them."""
     db = get_async_db(async_alias)
     ctx = harness.Context(db=db, sizes=harness.TINY)
-    mongoengine_async.connect(
-        db=db.name,
-        alias=scenarios_ours_sync.ALIAS,
-        host=mongodb_uri,
-        uuidRepresentation="standard",
-    )
     modules = {"raw": scenarios_raw, "ours": scenarios_ours}
-    try:
+    with ours_sync_on(db.name, mongodb_uri):
         rows = await run.measure(
             ["read_list"],
             {**modules, "ours-sync": scenarios_ours_sync},
@@ -207,8 +210,6 @@ async def test_only_raw_and_ours_run_in_every_round(
             log=lambda *args: None,
             min_time=60.0,
         )
-    finally:
-        mongoengine_async.disconnect(scenarios_ours_sync.ALIAS)
     runs = {row["library"]: len(row["samples_ms"]) for row in rows}
     rounds = harness.MAX_ROUNDS  # of a tiny read_list, many more fit in 60 s
     assert runs == {"raw": rounds, "ours": rounds, "ours-sync": 3}
