@@ -526,11 +526,11 @@ def rounds(repeat: int, seconds_per_round: float, min_time: float) -> int:
     return max(repeat, min(MAX_ROUNDS, math.floor(min_time / seconds_per_round)))
 
 
-def spread(runs: int, rounds: int) -> set[int]:
-    """The ``runs`` rounds, out of ``rounds``, evenly spaced, that a library
+def spread(runs: int, total: int) -> set[int]:
+    """The ``runs`` rounds, out of ``total``, evenly spaced, that a library
     measured only for context (not raw or ours) runs in."""
-    runs = min(runs, rounds)
-    return {k * rounds // runs for k in range(runs)}
+    runs = min(runs, total)
+    return {k * total // runs for k in range(runs)}
 
 
 async def peak_memory(case: Case) -> float:

@@ -146,14 +146,13 @@ async def measure(
                 cases.append((row, case))
         paired = sum(row["warm_up_s"] for row, _ in cases if row["library"] in PAIRED)
         count = harness.rounds(repeat, paired, min_time)
-        joins = {
-            row["library"]: range(count)
-            if row["library"] in PAIRED
-            else harness.spread(repeat, count)
-            for row, _ in cases
-        }
+        others_run = harness.spread(repeat, count)  # the rounds the others join
         for number in range(count):
-            here = [(r, c) for r, c in cases if number in joins[r["library"]]]
+            here = [
+                (row, case)
+                for row, case in cases
+                if row["library"] in PAIRED or number in others_run
+            ]
             turn = number % max(len(here), 1)  # each library takes each place in turn
             for row, case in here[turn:] + here[:turn]:
                 if "error" not in row:

@@ -198,11 +198,15 @@ async def test_only_raw_and_ours_run_in_every_round(
     library measured for context runs in --repeat of them."""
     db = get_async_db(async_alias)
     ctx = harness.Context(db=db, sizes=harness.TINY)
-    modules = {"raw": scenarios_raw, "ours": scenarios_ours}
+    modules = {
+        "raw": scenarios_raw,
+        "ours": scenarios_ours,
+        "ours-sync": scenarios_ours_sync,
+    }
     with ours_sync_on(db.name, mongodb_uri):
         rows = await run.measure(
             ["read_list"],
-            {**modules, "ours-sync": scenarios_ours_sync},
+            modules,
             {},
             ctx,
             repeat=3,
