@@ -74,7 +74,7 @@ async def insert_one(ctx: Context) -> Case:
     return Case(
         run,
         "Item(...).insert()",
-        before=lambda: harness.drop(ctx.db, ITEMS),
+        before=lambda: harness.empty(ctx.db, ITEMS),
         check=lambda _: harness.collection_summary(ctx.db, ITEMS),
     )
 
@@ -91,7 +91,7 @@ async def insert_bulk(ctx: Context) -> Case:
     return Case(
         run,
         "Item.insert_many()",
-        before=lambda: harness.drop(ctx.db, ITEMS),
+        before=lambda: harness.empty(ctx.db, ITEMS),
         check=lambda _: harness.collection_summary(ctx.db, ITEMS),
     )
 
@@ -136,7 +136,7 @@ async def read_fields(ctx: Context) -> Case:
 
 @scenario("refs_one_by_one")
 async def refs_one_by_one(ctx: Context) -> Case:
-    await harness.seed_library(ctx, AUTHORS, BOOKS, dbref=True)
+    await harness.seed_library(ctx, AUTHORS, BOOKS, ctx.sizes.fetches, dbref=True)
 
     async def run() -> list:
         pairs = []

@@ -29,7 +29,7 @@ async def insert_one(ctx: Context) -> Case:
     return Case(
         run,
         "insert_one(dict)",
-        before=lambda: harness.drop(ctx.db, ITEMS),
+        before=lambda: harness.empty(ctx.db, ITEMS),
         check=lambda _: harness.collection_summary(ctx.db, ITEMS),
     )
 
@@ -45,7 +45,7 @@ async def insert_bulk(ctx: Context) -> Case:
     return Case(
         run,
         "insert_many(dicts)",
-        before=lambda: harness.drop(ctx.db, ITEMS),
+        before=lambda: harness.empty(ctx.db, ITEMS),
         check=lambda _: harness.collection_summary(ctx.db, ITEMS),
     )
 
@@ -116,7 +116,7 @@ async def read_fields(ctx: Context) -> Case:
 
 @scenario("refs_one_by_one")
 async def refs_one_by_one(ctx: Context) -> Case:
-    await harness.seed_library(ctx, AUTHORS, BOOKS)
+    await harness.seed_library(ctx, AUTHORS, BOOKS, ctx.sizes.fetches)
     books, authors = ctx.db[BOOKS], ctx.db[AUTHORS]
 
     async def run() -> list:

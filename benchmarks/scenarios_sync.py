@@ -38,7 +38,7 @@ def define(
         return Case(
             run,
             "Item(...).save()",
-            before=lambda: harness.drop(ctx.db, items),
+            before=lambda: harness.empty(ctx.db, items),
             check=lambda _: harness.collection_summary(ctx.db, items),
         )
 
@@ -54,7 +54,7 @@ def define(
         return Case(
             run,
             "objects.insert(load_bulk=False)",
-            before=lambda: harness.drop(ctx.db, items),
+            before=lambda: harness.empty(ctx.db, items),
             check=lambda _: harness.collection_summary(ctx.db, items),
         )
 
@@ -113,7 +113,7 @@ def define(
 
     @scenario("refs_one_by_one")
     async def refs_one_by_one(ctx: Context) -> Case:
-        await harness.seed_library(ctx, authors, books)
+        await harness.seed_library(ctx, authors, books, ctx.sizes.fetches)
 
         def run() -> list:
             return [(book.title, book.author.name) for book in Book.objects]
