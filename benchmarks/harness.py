@@ -545,6 +545,23 @@ def spread(runs: int, total: int) -> set[int]:
     return {k * total // runs for k in range(runs)}
 
 
+def per_round(
+    raw_ms: list[float], ours_ms: list[float]
+) -> tuple[float, float, float] | None:
+    """The median, first and third quartile of ours/raw taken round by round
+    (raw and ours run in every round); None below two rounds.
+
+    A slow swing of the machine hits both runs of a round alike, so this moves
+    less from run to run than the ratio of the two medians, which the targets
+    judge: where the two differ by more than a few percent, the run was noisy.
+    """
+    if len(raw_ms) != len(ours_ms) or len(raw_ms) < 2:
+        return None
+    ratios = [ours / raw for raw, ours in zip(raw_ms, ours_ms, strict=True)]
+    first, _, third = statistics.quantiles(ratios, n=4)
+    return statistics.median(ratios), first, third
+
+
 async def peak_memory(case: Case) -> float:
     """Peak of Python allocations (MB) during one ``run``, above its start."""
     await call(case.before)

@@ -221,6 +221,8 @@ def _compare(row: dict, raw_row: dict | None) -> None:
     if raw_row is None or "median_ms" not in raw_row:
         return
     row["ratio"] = row["median_ms"] / raw_row["median_ms"]
+    if row["library"] == "ours":  # the other one of every round
+        row["per_round"] = harness.per_round(raw_row["samples_ms"], row["samples_ms"])
     if row.get("calls") and raw_row.get("calls"):
         row["calls_ratio"] = row["calls"] / raw_row["calls"]
     if row["summary"] != raw_row["summary"]:
@@ -391,6 +393,9 @@ def format_table(rows: list[dict]) -> str:
             continue
         ratio = f"{row['ratio']:.2f}x" if row.get("ratio") is not None else "-"
         notes = []
+        if row.get("per_round"):
+            median, first, third = row["per_round"]
+            notes.append(f"per round {median:.2f}x ({first:.2f}-{third:.2f}x)")
         if "peak_mb" in row:
             notes.append(f"peak {row['peak_mb']:.1f} MB")
         if "calls" in row:

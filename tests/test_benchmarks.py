@@ -222,6 +222,17 @@ def test_context_libraries_run_in_repeat_rounds_spread_out() -> None:
     assert harness.spread(5, 3) == {0, 1, 2}  # never more runs than rounds
 
 
+def test_per_round_ratios_pair_the_runs_of_each_round() -> None:
+    # ours/raw per round: 1.0, 1.1, 1.2, 1.3, 1.4
+    raw, ours = [10.0] * 5, [10.0, 11.0, 12.0, 13.0, 14.0]
+    assert harness.per_round(raw, ours) == pytest.approx((1.2, 1.05, 1.35))
+    # A round slow for both (the machine) leaves its ratio as it is.
+    slow = harness.per_round([10.0, 40.0, 10.0], [11.0, 44.0, 11.0])
+    assert slow == pytest.approx((1.1, 1.1, 1.1))
+    assert harness.per_round([10.0], [11.0]) is None  # one round: no quartiles
+    assert harness.per_round([10.0, 10.0], [11.0]) is None  # not paired
+
+
 async def test_only_raw_and_ours_run_in_every_round(
     async_alias: str, mongodb_uri: str
 ) -> None:
@@ -248,6 +259,11 @@ async def test_only_raw_and_ours_run_in_every_round(
     runs = {row["library"]: len(row["samples_ms"]) for row in rows}
     rounds = harness.MAX_ROUNDS  # of a tiny read_list, many more fit in 60 s
     assert runs == {"raw": rounds, "ours": rounds, "ours-sync": 3}
+    raw_row, ours_row, sync_row = rows
+    paired = harness.per_round(raw_row["samples_ms"], ours_row["samples_ms"])
+    assert paired is not None and ours_row["per_round"] == paired
+    assert "per_round" not in sync_row  # in 3 of the rounds only
+    assert f"per round {paired[0]:.2f}x" in run.format_table(rows)
 
 
 async def test_calls_are_counted_against_raw(async_alias: str) -> None:
