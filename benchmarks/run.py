@@ -221,7 +221,7 @@ def _compare(row: dict, raw_row: dict | None) -> None:
     if raw_row is None or "median_ms" not in raw_row:
         return
     row["ratio"] = row["median_ms"] / raw_row["median_ms"]
-    if row["library"] == "ours":  # the other one of every round
+    if row["library"] == "ours":  # raw's partner in every round
         row["per_round"] = harness.per_round(raw_row["samples_ms"], row["samples_ms"])
     if row.get("calls") and raw_row.get("calls"):
         row["calls_ratio"] = row["calls"] / raw_row["calls"]
