@@ -3,7 +3,8 @@
 
 Each ``run.py --out PREFIX`` writes ``PREFIX.json``; given several of them, this
 prints per scenario the lowest and highest time ratio to the raw driver that
-each library had (ours, ours on a sync alias, sync MongoEngine, Beanie), how
+each library had (ours, ours on a sync alias, sync MongoEngine, Beanie) and ours'
+ratio taken round by round (``harness.per_round``, its median), how
 many times as fast ours-sync was as sync MongoEngine, and each issue-17 target
 (run.RATIO_TARGETS) with whether every run and the median run met it.
 
@@ -41,26 +42,31 @@ Case = tuple[str, str]  # (scenario, library)
 
 @dataclasses.dataclass
 class Run:
-    """One run.py result file: its date and, per case, the median and ratio."""
+    """One run.py result file: its date and, per case, the median and ratio
+    (and, per scenario, ours' median ratio round by round)."""
 
     path: Path
     date: str
     medians: dict[Case, float]
     ratios: dict[Case, float]
     failed: set[Case]
+    per_round: dict[str, float]
 
 
 def load_run(path: Path) -> Run:
     """Read a JSON written by run.py; failed cases count as failed, not figures."""
     report = json.loads(path.read_text())
-    medians, ratios, failed = {}, {}, set()
+    medians, ratios, failed, per_round = {}, {}, set(), {}
     for row in report["results"]:
         case = (row["scenario"], row["library"])
         if any(row.get(key) for key in FAILURES):
             failed.add(case)
         elif "ratio" in row:
             medians[case], ratios[case] = row["median_ms"], row["ratio"]
-    return Run(path, report["meta"].get("date", "?"), medians, ratios, failed)
+            if row.get("per_round"):  # ours' rows, since b13b751
+                per_round[row["scenario"]] = row["per_round"][0]
+    date = report["meta"].get("date", "?")
+    return Run(path, date, medians, ratios, failed, per_round)
 
 
 def span(values: Sequence[float], unit: str = "x") -> str:
@@ -128,7 +134,9 @@ def table(runs: Sequence[Run]) -> str:
     (ours_sync, mongoengine), *_ = SYNC_PAIRS
     header = [
         "scenario",
-        *LIBRARIES.values(),
+        "ours",
+        "ours per round",
+        *list(LIBRARIES.values())[1:],
         "ours-sync vs sync MongoEngine",
         "issue 17 target (ours)",
         "met in every run",
@@ -137,9 +145,13 @@ def table(runs: Sequence[Run]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for scenario in scenarios_in(runs):
         faster = span(speedups(runs, scenario, ours_sync, mongoengine))
+        ours, *others = (cell(runs, (scenario, library)) for library in LIBRARIES)
+        paired = [run.per_round[scenario] for run in runs if scenario in run.per_round]
         row = [
             f"`{scenario}`",
-            *(cell(runs, (scenario, library)) for library in LIBRARIES),
+            ours,
+            span(paired),
+            *others,
             faster if faster == "-" else f"{faster} as fast",
             target_text(scenario),
             *verdicts(runs, scenario),
