@@ -28,8 +28,9 @@ if str(HERE) not in sys.path:
 import harness  # noqa: E402
 from run import RATIO_TARGETS, SYNC_PAIRS  # noqa: E402
 
-LIBRARIES = {  # column heading of each library's ratios to raw
-    "ours": "ours",
+# Column heading of the ratios to raw of each library but ours, whose two
+# columns (ratio of the medians, median ratio per round) come first.
+OTHER_LIBRARIES = {
     "ours-sync": "ours-sync",
     "mongoengine": "sync MongoEngine",
     "beanie": "Beanie",
@@ -80,6 +81,11 @@ def span(values: Sequence[float], unit: str = "x") -> str:
 def ratios(runs: Sequence[Run], case: Case) -> list[float]:
     """The case's ratio to raw in each run that has one."""
     return [run.ratios[case] for run in runs if case in run.ratios]
+
+
+def per_round(runs: Sequence[Run], scenario: str) -> list[float]:
+    """Ours' median ratio per round in each run that has one."""
+    return [run.per_round[scenario] for run in runs if scenario in run.per_round]
 
 
 def speedups(runs: Sequence[Run], scenario: str, ours: str, theirs: str) -> list[float]:
@@ -136,7 +142,7 @@ def table(runs: Sequence[Run]) -> str:
         "scenario",
         "ours",
         "ours per round",
-        *list(LIBRARIES.values())[1:],
+        *OTHER_LIBRARIES.values(),
         "ours-sync vs sync MongoEngine",
         "issue 17 target (ours)",
         "met in every run",
@@ -145,13 +151,11 @@ def table(runs: Sequence[Run]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for scenario in scenarios_in(runs):
         faster = span(speedups(runs, scenario, ours_sync, mongoengine))
-        ours, *others = (cell(runs, (scenario, library)) for library in LIBRARIES)
-        paired = [run.per_round[scenario] for run in runs if scenario in run.per_round]
         row = [
             f"`{scenario}`",
-            ours,
-            span(paired),
-            *others,
+            cell(runs, (scenario, "ours")),
+            span(per_round(runs, scenario)),
+            *(cell(runs, (scenario, library)) for library in OTHER_LIBRARIES),
             faster if faster == "-" else f"{faster} as fast",
             target_text(scenario),
             *verdicts(runs, scenario),
