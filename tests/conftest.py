@@ -10,15 +10,26 @@ import pytest
 import pytest_asyncio
 
 import mongoengine_async
-from mongoengine_async.testing import fresh_database
+from mongoengine_async.testing import CommandLog, fresh_database
 
 
 @pytest.fixture
-def sync_default(mongodb_uri):
+def sync_command_log() -> CommandLog:
+    """The commands sent on the ``sync_default`` connection of this test."""
+    return CommandLog()
+
+
+@pytest.fixture
+def sync_default(mongodb_uri, sync_command_log):
     """Alias "default" registered with connect() on a fresh database; yields
     the (sync) database and drops it afterwards."""
     name = f"test_sync_{uuid4().hex[:12]}"
-    mongoengine_async.connect(db=name, host=mongodb_uri, uuidRepresentation="standard")
+    mongoengine_async.connect(
+        db=name,
+        host=mongodb_uri,
+        uuidRepresentation="standard",
+        event_listeners=[sync_command_log],
+    )
     database = mongoengine_async.get_db()
     try:
         yield database

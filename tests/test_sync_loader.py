@@ -17,7 +17,8 @@ from bson import DBRef, ObjectId
 from mongoengine.context_managers import no_dereference, switch_collection
 from mongoengine.queryset import QuerySet as MongoEngineQuerySet
 
-from mongoengine_async import FieldDoesNotExist
+from mongoengine_async import Document, FieldDoesNotExist, QuerySet, StringField
+from mongoengine_async.testing import CommandLog
 from test_loading import (
     LdColour,
     LdDynamic,
@@ -342,3 +343,75 @@ def test_a_chunk_of_the_result_cache_is_built_as_mongoengine_builds_it(
     fast = collections_seen(LdEverything.objects.order_by("id"))
     assert fast == collections_seen(plain(LdEverything).order_by("id"))
     assert fast == ["ld_target"] * 100 + ["ld_target_archive"] * 50
+
+
+def test_buffered_results_are_built_in_mongoengines_round_trips(
+    sync_default: Any, sync_command_log: CommandLog
+) -> None:
+    """The results a cursor holds are built straight from its buffer: the
+    same documents, and the same find and getMore, as MongoEngine's."""
+    sync_default.ld_target.insert_many([{"name": f"t{i:03}"} for i in range(250)])
+    sync_command_log.clear()
+    fast = list(LdTarget.objects.order_by("name"))
+    fast_commands = sync_command_log.names
+    sync_command_log.clear()
+    slow = list(plain(LdTarget).order_by("name"))
+    assert fast_commands == sync_command_log.names == ["find", "getMore"]
+    assert [document.name for document in fast] == [f"t{i:03}" for i in range(250)]
+    assert all(built_by_loader(document) for document in fast)
+    assert_all_same(fast, slow)
+    fast_iterated = [document for document in LdTarget.objects.order_by("name")]
+    assert_all_same(fast_iterated, slow)
+
+
+def test_a_result_failing_to_load_mid_chunk_is_lost_as_in_mongoengine(
+    sync_default: Any,
+) -> None:
+    """A buffered result that raises is popped and lost, and the cache keeps
+    the documents before it: iterating again goes on after it."""
+    sync_default.ld_target.insert_many([{"name": f"t{i:03}"} for i in range(150)])
+    sync_default.ld_target.update_one({"name": "t050"}, {"$set": {"surprise": 1}})
+
+    def read_twice(queryset: MongoEngineQuerySet) -> tuple[list, list, int]:
+        names, errors = [], []
+        for _ in range(2):
+            try:
+                names.extend(document.name for document in queryset)
+            except FieldDoesNotExist as error:
+                errors.append(str(error))
+        return names, errors, len(queryset._result_cache)
+
+    fast = read_twice(LdTarget.objects.order_by("name"))
+    assert fast == read_twice(plain(LdTarget).order_by("name"))
+    names, errors, cached = fast
+    # The chunk raised before its first document was yielded; the next loop
+    # yields the cached 50, then goes on after the lost result.
+    assert names == [f"t{i:03}" for i in range(150) if i != 50]
+    assert len(errors) == 1 and "surprise" in errors[0]
+    assert cached == 149
+
+
+class CountingQuerySet(QuerySet):
+    """A user's queryset class whose ``__next__`` sees every result."""
+
+    seen: list = []
+
+    def __next__(self) -> Any:
+        document = super().__next__()
+        self.seen.append(document.name)
+        return document
+
+
+class LdCounted(Document):
+    name = StringField()
+    meta = {"queryset_class": CountingQuerySet}
+
+
+def test_a_queryset_class_overriding_next_still_sees_every_result(
+    sync_default: Any,
+) -> None:
+    sync_default.ld_counted.insert_many([{"name": f"c{i:03}"} for i in range(150)])
+    CountingQuerySet.seen = []
+    documents = list(LdCounted.objects.order_by("name"))
+    assert CountingQuerySet.seen == [document.name for document in documents]
+    assert len(documents) == 150

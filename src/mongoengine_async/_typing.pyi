@@ -183,6 +183,8 @@ class MongoEngineQuerySet:
     _read_preference: Any
     _read_concern: Any
     _auto_dereference: bool
+    _result_cache: list[Any] | None
+    _has_more: bool
     @property
     def _cursor_args(self) -> dict[str, Any]: ...
     _cursor: Any

@@ -5,9 +5,10 @@ On a ``connect()`` alias, MongoEngine's ``QuerySet`` builds each result with
 with the class's loader from :mod:`mongoengine_async.from_bson` instead, which
 gives identical documents. Everything else (cursors, the result cache, ``get``,
 ``first``, ``len``) is MongoEngine's own code, which reads through
-``__next__`` and ``__getitem__``; ``in_bulk`` (which MongoEngine's
-``select_related()`` and the dereferencing of reference lists call) builds its
-documents the same way, and so does the read of a single reference
+``__next__`` and ``__getitem__`` (a chunk of the result cache takes the
+results the cursor has buffered straight from it); ``in_bulk`` (which
+MongoEngine's ``select_related()`` and the dereferencing of reference lists
+call) builds its documents the same way, and so does the read of a single reference
 (:func:`load_referenced`). The loader is kept while what it settles for a
 batch (no-dereference loading, init signal receivers, the collections the
 references name) stays the same, and made again when any of it changes:
@@ -17,6 +18,7 @@ MongoEngine's result cache pulls in, where nothing runs between the documents.
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 
 import mongoengine.queryset.queryset as me_queryset
@@ -64,13 +66,43 @@ class FastSyncReads(MongoEngineQuerySet):
 
     def _populate_cache(self) -> None:
         """MongoEngine's (the next chunk of results into the cache, through
-        ``__next__``), the loader settled once for the whole chunk."""
-        if not self._as_pymongo:  # (raw results need none)
-            self._chunk_loader = self._loader(self._auto_dereference)
-        try:
+        ``__next__``), the loader settled once for the whole chunk, and the
+        results the cursor holds already built straight from its buffer."""
+        if self._as_pymongo:  # (raw results need no loader)
             super()._populate_cache()
+            return
+        load = self._chunk_loader = self._loader(self._auto_dereference)
+        try:
+            cache = self._result_cache
+            if cache is not None and self._takes_from_buffer():
+                self._fill_chunk(cache, load)
+            else:
+                super()._populate_cache()
         finally:
             self.__dict__.pop("_chunk_loader", None)
+
+    def _takes_from_buffer(self) -> bool:
+        """Whether ``__next__`` would only pop each buffered result and load it:
+        documents (no scalars), more to come, ``__next__`` not overridden."""
+        return (
+            self._has_more
+            and not (self._scalar or self._none or self._empty)
+            and inspect.unwrap(type(self).__next__) is FastSyncReads.__next__
+        )
+
+    def _fill_chunk(self, cache: list[Any], load: Load) -> None:
+        """What MongoEngine's ``_populate_cache`` does with ``next(self)``, the
+        results the cursor has buffered popped and loaded here, without the
+        calls of ``__next__`` (a sixth to a fifth of a sync read); the rest (the
+        first result, a getMore, the end) through ``next(self)``. A refresh
+        gives the cursor a new buffer: it is looked up for each result."""
+        cursor = self._cursor
+        try:
+            for _ in range(me_queryset.ITER_CHUNK_SIZE):
+                buffered = cursor._data
+                cache.append(load(buffered.popleft()) if buffered else next(self))
+        except StopIteration:
+            self._has_more = False
 
     def __next__(self) -> Any:
         """MongoEngine's ``__next__``, the document built by the loader."""
