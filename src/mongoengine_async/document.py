@@ -608,7 +608,7 @@ def _name(document: Any) -> str:
     return document.__name__ if isinstance(document, type) else type(document).__name__
 
 
-guard_blocking_methods(Document, mongoengine.Document, _BLOCKING, _describe)
+guard_blocking_methods(Document, _BLOCKING, _describe)
 
 # Where a class's own documents go; a subclass's override is honoured by
 # Document._known_operation, which then leaves the work to it.

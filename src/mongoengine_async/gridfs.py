@@ -665,7 +665,7 @@ def _describe(proxy: AsyncGridFSProxy) -> tuple[bool, str, str]:
     return True, type(proxy).__name__, proxy.db_alias
 
 
-guard_blocking_methods(AsyncGridFSProxy, GridFSProxy, _BLOCKING, _describe)
+guard_blocking_methods(AsyncGridFSProxy, _BLOCKING, _describe)
 
 
 # -- async methods of a sync alias's proxies -----------------------------------------

@@ -9,7 +9,6 @@ method to use instead.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable
 from typing import Any, TypeGuard
 
@@ -87,20 +86,27 @@ def plain_document_error(cls: type[Any], where: str) -> AsyncUsageError:
 
 def guard_blocking_methods(
     cls: type[Any],
-    base: type[Any],
     uses: dict[str, str],
     describe: Callable[[Any], tuple],
 ) -> None:
-    """Replace each ``name`` of ``base`` on ``cls`` by a version that refuses
-    async aliases; ``uses[name]`` says what to call instead and
+    """Replace each method ``name`` that ``cls`` inherits by a version that
+    refuses async aliases; ``uses[name]`` says what to call instead and
     ``describe(obj)`` returns ``(is_async, target, alias)`` for the receiver.
     """
     for name, use in uses.items():
-        raw = inspect.getattr_static(base, name)
+        raw = _inherited(cls, name)
         is_classmethod = isinstance(raw, classmethod)
         function = raw.__func__ if is_classmethod else raw
         guarded = _guarded(function, name, use, describe)
         setattr(cls, name, classmethod(guarded) if is_classmethod else guarded)
+
+
+def _inherited(cls: type[Any], name: str) -> Any:
+    """The attribute ``name`` that ``cls`` inherits, as its bases define it."""
+    for base in cls.__mro__[1:]:
+        if name in vars(base):
+            return vars(base)[name]
+    raise AttributeError(f"{cls.__name__} inherits no {name!r}")
 
 
 def _guarded(function: Callable, name: str, use: str, describe: Callable) -> Callable:

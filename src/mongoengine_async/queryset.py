@@ -9,7 +9,6 @@ async aliases.
 from __future__ import annotations
 
 import contextlib
-import re
 import warnings
 from collections.abc import (
     AsyncIterator,
@@ -27,7 +26,6 @@ from bson.timestamp import Timestamp
 from mongoengine.context_managers import set_read_write_concern, set_write_concern
 from mongoengine.document import Document as MongoEngineDocument
 from mongoengine.errors import (
-    BulkWriteError,
     InvalidQueryError,
     LookUpError,
     NotUniqueError,
@@ -58,6 +56,12 @@ from mongoengine_async.guards import (
     blocking_call_error,
     guard_blocking_methods,
     require_async,
+)
+from mongoengine_async.inserts import (
+    FastSyncInserts,
+    check_insertable,
+    insert_errors,
+    set_ids,
 )
 from mongoengine_async.operation import Operation, own_session, plain_home, resolve
 from mongoengine_async.query_values import check_query_values
@@ -138,7 +142,7 @@ def _id_field(document: type[Any], key: str) -> Any:
 _id_fields: dict[tuple[type[Any], str], Any] = {}
 
 
-class QuerySet(FastSyncReads, Generic[_D]):
+class QuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     """MongoEngine's QuerySet plus ``async_*`` terminals and ``async for``
     (and, on sync aliases, results built by the generated loaders);
     ``QuerySet[Book]`` to checkers (``Book.objects``)."""
@@ -623,7 +627,7 @@ class QuerySet(FastSyncReads, Generic[_D]):
         collection = await self._async_collection("async_insert", "insert()", session)
         return_one = isinstance(doc_or_docs, MongoEngineDocument)
         documents = [doc_or_docs] if return_one else list(doc_or_docs)
-        self._check_insertable(documents)
+        check_insertable(self._document, documents)
         signal_kwargs = signal_kwargs or {}
         await signals.send(
             signals.pre_bulk_insert,
@@ -633,8 +637,7 @@ class QuerySet(FastSyncReads, Generic[_D]):
         )
         raw = [to_bson.raw(document) for document in documents]
         ids = await self._insert_raw(collection, raw, write_concern, return_one)
-        for document, object_id in zip(documents, ids, strict=True):
-            to_bson.set_id(document, object_id)  # document.pk = object_id
+        set_ids(documents, ids)
         if load_bulk:
             loaded = await self.async_in_bulk(ids, session=session)
             documents = [loaded.get(object_id) for object_id in ids]
@@ -648,17 +651,6 @@ class QuerySet(FastSyncReads, Generic[_D]):
         results = documents if load_bulk else ids
         return results[0] if return_one else results
 
-    def _check_insertable(self, documents: list) -> None:
-        for document in documents:
-            if not isinstance(document, self._document):
-                raise OperationError(
-                    f"Some documents inserted aren't instances of {self._document}"
-                )
-            if document.pk and not document._created:
-                raise OperationError(
-                    "Some documents have ObjectIds, use doc.update() instead"
-                )
-
     async def _insert_raw(
         self,
         collection: AsyncCollection,
@@ -667,26 +659,17 @@ class QuerySet(FastSyncReads, Generic[_D]):
         one: bool,
     ) -> list:
         """insert_one for a single document, insert_many for a list, with
-        MongoEngine's ``insert`` errors (a list's duplicate is a BulkWriteError)."""
+        MongoEngine's ``insert`` errors; none for an empty list."""
         if not raw:
             return []
-        with set_write_concern(collection, write_concern or {}) as target:
-            try:
-                if one:
-                    result = await target.insert_one(raw[0], session=self._session())
-                    return [result.inserted_id]
-                result = await target.insert_many(raw, session=self._session())
-            except pymongo.errors.DuplicateKeyError as err:
-                raise NotUniqueError(f"Could not save document ({err})") from err
-            except pymongo.errors.BulkWriteError as err:
-                details = to_bson.son_details(err.details)
-                raise BulkWriteError(f"Bulk write error: ({details})") from err
-            except pymongo.errors.OperationFailure as err:
-                if re.match("^E1100[01] duplicate key", str(err)):
-                    raise NotUniqueError(
-                        f"Tried to save duplicate unique keys ({err})"
-                    ) from err
-                raise OperationError(f"Could not save document ({err})") from err
+        with (
+            set_write_concern(collection, write_concern or {}) as target,
+            insert_errors(),
+        ):
+            if one:
+                result = await target.insert_one(raw[0], session=self._session())
+                return [result.inserted_id]
+            result = await target.insert_many(raw, session=self._session())
         return result.inserted_ids
 
     async def async_update(
@@ -906,4 +889,4 @@ def _describe(queryset: QuerySet) -> tuple[bool, str, str]:
     return True, queryset._target(), queryset._document._db_alias()
 
 
-guard_blocking_methods(QuerySet, FastSyncReads, _BLOCKING, _describe)
+guard_blocking_methods(QuerySet, _BLOCKING, _describe)

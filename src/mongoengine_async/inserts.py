@@ -1,0 +1,105 @@
+"""Inserting documents as MongoEngine's ``QuerySet.insert`` does, each one
+dumped by its class's write plan (``to_bson.raw``, a dict where ``to_mongo()``
+builds a SON) and given its id without the ``pk`` setter's lookups.
+
+:class:`FastSyncInserts` (a base of our ``QuerySet``) is that ``insert`` on
+sync aliases; ``QuerySet.async_insert`` shares its checks, errors and ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pymongo.errors
+from mongoengine import signals
+from mongoengine.context_managers import set_write_concern
+from mongoengine.document import Document as MongoEngineDocument
+from mongoengine.errors import BulkWriteError, NotUniqueError, OperationError
+from mongoengine.queryset.queryset import QuerySet as _MongoEngineQuerySet
+
+from mongoengine_async import to_bson
+
+if TYPE_CHECKING:
+    from mongoengine_async._typing import MongoEngineQuerySet
+else:  # checkers see MongoEngine's class through the typed stub _typing.pyi
+    MongoEngineQuerySet = _MongoEngineQuerySet
+
+__all__ = ("FastSyncInserts", "check_insertable", "insert_errors", "set_ids")
+
+
+def check_insertable(cls: type[Any], documents: Iterable[Any]) -> None:
+    """Refuse, as MongoEngine's ``insert`` does, a document not of ``cls``
+    or one already stored (``pk`` set, not created)."""
+    for document in documents:
+        if not isinstance(document, cls):
+            raise OperationError(f"Some documents inserted aren't instances of {cls}")
+        if document.pk and not document._created:
+            raise OperationError(
+                "Some documents have ObjectIds, use doc.update() instead"
+            )
+
+
+@contextlib.contextmanager
+def insert_errors() -> Iterator[None]:
+    """Turn the driver's errors of an insert into MongoEngine's (a list's
+    duplicate is a BulkWriteError, its details as ``to_mongo()`` shows them)."""
+    try:
+        yield
+    except pymongo.errors.DuplicateKeyError as err:
+        raise NotUniqueError(f"Could not save document ({err})") from err
+    except pymongo.errors.BulkWriteError as err:
+        details = to_bson.son_details(err.details)
+        raise BulkWriteError(f"Bulk write error: ({details})") from err
+    except pymongo.errors.OperationFailure as err:
+        if re.match("^E1100[01] duplicate key", str(err)):
+            message = f"Tried to save duplicate unique keys ({err})"
+            raise NotUniqueError(message) from err
+        raise OperationError(f"Could not save document ({err})") from err
+
+
+def set_ids(documents: Iterable[Any], ids: Iterable[Any]) -> None:
+    """``document.pk = object_id`` for each inserted document and its id."""
+    for document, object_id in zip(documents, ids, strict=False):
+        to_bson.set_id(document, object_id)
+
+
+class FastSyncInserts(MongoEngineQuerySet):
+    """MongoEngine's QuerySet, its ``insert`` dumping by the write plans."""
+
+    def insert(
+        self,
+        doc_or_docs: Any,
+        load_bulk: bool = True,
+        write_concern: dict | None = None,
+        signal_kwargs: dict | None = None,
+    ) -> Any:
+        """MongoEngine's ``insert``: the same checks, signals, writes, errors and
+        results, each document dumped by its class's write plan."""
+        return_one = isinstance(doc_or_docs, MongoEngineDocument)
+        documents = [doc_or_docs] if return_one else doc_or_docs
+        check_insertable(self._document, documents)
+        signal_kwargs = signal_kwargs or {}
+        signals.pre_bulk_insert.send(
+            self._document, documents=documents, **signal_kwargs
+        )
+        raw = [to_bson.raw(document) for document in documents]
+        with (
+            set_write_concern(self._collection, write_concern or {}) as collection,
+            insert_errors(),
+        ):
+            if return_one:
+                ids = [collection.insert_one(raw[0]).inserted_id]
+            else:
+                ids = collection.insert_many(raw).inserted_ids
+        set_ids(documents, ids)
+        if load_bulk:
+            loaded = self.in_bulk(ids)
+            documents = [loaded.get(object_id) for object_id in ids]
+        signals.post_bulk_insert.send(
+            self._document, documents=documents, loaded=load_bulk, **signal_kwargs
+        )
+        results = documents if load_bulk else ids
+        return results[0] if return_one else results
