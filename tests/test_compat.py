@@ -10,7 +10,8 @@ import pytest
 from gridfs.asynchronous import AsyncGridIn, AsyncGridOut
 from mongoengine.base import BaseDocument
 from mongoengine.queryset.base import BaseQuerySet
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, MongoClient
+from pymongo.synchronous.cursor import Cursor
 
 from mongoengine_async import _compat
 
@@ -30,6 +31,7 @@ def samples() -> Iterator[dict[type, Any]]:
     root = client["compat"]["fs"]
     grid_out = AsyncGridOut(root, file_document={"_id": 1, "length": 0, "chunkSize": 4})
     document = CompatSample(name="x")
+    sync_client = MongoClient("mongodb://127.0.0.1:1", connect=False)
     yield {
         BaseDocument: document,
         mongoengine.Document: document,
@@ -39,7 +41,9 @@ def samples() -> Iterator[dict[type, Any]]:
         _compat.AsyncGridOutChunkIterator: _compat.AsyncGridOutChunkIterator(
             grid_out, grid_out._chunks, None, 0
         ),
+        Cursor: sync_client["compat"]["fs"].find(),
     }
+    sync_client.close()
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,7 @@ from mongoengine.fields import GridFSProxy
 from mongoengine.queryset.base import BaseQuerySet
 from mongoengine.queryset.queryset import QuerySet as MongoEngineQuerySet
 from pymongo.asynchronous.cursor import AsyncCursor
+from pymongo.synchronous.cursor import Cursor
 
 # Untyped private names, bound here (a checker cannot resolve re-exported aliases
 # of names from a package without types).
@@ -147,6 +148,8 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     (BaseQuerySet, "_collection"),
     # What sync reads override to build their documents with the loaders.
     (MongoEngineQuerySet, "_populate_cache"),
+    (MongoEngineQuerySet, "_result_cache"),
+    (MongoEngineQuerySet, "_has_more"),
     (mongoengine.ReferenceField, "_lazy_load_ref"),
     (mongoengine.CachedReferenceField, "_lazy_load_ref"),
     (mongoengine.GenericReferenceField, "_lazy_load_ref"),
@@ -159,8 +162,10 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     (AsyncGridOutChunkIterator, "_create_cursor"),
     (AsyncGridOutChunkIterator, "_cursor"),
     (AsyncGridOutChunkIterator, "_next_chunk"),
-    # PyMongo's cursor, whose buffered batch `async for` takes at once.
+    # PyMongo's cursors, whose buffered batch `async for` (and a chunk of a
+    # sync queryset's result cache) takes at once.
     (AsyncCursor, "_next_batch"),
+    (Cursor, "_data"),
     # A DBRef's slots, copied into a reference proxy.
     (DBRef, "_DBRef__collection"),
     (DBRef, "_DBRef__id"),
