@@ -9,7 +9,8 @@ below runs once through plain MongoEngine on a sync alias and once through
 the ``async_*`` methods on an async alias, with the same model classes; the
 stored raw documents, the value returned, the exception (type and message)
 and the signals sent must be the same, generated ids and database names
-aside.
+aside. Each case also runs through our own blocking methods on a second sync
+alias (our ``insert`` is not MongoEngine's code), which must do the same.
 """
 
 from __future__ import annotations

@@ -144,8 +144,8 @@ _id_fields: dict[tuple[type[Any], str], Any] = {}
 
 class QuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     """MongoEngine's QuerySet plus ``async_*`` terminals and ``async for``
-    (and, on sync aliases, results built by the generated loaders);
-    ``QuerySet[Book]`` to checkers (``Book.objects``)."""
+    (and, on sync aliases, results built by the generated loaders and inserts
+    dumped by the write plans); ``QuerySet[Book]`` to checkers (``Book.objects``)."""
 
     # -- mode -----------------------------------------------------------------
 
