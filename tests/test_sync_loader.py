@@ -415,3 +415,38 @@ def test_a_queryset_class_overriding_next_still_sees_every_result(
     documents = list(LdCounted.objects.order_by("name"))
     assert CountingQuerySet.seen == [document.name for document in documents]
     assert len(documents) == 150
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda queryset: queryset.limit(150),
+        lambda queryset: queryset.skip(20).limit(130),
+        lambda queryset: queryset.batch_size(7),
+        lambda queryset: queryset.batch_size(30).limit(95),
+        lambda queryset: queryset.only("name").batch_size(64),
+        lambda queryset: queryset.filter(name__gte="t100"),
+    ],
+    ids=["limit", "skip-limit", "batch-7", "batch-limit", "only-batch", "filter"],
+)
+def test_every_cursor_shape_reads_as_mongoengines(
+    sync_default: Any, sync_command_log: CommandLog, shape: Any
+) -> None:
+    """Buffers of any size, cut by limits and skips: the same documents in the
+    same round trips as MongoEngine's QuerySet, by a loop and by list()."""
+    sync_default.ld_target.insert_many([{"name": f"t{i:03}"} for i in range(250)])
+
+    def read(queryset: MongoEngineQuerySet) -> tuple[list, list, list[str]]:
+        sync_command_log.clear()
+        listed = list(shape(queryset.order_by("name")))
+        looped = [document for document in shape(queryset.order_by("name"))]
+        return listed, looped, sync_command_log.names
+
+    fast_listed, fast_looped, fast_commands = read(LdTarget.objects)
+    slow_listed, slow_looped, slow_commands = read(plain(LdTarget))
+    assert fast_commands == slow_commands
+    assert_all_same(fast_listed, slow_listed)
+    assert_all_same(fast_looped, slow_looped)
+    assert [document.name for document in fast_listed] == [
+        document.name for document in fast_looped
+    ]
