@@ -30,6 +30,7 @@ from mongoengine.base import (
     ComplexBaseField,
 )
 from mongoengine.base.datastructures import LazyReference
+from mongoengine.dereference import DeReference
 from mongoengine.fields import GridFSProxy
 from mongoengine.queryset.base import BaseQuerySet
 from mongoengine.queryset.queryset import QuerySet as MongoEngineQuerySet
@@ -150,6 +151,7 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     (MongoEngineQuerySet, "_populate_cache"),
     (MongoEngineQuerySet, "_result_cache"),
     (MongoEngineQuerySet, "_has_more"),
+    (BaseQuerySet, "_dereference"),  # select_related's walk, handed a list
     (mongoengine.ReferenceField, "_lazy_load_ref"),
     (mongoengine.CachedReferenceField, "_lazy_load_ref"),
     (mongoengine.GenericReferenceField, "_lazy_load_ref"),
@@ -207,6 +209,7 @@ PRIVATE_SIGNATURES: tuple[tuple[Any, tuple[str, ...]], ...] = (
     (BaseQuerySet._get_scalar, ("doc",)),
     (BaseQuerySet._fields_to_dbfields, ("fields",)),
     (MongoEngineQuerySet._populate_cache, ()),
+    (DeReference.__call__, ("items", "max_depth")),
     (mongoengine.ReferenceField._lazy_load_ref, ("ref_cls", "dbref")),
     (mongoengine.CachedReferenceField._lazy_load_ref, ("ref_cls", "dbref")),
     (mongoengine.GenericReferenceField._lazy_load_ref, ("ref_cls", "dbref")),

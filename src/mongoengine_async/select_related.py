@@ -39,7 +39,7 @@ from mongoengine_async.proxies import (
     write_at,
 )
 
-__all__ = ("load_related", "select_related")
+__all__ = ("SCALAR_FIELDS", "load_related", "select_related", "stored_ids")
 
 # The references found at one level: per (class, collection), the places each
 # id goes to. A place is ``(container, key)`` for ``container[key]``, or
@@ -82,7 +82,7 @@ def _walk_document(document: BaseDocument, wanted: _Wanted) -> None:
             _walk_value(value, field, data, name, wanted)
 
 
-_SCALAR_FIELDS = (
+SCALAR_FIELDS = (
     mongoengine.StringField,
     mongoengine.IntField,
     mongoengine.FloatField,
@@ -124,7 +124,7 @@ def _referring(fields: dict[str, Any]) -> _Referring:
 
 def _may_refer(field: Any) -> bool:
     """Whether a value of ``field`` can hold a reference (a list of strings cannot)."""
-    if isinstance(field, _SCALAR_FIELDS):
+    if isinstance(field, SCALAR_FIELDS):
         return False
     if isinstance(field, ComplexBaseField) and field.field is not None:
         return _may_refer(field.field)
@@ -277,7 +277,7 @@ def _join(
     ]
     wanted: _JoinWanted = {}
     for field, group in zip(references, groups, strict=True):
-        ids = _stored_ids(raws, field.db_field)
+        ids = stored_ids(raws, field.db_field)
         if ids is None:
             return None
         wanted.setdefault(group, {}).update(ids)
@@ -287,7 +287,7 @@ def _join(
 _ID_OR_NONE = frozenset((ObjectId, NoneType))
 
 
-def _stored_ids(raws: list, db_field: str) -> dict[bytes, ObjectId] | None:
+def stored_ids(raws: list, db_field: str) -> dict[bytes, ObjectId] | None:
     """The ObjectIds stored under ``db_field``, by their bytes
     (``ObjectId.binary``, hashed in C); None if any is stored otherwise."""
     values = [raw.get(db_field) for raw in raws]

@@ -26,6 +26,7 @@ from bson import DBRef
 from mongoengine.errors import DoesNotExist
 
 from mongoengine_async.from_bson import Load, from_son, loader, loader_key
+from mongoengine_async.sync_select_related import select_related_joined
 
 if TYPE_CHECKING:
     from mongoengine_async._typing import MongoEngineQuerySet
@@ -126,6 +127,13 @@ class FastSyncReads(MongoEngineQuerySet):
         if queryset._as_pymongo:
             return queryset._cursor[key]
         return queryset._load(queryset._cursor[key])
+
+    def select_related(self, max_depth: int = 1) -> list[Any]:
+        """MongoEngine's ``select_related``: the results, their references
+        loaded; joined while they are built when their class allows it
+        (:mod:`~mongoengine_async.sync_select_related`)."""
+        joined = select_related_joined(self.clone(), max_depth)
+        return super().select_related(max_depth) if joined is None else joined
 
     def in_bulk(self, object_ids: Any) -> dict[Any, Any]:
         """MongoEngine's ``in_bulk`` (the same query; a dict from id to
