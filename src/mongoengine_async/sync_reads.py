@@ -9,7 +9,8 @@ gives identical documents. Everything else (cursors, the result cache, ``get``,
 results the cursor has buffered straight from it); ``in_bulk`` (which
 MongoEngine's ``select_related()`` and the dereferencing of reference lists
 call) builds its documents the same way, and so does the read of a single reference
-(:func:`load_referenced`). The loader is kept while what it settles for a
+(:func:`load_referenced`); ``select_related()`` joins while it builds them, when
+the class allows (:mod:`~mongoengine_async.sync_select_related`). The loader is kept while what it settles for a
 batch (no-dereference loading, init signal receivers, the collections the
 references name) stays the same, and made again when any of it changes:
 checked before each document that ``next()`` returns, and once for each chunk
