@@ -27,6 +27,7 @@ from mongoengine_async import (
     FieldDoesNotExist,
     IntField,
     ListField,
+    QuerySet,
     ReferenceField,
     StringField,
 )
@@ -74,6 +75,23 @@ class SrLooseBook(Document):
     title = StringField()
     author = ReferenceField(SrAuthor)
     meta = {"strict": False}
+
+
+class SrCountingQuerySet(QuerySet):
+    """A user's queryset class that sees each result ``list()`` gives."""
+
+    seen: list[str] = []
+
+    def __next__(self) -> Any:
+        document = super().__next__()
+        SrCountingQuerySet.seen.append(document.title)
+        return document
+
+
+class SrCountedBook(Document):
+    title = StringField()
+    author = ReferenceField(SrAuthor)
+    meta = {"queryset_class": SrCountingQuerySet}
 
 
 class SrShelf(Document):
@@ -323,6 +341,26 @@ def test_a_class_with_other_references_is_mongoengines(
     assert_selected_same(fast, slow)
     assert fast_sent == slow_sent
     assert [type(book) for book in fast[0].books] == [SrBook] * 3
+
+
+def test_a_queryset_class_overriding_how_results_are_listed_sees_them_all(
+    sync_default: Any, sync_command_log: CommandLog
+) -> None:
+    ids = seed(sync_default, random.Random(10))
+    sync_default.sr_counted_book.insert_many(
+        [{"title": f"c{i}", "author": ids["authors"][i]} for i in range(3)]
+    )
+    SrCountingQuerySet.seen = []
+    books = SrCountedBook.objects.order_by("title").select_related()
+    assert SrCountingQuerySet.seen == ["c0", "c1", "c2"]
+    assert [type(book._data["author"]) for book in books] == [SrAuthor] * 3
+    (fast, fast_sent), (slow, slow_sent) = both(
+        sync_command_log,
+        lambda objects: objects.order_by("title").select_related(),
+        SrCountedBook,
+    )
+    assert_selected_same(fast, slow)
+    assert fast_sent == slow_sent
 
 
 def test_a_result_that_does_not_load_raises_mongoengines_error(

@@ -10,9 +10,10 @@ results the cursor has buffered straight from it); ``in_bulk`` (which
 MongoEngine's ``select_related()`` and the dereferencing of reference lists
 call) builds its documents the same way, and so does the read of a single reference
 (:func:`load_referenced`); ``select_related()`` joins while it builds them, when
-the class allows (:mod:`~mongoengine_async.sync_select_related`). The loader is kept while what it settles for a
-batch (no-dereference loading, init signal receivers, the collections the
-references name) stays the same, and made again when any of it changes:
+the class allows (:mod:`~mongoengine_async.sync_select_related`). The loader
+is kept while what it settles for a batch (no-dereference loading, init signal
+receivers, the collections the references name) stays the same, and made
+again when any of it changes:
 checked before each document that ``next()`` returns, and once for each chunk
 MongoEngine's result cache pulls in, where nothing runs between the documents.
 """
@@ -35,6 +36,9 @@ else:  # checkers see MongoEngine's class through the typed stub _typing.pyi
     MongoEngineQuerySet = me_queryset.QuerySet
 
 __all__ = ("FastSyncReads", "load_referenced")
+
+# The methods MongoEngine's list(queryset) goes through, outermost first.
+_LISTING = ("__iter__", "_iter_results", "_populate_cache", "__next__")
 
 
 class FastSyncReads(MongoEngineQuerySet):
@@ -89,7 +93,7 @@ class FastSyncReads(MongoEngineQuerySet):
         return (
             self._has_more
             and not (self._scalar or self._none or self._empty)
-            and inspect.unwrap(type(self).__next__) is FastSyncReads.__next__
+            and not self._overrides("__next__")
         )
 
     def _fill_chunk(self, cache: list[Any], load: Load) -> None:
@@ -133,8 +137,16 @@ class FastSyncReads(MongoEngineQuerySet):
         """MongoEngine's ``select_related``: the results, their references
         loaded; joined while they are built when their class allows it
         (:mod:`~mongoengine_async.sync_select_related`)."""
-        joined = select_related_joined(self.clone(), max_depth)
+        joined = None
+        if not any(map(self._overrides, _LISTING)):
+            joined = select_related_joined(self.clone(), max_depth)
         return super().select_related(max_depth) if joined is None else joined
+
+    def _overrides(self, name: str) -> bool:
+        """Whether the queryset's class (a user's ``queryset_class``) has its
+        own method ``name``, which MongoEngine's code would call."""
+        own = inspect.unwrap(getattr(type(self), name))
+        return own is not inspect.unwrap(getattr(FastSyncReads, name))
 
     def in_bulk(self, object_ids: Any) -> dict[Any, Any]:
         """MongoEngine's ``in_bulk`` (the same query; a dict from id to
