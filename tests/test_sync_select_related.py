@@ -199,6 +199,17 @@ def both(
     return results[0], results[1]
 
 
+def selected_alike(
+    sync_command_log: CommandLog, select: Callable[[Any], Any], cls: type = SrBook
+) -> list:
+    """``both``, asserting that ours and MongoEngine's give the same documents
+    and send the same commands; returns ours."""
+    (fast, fast_sent), (slow, slow_sent) = both(sync_command_log, select, cls)
+    assert_selected_same(fast, slow)
+    assert fast_sent == slow_sent
+    return fast
+
+
 @pytest.mark.parametrize("seed_value", [1, 2, 3])
 @pytest.mark.parametrize("max_depth", [0, 1, 2])
 def test_joined_while_loading_as_mongoengine_walks(
@@ -237,11 +248,9 @@ def test_a_reference_stored_otherwise_goes_through_mongoengines_walk(
     sync_default.sr_book.update_one(
         {"_id": ids["books"][7]}, {"$set": {"author": stored_as_dbref}}
     )
-    (fast, fast_sent), (slow, slow_sent) = both(
+    fast = selected_alike(
         sync_command_log, lambda objects: objects.order_by("-year").select_related()
     )
-    assert_selected_same(fast, slow)
-    assert fast_sent == slow_sent
     book = next(book for book in fast if book.id == ids["books"][7])
     assert isinstance(book._data["author"], SrAuthor)
 
@@ -259,13 +268,11 @@ def test_a_result_the_joining_loader_leaves_is_joined_after(
             {"title": "missing", "author": ObjectId(), "undeclared": 2},
         ]
     )
-    (fast, fast_sent), (slow, slow_sent) = both(
+    fast = selected_alike(
         sync_command_log,
         lambda objects: objects.order_by("title").select_related(),
         SrLooseBook,
     )
-    assert_selected_same(fast, slow)
-    assert fast_sent == slow_sent
     extra, missing, plain_book = fast
     assert extra._data["author"] is plain_book._data["author"]
     assert isinstance(missing._data["author"], DBRef)
@@ -335,11 +342,9 @@ def test_a_class_with_other_references_is_mongoengines(
             {"books": [ObjectId(), ids["books"][4]], "author": ids["authors"][3]},
         ]
     )
-    (fast, fast_sent), (slow, slow_sent) = both(
+    fast = selected_alike(
         sync_command_log, lambda objects: objects.select_related(), SrShelf
     )
-    assert_selected_same(fast, slow)
-    assert fast_sent == slow_sent
     assert [type(book) for book in fast[0].books] == [SrBook] * 3
 
 
@@ -354,13 +359,11 @@ def test_a_queryset_class_overriding_how_results_are_listed_sees_them_all(
     books = SrCountedBook.objects.order_by("title").select_related()
     assert SrCountingQuerySet.seen == ["c0", "c1", "c2"]
     assert [type(book._data["author"]) for book in books] == [SrAuthor] * 3
-    (fast, fast_sent), (slow, slow_sent) = both(
+    selected_alike(
         sync_command_log,
         lambda objects: objects.order_by("title").select_related(),
         SrCountedBook,
     )
-    assert_selected_same(fast, slow)
-    assert fast_sent == slow_sent
 
 
 def test_a_result_that_does_not_load_raises_mongoengines_error(
