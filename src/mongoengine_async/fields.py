@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from datetime import datetime
-from decimal import Decimal
-from types import NoneType
 from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
 
 import mongoengine
-from bson import SON, DBRef, ObjectId
+from bson import SON, DBRef
 from mongoengine.base import BaseDocument, ComplexBaseField, get_document
 from mongoengine.base.datastructures import BaseDict, BaseList, EmbeddedDocumentList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
@@ -50,6 +47,7 @@ from mongoengine_async.proxies import (
     reference_class,
     slots,
 )
+from mongoengine_async.select_related import PLAIN_VALUE_TYPES
 from mongoengine_async.sync_reads import load_referenced
 
 if TYPE_CHECKING:  # the mixins below are only used on MongoEngine's fields
@@ -482,7 +480,7 @@ def _walked(container: list[Any] | dict[Any, Any]) -> bool:
         items: Iterable[Any] = dict.values(container)
     else:
         items = container
-    if _PLAIN_ITEMS.issuperset(map(type, items)):  # (the common case, checked in C)
+    if PLAIN_VALUE_TYPES.issuperset(map(type, items)):  # (the common case, in C)
         return False
     return any(isinstance(item, _WALKED) and not _kept_document(item) for item in items)
 
@@ -503,10 +501,6 @@ def _kept_document(item: Any) -> bool:
 _WALKED = (BaseDocument, DBRef, dict, list, tuple)
 _DOCUMENTS = (mongoengine.Document, mongoengine.EmbeddedDocument)
 _WALKED_VALUES = (DBRef, dict, list, tuple)
-# Item types none of the above is, by exact type: containers of them are not walked.
-_PLAIN_ITEMS = frozenset(
-    (str, int, float, bool, NoneType, bytes, ObjectId, datetime, Decimal)
-)
 
 # The value of a read that MongoEngine's own code handles.
 _UNUSUAL = object()

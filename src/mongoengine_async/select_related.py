@@ -9,11 +9,14 @@ after it walk the documents for their references and fill them in place.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import datetime
+from decimal import Decimal
 from types import NoneType
 from typing import Any, cast
+from uuid import UUID
 
 import mongoengine
-from bson import DBRef, ObjectId
+from bson import Binary, DBRef, Decimal128, Int64, ObjectId
 from mongoengine.base import BaseDocument, ComplexBaseField
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -39,7 +42,13 @@ from mongoengine_async.proxies import (
     write_at,
 )
 
-__all__ = ("SCALAR_FIELDS", "load_related", "select_related", "stored_ids")
+__all__ = (
+    "PLAIN_VALUE_TYPES",
+    "SCALAR_FIELDS",
+    "load_related",
+    "select_related",
+    "stored_ids",
+)
 
 # The references found at one level: per (class, collection), the places each
 # id goes to. A place is ``(container, key)`` for ``container[key]``, or
@@ -95,6 +104,28 @@ SCALAR_FIELDS = (
     mongoengine.fields.GeoJsonBaseField,
     mongoengine.EnumField,
 )
+
+# The types of the values MongoEngine's DeReference neither looks into nor
+# replaces, by exact type (as the driver decodes them): no document, DBRef,
+# dict, list or tuple.
+PLAIN_VALUE_TYPES: frozenset[type] = frozenset(
+    (
+        str,
+        int,
+        float,
+        bool,
+        NoneType,
+        bytes,
+        Binary,
+        datetime,
+        Decimal,
+        Decimal128,
+        Int64,
+        ObjectId,
+        UUID,
+    )
+)
+
 _Referring = list[tuple[str, Any, type[Any] | None]]
 _referring_fields: dict[type[Any], _Referring] = {}
 

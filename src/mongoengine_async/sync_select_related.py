@@ -13,7 +13,9 @@ each referenced document in place while the results are built.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
+from types import NoneType
 from typing import TYPE_CHECKING, Any
 
 import mongoengine
@@ -25,7 +27,11 @@ from mongoengine_async.from_bson import (
     object_id_bytes,
     plain_references,
 )
-from mongoengine_async.select_related import SCALAR_FIELDS, stored_ids
+from mongoengine_async.select_related import (
+    PLAIN_VALUE_TYPES,
+    SCALAR_FIELDS,
+    stored_ids,
+)
 
 if TYPE_CHECKING:
     from mongoengine_async.sync_reads import FastSyncReads
@@ -41,14 +47,19 @@ def select_related_joined(queryset: FastSyncReads, max_depth: int) -> list | Non
     or None, with nothing sent, when only MongoEngine's walk gives its result.
 
     The ids come from the raw results; when one is not stored as a bare
-    ObjectId, the results are loaded and handed to MongoEngine's walk.
+    ObjectId, or another field holds a value the walk would look into (a dict
+    or a DBRef where the class declares a string, say), the results are
+    loaded and handed to MongoEngine's walk.
     """
-    references = _joinable(queryset, max_depth)
-    if references is None:
+    fields = _joinable(queryset, max_depth)
+    if fields is None:
         return None
+    references, others = fields
     raws = list(queryset._cursor)
     ids = [stored_ids(raws, field.db_field) for field in references]
-    if any(by_binary is None for by_binary in ids):
+    if any(by_binary is None for by_binary in ids) or not all(
+        _holds_plain_values(raws, field) for field in others
+    ):
         documents = [queryset._load(raw) for raw in raws]
         return queryset._dereference(documents, max_depth=max_depth + 1)
     object_map = _fetch(references, raws, ids)
@@ -69,9 +80,10 @@ def select_related_joined(queryset: FastSyncReads, max_depth: int) -> list | Non
     return documents
 
 
-def _joinable(queryset: FastSyncReads, max_depth: int) -> list | None:
-    """The plain ReferenceFields to join, or None when MongoEngine's walk
-    could touch anything else (or the queryset is not a plain read)."""
+def _joinable(queryset: FastSyncReads, max_depth: int) -> tuple[list, list] | None:
+    """The plain ReferenceFields to join and the class's other fields, or None
+    when MongoEngine's walk could touch any other (or the queryset is not a
+    plain read)."""
     cls = queryset._document
     if (
         max_depth < 0  # (MongoEngine's walk stops before the first level)
@@ -91,21 +103,44 @@ def _joinable(queryset: FastSyncReads, max_depth: int) -> list | None:
     ):
         return None
     joined = set(map(id, references))
-    others = (field for field in cls._fields.values() if id(field) not in joined)
-    return references if all(map(_left_alone, others)) else None
+    others = [field for field in cls._fields.values() if id(field) not in joined]
+    return (references, others) if all(map(_left_alone, others)) else None
 
 
 def _left_alone(field: Any) -> bool:
-    """Whether MongoEngine's walk leaves a value of ``field`` as it is (a list,
-    as an equal new list): no reference and no dict (a dict with a ``_cls`` or
-    ``_ref`` key it would turn into a document)."""
+    """Whether MongoEngine's walk leaves the values of ``field`` as they are
+    (a list, as an equal new list), when they are of the declared kind
+    (:func:`_holds_plain_values`): no reference and no dict (a dict with a
+    ``_cls`` or ``_ref`` key it would turn into a document)."""
     if isinstance(field, mongoengine.EmbeddedDocumentField):
         return True  # (the walk does not look into an embedded document)
     if isinstance(field, mongoengine.ListField):
-        return field.field is not None and _left_alone(field.field)
+        return _scalar(field.field)
+    return _scalar(field)
+
+
+def _scalar(field: Any) -> bool:
     return isinstance(field, SCALAR_FIELDS) and not isinstance(
         field, mongoengine.fields.GeoJsonBaseField
     )
+
+
+def _holds_plain_values(raws: list, field: Any) -> bool:
+    """Whether every stored value of a field :func:`_left_alone` accepts is
+    of the declared kind: an embedded document's dict, a list of plain values,
+    a plain value (stored data may hold anything)."""
+    values = [raw.get(field.db_field) for raw in raws]
+    kinds = set(map(type, values))
+    if isinstance(field, mongoengine.EmbeddedDocumentField):
+        return kinds <= _EMBEDDED_KINDS
+    if isinstance(field, mongoengine.ListField):
+        items = itertools.chain.from_iterable(filter(None, values))
+        return kinds <= _LIST_KINDS and PLAIN_VALUE_TYPES.issuperset(map(type, items))
+    return PLAIN_VALUE_TYPES.issuperset(kinds)
+
+
+_EMBEDDED_KINDS = frozenset((dict, NoneType))
+_LIST_KINDS = frozenset((list, NoneType))
 
 
 def _fetch(references: list, raws: list, ids: list) -> _ObjectMap:
