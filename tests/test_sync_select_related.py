@@ -27,13 +27,12 @@ from mongoengine_async import (
     FieldDoesNotExist,
     IntField,
     ListField,
-    QuerySet,
     ReferenceField,
     StringField,
 )
 from mongoengine_async.testing import CommandLog
 from test_loading import assert_same
-from test_sync_loader import built_by_loader, plain
+from test_sync_loader import CountingQuerySet, built_by_loader, plain
 
 
 class SrPublisher(Document):
@@ -77,21 +76,12 @@ class SrLooseBook(Document):
     meta = {"strict": False}
 
 
-class SrCountingQuerySet(QuerySet):
-    """A user's queryset class that sees each result ``list()`` gives."""
-
-    seen: list[str] = []
-
-    def __next__(self) -> Any:
-        document = super().__next__()
-        SrCountingQuerySet.seen.append(document.title)
-        return document
-
-
 class SrCountedBook(Document):
-    title = StringField()
+    """Read through a user's queryset class that sees each result ``list()`` gives."""
+
+    name = StringField()
     author = ReferenceField(SrAuthor)
-    meta = {"queryset_class": SrCountingQuerySet}
+    meta = {"queryset_class": CountingQuerySet}
 
 
 class SrShelf(Document):
@@ -412,15 +402,15 @@ def test_a_queryset_class_overriding_how_results_are_listed_sees_them_all(
 ) -> None:
     ids = seed(sync_default, random.Random(10))
     sync_default.sr_counted_book.insert_many(
-        [{"title": f"c{i}", "author": ids["authors"][i]} for i in range(3)]
+        [{"name": f"c{i}", "author": ids["authors"][i]} for i in range(3)]
     )
-    SrCountingQuerySet.seen = []
-    books = SrCountedBook.objects.order_by("title").select_related()
-    assert SrCountingQuerySet.seen == ["c0", "c1", "c2"]
+    CountingQuerySet.seen = []
+    books = SrCountedBook.objects.order_by("name").select_related()
+    assert CountingQuerySet.seen == ["c0", "c1", "c2"]
     assert [type(book._data["author"]) for book in books] == [SrAuthor] * 3
     selected_alike(
         sync_command_log,
-        lambda objects: objects.order_by("title").select_related(),
+        lambda objects: objects.order_by("name").select_related(),
         SrCountedBook,
     )
 
