@@ -3,7 +3,9 @@ gives the replica set and the async ones)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -19,8 +21,8 @@ def sync_command_log() -> CommandLog:
     return CommandLog()
 
 
-@pytest.fixture
-def sync_default(mongodb_uri, sync_command_log):
+@contextlib.contextmanager
+def fresh_sync_default(mongodb_uri: str, *event_listeners: Any) -> Iterator[Any]:
     """Alias "default" registered with connect() on a fresh database; yields
     the (sync) database and drops it afterwards."""
     name = f"test_sync_{uuid4().hex[:12]}"
@@ -28,7 +30,7 @@ def sync_default(mongodb_uri, sync_command_log):
         db=name,
         host=mongodb_uri,
         uuidRepresentation="standard",
-        event_listeners=[sync_command_log],
+        event_listeners=list(event_listeners),
     )
     database = mongoengine_async.get_db()
     try:
@@ -36,6 +38,20 @@ def sync_default(mongodb_uri, sync_command_log):
     finally:
         database.client.drop_database(name)
         mongoengine_async.disconnect()
+
+
+@pytest.fixture
+def sync_default(mongodb_uri, sync_command_log):
+    """:func:`fresh_sync_default` for one test, its commands logged."""
+    with fresh_sync_default(mongodb_uri, sync_command_log) as database:
+        yield database
+
+
+@pytest.fixture(scope="module")
+def module_sync_default(mongodb_uri):
+    """:func:`fresh_sync_default` shared by a module's tests (that only read)."""
+    with fresh_sync_default(mongodb_uri) as database:
+        yield database
 
 
 @pytest_asyncio.fixture

@@ -52,19 +52,25 @@ def special() -> LdSpecial:
     return subclass_document
 
 
-@pytest.fixture
-def stored_documents(sync_default: Any) -> list:
-    """Every field kind, a subclass, defaults and nulls, saved with save()."""
+def store_documents(database: Any) -> list:
+    """Every field kind, a subclass, defaults and nulls, saved with save() on
+    the sync alias "default" (``database``)."""
     documents = [full_document(), special(), LdEverything(number=1)]
     for document in documents:
         for target in {document.target, document.part and document.part.target}:
             if target is not None and target.pk is not None:
                 target.save()
         document.save()
-    sync_default.ld_everything.update_one(
+    database.ld_everything.update_one(
         {"_id": documents[2].pk}, {"$set": {"tags": None, "text": None}}
     )
     return documents
+
+
+@pytest.fixture
+def stored_documents(sync_default: Any) -> list:
+    """:func:`store_documents` on this test's database."""
+    return store_documents(sync_default)
 
 
 def test_iteration_list_first_get_build_mongoengines_documents(

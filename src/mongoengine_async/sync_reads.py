@@ -152,11 +152,13 @@ class FastSyncReads(MongoEngineQuerySet):
         """MongoEngine's ``in_bulk`` (the same query; a dict from id to
         result), the documents built by one loader."""
         raws = self._collection.find({"_id": {"$in": object_ids}}, **self._cursor_args)
-        if self._as_pymongo:
-            return {raw["_id"]: raw for raw in raws}
-        if self._scalar:  # MongoEngine loads these dereferencing, whatever is set
+        # As MongoEngine's: scalars before as_pymongo() (listing goes the other
+        # way), loaded dereferencing whatever is set.
+        if self._scalar:
             load = self._loader(True)
             return {raw["_id"]: self._get_scalar(load(raw)) for raw in raws}
+        if self._as_pymongo:
+            return {raw["_id"]: raw for raw in raws}
         load = self._loader(self._auto_dereference)
         return {raw["_id"]: load(raw) for raw in raws}  # the key read first
 
