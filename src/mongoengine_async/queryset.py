@@ -215,14 +215,25 @@ class QuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             cursor.max_time_ms(self._max_time_ms)
         return cursor
 
-    def _materialiser(self) -> Callable[[dict[str, Any]], Any]:
+    def _materialiser(
+        self, scalars_first: bool = False, dereference: bool | None = None
+    ) -> Callable[[dict[str, Any]], Any]:
         """The function turning a raw result into a document, scalar or dict
-        (the raw result is its: the document may keep its dict and lists)."""
-        if self._as_pymongo:
+        (the raw result is its: the document may keep its dict and lists).
+
+        MongoEngine's terminals differ when both ``scalar()`` and
+        ``as_pymongo()`` are set: listing and ``get()`` give the dicts,
+        ``first()``, ``with_id()`` and ``in_bulk()`` the scalars
+        (``scalars_first``), which ``in_bulk()`` loads dereferencing whatever
+        is set (``dereference``).
+        """
+        if self._as_pymongo and not (scalars_first and self._scalar):
             return lambda raw: raw
-        load = loader(self._document, self._auto_dereference, owned=True)
         if not self._scalar:
-            return load
+            return loader(self._document, self._auto_dereference, owned=True)
+        if dereference is None:
+            dereference = self._auto_dereference
+        load = loader(self._document, dereference, owned=True)
         return lambda raw: self._get_scalar(load(raw))
 
     # -- non-I/O behaviour on async aliases -------------------------------------
@@ -322,7 +333,9 @@ class QuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         if self._none or self._empty:
             return None
         raw_documents = await self._new_cursor().limit(1).to_list(1)
-        return self._materialiser()(raw_documents[0]) if raw_documents else None
+        if not raw_documents:
+            return None
+        return self._materialiser(scalars_first=True)(raw_documents[0])
 
     async def async_get(
         self, *q_objs: Any, session: AsyncClientSession | None = None, **query: Any
@@ -406,8 +419,8 @@ class QuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         )
         raws = await cursor.to_list(None)
         ids = [raw["_id"] for raw in raws]  # before the raws become documents
-        results = materialise_all(self._materialiser(), raws)
-        return dict(zip(ids, results, strict=True))
+        materialise = self._materialiser(scalars_first=True, dereference=True)
+        return dict(zip(ids, materialise_all(materialise, raws), strict=True))
 
     async def async_count(
         self,

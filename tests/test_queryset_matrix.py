@@ -1,0 +1,142 @@
+"""Every async terminal on an async alias gives what its MongoEngine
+counterpart gives on the same stored documents: each chain of modifiers with
+each terminal, results compared value by value, errors by type and message.
+
+The documents are tests/test_sync_loader.py's (every field kind, a subclass,
+defaults and nulls), stored once for the module; MongoEngine's own QuerySet
+reads them on a sync alias to the same database (``switch_db``). A reference
+read on the async alias is a proxy (equal to the document MongoEngine reads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from uuid import uuid4
+
+import pymongo
+import pytest
+import pytest_asyncio
+from bson import ObjectId
+from mongoengine.context_managers import switch_db
+
+import mongoengine_async
+from mongoengine_async.connection import connect_async, disconnect_async
+from test_loading import LdEverything
+from test_sync_loader import plain, store_documents
+from test_sync_queryset_matrix import CHAINS, assert_alike, outcome
+
+
+async def collected(queryset: Any) -> list:
+    return [document async for document in queryset]
+
+
+# The sync alias MongoEngine's QuerySet reads the stored documents on.
+SYNC = "matrix_sync"
+
+# name: (our async terminal, MongoEngine's counterpart)
+TERMINALS = {
+    "list": (lambda qs, ids: qs.async_to_list(), lambda qs, ids: list(qs)),
+    "length": (lambda qs, ids: qs.async_to_list(2), lambda qs, ids: list(qs)[:2]),
+    "loop": (lambda qs, ids: collected(qs), lambda qs, ids: list(qs)),
+    "first": (lambda qs, ids: qs.async_first(), lambda qs, ids: qs.first()),
+    "get": (
+        lambda qs, ids: qs.async_get(pk=ids[0]),
+        lambda qs, ids: qs.get(pk=ids[0]),
+    ),
+    "get_many": (lambda qs, ids: qs.async_get(), lambda qs, ids: qs.get()),
+    "with_id": (
+        lambda qs, ids: qs.async_with_id(ids[1]),
+        lambda qs, ids: qs.with_id(ids[1]),
+    ),
+    "in_bulk": (
+        lambda qs, ids: qs.async_in_bulk(ids),
+        lambda qs, ids: qs.in_bulk(ids),
+    ),
+    "count": (lambda qs, ids: qs.async_count(), lambda qs, ids: qs.count()),
+    "count_limited": (
+        lambda qs, ids: qs.async_count(True),
+        lambda qs, ids: qs.count(True),
+    ),
+    "exists": (lambda qs, ids: qs.async_exists(), lambda qs, ids: bool(qs)),
+    "scalar": (
+        lambda qs, ids: qs.async_scalar("number", "text"),
+        lambda qs, ids: list(qs.scalar("number", "text")),
+    ),
+    "values_list": (
+        lambda qs, ids: qs.async_values_list("number"),
+        lambda qs, ids: list(qs.values_list("number")),
+    ),
+    "distinct": (
+        lambda qs, ids: qs.async_distinct("number"),
+        # MongoEngine's walk (DeReference) gives a BaseList of the values.
+        lambda qs, ids: list(qs.distinct("number")),
+    ),
+    "sum": (lambda qs, ids: qs.async_sum("number"), lambda qs, ids: qs.sum("number")),
+    "average": (
+        lambda qs, ids: qs.async_average("ratio"),
+        lambda qs, ids: qs.average("ratio"),
+    ),
+}
+
+
+async def async_outcome(call: Any) -> Any:
+    """What ``call()`` gives (awaited), or the type and message of what it raises."""
+    try:
+        result = call()
+        return await result if hasattr(result, "__await__") else result
+    except Exception as error:
+        return ("raised", type(error), str(error))
+
+
+@pytest.fixture(scope="module")
+def stored(mongodb_uri: str) -> Iterator[tuple[Any, list]]:
+    """The stored documents' database (a sync client's) and ids, and one unknown."""
+    name = f"test_matrix_{uuid4().hex[:12]}"
+    client: pymongo.MongoClient = pymongo.MongoClient(
+        mongodb_uri, uuidRepresentation="standard"
+    )
+    mongoengine_async.connect(db=name, host=mongodb_uri, uuidRepresentation="standard")
+    try:
+        ids = [document.pk for document in store_documents(client[name])]
+    finally:
+        mongoengine_async.disconnect()
+    mongoengine_async.connect(
+        db=name, alias=SYNC, host=mongodb_uri, uuidRepresentation="standard"
+    )
+    try:
+        yield client[name], [*ids, ObjectId()]
+    finally:
+        mongoengine_async.disconnect(SYNC)
+        client.drop_database(name)
+        client.close()
+
+
+@pytest_asyncio.fixture
+async def ids(stored: tuple[Any, list], mongodb_uri: str) -> AsyncIterator[list]:
+    """The alias "default" connected async to the stored documents' database."""
+    database, ids = stored
+    await connect_async(
+        db=database.name, host=mongodb_uri, uuidRepresentation="standard"
+    )
+    try:
+        yield ids
+    finally:
+        await disconnect_async()
+
+
+@pytest.mark.parametrize("terminal", TERMINALS)
+@pytest.mark.parametrize("chain", [name for name in CHAINS if name != "no_cache"])
+async def test_reads_as_mongoengine(
+    stored: tuple[Any, list], ids: list, chain: str, terminal: str
+) -> None:
+    make = CHAINS[chain]
+    ours, theirs = TERMINALS[terminal]
+
+    def view(queryset: Any) -> Any:
+        return make(queryset.order_by("number", "id"))
+
+    fast = await async_outcome(lambda: ours(view(LdEverything.objects), ids))
+    with switch_db(LdEverything, SYNC):
+        slow = outcome(lambda: theirs(view(plain(LdEverything)), ids))
+    assert_alike(fast, slow, f"{chain}/{terminal}")
