@@ -126,7 +126,7 @@ async def ids(stored: tuple[Any, list], mongodb_uri: str) -> AsyncIterator[list]
 
 
 @pytest.mark.parametrize("terminal", TERMINALS)
-@pytest.mark.parametrize("chain", [name for name in CHAINS if name != "no_cache"])
+@pytest.mark.parametrize("chain", CHAINS)
 async def test_reads_as_mongoengine(
     stored: tuple[Any, list], ids: list, chain: str, terminal: str
 ) -> None:

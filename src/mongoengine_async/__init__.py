@@ -38,7 +38,6 @@ from mongoengine import (
     Q,
     QueryFieldList,
     QuerySetManager,
-    QuerySetNoCache,
     SaveConditionError,
     ValidationError,
     post_delete,
@@ -89,7 +88,7 @@ from mongoengine_async.errors import (
 )
 from mongoengine_async.gridfs import AsyncGridFSProxy
 from mongoengine_async.proxies import AsyncReferenceProxy, LazyReference
-from mongoengine_async.queryset import AsyncAggregation, QuerySet
+from mongoengine_async.queryset import AsyncAggregation, QuerySet, QuerySetNoCache
 
 if TYPE_CHECKING:  # value-typed fields (see docs/typing.md)
     from mongoengine_async._typing import (

@@ -26,7 +26,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from mongoengine_async.from_bson import loader
 
 if TYPE_CHECKING:
-    from mongoengine_async.queryset import QuerySet
+    from mongoengine_async.queryset import BaseQuerySet
 
 __all__ = (
     "ChangeEvent",
@@ -191,7 +191,7 @@ class ChangeStream(Generic[D]):
 
     def __init__(
         self,
-        queryset: QuerySet,
+        queryset: BaseQuerySet,
         options: WatchOptions,
         session: AsyncClientSession | None = None,
     ) -> None:

@@ -18,14 +18,14 @@ from mongoengine import signals
 from mongoengine.context_managers import set_write_concern
 from mongoengine.document import Document as MongoEngineDocument
 from mongoengine.errors import BulkWriteError, NotUniqueError, OperationError
-from mongoengine.queryset.queryset import QuerySet as _MongoEngineQuerySet
+from mongoengine.queryset.base import BaseQuerySet as _MongoEngineBaseQuerySet
 
 from mongoengine_async import to_bson
 
 if TYPE_CHECKING:
     from mongoengine_async._typing import MongoEngineQuerySet
 else:  # checkers see MongoEngine's class through the typed stub _typing.pyi
-    MongoEngineQuerySet = _MongoEngineQuerySet
+    MongoEngineQuerySet = _MongoEngineBaseQuerySet
 
 __all__ = ("FastSyncInserts", "check_insertable", "insert_errors", "set_ids")
 

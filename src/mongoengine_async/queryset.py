@@ -38,7 +38,7 @@ from mongoengine.fields import (
     ListField,
 )
 from mongoengine.queryset import transform
-from mongoengine.queryset.base import BaseQuerySet
+from mongoengine.queryset.base import BaseQuerySet as MongoEngineBaseQuerySet
 from mongoengine.queryset.visitor import Q
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -71,7 +71,7 @@ from mongoengine_async.sync_reads import FastSyncReads
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ("AsyncAggregation", "QuerySet")
+__all__ = ("AsyncAggregation", "BaseQuerySet", "QuerySet", "QuerySetNoCache")
 
 _D = TypeVar("_D")  # what the queryset yields: its documents (or dicts, scalars)
 
@@ -142,10 +142,10 @@ def _id_field(document: type[Any], key: str) -> Any:
 _id_fields: dict[tuple[type[Any], str], Any] = {}
 
 
-class QuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
-    """MongoEngine's QuerySet plus ``async_*`` terminals and ``async for``
-    (and, on sync aliases, results built by the generated loaders and inserts
-    dumped by the write plans); ``QuerySet[Book]`` to checkers (``Book.objects``)."""
+class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
+    """What :class:`QuerySet` and :class:`QuerySetNoCache` add to MongoEngine's:
+    ``async_*`` terminals and ``async for`` (and, on sync aliases, results built
+    by the generated loaders and inserts dumped by the write plans)."""
 
     # -- mode -----------------------------------------------------------------
 
@@ -395,8 +395,8 @@ class QuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             (key == "pk" or key == self._document._meta["id_field"])
             and "__" not in key  # an id field so named reads as an operator
             and not isinstance(value, dict)
-            and cls.__call__ is QuerySet.__call__
-            and cls.filter is BaseQuerySet.filter
+            and cls.__call__ is BaseQuerySet.__call__
+            and cls.filter is MongoEngineBaseQuerySet.filter
         )
 
     async def async_with_id(
@@ -512,7 +512,7 @@ class QuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         async def open_cursor() -> AsyncCommandCursor[dict[str, Any]]:
             await self._async_collection("async_aggregate", "aggregate()", session)
             options = {"session": self._session(), **kwargs}
-            return await me_queryset.QuerySet.aggregate(self, pipeline, **options)
+            return await MongoEngineBaseQuerySet.aggregate(self, pipeline, **options)
 
         return AsyncAggregation(open_cursor)
 
@@ -895,11 +895,46 @@ _BLOCKING = {
 }
 
 
-def _describe(queryset: QuerySet) -> tuple[bool, str, str]:
+def _describe(queryset: BaseQuerySet) -> tuple[bool, str, str]:
     # Checked on every sync __next__: the names only matter for an async alias.
     if not queryset._is_async():
         return False, "", ""
     return True, queryset._target(), queryset._document._db_alias()
 
 
+if TYPE_CHECKING:  # (the typed view of both is BaseQuerySet's stub base)
+
+    class _Caching: ...
+
+    class _NotCaching: ...
+
+else:
+    _Caching, _NotCaching = me_queryset.QuerySet, me_queryset.QuerySetNoCache
+
+
+class QuerySet(BaseQuerySet[_D], _Caching):
+    """MongoEngine's QuerySet (results kept as they are read) with our async
+    terminals; ``QuerySet[Book]`` to checkers (``Book.objects``)."""
+
+    def no_cache(self) -> QuerySetNoCache[_D]:
+        """MongoEngine's ``no_cache()``: this queryset, keeping no results."""
+        queryset: QuerySetNoCache[_D] = QuerySetNoCache(
+            self._document, self._collection_obj
+        )
+        return super().no_cache()._clone_into(queryset)
+
+
+class QuerySetNoCache(BaseQuerySet[_D], _NotCaching):
+    """MongoEngine's QuerySetNoCache (what ``no_cache()`` gives: results not
+    kept) with our async terminals."""
+
+    def cache(self) -> QuerySet[_D]:
+        """MongoEngine's ``cache()``: this queryset, keeping its results."""
+        queryset: QuerySet[_D] = QuerySet(self._document, self._collection_obj)
+        return super().cache()._clone_into(queryset)
+
+
 guard_blocking_methods(QuerySet, _BLOCKING, _describe)
+# (MongoEngine's QuerySetNoCache has no __len__.)
+_NO_LEN = {name: use for name, use in _BLOCKING.items() if name != "__len__"}
+guard_blocking_methods(QuerySetNoCache, _NO_LEN, _describe)

@@ -20,25 +20,29 @@ MongoEngine's result cache pulls in, where nothing runs between the documents.
 
 from __future__ import annotations
 
-import inspect
 from typing import TYPE_CHECKING, Any
 
 import mongoengine.queryset.queryset as me_queryset
 from bson import DBRef
 from mongoengine.errors import DoesNotExist
+from mongoengine.queryset.base import BaseQuerySet
 
 from mongoengine_async.from_bson import Load, from_son, loader, loader_key
 from mongoengine_async.sync_select_related import select_related_joined
 
 if TYPE_CHECKING:
     from mongoengine_async._typing import MongoEngineQuerySet
-else:  # checkers see MongoEngine's class through the typed stub _typing.pyi
-    MongoEngineQuerySet = me_queryset.QuerySet
+else:  # checkers see MongoEngine's class through the typed stub _typing.pyi;
+    # the base of both QuerySet and QuerySetNoCache (queryset.py) is BaseQuerySet.
+    MongoEngineQuerySet = BaseQuerySet
 
 __all__ = ("FastSyncReads", "load_referenced")
 
 # The methods MongoEngine's list(queryset) goes through, outermost first.
 _LISTING = ("__iter__", "_iter_results", "_populate_cache", "__next__")
+
+# The modules whose querysets' methods are MongoEngine's or ours (not a user's).
+_LIBRARIES = ("mongoengine.", "mongoengine_async.")
 
 
 class FastSyncReads(MongoEngineQuerySet):
@@ -145,8 +149,10 @@ class FastSyncReads(MongoEngineQuerySet):
     def _overrides(self, name: str) -> bool:
         """Whether the queryset's class (a user's ``queryset_class``) has its
         own method ``name``, which MongoEngine's code would call."""
-        own = inspect.unwrap(getattr(type(self), name))
-        return own is not inspect.unwrap(getattr(FastSyncReads, name))
+        for cls in type(self).__mro__:
+            if name in vars(cls):
+                return not cls.__module__.startswith(_LIBRARIES)
+        return False
 
     def in_bulk(self, object_ids: Any) -> dict[Any, Any]:
         """MongoEngine's ``in_bulk`` (the same query; a dict from id to

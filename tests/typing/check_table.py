@@ -15,6 +15,7 @@ from mongoengine_async import (
     ChangeStream,
     LazyReference,
     QuerySet,
+    QuerySetNoCache,
 )
 
 
@@ -38,6 +39,10 @@ async def queries() -> None:
     assert_type(Book.objects.using("other"), QuerySet[Book])
     raw = await Book.objects.as_pymongo().async_first()
     assert_type(raw, dict[str, Any] | None)
+    uncached = Book.objects.filter(title="x").no_cache()
+    assert_type(uncached, QuerySetNoCache[Book])
+    assert_type(await uncached.async_to_list(), list[Book])
+    assert_type(uncached.cache(), QuerySet[Book])
 
 
 async def documents(book: Book) -> None:
