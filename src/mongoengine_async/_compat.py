@@ -147,6 +147,7 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     (BaseQuerySet, "_read_concern"),
     (BaseQuerySet, "_has_data"),  # guarded on async aliases
     (BaseQuerySet, "_collection"),
+    (BaseQuerySet, "_clone_into"),  # no_cache()/cache() giving ours
     # What sync reads override to build their documents with the loaders.
     (MongoEngineQuerySet, "_populate_cache"),
     (MongoEngineQuerySet, "_result_cache"),
