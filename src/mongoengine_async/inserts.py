@@ -67,7 +67,7 @@ def set_ids(documents: Iterable[Any], ids: Iterable[Any]) -> None:
 
 
 class FastSyncInserts(MongoEngineQuerySet):
-    """MongoEngine's QuerySet, its ``insert`` dumping by the write plans."""
+    """MongoEngine's queryset, its ``insert`` dumping by the write plans."""
 
     def insert(
         self,

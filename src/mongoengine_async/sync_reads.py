@@ -1,7 +1,7 @@
 """Sync reads through the generated loaders: MongoEngine's results, built faster.
 
 On a ``connect()`` alias, MongoEngine's ``QuerySet`` builds each result with
-``_from_son``; :class:`FastSyncReads` (the base of our ``QuerySet``) builds it
+``_from_son``; :class:`FastSyncReads` (a base of our querysets) builds it
 with the class's loader from :mod:`mongoengine_async.from_bson` instead, which
 gives identical documents. Everything else (cursors, the result cache, ``get``,
 ``first``, ``len``) is MongoEngine's own code, which reads through
@@ -46,7 +46,7 @@ _LIBRARIES = ("mongoengine.", "mongoengine_async.")
 
 
 class FastSyncReads(MongoEngineQuerySet):
-    """MongoEngine's QuerySet, its results built by the generated loaders."""
+    """MongoEngine's queryset, its results built by the generated loaders."""
 
     # (loader_key, loader) of the last result built; not cloned.
     _fast_loader: tuple[tuple, Load] | None = None
