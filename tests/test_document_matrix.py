@@ -1,0 +1,203 @@
+"""Each async method of a loaded document does what its MongoEngine counterpart
+does on a sync alias: the same return value (or error), the same document
+afterwards (its stored form and state) and the same data in the database.
+
+The documents are tests/test_sync_loader.py's (every field kind, a subclass,
+defaults and nulls), stored afresh for each case; MongoEngine's own code runs
+them on a sync alias to the same database (``switch_db``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+from uuid import uuid4
+
+import pymongo
+import pytest
+import pytest_asyncio
+from mongoengine.base import BaseDocument
+from mongoengine.context_managers import switch_db
+
+import mongoengine_async
+from mongoengine_async.connection import connect_async, disconnect_async
+from test_loading import LdEverything, LdSpecial, LdTarget
+from test_sync_loader import plain, store_documents
+from test_sync_queryset_matrix import outcome
+
+SYNC = "document_matrix_sync"
+
+
+def change_text(document: Any) -> None:
+    document.text = "changed"
+    document.tags = ["x", "y"]
+    document.number = None
+
+
+def both(
+    method: str, *args: Any, before: Callable[[Any], Any] | None = None, **options: Any
+) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """Our async ``method`` and MongoEngine's, each called on a document with the
+    same arguments, after ``before(document)``."""
+
+    def calling(name: str) -> Callable[[Any], Any]:
+        def call(document: Any) -> Any:
+            if before is not None:
+                before(document)
+            return getattr(document, name)(*args, **options)
+
+        return call
+
+    return calling(f"async_{method}"), calling(method)
+
+
+def deleted_then(method: str) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """The document deleted, then our async ``method`` and MongoEngine's."""
+
+    async def ours(document: Any) -> Any:
+        await document.async_delete()
+        return await getattr(document, f"async_{method}")()
+
+    def theirs(document: Any) -> Any:
+        document.delete()
+        return getattr(document, method)()
+
+    return ours, theirs
+
+
+def invalid_email(document: Any) -> None:
+    document.email = "not an email"
+
+
+# name: (our async call, MongoEngine's call), each given the loaded document
+OPERATIONS = {
+    "reload": both("reload"),
+    "reload_fields": both("reload", "number", "tags"),
+    "reload_changed": both("reload", before=change_text),
+    "modify": both("modify", set__number=42, push__tags="new"),
+    "modify_missed": both("modify", query={"number": -5}, set__number=1),
+    "modify_unset": both("modify", unset__text=True),
+    "modify_inc": both("modify", inc__number=1),
+    "update": both("update", set__number=3, inc__big=1),
+    "update_nothing": both("update"),
+    "update_list_ops": both("update", pull__tags="a", add_to_set__scores=5),
+    "save": both("save"),
+    "save_changed": both("save", before=change_text),
+    "save_invalid": both("save", before=invalid_email),
+    "save_appended": both("save", before=lambda d: d.tags.append("z")),
+    "save_item_set": both("save", before=lambda d: d.scores.__setitem__(0, 9)),
+    "save_embedded": both("save", before=lambda d: setattr(d.part or d, "label", "n")),
+    "save_dict": both("save", before=lambda d: d.attributes.__setitem__("k", [1])),
+    "save_unset": both("save", before=lambda d: setattr(d, "ratio", None)),
+    "save_deleted": both("save", before=lambda d: delattr(d, "text")),
+    "save_condition": both("save", before=change_text, save_condition={"number": -1}),
+    "save_condition_met": both(
+        "save", before=change_text, save_condition={"_id": {"$exists": True}}
+    ),
+    "save_force_insert": both("save", force_insert=True),
+    "delete": both("delete"),
+    "delete_then_save": deleted_then("save"),
+    "delete_then_reload": deleted_then("reload"),
+}
+
+
+def state(document: Any) -> Any:
+    """What a user sees of a document after a call: its stored form (references
+    as ids, however loaded) and its save state; an error's type and message
+    (without the server's reply, whose cluster time differs)."""
+    if isinstance(document, tuple) and document[:1] == ("raised",):
+        return (*document[:2], document[2].split(", full error: ")[0])
+    if not isinstance(document, BaseDocument):
+        return document
+    return (
+        type(document),
+        document.to_mongo().to_dict(),
+        sorted(document._changed_fields),
+        document._created,
+    )
+
+
+@contextlib.contextmanager
+def on_sync_alias() -> Iterator[None]:
+    """The documents' classes on the sync alias SYNC, as MongoEngine's code wants."""
+    with contextlib.ExitStack() as stack:
+        for cls in (LdEverything, LdSpecial, LdTarget):
+            stack.enter_context(switch_db(cls, SYNC))
+        yield
+
+
+def stored(database: Any) -> list:
+    """Every collection's documents."""
+    return sorted(
+        (name, sorted(database[name].find(), key=str))
+        for name in database.list_collection_names()
+    )
+
+
+def restore(database: Any, snapshot: list) -> None:
+    for name, documents in snapshot:
+        database[name].delete_many({})
+        database[name].insert_many(documents)
+
+
+@pytest.fixture(scope="module")
+def seeded(mongodb_uri: str) -> Iterator[tuple[Any, list, list]]:
+    """A database the sync alias SYNC points to, holding the documents: it, their
+    ids and what it holds (put back before each call)."""
+    name = f"test_document_matrix_{uuid4().hex[:12]}"
+    client: pymongo.MongoClient = pymongo.MongoClient(
+        mongodb_uri, uuidRepresentation="standard"
+    )
+    mongoengine_async.connect(
+        db=name, alias=SYNC, host=mongodb_uri, uuidRepresentation="standard"
+    )
+    mongoengine_async.connect(db=name, host=mongodb_uri, uuidRepresentation="standard")
+    try:
+        ids = [document.pk for document in store_documents(client[name])]
+    finally:
+        mongoengine_async.disconnect()
+    try:
+        yield client[name], ids, stored(client[name])
+    finally:
+        mongoengine_async.disconnect(SYNC)
+        client.drop_database(name)
+        client.close()
+
+
+@pytest_asyncio.fixture
+async def seeded_async(
+    seeded: tuple[Any, list, list], mongodb_uri: str
+) -> AsyncIterator[tuple[Any, list, list]]:
+    """``seeded``, with the alias "default" connected async to its database."""
+    await connect_async(
+        db=seeded[0].name, host=mongodb_uri, uuidRepresentation="standard"
+    )
+    try:
+        yield seeded
+    finally:
+        await disconnect_async()
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+@pytest.mark.parametrize("operation", OPERATIONS)
+async def test_document_calls_do_what_mongoengines_do(
+    seeded_async: tuple[Any, list, list], operation: str, index: int
+) -> None:
+    database, ids, snapshot = seeded_async
+    ours, theirs = OPERATIONS[operation]
+    restore(database, snapshot)
+    document = await LdEverything.objects.async_get(pk=ids[index])
+    try:
+        fast = ours(document)
+        fast = await fast if hasattr(fast, "__await__") else fast
+    except Exception as error:
+        fast = ("raised", type(error), str(error))
+    fast_result = (state(fast), state(document), stored(database))
+
+    restore(database, snapshot)
+    with on_sync_alias():
+        document = plain(LdEverything).get(pk=ids[index])
+        slow = outcome(lambda: theirs(document))
+        slow_result = (state(slow), state(document), stored(database))
+    assert fast_result == slow_result
