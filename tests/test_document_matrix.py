@@ -1,6 +1,7 @@
-"""Each async method of a loaded document does what its MongoEngine counterpart
-does on a sync alias: the same return value (or error), the same document
-afterwards (its stored form and state) and the same data in the database.
+"""Each async method of a loaded document, and each async write of a queryset,
+does what its MongoEngine counterpart does on a sync alias: the same return
+value (or error), the same document afterwards (its stored form and state) and
+the same data in the database.
 
 The documents are tests/test_sync_loader.py's (every field kind, a subclass,
 defaults and nulls), stored afresh for each case; MongoEngine's own code runs
@@ -17,12 +18,15 @@ from uuid import uuid4
 import pymongo
 import pytest
 import pytest_asyncio
+from bson import ObjectId
 from mongoengine.base import BaseDocument
 from mongoengine.context_managers import switch_db
+from pymongo.results import UpdateResult
 
 import mongoengine_async
 from mongoengine_async.connection import connect_async, disconnect_async
 from test_loading import LdEverything, LdSpecial, LdTarget
+from test_queryset_matrix import async_outcome
 from test_sync_loader import plain, store_documents
 from test_sync_queryset_matrix import outcome
 
@@ -108,6 +112,10 @@ def state(document: Any) -> Any:
     (without the server's reply, whose cluster time differs)."""
     if isinstance(document, tuple) and document[:1] == ("raised",):
         return (*document[:2], document[2].split(", full error: ")[0])
+    if isinstance(document, UpdateResult):
+        return document.matched_count, document.modified_count, document.upserted_id
+    if isinstance(document, list):
+        return [state(item) for item in document]
     if not isinstance(document, BaseDocument):
         return document
     return (
@@ -188,11 +196,7 @@ async def test_document_calls_do_what_mongoengines_do(
     ours, theirs = OPERATIONS[operation]
     restore(database, snapshot)
     document = await LdEverything.objects.async_get(pk=ids[index])
-    try:
-        fast = ours(document)
-        fast = await fast if hasattr(fast, "__await__") else fast
-    except Exception as error:
-        fast = ("raised", type(error), str(error))
+    fast = await async_outcome(lambda: ours(document))
     fast_result = (state(fast), state(document), stored(database))
 
     restore(database, snapshot)
@@ -201,3 +205,75 @@ async def test_document_calls_do_what_mongoengines_do(
         slow = outcome(lambda: theirs(document))
         slow_result = (state(slow), state(document), stored(database))
     assert fast_result == slow_result
+
+
+# An id no stored document has, for upserts (the same in both runs).
+NEW_ID = ObjectId()
+
+# name: (a chain of modifiers, a write): each run async and through MongoEngine
+WRITES = {
+    "update": (lambda qs: qs, both("update", set__number=7)),
+    "update_matching": (lambda qs: qs(number=7), both("update", inc__number=1)),
+    "update_none": (lambda qs: qs(number=-1), both("update", set__number=7)),
+    "update_empty": (lambda qs: qs.none(), both("update", set__number=7)),
+    "update_full": (lambda qs: qs, both("update", set__text="t", full_result=True)),
+    "update_nothing": (lambda qs: qs, both("update")),
+    "update_upsert": (
+        lambda qs: qs(pk=NEW_ID),
+        both("update", upsert=True, set__text="new"),
+    ),
+    "update_one": (lambda qs: qs.order_by("number"), both("update_one", set__big=2)),
+    "upsert_one": (lambda qs: qs(pk=NEW_ID), both("upsert_one", set__text="u")),
+    "upsert_one_found": (lambda qs: qs(number=1), both("upsert_one", set__text="u")),
+    "modify": (lambda qs: qs.order_by("-number"), both("modify", set__number=8)),
+    "modify_new": (
+        lambda qs: qs.order_by("number"),
+        both("modify", new=True, set__text="n"),
+    ),
+    "modify_remove": (lambda qs: qs(number=7), both("modify", remove=True)),
+    "modify_upsert": (
+        lambda qs: qs(pk=NEW_ID),
+        both("modify", upsert=True, new=True, set__number=5),
+    ),
+    "modify_missed": (lambda qs: qs(number=-1), both("modify", set__number=8)),
+    "delete": (lambda qs: qs, both("delete")),
+    "delete_matching": (lambda qs: qs(number=7), both("delete")),
+    "delete_skip": (lambda qs: qs.order_by("number").skip(1), both("delete")),
+    "delete_limit": (lambda qs: qs.order_by("-number").limit(1), both("delete")),
+    "delete_limit0": (lambda qs: qs.limit(0), both("delete")),
+    "create": (lambda qs: qs, both("create", id=NEW_ID, number=3, text="c")),
+    "create_invalid": (lambda qs: qs, both("create", id=NEW_ID, email="x")),
+}
+
+
+@pytest.mark.parametrize("write", WRITES)
+async def test_queryset_writes_do_what_mongoengines_do(
+    seeded_async: tuple[Any, list, list], write: str
+) -> None:
+    database, _, snapshot = seeded_async
+    chain, (ours, theirs) = WRITES[write]
+    restore(database, snapshot)
+    fast = await async_outcome(lambda: ours(chain(LdEverything.objects)))
+    fast_result = (state(fast), stored(database))
+
+    restore(database, snapshot)
+    with on_sync_alias():
+        slow = outcome(lambda: theirs(chain(plain(LdEverything))))
+        slow_result = (state(slow), stored(database))
+    assert fast_result == slow_result
+
+
+@pytest.mark.parametrize("empty", [lambda qs: qs.none(), lambda qs: qs[0:0]])
+async def test_deleting_an_empty_queryset_deletes_nothing(
+    seeded_async: tuple[Any, list, list], empty: Callable[[Any], Any]
+) -> None:
+    """Where ours and MongoEngine's differ on purpose: MongoEngine's delete()
+    ignores none() and an empty slice (its listing and update() do not) and
+    deletes every document the filter matches; ours deletes nothing."""
+    database, _, snapshot = seeded_async
+    restore(database, snapshot)
+    assert await empty(LdEverything.objects).async_delete() == 0
+    assert stored(database) == snapshot
+    with on_sync_alias():
+        assert empty(plain(LdEverything)).delete() == 3
+    assert database.ld_everything.count_documents({}) == 0
