@@ -19,6 +19,7 @@ import pymongo
 import pytest
 import pytest_asyncio
 from bson import ObjectId
+from mongoengine import signals
 from mongoengine.base import BaseDocument
 from mongoengine.context_managers import switch_db
 from pymongo.results import UpdateResult
@@ -135,6 +136,52 @@ def on_sync_alias() -> Iterator[None]:
         yield
 
 
+SIGNALS = (
+    "pre_init",
+    "post_init",
+    "pre_save",
+    "pre_save_post_validation",
+    "post_save",
+    "pre_delete",
+    "post_delete",
+    "pre_bulk_insert",
+    "post_bulk_insert",
+)
+
+
+@contextlib.contextmanager
+def signals_sent() -> Iterator[list]:
+    """The signals MongoEngine's receivers get meanwhile: each one's name, sender,
+    the document's class and pk, and the plain values of its arguments. Not the
+    referenced class's: MongoEngine's reload() and modify() read the references
+    they load (on a sync alias a reference loads when read; see references.md),
+    async_reload() and async_modify() leave them as proxies."""
+    sent: list = []
+
+    def receiver(name: str) -> Callable[..., None]:
+        def receive(sender: Any, document: Any = None, **kwargs: Any) -> None:
+            if sender is LdTarget:
+                return
+            plain = {
+                key: value
+                for key, value in kwargs.items()
+                if isinstance(value, bool | int | str | type(None))
+            }
+            pk = getattr(document, "pk", None)
+            sent.append((name, sender.__name__, type(document).__name__, pk, plain))
+
+        return receive
+
+    receivers = [(getattr(signals, name), receiver(name)) for name in SIGNALS]
+    for signal, receive in receivers:
+        signal.connect(receive)
+    try:
+        yield sent
+    finally:
+        for signal, receive in receivers:
+            signal.disconnect(receive)
+
+
 def stored(database: Any) -> list:
     """Every collection's documents."""
     return sorted(
@@ -195,15 +242,16 @@ async def test_document_calls_do_what_mongoengines_do(
     database, ids, snapshot = seeded_async
     ours, theirs = OPERATIONS[operation]
     restore(database, snapshot)
-    document = await LdEverything.objects.async_get(pk=ids[index])
-    fast = await async_outcome(lambda: ours(document))
-    fast_result = (state(fast), state(document), stored(database))
+    with signals_sent() as fast_signals:
+        document = await LdEverything.objects.async_get(pk=ids[index])
+        fast = await async_outcome(lambda: ours(document))
+    fast_result = (state(fast), state(document), stored(database), fast_signals)
 
     restore(database, snapshot)
-    with on_sync_alias():
+    with on_sync_alias(), signals_sent() as slow_signals:
         document = plain(LdEverything).get(pk=ids[index])
         slow = outcome(lambda: theirs(document))
-        slow_result = (state(slow), state(document), stored(database))
+        slow_result = (state(slow), state(document), stored(database), slow_signals)
     assert fast_result == slow_result
 
 
@@ -253,13 +301,14 @@ async def test_queryset_writes_do_what_mongoengines_do(
     database, _, snapshot = seeded_async
     chain, (ours, theirs) = WRITES[write]
     restore(database, snapshot)
-    fast = await async_outcome(lambda: ours(chain(LdEverything.objects)))
-    fast_result = (state(fast), stored(database))
+    with signals_sent() as fast_signals:
+        fast = await async_outcome(lambda: ours(chain(LdEverything.objects)))
+    fast_result = (state(fast), stored(database), fast_signals)
 
     restore(database, snapshot)
-    with on_sync_alias():
+    with on_sync_alias(), signals_sent() as slow_signals:
         slow = outcome(lambda: theirs(chain(plain(LdEverything))))
-        slow_result = (state(slow), stored(database))
+        slow_result = (state(slow), stored(database), slow_signals)
     assert fast_result == slow_result
 
 

@@ -20,6 +20,7 @@ from bson import DBRef
 from mongoengine.context_managers import set_write_concern
 from mongoengine.errors import OperationError
 from mongoengine.queryset import CASCADE, DENY, DO_NOTHING, NULLIFY, PULL
+from mongoengine.queryset.queryset import ITER_CHUNK_SIZE
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.server_type import SERVER_TYPE
@@ -111,16 +112,26 @@ async def delete_each(queryset: Any, operation: Operation, atomic: bool = True) 
     """
     cls = queryset._document
 
-    async def delete_all(run: Operation) -> int:
-        # The documented per-document calls, kept on purpose: MongoEngine sends
-        # each document's delete signals through its own delete().
-        count = 0
-        async for document in queryset.async_iter(session=run.session):
+    async def delete_chunk(chunk: list[Any], run: Operation) -> None:
+        for document in chunk:
             await document.async_delete(
                 transaction=atomic, session=run.session, **run.write_concern
             )
-            count += 1
-        return count
+
+    async def delete_all(run: Operation) -> int:
+        # The documented per-document calls, kept on purpose: MongoEngine sends
+        # each document's delete signals through its own delete(). Its loop
+        # builds the documents a chunk at a time (its result cache) before it
+        # deletes them: init and delete signals come in the same order here.
+        count = 0
+        chunk: list[Any] = []
+        async for document in queryset.async_iter(session=run.session):
+            chunk.append(document)
+            if len(chunk) == ITER_CHUNK_SIZE:
+                await delete_chunk(chunk, run)
+                count, chunk = count + len(chunk), []
+        await delete_chunk(chunk, run)
+        return count + len(chunk)
 
     if not _rules(cls):
         return await delete_all(operation)
