@@ -27,9 +27,12 @@ from test_sync_loader import plain, store_documents
 from test_sync_queryset_matrix import CHAINS, assert_alike, outcome
 
 
-async def collected(queryset: Any) -> list:
-    return [document async for document in queryset]
+async def collected(results: Any) -> list:
+    return [result async for result in results]
 
+
+# After the queryset's filter, ordering, skip and limit.
+PIPELINE = [{"$project": {"number": 1, "tags": 1}}]
 
 # The sync alias MongoEngine's QuerySet reads the stored documents on.
 SYNC = "matrix_sync"
@@ -73,6 +76,10 @@ TERMINALS = {
         lambda qs, ids: list(qs.distinct("number")),
     ),
     "sum": (lambda qs, ids: qs.async_sum("number"), lambda qs, ids: qs.sum("number")),
+    "aggregate": (
+        lambda qs, ids: collected(qs.async_aggregate(PIPELINE)),
+        lambda qs, ids: list(qs.aggregate(PIPELINE)),
+    ),
     "average": (
         lambda qs, ids: qs.async_average("ratio"),
         lambda qs, ids: qs.average("ratio"),
