@@ -326,3 +326,34 @@ async def test_deleting_an_empty_queryset_deletes_nothing(
     with on_sync_alias():
         assert empty(plain(LdEverything)).delete() == 3
     assert database.ld_everything.count_documents({}) == 0
+
+
+async def test_a_delete_by_document_sends_signals_in_mongoengines_order(
+    seeded_async: tuple[Any, list, list],
+) -> None:
+    """More documents than one chunk of MongoEngine's result cache (100): each
+    chunk is built (post_init) before its documents are deleted, as there."""
+    database, _, snapshot = seeded_async
+    many = [
+        {"_id": ObjectId(), "_cls": "LdEverything", "number": number}
+        for number in range(150)
+    ]
+
+    def seed() -> None:
+        restore(database, snapshot)
+        database.ld_everything.insert_many(many)
+
+    seed()
+    with signals_sent() as fast_signals:
+        fast = await LdEverything.objects.async_delete()
+    seed()
+    with on_sync_alias(), signals_sent() as slow_signals:
+        slow = plain(LdEverything).delete()
+    assert (fast, fast_signals) == (slow, slow_signals)
+    built = [
+        n
+        for n, (name, sender, *_) in enumerate(fast_signals)
+        if name == "post_init" and sender != "LdPart"  # a document, not embedded
+    ]
+    first_delete = [sent[0] for sent in fast_signals].index("pre_delete")
+    assert fast == 153 and built[99] < first_delete < built[100]
