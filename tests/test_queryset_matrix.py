@@ -10,6 +10,7 @@ read on the async alias is a proxy (equal to the document MongoEngine reads).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from uuid import uuid4
@@ -22,7 +23,7 @@ from mongoengine.context_managers import switch_db
 
 import mongoengine_async
 from mongoengine_async.connection import connect_async, disconnect_async
-from test_loading import LdEverything
+from test_loading import LdEverything, LdTarget
 from test_sync_loader import plain, store_documents
 from test_sync_queryset_matrix import CHAINS, assert_alike, outcome
 
@@ -147,3 +148,24 @@ async def test_reads_as_mongoengine(
     with switch_db(LdEverything, SYNC):
         slow = outcome(lambda: theirs(view(plain(LdEverything)), ids))
     assert_alike(fast, slow, f"{chain}/{terminal}")
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+async def test_every_field_reads_as_mongoengines(
+    stored: tuple[Any, list], ids: list, index: int
+) -> None:
+    """Each attribute of a document read on the async alias, as MongoEngine's
+    reads it on a sync one (a reference is a proxy for its document)."""
+    fast = await LdEverything.objects.async_get(pk=ids[index])
+    fast_values = fields_read(fast)
+    with switch_db(LdEverything, SYNC), switch_db(LdTarget, SYNC):
+        slow_values = fields_read(plain(LdEverything).get(pk=ids[index]))
+    assert_alike(fast_values, slow_values, "fields")
+
+
+def fields_read(document: Any) -> dict[str, Any]:
+    """Each field of ``document`` as reading it gives it (or its error)."""
+    return {
+        name: outcome(functools.partial(getattr, document, name))
+        for name in document._fields_ordered
+    }
