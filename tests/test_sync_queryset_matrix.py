@@ -1,7 +1,9 @@
 """Every way of reading a queryset on a connect() alias gives what MongoEngine's
 own QuerySet gives: each chain of modifiers with each terminal, on the stored
 documents of tests/test_sync_loader.py (every field kind, a subclass, defaults
-and nulls); results compared value by value, errors by type and message."""
+and nulls) and on a class whose fields are stored under other names, with a
+primary key of its own; results compared value by value, errors by type and
+message."""
 
 from __future__ import annotations
 
@@ -11,12 +13,48 @@ import pytest
 from bson import DBRef, ObjectId, UuidRepresentation, json_util
 from mongoengine.base import BaseDocument
 
-from mongoengine_async import Document
+from mongoengine_async import (
+    Document,
+    EmbeddedDocumentField,
+    IntField,
+    ListField,
+    ReferenceField,
+    StringField,
+)
 from mongoengine_async.proxies import AsyncReferenceProxy
-from test_loading import LdEverything, assert_same
+from test_loading import LdEverything, LdPart, LdTarget, assert_same
 from test_sync_loader import plain, store_documents
 
 JSON_OPTIONS = json_util.JSONOptions(uuid_representation=UuidRepresentation.STANDARD)
+
+
+class MxRenamed(Document):
+    """The fields the chains use, stored under other names; a string primary key."""
+
+    code = StringField(primary_key=True)
+    text = StringField(db_field="t", default="untitled")
+    number = IntField(db_field="n")
+    tags = ListField(StringField(), db_field="tg")
+    part = EmbeddedDocumentField(LdPart, db_field="p")
+    target = ReferenceField(LdTarget, db_field="tr")
+    meta = {"allow_inheritance": True}
+
+
+class MxRenamedSub(MxRenamed):
+    extra = StringField(db_field="x")
+
+
+def store_renamed() -> list:
+    """Three MxRenamed documents (one of the subclass), saved: their keys."""
+    target = LdTarget(name="t").save()
+    part = LdPart(label="p", target=target)
+    documents = [
+        MxRenamed(code="a", text="hi", number=7, tags=["a"], part=part, target=target),
+        MxRenamedSub(code="b", number=7, tags=["c"], extra="e", target=target),
+        MxRenamed(code="c", number=1),
+    ]
+    return [document.save().pk for document in documents]
+
 
 CHAINS = {
     "all": lambda qs: qs,
@@ -122,20 +160,28 @@ def assert_alike(fast: Any, slow: Any, where: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def ids(module_sync_default: Any) -> list:
-    """The stored documents' ids (read only by this module), and one unknown."""
-    return [document.pk for document in store_documents(module_sync_default)] + [
-        ObjectId()
-    ]
+def stored(module_sync_default: Any) -> dict[type, list]:
+    """Each class's stored documents' keys (read only by this module), and one
+    unknown."""
+    return {
+        LdEverything: [d.pk for d in store_documents(module_sync_default)]
+        + [ObjectId()],
+        MxRenamed: [*store_renamed(), "unknown"],
+    }
 
 
 @pytest.mark.parametrize("terminal", TERMINALS)
 @pytest.mark.parametrize("chain", CHAINS)
-def test_reads_as_mongoengine(ids: list, chain: str, terminal: str) -> None:
+@pytest.mark.parametrize("cls", [LdEverything, MxRenamed], ids=lambda c: c.__name__)
+def test_reads_as_mongoengine(
+    stored: dict[type, list], cls: type, chain: str, terminal: str
+) -> None:
     make, end = CHAINS[chain], TERMINALS[terminal]
 
     def read(queryset: Any) -> Any:
-        return outcome(lambda: end(make(queryset.order_by("number", "id")), ids))
+        return outcome(
+            lambda: end(make(queryset.order_by("number", "pk")), stored[cls])
+        )
 
-    fast, slow = read(LdEverything.objects), read(plain(LdEverything))
+    fast, slow = read(cls.objects), read(plain(cls))
     assert_alike(fast, slow, f"{chain}/{terminal}")
