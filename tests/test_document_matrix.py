@@ -21,17 +21,14 @@ import pytest_asyncio
 from bson import ObjectId
 from mongoengine import signals
 from mongoengine.base import BaseDocument
-from mongoengine.context_managers import switch_db
 from pymongo.results import UpdateResult
 
 import mongoengine_async
 from mongoengine_async.connection import connect_async, disconnect_async
-from test_loading import LdEverything, LdSpecial, LdTarget
-from test_queryset_matrix import async_outcome
+from test_loading import LdEverything, LdTarget
+from test_queryset_matrix import SYNC, async_outcome, on_sync_alias
 from test_sync_loader import plain, store_documents
 from test_sync_queryset_matrix import outcome
-
-SYNC = "document_matrix_sync"
 
 
 def change_text(document: Any) -> None:
@@ -125,15 +122,6 @@ def state(document: Any) -> Any:
         sorted(document._changed_fields),
         document._created,
     )
-
-
-@contextlib.contextmanager
-def on_sync_alias() -> Iterator[None]:
-    """The documents' classes on the sync alias SYNC, as MongoEngine's code wants."""
-    with contextlib.ExitStack() as stack:
-        for cls in (LdEverything, LdSpecial, LdTarget):
-            stack.enter_context(switch_db(cls, SYNC))
-        yield
 
 
 SIGNALS = (

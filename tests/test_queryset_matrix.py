@@ -10,6 +10,7 @@ read on the async alias is a proxy (equal to the document MongoEngine reads).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -23,9 +24,16 @@ from mongoengine.context_managers import switch_db
 
 import mongoengine_async
 from mongoengine_async.connection import connect_async, disconnect_async
-from test_loading import LdEverything, LdTarget
+from test_loading import LdEverything, LdSpecial, LdTarget
 from test_sync_loader import plain, store_documents
-from test_sync_queryset_matrix import CHAINS, assert_alike, outcome
+from test_sync_queryset_matrix import (
+    CHAINS,
+    MxRenamed,
+    MxRenamedSub,
+    assert_alike,
+    outcome,
+    store_renamed,
+)
 
 
 async def collected(results: Any) -> list:
@@ -98,22 +106,26 @@ async def async_outcome(call: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def stored(mongodb_uri: str) -> Iterator[tuple[Any, list]]:
-    """The stored documents' database (a sync client's) and ids, and one unknown."""
+def stored(mongodb_uri: str) -> Iterator[tuple[Any, dict[type, list]]]:
+    """The stored documents' database (a sync client's) and each class's keys
+    (with one unknown)."""
     name = f"test_matrix_{uuid4().hex[:12]}"
     client: pymongo.MongoClient = pymongo.MongoClient(
         mongodb_uri, uuidRepresentation="standard"
     )
     mongoengine_async.connect(db=name, host=mongodb_uri, uuidRepresentation="standard")
     try:
-        ids = [document.pk for document in store_documents(client[name])]
+        keys = {
+            LdEverything: [d.pk for d in store_documents(client[name])] + [ObjectId()],
+            MxRenamed: [*store_renamed(), "unknown"],
+        }
     finally:
         mongoengine_async.disconnect()
     mongoengine_async.connect(
         db=name, alias=SYNC, host=mongodb_uri, uuidRepresentation="standard"
     )
     try:
-        yield client[name], [*ids, ObjectId()]
+        yield client[name], keys
     finally:
         mongoengine_async.disconnect(SYNC)
         client.drop_database(name)
@@ -121,45 +133,58 @@ def stored(mongodb_uri: str) -> Iterator[tuple[Any, list]]:
 
 
 @pytest_asyncio.fixture
-async def ids(stored: tuple[Any, list], mongodb_uri: str) -> AsyncIterator[list]:
+async def keys(
+    stored: tuple[Any, dict[type, list]], mongodb_uri: str
+) -> AsyncIterator[dict[type, list]]:
     """The alias "default" connected async to the stored documents' database."""
-    database, ids = stored
+    database, keys = stored
     await connect_async(
         db=database.name, host=mongodb_uri, uuidRepresentation="standard"
     )
     try:
-        yield ids
+        yield keys
     finally:
         await disconnect_async()
 
 
+@contextlib.contextmanager
+def on_sync_alias() -> Iterator[None]:
+    """The test classes on the sync alias SYNC, as MongoEngine's code wants."""
+    with contextlib.ExitStack() as stack:
+        for cls in (LdEverything, LdSpecial, LdTarget, MxRenamed, MxRenamedSub):
+            stack.enter_context(switch_db(cls, SYNC))
+        yield
+
+
 @pytest.mark.parametrize("terminal", TERMINALS)
 @pytest.mark.parametrize("chain", CHAINS)
+@pytest.mark.parametrize("cls", [LdEverything, MxRenamed], ids=lambda c: c.__name__)
 async def test_reads_as_mongoengine(
-    stored: tuple[Any, list], ids: list, chain: str, terminal: str
+    keys: dict[type, list], cls: type, chain: str, terminal: str
 ) -> None:
     make = CHAINS[chain]
     ours, theirs = TERMINALS[terminal]
 
     def view(queryset: Any) -> Any:
-        return make(queryset.order_by("number", "id"))
+        return make(queryset.order_by("number", "pk"))
 
-    fast = await async_outcome(lambda: ours(view(LdEverything.objects), ids))
-    with switch_db(LdEverything, SYNC):
-        slow = outcome(lambda: theirs(view(plain(LdEverything)), ids))
+    fast = await async_outcome(lambda: ours(view(cls.objects), keys[cls]))
+    with on_sync_alias():
+        slow = outcome(lambda: theirs(view(plain(cls)), keys[cls]))
     assert_alike(fast, slow, f"{chain}/{terminal}")
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])
+@pytest.mark.parametrize("cls", [LdEverything, MxRenamed], ids=lambda c: c.__name__)
 async def test_every_field_reads_as_mongoengines(
-    stored: tuple[Any, list], ids: list, index: int
+    keys: dict[type, list], cls: type, index: int
 ) -> None:
     """Each attribute of a document read on the async alias, as MongoEngine's
     reads it on a sync one (a reference is a proxy for its document)."""
-    fast = await LdEverything.objects.async_get(pk=ids[index])
+    fast = await cls.objects.async_get(pk=keys[cls][index])
     fast_values = fields_read(fast)
-    with switch_db(LdEverything, SYNC), switch_db(LdTarget, SYNC):
-        slow_values = fields_read(plain(LdEverything).get(pk=ids[index]))
+    with on_sync_alias():
+        slow_values = fields_read(plain(cls).get(pk=keys[cls][index]))
     assert_alike(fast_values, slow_values, "fields")
 
 
