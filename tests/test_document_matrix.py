@@ -27,6 +27,7 @@ import mongoengine_async
 from mongoengine_async.connection import connect_async, disconnect_async
 from test_loading import LdEverything, LdTarget
 from test_queryset_matrix import SYNC, async_outcome, on_sync_alias
+from test_signals import ALL
 from test_sync_loader import plain, store_documents
 from test_sync_queryset_matrix import outcome
 
@@ -124,17 +125,7 @@ def state(document: Any) -> Any:
     )
 
 
-SIGNALS = (
-    "pre_init",
-    "post_init",
-    "pre_save",
-    "pre_save_post_validation",
-    "post_save",
-    "pre_delete",
-    "post_delete",
-    "pre_bulk_insert",
-    "post_bulk_insert",
-)
+SIGNALS = ("pre_init", "post_init", *ALL)  # every one of MongoEngine's
 
 
 @contextlib.contextmanager
