@@ -3,7 +3,8 @@ counterpart gives on the same stored documents: each chain of modifiers with
 each terminal, results compared value by value, errors by type and message.
 
 The documents are tests/test_sync_loader.py's (every field kind, a subclass,
-defaults and nulls), stored once for the module; MongoEngine's own QuerySet
+defaults and nulls) and tests/test_sync_queryset_matrix.py's (renamed fields, a
+string primary key), stored once for the module; MongoEngine's own QuerySet
 reads them on a sync alias to the same database (``switch_db``). A reference
 read on the async alias is a proxy (equal to the document MongoEngine reads).
 """
