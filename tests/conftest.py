@@ -8,10 +8,13 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from uuid import uuid4
 
+import pymongo
 import pytest
 import pytest_asyncio
+from bson import ObjectId
 
 import mongoengine_async
+from mongoengine_async.connection import connect_async, disconnect_async
 from mongoengine_async.testing import CommandLog, fresh_database
 
 
@@ -59,3 +62,52 @@ async def other_alias(async_alias: str, mongodb_uri: str) -> AsyncIterator[str]:
     """A second async alias, "other", on its own fresh database."""
     async with fresh_database("other", mongodb_uri) as alias:
         yield alias
+
+
+@pytest.fixture(scope="module")
+def matrix_database(mongodb_uri: str) -> Iterator[tuple[Any, dict[type, list]]]:
+    """A fresh database holding the documents of the equivalence matrices
+    (tests/test_*_matrix.py: every field kind, and renamed fields with a string
+    primary key), which their sync alias points to: a sync client's database,
+    and each class's keys (with one unknown)."""
+    from test_loading import LdEverything
+    from test_queryset_matrix import SYNC
+    from test_sync_loader import store_documents
+    from test_sync_queryset_matrix import MxRenamed, store_renamed
+
+    name = f"test_matrix_{uuid4().hex[:12]}"
+    client: pymongo.MongoClient = pymongo.MongoClient(
+        mongodb_uri, uuidRepresentation="standard"
+    )
+    mongoengine_async.connect(db=name, host=mongodb_uri, uuidRepresentation="standard")
+    try:
+        keys = {
+            LdEverything: [d.pk for d in store_documents(client[name])] + [ObjectId()],
+            MxRenamed: [*store_renamed(), "unknown"],
+        }
+    finally:
+        mongoengine_async.disconnect()
+    mongoengine_async.connect(
+        db=name, alias=SYNC, host=mongodb_uri, uuidRepresentation="standard"
+    )
+    try:
+        yield client[name], keys
+    finally:
+        mongoengine_async.disconnect(SYNC)
+        client.drop_database(name)
+        client.close()
+
+
+@pytest_asyncio.fixture
+async def matrix_keys(
+    matrix_database: tuple[Any, dict[type, list]], mongodb_uri: str
+) -> AsyncIterator[dict[type, list]]:
+    """``matrix_database``'s keys, the alias "default" connected async to it."""
+    database, keys = matrix_database
+    await connect_async(
+        db=database.name, host=mongodb_uri, uuidRepresentation="standard"
+    )
+    try:
+        yield keys
+    finally:
+        await disconnect_async()

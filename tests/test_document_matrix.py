@@ -3,32 +3,27 @@ does what its MongoEngine counterpart does on a sync alias: the same return
 value (or error), the same document afterwards (its stored form and state) and
 the same data in the database.
 
-The documents are tests/test_sync_loader.py's (every field kind, a subclass,
-defaults and nulls), stored afresh for each case; MongoEngine's own code runs
-them on a sync alias to the same database (``switch_db``).
+The documents are the matrices' (conftest.matrix_database: every field kind, a
+subclass, defaults and nulls), put back before each case; MongoEngine's own
+code runs on a sync alias to the same database (``switch_db``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
-from uuid import uuid4
 
-import pymongo
 import pytest
-import pytest_asyncio
 from bson import ObjectId
 from mongoengine import signals
 from mongoengine.base import BaseDocument
 from pymongo.results import UpdateResult
 
-import mongoengine_async
-from mongoengine_async.connection import connect_async, disconnect_async
 from test_loading import LdEverything, LdTarget
-from test_queryset_matrix import SYNC, async_outcome, on_sync_alias
+from test_queryset_matrix import async_outcome, on_sync_alias
 from test_signals import ALL
-from test_sync_loader import plain, store_documents
+from test_sync_loader import plain
 from test_sync_queryset_matrix import outcome
 
 
@@ -161,7 +156,7 @@ def signals_sent() -> Iterator[list]:
             signal.disconnect(receive)
 
 
-def stored(database: Any) -> list:
+def contents(database: Any) -> list:
     """Every collection's documents."""
     return sorted(
         (name, sorted(database[name].find(), key=str))
@@ -176,61 +171,40 @@ def restore(database: Any, snapshot: list) -> None:
 
 
 @pytest.fixture(scope="module")
-def seeded(mongodb_uri: str) -> Iterator[tuple[Any, list, list]]:
-    """A database the sync alias SYNC points to, holding the documents: it, their
-    ids and what it holds (put back before each call)."""
-    name = f"test_document_matrix_{uuid4().hex[:12]}"
-    client: pymongo.MongoClient = pymongo.MongoClient(
-        mongodb_uri, uuidRepresentation="standard"
-    )
-    mongoengine_async.connect(
-        db=name, alias=SYNC, host=mongodb_uri, uuidRepresentation="standard"
-    )
-    mongoengine_async.connect(db=name, host=mongodb_uri, uuidRepresentation="standard")
-    try:
-        ids = [document.pk for document in store_documents(client[name])]
-    finally:
-        mongoengine_async.disconnect()
-    try:
-        yield client[name], ids, stored(client[name])
-    finally:
-        mongoengine_async.disconnect(SYNC)
-        client.drop_database(name)
-        client.close()
+def snapshot(matrix_database: tuple[Any, dict[type, list]]) -> list:
+    """What the matrices' database holds before any call (put back before each)."""
+    return contents(matrix_database[0])
 
 
-@pytest_asyncio.fixture
-async def seeded_async(
-    seeded: tuple[Any, list, list], mongodb_uri: str
-) -> AsyncIterator[tuple[Any, list, list]]:
-    """``seeded``, with the alias "default" connected async to its database."""
-    await connect_async(
-        db=seeded[0].name, host=mongodb_uri, uuidRepresentation="standard"
-    )
-    try:
-        yield seeded
-    finally:
-        await disconnect_async()
+@pytest.fixture
+def seeded(
+    matrix_database: tuple[Any, dict[type, list]],
+    matrix_keys: dict[type, list],
+    snapshot: list,
+) -> tuple[Any, list, list]:
+    """The database (the alias "default" connected async to it), the ids of
+    its LdEverything documents and what it holds."""
+    return matrix_database[0], matrix_keys[LdEverything], snapshot
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])
 @pytest.mark.parametrize("operation", OPERATIONS)
 async def test_document_calls_do_what_mongoengines_do(
-    seeded_async: tuple[Any, list, list], operation: str, index: int
+    seeded: tuple[Any, list, list], operation: str, index: int
 ) -> None:
-    database, ids, snapshot = seeded_async
+    database, ids, snapshot = seeded
     ours, theirs = OPERATIONS[operation]
     restore(database, snapshot)
     with signals_sent() as fast_signals:
         document = await LdEverything.objects.async_get(pk=ids[index])
         fast = await async_outcome(lambda: ours(document))
-    fast_result = (state(fast), state(document), stored(database), fast_signals)
+    fast_result = (state(fast), state(document), contents(database), fast_signals)
 
     restore(database, snapshot)
     with on_sync_alias(), signals_sent() as slow_signals:
         document = plain(LdEverything).get(pk=ids[index])
         slow = outcome(lambda: theirs(document))
-        slow_result = (state(slow), state(document), stored(database), slow_signals)
+        slow_result = (state(slow), state(document), contents(database), slow_signals)
     assert fast_result == slow_result
 
 
@@ -275,44 +249,44 @@ WRITES = {
 
 @pytest.mark.parametrize("write", WRITES)
 async def test_queryset_writes_do_what_mongoengines_do(
-    seeded_async: tuple[Any, list, list], write: str
+    seeded: tuple[Any, list, list], write: str
 ) -> None:
-    database, _, snapshot = seeded_async
+    database, _, snapshot = seeded
     chain, (ours, theirs) = WRITES[write]
     restore(database, snapshot)
     with signals_sent() as fast_signals:
         fast = await async_outcome(lambda: ours(chain(LdEverything.objects)))
-    fast_result = (state(fast), stored(database), fast_signals)
+    fast_result = (state(fast), contents(database), fast_signals)
 
     restore(database, snapshot)
     with on_sync_alias(), signals_sent() as slow_signals:
         slow = outcome(lambda: theirs(chain(plain(LdEverything))))
-        slow_result = (state(slow), stored(database), slow_signals)
+        slow_result = (state(slow), contents(database), slow_signals)
     assert fast_result == slow_result
 
 
 @pytest.mark.parametrize("empty", [lambda qs: qs.none(), lambda qs: qs[0:0]])
 async def test_deleting_an_empty_queryset_deletes_nothing(
-    seeded_async: tuple[Any, list, list], empty: Callable[[Any], Any]
+    seeded: tuple[Any, list, list], empty: Callable[[Any], Any]
 ) -> None:
     """Where ours and MongoEngine's differ on purpose: MongoEngine's delete()
     ignores none() and an empty slice (its listing and update() do not) and
     deletes every document the filter matches; ours deletes nothing."""
-    database, _, snapshot = seeded_async
+    database, _, snapshot = seeded
     restore(database, snapshot)
     assert await empty(LdEverything.objects).async_delete() == 0
-    assert stored(database) == snapshot
+    assert contents(database) == snapshot
     with on_sync_alias():
         assert empty(plain(LdEverything)).delete() == 3
     assert database.ld_everything.count_documents({}) == 0
 
 
 async def test_a_delete_by_document_sends_signals_in_mongoengines_order(
-    seeded_async: tuple[Any, list, list],
+    seeded: tuple[Any, list, list],
 ) -> None:
     """More documents than one chunk of MongoEngine's result cache (100): each
     chunk is built (post_init) before its documents are deleted, as there."""
-    database, _, snapshot = seeded_async
+    database, _, snapshot = seeded
     many = [
         {"_id": ObjectId(), "_cls": "LdEverything", "number": number}
         for number in range(150)

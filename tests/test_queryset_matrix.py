@@ -13,27 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
-from uuid import uuid4
 
-import pymongo
 import pytest
-import pytest_asyncio
-from bson import ObjectId
 from mongoengine.context_managers import switch_db
 
-import mongoengine_async
-from mongoengine_async.connection import connect_async, disconnect_async
 from test_loading import LdEverything, LdSpecial, LdTarget
-from test_sync_loader import plain, store_documents
+from test_sync_loader import plain
 from test_sync_queryset_matrix import (
     CHAINS,
     MxRenamed,
     MxRenamedSub,
     assert_alike,
     outcome,
-    store_renamed,
 )
 
 
@@ -44,8 +37,6 @@ async def collected(results: Any) -> list:
 # After the queryset's filter, ordering, skip and limit.
 PIPELINE = [{"$project": {"number": 1, "tags": 1}}]
 
-# The sync alias MongoEngine's QuerySet reads the stored documents on.
-SYNC = "matrix_sync"
 
 # name: (our async terminal, MongoEngine's counterpart)
 TERMINALS = {
@@ -106,46 +97,9 @@ async def async_outcome(call: Any) -> Any:
         return ("raised", type(error), str(error))
 
 
-@pytest.fixture(scope="module")
-def stored(mongodb_uri: str) -> Iterator[tuple[Any, dict[type, list]]]:
-    """The stored documents' database (a sync client's) and each class's keys
-    (with one unknown)."""
-    name = f"test_matrix_{uuid4().hex[:12]}"
-    client: pymongo.MongoClient = pymongo.MongoClient(
-        mongodb_uri, uuidRepresentation="standard"
-    )
-    mongoengine_async.connect(db=name, host=mongodb_uri, uuidRepresentation="standard")
-    try:
-        keys = {
-            LdEverything: [d.pk for d in store_documents(client[name])] + [ObjectId()],
-            MxRenamed: [*store_renamed(), "unknown"],
-        }
-    finally:
-        mongoengine_async.disconnect()
-    mongoengine_async.connect(
-        db=name, alias=SYNC, host=mongodb_uri, uuidRepresentation="standard"
-    )
-    try:
-        yield client[name], keys
-    finally:
-        mongoengine_async.disconnect(SYNC)
-        client.drop_database(name)
-        client.close()
-
-
-@pytest_asyncio.fixture
-async def keys(
-    stored: tuple[Any, dict[type, list]], mongodb_uri: str
-) -> AsyncIterator[dict[type, list]]:
-    """The alias "default" connected async to the stored documents' database."""
-    database, keys = stored
-    await connect_async(
-        db=database.name, host=mongodb_uri, uuidRepresentation="standard"
-    )
-    try:
-        yield keys
-    finally:
-        await disconnect_async()
+# The sync alias MongoEngine's code reads the stored documents on
+# (conftest.matrix_database connects it).
+SYNC = "matrix_sync"
 
 
 @contextlib.contextmanager
@@ -161,7 +115,7 @@ def on_sync_alias() -> Iterator[None]:
 @pytest.mark.parametrize("chain", CHAINS)
 @pytest.mark.parametrize("cls", [LdEverything, MxRenamed], ids=lambda c: c.__name__)
 async def test_reads_as_mongoengine(
-    keys: dict[type, list], cls: type, chain: str, terminal: str
+    matrix_keys: dict[type, list], cls: type, chain: str, terminal: str
 ) -> None:
     make = CHAINS[chain]
     ours, theirs = TERMINALS[terminal]
@@ -169,23 +123,23 @@ async def test_reads_as_mongoengine(
     def view(queryset: Any) -> Any:
         return make(queryset.order_by("number", "pk"))
 
-    fast = await async_outcome(lambda: ours(view(cls.objects), keys[cls]))
+    fast = await async_outcome(lambda: ours(view(cls.objects), matrix_keys[cls]))
     with on_sync_alias():
-        slow = outcome(lambda: theirs(view(plain(cls)), keys[cls]))
+        slow = outcome(lambda: theirs(view(plain(cls)), matrix_keys[cls]))
     assert_alike(fast, slow, f"{chain}/{terminal}")
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])
 @pytest.mark.parametrize("cls", [LdEverything, MxRenamed], ids=lambda c: c.__name__)
 async def test_every_field_reads_as_mongoengines(
-    keys: dict[type, list], cls: type, index: int
+    matrix_keys: dict[type, list], cls: type, index: int
 ) -> None:
     """Each attribute of a document read on the async alias, as MongoEngine's
     reads it on a sync one (a reference is a proxy for its document)."""
-    fast = await cls.objects.async_get(pk=keys[cls][index])
+    fast = await cls.objects.async_get(pk=matrix_keys[cls][index])
     fast_values = fields_read(fast)
     with on_sync_alias():
-        slow_values = fields_read(plain(cls).get(pk=keys[cls][index]))
+        slow_values = fields_read(plain(cls).get(pk=matrix_keys[cls][index]))
     assert_alike(fast_values, slow_values, "fields")
 
 
