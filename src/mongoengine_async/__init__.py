@@ -163,7 +163,6 @@ else:
         ObjectIdField,
         PointField,
         PolygonField,
-        SequenceField,
         StringField,
         URLField,
         UUIDField,
@@ -181,6 +180,7 @@ else:
         ListField,
         MapField,
         ReferenceField,
+        SequenceField,
         SortedListField,
     )
 

@@ -30,7 +30,7 @@ from pymongo import ReadPreference
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
-from mongoengine_async import collection_setup, deltas, signals, to_bson
+from mongoengine_async import collection_setup, deltas, sequences, signals, to_bson
 from mongoengine_async.change_streams import ChangeStream
 from mongoengine_async.connection import (
     get_async_collection,
@@ -294,6 +294,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             await signals.send(signals.pre_save, cls, document=self, **signal_kwargs)
         if validate:
             self.validate(clean=clean)
+        numbered = sequences.counts_async(cls)
+        if numbered:  # the id first, as to_mongo(fields=[id_field]) below would
+            await sequences.async_fill([self], id_only=True)
         write_concern = write_concern or {}
         id_field = self._meta["id_field"]
         created = not to_bson.has_id(self) or self._created or force_insert
@@ -305,6 +308,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 created=created,
                 **signal_kwargs,
             )
+        if numbered:
+            await sequences.async_fill([self])
         raw = to_bson.raw(self)  # to_mongo() as a dict: PyMongo encodes it faster
         # No write concern given: the collection's own (set_write_concern would
         # make an equal copy of the collection on every save).
@@ -562,10 +567,15 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         """Apply a MongoEngine-style update to this document only."""
         operation = await self._async_operation("async_update", "update()", session)
         kwargs["session"] = operation.session
+        numbered = sequences.counts_async(type(self))
+        if numbered:  # as reading an unset sequence pk does on a sync alias
+            await sequences.async_fill([self], id_only=True)
         if self.pk is not None:
             return await self._qs.filter(**self._object_key).async_update_one(**kwargs)
         if not kwargs.get("upsert", False):
             raise OperationError("attempt to update a document not yet saved")
+        if numbered:
+            await sequences.async_fill([self])
         query = self.to_mongo()
         query.pop("_cls", None)
         return await self._qs.filter(**query).async_update_one(**kwargs)

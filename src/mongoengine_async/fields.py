@@ -48,6 +48,7 @@ from mongoengine_async.proxies import (
     slots,
 )
 from mongoengine_async.select_related import PLAIN_VALUE_TYPES
+from mongoengine_async.sequences import SequenceField
 from mongoengine_async.sync_reads import load_referenced
 
 if TYPE_CHECKING:  # the mixins below are only used on MongoEngine's fields
@@ -67,6 +68,7 @@ __all__: tuple[str, ...] = (
     "ListField",
     "MapField",
     "ReferenceField",
+    "SequenceField",
     "SortedListField",
 )
 

@@ -46,7 +46,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 
-from mongoengine_async import signals, to_bson
+from mongoengine_async import sequences, signals, to_bson
 from mongoengine_async.batches import WHOLE_RESULT, materialise_all
 from mongoengine_async.change_streams import ChangeStream, WatchOptions
 from mongoengine_async.delete_rules import delete_each, delete_matching
@@ -648,6 +648,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             documents=documents,
             **signal_kwargs,
         )
+        if any(sequences.counts_async(cls) for cls in set(map(type, documents))):
+            await sequences.async_fill(documents)
         raw = [to_bson.raw(document) for document in documents]
         ids = await self._insert_raw(collection, raw, write_concern, return_one)
         set_ids(documents, ids)

@@ -1,0 +1,295 @@
+"""SequenceField on an async alias: ``async_save``/``async_insert``/``async_update``
+number what MongoEngine's ``save``/``insert``/``update`` number on a sync alias
+(same values, counters and stored documents), with one ``$inc`` per counter;
+reading an unset value gives None; anything else that would block says what to
+await instead."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+from uuid import uuid4
+
+import mongoengine
+import pymongo
+import pytest
+from mongoengine import signals
+
+from mongoengine_async import (
+    AsyncUsageError,
+    Document,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
+    ListField,
+    SequenceField,
+    StringField,
+    async_run_in_transaction,
+    connect,
+    connect_async,
+    disconnect,
+    disconnect_async,
+    get_async_db,
+)
+
+SEQ = "seq"  # the alias of the differential test, sync then async
+
+
+class SqLine(EmbeddedDocument):
+    n = SequenceField(db_alias=SEQ)
+    text = StringField()
+
+
+class SqTicket(Document):
+    number = SequenceField(db_alias=SEQ)
+    title = StringField()
+    lines = ListField(EmbeddedDocumentField(SqLine))
+    meta = {"db_alias": SEQ}
+
+
+class SqKeyed(Document):
+    """A sequence primary key, with its own sequence name and decorator, and
+    another sequence."""
+
+    id = SequenceField(
+        primary_key=True, db_alias=SEQ, sequence_name="keys", value_decorator=str
+    )
+    serial = SequenceField(db_alias=SEQ)
+    title = StringField()
+    meta = {"db_alias": SEQ}
+
+
+class SqOrder(Document):
+    """On the async tests' "default" alias."""
+
+    number = SequenceField()
+    title = StringField()
+
+
+Call = Callable[..., Awaitable[Any]]
+
+
+async def sync_call(target: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+    return getattr(target, name)(*args, **kwargs)
+
+
+async def async_call(target: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+    return await getattr(target, f"async_{name}")(*args, **kwargs)
+
+
+@pytest.fixture
+def recorded() -> Iterator[list]:
+    """What SqKeyed's save signals saw in ``_data`` (reading an attribute would
+    number it on a sync alias)."""
+    seen: list = []
+
+    def record(sender: Any, document: Any, **kwargs: Any) -> None:
+        seen.append(dict(document._data))
+
+    hooks = (signals.pre_save, signals.pre_save_post_validation, signals.post_save)
+    for hook in hooks:
+        hook.connect(record, sender=SqKeyed)
+    yield seen
+    for hook in hooks:
+        hook.disconnect(record, sender=SqKeyed)
+
+
+async def numbered(call: Call, database: Any, seen: list) -> dict[str, Any]:
+    """A run of saves, inserts and updates through ``call``: what they returned,
+    what the signals saw, and the stored documents and counters."""
+    ticket = await call(
+        SqTicket(title="a", lines=[SqLine(text="x"), SqLine(text="y")]), "save"
+    )
+    keyed = await call(SqKeyed(title="k"), "save")
+    ids = await call(
+        SqKeyed.objects, "insert", [SqKeyed(title=t) for t in "pqr"], load_bulk=False
+    )
+    given = await call(SqTicket(title="given", number=50), "save")
+    first_next = await call(SqTicket.number, "set_next_value", 100)
+    after_set = await call(SqTicket(title="b"), "save")
+    preview = await call(SqTicket.number, "get_next_value")
+    database.sq_ticket.insert_one({"title": "raw"})
+    loaded = await call(SqTicket.objects, "get", title="raw")
+    loaded.title = "raw, saved"
+    await call(loaded, "save")
+    upserted = await call(SqKeyed(title="u"), "update", upsert=True, set__title="v")
+    kept = {
+        "ticket": (ticket.to_mongo().to_dict(), ticket._changed_fields),
+        "keyed": (keyed.pk, keyed._created, keyed._changed_fields),
+        "ids": ids,
+        "given": given.number,
+        "set": (first_next, after_set.number, preview),
+        "loaded": (loaded.number, loaded._changed_fields),
+        "upserted": upserted,
+        "signals": list(seen),
+    }
+    stored = {  # a ticket's _id is a new ObjectId in each run
+        name: list(database[name].find({}, {"_id": 0} if name == "sq_ticket" else None))
+        for name in ("sq_ticket", "sq_keyed", "mongoengine.counters")
+    }
+    kept["ticket"][0].pop("_id")
+    return {**kept, **stored}
+
+
+async def test_async_writes_number_as_mongoengine_does_on_a_sync_alias(
+    mongodb_uri: str, recorded: list
+) -> None:
+    names = [f"test_seq_{uuid4().hex[:12]}" for _ in range(2)]
+    client: pymongo.MongoClient = pymongo.MongoClient(mongodb_uri)
+    try:
+        connect(db=names[0], alias=SEQ, host=mongodb_uri, uuidRepresentation="standard")
+        try:
+            by_mongoengine = await numbered(sync_call, client[names[0]], recorded)
+        finally:
+            disconnect(SEQ)
+        recorded.clear()
+        await connect_async(
+            db=names[1], alias=SEQ, host=mongodb_uri, uuidRepresentation="standard"
+        )
+        try:
+            ours = await numbered(async_call, client[names[1]], recorded)
+        finally:
+            await disconnect_async(SEQ)
+    finally:
+        for name in names:
+            client.drop_database(name)
+        client.close()
+    assert ours == by_mongoengine
+    # What it numbered (MongoEngine's own choices, which ours repeats):
+    assert ours["ticket"][0]["number"] == 1
+    assert [line["n"] for line in ours["ticket"][0]["lines"]] == [1, 2]
+    assert ours["ids"] == ["2", "3", "4"]
+    assert ours["set"] == (100, 101, 102)
+    # numbered by to_mongo() as the save went, not marked as changed: not stored
+    assert ours["loaded"] == (102, [])
+    assert [doc["serial"] for doc in ours["sq_keyed"][:-1]] == [1, 2, 3, 4]
+    assert ours["upserted"] == 1 and ours["sq_keyed"][-1] == {"_id": "5", "title": "v"}
+    # the primary key is numbered before pre_save_post_validation, the rest after
+    assert [(seen["id"], seen["serial"]) for seen in ours["signals"]] == [
+        (None, None),
+        ("1", None),
+        ("1", 1),
+    ]
+    assert sorted(ours["mongoengine.counters"], key=str) == [
+        {"_id": "keys.id", "next": 5},
+        {"_id": "sq_keyed.serial", "next": 4},
+        {"_id": "sq_line.n", "next": 2},
+        {"_id": "sq_ticket.number", "next": 102},
+    ]
+
+
+async def test_one_increment_per_counter(async_alias: str, command_log: Any) -> None:
+    command_log.clear()
+    await SqOrder(title="a").async_save()
+    assert command_log.names == ["findAndModify", "insert"]
+    command_log.clear()
+    orders = [SqOrder(title=str(i)) for i in range(10)]
+    await SqOrder.objects.async_insert(orders, load_bulk=False)
+    assert command_log.names == ["findAndModify", "insert"]
+    assert [order.number for order in orders] == list(range(2, 12))
+    stored = await get_async_db().sq_order.find({}, {"_id": 0}).to_list()
+    assert [doc["number"] for doc in stored] == list(range(1, 12))
+
+
+async def test_an_unset_value_reads_as_none_without_io(
+    async_alias: str, command_log: Any
+) -> None:
+    order = SqOrder(title="a")
+    command_log.clear()
+    assert order.number is None
+    order.number = None
+    assert (order.number, order.pk, command_log.count()) == (None, None, 0)
+    order.number = 7
+    await order.async_save()
+    assert (await SqOrder.objects.async_get()).number == 7
+    assert await get_async_db()["mongoengine.counters"].count_documents({}) == 0
+
+
+BLOCKING = (
+    "SqOrder.number.{name}() would block the event loop: alias 'default' is async "
+    "(connect_async); use {use} instead"
+)
+
+
+@pytest.mark.parametrize(
+    ("call", "name", "use"),
+    [
+        (
+            lambda: SqOrder(title="a").to_mongo(),
+            "generate",
+            "await document.async_save(), which sets it, or "
+            "await SqOrder.number.async_generate()",
+        ),
+        (
+            lambda: SqOrder.number.generate(),
+            "generate",
+            "await document.async_save(), which sets it, or "
+            "await SqOrder.number.async_generate()",
+        ),
+        (
+            lambda: SqOrder.number.set_next_value(3),
+            "set_next_value",
+            "await SqOrder.number.async_set_next_value(value)",
+        ),
+        (
+            lambda: SqOrder.number.get_next_value(),
+            "get_next_value",
+            "await SqOrder.number.async_get_next_value()",
+        ),
+    ],
+)
+async def test_blocking_calls_name_what_to_await(
+    async_alias: str, command_log: Any, call: Callable[[], Any], name: str, use: str
+) -> None:
+    command_log.clear()
+    with pytest.raises(AsyncUsageError) as excinfo:
+        call()
+    assert str(excinfo.value) == BLOCKING.format(name=name, use=use)
+    assert command_log.count() == 0
+
+
+async def test_the_async_counter_methods(async_alias: str) -> None:
+    assert await SqOrder.number.async_get_next_value() == 1
+    assert await SqOrder.number.async_generate() == 1
+    assert await SqOrder.number.async_set_next_value(41) == 41
+    assert await SqOrder.number.async_get_next_value() == 42
+    assert (await SqOrder(title="a").async_save()).number == 42
+
+
+async def test_mongoengines_own_field_names_the_fix(async_alias: str) -> None:
+    class SqPlain(Document):
+        number = mongoengine.SequenceField()
+
+    with pytest.raises(AsyncUsageError) as excinfo:
+        await SqPlain().async_save()
+    assert str(excinfo.value) == (
+        "SqPlain.number is mongoengine.SequenceField, which does blocking I/O on "
+        "async alias 'default': use mongoengine_async.SequenceField "
+        "(from mongoengine_async import *)"
+    )
+
+
+async def test_concurrent_saves_get_distinct_numbers(async_alias: str) -> None:
+    orders = await asyncio.gather(
+        *(SqOrder(title=str(i)).async_save() for i in range(50))
+    )
+    assert sorted(order.number for order in orders) == list(range(1, 51))
+
+
+async def test_counters_stay_outside_transactions(async_alias: str) -> None:
+    # (concurrent transactions cannot each create the collection)
+    await get_async_db().create_collection("sq_order")
+    with pytest.raises(ZeroDivisionError):
+        async with async_run_in_transaction():
+            await SqOrder(title="rolled back").async_save()
+            1 / 0  # noqa: B018
+    assert await get_async_db().sq_order.count_documents({}) == 0
+
+    async def save_one(i: int) -> SqOrder:
+        async with async_run_in_transaction():
+            return await SqOrder(title=str(i)).async_save()
+
+    # Ten transactions on one counter commit without a write conflict; the
+    # rolled-back save kept its number (a gap, as SQL sequences leave).
+    orders = await asyncio.gather(*(save_one(i) for i in range(10)))
+    assert sorted(order.number for order in orders) == list(range(2, 12))
