@@ -21,6 +21,7 @@ from mongoengine_async import (
     Document,
     EmbeddedDocument,
     EmbeddedDocumentField,
+    GenericEmbeddedDocumentField,
     ListField,
     SequenceField,
     StringField,
@@ -64,6 +65,18 @@ class SqOrder(Document):
 
     number = SequenceField()
     title = StringField()
+
+
+class SqPart(EmbeddedDocument):
+    n = SequenceField()
+
+
+class SqCrate(Document):
+    parts = ListField(EmbeddedDocumentField(SqPart))
+
+
+class SqBox(Document):
+    part = GenericEmbeddedDocumentField()
 
 
 Call = Callable[..., Awaitable[Any]]
@@ -246,6 +259,19 @@ async def test_blocking_calls_name_what_to_await(
         call()
     assert str(excinfo.value) == BLOCKING.format(name=name, use=use)
     assert command_log.count() == 0
+
+
+async def test_documents_embedded_through_typed_fields_are_numbered(
+    async_alias: str,
+) -> None:
+    crate = await SqCrate(parts=[SqPart(), SqPart()]).async_save()
+    assert [part.n for part in crate.parts] == [1, 2]
+    with pytest.raises(AsyncUsageError) as excinfo:  # generic: not walked
+        await SqBox(part=SqPart()).async_save()
+    assert str(excinfo.value).startswith(
+        "SqPart.n.generate() would block the event loop: alias 'default' is async"
+    )
+    assert await get_async_db().sq_box.count_documents({}) == 0
 
 
 async def test_the_async_counter_methods(async_alias: str) -> None:

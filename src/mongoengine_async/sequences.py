@@ -117,12 +117,10 @@ _aliases: dict[type[Any], set[str]] = {}
 
 def _reaches(cls: type[Any], seen: set[type[Any]]) -> bool:
     """Collect in ``_aliases[cls]`` the counter aliases of the SequenceFields
-    reachable from ``cls`` through embedded document fields."""
+    of ``cls`` and of the classes it embeds (see :func:`_innermost`)."""
     seen.add(cls)
     aliases = _aliases.setdefault(cls, set())
-    for field in cls._fields.values():
-        while isinstance(field, ComplexBaseField) and field.field:
-            field = field.field
+    for field in map(_innermost, cls._fields.values()):
         if isinstance(field, SequenceField):
             aliases.add(field.db_alias)
         if isinstance(field, mongoengine.EmbeddedDocumentField):
@@ -131,6 +129,15 @@ def _reaches(cls: type[Any], seen: set[type[Any]]) -> bool:
                 _reaches(embedded, seen)
                 aliases |= _aliases[embedded]
     return bool(aliases)
+
+
+def _innermost(field: BaseField) -> BaseField:
+    """The item field of a (nested) typed list or dict field, else ``field``:
+    documents embedded through an ``EmbeddedDocumentField``, alone or in typed
+    containers, are numbered; others (generic, dynamic, untyped) are not."""
+    while isinstance(field, ComplexBaseField) and field.field is not None:
+        field = field.field
+    return field
 
 
 async def async_fill(documents: Iterable[BaseDocument], id_only: bool = False) -> None:
@@ -162,7 +169,7 @@ def _collect(
             if isinstance(field, SequenceField) and is_async_connection(field.db_alias):
                 key = (field.db_alias, field.collection_name, field._sequence_id())
                 unset.setdefault(key, []).append((document, field))
-        else:
+        elif isinstance(_innermost(field), mongoengine.EmbeddedDocumentField):
             for embedded in _embedded_in(value):
                 _collect(embedded, False, unset)
 
