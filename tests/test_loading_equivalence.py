@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 import bson
-import pytest
 from bson import Binary, DBRef, Decimal128, ObjectId
 from bson.int64 import Int64
 from hypothesis import HealthCheck, given, settings
@@ -74,13 +73,6 @@ from test_loading import (
     joined,
 )
 from test_to_bson import TbEnums, TbScalars, outcome
-
-# A DynamicField holding a document reference (``{"_cls", "_ref"}``) makes
-# MongoEngine's to_python call the database's ``dereference``, on an async
-# alias a coroutine nobody awaits; both loaders then raise the same error.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:coroutine 'AsyncDatabase.dereference' was never awaited:RuntimeWarning"
-)
 
 MODELS = (
     LdSimple,

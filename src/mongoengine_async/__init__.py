@@ -145,7 +145,6 @@ else:
         Decimal128Field,
         DecimalField,
         DynamicEmbeddedDocument,
-        DynamicField,
         EmailField,
         EmbeddedDocument,
         EmbeddedDocumentField,
@@ -171,6 +170,7 @@ else:
     from mongoengine_async.fields import (
         CachedReferenceField,
         DictField,
+        DynamicField,
         EmbeddedDocumentListField,
         FileField,
         GenericLazyReferenceField,

@@ -59,6 +59,7 @@ else:
 __all__: tuple[str, ...] = (
     "CachedReferenceField",
     "DictField",
+    "DynamicField",
     "EmbeddedDocumentListField",
     "FileField",
     "GenericLazyReferenceField",
@@ -528,6 +529,32 @@ class DictField(_NonBlockingContainer, mongoengine.DictField):
 
 class MapField(_NonBlockingContainer, mongoengine.MapField):
     """MongoEngine's MapField, non-blocking on async aliases."""
+
+
+class DynamicField(_ProxyingReference, mongoengine.DynamicField):
+    """MongoEngine's DynamicField; on async aliases a document it holds (stored
+    as ``{"_cls", "_ref"}``) loads without I/O and reads as a proxy, where
+    MongoEngine's loads it with blocking I/O (on an async alias, a coroutine)."""
+
+    def _target(self, value: Any) -> type[Any] | None:
+        if isinstance(value, dict) and "_cls" in value and "_ref" in value:
+            return get_document(value["_cls"])
+        return None
+
+    def to_python(self, value: Any) -> Any:
+        target = self._target(value)
+        if target is not None and is_async_class(target):
+            return value  # as stored; read as a proxy
+        return super().to_python(value)
+
+    def to_mongo(
+        self, value: Any, use_db_field: bool = True, fields: Any = None
+    ) -> Any:
+        if isinstance(value, AsyncReferenceProxy):  # as the document is stored
+            if isinstance(value.stored, dict):
+                return value.stored
+            return {"_ref": value.as_dbref(), "_cls": value.document_type.__name__}
+        return super().to_mongo(value, use_db_field, fields)
 
 
 class GridFSProxy(RefusesAsync, mongoengine.fields.GridFSProxy):

@@ -206,10 +206,16 @@ def _tracked(slot: Slot, item: Any) -> Any:
 
 
 def unloaded_target(field: Any, value: Any) -> type[Any] | None:
-    """The class of an unloaded (Generic, Cached)ReferenceField value, or of
-    a DBRef (or generic reference) in an untyped container; else None."""
+    """The class of an unloaded (Generic, Cached)ReferenceField value, of a
+    document stored by a DynamicField, or of a DBRef (or generic reference)
+    in an untyped container; else None."""
     if field is None:
         return _untyped_class(value)
+    if isinstance(field, mongoengine.DynamicField):  # a document it holds
+        held = isinstance(value, AsyncReferenceProxy) or (
+            isinstance(value, dict) and "_ref" in value
+        )
+        return _generic_class(value) if held else None
     if isinstance(field, mongoengine.GenericLazyReferenceField):
         return None
     if isinstance(field, mongoengine.GenericReferenceField):

@@ -19,6 +19,7 @@ import mongoengine
 from bson import Binary, DBRef, Decimal128, Int64, ObjectId
 from mongoengine.base import BaseDocument, ComplexBaseField
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
+from mongoengine.fields import DynamicField
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -187,7 +188,7 @@ def _walk_value(
             _walk_document(value, wanted)
     elif (target := unloaded_target(field, value)) is not None:
         _want(wanted, target, stored_dbref(value, target), container, key)
-    elif isinstance(field, ComplexBaseField) or field is None:
+    elif field is None or isinstance(field, ComplexBaseField | DynamicField):
         _walk_container(value, getattr(field, "field", None), wanted)
 
 

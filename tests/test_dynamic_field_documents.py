@@ -1,0 +1,146 @@
+"""A document held by a DynamicField (stored as ``{"_cls", "_ref"}``) on an async
+alias: loading does no I/O and it reads as a proxy to await (MongoEngine's
+DynamicField loads it with blocking I/O); ``async_select_related()`` loads it,
+and the ones in the lists and dicts the field holds, as MongoEngine's
+``select_related()`` does on a sync alias; saving keeps the stored form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mongoengine
+import pytest
+from bson import DBRef
+
+from conftest import fresh_sync_default
+from mongoengine_async import (
+    AsyncReferenceProxy,
+    AsyncUsageError,
+    Document,
+    DynamicField,
+    ReferenceField,
+    StringField,
+    get_async_db,
+)
+from mongoengine_async.testing import fresh_database
+
+
+class DfUser(Document):
+    name = StringField()
+
+
+class DfHolder(Document):
+    anything = DynamicField()
+    label = StringField()
+
+
+class DfNote(Document):
+    author = ReferenceField(DfUser)
+
+
+def held(ann: DfUser, bob: DfUser) -> list[Any]:
+    """What the holders hold, in order."""
+    return [ann, [ann, bob, 3], {"a": ann, "b": "x"}, [[bob]], "plain", None]
+
+
+def described(value: Any) -> Any:
+    """A value with each document as ``("document", name)``, each proxy as
+    ``("proxy", class name)`` and each stored document as ``("stored", cls)``."""
+    if isinstance(value, Document):
+        return ("document", value.name)
+    if isinstance(value, AsyncReferenceProxy):
+        return ("proxy", value.document_type.__name__)
+    if isinstance(value, dict) and "_ref" in value:
+        return ("stored", value["_cls"])
+    if isinstance(value, list):
+        return [described(item) for item in value]
+    if isinstance(value, dict):
+        return {key: described(item) for key, item in value.items()}
+    return value
+
+
+async def test_async_reads_and_joins_as_mongoengine_does_on_a_sync_alias(
+    mongodb_uri: str,
+) -> None:
+    with fresh_sync_default(mongodb_uri):
+        ann, bob = DfUser(name="ann").save(), DfUser(name="bob").save()
+        for value in held(ann, bob):
+            DfHolder(anything=value).save()
+        sync_reads = [described(h.anything) for h in DfHolder.objects.order_by("id")]
+        sync_joined = [
+            described(h.anything)
+            for h in DfHolder.objects.order_by("id").select_related()
+        ]
+    async with fresh_database("default", mongodb_uri):
+        ann = await DfUser(name="ann").async_save()
+        bob = await DfUser(name="bob").async_save()
+        for value in held(ann, bob):
+            await DfHolder(anything=value).async_save()
+        queryset = DfHolder.objects.order_by("id")
+        reads = [described(h.anything) for h in await queryset.async_to_list()]
+        joined = [described(h.anything) for h in await queryset.async_select_related()]
+    # MongoEngine loads a held document as it loads the holder; ours is a proxy.
+    assert sync_reads[0] == ("document", "ann") and reads[0] == ("proxy", "DfUser")
+    assert reads[1:] == sync_reads[1:]
+    assert reads[1] == [("stored", "DfUser"), ("stored", "DfUser"), 3]
+    assert joined == sync_joined
+    assert joined[:4] == [
+        ("document", "ann"),
+        [("document", "ann"), ("document", "bob"), 3],
+        {"a": ("document", "ann"), "b": "x"},
+        [[("document", "bob")]],
+    ]
+
+
+async def test_loading_does_no_io_and_awaiting_fetches_once(
+    async_alias: str, command_log: Any
+) -> None:
+    ann = await DfUser(name="ann").async_save()
+    await DfHolder(anything=ann, label="a").async_save()
+    command_log.clear()
+    holder = await DfHolder.objects.async_get()
+    assert command_log.names == ["find"]
+    proxy = holder.anything
+    assert isinstance(proxy, AsyncReferenceProxy)
+    assert repr(proxy) == "<AsyncReferenceProxy: anything (unfetched)>"
+    assert proxy == ann and proxy.pk == ann.pk
+    assert (await proxy).name == "ann"
+    assert command_log.names == ["find", "find"]
+    assert holder.anything is await proxy  # the document took its place
+    other = await DfHolder.objects.async_get()
+    assert (await DfHolder.anything.async_fetch(other)) == ann
+    assert isinstance(other.anything, DfUser)
+
+
+async def test_saving_keeps_the_stored_form(async_alias: str) -> None:
+    ann = await DfUser(name="ann").async_save()
+    await DfHolder(anything=ann, label="a").async_save()
+    stored = await get_async_db().df_holder.find_one()
+    assert stored["anything"] == {"_ref": DBRef("df_user", ann.pk), "_cls": "DfUser"}
+    holder = await DfHolder.objects.async_get()
+    proxy = holder.anything  # the proxy now takes its place in _data
+    assert holder.to_mongo()["anything"] == stored["anything"]
+    holder.label = "b"
+    await holder.async_save()
+    assert await get_async_db().df_holder.find_one() == {**stored, "label": "b"}
+    copy = await DfHolder(anything=proxy, label="copy").async_save()
+    stored_copy = await get_async_db().df_holder.find_one({"_id": copy.pk})
+    assert stored_copy["anything"] == stored["anything"]
+    await DfNote(author=ann).async_save()
+    author = (await DfNote.objects.async_get()).author  # a ReferenceField's proxy
+    copy = await DfHolder(anything=author, label="author").async_save()
+    stored_copy = await get_async_db().df_holder.find_one({"_id": copy.pk})
+    assert list(stored_copy["anything"].items()) == list(stored["anything"].items())
+
+
+async def test_mongoengines_own_field_names_the_fix(async_alias: str) -> None:
+    class DfPlain(Document):
+        anything = mongoengine.DynamicField()
+
+    with pytest.raises(AsyncUsageError) as excinfo:
+        await DfPlain.objects.async_first()
+    assert str(excinfo.value) == (
+        "DfPlain.anything is mongoengine.DynamicField, which does blocking I/O on "
+        "async alias 'default': use mongoengine_async.DynamicField "
+        "(from mongoengine_async import *)"
+    )
