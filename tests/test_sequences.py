@@ -79,6 +79,14 @@ class SqBox(Document):
     part = GenericEmbeddedDocumentField()
 
 
+class SqBase(Document):
+    meta = {"allow_inheritance": True}
+
+
+class SqNumbered(SqBase):
+    number = SequenceField()
+
+
 Call = Callable[..., Awaitable[Any]]
 
 
@@ -202,6 +210,14 @@ async def test_one_increment_per_counter(async_alias: str, command_log: Any) -> 
     assert [order.number for order in orders] == list(range(2, 12))
     stored = await get_async_db().sq_order.find({}, {"_id": 0}).to_list()
     assert [doc["number"] for doc in stored] == list(range(1, 12))
+
+
+async def test_an_insert_through_a_base_class_numbers_its_subclasses(
+    async_alias: str,
+) -> None:
+    documents = [SqNumbered(), SqBase(), SqNumbered()]
+    await SqBase.objects.async_insert(documents, load_bulk=False)
+    assert [getattr(d, "number", None) for d in documents] == [1, None, 2]
 
 
 async def test_an_unset_value_reads_as_none_without_io(

@@ -647,6 +647,7 @@ class EmbeddedDocumentField(BaseField[_T]):
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
 
 class GenericEmbeddedDocumentField(BaseField[Any]): ...
+
 class DynamicField(BaseField[Any]):
     async def async_fetch(
         self, instance: BaseDocument, session: AsyncClientSession | None = None

@@ -648,7 +648,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             documents=documents,
             **signal_kwargs,
         )
-        if any(sequences.counts_async(cls) for cls in set(map(type, documents))):
+        if sequences.counts_async_below(self._document):
             await sequences.async_fill(documents)
         raw = [to_bson.raw(document) for document in documents]
         ids = await self._insert_raw(collection, raw, write_concern, return_one)

@@ -25,7 +25,7 @@ from pymongo import ReturnDocument
 from mongoengine_async.connection import get_async_db, is_async_connection
 from mongoengine_async.guards import blocking_call_error
 
-__all__ = ("SequenceField", "async_fill", "counts_async")
+__all__ = ("SequenceField", "async_fill", "counts_async", "counts_async_below")
 
 
 class SequenceField(mongoengine.SequenceField):
@@ -109,6 +109,12 @@ def counts_async(cls: type[Any]) -> bool:
     if known is None:
         known = _counting[cls] = _reaches(cls, set())
     return known and any(is_async_connection(alias) for alias in _aliases[cls])
+
+
+def counts_async_below(cls: type[Any]) -> bool:
+    """:func:`counts_async` for ``cls`` or any of its subclasses: for a write
+    of documents of ``cls`` without a look at each one's class."""
+    return counts_async(cls) or any(map(counts_async_below, cls.__subclasses__()))
 
 
 _counting: dict[type[Any], bool] = {}
