@@ -8,14 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import mongoengine
-import pytest
 from bson import DBRef
 
 from conftest import fresh_sync_default
 from mongoengine_async import (
     AsyncReferenceProxy,
-    AsyncUsageError,
     Document,
     DynamicField,
     ReferenceField,
@@ -131,16 +128,3 @@ async def test_saving_keeps_the_stored_form(async_alias: str) -> None:
     copy = await DfHolder(anything=author, label="author").async_save()
     stored_copy = await get_async_db().df_holder.find_one({"_id": copy.pk})
     assert list(stored_copy["anything"].items()) == list(stored["anything"].items())
-
-
-async def test_mongoengines_own_field_names_the_fix(async_alias: str) -> None:
-    class DfPlain(Document):
-        anything = mongoengine.DynamicField()
-
-    with pytest.raises(AsyncUsageError) as excinfo:
-        await DfPlain.objects.async_first()
-    assert str(excinfo.value) == (
-        "DfPlain.anything is mongoengine.DynamicField, which does blocking I/O on "
-        "async alias 'default': use mongoengine_async.DynamicField "
-        "(from mongoengine_async import *)"
-    )

@@ -104,6 +104,20 @@ async def test_container_and_file_fields(async_alias, model, message_start):
     assert "which does blocking I/O on async alias 'default'" in str(excinfo.value)
 
 
+@pytest.mark.parametrize("name", ["SequenceField", "DynamicField"])
+async def test_fields_that_do_io_when_read_or_written(async_alias, name):
+    model = type(
+        f"Own{name}Holder", (Document,), {"value": getattr(mongoengine, name)()}
+    )
+    with pytest.raises(AsyncUsageError) as excinfo:
+        await model.objects.async_first()
+    assert str(excinfo.value) == (
+        f"Own{name}Holder.value is mongoengine.{name}, which does blocking I/O on "
+        f"async alias 'default': use mongoengine_async.{name} "
+        "(from mongoengine_async import *)"
+    )
+
+
 async def test_mongoengine_containers_without_references_work(async_alias):
     class OwnLabels(Document):
         tags = mongoengine.ListField(mongoengine.StringField())

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 from uuid import uuid4
 
-import mongoengine
 import pymongo
 import pytest
 from mongoengine import signals
@@ -296,19 +295,6 @@ async def test_the_async_counter_methods(async_alias: str) -> None:
     assert await SqOrder.number.async_set_next_value(41) == 41
     assert await SqOrder.number.async_get_next_value() == 42
     assert (await SqOrder(title="a").async_save()).number == 42
-
-
-async def test_mongoengines_own_field_names_the_fix(async_alias: str) -> None:
-    class SqPlain(Document):
-        number = mongoengine.SequenceField()
-
-    with pytest.raises(AsyncUsageError) as excinfo:
-        await SqPlain().async_save()
-    assert str(excinfo.value) == (
-        "SqPlain.number is mongoengine.SequenceField, which does blocking I/O on "
-        "async alias 'default': use mongoengine_async.SequenceField "
-        "(from mongoengine_async import *)"
-    )
 
 
 async def test_concurrent_saves_get_distinct_numbers(async_alias: str) -> None:
