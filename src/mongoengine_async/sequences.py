@@ -4,10 +4,11 @@ MongoEngine's ``SequenceField`` takes the next value of a counter document
 (``find_one_and_update`` with ``$inc``, in ``mongoengine.counters`` on the
 field's own ``db_alias``) whenever an unset value is read, set to None or
 converted by ``to_mongo``: blocking I/O. When that alias is async, reading an
-unset value gives None, and ``async_save``/``async_insert`` first give every
-unset value of the documents (and of the documents they embed) its number,
-with one ``$inc`` per counter, in the order ``to_mongo`` would have asked for
-them; any other conversion raises :class:`AsyncUsageError`. The counters are
+unset value gives None, and ``async_save``, ``async_insert`` and
+``async_update`` first give every unset value of the documents (and of the
+documents they embed through typed fields) its number, with one ``$inc`` per
+counter, in the order ``to_mongo`` would have asked for them; any other
+conversion raises :class:`AsyncUsageError`. The counters are
 outside transactions, as SQL sequences are: a rolled-back insert leaves a gap
 and concurrent transactions never conflict on a counter. On a sync alias the
 field is MongoEngine's.
