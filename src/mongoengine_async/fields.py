@@ -23,6 +23,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from mongoengine_async.connection import has_async_connections, is_async_connection
 from mongoengine_async.errors import AsyncUsageError
+from mongoengine_async.from_bson import NONE_READERS
 from mongoengine_async.gridfs import (
     AsyncGridFSProxy,
     RefusesAsync,
@@ -536,15 +537,24 @@ class DynamicField(_ProxyingReference, mongoengine.DynamicField):
     as ``{"_cls", "_ref"}``) loads without I/O and reads as a proxy, where
     MongoEngine's loads it with blocking I/O (on an async alias, a coroutine)."""
 
+    def __get__(self, instance: BaseDocument | None, owner: type[Any]) -> Any:
+        if instance is None:
+            return self
+        value = instance._data.get(self.name)
+        if type(value) is dict or isinstance(value, AsyncReferenceProxy):
+            return super().__get__(instance, owner)  # may be a document
+        return value  # what MongoEngine's (BaseField's) read gives
+
     def _target(self, value: Any) -> type[Any] | None:
         if isinstance(value, dict) and "_cls" in value and "_ref" in value:
             return get_document(value["_cls"])
         return None
 
     def to_python(self, value: Any) -> Any:
-        target = self._target(value)
-        if target is not None and is_async_class(target):
-            return value  # as stored; read as a proxy
+        if isinstance(value, dict):  # a document as stored?
+            target = self._target(value)
+            if target is not None and is_async_class(target):
+                return value  # kept; read as a proxy
         return super().to_python(value)
 
     def to_mongo(
@@ -555,6 +565,9 @@ class DynamicField(_ProxyingReference, mongoengine.DynamicField):
                 return value.stored
             return {"_ref": value.as_dbref(), "_cls": value.document_type.__name__}
         return super().to_mongo(value, use_db_field, fields)
+
+
+NONE_READERS.add(DynamicField.__get__)  # the loader then gives an absent one None
 
 
 class GridFSProxy(RefusesAsync, mongoengine.fields.GridFSProxy):

@@ -50,6 +50,7 @@ from mongoengine_async.signals import has_init_receivers
 
 __all__ = (
     "IDENTITY_FOR",
+    "NONE_READERS",
     "UNTOUCHED",
     "LoadedState",
     "from_son",
@@ -86,6 +87,10 @@ IDENTITY_FOR = {
 UNTOUCHED: frozenset[type] = frozenset(
     [str, int, float, bool, type(None), datetime.datetime, ObjectId]
 )
+
+# The __get__ implementations that read an absent value as None; fields.py
+# adds those of its fields that do.
+NONE_READERS: set[Callable[..., Any]] = {BaseField.__get__}
 
 # Fields whose to_python never returns an embedded document (or a list of them).
 _NEVER_EMBEDDED = (
@@ -160,7 +165,7 @@ class _FieldPlan:
         self.reference = _stores_object_ids(field)
         # Whether an absent value reads as None (so its default is the field's);
         # a plain reference's __get__ (ours or MongoEngine's) returns None too.
-        self.plain_get = self.reference or type(field).__get__ is BaseField.__get__
+        self.plain_get = self.reference or type(field).__get__ in NONE_READERS
 
     def default(self) -> Any:
         """What ``BaseField.__set__`` stores for None."""

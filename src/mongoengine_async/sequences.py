@@ -106,10 +106,10 @@ class SequenceField(mongoengine.SequenceField):
 def counts_async(cls: type[Any]) -> bool:
     """Whether documents of ``cls`` may hold a sequence value counted on an
     async alias: a field of its own, or of a document class it embeds."""
-    known = _counting.get(cls)
-    if known is None:
-        known = _counting[cls] = _reaches(cls, set())
-    return known and any(is_async_connection(alias) for alias in _aliases[cls])
+    aliases = _aliases.get(cls)
+    if aliases is None:
+        aliases = _aliases[cls] = _counter_aliases(cls, set())
+    return bool(aliases) and any(map(is_async_connection, aliases))
 
 
 def counts_async_below(cls: type[Any]) -> bool:
@@ -118,24 +118,23 @@ def counts_async_below(cls: type[Any]) -> bool:
     return counts_async(cls) or any(map(counts_async_below, cls.__subclasses__()))
 
 
-_counting: dict[type[Any], bool] = {}
-_aliases: dict[type[Any], set[str]] = {}
+# The counter aliases of the SequenceFields each class may hold.
+_aliases: dict[type[Any], frozenset[str]] = {}
 
 
-def _reaches(cls: type[Any], seen: set[type[Any]]) -> bool:
-    """Collect in ``_aliases[cls]`` the counter aliases of the SequenceFields
-    of ``cls`` and of the classes it embeds (see :func:`_innermost`)."""
+def _counter_aliases(cls: type[Any], seen: set[type[Any]]) -> frozenset[str]:
+    """The counter aliases of the SequenceFields of ``cls`` and of the classes
+    it embeds (see :func:`_innermost`)."""
     seen.add(cls)
-    aliases = _aliases.setdefault(cls, set())
+    aliases: set[str] = set()
     for field in map(_innermost, cls._fields.values()):
         if isinstance(field, SequenceField):
             aliases.add(field.db_alias)
         if isinstance(field, mongoengine.EmbeddedDocumentField):
             embedded: type[Any] = field.document_type
             if embedded not in seen:
-                _reaches(embedded, seen)
-                aliases |= _aliases[embedded]
-    return bool(aliases)
+                aliases |= _counter_aliases(embedded, seen)
+    return frozenset(aliases)
 
 
 def _innermost(field: BaseField) -> BaseField:

@@ -100,6 +100,7 @@ _NONE_GETTERS = frozenset(
         our_fields.ReferenceField,
         our_fields.GenericReferenceField,
         our_fields.ListField,
+        our_fields.DynamicField,
     )
     for getter in [cls.__get__]
 )
