@@ -532,6 +532,11 @@ class MapField(_NonBlockingContainer, mongoengine.MapField):
     """MongoEngine's MapField, non-blocking on async aliases."""
 
 
+# What a DynamicField's value is when it may be a document it holds (as
+# stored, or its proxy): its reads look closer.
+_MAY_HOLD_DOCUMENT = (dict, AsyncReferenceProxy)
+
+
 class DynamicField(_ProxyingReference, mongoengine.DynamicField):
     """MongoEngine's DynamicField; on async aliases a document it holds (stored
     as ``{"_cls", "_ref"}``) loads without I/O and reads as a proxy, where
@@ -541,8 +546,8 @@ class DynamicField(_ProxyingReference, mongoengine.DynamicField):
         if instance is None:
             return self
         value = instance._data.get(self.name)
-        if type(value) is dict or isinstance(value, AsyncReferenceProxy):
-            return super().__get__(instance, owner)  # may be a document
+        if isinstance(value, _MAY_HOLD_DOCUMENT):  # a tuple: faster than a union
+            return super().__get__(instance, owner)
         return value  # what MongoEngine's (BaseField's) read gives
 
     def _target(self, value: Any) -> type[Any] | None:
