@@ -65,6 +65,7 @@ from mongoengine_async import signals
 from mongoengine_async._compat import has_field_display, set_field_display
 from mongoengine_async.from_bson import (
     IDENTITY_FOR,
+    NONE_READERS,
     UNTOUCHED,
     LoadedState,
     link_embedded,
@@ -86,11 +87,11 @@ _INIT_RECEIVERS = (
 )
 
 # __get__ implementations that read an unset value as None (before __init__
-# ends), so an absent value's default is the one its __set__ gives None.
-_NONE_GETTERS = frozenset(
-    getter
+# ends), so an absent value's default is the one its __set__ gives None: the
+# loader's (BaseField's and those fields.py registers) and these.
+_NONE_GETTERS = frozenset(NONE_READERS).union(
+    cls.__get__
     for cls in (
-        BaseField,
         ComplexBaseField,
         mongoengine.ListField,
         mongoengine.ReferenceField,
@@ -100,9 +101,7 @@ _NONE_GETTERS = frozenset(
         our_fields.ReferenceField,
         our_fields.GenericReferenceField,
         our_fields.ListField,
-        our_fields.DynamicField,
     )
-    for getter in [cls.__get__]
 )
 
 # validate implementations with a side-effect-free check that implies they pass.
