@@ -12,9 +12,12 @@ from mongoengine_async import (
     Document,
     IntField,
     ListField,
+    ReferenceField,
     StringField,
+    async_run_in_transaction,
     collection_setup,
     get_async_db,
+    signals,
 )
 
 
@@ -33,6 +36,10 @@ class ConcPair(Document):
 
 class ConcPrepared(Document):
     key = StringField(unique=True)
+
+
+class ConcHolder(Document):
+    item = ReferenceField(ConcItem)
 
 
 TASKS = 300
@@ -114,6 +121,84 @@ async def test_concurrent_async_for_loops(async_alias, command_log):
     assert len(set(cursors)) == 20
     switches = sum(1 for x, y in itertools.pairwise(cursors) if x != y)
     assert switches > 20 * 3
+
+
+class Abort(Exception):
+    """Ends the transaction of the sharing tests."""
+
+
+async def test_a_shared_queryset_inserts_in_its_own_tasks_session(
+    async_alias, command_log
+):
+    """Task A's insert (no transaction) and task B's count (in a transaction
+    that is rolled back) on one queryset object: B resolves its terminal
+    while A awaits a pre_bulk_insert receiver, and A's insert stays A's."""
+    shared = ConcItem.objects(name__ne=None)  # say, a module's queryset
+    b_counted, a_inserted = asyncio.Event(), asyncio.Event()
+
+    async def wait_for_b(sender, documents, **kwargs):
+        await b_counted.wait()
+
+    async def task_b() -> None:
+        with pytest.raises(Abort):
+            async with async_run_in_transaction():
+                await shared.async_count()
+                b_counted.set()
+                await a_inserted.wait()
+                raise Abort
+
+    await shared.async_count()  # collection prepared beforehand
+    command_log.clear()
+    signals.pre_bulk_insert.connect(wait_for_b, sender=ConcItem)
+    try:
+        b = asyncio.ensure_future(task_b())
+        await shared.async_insert([ConcItem(name="kept")], load_bulk=False)
+        a_inserted.set()
+        await b
+    finally:
+        signals.pre_bulk_insert.disconnect(wait_for_b, sender=ConcItem)
+    raw = await get_async_db().conc_item.find({}, {"_id": 0}).to_list(None)
+    assert raw == [{"name": "kept", "tags": []}]
+    (insert,) = [e.command for e in command_log.events if e.command_name == "insert"]
+    assert "autocommit" not in insert  # (a retryable write has a txnNumber)
+
+
+async def test_a_shared_queryset_joins_in_its_own_tasks_session(
+    async_alias, command_log
+):
+    """Task A's async_select_related() (no transaction) loads its references
+    outside the transaction that task B opens, on the same queryset object,
+    while A's find is in flight."""
+    items = await ConcItem.objects.async_insert(
+        [ConcItem(name=f"j{i}") for i in range(3)]
+    )
+    await ConcHolder.objects.async_insert([ConcHolder(item=item) for item in items])
+    shared = ConcHolder.objects(item__ne=None)
+    a_sent, b_counted = asyncio.Event(), asyncio.Event()
+
+    async def task_b() -> None:
+        with pytest.raises(Abort):
+            async with async_run_in_transaction():
+                await a_sent.wait()
+                await shared.async_count()
+                b_counted.set()
+                raise Abort
+
+    b = asyncio.ensure_future(task_b())
+    await asyncio.sleep(0)  # B waits in its transaction
+    command_log.clear()
+    a = asyncio.ensure_future(shared.async_select_related())
+    while command_log.count("find") == 0:
+        await asyncio.sleep(0)
+    a_sent.set()  # B resolves its count before A's reply is read
+    holders = await a
+    await b
+    assert sorted(holder.item.name for holder in holders) == ["j0", "j1", "j2"]
+    finds = [e.command for e in command_log.events if e.command_name == "find"]
+    assert [f["find"] for f in finds] == ["conc_holder", "conc_item"]
+    assert all("autocommit" not in f for f in finds)
+    counts = [e.command for e in command_log.events if e.command_name == "aggregate"]
+    assert [c["autocommit"] for c in counts] == [False]  # B's, in its transaction
 
 
 async def test_cancelled_insert_is_all_or_nothing(async_alias):

@@ -159,7 +159,9 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         if not self._is_async():
             require_async(self._document._db_alias(), self._target(), name, use)
 
-    _operation: Operation | None = None  # the running terminal's (not cloned)
+    # The running terminal's (not cloned). Tasks may share a queryset: a
+    # terminal reads it only before its first await after resolving it.
+    _operation: Operation | None = None
 
     async def _async_collection(
         self,
@@ -318,6 +320,10 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     ) -> list[dict[str, Any]]:
         """The raw results, in one reply unless the user set a batch size."""
         await self._async_collection(name, use, session)
+        return await self._fetch_raw(length)
+
+    async def _fetch_raw(self, length: int | None = None) -> list[dict[str, Any]]:
+        """:meth:`_raw_list` once the terminal has resolved its operation."""
         if self._none or self._empty:
             return []
         cursor = self._new_cursor()
@@ -557,18 +563,15 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
                 "async_select_related() loads documents and their references: "
                 "it cannot be combined with as_pymongo()"
             )
-        raws = await self._raw_list(
-            "async_select_related", "select_related()", session=session
+        await self._async_collection(
+            "async_select_related", "select_related()", session
         )
+        session = self._session()
         # Partial results (only(), scalar()...) never stand in for references.
         origin = None if self._loaded_fields else self._collection_obj
+        raws = await self._fetch_raw()
         documents = await load_related(
-            self._document,
-            raws,
-            origin,
-            max_depth,
-            self._auto_dereference,
-            self._session(),
+            self._document, raws, origin, max_depth, self._auto_dereference, session
         )
         if self._scalar:
             return [self._get_scalar(document) for document in documents]
@@ -638,6 +641,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         ``insert`` does; otherwise their ids are returned.
         """
         collection = await self._async_collection("async_insert", "insert()", session)
+        session = self._session()  # before the signals' awaits
         return_one = isinstance(doc_or_docs, MongoEngineDocument)
         documents = [doc_or_docs] if return_one else list(doc_or_docs)
         check_insertable(self._document, documents)
@@ -651,7 +655,9 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         if sequences.counts_async_below(self._document):
             await sequences.async_fill(documents)
         raw = [to_bson.raw(document) for document in documents]
-        ids = await self._insert_raw(collection, raw, write_concern, return_one)
+        ids = await self._insert_raw(
+            collection, raw, write_concern, return_one, session
+        )
         set_ids(documents, ids)
         if load_bulk:
             loaded = await self.async_in_bulk(ids, session=session)
@@ -672,6 +678,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         raw: list[dict],
         write_concern: dict | None,
         one: bool,
+        session: AsyncClientSession | None,
     ) -> list:
         """insert_one for a single document, insert_many for a list, with
         MongoEngine's ``insert`` errors; none for an empty list."""
@@ -682,9 +689,9 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             insert_errors(),
         ):
             if one:
-                result = await target.insert_one(raw[0], session=self._session())
+                result = await target.insert_one(raw[0], session=session)
                 return [result.inserted_id]
-            result = await target.insert_many(raw, session=self._session())
+            result = await target.insert_many(raw, session=session)
         return result.inserted_ids
 
     async def async_update(
