@@ -319,6 +319,40 @@ async def test_async_queryset_method_on_sync_alias(sync_alias, name, call, use):
     ]
 
 
+@pytest.mark.parametrize(
+    ("name", "call", "use"),
+    QUERYSET_ASYNC_CALLS,
+    ids=[c[0] for c in QUERYSET_ASYNC_CALLS],
+)
+async def test_async_queryset_method_using_a_sync_alias(
+    async_alias, sync_alias, command_log, name, call, use
+):
+    """A class on an async alias, its queryset moved by using() to a sync
+    alias: refused before any I/O (not a blocking call on the loop)."""
+    sync_alias.mis_item.insert_one({"name": "saved", "n": 1})
+    moved = MisItem.objects.using("misuse-sync")  # (MongoEngine creates indexes)
+    command_log.clear()
+    with pytest.raises(AsyncUsageError) as excinfo:
+        await call(moved)
+    message = str(excinfo.value)
+    assert message.startswith(f"MisItem.objects.{name}() needs an async alias")
+    assert "'misuse-sync' was registered with connect()" in message
+    assert use in message
+    assert command_log.count() == 0
+    assert list(sync_alias.mis_item.find({}, {"_id": 0})) == [{"name": "saved", "n": 1}]
+
+
+async def test_sync_queryset_method_using_an_async_alias(async_alias, sync_alias):
+    """The reverse: a class on a sync alias, its queryset moved to an async
+    alias; the error names the alias the queryset is on."""
+    with pytest.raises(AsyncUsageError) as excinfo:
+        MisSyncItem.objects.using("default").count()
+    assert str(excinfo.value) == (
+        "MisSyncItem.objects.count() would block the event loop: alias 'default' "
+        "is async (connect_async); use await queryset.async_count() instead"
+    )
+
+
 async def test_async_aggregate_on_sync_alias_raises_at_call(sync_alias):
     with pytest.raises(AsyncUsageError, match=r"aggregate\(\)"):
         MisSyncItem.objects.async_aggregate([{"$match": {}}])

@@ -56,6 +56,7 @@ __all__ = (
     "is_registered_sync",
     "running_loop_or_none",
     "set_field_display",
+    "sync_alias_of",
 )
 
 MONGOENGINE_CONNECTION_GLOBALS = ("_connection_settings", "_connections", "_dbs")
@@ -67,6 +68,14 @@ def is_registered_sync(alias: str) -> bool:
     """Whether ``alias`` is registered with MongoEngine's ``connect()``; read on
     each call, as the registry dict may be replaced (see above)."""
     return alias in me_connection._connection_settings
+
+
+def sync_alias_of(client: Any) -> str | None:
+    """The alias MongoEngine's ``connect()`` made ``client`` for, if any."""
+    for alias, registered in me_connection._connections.items():
+        if registered is client:
+            return alias
+    return None
 
 
 def container_location(container: Any) -> tuple[str | None, Any]:

@@ -31,6 +31,7 @@ from mongoengine_async._compat import (
     get_connection_settings,
     is_registered_sync,
     running_loop_or_none,
+    sync_alias_of,
 )
 from mongoengine_async.errors import ConnectionUsageError
 
@@ -285,6 +286,14 @@ def on_running_loop(collection: AsyncCollection) -> AsyncCollection:
     same = _collection_on(current, collection.database.name, collection.name)
     options = _options(collection)
     return same if _options(same) == options else same.with_options(**options)
+
+
+def alias_of(collection: Any) -> str | None:
+    """The alias whose client holds ``collection`` (async or sync), if any:
+    for errors about a queryset that ``using()`` moved to another alias."""
+    client = collection.database.client
+    owner = _aliases.get(id(client))
+    return sync_alias_of(client) if owner is None else owner[1]
 
 
 def _options(collection: AsyncCollection) -> dict[str, Any]:

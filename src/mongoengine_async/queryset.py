@@ -49,6 +49,7 @@ from pymongo.asynchronous.cursor import AsyncCursor
 from mongoengine_async import sequences, signals, to_bson
 from mongoengine_async.batches import WHOLE_RESULT, materialise_all
 from mongoengine_async.change_streams import ChangeStream, WatchOptions
+from mongoengine_async.connection import alias_of
 from mongoengine_async.delete_rules import delete_each, delete_matching
 from mongoengine_async.from_bson import from_son, loader
 from mongoengine_async.gridfs import delete_files, stored_files
@@ -157,7 +158,12 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
 
     def _require_async(self, name: str, use: str) -> None:
         if not self._is_async():
-            require_async(self._document._db_alias(), self._target(), name, use)
+            require_async(self._alias(), self._target(), name, use)
+
+    def _alias(self) -> str:
+        """The alias of the queryset's collection: the class's, unless
+        ``using()`` moved the queryset to another."""
+        return alias_of(self._collection_obj) or self._document._db_alias()
 
     # The running terminal's (not cloned). Tasks may share a queryset: a
     # terminal reads it only before its first await after resolving it.
@@ -908,7 +914,7 @@ def _describe(queryset: BaseQuerySet) -> tuple[bool, str, str]:
     # Checked on every sync __next__: the names only matter for an async alias.
     if not queryset._is_async():
         return False, "", ""
-    return True, queryset._target(), queryset._document._db_alias()
+    return True, queryset._target(), queryset._alias()
 
 
 if TYPE_CHECKING:  # (the typed view of both is BaseQuerySet's stub base)
