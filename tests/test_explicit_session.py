@@ -42,6 +42,13 @@ class SesPet(Document):
     owner = ReferenceField(SesOwner, reverse_delete_rule=CASCADE)
 
 
+class SesLogin(Document):
+    """A model with a field named like the ``session=`` keyword."""
+
+    user = StringField()
+    session = StringField()
+
+
 class SesFile(Document):
     name = StringField()
     data = FileField()
@@ -130,6 +137,45 @@ async def test_an_explicit_session_wins_over_the_bound_transaction(async_alias):
                 await ann.async_save(session=session)  # not in the transaction
                 raise ValueError("abort the transaction")
     assert await _balances() == {"Ann": 1, "Bob": 0}
+
+
+async def test_a_field_named_session_is_filtered_set_and_updated(
+    async_alias, command_log
+):
+    """``session=`` with a value that is no session is the field's, as the
+    keyword is in MongoEngine's get(), create() and update(): nothing runs
+    in a session of the user's."""
+    await SesLogin.objects.async_create(user="ann", session="abc")
+    await SesLogin.objects.async_create(user="bob", session="xyz")
+    assert (await SesLogin.objects.async_get(session="abc")).user == "ann"
+    assert await SesLogin.objects(user="bob").async_update(session="new") == 1
+    moved = await SesLogin.objects(user="ann").async_modify(session="def", new=True)
+    assert moved.session == "def"
+    bob = await SesLogin.objects(user="bob").async_upsert_one(session="up")
+    assert (bob.user, bob.session) == ("bob", "up")
+    stored = await SesLogin._get_collection().find({}, {"_id": 0}).to_list(None)
+    assert stored == [
+        {"user": "ann", "session": "def"},
+        {"user": "bob", "session": "up"},
+    ]
+    # With a session as well, the filter goes first.
+    async with get_async_connection().start_session() as session:
+        command_log.clear()
+        found = await SesLogin.objects(session="up").async_get(session=session)
+        assert found.user == "bob"
+        (find,) = command_log.events
+        assert find.command["lsid"]["id"] == session.session_id["id"]
+
+
+async def test_a_session_that_is_no_session_is_refused(async_alias, command_log):
+    with pytest.raises(TypeError) as excinfo:
+        await SesAccount.objects.async_get(session="abc")
+    assert str(excinfo.value) == (
+        "session= takes a pymongo AsyncClientSession, not 'str'"
+    )
+    with pytest.raises(TypeError, match="AsyncClientSession, not 'int'"):
+        await SesAccount(name="Dee").async_save(session=1)
+    assert command_log.count() == 0
 
 
 async def test_a_session_of_another_client_is_refused(async_alias, mongodb_uri):

@@ -36,6 +36,7 @@ from mongoengine_async.guards import require_async
 __all__ = (
     "Home",
     "Operation",
+    "field_or_session",
     "own_session",
     "plain_home",
     "reach",
@@ -143,13 +144,34 @@ def own_session(
 ) -> AsyncClientSession | None:
     """``session`` as given, refused when it belongs to another client than
     ``client`` (``cls``'s): PyMongo would refuse it only once a command is sent."""
-    if session is not None and session.client is not client:
+    if session is None:
+        return None
+    if not isinstance(session, AsyncClientSession):
+        raise TypeError(
+            "session= takes a pymongo AsyncClientSession, not "
+            f"{type(session).__name__!r}"
+        )
+    if session.client is not client:
         raise ForeignSessionError(
             f"session= belongs to another client than the one of {cls.__name__} "
             f"(alias {cls._db_alias()!r}): a session works only with the "
             "client that started it"
         )
     return session
+
+
+def field_or_session(
+    cls: type[Any], session: Any, values: dict[str, Any]
+) -> AsyncClientSession | None:
+    """The driver session of a method taking field keywords (a filter, new
+    values, an update): a ``session=`` that is no session is the value of
+    ``cls``'s field so named, as in MongoEngine, and goes into ``values``."""
+    if session is None or isinstance(session, AsyncClientSession):
+        return session
+    if "session" not in cls._fields and not cls._dynamic:
+        return session  # (own_session refuses it)
+    values["session"] = session
+    return None
 
 
 # -- where a class operates, kept ------------------------------------------------

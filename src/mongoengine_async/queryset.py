@@ -64,7 +64,13 @@ from mongoengine_async.inserts import (
     insert_errors,
     set_ids,
 )
-from mongoengine_async.operation import Operation, own_session, plain_home, resolve
+from mongoengine_async.operation import (
+    Operation,
+    field_or_session,
+    own_session,
+    plain_home,
+    resolve,
+)
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.select_related import load_related
 from mongoengine_async.sync_reads import FastSyncReads
@@ -354,6 +360,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     ) -> _D:
         """The only match; raises ``DoesNotExist`` or ``MultipleObjectsReturned``."""
         self._require_async("async_get", "get()")
+        session = field_or_session(self._document, session, query)
         queryset = self._filtered_view(*q_objs, **query)
         # What order_by() and limit(2) set, without a clone each: no sort, and
         # a second match tells MultipleObjectsReturned.
@@ -630,6 +637,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     ) -> _D:
         """Create and insert a document."""
         self._require_async("async_create", "create()")
+        session = field_or_session(self._document, session, kwargs)
         document = self._document(**kwargs)
         return await document.async_save(force_insert=True, session=session)
 
@@ -712,6 +720,31 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         **update: Any,
     ) -> Any:
         """Apply MongoEngine-style ``update`` to the matches; returns the count."""
+        return await self._update(
+            update,
+            upsert=upsert,
+            multi=multi,
+            write_concern=write_concern,
+            read_concern=read_concern,
+            full_result=full_result,
+            array_filters=array_filters,
+            session=field_or_session(self._document, session, update),
+        )
+
+    async def _update(
+        self,
+        update: dict[str, Any],
+        *,
+        upsert: bool,
+        multi: bool,
+        write_concern: dict | None,
+        read_concern: dict | None,
+        full_result: bool,
+        array_filters: list | None,
+        session: AsyncClientSession | None,
+    ) -> Any:
+        """:meth:`async_update` with the update as a dict (a field may be
+        named like one of its keywords)."""
         collection = await self._async_collection("async_update", "update()", session)
         if not update and not upsert:
             raise OperationError("No update parameters, would remove data")
@@ -756,14 +789,15 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     ) -> Any:
         """:meth:`async_update` of the first match only."""
         self._require_async("async_update_one", "update_one()")
-        return await self.async_update(
+        return await self._update(
+            update,
             upsert=upsert,
             multi=False,
             write_concern=write_concern,
+            read_concern=None,
             full_result=full_result,
             array_filters=array_filters,
-            session=session,
-            **update,
+            session=field_or_session(self._document, session, update),
         )
 
     async def async_upsert_one(
@@ -775,14 +809,16 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     ) -> _D | None:
         """Update the first match or insert one; returns the document."""
         self._require_async("async_upsert_one", "upsert_one()")
-        result = await self.async_update(
-            multi=False,
+        session = field_or_session(self._document, session, update)
+        result = await self._update(
+            update,
             upsert=True,
+            multi=False,
             write_concern=write_concern,
             read_concern=read_concern,
             full_result=True,
+            array_filters=None,
             session=session,
-            **update,
         )
         if result.raw_result["updatedExisting"]:
             return await self.async_get(session=session)
@@ -803,6 +839,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
 
         The document comes back as it was before, or after when ``new=True``.
         """
+        session = field_or_session(self._document, session, update)
         collection = await self._async_collection("async_modify", "modify()", session)
         if remove and new:
             raise OperationError("Conflicting parameters: remove and new")
