@@ -353,6 +353,28 @@ async def test_sync_queryset_method_using_an_async_alias(async_alias, sync_alias
     )
 
 
+SLICES = [slice(5, 2), slice(None, -1), slice(-3, None), slice(1, 5, 2), -1, "a"]
+
+
+@pytest.mark.parametrize("key", SLICES, ids=repr)
+async def test_bad_slices_and_indexes_fail_as_in_mongoengine(
+    async_alias, sync_alias, command_log, key
+):
+    """MongoEngine's errors (its sync cursor's) for what an async queryset
+    cannot take either, before any I/O."""
+    with pytest.raises(Exception) as theirs:
+        MisSyncItem.objects[key]
+    command_log.clear()
+    with pytest.raises(Exception) as ours:
+        MisItem.objects[key]
+    assert (type(ours.value), str(ours.value)) == (
+        type(theirs.value),
+        str(theirs.value),
+    )
+    assert type(ours.value) in (IndexError, TypeError)
+    assert command_log.count() == 0
+
+
 async def test_async_aggregate_on_sync_alias_raises_at_call(sync_alias):
     with pytest.raises(AsyncUsageError, match=r"aggregate\(\)"):
         MisSyncItem.objects.async_aggregate([{"$match": {}}])

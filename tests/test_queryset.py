@@ -525,6 +525,22 @@ async def test_async_aggregate_async_for(async_alias):
     assert filtered == [{"_id": "London", "n": 2}]
 
 
+async def test_async_aggregate_takes_mongoengine_s_unpacked_stages(
+    async_alias, command_log
+):
+    """Stages as separate arguments (or a list then more stages): MongoEngine
+    0.29's deprecated form, accepted with its DeprecationWarning."""
+    await _people()
+    match, project = {"$match": {"name": "Bob"}}, {"$project": {"_id": 0, "age": 1}}
+    command_log.clear()
+    for args in [(match, project), ([match], project)]:
+        with pytest.warns(DeprecationWarning, match=r"un unpacked list \(\*pipeline\)"):
+            rows = [row async for row in QsPerson.objects.async_aggregate(*args)]
+        assert rows == [{"age": 25}]
+    pipelines = [c["pipeline"] for c in _commands(command_log, "aggregate")]
+    assert pipelines == [[match, project]] * 2
+
+
 async def test_async_explain(async_alias):
     await _people()
     plan = await QsPerson.objects(name="Bob").async_explain()

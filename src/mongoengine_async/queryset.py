@@ -128,6 +128,9 @@ class IdQuery(Q):
         return {field.db_field: field.prepare_query_value(None, value)}
 
 
+_NEGATIVE_INDEX = "Cursor instances do not support negative indices"
+
+
 def _id_field(document: type[Any], key: str) -> Any:
     """The field ``key`` names in ``document`` as MongoEngine's
     ``_lookup_field`` finds it, looked up once per class and key (a class's
@@ -268,25 +271,35 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     def __getitem__(self, key: Any) -> Any:
         if not self._is_async():
             return super().__getitem__(key)
-        if not isinstance(key, slice):
-            raise blocking_call_error(
-                self._target(),
-                "__getitem__",
-                self._document._db_alias(),
-                f"await queryset.skip({key}).async_first()",
-            )
-        return self._sliced(key)
+        if isinstance(key, slice):
+            return self._sliced(key)
+        if not isinstance(key, int):
+            raise TypeError("Provide a slice or an integer index")
+        if key < 0:
+            raise IndexError(_NEGATIVE_INDEX)
+        raise blocking_call_error(
+            self._target(),
+            "__getitem__",
+            self._alias(),
+            f"await queryset.skip({key}).async_first()",
+        )
 
     def _sliced(self, key: slice) -> Self:
+        """MongoEngine's slicing (a skip and a limit), checked as its sync
+        cursor checks it, with the same errors (an AsyncCursor does not slice)."""
         start, stop = key.start, key.stop
         if key.step is not None:
-            raise IndexError("QuerySet slices do not support steps")
-        if (start is not None and start < 0) or (stop is not None and stop < 0):
-            raise IndexError("QuerySet slices do not support negative indexes")
+            raise IndexError("Cursor instances do not support slice steps")
+        if start is not None and start < 0:
+            raise IndexError(_NEGATIVE_INDEX)
+        if stop is not None and stop < (start or 0):
+            raise IndexError(
+                f"stop index must be greater than start index for slice {key!r}"
+            )
         queryset = self.clone()
         queryset._cursor_obj = None
         queryset._skip = start
-        queryset._limit = None if stop is None else max(stop - (start or 0), 0)
+        queryset._limit = None if stop is None else stop - (start or 0)
         queryset._empty = queryset._limit == 0
         return queryset
 
@@ -520,18 +533,21 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
 
     def async_aggregate(
         self,
-        pipeline: list[dict],
-        *,
+        pipeline: list[dict] | dict,
+        *suppl_pipeline: dict,
         session: AsyncClientSession | None = None,
         **kwargs: Any,
     ) -> AsyncAggregation:
-        """Run ``pipeline`` after the queryset's filter, ordering, skip and limit."""
+        """Run ``pipeline`` after the queryset's filter, ordering, skip and
+        limit (stages as separate arguments: MongoEngine's deprecated form)."""
         self._require_async("async_aggregate", "aggregate()")
 
         async def open_cursor() -> AsyncCommandCursor[dict[str, Any]]:
             await self._async_collection("async_aggregate", "aggregate()", session)
             options = {"session": self._session(), **kwargs}
-            return await MongoEngineBaseQuerySet.aggregate(self, pipeline, **options)
+            return await MongoEngineBaseQuerySet.aggregate(
+                self, pipeline, *suppl_pipeline, **options
+            )
 
         return AsyncAggregation(open_cursor)
 
