@@ -72,7 +72,7 @@ from mongoengine_async.operation import (
     resolve,
 )
 from mongoengine_async.query_values import check_query_values
-from mongoengine_async.select_related import load_related
+from mongoengine_async.select_related import load_distinct, load_related
 from mongoengine_async.sync_reads import FastSyncReads
 
 if TYPE_CHECKING:
@@ -492,13 +492,18 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     async def async_distinct(
         self, field: str, *, session: AsyncClientSession | None = None
     ) -> list[Any]:
-        """Distinct values of ``field`` (embedded documents come back as such)."""
+        """Distinct values of ``field``: referenced documents loaded (one query
+        per collection) and embedded ones built, unless ``no_dereference()``."""
         await self._async_collection("async_distinct", "distinct()", session)
+        session = self._session()
         try:
             db_field = self._fields_to_dbfields([field]).pop()
         except LookUpError:
             db_field = field
         values = await self._new_cursor().distinct(db_field)
+        if not self._auto_dereference:
+            return values
+        values = await load_distinct(self._document, db_field, values, session)
         embedded_cls = self._embedded_type(field)
         if embedded_cls is None:
             return values

@@ -46,6 +46,7 @@ from mongoengine_async.proxies import (
 __all__ = (
     "PLAIN_VALUE_TYPES",
     "SCALAR_FIELDS",
+    "load_distinct",
     "load_related",
     "select_related",
     "stored_ids",
@@ -209,6 +210,37 @@ def _fill(container: Any, key: Any, document: Any) -> None:
     write_at(container, key, document)
     if isinstance(current, AsyncReferenceProxy):
         current._document = document
+
+
+async def load_distinct(
+    cls: type[Any], path: str, values: list, session: AsyncClientSession | None
+) -> list:
+    """Put in ``values`` (``distinct()`` results at ``path`` of ``cls``) the
+    documents they refer to, one level, as MongoEngine's ``distinct`` has its
+    DeReference do: the ids of a top-level ReferenceField (or a list of them)
+    are its class's; elsewhere, DBRefs and generic references are loaded as
+    in an untyped list. Missing targets stay as stored (DBRefs)."""
+    field = cls._fields.get(path)  # (as MongoEngine looks the path up)
+    while hasattr(field, "field"):
+        field = field.field
+    if isinstance(field, mongoengine.ReferenceField):
+        values[:] = [_as_reference(field, value) for value in values]
+    else:
+        field = None
+    wanted: _Wanted = {}
+    _walk_container(values, field, wanted)
+    if wanted:
+        loaded: _Loaded = {}
+        await _load_missing(wanted, loaded, session)
+        _fill_all(wanted, loaded)
+    return values
+
+
+def _as_reference(field: Any, value: Any) -> Any:
+    """A stored id of ReferenceField ``field`` as a DBRef (its to_python)."""
+    if value is None or isinstance(value, DBRef | dict | list):
+        return value
+    return field.to_python(value)
 
 
 # Where referenced documents live: (id of the client, database, collection).

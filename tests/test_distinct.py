@@ -1,0 +1,168 @@
+"""``async_distinct`` gives what MongoEngine's ``distinct`` gives on a sync alias:
+referenced documents loaded (one query per referenced collection), embedded
+documents built, the stored values under ``no_dereference()``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bson import DBRef, ObjectId
+
+from conftest import fresh_sync_default
+from mongoengine_async import (
+    Document,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
+    GenericReferenceField,
+    IntField,
+    LazyReferenceField,
+    ListField,
+    ReferenceField,
+    StringField,
+)
+from mongoengine_async.testing import fresh_database
+
+
+class DiAuthor(Document):
+    name = StringField()
+
+
+class DiTag(Document):
+    name = StringField()
+
+
+class DiPart(EmbeddedDocument):
+    number = IntField()
+    by = ReferenceField(DiAuthor, dbref=True)
+
+
+class DiBook(Document):
+    author = ReferenceField(DiAuthor)
+    editor = ReferenceField(DiAuthor, dbref=True, db_field="ed")
+    authors = ListField(ReferenceField(DiAuthor))
+    anything = GenericReferenceField()
+    lazy = LazyReferenceField(DiAuthor)
+    part = EmbeddedDocumentField(DiPart)
+    parts = ListField(EmbeddedDocumentField(DiPart))
+    title = StringField()
+
+
+PATHS = [
+    "author",
+    "editor",
+    "authors",
+    "anything",
+    "lazy",
+    "part",
+    "parts",
+    "part.by",
+    "parts.number",
+    "title",
+]
+
+
+def books(ann: Any, bob: Any, tag: Any) -> list[Any]:
+    gone = DiAuthor(id=ObjectId(), name="gone")  # never saved: a missing target
+    return [
+        DiBook(
+            author=ann,
+            editor=bob,
+            authors=[ann, bob],
+            anything=tag,
+            lazy=ann,
+            part=DiPart(number=1, by=ann),
+            parts=[DiPart(number=2), DiPart(number=3, by=bob)],
+            title="one",
+        ),
+        DiBook(
+            author=gone, editor=gone, authors=[gone, ann], anything=bob, title="two"
+        ),
+    ]
+
+
+def described(value: Any) -> Any:
+    """``value`` comparable across aliases: documents by class and name,
+    embedded ones by their data, anything else by type and value."""
+    if isinstance(value, DiPart):
+        return ("DiPart", value.number, described(value.by))
+    if isinstance(value, Document):
+        return (type(value).__name__, value.name)
+    if isinstance(value, DBRef):  # a proxy is one too
+        return ("DBRef", value.collection)
+    if isinstance(value, ObjectId):
+        return "ObjectId"
+    if isinstance(value, dict):
+        return sorted((key, described(item)) for key, item in value.items())
+    return (type(value).__name__, value)
+
+
+def listed(distinct: Any, path: str) -> Any:
+    """MongoEngine's distinct values at ``path``, described and sorted; or
+    the type of the error it raises there."""
+    try:
+        return sorted(map(repr, map(described, distinct(path))))
+    except Exception as error:  # (MongoEngine's own bugs)
+        return type(error).__name__
+
+
+async def distinct_both_ways(mongodb_uri: str, command_log: Any) -> tuple:
+    """Every path's distinct values and no_dereference() ones, MongoEngine's on
+    a sync alias then ours on an async one; and our commands for one path."""
+    with fresh_sync_default(mongodb_uri):
+        ann, bob, tag = (
+            DiAuthor(name="ann").save(),
+            DiAuthor(name="bob").save(),
+            DiTag(name="tag").save(),
+        )
+        for book in books(ann, bob, tag):
+            book.save()
+        theirs = {path: listed(DiBook.objects.distinct, path) for path in PATHS}
+        raw_theirs = {
+            path: listed(DiBook.objects.no_dereference().distinct, path)
+            for path in PATHS
+        }
+    async with fresh_database("default", mongodb_uri, event_listeners=[command_log]):
+        ann = await DiAuthor(name="ann").async_save()
+        bob = await DiAuthor(name="bob").async_save()
+        tag = await DiTag(name="tag").async_save()
+        for book in books(ann, bob, tag):
+            await book.async_save()
+        ours, raw_ours = {}, {}
+        for path in PATHS:
+            values = await DiBook.objects.async_distinct(path)
+            ours[path] = sorted(map(repr, map(described, values)))
+            raw = await DiBook.objects.no_dereference().async_distinct(path)
+            raw_ours[path] = sorted(map(repr, map(described, raw)))
+        command_log.clear()
+        await DiBook.objects.async_distinct("authors")
+        names = command_log.names
+    return theirs, ours, raw_theirs, raw_ours, names
+
+
+async def test_distinct_values_are_mongoengine_s(
+    mongodb_uri: str, command_log: Any
+) -> None:
+    theirs, ours, raw_theirs, raw_ours, names = await distinct_both_ways(
+        mongodb_uri, command_log
+    )
+    # MongoEngine's DeReference fails on an embedded document holding a
+    # DBRef (it takes the field for a class); ours builds it.
+    assert (theirs.pop("part"), theirs.pop("parts")) == ("AttributeError",) * 2
+    assert ours.pop("part") == [repr(("DiPart", 1, ("DiAuthor", "ann")))]
+    assert ours.pop("parts") == [
+        repr(("DiPart", 2, ("NoneType", None))),
+        repr(("DiPart", 3, ("DiAuthor", "bob"))),
+    ]
+    # Per path, as MongoEngine's differ from one another.
+    assert ours == theirs
+    assert ours["authors"] == [
+        repr(("DBRef", "di_author")),  # the missing target, as stored
+        repr(("DiAuthor", "ann")),
+        repr(("DiAuthor", "bob")),
+    ]
+    assert ours["anything"] == [repr(("DiAuthor", "bob")), repr(("DiTag", "tag"))]
+    assert ours["lazy"] == [repr("ObjectId")]  # lazy references stay ids
+    assert raw_ours == raw_theirs
+    assert raw_ours["author"] == [repr("ObjectId")] * 2
+    # One distinct, one query for the referenced collection.
+    assert names == ["distinct", "find"]
