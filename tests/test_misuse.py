@@ -78,7 +78,7 @@ DOCUMENT_CALLS = [
     ("ensure_indexes", lambda d: type(d).ensure_indexes(), "async_ensure_indexes"),
     ("drop_collection", lambda d: type(d).drop_collection(), "async_drop_collection"),
     ("create_index", lambda d: type(d).create_index("n"), "async_create_index"),
-    ("compare_indexes", lambda d: type(d).compare_indexes(), "async_list_indexes"),
+    ("compare_indexes", lambda d: type(d).compare_indexes(), "async_compare_indexes"),
 ]
 
 
@@ -220,6 +220,11 @@ DOCUMENT_ASYNC_CALLS = [
 DOCUMENT_ASYNC_INDEX_CALLS = [
     ("async_ensure_indexes", lambda d: type(d).async_ensure_indexes(), "ensure_ind"),
     ("async_list_indexes", lambda d: type(d).async_list_indexes(), "list_indexes()"),
+    (
+        "async_compare_indexes",
+        lambda d: type(d).async_compare_indexes(),
+        "compare_indexes()",
+    ),
     (
         "async_create_index",
         lambda d: type(d).async_create_index("n"),

@@ -142,13 +142,19 @@ def _index_models(cls: type[Any]) -> list[IndexModel]:
     base_options = {
         k: v for k, v in (cls._meta.get("index_opts") or {}).items() if k != "cls"
     }
-    models, cls_indexed = [], False
+    models: list[IndexModel] = []
+    cls_indexed = False
     for spec in cls._meta["index_specs"] or []:
         options = {**base_options, **spec}
         fields = options.pop("fields")
         options.pop("cls", None)
         cls_indexed = cls_indexed or includes_cls(fields)
-        models.append(IndexModel(fields, background=background, **options))
+        model = IndexModel(fields, background=background, **options)
+        # MongoEngine's metaclass may list an inherited index twice; its
+        # create_index of the same index again changes nothing, but one
+        # createIndexes command naming it twice fails.
+        if all(model.document != kept.document for kept in models):
+            models.append(model)
     if (
         cls._meta.get("index_cls", True)
         and not cls_indexed
@@ -163,7 +169,22 @@ async def create_indexes(
     collection: AsyncCollection,
     session: AsyncClientSession | None = None,
 ) -> None:
-    """Create the ``meta`` indexes of ``cls`` on ``collection`` (one round trip)."""
+    """Create the ``meta`` indexes of ``cls`` on ``collection``: in one round
+    trip, or, when two of them share a name or keys (with other options: what
+    MongoEngine's ensure_indexes sends one by one, the server refuses the
+    second), one by one as MongoEngine does, so that the same indexes exist and
+    the same error is raised."""
     models = _index_models(cls)
-    if models:
-        await collection.create_indexes(models, session=session)
+    if not _conflicting(models):
+        if models:
+            await collection.create_indexes(models, session=session)
+        return
+    for model in models:
+        await collection.create_indexes([model], session=session)
+
+
+def _conflicting(models: list[IndexModel]) -> bool:
+    """Whether two of ``models`` have the same name or the same keys."""
+    names = {model.document["name"] for model in models}
+    keys = {tuple(model.document["key"].items()) for model in models}
+    return len(names) < len(models) or len(keys) < len(models)

@@ -203,6 +203,20 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         return cls.list_indexes()
 
     @classmethod
+    async def async_compare_indexes(
+        cls, *, session: AsyncClientSession | None = None
+    ) -> dict[str, list[Any]]:
+        """The indexes ``meta`` expects that the collection lacks (``missing``)
+        and those it has besides (``extra``): MongoEngine's ``compare_indexes``,
+        over the index information read here (in ``session`` if given; a bound
+        transaction is not joined, as for ``async_ensure_indexes``)."""
+        cls._require_async("async_compare_indexes", "compare_indexes()")
+        collection = await cls._async_get_collection()  # indexes on first use
+        session = own_session(cls, collection.database.client, session)
+        information = await collection.index_information(session=session)
+        return _COMPARE_INDEXES(_IndexesRead(cls, information))
+
+    @classmethod
     async def async_drop_collection(
         cls, *, session: AsyncClientSession | None = None
     ) -> None:
@@ -278,14 +292,15 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         Same arguments and errors as MongoEngine's ``save``, plus ``session``;
         returns ``self``.
         """
+        if self._meta.get("abstract"):  # refused before any collection is resolved
+            self._require_async("async_save", "save()")
+            raise InvalidDocumentError("Cannot save an abstract document.")
         operation = self._known_operation(
             "async_save", "save()", session
         ) or await self._async_operation("async_save", "save()", session)
         collection, session = operation.collection, operation.session
         signal_kwargs = signal_kwargs or {}
         cls = type(self)
-        if self._meta.get("abstract"):
-            raise InvalidDocumentError("Cannot save an abstract document.")
         # A signal with no receiver at all (most saves) is skipped by its empty
         # ``receivers``, without a call; ``send`` looks for this class's own.
         # No blinker: no signals.
@@ -358,7 +373,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 }
             )
         if created or id_field not in self._meta.get("shard_key", ()):
-            to_bson.set_id(self, object_id)
+            to_bson.set_id(self, object_id, stored=True)  # by the field's to_python
         if cls._cached_reference_fields:
             await sync_cached_references(self, created)
         if hooks and signals.post_save.receivers:
@@ -414,7 +429,11 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             ):
                 continue
             ref: Any = self._data.get(name)
-            if not isinstance(ref, mongoengine.Document) or not ref._changed_fields:
+            # A new document may have no _changed_fields: changed, as MongoEngine
+            # reads it (getattr's default True).
+            if not isinstance(ref, mongoengine.Document) or not getattr(
+                ref, "_changed_fields", True
+            ):
                 continue
             ref_id = f"{type(ref).__name__},{ref._data}"
             if ref_id in refs:
@@ -449,7 +468,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 session=operation.session,
             )
         except pymongo.errors.OperationFailure as err:
-            raise OperationError(f"Could not delete document ({err.args})") from err
+            # MongoEngine's formatting: the message, not the args tuple's repr.
+            message = "Could not delete document (%s)" % err.args  # noqa: UP031
+            raise OperationError(message) from err
         await self._async_delete_files(operation)
         await signals.send(
             signals.post_delete, type(self), document=self, **signal_kwargs
@@ -488,11 +509,12 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         self, *fields: str, session: AsyncClientSession | None = None, **kwargs: Any
     ) -> Self:
         """Reload all fields, or only ``fields``, from the database."""
+        if self.pk is None:  # as MongoEngine, before any collection is resolved
+            self._require_async("async_reload", "reload()")
+            raise self.DoesNotExist("Document does not exist")
         operation = await self._async_operation("async_reload", "reload()", session)
         if fields and isinstance(fields[0], int):
             fields = fields[1:]
-        if self.pk is None:
-            raise self.DoesNotExist("Document does not exist")
         fresh = await (
             self._qs.read_preference(ReadPreference.PRIMARY)
             .filter(**self._object_key)
@@ -535,9 +557,10 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
 
         Returns False (changing nothing) when the stored document does not match.
         """
-        operation = await self._async_operation("async_modify", "modify()", session)
-        if self.pk is None:
+        if self.pk is None:  # as MongoEngine, before any collection is resolved
+            self._require_async("async_modify", "modify()")
             raise InvalidDocumentError("The document does not have a primary key.")
+        operation = await self._async_operation("async_modify", "modify()", session)
         id_field = self._meta["id_field"]
         query = {} if query is None else query
         # A Q object filters as such (MongoEngine passes its compiled form as
@@ -565,9 +588,14 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         self, *, session: AsyncClientSession | None = None, **kwargs: Any
     ) -> Any:
         """Apply a MongoEngine-style update to this document only."""
+        numbered = sequences.counts_async(type(self))
+        # As MongoEngine, refused before any collection is resolved (a pk to
+        # number is read once numbered, below).
+        if not numbered and self.pk is None and not kwargs.get("upsert", False):
+            self._require_async("async_update", "update()")
+            raise OperationError("attempt to update a document not yet saved")
         operation = await self._async_operation("async_update", "update()", session)
         kwargs["session"] = operation.session
-        numbered = sequences.counts_async(type(self))
         if numbered:  # as reading an unset sequence pk does on a sync alias
             await sequences.async_fill([self], id_only=True)
         if self.pk is not None:
@@ -579,6 +607,28 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         query = self.to_mongo()
         query.pop("_cls", None)
         return await self._qs.filter(**query).async_update_one(**kwargs)
+
+
+class _IndexesRead:
+    """A class as MongoEngine's ``compare_indexes`` reads it: the indexes it
+    expects (``list_indexes``) and, for its collection, the index information
+    read already."""
+
+    def __init__(self, cls: type[Document], information: Mapping[str, Any]) -> None:
+        self._cls, self._information = cls, information
+
+    def list_indexes(self) -> list[list[tuple[str, int]]]:
+        return self._cls.list_indexes()
+
+    def _get_collection(self) -> _IndexesRead:
+        return self
+
+    def index_information(self) -> Mapping[str, Any]:
+        return self._information
+
+
+# MongoEngine's comparison, called on an _IndexesRead (its own is guarded here).
+_COMPARE_INDEXES = mongoengine.Document.__dict__["compare_indexes"].__func__
 
 
 def _concerned(collection: AsyncCollection, write_concern: dict) -> AsyncCollection:
@@ -606,7 +656,7 @@ _BLOCKING = {
     "ensure_indexes": "await Model.async_ensure_indexes()",
     "create_index": "await Model.async_create_index()",
     "drop_collection": "await Model.async_drop_collection()",
-    "compare_indexes": "await Model.async_list_indexes()",
+    "compare_indexes": "await Model.async_compare_indexes()",
 }
 
 

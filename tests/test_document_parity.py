@@ -1,0 +1,374 @@
+"""Document methods on an async alias against MongoEngine's own on a sync alias,
+for what once differed: inherited indexes listed twice, the primary key's form
+after a save, a cascade to a new document, a failed delete's message, abstract
+documents, and comparing indexes.
+
+Each case runs the same class both ways: MongoEngine's code on the sync alias
+SYNC (``switch_db``), ours on the async alias "default", each on a fresh
+database; the stored documents, the values, the errors (type and message) and
+the indexes must be the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pymongo
+import pytest
+from mongoengine.context_managers import switch_db
+
+import mongoengine_async
+from mongoengine_async import (
+    BooleanField,
+    Document,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
+    IntField,
+    ReferenceField,
+    StringField,
+    UUIDField,
+    get_async_db,
+)
+from mongoengine_async.testing import CommandLog
+
+SYNC = "docparity_sync"
+
+
+@pytest.fixture
+def sync_log() -> CommandLog:
+    return CommandLog()
+
+
+@pytest.fixture
+def sync_db(mongodb_uri: str, sync_log: CommandLog) -> Iterator[Any]:
+    """Alias SYNC registered with connect() on a fresh database (its commands
+    in ``sync_log``); yields that database."""
+    name = f"test_sync_{uuid.uuid4().hex[:12]}"
+    mongoengine_async.connect(
+        db=name,
+        alias=SYNC,
+        host=mongodb_uri,
+        uuidRepresentation="standard",
+        event_listeners=[sync_log],
+    )
+    database = mongoengine_async.get_db(SYNC)
+    try:
+        yield database
+    finally:
+        database.client.drop_database(name)
+        mongoengine_async.disconnect(SYNC)
+
+
+@contextlib.contextmanager
+def on_sync(*classes: type) -> Iterator[None]:
+    """``classes`` on the sync alias SYNC, where MongoEngine's code runs."""
+    with contextlib.ExitStack() as stack:
+        for cls in classes:
+            stack.enter_context(switch_db(cls, SYNC))
+        yield
+
+
+def outcome(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except Exception as error:
+        return ("raised", type(error), str(error))
+
+
+async def async_outcome(call: Callable[[], Any]) -> Any:
+    try:
+        return await call()
+    except Exception as error:
+        return ("raised", type(error), str(error))
+
+
+def without_reply(message: str) -> str:
+    """A server error's message without the reply (its cluster time differs)."""
+    return message.split(", full error: ")[0]
+
+
+def stored(database: Any, name: str) -> list[dict]:
+    return list(database[name].find({}, sort=[("_id", 1)]))
+
+
+async def async_stored(name: str) -> list[dict]:
+    return await get_async_db()[name].find({}, sort=[("_id", 1)]).to_list()
+
+
+def index_keys(information: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Each index's name and options (without the version)."""
+    return sorted(
+        (name, sorted((k, v) for k, v in info.items() if k != "v"))
+        for name, info in information.items()
+    )
+
+
+# -- D1: an inherited index listed twice in index_specs ----------------------------
+
+
+class DpBase(Document):
+    created_by = StringField()
+    meta = {"abstract": True, "indexes": ["created_by"]}
+
+
+class DpAnimal(DpBase):
+    name = StringField()
+    meta = {"allow_inheritance": True}
+
+
+class DpDog(DpAnimal):
+    good = BooleanField(default=True)
+
+
+class DpItem(Document):
+    x = StringField()
+    meta = {"allow_inheritance": True, "indexes": ["x"]}
+
+
+class DpItemAgain(DpItem):  # redeclares its parent's index
+    meta = {"indexes": ["x"]}
+
+
+class DpItemUnique(DpItem):  # the same keys, another option
+    meta = {"indexes": [{"fields": ["x"], "unique": True}]}
+
+
+class DpItemNamed(DpItem):  # the same keys, another name
+    meta = {"indexes": [{"fields": ["x"], "name": "x_named"}]}
+
+
+@pytest.mark.parametrize(
+    ("cls", "document"),
+    [(DpDog, {"name": "Rex"}), (DpItemAgain, {"x": "a"})],
+    ids=["abstract_base", "redeclared"],
+)
+async def test_index_listed_twice_is_created_once(
+    async_alias, command_log, sync_db, cls, document
+):
+    specs = cls._meta["index_specs"]
+    assert specs[0] == specs[1]  # MongoEngine's metaclass lists it twice
+    with on_sync(cls):
+        cls(**document).save()
+    name = cls._get_collection_name()
+    command_log.clear()
+    await cls(**document).async_save()
+    assert command_log.names == ["createIndexes", "insert"]  # one round trip
+    (create,) = [e.command for e in command_log.events if "createIndexes" in e.command]
+    assert len(create["indexes"]) == 1
+    await cls.objects.async_first()
+    info = await get_async_db()[name].index_information()
+    assert index_keys(info) == index_keys(sync_db[name].index_information())
+    command_log.clear()
+    await cls.async_ensure_indexes()
+    assert command_log.names == ["createIndexes"]
+
+
+@pytest.mark.parametrize("cls", [DpItemUnique, DpItemNamed], ids=["unique", "named"])
+async def test_index_listed_twice_with_other_options_fails_as_mongoengine(
+    async_alias, command_log, sync_log, sync_db, cls
+):
+    """MongoEngine creates the specs one by one: the first exists, the second is
+    refused by the server; the same round trips, indexes and error here."""
+    with on_sync(cls):
+        sync_log.clear()
+        theirs = outcome(lambda: cls(x="a").save())
+    sent = [name for name in sync_log.names if name == "createIndexes"]
+    command_log.clear()
+    ours = await async_outcome(lambda: cls(x="a").async_save())
+    assert theirs[:2] == ours[:2] == ("raised", pymongo.errors.OperationFailure)
+    assert without_reply(ours[2]) == without_reply(theirs[2])
+    assert command_log.names == sent == ["createIndexes", "createIndexes"]
+    name = cls._get_collection_name()
+    info = await get_async_db()[name].index_information()
+    assert index_keys(info) == index_keys(sync_db[name].index_information())
+    assert await async_stored(name) == stored(sync_db, name) == []
+
+
+# -- D2: the primary key after a save ----------------------------------------------
+
+
+class DpKey(EmbeddedDocument):
+    a = IntField()
+
+
+class DpEmbeddedPk(Document):
+    key = EmbeddedDocumentField(DpKey, primary_key=True)
+    v = IntField()
+
+
+class DpUuidPk(Document):
+    uid = UUIDField(binary=False, primary_key=True)
+    v = IntField()
+
+
+def pk_state(document: Any) -> Any:
+    changed = getattr(document, "_changed_fields", None)  # (none yet: a new one)
+    return (
+        type(document.pk),
+        document.pk,
+        document.to_mongo().to_dict(),
+        None if changed is None else sorted(changed),
+        document._created,
+    )
+
+
+@pytest.mark.parametrize(
+    ("cls", "make"),
+    [
+        (DpEmbeddedPk, lambda: DpEmbeddedPk(key=DpKey(a=1), v=1)),
+        (
+            DpUuidPk,
+            lambda: DpUuidPk(uid=uuid.UUID("12345678-1234-5678-1234-567812345678")),
+        ),
+    ],
+    ids=["embedded", "uuid_str"],
+)
+async def test_saved_primary_key_in_its_python_form(async_alias, sync_db, cls, make):
+    with on_sync(cls):
+        theirs = make().save()
+        their_first = pk_state(theirs)
+        theirs.v = 2
+        theirs.save()
+        their_loaded = cls.objects.first()
+        assert their_loaded == theirs
+        their_stored = stored(sync_db, cls._get_collection_name())
+        inserted = make()
+        cls.objects.delete()
+        cls.objects.insert([inserted], load_bulk=False)
+    ours = await make().async_save()
+    assert pk_state(ours) == their_first
+    assert type(ours.pk) is not dict  # its Python form, not the stored one
+    ours.v = 2
+    await ours.async_save()  # again: valid
+    assert pk_state(ours) == pk_state(theirs)
+    assert await cls.objects.async_first() == ours
+    assert await async_stored(cls._get_collection_name()) == their_stored
+    # insert() leaves the id it gives as MongoEngine's does (as stored).
+    our_inserted = make()
+    await cls.objects.async_delete()
+    await cls.objects.async_insert([our_inserted], load_bulk=False)
+    assert pk_state(our_inserted) == pk_state(inserted)
+
+
+# -- D3: a cascade to a new document -----------------------------------------------
+
+
+class DpTag(Document):
+    name = StringField(primary_key=True)
+    label = StringField()
+
+
+class DpPost(Document):
+    title = StringField()
+    tag = ReferenceField(DpTag)
+
+
+async def test_cascade_saves_a_new_referenced_document(async_alias, sync_db):
+    with on_sync(DpTag, DpPost):
+        their_tag = DpTag(name="t1", label="L")
+        their_post = DpPost(title="p", tag=their_tag).save(cascade=True)
+    our_tag = DpTag(name="t1", label="L")
+    our_post = await DpPost(title="p", tag=our_tag).async_save(cascade=True)
+    assert await async_stored("dp_tag") == stored(sync_db, "dp_tag")
+    assert [d["tag"] for d in await async_stored("dp_post")] == ["t1"]
+    assert [d["tag"] for d in stored(sync_db, "dp_post")] == ["t1"]
+    for ours, theirs in ((our_tag, their_tag), (our_post, their_post)):
+        assert ours._changed_fields == theirs._changed_fields == []
+        assert ours._created is theirs._created is False
+
+
+# -- D4: a failed delete's message -------------------------------------------------
+
+
+class DpNote(Document):
+    name = StringField()
+
+
+async def test_failed_delete_message(async_alias, sync_db):
+    with on_sync(DpNote):
+        note = DpNote(name="n").save()
+        theirs = outcome(lambda: note.delete(w=5, wtimeout=100))
+    ours = await DpNote(name="n").async_save()
+    ours = await async_outcome(lambda: ours.async_delete(w=5, wtimeout=100))
+    assert theirs[:2] == ours[:2] == ("raised", mongoengine_async.OperationError)
+    assert ours[2].startswith("Could not delete document (Not enough data-bearing")
+    assert without_reply(ours[2]) == without_reply(theirs[2])
+
+
+# -- D5: abstract documents --------------------------------------------------------
+
+
+class DpAbstract(Document):
+    x = IntField()
+    meta = {"abstract": True}
+
+
+ABSTRACT_CALLS = {
+    "save": ("save", {}),
+    "save_cascade": ("save", {"cascade": True}),
+    "delete": ("delete", {}),
+    "reload": ("reload", {}),
+    "update": ("update", {"set__x": 2}),
+    "update_upsert": ("update", {"set__x": 2, "upsert": True}),
+    "modify": ("modify", {"set__x": 2}),
+    "select_related": ("select_related", {}),
+}
+
+
+@pytest.mark.parametrize("name", ABSTRACT_CALLS)
+async def test_abstract_document_methods(
+    async_alias, command_log, sync_db, sync_log, monkeypatch, name
+):
+    method, options = ABSTRACT_CALLS[name]
+    with monkeypatch.context() as patch:  # (switch_db wants its collection)
+        patch.setitem(DpAbstract._meta, "db_alias", SYNC)
+        theirs = outcome(lambda: getattr(DpAbstract(x=1), method)(**options))
+    ours = await async_outcome(
+        lambda: getattr(DpAbstract(x=1), f"async_{method}")(**options)
+    )
+    if isinstance(theirs, DpAbstract):
+        assert isinstance(ours, DpAbstract)
+    else:
+        assert ours == theirs
+    assert command_log.names == sync_log.names == []
+
+
+# -- compare_indexes ---------------------------------------------------------------
+
+
+class DpCompared(Document):
+    name = StringField()
+    age = IntField()
+    meta = {"indexes": ["name", ("-age", "name")], "allow_inheritance": True}
+
+
+async def test_async_compare_indexes(async_alias, command_log, sync_db):
+    with on_sync(DpCompared):
+        their_fresh = DpCompared.compare_indexes()
+        sync_db.dp_compared.drop_index("_cls_1_name_1")
+        sync_db.dp_compared.create_index([("age", 1)])
+        their_changed = DpCompared.compare_indexes()
+    command_log.clear()
+    assert await DpCompared.async_compare_indexes() == their_fresh
+    assert command_log.names == ["createIndexes", "listIndexes"]
+    collection = get_async_db().dp_compared
+    await collection.drop_index("_cls_1_name_1")
+    await collection.create_index([("age", 1)])
+    command_log.clear()
+    assert await DpCompared.async_compare_indexes() == their_changed
+    assert their_changed != their_fresh
+    assert command_log.names == ["listIndexes"]
+
+
+async def test_async_compare_indexes_of_an_abstract_class(
+    async_alias, sync_db, monkeypatch
+):
+    with monkeypatch.context() as patch:
+        patch.setitem(DpAbstract._meta, "db_alias", SYNC)
+        theirs = outcome(DpAbstract.compare_indexes)
+    ours = await async_outcome(DpAbstract.async_compare_indexes)
+    assert ours == theirs
+    assert theirs[:2] == ("raised", TypeError)
