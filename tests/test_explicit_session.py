@@ -153,6 +153,9 @@ async def test_a_field_named_session_is_filtered_set_and_updated(
     assert moved.session == "def"
     bob = await SesLogin.objects(user="bob").async_upsert_one(session="up")
     assert (bob.user, bob.session) == ("bob", "up")
+    await bob.async_update(session="doc")
+    assert await bob.async_modify(session="up")
+    assert bob.session == "up"
     stored = await SesLogin._get_collection().find({}, {"_id": 0}).to_list(None)
     assert stored == [
         {"user": "ann", "session": "def"},

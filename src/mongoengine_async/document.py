@@ -44,6 +44,7 @@ from mongoengine_async.gridfs import delete_files
 from mongoengine_async.guards import guard_blocking_methods, require_async
 from mongoengine_async.operation import (
     Operation,
+    field_or_session,
     own_session,
     plain_home,
     reached,
@@ -557,6 +558,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
 
         Returns False (changing nothing) when the stored document does not match.
         """
+        session = field_or_session(type(self), session, update, "set__session")
         if self.pk is None:  # as MongoEngine, before any collection is resolved
             self._require_async("async_modify", "modify()")
             raise InvalidDocumentError("The document does not have a primary key.")
@@ -588,6 +590,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         self, *, session: AsyncClientSession | None = None, **kwargs: Any
     ) -> Any:
         """Apply a MongoEngine-style update to this document only."""
+        session = field_or_session(type(self), session, kwargs, "set__session")
         numbered = sequences.counts_async(type(self))
         # As MongoEngine, refused before any collection is resolved (a pk to
         # number is read once numbered, below).

@@ -161,16 +161,17 @@ def own_session(
 
 
 def field_or_session(
-    cls: type[Any], session: Any, values: dict[str, Any]
+    cls: type[Any], session: Any, values: dict[str, Any], key: str = "session"
 ) -> AsyncClientSession | None:
     """The driver session of a method taking field keywords (a filter, new
     values, an update): a ``session=`` that is no session is the value of
-    ``cls``'s field so named, as in MongoEngine, and goes into ``values``."""
+    ``cls``'s field so named, as in MongoEngine, and goes into ``values``
+    (under ``key``: ``set__session`` in an update)."""
     if session is None or isinstance(session, AsyncClientSession):
         return session
     if "session" not in cls._fields and not cls._dynamic:
         return session  # (own_session refuses it)
-    values["session"] = session
+    values[key] = session
     return None
 
 

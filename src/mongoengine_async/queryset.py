@@ -741,31 +741,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         **update: Any,
     ) -> Any:
         """Apply MongoEngine-style ``update`` to the matches; returns the count."""
-        return await self._update(
-            update,
-            upsert=upsert,
-            multi=multi,
-            write_concern=write_concern,
-            read_concern=read_concern,
-            full_result=full_result,
-            array_filters=array_filters,
-            session=field_or_session(self._document, session, update),
-        )
-
-    async def _update(
-        self,
-        update: dict[str, Any],
-        *,
-        upsert: bool,
-        multi: bool,
-        write_concern: dict | None,
-        read_concern: dict | None,
-        full_result: bool,
-        array_filters: list | None,
-        session: AsyncClientSession | None,
-    ) -> Any:
-        """:meth:`async_update` with the update as a dict (a field may be
-        named like one of its keywords)."""
+        session = field_or_session(self._document, session, update, "set__session")
         collection = await self._async_collection("async_update", "update()", session)
         if not update and not upsert:
             raise OperationError("No update parameters, would remove data")
@@ -810,15 +786,15 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     ) -> Any:
         """:meth:`async_update` of the first match only."""
         self._require_async("async_update_one", "update_one()")
-        return await self._update(
-            update,
+        session = field_or_session(self._document, session, update, "set__session")
+        return await self.async_update(
             upsert=upsert,
             multi=False,
             write_concern=write_concern,
-            read_concern=None,
             full_result=full_result,
             array_filters=array_filters,
-            session=field_or_session(self._document, session, update),
+            session=session,
+            **update,
         )
 
     async def async_upsert_one(
@@ -830,16 +806,15 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     ) -> _D | None:
         """Update the first match or insert one; returns the document."""
         self._require_async("async_upsert_one", "upsert_one()")
-        session = field_or_session(self._document, session, update)
-        result = await self._update(
-            update,
-            upsert=True,
+        session = field_or_session(self._document, session, update, "set__session")
+        result = await self.async_update(
             multi=False,
+            upsert=True,
             write_concern=write_concern,
             read_concern=read_concern,
             full_result=True,
-            array_filters=None,
             session=session,
+            **update,
         )
         if result.raw_result["updatedExisting"]:
             return await self.async_get(session=session)
@@ -860,7 +835,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
 
         The document comes back as it was before, or after when ``new=True``.
         """
-        session = field_or_session(self._document, session, update)
+        session = field_or_session(self._document, session, update, "set__session")
         collection = await self._async_collection("async_modify", "modify()", session)
         if remove and new:
             raise OperationError("Conflicting parameters: remove and new")
