@@ -358,6 +358,42 @@ async def test_sync_queryset_method_using_an_async_alias(async_alias, sync_alias
     )
 
 
+async def test_a_document_moved_to_a_sync_alias_saves_only_the_sync_way(
+    async_alias, sync_alias, command_log
+):
+    """switch_db() to a sync alias: async_save() is refused before any I/O,
+    and save() writes there, as MongoEngine's does."""
+    moved = MisItem(name="moved").switch_db("misuse-sync")
+    command_log.clear()
+    with pytest.raises(AsyncUsageError) as excinfo:
+        await moved.async_save()
+    assert str(excinfo.value) == on_sync("MisItem", "async_save", "save()")
+    assert command_log.count() == 0
+    moved.save()
+    stored = list(sync_alias.mis_item.find({}, {"_id": 0}))
+    assert stored == [{"name": "moved", "n": 0, "tags": []}]
+    assert await get_async_db().mis_item.count_documents({}) == 0
+
+
+async def test_a_document_moved_to_an_async_alias_saves_only_the_async_way(
+    async_alias, sync_alias, recwarn
+):
+    """The reverse: save() is refused (it sent an unawaited insert and failed
+    with an AttributeError), async_save() writes there."""
+    moved = MisSyncItem(name="moved").switch_db("default")
+    with pytest.raises(AsyncUsageError) as excinfo:
+        moved.save()
+    assert str(excinfo.value) == (
+        "MisSyncItem.save() would block the event loop: alias 'default' is async "
+        "(connect_async); use await document.async_save() instead"
+    )
+    await moved.async_save()
+    stored = await get_async_db().mis_sync_item.find({}, {"_id": 0}).to_list(None)
+    assert stored == [{"name": "moved", "n": 0, "tags": []}]
+    assert list(sync_alias.mis_sync_item.find({})) == []
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 SLICES = [slice(5, 2), slice(None, -1), slice(-3, None), slice(1, 5, 2), -1, "a"]
 
 

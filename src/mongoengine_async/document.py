@@ -33,6 +33,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from mongoengine_async import collection_setup, deltas, sequences, signals, to_bson
 from mongoengine_async.change_streams import ChangeStream
 from mongoengine_async.connection import (
+    alias_of,
     get_async_collection,
     get_async_db,
     is_async_connection,
@@ -141,8 +142,16 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         operation = self._known_operation(name, use, session)
         if operation is not None:
             return operation
-        self._require_async(name, use)
-        return await resolve(type(self), self._get_collection(), session)
+        moved = self.__dict__.get("_get_collection")  # by switch_db(), perhaps
+        if moved is None:
+            self._require_async(name, use)
+            collection = self._get_collection()
+        else:
+            collection = moved()
+            if not isinstance(collection, AsyncCollection):
+                alias = alias_of(collection) or self._db_alias()
+                require_async(alias, type(self).__name__, name, use)
+        return await resolve(type(self), collection, session)
 
     def _known_operation(
         self, name: str, use: str, session: AsyncClientSession | None
@@ -664,7 +673,16 @@ _BLOCKING = {
 
 
 def _describe(document: Any) -> tuple[bool, str, str]:
-    return document._is_async(), _name(document), document._db_alias()
+    """Whether the class, or the document (moved by ``switch_db()``, perhaps),
+    is on an async alias, its name and the alias."""
+    moved = (
+        None if isinstance(document, type) else document.__dict__.get("_get_collection")
+    )
+    if moved is None:
+        return document._is_async(), _name(document), document._db_alias()
+    collection = moved()
+    alias = alias_of(collection) or document._db_alias()
+    return isinstance(collection, AsyncCollection), _name(document), alias
 
 
 def _name(document: Any) -> str:
