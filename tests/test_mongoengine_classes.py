@@ -157,6 +157,34 @@ async def test_generic_reference_to_a_mongoengine_document_names_the_fix(
     assert command_log.count() == 0
 
 
+class OwnQuerySet(mongoengine.QuerySet):
+    def titled(self):
+        return self.filter(title__ne=None)
+
+
+class OwnCatalogue(Document):
+    title = StringField()
+    meta = {"queryset_class": OwnQuerySet}
+
+
+CATALOGUE_ERROR = (
+    "OwnCatalogue's meta queryset_class OwnQuerySet is a mongoengine QuerySet, "
+    "which knows no async alias ('default'): subclass mongoengine_async.QuerySet "
+    "(from mongoengine_async import *)"
+)
+
+
+async def test_mongoengine_queryset_class_names_the_fix(async_alias, command_log):
+    """MongoEngine's QuerySet has no async terminal ("no attribute
+    'async_first'") and iterates an AsyncCursor as a sync one."""
+    command_log.clear()
+    for use in [lambda: OwnCatalogue.objects, lambda: OwnCatalogue().async_save()]:
+        with pytest.raises(AsyncUsageError) as excinfo:
+            await use()  # (objects raises before anything is awaited)
+        assert str(excinfo.value) == CATALOGUE_ERROR
+    assert command_log.count() == 0
+
+
 def test_sync_alias_keeps_mongoengine_behaviour(sync_default):
     author = OwnAuthor(name="Ann").save()
     OwnBook(title="First", author=author).save()
@@ -166,3 +194,5 @@ def test_sync_alias_keeps_mongoengine_behaviour(sync_default):
     publisher = OwnPlainPublisher(name="P").save()
     OwnImprint(publisher=publisher).save()
     assert OwnImprint.objects.get().publisher.name == "P"
+    OwnCatalogue(title="T").save()
+    assert [c.title for c in OwnCatalogue.objects.titled()] == ["T"]

@@ -21,8 +21,9 @@ from mongoengine_async.guards import (
     is_plain_async_document,
     plain_document_error,
 )
+from mongoengine_async.queryset import BaseQuerySet
 
-__all__ = ("check_model",)
+__all__ = ("check_model", "check_queryset_class")
 
 # Our field classes, by the name of the MongoEngine class each replaces.
 _OURS: dict[str, type[Any]] = {name: getattr(fields, name) for name in fields.__all__}
@@ -41,6 +42,20 @@ def check_model(cls: type[Any], alias: str) -> None:
     (or a field of a document it embeds) of MongoEngine's own class where ours
     exists, or refers to a ``mongoengine.Document`` on an async alias."""
     _check_fields(cls, cls.__name__, alias, set())
+
+
+def check_queryset_class(cls: type[Any], alias: str) -> None:
+    """Raise AsyncUsageError when ``cls``'s ``meta['queryset_class']`` is not one
+    of ours: MongoEngine's QuerySet has no async terminal and iterates an
+    AsyncCursor as a sync one ("'AsyncCursor' object is not an iterator")."""
+    queryset_class = cls._meta.get("queryset_class")
+    if queryset_class is None or issubclass(queryset_class, BaseQuerySet):
+        return
+    raise AsyncUsageError(
+        f"{cls.__name__}'s meta queryset_class {queryset_class.__name__} is a "
+        f"mongoengine QuerySet, which knows no async alias ('{alias}'): subclass "
+        "mongoengine_async.QuerySet (from mongoengine_async import *)"
+    )
 
 
 def _check_fields(cls: type[Any], path: str, alias: str, seen: set[type[Any]]) -> None:

@@ -32,6 +32,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async import collection_setup, deltas, sequences, signals, to_bson
 from mongoengine_async.change_streams import ChangeStream
+from mongoengine_async.checks import check_queryset_class
 from mongoengine_async.connection import (
     alias_of,
     get_async_collection,
@@ -118,6 +119,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         if home is not None:  # (what the lines below give, found in fewer calls)
             return home.operation.collection
         if cls._is_async():
+            check_queryset_class(cls, cls._db_alias())  # (no home kept: rare)
             name = cls._get_collection_name()  # None: abstract, as in MongoEngine
             return get_async_collection(cls._db_alias(), name)  # type: ignore[arg-type]
         if isinstance(getattr(cls, "_collection", None), AsyncCollection):
