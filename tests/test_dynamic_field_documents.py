@@ -13,13 +13,15 @@ from bson import DBRef
 from conftest import fresh_sync_default
 from mongoengine_async import (
     AsyncReferenceProxy,
+    DictField,
     Document,
     DynamicField,
+    ListField,
     ReferenceField,
     StringField,
     get_async_db,
 )
-from mongoengine_async.testing import fresh_database
+from mongoengine_async.testing import CommandLog, fresh_database
 
 
 class DfUser(Document):
@@ -128,3 +130,63 @@ async def test_saving_keeps_the_stored_form(async_alias: str) -> None:
     copy = await DfHolder(anything=author, label="author").async_save()
     stored_copy = await get_async_db().df_holder.find_one({"_id": copy.pk})
     assert list(stored_copy["anything"].items()) == list(stored["anything"].items())
+
+
+class DfItems(Document):
+    things = ListField(DynamicField())
+    by_key = DictField(DynamicField())
+
+
+async def test_documents_in_containers_of_dynamic_fields(mongodb_uri: str) -> None:
+    """In a ListField or DictField of DynamicField items, a held document reads
+    as a proxy to await (MongoEngine's read of the container loads it), the ones
+    in the lists and dicts an item holds too; ``async_select_related()`` loads
+    them as MongoEngine's read does; saving keeps the stored form."""
+
+    def values(ann: DfUser, bob: DfUser) -> dict[str, Any]:
+        return {
+            "things": [ann, [bob, 3], {"k": ann}, "plain"],
+            "by_key": {"a": bob, "b": 1},
+        }
+
+    def read(items: DfItems) -> Any:
+        return described(list(items.things)), described(dict(items.by_key))
+
+    with fresh_sync_default(mongodb_uri) as database:
+        ann, bob = DfUser(name="ann").save(), DfUser(name="bob").save()
+        DfItems(**values(ann, bob)).save()
+        sync_read = read(DfItems.objects.get())
+        sync_stored = database.df_items.find_one()
+    command_log = CommandLog()
+    async with fresh_database("default", mongodb_uri, event_listeners=[command_log]):
+        ann = await DfUser(name="ann").async_save()
+        bob = await DfUser(name="bob").async_save()
+        await DfItems(**values(ann, bob)).async_save()
+        stored = await get_async_db().df_items.find_one()
+        command_log.clear()
+        items = await DfItems.objects.async_get()
+        async_read = read(items)
+        assert command_log.names == ["find"]  # no I/O on reading
+        assert (await items.things[0]).name == "ann"
+        assert items.things[0] is await items.things[0]  # put in its place
+        await items.async_save()
+        assert await get_async_db().df_items.find_one() == stored
+        [joined] = await DfItems.objects.async_select_related()
+        joined_read = read(joined)
+    assert async_read == (
+        [
+            ("proxy", "DfUser"),
+            [("proxy", "DfUser"), 3],
+            {"k": ("proxy", "DfUser")},
+            "plain",
+        ],
+        {"a": ("proxy", "DfUser"), "b": 1},
+    )
+    assert joined_read == sync_read
+    assert sync_read[0][0] == ("document", "ann")
+    ids = {"ann": ann.pk, "bob": bob.pk}
+    assert stored["things"][0] == {
+        "_ref": DBRef("df_user", ids["ann"]),
+        "_cls": "DfUser",
+    }
+    assert sync_stored["things"][0]["_cls"] == "DfUser"

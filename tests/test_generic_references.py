@@ -3,11 +3,15 @@ from the stored ``_cls``, the stored value is kept on save."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from bson import DBRef
 
+from conftest import fresh_sync_default
 from models_references import (
     RefAuthor,
+    RefBook,
     RefEditor,
     RefGenericHolder,
     make_author,
@@ -18,8 +22,11 @@ from models_references import (
 from mongoengine_async import (
     AsyncReferenceProxy,
     AsyncUsageError,
+    Document,
+    GenericLazyReferenceField,
     LazyReference,
 )
+from mongoengine_async.testing import fresh_database
 
 
 async def test_generic_reference_resolves_class(async_alias, command_log):
@@ -129,3 +136,50 @@ async def test_proxy_into_generic_field(async_alias):
     holder = await RefGenericHolder(title="g", target=book.author).async_save()
     stored = (await raw(RefGenericHolder, holder.pk))["target"]
     assert stored == {"_cls": "RefAuthor", "_ref": DBRef("ref_author", ann.pk)}
+
+
+class RefLazyChoices(Document):
+    any_target = GenericLazyReferenceField()
+    author_only = GenericLazyReferenceField(choices=[RefAuthor])
+
+
+def _stored_targets(stored: dict, author_id: Any) -> dict:
+    """The stored references, the author's id replaced by a marker."""
+    marker = DBRef("ref_author", "AUTHOR")
+    return {
+        name: {**value, "_ref": marker} if value["_ref"].id == author_id else value
+        for name, value in stored.items()
+        if name != "_id"
+    }
+
+
+async def test_proxy_into_generic_lazy_field_as_mongoengine_stores_it(
+    mongodb_uri: str,
+) -> None:
+    """A reference read on an async alias (a proxy) assigned to a
+    GenericLazyReferenceField, with choices or without, validates and stores
+    as MongoEngine's read of it (the document) does on a sync alias, and
+    reads back as a LazyReference."""
+    with fresh_sync_default(mongodb_uri) as database:
+        ann = RefAuthor(name="Ann").save()
+        book = RefBook.objects.get(pk=RefBook(title="B", author=ann).save().pk)
+        holder = RefLazyChoices(any_target=book.author, author_only=book.author)
+        holder.validate()
+        holder.save()
+        expected = _stored_targets(database.ref_lazy_choices.find_one(), ann.pk)
+    async with fresh_database("default", mongodb_uri):
+        ann = await make_author("Ann")
+        book = await make_book(ann)
+        assert isinstance(book.author, AsyncReferenceProxy)
+        holder = RefLazyChoices(any_target=book.author, author_only=book.author)
+        holder.validate()
+        await holder.async_save()
+        stored = await raw(RefLazyChoices, holder.pk)
+        loaded = await RefLazyChoices.objects.async_get(pk=holder.pk)
+        assert isinstance(loaded.author_only, LazyReference)
+        assert (await loaded.author_only.async_fetch()).name == "Ann"
+    assert _stored_targets(stored, ann.pk) == expected
+    assert expected["author_only"] == {
+        "_cls": "RefAuthor",
+        "_ref": DBRef("ref_author", "AUTHOR"),
+    }

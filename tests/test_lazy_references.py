@@ -15,7 +15,13 @@ from models_references import (
 )
 from mongoengine_async import (
     AsyncUsageError,
+    DictField,
+    Document,
+    GenericLazyReferenceField,
     LazyReference,
+    LazyReferenceField,
+    ListField,
+    MapField,
 )
 
 
@@ -102,3 +108,48 @@ async def test_lazy_reference_save_keeps_stored_value(async_alias, command_log):
     await book.async_save()
     assert updates(command_log) == [{"$set": {"title": "M"}}]
     assert await raw(RefLazyBook, saved.pk) == {**before, "title": "M"}
+
+
+class RefLazyContainers(Document):
+    generic_list = ListField(GenericLazyReferenceField())
+    generic_dict = DictField(GenericLazyReferenceField())
+    dbref_list = ListField(LazyReferenceField(RefAuthor, dbref=True))
+    dbref_map = MapField(LazyReferenceField(RefAuthor, dbref=True))
+    id_map = MapField(LazyReferenceField(RefAuthor))
+
+
+async def test_lazy_references_in_dicts_read_as_in_lists(async_alias, command_log):
+    """The items of a DictField/MapField of (generic) lazy references read as
+    the items of a ListField of them do: LazyReferences with ``async_fetch``
+    (MongoEngine's DictField loads a generic one's document, and fails on a
+    map of DBRef-stored ones); reading and saving change nothing stored."""
+    author = await make_author()
+    saved = await RefLazyContainers(
+        generic_list=[author],
+        generic_dict={"k": author},
+        dbref_list=[author],
+        dbref_map={"k": author},
+        id_map={"k": author},
+    ).async_save()
+    before = await raw(RefLazyContainers, saved.pk)
+    loaded = await RefLazyContainers.objects.async_get(pk=saved.pk)
+    command_log.clear()
+    items = {
+        "generic_list": loaded.generic_list[0],
+        "generic_dict": loaded.generic_dict["k"],
+        "dbref_list": loaded.dbref_list[0],
+        "dbref_map": loaded.dbref_map["k"],
+        "id_map": loaded.id_map["k"],
+    }
+    for name, item in items.items():
+        assert type(item) is LazyReference, name
+        assert (item.document_type, item.pk) == (RefAuthor, author.pk), name
+    assert command_log.count() == 0
+    for name, item in items.items():
+        assert (await item.async_fetch()).name == "Ann", name
+    assert loaded.generic_dict["k"] is items["generic_dict"]  # kept in place
+    assert loaded._get_changed_fields() == []
+    await loaded.async_save()
+    assert await raw(RefLazyContainers, saved.pk) == before
+    [joined] = await RefLazyContainers.objects(pk=saved.pk).async_select_related()
+    assert joined.generic_dict["k"].fetch().name == "Ann"  # loaded: no I/O

@@ -10,16 +10,19 @@ from uuid import uuid4
 from bson import DBRef
 
 import mongoengine_async
+from conftest import fresh_sync_default
 from mongoengine_async import (
     AsyncReferenceProxy,
     DictField,
     Document,
     ListField,
+    ReferenceField,
     StringField,
     connect_async,
     disconnect_async,
     get_async_db,
 )
+from mongoengine_async.testing import fresh_database
 
 
 class UtAuthor(Document):
@@ -128,3 +131,56 @@ async def test_saving_keeps_the_dbrefs(async_alias):
     raw = await get_async_db().ut_shelf.find_one({"_id": shelf.id})
     assert raw["items"][0] == DBRef("ut_author", ann.id)
     assert raw["items"][-1] == "more"
+
+
+class UtLink(Document):
+    press = ReferenceField(UtPress)
+    author = ReferenceField(UtAuthor)
+
+
+def _assigned(link: UtLink) -> dict:
+    """An untyped list and dict given the references ``link`` reads as."""
+    return {
+        "items": [link.press, link.author, [link.press]],
+        "by_key": {"p": link.press, "a": link.author},
+    }
+
+
+async def test_proxies_given_to_them_store_as_their_documents(mongodb_uri):
+    """A proxy (a reference read on an async alias) put in an untyped list or
+    dict is stored as MongoEngine stores the document it stands for on a sync
+    alias: given to the constructor, a DBRef; assigned, a generic reference, or
+    a DBRef when its class allows inheritance."""
+    with fresh_sync_default(mongodb_uri) as database:
+        press, ann = UtPress(name="P").save(), UtAuthor(name="Ann").save()
+        UtLink(press=press, author=ann).save()
+        link = UtLink.objects.get()
+        built = UtShelf(label="built", **_assigned(link)).save()
+        assigned = UtShelf(label="assigned")
+        for name, value in _assigned(link).items():
+            setattr(assigned, name, value)
+        assigned.save()
+        expected = [database.ut_shelf.find_one(s.pk) for s in (built, assigned)]
+    async with fresh_database("default", mongodb_uri):
+        await UtPress(id=press.pk, name="P").async_save()
+        await UtAuthor(id=ann.pk, name="Ann").async_save()
+        await UtLink(press=press.pk, author=ann.pk).async_save()
+        link = await UtLink.objects.async_get()
+        assert isinstance(link.press, AsyncReferenceProxy)
+        await UtShelf(id=built.pk, label="built", **_assigned(link)).async_save()
+        shelf = UtShelf(id=assigned.pk, label="assigned")
+        for name, value in _assigned(link).items():
+            setattr(shelf, name, value)
+        await shelf.async_save()
+        stored = [
+            await get_async_db().ut_shelf.find_one(pk) for pk in (built.pk, assigned.pk)
+        ]
+    assert stored == expected
+    assert stored[0]["items"][:2] == [
+        DBRef("presses", press.pk),
+        DBRef("ut_author", ann.pk),
+    ]
+    assert stored[1]["items"][:2] == [
+        {"_cls": "UtPress", "_ref": DBRef("presses", press.pk)},
+        DBRef("ut_author", ann.pk),
+    ]

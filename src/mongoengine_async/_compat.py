@@ -162,6 +162,10 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     (MongoEngineQuerySet, "_result_cache"),
     (MongoEngineQuerySet, "_has_more"),
     (BaseQuerySet, "_dereference"),  # select_related's walk, handed a list
+    # A container's first read on an async alias: DeReference's walk, with
+    # no reference found to load (proxies.walk_without_loading).
+    (DeReference, "_find_references"),
+    (DeReference, "_attach_objects"),
     (mongoengine.ReferenceField, "_lazy_load_ref"),
     (mongoengine.CachedReferenceField, "_lazy_load_ref"),
     (mongoengine.GenericReferenceField, "_lazy_load_ref"),
@@ -219,7 +223,8 @@ PRIVATE_SIGNATURES: tuple[tuple[Any, tuple[str, ...]], ...] = (
     (BaseQuerySet._get_scalar, ("doc",)),
     (BaseQuerySet._fields_to_dbfields, ("fields",)),
     (MongoEngineQuerySet._populate_cache, ()),
-    (DeReference.__call__, ("items", "max_depth")),
+    (DeReference.__call__, ("items", "max_depth", "instance", "name")),
+    (DeReference._find_references, ("items", "depth")),
     (mongoengine.ReferenceField._lazy_load_ref, ("ref_cls", "dbref")),
     (mongoengine.CachedReferenceField._lazy_load_ref, ("ref_cls", "dbref")),
     (mongoengine.GenericReferenceField._lazy_load_ref, ("ref_cls", "dbref")),

@@ -21,9 +21,10 @@ from mongoengine.base.datastructures import LazyReference as MongoEngineLazyRefe
 from mongoengine.fields import ImproperlyConfigured
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from mongoengine_async._compat import document_registry
 from mongoengine_async.connection import has_async_connections, is_async_connection
 from mongoengine_async.errors import AsyncUsageError
-from mongoengine_async.from_bson import NONE_READERS
+from mongoengine_async.from_bson import NONE_READERS, PROXY_TAKERS
 from mongoengine_async.gridfs import (
     AsyncGridFSProxy,
     RefusesAsync,
@@ -47,6 +48,8 @@ from mongoengine_async.proxies import (
     proxy_items,
     reference_class,
     slots,
+    walk_without_loading,
+    write_at,
 )
 from mongoengine_async.select_related import PLAIN_VALUE_TYPES
 from mongoengine_async.sequences import SequenceField
@@ -206,6 +209,11 @@ class GenericReferenceField(_ProxyingReference, mongoengine.GenericReferenceFiel
         super()._validate_choices(value)
 
 
+# How an untyped container stores a document given to it (MongoEngine uses a
+# GenericReferenceField too).
+_GENERIC_REFERENCE = GenericReferenceField()
+
+
 class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField):
     """MongoEngine's CachedReferenceField; on async aliases loading it does no
     I/O (MongoEngine's loads the document), it reads as a proxy, and saving
@@ -290,10 +298,32 @@ class LazyReferenceField(mongoengine.LazyReferenceField):
 
 
 class GenericLazyReferenceField(mongoengine.GenericLazyReferenceField):
-    """MongoEngine's GenericLazyReferenceField with ``async_fetch`` references."""
+    """MongoEngine's GenericLazyReferenceField with ``async_fetch`` references.
+
+    An :class:`AsyncReferenceProxy` given to it (read from another reference
+    on an async alias) is taken as the document it stands for, as
+    GenericReferenceField takes it: a LazyReference to its class.
+    """
 
     def build_lazyref(self, value: Any) -> Any:
+        if isinstance(value, AsyncReferenceProxy):
+            value = LazyReference(
+                value.document_type,
+                value.id,
+                cached_doc=value._document,
+                passthrough=self.passthrough,
+            )
         return LazyReference.of(super().build_lazyref(value))
+
+    def to_mongo(self, document: Any) -> Any:
+        if isinstance(document, AsyncReferenceProxy):
+            document = self.build_lazyref(document)
+        return super().to_mongo(document)
+
+    def _validate_choices(self, value: Any) -> None:
+        if isinstance(value, AsyncReferenceProxy):
+            value = self.build_lazyref(value)
+        super()._validate_choices(value)
 
 
 class _NonBlockingContainer(_FieldMixin):
@@ -334,7 +364,8 @@ class _NonBlockingContainer(_FieldMixin):
         if instance is None:
             return self
         reads_async = self._reads_async(instance)
-        if self._item_rule().plain:
+        rule = self._item_rule()
+        if rule.plain:
             read = self._read_plain(instance, reads_async)
             if read is not _UNUSUAL:
                 return read
@@ -350,12 +381,35 @@ class _NonBlockingContainer(_FieldMixin):
             and not value._dereferenced
             and dereference_allowed(instance, self.name)
         ):
-            if self._item_rule().may_refer:
-                proxy_items(value, self.field, self.name)
-            value._dereferenced = True
+            value = self._first_read(value, instance, rule)
         if isinstance(self.field, FileField) and isinstance(value, list | dict):
             self.field.async_items(value, instance, self.name)
         return value
+
+    def _first_read(
+        self, value: BaseList | BaseDict, instance: BaseDocument, rule: _ItemRule
+    ) -> Any:
+        """MongoEngine's first read of ``value`` (on a sync alias: its
+        ``DeReference``) without I/O, kept in ``instance``: the walk that wraps
+        the lists and dicts in it and builds the documents stored with
+        ``_cls``, when its items may need it; then proxies for the unloaded
+        references and lazy references for the items of a dict of lazy
+        references (a ListField of them builds its own); marked dereferenced."""
+        read: Any = value
+        if rule.walks:
+            read = walk_without_loading(value, instance, self.name)
+            instance._data[self.name] = read
+        elif value._name != self.name:  # wrapped where another document walked
+            read = _bound(value, instance, self.name)
+        if isinstance(read, BaseList | BaseDict):
+            read._dereferenced = True
+        if rule.may_refer:
+            proxy_items(read, self.field, self.name)
+        elif rule.lazy and isinstance(read, dict):
+            build = self.field.build_lazyref
+            for key, item in list(dict.items(read)):
+                write_at(read, key, build(item))
+        return read
 
     def _item_rule(self) -> _ItemRule:
         """What the items of this container are, worked out once per item
@@ -363,9 +417,30 @@ class _NonBlockingContainer(_FieldMixin):
         item_field = self.field
         rule: _ItemRule | None = self.__dict__.get("_item_rules")
         if rule is None or rule.item_field is not item_field:
-            rule = _ItemRule(item_field, _may_refer(item_field), _plain(item_field))
+            may_refer = _may_refer(item_field)
+            walks = _walks(item_field)
+            lazy = isinstance(item_field, _LAZY_ITEMS)
+            plain = not (may_refer or walks or isinstance(item_field, _SPECIAL_ITEMS))
+            rule = _ItemRule(item_field, may_refer, walks, lazy, plain)
             self.__dict__["_item_rules"] = rule
         return rule
+
+    # An untyped container takes a reference proxy as MongoEngine's takes the
+    # document it stands for: a DBRef when built (to_python), a DBRef or a
+    # generic reference when stored (to_mongo). Items of other containers are
+    # their field's.
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, AsyncReferenceProxy):
+            return DBRef(value.collection, value.id)
+        return super().to_python(value)
+
+    def to_mongo(
+        self, value: Any, use_db_field: bool = True, fields: Any = None
+    ) -> Any:
+        if isinstance(value, AsyncReferenceProxy):
+            return _untyped_item(value)
+        return super().to_mongo(value, use_db_field, fields)
 
     def _read_plain(self, instance: BaseDocument, reads_async: bool) -> Any:
         """What MongoEngine's read (on an async alias: the one below) gives for
@@ -392,6 +467,9 @@ class _NonBlockingContainer(_FieldMixin):
             return value  # read before: every read gives it as it is
         if reads_async:
             mark = dereference_allowed(instance, self.name)
+            if mark and not stored and value._name != self.name:
+                # Wrapped where another document's read walked it.
+                value = _bound(value, instance, self.name)
         else:
             sync_mark = self._sync_dereferences(instance)
             if sync_mark is None or (sync_mark and _walked(value)):
@@ -431,13 +509,29 @@ class _NonBlockingContainer(_FieldMixin):
         return isinstance(document_type, type) and is_async_class(document_type)
 
 
+def _bound(container: Any, instance: BaseDocument, name: str) -> Any:
+    """A copy of a wrapped list or dict bound to ``instance`` under ``name``,
+    kept there: what MongoEngine's walk makes of one that another document's
+    walk bound to itself (the lists of the documents an untyped list holds)."""
+    bound = type(container)(container, instance, name)
+    instance._data[name] = bound
+    return bound
+
+
 class _ItemRule(NamedTuple):
-    """A container's item field, whether ``proxy_items`` can find an unloaded
-    reference among its items (``_may_refer``: an embedded document proxies
-    its own fields) and whether they are plain (``_plain``)."""
+    """A container's item field and what its items need on a first read on
+    an async alias: whether ``proxy_items`` can find an unloaded reference
+    among them (``_may_refer``: an embedded document proxies its own fields),
+    whether MongoEngine's walk may change them (``_walks``), whether they are
+    lazy references, and whether they are plain: the container reads as
+    MongoEngine's wrapped list/dict and nothing more (no reference to proxy,
+    nothing to walk, no lazy reference for MongoEngine's ListField to build, no
+    file to make async)."""
 
     item_field: Any
     may_refer: bool
+    walks: bool
+    lazy: bool
     plain: bool
 
 
@@ -456,22 +550,63 @@ _REFERRING_ITEMS = (
     mongoengine.ReferenceField,
     mongoengine.GenericReferenceField,
     mongoengine.CachedReferenceField,
+    mongoengine.DynamicField,
     ComplexBaseField,
 )
 
 
-def _plain(item_field: Any) -> bool:
-    """Whether a container of ``item_field`` items reads as MongoEngine's
-    wrapped list/dict and nothing more: no reference to proxy, no lazy
-    reference for MongoEngine's ListField to build, no file to make async."""
-    return not _may_refer(item_field) and not isinstance(item_field, _SPECIAL_ITEMS)
+def _walks(item_field: Any) -> bool:
+    """Whether MongoEngine's walk of a container of ``item_field`` items (on
+    its first read) may change them: a list or dict an item is or holds in a
+    field, which it wraps for change tracking, or a dict stored with ``_cls``,
+    which it builds as a document. Scalars, references and embedded documents
+    whose fields hold none of those (containers apart: they wrap themselves
+    when read) are left as they are."""
+    if item_field is None:
+        return True
+    if isinstance(item_field, ComplexBaseField):
+        return _walks(item_field.field)
+    if isinstance(item_field, mongoengine.EmbeddedDocumentField):
+        return _holds_walked_values(item_field.document_type)
+    return isinstance(item_field, _WALKED_ITEMS)
 
 
-_SPECIAL_ITEMS = (
-    mongoengine.LazyReferenceField,
-    mongoengine.GenericLazyReferenceField,
-    mongoengine.FileField,
+def _holds_walked_values(cls: type[Any]) -> bool:
+    """Whether documents of ``cls`` (or of its subclasses known now) can hold
+    a list or dict in a field other than a container: a dynamic one, or a
+    GeoJSON, geo point or dynamic field."""
+    classes = [document_registry.get(name) for name in cls._subclasses]
+    return any(
+        other is not None
+        and (
+            other._dynamic
+            or any(isinstance(f, _DICT_FIELDS) for f in other._fields.values())
+        )
+        for other in [cls, *classes]
+    )
+
+
+# Item fields whose values are (or may hold) dicts and lists, and the fields
+# of an embedded document holding such values that are not containers.
+_DICT_FIELDS = (
+    mongoengine.DynamicField,
+    mongoengine.fields.GeoJsonBaseField,
+    mongoengine.GeoPointField,
 )
+_WALKED_ITEMS = (*_DICT_FIELDS, mongoengine.GenericEmbeddedDocumentField)
+
+_LAZY_ITEMS = (mongoengine.LazyReferenceField, mongoengine.GenericLazyReferenceField)
+_SPECIAL_ITEMS = (*_LAZY_ITEMS, mongoengine.FileField)
+
+
+def _untyped_item(proxy: AsyncReferenceProxy[Any]) -> Any:
+    """What ``ComplexBaseField.to_mongo`` stores for the document ``proxy``
+    stands for, as an item of an untyped list or dict: a DBRef when its class
+    allows inheritance (the stored ``_cls`` then names it), else a generic
+    reference (as GenericReferenceField stores a proxy)."""
+    if proxy.document_type._meta.get("allow_inheritance"):
+        return DBRef(proxy.collection, proxy.id)
+    return _GENERIC_REFERENCE.to_mongo(proxy)
 
 
 def _walked(container: list[Any] | dict[Any, Any]) -> bool:
@@ -508,6 +643,9 @@ _WALKED_VALUES = (DBRef, dict, list, tuple)
 
 # The value of a read that MongoEngine's own code handles.
 _UNUSUAL = object()
+
+
+PROXY_TAKERS.append(_NonBlockingContainer)
 
 
 class ListField(_NonBlockingContainer, mongoengine.ListField):

@@ -51,6 +51,7 @@ from mongoengine_async.signals import has_init_receivers
 __all__ = (
     "IDENTITY_FOR",
     "NONE_READERS",
+    "PROXY_TAKERS",
     "UNTOUCHED",
     "LoadedState",
     "from_son",
@@ -60,6 +61,7 @@ __all__ = (
     "loader",
     "loader_key",
     "object_id_bytes",
+    "overridden",
     "plain_references",
     "plain_setter",
     "set_conversion",
@@ -91,6 +93,22 @@ UNTOUCHED: frozenset[type] = frozenset(
 # The __get__ implementations that read an absent value as None; fields.py
 # adds those of its fields that do.
 NONE_READERS: set[Callable[..., Any]] = {BaseField.__get__}
+
+# Classes whose to_python and to_mongo differ from the ones they override only
+# for a reference proxy, never in stored data (fields.py adds its containers):
+# the loaders and write plans take them for the overridden ones.
+PROXY_TAKERS: list[type] = []
+
+
+def overridden(cls: type, name: str) -> Any:
+    """``cls.<name>`` (``to_python``, ``to_mongo``), or the method it overrides
+    when that is one of :data:`PROXY_TAKERS`'."""
+    method = getattr(cls, name)
+    for taker in PROXY_TAKERS:
+        if method is taker.__dict__.get(name):
+            return getattr(super(taker, cls), name)
+    return method
+
 
 # Fields whose to_python never returns an embedded document (or a list of them).
 _NEVER_EMBEDDED = (
@@ -147,7 +165,8 @@ class _FieldPlan:
             self.identity_type = bytes  # kept; a bytearray is stored as bytes
         # A list of items its to_python keeps: the type they keep (or _ANY).
         self.item_type = None
-        if type(field).to_python is ListField.to_python and inner is not None:
+        to_python = overridden(type(field), "to_python")
+        if to_python is ListField.to_python and inner is not None:
             self.to_python = list_converter(field, inner)
             self.item_type = IDENTITY_FOR.get(type(inner).to_python)
         # A dict, or a list without an item field, kept whole when to_python
@@ -179,7 +198,7 @@ def _kept_items(field: BaseField, inner: BaseField | None) -> tuple[Any, str | N
     """For a dict field, or a list field without an item field: the exact types
     of the items ``ComplexBaseField.to_python`` keeps (or _ANY), and the name
     of the container's type; (None, None) for other fields."""
-    if type(field).to_python is not ComplexBaseField.to_python:
+    if overridden(type(field), "to_python") is not ComplexBaseField.to_python:
         return None, None
     if isinstance(field, mongoengine.DictField):  # MapField too
         container = "dict"

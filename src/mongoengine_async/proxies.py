@@ -20,6 +20,7 @@ from mongoengine.base import BaseDocument, ComplexBaseField, get_document
 from mongoengine.base.datastructures import BaseDict, BaseList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
+from mongoengine.dereference import DeReference
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from mongoengine_async._compat import container_location, document_registry
@@ -176,7 +177,9 @@ def install_proxy(
 
 
 def proxy_items(container: Any, item_field: Any, name: str) -> None:
-    """Replace the unloaded references in a (nested) container by proxies."""
+    """Replace the unloaded references in a (nested) container by proxies
+    (in the lists and dicts a DynamicField item holds too, as in an untyped
+    container: MongoEngine's read of the container loads those)."""
     for slot in slots(container):
         item = slot.get()
         if isinstance(item, AsyncReferenceProxy | MongoEngineLazyReference):
@@ -184,8 +187,29 @@ def proxy_items(container: Any, item_field: Any, name: str) -> None:
         target = unloaded_target(item_field, item)
         if target is not None and is_async_class(target):
             install_proxy(slot, item, target, name)
-        elif isinstance(item_field, ComplexBaseField) or item_field is None:
+        elif item_field is None or isinstance(
+            item_field, ComplexBaseField | mongoengine.DynamicField
+        ):
             proxy_items(_tracked(slot, item), getattr(item_field, "field", None), name)
+
+
+class _WalkWithoutLoading(DeReference):
+    """MongoEngine's ``DeReference`` that finds no reference to load, so does
+    no I/O: what is left is its walk of the items (``_attach_objects``)."""
+
+    def _find_references(self, items: Any, depth: int = 0) -> dict[Any, Any]:
+        return {}
+
+
+def walk_without_loading(container: Any, instance: BaseDocument, name: str) -> Any:
+    """What MongoEngine's first read of the container ``name`` of ``instance``
+    makes of it (its ``DeReference`` walk), with every reference left as
+    stored: the lists and dicts in it wrapped for change tracking under their
+    path, each dict stored with ``_cls`` (and no ``_ref``) built as its document,
+    and the lists and dicts in the fields of the documents it holds wrapped
+    likewise. A new container (or the document a dict with ``_cls`` stands
+    for), bound to ``instance``."""
+    return _WalkWithoutLoading()(container, max_depth=1, instance=instance, name=name)
 
 
 def _tracked(slot: Slot, item: Any) -> Any:

@@ -70,6 +70,7 @@ from mongoengine_async.from_bson import (
     LoadedState,
     link_embedded,
     list_converter,
+    overridden,
     plain_setter,
     set_conversion,
 )
@@ -494,7 +495,8 @@ class _Source:
         value = f"v{index}"
         inner = getattr(field, "field", None)
         to_python = set_conversion(field)
-        if type(field).to_python is ListField.to_python and inner is not None:
+        list_to_python = overridden(type(field), "to_python") is ListField.to_python
+        if list_to_python and inner is not None:
             to_python = list_converter(field, inner)
         ns[f"to_python_{index}"] = to_python
         lines = [
@@ -507,7 +509,7 @@ class _Source:
             ns[f"type_{index}"] = identity
             lines += [f"elif type({value}) is type_{index}:", "    pass"]
         item = _TYPE_KEPT.get(type(inner).to_python) if inner is not None else None
-        if type(field).to_python is ListField.to_python and item is not None:
+        if list_to_python and item is not None:
             # ComplexBaseField.to_python copies a list whose items it keeps.
             ns[f"items_{index}"] = frozenset([item])
             lines += [
@@ -768,11 +770,18 @@ class _Source:
         return [f"if {test}:", f"    value = {copy}", "else:", *_indent(generic, 4)]
 
 
+def _container_to_mongo(field: BaseField) -> Any:
+    """The ``to_mongo`` of ``field``'s class; for our containers, the one
+    theirs overrides (it only changes the reference proxies an untyped one
+    holds, none of the types kept)."""
+    return overridden(type(field), "to_mongo")
+
+
 def _kept_when_dumped(field: BaseField) -> frozenset[type] | None:
     """The exact types of the items ``ComplexBaseField.to_mongo`` keeps as they
     are in a list or dict of ``field`` (None: it is not that ``to_mongo``, or
     its item field changes every item)."""
-    if type(field).to_mongo is not ComplexBaseField.to_mongo:
+    if _container_to_mongo(field) is not ComplexBaseField.to_mongo:
         return None
     inner = getattr(field, "field", None)
     if inner is None:
@@ -786,7 +795,7 @@ def _embedded_item_type(field: BaseField) -> type[Any] | None:
     each by that class's ``to_mongo``, else None."""
     inner: Any = getattr(field, "field", None)
     if (
-        type(field).to_mongo is ComplexBaseField.to_mongo
+        _container_to_mongo(field) is ComplexBaseField.to_mongo
         and isinstance(inner, EmbeddedDocumentField)
         and type(inner).to_mongo is EmbeddedDocumentField.to_mongo
     ):
