@@ -277,3 +277,23 @@ def test_containers_of_scalars_keep_the_plain_read() -> None:
         for name, field in WcPlain._fields.items()
         if name != "id"
     )
+
+
+class WcTagged(Document):
+    tags = ListField(StringField())
+
+
+async def test_documents_held_keep_their_own_lists(async_alias: str) -> None:
+    """The walk binds the lists of the documents an untyped list holds to the
+    holder (as MongoEngine's does); each document's own read of its list binds
+    it back, as MongoEngine's does, so a change to it is the document's own."""
+    tagged = await WcTagged(tags=["a"]).async_save()
+    await WcRoute(untyped=[tagged.to_dbref()]).async_save()
+    [route] = await WcRoute.objects.async_select_related()
+    held = route.untyped[0]
+    assert isinstance(held, WcTagged)
+    held.tags.append("b")
+    assert held._get_changed_fields() == ["tags"]
+    await held.async_save()
+    stored = await get_async_db().wc_tagged.find_one(tagged.pk)
+    assert stored["tags"] == ["a", "b"]
