@@ -4,6 +4,7 @@ the same error for all, locks not tied to one event loop."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from models_references import (
     RefAuthor,
@@ -107,3 +108,38 @@ async def test_concurrent_lazy_fetch_of_missing_raises_for_all(async_alias):
         *(reference.async_fetch() for _ in range(5)), return_exceptions=True
     )
     assert all(isinstance(result, RefAuthor.DoesNotExist) for result in results)
+
+
+async def test_one_reference_fetched_at_once_by_threads_with_their_own_loops(
+    async_alias,
+):
+    """Threads running loops of their own await the same proxy and lazy
+    reference at the same moment: each gets the document (a future or lock of
+    one loop must not be waited for, or resolved, on another)."""
+    author = await make_author()
+    saved = await make_book(author=author)
+    lazy_saved = await RefLazyBook(title="L", author=author).async_save()
+    threads = 4
+
+    async def fetch_all(reference, barrier, force: bool):
+        barrier.wait()  # all threads, then all fetch at once
+        fetch = reference.async_fetch(force=True) if force else reference.fetch()
+        return (await asyncio.wait_for(fetch, 10)).name
+
+    async def trial(force: bool) -> list[str]:
+        if force:
+            reference = (await RefLazyBook.objects.async_get(pk=lazy_saved.pk)).author
+        else:
+            reference = (await RefBook.objects.async_get(pk=saved.pk)).author
+        barrier = threading.Barrier(threads)
+
+        def in_a_thread():
+            return asyncio.run(fetch_all(reference, barrier, force))
+
+        return await asyncio.gather(
+            *(asyncio.to_thread(in_a_thread) for _ in range(threads))
+        )
+
+    for force in (False, True):
+        for _ in range(5):
+            assert await trial(force) == ["Ann"] * threads

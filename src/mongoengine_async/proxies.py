@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import threading
 import weakref
 from collections.abc import Generator
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 import mongoengine
 from bson import SON, DBRef
@@ -280,6 +281,11 @@ def _stored_value(stored: Any) -> Any:
     return stored
 
 
+# Guards the in-flight state of proxies and lazy references, which threads
+# running event loops of their own may share.
+_IN_FLIGHT = threading.Lock()
+
+
 class AsyncReferenceProxy(DBRef, Generic[_D]):
     """An unloaded reference: ``await`` it (or ``fetch()``) for the document.
 
@@ -293,8 +299,9 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
     _name: str
     _slot: Slot | FieldSlot | None
     _document: Any = None  # the loaded document
-    # While a load is in flight: True, or the future its waiters wait for.
-    _loading: asyncio.Future[None] | Literal[True] | None = None
+    # While a load is in flight: its event loop, or the future its waiters
+    # (on that loop) wait for.
+    _loading: asyncio.Future[None] | asyncio.AbstractEventLoop | None = None
 
     def __init__(
         self,
@@ -337,16 +344,21 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         Concurrent fetches wait for the query in flight instead of sending
         their own; if it fails, the next of them queries again, as with a
         lock (which would cost a fifth of a fetch's own CPU time). The first
-        waiter makes the future they wait for: a fetch alone makes none.
+        waiter makes the future they wait for: a fetch alone makes none. A
+        fetch on another event loop (another thread's) than the query in
+        flight sends its own: a future belongs to one loop.
         """
         while self._document is None:
-            loading = self._loading
-            if loading is not None:
-                if not isinstance(loading, asyncio.Future):  # the first waiter
-                    loading = self._loading = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            with _IN_FLIGHT:
+                loading = self._loading
+                if loading is None:
+                    self._loading = loop  # this fetch queries
+                elif loading is loop:  # the first waiter
+                    loading = self._loading = loop.create_future()
+            if isinstance(loading, asyncio.Future) and loading.get_loop() is loop:
                 await asyncio.wait((loading,))  # cancelling a waiter spares it
                 continue
-            self._loading = True
             try:
                 cls = self.document_type
                 home = plain_home(cls) if session is None else None
@@ -361,10 +373,11 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
                 if self._slot is not None:
                     self._slot.replace(self, document)
             finally:
-                loading = self._loading
-                self._loading = None
-                if loading is not True:  # the future of waiters
-                    loading.set_result(None)
+                if loading is None:  # this fetch's query: wake its waiters
+                    with _IN_FLIGHT:
+                        waiters, self._loading = self._loading, None
+                    if isinstance(waiters, asyncio.Future):
+                        waiters.set_result(None)
         return self._document
 
     async_fetch = fetch
@@ -420,7 +433,7 @@ class LazyReference(MongoEngineLazyReference, Generic[_D]):
     """
 
     __slots__ = ("_lock",)
-    _lock: asyncio.Lock | None
+    _lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None  # and its loop
     _cached_doc: Any  # MongoEngine's slot: the loaded document, else None
 
     async def async_fetch(
@@ -448,20 +461,28 @@ class LazyReference(MongoEngineLazyReference, Generic[_D]):
         return self._cached_doc
 
     def _fetch_lock(self) -> asyncio.Lock:
-        """The lock of the fetch in flight, made by the first fetch."""
-        try:  # not ``self._lock``: MongoEngine's __getattr__ may fetch
-            lock = object.__getattribute__(self, "_lock")
-        except AttributeError:  # slots start unset
-            lock = None
-        if lock is None:
-            lock = self._lock = asyncio.Lock()
-        return lock
+        """The lock of the fetch in flight, made by the first fetch; a new one
+        when that fetch runs on another event loop (another thread's): a lock
+        waited for belongs to one loop."""
+        loop = asyncio.get_running_loop()
+        with _IN_FLIGHT:
+            try:  # not ``self._lock``: MongoEngine's __getattr__ may fetch
+                held = object.__getattribute__(self, "_lock")
+            except AttributeError:  # slots start unset
+                held = None
+            if held is not None and held[0] is loop:
+                return held[1]
+            lock = asyncio.Lock()
+            if held is None:
+                self._lock = (loop, lock)
+            return lock
 
     def _drop_lock(self, lock: asyncio.Lock) -> None:
         """Forget ``lock`` once free: a lock used by waiters is bound to their
         event loop, and a reference is copied and pickled with its slots."""
-        if self._lock is lock and not lock.locked():
-            self._lock = None
+        with _IN_FLIGHT:
+            if self._lock is not None and self._lock[1] is lock and not lock.locked():
+                self._lock = None
 
     def fetch(self, force: bool = False) -> _D:
         if is_async_class(self.document_type):
