@@ -8,15 +8,25 @@ follows ``required=``/``default=``. At runtime the names stay MongoEngine's (and
 ours) classes.
 """
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any, ClassVar, Generic, Literal, TypeAlias, TypeVar, overload
+from typing import (
+    Any,
+    ClassVar,
+    Generic,
+    Literal,
+    Protocol,
+    TypeAlias,
+    TypeVar,
+    overload,
+)
 from uuid import UUID
 
 from bson import SON, DBRef, ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.command_cursor import CommandCursor
 from typing_extensions import Self
 
 from mongoengine_async.gridfs import AsyncGridFSProxy
@@ -25,6 +35,7 @@ from mongoengine_async.queryset import QuerySet
 
 _T = TypeVar("_T")
 _D = TypeVar("_D")
+_D_co = TypeVar("_D_co", covariant=True)
 _E = TypeVar("_E", bound=BaseDocument)
 _Enum = TypeVar("_Enum", bound=Enum)
 _X = TypeVar("_X")
@@ -159,9 +170,17 @@ class MongoEngineDynamicDocument(MongoEngineDocument):
 
 # -- querysets ---------------------------------------------------------------------
 
+class _Yields(Protocol[_D_co]):
+    """A queryset yielding ``_D_co`` (``QuerySet[Book]``: ``Book``), as ``async
+    for`` shows: MongoEngine's sync methods return what our ``QuerySet`` is of."""
+
+    def __aiter__(self) -> AsyncIterator[_D_co]: ...
+
 class MongoEngineQuerySet:
     """MongoEngine's QuerySet, for the checker: chaining keeps the type;
-    ``as_pymongo`` and ``scalar`` change what the terminals return."""
+    ``as_pymongo`` and ``scalar`` change what the terminals return. The sync
+    terminals (for sync aliases) are typed as the ``async_*`` ones, through
+    ``self: _Yields[_D]``: this class is the base of our generic QuerySet."""
 
     _document: Any
     _collection_obj: Any
@@ -216,7 +235,10 @@ class MongoEngineQuerySet:
     def read_preference(self, read_preference: Any) -> Self: ...
     def read_concern(self, read_concern: Mapping[str, Any] | None) -> Self: ...
     def max_time_ms(self, ms: int | None) -> Self: ...
-    def search_text(self, text: str, language: str | None = None) -> Self: ...
+    def search_text(
+        self, text: str, language: str | None = None, text_score: bool = True
+    ) -> Self: ...
+    def snapshot(self, enabled: bool) -> Self: ...
     def where(self, where_clause: str) -> Self: ...
     def no_dereference(self) -> Self: ...
     def no_cache(self) -> Any: ...
@@ -230,10 +252,95 @@ class MongoEngineQuerySet:
     @property
     def _collection(self) -> Any: ...
     def _populate_cache(self) -> None: ...
-    def in_bulk(self, object_ids: Any) -> dict[Any, Any]: ...
-    def select_related(self, max_depth: int = 1) -> list[Any]: ...
     def __repr__(self) -> str: ...
     def __getitem__(self, key: Any) -> Any: ...
+    # The sync terminals (MongoEngine's, on sync aliases), typed as the async ones:
+    # ``self: _Yields[_D]`` takes ``_D`` from our ``QuerySet[_D]`` (whose
+    # ``__aiter__`` gives ``_D``). This ``__aiter__`` is only there for the
+    # checkers to accept such a ``self`` (this class must match ``_Yields``).
+    def __aiter__(self) -> AsyncIterator[Any]: ...
+    def __iter__(self: _Yields[_D]) -> Iterator[_D]: ...
+    def __len__(self) -> int: ...
+    def __bool__(self) -> bool: ...
+    def first(self: _Yields[_D]) -> _D | None: ...
+    def get(self: _Yields[_D], *q_objs: Any, **query: Any) -> _D: ...
+    def with_id(self: _Yields[_D], object_id: Any) -> _D | None: ...
+    def in_bulk(self, object_ids: Any) -> dict[Any, Any]: ...
+    def select_related(self, max_depth: int = 1) -> list[Any]: ...
+    def count(self, with_limit_and_skip: bool = False) -> int: ...
+    def distinct(self, field: str) -> list[Any]: ...
+    def sum(self, field: str) -> Any: ...
+    def average(self, field: str) -> Any: ...
+    def aggregate(
+        self,
+        pipeline: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+        *suppl_pipeline: Mapping[str, Any],
+        **kwargs: Any,
+    ) -> CommandCursor[dict[str, Any]]: ...
+    def item_frequencies(
+        self, field: str, normalize: bool = False, map_reduce: bool = True
+    ) -> dict[Any, Any]: ...
+    def map_reduce(
+        self,
+        map_f: Any,
+        reduce_f: Any,
+        output: Any,
+        finalize_f: Any = None,
+        limit: int | None = None,
+        scope: Any = None,
+    ) -> Iterator[Any]: ...
+    def exec_js(self, code: str, *fields: str, **options: Any) -> Any: ...
+    def explain(self) -> dict[str, Any]: ...
+    def create(self: _Yields[_D], **kwargs: Any) -> _D: ...
+    def insert(
+        self,
+        doc_or_docs: Any,
+        load_bulk: bool = True,
+        write_concern: dict[str, Any] | None = None,
+        signal_kwargs: dict[str, Any] | None = None,
+    ) -> Any: ...
+    def update(
+        self,
+        upsert: bool = False,
+        multi: bool = True,
+        write_concern: dict[str, Any] | None = None,
+        read_concern: dict[str, Any] | None = None,
+        full_result: bool = False,
+        array_filters: list[Any] | None = None,
+        **update: Any,
+    ) -> Any: ...
+    def update_one(
+        self,
+        upsert: bool = False,
+        write_concern: dict[str, Any] | None = None,
+        full_result: bool = False,
+        array_filters: list[Any] | None = None,
+        **update: Any,
+    ) -> Any: ...
+    def upsert_one(
+        self: _Yields[_D],
+        write_concern: dict[str, Any] | None = None,
+        read_concern: dict[str, Any] | None = None,
+        **update: Any,
+    ) -> _D | None: ...
+    def modify(
+        self: _Yields[_D],
+        upsert: bool = False,
+        full_response: bool = False,
+        remove: bool = False,
+        new: bool = False,
+        array_filters: list[Any] | None = None,
+        **update: Any,
+    ) -> _D | None: ...
+    def delete(
+        self,
+        write_concern: dict[str, Any] | None = None,
+        _from_doc_delete: bool = False,
+        cascade_refs: set[Any] | None = None,
+    ) -> int | None: ...
+    def to_json(self, *args: Any, **kwargs: Any) -> str: ...
+    def from_json(self: _Yields[_D], json_data: str) -> list[_D]: ...
+    def rewind(self) -> None: ...
 
 # -- fields ------------------------------------------------------------------------
 
@@ -662,12 +769,28 @@ class MultiPointField(GeoJsonBaseField): ...
 class MultiLineStringField(GeoJsonBaseField): ...
 class MultiPolygonField(GeoJsonBaseField): ...
 
-# Containers: never None (an unset list reads as ``[]``, a dict as ``{}``).
+# Containers: never None (an unset list reads as ``[]``, a dict as ``{}``, as does
+# one set to None). Items read as the item field's value type without ``None``
+# (``ListField(StringField())``: ``list[str]``): MongoEngine's validation refuses
+# a None item, so a saved list holds none. A container is set from any
+# ``Sequence``/``Mapping`` of those items: a ``list[str]``, a literal, a
+# ``list[SubReview]`` for ``list[Review]`` (``list`` itself is invariant), or
+# None. (A ``str`` is a ``Sequence[str]`` too; MongoEngine's validation refuses
+# it.) ``__get__`` is declared again next to ``__set__``: pyright then sees the
+# two differ and does not narrow ``post.tags`` to what was just assigned (a
+# tuple, None), since the field reads a list whatever was set.
 
 class ListField(BaseField[_T]):
-    """``ListField(StringField())``: a ``list`` of the item field's values."""
+    """``ListField(StringField())``: a ``list[str]``, set from a ``Sequence[str]``."""
 
     field: Any
+    @overload
+    def __init__(
+        self: ListField[list[_X]],
+        field: BaseField[_X | None],
+        *args: Any,
+        **kwargs: Any,
+    ) -> None: ...
     @overload
     def __init__(
         self: ListField[list[_X]], field: BaseField[_X], *args: Any, **kwargs: Any
@@ -676,8 +799,23 @@ class ListField(BaseField[_T]):
     def __init__(self: ListField[list[Any]], *args: Any, **kwargs: Any) -> None: ...
     @overload
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    @overload
+    def __get__(self, instance: None, owner: Any) -> Self: ...
+    @overload
+    def __get__(self, instance: object, owner: Any) -> _T: ...
+    # (Narrower than BaseField's: a list field takes no other value than a list.)
+    def __set__(  # type: ignore[override]
+        self: ListField[list[_X]], instance: Any, value: Sequence[_X] | None
+    ) -> None: ...
 
 class SortedListField(ListField[_T]):
+    @overload
+    def __init__(
+        self: SortedListField[list[_X]],
+        field: BaseField[_X | None],
+        *args: Any,
+        **kwargs: Any,
+    ) -> None: ...
     @overload
     def __init__(
         self: SortedListField[list[_X]],
@@ -710,10 +848,17 @@ class EmbeddedDocumentListField(ListField[_T]):
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
 
 class DictField(BaseField[_T]):
-    """``DictField(IntField())``: a ``dict[str, int | None]``; untyped
-    ``DictField()``: ``dict[str, Any]``."""
+    """``DictField(IntField())``: a ``dict[str, int]``, set from a
+    ``Mapping[str, int]``; untyped ``DictField()``: ``dict[str, Any]``."""
 
     field: Any
+    @overload
+    def __init__(
+        self: DictField[dict[str, _X]],
+        field: BaseField[_X | None],
+        *args: Any,
+        **kwargs: Any,
+    ) -> None: ...
     @overload
     def __init__(
         self: DictField[dict[str, _X]], field: BaseField[_X], *args: Any, **kwargs: Any
@@ -724,8 +869,25 @@ class DictField(BaseField[_T]):
     ) -> None: ...
     @overload
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    @overload
+    def __get__(self, instance: None, owner: Any) -> Self: ...
+    @overload
+    def __get__(self, instance: object, owner: Any) -> _T: ...
+    # (Narrower than BaseField's: a dict field takes no other value than a dict.)
+    def __set__(  # type: ignore[override]
+        self: DictField[dict[str, _X]],
+        instance: Any,
+        value: Mapping[str, _X] | None,
+    ) -> None: ...
 
 class MapField(DictField[_T]):
+    @overload
+    def __init__(
+        self: MapField[dict[str, _X]],
+        field: BaseField[_X | None],
+        *args: Any,
+        **kwargs: Any,
+    ) -> None: ...
     @overload
     def __init__(
         self: MapField[dict[str, _X]], field: BaseField[_X], *args: Any, **kwargs: Any

@@ -1,12 +1,15 @@
-"""What a user's type checker sees (issue 16's table), checked by mypy and
-pyright in ``make lint`` and by tests/test_typing.py; never run."""
+"""What a user's type checker sees (issue 16's table, and docs/typing.md's),
+checked by mypy and pyright in ``make lint`` and by tests/test_typing.py; never
+run. The sync API (MongoEngine's, on sync aliases) and container assignments
+are here too: unchanged sync code must type-check after the one-line import."""
 
 from __future__ import annotations
 
 import datetime
 from typing import Any, assert_type
 
-from models import Author, Book, Colour, Review
+from models import Author, Book, Colour, LongReview, Review
+from pymongo.command_cursor import CommandCursor
 
 from mongoengine_async import (
     AsyncGridFSProxy,
@@ -57,6 +60,14 @@ async def documents(book: Book) -> None:
     assert_type(book.published, datetime.datetime | None)
     assert_type(book.colour, Colour | None)
     assert_type(book.tags, list[str])
+    assert_type(book.labels, list[str])
+    assert_type(book.scores, list[int])
+    assert_type(book.ratios, list[float])
+    assert_type(book.nested, list[list[int]])
+    assert_type(book.reviewers, list[Author])
+    assert_type(book.past_reviews, list[Review])
+    assert_type(book.counts, dict[str, int])
+    assert_type(book.totals, dict[str, float])
     assert_type(book.review, Review | None)
     assert_type(book.reviews, list[Review])
     assert_type(book.extra, dict[str, Any])
@@ -81,3 +92,104 @@ async def change_streams() -> None:
         async for event in stream:
             assert_type(event, ChangeEvent[Book])
             assert_type(event.document, Book | None)
+
+
+def container_assignments(
+    book: Book,
+    words: list[str],
+    numbers: list[int],
+    long_ones: list[LongReview],
+    counts: dict[str, int],
+) -> None:
+    """A list (or tuple, or literal) of the item type sets a list field, a dict
+    a dict field; ``None`` empties it. (Reads are checked above: pyright narrows
+    an attribute to what was just assigned to it.)"""
+    book.labels = ["a", "b"]
+    book.labels = words
+    book.labels = ("a",)
+    book.labels = []
+    book.labels = None
+    book.tags = words
+    book.scores = [1, 2]
+    book.scores = numbers
+    book.ratios = numbers
+    book.ratios = [0.5, 1]
+    book.nested = [[1], numbers]
+    book.reviewers = [Author(name="x")]
+    book.reviews = [Review(stars=1)]
+    book.reviews = long_ones
+    book.past_reviews = long_ones
+    book.counts = {"a": 1}
+    book.counts = counts
+    book.totals = counts
+    book.extra = {"a": object()}
+    book.labels.append("c")
+
+
+def sync_queries(ids: list[Any]) -> None:
+    """MongoEngine's sync queryset API, typed as the async one."""
+    assert_type(Book.objects.first(), Book | None)
+    assert_type(Book.objects.get(title="x"), Book)
+    assert_type(Book.objects(title="x").count(), int)
+    assert_type(Book.objects.count(with_limit_and_skip=True), int)
+    for book in Book.objects:
+        assert_type(book, Book)
+    for book in Book.objects.filter(title="x").order_by("-pages").limit(3):
+        assert_type(book, Book)
+    assert_type(list(Book.objects), list[Book])
+    assert_type(len(Book.objects), int)
+    assert_type(bool(Book.objects(title="x")), bool)
+    assert_type(Book.objects.with_id(ids[0]), Book | None)
+    assert_type(Book.objects.create(title="x"), Book)
+    assert_type(Book.objects.modify(set__title="y", new=True), Book | None)
+    assert_type(Book.objects.upsert_one(set__title="y"), Book | None)
+    assert_type(Book.objects(title="x").delete(), int | None)
+    assert_type(Book.objects.distinct("title"), list[Any])
+    assert_type(Book.objects.sum("pages"), Any)
+    assert_type(Book.objects.average("pages"), Any)
+    assert_type(Book.objects.explain(), dict[str, Any])
+    assert_type(Book.objects.item_frequencies("tags"), dict[Any, Any])
+    Book.objects(title="x").update(set__title="y")
+    Book.objects(title="x").update_one(set__title="y", upsert=True)
+    Book.objects.insert([Book(isbn="1")], load_bulk=False)
+    Book.objects.in_bulk(ids)
+    Book.objects.select_related()
+    cursor = Book.objects.aggregate([{"$match": {}}], {"$limit": 1})
+    assert_type(cursor, CommandCursor[dict[str, Any]])
+    for row in cursor:
+        assert_type(row, dict[str, Any])
+    assert_type(Book.objects.as_pymongo().first(), dict[str, Any] | None)
+    assert_type(Book.objects.scalar("title").first(), Any | None)
+    assert_type(Book.objects.values_list("title", "pages").get(), Any)
+    assert_type(Book.objects.to_json(), str)
+    assert_type(Book.objects.from_json("[]"), list[Book])
+    assert_type(Book.objects.search_text("x", text_score=False), QuerySet[Book])
+    for book in Book.objects.no_cache():
+        assert_type(book, Book)
+    assert_type(Book.objects.no_cache().first(), Book | None)
+
+
+def sync_documents(book: Book) -> None:
+    """MongoEngine's sync Document API; on a sync alias a reference reads as
+    the document, as the checker sees it."""
+    assert_type(Book(isbn="1").save(), Book)
+    assert_type(book.save(validate=False, cascade=True), Book)
+    assert_type(book.reload(), Book)
+    assert_type(book.reload("title"), Book)
+    assert_type(book.modify(set__title="y"), bool)
+    assert_type(book.select_related(), Book)
+    assert_type(book.switch_db("other"), Book)
+    assert_type(book.switch_collection("other"), Book)
+    assert_type(book.to_json(), str)
+    assert_type(Book.from_json("{}"), Book)
+    assert_type(book.author, Author)
+    assert_type(book.author.name, str)
+    assert_type(Book.list_indexes(), list[list[tuple[str, int]]])
+    assert_type(Book.compare_indexes(), dict[str, list[Any]])
+    book.update(set__title="y")
+    book.validate()
+    book.to_mongo()
+    book.to_dbref()
+    book.delete()
+    Book.ensure_indexes()
+    Book.drop_collection()

@@ -10,3 +10,12 @@ async def mistakes(book: Book) -> None:
     found: Book = await Book.objects.async_first()  # MISTAKE: optional
     title: str = book.title  # MISTAKE: optional
     count: str = await Book.objects.async_count()  # MISTAKE: int
+    book.scores = ["x"]  # MISTAKE: list item
+    book.counts = {"a": "b"}  # MISTAKE: dict value
+
+
+def sync_mistakes(maybe: list[str | None]) -> None:
+    found: Book = Book.objects.first()  # MISTAKE: optional
+    Book.objects.get(title="x").titel  # MISTAKE: attribute
+    Book.objects.first().title  # MISTAKE: optional
+    Book.objects.get().labels = maybe  # MISTAKE: None items

@@ -17,7 +17,9 @@ from mongoengine_async import (
     IntField,
     LazyReferenceField,
     ListField,
+    MapField,
     ReferenceField,
+    SortedListField,
     StringField,
 )
 
@@ -32,6 +34,11 @@ class Author(Document):
 
 class Review(EmbeddedDocument):
     stars = IntField(default=0)
+    meta = {"allow_inheritance": True}
+
+
+class LongReview(Review):
+    text = StringField()
 
 
 class Book(Document):
@@ -44,6 +51,14 @@ class Book(Document):
     author = ReferenceField(Author)
     editor = LazyReferenceField(Author)
     tags = ListField(StringField(required=True))
+    labels = ListField(StringField())
+    scores = ListField(IntField())
+    ratios = SortedListField(FloatField())
+    nested = ListField(ListField(IntField()))
+    reviewers = ListField(ReferenceField(Author))
+    past_reviews = ListField(EmbeddedDocumentField(Review))
+    counts = MapField(IntField())
+    totals = DictField(FloatField())
     review = EmbeddedDocumentField(Review)
     reviews = EmbeddedDocumentListField(Review)
     extra = DictField()
