@@ -830,22 +830,49 @@ class SortedListField(ListField[_T]):
     @overload
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
 
+class EmbeddedDocumentList(list[_E]):
+    """MongoEngine's EmbeddedDocumentList, what ``EmbeddedDocumentListField``
+    reads as: a list of the embedded documents, with queries on them."""
+
+    def filter(self, **kwargs: Any) -> EmbeddedDocumentList[_E]: ...
+    def exclude(self, **kwargs: Any) -> EmbeddedDocumentList[_E]: ...
+    def count(self) -> int: ...  # type: ignore[override]
+    def get(self, **kwargs: Any) -> _E: ...
+    def first(self) -> _E | None: ...
+    def create(self, **values: Any) -> _E: ...
+    def save(self, *args: Any, **kwargs: Any) -> None: ...
+    def delete(self) -> int: ...
+    def update(self, **update: Any) -> int: ...
+
 class EmbeddedDocumentListField(ListField[_T]):
-    """``EmbeddedDocumentListField(Comment)``: a ``list[Comment]``."""
+    """``EmbeddedDocumentListField(Comment)``: an ``EmbeddedDocumentList[Comment]``
+    (a ``list[Comment]`` with ``filter()``, ``create()``...), set from a
+    ``Sequence[Comment]``."""
 
     @overload
     def __init__(
-        self: EmbeddedDocumentListField[list[_E]],
+        self: EmbeddedDocumentListField[EmbeddedDocumentList[_E]],
         document_type: type[_E],
         *args: Any,
         **kwargs: Any,
     ) -> None: ...
     @overload
     def __init__(
-        self: EmbeddedDocumentListField[list[Any]], *args: Any, **kwargs: Any
+        self: EmbeddedDocumentListField[EmbeddedDocumentList[Any]],
+        *args: Any,
+        **kwargs: Any,
     ) -> None: ...
     @overload
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    @overload
+    def __get__(self, instance: None, owner: Any) -> Self: ...
+    @overload
+    def __get__(self, instance: object, owner: Any) -> _T: ...
+    def __set__(  # type: ignore[override]
+        self: EmbeddedDocumentListField[EmbeddedDocumentList[_E]],
+        instance: Any,
+        value: Sequence[_E] | None,
+    ) -> None: ...
 
 class DictField(BaseField[_T]):
     """``DictField(IntField())``: a ``dict[str, int]``, set from a
