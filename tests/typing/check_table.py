@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 from typing import Any, assert_type
 
+from bson import DBRef, ObjectId
 from models import Author, Book, Colour, LongReview, Review
 from pymongo.command_cursor import CommandCursor
 
@@ -108,10 +109,17 @@ def container_assignments(
     numbers: list[int],
     long_ones: list[LongReview],
     counts: dict[str, int],
+    author_id: ObjectId,
+    author_ref: DBRef,
 ) -> None:
     """A list (or tuple, or literal) of the item type sets a list field, a dict
-    a dict field; ``None`` empties it. (Reads are checked above: pyright narrows
-    an attribute to what was just assigned to it.)"""
+    a dict field; ``None`` empties it. A reference takes an id or a DBRef too.
+    (Reads are checked above: pyright narrows an attribute to what was just
+    assigned to it, unless the field reads otherwise, as these do.)"""
+    book.author = Author(name="x")
+    book.author = author_id
+    book.author = author_ref
+    assert_type(book.author, Author)
     book.labels = ["a", "b"]
     book.labels = words
     book.labels = ("a",)
@@ -132,6 +140,8 @@ def container_assignments(
     book.totals = counts
     book.extra = {"a": object()}
     book.labels.append("c")
+    book.labels = None
+    assert_type(book.labels, list[str])
 
 
 def sync_queries(ids: list[Any]) -> None:
