@@ -439,3 +439,20 @@ async def test_the_docs_failover_example(replica_set_3: ReplicaSet) -> None:
         await asyncio.to_thread(rs.restart, killed)
         assert await KitOrder.objects.async_sum("total") == 30
         assert rs.primary() is not killed
+
+
+def test_cli_without_a_mongod_says_so_without_a_traceback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
+    env["MONGOD"] = str(tmp_path / "missing")
+    done = subprocess.run(
+        [sys.executable, "-m", "mongoengine_async.testing", "--", "true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"python -m mongoengine_async.testing: $MONGOD={env['MONGOD']!r} is not "
+        "an executable file\n"
+    )

@@ -31,21 +31,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    with mongodb_uri() as uri:
-        env = {**os.environ, "MONGODB_URI": uri}
-        try:
-            child = subprocess.Popen(args, env=env)
-        except OSError as exc:
-            print(f"cannot run {args[0]!r}: {exc}", file=sys.stderr)
-            return 127
-        try:
-            code = child.wait()
-        except KeyboardInterrupt:
-            code = child.wait()  # the child got the same SIGINT
-        finally:
-            if child.poll() is None:
-                child.terminate()
-                child.wait()
+    try:
+        with mongodb_uri() as uri:
+            return _run(args, uri)
+    except RuntimeError as error:  # no mongod, or it would not start
+        print(f"python -m mongoengine_async.testing: {error}", file=sys.stderr)
+        return 1
+
+
+def _run(args: list[str], uri: str) -> int:
+    """Run ``args`` with ``MONGODB_URI`` set to ``uri``; return its exit code."""
+    env = {**os.environ, "MONGODB_URI": uri}
+    try:
+        child = subprocess.Popen(args, env=env)
+    except OSError as exc:
+        print(f"cannot run {args[0]!r}: {exc}", file=sys.stderr)
+        return 127
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        code = child.wait()  # the child got the same SIGINT
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            child.wait()
     return 128 - code if code < 0 else code  # killed by a signal: 128 + signum
 
 

