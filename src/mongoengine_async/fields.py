@@ -755,10 +755,12 @@ class FileField(mongoengine.FileField):
         )
 
     def get_async_proxy(self, grid_id: Any, instance: BaseDocument | None) -> Any:
-        """An async proxy for ``grid_id`` on this field's bucket (no I/O)."""
+        """An async proxy for ``grid_id`` on this field's bucket (no I/O); with
+        no ``instance`` it has no key either, so that the document it is then
+        assigned to binds it on first read (as MongoEngine binds a proxy)."""
         return self.async_proxy_class(
             grid_id,
-            key=self.name,
+            key=self.name if instance is not None else None,
             instance=instance,
             db_alias=self.db_alias,
             collection_name=self.collection_name,
@@ -772,14 +774,19 @@ class FileField(mongoengine.FileField):
 
     def async_items(self, container: Any, instance: BaseDocument, key: str) -> None:
         """Turn the files in ``container`` (a list or dict of this field, held
-        by ``instance`` under ``key``) into async proxies (no I/O)."""
+        by ``instance`` under ``key``) into async proxies bound to ``instance``
+        (no I/O): a change to a file is a change to the list. A proxy bound to
+        no document yet (from ``Model.files.field.async_put``) is bound here,
+        where MongoEngine would leave it unbound (a replace then not saved)."""
         for slot in slots(container):
             item = slot.get()
-            if isinstance(item, mongoengine.fields.GridFSProxy) and not isinstance(
-                item, self.async_proxy_class
-            ):
+            if isinstance(item, self.async_proxy_class):
+                if not item.key:
+                    item.key = key
+                    item.instance = instance
+            elif isinstance(item, mongoengine.fields.GridFSProxy):
                 proxy = self.get_async_proxy(item.grid_id, instance)
-                proxy.key = key  # a change to a file is a change to the list
+                proxy.key = key
                 slot.put(proxy)
 
     def __get__(self, instance: BaseDocument | None, owner: type[Any]) -> Any:

@@ -13,7 +13,9 @@ chunks: uploads send their chunks in batches of about
 insert) and downloads read the chunks with cursor batches of about
 :data:`DOWNLOAD_BATCH_BYTES` (PyMongo alone asks the server for up to 16 MB at
 a time). An upload that fails or is cancelled midway is
-aborted: its chunks are removed before the exception propagates.
+aborted: the chunks (and files document) it wrote are removed before the
+exception propagates, and only those: with an ``_id`` that another file
+already has, that file is left intact (``FileExists``), as with PyMongo.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import bson
 import mongoengine
+import pymongo.errors
 from gridfs.asynchronous import AsyncGridIn, AsyncGridOut
-from gridfs.errors import NoFile
+from gridfs.errors import FileExists, NoFile
 from gridfs.grid_file_shared import DEFAULT_CHUNK_SIZE
 from mongoengine.base import BaseDocument
 from mongoengine.connection import DEFAULT_CONNECTION_NAME, ConnectionFailure
@@ -46,10 +49,12 @@ from mongoengine_async.connection import (
 from mongoengine_async.errors import AsyncUsageError, ForeignSessionError
 from mongoengine_async.gridfs_read import read_whole
 from mongoengine_async.guards import (
+    blocking_call_error,
     guard_blocking_methods,
     sync_alias_error,
 )
 from mongoengine_async.operation import Operation, session_for
+from mongoengine_async.proxies import alias_of, is_async_class, owner_class
 
 if TYPE_CHECKING:  # RefusesAsync is only mixed into MongoEngine's GridFSProxy
     from mongoengine.fields import GridFSProxy as _GridFSProxyMixin
@@ -77,17 +82,82 @@ DOWNLOAD_BATCH_BYTES = 4 * 1024 * 1024
 # -- bounded upload and download, on PyMongo's AsyncGridIn / AsyncGridOut ------------
 
 
+_NOTHING, _OURS, _UNKNOWN = "nothing", "ours", "unknown"
+
+
 class _BoundedGridIn(AsyncGridIn):
     """PyMongo's AsyncGridIn, sending its chunks every :data:`UPLOAD_BATCH_BYTES`.
 
     AsyncGridIn keeps chunks in memory until 48 MB are buffered; forcing the
-    flush sooner is all that changes (chunk numbering, indexes, the files
-    document and ``abort`` stay PyMongo's).
+    flush sooner changes nothing else (chunk numbering, indexes and the files
+    document stay PyMongo's). It also notes whether the chunks of its id are
+    its own (``written``), for :func:`_remove_partial`: the first batch holds
+    chunk 0, which the unique ``files_id_1_n_1`` index gives to one upload.
     """
 
+    # Declared on the class: AsyncGridIn keeps other attributes in the files document.
+    written = _NOTHING
+    """Whether the chunks of this id are this upload's: _NOTHING before its
+    first insert, or when that insert wrote no chunk (chunk 0 was another
+    file's: FileExists); _OURS once it wrote one; _UNKNOWN when it failed
+    without saying what it wrote (a network error, say)."""
+
     async def _flush_data(self, data: Any, force: bool = False) -> None:
+        await self._ensure_indexes()  # before: a failure there wrote nothing
         buffered = self._buffered_docs_size + len(data)
-        await super()._flush_data(data, force=force or buffered >= UPLOAD_BATCH_BYTES)
+        sending = bool(self._buffered_docs or data)
+        try:
+            await super()._flush_data(
+                data, force=force or buffered >= UPLOAD_BATCH_BYTES
+            )
+        except BaseException as error:
+            if self.written == _NOTHING:
+                self.written = _written_by(error)
+            raise
+        if sending and not self._buffered_docs:  # sent, and inserted
+            self.written = _OURS
+
+
+def _written_by(error: BaseException) -> str:
+    """What the failed (ordered) insert of a first batch of chunks wrote,
+    from the BulkWriteError that PyMongo's FileExists (or write error) was
+    raised from."""
+    seen: BaseException | None = error
+    for _ in range(4):
+        if isinstance(seen, pymongo.errors.BulkWriteError):
+            return _OURS if seen.details.get("nInserted") else _NOTHING
+        if seen is None:
+            break
+        seen = seen.__context__
+    return _UNKNOWN
+
+
+async def _remove_partial(grid_in: _BoundedGridIn, error: BaseException) -> None:
+    """Remove what the failed upload of ``grid_in`` stored, and nothing else.
+
+    PyMongo's ``abort`` deletes every chunk and the files document of the id,
+    which with an ``_id`` already taken (FileExists) is another file's. Here
+    the chunks go when they are this upload's (or it cannot tell and no other
+    file has the id); the files document when this upload inserted it
+    (matched by its ``uploadDate`` too), that is when ``close`` got that far
+    and the error is not that the id exists.
+    """
+    root, session = grid_in._coll, grid_in._session
+    file_id = grid_in._file["_id"]
+    uploaded = grid_in._file.get("uploadDate")  # set just before the insert
+    written = grid_in.written
+    if written == _UNKNOWN:
+        others: dict[str, Any] = {"_id": {"$eq": file_id}}
+        if uploaded is not None:
+            others["uploadDate"] = {"$ne": uploaded}
+        other = await root.files.find_one(others, {"_id": 1}, session=session)
+        written = _NOTHING if other is not None else _OURS
+    if written == _OURS:
+        await root.chunks.delete_many({"files_id": {"$eq": file_id}}, session=session)
+    if uploaded is not None and not isinstance(error, FileExists):
+        await root.files.delete_one(
+            {"_id": {"$eq": file_id}, "uploadDate": uploaded}, session=session
+        )
 
 
 class _BatchedChunks(AsyncGridOutChunkIterator):
@@ -165,11 +235,21 @@ async def _pieces(data: Any, read_size: int) -> AsyncIterator[bytes]:
 
 
 def _as_bytes(piece: Any, encoding: str | None) -> bytes:
+    """A piece of the file as bytes: str encoded, any bytes-like object
+    (bytearray, memoryview, ...) copied as ``b"".join`` would."""
+    if isinstance(piece, bytes):
+        return piece
     if isinstance(piece, str):
         if encoding is None:
             raise TypeError("must specify an encoding for file in order to write str")
         return piece.encode(encoding)
-    return piece
+    try:
+        return memoryview(piece).tobytes()
+    except TypeError:
+        raise TypeError(
+            f"can only store pieces of bytes (or str with an encoding), not "
+            f"{type(piece).__name__}"
+        ) from None
 
 
 async def upload(
@@ -179,7 +259,8 @@ async def upload(
 
     ``file_kwargs`` become fields of the files document as with MongoEngine's
     ``GridFSProxy.put`` (``filename``, ``content_type``, ``metadata``, ...).
-    On any exception or cancellation the partial upload is removed.
+    On any exception or cancellation the partial upload is removed (see
+    :func:`_remove_partial`: never another file's chunks or files document).
     """
     if isinstance(data, str):
         data = _as_bytes(data, file_kwargs.get("encoding"))
@@ -200,9 +281,9 @@ async def upload(
         if pending:
             await _to_completion(grid_in.write(b"".join(pending)))
         await _to_completion(grid_in.close())
-    except BaseException:
+    except BaseException as error:
         try:
-            await _to_completion(grid_in.abort())
+            await _to_completion(_remove_partial(grid_in, error))
         except Exception:  # the upload's own error is the one to report
             pass
         raise
@@ -245,10 +326,8 @@ class AsyncGridFSProxy(GridFSProxy):
 
     def _root(self) -> AsyncCollection:
         """The bucket's root collection (``<collection_name>``)."""
-        if not is_async_connection(self.db_alias) and not is_sync_connection(
-            self.db_alias
-        ):
-            raise unconnected_error(self)
+        if not is_async_connection(self.db_alias):
+            raise alias_error(self)
         return get_async_collection(self.db_alias, self.collection_name)
 
     def _session(
@@ -266,7 +345,8 @@ class AsyncGridFSProxy(GridFSProxy):
 
     def _describe(self) -> str:
         where = f"GridFS bucket {self.collection_name!r} (alias {self.db_alias!r})"
-        return f"{where}, field {self.key!r}" if self.key else where
+        key = self.key or getattr(self._field, "name", None)
+        return f"{where}, field {key!r}" if key else where
 
     def _missing(self, grid_id: Any) -> NoFile:
         return NoFile(f"no file with id {grid_id!r} in {self._describe()}")
@@ -316,21 +396,54 @@ class AsyncGridFSProxy(GridFSProxy):
         # files document (e.g. ``width`` of an image). Never does I/O.
         if not name.startswith("_"):
             file_document = self.__dict__.get("_file")
-            if file_document is not None and name in file_document:
+            grid_id = self.__dict__.get("grid_id")
+            if file_document is None or file_document.get("_id") != grid_id:
+                if grid_id is not None:
+                    raise not_loaded_error(self, name)
+            elif name in file_document:
                 return file_document[name]
-            if file_document is None and self.__dict__.get("grid_id") is not None:
-                raise AttributeError(
-                    f"{name!r}: the file is not loaded; `await proxy.async_get()` first"
-                )
         raise AttributeError(
             f"{type(self).__name__!r} object has no attribute {name!r}"
         )
 
     @property
     def fs(self) -> Any:
+        if not is_async_connection(self.db_alias):
+            raise alias_error(self)
         raise AsyncUsageError(
             f"{type(self).__name__}.fs is a blocking GridFS: alias "
             f"{self.db_alias!r} is async (connect_async); use the async_* methods"
+        )
+
+    def delete(self) -> None:
+        """MongoEngine's blocking delete: refused (use :meth:`async_delete`),
+        except on a proxy that holds no file, where there is nothing to delete.
+
+        ``Document.delete()`` calls it for each file field: a document on a
+        sync alias whose file field is on an async alias deletes its file with
+        ``await document.field.async_delete()`` first, then ``delete()``
+        deletes the document.
+        """
+        if self.grid_id is None:
+            self.gridout = None
+            self._mark_as_changed()  # as MongoEngine's delete
+            return
+        _check_alias(self)
+        instance = self.instance
+        if isinstance(instance, BaseDocument) and not is_async_class(
+            owner_class(instance)
+        ):
+            document = owner_class(instance).__name__
+            raise AsyncUsageError(
+                f"{type(instance).__name__}.{self.key}.delete() cannot run: the "
+                f"file lives on async alias '{self.db_alias}' (connect_async), "
+                f"deleting it needs `await document.{self.key}.async_delete()`; "
+                f"{document} is on sync alias '{alias_of(owner_class(instance))}', "
+                "so delete the file that way first, then document.delete() "
+                "deletes the document"
+            )
+        raise blocking_call_error(
+            type(self).__name__, "delete", self.db_alias, "await proxy.async_delete()"
         )
 
     # -- I/O ---------------------------------------------------------------------
@@ -422,7 +535,10 @@ class AsyncGridFSProxy(GridFSProxy):
         session: AsyncClientSession | None = None,
     ) -> AsyncIterator[bytes]:
         """Yield the file's bytes as stored chunks, or in pieces of
-        ``chunk_size`` bytes; memory stays bounded whatever the file size."""
+        ``chunk_size`` bytes; memory stays bounded whatever the file size.
+        A ``chunk_size`` below 1 raises ``ValueError``."""
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, not {chunk_size!r}")
         grid_out = await self._stream(session=session)
         if grid_out is None:
             return
@@ -516,7 +632,17 @@ class AsyncGridFSProxy(GridFSProxy):
     ) -> Any:
         """Store ``data`` as the new file, then delete the old one (in
         ``session`` if given); returns the new id. If the upload fails the old
-        file is left untouched."""
+        file is left untouched.
+
+        With ``_id=`` the old file's own id, the new file takes its place:
+        the old one is deleted first, as MongoEngine's ``replace`` does (so a
+        failed upload then leaves no file)."""
+        if self.grid_id is not None and kwargs.get("_id", None) == self.grid_id:
+            await self.async_delete(missing_ok=True, session=session)
+            await self.async_put(
+                data, filename, content_type, metadata, session=session, **kwargs
+            )
+            return self.grid_id
         old = self._copy_for(self.grid_id)
         fresh = self._copy_for(None)
         await fresh.async_put(
@@ -559,6 +685,20 @@ class AsyncGridFSProxy(GridFSProxy):
         return f"<{type(self).__name__}: {filename} ({self.grid_id})>"
 
 
+class NotLoadedError(AsyncUsageError, AttributeError):
+    """A files-document value read before the proxy loaded it: an
+    ``AsyncUsageError``, and an ``AttributeError`` so that ``hasattr`` and
+    ``getattr(proxy, name, default)`` keep working."""
+
+
+def not_loaded_error(proxy: AsyncGridFSProxy, name: str) -> NotLoadedError:
+    """The error for ``proxy.name`` read before its files document is loaded."""
+    return NotLoadedError(
+        f"{type(proxy).__name__}.{name} needs the file's metadata: `await "
+        "proxy.async_get()` first (reading it here would block)"
+    )
+
+
 def _file_kwargs(
     filename: str | None, content_type: str | None, metadata: Any, extra: dict
 ) -> dict:
@@ -584,20 +724,46 @@ async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> boo
     return files.deleted_count > 0
 
 
-def unconnected_error(proxy: GridFSProxy) -> ConnectionFailure:
-    """The error for a file field whose own ``db_alias`` has no connection; it
-    says so, as a FileField does not follow its document's alias."""
+def _field_words(proxy: GridFSProxy) -> tuple[str, str]:
+    """``(kind, where)``: the file field's class name and what to call the
+    file in a message (``Model.field``, else the bucket)."""
     instance, key = proxy.instance, proxy.key
     field = instance._fields.get(key) if instance is not None and key else None
     if field is None:
-        kind, where = "FileField", f"GridFS bucket {proxy.collection_name!r}"
-    else:
-        kind, where = type(field).__name__, f"{type(instance).__name__}.{key}"
+        return "FileField", f"GridFS bucket {proxy.collection_name!r}"
+    return type(field).__name__, f"{type(instance).__name__}.{key}"
+
+
+def unconnected_error(proxy: GridFSProxy) -> ConnectionFailure:
+    """The error for a file field whose own ``db_alias`` has no connection; it
+    says so, as a FileField does not follow its document's alias."""
+    kind, where = _field_words(proxy)
     return ConnectionFailure(
         f"{where}: the {kind}'s alias '{proxy.db_alias}' has no connection (a "
         f"{kind} does not follow its document's db_alias; pass "
         f"{kind}(db_alias=...))"
     )
+
+
+def alias_error(proxy: GridFSProxy) -> Exception:
+    """The error for an async proxy whose alias is not async: unconnected
+    (:func:`unconnected_error`) or sync (the file field of an async document
+    keeps its own alias, registered with ``connect()``)."""
+    if not is_sync_connection(proxy.db_alias):
+        return unconnected_error(proxy)
+    kind, where = _field_words(proxy)
+    return AsyncUsageError(
+        f"{where}: the {kind}'s alias '{proxy.db_alias}' was registered with "
+        f"connect() (sync), but its file reads as an async proxy, which needs an "
+        f"async alias (a {kind} does not follow its document's db_alias; pass "
+        f"{kind}(db_alias=...) naming an async alias, or "
+        f"connect_async(alias='{proxy.db_alias}'))"
+    )
+
+
+def _check_alias(proxy: AsyncGridFSProxy) -> None:
+    if not is_async_connection(proxy.db_alias):
+        raise alias_error(proxy)
 
 
 # -- the files of deleted documents ---------------------------------------------------
@@ -649,11 +815,10 @@ async def delete_files(proxies: list[AsyncGridFSProxy], operation: Operation) ->
         await proxy.async_delete(missing_ok=True, session=session)
 
 
-_BLOCKING = {
+_BLOCKING = {  # and delete, defined above
     "get": "await proxy.async_get()",
     "put": "await proxy.async_put(data)",
     "read": "await proxy.async_read()",
-    "delete": "await proxy.async_delete()",
     "replace": "await proxy.async_replace(data)",
     "new_file": "await proxy.async_put(data)",
     "write": "await proxy.async_put(data)",
@@ -662,6 +827,7 @@ _BLOCKING = {
 
 
 def _describe(proxy: AsyncGridFSProxy) -> tuple[bool, str, str]:
+    _check_alias(proxy)  # a sync or unconnected alias has an error of its own
     return True, type(proxy).__name__, proxy.db_alias
 
 

@@ -23,6 +23,7 @@ from mongoengine_async.connection import (
 from mongoengine_async.errors import AsyncUsageError
 
 __all__ = (
+    "blocking_call_error",
     "guard_blocking_methods",
     "is_plain_async_document",
     "plain_document_error",

@@ -25,6 +25,7 @@ from mongoengine_async.gridfs import (
     _file_kwargs,
     _pieces,
     _to_completion,
+    not_loaded_error,
     upload,
 )
 
@@ -91,20 +92,18 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
         field = self.instance._fields[self.key]
         return field.field if hasattr(field, "field") else field
 
-    def _loaded_value(self, name: str) -> Any:
+    def _loaded_value(self, name: str, attribute: str | None = None) -> Any:
+        """Field ``name`` of the files document, read as ``proxy.attribute``."""
         if self.grid_id is None:
             return None
         if not self.loaded:
-            raise AsyncUsageError(
-                f"{type(self).__name__}.{name} needs the file's metadata: "
-                "`await proxy.async_get()` first (reading it here would block)"
-            )
+            raise not_loaded_error(self, attribute or name)
         return self._file.get(name)
 
     @property
     def size(self) -> tuple[int, int] | None:
         """``(width, height)`` of the stored image."""
-        width = self._loaded_value("width")
+        width = self._loaded_value("width", "size")
         return None if width is None else (width, self._file.get("height"))
 
     @property
@@ -123,16 +122,23 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
             "use `await proxy.async_thumbnail()`"
         )
 
-    async def async_thumbnail(self) -> AsyncGridOut | None:
-        """The stored thumbnail (an AsyncGridOut), or None when there is none."""
+    async def async_thumbnail(
+        self, *, session: AsyncClientSession | None = None
+    ) -> AsyncGridOut | None:
+        """The stored thumbnail (an AsyncGridOut, in ``session`` if given), or
+        None when the image has none or is gone; a thumbnail missing from
+        GridFS raises ``NoFile``, as MongoEngine's ``thumbnail``."""
         if self.grid_id is None:
             return None
         if not self.loaded:
-            await self._fetch_file()
+            try:
+                await self._fetch_file(session)
+            except NoFile:
+                return None  # MongoEngine's get() gives None: no thumbnail
         thumbnail_id = self._file.get("thumbnail_id")
         if thumbnail_id is None:
             return None
-        return await self._copy_for(thumbnail_id).async_get()
+        return await self._copy_for(thumbnail_id)._stream(session=session)
 
     async def async_put(
         self,
@@ -181,7 +187,7 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
             return
         if not self.loaded:
             try:
-                await self._fetch_file()
+                await self._fetch_file(session)
             except NoFile:
                 pass  # reported below, by the delete itself
         thumbnail_id = self._file_value("thumbnail_id")
