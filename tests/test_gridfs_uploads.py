@@ -141,7 +141,9 @@ SOURCES = {  # (MongoEngine's, ours)
 
 
 @pytest.mark.parametrize("source", SOURCES)
-async def test_put_with_another_files_id_keeps_that_file(async_alias, sync_alias, source):
+async def test_put_with_another_files_id_keeps_that_file(
+    async_alias, sync_alias, source
+):
     content = os.urandom(2 * CHUNK + 7)
     kept = GuMeFile()
     kept.f.put(content, filename="kept.bin")
@@ -255,7 +257,7 @@ async def test_replace_with_another_files_id_keeps_both(async_alias):
     assert (await ours.f.async_read(), await other.async_read()) == (b"mine", b"other")
 
 
-# -- the pieces an upload takes ---------------------------------------------------------
+# -- the pieces an upload takes ------------------------------------------------------
 
 
 BIG = os.urandom(CHUNK + 1000)
@@ -299,4 +301,3 @@ async def test_str_pieces_need_an_encoding(async_alias):
     assert await document.f.async_read() == ("é" * CHUNK).encode()
     with pytest.raises(TypeError, match="encoding"):
         await GuFile().f.async_put(pieces("é"))
-

@@ -637,7 +637,7 @@ class AsyncGridFSProxy(GridFSProxy):
         With ``_id=`` the old file's own id, the new file takes its place:
         the old one is deleted first, as MongoEngine's ``replace`` does (so a
         failed upload then leaves no file)."""
-        if self.grid_id is not None and kwargs.get("_id", None) == self.grid_id:
+        if self.grid_id is not None and kwargs.get("_id") == self.grid_id:
             await self.async_delete(missing_ok=True, session=session)
             await self.async_put(
                 data, filename, content_type, metadata, session=session, **kwargs
