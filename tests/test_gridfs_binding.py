@@ -226,6 +226,18 @@ async def test_file_field_on_a_sync_alias_says_which(async_alias, sync_alias):
         await bare.async_read()
 
 
+async def test_queryset_delete_refuses_a_file_it_cannot_delete_first(
+    async_alias, sync_alias
+):
+    document = await GbSyncFile().async_save()
+    collection = get_async_db().gb_sync_file
+    await collection.update_one({"_id": document.id}, {"$set": {"f": ObjectId()}})
+    message = SYNC_FILE_MESSAGE.format(where="GbSyncFile.f", alias=SYNC)
+    with pytest.raises(AsyncUsageError, match=re.escape(message)):
+        await GbSyncFile.objects.async_delete()
+    assert await collection.count_documents({}) == 1  # nothing deleted
+
+
 async def test_blocking_call_on_an_unconnected_alias_says_so(async_alias):
     message = (
         "GbUnconnected.f: the FileField's alias 'gb-nowhere' has no connection (a "

@@ -345,8 +345,12 @@ class AsyncGridFSProxy(GridFSProxy):
 
     def _describe(self) -> str:
         where = f"GridFS bucket {self.collection_name!r} (alias {self.db_alias!r})"
-        key = self.key or getattr(self._field, "name", None)
+        key = self._key()
         return f"{where}, field {key!r}" if key else where
+
+    def _key(self) -> str | None:
+        """The field's name, also for a proxy bound to no document yet."""
+        return self.key or getattr(self._field, "name", None)
 
     def _missing(self, grid_id: Any) -> NoFile:
         return NoFile(f"no file with id {grid_id!r} in {self._describe()}")
@@ -561,7 +565,7 @@ class AsyncGridFSProxy(GridFSProxy):
         if self.grid_id:
             raise GridFSError(
                 f"This document already has a file ({self.grid_id}) in field "
-                f"{self.key!r}. Either delete it (`await proxy.async_delete()`) or "
+                f"{self._key()!r}. Either delete it (`await proxy.async_delete()`) or "
                 "call `await proxy.async_replace(...)` to overwrite it"
             )
 
@@ -729,9 +733,13 @@ def _field_words(proxy: GridFSProxy) -> tuple[str, str]:
     file in a message (``Model.field``, else the bucket)."""
     instance, key = proxy.instance, proxy.key
     field = instance._fields.get(key) if instance is not None and key else None
-    if field is None:
-        return "FileField", f"GridFS bucket {proxy.collection_name!r}"
-    return type(field).__name__, f"{type(instance).__name__}.{key}"
+    if field is not None:
+        return type(field).__name__, f"{type(instance).__name__}.{key}"
+    field = getattr(proxy, "_field", None)  # a proxy bound to no document yet
+    owner = getattr(field, "owner_document", None)
+    if owner is not None and field.name:
+        return type(field).__name__, f"{owner.__name__}.{field.name}"
+    return "FileField", f"GridFS bucket {proxy.collection_name!r}"
 
 
 def unconnected_error(proxy: GridFSProxy) -> ConnectionFailure:
@@ -799,12 +807,15 @@ async def stored_files(queryset: Any, operation: Operation) -> list[AsyncGridFSP
     cursor = operation.collection.find(
         queryset._query, dict.fromkeys(fields, 1), session=operation.session
     )
-    return [
+    proxies = [
         field.get_async_proxy(grid_id, None)
         async for raw in cursor
         for db_field, field in fields.items()
         for grid_id in _stored_ids(raw.get(db_field))
     ]
+    for proxy in proxies:  # a file that cannot be deleted: refused before the delete
+        _check_alias(proxy)
+    return proxies
 
 
 async def delete_files(proxies: list[AsyncGridFSProxy], operation: Operation) -> None:
