@@ -735,10 +735,10 @@ def _field_words(proxy: GridFSProxy) -> tuple[str, str]:
     field = instance._fields.get(key) if instance is not None and key else None
     if field is not None:
         return type(field).__name__, f"{type(instance).__name__}.{key}"
-    field = getattr(proxy, "_field", None)  # a proxy bound to no document yet
-    owner = getattr(field, "owner_document", None)
-    if owner is not None and field.name:
-        return type(field).__name__, f"{owner.__name__}.{field.name}"
+    item: Any = getattr(proxy, "_field", None)  # a proxy bound to no document yet
+    owner = getattr(item, "owner_document", None)
+    if owner is not None and item.name:
+        return type(item).__name__, f"{owner.__name__}.{item.name}"
     return "FileField", f"GridFS bucket {proxy.collection_name!r}"
 
 
