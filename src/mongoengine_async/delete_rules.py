@@ -376,6 +376,11 @@ def _is_generic(reference_field: Any) -> bool:
     return isinstance(reference_field, mongoengine.GenericReferenceField)
 
 
+def _is_cached(reference_field: Any) -> bool:
+    """A CachedReferenceField: stores ``{"_id": <id>, <cached fields>}``."""
+    return isinstance(reference_field, mongoengine.CachedReferenceField)
+
+
 def _stored_values(reference_field: Any, cls: type[Any], ids: list) -> list:
     """How references to ``ids`` of ``cls`` are stored by ``reference_field``."""
     if _is_generic(reference_field):
@@ -392,6 +397,9 @@ def _stored_values(reference_field: Any, cls: type[Any], ids: list) -> list:
             if not each._meta.get("abstract")
             for object_id in ids
         ]
+    if _is_cached(reference_field):  # compared with its "_id"
+        id_field = document_type._fields[document_type._meta["id_field"]]
+        return [id_field.to_mongo(object_id) for object_id in ids]
     return [reference_field.to_mongo(object_id) for object_id in ids]
 
 
@@ -403,6 +411,8 @@ def _referring(
     path = _db_field(referrer, name)
     if _is_generic(reference_field):
         path = f"{path}._ref"
+    elif _is_cached(reference_field):
+        path = f"{path}._id"
     query: dict[str, Any] = {path: {"$in": _stored_values(reference_field, cls, ids)}}
     if exclude:
         query["_id"] = {"$nin": exclude}
@@ -415,4 +425,6 @@ def _pull(referrer: type[Any], name: str, cls: type[Any], ids: list) -> dict:
     values = _stored_values(reference_field, cls, ids)
     if _is_generic(reference_field):
         return {"$pull": {_db_field(referrer, name): {"_ref": {"$in": values}}}}
+    if _is_cached(reference_field):
+        return {"$pull": {_db_field(referrer, name): {"_id": {"$in": values}}}}
     return {"$pull": {_db_field(referrer, name): {"$in": values}}}

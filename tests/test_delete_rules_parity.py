@@ -1,0 +1,150 @@
+"""Delete rules on async aliases next to MongoEngine's own ``delete()`` on a
+sync alias: the same models, built once with ``mongoengine`` and once with
+``mongoengine_async``, the same data, then the stored documents (raw, through
+PyMongo), the counts, the errors and the signals compared. Where the async
+delete deliberately differs (docs/delete_rules.md), the test says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from uuid import uuid4
+
+import mongoengine
+import pytest
+
+import mongoengine_async
+from mongoengine_async import (
+    CASCADE,
+    DENY,
+    NULLIFY,
+    PULL,
+    OperationError,
+    get_async_db,
+)
+
+SYNC = "drp_sync"  # MongoEngine's alias
+RULES = [CASCADE, NULLIFY, PULL, DENY]
+RULE_IDS = ["cascade", "nullify", "pull", "deny"]
+
+
+@pytest.fixture
+def sync_alias(mongodb_uri: str) -> Iterator[Any]:
+    """MongoEngine's ``connect()`` on a fresh database; yields the database."""
+    name = f"test_drp_{uuid4().hex[:12]}"
+    mongoengine.connect(
+        db=name, alias=SYNC, host=mongodb_uri, uuidRepresentation="standard"
+    )
+    database = mongoengine.get_db(SYNC)
+    try:
+        yield database
+    finally:
+        database.client.drop_database(name)
+        mongoengine.disconnect(SYNC)
+
+
+def build(module: Any, prefix: str, alias: str, fields: dict[str, Any]) -> type:
+    """A document class of ``module`` (mongoengine or mongoengine_async)."""
+    return type(
+        f"{prefix}{uuid4().hex[:6]}",
+        (module.Document,),
+        {
+            "__module__": __name__,
+            "meta": {"db_alias": alias},
+            **fields,
+        },
+    )
+
+
+def stored(database: Any, cls: type) -> list[dict]:
+    """``cls``'s raw documents (sync or async database), without ``_id``."""
+    return [
+        {key: value for key, value in raw.items() if key != "_id"}
+        for raw in database[cls._get_collection_name()].find().sort("_id", 1)
+    ]
+
+
+async def async_stored(cls: type) -> list[dict]:
+    collection = get_async_db()[cls._get_collection_name()]
+    return [
+        {key: value for key, value in raw.items() if key != "_id"}
+        async for raw in collection.find().sort("_id", 1)
+    ]
+
+
+def outcome(error: BaseException) -> tuple[type, str]:
+    """An error's type and message, without the server's reply (whose cluster
+    time differs)."""
+    return type(error), str(error).split(", full error: ")[0]
+
+
+# -- CachedReferenceField ---------------------------------------------------------
+
+
+def cached_models(module: Any, alias: str, rule: int) -> tuple[type, type]:
+    target = build(module, "DrpCachedTarget", alias, {"n": module.IntField()})
+    item = module.CachedReferenceField(target, fields=["n"], reverse_delete_rule=rule)
+    field = module.ListField(item) if rule == PULL else item
+    referrer = build(
+        module,
+        "DrpCached",
+        alias,
+        {
+            "label": module.StringField(),
+            "ref": field,
+        },
+    )
+    return target, referrer
+
+
+@pytest.mark.parametrize("how", ["document", "queryset"])
+@pytest.mark.parametrize("rule", RULES, ids=RULE_IDS)
+async def test_rules_on_a_cached_reference_apply_on_its_id(
+    async_alias: str, sync_alias: Any, rule: int, how: str
+) -> None:
+    """MongoEngine's rule query compares the stored ``{_id, n}`` with whole
+    sub-documents and matches nothing: its delete goes through and the rule does
+    nothing. The async delete applies the rule on ``ref._id`` (a documented
+    difference); it used to fail with "Only accept a document object"."""
+    me_target, me_referrer = cached_models(mongoengine, SYNC, rule)
+    target, referrer = cached_models(mongoengine_async, "default", rule)
+
+    t1, t2 = me_target(n=1).save(), me_target(n=2).save()
+    me_referrer(label="r1", ref=[t1, t2] if rule == PULL else t1).save()
+    t1.delete() if how == "document" else me_target.objects(n=1).delete()
+    assert me_target.objects.count() == 1  # MongoEngine: the rule did nothing
+    assert len(stored(sync_alias, me_referrer)) == 1
+    assert stored(sync_alias, me_referrer)[0]["ref"] != []
+
+    a1 = await target(n=1).async_save()
+    a2 = await target(n=2).async_save()
+    await referrer(label="r1", ref=[a1, a2] if rule == PULL else a1).async_save()
+    await referrer(label="r2", ref=[a2] if rule == PULL else a2).async_save()
+
+    async def delete() -> Any:
+        if how == "document":
+            return await a1.async_delete()
+        return await target.objects(n=1).async_delete()
+
+    if rule == DENY:
+        with pytest.raises(OperationError) as error:
+            await delete()
+        assert str(error.value) == (
+            f"Could not delete document ({referrer.__name__}.ref refers to it)"
+        )
+        assert await target.objects.async_count() == 2
+        return
+    assert await delete() == (None if how == "document" else 1)
+    assert await target.objects.async_scalar("n") == [2]
+    after = await async_stored(referrer)
+    if rule == CASCADE:
+        assert [raw["label"] for raw in after] == ["r2"]
+    elif rule == NULLIFY:
+        assert after == [
+            {"label": "r1"},
+            {"label": "r2", "ref": {"_id": a2.pk, "n": 2}},
+        ]
+    else:
+        kept = [{"_id": a2.pk, "n": 2}]
+        assert after == [{"label": "r1", "ref": kept}, {"label": "r2", "ref": kept}]
