@@ -148,3 +148,91 @@ async def test_rules_on_a_cached_reference_apply_on_its_id(
     else:
         kept = [{"_id": a2.pk, "n": 2}]
         assert after == [{"label": "r1", "ref": kept}, {"label": "r2", "ref": kept}]
+
+
+# -- the referring class's manager --------------------------------------------------
+
+
+def managed_models(module: Any, alias: str, rule: int) -> tuple[type, type]:
+    """Referrers whose ``objects`` only sees the active ones (a soft delete)."""
+
+    def objects(document: type, queryset: Any) -> Any:
+        return queryset.filter(active=True)
+
+    target = build(module, "DrpManagedTarget", alias, {"name": module.StringField()})
+    item = module.ReferenceField(target, reverse_delete_rule=rule)
+    referrer = build(
+        module,
+        "DrpManaged",
+        alias,
+        {
+            "label": module.StringField(),
+            "active": module.BooleanField(),
+            "ref": module.ListField(item) if rule == PULL else item,
+            "objects": module.queryset_manager(objects),
+        },
+    )
+    return target, referrer
+
+
+@pytest.mark.parametrize("how", ["document", "queryset"])
+@pytest.mark.parametrize("rule", RULES, ids=RULE_IDS)
+async def test_rules_touch_only_what_the_referrers_manager_returns(
+    async_alias: str, sync_alias: Any, rule: int, how: str
+) -> None:
+    """MongoEngine applies each rule through ``referrer.objects(...)``: a custom
+    manager limits what CASCADE, NULLIFY, PULL and DENY touch; so does the
+    async delete (it touched every referrer)."""
+
+    async def scenario(module: Any, alias: str) -> tuple[Any, list[dict], int]:
+        target, referrer = managed_models(module, alias, rule)
+        is_async = module is mongoengine_async
+
+        async def save(document: Any) -> Any:
+            return await document.async_save() if is_async else document.save()
+
+        doomed = await save(target(name="doomed"))
+        other = await save(target(name="other"))
+        both = [doomed, other]
+        for label, active in [("inactive", False), ("active", True)]:
+            if rule == DENY and active:
+                continue  # only an inactive referrer: MongoEngine's delete goes on
+            value = both if rule == PULL else doomed
+            await save(referrer(label=label, active=active, ref=value))
+        queryset = target.objects(name="doomed")
+        try:
+            if how == "document":
+                result = await doomed.async_delete() if is_async else doomed.delete()
+            else:
+                result = (
+                    await queryset.async_delete() if is_async else queryset.delete()
+                )
+        except OperationError as error:
+            result = outcome(error)
+        if is_async:
+            left = await target.objects.async_count()
+            return result, await async_stored(referrer), left
+        return result, stored(sync_alias, referrer), target.objects.count()
+
+    theirs = await scenario(mongoengine, SYNC)
+    ours = await scenario(mongoengine_async, "default")
+
+    def plain(state: tuple[Any, list[dict], int]) -> tuple:
+        """Reference ids differ between the two databases: their number stays."""
+        result, documents, left = state
+        return (
+            result,
+            [
+                {
+                    key: (len(value) if isinstance(value, list) else "a reference")
+                    if key == "ref"
+                    else value
+                    for key, value in raw.items()
+                }
+                for raw in documents
+            ],
+            left,
+        )
+
+    assert plain(ours) == plain(theirs)
+    assert plain(ours)[1][0]["label"] == "inactive"  # kept as it was

@@ -416,8 +416,21 @@ def _referring(
     query: dict[str, Any] = {path: {"$in": _stored_values(reference_field, cls, ids)}}
     if exclude:
         query["_id"] = {"$nin": exclude}
-    cls_query = referrer.objects._cls_query
-    return {**query, **cls_query}
+    manager_query = _manager_query(referrer)
+    if query.keys() & manager_query.keys():
+        return {"$and": [query, manager_query]}
+    return {**query, **manager_query}
+
+
+def _manager_query(referrer: type[Any]) -> dict:
+    """What ``referrer.objects`` matches, as MongoEngine applies each rule through
+    it (``document_cls.objects(field__in=...)``): a custom manager's filter (say,
+    only active documents) limits what the rule touches. The default manager
+    only has the class's ``_cls`` condition, read without compiling a query."""
+    queryset = referrer.objects
+    if not queryset._query_obj and queryset._mongo_query is None:
+        return queryset._cls_query
+    return queryset._query
 
 
 def _pull(referrer: type[Any], name: str, cls: type[Any], ids: list) -> dict:
