@@ -236,3 +236,45 @@ async def test_rules_touch_only_what_the_referrers_manager_returns(
 
     assert plain(ours) == plain(theirs)
     assert plain(ours)[1][0]["label"] == "inactive"  # kept as it was
+
+
+# -- PULL on a plain reference ------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["document", "queryset"])
+async def test_pull_on_a_plain_reference_fails_as_mongoengine_s_update(
+    async_alias: str, sync_alias: Any, how: str
+) -> None:
+    def models(module: Any, alias: str) -> tuple[type, type]:
+        target = build(module, "DrpPullTarget", alias, {})
+        referrer = build(
+            module,
+            "DrpPullSingle",
+            alias,
+            {
+                "ref": module.ReferenceField(target, reverse_delete_rule=PULL),
+            },
+        )
+        return target, referrer
+
+    me_target, me_referrer = models(mongoengine, SYNC)
+    target, referrer = models(mongoengine_async, "default")
+    me_referrer(ref=me_target().save()).save()
+    await referrer(ref=await target().async_save()).async_save()
+
+    with pytest.raises(Exception) as theirs:
+        if how == "document":
+            me_target.objects.get().delete()
+        else:
+            me_target.objects.delete()
+    with pytest.raises(Exception) as ours:
+        if how == "document":
+            await (await target.objects.async_get()).async_delete()
+        else:
+            await target.objects.async_delete()
+    assert outcome(ours.value) == outcome(theirs.value)
+    assert outcome(ours.value) == (
+        OperationError,
+        "Update failed (Cannot apply $pull to a non-array value",
+    )
+    assert await target.objects.async_count() == 1  # nothing changed

@@ -311,6 +311,8 @@ class _DeletePlan:
         return loaded
 
     async def _apply_updates(self) -> None:
+        from mongoengine_async.queryset import _update_errors  # (imports this)
+
         for cls, ids in self.ids.items():
             for referrer, name, rule in _rules(cls):
                 if rule not in (NULLIFY, PULL):
@@ -322,9 +324,12 @@ class _DeletePlan:
                     else _pull(referrer, name, cls, ids)
                 )
                 referring = await self.operation.on(referrer)
-                with set_write_concern(
-                    referring.collection, referring.write_concern
-                ) as target:
+                with (
+                    set_write_concern(
+                        referring.collection, referring.write_concern
+                    ) as target,
+                    _update_errors(),  # MongoEngine's "Update failed (...)"
+                ):
                     await target.update_many(query, update, session=referring.session)
 
     async def _delete_by_filters(self) -> None:
