@@ -278,3 +278,40 @@ async def test_pull_on_a_plain_reference_fails_as_mongoengine_s_update(
         "Update failed (Cannot apply $pull to a non-array value",
     )
     assert await target.objects.async_count() == 1  # nothing changed
+
+
+# -- a cascade cycle back to the root through its parent class -----------------------
+
+
+async def test_a_cycle_back_to_the_root_through_its_parent_class_counts_it(
+    async_alias: str, sync_alias: Any
+) -> None:
+    def models(module: Any, alias: str) -> tuple[type, type]:
+        animal = type(
+            f"DrpAnimal{uuid4().hex[:6]}",
+            (module.Document,),
+            {
+                "__module__": __name__,
+                "meta": {"db_alias": alias, "allow_inheritance": True},
+                "name": module.StringField(),
+                "parent": module.ReferenceField("self", reverse_delete_rule=CASCADE),
+            },
+        )
+        dog = type(animal.__name__ + "Dog", (animal,), {"__module__": __name__})
+        return animal, dog
+
+    me_animal, me_dog = models(mongoengine, SYNC)
+    dog = me_dog(name="d").save()
+    dog.parent = me_animal(name="x", parent=dog).save()
+    dog.save()
+    theirs = (me_dog.objects(name="d").delete(), me_animal.objects.count())
+
+    animal, dog_cls = models(mongoengine_async, "default")
+    dog = await dog_cls(name="d").async_save()
+    dog.parent = await animal(name="x", parent=dog).async_save()
+    await dog.async_save()
+    ours = (
+        await dog_cls.objects(name="d").async_delete(),
+        await animal.objects.async_count(),
+    )
+    assert ours == theirs == (1, 0)

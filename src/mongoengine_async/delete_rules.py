@@ -187,6 +187,9 @@ class _DeletePlan:
         self.operation = operation  # on the root's collection (switch_db, using())
         self.spared = list(spared or ())  # ids no CASCADE rule deletes
         self.ids: dict[type[Any], list] = {}
+        # The ids planned per collection: a class hierarchy shares one, where a
+        # document may be reached through its own class or a parent class.
+        self.planned: dict[str | None, set] = {}
         self.root_ids: list = []
         self.filters: list[tuple[type[Any], dict]] = []
         self.deny_referrers = _deny_referrers(root)
@@ -201,11 +204,17 @@ class _DeletePlan:
         )
 
     def _add(self, cls: type[Any], ids: list) -> list:
-        planned = self.ids.setdefault(cls, [])
-        known = set(planned)
-        new = [object_id for object_id in ids if object_id not in known]
-        planned.extend(new)
+        """Plan the ``ids`` of ``cls`` not planned yet (as ``cls`` or as another
+        class of its collection); returns those."""
+        known = self._planned(cls)
+        new = [object_id for object_id in dict.fromkeys(ids) if object_id not in known]
+        known.update(new)
+        self.ids.setdefault(cls, []).extend(new)
         return new
+
+    def _planned(self, cls: type[Any]) -> set:
+        """The ids planned in the collection of ``cls``, whatever their class."""
+        return self.planned.setdefault(cls._get_collection_name(), set())
 
     def may_go_first(self, query: dict) -> bool:
         """Whether the root, one document by ``_id``, may be deleted before its
@@ -259,7 +268,7 @@ class _DeletePlan:
                         query = _referring(referrer, name, cls, ids, self.spared)
                         self.filters.append((referrer, query))
                         continue
-                    exclude = [*self.ids.get(referrer, ()), *self.spared]
+                    exclude = [*self._planned(referrer), *self.spared]
                     query = _referring(referrer, name, cls, ids, exclude)
                     found = await _ids(await self.operation.on(referrer), query)
                     new = self._add(referrer, found)
@@ -272,7 +281,8 @@ class _DeletePlan:
             for referrer, name, rule in _rules(cls):
                 if rule != DENY:
                     continue
-                query = _referring(referrer, name, cls, ids, self.ids.get(referrer))
+                exclude = list(self._planned(referrer))
+                query = _referring(referrer, name, cls, ids, exclude)
                 referring = await self.operation.on(referrer)
                 if await referring.collection.find_one(
                     query, {"_id": 1}, session=referring.session
