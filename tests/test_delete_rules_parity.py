@@ -13,6 +13,7 @@ from uuid import uuid4
 
 import mongoengine
 import pytest
+from mongoengine import signals
 
 import mongoengine_async
 from mongoengine_async import (
@@ -315,3 +316,108 @@ async def test_a_cycle_back_to_the_root_through_its_parent_class_counts_it(
         await animal.objects.async_count(),
     )
     assert ours == theirs == (1, 0)
+
+
+# -- signals of cascaded documents ---------------------------------------------------
+
+
+async def test_cascaded_signals_come_per_level_not_nested(
+    async_alias: str, sync_alias: Any
+) -> None:
+    """A documented difference (docs/delete_rules.md, "Signals of cascaded
+    documents"): MongoEngine walks the cascade document by document, nested; the
+    async delete sends every pre_delete once the plan is checked, writes, then
+    every post_delete, level by level."""
+    log: list[str] = []
+
+    def receiver(kind: str) -> Any:
+        def receive(sender: type, document: Any, **kwargs: Any) -> None:
+            log.append(f"{kind}({document.name})")
+
+        return receive
+
+    pre, post = receiver("pre"), receiver("post")
+
+    def models(module: Any, alias: str) -> tuple[type, type, type]:
+        a = build(module, "DrpSigA", alias, {"name": module.StringField()})
+        b = build(
+            module,
+            "DrpSigB",
+            alias,
+            {
+                "name": module.StringField(),
+                "a": module.ReferenceField(a, reverse_delete_rule=CASCADE),
+            },
+        )
+        c = build(
+            module,
+            "DrpSigC",
+            alias,
+            {
+                "name": module.StringField(),
+                "b": module.ReferenceField(b, reverse_delete_rule=CASCADE),
+            },
+        )
+        for cls in (a, b, c):
+            signals.pre_delete.connect(pre, sender=cls)
+            signals.post_delete.connect(post, sender=cls)
+        return a, b, c
+
+    me_a, me_b, me_c = models(mongoengine, SYNC)
+    a = me_a(name="A").save()
+    b1 = me_b(name="B1", a=a).save()
+    me_b(name="B2", a=a).save()
+    me_c(name="C1", b=b1).save()
+    a.delete()
+    assert log == [
+        "pre(A)",
+        "pre(B1)",
+        "pre(C1)",
+        "post(C1)",
+        "post(B1)",
+        "pre(B2)",
+        "post(B2)",
+        "post(A)",
+    ]
+
+    a_cls, b_cls, c_cls = models(mongoengine_async, "default")
+    a = await a_cls(name="A").async_save()
+    b1 = await b_cls(name="B1", a=a).async_save()
+    await b_cls(name="B2", a=a).async_save()
+    await c_cls(name="C1", b=b1).async_save()
+    log.clear()
+    await a.async_delete()
+    assert log == [
+        "pre(A)",
+        "pre(B1)",
+        "pre(B2)",
+        "pre(C1)",
+        "post(B1)",
+        "post(B2)",
+        "post(C1)",
+        "post(A)",
+    ]
+
+    # With transaction=False, a post_delete receiver raising finds the whole
+    # cascade written (MongoEngine's walk would stop after B1).
+    def boom(sender: type, document: Any, **kwargs: Any) -> None:
+        if document.name == "B1":
+            raise RuntimeError("boom")
+
+    signals.post_delete.connect(boom, sender=b_cls)
+    try:
+        a = await a_cls(name="A").async_save()
+        await b_cls(name="B1", a=a).async_save()
+        await b_cls(name="B2", a=a).async_save()
+        with pytest.raises(RuntimeError):
+            await a.async_delete(transaction=False)
+        assert await a_cls.objects.async_count() == 0
+        assert await b_cls.objects.async_count() == 0
+        a = await a_cls(name="A").async_save()
+        await b_cls(name="B1", a=a).async_save()
+        with pytest.raises(RuntimeError):
+            await a.async_delete()  # in a transaction: nothing changed
+        assert await a_cls.objects.async_count() == 1
+        assert await b_cls.objects.async_count() == 1
+    finally:
+        signals.post_delete.disconnect(boom, sender=b_cls)
