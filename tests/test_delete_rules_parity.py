@@ -22,8 +22,11 @@ from mongoengine_async import (
     NULLIFY,
     PULL,
     OperationError,
+    async_run_in_transaction,
+    get_async_connection,
     get_async_db,
 )
+from mongoengine_async.testing import CommandLog
 
 SYNC = "drp_sync"  # MongoEngine's alias
 RULES = [CASCADE, NULLIFY, PULL, DENY]
@@ -421,3 +424,69 @@ async def test_cascaded_signals_come_per_level_not_nested(
         assert await b_cls.objects.async_count() == 1
     finally:
         signals.post_delete.disconnect(boom, sender=b_cls)
+
+
+# -- an explicit session inside a bound transaction -------------------------------
+
+
+def session_models() -> tuple[type, type]:
+    owner = build(mongoengine_async, "DrpOwner", "default", {})
+    pet = build(
+        mongoengine_async,
+        "DrpPet",
+        "default",
+        {
+            "owner": mongoengine_async.ReferenceField(
+                owner, reverse_delete_rule=CASCADE
+            ),
+        },
+    )
+    return owner, pet
+
+
+@pytest.mark.parametrize("how", ["document", "queryset"])
+async def test_an_explicit_session_runs_the_cascade_in_its_own_transaction(
+    async_alias: str, command_log: CommandLog, how: str
+) -> None:
+    """Inside ``async_run_in_transaction`` an explicit session (in no
+    transaction) wins: the cascade runs in a transaction started on it, which
+    commits on its own; it raised NestedTransactionError."""
+    owner_cls, pet_cls = session_models()
+    owner = await owner_cls().async_save()
+    await pet_cls(owner=owner).async_save()
+    await owner_cls().async_save()  # the outer transaction's write
+    with pytest.raises(RuntimeError):
+        async with async_run_in_transaction() as outer:
+            await owner_cls().async_save()
+            async with get_async_connection().start_session() as session:
+                command_log.clear()
+                if how == "document":
+                    await owner.async_delete(session=session)
+                else:
+                    queryset = owner_cls.objects(pk=owner.pk)
+                    assert await queryset.async_delete(session=session) == 1
+                lsids = {event.command["lsid"]["id"] for event in command_log.events}
+                assert lsids == {session.session_id["id"]}
+                assert command_log.names[-1] == "commitTransaction"
+                assert outer.in_transaction
+            raise RuntimeError("abort the outer transaction")
+    assert await pet_cls.objects.async_count() == 0  # the cascade committed
+    assert await owner_cls.objects.async_count() == 1  # the outer one aborted
+
+
+async def test_an_explicit_session_without_a_bound_transaction_gets_one(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    owner_cls, pet_cls = session_models()
+    owner = await owner_cls().async_save()
+    await pet_cls(owner=owner).async_save()
+    async with get_async_connection().start_session() as session:
+        await owner_cls.objects.async_count(session=session)  # its lsid is taken
+        command_log.clear()
+        await owner.async_delete(session=session)
+        assert {event.command["lsid"]["id"] for event in command_log.events} == {
+            session.session_id["id"]
+        }
+        assert all("txnNumber" in event.command for event in command_log.events)
+        assert not session.in_transaction
+    assert await pet_cls.objects.async_count() == 0

@@ -70,7 +70,7 @@ def current_session(client: Any = None) -> AsyncClientSession | None:
     sessions = _sessions.get()
     if client is None:
         return sessions[-1] if sessions else None
-    for session in sessions:
+    for session in reversed(sessions):  # the innermost (a delete's, see run_on)
         if session.client is client:
             return session
     return None
@@ -175,11 +175,10 @@ def is_transient(error: BaseException | None) -> bool:
     return False
 
 
-def _refuse_nesting(client: AsyncMongoClient) -> None:
+def _refuse_nesting(client: AsyncMongoClient, name: str) -> None:
     if current_session(client) is not None:
         raise NestedTransactionError(
-            "async_run_in_transaction() cannot be nested: a transaction is "
-            "already active in this task"
+            f"{name}() cannot be nested: a transaction is already active in this task"
         )
 
 
@@ -190,12 +189,23 @@ async def run_transaction(
     transaction_kwargs: dict[str, Any] | None = None,
 ) -> R:
     """``async_run_transaction`` on ``client`` (one the registry made)."""
-    _refuse_nesting(client)
+    _refuse_nesting(client, "async_run_transaction")
     async with client.start_session(**(session_kwargs or {})) as session:
-        async with _bind(_sessions, (*_sessions.get(), session)):
-            return await session.with_transaction(
-                lambda _: _run_labelled(fn), **(transaction_kwargs or {})
-            )
+        return await run_on(session, fn, transaction_kwargs)
+
+
+async def run_on(
+    session: AsyncClientSession,
+    fn: Callable[[], Awaitable[R]],
+    transaction_kwargs: dict[str, Any] | None = None,
+) -> R:
+    """``await fn()`` in a transaction on ``session`` (one in none), as
+    ``async_run_transaction`` does; bound to the task meanwhile, before any
+    session bound for the same client (an explicit session wins)."""
+    async with _bind(_sessions, (*_sessions.get(), session)):
+        return await session.with_transaction(
+            lambda _: _run_labelled(fn), **(transaction_kwargs or {})
+        )
 
 
 class _TransientError(PyMongoError):
@@ -225,7 +235,7 @@ async def run_in_transaction(
     transaction_kwargs: dict[str, Any] | None = None,
 ) -> AsyncIterator[AsyncClientSession]:
     """``async_run_in_transaction`` on ``client`` (one the registry made)."""
-    _refuse_nesting(client)
+    _refuse_nesting(client, "async_run_in_transaction")
     async with client.start_session(**(session_kwargs or {})) as session:
         block = _Block(session, transaction_kwargs or {})
         await block.entered()

@@ -29,7 +29,7 @@ from pymongo.topology_description import TOPOLOGY_TYPE
 from mongoengine_async import signals
 from mongoengine_async.batches import WHOLE_RESULT
 from mongoengine_async.classes import with_subclasses
-from mongoengine_async.context import run_transaction
+from mongoengine_async.context import run_on, run_transaction
 from mongoengine_async.operation import Operation, session_for
 
 __all__ = ("delete_each", "delete_matching")
@@ -93,11 +93,12 @@ async def delete_matching(
     cls, query = queryset._document, queryset._query
     if not _rules(cls):
         return await _delete(operation, query)
+    joined = _in_transaction(operation.session)  # the caller's transaction
 
     async def delete(run: Operation) -> int | None:  # a fresh plan on each run
         plan = _DeletePlan(cls, run, cascade_refs)
-        # A new session: a transaction of the delete's own, which any error aborts.
-        own_transaction = run.session is not operation.session
+        # A transaction of the delete's own, which any error aborts.
+        own_transaction = _in_transaction(run.session) and not joined
         return await plan.run(query, own_transaction and plan.may_go_first(query))
 
     return await _under_rules(cls, operation, atomic, delete)
@@ -147,7 +148,9 @@ async def _under_rules(
 ) -> Any:
     """``await delete(operation)`` for ``cls``, whose delete rules apply: in a
     transaction of its own when ``atomic``, the operation's session is in none
-    and the deployment has them.
+    and the deployment has them. The transaction is started on the operation's
+    session when it has one (an explicit ``session=``, which wins over a
+    transaction bound to the task), else on a new session.
 
     Prepares every collection the delete may touch first: a collection's first
     use creates it and its indexes, which inside the transaction would make the
@@ -161,6 +164,8 @@ async def _under_rules(
         and not _in_transaction(operation.session)
         and await _supports_transactions(client)
     ):
+        if operation.session is not None:  # an explicit session without one
+            return await run_on(operation.session, lambda: delete(operation))
 
         async def in_transaction() -> Any:
             return await delete(replace(operation, session=session_for(client)))
