@@ -490,3 +490,122 @@ async def test_an_explicit_session_without_a_bound_transaction_gets_one(
         assert all("txnNumber" in event.command for event in command_log.events)
         assert not session.in_transaction
     assert await pet_cls.objects.async_count() == 0
+
+
+# -- files of cascaded documents ----------------------------------------------------
+
+
+@pytest.mark.parametrize("receiver", [False, True])
+async def test_files_of_cascaded_documents_are_deleted(
+    async_alias: str, sync_alias: Any, receiver: bool
+) -> None:
+    """MongoEngine deletes them when the cascaded class has a delete receiver
+    (each document through ``Document.delete()``); the async delete always does,
+    once the documents are gone."""
+
+    def received(sender: type, document: Any, **kwargs: Any) -> None:
+        pass
+
+    def models(module: Any, alias: str) -> tuple[type, type, type]:
+        parent = build(module, "DrpFileParent", alias, {})
+        child = build(
+            module,
+            "DrpFileChild",
+            alias,
+            {
+                "parent": module.ReferenceField(parent, reverse_delete_rule=CASCADE),
+                "file": module.FileField(db_alias=alias),
+                "files": module.ListField(module.FileField(db_alias=alias)),
+            },
+        )
+        grandchild = build(
+            module,
+            "DrpFileGrandchild",
+            alias,
+            {
+                "child": module.ReferenceField(child, reverse_delete_rule=CASCADE),
+                "file": module.FileField(db_alias=alias),
+            },
+        )
+        if receiver:
+            signals.pre_delete.connect(received, sender=child)
+            signals.pre_delete.connect(received, sender=grandchild)
+        return parent, child, grandchild
+
+    me_parent, me_child, me_grandchild = models(mongoengine, SYNC)
+    parent = me_parent().save()
+    child = me_child(parent=parent)
+    child.file.put(b"child", filename="child")
+    child.save()
+    grandchild = me_grandchild(child=child)
+    grandchild.file.put(b"grandchild", filename="grandchild")
+    grandchild.save()
+    parent.delete()
+    if receiver:  # MongoEngine: only through Document.delete(), the plain field
+        assert sync_alias.fs.files.count_documents({}) == 0
+
+    parent_cls, child_cls, grandchild_cls = models(mongoengine_async, "default")
+    kept = await parent_cls().async_save()
+    parent = await parent_cls().async_save()
+    for owner, name in [(parent, "gone"), (kept, "kept")]:
+        child = child_cls(parent=owner)
+        await child.file.async_put(name.encode(), filename=name)
+        child.files = [
+            await child_cls.files.field.async_put(
+                f"{name}{n}".encode(), filename=f"{name}{n}"
+            )
+            for n in range(2)
+        ]
+        await child.async_save()
+        grandchild = grandchild_cls(child=child)
+        await grandchild.file.async_put(name.encode(), filename=f"{name}-grandchild")
+        await grandchild.async_save()
+    files = get_async_db().fs.files
+    assert await files.count_documents({}) == 8
+
+    await parent.async_delete()
+
+    assert await child_cls.objects.async_count() == 1
+    assert await grandchild_cls.objects.async_count() == 1
+    assert sorted(await files.distinct("filename")) == [
+        "kept",
+        "kept-grandchild",
+        "kept0",
+        "kept1",
+    ]
+    assert await get_async_db().fs.chunks.count_documents({}) == 4
+
+
+async def test_files_of_cascaded_documents_stay_when_the_delete_is_refused(
+    async_alias: str,
+) -> None:
+    parent_cls = build(mongoengine_async, "DrpRefusedParent", "default", {})
+    child_cls = build(
+        mongoengine_async,
+        "DrpRefusedChild",
+        "default",
+        {
+            "parent": mongoengine_async.ReferenceField(
+                parent_cls, reverse_delete_rule=CASCADE
+            ),
+            "file": mongoengine_async.FileField(),
+        },
+    )
+    refusing = build(
+        mongoengine_async,
+        "DrpRefusing",
+        "default",
+        {
+            "child": mongoengine_async.ReferenceField(
+                child_cls, reverse_delete_rule=DENY
+            ),
+        },
+    )
+    parent = await parent_cls().async_save()
+    child = child_cls(parent=parent)
+    await child.file.async_put(b"data", filename="data")
+    await child.async_save()
+    await refusing(child=child).async_save()
+    with pytest.raises(OperationError):
+        await parent.async_delete()
+    assert await get_async_db().fs.files.count_documents({}) == 1

@@ -12,7 +12,7 @@ fetched. When the deployment has transactions the whole delete runs in one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import mongoengine
@@ -30,6 +30,7 @@ from mongoengine_async import signals
 from mongoengine_async.batches import WHOLE_RESULT
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.context import run_on, run_transaction
+from mongoengine_async.gridfs import delete_files, stored_files
 from mongoengine_async.operation import Operation, session_for
 
 __all__ = ("delete_each", "delete_matching")
@@ -94,14 +95,20 @@ async def delete_matching(
     if not _rules(cls):
         return await _delete(operation, query)
     joined = _in_transaction(operation.session)  # the caller's transaction
+    files: list = []
 
     async def delete(run: Operation) -> int | None:  # a fresh plan on each run
         plan = _DeletePlan(cls, run, cascade_refs)
         # A transaction of the delete's own, which any error aborts.
         own_transaction = _in_transaction(run.session) and not joined
-        return await plan.run(query, own_transaction and plan.may_go_first(query))
+        deleted = await plan.run(query, own_transaction and plan.may_go_first(query))
+        files[:] = plan.files
+        return deleted
 
-    return await _under_rules(cls, operation, atomic, delete)
+    deleted = await _under_rules(cls, operation, atomic, delete)
+    # The files of the cascaded documents, once they are gone (committed).
+    await delete_files(files, operation)
+    return deleted
 
 
 async def delete_each(queryset: Any, operation: Operation, atomic: bool = True) -> int:
@@ -196,6 +203,7 @@ class _DeletePlan:
         # document may be reached through its own class or a parent class.
         self.planned: dict[str | None, set] = {}
         self.root_ids: list = []
+        self.files: list = []  # of the cascaded documents, to delete after
         self.filters: list[tuple[type[Any], dict]] = []
         self.deny_referrers = _deny_referrers(root)
 
@@ -252,6 +260,7 @@ class _DeletePlan:
         loaded = await self._load_for_signals()
         for document in loaded:
             await signals.send(signals.pre_delete, type(document), document=document)
+        await self._find_files()
         await self._delete_by_filters()  # first: an update may change what they match
         await self._apply_updates()
         await self._delete_cascaded()
@@ -325,6 +334,14 @@ class _DeletePlan:
                         loaded.append(document)
         return loaded
 
+    async def _find_files(self) -> None:
+        """The GridFS files of the cascaded documents (one query per class with
+        file fields), for the caller to delete once the documents are gone."""
+        matches = [(cls, {"_id": {"$in": ids}}) for cls, ids in self._cascaded()]
+        for cls, query in [*matches, *self.filters]:
+            operation = await self.operation.on(cls)
+            self.files += await stored_files(_Matching(cls, query), operation)
+
     async def _apply_updates(self) -> None:
         from mongoengine_async.queryset import _update_errors  # (imports this)
 
@@ -353,15 +370,30 @@ class _DeletePlan:
         for cls, query in self.filters:
             await _delete(await self.operation.on(cls), query)
 
-    async def _delete_cascaded(self) -> None:
-        """Delete every planned document but the root's (documents of the root
-        class reached by cascade are not counted, as in MongoEngine)."""
+    def _cascaded(self) -> list[tuple[type[Any], list]]:
+        """The planned ids but the root's, per class."""
+        cascaded = []
         for cls, ids in self.ids.items():
             if cls is self.root:  # its cascaded documents are in its own collection
                 ids = ids[len(self.root_ids) :]
             if ids:
-                cascaded = await self.operation.on(cls)
-                await _delete(cascaded, {"_id": {"$in": ids}})
+                cascaded.append((cls, ids))
+        return cascaded
+
+    async def _delete_cascaded(self) -> None:
+        """Delete every planned document but the root's (documents of the root
+        class reached by cascade are not counted, as in MongoEngine)."""
+        for cls, ids in self._cascaded():
+            cascaded = await self.operation.on(cls)
+            await _delete(cascaded, {"_id": {"$in": ids}})
+
+
+@dataclass(frozen=True)
+class _Matching:
+    """What ``stored_files`` reads of a queryset: the class and raw query."""
+
+    _document: type[Any]
+    _query: dict
 
 
 def _deny_referrers(root: type[Any]) -> set[type[Any]]:
