@@ -7,6 +7,7 @@ delete deliberately differs (docs/delete_rules.md), the test says so.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
@@ -26,7 +27,7 @@ from mongoengine_async import (
     get_async_connection,
     get_async_db,
 )
-from mongoengine_async.testing import CommandLog
+from mongoengine_async.testing import CommandLog, fresh_database
 
 SYNC = "drp_sync"  # MongoEngine's alias
 RULES = [CASCADE, NULLIFY, PULL, DENY]
@@ -609,3 +610,79 @@ async def test_files_of_cascaded_documents_stay_when_the_delete_is_refused(
     with pytest.raises(OperationError):
         await parent.async_delete()
     assert await get_async_db().fs.files.count_documents({}) == 1
+
+
+# -- unacknowledged deletes ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["document", "queryset"])
+async def test_an_unacknowledged_delete_with_rules_returns_none(
+    async_alias: str, sync_alias: Any, how: str
+) -> None:
+    """As MongoEngine's: w=0 is fire-and-forget (no transaction of its own,
+    which would drop w=0); the queryset delete returns None, not a count."""
+
+    def models(module: Any, alias: str) -> tuple[type, type]:
+        target = build(module, "DrpW0Target", alias, {})
+        referrer = build(
+            module,
+            "DrpW0Referrer",
+            alias,
+            {
+                "ref": module.ReferenceField(target, reverse_delete_rule=NULLIFY),
+            },
+        )
+        return target, referrer
+
+    me_target, me_referrer = models(mongoengine, SYNC)
+    me_referrer(ref=me_target().save()).save()
+    if how == "document":
+        theirs = me_target.objects.get().delete(w=0)
+    else:
+        theirs = me_target.objects.delete(write_concern={"w": 0})
+
+    target, referrer = models(mongoengine_async, "default")
+    await referrer(ref=await target().async_save()).async_save()
+    if how == "document":
+        ours = await (await target.objects.async_get()).async_delete(w=0)
+    else:
+        ours = await target.objects.async_delete(write_concern={"w": 0})
+    assert ours is theirs is None
+    for _ in range(100):  # unacknowledged: done soon after
+        if not await referrer.objects(ref__exists=True).async_count():
+            break
+        await asyncio.sleep(0.02)
+    assert await referrer.objects(ref__exists=True).async_count() == 0
+    assert await target.objects.async_count() == 0
+
+
+async def test_a_client_whose_write_concern_is_unacknowledged_deletes_with_rules(
+    async_alias: str, mongodb_uri: str
+) -> None:
+    """PyMongo refuses to start a transaction with w=0: such a client's deletes
+    with rules failed with ConfigurationError; they run as MongoEngine's."""
+    async with fresh_database("drp_w0", mongodb_uri, w=0):
+        target = build(mongoengine_async, "DrpW0ClientTarget", "drp_w0", {})
+        referrer = build(
+            mongoengine_async,
+            "DrpW0ClientReferrer",
+            "drp_w0",
+            {
+                "ref": mongoengine_async.ReferenceField(
+                    target, reverse_delete_rule=CASCADE
+                ),
+            },
+        )
+        doomed = await target().async_save()
+        await referrer(ref=doomed).async_save()
+        collection = get_async_db("drp_w0")[referrer._get_collection_name()]
+        for _ in range(100):
+            if await collection.count_documents({}):
+                break
+            await asyncio.sleep(0.02)
+        assert await target.objects.async_delete() is None
+        for _ in range(100):
+            if not await collection.count_documents({}):
+                break
+            await asyncio.sleep(0.02)
+        assert await collection.count_documents({}) == 0

@@ -94,6 +94,7 @@ async def delete_matching(
     cls, query = queryset._document, queryset._query
     if not _rules(cls):
         return await _delete(operation, query)
+    acknowledged = _acknowledged(operation)
     joined = _in_transaction(operation.session)  # the caller's transaction
     files: list = []
 
@@ -105,10 +106,19 @@ async def delete_matching(
         files[:] = plan.files
         return deleted
 
-    deleted = await _under_rules(cls, operation, atomic, delete)
+    deleted = await _under_rules(cls, operation, atomic and acknowledged, delete)
     # The files of the cascaded documents, once they are gone (committed).
     await delete_files(files, operation)
-    return deleted
+    return deleted if acknowledged else None
+
+
+def _acknowledged(operation: Operation) -> bool:
+    """Whether the delete's writes are acknowledged (MongoEngine's write concern
+    over the collection's). An unacknowledged delete (w=0) runs without a
+    transaction of its own, as MongoEngine's does: PyMongo would drop w=0 in
+    one, and refuses to start one whose write concern is unacknowledged."""
+    with set_write_concern(operation.collection, operation.write_concern) as target:
+        return bool(target.write_concern.acknowledged)
 
 
 async def delete_each(queryset: Any, operation: Operation, atomic: bool = True) -> int:
@@ -143,6 +153,7 @@ async def delete_each(queryset: Any, operation: Operation, atomic: bool = True) 
 
     if not _rules(cls):
         return await delete_all(operation)
+    atomic = atomic and _acknowledged(operation)
     return await _under_rules(cls, operation, atomic, delete_all)
 
 
