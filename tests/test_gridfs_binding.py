@@ -236,6 +236,10 @@ async def test_queryset_delete_refuses_a_file_it_cannot_delete_first(
     with pytest.raises(AsyncUsageError, match=re.escape(message)):
         await GbSyncFile.objects.async_delete()
     assert await collection.count_documents({}) == 1  # nothing deleted
+    loaded = await GbSyncFile.objects.async_get()
+    with pytest.raises(AsyncUsageError, match=re.escape(message)):
+        await loaded.async_delete()  # the document's own delete, the same
+    assert await collection.count_documents({}) == 1
 
 
 async def test_blocking_call_on_an_unconnected_alias_says_so(async_alias):

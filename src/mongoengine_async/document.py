@@ -42,7 +42,7 @@ from mongoengine_async.connection import (
 from mongoengine_async.context import switched_alias, switched_collection
 from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.from_bson import LoadedState
-from mongoengine_async.gridfs import delete_files
+from mongoengine_async.gridfs import AsyncGridFSProxy, check_deletable, delete_files
 from mongoengine_async.guards import guard_blocking_methods, require_async
 from mongoengine_async.operation import (
     Operation,
@@ -472,6 +472,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         await signals.send(
             signals.pre_delete, type(self), document=self, **signal_kwargs
         )
+        files = self._file_proxies()
+        check_deletable(files)
         try:
             await self._qs.filter(**self._object_key).async_delete(
                 write_concern=write_concern,
@@ -483,14 +485,14 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             # MongoEngine's formatting: the message, not the args tuple's repr.
             message = "Could not delete document (%s)" % err.args  # noqa: UP031
             raise OperationError(message) from err
-        await self._async_delete_files(operation)
+        await delete_files(files, operation)  # once the document is gone
         await signals.send(
             signals.post_delete, type(self), document=self, **signal_kwargs
         )
 
-    async def _async_delete_files(self, operation: Operation) -> None:
-        """Delete the GridFS files of this document's file fields (and of its
-        lists and dicts of files)."""
+    def _file_proxies(self) -> list[AsyncGridFSProxy]:
+        """The GridFS files of this document's file fields (and of its lists
+        and dicts of files)."""
         proxies = []
         for name, field in self._fields.items():
             if isinstance(field, mongoengine.FileField):
@@ -498,10 +500,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             elif isinstance(getattr(field, "field", None), mongoengine.FileField):
                 value = getattr(self, name) or []
                 proxies.extend(value.values() if isinstance(value, dict) else value)
-        await delete_files(
-            [proxy for proxy in proxies if proxy and hasattr(proxy, "async_delete")],
-            operation,
-        )
+        return [proxy for proxy in proxies if proxy and hasattr(proxy, "async_delete")]
 
     async def async_select_related(
         self, max_depth: int = 1, *, session: AsyncClientSession | None = None

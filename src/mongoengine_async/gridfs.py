@@ -813,9 +813,15 @@ async def stored_files(queryset: Any, operation: Operation) -> list[AsyncGridFSP
         for db_field, field in fields.items()
         for grid_id in _stored_ids(raw.get(db_field))
     ]
-    for proxy in proxies:  # a file that cannot be deleted: refused before the delete
-        _check_alias(proxy)
+    check_deletable(proxies)
     return proxies
+
+
+def check_deletable(proxies: list[AsyncGridFSProxy]) -> None:
+    """Refuse, before a document is deleted, a file of it that cannot be (its
+    field's alias is not async): the document would be gone, the file left."""
+    for proxy in proxies:
+        _check_alias(proxy)
 
 
 async def delete_files(proxies: list[AsyncGridFSProxy], operation: Operation) -> None:
