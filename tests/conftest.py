@@ -43,6 +43,22 @@ def fresh_sync_default(mongodb_uri: str, *event_listeners: Any) -> Iterator[Any]
         mongoengine_async.disconnect()
 
 
+@contextlib.contextmanager
+def sync_alias_beside(alias: str, async_alias: str, mongodb_uri: str) -> Iterator[str]:
+    """``alias`` registered with connect() on the database of ``async_alias``
+    (the same documents and files, read both ways); yields ``alias``."""
+    mongoengine_async.connect(
+        db=mongoengine_async.get_async_db(async_alias).name,
+        alias=alias,
+        host=mongodb_uri,
+        uuidRepresentation="standard",
+    )
+    try:
+        yield alias
+    finally:
+        mongoengine_async.disconnect(alias)
+
+
 @pytest.fixture
 def sync_default(mongodb_uri, sync_command_log):
     """:func:`fresh_sync_default` for one test, its commands logged."""

@@ -18,6 +18,7 @@ from mongoengine.fields import GridFSError, GridFSProxy
 from PIL import Image
 from pymongo.errors import InvalidOperation
 
+from conftest import sync_alias_beside
 from mongoengine_async import (
     DENY,
     Document,
@@ -27,8 +28,6 @@ from mongoengine_async import (
     ReferenceField,
     StringField,
     async_run_in_transaction,
-    connect,
-    disconnect,
     get_async_db,
 )
 from mongoengine_async.errors import AsyncUsageError
@@ -79,17 +78,8 @@ class GfsSharedSync(Document):
 
 @pytest.fixture
 def sync_alias(async_alias: str, mongodb_uri: str):
-    """A sync alias on the same database as the async one."""
-    connect(
-        db=get_async_db(async_alias).name,
-        alias=SYNC_ALIAS,
-        host=mongodb_uri,
-        uuidRepresentation="standard",
-    )
-    try:
-        yield SYNC_ALIAS
-    finally:
-        disconnect(SYNC_ALIAS)
+    with sync_alias_beside(SYNC_ALIAS, async_alias, mongodb_uri) as alias:
+        yield alias
 
 
 async def counts(bucket: str = "fs") -> tuple[int, int]:

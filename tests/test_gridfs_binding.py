@@ -13,6 +13,7 @@ from gridfs.errors import NoFile
 from mongoengine.fields import GridFSProxy
 from PIL import Image
 
+from conftest import sync_alias_beside
 from mongoengine_async import (
     AsyncUsageError,
     ConnectionFailure,
@@ -21,8 +22,6 @@ from mongoengine_async import (
     ImageField,
     ListField,
     MapField,
-    connect,
-    disconnect,
     get_async_db,
 )
 from mongoengine_async.gridfs import AsyncGridFSProxy
@@ -74,16 +73,8 @@ class GbMePhoto(mongoengine.Document):
 
 @pytest.fixture
 def sync_alias(async_alias: str, mongodb_uri: str):
-    connect(
-        db=get_async_db().name,
-        alias=SYNC,
-        host=mongodb_uri,
-        uuidRepresentation="standard",
-    )
-    try:
-        yield SYNC
-    finally:
-        disconnect(SYNC)
+    with sync_alias_beside(SYNC, async_alias, mongodb_uri) as alias:
+        yield alias
 
 
 async def counts(bucket: str = "gb") -> tuple[int, int]:

@@ -25,12 +25,11 @@ import pytest_asyncio
 from gridfs.errors import FileExists
 from PIL import Image
 
+from conftest import sync_alias_beside
 from mongoengine_async import (
     Document,
     FileField,
     ImageField,
-    connect,
-    disconnect,
     get_async_connection,
     get_async_db,
 )
@@ -57,16 +56,8 @@ class GuMeFile(mongoengine.Document):
 
 @pytest.fixture
 def sync_alias(async_alias: str, mongodb_uri: str):
-    connect(
-        db=get_async_db().name,
-        alias=SYNC,
-        host=mongodb_uri,
-        uuidRepresentation="standard",
-    )
-    try:
-        yield SYNC
-    finally:
-        disconnect(SYNC)
+    with sync_alias_beside(SYNC, async_alias, mongodb_uri) as alias:
+        yield alias
 
 
 @pytest_asyncio.fixture
