@@ -25,22 +25,25 @@ def sync_command_log() -> CommandLog:
 
 
 @contextlib.contextmanager
-def fresh_sync_default(mongodb_uri: str, *event_listeners: Any) -> Iterator[Any]:
-    """Alias "default" registered with connect() on a fresh database; yields
-    the (sync) database and drops it afterwards."""
+def fresh_sync_default(
+    mongodb_uri: str, *event_listeners: Any, alias: str = "default"
+) -> Iterator[Any]:
+    """``alias`` ("default") registered with connect() on a fresh database;
+    yields the (sync) database and drops it afterwards."""
     name = f"test_sync_{uuid4().hex[:12]}"
     mongoengine_async.connect(
         db=name,
+        alias=alias,
         host=mongodb_uri,
         uuidRepresentation="standard",
         event_listeners=list(event_listeners),
     )
-    database = mongoengine_async.get_db()
+    database = mongoengine_async.get_db(alias)
     try:
         yield database
     finally:
         database.client.drop_database(name)
-        mongoengine_async.disconnect()
+        mongoengine_async.disconnect(alias)
 
 
 @contextlib.contextmanager

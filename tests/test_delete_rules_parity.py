@@ -17,6 +17,7 @@ import pytest
 from mongoengine import signals
 
 import mongoengine_async
+from conftest import fresh_sync_default
 from mongoengine_async import (
     CASCADE,
     DENY,
@@ -37,16 +38,8 @@ RULE_IDS = ["cascade", "nullify", "pull", "deny"]
 @pytest.fixture
 def sync_alias(mongodb_uri: str) -> Iterator[Any]:
     """MongoEngine's ``connect()`` on a fresh database; yields the database."""
-    name = f"test_drp_{uuid4().hex[:12]}"
-    mongoengine.connect(
-        db=name, alias=SYNC, host=mongodb_uri, uuidRepresentation="standard"
-    )
-    database = mongoengine.get_db(SYNC)
-    try:
+    with fresh_sync_default(mongodb_uri, alias=SYNC) as database:
         yield database
-    finally:
-        database.client.drop_database(name)
-        mongoengine.disconnect(SYNC)
 
 
 def build(module: Any, prefix: str, alias: str, fields: dict[str, Any]) -> type:

@@ -21,6 +21,7 @@ import pytest
 from mongoengine.context_managers import switch_db
 
 import mongoengine_async
+from conftest import fresh_sync_default
 from mongoengine_async import (
     BooleanField,
     Document,
@@ -46,20 +47,8 @@ def sync_log() -> CommandLog:
 def sync_db(mongodb_uri: str, sync_log: CommandLog) -> Iterator[Any]:
     """Alias SYNC registered with connect() on a fresh database (its commands
     in ``sync_log``); yields that database."""
-    name = f"test_sync_{uuid.uuid4().hex[:12]}"
-    mongoengine_async.connect(
-        db=name,
-        alias=SYNC,
-        host=mongodb_uri,
-        uuidRepresentation="standard",
-        event_listeners=[sync_log],
-    )
-    database = mongoengine_async.get_db(SYNC)
-    try:
+    with fresh_sync_default(mongodb_uri, sync_log, alias=SYNC) as database:
         yield database
-    finally:
-        database.client.drop_database(name)
-        mongoengine_async.disconnect(SYNC)
 
 
 @contextlib.contextmanager
