@@ -173,6 +173,11 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     (AsyncGridIn, "_file"),
     (AsyncGridIn, "_flush_data"),
     (AsyncGridIn, "_buffered_docs_size"),
+    # A failed upload removes only what it wrote (gridfs._remove_partial).
+    (AsyncGridIn, "_buffered_docs"),
+    (AsyncGridIn, "_ensure_indexes"),
+    (AsyncGridIn, "_coll"),
+    (AsyncGridIn, "_session"),
     (AsyncGridOut, "_chunks"),
     (AsyncGridOut, "_chunk_iter"),
     (AsyncGridOutChunkIterator, "_create_cursor"),
