@@ -55,6 +55,15 @@ def build(module: Any, prefix: str, alias: str, fields: dict[str, Any]) -> type:
     )
 
 
+def target_and_referrer(
+    module: Any, prefix: str, alias: str, rule: int
+) -> tuple[type, type]:
+    """A class, and one whose ``ref`` refers to it with delete rule ``rule``."""
+    target = build(module, f"{prefix}Target", alias, {})
+    ref = module.ReferenceField(target, reverse_delete_rule=rule)
+    return target, build(module, f"{prefix}Referrer", alias, {"ref": ref})
+
+
 def stored(database: Any, cls: type) -> list[dict]:
     """``cls``'s raw documents (sync or async database), without ``_id``."""
     return [
@@ -244,16 +253,7 @@ async def test_pull_on_a_plain_reference_fails_as_mongoengine_s_update(
     async_alias: str, sync_alias: Any, how: str
 ) -> None:
     def models(module: Any, alias: str) -> tuple[type, type]:
-        target = build(module, "DrpPullTarget", alias, {})
-        referrer = build(
-            module,
-            "DrpPullSingle",
-            alias,
-            {
-                "ref": module.ReferenceField(target, reverse_delete_rule=PULL),
-            },
-        )
-        return target, referrer
+        return target_and_referrer(module, "DrpPull", alias, PULL)
 
     me_target, me_referrer = models(mongoengine, SYNC)
     target, referrer = models(mongoengine_async, "default")
@@ -616,16 +616,7 @@ async def test_an_unacknowledged_delete_with_rules_returns_none(
     which would drop w=0); the queryset delete returns None, not a count."""
 
     def models(module: Any, alias: str) -> tuple[type, type]:
-        target = build(module, "DrpW0Target", alias, {})
-        referrer = build(
-            module,
-            "DrpW0Referrer",
-            alias,
-            {
-                "ref": module.ReferenceField(target, reverse_delete_rule=NULLIFY),
-            },
-        )
-        return target, referrer
+        return target_and_referrer(module, "DrpW0", alias, NULLIFY)
 
     me_target, me_referrer = models(mongoengine, SYNC)
     me_referrer(ref=me_target().save()).save()
@@ -655,16 +646,8 @@ async def test_a_client_whose_write_concern_is_unacknowledged_deletes_with_rules
     """PyMongo refuses to start a transaction with w=0: such a client's deletes
     with rules failed with ConfigurationError; they run as MongoEngine's."""
     async with fresh_database("drp_w0", mongodb_uri, w=0):
-        target = build(mongoengine_async, "DrpW0ClientTarget", "drp_w0", {})
-        referrer = build(
-            mongoengine_async,
-            "DrpW0ClientReferrer",
-            "drp_w0",
-            {
-                "ref": mongoengine_async.ReferenceField(
-                    target, reverse_delete_rule=CASCADE
-                ),
-            },
+        target, referrer = target_and_referrer(
+            mongoengine_async, "DrpW0Client", "drp_w0", CASCADE
         )
         doomed = await target().async_save()
         await referrer(ref=doomed).async_save()
