@@ -288,7 +288,7 @@ def on_running_loop(collection: AsyncCollection) -> AsyncCollection:
     return same if _options(same) == options else same.with_options(**options)
 
 
-def alias_of(collection: Any) -> str | None:
+def collection_alias(collection: Any) -> str | None:
     """The alias whose client holds ``collection`` (async or sync), if any:
     for errors about a queryset that ``using()`` moved to another alias."""
     client = collection.database.client

@@ -34,7 +34,7 @@ from mongoengine_async import collection_setup, deltas, sequences, signals, to_b
 from mongoengine_async.change_streams import ChangeStream
 from mongoengine_async.checks import check_queryset_class
 from mongoengine_async.connection import (
-    alias_of,
+    collection_alias,
     get_async_collection,
     get_async_db,
     is_async_connection,
@@ -151,7 +151,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         else:
             collection = moved()
             if not isinstance(collection, AsyncCollection):
-                alias = alias_of(collection) or self._db_alias()
+                alias = collection_alias(collection) or self._db_alias()
                 require_async(alias, type(self).__name__, name, use)
         return await resolve(type(self), collection, session)
 
@@ -682,7 +682,7 @@ def _describe(document: Any) -> tuple[bool, str, str]:
     if moved is None:
         return document._is_async(), _name(document), document._db_alias()
     collection = moved()
-    alias = alias_of(collection) or document._db_alias()
+    alias = collection_alias(collection) or document._db_alias()
     return isinstance(collection, AsyncCollection), _name(document), alias
 
 

@@ -49,7 +49,7 @@ from pymongo.asynchronous.cursor import AsyncCursor
 from mongoengine_async import sequences, signals, to_bson
 from mongoengine_async.batches import WHOLE_RESULT, materialise_all
 from mongoengine_async.change_streams import ChangeStream, WatchOptions
-from mongoengine_async.connection import alias_of
+from mongoengine_async.connection import collection_alias
 from mongoengine_async.delete_rules import delete_each, delete_matching
 from mongoengine_async.from_bson import from_son, loader
 from mongoengine_async.gridfs import delete_files, stored_files
@@ -172,7 +172,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     def _alias(self) -> str:
         """The alias of the queryset's collection: the class's, unless
         ``using()`` moved the queryset to another."""
-        return alias_of(self._collection_obj) or self._document._db_alias()
+        return collection_alias(self._collection_obj) or self._document._db_alias()
 
     # The running terminal's (not cloned). Tasks may share a queryset: a
     # terminal reads it only before its first await after resolving it.
