@@ -220,6 +220,19 @@ async def test_mongoengines_no_dereference_reads_the_stored_value(
     assert isinstance(book.author, AsyncReferenceProxy)
 
 
+async def test_a_queryset_no_dereference_document_reads_the_stored_value(
+    async_alias: str,
+) -> None:
+    # Its fields are copies that no_dereference() turned off: the class's
+    # field, which the plain path used to check, still dereferences.
+    await _kept()
+    author = await PlainAuthor(name="Ann").async_save()
+    book = await _stored_book(author)
+    again = await PlainBook.objects.no_dereference().async_get(id=book.id)
+    assert type(again.author) is DBRef and again.author.id == author.id
+    assert isinstance(book.author, AsyncReferenceProxy)
+
+
 async def test_a_reference_to_an_abstract_class_loads_the_class_it_names(
     async_alias: str,
 ) -> None:

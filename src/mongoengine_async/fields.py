@@ -101,12 +101,13 @@ class _ProxyingReference(_FieldMixin):
             # The plain case, settled with fewer checks than below: a class
             # every DBRef here loads as, on an async alias with nothing bound
             # in this task (its kept home), and MongoEngine's no_dereference
-            # not active.
+            # not active: the instance's field, as MongoEngine reads it (a
+            # document loaded by ``queryset.no_dereference()`` has copies).
             target = self._concrete_type
             if (
                 target is not None
                 and plain_home(target, keep=False) is not None
-                and self._auto_dereference
+                and instance._fields[self.name]._auto_dereference
             ):
                 return self._proxy(instance, value, target)
         # A loaded document (or a value that is no reference at all) is what
