@@ -10,10 +10,13 @@ from bson import DBRef
 
 from conftest import fresh_sync_default
 from models_references import (
+    RefAnimal,
     RefAuthor,
     RefBook,
+    RefDog,
     RefEditor,
     RefGenericHolder,
+    RefKennel,
     make_author,
     make_book,
     raw,
@@ -22,9 +25,14 @@ from models_references import (
 from mongoengine_async import (
     AsyncReferenceProxy,
     AsyncUsageError,
+    CachedReferenceField,
     Document,
+    DynamicField,
     GenericLazyReferenceField,
+    GenericReferenceField,
     LazyReference,
+    ListField,
+    ValidationError,
 )
 from mongoengine_async.testing import fresh_database
 
@@ -183,3 +191,74 @@ async def test_proxy_into_generic_lazy_field_as_mongoengine_stores_it(
         "_cls": "RefAuthor",
         "_ref": DBRef("ref_author", "AUTHOR"),
     }
+
+
+class RefCachedHolder(Document):
+    author = CachedReferenceField(RefAuthor, fields=["name"])
+
+
+class RefGenericSlots(Document):
+    target = GenericReferenceField()
+    targets = ListField(GenericReferenceField())
+    anything = DynamicField()
+    dog_only = GenericReferenceField(choices=[RefDog])
+
+
+async def test_cached_proxy_into_generic_fields_stores_a_generic_reference(
+    async_alias: str,
+) -> None:
+    """A proxy read from a CachedReferenceField (its stored value is the
+    cache) goes into generic fields as the document does, by save, update
+    and query, and reads back as a reference."""
+    ann = await make_author("Ann")
+    await RefCachedHolder(author=ann).async_save()
+    proxy = (await RefCachedHolder.objects.async_first()).author
+    generic = {"_cls": "RefAuthor", "_ref": DBRef("ref_author", ann.pk)}
+    dynamic = {"_ref": DBRef("ref_author", ann.pk), "_cls": "RefAuthor"}
+    saved = await RefGenericSlots(
+        target=proxy, targets=[proxy], anything=proxy
+    ).async_save()
+    updated = await RefGenericSlots().async_save()
+    await RefGenericSlots.objects(pk=updated.pk).async_update(
+        set__target=proxy, push__targets=proxy, set__anything=proxy
+    )
+    for pk in (saved.pk, updated.pk):
+        stored = await raw(RefGenericSlots, pk)
+        assert stored["target"] == generic and stored["targets"] == [generic]
+        assert stored["anything"] == dynamic
+        back = await RefGenericSlots.objects.async_get(pk=pk)
+        assert (await back.target).name == "Ann"
+        assert (await back.targets[0]).name == (await back.anything).name == "Ann"
+    assert await RefGenericSlots.objects(target=proxy).async_count() == 2
+    assert await RefGenericSlots.objects(targets=proxy).async_count() == 2
+
+
+async def test_proxy_of_a_possible_subclass_into_generic_field_needs_await(
+    async_alias: str,
+) -> None:
+    """A ReferenceField stores no class: an unloaded proxy of a class with
+    subclasses is refused by generic fields (storing the base class would
+    mismatch queries and choices); loaded, it stores the document's class."""
+    dog = await RefDog(name="Rex").async_save()
+    kennel = await RefKennel(animal=dog).async_save()
+    proxy = (await RefKennel.objects.async_get(pk=kennel.pk)).animal
+    message = (
+        "The unloaded reference 'animal' may be a subclass of RefAnimal: "
+        "`await` it and store the document instead"
+    )
+    with pytest.raises(ValidationError) as raised:
+        await RefGenericSlots(target=proxy).async_save()
+    assert (
+        str(raised.value)
+        == f"ValidationError (RefGenericSlots:None) ({message}: ['target'])"
+    )
+    with pytest.raises(ValidationError, match=message):
+        await RefGenericSlots.objects.async_update(set__target=proxy)
+    assert await RefGenericSlots.objects.async_count() == 0
+
+    await proxy
+    saved = await RefGenericSlots(target=proxy, dog_only=proxy).async_save()
+    stored = await raw(RefGenericSlots, saved.pk)
+    generic = {"_cls": "RefAnimal.RefDog", "_ref": DBRef("ref_animal", dog.pk)}
+    assert stored["target"] == stored["dog_only"] == generic
+    assert RefAnimal._subclasses == ("RefAnimal", "RefAnimal.RefDog")

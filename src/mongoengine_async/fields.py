@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
 
 import mongoengine
-from bson import SON, DBRef
+from bson import DBRef
 from mongoengine.base import BaseDocument, ComplexBaseField, get_document
 from mongoengine.base.datastructures import BaseDict, BaseList, EmbeddedDocumentList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
@@ -194,19 +194,17 @@ class GenericReferenceField(_ProxyingReference, mongoengine.GenericReferenceFiel
 
     def to_mongo(self, document: Any) -> Any:
         if isinstance(document, AsyncReferenceProxy):
-            if isinstance(document.stored, dict):
-                return document.stored
-            return SON(
-                (
-                    ("_cls", document.document_type._class_name),
-                    ("_ref", document.as_dbref()),
-                )
-            )
+            return document.generic_reference()
         return super().to_mongo(document)
+
+    def validate(self, value: Any) -> None:
+        if isinstance(value, AsyncReferenceProxy):  # (whose class may be unknown)
+            value = value.generic_reference()
+        super().validate(value)
 
     def _validate_choices(self, value: Any) -> None:
         if isinstance(value, AsyncReferenceProxy):
-            value = {"_cls": value.document_type._class_name}
+            value = value.generic_reference()
         super()._validate_choices(value)
 
 
@@ -309,7 +307,7 @@ class GenericLazyReferenceField(mongoengine.GenericLazyReferenceField):
     def build_lazyref(self, value: Any) -> Any:
         if isinstance(value, AsyncReferenceProxy):
             value = LazyReference(
-                value.document_type,
+                value.concrete_type,
                 value.id,
                 cached_doc=value._document,
                 passthrough=self.passthrough,
@@ -705,9 +703,10 @@ class DynamicField(_ProxyingReference, mongoengine.DynamicField):
         self, value: Any, use_db_field: bool = True, fields: Any = None
     ) -> Any:
         if isinstance(value, AsyncReferenceProxy):  # as the document is stored
-            if isinstance(value.stored, dict):
-                return value.stored
-            return {"_ref": value.as_dbref(), "_cls": value.document_type.__name__}
+            stored = value.stored
+            if isinstance(stored, dict) and "_ref" in stored:
+                return stored
+            return {"_ref": value.as_dbref(), "_cls": value.concrete_type.__name__}
         return super().to_mongo(value, use_db_field, fields)
 
 

@@ -334,6 +334,36 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         return stored_dbref(self.stored, self.document_type)
 
     @property
+    def concrete_type(self) -> type[Any]:
+        """The class of the document this proxy stands for, which generic
+        fields store: the loaded document's, the stored ``_cls``, or
+        ``document_type`` when it has no subclass. Otherwise only loading
+        tells (a ReferenceField stores no class): ValidationError naming
+        ``await``, rather than storing the base class for a subclass."""
+        if self._document is not None:
+            return type(self._document)
+        stored = self.stored
+        if isinstance(stored, dict) and "_cls" in stored:
+            return get_document(stored["_cls"])
+        cls = self.document_type
+        if len(cls._subclasses) > 1:
+            raise mongoengine.ValidationError(
+                f"The unloaded reference {self._name!r} may be a subclass of "
+                f"{cls.__name__}: `await` it and store the document instead"
+            )
+        return cls
+
+    def generic_reference(self) -> SON:
+        """``{"_cls", "_ref"}``: what a GenericReferenceField stores for the
+        document this proxy stands for (a generic one's own stored value)."""
+        stored = self.stored
+        if isinstance(stored, dict) and "_ref" in stored:
+            return stored
+        return SON(
+            (("_cls", self.concrete_type._class_name), ("_ref", self.as_dbref()))
+        )
+
+    @property
     def fetched(self) -> bool:
         """Whether the document has been loaded."""
         return self._document is not None
