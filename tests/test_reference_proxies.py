@@ -21,6 +21,7 @@ from models_references import (
     RefCitation,
     RefDbRefBook,
     RefDog,
+    RefEditor,
     RefElf,
     RefGenericHolder,
     RefMisc,
@@ -33,6 +34,7 @@ from models_references import (
 )
 from mongoengine_async import (
     AsyncReferenceProxy,
+    ValidationError,
     get_async_db,
 )
 
@@ -238,6 +240,25 @@ async def test_assign_proxy_to_other_document(async_alias, command_log):
 
     loaded = await RefBook.objects.async_get(pk=other.pk)
     assert (await loaded.author).name == "Ann"
+
+
+async def test_proxy_of_another_class_is_refused_as_its_document(async_alias):
+    """A proxy passes MongoEngine's check (it is a DBRef): its class is
+    checked as a document's, with MongoEngine's message for the document."""
+    editor = await RefEditor(name="Eve").async_save()
+    holder = await RefGenericHolder(target=editor).async_save()
+    proxy = (await RefGenericHolder.objects.async_get(pk=holder.pk)).target
+    assert isinstance(proxy, AsyncReferenceProxy)
+    for make in (lambda v: RefBook(author=v), lambda v: RefShelf(authors=[v])):
+        errors = []
+        for value in (editor, proxy):
+            with pytest.raises(ValidationError) as raised:
+                await make(value).async_save()
+            errors.append((str(raised.value), raised.value.to_dict()))
+        assert errors[0] == errors[1]
+    assert "A ReferenceField only accepts DBRef" in errors[0][0]
+    assert await RefBook.objects.async_count() == 0
+    assert await RefShelf.objects.async_count() == 0
 
 
 async def test_query_by_proxy(async_alias, command_log):

@@ -183,6 +183,18 @@ class ReferenceField(_ProxyingReference, mongoengine.ReferenceField):
             document = document.as_dbref()
         return super().to_mongo(document)
 
+    def validate(self, value: Any) -> None:
+        """MongoEngine's check (which takes any DBRef, so any proxy), and a
+        proxy's class checked as MongoEngine checks a document's."""
+        if isinstance(value, AsyncReferenceProxy) and not value.may_be(
+            self.document_type
+        ):
+            self.error(
+                "A ReferenceField only accepts DBRef, LazyReference, ObjectId "
+                "or documents"
+            )
+        super().validate(value)
+
 
 class GenericReferenceField(_ProxyingReference, mongoengine.GenericReferenceField):
     """MongoEngine's GenericReferenceField; on async aliases reads give proxies."""

@@ -340,18 +340,34 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         ``document_type`` when it has no subclass. Otherwise only loading
         tells (a ReferenceField stores no class): ValidationError naming
         ``await``, rather than storing the base class for a subclass."""
+        cls = self.known_type()
+        if cls is None:
+            raise mongoengine.ValidationError(
+                f"The unloaded reference {self._name!r} may be a subclass of "
+                f"{self.document_type.__name__}: `await` it and store the "
+                "document instead"
+            )
+        return cls
+
+    def known_type(self) -> type[Any] | None:
+        """:attr:`concrete_type` when known without loading, else None."""
         if self._document is not None:
             return type(self._document)
         stored = self.stored
         if isinstance(stored, dict) and "_cls" in stored:
             return get_document(stored["_cls"])
         cls = self.document_type
-        if len(cls._subclasses) > 1:
-            raise mongoengine.ValidationError(
-                f"The unloaded reference {self._name!r} may be a subclass of "
-                f"{cls.__name__}: `await` it and store the document instead"
-            )
-        return cls
+        return cls if len(cls._subclasses) == 1 else None
+
+    def may_be(self, cls: type[Any]) -> bool:
+        """Whether the document this proxy stands for may be a ``cls``: its
+        class is one, or is unknown and is a base class of ``cls``."""
+        known = self.known_type()
+        if known is not None:
+            return issubclass(known, cls)
+        return issubclass(self.document_type, cls) or issubclass(
+            cls, self.document_type
+        )
 
     def generic_reference(self) -> SON:
         """``{"_cls", "_ref"}``: what a GenericReferenceField stores for the
