@@ -16,7 +16,9 @@ from mongoengine_async import (
     AsyncReferenceProxy,
     CachedReferenceField,
     Document,
+    GenericReferenceField,
     IntField,
+    ReferenceField,
     StringField,
     ValidationError,
     get_async_db,
@@ -88,6 +90,57 @@ async def test_validation_still_refuses_other_values(async_alias):
     book = CrBook(title="Bad", author=CrAuthor(name="unsaved"))
     with pytest.raises(ValidationError, match="You can only reference documents"):
         await book.async_save()
+
+
+class CrShelf(Document):
+    """References to a CrAuthor that store no copy of the cached fields."""
+
+    author = ReferenceField(CrAuthor)
+    anything = GenericReferenceField()
+
+
+async def test_a_proxy_without_the_cache_must_be_awaited(async_alias):
+    """The cached fields need the document: a proxy from a plain or generic
+    reference is refused naming ``await`` (by save and by update); awaited,
+    it stores the cache as its document does (MongoEngine's value)."""
+    author, book = await _saved()
+    await CrShelf(author=author, anything=author).async_save()
+    shelf = await CrShelf.objects.async_get()
+    for name in ("author", "anything"):
+        proxy = getattr(shelf, name)
+        message = (
+            f"The unloaded reference {name!r} holds no copy of the cached "
+            "fields: `await` it and store the document instead"
+        )
+        with pytest.raises(ValidationError) as raised:
+            await CrBook(title="Bad", author=proxy).async_save()
+        assert (
+            str(raised.value)
+            == f"ValidationError (CrBook:None) ({message}: ['author'])"
+        )
+        with pytest.raises(ValidationError) as raised:
+            await CrBook.objects(id=book.id).async_update(set__author=proxy)
+        assert str(raised.value) == message
+        await proxy
+        saved = await CrBook(title=name, author=proxy).async_save()
+        await CrBook.objects(id=book.id).async_update(set__author=proxy)
+        for pk in (saved.id, book.id):
+            raw = await get_async_db().cr_book.find_one({"_id": pk})
+            assert raw["author"] == {"_id": author.id, "name": "Ann", "country": "UK"}
+    assert await CrBook.objects.async_count() == 3
+
+
+async def test_update_with_a_cached_proxy_stores_its_cache(async_alias):
+    """``set__field=<proxy>`` stores the cache the proxy was read with (a
+    filter by the proxy still matches on the id alone)."""
+    author, book = await _saved()
+    other = await CrBook(title="Other").async_save()
+    proxy = (await CrBook.objects.async_get(id=book.id)).author
+    assert isinstance(proxy, AsyncReferenceProxy)
+    await CrBook.objects(id=other.id).async_update(set__author=proxy)
+    raw = await get_async_db().cr_book.find_one({"_id": other.id})
+    assert raw["author"] == {"_id": author.id, "name": "Ann", "country": "UK"}
+    assert await CrBook.objects(author=proxy).async_count() == 2
 
 
 async def test_auto_sync_on_async_save_of_the_referenced_document(

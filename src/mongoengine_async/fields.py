@@ -220,6 +220,11 @@ class GenericReferenceField(_ProxyingReference, mongoengine.GenericReferenceFiel
         super()._validate_choices(value)
 
 
+# The update operators (as MongoEngine's transform names them when it
+# prepares a value) whose value is stored, not matched.
+_STORING_OPERATORS = frozenset({"set", "push", "pushAll", "addToSet", "setOnInsert"})
+
+
 # How an untyped container stores a document given to it (MongoEngine uses a
 # GenericReferenceField too).
 _GENERIC_REFERENCE = GenericReferenceField()
@@ -246,19 +251,41 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
         self, document: Any, use_db_field: bool = True, fields: Any = None
     ) -> Any:
         if isinstance(document, AsyncReferenceProxy):
-            document = document.stored
+            document = self._proxied(document)
         if isinstance(document, dict):  # the stored cache, not loaded: kept
             return document
         return super().to_mongo(document, use_db_field, fields)
 
     def validate(self, value: Any) -> None:
-        if not isinstance(value, AsyncReferenceProxy | dict):  # stored, so valid
+        if isinstance(value, AsyncReferenceProxy):
+            if not value.may_be(self.document_type):  # as for its document
+                self.error("A CachedReferenceField only accepts documents")
+            value = self._proxied(value)
+        if not isinstance(value, dict):  # a stored cache is valid
             super().validate(value)
 
     def prepare_query_value(self, op: str, value: Any) -> Any:
         if isinstance(value, AsyncReferenceProxy):
-            return {"_id": value.id}
+            if op not in _STORING_OPERATORS and not value.fetched:
+                return {"_id": value.id}  # a filter needs only the id
+            value = self._proxied(value)
+            if isinstance(value, dict):
+                return value
         return super().prepare_query_value(op, value)
+
+    def _proxied(self, proxy: AsyncReferenceProxy[Any]) -> Any:
+        """What this field stores ``proxy`` as: its loaded document, else the
+        cache it was read with. Any other unloaded reference has no copy of
+        the cached fields: ValidationError naming ``await``."""
+        if proxy.fetched:
+            return proxy._document
+        stored = proxy.stored
+        if isinstance(stored, dict) and "_ref" not in stored:
+            return stored
+        self.error(
+            f"The unloaded reference {proxy._name!r} holds no copy of the "
+            "cached fields: `await` it and store the document instead"
+        )
 
     def start_listener(self) -> None:
         """MongoEngine's post_save receiver for sync saves, when blinker is
