@@ -14,6 +14,7 @@ import pytest
 
 from mongoengine_async import (
     AsyncReferenceProxy,
+    AsyncUsageError,
     CachedReferenceField,
     Document,
     GenericReferenceField,
@@ -170,6 +171,20 @@ async def test_async_sync_all_rewrites_every_cache(async_alias):
     assert raw["author"] == {"_id": author.id, "name": "Ann", "country": "FR"}
 
 
+async def test_sync_all_on_an_async_alias_names_async_sync_all(
+    async_alias, command_log
+):
+    await _saved()
+    command_log.clear()
+    with pytest.raises(AsyncUsageError) as raised:
+        CrBook.author.sync_all()
+    assert str(raised.value) == (
+        "CrBook.author.sync_all() would block the event loop: alias 'default' "
+        "is async (connect_async); use await Model.field.async_sync_all() instead"
+    )
+    assert command_log.names == []
+
+
 async def test_query_by_document_or_proxy(async_alias):
     author, book = await _saved()
     loaded = await CrBook.objects.async_get()
@@ -236,3 +251,7 @@ def test_sync_alias_keeps_mongoengine_behaviour(sync_default):
     author.save()  # MongoEngine's post_save receiver syncs the cache
     raw = sync_default.cr_book.find_one({"_id": book.id})
     assert raw["author"] == {"_id": author.id, "name": "Anne", "country": "UK"}
+    sync_default.cr_author.update_one({}, {"$set": {"country": "FR"}})
+    CrBook.author.sync_all()  # MongoEngine's, unguarded on a sync alias
+    raw = sync_default.cr_book.find_one({"_id": book.id})
+    assert raw["author"] == {"_id": author.id, "name": "Anne", "country": "FR"}

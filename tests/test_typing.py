@@ -103,3 +103,46 @@ def test_every_name_is_exported_statically() -> None:
         if not hasattr(mongoengine_async, name)
     ]
     assert missing == []
+
+
+REFERENCE_FIELDS = [
+    "ReferenceField",
+    "GenericReferenceField",
+    "CachedReferenceField",
+    "LazyReferenceField",
+    "GenericLazyReferenceField",
+    "DynamicField",
+]
+
+
+def _declared(classes: dict[str, ast.ClassDef], name: str) -> set[str]:
+    """The methods and attributes the stub declares on ``name`` and its bases."""
+    node = classes.get(name)
+    if node is None:
+        return set()
+    names = {
+        item.name
+        for item in node.body
+        if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    names |= {
+        item.target.id
+        for item in node.body
+        if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+    }
+    for base in node.bases:
+        base_name = ast.unparse(base).split("[")[0]
+        names |= _declared(classes, base_name)
+    return names
+
+
+@pytest.mark.parametrize("name", REFERENCE_FIELDS)
+def test_the_stub_declares_each_public_async_method(name: str) -> None:
+    """A public ``async_*`` method a checker does not see is a false error in
+    a user's code: each is declared in ``_typing.pyi``, or private."""
+    stub = Path(mongoengine_async.__file__).parent / "_typing.pyi"
+    tree = ast.parse(stub.read_text())
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    runtime = getattr(mongoengine_async, name)
+    public = {attribute for attribute in dir(runtime) if attribute.startswith("async_")}
+    assert public - _declared(classes, name) == set()

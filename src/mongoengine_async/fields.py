@@ -31,6 +31,7 @@ from mongoengine_async.gridfs import (
     RefusesAsyncImage,
 )
 from mongoengine_async.guards import (
+    guard_blocking_methods,
     is_plain_async_document,
     plain_document_error,
     require_async,
@@ -299,7 +300,7 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
         if not is_async_class(type(document)):  # async_save syncs on its own
             super().on_document_pre_save(sender, document, created, **kwargs)
 
-    async def async_sync(self, document: BaseDocument) -> None:
+    async def _async_sync(self, document: BaseDocument) -> None:
         """Update the cached copies of ``document``'s changed fields, as
         MongoEngine's receiver does (the same update), with async I/O."""
         update = {
@@ -318,6 +319,24 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
             await owners.async_update(**{f"set__{self.name}": document})
 
 
+def _describe_cached(field: CachedReferenceField) -> tuple[bool, str, str]:
+    """Whether the class ``field`` reads is on an async alias, the field's
+    name as a user spells it, and that alias."""
+    cls = field.document_type
+    return (
+        is_async_class(cls),
+        f"{field.owner_document.__name__}.{field.name}",
+        alias_of(cls),
+    )
+
+
+guard_blocking_methods(
+    CachedReferenceField,
+    {"sync_all": "await Model.field.async_sync_all()"},
+    _describe_cached,
+)
+
+
 async def sync_cached_references(document: BaseDocument, created: bool) -> None:
     """MongoEngine's ``auto_sync`` after an ``async_save`` of ``document``:
     the CachedReferenceFields referring to its class get its changed fields."""
@@ -325,7 +344,7 @@ async def sync_cached_references(document: BaseDocument, created: bool) -> None:
         return
     for field in type(document)._cached_reference_fields:
         if isinstance(field, CachedReferenceField) and field.auto_sync:
-            await field.async_sync(document)
+            await field._async_sync(document)
 
 
 class LazyReferenceField(mongoengine.LazyReferenceField):
