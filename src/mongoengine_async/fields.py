@@ -187,7 +187,7 @@ class ReferenceField(_ProxyingReference, mongoengine.ReferenceField):
     def validate(self, value: Any) -> None:
         """MongoEngine's check (which takes any DBRef, so any proxy), and a
         proxy's class checked as MongoEngine checks a document's."""
-        if isinstance(value, AsyncReferenceProxy) and not value.may_be(
+        if isinstance(value, AsyncReferenceProxy) and not value._may_be(
             self.document_type
         ):
             self.error(
@@ -207,17 +207,17 @@ class GenericReferenceField(_ProxyingReference, mongoengine.GenericReferenceFiel
 
     def to_mongo(self, document: Any) -> Any:
         if isinstance(document, AsyncReferenceProxy):
-            return document.generic_reference()
+            return document._generic_reference()
         return super().to_mongo(document)
 
     def validate(self, value: Any) -> None:
         if isinstance(value, AsyncReferenceProxy):  # (whose class may be unknown)
-            value = value.generic_reference()
+            value = value._generic_reference()
         super().validate(value)
 
     def _validate_choices(self, value: Any) -> None:
         if isinstance(value, AsyncReferenceProxy):
-            value = value.generic_reference()
+            value = value._generic_reference()
         super()._validate_choices(value)
 
 
@@ -259,7 +259,7 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
 
     def validate(self, value: Any) -> None:
         if isinstance(value, AsyncReferenceProxy):
-            if not value.may_be(self.document_type):  # as for its document
+            if not value._may_be(self.document_type):  # as for its document
                 self.error("A CachedReferenceField only accepts documents")
             value = self._proxied(value)
         if not isinstance(value, dict):  # a stored cache is valid
@@ -365,7 +365,7 @@ class GenericLazyReferenceField(mongoengine.GenericLazyReferenceField):
     def build_lazyref(self, value: Any) -> Any:
         if isinstance(value, AsyncReferenceProxy):
             value = LazyReference(
-                value.concrete_type,
+                value._document_class,
                 value.id,
                 cached_doc=value._document,
                 passthrough=self.passthrough,
@@ -764,7 +764,7 @@ class DynamicField(_ProxyingReference, mongoengine.DynamicField):
             stored = value.stored
             if isinstance(stored, dict) and "_ref" in stored:
                 return stored
-            return {"_ref": value.as_dbref(), "_cls": value.concrete_type.__name__}
+            return {"_ref": value.as_dbref(), "_cls": value._document_class.__name__}
         return super().to_mongo(value, use_db_field, fields)
 
 

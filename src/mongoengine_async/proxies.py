@@ -334,13 +334,13 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         return stored_dbref(self.stored, self.document_type)
 
     @property
-    def concrete_type(self) -> type[Any]:
+    def _document_class(self) -> type[Any]:
         """The class of the document this proxy stands for, which generic
         fields store: the loaded document's, the stored ``_cls``, or
         ``document_type`` when it has no subclass. Otherwise only loading
         tells (a ReferenceField stores no class): ValidationError naming
         ``await``, rather than storing the base class for a subclass."""
-        cls = self.known_type()
+        cls = self._known_class()
         if cls is None:
             raise mongoengine.ValidationError(
                 f"The unloaded reference {self._name!r} may be a subclass of "
@@ -349,8 +349,8 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
             )
         return cls
 
-    def known_type(self) -> type[Any] | None:
-        """:attr:`concrete_type` when known without loading, else None."""
+    def _known_class(self) -> type[Any] | None:
+        """:attr:`_document_class` when known without loading, else None."""
         if self._document is not None:
             return type(self._document)
         stored = self.stored
@@ -359,24 +359,25 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         cls = self.document_type
         return cls if len(cls._subclasses) == 1 else None
 
-    def may_be(self, cls: type[Any]) -> bool:
+    def _may_be(self, cls: type[Any]) -> bool:
         """Whether the document this proxy stands for may be a ``cls``: its
-        class is one, or is unknown and is a base class of ``cls``."""
-        known = self.known_type()
+        class is one or, unknown until loaded, may be one (``document_type``
+        is a base class or a subclass of ``cls``)."""
+        known = self._known_class()
         if known is not None:
             return issubclass(known, cls)
         return issubclass(self.document_type, cls) or issubclass(
             cls, self.document_type
         )
 
-    def generic_reference(self) -> SON:
+    def _generic_reference(self) -> dict[str, Any]:
         """``{"_cls", "_ref"}``: what a GenericReferenceField stores for the
         document this proxy stands for (a generic one's own stored value)."""
         stored = self.stored
         if isinstance(stored, dict) and "_ref" in stored:
             return stored
         return SON(
-            (("_cls", self.concrete_type._class_name), ("_ref", self.as_dbref()))
+            (("_cls", self._document_class._class_name), ("_ref", self.as_dbref()))
         )
 
     @property
