@@ -7,13 +7,16 @@ Receivers get MongoEngine's arguments; coroutine-function receivers are awaited
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import mongoengine.signals
 import pytest
 
 from mongoengine_async import (
+    CASCADE,
     Document,
     IntField,
+    ReferenceField,
     StringField,
     ValidationError,
     get_async_db,
@@ -28,6 +31,10 @@ class SigBook(Document):
 
 class SigOther(Document):
     title = StringField()
+
+
+class SigReview(Document):
+    book = ReferenceField(SigBook, reverse_delete_rule=CASCADE)
 
 
 @pytest.fixture
@@ -252,3 +259,28 @@ async def test_receivers_disconnected_are_not_called(async_alias):
     signals.post_save.disconnect(receiver, sender=SigBook)
     await SigBook(title="x").async_save()
     assert called == []
+
+
+async def test_muted_signals_call_no_receiver(async_alias, connect):
+    """Inside blinker's ``signal.muted()`` async operations call no receiver of
+    it, as MongoEngine's sync ones (blinker's ``send``) do not."""
+    log = []
+    for name in ALL:
+        for sender in (SigBook, SigReview):
+            connect(getattr(signals, name), recorder(log, name), sender=sender)
+    with contextlib.ExitStack() as stack:
+        for name in ALL:
+            stack.enter_context(getattr(signals, name).muted())
+        book = await SigBook(title="a").async_save()
+        book.title = "b"
+        await book.async_save()
+        await SigReview(book=book).async_save()
+        await book.async_delete()  # cascades to the review
+        await SigBook.objects.async_insert([SigBook(title="c"), SigBook(title="d")])
+        assert await SigBook.objects(title="c").async_delete() == 1
+    assert log == []
+    db = get_async_db()
+    assert await db.sig_review.count_documents({}) == 0
+    assert [raw["title"] async for raw in db.sig_book.find()] == ["d"]
+    await SigBook(title="e").async_save()  # unmuted again
+    assert [name for name, _, _ in log] == ALL[:3]

@@ -41,7 +41,8 @@ __all__ = (
 
 
 def has_receivers(signal: Any, sender: type[Any]) -> bool:
-    """Whether ``signal`` has live receivers for ``sender`` (False without blinker).
+    """Whether ``signal`` has live receivers for ``sender`` (False without blinker,
+    and inside ``signal.muted()``, where blinker's ``send`` calls none).
 
     blinker's ``has_receivers_for`` stays true for a sender once connected, even
     after its receivers were disconnected; ``receivers_for`` looks at who is left.
@@ -50,6 +51,7 @@ def has_receivers(signal: Any, sender: type[Any]) -> bool:
     return (
         signals.signals_available
         and bool(signal.receivers)
+        and not signal.is_muted
         and signal.has_receivers_for(sender)
         and any(True for _ in signal.receivers_for(sender))
     )
