@@ -15,6 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 import mongoengine_async
 from mongoengine_async import (
     ConnectionFailure,
+    ConnectionUsageError,
     Document,
     IntField,
     StringField,
@@ -79,6 +80,42 @@ async def test_connect_async_returns_async_mongo_client(mongodb_uri, cleanup):
     # The client really talks to the server.
     await database.things.insert_one({"x": 1})
     assert await database.things.find_one({}, {"_id": 0}) == {"x": 1}
+
+
+class RecordingAsyncClient(AsyncMongoClient):
+    """An AsyncMongoClient subclass, as a ``mongo_client_class``."""
+
+
+async def test_mongo_client_class_makes_the_client(mongodb_uri, cleanup):
+    db = _db_name()
+    cleanup["dbs"].append(db)
+    client = await connect_async(
+        db=db,
+        alias="conn-a",
+        host=mongodb_uri,
+        uuidRepresentation="standard",
+        mongo_client_class=RecordingAsyncClient,
+    )
+    assert type(client) is RecordingAsyncClient
+    item = await ConnAliasItem(name="made", n=1).async_save()
+    raw = await client[db].conn_alias_items.find_one({"_id": item.pk})
+    assert raw == {"_id": item.pk, "name": "made", "n": 1}
+
+
+async def test_a_sync_mongo_client_class_is_refused(mongodb_uri, cleanup):
+    with pytest.raises(ConnectionUsageError) as excinfo:
+        await connect_async(
+            db=_db_name(),
+            alias="c-sync-class",
+            host=mongodb_uri,
+            mongo_client_class=MongoClient,
+        )
+    assert str(excinfo.value) == (
+        "connect_async() needs a mongo_client_class that is a subclass of "
+        "pymongo.AsyncMongoClient, not <class 'pymongo.synchronous.mongo_client."
+        "MongoClient'>; a sync client class goes to connect()"
+    )
+    assert not is_async_connection("c-sync-class")
 
 
 async def test_connect_same_alias_same_settings_returns_same_client(

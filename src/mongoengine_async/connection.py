@@ -112,7 +112,8 @@ def _client_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
     kwargs = {
         _RENAMED.get(key, key): value
         for key, value in settings.items()
-        if key not in ("name", "sanitize_filter") and value is not None
+        if key not in ("name", "sanitize_filter", "mongo_client_class")
+        and value is not None
     }
     kwargs.setdefault(
         "driver", DriverInfo("MongoEngine-async", mongoengine.__version__)
@@ -138,8 +139,9 @@ def _shared_client(
 
 
 def _new_client(alias: str, settings: dict[str, Any]) -> AsyncMongoClient:
+    client_class = settings.get("mongo_client_class", AsyncMongoClient)
     try:
-        client = AsyncMongoClient(**_client_kwargs(settings))
+        client = client_class(**_client_kwargs(settings))
     except Exception as err:
         raise ConnectionFailure(f"Cannot connect to database {alias} :\n{err}") from err
     _own(client, alias)
@@ -162,7 +164,8 @@ async def connect_async(
 ) -> AsyncMongoClient:
     """Register ``alias`` as an async connection and return its client.
 
-    Takes the same arguments as :func:`mongoengine.connect`, plus
+    Takes the same arguments as :func:`mongoengine.connect` (its
+    ``mongo_client_class`` must be an AsyncMongoClient subclass), plus
     ``sanitize_filter`` (default True: refuse operator dicts as plain query
     values, see :mod:`mongoengine_async.query_values`). Connecting the same
     alias again with the same settings returns the existing client. The alias
@@ -174,6 +177,7 @@ async def connect_async(
             f"call disconnect('{alias}') before connect_async()"
         )
     sanitize_filter = bool(kwargs.pop("sanitize_filter", True))
+    _check_client_class(kwargs.get("mongo_client_class", AsyncMongoClient))
     settings = get_connection_settings(db, **kwargs)
     settings["sanitize_filter"] = sanitize_filter
     loop = asyncio.get_running_loop()
@@ -190,6 +194,19 @@ async def connect_async(
         _clients[alias] = {loop: client}
         registry_changed()
     return client
+
+
+def _check_client_class(client_class: Any) -> None:
+    """Refuse a ``mongo_client_class`` that is not an AsyncMongoClient subclass:
+    the package runs every operation on PyMongo's async API."""
+    if not (
+        isinstance(client_class, type) and issubclass(client_class, AsyncMongoClient)
+    ):
+        raise ConnectionUsageError(
+            "connect_async() needs a mongo_client_class that is a subclass of "
+            f"pymongo.AsyncMongoClient, not {client_class!r}; "
+            "a sync client class goes to connect()"
+        )
 
 
 def sanitize_filter_enabled(alias: str = DEFAULT_CONNECTION_NAME) -> bool:
