@@ -34,6 +34,7 @@ from mongoengine_async import (
     async_switch_db,
     get_async_connection,
     get_async_db,
+    signals,
 )
 from mongoengine_async.testing import CommandLog, ReplicaSet, fresh_database
 
@@ -66,12 +67,22 @@ class CsTool(CsItem):
     pass
 
 
+class CsPart(Document):
+    name = StringField(db_field="n")
+    meta = {"allow_inheritance": True}
+
+
+class CsGear(CsPart):
+    teeth = IntField(db_field="tt")
+    shelves = EmbeddedDocumentListField(CsShelf, db_field="sh")
+
+
 async def take(stream: ChangeStream[Any], count: int) -> list[ChangeEvent[Any]]:
-    """The next ``count`` events of ``stream``."""
+    """The next ``count`` events of ``stream`` (fewer if it ends first)."""
     events: list[ChangeEvent[Any]] = []
 
     async def collect() -> None:
-        while len(events) < count:
+        while len(events) < count and stream.alive:
             event = await stream.try_next()
             if event is not None:
                 events.append(event)
@@ -183,6 +194,43 @@ async def test_documents_of_subclasses_load_as_their_class(async_alias: str) -> 
     assert [type(e.document) for e in events] == [CsItem, CsTool]
 
 
+async def test_a_base_class_stream_names_a_subclass_s_fields(async_alias: str) -> None:
+    gear = await CsGear(name="cog", teeth=8, shelves=[CsShelf(label="a")]).async_save()
+    async with CsPart.async_watch() as stream:
+        gear.name, gear.teeth = "big cog", 12
+        gear.shelves[0].label = "b"
+        await gear.async_save()
+        (event,) = await take(stream, 1)
+    assert type(event.document) is CsGear
+    assert event.update_description.updated_fields == {
+        "name": "big cog",
+        "teeth": 12,
+        "shelves.0.label": "b",
+    }
+
+
+async def test_init_receivers_connected_while_streaming_are_called(
+    async_alias: str,
+) -> None:
+    seen: list[str] = []
+
+    def receiver(sender: type, document: CsBook, **kwargs: Any) -> None:
+        seen.append(document.title)
+
+    async with CsBook.async_watch() as stream:
+        await CsBook(title="before").async_save()
+        await take(stream, 1)
+        signals.post_init.connect(receiver, sender=CsBook)
+        try:
+            await CsBook(title="after").async_save()
+            seen.clear()  # (the construction above sent post_init too)
+            (event,) = await take(stream, 1)
+        finally:
+            signals.post_init.disconnect(receiver, sender=CsBook)
+    assert seen == ["after"]
+    assert event.document.title == "after"
+
+
 # -- the filter ----------------------------------------------------------------------
 
 
@@ -265,6 +313,36 @@ async def test_filters_a_stream_cannot_apply_are_refused(async_alias: str) -> No
     assert str(error.value) == (
         "a change stream cannot apply skip() or limit(): it has no end"
     )
+
+
+async def test_where_is_refused_as_a_raw_where(async_alias: str) -> None:
+    with pytest.raises(InvalidQueryError) as error:
+        CsBook.objects.where("this.pages > 100").async_watch().pipeline()
+    assert str(error.value) == (
+        "a change stream cannot filter with $where: its $match sees change "
+        "events, not documents (filter on fields instead)"
+    )
+
+
+async def test_collation_is_refused(async_alias: str) -> None:
+    """The server matches a stream's events without the collation it is given."""
+    with pytest.raises(InvalidQueryError) as error:
+        CsBook.objects.collation({"locale": "en", "strength": 2}).async_watch()
+    assert str(error.value) == (
+        "a change stream cannot apply collation(): the server matches change "
+        "events by simple binary comparison, whatever collation is given"
+    )
+
+
+async def test_none_lets_no_event_through(async_alias: str) -> None:
+    nothing = CsBook.objects(pages=1).none().async_watch(max_await_time_ms=50)
+    assert nothing.pipeline() == [{"$match": {"operationType": {"$exists": False}}}]
+    async with CsBook.async_watch() as every, nothing:
+        await CsBook(title="any", pages=1).async_save()
+        await take(every, 1)  # the insert is in the oplog
+        assert await nothing.try_next() is None
+        assert await nothing.try_next() is None
+        assert nothing.alive
 
 
 # -- resuming ------------------------------------------------------------------------
@@ -428,6 +506,24 @@ async def test_aclose_kills_the_cursor(
     assert killed(command_log) == [cursor_id]
     assert not await cursor_exists(cursor_id)
     assert [e async for e in stream] == []  # a closed stream has no more events
+
+
+async def test_an_invalidated_or_closed_stream_is_not_alive(async_alias: str) -> None:
+    """try_next() of a stream no longer alive returns None at once: a loop
+    waiting for an event must test ``alive``."""
+    await CsBook(title="dropped").async_save()  # a collection to drop
+    stream = CsBook.async_watch()
+    assert stream.alive  # not opened yet
+    async with stream:
+        await CsBook.async_drop_collection()
+        events = await take(stream, 3)
+        assert [e.operation_type for e in events] == ["drop", "invalidate"]
+        assert not stream.alive
+        assert await stream.try_next() is None
+    closed = CsBook.async_watch()
+    async with closed:
+        assert closed.alive
+    assert not closed.alive
 
 
 async def test_leaving_async_with_kills_the_cursor(

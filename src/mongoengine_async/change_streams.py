@@ -11,7 +11,7 @@ loaded by our loader (``from_bson.py``) and the update description with
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -23,7 +23,7 @@ from mongoengine.fields import EmbeddedDocumentField
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from mongoengine_async.from_bson import loader
+from mongoengine_async.from_bson import Load, loader, loader_key
 
 if TYPE_CHECKING:
     from mongoengine_async.queryset import BaseQuerySet
@@ -42,6 +42,9 @@ D = TypeVar("D")
 # Top-level operators whose operands are filters themselves (prefixed in turn).
 _LOGICAL = frozenset({"$and", "$or", "$nor"})
 _PASSED = frozenset({"$comment"})
+# The $match of a queryset that matches nothing (``none()``): every change event
+# has an ``operationType``, so none passes; the stream stays open as any other.
+_NOTHING = {"operationType": {"$exists": False}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,13 +202,18 @@ class ChangeStream(Generic[D]):
             raise InvalidQueryError(
                 "a change stream cannot apply skip() or limit(): it has no end"
             )
+        if queryset._collation:
+            raise InvalidQueryError(
+                "a change stream cannot apply collation(): the server matches "
+                "change events by simple binary comparison, whatever collation "
+                "is given"
+            )
         self._queryset = queryset.clone()
         self._options = options
         self._session = session
         self._stream: AsyncChangeStream | None = None
-        self._load: Callable[[dict], Any] = loader(
-            queryset._document, queryset._auto_dereference
-        )
+        # (loader_key, loader) of the last document loaded, as querysets keep it.
+        self._loaded_with: tuple[tuple, Load] | None = None
 
     async def _opened(self) -> AsyncChangeStream:
         """The PyMongo stream, opened on first use on the running loop's client.
@@ -221,10 +229,15 @@ class ChangeStream(Generic[D]):
         return self._stream
 
     def pipeline(self) -> list[dict]:
-        """The stream's pipeline: the ``$match`` of the queryset's filter, if any."""
+        """The stream's pipeline: the ``$match`` of the queryset's filter, if any;
+        one letting no event through for ``none()``, as its queries find nothing."""
         queryset = self._queryset
-        document = queryset._document
-        match = match_stage(queryset._query_obj.to_query(document), queryset._cls_query)
+        if queryset._none:
+            return [{"$match": _NOTHING}]
+        filter_ = queryset._query_obj.to_query(queryset._document)
+        if queryset._where_clause:  # refused by match_stage, as __raw__'s $where
+            filter_ = {**filter_, "$where": queryset._where_clause}
+        match = match_stage(filter_, queryset._cls_query)
         return [{"$match": match}] if match else []
 
     @property
@@ -233,8 +246,16 @@ class ChangeStream(Generic[D]):
         ``resume_after=`` to a new stream to continue from here."""
         return None if self._stream is None else self._stream.resume_token
 
+    @property
+    def alive(self) -> bool:
+        """Whether the stream may still give events (PyMongo's ``alive``): False
+        once closed or invalidated (a dropped collection), where ``try_next()``
+        returns None at once; a stream not opened yet is alive."""
+        return self._stream is None or self._stream.alive
+
     async def try_next(self) -> ChangeEvent[D] | None:
-        """The next event, or None when one ``getMore`` brought none."""
+        """The next event, or None when one ``getMore`` brought none (or at once
+        when the stream is no longer ``alive``)."""
         stream = await self._opened()
         raw = await stream.try_next()
         return None if raw is None else self._event(raw)
@@ -272,15 +293,28 @@ class ChangeStream(Generic[D]):
     def _event(self, raw: Mapping[str, Any]) -> ChangeEvent[D]:
         """PyMongo's change event as a :class:`ChangeEvent` of the model."""
         full = raw.get("fullDocument")
+        document = None if full is None else self._load(full)
         description = raw.get("updateDescription")
-        cls = self._queryset._document
+        # A subclass's fields are named by its own maps, not its base class's.
+        cls = self._queryset._document if document is None else type(document)
         return ChangeEvent(
             operation_type=raw["operationType"],
             document_key=raw.get("documentKey"),
-            document=None if full is None else self._load(full),
+            document=document,
             update_description=(
                 None if description is None else update_description(cls, description)
             ),
             resume_token=raw["_id"],
             raw=raw,
         )
+
+    def _load(self, son: dict) -> Any:
+        """The document of ``son``, by a loader settled as a queryset's is: made
+        again when init signal receivers or reference collections change."""
+        document = self._queryset._document
+        dereference = self._queryset._auto_dereference
+        key = loader_key(document, dereference)
+        held = self._loaded_with
+        if held is None or held[0] != key:
+            held = self._loaded_with = (key, loader(document, dereference))
+        return held[1](son)
