@@ -8,12 +8,15 @@ transaction's; a session of another client is refused before anything is sent.
 
 from __future__ import annotations
 
+from functools import partial
+
 import pymongo.errors
 import pytest
 from bson import ObjectId
 
 from mongoengine_async import (
     CASCADE,
+    CachedReferenceField,
     Document,
     FileField,
     ForeignSessionError,
@@ -381,3 +384,115 @@ async def test_index_builds_and_drops_refuse_a_session_of_another_client(
                 await SesIndexed.async_drop_collection(session=session)
             assert command_log.names == []
     assert await SesIndexed.objects.async_count() == 1
+
+
+class SesAuthor(Document):
+    name = StringField()
+
+
+class SesBook(Document):
+    author = CachedReferenceField(SesAuthor, fields=["name"], auto_sync=True)
+
+
+async def test_cached_copies_are_synced_in_the_session_of_the_save(
+    async_alias, command_log
+):
+    author = await SesAuthor(name="Ann").async_save()
+    book = await SesBook(author=author).async_save()
+    books = await SesBook._async_get_collection()
+    async with get_async_connection().start_session() as session:
+        await session.start_transaction()
+        author.name = "Bob"
+        command_log.clear()
+        await author.async_save(session=session)
+        assert command_log.names == ["update", "update"]  # the author, the copies
+        assert {event.command["lsid"]["id"] for event in command_log.events} == {
+            session.session_id["id"]
+        }
+        in_session = await books.find_one({"_id": book.pk}, session=session)
+        assert in_session["author"]["name"] == "Bob"
+        await session.abort_transaction()
+    assert (await books.find_one({"_id": book.pk}))["author"]["name"] == "Ann"
+
+
+class SesRemote(Document):
+    """On the alias ``ses_remote``, whose client is another than the default's."""
+
+    name = StringField()
+    meta = {"db_alias": "ses_remote"}
+
+
+class SesHolder(Document):
+    name = StringField()
+    remote = ReferenceField(SesRemote)
+
+
+async def test_a_cascade_save_reaching_another_client_leaves_it_the_session(
+    async_alias, mongodb_uri, command_log
+):
+    """The referenced document of another client is saved in that client's
+    bound transaction (none here), not in the session: no ForeignSessionError,
+    nothing half-saved."""
+    async with fresh_database("ses_remote", mongodb_uri, appname="ses-remote"):
+        assert get_async_connection("ses_remote") is not get_async_connection()
+        remote = await SesRemote(name="r1").async_save()
+        holder = await SesHolder(name="h1", remote=remote).async_save()
+        remotes = await SesRemote._async_get_collection()
+        holders = await SesHolder._async_get_collection()
+
+        remote.name, holder.name = "r2", "h2"
+        async with get_async_connection().start_session() as session:
+            command_log.clear()
+            await holder.async_save(cascade=True, session=session)
+            (update,) = command_log.events  # (the default client's commands)
+            assert update.command["lsid"]["id"] == session.session_id["id"]
+        assert (await holders.find_one())["name"] == "h2"
+        assert (await remotes.find_one())["name"] == "r2"
+
+        remote.name, holder.name = "r3", "h3"
+        with pytest.raises(ZeroDivisionError):
+            async with async_run_in_transaction():
+                await holder.async_save(cascade=True)
+                1 / 0  # noqa: B018
+        assert (await holders.find_one())["name"] == "h2"  # rolled back
+        assert (await remotes.find_one())["name"] == "r3"  # outside it
+
+
+async def test_reference_fetches_and_files_refuse_a_wrong_session(
+    async_alias, mongodb_uri, command_log
+):
+    owner = await SesOwner(name="Ann").async_save()
+    await SesPet(name="Rex", owner=owner).async_save()
+    await SesCard(owner=owner).async_save()
+    holder = SesFile(name="a")
+    await holder.data.async_put(b"hello")
+    await holder.async_save()
+    owner_client = "the one of SesOwner (alias 'default')"
+    bucket = "GridFS bucket 'fs' (alias 'default'), field 'data'"
+    async with fresh_database("ses_other4", mongodb_uri, appname="ses-other4"):
+        async with get_async_connection("ses_other4").start_session() as foreign:
+            for session in (foreign, "abc"):
+                pet = await SesPet.objects.async_get(name="Rex")
+                card = await SesCard.objects.async_first()
+                stored = await SesFile.objects.async_first()
+                command_log.clear()
+                for fetch, belongs_to in (
+                    (partial(pet.owner.fetch, session=session), owner_client),
+                    (
+                        partial(SesPet.owner.async_fetch, pet, session=session),
+                        owner_client,
+                    ),
+                    (partial(card.owner.async_fetch, session=session), owner_client),
+                    (partial(stored.data.async_read, session=session), bucket),
+                    (partial(SesFile.data.async_get, stored, session=session), bucket),
+                ):
+                    error = ForeignSessionError if session is foreign else TypeError
+                    with pytest.raises(error) as excinfo:
+                        await fetch()
+                    assert str(excinfo.value) == (
+                        f"session= belongs to another client than {belongs_to}: a "
+                        "session works only with the client that started it"
+                        if session is foreign
+                        else "session= takes a pymongo AsyncClientSession, not 'str'"
+                    )
+                assert command_log.count() == 0

@@ -15,6 +15,7 @@ from models_references import (
 )
 from mongoengine_async import (
     AsyncUsageError,
+    BooleanField,
     DictField,
     Document,
     GenericLazyReferenceField,
@@ -22,6 +23,8 @@ from mongoengine_async import (
     LazyReferenceField,
     ListField,
     MapField,
+    StringField,
+    queryset_manager,
 )
 
 
@@ -93,7 +96,8 @@ async def test_lazy_reference_dangling(async_alias):
     with pytest.raises(RefAuthor.DoesNotExist) as info:
         await book.author.async_fetch()
     assert isinstance(info.value, mongoengine.DoesNotExist)
-    assert str(author.pk) in str(info.value)
+    # MongoEngine's fetch() is objects.get(pk=...): its message.
+    assert str(info.value) == "RefAuthor matching query does not exist."
 
 
 async def test_lazy_reference_save_keeps_stored_value(async_alias, command_log):
@@ -153,3 +157,49 @@ async def test_lazy_references_in_dicts_read_as_in_lists(async_alias, command_lo
     assert await raw(RefLazyContainers, saved.pk) == before
     [joined] = await RefLazyContainers.objects(pk=saved.pk).async_select_related()
     assert joined.generic_dict["k"].fetch().name == "Ann"  # loaded: no I/O
+
+
+class LzParent(Document):
+    name = StringField()
+    hidden = BooleanField(default=False)
+    meta = {"allow_inheritance": True}
+
+    @queryset_manager
+    def objects(doc_cls, queryset):
+        return queryset.filter(hidden=False)
+
+
+class LzChild(LzParent):
+    pass
+
+
+class LzHolder(Document):
+    child = LazyReferenceField(LzChild)
+    parent = LazyReferenceField(LzParent)
+
+
+async def test_lazy_reference_fetch_is_mongoengines_objects_get(
+    async_alias, command_log
+):
+    """MongoEngine's fetch() is ``document_type.objects.get(pk=...)``: the
+    class's manager and class filter apply, and its DoesNotExist."""
+    parent = await LzParent(name="parent").async_save()
+    hidden = await LzParent(name="hidden", hidden=True).async_save()
+    child = await LzChild(name="child").async_save()
+    holders = await LzHolder._async_get_collection()
+    await holders.insert_one({"child": parent.pk, "parent": hidden.pk})
+    holder = await LzHolder.objects.async_first()
+    command_log.clear()
+
+    with pytest.raises(LzChild.DoesNotExist) as not_a_child:
+        await holder.child.async_fetch()  # a LzParent is no LzChild
+    assert str(not_a_child.value) == "LzParent.LzChild matching query does not exist."
+    with pytest.raises(LzParent.DoesNotExist) as filtered:
+        await holder.parent.async_fetch()  # its manager leaves it out
+    assert str(filtered.value) == "LzParent matching query does not exist."
+    assert command_log.names == ["find", "find"]
+
+    holder = await LzHolder(child=child, parent=parent).async_save()
+    holder = await LzHolder.objects.async_get(pk=holder.pk)
+    assert (await holder.child.async_fetch()).name == "child"
+    assert (await holder.parent.async_fetch()).name == "parent"

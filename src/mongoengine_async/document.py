@@ -387,7 +387,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         if created or id_field not in self._meta.get("shard_key", ()):
             to_bson.set_id(self, object_id, stored=True)  # by the field's to_python
         if cls._cached_reference_fields:
-            await sync_cached_references(self, created)
+            await sync_cached_references(self, created, session)
         if hooks and signals.post_save.receivers:
             await signals.send(
                 signals.post_save, cls, document=self, created=created, **signal_kwargs
@@ -433,7 +433,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         return selector, deltas.update_doc(self, raw)
 
     async def _async_cascade_save(self, **kwargs: Any) -> None:
-        """Save changed referenced documents too (MongoEngine's ``cascade``)."""
+        """Save changed referenced documents too (MongoEngine's ``cascade``),
+        each in the save's session when it is its client's, else in that
+        client's bound transaction (a session works with one client only)."""
         refs = kwargs.get("_refs") or []
         for name, field in self._fields.items():
             if not isinstance(
@@ -451,7 +453,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             if ref_id in refs:
                 continue
             refs.append(ref_id)
-            await ref.async_save(**{**kwargs, "_refs": refs})
+            lower = await ref._async_operation("async_save", "save()")
+            session = session_for(lower.collection.database.client, kwargs["session"])
+            await ref.async_save(**{**kwargs, "_refs": refs, "session": session})
             ref._changed_fields = []
 
     async def async_delete(

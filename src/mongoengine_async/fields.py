@@ -37,7 +37,7 @@ from mongoengine_async.guards import (
     require_async,
 )
 from mongoengine_async.images import AsyncImageGridFSProxy
-from mongoengine_async.operation import plain_home
+from mongoengine_async.operation import plain_home, reach
 from mongoengine_async.proxies import (
     AsyncReferenceProxy,
     FieldSlot,
@@ -300,17 +300,23 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
         if not is_async_class(type(document)):  # async_save syncs on its own
             super().on_document_pre_save(sender, document, created, **kwargs)
 
-    async def _async_sync(self, document: BaseDocument) -> None:
+    async def _async_sync(
+        self, document: BaseDocument, session: AsyncClientSession | None = None
+    ) -> None:
         """Update the cached copies of ``document``'s changed fields, as
-        MongoEngine's receiver does (the same update), with async I/O."""
+        MongoEngine's receiver does (the same update), with async I/O: in
+        ``session`` when it is the owners' client's (the save's), else in that
+        client's bound transaction."""
         update = {
             f"set__{self.name}__{key}": value
             for key, value in document._delta()[0].items()
             if key in self.fields
         }
         if update:
-            owners = self.owner_document.objects(**{self.name: document})
-            await owners.async_update(**update)
+            owner = self.owner_document
+            session = (await reach(owner, session)).session
+            owners = owner.objects(**{self.name: document})
+            await owners.async_update(session=session, **update)
 
     async def async_sync_all(self) -> None:
         """MongoEngine's ``sync_all`` with async I/O: rewrite every cached copy."""
@@ -337,14 +343,17 @@ guard_blocking_methods(
 )
 
 
-async def sync_cached_references(document: BaseDocument, created: bool) -> None:
-    """MongoEngine's ``auto_sync`` after an ``async_save`` of ``document``:
-    the CachedReferenceFields referring to its class get its changed fields."""
+async def sync_cached_references(
+    document: BaseDocument, created: bool, session: AsyncClientSession | None
+) -> None:
+    """MongoEngine's ``auto_sync`` after an ``async_save`` of ``document`` (in
+    ``session``, the save's): the CachedReferenceFields referring to its class
+    get its changed fields."""
     if created:
         return
     for field in type(document)._cached_reference_fields:
         if isinstance(field, CachedReferenceField) and field.auto_sync:
-            await field._async_sync(document)
+            await field._async_sync(document, session)
 
 
 class LazyReferenceField(mongoengine.LazyReferenceField):

@@ -46,14 +46,14 @@ from mongoengine_async.connection import (
     is_async_connection,
     is_sync_connection,
 )
-from mongoengine_async.errors import AsyncUsageError, ForeignSessionError
+from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.gridfs_read import read_whole
 from mongoengine_async.guards import (
     blocking_call_error,
     guard_blocking_methods,
     sync_alias_error,
 )
-from mongoengine_async.operation import Operation, session_for
+from mongoengine_async.operation import Operation, own_session, session_for
 from mongoengine_async.proxies import alias_of, is_async_class, owner_class
 
 if TYPE_CHECKING:  # RefusesAsync is only mixed into MongoEngine's GridFSProxy
@@ -333,15 +333,10 @@ class AsyncGridFSProxy(GridFSProxy):
     def _session(
         self, root: AsyncCollection, explicit: AsyncClientSession | None = None
     ) -> AsyncClientSession | None:
-        """``explicit`` (which must be the bucket's client's), else the bound
-        transaction's session for that client, if any."""
+        """``explicit`` (refused unless a session of the bucket's client), else
+        the bound transaction's session for that client, if any."""
         client = root.database.client
-        if explicit is not None and explicit.client is not client:
-            raise ForeignSessionError(
-                f"session= belongs to another client than {self._describe()}: a "
-                "session works only with the client that started it"
-            )
-        return session_for(client, explicit)
+        return session_for(client, own_session(self._describe(), client, explicit))
 
     def _describe(self) -> str:
         where = f"GridFS bucket {self.collection_name!r} (alias {self.db_alias!r})"

@@ -36,6 +36,7 @@ from mongoengine_async.guards import require_async
 __all__ = (
     "Home",
     "Operation",
+    "as_session",
     "field_or_session",
     "own_session",
     "plain_home",
@@ -140,24 +141,30 @@ async def resolve(
 
 
 def own_session(
-    cls: type[Any], client: Any, session: AsyncClientSession | None
+    owner: type[Any] | str, client: Any, session: AsyncClientSession | None
 ) -> AsyncClientSession | None:
     """``session`` as given, refused when it belongs to another client than
-    ``client`` (``cls``'s): PyMongo would refuse it only once a command is sent."""
-    if session is None:
-        return None
-    if not isinstance(session, AsyncClientSession):
-        raise TypeError(
-            "session= takes a pymongo AsyncClientSession, not "
-            f"{type(session).__name__!r}"
-        )
-    if session.client is not client:
+    ``client`` (that of ``owner``: a class, or what else the operation is on,
+    described): PyMongo would refuse it only once a command is sent."""
+    session = as_session(session)
+    if session is not None and session.client is not client:
+        if not isinstance(owner, str):
+            owner = f"the one of {owner.__name__} (alias {owner._db_alias()!r})"
         raise ForeignSessionError(
-            f"session= belongs to another client than the one of {cls.__name__} "
-            f"(alias {cls._db_alias()!r}): a session works only with the "
-            "client that started it"
+            f"session= belongs to another client than {owner}: a session "
+            "works only with the client that started it"
         )
     return session
+
+
+def as_session(session: Any) -> AsyncClientSession | None:
+    """``session``, refused (TypeError) when it is neither None nor a driver
+    session: a later ``session.client`` would fail with an AttributeError."""
+    if session is None or isinstance(session, AsyncClientSession):
+        return session
+    raise TypeError(
+        f"session= takes a pymongo AsyncClientSession, not {type(session).__name__!r}"
+    )
 
 
 def field_or_session(

@@ -29,7 +29,14 @@ from mongoengine_async.context import dereference_disabled
 from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.from_bson import loader
 from mongoengine_async.guards import require_async
-from mongoengine_async.operation import plain_home, reach, reached
+from mongoengine_async.operation import (
+    as_session,
+    own_session,
+    plain_home,
+    reach,
+    reached,
+    session_for,
+)
 
 __all__ = ("AsyncReferenceProxy", "LazyReference")
 
@@ -257,12 +264,14 @@ async def load_reference(
     cls: type[Any], dbref: DBRef, name: str, session: AsyncClientSession | None = None
 ) -> Any:
     """Load the document ``dbref`` points to, as an instance of ``cls``, in
-    ``session`` when it is one of ``cls``'s client (else the bound transaction)."""
-    operation = reached(cls, session) or await reach(cls, session)
-    collection = operation.collection
+    ``session`` (refused unless one of ``cls``'s client), else in the bound
+    transaction."""
+    collection = (reached(cls) or await reach(cls)).collection
+    client = collection.database.client
+    session = session_for(client, own_session(cls, client, session))
     if dbref.collection != collection.name:  # (the class's own, mostly)
         collection = collection.database[dbref.collection]
-    raw = await collection.find_one({"_id": dbref.id}, session=operation.session)
+    raw = await collection.find_one({"_id": dbref.id}, session=session)
     return loaded(cls, dbref, name, raw)
 
 
@@ -500,8 +509,10 @@ class LazyReference(MongoEngineLazyReference, Generic[_D]):
             try:
                 async with lock:
                     if self._cached_doc is None or force:
-                        self._cached_doc = await load_reference(
-                            cls, self, cls.__name__, session
+                        # MongoEngine's fetch(): objects.get(pk=...), so its
+                        # manager and class filter apply, and its DoesNotExist.
+                        self._cached_doc = await cls.objects.async_get(
+                            pk=self.pk, session=as_session(session)
                         )
             finally:
                 self._drop_lock(lock)
