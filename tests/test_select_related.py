@@ -45,8 +45,13 @@ from models_references import (
 )
 from mongoengine_async import (
     AsyncReferenceProxy,
+    DictField,
     Document,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
     LazyReference,
+    ListField,
+    ReferenceField,
     async_switch_db,
 )
 from mongoengine_async.select_related import select_related
@@ -713,3 +718,45 @@ async def test_select_related_tells_databases_apart(archive_alias):
         assert entry.author.name == "Ann"
         assert type(entry.archived) is RefArchivedAuthor
         assert entry.archived.name == "Ann, archived"
+
+
+class SrEmbeddedRefs(EmbeddedDocument):
+    author = ReferenceField(RefAuthor)
+    authors = ListField(ReferenceField(RefAuthor))
+
+
+class SrOuter(EmbeddedDocument):
+    inner = EmbeddedDocumentField(SrEmbeddedRefs)
+
+
+class SrUntyped(Document):
+    anything = DictField()
+    items = ListField()
+
+
+async def test_select_related_loads_references_of_embedded_in_untyped_containers(
+    async_alias, command_log
+):
+    """An untyped DictField()/ListField() keeps an embedded document as stored
+    until read: its references (stored ids) are loaded as those of a field."""
+    ann, bob, cy, dee = [
+        await make_author(name) for name in ("Ann", "Bob", "Cy", "Dee")
+    ]
+    saved = await SrUntyped(
+        anything={"emb": SrEmbeddedRefs(author=ann, authors=[bob])},
+        items=[SrOuter(inner=SrEmbeddedRefs(author=cy)), dee.to_dbref()],
+    ).async_save()
+    stored = await raw(SrUntyped, saved.pk)
+    command_log.clear()
+
+    (holder,) = await SrUntyped.objects.async_select_related()
+    assert command_log.names == ["find", "find"]  # the holders, the authors
+    embedded, outer = holder.anything["emb"], holder.items[0]
+    assert type(embedded.author) is RefAuthor and embedded.author.name == "Ann"
+    assert [type(a) for a in embedded.authors] == [RefAuthor]
+    assert embedded.authors[0].name == "Bob"
+    assert type(outer.inner.author) is RefAuthor and outer.inner.author.name == "Cy"
+    assert holder.items[1].name == "Dee"
+    assert command_log.names == ["find", "find"]
+    await holder.async_save()  # loading changed nothing to be saved
+    assert await raw(SrUntyped, saved.pk) == stored

@@ -19,10 +19,12 @@ import mongoengine
 from bson import Binary, DBRef, Decimal128, Int64, ObjectId
 from mongoengine.base import BaseDocument, ComplexBaseField
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
+from mongoengine.document import EmbeddedDocument
 from mongoengine.fields import DynamicField
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
+from mongoengine_async._compat import document_registry
 from mongoengine_async.batches import WHOLE_RESULT, gc_paused, materialise_all
 from mongoengine_async.connection import on_running_loop
 from mongoengine_async.from_bson import (
@@ -189,8 +191,59 @@ def _walk_value(
             _walk_document(value, wanted)
     elif (target := unloaded_target(field, value)) is not None:
         _want(wanted, target, stored_dbref(value, target), container, key)
+    elif (embedded := _stored_embedded_class(field, value)) is not None:
+        _walk_stored_document(value, embedded, wanted)
     elif field is None or isinstance(field, ComplexBaseField | DynamicField):
         _walk_container(value, getattr(field, "field", None), wanted)
+
+
+def _stored_embedded_class(field: Any, value: Any) -> type[Any] | None:
+    """The class of an embedded document kept as stored (a dict) by an
+    untyped container, which builds it only when read: named by its ``_cls``,
+    or, inside such a document, by the field holding it; else None."""
+    if not isinstance(value, dict) or "_ref" in value:
+        return None
+    cls = document_registry.get(value.get("_cls"))
+    if cls is None and isinstance(field, mongoengine.EmbeddedDocumentField):
+        cls = field.document_type
+    elif field is not None and not isinstance(field, _EMBEDDING_FIELDS):
+        return None
+    return cls if cls is not None and issubclass(cls, EmbeddedDocument) else None
+
+
+_EMBEDDING_FIELDS = (
+    mongoengine.EmbeddedDocumentField,
+    mongoengine.GenericEmbeddedDocumentField,
+)
+
+
+def _walk_stored_document(raw: dict, cls: type[Any], wanted: _Wanted) -> None:
+    """The references in ``raw``, an embedded document of ``cls`` as stored:
+    a loaded document put in place of its stored reference is what the
+    container's first read builds the embedded document with."""
+    for _, field, _ in _referring_fields_of(cls):
+        key = field.db_field
+        if raw.get(key) is not None:
+            _walk_stored_value(raw[key], field, raw, key, wanted)
+
+
+def _walk_stored_value(
+    value: Any, field: Any, container: Any, key: Any, wanted: _Wanted
+) -> None:
+    """:func:`_walk_value` for a value of ``field`` as stored (a reference
+    as its id, the items of a list of them likewise)."""
+    target = _plain_target(field)
+    if target is not None and not isinstance(value, DBRef | BaseDocument):
+        value = field.to_python(value)  # the stored id, as the read makes it
+    if target is not None and type(value) is DBRef:
+        _want(wanted, target, value, container, key)
+    elif isinstance(field, ComplexBaseField) and field.field is not None:
+        for slot in slots(value):
+            item = slot.get()
+            if item is not None:
+                _walk_stored_value(item, field.field, slot.container, slot.key, wanted)
+    else:
+        _walk_value(value, field, container, key, wanted)
 
 
 def _walk_container(value: Any, item_field: Any, wanted: _Wanted) -> None:
