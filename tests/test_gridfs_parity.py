@@ -1,6 +1,6 @@
 """GridFS details shared with MongoEngine: a gone file, the seed's spelling of
 ``async_get``, a file field whose alias has no connection, and the async
-methods of a file on a sync alias."""
+methods of a file on a sync alias, the class a sync file reads as."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import io
 import re
 from uuid import uuid4
 
+import mongoengine
 import pytest
 from bson import ObjectId
 from mongoengine.fields import GridFSProxy
 from PIL import Image
 
+import mongoengine_async
 from mongoengine_async import (
     AsyncUsageError,
     ConnectionFailure,
@@ -53,6 +55,13 @@ class GpSyncPaper(Document):
     pdf = FileField(db_alias=SYNC)
     image = ImageField(db_alias=SYNC)
     unconnected = FileField()  # "default": no connection in these tests
+
+
+# MongoEngine's own model of GpSyncPaper's collection, to compare with.
+class GpSyncPaperMongoEngine(mongoengine.Document):
+    meta = {"db_alias": SYNC, "collection": "gp_sync_paper"}
+    pdf = mongoengine.FileField(db_alias=SYNC)
+    image = mongoengine.ImageField(db_alias=SYNC)
 
 
 def png(width: int, height: int) -> bytes:
@@ -260,3 +269,20 @@ def test_async_method_of_unconnected_field_on_sync_alias(sync_log) -> None:
         "connection (a FileField does not follow its document's db_alias; pass "
         "FileField(db_alias=...))"
     )
+
+
+def test_sync_file_reads_as_exactly_the_exported_proxy_class(sync_log) -> None:
+    """A file on a sync alias reads as an instance of exactly the exported
+    GridFSProxy (ImageGridFsProxy), as MongoEngine's reads as exactly its own:
+    ``type(doc.file) is GridFSProxy`` holds after the import change."""
+    paper = GpSyncPaper()
+    paper.pdf.put(b"exact", filename="exact.pdf")
+    paper.image.put(io.BytesIO(png(4, 4)))
+    paper.save()
+    ours = GpSyncPaper.objects.get(id=paper.id)
+    theirs = GpSyncPaperMongoEngine.objects.get(id=paper.id)
+    assert type(theirs.pdf) is mongoengine.GridFSProxy
+    assert type(theirs.image) is mongoengine.ImageGridFsProxy
+    assert type(ours.pdf) is mongoengine_async.GridFSProxy
+    assert type(ours.image) is mongoengine_async.ImageGridFsProxy
+    assert ours.pdf.read() == theirs.pdf.read() == b"exact"

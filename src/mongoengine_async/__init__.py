@@ -1,6 +1,6 @@
 """Native asyncio for MongoEngine models, on PyMongo's async API.
 
-``from mongoengine_async import *`` gives every public name of ``mongoengine``,
+``from mongoengine_async import *`` gives every name of ``mongoengine.__all__``,
 with the classes that need async behaviour replaced by subclasses. Every name is
 imported explicitly and listed in ``__all__`` (MongoEngine has no types, so a
 star import would hide its names from type checkers); checkers see the fields
@@ -23,8 +23,6 @@ from mongoengine import (
     DoesNotExist,
     FieldDoesNotExist,
     GridFSError,
-    GridFSProxy,
-    ImageGridFsProxy,
     ImproperlyConfigured,
     InvalidCollectionError,
     InvalidDocumentError,
@@ -86,6 +84,7 @@ from mongoengine_async.errors import (
     MisuseError,
     NestedTransactionError,
 )
+from mongoengine_async.fields import GridFSProxy, ImageGridFsProxy
 from mongoengine_async.gridfs import AsyncGridFSProxy
 from mongoengine_async.proxies import AsyncReferenceProxy, LazyReference
 from mongoengine_async.queryset import AsyncAggregation, QuerySet, QuerySetNoCache
