@@ -1,12 +1,14 @@
 """The typed public API holds: mypy (--strict) and pyright, with a user's
 settings (tests/typing/mypy.ini, pyrightconfig.json), accept
 tests/typing/check_table.py (issue 16's table, as ``assert_type``, with the sync
-API and container assignments) and report each deliberate mistake of
-tests/typing/errors.py, so a change that loses a type fails the suite."""
+API and container assignments) and tests/typing/submodule_imports.py, and report
+each deliberate mistake of tests/typing/errors.py, so a change that loses a type
+fails the suite."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 import subprocess
 import sys
@@ -18,7 +20,13 @@ import pytest
 import mongoengine_async
 
 TYPING_DIR = Path(__file__).parent / "typing"
-FILES = ["models.py", "check_table.py", "star_import.py", "errors.py"]
+FILES = [
+    "models.py",
+    "check_table.py",
+    "star_import.py",
+    "submodule_imports.py",
+    "errors.py",
+]
 BIN = Path(sys.executable).parent
 
 
@@ -146,3 +154,22 @@ def test_the_stub_declares_each_public_async_method(name: str) -> None:
     runtime = getattr(mongoengine_async, name)
     public = {attribute for attribute in dir(runtime) if attribute.startswith("async_")}
     assert public - _declared(classes, name) == set()
+
+
+SAME_NAMED = ["connection", "document", "errors", "fields", "queryset", "signals"]
+
+
+@pytest.mark.parametrize("module", SAME_NAMED)
+def test_same_named_module_exports_mongoengine_names(module: str) -> None:
+    """``from mongoengine.<module> import X`` migrates by the module name alone:
+    ours of the same name exports every name of MongoEngine's ``__all__``, each
+    the top level's object (our subclass where we have one)."""
+    theirs = importlib.import_module(f"mongoengine.{module}")
+    ours = importlib.import_module(f"mongoengine_async.{module}")
+    assert set(theirs.__all__) <= set(ours.__all__)
+    different = [
+        name
+        for name in theirs.__all__
+        if getattr(ours, name) is not getattr(mongoengine_async, name)
+    ]
+    assert different == []

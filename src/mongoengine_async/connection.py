@@ -5,6 +5,8 @@ clients are ``pymongo.AsyncMongoClient``. An alias is either sync (registered
 with ``connect``) or async (registered with ``connect_async``), never both.
 A client only works on the event loop it first ran on, so each alias has a
 client per loop, chosen when an operation is awaited (:func:`on_running_loop`).
+Every name of ``mongoengine.connection.__all__`` is here (the functions wrapped),
+so ``from mongoengine.connection import ...`` migrates by its module name alone.
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ from typing import Any
 
 import mongoengine
 import mongoengine.connection as me_connection
-from mongoengine.connection import DEFAULT_CONNECTION_NAME, ConnectionFailure
+from mongoengine.connection import (
+    DEFAULT_CONNECTION_NAME,
+    DEFAULT_DATABASE_NAME,
+    ConnectionFailure,
+)
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -37,6 +43,8 @@ from mongoengine_async.errors import ConnectionUsageError
 
 __all__ = (
     "DEFAULT_CONNECTION_NAME",
+    "DEFAULT_DATABASE_NAME",
+    "ConnectionFailure",
     "connect",
     "connect_async",
     "disconnect",

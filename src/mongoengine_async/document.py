@@ -3,7 +3,9 @@
 Validation, ``to_mongo``, ``_from_son`` and delta computation are MongoEngine's;
 the ``async_*`` methods do the I/O with PyMongo's async API. Whether a class is
 async is decided at call time by its alias (``meta["db_alias"]`` or an active
-``async_switch_db``).
+``async_switch_db``). The other names of ``mongoengine.document`` are exported
+as MongoEngine's, so ``from mongoengine.document import ...`` migrates by its
+module name alone.
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ from bson.timestamp import Timestamp
 from mongoengine.base.metaclasses import TopLevelDocumentMetaclass
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from mongoengine.context_managers import set_write_concern
+from mongoengine.document import (
+    DynamicEmbeddedDocument,
+    EmbeddedDocument,
+    InvalidCollectionError,
+    MapReduceDocument,
+)
 from mongoengine.errors import (
     InvalidDocumentError,
     InvalidQueryError,
@@ -69,7 +77,16 @@ else:  # checkers see MongoEngine's classes through the typed stub _typing.pyi
     MongoEngineDocument = mongoengine.Document
     MongoEngineDynamicDocument = mongoengine.DynamicDocument
 
-__all__ = ("Document", "DynamicDocument")
+__all__ = (
+    "Document",
+    "DynamicDocument",
+    "DynamicEmbeddedDocument",
+    "EmbeddedDocument",
+    "InvalidCollectionError",
+    "MapReduceDocument",
+    "NotUniqueError",
+    "OperationError",
+)
 
 D = TypeVar("D", bound="Document")
 

@@ -5,21 +5,50 @@ async call on a sync alias, a connection function on an alias of the other kind,
 a nested transaction. Each class is also the MongoEngine (or built-in) type that
 was raised before, so existing ``except`` clauses keep catching it. Errors that
 MongoEngine itself raises for the same situation (an undefined alias,
-``DoesNotExist``, ``InvalidQueryError``, ``NotUniqueError``...) stay MongoEngine's.
+``DoesNotExist``, ``InvalidQueryError``, ``NotUniqueError``...) stay MongoEngine's;
+this module exports them too, so ``from mongoengine.errors import ...`` migrates by
+its module name alone.
 """
 
 from __future__ import annotations
 
 from mongoengine.connection import ConnectionFailure
-from mongoengine.errors import OperationError
+from mongoengine.errors import (
+    BulkWriteError,
+    DeprecatedError,
+    DoesNotExist,
+    FieldDoesNotExist,
+    InvalidDocumentError,
+    InvalidQueryError,
+    LookUpError,
+    MultipleObjectsReturned,
+    NotRegistered,
+    NotUniqueError,
+    OperationError,
+    SaveConditionError,
+    ValidationError,
+)
 from pymongo.errors import InvalidOperation
 
 __all__ = (
     "AsyncUsageError",
+    "BulkWriteError",
     "ConnectionUsageError",
+    "DeprecatedError",
+    "DoesNotExist",
+    "FieldDoesNotExist",
     "ForeignSessionError",
+    "InvalidDocumentError",
+    "InvalidQueryError",
+    "LookUpError",
     "MisuseError",
+    "MultipleObjectsReturned",
     "NestedTransactionError",
+    "NotRegistered",
+    "NotUniqueError",
+    "OperationError",
+    "SaveConditionError",
+    "ValidationError",
 )
 
 

@@ -4,7 +4,9 @@ On sync aliases every field behaves exactly as MongoEngine's. On async aliases
 an unloaded reference reads as an :class:`AsyncReferenceProxy`, lazy references
 come with ``async_fetch``, containers hand out proxies instead of running
 MongoEngine's blocking dereference, and file fields read as
-:class:`~mongoengine_async.gridfs.AsyncGridFSProxy` (see ``gridfs.py``).
+:class:`~mongoengine_async.gridfs.AsyncGridFSProxy` (see ``gridfs.py``). The other
+names of ``mongoengine.fields`` are exported as MongoEngine's, so
+``from mongoengine.fields import ...`` migrates by its module name alone.
 """
 
 from __future__ import annotations
@@ -18,7 +20,36 @@ from bson import DBRef
 from mongoengine.base import BaseDocument, ComplexBaseField, get_document
 from mongoengine.base.datastructures import BaseDict, BaseList, EmbeddedDocumentList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
-from mongoengine.fields import ImproperlyConfigured
+from mongoengine.fields import (
+    BinaryField,
+    BooleanField,
+    ComplexDateTimeField,
+    DateField,
+    DateTimeField,
+    Decimal128Field,
+    DecimalField,
+    EmailField,
+    EmbeddedDocumentField,
+    EnumField,
+    FloatField,
+    GenericEmbeddedDocumentField,
+    GeoJsonBaseField,
+    GeoPointField,
+    GridFSError,
+    ImproperlyConfigured,
+    IntField,
+    LineStringField,
+    LongField,
+    MultiLineStringField,
+    MultiPointField,
+    MultiPolygonField,
+    ObjectIdField,
+    PointField,
+    PolygonField,
+    StringField,
+    URLField,
+    UUIDField,
+)
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from mongoengine_async._compat import document_registry
@@ -62,20 +93,50 @@ else:
     _FieldMixin = object
 
 __all__: tuple[str, ...] = (
+    "BinaryField",
+    "BooleanField",
     "CachedReferenceField",
+    "ComplexDateTimeField",
+    "DateField",
+    "DateTimeField",
+    "Decimal128Field",
+    "DecimalField",
     "DictField",
     "DynamicField",
+    "EmailField",
+    "EmbeddedDocumentField",
     "EmbeddedDocumentListField",
+    "EnumField",
     "FileField",
+    "FloatField",
+    "GenericEmbeddedDocumentField",
     "GenericLazyReferenceField",
     "GenericReferenceField",
+    "GeoJsonBaseField",
+    "GeoPointField",
+    "GridFSError",
+    "GridFSProxy",
     "ImageField",
+    "ImageGridFsProxy",
+    "ImproperlyConfigured",
+    "IntField",
     "LazyReferenceField",
+    "LineStringField",
     "ListField",
+    "LongField",
     "MapField",
+    "MultiLineStringField",
+    "MultiPointField",
+    "MultiPolygonField",
+    "ObjectIdField",
+    "PointField",
+    "PolygonField",
     "ReferenceField",
     "SequenceField",
     "SortedListField",
+    "StringField",
+    "URLField",
+    "UUIDField",
 )
 
 

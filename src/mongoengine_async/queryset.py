@@ -3,7 +3,9 @@
 Chaining (filter, order_by, only, limit...) and every piece of query building
 are MongoEngine's; on an async alias the queryset holds an ``AsyncCollection``
 and the ``async_*`` terminals await the driver. The blocking terminals refuse
-async aliases.
+async aliases. The other names of ``mongoengine.queryset`` are exported as
+MongoEngine's, so ``from mongoengine.queryset import ...`` migrates by its module
+name alone.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from bson.timestamp import Timestamp
 from mongoengine.context_managers import set_read_write_concern, set_write_concern
 from mongoengine.document import Document as MongoEngineDocument
 from mongoengine.errors import (
+    DoesNotExist,
     InvalidQueryError,
     LookUpError,
+    MultipleObjectsReturned,
     NotUniqueError,
     OperationError,
 )
@@ -37,7 +41,17 @@ from mongoengine.fields import (
     GenericReferenceField,
     ListField,
 )
-from mongoengine.queryset import transform
+from mongoengine.queryset import (
+    CASCADE,
+    DENY,
+    DO_NOTHING,
+    NULLIFY,
+    PULL,
+    QueryFieldList,
+    QuerySetManager,
+    queryset_manager,
+    transform,
+)
 from mongoengine.queryset.base import BaseQuerySet as MongoEngineBaseQuerySet
 from mongoengine.queryset.visitor import Q
 from pymongo import ReturnDocument
@@ -78,7 +92,26 @@ from mongoengine_async.sync_reads import FastSyncReads
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ("AsyncAggregation", "BaseQuerySet", "QuerySet", "QuerySetNoCache")
+__all__ = (
+    "CASCADE",
+    "DENY",
+    "DO_NOTHING",
+    "NULLIFY",
+    "PULL",
+    "AsyncAggregation",
+    "BaseQuerySet",
+    "DoesNotExist",
+    "InvalidQueryError",
+    "MultipleObjectsReturned",
+    "NotUniqueError",
+    "OperationError",
+    "Q",
+    "QueryFieldList",
+    "QuerySet",
+    "QuerySetManager",
+    "QuerySetNoCache",
+    "queryset_manager",
+)
 
 _D = TypeVar("_D")  # what the queryset yields: its documents (or dicts, scalars)
 
