@@ -9,6 +9,7 @@ from bson import ObjectId
 from pymongo import WriteConcern
 
 import mongoengine_async
+from conftest import sync_alias_beside
 from mongoengine_async import (
     AsyncUsageError,
     DictField,
@@ -42,6 +43,17 @@ class DocPerson(Document):
     address = EmbeddedDocumentField(DocAddress)
     extra = DictField()
     version = IntField(default=1)
+
+
+class DocW0(Document):
+    v = IntField()
+
+
+class DocW0Sync(Document):
+    """DocW0's collection on a sync alias: MongoEngine's own save."""
+
+    v = IntField()
+    meta = {"db_alias": "doc_w0_sync", "collection": "doc_w0"}
 
 
 class DocUniqueUser(Document):
@@ -300,6 +312,91 @@ async def test_unacknowledged_write_concern(async_alias):
             break
         await asyncio.sleep(0.01)
     assert (await _db().doc_person.find_one({"_id": person.id}))["name"] == "Ada"
+
+
+async def _stored_values(expected: list[int]) -> list[int]:
+    """The ``v`` of the DocW0 documents, once they are ``expected`` (or after
+    two seconds): unacknowledged writes arrive a moment later."""
+    for _ in range(200):
+        values = sorted(raw["v"] for raw in await _db().doc_w0.find().to_list(None))
+        if values == expected:
+            break
+        await asyncio.sleep(0.01)
+    return values
+
+
+async def test_unacknowledged_save_of_a_change_as_mongoengine(async_alias, mongodb_uri):
+    """w=0: no result to read. MongoEngine's save returns, sends post_save and
+    clears the changes; with a save_condition it fails reading the result
+    (a TypeError, after the write). The async save does the same."""
+    posted = []
+
+    def post_save(sender, document, **kwargs):
+        posted.append((sender.__name__, kwargs["created"]))
+
+    async_signals.post_save.connect(post_save)
+    try:
+        with sync_alias_beside("doc_w0_sync", async_alias, mongodb_uri):
+            first, second = await DocW0(v=1).async_save(), await DocW0(v=2).async_save()
+            posted.clear()
+            mine = DocW0Sync.objects.get(id=first.id)
+            theirs = await DocW0.objects.async_get(id=second.id)
+            mine.v, theirs.v = 10, 20
+            assert mine.save(write_concern={"w": 0}) is mine
+            assert await theirs.async_save(write_concern={"w": 0}) is theirs
+            assert posted == [("DocW0Sync", False), ("DocW0", False)]
+            assert mine._changed_fields == theirs._changed_fields == []
+            assert await _stored_values([10, 20]) == [10, 20]
+
+            mine.v, theirs.v = 11, 21
+            with pytest.raises(TypeError) as sync_error:
+                mine.save(write_concern={"w": 0}, save_condition={"v": 10})
+            with pytest.raises(TypeError) as async_error:
+                await theirs.async_save(
+                    write_concern={"w": 0}, save_condition={"v": 20}
+                )
+        assert str(async_error.value) == str(sync_error.value)
+        assert str(async_error.value) == "'NoneType' object is not subscriptable"
+        assert mine._changed_fields == theirs._changed_fields == ["v"]
+    finally:
+        async_signals.post_save.disconnect(post_save)
+
+
+async def test_a_change_made_while_the_save_is_awaited_is_saved_next(
+    async_alias, command_log
+):
+    """The save clears only the changes it sent: one made while its write is
+    on its way (another task) is sent by the next save."""
+    person = await DocPerson(name="Ada", age=1).async_save()
+
+    async def change_while_sent(**changes):
+        """Save ``person``; once the write is sent, make ``changes``."""
+        command_log.clear()
+        save = asyncio.create_task(person.async_save())
+        while not set(command_log.names) & {"insert", "update"}:
+            await asyncio.sleep(0)
+        for name, value in changes.items():
+            setattr(person, name, value)
+        await save
+
+    person.age = 2
+    await change_while_sent(age=3, nickname="A")  # the field sent, and another
+    assert sorted(person._changed_fields) == ["age", "nickname"]
+    stored = await _db().doc_person.find_one({"_id": person.id})
+    assert (stored["age"], stored.get("nickname")) == (2, None)
+    command_log.clear()
+    await person.async_save()
+    assert _updates(command_log)[0]["updates"][0]["u"] == {
+        "$set": {"age": 3, "nickname": "A"}
+    }
+    assert person._changed_fields == []
+
+    person = DocPerson(name="Bo")  # a new document: its insert
+    await change_while_sent(age=7)
+    assert person._changed_fields == ["age"] and not person._created
+    await person.async_save()
+    stored = await _db().doc_person.find_one({"_id": person.id})
+    assert (stored["name"], stored["age"]) == ("Bo", 7)
 
 
 async def test_validation_error_writes_nothing(async_alias, command_log):

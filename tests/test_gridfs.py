@@ -770,12 +770,50 @@ async def test_delete_joins_the_transaction(async_alias: str) -> None:
             await book.file.async_delete()
             raise Rollback
     assert await counts() == (1, 1)  # rolled back with the transaction
-    assert book.file.grid_id is None  # (objects in memory are not rolled back)
+    assert book.file.grid_id is not None  # the proxy holds its file again
 
-    book = await GfsBook.objects.async_get(id=book.id)
     async with async_run_in_transaction():
         await book.async_delete()
     assert await counts() == (0, 0)
+
+
+class Rollback(Exception):
+    pass
+
+
+async def test_an_aborted_document_delete_leaves_its_file_known(async_alias):
+    """The document's delete aborted: the instance holds its file again, so
+    deleting it again deletes the file too (none orphaned)."""
+    book = GfsBook(title="kept")
+    await book.file.async_put(b"payload")
+    await book.async_save()
+    grid_id = book.file.grid_id
+    with pytest.raises(Rollback):
+        async with async_run_in_transaction():
+            await book.async_delete()
+            raise Rollback
+    assert await GfsBook.objects.async_count() == 1 and await counts() == (1, 1)
+    assert book.file.grid_id == grid_id
+    assert await book.file.async_read() == b"payload"
+    async with async_run_in_transaction():
+        await book.async_delete()
+    assert await GfsBook.objects.async_count() == 0 and await counts() == (0, 0)
+
+
+async def test_a_replace_by_the_same_id_refused_in_a_block_keeps_the_file(
+    async_alias,
+):
+    """Replacing by the file's own id deletes it first, then uploads, which
+    PyMongo refuses in a transaction: the block aborts, the file is back, and
+    the proxy holds it again."""
+    book = GfsBook()
+    await book.file.async_put(b"old")
+    grid_id = book.file.grid_id
+    with pytest.raises(InvalidOperation, match="transactions"):
+        async with async_run_in_transaction():
+            await book.file.async_replace(b"new", _id=grid_id)
+    assert book.file.grid_id == grid_id
+    assert await book.file.async_read() == b"old"
 
 
 async def test_upload_inside_a_transaction_is_refused_by_pymongo(async_alias: str):

@@ -11,6 +11,7 @@ and cascades that never run without a transaction, even on a brand-new client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -25,6 +26,8 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from mongoengine_async import (
     CASCADE,
     Document,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
     IntField,
     ListField,
     OperationError,
@@ -46,6 +49,15 @@ class TxAccount(Document):
     name = StringField()
     balance = IntField(default=0)
     tags = ListField(StringField())
+
+
+class TxAddress(EmbeddedDocument):
+    city = StringField()
+
+
+class TxHolder(Document):
+    name = StringField()
+    address = EmbeddedDocumentField(TxAddress)
 
 
 class TxOwner(Document):
@@ -72,7 +84,7 @@ async def warm(alias: str = "default") -> None:
     that each create a collection implicitly conflict (WriteConflict)."""
     db = get_async_db(alias)
     existing = await db.list_collection_names()
-    for cls in (TxAccount, TxOwner, TxPet):
+    for cls in (TxAccount, TxHolder, TxOwner, TxPet):
         if cls._get_collection_name() not in existing:
             await db.create_collection(cls._get_collection_name())
 
@@ -503,6 +515,93 @@ async def test_callback_form_reruns_on_a_transient_error(app_alias, command_log)
     assert [raw["name"] for raw in await committed(TxAccount)] == ["ann", "receipt"]
     assert (await committed(TxAccount, name="ann"))[0]["balance"] == 90
     assert current_session() is None
+
+
+def bookkeeping(document: Document) -> tuple:
+    """What a save reads of a document: new or not, its id, its changes."""
+    return document._created, document.pk, sorted(document._get_changed_fields())
+
+
+async def test_a_rerun_saves_again_what_the_aborted_attempt_saved(
+    app_alias, command_log
+):
+    """The documents an aborted attempt saved are given back their state
+    (new, unsaved id, changes, nested ones too): the rerun sends them again."""
+    await warm()
+    new = TxAccount(name="new")
+    old = await TxAccount(name="old", balance=1).async_save()
+    holder = await TxHolder(name="h", address=TxAddress(city="Rome")).async_save()
+    old.balance, old.tags = 2, ["t"]
+    holder.address.city = "Oslo"
+    before = [bookkeeping(document) for document in (new, old, holder)]
+    seen = []
+
+    async def save_all():
+        seen.append([bookkeeping(document) for document in (new, old, holder)])
+        for document in (new, old, holder):
+            await document.async_save()
+        await TxAccount.objects(name="nobody").async_delete()  # fails once
+
+    transient = {"errorCode": 112, "errorLabels": ["TransientTransactionError"]}
+    command_log.clear()
+    async with fail_point(
+        app_alias, {"times": 1}, failCommands=["delete"], **transient
+    ):
+        await async_run_transaction(save_all)
+    assert seen == [before, before]
+    assert sent(command_log) == [
+        *["insert", "update", "update", "delete", "abortTransaction"],
+        *["insert", "update", "update", "delete", "commitTransaction"],
+    ]
+    stored = {raw["name"]: raw for raw in await committed(TxAccount)}
+    assert stored["new"]["_id"] == new.pk
+    assert (stored["old"]["balance"], stored["old"]["tags"]) == (2, ["t"])
+    assert (await committed(TxHolder))[0]["address"] == {"city": "Oslo"}
+    assert [bookkeeping(document) for document in (new, old, holder)] == [
+        (False, new.pk, []),
+        (False, old.pk, []),
+        (False, holder.pk, []),
+    ]
+
+
+async def test_an_aborted_block_gives_the_documents_back_their_state(async_alias):
+    """A block retried by hand (as transactions.md shows) saves again what
+    its aborted run saved; a committed one leaves the documents saved."""
+    await warm()
+    new = TxAccount(name="new")
+    old = await TxAccount(name="old", balance=1).async_save()
+    old.balance = 2
+    before = [bookkeeping(new), bookkeeping(old)]
+    for attempt in range(2):
+        with contextlib.suppress(Boom):
+            async with async_run_in_transaction():
+                await new.async_save()
+                await old.async_save()
+                assert bookkeeping(new) == (False, new.pk, [])
+                if attempt == 0:
+                    raise Boom
+        if attempt == 0:
+            assert [bookkeeping(new), bookkeeping(old)] == before
+            assert len(await committed(TxAccount)) == 1
+    assert [raw["name"] for raw in await committed(TxAccount)] == ["old", "new"]
+    assert (await committed(TxAccount, name="old"))[0]["balance"] == 2
+    assert bookkeeping(new) == (False, new.pk, [])
+    assert bookkeeping(old) == (False, old.pk, [])
+
+
+async def test_drop_collection_does_not_join_the_transaction(async_alias, command_log):
+    """The server refuses a drop in a transaction: it runs outside (as index
+    builds), at once, and stays when the block aborts."""
+    await warm()
+    await TxAccount(name="a").async_save()
+    command_log.clear()
+    with pytest.raises(Boom):
+        async with async_run_in_transaction():
+            await TxAccount.async_drop_collection()
+            raise Boom
+    (drop,) = [event.command for event in command_log.events if "drop" in event.command]
+    assert "txnNumber" not in drop and "autocommit" not in drop
+    assert "tx_account" not in await get_async_db().list_collection_names()
 
 
 async def test_callback_form_reruns_when_the_commit_is_transient(

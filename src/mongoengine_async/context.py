@@ -42,6 +42,13 @@ _TRANSIENT = "TransientTransactionError"
 _sessions: ContextVar[tuple[AsyncClientSession, ...]] = ContextVar(
     "mongoengine_async_sessions", default=()
 )
+# The journals of the transactions bound in this task: (session, undos) pairs.
+# An undo gives an instance back the bookkeeping a write in the transaction
+# changed (a document's ``_created``, changes and id, a file's ``grid_id``).
+Journal = list[Callable[[], None]]
+_journals: ContextVar[tuple[tuple[AsyncClientSession, Journal], ...]] = ContextVar(
+    "mongoengine_async_journals", default=()
+)
 # The switches in effect, by class; a switch binds a new mapping (never changed).
 _NO_SWITCH: Mapping[type[Any], str] = MappingProxyType({})
 _db_aliases: ContextVar[Mapping[type[Any], str]] = ContextVar(
@@ -74,6 +81,38 @@ def current_session(client: Any = None) -> AsyncClientSession | None:
         if session.client is client:
             return session
     return None
+
+
+def journal(session: AsyncClientSession | None) -> Journal | None:
+    """The journal of the transaction this package bound with ``session``, if
+    any: a write in it appends how to undo its change of an instance's
+    bookkeeping (should the attempt abort). None outside such transactions."""
+    if session is None:
+        return None
+    for bound, undos in reversed(_journals.get()):
+        if bound is session:
+            return undos
+    return None
+
+
+def _undo(undos: Journal) -> None:
+    """Give the instances back what an aborted attempt changed (latest first),
+    and empty the journal for the next attempt."""
+    while undos:
+        undos.pop()()
+
+
+@asynccontextmanager
+async def _bind_session(
+    session: AsyncClientSession, undos: Journal
+) -> AsyncIterator[None]:
+    """Bind ``session`` (its transaction) and its journal to the task."""
+    token = _journals.set((*_journals.get(), (session, undos)))
+    try:
+        async with _bind(_sessions, (*_sessions.get(), session)):
+            yield
+    finally:
+        _journals.reset(token)
 
 
 def switched_alias(cls: type[Any]) -> str | None:
@@ -136,6 +175,8 @@ async def async_run_in_transaction(
     transaction and propagates. The commit follows PyMongo's
     ``with_transaction``; the block itself runs once (see
     :func:`async_run_transaction` to re-run it). Nesting on the same client raises.
+    Documents saved (files deleted) in a transaction that aborts are given back
+    their state before (new, unsaved id, changes; the file).
     """
     client = get_async_connection(alias)
     async with run_in_transaction(
@@ -156,6 +197,8 @@ async def async_run_transaction(
     (also one MongoEngine wrapped, see :func:`is_transient`) the transaction
     is aborted and ``fn`` runs again; an unknown commit result retries the
     commit; retries stop after 120 s. Nesting on the same client raises.
+    Documents saved (files deleted) in an attempt that aborts are given back
+    their state before it, so that the next attempt sends them again.
     """
     client = get_async_connection(alias)
     return await run_transaction(client, fn, session_kwargs, transaction_kwargs)
@@ -202,10 +245,18 @@ async def run_on(
     """``await fn()`` in a transaction on ``session`` (one in none), as
     ``async_run_transaction`` does; bound to the task meanwhile, before any
     session bound for the same client (an explicit session wins)."""
-    async with _bind(_sessions, (*_sessions.get(), session)):
-        return await session.with_transaction(
-            lambda _: _run_labelled(fn), **(transaction_kwargs or {})
-        )
+    undos: Journal = []
+
+    async def attempt(_: AsyncClientSession) -> R:
+        _undo(undos)  # what the attempt before, aborted, changed
+        return await _run_labelled(fn)
+
+    async with _bind_session(session, undos):
+        try:
+            return await session.with_transaction(attempt, **(transaction_kwargs or {}))
+        except BaseException:
+            _undo(undos)
+            raise
 
 
 class _TransientError(PyMongoError):
@@ -239,13 +290,19 @@ async def run_in_transaction(
     async with client.start_session(**(session_kwargs or {})) as session:
         block = _Block(session, transaction_kwargs or {})
         await block.entered()
-        async with _bind(_sessions, (*_sessions.get(), session)):
+        undos: Journal = []
+        async with _bind_session(session, undos):
             try:
                 yield session
             except BaseException:
+                _undo(undos)
                 await block.failed()
                 raise
-        await block.done()
+        try:
+            await block.done()
+        except BaseException:
+            _undo(undos)
+            raise
 
 
 class _BlockFailed(Exception):

@@ -28,7 +28,13 @@ from bson import ObjectId
 from mongoengine.base import BaseDict, BaseDocument, BaseField, BaseList
 from mongoengine.base.datastructures import EmbeddedDocumentList
 
-__all__ = ("clear_changes", "update_doc")
+__all__ = (
+    "clear_changes",
+    "give_back_changes",
+    "put_changes",
+    "take_changes",
+    "update_doc",
+)
 
 # Exact types whose values hold no change of their own (MongoEngine looks into
 # embedded documents, and into lists, tuples and dicts, only).
@@ -156,7 +162,8 @@ class _Plans(dict[type[Any], "_Plan | None"]):
 
 
 _plans = _Plans()
-_set_changed_fields = BaseDocument.__dict__["_changed_fields"].__set__
+_changes_slot = BaseDocument.__dict__["_changed_fields"]
+_set_changed_fields = _changes_slot.__set__
 
 
 def _quiet(value: Any) -> bool:
@@ -236,3 +243,33 @@ def clear_changes(document: Any) -> None:
             document._clear_changed_fields()
             return
     _set_changed_fields(document, [])  # what BaseDocument.__setattr__ does
+
+
+def take_changes(document: Any) -> list[str] | None:
+    """Give ``document`` a fresh, empty list of changes and return its own
+    (None when it has none: every field counts as changed), as a save's write
+    is sent: what changes while the write is awaited goes to the fresh list."""
+    sent = getattr(document, "_changed_fields", None)
+    _set_changed_fields(document, [])
+    return sent
+
+
+def give_back_changes(document: Any, sent: list[str] | None) -> list[str]:
+    """Put back the list :func:`take_changes` took, with the changes made
+    meanwhile added to it; returns those (the write did not send them)."""
+    meanwhile = document._changed_fields
+    put_changes(document, sent)
+    if sent is None:  # no list: every field counts as changed already
+        return meanwhile
+    for path in meanwhile:
+        document._mark_as_changed(path)
+    return meanwhile
+
+
+def put_changes(document: Any, changes: list[str] | None) -> None:
+    """Set ``document``'s list of changes; None removes it (a document
+    without one counts every field as changed)."""
+    if changes is not None:
+        _set_changed_fields(document, changes)
+    elif hasattr(document, "_changed_fields"):
+        _changes_slot.__delete__(document)

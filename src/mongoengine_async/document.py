@@ -47,7 +47,7 @@ from mongoengine_async.connection import (
     get_async_db,
     is_async_connection,
 )
-from mongoengine_async.context import switched_alias, switched_collection
+from mongoengine_async.context import journal, switched_alias, switched_collection
 from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.from_bson import LoadedState
 from mongoengine_async.gridfs import AsyncGridFSProxy, check_deletable, delete_files
@@ -59,7 +59,6 @@ from mongoengine_async.operation import (
     plain_home,
     reached,
     resolve,
-    session_for,
 )
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.queryset import QuerySet
@@ -249,8 +248,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
     async def async_drop_collection(
         cls, *, session: AsyncClientSession | None = None
     ) -> None:
-        """Drop the class's collection (in ``session``, else in the bound
-        transaction, if any); its indexes are recreated on next use."""
+        """Drop the class's collection (in ``session`` if given; a bound
+        transaction is not joined: the server refuses a drop in one, as index
+        builds); its indexes are recreated on next use."""
         cls._require_async("async_drop_collection", "drop_collection()")
         name = cls._get_collection_name()
         if not name:
@@ -261,8 +261,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         collection_setup.forget_prepared(
             collection.database.client, collection.full_name
         )
-        client = collection.database.client
-        session = session_for(client, own_session(cls, client, session))
+        session = own_session(cls, collection.database.client, session)
         await collection.database.drop_collection(name, session=session)
 
     @classmethod
@@ -328,6 +327,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             "async_save", "save()", session
         ) or await self._async_operation("async_save", "save()", session)
         collection, session = operation.collection, operation.session
+        if session is not None:  # perhaps a transaction of ours: journal the save
+            _journal_bookkeeping(self, session)
         signal_kwargs = signal_kwargs or {}
         cls = type(self)
         # A signal with no receiver at all (most saves) is skipped by its empty
@@ -358,34 +359,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         # No write concern given: the collection's own (set_write_concern would
         # make an equal copy of the collection on every save).
         target = _concerned(collection, write_concern) if write_concern else collection
-        try:
-            if not created:
-                object_id = raw["_id"]
-                selector, update = self._delta_update(raw, save_condition)
-                if update:  # else nothing changed: nothing to send
-                    upsert = save_condition is None
-                    result = await target.update_one(
-                        selector, update, upsert=upsert, session=session
-                    )
-                    if not upsert and result.matched_count == 0:
-                        raise SaveConditionError(
-                            "Race condition preventing document update detected"
-                        )
-                    created = upsert and result.upserted_id is not None
-            elif force_insert or "_id" not in raw:
-                object_id = (await target.insert_one(raw, session=session)).inserted_id
-            else:
-                object_id = await self._async_replace_or_insert(target, raw, session)
-        except pymongo.errors.DuplicateKeyError as err:
-            raise NotUniqueError(
-                f"Tried to save duplicate unique keys ({err})"
-            ) from err
-        except pymongo.errors.OperationFailure as err:
-            if re.match("^E1100[01] duplicate key", str(err)):
-                raise NotUniqueError(
-                    f"Tried to save duplicate unique keys ({err})"
-                ) from err
-            raise OperationError(f"Could not save document ({err})") from err
+        object_id, created, meanwhile = await self._async_write(
+            target, raw, created, force_insert, save_condition, session
+        )
         if cascade is None:
             cascade = self._meta.get("cascade", False) or cascade_kwargs is not None
         if cascade:
@@ -411,7 +387,49 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             )
         deltas.clear_changes(self)
         to_bson.mark_saved(self)
+        if meanwhile:  # changed while the write was awaited: for the next save
+            self._changed_fields = meanwhile
         return self
+
+    async def _async_write(
+        self,
+        target: AsyncCollection,
+        raw: dict,
+        created: bool,
+        force_insert: bool,
+        save_condition: dict | None,
+        session: AsyncClientSession | None,
+    ) -> tuple[Any, bool, list[str]]:
+        """Send the save's write (nothing when a stored document has no
+        change); returns the id, whether the write created the document, and
+        the changes made while it was awaited (which it did not send)."""
+        delta = None if created else self._delta_update(raw, save_condition)
+        if delta is not None and not delta[1]:  # nothing changed: nothing to send
+            return raw["_id"], False, []
+        sent = deltas.take_changes(self)
+        try:
+            if delta is not None:
+                object_id = raw["_id"]
+                created = await _update_stored(
+                    target, *delta, save_condition is None, session
+                )
+            elif force_insert or "_id" not in raw:
+                object_id = (await target.insert_one(raw, session=session)).inserted_id
+            else:
+                object_id = await self._async_replace_or_insert(target, raw, session)
+        except pymongo.errors.DuplicateKeyError as err:
+            raise NotUniqueError(
+                f"Tried to save duplicate unique keys ({err})"
+            ) from err
+        except pymongo.errors.OperationFailure as err:
+            if re.match("^E1100[01] duplicate key", str(err)):
+                raise NotUniqueError(
+                    f"Tried to save duplicate unique keys ({err})"
+                ) from err
+            raise OperationError(f"Could not save document ({err})") from err
+        finally:
+            meanwhile = deltas.give_back_changes(self, sent)
+        return object_id, created, meanwhile
 
     async def _async_replace_or_insert(
         self, collection: AsyncCollection, raw: dict, session: AsyncClientSession | None
@@ -663,6 +681,45 @@ class _IndexesRead:
 
 # MongoEngine's comparison, called on an _IndexesRead (its own is guarded here).
 _COMPARE_INDEXES = mongoengine.Document.__dict__["compare_indexes"].__func__
+
+
+def _journal_bookkeeping(document: Document, session: AsyncClientSession) -> None:
+    """In a transaction bound by this package, record how to give ``document``
+    back what a save changes (new or stored, its id, its changes, nested ones
+    included): if the transaction aborts, a save again must send it all again."""
+    undos = journal(session)
+    if undos is None:
+        return
+    created = document._created
+    id_name = document._meta["id_field"]
+    pk = document._data.get(id_name)
+    listed = hasattr(document, "_changed_fields")  # none: everything changed
+    changed = document._get_changed_fields() if listed else None
+
+    def undo() -> None:
+        document._data[id_name] = pk
+        document._created = created
+        deltas.put_changes(document, changed)
+
+    undos.append(undo)
+
+
+async def _update_stored(
+    target: AsyncCollection,
+    selector: dict,
+    update: dict,
+    upsert: bool,
+    session: AsyncClientSession | None,
+) -> bool:
+    """Send a stored document's changes; returns whether the upsert created
+    it (it was gone). Unacknowledged (``w: 0``), as MongoEngine's save: not
+    created, and a ``save_condition`` fails reading the result it has not."""
+    result = await target.update_one(selector, update, upsert=upsert, session=session)
+    # Unacknowledged, raw_result is None: the TypeError of MongoEngine's save,
+    # which reads raw_result["n"] alike.
+    if not upsert and result.raw_result["n"] == 0:  # type: ignore[index]
+        raise SaveConditionError("Race condition preventing document update detected")
+    return upsert and result.acknowledged and result.upserted_id is not None
 
 
 def _concerned(collection: AsyncCollection, write_concern: dict) -> AsyncCollection:

@@ -46,6 +46,7 @@ from mongoengine_async.connection import (
     is_async_connection,
     is_sync_connection,
 )
+from mongoengine_async.context import journal
 from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.gridfs_read import read_whole
 from mongoengine_async.guards import (
@@ -611,13 +612,28 @@ class AsyncGridFSProxy(GridFSProxy):
         if grid_id is None:
             return
         root = self._root()
-        deleted = await _delete_file(root, grid_id, self._session(root, session))
+        session = self._session(root, session)
+        self._journal(session)
+        deleted = await _delete_file(root, grid_id, session)
         self.grid_id = None
         self.gridout = None
         self._file = None
         self._mark_as_changed()
         if not deleted and not missing_ok:
             raise self._missing(grid_id)
+
+    def _journal(self, session: AsyncClientSession | None) -> None:
+        """In a transaction bound by this package, record how to give this
+        proxy back its file, should the transaction abort (the file is back)."""
+        undos = journal(session)
+        if undos is None:
+            return
+        state = self.grid_id, self.gridout, self._file
+
+        def undo() -> None:
+            self.grid_id, self.gridout, self._file = state
+
+        undos.append(undo)
 
     async def async_replace(
         self,
