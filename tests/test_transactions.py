@@ -564,6 +564,35 @@ async def test_a_rerun_saves_again_what_the_aborted_attempt_saved(
     ]
 
 
+async def test_a_rerun_inserts_again_what_the_aborted_attempt_inserted(
+    app_alias, command_log
+):
+    """async_insert gives the documents their ids: an aborted attempt takes
+    them back, so the rerun inserts the same documents again (MongoEngine
+    refuses documents with ids: "use doc.update() instead")."""
+    await warm()
+    accounts = [TxAccount(name="a"), TxAccount(name="b")]
+
+    async def insert():
+        await TxAccount.objects.async_insert(accounts, load_bulk=False)
+        await TxAccount.objects(name="nobody").async_delete()  # fails once
+
+    transient = {"errorCode": 112, "errorLabels": ["TransientTransactionError"]}
+    command_log.clear()
+    async with fail_point(
+        app_alias, {"times": 1}, failCommands=["delete"], **transient
+    ):
+        await async_run_transaction(insert)
+    assert sent(command_log) == [
+        *["insert", "delete", "abortTransaction"],
+        *["insert", "delete", "commitTransaction"],
+    ]
+    stored = await committed(TxAccount)
+    assert [(raw["_id"], raw["name"]) for raw in stored] == [
+        (account.pk, account.name) for account in accounts
+    ]
+
+
 async def test_an_aborted_block_gives_the_documents_back_their_state(async_alias):
     """A block retried by hand (as transactions.md shows) saves again what
     its aborted run saved; a committed one leaves the documents saved."""

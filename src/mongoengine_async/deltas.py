@@ -27,10 +27,14 @@ import mongoengine
 from bson import ObjectId
 from mongoengine.base import BaseDict, BaseDocument, BaseField, BaseList
 from mongoengine.base.datastructures import EmbeddedDocumentList
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from mongoengine_async.context import journal
 
 __all__ = (
     "clear_changes",
     "give_back_changes",
+    "journal_bookkeeping",
     "put_changes",
     "take_changes",
     "update_doc",
@@ -273,3 +277,29 @@ def put_changes(document: Any, changes: list[str] | None) -> None:
         _set_changed_fields(document, changes)
     elif hasattr(document, "_changed_fields"):
         _changes_slot.__delete__(document)
+
+
+def journal_bookkeeping(documents: list[Any], session: AsyncClientSession) -> None:
+    """In a transaction bound by this package, record how to give ``documents``
+    back what a save or an insert changes (new or stored, the id, the changes,
+    nested ones included): if the transaction aborts, saving them again must
+    send them again."""
+    undos = journal(session)
+    if undos is not None:
+        undos.extend(map(_restorer, documents))
+
+
+def _restorer(document: Any) -> Callable[[], None]:
+    """What gives ``document`` back its bookkeeping as it is now."""
+    created = document._created
+    id_name = document._meta["id_field"]
+    pk = document._data.get(id_name)
+    listed = hasattr(document, "_changed_fields")  # none: everything changed
+    changed = document._get_changed_fields() if listed else None
+
+    def undo() -> None:
+        document._data[id_name] = pk
+        document._created = created
+        put_changes(document, changed)
+
+    return undo

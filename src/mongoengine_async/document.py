@@ -47,7 +47,7 @@ from mongoengine_async.connection import (
     get_async_db,
     is_async_connection,
 )
-from mongoengine_async.context import journal, switched_alias, switched_collection
+from mongoengine_async.context import switched_alias, switched_collection
 from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.from_bson import LoadedState
 from mongoengine_async.gridfs import AsyncGridFSProxy, check_deletable, delete_files
@@ -328,7 +328,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         ) or await self._async_operation("async_save", "save()", session)
         collection, session = operation.collection, operation.session
         if session is not None:  # perhaps a transaction of ours: journal the save
-            _journal_bookkeeping(self, session)
+            deltas.journal_bookkeeping([self], session)
         signal_kwargs = signal_kwargs or {}
         cls = type(self)
         # A signal with no receiver at all (most saves) is skipped by its empty
@@ -681,27 +681,6 @@ class _IndexesRead:
 
 # MongoEngine's comparison, called on an _IndexesRead (its own is guarded here).
 _COMPARE_INDEXES = mongoengine.Document.__dict__["compare_indexes"].__func__
-
-
-def _journal_bookkeeping(document: Document, session: AsyncClientSession) -> None:
-    """In a transaction bound by this package, record how to give ``document``
-    back what a save changes (new or stored, its id, its changes, nested ones
-    included): if the transaction aborts, a save again must send it all again."""
-    undos = journal(session)
-    if undos is None:
-        return
-    created = document._created
-    id_name = document._meta["id_field"]
-    pk = document._data.get(id_name)
-    listed = hasattr(document, "_changed_fields")  # none: everything changed
-    changed = document._get_changed_fields() if listed else None
-
-    def undo() -> None:
-        document._data[id_name] = pk
-        document._created = created
-        deltas.put_changes(document, changed)
-
-    undos.append(undo)
 
 
 async def _update_stored(

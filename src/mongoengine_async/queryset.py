@@ -60,7 +60,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 
-from mongoengine_async import sequences, signals, to_bson
+from mongoengine_async import deltas, sequences, signals, to_bson
 from mongoengine_async.batches import WHOLE_RESULT, materialise_all
 from mongoengine_async.change_streams import ChangeStream, WatchOptions
 from mongoengine_async.connection import collection_alias
@@ -713,6 +713,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         return_one = isinstance(doc_or_docs, MongoEngineDocument)
         documents = [doc_or_docs] if return_one else list(doc_or_docs)
         check_insertable(self._document, documents)
+        if session is not None:  # perhaps a transaction of ours: journal the ids
+            deltas.journal_bookkeeping(documents, session)
         signal_kwargs = signal_kwargs or {}
         await signals.send(
             signals.pre_bulk_insert,
