@@ -518,15 +518,17 @@ async def test_callback_form_reruns_on_a_transient_error(app_alias, command_log)
 
 
 def bookkeeping(document: Document) -> tuple:
-    """What a save reads of a document: new or not, its id, its changes."""
-    return document._created, document.pk, sorted(document._get_changed_fields())
+    """What a save reads of a document: new or not, and its changes."""
+    return document._created, sorted(document._get_changed_fields())
 
 
 async def test_a_rerun_saves_again_what_the_aborted_attempt_saved(
     app_alias, command_log
 ):
     """The documents an aborted attempt saved are given back their state
-    (new, unsaved id, changes, nested ones too): the rerun sends them again."""
+    (new, changes, nested ones too): the rerun sends them again. The id the
+    insert gave stays: saved again, it is the same document (replaced by id,
+    else inserted, as MongoEngine saves a new document that has one)."""
     await warm()
     new = TxAccount(name="new")
     old = await TxAccount(name="old", balance=1).async_save()
@@ -551,25 +553,30 @@ async def test_a_rerun_saves_again_what_the_aborted_attempt_saved(
     assert seen == [before, before]
     assert sent(command_log) == [
         *["insert", "update", "update", "delete", "abortTransaction"],
-        *["insert", "update", "update", "delete", "commitTransaction"],
+        *["findAndModify", "insert", "update", "update", "delete"],
+        "commitTransaction",
     ]
+    inserts = [e.command for e in command_log.events if e.command_name == "insert"]
+    first_id = inserts[0]["documents"][0]["_id"]
     stored = {raw["name"]: raw for raw in await committed(TxAccount)}
+    assert first_id == new.pk
     assert stored["new"]["_id"] == new.pk
     assert (stored["old"]["balance"], stored["old"]["tags"]) == (2, ["t"])
     assert (await committed(TxHolder))[0]["address"] == {"city": "Oslo"}
     assert [bookkeeping(document) for document in (new, old, holder)] == [
-        (False, new.pk, []),
-        (False, old.pk, []),
-        (False, holder.pk, []),
+        (False, []),
+        (False, []),
+        (False, []),
     ]
 
 
 async def test_a_rerun_inserts_again_what_the_aborted_attempt_inserted(
     app_alias, command_log
 ):
-    """async_insert gives the documents their ids: an aborted attempt takes
-    them back, so the rerun inserts the same documents again (MongoEngine
-    refuses documents with ids: "use doc.update() instead")."""
+    """async_insert gives the documents their ids and marks them saved: an
+    aborted attempt makes them new again (ids kept), so the rerun inserts the
+    same documents again (MongoEngine refuses saved documents: "use
+    doc.update() instead")."""
     await warm()
     accounts = [TxAccount(name="a"), TxAccount(name="b")]
 
@@ -606,16 +613,18 @@ async def test_an_aborted_block_gives_the_documents_back_their_state(async_alias
             async with async_run_in_transaction():
                 await new.async_save()
                 await old.async_save()
-                assert bookkeeping(new) == (False, new.pk, [])
+                assert bookkeeping(new) == (False, [])
                 if attempt == 0:
+                    first_id = new.pk
                     raise Boom
         if attempt == 0:
             assert [bookkeeping(new), bookkeeping(old)] == before
+            assert new.pk == first_id  # kept: a second save is the same document
             assert len(await committed(TxAccount)) == 1
     assert [raw["name"] for raw in await committed(TxAccount)] == ["old", "new"]
     assert (await committed(TxAccount, name="old"))[0]["balance"] == 2
-    assert bookkeeping(new) == (False, new.pk, [])
-    assert bookkeeping(old) == (False, old.pk, [])
+    assert bookkeeping(new) == bookkeeping(old) == (False, [])
+    assert (await committed(TxAccount, name="new"))[0]["_id"] == first_id
 
 
 async def test_drop_collection_does_not_join_the_transaction(async_alias, command_log):

@@ -176,7 +176,7 @@ async def async_run_in_transaction(
     ``with_transaction``; the block itself runs once (see
     :func:`async_run_transaction` to re-run it). Nesting on the same client raises.
     Documents saved (files deleted) in a transaction that aborts are given back
-    their state before (new, unsaved id, changes; the file).
+    their state before (new, changes; the file), keeping the ids they got.
     """
     client = get_async_connection(alias)
     async with run_in_transaction(

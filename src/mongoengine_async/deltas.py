@@ -281,8 +281,8 @@ def put_changes(document: Any, changes: list[str] | None) -> None:
 
 def journal_bookkeeping(documents: list[Any], session: AsyncClientSession) -> None:
     """In a transaction bound by this package, record how to give ``documents``
-    back what a save or an insert changes (new or stored, the id, the changes,
-    nested ones included): if the transaction aborts, saving them again must
+    back what a save or an insert changes (new or stored, the changes, nested
+    ones included): if the transaction aborts, saving them again must
     send them again."""
     undos = journal(session)
     if undos is not None:
@@ -290,15 +290,14 @@ def journal_bookkeeping(documents: list[Any], session: AsyncClientSession) -> No
 
 
 def _restorer(document: Any) -> Callable[[], None]:
-    """What gives ``document`` back its bookkeeping as it is now."""
+    """What gives ``document`` back its bookkeeping as it is now. An id the
+    write gave it stays: saved again, it is the same document, so a commit
+    that did apply though it raised is not stored twice."""
     created = document._created
-    id_name = document._meta["id_field"]
-    pk = document._data.get(id_name)
     listed = hasattr(document, "_changed_fields")  # none: everything changed
     changed = document._get_changed_fields() if listed else None
 
     def undo() -> None:
-        document._data[id_name] = pk
         document._created = created
         put_changes(document, changed)
 

@@ -59,6 +59,7 @@ from mongoengine_async.operation import (
     plain_home,
     reached,
     resolve,
+    session_for,
 )
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.queryset import QuerySet
