@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from bson import ObjectId, Timestamp
+from pymongo import ReadPreference
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from mongoengine_async import (
@@ -332,6 +333,56 @@ async def test_collation_is_refused(async_alias: str) -> None:
         "a change stream cannot apply collation(): the server matches change "
         "events by simple binary comparison, whatever collation is given"
     )
+
+
+async def test_max_time_ms_and_hint_are_refused(async_alias: str) -> None:
+    """A query's time limit and index hint have no meaning for a stream."""
+    with pytest.raises(InvalidQueryError) as error:
+        CsBook.objects.max_time_ms(500).async_watch()
+    assert str(error.value) == (
+        "a change stream cannot apply max_time_ms(): it has no end "
+        "(max_await_time_ms= bounds each wait for events)"
+    )
+    with pytest.raises(InvalidQueryError) as error:
+        CsBook.objects.hint([("t", 1)]).async_watch()
+    assert str(error.value) == (
+        "a change stream cannot apply hint(): it reads the oplog, "
+        "where the collection's indexes do not apply"
+    )
+
+
+def sent(command_log: CommandLog, name: str) -> dict[str, Any]:
+    """The first command ``name`` the log holds."""
+    return next(e.command for e in command_log.events if e.command_name == name)
+
+
+async def test_the_queryset_s_read_settings_and_comment_reach_the_server(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    queryset = (
+        CsBook.objects(pages=5)
+        .read_preference(ReadPreference.SECONDARY_PREFERRED)
+        .read_concern({"level": "majority"})
+        .comment("the feed")
+        .batch_size(7)
+    )
+    async with queryset.async_watch() as stream:
+        book = await CsBook(title="read", pages=5).async_save()
+        (event,) = await take(stream, 1)
+    assert event.pk == book.pk
+    aggregate, get_more = sent(command_log, "aggregate"), sent(command_log, "getMore")
+    assert aggregate["$readPreference"] == {"mode": "secondaryPreferred"}
+    assert aggregate["readConcern"] == {"level": "majority"}
+    assert (aggregate["comment"], get_more["comment"]) == ("the feed", "the feed")
+    assert (aggregate["cursor"], get_more["batchSize"]) == ({"batchSize": 7}, 7)
+
+
+async def test_a_batch_size_given_to_async_watch_wins(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    async with CsBook.objects.batch_size(7).async_watch(batch_size=2):
+        pass
+    assert sent(command_log, "aggregate")["cursor"] == {"batchSize": 2}
 
 
 async def test_none_lets_no_event_through(async_alias: str) -> None:

@@ -172,6 +172,31 @@ def update_description(cls: type, raw: Mapping[str, Any]) -> UpdateDescription:
 # -- the stream -------------------------------------------------------------------
 
 
+def _refuse_unwatchable(queryset: BaseQuerySet) -> None:
+    """Raise ``InvalidQueryError`` for a queryset setting a stream cannot apply,
+    rather than open a stream that silently differs from what was asked."""
+    if queryset._skip or queryset._limit is not None:
+        raise InvalidQueryError(
+            "a change stream cannot apply skip() or limit(): it has no end"
+        )
+    if queryset._collation:
+        raise InvalidQueryError(
+            "a change stream cannot apply collation(): the server matches "
+            "change events by simple binary comparison, whatever collation "
+            "is given"
+        )
+    if queryset._max_time_ms is not None:
+        raise InvalidQueryError(
+            "a change stream cannot apply max_time_ms(): it has no end "
+            "(max_await_time_ms= bounds each wait for events)"
+        )
+    if queryset._hint not in (-1, None):
+        raise InvalidQueryError(
+            "a change stream cannot apply hint(): it reads the oplog, "
+            "where the collection's indexes do not apply"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class WatchOptions:
     """What ``async_watch`` passes through to PyMongo's ``watch()``."""
@@ -182,6 +207,7 @@ class WatchOptions:
     start_at_operation_time: Timestamp | None = None
     batch_size: int | None = None
     max_await_time_ms: int | None = None
+    comment: Any = None
 
 
 class ChangeStream(Generic[D]):
@@ -198,16 +224,7 @@ class ChangeStream(Generic[D]):
         options: WatchOptions,
         session: AsyncClientSession | None = None,
     ) -> None:
-        if queryset._skip or queryset._limit is not None:
-            raise InvalidQueryError(
-                "a change stream cannot apply skip() or limit(): it has no end"
-            )
-        if queryset._collation:
-            raise InvalidQueryError(
-                "a change stream cannot apply collation(): the server matches "
-                "change events by simple binary comparison, whatever collation "
-                "is given"
-            )
+        _refuse_unwatchable(queryset)
         self._queryset = queryset.clone()
         self._options = options
         self._session = session

@@ -507,10 +507,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             options["hint"] = self._hint
         if self._collation:
             options["collation"] = self._collation
-        if self._read_preference is not None or self._read_concern is not None:
-            collection = collection.with_options(
-                read_preference=self._read_preference, read_concern=self._read_concern
-            )
+        collection = self._with_read_options(collection)
         session = self._session()
         if not self._query and not options and session is None:
             return await collection.estimated_document_count()
@@ -663,26 +660,40 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         session: AsyncClientSession | None = None,
     ) -> ChangeStream[_D]:
         """The change events of the matching documents (``async for``/``async
-        with``); the options go to PyMongo's ``watch()``, see change_streams.py."""
+        with``); the options go to PyMongo's ``watch()``, see change_streams.py,
+        with the queryset's ``comment()``, ``batch_size()`` (unless given here),
+        ``read_preference()`` and ``read_concern()``."""
         self._require_async("async_watch", "Model._get_collection().watch()")
         options = WatchOptions(
             full_document,
             resume_after,
             start_after,
             start_at_operation_time,
-            batch_size,
+            self._batch_size if batch_size is None else batch_size,
             max_await_time_ms,
+            self._comment,
         )
         return ChangeStream(self, options, session)
 
     async def _watched(
         self, session: AsyncClientSession | None
     ) -> tuple[AsyncCollection, AsyncClientSession | None]:
-        """The collection a change stream watches and its session: ``session``
-        only, as the server refuses ``$changeStream`` in a transaction."""
+        """The collection a change stream watches, with the queryset's read
+        settings, and its session: ``session`` only, as the server refuses
+        ``$changeStream`` in a transaction."""
         operation = await resolve(self._document, self._collection_obj)
         client = operation.collection.database.client
-        return operation.collection, own_session(self._document, client, session)
+        collection = self._with_read_options(operation.collection)
+        return collection, own_session(self._document, client, session)
+
+    def _with_read_options(self, collection: AsyncCollection) -> AsyncCollection:
+        """``collection`` with the queryset's read preference and read concern,
+        if any (MongoEngine reads with them through ``with_options``)."""
+        if self._read_preference is None and self._read_concern is None:
+            return collection
+        return collection.with_options(
+            read_preference=self._read_preference, read_concern=self._read_concern
+        )
 
     # -- writing ----------------------------------------------------------------
 
