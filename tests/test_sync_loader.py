@@ -456,3 +456,109 @@ def test_every_cursor_shape_reads_as_mongoengines(
     assert [document.name for document in fast_listed] == [
         document.name for document in fast_looped
     ]
+
+
+def test_a_models_own_builders_run_for_each_loaded_document(sync_default: Any) -> None:
+    """A model's own ``__init__``, ``_from_son`` or ``__setattr__`` runs for a
+    loaded document, as MongoEngine builds it through them."""
+
+    class OwnInit(Document):
+        meta = {"collection": "own_init"}
+        name = StringField()
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.cache: dict = {}
+
+    class OwnFromSon(Document):
+        meta = {"collection": "own_from_son"}
+        name = StringField()
+
+        @classmethod
+        def _from_son(cls, son: Any, *args: Any, **kwargs: Any) -> Any:
+            document = super()._from_son(son, *args, **kwargs)
+            document.loaded = True
+            return document
+
+    class OwnSetattr(Document):
+        meta = {"collection": "own_setattr"}
+        name = StringField()
+
+        def __setattr__(self, key: str, value: Any) -> None:
+            if key == "name" and isinstance(value, str):
+                value = value.upper()
+            super().__setattr__(key, value)
+
+    for name in ("own_init", "own_from_son", "own_setattr"):
+        sync_default[name].insert_one({"name": "x"})
+    for read in (lambda c: c.objects.first(), lambda c: next(iter(c.objects))):
+        assert read(OwnInit).cache == {}
+        assert read(OwnFromSon).loaded is True
+        assert read(OwnSetattr).name == "X"
+
+
+def test_a_field_with_its_own_get_stored_as_null_loads_none(sync_default: Any) -> None:
+    """A null stored for a field with its own ``__get__`` is None in ``_data``
+    (only an absent value is read through ``__get__``), as in MongoEngine."""
+
+    class Placeheld(mongoengine.base.BaseField):
+        def __get__(self, instance: Any, owner: Any) -> Any:
+            if instance is None:
+                return self
+            value = instance._data.get(self.name)
+            return {"placeholder": True} if value is None else value
+
+    class WithPlaceheld(Document):
+        meta = {"collection": "with_placeheld"}
+        version = Placeheld()
+
+    sync_default.with_placeheld.insert_many([{"version": None}, {}])
+    fast = list(WithPlaceheld.objects.order_by("id"))
+    slow = list(plain(WithPlaceheld).order_by("id"))
+    assert [d._data["version"] for d in fast] == [None, {"placeholder": True}]
+    assert_all_same(fast, slow)
+
+
+def test_a_referenced_class_moved_to_another_collection_is_seen(
+    sync_default: Any,
+) -> None:
+    """References read after the referenced class's ``meta["collection"]``
+    changed name the new collection, as MongoEngine's read it from meta."""
+
+    class Moved(Document):
+        meta = {"collection": "moved_before"}
+        name = StringField()
+
+    class Pointing(Document):
+        meta = {"collection": "pointing"}
+        moved = mongoengine.ReferenceField(Moved)
+
+    target = sync_default.moved_before.insert_one({"name": "old"}).inserted_id
+    sync_default.moved_after.insert_one({"_id": target, "name": "new"})
+    sync_default.pointing.insert_one({"moved": target})
+    assert Pointing.objects.first().moved.name == "old"
+    Moved._meta["collection"] = "moved_after"
+    Moved._collection = None
+    loaded = Pointing.objects.first()
+    assert loaded._data["moved"] == DBRef("moved_after", target)
+    assert loaded.moved.name == "new"
+
+
+def test_a_conversion_error_is_mongoengines_and_not_chained(sync_default: Any) -> None:
+    """A stored value no field converts raises MongoEngine's error, without
+    the error the loader met as its context."""
+
+    class Part(mongoengine.EmbeddedDocument):
+        x = mongoengine.IntField()
+
+    class Holder(Document):
+        meta = {"collection": "holder"}
+        part = mongoengine.EmbeddedDocumentField(Part)
+
+    sync_default.holder.insert_one({"part": "not a dict"})
+    with pytest.raises(mongoengine.errors.InvalidDocumentError) as fast:
+        list(Holder.objects)
+    with pytest.raises(mongoengine.errors.InvalidDocumentError) as slow:
+        list(plain(Holder))
+    assert str(fast.value) == str(slow.value)
+    assert fast.value.__context__ is None

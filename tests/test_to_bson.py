@@ -18,6 +18,7 @@ import enum
 import uuid
 from collections.abc import Callable
 from typing import Any
+from unittest import mock
 
 import mongoengine
 import pytest
@@ -878,3 +879,87 @@ def test_init_signals_are_sent_as_by_mongoengine() -> None:
         ]
     )
     assert state(ours) == state(theirs)
+
+
+class PwAddress(EmbeddedDocument):
+    city = StringField()
+
+
+class PwTicket(Document):
+    """Settings and hooks the tests below change after the plans were built."""
+
+    meta = {"collection": "pw_ticket"}
+    status = StringField(choices=["open"])
+    priority = IntField(max_value=10)
+    owner = StringField()
+    size = IntField()
+    address = EmbeddedDocumentField(PwAddress)
+
+
+@pytest.fixture
+def restored_ticket() -> Any:
+    """PwTicket's field settings as declared again after the test."""
+    fields = [*PwTicket._fields.values(), *PwAddress._fields.values()]
+    saved = [(field, dict(vars(field))) for field in fields]
+    yield
+    for field, declared in saved:
+        vars(field).clear()
+        vars(field).update(declared)
+
+
+def _errors(document: Any) -> list[str]:
+    """The fields ``save()`` refuses, as its ValidationError names them."""
+    with pytest.raises(mongoengine.ValidationError) as refused:
+        document.save()
+    return sorted(refused.value.errors)
+
+
+@pytest.mark.usefixtures("restored_ticket")
+def test_field_settings_changed_after_first_use_are_seen(sync_default: Any) -> None:
+    """``choices``, bounds, ``required`` and ``default`` set after a class's
+    plans were built are applied, as MongoEngine reads them on every call."""
+    PwTicket(status="open", address=PwAddress(city="Lyon")).save()
+    list(PwTicket.objects)
+    PwTicket.status.choices = ["new", "closed"]
+    PwTicket.priority.max_value = 3
+    PwTicket.owner.required = True
+    PwTicket.size.default = 1
+    PwAddress.city.max_length = 3
+    assert _errors(PwTicket(status="open")) == ["owner", "status"]
+    assert _errors(PwTicket(status="new", owner="me", priority=9)) == ["priority"]
+    assert _errors(
+        PwTicket(status="new", owner="me", address=PwAddress(city="Lyon"))
+    ) == ["address"]
+    assert PwTicket().size == 1
+    sync_default.pw_ticket.insert_one({"status": "new"})
+    assert PwTicket.objects.order_by("-id").first().size == 1
+    assert sync_default.pw_ticket.count_documents({"status": "open"}) == 1
+
+
+def test_hooks_patched_after_first_use_are_called(sync_default: Any) -> None:
+    """A ``clean``, ``to_mongo`` or ``_from_son`` replaced after the plans were
+    built (``mock.patch.object``) is called, as MongoEngine calls it."""
+    PwTicket(status="open").save()
+    PwTicket.objects.insert([PwTicket(status="open")])
+    list(PwTicket.objects)
+
+    def refuse(self: Any) -> None:
+        raise mongoengine.ValidationError("clean refused")
+
+    with mock.patch.object(PwTicket, "clean", refuse):
+        with pytest.raises(mongoengine.ValidationError, match="clean refused"):
+            PwTicket(status="open", owner="refused").save()
+    original = PwTicket.to_mongo
+
+    def upper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        son = original(self, *args, **kwargs)
+        son["owner"] = son["owner"].upper()
+        return son
+
+    with mock.patch.object(PwTicket, "to_mongo", upper):
+        PwTicket.objects.insert([PwTicket(owner="inserted")])
+    with mock.patch.object(PwTicket, "_from_son", wraps=PwTicket._from_son) as spy:
+        assert len(list(PwTicket.objects)) == 3
+    assert spy.call_count == 3
+    stored = sync_default.pw_ticket.distinct("owner")
+    assert stored == ["INSERTED"]

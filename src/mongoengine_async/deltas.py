@@ -29,6 +29,7 @@ from mongoengine.base import BaseDict, BaseDocument, BaseField, BaseList
 from mongoengine.base.datastructures import EmbeddedDocumentList
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from mongoengine_async import plan_watch
 from mongoengine_async.context import journal
 
 __all__ = (
@@ -150,6 +151,7 @@ class _Plans(dict[type[Any], "_Plan | None"]):
 
     def __missing__(self, cls: type[Any]) -> _Plan | None:
         """Make the plan of ``cls``, or None when only MongoEngine's code is exact."""
+        plan_watch.watch(cls)
         own = (
             not cls._dynamic
             and cls.__setattr__ is BaseDocument.__setattr__
@@ -166,6 +168,7 @@ class _Plans(dict[type[Any], "_Plan | None"]):
 
 
 _plans = _Plans()
+plan_watch.forgets(_plans)
 _changes_slot = BaseDocument.__dict__["_changed_fields"]
 _set_changed_fields = _changes_slot.__set__
 

@@ -38,7 +38,14 @@ from pymongo import ReadPreference
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
-from mongoengine_async import collection_setup, deltas, sequences, signals, to_bson
+from mongoengine_async import (
+    collection_setup,
+    deltas,
+    plan_watch,
+    sequences,
+    signals,
+    to_bson,
+)
 from mongoengine_async.change_streams import ChangeStream
 from mongoengine_async.checks import check_queryset_class
 from mongoengine_async.connection import (
@@ -356,6 +363,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             )
         if numbered:
             await sequences.async_fill([self])
+        plan_watch.refresh(cls)  # (validate=False: not asked yet)
         raw = to_bson.raw(self)  # to_mongo() as a dict: PyMongo encodes it faster
         # No write concern given: the collection's own (set_write_concern would
         # make an equal copy of the collection on every save).

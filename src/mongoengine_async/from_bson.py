@@ -44,6 +44,7 @@ from mongoengine.fields import (
     StringField,
 )
 
+from mongoengine_async import plan_watch
 from mongoengine_async._compat import has_field_display, set_field_display
 from mongoengine_async.context import anything_bound
 from mongoengine_async.signals import has_init_receivers
@@ -276,7 +277,6 @@ class _Plan:
         "make_owning",
         "owning_loader",
         "plain_owning_loader",
-        "reference_types",
         "references",
     )
 
@@ -289,9 +289,8 @@ class _Plan:
         self.make_joining: Callable[..., Load] | None = None  # on first use
         self.make_owning: Callable[..., Load] | None = None  # on first use
         self.owning_loader: Load | None = None  # while settled(), on first use
-        # With references: (their classes' namings, the owning loader made for them).
-        self.plain_owning_loader: tuple[list[Any], Load] | None = None
-        self.reference_types: list[type[Any]] | None = None  # on first use
+        # With references: (the collections they name, the owning loader made for them).
+        self.plain_owning_loader: tuple[list[str | None], Load] | None = None
 
     def owning(self) -> Callable[..., Load]:
         """``make(fallback, *reference_collections)``: the loader that keeps
@@ -318,21 +317,18 @@ class _Plan:
     def plain_owning(self) -> Load | None:
         """The owning loader of a class with references and no subclass while
         nothing is bound in the task (the caller checks): kept while the
-        referenced classes name their collections the same way (MongoEngine's
-        ``switch_collection`` replaces that method), which saves asking each
-        its collection name per load. None for other classes."""
+        referenced classes name the same collections (a ``switch_collection``
+        or a changed ``meta["collection"]`` makes another), which saves making
+        a loader per batch. None for other classes."""
         cls = self.cls
         if not self.references or cls._subclasses != (cls._class_name,):
             return None
-        types = self.reference_types
-        if types is None:
-            types = self.reference_types = [f.document_type for f in self.references]
-        namings = [referenced._get_collection_name for referenced in types]
+        collections = self.reference_collections()
         kept = self.plain_owning_loader
-        if kept is None or kept[0] != namings:
+        if kept is None or kept[0] != collections:
             fallback = _fallback(cls, True, None)
-            load = self.owning()(fallback, *self.reference_collections())
-            kept = self.plain_owning_loader = (namings, load)
+            load = self.owning()(fallback, *collections)
+            kept = self.plain_owning_loader = (collections, load)
         return kept[1]
 
     def reference_collections(self) -> list[str | None]:
@@ -341,6 +337,7 @@ class _Plan:
 
 
 _plans: dict[type[Any], _Plan | None] = {}
+plan_watch.forgets(_plans)
 
 
 def _plan(cls: type[Any]) -> _Plan | None:
@@ -351,6 +348,7 @@ def _plan(cls: type[Any]) -> _Plan | None:
         pass
     for field in cls._fields.values():
         field.set_auto_dereferencing(True)  # as every _from_son does
+    plan_watch.watch(cls)
     plan = _plans[cls] = _Plan(cls) if _eligible(cls) else None
     return plan
 
@@ -359,7 +357,27 @@ def _eligible(cls: type[Any]) -> bool:
     fields = cls._fields.values()
     if cls._dynamic or cls.STRICT or not issubclass(cls, LoadedState):
         return False
-    return not _renames_clash(cls) and all(plain_setter(field) for field in fields)
+    if _builds_its_own_way(cls) or _renames_clash(cls):
+        return False
+    return all(plain_setter(field) for field in fields)
+
+
+# The methods through which MongoEngine's _from_son builds a document.
+_BUILDERS = ("__init__", "_from_son", "__setattr__")
+
+# The packages whose classes' builders are MongoEngine's, ours or object's.
+_LIBRARIES = ("mongoengine", "mongoengine_async", "builtins")
+
+
+def _builds_its_own_way(cls: type[Any]) -> bool:
+    """Whether a class of ``cls``'s MRO that is not MongoEngine's or ours
+    defines one of ``_BUILDERS``, which only MongoEngine's path calls."""
+    return any(
+        name in vars(klass)
+        for klass in cls.__mro__
+        if klass.__module__.partition(".")[0] not in _LIBRARIES
+        for name in _BUILDERS
+    )
 
 
 def _renames_clash(cls: type[Any]) -> bool:
@@ -497,12 +515,14 @@ def make(fallback, {references}):
         if not whole:
             if not known_keys.issuperset(son) or get("_cls", class_name) != class_name:
                 return fallback(son)
-        complete = {flags}False
+        complete = failed = {flags}False
         try:
 """
 
 _TAIL = """\
         except (AttributeError, ValueError):
+            failed = True
+        if failed:  # MongoEngine's error, not chained to the one met here
             return fallback(son)
 {data}\
         if complete:
@@ -697,12 +717,14 @@ def _field_block(
     field, value = field_plan.field, f"v{index}"
     mark = "\n    converted = True" if owning else ""
     to_python = f"else:\n    {value} = to_python_{index}({value}){mark}\n"
-    if not field_plan.plain_get:
-        default = f"{value} = MISSING\ncomplete = True"
-    elif field.null or field.default is None:
+    if field.null or field.default is None:
         default = "pass"
     else:
         default = f"{value} = default_{index}()"
+    if not field_plan.plain_get:  # only an absent value is read by its __get__
+        absent = f"{value} = MISSING\ncomplete = True"
+        stored = f"{field.db_field!r} in son"
+        default = f"if {stored}:\n{_indent(default, 4)}else:\n{_indent(absent, 4)}"
     if field_plan.reference and joining:
         joined = _reference_source(value, references.index(field), joining=True)
         if owning:
@@ -847,6 +869,7 @@ def loader(cls: type[Any], _auto_dereference: bool = True, owned: bool = False) 
     """
     if not _auto_dereference or has_init_receivers():
         return functools.partial(cls._from_son, _auto_dereference=_auto_dereference)
+    plan_watch.refresh(cls)
     plan = _plan(cls)
     if plan is None:
         return cls._from_son
@@ -918,10 +941,13 @@ def loader_key(cls: type[Any], _auto_dereference: bool = True) -> tuple[Any, ...
     while the key was equal loads as a new one would (for the class's own
     documents; its subclasses' references are settled when first met)."""
     receivers = has_init_receivers()
-    plan = _plan(cls) if _auto_dereference and not receivers else None
-    if plan is None or not plan.references:
+    if not _auto_dereference or receivers:
         return (_auto_dereference, receivers)
-    return (_auto_dereference, receivers, *plan.reference_collections())
+    plan_watch.refresh(cls)
+    plan = _plan(cls)  # (a new one after a change the refresh met)
+    if plan is None or not plan.references:
+        return (_auto_dereference, receivers, plan)
+    return (_auto_dereference, receivers, plan, *plan.reference_collections())
 
 
 def plain_references(cls: type[Any]) -> list[BaseField]:

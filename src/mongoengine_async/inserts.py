@@ -20,7 +20,7 @@ from mongoengine.document import Document as MongoEngineDocument
 from mongoengine.errors import BulkWriteError, NotUniqueError, OperationError
 from mongoengine.queryset.base import BaseQuerySet as _MongoEngineBaseQuerySet
 
-from mongoengine_async import to_bson
+from mongoengine_async import plan_watch, to_bson
 
 if TYPE_CHECKING:
     from mongoengine_async._typing import MongoEngineQuerySet
@@ -85,6 +85,7 @@ class FastSyncInserts(MongoEngineQuerySet):
         signals.pre_bulk_insert.send(
             self._document, documents=documents, **signal_kwargs
         )
+        plan_watch.refresh(self._document)  # once for the batch
         raw = [to_bson.raw(document) for document in documents]
         with (
             set_write_concern(self._collection, write_concern or {}) as collection,

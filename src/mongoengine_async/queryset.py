@@ -60,7 +60,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 
-from mongoengine_async import deltas, sequences, signals, to_bson
+from mongoengine_async import deltas, plan_watch, sequences, signals, to_bson
 from mongoengine_async.batches import WHOLE_RESULT, materialise_all
 from mongoengine_async.change_streams import ChangeStream, WatchOptions
 from mongoengine_async.connection import collection_alias
@@ -735,6 +735,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         )
         if sequences.counts_async_below(self._document):
             await sequences.async_fill(documents)
+        plan_watch.refresh(self._document)  # once for the batch
         raw = [to_bson.raw(document) for document in documents]
         ids = await self._insert_raw(
             collection, raw, write_concern, return_one, session

@@ -61,7 +61,7 @@ from mongoengine.fields import (
 )
 
 from mongoengine_async import fields as our_fields
-from mongoengine_async import signals
+from mongoengine_async import plan_watch, signals
 from mongoengine_async._compat import has_field_display, set_field_display
 from mongoengine_async.from_bson import (
     IDENTITY_FOR,
@@ -146,6 +146,7 @@ class FastWrites:
 
     def __init__(self, *args: Any, **values: Any) -> None:
         cls = type(self)
+        plan_watch.refresh(cls)
         plan: Any = _plans[cls]
         if plan is None or args or not plan.construct(self, values):
             super().__init__(*args, **values)
@@ -153,12 +154,14 @@ class FastWrites:
     def validate(self, clean: bool = True) -> None:
         """MongoEngine's ``validate``, skipped when the plan proves it passes."""
         cls = type(self)
+        plan_watch.refresh(cls)
         plan = _plans[cls]
         if plan is None or not plan.valid(self, clean):
             super().validate(clean=clean)  # type: ignore[misc]
 
     def to_mongo(self, *args: Any, **kwargs: Any) -> SON:
         """MongoEngine's ``to_mongo``, built by the plan for the default arguments."""
+        plan_watch.refresh(type(self))
         plan = _plans[type(self)]
         if plan is None or args or kwargs:
             return super().to_mongo(*args, **kwargs)  # type: ignore[misc]
@@ -167,7 +170,8 @@ class FastWrites:
 
 def raw(document: Any) -> dict:
     """``document.to_mongo()`` as a plain dict (same keys, same order), which
-    PyMongo encodes faster than a SON; for inserts and saves."""
+    PyMongo encodes faster than a SON; for inserts and saves (which ask
+    ``plan_watch.refresh`` once first)."""
     cls = type(document)
     plan = _plans[cls]
     if plan is None or not plan.plain_to_mongo:
@@ -279,17 +283,20 @@ class _Plans(dict[type[Any], "_Plan | None"]):
     def __missing__(self, cls: type[Any]) -> _Plan | None:
         """Make the plan of a FastWrites class, or None when only MongoEngine's
         code is exact for it."""
+        plan_watch.watch(cls)
         eligible = issubclass(cls, FastWrites) and _eligible(cls, document=True)
         return _build(cls, document=True) if eligible else self.setdefault(cls)
 
 
 _plans = _Plans()
+plan_watch.forgets(_plans)
 
 
 def _embedded_plan(cls: type[Any]) -> _Plan | None:
     """The plan of an EmbeddedDocument class (validate and to_mongo only)."""
     plan = _plans.get(cls, _MISSING)
     if plan is _MISSING:
+        plan_watch.watch(cls)
         eligible = (
             cls.validate is BaseDocument.validate
             and cls.to_mongo is EmbeddedDocument.to_mongo

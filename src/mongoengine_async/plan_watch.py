@@ -1,0 +1,111 @@
+"""Keeps the generated plans as current as MongoEngine's code, which reads every
+field setting and class hook on each call.
+
+The plans (``from_bson``, ``to_bson``, ``deltas``) bake in what they find
+when first built: the fields' settings (``choices``, ``default``, ``required``,
+bounds...) and the class's hooks (``clean``, ``to_mongo``, ``_from_son``...).
+Each class with a plan gets a :class:`_Watch`, a copy of those; the entry
+points (a save, an insert, a batch of loads, a constructor) ask
+:func:`refresh` once per call, which compares the copy with the live values
+(the fields' ``__dict__`` compared in C, the hooks fetched by one call) and, on
+any difference, forgets every plan, so the next use builds them again.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import MutableMapping
+from typing import Any
+
+from mongoengine import EmbeddedDocumentField
+from mongoengine.errors import NotRegistered
+
+__all__ = ("forgets", "refresh", "watch")
+
+# The class hooks some plan replaces or reads (any of them changed: rebuilt).
+_HOOKS = operator.attrgetter(
+    "__init__",
+    "__setattr__",
+    "_from_son",
+    "clean",
+    "validate",
+    "to_mongo",
+    "_delta",
+    "_get_changed_fields",
+    "_clear_changed_fields",
+)
+
+# The one field attribute that MongoEngine's loading sets for each batch
+# (``set_auto_dereferencing``), which no plan bakes in.
+_VOLATILE = "_BaseField__auto_dereference"
+
+
+class _Watch:
+    """The settings and hooks the plans of one class were built from."""
+
+    __slots__ = ("classes", "hooks", "lives", "snapshots")
+
+    def __init__(self, cls: type[Any]) -> None:
+        fields: list[Any] = []
+        self.classes = _reached_classes(cls, fields)
+        self.hooks = [_HOOKS(klass) for klass in self.classes]
+        self.lives = [vars(field) for field in fields]
+        self.snapshots = [dict(live) for live in self.lives]
+
+    def holds(self) -> bool:
+        """Whether the fields and hooks are those the plans were built from
+        (a changed dereferencing flag alone is taken in)."""
+        if self.lives != self.snapshots:
+            if any(map(_differs, self.lives, self.snapshots)):
+                return False
+            self.snapshots = [dict(live) for live in self.lives]
+        return [_HOOKS(klass) for klass in self.classes] == self.hooks
+
+
+def _differs(live: dict[str, Any], snapshot: dict[str, Any]) -> bool:
+    """Whether a field's settings changed, its dereferencing flag aside."""
+    return {**live, _VOLATILE: None} != {**snapshot, _VOLATILE: None}
+
+
+def _reached_classes(cls: type[Any], fields: list[Any]) -> list[type[Any]]:
+    """``cls`` and the embedded document classes its fields hold (whose plans
+    its own use), their fields (item fields too) added to ``fields``."""
+    classes = [cls]
+    for klass in classes:
+        for field in klass._fields.values():
+            while field is not None:
+                fields.append(field)
+                if isinstance(field, EmbeddedDocumentField):
+                    try:
+                        embedded = field.document_type
+                    except NotRegistered:  # not defined yet: no plan of it either
+                        embedded = None
+                    if isinstance(embedded, type) and embedded not in classes:
+                        classes.append(embedded)
+                field = getattr(field, "field", None)
+    return classes
+
+
+_watches: dict[type[Any], _Watch] = {}
+_caches: list[MutableMapping[Any, Any]] = []
+
+
+def forgets(cache: MutableMapping[Any, Any]) -> None:
+    """Register a module's plans by class, emptied when a watched class changes."""
+    _caches.append(cache)
+
+
+def watch(cls: type[Any]) -> None:
+    """Note what ``cls``'s plans are being built from (once, until forgotten)."""
+    if cls not in _watches:
+        _watches[cls] = _Watch(cls)
+
+
+def refresh(cls: type[Any]) -> None:
+    """Forget every plan if a field setting or hook of ``cls`` (or of an
+    embedded class it holds) changed since its plans were built."""
+    kept = _watches.get(cls)
+    if kept is not None and not kept.holds():
+        _watches.clear()
+        for cache in _caches:
+            cache.clear()
