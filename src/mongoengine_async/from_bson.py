@@ -955,6 +955,7 @@ def plain_references(cls: type[Any]) -> list[BaseField]:
     loader can fill; empty when only MongoEngine's path loads ``cls`` now."""
     if has_init_receivers():
         return []
+    plan_watch.refresh(cls)
     plan = _plan(cls)
     return [] if plan is None else plan.references
 

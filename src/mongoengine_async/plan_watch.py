@@ -7,8 +7,9 @@ bounds...) and the class's hooks (``clean``, ``to_mongo``, ``_from_son``...).
 Each class with a plan gets a :class:`_Watch`, a copy of those; the entry
 points (a save, an insert, a batch of loads, a constructor) ask
 :func:`refresh` once per call, which compares the copy with the live values
-(the fields' ``__dict__`` compared in C, the hooks fetched by one call) and, on
-any difference, forgets every plan, so the next use builds them again.
+(the fields' ``__dict__`` compared in C, each class's hooks fetched by one
+call) and, on any difference, forgets every plan, so the next use builds them
+again.
 """
 
 from __future__ import annotations
@@ -43,23 +44,22 @@ _VOLATILE = "_BaseField__auto_dereference"
 class _Watch:
     """The settings and hooks the plans of one class were built from."""
 
-    __slots__ = ("classes", "hooks", "lives", "snapshots")
+    __slots__ = ("hooks", "lives", "snapshots")
 
     def __init__(self, cls: type[Any]) -> None:
         fields: list[Any] = []
-        self.classes = _reached_classes(cls, fields)
-        self.hooks = [_HOOKS(klass) for klass in self.classes]
+        classes = _reached_classes(cls, fields)
+        self.hooks = [(klass, _HOOKS(klass)) for klass in classes]
         self.lives = [vars(field) for field in fields]
         self.snapshots = [dict(live) for live in self.lives]
 
-    def holds(self) -> bool:
-        """Whether the fields and hooks are those the plans were built from
-        (a changed dereferencing flag alone is taken in)."""
-        if self.lives != self.snapshots:
-            if any(map(_differs, self.lives, self.snapshots)):
-                return False
-            self.snapshots = [dict(live) for live in self.lives]
-        return [_HOOKS(klass) for klass in self.classes] == self.hooks
+    def settings_hold(self) -> bool:
+        """Whether the fields' settings are those copied (a changed
+        dereferencing flag alone is taken in, as a new copy)."""
+        if any(map(_differs, self.lives, self.snapshots)):
+            return False
+        self.snapshots = [dict(live) for live in self.lives]
+        return True
 
 
 def _differs(live: dict[str, Any], snapshot: dict[str, Any]) -> bool:
@@ -103,9 +103,18 @@ def watch(cls: type[Any]) -> None:
 
 def refresh(cls: type[Any]) -> None:
     """Forget every plan if a field setting or hook of ``cls`` (or of an
-    embedded class it holds) changed since its plans were built."""
-    kept = _watches.get(cls)
-    if kept is not None and not kept.holds():
-        _watches.clear()
-        for cache in _caches:
-            cache.clear()
+    embedded class it holds) changed since its plans were built. The
+    unchanged case, every time, costs one call per class (the hooks')."""
+    try:
+        kept = _watches[cls]
+    except KeyError:
+        return  # no plan built for it since the last change
+    if kept.lives == kept.snapshots or kept.settings_hold():
+        for klass, hooks in kept.hooks:
+            if _HOOKS(klass) != hooks:
+                break
+        else:
+            return
+    _watches.clear()
+    for cache in _caches:
+        cache.clear()
