@@ -816,3 +816,29 @@ def test_loaded_documents_track_changes_and_new_ones_do_not() -> None:
     for new in (LdTarget(name="new"), LdPlainTarget(name="new")):
         new.name = "changed"
         assert not hasattr(new, "_changed_fields")
+
+
+class LdOwnInit(Document):
+    """A model setting up each instance in its own ``__init__``."""
+
+    meta = {"collection": "ld_own_init"}
+    name = StringField()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cache: dict = {"built": True}
+
+
+async def test_a_models_own_init_runs_for_documents_loaded_async(
+    async_alias: str,
+) -> None:
+    """On an async alias too, each loaded document goes through the model's
+    ``__init__``, as MongoEngine's ``_from_son`` builds it."""
+    collection = await LdOwnInit._async_get_collection()
+    await collection.insert_many([{"name": "a"}, {"name": "b"}])
+    first = await LdOwnInit.objects.async_first()
+    listed = await LdOwnInit.objects.order_by("name").async_to_list()
+    streamed = [document async for document in LdOwnInit.objects]
+    assert [d.cache for d in [first, *listed, *streamed]] == [{"built": True}] * 5
+    assert [d.name for d in listed] == ["a", "b"]
+    assert _plan(LdOwnInit) is None
