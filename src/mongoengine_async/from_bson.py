@@ -9,11 +9,13 @@ gets a loader generated for its fields (one straight block per field, like
 ``to_python`` and the effect of ``BaseField.__set__`` directly, skipping
 ``to_python`` where it returns its argument unchanged. Whenever a class or a
 raw document needs anything else (dynamic or strict-dict documents, a
-custom ``__set__``, unknown keys, init signal receivers, no-dereference
+model's own ``__init__``, ``_from_son`` or ``__setattr__``, a custom
+``__set__``, unknown keys, init signal receivers, no-dereference
 loading, a conversion error) MongoEngine's ``_from_son`` runs instead. A class
 with ``choices`` gets its ``get_<field>_display`` methods from MongoEngine's
-own code, as in ``__init__``. ``tests/test_loading.py`` checks that both give
-identical documents.
+own code, as in ``__init__``. A plan is made again after a field setting or
+hook it was made from changed (:mod:`~mongoengine_async.plan_watch`).
+``tests/test_loading.py`` checks that both give identical documents.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ call) builds its documents the same way, and so does the read of a single refere
 (:func:`load_referenced`); ``select_related()`` joins while it builds them, when
 the class allows (:mod:`~mongoengine_async.sync_select_related`). The loader
 is kept while what it settles for a batch (no-dereference loading, init signal
-receivers, the collections the references name) stays the same, and made
-again when any of it changes:
+receivers, the class's plan, the collections the references name) stays the
+same, and made again when any of it changes:
 checked before each document that ``next()`` returns, and once for each chunk
 MongoEngine's result cache pulls in, where nothing runs between the documents.
 """
