@@ -15,6 +15,7 @@ import pymongo
 import pytest
 from mongoengine import signals
 
+from conftest import sync_alias_beside
 from mongoengine_async import (
     AsyncUsageError,
     Document,
@@ -30,6 +31,7 @@ from mongoengine_async import (
     disconnect,
     disconnect_async,
     get_async_db,
+    get_db,
 )
 
 SEQ = "seq"  # the alias of the differential test, sync then async
@@ -76,6 +78,49 @@ class SqCrate(Document):
 
 class SqBox(Document):
     part = GenericEmbeddedDocumentField()
+
+
+class SqNote(EmbeddedDocument):
+    text = StringField()
+    meta = {"allow_inheritance": True}
+
+
+class SqNumberedNote(SqNote):
+    n = SequenceField(db_alias=SEQ)
+
+
+class SqBoard(Document):
+    """Sequences in an embedded subclass, and in a list of numbers."""
+
+    serial = SequenceField(db_alias=SEQ)
+    note = EmbeddedDocumentField(SqNote)
+    notes = ListField(EmbeddedDocumentField(SqNote))
+    nums = ListField(SequenceField(db_alias=SEQ))
+    meta = {"db_alias": SEQ}
+
+
+class SqItem(EmbeddedDocument):
+    meta = {"allow_inheritance": True}
+
+
+class SqShelf(Document):
+    item = EmbeddedDocumentField(SqItem)
+
+
+SYNC = "seq_sync"  # a sync alias beside the async "default"
+
+
+class SqSyncCounted(Document):
+    """On the async "default" alias, its counter on a sync alias."""
+
+    n = SequenceField(db_alias=SYNC)
+
+
+class SqAsyncCounted(Document):
+    """On a sync alias, its counter on the async "default" alias."""
+
+    n = SequenceField()
+    meta = {"db_alias": SYNC}
 
 
 class SqBase(Document):
@@ -143,6 +188,7 @@ async def numbered(call: Call, database: Any, seen: list) -> dict[str, Any]:
         "upserted": upserted,
         "signals": list(seen),
     }
+    seen.clear()
     stored = {  # a ticket's _id is a new ObjectId in each run
         name: list(database[name].find({}, {"_id": 0} if name == "sq_ticket" else None))
         for name in ("sq_ticket", "sq_keyed", "mongoengine.counters")
@@ -151,29 +197,37 @@ async def numbered(call: Call, database: Any, seen: list) -> dict[str, Any]:
     return {**kept, **stored}
 
 
-async def test_async_writes_number_as_mongoengine_does_on_a_sync_alias(
-    mongodb_uri: str, recorded: list
-) -> None:
+async def by_both(mongodb_uri: str, run: Callable[[Call, Any], Awaitable[Any]]) -> Any:
+    """What ``run(call, database)`` gives through MongoEngine on the sync alias
+    SEQ, then through ours on SEQ made async, each on a fresh database."""
     names = [f"test_seq_{uuid4().hex[:12]}" for _ in range(2)]
     client: pymongo.MongoClient = pymongo.MongoClient(mongodb_uri)
     try:
         connect(db=names[0], alias=SEQ, host=mongodb_uri, uuidRepresentation="standard")
         try:
-            by_mongoengine = await numbered(sync_call, client[names[0]], recorded)
+            by_mongoengine = await run(sync_call, client[names[0]])
         finally:
             disconnect(SEQ)
-        recorded.clear()
         await connect_async(
             db=names[1], alias=SEQ, host=mongodb_uri, uuidRepresentation="standard"
         )
         try:
-            ours = await numbered(async_call, client[names[1]], recorded)
+            ours = await run(async_call, client[names[1]])
         finally:
             await disconnect_async(SEQ)
     finally:
         for name in names:
             client.drop_database(name)
         client.close()
+    return by_mongoengine, ours
+
+
+async def test_async_writes_number_as_mongoengine_does_on_a_sync_alias(
+    mongodb_uri: str, recorded: list
+) -> None:
+    by_mongoengine, ours = await by_both(
+        mongodb_uri, lambda call, database: numbered(call, database, recorded)
+    )
     assert ours == by_mongoengine
     # What it numbered (MongoEngine's own choices, which ours repeats):
     assert ours["ticket"][0]["number"] == 1
@@ -321,3 +375,135 @@ async def test_counters_stay_outside_transactions(async_alias: str) -> None:
     # rolled-back save kept its number (a gap, as SQL sequences leave).
     orders = await asyncio.gather(*(save_one(i) for i in range(10)))
     assert sorted(order.number for order in orders) == list(range(2, 12))
+
+
+async def stored_with_counters(database: Any, name: str) -> dict[str, list]:
+    """The documents of collection ``name`` (without ids) and the counters."""
+    return {
+        name: list(database[name].find({}, {"_id": 0})),
+        "counters": list(database["mongoengine.counters"].find().sort("_id")),
+    }
+
+
+async def boards(call: Call, database: Any) -> dict[str, list]:
+    """Saves and inserts of documents embedding a numbered subclass, holding
+    a list of numbers, and one instance given twice."""
+    note = SqNumberedNote(text="a")
+    await call(SqBoard(note=note, notes=[SqNote(), SqNumberedNote()]), "save")
+    await call(SqBoard.objects, "insert", [SqBoard(notes=[SqNumberedNote()])])
+    twice = SqBoard(nums=[None, 5, None])
+    await call(SqBoard.objects, "insert", [twice, twice], load_bulk=False)
+    return await stored_with_counters(database, "sq_board")
+
+
+async def test_embedded_subclasses_and_lists_are_numbered_as_mongoengine_does(
+    mongodb_uri: str,
+) -> None:
+    by_mongoengine, ours = await by_both(mongodb_uri, boards)
+    assert ours == by_mongoengine
+    assert ours["sq_board"] == [
+        {
+            "serial": 1,
+            "note": {"_cls": "SqNumberedNote", "text": "a", "n": 1},
+            "notes": [{"_cls": "SqNote"}, {"_cls": "SqNumberedNote", "n": 2}],
+            "nums": [],
+        },
+        {"serial": 2, "notes": [{"_cls": "SqNumberedNote", "n": 3}], "nums": []},
+        # one instance given twice takes one number
+        {"serial": 3, "notes": [], "nums": [1, 5, 2]},
+        {"serial": 3, "notes": [], "nums": [1, 5, 2]},
+    ]
+    assert ours[
+        "counters"
+    ] == [  # MongoEngine's names: "<name>.None" for a list's items
+        {"_id": "sq_board.None", "next": 2},
+        {"_id": "sq_board.serial", "next": 3},
+        {"_id": "sq_numbered_note.n", "next": 3},
+    ]
+
+
+async def test_an_embedded_subclass_defined_after_a_save_is_numbered(
+    async_alias: str,
+) -> None:
+    await SqShelf(item=SqItem()).async_save()
+
+    class SqLateItem(SqItem):
+        n = SequenceField()
+
+    await SqShelf(item=SqLateItem()).async_save()
+    stored = await get_async_db().sq_shelf.find({}, {"_id": 0}).to_list()
+    assert stored == [
+        {"item": {"_cls": "SqItem"}},
+        {"item": {"_cls": "SqLateItem", "n": 1}},
+    ]
+
+
+async def updates(call: Call, database: Any) -> dict[str, list]:
+    """Updates, upserts and modifies carrying new embedded documents."""
+    ticket = await call(SqTicket(title="a"), "save")
+    tickets = SqTicket.objects
+    await call(tickets(title="a"), "update", set__lines=[SqLine(text="s")])
+    await call(tickets(title="a"), "update", push__lines=SqLine(text="p"))
+    await call(tickets(title="b"), "update", upsert=True, push__lines=SqLine())
+    await call(tickets(title="c"), "upsert_one", push__lines=SqLine(text="u"))
+    await call(tickets(title="a"), "modify", push__lines=SqLine(text="m"))
+    await call(ticket, "update", push__lines=SqLine(text="du"))
+    await call(ticket, "modify", push_all__lines=[SqLine(), SqLine(text="dm")])
+    return await stored_with_counters(database, "sq_ticket")
+
+
+async def test_updates_number_new_embedded_documents_as_mongoengine_does(
+    mongodb_uri: str,
+) -> None:
+    by_mongoengine, ours = await by_both(mongodb_uri, updates)
+    assert ours == by_mongoengine
+    assert [line.get("n") for line in ours["sq_ticket"][0]["lines"]] == [
+        1,
+        2,
+        5,
+        6,
+        7,
+        8,
+    ]
+    assert [doc["lines"] for doc in ours["sq_ticket"][1:]] == [
+        [{"n": 3}],
+        [{"n": 4, "text": "u"}],
+    ]
+
+
+async def test_an_async_write_refuses_a_counter_on_a_sync_alias(
+    async_alias: str, mongodb_uri: str, command_log: Any
+) -> None:
+    with sync_alias_beside(SYNC, async_alias, mongodb_uri):
+        command_log.clear()
+        for write in (
+            SqSyncCounted().async_save,
+            lambda: SqSyncCounted.objects.async_insert([SqSyncCounted()]),
+        ):
+            with pytest.raises(AsyncUsageError) as excinfo:
+                await write()
+            assert str(excinfo.value) == (
+                "SqSyncCounted.n: the SequenceField's alias 'seq_sync' was registered "
+                "with connect() (sync), but an async write numbers it, which needs "
+                "an async alias (a SequenceField does not follow its document's "
+                "db_alias; pass SequenceField(db_alias=...) naming an async alias, "
+                "or connect_async(alias='seq_sync'))"
+            )
+        assert command_log.count() == 0
+        assert get_db(SYNC).list_collection_names() == []
+
+
+async def test_a_sync_save_refuses_a_counter_on_an_async_alias(
+    async_alias: str, mongodb_uri: str
+) -> None:
+    with sync_alias_beside(SYNC, async_alias, mongodb_uri):
+        with pytest.raises(AsyncUsageError) as excinfo:
+            SqAsyncCounted().save()
+        assert str(excinfo.value) == (
+            "SqAsyncCounted.n: the SequenceField's alias 'default' is async "
+            "(connect_async), but SqAsyncCounted is on sync alias 'seq_sync', whose "
+            "save() numbers it with blocking I/O (a SequenceField does not follow "
+            "its document's db_alias; pass SequenceField(db_alias=...) naming a "
+            "sync alias)"
+        )
+        assert get_db(SYNC).list_collection_names() == []

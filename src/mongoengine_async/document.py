@@ -347,7 +347,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             await signals.send(signals.pre_save, cls, document=self, **signal_kwargs)
         if validate:
             self.validate(clean=clean)
-        numbered = sequences.counts_async(cls)
+        numbered = sequences.has_sequences(cls)
         if numbered:  # the id first, as to_mongo(fields=[id_field]) below would
             await sequences.async_fill([self], id_only=True)
         write_concern = write_concern or {}
@@ -649,7 +649,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
     ) -> Any:
         """Apply a MongoEngine-style update to this document only."""
         session = field_or_session(type(self), session, kwargs, "set__session")
-        numbered = sequences.counts_async(type(self))
+        numbered = sequences.has_sequences(type(self))
         # As MongoEngine, refused before any collection is resolved (a pk to
         # number is read once numbered, below).
         if not numbered and self.pk is None and not kwargs.get("upsert", False):

@@ -733,7 +733,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             documents=documents,
             **signal_kwargs,
         )
-        if sequences.counts_async_below(self._document):
+        if sequences.has_sequences_below(self._document):
             await sequences.async_fill(documents)
         plan_watch.refresh(self._document)  # once for the batch
         raw = [to_bson.raw(document) for document in documents]
@@ -794,6 +794,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             raise OperationError("No update parameters, would remove data")
         if self._none or self._empty:
             return 0
+        await sequences.async_fill_update(update)
         query = self._query
         document = self._update_document(update, upsert and "_cls" in query)
         with set_read_write_concern(
@@ -896,6 +897,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             )
         if self._none or self._empty:
             return None
+        await sequences.async_fill_update(update)
         with _update_errors():
             raw = await self._find_one_and(
                 collection, remove, new, upsert, array_filters, **update

@@ -4,11 +4,14 @@ MongoEngine's ``SequenceField`` takes the next value of a counter document
 (``find_one_and_update`` with ``$inc``, in ``mongoengine.counters`` on the
 field's own ``db_alias``) whenever an unset value is read, set to None or
 converted by ``to_mongo``: blocking I/O. When that alias is async, reading an
-unset value gives None, and ``async_save``, ``async_insert`` and
-``async_update`` first give every unset value of the documents (and of the
-documents they embed through typed fields) its number, with one ``$inc`` per
-counter, in the order ``to_mongo`` would have asked for them; any other
-conversion raises :class:`AsyncUsageError`. The counters are
+unset value gives None, and ``async_save``, ``async_insert``, the async updates
+and modifies first give every unset value of the documents (of the documents
+they embed through typed fields, of any subclass, and the None items of lists
+and dicts of sequence values; for an update, of the embedded documents its
+values carry) its number, with one ``$inc`` per counter, in the order
+``to_mongo`` would have asked for them; any other conversion raises
+:class:`AsyncUsageError`, as does an async write of a value counted on a sync
+alias and a sync write of one counted on an async alias. The counters are
 outside transactions, as SQL sequences are: a rolled-back insert leaves a gap
 and concurrent transactions never conflict on a counter. On a sync alias the
 field is MongoEngine's.
@@ -16,17 +19,31 @@ field is MongoEngine's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import mongoengine
 from mongoengine.base import BaseDocument, BaseField, ComplexBaseField
+from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from pymongo import ReturnDocument
 
-from mongoengine_async.connection import get_async_db, is_async_connection
+from mongoengine_async.classes import with_subclasses
+from mongoengine_async.connection import (
+    get_async_db,
+    is_async_connection,
+    is_sync_connection,
+    undefined_alias_error,
+)
+from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.guards import blocking_call_error
 
-__all__ = ("SequenceField", "async_fill", "counts_async", "counts_async_below")
+__all__ = (
+    "SequenceField",
+    "async_fill",
+    "async_fill_update",
+    "has_sequences",
+    "has_sequences_below",
+)
 
 
 class SequenceField(mongoengine.SequenceField):
@@ -43,7 +60,18 @@ class SequenceField(mongoengine.SequenceField):
         else:
             super().__set__(instance, value)
 
+    def to_python(self, value: Any) -> Any:
+        """MongoEngine's, but None stays None on an async alias (no I/O)."""
+        if value is None and is_async_connection(self.db_alias):
+            return None  # an item of a list or dict: numbered by the save
+        return super().to_python(value)
+
+    def to_mongo(self, value: Any) -> Any:
+        """MongoEngine's (its ``to_python``), which numbers None."""
+        return self.generate() if value is None else super().to_mongo(value)
+
     def generate(self) -> Any:
+        self._refuse_on_sync_document()
         self._refuse_blocking(
             "generate", "await document.async_save(), which sets it, or "
         )
@@ -93,6 +121,27 @@ class SequenceField(mongoengine.SequenceField):
         """The counter document's id, as MongoEngine's methods name it."""
         return f"{self.get_sequence_name()}.{self.name}"
 
+    def _refuse_on_sync_document(self) -> None:
+        """Raise when the counter is async but the field's document class is
+        on a sync alias, whose ``save()`` would take the number with blocking
+        I/O (where ``async_save`` is refused)."""
+        owner = self.owner_document
+        if not (
+            is_async_connection(self.db_alias)
+            and issubclass(owner, mongoengine.Document)
+            and is_sync_connection(
+                document_alias := owner._meta.get("db_alias", DEFAULT_CONNECTION_NAME)
+            )
+        ):
+            return
+        raise AsyncUsageError(
+            f"{owner.__name__}.{self.name}: the SequenceField's alias "
+            f"'{self.db_alias}' is async (connect_async), but {owner.__name__} is on "
+            f"sync alias '{document_alias}', whose save() numbers it with blocking "
+            f"I/O (a SequenceField does not follow its document's db_alias; pass "
+            f"SequenceField(db_alias=...) naming a sync alias)"
+        )
+
     def _refuse_blocking(
         self, name: str, before: str = "", arguments: str = "()"
     ) -> None:
@@ -103,38 +152,51 @@ class SequenceField(mongoengine.SequenceField):
             raise blocking_call_error(field, name, self.db_alias, use)
 
 
-def counts_async(cls: type[Any]) -> bool:
-    """Whether documents of ``cls`` may hold a sequence value counted on an
-    async alias: a field of its own, or of a document class it embeds."""
-    aliases = _aliases.get(cls)
-    if aliases is None:
-        aliases = _aliases[cls] = _counter_aliases(cls, set())
-    return bool(aliases) and any(map(is_async_connection, aliases))
+def has_sequences(cls: type[Any]) -> bool:
+    """Whether documents of ``cls`` may hold a sequence value: a field of its
+    own, or of a document class (or subclass) it embeds through typed fields.
+    An async write of them walks their values (see :func:`async_fill`)."""
+    return _has_sequences(cls, set())
 
 
-def counts_async_below(cls: type[Any]) -> bool:
-    """:func:`counts_async` for ``cls`` or any of its subclasses: for a write
+def has_sequences_below(cls: type[Any]) -> bool:
+    """:func:`has_sequences` for ``cls`` or any of its subclasses: for a write
     of documents of ``cls`` without a look at each one's class."""
-    return counts_async(cls) or any(map(counts_async_below, cls.__subclasses__()))
+    return any(map(has_sequences, with_subclasses(cls)))
 
 
-# The counter aliases of the SequenceFields each class may hold.
-_aliases: dict[type[Any], frozenset[str]] = {}
-
-
-def _counter_aliases(cls: type[Any], seen: set[type[Any]]) -> frozenset[str]:
-    """The counter aliases of the SequenceFields of ``cls`` and of the classes
-    it embeds (see :func:`_innermost`)."""
+def _has_sequences(cls: type[Any], seen: set[type[Any]]) -> bool:
+    """:func:`has_sequences`, not walking the classes in ``seen`` again. The
+    subclasses are looked up on each call: they may be defined at any time."""
     seen.add(cls)
-    aliases: set[str] = set()
-    for field in map(_innermost, cls._fields.values()):
-        if isinstance(field, SequenceField):
-            aliases.add(field.db_alias)
-        if isinstance(field, mongoengine.EmbeddedDocumentField):
-            embedded: type[Any] = field.document_type
-            if embedded not in seen:
-                aliases |= _counter_aliases(embedded, seen)
-    return frozenset(aliases)
+    own, embedded = _fields_of(cls)
+    return own or any(
+        _has_sequences(each, seen)
+        for declared in embedded
+        for each in with_subclasses(declared)
+        if each not in seen
+    )
+
+
+# Per class: whether it declares a SequenceField, and the embedded document
+# classes its typed fields declare.
+_fields: dict[type[Any], tuple[bool, tuple[type[Any], ...]]] = {}
+
+
+def _fields_of(cls: type[Any]) -> tuple[bool, tuple[type[Any], ...]]:
+    """Whether ``cls`` declares a SequenceField (alone or in typed containers),
+    and the document types of its EmbeddedDocumentFields (see :func:`_innermost`)."""
+    found = _fields.get(cls)
+    if found is None:
+        inner = [_innermost(field) for field in cls._fields.values()]
+        own = any(isinstance(field, SequenceField) for field in inner)
+        embedded = tuple(
+            field.document_type
+            for field in inner
+            if isinstance(field, mongoengine.EmbeddedDocumentField)
+        )
+        found = _fields[cls] = (own, embedded)
+    return found
 
 
 def _innermost(field: BaseField) -> BaseField:
@@ -146,38 +208,106 @@ def _innermost(field: BaseField) -> BaseField:
     return field
 
 
+# Where unset values go, per counter: the counter's field and its slots, each
+# (container, key) once (a document given twice takes one number), in order.
+_Slots = dict[tuple[int, Any], tuple[Any, Any]]
+_Unset = dict[tuple[str, str, str], tuple[SequenceField, _Slots]]
+
+
 async def async_fill(documents: Iterable[BaseDocument], id_only: bool = False) -> None:
-    """Number every unset sequence value counted on an async alias in
-    ``documents`` and the documents they embed (only the primary key with
-    ``id_only``), as their ``to_mongo`` would: the value in ``_data``, not
-    marked as changed, one ``$inc`` per counter."""
-    unset: dict[tuple[str, str, str], list[tuple[BaseDocument, SequenceField]]] = {}
+    """Number every unset sequence value in ``documents`` and the documents
+    they embed (only the primary key with ``id_only``), as their ``to_mongo``
+    would: the value in ``_data``, not marked as changed, one ``$inc`` per
+    counter. A counter on an alias that is not async is refused first."""
+    unset: _Unset = {}
     for document in documents:
         _collect(document, id_only, unset)
-    for slots in unset.values():
-        values = await slots[0][1]._async_take(len(slots))
-        for (document, field), value in zip(slots, values, strict=True):
-            document._data[field.name] = value
+    for field, slots in unset.values():
+        values = await field._async_take(len(slots))
+        for (container, key), value in zip(slots.values(), values, strict=True):
+            _put(container, key, value)
 
 
-def _collect(
-    document: BaseDocument,
-    id_only: bool,
-    unset: dict[tuple[str, str, str], list[tuple[BaseDocument, SequenceField]]],
-) -> None:
-    """Add ``document``'s unset async sequence values to ``unset``, by counter,
+def _put(container: Any, key: Any, value: Any) -> None:
+    """``container[key] = value`` by the plain setter: a list or dict of the
+    document (MongoEngine's ``BaseList``/``BaseDict``) marks no change."""
+    if isinstance(container, dict):
+        dict.__setitem__(container, key, value)
+    else:
+        list.__setitem__(container, key, value)
+
+
+async def async_fill_update(update: Mapping[str, Any]) -> None:
+    """Number the unset sequence values of the embedded documents that an
+    update's keyword values hold, as MongoEngine's ``transform.update``
+    numbers them (their ``to_mongo``); ``__raw__`` is not converted."""
+    embedded = [
+        document
+        for key, value in update.items()
+        if key != "__raw__"
+        for document in _embedded_in(value)
+    ]
+    if embedded:
+        await async_fill(embedded)
+
+
+def _collect(document: BaseDocument, id_only: bool, unset: _Unset) -> None:
+    """Add ``document``'s unset sequence values to ``unset``, by counter,
     walking its fields (and its embedded documents) in ``to_mongo``'s order."""
     names = [document._meta["id_field"]] if id_only else document
     for name in names:
         field = document._fields.get(name)
         value = document._data.get(name)
-        if value is None:
-            if isinstance(field, SequenceField) and is_async_connection(field.db_alias):
-                key = (field.db_alias, field.collection_name, field._sequence_id())
-                unset.setdefault(key, []).append((document, field))
-        elif isinstance(_innermost(field), mongoengine.EmbeddedDocumentField):
+        if isinstance(field, SequenceField):
+            if value is None:
+                _add(field, document._data, name, unset)
+            continue
+        inner = None if value is None else _innermost(field)
+        if isinstance(inner, SequenceField):  # a list or dict of numbers
+            for container, key in _none_items(value):
+                _add(inner, container, key, unset)
+        elif isinstance(inner, mongoengine.EmbeddedDocumentField):
             for embedded in _embedded_in(value):
                 _collect(embedded, False, unset)
+
+
+def _add(field: SequenceField, container: Any, key: Any, unset: _Unset) -> None:
+    """Add the slot ``container[key]`` to ``field``'s counter in ``unset``."""
+    if not is_async_connection(field.db_alias):
+        raise _counter_alias_error(field)
+    counter = (field.db_alias, field.collection_name, field._sequence_id())
+    slots = unset.setdefault(counter, (field, {}))[1]
+    slots[id(container), key] = (container, key)
+
+
+def _counter_alias_error(field: SequenceField) -> Exception:
+    """The error for a counter an async write cannot take: its alias is sync
+    (MongoEngine's counter call would block the event loop) or undefined."""
+    alias = field.db_alias
+    if not is_sync_connection(alias):
+        return undefined_alias_error(alias)
+    return AsyncUsageError(
+        f"{field.owner_document.__name__}.{field.name}: the SequenceField's alias "
+        f"'{alias}' was registered with connect() (sync), but an async write "
+        f"numbers it, which needs an async alias (a SequenceField does not follow "
+        f"its document's db_alias; pass SequenceField(db_alias=...) naming an "
+        f"async alias, or connect_async(alias='{alias}'))"
+    )
+
+
+def _none_items(value: Any) -> Iterable[tuple[Any, Any]]:
+    """The (container, key) of each None in ``value``'s nested lists and dicts."""
+    if isinstance(value, dict):
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return
+    for key, item in items:
+        if item is None:
+            yield value, key
+        else:
+            yield from _none_items(item)
 
 
 def _embedded_in(value: Any) -> Iterable[BaseDocument]:
