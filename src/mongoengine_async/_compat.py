@@ -153,6 +153,7 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     (BaseQuerySet, "_batch_size"),
     (BaseQuerySet, "_max_time_ms"),
     (BaseQuerySet, "_comment"),
+    (BaseQuerySet, "_where_clause"),  # refused by change streams
     (BaseQuerySet, "_read_preference"),
     (BaseQuerySet, "_read_concern"),
     (BaseQuerySet, "_has_data"),  # guarded on async aliases

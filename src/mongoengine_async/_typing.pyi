@@ -198,6 +198,8 @@ class MongoEngineQuerySet:
     _collation: Any
     _batch_size: int | None
     _max_time_ms: int | None
+    _comment: Any
+    _where_clause: str | None
     _ordering: Any
     _loaded_fields: Any
     _read_preference: Any

@@ -203,7 +203,8 @@ def _stored_embedded_class(field: Any, value: Any) -> type[Any] | None:
     or, inside such a document, by the field holding it; else None."""
     if not isinstance(value, dict) or "_ref" in value:
         return None
-    cls = document_registry.get(value.get("_cls"))
+    name = value.get("_cls")
+    cls = document_registry.get(name) if isinstance(name, str) else None
     if cls is None and isinstance(field, mongoengine.EmbeddedDocumentField):
         cls = field.document_type
     elif field is not None and not isinstance(field, _EMBEDDING_FIELDS):
