@@ -627,6 +627,23 @@ async def test_an_aborted_block_gives_the_documents_back_their_state(async_alias
     assert (await committed(TxAccount, name="new"))[0]["_id"] == first_id
 
 
+async def test_an_abort_keeps_the_changes_made_after_the_save(async_alias):
+    """An abort gives back the changes its save sent on top of those made
+    since, which the next save sends too."""
+    await warm()
+    doc = await TxAccount(name="x", balance=1).async_save()
+    with contextlib.suppress(Boom):
+        async with async_run_in_transaction():
+            doc.name = "renamed"
+            await doc.async_save()
+            doc.balance = 42  # after the save, not saved yet
+            raise Boom
+    assert bookkeeping(doc) == (False, ["balance", "name"])
+    await doc.async_save()
+    stored = (await committed(TxAccount))[0]
+    assert (stored["name"], stored["balance"]) == ("renamed", 42)
+
+
 async def test_drop_collection_does_not_join_the_transaction(async_alias, command_log):
     """The server refuses a drop in a transaction: it runs outside (as index
     builds), at once, and stays when the block aborts."""

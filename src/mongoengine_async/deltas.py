@@ -266,10 +266,8 @@ def give_back_changes(document: Any, sent: list[str] | None) -> list[str]:
     meanwhile added to it; returns those (the write did not send them)."""
     meanwhile = document._changed_fields
     put_changes(document, sent)
-    if sent is None:  # no list: every field counts as changed already
-        return meanwhile
-    for path in meanwhile:
-        document._mark_as_changed(path)
+    if sent is not None:  # no list: every field counts as changed already
+        _merge_changes(document, meanwhile)
     return meanwhile
 
 
@@ -302,6 +300,17 @@ def _restorer(document: Any) -> Callable[[], None]:
 
     def undo() -> None:
         document._created = created
-        put_changes(document, changed)
+        _merge_changes(document, changed)
 
     return undo
+
+
+def _merge_changes(document: Any, changes: list[str] | None) -> None:
+    """Mark ``changes`` as changed again on top of ``document``'s own list
+    (the changes made since are kept); None removes the list (everything
+    counts as changed)."""
+    if changes is None:
+        put_changes(document, None)
+        return
+    for path in changes:  # (no list on the document: everything changed already)
+        document._mark_as_changed(path)
