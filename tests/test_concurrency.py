@@ -9,9 +9,11 @@ import pytest
 from bson import ObjectId
 
 from mongoengine_async import (
+    BulkWriteError,
     Document,
     IntField,
     ListField,
+    NotUniqueError,
     ReferenceField,
     StringField,
     async_run_in_transaction,
@@ -254,6 +256,57 @@ async def test_cancel_after_command_sent(async_alias, command_log):
         await asyncio.sleep(0.01)
     assert raw in (None, {"_id": pair.id, "a": 1, "b": 2, "note": "mid-flight"})
     assert count == (0 if raw is None else 1)
+
+
+async def _cancel_once_sent(command_log, write) -> None:
+    """Run ``write``, cancel it once its command is sent, and wait until the
+    server has stored what it sent (a cancelled task does not stop the server)."""
+    await ConcPair.objects.async_first()  # collection prepared beforehand
+    command_log.clear()
+    task = asyncio.ensure_future(write)
+    while command_log.count() == 0:
+        await asyncio.sleep(0)
+    assert command_log.names == ["insert"]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(100):
+        if await get_async_db().conc_pair.count_documents({}):
+            break
+        await asyncio.sleep(0.01)
+
+
+async def test_a_new_document_cancelled_once_sent_is_saved_once(
+    async_alias, command_log
+):
+    """A new document has its id before its insert is awaited: saved again
+    after a cancellation, it is the same document (replaced by its id)."""
+    pair = ConcPair(a=1, b=2)
+    await _cancel_once_sent(command_log, pair.async_save())
+    assert pair.pk is not None and pair._created  # new until its write returns
+    await pair.async_save()
+    stored = await get_async_db().conc_pair.find({}).to_list(None)
+    assert stored == [{"_id": pair.pk, "a": 1, "b": 2}]
+    assert not pair._created
+
+
+async def test_an_insert_cancelled_once_sent_refuses_to_store_twice(
+    async_alias, command_log
+):
+    """async_insert gives the documents their ids before the insert is
+    awaited: inserted again after a cancellation, they are refused."""
+    pairs = [ConcPair(a=i) for i in range(3)]
+    await _cancel_once_sent(command_log, ConcPair.objects.async_insert(pairs))
+    with pytest.raises(BulkWriteError, match="E11000 duplicate key"):
+        await ConcPair.objects.async_insert(pairs)
+    one = ConcPair(a=9)
+    await ConcPair.objects.async_delete()
+    await _cancel_once_sent(command_log, ConcPair.objects.async_insert(one))
+    duplicate = r"^Could not save document \(E11000 duplicate key error"
+    with pytest.raises(NotUniqueError, match=duplicate):
+        await ConcPair.objects.async_insert(one)
+    stored = await get_async_db().conc_pair.find({}).to_list(None)
+    assert stored == [{"_id": one.pk, "a": 9}]
 
 
 async def test_cancelled_update_is_all_or_nothing(async_alias):

@@ -415,6 +415,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         delta = None if created else self._delta_update(raw, save_condition)
         if delta is not None and not delta[1]:  # nothing changed: nothing to send
             return raw["_id"], False, []
+        fresh = delta is None and "_id" not in raw
+        if fresh:  # its id before the write is awaited (a retry is the same one)
+            to_bson.give_id(self, raw)
         sent = deltas.take_changes(self)
         try:
             if delta is not None:
@@ -422,7 +425,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 created = await _update_stored(
                     target, *delta, save_condition is None, session
                 )
-            elif force_insert or "_id" not in raw:
+            elif force_insert or fresh:
                 object_id = (await target.insert_one(raw, session=session)).inserted_id
             else:
                 object_id = await self._async_replace_or_insert(target, raw, session)

@@ -737,6 +737,9 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             await sequences.async_fill(documents)
         plan_watch.refresh(self._document)  # once for the batch
         raw = [to_bson.raw(document) for document in documents]
+        for document, son in zip(documents, raw, strict=True):
+            if "_id" not in son:  # its id before the write is awaited
+                to_bson.give_id(document, son)
         ids = await self._insert_raw(
             collection, raw, write_concern, return_one, session
         )

@@ -75,7 +75,15 @@ from mongoengine_async.from_bson import (
     set_conversion,
 )
 
-__all__ = ("FastWrites", "has_id", "mark_saved", "raw", "set_id", "son_details")
+__all__ = (
+    "FastWrites",
+    "give_id",
+    "has_id",
+    "mark_saved",
+    "raw",
+    "set_id",
+    "son_details",
+)
 
 _MISSING = object()
 
@@ -219,6 +227,16 @@ def set_id(document: Any, value: Any, *, stored: bool = False) -> None:
     if old is None or old != value:  # __set__: a change
         document._mark_as_changed(name)
     data[name] = value
+
+
+def give_id(document: Any, raw: dict) -> None:
+    """Put the id PyMongo's insert would make into ``raw`` and on ``document``,
+    which stays new (``_created``) until its write returns: a write cancelled
+    on the way leaves the document its id, so a retry writes the same one."""
+    created = document._created
+    raw["_id"] = ObjectId()
+    set_id(document, raw["_id"])
+    document._created = created
 
 
 def mark_saved(document: Any) -> None:
