@@ -309,6 +309,51 @@ async def test_an_insert_cancelled_once_sent_refuses_to_store_twice(
     assert stored == [{"_id": one.pk, "a": 9}]
 
 
+async def test_saves_of_one_instance_are_sent_in_order(async_alias, command_log):
+    """Tasks saving one shared instance: each save waits for the one in
+    flight, so the updates are sent one after the other, in the order the
+    saves began, and what is stored is what the instance holds."""
+    pair = await ConcPair(a=0, b=0).async_save()
+    command_log.clear()
+
+    async def change(i: int) -> None:
+        pair.a = i
+        await pair.async_save()
+
+    await asyncio.gather(*(change(i) for i in range(1, 60)))
+    sent = [e.command["updates"][0]["u"]["$set"]["a"] for e in command_log.events]
+    assert sent == sorted(sent) and sent[-1] == 59
+    raw = await get_async_db().conc_pair.find_one({"_id": pair.pk})
+    assert raw == {"_id": pair.pk, "a": 59, "b": 0}
+    assert pair._get_changed_fields() == []
+
+
+async def test_a_cancelled_waiting_save_lets_the_next_one_go(async_alias, command_log):
+    """A save cancelled while it waits for the one in flight leaves the
+    others their turns, and its change goes with the next save."""
+    pair = await ConcPair(a=0, b=0).async_save()
+    command_log.clear()
+    pair.a = 1
+    first = asyncio.ensure_future(pair.async_save())
+    while command_log.count() == 0:
+        await asyncio.sleep(0)
+    pair.b = 2
+    waiting = asyncio.ensure_future(pair.async_save())
+    await asyncio.sleep(0)
+    pair.note = "last"
+    last = asyncio.ensure_future(pair.async_save())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await first
+    await last
+    assert waiting.cancelled()
+    updates = [e.command["updates"][0]["u"] for e in command_log.events]
+    assert updates == [{"$set": {"a": 1}}, {"$set": {"b": 2, "note": "last"}}]
+    raw = await get_async_db().conc_pair.find_one({"_id": pair.pk})
+    assert raw == {"_id": pair.pk, "a": 1, "b": 2, "note": "last"}
+    assert "_async_save_turns" not in pair.__dict__  # none in flight any more
+
+
 async def test_cancelled_update_is_all_or_nothing(async_alias):
     collection = get_async_db().conc_pair
     pairs = await ConcPair.objects.async_insert(

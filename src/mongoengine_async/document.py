@@ -10,6 +10,8 @@ module name alone.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import re
 from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -331,13 +333,69 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         if self._meta.get("abstract"):  # refused before any collection is resolved
             self._require_async("async_save", "save()")
             raise InvalidDocumentError("Cannot save an abstract document.")
+        signal_kwargs = signal_kwargs or {}
+        write_concern = write_concern or {}
+        await _wait_turn(self)
+        try:
+            object_id, created, meanwhile, session = await self._async_send(
+                force_insert,
+                validate,
+                clean,
+                write_concern,
+                save_condition,
+                signal_kwargs,
+                session,
+            )
+        finally:
+            _end_turn(self)
+        if cascade is None:
+            cascade = self._meta.get("cascade", False) or cascade_kwargs is not None
+        if cascade:
+            # As MongoEngine: cascade_kwargs override the save's own arguments.
+            await self._async_cascade_save(
+                **{
+                    "force_insert": force_insert,
+                    "validate": validate,
+                    "write_concern": write_concern,
+                    "cascade": cascade,
+                    **(cascade_kwargs or {}),
+                    "_refs": _refs,
+                    "session": session,
+                }
+            )
+        cls = type(self)
+        if created or self._meta["id_field"] not in self._meta.get("shard_key", ()):
+            to_bson.set_id(self, object_id, stored=True)  # by the field's to_python
+        if cls._cached_reference_fields:
+            await sync_cached_references(self, created, session)
+        if mongoengine.signals.signals_available and signals.post_save.receivers:
+            await signals.send(
+                signals.post_save, cls, document=self, created=created, **signal_kwargs
+            )
+        deltas.clear_changes(self)
+        to_bson.mark_saved(self)
+        if meanwhile:  # changed while the write was awaited: for the next save
+            self._changed_fields = meanwhile
+        return self
+
+    async def _async_send(
+        self,
+        force_insert: bool,
+        validate: bool,
+        clean: bool,
+        write_concern: dict,
+        save_condition: dict | None,
+        signal_kwargs: dict,
+        session: AsyncClientSession | None,
+    ) -> tuple[Any, bool, list[str], AsyncClientSession | None]:
+        """A save up to its write (signals, validation, numbers, the write);
+        returns what :meth:`_async_write` does and the session it used."""
         operation = self._known_operation(
             "async_save", "save()", session
         ) or await self._async_operation("async_save", "save()", session)
         collection, session = operation.collection, operation.session
         if session is not None:  # perhaps a transaction of ours: journal the save
             deltas.journal_bookkeeping([self], session)
-        signal_kwargs = signal_kwargs or {}
         cls = type(self)
         # A signal with no receiver at all (most saves) is skipped by its empty
         # ``receivers``, without a call; ``send`` looks for this class's own.
@@ -350,8 +408,6 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         numbered = sequences.has_sequences(cls)
         if numbered:  # the id first, as to_mongo(fields=[id_field]) below would
             await sequences.async_fill([self], id_only=True)
-        write_concern = write_concern or {}
-        id_field = self._meta["id_field"]
         created = not to_bson.has_id(self) or self._created or force_insert
         if hooks and signals.pre_save_post_validation.receivers:
             await signals.send(
@@ -368,37 +424,10 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         # No write concern given: the collection's own (set_write_concern would
         # make an equal copy of the collection on every save).
         target = _concerned(collection, write_concern) if write_concern else collection
-        object_id, created, meanwhile = await self._async_write(
+        written = await self._async_write(
             target, raw, created, force_insert, save_condition, session
         )
-        if cascade is None:
-            cascade = self._meta.get("cascade", False) or cascade_kwargs is not None
-        if cascade:
-            # As MongoEngine: cascade_kwargs override the save's own arguments.
-            await self._async_cascade_save(
-                **{
-                    "force_insert": force_insert,
-                    "validate": validate,
-                    "write_concern": write_concern,
-                    "cascade": cascade,
-                    **(cascade_kwargs or {}),
-                    "_refs": _refs,
-                    "session": session,
-                }
-            )
-        if created or id_field not in self._meta.get("shard_key", ()):
-            to_bson.set_id(self, object_id, stored=True)  # by the field's to_python
-        if cls._cached_reference_fields:
-            await sync_cached_references(self, created, session)
-        if hooks and signals.post_save.receivers:
-            await signals.send(
-                signals.post_save, cls, document=self, created=created, **signal_kwargs
-            )
-        deltas.clear_changes(self)
-        to_bson.mark_saved(self)
-        if meanwhile:  # changed while the write was awaited: for the next save
-            self._changed_fields = meanwhile
-        return self
+        return (*written, session)
 
     async def _async_write(
         self,
@@ -718,6 +747,48 @@ def _concerned(collection: AsyncCollection, write_concern: dict) -> AsyncCollect
     MongoEngine's ``set_write_concern`` gives it."""
     with set_write_concern(collection, write_concern) as target:
         return target
+
+
+# Marks a document whose save is in flight, as a key of its instance dict
+# (absent otherwise): _NO_WAITER, or the deque of the saves waiting for it.
+_TURNS = "_async_save_turns"
+_NO_WAITER: tuple[()] = ()
+
+
+async def _wait_turn(document: Document) -> None:
+    """Wait until no other save of ``document`` is in flight, then mark this
+    one in flight: one instance's writes are sent, and applied, in the order
+    its saves began. None in flight (most saves): no wait, nothing allocated."""
+    state = document.__dict__
+    waiters = state.get(_TURNS)
+    if waiters is None:
+        state[_TURNS] = _NO_WAITER
+        return
+    if waiters is _NO_WAITER:
+        waiters = state[_TURNS] = collections.deque()
+    turn = asyncio.get_running_loop().create_future()
+    waiters.append(turn)
+    try:
+        await turn
+    except asyncio.CancelledError:
+        if turn.done() and not turn.cancelled():  # given the turn, then cancelled
+            _end_turn(document)
+        elif turn in waiters:
+            waiters.remove(turn)
+        raise
+
+
+def _end_turn(document: Document) -> None:
+    """Give the turn to the next save of ``document`` still waiting, or mark
+    none in flight."""
+    state = document.__dict__
+    waiters = state[_TURNS]
+    while waiters:
+        turn = waiters.popleft()
+        if not turn.done():  # (a cancelled one is done)
+            turn.set_result(None)
+            return
+    del state[_TURNS]
 
 
 class DynamicDocument(Document, MongoEngineDynamicDocument):
