@@ -9,7 +9,12 @@ import asyncio
 import pytest
 
 from models_references import RefAuthor, make_author, make_book
+from mongoengine_async import async_run_in_transaction
 from mongoengine_async.testing import CommandLog
+
+
+class Boom(Exception):
+    pass
 
 
 async def _started(task: asyncio.Task, command_log: CommandLog) -> None:
@@ -71,3 +76,34 @@ async def test_a_failed_query_fails_each_waiter_on_its_own(
     )
     assert [type(result) for result in results] == [RefAuthor.DoesNotExist] * 3
     assert command_log.count("find") == 3  # each queried in turn, as with a lock
+
+
+async def test_a_fetch_in_another_transaction_sends_its_own_query(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """A fetch outside the transaction whose fetch of the proxy is in flight
+    does not wait for it (it would get the transaction's uncommitted read):
+    it sends its own query and gets the committed document."""
+    author = await make_author()
+    book = await make_book(author)
+    proxy = book.author
+    names: dict[str, str] = {}
+
+    async def in_transaction() -> None:
+        async with async_run_in_transaction():
+            await RefAuthor.objects(pk=author.pk).async_update(set__name="Uncommitted")
+            names["inside"] = (await proxy).name
+            raise Boom
+
+    command_log.clear()
+    inside = asyncio.ensure_future(in_transaction())
+    await _started(inside, command_log)
+    names["outside"] = (await proxy.fetch()).name
+    with pytest.raises(Boom):
+        await inside
+    assert names == {"inside": "Uncommitted", "outside": "Ann"}
+    finds = [e for e in command_log.events if e.command_name == "find"]
+    assert ["lsid" in e.command and "txnNumber" in e.command for e in finds] == [
+        True,
+        False,
+    ]

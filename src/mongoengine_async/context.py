@@ -69,6 +69,15 @@ _bound: ContextVar[bool] = ContextVar("mongoengine_async_bound", default=False)
 anything_bound = _bound.get
 
 
+def read_context() -> tuple[Any, ...] | None:
+    """What decides what this task's reads see and where they go (its bound
+    sessions and switches): tasks with equal ones read alike. None when
+    nothing is bound (most tasks), so comparing costs one test."""
+    if not _bound.get():
+        return None
+    return (_sessions.get(), _db_aliases.get(), _collections.get())
+
+
 def current_session(client: Any = None) -> AsyncClientSession | None:
     """The session bound by ``async_run_in_transaction`` for ``client``, if any.
 

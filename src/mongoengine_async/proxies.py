@@ -25,7 +25,7 @@ from mongoengine.dereference import DeReference
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from mongoengine_async._compat import container_location, document_registry
-from mongoengine_async.context import dereference_disabled
+from mongoengine_async.context import dereference_disabled, read_context
 from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.from_bson import loader
 from mongoengine_async.guards import require_async
@@ -293,6 +293,8 @@ def _stored_value(stored: Any) -> Any:
 # Guards the in-flight state of proxies and lazy references, which threads
 # running event loops of their own may share.
 _IN_FLIGHT = threading.Lock()
+# A fetch that sends its own query beside the one in flight, of another context.
+_APART = object()
 
 
 class AsyncReferenceProxy(DBRef, Generic[_D]):
@@ -309,8 +311,9 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
     _slot: Slot | FieldSlot | None
     _document: Any = None  # the loaded document
     # While a load is in flight: its event loop, or the future its waiters
-    # (on that loop) wait for.
+    # (on that loop) wait for; and the session and read context it was sent in.
     _loading: asyncio.Future[None] | asyncio.AbstractEventLoop | None = None
+    _loading_context: Any = None
 
     def __init__(
         self,
@@ -402,14 +405,19 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         lock (which would cost a fifth of a fetch's own CPU time). The first
         waiter makes the future they wait for: a fetch alone makes none. A
         fetch on another event loop (another thread's) than the query in
-        flight sends its own: a future belongs to one loop.
+        flight sends its own: a future belongs to one loop. So does one in
+        another session, transaction or switch (``read_context``): it must
+        not see what the query in flight reads there.
         """
         while self._document is None:
             loop = asyncio.get_running_loop()
+            context = read_context() if session is None else (session, read_context())
             with _IN_FLIGHT:
                 loading = self._loading
-                if loading is None:
-                    self._loading = loop  # this fetch queries
+                if loading is None:  # this fetch queries
+                    self._loading, self._loading_context = loop, context
+                elif self._loading_context != context:
+                    loading = _APART  # another context's query: its own
                 elif loading is loop:  # the first waiter
                     loading = self._loading = loop.create_future()
             if isinstance(loading, asyncio.Future) and loading.get_loop() is loop:
@@ -425,13 +433,16 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
                     document = loaded(cls, self, self._name, raw)
                 else:
                     document = await load_reference(cls, self, self._name, session)
-                self._document = document
-                if self._slot is not None:
-                    self._slot.replace(self, document)
+                if self._document is None:  # (one of another context's may be)
+                    self._document = document
+                    if self._slot is not None:
+                        self._slot.replace(self, document)
+                return document  # what this fetch read, in its own context
             finally:
                 if loading is None:  # this fetch's query: wake its waiters
                     with _IN_FLIGHT:
                         waiters, self._loading = self._loading, None
+                        self._loading_context = None
                     if isinstance(waiters, asyncio.Future):
                         waiters.set_result(None)
         return self._document
