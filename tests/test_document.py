@@ -362,6 +362,44 @@ async def test_unacknowledged_save_of_a_change_as_mongoengine(async_alias, mongo
         async_signals.post_save.disconnect(post_save)
 
 
+async def test_a_change_by_another_task_after_the_write_is_saved_next(
+    async_alias, command_log
+):
+    """A change another task makes while the save awaits its steps after the
+    write (a coroutine post_save receiver here) stays for the next save; the
+    receiver's own change is cleared, as MongoEngine clears it."""
+    person = await DocPerson(name="Ada", age=1).async_save()
+    written = asyncio.Event()
+    resume = asyncio.Event()
+
+    async def post_save(sender, document, **kwargs):
+        document.nickname = "by the receiver"
+        written.set()
+        await resume.wait()
+
+    async def other_task():
+        await written.wait()
+        person.age = 42  # a field the save sent, changed again
+        person.tags = ["new"]
+        resume.set()
+
+    person.name, person.age = "Ann", 2
+    async_signals.post_save.connect(post_save, sender=DocPerson)
+    try:
+        await asyncio.gather(person.async_save(), other_task())
+    finally:
+        async_signals.post_save.disconnect(post_save, sender=DocPerson)
+    assert person._changed_fields == ["age", "tags"]
+    command_log.clear()
+    await person.async_save()
+    assert _updates(command_log)[0]["updates"][0]["u"] == {
+        "$set": {"age": 42, "tags": ["new"]}
+    }
+    stored = await _db().doc_person.find_one({"_id": person.id})
+    assert (stored["name"], stored["age"], stored["tags"]) == ("Ann", 42, ["new"])
+    assert "nickname" not in stored and person._changed_fields == []
+
+
 async def test_a_change_made_while_the_save_is_awaited_is_saved_next(
     async_alias, command_log
 ):

@@ -15,6 +15,7 @@ checks that both give identical updates and leave identical documents.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import enum
 import numbers
@@ -36,9 +37,11 @@ __all__ = (
     "clear_changes",
     "give_back_changes",
     "journal_bookkeeping",
+    "others_changes",
     "put_changes",
     "take_changes",
     "update_doc",
+    "watch_changes",
 )
 
 # Exact types whose values hold no change of their own (MongoEngine looks into
@@ -269,6 +272,45 @@ def give_back_changes(document: Any, sent: list[str] | None) -> list[str]:
     if sent is not None:  # no list: every field counts as changed already
         _merge_changes(document, meanwhile)
     return meanwhile
+
+
+class _Watched(list[str]):
+    """A document's list of changes while its save awaits its steps after the
+    write (cascade, cached references, post_save receivers): it notes the
+    paths other tasks than the save's mark as changed (``others``), which
+    ``_mark_as_changed`` first looks up in it."""
+
+    __slots__ = ("others", "task")
+
+    def __init__(self, changes: list[str], task: asyncio.Task[Any] | None) -> None:
+        super().__init__(changes)
+        self.task = task
+        self.others: list[str] = []
+
+    def __contains__(self, path: object) -> bool:
+        if asyncio.current_task() is not self.task:
+            self.others.append(path)  # type: ignore[arg-type]
+        return super().__contains__(path)
+
+
+def watch_changes(document: Any) -> None:
+    """Make ``document``'s list of changes (if it has one) note the changes
+    other tasks make, as a save's steps after its write begin."""
+    changes = getattr(document, "_changed_fields", None)
+    if changes is not None:
+        _set_changed_fields(document, _Watched(changes, asyncio.current_task()))
+
+
+def others_changes(document: Any, meanwhile: list[str]) -> list[str]:
+    """The changes to keep for the next save as a save ends: ``meanwhile``
+    (made while its write was awaited) and those :func:`watch_changes` saw
+    other tasks make since (the save's own, and its receivers', are cleared
+    as MongoEngine clears them)."""
+    changes = getattr(document, "_changed_fields", None)
+    if type(changes) is not _Watched:  # (replaced since: a reload, a save in it)
+        return meanwhile
+    others = dict.fromkeys(changes.others)  # (each looked up more than once)
+    return meanwhile + [path for path in others if path not in meanwhile]
 
 
 def put_changes(document: Any, changes: list[str] | None) -> None:

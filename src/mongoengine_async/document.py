@@ -350,10 +350,20 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             _end_turn(self)
         if cascade is None:
             cascade = self._meta.get("cascade", False) or cascade_kwargs is not None
-        if cascade:
+        cls = type(self)
+        hooks = mongoengine.signals.signals_available
+        awaits = (
+            cascade
+            or cls._cached_reference_fields
+            or (hooks and signals.post_save.receivers)
+        )
+        if not awaits:  # (most saves)
+            self._set_saved_id(created, object_id)
+        else:  # other tasks may change the document meanwhile: their changes stay
+            deltas.watch_changes(self)
             # As MongoEngine: cascade_kwargs override the save's own arguments.
-            await self._async_cascade_save(
-                **{
+            cascading = (
+                {
                     "force_insert": force_insert,
                     "validate": validate,
                     "write_concern": write_concern,
@@ -362,21 +372,44 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                     "_refs": _refs,
                     "session": session,
                 }
+                if cascade
+                else None
             )
+            await self._async_after_write(
+                created, object_id, cascading, signal_kwargs, session
+            )
+            meanwhile = deltas.others_changes(self, meanwhile)
+        deltas.clear_changes(self)
+        to_bson.mark_saved(self)
+        if meanwhile:  # changed by others while the save was awaited: for the next
+            self._changed_fields = meanwhile
+        return self
+
+    async def _async_after_write(
+        self,
+        created: bool,
+        object_id: Any,
+        cascading: dict | None,
+        signal_kwargs: dict,
+        session: AsyncClientSession | None,
+    ) -> None:
+        """A save's steps after its write: the cascade (``cascading``: its
+        arguments), the id, the cached references, ``post_save``."""
         cls = type(self)
-        if created or self._meta["id_field"] not in self._meta.get("shard_key", ()):
-            to_bson.set_id(self, object_id, stored=True)  # by the field's to_python
+        if cascading:
+            await self._async_cascade_save(**cascading)
+        self._set_saved_id(created, object_id)
         if cls._cached_reference_fields:
             await sync_cached_references(self, created, session)
         if mongoengine.signals.signals_available and signals.post_save.receivers:
             await signals.send(
                 signals.post_save, cls, document=self, created=created, **signal_kwargs
             )
-        deltas.clear_changes(self)
-        to_bson.mark_saved(self)
-        if meanwhile:  # changed while the write was awaited: for the next save
-            self._changed_fields = meanwhile
-        return self
+
+    def _set_saved_id(self, created: bool, object_id: Any) -> None:
+        """Set the id the write stored (not a shard key's, once stored)."""
+        if created or self._meta["id_field"] not in self._meta.get("shard_key", ()):
+            to_bson.set_id(self, object_id, stored=True)  # by the field's to_python
 
     async def _async_send(
         self,
