@@ -569,6 +569,31 @@ async def test_empty_proxy_has_nothing_to_do(async_alias: str) -> None:
     await book.async_delete()  # a document without a file deletes fine
 
 
+async def test_concurrent_puts_and_replaces_leave_no_orphaned_file(
+    async_alias: str,
+) -> None:
+    """Two puts into one empty field at once: one wins, the other deletes what
+    it uploaded and raises. Replaces at once: each deletes the file the proxy
+    held when its upload ended, so only the last one's file stays."""
+    book = GfsBook()
+    results = await asyncio.gather(
+        book.file.async_put(b"a"), book.file.async_put(b"b"), return_exceptions=True
+    )
+    assert results[0] is book.file
+    assert type(results[1]) is GridFSError
+    assert str(results[1]) == (
+        f"This document already has a file ({book.file.grid_id}) in field 'file'. "
+        "Either delete it (`await proxy.async_delete()`) or call "
+        "`await proxy.async_replace(...)` to overwrite it"
+    )
+    assert await counts() == (1, 1)
+    ids = await asyncio.gather(*(book.file.async_replace(bytes([i])) for i in range(4)))
+    assert book.file.grid_id in ids
+    stored = await get_async_db()["fs.files"].find({}).to_list(None)
+    assert [raw["_id"] for raw in stored] == [book.file.grid_id]
+    assert await counts() == (1, 1)
+
+
 async def test_put_into_a_field_holding_a_file(async_alias: str) -> None:
     book = GfsBook()
     await book.file.async_put(b"first")

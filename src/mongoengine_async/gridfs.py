@@ -593,8 +593,12 @@ class AsyncGridFSProxy(GridFSProxy):
     ) -> None:
         root = self._root()
         session = self._session(root, session)
-        self._file = await upload(root, data, session, **file_kwargs)
-        self.grid_id = self._file["_id"]
+        stored = await upload(root, data, session, **file_kwargs)
+        if self.grid_id:  # another task's put filled the proxy meanwhile: it won
+            await _delete_file(root, stored["_id"], session)
+            self._check_empty()
+        self._file = stored
+        self.grid_id = stored["_id"]
         self.gridout = None
         self._mark_as_changed()
 
@@ -658,11 +662,12 @@ class AsyncGridFSProxy(GridFSProxy):
                 data, filename, content_type, metadata, session=session, **kwargs
             )
             return self.grid_id
-        old = self._copy_for(self.grid_id)
         fresh = self._copy_for(None)
         await fresh.async_put(
             data, filename, content_type, metadata, session=session, **kwargs
         )
+        # The file held now (another replace's, perhaps, done meanwhile) goes.
+        old = self._copy_for(self.grid_id)
         self.grid_id = fresh.grid_id
         self._file = fresh._file
         self.gridout = None
