@@ -310,6 +310,8 @@ class AsyncGridFSProxy(GridFSProxy):
     ``async for chunk in proxy`` streams the file chunk by chunk.
     """
 
+    grid_id: Any  # set by GridFSProxy's __init__
+
     def __init__(
         self,
         grid_id: Any = None,

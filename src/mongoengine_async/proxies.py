@@ -413,7 +413,7 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
             loop = asyncio.get_running_loop()
             context = read_context() if session is None else (session, read_context())
             with _IN_FLIGHT:
-                loading = self._loading
+                loading: object = self._loading
                 if loading is None:  # this fetch queries
                     self._loading, self._loading_context = loop, context
                 elif self._loading_context != context:
