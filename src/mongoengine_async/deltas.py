@@ -35,9 +35,9 @@ from mongoengine_async.context import journal
 
 __all__ = (
     "clear_changes",
+    "end_watch",
     "give_back_changes",
     "journal_bookkeeping",
-    "others_changes",
     "put_changes",
     "take_changes",
     "update_doc",
@@ -301,14 +301,16 @@ def watch_changes(document: Any) -> None:
         _set_changed_fields(document, _Watched(changes, asyncio.current_task()))
 
 
-def others_changes(document: Any, meanwhile: list[str]) -> list[str]:
-    """The changes to keep for the next save as a save ends: ``meanwhile``
-    (made while its write was awaited) and those :func:`watch_changes` saw
-    other tasks make since (the save's own, and its receivers', are cleared
-    as MongoEngine clears them)."""
+def end_watch(document: Any, meanwhile: list[str]) -> list[str]:
+    """Give ``document`` back a plain list of changes, as the steps
+    :func:`watch_changes` began end (even by an error); returns the changes
+    to keep for the next save: ``meanwhile`` (made while the write was
+    awaited) and those other tasks made since (the save's own, and its
+    receivers', are cleared as MongoEngine clears them)."""
     changes = getattr(document, "_changed_fields", None)
     if type(changes) is not _Watched:  # (replaced since: a reload, a save in it)
         return meanwhile
+    _set_changed_fields(document, list(changes))
     others = dict.fromkeys(changes.others)  # (each looked up more than once)
     return meanwhile + [path for path in others if path not in meanwhile]
 

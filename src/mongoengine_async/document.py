@@ -375,10 +375,12 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 if cascade
                 else None
             )
-            await self._async_after_write(
-                created, object_id, cascading, signal_kwargs, session
-            )
-            meanwhile = deltas.others_changes(self, meanwhile)
+            try:
+                await self._async_after_write(
+                    created, object_id, cascading, signal_kwargs, session
+                )
+            finally:
+                meanwhile = deltas.end_watch(self, meanwhile)
         deltas.clear_changes(self)
         to_bson.mark_saved(self)
         if meanwhile:  # changed by others while the save was awaited: for the next
