@@ -14,6 +14,7 @@ from mongoengine_async import (
     IntField,
     ListField,
     NotUniqueError,
+    OperationError,
     ReferenceField,
     StringField,
     async_run_in_transaction,
@@ -419,3 +420,53 @@ async def test_a_preparation_failing_after_its_caller_left_is_retried(
     assert await ConcPrepared.objects.async_scalar("key") == ["b"]
     info = await get_async_db().conc_prepared.index_information()
     assert any(spec.get("unique") for spec in info.values())
+
+
+async def test_a_pre_save_receiver_saving_its_document_is_refused(async_alias):
+    """A pre_save receiver saving the document being saved would wait for its
+    own save: OperationError naming why, nothing written by either."""
+
+    async def save_again(sender, document, **kwargs):
+        await document.async_save()
+
+    signals.pre_save.connect(save_again, sender=ConcPair)
+    try:
+        with pytest.raises(OperationError) as raised:
+            await ConcPair(a=1).async_save()
+    finally:
+        signals.pre_save.disconnect(save_again, sender=ConcPair)
+    assert str(raised.value) == (
+        "ConcPair.async_save() called for a document this task is saving (by a "
+        "pre_save or pre_save_post_validation receiver?): it would wait for "
+        "itself; save it again from post_save"
+    )
+    assert await get_async_db().conc_pair.count_documents({}) == 0
+
+
+async def test_a_post_save_receiver_saves_again_while_another_task_waits(
+    async_alias, command_log
+):
+    """A post_save receiver saving its document again, while another task's
+    save of it waits for its turn, queues behind that save: no error, every
+    change stored."""
+    pair = await ConcPair(a=0, b=0).async_save()
+    resaved = []
+
+    async def stamp(sender, document, **kwargs):
+        if not resaved:
+            resaved.append(True)
+            await asyncio.sleep(0)  # the waiting save gets its turn first
+            document.note = "stamped"
+            await document.async_save()
+
+    signals.post_save.connect(stamp, sender=ConcPair)
+    try:
+        pair.a = 1
+        first = asyncio.ensure_future(pair.async_save())
+        await asyncio.sleep(0)
+        pair.b = 2
+        await asyncio.gather(first, pair.async_save())
+    finally:
+        signals.post_save.disconnect(stamp, sender=ConcPair)
+    raw = await get_async_db().conc_pair.find_one({"_id": pair.pk})
+    assert raw == {"_id": pair.pk, "a": 1, "b": 2, "note": "stamped"}

@@ -784,21 +784,33 @@ def _concerned(collection: AsyncCollection, write_concern: dict) -> AsyncCollect
         return target
 
 
-# Marks a document whose save is in flight, as a key of its instance dict
-# (absent otherwise): _NO_WAITER, or the deque of the saves waiting for it.
+# Marks a document whose save is in flight, as keys of its instance dict
+# (absent otherwise): _NO_WAITER, or the deque of the saves waiting for it; and
+# the task of the save in flight.
 _TURNS = "_async_save_turns"
+_SAVER = "_async_save_task"
 _NO_WAITER: tuple[()] = ()
 
 
 async def _wait_turn(document: Document) -> None:
     """Wait until no other save of ``document`` is in flight, then mark this
     one in flight: one instance's writes are sent, and applied, in the order
-    its saves began. None in flight (most saves): no wait, nothing allocated."""
+    its saves began. None in flight (most saves): no wait, nothing allocated.
+    A save in flight in this very task (a ``pre_save`` receiver saving the
+    document) would wait for itself: OperationError instead."""
     state = document.__dict__
     waiters = state.get(_TURNS)
+    task = asyncio.current_task()
     if waiters is None:
         state[_TURNS] = _NO_WAITER
+        state[_SAVER] = task
         return
+    if state.get(_SAVER) is task:
+        raise OperationError(
+            f"{type(document).__name__}.async_save() called for a document this "
+            "task is saving (by a pre_save or pre_save_post_validation receiver?): "
+            "it would wait for itself; save it again from post_save"
+        )
     if waiters is _NO_WAITER:
         waiters = state[_TURNS] = collections.deque()
     turn = asyncio.get_running_loop().create_future()
@@ -811,6 +823,7 @@ async def _wait_turn(document: Document) -> None:
         elif turn in waiters:
             waiters.remove(turn)
         raise
+    state[_SAVER] = task
 
 
 def _end_turn(document: Document) -> None:
@@ -822,8 +835,9 @@ def _end_turn(document: Document) -> None:
         turn = waiters.popleft()
         if not turn.done():  # (a cancelled one is done)
             turn.set_result(None)
+            state[_SAVER] = None  # until the next one runs
             return
-    del state[_TURNS]
+    del state[_TURNS], state[_SAVER]
 
 
 class DynamicDocument(Document, MongoEngineDynamicDocument):
