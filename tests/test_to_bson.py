@@ -67,6 +67,7 @@ from mongoengine_async import (
     URLField,
     UUIDField,
     ValidationError,
+    plan_watch,
     to_bson,
 )
 
@@ -963,3 +964,59 @@ def test_hooks_patched_after_first_use_are_called(sync_default: Any) -> None:
     assert spy.call_count == 3
     stored = sync_default.pw_ticket.distinct("owner")
     assert stored == ["INSERTED"]
+
+
+@pytest.mark.usefixtures("restored_ticket")
+def test_settings_changed_after_first_use_are_seen_by_the_constructor(
+    sync_default: Any,
+) -> None:
+    """A ``default``, ``null``, ``choices`` or ``to_python`` set after the
+    plans were built applies to the very next constructor (no save, validate
+    or load in between), as MongoEngine's ``__init__`` reads them each time."""
+    PwTicket(status="open", size=2).save()
+    PwTicket.size.default = 1
+    assert PwTicket().size == 1
+    PwTicket.size.null = True
+    assert PwTicket().size is None
+    PwTicket.owner.choices = [("me", "Myself")]
+    assert PwTicket(owner="me").get_owner_display() == "Myself"
+    PwTicket.priority.to_python = lambda value: value * 2  # type: ignore[method-assign]
+    ticket = PwTicket(status="open", priority=3)
+    assert ticket.priority == 6
+    ticket.save()
+    PwTicket.size.null = False
+    PwTicket(status="open").save()
+    stored = sync_default.pw_ticket.find({}, {"_id": 0}).sort("_id", 1)
+    assert list(stored) == [
+        {"status": "open", "size": 2},
+        {"status": "open", "priority": 6, "size": None},  # null: stored
+        {"status": "open", "size": 1},
+    ]
+
+
+def test_constructor_and_saves_refresh_the_plans_once_at_most(
+    sync_default: Any,
+) -> None:
+    """Constructing compares no settings (its plan checks what it uses); a
+    sync save compares them for its validate() and its to_mongo() only (not
+    for to_mongo(fields=...), which is MongoEngine's own)."""
+    PwTicket(status="open").save()
+    with mock.patch.object(plan_watch, "refresh", wraps=plan_watch.refresh) as spy:
+        tickets = [PwTicket(status="open", owner=f"o{i}") for i in range(3)]
+        assert spy.call_count == 0
+        tickets[0].save()
+        assert spy.call_count == 2
+    assert sync_default.pw_ticket.count_documents({"owner": "o0"}) == 1
+
+
+async def test_async_save_refreshes_the_plans_once(async_alias: str) -> None:
+    """async_save compares the settings once, in its validate() (or itself
+    when asked not to validate)."""
+    await PwTicket(status="open").async_save()
+    with mock.patch.object(plan_watch, "refresh", wraps=plan_watch.refresh) as spy:
+        await PwTicket(status="open", owner="checked").async_save()
+        assert spy.call_count == 1
+        await PwTicket(status="open", owner="unchecked").async_save(validate=False)
+        assert spy.call_count == 2
+    collection = await PwTicket._async_get_collection()
+    assert await collection.count_documents({"owner": {"$exists": True}}) == 2

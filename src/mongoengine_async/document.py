@@ -440,6 +440,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             await signals.send(signals.pre_save, cls, document=self, **signal_kwargs)
         if validate:
             self.validate(clean=clean)
+        if not validate or cls.validate is not to_bson.FastWrites.validate:
+            plan_watch.refresh(cls)  # else validate() just did: once per save
         numbered = sequences.has_sequences(cls)
         if numbered:  # the id first, as to_mongo(fields=[id_field]) below would
             await sequences.async_fill([self], id_only=True)
@@ -454,7 +456,6 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             )
         if numbered:
             await sequences.async_fill([self])
-        plan_watch.refresh(cls)  # (validate=False: not asked yet)
         raw = to_bson.raw(self)  # to_mongo() as a dict: PyMongo encodes it faster
         # No write concern given: the collection's own (set_write_concern would
         # make an equal copy of the collection on every save).

@@ -5,11 +5,12 @@ The plans (``from_bson``, ``to_bson``, ``deltas``) bake in what they find
 when first built: the fields' settings (``choices``, ``default``, ``required``,
 bounds...) and the class's hooks (``clean``, ``to_mongo``, ``_from_son``...).
 Each class with a plan gets a :class:`_Watch`, a copy of those; the entry
-points (a save, an insert, a batch of loads, a constructor) ask
-:func:`refresh` once per call, which compares the copy with the live values
-(the fields' ``__dict__`` compared in C, each class's hooks fetched by one
-call) and, on any difference, forgets every plan, so the next use builds them
-again.
+points (a save, an insert, a batch of loads) ask :func:`refresh` once per
+call, which compares the copy with the live values (the fields' ``__dict__``
+compared in C, each class's hooks fetched by one call) and, on any
+difference, forgets every plan, so the next use builds them again. A
+constructor asks only when its plan (which checks, by identity, what it
+uses) refuses.
 """
 
 from __future__ import annotations

@@ -153,10 +153,11 @@ class FastWrites:
     __slots__ = ()
 
     def __init__(self, *args: Any, **values: Any) -> None:
-        cls = type(self)
-        plan_watch.refresh(cls)
-        plan: Any = _plans[cls]
+        # No plan_watch.refresh here (it costs half a construction): construct
+        # checks what it was built from, and refuses after a change.
+        plan: Any = _plans[type(self)]
         if plan is None or args or not plan.construct(self, values):
+            plan_watch.refresh(type(self))  # a new plan for the next ones
             super().__init__(*args, **values)
 
     def validate(self, clean: bool = True) -> None:
@@ -169,10 +170,12 @@ class FastWrites:
 
     def to_mongo(self, *args: Any, **kwargs: Any) -> SON:
         """MongoEngine's ``to_mongo``, built by the plan for the default arguments."""
+        if args or kwargs:  # MongoEngine's own: no plan to keep current
+            return super().to_mongo(*args, **kwargs)  # type: ignore[misc]
         plan_watch.refresh(type(self))
         plan = _plans[type(self)]
-        if plan is None or args or kwargs:
-            return super().to_mongo(*args, **kwargs)  # type: ignore[misc]
+        if plan is None:
+            return super().to_mongo()  # type: ignore[misc]
         return SON(plan.dump(self))
 
 
@@ -468,6 +471,8 @@ class _Source:
             "def construct(self, values):",
             f"    if not known_keys.issuperset(values){_INIT_RECEIVERS}:",
             "        return False",
+            f"    if not ({self._settings_hold(fields)}):",
+            "        return False  # changed since built: __init__, then a new plan",
             "    get = values.get",
             "    try:",
         ]
@@ -501,18 +506,52 @@ class _Source:
         lines.append("    return True")
         return self._compile("\n".join(lines) + "\n", "construct")
 
+    def _settings_hold(self, fields: list[tuple[str, BaseField]]) -> str:
+        """An expression, True while the class's ``__setattr__`` and its fields'
+        ``choices`` (the display methods) are those construct() was built
+        from: identity checks, far cheaper than ``plan_watch.refresh``."""
+        ns = self.namespace
+        ns["cls"], ns["base_setattr"] = self.cls, BaseDocument.__setattr__
+        checks = ["cls.__setattr__ is base_setattr"]
+        for index, (_, field) in enumerate(fields):
+            ns[f"field_{index}"], ns[f"choices_{index}"] = field, field.choices
+            checks.append(f"field_{index}.choices is choices_{index}")
+        return " and ".join(checks)
+
+    def _conversion_changed(self, index: int, field: BaseField) -> str:
+        """An expression, True once the field's conversion may not be the one
+        construct() was built from: a ``to_python`` set on the field, another
+        item field, or a ``to_python`` set on it."""
+        ns = self.namespace
+        ns[f"settings_{index}"] = vars(field)
+        changed = f"'to_python' in settings_{index}"
+        inner = getattr(field, "field", None)
+        if inner is None:
+            return changed
+        ns[f"inner_{index}"], ns[f"inner_settings_{index}"] = inner, vars(inner)
+        return (
+            f"{changed} or field_{index}.field is not inner_{index}"
+            f" or 'to_python' in inner_settings_{index}"
+        )
+
     def _default(self, index: int, field: BaseField, target: str) -> list[str]:
         """What ``__set__(None)`` stores: None, or the default (linked if embedded)."""
         default = field.default
-        if field.null or default is None:
-            return [f"{target} = None"]
         self.namespace[f"default_{index}"] = default
+        self.namespace[f"null_{index}"] = field.null
+        changed = [
+            f"if field_{index}.default is not default_{index}"
+            f" or field_{index}.null is not null_{index}:",
+            "    return False",
+        ]
+        if field.null or default is None:
+            return [*changed, f"{target} = None"]
         if not callable(default) and not isinstance(
             default, list | tuple | EmbeddedDocument
         ):
-            return [f"{target} = default_{index}"]
+            return [*changed, f"{target} = default_{index}"]
         value = f"default_{index}()" if callable(default) else f"default_{index}"
-        return [f"{target} = {value}", f"embed(self, {target})"]
+        return [*changed, f"{target} = {value}", f"embed(self, {target})"]
 
     def _convert(self, index: int, name: str, field: BaseField) -> list[str]:
         """Set ``v<index>`` to the value ``__init__`` stores for the field."""
@@ -528,6 +567,8 @@ class _Source:
             f"{value} = get({name!r})",
             f"if {value} is None:",
             *_indent(self._default(index, field, value), 4),
+            f"elif {self._conversion_changed(index, field)}:",
+            "    return False",
         ]
         identity = _TYPE_KEPT.get(type(field).to_python)
         if identity is not None:
