@@ -153,12 +153,15 @@ class FastWrites:
     __slots__ = ()
 
     def __init__(self, *args: Any, **values: Any) -> None:
-        # No plan_watch.refresh here (it costs half a construction): construct
-        # checks what it was built from, and refuses after a change.
+        """MongoEngine's ``__init__``, done by the plan for keyword values. No
+        ``plan_watch.refresh`` first (half a construction's time): the plan
+        checks what it was built from, and refuses after a change."""
         plan: Any = _plans[type(self)]
-        if plan is None or args or not plan.construct(self, values):
-            plan_watch.refresh(type(self))  # a new plan for the next ones
-            super().__init__(*args, **values)
+        if plan is not None and not args:
+            if plan.construct(self, values):
+                return
+            plan_watch.refresh(type(self))  # if changed: a new plan for the next ones
+        super().__init__(*args, **values)
 
     def validate(self, clean: bool = True) -> None:
         """MongoEngine's ``validate``, skipped when the plan proves it passes."""
