@@ -519,6 +519,23 @@ def test_a_field_with_its_own_get_stored_as_null_loads_none(sync_default: Any) -
     assert_all_same(fast, slow)
 
 
+def test_a_to_python_set_on_a_field_is_applied_on_load(sync_default: Any) -> None:
+    """A ``to_python`` set on a field itself, after the class was first read,
+    converts the next reads, as MongoEngine's ``_from_son`` calls it."""
+
+    class Ticked(Document):
+        meta = {"collection": "ticked"}
+        n = mongoengine.IntField()
+        tags = mongoengine.ListField(mongoengine.IntField())
+
+    sync_default.ticked.insert_one({"n": 3, "tags": [1]})
+    assert Ticked.objects.get().n == 3
+    Ticked.n.to_python = lambda value: value * 2
+    Ticked.tags.field.to_python = lambda value: value + 10
+    fast, slow = Ticked.objects.get(), plain(Ticked).get()
+    assert (fast.n, fast.tags) == (slow.n, slow.tags) == (6, [11])
+
+
 def test_a_referenced_class_moved_to_another_collection_is_seen(
     sync_default: Any,
 ) -> None:

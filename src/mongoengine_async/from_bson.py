@@ -359,7 +359,7 @@ def _eligible(cls: type[Any]) -> bool:
     fields = cls._fields.values()
     if cls._dynamic or cls.STRICT or not issubclass(cls, LoadedState):
         return False
-    if _builds_its_own_way(cls) or _renames_clash(cls):
+    if _builds_its_own_way(cls) or _renames_clash(cls) or _converts_its_own_way(cls):
         return False
     return all(plain_setter(field) for field in fields)
 
@@ -380,6 +380,17 @@ def _builds_its_own_way(cls: type[Any]) -> bool:
         if klass.__module__.partition(".")[0] not in _LIBRARIES
         for name in _BUILDERS
     )
+
+
+def _converts_its_own_way(cls: type[Any]) -> bool:
+    """Whether a field (or item field) of ``cls`` has a ``to_python`` set on
+    itself, which the plans (taking conversions by the field's class) miss."""
+    for field in cls._fields.values():
+        while field is not None:
+            if "to_python" in vars(field):
+                return True
+            field = getattr(field, "field", None)
+    return False
 
 
 def _renames_clash(cls: type[Any]) -> bool:
