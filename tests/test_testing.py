@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pymongo
@@ -23,6 +25,7 @@ from mongoengine_async.testing import (
     fresh_database,
     mongodb_uri,
 )
+from mongoengine_async.testing import __main__ as launcher
 from mongoengine_async.testing.replica_set import _free_port
 
 
@@ -205,6 +208,204 @@ def test_async_alias_drops_its_database(mongodb_uri: str, tmp_path: Path) -> Non
     assert name.startswith("test_")
     with pymongo.MongoClient(mongodb_uri, serverSelectionTimeoutMS=10_000) as client:
         assert name not in client.list_database_names()
+
+
+def _run_user_suite(
+    tmp_path: Path, uri: str, test: str, *, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``test`` (a user's test module) with pytest and the plugin."""
+    (tmp_path / "test_user.py").write_text(test)
+    options = ("-q", "-p", "no:cacheprovider", "-o", "asyncio_mode=auto")
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", *options, str(tmp_path / "test_user.py")],
+        cwd=tmp_path,
+        env={**os.environ, **(env or {}), "MONGODB_URI": uri},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_fresh_database_leaves_out_the_database_a_uri_names(
+    mongodb_uri: str,
+) -> None:
+    from mongoengine_async.connection import get_async_db
+
+    named = f"kit_named_{uuid.uuid4().hex[:8]}"
+    head, _, query = mongodb_uri.partition("?")
+    uri = f"{head.rstrip('/')}/{named}?{query}"
+    async with fresh_database("named", uri) as alias:
+        name = get_async_db(alias).name
+        await get_async_db(alias).things.insert_one({"n": 1})
+    assert name.startswith("test_")
+    with pymongo.MongoClient(mongodb_uri, serverSelectionTimeoutMS=10_000) as client:
+        assert named not in client.list_database_names()
+        assert name not in client.list_database_names()
+
+
+async def test_fresh_database_drops_it_when_the_test_disconnected(
+    mongodb_uri: str,
+) -> None:
+    from mongoengine_async.connection import disconnect_async, get_async_db
+
+    async with fresh_database("gone", mongodb_uri) as alias:
+        name = get_async_db(alias).name
+        await get_async_db(alias).things.insert_one({"n": 1})
+        await disconnect_async(alias)
+    with pymongo.MongoClient(mongodb_uri, serverSelectionTimeoutMS=10_000) as client:
+        assert name not in client.list_database_names()
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A standalone ``mongod --auth`` with user ``u`` (password ``p``) in
+    database ``kit_users``; yields its port."""
+    port = _free_port()
+    dbpath = tmp_path_factory.mktemp("auth")
+    options = f"--auth --port {port} --bind_ip 127.0.0.1 --dbpath {dbpath}"
+    server = subprocess.Popen(
+        [find_mongod(), *options.split(), "--nounixsocket"], stdout=subprocess.DEVNULL
+    )
+    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    try:
+        with pymongo.MongoClient(uri, serverSelectionTimeoutMS=30_000) as client:
+            # the localhost exception lets a first user into admin only
+            client.admin.command("createUser", "a", pwd="a", roles=["root"])
+        with pymongo.MongoClient(uri, username="a", password="a") as client:
+            root = {"role": "root", "db": "admin"}
+            client.kit_users.command("createUser", "u", pwd="p", roles=[root])
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+async def test_command_log_leaves_out_authentication(auth_server: int) -> None:
+    from mongoengine_async.connection import get_async_db
+
+    log = CommandLog()  # u authenticates on the URI's database, not on admin
+    uri = f"mongodb://u:p@127.0.0.1:{auth_server}/kit_users?directConnection=true"
+    async with fresh_database("authed", uri, event_listeners=[log]) as alias:
+        await asyncio.gather(
+            *(get_async_db(alias).things.count_documents({}) for _ in range(3))
+        )
+        assert log.names == ["aggregate"] * 3
+        name = get_async_db(alias).name
+    assert name.startswith("test_")
+    admin_uri = f"mongodb://u:p@127.0.0.1:{auth_server}/?authSource=kit_users"
+    with pymongo.MongoClient(admin_uri, directConnection=True) as client:
+        assert name not in client.list_database_names()
+
+
+SUITE_ALIAS_TEST = """
+import asyncio, os
+from mongoengine_async import Document, StringField, connect_async
+
+class Entry(Document):
+    msg = StringField()
+    meta = {"db_alias": "logs"}
+
+asyncio.run(connect_async(db="kit_suite", alias="logs", host=os.environ["MONGODB_URI"]))
+
+async def test_1_uses_async_alias(async_alias):
+    await connect_async(db="kit_other", alias="opened", host=os.environ["MONGODB_URI"])
+
+async def test_2_suite_alias_after():
+    from mongoengine_async.connection import is_async_connection
+    assert not is_async_connection("opened")
+    await Entry(msg="after").async_save()
+"""
+
+
+def test_async_alias_keeps_the_aliases_connected_before_it(
+    mongodb_uri: str, tmp_path: Path
+) -> None:
+    proc = _run_user_suite(tmp_path, mongodb_uri, SUITE_ALIAS_TEST)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with pymongo.MongoClient(mongodb_uri, serverSelectionTimeoutMS=10_000) as client:
+        try:
+            assert client.kit_suite.entry.distinct("msg") == ["after"]
+        finally:
+            client.drop_database("kit_suite")
+
+
+NO_ASYNCIO_TEST = """
+def test_command_log(command_log):
+    assert command_log.count() == 0
+
+def test_async_alias(async_alias):
+    pass
+"""
+
+
+def test_plugin_without_pytest_asyncio(mongodb_uri: str, tmp_path: Path) -> None:
+    shadow = tmp_path / "shadow" / "pytest_asyncio"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('not installed')\n")
+    path = os.pathsep.join([str(shadow.parent), *sys.path])
+    proc = _run_user_suite(
+        tmp_path,
+        mongodb_uri,
+        NO_ASYNCIO_TEST,
+        env={"PYTHONPATH": path, "PYTEST_ADDOPTS": "-p no:asyncio"},
+    )
+    assert proc.stdout.startswith(".E "), proc.stdout + proc.stderr  # log, alias
+    assert (
+        "the async_alias fixture needs pytest-asyncio: pip install pytest-asyncio"
+        in proc.stdout.splitlines()
+    )
+
+
+def _launch(cmd: list[str]) -> subprocess.Popen[bytes]:
+    """``python -m mongoengine_async.testing -- CMD`` in a session of its own
+    (no terminal), once it has started ``CMD``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mongoengine_async.testing", "--", *cmd],
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while not subprocess.run(
+        ["pgrep", "-P", str(proc.pid)], capture_output=True
+    ).stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)  # CMD's Python installed its handlers
+    return proc
+
+
+EXIT_0_ON_SIGINT = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGINT, lambda *a: sys.exit(0))\n"
+    "time.sleep(30)\n"
+)
+
+
+def test_cli_ctrl_c_never_exits_0(mongodb_uri: str) -> None:
+    proc = _launch([sys.executable, "-c", EXIT_0_ON_SIGINT])
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    assert proc.wait(timeout=20) == 130
+
+
+def test_cli_forwards_sigint_sent_to_the_launcher_alone(mongodb_uri: str) -> None:
+    proc = _launch(["sleep", "30"])
+    proc.send_signal(signal.SIGINT)  # kill -INT, as an IDE's stop button does
+    try:
+        assert proc.wait(timeout=10) == 130
+    finally:
+        if proc.returncode is None:  # it hung: kill it and its command
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_cli_kills_a_command_that_ignores_sigterm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(launcher, "TERMINATE_GRACE", 0.5)
+    ignores = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    child = subprocess.Popen([sys.executable, "-c", ignores + "time.sleep(30)"])
+    time.sleep(0.5)
+    launcher._stop(child)
+    assert child.returncode == -signal.SIGKILL
 
 
 # -- the failover kit ------------------------------------------------------------
@@ -423,6 +624,37 @@ def test_a_server_started_from_a_thread_dies_with_the_process() -> None:
         assert not _pid_alive(int(pid))
     finally:
         shutil.rmtree(dbpath, ignore_errors=True)
+
+
+USED_BY_A_THREAD = """
+import threading, time, pymongo
+from mongoengine_async.testing import ReplicaSet
+
+rs = ReplicaSet().start()
+print(rs.process.pid, flush=True)
+
+def worker():
+    time.sleep(1)  # the main thread has returned by now
+    with pymongo.MongoClient(rs.uri, serverSelectionTimeoutMS=5000) as client:
+        print(client.admin.command("ping")["ok"], flush=True)
+
+threading.Thread(target=worker).start()
+"""
+
+
+def test_a_server_outlives_the_main_thread_while_a_thread_uses_it() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
+    proc = subprocess.run(
+        [sys.executable, "-c", USED_BY_A_THREAD],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    pid, ok = proc.stdout.split()
+    assert ok == "1.0", proc.stderr
+    assert not _pid_alive(int(pid))  # stopped at interpreter exit
 
 
 class KitOrder(Document):

@@ -39,23 +39,65 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+# How long CMD has to exit after the launcher's SIGTERM before it is killed.
+TERMINATE_GRACE = 10.0
+
+
 def _run(args: list[str], uri: str) -> int:
-    """Run ``args`` with ``MONGODB_URI`` set to ``uri``; return its exit code."""
+    """Run ``args`` with ``MONGODB_URI`` set to ``uri``; return its exit code
+    (``128 + signum`` if a signal killed it, never 0 once interrupted)."""
     env = {**os.environ, "MONGODB_URI": uri}
+    children: list[subprocess.Popen[bytes]] = []
+    interrupted = False
+
+    def on_sigint(signum: int, frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True
+        if children and not _terminal_sent_it():
+            children[0].send_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        child = subprocess.Popen(args, env=env)
+        children.append(subprocess.Popen(args, env=env))
+        code = children[0].wait()
     except OSError as exc:
         print(f"cannot run {args[0]!r}: {exc}", file=sys.stderr)
         return 127
-    try:
-        code = child.wait()
-    except KeyboardInterrupt:
-        code = child.wait()  # the child got the same SIGINT
     finally:
-        if child.poll() is None:
-            child.terminate()
-            child.wait()
-    return 128 - code if code < 0 else code  # killed by a signal: 128 + signum
+        signal.signal(signal.SIGINT, previous)
+        if children:
+            _stop(children[0])
+    if code < 0:  # killed by a signal
+        return 128 - code
+    return 128 + signal.SIGINT if interrupted and code == 0 else code
+
+
+def _terminal_sent_it() -> bool:
+    """Whether a SIGINT came from our terminal (Ctrl-C), which sent it to CMD
+    too (same foreground process group): it then gets no second one."""
+    try:
+        tty = os.open("/dev/tty", os.O_RDONLY)
+    except OSError:  # no controlling terminal: someone ran kill -INT
+        return False
+    try:
+        return os.tcgetpgrp(tty) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(tty)
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    """Terminate ``child`` if it still runs (the launcher got SIGTERM); kill it
+    if it has not exited ``TERMINATE_GRACE`` seconds later."""
+    if child.poll() is not None:
+        return
+    child.terminate()
+    try:
+        child.wait(TERMINATE_GRACE)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
 
-from pymongo import monitoring
+from pymongo import monitoring, uri_parser
 
 __all__ = ["CommandLog", "fresh_database"]
 
@@ -15,11 +15,23 @@ __all__ = ["CommandLog", "fresh_database"]
 class CommandLog(monitoring.CommandListener):
     """Records the commands a client sends: pass it in ``event_listeners``.
 
-    Handshakes and monitoring (``hello``, ``ping``, ``endSessions``) are left
-    out, so ``count()`` is the number of round trips the code under test made.
+    Handshakes (``hello``, authentication) and monitoring (``ping``,
+    ``endSessions``) are left out, so ``count()`` is the number of round trips
+    the code under test made.
     """
 
-    IGNORED = frozenset({"hello", "isMaster", "ismaster", "ping", "endSessions"})
+    IGNORED = frozenset(
+        {
+            "hello",
+            "isMaster",
+            "ismaster",
+            "saslStart",
+            "saslContinue",
+            "authenticate",
+            "ping",
+            "endSessions",
+        }
+    )
 
     def __init__(self) -> None:
         self.events: list[monitoring.CommandStartedEvent] = []
@@ -51,21 +63,47 @@ class CommandLog(monitoring.CommandListener):
 @contextlib.asynccontextmanager
 async def fresh_database(alias: str, host: str, **options: Any) -> AsyncIterator[str]:
     """Connect ``alias`` with ``connect_async`` to a new database on ``host``
-    (``uuidRepresentation="standard"`` unless ``options`` say otherwise);
+    (``uuidRepresentation="standard"`` unless ``options`` say otherwise; a
+    database named in a URI ``host`` is left out, it stays the authSource);
     on exit drop that database and disconnect the alias. Yields the alias."""
-    from mongoengine_async.connection import (
-        connect_async,
-        disconnect_async,
-        get_async_connection,
-    )
+    from mongoengine_async.connection import connect_async, is_async_connection
 
     name = f"test_{uuid4().hex[:12]}"
     options.setdefault("uuidRepresentation", "standard")
+    host = _without_database(host, options)
     await connect_async(db=name, alias=alias, host=host, **options)
     try:
         yield alias
     finally:
-        try:
-            await get_async_connection(alias).drop_database(name)
-        finally:
-            await disconnect_async(alias)
+        if not is_async_connection(alias):  # the test disconnected it itself
+            await connect_async(db=name, alias=alias, host=host, **options)
+        await _drop_and_disconnect(alias, name)
+
+
+async def _drop_and_disconnect(alias: str, name: str) -> None:
+    """Drop database ``name`` through ``alias``, then disconnect the alias."""
+    from mongoengine_async.connection import disconnect_async, get_async_connection
+
+    try:
+        await get_async_connection(alias).drop_database(name)
+    finally:
+        await disconnect_async(alias)
+
+
+def _without_database(host: str, options: dict[str, Any]) -> str:
+    """``host`` without the database a URI names (MongoEngine would use it
+    instead of the fresh one), other parts kept; with credentials and no
+    authSource, that database becomes ``options``' authentication_source, as
+    the URI had it authenticate there."""
+    if "://" not in host:
+        return host
+    parsed = uri_parser.parse_uri(host)
+    if not parsed["database"]:
+        return host
+    named = {key.lower() for key in parsed["options"]}
+    if parsed["username"] and "authsource" not in named:
+        options.setdefault("authentication_source", parsed["database"])
+    scheme, _, rest = host.partition("://")
+    hosts, _, path = rest.partition("/")
+    _, question, query = path.partition("?")
+    return f"{scheme}://{hosts}/{question}{query}"

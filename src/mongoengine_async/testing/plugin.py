@@ -50,12 +50,23 @@ def _replica_set_3_fixture(
     _replica_set_3_shared.heal()
 
 
-if pytest_asyncio is not None:
+@pytest.fixture(name="command_log")
+def _command_log_fixture() -> CommandLog:
+    """The commands sent on the ``async_alias`` connection of this test."""
+    return CommandLog()
 
-    @pytest.fixture(name="command_log")
-    def _command_log_fixture() -> CommandLog:
-        """The commands sent on the ``async_alias`` connection of this test."""
-        return CommandLog()
+
+if pytest_asyncio is None:
+
+    @pytest.fixture(name="async_alias")
+    def _async_alias_fixture() -> None:
+        """Say that ``async_alias`` needs pytest-asyncio, not just "not found"."""
+        pytest.fail(
+            "the async_alias fixture needs pytest-asyncio: pip install pytest-asyncio",
+            pytrace=False,
+        )
+
+else:
 
     @pytest_asyncio.fixture(name="async_alias")
     async def _async_alias_fixture(
@@ -64,15 +75,17 @@ if pytest_asyncio is not None:
         """Connect alias ``"default"`` asynchronously to a fresh database.
 
         Yields the alias name; afterwards drops the database and disconnects
-        every async alias (their clients are bound to this test's event loop).
+        the async aliases the test connected (their clients are bound to this
+        test's event loop); aliases connected before the test stay.
         """
-        from mongoengine_async.connection import disconnect_all_async
+        from mongoengine_async.connection import _settings, disconnect_async
 
+        before = set(_settings)
         try:
             async with fresh_database(
                 "default", mongodb_uri, event_listeners=[command_log]
             ) as alias:
                 yield alias
         finally:
-            # Close every async alias the test opened, not only "default".
-            await disconnect_all_async()
+            for opened in set(_settings) - before:
+                await disconnect_async(opened)

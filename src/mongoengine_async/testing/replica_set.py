@@ -14,15 +14,17 @@ import contextlib
 import ctypes
 import importlib.util
 import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -132,13 +134,37 @@ def _child_dies_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-_LAUNCHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mongod-launcher")
+# What the launcher thread is asked to start: (args, log path, its Popen's future).
+_Request = tuple[Sequence[str], str, "Future[subprocess.Popen[bytes]]"]
+_LAUNCHES: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+_LAUNCHER_LOCK = threading.Lock()
+_launcher: threading.Thread | None = None
 
 
 def _spawn(args: Sequence[str], log_path: str) -> subprocess.Popen[bytes]:
     """Start ``args`` from the launcher thread, output appended to ``log_path``,
     so a server started from any thread (``asyncio.to_thread``) dies with us."""
-    return _LAUNCHER.submit(_popen, args, log_path).result()
+    global _launcher
+    with _LAUNCHER_LOCK:
+        if _launcher is None:  # started on first use, not on import
+            _launcher = threading.Thread(
+                target=_launch_forever, name="mongod-launcher", daemon=True
+            )
+            _launcher.start()
+    started: Future[subprocess.Popen[bytes]] = Future()
+    _LAUNCHES.put((args, log_path, started))
+    return started.result()
+
+
+def _launch_forever() -> None:
+    """The launcher thread: a daemon, so it is not joined (and its servers not
+    sent the parent-death signal) while non-daemon threads still run."""
+    while True:
+        args, log_path, started = _LAUNCHES.get()
+        try:
+            started.set_result(_popen(args, log_path))
+        except BaseException as error:  # the caller of _spawn raises it
+            started.set_exception(error)
 
 
 def _popen(args: Sequence[str], log_path: str) -> subprocess.Popen[bytes]:
