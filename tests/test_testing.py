@@ -330,6 +330,32 @@ def test_async_alias_keeps_the_aliases_connected_before_it(
             client.drop_database("kit_suite")
 
 
+OWN_DEFAULT_TEST = """
+import asyncio, os
+from mongoengine_async import connect_async, get_async_db
+
+asyncio.run(connect_async(db="kit_mine", host=os.environ["MONGODB_URI"]))
+
+async def test_1_async_alias_cannot_take_default(async_alias):
+    pass
+
+async def test_2_default_is_still_mine():
+    assert get_async_db().name == "kit_mine"
+"""
+
+
+def test_async_alias_failing_to_connect_leaves_the_default_alias(
+    mongodb_uri: str, tmp_path: Path
+) -> None:
+    proc = _run_user_suite(tmp_path, mongodb_uri, OWN_DEFAULT_TEST)
+    assert proc.stdout.startswith("E."), proc.stdout + proc.stderr
+    error = (
+        "mongoengine.connection.ConnectionFailure: A different connection with "
+        "alias `default` was already registered. Use disconnect_async() first"
+    )
+    assert f"E{' ' * 19}{error}" in proc.stdout.splitlines()
+
+
 NO_ASYNCIO_TEST = """
 def test_command_log(command_log):
     assert command_log.count() == 0
