@@ -230,7 +230,7 @@ def set_id(document: Any, value: Any, *, stored: bool = False) -> None:
         setattr(document, name, value)
         return
     state["_created"] = False  # __setattr__: an id makes it no longer new
-    if old is None or old != value:  # __set__: a change
+    if old is not value and (old is None or old != value):  # __set__: a change
         document._mark_as_changed(name)
     data[name] = value
 
@@ -239,9 +239,21 @@ def give_id(document: Any, raw: dict) -> None:
     """Put the id PyMongo's insert would make into ``raw`` and on ``document``,
     which stays new (``_created``) until its write returns: a write cancelled
     on the way leaves the document its id, so a retry writes the same one."""
+    raw["_id"] = object_id = ObjectId()
+    plan = _plans[type(document)]
+    state = document.__dict__
+    if (
+        plan is not None
+        and plan.id_type is ObjectId
+        and plan.loaded
+        and state.get("_initialised") is True
+    ):
+        # What set_id does but for _created, which stays: the id, a change.
+        document._data[document._meta["id_field"]] = object_id
+        document._mark_as_changed(document._meta["id_field"])
+        return
     created = document._created
-    raw["_id"] = ObjectId()
-    set_id(document, raw["_id"])
+    set_id(document, object_id)
     document._created = created
 
 
