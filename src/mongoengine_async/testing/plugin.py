@@ -59,7 +59,7 @@ def _command_log_fixture() -> CommandLog:
 if pytest_asyncio is None:
 
     @pytest.fixture(name="async_alias")
-    def _async_alias_fixture() -> None:
+    def _async_alias_needs_pytest_asyncio() -> None:
         """Say that ``async_alias`` needs pytest-asyncio, not just "not found"."""
         pytest.fail(
             "the async_alias fixture needs pytest-asyncio: pip install pytest-asyncio",
