@@ -383,12 +383,14 @@ def test_plugin_without_pytest_asyncio(mongodb_uri: str, tmp_path: Path) -> None
     )
 
 
-def _launch(cmd: list[str]) -> subprocess.Popen[bytes]:
+def _launch(cmd: list[str], uri: str) -> subprocess.Popen[bytes]:
     """``python -m mongoengine_async.testing -- CMD`` in a session of its own
-    (no terminal), once it has started ``CMD``."""
+    (no terminal), once it has started ``CMD``: on the existing server at
+    ``uri``, so that ``CMD`` is its only child (no mongod of its own)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "mongoengine_async.testing", "--", *cmd],
         start_new_session=True,
+        env={**os.environ, "MONGODB_URI": uri},
     )
     deadline = time.monotonic() + 30
     while not subprocess.run(
@@ -408,13 +410,13 @@ EXIT_0_ON_SIGINT = (
 
 
 def test_cli_ctrl_c_never_exits_0(mongodb_uri: str) -> None:
-    proc = _launch([sys.executable, "-c", EXIT_0_ON_SIGINT])
+    proc = _launch([sys.executable, "-c", EXIT_0_ON_SIGINT], mongodb_uri)
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
     assert proc.wait(timeout=20) == 130
 
 
 def test_cli_forwards_sigint_sent_to_the_launcher_alone(mongodb_uri: str) -> None:
-    proc = _launch(["sleep", "30"])
+    proc = _launch(["sleep", "30"], mongodb_uri)
     proc.send_signal(signal.SIGINT)  # kill -INT, as an IDE's stop button does
     try:
         assert proc.wait(timeout=10) == 130
