@@ -359,6 +359,10 @@ async def app_alias(mongodb_uri, command_log) -> AsyncIterator[str]:
         await disconnect_all_async()
 
 
+# A write conflict as the server labels it: with_transaction runs the callback again.
+WRITE_CONFLICT = {"errorCode": 112, "errorLabels": ["TransientTransactionError"]}
+
+
 @asynccontextmanager
 async def fail_point(app_name: str, mode: Any, **data: Any) -> AsyncIterator[None]:
     """The server's failCommand fail point, for the client named ``app_name``."""
@@ -500,10 +504,9 @@ async def test_callback_form_reruns_on_a_transient_error(app_alias, command_log)
         await TxAccount.objects(name="ann").async_update(dec__balance=10)
         return "paid"
 
-    transient = {"errorCode": 112, "errorLabels": ["TransientTransactionError"]}
     command_log.clear()
     async with fail_point(
-        app_alias, {"times": 1}, failCommands=["update"], **transient
+        app_alias, {"times": 1}, failCommands=["update"], **WRITE_CONFLICT
     ):
         assert await async_run_transaction(pay) == "paid"
     assert len(attempts) == 2 and attempts[0] is attempts[1]
@@ -544,10 +547,9 @@ async def test_a_rerun_saves_again_what_the_aborted_attempt_saved(
             await document.async_save()
         await TxAccount.objects(name="nobody").async_delete()  # fails once
 
-    transient = {"errorCode": 112, "errorLabels": ["TransientTransactionError"]}
     command_log.clear()
     async with fail_point(
-        app_alias, {"times": 1}, failCommands=["delete"], **transient
+        app_alias, {"times": 1}, failCommands=["delete"], **WRITE_CONFLICT
     ):
         await async_run_transaction(save_all)
     assert seen == [before, before]
@@ -584,10 +586,9 @@ async def test_a_rerun_inserts_again_what_the_aborted_attempt_inserted(
         await TxAccount.objects.async_insert(accounts, load_bulk=False)
         await TxAccount.objects(name="nobody").async_delete()  # fails once
 
-    transient = {"errorCode": 112, "errorLabels": ["TransientTransactionError"]}
     command_log.clear()
     async with fail_point(
-        app_alias, {"times": 1}, failCommands=["delete"], **transient
+        app_alias, {"times": 1}, failCommands=["delete"], **WRITE_CONFLICT
     ):
         await async_run_transaction(insert)
     assert sent(command_log) == [
@@ -829,10 +830,9 @@ async def test_a_cascade_reruns_on_a_transient_error(app_alias, command_log):
     owner = await TxOwner(name="Ann").async_save()
     await TxPet(name="Rex", owner=owner).async_save()
     await TxPet(name="Tom", owner=owner).async_save()
-    transient = {"errorCode": 112, "errorLabels": ["TransientTransactionError"]}
     command_log.clear()
     async with fail_point(
-        app_alias, {"times": 1}, failCommands=["delete"], **transient
+        app_alias, {"times": 1}, failCommands=["delete"], **WRITE_CONFLICT
     ):
         await owner.async_delete()
     attempt = ["delete", "delete"]  # the owner, then its pets by the rule's filter

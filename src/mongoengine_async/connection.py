@@ -100,6 +100,11 @@ def registry_changed() -> None:
     _version += 1
 
 
+def async_aliases() -> frozenset[str]:
+    """The aliases registered with :func:`connect_async` now."""
+    return frozenset(_settings)
+
+
 def has_async_connections() -> bool:
     """Whether any alias is async: while none is, no async check is needed."""
     return bool(_settings)
@@ -399,7 +404,7 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
 
 async def disconnect_all_async() -> None:
     """Disconnect every async alias (sync aliases are left alone)."""
-    for alias in list(_settings):
+    for alias in async_aliases():
         await disconnect_async(alias)
 
 

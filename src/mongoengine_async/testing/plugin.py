@@ -78,14 +78,14 @@ else:
         the async aliases the test connected (their clients are bound to this
         test's event loop); aliases connected before the test stay.
         """
-        from mongoengine_async.connection import _settings, disconnect_async
+        from mongoengine_async.connection import async_aliases, disconnect_async
 
-        before = set(_settings)
+        before = async_aliases()
         try:
             async with fresh_database(
                 "default", mongodb_uri, event_listeners=[command_log]
             ) as alias:
                 yield alias
         finally:
-            for opened in set(_settings) - before:
+            for opened in async_aliases() - before:
                 await disconnect_async(opened)
