@@ -351,6 +351,27 @@ async def test_max_time_ms_and_hint_are_refused(async_alias: str) -> None:
     )
 
 
+async def test_result_shapes_are_refused(async_alias: str) -> None:
+    """A stream gives each event's whole document; a queryset asking for
+    raw dicts, scalars or some fields is refused, not silently ignored."""
+    shaped = [
+        CsBook.objects.as_pymongo(),
+        CsBook.objects.scalar("title"),
+        CsBook.objects.values_list("title"),
+        CsBook.objects.only("title"),
+        CsBook.objects.exclude("title"),
+    ]
+    for queryset in shaped:
+        with pytest.raises(InvalidQueryError) as error:
+            queryset.async_watch()
+        assert str(error.value) == (
+            "a change stream cannot apply as_pymongo(), scalar(), values_list(), "
+            "only() or exclude(): each event carries the whole document "
+            "(event.raw['fullDocument'] is the raw one)"
+        )
+    assert CsBook.objects.only("title").all_fields().async_watch().pipeline() == []
+
+
 def sent(command_log: CommandLog, name: str) -> dict[str, Any]:
     """The first command ``name`` the log holds."""
     return next(e.command for e in command_log.events if e.command_name == name)

@@ -195,6 +195,12 @@ def _refuse_unwatchable(queryset: BaseQuerySet) -> None:
             "a change stream cannot apply hint(): it reads the oplog, "
             "where the collection's indexes do not apply"
         )
+    if queryset._as_pymongo or queryset._scalar or queryset._loaded_fields:
+        raise InvalidQueryError(
+            "a change stream cannot apply as_pymongo(), scalar(), values_list(), "
+            "only() or exclude(): each event carries the whole document "
+            "(event.raw['fullDocument'] is the raw one)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
