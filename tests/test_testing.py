@@ -654,6 +654,38 @@ def test_a_server_started_from_a_thread_dies_with_the_process() -> None:
         shutil.rmtree(dbpath, ignore_errors=True)
 
 
+TERMINATED = """
+import time
+from mongoengine_async.testing import ReplicaSet
+
+rs = ReplicaSet().start()
+print(rs.process.pid, rs.dbpath, flush=True)
+time.sleep(120)
+"""
+
+
+def test_sigterm_stops_the_server_and_deletes_its_directory() -> None:
+    """A SIGTERMed pytest run (no handler of its own) leaves no directory."""
+    env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TERMINATED],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    pid, dbpath = proc.stdout.readline().split()
+    try:
+        assert os.path.isdir(dbpath)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == -signal.SIGTERM  # still dies of it
+        assert not os.path.exists(dbpath)
+        assert not _pid_alive(int(pid))
+    finally:
+        proc.kill()
+        shutil.rmtree(dbpath, ignore_errors=True)
+
+
 USED_BY_A_THREAD = """
 import threading, time, pymongo
 from mongoengine_async.testing import ReplicaSet

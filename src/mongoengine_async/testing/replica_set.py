@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -132,6 +133,29 @@ def _child_dies_with_parent() -> Callable[[], None] | None:
             os.kill(os.getpid(), signal.SIGTERM)
 
     return preexec
+
+
+# The sets a SIGTERM stops before the process dies of it (see _stop_on_sigterm).
+_STARTED: weakref.WeakSet[ReplicaSet] = weakref.WeakSet()
+
+
+def _stop_on_sigterm(replica_set: ReplicaSet) -> None:
+    """Have a SIGTERM with no handler of the process's own stop ``replica_set``
+    first (atexit does not run then), so its directories go too; the process
+    then dies of the signal as it would have."""
+    _STARTED.add(replica_set)
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers are set from the main thread only
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """Stop every started set, then die of SIGTERM (its default action)."""
+    for replica_set in list(_STARTED):
+        replica_set.stop()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 # What the launcher thread is asked to start: (args, log path, its Popen's future).
@@ -348,6 +372,7 @@ class ReplicaSet:
             raise RuntimeError("ReplicaSet already started")
         self.mongod = self.mongod or find_mongod()
         atexit.register(self.stop)
+        _stop_on_sigterm(self)
         deadline = time.monotonic() + self.timeout
         try:
             self.members = [self._new_member() for _ in range(self.size)]
@@ -369,6 +394,7 @@ class ReplicaSet:
         for member in members:
             _discard(member)
         atexit.unregister(self.stop)
+        _STARTED.discard(self)
 
     def __enter__(self) -> ReplicaSet:
         return self.start()
