@@ -13,10 +13,12 @@ from mongoengine_async import (
     Document,
     EmbeddedDocument,
     EmbeddedDocumentField,
+    GenericEmbeddedDocumentField,
     GenericReferenceField,
     IntField,
     LazyReferenceField,
     ListField,
+    MapField,
     ReferenceField,
     StringField,
 )
@@ -45,6 +47,10 @@ class DiBook(Document):
     part = EmbeddedDocumentField(DiPart)
     parts = ListField(EmbeddedDocumentField(DiPart))
     title = StringField()
+    by_key = MapField(ReferenceField(DiAuthor))
+    nested = ListField(ListField(ReferenceField(DiAuthor)))
+    generic_part = GenericEmbeddedDocumentField()
+    generic_parts = ListField(GenericEmbeddedDocumentField())
 
 
 PATHS = [
@@ -58,6 +64,10 @@ PATHS = [
     "part.by",
     "parts.number",
     "title",
+    "by_key",
+    "nested",
+    "generic_part",
+    "generic_parts",
 ]
 
 
@@ -73,9 +83,19 @@ def books(ann: Any, bob: Any, tag: Any) -> list[Any]:
             part=DiPart(number=1, by=ann),
             parts=[DiPart(number=2), DiPart(number=3, by=bob)],
             title="one",
+            by_key={"first": ann, "second": bob},
+            nested=[[ann], [bob, ann]],
+            generic_part=DiPart(number=4),
+            generic_parts=[DiPart(number=5), DiPart(number=6)],
         ),
         DiBook(
-            author=gone, editor=gone, authors=[gone, ann], anything=bob, title="two"
+            author=gone,
+            editor=gone,
+            authors=[gone, ann],
+            anything=bob,
+            title="two",
+            by_key={"first": gone},
+            nested=[[gone]],
         ),
     ]
 
@@ -93,6 +113,8 @@ def described(value: Any) -> Any:
         return "ObjectId"
     if isinstance(value, dict):
         return sorted((key, described(item)) for key, item in value.items())
+    if isinstance(value, list):
+        return [described(item) for item in value]
     return (type(value).__name__, value)
 
 
@@ -161,8 +183,44 @@ async def test_distinct_values_are_mongoengine_s(
         repr(("DiAuthor", "bob")),
     ]
     assert ours["anything"] == [repr(("DiAuthor", "bob")), repr(("DiTag", "tag"))]
+    # Containers of references: loaded in the maps and inner lists too.
+    assert ours["by_key"] == [
+        repr([("first", ("DBRef", "di_author"))]),
+        repr([("first", ("DiAuthor", "ann")), ("second", ("DiAuthor", "bob"))]),
+    ]
+    assert ours["nested"] == [
+        repr([("DBRef", "di_author")]),
+        repr([("DiAuthor", "ann")]),
+        repr([("DiAuthor", "bob"), ("DiAuthor", "ann")]),
+    ]
+    # Generic embedded documents are built, as MongoEngine's DeReference does.
+    assert ours["generic_part"] == [repr(("DiPart", 4, ("NoneType", None)))]
+    assert ours["generic_parts"] == [
+        repr(("DiPart", 5, ("NoneType", None))),
+        repr(("DiPart", 6, ("NoneType", None))),
+    ]
     assert ours["lazy"] == [repr("ObjectId")]  # lazy references stay ids
     assert raw_ours == raw_theirs
     assert raw_ours["author"] == [repr("ObjectId")] * 2
     # One distinct, one query for the referenced collection.
     assert names == ["distinct", "find"]
+
+
+async def test_distinct_of_embedded_documents_stored_as_null(
+    mongodb_uri: str,
+) -> None:
+    # MongoEngine's distinct fails there (it builds DiPart(**None)).
+    async with fresh_database("default", mongodb_uri):
+        await DiBook(part=DiPart(number=1), parts=[DiPart(number=2)]).async_save()
+        collection = await DiBook._async_get_collection()
+        await collection.insert_one({"part": None, "parts": [None]})
+        parts = await DiBook.objects.async_distinct("part")
+        assert [described(part) for part in parts] == [
+            ("NoneType", None),
+            ("DiPart", 1, ("NoneType", None)),
+        ]
+        parts = await DiBook.objects.async_distinct("parts")
+        assert [described(part) for part in parts] == [
+            ("NoneType", None),
+            ("DiPart", 2, ("NoneType", None)),
+        ]

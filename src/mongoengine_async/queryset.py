@@ -86,7 +86,11 @@ from mongoengine_async.operation import (
     resolve,
 )
 from mongoengine_async.query_values import check_query_values
-from mongoengine_async.select_related import load_distinct, load_related
+from mongoengine_async.select_related import (
+    built_embedded,
+    load_distinct,
+    load_related,
+)
 from mongoengine_async.sync_reads import FastSyncReads
 
 if TYPE_CHECKING:
@@ -536,8 +540,11 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         values = await load_distinct(self._document, db_field, values, session)
         embedded_cls = self._embedded_type(field)
         if embedded_cls is None:
-            return values
-        return [embedded_cls._from_son(value) for value in values]
+            return [built_embedded(value) for value in values]
+        # (a stored null stays None, where MongoEngine's distinct fails)
+        return [
+            None if value is None else embedded_cls._from_son(value) for value in values
+        ]
 
     def _embedded_type(self, field: str) -> type[Any] | None:
         """The embedded document class at the end of path ``field``, if any."""

@@ -48,6 +48,7 @@ from mongoengine_async.proxies import (
 __all__ = (
     "PLAIN_VALUE_TYPES",
     "SCALAR_FIELDS",
+    "built_embedded",
     "load_distinct",
     "load_related",
     "select_related",
@@ -218,6 +219,21 @@ _EMBEDDING_FIELDS = (
 )
 
 
+def built_embedded(value: Any) -> Any:
+    """``value``, a distinct value, with the embedded documents stored with
+    their class (``_cls``: a GenericEmbeddedDocumentField's, an untyped
+    container's) built, it and in the lists and dicts it is, as MongoEngine's
+    DeReference builds them for ``distinct``."""
+    if isinstance(value, list):
+        return [built_embedded(item) for item in value]
+    if not isinstance(value, dict) or "_ref" in value:
+        return value
+    cls = _stored_embedded_class(None, value)
+    if cls is not None:
+        return cls._from_son(value)
+    return {key: built_embedded(item) for key, item in value.items()}
+
+
 def _walk_stored_document(raw: dict, cls: type[Any], wanted: _Wanted) -> None:
     """The references in ``raw``, an embedded document of ``cls`` as stored:
     a loaded document put in place of its stored reference is what the
@@ -271,18 +287,19 @@ async def load_distinct(
 ) -> list:
     """Put in ``values`` (``distinct()`` results at ``path`` of ``cls``) the
     documents they refer to, one level, as MongoEngine's ``distinct`` has its
-    DeReference do: the ids of a top-level ReferenceField (or a list of them)
-    are its class's; elsewhere, DBRefs and generic references are loaded as
-    in an untyped list. Missing targets stay as stored (DBRefs)."""
+    DeReference do: the ids of a top-level ReferenceField (or a container of
+    them: a list, a list of lists, a MapField or DictField) are its class's;
+    elsewhere, DBRefs and generic references are loaded as in an untyped list.
+    Missing targets stay as stored (DBRefs)."""
     field = cls._fields.get(path)  # (as MongoEngine looks the path up)
     while hasattr(field, "field"):
         field = field.field
+    wanted: _Wanted = {}
     if isinstance(field, mongoengine.ReferenceField):
         values[:] = [_as_reference(field, value) for value in values]
+        _walk_references(values, field, wanted)
     else:
-        field = None
-    wanted: _Wanted = {}
-    _walk_container(values, field, wanted)
+        _walk_container(values, None, wanted)
     if wanted:
         loaded: _Loaded = {}
         await _load_missing(wanted, loaded, session)
@@ -291,10 +308,27 @@ async def load_distinct(
 
 
 def _as_reference(field: Any, value: Any) -> Any:
-    """A stored id of ReferenceField ``field`` as a DBRef (its to_python)."""
-    if value is None or isinstance(value, DBRef | dict | list):
+    """A stored id of ReferenceField ``field`` as a DBRef (its to_python),
+    and those in the lists and dicts a distinct value of a container of
+    references is, as MongoEngine's DeReference turns them."""
+    if isinstance(value, list):
+        return [_as_reference(field, item) for item in value]
+    if isinstance(value, dict):
+        return {key: _as_reference(field, item) for key, item in value.items()}
+    if value is None or isinstance(value, DBRef):
         return value
     return field.to_python(value)
+
+
+def _walk_references(value: Any, field: Any, wanted: _Wanted) -> None:
+    """The DBRefs of ReferenceField ``field`` in ``value``, a list of
+    distinct values, and in the lists and dicts they are."""
+    for slot in slots(value):
+        item = slot.get()
+        if isinstance(item, list | dict):
+            _walk_references(item, field, wanted)
+        elif item is not None:
+            _walk_value(item, field, slot.container, slot.key, wanted)
 
 
 # Where referenced documents live: (id of the client, database, collection).
