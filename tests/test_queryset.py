@@ -466,6 +466,16 @@ async def test_async_exists(async_alias):
     assert await QsPerson.objects(name="Nobody").async_exists() is False
 
 
+async def test_async_exists_of_scalars_whose_first_is_none(async_alias):
+    # MongoEngine's bool(queryset) asks first(), which gives the first
+    # match's scalar: None for a missing value, so False although it matches.
+    await QsPerson(name="Nameless").async_save()
+    assert await QsPerson.objects.scalar("age").async_exists() is True
+    assert await QsPerson.objects.values_list("age", "score").async_exists() is True
+    assert await QsPerson.objects.scalar("age").as_pymongo().async_exists() is True
+    assert await QsPerson.objects(name="Nobody").scalar("age").async_exists() is False
+
+
 async def test_async_distinct(async_alias):
     await _people()
     cities = await QsPerson.objects.async_distinct("address.city")

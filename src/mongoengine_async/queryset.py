@@ -518,9 +518,13 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         return await collection.count_documents(self._query, session=session, **options)
 
     async def async_exists(self, *, session: AsyncClientSession | None = None) -> bool:
-        """Whether anything matches, fetching at most one id."""
+        """Whether anything matches, fetching at most one id.
+
+        Unlike MongoEngine's ``bool(queryset)``, which asks ``first()``, a
+        ``scalar()`` queryset whose first match holds None still exists."""
         self._require_async("async_exists", "bool(queryset)")
         queryset = self.order_by().only(self._document._meta["id_field"])
+        queryset._scalar = []  # (the raw result, never a None scalar)
         return await queryset.as_pymongo().async_first(session=session) is not None
 
     async def async_distinct(
