@@ -27,6 +27,7 @@ from test_sync_queryset_matrix import (
     MxRenamedSub,
     assert_alike,
     outcome,
+    raised,
 )
 
 
@@ -94,7 +95,7 @@ async def async_outcome(call: Any) -> Any:
         result = call()
         return await result if hasattr(result, "__await__") else result
     except Exception as error:
-        return ("raised", type(error), str(error))
+        return raised(error)
 
 
 # The sync alias MongoEngine's code reads the stored documents on
