@@ -21,6 +21,7 @@ from mongoengine_async import (
     MapField,
     ReferenceField,
     StringField,
+    async_no_dereference,
 )
 from mongoengine_async.testing import fresh_database
 
@@ -224,3 +225,25 @@ async def test_distinct_of_embedded_documents_stored_as_null(
             ("NoneType", None),
             ("DiPart", 2, ("NoneType", None)),
         ]
+
+
+async def test_distinct_inside_async_no_dereference(
+    mongodb_uri: str, command_log: Any
+) -> None:
+    # As MongoEngine's distinct inside no_dereference(cls): the stored values.
+    async with fresh_database("default", mongodb_uri, event_listeners=[command_log]):
+        ann = await DiAuthor(name="ann").async_save()
+        bob = await DiAuthor(name="bob").async_save()
+        tag = await DiTag(name="tag").async_save()
+        for book in books(ann, bob, tag):
+            await book.async_save()
+        raw = {}
+        for path in PATHS:
+            values = await DiBook.objects.no_dereference().async_distinct(path)
+            raw[path] = sorted(map(repr, map(described, values)))
+        command_log.clear()
+        async with async_no_dereference(DiBook):
+            for path in PATHS:
+                values = await DiBook.objects.async_distinct(path)
+                assert sorted(map(repr, map(described, values))) == raw[path], path
+        assert set(command_log.names) == {"distinct"}

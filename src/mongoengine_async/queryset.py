@@ -64,6 +64,7 @@ from mongoengine_async import deltas, plan_watch, sequences, signals, to_bson
 from mongoengine_async.batches import WHOLE_RESULT, materialise_all
 from mongoengine_async.change_streams import ChangeStream, WatchOptions
 from mongoengine_async.connection import collection_alias
+from mongoengine_async.context import dereference_disabled
 from mongoengine_async.delete_rules import delete_each, delete_matching
 from mongoengine_async.from_bson import from_son, loader
 from mongoengine_async.gridfs import delete_files, stored_files
@@ -531,7 +532,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         self, field: str, *, session: AsyncClientSession | None = None
     ) -> list[Any]:
         """Distinct values of ``field``: referenced documents loaded (one query
-        per collection) and embedded ones built, unless ``no_dereference()``."""
+        per collection) and embedded ones built, unless ``no_dereference()``
+        or ``async_no_dereference(cls)``."""
         await self._async_collection("async_distinct", "distinct()", session)
         session = self._session()
         try:
@@ -539,8 +541,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         except LookUpError:
             db_field = field
         values = await self._new_cursor().distinct(db_field)
-        if not self._auto_dereference:
-            return values
+        if not self._auto_dereference or dereference_disabled(self._document):
+            return values  # (as MongoEngine's inside no_dereference(cls))
         values = await load_distinct(self._document, db_field, values, session)
         embedded_cls = self._embedded_type(field)
         if embedded_cls is None:
