@@ -15,6 +15,7 @@ from uuid import uuid4
 import mongoengine
 import pytest
 from mongoengine import signals
+from pymongo import ReadPreference
 
 import mongoengine_async
 from conftest import fresh_sync_default
@@ -662,3 +663,83 @@ async def test_a_client_whose_write_concern_is_unacknowledged_deletes_with_rules
                 break
             await asyncio.sleep(0.02)
         assert await collection.count_documents({}) == 0
+
+
+# -- the options of a delete's own transaction ----------------------------------------
+
+UNSATISFIABLE = {"w": 50}  # more members than any replica set of the tests has
+
+
+@pytest.mark.parametrize("how", ["document", "session", "queryset", "one by one"])
+async def test_a_delete_with_rules_keeps_its_write_concern(
+    async_alias: str,
+    sync_alias: Any,
+    command_log: CommandLog,
+    how: str,
+) -> None:
+    """The write concern given to a delete reaches the commit of its own
+    transaction (the only command of a transaction that carries one), so one
+    the set cannot satisfy fails as MongoEngine's delete does. It was dropped:
+    the commit went with the client's write concern and the delete said it
+    succeeded."""
+
+    def models(module: Any, alias: str) -> tuple[type, type]:
+        return target_and_referrer(module, "DrpWc", alias, CASCADE)
+
+    me_target, me_referrer = models(mongoengine, SYNC)
+    me_referrer(ref=me_target().save()).save()
+    with pytest.raises(Exception) as theirs:
+        if how in ("document", "session"):
+            me_target.objects.get().delete(**UNSATISFIABLE)
+        else:
+            me_target.objects.delete(write_concern=UNSATISFIABLE)
+
+    target, referrer = models(mongoengine_async, "default")
+    await referrer(ref=await target().async_save()).async_save()
+    command_log.clear()
+    with pytest.raises(Exception) as ours:
+        if how == "document":
+            await (await target.objects.async_get()).async_delete(**UNSATISFIABLE)
+        elif how == "session":
+            async with get_async_connection().start_session() as session:
+                document = await target.objects.async_get()
+                await document.async_delete(session=session, **UNSATISFIABLE)
+        elif how == "queryset":
+            await target.objects.async_delete(write_concern=UNSATISFIABLE)
+        else:
+            await target.objects.limit(1).async_delete(write_concern=UNSATISFIABLE)
+    # One by one (as with delete receivers) in one transaction, the commit fails,
+    # as the queryset delete's does (the driver's error).
+    assert outcome(ours.value) == outcome(theirs.value)
+    commits = [e.command for e in command_log.events if "autocommit" in e.command]
+    assert commits[-1]["commitTransaction"] == 1
+    assert commits[-1]["writeConcern"] == UNSATISFIABLE
+
+
+@pytest.mark.parametrize(
+    "reads",
+    [
+        {"read_preference": ReadPreference.SECONDARY_PREFERRED},
+        {"readConcernLevel": "linearizable"},
+    ],
+    ids=["secondary preferred", "linearizable"],
+)
+async def test_a_delete_with_rules_works_whatever_the_client_reads_with(
+    mongodb_uri: str, reads: dict[str, Any]
+) -> None:
+    """A transaction reads on the primary and at a read concern it allows: the
+    delete's own transaction says so. With a client that reads from secondaries
+    or linearizably (as MongoEngine's deletes do), it failed with PyMongo's
+    InvalidOperation ("read preference in a transaction must be primary") or the
+    server's refusal of the read concern."""
+    async with fresh_database("drp_reads", mongodb_uri, **reads):
+        target, referrer = target_and_referrer(
+            mongoengine_async, "DrpReads", "drp_reads", CASCADE
+        )
+        targets = [await target().async_save() for _ in range(3)]
+        for doomed in targets:
+            await referrer(ref=doomed).async_save()
+        await targets[0].async_delete()
+        assert await target.objects(id__ne=targets[2].pk).async_delete() == 1
+        assert await target.objects.async_scalar("id") == [targets[2].pk]
+        assert await referrer.objects.async_scalar("ref") == [targets[2]]

@@ -21,8 +21,9 @@ from mongoengine.context_managers import set_write_concern
 from mongoengine.errors import OperationError
 from mongoengine.queryset import CASCADE, DENY, DO_NOTHING, NULLIFY, PULL
 from mongoengine.queryset.queryset import ITER_CHUNK_SIZE
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.read_concern import ReadConcern
 from pymongo.server_type import SERVER_TYPE
 from pymongo.topology_description import TOPOLOGY_TYPE
 
@@ -183,13 +184,42 @@ async def _under_rules(
         and await _supports_transactions(client)
     ):
         if operation.session is not None:  # an explicit session without one
-            return await run_on(operation.session, lambda: delete(operation))
+            options = _transaction_options(operation, operation.session)
+            return await run_on(operation.session, lambda: delete(operation), options)
 
         async def in_transaction() -> Any:
             return await delete(replace(operation, session=session_for(client)))
 
-        return await run_transaction(client, in_transaction)
+        options = _transaction_options(operation)
+        return await run_transaction(client, in_transaction, None, options)
     return await delete(operation)
+
+
+# Read concern levels a transaction refuses, and the level it reads at instead.
+_TRANSACTION_READ_CONCERN = {"linearizable": "majority", "available": "local"}
+
+
+def _transaction_options(
+    operation: Operation, session: AsyncClientSession | None = None
+) -> dict[str, Any]:
+    """The options of a delete's own transaction (on ``session`` when it is an
+    explicit one): the write concern given to the delete, which inside a
+    transaction only its commit can carry; reads on the primary, the only ones
+    a transaction allows, whatever the connection's read preference; and, when
+    the connection's read concern is a level transactions refuse, the nearest
+    one they allow. Anything else is the session's or the client's default."""
+    options: dict[str, Any] = {"read_preference": ReadPreference.PRIMARY}
+    if operation.write_concern:
+        with set_write_concern(operation.collection, operation.write_concern) as target:
+            options["write_concern"] = target.write_concern
+    defaults = session.options.default_transaction_options if session else None
+    if defaults is None or defaults.read_concern is None:
+        level = _TRANSACTION_READ_CONCERN.get(
+            operation.collection.read_concern.level or ""
+        )
+        if level:
+            options["read_concern"] = ReadConcern(level)
+    return options
 
 
 async def _delete(operation: Operation, query: dict) -> int | None:
