@@ -21,6 +21,7 @@ from mongoengine_async import (
     StringField,
     connect_async,
     disconnect_async,
+    is_transient,
 )
 from mongoengine_async.testing import ReplicaSet
 
@@ -101,3 +102,5 @@ async def test_a_cascade_interrupted_by_server_loss_raises_promptly(server):
     with pytest.raises(OperationError) as error, pymongo.timeout(3):
         await asyncio.wait_for(owner.async_delete(), 30)
     assert isinstance(error.value.__cause__, pymongo.errors.ExecutionTimeout)
+    # The timeout keeps the label of the last attempt's error (docs/delete_rules.md).
+    assert is_transient(error.value)

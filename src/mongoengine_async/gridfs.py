@@ -15,7 +15,10 @@ insert) and downloads read the chunks with cursor batches of about
 a time). An upload that fails or is cancelled midway is
 aborted: the chunks (and files document) it wrote are removed before the
 exception propagates, and only those: with an ``_id`` that another file
-already has, that file is left intact (``FileExists``), as with PyMongo.
+already has, that file is left intact (``FileExists``), as with PyMongo. The
+removal needs the server: when the upload failed because it stopped answering,
+the removal usually fails too (its error is dropped for the upload's), and the
+chunks stay, as after PyMongo's ``abort()``.
 """
 
 from __future__ import annotations
