@@ -275,3 +275,54 @@ def test_threads_running_many_short_loops_at_once(mongodb_uri, database):
         asyncio.run(disconnect_async("loops"))
     assert errors == []
     assert _stored_titles(mongodb_uri, database) == [f"thread {n}" for n in range(8)]
+
+
+@pytest.fixture
+def worker_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop running in a thread of its own (a worker's), closed after."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+def _on(loop: asyncio.AbstractEventLoop, coroutine):
+    """Run ``coroutine`` on ``loop`` (another thread's) and wait for its result."""
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(30)
+
+
+class LoopUser(Document):
+    email = StringField(unique=True)
+    meta = {"db_alias": "loops"}
+
+
+async def test_a_collection_dropped_in_one_loop_gets_its_indexes_in_another(
+    mongodb_uri, database, worker_loop
+):
+    """async_drop_collection() in one loop: a worker thread's loop that had used
+    the class creates its indexes again on its next write, so a unique index is
+    not silently lost (MongoEngine's drop_collection() does so for any thread)."""
+    from mongoengine_async import NotUniqueError
+
+    await connect_async(database, alias="loops", host=mongodb_uri, **_STANDARD)
+    try:
+        await asyncio.to_thread(_on, worker_loop, LoopUser(email="a@x").async_save())
+        await LoopUser.async_drop_collection()
+        await asyncio.to_thread(_on, worker_loop, LoopUser(email="b@x").async_save())
+        with pytest.raises(NotUniqueError):
+            await asyncio.to_thread(
+                _on, worker_loop, LoopUser(email="b@x").async_save()
+            )
+        collection = await LoopUser._async_get_collection()
+        assert "email_1" in await collection.index_information()
+    finally:
+        await asyncio.to_thread(_on, worker_loop, _close_client("loops"))
+        await disconnect_async("loops")
+
+
+async def _close_client(alias: str) -> None:
+    """Close the running loop's client of ``alias`` (before its loop closes)."""
+    await get_async_connection(alias).close()

@@ -39,10 +39,13 @@ def _succeeded(task: asyncio.Future | None) -> bool:
 
 
 def forget_prepared(client: Any, full_name: str | None = None) -> None:
-    """Drop the prepared-collection marks of a client (or of one collection)."""
+    """Drop the prepared-collection marks of a client (or of one collection);
+    with ``client`` None, those of collection ``full_name`` on every client:
+    the clients of other event loops (worker threads') would otherwise write
+    to a dropped collection, recreated without its indexes."""
     for key in list(_prepared):
-        if key[1] == id(client) and full_name in (None, key[2]):
-            del _prepared[key]
+        if (client is None or key[1] == id(client)) and full_name in (None, key[2]):
+            _prepared.pop(key, None)  # (perhaps gone meanwhile: another thread's)
     registry_changed()
 
 

@@ -268,11 +268,14 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 f"Document {cls} has no collection defined (is it abstract ?)"
             )
         collection = cls._get_collection()
-        collection_setup.forget_prepared(
-            collection.database.client, collection.full_name
-        )
         session = own_session(cls, collection.database.client, session)
-        await collection.database.drop_collection(name, session=session)
+        # Every client's mark (each event loop has its own client), before the
+        # drop and after it, as a use meanwhile (another loop's) may prepare it.
+        collection_setup.forget_prepared(None, collection.full_name)
+        try:
+            await collection.database.drop_collection(name, session=session)
+        finally:
+            collection_setup.forget_prepared(None, collection.full_name)
 
     @classmethod
     def async_watch(
