@@ -326,3 +326,54 @@ async def test_a_collection_dropped_in_one_loop_gets_its_indexes_in_another(
 async def _close_client(alias: str) -> None:
     """Close the running loop's client of ``alias`` (before its loop closes)."""
     await get_async_connection(alias).close()
+
+
+class LoopStamp(Document):
+    at = DateTimeField()
+    meta = {"db_alias": "loops"}
+
+
+@pytest.mark.parametrize("same_loop", [True, False])
+def test_a_kept_queryset_follows_its_alias_connected_again_elsewhere(
+    mongodb_uri, database, same_loop
+):
+    """A queryset kept while its alias is disconnected and connected again to
+    another database with other client options reads and writes that database
+    with those options: it read and wrote the first database, silently
+    (MongoEngine's raises, its client being closed)."""
+    other = f"{database}_again"
+    stamp = datetime(2024, 5, 1, 12, 30)
+
+    async def first() -> tuple:
+        await connect_async(database, alias="loops", host=mongodb_uri, **_STANDARD)
+        await LoopBook(title="kept").async_save()
+        await LoopStamp(at=stamp).async_save()
+        return LoopBook.objects(title="kept"), LoopStamp.objects.as_pymongo()
+
+    async def again(books, stamps) -> tuple:
+        await disconnect_async("loops")
+        await connect_async(
+            other, alias="loops", host=mongodb_uri, tz_aware=True, **_STANDARD
+        )
+        before = await books.async_count(), await stamps.async_count()
+        await LoopBook(title="kept").async_save()
+        await books.async_update(inc__copies=1)
+        await LoopStamp(at=stamp).async_save()
+        return before, [b.copies async for b in books], [r["at"] async for r in stamps]
+
+    async def both() -> tuple:
+        return await again(*await first())
+
+    try:
+        if same_loop:
+            result = asyncio.run(both())
+        else:
+            result = asyncio.run(again(*asyncio.run(first())))
+        assert result == ((0, 0), [1], [datetime(2024, 5, 1, 12, 30, tzinfo=utc)])
+        assert _stored_titles(mongodb_uri, other) == ["kept"]
+        with MongoClient(mongodb_uri) as client:
+            assert [raw["copies"] for raw in client[database].loop_book.find()] == [0]
+    finally:
+        asyncio.run(disconnect_async("loops"))
+        with MongoClient(mongodb_uri) as client:
+            client.drop_database(other)

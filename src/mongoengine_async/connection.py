@@ -68,9 +68,10 @@ _settings: dict[str, dict[str, Any]] = {}
 # needs a client claims it. Clients of closed loops are dropped.
 _clients: dict[str, dict[asyncio.AbstractEventLoop | None, AsyncMongoClient]] = {}
 # The alias of each client made, by id(client), while the client lives (querysets
-# may hold it after the registry dropped it): operations map a client of any loop
-# to the alias's client of the running loop.
-_aliases: dict[int, tuple[weakref.ref, str]] = {}
+# may hold it after the registry dropped it), with the database that alias named
+# then: operations map a client of any loop to the alias's client of the running
+# loop, and that database to the one the alias names now (reconnected elsewhere).
+_aliases: dict[int, tuple[weakref.ref, str, str]] = {}
 # Guards changes to the registry: worker threads run loops of their own.
 _lock = threading.RLock()
 _disconnect_hooks: list = []
@@ -157,19 +158,20 @@ def _new_client(alias: str, settings: dict[str, Any]) -> AsyncMongoClient:
         client = client_class(**_client_kwargs(settings))
     except Exception as err:
         raise ConnectionFailure(f"Cannot connect to database {alias} :\n{err}") from err
-    _own(client, alias)
+    _own(client, alias, settings["name"])
     return client
 
 
-def _own(client: AsyncMongoClient, alias: str) -> None:
-    """Record ``alias`` as the alias ``client`` serves, until the client is gone."""
+def _own(client: AsyncMongoClient, alias: str, database: str) -> None:
+    """Record ``alias`` (naming ``database``) as the alias ``client`` serves,
+    until the client is gone."""
     key = id(client)
 
     def forget(ref: weakref.ref) -> None:
         if _aliases.get(key, (None,))[0] is ref:
             _aliases.pop(key, None)
 
-    _aliases[key] = (weakref.ref(client, forget), alias)
+    _aliases[key] = (weakref.ref(client, forget), alias, database)
 
 
 async def connect_async(
@@ -292,7 +294,7 @@ def _release(client: AsyncMongoClient) -> bool:
     another alias (sharing it) now serves that alias."""
     for alias, clients in _clients.items():
         if any(client is other for other in clients.values()):
-            _own(client, alias)
+            _own(client, alias, _settings[alias]["name"])
             return False
     _let_go(client)
     return True
@@ -303,19 +305,30 @@ def on_running_loop(collection: AsyncCollection) -> AsyncCollection:
 
     Querysets and documents keep the collection they were built with, perhaps
     outside any loop or in another one: every operation maps it when it starts.
-    The same object when it is on that client already (the common case).
+    The same object when it is on that client already (the common case). When
+    the alias was connected again since, to another database or with other
+    client options, the collection follows: the alias's database and options
+    now, only options set on the collection itself kept.
     """
     client = collection.database.client
     owner = _aliases.get(id(client))
     if owner is None:  # not a client of the registry
         return collection
-    clients = _clients.get(owner[1])
+    _, alias, named = owner
+    clients = _clients.get(alias)
     if clients is not None and clients.get(_running_loop()) is client:
         return collection
-    current = get_async_connection(owner[1])
-    same = _collection_on(current, collection.database.name, collection.name)
-    options = _options(collection)
-    return same if _options(same) == options else same.with_options(**options)
+    current = get_async_connection(alias)
+    database = collection.database.name
+    if database == named:  # the alias's own database: the one it names now
+        database = _settings[alias]["name"]
+    same = _collection_on(current, database, collection.name)
+    options = {
+        key: value
+        for key, value in _options(collection).items()
+        if value != getattr(client, key)  # set on the collection (or its database)
+    }
+    return same.with_options(**options) if options else same
 
 
 def collection_alias(collection: Any) -> str | None:
