@@ -377,3 +377,39 @@ def test_a_kept_queryset_follows_its_alias_connected_again_elsewhere(
         asyncio.run(disconnect_async("loops"))
         with MongoClient(mongodb_uri) as client:
             client.drop_database(other)
+
+
+class LoopCounter(Document):
+    n = IntField()
+    meta = {"db_alias": "loops"}
+
+
+async def test_one_document_saved_from_two_threads_loops_at_once(
+    mongodb_uri, database, worker_loop
+):
+    """A save of an instance waits for the save of it in flight; when that one
+    runs on another thread's loop, it wakes the waiter through the waiter's
+    loop: the second save hung forever (its loop was never woken)."""
+    from mongoengine_async import signals
+
+    in_flight = asyncio.Event()
+
+    async def slow_first(sender, document, **kwargs) -> None:
+        if asyncio.get_running_loop() is not worker_loop:
+            in_flight.set()
+            await asyncio.sleep(0.3)
+
+    await connect_async(database, alias="loops", host=mongodb_uri, **_STANDARD)
+    signals.pre_save.connect(slow_first, sender=LoopCounter)
+    try:
+        counter = LoopCounter(n=1)
+        first = asyncio.ensure_future(counter.async_save())
+        await in_flight.wait()
+        second = asyncio.run_coroutine_threadsafe(counter.async_save(), worker_loop)
+        await asyncio.wait_for(asyncio.wrap_future(second), 10)
+        await first
+        assert await LoopCounter.objects.async_count() == 1
+    finally:
+        signals.pre_save.disconnect(slow_first, sender=LoopCounter)
+        await asyncio.to_thread(_on, worker_loop, _close_client("loops"))
+        await disconnect_async("loops")

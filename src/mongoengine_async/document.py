@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import re
+import threading
 from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -48,6 +49,7 @@ from mongoengine_async import (
     signals,
     to_bson,
 )
+from mongoengine_async._compat import running_loop_or_none
 from mongoengine_async.change_streams import ChangeStream
 from mongoengine_async.checks import check_queryset_class
 from mongoengine_async.connection import (
@@ -790,10 +792,12 @@ def _concerned(collection: AsyncCollection, write_concern: dict) -> AsyncCollect
 
 # Marks a document whose save is in flight, as keys of its instance dict
 # (absent otherwise): _NO_WAITER, or the deque of the saves waiting for it; and
-# the task of the save in flight.
+# the task of the save in flight. Changed under _TURN_LOCK: one instance may be
+# saved from threads running event loops of their own.
 _TURNS = "_async_save_turns"
 _SAVER = "_async_save_task"
 _NO_WAITER: tuple[()] = ()
+_TURN_LOCK = threading.Lock()
 
 
 async def _wait_turn(document: Document) -> None:
@@ -803,45 +807,67 @@ async def _wait_turn(document: Document) -> None:
     A save in flight in this very task (a ``pre_save`` receiver saving the
     document) would wait for itself: OperationError instead."""
     state = document.__dict__
-    waiters = state.get(_TURNS)
     task = asyncio.current_task()
-    if waiters is None:
-        state[_TURNS] = _NO_WAITER
-        state[_SAVER] = task
-        return
-    if state.get(_SAVER) is task:
-        raise OperationError(
-            f"{type(document).__name__}.async_save() called for a document this "
-            "task is saving (by a pre_save or pre_save_post_validation receiver?): "
-            "it would wait for itself; save it again from post_save"
-        )
-    if waiters is _NO_WAITER:
-        waiters = state[_TURNS] = collections.deque()
-    turn = asyncio.get_running_loop().create_future()
-    waiters.append(turn)
+    with _TURN_LOCK:
+        waiters = state.get(_TURNS)
+        if waiters is None:
+            state[_TURNS] = _NO_WAITER
+            state[_SAVER] = task
+            return
+        if state.get(_SAVER) is task:
+            raise OperationError(
+                f"{type(document).__name__}.async_save() called for a document "
+                "this task is saving (by a pre_save or pre_save_post_validation "
+                "receiver?): it would wait for itself; save it again from post_save"
+            )
+        if waiters is _NO_WAITER:
+            waiters = state[_TURNS] = collections.deque()
+        turn = asyncio.get_running_loop().create_future()
+        waiters.append(turn)
     try:
         await turn
     except asyncio.CancelledError:
         if turn.done() and not turn.cancelled():  # given the turn, then cancelled
             _end_turn(document)
-        elif turn in waiters:
-            waiters.remove(turn)
+        else:
+            with _TURN_LOCK:
+                if turn in waiters:
+                    waiters.remove(turn)
         raise
     state[_SAVER] = task
 
 
 def _end_turn(document: Document) -> None:
     """Give the turn to the next save of ``document`` still waiting, or mark
-    none in flight."""
+    none in flight. A save waiting on another event loop (another thread's)
+    is woken through that loop: a future is resolved only from its own."""
     state = document.__dict__
-    waiters = state[_TURNS]
-    while waiters:
-        turn = waiters.popleft()
-        if not turn.done():  # (a cancelled one is done)
-            turn.set_result(None)
+    with _TURN_LOCK:
+        waiters = state[_TURNS]
+        while waiters:
+            turn = waiters.popleft()
+            if turn.done():  # (a cancelled one)
+                continue
+            loop = turn.get_loop()
+            if loop is running_loop_or_none():
+                turn.set_result(None)
+            else:
+                try:
+                    loop.call_soon_threadsafe(_give_turn, document, turn)
+                except RuntimeError:  # its loop has closed: the next one's turn
+                    continue
             state[_SAVER] = None  # until the next one runs
             return
-    del state[_TURNS], state[_SAVER]
+        del state[_TURNS], state[_SAVER]
+
+
+def _give_turn(document: Document, turn: asyncio.Future) -> None:
+    """Give the turn to ``turn``, on its own loop; if it was cancelled since,
+    to the next save waiting."""
+    if turn.done():
+        _end_turn(document)
+    else:
+        turn.set_result(None)
 
 
 class DynamicDocument(Document, MongoEngineDynamicDocument):
