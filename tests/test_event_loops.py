@@ -413,3 +413,18 @@ async def test_one_document_saved_from_two_threads_loops_at_once(
         signals.pre_save.disconnect(slow_first, sender=LoopCounter)
         await asyncio.to_thread(_on, worker_loop, _close_client("loops"))
         await disconnect_async("loops")
+
+
+def test_the_client_got_outside_any_loop_and_awaited_directly(
+    loops_alias, mongodb_uri, database
+):
+    """get_async_connection() outside any loop gives a client no loop has used;
+    awaited on directly in one asyncio.run() (which binds it to that loop), it
+    is not handed to the next loop, nor given again outside any loop: the next
+    run failed with PyMongo's "Cannot use AsyncMongoClient in different event
+    loop"."""
+    client = get_async_connection("loops")
+    asyncio.run(client[database].loop_book.insert_one({"title": "raw"}))
+    assert get_async_connection("loops") is not client
+    assert asyncio.run(LoopBook.objects(title="raw").async_count()) == 1
+    assert asyncio.run(LoopBook.objects(title="raw").async_count()) == 1

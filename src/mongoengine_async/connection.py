@@ -247,7 +247,14 @@ def get_async_connection(alias: str = DEFAULT_CONNECTION_NAME) -> AsyncMongoClie
         raise _not_async_error(alias)
     loop = _running_loop()
     client = clients.get(loop)
-    return client if client is not None else _client_for(alias, loop)
+    if client is not None and (loop is not None or _bound_loop(client) is None):
+        return client
+    return _client_for(alias, loop)
+
+
+def _bound_loop(client: AsyncMongoClient) -> asyncio.AbstractEventLoop | None:
+    """The loop PyMongo bound ``client`` to (on its first operation), if any."""
+    return getattr(client, "_loop", None)
 
 
 def _not_async_error(alias: str) -> ConnectionFailure:
@@ -268,14 +275,33 @@ def _client_for(alias: str, loop: asyncio.AbstractEventLoop | None) -> AsyncMong
         clients = _clients.get(alias)
         if clients is None:
             raise undefined_alias_error(alias)
-        client = clients.get(loop)
+        client = clients.get(loop) if loop is not None else _unbound(clients, None)
         if client is None and loop is not None:
-            client = _shared_client(_settings[alias], loop) or clients.pop(None, None)
+            client = _shared_client(_settings[alias], loop) or _unbound(clients, loop)
         if client is None:
             client = _new_client(alias, _settings[alias])
         clients[loop] = client
         registry_changed()
         return client
+
+
+def _unbound(
+    clients: dict[asyncio.AbstractEventLoop | None, AsyncMongoClient],
+    loop: asyncio.AbstractEventLoop | None,
+) -> AsyncMongoClient | None:
+    """Take the client made outside any loop for ``loop`` (None: for callers
+    outside any loop still), unless code awaited on it directly since, which
+    bound it to a loop: it is then that loop's client (let go when that loop
+    has closed or has one already), and None is returned."""
+    client = clients.pop(None, None)
+    bound = None if client is None else _bound_loop(client)
+    if bound is None or bound is loop:
+        return client
+    if bound.is_closed() or bound in clients:
+        _release(client)  # type: ignore[arg-type]
+    else:
+        clients[bound] = client  # type: ignore[assignment]
+    return None
 
 
 def _forget_closed_loops() -> None:
