@@ -428,3 +428,28 @@ def test_the_client_got_outside_any_loop_and_awaited_directly(
     assert get_async_connection("loops") is not client
     assert asyncio.run(LoopBook.objects(title="raw").async_count()) == 1
     assert asyncio.run(LoopBook.objects(title="raw").async_count()) == 1
+
+
+async def test_disconnect_closes_the_clients_of_other_running_loops(
+    mongodb_uri, database, worker_loop
+):
+    """disconnect_async() closes the alias's client of another thread's running
+    loop on that loop: it was only dropped, and stayed open (its monitor tasks
+    and sockets) while anything held it, such as a kept queryset."""
+    from pymongo.errors import InvalidOperation
+
+    async def worker_client():
+        await LoopBook.objects.async_count()
+        return get_async_connection("loops")
+
+    await connect_async(database, alias="loops", host=mongodb_uri, **_STANDARD)
+    kept = await asyncio.to_thread(_on, worker_loop, worker_client())
+    await disconnect_async("loops")
+    for _ in range(50):
+        try:
+            await asyncio.to_thread(_on, worker_loop, kept.admin.command("ping"))
+        except InvalidOperation:
+            break  # "Cannot use AsyncMongoClient after close"
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the worker loop's client is still open")

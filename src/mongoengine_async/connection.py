@@ -423,7 +423,8 @@ def on_disconnect(hook: Callable[[AsyncMongoClient[Any]], None]) -> None:
 
 async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
     """Forget an async alias; close its client for the running loop unless
-    another alias shares it (clients of other loops are only dropped)."""
+    another alias shares it; those of other loops still open are closed on
+    their own loops (a closed loop's client can only be dropped)."""
     if is_sync_connection(alias):
         raise ConnectionUsageError(
             f"Alias `{alias}` is a sync connection: use disconnect('{alias}')"
@@ -434,11 +435,35 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
         del _settings[alias]
         clients = _clients.pop(alias)
         current = clients.get(_running_loop())
-        released = [client for client in clients.values() if _release(client)]
+        released = [(loop, c) for loop, c in clients.items() if _release(c)]
         registry_changed()
-    if current is not None and any(client is current for client in released):
-        # Clients of other loops cannot be awaited here.
+    for loop, client in released:
+        if client is not current:  # it cannot be awaited here
+            _close_on(loop if loop is not None else _bound_loop(client), client)
+    if current is not None and any(client is current for _, client in released):
         await current.close()
+
+
+# The tasks closing clients on their own loops (the loop keeps only weak ones).
+_closing: set[asyncio.Task] = set()
+
+
+def _close_on(loop: asyncio.AbstractEventLoop | None, client: AsyncMongoClient) -> None:
+    """Close ``client`` on ``loop``, its own (another thread's, or one not
+    running now: when it runs again). Nothing to do for a client no loop has
+    used, or one of a loop that has closed (its sockets close as it goes)."""
+    if loop is None or loop.is_closed():
+        return
+
+    def close() -> None:
+        task = loop.create_task(client.close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+    try:
+        loop.call_soon_threadsafe(close)
+    except RuntimeError:  # the loop has closed meanwhile
+        pass
 
 
 async def disconnect_all_async() -> None:
