@@ -35,6 +35,7 @@ def samples() -> Iterator[dict[type, Any]]:
     yield {
         BaseDocument: document,
         mongoengine.Document: document,
+        AsyncMongoClient: client,
         BaseQuerySet: BaseQuerySet(CompatSample, root),
         AsyncGridIn: AsyncGridIn(root),
         AsyncGridOut: grid_out,

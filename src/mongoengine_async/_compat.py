@@ -34,6 +34,7 @@ from mongoengine.dereference import DeReference
 from mongoengine.fields import GridFSProxy
 from mongoengine.queryset.base import BaseQuerySet
 from mongoengine.queryset.queryset import QuerySet as MongoEngineQuerySet
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.synchronous.cursor import Cursor
 
@@ -189,6 +190,9 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     # sync queryset's result cache) takes at once.
     (AsyncCursor, "_next_batch"),
     (Cursor, "_data"),
+    # The loop an AsyncMongoClient bound itself to on its first operation
+    # (connection.py; read with a default: None, as before any operation).
+    (AsyncMongoClient, "_loop"),
     # A DBRef's slots, copied into a reference proxy.
     (DBRef, "_DBRef__collection"),
     (DBRef, "_DBRef__id"),
