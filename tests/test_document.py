@@ -20,7 +20,9 @@ from mongoengine_async import (
     IntField,
     InvalidQueryError,
     ListField,
+    MapField,
     NotUniqueError,
+    ReferenceField,
     SaveConditionError,
     StringField,
     ValidationError,
@@ -43,6 +45,16 @@ class DocPerson(Document):
     address = EmbeddedDocumentField(DocAddress)
     extra = DictField()
     version = IntField(default=1)
+
+
+class DocNested(Document):
+    """Containers of containers, and embedded documents in a list."""
+
+    lists = MapField(ListField(IntField()))
+    grid = ListField(ListField(IntField()))
+    groups = MapField(ListField(ReferenceField(DocPerson)))
+    places = ListField(EmbeddedDocumentField(DocAddress))
+    n = IntField(default=0)
 
 
 class DocW0(Document):
@@ -503,6 +515,31 @@ async def test_async_reload_one_field(async_alias):
     assert person.name == "Ada"
     assert person.nickname == "local"
     assert person._get_changed_fields() == ["nickname"]
+
+
+@pytest.mark.parametrize("how", ["reload", "modify"])
+async def test_containers_of_containers_keep_their_changes_after(async_alias, how):
+    """MongoEngine's reload and modify rebuild a container of containers with
+    the inner ones named by their key alone (``k``, not ``lists.k``), which
+    its first read renames: a change made in them is saved under its whole
+    path, as MongoEngine marks it (it was lost, or refused)."""
+    ada = await DocPerson(name="Ada").async_save()
+    bob = await DocPerson(name="Bob").async_save()
+    doc = await DocNested(
+        lists={"k": [1]}, grid=[[1], [2]], groups={"g": [ada]}
+    ).async_save()
+    if how == "reload":
+        await doc.async_reload()
+    else:
+        assert await doc.async_modify(inc__n=1)
+    doc.lists["k"].append(2)
+    doc.grid[1][0] = 3
+    doc.groups["g"].append(bob)
+    assert sorted(doc._get_changed_fields()) == ["grid.1.0", "groups.g", "lists.k"]
+    await doc.async_save()
+    stored = await _db().doc_nested.find_one({"_id": doc.id})
+    assert (stored["lists"], stored["grid"]) == ({"k": [1, 2]}, [[1], [3]])
+    assert stored["groups"] == {"g": [ada.id, bob.id]}
 
 
 async def test_async_reload_deleted_document(async_alias):

@@ -523,7 +523,7 @@ class _NonBlockingContainer(_FieldMixin):
         references and lazy references for the items of a dict of lazy
         references (a ListField of them builds its own); marked dereferenced."""
         read: Any = value
-        if rule.walks:
+        if rule.walks or _holds_wrapped(value):
             read = walk_without_loading(value, instance, self.name)
             instance._data[self.name] = read
         elif value._name != self.name:  # wrapped where another document walked
@@ -634,6 +634,15 @@ class _NonBlockingContainer(_FieldMixin):
             return True
         document_type = getattr(self.field, "document_type", None)
         return isinstance(document_type, type) and is_async_class(document_type)
+
+
+def _holds_wrapped(container: BaseList | BaseDict) -> bool:
+    """Whether ``container`` holds lists or dicts wrapped already, perhaps
+    under another path: what MongoEngine's ``_reload`` (reload, modify) makes
+    of nested containers, named by their key alone, for the walk of the first
+    read to rename them (``walk_without_loading`` does, as MongoEngine's)."""
+    items = container.values() if isinstance(container, dict) else container
+    return any(isinstance(item, BaseList | BaseDict) for item in items)
 
 
 def _bound(container: Any, instance: BaseDocument, name: str) -> Any:
