@@ -24,6 +24,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
 from fastapi_app import Settings, create_app  # noqa: E402
+from fastapi_app.models import Book  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -334,6 +335,60 @@ async def test_an_upload_cut_midway_leaves_no_chunks(service: Service) -> None:
     assert await get_async_db()["manuscripts.files"].count_documents({}) == 0
     response = await service.http.get(f"/books/{book_id}")
     assert response.json()["has_manuscript"] is False
+
+
+async def test_a_book_deleted_meanwhile_is_not_saved_back(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PATCH or an upload whose book is deleted between its load and its
+    save answers 409: a plain save (an upsert) would write back a book of the
+    changed fields only, which the list endpoint cannot show."""
+    ann = await new_author(service, "Ann")
+    patched = await new_book(service, ann, "Patched")
+    uploaded = await new_book(service, ann, "Uploaded")
+    save = Book.async_save
+
+    async def deleted_first(book: Book, *args: Any, **kwargs: Any) -> Book:
+        await get_async_db().book.delete_one({"_id": book.pk})
+        return await save(book, *args, **kwargs)
+
+    monkeypatch.setattr(Book, "async_save", deleted_first)
+    response = await service.http.patch(f"/books/{patched}", json={"year": 2000})
+    assert (response.status_code, response.json()) == (
+        409,
+        {"detail": "changed meanwhile, try again"},
+    )
+    response = await service.http.put(f"/books/{uploaded}/manuscript", content=b"x")
+    assert response.status_code == 409
+    assert await get_async_db().book.count_documents({}) == 0
+    assert await get_async_db()["manuscripts.files"].count_documents({}) == 0
+    assert await get_async_db()["manuscripts.chunks"].count_documents({}) == 0
+    monkeypatch.undo()
+    assert (await service.http.get("/books")).json() == []
+
+
+async def test_concurrent_uploads_leave_one_manuscript(service: Service) -> None:
+    """Of uploads to one book at once, those that lost the race answer 409 and
+    delete what they stored: the book holds the one file left in GridFS."""
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Drafts")
+    for _ in range(2):  # first uploads, then replacements
+        responses = await asyncio.gather(
+            *(
+                service.http.put(
+                    f"/books/{book_id}/manuscript", content=bytes([n]) * 300_000
+                )
+                for n in range(5)
+            )
+        )
+        statuses = [response.status_code for response in responses]
+        assert set(statuses) <= {200, 409} and 200 in statuses, statuses
+        files = await get_async_db()["manuscripts.files"].find().to_list()
+        stored = await get_async_db().book.find_one()
+        assert stored is not None
+        assert [file["_id"] for file in files] == [stored["manuscript"]]
+        chunks = get_async_db()["manuscripts.chunks"]
+        assert await chunks.distinct("files_id") == [stored["manuscript"]]
 
 
 def excerpts(page: Path) -> list[str]:

@@ -5,7 +5,12 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from mongoengine_async import DoesNotExist, NotUniqueError, ValidationError
+from mongoengine_async import (
+    DoesNotExist,
+    NotUniqueError,
+    SaveConditionError,
+    ValidationError,
+)
 
 
 async def not_found(request: Request, error: Exception) -> JSONResponse:
@@ -18,6 +23,11 @@ async def conflict(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": "already exists"}, status_code=409)
 
 
+async def changed(request: Request, error: Exception) -> JSONResponse:
+    """A conditional save found the document changed (or deleted) meanwhile."""
+    return JSONResponse({"detail": "changed meanwhile, try again"}, status_code=409)
+
+
 async def invalid(request: Request, error: Exception) -> JSONResponse:
     """MongoEngine's validation (or a malformed id) refused the values."""
     return JSONResponse({"detail": str(error)}, status_code=422)
@@ -27,4 +37,5 @@ def add_error_handlers(app: FastAPI) -> None:
     """Register the handlers above on ``app``."""
     app.add_exception_handler(DoesNotExist, not_found)
     app.add_exception_handler(NotUniqueError, conflict)
+    app.add_exception_handler(SaveConditionError, changed)
     app.add_exception_handler(ValidationError, invalid)

@@ -18,6 +18,7 @@ from fastapi_app.schemas import (
     FileOut,
     NewBook,
 )
+from mongoengine_async import SaveConditionError
 
 router = APIRouter()
 
@@ -97,7 +98,9 @@ async def update_book(book_id: str, body: BookPatch) -> BookOut:
     book = await Book.objects.async_get(id=book_id)
     for name, value in body.model_dump(exclude_unset=True).items():
         setattr(book, name, value)
-    await book.async_save()  # $set of the changed fields only
+    # $set of the changed fields only, on the stored book: a save upserts,
+    # which would bring back a book deleted meanwhile (SaveConditionError: 409)
+    await book.async_save(save_condition={"pk": book.pk})
     return BookOut.of(book, await Book.author.async_fetch(book))
 
 
@@ -116,7 +119,8 @@ async def upload_manuscript(
     arrives (never whole in memory); a previous manuscript is replaced."""
     book = await Book.objects.async_get(id=book_id)
     content_type = request.headers.get("content-type", "application/octet-stream")
-    if book.manuscript.grid_id is None:
+    previous = book.manuscript.grid_id
+    if previous is None:
         await book.manuscript.async_put(
             request.stream(), filename=filename, content_type=content_type
         )
@@ -124,7 +128,13 @@ async def upload_manuscript(
         await book.manuscript.async_replace(
             request.stream(), filename=filename, content_type=content_type
         )
-    await book.async_save()
+    try:
+        # Only if the book still holds the manuscript read above: a concurrent
+        # upload, or a delete of the book, makes this one give way (409).
+        await book.async_save(save_condition={"pk": book.pk, "manuscript": previous})
+    except SaveConditionError:
+        await book.manuscript.async_delete()
+        raise
     manuscript = book.manuscript
     return FileOut(
         filename=manuscript.filename,
