@@ -11,6 +11,8 @@ from gridfs.asynchronous import AsyncGridIn, AsyncGridOut
 from mongoengine.base import BaseDocument
 from mongoengine.queryset.base import BaseQuerySet
 from pymongo import AsyncMongoClient, MongoClient
+from pymongo.asynchronous.command_cursor import AsyncCommandCursor
+from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.synchronous.cursor import Cursor
 
 from mongoengine_async import _compat
@@ -43,6 +45,8 @@ def samples() -> Iterator[dict[type, Any]]:
             grid_out, grid_out._chunks, None, 0
         ),
         Cursor: sync_client["compat"]["fs"].find(),
+        AsyncCursor: root.find(),
+        AsyncCommandCursor: AsyncCommandCursor(root, {"id": 0, "firstBatch": []}, None),
     }
     sync_client.close()
 

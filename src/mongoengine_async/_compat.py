@@ -35,6 +35,7 @@ from mongoengine.fields import GridFSProxy
 from mongoengine.queryset.base import BaseQuerySet
 from mongoengine.queryset.queryset import QuerySet as MongoEngineQuerySet
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.synchronous.cursor import Cursor
 
@@ -189,6 +190,15 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     # PyMongo's cursors, whose buffered batch `async for` (and a chunk of a
     # sync queryset's result cache) takes at once.
     (AsyncCursor, "_next_batch"),
+    # A cursor of a read cancelled midway, killed by the client's background
+    # cleanup (batches.kill_soon); a change stream's is its ``_cursor``,
+    # checked by tests/test_cancel_scopes.py (it exists once the stream opens).
+    (AsyncCursor, "_id"),
+    (AsyncCursor, "_killed"),
+    (AsyncCursor, "_die_no_lock"),
+    (AsyncCommandCursor, "_id"),
+    (AsyncCommandCursor, "_killed"),
+    (AsyncCommandCursor, "_die_no_lock"),
     (Cursor, "_data"),
     # The loop an AsyncMongoClient bound itself to on its first operation
     # (connection.py; read with a default: None, as before any operation).

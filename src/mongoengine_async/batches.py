@@ -1,5 +1,6 @@
 """Reading a whole result at once: the batch size that asks for it in one
-reply, and building or walking the batch with the cyclic GC paused.
+reply, and building or walking the batch with the cyclic GC paused; and
+killing the server cursor of a read cancelled midway.
 
 Used by the queryset, the delete rules and select_related alike.
 """
@@ -11,7 +12,7 @@ import gc
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ("WHOLE_RESULT", "gc_paused", "materialise_all")
+__all__ = ("WHOLE_RESULT", "gc_paused", "kill_soon", "materialise_all")
 
 # The batch size that asks for a whole result: the server's first reply holds
 # 101 documents unless asked for more, and replies are capped at 16 MB anyway,
@@ -49,3 +50,21 @@ def materialise_all(materialise: Callable[[Any], Any], raws: list) -> list:
         return [materialise(raw) for raw in raws]
     with gc_paused():
         return [materialise(raw) for raw in raws]
+
+
+def kill_soon(cursor: Any) -> None:
+    """Have the client's background task kill ``cursor`` on the server, for a
+    read that was cancelled (call it on ``asyncio.CancelledError``).
+
+    PyMongo closes the cursor of a cancelled read, awaiting its
+    ``killCursors``; a cancellation delivered again at every await (an anyio
+    cancel scope: Starlette's streaming response on a client disconnect,
+    ``anyio.move_on_after``) cancels that too, after PyMongo marked the cursor
+    closed, and the server keeps the cursor for 10 minutes. Here the cursor
+    goes to PyMongo's cleanup of a cursor garbage-collected unclosed; one
+    PyMongo did close gets a second ``killCursors``, which the server ignores.
+    """
+    if cursor is None or not cursor._id:
+        return  # used up on the server, or never opened
+    cursor._killed = False
+    cursor._die_no_lock()

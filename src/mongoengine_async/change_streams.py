@@ -11,6 +11,7 @@ loaded by our loader (``from_bson.py``) and the update description with
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass
 from types import TracebackType
@@ -23,6 +24,7 @@ from mongoengine.fields import EmbeddedDocumentField
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from mongoengine_async.batches import kill_soon
 from mongoengine_async.from_bson import Load, loader, loader_key
 
 if TYPE_CHECKING:
@@ -293,6 +295,10 @@ class ChangeStream(Generic[D]):
             stream = await self._opened()
             async for raw in stream:
                 yield self._event(raw)
+        except asyncio.CancelledError:
+            if self._stream is not None:
+                kill_soon(self._stream._cursor)
+            raise
         finally:
             await self.aclose()
 

@@ -43,6 +43,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 
 from mongoengine_async._compat import AsyncGridOutChunkIterator
+from mongoengine_async.batches import kill_soon
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.connection import (
     get_async_collection,
@@ -556,6 +557,9 @@ class AsyncGridFSProxy(GridFSProxy):
                 if not piece:
                     return
                 yield piece
+        except asyncio.CancelledError:
+            kill_soon(getattr(grid_out._chunk_iter, "_cursor", None))
+            raise
         finally:
             await grid_out.close()
 

@@ -10,6 +10,7 @@ name alone.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import warnings
 from collections.abc import (
@@ -61,7 +62,7 @@ from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 
 from mongoengine_async import deltas, plan_watch, sequences, signals, to_bson
-from mongoengine_async.batches import WHOLE_RESULT, materialise_all
+from mongoengine_async.batches import WHOLE_RESULT, kill_soon, materialise_all
 from mongoengine_async.change_streams import ChangeStream, WatchOptions
 from mongoengine_async.connection import collection_alias
 from mongoengine_async.context import dereference_disabled
@@ -145,9 +146,13 @@ class AsyncAggregation:
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         cursor = await self._open_cursor()
-        async with cursor:
-            async for document in cursor:
-                yield document
+        try:
+            async with cursor:
+                async for document in cursor:
+                    yield document
+        except asyncio.CancelledError:
+            kill_soon(cursor)
+            raise
 
 
 class IdQuery(Q):
@@ -356,14 +361,19 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             return
         materialise = self._materialiser()
         batch: list[dict] = []
-        async with self._new_cursor() as cursor:
-            # The cursor's buffered batch at once (a getMore only once it is
-            # used up, as a plain ``async for`` would), each document built as
-            # it is asked for.
-            while await cursor._next_batch(batch):
-                for raw in batch:
-                    yield materialise(raw)
-                batch.clear()
+        cursor = self._new_cursor()
+        try:
+            async with cursor:
+                # The cursor's buffered batch at once (a getMore only once it
+                # is used up, as a plain ``async for`` would), each document
+                # built as it is asked for.
+                while await cursor._next_batch(batch):
+                    for raw in batch:
+                        yield materialise(raw)
+                    batch.clear()
+        except asyncio.CancelledError:
+            kill_soon(cursor)
+            raise
 
     async def async_to_list(
         self, length: int | None = None, *, session: AsyncClientSession | None = None
@@ -392,7 +402,11 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         cursor = self._new_cursor()
         if self._batch_size is None:
             cursor.batch_size(WHOLE_RESULT if length is None else max(length, 0))
-        return await cursor.to_list(length)
+        try:
+            return await cursor.to_list(length)
+        except asyncio.CancelledError:
+            kill_soon(cursor)
+            raise
 
     async def async_first(
         self, *, session: AsyncClientSession | None = None

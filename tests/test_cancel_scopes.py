@@ -1,0 +1,182 @@
+"""A cancellation delivered again at every await, as an anyio cancel scope
+does (Starlette's streaming response when the client disconnects under
+uvicorn, ``anyio.move_on_after``), still gets the server cursor of a read
+cancelled midway killed. PyMongo closes the connection of a cancelled reply
+and awaits the ``killCursors`` on a new one, which such a scope cancels too."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous import pool
+
+from mongoengine_async import Document, FileField, IntField, get_async_db
+from mongoengine_async.testing import fresh_database
+
+WAIT_SECONDS = 20
+ALIAS = "cancel_scopes"
+_IN_GET_MORE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "in_get_more", default=False
+)
+
+
+class CsrRow(Document):
+    n = IntField()
+    meta = {"db_alias": ALIAS}
+
+
+class CsrFile(Document):
+    data = FileField(db_alias=ALIAS)
+    meta = {"db_alias": ALIAS}
+
+
+@pytest.fixture
+async def database(mongodb_uri: str) -> AsyncIterator[str]:
+    """The models' alias, used by one task at a time: its pool holds one
+    connection, so once that of the cancelled reply is closed the kill needs
+    a new one."""
+    async with fresh_database(ALIAS, mongodb_uri):
+        yield get_async_db(ALIAS).name + "."
+
+
+@pytest.fixture
+async def probe(mongodb_uri: str) -> AsyncIterator[AsyncMongoClient[Any]]:
+    """A client of its own, to look at the server's cursors."""
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongodb_uri)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def get_more_started(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Every getMore waits for its reply (a slow server): the wait is in
+    PyMongo's receive, so a cancellation there is one of a getMore in flight."""
+    started = asyncio.Event()
+    run_operation = AsyncMongoClient._run_operation
+    receive = pool.async_receive_message
+
+    async def run(self: Any, operation: Any, *args: Any, **kwargs: Any) -> Any:
+        _IN_GET_MORE.set(operation.name == "getMore")
+        return await run_operation(self, operation, *args, **kwargs)
+
+    async def slow_receive(*args: Any, **kwargs: Any) -> Any:
+        if _IN_GET_MORE.get():
+            started.set()
+            await asyncio.sleep(WAIT_SECONDS * 2)
+        return await receive(*args, **kwargs)
+
+    monkeypatch.setattr(AsyncMongoClient, "_run_operation", run)
+    monkeypatch.setattr(pool, "async_receive_message", slow_receive)
+    return started
+
+
+async def open_cursors(probe: AsyncMongoClient[Any], name: str) -> int:
+    """The idle cursors the server holds on database ``name``."""
+    cursor = await probe.admin.aggregate(
+        [
+            {"$currentOp": {"idleCursors": True, "allUsers": True}},
+            {"$match": {"type": "idleCursor"}},
+        ]
+    )
+    return sum(1 for op in await cursor.to_list(None) if op["ns"].startswith(name))
+
+
+async def until(condition: Callable[[], Awaitable[bool]]) -> None:
+    async def wait() -> None:
+        while not await condition():
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(wait(), WAIT_SECONDS)
+
+
+async def cancel_in_get_more(
+    read: Callable[[], Awaitable[Any]],
+    started: asyncio.Event,
+    probe: AsyncMongoClient[Any],
+    name: str,
+) -> None:
+    """Run ``read`` until a getMore is in flight, cancel it as anyio does (at
+    every await, until it ends), then wait for the server to drop the cursor."""
+    task = asyncio.create_task(read())
+    await asyncio.wait_for(started.wait(), WAIT_SECONDS)
+    await until(lambda: _is(open_cursors(probe, name), 1))
+    while not task.done():
+        task.cancel()
+        await asyncio.sleep(0)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await until(lambda: _is(open_cursors(probe, name), 0))
+
+
+async def _is(count: Awaitable[int], expected: int) -> bool:
+    return await count == expected
+
+
+async def rows() -> None:
+    await CsrRow.objects.async_insert([CsrRow(n=n) for n in range(10)])
+
+
+async def test_async_for(
+    database: str, probe: AsyncMongoClient[Any], get_more_started: asyncio.Event
+) -> None:
+    await rows()
+
+    async def read() -> None:
+        async for _ in CsrRow.objects.batch_size(2):
+            pass
+
+    await cancel_in_get_more(read, get_more_started, probe, database)
+
+
+async def test_async_to_list(
+    database: str, probe: AsyncMongoClient[Any], get_more_started: asyncio.Event
+) -> None:
+    await rows()
+    read = CsrRow.objects.batch_size(2).async_to_list
+    await cancel_in_get_more(read, get_more_started, probe, database)
+
+
+async def test_aggregation(
+    database: str, probe: AsyncMongoClient[Any], get_more_started: asyncio.Event
+) -> None:
+    await rows()
+
+    async def read() -> None:
+        async for _ in CsrRow.objects.async_aggregate([], batchSize=2):
+            pass
+
+    await cancel_in_get_more(read, get_more_started, probe, database)
+
+
+async def test_file_chunks(
+    database: str, probe: AsyncMongoClient[Any], get_more_started: asyncio.Event
+) -> None:
+    document = CsrFile()
+    await document.data.async_put(os.urandom(10 * 1024 * 1024))  # 3 batches
+    await document.async_save()
+    proxy = await CsrFile.data.async_get(document)
+    assert proxy is not None
+
+    async def read() -> None:
+        async for _ in proxy:
+            pass
+
+    await cancel_in_get_more(read, get_more_started, probe, database)
+
+
+async def test_change_stream(
+    database: str, probe: AsyncMongoClient[Any], get_more_started: asyncio.Event
+) -> None:
+    await rows()
+
+    async def read() -> None:
+        async for _ in CsrRow.async_watch(max_await_time_ms=100):
+            pass
+
+    await cancel_in_get_more(read, get_more_started, probe, database)
