@@ -1,7 +1,8 @@
 """The typed public API holds: mypy (--strict) and pyright, with a user's
 settings (tests/typing/mypy.ini, pyrightconfig.json), accept
 tests/typing/check_table.py (issue 16's table, as ``assert_type``, with the sync
-API and container assignments) and tests/typing/submodule_imports.py, and report
+API and container assignments), tests/typing/submodule_imports.py and
+tests/typing/strict.py (the async API in pyright's strict mode), and report
 each deliberate mistake of tests/typing/errors.py, so a change that loses a type
 fails the suite."""
 
@@ -25,6 +26,7 @@ FILES = [
     "check_table.py",
     "star_import.py",
     "submodule_imports.py",
+    "strict.py",
     "errors.py",
 ]
 BIN = Path(sys.executable).parent

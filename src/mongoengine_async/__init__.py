@@ -45,7 +45,6 @@ from mongoengine import (
     pre_init,
     pre_save,
     pre_save_post_validation,
-    queryset_manager,
 )
 
 from mongoengine_async.change_streams import (
@@ -133,6 +132,7 @@ if TYPE_CHECKING:  # value-typed fields (see docs/typing.md)
         StringField,
         URLField,
         UUIDField,
+        queryset_manager,
     )
 else:
     from mongoengine import (
@@ -164,6 +164,7 @@ else:
         StringField,
         URLField,
         UUIDField,
+        queryset_manager,
     )
 
     from mongoengine_async.fields import (

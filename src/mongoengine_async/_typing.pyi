@@ -26,6 +26,7 @@ from uuid import UUID
 
 from bson import SON, DBRef, ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.collation import Collation
 from pymongo.command_cursor import CommandCursor
 from typing_extensions import Self
 
@@ -40,6 +41,7 @@ _E = TypeVar("_E", bound=BaseDocument)
 _Enum = TypeVar("_Enum", bound=Enum)
 _X = TypeVar("_X")
 _Q = TypeVar("_Q")
+_R = TypeVar("_R")
 _Default: TypeAlias = _X | Callable[[], _X]
 
 # -- documents ---------------------------------------------------------------------
@@ -109,10 +111,27 @@ class _Objects:
 
     def __get__(self, instance: None, owner: type[_D]) -> QuerySet[_D]: ...
 
+class _Manager(_Objects, Generic[_R]):
+    """What ``@queryset_manager`` makes of a function: on the class, what the
+    function returns for the class's queryset (``QuerySet[Post]``, say)."""
+
+    def __get__(self, instance: object, owner: type[Any]) -> _R: ...  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]
+
+# MongoEngine's decorator, typed: the function takes the queryset (and, first,
+# the document class) and its return type is what the attribute reads as.
+@overload
+def queryset_manager(func: Callable[[Any], _R]) -> _Manager[_R]: ...
+@overload
+def queryset_manager(func: Callable[[Any, Any], _R]) -> _Manager[_R]: ...
+@overload
+def queryset_manager(func: Callable[..., Any]) -> _Manager[Any]: ...
+
 class MongoEngineDocument(BaseDocument):
     """MongoEngine's Document, for the checker (ours adds the async methods)."""
 
-    objects: ClassVar[_Objects]
+    # (Not a ClassVar: a ``@queryset_manager def objects`` of a model, a
+    # decorated method to pyright, overrides it.)
+    objects: _Objects
     _collection: ClassVar[Any]
     pk: Any
     id: Any
@@ -222,7 +241,9 @@ class MongoEngineQuerySet:
     def limit(self, n: int) -> Self: ...
     def skip(self, n: int) -> Self: ...
     def hint(self, index: Any = None) -> Self: ...
-    def collation(self, collation: Mapping[str, Any] | None = None) -> Self: ...
+    def collation(
+        self, collation: Mapping[str, Any] | Collation | None = None
+    ) -> Self: ...
     def batch_size(self, size: int) -> Self: ...
     def only(self, *fields: str) -> Self: ...
     def exclude(self, *fields: str) -> Self: ...
@@ -381,8 +402,10 @@ class BaseField(Generic[_T]):
         self, message: str = "", errors: Any = None, field_name: str | None = None
     ) -> None: ...
 
-# Scalar fields: ``required=True`` or a ``default`` give ``T``, else ``T | None``
-# (the last overload serves subclasses, which declare their own value type).
+# Scalar fields: ``required=True`` or a ``default`` give ``T``, else ``T | None``;
+# the last overload serves subclasses, which declare their own value type, and
+# the other calls (a ``default`` of another type, such as ``DecimalField(default=0)``,
+# which reads as an int until loaded): those read as ``Any``.
 
 class StringField(BaseField[_T]):
     @overload
@@ -398,7 +421,7 @@ class StringField(BaseField[_T]):
         self: StringField[str | None], *args: Any, default: None = None, **kwargs: Any
     ) -> None: ...
     @overload
-    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def __init__(self: StringField[Any], *args: Any, **kwargs: Any) -> None: ...
 
 class URLField(BaseField[_T]):
     @overload
@@ -414,7 +437,7 @@ class URLField(BaseField[_T]):
         self: URLField[str | None], *args: Any, default: None = None, **kwargs: Any
     ) -> None: ...
     @overload
-    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def __init__(self: URLField[Any], *args: Any, **kwargs: Any) -> None: ...
 
 class EmailField(BaseField[_T]):
     @overload
@@ -430,7 +453,7 @@ class EmailField(BaseField[_T]):
         self: EmailField[str | None], *args: Any, default: None = None, **kwargs: Any
     ) -> None: ...
     @overload
-    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def __init__(self: EmailField[Any], *args: Any, **kwargs: Any) -> None: ...
 
 class IntField(BaseField[_T]):
     @overload
@@ -446,7 +469,7 @@ class IntField(BaseField[_T]):
         self: IntField[int | None], *args: Any, default: None = None, **kwargs: Any
     ) -> None: ...
     @overload
-    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def __init__(self: IntField[Any], *args: Any, **kwargs: Any) -> None: ...
 
 class LongField(BaseField[_T]):
     @overload
@@ -462,7 +485,7 @@ class LongField(BaseField[_T]):
         self: LongField[int | None], *args: Any, default: None = None, **kwargs: Any
     ) -> None: ...
     @overload
-    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def __init__(self: LongField[Any], *args: Any, **kwargs: Any) -> None: ...
 
 class SequenceField(BaseField[_T]):
     collection_name: str
@@ -487,7 +510,7 @@ class SequenceField(BaseField[_T]):
         self: SequenceField[int | None], *args: Any, default: None = None, **kwargs: Any
     ) -> None: ...
     @overload
-    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def __init__(self: SequenceField[Any], *args: Any, **kwargs: Any) -> None: ...
 
 class FloatField(BaseField[_T]):
     @overload
@@ -503,7 +526,7 @@ class FloatField(BaseField[_T]):
         self: FloatField[float | None], *args: Any, default: None = None, **kwargs: Any
     ) -> None: ...
     @overload
-    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def __init__(self: FloatField[Any], *args: Any, **kwargs: Any) -> None: ...
 
 class DecimalField(BaseField[_T]):
     @overload
@@ -525,7 +548,7 @@ class DecimalField(BaseField[_T]):
         **kwargs: Any,
     ) -> None: ...
     @overload
-    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def __init__(self: DecimalField[Any], *args: Any, **kwargs: Any) -> None: ...
 
 class Decimal128Field(BaseField[_T]):
     @overload
@@ -550,7 +573,7 @@ class Decimal128Field(BaseField[_T]):
         **kwargs: Any,
     ) -> None: ...
     @overload
-    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def __init__(self: Decimal128Field[Any], *args: Any, **kwargs: Any) -> None: ...
 
 class BooleanField(BaseField[_T]):
     @overload
@@ -566,7 +589,7 @@ class BooleanField(BaseField[_T]):
         self: BooleanField[bool | None], *args: Any, default: None = None, **kwargs: Any
     ) -> None: ...
     @overload
-    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def __init__(self: BooleanField[Any], *args: Any, **kwargs: Any) -> None: ...
 
 class DateTimeField(BaseField[_T]):
     @overload
@@ -591,7 +614,7 @@ class DateTimeField(BaseField[_T]):
         **kwargs: Any,
     ) -> None: ...
     @overload
-    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def __init__(self: DateTimeField[Any], *args: Any, **kwargs: Any) -> None: ...
 
 class ComplexDateTimeField(BaseField[_T]):
     @overload
@@ -616,7 +639,9 @@ class ComplexDateTimeField(BaseField[_T]):
         **kwargs: Any,
     ) -> None: ...
     @overload
-    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def __init__(
+        self: ComplexDateTimeField[Any], *args: Any, **kwargs: Any
+    ) -> None: ...
 
 class DateField(BaseField[_T]):
     @overload
@@ -632,7 +657,7 @@ class DateField(BaseField[_T]):
         self: DateField[date | None], *args: Any, default: None = None, **kwargs: Any
     ) -> None: ...
     @overload
-    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def __init__(self: DateField[Any], *args: Any, **kwargs: Any) -> None: ...
 
 class UUIDField(BaseField[_T]):
     @overload
@@ -648,7 +673,7 @@ class UUIDField(BaseField[_T]):
         self: UUIDField[UUID | None], *args: Any, default: None = None, **kwargs: Any
     ) -> None: ...
     @overload
-    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def __init__(self: UUIDField[Any], *args: Any, **kwargs: Any) -> None: ...
 
 class ObjectIdField(BaseField[_T]):
     @overload
@@ -673,7 +698,7 @@ class ObjectIdField(BaseField[_T]):
         **kwargs: Any,
     ) -> None: ...
     @overload
-    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def __init__(self: ObjectIdField[Any], *args: Any, **kwargs: Any) -> None: ...
 
 class BinaryField(BaseField[_T]):
     @overload
@@ -689,7 +714,7 @@ class BinaryField(BaseField[_T]):
         self: BinaryField[bytes | None], *args: Any, default: None = None, **kwargs: Any
     ) -> None: ...
     @overload
-    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def __init__(self: BinaryField[Any], *args: Any, **kwargs: Any) -> None: ...
 
 class EnumField(BaseField[_T]):
     @overload
@@ -717,7 +742,7 @@ class EnumField(BaseField[_T]):
         **kwargs: Any,
     ) -> None: ...
     @overload
-    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def __init__(self: EnumField[Any], *args: Any, **kwargs: Any) -> None: ...
 
 class EmbeddedDocumentField(BaseField[_T]):
     """``EmbeddedDocumentField(Comment)``: a ``Comment`` (``| None`` unless
@@ -753,7 +778,9 @@ class EmbeddedDocumentField(BaseField[_T]):
         self: EmbeddedDocumentField[Any], document_type: str, *args: Any, **kwargs: Any
     ) -> None: ...
     @overload
-    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def __init__(
+        self: EmbeddedDocumentField[Any], *args: Any, **kwargs: Any
+    ) -> None: ...
 
 class GenericEmbeddedDocumentField(BaseField[Any]): ...
 
@@ -1006,8 +1033,15 @@ class LazyReferenceField(BaseField[_T]):
     ) -> None: ...
     @overload
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
-    # Set to a document, a LazyReference, a DBRef or an id, as in MongoEngine.
-    def __set__(self, instance: Any, value: Any) -> None: ...
+    @overload
+    def __get__(self, instance: None, owner: Any) -> Self: ...
+    @overload
+    def __get__(self, instance: object, owner: Any) -> _T: ...
+    # Set to a document, a LazyReference, a DBRef or the primary key (of any
+    # type), as in MongoEngine; it reads as a LazyReference whatever was set
+    # (``object``, not ``Any``: mypy would read an ``Any`` back, and pyright,
+    # with ``__get__`` declared again here, does not narrow to what was set).
+    def __set__(self, instance: Any, value: object) -> None: ...
 
 class GenericLazyReferenceField(BaseField[Any]): ...
 

@@ -79,7 +79,9 @@ class ChangeEvent(Generic[D]):
 # -- the $match ----------------------------------------------------------------
 
 
-def match_stage(filter_: Mapping[str, Any], cls_query: Mapping[str, Any]) -> dict:
+def match_stage(
+    filter_: Mapping[str, Any], cls_query: Mapping[str, Any]
+) -> dict[str, Any]:
     """The ``$match`` of a stream for a queryset's filter and its ``_cls`` part.
 
     A filter only on ``_id`` matches ``documentKey`` (every event of those
@@ -253,7 +255,7 @@ class ChangeStream(Generic[D]):
             )
         return self._stream
 
-    def pipeline(self) -> list[dict]:
+    def pipeline(self) -> list[dict[str, Any]]:
         """The stream's pipeline: the ``$match`` of the queryset's filter, if any;
         one letting no event through for ``none()``, as its queries find nothing."""
         queryset = self._queryset

@@ -176,7 +176,7 @@ def _own(client: AsyncMongoClient, alias: str, database: str) -> None:
 
 async def connect_async(
     db: str | None = None, alias: str = DEFAULT_CONNECTION_NAME, **kwargs: Any
-) -> AsyncMongoClient:
+) -> AsyncMongoClient[dict[str, Any]]:
     """Register ``alias`` as an async connection and return its client.
 
     Takes the same arguments as :func:`mongoengine.connect` (its
@@ -236,7 +236,9 @@ def undefined_alias_error(alias: str) -> ConnectionFailure:
     return ConnectionFailure(f'Connection with alias "{alias}" has not been defined')
 
 
-def get_async_connection(alias: str = DEFAULT_CONNECTION_NAME) -> AsyncMongoClient:
+def get_async_connection(
+    alias: str = DEFAULT_CONNECTION_NAME,
+) -> AsyncMongoClient[dict[str, Any]]:
     """The AsyncMongoClient of an async alias for the running event loop.
 
     Outside any loop: a client that belongs to no loop yet (the next loop to
@@ -374,13 +376,15 @@ def _options(collection: AsyncCollection) -> dict[str, Any]:
     }
 
 
-def get_async_db(alias: str = DEFAULT_CONNECTION_NAME) -> AsyncDatabase:
+def get_async_db(
+    alias: str = DEFAULT_CONNECTION_NAME,
+) -> AsyncDatabase[dict[str, Any]]:
     """The AsyncDatabase of an async alias."""
     client = get_async_connection(alias)
     return _database_on(client, _settings[alias]["name"])
 
 
-def get_async_collection(alias: str, name: str) -> AsyncCollection:
+def get_async_collection(alias: str, name: str) -> AsyncCollection[dict[str, Any]]:
     """The AsyncCollection ``name`` in the database of an async alias."""
     client = get_async_connection(alias)
     return _collection_on(client, _settings[alias]["name"], name)

@@ -321,12 +321,12 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         force_insert: bool = False,
         validate: bool = True,
         clean: bool = True,
-        write_concern: dict | None = None,
+        write_concern: dict[str, Any] | None = None,
         cascade: bool | None = None,
-        cascade_kwargs: dict | None = None,
-        _refs: list | None = None,
-        save_condition: dict | None = None,
-        signal_kwargs: dict | None = None,
+        cascade_kwargs: dict[str, Any] | None = None,
+        _refs: list[Any] | None = None,
+        save_condition: dict[str, Any] | None = None,
+        signal_kwargs: dict[str, Any] | None = None,
         session: AsyncClientSession | None = None,
         **kwargs: Any,
     ) -> Self:
@@ -577,7 +577,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
 
     async def async_delete(
         self,
-        signal_kwargs: dict | None = None,
+        signal_kwargs: dict[str, Any] | None = None,
         transaction: bool = True,
         session: AsyncClientSession | None = None,
         **write_concern: Any,
@@ -680,7 +680,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
 
     async def async_modify(
         self,
-        query: dict | None = None,
+        query: dict[str, Any] | None = None,
         *,
         session: AsyncClientSession | None = None,
         **update: Any,

@@ -145,7 +145,7 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
         data: Any,
         filename: str | None = None,
         content_type: str | None = None,
-        metadata: dict | None = None,
+        metadata: dict[str, Any] | None = None,
         *,
         session: AsyncClientSession | None = None,
         **kwargs: Any,

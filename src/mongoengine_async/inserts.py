@@ -73,8 +73,8 @@ class FastSyncInserts(MongoEngineQuerySet):
         self,
         doc_or_docs: Any,
         load_bulk: bool = True,
-        write_concern: dict | None = None,
-        signal_kwargs: dict | None = None,
+        write_concern: dict[str, Any] | None = None,
+        signal_kwargs: dict[str, Any] | None = None,
     ) -> Any:
         """MongoEngine's ``insert``: the same checks, signals, writes, errors and
         results, each document dumped by its class's write plan."""

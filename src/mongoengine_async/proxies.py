@@ -13,7 +13,7 @@ import copy
 import threading
 import weakref
 from collections.abc import Generator
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import mongoengine
 from bson import SON, DBRef
@@ -502,6 +502,16 @@ class LazyReference(MongoEngineLazyReference, Generic[_D]):
     __slots__ = ("_lock",)
     _lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None  # and its loop
     _cached_doc: Any  # MongoEngine's slot: the loaded document, else None
+
+    if TYPE_CHECKING:  # MongoEngine's, typed: LazyReference(Author, pk) is of Author
+
+        def __init__(
+            self,
+            document_type: type[_D],
+            pk: Any,
+            cached_doc: _D | None = None,
+            passthrough: bool = False,
+        ) -> None: ...
 
     async def async_fetch(
         self, force: bool = False, session: AsyncClientSession | None = None

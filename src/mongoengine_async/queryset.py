@@ -20,6 +20,7 @@ from collections.abc import (
     Generator,
     Iterator,
     Mapping,
+    Sequence,
 )
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -226,7 +227,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         name: str,
         use: str,
         session: AsyncClientSession | None = None,
-        write_concern: dict | None = None,
+        write_concern: dict[str, Any] | None = None,
     ) -> AsyncCollection:
         """The collection on the running loop's client (the queryset may have been
         built outside it), prepared (indexes) once, after the mode check; the
@@ -595,8 +596,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
 
     def async_aggregate(
         self,
-        pipeline: list[dict] | dict,
-        *suppl_pipeline: dict,
+        pipeline: Sequence[Mapping[str, Any]] | dict[str, Any],
+        *suppl_pipeline: Mapping[str, Any],
         session: AsyncClientSession | None = None,
         **kwargs: Any,
     ) -> AsyncAggregation:
@@ -737,8 +738,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         self,
         doc_or_docs: Any,
         load_bulk: bool = True,
-        write_concern: dict | None = None,
-        signal_kwargs: dict | None = None,
+        write_concern: dict[str, Any] | None = None,
+        signal_kwargs: dict[str, Any] | None = None,
         session: AsyncClientSession | None = None,
     ) -> Any:
         """Insert one document or a list of them in a single round trip.
@@ -810,10 +811,10 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         self,
         upsert: bool = False,
         multi: bool = True,
-        write_concern: dict | None = None,
-        read_concern: dict | None = None,
+        write_concern: dict[str, Any] | None = None,
+        read_concern: dict[str, Any] | None = None,
         full_result: bool = False,
-        array_filters: list | None = None,
+        array_filters: list[Any] | None = None,
         session: AsyncClientSession | None = None,
         **update: Any,
     ) -> Any:
@@ -856,9 +857,9 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     async def async_update_one(
         self,
         upsert: bool = False,
-        write_concern: dict | None = None,
+        write_concern: dict[str, Any] | None = None,
         full_result: bool = False,
-        array_filters: list | None = None,
+        array_filters: list[Any] | None = None,
         session: AsyncClientSession | None = None,
         **update: Any,
     ) -> Any:
@@ -877,8 +878,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
 
     async def async_upsert_one(
         self,
-        write_concern: dict | None = None,
-        read_concern: dict | None = None,
+        write_concern: dict[str, Any] | None = None,
+        read_concern: dict[str, Any] | None = None,
         session: AsyncClientSession | None = None,
         **update: Any,
     ) -> _D | None:
@@ -905,7 +906,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         full_response: bool = False,
         remove: bool = False,
         new: bool = False,
-        array_filters: list | None = None,
+        array_filters: list[Any] | None = None,
         session: AsyncClientSession | None = None,
         **update: Any,
     ) -> _D | None:
@@ -959,9 +960,9 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
 
     async def async_delete(
         self,
-        write_concern: dict | None = None,
+        write_concern: dict[str, Any] | None = None,
         _from_doc_delete: bool = False,
-        cascade_refs: set | None = None,
+        cascade_refs: set[Any] | None = None,
         transaction: bool = True,
         session: AsyncClientSession | None = None,
     ) -> int | None:

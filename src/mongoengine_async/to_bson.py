@@ -171,7 +171,7 @@ class FastWrites:
         if plan is None or not plan.valid(self, clean):
             super().validate(clean=clean)  # type: ignore[misc]
 
-    def to_mongo(self, *args: Any, **kwargs: Any) -> SON:
+    def to_mongo(self, *args: Any, **kwargs: Any) -> SON[str, Any]:
         """MongoEngine's ``to_mongo``, built by the plan for the default arguments."""
         if args or kwargs:  # MongoEngine's own: no plan to keep current
             return super().to_mongo(*args, **kwargs)  # type: ignore[misc]

@@ -6,10 +6,12 @@ are here too: unchanged sync code must type-check after the one-line import."""
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping, Sequence
 from typing import Any, assert_type
 
 from bson import DBRef, ObjectId
-from models import Author, Book, Colour, LongReview, Review
+from models import Author, Book, Colour, LongReview, Note, Review
+from pymongo.collation import Collation
 from pymongo.command_cursor import CommandCursor
 
 from mongoengine_async import (
@@ -47,6 +49,21 @@ async def queries() -> None:
     assert_type(uncached, QuerySetNoCache[Book])
     assert_type(await uncached.async_to_list(), list[Book])
     assert_type(uncached.cache(), QuerySet[Book])
+    assert_type(Book.long_ones, QuerySet[Book])  # a @queryset_manager
+    assert_type(await Book.long_ones.async_first(), Book | None)
+    assert_type(Note.objects, QuerySet[Note])  # a @queryset_manager objects
+    assert_type(await Note.objects.async_get(), Note)
+    english = Collation(locale="en", strength=2)
+    assert_type(Book.objects.collation(english), QuerySet[Book])
+
+
+async def aggregations(stages: Sequence[Mapping[str, Any]]) -> None:
+    """A pipeline is any sequence of stages (PyMongo's type), or one stage."""
+    async for row in Book.objects.async_aggregate(stages):
+        assert_type(row, dict[str, Any])
+    Book.objects.async_aggregate(({"$match": {}}, {"$limit": 1}))
+    Book.objects.async_aggregate([{"$match": {}}], {"$limit": 1})
+    Book.objects.async_aggregate({"$match": {}})
 
 
 async def documents(book: Book) -> None:
@@ -86,6 +103,9 @@ async def documents(book: Book) -> None:
     if book.editor is not None:
         assert_type(await book.editor.async_fetch(), Author)
     assert_type(await Book.author.async_fetch(book), Author)
+    assert_type(book.reviewer, LazyReference[Author])
+    assert_type(book.price_tag, Any)
+    assert_type(LazyReference(Author, book.pk), LazyReference[Author])
     assert_type(await Book.cover.async_get(book), AsyncGridFSProxy | None)
 
 
@@ -142,6 +162,10 @@ def container_assignments(
     book.labels.append("c")
     book.labels = None
     assert_type(book.labels, list[str])
+    book.reviewer = Author(name="x")  # reads as a LazyReference all the same
+    assert_type(book.reviewer, LazyReference[Author])
+    book.reviewer = author_id
+    assert_type(book.reviewer, LazyReference[Author])
 
 
 def sync_queries(ids: list[Any]) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import enum
 
 from mongoengine_async import (
+    BooleanField,
     DateTimeField,
+    DecimalField,
     DictField,
     Document,
     EmbeddedDocument,
@@ -18,9 +20,11 @@ from mongoengine_async import (
     LazyReferenceField,
     ListField,
     MapField,
+    QuerySet,
     ReferenceField,
     SortedListField,
     StringField,
+    queryset_manager,
 )
 
 
@@ -63,3 +67,20 @@ class Book(Document):
     reviews = EmbeddedDocumentListField(Review)
     extra = DictField()
     cover = FileField()
+    reviewer = LazyReferenceField(Author, required=True)
+    price_tag = DecimalField(default=0)  # an int until saved and loaded: Any
+
+    @queryset_manager
+    def long_ones(doc_cls, queryset: QuerySet[Book]) -> QuerySet[Book]:
+        return queryset.filter(pages__gt=300)
+
+
+class Note(Document):
+    """A custom ``objects`` (docs/delete_rules.md): the manager's queryset."""
+
+    text = StringField()
+    active = BooleanField(default=True)
+
+    @queryset_manager
+    def objects(doc_cls, queryset: QuerySet[Note]) -> QuerySet[Note]:
+        return queryset.filter(active=True)
