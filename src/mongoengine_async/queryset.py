@@ -1032,9 +1032,11 @@ def _describe(queryset: BaseQuerySet) -> tuple[bool, str, str]:
 
 if TYPE_CHECKING:  # (the typed view of both is BaseQuerySet's stub base)
 
-    class _Caching: ...
+    class _Caching:
+        def no_cache(self) -> Any: ...  # (MongoEngine's QuerySet only)
 
-    class _NotCaching: ...
+    class _NotCaching:
+        def cache(self) -> Any: ...  # (MongoEngine's QuerySetNoCache only)
 
 else:
     _Caching, _NotCaching = me_queryset.QuerySet, me_queryset.QuerySetNoCache

@@ -19,3 +19,8 @@ def sync_mistakes(maybe: list[str | None]) -> None:
     Book.objects.get(title="x").titel  # MISTAKE: attribute
     Book.objects.first().title  # MISTAKE: optional
     Book.objects.get().labels = maybe  # MISTAKE: None items
+
+
+def cache_mistakes() -> None:
+    Book.objects.cache()  # MISTAKE: attribute of QuerySet
+    Book.objects.no_cache().no_cache()  # MISTAKE: attribute of QuerySetNoCache
