@@ -29,7 +29,9 @@ class BookIn(BaseModel):
     """A book of an author named by the path."""
 
     title: str = Field(min_length=1, max_length=300)
-    year: int | None = None
+    # (A negative year is MongoEngine's ValidationError; a year past BSON's
+    # 64-bit ints would fail to encode, a 500: pydantic refuses it first.)
+    year: int | None = Field(default=None, le=9999)
 
 
 class NewBook(BookIn):
@@ -42,7 +44,7 @@ class BookPatch(BaseModel):
     """The fields to change; those left out keep their value."""
 
     title: str | None = Field(default=None, min_length=1, max_length=300)
-    year: int | None = None
+    year: int | None = Field(default=None, le=9999)
 
 
 class BookOut(BaseModel):
