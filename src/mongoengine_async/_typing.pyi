@@ -42,6 +42,7 @@ _Enum = TypeVar("_Enum", bound=Enum)
 _X = TypeVar("_X")
 _Q = TypeVar("_Q")
 _R = TypeVar("_R")
+_Doc = TypeVar("_Doc", bound=MongoEngineDocument)
 _Default: TypeAlias = _X | Callable[[], _X]
 
 # -- documents ---------------------------------------------------------------------
@@ -831,7 +832,15 @@ class ListField(BaseField[_T]):
     @overload
     def __get__(self, instance: object, owner: Any) -> _T: ...
     # (Narrower than BaseField's: a list field takes no other value than a list.)
-    def __set__(  # type: ignore[override]
+    # A list of references is set from documents, ids or DBRefs, as one reference.
+    @overload  # type: ignore[override]
+    def __set__(
+        self: ListField[list[_Doc]],
+        instance: Any,
+        value: Sequence[_Doc | DBRef | ObjectId] | None,
+    ) -> None: ...
+    @overload
+    def __set__(  # pyright: ignore[reportIncompatibleMethodOverride]
         self: ListField[list[_X]], instance: Any, value: Sequence[_X] | None
     ) -> None: ...
 

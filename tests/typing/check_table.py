@@ -152,6 +152,8 @@ def container_assignments(
     book.ratios = [0.5, 1]
     book.nested = [[1], numbers]
     book.reviewers = [Author(name="x")]
+    book.reviewers = [author_id, author_ref, Author(name="x")]  # as one reference
+    assert_type(book.reviewers, list[Author])
     book.reviews = [Review(stars=1)]
     book.reviews = long_ones
     book.past_reviews = long_ones

@@ -12,6 +12,7 @@ async def mistakes(book: Book) -> None:
     count: str = await Book.objects.async_count()  # MISTAKE: int
     book.scores = ["x"]  # MISTAKE: list item
     book.counts = {"a": "b"}  # MISTAKE: dict value
+    book.reviewers = ["x"]  # MISTAKE: reference list item
 
 
 def sync_mistakes(maybe: list[str | None]) -> None:
