@@ -449,6 +449,44 @@ async def test_a_change_made_while_the_save_is_awaited_is_saved_next(
     assert (stored["name"], stored["age"]) == ("Bo", 7)
 
 
+async def test_a_change_inside_an_embedded_document_while_saving_is_saved_next(
+    async_alias, command_log
+):
+    """A change another task makes inside an embedded document while the
+    write is on its way is the embedded document's own: it is kept (by its
+    path) for the next save, for a stored document and for a new one."""
+    person = await DocPerson(name="Ada", address=DocAddress(city="Oslo")).async_save()
+
+    async def change_while_sent(change):
+        command_log.clear()
+        save = asyncio.create_task(person.async_save())
+        while not set(command_log.names) & {"insert", "update"}:
+            await asyncio.sleep(0)
+        change()
+        await save
+
+    person.age = 2
+    await change_while_sent(lambda: setattr(person.address, "city", "Rome"))
+    assert person._get_changed_fields() == ["address.city"]
+    stored = await _db().doc_person.find_one({"_id": person.id})
+    assert (stored["age"], stored["address"]["city"]) == (2, "Oslo")
+    command_log.clear()
+    await person.async_save()
+    assert _updates(command_log)[0]["updates"][0]["u"] == {
+        "$set": {"address.city": "Rome"}
+    }
+    assert person._get_changed_fields() == []
+
+    person = DocPerson(name="Bo", address=DocAddress(city="Oslo"))  # its insert
+    person.address.street = "Main"  # a change the insert sends
+    await change_while_sent(lambda: setattr(person.address, "city", "Rome"))
+    assert person._get_changed_fields() == ["address.city"]
+    await person.async_save()
+    stored = await _db().doc_person.find_one({"_id": person.id})
+    assert stored["address"] == {"city": "Rome", "street": "Main"}
+    assert person._get_changed_fields() == []
+
+
 async def test_validation_error_writes_nothing(async_alias, command_log):
     with pytest.raises(ValidationError) as excinfo:
         await DocPerson(age=3).async_save()

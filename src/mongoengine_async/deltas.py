@@ -258,20 +258,41 @@ def clear_changes(document: Any) -> None:
 def take_changes(document: Any) -> list[str] | None:
     """Give ``document`` a fresh, empty list of changes and return its own
     (None when it has none: every field counts as changed), as a save's write
-    is sent: what changes while the write is awaited goes to the fresh list."""
+    is sent: what changes while the write is awaited goes to the fresh list.
+    Changes held by embedded documents are taken too (returned as their
+    paths, and cleared), so that those made meanwhile are told apart."""
     sent = getattr(document, "_changed_fields", None)
-    _set_changed_fields(document, [])
+    if _nested_changes(document):
+        if sent is not None:
+            sent = document._get_changed_fields()
+        document._clear_changed_fields()  # (the nested ones too; then [])
+    else:
+        _set_changed_fields(document, [])
     return sent
 
 
 def give_back_changes(document: Any, sent: list[str] | None) -> list[str]:
     """Put back the list :func:`take_changes` took, with the changes made
-    meanwhile added to it; returns those (the write did not send them)."""
-    meanwhile = document._changed_fields
+    meanwhile added to it (those in embedded documents by their paths);
+    returns those (the write did not send them)."""
+    if _nested_changes(document):
+        meanwhile = document._get_changed_fields()
+        document._clear_changed_fields()
+    else:
+        meanwhile = getattr(document, "_changed_fields", None)
+        if meanwhile is None:  # removed meanwhile (an aborted transaction's
+            return []  # undo): every field counts as changed, leave it so
     put_changes(document, sent)
     if sent is not None:  # no list: every field counts as changed already
         _merge_changes(document, meanwhile)
     return meanwhile
+
+
+def _nested_changes(document: Any) -> bool:
+    """Whether some value of ``document`` may hold changes of its own (an
+    embedded document's): False for most saves (its class's plan proves it)."""
+    plan = _plans[type(document)]
+    return plan is None or not plan.quiet(document)
 
 
 class _Watched(list[str]):
