@@ -645,6 +645,45 @@ async def test_an_abort_keeps_the_changes_made_after_the_save(async_alias):
     assert (stored["name"], stored["balance"]) == ("renamed", 42)
 
 
+async def test_an_abort_during_another_tasks_save_of_the_document(
+    async_alias, command_log
+):
+    """A save outside the transaction, whose write is awaited while the
+    transaction that inserted the document aborts (its undo makes the
+    document new again, every field changed), ends without an error and
+    leaves every field changed."""
+    await warm()
+    doc = TxAccount(name="x")
+    inserted, abort = asyncio.Event(), asyncio.Event()
+
+    async def aborted():
+        with contextlib.suppress(Boom):
+            async with async_run_in_transaction():
+                await doc.async_save()
+                inserted.set()
+                await abort.wait()
+                raise Boom
+
+    async def outside():
+        await inserted.wait()
+        command_log.clear()
+        doc.balance = 5
+        save = asyncio.create_task(doc.async_save())
+        while "update" not in command_log.names:  # (waits for the transaction)
+            await asyncio.sleep(0)
+        abort.set()
+        await save
+
+    await asyncio.gather(aborted(), outside())
+    # The save's update made the document (upsert) of what it sent: every
+    # field still counts as changed, and the next save sends them all.
+    assert (await committed(TxAccount))[0]["balance"] == 5
+    assert not doc._created and not hasattr(doc, "_changed_fields")
+    await doc.async_save()
+    stored = (await committed(TxAccount))[0]
+    assert (stored["name"], stored["balance"]) == ("x", 5)
+
+
 async def test_drop_collection_does_not_join_the_transaction(async_alias, command_log):
     """The server refuses a drop in a transaction: it runs outside (as index
     builds), at once, and stays when the block aborts."""

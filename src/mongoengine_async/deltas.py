@@ -271,17 +271,19 @@ def take_changes(document: Any) -> list[str] | None:
     return sent
 
 
-def give_back_changes(document: Any, sent: list[str] | None) -> list[str]:
+def give_back_changes(document: Any, sent: list[str] | None) -> list[str] | None:
     """Put back the list :func:`take_changes` took, with the changes made
     meanwhile added to it (those in embedded documents by their paths);
-    returns those (the write did not send them)."""
+    returns those (the write did not send them). None when the list was
+    removed meanwhile (by an aborted transaction's undo): every field counts
+    as changed, and the document is left so."""
     if _nested_changes(document):
         meanwhile = document._get_changed_fields()
         document._clear_changed_fields()
     else:
         meanwhile = getattr(document, "_changed_fields", None)
-        if meanwhile is None:  # removed meanwhile (an aborted transaction's
-            return []  # undo): every field counts as changed, leave it so
+        if meanwhile is None:
+            return None
     put_changes(document, sent)
     if sent is not None:  # no list: every field counts as changed already
         _merge_changes(document, meanwhile)
@@ -322,7 +324,7 @@ def watch_changes(document: Any) -> None:
         _set_changed_fields(document, _Watched(changes, asyncio.current_task()))
 
 
-def end_watch(document: Any, meanwhile: list[str]) -> list[str]:
+def end_watch(document: Any, meanwhile: list[str] | None) -> list[str] | None:
     """Give ``document`` back a plain list of changes, as the steps
     :func:`watch_changes` began end (even by an error); returns the changes
     to keep for the next save: ``meanwhile`` (made while the write was
@@ -332,6 +334,8 @@ def end_watch(document: Any, meanwhile: list[str]) -> list[str]:
     if type(changes) is not _Watched:  # (replaced since: a reload, a save in it)
         return meanwhile
     _set_changed_fields(document, list(changes))
+    if meanwhile is None:  # (every field counts as changed)
+        return None
     others = dict.fromkeys(changes.others)  # (each looked up more than once)
     return meanwhile + [path for path in others if path not in meanwhile]
 

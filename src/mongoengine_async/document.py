@@ -388,7 +388,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 meanwhile = deltas.end_watch(self, meanwhile)
         deltas.clear_changes(self)
         to_bson.mark_saved(self)
-        if meanwhile:  # changed by others while the save was awaited: for the next
+        if meanwhile is None:  # its list removed meanwhile (an aborted
+            deltas.put_changes(self, None)  # transaction's undo): all changed
+        elif meanwhile:  # changed by others while the save was awaited: for the next
             self._changed_fields = meanwhile
         return self
 
@@ -427,7 +429,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         save_condition: dict | None,
         signal_kwargs: dict,
         session: AsyncClientSession | None,
-    ) -> tuple[Any, bool, list[str], AsyncClientSession | None]:
+    ) -> tuple[Any, bool, list[str] | None, AsyncClientSession | None]:
         """A save up to its write (signals, validation, numbers, the write);
         returns what :meth:`_async_write` does and the session it used."""
         operation = self._known_operation(
@@ -478,7 +480,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         force_insert: bool,
         save_condition: dict | None,
         session: AsyncClientSession | None,
-    ) -> tuple[Any, bool, list[str]]:
+    ) -> tuple[Any, bool, list[str] | None]:
         """Send the save's write (nothing when a stored document has no
         change); returns the id, whether the write created the document, and
         the changes made while it was awaited (which it did not send)."""
