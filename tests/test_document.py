@@ -487,6 +487,51 @@ async def test_a_change_inside_an_embedded_document_while_saving_is_saved_next(
     assert person._get_changed_fields() == []
 
 
+async def test_a_save_begun_during_another_saves_post_save_keeps_later_changes(
+    async_alias, command_log
+):
+    """A second save of the instance runs while the first awaits its
+    post_save receiver; a change made while the second one's write is on its
+    way is kept for the next save: the first save, ending later, clears what
+    was sent, not that change."""
+    person = await DocPerson(name="Ada", age=1).async_save()
+    resume = asyncio.Event()
+
+    async def post_save(sender, document, **kwargs):
+        if asyncio.current_task().get_name() == "first":
+            await resume.wait()
+
+    async_signals.post_save.connect(post_save, sender=DocPerson)
+    try:
+        person.age = 2
+        first = asyncio.create_task(person.async_save(), name="first")
+        while "update" not in command_log.names:
+            await asyncio.sleep(0)
+        command_log.clear()
+        person.nickname = "A"
+        second = asyncio.create_task(person.async_save())
+        while "update" not in command_log.names:
+            await asyncio.sleep(0)
+        person.tags = ["meanwhile"]  # while the second write is on its way
+        await second
+        resume.set()
+        await first
+    finally:
+        async_signals.post_save.disconnect(post_save, sender=DocPerson)
+    assert person._changed_fields == ["tags"]
+    command_log.clear()
+    await person.async_save()
+    assert _updates(command_log)[0]["updates"][0]["u"] == {
+        "$set": {"tags": ["meanwhile"]}
+    }
+    stored = await _db().doc_person.find_one({"_id": person.id})
+    assert (stored["age"], stored["nickname"], stored["tags"]) == (
+        2,
+        "A",
+        ["meanwhile"],
+    )
+
+
 async def test_validation_error_writes_nothing(async_alias, command_log):
     with pytest.raises(ValidationError) as excinfo:
         await DocPerson(age=3).async_save()

@@ -262,6 +262,8 @@ def take_changes(document: Any) -> list[str] | None:
     Changes held by embedded documents are taken too (returned as their
     paths, and cleared), so that those made meanwhile are told apart."""
     sent = getattr(document, "_changed_fields", None)
+    if type(sent) is _Watched:  # another save's steps after its write watch it
+        sent.taken = True
     if _nested_changes(document):
         if sent is not None:
             sent = document._get_changed_fields()
@@ -301,14 +303,17 @@ class _Watched(list[str]):
     """A document's list of changes while its save awaits its steps after the
     write (cascade, cached references, post_save receivers): it notes the
     paths other tasks than the save's mark as changed (``others``), which
-    ``_mark_as_changed`` first looks up in it."""
+    ``_mark_as_changed`` first looks up in it; ``taken`` once another save
+    took it (to send what it holds, or, having nothing to send, for its own
+    steps after its write)."""
 
-    __slots__ = ("others", "task")
+    __slots__ = ("others", "taken", "task")
 
     def __init__(self, changes: list[str], task: asyncio.Task[Any] | None) -> None:
         super().__init__(changes)
         self.task = task
         self.others: list[str] = []
+        self.taken = False
 
     def __contains__(self, path: object) -> bool:
         if asyncio.current_task() is not self.task:
@@ -316,28 +321,52 @@ class _Watched(list[str]):
         return super().__contains__(path)
 
 
-def watch_changes(document: Any) -> None:
+def watch_changes(document: Any) -> _Watched | None:
     """Make ``document``'s list of changes (if it has one) note the changes
-    other tasks make, as a save's steps after its write begin."""
+    other tasks make, as a save's steps after its write begin; returns the
+    watching list, for :func:`end_watch`."""
     changes = getattr(document, "_changed_fields", None)
-    if changes is not None:
-        _set_changed_fields(document, _Watched(changes, asyncio.current_task()))
-
-
-def end_watch(document: Any, meanwhile: list[str] | None) -> list[str] | None:
-    """Give ``document`` back a plain list of changes, as the steps
-    :func:`watch_changes` began end (even by an error); returns the changes
-    to keep for the next save: ``meanwhile`` (made while the write was
-    awaited) and those other tasks made since (the save's own, and its
-    receivers', are cleared as MongoEngine clears them)."""
-    changes = getattr(document, "_changed_fields", None)
-    if type(changes) is not _Watched:  # (replaced since: a reload, a save in it)
-        return meanwhile
-    _set_changed_fields(document, list(changes))
-    if meanwhile is None:  # (every field counts as changed)
+    if changes is None:
         return None
-    others = dict.fromkeys(changes.others)  # (each looked up more than once)
-    return meanwhile + [path for path in others if path not in meanwhile]
+    if type(changes) is _Watched:  # another save's steps: this one takes over
+        changes.taken = True
+    watched = _Watched(changes, asyncio.current_task())
+    _set_changed_fields(document, watched)
+    return watched
+
+
+def end_watch(
+    document: Any, watched: _Watched | None, meanwhile: list[str] | None
+) -> tuple[bool, list[str] | None]:
+    """End the watch :func:`watch_changes` began, as the save's steps after
+    its write end (even by an error): whether the save then clears
+    ``document``'s changes, as MongoEngine's does, and the changes to keep for
+    the next save (None: every field counts as changed). Kept: ``meanwhile``
+    (made while the write was awaited) and those other tasks made since (the
+    save's own, and its receivers', are cleared as MongoEngine clears them).
+    Another save of the document may have begun meanwhile: if its own steps
+    after its write watch the list now, that save clears it as it ends;
+    if it took the list and ended (or awaits its write), what the list holds
+    now is kept (it sent what the list held, which holds all this one keeps)."""
+    if watched is None:  # (the document had no list: a new one)
+        return True, meanwhile
+    changes = getattr(document, "_changed_fields", None)
+    if changes is None:  # removed (an aborted transaction's undo): all changed
+        return True, None
+    others = list(dict.fromkeys(watched.others))  # (each looked up more than once)
+    if changes is watched:
+        _set_changed_fields(document, list(changes))
+        if meanwhile is None:
+            return True, None
+        return True, meanwhile + [path for path in others if path not in meanwhile]
+    if type(changes) is _Watched:  # another save's steps after its write
+        if not watched.taken:
+            changes.others.extend(meanwhile or ())
+            changes.others.extend(others)
+        return False, None
+    if watched.taken:  # by another save, which ended or awaits its write
+        return True, list(changes)
+    return True, meanwhile  # replaced by a reload: its values stand
 
 
 def put_changes(document: Any, changes: list[str] | None) -> None:

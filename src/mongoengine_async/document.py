@@ -362,10 +362,11 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             or cls._cached_reference_fields
             or (hooks and signals.post_save.receivers)
         )
+        clears = True  # the changes, as MongoEngine's save ends
         if not awaits:  # (most saves)
             self._set_saved_id(created, object_id)
         else:  # other tasks may change the document meanwhile: their changes stay
-            deltas.watch_changes(self)
+            watched = deltas.watch_changes(self)
             # As MongoEngine: cascade_kwargs override the save's own arguments.
             cascading = (
                 {
@@ -385,7 +386,10 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                     created, object_id, cascading, signal_kwargs, session
                 )
             finally:
-                meanwhile = deltas.end_watch(self, meanwhile)
+                clears, meanwhile = deltas.end_watch(self, watched, meanwhile)
+        if not clears:  # another save's steps after its write clear them
+            to_bson.mark_saved(self)
+            return self
         deltas.clear_changes(self)
         to_bson.mark_saved(self)
         if meanwhile is None:  # its list removed meanwhile (an aborted
