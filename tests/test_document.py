@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import pickle
 
 import pytest
 from bson import ObjectId
@@ -530,6 +532,59 @@ async def test_a_save_begun_during_another_saves_post_save_keeps_later_changes(
         "A",
         ["meanwhile"],
     )
+
+
+async def test_a_post_save_receiver_may_pickle_or_copy_the_document(async_alias):
+    """While the save awaits its post_save receivers, the document pickles and
+    deep-copies as MongoEngine's does (its changes as a plain list)."""
+    copies = []
+
+    def keep_copies(sender, document, **kwargs):
+        copies.append(pickle.loads(pickle.dumps(document)))
+        copies.append(copy.deepcopy(document))
+
+    person = await DocPerson(name="Ada", age=1).async_save()
+    person.age = 2
+    async_signals.post_save.connect(keep_copies, sender=DocPerson)
+    try:
+        await person.async_save()
+    finally:
+        async_signals.post_save.disconnect(keep_copies, sender=DocPerson)
+    for kept in copies:
+        assert type(kept._changed_fields) is list and kept._changed_fields == ["age"]
+        assert (kept.name, kept.age) == ("Ada", 2)
+
+
+async def test_a_change_from_another_thread_during_post_save_is_saved_next(
+    async_alias,
+):
+    """A thread (no event loop running in it) that changes the document
+    while the save awaits its post_save receiver: the change is made, and
+    kept for the next save."""
+    resume = asyncio.Event()
+
+    async def post_save(sender, document, **kwargs):
+        await resume.wait()
+
+    def rename(document):
+        document.nickname = "from a thread"
+
+    person = await DocPerson(name="Ada", age=1).async_save()
+    person.age = 2
+    async_signals.post_save.connect(post_save, sender=DocPerson)
+    try:
+        save = asyncio.create_task(person.async_save())
+        while type(person._changed_fields) is list:  # (until post_save runs)
+            await asyncio.sleep(0)
+        await asyncio.to_thread(rename, person)
+        resume.set()
+        await save
+    finally:
+        async_signals.post_save.disconnect(post_save, sender=DocPerson)
+    assert person._changed_fields == ["nickname"]
+    await person.async_save()
+    stored = await _db().doc_person.find_one({"_id": person.id})
+    assert (stored["age"], stored["nickname"]) == (2, "from a thread")
 
 
 async def test_validation_error_writes_nothing(async_alias, command_log):

@@ -316,9 +316,18 @@ class _Watched(list[str]):
         self.taken = False
 
     def __contains__(self, path: object) -> bool:
-        if asyncio.current_task() is not self.task:
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # another thread, without a running loop
+            task = None
+        if task is not self.task:
             self.others.append(path)  # type: ignore[arg-type]
         return super().__contains__(path)
+
+    def __reduce__(self) -> tuple[type[list[str]], tuple[list[str]]]:
+        """Pickled and copied as the plain list it stands for (a post_save
+        receiver may pickle or deep-copy the document; a task cannot be)."""
+        return list, (list(self),)
 
 
 def watch_changes(document: Any) -> _Watched | None:
