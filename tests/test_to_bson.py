@@ -966,6 +966,63 @@ def test_hooks_patched_after_first_use_are_called(sync_default: Any) -> None:
     assert stored == ["INSERTED"]
 
 
+class PwChanging(Document):
+    """A class whose fields the test below replaces and removes."""
+
+    meta = {"collection": "pw_changing"}
+    name = StringField()
+    size = IntField()
+
+
+def test_fields_replaced_or_removed_after_first_use_are_seen(sync_default: Any) -> None:
+    """A field replaced in ``_fields``, or removed, after the plans were built
+    is seen by the very next constructor, validate and save, as MongoEngine
+    reads ``_fields`` on every call: its conversion, its checks, its absence."""
+    fields, ordered = dict(PwChanging._fields), PwChanging._fields_ordered
+    try:
+        PwChanging(name="first", size=1).save()
+        number = IntField(min_value=0)
+        number.name = number.db_field = "name"
+        number.owner_document = PwChanging
+        PwChanging._fields["name"] = number
+        assert PwChanging(name="5").name == 5  # IntField.to_python
+        with pytest.raises(mongoengine.ValidationError):
+            PwChanging(name=-1).validate()
+        PwChanging(name="6").save()
+        del PwChanging._fields["size"]
+        PwChanging._fields_ordered = ("id", "name")
+        with pytest.raises(mongoengine.FieldDoesNotExist):
+            PwChanging(name=1, size=2)
+        assert "size" not in PwChanging(name=7).to_mongo()
+    finally:
+        PwChanging._fields.clear()
+        PwChanging._fields.update(fields)
+        PwChanging._fields_ordered = ordered
+    stored = sync_default.pw_changing.find({}, {"_id": 0}).sort("_id", 1)
+    assert list(stored) == [{"name": "first", "size": 1}, {"name": 6}]
+
+
+def test_field_class_methods_patched_after_first_use_are_called(
+    sync_default: Any,
+) -> None:
+    """A field class's ``validate`` or ``to_mongo`` replaced after the plans
+    were built (``mock.patch.object``) is called by the next validate and
+    save, as MongoEngine calls it."""
+    PwTicket(status="open", owner="first").save()
+
+    def refuse(self: Any, value: Any) -> None:
+        self.error("patched refusal")
+
+    with mock.patch.object(StringField, "validate", refuse):
+        with pytest.raises(mongoengine.ValidationError, match="patched refusal"):
+            PwTicket(status="open", owner="refused").save()
+    with mock.patch.object(StringField, "to_mongo", lambda self, value: value.upper()):
+        PwTicket(status="open", owner="patched").save()
+    PwTicket(status="open", owner="after").save()
+    stored = sync_default.pw_ticket.distinct("owner")
+    assert sorted(stored) == ["PATCHED", "after", "first"]
+
+
 @pytest.mark.usefixtures("restored_ticket")
 def test_settings_changed_after_first_use_are_seen_by_the_constructor(
     sync_default: Any,

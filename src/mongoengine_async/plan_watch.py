@@ -3,7 +3,9 @@ field setting and class hook on each call.
 
 The plans (``from_bson``, ``to_bson``, ``deltas``) bake in what they find
 when first built: the fields' settings (``choices``, ``default``, ``required``,
-bounds...) and the class's hooks (``clean``, ``to_mongo``, ``_from_son``...).
+bounds...), the class's fields (``_fields``), its hooks (``clean``,
+``to_mongo``, ``_from_son``...) and its field classes' methods (``validate``,
+``to_mongo``...).
 Each class with a plan gets a :class:`_Watch`, a copy of those; the entry
 points (a save, an insert, a batch of loads) ask :func:`refresh` once per
 call, which compares the copy with the live values (the fields' ``__dict__``
@@ -37,22 +39,46 @@ _HOOKS = operator.attrgetter(
     "_clear_changed_fields",
 )
 
+# The methods of the field classes that some plan replaces or reads (one
+# patched, by ``mock.patch.object(StringField, "validate", ...)`` say: rebuilt).
+_FIELD_HOOKS = operator.attrgetter(
+    "__get__", "__set__", "to_python", "to_mongo", "validate", "_validate"
+)
+
 # The one field attribute that MongoEngine's loading sets for each batch
 # (``set_auto_dereferencing``), which no plan bakes in.
 _VOLATILE = "_BaseField__auto_dereference"
 
 
 class _Watch:
-    """The settings and hooks the plans of one class were built from."""
+    """The settings, fields and hooks the plans of one class were built from."""
 
-    __slots__ = ("hooks", "lives", "snapshots")
+    __slots__ = ("field_hooks", "hooks", "lives", "snapshots")
 
     def __init__(self, cls: type[Any]) -> None:
         fields: list[Any] = []
         classes = _reached_classes(cls, fields)
-        self.hooks = [(klass, _HOOKS(klass)) for klass in classes]
+        # Each class's hooks, and its fields (a field added, replaced or removed).
+        self.hooks = [
+            (klass, _HOOKS(klass), dict(klass._fields), klass._fields_ordered)
+            for klass in classes
+        ]
+        kinds = dict.fromkeys(type(field) for field in fields)
+        self.field_hooks = [(kind, _FIELD_HOOKS(kind)) for kind in kinds]
         self.lives = [vars(field) for field in fields]
         self.snapshots = [dict(live) for live in self.lives]
+
+    def hooks_hold(self) -> bool:
+        """Whether the classes' hooks and fields, and the field classes'
+        methods, are those copied."""
+        for klass, hooks, fields, ordered in self.hooks:
+            if (
+                _HOOKS(klass) != hooks
+                or klass._fields != fields
+                or klass._fields_ordered != ordered
+            ):
+                return False
+        return all(_FIELD_HOOKS(kind) == hooks for kind, hooks in self.field_hooks)
 
     def settings_hold(self) -> bool:
         """Whether the fields' settings are those copied (a changed
@@ -103,19 +129,16 @@ def watch(cls: type[Any]) -> None:
 
 
 def refresh(cls: type[Any]) -> None:
-    """Forget every plan if a field setting or hook of ``cls`` (or of an
-    embedded class it holds) changed since its plans were built. The
-    unchanged case, every time, costs one call per class (the hooks')."""
+    """Forget every plan if a field setting, field or hook of ``cls`` (or of
+    an embedded class it holds), or a method of one of their field classes,
+    changed since its plans were built. The unchanged case, every time, costs
+    one call per class and per field class (their hooks')."""
     try:
         kept = _watches[cls]
     except KeyError:
         return  # no plan built for it since the last change
-    if kept.lives == kept.snapshots or kept.settings_hold():
-        for klass, hooks in kept.hooks:
-            if _HOOKS(klass) != hooks:
-                break
-        else:
-            return
+    if (kept.lives == kept.snapshots or kept.settings_hold()) and kept.hooks_hold():
+        return
     _watches.clear()
     for cache in _caches:
         cache.clear()

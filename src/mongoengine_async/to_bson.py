@@ -522,12 +522,13 @@ class _Source:
         return self._compile("\n".join(lines) + "\n", "construct")
 
     def _settings_hold(self, fields: list[tuple[str, BaseField]]) -> str:
-        """An expression, True while the class's ``__setattr__`` and its fields'
-        ``choices`` (the display methods) are those construct() was built
-        from: identity checks, far cheaper than ``plan_watch.refresh``."""
+        """An expression, True while the class's ``__setattr__``, its fields
+        and their ``choices`` (the display methods) are those construct() was
+        built from: identity checks, far cheaper than ``plan_watch.refresh``."""
         ns = self.namespace
         ns["cls"], ns["base_setattr"] = self.cls, BaseDocument.__setattr__
-        checks = ["cls.__setattr__ is base_setattr"]
+        ns["fields_built"] = dict(self.cls._fields)  # (a field added, replaced...)
+        checks = ["cls.__setattr__ is base_setattr", "cls._fields == fields_built"]
         for index, (_, field) in enumerate(fields):
             ns[f"field_{index}"], ns[f"choices_{index}"] = field, field.choices
             checks.append(f"field_{index}.choices is choices_{index}")
