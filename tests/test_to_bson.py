@@ -1024,6 +1024,28 @@ def test_field_class_methods_patched_after_first_use_are_called(
 
 
 @pytest.mark.usefixtures("restored_ticket")
+def test_methods_set_on_a_field_are_called(sync_default: Any) -> None:
+    """A ``validate`` or ``to_mongo`` set on a field itself (not its class),
+    before or after the plans were built, is called by validate and save, as
+    MongoEngine calls it."""
+    PwTicket(status="open", owner="first").save()
+
+    def refuse(value: Any) -> None:
+        PwTicket.size.error("refused by the field")
+
+    PwTicket.size.validate = refuse  # type: ignore[method-assign]
+    with pytest.raises(mongoengine.ValidationError, match="refused by the field"):
+        PwTicket(status="open", size=1).save()
+    del PwTicket.size.validate
+    PwTicket.owner.to_mongo = lambda value: value.upper()  # type: ignore[method-assign]
+    PwTicket(status="open", owner="upper").save()
+    del PwTicket.owner.to_mongo
+    PwTicket(status="open", owner="after").save()
+    stored = sync_default.pw_ticket.distinct("owner")
+    assert sorted(stored) == ["UPPER", "after", "first"]
+
+
+@pytest.mark.usefixtures("restored_ticket")
 def test_settings_changed_after_first_use_are_seen_by_the_constructor(
     sync_default: Any,
 ) -> None:
@@ -1046,7 +1068,9 @@ def test_settings_changed_after_first_use_are_seen_by_the_constructor(
     stored = sync_default.pw_ticket.find({}, {"_id": 0}).sort("_id", 1)
     assert list(stored) == [
         {"status": "open", "size": 2},
-        {"status": "open", "priority": 6, "size": None},  # null: stored
+        # null: stored; to_mongo converts by the field's to_python again, as
+        # MongoEngine's BaseField.to_mongo does (6 * 2)
+        {"status": "open", "priority": 12, "size": None},
         {"status": "open", "size": 1},
     ]
 

@@ -368,8 +368,24 @@ def _eligible(cls: type[Any], document: bool) -> bool:
         and plain_setter(field)
         and type(field).__get__ in _NONE_GETTERS
         and hasattr(type(field).to_mongo, "__code__")
+        and not _own_methods(field)
         for field in cls._fields.values()
     )
+
+
+# The field methods the plans read from a field's class: one set on the field
+# itself (``field.validate = ...``, ``mock.patch.object(field, ...)``) is
+# MongoEngine's to call.
+_METHODS = frozenset(["to_python", "to_mongo", "validate", "_validate"])
+
+
+def _own_methods(field: BaseField | None) -> bool:
+    """Whether ``field`` (or its item field) has one of those methods of its own."""
+    while field is not None:
+        if not _METHODS.isdisjoint(vars(field)):
+            return True
+        field = getattr(field, "field", None)
+    return False
 
 
 # The modules whose fields' checks only check (no embedded document's clean(),
