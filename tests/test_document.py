@@ -587,6 +587,53 @@ async def test_a_change_from_another_thread_during_post_save_is_saved_next(
     assert (stored["age"], stored["nickname"]) == (2, "from a thread")
 
 
+async def test_changes_by_another_task_during_post_save_inside_embedded_documents(
+    async_alias, command_log
+):
+    """While the save awaits its post_save receiver, another task changes an
+    embedded document, and a new document's field: both are kept for the
+    next save; the receiver's own change inside the embedded document is
+    cleared, as MongoEngine clears it."""
+    written = asyncio.Event()
+    resume = asyncio.Event()
+
+    async def post_save(sender, document, **kwargs):
+        document.address.street = "by the receiver"
+        written.set()
+        await resume.wait()
+
+    async def save_while(person, change):
+        written.clear()
+        resume.clear()
+        save = asyncio.create_task(person.async_save())
+        await written.wait()
+        change()
+        resume.set()
+        await save
+
+    person = await DocPerson(name="Ada", address=DocAddress(city="Oslo")).async_save()
+    person.age = 2
+    async_signals.post_save.connect(post_save, sender=DocPerson)
+    try:
+        await save_while(person, lambda: setattr(person.address, "city", "Rome"))
+        fresh = DocPerson(name="Bo", address=DocAddress(city="Oslo"))
+        await save_while(fresh, lambda: setattr(fresh, "age", 7))
+    finally:
+        async_signals.post_save.disconnect(post_save, sender=DocPerson)
+    assert person._get_changed_fields() == ["address.city"]
+    assert fresh._get_changed_fields() == ["age"]
+    command_log.clear()
+    await person.async_save()
+    assert _updates(command_log)[0]["updates"][0]["u"] == {
+        "$set": {"address.city": "Rome"}
+    }
+    await fresh.async_save()
+    stored = await _db().doc_person.find_one({"_id": person.id})
+    assert (stored["age"], stored["address"]) == (2, {"city": "Rome"})
+    stored = await _db().doc_person.find_one({"_id": fresh.id})
+    assert (stored["age"], stored["address"]) == (7, {"city": "Oslo"})
+
+
 async def test_validation_error_writes_nothing(async_alias, command_log):
     with pytest.raises(ValidationError) as excinfo:
         await DocPerson(age=3).async_save()

@@ -330,39 +330,113 @@ class _Watched(list[str]):
         return list, (list(self),)
 
 
-def watch_changes(document: Any) -> _Watched | None:
-    """Make ``document``'s list of changes (if it has one) note the changes
-    other tasks make, as a save's steps after its write begin; returns the
-    watching list, for :func:`end_watch`."""
+class _Watch:
+    """The watching lists a save's steps after its write put on a document
+    (``top``) and on the embedded documents it holds (``nested``: each with
+    its path, as ``_get_changed_fields`` prefixes their changes)."""
+
+    __slots__ = ("nested", "top")
+
+    def __init__(self, top: _Watched, nested: list[tuple[str, Any, _Watched]]) -> None:
+        self.top, self.nested = top, nested
+
+    def others(self) -> list[str]:
+        """The paths other tasks marked as changed, once each; the embedded
+        documents' lists get back plain lists."""
+        paths = list(self.top.others)
+        for prefix, embedded, watched in self.nested:
+            if getattr(embedded, "_changed_fields", None) is watched:
+                _set_changed_fields(embedded, list(watched))
+            paths += [prefix + path for path in watched.others]
+        return list(dict.fromkeys(paths))
+
+
+def watch_changes(document: Any) -> _Watch:
+    """Make ``document``'s list of changes (a new, empty one if it has none),
+    and those of the embedded documents it holds, note the changes other
+    tasks make, as a save's steps after its write begin; returns the watch,
+    for :func:`end_watch`."""
+    task = asyncio.current_task()
+    top = _watched(document, task)
+    nested: list[tuple[str, Any, _Watched]] = []
+    if _nested_values(document):
+        _watch_nested(document, "", task, nested)
+    return _Watch(top, nested)
+
+
+def _watched(document: Any, task: asyncio.Task[Any] | None) -> _Watched:
+    """Put a watching list of changes on ``document`` (holding its own)."""
     changes = getattr(document, "_changed_fields", None)
-    if changes is None:
-        return None
     if type(changes) is _Watched:  # another save's steps: this one takes over
         changes.taken = True
-    watched = _Watched(changes, asyncio.current_task())
+    watched = _Watched(changes or [], task)
     _set_changed_fields(document, watched)
     return watched
 
 
+def _nested_values(document: Any) -> bool:
+    """Whether ``document`` may hold embedded documents (the plain case: no)."""
+    plan = _plans[type(document)]
+    return plan is None or not all(
+        type(value) in _FLAT for value in document._data.values()
+    )
+
+
+def _watch_nested(
+    document: Any,
+    prefix: str,
+    task: asyncio.Task[Any] | None,
+    nested: list[tuple[str, Any, _Watched]],
+) -> None:
+    """Watch the lists of the embedded documents in ``document``'s values,
+    where ``_get_changed_fields`` looks for their changes (not in references)."""
+    fields, names = document._fields, document._db_field_map
+    for name in document._fields_ordered:
+        value = document._data.get(name)
+        field = fields.get(name)
+        if type(value) in _FLAT or _kind(field) in (_SKIPPED, _REFERENCE_ITEMS):
+            continue
+        _watch_value(value, f"{prefix}{names.get(name, name)}.", task, nested)
+
+
+def _watch_value(
+    value: Any,
+    prefix: str,
+    task: asyncio.Task[Any] | None,
+    nested: list[tuple[str, Any, _Watched]],
+) -> None:
+    if isinstance(value, mongoengine.EmbeddedDocument):
+        nested.append((prefix, value, _watched(value, task)))
+        _watch_nested(value, prefix, task, nested)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if type(item) not in _FLAT:
+                _watch_value(item, f"{prefix}{index}.", task, nested)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if type(item) not in _FLAT:
+                _watch_value(item, f"{prefix}{key}.", task, nested)
+
+
 def end_watch(
-    document: Any, watched: _Watched | None, meanwhile: list[str] | None
+    document: Any, watch: _Watch, meanwhile: list[str] | None
 ) -> tuple[bool, list[str] | None]:
     """End the watch :func:`watch_changes` began, as the save's steps after
     its write end (even by an error): whether the save then clears
     ``document``'s changes, as MongoEngine's does, and the changes to keep for
     the next save (None: every field counts as changed). Kept: ``meanwhile``
-    (made while the write was awaited) and those other tasks made since (the
-    save's own, and its receivers', are cleared as MongoEngine clears them).
+    (made while the write was awaited) and those other tasks made since, in
+    the document or in its embedded documents (the save's own, and its
+    receivers', are cleared as MongoEngine clears them).
     Another save of the document may have begun meanwhile: if its own steps
     after its write watch the list now, that save clears it as it ends;
-    if it took the list and ended (or awaits its write), what the list holds
-    now is kept (it sent what the list held, which holds all this one keeps)."""
-    if watched is None:  # (the document had no list: a new one)
-        return True, meanwhile
+    if it took the list and ended (or awaits its write), the changes the
+    document holds now are kept (it sent what the list held then, which
+    holds all this one keeps)."""
+    watched, others = watch.top, watch.others()
     changes = getattr(document, "_changed_fields", None)
     if changes is None:  # removed (an aborted transaction's undo): all changed
         return True, None
-    others = list(dict.fromkeys(watched.others))  # (each looked up more than once)
     if changes is watched:
         _set_changed_fields(document, list(changes))
         if meanwhile is None:
@@ -374,7 +448,7 @@ def end_watch(
             changes.others.extend(others)
         return False, None
     if watched.taken:  # by another save, which ended or awaits its write
-        return True, list(changes)
+        return True, document._get_changed_fields()  # (its embedded ones too)
     return True, meanwhile  # replaced by a reload: its values stand
 
 
