@@ -634,6 +634,65 @@ async def test_changes_by_another_task_during_post_save_inside_embedded_document
     assert (stored["age"], stored["address"]) == (7, {"city": "Oslo"})
 
 
+async def test_a_list_item_set_by_another_task_during_post_save_is_saved_next(
+    async_alias, command_log
+):
+    """Another task sets one item of a list field while the save awaits its
+    post_save receiver: the next save sends the list (not both the list and
+    its item, which the server refuses as conflicting paths)."""
+    written = asyncio.Event()
+    resume = asyncio.Event()
+
+    async def post_save(sender, document, **kwargs):
+        written.set()
+        await resume.wait()
+
+    person = await DocPerson(name="Ada", tags=["a", "b"]).async_save()
+    person.tags = ["a", "c"]
+    async_signals.post_save.connect(post_save, sender=DocPerson)
+    try:
+        save = asyncio.create_task(person.async_save())
+        await written.wait()
+        person.tags[0] = "z"
+        resume.set()
+        await save
+    finally:
+        async_signals.post_save.disconnect(post_save, sender=DocPerson)
+    assert person._changed_fields == ["tags"]
+    await person.async_save()
+    stored = await _db().doc_person.find_one({"_id": person.id})
+    assert stored["tags"] == ["z", "c"]
+
+
+async def test_a_save_during_a_new_documents_post_save_sends_the_later_changes(
+    async_alias,
+):
+    """A second save of a document whose insert awaits its post_save receiver
+    sends the changes made while the insert was on its way."""
+    resume = asyncio.Event()
+
+    async def post_save(sender, document, **kwargs):
+        if kwargs["created"]:
+            await resume.wait()
+
+    person = DocPerson(name="Ada")
+    async_signals.post_save.connect(post_save, sender=DocPerson)
+    try:
+        first = asyncio.create_task(person.async_save())
+        while person.pk is None:  # (until the insert is on its way)
+            await asyncio.sleep(0)
+        person.age = 3
+        await asyncio.sleep(0.05)  # the insert returned: post_save awaits
+        await person.async_save()
+        stored = await _db().doc_person.find_one({"_id": person.id})
+        assert stored["age"] == 3
+        resume.set()
+        await first
+    finally:
+        async_signals.post_save.disconnect(post_save, sender=DocPerson)
+    assert person._changed_fields == []
+
+
 async def test_validation_error_writes_nothing(async_alias, command_log):
     with pytest.raises(ValidationError) as excinfo:
         await DocPerson(age=3).async_save()

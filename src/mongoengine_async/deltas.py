@@ -302,8 +302,9 @@ def _nested_changes(document: Any) -> bool:
 class _Watched(list[str]):
     """A document's list of changes while its save awaits its steps after the
     write (cascade, cached references, post_save receivers): it notes the
-    paths other tasks than the save's mark as changed (``others``), which
-    ``_mark_as_changed`` first looks up in it; ``taken`` once another save
+    paths other tasks than the save's mark as changed (``others``): those
+    ``_mark_as_changed`` appends, and those it finds there already (the path,
+    or one holding it, that the save sent); ``taken`` once another save
     took it (to send what it holds, or, having nothing to send, for its own
     steps after its write)."""
 
@@ -316,13 +317,22 @@ class _Watched(list[str]):
         self.taken = False
 
     def __contains__(self, path: object) -> bool:
+        found = super().__contains__(path)
+        if found:
+            self._note(path)  # type: ignore[arg-type]
+        return found
+
+    def append(self, path: str) -> None:
+        self._note(path)
+        super().append(path)
+
+    def _note(self, path: str) -> None:
         try:
             task = asyncio.current_task()
         except RuntimeError:  # another thread, without a running loop
             task = None
         if task is not self.task:
-            self.others.append(path)  # type: ignore[arg-type]
-        return super().__contains__(path)
+            self.others.append(path)
 
     def __reduce__(self) -> tuple[type[list[str]], tuple[list[str]]]:
         """Pickled and copied as the plain list it stands for (a post_save
@@ -351,12 +361,19 @@ class _Watch:
         return list(dict.fromkeys(paths))
 
 
-def watch_changes(document: Any) -> _Watch:
-    """Make ``document``'s list of changes (a new, empty one if it has none),
-    and those of the embedded documents it holds, note the changes other
-    tasks make, as a save's steps after its write begin; returns the watch,
-    for :func:`end_watch`."""
+def watch_changes(document: Any, meanwhile: list[str] | None) -> _Watch | None:
+    """Make ``document``'s list of changes, and those of the embedded
+    documents it holds, note the changes other tasks make, as a save's steps
+    after its write begin; returns the watch, for :func:`end_watch`. A
+    document the save inserted has no list (everything counts as changed):
+    it gets one holding what changed since the insert was sent (``meanwhile``:
+    another save meanwhile sends that), unless every field counts as changed
+    again (None: an aborted transaction's undo), which it is left to mean."""
+    if meanwhile is None:
+        return None
     task = asyncio.current_task()
+    if getattr(document, "_changed_fields", None) is None:
+        _set_changed_fields(document, list(meanwhile))
     top = _watched(document, task)
     nested: list[tuple[str, Any, _Watched]] = []
     if _nested_values(document):
@@ -369,7 +386,7 @@ def _watched(document: Any, task: asyncio.Task[Any] | None) -> _Watched:
     changes = getattr(document, "_changed_fields", None)
     if type(changes) is _Watched:  # another save's steps: this one takes over
         changes.taken = True
-    watched = _Watched(changes or [], task)
+    watched = _Watched(changes or (), task)
     _set_changed_fields(document, watched)
     return watched
 
@@ -419,7 +436,7 @@ def _watch_value(
 
 
 def end_watch(
-    document: Any, watch: _Watch, meanwhile: list[str] | None
+    document: Any, watch: _Watch | None, meanwhile: list[str] | None
 ) -> tuple[bool, list[str] | None]:
     """End the watch :func:`watch_changes` began, as the save's steps after
     its write end (even by an error): whether the save then clears
@@ -433,6 +450,8 @@ def end_watch(
     if it took the list and ended (or awaits its write), the changes the
     document holds now are kept (it sent what the list held then, which
     holds all this one keeps)."""
+    if watch is None:
+        return True, meanwhile
     watched, others = watch.top, watch.others()
     changes = getattr(document, "_changed_fields", None)
     if changes is None:  # removed (an aborted transaction's undo): all changed
@@ -441,15 +460,28 @@ def end_watch(
         _set_changed_fields(document, list(changes))
         if meanwhile is None:
             return True, None
-        return True, meanwhile + [path for path in others if path not in meanwhile]
+        return True, _outermost(meanwhile + others)
     if type(changes) is _Watched:  # another save's steps after its write
+        changes.others.extend(meanwhile or ())  # (unsent, if not in the list)
         if not watched.taken:
-            changes.others.extend(meanwhile or ())
             changes.others.extend(others)
         return False, None
     if watched.taken:  # by another save, which ended or awaits its write
         return True, document._get_changed_fields()  # (its embedded ones too)
     return True, meanwhile  # replaced by a reload: its values stand
+
+
+def _outermost(paths: list[str]) -> list[str]:
+    """``paths`` once each, but those inside another one (``m.k`` when ``m``
+    is there: the update cannot set both)."""
+    unique = dict.fromkeys(paths)
+    return [
+        path
+        for path in unique
+        if not any(
+            path[:index] in unique for index, char in enumerate(path) if char == "."
+        )
+    ]
 
 
 def put_changes(document: Any, changes: list[str] | None) -> None:

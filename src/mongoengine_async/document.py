@@ -366,7 +366,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         if not awaits:  # (most saves)
             self._set_saved_id(created, object_id)
         else:  # other tasks may change the document meanwhile: their changes stay
-            watched = deltas.watch_changes(self)
+            watched = deltas.watch_changes(self, meanwhile)
             # As MongoEngine: cascade_kwargs override the save's own arguments.
             cascading = (
                 {
