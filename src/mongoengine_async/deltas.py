@@ -294,9 +294,21 @@ def give_back_changes(document: Any, sent: list[str] | None) -> list[str] | None
 
 def _nested_changes(document: Any) -> bool:
     """Whether some value of ``document`` may hold changes of its own (an
-    embedded document's): False for most saves (its class's plan proves it)."""
+    embedded document's): False for most saves (its class's plan proves it,
+    or, without a plan, its values are flat, or lists or dicts of flat ones)."""
     plan = _plans[type(document)]
-    return plan is None or not plan.quiet(document)
+    if plan is not None:
+        return not plan.quiet(document)
+    return not all(map(_flat_value, document._data.values()))
+
+
+def _flat_value(value: Any) -> bool:
+    kind = type(value)
+    if kind in _FLAT:
+        return True
+    if kind in _SEQUENCES:
+        return _FLAT.issuperset(map(type, value))
+    return kind in _MAPPINGS and _FLAT.issuperset(map(type, value.values()))
 
 
 class _Watched(list[str]):
