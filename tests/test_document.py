@@ -17,6 +17,7 @@ from mongoengine_async import (
     DictField,
     Document,
     DynamicDocument,
+    DynamicEmbeddedDocument,
     EmbeddedDocument,
     EmbeddedDocumentField,
     IntField,
@@ -57,6 +58,14 @@ class DocNested(Document):
     groups = MapField(ListField(ReferenceField(DocPerson)))
     places = ListField(EmbeddedDocumentField(DocAddress))
     n = IntField(default=0)
+
+
+class DocLoose(DynamicEmbeddedDocument):
+    label = StringField()
+
+
+class DocHolder(Document):
+    loose = EmbeddedDocumentField(DocLoose)
 
 
 class DocW0(Document):
@@ -691,6 +700,81 @@ async def test_a_save_during_a_new_documents_post_save_sends_the_later_changes(
     finally:
         async_signals.post_save.disconnect(post_save, sender=DocPerson)
     assert person._changed_fields == []
+
+
+async def test_changes_inside_embedded_documents_while_sent_are_sent_next(
+    async_alias, command_log
+):
+    """An embedded document holds its own changes, which the save clears as
+    MongoEngine's does: one made there while the write is on its way (by
+    another task) is kept by its whole path and sent by the next save."""
+
+    async def change_while_sent(document, change):
+        command_log.clear()
+        save = asyncio.create_task(document.async_save())
+        while not set(command_log.names) & {"insert", "update"}:
+            await asyncio.sleep(0)
+        change()
+        await save
+
+    def move():
+        person.address.city = "Nice"  # the field sent, and another
+        person.address.street = "Rue B"
+
+    person = await DocPerson(name="Ada", address=DocAddress(city="Paris")).async_save()
+    person.address.city = "Lyon"
+    await change_while_sent(person, move)
+    stored = await _db().doc_person.find_one({"_id": person.id})
+    assert stored["address"] == {"city": "Lyon"}
+    assert sorted(person._get_changed_fields()) == ["address.city", "address.street"]
+    command_log.clear()
+    await person.async_save()
+    assert _updates(command_log)[0]["updates"][0]["u"] == {
+        "$set": {"address.city": "Nice", "address.street": "Rue B"}
+    }
+    assert person._get_changed_fields() == []
+
+    def rename():
+        doc.places[0].city = "C"
+
+    doc = DocNested(places=[DocAddress(city="A")])  # a new document: its insert
+    await change_while_sent(doc, rename)
+    assert doc._get_changed_fields() == ["places.0.city"]
+    doc.places[0].city = "B"
+    await change_while_sent(doc, rename)
+    await doc.async_save()
+    stored = await _db().doc_nested.find_one({"_id": doc.id})
+    assert stored["places"] == [{"city": "C"}]
+    assert doc._get_changed_fields() == []
+
+    def grow():  # the list changed too: sent whole next time, nothing else
+        doc.places[0].city = "E"
+        doc.places.append(DocAddress(city="F"))
+
+    doc.places = [DocAddress(city="D")]  # the whole list sent, then changed inside
+    await change_while_sent(doc, rename)
+    assert doc._get_changed_fields() == ["places.0.city"]
+    await change_while_sent(doc, grow)
+    assert doc._get_changed_fields() == ["places"]
+    await doc.async_save()
+    stored = await _db().doc_nested.find_one({"_id": doc.id})
+    assert stored["places"] == [{"city": "E"}, {"city": "F"}]
+
+
+async def test_a_save_clears_what_it_sent_inside_embedded_documents(async_alias):
+    """No change is left behind by a save, also inside an embedded document
+    holding another in a dynamic field (stored with its ``_cls``)."""
+    holder = await DocHolder(loose=DocLoose(label="a")).async_save()
+    holder.loose.extra = DocAddress(city="Paris")
+    holder.loose.label = "b"
+    await holder.async_save()
+    assert holder._get_changed_fields() == []
+    holder = await DocHolder.objects.async_get(id=holder.id)
+    holder.loose.extra.city = "Lyon"
+    await holder.async_save()
+    assert holder._get_changed_fields() == []
+    stored = await _db().doc_holder.find_one({"_id": holder.id})
+    assert stored["loose"]["extra"] == {"_cls": "DocAddress", "city": "Lyon"}
 
 
 async def test_validation_error_writes_nothing(async_alias, command_log):
