@@ -470,3 +470,68 @@ async def test_a_post_save_receiver_saves_again_while_another_task_waits(
         signals.post_save.disconnect(stamp, sender=ConcPair)
     raw = await get_async_db().conc_pair.find_one({"_id": pair.pk})
     assert raw == {"_id": pair.pk, "a": 1, "b": 2, "note": "stamped"}
+
+
+async def _yield_a_while(sender, document, **kwargs):
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["new", "loaded"])
+async def test_a_delete_begun_after_a_save_waits_for_its_write(async_alias, stored):
+    """A delete of an instance begun while a save of it is in flight (another
+    task's, here held up by a coroutine pre_save receiver) waits for the save's
+    write: the save's insert or upsert cannot come after the delete and store
+    the document again (a loaded one as only the fields the save sent)."""
+    collection = get_async_db().conc_pair
+    signals.pre_save.connect(_yield_a_while, sender=ConcPair)
+    try:
+        for i in range(3):
+            if stored:
+                pair = ConcPair(a=i, b=i)
+                await ConcPair.objects.async_insert(pair)
+                pair.a = 100 + i
+            else:
+                pair = ConcPair(a=i)
+            await asyncio.gather(pair.async_save(), pair.async_delete())
+            assert pair.pk is not None
+            assert await collection.find_one({"_id": pair.pk}) is None
+    finally:
+        signals.pre_save.disconnect(_yield_a_while, sender=ConcPair)
+    assert "_async_save_turns" not in pair.__dict__  # none in flight any more
+
+
+async def test_a_pre_save_receiver_may_delete_its_document(async_alias):
+    """A pre_save receiver deleting the document being saved (in the saving
+    task) does not wait for that save: deleted, then written, as in MongoEngine."""
+    pair = await ConcPair(a=1).async_save()
+
+    async def delete_it(sender, document, **kwargs):
+        await document.async_delete()
+
+    signals.pre_save.connect(delete_it, sender=ConcPair)
+    try:
+        pair.a = 2
+        await pair.async_save()
+    finally:
+        signals.pre_save.disconnect(delete_it, sender=ConcPair)
+    raw = await get_async_db().conc_pair.find_one({"_id": pair.pk})
+    assert raw == {"_id": pair.pk, "a": 2}  # MongoEngine's upsert of the change
+
+
+async def test_a_pre_delete_receiver_may_save_its_document(async_alias):
+    """A pre_delete receiver saving the document being deleted: saved, then
+    deleted (the delete waits for no save of its own task)."""
+    pair = await ConcPair(a=1).async_save()
+
+    async def save_it(sender, document, **kwargs):
+        document.note = "archived"
+        await document.async_save()
+
+    signals.pre_delete.connect(save_it, sender=ConcPair)
+    try:
+        await pair.async_delete()
+    finally:
+        signals.pre_delete.disconnect(save_it, sender=ConcPair)
+    assert await get_async_db().conc_pair.count_documents({}) == 0
+    assert "_async_save_turns" not in pair.__dict__

@@ -601,6 +601,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         )
         files = self._file_proxies()
         check_deletable(files)
+        # After a save of this instance in flight (its write), as a save would
+        # be: a delete begun after it cannot be overtaken by its write.
+        turn = await _wait_delete_turn(self)
         try:
             await self._qs.filter(**self._object_key).async_delete(
                 write_concern=write_concern,
@@ -612,6 +615,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             # MongoEngine's formatting: the message, not the args tuple's repr.
             message = "Could not delete document (%s)" % err.args  # noqa: UP031
             raise OperationError(message) from err
+        finally:
+            if turn:
+                _end_turn(self)
         await delete_files(files, operation)  # once the document is gone
         await signals.send(
             signals.post_delete, type(self), document=self, **signal_kwargs
@@ -796,10 +802,11 @@ def _concerned(collection: AsyncCollection, write_concern: dict) -> AsyncCollect
         return target
 
 
-# Marks a document whose save is in flight, as keys of its instance dict
-# (absent otherwise): _NO_WAITER, or the deque of the saves waiting for it; and
-# the task of the save in flight. Changed under _TURN_LOCK: one instance may be
-# saved from threads running event loops of their own.
+# Marks a document whose save (or delete) is in flight, as keys of its
+# instance dict (absent otherwise): _NO_WAITER, or the deque of the saves and
+# deletes waiting for it; and the task of the one in flight. Changed under
+# _TURN_LOCK: one instance may be saved from threads running event loops of
+# their own.
 _TURNS = "_async_save_turns"
 _SAVER = "_async_save_task"
 _NO_WAITER: tuple[()] = ()
@@ -841,6 +848,17 @@ async def _wait_turn(document: Document) -> None:
                     waiters.remove(turn)
         raise
     state[_SAVER] = task
+
+
+async def _wait_delete_turn(document: Document) -> bool:
+    """:func:`_wait_turn` for a delete of ``document``; returns whether it
+    took a turn. Not when this task's own save is in flight (a ``pre_save``
+    receiver deleting the document): that save's write comes after, in
+    this task's order."""
+    if document.__dict__.get(_SAVER) is asyncio.current_task():
+        return False
+    await _wait_turn(document)
+    return True
 
 
 def _end_turn(document: Document) -> None:
