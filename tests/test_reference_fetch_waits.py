@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from models_references import RefAuthor, make_author, make_book
+from models_references import RefAuthor, RefLazyBook, make_author, make_book
 from mongoengine_async import async_run_in_transaction
 from mongoengine_async.testing import CommandLog
 
@@ -99,6 +99,37 @@ async def test_a_fetch_in_another_transaction_sends_its_own_query(
     inside = asyncio.ensure_future(in_transaction())
     await _started(inside, command_log)
     names["outside"] = (await proxy.fetch()).name
+    with pytest.raises(Boom):
+        await inside
+    assert names == {"inside": "Uncommitted", "outside": "Ann"}
+    finds = [e for e in command_log.events if e.command_name == "find"]
+    assert ["lsid" in e.command and "txnNumber" in e.command for e in finds] == [
+        True,
+        False,
+    ]
+
+
+async def test_a_lazy_fetch_in_another_transaction_sends_its_own_query(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """As a proxy's: a LazyReference fetch outside the transaction whose fetch
+    of it is in flight does not wait for it (it got the transaction's
+    uncommitted read)."""
+    author = await make_author()
+    book = await make_book(author, cls=RefLazyBook)
+    reference = book.author
+    names: dict[str, str] = {}
+
+    async def in_transaction() -> None:
+        async with async_run_in_transaction():
+            await RefAuthor.objects(pk=author.pk).async_update(set__name="Uncommitted")
+            names["inside"] = (await reference.async_fetch()).name
+            raise Boom
+
+    command_log.clear()
+    inside = asyncio.ensure_future(in_transaction())
+    await _started(inside, command_log)
+    names["outside"] = (await reference.async_fetch()).name
     with pytest.raises(Boom):
         await inside
     assert names == {"inside": "Uncommitted", "outside": "Ann"}

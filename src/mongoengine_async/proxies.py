@@ -500,7 +500,8 @@ class LazyReference(MongoEngineLazyReference, Generic[_D]):
     """
 
     __slots__ = ("_lock",)
-    _lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None  # and its loop
+    # The lock of the fetch in flight, with its loop and read context.
+    _lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock, Any] | None
     _cached_doc: Any  # MongoEngine's slot: the loaded document, else None
 
     if TYPE_CHECKING:  # MongoEngine's, typed: LazyReference(Author, pk) is of Author
@@ -519,41 +520,49 @@ class LazyReference(MongoEngineLazyReference, Generic[_D]):
         """The referenced document, loaded once (again with ``force=True``), in
         ``session`` if given.
 
-        Concurrent fetches of this reference send one query: the others wait
-        for it, as with an :class:`AsyncReferenceProxy`.
+        Concurrent fetches of this reference in one context send one query:
+        the others wait for it, as with an :class:`AsyncReferenceProxy`; one
+        in another session, transaction or switch sends its own and gets what
+        it reads (the first document loaded is the one kept).
         """
         cls = self.document_type
         if not is_async_class(cls):
             require_async(alias_of(cls), repr(self), "async_fetch", "reference.fetch()")
+        session = as_session(session)
         if self._cached_doc is None or force:
-            lock = self._fetch_lock()
+            lock = self._fetch_lock(session)
             try:
                 async with lock:
                     if self._cached_doc is None or force:
                         # MongoEngine's fetch(): objects.get(pk=...), so its
                         # manager and class filter apply, and its DoesNotExist.
-                        self._cached_doc = await cls.objects.async_get(
-                            pk=self.pk, session=as_session(session)
+                        document = await cls.objects.async_get(
+                            pk=self.pk, session=session
                         )
+                        if self._cached_doc is None or force:
+                            self._cached_doc = document
+                        return document  # what this fetch read, in its context
             finally:
                 self._drop_lock(lock)
         return self._cached_doc
 
-    def _fetch_lock(self) -> asyncio.Lock:
+    def _fetch_lock(self, session: AsyncClientSession | None) -> asyncio.Lock:
         """The lock of the fetch in flight, made by the first fetch; a new one
         when that fetch runs on another event loop (another thread's): a lock
-        waited for belongs to one loop."""
+        waited for belongs to one loop; or in another context (``session``,
+        bound transaction, switch): it must not get what that fetch reads."""
         loop = asyncio.get_running_loop()
+        context = read_context() if session is None else (session, read_context())
         with _IN_FLIGHT:
             try:  # not ``self._lock``: MongoEngine's __getattr__ may fetch
                 held = object.__getattribute__(self, "_lock")
             except AttributeError:  # slots start unset
                 held = None
-            if held is not None and held[0] is loop:
+            if held is not None and held[0] is loop and held[2] == context:
                 return held[1]
             lock = asyncio.Lock()
             if held is None:
-                self._lock = (loop, lock)
+                self._lock = (loop, lock, context)
             return lock
 
     def _drop_lock(self, lock: asyncio.Lock) -> None:
