@@ -203,3 +203,51 @@ async def test_lazy_reference_fetch_is_mongoengines_objects_get(
     holder = await LzHolder.objects.async_get(pk=holder.pk)
     assert (await holder.child.async_fetch()).name == "child"
     assert (await holder.parent.async_fetch()).name == "parent"
+
+
+class LzPlainParent(Document):
+    name = StringField()
+    meta = {"allow_inheritance": True}
+
+
+class LzPlainChild(LzPlainParent):
+    pass
+
+
+class LzPlainHolder(Document):
+    child = LazyReferenceField(LzPlainChild)
+
+
+async def test_select_related_fills_lazy_references_as_their_fetch_would(
+    async_alias, command_log
+):
+    """select_related gives a LazyReference what its async_fetch would
+    (MongoEngine's ``objects.get``): a reference to a class with a manager of
+    its own stays unfetched (only the fetch applies its filter), one to a
+    document its class filter refuses too; the others are loaded."""
+    parent = await LzParent(name="parent").async_save()
+    hidden = await LzParent(name="hidden", hidden=True).async_save()
+    holders = await LzHolder._async_get_collection()
+    await holders.insert_one({"child": parent.pk, "parent": hidden.pk})
+    for holder in (
+        (await LzHolder.objects.async_select_related())[0],
+        await (await LzHolder.objects.async_first()).async_select_related(),
+    ):
+        assert holder.child._cached_doc is None and holder.parent._cached_doc is None
+        with pytest.raises(LzChild.DoesNotExist):
+            await holder.child.async_fetch()  # a LzParent is no LzChild
+        with pytest.raises(LzParent.DoesNotExist):
+            await holder.parent.async_fetch()  # its manager leaves it out
+
+    plain_parent = await LzPlainParent(name="parent").async_save()
+    plain_child = await LzPlainChild(name="child").async_save()
+    plain_holders = await LzPlainHolder._async_get_collection()
+    await plain_holders.insert_one({"child": plain_parent.pk})
+    await LzPlainHolder(child=plain_child).async_save()
+    command_log.clear()
+    wrong, right = await LzPlainHolder.objects.order_by("id").async_select_related()
+    assert command_log.names == ["find", "find"]  # the holders, the children
+    assert right.child.fetch().name == "child"  # loaded: no I/O
+    assert wrong.child._cached_doc is None
+    with pytest.raises(LzPlainChild.DoesNotExist):
+        await wrong.child.async_fetch()

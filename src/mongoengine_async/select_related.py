@@ -179,7 +179,7 @@ def _walk_value(
     value: Any, field: Any, container: Any, key: Any, wanted: _Wanted
 ) -> None:
     if isinstance(value, MongoEngineLazyReference):
-        if value._cached_doc is None:
+        if value._cached_doc is None and _fetched_by_id(value.document_type):
             _want(wanted, value.document_type, value, value, _CACHE)
     elif isinstance(field, mongoengine.GenericLazyReferenceField):
         if isinstance(value, dict):
@@ -196,6 +196,20 @@ def _walk_value(
         _walk_stored_document(value, embedded, wanted)
     elif field is None or isinstance(field, ComplexBaseField | DynamicField):
         _walk_container(value, getattr(field, "field", None), wanted)
+
+
+def _fetched_by_id(cls: type[Any]) -> bool:
+    """Whether a lazy reference to ``cls`` fetches what a query by id loads:
+    its fetch is ``cls.objects.get(pk=...)`` (MongoEngine's), so not when
+    ``objects`` is a custom manager (a ``queryset_manager`` filter, say), which
+    only that fetch applies; such a reference is left unfetched, as
+    MongoEngine's ``select_related`` leaves every lazy reference."""
+    for base in cls.__mro__:
+        manager = base.__dict__.get("objects")
+        if manager is not None:
+            plain = type(manager) is mongoengine.QuerySetManager
+            return plain and manager.get_queryset is None
+    return False
 
 
 def _stored_embedded_class(field: Any, value: Any) -> type[Any] | None:
@@ -274,7 +288,9 @@ def _fill(container: Any, key: Any, document: Any) -> None:
     """Put the loaded document where its reference was; a proxy there is marked
     fetched too, so code still holding it does not query again."""
     if key is _CACHE:
-        container._cached_doc = document
+        # Not a document of another class (its fetch's class filter refuses it).
+        if isinstance(document, container.document_type):
+            container._cached_doc = document
         return
     current = read_at(container, key)
     write_at(container, key, document)
