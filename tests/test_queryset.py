@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import warnings
+
 import pytest
 from bson import ObjectId
 from mongoengine.errors import BulkWriteError
@@ -549,6 +552,34 @@ async def test_async_aggregate_takes_mongoengine_s_unpacked_stages(
         assert rows == [{"age": 25}]
     pipelines = [c["pipeline"] for c in _commands(command_log, "aggregate")]
     assert pipelines == [[match, project]] * 2
+
+
+async def test_an_async_aggregate_never_used_warns(async_alias, command_log):
+    """An aggregation dropped without being awaited or iterated (a forgotten
+    ``await``: its ``$out`` never ran) warns, as a coroutine never awaited
+    does; one awaited, or iterated even partly, does not."""
+    await _people()
+    command_log.clear()
+    with pytest.warns(RuntimeWarning) as caught:
+        QsPerson.objects.async_aggregate([{"$out": "qs_person_copy"}])
+        gc.collect()
+    assert [str(warning.message) for warning in caught] == [
+        "QsPerson's async_aggregate() was never awaited nor iterated: "
+        "its pipeline was not run"
+    ]
+    assert command_log.names == []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cursor = await QsPerson.objects.async_aggregate([{"$match": {}}])
+        await cursor.close()
+        async for _ in QsPerson.objects.async_aggregate([{"$match": {}}]):
+            break
+        rows = QsPerson.objects.async_aggregate([{"$out": "qs_person_copy"}])
+        assert [row async for row in rows] == []
+        del rows, cursor
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+    assert command_log.count("aggregate") == 3
 
 
 async def test_async_explain(async_alias):

@@ -135,17 +135,31 @@ def _update_errors() -> Iterator[None]:
 
 
 class AsyncAggregation:
-    """An aggregation: ``await`` it for the cursor, or ``async for`` over it."""
+    """An aggregation: ``await`` it for the cursor, or ``async for`` over it.
+
+    Nothing is sent until then: one dropped unused (a forgotten ``await``,
+    whose ``$out`` or ``$merge`` never ran) warns as a coroutine never awaited
+    does (``RuntimeWarning``).
+    """
 
     def __init__(
-        self, open_cursor: Callable[[], Awaitable[AsyncCommandCursor[dict[str, Any]]]]
+        self,
+        open_cursor: Callable[[], Awaitable[AsyncCommandCursor[dict[str, Any]]]],
+        name: str = "async_aggregate()",
     ) -> None:
         self._open_cursor = open_cursor
+        self._name = name
+        self._used = False
 
     def __await__(self) -> Generator[Any, None, AsyncCommandCursor[dict[str, Any]]]:
+        self._used = True
         return self._open_cursor().__await__()
 
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        self._used = True
+        return self._rows()
+
+    async def _rows(self) -> AsyncIterator[dict[str, Any]]:
         cursor = await self._open_cursor()
         try:
             async with cursor:
@@ -154,6 +168,16 @@ class AsyncAggregation:
         except asyncio.CancelledError:
             kill_soon(cursor)
             raise
+
+    def __del__(self) -> None:
+        if not self.__dict__.get("_used", True):
+            warnings.warn(
+                f"{self._name} was never awaited nor iterated: its pipeline "
+                "was not run",
+                RuntimeWarning,
+                stacklevel=1,  # (run by the garbage collector: no caller)
+                source=self,
+            )
 
 
 class IdQuery(Q):
@@ -612,7 +636,9 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
                 self, pipeline, *suppl_pipeline, **options
             )
 
-        return AsyncAggregation(open_cursor)
+        return AsyncAggregation(
+            open_cursor, f"{self._document.__name__}'s async_aggregate()"
+        )
 
     async def async_sum(
         self, field: str, *, session: AsyncClientSession | None = None
