@@ -20,7 +20,7 @@ import datetime
 import enum
 import numbers
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -322,7 +322,7 @@ class _Watched(list[str]):
 
     __slots__ = ("others", "taken", "task")
 
-    def __init__(self, changes: list[str], task: asyncio.Task[Any] | None) -> None:
+    def __init__(self, changes: Iterable[str], task: asyncio.Task[Any] | None) -> None:
         super().__init__(changes)
         self.task = task
         self.others: list[str] = []
