@@ -53,7 +53,7 @@ _VOLATILE = "_BaseField__auto_dereference"
 class _Watch:
     """The settings, fields and hooks the plans of one class were built from."""
 
-    __slots__ = ("field_hooks", "hooks", "lives", "snapshots")
+    __slots__ = ("field_hooks", "field_kinds", "hooks", "lives", "snapshots")
 
     def __init__(self, cls: type[Any]) -> None:
         fields: list[Any] = []
@@ -64,7 +64,8 @@ class _Watch:
             for klass in classes
         ]
         kinds = dict.fromkeys(type(field) for field in fields)
-        self.field_hooks = [(kind, _FIELD_HOOKS(kind)) for kind in kinds]
+        self.field_kinds = tuple(kinds)
+        self.field_hooks = tuple(map(_FIELD_HOOKS, self.field_kinds))
         self.lives = [vars(field) for field in fields]
         self.snapshots = [dict(live) for live in self.lives]
 
@@ -78,7 +79,7 @@ class _Watch:
                 or klass._fields_ordered != ordered
             ):
                 return False
-        return all(_FIELD_HOOKS(kind) == hooks for kind, hooks in self.field_hooks)
+        return tuple(map(_FIELD_HOOKS, self.field_kinds)) == self.field_hooks
 
     def settings_hold(self) -> bool:
         """Whether the fields' settings are those copied (a changed
