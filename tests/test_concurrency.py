@@ -535,3 +535,132 @@ async def test_a_pre_delete_receiver_may_save_its_document(async_alias):
         signals.pre_delete.disconnect(save_it, sender=ConcPair)
     assert await get_async_db().conc_pair.count_documents({}) == 0
     assert "_async_save_turns" not in pair.__dict__
+
+
+async def _reload_it(pair: ConcPair, i: int) -> None:
+    await pair.async_reload()
+
+
+async def _modify_it(pair: ConcPair, i: int) -> None:
+    assert await pair.async_modify(inc__a=1, set__b=i)
+
+
+async def _update_it(pair: ConcPair, i: int) -> None:
+    await pair.async_update(inc__a=1, set__b=i)
+
+
+# What program order gives after a save of a=100+i, then the call.
+_AFTER_THE_SAVE = {
+    "reload": (_reload_it, lambda i, b: {"a": 100 + i, "b": b}),
+    "modify": (_modify_it, lambda i, b: {"a": 101 + i, "b": i}),
+    "update": (_update_it, lambda i, b: {"a": 101 + i, "b": i}),
+}
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["new", "loaded"])
+@pytest.mark.parametrize("method", sorted(_AFTER_THE_SAVE))
+async def test_a_reload_modify_or_update_begun_after_a_save_waits_for_its_write(
+    async_alias, method, stored
+):
+    """A reload, modify or update of an instance begun while a save of it is
+    in flight (held up by a coroutine pre_save receiver) waits for the save's
+    write: it reads (or changes) what the save wrote, and the instance and the
+    database agree, as in program order (no silently diverged instance whose
+    next save sends nothing)."""
+    call, expected = _AFTER_THE_SAVE[method]
+    collection = get_async_db().conc_pair
+    signals.pre_save.connect(_yield_a_while, sender=ConcPair)
+    try:
+        for i in range(3):
+            if stored:
+                pair = ConcPair(a=i, b=-1)
+                await ConcPair.objects.async_insert(pair)
+            else:
+                pair = ConcPair(b=-1)
+            pair.a = 100 + i
+            await asyncio.gather(pair.async_save(), call(pair, i))
+            raw = await collection.find_one({"_id": pair.pk}, {"_id": 0})
+            assert raw == expected(i, -1)
+            if method != "update":  # which, as MongoEngine's, reloads nothing
+                assert {"a": pair.a, "b": pair.b} == raw
+            assert pair._get_changed_fields() == []
+    finally:
+        signals.pre_save.disconnect(_yield_a_while, sender=ConcPair)
+    assert "_async_save_turns" not in pair.__dict__  # none in flight any more
+
+
+async def test_a_cancelled_waiting_reload_lets_the_next_save_go(
+    async_alias, command_log
+):
+    """A reload cancelled while it waits for the save in flight takes no
+    turn and releases none: the save and a later one go, and end."""
+    pair = await ConcPair(a=0).async_save()
+    command_log.clear()
+    held = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def hold(sender, document, **kwargs):
+        entered.set()
+        await held.wait()
+
+    signals.pre_save.connect(hold, sender=ConcPair)
+    try:
+        pair.a = 1
+        first = asyncio.ensure_future(pair.async_save())
+        await entered.wait()
+        reload = asyncio.ensure_future(pair.async_reload())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not reload.done()  # waiting for the save's turn, sending nothing
+        assert command_log.count() == 0
+        reload.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reload
+        pair.b = 2
+        second = asyncio.ensure_future(pair.async_save())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not second.done()  # the first save still holds its turn
+        held.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 10)
+    finally:
+        signals.pre_save.disconnect(hold, sender=ConcPair)
+    assert command_log.names == ["update"]  # the first save sent b too
+    raw = await get_async_db().conc_pair.find_one({"_id": pair.pk})
+    assert raw == {"_id": pair.pk, "a": 1, "b": 2}
+    assert "_async_save_turns" not in pair.__dict__
+    await asyncio.wait_for(pair.async_reload(), 10)  # no turn left behind
+
+
+@pytest.mark.parametrize("method", ["reload", "modify", "update"])
+async def test_a_pre_save_receiver_may_reload_modify_or_update_its_document(
+    async_alias, method
+):
+    """A pre_save receiver reloading, modifying or updating the document being
+    saved (in the saving task) does not wait for that save: it runs first, then
+    the save's write, as in MongoEngine."""
+    pair = await ConcPair(a=1, b=1).async_save()
+
+    async def call_it(sender, document, **kwargs):
+        if method == "reload":
+            await document.async_reload()  # drops the change, as MongoEngine
+        elif method == "modify":
+            await document.async_modify(set__b=2)
+        else:
+            await document.async_update(set__b=2)
+
+    signals.pre_save.connect(call_it, sender=ConcPair)
+    try:
+        pair.a = 5
+        pair.note = "n"
+        await asyncio.wait_for(pair.async_save(), 10)
+    finally:
+        signals.pre_save.disconnect(call_it, sender=ConcPair)
+    raw = await get_async_db().conc_pair.find_one({"_id": pair.pk}, {"_id": 0})
+    expected = {
+        "reload": {"a": 1, "b": 1},
+        "modify": {"a": 1, "b": 2},  # modify reloads: the changes are gone too
+        "update": {"a": 5, "b": 2, "note": "n"},
+    }
+    assert raw == expected[method]
+    assert "_async_save_turns" not in pair.__dict__

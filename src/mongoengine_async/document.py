@@ -603,7 +603,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         check_deletable(files)
         # After a save of this instance in flight (its write), as a save would
         # be: a delete begun after it cannot be overtaken by its write.
-        turn = await _wait_delete_turn(self)
+        turn = await _wait_other_turn(self)
         try:
             await self._qs.filter(**self._object_key).async_delete(
                 write_concern=write_concern,
@@ -653,27 +653,38 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         self, *fields: str, session: AsyncClientSession | None = None, **kwargs: Any
     ) -> Self:
         """Reload all fields, or only ``fields``, from the database."""
-        if self.pk is None:  # as MongoEngine, before any collection is resolved
+        # As MongoEngine, before any collection is resolved (unless a save,
+        # which may give the pk, is in flight: checked again in turn).
+        if self.pk is None and _TURNS not in self.__dict__:
             self._require_async("async_reload", "reload()")
             raise self.DoesNotExist("Document does not exist")
         operation = await self._async_operation("async_reload", "reload()", session)
         if fields and isinstance(fields[0], int):
             fields = fields[1:]
-        fresh = await (
-            self._qs.read_preference(ReadPreference.PRIMARY)
-            .filter(**self._object_key)
-            .only(*fields)
-            .async_first(session=operation.session)
-        )
-        if fresh is None:
-            raise self.DoesNotExist("Document does not exist")
-        self._copy_loaded_fields(fresh, fields)
-        self._changed_fields = (
-            list(set(self._changed_fields) - set(fields))
-            if fields
-            else fresh._changed_fields
-        )
-        self._created = False
+        # After a save of this instance in flight (its write): a reload begun
+        # after it reads what it wrote.
+        turn = await _wait_other_turn(self)
+        try:
+            if self.pk is None:
+                raise self.DoesNotExist("Document does not exist")
+            fresh = await (
+                self._qs.read_preference(ReadPreference.PRIMARY)
+                .filter(**self._object_key)
+                .only(*fields)
+                .async_first(session=operation.session)
+            )
+            if fresh is None:
+                raise self.DoesNotExist("Document does not exist")
+            self._copy_loaded_fields(fresh, fields)
+            self._changed_fields = (
+                list(set(self._changed_fields) - set(fields))
+                if fields
+                else fresh._changed_fields
+            )
+            self._created = False
+        finally:
+            if turn:
+                _end_turn(self)
         return self
 
     def _copy_loaded_fields(self, fresh: Document, fields: tuple[str, ...]) -> None:
@@ -702,10 +713,26 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         Returns False (changing nothing) when the stored document does not match.
         """
         session = field_or_session(type(self), session, update, "set__session")
-        if self.pk is None:  # as MongoEngine, before any collection is resolved
+        # As MongoEngine, before any collection is resolved (unless a save,
+        # which may give the pk, is in flight: checked again in turn).
+        if self.pk is None and _TURNS not in self.__dict__:
             self._require_async("async_modify", "modify()")
             raise InvalidDocumentError("The document does not have a primary key.")
         operation = await self._async_operation("async_modify", "modify()", session)
+        # After a save of this instance in flight (its write), as a save would
+        # be: its write cannot overtake this one, nor its values the ones read.
+        turn = await _wait_other_turn(self)
+        try:
+            return await self._async_modify(query, operation, update)
+        finally:
+            if turn:
+                _end_turn(self)
+
+    async def _async_modify(
+        self, query: Any, operation: Operation, update: dict[str, Any]
+    ) -> bool:
+        if self.pk is None:
+            raise InvalidDocumentError("The document does not have a primary key.")
         id_field = self._meta["id_field"]
         query = {} if query is None else query
         # A Q object filters as such (MongoEngine passes its compiled form as
@@ -736,12 +763,27 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         session = field_or_session(type(self), session, kwargs, "set__session")
         numbered = sequences.has_sequences(type(self))
         # As MongoEngine, refused before any collection is resolved (a pk to
-        # number is read once numbered, below).
-        if not numbered and self.pk is None and not kwargs.get("upsert", False):
+        # number is read once numbered, below; a save in flight may give it).
+        if (
+            not numbered
+            and self.pk is None
+            and not kwargs.get("upsert", False)
+            and _TURNS not in self.__dict__
+        ):
             self._require_async("async_update", "update()")
             raise OperationError("attempt to update a document not yet saved")
         operation = await self._async_operation("async_update", "update()", session)
         kwargs["session"] = operation.session
+        # After a save of this instance in flight (its write), as a save would
+        # be: its write cannot overtake this one.
+        turn = await _wait_other_turn(self)
+        try:
+            return await self._async_update(numbered, kwargs)
+        finally:
+            if turn:
+                _end_turn(self)
+
+    async def _async_update(self, numbered: bool, kwargs: dict[str, Any]) -> Any:
         if numbered:  # as reading an unset sequence pk does on a sync alias
             await sequences.async_fill([self], id_only=True)
         if self.pk is not None:
@@ -850,11 +892,12 @@ async def _wait_turn(document: Document) -> None:
     state[_SAVER] = task
 
 
-async def _wait_delete_turn(document: Document) -> bool:
-    """:func:`_wait_turn` for a delete of ``document``; returns whether it
-    took a turn. Not when this task's own save is in flight (a ``pre_save``
-    receiver deleting the document): that save's write comes after, in
-    this task's order."""
+async def _wait_other_turn(document: Document) -> bool:
+    """:func:`_wait_turn` for a delete, reload, modify or update of
+    ``document``; returns whether it took a turn. Not when this task's own
+    save (or delete) is in flight (a ``pre_save`` receiver deleting or
+    reloading the document): that save's write comes after, in this task's
+    order, and waiting would be waiting for itself."""
     if document.__dict__.get(_SAVER) is asyncio.current_task():
         return False
     await _wait_turn(document)
