@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+import mongoengine
 import pytest
 from bson import DBRef, ObjectId
 
@@ -311,6 +312,54 @@ async def test_select_related_missing_target_left_as_proxy(async_alias, command_
     assert str(gone.id) in str(info.value)
 
 
+async def test_select_related_missing_target_reads_as_missing(async_alias):
+    # Looked up and not found: reading it raises DoesNotExist, as MongoEngine's
+    # read of such a reference does (not the AttributeError asking to await it),
+    # on the joining path, the walk, and a document's own select_related.
+    ann = await make_author("Ann")
+    gone = await make_author("Gone")
+    await RefBook(title="dangling", author=gone).async_save()
+    await RefBook(title="ok", author=ann).async_save()
+    await gone.async_delete()
+    dbref = repr(DBRef("ref_author", gone.id))
+
+    joined = {b.title: b for b in await RefBook.objects.async_select_related()}
+    walked = await select_related(
+        await RefBook.objects(title="dangling").async_to_list()
+    )
+    one = await RefBook.objects.async_get(title="dangling")
+    await one.async_select_related()
+    for book in (joined["dangling"], walked[0], one):
+        proxy = book.author
+        assert isinstance(proxy, AsyncReferenceProxy)
+        assert proxy.id == gone.id and proxy == DBRef("ref_author", gone.id)
+        assert repr(proxy) == "<AsyncReferenceProxy: author (missing)>"
+        with pytest.raises(mongoengine.DoesNotExist) as info:
+            proxy.name  # noqa: B018
+        assert isinstance(info.value, RefAuthor.DoesNotExist)
+        assert str(info.value) == (
+            f"Trying to dereference unknown document {dbref} (reference 'author')"
+        )
+        with pytest.raises(RefAuthor.DoesNotExist) as awaited:
+            await proxy  # queries again, and raises the same
+        assert str(awaited.value) == str(info.value)
+    assert joined["ok"].author.name == "Ann"
+
+    # Saving keeps the stored reference.
+    book = joined["dangling"]
+    assert book.to_mongo()["author"] == gone.id
+    book.title = "still dangling"
+    await book.async_save()
+    stored = await (await RefBook._async_get_collection()).find_one({"_id": book.pk})
+    assert stored == {"_id": book.pk, "title": "still dangling", "author": gone.id}
+
+    # Stored again since: awaiting the proxy loads it.
+    await (await RefAuthor._async_get_collection()).insert_one(
+        {"_id": gone.id, "name": "Back"}
+    )
+    assert (await joined["dangling"].author).name == "Back"
+
+
 # -- joining while loading ----------------------------------------------------------
 
 
@@ -437,7 +486,12 @@ async def test_select_related_missing_in_container(async_alias):
     assert type(shelf.authors[0]) is RefAuthor
     assert isinstance(shelf.authors[1], AsyncReferenceProxy)
     with pytest.raises(RefAuthor.DoesNotExist):
+        shelf.authors[1].name  # noqa: B018
+    with pytest.raises(RefAuthor.DoesNotExist):
         await shelf.authors[1]
+    await shelf.async_save()
+    stored = await (await RefShelf._async_get_collection()).find_one()
+    assert stored["authors"] == [ann.id, gone.id]
 
 
 async def test_document_async_select_related(async_alias, command_log):

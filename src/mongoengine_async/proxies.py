@@ -279,11 +279,18 @@ def loaded(cls: type[Any], dbref: DBRef, name: str, raw: dict | None) -> Any:
     """The document of ``cls`` the reply ``raw`` to loading ``dbref`` holds;
     ``cls.DoesNotExist`` when it found none."""
     if raw is None:
-        raise cls.DoesNotExist(
-            f"Trying to dereference unknown document "
-            f"{DBRef(dbref.collection, dbref.id)!r} (reference {name!r})"
-        )
+        raise missing_error(cls, dbref, name)
     return loader(cls, owned=True)(raw)  # the reply is this document's alone
+
+
+def missing_error(cls: type[Any], dbref: DBRef, name: Any) -> Exception:
+    """The ``DoesNotExist`` of loading ``dbref`` (reference ``name``, when it
+    is a field's name or path) and finding nothing: MongoEngine's message."""
+    named = f" (reference {name!r})" if isinstance(name, str) else ""
+    return cls.DoesNotExist(
+        f"Trying to dereference unknown document "
+        f"{DBRef(dbref.collection, dbref.id)!r}{named}"
+    )
 
 
 def _stored_value(stored: Any) -> Any:
@@ -314,6 +321,10 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
     # (on that loop) wait for; and the session and read context it was sent in.
     _loading: asyncio.Future[None] | asyncio.AbstractEventLoop | None = None
     _loading_context: Any = None
+    # Set when a batch load (select_related) looked the document up and found
+    # none: attribute access then raises its DoesNotExist, as MongoEngine's
+    # read of such a reference does, instead of asking to await it.
+    _missing: bool = False
 
     def __init__(
         self,
@@ -391,6 +402,10 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         return SON(
             (("_cls", self._document_class._class_name), ("_ref", self.as_dbref()))
         )
+
+    def mark_missing(self) -> None:
+        """Record that a batch load looked the document up and found none."""
+        self.__dict__["_missing"] = True
 
     @property
     def fetched(self) -> bool:
@@ -475,6 +490,8 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
             return super().__getattr__(name)
         except AttributeError:
             pass
+        if self._missing and self._document is None:
+            raise missing_error(self.document_type, self, self._name)
         raise AttributeError(
             f"{name!r} is not available on the unloaded reference "
             f"{self._name!r}: `await` it (or its fetch()) to get the document"
@@ -488,7 +505,10 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         return copy.deepcopy(self.stored, memo)
 
     def __repr__(self) -> str:
-        state = "fetched" if self._document is not None else "unfetched"
+        if self._document is not None:
+            state = "fetched"
+        else:
+            state = "missing" if self._missing else "unfetched"
         return f"<AsyncReferenceProxy: {self._name} ({state})>"
 
 

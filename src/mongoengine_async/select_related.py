@@ -8,6 +8,7 @@ after it walk the documents for their references and fill them in place.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
@@ -24,7 +25,7 @@ from mongoengine.fields import DynamicField
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
-from mongoengine_async._compat import document_registry
+from mongoengine_async._compat import container_location, document_registry
 from mongoengine_async.batches import WHOLE_RESULT, gc_paused, materialise_all
 from mongoengine_async.connection import on_running_loop
 from mongoengine_async.from_bson import (
@@ -37,6 +38,7 @@ from mongoengine_async.operation import reach
 from mongoengine_async.proxies import (
     AsyncReferenceProxy,
     LazyReference,
+    Slot,
     is_async_class,
     read_at,
     slots,
@@ -319,7 +321,7 @@ async def load_distinct(
     if wanted:
         loaded: _Loaded = {}
         await _load_missing(wanted, loaded, session)
-        _fill_all(wanted, loaded)
+        _fill_all(wanted, loaded, mark_missing=False)  # as MongoEngine: DBRefs
     return values
 
 
@@ -406,6 +408,8 @@ async def load_related(
             found.get(_where(*group), {}).get for group in groups
         ]
         documents = materialise_all(joining_loader(cls, finders, fallback), raws)
+        if _any_missing(wanted, found):  # the join left their DBRefs in place
+            _mark_joined_missing(cls, documents, groups, wanted, found)
         if not stragglers and max_depth == 1:
             return documents
         loaded = _loaded_by_id(wanted, found)
@@ -480,6 +484,37 @@ async def _find_joined(
         binaries = map(object_id_bytes, ids)  # an $in of ObjectIds
         found.setdefault(where, {}).update(zip(binaries, documents, strict=True))
     return found
+
+
+def _any_missing(
+    wanted: _JoinWanted, found: dict[_Where | None, dict[bytes, Any]]
+) -> bool:
+    """Whether a join looked up a document it did not find."""
+    for group, ids in wanted.items():
+        where = _where(*group)
+        if where is not None and not ids.keys() <= found.get(where, {}).keys():
+            return True
+    return False
+
+
+def _mark_joined_missing(
+    cls: type[Any],
+    documents: list,
+    groups: list[tuple[type[Any], str]],
+    wanted: _JoinWanted,
+    found: dict[_Where | None, dict[bytes, Any]],
+) -> None:
+    """Mark missing the references the join looked up and did not find."""
+    for field, group in zip(plain_references(cls), groups, strict=True):
+        ids, by_binary = wanted[group], found.get(_where(*group), {})
+        name = field.name
+        for document in documents:
+            data = document._data
+            value = data.get(name)
+            if type(value) is DBRef and isinstance(value.id, ObjectId):
+                binary = object_id_bytes(value.id)
+                if binary in ids and binary not in by_binary:
+                    _mark_missing(data, name, group[0])
 
 
 def _loaded_by_id(
@@ -601,7 +636,9 @@ def _unknown(known: dict[Any, Any], id_: Any, cls: type[Any]) -> bool:
     return document is not None and not isinstance(document, cls)
 
 
-def _fill_all(wanted: _Wanted, loaded: _Loaded) -> None:
+def _fill_all(wanted: _Wanted, loaded: _Loaded, mark_missing: bool = True) -> None:
+    """Put the loaded documents in place; the references looked up and not
+    found are marked missing (unless ``mark_missing`` is false: left as they are)."""
     for group, ids in wanted.items():
         found = loaded.get(_where(*group), {})
         for id_, places in ids.items():
@@ -609,6 +646,36 @@ def _fill_all(wanted: _Wanted, loaded: _Loaded) -> None:
             if document is not None:
                 for container, key in places:
                     _fill(container, key, document)
+            elif mark_missing and id_ in found:  # looked up, and missing
+                for container, key in places:
+                    _mark_missing(container, key, group[0])
+
+
+def _mark_missing(container: Any, key: Any, cls: type[Any]) -> None:
+    """Leave the reference at ``container[key]``, whose document was looked up
+    and not found, as a proxy marked missing: reading an attribute of it raises
+    ``DoesNotExist``, as MongoEngine's read of such a reference does (a proxy
+    asking to be awaited would hide that it was looked for). It still stands
+    for the stored reference, so saving writes what was stored."""
+    if key is _CACHE:  # a lazy reference: its fetch raises DoesNotExist itself
+        return
+    current = read_at(container, key)
+    if isinstance(current, AsyncReferenceProxy):
+        current.mark_missing()
+    elif type(current) is DBRef or (
+        isinstance(current, dict) and not isinstance(current, BaseDocument)
+    ):
+        # A field's name, or a list's or dict's path; else an item of a list
+        # not read yet, whose path only its field knows (ignored by the message).
+        location, _ = container_location(container)
+        name = key if location is None else f"{location}.{key}"
+        # Held weakly where it can be (a BaseList, a BaseDict): no cycle. A
+        # document's field needs no slot: its read puts a fetched document there.
+        slot = Slot(container, key).weakly()
+        held = slot if type(slot._container) is weakref.ReferenceType else None
+        proxy: AsyncReferenceProxy[Any] = AsyncReferenceProxy(current, cls, name, held)
+        proxy.mark_missing()
+        write_at(container, key, proxy)
 
 
 # Per query, the ids each class wants: a set of ids, or ObjectId.binary -> ObjectId.
