@@ -485,7 +485,7 @@ async def test_select_related_missing_in_container(async_alias):
     assert len(shelf.authors) == 2
     assert type(shelf.authors[0]) is RefAuthor
     assert isinstance(shelf.authors[1], AsyncReferenceProxy)
-    with pytest.raises(RefAuthor.DoesNotExist):
+    with pytest.raises(RefAuthor.DoesNotExist, match="reference 'authors'"):
         shelf.authors[1].name  # noqa: B018
     with pytest.raises(RefAuthor.DoesNotExist):
         await shelf.authors[1]

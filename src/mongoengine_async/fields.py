@@ -181,6 +181,8 @@ class _ProxyingReference(_FieldMixin):
             if value.fetched:  # loaded since it was read: the document takes its place
                 instance._data[self.name] = value._document
                 return value._document
+            if value._name is None:  # marked missing by select_related
+                value.name_if_unnamed(self.name)
             return value if dereference_allowed(instance, self.name) else value.stored
         target = self._target(value)
         if target is None or not is_async_class(target):

@@ -191,6 +191,8 @@ def proxy_items(container: Any, item_field: Any, name: str) -> None:
     for slot in slots(container):
         item = slot.get()
         if isinstance(item, AsyncReferenceProxy | MongoEngineLazyReference):
+            if isinstance(item, AsyncReferenceProxy):
+                item.name_if_unnamed(name)
             continue
         target = unloaded_target(item_field, item)
         if target is not None and is_async_class(target):
@@ -261,7 +263,10 @@ def unloaded_target(field: Any, value: Any) -> type[Any] | None:
 
 
 async def load_reference(
-    cls: type[Any], dbref: DBRef, name: str, session: AsyncClientSession | None = None
+    cls: type[Any],
+    dbref: DBRef,
+    name: str | None,
+    session: AsyncClientSession | None = None,
 ) -> Any:
     """Load the document ``dbref`` points to, as an instance of ``cls``, in
     ``session`` (refused unless one of ``cls``'s client), else in the bound
@@ -275,7 +280,7 @@ async def load_reference(
     return loaded(cls, dbref, name, raw)
 
 
-def loaded(cls: type[Any], dbref: DBRef, name: str, raw: dict | None) -> Any:
+def loaded(cls: type[Any], dbref: DBRef, name: str | None, raw: dict | None) -> Any:
     """The document of ``cls`` the reply ``raw`` to loading ``dbref`` holds;
     ``cls.DoesNotExist`` when it found none."""
     if raw is None:
@@ -283,10 +288,10 @@ def loaded(cls: type[Any], dbref: DBRef, name: str, raw: dict | None) -> Any:
     return loader(cls, owned=True)(raw)  # the reply is this document's alone
 
 
-def missing_error(cls: type[Any], dbref: DBRef, name: Any) -> Exception:
-    """The ``DoesNotExist`` of loading ``dbref`` (reference ``name``, when it
-    is a field's name or path) and finding nothing: MongoEngine's message."""
-    named = f" (reference {name!r})" if isinstance(name, str) else ""
+def missing_error(cls: type[Any], dbref: DBRef, name: str | None) -> Exception:
+    """The ``DoesNotExist`` of loading ``dbref`` (reference ``name``, if known)
+    and finding nothing: MongoEngine's message, naming the reference."""
+    named = "" if name is None else f" (reference {name!r})"
     return cls.DoesNotExist(
         f"Trying to dereference unknown document "
         f"{DBRef(dbref.collection, dbref.id)!r}{named}"
@@ -314,7 +319,7 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
     # Set through __dict__ by __init__ (DBRef's own attributes are slots).
     stored: Any
     document_type: type[Any]
-    _name: str
+    _name: str | None
     _slot: Slot | FieldSlot | None
     _document: Any = None  # the loaded document
     # While a load is in flight: its event loop, or the future its waiters
@@ -330,7 +335,7 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         self,
         stored: Any,
         document_cls: type[Any],
-        name: str,
+        name: str | None,
         slot: Slot | FieldSlot | None = None,
     ):
         dbref = stored if type(stored) is DBRef else stored_dbref(stored, document_cls)
@@ -402,6 +407,11 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         return SON(
             (("_cls", self._document_class._class_name), ("_ref", self.as_dbref()))
         )
+
+    def name_if_unnamed(self, name: str) -> None:
+        """Name the reference (by its field) if whoever made it could not."""
+        if self._name is None:
+            self.__dict__["_name"] = name
 
     def mark_missing(self) -> None:
         """Record that a batch load looked the document up and found none."""
@@ -509,7 +519,8 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
             state = "fetched"
         else:
             state = "missing" if self._missing else "unfetched"
-        return f"<AsyncReferenceProxy: {self._name} ({state})>"
+        name = "" if self._name is None else f": {self._name}"
+        return f"<AsyncReferenceProxy{name} ({state})>"
 
 
 class LazyReference(MongoEngineLazyReference, Generic[_D]):

@@ -514,7 +514,7 @@ def _mark_joined_missing(
             if type(value) is DBRef and isinstance(value.id, ObjectId):
                 binary = object_id_bytes(value.id)
                 if binary in ids and binary not in by_binary:
-                    _mark_missing(data, name, group[0])
+                    _mark_missing(data, name, group[0], name)
 
 
 def _loaded_by_id(
@@ -651,7 +651,9 @@ def _fill_all(wanted: _Wanted, loaded: _Loaded, mark_missing: bool = True) -> No
                     _mark_missing(container, key, group[0])
 
 
-def _mark_missing(container: Any, key: Any, cls: type[Any]) -> None:
+def _mark_missing(
+    container: Any, key: Any, cls: type[Any], name: str | None = None
+) -> None:
     """Leave the reference at ``container[key]``, whose document was looked up
     and not found, as a proxy marked missing: reading an attribute of it raises
     ``DoesNotExist``, as MongoEngine's read of such a reference does (a proxy
@@ -665,10 +667,9 @@ def _mark_missing(container: Any, key: Any, cls: type[Any]) -> None:
     elif type(current) is DBRef or (
         isinstance(current, dict) and not isinstance(current, BaseDocument)
     ):
-        # A field's name, or a list's or dict's path; else an item of a list
-        # not read yet, whose path only its field knows (ignored by the message).
-        location, _ = container_location(container)
-        name = key if location is None else f"{location}.{key}"
+        if name is None:  # a list's or dict's path; else the field reading
+            # the proxy names it (a document's field, or a container not read yet)
+            name, _ = container_location(container)
         # Held weakly where it can be (a BaseList, a BaseDict): no cycle. A
         # document's field needs no slot: its read puts a fetched document there.
         slot = Slot(container, key).weakly()
