@@ -77,6 +77,18 @@ def test_signals_are_mongoengines():
         assert getattr(signals, name) is getattr(mongoengine.signals, name)
 
 
+def test_the_module_has_every_public_name_of_mongoengines():
+    """``from mongoengine import signals`` becomes ``from mongoengine_async
+    import signals``: ``signals.signals_available`` and ``signals.Namespace``
+    (for signals of one's own) are MongoEngine's."""
+    public = [name for name in dir(mongoengine.signals) if not name.startswith("_")]
+    assert {"signals_available", "Namespace", *ALL} <= set(public)
+    for name in public:
+        assert getattr(signals, name) is getattr(mongoengine.signals, name), name
+    assert signals.signals_available  # blinker is installed for the tests
+    assert signals.Namespace().signal("own").name == "own"
+
+
 async def test_save_signals_with_mongoengines_arguments(async_alias, connect):
     log = []
     for name in ALL:

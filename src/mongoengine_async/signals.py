@@ -2,7 +2,10 @@
 
 The signals are MongoEngine's own objects (receivers connected to
 ``mongoengine.signals.post_save`` see async saves too). Receivers that are
-coroutine functions are awaited; plain ones are called.
+coroutine functions are awaited; plain ones are called. The module has every
+name of ``mongoengine.signals`` (``signals_available``, ``Namespace`` for
+signals of your own), so that ``from mongoengine import signals`` can become
+``from mongoengine_async import signals``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 
 from mongoengine import signals
 from mongoengine.signals import (
+    Namespace,
     post_bulk_insert,
     post_delete,
     post_init,
@@ -21,9 +25,11 @@ from mongoengine.signals import (
     pre_init,
     pre_save,
     pre_save_post_validation,
+    signals_available,
 )
 
 __all__ = (
+    "Namespace",
     "has_delete_receivers",
     "has_init_receivers",
     "has_receivers",
@@ -37,6 +43,7 @@ __all__ = (
     "pre_save",
     "pre_save_post_validation",
     "send",
+    "signals_available",
 )
 
 
