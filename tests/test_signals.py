@@ -296,3 +296,27 @@ async def test_muted_signals_call_no_receiver(async_alias, connect):
     assert [raw["title"] async for raw in db.sig_book.find()] == ["d"]
     await SigBook(title="e").async_save()  # unmuted again
     assert [name for name, _, _ in log] == ALL[:3]
+
+
+@pytest.mark.parametrize("cached", [True, False])
+async def test_init_receivers_connected_while_streaming(async_alias, connect, cached):
+    """A post_init receiver connected during ``async for`` gets the documents
+    of the next batches, as MongoEngine's loop sends it from its next chunk."""
+    await SigBook.objects.async_insert(
+        [SigBook(title="t", pages=n) for n in range(120)], load_bulk=False
+    )
+    seen = []
+
+    def receiver(sender, document, **kwargs):
+        seen.append(document.pages)
+
+    queryset = SigBook.objects.order_by("pages").batch_size(50)
+    if not cached:
+        queryset = queryset.no_cache()
+    pages = []
+    async for book in queryset:
+        if not pages:
+            connect(signals.post_init, receiver, sender=SigBook)
+        pages.append(book.pages)
+    assert pages == list(range(120))
+    assert seen == list(range(50, 120))

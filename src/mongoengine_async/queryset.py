@@ -385,6 +385,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         if self._none or self._empty:
             return
         materialise = self._materialiser()
+        receivers = signals.has_init_receivers()
         batch: list[dict] = []
         cursor = self._new_cursor()
         try:
@@ -393,6 +394,12 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
                 # is used up, as a plain ``async for`` would), each document
                 # built as it is asked for.
                 while await cursor._next_batch(batch):
+                    # pre_init/post_init receivers connected (or all gone) since
+                    # the last batch: a loader that sends them (or not), as
+                    # MongoEngine's loop sends them from its next chunk.
+                    if signals.has_init_receivers() != receivers:
+                        receivers = not receivers
+                        materialise = self._materialiser()
                     for raw in batch:
                         yield materialise(raw)
                     batch.clear()
