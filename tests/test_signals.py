@@ -16,9 +16,11 @@ from mongoengine_async import (
     CASCADE,
     Document,
     IntField,
+    NestedTransactionError,
     ReferenceField,
     StringField,
     ValidationError,
+    async_run_in_transaction,
     get_async_db,
     signals,
 )
@@ -320,3 +322,35 @@ async def test_init_receivers_connected_while_streaming(async_alias, connect, ca
         pages.append(book.pages)
     assert pages == list(range(120))
     assert seen == list(range(50, 120))
+
+
+async def test_cascaded_delete_receivers_run_in_the_deletes_transaction(
+    async_alias, connect
+):
+    """A cascaded document's receivers run inside the delete's transaction
+    (docs/signals.md): their writes join it, and one of their own is refused
+    with NestedTransactionError, which undoes the whole delete."""
+    book = await SigBook(title="a").async_save()
+    await SigReview(book=book).async_save()
+
+    async def audit(sender, document, **kwargs):
+        await SigOther(title="review deleted").async_save()
+
+    connect(signals.post_delete, audit, sender=SigReview)
+    await book.async_delete()
+    db = get_async_db()
+    assert await db.sig_review.count_documents({}) == 0
+    assert await SigOther.objects.async_scalar("title") == ["review deleted"]
+
+    async def own_transaction(sender, document, **kwargs):
+        async with async_run_in_transaction():
+            await SigOther(title="never").async_save()
+
+    book = await SigBook(title="b").async_save()
+    await SigReview(book=book).async_save()
+    connect(signals.post_delete, own_transaction, sender=SigReview)
+    with pytest.raises(NestedTransactionError):
+        await book.async_delete()
+    assert await db.sig_book.count_documents({}) == 1
+    assert await db.sig_review.count_documents({}) == 1
+    assert await SigOther.objects.async_count() == 1
