@@ -286,3 +286,70 @@ def test_sync_file_reads_as_exactly_the_exported_proxy_class(sync_log) -> None:
     assert type(ours.pdf) is mongoengine_async.GridFSProxy
     assert type(ours.image) is mongoengine_async.ImageGridFsProxy
     assert ours.pdf.read() == theirs.pdf.read() == b"exact"
+
+
+# -- a file field's own proxy_class ---------------------------------------------
+
+
+class TaggedImageProxy(mongoengine.fields.ImageGridFsProxy):
+    """A proxy of a user's own, as MongoEngine's FileField.proxy_class allows."""
+
+    def put(self, file_obj, **kwargs):
+        kwargs.setdefault("tag", "custom")
+        return super().put(file_obj, **kwargs)
+
+
+class TaggedFileProxy(mongoengine.fields.GridFSProxy):
+    def describe(self) -> str:
+        return f"tagged {self.grid_id}"
+
+
+class TaggedImageField(ImageField):
+    proxy_class = TaggedImageProxy
+
+
+class TaggedFileField(FileField):
+    proxy_class = TaggedFileProxy
+
+
+class GpTagged(Document):
+    meta = {"db_alias": SYNC}
+    image = TaggedImageField(db_alias=SYNC, thumbnail_size=(4, 4, True))
+    pdf = TaggedFileField(db_alias=SYNC)
+    scans = mongoengine_async.ListField(TaggedFileField(db_alias=SYNC))
+
+
+class GpAsyncTagged(Document):
+    image = TaggedImageField(thumbnail_size=(4, 4, True))
+    pdfs = mongoengine_async.ListField(TaggedFileField())
+
+
+def test_own_proxy_class_on_sync_alias_as_mongoengine(sync_log) -> None:
+    # Its proxy was made ours (its put never ran) and every save failed:
+    # "FileField only accepts GridFSProxy values".
+    tagged = GpTagged()
+    assert type(tagged.image) is TaggedImageProxy
+    tagged.image.put(io.BytesIO(png(8, 8)))
+    tagged.pdf.put(b"pdf")
+    tagged.save()
+    loaded = GpTagged.objects.get(id=tagged.id)
+    assert type(loaded.image) is TaggedImageProxy
+    assert loaded.image.tag == "custom" and loaded.image.thumbnail is not None
+    assert loaded.pdf.describe() == f"tagged {tagged.pdf.grid_id}"
+    loaded.scans.append(loaded.pdf)
+    loaded.save()
+
+
+async def test_own_proxy_class_on_async_alias_saves(async_alias) -> None:
+    tagged = GpAsyncTagged()
+    await tagged.image.async_put(png(8, 8))
+    tagged.pdfs.append(await GpAsyncTagged.pdfs.field.async_put(b"pdf"))
+    await tagged.async_save()  # raised ValidationError
+    # and MongoEngine's to_mongo stores None for what is not a proxy_class
+    loaded = await GpAsyncTagged.objects.async_get(id=tagged.id)
+    assert loaded.image.grid_id == tagged.image.grid_id
+    assert (await loaded.image.async_thumbnail()).width == 4
+    assert await loaded.pdfs[0].async_read() == b"pdf"
+    loaded.pdfs.append(AsyncGridFSProxy("not an ObjectId"))
+    with pytest.raises(mongoengine.ValidationError, match="Invalid GridFSProxy"):
+        await loaded.async_save()

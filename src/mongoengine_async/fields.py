@@ -883,8 +883,10 @@ class FileField(mongoengine.FileField):
 
     def _refusing_async(self, proxy: Any) -> Any:
         """MongoEngine's proxy, made an instance of :attr:`sync_proxy_class`
-        (the same object and state; only its async methods are added)."""
-        if proxy is not None:
+        (the same object and state; only its async methods are added). A
+        proxy of the field's own ``proxy_class`` (a subclass of MongoEngine's
+        that a user's field names) stays as it is, with its methods."""
+        if proxy is not None and issubclass(self.sync_proxy_class, type(proxy)):
             proxy.__class__ = self.sync_proxy_class
         return proxy
 
@@ -910,6 +912,26 @@ class FileField(mongoengine.FileField):
         if isinstance(value, AsyncGridFSProxy):  # MongoEngine's would wrap it
             return value
         return self._refusing_async(super().to_python(value))
+
+    def _as_proxy_class(self, value: Any) -> Any:
+        """``value``, or when it is the field's async proxy but the field names
+        a ``proxy_class`` of its own (which the async proxy is not), the proxy
+        of that class it stands for: MongoEngine's ``validate`` and ``to_mongo``
+        take only instances of ``proxy_class`` (``to_mongo`` stores None for
+        anything else)."""
+        if (
+            type(value) is self.async_proxy_class
+            and value.grid_id is not None
+            and not isinstance(value, self.proxy_class)
+        ):
+            return self.to_python(value.grid_id)
+        return value
+
+    def validate(self, value: Any) -> None:
+        super().validate(self._as_proxy_class(value))
+
+    def to_mongo(self, value: Any) -> Any:
+        return super().to_mongo(self._as_proxy_class(value))
 
     def async_items(self, container: Any, instance: BaseDocument, key: str) -> None:
         """Turn the files in ``container`` (a list or dict of this field, held
