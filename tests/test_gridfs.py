@@ -533,6 +533,44 @@ async def test_image_replace_removes_old_thumbnail(async_alias: str) -> None:
     assert await counts("images") == (2, 2)
 
 
+async def test_concurrent_image_puts_leave_no_orphan(async_alias: str) -> None:
+    # As for a FileField: the put whose upload ends second deletes its image
+    # and thumbnail and raises; it left both behind, held by no document.
+    photo = GfsPhoto()
+    results = await asyncio.gather(
+        photo.image.async_put(png(80, 80)),
+        photo.image.async_put(png(90, 90)),
+        return_exceptions=True,
+    )
+    assert sorted(type(result).__name__ for result in results) == [
+        "AsyncImageGridFSProxy",
+        "GridFSError",
+    ]
+    assert await counts("images") == (2, 2)  # the winner's image and thumbnail
+    assert (await photo.image.async_thumbnail()) is not None
+
+
+class GfsSized(Document):
+    image = ImageField(size=(30, 30, True), thumbnail_size=(10, 10, True))
+
+
+async def test_image_put_of_a_path_and_of_what_pillow_cannot_open(
+    async_alias: str, tmp_path
+) -> None:
+    # MongoEngine's put hands its argument to Pillow: a path is opened, and
+    # whatever Pillow cannot open raises ValidationError "Invalid image".
+    path = tmp_path / "cover.png"
+    path.write_bytes(png(60, 40))
+    for source in (path, str(path)):
+        photo = GfsSized()
+        await photo.image.async_put(source)
+        assert (photo.image.size, photo.image.format) == ((30, 30), "PNG")
+    for source in (None, 42, str(tmp_path / "missing.png")):
+        with pytest.raises(ValidationError, match="Invalid image"):
+            await GfsSized().image.async_put(source)
+    assert await counts("images") == (4, 4)
+
+
 # -- errors -------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import io
+from collections.abc import Iterable
 from typing import Any
 
 from bson import ObjectId
@@ -167,13 +168,18 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
             for file_id, content, fields in thumbnails:
                 await upload(root, content, session, _id=file_id, **fields)
                 stored.append(file_id)
-            self._file = await upload(
+            file_document = await upload(
                 root, image, session, _id=image_id, **image_kwargs
             )
         except BaseException:
             for file_id in stored:
                 await _to_completion(_delete_file(root, file_id, session))
             raise
+        if self.grid_id:  # another task's put filled the proxy meanwhile: it won
+            for file_id in [*stored, image_id]:
+                await _to_completion(_delete_file(root, file_id, session))
+            self._check_empty()
+        self._file = file_document
         self.grid_id = image_id
         self.gridout = None
         self._mark_as_changed()
@@ -198,11 +204,20 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
 
 
 async def _image_source(data: Any) -> Any:
-    """Something Pillow can open in a worker thread: a sync binary file object
-    as it is (it is read in the thread), anything else read into memory."""
+    """What MongoEngine's put gives Pillow, opened in a worker thread: bytes
+    and async sources (an async file or iterator), and iterables of bytes,
+    read into memory; anything else as it is, as MongoEngine passes it: a sync
+    binary file object (read in the thread), a path (opened there), or what
+    Pillow cannot open (MongoEngine's ``ValidationError``, "Invalid image")."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(data))
     read = getattr(data, "read", None)
     if read is not None and not inspect.iscoroutinefunction(read):
         return data
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return io.BytesIO(bytes(data))
-    return io.BytesIO(b"".join([piece async for piece in _pieces(data, 1 << 20)]))
+    if (
+        read is not None
+        or hasattr(data, "__aiter__")
+        or (isinstance(data, Iterable) and not isinstance(data, str))
+    ):
+        return io.BytesIO(b"".join([piece async for piece in _pieces(data, 1 << 20)]))
+    return data
