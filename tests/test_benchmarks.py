@@ -11,6 +11,7 @@ it is installed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ import scenarios_raw  # noqa: E402
 
 import mongoengine_async  # noqa: E402
 from mongoengine_async import get_async_db  # noqa: E402
+from mongoengine_async.testing import CommandLog  # noqa: E402
 
 
 def test_run_does_not_import_beanie() -> None:
@@ -51,6 +53,50 @@ async def test_ours_does_what_raw_does(scenario: str, async_alias: str) -> None:
         summaries[module.LIBRARY] = first
     assert summaries["ours"] == summaries["raw"]
     assert summaries["raw"] == expected(scenario, harness.TINY)
+
+
+# Tiny, but every whole result read is bigger than the server's first reply by
+# default (101 documents), so a getMore shows where one is sent.
+OVER_ONE_BATCH = dataclasses.replace(
+    harness.TINY, items=150, books=150, fetches=110, scale=(20, 150)
+)
+
+
+@pytest.mark.parametrize("scenario", list(harness.SCENARIOS))
+async def test_raw_makes_no_round_trip_that_ours_skips(
+    scenario: str, async_alias: str, command_log: CommandLog
+) -> None:
+    """A ratio to raw compares the same server work: where ours asks for a whole
+    result in one reply, so does raw (no getMore ours would not send)."""
+    ctx = harness.Context(db=get_async_db(async_alias), sizes=OVER_ONE_BATCH)
+    sent = {}
+    for module in (scenarios_raw, scenarios_ours):
+        case = await module.SCENARIOS[scenario](ctx)
+        await harness.run_once(case)  # warm-up
+        await harness.call(case.before)
+        start = len(command_log.events)
+        await harness.call(case.run)
+        sent[module.LIBRARY] = [e.command_name for e in command_log.events[start:]]
+    assert len(sent["ours"]) >= len(sent["raw"]), sent
+
+
+def test_fewer_round_trips_than_raw_are_noted() -> None:
+    raw_row = {"library": "raw", "round_trips": 3, "summary": 1, "median_ms": 10.0}
+    rows = []
+    for trips in (2, 3):
+        row = {
+            "scenario": "refs_batch",
+            "library": "beanie",
+            "call": "find_all(fetch_links=True)",
+            "round_trips": trips,
+            "summary": 1,
+            "median_ms": 12.0,
+        }
+        run._compare(row, raw_row)
+        rows.append(row)
+    fewer, same = rows
+    assert "mismatch" not in fewer and "fewer_trips" not in same
+    assert "fewer trips: 2 round trips where raw sent 3" in run.format_table([fewer])
 
 
 @pytest.mark.parametrize("scenario", list(scenarios_ours_sync.SCENARIOS))
