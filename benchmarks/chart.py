@@ -34,16 +34,21 @@ def draw(
     """Write a PNG: one group per scenario, one bar per library (log scale).
 
     ``rows`` are the result rows of run.py (``scenario``, ``library``,
-    ``ratio``); rows without a ratio (skipped, failed) are left out.
+    ``ratio``); rows without a ratio (skipped, failed), or that did other work
+    than raw (``mismatch``, ``unstable``), are left out.
     ``targets`` maps a scenario to the ratio ours must stay under, drawn as a
     dashed line across that scenario's group.
     """
     targets = targets or {}
+    rows = [
+        row
+        for row in rows
+        if row.get("ratio") is not None
+        and not any(row.get(key) for key in ("error", "mismatch", "unstable"))
+    ]
     scenarios: list[str] = []
     libraries: list[str] = []
     for row in rows:
-        if row.get("ratio") is None:
-            continue
         if row["scenario"] not in scenarios:
             scenarios.append(row["scenario"])
         if row["library"] not in libraries:

@@ -86,6 +86,13 @@ RATIO_TARGETS = {
 PAIRED = ("raw", "ours")
 # What a sync user who changes only the import is compared with.
 SYNC_PAIRS = (("ours-sync", "mongoengine"),)
+# A row with any of these did not measure what raw did: it judges no target.
+FAILURES = ("error", "mismatch", "unstable")
+
+
+def failed(row: dict) -> bool:
+    """Whether a result row failed, or did other work than raw's."""
+    return any(row.get(key) for key in FAILURES)
 
 
 def load_libraries(wanted: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -271,17 +278,28 @@ async def _profile(module: Any, scenario: str, library: str, ctx) -> dict:
 
 
 def check_targets(rows: list[dict]) -> list[dict]:
-    """The issue's targets, each with the figures it was judged on."""
+    """The issue's targets, each with the figures it was judged on.
+
+    A case of ours that failed, or disagreed with raw, gives no figure and
+    misses every target it is judged by; another library's gives no figure.
+    """
+    ours_failed = [
+        row["scenario"] for row in rows if row["library"] == "ours" and failed(row)
+    ]
 
     def get(scenario: str, library: str) -> dict:
         for row in rows:
             if (row["scenario"], row["library"]) == (scenario, library):
-                return row
+                return {} if failed(row) else row
         return {}
 
     targets = []
 
-    def add(name: str, met: bool | None, detail: str) -> None:
+    def add(name: str, met: bool | None, detail: str, *scenarios: str) -> None:
+        """A target judged on ours' ``scenarios``."""
+        if missing := [s for s in scenarios if s in ours_failed]:
+            met = False
+            detail = f"ours' {' and '.join(missing)} failed or disagreed with raw"
         targets.append({"target": name, "met": met, "detail": detail})
 
     for scenario in ("read_iter", "read_list"):
@@ -290,6 +308,7 @@ def check_targets(rows: list[dict]) -> list[dict]:
             f"{scenario}: ours <= {READ_MAX_RATIO:g}x raw",
             None if ratio is None else ratio <= READ_MAX_RATIO,
             "no figure" if ratio is None else f"{ratio:.2f}x",
+            scenario,
         )
     ours, raw_in = get("refs_batch", "ours"), get("refs_batch", "raw")
     beanie = get("refs_batch", "beanie")
@@ -307,7 +326,7 @@ def check_targets(rows: list[dict]) -> list[dict]:
             ),
         )
     else:
-        add("select_related <= 1.3x hand-written $in", None, "no figure")
+        add("select_related <= 1.3x hand-written $in", None, "no figure", "refs_batch")
     by_hand = get("refs_by_hand", "ours")
     if "median_ms" in ours and "median_ms" in by_hand:
         vs_hand = ours["median_ms"] / by_hand["median_ms"]
@@ -315,6 +334,8 @@ def check_targets(rows: list[dict]) -> list[dict]:
             f"select_related <= {SELECT_RELATED_MAX_VS_IN:g}x our own hand-written $in",
             vs_hand <= SELECT_RELATED_MAX_VS_IN,
             f"{vs_hand:.2f}x",
+            "refs_batch",
+            "refs_by_hand",
         )
     if "median_ms" in ours and "median_ms" in beanie:
         add(
@@ -323,19 +344,26 @@ def check_targets(rows: list[dict]) -> list[dict]:
             f"{ours['median_ms']:.1f} ms vs {beanie['median_ms']:.1f} ms",
         )
     else:
-        add("select_related faster than Beanie fetch_links", None, "no figure")
+        add(
+            "select_related faster than Beanie fetch_links",
+            None,
+            "no figure",
+            "refs_batch",
+        )
     for scenario in ("gridfs_put", "gridfs_get"):
         ratio = get(scenario, "ours").get("ratio")
         add(
             f"{scenario}: ours >= {GRIDFS_MIN_THROUGHPUT:g}x raw throughput",
             None if ratio is None else 1 / ratio >= GRIDFS_MIN_THROUGHPUT,
             "no figure" if ratio is None else f"{1 / ratio:.2f}x throughput",
+            scenario,
         )
     peak = get("gridfs_stream", "ours").get("peak_mb")
     add(
         f"gridfs_stream: ours peak < {STREAM_MAX_PEAK_MB:g} MB above baseline",
         None if peak is None else peak < STREAM_MAX_PEAK_MB,
         "no figure" if peak is None else f"{peak:.1f} MB",
+        "gridfs_stream",
     )
     trips = get("cascade_delete", "ours").get("round_trips")
     add(
@@ -344,6 +372,7 @@ def check_targets(rows: list[dict]) -> list[dict]:
         "no figure"
         if trips is None
         else f"{trips} ({get('cascade_delete', 'ours').get('commands')})",
+        "cascade_delete",
     )
     for scenario, most in RATIO_TARGETS.items():
         ratio = get(scenario, "ours").get("ratio")
@@ -357,6 +386,7 @@ def check_targets(rows: list[dict]) -> list[dict]:
             f"issue 17: {name}",
             None if ratio is None else ratio <= most,
             figure or "no figure",
+            scenario,
         )
     return targets
 
@@ -366,7 +396,7 @@ def sync_comparison(rows: list[dict]) -> list[str]:
     medians = {
         (row["scenario"], row["library"]): row["median_ms"]
         for row in rows
-        if "median_ms" in row
+        if "median_ms" in row and not failed(row)
     }
     lines = []
     for ours, theirs in SYNC_PAIRS:

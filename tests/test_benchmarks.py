@@ -232,6 +232,44 @@ async def test_a_library_doing_less_is_a_mismatch(async_alias: str) -> None:
     assert "mismatch" in ours_row
 
 
+def test_a_case_that_disagreed_with_raw_meets_no_target() -> None:
+    """A row marked MISMATCH (or UNSTABLE, or failed) did other work than raw:
+    its ratio judges no target, whatever it is."""
+    rows = [
+        {"scenario": "read_list", "library": "raw", "median_ms": 40.0, "ratio": 1.0},
+        {
+            "scenario": "read_list",
+            "library": "ours",
+            "median_ms": 1.0,
+            "ratio": 0.025,
+            "mismatch": "raw gave {'count': 10000}, this gave {'count': 5}",
+        },
+        {"scenario": "refs_batch", "library": "raw", "median_ms": 10.0, "ratio": 1.0},
+        {
+            "scenario": "refs_batch",
+            "library": "ours",
+            "median_ms": 9.0,
+            "ratio": 0.9,
+            "unstable": "summary changed between runs",
+        },
+        {"scenario": "refs_batch", "library": "beanie", "median_ms": 5.0, "ratio": 0.5},
+        {"scenario": "concurrent", "library": "raw", "median_ms": 10.0, "ratio": 1.0},
+        {"scenario": "concurrent", "library": "ours", "median_ms": 9.0, "ratio": 0.9},
+    ]
+    targets = {t["target"]: t for t in run.check_targets(rows)}
+    for name in (
+        "read_list: ours <= 3x raw",
+        "issue 17: read_list: ours <= 1.4x raw",
+        "select_related <= 1.3x hand-written $in",
+        "select_related faster than Beanie fetch_links",
+        "issue 17: refs_batch: ours <= 1.1x raw",
+    ):
+        assert targets[name]["met"] is False, targets[name]
+        assert "disagreed with raw" in targets[name]["detail"]
+    assert targets["issue 17: concurrent: ours <= 1.15x raw"]["met"] is True
+    assert targets["issue 17: insert_one: ours <= 1.1x raw"]["met"] is None
+
+
 def test_results_are_written_as_json_and_png(tmp_path: Path) -> None:
     from PIL import Image
 
