@@ -281,7 +281,7 @@ async def scale(ctx: Context) -> Case:
         )
 
     io = harness.ScaleIO(
-        OursItem.async_drop_collection,
+        lambda: harness.empty(ctx.db, ITEMS),
         write,
         OursItem.objects.async_to_list,
         lambda doc: doc.n,

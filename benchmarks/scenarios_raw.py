@@ -277,6 +277,6 @@ async def scale(ctx: Context) -> Case:
         return await collection.find(batch_size=ONE_REPLY).to_list(None)
 
     io = harness.ScaleIO(
-        lambda: harness.drop(ctx.db, ITEMS), write, read, lambda doc: doc["n"]
+        lambda: harness.empty(ctx.db, ITEMS), write, read, lambda doc: doc["n"]
     )
     return harness.scale_case(ctx, io, "insert_many + find().to_list()")

@@ -174,7 +174,7 @@ def define(
             )
 
         io = harness.ScaleIO(
-            lambda: harness.drop(ctx.db, items),
+            lambda: harness.empty(ctx.db, items),
             write,
             lambda: list(Item.objects),
             lambda doc: doc.n,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -169,6 +170,27 @@ async def test_scale_figures_cover_every_count(async_alias: str) -> None:
         {"library": "ours", "scale": figures},
     ]
     assert "(1.00x raw)" in run.format_scale(rows)[-1]
+
+
+@pytest.mark.parametrize("module", [scenarios_raw, scenarios_ours], ids=["raw", "ours"])
+async def test_scale_times_writes_into_a_created_collection(
+    module: Any, async_alias: str, command_log: CommandLog
+) -> None:
+    """The per-document write figures time no collection creation (as much as
+    writing 1,000 documents): each reset leaves a created, empty collection."""
+    ctx = harness.Context(db=get_async_db(async_alias), sizes=harness.TINY)
+    case = await module.SCENARIOS["scale"](ctx)
+    start = len(command_log.events)
+    await case.scale()
+    names = [
+        event.command_name
+        for event in command_log.events[start:]
+        if event.command_name in ("drop", "create", "insert")
+    ]
+    assert names.count("insert") >= len(harness.TINY.scale)
+    for previous, name in itertools.pairwise(names):
+        if name == "insert":
+            assert previous == "create", names
 
 
 def expected(scenario: str, sizes: harness.Sizes) -> dict:
