@@ -55,12 +55,15 @@ class Run:
 
 
 def load_run(path: Path) -> Run:
-    """Read a JSON written by run.py; failed cases count as failed, not figures."""
+    """Read a JSON written by run.py; failed cases count as failed, not figures,
+    and so does every case of a scenario whose raw case failed (no ratio)."""
     report = json.loads(path.read_text())
     medians, ratios, failed, per_round = {}, {}, set(), {}
     for row in report["results"]:
         case = (row["scenario"], row["library"])
-        if any(row.get(key) for key in FAILURES):
+        if any(row.get(key) for key in FAILURES) or (
+            "ratio" not in row and "skipped" not in row
+        ):
             failed.add(case)
         elif "ratio" in row:
             medians[case], ratios[case] = row["median_ms"], row["ratio"]

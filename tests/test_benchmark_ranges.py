@@ -3,6 +3,7 @@ read from the JSON files run.py writes."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,29 @@ def test_the_command_prints_the_table(
     assert ranges.main([str(path) for path in three_runs]) == 0
     printed = capsys.readouterr().out
     assert "| `read_iter` | 1.20-1.40x |" in printed
+
+
+def test_a_run_in_which_raw_failed_counts_as_failed(tmp_path: Path) -> None:
+    """Without raw's median no library has a ratio in that run: the run shows
+    as failed in their cells, not as a run that never happened."""
+    paths = []
+    for number in (1, 2, 3):
+        rows = [row("refs_by_hand", "ours", 20.0 + number)]
+        if number == 2:
+            rows = [
+                {"scenario": "refs_by_hand", "library": "raw", "error": "timeout"},
+                {"scenario": "refs_by_hand", "library": "ours", "median_ms": 22.0},
+                {"scenario": "refs_by_hand", "library": "beanie", "skipped": "n/a"},
+            ]
+            report = {"meta": {"date": "2026-12-02T09:00:00+00:00"}, "results": rows}
+            path = tmp_path / "run-2.json"
+            path.write_text(json.dumps(report))
+            paths.append(path)
+        else:
+            paths.append(write_run(tmp_path, number, rows))
+    runs = [ranges.load_run(path) for path in paths]
+    assert ranges.cell(runs, ("refs_by_hand", "ours")) == "2.10-2.30x (1 failed)"
+    assert ranges.cell(runs, ("refs_by_hand", "beanie")) == "-"
 
 
 def test_equal_figures_print_once() -> None:
