@@ -375,15 +375,16 @@ class Digest:
 
 
 async def collection_summary(db: Any, name: str) -> dict[str, Any]:
-    """How many documents ``name`` holds and the sum of their ``n``."""
-    rows = await (
-        await db[name].aggregate(
-            [{"$group": {"_id": None, "count": {"$sum": 1}, "sum_n": {"$sum": "$n"}}}]
-        )
-    ).to_list(None)
-    if not rows:
-        return {"count": 0, "sum_n": 0}
-    return {"count": rows[0]["count"], "sum_n": rows[0]["sum_n"]}
+    """How many documents ``name`` holds, the sum of their ``n``, and a digest of
+    the documents themselves without their ids (``digest``: their values, in
+    order, with their types), so that a library storing other fields or other
+    values than raw's is a mismatch too."""
+    documents = await db[name].find({}, {"_id": 0}).to_list(None)
+    return {
+        "count": len(documents),
+        "sum_n": sum(document["n"] for document in documents),
+        "sha256": digest(documents)["sha256"],
+    }
 
 
 async def cascade_summary(db: Any, authors: str, books: str) -> dict[str, int]:

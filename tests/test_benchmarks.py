@@ -15,7 +15,7 @@ import dataclasses
 import itertools
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -196,17 +196,18 @@ async def test_scale_times_writes_into_a_created_collection(
 def expected(scenario: str, sizes: harness.Sizes) -> dict:
     """What every library must produce, computed independently of both."""
     if scenario == "insert_one":
-        return {"count": sizes.inserts, "sum_n": sum(range(sizes.inserts))}
-    items = {"count": sizes.items, "sum_n": sum(range(sizes.items))}
-    if scenario in ("insert_bulk", "read_iter", "read_list"):
-        return items
+        return stored(harness.item(i) for i in range(sizes.inserts))
+    if scenario == "insert_bulk":
+        return stored(harness.item(i) for i in range(sizes.items))
+    if scenario in ("read_iter", "read_list"):
+        return {"count": sizes.items, "sum_n": sum(range(sizes.items))}
     if scenario == "read_fields":  # every field of every seeded document
         return harness.digest(
             (row["name"], row["n"], row["value"], row["active"], tuple(row["tags"]))
             for row in map(harness.item, range(sizes.items))
         )
     if scenario == "save_delta":  # each document's n went up by one
-        return {"count": sizes.saves, "sum_n": sum(range(sizes.saves)) + sizes.saves}
+        return stored({**harness.item(i), "n": i + 1} for i in range(sizes.saves))
     if scenario in ("refs_one_by_one", "refs_batch", "refs_by_hand", "concurrent"):
         count = {"refs_one_by_one": sizes.fetches, "concurrent": sizes.tasks}.get(
             scenario, sizes.books
@@ -230,6 +231,47 @@ def expected(scenario: str, sizes: harness.Sizes) -> dict:
         chunks = -(-sizes.file_bytes // (255 * 1024))
         return {"files": 1, "length": sizes.file_bytes, "chunks": chunks}
     return harness.bytes_digest(data)
+
+
+def stored(documents: Iterable[dict]) -> dict:
+    """``harness.collection_summary`` of a collection holding ``documents``."""
+    documents = list(documents)
+    return {
+        "count": len(documents),
+        "sum_n": sum(document["n"] for document in documents),
+        "sha256": harness.digest(documents)["sha256"],
+    }
+
+
+async def test_a_library_storing_other_documents_is_a_mismatch(
+    async_alias: str,
+) -> None:
+    """An insert case that stores as many documents, with the same ``n``, but
+    not the same fields as raw's is flagged."""
+    ctx = harness.Context(db=get_async_db(async_alias), sizes=harness.TINY)
+    collection = ctx.db[scenarios_ours.ITEMS]
+
+    async def without_tags(ctx: harness.Context) -> harness.Case:
+        async def run_it() -> None:
+            documents = [harness.item(i) for i in range(ctx.sizes.items)]
+            for document in documents:
+                del document["tags"]
+            await collection.insert_many(documents)
+
+        return harness.Case(
+            run_it,
+            "stores no tags",
+            before=lambda: harness.empty(ctx.db, scenarios_ours.ITEMS),
+            check=lambda _: harness.collection_summary(ctx.db, scenarios_ours.ITEMS),
+        )
+
+    class Lazy:
+        LIBRARY = "ours"
+        SCENARIOS = {"insert_bulk": without_tags}
+
+    raw_row, ours_row = await measure_once(ctx, "insert_bulk", Lazy)
+    assert "mismatch" not in raw_row
+    assert "mismatch" in ours_row
 
 
 async def test_a_library_doing_less_is_a_mismatch(async_alias: str) -> None:
