@@ -394,13 +394,17 @@ async def cascade_summary(db: Any, authors: str, books: str) -> dict[str, int]:
     }
 
 
-async def gridfs_summary(db: Any, bucket: str) -> dict[str, Any]:
+async def gridfs_summary(db: Any, bucket: str, owners: str) -> dict[str, Any]:
+    """The files of ``bucket`` (their count, bytes and chunks), and how many
+    documents of ``owners`` refer to one of them."""
     files = await db[f"{bucket}.files"].find({}, {"length": 1}).to_list(None)
     chunks = await db[f"{bucket}.chunks"].count_documents({})
+    ids = [f["_id"] for f in files]
     return {
         "files": len(files),
         "length": sum(f["length"] for f in files),
         "chunks": chunks,
+        "owners": await db[owners].count_documents({"data": {"$in": ids}}),
     }
 
 

@@ -32,7 +32,7 @@ async def gridfs_put(ctx: Context) -> Case:
         run,
         "FileField put + save",
         before=lambda: harness.drop_files(ctx, BUCKET, OWNERS),
-        check=lambda _: harness.gridfs_summary(ctx.db, BUCKET),
+        check=lambda _: harness.gridfs_summary(ctx.db, BUCKET, OWNERS),
     )
 
 

@@ -197,7 +197,7 @@ async def gridfs_put(ctx: Context) -> Case:
         run,
         "FileField.async_put + async_save",
         before=before,
-        check=lambda _: harness.gridfs_summary(ctx.db, BUCKET),
+        check=lambda _: harness.gridfs_summary(ctx.db, BUCKET, OWNERS),
     )
 
 

@@ -186,7 +186,7 @@ async def gridfs_put(ctx: Context) -> Case:
         run,
         "bucket.upload_from_stream",
         before=before,
-        check=lambda _: harness.gridfs_summary(ctx.db, BUCKET),
+        check=lambda _: harness.gridfs_summary(ctx.db, BUCKET, OWNERS),
     )
 
 

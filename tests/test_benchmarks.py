@@ -229,7 +229,7 @@ def expected(scenario: str, sizes: harness.Sizes) -> dict:
     data = harness.file_data(sizes.file_bytes)
     if scenario == "gridfs_put":
         chunks = -(-sizes.file_bytes // (255 * 1024))
-        return {"files": 1, "length": sizes.file_bytes, "chunks": chunks}
+        return {"files": 1, "length": sizes.file_bytes, "chunks": chunks, "owners": 1}
     return harness.bytes_digest(data)
 
 
@@ -270,6 +270,31 @@ async def test_a_library_storing_other_documents_is_a_mismatch(
         SCENARIOS = {"insert_bulk": without_tags}
 
     raw_row, ours_row = await measure_once(ctx, "insert_bulk", Lazy)
+    assert "mismatch" not in raw_row
+    assert "mismatch" in ours_row
+
+
+async def test_a_file_stored_without_its_owner_is_a_mismatch(
+    async_alias: str,
+) -> None:
+    """gridfs_put stores a file and its owner document: the file alone is less."""
+    ctx = harness.Context(db=get_async_db(async_alias), sizes=harness.TINY)
+    ours = await scenarios_ours.SCENARIOS["gridfs_put"](ctx)
+
+    async def file_alone(ctx: harness.Context) -> harness.Case:
+        async def run_it() -> None:
+            owner = scenarios_ours.OursFileOwner(name="owner")
+            await scenarios_ours.OursFileOwner.data.async_put(
+                harness.file_data(ctx.sizes.file_bytes), instance=owner
+            )
+
+        return harness.Case(run_it, "no owner", before=ours.before, check=ours.check)
+
+    class Lazy:
+        LIBRARY = "ours"
+        SCENARIOS = {"gridfs_put": file_alone}
+
+    raw_row, ours_row = await measure_once(ctx, "gridfs_put", Lazy)
     assert "mismatch" not in raw_row
     assert "mismatch" in ours_row
 
