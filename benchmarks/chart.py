@@ -113,9 +113,11 @@ def draw(
                 left + (g + 1) * group_w - 4,
                 y_of(targets[scenario]),
             )
-        text_w = pen.textlength(scenario, font=small)
-        label_x = left + g * group_w + (group_w - text_w) / 2
-        pen.text((label_x, height - bottom + 8), scenario, fill="black", font=small)
+        for line, text in enumerate(_label_lines(pen, scenario, small, group_w - 4)):
+            text_w = pen.textlength(text, font=small)
+            label_x = left + g * group_w + (group_w - text_w) / 2
+            label_y = height - bottom + 8 + 16 * line
+            pen.text((label_x, label_y), text, fill="black", font=small)
 
     legend_x = left
     for library in libraries:
@@ -132,6 +134,16 @@ def draw(
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
+
+
+def _label_lines(pen: Any, label: str, font: Any, width: float) -> list[str]:
+    """A scenario's name on one line, or on two split at an underscore when one
+    line is wider than its group (``refs_one_by_one`` ran into its neighbour)."""
+    if pen.textlength(label, font=font) <= width or "_" not in label:
+        return [label]
+    cuts = [i for i, char in enumerate(label) if char == "_"]
+    cut = min(cuts, key=lambda i: abs(len(label) - 2 * i))
+    return [label[: cut + 1], label[cut + 1 :]]
 
 
 def _dashed(pen: Any, x_start: float, x_end: float, y: float) -> None:

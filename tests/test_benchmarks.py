@@ -381,6 +381,21 @@ def test_results_are_written_as_json_and_png(tmp_path: Path) -> None:
     assert "read_list" in table and "2.50x" in table
 
 
+def test_every_scenario_label_fits_its_group_in_the_chart() -> None:
+    """With every scenario drawn, a long name (``refs_one_by_one``) is split at
+    an underscore rather than run into its neighbour's."""
+    import chart
+    from PIL import Image, ImageDraw
+
+    pen = ImageDraw.Draw(Image.new("RGB", (10, 10)))
+    font = chart._font(13)
+    group_w = (1500 - 90 - 30) / len(harness.SCENARIOS)  # draw()'s geometry
+    for scenario in harness.SCENARIOS:
+        lines = chart._label_lines(pen, scenario, font, group_w - 4)
+        assert "".join(lines) == scenario
+        assert all(pen.textlength(line, font=font) <= group_w - 4 for line in lines)
+
+
 def test_short_scenarios_get_more_rounds() -> None:
     assert harness.rounds(5, 2.0, min_time=5.0) == 5  # long: --repeat rounds
     assert harness.rounds(5, 0.25, min_time=5.0) == 20
