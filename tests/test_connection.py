@@ -286,6 +286,69 @@ async def test_two_aliases_on_same_host_share_a_client(mongodb_uri, cleanup):
     assert await get_async_db("c11y").things.count_documents({}) == 1
 
 
+async def test_a_kept_queryset_follows_its_alias_sharing_a_client(mongodb_uri, cleanup):
+    """An alias sharing its client with another (only the database differs)
+    is connected again elsewhere, with the same options (the shared client
+    again) or others: a queryset kept from before reads and writes the
+    database the alias names now. It kept the first database, silently: the
+    client held by the queryset told only of the alias that made it."""
+    db_a, db_b, db_c, db_other = (_db_name() for _ in range(4))
+    cleanup["dbs"] += [db_a, db_b, db_c, db_other]
+    await connect_async(
+        db=db_other, alias="conn-other", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    await connect_async(
+        db=db_a, alias="conn-a", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    await ConnAliasItem(name="in-a").async_save()
+    kept = ConnAliasItem.objects
+    await disconnect_async("conn-a")
+    await connect_async(
+        db=db_b, alias="conn-a", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    assert get_async_connection("conn-a") is get_async_connection("conn-other")
+    assert await kept.async_count() == 0
+    await ConnAliasItem(name="in-b").async_save()
+    assert await kept.async_update(set__n=2) == 1
+    assert [(item.name, item.n) async for item in kept] == [("in-b", 2)]
+    await disconnect_async("conn-a")
+    await connect_async(
+        db=db_c,
+        alias="conn-a",
+        host=mongodb_uri,
+        uuidRepresentation="standard",
+        tz_aware=True,
+    )
+    assert await kept.async_count() == 0
+    await ConnAliasItem(name="in-c").async_save()
+    assert await kept.async_scalar("name") == ["in-c"]
+    client = get_async_connection("conn-other")
+    assert await client[db_a].conn_alias_items.count_documents({}) == 1
+    assert await client[db_b].conn_alias_items.count_documents({}) == 1
+
+
+async def test_a_kept_queryset_stays_with_an_alias_naming_its_database(
+    mongodb_uri, cleanup
+):
+    """Two aliases naming one database share a client; one connected again
+    elsewhere leaves the other's kept querysets on that database."""
+    db_a, db_b = _db_name(), _db_name()
+    cleanup["dbs"] += [db_a, db_b]
+    await connect_async(
+        db=db_a, alias="conn-a", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    await connect_async(
+        db=db_a, alias="conn-twin", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    await ConnAliasItem(name="in-a").async_save()
+    kept = ConnAliasItem.objects
+    await disconnect_async("conn-twin")
+    await connect_async(
+        db=db_b, alias="conn-twin", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    assert await kept.async_scalar("name") == ["in-a"]
+
+
 async def test_db_alias_changed_after_class_creation(mongodb_uri, cleanup):
     db_a, db_b = _db_name(), _db_name()
     cleanup["dbs"] += [db_a, db_b]

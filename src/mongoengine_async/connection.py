@@ -67,11 +67,13 @@ _settings: dict[str, dict[str, Any]] = {}
 # callers outside any loop (a queryset built at import time); the next loop that
 # needs a client claims it. Clients of closed loops are dropped.
 _clients: dict[str, dict[asyncio.AbstractEventLoop | None, AsyncMongoClient]] = {}
-# The alias of each client made, by id(client), while the client lives (querysets
-# may hold it after the registry dropped it), with the database that alias named
-# then: operations map a client of any loop to the alias's client of the running
-# loop, and that database to the one the alias names now (reconnected elsewhere).
-_aliases: dict[int, tuple[weakref.ref, str, str]] = {}
+# The aliases each client served, by id(client), while the client lives
+# (querysets may hold it after the registry dropped it): the first one, and for
+# each database the aliases that named it when they got the client (the latest
+# last; aliases differing only by database share one). Operations map a
+# collection of a client of any loop to its alias's client of the running loop,
+# and that database to the one the alias names now (reconnected elsewhere).
+_aliases: dict[int, tuple[weakref.ref, str, dict[str, tuple[str, ...]]]] = {}
 # Guards changes to the registry: worker threads run loops of their own.
 _lock = threading.RLock()
 _disconnect_hooks: list = []
@@ -163,15 +165,36 @@ def _new_client(alias: str, settings: dict[str, Any]) -> AsyncMongoClient:
 
 
 def _own(client: AsyncMongoClient, alias: str, database: str) -> None:
-    """Record ``alias`` (naming ``database``) as the alias ``client`` serves,
-    until the client is gone."""
+    """Record that ``client`` serves ``alias`` (naming ``database``), until the
+    client is gone."""
     key = id(client)
+    owner = _aliases.get(key)
+    if owner is None or owner[0]() is not client:
 
-    def forget(ref: weakref.ref) -> None:
-        if _aliases.get(key, (None,))[0] is ref:
-            _aliases.pop(key, None)
+        def forget(ref: weakref.ref) -> None:
+            if _aliases.get(key, (None,))[0] is ref:
+                _aliases.pop(key, None)
 
-    _aliases[key] = (weakref.ref(client, forget), alias, database)
+        owner = _aliases[key] = (weakref.ref(client, forget), alias, {})
+    named = owner[2].get(database, ())
+    owner[2][database] = (*(other for other in named if other != alias), alias)
+
+
+def _alias_of(
+    owner: tuple[weakref.ref, str, dict[str, tuple[str, ...]]], database: str
+) -> tuple[str, bool]:
+    """The alias a collection of ``database`` on the client of ``owner`` is
+    on, and whether that alias named ``database`` when it got the client: one
+    naming it still, else the latest that named it (connected again
+    elsewhere since); for a database no alias named, the client's first."""
+    named = owner[2].get(database)
+    if not named:
+        return owner[1], False
+    for alias in named:
+        settings = _settings.get(alias)
+        if settings is not None and settings["name"] == database:
+            return alias, True
+    return named[-1], True
 
 
 async def connect_async(
@@ -205,6 +228,7 @@ async def connect_async(
                 )
             return get_async_connection(alias)
         client = _shared_client(settings, loop) or _new_client(alias, settings)
+        _own(client, alias, settings["name"])
         _settings[alias] = settings
         _clients[alias] = {loop: client}
         registry_changed()
@@ -282,6 +306,7 @@ def _client_for(alias: str, loop: asyncio.AbstractEventLoop | None) -> AsyncMong
             client = _shared_client(_settings[alias], loop) or _unbound(clients, loop)
         if client is None:
             client = _new_client(alias, _settings[alias])
+        _own(client, alias, _settings[alias]["name"])
         clients[loop] = client
         registry_changed()
         return client
@@ -342,13 +367,17 @@ def on_running_loop(collection: AsyncCollection) -> AsyncCollection:
     owner = _aliases.get(id(client))
     if owner is None:  # not a client of the registry
         return collection
-    _, alias, named = owner
+    database = collection.database.name
+    alias, named = _alias_of(owner, database)
     clients = _clients.get(alias)
-    if clients is not None and clients.get(_running_loop()) is client:
+    if (
+        clients is not None
+        and clients.get(_running_loop()) is client
+        and (not named or _settings[alias]["name"] == database)
+    ):
         return collection
     current = get_async_connection(alias)
-    database = collection.database.name
-    if database == named:  # the alias's own database: the one it names now
+    if named:  # the alias's own database: the one it names now
         database = _settings[alias]["name"]
     same = _collection_on(current, database, collection.name)
     options = {
@@ -364,7 +393,9 @@ def collection_alias(collection: Any) -> str | None:
     for errors about a queryset that ``using()`` moved to another alias."""
     client = collection.database.client
     owner = _aliases.get(id(client))
-    return sync_alias_of(client) if owner is None else owner[1]
+    if owner is None:
+        return sync_alias_of(client)
+    return _alias_of(owner, collection.database.name)[0]
 
 
 def _options(collection: AsyncCollection) -> dict[str, Any]:
