@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -16,7 +17,16 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous import pool
 
-from mongoengine_async import Document, FileField, IntField, get_async_db
+from mongoengine_async import (
+    Document,
+    FileField,
+    IntField,
+    ListField,
+    ReferenceField,
+    get_async_db,
+)
+from mongoengine_async import queryset as queryset_module
+from mongoengine_async import select_related as select_related_module
 from mongoengine_async.testing import fresh_database
 
 WAIT_SECONDS = 20
@@ -28,6 +38,11 @@ _IN_GET_MORE: contextvars.ContextVar[bool] = contextvars.ContextVar(
 
 class CsrRow(Document):
     n = IntField()
+    meta = {"db_alias": ALIAS}
+
+
+class CsrHolder(Document):
+    rows = ListField(ReferenceField(CsrRow))
     meta = {"db_alias": ALIAS}
 
 
@@ -77,14 +92,16 @@ def get_more_started(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
 
 
 async def open_cursors(probe: AsyncMongoClient[Any], name: str) -> int:
-    """The idle cursors the server holds on database ``name``."""
+    """The idle cursors the server holds on database ``name`` (matched on the
+    server: a reply of another client's cursors too would need a getMore,
+    which ``get_more_started`` holds up, as any client's)."""
     cursor = await probe.admin.aggregate(
         [
             {"$currentOp": {"idleCursors": True, "allUsers": True}},
-            {"$match": {"type": "idleCursor"}},
+            {"$match": {"type": "idleCursor", "ns": {"$regex": f"^{re.escape(name)}"}}},
         ]
     )
-    return sum(1 for op in await cursor.to_list(None) if op["ns"].startswith(name))
+    return len(await cursor.to_list(None))
 
 
 async def until(condition: Callable[[], Awaitable[bool]]) -> None:
@@ -139,6 +156,45 @@ async def test_async_to_list(
 ) -> None:
     await rows()
     read = CsrRow.objects.batch_size(2).async_to_list
+    await cancel_in_get_more(read, get_more_started, probe, database)
+
+
+def small_whole_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads of a whole result in replies of 2 documents (not 16 MB): the
+    getMores of a large result, with 10 documents."""
+    monkeypatch.setattr(queryset_module, "WHOLE_RESULT", 2)
+    monkeypatch.setattr(select_related_module, "WHOLE_RESULT", 2)
+
+
+async def test_async_in_bulk(
+    database: str,
+    probe: AsyncMongoClient[Any],
+    get_more_started: asyncio.Event,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await rows()
+    ids = await CsrRow.objects.async_distinct("id")
+    small_whole_results(monkeypatch)
+
+    async def read() -> None:
+        await CsrRow.objects.async_in_bulk(ids)
+
+    await cancel_in_get_more(read, get_more_started, probe, database)
+
+
+async def test_async_select_related(
+    database: str,
+    probe: AsyncMongoClient[Any],
+    get_more_started: asyncio.Event,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await rows()
+    await CsrHolder(rows=await CsrRow.objects.async_to_list()).async_save()
+    small_whole_results(monkeypatch)
+
+    async def read() -> None:
+        await CsrHolder.objects.async_select_related()
+
     await cancel_in_get_more(read, get_more_started, probe, database)
 
 

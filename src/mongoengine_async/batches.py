@@ -7,12 +7,13 @@ Used by the queryset, the delete rules and select_related alike.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ("WHOLE_RESULT", "gc_paused", "kill_soon", "materialise_all")
+__all__ = ("WHOLE_RESULT", "gc_paused", "kill_soon", "materialise_all", "read_all")
 
 # The batch size that asks for a whole result: the server's first reply holds
 # 101 documents unless asked for more, and replies are capped at 16 MB anyway,
@@ -68,3 +69,14 @@ def kill_soon(cursor: Any) -> None:
         return  # used up on the server, or never opened
     cursor._killed = False
     cursor._die_no_lock()
+
+
+async def read_all(cursor: Any) -> list:
+    """``await cursor.to_list(None)``, with the server cursor killed
+    (:func:`kill_soon`) when the read is cancelled midway: a result of more
+    than one reply (16 MB each) has getMores to cancel."""
+    try:
+        return await cursor.to_list(None)
+    except asyncio.CancelledError:
+        kill_soon(cursor)
+        raise

@@ -43,7 +43,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 
 from mongoengine_async._compat import AsyncGridOutChunkIterator
-from mongoengine_async.batches import kill_soon
+from mongoengine_async.batches import kill_soon, read_all
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.connection import (
     get_async_collection,
@@ -834,7 +834,7 @@ async def stored_files(queryset: Any, operation: Operation) -> list[AsyncGridFSP
     )
     proxies = [
         field.get_async_proxy(grid_id, None)
-        async for raw in cursor
+        for raw in await read_all(cursor)
         for db_field, field in fields.items()
         for grid_id in _stored_ids(raw.get(db_field))
     ]

@@ -63,7 +63,12 @@ from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 
 from mongoengine_async import deltas, plan_watch, sequences, signals, to_bson
-from mongoengine_async.batches import WHOLE_RESULT, kill_soon, materialise_all
+from mongoengine_async.batches import (
+    WHOLE_RESULT,
+    kill_soon,
+    materialise_all,
+    read_all,
+)
 from mongoengine_async.change_streams import ChangeStream, WatchOptions
 from mongoengine_async.connection import collection_alias
 from mongoengine_async.context import dereference_disabled
@@ -533,7 +538,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         cursor = collection.find(
             {"_id": {"$in": object_ids}}, batch_size=WHOLE_RESULT, **self._cursor_args
         )
-        raws = await cursor.to_list(None)
+        raws = await read_all(cursor)
         ids = [raw["_id"] for raw in raws]  # before the raws become documents
         materialise = self._materialiser(scalars_first=True, dereference=True)
         return dict(zip(ids, materialise_all(materialise, raws), strict=True))

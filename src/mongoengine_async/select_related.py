@@ -26,7 +26,12 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async._compat import container_location, document_registry
-from mongoengine_async.batches import WHOLE_RESULT, gc_paused, materialise_all
+from mongoengine_async.batches import (
+    WHOLE_RESULT,
+    gc_paused,
+    materialise_all,
+    read_all,
+)
 from mongoengine_async.connection import on_running_loop
 from mongoengine_async.from_bson import (
     joining_loader,
@@ -759,4 +764,4 @@ async def _find_raws(
         batch_size=WHOLE_RESULT,
         session=operation.session,
     )
-    return await cursor.to_list(None)
+    return await read_all(cursor)
