@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import warnings
 
@@ -580,6 +581,39 @@ async def test_an_async_aggregate_never_used_warns(async_alias, command_log):
         gc.collect()
     assert not [w for w in caught if "never awaited" in str(w.message)]
     assert command_log.count("aggregate") == 3
+
+
+async def test_an_async_aggregate_is_a_coroutine_to_asyncio(async_alias, command_log):
+    """Aggregations handed to ``gather()`` in a task cancelled before they ran
+    (a request cancelled at once) do not warn, as coroutines do not: they
+    warned "never awaited nor iterated", their wrapping coroutine thrown the
+    cancellation before awaiting them. ``create_task`` and task groups take
+    them as coroutines."""
+    await _people()
+    pipeline = [{"$match": {"name": "Bob"}}, {"$project": {"_id": 0, "age": 1}}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+
+        async def handler() -> None:
+            await asyncio.gather(
+                QsPerson.objects.async_aggregate(pipeline),
+                QsPerson.objects.async_aggregate(pipeline),
+            )
+
+        task = asyncio.create_task(handler())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        del task
+        for _ in range(3):
+            await asyncio.sleep(0)
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+    cursor = await asyncio.create_task(QsPerson.objects.async_aggregate(pipeline))
+    assert await cursor.to_list() == [{"age": 25}]
+    (cursor,) = await asyncio.gather(QsPerson.objects.async_aggregate(pipeline))
+    assert await cursor.to_list() == [{"age": 25}]
 
 
 async def test_async_explain(async_alias):

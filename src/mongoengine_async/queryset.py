@@ -11,6 +11,7 @@ name alone.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import contextlib
 import warnings
 from collections.abc import (
@@ -22,7 +23,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import mongoengine.queryset.queryset as me_queryset
 import pymongo.errors
@@ -144,8 +145,13 @@ class AsyncAggregation:
 
     Nothing is sent until then: one dropped unused (a forgotten ``await``,
     whose ``$out`` or ``$merge`` never ran) warns as a coroutine never awaited
-    does (``RuntimeWarning``).
+    does (``RuntimeWarning``). To asyncio it is a coroutine (``create_task``,
+    ``gather``, ``wait_for`` and task groups run it by ``send``/``throw``), so
+    one whose task is cancelled before it ran is thrown the cancellation, as a
+    coroutine is, and does not warn.
     """
+
+    _steps: Generator[Any, None, AsyncCommandCursor[dict[str, Any]]] | None = None
 
     def __init__(
         self,
@@ -159,6 +165,24 @@ class AsyncAggregation:
     def __await__(self) -> Generator[Any, None, AsyncCommandCursor[dict[str, Any]]]:
         self._used = True
         return self._open_cursor().__await__()
+
+    # The coroutine protocol (a task runs it as it runs a coroutine).
+
+    def send(self, value: Any) -> Any:
+        return self._stepping().send(value)
+
+    def throw(self, error: Any, *args: Any) -> Any:
+        return self._stepping().throw(error, *args)
+
+    def close(self) -> None:
+        self._used = True  # (a coroutine closed unawaited does not warn)
+        if self._steps is not None:
+            self._steps.close()
+
+    def _stepping(self) -> Generator[Any, None, AsyncCommandCursor[dict[str, Any]]]:
+        if self._steps is None:
+            self._steps = self.__await__()
+        return self._steps
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         self._used = True
@@ -183,6 +207,10 @@ class AsyncAggregation:
                 stacklevel=1,  # (run by the garbage collector: no caller)
                 source=self,
             )
+
+
+# (Registered at run time: to type checkers it stays the awaitable it is typed as.)
+cast(Any, collections.abc.Coroutine).register(AsyncAggregation)
 
 
 class IdQuery(Q):
