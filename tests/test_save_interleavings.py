@@ -2,23 +2,31 @@
 every change: none is reported saved that was not stored.
 
 Hypothesis draws a schedule: saver tasks (how long each waits, in event loop
-turns, before each of its saves), a changer task (its edits: top-level
-fields, fields of embedded documents, also nested ones, list items and
-appends, map values, each after some turns) and what the ``post_save``
-receivers do (turns they await; some change a field themselves, a change
-MongoEngine's save clears). The schedule runs on one instance, new or loaded,
-of a Document or a DynamicDocument; once every task ended, one more save
-must leave in the database (read with PyMongo) exactly what the instance
-holds. A change reported saved but not stored, or one dropped from the
-changes, makes them differ. The drawn turns are the interleaving: a failing
-one shrinks to a short schedule.
+turns, before each of its saves, and whether they cascade to a referenced
+document), a changer task (its edits: top-level fields, fields of embedded
+documents, also nested ones, list items and appends, map values, the
+referenced document, each after some turns), a reader task (reloads of some
+fields or all, a modify), saves cancelled at some point, and what the
+``post_save`` receivers do (turns or milliseconds they await; some change a
+field themselves, a change MongoEngine's save clears). The schedule runs on
+one instance, new or loaded, of a Document or a DynamicDocument; once every
+task ended, one more save must leave in the database (read with PyMongo)
+exactly what the instance (and the referenced document) holds. A change
+reported saved but not stored, one dropped from the changes, or a stale value
+sent again makes them differ. The drawn turns are the interleaving (the
+server's replies add some chance: a failure may not replay, and Hypothesis
+then reports it as flaky, a failure all the same).
+
+To extend it: add an edit to ``EDITS``, a read to ``READS``, or a field to
+the models.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -27,12 +35,15 @@ from hypothesis import strategies as st
 
 from mongoengine_async import (
     Document,
+    DoesNotExist,
     DynamicDocument,
     EmbeddedDocument,
     EmbeddedDocumentField,
     IntField,
+    InvalidDocumentError,
     ListField,
     MapField,
+    ReferenceField,
     signals,
 )
 
@@ -47,7 +58,14 @@ class SiPart(EmbeddedDocument):
     inner = EmbeddedDocumentField(SiInner)
 
 
+class SiRef(Document):
+    """Referenced by SiDoc: saved by its cascade (``cascade=True`` saves)."""
+
+    x = IntField()
+
+
 class SiDoc(Document):
+    ref = ReferenceField(SiRef)
     a = IntField()
     b = IntField(db_field="bb")
     e = EmbeddedDocumentField(SiPart)
@@ -93,17 +111,37 @@ EDITS: dict[str, Callable[[Any, int], None]] = {
     "m.k2=": lambda d, v: d.m.__setitem__("k2", part(v)),
 }
 
+# What a reader task does: reload some fields, all of them, or modify.
+READS: dict[str, Callable[[Any], Awaitable[Any]]] = {
+    "reload a": lambda d: d.async_reload("a"),
+    "reload e, tags": lambda d: d.async_reload("e", "tags"),
+    "reload": lambda d: d.async_reload(),
+    "modify": lambda d: d.async_modify(inc__b=1),
+}
+
 turns = st.integers(min_value=0, max_value=4)
-edits = st.tuples(turns, st.sampled_from(sorted(EDITS)), st.integers(0, 999))
-# A receiver: the turns it awaits, and whether it then sets ``mark``.
-receivers = st.tuples(turns, st.booleans())
+# "ref.x": a change of the document SiDoc references (a reload leaves
+# SiDoc.ref a proxy: the changer keeps the instance it referenced first).
+edits = st.tuples(
+    turns, st.sampled_from([*sorted(EDITS), "ref.x"]), st.integers(0, 999)
+)
+# A receiver: the turns it awaits, whether it also awaits a few milliseconds
+# (as long as a reader's round trip), and whether it then sets ``mark``.
+receivers = st.tuples(turns, st.booleans(), st.booleans())
 schedules = st.fixed_dictionaries(
     {
+        # Each saver: the turns before each of its saves, and whether they
+        # cascade (to the referenced document, for SiDoc).
         "savers": st.lists(
-            st.lists(turns, min_size=1, max_size=4), min_size=2, max_size=4
+            st.tuples(st.lists(turns, min_size=1, max_size=4), st.booleans()),
+            min_size=2,
+            max_size=4,
         ),
         "edits": st.lists(edits, min_size=1, max_size=15),
         "receivers": st.lists(receivers, min_size=1, max_size=6),
+        "reads": st.lists(st.tuples(turns, st.sampled_from(sorted(READS))), max_size=3),
+        # Cancel the saver of that index (modulo their number) after the turns.
+        "cancels": st.lists(st.tuples(turns, st.integers(0, 3)), max_size=2),
     }
 )
 
@@ -125,11 +163,13 @@ class Receivers:
     """A ``post_save`` receiver playing the drawn behaviours, in turn."""
 
     def __init__(self) -> None:
-        self.plays: Iterator[tuple[int, bool]] = iter(())
+        self.plays: Iterator[tuple[int, bool, bool]] = iter(())
 
     async def __call__(self, sender: Any, document: Any, **kwargs: Any) -> None:
-        waits, marks = next(self.plays, (0, False))
+        waits, slow, marks = next(self.plays, (0, False, False))
         await pause(waits)
+        if slow:
+            await asyncio.sleep(0.003)
         if marks:
             document.mark = waits
 
@@ -157,23 +197,58 @@ async def play(model: type, new: bool, schedule: dict, receiver: Any) -> None:
     if receiver is not None:
         receiver.plays = itertools.cycle(schedule["receivers"])
     document = model(**initial())
+    referenced = await SiRef(x=0).async_save()
+    if model is SiDoc:
+        document.ref = referenced
     if not new:
         await document.async_save()
 
-    async def saver(waits: list[int]) -> None:
+    async def saver(waits: list[int], cascade: bool) -> None:
         for count in waits:
             await pause(count)
-            await document.async_save()
+            await document.async_save(cascade=cascade)
 
     async def changer() -> None:
         for count, name, value in schedule["edits"]:
             await pause(count)
-            EDITS[name](document, value)
+            if name == "ref.x":
+                referenced.x = value
+            else:
+                EDITS[name](document, value)
 
-    await asyncio.gather(changer(), *map(saver, schedule["savers"]))
+    async def reader() -> None:
+        for count, name in schedule["reads"]:
+            await pause(count)
+            if name == "modify" and model is SiDynamic:
+                continue  # (MongoEngine's modify raises KeyError for mark unsaved)
+            # Not saved yet (no id, or no document).
+            with contextlib.suppress(
+                DoesNotExist, InvalidDocumentError, AttributeError
+            ):
+                await READS[name](document)
+
+    savers = [asyncio.ensure_future(saver(*drawn)) for drawn in schedule["savers"]]
+
+    async def canceller() -> None:
+        for count, index in schedule["cancels"]:
+            await pause(count)
+            savers[index % len(savers)].cancel()
+
+    ended = await asyncio.gather(
+        changer(), reader(), canceller(), *savers, return_exceptions=True
+    )
+    for result in ended:
+        if isinstance(result, BaseException) and not isinstance(
+            result, asyncio.CancelledError
+        ):
+            raise result
     await document.async_save()
     stored = await model._get_collection().find_one({"_id": document.pk})
     assert comparable(stored) == comparable(document.to_mongo().to_dict()), schedule
+    if model is SiDoc:
+        await referenced.async_save()
+        stored = await SiRef._get_collection().find_one({"_id": referenced.pk})
+        assert stored == referenced.to_mongo().to_dict(), schedule
 
 
 @pytest.mark.parametrize("model", [SiDoc, SiDynamic])
