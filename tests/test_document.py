@@ -1226,6 +1226,26 @@ async def test_cascade_save(async_alias):
     assert (await _db().doc_owned.find_one({"_id": owned.id}))["title"] == "t3"
 
 
+async def test_a_cascade_keeps_a_change_made_during_the_referenced_write(
+    async_alias, command_log
+):
+    """A change another task makes to a referenced document while the
+    cascade's save of it is on its way stays for its next save (the cascade
+    does not clear its changes once more, after its save cleared what it sent)."""
+    owner = await DocOwner(name="before").async_save()
+    owned = await DocOwned(title="t", owner=owner).async_save()
+    owner.name = "after"
+    command_log.clear()
+    saving = asyncio.create_task(owned.async_save(cascade=True))
+    while "update" not in command_log.names:  # the owner's write is on its way
+        await asyncio.sleep(0)
+    owner.name = "meanwhile"
+    await saving
+    assert owner._changed_fields == ["name"]
+    await owner.async_save()
+    assert (await _db().doc_owner.find_one({"_id": owner.id}))["name"] == "meanwhile"
+
+
 async def test_delete_write_concern(async_alias, command_log):
     person = await DocPerson(name="Ada").async_save()
     command_log.clear()

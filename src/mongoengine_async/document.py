@@ -578,8 +578,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             refs.append(ref_id)
             lower = await ref._async_operation("async_save", "save()")
             session = session_for(lower.collection.database.client, kwargs["session"])
+            # (Not MongoEngine's ``ref._changed_fields = []`` after it: the save
+            # cleared what it sent; what another task changed meanwhile stays.)
             await ref.async_save(**{**kwargs, "_refs": refs, "session": session})
-            ref._changed_fields = []
 
     async def async_delete(
         self,
