@@ -498,6 +498,61 @@ async def test_a_change_inside_an_embedded_document_while_saving_is_saved_next(
     assert person._get_changed_fields() == []
 
 
+@pytest.mark.parametrize(
+    ("read", "kept"),
+    [
+        # A change made while the write was awaited (nickname) or before the
+        # read (age) stays unless the read replaced its value.
+        (lambda person: person.async_reload("name"), ["age", "nickname", "tags"]),
+        (lambda person: person.async_reload(), ["tags"]),
+        (lambda person: person.async_modify(inc__version=1), ["tags"]),
+    ],
+    ids=["reload-some", "reload", "modify"],
+)
+async def test_a_read_during_post_save_keeps_the_changes_it_leaves(
+    async_alias, command_log, read, kept
+):
+    """Another task reloads (or modifies) the document while its save awaits
+    a post_save receiver: the changes the read leaves, and those made after
+    it, stay for the next save, which sends them and no value the read
+    replaced (those are the stored ones)."""
+    person = await DocPerson(name="Ada", age=1, tags=[]).async_save()
+    written, resume = asyncio.Event(), asyncio.Event()
+
+    async def post_save(sender, document, **kwargs):
+        written.set()
+        await resume.wait()
+
+    async def other_task():
+        while "update" not in command_log.names:  # the write is on its way
+            await asyncio.sleep(0)
+        person.nickname = "meanwhile"
+        await written.wait()
+        person.age = 42
+        await read(person)
+        person.tags = ["after"]
+        resume.set()
+
+    person.name = "Ann"
+    command_log.clear()
+    async_signals.post_save.connect(post_save, sender=DocPerson)
+    try:
+        await asyncio.gather(person.async_save(), other_task())
+    finally:
+        async_signals.post_save.disconnect(post_save, sender=DocPerson)
+    assert sorted(person._changed_fields) == kept
+    # Another writer's value: kept unless the instance changed it since.
+    await _db().doc_person.update_one({"_id": person.id}, {"$set": {"nickname": "X"}})
+    await person.async_save()
+    stored = await _db().doc_person.find_one({"_id": person.id})
+    assert stored.pop("nickname") == ("meanwhile" if "nickname" in kept else "X")
+    assert stored == {
+        key: value
+        for key, value in person.to_mongo().to_dict().items()
+        if key != "nickname"
+    }
+
+
 async def test_a_save_begun_during_another_saves_post_save_keeps_later_changes(
     async_alias, command_log
 ):

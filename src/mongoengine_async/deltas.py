@@ -39,6 +39,7 @@ __all__ = (
     "give_back_changes",
     "journal_bookkeeping",
     "put_changes",
+    "reset_changes",
     "take_changes",
     "update_doc",
     "watch_changes",
@@ -355,12 +356,18 @@ class _Watched(list[str]):
 class _Watch:
     """The watching lists a save's steps after its write put on a document
     (``top``) and on the embedded documents it holds (``nested``: each with
-    its path, as ``_get_changed_fields`` prefixes their changes)."""
+    its path, as ``_get_changed_fields`` prefixes their changes), and the
+    changes made while the write was awaited (``meanwhile``)."""
 
-    __slots__ = ("nested", "top")
+    __slots__ = ("meanwhile", "nested", "top")
 
-    def __init__(self, top: _Watched, nested: list[tuple[str, Any, _Watched]]) -> None:
-        self.top, self.nested = top, nested
+    def __init__(
+        self,
+        top: _Watched,
+        nested: list[tuple[str, Any, _Watched]],
+        meanwhile: list[str],
+    ) -> None:
+        self.top, self.nested, self.meanwhile = top, nested, meanwhile
 
     def others(self) -> list[str]:
         """The paths other tasks marked as changed, once each; the embedded
@@ -390,7 +397,7 @@ def watch_changes(document: Any, meanwhile: list[str] | None) -> _Watch | None:
     nested: list[tuple[str, Any, _Watched]] = []
     if _nested_values(document):
         _watch_nested(document, "", task, nested)
-    return _Watch(top, nested)
+    return _Watch(top, nested, meanwhile)
 
 
 def _watched(document: Any, task: asyncio.Task[Any] | None) -> _Watched:
@@ -447,40 +454,62 @@ def _watch_value(
                 _watch_value(item, f"{prefix}{key}.", task, nested)
 
 
-def end_watch(
-    document: Any, watch: _Watch | None, meanwhile: list[str] | None
-) -> tuple[bool, list[str] | None]:
+def end_watch(document: Any, watch: _Watch) -> tuple[bool, list[str] | None]:
     """End the watch :func:`watch_changes` began, as the save's steps after
     its write end (even by an error): whether the save then clears
     ``document``'s changes, as MongoEngine's does, and the changes to keep for
-    the next save (None: every field counts as changed). Kept: ``meanwhile``
-    (made while the write was awaited) and those other tasks made since, in
-    the document or in its embedded documents (the save's own, and its
-    receivers', are cleared as MongoEngine clears them).
+    the next save (None: every field counts as changed). Kept: those made
+    while the write was awaited and those other tasks made since, in the
+    document or in its embedded documents (the save's own, and its
+    receivers', are cleared as MongoEngine clears them); not those whose
+    values a reload or a modify (:func:`reset_changes`) read since.
     Another save of the document may have begun meanwhile: if its own steps
     after its write watch the list now, that save clears it as it ends;
     if it took the list and ended (or awaits its write), the changes the
     document holds now are kept (it sent what the list held then, which
     holds all this one keeps)."""
-    if watch is None:
-        return True, meanwhile
     watched, others = watch.top, watch.others()
     changes = getattr(document, "_changed_fields", None)
     if changes is None:  # removed (an aborted transaction's undo): all changed
         return True, None
-    if changes is watched:
-        _set_changed_fields(document, list(changes))
-        if meanwhile is None:
-            return True, None
-        return True, _outermost(meanwhile + others)
-    if type(changes) is _Watched:  # another save's steps after its write
-        changes.others.extend(meanwhile or ())  # (unsent, if not in the list)
+    if changes is watched or type(changes) is _Watched:
+        # Those made while the write was awaited are in the list (a reload
+        # since took out those it read).
+        meanwhile = [path for path in watch.meanwhile if _covered(path, changes)]
+        if changes is watched:
+            _set_changed_fields(document, list(changes))
+            return True, _outermost(meanwhile + others)
+        # Another save's steps after its write: it keeps them, unsent.
+        changes.others.extend(meanwhile)
         if not watched.taken:
             changes.others.extend(others)
         return False, None
     if watched.taken:  # by another save, which ended or awaits its write
         return True, document._get_changed_fields()  # (its embedded ones too)
-    return True, meanwhile  # replaced by a reload: its values stand
+    return True, watch.meanwhile  # replaced (its list set anew): as it stands
+
+
+def reset_changes(document: Any, changes: list[str]) -> None:
+    """Set ``document``'s list of changes to ``changes``, as a reload or a
+    modify does (the values it read stand). A list a save's steps after its
+    write watch stays that list, holding ``changes``: that save then keeps
+    the changes made since, and those made before that the read left, not
+    those whose values it read."""
+    watched = getattr(document, "_changed_fields", None)
+    if type(watched) is not _Watched:
+        document._changed_fields = changes
+        return
+    watched[:] = changes  # (not noted: no other task's change)
+    watched.others[:] = [path for path in watched.others if _covered(path, watched)]
+
+
+def _covered(path: str, paths: list[str]) -> bool:
+    """Whether ``path``, or a path holding it, is in ``paths`` (read as a
+    plain list: a watching list would note the look)."""
+    held = set(paths)
+    return path in held or any(
+        path[:index] in held for index, char in enumerate(path) if char == "."
+    )
 
 
 def _outermost(paths: list[str]) -> list[str]:

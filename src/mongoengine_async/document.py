@@ -386,7 +386,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                     created, object_id, cascading, signal_kwargs, session
                 )
             finally:
-                clears, meanwhile = deltas.end_watch(self, watched, meanwhile)
+                if watched is not None:  # (None: every field counts as changed)
+                    clears, meanwhile = deltas.end_watch(self, watched)
         if not clears:  # another save's steps after its write clear them
             to_bson.mark_saved(self)
             return self
@@ -677,10 +678,12 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             if fresh is None:
                 raise self.DoesNotExist("Document does not exist")
             self._copy_loaded_fields(fresh, fields)
-            self._changed_fields = (
+            # (A save's steps after its write keep the changes made since.)
+            deltas.reset_changes(
+                self,
                 list(set(self._changed_fields) - set(fields))
                 if fields
-                else fresh._changed_fields
+                else fresh._changed_fields,
             )
             self._created = False
         finally:
@@ -753,7 +756,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             return False
         for name in self._fields_ordered:
             setattr(self, name, self._reload(name, updated[name]))
-        self._changed_fields = updated._changed_fields
+        deltas.reset_changes(self, updated._changed_fields)
         self._created = False
         return True
 
