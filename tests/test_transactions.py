@@ -40,6 +40,7 @@ from mongoengine_async import (
     get_async_connection,
     get_async_db,
     is_transient,
+    signals,
 )
 from mongoengine_async.context import current_session
 from mongoengine_async.testing import CommandLog, fresh_database
@@ -643,6 +644,49 @@ async def test_an_abort_keeps_the_changes_made_after_the_save(async_alias):
     await doc.async_save()
     stored = (await committed(TxAccount))[0]
     assert (stored["name"], stored["balance"]) == ("renamed", 42)
+
+
+class TxSlugged(Document):
+    """Its save changes it: clean() and the receivers below."""
+
+    title = StringField()
+    slug = StringField()
+    stamp = IntField()
+    late = IntField()
+
+    def clean(self):
+        self.slug = self.title.lower()
+
+
+def _stamp(sender, document, **kwargs):
+    document.stamp = (document.stamp or 0) + 1
+
+
+def _late(sender, document, **kwargs):
+    document.late = (document.late or 0) + 1
+
+
+async def test_an_abort_gives_back_the_changes_the_save_itself_made(async_alias):
+    """The changes clean(), a pre_save and a pre_save_post_validation
+    receiver make in an aborted save are changes again after the abort: the
+    next save sends them (memory and database would differ otherwise)."""
+    await warm()
+    doc = await TxSlugged(title="A").async_save()
+    signals.pre_save.connect(_stamp, sender=TxSlugged)
+    signals.pre_save_post_validation.connect(_late, sender=TxSlugged)
+    try:
+        with contextlib.suppress(Boom):
+            async with async_run_in_transaction():
+                doc.title = "B"
+                await doc.async_save()
+                raise Boom
+    finally:
+        signals.pre_save.disconnect(_stamp, sender=TxSlugged)
+        signals.pre_save_post_validation.disconnect(_late, sender=TxSlugged)
+    assert sorted(doc._get_changed_fields()) == ["late", "slug", "stamp", "title"]
+    await doc.async_save(clean=False)
+    stored = (await committed(TxSlugged))[0]
+    assert stored == doc.to_mongo().to_dict()
 
 
 async def test_an_abort_during_another_tasks_save_of_the_document(

@@ -441,8 +441,6 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             "async_save", "save()", session
         ) or await self._async_operation("async_save", "save()", session)
         collection, session = operation.collection, operation.session
-        if session is not None:  # perhaps a transaction of ours: journal the save
-            deltas.journal_bookkeeping([self], session)
         cls = type(self)
         # A signal with no receiver at all (most saves) is skipped by its empty
         # ``receivers``, without a call; ``send`` looks for this class's own.
@@ -468,6 +466,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             )
         if numbered:
             await sequences.async_fill([self])
+        if session is not None:  # perhaps a transaction of ours: journal the save
+            # (as the write will find it: clean() and the receivers changed it)
+            deltas.journal_bookkeeping([self], session)
         raw = to_bson.raw(self)  # to_mongo() as a dict: PyMongo encodes it faster
         # No write concern given: the collection's own (set_write_concern would
         # make an equal copy of the collection on every save).
