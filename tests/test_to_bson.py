@@ -1101,3 +1101,67 @@ async def test_async_save_refreshes_the_plans_once(async_alias: str) -> None:
         assert spy.call_count == 2
     collection = await PwTicket._async_get_collection()
     assert await collection.count_documents({"owner": {"$exists": True}}) == 2
+
+
+# -- the generated functions' names ------------------------------------------------
+
+
+class NmPart(EmbeddedDocument):
+    """Its first field is a list: the item checks of the list must not take
+    the settings of the next field, which valid() checks alongside."""
+
+    codes = ListField(StringField(max_length=2))
+    note = StringField(max_length=10)
+
+
+class NmHolder(Document):
+    meta = {"collection": "nm_holder"}
+    part = EmbeddedDocumentField(NmPart)
+    parts = ListField(EmbeddedDocumentField(NmPart))
+
+
+def test_list_items_are_checked_by_their_own_field(sync_default: Any) -> None:
+    """An embedded document's list field checked first, a field with the same
+    kind of setting after it: the items are checked against the list's item
+    field, and the save is refused as by MongoEngine."""
+    NmHolder(part=NmPart(codes=["ab"], note="fine")).save()
+    for values in (
+        {"part": NmPart(codes=["toolong"], note="x")},
+        {"parts": [NmPart(codes=["toolong"])]},
+    ):
+        document = NmHolder(**values)
+        slow = outcome(lambda: mongoengine_validate(document))
+        assert slow[0] == "raised"
+        assert outcome(document.validate) == slow
+        with pytest.raises(ValidationError, match="String value is too long"):
+            document.save()
+    assert sync_default.nm_holder.count_documents({}) == 1
+
+
+class NmLists(Document):
+    """Typed lists after fields whose dump keeps other item types."""
+
+    meta = {"collection": "nm_lists"}
+    info = DictField()
+    ids = ListField(ObjectIdField())
+    labels = ListField(StringField())
+    counts = ListField(IntField())
+    ratios = ListField(FloatField())
+
+
+def test_list_items_convert_as_mongoengine_converts_them() -> None:
+    """A list of items its item field converts ("7" for an IntField, an id's
+    text for an ObjectIdField, an int for a FloatField) is converted by the
+    constructor, whatever the field before it, as by ``__init__``."""
+    values = {
+        "ids": ["5f" * 12],
+        "labels": ["a", b"b"],
+        "counts": ["7", 2.0],
+        "ratios": [1, "2.5"],
+    }
+    ours = NmLists(**values)
+    theirs = mongoengine_new(NmLists, values)
+    assert state(ours) == state(theirs)
+    assert ours.ids == [ObjectId("5f" * 12)]
+    assert ours.counts == [7, 2] and [type(item) for item in ours.counts] == [int, int]
+    assert [type(item) for item in ours.ratios] == [float, float]

@@ -480,10 +480,14 @@ class _Source:
         }
 
     def _compile(self, source: str, kind: str) -> Callable[..., Any]:
-        """The function ``kind`` defined by ``source``, named after the class."""
+        """The function ``kind`` defined by ``source``, named after the class,
+        with its own copy of the names set so far: the functions generated
+        after it (which name their values by field index too, in another field
+        order) do not change the names it reads."""
         name = f"<{kind} of {self.cls._class_name}>"
-        exec(compile(source, name, "exec"), self.namespace)
-        return self.namespace[kind]
+        namespace = dict(self.namespace)
+        exec(compile(source, name, "exec"), namespace)
+        return namespace[kind]
 
     # -- construct ------------------------------------------------------------------
 
@@ -643,7 +647,7 @@ class _Source:
         return self._compile("\n".join(lines) + "\n", "valid")
 
     def _check(
-        self, index: int, field: BaseField, value: str, clean: str, alone: bool = True
+        self, index: int | str, field: BaseField, value: str, clean: str, alone: bool = True
     ) -> str:
         """An expression, True only when ``field._validate(value)`` passes
         (``clean``: the expression of the clean flag an embedded document gets).
@@ -658,7 +662,7 @@ class _Source:
         asked = f"passes(cfield_{index}, {value})"
         return asked if check == "False" else f"({check}) or {asked}"
 
-    def _plain_check(self, index: int, field: BaseField, value: str, clean: str) -> str:
+    def _plain_check(self, index: int | str, field: BaseField, value: str, clean: str) -> str:
         """An expression of plain checks, True only when ``field._validate(value)``
         passes."""
         if field.validation is not None or type(field)._validate is not (
@@ -698,7 +702,7 @@ class _Source:
             check = self._scalar_check(index, field, value)
         return f"{check} and {choices}" if choices != "True" else check
 
-    def _choices(self, index: int, field: BaseField, value: str) -> str | None:
+    def _choices(self, index: int | str, field: BaseField, value: str) -> str | None:
         """The choices check on a value of a checked type (None: not plain)."""
         if not field.choices:
             return "True"
@@ -713,7 +717,7 @@ class _Source:
             return f"{value} in cchoices_{index}"
         return f"cchoices_{index}.issuperset({value})"
 
-    def _scalar_check(self, index: int, field: BaseField, value: str) -> str:
+    def _scalar_check(self, index: int | str, field: BaseField, value: str) -> str:
         """The exact type and the bounds ``validate`` checks, for known fields."""
         kind = _TYPE_CHECKED.get(type(field).validate)
         if kind is None:
@@ -735,7 +739,7 @@ class _Source:
             parts.append(f"cregex_{index}.match({value}) is not None")
         return " and ".join(parts)
 
-    def _reference_check(self, index: int, field: BaseField, value: str) -> str:
+    def _reference_check(self, index: int | str, field: BaseField, value: str) -> str:
         """A saved document of the referenced class, or an id, DBRef or
         LazyReference, as ``ReferenceField.validate`` takes them."""
         ns = self.namespace
@@ -751,7 +755,7 @@ class _Source:
             f"(isinstance({value}, Document) and {value}.id is None)"
         )
 
-    def _lazy_check(self, index: int, field: BaseField, value: str) -> str:
+    def _lazy_check(self, index: int | str, field: BaseField, value: str) -> str:
         """A LazyReference with an id, on the referenced class's collection
         (what the field's ``__init__`` conversion makes of a document's id)."""
         self.namespace["LazyReference"] = LazyReference
@@ -761,7 +765,7 @@ class _Source:
             f"{value}.collection == clazy_type_{index}._get_collection_name()"
         )
 
-    def _list_check(self, index: int, field: BaseField, value: str) -> str:
+    def _list_check(self, index: int | str, field: BaseField, value: str) -> str:
         """A list within its bounds whose items all pass their own check."""
         parts = [f"isinstance({value}, list)"]
         if field.max_length is not None:
@@ -772,7 +776,8 @@ class _Source:
         inner = field.field
         if inner is not None:
             # Items validate as ``_validate(item)``: an embedded one with clean.
-            number = index * 1000 + 1
+            # Their names are the list's, marked: no other field's.
+            number = f"{index}_item"
             item = self._check(number, inner, "item", "True", alone=False)
             if item == "False":  # no plain check: only an empty list passes here
                 parts.append(f"not {value}")
