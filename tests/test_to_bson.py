@@ -1165,3 +1165,44 @@ def test_list_items_convert_as_mongoengine_converts_them() -> None:
     assert ours.ids == [ObjectId("5f" * 12)]
     assert ours.counts == [7, 2] and [type(item) for item in ours.counts] == [int, int]
     assert [type(item) for item in ours.ratios] == [float, float]
+
+
+def test_mongoengine_field_class_methods_patched_after_first_use_are_called(
+    sync_default: Any,
+) -> None:
+    """A method of one of MongoEngine's field classes whose own code the plans
+    recognise (a list's or an embedded document's ``validate``,
+    ``BaseField.to_mongo``, a container's ``to_mongo`` and ``to_python``),
+    patched after the plans were built, is called by the next validate, save
+    and load, as MongoEngine calls it; once restored the plans take over again."""
+    PwTicket(status="open", owner="first", address=PwAddress(city="Lyon")).save()
+    list(PwTicket.objects)
+
+    def refuse(self: Any, value: Any, *args: Any, **kwargs: Any) -> None:
+        self.error("patched refusal")
+
+    with mock.patch.object(mongoengine.EmbeddedDocumentField, "validate", refuse):
+        with pytest.raises(mongoengine.ValidationError, match="patched refusal"):
+            PwTicket(status="open", address=PwAddress(city="Nice")).save()
+    with mock.patch.object(
+        mongoengine.base.BaseField, "to_mongo", lambda self, value: "patched"
+    ):
+        assert PwTicket(owner="me").to_mongo()["owner"] == "patched"
+    holder = NmLists(counts=[1])
+    holder.validate()
+    with mock.patch.object(mongoengine.ListField, "validate", refuse):
+        with pytest.raises(mongoengine.ValidationError, match="patched refusal"):
+            holder.validate()
+    with mock.patch.object(
+        mongoengine.base.ComplexBaseField, "to_mongo", lambda self, value, *a, **k: [0]
+    ):
+        assert holder.to_mongo()["counts"] == [0]
+    holder.save()
+    list(NmLists.objects)
+    with mock.patch.object(
+        mongoengine.ListField, "to_python", lambda self, value: ["patched"]
+    ):
+        assert NmLists.objects.get(id=holder.id).counts == ["patched"]
+    assert NmLists.objects.get(id=holder.id).counts == [1]
+    holder.validate()
+    assert holder.to_mongo()["counts"] == [1]

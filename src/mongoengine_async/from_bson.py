@@ -53,6 +53,7 @@ from mongoengine_async.signals import has_init_receivers
 
 __all__ = (
     "IDENTITY_FOR",
+    "LIST_TO_PYTHON",
     "NONE_READERS",
     "PROXY_TAKERS",
     "UNTOUCHED",
@@ -83,6 +84,19 @@ IDENTITY_FOR = {
     BooleanField.to_python: bool,
     ObjectIdField.to_python: ObjectId,
 }
+
+
+# MongoEngine's methods the plans recognise, as they were when the package was
+# imported: one patched since on MongoEngine's own class (``mock.patch.object(
+# ListField, "to_python", ...)``) is none of these, and is left to be called.
+_BASE_SET = BaseField.__set__
+_BINARY_SET = BinaryField.__set__
+_ENUM_SET = EnumField.__set__
+_COMPLEX_SET = ComplexBaseField.__set__
+LIST_TO_PYTHON = ListField.to_python
+_COMPLEX_TO_PYTHON = ComplexBaseField.to_python
+_REFERENCE_TO_PYTHON = mongoengine.ReferenceField.to_python
+_ENUM_TO_PYTHON = EnumField.to_python
 
 
 # The exact types of the items a container field without an item field keeps as
@@ -164,12 +178,12 @@ class _FieldPlan:
         inner = getattr(field, "field", None)
         self.to_python = set_conversion(field)
         self.identity_type = IDENTITY_FOR.get(type(field).to_python)
-        if self.identity_type is _ANY and type(field).__set__ is BinaryField.__set__:
+        if self.identity_type is _ANY and type(field).__set__ is _BINARY_SET:
             self.identity_type = bytes  # kept; a bytearray is stored as bytes
         # A list of items its to_python keeps: the type they keep (or _ANY).
         self.item_type = None
         to_python = overridden(type(field), "to_python")
-        if to_python is ListField.to_python and inner is not None:
+        if to_python is LIST_TO_PYTHON and inner is not None:
             self.to_python = list_converter(field, inner)
             self.item_type = IDENTITY_FOR.get(type(inner).to_python)
         # A dict, or a list without an item field, kept whole when to_python
@@ -201,7 +215,7 @@ def _kept_items(field: BaseField, inner: BaseField | None) -> tuple[Any, str | N
     """For a dict field, or a list field without an item field: the exact types
     of the items ``ComplexBaseField.to_python`` keeps (or _ANY), and the name
     of the container's type; (None, None) for other fields."""
-    if overridden(type(field), "to_python") is not ComplexBaseField.to_python:
+    if overridden(type(field), "to_python") is not _COMPLEX_TO_PYTHON:
         return None, None
     if isinstance(field, mongoengine.DictField):  # MapField too
         container = "dict"
@@ -224,7 +238,7 @@ def _stores_object_ids(field: BaseField) -> bool:
     ObjectIdField: its ``to_python`` wraps a stored ObjectId, unchanged, in a
     DBRef naming the referenced collection.
     """
-    if type(field).to_python is not mongoengine.ReferenceField.to_python:
+    if type(field).to_python is not _REFERENCE_TO_PYTHON:
         return False
     if field.dbref:
         return False
@@ -408,12 +422,12 @@ def plain_setter(field: BaseField) -> bool:
     does what ``BaseField.__set__`` does (an enum field converts it again: no
     change)."""
     setter = type(field).__set__
-    if setter is BaseField.__set__ or setter is BinaryField.__set__:
+    if setter is _BASE_SET or setter is _BINARY_SET:
         return True
-    if setter is EnumField.__set__:
+    if setter is _ENUM_SET:
         return _converts_once(field)
     inner = getattr(field, "field", None)
-    return setter is ComplexBaseField.__set__ and (
+    return setter is _COMPLEX_SET and (
         not isinstance(inner, EnumField) or _converts_once(inner)
     )
 
@@ -423,7 +437,7 @@ def set_conversion(field: BaseField) -> Callable[[Any], Any]:
     value before ``BaseField.__set__`` (a ``BinaryField`` stores a bytearray
     as bytes), for a field ``plain_setter`` takes."""
     to_python = field.to_python
-    if type(field).__set__ is not BinaryField.__set__:
+    if type(field).__set__ is not _BINARY_SET:
         return to_python
 
     def to_bytes(value: Any) -> Any:
@@ -443,7 +457,7 @@ def _converts_once(field: EnumField) -> bool:
     own ``to_python``, a standard lookup, no member whose value is None."""
     enum_cls = field._enum_cls
     return (
-        type(field).to_python is EnumField.to_python
+        type(field).to_python is _ENUM_TO_PYTHON
         and inspect.getattr_static(enum_cls, "_missing_") in _STANDARD_MISSING
         and all(member.value is not None for member in enum_cls)
     )

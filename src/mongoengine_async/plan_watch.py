@@ -22,6 +22,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from mongoengine import EmbeddedDocumentField
+from mongoengine.base import ComplexBaseField
 from mongoengine.errors import NotRegistered
 
 __all__ = ("forgets", "refresh", "watch")
@@ -45,6 +46,9 @@ _FIELD_HOOKS = operator.attrgetter(
     "__get__", "__set__", "to_python", "to_mongo", "validate", "_validate"
 )
 
+# The methods of MongoEngine's container classes that ours override and call.
+_SHADOWED_HOOKS = operator.attrgetter("to_python", "to_mongo")
+
 # The one field attribute that MongoEngine's loading sets for each batch
 # (``set_auto_dereferencing``), which no plan bakes in.
 _VOLATILE = "_BaseField__auto_dereference"
@@ -53,7 +57,15 @@ _VOLATILE = "_BaseField__auto_dereference"
 class _Watch:
     """The settings, fields and hooks the plans of one class were built from."""
 
-    __slots__ = ("field_hooks", "field_kinds", "hooks", "lives", "snapshots")
+    __slots__ = (
+        "field_hooks",
+        "field_kinds",
+        "hooks",
+        "lives",
+        "shadowed",
+        "shadowed_hooks",
+        "snapshots",
+    )
 
     def __init__(self, cls: type[Any]) -> None:
         fields: list[Any] = []
@@ -66,6 +78,9 @@ class _Watch:
         kinds = dict.fromkeys(type(field) for field in fields)
         self.field_kinds = tuple(kinds)
         self.field_hooks = tuple(map(_FIELD_HOOKS, self.field_kinds))
+        shadowed = dict.fromkeys(filter(None, map(_shadowed, self.field_kinds)))
+        self.shadowed = tuple(shadowed)
+        self.shadowed_hooks = tuple(map(_SHADOWED_HOOKS, self.shadowed))
         self.lives = [vars(field) for field in fields]
         self.snapshots = [dict(live) for live in self.lives]
 
@@ -79,7 +94,12 @@ class _Watch:
                 or klass._fields_ordered != ordered
             ):
                 return False
-        return tuple(map(_FIELD_HOOKS, self.field_kinds)) == self.field_hooks
+        if tuple(map(_FIELD_HOOKS, self.field_kinds)) != self.field_hooks:
+            return False
+        return (
+            not self.shadowed
+            or tuple(map(_SHADOWED_HOOKS, self.shadowed)) == self.shadowed_hooks
+        )
 
     def settings_hold(self) -> bool:
         """Whether the fields' settings are those copied (a changed
@@ -88,6 +108,19 @@ class _Watch:
             return False
         self.snapshots = [dict(live) for live in self.lives]
         return True
+
+
+def _shadowed(kind: type[Any]) -> type[Any] | None:
+    """For a container field class of this package, the MongoEngine class it
+    extends, whose ``to_python`` and ``to_mongo`` its own call and the plans
+    take for them: one patched there changes the field without changing the
+    methods of its class."""
+    if not (
+        kind.__module__.startswith("mongoengine_async.")
+        and issubclass(kind, ComplexBaseField)
+    ):
+        return None
+    return next(k for k in kind.__mro__ if k.__module__.startswith("mongoengine."))
 
 
 def _differs(live: dict[str, Any], snapshot: dict[str, Any]) -> bool:

@@ -65,6 +65,7 @@ from mongoengine_async import plan_watch, signals
 from mongoengine_async._compat import has_field_display, set_field_display
 from mongoengine_async.from_bson import (
     IDENTITY_FOR,
+    LIST_TO_PYTHON,
     NONE_READERS,
     UNTOUCHED,
     LoadedState,
@@ -126,6 +127,27 @@ _TYPE_CHECKED = {
 }
 
 
+# MongoEngine's methods the plans recognise, as they were when the package was
+# imported: one patched since on MongoEngine's own class (``mock.patch.object(
+# ListField, "validate", ...)``) is none of these, and is left to be called.
+_BASE_TO_MONGO = BaseField.to_mongo
+_BASE_CHECK = BaseField._validate
+_OBJECT_ID_TO_MONGO = ObjectIdField.to_mongo
+_DATETIME_TO_MONGO = DateTimeField.to_mongo
+_COMPLEX_TO_MONGO = ComplexBaseField.to_mongo
+_EMBEDDED_TO_MONGO = EmbeddedDocumentField.to_mongo
+_EMBEDDED_VALIDATE = EmbeddedDocumentField.validate
+_LIST_VALIDATE = ListField.validate
+_DICT_VALIDATE = DictField.validate
+_LAZY_VALIDATE = LazyReferenceField.validate
+_REFERENCE_VALIDATE = ReferenceField.validate
+_ENUM_VALIDATE = EnumField.validate
+_DOCUMENT_VALIDATE = BaseDocument.validate
+_DOCUMENT_CLEAN = BaseDocument.clean
+_DOCUMENT_SETATTR = BaseDocument.__setattr__
+_EMBEDDED_DOCUMENT_TO_MONGO = EmbeddedDocument.to_mongo
+
+
 # The exact types of the values to_python returns unchanged, by to_python.
 _TYPE_KEPT = {
     to_python: kept
@@ -137,11 +159,11 @@ _TYPE_KEPT = {
 def _stored_type(field: BaseField) -> type | None:
     """The exact type whose values ``field.to_mongo`` returns unchanged."""
     to_mongo = type(field).to_mongo
-    if to_mongo is ObjectIdField.to_mongo:
+    if to_mongo is _OBJECT_ID_TO_MONGO:
         return ObjectId
-    if to_mongo is DateTimeField.to_mongo:
+    if to_mongo is _DATETIME_TO_MONGO:
         return datetime.datetime
-    if to_mongo is not BaseField.to_mongo:
+    if to_mongo is not _BASE_TO_MONGO:
         return None
     return _TYPE_KEPT.get(type(field).to_python)
 
@@ -334,8 +356,8 @@ def _embedded_plan(cls: type[Any]) -> _Plan | None:
     if plan is _MISSING:
         plan_watch.watch(cls)
         eligible = (
-            cls.validate is BaseDocument.validate
-            and cls.to_mongo is EmbeddedDocument.to_mongo
+            cls.validate is _DOCUMENT_VALIDATE
+            and cls.to_mongo is _EMBEDDED_DOCUMENT_TO_MONGO
             and _eligible(cls, document=False)
         )
         plan = _build(cls, document=False) if eligible else _plans.setdefault(cls)
@@ -355,7 +377,7 @@ def _build(cls: type[Any], document: bool) -> _Plan | None:
 
 def _eligible(cls: type[Any], document: bool) -> bool:
     """Whether the plan can do exactly what MongoEngine does for ``cls``."""
-    if cls._dynamic or cls.STRICT or cls.__setattr__ is not BaseDocument.__setattr__:
+    if cls._dynamic or cls.STRICT or cls.__setattr__ is not _DOCUMENT_SETATTR:
         return False
     if document and (
         not cls.__dictoffset__
@@ -546,7 +568,7 @@ class _Source:
         and their ``choices`` (the display methods) are those construct() was
         built from: identity checks, far cheaper than ``plan_watch.refresh``."""
         ns = self.namespace
-        ns["cls"], ns["base_setattr"] = self.cls, BaseDocument.__setattr__
+        ns["cls"], ns["base_setattr"] = self.cls, _DOCUMENT_SETATTR
         ns["fields_built"] = dict(self.cls._fields)  # (a field added, replaced...)
         checks = ["cls.__setattr__ is base_setattr", "cls._fields == fields_built"]
         for index, (_, field) in enumerate(fields):
@@ -595,7 +617,7 @@ class _Source:
         value = f"v{index}"
         inner = getattr(field, "field", None)
         to_python = set_conversion(field)
-        list_to_python = overridden(type(field), "to_python") is ListField.to_python
+        list_to_python = overridden(type(field), "to_python") is LIST_TO_PYTHON
         if list_to_python and inner is not None:
             to_python = list_converter(field, inner)
         ns[f"to_python_{index}"] = to_python
@@ -630,7 +652,7 @@ class _Source:
 
     def valid(self) -> Callable[[Any, bool], bool]:
         """``valid(document, clean)``: True only if ``validate`` would pass."""
-        custom_clean = self.cls.clean is not BaseDocument.clean
+        custom_clean = self.cls.clean is not _DOCUMENT_CLEAN
         body = []
         if custom_clean:
             body += ["if clean:", "    return False"]
@@ -665,15 +687,13 @@ class _Source:
     def _plain_check(self, index: int | str, field: BaseField, value: str, clean: str) -> str:
         """An expression of plain checks, True only when ``field._validate(value)``
         passes."""
-        if field.validation is not None or type(field)._validate is not (
-            BaseField._validate
-        ):
+        if field.validation is not None or type(field)._validate is not _BASE_CHECK:
             return "False"
         choices = self._choices(index, field, value)
         if choices is None:
             return "False"
         validate = type(field).validate
-        if validate is EmbeddedDocumentField.validate:
+        if validate is _EMBEDDED_VALIDATE:
             if field.choices:  # compared by isinstance, not by value
                 return "False"
             self.namespace[f"cdocument_type_{index}"] = field.document_type
@@ -681,19 +701,19 @@ class _Source:
                 f"type({value}) is cdocument_type_{index}"
                 f" and valid_embedded({value}, {clean})"
             )
-        elif validate is ListField.validate:
+        elif validate is _LIST_VALIDATE:
             check = self._list_check(index, field, value)
-        elif validate is DictField.validate:
+        elif validate is _DICT_VALIDATE:
             if field.required or field.choices:
                 return "False"
             check = f"isinstance({value}, dict) and not {value}"  # nothing to check
-        elif validate is LazyReferenceField.validate:
+        elif validate is _LAZY_VALIDATE:
             check = self._lazy_check(index, field, value)
-        elif validate is ReferenceField.validate:
+        elif validate is _REFERENCE_VALIDATE:
             if field.choices:  # compared by isinstance, not by value
                 return "False"
             check = self._reference_check(index, field, value)
-        elif validate is EnumField.validate:
+        elif validate is _ENUM_VALIDATE:
             if issubclass(field._enum_cls, list | tuple):  # members read as pairs
                 return "False"
             self.namespace[f"cenum_{index}"] = field._enum_cls
@@ -713,7 +733,7 @@ class _Source:
             self.namespace[f"cchoices_{index}"] = frozenset(choices)
         except TypeError:
             return None
-        if type(field).validate is not ListField.validate:
+        if type(field).validate is not _LIST_VALIDATE:
             return f"{value} in cchoices_{index}"
         return f"cchoices_{index}.issuperset({value})"
 
@@ -840,7 +860,7 @@ class _Source:
         if stored is not None:
             ns[f"stored_{index}"] = stored
             return [f"if type(value) is not stored_{index}:", *_indent(generic, 4)]
-        if type(field).to_mongo is EmbeddedDocumentField.to_mongo:
+        if type(field).to_mongo is _EMBEDDED_TO_MONGO:
             ns[f"document_type_{index}"] = field.document_type
             return [
                 f"dumped = dump_embedded(value) if type(value) is document_type_{index}"
@@ -884,7 +904,7 @@ def _kept_when_dumped(field: BaseField) -> frozenset[type] | None:
     """The exact types of the items ``ComplexBaseField.to_mongo`` keeps as they
     are in a list or dict of ``field`` (None: it is not that ``to_mongo``, or
     its item field changes every item)."""
-    if _container_to_mongo(field) is not ComplexBaseField.to_mongo:
+    if _container_to_mongo(field) is not _COMPLEX_TO_MONGO:
         return None
     inner = getattr(field, "field", None)
     if inner is None:
@@ -898,9 +918,9 @@ def _embedded_item_type(field: BaseField) -> type[Any] | None:
     each by that class's ``to_mongo``, else None."""
     inner: Any = getattr(field, "field", None)
     if (
-        _container_to_mongo(field) is ComplexBaseField.to_mongo
+        _container_to_mongo(field) is _COMPLEX_TO_MONGO
         and isinstance(inner, EmbeddedDocumentField)
-        and type(inner).to_mongo is EmbeddedDocumentField.to_mongo
+        and type(inner).to_mongo is _EMBEDDED_TO_MONGO
     ):
         return inner.document_type
     return None
