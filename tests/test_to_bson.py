@@ -1206,3 +1206,47 @@ def test_mongoengine_field_class_methods_patched_after_first_use_are_called(
     assert NmLists.objects.get(id=holder.id).counts == [1]
     holder.validate()
     assert holder.to_mongo()["counts"] == [1]
+
+
+class PwParent(Document):
+    meta = {"collection": "pw_parent", "allow_inheritance": True}
+    name = StringField()
+
+
+class PwChild(PwParent):
+    extra = StringField()
+
+
+@pytest.fixture
+def restored_child() -> Any:
+    declared = dict(vars(PwChild.extra))
+    yield
+    vars(PwChild.extra).clear()
+    vars(PwChild.extra).update(declared)
+
+
+@pytest.mark.usefixtures("restored_child")
+def test_insert_refreshes_the_plans_of_each_class_inserted(sync_default: Any) -> None:
+    """``Parent.objects.insert([child])`` takes a setting changed on a field of
+    the subclass since its plan was built, as MongoEngine's ``insert``."""
+    PwParent.objects.insert([PwChild(name="first")])
+    child = PwChild(name="second")
+    PwChild.extra.null = True  # MongoEngine now stores extra: None
+    PwParent.objects.insert([child])
+    stored = sync_default.pw_parent.find_one({"_id": child.id}, {"_id": 0})
+    assert stored == {"_cls": "PwParent.PwChild", "name": "second", "extra": None}
+
+
+@pytest.mark.usefixtures("restored_child")
+async def test_async_insert_refreshes_the_plans_of_each_class_inserted(
+    async_alias: str,
+) -> None:
+    """The same through ``async_insert``."""
+    await PwParent.objects.async_insert([PwChild(name="first")])
+    child = PwChild(name="second")
+    PwChild.extra.null = True
+    await PwParent.objects.async_insert([child])
+    stored = await mongoengine_async.get_async_db().pw_parent.find_one(
+        {"_id": child.id}, {"_id": 0}
+    )
+    assert stored == {"_cls": "PwParent.PwChild", "name": "second", "extra": None}

@@ -27,7 +27,13 @@ if TYPE_CHECKING:
 else:  # checkers see MongoEngine's class through the typed stub _typing.pyi
     MongoEngineQuerySet = _MongoEngineBaseQuerySet
 
-__all__ = ("FastSyncInserts", "check_insertable", "insert_errors", "set_ids")
+__all__ = (
+    "FastSyncInserts",
+    "check_insertable",
+    "insert_errors",
+    "refresh_plans",
+    "set_ids",
+)
 
 
 def check_insertable(cls: type[Any], documents: Iterable[Any]) -> None:
@@ -60,6 +66,13 @@ def insert_errors() -> Iterator[None]:
         raise OperationError(f"Could not save document ({err})") from err
 
 
+def refresh_plans(documents: Iterable[Any]) -> None:
+    """``plan_watch.refresh`` once for each class of a batch about to be
+    dumped (the queryset's, and its subclasses' among the documents)."""
+    for cls in dict.fromkeys(map(type, documents)):
+        plan_watch.refresh(cls)
+
+
 def set_ids(documents: Iterable[Any], ids: Iterable[Any]) -> None:
     """``document.pk = object_id`` for each inserted document and its id."""
     for document, object_id in zip(documents, ids, strict=False):
@@ -85,7 +98,7 @@ class FastSyncInserts(MongoEngineQuerySet):
         signals.pre_bulk_insert.send(
             self._document, documents=documents, **signal_kwargs
         )
-        plan_watch.refresh(self._document)  # once for the batch
+        refresh_plans(documents)
         raw = [to_bson.raw(document) for document in documents]
         with (
             set_write_concern(self._collection, write_concern or {}) as collection,

@@ -63,7 +63,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 
-from mongoengine_async import deltas, plan_watch, sequences, signals, to_bson
+from mongoengine_async import deltas, sequences, signals, to_bson
 from mongoengine_async.batches import (
     WHOLE_RESULT,
     kill_soon,
@@ -85,6 +85,7 @@ from mongoengine_async.inserts import (
     FastSyncInserts,
     check_insertable,
     insert_errors,
+    refresh_plans,
     set_ids,
 )
 from mongoengine_async.operation import (
@@ -829,7 +830,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         )
         if sequences.has_sequences_below(self._document):
             await sequences.async_fill(documents)
-        plan_watch.refresh(self._document)  # once for the batch
+        refresh_plans(documents)
         raw = [to_bson.raw(document) for document in documents]
         for document, son in zip(documents, raw, strict=True):
             if "_id" not in son:  # its id before the write is awaited
