@@ -255,3 +255,16 @@ def test_sync_alias_keeps_mongoengine_behaviour(sync_default):
     CrBook.author.sync_all()  # MongoEngine's, unguarded on a sync alias
     raw = sync_default.cr_book.find_one({"_id": book.id})
     assert raw["author"] == {"_id": author.id, "name": "Anne", "country": "FR"}
+
+
+async def test_a_dict_that_is_no_stored_cache_is_refused(async_alias):
+    """A dict without the referenced id is no cache read from the database:
+    the constructor refuses it as MongoEngine's does (its KeyError), and a
+    validation of one assigned refuses it as a value that is no document."""
+    with pytest.raises(KeyError, match="_id"):
+        CrBook(title="Bad", author={"name": "Ann"})
+    book = CrBook(title="Bad")
+    book.author = {"name": "Ann"}
+    with pytest.raises(ValidationError, match="only accepts documents"):
+        await book.async_save()
+    assert await get_async_db().cr_book.count_documents({}) == 0

@@ -294,6 +294,12 @@ _STORING_OPERATORS = frozenset({"set", "push", "pushAll", "addToSet", "setOnInse
 _GENERIC_REFERENCE = GenericReferenceField()
 
 
+def _is_cache(value: Any) -> bool:
+    """Whether ``value`` is a cache a CachedReferenceField stored: a dict
+    holding the referenced id (MongoEngine's ``to_mongo`` always writes it)."""
+    return isinstance(value, dict) and "_id" in value
+
+
 class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField):
     """MongoEngine's CachedReferenceField; on async aliases loading it does no
     I/O (MongoEngine's loads the document), it reads as a proxy, and saving
@@ -304,19 +310,19 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
     """
 
     def _target(self, value: Any) -> type[Any] | None:
-        return self.document_type if isinstance(value, dict) else None
+        return self.document_type if _is_cache(value) else None
 
     def to_python(self, value: Any) -> Any:
-        if isinstance(value, dict) and is_async_class(self.document_type):
+        if _is_cache(value) and is_async_class(self.document_type):
             return value  # the stored cache: read as a proxy
-        return super().to_python(value)
+        return super().to_python(value)  # (a dict without its id: KeyError)
 
     def to_mongo(
         self, document: Any, use_db_field: bool = True, fields: Any = None
     ) -> Any:
         if isinstance(document, AsyncReferenceProxy):
             document = self._proxied(document)
-        if isinstance(document, dict):  # the stored cache, not loaded: kept
+        if _is_cache(document):  # the stored cache, not loaded: kept
             return document
         return super().to_mongo(document, use_db_field, fields)
 
@@ -325,7 +331,7 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
             if not value._may_be(self.document_type):  # as for its document
                 self.error("A CachedReferenceField only accepts documents")
             value = self._proxied(value)
-        if not isinstance(value, dict):  # a stored cache is valid
+        if not _is_cache(value):  # a stored cache is valid
             super().validate(value)
 
     def prepare_query_value(self, op: str, value: Any) -> Any:
