@@ -669,7 +669,12 @@ class _Source:
         return self._compile("\n".join(lines) + "\n", "valid")
 
     def _check(
-        self, index: int | str, field: BaseField, value: str, clean: str, alone: bool = True
+        self,
+        index: int | str,
+        field: BaseField,
+        value: str,
+        clean: str,
+        alone: bool = True,
     ) -> str:
         """An expression, True only when ``field._validate(value)`` passes
         (``clean``: the expression of the clean flag an embedded document gets).
@@ -684,7 +689,9 @@ class _Source:
         asked = f"passes(cfield_{index}, {value})"
         return asked if check == "False" else f"({check}) or {asked}"
 
-    def _plain_check(self, index: int | str, field: BaseField, value: str, clean: str) -> str:
+    def _plain_check(
+        self, index: int | str, field: BaseField, value: str, clean: str
+    ) -> str:
         """An expression of plain checks, True only when ``field._validate(value)``
         passes."""
         if field.validation is not None or type(field)._validate is not _BASE_CHECK:
