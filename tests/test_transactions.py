@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -927,3 +929,35 @@ async def test_a_cascade_reruns_on_a_transient_error(app_alias, command_log):
     ]
     assert len(transactions(command_log)) == 2
     assert await committed(TxOwner) == [] and await committed(TxPet) == []
+
+
+class TxJournalled(Document):
+    name = StringField()
+    meta = {"db_alias": "tx_journal"}
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_a_settled_transaction_lets_go_of_its_documents(mongodb_uri, form):
+    """The journal of a transaction (the undos that hold the documents it
+    saved) is emptied once the transaction is settled: the tasks started
+    during it (PyMongo's monitors on the client's first use, the class's
+    collection preparation) keep a copy of the task's context for as long as
+    they live, and the documents would live as long."""
+    async with fresh_database("tx_journal", mongodb_uri):
+
+        async def save() -> weakref.ref:
+            return weakref.ref(await TxJournalled(name="t").async_save())
+
+        # The client's and the class's first use: inside the transaction.
+        if form == "callback":
+            ref = await async_run_transaction(save, alias="tx_journal")
+        else:
+            async with async_run_in_transaction(alias="tx_journal"):
+                ref = await save()
+        for _ in range(2):  # after the commit, and after an aborted one
+            with contextlib.suppress(Boom):
+                async with async_run_in_transaction(alias="tx_journal"):
+                    await TxJournalled(name="aborted").async_save()
+                    raise Boom
+        gc.collect()
+        assert ref() is None

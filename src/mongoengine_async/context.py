@@ -266,6 +266,8 @@ async def run_on(
         except BaseException:
             _undo(undos)
             raise
+        finally:
+            undos.clear()  # (see run_in_transaction)
 
 
 class _TransientError(PyMongoError):
@@ -300,18 +302,25 @@ async def run_in_transaction(
         block = _Block(session, transaction_kwargs or {})
         await block.entered()
         undos: Journal = []
-        async with _bind_session(session, undos):
+        try:
+            async with _bind_session(session, undos):
+                try:
+                    yield session
+                except BaseException:
+                    _undo(undos)
+                    await block.failed()
+                    raise
             try:
-                yield session
+                await block.done()
             except BaseException:
                 _undo(undos)
-                await block.failed()
                 raise
-        try:
-            await block.done()
-        except BaseException:
-            _undo(undos)
-            raise
+        finally:
+            # The transaction is settled: let go of the instances the journal
+            # holds. The tasks started meanwhile (PyMongo's monitors on a
+            # client's first use, a collection's preparation) keep a copy of
+            # this task's context, and so the journal, as long as they live.
+            undos.clear()
 
 
 class _BlockFailed(Exception):
