@@ -252,6 +252,7 @@ def _id_field(document: type[Any], key: str) -> Any:
 
 
 _id_fields: dict[tuple[type[Any], str], Any] = {}
+plan_watch.keyed_by_class(_id_fields)
 
 
 class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
