@@ -63,7 +63,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 
-from mongoengine_async import deltas, sequences, signals, to_bson
+from mongoengine_async import deltas, plan_watch, sequences, signals, to_bson
 from mongoengine_async.batches import (
     WHOLE_RESULT,
     kill_soon,
