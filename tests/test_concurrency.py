@@ -11,11 +11,14 @@ from bson import ObjectId
 from mongoengine_async import (
     BulkWriteError,
     Document,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
     IntField,
     ListField,
     NotUniqueError,
     OperationError,
     ReferenceField,
+    SequenceField,
     StringField,
     async_run_in_transaction,
     collection_setup,
@@ -164,6 +167,45 @@ async def test_a_shared_queryset_inserts_in_its_own_tasks_session(
     assert raw == [{"name": "kept", "tags": []}]
     (insert,) = [e.command for e in command_log.events if e.command_name == "insert"]
     assert "autocommit" not in insert  # (a retryable write has a txnNumber)
+
+
+class ConcLine(EmbeddedDocument):
+    number = SequenceField()
+    text = StringField()
+
+
+class ConcOrder(Document):
+    name = StringField()
+    lines = ListField(EmbeddedDocumentField(ConcLine))
+
+
+@pytest.mark.parametrize("terminal", ["async_update", "async_modify"])
+async def test_a_shared_queryset_updates_in_its_own_tasks_session(
+    async_alias, terminal
+):
+    """Task A's update in a transaction, of an embedded document whose
+    sequence value the update numbers first (a counter's $inc awaited), and
+    task B's counts outside it, on one queryset object: B resolves its terminals
+    while A awaits the counter, and A's update stays in A's transaction, which
+    rolls it back."""
+    await ConcOrder(name="a").async_save()
+    shared = ConcOrder.objects(name="a")
+    a_done = asyncio.Event()
+
+    async def task_a() -> None:
+        with pytest.raises(Abort):
+            async with async_run_in_transaction():
+                await getattr(shared, terminal)(push__lines=ConcLine(text="x"))
+                raise Abort
+        a_done.set()
+
+    async def task_b() -> None:
+        while not a_done.is_set():
+            await shared.async_count()
+
+    await asyncio.gather(task_a(), task_b())
+    raw = await get_async_db().conc_order.find({}, {"_id": 0}).to_list(None)
+    assert raw == [{"name": "a", "lines": []}]
 
 
 async def test_a_shared_queryset_joins_in_its_own_tasks_session(

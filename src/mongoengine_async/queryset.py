@@ -889,6 +889,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         """Apply MongoEngine-style ``update`` to the matches; returns the count."""
         session = field_or_session(self._document, session, update, "set__session")
         collection = await self._async_collection("async_update", "update()", session)
+        session = self._session()  # before the sequences' await (a shared queryset)
         if not update and not upsert:
             raise OperationError("No update parameters, would remove data")
         if self._none or self._empty:
@@ -906,7 +907,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
                     document,
                     upsert=upsert,
                     array_filters=array_filters,
-                    session=self._session(),
+                    session=session,
                 )
         if full_result:
             return result
@@ -984,6 +985,9 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         """
         session = field_or_session(self._document, session, update, "set__session")
         collection = await self._async_collection("async_modify", "modify()", session)
+        # (read before the sequences' await: another task's terminal on this
+        # queryset may resolve its own operation, and session, meanwhile)
+        cursor_args = self._cursor_args
         if remove and new:
             raise OperationError("Conflicting parameters: remove and new")
         if not update and not upsert and not remove:
@@ -999,13 +1003,14 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         await sequences.async_fill_update(update)
         with _update_errors():
             raw = await self._find_one_and(
-                collection, remove, new, upsert, array_filters, **update
+                collection, cursor_args, remove, new, upsert, array_filters, **update
             )
         return None if raw is None else from_son(self._document, raw)
 
     async def _find_one_and(
         self,
         collection: AsyncCollection,
+        cursor_args: dict[str, Any],
         remove: bool,
         new: bool,
         upsert: bool,
@@ -1014,7 +1019,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     ) -> dict[str, Any] | None:
         if remove:
             return await collection.find_one_and_delete(
-                self._query, sort=self._ordering, **self._cursor_args
+                self._query, sort=self._ordering, **cursor_args
             )
         return await collection.find_one_and_update(
             self._query,
@@ -1023,7 +1028,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             sort=self._ordering,
             return_document=ReturnDocument.AFTER if new else ReturnDocument.BEFORE,
             array_filters=array_filters,
-            **self._cursor_args,
+            **cursor_args,
         )
 
     async def async_delete(
