@@ -736,6 +736,22 @@ async def test_async_update_upsert(async_alias):
     assert (await _db().qs_person.find_one({"name": "Zed"}))["age"] == 51
 
 
+async def test_an_upsert_by_pipeline_stores_the_class(async_alias):
+    """An upsert of a class with inheritance stores ``_cls`` when its update
+    is a pipeline too (MongoEngine's update fails there with a TypeError), so
+    the class's querysets find the document."""
+    shapes = QsShape.objects(name="pipe")
+    pipeline = [{"$set": {"name": {"$concat": ["$name", "d"]}}}]
+    assert await shapes.async_update(upsert=True, __raw__=pipeline) == 1
+    raw = await _db().qs_shape.find_one({}, {"_id": 0})
+    assert raw == {"name": "piped", "_cls": "QsShape"}
+    assert [shape.name async for shape in QsShape.objects] == ["piped"]
+    circles = QsCircle.objects(radius=2)
+    circle = await circles.async_upsert_one(__raw__=[{"$set": {"name": "c"}}])
+    assert (await _db().qs_shape.find_one({"radius": 2}))["_cls"] == "QsShape.QsCircle"
+    assert circle is not None and (circle.name, circle.radius) == ("c", 2)
+
+
 async def test_async_update_errors(async_alias):
     await _people()
     with pytest.raises(OperationError, match="No update parameters"):

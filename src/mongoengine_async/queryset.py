@@ -914,13 +914,20 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         return result.raw_result["n"] if result.raw_result else None
 
     def _update_document(self, update: dict, add_cls: bool) -> Any:
-        """MongoEngine's ``transform.update`` of the keyword arguments."""
+        """MongoEngine's ``transform.update`` of the keyword arguments; an
+        upsert of a class with inheritance sets ``_cls``, as MongoEngine's does
+        (for a pipeline, where MongoEngine's fails with a TypeError, by a last
+        ``$set`` stage: the upserted document has its ``_cls`` all the same)."""
         raw = update.get("__raw__")
+        cls_name = self._document._class_name
         if isinstance(raw, list):
-            return [transform.update(self._document, __raw__=stage) for stage in raw]
+            stages = [transform.update(self._document, __raw__=stage) for stage in raw]
+            if add_cls:
+                stages.append({"$set": {"_cls": {"$literal": cls_name}}})
+            return stages
         document = transform.update(self._document, **update)
         if add_cls:
-            document.setdefault("$set", {})["_cls"] = self._document._class_name
+            document.setdefault("$set", {})["_cls"] = cls_name
         return document
 
     async def async_update_one(
