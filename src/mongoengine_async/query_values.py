@@ -121,8 +121,9 @@ def _check_regex_text(document: type[Any], key: str, value: str) -> None:
 
 
 def _parse(key: str) -> tuple[str | None, list[str]]:
-    """The operator of a query keyword (None for plain equality) and its path,
-    read with the grammar of MongoEngine's ``transform.query``."""
+    """The operator of a query keyword (None for plain equality; "not" for a
+    bare negation) and its path, read with the grammar of MongoEngine's
+    ``transform.query``."""
     parts = [part for part in key.split("__") if not part.isdigit()]
     operator = None
     if len(parts) > 1 and parts[-1] in transform.MATCH_OPERATORS:
@@ -130,7 +131,8 @@ def _parse(key: str) -> tuple[str | None, list[str]]:
     if len(parts) > 1 and parts[-1] == "":
         parts.pop()  # "name__" escapes a field named like an operator
     if len(parts) > 1 and parts[-1] == "not":
-        operator = parts.pop()
+        parts.pop()  # a negation: name__not__icontains builds icontains's regex
+        operator = operator or "not"
     return operator, parts
 
 
