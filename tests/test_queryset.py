@@ -750,6 +750,13 @@ async def test_an_upsert_by_pipeline_stores_the_class(async_alias):
     circle = await circles.async_upsert_one(__raw__=[{"$set": {"name": "c"}}])
     assert (await _db().qs_shape.find_one({"radius": 2}))["_cls"] == "QsShape.QsCircle"
     assert circle is not None and (circle.name, circle.radius) == ("c", 2)
+    # A matched document keeps its own class: a circle updated through the
+    # base class's queryset is still a circle.
+    await QsShape.objects(radius=2).async_update(
+        upsert=True, __raw__=[{"$set": {"name": "c2"}}]
+    )
+    raw = await _db().qs_shape.find_one({"radius": 2}, {"_id": 0})
+    assert raw == {"_cls": "QsShape.QsCircle", "radius": 2, "name": "c2"}
 
 
 async def test_async_update_errors(async_alias):

@@ -917,13 +917,15 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         """MongoEngine's ``transform.update`` of the keyword arguments; an
         upsert of a class with inheritance sets ``_cls``, as MongoEngine's does
         (for a pipeline, where MongoEngine's fails with a TypeError, by a last
-        ``$set`` stage: the upserted document has its ``_cls`` all the same)."""
+        ``$set`` stage that gives the upserted document its ``_cls`` and leaves
+        a matched one's, a subclass's perhaps, as it is)."""
         raw = update.get("__raw__")
         cls_name = self._document._class_name
         if isinstance(raw, list):
             stages = [transform.update(self._document, __raw__=stage) for stage in raw]
             if add_cls:
-                stages.append({"$set": {"_cls": {"$literal": cls_name}}})
+                kept = {"$ifNull": ["$_cls", {"$literal": cls_name}]}
+                stages.append({"$set": {"_cls": kept}})
             return stages
         document = transform.update(self._document, **update)
         if add_cls:
