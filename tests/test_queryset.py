@@ -759,6 +759,24 @@ async def test_an_upsert_by_pipeline_stores_the_class(async_alias):
     assert raw == {"_cls": "QsShape.QsCircle", "radius": 2, "name": "c2"}
 
 
+async def test_an_upsert_through_the_base_class_keeps_a_subclass_document(
+    async_alias,
+):
+    """An upsert through a base class's queryset gives an inserted document
+    the base's ``_cls`` and leaves a matched subclass document a subclass one
+    (MongoEngine's ``$set`` of ``_cls`` made it a base document, which then
+    failed to load: FieldDoesNotExist for the subclass's fields)."""
+    await QsCircle(name="c", radius=2).async_save()
+    shapes = QsShape.objects(radius=2)
+    assert await shapes.async_update(upsert=True, set__name="x") == 1
+    raw = await _db().qs_shape.find_one({"radius": 2}, {"_id": 0})
+    assert raw == {"_cls": "QsShape.QsCircle", "name": "x", "radius": 2}
+    assert [type(shape) async for shape in QsShape.objects] == [QsCircle]
+    await QsShape.objects(name="new").async_update(upsert=True, set__name="new")
+    raw = await _db().qs_shape.find_one({"name": "new"}, {"_id": 0})
+    assert raw == {"_cls": "QsShape", "name": "new"}
+
+
 async def test_async_update_errors(async_alias):
     await _people()
     with pytest.raises(OperationError, match="No update parameters"):

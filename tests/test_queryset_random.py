@@ -661,6 +661,8 @@ def deliberate(chain: list, terminal: tuple | None, theirs: dict, ours: dict) ->
     deletes = [c for c in theirs["sent"] if c[0] == "delete"]
     if kind == "write" and emptied and deletes:  # MongoEngine's delete() ignores them
         ours.update(theirs)
+    if kind == "write":
+        _class_kept_on_upsert(theirs, ours)
     # References read as proxies: MongoEngine's dereferencing reads are not
     # sent, and async_distinct loads the referenced documents.
     theirs["sent"] = [c for c in theirs["sent"] if c[1].get("find") != "rq_target"]
@@ -681,6 +683,28 @@ def deliberate(chain: list, terminal: tuple | None, theirs: dict, ours: dict) ->
         kind in ("scalar", "values_list", "get_by")
     ):  # MongoEngine's scalar() and get() keep the stale cursor (no projection)
         ours.update(theirs)
+
+
+def _class_kept_on_upsert(theirs: dict, ours: dict) -> None:
+    """An upsert through a class with inheritance: ours sets ``_cls`` by
+    ``$setOnInsert`` where MongoEngine's ``$set`` also made each matched
+    subclass document one of the queryset's class. Ours is put in
+    MongoEngine's form (once each check of it has passed)."""
+    for _, command in ours["sent"]:
+        for update in command.get("updates", ()):
+            document = update["u"]
+            if not isinstance(document, dict) or "$setOnInsert" not in document:
+                continue
+            name = document["$setOnInsert"].pop("_cls")
+            if not document["$setOnInsert"]:
+                del document["$setOnInsert"]
+            document.setdefault("$set", {})["_cls"] = name
+            for kept, made in zip(ours["stored"], theirs["stored"], strict=True):
+                by_id = {row["_id"]: row for row in made}
+                for row in kept:
+                    other = by_id.get(row["_id"], {})
+                    if other.get("_cls") == name and row.get("_cls") != name:
+                        row["_cls"] = name
 
 
 # -- the test --------------------------------------------------------------------

@@ -915,10 +915,10 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
 
     def _update_document(self, update: dict, add_cls: bool) -> Any:
         """MongoEngine's ``transform.update`` of the keyword arguments; an
-        upsert of a class with inheritance sets ``_cls``, as MongoEngine's does
-        (for a pipeline, where MongoEngine's fails with a TypeError, by a last
-        ``$set`` stage that gives the upserted document its ``_cls`` and leaves
-        a matched one's, a subclass's perhaps, as it is)."""
+        upsert of a class with inheritance gives the document it inserts the
+        class's ``_cls``, and leaves a matched document's (a subclass's
+        perhaps) as it is: MongoEngine's ``$set`` made every matched subclass
+        document one of the queryset's class (and its pipeline form fails)."""
         raw = update.get("__raw__")
         cls_name = self._document._class_name
         if isinstance(raw, list):
@@ -928,8 +928,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
                 stages.append({"$set": {"_cls": kept}})
             return stages
         document = transform.update(self._document, **update)
-        if add_cls:
-            document.setdefault("$set", {})["_cls"] = cls_name
+        if add_cls and "_cls" not in document.get("$set", ()):  # (not the user's)
+            document.setdefault("$setOnInsert", {})["_cls"] = cls_name
         return document
 
     async def async_update_one(
