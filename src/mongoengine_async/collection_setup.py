@@ -15,7 +15,6 @@ from pymongo import IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
-from mongoengine_async import plan_watch
 from mongoengine_async.checks import check_model
 from mongoengine_async.connection import on_disconnect, registry_changed
 
@@ -28,7 +27,6 @@ __all__ = (
 )
 
 _prepared: dict[tuple[type[Any], int, str], asyncio.Future] = {}
-plan_watch.keyed_by_class(_prepared)
 
 
 def _succeeded(task: asyncio.Future | None) -> bool:

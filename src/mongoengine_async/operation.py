@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
-from mongoengine_async import collection_setup, plan_watch
+from mongoengine_async import collection_setup
 from mongoengine_async._compat import running_loop_or_none
 from mongoengine_async.connection import (
     get_async_collection,
@@ -206,7 +206,6 @@ class Home(NamedTuple):
 # prepared collection costs 3-4 µs: a third of what awaiting a reference adds
 # to the driver's find.
 _homes: dict[type[Any], Home] = {}
-plan_watch.keyed_by_class(_homes)
 
 
 def plain_home(cls: type[Any], keep: bool = True) -> Home | None:

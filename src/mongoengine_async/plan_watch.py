@@ -25,9 +25,7 @@ from mongoengine import EmbeddedDocumentField
 from mongoengine.base import ComplexBaseField
 from mongoengine.errors import NotRegistered
 
-from mongoengine_async._compat import document_registry
-
-__all__ = ("forgets", "keyed_by_class", "refresh", "watch")
+__all__ = ("forgets", "refresh", "watch")
 
 # The class hooks some plan replaces or reads (any of them changed: rebuilt).
 _HOOKS = operator.attrgetter(
@@ -158,39 +156,10 @@ def forgets(cache: MutableMapping[Any, Any]) -> None:
     _caches.append(cache)
 
 
-# The other caches by class (keys: a class, or a tuple starting with one),
-# which no change of a class empties (see _forget_replaced).
-_by_class: list[MutableMapping[Any, Any]] = []
-
-
-def keyed_by_class(cache: MutableMapping[Any, Any]) -> None:
-    """Register a module's cache whose keys are classes (or tuples starting
-    with one), for the entries of classes defined again to be dropped."""
-    _by_class.append(cache)
-
-
 def watch(cls: type[Any]) -> None:
     """Note what ``cls``'s plans are being built from (once, until forgotten)."""
     if cls not in _watches:
-        _forget_replaced()
         _watches[cls] = _Watch(cls)
-
-
-def _forget_replaced() -> None:
-    """Drop every cached entry of a class that MongoEngine's registry holds
-    another class for under its name (a model defined again, as a test
-    defining its models does): MongoEngine keeps only the last class of a
-    name, and a cache holding the others would keep them alive for good. One
-    still used gets its entries made again. Run when a class gets its first
-    plan, so the caches grow with the classes alive, not with those defined."""
-    caches: list[MutableMapping[Any, Any]] = [*_caches, _watches, *_by_class]
-    for cache in caches:
-        for key in list(cache):  # (worker threads may change it meanwhile)
-            cls = key[0] if type(key) is tuple else key
-            name = getattr(cls, "_class_name", None)
-            current = None if name is None else document_registry.get(name)
-            if current is not None and current is not cls:
-                cache.pop(key, None)
 
 
 def refresh(cls: type[Any]) -> None:

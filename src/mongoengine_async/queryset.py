@@ -63,7 +63,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 
-from mongoengine_async import deltas, plan_watch, sequences, signals, to_bson
+from mongoengine_async import deltas, sequences, signals, to_bson
 from mongoengine_async.batches import (
     WHOLE_RESULT,
     kill_soon,
@@ -252,7 +252,6 @@ def _id_field(document: type[Any], key: str) -> Any:
 
 
 _id_fields: dict[tuple[type[Any], str], Any] = {}
-plan_watch.keyed_by_class(_id_fields)
 
 
 class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):

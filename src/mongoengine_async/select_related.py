@@ -25,7 +25,6 @@ from mongoengine.fields import DynamicField
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
-from mongoengine_async import plan_watch
 from mongoengine_async._compat import container_location, document_registry
 from mongoengine_async.batches import (
     WHOLE_RESULT,
@@ -141,7 +140,6 @@ PLAIN_VALUE_TYPES: frozenset[type] = frozenset(
 
 _Referring = list[tuple[str, Any, type[Any] | None]]
 _referring_fields: dict[type[Any], _Referring] = {}
-plan_watch.keyed_by_class(_referring_fields)
 
 
 def _fields_that_may_refer(document: BaseDocument) -> _Referring:

@@ -27,7 +27,6 @@ from mongoengine.base import BaseDocument, BaseField, ComplexBaseField
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from pymongo import ReturnDocument
 
-from mongoengine_async import plan_watch
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.connection import (
     get_async_db,
@@ -182,7 +181,6 @@ def _has_sequences(cls: type[Any], seen: set[type[Any]]) -> bool:
 # Per class: whether it declares a SequenceField, and the embedded document
 # classes its typed fields declare.
 _fields: dict[type[Any], tuple[bool, tuple[type[Any], ...]]] = {}
-plan_watch.keyed_by_class(_fields)
 
 
 def _fields_of(cls: type[Any]) -> tuple[bool, tuple[type[Any], ...]]:
