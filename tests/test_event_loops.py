@@ -239,59 +239,6 @@ _USER_SUITE = textwrap.dedent(
 )
 
 
-def test_tests_with_their_own_loops_leave_no_client_unclosed(
-    mongodb_uri, database, tmp_path
-):
-    """The suite above under ``-W error`` (as projects setting pytest's
-    ``filterwarnings = error`` run): each loop closes its client as it shuts
-    down. The client of a closed loop was left to the garbage collector,
-    whose ResourceWarnings (PyMongo's "Unclosed AsyncMongoClient", asyncio's
-    unclosed transports) failed the tests that happened to collect them."""
-    test_file = tmp_path / "test_user_suite.py"
-    test_file.write_text(_STRICT_SUITE.format(database=database))
-    result = subprocess.run(
-        [
-            *(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"),
-            *("-W", "error", "-W", "ignore::DeprecationWarning", test_file),
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "MONGODB_URI": mongodb_uri},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 passed" in result.stdout
-
-
-_STRICT_SUITE = textwrap.dedent(
-    """
-    import asyncio
-    import gc
-    import os
-
-    import pytest
-
-    from mongoengine_async import Document, StringField, connect_async
-
-    class LoopBook(Document):
-        title = StringField()
-
-    asyncio.run(connect_async("{database}", host=os.environ["MONGODB_URI"],
-                              uuidRepresentation="standard"))
-    books = LoopBook.objects.order_by("title")
-
-    @pytest.mark.parametrize("title", ["one", "two", "three", "four"])
-    @pytest.mark.asyncio
-    async def test_save_and_read(title):
-        gc.collect()  # the clients of the loops before, if still open
-        await LoopBook(title=title).async_save()
-        assert title in await books.async_scalar("title")
-    """
-)
-
-
 def test_threads_running_many_short_loops_at_once(mongodb_uri, database):
     """Threads each running many short loops on one alias at the same time:
     every loop gets a client of its own; the registry (changed as loops come

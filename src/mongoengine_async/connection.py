@@ -12,12 +12,11 @@ so ``from mongoengine.connection import ...`` migrates by its module name alone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import threading
 import types
 import weakref
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import mongoengine
@@ -233,7 +232,6 @@ async def connect_async(
         _settings[alias] = settings
         _clients[alias] = {loop: client}
         registry_changed()
-    _close_with_loop(client)
     return client
 
 
@@ -311,9 +309,7 @@ def _client_for(alias: str, loop: asyncio.AbstractEventLoop | None) -> AsyncMong
         _own(client, alias, _settings[alias]["name"])
         clients[loop] = client
         registry_changed()
-    if loop is not None:
-        _close_with_loop(client)
-    return client
+        return client
 
 
 def _unbound(
@@ -451,7 +447,6 @@ def _made_for(client: AsyncMongoClient) -> dict:
 def _let_go(client: AsyncMongoClient) -> None:
     """Forget what was made for a client the registry no longer holds."""
     _made.pop(id(client), None)
-    _closers.pop(id(client), None)  # (its loop will not close it: not ours now)
     for hook in _disconnect_hooks:
         hook(client)
 
@@ -482,48 +477,6 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
             _close_on(loop if loop is not None else _bound_loop(client), client)
     if current is not None and any(client is current for _, client in released):
         await current.close()
-
-
-# By id(client), for each client given to a running loop: an async generator
-# begun on that loop, which the loop's ``shutdown_asyncgens()`` finalises as it
-# ends (``asyncio.run()``, ``asyncio.Runner``, pytest-asyncio's and anyio's
-# loops), closing the client there: once the loop has closed, nothing can.
-_closers: dict[int, AsyncGenerator[None, None]] = {}
-
-
-def _close_with_loop(client: AsyncMongoClient) -> None:
-    """Have the running loop close ``client`` when it shuts down, and the
-    registry drop it then: a client of a closed loop can no longer be awaited
-    closed (PyMongo warns "Unclosed AsyncMongoClient" when it is collected, and
-    asyncio of each socket). One let go before (disconnected) is left alone."""
-    key = id(client)
-    if key in _closers:
-        return
-
-    async def close_at_shutdown() -> AsyncGenerator[None, None]:
-        try:
-            yield
-        finally:
-            if _closers.get(key) is closer:  # still the registry's
-                with _lock:
-                    _drop(client)
-                await client.close()
-
-    closer = close_at_shutdown()
-    _closers[key] = closer
-    # Its first step runs at once (to its yield); the call runs the loop's
-    # first-iteration hook, which makes the loop finalise it at shutdown.
-    with contextlib.suppress(StopIteration):
-        closer.__anext__().send(None)
-
-
-def _drop(client: AsyncMongoClient) -> None:
-    """Take ``client`` out of the registry, under every alias and loop."""
-    for clients in _clients.values():
-        for loop in [loop for loop, held in clients.items() if held is client]:
-            del clients[loop]
-    registry_changed()
-    _let_go(client)
 
 
 # The tasks closing clients on their own loops (the loop keeps only weak ones).
