@@ -777,6 +777,33 @@ async def test_an_upsert_through_the_base_class_keeps_a_subclass_document(
     assert raw == {"_cls": "QsShape", "name": "new"}
 
 
+async def test_an_upsert_keeps_the_users_own_set_on_insert_of_the_class(
+    async_alias,
+):
+    """A ``_cls`` the upsert's own ``$setOnInsert`` gives (to insert a subclass
+    document through the base class's queryset) is kept: it was replaced by
+    the queryset's class (a base document inserted, silently). And the
+    ``$setOnInsert`` of a ``__raw__`` update is the user's dict, left as it
+    was: the queryset's ``_cls`` was written into it, and went with it to the
+    next update that sent it."""
+    shapes = QsShape.objects(name="a")
+    await shapes.async_update(upsert=True, set_on_insert___cls="QsShape.QsCircle")
+    raw = await _db().qs_shape.find_one({"name": "a"}, {"_id": 0})
+    assert raw == {"_cls": "QsShape.QsCircle", "name": "a"}
+    update = {"$setOnInsert": {"_cls": "QsShape.QsCircle", "radius": 3}}
+    await QsShape.objects(name="b").async_upsert_one(__raw__=update)
+    raw = await _db().qs_shape.find_one({"name": "b"}, {"_id": 0})
+    assert raw == {"_cls": "QsShape.QsCircle", "name": "b", "radius": 3}
+    update = {"$setOnInsert": {"radius": 4}}
+    await QsShape.objects(name="c").async_update(upsert=True, __raw__=update)
+    assert update == {"$setOnInsert": {"radius": 4}}
+    await QsPerson.objects(name="d").async_update(upsert=True, __raw__=update)
+    raw = await _db().qs_person.find_one({"name": "d"}, {"_id": 0})
+    assert raw == {"name": "d", "radius": 4}
+    raw = await _db().qs_shape.find_one({"name": "c"}, {"_id": 0})
+    assert raw == {"_cls": "QsShape", "name": "c", "radius": 4}
+
+
 async def test_async_update_errors(async_alias):
     await _people()
     with pytest.raises(OperationError, match="No update parameters"):

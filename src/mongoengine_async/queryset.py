@@ -917,7 +917,9 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         upsert of a class with inheritance gives the document it inserts the
         class's ``_cls``, and leaves a matched document's (a subclass's
         perhaps) as it is: MongoEngine's ``$set`` made every matched subclass
-        document one of the queryset's class (and its pipeline form fails)."""
+        document one of the queryset's class (and its pipeline form fails).
+        A ``_cls`` the update sets itself (``set___cls``,
+        ``set_on_insert___cls``, in ``__raw__``) is left as the user wrote it."""
         raw = update.get("__raw__")
         cls_name = self._document._class_name
         if isinstance(raw, list):
@@ -927,8 +929,15 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
                 stages.append({"$set": {"_cls": kept}})
             return stages
         document = transform.update(self._document, **update)
-        if add_cls and "_cls" not in document.get("$set", ()):  # (not the user's)
-            document.setdefault("$setOnInsert", {})["_cls"] = cls_name
+        on_insert = document.get("$setOnInsert", {})
+        if (
+            add_cls
+            and "_cls" not in document.get("$set", ())
+            and "_cls" not in on_insert
+        ):
+            # (a new dict: that of a __raw__ update is the user's, who may
+            # send it again, to another class)
+            document["$setOnInsert"] = {**on_insert, "_cls": cls_name}
         return document
 
     async def async_update_one(
