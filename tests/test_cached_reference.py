@@ -268,3 +268,17 @@ async def test_a_dict_that_is_no_stored_cache_is_refused(async_alias):
     with pytest.raises(ValidationError, match="only accepts documents"):
         await book.async_save()
     assert await get_async_db().cr_book.count_documents({}) == 0
+
+
+def test_a_dict_on_a_sync_alias_is_refused_as_mongoengine_does(sync_default):
+    """On a sync alias no stored cache is kept as a dict (MongoEngine's
+    loading builds the document), so a dict assigned, even one holding
+    ``_id``, is the user's: validation refuses it as MongoEngine's does. It
+    was taken for a stored cache and saved as it was, unchecked."""
+    book = CrBook(title="Bad")
+    book.author = {"_id": "not an id", "name": 5, "other": 1}
+    with pytest.raises(ValidationError, match="only accepts documents"):
+        book.save()
+    with pytest.raises(ValidationError, match="Only accept a document object"):
+        CrBook.author.to_mongo({"_id": "not an id"})
+    assert sync_default.cr_book.count_documents({}) == 0

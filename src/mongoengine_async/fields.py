@@ -322,16 +322,22 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
     ) -> Any:
         if isinstance(document, AsyncReferenceProxy):
             document = self._proxied(document)
-        if _is_cache(document):  # the stored cache, not loaded: kept
+        if self._is_stored_cache(document):  # the stored cache, not loaded: kept
             return document
         return super().to_mongo(document, use_db_field, fields)
+
+    def _is_stored_cache(self, value: Any) -> bool:
+        """Whether ``value`` is a cache as :meth:`to_python` keeps it (an
+        async alias's): on a sync alias MongoEngine's loads the document, so a
+        dict there is the user's, which MongoEngine refuses."""
+        return _is_cache(value) and is_async_class(self.document_type)
 
     def validate(self, value: Any) -> None:
         if isinstance(value, AsyncReferenceProxy):
             if not value._may_be(self.document_type):  # as for its document
                 self.error("A CachedReferenceField only accepts documents")
             value = self._proxied(value)
-        if not _is_cache(value):  # a stored cache is valid
+        if not self._is_stored_cache(value):  # a stored cache is valid
             super().validate(value)
 
     def prepare_query_value(self, op: str, value: Any) -> Any:
