@@ -23,7 +23,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import mongoengine.queryset.queryset as me_queryset
 import pymongo.errors
@@ -141,7 +141,9 @@ def _update_errors() -> Iterator[None]:
         raise OperationError(f"Update failed ({err})") from err
 
 
-class AsyncAggregation:
+class AsyncAggregation(
+    collections.abc.Coroutine[Any, Any, "AsyncCommandCursor[dict[str, Any]]"]
+):
     """An aggregation: ``await`` it for the cursor, or ``async for`` over it.
 
     Nothing is sent until then: one dropped unused (a forgotten ``await``,
@@ -149,7 +151,8 @@ class AsyncAggregation:
     does (``RuntimeWarning``). To asyncio it is a coroutine (``create_task``,
     ``gather``, ``wait_for`` and task groups run it by ``send``/``throw``), so
     one whose task is cancelled before it ran is thrown the cancellation, as a
-    coroutine is, and does not warn.
+    coroutine is, and does not warn. It is a ``Coroutine`` to type checkers
+    too, so that a user's ``asyncio.create_task(...)`` of one type-checks.
     """
 
     _steps: Generator[Any, None, AsyncCommandCursor[dict[str, Any]]] | None = None
@@ -208,10 +211,6 @@ class AsyncAggregation:
                 stacklevel=1,  # (run by the garbage collector: no caller)
                 source=self,
             )
-
-
-# (Registered at run time: to type checkers it stays the awaitable it is typed as.)
-cast(Any, collections.abc.Coroutine).register(AsyncAggregation)
 
 
 class IdQuery(Q):

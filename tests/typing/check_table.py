@@ -5,12 +5,14 @@ are here too: unchanged sync code must type-check after the one-line import."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any, assert_type
 
 from bson import DBRef, ObjectId
 from models import Author, Book, Colour, LongReview, Note, Review
+from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.collation import Collation
 from pymongo.command_cursor import CommandCursor
 
@@ -64,6 +66,19 @@ async def aggregations(stages: Sequence[Mapping[str, Any]]) -> None:
     Book.objects.async_aggregate(({"$match": {}}, {"$limit": 1}))
     Book.objects.async_aggregate([{"$match": {}}], {"$limit": 1})
     Book.objects.async_aggregate({"$match": {}})
+
+
+async def aggregations_as_coroutines() -> None:
+    """asyncio takes an aggregation as the coroutine it is (docs/querysets.md):
+    create_task and task groups, whose parameter is a Coroutine."""
+    task = asyncio.create_task(Book.objects.async_aggregate([{"$match": {}}]))
+    assert_type(await task, AsyncCommandCursor[dict[str, Any]])
+    async with asyncio.TaskGroup() as group:
+        grouped = group.create_task(Book.objects.async_aggregate([]))
+    assert_type(grouped.result(), AsyncCommandCursor[dict[str, Any]])
+    assert_type(
+        await Book.objects.async_aggregate([]), AsyncCommandCursor[dict[str, Any]]
+    )
 
 
 async def documents(book: Book) -> None:
