@@ -616,6 +616,46 @@ async def test_an_async_aggregate_is_a_coroutine_to_asyncio(async_alias, command
     assert await cursor.to_list() == [{"age": 25}]
 
 
+async def test_an_async_aggregate_runs_once(async_alias, command_log):
+    """An aggregation object runs its pipeline once, as a coroutine: awaiting,
+    iterating or stepping it again (``create_task`` then ``await``, ``close``
+    then ``await``) raises RuntimeError, and a ``$merge`` is not applied twice."""
+    await _people()
+    await _db().qs_plays.delete_many({})
+    merge = [
+        {"$match": {"name": "Bob"}},
+        {"$project": {"_id": "$name", "n": {"$literal": 1}}},
+        {
+            "$merge": {
+                "into": "qs_plays",
+                "whenMatched": [{"$set": {"n": {"$add": ["$n", "$$new.n"]}}}],
+            }
+        },
+    ]
+    message = (
+        "QsPerson's async_aggregate() was already awaited, iterated or closed: "
+        "call async_aggregate() again to run the pipeline again"
+    )
+    aggregation = QsPerson.objects.async_aggregate(merge)
+    await asyncio.create_task(aggregation)
+    with pytest.raises(RuntimeError) as raised:
+        await aggregation
+    assert str(raised.value) == message
+    with pytest.raises(RuntimeError, match="already awaited"):
+        async for _ in aggregation:
+            pass
+    iterated = QsPerson.objects.async_aggregate(merge)
+    assert [row async for row in iterated] == []
+    with pytest.raises(RuntimeError, match="already awaited"):
+        await iterated
+    closed = QsPerson.objects.async_aggregate(merge)
+    closed.close()
+    with pytest.raises(RuntimeError, match="already awaited"):
+        await closed
+    assert await _db().qs_plays.find_one({}) == {"_id": "Bob", "n": 2}
+    assert command_log.count("aggregate") == 2
+
+
 async def test_async_explain(async_alias):
     await _people()
     plan = await QsPerson.objects(name="Bob").async_explain()

@@ -146,15 +146,21 @@ async def test_exception_rolls_everything_back(async_alias):
     assert current_session() is None
 
 
-async def test_an_aggregation_reused_in_a_transaction_joins_it(async_alias):
+async def test_an_aggregation_built_before_a_transaction_joins_it(async_alias):
+    """The session is taken when the aggregation runs, not when it is built
+    (an aggregation runs once: see test_an_async_aggregate_runs_once)."""
     await warm()
     await TxAccount(name="committed").async_save()
-    names = TxAccount.objects.async_aggregate([{"$project": {"_id": 0, "name": 1}}])
-    assert [doc async for doc in names] == [{"name": "committed"}]
+    pipeline = [{"$project": {"_id": 0, "name": 1}}]
+    names = TxAccount.objects.async_aggregate(pipeline)
+    cursor = TxAccount.objects.async_aggregate(pipeline)
     async with async_run_in_transaction():
         await TxAccount(name="pending").async_save()
         inside = sorted([doc["name"] async for doc in names])
-    assert inside == ["committed", "pending"]
+        awaited = sorted(doc["name"] for doc in await (await cursor).to_list())
+    assert inside == awaited == ["committed", "pending"]
+    outside = TxAccount.objects.order_by("name").async_aggregate(pipeline)
+    assert [doc["name"] async for doc in outside] == ["committed", "pending"]
 
 
 async def test_reference_fetch_sees_uncommitted_data(async_alias):

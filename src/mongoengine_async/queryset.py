@@ -144,7 +144,8 @@ def _update_errors() -> Iterator[None]:
 class AsyncAggregation(
     collections.abc.Coroutine[Any, Any, "AsyncCommandCursor[dict[str, Any]]"]
 ):
-    """An aggregation: ``await`` it for the cursor, or ``async for`` over it.
+    """An aggregation: ``await`` it for the cursor, or ``async for`` over it,
+    once (again, it raises RuntimeError, as a coroutine awaited twice does).
 
     Nothing is sent until then: one dropped unused (a forgotten ``await``,
     whose ``$out`` or ``$merge`` never ran) warns as a coroutine never awaited
@@ -167,8 +168,18 @@ class AsyncAggregation(
         self._used = False
 
     def __await__(self) -> Generator[Any, None, AsyncCommandCursor[dict[str, Any]]]:
-        self._used = True
+        self._start()
         return self._open_cursor().__await__()
+
+    def _start(self) -> None:
+        """Mark it used; once only, as a coroutine is, so that a pipeline with
+        side effects (``$merge``, ``$out``) is never run twice by one object."""
+        if self._used:
+            raise RuntimeError(
+                f"{self._name} was already awaited, iterated or closed: "
+                "call async_aggregate() again to run the pipeline again"
+            )
+        self._used = True
 
     # The coroutine protocol (a task runs it as it runs a coroutine).
 
@@ -189,7 +200,7 @@ class AsyncAggregation(
         return self._steps
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        self._used = True
+        self._start()
         return self._rows()
 
     async def _rows(self) -> AsyncIterator[dict[str, Any]]:
