@@ -13,6 +13,7 @@ import asyncio
 import io
 import os
 import re
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -292,3 +293,70 @@ async def test_str_pieces_need_an_encoding(async_alias):
     assert await document.f.async_read() == ("é" * CHUNK).encode()
     with pytest.raises(TypeError, match="encoding"):
         await GuFile().f.async_put(pieces("é"))
+
+
+# -- a cancelled put never reads the caller's file afterwards ----------------------
+
+
+class GatedFile(io.RawIOBase):
+    """A binary file whose reads (in a worker thread) wait for ``gate``;
+    ``running`` counts the reads not finished yet."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self._data = io.BytesIO(data)
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.running = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.running += 1
+        self.entered.set()
+        try:
+            self.gate.wait(10)
+            return self._data.read(size)
+        finally:
+            self.running -= 1
+
+
+def png_bytes(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), "navy").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["file", "image"])
+async def test_a_cancelled_put_returns_once_no_read_of_the_file_runs(
+    async_alias, kind
+):
+    # The caller may close or reuse its file once its cancelled put returned:
+    # the read in flight in the worker thread must be over by then. (An
+    # image's file was read by Pillow in a thread the cancellation left.)
+    source = GatedFile(png_bytes(40, 30))
+    proxy = GuFile().f if kind == "file" else GuImage().image
+    task = asyncio.create_task(proxy.async_put(source))
+    assert await asyncio.to_thread(source.entered.wait, 10)
+    task.cancel()
+    threading.Timer(0.2, source.gate.set).start()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert source.running == 0
+    assert proxy.grid_id is None
+    assert await bucket("gu" if kind == "file" else "gu_images") == ([], [])
+
+
+async def test_an_image_from_a_text_file_is_invalid_as_in_mongoengine(
+    async_alias, tmp_path
+):
+    path = tmp_path / "notes.txt"
+    path.write_text("not an image")
+    with path.open() as text, pytest.raises(mongoengine.ValidationError) as error:
+        await GuImage().image.async_put(text)
+    assert str(error.value) == f"Invalid image: cannot identify image file {text!r}"
+    with path.open("rb") as binary, pytest.raises(mongoengine.ValidationError) as error:
+        await GuImage().image.async_put(binary)
+    assert str(error.value) == f"Invalid image: cannot identify image file {binary!r}"
+    assert await bucket("gu_images") == ([], [])

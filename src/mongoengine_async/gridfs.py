@@ -221,8 +221,10 @@ async def _pieces(data: Any, read_size: int) -> AsyncIterator[bytes]:
         elif isinstance(data, io.BytesIO):
             while piece := read(read_size):
                 yield piece
-        else:  # a real file: read it off the event loop
-            while piece := await asyncio.to_thread(read, read_size):
+        else:  # a real file: read it off the event loop; a cancelled upload
+            # returns once the read in flight is done, as the caller may then
+            # close or reuse the file
+            while piece := await _to_completion(asyncio.to_thread(read, read_size)):
                 yield piece
         return
     if hasattr(data, "__aiter__"):

@@ -8,7 +8,6 @@ stored with the bounded uploads of :mod:`mongoengine_async.gridfs`.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import io
 from collections.abc import Iterable
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from bson import ObjectId
 from gridfs.asynchronous import AsyncGridOut
 from gridfs.errors import NoFile
+from mongoengine.errors import ValidationError
 from mongoengine.fields import ImageGridFsProxy
 from pymongo.asynchronous.client_session import AsyncClientSession
 
@@ -203,21 +203,38 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
         await super().async_delete(missing_ok=missing_ok, session=session)
 
 
+class _ReadFrom(io.BytesIO):
+    """The bytes read from a file object, shown as that object (in Pillow's
+    "cannot identify image file ..." message, as MongoEngine's put shows it)."""
+
+    def __init__(self, content: bytes, source: Any) -> None:
+        super().__init__(content)
+        self.source = source
+
+    def __repr__(self) -> str:
+        return repr(self.source)
+
+
 async def _image_source(data: Any) -> Any:
-    """What MongoEngine's put gives Pillow, opened in a worker thread: bytes
-    and async sources (an async file or iterator), and iterables of bytes,
-    read into memory; anything else as it is, as MongoEngine passes it: a sync
-    binary file object (read in the thread), a path (opened there), or what
+    """What MongoEngine's put gives Pillow, opened in a worker thread: bytes,
+    file objects (sync ones read in worker threads, a piece at a time) and
+    async sources (an async file or iterator), and iterables of bytes, read
+    into memory here, so that the thread, which a cancelled put leaves running,
+    never reads the caller's file after the put returned; anything else as it
+    is, as MongoEngine passes it: a path (opened in the thread), or what
     Pillow cannot open (MongoEngine's ``ValidationError``, "Invalid image")."""
     if isinstance(data, (bytes, bytearray, memoryview)):
         return io.BytesIO(bytes(data))
-    read = getattr(data, "read", None)
-    if read is not None and not inspect.iscoroutinefunction(read):
-        return data
     if (
-        read is not None
+        hasattr(data, "read")
         or hasattr(data, "__aiter__")
         or (isinstance(data, Iterable) and not isinstance(data, str))
     ):
-        return io.BytesIO(b"".join([piece async for piece in _pieces(data, 1 << 20)]))
+        pieces = [piece async for piece in _pieces(data, 1 << 20)]
+        try:
+            return _ReadFrom(b"".join(pieces), data)
+        except TypeError:  # str pieces (a text file): Pillow identifies none
+            raise ValidationError(
+                f"Invalid image: cannot identify image file {data!r}"
+            ) from None
     return data
