@@ -3,6 +3,9 @@ passthrough, dangling references, stored values kept on save."""
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import mongoengine
 import pytest
 
@@ -86,6 +89,34 @@ async def test_lazy_reference_passthrough(async_alias, command_log):
     assert ref.name == "Ann"
     assert ref["name"] == "Ann"
     assert command_log.count("find") == 1
+
+
+async def test_unfetched_passthrough_answers_hasattr_copy_and_pickle(
+    async_alias, command_log
+):
+    # hasattr() and getattr() with a default answer (the error is also an
+    # AttributeError, naming the attribute), with no I/O; copies and pickles
+    # are the same reference (they raised AsyncUsageError, or lost the id).
+    author = await make_author()
+    saved = await RefLazyBook(title="L", author=author, author_pt=author).async_save()
+    book = await RefLazyBook.objects.async_get(pk=saved.pk)
+    command_log.clear()
+    ref = book.author_pt
+    assert not hasattr(ref, "name")
+    assert getattr(ref, "nope", None) is None
+    with pytest.raises(AttributeError, match="'name' of the unfetched.*async_fetch"):
+        ref.name  # noqa: B018
+    for copied in (copy.copy(ref), pickle.loads(pickle.dumps(ref))):
+        assert type(copied) is LazyReference and copied == ref
+        assert (copied.pk, copied.passthrough) == (author.pk, True)
+        assert copied.document_type is RefAuthor
+    plain = pickle.loads(pickle.dumps(book.author))
+    assert (plain.pk, plain.passthrough) == (author.pk, False)
+    assert command_log.count() == 0
+
+    document = await ref.async_fetch()
+    copied = pickle.loads(pickle.dumps(ref))
+    assert copied.name == "Ann" and copied.fetch().pk == document.pk
 
 
 async def test_lazy_reference_dangling(async_alias):

@@ -7,6 +7,8 @@ The same kinds of models as in models_references.py, connected with the guarded
 from __future__ import annotations
 
 import asyncio
+import copy
+import pickle
 from uuid import uuid4
 
 import mongoengine
@@ -201,6 +203,21 @@ def test_lazy_reference_fetch(sync_db):
     # passthrough fetches synchronously, as in MongoEngine.
     assert book.author_pt.name == "Ann"
     assert sync_db.count("find") == 3
+
+
+def test_lazy_reference_copies_keep_the_reference(sync_db):
+    # MongoEngine's copy of a fetched passthrough reference works (through its
+    # document); ours did not (its state was our own slot only): copies and
+    # pickles are now the same reference, fetched or not.
+    ann = SyncRefAuthor(name="Ann").save()
+    saved = SyncRefLazyBook(title="l", author=ann, author_pt=ann).save()
+    book = SyncRefLazyBook.objects.get(pk=saved.pk)
+    assert book.author_pt.name == "Ann"  # fetched, as in MongoEngine
+    for ref in (book.author_pt, book.author):
+        for copied in (copy.copy(ref), pickle.loads(pickle.dumps(ref))):
+            assert type(copied) is LazyReference and copied == ref
+            assert (copied.pk, copied.passthrough) == (ann.pk, ref.passthrough)
+    assert copy.copy(book.author_pt).name == "Ann"
 
 
 def test_async_fetch_on_sync_alias_refuses(sync_db):

@@ -73,3 +73,11 @@ class NestedTransactionError(OperationError, MisuseError):
 class ForeignSessionError(InvalidOperation, MisuseError):
     """``session=`` was started by another client than the operation's; an
     ``InvalidOperation``, as PyMongo reports the same misuse."""
+
+
+class NotLoadedError(AsyncUsageError, AttributeError):
+    """An attribute read on an async alias that needs data not loaded yet (a
+    file's metadata, the document of a passthrough lazy reference), which
+    loading here would block the event loop for: an ``AsyncUsageError``, and
+    an ``AttributeError`` so that ``hasattr`` and ``getattr(obj, name,
+    default)`` answer instead of raising."""

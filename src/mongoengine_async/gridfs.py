@@ -51,7 +51,7 @@ from mongoengine_async.connection import (
     is_sync_connection,
 )
 from mongoengine_async.context import journal
-from mongoengine_async.errors import AsyncUsageError
+from mongoengine_async.errors import AsyncUsageError, NotLoadedError
 from mongoengine_async.gridfs_read import read_whole
 from mongoengine_async.guards import (
     blocking_call_error,
@@ -714,12 +714,6 @@ class AsyncGridFSProxy(GridFSProxy):
             return f"<{type(self).__name__}: <no file>>"
         filename = self.filename if self._file is not None else "<not loaded>"
         return f"<{type(self).__name__}: {filename} ({self.grid_id})>"
-
-
-class NotLoadedError(AsyncUsageError, AttributeError):
-    """A files-document value read before the proxy loaded it: an
-    ``AsyncUsageError``, and an ``AttributeError`` so that ``hasattr`` and
-    ``getattr(proxy, name, default)`` keep working."""
 
 
 def not_loaded_error(proxy: AsyncGridFSProxy, name: str) -> NotLoadedError:

@@ -26,7 +26,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from mongoengine_async._compat import container_location, document_registry
 from mongoengine_async.context import dereference_disabled, read_context
-from mongoengine_async.errors import AsyncUsageError
+from mongoengine_async.errors import AsyncUsageError, NotLoadedError
 from mongoengine_async.from_bson import loader
 from mongoengine_async.guards import require_async
 from mongoengine_async.operation import (
@@ -602,6 +602,47 @@ class LazyReference(MongoEngineLazyReference, Generic[_D]):
         with _IN_FLIGHT:
             if self._lock is not None and self._lock[1] is lock and not lock.locked():
                 self._lock = None
+
+    def _unfetched_passthrough(self) -> bool:
+        """Whether reading through this reference would fetch with blocking
+        I/O on an async alias (MongoEngine's passthrough ``__getattr__``)."""
+        try:  # slots start unset (before unpickling sets them, say)
+            passthrough = object.__getattribute__(self, "passthrough")
+            cached = object.__getattribute__(self, "_cached_doc")
+            cls = object.__getattribute__(self, "document_type")
+        except AttributeError:
+            return False
+        return passthrough and cached is None and is_async_class(cls)
+
+    def __getattr__(self, name: str) -> Any:
+        if self._unfetched_passthrough():
+            if name.startswith("_"):  # protocols (copy, pickle...) and privates
+                raise AttributeError(name)
+            raise NotLoadedError(
+                f"{name!r} of the unfetched passthrough {self!r} needs its "
+                "document: `await reference.async_fetch()` first (reading it "
+                "here would block the event loop)"
+            )
+        return super().__getattr__(name)
+
+    def __getitem__(self, name: Any) -> Any:
+        if self._unfetched_passthrough():
+            raise AsyncUsageError(
+                f"[{name!r}] of the unfetched passthrough {self!r} needs its "
+                "document: `await reference.async_fetch()` first (reading it "
+                "here would block the event loop)"
+            )
+        return super().__getitem__(name)
+
+    def __reduce__(self) -> tuple:
+        # Copies and pickles are the same reference (MongoEngine's, whose
+        # state is its own slots only, lose the id, or fetch to get it).
+        return type(self), (
+            self.document_type,
+            self.pk,
+            self._cached_doc,
+            self.passthrough,
+        )
 
     def fetch(self, force: bool = False) -> _D:
         if is_async_class(self.document_type):
