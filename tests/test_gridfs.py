@@ -464,6 +464,36 @@ async def test_image_resize_and_thumbnail(async_alias: str) -> None:
     assert await counts("images") == (0, 0)
 
 
+async def test_image_proxy_attributes_answer_hasattr_without_io(
+    async_alias: str, command_log
+) -> None:
+    # hasattr() and getattr() with a default never raise AsyncUsageError:
+    # ``thumbnail`` is None where MongoEngine's is and no I/O tells it (no
+    # image; a loaded one without a thumbnail), else its error (naming
+    # async_thumbnail) is also an AttributeError; so is that of ``fs``.
+    assert GfsPhoto().image.thumbnail is None
+    plain = GfsPlainImage()
+    await plain.image.async_put(png(20, 20))
+    assert plain.image.thumbnail is None
+    photo = GfsPhoto()
+    await photo.image.async_put(png(20, 20))
+    await photo.async_save()
+    loaded = await GfsPhoto.objects.async_get(id=photo.id)
+    command_log.clear()
+    for proxy in (photo.image, loaded.image):
+        assert not hasattr(proxy, "thumbnail") and not hasattr(proxy, "fs")
+        assert getattr(proxy, "thumbnail", "default") == "default"
+        with pytest.raises(AsyncUsageError, match="async_thumbnail"):
+            _ = proxy.thumbnail
+        with pytest.raises(AttributeError, match="blocking GridFS"):
+            _ = proxy.fs
+    assert hasattr(photo.image, "width") and not hasattr(loaded.image, "width")
+    assert getattr(loaded.image, "format", "default") == "default"
+    with pytest.raises(AttributeError, match=r"\.size needs the file's metadata"):
+        _ = loaded.image.size
+    assert command_log.count() == 0
+
+
 async def test_image_delete_removes_the_thumbnail_without_a_lookup(
     async_alias: str, command_log
 ) -> None:

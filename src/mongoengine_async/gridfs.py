@@ -400,8 +400,13 @@ class AsyncGridFSProxy(GridFSProxy):
         return self._file is not None and self._file.get("_id") == self.grid_id
 
     def __getattr__(self, name: str) -> Any:
-        # Only reached for names that are not attributes: extra fields of the
-        # files document (e.g. ``width`` of an image). Never does I/O.
+        # Reached for names that are not attributes: extra fields of the files
+        # document (e.g. ``width`` of an image). Never does I/O. Also reached
+        # when a property raised an AttributeError (a NotLoadedError): raise
+        # the property's own error again, not this method's.
+        attribute = getattr(type(self), name, None)
+        if isinstance(attribute, property):
+            return attribute.__get__(self, type(self))
         if not name.startswith("_"):
             file_document = self.__dict__.get("_file")
             grid_id = self.__dict__.get("grid_id")
@@ -418,7 +423,7 @@ class AsyncGridFSProxy(GridFSProxy):
     def fs(self) -> Any:
         if not is_async_connection(self.db_alias):
             raise alias_error(self)
-        raise AsyncUsageError(
+        raise NotLoadedError(  # an AttributeError too: hasattr() answers
             f"{type(self).__name__}.fs is a blocking GridFS: alias "
             f"{self.db_alias!r} is async (connect_async); use the async_* methods"
         )

@@ -19,7 +19,7 @@ from mongoengine.errors import ValidationError
 from mongoengine.fields import ImageGridFsProxy
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from mongoengine_async.errors import AsyncUsageError
+from mongoengine_async.errors import NotLoadedError
 from mongoengine_async.gridfs import (
     AsyncGridFSProxy,
     _delete_file,
@@ -118,7 +118,15 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
 
     @property
     def thumbnail(self) -> Any:
-        raise AsyncUsageError(
+        """None when that is known without I/O (no image, or a loaded one
+        without a thumbnail), as MongoEngine's; otherwise opening it would
+        block: ``NotLoadedError`` (also an ``AttributeError``, so ``hasattr``
+        answers) naming ``async_thumbnail``."""
+        if self.grid_id is None or (
+            self.loaded and self._file.get("thumbnail_id") is None
+        ):
+            return None
+        raise NotLoadedError(
             f"{type(self).__name__}.thumbnail would block the event loop: "
             "use `await proxy.async_thumbnail()`"
         )
