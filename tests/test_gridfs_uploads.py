@@ -329,9 +329,7 @@ def png_bytes(width: int, height: int) -> bytes:
 
 
 @pytest.mark.parametrize("kind", ["file", "image"])
-async def test_a_cancelled_put_returns_once_no_read_of_the_file_runs(
-    async_alias, kind
-):
+async def test_a_cancelled_put_returns_once_no_read_of_the_file_runs(async_alias, kind):
     # The caller may close or reuse its file once its cancelled put returned:
     # the read in flight in the worker thread must be over by then. (An
     # image's file was read by Pillow in a thread the cancellation left.)

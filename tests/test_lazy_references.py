@@ -104,7 +104,7 @@ async def test_unfetched_passthrough_answers_hasattr_copy_and_pickle(
     ref = book.author_pt
     assert not hasattr(ref, "name")
     assert getattr(ref, "nope", None) is None
-    with pytest.raises(AttributeError, match="'name' of the unfetched.*async_fetch"):
+    with pytest.raises(AttributeError, match=r"'name' of the unfetched.*async_fetch"):
         ref.name  # noqa: B018
     for copied in (copy.copy(ref), pickle.loads(pickle.dumps(ref))):
         assert type(copied) is LazyReference and copied == ref
