@@ -10,7 +10,7 @@ import asyncio
 
 import mongoengine
 import pytest
-from bson import DBRef, ObjectId
+from bson import DBRef, ObjectId, json_util
 
 import mongoengine_async.select_related as select_related_engine
 from models_references import (
@@ -48,11 +48,13 @@ from mongoengine_async import (
     AsyncReferenceProxy,
     DictField,
     Document,
+    DynamicField,
     EmbeddedDocument,
     EmbeddedDocumentField,
     LazyReference,
     ListField,
     ReferenceField,
+    StringField,
     async_switch_db,
 )
 from mongoengine_async.select_related import select_related
@@ -358,6 +360,43 @@ async def test_select_related_missing_target_reads_as_missing(async_alias):
         {"_id": gone.id, "name": "Back"}
     )
     assert (await joined["dangling"].author).name == "Back"
+
+
+class SrMissingHolder(Document):
+    pages = ListField()
+    extras = DictField()
+    target = DynamicField()
+    title = StringField()
+
+
+async def test_a_missing_target_in_untyped_containers_is_saved_as_stored(
+    async_alias,
+):
+    # MongoEngine's to_mongo() and validate() ask hasattr(value, "to_mongo"),
+    # "items", "validate"... of untyped items and a DynamicField's value: the
+    # missing proxy answered DoesNotExist, so the document could no longer be
+    # saved, validated or dumped (MongoEngine keeps a DBRef and saves it).
+    # Reading one of its document's fields still raises DoesNotExist.
+    gone = await make_author("Gone")
+    holder = SrMissingHolder(
+        pages=[gone.to_dbref(), "text"], extras={"x": gone.to_dbref()}, target=gone
+    )
+    await holder.async_save()
+    collection = await SrMissingHolder._async_get_collection()
+    before = await collection.find_one()
+    await gone.async_delete()
+    [loaded] = await SrMissingHolder.objects.async_select_related()
+    for proxy in (loaded.pages[0], loaded.extras["x"], loaded.target):
+        assert repr(proxy).endswith("(missing)>")
+        assert not hasattr(proxy, "to_mongo")
+        with pytest.raises(RefAuthor.DoesNotExist):
+            proxy.name  # noqa: B018
+    loaded.validate()
+    assert loaded.to_mongo().to_dict() == before
+    assert loaded.to_json(json_options=json_util.RELAXED_JSON_OPTIONS)
+    loaded.title = "kept"
+    await loaded.async_save()
+    assert await collection.find_one() == {**before, "title": "kept"}
 
 
 # -- joining while loading ----------------------------------------------------------

@@ -753,7 +753,11 @@ def _untyped_item(proxy: AsyncReferenceProxy[Any]) -> Any:
     """What ``ComplexBaseField.to_mongo`` stores for the document ``proxy``
     stands for, as an item of an untyped list or dict: a DBRef when its class
     allows inheritance (the stored ``_cls`` then names it), else a generic
-    reference (as GenericReferenceField stores a proxy)."""
+    reference (as GenericReferenceField stores a proxy). One that
+    select_related found missing stays as stored, as MongoEngine's read leaves
+    the DBRef it could not load."""
+    if proxy._missing and proxy._document is None:
+        return proxy.stored
     if proxy.document_type._meta.get("allow_inheritance"):
         return DBRef(proxy.collection, proxy.id)
     return _GENERIC_REFERENCE.to_mongo(proxy)

@@ -25,6 +25,7 @@ from mongoengine.dereference import DeReference
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from mongoengine_async._compat import container_location, document_registry
+from mongoengine_async.classes import with_subclasses
 from mongoengine_async.context import dereference_disabled, read_context
 from mongoengine_async.errors import AsyncUsageError, NotLoadedError
 from mongoengine_async.from_bson import loader
@@ -501,7 +502,15 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         except AttributeError:
             pass
         if self._missing and self._document is None:
-            raise missing_error(self.document_type, self, self._name)
+            if _is_field(self.document_type, name):
+                raise missing_error(self.document_type, self, self._name)
+            # Not a field (what hasattr() probes, such as MongoEngine's
+            # to_mongo() asking for ``to_mongo`` or ``items``): an
+            # AttributeError, so the stored reference is saved as it was.
+            raise AttributeError(
+                f"{name!r} is not available on the reference {self._name!r}: "
+                f"its document {self.as_dbref()!r} is missing"
+            )
         raise AttributeError(
             f"{name!r} is not available on the unloaded reference "
             f"{self._name!r}: `await` it (or its fetch()) to get the document"
@@ -521,6 +530,11 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
             state = "missing" if self._missing else "unfetched"
         name = "" if self._name is None else f": {self._name}"
         return f"<AsyncReferenceProxy{name} ({state})>"
+
+
+def _is_field(cls: type[Any], name: str) -> bool:
+    """Whether ``name`` is a field of ``cls`` or of a subclass of it."""
+    return any(name in each._fields for each in with_subclasses(cls))
 
 
 class LazyReference(MongoEngineLazyReference, Generic[_D]):
