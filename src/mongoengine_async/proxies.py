@@ -650,13 +650,10 @@ class LazyReference(MongoEngineLazyReference, Generic[_D]):
 
     def __reduce__(self) -> tuple:
         # Copies and pickles are the same reference (MongoEngine's, whose
-        # state is its own slots only, lose the id, or fetch to get it).
-        return type(self), (
-            self.document_type,
-            self.pk,
-            self._cached_doc,
-            self.passthrough,
-        )
+        # state is its own slots only, lose the id, or fetch to get it), in
+        # the same collection (a switch_collection may have named it).
+        arguments = (self.document_type, self.pk, self._cached_doc, self.passthrough)
+        return type(self), arguments, {"_DBRef__collection": self.collection}
 
     def fetch(self, force: bool = False) -> _D:
         if is_async_class(self.document_type):
