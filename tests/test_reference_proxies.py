@@ -94,6 +94,9 @@ async def test_await_fetch_async_fetch_cached(async_alias, command_log):
     assert command_log.count("find") == 1
     assert command_log.count() == 1
     assert repr(proxy) == "<AsyncReferenceProxy: author (fetched)>"
+    # The proxy itself stays a reference; its error no longer says "unloaded".
+    with pytest.raises(AttributeError, match="fetched already"):
+        proxy.name  # noqa: B018
 
     # After fetching, the field reads as the document itself.
     assert book.author is first

@@ -511,6 +511,12 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
                 f"{name!r} is not available on the reference {self._name!r}: "
                 f"its document {self.as_dbref()!r} is missing"
             )
+        if self._document is not None:  # a proxy kept after it was awaited
+            raise AttributeError(
+                f"{name!r} is not available on the reference {self._name!r}, "
+                "a proxy, fetched already: read it from the document that "
+                "awaiting the proxy gave (again, without a query)"
+            )
         raise AttributeError(
             f"{name!r} is not available on the unloaded reference "
             f"{self._name!r}: `await` it (or its fetch()) to get the document"
