@@ -82,6 +82,7 @@ from mongoengine_async.errors import (
     ForeignSessionError,
     MisuseError,
     NestedTransactionError,
+    NotLoadedError,
 )
 from mongoengine_async.fields import GridFSProxy, ImageGridFsProxy
 from mongoengine_async.gridfs import AsyncGridFSProxy
@@ -255,6 +256,7 @@ __all__ = [
     "MultiPolygonField",
     "MultipleObjectsReturned",
     "NestedTransactionError",
+    "NotLoadedError",
     "NotRegistered",
     "NotUniqueError",
     "ObjectIdField",

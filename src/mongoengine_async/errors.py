@@ -44,6 +44,7 @@ __all__ = (
     "MisuseError",
     "MultipleObjectsReturned",
     "NestedTransactionError",
+    "NotLoadedError",
     "NotRegistered",
     "NotUniqueError",
     "OperationError",
