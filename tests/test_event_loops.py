@@ -9,8 +9,9 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from datetime import datetime
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -235,6 +236,172 @@ _USER_SUITE = textwrap.dedent(
         assert loops[0] is not asyncio.get_running_loop()
         await LoopBook(title="two").async_save()
         assert await books.async_scalar("title") == ["one", "two"]
+    """
+)
+
+
+def test_tests_with_their_own_loops_leave_no_client_unclosed(
+    mongodb_uri, database, tmp_path
+):
+    """The suite above under ``-W error`` (as projects setting pytest's
+    ``filterwarnings = error`` run), with a module of tests sharing a
+    module-scoped loop first: each loop closes its clients as it shuts down.
+    The client of a closed loop was left to the garbage collector, whose
+    ResourceWarnings (PyMongo's "Unclosed AsyncMongoClient", asyncio's
+    unclosed transports) failed the tests that happened to collect them; on
+    PyMongo 4.17, whose close() begins async generators of its own, a close
+    at the loop's shutdown was itself cut short by the loop's warning of them."""
+    (tmp_path / "test_a_module_loop.py").write_text(
+        _MODULE_LOOP_SUITE.format(database=database)
+    )
+    (tmp_path / "test_user_suite.py").write_text(
+        _STRICT_SUITE.format(database=database)
+    )
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"),
+            *("-W", "error", "-W", "ignore::DeprecationWarning"),
+            *("test_a_module_loop.py", "test_user_suite.py"),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "MONGODB_URI": mongodb_uri},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "6 passed" in result.stdout
+
+
+_STRICT_SUITE = textwrap.dedent(
+    """
+    import asyncio
+    import gc
+    import os
+
+    import pytest
+
+    from mongoengine_async import Document, StringField, connect_async
+
+    class LoopBook(Document):
+        title = StringField()
+
+    asyncio.run(connect_async("{database}", host=os.environ["MONGODB_URI"],
+                              uuidRepresentation="standard"))
+    books = LoopBook.objects.order_by("title")
+
+    @pytest.mark.parametrize("title", ["one", "two", "three", "four"])
+    @pytest.mark.asyncio
+    async def test_save_and_read(title):
+        gc.collect()  # the clients of the loops before, if still open
+        await LoopBook(title=title).async_save()
+        assert title in await books.async_scalar("title")
+    """
+)
+
+_MODULE_LOOP_SUITE = textwrap.dedent(
+    """
+    import asyncio
+    import os
+
+    import pytest
+
+    from mongoengine_async import Document, StringField, connect_async
+
+    pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+    class ModuleBook(Document):
+        title = StringField()
+        meta = {{"db_alias": "module"}}
+
+    async def test_connect():
+        await connect_async("{database}", alias="module",
+                            host=os.environ["MONGODB_URI"],
+                            uuidRepresentation="standard")
+        await ModuleBook(title="first").async_save()
+
+    async def test_same_loop():
+        assert await ModuleBook.objects.async_count() == 1
+    """
+)
+
+
+def _run_loop_by_hand(main: Coroutine[Any, Any, Any]) -> None:
+    """``main`` on a loop of its own, shut down as asyncio.run() does."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def _run_in_runner(main: Coroutine[Any, Any, Any]) -> None:
+    """``main`` in an ``asyncio.Runner`` (its backport on Python 3.10, as
+    pytest-asyncio uses), twice: the client outlives the first run."""
+    if sys.version_info >= (3, 11):
+        from asyncio import Runner
+    else:
+        from backports.asyncio.runner import Runner
+    with Runner() as runner:
+        runner.run(main)
+        runner.run(LoopBook.objects.async_count())
+
+
+@pytest.mark.parametrize("run", [asyncio.run, _run_in_runner, _run_loop_by_hand])
+def test_a_loop_that_shuts_down_closes_its_client(loops_alias, run):
+    """The client a loop got is closed as the loop shuts down (its
+    ``shutdown_asyncgens()``) and leaves the registry: its sockets and server
+    sessions were left to the garbage collector, with ResourceWarnings."""
+    clients = []
+
+    async def main() -> None:
+        await LoopBook(title="one").async_save()
+        clients.append(get_async_connection(loops_alias))
+
+    run(main())
+    assert clients[0]._closed
+    assert get_async_connection(loops_alias) is not clients[0]
+
+
+def test_a_loop_closed_without_shutting_down_keeps_its_client_open(
+    mongodb_uri, database
+):
+    """``loop.close()`` alone: the loop can no longer run anything, so nothing
+    can close its client (left to the garbage collector, as documented); the
+    next loop gets a client of its own. (In a process of its own: what the
+    collector finds of that client fails in odd ways, the loop being closed.)"""
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", _CLOSED_BY_HAND.format(database)],
+        env={**os.environ, "MONGODB_URI": mongodb_uri},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.stdout.split() == ["False", "True"], result.stdout + result.stderr
+
+
+_CLOSED_BY_HAND = textwrap.dedent(
+    """
+    import asyncio, os
+    from mongoengine_async import (
+        Document, StringField, connect_async, get_async_connection)
+
+    class LoopBook(Document):
+        title = StringField()
+
+    async def client_after_a_save():
+        await LoopBook(title="one").async_save()
+        return get_async_connection()
+
+    asyncio.run(connect_async("{}", host=os.environ["MONGODB_URI"]))
+    loop = asyncio.new_event_loop()
+    client = loop.run_until_complete(client_after_a_save())
+    loop.close()
+    print(client._closed)
+    print(asyncio.run(client_after_a_save()) is not client)
     """
 )
 

@@ -12,11 +12,12 @@ so ``from mongoengine.connection import ...`` migrates by its module name alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
 import types
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import mongoengine
@@ -232,6 +233,7 @@ async def connect_async(
         _settings[alias] = settings
         _clients[alias] = {loop: client}
         registry_changed()
+    _close_with_loop(loop)
     return client
 
 
@@ -309,7 +311,9 @@ def _client_for(alias: str, loop: asyncio.AbstractEventLoop | None) -> AsyncMong
         _own(client, alias, _settings[alias]["name"])
         clients[loop] = client
         registry_changed()
-        return client
+    if loop is not None:
+        _close_with_loop(loop)
+    return client
 
 
 def _unbound(
@@ -332,14 +336,17 @@ def _unbound(
 
 
 def _forget_closed_loops() -> None:
-    """Drop the clients of loops that have closed (an ``asyncio.run()`` that
-    returned): nothing can use them again, and each holds its loop and sockets.
-    They cannot be awaited closed any more; their sockets close as they go."""
+    """Drop the clients of loops that have closed without shutting down (a
+    loop that shuts down closes them, see ``_close_with_loop``): nothing can
+    use them again, and each holds its loop and sockets. They cannot be
+    awaited closed any more; their sockets close as they go."""
     for clients in _clients.values():
         closed = [loop for loop in clients if loop is not None and loop.is_closed()]
         for loop in closed:
             _release(clients.pop(loop))
             registry_changed()
+    for loop in [loop for loop in list(_closers) if loop.is_closed()]:
+        _discard_closer(loop)
 
 
 def _release(client: AsyncMongoClient) -> bool:
@@ -477,6 +484,72 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
             _close_on(loop if loop is not None else _bound_loop(client), client)
     if current is not None and any(client is current for _, client in released):
         await current.close()
+
+
+# For each running loop that got a client: an async generator begun on that
+# loop, which the loop's ``shutdown_asyncgens()`` finalises as it ends
+# (``asyncio.run()``, ``asyncio.Runner`` and its backport, pytest-asyncio's and
+# anyio's loops), closing the loop's clients there: once the loop has closed,
+# nothing can (PyMongo warns "Unclosed AsyncMongoClient" as such a client is
+# collected, asyncio of each of its sockets, and its server sessions never end).
+_closers: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
+
+
+def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Have ``loop`` (the running one) close its clients as it shuts down, and
+    the registry drop them then. Not once its shutdown has begun: a generator
+    begun then would never be finalised (and the loop warns of it)."""
+    if loop in _closers or getattr(loop, "_asyncgens_shutdown_called", False):
+        return
+
+    async def close_at_shutdown() -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            if _closers.get(loop) is closer:  # not discarded (see _discard_closer)
+                del _closers[loop]
+                await _close_clients_of(loop)
+
+    closer = close_at_shutdown()
+    _closers[loop] = closer
+    # Its first step runs at once (to its yield); the call runs the loop's
+    # first-iteration hook, which makes the loop finalise it at shutdown.
+    with contextlib.suppress(StopIteration):
+        closer.__anext__().send(None)
+
+
+def _discard_closer(loop: asyncio.AbstractEventLoop) -> None:
+    """Let go of the closer of ``loop``, closed without ``shutdown_asyncgens()``
+    (``loop.close()`` alone): its clients can no longer be closed. (Collected
+    unfinished, the closer is handed to the loop's finaliser, which does
+    nothing once the loop is closed.)"""
+    _closers.pop(loop, None)
+
+
+async def _close_clients_of(loop: asyncio.AbstractEventLoop) -> None:
+    """Take the clients of ``loop`` (the running one, shutting down) out of the
+    registry and close them."""
+    with _lock:
+        held: list[AsyncMongoClient] = []
+        for clients in _clients.values():
+            client = clients.pop(loop, None)
+            if client is not None and all(client is not other for other in held):
+                held.append(client)
+        released = [client for client in held if _release(client)]
+        registry_changed()
+    if not released:
+        return
+    # PyMongo's close() may begin async generators of its own (4.17's
+    # connection checkouts are ``contextlib.asynccontextmanager``s) and finish
+    # them: no first-iteration hook for them, as the loop's would warn of each
+    # ("scheduled after loop.shutdown_asyncgens() call"), ResourceWarnings.
+    firstiter, finalizer = sys.get_asyncgen_hooks()
+    sys.set_asyncgen_hooks(firstiter=None, finalizer=finalizer)
+    try:
+        for client in released:
+            await client.close()
+    finally:
+        sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=finalizer)
 
 
 # The tasks closing clients on their own loops (the loop keeps only weak ones).
