@@ -337,13 +337,15 @@ def _run_loop_by_hand(main: Coroutine[Any, Any, Any]) -> None:
         loop.close()
 
 
+if sys.version_info >= (3, 11):
+    from asyncio import Runner
+else:  # as pytest-asyncio uses
+    from backports.asyncio.runner import Runner
+
+
 def _run_in_runner(main: Coroutine[Any, Any, Any]) -> None:
-    """``main`` in an ``asyncio.Runner`` (its backport on Python 3.10, as
-    pytest-asyncio uses), twice: the client outlives the first run."""
-    if sys.version_info >= (3, 11):
-        from asyncio import Runner
-    else:
-        from backports.asyncio.runner import Runner
+    """``main`` in an ``asyncio.Runner`` (its backport on Python 3.10), then
+    another run: the client outlives the first."""
     with Runner() as runner:
         runner.run(main)
         runner.run(LoopBook.objects.async_count())
@@ -595,6 +597,21 @@ def test_the_client_got_outside_any_loop_and_awaited_directly(
     assert get_async_connection("loops") is not client
     assert asyncio.run(LoopBook.objects(title="raw").async_count()) == 1
     assert asyncio.run(LoopBook.objects(title="raw").async_count()) == 1
+
+
+def test_the_client_got_outside_any_loop_closes_with_the_loop_it_went_to(
+    loops_alias, database
+):
+    """The client above, awaited on directly in a loop, then made that loop's
+    in the registry by another loop's lookup: its loop closes it as it shuts
+    down, as the clients it got itself (it was left to the garbage collector)."""
+    client = get_async_connection("loops")
+    with Runner() as runner:
+        runner.run(client[database].loop_book.insert_one({"title": "raw"}))
+        assert asyncio.run(LoopBook.objects.async_count()) == 1  # another loop
+        assert runner.run(LoopBook.objects.async_count()) == 1
+        assert not client._closed
+    assert client._closed
 
 
 async def test_disconnect_closes_the_clients_of_other_running_loops(

@@ -332,6 +332,8 @@ def _unbound(
         _release(client)  # type: ignore[arg-type]
     else:
         clients[bound] = client  # type: ignore[assignment]
+        with contextlib.suppress(RuntimeError):  # (closed meanwhile)
+            bound.call_soon_threadsafe(_close_with_loop, bound)
     return None
 
 
@@ -496,9 +498,10 @@ _closers: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
 
 
 def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Have ``loop`` (the running one) close its clients as it shuts down, and
-    the registry drop them then. Not once its shutdown has begun: a generator
-    begun then would never be finalised (and the loop warns of it)."""
+    """Have ``loop`` (the running one; run by it otherwise) close its clients
+    as it shuts down, and the registry drop them then. Not once its shutdown
+    has begun: a generator begun then would never be finalised (and the loop
+    warns of it)."""
     if loop in _closers or getattr(loop, "_asyncgens_shutdown_called", False):
         return
 
