@@ -455,14 +455,14 @@ def test_joining_loader_puts_found_documents_in_place() -> None:
     target = LdTarget._from_son({"_id": raw["target"], "name": "t"})
     assert [field.name for field in plain_references(LdEverything)] == ["target"]
     taken_elsewhere = []
-    found = {target.pk.binary: target}  # finders take an ObjectId's 12 bytes
-    joining = joining_loader(LdEverything, [found.get], taken_elsewhere.append)
+    found = {target.pk.binary: target}  # joins are keyed by an ObjectId's 12 bytes
+    joining = joining_loader(LdEverything, [found], taken_elsewhere.append)
 
     fast, slow = joining(copy.deepcopy(raw)), LdEverything._from_son(raw)
     assert fast._data["target"] is target
     slow._data["target"] = target
     assert_same(fast, slow)
-    nothing_found = joining_loader(LdEverything, [{}.get], taken_elsewhere.append)
+    nothing_found = joining_loader(LdEverything, [{}], taken_elsewhere.append)
     fast = nothing_found(copy.deepcopy(raw))
     assert_same(fast, LdEverything._from_son(raw))
 
@@ -479,17 +479,17 @@ class LdSwapped(Document):
 
 
 def joined(cls: type, raw: dict) -> tuple[list, dict]:
-    """Finders for ``cls``'s plain references in ``raw``, each finding a new
+    """Joins for ``cls``'s plain references in ``raw``, each holding a new
     document for the id stored there (if an ObjectId); and those documents
     by field name."""
-    finders, documents = [], {}
+    joins, documents = [], {}
     for field in plain_references(cls):
         id_, by_bytes = raw.get(field.db_field), {}
         if type(id_) is ObjectId:
             document = LdTarget._from_son({"_id": id_, "name": field.name})
             by_bytes[id_.binary] = documents[field.name] = document
-        finders.append(by_bytes.get)
-    return finders, documents
+        joins.append(by_bytes)
+    return joins, documents
 
 
 def test_joining_loader_takes_sons_over_and_builds_mongoengines_documents() -> None:
@@ -500,9 +500,9 @@ def test_joining_loader_takes_sons_over_and_builds_mongoengines_documents() -> N
     sons += [(LdSimple, raw) for raw in simple_sons()]
     sons += [(LdEverything, stored(full_document()))]
     for cls, raw in sons:
-        finders, documents = joined(cls, raw)
+        joins, documents = joined(cls, raw)
         son = copy.deepcopy(raw)
-        fast = joining_loader(cls, finders, loader(cls, owned=True))(son)
+        fast = joining_loader(cls, joins, loader(cls, owned=True))(son)
         slow = cls._from_son(copy.deepcopy(raw))
         slow._data.update(documents)
         assert_same(fast, slow)

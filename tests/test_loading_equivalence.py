@@ -380,9 +380,9 @@ def test_a_son_loads_joined_as_from_son_loads_it(
     if not plain_references(cls):
         return
     left = []
-    nothing_found = [{}.get] * len(plain_references(cls))
-    for finders, documents in (joined(cls, son), (nothing_found, {})):
-        fast = loaded(joining_loader(cls, finders, left.append), son)
+    nothing_found = [{}] * len(plain_references(cls))
+    for joins, documents in (joined(cls, son), (nothing_found, {})):
+        fast = loaded(joining_loader(cls, joins, left.append), son)
         if fast == ("ok", None):  # left to the fallback
             assert left.pop() == son
             continue

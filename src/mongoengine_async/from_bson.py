@@ -27,7 +27,7 @@ import inspect
 import operator
 import types
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import mongoengine
@@ -316,7 +316,7 @@ class _Plan:
         return self.make_owning
 
     def joining(self) -> Callable[..., Load]:
-        """``make(fallback, *reference_collections, *finders)``: the owning
+        """``make(fallback, *reference_collections, *joins)``: the owning
         loader putting found documents in place of the plain references."""
         if self.make_joining is None:
             self.make_joining = _compile(self.cls, self, joining=True, owning=True)
@@ -587,8 +587,8 @@ def _compile(
 
     The generated ``load(son)`` does what ``_from_son`` does for ``cls``, or
     returns ``fallback(son)`` for anything it was not generated for. A joining
-    loader also takes one finder per plain reference and stores what
-    ``finder(oid.binary)`` returns instead of the DBRef, unless that is None; a
+    loader also takes one mapping per plain reference and stores
+    ``join[oid.binary]`` instead of the DBRef, when the mapping has it; a
     son with a reference stored any other way goes to ``fallback``. An owning
     loader keeps the son's dict and lists in the document (see ``loader``).
     """
@@ -624,7 +624,7 @@ def _compile(
     ]
     references = [f"collection_{i}" for i in range(len(plan.references))]
     if joining:
-        references += [f"find_{i}" for i in range(len(plan.references))]
+        references += [f"join_{i}" for i in range(len(plan.references))]
     values = "".join(
         f"v{i} = get({fp.field.db_field!r})\n" for i, fp in enumerate(plan.fields)
     )
@@ -803,13 +803,16 @@ def _kept_source(value: str, index: int, field_plan: _FieldPlan) -> str:
 
 def _reference_source(value: str, number: int, joining: bool) -> str:
     """Turn the ObjectId in ``value`` into what a plain reference loads as: its
-    DBRef, or the document ``find_<number>`` finds for its bytes when joining."""
+    DBRef, or the document ``join_<number>`` holds for its bytes when joining
+    (a subscript: no call, where ``dict.get`` is one per reference)."""
     reference = f"DBRef(collection_{number}, {value})"
     if not joining:
         return f"{value} = {reference}"
     return (
-        f"found = find_{number}({value}.{_OID_BYTES})\n"
-        f"{value} = {reference} if found is None else found"
+        "try:\n"
+        f"    {value} = join_{number}[{value}.{_OID_BYTES}]\n"
+        "except KeyError:\n"
+        f"    {value} = {reference}"
     )
 
 
@@ -988,17 +991,18 @@ def plain_references(cls: type[Any]) -> list[BaseField]:
 
 
 def joining_loader(
-    cls: type[Any], finders: list[Callable[[Any], Any]], fallback: Load
+    cls: type[Any], joins: list[Mapping[bytes, Any]], fallback: Load
 ) -> Load:
-    """A loader of ``cls`` that stores ``finders[i](oid.binary)``, unless it is
-    None, where ``plain_references(cls)[i]`` would hold ``DBRef(collection, oid)``.
+    """A loader of ``cls`` that stores ``joins[i][oid.binary]``, when
+    ``joins[i]`` holds it, where ``plain_references(cls)[i]`` would hold
+    ``DBRef(collection, oid)``.
 
     Joining while loading saves building the DBRefs and walking the documents
-    afterwards. The finders take the id's 12 bytes, which hash and compare in
-    C (an ObjectId does both in Python). A son the loader cannot take that way
-    goes to ``fallback``. The caller hands the sons over, as to
+    afterwards. The joins are keyed by the id's 12 bytes, which hash and
+    compare in C (an ObjectId does both in Python). A son the loader cannot
+    take that way goes to ``fallback``. The caller hands the sons over, as to
     ``loader(cls, owned=True)``: a son's dict may become a document's ``_data``.
     """
     plan = _plan(cls)
     assert plan is not None  # the caller joins only classes with a plan
-    return plan.joining()(fallback, *plan.reference_collections(), *finders)
+    return plan.joining()(fallback, *plan.reference_collections(), *joins)

@@ -8,8 +8,9 @@ after it walk the documents for their references and fill them in place.
 
 from __future__ import annotations
 
+import operator
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from types import NoneType
@@ -409,10 +410,8 @@ async def load_related(
             stragglers.append(document)
             return document
 
-        finders: list[Callable[[Any], Any]] = [
-            found.get(_where(*group), {}).get for group in groups
-        ]
-        documents = materialise_all(joining_loader(cls, finders, fallback), raws)
+        joins = [found.get(_where(*group), {}) for group in groups]
+        documents = materialise_all(joining_loader(cls, joins, fallback), raws)
         if _any_missing(wanted, found):  # the join left their DBRefs in place
             _mark_joined_missing(cls, documents, groups, wanted, found)
         if not stragglers and max_depth == 1:
@@ -467,7 +466,10 @@ _ID_OR_NONE = frozenset((ObjectId, NoneType))
 def stored_ids(raws: list, db_field: str) -> dict[bytes, ObjectId] | None:
     """The ObjectIds stored under ``db_field``, by their bytes
     (``ObjectId.binary``, hashed in C); None if any is stored otherwise."""
-    values = [raw.get(db_field) for raw in raws]
+    try:  # one C call, where ``raw.get`` is a call per result
+        values = list(map(operator.itemgetter(db_field), raws))
+    except KeyError:  # a result without it
+        values = [raw.get(db_field) for raw in raws]
     kinds = set(map(type, values))
     if not kinds <= _ID_OR_NONE:
         return None

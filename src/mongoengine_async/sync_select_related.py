@@ -14,7 +14,6 @@ each referenced document in place while the results are built.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from types import NoneType
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +62,7 @@ def select_related_joined(queryset: FastSyncReads, max_depth: int) -> list | Non
         documents = [queryset._load(raw) for raw in raws]
         return queryset._dereference(documents, max_depth=max_depth + 1)
     object_map = _fetch(references, raws, ids)
-    finders = _finders(references, object_map)
+    joins = _joins(references, object_map)
     load = queryset._loader(True)
     stragglers: list = []
 
@@ -74,7 +73,7 @@ def select_related_joined(queryset: FastSyncReads, max_depth: int) -> list | Non
         return document
 
     cls = queryset._document
-    documents = materialise_all(joining_loader(cls, finders, fallback), raws)
+    documents = materialise_all(joining_loader(cls, joins, fallback), raws)
     for document in stragglers:
         _attach(document, references, object_map)
     return documents
@@ -162,7 +161,7 @@ def _fetch(references: list, raws: list, ids: list) -> _ObjectMap:
     return object_map
 
 
-def _finders(references: list, object_map: _ObjectMap) -> list[Callable[[bytes], Any]]:
+def _joins(references: list, object_map: _ObjectMap) -> list[dict[bytes, Any]]:
     """For each reference, what the joining loader looks a stored id up in:
     the documents found in its collection, by ``ObjectId.binary``."""
     found: dict[str, dict[bytes, Any]] = {}
@@ -170,7 +169,7 @@ def _finders(references: list, object_map: _ObjectMap) -> list[Callable[[bytes],
         if type(id_) is ObjectId:
             found.setdefault(collection, {})[object_id_bytes(id_)] = document
     return [
-        found.get(field.document_type._get_collection_name(), {}).get
+        found.get(field.document_type._get_collection_name(), {})
         for field in references
     ]
 
