@@ -158,7 +158,10 @@ class _ProxyingReference(_FieldMixin):
     def __get__(self, instance: BaseDocument | None, owner: type[Any]) -> Any:
         if instance is None:
             return self
-        value = instance._data.get(self.name)
+        try:  # ``_data.get``, without a call: the field is mostly there
+            value = instance._data[self.name]
+        except KeyError:
+            value = None
         if type(value) is DBRef:  # as stored: mostly a first read
             # The plain case, settled with fewer checks than below: a class
             # every DBRef here loads as, on an async alias with nothing bound
