@@ -65,6 +65,7 @@ from mongoengine_async import (
     URLField,
     UUIDField,
     async_switch_collection,
+    plan_watch,
 )
 from mongoengine_async.from_bson import (
     _plan,
@@ -842,3 +843,29 @@ async def test_a_models_own_init_runs_for_documents_loaded_async(
     assert [d.cache for d in [first, *listed, *streamed]] == [{"built": True}] * 5
     assert [d.name for d in listed] == ["a", "b"]
     assert _plan(LdOwnInit) is None
+
+
+class LdCachedAuthor(Document):
+    name = StringField()
+
+
+class LdCachedBook(Document):
+    author = ReferenceField(LdCachedAuthor)
+
+
+def test_a_references_first_read_keeps_the_plans() -> None:
+    """The target class a reference field caches at its first read (in its
+    ``__dict__``, which the plans' watch compares) is no changed setting:
+    the plans are kept, not built again for every class."""
+    loader(LdCachedBook)  # the plans built, and watched
+    plan, target_plan = _plan(LdCachedBook), _plan(LdCachedAuthor)
+    field = LdCachedBook._fields["author"]
+    assert "_concrete_type" not in vars(field)
+    assert field._concrete_type is LdCachedAuthor  # what a first read caches
+    plan_watch.refresh(LdCachedBook)
+    assert _plan(LdCachedBook) is plan
+    assert _plan(LdCachedAuthor) is target_plan
+    field.required = True  # a setting does change them
+    plan_watch.refresh(LdCachedBook)
+    assert _plan(LdCachedBook) is not plan
+    field.required = False

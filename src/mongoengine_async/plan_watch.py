@@ -49,9 +49,11 @@ _FIELD_HOOKS = operator.attrgetter(
 # The methods of MongoEngine's container classes that ours override and call.
 _SHADOWED_HOOKS = operator.attrgetter("to_python", "to_mongo")
 
-# The one field attribute that MongoEngine's loading sets for each batch
-# (``set_auto_dereferencing``), which no plan bakes in.
-_VOLATILE = "_BaseField__auto_dereference"
+# The field attributes no plan bakes in: the one MongoEngine's loading sets
+# for each batch (``set_auto_dereferencing``), and what our reference fields
+# cache when first read (``_concrete_type``, from the watched
+# ``document_type``): set, they would make every plan be built again.
+_VOLATILE = {"_BaseField__auto_dereference": None, "_concrete_type": None}
 
 
 class _Watch:
@@ -102,8 +104,8 @@ class _Watch:
         )
 
     def settings_hold(self) -> bool:
-        """Whether the fields' settings are those copied (a changed
-        dereferencing flag alone is taken in, as a new copy)."""
+        """Whether the fields' settings are those copied (a change of the
+        volatile attributes alone is taken in, as a new copy)."""
         if any(map(_differs, self.lives, self.snapshots)):
             return False
         self.snapshots = [dict(live) for live in self.lives]
@@ -124,8 +126,8 @@ def _shadowed(kind: type[Any]) -> type[Any] | None:
 
 
 def _differs(live: dict[str, Any], snapshot: dict[str, Any]) -> bool:
-    """Whether a field's settings changed, its dereferencing flag aside."""
-    return {**live, _VOLATILE: None} != {**snapshot, _VOLATILE: None}
+    """Whether a field's settings changed, the volatile attributes aside."""
+    return {**live, **_VOLATILE} != {**snapshot, **_VOLATILE}
 
 
 def _reached_classes(cls: type[Any], fields: list[Any]) -> list[type[Any]]:
