@@ -27,7 +27,7 @@ import inspect
 import operator
 import types
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import mongoengine
@@ -991,7 +991,7 @@ def plain_references(cls: type[Any]) -> list[BaseField]:
 
 
 def joining_loader(
-    cls: type[Any], joins: list[Mapping[bytes, Any]], fallback: Load
+    cls: type[Any], joins: Sequence[Mapping[bytes, Any]], fallback: Load
 ) -> Load:
     """A loader of ``cls`` that stores ``joins[i][oid.binary]``, when
     ``joins[i]`` holds it, where ``plain_references(cls)[i]`` would hold
