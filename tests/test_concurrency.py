@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
 import pytest
 from bson import ObjectId
@@ -259,6 +260,8 @@ async def test_cancelled_insert_is_all_or_nothing(async_alias):
         except asyncio.CancelledError:
             pass
         documents.append(pair)
+    for pair in documents:  # (a write sent goes on, cancelled: until it settled)
+        await settled(pair)
     collection = get_async_db().conc_pair
     complete = 0
     for delay, pair in enumerate(documents):
@@ -273,6 +276,13 @@ async def test_cancelled_insert_is_all_or_nothing(async_alias):
     final = await ConcPair(a=-1, b=-1).async_save()
     assert await collection.find_one({"_id": final.id}) is not None
     assert await collection.count_documents({}) == complete + 1
+
+
+async def settled(document: Any) -> None:
+    """Wait until the writes a cancelled save or delete of ``document`` sent
+    have settled (they go on, holding its turn)."""
+    while "_async_save_turns" in document.__dict__:
+        await asyncio.sleep(0.001)
 
 
 async def test_cancel_after_command_sent(async_alias, command_log):
@@ -323,11 +333,15 @@ async def test_a_new_document_cancelled_once_sent_is_saved_once(
     async_alias, command_log
 ):
     """A new document has its id before its insert is awaited: saved again
-    after a cancellation, it is the same document (replaced by its id)."""
+    after a cancellation, it is the same document; the insert went on and
+    landed, so the document is saved (not new) once it settled, and the next
+    save (which waits for it) has nothing to send."""
     pair = ConcPair(a=1, b=2)
     await _cancel_once_sent(command_log, pair.async_save())
-    assert pair.pk is not None and pair._created  # new until its write returns
+    assert pair.pk is not None
+    command_log.clear()
     await pair.async_save()
+    assert command_log.names == []
     stored = await get_async_db().conc_pair.find({}).to_list(None)
     assert stored == [{"_id": pair.pk, "a": 1, "b": 2}]
     assert not pair._created
@@ -414,6 +428,8 @@ async def test_cancelled_update_is_all_or_nothing(async_alias):
             await task
         except asyncio.CancelledError:
             pass
+    for pair in pairs:
+        await settled(pair)
     for delay, pair in enumerate(pairs):
         raw = await collection.find_one({"_id": pair.id})
         assert raw in (

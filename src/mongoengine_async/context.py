@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -102,6 +103,35 @@ def journal(session: AsyncClientSession | None) -> Journal | None:
         if bound is session:
             return undos
     return None
+
+
+# The writes of cancelled callers still on their way in a transaction, by
+# session: the transaction aborts once they settled (an abort sent before its
+# first write reached the server would leave that write a transaction of its
+# own, never ended, holding its locks until the server's time limit).
+_unsettled: weakref.WeakKeyDictionary[AsyncClientSession, set[asyncio.Future[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def write_on_its_way(
+    session: AsyncClientSession | None, write: asyncio.Future[Any]
+) -> None:
+    """Note ``write``, a write whose caller was cancelled, that goes on in
+    ``session``'s transaction (if in one) until it settles."""
+    if session is None or not session.in_transaction or write.done():
+        return
+    writes = _unsettled.setdefault(session, set())
+    writes.add(write)
+    write.add_done_callback(writes.discard)
+
+
+async def _settle_writes(session: AsyncClientSession) -> None:
+    """Wait until the writes of cancelled callers in ``session``'s
+    transaction settled (before it commits or aborts)."""
+    writes = _unsettled.get(session)
+    if writes:
+        await asyncio.wait(set(writes))
 
 
 def _undo(undos: Journal) -> None:
@@ -258,7 +288,10 @@ async def run_on(
 
     async def attempt(_: AsyncClientSession) -> R:
         _undo(undos)  # what the attempt before, aborted, changed
-        return await _run_labelled(fn)
+        try:
+            return await _run_labelled(fn)
+        finally:  # then with_transaction commits or aborts
+            await _settle_writes(session)
 
     async with _bind_session(session, undos):
         try:
@@ -338,6 +371,7 @@ class _Block:
 
     def __init__(self, session: AsyncClientSession, transaction_kwargs: dict):
         loop = asyncio.get_running_loop()
+        self._session = session
         self._entered: asyncio.Future[None] = loop.create_future()
         self._left: asyncio.Future[None] = loop.create_future()
         self._task = asyncio.ensure_future(
@@ -348,7 +382,12 @@ class _Block:
         if self._entered.done():  # the commit failed with a transient error
             raise _BlockFailed
         self._entered.set_result(None)
-        await self._left
+        try:
+            await self._left
+        finally:  # then with_transaction commits or aborts
+            # (In this task: a cancel scope cancelling the caller's every
+            # await would not keep the abort waiting for them.)
+            await _settle_writes(self._session)
 
     async def entered(self) -> None:
         """Wait until the transaction has started (raise if it could not)."""

@@ -34,7 +34,7 @@ from mongoengine_async.context import run_on, run_transaction
 from mongoengine_async.gridfs import delete_files, stored_files
 from mongoengine_async.operation import Operation, session_for
 
-__all__ = ("delete_each", "delete_matching")
+__all__ = ("delete_each", "delete_matching", "has_rules")
 
 
 def _rules(cls: type[Any]) -> list[tuple[type[Any], str, int]]:
@@ -44,6 +44,12 @@ def _rules(cls: type[Any]) -> list[tuple[type[Any], str, int]]:
         for (referrer, name), rule in (cls._meta.get("delete_rules") or {}).items()
         if rule != DO_NOTHING and not referrer._meta.get("abstract")
     ]
+
+
+def has_rules(cls: type[Any]) -> bool:
+    """Whether a delete of ``cls``'s documents applies delete rules (a
+    cascade of writes, in a transaction of its own unless told otherwise)."""
+    return bool(_rules(cls))
 
 
 def _reachable(cls: type[Any]) -> list[type[Any]]:

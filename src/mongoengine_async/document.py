@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import re
 import threading
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import mongoengine
@@ -58,7 +59,12 @@ from mongoengine_async.connection import (
     get_async_db,
     is_async_connection,
 )
-from mongoengine_async.context import switched_alias, switched_collection
+from mongoengine_async.context import (
+    switched_alias,
+    switched_collection,
+    write_on_its_way,
+)
+from mongoengine_async.delete_rules import has_rules
 from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.from_bson import LoadedState
 from mongoengine_async.gridfs import AsyncGridFSProxy, check_deletable, delete_files
@@ -100,6 +106,7 @@ __all__ = (
 )
 
 D = TypeVar("D", bound="Document")
+T = TypeVar("T")
 
 
 class Document(LoadedState, FastWrites, MongoEngineDocument):
@@ -352,7 +359,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 session,
             )
         finally:
-            _end_turn(self)
+            _end_own_turn(self)
         if cascade is None:
             cascade = self._meta.get("cascade", False) or cascade_kwargs is not None
         cls = type(self)
@@ -497,16 +504,36 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         if fresh:  # its id before the write is awaited (a retry is the same one)
             to_bson.give_id(self, raw)
         sent = deltas.take_changes(self)
+        # In a task of its own, which the caller's cancellation does not
+        # cancel: the write may be applying on the server, and the instance's
+        # next write must not be sent before it settled (on another pooled
+        # connection, it could be applied first and then overwritten).
+        write = asyncio.ensure_future(
+            self._async_send_write(
+                target,
+                raw,
+                delta,
+                created,
+                force_insert,
+                fresh,
+                session,
+                upsert=save_condition is None,
+            )
+        )
+        handed = False  # the changes to the write, as it settles
+        meanwhile: list[str] | None = []
         try:
-            if delta is not None:
-                object_id = raw["_id"]
-                created = await _update_stored(
-                    target, *delta, save_condition is None, session
-                )
-            elif force_insert or fresh:
-                object_id = (await target.insert_one(raw, session=session)).inserted_id
-            else:
-                object_id = await self._async_replace_or_insert(target, raw, session)
+            object_id, created = await asyncio.shield(write)
+        except asyncio.CancelledError:
+            handed = True  # (given back or saved by its outcome)
+            in_transaction = session is not None and session.in_transaction
+            _settle_in_turn(
+                self,
+                write,
+                session,
+                lambda done: self._settle_cancelled_write(done, sent, in_transaction),
+            )
+            raise
         except pymongo.errors.DuplicateKeyError as err:
             raise NotUniqueError(
                 f"Tried to save duplicate unique keys ({err})"
@@ -518,8 +545,46 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 ) from err
             raise OperationError(f"Could not save document ({err})") from err
         finally:
-            meanwhile = deltas.give_back_changes(self, sent)
+            if not handed:
+                meanwhile = deltas.give_back_changes(self, sent)
         return object_id, created, meanwhile
+
+    async def _async_send_write(
+        self,
+        target: AsyncCollection,
+        raw: dict,
+        delta: tuple[dict, dict] | None,
+        created: bool,
+        force_insert: bool,
+        fresh: bool,
+        session: AsyncClientSession | None,
+        upsert: bool,
+    ) -> tuple[Any, bool]:
+        """The write of :meth:`_async_write`; returns the id and whether it
+        created the document."""
+        if delta is not None:
+            return raw["_id"], await _update_stored(target, *delta, upsert, session)
+        if force_insert or fresh:
+            inserted = await target.insert_one(raw, session=session)
+            return inserted.inserted_id, created
+        return await self._async_replace_or_insert(target, raw, session), created
+
+    def _settle_cancelled_write(
+        self, write: asyncio.Future, sent: list[str] | None, in_transaction: bool
+    ) -> None:
+        """The bookkeeping of a save cancelled while its write was on its
+        way, once the write settled: the changes it sent are given back if it
+        failed (or in a transaction, whose end decides: an abort gives them
+        back too), else cleared as a save clears them; those made meanwhile
+        stay."""
+        meanwhile = deltas.give_back_changes(self, sent)
+        if write.cancelled() or write.exception() is not None or in_transaction:
+            return
+        object_id, created = write.result()
+        self._set_saved_id(created, object_id)
+        deltas.clear_changes(self)
+        to_bson.mark_saved(self)
+        deltas.put_changes(self, meanwhile)
 
     async def _async_replace_or_insert(
         self, collection: AsyncCollection, raw: dict, session: AsyncClientSession | None
@@ -608,11 +673,17 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         # be: a delete begun after it cannot be overtaken by its write.
         turn = await _wait_other_turn(self)
         try:
-            await self._qs.filter(**self._object_key).async_delete(
+            deleting = self._qs.filter(**self._object_key).async_delete(
                 write_concern=write_concern,
                 _from_doc_delete=True,
                 transaction=transaction,
                 session=operation.session,
+            )
+            # A single write (no rules: a cascade runs in a transaction,
+            # which the cancellation aborts) goes on once cancelled.
+            alone = turn and not has_rules(type(self))
+            await (
+                _write_in_turn(self, deleting, operation.session) if alone else deleting
             )
         except pymongo.errors.OperationFailure as err:
             # MongoEngine's formatting: the message, not the args tuple's repr.
@@ -620,7 +691,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             raise OperationError(message) from err
         finally:
             if turn:
-                _end_turn(self)
+                _end_own_turn(self)
         await delete_files(files, operation)  # once the document is gone
         await signals.send(
             signals.post_delete, type(self), document=self, **signal_kwargs
@@ -728,13 +799,13 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         # be: its write cannot overtake this one, nor its values the ones read.
         turn = await _wait_other_turn(self)
         try:
-            return await self._async_modify(query, operation, update)
+            return await self._async_modify(query, operation, update, turn)
         finally:
             if turn:
-                _end_turn(self)
+                _end_own_turn(self)
 
     async def _async_modify(
-        self, query: Any, operation: Operation, update: dict[str, Any]
+        self, query: Any, operation: Operation, update: dict[str, Any], turn: bool
     ) -> bool:
         if self.pk is None:
             raise InvalidDocumentError("The document does not have a primary key.")
@@ -750,8 +821,11 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 "Invalid document modify query: it must modify only this document."
             )
         query.update(self._object_key)
-        updated = await self._qs(q_obj, **query).async_modify(
+        modifying = self._qs(q_obj, **query).async_modify(
             new=True, session=operation.session, **update
+        )
+        updated = await (
+            _write_in_turn(self, modifying, operation.session) if turn else modifying
         )
         if updated is None:
             return False
@@ -783,23 +857,31 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         # be: its write cannot overtake this one.
         turn = await _wait_other_turn(self)
         try:
-            return await self._async_update(numbered, kwargs)
+            return await self._async_update(numbered, kwargs, turn)
         finally:
             if turn:
-                _end_turn(self)
+                _end_own_turn(self)
 
-    async def _async_update(self, numbered: bool, kwargs: dict[str, Any]) -> Any:
+    async def _async_update(
+        self, numbered: bool, kwargs: dict[str, Any], turn: bool
+    ) -> Any:
         if numbered:  # as reading an unset sequence pk does on a sync alias
             await sequences.async_fill([self], id_only=True)
         if self.pk is not None:
-            return await self._qs.filter(**self._object_key).async_update_one(**kwargs)
+            updating = self._qs.filter(**self._object_key).async_update_one(**kwargs)
+            return await (
+                _write_in_turn(self, updating, kwargs["session"]) if turn else updating
+            )
         if not kwargs.get("upsert", False):
             raise OperationError("attempt to update a document not yet saved")
         if numbered:
             await sequences.async_fill([self])
         query = self.to_mongo()
         query.pop("_cls", None)
-        return await self._qs.filter(**query).async_update_one(**kwargs)
+        updating = self._qs.filter(**query).async_update_one(**kwargs)
+        return await (
+            _write_in_turn(self, updating, kwargs["session"]) if turn else updating
+        )
 
 
 class _IndexesRead:
@@ -931,6 +1013,66 @@ def _end_turn(document: Document) -> None:
             state[_SAVER] = None  # until the next one runs
             return
         del state[_TURNS], state[_SAVER]
+
+
+def _end_own_turn(document: Document) -> None:
+    """:func:`_end_turn`, unless the turn went to a write still on its way
+    (:func:`_settle_in_turn`): that one ends it once it settled."""
+    if document.__dict__.get(_SAVER) is asyncio.current_task():
+        _end_turn(document)
+
+
+async def _write_in_turn(
+    document: Document,
+    write: Coroutine[Any, Any, T],
+    session: AsyncClientSession | None,
+) -> T:
+    """``await write``, the write of a delete, modify or update holding
+    ``document``'s turn, in a task that the caller's cancellation does not
+    cancel: cancelled while it is on its way, the caller raises at once and
+    the turn ends once the write settled (see :func:`_settle_in_turn`)."""
+    task = asyncio.ensure_future(write)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        _settle_in_turn(document, task, session)
+        raise
+
+
+def _settle_in_turn(
+    document: Document,
+    write: asyncio.Future[Any],
+    session: AsyncClientSession | None,
+    settle: Callable[[asyncio.Future[Any]], None] | None = None,
+) -> None:
+    """A caller holding ``document``'s turn was cancelled while awaiting
+    ``write``, which runs on: ``settle(write)`` and the turn's end wait
+    until it settled (its reply arrived or it failed), so that the
+    instance's next write cannot be applied before it, and be overwritten.
+    The turn is the write's meanwhile (not the caller's: the caller's task
+    saving the instance again waits for it)."""
+    if write.done():
+        _settled(document, settle, write)
+        return
+    with _TURN_LOCK:
+        document.__dict__[_SAVER] = write
+    write.add_done_callback(functools.partial(_settled, document, settle))
+    write_on_its_way(session, write)  # in a transaction: it aborts after it
+
+
+def _settled(
+    document: Document,
+    settle: Callable[[asyncio.Future[Any]], None] | None,
+    write: asyncio.Future[Any],
+) -> None:
+    try:
+        if not write.cancelled():
+            write.exception()  # retrieved: the caller was cancelled
+        if settle is not None:
+            settle(write)
+    finally:
+        if document.__dict__.get(_SAVER) is write:
+            _end_turn(document)
 
 
 def _give_turn(document: Document, turn: asyncio.Future) -> None:

@@ -1,0 +1,247 @@
+"""A save, delete, modify or update of an instance cancelled while its write
+is on its way: the write goes on (the server may be applying it), and the
+instance's turn ends once it settled, so the next write of the instance is
+applied after it, never overwritten by it; the caller sees the cancellation
+at once. With the server's failCommand fail point blocking the first write
+(retryable writes off: with them, a next write on the same pooled session
+would make the server drop the late one, hiding the race), also in
+transactions and under a cancellation delivered at every await (anyio)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from mongoengine_async import (
+    Document,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
+    IntField,
+    async_run_in_transaction,
+    async_run_transaction,
+    get_async_connection,
+)
+from mongoengine_async.connection import disconnect_all_async
+from mongoengine_async.testing import fresh_database
+
+BLOCK_MS = 700
+
+
+class CwInner(EmbeddedDocument):
+    x = IntField()
+
+
+class CwDoc(Document):
+    a = IntField()
+    b = IntField()
+    inner = EmbeddedDocumentField(CwInner)
+
+
+@pytest.fixture
+async def app(mongodb_uri) -> AsyncIterator[str]:
+    """Alias "default" on a client of its own application name (the fail
+    point fails its commands only), without retryable writes."""
+    name = f"cw-{uuid4().hex[:8]}"
+    try:
+        async with fresh_database(
+            "default", mongodb_uri, appname=name, retryWrites=False
+        ):
+            yield name
+    finally:
+        await disconnect_all_async()
+
+
+@asynccontextmanager
+async def blocked(app_name: str, command: str) -> AsyncIterator[None]:
+    """The next ``command`` of the client waits BLOCK_MS on the server first."""
+    admin = get_async_connection().admin
+    fail_point = {"configureFailPoint": "failCommand"}
+    data = {"failCommands": [command], "blockConnection": True, "blockTimeMS": BLOCK_MS}
+    await admin.command(
+        {**fail_point, "mode": {"times": 1}, "data": {**data, "appName": app_name}}
+    )
+    try:
+        yield
+    finally:
+        await admin.command({**fail_point, "mode": "off"})
+
+
+async def cancel_once_sent(
+    work: Callable[[], Awaitable[Any]], anyio: bool = False
+) -> None:
+    """Run ``work`` in a task, cancel it while its write is blocked on the
+    server (at every await until it ends, as an anyio cancel scope does, if
+    ``anyio``), and check the cancellation came at once."""
+    task = asyncio.ensure_future(work())
+    await asyncio.sleep(BLOCK_MS / 3000)
+    assert not task.done()
+    started = time.monotonic()
+    task.cancel()
+    while anyio and not task.done():
+        task.cancel()
+        await asyncio.sleep(0)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - started < BLOCK_MS / 2000
+
+
+async def stored(document: Document) -> Any:
+    return await CwDoc._get_collection().find_one({"_id": document.pk})
+
+
+def save_a(document: CwDoc, value: int) -> Callable[[], Awaitable[Any]]:
+    def save() -> Awaitable[Any]:
+        document.a = value
+        return document.async_save()
+
+    return save
+
+
+CANCELLED = {
+    "save": ("update", lambda d: save_a(d, 1)),
+    "modify": ("findAndModify", lambda d: lambda: d.async_modify(set__a=1)),
+    "update": ("update", lambda d: lambda: d.async_update(set__a=1)),
+    "delete": ("delete", lambda d: d.async_delete),
+}
+
+
+@pytest.mark.parametrize("kind", list(CANCELLED))
+@pytest.mark.parametrize("anyio", [False, True], ids=["asyncio", "anyio"])
+async def test_the_next_save_comes_after_a_cancelled_write(app, kind, anyio):
+    document = await CwDoc(a=0, b=0).async_save()
+    command, work = CANCELLED[kind]
+    async with blocked(app, command):
+        await cancel_once_sent(work(document), anyio)
+        document.a = 2
+        await document.async_save()  # waits until the cancelled write settled
+    expected = {"_id": document.pk, "a": 2}
+    if kind != "delete":  # (else the save upserts its changes alone)
+        expected["b"] = 0
+    assert await stored(document) == expected
+    assert "_async_save_turns" not in document.__dict__
+
+
+async def test_the_same_task_saving_again_waits_too(app):
+    """A save timed out in the saving task (``wait_for``'s own task on Python
+    3.12+, a cancel scope) is not taken for that task's save in flight."""
+    document = await CwDoc(a=0, b=0).async_save()
+    async with blocked(app, "update"):
+        document.a = 1
+        save = asyncio.ensure_future(document.async_save())
+        await asyncio.sleep(BLOCK_MS / 3000)
+        save.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await save
+        # A task that caught it saves again: as any other, it waits for it.
+        document.a = 2
+        await document.async_save()
+    assert await stored(document) == {"_id": document.pk, "a": 2, "b": 0}
+
+
+async def test_a_cancelled_save_that_landed_is_saved(app):
+    """The settled write's outcome decides: applied, its changes are saved
+    (an embedded document's too); those made meanwhile stay for the next save."""
+    document = await CwDoc(a=0, b=0, inner=CwInner(x=0)).async_save()
+    async with blocked(app, "update"):
+        document.a = 1
+        document.inner.x = 1
+        save = asyncio.ensure_future(document.async_save())
+        await asyncio.sleep(BLOCK_MS / 3000)
+        save.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await save
+        document.b = 5  # while the write is on its way: not sent by it
+        while "_async_save_turns" in document.__dict__:
+            await asyncio.sleep(0.01)
+    assert document._get_changed_fields() == ["b"]
+    assert await stored(document) == {
+        "_id": document.pk,
+        "a": 1,
+        "b": 0,
+        "inner": {"x": 1},
+    }
+    await document.async_save()
+    assert await stored(document) == document.to_mongo().to_dict()
+
+
+async def test_a_cancelled_save_that_failed_gives_its_changes_back(app):
+    document = await CwDoc(a=0, b=0, inner=CwInner(x=0)).async_save()
+    admin = get_async_connection().admin
+    data = {
+        "failCommands": ["update"],
+        "blockConnection": True,
+        "blockTimeMS": BLOCK_MS,
+        "errorCode": 2,
+        "appName": app,
+    }
+    fail_point = {"configureFailPoint": "failCommand"}
+    await admin.command({**fail_point, "mode": {"times": 1}, "data": data})
+    try:
+        document.a = 1
+        document.inner.x = 1
+        await cancel_once_sent(document.async_save)
+        document.b = 5
+        while "_async_save_turns" in document.__dict__:
+            await asyncio.sleep(0.01)
+    finally:
+        await admin.command({**fail_point, "mode": "off"})
+    assert sorted(document._get_changed_fields()) == ["a", "b", "inner.x"]
+    await document.async_save()
+    assert await stored(document) == document.to_mongo().to_dict()
+
+
+async def test_a_new_document_cancelled_once_sent_is_saved_once(app):
+    document = CwDoc(a=1)
+    async with blocked(app, "insert"):
+        await cancel_once_sent(document.async_save)
+        document.a = 2
+        await document.async_save()
+    assert not document._created
+    assert await CwDoc._get_collection().find({}).to_list(None) == [
+        {"_id": document.pk, "a": 2}
+    ]
+
+
+@pytest.mark.parametrize("form", ["context manager", "callback"])
+async def test_cancelled_in_a_transaction(app, form):
+    """The transaction aborts once the write settled (an abort sent before its
+    first write reached the server would leave that write a transaction of
+    its own, locking the document until the server's time limit); the
+    changes are given back, and the next save stores them."""
+    document = await CwDoc(a=0, b=0).async_save()
+
+    async def block() -> None:
+        document.a = 1
+        await document.async_save()
+
+    async def in_transaction() -> None:
+        if form == "callback":
+            await async_run_transaction(block)
+        else:
+            async with async_run_in_transaction():
+                await block()
+
+    async with blocked(app, "update"):
+        task = asyncio.ensure_future(in_transaction())
+        await asyncio.sleep(BLOCK_MS / 3000)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # Nothing left locking the document once the write would have landed.
+        await asyncio.sleep(BLOCK_MS / 1000)
+        await asyncio.wait_for(
+            CwDoc._get_collection().update_one(
+                {"_id": document.pk}, {"$set": {"b": 3}}
+            ),
+            5,
+        )
+    assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
+    assert document._get_changed_fields() == ["a"]
+    await document.async_save()
+    assert await stored(document) == {"_id": document.pk, "a": 1, "b": 3}
