@@ -321,13 +321,16 @@ class _Watched(list[str]):
     took it (to send what it holds, or, having nothing to send, for its own
     steps after its write)."""
 
-    __slots__ = ("others", "taken", "task")
+    __slots__ = ("nested", "others", "taken", "task")
 
     def __init__(self, changes: Iterable[str], task: asyncio.Task[Any] | None) -> None:
         super().__init__(changes)
         self.task = task
         self.others: list[str] = []
         self.taken = False
+        # A document's own list: the watched lists of its embedded documents
+        # (its _Watch's), which a reload or a modify changes.
+        self.nested: list[tuple[str, Any, _Watched]] | None = None
 
     def __contains__(self, path: object) -> bool:
         found = super().__contains__(path)
@@ -397,6 +400,7 @@ def watch_changes(document: Any, meanwhile: list[str] | None) -> _Watch | None:
     nested: list[tuple[str, Any, _Watched]] = []
     if _nested_values(document):
         _watch_nested(document, "", task, nested)
+    top.nested = nested
     return _Watch(top, nested, meanwhile)
 
 
@@ -423,16 +427,19 @@ def _watch_nested(
     prefix: str,
     task: asyncio.Task[Any] | None,
     nested: list[tuple[str, Any, _Watched]],
+    before: list[tuple[str, Any, _Watched]] | None = None,
 ) -> None:
     """Watch the lists of the embedded documents in ``document``'s values,
-    where ``_get_changed_fields`` looks for their changes (not in references)."""
+    where ``_get_changed_fields`` looks for their changes (not in references);
+    those ``before`` holds at the same path stay as they are watched."""
     fields, names = document._fields, document._db_field_map
     for name in document._fields_ordered:
         value = document._data.get(name)
         field = fields.get(name)
         if type(value) in _FLAT or _kind(field) in (_SKIPPED, _REFERENCE_ITEMS):
             continue
-        _watch_value(value, f"{prefix}{names.get(name, name)}.", task, nested)
+        path = f"{prefix}{names.get(name, name)}."
+        _watch_value(value, path, task, nested, before)
 
 
 def _watch_value(
@@ -440,18 +447,29 @@ def _watch_value(
     prefix: str,
     task: asyncio.Task[Any] | None,
     nested: list[tuple[str, Any, _Watched]],
+    before: list[tuple[str, Any, _Watched]] | None = None,
 ) -> None:
     if isinstance(value, mongoengine.EmbeddedDocument):
-        nested.append((prefix, value, _watched(value, task)))
-        _watch_nested(value, prefix, task, nested)
+        watched = next(
+            (
+                watched
+                for path, embedded, watched in before or ()
+                if embedded is value
+                and path == prefix
+                and getattr(value, "_changed_fields", None) is watched
+            ),
+            None,
+        )
+        nested.append((prefix, value, watched or _watched(value, task)))
+        _watch_nested(value, prefix, task, nested, before)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             if type(item) not in _FLAT:
-                _watch_value(item, f"{prefix}{index}.", task, nested)
+                _watch_value(item, f"{prefix}{index}.", task, nested, before)
     elif isinstance(value, dict):
         for key, item in value.items():
             if type(item) not in _FLAT:
-                _watch_value(item, f"{prefix}{key}.", task, nested)
+                _watch_value(item, f"{prefix}{key}.", task, nested, before)
 
 
 def end_watch(document: Any, watch: _Watch) -> tuple[bool, list[str] | None]:
@@ -501,6 +519,29 @@ def reset_changes(document: Any, changes: list[str]) -> None:
         return
     watched[:] = changes  # (not noted: no other task's change)
     watched.others[:] = [path for path in watched.others if _covered(path, watched)]
+    nested = watched.nested
+    if nested is not None:  # the embedded documents it read are new ones
+        _rewatch_nested(document, watched.task, nested)
+
+
+def _rewatch_nested(
+    document: Any,
+    task: asyncio.Task[Any] | None,
+    nested: list[tuple[str, Any, _Watched]],
+) -> None:
+    """Update the watch of ``document``'s embedded documents once a reload or
+    a modify set values anew: the embedded documents it replaced are not the
+    document's any more (their changes, read back, are not kept; their
+    lists are plain again), those it put in are watched from now on."""
+    held: list[tuple[str, Any, _Watched]] = []
+    if _nested_values(document):
+        _watch_nested(document, "", task, held, nested)
+    for _, embedded, watched in nested:
+        if getattr(embedded, "_changed_fields", None) is watched and not any(
+            embedded is now for _, now, _ in held
+        ):
+            _set_changed_fields(embedded, list(watched))
+    nested[:] = held
 
 
 def _covered(path: str, paths: list[str]) -> bool:
