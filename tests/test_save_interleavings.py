@@ -19,6 +19,10 @@ then reports it as flaky, a failure all the same).
 
 To extend it: add an edit to ``EDITS``, a read to ``READS``, or a field to
 the models.
+
+The schedule's final check cannot see a stale value sent again that equals
+what the instance holds; ``test_a_read_during_post_save_in_every_shape``
+checks that case, with another writer, for every shape of change.
 """
 
 from __future__ import annotations
@@ -259,3 +263,103 @@ async def test_interleaved_saves_store_every_change(
     async_alias: str, receiver: Receivers | None, model: type, new: bool, schedule: dict
 ) -> None:
     await play(model, new, schedule, receiver)
+
+
+# A change another task makes inside a value (before a read of the document
+# during a save's post_save receivers, and after it), by shape: the path it
+# changes before the read (then written by another writer), the path it changes
+# after, and the field a partial reload reads.
+SHAPES: dict[
+    str, tuple[str, str, Callable[[Any], None], Callable[[Any], None], str]
+] = {
+    "e": (
+        "e.x",
+        "e.y",
+        lambda d: setattr(d.e, "x", 7),
+        lambda d: setattr(d.e, "y", 5),
+        "e",
+    ),
+    "e.inner": (
+        "e.inner.z",
+        "e.y",
+        lambda d: setattr(d.e.inner, "z", 7),
+        lambda d: setattr(d.e, "y", 5),
+        "e",
+    ),
+    "es": (
+        "es.0.x",
+        "es.0.y",
+        lambda d: setattr(d.es[0], "x", 7),
+        lambda d: setattr(d.es[0], "y", 5),
+        "es",
+    ),
+    "m": (
+        "m.k1.x",
+        "m.k1.y",
+        lambda d: setattr(d.m["k1"], "x", 7),
+        lambda d: setattr(d.m["k1"], "y", 5),
+        "m",
+    ),
+}
+SHAPE_READS: dict[str, Callable[[Any, str], Awaitable[Any]]] = {
+    "reload": lambda d, field: d.async_reload(),
+    "reload-field": lambda d, field: d.async_reload(field),
+    "reload-other": lambda d, field: d.async_reload("a"),
+    "modify": lambda d, field: d.async_modify(inc__a=1),
+}
+
+
+def _at(raw: Any, path: str) -> Any:
+    for key in path.split("."):
+        raw = raw[int(key)] if isinstance(raw, list) else raw[key]
+    return raw
+
+
+@pytest.mark.parametrize("model", [SiDoc, SiDynamic])
+@pytest.mark.parametrize("phase", ["while-written", "post-save"])
+async def test_a_read_during_post_save_in_every_shape(
+    async_alias: str, model: type, phase: str
+) -> None:
+    """Another task changes a value inside an embedded document (nested, in a
+    list, in a map, of a DynamicDocument) while the save's write is awaited
+    or while its post_save receiver is, then reads the document: the next save
+    sends no value the read replaced (another writer's newer one stays) and
+    sends the change made after the read."""
+    resume: asyncio.Event | None = None
+
+    async def post_save(sender: Any, document: Any, **kwargs: Any) -> None:
+        if resume is not None:
+            await resume.wait()
+
+    signals.post_save.connect(post_save, sender=model)
+    try:
+        for shape, read in itertools.product(SHAPES, SHAPE_READS):
+            before, after, change_before, change_after, field = SHAPES[shape]
+            document = await model(**initial()).async_save()
+            resume = asyncio.Event()
+            document.a = 1
+            saving = asyncio.ensure_future(document.async_save())
+            if phase == "while-written":
+                await asyncio.sleep(0)  # (the write is on its way)
+                change_before(document)
+            while not resume.is_set() and not saving.done():
+                if type(document._changed_fields).__name__ == "_Watched":
+                    break  # its post_save receiver awaits
+                await asyncio.sleep(0.001)
+            if phase == "post-save":
+                change_before(document)
+            await SHAPE_READS[read](document, field)
+            change_after(document)
+            resume.set()
+            await saving
+            resume = None
+            collection = model._get_collection()
+            await collection.update_one({"_id": document.pk}, {"$set": {before: 99}})
+            await document.async_save()
+            stored = await collection.find_one({"_id": document.pk})
+            # A reload of another field keeps the change (as MongoEngine's).
+            expected = 7 if read == "reload-other" else 99
+            assert _at(stored, before) == expected, (shape, read)
+            assert _at(stored, after) == 5, (shape, read)
+    finally:
+        signals.post_save.disconnect(post_save, sender=model)
