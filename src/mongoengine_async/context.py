@@ -331,7 +331,9 @@ async def run_in_transaction(
 ) -> AsyncIterator[AsyncClientSession]:
     """``async_run_in_transaction`` on ``client`` (one the registry made)."""
     _refuse_nesting(client, "async_run_in_transaction")
-    async with client.start_session(**(session_kwargs or {})) as session:
+    session = client.start_session(**(session_kwargs or {}))
+    block: _Block | None = None
+    try:
         block = _Block(session, transaction_kwargs or {})
         await block.entered()
         undos: Journal = []
@@ -354,6 +356,16 @@ async def run_in_transaction(
             # client's first use, a collection's preparation) keep a copy of
             # this task's context, and so the journal, as long as they live.
             undos.clear()
+    finally:
+        if block is None or block.over():
+            await session.end_session()
+        else:  # cancelled again while it waited (a cancel scope): the helper
+            block.end_after(session)  # task aborts, then the session ends
+
+
+# Sessions being ended after their transaction's helper task ended (held:
+# the loop keeps only weak references to its tasks).
+_ENDING: set[asyncio.Future[Any]] = set()
 
 
 class _BlockFailed(Exception):
@@ -389,6 +401,24 @@ class _Block:
             # await would not keep the abort waiting for them.)
             await _settle_writes(self._session)
 
+    def over(self) -> bool:
+        """Whether ``with_transaction`` ended (committed or aborted)."""
+        return self._task.done()
+
+    def end_after(self, session: AsyncClientSession) -> None:
+        """End ``session`` once ``with_transaction`` ended (not under it: an
+        ended session cannot abort, and the transaction would stay open on
+        the server, locking what it wrote, until its time limit)."""
+
+        def end(task: asyncio.Future[Any]) -> None:
+            if not task.cancelled():
+                task.exception()  # retrieved: the block's own error was raised
+            ending = asyncio.ensure_future(session.end_session())
+            _ENDING.add(ending)
+            ending.add_done_callback(_ENDING.discard)
+
+        self._task.add_done_callback(end)
+
     async def entered(self) -> None:
         """Wait until the transaction has started (raise if it could not)."""
         try:
@@ -406,7 +436,9 @@ class _Block:
         if not self._left.done():
             self._left.set_exception(_BlockFailed())
         with contextlib.suppress(_BlockFailed):
-            await self._task
+            # (Shielded: the caller cancelled again meanwhile, as a cancel
+            # scope does, must not cancel the abort.)
+            await asyncio.shield(self._task)
 
     async def done(self) -> None:
         """The block ran: let ``with_transaction`` commit."""
