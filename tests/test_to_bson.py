@@ -16,6 +16,7 @@ import datetime
 import decimal
 import enum
 import functools
+import inspect
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -1207,6 +1208,124 @@ def test_mongoengine_field_class_methods_patched_after_first_use_are_called(
     assert NmLists.objects.get(id=holder.id).counts == [1]
     holder.validate()
     assert holder.to_mongo()["counts"] == [1]
+
+
+class PwPlain(Document):
+    """No embedded document: nothing but its own plan stands for MongoEngine's
+    document methods."""
+
+    meta = {"collection": "pw_plain"}
+    name = StringField()
+    size = IntField()
+
+
+class MePlain(mongoengine.Document):
+    """PwPlain as plain MongoEngine: what MongoEngine's code calls."""
+
+    meta = {"collection": "me_plain"}
+    name = mongoengine.StringField()
+    size = mongoengine.IntField()
+
+
+def _spied(owner: type, name: str, calls: list[str]) -> Any:
+    """A stand-in for MongoEngine's ``owner.name`` that notes each call in
+    ``calls`` and does what it did."""
+    original = inspect.getattr_static(owner, name)
+    if isinstance(original, classmethod):
+        method = original.__func__
+
+        def spy_class(cls: Any, *args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return method(cls, *args, **kwargs)
+
+        return classmethod(spy_class)
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return original(self, *args, **kwargs)
+
+    return spy
+
+
+def _sync_uses(model: Any, calls: list[str]) -> dict[str, int]:
+    """How many calls each step on ``model`` makes (sync alias)."""
+    steps: dict[str, int] = {}
+
+    def step(label: str, action: Callable[[], Any]) -> None:
+        calls.clear()
+        action()
+        steps[label] = len(calls)
+
+    model.objects.delete()
+    document = model(name="a", size=1)
+    step("construct", lambda: model(name="b", size=2))
+    step("validate", document.validate)
+    step("to_mongo", document.to_mongo)
+    step("save", document.save)
+    document.size = 3
+    step("save changes", document.save)
+    step("insert", lambda: model.objects.insert([model(name="c")], load_bulk=False))
+    step("load", lambda: list(model.objects))
+    return steps
+
+
+_MONGOENGINE_METHODS = [
+    (mongoengine.Document, "validate"),
+    (BaseDocument, "validate"),
+    (mongoengine.Document, "to_mongo"),
+    (BaseDocument, "to_mongo"),
+    (BaseDocument, "__init__"),
+    (BaseDocument, "_from_son"),
+]
+
+
+@pytest.mark.parametrize(("owner", "name"), _MONGOENGINE_METHODS)
+def test_mongoengine_document_methods_patched_are_called(
+    sync_default: Any, owner: type, name: str
+) -> None:
+    """A document method of MongoEngine's own classes that our classes
+    override (``validate``, ``to_mongo``) or whose work the plans do
+    (``__init__``, ``_from_son``), patched after the plans were built, is
+    called by every step that calls it in MongoEngine, as often (the very
+    next constructor too); once restored, the plans take over again."""
+    calls: list[str] = []
+    _sync_uses(PwPlain, calls)  # the plans built
+    with mock.patch.object(owner, name, _spied(owner, name, calls)):
+        ours = _sync_uses(PwPlain, calls)
+        theirs = _sync_uses(MePlain, calls)
+        assert ours == theirs
+        assert to_bson._plans[PwPlain] is None
+    _sync_uses(PwPlain, calls)
+    assert to_bson._plans[PwPlain] is not None
+
+
+async def test_mongoengine_document_methods_patched_are_called_by_async_saves(
+    async_alias: str,
+) -> None:
+    """The same on an async alias: a patched ``validate`` or ``to_mongo``
+    of MongoEngine's runs in ``async_save`` and ``async_insert``, its
+    ``_get_update_doc`` (or the class's own, set after its first save) in the
+    save of a loaded document."""
+    document = await PwPlain(name="a", size=1).async_save()
+    await PwPlain.objects.async_insert([PwPlain(name="b")], load_bulk=False)
+    calls: list[str] = []
+    for owner, name in [
+        *_MONGOENGINE_METHODS[:4],
+        (mongoengine.Document, "_get_update_doc"),
+        (BaseDocument, "_delta"),
+        (PwPlain, "_get_update_doc"),
+    ]:
+        with mock.patch.object(owner, name, _spied(owner, name, calls)):
+            calls.clear()
+            document.size += 1
+            await document.async_save()
+            assert calls, f"{owner.__name__}.{name} not called by async_save"
+            if name == "to_mongo":
+                calls.clear()
+                await PwPlain.objects.async_insert([PwPlain(name="c")])
+                assert calls, f"{owner.__name__}.{name} not called by async_insert"
+    collection = await PwPlain._async_get_collection()
+    assert (await collection.find_one({"_id": document.id}))["size"] == 8
 
 
 class PwParent(Document):

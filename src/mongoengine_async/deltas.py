@@ -158,6 +158,7 @@ class _Plans(dict[type[Any], "_Plan | None"]):
         plan_watch.watch(cls)
         own = (
             not cls._dynamic
+            and plan_watch.library_intact()  # none of MongoEngine's patched
             and cls.__setattr__ is BaseDocument.__setattr__
             and cls._get_changed_fields is BaseDocument._get_changed_fields
             and cls._clear_changed_fields is BaseDocument._clear_changed_fields

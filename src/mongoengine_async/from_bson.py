@@ -373,6 +373,8 @@ def _eligible(cls: type[Any]) -> bool:
     fields = cls._fields.values()
     if cls._dynamic or cls.STRICT or not issubclass(cls, LoadedState):
         return False
+    if not plan_watch.library_intact():  # a MongoEngine method patched
+        return False
     if _builds_its_own_way(cls) or _renames_clash(cls) or _converts_its_own_way(cls):
         return False
     return all(plain_setter(field) for field in fields)

@@ -4,8 +4,11 @@ field setting and class hook on each call.
 The plans (``from_bson``, ``to_bson``, ``deltas``) bake in what they find
 when first built: the fields' settings (``choices``, ``default``, ``required``,
 bounds...), the class's fields (``_fields``), its hooks (``clean``,
-``to_mongo``, ``_from_son``...) and its field classes' methods (``validate``,
-``to_mongo``...).
+``to_mongo``, ``_from_son``...), its field classes' methods (``validate``,
+``to_mongo``...) and the methods of MongoEngine's ``Document`` that ours
+override and call (``validate``, ``to_mongo``...). No plan is made while a
+MongoEngine document method that some plan does the work of is not the one
+MongoEngine defined (patched: MongoEngine's code runs, and calls it).
 Each class with a plan gets a :class:`_Watch`, a copy of those; the entry
 points (a save, an insert, a batch of loads) ask :func:`refresh` once per
 call, which compares the copy with the live values (the fields' ``__dict__``
@@ -21,14 +24,15 @@ import operator
 from collections.abc import MutableMapping
 from typing import Any
 
+import mongoengine
 from mongoengine import EmbeddedDocumentField
 from mongoengine.base import ComplexBaseField
 from mongoengine.errors import NotRegistered
 
-__all__ = ("forgets", "refresh", "watch")
+__all__ = ("forgets", "library_intact", "refresh", "watch")
 
 # The class hooks some plan replaces or reads (any of them changed: rebuilt).
-_HOOKS = operator.attrgetter(
+_HOOK_NAMES = (
     "__init__",
     "__setattr__",
     "_from_son",
@@ -39,6 +43,27 @@ _HOOKS = operator.attrgetter(
     "_get_changed_fields",
     "_clear_changed_fields",
 )
+_HOOKS = operator.attrgetter(*_HOOK_NAMES)
+# A document class's: those, and the update its save sends.
+_DOCUMENT_HOOKS = operator.attrgetter(*_HOOK_NAMES, "_get_update_doc")
+
+# MongoEngine's Document methods that ours override and call (FastWrites's
+# ``__init__``, ``validate`` and ``to_mongo``; its ``to_mongo`` calls
+# BaseDocument's): one patched there (``mock.patch.object(BaseDocument,
+# "validate", ...)``) changes no class's hooks, which find ours first.
+_SHADOWED_DOCUMENT_HOOKS = operator.attrgetter(
+    "__init__", "validate", "to_mongo", "__base__.to_mongo"
+)
+
+# MongoEngine's document methods that some plan does the work of, as MongoEngine
+# defined them when the package was imported: plans are made only while they
+# are those (one patched before a class's plans are built is no hook to compare).
+_LIBRARY = (
+    (mongoengine.Document, _DOCUMENT_HOOKS),
+    (mongoengine.Document, _SHADOWED_DOCUMENT_HOOKS),
+    (mongoengine.EmbeddedDocument, _HOOKS),
+)
+_AS_IMPORTED = [hooks(klass) for klass, hooks in _LIBRARY]
 
 # The methods of the field classes that some plan replaces or reads (one
 # patched, by ``mock.patch.object(StringField, "validate", ...)`` say: rebuilt).
@@ -65,6 +90,7 @@ class _Watch:
         "hooks",
         "lives",
         "shadowed",
+        "shadowed_document",
         "shadowed_hooks",
         "snapshots",
     )
@@ -74,8 +100,11 @@ class _Watch:
         classes = _reached_classes(cls, fields)
         # Each class's hooks, and its fields (a field added, replaced or removed).
         self.hooks = [
-            (klass, _HOOKS(klass), dict(klass._fields), klass._fields_ordered)
+            (klass, hooks, hooks(klass), dict(klass._fields), klass._fields_ordered)
             for klass in classes
+            for hooks in [
+                _DOCUMENT_HOOKS if issubclass(klass, mongoengine.Document) else _HOOKS
+            ]
         ]
         kinds = dict.fromkeys(type(field) for field in fields)
         self.field_kinds = tuple(kinds)
@@ -85,13 +114,16 @@ class _Watch:
         self.shadowed_hooks = tuple(map(_SHADOWED_HOOKS, self.shadowed))
         self.lives = [vars(field) for field in fields]
         self.snapshots = [dict(live) for live in self.lives]
+        self.shadowed_document = _SHADOWED_DOCUMENT_HOOKS(mongoengine.Document)
 
     def hooks_hold(self) -> bool:
-        """Whether the classes' hooks and fields, and the field classes'
-        methods, are those copied."""
-        for klass, hooks, fields, ordered in self.hooks:
+        """Whether the classes' hooks and fields, MongoEngine's document
+        methods, and the field classes' methods are those copied."""
+        if _SHADOWED_DOCUMENT_HOOKS(mongoengine.Document) != self.shadowed_document:
+            return False
+        for klass, hooks, kept, fields, ordered in self.hooks:
             if (
-                _HOOKS(klass) != hooks
+                hooks(klass) != kept
                 or klass._fields != fields
                 or klass._fields_ordered != ordered
             ):
@@ -149,6 +181,16 @@ def _reached_classes(cls: type[Any], fields: list[Any]) -> list[type[Any]]:
     return classes
 
 
+def library_intact() -> bool:
+    """Whether MongoEngine's document methods the plans do the work of are
+    those it defined (none patched): else no plan is made, and MongoEngine's
+    code runs, calling the patched method."""
+    return all(
+        hooks(klass) == kept
+        for (klass, hooks), kept in zip(_LIBRARY, _AS_IMPORTED, strict=True)
+    )
+
+
 _watches: dict[type[Any], _Watch] = {}
 _caches: list[MutableMapping[Any, Any]] = []
 
@@ -166,9 +208,10 @@ def watch(cls: type[Any]) -> None:
 
 def refresh(cls: type[Any]) -> None:
     """Forget every plan if a field setting, field or hook of ``cls`` (or of
-    an embedded class it holds), or a method of one of their field classes,
-    changed since its plans were built. The unchanged case, every time, costs
-    one call per class and per field class (their hooks')."""
+    an embedded class it holds), a method of one of their field classes, or
+    a method of MongoEngine's Document that ours call, changed since its
+    plans were built. The unchanged case, every time, costs one call per
+    class and per field class (their hooks'), and one for MongoEngine's."""
     try:
         kept = _watches[cls]
     except KeyError:

@@ -145,6 +145,7 @@ _ENUM_VALIDATE = EnumField.validate
 _DOCUMENT_VALIDATE = BaseDocument.validate
 _DOCUMENT_CLEAN = BaseDocument.clean
 _DOCUMENT_SETATTR = BaseDocument.__setattr__
+_DOCUMENT_INIT = mongoengine.Document.__init__
 _EMBEDDED_DOCUMENT_TO_MONGO = EmbeddedDocument.to_mongo
 
 
@@ -342,7 +343,11 @@ class _Plans(dict[type[Any], "_Plan | None"]):
         """Make the plan of a FastWrites class, or None when only MongoEngine's
         code is exact for it."""
         plan_watch.watch(cls)
-        eligible = issubclass(cls, FastWrites) and _eligible(cls, document=True)
+        eligible = (
+            issubclass(cls, FastWrites)
+            and plan_watch.library_intact()
+            and _eligible(cls, document=True)
+        )
         return _build(cls, document=True) if eligible else self.setdefault(cls)
 
 
@@ -358,6 +363,7 @@ def _embedded_plan(cls: type[Any]) -> _Plan | None:
         eligible = (
             cls.validate is _DOCUMENT_VALIDATE
             and cls.to_mongo is _EMBEDDED_DOCUMENT_TO_MONGO
+            and plan_watch.library_intact()
             and _eligible(cls, document=False)
         )
         plan = _build(cls, document=False) if eligible else _plans.setdefault(cls)
@@ -569,8 +575,14 @@ class _Source:
         built from: identity checks, far cheaper than ``plan_watch.refresh``."""
         ns = self.namespace
         ns["cls"], ns["base_setattr"] = self.cls, _DOCUMENT_SETATTR
+        ns["library_document"], ns["base_init"] = mongoengine.Document, _DOCUMENT_INIT
         ns["fields_built"] = dict(self.cls._fields)  # (a field added, replaced...)
-        checks = ["cls.__setattr__ is base_setattr", "cls._fields == fields_built"]
+        checks = [
+            "cls.__setattr__ is base_setattr",
+            # (BaseDocument.__init__, which it does the work of, not patched)
+            "library_document.__init__ is base_init",
+            "cls._fields == fields_built",
+        ]
         for index, (_, field) in enumerate(fields):
             ns[f"field_{index}"], ns[f"choices_{index}"] = field, field.choices
             checks.append(f"field_{index}.choices is choices_{index}")
