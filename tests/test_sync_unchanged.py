@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import pickle
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
+from unittest import mock
 from uuid import uuid4
 
 import mongoengine
@@ -12,6 +16,7 @@ import pytest
 from bson import DBRef
 from mongoengine.base import _document_registry
 from mongoengine.queryset import transform
+from mongoengine.queryset.base import BaseQuerySet
 
 import mongoengine_async
 from mongoengine_async import (
@@ -293,3 +298,61 @@ async def test_class_used_with_using_on_an_async_alias_then_on_a_sync_one(mongod
     finally:
         mongoengine_async.get_db().client.drop_database(name)
         mongoengine_async.disconnect()
+
+
+def _noting(calls: list[str], name: str, original: Any) -> Any:
+    """A stand-in for ``original`` (a function or classmethod) that notes
+    ``name`` in ``calls`` and does what it did."""
+    if isinstance(original, classmethod):
+        method = original.__func__
+
+        def noting_class(cls: Any, *args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return method(cls, *args, **kwargs)
+
+        return classmethod(noting_class)
+
+    def noting(receiver: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return original(receiver, *args, **kwargs)
+
+    return noting
+
+
+@pytest.mark.parametrize(
+    ("owner", "name", "use"),
+    [
+        (mongoengine.Document, "save", lambda book: book.save()),
+        (mongoengine.Document, "reload", lambda book: book.reload()),
+        (mongoengine.Document, "update", lambda book: book.update(set__pages=2)),
+        (mongoengine.Document, "modify", lambda book: book.modify(set__pages=3)),
+        (mongoengine.Document, "delete", lambda book: book.delete()),
+        (mongoengine.Document, "ensure_indexes", lambda book: book.ensure_indexes()),
+        (mongoengine.QuerySet, "count", lambda book: SyncBook.objects.count()),
+        (mongoengine.QuerySet, "first", lambda book: SyncBook.objects.first()),
+        (BaseQuerySet, "update", lambda book: SyncBook.objects.update(set__pages=4)),
+        (
+            BaseQuerySet,
+            "insert",
+            lambda book: SyncBook.objects.insert([SyncBook(title="i")]),
+        ),
+        (
+            mongoengine.QuerySet,
+            "insert",
+            lambda book: SyncBook.objects.insert(SyncBook(title="j")),
+        ),
+    ],
+)
+def test_mongoengine_methods_patched_on_its_classes_are_called(
+    sync_default: Any, owner: type, name: str, use: Callable[[Any], Any]
+) -> None:
+    """A method of MongoEngine's Document or QuerySet patched on MongoEngine's
+    class (an application's monkeypatch of ``mongoengine.Document.save``, a
+    test's ``mock.patch.object``) is called through our classes on a sync
+    alias, as through MongoEngine's own."""
+    book = SyncBook(title="t", pages=1).save()
+    calls: list[str] = []
+    original = inspect.getattr_static(owner, name)
+    with mock.patch.object(owner, name, _noting(calls, name, original)):
+        use(book)
+    assert calls == [name]

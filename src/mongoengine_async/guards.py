@@ -93,12 +93,17 @@ def guard_blocking_methods(
     """Replace each method ``name`` that ``cls`` inherits by a version that
     refuses async aliases; ``uses[name]`` says what to call instead and
     ``describe(obj)`` returns ``(is_async, target, alias)`` for the receiver.
+    On sync aliases it calls the inherited method: MongoEngine's as it is at
+    the call (one patched on MongoEngine's class, ``mock.patch.object(
+    mongoengine.Document, "save", ...)``, is called, as MongoEngine calls it),
+    or the one of this package's that overrides it.
     """
     for name, use in uses.items():
         raw = _inherited(cls, name)
         is_classmethod = isinstance(raw, classmethod)
         function = raw.__func__ if is_classmethod else raw
-        guarded = _guarded(function, name, use, describe)
+        ours = function.__module__.startswith("mongoengine_async.")
+        guarded = _guarded(function, name, use, describe, None if ours else cls)
         setattr(cls, name, classmethod(guarded) if is_classmethod else guarded)
 
 
@@ -110,12 +115,24 @@ def _inherited(cls: type[Any], name: str) -> Any:
     raise AttributeError(f"{cls.__name__} inherits no {name!r}")
 
 
-def _guarded(function: Callable, name: str, use: str, describe: Callable) -> Callable:
+def _guarded(
+    function: Callable,
+    name: str,
+    use: str,
+    describe: Callable,
+    owner: type[Any] | None,
+) -> Callable:
+    """``function`` refusing async aliases; with ``owner``, the method it
+    calls is looked up past ``owner`` at each call (MongoEngine's, maybe
+    patched since), else it is ``function`` (ours)."""
+
     @functools.wraps(function)
     def guarded(receiver: Any, *args: Any, **kwargs: Any) -> Any:
         is_async, target, alias = describe(receiver)
         if is_async:
             raise blocking_call_error(target, name, alias, use)
-        return function(receiver, *args, **kwargs)
+        if owner is None:
+            return function(receiver, *args, **kwargs)
+        return getattr(super(owner, receiver), name)(*args, **kwargs)
 
     return guarded

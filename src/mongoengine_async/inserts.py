@@ -76,7 +76,13 @@ def refresh_plans(documents: Iterable[Any]) -> None:
 def set_ids(documents: Iterable[Any], ids: Iterable[Any]) -> None:
     """``document.pk = object_id`` for each inserted document and its id."""
     for document, object_id in zip(documents, ids, strict=False):
-        to_bson.set_id(document, object_id)
+        to_bson.set_id(document, object_id, by_pk=True)
+
+
+# MongoEngine's insert as the package imported it: one patched since (on
+# MongoEngine's BaseQuerySet or QuerySet) is called instead, as MongoEngine's
+# queryset calls it.
+_MONGOENGINE_INSERT = _MongoEngineBaseQuerySet.insert
 
 
 class FastSyncInserts(MongoEngineQuerySet):
@@ -91,6 +97,9 @@ class FastSyncInserts(MongoEngineQuerySet):
     ) -> Any:
         """MongoEngine's ``insert``: the same checks, signals, writes, errors and
         results, each document dumped by its class's write plan."""
+        theirs = super().insert
+        if getattr(theirs, "__func__", None) is not _MONGOENGINE_INSERT:
+            return theirs(doc_or_docs, load_bulk, write_concern, signal_kwargs)
         return_one = isinstance(doc_or_docs, MongoEngineDocument)
         documents = [doc_or_docs] if return_one else doc_or_docs
         check_insertable(self._document, documents)

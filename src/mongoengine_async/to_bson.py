@@ -229,20 +229,23 @@ def has_id(document: Any) -> bool:
     return "_id" in document.to_mongo(fields=[document._meta["id_field"]])
 
 
-def set_id(document: Any, value: Any, *, stored: bool = False) -> None:
-    """``setattr(document, id_field, value)`` (``document.pk = value``), as a
-    save ends: for a new document of a planned class, what MongoEngine's
-    ``__setattr__`` and ``__set__`` do then, without the lookups; nothing for
-    a stored document given the very id it holds. With ``stored``, ``value``
-    is the id the database gave, converted by the id field's ``to_python``
-    first (as ``save`` does), unless that keeps it unchanged."""
+def set_id(
+    document: Any, value: Any, *, stored: bool = False, by_pk: bool = False
+) -> None:
+    """``setattr(document, id_field, value)``, as a save ends (with
+    ``by_pk``, ``document.pk = value``, as an insert ends): for a new document
+    of a planned class, what MongoEngine's ``__setattr__`` and ``__set__`` do
+    then, without the lookups; nothing for a stored document given the very
+    id it holds. With ``stored``, ``value`` is the id the database gave,
+    converted by the id field's ``to_python`` first (as ``save`` does),
+    unless that keeps it unchanged."""
     name = document._meta["id_field"]
     cls = type(document)
     plan = _plans[cls]
     if stored and (plan is None or type(value) is not plan.id_kept):
         value = document._fields[name].to_python(value)
     if plan is None or type(value) is not plan.id_type:
-        setattr(document, name, value)
+        setattr(document, "pk" if by_pk else name, value)
         return
     data = document._data
     old = data.get(name)
@@ -250,7 +253,7 @@ def set_id(document: Any, value: Any, *, stored: bool = False) -> None:
         return  # a stored document's own id again: setattr would change nothing
     state = document.__dict__
     if not (state.get("_created") is True and state.get("_initialised") is True):
-        setattr(document, name, value)
+        setattr(document, "pk" if by_pk else name, value)
         return
     state["_created"] = False  # __setattr__: an id makes it no longer new
     if old is not value and (old is None or old != value):  # __set__: a change
