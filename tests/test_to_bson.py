@@ -1370,3 +1370,69 @@ async def test_async_insert_refreshes_the_plans_of_each_class_inserted(
         {"_id": child.id}, {"_id": 0}
     )
     assert stored == {"_cls": "PwParent.PwChild", "name": "second", "extra": None}
+
+
+def _refuse(*args: Any, **kwargs: Any) -> None:
+    raise mongoengine.ValidationError("refused by the document's own method")
+
+
+def test_methods_set_on_a_document_are_called(sync_default: Any) -> None:
+    """A ``clean`` set on a document itself, a ``validate`` or ``clean`` on an
+    embedded document, a ``to_mongo`` on a document inserted
+    (``mock.patch.object(document, ...)``): called by validate, save and
+    insert, as MongoEngine calls them (the plans skipped them)."""
+    PwTicket(status="open", address=PwAddress(city="Lyon")).save()  # (plans)
+    ticket = PwTicket(status="open", address=PwAddress(city="Nice"))
+    with mock.patch.object(ticket, "clean", _refuse):
+        with pytest.raises(mongoengine.ValidationError, match="own method"):
+            ticket.save()
+        ticket.validate(clean=False)
+    for name in ("validate", "clean"):
+        with mock.patch.object(ticket.address, name, _refuse):
+            with pytest.raises(mongoengine.ValidationError, match="own method"):
+                ticket.validate()
+    ticket.save()
+    inserted = PwTicket(owner="me")
+    dump = inserted.to_mongo
+    with mock.patch.object(
+        inserted, "to_mongo", lambda *a, **k: {**dump(*a, **k), "owner": "ME"}
+    ):
+        PwTicket.objects.insert([inserted], load_bulk=False)
+    assert sync_default.pw_ticket.find_one({"_id": inserted.id})["owner"] == "ME"
+
+
+async def test_methods_set_on_a_document_are_called_by_async_writes(
+    async_alias: str,
+) -> None:
+    """The same on an async alias (``async_save``, ``async_insert``), and a
+    loaded document's own ``_get_update_doc``, ``_delta``,
+    ``_get_changed_fields`` or ``_clear_changed_fields``, called by its save."""
+    ticket = await PwTicket(status="open", size=1).async_save()
+    with mock.patch.object(ticket, "clean", _refuse):
+        with pytest.raises(mongoengine.ValidationError, match="own method"):
+            await ticket.async_save()
+    for name in (
+        "_get_update_doc",
+        "_delta",
+        "_get_changed_fields",
+        "_clear_changed_fields",
+    ):
+        with mock.patch.object(ticket, name, wraps=getattr(ticket, name)) as spy:
+            ticket.size += 1
+            await ticket.async_save()
+        assert spy.called, name
+    fresh = PwTicket(owner="me")
+    dump = fresh.to_mongo
+    with mock.patch.object(
+        fresh, "to_mongo", lambda *a, **k: {**dump(*a, **k), "owner": "ME"}
+    ):
+        await fresh.async_save()
+    inserted = PwTicket(owner="me")
+    dump_inserted = inserted.to_mongo
+    with mock.patch.object(
+        inserted, "to_mongo", lambda *a, **k: {**dump_inserted(*a, **k), "owner": "ME"}
+    ):
+        await PwTicket.objects.async_insert([inserted], load_bulk=False)
+    collection = await PwTicket._async_get_collection()
+    assert await collection.count_documents({"owner": "ME"}) == 2
+    assert (await collection.find_one({"_id": ticket.id}))["size"] == 5

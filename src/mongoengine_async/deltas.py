@@ -106,9 +106,11 @@ _CHECKS = {
 class _Plan:
     """What one class's saves need to know about its fields."""
 
-    __slots__ = ("defaults", "paths", "plain_reads", "quiet")
+    __slots__ = ("defaults", "has_dict", "paths", "plain_reads", "quiet")
 
     def __init__(self, cls: type[Any]) -> None:
+        # Whether its documents may hold methods of their own (an instance dict).
+        self.has_dict = bool(cls.__dictoffset__)
         fields, reverse = cls._fields, cls._reverse_db_field_map
         # The default _delta compares a falsy value with, by top-level path.
         self.defaults: dict[str, Any] = {}
@@ -210,6 +212,15 @@ def _plain(document: Any, changed: list[str]) -> _Plan | None:
         or not plan.quiet(document)
     ):
         return None
+    if plan.has_dict:  # one of those methods set on the document itself
+        state = document.__dict__  # (mock.patch.object(document, "_delta", ...))
+        if (
+            "_get_update_doc" in state
+            or "_delta" in state
+            or "_get_changed_fields" in state
+            or "_clear_changed_fields" in state
+        ):
+            return None
     return plan
 
 

@@ -457,7 +457,11 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             await signals.send(signals.pre_save, cls, document=self, **signal_kwargs)
         if validate:
             self.validate(clean=clean)
-        if not validate or cls.validate is not to_bson.FastWrites.validate:
+        if (
+            not validate
+            or cls.validate is not to_bson.FastWrites.validate
+            or "validate" in self.__dict__  # (one of its own: mock.patch.object)
+        ):
             plan_watch.refresh(cls)  # else validate() just did: once per save
         numbered = sequences.has_sequences(cls)
         if numbered:  # the id first, as to_mongo(fields=[id_field]) below would

@@ -211,8 +211,8 @@ def raw(document: Any) -> dict:
     ``plan_watch.refresh`` once first)."""
     cls = type(document)
     plan = _plans[cls]
-    if plan is None or not plan.plain_to_mongo:
-        return document.to_mongo()
+    if plan is None or not plan.plain_to_mongo or "to_mongo" in document.__dict__:
+        return document.to_mongo()  # (a to_mongo set on the document: called)
     return plan.dump(document)
 
 
@@ -220,7 +220,7 @@ def has_id(document: Any) -> bool:
     """``"_id" in document.to_mongo(fields=[id_field])``, as ``save`` asks it."""
     cls = type(document)
     plan = _plans[cls]
-    if plan is not None and plan.plain_to_mongo:
+    if plan is not None and plan.plain_to_mongo and "to_mongo" not in document.__dict__:
         value = document._data.get(document._meta["id_field"])
         if value is None:
             return False
@@ -671,6 +671,15 @@ class _Source:
         body = []
         if custom_clean:
             body += ["if clean:", "    return False"]
+        # A clean (or, for an embedded document, whose field calls it, a
+        # validate) set on the document itself, as mock.patch.object(document,
+        # "clean", ...) sets it: MongoEngine's validate calls it.
+        own = [] if self.document else ["'validate' in state"]
+        if not custom_clean:
+            own.append("clean and 'clean' in state")
+        if own and self.cls.__dictoffset__:  # (no instance dict: none of its own)
+            body += ["state = self.__dict__", f"if {' or '.join(own)}:"]
+            body.append("    return False")
         body.append("get = self._data.get")
         for index, (name, field) in enumerate(self.fields):
             check = self._check(index, field, f"v{index}", "clean")
