@@ -1436,3 +1436,24 @@ async def test_methods_set_on_a_document_are_called_by_async_writes(
     collection = await PwTicket._async_get_collection()
     assert await collection.count_documents({"owner": "ME"}) == 2
     assert (await collection.find_one({"_id": ticket.id}))["size"] == 5
+
+
+@pytest.mark.parametrize("name", ["_from_son", "__init__", "__setattr__"])
+def test_builders_patched_on_our_document_class_are_called_by_loads(
+    sync_default: Any, name: str
+) -> None:
+    """``_from_son``, ``__init__`` or ``__setattr__`` patched on this package's
+    ``Document`` (as a MongoEngine user patches ``mongoengine.Document``) is
+    called for each document a query loads, as MongoEngine's queryset calls
+    them; the loader took any method of this package's classes for its own."""
+    PwPlain(name="a").save()
+    PwPlain(name="b").save()
+    list(PwPlain.objects)  # (the loader built)
+    calls: list[str] = []
+    with mock.patch.object(Document, name, _spied(Document, name, calls)):
+        calls.clear()
+        assert len(list(PwPlain.objects)) == 2
+        assert calls
+    calls.clear()
+    list(PwPlain.objects)
+    assert not calls

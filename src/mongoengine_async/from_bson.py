@@ -60,6 +60,7 @@ __all__ = (
     "LoadedState",
     "from_son",
     "joining_loader",
+    "library_builders",
     "link_embedded",
     "list_converter",
     "loader",
@@ -386,16 +387,44 @@ _BUILDERS = ("__init__", "_from_son", "__setattr__")
 # The packages whose classes' builders are MongoEngine's, ours or object's.
 _LIBRARIES = ("mongoengine", "mongoengine_async", "builtins")
 
+# The builders those classes define, as they were when the package was
+# imported (ours added by the module defining them): one patched since on such
+# a class (``mock.patch.object(mongoengine_async.Document, "_from_son", ...)``)
+# is none of these, and only MongoEngine's path calls it.
+_LIBRARY_BUILDERS: set[Any] = set()
+
+
+def library_builders(*classes: type[Any]) -> None:
+    """Note the builders ``classes`` (MongoEngine's or ours) define now."""
+    for klass in classes:
+        _LIBRARY_BUILDERS.update(
+            vars(klass)[name] for name in _BUILDERS if name in vars(klass)
+        )
+
+
+library_builders(
+    object,
+    BaseDocument,
+    mongoengine.Document,
+    mongoengine.DynamicDocument,
+    mongoengine.EmbeddedDocument,
+    mongoengine.DynamicEmbeddedDocument,
+)
+
 
 def _builds_its_own_way(cls: type[Any]) -> bool:
     """Whether a class of ``cls``'s MRO that is not MongoEngine's or ours
-    defines one of ``_BUILDERS``, which only MongoEngine's path calls."""
-    return any(
-        name in vars(klass)
-        for klass in cls.__mro__
-        if klass.__module__.partition(".")[0] not in _LIBRARIES
-        for name in _BUILDERS
-    )
+    defines one of ``_BUILDERS``, or one of theirs is not the builder it
+    defined, which only MongoEngine's path calls."""
+    for klass in cls.__mro__:
+        library = klass.__module__.partition(".")[0] in _LIBRARIES
+        for name in _BUILDERS:
+            builder = vars(klass).get(name, _LIBRARY_BUILDERS)
+            if builder is _LIBRARY_BUILDERS:  # (not defined there)
+                continue
+            if not library or builder not in _LIBRARY_BUILDERS:
+                return True
+    return False
 
 
 def _converts_its_own_way(cls: type[Any]) -> bool:

@@ -69,6 +69,7 @@ from mongoengine_async.from_bson import (
     NONE_READERS,
     UNTOUCHED,
     LoadedState,
+    library_builders,
     link_embedded,
     list_converter,
     overridden,
@@ -203,6 +204,9 @@ class FastWrites:
         if plan is None:
             return super().to_mongo()  # type: ignore[misc]
         return SON(plan.dump(self))
+
+
+library_builders(FastWrites)  # its __init__: MongoEngine's, for the loader
 
 
 def raw(document: Any) -> dict:
