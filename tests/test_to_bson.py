@@ -1438,6 +1438,35 @@ async def test_methods_set_on_a_document_are_called_by_async_writes(
     assert (await collection.find_one({"_id": ticket.id}))["size"] == 5
 
 
+def test_mongoengine_field_base_methods_patched_are_called(sync_default: Any) -> None:
+    """``ComplexBaseField.validate`` (which a list's and a dict's ``validate``
+    call) and ``BaseField._validate_choices`` (which ``_validate`` calls for
+    a field with choices), patched, or a ``_validate_choices`` set on a
+    field itself: called by validate and save, as MongoEngine calls them."""
+    PwTicket(status="open", owner="first").save()
+    holder = NmLists(labels=["a"])
+    holder.validate()
+
+    def refuse(self: Any, value: Any) -> None:
+        self.error("patched refusal")
+
+    with mock.patch.object(mongoengine.base.ComplexBaseField, "validate", refuse):
+        with pytest.raises(mongoengine.ValidationError, match="patched refusal"):
+            holder.validate()
+    with mock.patch.object(mongoengine.base.BaseField, "_validate_choices", refuse):
+        with pytest.raises(mongoengine.ValidationError, match="patched refusal"):
+            PwTicket(status="open").save()
+    with mock.patch.object(
+        PwTicket.status,
+        "_validate_choices",
+        lambda value: refuse(PwTicket.status, value),
+    ):
+        with pytest.raises(mongoengine.ValidationError, match="patched refusal"):
+            PwTicket(status="open").save()
+    holder.validate()
+    PwTicket(status="open").save()
+
+
 @pytest.mark.parametrize("name", ["_from_son", "__init__", "__setattr__"])
 def test_builders_patched_on_our_document_class_are_called_by_loads(
     sync_default: Any, name: str

@@ -68,11 +68,18 @@ _AS_IMPORTED = [hooks(klass) for klass, hooks in _LIBRARY]
 # The methods of the field classes that some plan replaces or reads (one
 # patched, by ``mock.patch.object(StringField, "validate", ...)`` say: rebuilt).
 _FIELD_HOOKS = operator.attrgetter(
-    "__get__", "__set__", "to_python", "to_mongo", "validate", "_validate"
+    "__get__",
+    "__set__",
+    "to_python",
+    "to_mongo",
+    "validate",
+    "_validate",
+    "_validate_choices",
 )
 
-# The methods of MongoEngine's container classes that ours override and call.
-_SHADOWED_HOOKS = operator.attrgetter("to_python", "to_mongo")
+# The methods of MongoEngine's container classes that ours override and call,
+# and of ComplexBaseField, whose ``validate`` theirs call (``super()``).
+_SHADOWED_HOOKS = operator.attrgetter("to_python", "to_mongo", "validate")
 
 # The field attributes no plan bakes in: the one MongoEngine's loading sets
 # for each batch (``set_auto_dereferencing``), and what our reference fields
@@ -110,6 +117,8 @@ class _Watch:
         self.field_kinds = tuple(kinds)
         self.field_hooks = tuple(map(_FIELD_HOOKS, self.field_kinds))
         shadowed = dict.fromkeys(filter(None, map(_shadowed, self.field_kinds)))
+        if any(issubclass(kind, ComplexBaseField) for kind in self.field_kinds):
+            shadowed[ComplexBaseField] = None
         self.shadowed = tuple(shadowed)
         self.shadowed_hooks = tuple(map(_SHADOWED_HOOKS, self.shadowed))
         self.lives = [vars(field) for field in fields]

@@ -133,6 +133,8 @@ _TYPE_CHECKED = {
 # ListField, "validate", ...)``) is none of these, and is left to be called.
 _BASE_TO_MONGO = BaseField.to_mongo
 _BASE_CHECK = BaseField._validate
+_BASE_CHOICES_CHECK = BaseField._validate_choices
+_COMPLEX_VALIDATE = ComplexBaseField.validate
 _OBJECT_ID_TO_MONGO = ObjectIdField.to_mongo
 _DATETIME_TO_MONGO = DateTimeField.to_mongo
 _COMPLEX_TO_MONGO = ComplexBaseField.to_mongo
@@ -411,7 +413,9 @@ def _eligible(cls: type[Any], document: bool) -> bool:
 # The field methods the plans read from a field's class: one set on the field
 # itself (``field.validate = ...``, ``mock.patch.object(field, ...)``) is
 # MongoEngine's to call.
-_METHODS = frozenset(["to_python", "to_mongo", "validate", "_validate"])
+_METHODS = frozenset(
+    ["to_python", "to_mongo", "validate", "_validate", "_validate_choices"]
+)
 
 
 def _own_methods(field: BaseField | None) -> bool:
@@ -736,6 +740,10 @@ class _Source:
                 f"type({value}) is cdocument_type_{index}"
                 f" and valid_embedded({value}, {clean})"
             )
+        elif validate in (_LIST_VALIDATE, _DICT_VALIDATE) and (
+            ComplexBaseField.validate is not _COMPLEX_VALIDATE  # theirs calls it
+        ):
+            return "False"
         elif validate is _LIST_VALIDATE:
             check = self._list_check(index, field, value)
         elif validate is _DICT_VALIDATE:
@@ -761,6 +769,8 @@ class _Source:
         """The choices check on a value of a checked type (None: not plain)."""
         if not field.choices:
             return "True"
+        if type(field)._validate_choices is not _BASE_CHOICES_CHECK:
+            return None  # (the check _validate calls: not MongoEngine's)
         choices = list(field.choices)
         if isinstance(choices[0], list | tuple):
             choices = [key for key, _ in choices]
