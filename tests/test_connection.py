@@ -461,3 +461,59 @@ async def test_database_and_collection_objects_are_made_once_per_client(mongodb_
         assert fresh.database.client is get_async_connection("made") is not client
     finally:
         await disconnect_async("made")
+
+
+class ConnRaceItem(Document):
+    name = StringField()
+    meta = {"db_alias": "conn-race"}
+
+
+async def test_get_collection_resolves_the_alias_once(
+    mongodb_uri, cleanup, monkeypatch
+):
+    """Another thread connects the alias while a class's collection is
+    resolved: the first look finds it not connected yet, the later ones
+    connected. The call must go by its first look (MongoEngine's
+    ConnectionFailure, or else the new client). It asked again and again:
+    MongoEngine's _get_collection got an async database, then refused
+    ensure_indexes() with "would block the event loop" (and a never awaited
+    is_primary coroutine)."""
+    db = _db_name()
+    cleanup["dbs"].append(db)
+    await connect_async(
+        db=db, alias="conn-race", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    looks = []
+
+    def connected_after_first_look(alias):
+        looks.append(alias)
+        return len(looks) > 1 and is_async_connection(alias)
+
+    monkeypatch.setattr(
+        mongoengine_async.document, "is_async_connection", connected_after_first_look
+    )
+    with pytest.raises(ConnectionFailure) as raised:
+        ConnRaceItem._get_collection()
+    assert type(raised.value) is ConnectionFailure  # not an AsyncUsageError
+    assert str(raised.value) == 'Connection with alias "conn-race" has not been defined'
+    assert getattr(ConnRaceItem, "_collection", None) is None
+    monkeypatch.undo()
+    await ConnRaceItem(name="connected").async_save()
+    assert await ConnRaceItem.objects.async_scalar("name") == ["connected"]
+
+
+async def test_disconnect_async_lets_the_closed_client_go(mongodb_uri, cleanup):
+    """The class's kept home (where it operates, see operation.Home) held the
+    client disconnect_async() closed until another class's home was resolved."""
+    db = _db_name()
+    cleanup["dbs"].append(db)
+    client = await connect_async(
+        db=db, alias="conn-race", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    await ConnRaceItem(name="kept").async_save()
+    assert await ConnRaceItem.objects.async_count() == 1  # its home kept
+    gone = weakref.ref(client)
+    del client
+    await disconnect_async("conn-race")
+    gc.collect()
+    assert gone() is None

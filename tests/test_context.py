@@ -203,3 +203,34 @@ async def test_200_concurrent_tasks_with_different_switches(other_alias):
     for (alias, collection), expected in placed.items():
         stored = [m for m in await markers(alias, collection) if m != "target"]
         assert stored == sorted(expected), (alias, collection)
+
+
+class CtxSyncItem(Document):
+    marker = StringField()
+
+
+async def test_a_sync_operation_inside_a_task_switch_is_refused(sync_default):
+    """async_switch_db/async_switch_collection on a class of a sync alias, with
+    sync operations inside: MongoEngine's sync path keeps the collection on
+    the class, so the switch leaked out of the block (every later save went
+    to the switched collection, for every task) or, made after the class's
+    first use, was silently ignored; a switched alias was read from meta (an
+    async class switched to a sync alias: "has not been defined" for its own
+    alias). Refused now, naming MongoEngine's switches."""
+    from mongoengine_async import AsyncUsageError, ConnectionFailure
+
+    async with async_switch_collection(CtxSyncItem, "ctx_sync_other"):
+        with pytest.raises(AsyncUsageError, match="switch_collection"):
+            CtxSyncItem(marker="inside").save()
+        with pytest.raises(AsyncUsageError, match="'default' is not async"):
+            CtxSyncItem.objects.count()
+    async with async_switch_db(CtxSyncItem, "ctx-nowhere"):
+        with pytest.raises(ConnectionFailure, match="ctx-nowhere"):
+            CtxSyncItem.objects.count()
+    CtxSyncItem(marker="after").save()
+    assert [raw["marker"] for raw in sync_default.ctx_sync_item.find()] == ["after"]
+    assert sync_default.ctx_sync_other.count_documents({}) == 0
+    async with async_switch_collection(CtxSyncItem, "ctx_sync_other"):
+        with pytest.raises(AsyncUsageError):  # the class's collection is kept now
+            CtxSyncItem(marker="ignored").save()
+    assert sync_default.ctx_sync_item.count_documents({}) == 1

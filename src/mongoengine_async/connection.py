@@ -252,7 +252,8 @@ def _check_client_class(client_class: Any) -> None:
 
 def sanitize_filter_enabled(alias: str = DEFAULT_CONNECTION_NAME) -> bool:
     """Whether queries on async ``alias`` refuse operator dicts as plain values."""
-    return alias in _settings and _settings[alias]["sanitize_filter"]
+    settings = _settings.get(alias)  # (read once: another thread may disconnect it)
+    return settings is not None and settings["sanitize_filter"]
 
 
 def undefined_alias_error(alias: str) -> ConnectionFailure:
@@ -378,16 +379,17 @@ def on_running_loop(collection: AsyncCollection) -> AsyncCollection:
         return collection
     database = collection.database.name
     alias, named = _alias_of(owner, database)
-    clients = _clients.get(alias)
+    settings, clients = _settings.get(alias), _clients.get(alias)
     if (
-        clients is not None
+        settings is not None
+        and clients is not None
         and clients.get(_running_loop()) is client
-        and (not named or _settings[alias]["name"] == database)
+        and (not named or settings["name"] == database)
     ):
         return collection
-    current = get_async_connection(alias)
+    current, settings = _connected(alias)
     if named:  # the alias's own database: the one it names now
-        database = _settings[alias]["name"]
+        database = settings["name"]
     same = _collection_on(current, database, collection.name)
     options = {
         key: value
@@ -420,14 +422,27 @@ def get_async_db(
     alias: str = DEFAULT_CONNECTION_NAME,
 ) -> AsyncDatabase[dict[str, Any]]:
     """The AsyncDatabase of an async alias."""
-    client = get_async_connection(alias)
-    return _database_on(client, _settings[alias]["name"])
+    client, settings = _connected(alias)
+    return _database_on(client, settings["name"])
 
 
 def get_async_collection(alias: str, name: str) -> AsyncCollection[dict[str, Any]]:
     """The AsyncCollection ``name`` in the database of an async alias."""
+    client, settings = _connected(alias)
+    return _collection_on(client, settings["name"], name)
+
+
+def _connected(alias: str) -> tuple[AsyncMongoClient, dict[str, Any]]:
+    """The client of async ``alias`` for the running loop and the settings of
+    the same connection: another thread may disconnect the alias (and connect
+    it again elsewhere) meanwhile, which the registry's lock keeps out."""
+    settings = _settings.get(alias)
     client = get_async_connection(alias)
-    return _collection_on(client, _settings[alias]["name"], name)
+    if settings is None or _settings.get(alias) is not settings:
+        with _lock:  # it changed meanwhile: both again, as one
+            client = get_async_connection(alias)
+            settings = _settings[alias]
+    return client, settings
 
 
 def _database_on(client: AsyncMongoClient, name: str) -> AsyncDatabase:

@@ -16,6 +16,7 @@ import functools
 import re
 import threading
 from collections.abc import Callable, Coroutine, Generator, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import mongoengine
@@ -58,13 +59,17 @@ from mongoengine_async.connection import (
     get_async_collection,
     get_async_db,
     is_async_connection,
+    is_sync_connection,
+    undefined_alias_error,
 )
 from mongoengine_async.context import (
+    anything_bound,
     switched_alias,
     switched_collection,
     write_on_its_way,
 )
 from mongoengine_async.delete_rules import has_rules
+from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.from_bson import LoadedState
 from mongoengine_async.gridfs import AsyncGridFSProxy, check_deletable, delete_files
@@ -130,7 +135,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
 
     @classmethod
     def _is_async(cls) -> bool:
-        return is_async_connection(cls._db_alias())
+        """Whether the class is on an async alias now; False while MongoEngine's
+        ``_get_collection`` resolves its sync collection (see there)."""
+        return _resolving_sync.get() is not cls and is_async_connection(cls._db_alias())
 
     @classmethod
     def _require_async(cls, name: str, use: str) -> None:
@@ -143,25 +150,42 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
 
     @classmethod
     def _get_db(cls) -> Any:
-        if cls._is_async():
-            return get_async_db(cls._db_alias())
+        alias = cls._db_alias()
+        if _resolving_sync.get() is not cls and is_async_connection(alias):
+            return get_async_db(alias)
+        _refuse_task_switch(cls, alias)
         return super()._get_db()
 
     @classmethod
     def _get_collection(cls) -> Any:
-        """The driver collection; on async aliases an AsyncCollection, without I/O."""
+        """The driver collection; on async aliases an AsyncCollection, without I/O.
+
+        The alias is resolved once: another thread may connect or disconnect
+        it meanwhile, and the call goes by what it found."""
         home = plain_home(cls, keep=False)
         if home is not None:  # (what the lines below give, found in fewer calls)
             return home.operation.collection
-        if cls._is_async():
-            check_queryset_class(cls, cls._db_alias())  # (no home kept: rare)
+        alias = cls._db_alias()
+        if _resolving_sync.get() is not cls and is_async_connection(alias):
+            check_queryset_class(cls, alias)  # (no home kept: rare)
             name = cls._get_collection_name()  # None: abstract, as in MongoEngine
-            return get_async_collection(cls._db_alias(), name)  # type: ignore[arg-type]
-        if isinstance(getattr(cls, "_collection", None), AsyncCollection):
+            return get_async_collection(alias, name)  # type: ignore[arg-type]
+        _refuse_task_switch(cls, alias)
+        cached = getattr(cls, "_collection", None)
+        if isinstance(cached, AsyncCollection):
             # MongoEngine's switch_db (behind using()) caches the collection it
             # saw on entry: one of an async alias is stale on a sync alias.
-            cls._collection = None
-        return super()._get_collection()
+            cls._collection = cached = None
+        if cached is not None:
+            return super()._get_collection()
+        # MongoEngine's asks _get_db() twice, then guards ensure_indexes():
+        # all must see the alias as sync (or undefined) as found above, not
+        # async because another thread connected it in between.
+        token = _resolving_sync.set(cls)
+        try:
+            return super()._get_collection()
+        finally:
+            _resolving_sync.reset(token)
 
     @classmethod
     async def _async_get_collection(cls) -> AsyncCollection:
@@ -1108,6 +1132,30 @@ _BLOCKING = {
     "drop_collection": "await Model.async_drop_collection()",
     "compare_indexes": "await Model.async_compare_indexes()",
 }
+
+
+# The class whose sync collection MongoEngine's ``_get_collection`` is
+# resolving in this task (or thread): see Document._get_collection.
+_resolving_sync: ContextVar[type[Any] | None] = ContextVar(
+    "mongoengine_async_resolving_sync", default=None
+)
+
+
+def _refuse_task_switch(cls: type[Any], alias: str) -> None:
+    """Refuse a sync operation on ``cls`` inside ``async_switch_db`` or
+    ``async_switch_collection``: MongoEngine's sync path keeps the collection
+    on the class (for every task, after the block too) and reads the alias
+    from ``meta``, so the switch would be ignored or outlive its block."""
+    if anything_bound() and (switched_alias(cls) or switched_collection(cls)):
+        if not is_sync_connection(alias):
+            raise undefined_alias_error(alias)
+        raise AsyncUsageError(
+            f"{cls.__name__} is switched by async_switch_db() or "
+            "async_switch_collection(), which only async operations follow, and "
+            f"its alias '{alias}' is not async: for sync operations use "
+            "MongoEngine's switch_db() or switch_collection() "
+            "(mongoengine.context_managers)"
+        )
 
 
 def _describe(document: Any) -> tuple[bool, str, str]:

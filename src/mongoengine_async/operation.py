@@ -21,6 +21,7 @@ from mongoengine_async._compat import running_loop_or_none
 from mongoengine_async.connection import (
     get_async_collection,
     is_async_connection,
+    on_disconnect,
     on_running_loop,
     registry_version,
 )
@@ -273,5 +274,18 @@ def _find_home(
     if not bound or not (switched_alias(cls) or switched_collection(cls)):
         for stale in [k for k, kept in list(_homes.items()) if kept.version != version]:
             _homes.pop(stale, None)  # (what a closed loop's client left)
-        _homes[cls] = home
+        if registry_version() == version:  # (else its client may be let go already)
+            _homes[cls] = home
     return home
+
+
+def _forget_homes(client: Any) -> None:
+    """Drop the homes on ``client``, which the registry let go (closed by
+    ``disconnect_async()``, or its loop's): they could never hold again, and
+    would keep it alive."""
+    for cls, home in list(_homes.items()):
+        if home.client is client and _homes.get(cls) is home:
+            _homes.pop(cls, None)
+
+
+on_disconnect(_forget_homes)
