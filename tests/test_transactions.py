@@ -39,12 +39,14 @@ from mongoengine_async import (
     async_run_transaction,
     async_switch_db,
     connect_async,
+    disconnect_async,
     get_async_connection,
     get_async_db,
     is_transient,
     signals,
 )
 from mongoengine_async.context import current_session
+from mongoengine_async.errors import ForeignSessionError
 from mongoengine_async.testing import CommandLog, fresh_database
 
 
@@ -280,6 +282,48 @@ async def test_alias_sharing_the_client_joins_the_session(
                     await TxOwner(name="rolled back").async_save()
                 raise Boom
         assert await get_async_db("tx_shared").tx_owner.count_documents({}) == 0
+
+
+class TxAgain(Document):
+    name = StringField()
+    meta = {"db_alias": "tx_again"}
+
+
+async def test_an_alias_connected_again_inside_its_transaction_is_refused(
+    async_alias, mongodb_uri
+):
+    """The alias of the transaction is disconnected and connected again (its
+    own client now, here with another option) inside the block, by this task
+    or another: the next operation on it ran on the new client with no
+    session, outside the transaction, and stayed when the transaction was
+    rolled back. It raises now, as PyMongo for a session of another client."""
+    async with fresh_database("tx_again", mongodb_uri) as alias:
+        name = get_async_db(alias).name
+        plain = {"db": name, "host": mongodb_uri, "uuidRepresentation": "standard"}
+        # A twin alias keeps the first client open (else its abort would fail).
+        await connect_async(alias="tx_again_twin", **plain)
+        try:
+            await TxAgain(name="before").async_save()
+            with pytest.raises(ForeignSessionError, match="connected again"):
+                async with async_run_in_transaction(alias=alias):
+                    await TxAgain(name="rolled back").async_save()
+                    await disconnect_async(alias)
+                    await connect_async(alias=alias, tz_aware=True, **plain)
+                    await TxAgain(name="escaped").async_save()
+            assert await TxAgain.objects.async_scalar("name") == ["before"]
+            await disconnect_async(alias)  # on the twin's client again
+            await connect_async(alias=alias, **plain)
+
+            async def reconnect_and_save() -> None:
+                await disconnect_async(alias)
+                await connect_async(alias=alias, tz_aware=True, **plain)
+                await TxAgain(name="escaped too").async_save()
+
+            with pytest.raises(ForeignSessionError):
+                await async_run_transaction(reconnect_and_save, alias=alias)
+            assert await TxAgain.objects.async_scalar("name") == ["before"]
+        finally:
+            await disconnect_async("tx_again_twin")
 
 
 # -- retrying --------------------------------------------------------------------------

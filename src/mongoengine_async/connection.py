@@ -263,6 +263,18 @@ def undefined_alias_error(alias: str) -> ConnectionFailure:
     return ConnectionFailure(f'Connection with alias "{alias}" has not been defined')
 
 
+def connection_of(alias: str) -> object | None:
+    """What stands for the connection ``alias`` has now (None: not connected):
+    another object once the alias is disconnected and connected again."""
+    return _settings.get(alias)
+
+
+def serves(alias: str, client: AsyncMongoClient) -> bool:
+    """Whether ``client`` is a client of async ``alias`` now (of some loop)."""
+    clients = _clients.get(alias)
+    return clients is not None and any(c is client for c in list(clients.values()))
+
+
 def get_async_connection(
     alias: str = DEFAULT_CONNECTION_NAME,
 ) -> AsyncMongoClient[dict[str, Any]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
@@ -21,8 +21,8 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import PyMongoError
 
-from mongoengine_async.connection import get_async_connection
-from mongoengine_async.errors import NestedTransactionError
+from mongoengine_async.connection import connection_of, get_async_connection, serves
+from mongoengine_async.errors import ForeignSessionError, NestedTransactionError
 
 __all__ = (
     "async_no_dereference",
@@ -42,6 +42,11 @@ _TRANSIENT = "TransientTransactionError"
 # The sessions bound by async_run_in_transaction in this task, one per client.
 _sessions: ContextVar[tuple[AsyncClientSession, ...]] = ContextVar(
     "mongoengine_async_sessions", default=()
+)
+# The aliases whose transaction async_run_in_transaction/async_run_transaction
+# bound in this task, with their connection then (see connection_of).
+_transaction_aliases: ContextVar[tuple[tuple[str, object], ...]] = ContextVar(
+    "mongoengine_async_transaction_aliases", default=()
 )
 # The journals of the transactions bound in this task: (session, undos) pairs.
 # An undo gives an instance back the bookkeeping a write in the transaction
@@ -90,7 +95,35 @@ def current_session(client: Any = None) -> AsyncClientSession | None:
     for session in reversed(sessions):  # the innermost (a delete's, see run_on)
         if session.client is client:
             return session
+    if sessions:
+        _refuse_reconnected(client)
     return None
+
+
+def _refuse_reconnected(client: Any) -> None:
+    """Refuse an operation on ``client`` when the alias of a transaction bound
+    in this task was connected again since and ``client`` is its new one: the
+    operation would run outside the transaction, committed whatever it does."""
+    for alias, connection in _transaction_aliases.get():
+        if connection_of(alias) is not connection and serves(alias, client):
+            raise ForeignSessionError(
+                f"alias '{alias}' was disconnected and connected again inside its "
+                "transaction (async_run_in_transaction): the transaction's session "
+                "belongs to the client it had then, and this operation would run "
+                "outside it"
+            )
+
+
+@contextlib.contextmanager
+def _transaction_on(alias: str) -> Iterator[None]:
+    """Mark ``alias`` as having its transaction bound in this task."""
+    token = _transaction_aliases.set(
+        (*_transaction_aliases.get(), (alias, connection_of(alias)))
+    )
+    try:
+        yield
+    finally:
+        _transaction_aliases.reset(token)
 
 
 def journal(session: AsyncClientSession | None) -> Journal | None:
@@ -218,10 +251,11 @@ async def async_run_in_transaction(
     their state before (new, changes; the file), keeping the ids they got.
     """
     client = get_async_connection(alias)
-    async with run_in_transaction(
-        client, session_kwargs, transaction_kwargs
-    ) as session:
-        yield session
+    with _transaction_on(alias):
+        async with run_in_transaction(
+            client, session_kwargs, transaction_kwargs
+        ) as session:
+            yield session
 
 
 async def async_run_transaction(
@@ -240,7 +274,8 @@ async def async_run_transaction(
     their state before it, so that the next attempt sends them again.
     """
     client = get_async_connection(alias)
-    return await run_transaction(client, fn, session_kwargs, transaction_kwargs)
+    with _transaction_on(alias):
+        return await run_transaction(client, fn, session_kwargs, transaction_kwargs)
 
 
 def is_transient(error: BaseException | None) -> bool:
