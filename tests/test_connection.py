@@ -349,6 +349,32 @@ async def test_a_kept_queryset_stays_with_an_alias_naming_its_database(
     assert await kept.async_scalar("name") == ["in-a"]
 
 
+async def test_a_kept_queryset_follows_its_alias_away_from_a_twin(mongodb_uri, cleanup):
+    """Two aliases naming one database share a client; the class's own alias
+    is connected again elsewhere: its kept querysets follow it. They stayed
+    on the first database, silently: the client told only that the twin
+    still named it."""
+    db_a, db_b = _db_name(), _db_name()
+    cleanup["dbs"] += [db_a, db_b]
+    await connect_async(
+        db=db_a, alias="conn-a", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    await connect_async(
+        db=db_a, alias="conn-twin", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    await ConnAliasItem(name="in-a").async_save()
+    kept = ConnAliasItem.objects
+    await disconnect_async("conn-a")
+    await connect_async(
+        db=db_b, alias="conn-a", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    assert get_async_connection("conn-a") is get_async_connection("conn-twin")
+    assert await kept.async_count() == 0
+    await ConnAliasItem(name="in-b").async_save()
+    assert await kept.async_scalar("name") == ["in-b"]
+    assert [item.name async for item in kept] == ["in-b"]
+
+
 async def test_db_alias_changed_after_class_creation(mongodb_uri, cleanup):
     db_a, db_b = _db_name(), _db_name()
     cleanup["dbs"] += [db_a, db_b]

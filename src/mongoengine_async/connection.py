@@ -182,15 +182,20 @@ def _own(client: AsyncMongoClient, alias: str, database: str) -> None:
 
 
 def _alias_of(
-    owner: tuple[weakref.ref, str, dict[str, tuple[str, ...]]], database: str
+    owner: tuple[weakref.ref, str, dict[str, tuple[str, ...]]],
+    database: str,
+    preferred: str | None = None,
 ) -> tuple[str, bool]:
     """The alias a collection of ``database`` on the client of ``owner`` is
-    on, and whether that alias named ``database`` when it got the client: one
-    naming it still, else the latest that named it (connected again
-    elsewhere since); for a database no alias named, the client's first."""
+    on, and whether that alias named ``database`` when it got the client:
+    ``preferred`` (the alias of the class operating) if it named it, else one
+    naming it still, else the latest that named it (connected again elsewhere
+    since); for a database no alias named, the client's first."""
     named = owner[2].get(database)
     if not named:
         return owner[1], False
+    if preferred is not None and preferred in named:  # (twins: the class's own)
+        return preferred, True
     for alias in named:
         settings = _settings.get(alias)
         if settings is not None and settings["name"] == database:
@@ -375,7 +380,9 @@ def _release(client: AsyncMongoClient) -> bool:
     return True
 
 
-def on_running_loop(collection: AsyncCollection) -> AsyncCollection:
+def on_running_loop(
+    collection: AsyncCollection, alias: str | None = None
+) -> AsyncCollection:
     """``collection`` on its alias's client for the running event loop.
 
     Querysets and documents keep the collection they were built with, perhaps
@@ -383,14 +390,16 @@ def on_running_loop(collection: AsyncCollection) -> AsyncCollection:
     The same object when it is on that client already (the common case). When
     the alias was connected again since, to another database or with other
     client options, the collection follows: the alias's database and options
-    now, only options set on the collection itself kept.
+    now, only options set on the collection itself kept. ``alias``: that of
+    the class operating, the one followed when several aliases named the
+    collection's database on its client.
     """
     client = collection.database.client
     owner = _aliases.get(id(client))
     if owner is None:  # not a client of the registry
         return collection
     database = collection.database.name
-    alias, named = _alias_of(owner, database)
+    alias, named = _alias_of(owner, database, alias)
     settings, clients = _settings.get(alias), _clients.get(alias)
     if (
         settings is not None
@@ -411,14 +420,15 @@ def on_running_loop(collection: AsyncCollection) -> AsyncCollection:
     return same.with_options(**options) if options else same
 
 
-def collection_alias(collection: Any) -> str | None:
+def collection_alias(collection: Any, preferred: str | None = None) -> str | None:
     """The alias whose client holds ``collection`` (async or sync), if any:
-    for errors about a queryset that ``using()`` moved to another alias."""
+    for errors about a queryset that ``using()`` moved to another alias
+    (``preferred``: the class's alias, see :func:`on_running_loop`)."""
     client = collection.database.client
     owner = _aliases.get(id(client))
     if owner is None:
         return sync_alias_of(client)
-    return _alias_of(owner, collection.database.name)[0]
+    return _alias_of(owner, collection.database.name, preferred)[0]
 
 
 def _options(collection: AsyncCollection) -> dict[str, Any]:

@@ -210,7 +210,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         else:
             collection = moved()
             if not isinstance(collection, AsyncCollection):
-                alias = collection_alias(collection) or self._db_alias()
+                alias = self._db_alias()
+                alias = collection_alias(collection, alias) or alias
                 require_async(alias, type(self).__name__, name, use)
         return await resolve(type(self), collection, session)
 
@@ -1167,7 +1168,8 @@ def _describe(document: Any) -> tuple[bool, str, str]:
     if moved is None:
         return document._is_async(), _name(document), document._db_alias()
     collection = moved()
-    alias = collection_alias(collection) or document._db_alias()
+    alias = document._db_alias()
+    alias = collection_alias(collection, alias) or alias
     return isinstance(collection, AsyncCollection), _name(document), alias
 
 

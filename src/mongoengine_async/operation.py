@@ -133,12 +133,13 @@ async def resolve(
     An explicit ``session`` must belong to that client: PyMongo would refuse it
     only once the command is sent, perhaps after other writes.
     """
-    collection = on_running_loop(collection)
+    alias = cls._db_alias()
+    collection = on_running_loop(collection, alias)
     if not collection_setup.prepared(cls, collection):
         await collection_setup.prepare(cls, collection)
     client = collection.database.client
     session = session_for(client, own_session(cls, client, session))
-    return Operation(cls._db_alias(), collection, session, write_concern or {})
+    return Operation(alias, collection, session, write_concern or {})
 
 
 def own_session(

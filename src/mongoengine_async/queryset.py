@@ -284,7 +284,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     def _alias(self) -> str:
         """The alias of the queryset's collection: the class's, unless
         ``using()`` moved the queryset to another."""
-        return collection_alias(self._collection_obj) or self._document._db_alias()
+        alias = self._document._db_alias()
+        return collection_alias(self._collection_obj, alias) or alias
 
     # The running terminal's (not cloned). Tasks may share a queryset: a
     # terminal reads it only before its first await after resolving it.

@@ -601,7 +601,9 @@ def _remember(
 def _home(document: Any, by_class: dict[type[Any], _Where | None]) -> _Where | None:
     """Where ``document`` lives (None: not a document of an async alias)."""
     if "_get_collection" in vars(document):  # moved, by switch_db or the like
-        return _where_of(on_running_loop(document._get_collection()))
+        return _where_of(
+            on_running_loop(document._get_collection(), document._db_alias())
+        )
     cls = type(document)
     if cls not in by_class:
         top_level = issubclass(cls, mongoengine.Document)
