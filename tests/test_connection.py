@@ -543,3 +543,25 @@ async def test_disconnect_async_lets_the_closed_client_go(mongodb_uri, cleanup):
     await disconnect_async("conn-race")
     gc.collect()
     assert gone() is None
+
+
+async def test_nothing_is_kept_for_a_client_let_go_meanwhile(mongodb_uri, cleanup):
+    """A thread resolved a class's collection; another disconnected the alias
+    before the first prepared it (or made an object for it): the mark of the
+    prepared collection and the objects kept for the closed client outlived
+    it, holding it, and a new client given its id took them as its own (its
+    collection "prepared": indexes never created)."""
+    from mongoengine_async import collection_setup
+    from mongoengine_async import connection as registry
+
+    db = _db_name()
+    cleanup["dbs"].append(db)
+    client = await connect_async(
+        db=db, alias="conn-race", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    resolved = ConnRaceItem._get_collection()  # not prepared yet
+    await disconnect_async("conn-race")
+    await collection_setup.prepare(ConnRaceItem, resolved)  # (no index to create)
+    registry._collection_on(client, db, "conn_race_item")
+    assert not any(key[1] == id(client) for key in collection_setup._prepared)
+    assert id(client) not in registry._made

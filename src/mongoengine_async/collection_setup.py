@@ -16,7 +16,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async.checks import check_model
-from mongoengine_async.connection import on_disconnect, registry_changed
+from mongoengine_async.connection import on_disconnect, registry_changed, released
 
 __all__ = (
     "create_collection",
@@ -78,6 +78,10 @@ async def prepare(cls: type[Any], collection: AsyncCollection) -> bool:
         _prepared[key] = task
     try:
         await asyncio.shield(task)
+        if started and released(collection.database.client):
+            # Let go meanwhile (or before: another thread's disconnect, after
+            # this one resolved the collection): no mark outlives the client.
+            forget_prepared(collection.database.client)
         return started
     except BaseException:
         if (

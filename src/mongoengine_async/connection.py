@@ -179,6 +179,7 @@ def _own(client: AsyncMongoClient, alias: str, database: str) -> None:
         owner = _aliases[key] = (weakref.ref(client, forget), alias, {})
     named = owner[2].get(database, ())
     owner[2][database] = (*(other for other in named if other != alias), alias)
+    _made.setdefault(key, {})
 
 
 def _alias_of(
@@ -487,7 +488,24 @@ def _collection_on(
 
 
 def _made_for(client: AsyncMongoClient) -> dict:
-    return _made.setdefault(id(client), {})
+    """What was made for ``client`` while the registry holds it; for one let go
+    (another thread's disconnect, meanwhile) nothing is kept: an entry would
+    hold the closed client, and serve a new one given its id."""
+    made = _made.get(id(client))
+    return {} if made is None else made
+
+
+def released(client: AsyncMongoClient) -> bool:
+    """Whether ``client`` is one the registry made and no longer holds (for
+    any alias or loop): disconnected, or its loop's client dropped."""
+    owner = _aliases.get(id(client))
+    if owner is None or owner[0]() is not client:
+        return False  # (not the registry's: a class's own _get_collection's)
+    return not any(
+        c is client
+        for clients in list(_clients.values())
+        for c in list(clients.values())
+    )
 
 
 def _let_go(client: AsyncMongoClient) -> None:
