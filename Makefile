@@ -199,6 +199,29 @@ bench-runs: $(BENCH_STAMP)
 	done; \
 	$(BENCH_PY) benchmarks/ranges.py $$results && exit $$status
 
+# The four randomised differential tests (tests/fuzz_budget.py) with large
+# budgets, each on examples drawn from a new seed that is printed first:
+# `make fuzz FUZZ_SEED=<printed seed>` replays a run, and e.g.
+# `make fuzz FUZZ_QUERYSET=500` changes a budget. Tens of minutes on 2 cores.
+ifeq ($(FUZZ_SEED),)
+FUZZ_SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+endif
+FUZZ_QUERYSET ?= 2000
+FUZZ_SCHEMAS ?= 3000
+FUZZ_DELTA ?= 2000
+FUZZ_INTERLEAVINGS ?= 500
+
+.PHONY: fuzz
+fuzz: venv
+	@echo "make fuzz: RANDOM_SEED=$(FUZZ_SEED) (replay: make fuzz FUZZ_SEED=$(FUZZ_SEED))"
+	RANDOM_SEED=$(FUZZ_SEED) RANDOM_QUERYSET_EXAMPLES=$(FUZZ_QUERYSET) \
+	RANDOM_SCHEMAS_EXAMPLES=$(FUZZ_SCHEMAS) RANDOM_DELTA_EXAMPLES=$(FUZZ_DELTA) \
+	RANDOM_INTERLEAVINGS_EXAMPLES=$(FUZZ_INTERLEAVINGS) \
+	$(VPY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) tests/test_queryset_random.py \
+		tests/test_random_schemas.py tests/test_delta_differential.py \
+		tests/test_save_interleavings.py; \
+	status=$$?; echo "make fuzz: RANDOM_SEED=$(FUZZ_SEED)"; exit $$status
+
 # The failover load test (~40 s on 2 cores), deselected from `make test`.
 .PHONY: failover
 failover: venv

@@ -2,16 +2,18 @@
 
 Hypothesis draws a program: edits of a document (top-level values, embedded
 documents, also dynamic and polymorphic ones, lists, maps, dicts of any
-depth, deletions), saves (some with a save condition), reloads, fetches
-again, modifies and updates. The program runs three times: through plain
-MongoEngine (its own ``Document`` classes) on a sync ``mongoengine.connect``
-alias, through this package's classes on a sync alias (``save()``,
-``reload()``...) and on an async alias (``async_save()``,
-``async_reload()``...). After every step the trace records the changes the
-document reports and its ``_delta()``, or what is stored, or the error raised
-(type and message); the three traces must be equal. Both model families are
-built by :func:`models` from one description; their class names differ only
-by a prefix, which the traces leave out.
+depth, deletions; falsy values against defaults, two fields stored under
+each other's name, references), saves (some with a save condition, forced
+inserts, unvalidated), reloads, fetches again (also with only() or
+exclude()), JSON round trips, validation, modifies, updates and deletes.
+The program runs three times: through plain MongoEngine (its own
+``Document`` classes) on a sync ``mongoengine.connect`` alias, through this
+package's classes on a sync alias (``save()``, ``reload()``...) and on an
+async alias (``async_save()``, ``async_reload()``...). After every step the
+trace records the changes the document reports and its ``_delta()``, or what
+is stored, or the error raised (type and message); the three traces must be
+equal. Both model families are built by :func:`models` from one description;
+their class names differ only by a prefix, which the traces leave out.
 
 To extend it: add an edit to ``STATIC`` or ``DYNAMIC`` (a function of the
 document, its family and two drawn arguments, doing nothing when it does not
@@ -21,9 +23,12 @@ apply), a field to :func:`models` and edits of it, or a step to
 
 from __future__ import annotations
 
+import datetime
+import enum
 import json
 import re
 from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
@@ -32,12 +37,18 @@ import mongoengine
 import pytest
 import pytest_asyncio
 from bson import ObjectId, json_util
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 import mongoengine_async
+from fuzz_budget import budget
 
 ME_ALIAS, SYNC_ALIAS = "dd_mongoengine", "dd_sync"
+
+
+class Color(enum.Enum):
+    RED = "r"
+    BLUE = "b"
 
 
 def models(M: Any, prefix: str, alias: str | None) -> SimpleNamespace:
@@ -84,6 +95,19 @@ def models(M: Any, prefix: str, alias: str | None) -> SimpleNamespace:
         gl=M.ListField(M.GenericEmbeddedDocumentField()),
         pe=M.ListField(M.EmbeddedDocumentField(pemb)),
         pone=M.EmbeddedDocumentField(pemb),
+        # Falsy values and defaults: a falsy value equal to the default unsets.
+        flag=M.BooleanField(default=False),
+        when=M.DateTimeField(),
+        dec=M.DecimalField(),
+        col=M.EnumField(Color),
+        # Each stored under the other's name (_delta takes the default by name).
+        p=M.StringField(db_field="q", default=""),
+        q=M.ListField(M.IntField(), db_field="p"),
+        ref=M.ReferenceField("self"),
+        refs=M.ListField(M.ReferenceField("self")),
+        gref=M.GenericReferenceField(),
+        osl=M.SortedListField(M.EmbeddedDocumentField(emb), ordering="x"),
+        mpl=M.MapField(M.ListField(M.EmbeddedDocumentField(emb))),
     )
     sub = make("Sub", doc, extra=M.StringField(db_field="ex"))
     dyn = make(
@@ -266,6 +290,62 @@ STATIC: dict[str, Edit] = {
         d, "pone", [None, f.PEmb(a=1), f.PSub(a=2, b=["x"]), f.PEmb()][k]
     ),
     "del field": lambda d, f, k, v: delattr(d, ["name", "tags", "emb", "mp"][k]),
+    "del field2": lambda d, f, k, v: delattr(d, ["dct", "embs", "p", "flag"][k]),
+    "tags.extend": lambda d, f, k, v: d.tags.extend(KEYS[:k]),
+    "tags.remove": lambda d, f, k, v: KEYS[k] in d.tags and d.tags.remove(KEYS[k]),
+    "del tags[0:2]": lambda d, f, k, v: d.tags.__delitem__(slice(0, 2)),
+    "tags*=": lambda d, f, k, v: d.tags.__imul__(k),
+    "tags=": lambda d, f, k, v: setattr(d, "tags", [[], ["a"], None, ["b", "a"]][k]),
+    "embs.insert": lambda d, f, k, v: d.embs.insert(k, build(f, ("Emb", k))),
+    "embs.extend": lambda d, f, k, v: d.embs.extend([build(f, ("Emb", k))]),
+    "embs.remove": lambda d, f, k, v: d.embs and d.embs.remove(d.embs[-1]),
+    "embs[i].s=": lambda d, f, k, v: _if(
+        _pick(d.embs, k), f.Emb, lambda e: setattr(e, "s", ["", "t", None, "p"][k])
+    ),
+    "del embs[i].x": lambda d, f, k, v: _if(
+        _pick(d.embs, k), f.Emb, lambda e: delattr(e, "x")
+    ),
+    "embs[i].l=": lambda d, f, k, v: _if(
+        _pick(d.embs, k), f.Emb, lambda e: setattr(e, "l", list(range(k)))
+    ),
+    "emb.s=": lambda d, f, k, v: _if(
+        d.emb, f.Emb, lambda e: setattr(e, "s", ["", "t", None, "p"][k])
+    ),
+    "mp.update": lambda d, f, k, v: d.mp.update({KEYS[k]: build(f, ("Emb", k))}),
+    "mp.setdefault": lambda d, f, k, v: d.mp.setdefault(KEYS[k], build(f, ("Emb", 1))),
+    "mp.popitem": lambda d, f, k, v: d.mp and d.mp.popitem(),
+    "dct.update": lambda d, f, k, v: d.dct.update({KEYS[k]: build(f, v)}),
+    "dct.setdefault": lambda d, f, k, v: d.dct.setdefault(KEYS[k], build(f, v)),
+    "dct.popitem": lambda d, f, k, v: d.dct and d.dct.popitem(),
+    "dct.clear": lambda d, f, k, v: d.dct.clear(),
+    "ll.pop": lambda d, f, k, v: d.ll and d.ll.pop(),
+    "ll[0].pop": lambda d, f, k, v: d.ll and d.ll[0] and d.ll[0].pop(),
+    "ld[0]=": lambda d, f, k, v: d.ld and d.ld.__setitem__(0, {"c": build(f, v)}),
+    "flag=": lambda d, f, k, v: setattr(d, "flag", [False, True, None, 0][k]),
+    "when=": lambda d, f, k, v: setattr(
+        d, "when", [None, datetime.datetime(2020, 1, 2), "2021-02-03", None][k]
+    ),
+    "dec=": lambda d, f, k, v: setattr(
+        d, "dec", [None, Decimal(0), Decimal("1.5"), 2][k]
+    ),
+    "col=": lambda d, f, k, v: setattr(d, "col", [None, Color.RED, Color.BLUE, "r"][k]),
+    "p=": lambda d, f, k, v: setattr(d, "p", ["", "x", None, ""][k]),
+    "q=": lambda d, f, k, v: setattr(d, "q", [[], [1], None, []][k]),
+    "q.append": lambda d, f, k, v: d.q.append(k),
+    "ref=": lambda d, f, k, v: setattr(d, "ref", [None, d, None, d][k]),
+    "refs.append": lambda d, f, k, v: d.refs.append(d),
+    "refs=": lambda d, f, k, v: setattr(d, "refs", [[], [d], None, [d, d]][k]),
+    "gref=": lambda d, f, k, v: setattr(d, "gref", [None, d, None, d][k]),
+    "osl.append": lambda d, f, k, v: d.osl.append(build(f, ("Emb", 2 - k % 3))),
+    "osl[0].x=": lambda d, f, k, v: d.osl and setattr(d.osl[0], "x", 5 - k),
+    "osl.pop": lambda d, f, k, v: d.osl and d.osl.pop(0),
+    "mpl[k]=": lambda d, f, k, v: d.mpl.__setitem__(KEYS[k], [build(f, ("Emb", k))]),
+    "mpl[k].append": lambda d, f, k, v: _if(
+        d.mpl.get(KEYS[k]), list, lambda m: m.append(build(f, ("Emb", k)))
+    ),
+    "mpl[k][0].x=": lambda d, f, k, v: _if(
+        d.mpl.get(KEYS[k]), list, lambda m: m and setattr(m[0], "x", 8)
+    ),
 }
 SUB = {"extra=": lambda d, f, k, v: setattr(d, "extra", [None, "e", "", "f"][k])}
 DYNAMIC: dict[str, Edit] = {
@@ -295,6 +375,13 @@ DYNAMIC: dict[str, Edit] = {
     "embs.append": STATIC["embs.append"],
     "embs[i].x=": STATIC["embs[i].x="],
     "embs.pop": STATIC["embs.pop"],
+    "embs[i].s=": STATIC["embs[i].s="],
+    "embs=": STATIC["embs="],
+    "del embs": lambda d, f, k, v: delattr(d, "embs"),
+    "name del": lambda d, f, k, v: delattr(d, "name"),
+    "d=falsy": lambda d, f, k, v: setattr(
+        d, ["dx", "dy", "dz", "de"][k], ["", [], {}, 0][k]
+    ),
 }
 
 
@@ -322,11 +409,25 @@ def edits_of(kind: str) -> dict[str, Edit]:
 
 SAVE_CONDITIONS = [{"n": 0}, {"name": "s"}, {"tags": "a"}, {"embs__x": 1}]
 OTHER_STEPS = ["save", "save_if", "refetch", "reload", "only", "modify", "update"]
+OTHER_STEPS += ["update2", "exclude", "save_unvalidated", "delete_save"]
+OTHER_STEPS += ["validate", "from_json", "force_insert"]
 STATIC_UPDATES = [
     {"inc__n": 1},
     {"push__tags": "u"},
     {"set__emb__x": 5},
     {"unset__name": True},
+]
+STATIC_UPDATES2 = [
+    {"set__embs__0__x": 3},
+    {"pull__tags": "a"},
+    {"unset__mp__k1": 1},
+    {"set__p": "", "set__flag": False},
+]
+DYNAMIC_UPDATES2 = [
+    {"set__dx": {"a": 1}},
+    {"unset__name": 1},
+    {"set__embs": []},
+    {"set__dy": ""},
 ]
 DYNAMIC_UPDATES = [
     {"set__dx": 3},
@@ -364,6 +465,11 @@ def programs(draw: st.DrawFn) -> tuple[str, dict, list[tuple]]:
                     "ld": st.just([{"a": 1}]),
                     "gl": st.just([("Emb", 0)]),
                     "pone": st.just(None),
+                    "p": st.sampled_from(["", "x"]),
+                    "q": st.sampled_from([[], [1]]),
+                    "flag": st.booleans(),
+                    "osl": st.just([("Emb", 2), ("Emb", 1)]),
+                    "mpl": st.just({"k": [("Emb", 1)]}),
                 },
             )
         )
@@ -398,6 +504,7 @@ class Run:
         document = cls(id=oid, **build(family, init))
         await self.call(document, "save")
         updates = DYNAMIC_UPDATES if kind.startswith("Dyn") else STATIC_UPDATES
+        updates2 = DYNAMIC_UPDATES2 if kind.startswith("Dyn") else STATIC_UPDATES2
         trace: list = []
         edits = edits_of(kind)
         for name, k, v in steps:
@@ -419,6 +526,28 @@ class Run:
                     await self.call(document, "save", save_condition=condition)
                 elif name in ("modify", "update"):
                     name += f" -> {await self.call(document, name, **updates[k])}"
+                elif name == "update2":
+                    update = (updates2 or {})[k]
+                    name += f" -> {await self.call(document, 'update', **update)}"
+                elif name == "validate":
+                    document.validate()
+                elif name == "from_json":
+                    options = json_util.CANONICAL_JSON_OPTIONS
+                    text = document.to_json(json_options=options)
+                    document = type(document).from_json(
+                        text, created=bool(k % 2), json_options=options
+                    )
+                elif name == "force_insert":
+                    await self.call(document, "save", force_insert=True)
+                elif name == "save_unvalidated":
+                    await self.call(document, "save", validate=False)
+                elif name == "delete_save":
+                    await self.call(document, "delete")
+                    await self.call(document, "save")
+                elif name == "exclude":
+                    fields = [["name"], ["embs", "tags"], ["mp", "dct"], ["q", "p"]][k]
+                    queryset = base.objects(id=oid).exclude(*fields)
+                    document = await self.call(queryset, "get")
                 elif name == "refetch":
                     document = await self.call(base.objects(id=oid), "get")
                 elif name == "only":
@@ -498,11 +627,10 @@ async def runs(sync_aliases: Any, async_alias: str) -> AsyncIterator[list[Callab
     yield [Run(MONGOENGINE, False).trace, ours_sync, Run(OURS, True).trace]
 
 
-@settings(
-    max_examples=120,
-    deadline=None,
-    derandomize=True,
-    database=None,
+# More with RANDOM_DELTA_EXAMPLES=2000 (see fuzz_budget.py).
+@budget(
+    "delta",
+    120,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(program=programs())

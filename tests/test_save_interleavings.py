@@ -4,8 +4,9 @@ every change: none is reported saved that was not stored.
 Hypothesis draws a schedule: saver tasks (how long each waits, in event loop
 turns, before each of its saves, and whether they cascade to a referenced
 document), a changer task (its edits: top-level fields, fields of embedded
-documents, also nested ones, list items and appends, map values, the
-referenced document, each after some turns), a reader task (reloads of some
+documents, also nested ones, list items, appends, pops and inserts, map
+values, values set to None or emptied, the referenced document, each after
+some turns), a reader task (reloads of some
 fields or all, a modify), saves cancelled at some point, and what the
 ``post_save`` receivers do (turns or milliseconds they await; some change a
 field themselves, a change MongoEngine's save clears). The schedule runs on
@@ -34,9 +35,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
+from fuzz_budget import budget
 from mongoengine_async import (
     Document,
     DoesNotExist,
@@ -102,17 +104,32 @@ def initial() -> dict[str, Any]:
 EDITS: dict[str, Callable[[Any, int], None]] = {
     "a": lambda d, v: setattr(d, "a", v),
     "b": lambda d, v: setattr(d, "b", v),
-    "e.x": lambda d, v: setattr(d.e, "x", v),
-    "e.inner.z": lambda d, v: setattr(d.e.inner, "z", v),
+    "e.x": lambda d, v: d.e and setattr(d.e, "x", v),
+    "e.inner.z": lambda d, v: d.e and d.e.inner and setattr(d.e.inner, "z", v),
     "e=": lambda d, v: setattr(d, "e", part(v)),
-    "es[0].y": lambda d, v: setattr(d.es[0], "y", v),
-    "es[0].inner=": lambda d, v: setattr(d.es[0], "inner", SiInner(z=v)),
+    "es[0].y": lambda d, v: d.es and setattr(d.es[0], "y", v),
+    "es[0].inner=": lambda d, v: d.es and setattr(d.es[0], "inner", SiInner(z=v)),
     "es.append": lambda d, v: d.es.append(part(v)),
     "tags.append": lambda d, v: d.tags.append(v),
     "tags=": lambda d, v: setattr(d, "tags", [v]),
-    "m.k1.x": lambda d, v: setattr(d.m["k1"], "x", v),
-    "m.k1.inner.z": lambda d, v: setattr(d.m["k1"].inner, "z", v),
+    "m.k1.x": lambda d, v: "k1" in d.m and setattr(d.m["k1"], "x", v),
+    "m.k1.inner.z": lambda d, v: (
+        "k1" in d.m and d.m["k1"].inner and setattr(d.m["k1"].inner, "z", v)
+    ),
     "m.k2=": lambda d, v: d.m.__setitem__("k2", part(v)),
+    # Removals, falsy values and whole replacements.
+    "a=None": lambda d, v: setattr(d, "a", None),
+    "b=0": lambda d, v: setattr(d, "b", 0),
+    "e=None": lambda d, v: setattr(d, "e", None),
+    "e.inner=None": lambda d, v: d.e and setattr(d.e, "inner", None),
+    "es.pop": lambda d, v: d.es and d.es.pop(),
+    "es[0]=": lambda d, v: d.es and d.es.__setitem__(0, part(v)),
+    "es.insert": lambda d, v: d.es.insert(0, part(v)),
+    "es=": lambda d, v: setattr(d, "es", [part(v), part(v + 1)]),
+    "tags.pop": lambda d, v: d.tags and d.tags.pop(0),
+    "tags=[]": lambda d, v: setattr(d, "tags", []),
+    "m.pop": lambda d, v: d.m.pop("k1", None),
+    "m=": lambda d, v: setattr(d, "m", {"k3": part(v)}),
 }
 
 # What a reader task does: reload some fields, all of them, or modify.
@@ -120,6 +137,7 @@ READS: dict[str, Callable[[Any], Awaitable[Any]]] = {
     "reload a": lambda d: d.async_reload("a"),
     "reload e, tags": lambda d: d.async_reload("e", "tags"),
     "reload": lambda d: d.async_reload(),
+    "reload b, es, m": lambda d: d.async_reload("b", "es", "m"),
     "modify": lambda d: d.async_modify(inc__b=1),
 }
 
@@ -149,11 +167,11 @@ schedules = st.fixed_dictionaries(
     }
 )
 
-EXAMPLES = settings(
-    max_examples=25,
-    deadline=None,
-    derandomize=True,
-    database=None,
+# Per parametrized case; more with RANDOM_INTERLEAVINGS_EXAMPLES=500
+# (see fuzz_budget.py).
+EXAMPLES = budget(
+    "interleavings",
+    25,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
@@ -194,7 +212,14 @@ def receiver(request: pytest.FixtureRequest) -> Iterator[Receivers | None]:
 
 
 def comparable(son: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in son.items() if key not in ("mark", "_cls")}
+    """``son`` without the keys a save may leave out, as MongoEngine's save
+    does: an emptied list or map is unset (a falsy value equal to the
+    default), and so is a dynamic field set to None (which ``to_mongo`` keeps)."""
+    return {
+        key: value
+        for key, value in son.items()
+        if key not in ("mark", "_cls") and value is not None and value not in ([], {})
+    }
 
 
 async def play(model: type, new: bool, schedule: dict, receiver: Any) -> None:
