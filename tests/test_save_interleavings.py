@@ -388,3 +388,36 @@ async def test_a_read_during_post_save_in_every_shape(
             assert _at(stored, after) == 5, (shape, read)
     finally:
         signals.post_save.disconnect(post_save, sender=model)
+
+
+async def test_changes_after_a_save_sending_nothing_during_a_cascade_are_kept(
+    async_alias: str,
+) -> None:
+    """While a save's cascade runs (its steps after the write), a second save
+    that finds nothing to send ends at once and clears the changes, as
+    MongoEngine's does; a change made after that is not the first save's: its
+    end keeps it for the next save (it cleared it: the change was lost)."""
+    referenced = await SiRef(x=0).async_save()
+    document = await SiDoc(**initial(), ref=referenced).async_save()
+    referenced.x = 1  # (the cascade saves only a changed document)
+    cascading, changed = asyncio.Event(), asyncio.Event()
+
+    async def receiver(sender: Any, document: Any, **kwargs: Any) -> None:
+        cascading.set()
+        await changed.wait()
+
+    async def other_task() -> None:
+        await cascading.wait()
+        await document.async_save()  # nothing to send, no post_save to await
+        document.a = 5
+        changed.set()
+
+    signals.pre_save.connect(receiver, sender=SiRef)
+    try:
+        await asyncio.gather(document.async_save(cascade=True), other_task())
+    finally:
+        signals.pre_save.disconnect(receiver, sender=SiRef)
+    assert document._get_changed_fields() == ["a"]
+    await document.async_save()
+    stored = await SiDoc._get_collection().find_one({"_id": document.pk})
+    assert stored["a"] == 5

@@ -255,6 +255,14 @@ def update_doc(document: Any, son: Mapping[str, Any]) -> dict[str, Any]:
 def clear_changes(document: Any) -> None:
     """``document._clear_changed_fields()``, as a save ends."""
     changed = getattr(document, "_changed_fields", [])  # none yet: no change
+    if type(changed) is _Watched:
+        # Another save's steps after its write watch the list (this save sent
+        # nothing: it took none): emptied in place, it still notes the changes
+        # made since, which that save keeps as it ends.
+        document._clear_changed_fields()  # (the nested ones too)
+        del changed[:]
+        _set_changed_fields(document, changed)
+        return
     plan = _plain(document, changed)
     if plan is None:
         document._clear_changed_fields()
