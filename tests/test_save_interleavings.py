@@ -421,3 +421,39 @@ async def test_changes_after_a_save_sending_nothing_during_a_cascade_are_kept(
     await document.async_save()
     stored = await SiDoc._get_collection().find_one({"_id": document.pk})
     assert stored["a"] == 5
+
+
+async def test_changes_in_embedded_documents_a_reload_put_during_a_save_are_kept(
+    async_alias: str,
+) -> None:
+    """A reload while a save's post_save receivers run puts new embedded
+    documents in the instance; a change made in one of them then is not the
+    save's (it sent none of it): the save's end keeps it for the next save
+    (it cleared it, and the next save sent nothing: the change was lost)."""
+    document = await SiDoc(**initial()).async_save()
+    document.a = 1
+    reloaded, changed = asyncio.Event(), asyncio.Event()
+
+    async def receiver(sender: Any, document: Any, **kwargs: Any) -> None:
+        reloaded.set()
+        await changed.wait()
+
+    async def other_task() -> None:
+        await reloaded.wait()
+        await document.async_reload()
+        document.e.inner.z = 5
+        document.m["k1"].x = 6
+        document.es[0].y = 7
+        changed.set()
+
+    signals.post_save.connect(receiver, sender=SiDoc)
+    try:
+        await asyncio.gather(document.async_save(), other_task())
+    finally:
+        signals.post_save.disconnect(receiver, sender=SiDoc)
+    assert sorted(document._get_changed_fields()) == ["e.inner.z", "es.0.y", "m.k1.x"]
+    await document.async_save()
+    stored = await SiDoc._get_collection().find_one({"_id": document.pk})
+    assert stored["e"]["inner"]["z"] == 5
+    assert stored["m"]["k1"]["x"] == 6
+    assert stored["es"][0]["y"] == 7
