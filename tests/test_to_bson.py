@@ -1486,3 +1486,43 @@ def test_builders_patched_on_our_document_class_are_called_by_loads(
     calls.clear()
     list(PwPlain.objects)
     assert not calls
+
+
+class PbHolder(Document):
+    meta = {"collection": "pb_holder"}
+    names = ListField(StringField())
+    sorted_names = SortedListField(StringField())
+    info = DictField()
+    colour = EnumField(TbColour)
+
+
+def test_base_methods_reached_through_super_patched_after_first_use_are_called() -> (
+    None
+):
+    """``ComplexBaseField.validate`` (which ``ListField.validate`` and
+    ``DictField.validate`` call through ``super()``) and ``BaseField.validate``
+    (``EnumField.validate``'s), patched after the plans were built, are called
+    by the next validate, as MongoEngine calls them (the plans recognised the
+    subclasses' methods and skipped them)."""
+    values = {
+        "names": ["a"],
+        "sorted_names": ["a"],
+        "info": {"k": 1},
+        "colour": TbColour.RED,
+    }
+    PbHolder(**values).validate()
+
+    def refuse(self: Any, value: Any, *args: Any, **kwargs: Any) -> None:
+        self.error("patched refusal")
+
+    for name in values:
+        document = PbHolder(**{name: values[name]})
+        document.validate()
+        base = mongoengine.base
+        owner = base.BaseField if name == "colour" else base.ComplexBaseField
+        with mock.patch.object(owner, "validate", refuse):
+            with pytest.raises(mongoengine.ValidationError, match="patched refusal"):
+                document.validate()
+            with pytest.raises(mongoengine.ValidationError, match="patched refusal"):
+                PbHolder(**{name: values[name]}).validate()
+        document.validate()

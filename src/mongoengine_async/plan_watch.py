@@ -25,8 +25,8 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import mongoengine
-from mongoengine import EmbeddedDocumentField
-from mongoengine.base import ComplexBaseField
+from mongoengine import EmbeddedDocumentField, EnumField
+from mongoengine.base import BaseField, ComplexBaseField
 from mongoengine.errors import NotRegistered
 
 __all__ = ("forgets", "library_intact", "refresh", "watch")
@@ -78,7 +78,8 @@ _FIELD_HOOKS = operator.attrgetter(
 )
 
 # The methods of MongoEngine's container classes that ours override and call,
-# and of ComplexBaseField, whose ``validate`` theirs call (``super()``).
+# and of ComplexBaseField and BaseField, whose ``validate`` theirs and
+# EnumField's call (``super()``).
 _SHADOWED_HOOKS = operator.attrgetter("to_python", "to_mongo", "validate")
 
 # The field attributes no plan bakes in: the one MongoEngine's loading sets
@@ -119,6 +120,8 @@ class _Watch:
         shadowed = dict.fromkeys(filter(None, map(_shadowed, self.field_kinds)))
         if any(issubclass(kind, ComplexBaseField) for kind in self.field_kinds):
             shadowed[ComplexBaseField] = None
+        if any(issubclass(kind, EnumField) for kind in self.field_kinds):
+            shadowed[BaseField] = None  # (whose validate EnumField's calls)
         self.shadowed = tuple(shadowed)
         self.shadowed_hooks = tuple(map(_SHADOWED_HOOKS, self.shadowed))
         self.lives = [vars(field) for field in fields]

@@ -135,6 +135,7 @@ _BASE_TO_MONGO = BaseField.to_mongo
 _BASE_CHECK = BaseField._validate
 _BASE_CHOICES_CHECK = BaseField._validate_choices
 _COMPLEX_VALIDATE = ComplexBaseField.validate
+_BASE_VALIDATE = BaseField.validate
 _OBJECT_ID_TO_MONGO = ObjectIdField.to_mongo
 _DATETIME_TO_MONGO = DateTimeField.to_mongo
 _COMPLEX_TO_MONGO = ComplexBaseField.to_mongo
@@ -408,6 +409,15 @@ def _eligible(cls: type[Any], document: bool) -> bool:
         and not _own_methods(field)
         for field in cls._fields.values()
     )
+
+
+def _bases_hold(validate: Any) -> bool:
+    """Whether the base method MongoEngine's ``validate`` calls (``super()``)
+    is MongoEngine's, not patched: ComplexBaseField's for ListField's and
+    DictField's, BaseField's for EnumField's."""
+    if validate is _LIST_VALIDATE or validate is _DICT_VALIDATE:
+        return ComplexBaseField.validate is _COMPLEX_VALIDATE
+    return validate is not _ENUM_VALIDATE or BaseField.validate is _BASE_VALIDATE
 
 
 # The field methods the plans read from a field's class: one set on the field
@@ -740,9 +750,7 @@ class _Source:
                 f"type({value}) is cdocument_type_{index}"
                 f" and valid_embedded({value}, {clean})"
             )
-        elif validate in (_LIST_VALIDATE, _DICT_VALIDATE) and (
-            ComplexBaseField.validate is not _COMPLEX_VALIDATE  # theirs calls it
-        ):
+        elif not _bases_hold(validate):
             return "False"
         elif validate is _LIST_VALIDATE:
             check = self._list_check(index, field, value)
