@@ -327,25 +327,31 @@ async def test_a_kept_queryset_follows_its_alias_sharing_a_client(mongodb_uri, c
     assert await client[db_b].conn_alias_items.count_documents({}) == 1
 
 
+async def _kept_beside_a_twin(mongodb_uri, cleanup, reconnected):
+    """A queryset of ConnAliasItem ("conn-a"), kept while "conn-a" and its twin
+    "conn-twin" named one database (holding "in-a"), after ``reconnected``
+    was connected again to another database."""
+    db_a, db_b = _db_name(), _db_name()
+    cleanup["dbs"] += [db_a, db_b]
+    for alias in ("conn-a", "conn-twin"):
+        await connect_async(
+            db=db_a, alias=alias, host=mongodb_uri, uuidRepresentation="standard"
+        )
+    await ConnAliasItem(name="in-a").async_save()
+    kept = ConnAliasItem.objects
+    await disconnect_async(reconnected)
+    await connect_async(
+        db=db_b, alias=reconnected, host=mongodb_uri, uuidRepresentation="standard"
+    )
+    return kept
+
+
 async def test_a_kept_queryset_stays_with_an_alias_naming_its_database(
     mongodb_uri, cleanup
 ):
     """Two aliases naming one database share a client; one connected again
     elsewhere leaves the other's kept querysets on that database."""
-    db_a, db_b = _db_name(), _db_name()
-    cleanup["dbs"] += [db_a, db_b]
-    await connect_async(
-        db=db_a, alias="conn-a", host=mongodb_uri, uuidRepresentation="standard"
-    )
-    await connect_async(
-        db=db_a, alias="conn-twin", host=mongodb_uri, uuidRepresentation="standard"
-    )
-    await ConnAliasItem(name="in-a").async_save()
-    kept = ConnAliasItem.objects
-    await disconnect_async("conn-twin")
-    await connect_async(
-        db=db_b, alias="conn-twin", host=mongodb_uri, uuidRepresentation="standard"
-    )
+    kept = await _kept_beside_a_twin(mongodb_uri, cleanup, reconnected="conn-twin")
     assert await kept.async_scalar("name") == ["in-a"]
 
 
@@ -354,20 +360,7 @@ async def test_a_kept_queryset_follows_its_alias_away_from_a_twin(mongodb_uri, c
     is connected again elsewhere: its kept querysets follow it. They stayed
     on the first database, silently: the client told only that the twin
     still named it."""
-    db_a, db_b = _db_name(), _db_name()
-    cleanup["dbs"] += [db_a, db_b]
-    await connect_async(
-        db=db_a, alias="conn-a", host=mongodb_uri, uuidRepresentation="standard"
-    )
-    await connect_async(
-        db=db_a, alias="conn-twin", host=mongodb_uri, uuidRepresentation="standard"
-    )
-    await ConnAliasItem(name="in-a").async_save()
-    kept = ConnAliasItem.objects
-    await disconnect_async("conn-a")
-    await connect_async(
-        db=db_b, alias="conn-a", host=mongodb_uri, uuidRepresentation="standard"
-    )
+    kept = await _kept_beside_a_twin(mongodb_uri, cleanup, reconnected="conn-a")
     assert get_async_connection("conn-a") is get_async_connection("conn-twin")
     assert await kept.async_count() == 0
     await ConnAliasItem(name="in-b").async_save()

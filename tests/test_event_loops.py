@@ -193,9 +193,18 @@ def test_two_pytest_tests_with_their_own_loops_share_a_module_connection(
     on a fresh function-scoped loop) use it and a module-level queryset."""
     test_file = tmp_path / "test_user_suite.py"
     test_file.write_text(_USER_SUITE.format(database=database))
+    result = _pytest_in(tmp_path, mongodb_uri, str(test_file))
+    assert "2 passed" in result.stdout
+    assert _stored_titles(mongodb_uri, database) == ["one", "two"]
+
+
+def _pytest_in(
+    directory: Any, mongodb_uri: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """pytest run on ``args`` in ``directory``, as a user runs it; it passed."""
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file],
-        cwd=tmp_path,
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=directory,
         env={**os.environ, "MONGODB_URI": mongodb_uri},
         capture_output=True,
         text=True,
@@ -203,8 +212,7 @@ def test_two_pytest_tests_with_their_own_loops_share_a_module_connection(
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 passed" in result.stdout
-    assert _stored_titles(mongodb_uri, database) == ["one", "two"]
+    return result
 
 
 _USER_SUITE = textwrap.dedent(
@@ -257,20 +265,12 @@ def test_tests_with_their_own_loops_leave_no_client_unclosed(
     (tmp_path / "test_user_suite.py").write_text(
         _STRICT_SUITE.format(database=database)
     )
-    result = subprocess.run(
-        [
-            *(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"),
-            *("-W", "error", "-W", "ignore::DeprecationWarning"),
-            *("test_a_module_loop.py", "test_user_suite.py"),
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "MONGODB_URI": mongodb_uri},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = _pytest_in(
+        tmp_path,
+        mongodb_uri,
+        *("-W", "error", "-W", "ignore::DeprecationWarning"),
+        *("test_a_module_loop.py", "test_user_suite.py"),
     )
-    assert result.returncode == 0, result.stdout + result.stderr
     assert "6 passed" in result.stdout
 
 
