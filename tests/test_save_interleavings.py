@@ -50,6 +50,7 @@ from mongoengine_async import (
     ListField,
     MapField,
     ReferenceField,
+    async_run_in_transaction,
     signals,
 )
 
@@ -457,3 +458,26 @@ async def test_changes_in_embedded_documents_a_reload_put_during_a_save_are_kept
     assert stored["e"]["inner"]["z"] == 5
     assert stored["m"]["k1"]["x"] == 6
     assert stored["es"][0]["y"] == 7
+
+
+async def test_a_change_given_back_then_superseded_by_its_parent(
+    async_alias: str,
+) -> None:
+    """A change inside an embedded document that an aborted transaction's save
+    gave back (``e.inner.z``, in the document's own list), then that embedded
+    document removed (``e.inner = None``): the next save removes it, as
+    MongoEngine's does. It raised AttributeError in MongoEngine's clearing
+    (walking the None), or, both paths sent, a conflict on the server."""
+    document = await SiDoc(**initial()).async_save()
+    document.e.inner.z = 2
+    with pytest.raises(RuntimeError, match="abort"):
+        async with async_run_in_transaction():
+            await document.async_save()
+            raise RuntimeError("abort")
+    document.e.inner = None
+    document.es[0].inner.z = 3
+    await document.async_save()
+    stored = await SiDoc._get_collection().find_one({"_id": document.pk})
+    assert "inner" not in stored["e"]
+    assert stored["es"][0]["inner"]["z"] == 3
+    assert document._get_changed_fields() == []

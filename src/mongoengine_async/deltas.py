@@ -230,6 +230,8 @@ def update_doc(document: Any, son: Mapping[str, Any]) -> dict[str, Any]:
     changed = getattr(document, "_changed_fields", None)
     plan = None if changed is None else _plain(document, changed)
     if plan is None or changed is None:
+        if changed:
+            _drop_superseded(document, changed)
         return document._get_update_doc()
     updates, removals = {}, {}
     for path in changed:
@@ -253,27 +255,77 @@ def update_doc(document: Any, son: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def clear_changes(document: Any) -> None:
-    """``document._clear_changed_fields()``, as a save ends."""
+    """``_clear_all(document)``, as a save ends."""
     changed = getattr(document, "_changed_fields", [])  # none yet: no change
     if type(changed) is _Watched:
         # Another save's steps after its write watch the list (this save sent
         # nothing: it took none): emptied in place, it still notes the changes
         # made since, which that save keeps as it ends.
-        document._clear_changed_fields()  # (the nested ones too)
+        _clear_all(document)  # (the nested ones too)
         del changed[:]
         _set_changed_fields(document, changed)
         return
     plan = _plain(document, changed)
     if plan is None:
-        document._clear_changed_fields()
+        _clear_all(document)
         return
     data = document._data
     for path in changed:
         name = plan.plain_reads.get(path)
         if name is None or type(data.get(name)) not in _FLAT:
-            document._clear_changed_fields()
+            _clear_all(document)
             return
     _set_changed_fields(document, [])  # what BaseDocument.__setattr__ does
+
+
+def _clear_all(document: Any) -> None:
+    """``document._clear_changed_fields()``, without the paths it could not
+    walk (see :func:`_drop_superseded`)."""
+    changed = getattr(document, "_changed_fields", None)
+    if changed:
+        _drop_superseded(document, changed)
+    document._clear_changed_fields()
+
+
+def _drop_superseded(document: Any, changed: list[str]) -> None:
+    """Drop from ``changed``, ``document``'s own list, the paths inside an
+    embedded document (ones a save gave back: ``e.inner.z``) that a change of
+    a field holding it supersedes (``e.inner = None``, in ``e``'s list): sent
+    with it, they conflict on the server, and MongoEngine's clearing cannot
+    walk them (AttributeError on the None)."""
+    if not any("." in path for path in changed):
+        return
+    every = set(document._get_changed_fields())
+    kept = [
+        path
+        for path in changed
+        if "." not in path
+        or (
+            _walkable(document, path)
+            and not any(
+                path[:index] in every for index, char in enumerate(path) if char == "."
+            )
+        )
+    ]
+    if len(kept) != len(changed):
+        changed[:] = kept
+
+
+def _walkable(document: Any, path: str) -> bool:
+    """Whether each step of ``path`` starts from a document, a list or a
+    dict, as ``_clear_changed_fields`` steps through them."""
+    value: Any = document
+    for part in path.split("."):
+        if isinstance(value, list):
+            index = int(part) if part.isdigit() else len(value)
+            value = value[index] if index < len(value) else None
+        elif isinstance(value, dict):
+            value = value.get(part)
+        elif hasattr(value, "_reverse_db_field_map"):
+            value = getattr(value, value._reverse_db_field_map.get(part, part), None)
+        else:
+            return False
+    return True
 
 
 def take_changes(document: Any) -> list[str] | None:
@@ -288,7 +340,7 @@ def take_changes(document: Any) -> list[str] | None:
     if _nested_changes(document):
         if sent is not None:
             sent = document._get_changed_fields()
-        document._clear_changed_fields()  # (the nested ones too; then [])
+        _clear_all(document)  # (the nested ones too; then [])
     else:
         _set_changed_fields(document, [])
     return sent
@@ -302,7 +354,7 @@ def give_back_changes(document: Any, sent: list[str] | None) -> list[str] | None
     as changed, and the document is left so."""
     if _nested_changes(document):
         meanwhile = document._get_changed_fields()
-        document._clear_changed_fields()
+        _clear_all(document)
     else:
         meanwhile = getattr(document, "_changed_fields", None)
         if meanwhile is None:
