@@ -48,6 +48,7 @@ from mongoengine_async import (
     AsyncReferenceProxy,
     DictField,
     Document,
+    DynamicDocument,
     DynamicField,
     EmbeddedDocument,
     EmbeddedDocumentField,
@@ -396,6 +397,51 @@ async def test_a_missing_target_in_untyped_containers_is_saved_as_stored(
     assert loaded.to_json(json_options=json_util.RELAXED_JSON_OPTIONS)
     loaded.title = "kept"
     await loaded.async_save()
+    assert await collection.find_one() == {**before, "title": "kept"}
+
+
+class SrDynamicTarget(DynamicDocument):
+    name = StringField()
+
+
+class SrDynamicHolder(Document):
+    target = ReferenceField(SrDynamicTarget)
+    targets = ListField(ReferenceField(SrDynamicTarget))
+    title = StringField()
+
+
+async def test_a_missing_dynamic_target_raises_does_not_exist_for_any_name(
+    async_alias,
+):
+    # MongoEngine raises DoesNotExist for any read of a reference to a deleted
+    # document; a missing proxy raised it for a declared field but a plain
+    # AttributeError for a DynamicDocument's undeclared (dynamic) field. Any
+    # name now raises the DoesNotExist, which is also an AttributeError for
+    # the names that are not declared fields (hasattr() answers, the document
+    # is saved as stored).
+    gone = SrDynamicTarget(name="Gone", extra=5)
+    await gone.async_save()
+    await SrDynamicHolder(target=gone, targets=[gone], title="t").async_save()
+    collection = await SrDynamicHolder._async_get_collection()
+    before = await collection.find_one()
+    await gone.async_delete()
+    dbref = repr(DBRef("sr_dynamic_target", gone.id))
+    [holder] = await SrDynamicHolder.objects.async_select_related()
+    for proxy, name in ((holder.target, "target"), (holder.targets[0], "targets")):
+        assert repr(proxy).endswith("(missing)>")
+        message = f"Trying to dereference unknown document {dbref} (reference {name!r})"
+        with pytest.raises(SrDynamicTarget.DoesNotExist, match=r"\(reading 'extra'\)"):
+            proxy.extra  # noqa: B018
+        for attribute in ("extra", "name", "anything"):
+            with pytest.raises(mongoengine.DoesNotExist) as info:
+                getattr(proxy, attribute)
+            assert isinstance(info.value, SrDynamicTarget.DoesNotExist)
+            assert str(info.value).startswith(message)
+        assert not hasattr(proxy, "extra") and not hasattr(proxy, "to_mongo")
+        assert getattr(proxy, "extra", None) is None
+    holder.validate()
+    holder.title = "kept"
+    await holder.async_save()
     assert await collection.find_one() == {**before, "title": "kept"}
 
 

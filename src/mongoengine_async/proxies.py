@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import threading
 import weakref
 from collections.abc import Generator
@@ -502,14 +503,18 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         except AttributeError:
             pass
         if self._missing and self._document is None:
-            if _is_field(self.document_type, name):
-                raise missing_error(self.document_type, self, self._name)
-            # Not a field (what hasattr() probes, such as MongoEngine's
-            # to_mongo() asking for ``to_mongo`` or ``items``): an
-            # AttributeError, so the stored reference is saved as it was.
-            raise AttributeError(
-                f"{name!r} is not available on the reference {self._name!r}: "
-                f"its document {self.as_dbref()!r} is missing"
+            cls = self.document_type
+            if _is_field(cls, name):
+                raise missing_error(cls, self, self._name)
+            # Not a declared field: a field of a DynamicDocument, perhaps, or
+            # what hasattr() probes (MongoEngine's to_mongo() asks for
+            # ``to_mongo`` or ``items``). MongoEngine raises DoesNotExist for
+            # any read of such a reference; this is that DoesNotExist and an
+            # AttributeError, so hasattr() answers and the stored reference
+            # is saved as it was.
+            error = missing_error(cls, self, self._name)
+            raise _missing_attribute_type(type(error))(
+                f"{error} (reading {name!r})", name=name, obj=self
             )
         if self._document is not None:  # a proxy kept after it was awaited
             raise AttributeError(
@@ -536,6 +541,18 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
             state = "missing" if self._missing else "unfetched"
         name = "" if self._name is None else f": {self._name}"
         return f"<AsyncReferenceProxy{name} ({state})>"
+
+
+@functools.cache
+def _missing_attribute_type(does_not_exist: type[Exception]) -> type[Exception]:
+    """``does_not_exist`` (a document class's ``DoesNotExist``) that is also
+    an ``AttributeError``: what reading a name that is not a declared field
+    of a missing reference's document raises."""
+    return type(
+        does_not_exist.__name__,
+        (does_not_exist, AttributeError),
+        {"__module__": does_not_exist.__module__},
+    )
 
 
 def _is_field(cls: type[Any], name: str) -> bool:
