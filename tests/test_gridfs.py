@@ -173,6 +173,46 @@ async def test_every_kind_of_source(async_alias: str, make) -> None:
     assert book.file.length == len(data)
 
 
+async def test_put_of_another_proxy_stores_a_copy_of_its_file(
+    async_alias: str, sync_alias: str
+) -> None:
+    # MongoEngine's put(proxy) stores a copy of the other file's bytes (a new
+    # file, none of its fields); async_put refused it (its blocking read).
+    data = os.urandom(3 * CHUNK + 11)
+    source = GfsBook(title="source")
+    await source.file.async_put(data, filename="source.bin", metadata={"m": 1})
+    await source.async_save()
+    loaded = await GfsBook.objects.async_get(id=source.id)  # not loaded: streamed
+    copy = GfsBook(title="copy")
+    await copy.file.async_put(loaded.file, filename="copy.bin")
+    await copy.async_save()
+    assert copy.file.grid_id != source.file.grid_id
+    assert (copy.file.filename, copy.file.metadata) == ("copy.bin", None)
+    assert await copy.file.async_read() == data
+    assert await loaded.file.async_read() == data  # the source is untouched
+    assert await counts() == (2, 2 * 4)
+    # As MongoEngine's put of the same proxy, on a sync alias.
+    sync_source = GfsSharedSync(title="s")
+    sync_source.file.put(data)
+    sync_source.save()
+    sync_copy = GfsSharedSync(title="c")
+    sync_copy.file.put(GfsSharedSync.objects.get(id=sync_source.id).file)
+    assert sync_copy.file.read() == data
+    # Into an image field: the other image's bytes, processed as any image.
+    photo = GfsPhoto()
+    await photo.image.async_put(png(80, 40))
+    again = GfsPhoto()
+    await again.image.async_put(
+        (await GfsPhoto.objects.async_get(id=(await photo.async_save()).id)).image
+    )
+    assert (again.image.size, again.image.format) == ((50, 25), "PNG")
+    # A proxy that holds no file has no content (MongoEngine: TypeError too).
+    empty = GfsBook()
+    with pytest.raises(TypeError, match="no file"):
+        await empty.file.async_put(GfsBook().file)
+    assert empty.file.grid_id is None and await counts() == (2, 8)
+
+
 async def test_real_file_source(async_alias: str, tmp_path) -> None:
     data = os.urandom(3 * CHUNK + 5)
     path = tmp_path / "data.bin"
@@ -417,6 +457,101 @@ async def test_images_interoperate(async_alias: str, sync_alias: str) -> None:
     assert (proxy.size, proxy.format) == ((30, 60), "PNG")
     thumbnail = await proxy.async_thumbnail()
     assert Image.open(io.BytesIO(await thumbnail.read())).size == (8, 8)
+
+
+GRID_OUT_NAMES = (
+    "name",
+    "md5",
+    "aliases",
+    "filename",
+    "content_type",
+    "length",
+    "upload_date",
+    "metadata",
+    "chunk_size",
+)
+
+
+def _read_all(proxy: object, names: tuple[str, ...]) -> dict[str, object]:
+    """Each name's value, or the type of the exception reading it raised."""
+    values: dict[str, object] = {}
+    for name in names:
+        try:
+            values[name] = getattr(proxy, name)
+        except Exception as error:  # the type is what is compared
+            values[name] = type(error).__name__
+    return values
+
+
+@pytest.mark.filterwarnings("ignore:GridOut property:DeprecationWarning")
+async def test_loaded_proxy_has_the_grid_out_fields_of_mongoengine(
+    async_alias: str, sync_alias: str
+) -> None:
+    # name, md5 and aliases raised AttributeError on a loaded async proxy,
+    # where MongoEngine's proxy reads them from its GridOut (None when the
+    # files document has none): compared here field by field on the same
+    # files, one with them all and one with none.
+    full = GfsSharedSync(title="full")
+    full.file.put(
+        b"abc",
+        filename="full.txt",
+        content_type="text/plain",
+        metadata={"k": 1},
+        aliases=["other"],
+        md5="0" * 32,
+    )
+    full.save()
+    bare = GfsSharedSync(title="bare")
+    bare.file.put(b"abc")
+    bare.save()
+    for sync_doc in (full, bare):
+        expected = _read_all(
+            GfsSharedSync.objects.get(id=sync_doc.id).file, GRID_OUT_NAMES
+        )
+        assert expected["name"] == expected["filename"]
+        doc = await GfsSharedAsync.objects.async_get(id=sync_doc.id)
+        proxy = await GfsSharedAsync.file.async_get(doc)
+        assert _read_all(proxy, GRID_OUT_NAMES) == expected
+        doc = await GfsSharedAsync.objects.async_get(id=sync_doc.id)
+        await doc.file.async_read()  # loads the files document too
+        assert _read_all(doc.file, GRID_OUT_NAMES) == expected
+    assert _read_all(proxy, ("name", "md5", "aliases")) == dict.fromkeys(
+        ("name", "md5", "aliases")
+    )
+
+
+class GfsNotImage(Document):
+    meta = {"collection": "gfs_shared", "strict": False}
+    image = ImageField(db_field="file", collection_name="shared")
+
+
+class GfsNotImageSync(Document):
+    meta = {"collection": "gfs_shared", "db_alias": SYNC_ALIAS, "strict": False}
+    image = ImageField(db_field="file", collection_name="shared", db_alias=SYNC_ALIAS)
+
+
+async def test_loaded_image_that_is_not_an_image_reads_as_in_mongoengine(
+    async_alias: str, sync_alias: str
+) -> None:
+    # A file that no ImageField stored (no width, format, thumbnail_id),
+    # read through an ImageField: MongoEngine's size, format and thumbnail
+    # raise AttributeError; the async proxy gave None.
+    names = ("size", "format", "thumbnail", "thumbnail_id", "filename", "name")
+    sync_doc = GfsSharedSync(title="not an image")
+    sync_doc.file.put(b"plain bytes", filename="plain.txt")
+    sync_doc.save()
+    expected = _read_all(GfsNotImageSync.objects.get(id=sync_doc.id).image, names)
+    assert expected["size"] == expected["format"] == "AttributeError"
+    doc = await GfsNotImage.objects.async_get(id=sync_doc.id)
+    proxy = await GfsNotImage.image.async_get(doc)
+    assert _read_all(proxy, names) == expected
+    assert getattr(proxy, "size", "default") == "default"
+    with pytest.raises(AttributeError, match="is not an image"):
+        _ = proxy.size
+    # A real image without a thumbnail still answers None, as MongoEngine's.
+    plain = GfsPlainImage()
+    await plain.image.async_put(png(20, 10))
+    assert (plain.image.size, plain.image.thumbnail) == ((20, 10), None)
 
 
 async def test_sync_alias_field_keeps_mongoengine_behaviour(

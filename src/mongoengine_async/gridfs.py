@@ -208,10 +208,20 @@ async def _to_completion(coroutine: Any) -> Any:
 
 
 async def _pieces(data: Any, read_size: int) -> AsyncIterator[bytes]:
-    """The bytes of ``data``: bytes, a (sync or async) binary file object, or a
-    (sync or async) iterable of bytes, a piece at a time."""
+    """The bytes of ``data``: bytes, a (sync or async) binary file object, a
+    (sync or async) iterable of bytes, or the file of an
+    :class:`AsyncGridFSProxy` (streamed), a piece at a time."""
     if isinstance(data, (bytes, bytearray, memoryview)):
         yield bytes(data)
+        return
+    if isinstance(data, AsyncGridFSProxy):  # another file: a copy of its bytes
+        if data.grid_id is None:
+            raise TypeError(
+                f"can only store the content of a file proxy that holds a file, "
+                f"not of {data!r} (no file)"
+            )
+        async for piece in data.async_iter_chunks(read_size):
+            yield piece
         return
     read = getattr(data, "read", None)
     if read is not None:
@@ -392,6 +402,23 @@ class AsyncGridFSProxy(GridFSProxy):
     @property
     def chunk_size(self) -> int | None:
         return self._file_value("chunkSize")
+
+    # GridOut's other fields, which MongoEngine's proxy reads through to
+    # (None when the files document lacks them, as there).
+
+    @property
+    def name(self) -> str | None:
+        """``filename`` (GridOut's alias of it)."""
+        return self._file_value("filename")
+
+    @property
+    def md5(self) -> str | None:
+        """``md5`` of the files document (PyMongo 4 writes none)."""
+        return self._file_value("md5")
+
+    @property
+    def aliases(self) -> list[str] | None:
+        return self._file_value("aliases")
 
     @property
     def loaded(self) -> bool:
@@ -591,9 +618,9 @@ class AsyncGridFSProxy(GridFSProxy):
         session: AsyncClientSession | None = None,
         **kwargs: Any,
     ) -> AsyncGridFSProxy:
-        """Store ``data`` (bytes, a binary file object, or an async iterator or
-        async file of bytes) chunk by chunk, in ``session`` if given; returns
-        this proxy.
+        """Store ``data`` (bytes, a binary file object, an async iterator or
+        async file of bytes, or another file's proxy, whose bytes are copied)
+        chunk by chunk, in ``session`` if given; returns this proxy.
 
         Extra keywords become fields of the files document, as with
         MongoEngine's ``put``. Raises ``GridFSError`` when the proxy already

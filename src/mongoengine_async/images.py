@@ -99,7 +99,13 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
             return None
         if not self.loaded:
             raise not_loaded_error(self, attribute or name)
-        return self._file.get(name)
+        if name not in self._file:  # as MongoEngine's, which reads it from GridOut
+            raise AttributeError(
+                f"{type(self).__name__}.{attribute or name}: the file "
+                f"{self.grid_id!r} is not an image stored by an ImageField "
+                f"(its files document has no {name!r})"
+            )
+        return self._file[name]
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -119,12 +125,13 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
     @property
     def thumbnail(self) -> Any:
         """None when that is known without I/O (no image, or a loaded one
-        without a thumbnail), as MongoEngine's; otherwise opening it would
+        without a thumbnail), as MongoEngine's (a loaded file that is not an
+        image, without ``thumbnail_id``: AttributeError); otherwise opening it would
         block: ``NotLoadedError`` (also an ``AttributeError``, so ``hasattr``
         answers) naming ``async_thumbnail``."""
-        if self.grid_id is None or (
-            self.loaded and self._file.get("thumbnail_id") is None
-        ):
+        if self.grid_id is None:
+            return None
+        if self.loaded and self.thumbnail_id is None:
             return None
         raise NotLoadedError(
             f"{type(self).__name__}.thumbnail would block the event loop: "
