@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import functools
 import threading
 import weakref
 from collections.abc import Generator
@@ -543,16 +542,21 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         return f"<AsyncReferenceProxy{name} ({state})>"
 
 
-@functools.cache
 def _missing_attribute_type(does_not_exist: type[Exception]) -> type[Exception]:
     """``does_not_exist`` (a document class's ``DoesNotExist``) that is also
     an ``AttributeError``: what reading a name that is not a declared field
-    of a missing reference's document raises."""
-    return type(
-        does_not_exist.__name__,
-        (does_not_exist, AttributeError),
-        {"__module__": does_not_exist.__module__},
-    )
+    of a missing reference's document raises. Made once, kept on the class
+    (so it goes with it)."""
+    made = does_not_exist.__dict__.get("_as_attribute_error")
+    if made is None:
+        made = type(
+            does_not_exist.__name__,
+            (does_not_exist, AttributeError),
+            {"__module__": does_not_exist.__module__},
+        )
+        made.__qualname__ = does_not_exist.__qualname__
+        setattr(does_not_exist, "_as_attribute_error", made)  # noqa: B010
+    return made
 
 
 def _is_field(cls: type[Any], name: str) -> bool:
