@@ -512,9 +512,9 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
             # AttributeError, so hasattr() answers and the stored reference
             # is saved as it was.
             error = missing_error(cls, self, self._name)
-            raise _missing_attribute_type(type(error))(
-                f"{error} (reading {name!r})", name=name, obj=self
-            )
+            raised = _missing_attribute_type(type(error))(f"{error} (reading {name!r})")
+            raised.name, raised.obj = name, self
+            raise raised
         if self._document is not None:  # a proxy kept after it was awaited
             raise AttributeError(
                 f"{name!r} is not available on the reference {self._name!r}, "
@@ -542,17 +542,16 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         return f"<AsyncReferenceProxy{name} ({state})>"
 
 
-def _missing_attribute_type(does_not_exist: type[Exception]) -> type[Exception]:
+def _missing_attribute_type(does_not_exist: type[Exception]) -> type[AttributeError]:
     """``does_not_exist`` (a document class's ``DoesNotExist``) that is also
     an ``AttributeError``: what reading a name that is not a declared field
     of a missing reference's document raises. Made once, kept on the class
     (so it goes with it)."""
     made = does_not_exist.__dict__.get("_as_attribute_error")
     if made is None:
+        bases: Any = (does_not_exist, AttributeError)
         made = type(
-            does_not_exist.__name__,
-            (does_not_exist, AttributeError),
-            {"__module__": does_not_exist.__module__},
+            does_not_exist.__name__, bases, {"__module__": does_not_exist.__module__}
         )
         made.__qualname__ = does_not_exist.__qualname__
         setattr(does_not_exist, "_as_attribute_error", made)  # noqa: B010
