@@ -504,7 +504,12 @@ async def test_loaded_proxy_has_the_grid_out_fields_of_mongoengine(
     bare = GfsSharedSync(title="bare")
     bare.file.put(b"abc")
     bare.save()
-    for sync_doc in (full, bare):
+    # GridOut's content_type is the files document's contentType only (the
+    # async proxy read one in metadata as its own).
+    in_metadata = GfsSharedSync(title="in metadata")
+    in_metadata.file.put(b"abc", metadata={"contentType": "text/plain"})
+    in_metadata.save()
+    for sync_doc in (full, bare, in_metadata):
         expected = _read_all(
             GfsSharedSync.objects.get(id=sync_doc.id).file, GRID_OUT_NAMES
         )

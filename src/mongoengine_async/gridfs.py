@@ -385,11 +385,9 @@ class AsyncGridFSProxy(GridFSProxy):
 
     @property
     def content_type(self) -> str | None:
-        """``contentType`` of the files document (or of its ``metadata``)."""
-        value = self._file_value("contentType")
-        if value is None and isinstance(self.metadata, dict):
-            value = self.metadata.get("contentType")
-        return value
+        """``contentType`` of the files document (as GridOut's, not the one
+        its ``metadata`` may hold)."""
+        return self._file_value("contentType")
 
     @property
     def upload_date(self) -> Any:
