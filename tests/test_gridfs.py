@@ -206,6 +206,18 @@ async def test_put_of_another_proxy_stores_a_copy_of_its_file(
         (await GfsPhoto.objects.async_get(id=(await photo.async_save()).id)).image
     )
     assert (again.image.size, again.image.format) == ((50, 25), "PNG")
+    # Replacing a file by itself: a new file (the old one deleted after);
+    # under its own id the old one is deleted first, so it is refused (its
+    # content was lost, a TypeError after the delete, as in MongoEngine).
+    old_id = copy.file.grid_id
+    await copy.file.async_replace(copy.file)
+    assert copy.file.grid_id != old_id and await copy.file.async_read() == data
+    await copy.async_save()
+    for same in (copy.file, (await GfsBook.objects.async_get(id=copy.id)).file):
+        kept = copy.file.grid_id
+        with pytest.raises(TypeError, match="its own content"):
+            await copy.file.async_replace(same, _id=kept)
+        assert copy.file.grid_id == kept and await copy.file.async_read() == data
     # A proxy that holds no file has no content (MongoEngine: TypeError too).
     empty = GfsBook()
     with pytest.raises(TypeError, match="no file"):

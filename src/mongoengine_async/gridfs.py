@@ -698,6 +698,12 @@ class AsyncGridFSProxy(GridFSProxy):
         the old one is deleted first, as MongoEngine's ``replace`` does (so a
         failed upload then leaves no file)."""
         if self.grid_id is not None and kwargs.get("_id") == self.grid_id:
+            if isinstance(data, AsyncGridFSProxy) and data == self:
+                raise TypeError(  # deleted first, its content would be gone
+                    f"cannot replace the file {self.grid_id!r} by its own content "
+                    "under its own id (the old file is deleted first): replace "
+                    "it without _id=, or put a copy elsewhere first"
+                )
             await self.async_delete(missing_ok=True, session=session)
             await self.async_put(
                 data, filename, content_type, metadata, session=session, **kwargs
