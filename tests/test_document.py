@@ -464,8 +464,10 @@ async def test_a_change_inside_an_embedded_document_while_saving_is_saved_next(
     async_alias, command_log
 ):
     """A change another task makes inside an embedded document while the
-    write is on its way is the embedded document's own: it is kept (by its
-    path) for the next save, for a stored document and for a new one."""
+    write is on its way is the embedded document's own: it is kept (in the
+    embedded document's own list, as MongoEngine keeps it) for the next save,
+    for a stored document and for a new one; replaced afterwards, the
+    embedded document takes it away with it."""
     person = await DocPerson(name="Ada", address=DocAddress(city="Oslo")).async_save()
 
     async def change_while_sent(change):
@@ -479,6 +481,7 @@ async def test_a_change_inside_an_embedded_document_while_saving_is_saved_next(
     person.age = 2
     await change_while_sent(lambda: setattr(person.address, "city", "Rome"))
     assert person._get_changed_fields() == ["address.city"]
+    assert (person._changed_fields, person.address._changed_fields) == ([], ["city"])
     stored = await _db().doc_person.find_one({"_id": person.id})
     assert (stored["age"], stored["address"]["city"]) == (2, "Oslo")
     command_log.clear()
@@ -495,6 +498,15 @@ async def test_a_change_inside_an_embedded_document_while_saving_is_saved_next(
     await person.async_save()
     stored = await _db().doc_person.find_one({"_id": person.id})
     assert stored["address"] == {"city": "Rome", "street": "Main"}
+    assert person._get_changed_fields() == []
+
+    person.age = 3
+    await change_while_sent(lambda: setattr(person.address, "city", "Oslo"))
+    assert (person._changed_fields, person.address._changed_fields) == ([], ["city"])
+    person.address = DocAddress(street="High")  # replaced: its change goes too
+    await person.async_save()
+    stored = await _db().doc_person.find_one({"_id": person.id})
+    assert stored["address"] == {"street": "High"}
     assert person._get_changed_fields() == []
 
 

@@ -49,6 +49,7 @@ from mongoengine_async import (
     InvalidDocumentError,
     ListField,
     MapField,
+    NotUniqueError,
     ReferenceField,
     async_run_in_transaction,
     signals,
@@ -481,3 +482,122 @@ async def test_a_change_given_back_then_superseded_by_its_parent(
     assert "inner" not in stored["e"]
     assert stored["es"][0]["inner"]["z"] == 3
     assert document._get_changed_fields() == []
+
+
+class SiUnique(Document):
+    """A save made to fail: ``u`` set to another document's."""
+
+    u = IntField(unique=True)
+    e = EmbeddedDocumentField(SiPart)
+    es = ListField(EmbeddedDocumentField(SiPart))
+    m = MapField(EmbeddedDocumentField(SiPart))
+
+
+# A change inside an embedded document (set on the loaded document), where
+# MongoEngine's bookkeeping has it (the embedded document, its path there),
+# and a change superseding it (the embedded document replaced or removed).
+GIVEN_BACK: dict[
+    str, tuple[Callable[[Any], Any], Callable[[Any], Any], Callable[[Any], Any]]
+] = {
+    "e.inner.z, e.inner=None": (
+        lambda d: setattr(d.e.inner, "z", 2),
+        lambda d: d.e.inner,
+        lambda d: setattr(d.e, "inner", None),
+    ),
+    "e.inner.z, e.inner=new": (
+        lambda d: setattr(d.e.inner, "z", 2),
+        lambda d: d.e.inner,
+        lambda d: setattr(d.e, "inner", SiInner(z=9)),
+    ),
+    "e.inner.z, e=None": (
+        lambda d: setattr(d.e.inner, "z", 2),
+        lambda d: d.e.inner,
+        lambda d: setattr(d, "e", None),
+    ),
+    "es.1.x, es=new": (
+        lambda d: setattr(d.es[1], "x", 2),
+        lambda d: d.es[1],
+        lambda d: setattr(d, "es", [part(9)]),
+    ),
+    "es.1.x, es.pop()": (
+        lambda d: setattr(d.es[1], "x", 2),
+        lambda d: d.es[1],
+        lambda d: d.es.pop(),
+    ),
+    "es.1.x, es.pop(0)": (
+        lambda d: setattr(d.es[1], "x", 2),
+        lambda d: d.es[1],
+        lambda d: d.es.pop(0),
+    ),
+    "es.1.x, es[1]=new": (
+        lambda d: setattr(d.es[1], "x", 2),
+        lambda d: d.es[1],
+        lambda d: d.es.__setitem__(1, part(9)),
+    ),
+    "es.1.inner.z, es.1.inner=new": (
+        lambda d: setattr(d.es[1].inner, "z", 2),
+        lambda d: d.es[1].inner,
+        lambda d: setattr(d.es[1], "inner", SiInner(z=9)),
+    ),
+    "m.k.x, m[k]=new": (
+        lambda d: setattr(d.m["k"], "x", 2),
+        lambda d: d.m["k"],
+        lambda d: d.m.__setitem__("k", part(9)),
+    ),
+    "m.k.inner.z, m[k]=new": (
+        lambda d: setattr(d.m["k"].inner, "z", 2),
+        lambda d: d.m["k"].inner,
+        lambda d: d.m.__setitem__("k", part(9)),
+    ),
+    "m.k.x, m.pop(k)": (
+        lambda d: setattr(d.m["k"], "x", 2),
+        lambda d: d.m["k"],
+        lambda d: d.m.pop("k"),
+    ),
+    "m.k.x, m=new": (
+        lambda d: setattr(d.m["k"], "x", 2),
+        lambda d: d.m["k"],
+        lambda d: setattr(d, "m", {"j": part(9)}),
+    ),
+}
+
+
+@pytest.mark.parametrize("how", ["aborted transaction", "failed write"])
+@pytest.mark.parametrize("shape", list(GIVEN_BACK))
+async def test_changes_given_back_are_in_their_embedded_documents(
+    async_alias: str, shape: str, how: str
+) -> None:
+    """A change inside an embedded document (in a list, in a map, nested)
+    that a save gave back is back in that embedded document's own list of
+    changes, as MongoEngine's bookkeeping has it (it was in the document's
+    own list, by its path): the embedded document, replaced or removed
+    afterwards, takes it away with it, and the next save stores what the
+    document holds, as MongoEngine's save would."""
+    change, holder, supersede = GIVEN_BACK[shape]
+    await SiUnique(u=1).async_save()
+    document = await SiUnique(
+        u=2,
+        e=part(0),
+        es=[part(0), part(1)],
+        m={"k": part(0), "l": part(1)},
+    ).async_save()
+    document = await SiUnique.objects.async_get(pk=document.pk)
+    change(document)
+    embedded = holder(document)
+    if how == "aborted transaction":
+        with pytest.raises(RuntimeError, match="abort"):
+            async with async_run_in_transaction():
+                await document.async_save()
+                raise RuntimeError("abort")
+    else:
+        document.u = 1
+        with pytest.raises(NotUniqueError):
+            await document.async_save()
+        document.u = 2
+    assert embedded._changed_fields == [shape.split(",")[0].rsplit(".", 1)[1]]
+    assert document._changed_fields == ([] if how == "aborted transaction" else ["u"])
+    supersede(document)
+    await document.async_save()
+    assert document._get_changed_fields() == []
+    stored = await SiUnique._get_collection().find_one({"_id": document.pk})
+    assert stored == document.to_mongo().to_dict()

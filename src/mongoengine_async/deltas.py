@@ -230,8 +230,6 @@ def update_doc(document: Any, son: Mapping[str, Any]) -> dict[str, Any]:
     changed = getattr(document, "_changed_fields", None)
     plan = None if changed is None else _plain(document, changed)
     if plan is None or changed is None:
-        if changed:
-            _drop_superseded(document, changed)
         return document._get_update_doc()
     updates, removals = {}, {}
     for path in changed:
@@ -255,77 +253,27 @@ def update_doc(document: Any, son: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def clear_changes(document: Any) -> None:
-    """``_clear_all(document)``, as a save ends."""
+    """``document._clear_changed_fields()``, as a save ends."""
     changed = getattr(document, "_changed_fields", [])  # none yet: no change
     if type(changed) is _Watched:
         # Another save's steps after its write watch the list (this save sent
         # nothing: it took none): emptied in place, it still notes the changes
         # made since, which that save keeps as it ends.
-        _clear_all(document)  # (the nested ones too)
+        document._clear_changed_fields()  # (the nested ones too)
         del changed[:]
         _set_changed_fields(document, changed)
         return
     plan = _plain(document, changed)
     if plan is None:
-        _clear_all(document)
+        document._clear_changed_fields()
         return
     data = document._data
     for path in changed:
         name = plan.plain_reads.get(path)
         if name is None or type(data.get(name)) not in _FLAT:
-            _clear_all(document)
+            document._clear_changed_fields()
             return
     _set_changed_fields(document, [])  # what BaseDocument.__setattr__ does
-
-
-def _clear_all(document: Any) -> None:
-    """``document._clear_changed_fields()``, without the paths it could not
-    walk (see :func:`_drop_superseded`)."""
-    changed = getattr(document, "_changed_fields", None)
-    if changed:
-        _drop_superseded(document, changed)
-    document._clear_changed_fields()
-
-
-def _drop_superseded(document: Any, changed: list[str]) -> None:
-    """Drop from ``changed``, ``document``'s own list, the paths inside an
-    embedded document (ones a save gave back: ``e.inner.z``) that a change of
-    a field holding it supersedes (``e.inner = None``, in ``e``'s list): sent
-    with it, they conflict on the server, and MongoEngine's clearing cannot
-    walk them (AttributeError on the None)."""
-    if not any("." in path for path in changed):
-        return
-    every = set(document._get_changed_fields())
-    kept = [
-        path
-        for path in changed
-        if "." not in path
-        or (
-            _walkable(document, path)
-            and not any(
-                path[:index] in every for index, char in enumerate(path) if char == "."
-            )
-        )
-    ]
-    if len(kept) != len(changed):
-        changed[:] = kept
-
-
-def _walkable(document: Any, path: str) -> bool:
-    """Whether each step of ``path`` starts from a document, a list or a
-    dict, as ``_clear_changed_fields`` steps through them."""
-    value: Any = document
-    for part in path.split("."):
-        if isinstance(value, list):
-            index = int(part) if part.isdigit() else len(value)
-            value = value[index] if index < len(value) else None
-        elif isinstance(value, dict):
-            value = value.get(part)
-        elif hasattr(value, "_reverse_db_field_map"):
-            value = getattr(value, value._reverse_db_field_map.get(part, part), None)
-        else:
-            return False
-    return True
 
 
 def take_changes(document: Any) -> list[str] | None:
@@ -340,7 +288,7 @@ def take_changes(document: Any) -> list[str] | None:
     if _nested_changes(document):
         if sent is not None:
             sent = document._get_changed_fields()
-        _clear_all(document)  # (the nested ones too; then [])
+        document._clear_changed_fields()  # (the nested ones too; then [])
     else:
         _set_changed_fields(document, [])
     return sent
@@ -348,13 +296,14 @@ def take_changes(document: Any) -> list[str] | None:
 
 def give_back_changes(document: Any, sent: list[str] | None) -> list[str] | None:
     """Put back the list :func:`take_changes` took, with the changes made
-    meanwhile added to it (those in embedded documents by their paths);
-    returns those (the write did not send them). None when the list was
-    removed meanwhile (by an aborted transaction's undo): every field counts
-    as changed, and the document is left so."""
+    meanwhile added to it; those inside embedded documents go back to the
+    embedded documents holding them (see :func:`put_changes`). Returns the
+    changes made meanwhile (the write did not send them; those in embedded
+    documents by their paths). None when the list was removed meanwhile (by
+    an aborted transaction's undo): every field counts as changed, and the
+    document is left so."""
     if _nested_changes(document):
-        meanwhile = document._get_changed_fields()
-        _clear_all(document)
+        meanwhile = document._get_changed_fields()  # (they stay where they are)
     else:
         meanwhile = getattr(document, "_changed_fields", None)
         if meanwhile is None:
@@ -467,7 +416,7 @@ def watch_changes(document: Any, meanwhile: list[str] | None) -> _Watch | None:
         return None
     task = asyncio.current_task()
     if getattr(document, "_changed_fields", None) is None:
-        _set_changed_fields(document, list(meanwhile))
+        put_changes(document, list(meanwhile))
     top = _watched(document, task)
     nested: list[tuple[str, Any, _Watched]] = []
     if _nested_values(document):
@@ -563,9 +512,11 @@ def end_watch(document: Any, watch: _Watch) -> tuple[bool, list[str] | None]:
     if changes is None:  # removed (an aborted transaction's undo): all changed
         return True, None
     if changes is watched or type(changes) is _Watched:
-        # Those made while the write was awaited are in the list (a reload
-        # since took out those it read).
-        meanwhile = [path for path in watch.meanwhile if _covered(path, changes)]
+        # Those made while the write was awaited are in the lists (a reload
+        # since took out those it read, or replaced the embedded documents
+        # holding them).
+        held = document._get_changed_fields()
+        meanwhile = [path for path in watch.meanwhile if _covered(path, held)]
         if changes is watched:
             _set_changed_fields(document, list(changes))
             return True, _outermost(meanwhile + others)
@@ -640,11 +591,80 @@ def _outermost(paths: list[str]) -> list[str]:
 
 def put_changes(document: Any, changes: list[str] | None) -> None:
     """Set ``document``'s list of changes; None removes it (a document
-    without one counts every field as changed)."""
-    if changes is not None:
-        _set_changed_fields(document, changes)
-    elif hasattr(document, "_changed_fields"):
-        _changes_slot.__delete__(document)
+    without one counts every field as changed). A path inside an embedded
+    document (``e.inner.z``, ``items.1.x``, ``m.k.x``: as
+    ``_get_changed_fields`` gives them) is taken out of the list and given to
+    that embedded document, which MongoEngine's bookkeeping has it in (see
+    :func:`_give_nested`)."""
+    if changes is None:
+        if hasattr(document, "_changed_fields"):
+            _changes_slot.__delete__(document)
+        return
+    nested = _nested_paths(document, changes)
+    if nested:
+        changes[:] = [path for path in changes if path not in nested]
+    _set_changed_fields(document, changes)
+    if nested:
+        _give_nested(document, nested)
+
+
+def _nested_paths(document: Any, paths: list[str]) -> dict[str, Any]:
+    """The paths of ``paths`` that are not ``document``'s own, with their
+    owners (see :func:`_owner`)."""
+    if not any("." in path for path in paths):  # (most saves)
+        return {}
+    nested = {}
+    for path in paths:
+        if "." in path:
+            found = _owner(document, path)
+            if found is None or found[0] is not document:
+                nested[path] = found
+    return nested
+
+
+def _owner(document: Any, path: str) -> tuple[Any, str] | None:
+    """The document whose own list holds ``path`` as MongoEngine's
+    bookkeeping has it (the innermost embedded document it passes through,
+    or ``document``), and the path in it; None when a value it passes
+    through holds nothing (removed or replaced by a flat value: the change
+    went with the value that held it)."""
+    parts = path.split(".")
+    owner, start = document, 0
+    value: Any = document
+    for index, part in enumerate(parts[:-1]):
+        if isinstance(value, list | tuple):
+            if not part.isdigit() or int(part) >= len(value):
+                return None
+            value = value[int(part)]
+        elif isinstance(value, dict):
+            if part not in value:
+                return None
+            value = value[part]
+        elif isinstance(value, BaseDocument):
+            value = value._data.get(value._reverse_db_field_map.get(part, part))
+        else:
+            return None
+        if isinstance(value, mongoengine.EmbeddedDocument):
+            owner, start = value, index + 1
+    return owner, ".".join(parts[start:])
+
+
+def _give_nested(document: Any, nested: dict[str, Any]) -> None:
+    """Mark each path of ``nested`` as changed in the embedded document
+    holding it, unless a change of a value holding it supersedes it (``e``
+    or ``e.inner`` changed too: the embedded document that had it was
+    replaced or removed, and took its changes away with it)."""
+    every = set(document._get_changed_fields())
+    for path, found in nested.items():
+        if found is None or path in every:
+            continue
+        if any(path[:index] in every for index, char in enumerate(path) if char == "."):
+            continue
+        owner, rest = found
+        first, dot, tail = rest.partition(".")
+        # (_mark_as_changed maps its first name to its db_field)
+        name = owner._reverse_db_field_map.get(first, first)
+        owner._mark_as_changed(name + dot + tail)
 
 
 def journal_bookkeeping(documents: list[Any], session: AsyncClientSession) -> None:
@@ -674,10 +694,17 @@ def _restorer(document: Any) -> Callable[[], None]:
 
 def _merge_changes(document: Any, changes: list[str] | None) -> None:
     """Mark ``changes`` as changed again on top of ``document``'s own list
-    (the changes made since are kept); None removes the list (everything
-    counts as changed)."""
+    (the changes made since are kept), those inside embedded documents in
+    them (see :func:`put_changes`); None removes the list (everything counts
+    as changed)."""
     if changes is None:
         put_changes(document, None)
         return
-    for path in changes:  # (no list on the document: everything changed already)
-        document._mark_as_changed(path)
+    if not hasattr(document, "_changed_fields"):
+        return  # no list on the document: everything changed already
+    nested = _nested_paths(document, changes)
+    for path in changes:
+        if path not in nested:
+            document._mark_as_changed(path)
+    if nested:
+        _give_nested(document, nested)

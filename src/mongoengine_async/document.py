@@ -429,7 +429,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         if meanwhile is None:  # its list removed meanwhile (an aborted
             deltas.put_changes(self, None)  # transaction's undo): all changed
         elif meanwhile:  # changed by others while the save was awaited: for the next
-            self._changed_fields = meanwhile
+            deltas.put_changes(self, meanwhile)  # (in their embedded documents)
         return self
 
     async def _async_after_write(
