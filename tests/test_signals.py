@@ -354,3 +354,27 @@ async def test_cascaded_delete_receivers_run_in_the_deletes_transaction(
     assert await db.sig_book.count_documents({}) == 1
     assert await db.sig_review.count_documents({}) == 1
     assert await SigOther.objects.async_count() == 1
+
+
+async def test_post_save_of_an_inserted_document_shows_it_all_changed(
+    async_alias, connect
+):
+    """A plain ``post_save`` receiver sees a document its save inserted as
+    MongoEngine's does: without ``_changed_fields`` (every field counts as
+    changed), ``_delta()`` giving the whole document; a loaded one, its
+    changes. (Ours had given the inserted one an empty list: ``({}, {})``.)"""
+    seen = []
+
+    def receiver(sender, document, created, **kwargs):
+        seen.append((created, hasattr(document, "_changed_fields"), document._delta()))
+        document.pages = 9  # cleared as MongoEngine's save clears it
+
+    connect(signals.post_save, receiver, sender=SigBook)
+    book = await SigBook(title="T", pages=3).async_save()
+    book.pages = 4
+    await book.async_save()
+    assert seen == [
+        (True, False, ({"title": "T", "pages": 3}, {})),
+        (False, True, ({"pages": 4}, {})),
+    ]
+    assert book._changed_fields == []

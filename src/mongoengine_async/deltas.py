@@ -16,11 +16,12 @@ checks that both give identical updates and leave identical documents.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import enum
 import numbers
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -41,6 +42,7 @@ __all__ = (
     "put_changes",
     "reset_changes",
     "take_changes",
+    "unlisted",
     "update_doc",
     "watch_changes",
 )
@@ -665,6 +667,25 @@ def _give_nested(document: Any, nested: dict[str, Any]) -> None:
         # (_mark_as_changed maps its first name to its db_field)
         name = owner._reverse_db_field_map.get(first, first)
         owner._mark_as_changed(name + dot + tail)
+
+
+@contextlib.contextmanager
+def unlisted(document: Any) -> Iterator[None]:
+    """``document`` without its list of changes while the block runs (plain
+    code, no await: no other task can change it meanwhile), as MongoEngine's
+    ``post_save`` receivers see a document its save inserted (every field
+    counts as changed: ``_delta()`` gives the whole document); the list is
+    put back after. Changes the block marks on the document itself are not
+    noted, as MongoEngine's save clears them."""
+    changes = getattr(document, "_changed_fields", None)
+    if changes is None:
+        yield
+        return
+    _changes_slot.__delete__(document)
+    try:
+        yield
+    finally:
+        _set_changed_fields(document, changes)
 
 
 def journal_bookkeeping(documents: list[Any], session: AsyncClientSession) -> None:

@@ -449,8 +449,13 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         if cls._cached_reference_fields:
             await sync_cached_references(self, created, session)
         if mongoengine.signals.signals_available and signals.post_save.receivers:
-            await signals.send(
-                signals.post_save, cls, document=self, created=created, **signal_kwargs
+            # A plain receiver sees a document the save inserted as
+            # MongoEngine's does: without a list of changes (all changed).
+            await signals.send_around(
+                signals.post_save,
+                cls,
+                functools.partial(deltas.unlisted, self) if created else None,
+                {"document": self, "created": created, **signal_kwargs},
             )
 
     def _set_saved_id(self, created: bool, object_id: Any) -> None:

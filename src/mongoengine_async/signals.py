@@ -10,7 +10,9 @@ signals of your own), so that ``from mongoengine import signals`` can become
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 from mongoengine import signals
@@ -77,9 +79,25 @@ def has_delete_receivers(sender: type[Any]) -> bool:
 
 async def send(signal: Any, sender: type[Any], **kwargs: Any) -> None:
     """Call every receiver of ``signal`` for ``sender``, awaiting coroutines."""
+    await send_around(signal, sender, None, kwargs)
+
+
+async def send_around(
+    signal: Any,
+    sender: type[Any],
+    around: Callable[[], contextlib.AbstractContextManager[Any]] | None,
+    kwargs: dict[str, Any],
+) -> None:
+    """:func:`send`, each receiver called inside ``around()`` (a plain
+    receiver runs there whole; a coroutine function's body runs once its
+    coroutine is awaited, outside it)."""
     if not has_receivers(signal, sender):
         return
     for receiver in list(signal.receivers_for(sender)):
-        result = receiver(sender, **kwargs)
+        if around is None:
+            result = receiver(sender, **kwargs)
+        else:
+            with around():
+                result = receiver(sender, **kwargs)
         if inspect.isawaitable(result):
             await result
