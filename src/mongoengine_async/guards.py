@@ -25,6 +25,7 @@ from mongoengine_async.errors import AsyncUsageError
 __all__ = (
     "blocking_call_error",
     "guard_blocking_methods",
+    "kind_changed_error",
     "is_plain_async_document",
     "plain_document_error",
     "require_async",
@@ -35,10 +36,34 @@ __all__ = (
 def blocking_call_error(
     target: str, name: str, alias: str, use: str
 ) -> AsyncUsageError:
-    """The error for a blocking ``target.name()`` on async ``alias``."""
+    """The error for a blocking ``target.name()`` on async ``alias``; on an
+    alias that is sync now, made while it was async (see
+    :func:`kind_changed_error`)."""
+    if is_sync_connection(alias):
+        return kind_changed_error(target, name, alias, now_async=False)
     return AsyncUsageError(
         f"{target}.{name}() would block the event loop: alias '{alias}' is async "
         f"(connect_async); use {use} instead"
+    )
+
+
+def kind_changed_error(
+    target: str, name: str, alias: str, *, now_async: bool
+) -> AsyncUsageError:
+    """The error for ``target.name()`` on what was made (a queryset, a
+    ``switch_db()`` document) while ``alias`` was of the other kind, then
+    disconnected and connected again as a sync alias (``now_async`` False) or
+    an async one: it holds a collection of the other kind's client."""
+    if now_async:
+        was, now, again = "sync (connect())", "async (connect_async())", "async"
+        back = f"await disconnect_async('{alias}') and connect(alias='{alias}')"
+    else:
+        was, now, again = "async (connect_async())", "sync (connect())", "sync"
+        back = f"disconnect('{alias}') and connect_async(alias='{alias}')"
+    return AsyncUsageError(
+        f"{target}.{name}() cannot run: it was made while alias '{alias}' was "
+        f"{was}, and the alias is {now} now; make it again to use the {again} "
+        f"API, or {back}"
     )
 
 
@@ -89,11 +114,14 @@ def guard_blocking_methods(
     cls: type[Any],
     uses: dict[str, str],
     describe: Callable[[Any], tuple],
+    error: Callable[[Any, str, str, str, str], Exception] | None = None,
 ) -> None:
     """Replace each method ``name`` that ``cls`` inherits by a version that
     refuses async aliases; ``uses[name]`` says what to call instead and
     ``describe(obj)`` returns ``(is_async, target, alias)`` for the receiver.
-    On sync aliases it calls the inherited method: MongoEngine's as it is at
+    ``error(receiver, target, name, alias, use)``, if given, makes the error
+    raised (else :func:`blocking_call_error`). On sync aliases it calls the
+    inherited method: MongoEngine's as it is at
     the call (one patched on MongoEngine's class, ``mock.patch.object(
     mongoengine.Document, "save", ...)``, is called, as MongoEngine calls it),
     or the one of this package's that overrides it.
@@ -103,7 +131,9 @@ def guard_blocking_methods(
         is_classmethod = isinstance(raw, classmethod)
         function = raw.__func__ if is_classmethod else raw
         ours = function.__module__.startswith("mongoengine_async.")
-        guarded = _guarded(function, name, use, describe, None if ours else cls)
+        guarded = _guarded(
+            function, name, use, describe, None if ours else cls, error
+        )
         setattr(cls, name, classmethod(guarded) if is_classmethod else guarded)
 
 
@@ -121,6 +151,7 @@ def _guarded(
     use: str,
     describe: Callable,
     owner: type[Any] | None,
+    error: Callable[[Any, str, str, str, str], Exception] | None = None,
 ) -> Callable:
     """``function`` refusing async aliases; with ``owner``, the method it
     calls is looked up past ``owner`` at each call (MongoEngine's, maybe
@@ -130,6 +161,8 @@ def _guarded(
     def guarded(receiver: Any, *args: Any, **kwargs: Any) -> Any:
         is_async, target, alias = describe(receiver)
         if is_async:
+            if error is not None:
+                raise error(receiver, target, name, alias, use)
             raise blocking_call_error(target, name, alias, use)
         if owner is None:
             return function(receiver, *args, **kwargs)

@@ -71,7 +71,13 @@ from mongoengine_async.batches import (
     read_all,
 )
 from mongoengine_async.change_streams import ChangeStream, WatchOptions
-from mongoengine_async.connection import collection_alias
+from mongoengine_async.connection import (
+    ConnectionFailure,
+    collection_alias,
+    has_async_connections,
+    is_async_connection,
+    is_sync_connection,
+)
 from mongoengine_async.context import dereference_disabled
 from mongoengine_async.delete_rules import delete_each, delete_matching
 from mongoengine_async.from_bson import from_son, loader
@@ -79,6 +85,7 @@ from mongoengine_async.gridfs import delete_files, stored_files
 from mongoengine_async.guards import (
     blocking_call_error,
     guard_blocking_methods,
+    kind_changed_error,
     require_async,
 )
 from mongoengine_async.inserts import (
@@ -279,7 +286,40 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
 
     def _require_async(self, name: str, use: str) -> None:
         if not self._is_async():
-            require_async(self._alias(), self._target(), name, use)
+            alias = self._alias()
+            if is_async_connection(alias):  # built before it was connected async
+                raise kind_changed_error(self._target(), name, alias, now_async=True)
+            require_async(alias, self._target(), name, use)
+
+    def _made_sync_on_async_alias(self) -> str | None:
+        """The alias of a queryset built on a sync alias that was disconnected
+        and connected again with connect_async() since (its collection is one
+        of the closed sync client): the alias, else None."""
+        if self._is_async() or not has_async_connections():
+            return None
+        alias = self._alias()
+        return alias if is_async_connection(alias) else None
+
+    async def _resolve(
+        self,
+        name: str,
+        session: AsyncClientSession | None = None,
+        write_concern: dict[str, Any] | None = None,
+    ) -> Operation:
+        """:func:`resolve` for terminal ``name``; a queryset built while its
+        alias was async, disconnected and connected again with connect() since,
+        is refused as such (not as an alias that is not async)."""
+        try:
+            return await resolve(
+                self._document, self._collection_obj, session, write_concern
+            )
+        except ConnectionFailure:
+            alias = self._alias()
+            if is_sync_connection(alias):
+                raise kind_changed_error(
+                    self._target(), name, alias, now_async=False
+                ) from None
+            raise
 
     def _alias(self) -> str:
         """The alias of the queryset's collection: the class's, unless
@@ -310,9 +350,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             operation = home.operation  # (an async alias's: nothing to require)
         else:
             self._require_async(name, use)
-            operation = await resolve(
-                self._document, self._collection_obj, session, write_concern
-            )
+            operation = await self._resolve(name, session, write_concern)
         self._operation = operation
         self._collection_obj = operation.collection
         return operation.collection
@@ -383,6 +421,11 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
 
     def __getitem__(self, key: Any) -> Any:
         if not self._is_async():
+            alias = self._made_sync_on_async_alias()
+            if alias is not None:
+                raise kind_changed_error(
+                    self._target(), "__getitem__", alias, now_async=True
+                )
             return super().__getitem__(key)
         if isinstance(key, slice):
             return self._sliced(key)
@@ -787,7 +830,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         """The collection a change stream watches, with the queryset's read
         settings, and its session: ``session`` only, as the server refuses
         ``$changeStream`` in a transaction."""
-        operation = await resolve(self._document, self._collection_obj)
+        operation = await self._resolve("async_watch")
         client = operation.collection.database.client
         collection = self._with_read_options(operation.collection)
         return collection, own_session(self._document, client, session)
@@ -1125,10 +1168,30 @@ _BLOCKING = {
 
 
 def _describe(queryset: BaseQuerySet) -> tuple[bool, str, str]:
-    # Checked on every sync __next__: the names only matter for an async alias.
+    # The names only matter for an async alias.
+    if not queryset._is_async():
+        alias = queryset._made_sync_on_async_alias()
+        if alias is None:
+            return False, "", ""
+        return True, queryset._target(), alias
+    return True, queryset._target(), queryset._alias()
+
+
+def _describe_next(queryset: BaseQuerySet) -> tuple[bool, str, str]:
+    # Checked on every sync __next__ (an iteration begun by __iter__, which
+    # _describe checked): the names only matter for an async collection.
     if not queryset._is_async():
         return False, "", ""
     return True, queryset._target(), queryset._alias()
+
+
+def _blocking_error(
+    queryset: BaseQuerySet, target: str, name: str, alias: str, use: str
+) -> Exception:
+    """The error of a sync method refused by :func:`_describe`."""
+    if not queryset._is_async():  # (built before its alias was connected async)
+        return kind_changed_error(target, name, alias, now_async=True)
+    return blocking_call_error(target, name, alias, use)
 
 
 if TYPE_CHECKING:  # (the typed view of both is BaseQuerySet's stub base)
@@ -1165,7 +1228,11 @@ class QuerySetNoCache(BaseQuerySet[_D], _NotCaching):
         return super().cache()._clone_into(queryset)
 
 
-guard_blocking_methods(QuerySet, _BLOCKING, _describe)
+_NEXT = {"__next__": _BLOCKING["__next__"]}
+_OTHERS = {name: use for name, use in _BLOCKING.items() if name != "__next__"}
+guard_blocking_methods(QuerySet, _OTHERS, _describe, _blocking_error)
+guard_blocking_methods(QuerySet, _NEXT, _describe_next)
 # (MongoEngine's QuerySetNoCache has no __len__.)
-_NO_LEN = {name: use for name, use in _BLOCKING.items() if name != "__len__"}
-guard_blocking_methods(QuerySetNoCache, _NO_LEN, _describe)
+_NO_LEN = {name: use for name, use in _OTHERS.items() if name != "__len__"}
+guard_blocking_methods(QuerySetNoCache, _NO_LEN, _describe, _blocking_error)
+guard_blocking_methods(QuerySetNoCache, _NEXT, _describe_next)
