@@ -16,6 +16,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async.checks import check_model
+from mongoengine_async.classes import keyed_by_class, taken_in
 from mongoengine_async.connection import on_disconnect, registry_changed, released
 
 __all__ = (
@@ -26,7 +27,7 @@ __all__ = (
     "prepared",
 )
 
-_prepared: dict[tuple[type[Any], int, str], asyncio.Future] = {}
+_prepared: dict[tuple[type[Any], int, str], asyncio.Future] = keyed_by_class({})
 
 
 def _succeeded(task: asyncio.Future | None) -> bool:
@@ -74,6 +75,7 @@ async def prepare(cls: type[Any], collection: AsyncCollection) -> bool:
         return False
     started = task is None or task.done()  # a done one here failed
     if task is None or started:
+        taken_in(cls)
         task = asyncio.ensure_future(create_collection(cls, collection))
         _prepared[key] = task
     try:

@@ -18,6 +18,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async import collection_setup
 from mongoengine_async._compat import running_loop_or_none
+from mongoengine_async.classes import keyed_by_class, taken_in
 from mongoengine_async.connection import (
     get_async_collection,
     is_async_connection,
@@ -207,7 +208,7 @@ class Home(NamedTuple):
 # By class; kept by the first operation that needs one. Resolving a class's
 # prepared collection costs 3-4 µs: a third of what awaiting a reference adds
 # to the driver's find.
-_homes: dict[type[Any], Home] = {}
+_homes: dict[type[Any], Home] = keyed_by_class({})
 
 
 def plain_home(cls: type[Any], keep: bool = True) -> Home | None:
@@ -276,6 +277,8 @@ def _find_home(
         for stale in [k for k, kept in list(_homes.items()) if kept.version != version]:
             _homes.pop(stale, None)  # (what a closed loop's client left)
         if registry_version() == version:  # (else its client may be let go already)
+            if cls not in _homes:
+                taken_in(cls)
             _homes[cls] = home
     return home
 

@@ -29,6 +29,8 @@ from mongoengine import EmbeddedDocumentField, EnumField
 from mongoengine.base import BaseField, ComplexBaseField
 from mongoengine.errors import NotRegistered
 
+from mongoengine_async.classes import keyed_by_class, taken_in
+
 __all__ = ("forgets", "library_intact", "refresh", "watch")
 
 # The class hooks some plan replaces or reads (any of them changed: rebuilt).
@@ -203,18 +205,21 @@ def library_intact() -> bool:
     )
 
 
-_watches: dict[type[Any], _Watch] = {}
+_watches: dict[type[Any], _Watch] = keyed_by_class({})
 _caches: list[MutableMapping[Any, Any]] = []
 
 
 def forgets(cache: MutableMapping[Any, Any]) -> None:
-    """Register a module's plans by class, emptied when a watched class changes."""
+    """Register a module's plans by class, emptied when a watched class
+    changes; a class defined again has its own dropped (``classes.taken_in``)."""
     _caches.append(cache)
+    keyed_by_class(cache)
 
 
 def watch(cls: type[Any]) -> None:
     """Note what ``cls``'s plans are being built from (once, until forgotten)."""
     if cls not in _watches:
+        taken_in(cls)
         _watches[cls] = _Watch(cls)
 
 

@@ -71,6 +71,7 @@ from mongoengine_async.batches import (
     read_all,
 )
 from mongoengine_async.change_streams import ChangeStream, WatchOptions
+from mongoengine_async.classes import keyed_by_class, taken_in
 from mongoengine_async.connection import (
     ConnectionFailure,
     collection_alias,
@@ -258,6 +259,7 @@ def _id_field(document: type[Any], key: str) -> Any:
         return _id_fields[document, key]
     except KeyError:
         pass
+    taken_in(document)
     try:
         (field,) = document._lookup_field([key])
     except (LookUpError, ValueError):
@@ -268,7 +270,7 @@ def _id_field(document: type[Any], key: str) -> Any:
     return field
 
 
-_id_fields: dict[tuple[type[Any], str], Any] = {}
+_id_fields: dict[tuple[type[Any], str], Any] = keyed_by_class({})
 
 
 class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):

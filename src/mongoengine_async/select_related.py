@@ -33,6 +33,7 @@ from mongoengine_async.batches import (
     materialise_all,
     read_all,
 )
+from mongoengine_async.classes import keyed_by_class, taken_in
 from mongoengine_async.connection import on_running_loop
 from mongoengine_async.from_bson import (
     joining_loader,
@@ -140,7 +141,7 @@ PLAIN_VALUE_TYPES: frozenset[type] = frozenset(
 )
 
 _Referring = list[tuple[str, Any, type[Any] | None]]
-_referring_fields: dict[type[Any], _Referring] = {}
+_referring_fields: dict[type[Any], _Referring] = keyed_by_class({})
 
 
 def _fields_that_may_refer(document: BaseDocument) -> _Referring:
@@ -154,6 +155,7 @@ def _fields_that_may_refer(document: BaseDocument) -> _Referring:
 def _referring_fields_of(cls: type[Any]) -> _Referring:
     fields = _referring_fields.get(cls)
     if fields is None:
+        taken_in(cls)
         fields = _referring_fields[cls] = _referring(cls._fields)
     return fields
 

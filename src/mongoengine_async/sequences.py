@@ -27,7 +27,7 @@ from mongoengine.base import BaseDocument, BaseField, ComplexBaseField
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from pymongo import ReturnDocument
 
-from mongoengine_async.classes import with_subclasses
+from mongoengine_async.classes import keyed_by_class, taken_in, with_subclasses
 from mongoengine_async.connection import (
     get_async_db,
     is_async_connection,
@@ -180,7 +180,7 @@ def _has_sequences(cls: type[Any], seen: set[type[Any]]) -> bool:
 
 # Per class: whether it declares a SequenceField, and the embedded document
 # classes its typed fields declare.
-_fields: dict[type[Any], tuple[bool, tuple[type[Any], ...]]] = {}
+_fields: dict[type[Any], tuple[bool, tuple[type[Any], ...]]] = keyed_by_class({})
 
 
 def _fields_of(cls: type[Any]) -> tuple[bool, tuple[type[Any], ...]]:
@@ -188,6 +188,7 @@ def _fields_of(cls: type[Any]) -> tuple[bool, tuple[type[Any], ...]]:
     and the document types of its EmbeddedDocumentFields (see :func:`_innermost`)."""
     found = _fields.get(cls)
     if found is None:
+        taken_in(cls)
         inner = [_innermost(field) for field in cls._fields.values()]
         own = any(isinstance(field, SequenceField) for field in inner)
         embedded = tuple(
