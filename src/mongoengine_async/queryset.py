@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import mongoengine.queryset.queryset as me_queryset
 import pymongo.errors
 from bson.timestamp import Timestamp
+from mongoengine.connection import ConnectionFailure
 from mongoengine.context_managers import set_read_write_concern, set_write_concern
 from mongoengine.document import Document as MongoEngineDocument
 from mongoengine.errors import (
@@ -73,7 +74,6 @@ from mongoengine_async.batches import (
 from mongoengine_async.change_streams import ChangeStream, WatchOptions
 from mongoengine_async.classes import keyed_by_class, taken_in
 from mongoengine_async.connection import (
-    ConnectionFailure,
     collection_alias,
     has_async_connections,
     is_async_connection,
@@ -313,7 +313,11 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         is refused as such (not as an alias that is not async)."""
         try:
             return await resolve(
-                self._document, self._collection_obj, session, write_concern
+                self._document,
+                self._collection_obj,
+                session,
+                write_concern,
+                self._using,
             )
         except ConnectionFailure:
             alias = self._alias()
@@ -326,8 +330,24 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     def _alias(self) -> str:
         """The alias of the queryset's collection: the class's, unless
         ``using()`` moved the queryset to another."""
-        alias = self._document._db_alias()
+        alias = self._using or self._document._db_alias()
         return collection_alias(self._collection_obj, alias) or alias
+
+    # The alias ``using()`` named (None: the class's). Two aliases may name the
+    # same database on one client (same settings): a queryset kept while one of
+    # them is connected again elsewhere follows the one it was made for.
+    _using: str | None = None
+
+    def using(self, alias: str) -> Self:
+        """MongoEngine's ``using()``, remembering ``alias``."""
+        queryset = super().using(alias)
+        queryset._using = alias
+        return queryset
+
+    def _clone_into(self, new_qs: Any) -> Any:
+        new_qs = super()._clone_into(new_qs)
+        new_qs._using = self._using
+        return new_qs
 
     # The running terminal's (not cloned). Tasks may share a queryset: a
     # terminal reads it only before its first await after resolving it.
