@@ -74,11 +74,15 @@ def _sync_terminals(queryset):
 
 
 async def test_kept_async_queryset_on_alias_now_sync(mongodb_uri, database):
-    await connect_async(database, alias=ALIAS, host=mongodb_uri, uuidRepresentation="standard")
+    await connect_async(
+        database, alias=ALIAS, host=mongodb_uri, uuidRepresentation="standard"
+    )
     await KindNote(text="kept").async_save()
     kept = KindNote.objects(text="kept")
     await disconnect_async(ALIAS)
-    mongoengine_async.connect(database, alias=ALIAS, host=mongodb_uri, uuidRepresentation="standard")
+    mongoengine_async.connect(
+        database, alias=ALIAS, host=mongodb_uri, uuidRepresentation="standard"
+    )
     async for name, terminal in _async_terminals(kept):
         with pytest.raises(AsyncUsageError) as caught:
             await terminal()
@@ -97,11 +101,15 @@ async def test_kept_async_queryset_on_alias_now_sync(mongodb_uri, database):
 
 
 async def test_kept_sync_queryset_on_alias_now_async(mongodb_uri, database):
-    mongoengine_async.connect(database, alias=ALIAS, host=mongodb_uri, uuidRepresentation="standard")
+    mongoengine_async.connect(
+        database, alias=ALIAS, host=mongodb_uri, uuidRepresentation="standard"
+    )
     KindNote(text="kept").save()
     kept = KindNote.objects(text="kept")
     mongoengine_async.disconnect(ALIAS)
-    await connect_async(database, alias=ALIAS, host=mongodb_uri, uuidRepresentation="standard")
+    await connect_async(
+        database, alias=ALIAS, host=mongodb_uri, uuidRepresentation="standard"
+    )
     async for name, terminal in _async_terminals(kept):
         with pytest.raises(AsyncUsageError) as caught:
             await terminal()

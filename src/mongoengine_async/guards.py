@@ -25,8 +25,8 @@ from mongoengine_async.errors import AsyncUsageError
 __all__ = (
     "blocking_call_error",
     "guard_blocking_methods",
-    "kind_changed_error",
     "is_plain_async_document",
+    "kind_changed_error",
     "plain_document_error",
     "require_async",
     "sync_alias_error",
@@ -131,9 +131,7 @@ def guard_blocking_methods(
         is_classmethod = isinstance(raw, classmethod)
         function = raw.__func__ if is_classmethod else raw
         ours = function.__module__.startswith("mongoengine_async.")
-        guarded = _guarded(
-            function, name, use, describe, None if ours else cls, error
-        )
+        guarded = _guarded(function, name, use, describe, None if ours else cls, error)
         setattr(cls, name, classmethod(guarded) if is_classmethod else guarded)
 
 
