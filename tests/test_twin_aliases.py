@@ -73,6 +73,7 @@ async def test_kept_using_and_switch_db_follow_their_alias(
     assert get_async_connection("twin-class") is get_async_connection("twin-other")
     kept = TwinNote.objects.using("twin-other")
     chained = kept.filter(text="b")
+    uncached = kept.no_cache().cache().no_cache()
     moved = TwinNote(text="a").switch_db("twin-other")
     await disconnect_async(again)
     await _connect(again, database, mongodb_uri, _Seen("again", seen))
@@ -81,10 +82,12 @@ async def test_kept_using_and_switch_db_follow_their_alias(
     seen.clear()
     await kept.async_count()
     await chained.async_to_list()
+    await uncached.async_count()
     await moved.async_save()
     assert seen == [
         (expected, "count"),
         (expected, "find"),
+        (expected, "count"),
         (expected, "insert"),
     ]
     # The class's own queryset follows the class's alias.

@@ -1237,6 +1237,7 @@ class QuerySet(BaseQuerySet[_D], _Caching):
         queryset: QuerySetNoCache[_D] = QuerySetNoCache(
             self._document, self._collection_obj
         )
+        queryset._using = self._using  # (MongoEngine's clone below keeps it)
         return super().no_cache()._clone_into(queryset)
 
 
@@ -1247,6 +1248,7 @@ class QuerySetNoCache(BaseQuerySet[_D], _NotCaching):
     def cache(self) -> QuerySet[_D]:
         """MongoEngine's ``cache()``: this queryset, keeping its results."""
         queryset: QuerySet[_D] = QuerySet(self._document, self._collection_obj)
+        queryset._using = self._using  # (MongoEngine's clone below keeps it)
         return super().cache()._clone_into(queryset)
 
 
