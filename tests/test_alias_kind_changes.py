@@ -122,3 +122,41 @@ async def test_kept_sync_queryset_on_alias_now_async(mongodb_uri, database):
         assert str(caught.value) == WAS_SYNC.format(name=name)
     # Made again, the queryset works on the async alias; nothing was changed.
     assert [note.text async for note in KindNote.objects(text="kept")] == ["kept"]
+
+
+async def test_switched_document_on_alias_now_sync(mongodb_uri, database):
+    other = f"{database}_other"
+    await connect_async(
+        database, alias=ALIAS, host=mongodb_uri, uuidRepresentation="standard"
+    )
+    await connect_async(
+        other, alias="kind-other", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    try:
+        moved = KindNote(text="moved").switch_db("kind-other")
+        await moved.async_save()
+        await disconnect_async("kind-other")
+        mongoengine_async.connect(
+            other, alias="kind-other", host=mongodb_uri, uuidRepresentation="standard"
+        )
+        message = (
+            "KindNote.{name}() cannot run: it was made while alias 'kind-other' "
+            "was async (connect_async()), and the alias is sync (connect()) now; "
+            "make it again to use the sync API, or disconnect('kind-other') and "
+            "connect_async(alias='kind-other')"
+        )
+        for name in ("async_save", "async_reload", "async_delete"):
+            with pytest.raises(AsyncUsageError) as caught:
+                await getattr(moved, name)()
+            assert str(caught.value) == message.format(name=name)
+        for name in ("save", "reload", "delete"):
+            with pytest.raises(AsyncUsageError) as caught:
+                getattr(moved, name)()
+            assert str(caught.value) == message.format(name=name)
+        # Made again on the sync alias, it is there.
+        assert KindNote.objects.using("kind-other").get().text == "moved"
+    finally:
+        if mongoengine_async.is_sync_connection("kind-other"):
+            mongoengine_async.get_connection("kind-other").drop_database(other)
+            mongoengine_async.disconnect("kind-other")
+        await disconnect_async("kind-other")

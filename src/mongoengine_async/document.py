@@ -24,7 +24,7 @@ import mongoengine
 import pymongo.errors
 from bson.timestamp import Timestamp
 from mongoengine.base.metaclasses import TopLevelDocumentMetaclass
-from mongoengine.connection import DEFAULT_CONNECTION_NAME
+from mongoengine.connection import DEFAULT_CONNECTION_NAME, ConnectionFailure
 from mongoengine.context_managers import set_write_concern
 from mongoengine.document import (
     DynamicEmbeddedDocument,
@@ -74,7 +74,11 @@ from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.from_bson import LoadedState
 from mongoengine_async.gridfs import AsyncGridFSProxy, check_deletable, delete_files
-from mongoengine_async.guards import guard_blocking_methods, require_async
+from mongoengine_async.guards import (
+    guard_blocking_methods,
+    kind_changed_error,
+    require_async,
+)
 from mongoengine_async.operation import (
     Operation,
     field_or_session,
@@ -231,13 +235,26 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             collection = self._get_collection()
         else:
             collection = moved()
+            alias = self._moved_alias()
+            alias = collection_alias(collection, alias) or alias
+            target = type(self).__name__
             if not isinstance(collection, AsyncCollection):
-                alias = self._moved_alias()
-                alias = collection_alias(collection, alias) or alias
-                require_async(alias, type(self).__name__, name, use)
-            return await resolve(
-                type(self), collection, session, alias=self.__dict__.get("_moved_to")
-            )
+                if is_async_connection(alias):  # moved before it was async
+                    raise kind_changed_error(target, name, alias, now_async=True)
+                require_async(alias, target, name, use)
+            try:
+                return await resolve(
+                    type(self),
+                    collection,
+                    session,
+                    alias=self.__dict__.get("_moved_to"),
+                )
+            except ConnectionFailure:
+                if is_sync_connection(alias):  # moved while it was async
+                    raise kind_changed_error(
+                        target, name, alias, now_async=False
+                    ) from None
+                raise
         return await resolve(type(self), collection, session)
 
     def _known_operation(
