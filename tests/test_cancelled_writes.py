@@ -19,10 +19,13 @@ from uuid import uuid4
 import pytest
 
 from mongoengine_async import (
+    CachedReferenceField,
     Document,
     EmbeddedDocument,
     EmbeddedDocumentField,
+    FileField,
     IntField,
+    StringField,
     async_run_in_transaction,
     async_run_transaction,
     get_async_connection,
@@ -41,6 +44,19 @@ class CwDoc(Document):
     a = IntField()
     b = IntField()
     inner = EmbeddedDocumentField(CwInner)
+
+
+class CwAuthor(Document):
+    name = StringField()
+    age = IntField()
+
+
+class CwBook(Document):
+    author = CachedReferenceField(CwAuthor, fields=["name"])
+
+
+class CwFiled(Document):
+    data = FileField(collection_name="cw_files")
 
 
 @pytest.fixture
@@ -252,3 +268,46 @@ async def test_cancelled_in_a_transaction(app, form, anyio):
     assert document._get_changed_fields() == ["a"]
     await document.async_save()
     assert await stored(document) == {"_id": document.pk, "a": 1, "b": 3}
+
+
+async def _until_settled(document: Document) -> None:
+    while "_async_save_turns" in document.__dict__:
+        await asyncio.sleep(0.01)
+
+
+async def test_a_cancelled_save_that_landed_updates_the_cached_copies(app):
+    """auto_sync follows a cancelled save whose write was applied, as it
+    follows a save that returned: the cached copies stayed stale for good (the
+    changes the save sent are cleared, so no later save sends them again)."""
+    author = await CwAuthor(name="old", age=0).async_save()
+    book = await CwBook(author=author).async_save()
+    async with blocked(app, "update"):
+        author.name = "new"
+        await cancel_once_sent(author.async_save)
+        await _until_settled(author)
+    for _ in range(100):  # (the copies are updated in a task of their own)
+        raw = await CwBook._get_collection().find_one({"_id": book.pk})
+        if raw["author"]["name"] == "new":
+            break
+        await asyncio.sleep(0.01)
+    assert raw["author"] == {"_id": author.pk, "name": "new"}
+    assert author._get_changed_fields() == []
+
+
+async def test_a_cancelled_delete_that_landed_deletes_the_files(app):
+    """The files of a document whose cancelled delete was applied go too, as
+    after a delete that returned: they stayed in GridFS, orphaned."""
+    document = CwFiled()
+    await document.data.async_put(b"contents", filename="a.txt")
+    await document.async_save()
+    files = CwFiled._get_collection().database["cw_files.files"]
+    grid_id = document.data.grid_id
+    async with blocked(app, "delete"):
+        await cancel_once_sent(document.async_delete)
+        await _until_settled(document)
+    assert await CwFiled._get_collection().find_one({"_id": document.pk}) is None
+    for _ in range(100):  # (deleted in a task of their own)
+        if await files.count_documents({"_id": grid_id}) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert await files.count_documents({"_id": grid_id}) == 0

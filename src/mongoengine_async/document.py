@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import re
 import sys
@@ -71,7 +72,7 @@ from mongoengine_async.context import (
 )
 from mongoengine_async.delete_rules import has_rules
 from mongoengine_async.errors import AsyncUsageError
-from mongoengine_async.fields import sync_cached_references
+from mongoengine_async.fields import cached_references_sync, sync_cached_references
 from mongoengine_async.from_bson import LoadedState
 from mongoengine_async.gridfs import AsyncGridFSProxy, check_deletable, delete_files
 from mongoengine_async.guards import (
@@ -658,6 +659,10 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             return
         object_id, created = write.result()
         self._set_saved_id(created, object_id)
+        if not created and type(self)._cached_reference_fields:
+            # The cached copies follow, as after a save that returned (no
+            # call is left to send them: read now, before the changes clear).
+            _follow_up(cached_references_sync(self), "cached references")
         deltas.clear_changes(self)
         to_bson.mark_saved(self)
         deltas.put_changes(self, meanwhile)
@@ -756,10 +761,19 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 session=operation.session,
             )
             # A single write (no rules: a cascade runs in a transaction,
-            # which the cancellation aborts) goes on once cancelled.
+            # which the cancellation aborts) goes on once cancelled; its
+            # files go once it was applied (outside a transaction, whose end
+            # decides), as after a delete that returned.
             alone = turn and not has_rules(type(self))
             await (
-                _write_in_turn(self, deleting, operation.session) if alone else deleting
+                _write_in_turn(
+                    self,
+                    deleting,
+                    operation.session,
+                    functools.partial(_delete_files_once_applied, files, operation),
+                )
+                if alone
+                else deleting
             )
         except pymongo.errors.OperationFailure as err:
             # MongoEngine's formatting: the message, not the args tuple's repr.
@@ -1102,17 +1116,67 @@ async def _write_in_turn(
     document: Document,
     write: Coroutine[Any, Any, T],
     session: AsyncClientSession | None,
+    settle: Callable[[asyncio.Future[Any], bool], None] | None = None,
 ) -> T:
     """``await write``, the write of a delete, modify or update holding
     ``document``'s turn, in a task that the caller's cancellation does not
     cancel: cancelled while it is on its way, the caller raises at once and
-    the turn ends once the write settled (see :func:`_settle_in_turn`)."""
+    the turn ends once the write settled (see :func:`_settle_in_turn`), after
+    ``settle(write, in_transaction)`` if given."""
     outcome, task = _detached(write)
     try:
         return await outcome
     except asyncio.CancelledError:
-        _settle_in_turn(document, task, session)
+        in_transaction = session is not None and session.in_transaction
+        _settle_in_turn(
+            document,
+            task,
+            session,
+            None if settle is None else lambda done: settle(done, in_transaction),
+        )
         raise
+
+
+def _delete_files_once_applied(
+    files: list[AsyncGridFSProxy],
+    operation: Operation,
+    write: asyncio.Future[Any],
+    in_transaction: bool,
+) -> None:
+    """After a delete whose caller was cancelled while its write was on its
+    way: the document's files, once that write was applied (not in a
+    transaction: its end decides), as the delete would have deleted them."""
+    if files and not (write.cancelled() or write.result() is _FAILED or in_transaction):
+        # (Not in the delete's own session: its caller may use it meanwhile.)
+        alone = dataclasses.replace(operation, session=None)
+        _follow_up(delete_files(files, alone), "GridFS files")
+
+
+# The tasks of _follow_up (the loop keeps only weak references to tasks).
+_following: set[asyncio.Task] = set()
+
+
+def _follow_up(work: Coroutine[Any, Any, None] | None, what: str) -> None:
+    """Run ``work``, what a write whose caller was cancelled leaves to do once
+    it was applied, in a task of its own; its error, which no caller awaits,
+    goes to the loop's exception handler."""
+    if work is None:
+        return
+    task = asyncio.ensure_future(work)
+    _following.add(task)
+
+    def done(task: asyncio.Task) -> None:
+        _following.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            task.get_loop().call_exception_handler(
+                {
+                    "message": f"Updating the {what} after a cancelled write failed",
+                    "exception": task.exception(),
+                    "task": task,
+                }
+            )
+
+    task.add_done_callback(done)
 
 
 # A task starts at once (runs to its first wait) on Python 3.12+: a loop

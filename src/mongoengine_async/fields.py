@@ -12,7 +12,7 @@ names of ``mongoengine.fields`` are exported as MongoEngine's, so
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
 
 import mongoengine
@@ -385,11 +385,22 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
         MongoEngine's receiver does (the same update), with async I/O: in
         ``session`` when it is the owners' client's (the save's), else in that
         client's bound transaction."""
-        update = {
+        await self._async_apply(document, self._sync_update(document), session)
+
+    def _sync_update(self, document: BaseDocument) -> dict[str, Any]:
+        """The update of the cached copies for ``document``'s changes now."""
+        return {
             f"set__{self.name}__{key}": value
             for key, value in document._delta()[0].items()
             if key in self.fields
         }
+
+    async def _async_apply(
+        self,
+        document: BaseDocument,
+        update: dict[str, Any],
+        session: AsyncClientSession | None,
+    ) -> None:
         if update:
             owner = self.owner_document
             session = (await reach(owner, session)).session
@@ -432,6 +443,29 @@ async def sync_cached_references(
     for field in type(document)._cached_reference_fields:
         if isinstance(field, CachedReferenceField) and field.auto_sync:
             await field._async_sync(document, session)
+
+
+def cached_references_sync(
+    document: BaseDocument,
+) -> Coroutine[Any, Any, None] | None:
+    """:func:`sync_cached_references` of a stored document (outside a
+    transaction), its updates read now, from the changes ``document`` holds
+    now (they may be cleared before it runs); None when there is nothing to
+    update."""
+    updates = [
+        (field, field._sync_update(document))
+        for field in type(document)._cached_reference_fields
+        if isinstance(field, CachedReferenceField) and field.auto_sync
+    ]
+    updates = [(field, update) for field, update in updates if update]
+    if not updates:
+        return None
+
+    async def sync() -> None:
+        for field, update in updates:
+            await field._async_apply(document, update, None)
+
+    return sync()
 
 
 class LazyReferenceField(mongoengine.LazyReferenceField):
