@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from datetime import datetime
 from typing import Any
 from uuid import uuid4
@@ -365,6 +365,38 @@ def test_a_loop_that_shuts_down_closes_its_client(loops_alias, run):
     run(main())
     assert clients[0]._closed
     assert get_async_connection(loops_alias) is not clients[0]
+
+
+def test_database_work_in_an_async_generators_cleanup_at_shutdown(loops_alias):
+    """An async generator left unfinished is finalised by the loop's
+    ``shutdown_asyncgens()``, alongside the closer of the loop's clients: its
+    cleanup's database work runs on the loop's client, closed once it is done.
+    The closer closed the client first: the cleanup got a new one, never
+    closed (or had its own closed under it)."""
+    clients = []
+
+    async def titles() -> AsyncIterator[str]:
+        try:
+            yield "one"
+            yield "two"
+        finally:
+            await asyncio.sleep(0.05)  # (the closer ran meanwhile)
+            clients.append(get_async_connection(loops_alias))
+            await LoopBook(title="cleanup").async_save()
+
+    async def main() -> AsyncIterator[str]:
+        await LoopBook(title="one").async_save()
+        clients.append(get_async_connection(loops_alias))
+        generator = titles()
+        async for _ in generator:
+            break
+        return generator  # (kept unfinished until the loop shuts down)
+
+    kept = asyncio.run(main())
+    assert clients[1] is clients[0]
+    assert clients[0]._closed
+    assert asyncio.run(LoopBook.objects(title="cleanup").async_count()) == 1
+    del kept
 
 
 def test_a_loop_closed_without_shutting_down_keeps_its_client_open(

@@ -566,6 +566,7 @@ def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
         finally:
             if _closers.get(loop) is closer:  # not discarded (see _discard_closer)
                 del _closers[loop]
+                await _others_finalised()
                 await _close_clients_of(loop)
 
     closer = close_at_shutdown()
@@ -582,6 +583,26 @@ def _discard_closer(loop: asyncio.AbstractEventLoop) -> None:
     unfinished, the closer is handed to the loop's finaliser, which does
     nothing once the loop is closed.)"""
     _closers.pop(loop, None)
+
+
+async def _others_finalised() -> None:
+    """Wait until the other async generators that ``shutdown_asyncgens()``
+    finalises alongside the closer (at once, each in a task) are done: their
+    cleanup may use the loop's clients (or get one), which closing them first
+    would close under it (or leave the new one open)."""
+    current = asyncio.current_task()
+    if current is None:
+        return
+    kind = type(current.get_coro())
+    if kind.__name__ != "async_generator_athrow":  # (not finalised by the loop)
+        return
+    others = {
+        task
+        for task in asyncio.all_tasks()
+        if task is not current and type(task.get_coro()) is kind
+    }
+    if others:
+        await asyncio.wait(others)
 
 
 async def _close_clients_of(loop: asyncio.AbstractEventLoop) -> None:
