@@ -10,7 +10,9 @@ transactions and under a cancellation delivered at every await (anyio)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,6 +30,7 @@ from mongoengine_async import (
     StringField,
     async_run_in_transaction,
     async_run_transaction,
+    connect_async,
     get_async_connection,
 )
 from mongoengine_async.connection import disconnect_all_async
@@ -311,3 +314,33 @@ async def test_a_cancelled_delete_that_landed_deletes_the_files(app):
             break
         await asyncio.sleep(0.01)
     assert await files.count_documents({"_id": grid_id}) == 0
+
+
+@pytest.mark.parametrize("kind", list(CANCELLED))
+def test_a_write_begun_as_the_loop_ends_leaves_no_coroutine_unawaited(
+    mongodb_uri, kind
+):
+    """A save, modify, update or delete whose task the loop's end cancels
+    right after it began its write's task (before that one ran, on Python
+    3.10/3.11): the write's coroutine is closed, not left never awaited
+    (a RuntimeWarning, an error under ``filterwarnings = error``)."""
+    name = f"cw_{uuid4().hex[:12]}"
+
+    async def main() -> asyncio.Future[Any]:
+        await connect_async(name, host=mongodb_uri, uuidRepresentation="standard")
+        document = await CwDoc(a=0, b=0).async_save()
+        # Returned at once: the loop ends with that task just begun.
+        return asyncio.ensure_future(CANCELLED[kind][1](document)())
+
+    async def drop() -> None:
+        await get_async_connection().drop_database(name)
+        await disconnect_all_async()
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            asyncio.run(main())
+            gc.collect()
+    finally:
+        asyncio.run(drop())
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []

@@ -585,18 +585,17 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         # cancel: the write may be applying on the server, and the instance's
         # next write must not be sent before it settled (on another pooled
         # connection, it could be applied first and then overwritten).
-        outcome, write = _detached(
-            self._async_send_write(
-                target,
-                raw,
-                delta,
-                created,
-                force_insert,
-                fresh,
-                session,
-                upsert=save_condition is None,
-            )
+        sending = self._async_send_write(
+            target,
+            raw,
+            delta,
+            created,
+            force_insert,
+            fresh,
+            session,
+            upsert=save_condition is None,
         )
+        outcome, write = _detached(sending)
         handed = False  # the changes to the write, as it settles
         meanwhile: list[str] | None = []
         try:
@@ -609,6 +608,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 write,
                 session,
                 lambda done: self._settle_cancelled_write(done, sent, in_transaction),
+                sending,
             )
             raise
         except pymongo.errors.DuplicateKeyError as err:
@@ -1133,6 +1133,7 @@ async def _write_in_turn(
             task,
             session,
             None if settle is None else lambda done: settle(done, in_transaction),
+            write,
         )
         raise
 
@@ -1218,13 +1219,18 @@ def _settle_in_turn(
     write: asyncio.Future[Any],
     session: AsyncClientSession | None,
     settle: Callable[[asyncio.Future[Any]], None] | None = None,
+    coroutine: Coroutine[Any, Any, Any] | None = None,
 ) -> None:
     """A caller holding ``document``'s turn was cancelled while awaiting
     ``write``, which runs on: ``settle(write)`` and the turn's end wait
     until it settled (its reply arrived or it failed), so that the
     instance's next write cannot be applied before it, and be overwritten.
     The turn is the write's meanwhile (not the caller's: the caller's task
-    saving the instance again waits for it)."""
+    saving the instance again waits for it). ``coroutine``, the one ``write``
+    runs, is closed once it settled: a task cancelled before it started (the
+    loop ending, on Python 3.10/3.11) never ran it, which Python warns of."""
+    if coroutine is not None:
+        write.add_done_callback(lambda _: coroutine.close())
     if write.done():
         _settled(document, settle, write)
         return
