@@ -646,6 +646,24 @@ def test_the_client_got_outside_any_loop_closes_with_the_loop_it_went_to(
     assert client._closed
 
 
+def test_a_close_by_disconnect_that_its_loops_end_cut_short(loops_alias):
+    """disconnect_async() in one loop closes another loop's client by a task
+    on that loop; that loop's end (asyncio.run() or a Runner returning)
+    cancels the task: its shutdown closes the client then. It stayed open
+    ("Unclosed AsyncMongoClient"), the registry having let it go."""
+    with Runner() as runner:
+        runner.run(LoopBook.objects.async_count())
+        client = runner.run(_current_client(loops_alias))
+        asyncio.run(disconnect_async(loops_alias))  # (from another loop)
+        runner.run(asyncio.sleep(0))  # the close begins, and is on its way
+        assert not client._closed
+    assert client._closed
+
+
+async def _current_client(alias: str) -> Any:
+    return get_async_connection(alias)
+
+
 async def test_disconnect_closes_the_clients_of_other_running_loops(
     mongodb_uri, database, worker_loop
 ):

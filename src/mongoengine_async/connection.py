@@ -368,6 +368,8 @@ def _forget_closed_loops() -> None:
             registry_changed()
     for loop in [loop for loop in list(_closers) if loop.is_closed()]:
         _discard_closer(loop)
+    for loop in [loop for loop in list(_cut_short) if loop.is_closed()]:
+        del _cut_short[loop]
 
 
 def _release(client: AsyncMongoClient) -> bool:
@@ -615,6 +617,7 @@ async def _close_clients_of(loop: asyncio.AbstractEventLoop) -> None:
             if client is not None and all(client is not other for other in held):
                 held.append(client)
         released = [client for client in held if _release(client)]
+        released += _cut_short.pop(loop, [])  # (disconnected, close cancelled)
         registry_changed()
     if not released:
         return
@@ -631,8 +634,19 @@ async def _close_clients_of(loop: asyncio.AbstractEventLoop) -> None:
         sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=finalizer)
 
 
-# The tasks closing clients on their own loops (the loop keeps only weak ones).
-_closing: set[asyncio.Task] = set()
+# The tasks closing clients on their own loops (the loop keeps only weak
+# ones), with the client each closes.
+_closing: dict[asyncio.Task, AsyncMongoClient] = {}
+
+# By loop: the clients whose closing task above that loop's end cancelled
+# (``asyncio.run()`` cancels every task left): closed as it shuts down.
+_cut_short: dict[asyncio.AbstractEventLoop, list[AsyncMongoClient]] = {}
+
+
+def _closing_ended(task: asyncio.Task) -> None:
+    client = _closing.pop(task, None)
+    if client is not None and task.cancelled():
+        _cut_short.setdefault(task.get_loop(), []).append(client)
 
 
 def _close_on(loop: asyncio.AbstractEventLoop | None, client: AsyncMongoClient) -> None:
@@ -644,8 +658,8 @@ def _close_on(loop: asyncio.AbstractEventLoop | None, client: AsyncMongoClient) 
 
     def close() -> None:
         task = loop.create_task(client.close())
-        _closing.add(task)
-        task.add_done_callback(_closing.discard)
+        _closing[task] = client
+        task.add_done_callback(_closing_ended)
 
     try:
         loop.call_soon_threadsafe(close)
