@@ -34,6 +34,7 @@ from models_references import (
 )
 from mongoengine_async import (
     AsyncReferenceProxy,
+    NotLoadedError,
     ValidationError,
     get_async_db,
 )
@@ -294,6 +295,18 @@ async def test_proxy_attribute_error_is_helpful(async_alias):
     book = await make_book(author)
     with pytest.raises(AttributeError, match="await"):
         book.author.name  # noqa: B018
+
+
+async def test_an_unloaded_proxys_field_raises_not_loaded_error(async_alias):
+    """The public error for data not loaded yet, as a passthrough lazy
+    reference's or a file's metadata raise it: it was a bare AttributeError,
+    which ``except NotLoadedError`` (or AsyncUsageError) did not catch."""
+    author = await make_author()
+    book = await make_book(author)
+    with pytest.raises(NotLoadedError, match="await"):
+        book.author.name  # noqa: B018
+    assert getattr(book.author, "name", "default") == "default"
+    assert not hasattr(book.author, "name")
 
 
 # -- what a proxy is and what replaces it -------------------------------------------

@@ -521,7 +521,9 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
                 "a proxy, fetched already: read it from the document that "
                 "awaiting the proxy gave (again, without a query)"
             )
-        raise AttributeError(
+        # (NotLoadedError, the public error for data not loaded yet, is an
+        # AttributeError too: hasattr() and getattr() with a default answer.)
+        raise NotLoadedError(
             f"{name!r} is not available on the unloaded reference "
             f"{self._name!r}: `await` it (or its fetch()) to get the document"
         )
