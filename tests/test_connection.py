@@ -368,6 +368,32 @@ async def test_a_kept_queryset_follows_its_alias_away_from_a_twin(mongodb_uri, c
     assert [item.name async for item in kept] == ["in-b"]
 
 
+async def test_a_using_queryset_follows_its_alias_away_from_a_twin(
+    mongodb_uri, cleanup
+):
+    """The same, for the twin a queryset was moved to by ``using()`` (and a
+    ``switch_db()`` document): it stayed on the first database, silently, the
+    class's own alias (still naming it) taken for the collection's."""
+    db_a, db_b = _db_name(), _db_name()
+    cleanup["dbs"] += [db_a, db_b]
+    for alias in ("conn-a", "conn-twin"):
+        await connect_async(
+            db=db_a, alias=alias, host=mongodb_uri, uuidRepresentation="standard"
+        )
+    await ConnAliasItem(name="in-a").async_save()
+    kept = ConnAliasItem.objects.using("conn-twin")
+    moved = ConnAliasItem(name="moved").switch_db("conn-twin")
+    await disconnect_async("conn-twin")
+    await connect_async(
+        db=db_b, alias="conn-twin", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    assert get_async_connection("conn-a") is get_async_connection("conn-twin")
+    assert await kept.async_count() == 0
+    await moved.async_save()
+    assert await kept.async_scalar("name") == ["moved"]
+    assert await ConnAliasItem.objects.async_scalar("name") == ["in-a"]
+
+
 async def test_db_alias_changed_after_class_creation(mongodb_uri, cleanup):
     db_a, db_b = _db_name(), _db_name()
     cleanup["dbs"] += [db_a, db_b]
@@ -555,6 +581,6 @@ async def test_nothing_is_kept_for_a_client_let_go_meanwhile(mongodb_uri, cleanu
     resolved = ConnRaceItem._get_collection()  # not prepared yet
     await disconnect_async("conn-race")
     await collection_setup.prepare(ConnRaceItem, resolved)  # (no index to create)
-    registry._collection_on(client, db, "conn_race_item")
+    registry._collection_on(client, db, "conn_race_item", "conn-race")
     assert not any(key[1] == id(client) for key in collection_setup._prepared)
     assert id(client) not in registry._made

@@ -186,15 +186,23 @@ def _alias_of(
     owner: tuple[weakref.ref, str, dict[str, tuple[str, ...]]],
     database: str,
     preferred: str | None = None,
+    collection: Any = None,
 ) -> tuple[str, bool]:
     """The alias a collection of ``database`` on the client of ``owner`` is
     on, and whether that alias named ``database`` when it got the client:
-    ``preferred`` (the alias of the class operating) if it named it, else one
-    naming it still, else the latest that named it (connected again elsewhere
-    since); for a database no alias named, the client's first."""
+    the alias ``collection`` was made for (``using()``, ``switch_db()``: see
+    :func:`_collection_on`) if it named it, else ``preferred`` (the alias of
+    the class operating) if it named it, else one naming it still, else the
+    latest that named it (connected again elsewhere since); for a database no
+    alias named, the client's first."""
     named = owner[2].get(database)
     if not named:
         return owner[1], False
+    if collection is not None:  # (twins: the one it was made for)
+        made = _made.get(id(owner[0]()))
+        made_for = None if made is None else made.get(id(collection))
+        if made_for is not None and made_for in named:
+            return made_for, True
     if preferred is not None and preferred in named:  # (twins: the class's own)
         return preferred, True
     for alias in named:
@@ -402,7 +410,7 @@ def on_running_loop(
     if owner is None:  # not a client of the registry
         return collection
     database = collection.database.name
-    alias, named = _alias_of(owner, database, alias)
+    alias, named = _alias_of(owner, database, alias, collection)
     settings, clients = _settings.get(alias), _clients.get(alias)
     if (
         settings is not None
@@ -414,7 +422,7 @@ def on_running_loop(
     current, settings = _connected(alias)
     if named:  # the alias's own database: the one it names now
         database = settings["name"]
-    same = _collection_on(current, database, collection.name)
+    same = _collection_on(current, database, collection.name, alias)
     options = {
         key: value
         for key, value in _options(collection).items()
@@ -431,7 +439,7 @@ def collection_alias(collection: Any, preferred: str | None = None) -> str | Non
     owner = _aliases.get(id(client))
     if owner is None:
         return sync_alias_of(client)
-    return _alias_of(owner, collection.database.name, preferred)[0]
+    return _alias_of(owner, collection.database.name, preferred, collection)[0]
 
 
 def _options(collection: AsyncCollection) -> dict[str, Any]:
@@ -454,7 +462,7 @@ def get_async_db(
 def get_async_collection(alias: str, name: str) -> AsyncCollection[dict[str, Any]]:
     """The AsyncCollection ``name`` in the database of an async alias."""
     client, settings = _connected(alias)
-    return _collection_on(client, settings["name"], name)
+    return _collection_on(client, settings["name"], name, alias)
 
 
 def _connected(alias: str) -> tuple[AsyncMongoClient, dict[str, Any]]:
@@ -479,13 +487,18 @@ def _database_on(client: AsyncMongoClient, name: str) -> AsyncDatabase:
 
 
 def _collection_on(
-    client: AsyncMongoClient, database_name: str, name: str
+    client: AsyncMongoClient, database_name: str, name: str, alias: str
 ) -> AsyncCollection:
+    """The collection ``name`` of ``database_name`` on ``client``, one object
+    per ``alias`` (twin aliases naming one database on one client get their
+    own), recorded as that alias's: a queryset moved by ``using()`` or a
+    ``switch_db()`` document keeps following its alias, not its twin."""
     made = _made_for(client)
-    key = (database_name, name)
+    key = (alias, database_name, name)
     collection = made.get(key)
     if collection is None:  # PyMongo refuses a bad name
         collection = made[key] = _database_on(client, database_name)[name]
+        made[id(collection)] = alias  # (held by ``made``: its id stays its own)
     return collection
 
 
