@@ -201,27 +201,6 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         await cls._prepare_collection(collection)
         return collection
 
-    def switch_db(self, db_alias: str, keep_created: bool = True) -> Self:
-        """MongoEngine's ``switch_db()``, remembering ``db_alias``: two aliases
-        may name the same database on one client (same settings), and the
-        document, kept while one of them is connected again elsewhere, follows
-        the one it was moved to."""
-        super().switch_db(db_alias, keep_created)
-        self.__dict__["_moved_to"] = db_alias
-        return self
-
-    def switch_collection(
-        self, collection_name: str, keep_created: bool = True
-    ) -> Self:
-        """MongoEngine's ``switch_collection()``: on the class's alias."""
-        super().switch_collection(collection_name, keep_created)
-        self.__dict__.pop("_moved_to", None)
-        return self
-
-    def _moved_alias(self) -> str:
-        """The alias ``switch_db()`` moved the document to, else the class's."""
-        return self.__dict__.get("_moved_to") or self._db_alias()
-
     async def _async_operation(
         self, name: str, use: str, session: AsyncClientSession | None = None
     ) -> Operation:
@@ -236,7 +215,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             collection = self._get_collection()
         else:
             collection = moved()
-            alias = self._moved_alias()
+            alias = self._db_alias()
             alias = collection_alias(collection, alias) or alias
             target = type(self).__name__
             if not isinstance(collection, AsyncCollection):
@@ -244,12 +223,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                     raise kind_changed_error(target, name, alias, now_async=True)
                 require_async(alias, target, name, use)
             try:
-                return await resolve(
-                    type(self),
-                    collection,
-                    session,
-                    alias=self.__dict__.get("_moved_to"),
-                )
+                return await resolve(type(self), collection, session)
             except ConnectionFailure:
                 if is_sync_connection(alias):  # moved while it was async
                     raise kind_changed_error(
@@ -1319,7 +1293,7 @@ def _describe(document: Any) -> tuple[bool, str, str]:
     if moved is None:
         return document._is_async(), _name(document), document._db_alias()
     collection = moved()
-    alias = document._moved_alias()
+    alias = document._db_alias()
     alias = collection_alias(collection, alias) or alias
     return isinstance(collection, AsyncCollection), _name(document), alias
 

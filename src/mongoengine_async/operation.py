@@ -127,24 +127,20 @@ async def resolve(
     collection: AsyncCollection,
     session: AsyncClientSession | None = None,
     write_concern: dict | None = None,
-    alias: str | None = None,
 ) -> Operation:
     """The operation of ``cls`` on ``collection``: mapped to the running loop's
-    client and prepared (created with its indexes on first use). ``alias``:
-    the one ``collection`` was got for (``using()``, ``switch_db()``), if not
-    the class's: the one followed when several named its database on its
-    client (see :func:`~mongoengine_async.connection.on_running_loop`).
+    client and prepared (created with its indexes on first use).
 
     An explicit ``session`` must belong to that client: PyMongo would refuse it
     only once the command is sent, perhaps after other writes.
     """
-    followed = alias or cls._db_alias()
-    collection = on_running_loop(collection, followed)
+    alias = cls._db_alias()
+    collection = on_running_loop(collection, alias)
     if not collection_setup.prepared(cls, collection):
         await collection_setup.prepare(cls, collection)
     client = collection.database.client
     session = session_for(client, own_session(cls, client, session))
-    return Operation(followed, collection, session, write_concern or {})
+    return Operation(alias, collection, session, write_concern or {})
 
 
 def own_session(

@@ -313,11 +313,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         is refused as such (not as an alias that is not async)."""
         try:
             return await resolve(
-                self._document,
-                self._collection_obj,
-                session,
-                write_concern,
-                self._using,
+                self._document, self._collection_obj, session, write_concern
             )
         except ConnectionFailure:
             alias = self._alias()
@@ -330,24 +326,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     def _alias(self) -> str:
         """The alias of the queryset's collection: the class's, unless
         ``using()`` moved the queryset to another."""
-        alias = self._using or self._document._db_alias()
+        alias = self._document._db_alias()
         return collection_alias(self._collection_obj, alias) or alias
-
-    # The alias ``using()`` named (None: the class's). Two aliases may name the
-    # same database on one client (same settings): a queryset kept while one of
-    # them is connected again elsewhere follows the one it was made for.
-    _using: str | None = None
-
-    def using(self, alias: str) -> Self:
-        """MongoEngine's ``using()``, remembering ``alias``."""
-        queryset = super().using(alias)
-        queryset._using = alias
-        return queryset
-
-    def _clone_into(self, new_qs: Any) -> Any:
-        new_qs = super()._clone_into(new_qs)
-        new_qs._using = self._using
-        return new_qs
 
     # The running terminal's (not cloned). Tasks may share a queryset: a
     # terminal reads it only before its first await after resolving it.
@@ -1237,7 +1217,6 @@ class QuerySet(BaseQuerySet[_D], _Caching):
         queryset: QuerySetNoCache[_D] = QuerySetNoCache(
             self._document, self._collection_obj
         )
-        queryset._using = self._using  # (MongoEngine's clone below keeps it)
         return super().no_cache()._clone_into(queryset)
 
 
@@ -1248,7 +1227,6 @@ class QuerySetNoCache(BaseQuerySet[_D], _NotCaching):
     def cache(self) -> QuerySet[_D]:
         """MongoEngine's ``cache()``: this queryset, keeping its results."""
         queryset: QuerySet[_D] = QuerySet(self._document, self._collection_obj)
-        queryset._using = self._using  # (MongoEngine's clone below keeps it)
         return super().cache()._clone_into(queryset)
 
 

@@ -600,17 +600,11 @@ def _remember(
             loaded.setdefault(where, {})[document.pk] = document
 
 
-def _moved_alias(document: Any) -> str:
-    """The alias ``switch_db()`` moved ``document`` to (ours remembers it)."""
-    moved = getattr(document, "_moved_alias", None)
-    return moved() if moved is not None else document._db_alias()
-
-
 def _home(document: Any, by_class: dict[type[Any], _Where | None]) -> _Where | None:
     """Where ``document`` lives (None: not a document of an async alias)."""
     if "_get_collection" in vars(document):  # moved, by switch_db or the like
         return _where_of(
-            on_running_loop(document._get_collection(), _moved_alias(document))
+            on_running_loop(document._get_collection(), document._db_alias())
         )
     cls = type(document)
     if cls not in by_class:
