@@ -140,11 +140,28 @@ __all__: tuple[str, ...] = (
 )
 
 
+# MongoEngine's reads of one reference, as its field classes defined them.
+_MONGOENGINE_LAZY_LOADS = frozenset(
+    vars(klass)["_lazy_load_ref"].__func__
+    for klass in (
+        mongoengine.ReferenceField,
+        mongoengine.GenericReferenceField,
+        mongoengine.CachedReferenceField,
+    )
+)
+
+
 class _ProxyingReference(_FieldMixin):
     """Reads of an unloaded reference to an async class give a proxy."""
 
-    # On a sync alias, MongoEngine's read of the reference, built by the loader.
-    _lazy_load_ref = staticmethod(load_referenced)
+    def _lazy_load_ref(self, ref_cls: type[Any], dbref: DBRef) -> Any:
+        """On a sync alias, MongoEngine's read of the reference, built by the
+        loader; one patched on MongoEngine's field class since the package
+        was imported is called instead, as MongoEngine's field calls it."""
+        theirs = getattr(super(), "_lazy_load_ref", None)
+        if theirs is None or theirs in _MONGOENGINE_LAZY_LOADS:
+            return load_referenced(ref_cls, dbref)
+        return theirs(ref_cls, dbref)
 
     @functools.cached_property
     def _concrete_type(self) -> type[Any] | None:

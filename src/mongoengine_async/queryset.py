@@ -109,7 +109,7 @@ from mongoengine_async.select_related import (
     load_distinct,
     load_related,
 )
-from mongoengine_async.sync_reads import FastSyncReads
+from mongoengine_async.sync_reads import FastSyncReads, library_methods
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -1238,3 +1238,4 @@ guard_blocking_methods(QuerySet, _NEXT, _describe_next)
 _NO_LEN = {name: use for name, use in _OTHERS.items() if name != "__len__"}
 guard_blocking_methods(QuerySetNoCache, _NO_LEN, _describe, _blocking_error)
 guard_blocking_methods(QuerySetNoCache, _NEXT, _describe_next)
+library_methods(QuerySet, QuerySetNoCache)

@@ -16,14 +16,22 @@ receivers, the class's plan, the collections the references name) stays the
 same, and made again when any of it changes:
 checked before each document that ``next()`` returns, and once for each chunk
 MongoEngine's result cache pulls in, where nothing runs between the documents.
+
+Each of these steps aside, and MongoEngine's own method runs, while the method
+it does the work of is patched on MongoEngine's class (``mock.patch.object(
+BaseQuerySet, "__next__", ...)``), or the queryset's class resolves it to
+another than ours (a user's ``queryset_class``, a patch on our class): checked
+once per call, per chunk, or (``__next__``) at a queryset's first result.
 """
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING, Any
 
 import mongoengine.queryset.queryset as me_queryset
 from bson import DBRef
+from mongoengine.dereference import DeReference
 from mongoengine.errors import DoesNotExist
 from mongoengine.queryset.base import BaseQuerySet
 
@@ -36,13 +44,62 @@ else:  # checkers see MongoEngine's class through the typed stub _typing.pyi;
     # the base of both QuerySet and QuerySetNoCache (queryset.py) is BaseQuerySet.
     MongoEngineQuerySet = BaseQuerySet
 
-__all__ = ("FastSyncReads", "load_referenced")
+__all__ = ("FastSyncReads", "library_methods", "load_referenced", "mongoengines_own")
 
-# The methods MongoEngine's list(queryset) goes through, outermost first.
+# The methods MongoEngine's list(queryset) goes through, outermost first, and
+# the property its select_related() reads the references with.
 _LISTING = ("__iter__", "_iter_results", "_populate_cache", "__next__")
+_JOINING = (*_LISTING, "_dereference")
 
-# The modules whose querysets' methods are MongoEngine's or ours (not a user's).
-_LIBRARIES = ("mongoengine.", "mongoengine_async.")
+# The methods of MongoEngine's querysets whose work ours do (or skip), as its
+# QuerySet and QuerySetNoCache had them when the package was imported: one
+# patched since on its BaseQuerySet, QuerySet or QuerySetNoCache
+# (``mock.patch.object(BaseQuerySet, "__next__", ...)``) is called instead, as
+# MongoEngine's queryset calls it.
+_MONGOENGINE_CLASSES = (me_queryset.QuerySet, me_queryset.QuerySetNoCache)
+_TAKEN = (*_JOINING, "__getitem__", "in_bulk", "select_related")
+_MONGOENGINE_METHODS = {
+    name: tuple(getattr(klass, name, None) for klass in _MONGOENGINE_CLASSES)
+    for name in _TAKEN
+}
+
+# The methods MongoEngine's DeReference (select_related()) reads and puts the
+# references in place with, as MongoEngine defined them.
+_DEREFERENCE_METHODS = (
+    "__call__",
+    "_find_references",
+    "_fetch_objects",
+    "_attach_objects",
+)
+_DEREFERENCE_AS = operator.attrgetter(*_DEREFERENCE_METHODS)
+_AS_IMPORTED_DEREFERENCE = _DEREFERENCE_AS(DeReference)
+
+# For each of those names, the methods our querysets and MongoEngine's define
+# under it (filled by library_methods() once the classes are made): a
+# queryset class resolving the name to any other (a user's queryset_class
+# overriding it, or one patched on our class) has it called where
+# MongoEngine's code calls it.
+# (None: the class has no such method, nor has MongoEngine's.)
+_LIBRARY_METHODS: dict[str, set[Any]] = {name: {None} for name in _TAKEN}
+
+
+def library_methods(*classes: type[Any]) -> None:
+    """Note the methods of ``_TAKEN`` that ``classes`` (ours, made by this
+    package) and their bases define now, as the library's own."""
+    for klass in classes:
+        for base in klass.__mro__:
+            for name in _TAKEN:
+                if name in vars(base):
+                    _LIBRARY_METHODS[name].add(getattr(base, name))
+
+
+def mongoengines_own(name: str) -> bool:
+    """Whether MongoEngine's querysets have the method ``name`` that they had
+    when the package was imported (not one patched since)."""
+    return (
+        tuple(getattr(klass, name, None) for klass in _MONGOENGINE_CLASSES)
+        == _MONGOENGINE_METHODS[name]
+    )
 
 
 class FastSyncReads(MongoEngineQuerySet):
@@ -52,6 +109,10 @@ class FastSyncReads(MongoEngineQuerySet):
     _fast_loader: tuple[tuple, Load] | None = None
     # The loader settled for the chunk the result cache is pulling in, if any.
     _chunk_loader: Load | None = None
+    # Whether ``__next__`` builds the results itself (MongoEngine's not patched),
+    # settled at its first call and again for each chunk of the result cache:
+    # None until then; not cloned.
+    _next_is_ours: bool | None = None
 
     def _loader(self, auto_dereference: bool) -> Load:
         """``loader(self._document, auto_dereference)``, kept while its key holds;
@@ -72,14 +133,16 @@ class FastSyncReads(MongoEngineQuerySet):
         """MongoEngine's pickled state, without the loader (made again)."""
         state = super().__getstate__()
         state.pop("_fast_loader", None)
+        state.pop("_next_is_ours", None)
         return state
 
     def _populate_cache(self) -> None:
         """MongoEngine's (the next chunk of results into the cache, through
         ``__next__``), the loader settled once for the whole chunk, and the
         results the cursor holds already built straight from its buffer."""
-        if self._as_pymongo:  # (raw results need no loader)
-            super()._populate_cache()
+        self._next_is_ours = mongoengines_own("__next__")
+        if self._as_pymongo or not mongoengines_own("_populate_cache"):
+            super()._populate_cache()  # (raw results need no loader)
             return
         load = self._chunk_loader = self._loader(self._auto_dereference)
         try:
@@ -116,6 +179,11 @@ class FastSyncReads(MongoEngineQuerySet):
 
     def __next__(self) -> Any:
         """MongoEngine's ``__next__``, the document built by the loader."""
+        ours = self._next_is_ours
+        if ours is None:
+            ours = self._next_is_ours = mongoengines_own("__next__")
+        if not ours:  # (the typed stub's BaseQuerySet has no __next__)
+            return super().__next__()  # type: ignore[misc]  # pyright: ignore[reportAttributeAccessIssue]
         if self._none or self._empty:
             raise StopIteration
         raw = next(self._cursor)
@@ -127,7 +195,11 @@ class FastSyncReads(MongoEngineQuerySet):
     def __getitem__(self, key: Any) -> Any:
         """MongoEngine's ``queryset[i]`` (``first()`` too), the document built
         by the loader; slices are MongoEngine's."""
-        if isinstance(key, slice) or not isinstance(key, int):
+        if (
+            isinstance(key, slice)
+            or not isinstance(key, int)
+            or not mongoengines_own("__getitem__")
+        ):
             return super().__getitem__(key)
         queryset = self.clone()
         queryset._empty = False
@@ -142,21 +214,32 @@ class FastSyncReads(MongoEngineQuerySet):
         loaded; joined while they are built when their class allows it
         (:mod:`~mongoengine_async.sync_select_related`)."""
         joined = None
-        if not any(map(self._overrides, _LISTING)):
+        if mongoengines_own("select_related") and self._joins_as_mongoengine():
             joined = select_related_joined(self.clone(), max_depth)
         return super().select_related(max_depth) if joined is None else joined
 
+    def _joins_as_mongoengine(self) -> bool:
+        """Whether MongoEngine's ``select_related()`` would list the results,
+        read and put the references in place only through MongoEngine's own
+        methods (or ours doing their work), which the join does instead."""
+        return (
+            not any(map(self._overrides, _JOINING))
+            and _DEREFERENCE_AS(DeReference) == _AS_IMPORTED_DEREFERENCE
+        )
+
     def _overrides(self, name: str) -> bool:
-        """Whether the queryset's class (a user's ``queryset_class``) has its
-        own method ``name``, which MongoEngine's code would call."""
-        for cls in type(self).__mro__:
-            if name in vars(cls):
-                return not cls.__module__.startswith(_LIBRARIES)
-        return False
+        """Whether the method ``name`` MongoEngine's code would call on this
+        queryset is not the library's own: one of a user's ``queryset_class``,
+        one patched on our class or on MongoEngine's."""
+        return getattr(type(self), name, None) not in _LIBRARY_METHODS[
+            name
+        ] or not mongoengines_own(name)
 
     def in_bulk(self, object_ids: Any) -> dict[Any, Any]:
         """MongoEngine's ``in_bulk`` (the same query; a dict from id to
         result), the documents built by one loader."""
+        if not mongoengines_own("in_bulk"):
+            return super().in_bulk(object_ids)
         raws = self._collection.find({"_id": {"$in": object_ids}}, **self._cursor_args)
         # As MongoEngine's: scalars before as_pymongo() (listing goes the other
         # way), loaded dereferencing whatever is set.
