@@ -159,6 +159,7 @@ class _Plans(dict[type[Any], "_Plan | None"]):
 
     def __missing__(self, cls: type[Any]) -> _Plan | None:
         """Make the plan of ``cls``, or None when only MongoEngine's code is exact."""
+        since = plan_watch.generation()
         plan_watch.watch(cls)
         own = (
             not cls._dynamic
@@ -172,8 +173,7 @@ class _Plans(dict[type[Any], "_Plan | None"]):
                 or cls._get_update_doc is mongoengine.Document._get_update_doc
             )
         )
-        plan = self[cls] = _Plan(cls) if own else None
-        return plan
+        return plan_watch.keep(self, cls, _Plan(cls) if own else None, since)
 
 
 _plans = _Plans()

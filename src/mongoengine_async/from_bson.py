@@ -363,11 +363,12 @@ def _plan(cls: type[Any]) -> _Plan | None:
         return _plans[cls]
     except KeyError:
         pass
+    since = plan_watch.generation()
     for field in cls._fields.values():
         field.set_auto_dereferencing(True)  # as every _from_son does
     plan_watch.watch(cls)
-    plan = _plans[cls] = _Plan(cls) if _eligible(cls) else None
-    return plan
+    plan = _Plan(cls) if _eligible(cls) else None
+    return plan_watch.keep(_plans, cls, plan, since)
 
 
 def _eligible(cls: type[Any]) -> bool:

@@ -20,6 +20,7 @@ uses) refuses.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import MutableMapping
 from typing import Any
@@ -31,7 +32,7 @@ from mongoengine.errors import NotRegistered
 
 from mongoengine_async.classes import keyed_by_class, taken_in
 
-__all__ = ("forgets", "library_intact", "refresh", "watch")
+__all__ = ("forgets", "generation", "keep", "library_intact", "refresh", "watch")
 
 # The class hooks some plan replaces or reads (any of them changed: rebuilt).
 _HOOK_NAMES = (
@@ -208,12 +209,34 @@ def library_intact() -> bool:
 _watches: dict[type[Any], _Watch] = keyed_by_class({})
 _caches: list[MutableMapping[Any, Any]] = []
 
+# A stamp of the last time every plan was forgotten (each a new number, taken
+# atomically): a plan built across one was maybe built from what changed, and
+# its watch is gone.
+_forgettings = itertools.count(1)
+_generation = 0
+
 
 def forgets(cache: MutableMapping[Any, Any]) -> None:
     """Register a module's plans by class, emptied when a watched class
     changes; a class defined again has its own dropped (``classes.taken_in``)."""
     _caches.append(cache)
     keyed_by_class(cache)
+
+
+def generation() -> int:
+    """The stamp to hand :func:`keep`, read before :func:`watch` and the build."""
+    return _generation
+
+
+def keep(cache: MutableMapping[Any, Any], cls: type[Any], plan: Any, since: int) -> Any:
+    """``cache[cls] = plan`` and ``plan``; not kept if every plan was forgotten
+    since ``since`` (another thread's :func:`refresh` met a change while this
+    one was built: it may be built from the old values, and its watch is
+    gone). Checked after storing it, as a refresh stamps before it clears."""
+    cache[cls] = plan
+    if _generation != since:
+        cache.pop(cls, None)
+    return plan
 
 
 def watch(cls: type[Any]) -> None:
@@ -235,6 +258,8 @@ def refresh(cls: type[Any]) -> None:
         return  # no plan built for it since the last change
     if (kept.lives == kept.snapshots or kept.settings_hold()) and kept.hooks_hold():
         return
+    global _generation
+    _generation = next(_forgettings)  # (before clearing: see keep)
     _watches.clear()
     for cache in _caches:
         cache.clear()

@@ -352,13 +352,14 @@ class _Plans(dict[type[Any], "_Plan | None"]):
     def __missing__(self, cls: type[Any]) -> _Plan | None:
         """Make the plan of a FastWrites class, or None when only MongoEngine's
         code is exact for it."""
+        since = plan_watch.generation()
         plan_watch.watch(cls)
         eligible = (
             issubclass(cls, FastWrites)
             and plan_watch.library_intact()
             and _eligible(cls, document=True)
         )
-        return _build(cls, document=True) if eligible else self.setdefault(cls)
+        return _build(cls, True, since) if eligible else _keep(cls, None, since)
 
 
 _plans = _Plans()
@@ -369,6 +370,7 @@ def _embedded_plan(cls: type[Any]) -> _Plan | None:
     """The plan of an EmbeddedDocument class (validate and to_mongo only)."""
     plan = _plans.get(cls, _MISSING)
     if plan is _MISSING:
+        since = plan_watch.generation()
         plan_watch.watch(cls)
         eligible = (
             cls.validate is _DOCUMENT_VALIDATE
@@ -376,19 +378,23 @@ def _embedded_plan(cls: type[Any]) -> _Plan | None:
             and plan_watch.library_intact()
             and _eligible(cls, document=False)
         )
-        plan = _build(cls, document=False) if eligible else _plans.setdefault(cls)
+        plan = _build(cls, False, since) if eligible else _keep(cls, None, since)
     return plan  # type: ignore[return-value]
 
 
-def _build(cls: type[Any], document: bool) -> _Plan | None:
+def _build(cls: type[Any], document: bool, since: int) -> _Plan | None:
     """The plan of ``cls``, kept; None, not kept, while a class it embeds is
     not defined yet (MongoEngine's code reports that, if it is asked)."""
     try:
         plan = _Plan(cls, document)
     except (NotRegistered, ValidationError):
         return None
-    _plans[cls] = plan
-    return plan
+    return _keep(cls, plan, since)
+
+
+def _keep(cls: type[Any], plan: _Plan | None, since: int) -> _Plan | None:
+    """``plan_watch.keep`` of the plan of ``cls``, built since ``since``."""
+    return plan_watch.keep(_plans, cls, plan, since)
 
 
 def _eligible(cls: type[Any], document: bool) -> bool:
