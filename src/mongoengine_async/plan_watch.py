@@ -15,7 +15,9 @@ call, which compares the copy with the live values (the fields' ``__dict__``
 compared in C, each class's hooks fetched by one call) and, on any
 difference, forgets every plan, so the next use builds them again. A
 constructor asks only when its plan (which checks, by identity, what it
-uses) refuses.
+uses) refuses. A plan is kept through :func:`keep`, which drops it when
+another thread's refresh forgot every plan while it was being built (it may
+be built from the old values, and its watch is gone).
 """
 
 from __future__ import annotations
