@@ -34,6 +34,7 @@ from mongoengine_async import (
     get_async_connection,
 )
 from mongoengine_async.connection import disconnect_all_async
+from mongoengine_async.context import current_session
 from mongoengine_async.testing import fresh_database
 
 BLOCK_MS = 700
@@ -227,19 +228,69 @@ async def test_a_new_document_cancelled_once_sent_is_saved_once(app):
     ]
 
 
-@pytest.mark.parametrize(
-    ("form", "anyio"),
-    [("context manager", False), ("callback", False), ("context manager", True)],
-    ids=["context manager", "callback", "context manager-anyio"],
-)
-async def test_cancelled_in_a_transaction(app, form, anyio):
+async def open_transaction(lsid: Any) -> bool:
+    """Whether the server has a transaction open on session ``lsid``."""
+    current_op = [
+        {"$currentOp": {"allUsers": True, "idleSessions": True}},
+        {"$match": {"lsid.id": lsid["id"], "transaction": {"$exists": True}}},
+    ]
+    found = await get_async_connection().admin.aggregate(current_op)
+    return bool(await found.to_list(None))
+
+
+async def cancel_transaction(
+    transaction: Callable[[], Awaitable[Any]], cancellation: str
+) -> None:
+    """Run ``transaction`` and cancel it once its write is blocked on the
+    server: by ``task.cancel()`` once or at every await until it ends (as an
+    anyio cancel scope does), by ``asyncio.wait_for`` or by anyio's own
+    ``move_on_after``; check that it ended (no wait for the write, but by a
+    single cancellation)."""
+    delay = BLOCK_MS / 3000
+    if cancellation == "timeout":
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(transaction(), delay)
+        return
+    if cancellation == "anyio":
+        anyio = pytest.importorskip("anyio")
+        started = time.monotonic()
+        with anyio.move_on_after(delay) as scope:
+            await transaction()
+        assert scope.cancelled_caught
+        assert time.monotonic() - started < delay + BLOCK_MS / 2000
+        return
+    task = asyncio.ensure_future(transaction())
+    await asyncio.sleep(delay)
+    task.cancel()
+    started = time.monotonic()
+    while cancellation == "every await" and not task.done():
+        task.cancel()
+        await asyncio.sleep(0)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    if cancellation == "every await":
+        assert time.monotonic() - started < BLOCK_MS / 2000
+
+
+CANCELLATIONS = ["cancel", "every await", "timeout", "anyio"]
+
+
+@pytest.mark.parametrize("cancellation", CANCELLATIONS)
+@pytest.mark.parametrize("form", ["context manager", "callback"])
+async def test_cancelled_in_a_transaction(app, form, cancellation):
     """The transaction aborts once the write settled (an abort sent before its
     first write reached the server would leave that write a transaction of
-    its own, locking the document until the server's time limit); the
-    changes are given back, and the next save stores them."""
+    its own, locking the document until the server's time limit), also when
+    the cancellation comes again at every await (an anyio cancel scope): the
+    abort goes on in a task of its own. The changes are given back, and the
+    next save stores them."""
     document = await CwDoc(a=0, b=0).async_save()
+    sessions = []
 
     async def block() -> None:
+        session = current_session()
+        assert session is not None
+        sessions.append(session.session_id)
         document.a = 1
         await document.async_save()
 
@@ -251,14 +302,8 @@ async def test_cancelled_in_a_transaction(app, form, anyio):
                 await block()
 
     async with blocked(app, "update"):
-        task = asyncio.ensure_future(in_transaction())
-        await asyncio.sleep(BLOCK_MS / 3000)
-        task.cancel()
-        while anyio and not task.done():  # (the abort goes on in its own task)
-            task.cancel()
-            await asyncio.sleep(0)
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancel_transaction(in_transaction, cancellation)
+        [lsid] = sessions
         # Nothing left locking the document once the write would have landed.
         await asyncio.sleep(BLOCK_MS / 1000)
         await asyncio.wait_for(
@@ -267,6 +312,7 @@ async def test_cancelled_in_a_transaction(app, form, anyio):
             ),
             5,
         )
+        assert not await open_transaction(lsid)
     assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
     assert document._get_changed_fields() == ["a"]
     await document.async_save()

@@ -307,35 +307,41 @@ async def run_transaction(
 ) -> R:
     """``async_run_transaction`` on ``client`` (one the registry made)."""
     _refuse_nesting(client, "async_run_transaction")
-    async with client.start_session(**(session_kwargs or {})) as session:
-        return await run_on(session, fn, transaction_kwargs)
+    session = client.start_session(**(session_kwargs or {}))
+    return await run_on(session, fn, transaction_kwargs, own=True)
 
 
 async def run_on(
     session: AsyncClientSession,
     fn: Callable[[], Awaitable[R]],
     transaction_kwargs: dict[str, Any] | None = None,
+    own: bool = False,
 ) -> R:
     """``await fn()`` in a transaction on ``session`` (one in none), as
     ``async_run_transaction`` does; bound to the task meanwhile, before any
-    session bound for the same client (an explicit session wins)."""
-    undos: Journal = []
+    session bound for the same client (an explicit session wins). ``own``:
+    the session is ended after (once the transaction ended).
 
-    async def attempt(_: AsyncClientSession) -> R:
-        _undo(undos)  # what the attempt before, aborted, changed
+    ``with_transaction`` runs in a helper task (see :class:`_Block`), ``fn``
+    in the caller's: a cancellation, even one delivered at every await (a
+    cancel scope), cancels ``fn`` but not the abort (nor a commit in flight),
+    which waits for the writes of cancelled callers still on their way.
+    """
+    block: _Block | None = None
+    try:
+        block = _Block(session, transaction_kwargs or {}, again=True)
+        undos: Journal = []
         try:
-            return await _run_labelled(fn)
-        finally:  # then with_transaction commits or aborts
-            await _settle_writes(session)
-
-    async with _bind_session(session, undos):
-        try:
-            return await session.with_transaction(attempt, **(transaction_kwargs or {}))
+            async with _bind_session(session, undos):
+                return await block.run(fn, undos)
         except BaseException:
             _undo(undos)
             raise
         finally:
             undos.clear()  # (see run_in_transaction)
+    finally:
+        if own:
+            await _end_session(session, block)
 
 
 class _TransientError(PyMongoError):
@@ -392,10 +398,16 @@ async def run_in_transaction(
             # this task's context, and so the journal, as long as they live.
             undos.clear()
     finally:
-        if block is None or block.over():
-            await session.end_session()
-        else:  # cancelled again while it waited (a cancel scope): the helper
-            block.end_after(session)  # task aborts, then the session ends
+        await _end_session(session, block)
+
+
+async def _end_session(session: AsyncClientSession, block: _Block | None) -> None:
+    """End ``session`` once its transaction's helper task ended: now, or
+    (the caller cancelled while the helper aborts or commits) after it."""
+    if block is None or block.over():
+        await session.end_session()
+    else:
+        block.end_after(session)
 
 
 # Sessions being ended after their transaction's helper task ended (held:
@@ -409,32 +421,46 @@ class _BlockFailed(Exception):
 
 
 class _Block:
-    """PyMongo's ``with_transaction`` around the block of a context manager.
+    """PyMongo's ``with_transaction`` around code that runs in the caller's
+    task: the block of a context manager, or each attempt of a callback.
 
-    A block cannot be re-run, so ``with_transaction`` runs in a helper task
-    whose callback waits until the block (in the caller's task) has run; the
-    start, abort and commit (its retries and time limit) are PyMongo's.
+    ``with_transaction`` runs in a helper task whose callback waits until
+    the caller has run its code; the start, abort and commit (their retries
+    and time limit) are PyMongo's. The caller's cancellation does not cancel
+    the helper: its abort (or commit) goes on, after the writes of cancelled
+    callers settled, and ``end_after`` ends the session after it. A block
+    (``again`` false) runs once; a callback (``again``) runs again when
+    ``with_transaction`` calls it again.
     """
 
-    def __init__(self, session: AsyncClientSession, transaction_kwargs: dict):
+    def __init__(
+        self, session: AsyncClientSession, transaction_kwargs: dict, again: bool = False
+    ):
         loop = asyncio.get_running_loop()
         self._session = session
+        self._again = again
+        self._gone = False  # the caller left: no attempt runs any more
         self._entered: asyncio.Future[None] = loop.create_future()
-        self._left: asyncio.Future[None] = loop.create_future()
+        self._left: asyncio.Future[Any] = loop.create_future()
         self._task = asyncio.ensure_future(
             session.with_transaction(self._callback, **transaction_kwargs)
         )
 
-    async def _callback(self, _: AsyncClientSession) -> None:
-        if self._entered.done():  # the commit failed with a transient error
+    async def _callback(self, _: AsyncClientSession) -> Any:
+        # Called again: the block's commit failed with a transient error (a
+        # block cannot run again), or the caller left.
+        if self._gone or self._entered.done():
             raise _BlockFailed
         self._entered.set_result(None)
         try:
-            await self._left
+            outcome = await self._left
         finally:  # then with_transaction commits or aborts
             # (In this task: a cancel scope cancelling the caller's every
             # await would not keep the abort waiting for them.)
             await _settle_writes(self._session)
+        if outcome is _ABANDONED:
+            raise _BlockFailed
+        return outcome
 
     def over(self) -> bool:
         """Whether ``with_transaction`` ended (committed or aborted)."""
@@ -454,22 +480,50 @@ class _Block:
 
         self._task.add_done_callback(end)
 
-    async def entered(self) -> None:
-        """Wait until the transaction has started (raise if it could not)."""
+    def _leave(self, outcome: Any = None, error: BaseException | None = None) -> None:
+        """The caller's code ran: hand ``with_transaction`` its ``outcome``
+        (to commit) or its ``error`` (to abort, and retry a transient one)."""
+        left = self._left
+        if self._again:  # for the callback's next call, if any
+            loop = left.get_loop()
+            self._entered, self._left = loop.create_future(), loop.create_future()
+        if error is None:
+            left.set_result(outcome)
+        else:
+            left.set_exception(error)
+
+    def _abandon(self) -> None:
+        """The caller leaves: ``with_transaction`` aborts (unless it is
+        committing already) and calls nothing again."""
+        self._gone = True
+        if not self._left.done():
+            self._left.set_result(_ABANDONED)
+
+    async def _wait(self, *futures: asyncio.Future[Any]) -> None:
+        """Wait until one of ``futures`` is done or ``with_transaction``
+        ended. The helper task is not cancelled with the caller."""
         try:
             await asyncio.wait(
-                (self._entered, self._task), return_when=asyncio.FIRST_COMPLETED
+                (*futures, self._task), return_when=asyncio.FIRST_COMPLETED
             )
         except BaseException:
-            await self.failed()
+            self._abandon()
             raise
-        if not self._entered.done():
+
+    async def _next(self) -> bool:
+        """Wait until the callback is called (True) or ``with_transaction``
+        ended (False)."""
+        await self._wait(self._entered)
+        return self._entered.done()
+
+    async def entered(self) -> None:
+        """Wait until the transaction has started (raise if it could not)."""
+        if not await self._next():
             self._task.result()
 
     async def failed(self) -> None:
         """The block raised: let ``with_transaction`` abort."""
-        if not self._left.done():
-            self._left.set_exception(_BlockFailed())
+        self._abandon()
         with contextlib.suppress(_BlockFailed):
             # (Shielded: the caller cancelled again meanwhile, as a cancel
             # scope does, must not cancel the abort.)
@@ -477,11 +531,35 @@ class _Block:
 
     async def done(self) -> None:
         """The block ran: let ``with_transaction`` commit."""
-        self._left.set_result(None)
+        self._leave()
         try:
-            await self._task
+            await self._wait()
+            self._task.result()
         except _BlockFailed:
             raise _transient_commit_error() from None
+
+    async def run(self, fn: Callable[[], Awaitable[R]], undos: Journal) -> R:
+        """``await fn()`` each time the callback is called; ``with_transaction``'s
+        result (``fn``'s, committed)."""
+        while await self._next():
+            _undo(undos)  # what the attempt before, aborted, changed
+            try:
+                outcome = await _run_labelled(fn)
+            except PyMongoError as error:
+                if not error.has_error_label(_TRANSIENT):
+                    await self.failed()
+                    raise
+                self._leave(error=error)  # aborted, then run again (in time)
+            except BaseException:
+                await self.failed()
+                raise
+            else:
+                self._leave(outcome)
+        return self._task.result()
+
+
+# What the callback of a caller that left gets: it raises _BlockFailed.
+_ABANDONED: Any = object()
 
 
 def _transient_commit_error() -> PyMongoError:
