@@ -21,12 +21,14 @@ from uuid import uuid4
 import pytest
 
 from mongoengine_async import (
+    NULLIFY,
     CachedReferenceField,
     Document,
     EmbeddedDocument,
     EmbeddedDocumentField,
     FileField,
     IntField,
+    ReferenceField,
     StringField,
     async_run_in_transaction,
     async_run_transaction,
@@ -61,6 +63,17 @@ class CwBook(Document):
 
 class CwFiled(Document):
     data = FileField(collection_name="cw_files")
+
+
+class CwRuled(Document):
+    """A CwDoc with a delete rule (CwReferrer's): its deletes cascade."""
+
+    a = IntField()
+    b = IntField()
+
+
+class CwReferrer(Document):
+    doc = ReferenceField(CwRuled, reverse_delete_rule=NULLIFY)
 
 
 @pytest.fixture
@@ -238,10 +251,10 @@ async def open_transaction(lsid: Any) -> bool:
     return bool(await found.to_list(None))
 
 
-async def cancel_transaction(
+async def cancel_midway(
     transaction: Callable[[], Awaitable[Any]], cancellation: str
 ) -> None:
-    """Run ``transaction`` and cancel it once its write is blocked on the
+    """Run ``transaction`` (or any work) and cancel it once its write is blocked on the
     server: by ``task.cancel()`` once or at every await until it ends (as an
     anyio cancel scope does), by ``asyncio.wait_for`` or by anyio's own
     ``move_on_after``; check that it ended (no wait for the write, but by a
@@ -302,7 +315,7 @@ async def test_cancelled_in_a_transaction(app, form, cancellation):
                 await block()
 
     async with blocked(app, "update"):
-        await cancel_transaction(in_transaction, cancellation)
+        await cancel_midway(in_transaction, cancellation)
         [lsid] = sessions
         # Nothing left locking the document once the write would have landed.
         await asyncio.sleep(BLOCK_MS / 1000)
@@ -390,3 +403,65 @@ def test_a_write_begun_as_the_loop_ends_leaves_no_coroutine_unawaited(
     finally:
         asyncio.run(drop())
     assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+
+
+@pytest.mark.parametrize("cancellation", CANCELLATIONS)
+async def test_a_cancelled_delete_with_rules_outside_a_transaction(app, cancellation):
+    """A delete with delete rules not in a transaction (``transaction=False``):
+    its writes go on once cancelled, as a save's, and the instance's next
+    write comes after them (the root's delete, its last write, would else
+    delete what that save stored)."""
+    document = await CwRuled(a=0, b=0).async_save()
+    referrer = await CwReferrer(doc=document).async_save()
+    await CwReferrer.async_ensure_indexes()
+    async with blocked(app, "delete"):
+        started = time.monotonic()
+        await cancel_midway(
+            lambda: document.async_delete(transaction=False), cancellation
+        )
+        assert time.monotonic() - started < BLOCK_MS / 1000
+        document.a = 2
+        await document.async_save()  # waits until the cancelled delete settled
+    assert await CwRuled._get_collection().find_one({"_id": document.pk}) == {
+        "_id": document.pk,
+        "a": 2,
+    }
+    raw = await CwReferrer._get_collection().find_one({"_id": referrer.pk})
+    assert raw == {"_id": referrer.pk}
+    assert "_async_save_turns" not in document.__dict__
+
+
+@pytest.mark.parametrize("cancellation", CANCELLATIONS)
+async def test_a_cancelled_delete_with_rules_in_a_transaction(app, cancellation):
+    """A delete with delete rules that joins the block's transaction, cancelled
+    once its root's delete is on its way: it goes on, the transaction aborts
+    once it settled (nothing left open locking the document), and the
+    document stays."""
+    document = await CwRuled(a=0, b=0).async_save()
+    referrer = await CwReferrer(doc=document).async_save()
+    await CwReferrer.async_ensure_indexes()
+    sessions = []
+
+    async def in_transaction() -> None:
+        async with async_run_in_transaction() as session:
+            sessions.append(session.session_id)
+            await document.async_delete()
+
+    async with blocked(app, "delete"):
+        await cancel_midway(in_transaction, cancellation)
+        [lsid] = sessions
+        await asyncio.sleep(BLOCK_MS / 1000)
+        await asyncio.wait_for(
+            CwRuled._get_collection().update_one(
+                {"_id": document.pk}, {"$set": {"b": 3}}
+            ),
+            5,
+        )
+        assert not await open_transaction(lsid)
+    assert await CwRuled._get_collection().find_one({"_id": document.pk}) == {
+        "_id": document.pk,
+        "a": 0,
+        "b": 3,
+    }
+    raw = await CwReferrer._get_collection().find_one({"_id": referrer.pk})
+    assert raw == {"_id": referrer.pk, "doc": document.pk}

@@ -34,7 +34,7 @@ from mongoengine_async.context import run_on, run_transaction
 from mongoengine_async.gridfs import delete_files, stored_files
 from mongoengine_async.operation import Operation, session_for
 
-__all__ = ("delete_each", "delete_matching", "has_rules")
+__all__ = ("delete_each", "delete_matching", "has_rules", "runs_own_transaction")
 
 
 def _rules(cls: type[Any]) -> list[tuple[type[Any], str, int]]:
@@ -50,6 +50,30 @@ def has_rules(cls: type[Any]) -> bool:
     """Whether a delete of ``cls``'s documents applies delete rules (a
     cascade of writes, in a transaction of its own unless told otherwise)."""
     return bool(_rules(cls))
+
+
+async def runs_own_transaction(
+    cls: type[Any], operation: Operation, atomic: bool = True
+) -> bool:
+    """Whether a delete of ``cls``'s documents (``operation`` resolved, its
+    write concern the delete's) runs in a transaction of its own, which a
+    cancellation aborts; else its writes are sent one by one outside one, or
+    in the caller's transaction."""
+    return (
+        has_rules(cls)
+        and _acknowledged(operation)
+        and await _own_transaction(operation, atomic)
+    )
+
+
+async def _own_transaction(operation: Operation, atomic: bool) -> bool:
+    """Whether a delete with rules to apply runs in a transaction of its own:
+    ``atomic``, the operation's session in none, the deployment has them."""
+    return (
+        atomic
+        and not _in_transaction(operation.session)
+        and await _supports_transactions(operation.collection.database.client)
+    )
 
 
 def _reachable(cls: type[Any]) -> list[type[Any]]:
@@ -184,11 +208,7 @@ async def _under_rules(
     for referrer in _reachable(cls):
         await operation.on(referrer)
     client = operation.collection.database.client
-    if (
-        atomic
-        and not _in_transaction(operation.session)
-        and await _supports_transactions(client)
-    ):
+    if await _own_transaction(operation, atomic):
         if operation.session is not None:  # an explicit session without one
             options = _transaction_options(operation, operation.session)
             return await run_on(operation.session, lambda: delete(operation), options)

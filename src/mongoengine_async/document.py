@@ -70,7 +70,7 @@ from mongoengine_async.context import (
     switched_collection,
     write_on_its_way,
 )
-from mongoengine_async.delete_rules import has_rules
+from mongoengine_async.delete_rules import has_rules, runs_own_transaction
 from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.fields import cached_references_sync, sync_cached_references
 from mongoengine_async.from_bson import LoadedState
@@ -728,17 +728,25 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         # be: a delete begun after it cannot be overtaken by its write.
         turn = await _wait_other_turn(self)
         try:
+            # Its writes go on once cancelled (those of a cascade too, outside
+            # a transaction or in the caller's), but for a cascade in a
+            # transaction of its own, which the cancellation aborts.
+            alone = turn and not (
+                has_rules(type(self))
+                and await runs_own_transaction(
+                    type(self),
+                    dataclasses.replace(operation, write_concern=write_concern),
+                    transaction,
+                )
+            )
             deleting = self._qs.filter(**self._object_key).async_delete(
                 write_concern=write_concern,
                 _from_doc_delete=True,
                 transaction=transaction,
                 session=operation.session,
             )
-            # A single write (no rules: a cascade runs in a transaction,
-            # which the cancellation aborts) goes on once cancelled; its
-            # files go once it was applied (outside a transaction, whose end
-            # decides), as after a delete that returned.
-            alone = turn and not has_rules(type(self))
+            # Its files go once it was applied (outside a transaction, whose
+            # end decides), as after a delete that returned.
             await (
                 _write_in_turn(
                     self,
