@@ -15,7 +15,6 @@ import collections
 import dataclasses
 import functools
 import re
-import sys
 import threading
 from collections.abc import Callable, Coroutine, Generator, Mapping
 from contextvars import ContextVar
@@ -71,6 +70,8 @@ from mongoengine_async.context import (
     write_on_its_way,
 )
 from mongoengine_async.delete_rules import has_rules, runs_own_transaction
+from mongoengine_async.detached import FAILED
+from mongoengine_async.detached import detached as _detached
 from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.fields import cached_references_sync, sync_cached_references
 from mongoengine_async.from_bson import LoadedState
@@ -629,7 +630,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         back too), else cleared as a save clears them; those made meanwhile
         stay."""
         meanwhile = deltas.give_back_changes(self, sent)
-        if write.cancelled() or write.result() is _FAILED or in_transaction:
+        if write.cancelled() or write.result() is FAILED or in_transaction:
             return
         object_id, created = write.result()
         self._set_saved_id(created, object_id)
@@ -1129,7 +1130,7 @@ def _delete_files_once_applied(
     """After a delete whose caller was cancelled while its write was on its
     way: the document's files, once that write was applied (not in a
     transaction: its end decides), as the delete would have deleted them."""
-    if files and not (write.cancelled() or write.result() is _FAILED or in_transaction):
+    if files and not (write.cancelled() or write.result() is FAILED or in_transaction):
         # (Not in the delete's own session: its caller may use it meanwhile.)
         alone = dataclasses.replace(operation, session=None)
         _follow_up(delete_files(files, alone), "GridFS files")
@@ -1160,40 +1161,6 @@ def _follow_up(work: Coroutine[Any, Any, None] | None, what: str) -> None:
             )
 
     task.add_done_callback(done)
-
-
-# A task starts at once (runs to its first wait) on Python 3.12+: a loop
-# iteration sooner, for the write of every save.
-_EAGER: dict[str, Any] = {"eager_start": True} if sys.version_info >= (3, 12) else {}
-
-# What a task of :func:`_detached` gives for a write that failed.
-_FAILED: Any = object()
-
-
-def _detached(write: Coroutine[Any, Any, T]) -> tuple[asyncio.Future[T], asyncio.Task]:
-    """Run ``write`` in a task of its own: ``(outcome, task)``. The caller
-    awaits ``outcome``; its cancellation (the caller's) leaves the task
-    running, which settles with the write's result, or ``_FAILED``. This is
-    ``asyncio.shield``, minus two loop iterations (its callbacks) that every
-    save would pay."""
-    loop = asyncio.get_running_loop()
-    outcome: asyncio.Future[T] = loop.create_future()
-
-    async def run() -> Any:
-        try:
-            result = await write
-        except asyncio.CancelledError:  # the task itself (the loop closing)
-            outcome.cancel()
-            raise
-        except Exception as error:  # the caller's to handle (or not: cancelled)
-            if not outcome.done():
-                outcome.set_exception(error)
-            return _FAILED
-        if not outcome.done():
-            outcome.set_result(result)
-        return result
-
-    return outcome, asyncio.Task(run(), loop=loop, **_EAGER)
 
 
 def _settle_in_turn(

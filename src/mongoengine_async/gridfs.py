@@ -51,6 +51,7 @@ from mongoengine_async.connection import (
     is_sync_connection,
 )
 from mongoengine_async.context import journal
+from mongoengine_async.detached import to_completion
 from mongoengine_async.errors import AsyncUsageError, NotLoadedError
 from mongoengine_async.gridfs_read import read_whole
 from mongoengine_async.guards import (
@@ -192,21 +193,6 @@ def _open_stream(
     return grid_out
 
 
-async def _to_completion(coroutine: Any) -> Any:
-    """Await ``coroutine``; if the caller is cancelled meanwhile, let it finish
-    first (so an insert in flight cannot land after the abort), then re-raise.
-    """
-    task = asyncio.ensure_future(coroutine)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        if not task.done():
-            await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()  # retrieved: the cancellation is what propagates
-        raise
-
-
 async def _pieces(data: Any, read_size: int) -> AsyncIterator[bytes]:
     """The bytes of ``data``: bytes, a (sync or async) binary file object, a
     (sync or async) iterable of bytes, or the file of an
@@ -234,7 +220,7 @@ async def _pieces(data: Any, read_size: int) -> AsyncIterator[bytes]:
         else:  # a real file: read it off the event loop; a cancelled upload
             # returns once the read in flight is done, as the caller may then
             # close or reuse the file
-            while piece := await _to_completion(asyncio.to_thread(read, read_size)):
+            while piece := await to_completion(asyncio.to_thread(read, read_size)):
                 yield piece
         return
     if hasattr(data, "__aiter__"):
@@ -294,13 +280,13 @@ async def upload(
                 block = pending[0] if len(pending) == 1 else b"".join(pending)
                 pending.clear()
                 pending_size = 0
-                await _to_completion(grid_in.write(block))
+                await to_completion(grid_in.write(block))
         if pending:
-            await _to_completion(grid_in.write(b"".join(pending)))
-        await _to_completion(grid_in.close())
+            await to_completion(grid_in.write(b"".join(pending)))
+        await to_completion(grid_in.close())
     except BaseException as error:
         try:
-            await _to_completion(_remove_partial(grid_in, error))
+            await to_completion(_remove_partial(grid_in, error))
         except Exception:  # the upload's own error is the one to report
             pass
         raise

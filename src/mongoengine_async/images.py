@@ -19,13 +19,13 @@ from mongoengine.errors import ValidationError
 from mongoengine.fields import ImageGridFsProxy
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from mongoengine_async.detached import to_completion
 from mongoengine_async.errors import NotLoadedError
 from mongoengine_async.gridfs import (
     AsyncGridFSProxy,
     _delete_file,
     _file_kwargs,
     _pieces,
-    _to_completion,
     not_loaded_error,
     upload,
 )
@@ -188,11 +188,11 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
             )
         except BaseException:
             for file_id in stored:
-                await _to_completion(_delete_file(root, file_id, session))
+                await to_completion(_delete_file(root, file_id, session))
             raise
         if self.grid_id:  # another task's put filled the proxy meanwhile: it won
             for file_id in [*stored, image_id]:
-                await _to_completion(_delete_file(root, file_id, session))
+                await to_completion(_delete_file(root, file_id, session))
             self._check_empty()
         self._file = file_document
         self.grid_id = image_id

@@ -1,0 +1,77 @@
+"""Writes that go on when their caller is cancelled.
+
+A write cancelled while it is on its way may be applying on the server: the
+client must not forget it. Two ways to let it finish, by what the caller
+does meanwhile:
+
+- :func:`detached`: the caller raises the cancellation at once; the write
+  goes on in its task, which settles once the write did (a save, modify,
+  update or delete of an instance: its turn ends then).
+- :func:`to_completion`: the caller waits for the write to finish before it
+  raises the cancellation (a GridFS upload aborted: its removal must come
+  after its last insert).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# A task starts at once (runs to its first wait) on Python 3.12+: a loop
+# iteration sooner, for the write of every save.
+_EAGER: dict[str, Any] = {"eager_start": True} if sys.version_info >= (3, 12) else {}
+
+# What the task of a write that failed gives (its error was the caller's to
+# handle, or nobody's once the caller was cancelled).
+FAILED: Any = object()
+
+
+def detached(write: Coroutine[Any, Any, T]) -> tuple[asyncio.Future[T], asyncio.Task]:
+    """Run ``write`` in a task of its own: ``(outcome, task)``. The caller
+    awaits ``outcome``; its cancellation (the caller's) leaves the task
+    running, which settles with the write's result, or :data:`FAILED`. This
+    is ``asyncio.shield``, minus two loop iterations (its callbacks).
+
+    Use it when the caller must not wait for the write once cancelled, but
+    something else must know when it ended (the instance's next write: see
+    ``document._settle_in_turn``)."""
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[T] = loop.create_future()
+
+    async def run() -> Any:
+        try:
+            result = await write
+        except asyncio.CancelledError:  # the task itself (the loop closing)
+            outcome.cancel()
+            raise
+        except Exception as error:  # the caller's to handle (or not: cancelled)
+            if not outcome.done():
+                outcome.set_exception(error)
+            return FAILED
+        if not outcome.done():
+            outcome.set_result(result)
+        return result
+
+    return outcome, asyncio.Task(run(), loop=loop, **_EAGER)
+
+
+async def to_completion(coroutine: Any) -> Any:
+    """Await ``coroutine``; if the caller is cancelled meanwhile, let it finish
+    first, then re-raise the cancellation (its own outcome is dropped).
+
+    Use it when what the caller does once cancelled must come after the
+    write (an aborted upload removes its chunks: an insert in flight must not
+    land after that removal); else :func:`detached`, which does not wait."""
+    task = asyncio.ensure_future(coroutine)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what propagates
+        raise

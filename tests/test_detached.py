@@ -1,0 +1,105 @@
+"""``detached.detached`` and ``detached.to_completion``: a write that goes on
+once its caller is cancelled. With ``detached`` the caller raises at once and
+the write's task settles with its result (or ``FAILED``); with
+``to_completion`` the caller waits for the write before it raises."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import pytest
+
+from mongoengine_async.detached import FAILED, detached, to_completion
+
+
+async def write(log: list[Any], delay: float = 0.05, fail: bool = False) -> int:
+    log.append("began")
+    await asyncio.sleep(delay)
+    await asyncio.sleep(0)  # (a bare yield)
+    log.append("ended")
+    if fail:
+        raise ValueError("failed")
+    return 42
+
+
+async def test_awaited_it_is_the_write() -> None:
+    outcome, task = detached(write([]))
+    assert await outcome == 42
+    assert await task == 42
+    outcome, task = detached(write([], fail=True))
+    with pytest.raises(ValueError, match="failed"):
+        await outcome
+    assert await task is FAILED
+
+
+async def cancel_midway(outcome: asyncio.Future[Any], when: float = 0.01) -> float:
+    """Cancel a caller awaiting ``outcome``; how long it took to raise."""
+
+    async def caller() -> Any:
+        return await outcome
+
+    task = asyncio.ensure_future(caller())
+    await asyncio.sleep(when)
+    started = asyncio.get_running_loop().time()
+    task.cancel("why")
+    with pytest.raises(asyncio.CancelledError) as cancelled:
+        await task
+    if sys.version_info >= (3, 11):  # (3.10 drops the message on the way)
+        assert cancelled.value.args == ("why",)
+    return asyncio.get_running_loop().time() - started
+
+
+async def test_cancelled_the_caller_raises_at_once_and_the_write_goes_on() -> None:
+    log: list[Any] = []
+    outcome, task = detached(write(log, delay=0.2))
+    assert await cancel_midway(outcome) < 0.1
+    assert not task.done()
+    assert await task == 42
+    assert log == ["began", "ended"]
+
+
+async def test_a_failed_write_gone_on_settles_with_failed() -> None:
+    outcome, task = detached(write([], delay=0.05, fail=True))
+    await cancel_midway(outcome)
+    assert await task is FAILED
+
+
+async def test_cancelled_again_and_again_it_goes_on() -> None:
+    outcome, write_task = detached(write([], delay=0.1))
+
+    async def caller() -> Any:
+        return await outcome
+
+    task = asyncio.ensure_future(caller())
+    await asyncio.sleep(0.01)
+    for _ in range(5):  # as an anyio cancel scope delivers it
+        task.cancel()
+        await asyncio.sleep(0)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await write_task == 42
+
+
+async def test_a_timeout_around_it() -> None:
+    outcome, task = detached(write([], delay=0.2))
+    with pytest.raises(asyncio.TimeoutError):  # (not TimeoutError on 3.10)
+        await asyncio.wait_for(outcome, 0.05)
+    assert await task == 42
+
+
+async def test_to_completion_waits_for_the_write() -> None:
+    log: list[Any] = []
+
+    async def caller() -> Any:
+        return await to_completion(write(log, delay=0.1))
+
+    task = asyncio.ensure_future(caller())
+    await asyncio.sleep(0.01)
+    started = asyncio.get_running_loop().time()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert asyncio.get_running_loop().time() - started >= 0.05
+    assert log == ["began", "ended"]
