@@ -1148,3 +1148,15 @@ async def test_refused_delete_keeps_the_file(async_alias):
         await guarded.async_delete()
     loaded = await GfsGuarded.objects.async_get(title="kept")
     assert await (await GfsGuarded.file.async_get(loaded)).async_read() == b"precious"
+
+
+async def test_a_delete_reads_the_files_of_many_documents_in_one_reply(
+    async_alias: str, command_log
+) -> None:
+    """A queryset delete reads the files its documents hold first: more than
+    the 101 documents of a first reply, in one round trip (no getMore)."""
+    await GfsBook._get_collection().insert_many([{"title": str(i)} for i in range(150)])
+    command_log.clear()
+    await GfsBook.objects.async_delete()
+    assert "getMore" not in command_log.names
+    assert await GfsBook.objects.async_count() == 0

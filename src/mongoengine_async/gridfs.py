@@ -43,7 +43,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 
 from mongoengine_async._compat import AsyncGridOutChunkIterator
-from mongoengine_async.batches import kill_soon, read_all
+from mongoengine_async.batches import WHOLE_RESULT, kill_soon, read_all
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.connection import (
     get_async_collection,
@@ -848,7 +848,10 @@ async def stored_files(queryset: Any, operation: Operation) -> list[AsyncGridFSP
     if not fields:
         return []
     cursor = operation.collection.find(
-        queryset._query, dict.fromkeys(fields, 1), session=operation.session
+        queryset._query,
+        dict.fromkeys(fields, 1),
+        batch_size=WHOLE_RESULT,  # 101 documents and more: one reply
+        session=operation.session,
     )
     proxies = [
         field.get_async_proxy(grid_id, None)
