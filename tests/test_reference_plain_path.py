@@ -305,3 +305,50 @@ async def test_a_loaded_reference_names_the_collection_switched_to(
     assert await collection_read() == "plain_author"
     async with async_switch_collection(PlainAuthor, "plain_switched_async"):
         assert await collection_read() == "plain_switched_async"
+
+
+class KeptAuthor(Document):
+    name = StringField()
+
+
+class KeptBook(Document):
+    author = ReferenceField(KeptAuthor)
+
+
+async def test_a_fetch_reuses_the_loader_of_its_class(async_alias, monkeypatch):
+    """The loader of a settled class is looked up once for all its fetches;
+    a field class method patched afterwards (the plans forgotten) is called
+    by the next fetch, as by any load."""
+    from unittest import mock
+
+    from mongoengine_async import from_bson
+
+    authors = [await KeptAuthor(name=str(i)).async_save() for i in range(3)]
+    for author in authors:
+        await KeptBook(author=author).async_save()
+    books = await KeptBook.objects.order_by("id").async_to_list()
+    assert (await books[0].author).name == "0"
+    looked_up = mock.Mock(wraps=from_bson._plan)
+    monkeypatch.setattr(from_bson, "_plan", looked_up)
+    assert (await books[1].author).name == "1"
+    assert looked_up.call_count == 0
+    to_python = mock.Mock(side_effect=lambda value: value)
+    with mock.patch.object(StringField, "to_python", to_python):
+        assert (await books[2].author).name == "2"
+    assert to_python.call_count >= 1
+
+
+async def test_a_join_finds_where_each_reference_points_once(async_alias, monkeypatch):
+    """``async_select_related()`` works out where a reference field's class
+    lives (its database's client and name) once per joined collection."""
+    from unittest import mock
+
+    from mongoengine_async import select_related
+
+    for i in range(3):
+        await KeptBook(author=await KeptAuthor(name=str(i)).async_save()).async_save()
+    where = mock.Mock(wraps=select_related._where)
+    monkeypatch.setattr(select_related, "_where", where)
+    books = await KeptBook.objects.async_select_related()
+    assert sorted(book.author.name for book in books) == ["0", "1", "2"]
+    assert where.call_count == 1

@@ -67,6 +67,7 @@ __all__ = (
     "loader_key",
     "object_id_bytes",
     "overridden",
+    "owned_loader",
     "plain_references",
     "plain_setter",
     "set_conversion",
@@ -945,6 +946,27 @@ def loader(cls: type[Any], _auto_dereference: bool = True, owned: bool = False) 
             return load
     make = plan.owning() if owned else plan.make
     return make(_fallback(cls, owned, {}), *plan.reference_collections())
+
+
+# The owning loader of each class whose plan is settled (no references, no
+# subclass), as ``loader(cls, owned=True)`` gives it: kept as the plans are.
+_owned_loaders: dict[type[Any], Load] = {}
+plan_watch.forgets(_owned_loaders)
+
+
+def owned_loader(cls: type[Any]) -> Load:
+    """``loader(cls, owned=True)``, for one son at a time (a reference's
+    fetch): a settled class's loader looked up once, not for each son."""
+    if has_init_receivers():
+        return loader(cls, owned=True)
+    plan_watch.refresh(cls)  # (a change forgets the loaders kept)
+    load = _owned_loaders.get(cls)
+    if load is None:
+        load = loader(cls, owned=True)
+        plan = _plans.get(cls)
+        if plan is not None and load is plan.owning_loader:
+            _owned_loaders[cls] = load
+    return load
 
 
 def _fallback(

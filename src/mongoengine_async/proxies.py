@@ -28,7 +28,7 @@ from mongoengine_async._compat import container_location, document_registry
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.context import dereference_disabled, read_context
 from mongoengine_async.errors import AsyncUsageError, NotLoadedError
-from mongoengine_async.from_bson import loader
+from mongoengine_async.from_bson import owned_loader
 from mongoengine_async.guards import require_async
 from mongoengine_async.operation import (
     as_session,
@@ -286,7 +286,7 @@ def loaded(cls: type[Any], dbref: DBRef, name: str | None, raw: dict | None) -> 
     ``cls.DoesNotExist`` when it found none."""
     if raw is None:
         raise missing_error(cls, dbref, name)
-    return loader(cls, owned=True)(raw)  # the reply is this document's alone
+    return owned_loader(cls)(raw)  # the reply is this document's alone
 
 
 def missing_error(cls: type[Any], dbref: DBRef, name: str | None) -> Exception:

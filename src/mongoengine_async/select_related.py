@@ -403,7 +403,8 @@ async def load_related(
         level, loaded, levels = list(documents), {}, max_depth
     else:
         groups, wanted = join
-        found = await _find_joined(wanted, session)
+        wheres = {group: _where(*group) for group in wanted}  # (once each)
+        found = await _find_joined(wanted, wheres, session)
         load = loader(cls, owned=True)
 
         def fallback(raw: Any) -> Any:
@@ -412,13 +413,13 @@ async def load_related(
             stragglers.append(document)
             return document
 
-        joins = [found.get(_where(*group), {}) for group in groups]
+        joins = [found.get(wheres[group], {}) for group in groups]
         documents = materialise_all(joining_loader(cls, joins, fallback), raws)
-        if _any_missing(wanted, found):  # the join left their DBRefs in place
-            _mark_joined_missing(cls, documents, groups, wanted, found)
+        if _any_missing(wanted, wheres, found):  # the join left their DBRefs
+            _mark_joined_missing(cls, documents, groups, wanted, wheres, found)
         if not stragglers and max_depth == 1:
             return documents
-        loaded = _loaded_by_id(wanted, found)
+        loaded = _loaded_by_id(wanted, wheres, found)
         level = [document for by_id in found.values() for document in by_id.values()]
         levels = max_depth - 1
     top, source = ((), None) if origin is None else (documents, _where_of(origin))
@@ -481,13 +482,15 @@ def stored_ids(raws: list, db_field: str) -> dict[bytes, ObjectId] | None:
 
 
 async def _find_joined(
-    wanted: _JoinWanted, session: AsyncClientSession | None
+    wanted: _JoinWanted,
+    wheres: dict[tuple[type[Any], str], _Where | None],
+    session: AsyncClientSession | None,
 ) -> dict[_Where | None, dict[bytes, Any]]:
     """The documents a join wants, one query per collection and class
     hierarchy: per collection, ``ObjectId.binary`` -> document (missing ids
-    are absent)."""
+    are absent). ``wheres``: where each group of ``wanted`` points."""
     found: dict[_Where | None, dict[bytes, Any]] = {}
-    queries = _queries(((*group, ids) for group, ids in wanted.items()), dict)
+    queries = _queries(((*group, ids) for group, ids in wanted.items()), dict, wheres)
     for (where, _), wanted_by in queries.items():
         ids, documents = await _query(where, wanted_by, session)
         binaries = map(object_id_bytes, ids)  # an $in of ObjectIds
@@ -496,11 +499,13 @@ async def _find_joined(
 
 
 def _any_missing(
-    wanted: _JoinWanted, found: dict[_Where | None, dict[bytes, Any]]
+    wanted: _JoinWanted,
+    wheres: dict[tuple[type[Any], str], _Where | None],
+    found: dict[_Where | None, dict[bytes, Any]],
 ) -> bool:
     """Whether a join looked up a document it did not find."""
     for group, ids in wanted.items():
-        where = _where(*group)
+        where = wheres[group]
         if where is not None and not ids.keys() <= found.get(where, {}).keys():
             return True
     return False
@@ -511,11 +516,12 @@ def _mark_joined_missing(
     documents: list,
     groups: list[tuple[type[Any], str]],
     wanted: _JoinWanted,
+    wheres: dict[tuple[type[Any], str], _Where | None],
     found: dict[_Where | None, dict[bytes, Any]],
 ) -> None:
     """Mark missing the references the join looked up and did not find."""
     for field, group in zip(plain_references(cls), groups, strict=True):
-        ids, by_binary = wanted[group], found.get(_where(*group), {})
+        ids, by_binary = wanted[group], found.get(wheres[group], {})
         name = field.name
         for document in documents:
             data = document._data
@@ -527,12 +533,14 @@ def _mark_joined_missing(
 
 
 def _loaded_by_id(
-    wanted: _JoinWanted, found: dict[_Where | None, dict[bytes, Any]]
+    wanted: _JoinWanted,
+    wheres: dict[tuple[type[Any], str], _Where | None],
+    found: dict[_Where | None, dict[bytes, Any]],
 ) -> _Loaded:
     """What a join found, as the walk keeps it for the levels below."""
     loaded: _Loaded = {}
     for group, ids in wanted.items():
-        where = _where(*group)
+        where = wheres[group]
         if where is not None:
             by_binary = found.get(where, {})
             known = loaded.setdefault(where, {})
@@ -695,14 +703,20 @@ _WantedBy = dict[type[Any], set | dict[bytes, ObjectId]]
 
 
 def _queries(
-    groups: Iterable[tuple[type[Any], str, Iterable]], ids_type: type[set] | type[dict]
+    groups: Iterable[tuple[type[Any], str, Iterable]],
+    ids_type: type[set] | type[dict],
+    wheres: dict[tuple[type[Any], str], _Where | None] | None = None,
 ) -> dict[tuple[_Where, type[Any]], _WantedBy]:
     """The ids of ``(class, collection, ids)`` groups, gathered per query: one
     per collection (of a database) and class hierarchy; unrelated classes
-    sharing a collection get a query each, as in MongoEngine. Async classes only."""
+    sharing a collection get a query each, as in MongoEngine. Async classes
+    only. ``wheres``, if given: :func:`_where` of each ``(class, collection)``."""
     queries: dict[tuple[_Where, type[Any]], _WantedBy] = {}
     for cls, collection_name, ids in groups:
-        where = _where(cls, collection_name)
+        if wheres is None:
+            where = _where(cls, collection_name)
+        else:
+            where = wheres[cls, collection_name]
         if where is not None and ids:
             wanted_by = queries.setdefault((where, _top_class(cls)), {})
             wanted_by.setdefault(cls, ids_type()).update(ids)
