@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import mongoengine
+import pymongo._csot
 import pytest
 from gridfs.asynchronous import AsyncGridIn, AsyncGridOut
 from mongoengine.base import BaseDocument
@@ -88,6 +89,7 @@ def test_module_level_names_are_the_private_ones() -> None:
     assert _compat.document_registry is common._document_registry
     assert _compat.AsyncGridOutChunkIterator is grid_file._AsyncGridOutChunkIterator
     assert _compat.running_loop_or_none is asyncio._get_running_loop
+    assert _compat.apply_client_timeout is pymongo._csot.apply
     for name in _compat.MONGOENGINE_CONNECTION_GLOBALS:
         assert isinstance(getattr(me_connection, name), dict), name
 

@@ -35,6 +35,7 @@ from mongoengine.fields import GridFSProxy
 from mongoengine.queryset.base import BaseQuerySet
 from mongoengine.queryset.queryset import QuerySet as MongoEngineQuerySet
 from pymongo import AsyncMongoClient
+from pymongo._csot import apply as apply_client_timeout
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.synchronous.cursor import Cursor
@@ -51,6 +52,7 @@ __all__ = (
     "PRIVATE_ATTRIBUTES",
     "PRIVATE_SIGNATURES",
     "AsyncGridOutChunkIterator",
+    "apply_client_timeout",
     "container_location",
     "document_registry",
     "get_connection_settings",
@@ -190,6 +192,10 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     # PyMongo's cursors, whose buffered batch `async for` (and a chunk of a
     # sync queryset's result cache) takes at once.
     (AsyncCursor, "_next_batch"),
+    # A find sent on its own (its first batch, batches.open_find) in a task
+    # that a cancellation of the read does not cancel.
+    (AsyncCursor, "_refresh"),
+    (AsyncCursor, "_empty"),
     # A cursor of a read cancelled midway, killed by the client's background
     # cleanup (batches.kill_soon); a change stream's is its ``_cursor``,
     # checked by tests/test_cancel_scopes.py (it exists once the stream opens).
@@ -223,6 +229,7 @@ PRIVATE_SIGNATURES: tuple[tuple[Any, tuple[str, ...]], ...] = (
     (AsyncGridOutChunkIterator._create_cursor, ()),
     (AsyncGridIn._flush_data, ("data", "force")),
     (AsyncCursor._next_batch, ("result", "total")),
+    (AsyncCursor._refresh, ()),
     (BaseDocument._from_son, ("son", "_auto_dereference")),
     (BaseDocument._mark_as_changed, ("key",)),
     (BaseDocument._clear_changed_fields, ()),

@@ -1,6 +1,7 @@
 """Reading a whole result at once: the batch size that asks for it in one
 reply, and building or walking the batch with the cyclic GC paused; and
-killing the server cursor of a read cancelled midway.
+killing the server cursor of a read cancelled midway, or while the command
+opening it was in flight, or left with results nobody will read.
 
 Used by the queryset, the delete rules and select_related alike.
 """
@@ -10,10 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
-__all__ = ("WHOLE_RESULT", "gc_paused", "kill_soon", "materialise_all", "read_all")
+from mongoengine_async._compat import apply_client_timeout
+
+__all__ = (
+    "WHOLE_RESULT",
+    "close_soon",
+    "gc_paused",
+    "kill_soon",
+    "materialise_all",
+    "open_find",
+    "opened",
+    "read_all",
+    "read_list",
+)
+
+T = TypeVar("T")
 
 # The batch size that asks for a whole result: the server's first reply holds
 # 101 documents unless asked for more, and replies are capped at 16 MB anyway,
@@ -71,12 +86,99 @@ def kill_soon(cursor: Any) -> None:
     cursor._die_no_lock()
 
 
-async def read_all(cursor: Any) -> list:
-    """``await cursor.to_list(None)``, with the server cursor killed
-    (:func:`kill_soon`) when the read is cancelled midway: a result of more
-    than one reply (16 MB each) has getMores to cancel."""
+async def opened(
+    opening: Coroutine[Any, Any, T],
+    cursor_of: Callable[[T], Any],
+    session: Any = None,
+) -> T:
+    """``await opening``, the command that opens a server cursor (a find, an
+    aggregate, a change stream's), in a task of its own that the caller's
+    cancellation does not cancel (document.py's ``_detached``).
+
+    Cancelled while that command is on its way, PyMongo never learns the id
+    of the cursor the server opens for it, and the server keeps the cursor
+    for 10 minutes. Here the caller raises at once, the command goes on, and
+    the cursor it opened (``cursor_of(result)``) is killed once its reply
+    came (:func:`kill_soon`). In ``session``'s transaction, the commit or
+    abort waits for it, as for a cancelled write.
+    """
+    from mongoengine_async.context import write_on_its_way
+    from mongoengine_async.document import _detached
+
+    result: list[T] = []
+
+    async def open_cursor() -> T:
+        result.append(await opening)
+        return result[0]
+
+    outcome, task = _detached(open_cursor())
     try:
-        return await cursor.to_list(None)
+        return await outcome
+    except asyncio.CancelledError:
+
+        def kill_opened(_: asyncio.Task) -> None:
+            if result:  # the command succeeded: a cursor to kill, if not used up
+                kill_soon(cursor_of(result[0]))
+
+        task.add_done_callback(kill_opened)
+        write_on_its_way(session, task)
+        raise
+
+
+async def open_find(cursor: Any) -> None:
+    """Send ``cursor``'s find (its first batch), in :func:`opened`'s task."""
+    if cursor._id is None and not cursor._killed and not cursor._empty:
+        await opened(cursor._refresh(), lambda _: cursor, cursor.session)
+
+
+@apply_client_timeout  # the client's timeoutMS, as PyMongo's to_list() applies it
+async def read_list(cursor: Any, length: int | None = None) -> list:
+    """``await cursor.to_list(length)`` of a find's cursor, with its server
+    cursor killed when the read is cancelled, during the find
+    (:func:`opened`) or midway (:func:`kill_soon`: a result of more than one
+    reply, 16 MB each, has getMores to cancel), or once ``length`` results
+    were read and more are left (:func:`close_soon`)."""
+    try:
+        await open_find(cursor)
+        results = await cursor.to_list(length)
     except asyncio.CancelledError:
         kill_soon(cursor)
         raise
+    if cursor._id and not cursor._killed:  # results left unread
+        close_soon(cursor)
+    return results
+
+
+async def read_all(cursor: Any) -> list:
+    """``await cursor.to_list(None)`` (:func:`read_list`)."""
+    return await read_list(cursor)
+
+
+# The tasks of close_soon() (the loop keeps weak references only).
+_closing: set[asyncio.Task] = set()
+
+
+def close_soon(cursor: Any) -> None:
+    """Close ``cursor`` (``killCursors``, and its implicit session back to
+    the pool) in a task of its own, for a read that leaves results unread
+    (``async_to_list(n)``): at once, not at PyMongo's cleanup of a cursor
+    garbage-collected unclosed, and without delaying the read. A cursor of
+    an explicit session (a transaction's) goes to :func:`kill_soon`, whose
+    ``killCursors`` does not use the session: a task of its own would use it
+    alongside the caller's next operation."""
+    if cursor.session is not None:
+        kill_soon(cursor)
+        return
+    task = asyncio.ensure_future(_close(cursor))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+async def _close(cursor: Any) -> None:
+    try:
+        await cursor.close()
+    except asyncio.CancelledError:  # the loop closing
+        kill_soon(cursor)
+        raise
+    except Exception:  # (a server gone meanwhile): the client's cleanup retries
+        kill_soon(cursor)

@@ -24,7 +24,7 @@ from mongoengine.fields import EmbeddedDocumentField
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from mongoengine_async.batches import kill_soon
+from mongoengine_async.batches import kill_soon, opened
 from mongoengine_async.from_bson import Load, loader, loader_key
 
 if TYPE_CHECKING:
@@ -250,8 +250,11 @@ class ChangeStream(Generic[D]):
         """
         if self._stream is None:
             collection, session = await self._queryset._watched(self._session)
-            self._stream = await collection.watch(
-                self.pipeline(), session=session, **asdict(self._options)
+            self._stream = await opened(
+                collection.watch(
+                    self.pipeline(), session=session, **asdict(self._options)
+                ),
+                lambda stream: stream._cursor,
             )
         return self._stream
 

@@ -69,7 +69,10 @@ from mongoengine_async.batches import (
     WHOLE_RESULT,
     kill_soon,
     materialise_all,
+    open_find,
+    opened,
     read_all,
+    read_list,
 )
 from mongoengine_async.change_streams import ChangeStream, WatchOptions
 from mongoengine_async.classes import keyed_by_class, taken_in
@@ -479,6 +482,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         batch: list[dict] = []
         cursor = self._new_cursor()
         try:
+            await open_find(cursor)
             async with cursor:
                 # The cursor's buffered batch at once (a getMore only once it
                 # is used up, as a plain ``async for`` would), each document
@@ -524,11 +528,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         cursor = self._new_cursor()
         if self._batch_size is None:
             cursor.batch_size(WHOLE_RESULT if length is None else max(length, 0))
-        try:
-            return await cursor.to_list(length)
-        except asyncio.CancelledError:
-            kill_soon(cursor)
-            raise
+        return await read_list(cursor, length)
 
     async def async_first(
         self, *, session: AsyncClientSession | None = None
@@ -729,8 +729,12 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         async def open_cursor() -> AsyncCommandCursor[dict[str, Any]]:
             await self._async_collection("async_aggregate", "aggregate()", session)
             options = {"session": self._session(), **kwargs}
-            return await MongoEngineBaseQuerySet.aggregate(
-                self, pipeline, *suppl_pipeline, **options
+            return await opened(
+                MongoEngineBaseQuerySet.aggregate(
+                    self, pipeline, *suppl_pipeline, **options
+                ),
+                lambda cursor: cursor,
+                options["session"],
             )
 
         return AsyncAggregation(

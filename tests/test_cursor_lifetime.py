@@ -1,0 +1,212 @@
+"""Server cursors do not outlive the reads that opened them: a read cancelled
+while its opening command (find, aggregate, a change stream's) is in flight
+raises at once and the cursor that command opens is killed once its reply
+came; a read of fewer results than the query has (``async_to_list(n)``)
+closes the rest at once. Checked on the server (its idle cursors), with the
+failCommand fail point holding the opening command."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from mongoengine_async import (
+    Document,
+    IntField,
+    async_run_in_transaction,
+    get_async_connection,
+    get_async_db,
+)
+from mongoengine_async.connection import disconnect_all_async
+from mongoengine_async.testing import fresh_database
+
+BLOCK_MS = 600
+
+
+class ClItem(Document):
+    n = IntField()
+
+
+@pytest.fixture
+async def app(mongodb_uri) -> AsyncIterator[str]:
+    """Alias "default" on a client of its own application name (the fail
+    point holds its commands only), with 300 documents (three default
+    batches)."""
+    name = f"cl-{uuid4().hex[:8]}"
+    try:
+        async with fresh_database("default", mongodb_uri, appname=name):
+            await ClItem.objects.async_insert([ClItem(n=n) for n in range(300)])
+            yield name
+    finally:
+        await disconnect_all_async()
+
+
+async def idle_cursors() -> set[int]:
+    """The ids of the server's idle cursors on ClItem's collection."""
+    namespace = f"{get_async_db().name}.{ClItem._get_collection_name()}"
+    cursor = await get_async_connection().admin.aggregate(
+        [
+            {"$currentOp": {"idleCursors": True, "allUsers": True}},
+            {"$match": {"type": "idleCursor", "ns": namespace}},
+        ]
+    )
+    return {op["cursor"]["cursorId"] for op in await cursor.to_list(None)}
+
+
+async def left_open(before: set[int], seconds: float) -> set[int]:
+    """The cursors opened since ``before`` still open after ``seconds`` at
+    most (a kill is sent by a task or the client's cleanup, once a second)."""
+    deadline = time.monotonic() + seconds
+    while (left := await idle_cursors() - before) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return left
+
+
+@asynccontextmanager
+async def blocked(app_name: str, command: str) -> AsyncIterator[None]:
+    """The next ``command`` of the client waits BLOCK_MS on the server first."""
+    admin = get_async_connection().admin
+    fail_point = {"configureFailPoint": "failCommand"}
+    data = {"failCommands": [command], "blockConnection": True, "blockTimeMS": BLOCK_MS}
+    await admin.command(
+        {**fail_point, "mode": {"times": 1}, "data": {**data, "appName": app_name}}
+    )
+    try:
+        yield
+    finally:
+        await admin.command({**fail_point, "mode": "off"})
+
+
+async def cancel_while_sent(
+    work: Callable[[], Awaitable[Any]], anyio: bool, at_once: bool = True
+) -> None:
+    """Run ``work`` in a task, cancel it while its command is held on the
+    server (at every await until it ends, as an anyio cancel scope does, if
+    ``anyio``), and check the cancellation came at once (if ``at_once``)."""
+    task = asyncio.ensure_future(work())
+    await asyncio.sleep(BLOCK_MS / 3000)
+    assert not task.done()
+    started = time.monotonic()
+    task.cancel()
+    while anyio and not task.done():
+        task.cancel()
+        await asyncio.sleep(0)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not at_once or time.monotonic() - started < BLOCK_MS / 3000
+
+
+async def loop_over(iterable: Any) -> None:
+    async for _ in iterable:
+        pass
+
+
+async def watched_with() -> None:
+    async with ClItem.objects.async_watch() as stream:
+        await stream.try_next()
+
+
+READS: dict[str, tuple[str, Callable[[], Awaitable[Any]]]] = {
+    "async for": ("find", lambda: loop_over(ClItem.objects)),
+    "async_to_list(n)": ("find", lambda: ClItem.objects.async_to_list(150)),
+    "batch_size().async_to_list()": (
+        "find",
+        lambda: ClItem.objects.batch_size(10).async_to_list(),
+    ),
+    "async_aggregate awaited": (
+        "aggregate",
+        lambda: ClItem.objects.async_aggregate([{"$match": {}}]),
+    ),
+    "async_aggregate iterated": (
+        "aggregate",
+        lambda: loop_over(ClItem.objects.async_aggregate([{"$match": {}}])),
+    ),
+    "async_watch iterated": (
+        "aggregate",
+        lambda: loop_over(ClItem.objects.async_watch()),
+    ),
+    "async_watch async with": ("aggregate", watched_with),
+}
+
+
+@pytest.mark.parametrize("read", list(READS))
+@pytest.mark.parametrize("anyio", [False, True], ids=["asyncio", "anyio"])
+async def test_a_read_cancelled_while_opening_leaves_no_cursor(app, read, anyio):
+    command, work = READS[read]
+    before = await idle_cursors()
+    async with blocked(app, command):
+        await cancel_while_sent(work, anyio)
+        await asyncio.sleep(BLOCK_MS / 1000)  # the held command's reply came
+    assert await left_open(before, 3) == set()
+
+
+async def test_a_read_cancelled_while_opening_in_a_transaction(app):
+    """The transaction aborts, once the find's reply came (as after a
+    cancelled write: docs/transactions.md), and leaves no cursor; the data is
+    untouched."""
+    before = await idle_cursors()
+
+    async def in_transaction() -> None:
+        async with async_run_in_transaction():
+            await ClItem(n=1000).async_save()
+            await loop_over(ClItem.objects)
+
+    async with blocked(app, "find"):
+        await cancel_while_sent(in_transaction, anyio=False, at_once=False)
+        await asyncio.sleep(BLOCK_MS / 1000)
+    assert await left_open(before, 3) == set()
+    assert await ClItem.objects.async_count() == 300
+
+
+async def test_a_cancelled_read_raises_what_the_opening_command_raised(app):
+    """Not cancelled, the read gets its command's error as before."""
+    with pytest.raises(Exception, match="unknown operator"):
+        await ClItem.objects(__raw__={"n": {"$nope": 1}}).async_to_list(5)
+    with pytest.raises(Exception, match="unknown operator"):
+        await loop_over(ClItem.objects(__raw__={"n": {"$nope": 1}}))
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda: ClItem.objects.async_to_list(5),
+        lambda: ClItem.objects.order_by("n").batch_size(10).async_to_list(25),
+        lambda: ClItem.objects.skip(3).async_to_list(150),
+    ],
+    ids=["default batch", "batch_size()", "skip()"],
+)
+async def test_a_list_of_n_results_closes_the_rest_at_once(app, read):
+    """Not left to PyMongo's cleanup of the cursor (once a second): closed
+    in a task of its own as the list is returned, three times in a row."""
+    for _ in range(3):
+        before = await idle_cursors()
+        results = await read()
+        assert len(results) in (5, 25, 150)
+        assert await left_open(before, 0.15) == set()
+
+
+async def test_a_list_of_n_results_is_the_first_n_of_the_whole(app):
+    """The cursor is closed, not limited: the same documents, ties and all."""
+    await ClItem.objects(n__lt=100).async_update(set__n=0)
+    whole = [item.pk for item in await ClItem.objects.order_by("n").async_to_list()]
+    some = await ClItem.objects.order_by("n").async_to_list(120)
+    assert [item.pk for item in some] == whole[:120]
+
+
+async def test_a_list_of_n_results_in_a_transaction(app):
+    """In a transaction, the rest goes to the client's cleanup (its
+    killCursors does not use the session, which the transaction's next
+    operations use meanwhile)."""
+    before = await idle_cursors()
+    async with async_run_in_transaction():
+        assert len(await ClItem.objects.async_to_list(5)) == 5
+        await ClItem(n=1000).async_save()
+        assert await ClItem.objects(n=1000).async_count() == 1
+    assert await left_open(before, 3) == set()
+    assert await ClItem.objects.async_count() == 301
