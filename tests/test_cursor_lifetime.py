@@ -18,6 +18,7 @@ import pytest
 
 from mongoengine_async import (
     Document,
+    FileField,
     IntField,
     async_run_in_transaction,
     get_async_connection,
@@ -31,6 +32,10 @@ BLOCK_MS = 600
 
 class ClItem(Document):
     n = IntField()
+
+
+class ClFile(Document):
+    data = FileField()
 
 
 @pytest.fixture
@@ -47,9 +52,11 @@ async def app(mongodb_uri) -> AsyncIterator[str]:
         await disconnect_all_async()
 
 
-async def idle_cursors() -> set[int]:
-    """The ids of the server's idle cursors on ClItem's collection."""
-    namespace = f"{get_async_db().name}.{ClItem._get_collection_name()}"
+async def idle_cursors(collection: str | None = None) -> set[int]:
+    """The ids of the server's idle cursors on ClItem's collection (or
+    ``collection``)."""
+    collection = collection or ClItem._get_collection_name()
+    namespace = f"{get_async_db().name}.{collection}"
     cursor = await get_async_connection().admin.aggregate(
         [
             {"$currentOp": {"idleCursors": True, "allUsers": True}},
@@ -59,11 +66,15 @@ async def idle_cursors() -> set[int]:
     return {op["cursor"]["cursorId"] for op in await cursor.to_list(None)}
 
 
-async def left_open(before: set[int], seconds: float) -> set[int]:
+async def left_open(
+    before: set[int], seconds: float, collection: str | None = None
+) -> set[int]:
     """The cursors opened since ``before`` still open after ``seconds`` at
     most (a kill is sent by a task or the client's cleanup, once a second)."""
     deadline = time.monotonic() + seconds
-    while (left := await idle_cursors() - before) and time.monotonic() < deadline:
+    while (left := await idle_cursors(collection) - before) and (
+        time.monotonic() < deadline
+    ):
         await asyncio.sleep(0.05)
     return left
 
@@ -210,3 +221,26 @@ async def test_a_list_of_n_results_in_a_transaction(app):
         assert await ClItem.objects(n=1000).async_count() == 1
     assert await left_open(before, 3) == set()
     assert await ClItem.objects.async_count() == 301
+
+
+async def iterate_chunks(document: ClFile) -> None:
+    async for _ in document.data:
+        pass
+
+
+@pytest.mark.parametrize(
+    "read",
+    [iterate_chunks, lambda document: document.data.async_read(8 * 2**20)],
+    ids=["async for", "async_read(size)"],
+)
+@pytest.mark.parametrize("anyio", [False, True], ids=["asyncio", "anyio"])
+async def test_a_file_read_cancelled_while_opening_leaves_no_cursor(app, read, anyio):
+    """A file of more than one batch of chunks (4 MB, or ``size``)."""
+    document = ClFile()
+    await document.data.async_put(bytes(range(256)) * (9 * 2**12))
+    await document.async_save()
+    before = await idle_cursors("fs.chunks")
+    async with blocked(app, "find"):
+        await cancel_while_sent(lambda: read(document), anyio)
+        await asyncio.sleep(BLOCK_MS / 1000)
+    assert await left_open(before, 3, "fs.chunks") == set()

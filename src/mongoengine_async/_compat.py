@@ -189,6 +189,7 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     (AsyncGridOutChunkIterator, "_create_cursor"),
     (AsyncGridOutChunkIterator, "_cursor"),
     (AsyncGridOutChunkIterator, "_next_chunk"),
+    (AsyncGridOutChunkIterator, "_next_with_retry"),
     # PyMongo's cursors, whose buffered batch `async for` (and a chunk of a
     # sync queryset's result cache) takes at once.
     (AsyncCursor, "_next_batch"),
@@ -227,6 +228,7 @@ PRIVATE_SIGNATURES: tuple[tuple[Any, tuple[str, ...]], ...] = (
         ("grid_out", "chunks", "session", "next_chunk"),
     ),
     (AsyncGridOutChunkIterator._create_cursor, ()),
+    (AsyncGridOutChunkIterator._next_with_retry, ()),
     (AsyncGridIn._flush_data, ("data", "force")),
     (AsyncCursor._next_batch, ("result", "total")),
     (AsyncCursor._refresh, ()),

@@ -42,7 +42,6 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 
-from mongoengine_async._compat import AsyncGridOutChunkIterator
 from mongoengine_async.batches import WHOLE_RESULT, kill_soon, read_all
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.connection import (
@@ -53,7 +52,7 @@ from mongoengine_async.connection import (
 from mongoengine_async.context import journal
 from mongoengine_async.detached import to_completion
 from mongoengine_async.errors import AsyncUsageError, NotLoadedError
-from mongoengine_async.gridfs_read import read_whole
+from mongoengine_async.gridfs_read import OpenedChunks, read_whole
 from mongoengine_async.guards import (
     blocking_call_error,
     guard_blocking_methods,
@@ -166,7 +165,7 @@ async def _remove_partial(grid_in: _BoundedGridIn, error: BaseException) -> None
         )
 
 
-class _BatchedChunks(AsyncGridOutChunkIterator):
+class _BatchedChunks(OpenedChunks):
     """PyMongo's chunk iterator, asking for ``batch`` chunks per batch."""
 
     batch = 1
@@ -183,12 +182,16 @@ def _open_stream(
     batch_bytes: int | None = DOWNLOAD_BATCH_BYTES,
 ) -> AsyncGridOut:
     """An AsyncGridOut over ``file_document`` whose chunk cursor fetches about
-    ``batch_bytes`` per round trip (None: PyMongo's default, up to 16 MB)."""
+    ``batch_bytes`` per round trip (None: PyMongo's default, up to 16 MB),
+    and is opened by :class:`OpenedChunks` (until a ``seek``)."""
     grid_out = AsyncGridOut(root, file_document=file_document, session=session)
     chunk_size = int(file_document.get("chunkSize") or DEFAULT_CHUNK_SIZE)
-    if batch_bytes is not None and int(file_document.get("length", 0)) > 0:
-        chunks = _BatchedChunks(grid_out, grid_out._chunks, session, 0)
-        chunks.batch = max(1, -(-batch_bytes // chunk_size))
+    if int(file_document.get("length", 0)) > 0:
+        if batch_bytes is None:
+            chunks = OpenedChunks(grid_out, grid_out._chunks, session, 0)
+        else:
+            chunks = _BatchedChunks(grid_out, grid_out._chunks, session, 0)
+            chunks.batch = max(1, -(-batch_bytes // chunk_size))
         grid_out._chunk_iter = chunks
     return grid_out
 

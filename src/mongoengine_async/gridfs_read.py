@@ -17,8 +17,9 @@ from gridfs.asynchronous import AsyncGridOut
 from pymongo.asynchronous.cursor import AsyncCursor
 
 from mongoengine_async._compat import AsyncGridOutChunkIterator
+from mongoengine_async.batches import open_find
 
-__all__ = ("PARALLEL_READS", "read_whole")
+__all__ = ("PARALLEL_READS", "OpenedChunks", "read_whole")
 
 PARALLEL_READS = 2
 """How many chunk cursors one whole-file read runs at once, at most."""
@@ -27,7 +28,19 @@ REPLY_BYTES = 16 * 1024 * 1024
 """The most a server reply to ``find``/``getMore`` carries: a range per reply."""
 
 
-class _ChunkRange(AsyncGridOutChunkIterator):
+class OpenedChunks(AsyncGridOutChunkIterator):
+    """PyMongo's chunk iterator, its cursor's find sent by
+    :func:`~mongoengine_async.batches.open_find`: a read cancelled while the
+    find is on its way leaves no chunk cursor on the server."""
+
+    async def _next_with_retry(self) -> Any:
+        if self._cursor is None:
+            self._create_cursor()
+            await open_find(self._cursor)
+        return await super()._next_with_retry()
+
+
+class _ChunkRange(OpenedChunks):
     """PyMongo's chunk iterator, its cursor limited to the chunks before
     ``end`` (None: every chunk to the end of the file)."""
 
