@@ -132,14 +132,21 @@ async def open_find(cursor: Any) -> None:
 
 
 @apply_client_timeout  # the client's timeoutMS, as PyMongo's to_list() applies it
-async def read_list(cursor: Any, length: int | None = None) -> list:
+async def read_list(
+    cursor: Any, length: int | None = None, one_match: bool = False
+) -> list:
     """``await cursor.to_list(length)`` of a find's cursor, with its server
     cursor killed when the read is cancelled, during the find
     (:func:`opened`) or midway (:func:`kill_soon`: a result of more than one
     reply, 16 MB each, has getMores to cancel), or once ``length`` results
-    were read and more are left (:func:`close_soon`)."""
+    were read and more are left (:func:`close_soon`).
+
+    A query that ``one_match`` at most (by ``_id``) has its whole result in
+    the first reply, and the server keeps no cursor for it: its find is
+    sent inline (the task of :func:`opened` would cost the hottest read)."""
     try:
-        await open_find(cursor)
+        if not one_match:
+            await open_find(cursor)
         results = await cursor.to_list(length)
     except asyncio.CancelledError:
         kill_soon(cursor)

@@ -528,7 +528,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         cursor = self._new_cursor()
         if self._batch_size is None:
             cursor.batch_size(WHOLE_RESULT if length is None else max(length, 0))
-        return await read_list(cursor, length)
+        # (By id, as async_get(id=...) filters: one match at most.)
+        return await read_list(cursor, length, isinstance(self._query_obj, IdQuery))
 
     async def async_first(
         self, *, session: AsyncClientSession | None = None
