@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from mongoengine_async._compat import apply_client_timeout
+from mongoengine_async.detached import detached
 
 __all__ = (
     "WHOLE_RESULT",
@@ -93,7 +94,7 @@ async def opened(
 ) -> T:
     """``await opening``, the command that opens a server cursor (a find, an
     aggregate, a change stream's), in a task of its own that the caller's
-    cancellation does not cancel (document.py's ``_detached``).
+    cancellation does not cancel (:func:`~mongoengine_async.detached.detached`).
 
     Cancelled while that command is on its way, PyMongo never learns the id
     of the cursor the server opens for it, and the server keeps the cursor
@@ -103,7 +104,6 @@ async def opened(
     abort waits for it, as for a cancelled write.
     """
     from mongoengine_async.context import write_on_its_way
-    from mongoengine_async.document import _detached
 
     result: list[T] = []
 
@@ -111,7 +111,7 @@ async def opened(
         result.append(await opening)
         return result[0]
 
-    outcome, task = _detached(open_cursor())
+    outcome, task = detached(open_cursor())
     try:
         return await outcome
     except asyncio.CancelledError:

@@ -70,8 +70,7 @@ from mongoengine_async.context import (
     write_on_its_way,
 )
 from mongoengine_async.delete_rules import has_rules, runs_own_transaction
-from mongoengine_async.detached import FAILED
-from mongoengine_async.detached import detached as _detached
+from mongoengine_async.detached import FAILED, detached
 from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.fields import cached_references_sync, sync_cached_references
 from mongoengine_async.from_bson import LoadedState
@@ -570,7 +569,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             session,
             upsert=save_condition is None,
         )
-        outcome, write = _detached(sending)
+        outcome, write = detached(sending)
         handed = False  # the changes to the write, as it settles
         meanwhile: list[str] | None = []
         try:
@@ -1106,7 +1105,7 @@ async def _write_in_turn(
     cancel: cancelled while it is on its way, the caller raises at once and
     the turn ends once the write settled (see :func:`_settle_in_turn`), after
     ``settle(write, in_transaction)`` if given."""
-    outcome, task = _detached(write)
+    outcome, task = detached(write)
     try:
         return await outcome
     except asyncio.CancelledError:
