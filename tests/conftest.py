@@ -62,6 +62,28 @@ def sync_alias_beside(alias: str, async_alias: str, mongodb_uri: str) -> Iterato
         mongoengine_async.disconnect(alias)
 
 
+@contextlib.asynccontextmanager
+async def database_of_either_kind(
+    mongodb_uri: str, alias: str, prefix: str
+) -> AsyncIterator[str]:
+    """A fresh database name for ``alias``, which the test connects with
+    connect() or connect_async() (or both, one after the other); the alias
+    is disconnected, of whichever kind it is, and the database dropped
+    afterwards."""
+    name = f"{prefix}_{uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        if mongoengine_async.is_sync_connection(alias):
+            mongoengine_async.disconnect(alias)
+        await disconnect_async(alias)
+        client: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(mongodb_uri)
+        try:
+            await client.drop_database(name)
+        finally:
+            await client.close()
+
+
 @pytest.fixture
 def sync_default(mongodb_uri, sync_command_log):
     """:func:`fresh_sync_default` for one test, its commands logged."""

@@ -3,12 +3,10 @@ other kind (sync <-> async): every terminal refuses it saying so."""
 
 from __future__ import annotations
 
-from uuid import uuid4
-
 import pytest
-from pymongo import AsyncMongoClient
 
 import mongoengine_async
+from conftest import database_of_either_kind
 from mongoengine_async import (
     AsyncUsageError,
     Document,
@@ -40,16 +38,8 @@ WAS_SYNC = (
 
 @pytest.fixture
 async def database(mongodb_uri):
-    name = f"test_kind_{uuid4().hex[:12]}"
-    yield name
-    if mongoengine_async.is_sync_connection(ALIAS):
-        mongoengine_async.disconnect(ALIAS)
-    await disconnect_async(ALIAS)
-    client = AsyncMongoClient(mongodb_uri)
-    try:
-        await client.drop_database(name)
-    finally:
-        await client.close()
+    async with database_of_either_kind(mongodb_uri, ALIAS, "test_kind") as name:
+        yield name
 
 
 async def _async_terminals(queryset):

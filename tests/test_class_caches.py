@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import gc
 import weakref
-from uuid import uuid4
 
 import pytest
-from pymongo import AsyncMongoClient
 
 import mongoengine_async
+from conftest import database_of_either_kind
 from mongoengine_async import (
     CASCADE,
     Document,
@@ -25,7 +24,6 @@ from mongoengine_async import (
     SequenceField,
     StringField,
     connect_async,
-    disconnect_async,
 )
 
 ALIAS = "class-caches"
@@ -111,16 +109,8 @@ def _collected(refs: list[weakref.ref]) -> list[str]:
 
 @pytest.fixture
 async def database(mongodb_uri):
-    name = f"test_caches_{uuid4().hex[:12]}"
-    yield name
-    if mongoengine_async.is_sync_connection(ALIAS):
-        mongoengine_async.disconnect(ALIAS)
-    await disconnect_async(ALIAS)
-    client = AsyncMongoClient(mongodb_uri)
-    try:
-        await client.drop_database(name)
-    finally:
-        await client.close()
+    async with database_of_either_kind(mongodb_uri, ALIAS, "test_caches") as name:
+        yield name
 
 
 async def test_class_defined_again_is_let_go_on_async_alias(mongodb_uri, database):
