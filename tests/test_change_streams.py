@@ -580,6 +580,34 @@ async def test_aclose_kills_the_cursor(
     assert [e async for e in stream] == []  # a closed stream has no more events
 
 
+def opened_streams(command_log: CommandLog) -> int:
+    """How many change streams were opened (aggregate with $changeStream)."""
+    return sum(
+        1
+        for e in command_log.events
+        if e.command_name == "aggregate" and "$changeStream" in e.command["pipeline"][0]
+    )
+
+
+async def test_tasks_opening_one_stream_together_open_one_server_stream(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """Tasks taking the first events of a stream not opened yet share one
+    server-side stream: none is left open until garbage collection."""
+    await CsBook._async_get_collection()
+    stream = CsBook.async_watch()
+    assert await asyncio.gather(*(stream.try_next() for _ in range(3))) == [None] * 3
+    assert opened_streams(command_log) == 1
+    one, two = CsBook(title="one"), CsBook(title="two")
+    await one.async_save()
+    await two.async_save()
+    first, second = await asyncio.gather(take(stream, 1), take(stream, 1))
+    assert {first[0].pk, second[0].pk} == {one.pk, two.pk}  # each event once
+    cursor_id = stream_cursor_id(command_log)
+    await stream.aclose()
+    assert killed(command_log) == [cursor_id]
+
+
 async def test_an_invalidated_or_closed_stream_is_not_alive(async_alias: str) -> None:
     """try_next() of a stream no longer alive returns None at once: a loop
     waiting for an event must test ``alive``."""

@@ -239,11 +239,30 @@ class ChangeStream(Generic[D]):
         self._options = options
         self._session = session
         self._stream: AsyncChangeStream | None = None
+        # (loop, lock) made on first use, in the running loop: see _turn().
+        self._opening: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         # (loader_key, loader) of the last document loaded, as querysets keep it.
         self._loaded_with: tuple[tuple, Load] | None = None
 
+    def _turn(self) -> asyncio.Lock:
+        """The lock tasks take to open the stream and to ask it for events:
+        they share one server-side stream and never send two ``getMore`` on its
+        cursor at once (the server refuses the second). Made in the running loop."""
+        loop = asyncio.get_running_loop()
+        if self._opening is None or self._opening[0] is not loop:
+            self._opening = (loop, asyncio.Lock())
+        return self._opening[1]
+
     async def _opened(self) -> AsyncChangeStream:
-        """The PyMongo stream, opened on first use on the running loop's client.
+        """The PyMongo stream, opened once, on first use on the running loop's
+        client: tasks asking for it together wait for that one opening."""
+        if self._stream is not None:
+            return self._stream
+        async with self._turn():
+            return await self._open()
+
+    async def _open(self) -> AsyncChangeStream:
+        """Open the PyMongo stream unless it is open (the caller holds ``_turn()``).
 
         A change stream never joins a bound transaction (the server refuses
         ``$changeStream`` in one); an explicit ``session=`` is used as given.
@@ -257,6 +276,12 @@ class ChangeStream(Generic[D]):
                 lambda stream: stream._cursor,
             )
         return self._stream
+
+    async def _try_next(self) -> Mapping[str, Any] | None:
+        """PyMongo's ``try_next()``, one task at a time."""
+        async with self._turn():
+            stream = await self._open()
+            return await stream.try_next()
 
     def pipeline(self) -> list[dict[str, Any]]:
         """The stream's pipeline: the ``$match`` of the queryset's filter, if any;
@@ -286,8 +311,7 @@ class ChangeStream(Generic[D]):
     async def try_next(self) -> ChangeEvent[D] | None:
         """The next event, or None when one ``getMore`` brought none (or at once
         when the stream is no longer ``alive``)."""
-        stream = await self._opened()
-        raw = await stream.try_next()
+        raw = await self._try_next()
         return None if raw is None else self._event(raw)
 
     def __aiter__(self) -> AsyncIterator[ChangeEvent[D]]:
@@ -297,9 +321,10 @@ class ChangeStream(Generic[D]):
         """Every event until the stream is closed; leaving the loop (``break``,
         an error, cancellation) closes it."""
         try:
-            stream = await self._opened()
-            async for raw in stream:
-                yield self._event(raw)
+            while (await self._opened()).alive:  # PyMongo's next(), one task at a time
+                raw = await self._try_next()
+                if raw is not None:
+                    yield self._event(raw)
         except asyncio.CancelledError:
             if self._stream is not None:
                 kill_soon(self._stream._cursor)
