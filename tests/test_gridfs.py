@@ -1027,6 +1027,39 @@ class Rollback(Exception):
     pass
 
 
+async def test_an_aborted_file_delete_drops_only_its_own_changed_mark(
+    async_alias: str,
+) -> None:
+    """The file is back: the field is no longer marked changed by the delete,
+    while other changes made in the block, and a mark set before it, stay."""
+    book = GfsBook(title="kept")
+    await book.file.async_put(b"payload")
+    await book.async_save()
+    book = await GfsBook.objects.async_get(id=book.id)
+    assert book._get_changed_fields() == []
+    with pytest.raises(Rollback):
+        async with async_run_in_transaction():
+            book.title = "changed in the block"
+            await book.file.async_delete()
+            assert "file" in book._get_changed_fields()
+            raise Rollback
+    assert book.file.grid_id is not None
+    assert book._get_changed_fields() == ["title"]
+    book._mark_as_changed("file")  # marked before the delete: stays marked
+    with pytest.raises(Rollback):
+        async with async_run_in_transaction():
+            await book.file.async_delete()
+            raise Rollback
+    assert sorted(book._get_changed_fields()) == ["file", "title"]
+    book._clear_changed_fields()
+    with pytest.raises(Rollback):  # set again in the block: a change to save
+        async with async_run_in_transaction():
+            await book.file.async_delete()
+            book.file = None
+            raise Rollback
+    assert book._get_changed_fields() == ["file"]
+
+
 async def test_an_aborted_document_delete_leaves_its_file_known(async_alias):
     """The document's delete aborted: the instance holds its file again, so
     deleting it again deletes the file too (none orphaned)."""

@@ -647,27 +647,59 @@ class AsyncGridFSProxy(GridFSProxy):
             return
         root = self._root()
         session = self._session(root, session)
-        self._journal(session)
+        marked = self._journal(session)
         deleted = await _delete_file(root, grid_id, session)
         self.grid_id = None
         self.gridout = None
         self._file = None
+        before = list(self._changed_marks())
         self._mark_as_changed()
+        if marked is not None:  # the marks the delete added, for its undo
+            marked.extend(k for k in self._changed_marks() if k not in before)
         if not deleted and not missing_ok:
             raise self._missing(grid_id)
 
-    def _journal(self, session: AsyncClientSession | None) -> None:
+    def _journal(self, session: AsyncClientSession | None) -> list[str] | None:
         """In a transaction bound by this package, record how to give this
-        proxy back its file, should the transaction abort (the file is back)."""
+        proxy back its file, should the transaction abort (the file is back).
+
+        Returns the list the caller fills with the changed-field marks its
+        write adds to the instance: the undo drops those (only those, and not
+        once the field holds another value), so the instance's
+        ``_get_changed_fields()`` is what it was before; None outside one."""
         undos = journal(session)
         if undos is None:
-            return
+            return None
         state = self.grid_id, self.gridout, self._file
+        marked: list[str] = []
 
         def undo() -> None:
             self.grid_id, self.gridout, self._file = state
+            if not self._held():
+                return  # the field was set again in the block: a change to save
+            changed = self._changed_marks()
+            for key in marked:
+                if key in changed:
+                    changed.remove(key)
 
         undos.append(undo)
+        return marked
+
+    def _changed_marks(self) -> list[str]:
+        """The instance's ``_changed_fields`` (a list to change in place), or
+        an empty list when the proxy has no document that keeps one."""
+        changed = getattr(self.instance, "_changed_fields", None)
+        return changed if isinstance(changed, list) else []
+
+    def _held(self) -> bool:
+        """Whether the instance's field holds this proxy (or a list of them does)."""
+        data = getattr(self.instance, "_data", None)
+        if not isinstance(data, dict) or self.key is None:
+            return False
+        value = data.get(self.key)
+        if isinstance(value, (list, tuple)):
+            return any(item is self for item in value)
+        return value is self
 
     async def async_replace(
         self,
