@@ -332,6 +332,62 @@ async def test_cancelled_in_a_transaction(app, form, cancellation):
     assert await stored(document) == {"_id": document.pk, "a": 1, "b": 3}
 
 
+FIRST_OPERATIONS = {
+    "queryset update": ("update", lambda d: CwDoc.objects(pk=d.pk).async_update(a=1)),
+    "raw update": (
+        "update",
+        lambda d: CwDoc._get_collection().update_one(
+            {"_id": d.pk}, {"$set": {"a": 1}}, session=current_session()
+        ),
+    ),
+    "read": ("find", lambda d: CwDoc.objects(pk=d.pk).async_first()),
+}
+
+
+@pytest.mark.parametrize("cancellation", CANCELLATIONS)
+@pytest.mark.parametrize("form", ["context manager", "callback"])
+@pytest.mark.parametrize("first", list(FIRST_OPERATIONS))
+async def test_a_cancelled_first_operation_leaves_no_transaction_open(
+    app, first, form, cancellation
+):
+    """The transaction's first operation (one no abort waits for: not an
+    instance's save) cancelled on its way reaches the server after the abort
+    and starts a transaction of its own: the abort is followed by one more
+    transaction on the session, aborted, which ends it (or makes the server
+    refuse it), so nothing stays open locking the document for 60 s."""
+    command, operation = FIRST_OPERATIONS[first]
+    document = await CwDoc(a=0, b=0).async_save()
+    sessions = []
+
+    async def block() -> None:
+        session = current_session()
+        assert session is not None
+        sessions.append(session.session_id)
+        await operation(document)
+
+    async def in_transaction() -> None:
+        if form == "callback":
+            await async_run_transaction(block)
+        else:
+            async with async_run_in_transaction():
+                await block()
+
+    async with blocked(app, command):
+        await cancel_midway(in_transaction, cancellation)
+        [lsid] = sessions
+        await asyncio.sleep(BLOCK_MS / 1000 + 0.2)
+        started = time.monotonic()
+        await asyncio.wait_for(
+            CwDoc._get_collection().update_one(
+                {"_id": document.pk}, {"$set": {"b": 3}}
+            ),
+            5,
+        )
+        assert time.monotonic() - started < 2
+        assert not await open_transaction(lsid)
+    assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
+
+
 async def _until_settled(document: Document) -> None:
     while "_async_save_turns" in document.__dict__:
         await asyncio.sleep(0.01)

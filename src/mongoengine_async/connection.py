@@ -502,6 +502,14 @@ def _collection_on(
     return collection
 
 
+def database_of(client: AsyncMongoClient) -> str | None:
+    """A database an alias served by ``client`` names (None: no alias)."""
+    owner = _aliases.get(id(client))
+    if owner is None or owner[0]() is not client:
+        return None
+    return next(iter(owner[2]), None)
+
+
 def _made_for(client: AsyncMongoClient) -> dict:
     """What was made for ``client`` while the registry holds it; for one let go
     (another thread's disconnect, meanwhile) nothing is kept: an entry would

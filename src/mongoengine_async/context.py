@@ -21,7 +21,12 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import PyMongoError
 
-from mongoengine_async.connection import connection_of, get_async_connection, serves
+from mongoengine_async.connection import (
+    connection_of,
+    database_of,
+    get_async_connection,
+    serves,
+)
 from mongoengine_async.errors import ForeignSessionError, NestedTransactionError
 
 __all__ = (
@@ -382,9 +387,9 @@ async def run_in_transaction(
             async with _bind_session(session, undos):
                 try:
                     yield session
-                except BaseException:
+                except BaseException as error:
                     _undo(undos)
-                    await block.failed()
+                    await block.failed(error)
                     raise
             try:
                 await block.done()
@@ -442,9 +447,38 @@ class _Block:
         self._gone = False  # the caller left: no attempt runs any more
         self._entered: asyncio.Future[None] = loop.create_future()
         self._left: asyncio.Future[Any] = loop.create_future()
-        self._task = asyncio.ensure_future(
-            session.with_transaction(self._callback, **transaction_kwargs)
-        )
+        self._cancelled = False  # the caller was cancelled: fence the abort
+        self._task = asyncio.ensure_future(self._transact(transaction_kwargs))
+
+    async def _transact(self, transaction_kwargs: dict) -> Any:
+        try:
+            return await self._session.with_transaction(
+                self._callback, **transaction_kwargs
+            )
+        except BaseException:
+            if self._cancelled:
+                await self._fence()
+            raise
+
+    async def _fence(self) -> None:
+        """After an abort that followed a cancellation: an operation of the
+        block cancelled on its way (its connection dropped, so nothing can wait
+        for it) may reach the server after the abort and start a transaction
+        nobody ends, locking what it touches until the server's time limit.
+        One more transaction on the same session, aborted at once, ends it: its
+        higher transaction number makes the server abort the orphan, or refuse
+        the late operation as too old."""
+        session = self._session
+        database = database_of(session.client)
+        if database is None or session.has_ended or session.in_transaction:
+            return
+        with contextlib.suppress(PyMongoError):
+            await session.start_transaction()
+            try:
+                collection = session.client[database]["mongoengine_async_fence"]
+                await collection.find_one({}, session=session)
+            finally:
+                await session.abort_transaction()
 
     async def _callback(self, _: AsyncClientSession) -> Any:
         # Called again: the block's commit failed with a transient error (a
@@ -506,9 +540,16 @@ class _Block:
             await asyncio.wait(
                 (*futures, self._task), return_when=asyncio.FIRST_COMPLETED
             )
-        except BaseException:
+        except BaseException as error:
+            self._note(error)
             self._abandon()
             raise
+
+    def _note(self, error: BaseException) -> None:
+        """Note the caller's cancellation (or time-out), after which the abort
+        needs a fence (see ``_fence``)."""
+        if isinstance(error, asyncio.CancelledError | TimeoutError):
+            self._cancelled = True
 
     async def _next(self) -> bool:
         """Wait until the callback is called (True) or ``with_transaction``
@@ -521,8 +562,10 @@ class _Block:
         if not await self._next():
             self._task.result()
 
-    async def failed(self) -> None:
-        """The block raised: let ``with_transaction`` abort."""
+    async def failed(self, error: BaseException | None = None) -> None:
+        """The block raised (``error``): let ``with_transaction`` abort."""
+        if error is not None:
+            self._note(error)
         self._abandon()
         with contextlib.suppress(_BlockFailed):
             # (Shielded: the caller cancelled again meanwhile, as a cancel
@@ -550,8 +593,8 @@ class _Block:
                     await self.failed()
                     raise
                 self._leave(error=error)  # aborted, then run again (in time)
-            except BaseException:
-                await self.failed()
+            except BaseException as error:
+                await self.failed(error)
                 raise
             else:
                 self._leave(outcome)
