@@ -84,6 +84,25 @@ async def database_of_either_kind(
             await client.close()
 
 
+@contextlib.asynccontextmanager
+async def held_on_server(
+    app_name: str, command: str, block_ms: int
+) -> AsyncIterator[None]:
+    """The next ``command`` of the client named ``app_name`` waits ``block_ms``
+    on the server first (the ``failCommand`` fail point: one for the whole
+    server, so tests using it need a server of their own)."""
+    admin = mongoengine_async.get_async_connection().admin
+    fail_point = {"configureFailPoint": "failCommand"}
+    data = {"failCommands": [command], "blockConnection": True, "blockTimeMS": block_ms}
+    await admin.command(
+        {**fail_point, "mode": {"times": 1}, "data": {**data, "appName": app_name}}
+    )
+    try:
+        yield
+    finally:
+        await admin.command({**fail_point, "mode": "off"})
+
+
 @pytest.fixture
 def sync_default(mongodb_uri, sync_command_log):
     """:func:`fresh_sync_default` for one test, its commands logged."""

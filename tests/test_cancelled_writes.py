@@ -14,12 +14,13 @@ import gc
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 from uuid import uuid4
 
 import pytest
 
+from conftest import held_on_server
 from mongoengine_async import (
     NULLIFY,
     CachedReferenceField,
@@ -90,19 +91,9 @@ async def app(mongodb_uri) -> AsyncIterator[str]:
         await disconnect_all_async()
 
 
-@asynccontextmanager
-async def blocked(app_name: str, command: str) -> AsyncIterator[None]:
+def blocked(app_name: str, command: str) -> AbstractAsyncContextManager[None]:
     """The next ``command`` of the client waits BLOCK_MS on the server first."""
-    admin = get_async_connection().admin
-    fail_point = {"configureFailPoint": "failCommand"}
-    data = {"failCommands": [command], "blockConnection": True, "blockTimeMS": BLOCK_MS}
-    await admin.command(
-        {**fail_point, "mode": {"times": 1}, "data": {**data, "appName": app_name}}
-    )
-    try:
-        yield
-    finally:
-        await admin.command({**fail_point, "mode": "off"})
+    return held_on_server(app_name, command, BLOCK_MS)
 
 
 async def cancel_once_sent(

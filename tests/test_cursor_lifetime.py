@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 from uuid import uuid4
 
 import pytest
 
+from conftest import held_on_server
 from mongoengine_async import (
     Document,
     FileField,
@@ -79,19 +80,9 @@ async def left_open(
     return left
 
 
-@asynccontextmanager
-async def blocked(app_name: str, command: str) -> AsyncIterator[None]:
+def blocked(app_name: str, command: str) -> AbstractAsyncContextManager[None]:
     """The next ``command`` of the client waits BLOCK_MS on the server first."""
-    admin = get_async_connection().admin
-    fail_point = {"configureFailPoint": "failCommand"}
-    data = {"failCommands": [command], "blockConnection": True, "blockTimeMS": BLOCK_MS}
-    await admin.command(
-        {**fail_point, "mode": {"times": 1}, "data": {**data, "appName": app_name}}
-    )
-    try:
-        yield
-    finally:
-        await admin.command({**fail_point, "mode": "off"})
+    return held_on_server(app_name, command, BLOCK_MS)
 
 
 async def cancel_while_sent(
