@@ -25,6 +25,7 @@ from mongoengine_async import (
     StringField,
     connect_async,
 )
+from mongoengine_async.testing import CommandLog
 
 ALIAS = "class-caches"
 
@@ -148,13 +149,23 @@ async def test_class_defined_again_is_let_go_on_sync_alias(mongodb_uri, database
 
 async def test_two_live_classes_of_one_name_both_work(mongodb_uri, database):
     """Two modules may each define a class of one name: both keep working
-    (the one no longer MongoEngine's registry's is taken in again)."""
+    (the one no longer MongoEngine's registry's is taken in again), and once
+    both are seen in use, turning from one to the other no longer prepares
+    their collections again (their entries are kept)."""
+    log = CommandLog()
     await connect_async(
-        database, alias=ALIAS, host=mongodb_uri, uuidRepresentation="standard"
+        database,
+        alias=ALIAS,
+        host=mongodb_uri,
+        uuidRepresentation="standard",
+        event_listeners=[log],
     )
     first, second = _define(1), _define(2)
-    for _ in range(2):
+    for round_ in range(3):
+        log.clear()
         raw, _loaded = await _use_async(*first)
         assert "number" in raw and "pages" not in raw
         raw, _loaded = await _use_async(*second)
         assert raw["pages"] == 7 and "number" not in raw
+        if round_ == 2:  # (the first taken in again in round 1)
+            assert log.count("createIndexes") == 0
