@@ -242,6 +242,17 @@ async def open_transaction(lsid: Any) -> bool:
     return bool(await found.to_list(None))
 
 
+async def assert_nothing_locked(collection: Any, pk: Any, lsid: Any) -> None:
+    """Once the held command would have landed: an outside write to the
+    document is not held up (no orphan transaction locks it), and the server
+    has no transaction open on session ``lsid``."""
+    await asyncio.sleep(BLOCK_MS / 1000 + 0.2)
+    started = time.monotonic()
+    await asyncio.wait_for(collection.update_one({"_id": pk}, {"$set": {"b": 3}}), 5)
+    assert time.monotonic() - started < 2
+    assert not await open_transaction(lsid)
+
+
 async def cancel_midway(
     transaction: Callable[[], Awaitable[Any]], cancellation: str
 ) -> None:
@@ -308,15 +319,7 @@ async def test_cancelled_in_a_transaction(app, form, cancellation):
     async with blocked(app, "update"):
         await cancel_midway(in_transaction, cancellation)
         [lsid] = sessions
-        # Nothing left locking the document once the write would have landed.
-        await asyncio.sleep(BLOCK_MS / 1000)
-        await asyncio.wait_for(
-            CwDoc._get_collection().update_one(
-                {"_id": document.pk}, {"$set": {"b": 3}}
-            ),
-            5,
-        )
-        assert not await open_transaction(lsid)
+        await assert_nothing_locked(CwDoc._get_collection(), document.pk, lsid)
     assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
     assert document._get_changed_fields() == ["a"]
     await document.async_save()
@@ -366,16 +369,7 @@ async def test_a_cancelled_first_operation_leaves_no_transaction_open(
     async with blocked(app, command):
         await cancel_midway(in_transaction, cancellation)
         [lsid] = sessions
-        await asyncio.sleep(BLOCK_MS / 1000 + 0.2)
-        started = time.monotonic()
-        await asyncio.wait_for(
-            CwDoc._get_collection().update_one(
-                {"_id": document.pk}, {"$set": {"b": 3}}
-            ),
-            5,
-        )
-        assert time.monotonic() - started < 2
-        assert not await open_transaction(lsid)
+        await assert_nothing_locked(CwDoc._get_collection(), document.pk, lsid)
     assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
 
 
@@ -497,14 +491,7 @@ async def test_a_cancelled_delete_with_rules_in_a_transaction(app, cancellation)
     async with blocked(app, "delete"):
         await cancel_midway(in_transaction, cancellation)
         [lsid] = sessions
-        await asyncio.sleep(BLOCK_MS / 1000)
-        await asyncio.wait_for(
-            CwRuled._get_collection().update_one(
-                {"_id": document.pk}, {"$set": {"b": 3}}
-            ),
-            5,
-        )
-        assert not await open_transaction(lsid)
+        await assert_nothing_locked(CwRuled._get_collection(), document.pk, lsid)
     assert await CwRuled._get_collection().find_one({"_id": document.pk}) == {
         "_id": document.pk,
         "a": 0,
