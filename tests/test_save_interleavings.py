@@ -621,3 +621,51 @@ async def test_changes_given_back_are_in_their_embedded_documents(
     assert document._get_changed_fields() == []
     stored = await SiUnique._get_collection().find_one({"_id": document.pk})
     assert stored == document.to_mongo().to_dict()
+
+
+@pytest.mark.parametrize("fields", [(), ("es",), ("b", "es", "m")], ids=repr)
+@pytest.mark.parametrize("stored_es", [None, []], ids=["never", "emptied"])
+@pytest.mark.parametrize("phase", ["read", "turn"])
+async def test_a_dynamic_field_set_while_a_reload_awaits_is_kept(
+    async_alias: str,
+    command_log: Any,
+    fields: tuple[str, ...],
+    stored_es: Any,
+    phase: str,
+) -> None:
+    """A dynamic field the database lacks (never saved, or emptied and so
+    unset) is set by another task while ``async_reload`` awaits its read, or
+    its turn after a save in flight: the reload leaves the value, and the
+    next save stores it. (MongoEngine's reload drops the changes of such a
+    field made before it: that stays.)"""
+    document = SiDynamic(b=1)
+    if stored_es is not None:
+        document.es = [part(1)]
+        await document.async_save()
+        document.es = stored_es
+    await document.async_save()
+    collection = SiDynamic._get_collection()
+    assert "es" not in await collection.find_one({"_id": document.pk})
+    # "read": as the reload's find is sent; "turn": as the write of a save
+    # begun before the reload returns (the reload waits for it).
+    command, hook = ("find", "started") if phase == "read" else ("update", "succeeded")
+
+    def set_meanwhile(event: Any) -> None:
+        if event.command_name == command:
+            delattr(command_log, hook)  # (once)
+            document.es = [part(735)]
+
+    setattr(command_log, hook, set_meanwhile)
+    saving = None
+    if phase == "turn":
+        document.b = 2
+        saving = asyncio.ensure_future(document.async_save())
+        await asyncio.sleep(0)  # (its write is on its way)
+    await document.async_reload(*fields)
+    if saving is not None:
+        await saving
+    assert document.es == [part(735)]
+    await document.async_save()
+    stored = await collection.find_one({"_id": document.pk})
+    expected = {"x": 735, "y": 735, "inner": {"z": 735}, "_cls": "SiPart"}
+    assert stored.get("es") == [expected]

@@ -532,6 +532,33 @@ def end_watch(document: Any, watch: _Watch) -> tuple[bool, list[str] | None]:
     return True, watch.meanwhile  # replaced (its list set anew): as it stands
 
 
+def values_and_changes(document: Any) -> tuple[dict[str, Any], set[str]]:
+    """``document``'s values and own list of changes as a read is sent (see
+    :func:`set_since`)."""
+    return dict(document._data), set(getattr(document, "_changed_fields", None) or ())
+
+
+def set_since(
+    document: Any, before: tuple[dict[str, Any], set[str]], names: set[str]
+) -> list[str]:
+    """The paths of ``document``'s own list of changes, in the fields
+    ``names``, marked since ``before`` (:func:`values_and_changes`), or under
+    a value set anew since: the changes another task made while a read was
+    awaited, which a reload that leaves those fields keeps (those made before
+    it are dropped, as MongoEngine's reload does)."""
+    values, listed = before
+    data, renamed = document._data, document._reverse_db_field_map
+    since = []
+    for path in list(getattr(document, "_changed_fields", None) or ()):
+        first = path.partition(".")[0]
+        name = renamed.get(first, first)
+        if name in names and (
+            path not in listed or data.get(name) is not values.get(name)
+        ):
+            since.append(path)
+    return since
+
+
 def reset_changes(document: Any, changes: list[str]) -> None:
     """Set ``document``'s list of changes to ``changes``, as a reload or a
     modify does (the values it read stand). A list a save's steps after its

@@ -804,6 +804,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         if self.pk is None and _TURNS not in self.__dict__:
             self._require_async("async_reload", "reload()")
             raise self.DoesNotExist("Document does not exist")
+        # Another task's changes from now on, while this awaits its turn and
+        # its read, are not those MongoEngine's reload drops (see below).
+        before = deltas.values_and_changes(self)
         operation = await self._async_operation("async_reload", "reload()", session)
         if fields and isinstance(fields[0], int):
             fields = fields[1:]
@@ -822,13 +825,17 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             if fresh is None:
                 raise self.DoesNotExist("Document does not exist")
             self._copy_loaded_fields(fresh, fields)
-            # (A save's steps after its write keep the changes made since.)
-            deltas.reset_changes(
-                self,
+            changes = (
                 list(set(self._changed_fields) - set(fields))
                 if fields
-                else fresh._changed_fields,
+                else fresh._changed_fields
             )
+            # Fields the read gave no value (a DynamicDocument's, absent from
+            # the database) keep the changes made since the reload began.
+            unread = {name.partition(".")[0] for name in fields or self._data}
+            since = deltas.set_since(self, before, unread - fresh._data.keys())
+            # (A save's steps after its write keep the changes made since.)
+            deltas.reset_changes(self, list(dict.fromkeys(changes + since)))
             self._created = False
         finally:
             if turn:
