@@ -236,3 +236,24 @@ async def test_change_stream(
             pass
 
     await cancel_in_get_more(read, get_more_started, probe, database)
+
+
+async def test_change_stream_try_next(
+    database: str, probe: AsyncMongoClient[Any], get_more_started: asyncio.Event
+) -> None:
+    """``try_next()`` outside ``async for`` (PyMongo's awaited close of the
+    cancelled stream is cancelled too), in ``async with`` or not."""
+    await rows()
+    stream = CsrRow.async_watch(max_await_time_ms=100)
+
+    async def read() -> None:
+        await stream.try_next()
+
+    await cancel_in_get_more(read, get_more_started, probe, database)
+
+    async def read_within() -> None:
+        async with CsrRow.async_watch(max_await_time_ms=100) as within:
+            await within.try_next()
+
+    get_more_started.clear()
+    await cancel_in_get_more(read_within, get_more_started, probe, database)

@@ -608,6 +608,105 @@ async def test_tasks_opening_one_stream_together_open_one_server_stream(
     assert killed(command_log) == [cursor_id]
 
 
+async def stream_cursors() -> set[int]:
+    """The ids of the change stream cursors the server holds on CsBook's
+    collection, idle or in a getMore."""
+    admin = get_async_connection().admin
+    namespace = f"{get_async_db().name}.{CsBook._get_collection_name()}"
+    cursor = await admin.aggregate(
+        [
+            {"$currentOp": {"idleCursors": True, "allUsers": True}},
+            {"$match": {"ns": namespace, "cursor.cursorId": {"$exists": True}}},
+        ]
+    )
+    return {op["cursor"]["cursorId"] for op in await cursor.to_list(None)}
+
+
+async def no_stream_cursor_left() -> None:
+    """Wait until the server holds no change stream cursor of CsBook's."""
+
+    async def wait() -> None:
+        while await stream_cursors():
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(wait(), WAIT_SECONDS)
+
+
+async def test_aclose_from_another_task_ends_a_reader_in_a_get_more(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """The reader's getMore fails (the server killed its cursor under it):
+    its ``async for`` ends, as after any close, without that error."""
+    await CsBook._async_get_collection()
+    stream = CsBook.async_watch(max_await_time_ms=60_000)
+    seen: list[ChangeEvent[Any]] = []
+    reader = asyncio.create_task(iterate(stream, seen))
+
+    async def in_a_get_more() -> None:
+        while command_log.count("getMore") < 1 or not await stream_cursors():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(in_a_get_more(), WAIT_SECONDS)
+    await stream.aclose()
+    await asyncio.wait_for(reader, WAIT_SECONDS)  # ended, did not raise
+    assert seen == []
+    assert killed(command_log) == [stream_cursor_id(command_log)]
+    await no_stream_cursor_left()
+
+
+async def test_aclose_racing_a_reader_leaves_it_no_event_and_no_cursor(
+    async_alias: str,
+) -> None:
+    """However far the reader's ``try_next()`` got (before its getMore, with it
+    in flight, or the killCursors first: PyMongo then resumes on a new cursor),
+    it returns None and the server keeps no cursor of the stream."""
+    await CsBook._async_get_collection()
+    for steps in range(12):
+        stream = CsBook.async_watch(max_await_time_ms=300)
+        assert await stream.try_next() is None  # opened
+        reader = asyncio.create_task(stream.try_next())
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        await stream.aclose()
+        assert await asyncio.wait_for(reader, WAIT_SECONDS) is None
+        assert not stream.alive
+        await no_stream_cursor_left()
+
+
+async def test_a_stream_closed_before_it_opened_never_opens(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """Closed before its first use, or while another task opens it."""
+    await CsBook._async_get_collection()
+    stream = CsBook.async_watch()
+    await stream.aclose()
+    assert not stream.alive
+    assert await stream.try_next() is None
+    async with stream:
+        assert [e async for e in stream] == []
+    assert opened_streams(command_log) == 0
+    opening = CsBook.async_watch(max_await_time_ms=60_000)
+    seen: list[ChangeEvent[Any]] = []
+    reader = asyncio.create_task(iterate(opening, seen))
+    await asyncio.sleep(0)  # the reader is opening the stream
+    await opening.aclose()
+    await CsBook(title="after closing").async_save()
+    await asyncio.wait_for(reader, WAIT_SECONDS)
+    assert seen == []
+    assert opened_streams(command_log) == 1
+    await no_stream_cursor_left()
+
+
+async def test_a_closed_stream_gives_none_of_its_last_batch(async_alias: str) -> None:
+    """PyMongo's closed stream still gives the events left in its last
+    batch; a closed ChangeStream gives none."""
+    await CsBook._async_get_collection()
+    async with CsBook.async_watch() as stream:
+        await CsBook.objects.async_insert([CsBook(title=str(n)) for n in range(3)])
+        await take(stream, 1)
+    assert await stream.try_next() is None
+
+
 async def test_an_invalidated_or_closed_stream_is_not_alive(async_alias: str) -> None:
     """try_next() of a stream no longer alive returns None at once: a loop
     waiting for an event must test ``alive``."""

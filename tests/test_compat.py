@@ -7,6 +7,7 @@ from typing import Any
 
 import mongoengine
 import pymongo._csot
+import pymongo.cursor_shared
 import pytest
 from gridfs.asynchronous import AsyncGridIn, AsyncGridOut
 from mongoengine.base import BaseDocument
@@ -90,6 +91,7 @@ def test_module_level_names_are_the_private_ones() -> None:
     assert _compat.AsyncGridOutChunkIterator is grid_file._AsyncGridOutChunkIterator
     assert _compat.running_loop_or_none is asyncio._get_running_loop
     assert _compat.apply_client_timeout is pymongo._csot.apply
+    assert _compat.CURSOR_CLOSED_ERRORS is pymongo.cursor_shared._CURSOR_CLOSED_ERRORS
     for name in _compat.MONGOENGINE_CONNECTION_GLOBALS:
         assert isinstance(getattr(me_connection, name), dict), name
 

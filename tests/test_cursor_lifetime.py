@@ -235,3 +235,19 @@ async def test_a_file_read_cancelled_while_opening_leaves_no_cursor(app, read, a
         await cancel_while_sent(lambda: read(document), anyio)
         await asyncio.sleep(BLOCK_MS / 1000)
     assert await left_open(before, 3, "fs.chunks") == set()
+
+
+@pytest.mark.parametrize("anyio", [False, True], ids=["asyncio", "anyio"])
+async def test_a_change_stream_cancelled_while_resuming_leaves_no_cursor(app, anyio):
+    """PyMongo resumes a stream whose cursor the server lost (a new
+    ``aggregate``); cancelled while that is in flight, the new cursor is
+    killed once the reply came, as a first opening's."""
+    before = await idle_cursors()
+    stream = ClItem.objects.async_watch(max_await_time_ms=100)
+    assert await stream.try_next() is None  # opened
+    cursor_id = stream._stream._cursor._id  # type: ignore[union-attr]
+    await get_async_db().command("killCursors", "cl_item", cursors=[cursor_id])
+    async with blocked(app, "aggregate"):
+        await cancel_while_sent(stream.try_next, anyio)  # getMore, then resume
+        await asyncio.sleep(BLOCK_MS / 1000)
+    assert await left_open(before, 3) == set()

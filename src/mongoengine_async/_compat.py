@@ -36,8 +36,10 @@ from mongoengine.queryset.base import BaseQuerySet
 from mongoengine.queryset.queryset import QuerySet as MongoEngineQuerySet
 from pymongo import AsyncMongoClient
 from pymongo._csot import apply as apply_client_timeout
+from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
+from pymongo.cursor_shared import _CURSOR_CLOSED_ERRORS as CURSOR_CLOSED_ERRORS
 from pymongo.synchronous.cursor import Cursor
 
 # Untyped private names, bound here (a checker cannot resolve re-exported aliases
@@ -48,6 +50,7 @@ get_connection_settings: Callable[..., dict[str, Any]] = (
 )
 
 __all__ = (
+    "CURSOR_CLOSED_ERRORS",
     "MONGOENGINE_CONNECTION_GLOBALS",
     "PRIVATE_ATTRIBUTES",
     "PRIVATE_SIGNATURES",
@@ -207,6 +210,9 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     (AsyncCommandCursor, "_killed"),
     (AsyncCommandCursor, "_die_no_lock"),
     (Cursor, "_data"),
+    # PyMongo's resume of a change stream (a new aggregate) sent as its first
+    # opening is, in a task a cancellation leaves alone (change_streams.py).
+    (AsyncChangeStream, "_create_cursor"),
     # The loop an AsyncMongoClient bound itself to on its first operation
     # (connection.py; read with a default: None, as before any operation).
     (AsyncMongoClient, "_loop"),
@@ -232,6 +238,7 @@ PRIVATE_SIGNATURES: tuple[tuple[Any, tuple[str, ...]], ...] = (
     (AsyncGridIn._flush_data, ("data", "force")),
     (AsyncCursor._next_batch, ("result", "total")),
     (AsyncCursor._refresh, ()),
+    (AsyncChangeStream._create_cursor, ()),
     (BaseDocument._from_son, ("son", "_auto_dereference")),
     (BaseDocument._mark_as_changed, ("key",)),
     (BaseDocument._clear_changed_fields, ()),

@@ -6,7 +6,10 @@ is the queryset's filter (MongoEngine's query building) applied to each event's
 deletes match too). Each event is a :class:`ChangeEvent` carrying the document
 loaded by our loader (``from_bson.py``) and the update description with
 ``db_field`` names mapped back to attribute names. Leaving the stream (``aclose()``,
-``async with``, ``break``, a cancelled task) closes the server-side cursor.
+``async with``, ``break``, a cancelled task) closes the server-side cursor; a
+stream closed by ``aclose()`` (from any task, even one not opened yet or with a
+``getMore`` on its way) gives no more events, and its readers end as after a
+normal close.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ from mongoengine.errors import InvalidQueryError
 from mongoengine.fields import EmbeddedDocumentField
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.command_cursor import AsyncCommandCursor
+from pymongo.errors import OperationFailure
 
+from mongoengine_async._compat import CURSOR_CLOSED_ERRORS
 from mongoengine_async.batches import kill_soon, opened
 from mongoengine_async.from_bson import Load, loader, loader_key
 
@@ -176,6 +182,20 @@ def update_description(cls: type, raw: Mapping[str, Any]) -> UpdateDescription:
 # -- the stream -------------------------------------------------------------------
 
 
+def _itself(cursor: AsyncCommandCursor) -> AsyncCommandCursor:
+    return cursor
+
+
+async def _close(stream: AsyncChangeStream) -> None:
+    """PyMongo's ``close()`` of ``stream``; cancelled (an anyio scope cancels
+    its awaited ``killCursors`` too), the cursor goes to the client's cleanup."""
+    try:
+        await stream.close()
+    except asyncio.CancelledError:
+        kill_soon(stream._cursor)
+        raise
+
+
 def _refuse_unwatchable(queryset: BaseQuerySet) -> None:
     """Raise ``InvalidQueryError`` for a queryset setting a stream cannot apply,
     rather than open a stream that silently differs from what was asked."""
@@ -225,7 +245,8 @@ class ChangeStream(Generic[D]):
 
     The server-side stream opens on ``async with`` (or the first event) and is
     closed by ``aclose()``, on leaving ``async with``, on ``break`` out of
-    ``async for`` and when the task iterating it is cancelled.
+    ``async for`` and when the task iterating it is cancelled. Once closed by
+    ``aclose()`` it gives no more events and never opens again.
     """
 
     def __init__(
@@ -239,6 +260,8 @@ class ChangeStream(Generic[D]):
         self._options = options
         self._session = session
         self._stream: AsyncChangeStream | None = None
+        # Set by aclose(): no (more) events, whatever the PyMongo stream holds.
+        self._closed = False
         # (loop, lock) made on first use, in the running loop: see _turn().
         self._opening: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         # (loader_key, loader) of the last document loaded, as querysets keep it.
@@ -253,35 +276,60 @@ class ChangeStream(Generic[D]):
             self._opening = (loop, asyncio.Lock())
         return self._opening[1]
 
-    async def _opened(self) -> AsyncChangeStream:
-        """The PyMongo stream, opened once, on first use on the running loop's
+    async def _opened(self) -> None:
+        """Open the PyMongo stream once, on first use on the running loop's
         client: tasks asking for it together wait for that one opening."""
-        if self._stream is not None:
-            return self._stream
-        async with self._turn():
-            return await self._open()
+        if self._stream is None and not self._closed:
+            async with self._turn():
+                await self._open()
 
-    async def _open(self) -> AsyncChangeStream:
-        """Open the PyMongo stream unless it is open (the caller holds ``_turn()``).
+    async def _open(self) -> AsyncChangeStream | None:
+        """Open the PyMongo stream unless it is open or was closed by
+        ``aclose()`` (the caller holds ``_turn()``).
 
         A change stream never joins a bound transaction (the server refuses
         ``$changeStream`` in one); an explicit ``session=`` is used as given.
         """
-        if self._stream is None:
+        if self._stream is None and not self._closed:
             collection, session = await self._queryset._watched(self._session)
-            self._stream = await opened(
+            stream = self._stream = await opened(
                 collection.watch(
                     self.pipeline(), session=session, **asdict(self._options)
                 ),
                 lambda stream: stream._cursor,
             )
+            resume = stream._create_cursor
+            # PyMongo's resume (after a resumable error) opens a new cursor,
+            # which a cancellation meanwhile would leave open: opened() kills it.
+            stream._create_cursor = lambda: opened(resume(), _itself)  # type: ignore[method-assign]
+            if self._closed:  # aclose() came while the stream was opening
+                await _close(stream)
         return self._stream
 
     async def _try_next(self) -> Mapping[str, Any] | None:
-        """PyMongo's ``try_next()``, one task at a time."""
+        """PyMongo's ``try_next()``, one task at a time; None once closed,
+        even with events left in the closed cursor's last batch."""
         async with self._turn():
             stream = await self._open()
-            return await stream.try_next()
+            if stream is None or not stream.alive:
+                return None
+            try:
+                raw = await stream.try_next()
+            except asyncio.CancelledError:
+                # PyMongo closed the stream, awaiting the killCursors, which a
+                # cancellation at every await (an anyio scope) cancels too.
+                kill_soon(stream._cursor)
+                raise
+            except OperationFailure as error:
+                if self._closed and error.code in CURSOR_CLOSED_ERRORS:
+                    return None  # aclose() killed the cursor under this getMore
+                raise
+            if self._closed:
+                # aclose() came while this getMore was on its way; when its
+                # killCursors got there first, PyMongo resumed on a new cursor.
+                await _close(stream)
+                return None
+            return raw
 
     def pipeline(self) -> list[dict[str, Any]]:
         """The stream's pipeline: the ``$match`` of the queryset's filter, if any;
@@ -305,7 +353,9 @@ class ChangeStream(Generic[D]):
     def alive(self) -> bool:
         """Whether the stream may still give events (PyMongo's ``alive``): False
         once closed or invalidated (a dropped collection), where ``try_next()``
-        returns None at once; a stream not opened yet is alive."""
+        returns None at once; a stream not opened (nor closed) yet is alive."""
+        if self._closed:
+            return False
         return self._stream is None or self._stream.alive
 
     async def try_next(self) -> ChangeEvent[D] | None:
@@ -321,21 +371,21 @@ class ChangeStream(Generic[D]):
         """Every event until the stream is closed; leaving the loop (``break``,
         an error, cancellation) closes it."""
         try:
-            while (await self._opened()).alive:  # PyMongo's next(), one task at a time
+            while self.alive:  # PyMongo's next(), one task at a time
                 raw = await self._try_next()
                 if raw is not None:
                     yield self._event(raw)
-        except asyncio.CancelledError:
-            if self._stream is not None:
-                kill_soon(self._stream._cursor)
-            raise
         finally:
             await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the server-side stream (``killCursors``); idempotent."""
+        """Close the stream (``killCursors``), for every task using it: it
+        gives no more events, and a task waiting in a ``getMore`` meanwhile
+        gets none (``try_next()`` returns None, ``async for`` ends). Closed
+        before it opened, it never opens. Idempotent."""
+        self._closed = True
         if self._stream is not None:
-            await self._stream.close()
+            await _close(self._stream)
 
     async def __aenter__(self) -> ChangeStream[D]:
         await self._opened()
