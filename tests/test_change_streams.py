@@ -251,6 +251,33 @@ async def test_a_field_filter_sees_full_documents_only(async_alias: str) -> None
     assert events[1].document.pages == 400
 
 
+@pytest.mark.parametrize(
+    "filter_",
+    [
+        {"title__ne": "archived"},
+        {"title__nin": ["archived"]},
+        {"publisher": None},
+        {"pages__exists": False},
+        {"title__not__startswith": "arch"},
+    ],
+    ids=["ne", "nin", "None", "exists=False", "not"],
+)
+async def test_a_filter_a_missing_field_meets_sees_full_documents_only(
+    async_alias: str, filter_: dict[str, Any]
+) -> None:
+    """Not the deletes, nor the updates of a document deleted since (which
+    carry no document), of a document the filter never matched."""
+    archived = CsBook(title="archived", pages=1, publisher=CsPublisher(city="Oslo"))
+    await archived.async_save()
+    async with CsBook.objects(**filter_).async_watch() as stream:
+        archived.pages = 3
+        await archived.async_save()
+        await archived.async_delete()
+        marker = await CsBook(title="marker").async_save()
+        (event,) = await take(stream, 1)
+    assert (event.operation_type, event.pk) == ("insert", marker.pk)
+
+
 async def nothing_more_than_the_filter(stream: ChangeStream[Any]) -> None:
     """The next matching event is a marker written last (pages=1000)."""
     marker = await CsBook(title="marker", pages=1000).async_save()
@@ -263,7 +290,14 @@ async def test_a_filter_on_the_id_sees_every_event_of_that_document(
 ) -> None:
     watched, other = ObjectId(), ObjectId()
     stream = CsBook.objects(id__in=[watched]).async_watch()
-    assert stream.pipeline() == [{"$match": {"documentKey._id": {"$in": [watched]}}}]
+    assert stream.pipeline() == [
+        {
+            "$match": {
+                "documentKey": {"$ne": None},
+                "documentKey._id": {"$in": [watched]},
+            }
+        }
+    ]
     async with stream:
         await CsBook(id=other, title="other").async_save()
         book = await CsBook(id=watched, title="watched").async_save()
@@ -283,6 +317,7 @@ async def test_the_filter_is_mongoengines_query(async_alias: str) -> None:
     assert stream.async_watch().pipeline() == [
         {
             "$match": {
+                "fullDocument": {"$ne": None},
                 "fullDocument.t": re.compile("^Du"),
                 "fullDocument.pub.c": "Paris",
             }
@@ -290,7 +325,12 @@ async def test_the_filter_is_mongoengines_query(async_alias: str) -> None:
     ]
     either = CsBook.objects(Q(title="a") | Q(pages=1))
     assert either.async_watch().pipeline() == [
-        {"$match": {"$or": [{"fullDocument.t": "a"}, {"fullDocument.p": 1}]}}
+        {
+            "$match": {
+                "fullDocument": {"$ne": None},
+                "$or": [{"fullDocument.t": "a"}, {"fullDocument.p": 1}],
+            }
+        }
     ]
     assert CsBook.async_watch().pipeline() == []
     assert CsTool.async_watch().pipeline() == [

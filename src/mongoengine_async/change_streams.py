@@ -91,15 +91,17 @@ def match_stage(
     """The ``$match`` of a stream for a queryset's filter and its ``_cls`` part.
 
     A filter only on ``_id`` matches ``documentKey`` (every event of those
-    documents, deletes too); any other filter matches ``fullDocument``. The
+    documents, deletes too); any other filter matches ``fullDocument``, and
+    only events that carry one: a filter that a missing field satisfies
+    (``$ne``, ``$nin``, ``None``, ``$exists: False``) would pass every delete,
+    every update whose document is gone and every collection event. The
     class restriction of an inheritance hierarchy applies to events that carry
     a full document; the others (deletes) cannot name a class and pass.
     """
     parts: list[dict] = []
     if filter_:
-        on_key = set(filter_) == {"_id"}
-        prefix = "documentKey." if on_key else "fullDocument."
-        parts.append(_prefixed(filter_, prefix))
+        root = "documentKey" if set(filter_) == {"_id"} else "fullDocument"
+        parts.append({root: {"$ne": None}, **_prefixed(filter_, root + ".")})
     if cls_query:
         on_class = _prefixed(cls_query, "fullDocument.")
         parts.append({"$or": [{"fullDocument": None}, on_class]})
