@@ -856,16 +856,15 @@ def _check_alias(proxy: AsyncGridFSProxy) -> None:
 
 
 def _file_fields(cls: type[Any]) -> dict[str, Any]:
-    """The file fields of ``cls`` and its subclasses, by db field: the item
-    field for lists and dicts of files."""
+    """The file fields of ``cls``, by db field: the item field for lists and
+    dicts of files."""
     found: dict[str, Any] = {}
-    for document_class in with_subclasses(cls):
-        for field in document_class._fields.values():
-            item = getattr(field, "field", None)
-            if isinstance(field, mongoengine.FileField) or isinstance(
-                item, mongoengine.FileField
-            ):
-                found[field.db_field] = item or field
+    for field in cls._fields.values():
+        item = getattr(field, "field", None)
+        if isinstance(field, mongoengine.FileField) or isinstance(
+            item, mongoengine.FileField
+        ):
+            found[field.db_field] = item or field
     return found
 
 
@@ -878,24 +877,41 @@ def _stored_ids(value: Any) -> list:
 
 async def stored_files(queryset: Any, operation: Operation) -> list[AsyncGridFSProxy]:
     """The files held by the documents ``queryset`` matches (one query, only
-    when its class has file fields), to delete once the documents are gone."""
-    fields = _file_fields(queryset._document)
-    if not fields:
+    when its class has file fields), to delete once the documents are gone.
+
+    Each document's file fields are those of its own class (its ``_cls``):
+    subclasses may give one name to a file field and to another field, or to
+    file fields of different buckets."""
+    cls = queryset._document
+    by_class = {each._class_name: _file_fields(each) for each in with_subclasses(cls)}
+    projection = {db_field: 1 for fields in by_class.values() for db_field in fields}
+    if not projection:
         return []
     cursor = operation.collection.find(
         queryset._query,
-        dict.fromkeys(fields, 1),
+        {**projection, "_cls": 1},
         batch_size=WHOLE_RESULT,  # 101 documents and more: one reply
         session=operation.session,
     )
     proxies = [
         field.get_async_proxy(grid_id, None)
         for raw in await read_all(cursor)
-        for db_field, field in fields.items()
+        for db_field, field in _fields_of(raw, by_class, cls).items()
         for grid_id in _stored_ids(raw.get(db_field))
     ]
     check_deletable(proxies)
     return proxies
+
+
+def _fields_of(raw: dict, by_class: dict[str, dict], cls: type[Any]) -> dict:
+    """The file fields of the class of the stored document ``raw``: its
+    ``_cls``, else its closest known superclass, else ``cls``."""
+    class_name = raw.get("_cls")
+    while isinstance(class_name, str) and class_name:
+        if class_name in by_class:
+            return by_class[class_name]
+        class_name = class_name.rpartition(".")[0]
+    return by_class[cls._class_name]
 
 
 def check_deletable(proxies: list[AsyncGridFSProxy]) -> None:
