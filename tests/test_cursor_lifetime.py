@@ -251,3 +251,22 @@ async def test_a_change_stream_cancelled_while_resuming_leaves_no_cursor(app, an
         await cancel_while_sent(stream.try_next, anyio)  # getMore, then resume
         await asyncio.sleep(BLOCK_MS / 1000)
     assert await left_open(before, 3) == set()
+
+
+@pytest.mark.parametrize("anyio", [False, True], ids=["asyncio", "anyio"])
+async def test_a_file_read_after_seek_cancelled_while_opening_leaves_no_cursor(
+    app, anyio
+):
+    """The AsyncGridOut of async_get() after seek(): PyMongo's readchunk opens
+    a chunk iterator of its own there, its find sent inline (its cursor was
+    left open, 10 minutes). A file of more than a reply of PyMongo's (16 MB)."""
+    document = ClFile()
+    await document.data.async_put(bytes(range(256)) * (20 * 2**12))
+    await document.async_save()
+    grid_out = await document.data.async_get()
+    await grid_out.seek(5)
+    before = await idle_cursors("fs.chunks")
+    async with blocked(app, "find"):
+        await cancel_while_sent(lambda: grid_out.read(2**20), anyio)
+        await asyncio.sleep(BLOCK_MS / 1000)
+    assert await left_open(before, 3, "fs.chunks") == set()

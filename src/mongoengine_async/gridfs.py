@@ -42,7 +42,8 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 
-from mongoengine_async.batches import WHOLE_RESULT, kill_soon, read_all
+from mongoengine_async._compat import AsyncGridOutChunkIterator
+from mongoengine_async.batches import WHOLE_RESULT, read_all
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.connection import (
     get_async_collection,
@@ -166,13 +167,35 @@ async def _remove_partial(grid_in: _BoundedGridIn, error: BaseException) -> None
 
 
 class _BatchedChunks(OpenedChunks):
-    """PyMongo's chunk iterator, asking for ``batch`` chunks per batch."""
+    """PyMongo's chunk iterator, asking for ``batch`` chunks per batch (None:
+    PyMongo's default, up to 16 MB)."""
 
-    batch = 1
+    batch: int | None = None
 
     def _create_cursor(self) -> None:
         super()._create_cursor()
-        cast(AsyncCursor[Any], self._cursor).batch_size(self.batch)
+        if self.batch is not None:
+            cast(AsyncCursor[Any], self._cursor).batch_size(self.batch)
+
+
+class _GridOut(AsyncGridOut):
+    """PyMongo's AsyncGridOut whose chunk iterators, which PyMongo makes (for
+    the first read, and for a read after ``seek()``), are made
+    :class:`_BatchedChunks` of ``batch`` chunks per cursor batch as they are
+    set: no chunk cursor is left behind by a cancelled read, seek or not."""
+
+    batch: int | None = None
+
+    @property
+    def _chunk_iter(self) -> Any:
+        return self.__dict__.get("_batched_chunks")
+
+    @_chunk_iter.setter
+    def _chunk_iter(self, chunks: Any) -> None:
+        if type(chunks) is AsyncGridOutChunkIterator:  # PyMongo's, not yet used
+            chunks.__class__ = _BatchedChunks
+            cast(_BatchedChunks, chunks).batch = self.batch
+        self.__dict__["_batched_chunks"] = chunks
 
 
 def _open_stream(
@@ -181,18 +204,13 @@ def _open_stream(
     session: Any,
     batch_bytes: int | None = DOWNLOAD_BATCH_BYTES,
 ) -> AsyncGridOut:
-    """An AsyncGridOut over ``file_document`` whose chunk cursor fetches about
+    """An AsyncGridOut over ``file_document`` whose chunk cursors fetch about
     ``batch_bytes`` per round trip (None: PyMongo's default, up to 16 MB),
-    and is opened by :class:`OpenedChunks` (until a ``seek``)."""
-    grid_out = AsyncGridOut(root, file_document=file_document, session=session)
-    chunk_size = int(file_document.get("chunkSize") or DEFAULT_CHUNK_SIZE)
-    if int(file_document.get("length", 0)) > 0:
-        if batch_bytes is None:
-            chunks = OpenedChunks(grid_out, grid_out._chunks, session, 0)
-        else:
-            chunks = _BatchedChunks(grid_out, grid_out._chunks, session, 0)
-            chunks.batch = max(1, -(-batch_bytes // chunk_size))
-        grid_out._chunk_iter = chunks
+    and are opened by :class:`OpenedChunks`."""
+    grid_out = _GridOut(root, file_document=file_document, session=session)
+    if batch_bytes is not None:
+        chunk_size = int(file_document.get("chunkSize") or DEFAULT_CHUNK_SIZE)
+        grid_out.batch = max(1, -(-batch_bytes // chunk_size))
     return grid_out
 
 
@@ -578,9 +596,6 @@ class AsyncGridFSProxy(GridFSProxy):
                 if not piece:
                     return
                 yield piece
-        except asyncio.CancelledError:
-            kill_soon(getattr(grid_out._chunk_iter, "_cursor", None))
-            raise
         finally:
             await grid_out.close()
 

@@ -17,7 +17,7 @@ from gridfs.asynchronous import AsyncGridOut
 from pymongo.asynchronous.cursor import AsyncCursor
 
 from mongoengine_async._compat import AsyncGridOutChunkIterator
-from mongoengine_async.batches import open_find
+from mongoengine_async.batches import kill_soon, open_find
 
 __all__ = ("PARALLEL_READS", "OpenedChunks", "read_whole")
 
@@ -31,13 +31,19 @@ REPLY_BYTES = 16 * 1024 * 1024
 class OpenedChunks(AsyncGridOutChunkIterator):
     """PyMongo's chunk iterator, its cursor's find sent by
     :func:`~mongoengine_async.batches.open_find`: a read cancelled while the
-    find is on its way leaves no chunk cursor on the server."""
+    find is on its way leaves no chunk cursor on the server. Nor does one
+    cancelled midway (a ``getMore`` on its way) by a cancel scope, which also
+    cancels PyMongo's ``killCursors`` (:func:`~mongoengine_async.batches.kill_soon`)."""
 
     async def _next_with_retry(self) -> Any:
-        if self._cursor is None:
-            self._create_cursor()
-            await open_find(self._cursor)
-        return await super()._next_with_retry()
+        try:
+            if self._cursor is None:
+                self._create_cursor()
+                await open_find(self._cursor)
+            return await super()._next_with_retry()
+        except asyncio.CancelledError:
+            kill_soon(self._cursor)
+            raise
 
 
 class _ChunkRange(OpenedChunks):
