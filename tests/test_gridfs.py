@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import tracemalloc
+import warnings
 
 import mongoengine
 import pytest
@@ -481,6 +482,8 @@ GRID_OUT_NAMES = (
     "upload_date",
     "metadata",
     "chunk_size",
+    "_id",  # these two raised AttributeError
+    "closed",
 )
 
 
@@ -535,6 +538,54 @@ async def test_loaded_proxy_has_the_grid_out_fields_of_mongoengine(
     assert _read_all(proxy, ("name", "md5", "aliases")) == dict.fromkeys(
         ("name", "md5", "aliases")
     )
+
+
+def _warned(proxy: object, name: str) -> list[tuple[type[Warning], str]]:
+    """The warnings reading ``proxy.name`` gives."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        getattr(proxy, name)
+    return sorted({(w.category, str(w.message)) for w in caught}, key=str)
+
+
+async def test_loaded_proxy_warns_of_deprecated_fields_as_mongoengine(
+    async_alias: str, sync_alias: str
+) -> None:
+    # PyMongo's GridOut deprecates content_type, md5 and aliases, and
+    # MongoEngine's proxy, which reads them from its GridOut, passes its
+    # DeprecationWarning on; the async proxy gave none.
+    sync_doc = GfsSharedSync(title="warned")
+    sync_doc.file.put(b"abc", content_type="text/plain", md5="0" * 32)
+    sync_doc.save()
+    expected = {
+        name: _warned(GfsSharedSync.objects.get(id=sync_doc.id).file, name)
+        for name in GRID_OUT_NAMES
+    }
+    assert expected["md5"] and expected["content_type"] and expected["aliases"]
+    doc = await GfsSharedAsync.objects.async_get(id=sync_doc.id)
+    proxy = await GfsSharedAsync.file.async_get(doc)
+    assert {name: _warned(proxy, name) for name in GRID_OUT_NAMES} == expected
+
+
+async def test_grid_out_methods_name_the_async_grid_out(async_alias: str) -> None:
+    # MongoEngine's proxy calls its GridOut's methods (readline, seek, ...),
+    # blocking; the async proxy said it had no such attribute once loaded,
+    # and before, that its metadata was needed first.
+    doc = GfsSharedAsync(title="lines")
+    await doc.file.async_put(b"one\ntwo\n")
+    await doc.async_save()
+    doc = await GfsSharedAsync.objects.async_get(id=doc.id)
+    for loaded in (False, True):
+        if loaded:
+            await GfsSharedAsync.file.async_get(doc)
+        with pytest.raises(AsyncUsageError, match=r"readline\(\) would block") as info:
+            doc.file.readline()
+        assert "`await (await proxy.async_get()).readline()`" in str(info.value)
+        with pytest.raises(AttributeError, match=r"use `\(await proxy.async_get"):
+            doc.file.tell()
+        assert not hasattr(doc.file, "seek")
+    grid_out = await doc.file.async_get()
+    assert await grid_out.readline() == b"one\n"
 
 
 class GfsNotImage(Document):

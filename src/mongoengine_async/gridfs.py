@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 import bson
 import mongoengine
 import pymongo.errors
+from gridfs import GridOut
 from gridfs.asynchronous import AsyncGridIn, AsyncGridOut
 from gridfs.errors import FileExists, NoFile
 from gridfs.grid_file_shared import DEFAULT_CHUNK_SIZE
@@ -381,49 +382,68 @@ class AsyncGridFSProxy(GridFSProxy):
     def _file_value(self, name: str) -> Any:
         return self._file.get(name) if self.loaded else None
 
+    # The fields of the files document that MongoEngine's proxy reads through
+    # its GridOut (None when the document lacks them, as there), read by the
+    # same GridOut properties: PyMongo's DeprecationWarning of content_type,
+    # md5 and aliases comes as through MongoEngine's.
+
+    def _grid_out_value(self, name: str) -> Any:
+        """GridOut's ``name`` of the loaded files document; None before."""
+        if not self.loaded:
+            return None
+        return getattr(GridOut, name).fget(_Opened(self._file))
+
     @property
     def length(self) -> int | None:
         """Size in bytes (None until loaded)."""
-        return self._file_value("length")
+        return self._grid_out_value("length")
 
     @property
     def filename(self) -> str | None:
-        return self._file_value("filename")
+        return self._grid_out_value("filename")
 
     @property
     def content_type(self) -> str | None:
         """``contentType`` of the files document (as GridOut's, not the one
         its ``metadata`` may hold)."""
-        return self._file_value("contentType")
+        return self._grid_out_value("content_type")
 
     @property
     def upload_date(self) -> Any:
-        return self._file_value("uploadDate")
+        return self._grid_out_value("upload_date")
 
     @property
     def metadata(self) -> Any:
-        return self._file_value("metadata")
+        return self._grid_out_value("metadata")
 
     @property
     def chunk_size(self) -> int | None:
-        return self._file_value("chunkSize")
-
-    # GridOut's other fields, which MongoEngine's proxy reads through to
-    # (None when the files document lacks them, as there).
+        return self._grid_out_value("chunk_size")
 
     @property
     def name(self) -> str | None:
         """``filename`` (GridOut's alias of it)."""
-        return self._file_value("filename")
+        return self._grid_out_value("name")
 
     @property
     def md5(self) -> str | None:
         """``md5`` of the files document (PyMongo 4 writes none)."""
-        return self._file_value("md5")
+        return self._grid_out_value("md5")
 
     @property
     def aliases(self) -> list[str] | None:
-        return self._file_value("aliases")
+        return self._grid_out_value("aliases")
+
+    @property
+    def _id(self) -> Any:
+        """The files document's ``_id`` (GridOut's; ``grid_id`` once loaded)."""
+        return self._grid_out_value("_id")
+
+    @property
+    def closed(self) -> bool | None:
+        """GridOut's ``closed``: False once loaded (MongoEngine's proxy keeps
+        its GridOut open); None before."""
+        return False if self.loaded else None
 
     @property
     def loaded(self) -> bool:
@@ -439,6 +459,8 @@ class AsyncGridFSProxy(GridFSProxy):
         attribute = getattr(type(self), name, None)
         if isinstance(attribute, property):
             return attribute.__get__(self, type(self))
+        if not name.startswith("_") and callable(getattr(AsyncGridOut, name, None)):
+            raise self._grid_out_method_error(name)
         if not name.startswith("_"):
             file_document = self.__dict__.get("_file")
             grid_id = self.__dict__.get("grid_id")
@@ -450,6 +472,16 @@ class AsyncGridFSProxy(GridFSProxy):
         raise AttributeError(
             f"{type(self).__name__!r} object has no attribute {name!r}"
         )
+
+    def _grid_out_method_error(self, name: str) -> NotLoadedError:
+        """The error for a method of GridOut, which MongoEngine's proxy calls
+        on its GridOut (blocking): it names the AsyncGridOut's (an
+        AttributeError too: ``hasattr()`` answers)."""
+        _check_alias(self)
+        awaited = inspect.iscoroutinefunction(getattr(AsyncGridOut, name))
+        use = f"`{'await ' if awaited else ''}(await proxy.async_get()).{name}()`"
+        error = blocking_call_error(type(self).__name__, name, self.db_alias, use)
+        return NotLoadedError(str(error))
 
     @property
     def fs(self) -> Any:
@@ -786,6 +818,17 @@ class AsyncGridFSProxy(GridFSProxy):
             return f"<{type(self).__name__}: <no file>>"
         filename = self.filename if self._file is not None else "<not loaded>"
         return f"<{type(self).__name__}: {filename} ({self.grid_id})>"
+
+
+class _Opened:
+    """What a property of PyMongo's (sync) GridOut reads: an opened GridOut's
+    files document."""
+
+    def __init__(self, file_document: dict) -> None:
+        self._file = file_document
+
+    def open(self) -> None:
+        pass  # opened: its files document is here
 
 
 def not_loaded_error(proxy: AsyncGridFSProxy, name: str) -> NotLoadedError:
