@@ -5,6 +5,7 @@ that streams, new items are put with async_put, and deleting the documents
 from __future__ import annotations
 
 import mongoengine
+import pytest
 
 from mongoengine_async import (
     AsyncGridFSProxy,
@@ -22,6 +23,10 @@ class FlAlbum(Document):
     cover = FileField()
     scans = ListField(FileField())
     extras = DictField(FileField(collection_name="extras"))
+
+
+class FlOther(Document):
+    title = StringField()
 
 
 async def _album(title: str, *contents: bytes) -> FlAlbum:
@@ -79,6 +84,24 @@ async def test_put_into_a_loaded_list(async_alias):
     await album.async_save()
     again = await FlAlbum.objects.async_get()
     assert [await proxy.async_read() for proxy in again.scans] == [b"one", b"added"]
+
+
+@pytest.mark.parametrize("container", ["scans", "extras"])
+async def test_the_item_field_takes_no_document(async_alias, container):
+    # FlAlbum.scans.field.async_put(data, instance=album) stored a file that
+    # nothing held (the list left as it was: an orphan) or raised a bare
+    # TypeError, and async_get(album) gave None; both left a proxy under the
+    # key None in album._data.
+    album = FlAlbum(title="Item field")
+    item_field = getattr(FlAlbum, container).field
+    with pytest.raises(TypeError, match="item field of a list or dict of files"):
+        await item_field.async_put(b"orphan", instance=album)
+    with pytest.raises(TypeError, match="item field of a list or dict of files"):
+        await item_field.async_get(album)
+    with pytest.raises(TypeError, match=r"'cover' of FlAlbum\), not"):
+        await FlAlbum.cover.async_put(b"elsewhere", instance=FlOther())
+    assert None not in album._data
+    assert await _files() == (0, 0) and await _files("extras") == (0, 0)
 
 
 async def test_deleting_the_document_removes_every_file(async_alias):

@@ -1055,10 +1055,31 @@ class FileField(mongoengine.FileField):
     ) -> Any:
         if instance is None:
             return self.get_async_proxy(None, None)
+        if getattr(instance, "_fields", {}).get(self.name) is not self:
+            raise self._not_a_field_of(instance, method)
         if not self._reads_async(instance):
             target = f"{type(instance).__name__}.{self.name}"
             require_async(self.db_alias, target, method, use)
         return self.__get__(instance, type(instance))
+
+    def _not_a_field_of(self, instance: Any, method: str) -> TypeError:
+        """The error for ``method(instance=...)`` of a field that is not one of
+        ``instance``'s: the item field of a list or dict of files, which holds
+        no file of its own (its document's list would be left as it is), or
+        another class's field."""
+        kind = type(self).__name__
+        if self.name is None:
+            return TypeError(
+                f"{kind}.{method}() of the item field of a list or dict of files "
+                f"takes no document ({instance!r}): put a file without it "
+                "(`await Model.files.field.async_put(data)`) and add the proxy to "
+                "the list, or use an item's proxy (`document.files[0]`)"
+            )
+        return TypeError(
+            f"{kind}.{method}() takes a document holding this field "
+            f"({self.name!r} of {getattr(self.owner_document, '__name__', '?')}), "
+            f"not {instance!r}"
+        )
 
     async def async_put(
         self, data: Any, instance: BaseDocument | None = None, **kwargs: Any
