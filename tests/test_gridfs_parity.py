@@ -222,13 +222,17 @@ FILE_CALLS = [
     ("async_put", lambda proxy: proxy.async_put(b"new"), "put(data)"),
     ("async_read", lambda proxy: proxy.async_read(), "read()"),
     ("async_iter_chunks", lambda proxy: proxy.async_iter_chunks(), "read()"),
+    # `async for chunk in proxy` (a TypeError: no __aiter__)
+    ("async_iter_chunks", aiter, "read()"),
     ("async_delete", lambda proxy: proxy.async_delete(), "delete()"),
     ("async_replace", lambda proxy: proxy.async_replace(b"new"), "replace(data)"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("method", "call", "use"), FILE_CALLS, ids=[c[0] for c in FILE_CALLS]
+    ("method", "call", "use"),
+    FILE_CALLS,
+    ids=[c[0] if c[1] is not aiter else "async for" for c in FILE_CALLS],
 )
 def test_async_method_on_sync_alias_names_the_sync_one(
     sync_log, method, call, use

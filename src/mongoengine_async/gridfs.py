@@ -1037,6 +1037,7 @@ class RefusesAsync(_GridFSProxyMixin):
     async_put = _refusing("async_put", "put(data)")
     async_read = _refusing("async_read", "read()")
     async_iter_chunks = _refusing("async_iter_chunks", "read()")
+    __aiter__ = async_iter_chunks  # `async for chunk in proxy` (was a TypeError)
     async_delete = _refusing("async_delete", "delete()")
     async_replace = _refusing("async_replace", "replace(data)")
 
