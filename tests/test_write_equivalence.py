@@ -66,6 +66,19 @@ class WKeyed(Document):
     meta = {"shard_key": ("region",)}
 
 
+class WTenant(Document):
+    """No shard key, its own update selector (a tenant's filter), which
+    MongoEngine's save calls for every update."""
+
+    name = StringField()
+    tenant = StringField()
+
+    def _integrate_shard_key(self, doc: dict, select_dict: dict) -> dict:
+        select_dict = super()._integrate_shard_key(doc, select_dict)
+        select_dict["tenant"] = doc.get("tenant")
+        return select_dict
+
+
 class WAuthor(Document):
     name = StringField()
 
@@ -82,7 +95,7 @@ class WNote(Document):
     author = ReferenceField(WAuthor, reverse_delete_rule=CASCADE)
 
 
-MODELS = (WThing, WKeyed, WAuthor, WBook, WNote)
+MODELS = (WThing, WKeyed, WTenant, WAuthor, WBook, WNote)
 SIGNALS = {
     "pre_save": pre_save,
     "pre_save_post_validation": pre_save_post_validation,
@@ -275,6 +288,16 @@ async def delta_shard_key_moved_meanwhile(run):
     await run(WKeyed.objects(id="k1"), "update", set__region="us")
     keyed.name = "b"
     return await run(keyed, "save")
+
+
+async def delta_own_selector_moved_meanwhile(run):
+    """A class's own ``_integrate_shard_key`` (no shard key) selects the
+    update too: the stored document moved to another tenant matches nothing,
+    so the upsert's insert collides."""
+    tenant = await run(WTenant(name="a", tenant="t1"), "save")
+    await run(WTenant.objects(id=tenant.id), "update", set__tenant="t2")
+    tenant.name = "b"
+    return await run(tenant, "save")
 
 
 async def own_id_duplicate_unique_field(run):
@@ -485,6 +508,7 @@ CASES = [
     own_id_existing,
     own_id_existing_other_shard_key,
     delta_shard_key_moved_meanwhile,
+    delta_own_selector_moved_meanwhile,
     own_id_duplicate_unique_field,
     own_id_replaced_duplicate_unique_field,
     force_insert_duplicate,

@@ -673,7 +673,11 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             transform.query(type(self), **save_condition) if save_condition else {}
         )
         selector["_id"] = raw["_id"]
-        if "shard_key" in self._meta:  # (MongoEngine's method adds nothing else)
+        if (
+            "shard_key" in self._meta
+            or type(self)._integrate_shard_key is not _INTEGRATE_SHARD_KEY
+            or "_integrate_shard_key" in self.__dict__
+        ):  # (else MongoEngine's method, which adds nothing without a shard key)
             selector = self._integrate_shard_key(raw, selector)
         return selector, deltas.update_doc(self, raw)
 
@@ -983,6 +987,11 @@ class _IndexesRead:
 
 # MongoEngine's comparison, called on an _IndexesRead (its own is guarded here).
 _COMPARE_INDEXES = mongoengine.Document.__dict__["compare_indexes"].__func__
+
+# MongoEngine's selector of a stored document's update (the shard key): a class
+# or document with its own (an override, a patch) gets it called on every
+# update, as MongoEngine's ``_save_update`` calls it.
+_INTEGRATE_SHARD_KEY = mongoengine.Document.__dict__["_integrate_shard_key"]
 
 
 async def _update_stored(
