@@ -28,6 +28,7 @@ from mongoengine_async import (
     ReferenceField,
     StringField,
 )
+from mongoengine_async.queryset import BaseQuerySet as OurBaseQuerySet
 from test_sync_loader import built_by_loader
 
 
@@ -180,6 +181,37 @@ def test_our_querysets_methods_patched_are_called_as_mongoengines(
     expected = _run(theirs, name, USES[use], _mongoengines(SpBook), books)
     assert expected[0] > 0
     assert _run(ours, name, USES[use], SpBook.objects, books) == expected
+
+
+# The same methods patched on our BaseQuerySet (the base of our QuerySet and
+# QuerySetNoCache, below the guards of the blocking ones) as on MongoEngine's.
+PATCHED_OUR_BASE = [
+    ("__next__", [*USES.keys() - _BY_INDEX - {"in_bulk"}]),
+    ("__getitem__", ["first", "index", "with_id"]),
+    ("in_bulk", ["in_bulk", "select_related"]),
+    ("select_related", ["select_related"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "use"),
+    [
+        pytest.param(name, use, id=f"{name}-{use}")
+        for name, uses in PATCHED_OUR_BASE
+        for use in uses
+    ],
+)
+def test_our_base_querysets_methods_patched_are_called_as_mongoengines(
+    books: list, name: str, use: str
+) -> None:
+    """A method patched on our BaseQuerySet is called as often as the same
+    method patched on MongoEngine's BaseQuerySet is by MongoEngine, a guarded
+    one (``__next__``, ``in_bulk``, ``select_related``) too."""
+    expected = _run(
+        MongoEngineBaseQuerySet, name, USES[use], _mongoengines(SpBook), books
+    )
+    assert expected[0] > 0
+    assert _run(OurBaseQuerySet, name, USES[use], SpBook.objects, books) == expected
 
 
 def _counting_class(base: type, names: list[str]) -> type:

@@ -30,6 +30,7 @@ __all__ = (
     "plain_document_error",
     "require_async",
     "sync_alias_error",
+    "unguarded",
 )
 
 
@@ -121,18 +122,32 @@ def guard_blocking_methods(
     ``describe(obj)`` returns ``(is_async, target, alias)`` for the receiver.
     ``error(receiver, target, name, alias, use)``, if given, makes the error
     raised (else :func:`blocking_call_error`). On sync aliases it calls the
-    inherited method: MongoEngine's as it is at
-    the call (one patched on MongoEngine's class, ``mock.patch.object(
-    mongoengine.Document, "save", ...)``, is called, as MongoEngine calls it),
-    or the one of this package's that overrides it.
+    inherited method as it is at the call: MongoEngine's, or the one of this
+    package's that overrides it, looked up past ``cls`` each time (one patched
+    since on a base, ``mock.patch.object(mongoengine.Document, "save", ...)``
+    or on our ``BaseQuerySet``, is called, as MongoEngine calls it).
     """
     for name, use in uses.items():
         raw = _inherited(cls, name)
         is_classmethod = isinstance(raw, classmethod)
         function = raw.__func__ if is_classmethod else raw
-        ours = function.__module__.startswith("mongoengine_async.")
-        guarded = _guarded(function, name, use, describe, None if ours else cls, error)
+        guarded = _guarded(function, name, use, describe, cls, error)
+        _GUARDS.add(guarded)
         setattr(cls, name, classmethod(guarded) if is_classmethod else guarded)
+
+
+# The functions guard_blocking_methods() set (see unguarded()).
+_GUARDS: set[Callable] = set()
+
+
+def unguarded(cls: type[Any], name: str) -> Any:
+    """The method ``name`` that a call on ``cls`` runs on a sync alias: the
+    class attribute past the guards (None: there is none)."""
+    for base in cls.__mro__:
+        method = vars(base).get(name)
+        if method is not None and method not in _GUARDS:
+            return method
+    return None
 
 
 def _inherited(cls: type[Any], name: str) -> Any:
@@ -148,12 +163,11 @@ def _guarded(
     name: str,
     use: str,
     describe: Callable,
-    owner: type[Any] | None,
+    owner: type[Any],
     error: Callable[[Any, str, str, str, str], Exception] | None = None,
 ) -> Callable:
-    """``function`` refusing async aliases; with ``owner``, the method it
-    calls is looked up past ``owner`` at each call (MongoEngine's, maybe
-    patched since), else it is ``function`` (ours)."""
+    """``function`` refusing async aliases; the method it calls is looked up
+    past ``owner`` at each call (``function``, unless patched since)."""
 
     @functools.wraps(function)
     def guarded(receiver: Any, *args: Any, **kwargs: Any) -> Any:
@@ -162,8 +176,6 @@ def _guarded(
             if error is not None:
                 raise error(receiver, target, name, alias, use)
             raise blocking_call_error(target, name, alias, use)
-        if owner is None:
-            return function(receiver, *args, **kwargs)
         return getattr(super(owner, receiver), name)(*args, **kwargs)
 
     return guarded

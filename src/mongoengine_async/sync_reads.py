@@ -36,6 +36,7 @@ from mongoengine.errors import DoesNotExist
 from mongoengine.queryset.base import BaseQuerySet
 
 from mongoengine_async.from_bson import Load, from_son, loader, loader_key
+from mongoengine_async.guards import unguarded
 from mongoengine_async.sync_select_related import select_related_joined
 
 if TYPE_CHECKING:
@@ -230,8 +231,9 @@ class FastSyncReads(MongoEngineQuerySet):
     def _overrides(self, name: str) -> bool:
         """Whether the method ``name`` MongoEngine's code would call on this
         queryset is not the library's own: one of a user's ``queryset_class``,
-        one patched on our class or on MongoEngine's."""
-        return getattr(type(self), name, None) not in _LIBRARY_METHODS[
+        one patched on our classes (past the guard of a blocking method) or on
+        MongoEngine's."""
+        return unguarded(type(self), name) not in _LIBRARY_METHODS[
             name
         ] or not mongoengines_own(name)
 
