@@ -112,6 +112,19 @@ async def test_async_to_list_and_length(async_alias):
     assert [p.name for p in first_two] == ["Alice", "Bob"]
 
 
+@pytest.mark.parametrize("length", [0, -1])
+async def test_async_to_list_of_no_length_sends_nothing(
+    async_alias, command_log, length
+):
+    """PyMongo's ``to_list()`` refuses a length that is not positive: refused
+    before the find is sent (sent first, it left its server cursor open)."""
+    await _people()
+    command_log.clear()
+    with pytest.raises(ValueError, match="length must be greater than 0"):
+        await QsPerson.objects.batch_size(2).async_to_list(length)
+    assert _commands(command_log, "find") == []
+
+
 async def test_filter_and_q_objects(async_alias):
     await _people()
     older = await QsPerson.objects.filter(age__gt=30).order_by("age").async_to_list()

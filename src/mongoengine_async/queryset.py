@@ -505,6 +505,10 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         self, length: int | None = None, *, session: AsyncClientSession | None = None
     ) -> list[_D]:
         """All results (or the first ``length``) as a list."""
+        if length is not None and length <= 0:  # (PyMongo's to_list refuses it)
+            raise ValueError(
+                f"async_to_list() length must be greater than 0 (or None), not {length!r}"
+            )
         raw_documents = await self._raw_list(
             "async_to_list", "list(queryset)", length, session
         )
