@@ -1222,11 +1222,14 @@ class QuerySet(BaseQuerySet[_D], _Caching):
     terminals; ``QuerySet[Book]`` to checkers (``Book.objects``)."""
 
     def no_cache(self) -> QuerySetNoCache[_D]:
-        """MongoEngine's ``no_cache()``: this queryset, keeping no results."""
+        """MongoEngine's ``no_cache()``: this queryset, keeping no results (ours,
+        cloned once, as MongoEngine's clones into its own)."""
+        if self._result_cache is not None:
+            return super().no_cache()  # (raises MongoEngine's OperationError)
         queryset: QuerySetNoCache[_D] = QuerySetNoCache(
             self._document, self._collection_obj
         )
-        return super().no_cache()._clone_into(queryset)
+        return self._clone_into(queryset)
 
 
 class QuerySetNoCache(BaseQuerySet[_D], _NotCaching):
@@ -1234,9 +1237,10 @@ class QuerySetNoCache(BaseQuerySet[_D], _NotCaching):
     kept) with our async terminals."""
 
     def cache(self) -> QuerySet[_D]:
-        """MongoEngine's ``cache()``: this queryset, keeping its results."""
+        """MongoEngine's ``cache()``: this queryset, keeping its results (ours,
+        cloned once, as MongoEngine's clones into its own)."""
         queryset: QuerySet[_D] = QuerySet(self._document, self._collection_obj)
-        return super().cache()._clone_into(queryset)
+        return self._clone_into(queryset)
 
 
 _NEXT = {"__next__": _BLOCKING["__next__"]}
