@@ -627,6 +627,40 @@ async def test_connection_function_on_the_other_kind_of_alias(
         assert mongoengine_async.get_db(alias).command("ping")["ok"] == 1
 
 
+class MisRegisteredItem(Document):
+    name = StringField()
+    meta = {"db_alias": "misuse-registered"}
+
+
+async def test_an_alias_of_register_connection_is_named_so(mongodb_uri):
+    """An alias registered with register_connection(), used or not, is said to
+    be so (not "registered with connect()"); a connect() of it since, not."""
+    mongoengine_async.register_connection(
+        "misuse-registered", host=mongodb_uri, uuidRepresentation="standard"
+    )
+    try:
+        calls = {
+            "connect_async": lambda: mongoengine_async.connect_async(
+                alias="misuse-registered", host=mongodb_uri
+            ),
+            "get_async_db": lambda: get_async_db("misuse-registered"),
+            "async_first": lambda: MisRegisteredItem.objects.async_first(),
+            "async_save": lambda: MisRegisteredItem(name="x").async_save(),
+        }
+        for call in calls.values():
+            with pytest.raises(MisuseError) as excinfo:
+                await call()
+            assert "registered with register_connection()" in str(excinfo.value)
+            assert "connect()" not in str(excinfo.value)
+        mongoengine_async.connect(
+            alias="misuse-registered", host=mongodb_uri, uuidRepresentation="standard"
+        )
+        with pytest.raises(MisuseError, match=r"registered with connect\(\);"):
+            await calls["async_first"]()
+    finally:
+        mongoengine_async.disconnect("misuse-registered")
+
+
 async def test_nested_transaction_is_a_misuse_and_an_operation_error(async_alias):
     async with async_run_in_transaction():
         await MisItem(name="outer").async_save()

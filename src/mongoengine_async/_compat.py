@@ -64,6 +64,7 @@ __all__ = (
     "running_loop_or_none",
     "set_field_display",
     "sync_alias_of",
+    "sync_settings_of",
 )
 
 MONGOENGINE_CONNECTION_GLOBALS = ("_connection_settings", "_connections", "_dbs")
@@ -75,6 +76,12 @@ def is_registered_sync(alias: str) -> bool:
     """Whether ``alias`` is registered with MongoEngine's ``connect()``; read on
     each call, as the registry dict may be replaced (see above)."""
     return alias in me_connection._connection_settings
+
+
+def sync_settings_of(alias: str) -> dict[str, Any] | None:
+    """The settings MongoEngine registered sync ``alias`` with (the very dict,
+    another once registered again), if any; read on each call."""
+    return me_connection._connection_settings.get(alias)
 
 
 def sync_alias_of(client: Any) -> str | None:

@@ -39,6 +39,7 @@ from mongoengine_async._compat import (
     is_registered_sync,
     running_loop_or_none,
     sync_alias_of,
+    sync_settings_of,
 )
 from mongoengine_async.errors import ConnectionUsageError
 
@@ -117,6 +118,22 @@ def has_async_connections() -> bool:
 def is_sync_connection(alias: str = DEFAULT_CONNECTION_NAME) -> bool:
     """Whether ``alias`` was registered with MongoEngine's ``connect``."""
     return is_registered_sync(alias)
+
+
+def sync_registration(alias: str) -> str:
+    """What registered sync ``alias``, as the errors about it say:
+    ``register_connection()`` when this module's registered the settings it
+    has (and no ``connect()`` of it followed), else ``connect()``."""
+    settings = sync_settings_of(alias)
+    if settings is not None and _registered_only.get(alias) is settings:
+        return "register_connection()"
+    return "connect()"
+
+
+# The sync aliases that register_connection() registered and no connect()
+# connected since: the settings dict MongoEngine keeps for each (an alias
+# registered again has another).
+_registered_only: dict[str, Any] = {}
 
 
 def is_async_connection(alias: str = DEFAULT_CONNECTION_NAME) -> bool:
@@ -226,8 +243,9 @@ async def connect_async(
     """
     if is_sync_connection(alias):
         raise ConnectionUsageError(
-            f"Alias `{alias}` is a sync connection registered with connect(); "
-            f"call disconnect('{alias}') before connect_async()"
+            f"Alias `{alias}` is a sync connection registered with "
+            f"{sync_registration(alias)}; call disconnect('{alias}') before "
+            "connect_async()"
         )
     sanitize_filter = bool(kwargs.pop("sanitize_filter", True))
     _check_client_class(kwargs.get("mongo_client_class", AsyncMongoClient))
@@ -315,8 +333,8 @@ def _bound_loop(client: AsyncMongoClient) -> asyncio.AbstractEventLoop | None:
 def _not_async_error(alias: str) -> ConnectionFailure:
     if is_sync_connection(alias):
         return ConnectionUsageError(
-            f"Alias `{alias}` is not async: it was registered with connect(); "
-            "use get_connection()"
+            f"Alias `{alias}` is not async: it was registered with "
+            f"{sync_registration(alias)}; use get_connection()"
         )
     return undefined_alias_error(alias)
 
@@ -707,13 +725,16 @@ def connect(
 ) -> MongoClient[Any]:
     """:func:`mongoengine.connect`, refusing aliases that are async."""
     _refuse_async_alias(alias, "connect", "connect_async")
-    return me_connection.connect(db, alias, **kwargs)
+    client = me_connection.connect(db, alias, **kwargs)
+    _registered_only.pop(alias, None)
+    return client
 
 
 def register_connection(alias: str, *args: Any, **kwargs: Any) -> None:
     """:func:`mongoengine.register_connection`, refusing async aliases."""
     _refuse_async_alias(alias, "register_connection", "connect_async")
-    return me_connection.register_connection(alias, *args, **kwargs)
+    me_connection.register_connection(alias, *args, **kwargs)
+    _registered_only[alias] = sync_settings_of(alias)
 
 
 def disconnect(alias: str = DEFAULT_CONNECTION_NAME) -> None:

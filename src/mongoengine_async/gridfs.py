@@ -50,6 +50,7 @@ from mongoengine_async.connection import (
     get_async_collection,
     is_async_connection,
     is_sync_connection,
+    sync_registration,
 )
 from mongoengine_async.context import journal
 from mongoengine_async.detached import to_completion
@@ -892,13 +893,14 @@ def unconnected_error(proxy: GridFSProxy) -> ConnectionFailure:
 def alias_error(proxy: GridFSProxy) -> Exception:
     """The error for an async proxy whose alias is not async: unconnected
     (:func:`unconnected_error`) or sync (the file field of an async document
-    keeps its own alias, registered with ``connect()``)."""
+    keeps its own alias, registered with ``connect()`` or
+    ``register_connection()``)."""
     if not is_sync_connection(proxy.db_alias):
         return unconnected_error(proxy)
     kind, where = _field_words(proxy)
     return AsyncUsageError(
         f"{where}: the {kind}'s alias '{proxy.db_alias}' was registered with "
-        f"connect() (sync), but its file reads as an async proxy, which needs an "
+        f"{sync_registration(proxy.db_alias)} (sync), but its file reads as an async proxy, which needs an "
         f"async alias (a {kind} does not follow its document's db_alias; pass "
         f"{kind}(db_alias=...) naming an async alias, or "
         f"connect_async(alias='{proxy.db_alias}'))"

@@ -18,6 +18,7 @@ from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from mongoengine_async.connection import (
     is_async_connection,
     is_sync_connection,
+    sync_registration,
     undefined_alias_error,
 )
 from mongoengine_async.errors import AsyncUsageError
@@ -79,10 +80,12 @@ def require_async(alias: str, target: str, name: str, use: str) -> None:
 
 def sync_alias_error(alias: str, target: str, name: str, use: str) -> AsyncUsageError:
     """The error for an async ``target.name()`` on ``alias``, registered with
-    connect(); the hint spells ``alias=`` (a bare first argument is the db)."""
+    connect() or register_connection(); the hint spells ``alias=`` (a bare
+    first argument is the db)."""
     return AsyncUsageError(
         f"{target}.{name}() needs an async alias but '{alias}' was registered "
-        f"with connect(); use {use} instead, or connect_async(alias='{alias}')"
+        f"with {sync_registration(alias)}; use {use} instead, or "
+        f"connect_async(alias='{alias}')"
     )
 
 

@@ -32,6 +32,7 @@ from mongoengine_async.connection import (
     get_async_db,
     is_async_connection,
     is_sync_connection,
+    sync_registration,
     undefined_alias_error,
 )
 from mongoengine_async.errors import AsyncUsageError
@@ -289,7 +290,8 @@ def _counter_alias_error(field: SequenceField) -> Exception:
         return undefined_alias_error(alias)
     return AsyncUsageError(
         f"{field.owner_document.__name__}.{field.name}: the SequenceField's alias "
-        f"'{alias}' was registered with connect() (sync), but an async write "
+        f"'{alias}' was registered with {sync_registration(alias)} (sync), but "
+        "an async write "
         f"numbers it, which needs an async alias (a SequenceField does not follow "
         f"its document's db_alias; pass SequenceField(db_alias=...) naming an "
         f"async alias, or connect_async(alias='{alias}'))"
