@@ -150,3 +150,42 @@ async def test_switched_document_on_alias_now_sync(mongodb_uri, database):
             mongoengine_async.get_connection("kind-other").drop_database(other)
             mongoengine_async.disconnect("kind-other")
         await disconnect_async("kind-other")
+
+
+async def test_switched_document_on_alias_now_async(mongodb_uri, database):
+    """A document moved by switch_db() to a sync alias that is async now is
+    refused by its sync and async methods naming that alias, though another
+    sync alias (the class's) shares the client its collection is of."""
+    other = f"{database}_other"
+    settings = {"host": mongodb_uri, "uuidRepresentation": "standard"}
+    mongoengine_async.connect(database, alias=ALIAS, **settings)
+    mongoengine_async.connect(other, alias="kind-other", **settings)
+    try:
+        moved = KindNote(text="moved").switch_db("kind-other").save()
+        mongoengine_async.disconnect("kind-other")
+        await connect_async(other, alias="kind-other", **settings)
+        message = (
+            "KindNote.{name}() cannot run: it was made while alias 'kind-other' "
+            "was sync (connect()), and the alias is async (connect_async()) now; "
+            "make it again to use the async API, or await "
+            "disconnect_async('kind-other') and connect(alias='kind-other')"
+        )
+        for name in ("async_save", "async_reload", "async_delete"):
+            with pytest.raises(AsyncUsageError) as caught:
+                await getattr(moved, name)()
+            assert str(caught.value) == message.format(name=name)
+        moved.text = "changed"
+        for name in ("save", "reload", "delete"):
+            with pytest.raises(AsyncUsageError) as caught:
+                getattr(moved, name)()
+            assert str(caught.value) == message.format(name=name)
+        # Made again on the async alias, it is there, unchanged.
+        found = await KindNote.objects.using("kind-other").async_get()
+        assert found.text == "moved"
+    finally:
+        if mongoengine_async.is_async_connection("kind-other"):
+            await mongoengine_async.get_async_connection("kind-other").drop_database(
+                other
+            )
+            await disconnect_async("kind-other")
+        mongoengine_async.disconnect("kind-other")

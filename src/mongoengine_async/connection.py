@@ -452,12 +452,35 @@ def on_running_loop(
 def collection_alias(collection: Any, preferred: str | None = None) -> str | None:
     """The alias whose client holds ``collection`` (async or sync), if any:
     for errors about a queryset that ``using()`` moved to another alias
-    (``preferred``: the class's alias, see :func:`on_running_loop`)."""
+    (``preferred``: the class's alias, see :func:`on_running_loop`). A sync
+    collection made for an alias (:func:`made_for_sync`) is that alias's,
+    though another alias shares its client, or it is of another kind now."""
     client = collection.database.client
     owner = _aliases.get(id(client))
     if owner is None:
+        made = _made_sync.get(id(collection))
+        if made is not None and made[0]() is collection:
+            return made[1]
         return sync_alias_of(client)
     return _alias_of(owner, collection.database.name, preferred, collection)[0]
+
+
+# By id: the sync collections MongoEngine made for a class on an alias (its
+# own, a switch_db() document's, a using() queryset's), weakly, with that alias.
+_made_sync: dict[int, tuple[weakref.ref, str]] = {}
+
+
+def made_for_sync(collection: Any, alias: str) -> None:
+    """Note that MongoEngine made the sync ``collection`` for ``alias`` (see
+    :func:`collection_alias`), while the collection lives."""
+    key = id(collection)
+
+    def forget(ref: weakref.ref, key: int = key) -> None:
+        held = _made_sync.get(key)
+        if held is not None and held[0] is ref:
+            del _made_sync[key]
+
+    _made_sync[key] = (weakref.ref(collection, forget), alias)
 
 
 def _options(collection: AsyncCollection) -> dict[str, Any]:

@@ -61,6 +61,7 @@ from mongoengine_async.connection import (
     get_async_db,
     is_async_connection,
     is_sync_connection,
+    made_for_sync,
     undefined_alias_error,
 )
 from mongoengine_async.context import (
@@ -76,6 +77,7 @@ from mongoengine_async.fields import cached_references_sync, sync_cached_referen
 from mongoengine_async.from_bson import LoadedState
 from mongoengine_async.gridfs import AsyncGridFSProxy, check_deletable, delete_files
 from mongoengine_async.guards import (
+    blocking_call_error,
     guard_blocking_methods,
     kind_changed_error,
     require_async,
@@ -189,9 +191,12 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         # async because another thread connected it in between.
         token = _resolving_sync.set(cls)
         try:
-            return super()._get_collection()
+            collection = super()._get_collection()
         finally:
             _resolving_sync.reset(token)
+        if collection is not None:  # (a switch_db() document names its alias)
+            made_for_sync(collection, alias)
+        return collection
 
     @classmethod
     async def _async_get_collection(cls) -> AsyncCollection:
@@ -1276,23 +1281,43 @@ def _refuse_task_switch(cls: type[Any], alias: str) -> None:
 
 def _describe(document: Any) -> tuple[bool, str, str]:
     """Whether the class, or the document (moved by ``switch_db()``, perhaps),
-    is on an async alias, its name and the alias."""
-    moved = (
-        None if isinstance(document, type) else document.__dict__.get("_get_collection")
-    )
+    is on an async alias, its name and the alias. A document moved to a sync
+    alias that was connected again with connect_async() since is refused too
+    (:func:`_blocking_error`): its collection is one of the closed sync client."""
+    moved = _moved(document)
     if moved is None:
         return document._is_async(), _name(document), document._db_alias()
     collection = moved()
-    alias = document._db_alias()
-    alias = collection_alias(collection, alias) or alias
-    return isinstance(collection, AsyncCollection), _name(document), alias
+    found = collection_alias(collection, document._db_alias())
+    alias = found or document._db_alias()
+    if isinstance(collection, AsyncCollection):
+        return True, _name(document), alias
+    return found is not None and is_async_connection(found), _name(document), alias
+
+
+def _moved(document: Any) -> Any:
+    """The ``_get_collection`` that ``switch_db()`` (or ``switch_collection()``)
+    set on the document, if any."""
+    return (
+        None if isinstance(document, type) else document.__dict__.get("_get_collection")
+    )
+
+
+def _blocking_error(
+    document: Any, target: str, name: str, alias: str, use: str
+) -> Exception:
+    """The error of a sync method refused by :func:`_describe`."""
+    moved = _moved(document)
+    if moved is not None and not isinstance(moved(), AsyncCollection):
+        return kind_changed_error(target, name, alias, now_async=True)
+    return blocking_call_error(target, name, alias, use)
 
 
 def _name(document: Any) -> str:
     return document.__name__ if isinstance(document, type) else type(document).__name__
 
 
-guard_blocking_methods(Document, _BLOCKING, _describe)
+guard_blocking_methods(Document, _BLOCKING, _describe, _blocking_error)
 
 # Where a class's own documents go; a subclass's override is honoured by
 # Document._known_operation, which then leaves the work to it.
