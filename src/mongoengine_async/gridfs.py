@@ -900,7 +900,8 @@ def alias_error(proxy: GridFSProxy) -> Exception:
     kind, where = _field_words(proxy)
     return AsyncUsageError(
         f"{where}: the {kind}'s alias '{proxy.db_alias}' was registered with "
-        f"{sync_registration(proxy.db_alias)} (sync), but its file reads as an async proxy, which needs an "
+        f"{sync_registration(proxy.db_alias)} (sync), but its file reads as an "
+        "async proxy, which needs an "
         f"async alias (a {kind} does not follow its document's db_alias; pass "
         f"{kind}(db_alias=...) naming an async alias, or "
         f"connect_async(alias='{proxy.db_alias}'))"

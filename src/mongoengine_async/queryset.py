@@ -507,7 +507,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         """All results (or the first ``length``) as a list."""
         if length is not None and length <= 0:  # (PyMongo's to_list refuses it)
             raise ValueError(
-                f"async_to_list() length must be greater than 0 (or None), not {length!r}"
+                "async_to_list() length must be greater than 0 (or None), "
+                f"not {length!r}"
             )
         raw_documents = await self._raw_list(
             "async_to_list", "list(queryset)", length, session
