@@ -251,6 +251,25 @@ def test_async_method_on_sync_alias_names_the_sync_one(
     assert paper.pdf.read() == b"kept"
 
 
+async def test_field_async_method_on_sync_alias_names_the_field(sync_log) -> None:
+    """``Model.<field>.async_put/async_get(...)`` name the field in their hint
+    (``document.pdf.get()``), as the proxy's own methods do."""
+    paper = GpSyncPaper()
+    for method, call, use in (
+        ("async_get", lambda: GpSyncPaper.pdf.async_get(paper), "get()"),
+        (
+            "async_put",
+            lambda: GpSyncPaper.pdf.async_put(b"x", instance=paper),
+            "put()",
+        ),
+    ):
+        with pytest.raises(
+            AsyncUsageError, match=re.escape(sync_message("pdf", method, use))
+        ):
+            await call()
+    assert sync_log.count() == 0
+
+
 def test_async_thumbnail_on_sync_alias(sync_log) -> None:
     paper = GpSyncPaper()
     paper.image.put(io.BytesIO(png(4, 4)))

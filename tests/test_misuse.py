@@ -627,6 +627,44 @@ async def test_connection_function_on_the_other_kind_of_alias(
         assert mongoengine_async.get_db(alias).command("ping")["ok"] == 1
 
 
+@pytest.mark.parametrize(
+    ("name", "call"),
+    [
+        ("async_run_in_transaction", lambda: _empty_transaction("misuse-sync")),
+        (
+            "async_run_transaction",
+            lambda: mongoengine_async.async_run_transaction(
+                _nothing, alias="misuse-sync"
+            ),
+        ),
+    ],
+)
+async def test_transaction_on_sync_alias_is_an_async_usage_error(
+    sync_alias, command_log, name, call
+):
+    """A transaction on a sync alias is refused as every async call on one is
+    (AsyncUsageError), naming the sync way, before anything is sent."""
+    command_log.clear()
+    with pytest.raises(AsyncUsageError) as excinfo:
+        await call()
+    assert str(excinfo.value) == (
+        f"mongoengine_async.{name}() needs an async alias but 'misuse-sync' was "
+        "registered with connect(); use a session of get_connection() "
+        "(start_session(), with_transaction()) instead, or "
+        "connect_async(alias='misuse-sync')"
+    )
+    assert command_log.events == []
+
+
+async def _empty_transaction(alias: str) -> None:
+    async with async_run_in_transaction(alias=alias):
+        pass  # pragma: no cover
+
+
+async def _nothing() -> None:
+    pass  # pragma: no cover
+
+
 class MisRegisteredItem(Document):
     name = StringField()
     meta = {"db_alias": "misuse-registered"}

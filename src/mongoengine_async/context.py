@@ -28,6 +28,7 @@ from mongoengine_async.connection import (
     serves,
 )
 from mongoengine_async.errors import ForeignSessionError, NestedTransactionError
+from mongoengine_async.guards import require_async
 
 __all__ = (
     "async_no_dereference",
@@ -239,6 +240,10 @@ async def async_no_dereference(cls: T) -> AsyncIterator[T]:
         yield cls
 
 
+# A transaction on a sync alias, as MongoEngine 0.29 has none of its own.
+_SYNC_WAY = "a session of get_connection() (start_session(), with_transaction())"
+
+
 @asynccontextmanager
 async def async_run_in_transaction(
     alias: str = DEFAULT_CONNECTION_NAME,
@@ -255,6 +260,7 @@ async def async_run_in_transaction(
     Documents saved (files deleted) in a transaction that aborts are given back
     their state before (new, changes; the file), keeping the ids they got.
     """
+    require_async(alias, "mongoengine_async", "async_run_in_transaction", _SYNC_WAY)
     client = get_async_connection(alias)
     with _transaction_on(alias):
         async with run_in_transaction(
@@ -278,6 +284,7 @@ async def async_run_transaction(
     Documents saved (files deleted) in an attempt that aborts are given back
     their state before it, so that the next attempt sends them again.
     """
+    require_async(alias, "mongoengine_async", "async_run_transaction", _SYNC_WAY)
     client = get_async_connection(alias)
     with _transaction_on(alias):
         return await run_transaction(client, fn, session_kwargs, transaction_kwargs)

@@ -1086,7 +1086,9 @@ class FileField(mongoengine.FileField):
     ) -> AsyncGridFSProxy:
         """Store ``data`` as the file of ``instance`` (marked as changed, so
         its next ``async_save`` stores the id); returns the AsyncGridFSProxy."""
-        proxy = self._async_proxy_of(instance, "async_put", "document.file.put()")
+        proxy = self._async_proxy_of(
+            instance, "async_put", f"document.{self.name}.put()"
+        )
         return await proxy.async_put(data, **kwargs)
 
     async def async_get(
@@ -1095,7 +1097,9 @@ class FileField(mongoengine.FileField):
         """The file of ``instance`` with its metadata loaded (in ``session`` if
         given), or None when the document holds no file or its file is gone
         (as MongoEngine's ``get()``)."""
-        proxy = self._async_proxy_of(instance, "async_get", "document.file.get()")
+        proxy = self._async_proxy_of(
+            instance, "async_get", f"document.{self.name}.get()"
+        )
         found = await proxy.async_get(session=session)
         return proxy if found is not None else None
 
