@@ -114,6 +114,18 @@ async def test_kept_sync_queryset_on_alias_now_async(mongodb_uri, database):
     assert [note.text async for note in KindNote.objects(text="kept")] == ["kept"]
 
 
+async def _all_refused(document, message: str) -> None:
+    """Each async and sync write or read of ``document`` raises ``message``."""
+    for name in ("async_save", "async_reload", "async_delete"):
+        with pytest.raises(AsyncUsageError) as caught:
+            await getattr(document, name)()
+        assert str(caught.value) == message.format(name=name)
+    for name in ("save", "reload", "delete"):
+        with pytest.raises(AsyncUsageError) as caught:
+            getattr(document, name)()
+        assert str(caught.value) == message.format(name=name)
+
+
 async def test_switched_document_on_alias_now_sync(mongodb_uri, database):
     other = f"{database}_other"
     await connect_async(
@@ -135,14 +147,7 @@ async def test_switched_document_on_alias_now_sync(mongodb_uri, database):
             "make it again to use the sync API, or disconnect('kind-other') and "
             "connect_async(alias='kind-other')"
         )
-        for name in ("async_save", "async_reload", "async_delete"):
-            with pytest.raises(AsyncUsageError) as caught:
-                await getattr(moved, name)()
-            assert str(caught.value) == message.format(name=name)
-        for name in ("save", "reload", "delete"):
-            with pytest.raises(AsyncUsageError) as caught:
-                getattr(moved, name)()
-            assert str(caught.value) == message.format(name=name)
+        await _all_refused(moved, message)
         # Made again on the sync alias, it is there.
         assert KindNote.objects.using("kind-other").get().text == "moved"
     finally:
@@ -170,15 +175,8 @@ async def test_switched_document_on_alias_now_async(mongodb_uri, database):
             "make it again to use the async API, or await "
             "disconnect_async('kind-other') and connect(alias='kind-other')"
         )
-        for name in ("async_save", "async_reload", "async_delete"):
-            with pytest.raises(AsyncUsageError) as caught:
-                await getattr(moved, name)()
-            assert str(caught.value) == message.format(name=name)
         moved.text = "changed"
-        for name in ("save", "reload", "delete"):
-            with pytest.raises(AsyncUsageError) as caught:
-                getattr(moved, name)()
-            assert str(caught.value) == message.format(name=name)
+        await _all_refused(moved, message)
         # Made again on the async alias, it is there, unchanged.
         found = await KindNote.objects.using("kind-other").async_get()
         assert found.text == "moved"
