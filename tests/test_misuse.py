@@ -416,6 +416,36 @@ async def test_bad_slices_and_indexes_fail_as_in_mongoengine(
     assert command_log.count() == 0
 
 
+# A filter MongoEngine cannot build (its slice builds the cursor, so the query).
+UNBUILDABLE = {
+    "unknown field": lambda objects: objects(nope=1),
+    "unknown operator": lambda objects: objects(n__nope=1),
+    "unconvertible value": lambda objects: objects(n="x"),
+}
+
+
+@pytest.mark.parametrize("key", [slice(0, 5), slice(5, 2)], ids=repr)
+@pytest.mark.parametrize("made", list(UNBUILDABLE))
+async def test_a_slice_builds_the_query_as_in_mongoengine(
+    async_alias, sync_alias, command_log, made, key
+):
+    """A slice of a queryset whose filter cannot be built raises MongoEngine's
+    error at once (before the slice's own checks), as its sync slice does; it
+    raised nothing, then async_in_bulk() gave {} and async_with_id() another
+    error."""
+    with pytest.raises(Exception) as theirs:
+        UNBUILDABLE[made](MisSyncItem.objects)[key]
+    command_log.clear()
+    with pytest.raises(Exception) as ours:
+        UNBUILDABLE[made](MisItem.objects)[key]
+    assert (type(ours.value), str(ours.value)) == (
+        type(theirs.value),
+        str(theirs.value),
+    )
+    assert type(ours.value) not in (IndexError, TypeError)
+    assert command_log.count() == 0
+
+
 async def test_async_aggregate_on_sync_alias_raises_at_call(sync_alias):
     with pytest.raises(AsyncUsageError, match=r"aggregate\(\)"):
         MisSyncItem.objects.async_aggregate([{"$match": {}}])

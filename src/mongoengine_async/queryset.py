@@ -447,7 +447,10 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
 
     def _sliced(self, key: slice) -> Self:
         """MongoEngine's slicing (a skip and a limit), checked as its sync
-        cursor checks it, with the same errors (an AsyncCursor does not slice)."""
+        cursor checks it, with the same errors (an AsyncCursor does not slice).
+        MongoEngine's slice first builds its cursor, so the filter document: a
+        filter that cannot be built raises here, as there."""
+        self._query  # noqa: B018 (the query built, its errors raised)
         start, stop = key.start, key.stop
         if key.step is not None:
             raise IndexError("Cursor instances do not support slice steps")
