@@ -700,6 +700,11 @@ def deliberate(chain: list, terminal: tuple | None, theirs: dict, ours: dict) ->
         ours.update(theirs)
     if kind == "write":
         _class_kept_on_upsert(theirs, ours)
+        # A delete of a scalar() or as_pymongo() queryset calls the method of
+        # each result, ours async_delete: the same AttributeError by its name.
+        result = ours["result"]
+        if isinstance(result, tuple) and result[:2] == ("raised", "AttributeError"):
+            ours["result"] = (*result[:2], result[2].replace("async_delete", "delete"))
     # References read as proxies: MongoEngine's dereferencing reads are not
     # sent, and async_distinct loads the referenced documents.
     theirs["sent"] = [c for c in theirs["sent"] if c[1].get("find") != "rq_target"]
