@@ -323,6 +323,8 @@ def steps(filters: Any, fields: list[str], orderings: list[str]) -> Any:
             st.sampled_from([{"slice__tags": 1}, {"slice__tags": [1, 1]}, {"s": 1}]),
         ),
         keyed(["no_dereference", "as_pymongo", "none", "all_fields"], st.none()),
+        keyed(["no_sub_classes", "clone"], st.none()),
+        keyed(["where"], st.sampled_from(["this[~i] > 0", 'this.str == "a"'])),
         keyed(["batch_size"], st.integers(1, 3)),
         keyed(["comment"], st.just("random")),
         keyed(["hint"], st.sampled_from(["_id_", [("_id", 1)]])),

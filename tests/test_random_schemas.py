@@ -151,6 +151,16 @@ KINDS: dict[str, tuple[Callable[..., BaseField], list[Any], list[Any]]] = {
         [[[1, 2]], "x", [[[0, 0], [0, 1], [1, 1]]]],
     ),
     "multi_point": (me.MultiPointField, [[[1, 2], [3, 4]]], [[1, 2], "x"]),
+    "multi_line_string": (
+        me.MultiLineStringField,
+        [[[[1, 2], [3, 4]]]],
+        [[[1, 2]], "x", [[[1, 2]]]],
+    ),
+    "multi_polygon": (
+        me.MultiPolygonField,
+        [[[[[0, 0], [0, 1], [1, 1], [0, 0]]]]],
+        [[[[1, 2]]], "x"],
+    ),
     "decimal_string": (
         lambda **o: me.DecimalField(force_string=True, **o),
         [decimal.Decimal("1.25"), 3, "4.125"],
@@ -229,7 +239,7 @@ def field_specs(
     containers = ["list", "dict", "map", "sorted_list"]
     kinds = [*KINDS, *containers] if depth == 0 else ITEM_KINDS
     if depth == 0 and embedded:
-        kinds += ["embedded", "embedded_list", "generic_embedded"]
+        kinds += ["embedded", "embedded_list", "generic_embedded", "embedded_map"]
     if depth == 0 and draw(st.booleans()):  # containers half the time
         kinds = containers
     kind = draw(st.sampled_from(kinds))
@@ -279,7 +289,7 @@ def field_specs(
                 st.sampled_from(["x", [1]]),
             )
         make = make_container
-    elif kind in ("embedded", "embedded_list", "generic_embedded"):
+    elif kind in ("embedded", "embedded_list", "generic_embedded", "embedded_map"):
         document_type = draw(st.sampled_from(embedded))
         one = embedded_values(document_type)
         if kind == "embedded":
@@ -288,6 +298,12 @@ def field_specs(
         elif kind == "embedded_list":
             make = lambda **given: me.EmbeddedDocumentListField(document_type, **given)  # noqa: E731
             good, bad = st.lists(one, max_size=2), st.sampled_from([[5], "x"])
+        elif kind == "embedded_map":
+            make = lambda **given: me.MapField(  # noqa: E731
+                me.EmbeddedDocumentField(document_type), **given
+            )
+            good = st.dictionaries(st.sampled_from("ab"), one, max_size=2)
+            bad = st.sampled_from([{"a": 5}, "x", [1]])
         else:
             make, good, bad = (
                 me.GenericEmbeddedDocumentField,
