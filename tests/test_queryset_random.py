@@ -733,7 +733,11 @@ def _class_kept_on_upsert(theirs: dict, ours: dict) -> None:
     """An upsert through a class with inheritance: ours sets ``_cls`` by
     ``$setOnInsert`` where MongoEngine's ``$set`` also made each matched
     subclass document one of the queryset's class. Ours is put in
-    MongoEngine's form (once each check of it has passed)."""
+    MongoEngine's form (once each check of it has passed): also the result of
+    an upsert_one() that read back such a document, which MongoEngine's read
+    as one of the queryset's class and failed to load (FieldDoesNotExist for
+    the subclass's fields, as docs/querysets.md says)."""
+    recast = False
     for _, command in ours["sent"]:
         for update in command.get("updates", ()):
             document = update["u"]
@@ -751,6 +755,23 @@ def _class_kept_on_upsert(theirs: dict, ours: dict) -> None:
                     other = by_id.get(row["_id"], {})
                     if other.get("_cls") == name and row.get("_cls") != name:
                         row["_cls"] = name
+                        recast = True
+    result, kept = theirs["result"], ours["result"]
+    if not recast or not isinstance(result, tuple):
+        return
+    if result[:2] == ("raised", "FieldDoesNotExist"):
+        ours["result"] = result
+    elif result[0] != "raised" and isinstance(kept, tuple) and kept[0] != result[0]:
+        # Read back as one of the queryset's class: the same values otherwise
+        # (those of the subclass's fields left out).
+        values = dict(result[1])
+        same = [
+            (key, values[key] if key == "_cls" else value)
+            for key, value in kept[1]
+            if key in values
+        ]
+        if (result[0], same, kept[2]) == result:
+            ours["result"] = result
 
 
 # -- the test --------------------------------------------------------------------
