@@ -5,7 +5,7 @@ documents, also dynamic and polymorphic ones, lists, maps, dicts of any
 depth, deletions; falsy values against defaults, two fields stored under
 each other's name, references), saves (some with a save condition, forced
 inserts, unvalidated), reloads, fetches again (also with only() or
-exclude()), JSON round trips, validation, modifies, updates and deletes.
+exclude()), JSON round trips, deep copies, validation, modifies, updates and deletes.
 The program runs three times: through plain MongoEngine (its own
 ``Document`` classes) on a sync ``mongoengine.connect`` alias, through this
 package's classes on a sync alias (``save()``, ``reload()``...) and on an
@@ -23,6 +23,7 @@ apply), a field to :func:`models` and edits of it, or a step to
 
 from __future__ import annotations
 
+import copy
 import datetime
 import enum
 import json
@@ -410,7 +411,7 @@ def edits_of(kind: str) -> dict[str, Edit]:
 SAVE_CONDITIONS = [{"n": 0}, {"name": "s"}, {"tags": "a"}, {"embs__x": 1}]
 OTHER_STEPS = ["save", "save_if", "refetch", "reload", "only", "modify", "update"]
 OTHER_STEPS += ["update2", "exclude", "save_unvalidated", "delete_save"]
-OTHER_STEPS += ["validate", "from_json", "force_insert"]
+OTHER_STEPS += ["validate", "from_json", "force_insert", "deepcopy"]
 STATIC_UPDATES = [
     {"inc__n": 1},
     {"push__tags": "u"},
@@ -537,6 +538,8 @@ class Run:
                     document = type(document).from_json(
                         text, created=bool(k % 2), json_options=options
                     )
+                elif name == "deepcopy":
+                    document = copy.deepcopy(document)
                 elif name == "force_insert":
                     await self.call(document, "save", force_insert=True)
                 elif name == "save_unvalidated":
