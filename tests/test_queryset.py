@@ -323,6 +323,18 @@ async def test_no_sub_classes(async_alias):
     assert [c.radius for c in circles] == [2]
 
 
+async def test_no_sub_classes_after_a_slice(async_alias):
+    """A slice builds the filter document (to raise MongoEngine's errors at
+    once) without keeping it: the queryset sliced, and the slice, still take
+    a no_sub_classes() chained after (it no longer changed the filter)."""
+    await QsShape(name="plain").async_save()
+    await QsCircle(name="round", radius=2).async_save()
+    shapes = QsShape.objects(name__exists=True)
+    shapes[0:5]
+    assert await shapes.no_sub_classes().async_count() == 1
+    assert await QsShape.objects[0:5].no_sub_classes().async_count() == 1
+
+
 async def test_none(async_alias, command_log):
     await _people()
     command_log.clear()

@@ -449,8 +449,12 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         """MongoEngine's slicing (a skip and a limit), checked as its sync
         cursor checks it, with the same errors (an AsyncCursor does not slice).
         MongoEngine's slice first builds its cursor, so the filter document: a
-        filter that cannot be built raises here, as there."""
-        self._query  # noqa: B018 (the query built, its errors raised)
+        filter that cannot be built raises here, as there. Not kept: a
+        ``no_sub_classes()`` chained after still applies (MongoEngine's cursor
+        ignores it)."""
+        queryset = self.clone()
+        queryset._query  # noqa: B018 (the query built, its errors raised)
+        queryset._mongo_query = None
         start, stop = key.start, key.stop
         if key.step is not None:
             raise IndexError("Cursor instances do not support slice steps")
@@ -460,7 +464,6 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             raise IndexError(
                 f"stop index must be greater than start index for slice {key!r}"
             )
-        queryset = self.clone()
         queryset._cursor_obj = None
         queryset._skip = start
         queryset._limit = None if stop is None else stop - (start or 0)
