@@ -324,7 +324,12 @@ def steps(filters: Any, fields: list[str], orderings: list[str]) -> Any:
         ),
         keyed(["no_dereference", "as_pymongo", "none", "all_fields"], st.none()),
         keyed(["no_sub_classes", "clone"], st.none()),
-        keyed(["where"], st.sampled_from(["this[~i] > 0", 'this.str == "a"'])),
+        keyed(
+            ["where"],  # (MongoEngine's [~name] takes names of two letters or more)
+            st.sampled_from(
+                ["this[~nums] && this[~nums].length > 1", 'this.str == "a"']
+            ),
+        ),
         keyed(["batch_size"], st.integers(1, 3)),
         keyed(["comment"], st.just("random")),
         keyed(["hint"], st.sampled_from(["_id_", [("_id", 1)]])),
