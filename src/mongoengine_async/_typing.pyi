@@ -207,6 +207,7 @@ class MongoEngineQuerySet:
     _cursor_obj: Any
     _query_obj: Any
     _query: dict[str, Any]
+    _mongo_query: dict[str, Any] | None
     _cls_query: dict[str, Any]
     _none: bool
     _empty: bool
