@@ -19,6 +19,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from pymongo import ReadPreference
 
 from conftest import held_on_server
 from mongoengine_async import (
@@ -368,6 +369,56 @@ async def test_a_cancelled_first_operation_leaves_no_transaction_open(
 
     async with blocked(app, command):
         await cancel_midway(in_transaction, cancellation)
+        [lsid] = sessions
+        await assert_nothing_locked(CwDoc._get_collection(), document.pk, lsid)
+    assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
+
+
+@pytest.fixture
+async def secondary_reads_app(mongodb_uri) -> AsyncIterator[str]:
+    """``app``'s alias, its client reading from secondaries when it can (a
+    transaction's reads must then ask for the primary themselves)."""
+    name = f"cw-{uuid4().hex[:8]}"
+    try:
+        async with fresh_database(
+            "default",
+            mongodb_uri,
+            appname=name,
+            retryWrites=False,
+            read_preference=ReadPreference.SECONDARY_PREFERRED,
+        ):
+            yield name
+    finally:
+        await disconnect_all_async()
+
+
+@pytest.mark.parametrize("form", ["context manager", "callback"])
+@pytest.mark.parametrize("first", ["queryset update", "raw update"])
+async def test_the_fence_of_a_client_reading_from_secondaries(
+    secondary_reads_app, first, form
+):
+    """The fence's read asks for the primary (a transaction's reads must):
+    inheriting the client's secondaryPreferred, PyMongo refused it before
+    it was sent, and the orphan of a cancelled first write stayed open."""
+    command, operation = FIRST_OPERATIONS[first]
+    document = await CwDoc(a=0, b=0).async_save()
+    sessions = []
+
+    async def block() -> None:
+        session = current_session()
+        assert session is not None
+        sessions.append(session.session_id)
+        await operation(document)
+
+    async def in_transaction() -> None:
+        if form == "callback":
+            await async_run_transaction(block)
+        else:
+            async with async_run_in_transaction():
+                await block()
+
+    async with blocked(secondary_reads_app, command):
+        await cancel_midway(in_transaction, "cancel")
         [lsid] = sessions
         await assert_nothing_locked(CwDoc._get_collection(), document.pk, lsid)
     assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}

@@ -17,9 +17,11 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import PyMongoError
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
 
 from mongoengine_async.connection import (
     connection_of,
@@ -474,13 +476,16 @@ class _Block:
         nobody ends, locking what it touches until the server's time limit.
         One more transaction on the same session, aborted at once, ends it: its
         higher transaction number makes the server abort the orphan, or refuse
-        the late operation as too old."""
+        the late operation as too old. Its options are its own, not the
+        client's (which a transaction's read could not take: a
+        ``read_preference`` other than primary, an unacknowledged write
+        concern): PyMongo would refuse it before sending anything."""
         session = self._session
         database = database_of(session.client)
         if database is None or session.has_ended or session.in_transaction:
             return
         with contextlib.suppress(PyMongoError):
-            await session.start_transaction()
+            await session.start_transaction(**_FENCE_OPTIONS)
             try:
                 collection = session.client[database]["mongoengine_async_fence"]
                 await collection.find_one({}, session=session)
@@ -607,6 +612,13 @@ class _Block:
                 self._leave(outcome)
         return self._task.result()
 
+
+# The fence's transaction options (see _Block._fence).
+_FENCE_OPTIONS: dict[str, Any] = {
+    "read_concern": ReadConcern("local"),
+    "write_concern": WriteConcern(w=1),
+    "read_preference": ReadPreference.PRIMARY,
+}
 
 # What the callback of a caller that left gets: it raises _BlockFailed.
 _ABANDONED: Any = object()
