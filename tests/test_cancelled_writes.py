@@ -14,7 +14,7 @@ import gc
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from uuid import uuid4
 
@@ -78,18 +78,26 @@ class CwReferrer(Document):
     doc = ReferenceField(CwRuled, reverse_delete_rule=NULLIFY)
 
 
-@pytest.fixture
-async def app(mongodb_uri) -> AsyncIterator[str]:
+@asynccontextmanager
+async def own_app(mongodb_uri: str, **options: Any) -> AsyncIterator[str]:
     """Alias "default" on a client of its own application name (the fail
-    point fails its commands only), without retryable writes."""
+    point fails its commands only), without retryable writes, and with
+    ``options``."""
     name = f"cw-{uuid4().hex[:8]}"
     try:
         async with fresh_database(
-            "default", mongodb_uri, appname=name, retryWrites=False
+            "default", mongodb_uri, appname=name, retryWrites=False, **options
         ):
             yield name
     finally:
         await disconnect_all_async()
+
+
+@pytest.fixture
+async def app(mongodb_uri) -> AsyncIterator[str]:
+    """:func:`own_app`, for one test."""
+    async with own_app(mongodb_uri) as name:
+        yield name
 
 
 def blocked(app_name: str, command: str) -> AbstractAsyncContextManager[None]:
@@ -291,6 +299,24 @@ async def cancel_midway(
 CANCELLATIONS = ["cancel", "every await", "timeout", "anyio"]
 
 
+def note_session(sessions: list[Any]) -> None:
+    """Append the id of the session bound to the running task (its
+    transaction's) to ``sessions``."""
+    session = current_session()
+    assert session is not None
+    sessions.append(session.session_id)
+
+
+async def in_transaction(form: str, block: Callable[[], Awaitable[Any]]) -> None:
+    """Run ``block`` in a transaction of ``form``: the context manager's
+    block, or the callback of ``async_run_transaction``."""
+    if form == "callback":
+        await async_run_transaction(block)
+    else:
+        async with async_run_in_transaction():
+            await block()
+
+
 @pytest.mark.parametrize("cancellation", CANCELLATIONS)
 @pytest.mark.parametrize("form", ["context manager", "callback"])
 async def test_cancelled_in_a_transaction(app, form, cancellation):
@@ -304,21 +330,12 @@ async def test_cancelled_in_a_transaction(app, form, cancellation):
     sessions = []
 
     async def block() -> None:
-        session = current_session()
-        assert session is not None
-        sessions.append(session.session_id)
+        note_session(sessions)
         document.a = 1
         await document.async_save()
 
-    async def in_transaction() -> None:
-        if form == "callback":
-            await async_run_transaction(block)
-        else:
-            async with async_run_in_transaction():
-                await block()
-
     async with blocked(app, "update"):
-        await cancel_midway(in_transaction, cancellation)
+        await cancel_midway(lambda: in_transaction(form, block), cancellation)
         [lsid] = sessions
         await assert_nothing_locked(CwDoc._get_collection(), document.pk, lsid)
     assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
@@ -350,78 +367,38 @@ async def test_a_cancelled_first_operation_leaves_no_transaction_open(
     and starts a transaction of its own: the abort is followed by one more
     transaction on the session, aborted, which ends it (or makes the server
     refuse it), so nothing stays open locking the document for 60 s."""
+    await first_operation_cancelled(app, first, form, cancellation)
+
+
+async def first_operation_cancelled(
+    app: str, first: str, form: str, cancellation: str
+) -> None:
+    """Cancel a transaction (of ``form``) while its ``first`` operation is held
+    on the server, and check nothing is left locked once it landed."""
     command, operation = FIRST_OPERATIONS[first]
     document = await CwDoc(a=0, b=0).async_save()
     sessions = []
 
     async def block() -> None:
-        session = current_session()
-        assert session is not None
-        sessions.append(session.session_id)
+        note_session(sessions)
         await operation(document)
 
-    async def in_transaction() -> None:
-        if form == "callback":
-            await async_run_transaction(block)
-        else:
-            async with async_run_in_transaction():
-                await block()
-
     async with blocked(app, command):
-        await cancel_midway(in_transaction, cancellation)
+        await cancel_midway(lambda: in_transaction(form, block), cancellation)
         [lsid] = sessions
         await assert_nothing_locked(CwDoc._get_collection(), document.pk, lsid)
     assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
-
-
-@pytest.fixture
-async def secondary_reads_app(mongodb_uri) -> AsyncIterator[str]:
-    """``app``'s alias, its client reading from secondaries when it can (a
-    transaction's reads must then ask for the primary themselves)."""
-    name = f"cw-{uuid4().hex[:8]}"
-    try:
-        async with fresh_database(
-            "default",
-            mongodb_uri,
-            appname=name,
-            retryWrites=False,
-            read_preference=ReadPreference.SECONDARY_PREFERRED,
-        ):
-            yield name
-    finally:
-        await disconnect_all_async()
 
 
 @pytest.mark.parametrize("form", ["context manager", "callback"])
 @pytest.mark.parametrize("first", ["queryset update", "raw update"])
-async def test_the_fence_of_a_client_reading_from_secondaries(
-    secondary_reads_app, first, form
-):
+async def test_the_fence_of_a_client_reading_from_secondaries(mongodb_uri, first, form):
     """The fence's read asks for the primary (a transaction's reads must):
     inheriting the client's secondaryPreferred, PyMongo refused it before
     it was sent, and the orphan of a cancelled first write stayed open."""
-    command, operation = FIRST_OPERATIONS[first]
-    document = await CwDoc(a=0, b=0).async_save()
-    sessions = []
-
-    async def block() -> None:
-        session = current_session()
-        assert session is not None
-        sessions.append(session.session_id)
-        await operation(document)
-
-    async def in_transaction() -> None:
-        if form == "callback":
-            await async_run_transaction(block)
-        else:
-            async with async_run_in_transaction():
-                await block()
-
-    async with blocked(secondary_reads_app, command):
-        await cancel_midway(in_transaction, "cancel")
-        [lsid] = sessions
-        await assert_nothing_locked(CwDoc._get_collection(), document.pk, lsid)
-    assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
+    secondaries = ReadPreference.SECONDARY_PREFERRED
+    async with own_app(mongodb_uri, read_preference=secondaries) as app:
+        await first_operation_cancelled(app, first, form, "cancel")
 
 
 async def _until_settled(document: Document) -> None:
