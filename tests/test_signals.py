@@ -378,3 +378,56 @@ async def test_post_save_of_an_inserted_document_shows_it_all_changed(
         (False, True, ({"pages": 4}, {})),
     ]
     assert book._changed_fields == []
+
+
+async def test_a_coroutine_post_save_receiver_of_an_inserted_document_sees_it_all_changed(
+    async_alias, connect
+):
+    """A coroutine ``post_save`` receiver sees an inserted document as a plain
+    one does (as MongoEngine's do): without ``_changed_fields``, at each step
+    of its body; it saw the list noting other tasks' changes (``({}, {})``).
+    A change another task makes while it waits is kept for the next save."""
+    seen = []
+    waiting, changed = asyncio.Event(), asyncio.Event()
+
+    async def receiver(sender, document, created, **kwargs):
+        seen.append((created, hasattr(document, "_changed_fields"), document._delta()))
+        waiting.set()
+        await changed.wait()
+        seen.append((created, hasattr(document, "_changed_fields"), document._delta()))
+
+    async def other_task(book):
+        await waiting.wait()
+        book.title = "U"  # while the receiver waits
+        changed.set()
+
+    connect(signals.post_save, receiver, sender=SigBook)
+    book = SigBook(title="T", pages=3)
+    await asyncio.gather(book.async_save(), other_task(book))
+    whole = (True, False, ({"title": "T", "pages": 3}, {}))
+    assert seen == [whole, (True, False, ({"title": "U", "pages": 3}, {}))]
+    assert book._changed_fields == ["title"]
+    seen.clear()
+    waiting.clear()
+    await asyncio.gather(book.async_save(), other_task(book))
+    assert seen[0] == (False, True, ({"title": "U"}, {}))
+    raw = await get_async_db().sig_book.find_one({"_id": book.pk})
+    assert raw["title"] == "U"
+
+
+async def test_a_coroutine_post_save_receiver_saving_an_inserted_document_again(
+    async_alias, connect
+):
+    """Its own save of the document (as MongoEngine's receivers may do) stores
+    the document whole, as MongoEngine's does (it is still new there)."""
+
+    async def receiver(sender, document, created, **kwargs):
+        if document.pages is None:
+            document.pages = 1
+            await document.async_save()
+
+    connect(signals.post_save, receiver, sender=SigBook)
+    book = await SigBook(title="T").async_save()
+    raw = await get_async_db().sig_book.find_one({"_id": book.pk})
+    assert raw == {"_id": book.pk, "title": "T", "pages": 1}
+    assert not book._created and book._get_changed_fields() == []

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable
+import types
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from mongoengine import signals
@@ -88,9 +89,10 @@ async def send_around(
     around: Callable[[], contextlib.AbstractContextManager[Any]] | None,
     kwargs: dict[str, Any],
 ) -> None:
-    """:func:`send`, each receiver called inside ``around()`` (a plain
-    receiver runs there whole; a coroutine function's body runs once its
-    coroutine is awaited, outside it)."""
+    """:func:`send`, each receiver run inside ``around()``: a plain one
+    whole, a coroutine function's body a step at a time (each stretch up to
+    its next wait; while it waits, other tasks see what they would without
+    ``around``)."""
     if not has_receivers(signal, sender):
         return
     for receiver in list(signal.receivers_for(sender)):
@@ -100,4 +102,36 @@ async def send_around(
             with around():
                 result = receiver(sender, **kwargs)
         if inspect.isawaitable(result):
-            await result
+            await (result if around is None else _stepped(result, around))
+
+
+@types.coroutine
+def _stepped(
+    awaitable: Awaitable[Any],
+    around: Callable[[], contextlib.AbstractContextManager[Any]],
+) -> Generator[Any, Any, Any]:
+    """Await ``awaitable``, each step of it (up to its next wait) run inside
+    ``around()``; what it waits for is waited for outside it."""
+    steps = awaitable.__await__()
+    value: Any = None
+    error: BaseException | None = None
+    try:
+        while True:
+            try:
+                with around():
+                    if error is None:
+                        waited = steps.send(value)
+                    else:
+                        waited = steps.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                value, error = (yield waited), None
+            except GeneratorExit:
+                raise
+            except BaseException as raised:  # (a cancellation too): into it
+                value, error = None, raised
+    finally:
+        close = getattr(steps, "close", None)
+        if close is not None:
+            close()
