@@ -10,10 +10,11 @@ transactions and under a cancellation delivered at every await (anyio)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from uuid import uuid4
@@ -36,6 +37,7 @@ from mongoengine_async import (
     async_run_transaction,
     connect_async,
     get_async_connection,
+    signals,
 )
 from mongoengine_async.connection import disconnect_all_async
 from mongoengine_async.context import current_session
@@ -527,3 +529,195 @@ async def test_a_cancelled_delete_with_rules_in_a_transaction(app, cancellation)
     }
     raw = await CwReferrer._get_collection().find_one({"_id": referrer.pk})
     assert raw == {"_id": referrer.pk, "doc": document.pk}
+
+
+async def _followed(log: list, count: int) -> None:
+    """Until ``log`` holds ``count`` entries (the steps after a cancelled
+    write run in a task of their own)."""
+    for _ in range(200):
+        if len(log) >= count:
+            return
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def receivers() -> Iterator[list]:
+    """A log of the post_save and post_delete signals of CwDoc, CwAuthor and
+    CwFiled, by a plain receiver and a coroutine one: (receiver, signal,
+    created, what ``_delta()`` gave, signal kwargs)."""
+    log: list = []
+
+    def entry(kind: str, signal: str, document: Any, kwargs: dict) -> tuple:
+        created = kwargs.pop("created", None)
+        delta = document._delta() if signal == "post_save" else None
+        return (kind, signal, created, delta, kwargs)
+
+    def plain(sender: type, document: Any, **kwargs: Any) -> None:
+        log.append(entry("plain", kwargs.pop("signal"), document, kwargs))
+
+    async def awaited(sender: type, document: Any, **kwargs: Any) -> None:
+        signal = kwargs.pop("signal")
+        await asyncio.sleep(0)
+        log.append(entry("coroutine", signal, document, kwargs))
+
+    connected = []
+    for signal in (signals.post_save, signals.post_delete):
+        for receiver in (plain, awaited):
+            bound = functools.partial(receiver, signal=signal.name)
+            for sender in (CwDoc, CwAuthor, CwFiled):
+                signal.connect(bound, sender=sender, weak=False)
+                connected.append((signal, bound, sender))
+    yield log
+    for signal, bound, sender in connected:
+        signal.disconnect(bound, sender=sender)
+
+
+async def test_a_cancelled_save_that_landed_sends_post_save(app, receivers):
+    """Receivers that keep caches or indexes in step see every write that
+    landed: a cancelled save's post_save follows once its write was applied,
+    with the document as a post_save of a save that returned sees it (its
+    changes listed; a new one whole), the save's signal_kwargs and created;
+    what changed meanwhile stays for the next save. It was never sent."""
+    document = await CwDoc(a=0, b=0).async_save()
+    receivers.clear()
+    async with blocked(app, "update"):
+        document.a = 1
+        await cancel_once_sent(
+            lambda: document.async_save(signal_kwargs={"source": "x"})
+        )
+        document.b = 5  # while the write is on its way: not sent by it
+        await _followed(receivers, 2)
+    changes = ({"a": 1, "b": 5}, {})  # (b, as a post_save of it would see it)
+    assert sorted(receivers) == [
+        ("coroutine", "post_save", False, changes, {"source": "x"}),
+        ("plain", "post_save", False, changes, {"source": "x"}),
+    ]
+    await _until_settled(document)
+    assert document._get_changed_fields() == ["b"]
+    assert await stored(document) == {"_id": document.pk, "a": 1, "b": 0}
+
+    receivers.clear()
+    new = CwDoc(a=1)
+    async with blocked(app, "insert"):
+        await cancel_once_sent(new.async_save)
+        await _followed(receivers, 2)
+    whole = ({"a": 1}, {})
+    assert sorted(receivers) == [
+        ("coroutine", "post_save", True, whole, {}),
+        ("plain", "post_save", True, whole, {}),
+    ]
+    for _ in range(100):
+        if not new._created:
+            break
+        await asyncio.sleep(0.01)
+    assert not new._created and new._get_changed_fields() == []
+
+
+async def test_post_save_follows_the_cached_copies(app, receivers):
+    """As after a save that returned: the cached copies are updated first."""
+    author = await CwAuthor(name="old", age=0).async_save()
+    book = await CwBook(author=author).async_save()
+    copies = []
+
+    async def look(sender: type, document: Any, **kwargs: Any) -> None:
+        raw = await CwBook._get_collection().find_one({"_id": book.pk})
+        copies.append(raw["author"]["name"])
+
+    signals.post_save.connect(look, sender=CwAuthor)
+    try:
+        receivers.clear()
+        async with blocked(app, "update"):
+            author.name = "new"
+            await cancel_once_sent(author.async_save)
+            await _followed(copies, 1)
+    finally:
+        signals.post_save.disconnect(look, sender=CwAuthor)
+    assert copies == ["new"]
+
+
+async def test_a_cancelled_delete_that_landed_sends_post_delete(app, receivers):
+    """Its post_delete follows once its write was applied (after the files
+    are deleted); it was never sent."""
+    document = CwFiled()
+    await document.data.async_put(b"contents", filename="a.txt")
+    await document.async_save()
+    files = CwFiled._get_collection().database["cw_files.files"]
+    receivers.clear()
+    async with blocked(app, "delete"):
+        await cancel_once_sent(
+            lambda: document.async_delete(signal_kwargs={"source": "x"})
+        )
+        await _followed(receivers, 2)
+    assert sorted(receivers) == [
+        ("coroutine", "post_delete", None, None, {"source": "x"}),
+        ("plain", "post_delete", None, None, {"source": "x"}),
+    ]
+    assert await files.count_documents({}) == 0
+
+
+@pytest.mark.parametrize("kind", ["save", "delete"])
+async def test_a_cancelled_write_that_failed_sends_nothing(app, receivers, kind):
+    document = await CwDoc(a=0, b=0).async_save()
+    receivers.clear()
+    admin = get_async_connection().admin
+    data = {
+        "failCommands": ["update" if kind == "save" else "delete"],
+        "blockConnection": True,
+        "blockTimeMS": BLOCK_MS,
+        "errorCode": 2,
+        "appName": app,
+    }
+    fail_point = {"configureFailPoint": "failCommand"}
+    await admin.command({**fail_point, "mode": {"times": 1}, "data": data})
+    try:
+        await cancel_once_sent(
+            save_a(document, 1) if kind == "save" else document.async_delete
+        )
+        await _until_settled(document)
+    finally:
+        await admin.command({**fail_point, "mode": "off"})
+    await asyncio.sleep(0.1)
+    assert receivers == []
+
+
+async def test_a_cancelled_save_in_a_transaction_sends_nothing(app, receivers):
+    """The transaction's end decides: the cancellation aborts it."""
+    document = await CwDoc(a=0, b=0).async_save()
+    receivers.clear()
+
+    async def in_transaction() -> None:
+        async with async_run_in_transaction():
+            document.a = 1
+            await document.async_save()
+
+    async with blocked(app, "update"):
+        await cancel_midway(in_transaction, "cancel")
+        await asyncio.sleep(BLOCK_MS / 1000 + 0.2)
+    assert receivers == []
+    assert document._get_changed_fields() == ["a"]
+
+
+async def test_a_receiver_error_after_a_cancelled_write_goes_to_the_loop(app):
+    """No caller awaits it: the loop's exception handler gets it."""
+    document = await CwDoc(a=0, b=0).async_save()
+    handled = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda loop, context: handled.append(context))
+
+    def refuse(sender: type, document: Any, **kwargs: Any) -> None:
+        raise ValueError("refused")
+
+    signals.post_save.connect(refuse, sender=CwDoc)
+    try:
+        async with blocked(app, "update"):
+            await cancel_once_sent(save_a(document, 1))
+            await _followed(handled, 1)
+    finally:
+        signals.post_save.disconnect(refuse, sender=CwDoc)
+        loop.set_exception_handler(None)
+    [context] = handled
+    assert isinstance(context["exception"], ValueError)
+    assert "cancelled save" in context["message"]
+    await _until_settled(document)
+    # As after a save whose receiver raised: its changes stay listed.
+    assert await stored(document) == {"_id": document.pk, "a": 1, "b": 0}

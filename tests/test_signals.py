@@ -380,7 +380,7 @@ async def test_post_save_of_an_inserted_document_shows_it_all_changed(
     assert book._changed_fields == []
 
 
-async def test_a_coroutine_post_save_receiver_of_an_inserted_document_sees_it_all_changed(
+async def test_a_coroutine_post_save_receiver_sees_an_inserted_document_all_changed(
     async_alias, connect
 ):
     """A coroutine ``post_save`` receiver sees an inserted document as a plain

@@ -73,7 +73,7 @@ from mongoengine_async.context import (
 from mongoengine_async.delete_rules import has_rules, runs_own_transaction
 from mongoengine_async.detached import FAILED, detached
 from mongoengine_async.errors import AsyncUsageError
-from mongoengine_async.fields import cached_references_sync, sync_cached_references
+from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.from_bson import LoadedState
 from mongoengine_async.gridfs import AsyncGridFSProxy, check_deletable, delete_files
 from mongoengine_async.guards import (
@@ -416,41 +416,29 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             or cls._cached_reference_fields
             or (hooks and signals.post_save.receivers)
         )
-        clears = True  # the changes, as MongoEngine's save ends
         if not awaits:  # (most saves)
             self._set_saved_id(created, object_id)
-        else:  # other tasks may change the document meanwhile: their changes stay
-            watched = deltas.watch_changes(self, meanwhile)
-            # As MongoEngine: cascade_kwargs override the save's own arguments.
-            cascading = (
-                {
-                    "force_insert": force_insert,
-                    "validate": validate,
-                    "write_concern": write_concern,
-                    "cascade": cascade,
-                    **(cascade_kwargs or {}),
-                    "_refs": _refs,
-                    "session": session,
-                }
-                if cascade
-                else None
-            )
-            try:
-                await self._async_after_write(
-                    created, object_id, cascading, signal_kwargs, session
-                )
-            finally:
-                if watched is not None:  # (None: every field counts as changed)
-                    clears, meanwhile = deltas.end_watch(self, watched)
-        if not clears:  # another save's steps after its write clear them
-            to_bson.mark_saved(self)
+            self._end_save(True, meanwhile)
             return self
-        deltas.clear_changes(self)
-        to_bson.mark_saved(self)
-        if meanwhile is None:  # its list removed meanwhile (an aborted
-            deltas.put_changes(self, None)  # transaction's undo): all changed
-        elif meanwhile:  # changed by others while the save was awaited: for the next
-            deltas.put_changes(self, meanwhile)  # (in their embedded documents)
+        # As MongoEngine: cascade_kwargs override the save's own arguments.
+        cascading = (
+            {
+                "force_insert": force_insert,
+                "validate": validate,
+                "write_concern": write_concern,
+                "cascade": cascade,
+                **(cascade_kwargs or {}),
+                "_refs": _refs,
+                "session": session,
+            }
+            if cascade
+            else None
+        )
+        # Other tasks may change the document meanwhile: their changes stay.
+        watched = deltas.watch_changes(self, meanwhile)
+        await self._async_after_write(
+            created, object_id, cascading, signal_kwargs, session, watched, meanwhile
+        )
         return self
 
     async def _async_after_write(
@@ -460,24 +448,50 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         cascading: dict | None,
         signal_kwargs: dict,
         session: AsyncClientSession | None,
+        watched: deltas._Watch | None,
+        meanwhile: list[str] | None,
     ) -> None:
         """A save's steps after its write: the cascade (``cascading``: its
-        arguments), the id, the cached references, ``post_save``."""
+        arguments), the id, the cached references, ``post_save``; then its
+        end (:meth:`_end_save`), the changes ``watched``
+        (:func:`deltas.watch_changes`) noted kept, with those made while the
+        write was awaited (``meanwhile``)."""
         cls = type(self)
-        if cascading:
-            await self._async_cascade_save(**cascading)
-        self._set_saved_id(created, object_id)
-        if cls._cached_reference_fields:
-            await sync_cached_references(self, created, session)
-        if mongoengine.signals.signals_available and signals.post_save.receivers:
-            # A plain receiver sees a document the save inserted as
-            # MongoEngine's does: without a list of changes (all changed).
-            await signals.send_around(
-                signals.post_save,
-                cls,
-                functools.partial(deltas.unlisted, self) if created else None,
-                {"document": self, "created": created, **signal_kwargs},
-            )
+        clears = True
+        try:
+            if cascading:
+                await self._async_cascade_save(**cascading)
+            self._set_saved_id(created, object_id)
+            if cls._cached_reference_fields:
+                await sync_cached_references(self, created, session)
+            if mongoengine.signals.signals_available and signals.post_save.receivers:
+                # A receiver sees a document the save inserted as MongoEngine's
+                # does: without a list of changes (all changed).
+                await signals.send_around(
+                    signals.post_save,
+                    cls,
+                    functools.partial(deltas.unlisted, self) if created else None,
+                    {"document": self, "created": created, **signal_kwargs},
+                )
+        finally:
+            if watched is not None:  # (None: every field counts as changed)
+                clears, meanwhile = deltas.end_watch(self, watched)
+        self._end_save(clears, meanwhile)
+
+    def _end_save(self, clears: bool, meanwhile: list[str] | None) -> None:
+        """As a save ends: its changes cleared, as MongoEngine's save does,
+        unless another save's steps after its write clear them (not
+        ``clears``); those made by others while it was awaited
+        (``meanwhile``) kept for the next save."""
+        if not clears:
+            to_bson.mark_saved(self)
+            return
+        deltas.clear_changes(self)
+        to_bson.mark_saved(self)
+        if meanwhile is None:  # its list removed meanwhile (an aborted
+            deltas.put_changes(self, None)  # transaction's undo): all changed
+        elif meanwhile:  # changed by others while the save was awaited: for the next
+            deltas.put_changes(self, meanwhile)  # (in their embedded documents)
 
     def _set_saved_id(self, created: bool, object_id: Any) -> None:
         """Set the id the write stored (not a shard key's, once stored)."""
@@ -537,7 +551,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         # make an equal copy of the collection on every save).
         target = _concerned(collection, write_concern) if write_concern else collection
         written = await self._async_write(
-            target, raw, created, force_insert, save_condition, session
+            target, raw, created, force_insert, save_condition, session, signal_kwargs
         )
         return (*written, session)
 
@@ -549,10 +563,13 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         force_insert: bool,
         save_condition: dict | None,
         session: AsyncClientSession | None,
+        signal_kwargs: dict,
     ) -> tuple[Any, bool, list[str] | None]:
         """Send the save's write (nothing when a stored document has no
         change); returns the id, whether the write created the document, and
-        the changes made while it was awaited (which it did not send)."""
+        the changes made while it was awaited (which it did not send).
+        ``signal_kwargs`` are the save's (its ``post_save`` follows a write
+        its caller's cancellation left on its way)."""
         delta = None if created else self._delta_update(raw, save_condition)
         if delta is not None and not delta[1]:  # nothing changed: nothing to send
             return raw["_id"], False, []
@@ -586,7 +603,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 self,
                 write,
                 session,
-                lambda done: self._settle_cancelled_write(done, sent, in_transaction),
+                lambda done: self._settle_cancelled_write(
+                    done, sent, in_transaction, signal_kwargs
+                ),
                 sending,
             )
             raise
@@ -626,25 +645,36 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         return await self._async_replace_or_insert(target, raw, session), created
 
     def _settle_cancelled_write(
-        self, write: asyncio.Future, sent: list[str] | None, in_transaction: bool
+        self,
+        write: asyncio.Future,
+        sent: list[str] | None,
+        in_transaction: bool,
+        signal_kwargs: dict,
     ) -> None:
         """The bookkeeping of a save cancelled while its write was on its
         way, once the write settled: the changes it sent are given back if it
         failed (or in a transaction, whose end decides: an abort gives them
         back too), else cleared as a save clears them; those made meanwhile
-        stay."""
+        stay. Applied, its steps after the write (the cached copies,
+        ``post_save``) follow, in a task of their own, as after a save that
+        returned (the changes clear once they ended)."""
         meanwhile = deltas.give_back_changes(self, sent)
         if write.cancelled() or write.result() is FAILED or in_transaction:
             return
         object_id, created = write.result()
         self._set_saved_id(created, object_id)
-        if not created and type(self)._cached_reference_fields:
-            # The cached copies follow, as after a save that returned (no
-            # call is left to send them: read now, before the changes clear).
-            _follow_up(cached_references_sync(self), "cached references")
-        deltas.clear_changes(self)
-        to_bson.mark_saved(self)
-        deltas.put_changes(self, meanwhile)
+        cls = type(self)
+        if cls._cached_reference_fields or signals.has_receivers(
+            signals.post_save, cls
+        ):
+            # (Watched from now: what other tasks change meanwhile stays.)
+            watched = deltas.watch_changes(self, meanwhile)
+            steps = self._async_after_write(
+                created, object_id, None, signal_kwargs, None, watched, meanwhile
+            )
+            _follow_up(steps, "steps after the write of a cancelled save")
+            return
+        self._end_save(True, meanwhile)
 
     async def _async_replace_or_insert(
         self, collection: AsyncCollection, raw: dict, session: AsyncClientSession | None
@@ -761,7 +791,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                     self,
                     deleting,
                     operation.session,
-                    functools.partial(_delete_files_once_applied, files, operation),
+                    functools.partial(
+                        self._after_cancelled_delete, files, operation, signal_kwargs
+                    ),
                 )
                 if alone
                 else deleting
@@ -773,10 +805,37 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         finally:
             if turn:
                 _end_own_turn(self)
-        await delete_files(files, operation)  # once the document is gone
+        await self._async_after_delete(files, operation, signal_kwargs)
+
+    async def _async_after_delete(
+        self, files: list[AsyncGridFSProxy], operation: Operation, signal_kwargs: dict
+    ) -> None:
+        """A delete's steps once the document is gone: its files, then
+        ``post_delete``."""
+        await delete_files(files, operation)
         await signals.send(
             signals.post_delete, type(self), document=self, **signal_kwargs
         )
+
+    def _after_cancelled_delete(
+        self,
+        files: list[AsyncGridFSProxy],
+        operation: Operation,
+        signal_kwargs: dict,
+        write: asyncio.Future[Any],
+        in_transaction: bool,
+    ) -> None:
+        """After a delete whose caller was cancelled while its write was on
+        its way: once that write was applied (not in a transaction: its end
+        decides), its steps after it (the document's files, ``post_delete``),
+        in a task of their own, as after a delete that returned."""
+        if write.cancelled() or write.result() is FAILED or in_transaction:
+            return
+        if files or signals.has_receivers(signals.post_delete, type(self)):
+            # (Not in the delete's own session: its caller may use it meanwhile.)
+            alone = dataclasses.replace(operation, session=None)
+            steps = self._async_after_delete(files, alone, signal_kwargs)
+            _follow_up(steps, "steps after the write of a cancelled delete")
 
     def _file_proxies(self) -> list[AsyncGridFSProxy]:
         """The GridFS files of this document's file fields (and of its lists
@@ -1141,31 +1200,14 @@ async def _write_in_turn(
         raise
 
 
-def _delete_files_once_applied(
-    files: list[AsyncGridFSProxy],
-    operation: Operation,
-    write: asyncio.Future[Any],
-    in_transaction: bool,
-) -> None:
-    """After a delete whose caller was cancelled while its write was on its
-    way: the document's files, once that write was applied (not in a
-    transaction: its end decides), as the delete would have deleted them."""
-    if files and not (write.cancelled() or write.result() is FAILED or in_transaction):
-        # (Not in the delete's own session: its caller may use it meanwhile.)
-        alone = dataclasses.replace(operation, session=None)
-        _follow_up(delete_files(files, alone), "GridFS files")
-
-
 # The tasks of _follow_up (the loop keeps only weak references to tasks).
 _following: set[asyncio.Task] = set()
 
 
-def _follow_up(work: Coroutine[Any, Any, None] | None, what: str) -> None:
+def _follow_up(work: Coroutine[Any, Any, None], what: str) -> None:
     """Run ``work``, what a write whose caller was cancelled leaves to do once
     it was applied, in a task of its own; its error, which no caller awaits,
     goes to the loop's exception handler."""
-    if work is None:
-        return
     task = asyncio.ensure_future(work)
     _following.add(task)
 
@@ -1174,7 +1216,7 @@ def _follow_up(work: Coroutine[Any, Any, None] | None, what: str) -> None:
         if not task.cancelled() and task.exception() is not None:
             task.get_loop().call_exception_handler(
                 {
-                    "message": f"Updating the {what} after a cancelled write failed",
+                    "message": f"The {what} failed",
                     "exception": task.exception(),
                     "task": task,
                 }

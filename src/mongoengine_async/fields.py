@@ -12,7 +12,7 @@ names of ``mongoengine.fields`` are exported as MongoEngine's, so
 from __future__ import annotations
 
 import functools
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
 
 import mongoengine
@@ -460,29 +460,6 @@ async def sync_cached_references(
     for field in type(document)._cached_reference_fields:
         if isinstance(field, CachedReferenceField) and field.auto_sync:
             await field._async_sync(document, session)
-
-
-def cached_references_sync(
-    document: BaseDocument,
-) -> Coroutine[Any, Any, None] | None:
-    """:func:`sync_cached_references` of a stored document (outside a
-    transaction), its updates read now, from the changes ``document`` holds
-    now (they may be cleared before it runs); None when there is nothing to
-    update."""
-    updates = [
-        (field, field._sync_update(document))
-        for field in type(document)._cached_reference_fields
-        if isinstance(field, CachedReferenceField) and field.auto_sync
-    ]
-    updates = [(field, update) for field, update in updates if update]
-    if not updates:
-        return None
-
-    async def sync() -> None:
-        for field, update in updates:
-            await field._async_apply(document, update, None)
-
-    return sync()
 
 
 class LazyReferenceField(mongoengine.LazyReferenceField):

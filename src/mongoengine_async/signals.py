@@ -119,10 +119,7 @@ def _stepped(
         while True:
             try:
                 with around():
-                    if error is None:
-                        waited = steps.send(value)
-                    else:
-                        waited = steps.throw(error)
+                    waited = steps.send(value) if error is None else steps.throw(error)
             except StopIteration as stop:
                 return stop.value
             try:
