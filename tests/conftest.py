@@ -86,14 +86,21 @@ async def database_of_either_kind(
 
 @contextlib.asynccontextmanager
 async def held_on_server(
-    app_name: str, command: str, block_ms: int
+    app_name: str, command: str, block_ms: int, error_code: int | None = None
 ) -> AsyncIterator[None]:
     """The next ``command`` of the client named ``app_name`` waits ``block_ms``
     on the server first (the ``failCommand`` fail point: one for the whole
-    server, so tests using it need a server of their own)."""
+    server, so tests using it need a server of their own), then fails with
+    ``error_code`` if given."""
     admin = mongoengine_async.get_async_connection().admin
     fail_point = {"configureFailPoint": "failCommand"}
-    data = {"failCommands": [command], "blockConnection": True, "blockTimeMS": block_ms}
+    data: dict[str, Any] = {
+        "failCommands": [command],
+        "blockConnection": True,
+        "blockTimeMS": block_ms,
+    }
+    if error_code is not None:
+        data["errorCode"] = error_code
     await admin.command(
         {**fail_point, "mode": {"times": 1}, "data": {**data, "appName": app_name}}
     )

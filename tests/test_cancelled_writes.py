@@ -207,25 +207,13 @@ async def test_a_cancelled_save_that_landed_is_saved(app):
 
 async def test_a_cancelled_save_that_failed_gives_its_changes_back(app):
     document = await CwDoc(a=0, b=0, inner=CwInner(x=0)).async_save()
-    admin = get_async_connection().admin
-    data = {
-        "failCommands": ["update"],
-        "blockConnection": True,
-        "blockTimeMS": BLOCK_MS,
-        "errorCode": 2,
-        "appName": app,
-    }
-    fail_point = {"configureFailPoint": "failCommand"}
-    await admin.command({**fail_point, "mode": {"times": 1}, "data": data})
-    try:
+    async with held_on_server(app, "update", BLOCK_MS, error_code=2):
         document.a = 1
         document.inner.x = 1
         await cancel_once_sent(document.async_save)
         document.b = 5
         while "_async_save_turns" in document.__dict__:
             await asyncio.sleep(0.01)
-    finally:
-        await admin.command({**fail_point, "mode": "off"})
     assert sorted(document._get_changed_fields()) == ["a", "b", "inner.x"]
     await document.async_save()
     assert await stored(document) == document.to_mongo().to_dict()
@@ -659,23 +647,12 @@ async def test_a_cancelled_delete_that_landed_sends_post_delete(app, receivers):
 async def test_a_cancelled_write_that_failed_sends_nothing(app, receivers, kind):
     document = await CwDoc(a=0, b=0).async_save()
     receivers.clear()
-    admin = get_async_connection().admin
-    data = {
-        "failCommands": ["update" if kind == "save" else "delete"],
-        "blockConnection": True,
-        "blockTimeMS": BLOCK_MS,
-        "errorCode": 2,
-        "appName": app,
-    }
-    fail_point = {"configureFailPoint": "failCommand"}
-    await admin.command({**fail_point, "mode": {"times": 1}, "data": data})
-    try:
+    command = "update" if kind == "save" else "delete"
+    async with held_on_server(app, command, BLOCK_MS, error_code=2):
         await cancel_once_sent(
             save_a(document, 1) if kind == "save" else document.async_delete
         )
         await _until_settled(document)
-    finally:
-        await admin.command({**fail_point, "mode": "off"})
     await asyncio.sleep(0.1)
     assert receivers == []
 
