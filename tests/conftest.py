@@ -86,12 +86,17 @@ async def database_of_either_kind(
 
 @contextlib.asynccontextmanager
 async def held_on_server(
-    app_name: str, command: str, block_ms: int, error_code: int | None = None
+    app_name: str,
+    command: str,
+    block_ms: int,
+    error_code: int | None = None,
+    skip: int = 0,
 ) -> AsyncIterator[None]:
     """The next ``command`` of the client named ``app_name`` waits ``block_ms``
     on the server first (the ``failCommand`` fail point: one for the whole
     server, so tests using it need a server of their own), then fails with
-    ``error_code`` if given."""
+    ``error_code`` if given; with ``skip``, every one after the first
+    ``skip`` ones, until the block ends."""
     admin = mongoengine_async.get_async_connection().admin
     fail_point = {"configureFailPoint": "failCommand"}
     data: dict[str, Any] = {
@@ -102,7 +107,11 @@ async def held_on_server(
     if error_code is not None:
         data["errorCode"] = error_code
     await admin.command(
-        {**fail_point, "mode": {"times": 1}, "data": {**data, "appName": app_name}}
+        {
+            **fail_point,
+            "mode": {"skip": skip} if skip else {"times": 1},
+            "data": {**data, "appName": app_name},
+        }
     )
     try:
         yield

@@ -698,3 +698,22 @@ async def test_a_receiver_error_after_a_cancelled_write_goes_to_the_loop(app):
     await _until_settled(document)
     # As after a save whose receiver raised: its changes stay listed.
     assert await stored(document) == {"_id": document.pk, "a": 1, "b": 0}
+
+
+async def test_a_delete_cancelled_while_deleting_its_files(app, receivers):
+    """Cancelled once the document's delete returned, while its files are
+    deleted: the files (one cut short too) and post_delete follow, in a task
+    of their own; a file's chunks stayed orphaned, and nothing was sent."""
+    document = CwFiled()
+    await document.data.async_put(b"contents", filename="a.txt")
+    await document.async_save()
+    database = CwFiled._get_collection().database
+    receivers.clear()
+    # The document's delete passes; the file's is held.
+    async with held_on_server(app, "delete", BLOCK_MS, skip=1):
+        await cancel_once_sent(document.async_delete)
+    await _followed(receivers, 2)
+    assert sorted(kind for kind, *_ in receivers) == ["coroutine", "plain"]
+    assert await CwFiled._get_collection().count_documents({}) == 0
+    assert await database["cw_files.files"].count_documents({}) == 0
+    assert await database["cw_files.chunks"].count_documents({}) == 0

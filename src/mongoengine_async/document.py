@@ -805,7 +805,19 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         finally:
             if turn:
                 _end_own_turn(self)
-        await self._async_after_delete(files, operation, signal_kwargs)
+        try:
+            await delete_files(files, operation)  # once the document is gone
+        except asyncio.CancelledError:
+            # It is gone (unless the transaction it is in aborts): the files
+            # and post_delete follow, as after a cancelled write that landed
+            # (a file's delete the cancellation cut short is done again).
+            session = operation.session
+            if session is None or not session.in_transaction:
+                self._follow_delete(files, operation, signal_kwargs)
+            raise
+        await signals.send(
+            signals.post_delete, type(self), document=self, **signal_kwargs
+        )
 
     async def _async_after_delete(
         self, files: list[AsyncGridFSProxy], operation: Operation, signal_kwargs: dict
@@ -829,8 +841,14 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         its way: once that write was applied (not in a transaction: its end
         decides), its steps after it (the document's files, ``post_delete``),
         in a task of their own, as after a delete that returned."""
-        if write.cancelled() or write.result() is FAILED or in_transaction:
-            return
+        if not (write.cancelled() or write.result() is FAILED or in_transaction):
+            self._follow_delete(files, operation, signal_kwargs)
+
+    def _follow_delete(
+        self, files: list[AsyncGridFSProxy], operation: Operation, signal_kwargs: dict
+    ) -> None:
+        """:meth:`_async_after_delete` in a task of its own (the caller was
+        cancelled), if it has something to do."""
         if files or signals.has_receivers(signals.post_delete, type(self)):
             # (Not in the delete's own session: its caller may use it meanwhile.)
             alone = dataclasses.replace(operation, session=None)
