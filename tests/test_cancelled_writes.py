@@ -717,3 +717,29 @@ async def test_a_delete_cancelled_while_deleting_its_files(app, receivers):
     assert await CwFiled._get_collection().count_documents({}) == 0
     assert await database["cw_files.files"].count_documents({}) == 0
     assert await database["cw_files.chunks"].count_documents({}) == 0
+
+
+async def test_a_save_cancelled_while_updating_the_cached_copies(app, receivers):
+    """Cancelled once its write returned, while its cached copies are updated:
+    the copies (again) and post_save follow, in a task of their own, and the
+    changes it saved clear; post_save was never sent."""
+    author = await CwAuthor(name="old", age=0).async_save()
+    book = await CwBook(author=author).async_save()
+    receivers.clear()
+    # The save's update passes; the cached copies' one is held.
+    async with held_on_server(app, "update", BLOCK_MS, skip=1):
+        author.name = "new"
+        await cancel_once_sent(author.async_save)
+    await _followed(receivers, 2)
+    changes = ({"name": "new"}, {})
+    assert sorted(receivers) == [
+        ("coroutine", "post_save", False, changes, {}),
+        ("plain", "post_save", False, changes, {}),
+    ]
+    raw = await CwBook._get_collection().find_one({"_id": book.pk})
+    assert raw["author"] == {"_id": author.pk, "name": "new"}
+    for _ in range(100):
+        if author._get_changed_fields() == []:
+            break
+        await asyncio.sleep(0.01)
+    assert author._get_changed_fields() == []

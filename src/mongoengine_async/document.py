@@ -458,6 +458,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         write was awaited (``meanwhile``)."""
         cls = type(self)
         clears = True
+        sending = handed = False
         try:
             if cascading:
                 await self._async_cascade_save(**cascading)
@@ -465,6 +466,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             if cls._cached_reference_fields:
                 await sync_cached_references(self, created, session)
             if mongoengine.signals.signals_available and signals.post_save.receivers:
+                sending = True
                 # A receiver sees a document the save inserted as MongoEngine's
                 # does: without a list of changes (all changed).
                 await signals.send_around(
@@ -473,8 +475,23 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                     functools.partial(deltas.unlisted, self) if created else None,
                     {"document": self, "created": created, **signal_kwargs},
                 )
+        except asyncio.CancelledError:
+            # The write landed: the cached copies (again) and post_save follow,
+            # as after a cancelled write (not once a receiver was cancelled, as
+            # one that raised; in a transaction its end decides).
+            if not (
+                sending
+                or (session is not None and session.in_transaction)
+                or asyncio.current_task() in _following
+            ):
+                handed = True
+                steps = self._async_after_write(
+                    created, object_id, None, signal_kwargs, None, watched, meanwhile
+                )
+                _follow_up(steps, "steps after the write of a cancelled save")
+            raise
         finally:
-            if watched is not None:  # (None: every field counts as changed)
+            if watched is not None and not handed:  # (None: all changed)
                 clears, meanwhile = deltas.end_watch(self, watched)
         self._end_save(clears, meanwhile)
 
