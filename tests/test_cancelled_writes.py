@@ -14,7 +14,7 @@ import functools
 import gc
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from uuid import uuid4
@@ -529,7 +529,7 @@ async def _followed(log: list, count: int) -> None:
 
 
 @pytest.fixture
-def receivers() -> Iterator[list]:
+async def receivers() -> AsyncIterator[list]:
     """A log of the post_save and post_delete signals of CwDoc, CwAuthor and
     CwFiled, by a plain receiver and a coroutine one: (receiver, signal,
     created, what ``_delta()`` gave, signal kwargs)."""
