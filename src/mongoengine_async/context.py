@@ -342,18 +342,18 @@ async def run_on(
     which waits for the writes of cancelled callers still on their way.
     """
     block: _Block | None = None
+    undos: Journal = []
     try:
         block = _Block(session, transaction_kwargs or {}, again=True)
-        undos: Journal = []
         try:
             async with _bind_session(session, undos):
                 return await block.run(fn, undos)
         except BaseException:
-            _undo(undos)
+            if not own:  # the caller's session: its next use must come after
+                await block.over_even_if_cancelled()
             raise
-        finally:
-            undos.clear()  # (see run_in_transaction)
     finally:
+        _settle_journal(block, undos)
         if own:
             await _end_session(session, block)
 
@@ -388,31 +388,41 @@ async def run_in_transaction(
     _refuse_nesting(client, "async_run_in_transaction")
     session = client.start_session(**(session_kwargs or {}))
     block: _Block | None = None
+    undos: Journal = []
     try:
         block = _Block(session, transaction_kwargs or {})
         await block.entered()
-        undos: Journal = []
-        try:
-            async with _bind_session(session, undos):
-                try:
-                    yield session
-                except BaseException as error:
-                    _undo(undos)
-                    await block.failed(error)
-                    raise
+        async with _bind_session(session, undos):
             try:
-                await block.done()
-            except BaseException:
-                _undo(undos)
+                yield session
+            except BaseException as error:
+                await block.failed(error)
                 raise
-        finally:
-            # The transaction is settled: let go of the instances the journal
-            # holds. The tasks started meanwhile (PyMongo's monitors on a
-            # client's first use, a collection's preparation) keep a copy of
-            # this task's context, and so the journal, as long as they live.
-            undos.clear()
+        await block.done()
     finally:
+        _settle_journal(block, undos)
         await _end_session(session, block)
+
+
+def _settle_journal(block: _Block | None, undos: Journal) -> None:
+    """Once ``block``'s transaction ended (now, or after the caller left,
+    cancelled while its commit or abort was in flight): give the instances
+    back what it changed unless it committed (a commit cut short by the
+    cancellation may still succeed, and then the documents stay saved), then
+    let go of the instances the journal holds. (The tasks started meanwhile,
+    PyMongo's monitors on a client's first use, a collection's preparation,
+    keep a copy of this task's context, and so the journal, as long as they
+    live.)"""
+
+    def settle(task: asyncio.Future[Any] | None) -> None:
+        if task is None or task.cancelled() or task.exception() is not None:
+            _undo(undos)
+        undos.clear()
+
+    if block is None or block.over():
+        settle(None if block is None else block.task)
+    else:
+        block.task.add_done_callback(settle)
 
 
 async def _end_session(session: AsyncClientSession, block: _Block | None) -> None:
@@ -508,9 +518,28 @@ class _Block:
             raise _BlockFailed
         return outcome
 
+    @property
+    def task(self) -> asyncio.Future[Any]:
+        """The helper task: its result is ``with_transaction``'s (committed)."""
+        return self._task
+
     def over(self) -> bool:
         """Whether ``with_transaction`` ended (committed or aborted)."""
         return self._task.done()
+
+    async def over_even_if_cancelled(self) -> None:
+        """Wait until ``with_transaction`` ended (its abort, fence or commit),
+        even when the caller is cancelled again meanwhile (then re-raise that
+        cancellation): the session is the caller's own, which its next
+        operation may use, and a session runs one operation at a time."""
+        cancelled: asyncio.CancelledError | None = None
+        while not self._task.done():
+            try:
+                await asyncio.wait({self._task})
+            except asyncio.CancelledError as error:
+                cancelled = error
+        if cancelled is not None:
+            raise cancelled
 
     def end_after(self, session: AsyncClientSession) -> None:
         """End ``session`` once ``with_transaction`` ended (not under it: an
