@@ -831,3 +831,27 @@ async def test_a_commit_that_goes_on_after_a_cancellation(
         assert not new._created
         assert new._get_changed_fields() == old._get_changed_fields() == []
     assert raw == [{"a": 5, "b": 0}, {"a": 1}]
+
+
+@pytest.mark.parametrize("cancellation", CANCELLATIONS)
+@pytest.mark.parametrize("form", ["context manager", "callback"])
+async def test_the_next_save_after_a_cancelled_transaction_sends_the_changes(
+    app, form, cancellation
+):
+    """Cancelled while a save of the block is on its way (no commit asked
+    for: the transaction aborts), the document is given back at once, not once
+    the abort ended: saved again right away, it sends its changes again."""
+    document = await CwDoc(a=0, b=0).async_save()
+
+    async def in_transaction() -> None:
+        document.a = 1
+        if form == "callback":
+            await async_run_transaction(document.async_save)
+        else:
+            async with async_run_in_transaction():
+                await document.async_save()
+
+    async with blocked(app, "update"):
+        await cancel_midway(in_transaction, cancellation)
+        await document.async_save()
+    assert await stored(document) == {"_id": document.pk, "a": 1, "b": 0}

@@ -405,24 +405,28 @@ async def run_in_transaction(
 
 
 def _settle_journal(block: _Block | None, undos: Journal) -> None:
-    """Once ``block``'s transaction ended (now, or after the caller left,
-    cancelled while its commit or abort was in flight): give the instances
-    back what it changed unless it committed (a commit cut short by the
-    cancellation may still succeed, and then the documents stay saved), then
-    let go of the instances the journal holds. (The tasks started meanwhile,
-    PyMongo's monitors on a client's first use, a collection's preparation,
-    keep a copy of this task's context, and so the journal, as long as they
-    live.)"""
+    """The transaction ended, or its caller left (cancelled) while it ends:
+    give the instances back what it changed unless it committed, then let go
+    of the instances the journal holds. A commit in flight when the caller
+    left goes on and may succeed: the instances wait for its outcome. Else
+    it cannot commit any more: they are given back at once, before its
+    abort ended (their next save, which may come first, sends the changes
+    again). (The tasks started meanwhile, PyMongo's monitors on a client's
+    first use, a collection's preparation, keep a copy of this task's
+    context, and so the journal, as long as they live.)"""
 
-    def settle(task: asyncio.Future[Any] | None) -> None:
-        if task is None or task.cancelled() or task.exception() is not None:
+    def settle(task: asyncio.Future[Any]) -> None:
+        if task.cancelled() or task.exception() is not None:
             _undo(undos)
         undos.clear()
 
-    if block is None or block.over():
-        settle(None if block is None else block.task)
-    else:
+    if block is not None and block.over():
+        settle(block.task)
+    elif block is not None and block.committing():
         block.task.add_done_callback(settle)
+    else:
+        _undo(undos)
+        undos.clear()
 
 
 async def _end_session(session: AsyncClientSession, block: _Block | None) -> None:
@@ -467,6 +471,7 @@ class _Block:
         self._entered: asyncio.Future[None] = loop.create_future()
         self._left: asyncio.Future[Any] = loop.create_future()
         self._cancelled = False  # the caller was cancelled: fence the abort
+        self._committing = False  # the caller's code ran: commit it
         self._task = asyncio.ensure_future(self._transact(transaction_kwargs))
 
     async def _transact(self, transaction_kwargs: dict) -> Any:
@@ -505,6 +510,7 @@ class _Block:
     async def _callback(self, _: AsyncClientSession) -> Any:
         # Called again: the block's commit failed with a transient error (a
         # block cannot run again), or the caller left.
+        self._committing = False
         if self._gone or self._entered.done():
             raise _BlockFailed
         self._entered.set_result(None)
@@ -526,6 +532,11 @@ class _Block:
     def over(self) -> bool:
         """Whether ``with_transaction`` ended (committed or aborted)."""
         return self._task.done()
+
+    def committing(self) -> bool:
+        """Whether the caller's code ran and ``with_transaction`` commits it
+        (it may still fail, and run a callback again)."""
+        return self._committing and not self._task.done()
 
     async def over_even_if_cancelled(self) -> None:
         """Wait until ``with_transaction`` ended (its abort, fence or commit),
@@ -563,6 +574,7 @@ class _Block:
             loop = left.get_loop()
             self._entered, self._left = loop.create_future(), loop.create_future()
         if error is None:
+            self._committing = True
             left.set_result(outcome)
         else:
             left.set_exception(error)
