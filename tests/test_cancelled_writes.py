@@ -490,6 +490,18 @@ async def test_a_cancelled_delete_with_rules_outside_a_transaction(app, cancella
     assert "_async_save_turns" not in document.__dict__
 
 
+async def assert_not_deleted(document: CwRuled, referrer: CwReferrer) -> None:
+    """The delete aborted: ``document`` stays (with the outside write of
+    :func:`assert_nothing_locked`) and ``referrer`` still refers to it."""
+    assert await CwRuled._get_collection().find_one({"_id": document.pk}) == {
+        "_id": document.pk,
+        "a": 0,
+        "b": 3,
+    }
+    raw = await CwReferrer._get_collection().find_one({"_id": referrer.pk})
+    assert raw == {"_id": referrer.pk, "doc": document.pk}
+
+
 @pytest.mark.parametrize("cancellation", CANCELLATIONS)
 async def test_a_cancelled_delete_with_rules_in_a_transaction(app, cancellation):
     """A delete with delete rules that joins the block's transaction, cancelled
@@ -510,13 +522,7 @@ async def test_a_cancelled_delete_with_rules_in_a_transaction(app, cancellation)
         await cancel_midway(in_transaction, cancellation)
         [lsid] = sessions
         await assert_nothing_locked(CwRuled._get_collection(), document.pk, lsid)
-    assert await CwRuled._get_collection().find_one({"_id": document.pk}) == {
-        "_id": document.pk,
-        "a": 0,
-        "b": 3,
-    }
-    raw = await CwReferrer._get_collection().find_one({"_id": referrer.pk})
-    assert raw == {"_id": referrer.pk, "doc": document.pk}
+    await assert_not_deleted(document, referrer)
 
 
 async def _followed(log: list, count: int) -> None:
@@ -770,13 +776,7 @@ async def test_a_cancelled_delete_with_rules_on_the_callers_session(
             lsid = session.session_id
             await assert_nothing_locked(CwRuled._get_collection(), document.pk, lsid)
     assert await stored(other) == {"_id": other.pk, "a": 5, "b": 0}
-    assert await CwRuled._get_collection().find_one({"_id": document.pk}) == {
-        "_id": document.pk,
-        "a": 0,
-        "b": 3,
-    }
-    raw = await CwReferrer._get_collection().find_one({"_id": referrer.pk})
-    assert raw == {"_id": referrer.pk, "doc": document.pk}
+    await assert_not_deleted(document, referrer)
 
 
 # How the commit of a transaction whose caller was cancelled ends: as sent,
@@ -809,15 +809,8 @@ async def test_a_commit_that_goes_on_after_a_cancellation(
         old.a = 5
         await old.async_save()
 
-    async def in_transaction() -> None:
-        if form == "callback":
-            await async_run_transaction(block)
-        else:
-            async with async_run_in_transaction():
-                await block()
-
     async with held_on_server(app, "commitTransaction", BLOCK_MS, COMMITS[commit]):
-        await cancel_midway(in_transaction, cancellation)
+        await cancel_midway(lambda: in_transaction(form, block), cancellation)
         await asyncio.sleep(BLOCK_MS / 1000 + 0.5)  # the commit ended
     raw = await stored_values()
     if commit == "failed":
@@ -843,15 +836,11 @@ async def test_the_next_save_after_a_cancelled_transaction_sends_the_changes(
     the abort ended: saved again right away, it sends its changes again."""
     document = await CwDoc(a=0, b=0).async_save()
 
-    async def in_transaction() -> None:
+    async def block() -> None:
         document.a = 1
-        if form == "callback":
-            await async_run_transaction(document.async_save)
-        else:
-            async with async_run_in_transaction():
-                await document.async_save()
+        await document.async_save()
 
     async with blocked(app, "update"):
-        await cancel_midway(in_transaction, cancellation)
+        await cancel_midway(lambda: in_transaction(form, block), cancellation)
         await document.async_save()
     assert await stored(document) == {"_id": document.pk, "a": 1, "b": 0}
