@@ -21,6 +21,7 @@ from uuid import uuid4
 
 import pytest
 from pymongo import ReadPreference
+from pymongo.errors import PyMongoError
 
 from conftest import held_on_server
 from mongoengine_async import (
@@ -389,6 +390,51 @@ async def test_the_fence_of_a_client_reading_from_secondaries(mongodb_uri, first
     secondaries = ReadPreference.SECONDARY_PREFERRED
     async with own_app(mongodb_uri, read_preference=secondaries) as app:
         await first_operation_cancelled(app, first, form, "cancel")
+
+
+@pytest.mark.parametrize(
+    ("form", "then"),
+    [
+        ("context manager", "raise another error"),
+        ("context manager", "go on to commit"),
+        ("callback", "raise another error"),
+        ("callback", "go on to commit"),
+    ],
+)
+async def test_a_first_operation_timed_out_by_the_block_leaves_no_transaction_open(
+    app, form, then
+):
+    """The block's own time-out of its first operation (``asyncio.wait_for``
+    around it, the TimeoutError caught: turned into another error, or the
+    block goes on to its commit, which fails, the server knowing no
+    transaction yet) leaves that operation on its way: the transaction that
+    did not commit is fenced all the same, so the late operation leaves no
+    transaction open locking the document."""
+    document = await CwDoc(a=0, b=0).async_save()
+    sessions = []
+
+    async def block() -> None:
+        note_session(sessions)
+        try:
+            await asyncio.wait_for(
+                CwDoc.objects(pk=document.pk).async_update(a=1), BLOCK_MS / 3000
+            )
+        except asyncio.TimeoutError:
+            if then == "raise another error":
+                raise RuntimeError("service unavailable") from None
+
+    async with blocked(app, "update"):
+        if then == "raise another error":
+            with pytest.raises(RuntimeError, match="service unavailable"):
+                await in_transaction(form, block)
+        elif form == "context manager":  # (the block cannot run again)
+            with pytest.raises(PyMongoError, match="run the block again"):
+                await in_transaction(form, block)
+        else:  # run again, the update then applied
+            await in_transaction(form, block)
+        await assert_nothing_locked(CwDoc._get_collection(), document.pk, sessions[0])
+    a = 1 if (form, then) == ("callback", "go on to commit") else 0
+    assert await stored(document) == {"_id": document.pk, "a": a, "b": 3}
 
 
 async def _until_settled(document: Document) -> None:

@@ -834,7 +834,16 @@ async def test_context_manager_reports_a_transient_commit(app_alias, command_log
         "block again (async_run_transaction() does that itself)"
     )
     assert is_transient(error.value)
-    assert sent(command_log) == ["insert", "commitTransaction"]
+    # The failed commit is fenced (a first operation may still be on its way):
+    # one more transaction on the session, aborted at once.
+    assert sent(command_log) == [
+        "insert",
+        "commitTransaction",
+        "find",
+        "abortTransaction",
+    ]
+    [fence] = [e.command for e in command_log.events if e.command_name == "find"]
+    assert fence["find"] == "mongoengine_async_fence"
     await end_session(session_id)
     assert await committed(TxAccount) == []
 

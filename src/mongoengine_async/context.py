@@ -16,10 +16,15 @@ from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+import pymongo
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import PyMongoError
+from pymongo.errors import (
+    ConnectionFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
@@ -470,7 +475,7 @@ class _Block:
         self._gone = False  # the caller left: no attempt runs any more
         self._entered: asyncio.Future[None] = loop.create_future()
         self._left: asyncio.Future[Any] = loop.create_future()
-        self._cancelled = False  # the caller was cancelled: fence the abort
+        self._unsure = False  # an operation may be on its way: fence the abort
         self._committing = False  # the caller's code ran: commit it
         self._task = asyncio.ensure_future(self._transact(transaction_kwargs))
 
@@ -480,12 +485,13 @@ class _Block:
                 self._callback, **transaction_kwargs
             )
         except BaseException:
-            if self._cancelled:
+            if self._unsure:
                 await self._fence()
             raise
 
     async def _fence(self) -> None:
-        """After an abort that followed a cancellation: an operation of the
+        """After an abort that followed a cancellation, a time-out, a lost
+        connection or a failed commit (see ``_note``): an operation of the
         block cancelled on its way (its connection dropped, so nothing can wait
         for it) may reach the server after the abort and start a transaction
         nobody ends, locking what it touches until the server's time limit.
@@ -494,12 +500,14 @@ class _Block:
         the late operation as too old. Its options are its own, not the
         client's (which a transaction's read could not take: a
         ``read_preference`` other than primary, an unacknowledged write
-        concern): PyMongo would refuse it before sending anything."""
+        concern): PyMongo would refuse it before sending anything. It waits
+        ``_FENCE_SECONDS`` at most (for a server to select: a primary lost,
+        the late operation cannot reach it either)."""
         session = self._session
         database = database_of(session.client)
         if database is None or session.has_ended or session.in_transaction:
             return
-        with contextlib.suppress(PyMongoError):
+        with contextlib.suppress(PyMongoError), pymongo.timeout(_FENCE_SECONDS):
             await session.start_transaction(**_FENCE_OPTIONS)
             try:
                 collection = session.client[database]["mongoengine_async_fence"]
@@ -522,6 +530,10 @@ class _Block:
             await _settle_writes(self._session)
         if outcome is _ABANDONED:
             raise _BlockFailed
+        # A commit that fails, unless its transaction is run again, is fenced:
+        # a block that caught its own time-out may leave an operation on its
+        # way (the server then knows no transaction yet, and refuses it).
+        self._unsure = True
         return outcome
 
     @property
@@ -599,10 +611,11 @@ class _Block:
             raise
 
     def _note(self, error: BaseException) -> None:
-        """Note the caller's cancellation (or time-out), after which the abort
-        needs a fence (see ``_fence``)."""
-        if isinstance(error, asyncio.CancelledError | TimeoutError):
-            self._cancelled = True
+        """Note an error after which the abort needs a fence (see ``_fence``):
+        the caller's cancellation, a time-out or a lost connection, also one
+        the block caught and replaced by ``error``."""
+        if _on_its_way(error):
+            self._unsure = True
 
     async def _next(self) -> bool:
         """Wait until the callback is called (True) or ``with_transaction``
@@ -643,8 +656,9 @@ class _Block:
                 outcome = await _run_labelled(fn)
             except PyMongoError as error:
                 if not error.has_error_label(_TRANSIENT):
-                    await self.failed()
+                    await self.failed(error)
                     raise
+                self._note(error)  # (if it is not run again in time)
                 self._leave(error=error)  # aborted, then run again (in time)
             except BaseException as error:
                 await self.failed(error)
@@ -654,12 +668,37 @@ class _Block:
         return self._task.result()
 
 
-# The fence's transaction options (see _Block._fence).
+# The fence's time limit and transaction options (see _Block._fence).
+_FENCE_SECONDS = 5
 _FENCE_OPTIONS: dict[str, Any] = {
     "read_concern": ReadConcern("local"),
     "write_concern": WriteConcern(w=1),
     "read_preference": ReadPreference.PRIMARY,
 }
+
+# The errors that may leave an operation of a transaction on its way.
+_UNSURE = (
+    asyncio.CancelledError,
+    asyncio.TimeoutError,
+    TimeoutError,
+    ConnectionFailure,
+)
+
+
+def _on_its_way(error: BaseException | None) -> bool:
+    """Whether ``error``, or one it was raised from or while handling, may
+    have left an operation on its way to the server (``_UNSURE``)."""
+    seen: list[BaseException] = []
+    while error is not None and not any(error is each for each in seen):
+        # (No server to send to: nothing was sent.)
+        if isinstance(error, _UNSURE) and not isinstance(
+            error, ServerSelectionTimeoutError
+        ):
+            return True
+        seen.append(error)
+        error = error.__cause__ or error.__context__
+    return False
+
 
 # What the callback of a caller that left gets: it raises _BlockFailed.
 _ABANDONED: Any = object()
