@@ -831,6 +831,12 @@ async def test_a_cancelled_delete_with_rules_on_the_callers_session(
 COMMITS = {"committed": None, "failed": 112, "unknown, then committed": 91}
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    """Return once ``condition()`` holds."""
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
 async def stored_values() -> list[dict[str, Any]]:
     """The stored CwDoc documents without their ids, in the order of those."""
     found = CwDoc._get_collection().find({}, {"_id": 0}).sort("_id")
@@ -841,23 +847,37 @@ async def stored_values() -> list[dict[str, Any]]:
 @pytest.mark.parametrize("form", ["context manager", "callback"])
 @pytest.mark.parametrize("commit", list(COMMITS))
 async def test_a_commit_that_goes_on_after_a_cancellation(
-    app, commit, form, cancellation
+    mongodb_uri, commit, form, cancellation
 ):
     """The caller cancelled while the commit is in flight: the commit goes
     on, and the documents are given back (new again, their changes marked)
     only if it does not commit. They were given back at once, also when the
     commit then succeeded: saved again, they were sent again."""
+    # A commit failing with ShutdownInProgress marks the server unknown: its
+    # retry waits for the monitor's next check (10 s by default).
+    async with own_app(mongodb_uri, heartbeatFrequencyMS=500) as app:
+        await a_commit_that_goes_on(app, commit, form, cancellation)
+
+
+async def a_commit_that_goes_on(
+    app: str, commit: str, form: str, cancellation: str
+) -> None:
     old = await CwDoc(a=0, b=0).async_save()
     new = CwDoc(a=1)
+    sessions = []
 
     async def block() -> None:
+        sessions.append(current_session())
         await new.async_save()
         old.a = 5
         await old.async_save()
 
     async with held_on_server(app, "commitTransaction", BLOCK_MS, COMMITS[commit]):
         await cancel_midway(lambda: in_transaction(form, block), cancellation)
-        await asyncio.sleep(BLOCK_MS / 1000 + 0.5)  # the commit ended
+        # The commit ended, and the documents were settled before its session
+        # was ended (a retried commit may need a new server selection first).
+        [session] = sessions
+        await asyncio.wait_for(until(lambda: session.has_ended), 5)
     raw = await stored_values()
     if commit == "failed":
         assert raw == [{"a": 0, "b": 0}]
