@@ -10,6 +10,7 @@ transactions and under a cancellation delivered at every await (anyio)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import time
@@ -37,6 +38,7 @@ from mongoengine_async import (
     async_run_in_transaction,
     async_run_transaction,
     connect_async,
+    context,
     get_async_connection,
     signals,
 )
@@ -435,6 +437,59 @@ async def test_a_first_operation_timed_out_by_the_block_leaves_no_transaction_op
         await assert_nothing_locked(CwDoc._get_collection(), document.pk, sessions[0])
     a = 1 if (form, then) == ("callback", "go on to commit") else 0
     assert await stored(document) == {"_id": document.pk, "a": a, "b": 3}
+
+
+@pytest.mark.parametrize("then", ["another operation", "in a task group"])
+async def test_a_first_operation_timed_out_and_gone_on_from_is_fenced(app, then):
+    """The block's own time-out of its first operation, not in the error it
+    raises: the block went on to another operation, which reached the server
+    first (NoSuchTransaction), or the time-out is in the ExceptionGroup of a
+    task group. The late first operation is fenced all the same."""
+    if then == "in a task group" and not hasattr(asyncio, "TaskGroup"):
+        pytest.skip("asyncio.TaskGroup is Python 3.11's")
+    document = await CwDoc(a=0, b=0).async_save()
+    sessions = []
+
+    def update() -> Awaitable[Any]:
+        update = CwDoc.objects(pk=document.pk).async_update(a=1)
+        return asyncio.wait_for(update, BLOCK_MS / 3000)
+
+    async def block() -> None:
+        note_session(sessions)
+        if then == "in a task group":
+            async with asyncio.TaskGroup() as group:  # type: ignore[attr-defined]
+                group.create_task(update())
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await update()
+        await CwDoc.objects(pk=document.pk).async_first()
+
+    async with blocked(app, "update"):
+        with pytest.raises(Exception) as raised:
+            await in_transaction("context manager", block)
+        if then == "another operation":
+            assert getattr(raised.value, "code", None) == 251  # NoSuchTransaction
+        await assert_nothing_locked(CwDoc._get_collection(), document.pk, sessions[0])
+    assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
+
+
+async def test_the_fence_waits_a_bounded_time(app, monkeypatch):
+    """A fence the server does not answer is given up after
+    ``_FENCE_SECONDS``: the block's error is raised then, its abort done."""
+    monkeypatch.setattr(context, "_FENCE_SECONDS", 0.5)
+    document = await CwDoc(a=0, b=0).async_save()
+
+    async def block() -> None:
+        await CwDoc.objects(pk=document.pk).async_update(a=1)
+        await stack.enter_async_context(held_on_server(app, "find", 4 * BLOCK_MS))
+        raise RuntimeError("gave up") from asyncio.TimeoutError()
+
+    async with contextlib.AsyncExitStack() as stack:
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="gave up"):
+            await in_transaction("context manager", block)
+        assert time.monotonic() - started < 2 * BLOCK_MS / 1000
+        assert await stored(document) == {"_id": document.pk, "a": 0, "b": 0}
 
 
 async def _until_settled(document: Document) -> None:

@@ -848,6 +848,42 @@ async def test_context_manager_reports_a_transient_commit(app_alias, command_log
     assert await committed(TxAccount) == []
 
 
+# An error the block raises, and whether its abort is fenced (one more
+# transaction on the session: see context._Block._fence).
+FENCED_AFTER = {
+    "lost connection": (pymongo.errors.AutoReconnect("connection reset"), True),
+    "network time-out": (pymongo.errors.NetworkTimeout("timed out"), True),
+    # Nothing was sent (no server): no fence, which would wait for one too.
+    "no server": (pymongo.errors.ServerSelectionTimeoutError("no primary"), False),
+    # The server ended the operation itself (maxTimeMS).
+    "time limit": (pymongo.errors.ExecutionTimeout("time limit", 50), False),
+    # The server knows no transaction: the first operation may be on its way.
+    "no such transaction": (pymongo.errors.OperationFailure("no txn", 251), True),
+    "another error": (ValueError("not this one"), False),
+}
+
+
+@pytest.mark.parametrize("raised", list(FENCED_AFTER))
+@pytest.mark.parametrize("form", FORMS)
+async def test_the_aborts_that_are_fenced(app_alias, command_log, form, raised):
+    """An abort is fenced after an error that may leave an operation of the
+    block on its way, and only then (a fence after a server selection that
+    timed out would wait for a server too)."""
+    await warm()
+    error, fenced = FENCED_AFTER[raised]
+
+    async def block() -> None:
+        await TxAccount(name="aborted").async_save()
+        raise error
+
+    command_log.clear()
+    with pytest.raises(type(error)):
+        await run_in(form, block)
+    fence = ["find", "abortTransaction"] if fenced else []
+    assert sent(command_log) == ["insert", "abortTransaction", *fence]
+    assert await committed(TxAccount) == []
+
+
 async def test_callback_form_raises_other_errors_at_once(async_alias, command_log):
     await warm()
     attempts = []

@@ -22,6 +22,7 @@ from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import (
     ConnectionFailure,
+    OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
 )
@@ -613,7 +614,7 @@ class _Block:
     def _note(self, error: BaseException) -> None:
         """Note an error after which the abort needs a fence (see ``_fence``):
         the caller's cancellation, a time-out or a lost connection, also one
-        the block caught and replaced by ``error``."""
+        the block caught and replaced by ``error`` (see ``_on_its_way``)."""
         if _on_its_way(error):
             self._unsure = True
 
@@ -683,21 +684,45 @@ _UNSURE = (
     TimeoutError,
     ConnectionFailure,
 )
+# The server's code for a transaction it does not know: the operation the
+# block sent first (which starts it) may not have reached it yet.
+_NO_SUCH_TRANSACTION = 251
 
 
 def _on_its_way(error: BaseException | None) -> bool:
-    """Whether ``error``, or one it was raised from or while handling, may
-    have left an operation on its way to the server (``_UNSURE``)."""
+    """Whether ``error``, or one it was raised from or while handling, or
+    one it groups (an ``ExceptionGroup`` of a task group), may have left an
+    operation on its way to the server (``_UNSURE``), or says the server
+    knows no transaction yet (NoSuchTransaction: an operation that went on
+    after the block's first one timed out reached it first)."""
     seen: list[BaseException] = []
-    while error is not None and not any(error is each for each in seen):
-        # (No server to send to: nothing was sent.)
-        if isinstance(error, _UNSURE) and not isinstance(
-            error, ServerSelectionTimeoutError
-        ):
-            return True
-        seen.append(error)
-        error = error.__cause__ or error.__context__
+    pending = [error]
+    while pending:
+        error = pending.pop()
+        while error is not None and not any(error is each for each in seen):
+            # (No server to send to: nothing was sent.)
+            if isinstance(error, _UNSURE) and not isinstance(
+                error, ServerSelectionTimeoutError
+            ):
+                return True
+            if (
+                isinstance(error, OperationFailure)
+                and error.code == _NO_SUCH_TRANSACTION
+            ):
+                return True
+            seen.append(error)
+            pending.extend(_grouped(error))
+            error = error.__cause__ or error.__context__
     return False
+
+
+def _grouped(error: BaseException) -> list[BaseException]:
+    """The errors ``error`` groups, if it is an exception group (Python
+    3.11's, or the ``exceptiongroup`` backport's on 3.10)."""
+    exceptions = getattr(error, "exceptions", None)
+    if not isinstance(exceptions, tuple):
+        return []
+    return [each for each in exceptions if isinstance(each, BaseException)]
 
 
 # What the callback of a caller that left gets: it raises _BlockFailed.
