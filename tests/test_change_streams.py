@@ -312,6 +312,36 @@ async def test_a_filter_on_the_id_sees_every_event_of_that_document(
     ]
 
 
+async def test_a_filter_on_ids_by_q_objects_sees_their_deletes(
+    async_alias: str,
+) -> None:
+    """A filter only on the id spelled with Q objects (``$or`` of ids) is a
+    filter on the id too: it matches documentKey, deletes included."""
+    watched, also, other = ObjectId(), ObjectId(), ObjectId()
+    queryset = CsBook.objects(Q(id=watched) | Q(id=also))
+    stream = queryset.async_watch()
+    assert stream.pipeline() == [
+        {
+            "$match": {
+                "documentKey": {"$ne": None},
+                "$or": [{"documentKey._id": watched}, {"documentKey._id": also}],
+            }
+        }
+    ]
+    mixed = CsBook.objects(Q(id=watched) | Q(pages=1)).async_watch().pipeline()
+    assert mixed[0]["$match"]["fullDocument"] == {"$ne": None}
+    async with stream:
+        await CsBook(id=other, title="other").async_save()
+        book = await CsBook(id=watched, title="watched").async_save()
+        await CsBook.objects(id=other).async_delete()
+        await book.async_delete()
+        events = await take(stream, 2)
+    assert [(e.operation_type, e.pk) for e in events] == [
+        ("insert", watched),
+        ("delete", watched),
+    ]
+
+
 async def test_the_filter_is_mongoengines_query(async_alias: str) -> None:
     stream = CsBook.objects(title__startswith="Du", publisher__city="Paris")
     assert stream.async_watch().pipeline() == [

@@ -90,17 +90,18 @@ def match_stage(
 ) -> dict[str, Any]:
     """The ``$match`` of a stream for a queryset's filter and its ``_cls`` part.
 
-    A filter only on ``_id`` matches ``documentKey`` (every event of those
-    documents, deletes too); any other filter matches ``fullDocument``, and
-    only events that carry one: a filter that a missing field satisfies
-    (``$ne``, ``$nin``, ``None``, ``$exists: False``) would pass every delete,
-    every update whose document is gone and every collection event. The
-    class restriction of an inheritance hierarchy applies to events that carry
-    a full document; the others (deletes) cannot name a class and pass.
+    A filter only on ``_id`` (also through ``$or``, ``$and``, ``$nor``)
+    matches ``documentKey`` (every event of those documents, deletes too);
+    any other filter matches ``fullDocument``, and only events that carry
+    one: a filter that a missing field satisfies (``$ne``, ``$nin``,
+    ``None``, ``$exists: False``) would pass every delete, every update whose
+    document is gone and every collection event. The class restriction of an
+    inheritance hierarchy applies to events that carry a full document; the
+    others (deletes) cannot name a class and pass.
     """
     parts: list[dict] = []
     if filter_:
-        root = "documentKey" if set(filter_) == {"_id"} else "fullDocument"
+        root = "documentKey" if _only_on_id(filter_) else "fullDocument"
         parts.append({root: {"$ne": None}, **_prefixed(filter_, root + ".")})
     if cls_query:
         on_class = _prefixed(cls_query, "fullDocument.")
@@ -108,6 +109,22 @@ def match_stage(
     if len(parts) > 1:
         return {"$and": parts}
     return parts[0] if parts else {}
+
+
+def _only_on_id(filter_: Mapping[str, Any]) -> bool:
+    """Whether ``filter_`` names ``_id`` and no other field, also through
+    ``$and``/``$or``/``$nor`` (``Q(id=a) | Q(id=b)``)."""
+    named = False
+    for key, value in filter_.items():
+        if key in _LOGICAL:
+            if not all(_only_on_id(clause) for clause in value):
+                return False
+            named = True
+        elif key == "_id":
+            named = True
+        elif key not in _PASSED:
+            return False
+    return named
 
 
 def _prefixed(filter_: Mapping[str, Any], prefix: str) -> dict:
