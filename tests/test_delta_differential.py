@@ -5,7 +5,8 @@ documents, also dynamic and polymorphic ones, lists, maps, dicts of any
 depth, deletions; falsy values against defaults, two fields stored under
 each other's name, references), saves (some with a save condition, forced
 inserts, unvalidated), reloads, fetches again (also with only() or
-exclude()), JSON round trips, deep copies, validation, modifies, updates and deletes.
+exclude()), JSON round trips, deep copies, validation, modifies (some with a
+query), updates and deletes.
 The program runs three times: through plain MongoEngine (its own
 ``Document`` classes) on a sync ``mongoengine.connect`` alias, through this
 package's classes on a sync alias (``save()``, ``reload()``...) and on an
@@ -409,9 +410,10 @@ def edits_of(kind: str) -> dict[str, Edit]:
 # -- programs ------------------------------------------------------------------------
 
 SAVE_CONDITIONS = [{"n": 0}, {"name": "s"}, {"tags": "a"}, {"embs__x": 1}]
+DYNAMIC_CONDITIONS = [{"name": "s"}, {"dx": 3}, {"dy__exists": False}, {"dx__ne": 3}]
 OTHER_STEPS = ["save", "save_if", "refetch", "reload", "only", "modify", "update"]
 OTHER_STEPS += ["update2", "exclude", "save_unvalidated", "delete_save"]
-OTHER_STEPS += ["validate", "from_json", "force_insert", "deepcopy"]
+OTHER_STEPS += ["validate", "from_json", "force_insert", "deepcopy", "modify_if"]
 STATIC_UPDATES = [
     {"inc__n": 1},
     {"push__tags": "u"},
@@ -527,6 +529,11 @@ class Run:
                     await self.call(document, "save", save_condition=condition)
                 elif name in ("modify", "update"):
                     name += f" -> {await self.call(document, name, **updates[k])}"
+                elif name == "modify_if":
+                    dynamic = kind.startswith("Dyn")
+                    query = (DYNAMIC_CONDITIONS if dynamic else SAVE_CONDITIONS)[k]
+                    modified = await self.call(document, "modify", query, **updates[k])
+                    name += f" -> {modified}"
                 elif name == "update2":
                     update = (updates2 or {})[k]
                     name += f" -> {await self.call(document, 'update', **update)}"

@@ -1,20 +1,22 @@
 """Random querysets and updates give what MongoEngine's give.
 
 Hypothesis draws a few documents (strings, numbers, decimals, dates, lists,
-embedded documents and lists of them, dicts, maps, references, renamed fields,
-a subclass stored with ``_cls``; and a class with a string primary key and a
+embedded documents and lists of them, dicts, maps, references, renamed fields, a
+subclass stored with ``_cls``; and a class with a string primary key and a
 default ordering), a chain of queryset methods (filters with every operator,
-``Q`` trees, ``__raw__``, ordering, slices, projections, scalars, options...),
-an argument for each terminal, and an update. Every terminal reads the stored
-documents through the chain, then the update writes; the whole scenario runs
-three times on the same stored documents: through MongoEngine's own QuerySet
-on a ``connect()`` alias, through ours on a ``connect()`` alias and through
-ours on an async alias (its ``async_*`` terminals). Compared: the results
-(values, order, the types of the loaded values; a reference by its id, as an
-async alias reads it as a proxy), the documents stored after the write, the
-filter, sort, projection and update documents sent, and the errors (type and
-message). The deliberate differences of docs/querysets.md are left out where
-they apply.
+``Q`` trees, ``__raw__``, ordering, slices, projections, scalars, read
+preferences, options...), an argument for each terminal (``select_related`` and
+``explain`` too), and an update. Every terminal reads the stored documents
+through the chain, then the update writes; the whole scenario runs three times
+on the same stored documents: through MongoEngine's own QuerySet on a
+``connect()`` alias, through ours on a ``connect()`` alias and through ours on
+an async alias (its ``async_*`` terminals). Compared: the results (values,
+order, the types of the loaded values; a reference by its id, as an async alias
+reads it as a proxy, or the document select_related loaded; the shape of an
+explain output, not its plan), the documents stored after the write, the filter,
+sort, projection, read preference and update documents sent, and the errors
+(type and message). The deliberate differences of docs/querysets.md are left out
+where they apply.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from bson import DBRef, ObjectId
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from mongoengine.base import BaseDocument
+from pymongo import ReadPreference
 
 import mongoengine_async
 from fuzz_budget import budget
@@ -304,6 +307,14 @@ ITEM_FIELDS += ["info", "counts", "ref", "refs", "id", "extra"]
 FLAT_FIELDS = ["s", "i", "tags", "part", "part__name", "ref", "code", "pk"]
 
 
+PREFERENCES = {
+    "primary": ReadPreference.PRIMARY,
+    "primaryPreferred": ReadPreference.PRIMARY_PREFERRED,
+    "secondaryPreferred": ReadPreference.SECONDARY_PREFERRED,
+    "nearest": ReadPreference.NEAREST,
+}
+
+
 def steps(filters: Any, fields: list[str], orderings: list[str]) -> Any:
     names = st.lists(st.sampled_from(fields), min_size=1, max_size=3, unique=True)
     return st.one_of(
@@ -336,6 +347,7 @@ def steps(filters: Any, fields: list[str], orderings: list[str]) -> Any:
         keyed(["collation"], st.just({"locale": "en", "strength": 1})),
         keyed(["max_time_ms"], st.just(5000)),
         keyed(["timeout", "allow_disk_use"], st.booleans()),
+        keyed(["read_preference"], st.sampled_from(sorted(PREFERENCES))),
     )
 
 
@@ -363,6 +375,8 @@ def terminals(filters: Any, fields: list[str], ids: Any, numbers: list[str]) -> 
         "in_bulk": st.lists(ids, max_size=3),
         "with_id": ids,
         "aggregate": st.sampled_from(pipelines),
+        "select_related": st.integers(1, 2),
+        "explain": st.none(),
     }
     return st.fixed_dictionaries(arguments).map(lambda drawn: list(drawn.items()))
 
@@ -498,6 +512,8 @@ def chained(family: str, name: str, chain: list) -> Any:
             queryset = getattr(queryset, method)(*argument)
         elif method == "fields":
             queryset = queryset.fields(**argument)
+        elif method == "read_preference":
+            queryset = queryset.read_preference(PREFERENCES[argument])
         elif argument is None:
             queryset = getattr(queryset, method)()
         else:
@@ -525,6 +541,8 @@ def read_sync(queryset: Any, terminal: tuple, family: str) -> Any:
         "in_bulk": lambda: queryset.in_bulk(argument),
         "with_id": lambda: queryset.with_id(argument),
         "aggregate": lambda: list(queryset.aggregate(argument)),
+        "select_related": lambda: queryset.select_related(argument),
+        "explain": lambda: explained(queryset.explain()),
     }
     return calls[name]()
 
@@ -552,8 +570,25 @@ async def read_async(queryset: Any, terminal: tuple, family: str) -> Any:
         "average": lambda: queryset.async_average(argument),
         "in_bulk": lambda: queryset.async_in_bulk(argument),
         "with_id": lambda: queryset.async_with_id(argument),
+        "select_related": lambda: queryset.async_select_related(argument),
     }
+    if name == "explain":
+        return explained(await queryset.async_explain())
     return await calls[name]()
+
+
+def explained(plan: dict) -> dict:
+    """The shape of an explain() output, not the plan: its sections, the
+    collection, the query the server parsed and the command it explains."""
+    ignored = ("$db", "lsid", "$clusterTime", "$readPreference", "txnNumber")
+    return {
+        "sections": sorted(
+            k for k in plan if k not in ("$clusterTime", "operationTime")
+        ),
+        "namespace": plan["queryPlanner"]["namespace"].split(".", 1)[1],
+        "parsed": plan["queryPlanner"]["parsedQuery"],
+        "command": {k: v for k, v in plan["command"].items() if k not in ignored},
+    }
 
 
 def write_arguments(kind: str) -> tuple[str, dict[str, Any]]:
@@ -617,9 +652,10 @@ def stored_form(value: Any) -> Any:
     return value
 
 
-def loaded_form(value: Any, top: bool = False) -> Any:
+def loaded_form(value: Any, top: bool = False, deep: bool = False) -> Any:
     """A loaded value with its type: documents by class and ``_data`` (a
-    reference by its id; a DBRef as such), containers as plain ones (a
+    reference by its id, or, ``deep`` (select_related), a loaded one by its
+    class and ``_data`` too; a DBRef as such), containers as plain ones (a
     container's first read makes it a BaseList/BaseDict either way)."""
     if isinstance(value, AsyncReferenceProxy):
         return ("reference", value.pk)
@@ -630,17 +666,23 @@ def loaded_form(value: Any, top: bool = False) -> Any:
     if isinstance(value, mongoengine.Document) and (
         not top or type(value).__name__.endswith("RqTarget")
     ):
+        if deep:
+            return ("loaded", value.pk, loaded_form(value, top=True, deep=False))
         return ("reference", value.pk)
     if isinstance(value, BaseDocument):
         data = value._data
-        fields = [(k, loaded_form(data[k])) for k in value._fields_ordered if k in data]
+        fields = [
+            (k, loaded_form(data[k], deep=deep))
+            for k in value._fields_ordered
+            if k in data
+        ]
         return (unprefixed(type(value).__name__), fields, value._created)
     if isinstance(value, tuple):
-        return tuple(loaded_form(item) for item in value)
+        return tuple(loaded_form(item, deep=deep) for item in value)
     if isinstance(value, list):
-        return [loaded_form(item) for item in value]
+        return [loaded_form(item, deep=deep) for item in value]
     if isinstance(value, dict):
-        return {key: loaded_form(item) for key, item in value.items()}
+        return {key: loaded_form(item, deep=deep) for key, item in value.items()}
     if isinstance(value, str):
         return unprefixed(value)
     return (type(value).__name__, stored_form(value))
@@ -656,22 +698,24 @@ def error_form(error: Exception) -> tuple:
 
 # Documents are results (top level) for these terminals, and for the writes.
 DOCUMENT_TERMINALS = {"list", "iter", "to_list", "first", "get", "get_by", "with_id"}
+DOCUMENT_TERMINALS |= {"select_related"}
 
 
 def result_form(result: Any, terminal: tuple | None) -> Any:
     if isinstance(result, tuple) and result[:1] == ("raised",):
         return result
     top = terminal is None or terminal[0] in DOCUMENT_TERMINALS | {"in_bulk"}
+    deep = terminal is not None and terminal[0] == "select_related"
     if isinstance(result, dict) and terminal and terminal[0] == "in_bulk":
         return {key: loaded_form(item, top) for key, item in result.items()}
     if isinstance(result, list):
-        return [loaded_form(item, top) for item in result]
+        return [loaded_form(item, top, deep) for item in result]
     return loaded_form(result, top)
 
 
 SENT = ["find", "filter", "sort", "projection", "skip", "limit", "hint"]
 SENT += ["collation", "comment", "updates", "query", "update", "new", "upsert"]
-SENT += ["remove", "fields", "key", "pipeline", "deletes", "q"]
+SENT += ["remove", "fields", "key", "pipeline", "deletes", "q", "$readPreference"]
 IGNORED = {"getMore", "killCursors", "listIndexes", "createIndexes", "insert", "drop"}
 
 
@@ -728,6 +772,19 @@ def deliberate(chain: list, terminal: tuple | None, theirs: dict, ours: dict) ->
         ours["sent"] = theirs["sent"]  # (estimated: MongoEngine counts {} skipping 0)
     if kind == "distinct" and argument in ("part", "parts", "counts", "info"):
         ours["result"] = theirs["result"]  # embedded documents built, a plain list
+    if kind == "select_related" and any(step[0] == "as_pymongo" for step in chain):
+        ours.update(theirs)  # raises InvalidQueryError (docs/references.md)
+    scalars = any(step[0] == "scalar" and len(step[1]) > 1 for step in chain)
+    if kind == "select_related" and scalars and isinstance(ours["result"], list):
+        # The rows of a scalar() of several fields: tuples (as async_scalar's),
+        # where MongoEngine's select_related() turns them into lists.
+        ours["result"] = [
+            list(row) if isinstance(row, tuple) else row for row in ours["result"]
+        ]
+    if kind == "explain" and any(
+        step[0] == "slice" and step[1][0] == step[1][1] for step in chain
+    ):  # (MongoEngine's is PyMongo's explain() of an empty cursor: StopIteration)
+        ours.update(theirs)
     if any(step[0] in CURSOR_MAKERS for step in chain) and (
         kind in ("scalar", "values_list", "get_by")
     ):  # MongoEngine's scalar() and get() keep the stale cursor (no projection)
