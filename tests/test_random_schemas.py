@@ -231,6 +231,7 @@ ITEM_KINDS = [
     "generic_reference",
     "point",
     "file",
+    "cached_reference",
 ]
 BOUNDED = {
     "string": ("max_length", "min_length"),
@@ -268,8 +269,8 @@ def field_specs(
     (``in_embedded``: of an embedded class, which takes no cached reference)."""
     containers = ["list", "dict", "map", "sorted_list"]
     kinds = [*KINDS, *containers] if depth == 0 else ITEM_KINDS
-    if in_embedded and depth == 0:
-        kinds.remove("cached_reference")
+    if in_embedded:
+        kinds = [kind for kind in kinds if kind != "cached_reference"]
     if depth == 0 and embedded:
         kinds += ["embedded", "embedded_list", "generic_embedded", "embedded_map"]
     if depth == 0 and draw(st.booleans()):  # containers half the time
