@@ -7,7 +7,8 @@ and their ``save_condition``: a save it refuses keeps its changes), a changer
 task (its edits: top-level fields, fields of embedded documents, also nested
 ones, list items, appends, pops and inserts, map values, values set to None or
 emptied, the referenced document, each after some turns), a reader task (reloads
-of some fields or all, modifies, also conditional, updates then reloads), saves
+of some fields or all, modifies, also conditional, updates then reloads, a
+delete), saves
 cancelled at some point, and what the ``post_save`` receivers do (turns or
 milliseconds they await; some change a field themselves, a change MongoEngine's
 save clears). The schedule runs on one instance, new or loaded, of a Document or
@@ -174,6 +175,9 @@ READS: dict[str, Callable[[Any], Awaitable[Any]]] = {
     "modify if": lambda d: d.async_modify({"b__lt": 500}, set__a=7, inc__b=1),
     "update, reload a": lambda d: update_then_reload(d),
     "update, reload": lambda d: update_then_reload(d, "b", "e", "es", "m", "tags"),
+    # (The saves after it store only their changes: the run's end inserts the
+    # instance again, which must then hold all it had.)
+    "delete": lambda d: d.async_delete(),
 }
 # A save's condition: none, or one that holds until the changer's values
 # (0 to 999) are stored. A save it refused keeps its changes for the next.
@@ -290,12 +294,17 @@ async def play(model: type, new: bool, schedule: dict, receiver: Any) -> None:
             else:
                 EDITS[name](document, value)
 
-    half_reloaded = False
+    half_reloaded = deleted = False
 
     async def reader() -> None:
-        nonlocal half_reloaded
+        nonlocal half_reloaded, deleted
         for count, name in schedule["reads"]:
             await pause(count)
+            if name == "delete":
+                if document.pk is not None:
+                    await READS[name](document)
+                    deleted = True
+                continue
             # Not saved yet (no id, or no document).
             with contextlib.suppress(
                 DoesNotExist, InvalidDocumentError, AttributeError
@@ -326,7 +335,11 @@ async def play(model: type, new: bool, schedule: dict, receiver: Any) -> None:
             result, asyncio.CancelledError
         ):
             raise result
-    await document.async_save()
+    if deleted:
+        await model.objects(pk=document.pk).async_delete()
+        await document.async_save(force_insert=True)
+    else:
+        await document.async_save()
     stored = await model._get_collection().find_one({"_id": document.pk})
     if half_reloaded:
         return
