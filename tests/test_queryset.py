@@ -6,12 +6,14 @@ import asyncio
 import gc
 import warnings
 
+import mongoengine
 import pytest
 from bson import ObjectId
 from mongoengine.errors import BulkWriteError
 from pymongo import ReadPreference
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 
+from conftest import sync_alias_beside
 from mongoengine_async import (
     Document,
     EmbeddedDocument,
@@ -485,6 +487,38 @@ async def test_async_count(async_alias):
     assert await limited.async_count(with_limit_and_skip=True) == 2
     assert await QsPerson.objects.skip(4).async_count(with_limit_and_skip=True) == 1
     assert await QsPerson.objects[1:3].async_count(with_limit_and_skip=True) == 2
+
+
+_BAD_CURSOR_SETTINGS = {
+    "negative skip": lambda queryset: queryset.skip(-1),
+    "text skip": lambda queryset: queryset.skip("1"),
+    "float skip": lambda queryset: queryset.skip(1.0),
+    "text limit": lambda queryset: queryset.limit("2"),
+    "negative batch size": lambda queryset: queryset.batch_size(-1),
+    "text batch size": lambda queryset: queryset.batch_size("5"),
+}
+
+
+@pytest.mark.parametrize("with_limit_and_skip", [False, True])
+@pytest.mark.parametrize("setting", list(_BAD_CURSOR_SETTINGS))
+async def test_async_count_refuses_what_mongoengines_cursor_refuses(
+    async_alias, mongodb_uri, setting, with_limit_and_skip
+):
+    # MongoEngine's count() builds its cursor, whose setters raise; ours
+    # counted regardless (or sent the value for the server to refuse).
+    await _people()
+    chain = _BAD_CURSOR_SETTINGS[setting]
+    with sync_alias_beside("qs_count_sync", async_alias, mongodb_uri) as alias:
+
+        class QsCountPerson(mongoengine.Document):
+            meta = {"db_alias": alias, "collection": "qs_person"}
+
+        with pytest.raises((TypeError, ValueError)) as sync_error:
+            chain(QsCountPerson.objects).count(with_limit_and_skip)
+    with pytest.raises(type(sync_error.value)) as error:
+        await chain(QsPerson.objects).async_count(with_limit_and_skip)
+    assert str(error.value) == str(sync_error.value)
+    assert await QsPerson.objects.skip(0).batch_size(0).async_count(True) == 5
 
 
 async def test_async_exists(async_alias):

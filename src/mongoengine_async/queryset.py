@@ -650,6 +650,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         collection = await self._async_collection("async_count", "count()", session)
         if self._none or self._empty or (self._limit == 0 and not with_limit_and_skip):
             return 0
+        self._check_cursor_settings()
         options: dict[str, Any] = {}
         if with_limit_and_skip:
             if self._limit:
@@ -665,6 +666,21 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         if not self._query and not options and session is None:
             return await collection.estimated_document_count()
         return await collection.count_documents(self._query, session=session, **options)
+
+    def _check_cursor_settings(self) -> None:
+        """Raise what MongoEngine's ``count()`` raises building its cursor
+        (which PyMongo's ``skip``, ``limit`` and ``batch_size`` check) for a
+        skip, limit or batch size the cursor refuses: ours counts without a
+        cursor. Plain ints pass at once; anything else builds the cursor, so
+        PyMongo's own checks raise."""
+        skip, limit, size = self._skip, self._limit, self._batch_size
+        if (
+            (skip is None or (type(skip) is int and skip >= 0))
+            and (limit is None or type(limit) is int)
+            and (size is None or (type(size) is int and size >= 0))
+        ):
+            return
+        self._new_cursor()
 
     async def async_exists(self, *, session: AsyncClientSession | None = None) -> bool:
         """Whether anything matches, fetching at most one id.
