@@ -209,28 +209,60 @@ class CtxSyncItem(Document):
     marker = StringField()
 
 
-async def test_a_sync_operation_inside_a_task_switch_is_refused(sync_default):
-    """async_switch_db/async_switch_collection on a class of a sync alias, with
-    sync operations inside: MongoEngine's sync path keeps the collection on
-    the class, so the switch leaked out of the block (every later save went
-    to the switched collection, for every task) or, made after the class's
-    first use, was silently ignored; a switched alias was read from meta (an
-    async class switched to a sync alias: "has not been defined" for its own
-    alias). Refused now, naming MongoEngine's switches."""
-    from mongoengine_async import AsyncUsageError, ConnectionFailure
+class CtxSyncHolder(Document):
+    item = ReferenceField(CtxSyncItem)
 
-    async with async_switch_collection(CtxSyncItem, "ctx_sync_other"):
-        with pytest.raises(AsyncUsageError, match="switch_collection"):
-            CtxSyncItem(marker="inside").save()
-        with pytest.raises(AsyncUsageError, match="'default' is not async"):
-            CtxSyncItem.objects.count()
+
+async def test_a_task_switch_of_a_sync_alias_is_refused_at_entry(
+    sync_default, mongodb_uri
+):
+    """async_switch_db to a sync alias, async_switch_collection and
+    async_no_dereference of a class on one: only async operations follow
+    them, so the block was entered and then every operation inside refused
+    (async_no_dereference: sync reads ignored it, references loaded). Refused
+    at entry now, naming the alias and MongoEngine's context manager."""
+    import mongoengine
+
+    from mongoengine_async import AsyncUsageError, ConnectionFailure, connect
+
+    refusals = [
+        (
+            async_switch_collection(CtxSyncItem, "ctx_sync_other"),
+            r"async_switch_collection\(\) needs an async alias but 'default' .*"
+            r"switch_collection\(CtxSyncItem, 'ctx_sync_other'\)",
+        ),
+        (
+            async_switch_db(CtxItem, "default"),
+            r"async_switch_db\(\) needs an async alias but 'default' .*"
+            r"switch_db\(CtxItem, 'default'\)",
+        ),
+        (
+            async_no_dereference(CtxSyncHolder),
+            r"async_no_dereference\(\) needs an async alias but 'default' .*"
+            r"no_dereference\(CtxSyncHolder\)",
+        ),
+    ]
+    for block, message in refusals:
+        with pytest.raises(AsyncUsageError, match=message):
+            async with block:
+                pytest.fail("entered")
+    async with async_no_dereference(mongoengine.EmbeddedDocument):
+        pass  # (a class without an alias)
+    # An alias not registered at entry, as MongoEngine's switch_db allows;
+    # connected sync inside, the sync operations still refuse the switch.
     async with async_switch_db(CtxSyncItem, "ctx-nowhere"):
         with pytest.raises(ConnectionFailure, match="ctx-nowhere"):
             CtxSyncItem.objects.count()
+        connect(
+            db=sync_default.name,
+            alias="ctx-nowhere",
+            host=mongodb_uri,
+            uuidRepresentation="standard",
+        )
+        try:
+            with pytest.raises(AsyncUsageError, match="switch_db"):
+                CtxSyncItem(marker="inside").save()
+        finally:
+            mongoengine.disconnect("ctx-nowhere")
     CtxSyncItem(marker="after").save()
     assert [raw["marker"] for raw in sync_default.ctx_sync_item.find()] == ["after"]
-    assert sync_default.ctx_sync_other.count_documents({}) == 0
-    async with async_switch_collection(CtxSyncItem, "ctx_sync_other"):
-        with pytest.raises(AsyncUsageError):  # the class's collection is kept now
-            CtxSyncItem(marker="ignored").save()
-    assert sync_default.ctx_sync_item.count_documents({}) == 1

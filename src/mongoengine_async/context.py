@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+import mongoengine
 import pymongo
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from pymongo import AsyncMongoClient, ReadPreference
@@ -33,10 +34,11 @@ from mongoengine_async.connection import (
     connection_of,
     database_of,
     get_async_connection,
+    is_sync_connection,
     serves,
 )
 from mongoengine_async.errors import ForeignSessionError, NestedTransactionError
-from mongoengine_async.guards import require_async
+from mongoengine_async.guards import require_async, sync_alias_error
 
 __all__ = (
     "async_no_dereference",
@@ -230,6 +232,7 @@ async def _bind(var: ContextVar, value: Any) -> AsyncIterator[None]:
 @asynccontextmanager
 async def async_switch_db(cls: T, alias: str) -> AsyncIterator[T]:
     """Make ``cls`` use database alias ``alias`` inside the block (this task only)."""
+    _refuse_sync(alias, "async_switch_db", f"switch_db({cls.__name__}, '{alias}')")
     async with _bind(_db_aliases, {**_db_aliases.get(), cls: alias}):
         yield cls
 
@@ -237,6 +240,8 @@ async def async_switch_db(cls: T, alias: str) -> AsyncIterator[T]:
 @asynccontextmanager
 async def async_switch_collection(cls: T, collection_name: str) -> AsyncIterator[T]:
     """Make ``cls`` use collection ``collection_name`` inside the block."""
+    use = f"switch_collection({cls.__name__}, {collection_name!r})"
+    _refuse_sync(_alias_now(cls), "async_switch_collection", use)
     async with _bind(_collections, {**_collections.get(), cls: collection_name}):
         yield cls
 
@@ -244,8 +249,29 @@ async def async_switch_collection(cls: T, collection_name: str) -> AsyncIterator
 @asynccontextmanager
 async def async_no_dereference(cls: T) -> AsyncIterator[T]:
     """Inside the block, references of ``cls`` read as their stored value."""
+    if issubclass(cls, mongoengine.Document):  # (not an embedded class)
+        use = f"no_dereference({cls.__name__})"
+        _refuse_sync(_alias_now(cls), "async_no_dereference", use)
     async with _bind(_no_dereference, _no_dereference.get() | {cls}):
         yield cls
+
+
+def _alias_now(cls: type[Any]) -> str:
+    """The alias of document class ``cls`` in this task (switched, else meta)."""
+    meta = getattr(cls, "_meta", {})
+    return switched_alias(cls) or meta.get("db_alias", DEFAULT_CONNECTION_NAME)
+
+
+def _refuse_sync(alias: str, name: str, use: str) -> None:
+    """Refuse to enter block ``name`` for an alias registered as sync: only
+    async operations follow the block (a sync one inside raises), and
+    MongoEngine's ``use`` (a context manager of
+    ``mongoengine.context_managers``) is the sync way. An alias not
+    registered (yet) is let through, as by MongoEngine's switch_db."""
+    if is_sync_connection(alias):
+        raise sync_alias_error(
+            alias, "mongoengine_async", name, f"mongoengine.context_managers.{use}"
+        )
 
 
 # A transaction on a sync alias, as MongoEngine 0.29 has none of its own.
