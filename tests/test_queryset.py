@@ -521,6 +521,24 @@ async def test_async_count_refuses_what_mongoengines_cursor_refuses(
     assert await QsPerson.objects.skip(0).batch_size(0).async_count(True) == 5
 
 
+@pytest.mark.parametrize("with_limit_and_skip", [False, None, 0, True])
+async def test_async_count_of_limit_0_as_mongoengines(
+    async_alias, mongodb_uri, with_limit_and_skip
+):
+    # MongoEngine's count() gives 0 for limit(0) only when with_limit_and_skip
+    # is False itself; ours gave 0 for any falsy value.
+    await _people()
+    with sync_alias_beside("qs_count_sync", async_alias, mongodb_uri) as alias:
+
+        class QsCountPerson(mongoengine.Document):
+            meta = {"db_alias": alias, "collection": "qs_person"}
+
+        expected = QsCountPerson.objects.limit(0).skip(1).count(with_limit_and_skip)
+    counted = await QsPerson.objects.limit(0).skip(1).async_count(with_limit_and_skip)
+    skipped = 4 if with_limit_and_skip else 5
+    assert counted == expected == (0 if with_limit_and_skip is False else skipped)
+
+
 async def test_async_exists(async_alias):
     assert await QsPerson.objects.async_exists() is False
     await _people()

@@ -648,7 +648,9 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     ) -> int:
         """The number of matches (``limit``/``skip`` applied only when asked)."""
         collection = await self._async_collection("async_count", "count()", session)
-        if self._none or self._empty or (self._limit == 0 and not with_limit_and_skip):
+        # (``is False``, as MongoEngine: ``limit(0)`` counts all with None or 0)
+        zero_limit = self._limit == 0 and with_limit_and_skip is False
+        if self._none or self._empty or zero_limit:
             return 0
         self._check_cursor_settings()
         options: dict[str, Any] = {}
