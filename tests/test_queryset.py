@@ -127,6 +127,20 @@ async def test_async_to_list_of_no_length_sends_nothing(
     assert _commands(command_log, "find") == []
 
 
+@pytest.mark.parametrize("length", ["2", 1.5, True])
+async def test_async_to_list_of_a_length_not_an_integer_sends_nothing(
+    async_alias, command_log, length
+):
+    """A length that is not an integer was compared with 0 ('<=' not
+    supported), or became the find's batch size (a TypeError naming
+    batch_size, or the server's OperationFailure for True)."""
+    await _people()
+    command_log.clear()
+    with pytest.raises(TypeError, match="length must be an integer"):
+        await QsPerson.objects.async_to_list(length)
+    assert _commands(command_log, "find") == []
+
+
 async def test_filter_and_q_objects(async_alias):
     await _people()
     older = await QsPerson.objects.filter(age__gt=30).order_by("age").async_to_list()
