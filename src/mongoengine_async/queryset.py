@@ -511,17 +511,17 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         self, length: int | None = None, *, session: AsyncClientSession | None = None
     ) -> list[_D]:
         """All results (or the first ``length``) as a list."""
-        if length is not None and (
-            isinstance(length, bool) or not isinstance(length, int)
-        ):
-            raise TypeError(
-                f"async_to_list() length must be an integer (or None), not {length!r}"
-            )
-        if length is not None and length <= 0:  # (PyMongo's to_list refuses it)
-            raise ValueError(
-                "async_to_list() length must be greater than 0 (or None), "
-                f"not {length!r}"
-            )
+        if length is not None:
+            if isinstance(length, bool) or not isinstance(length, int):
+                raise TypeError(
+                    "async_to_list() length must be an integer (or None), "
+                    f"not {length!r}"
+                )
+            if length <= 0:  # (PyMongo's to_list refuses it)
+                raise ValueError(
+                    "async_to_list() length must be greater than 0 (or None), "
+                    f"not {length!r}"
+                )
         raw_documents = await self._raw_list(
             "async_to_list", "list(queryset)", length, session
         )
