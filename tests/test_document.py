@@ -291,6 +291,17 @@ async def test_save_condition_with_operator(async_alias):
     assert raw["name"] == "Older"
 
 
+async def test_save_condition_not_a_mapping_raises_mongoengines_error(async_alias):
+    # A Q as save_condition: MongoEngine's save raises TypeError building the
+    # selector (query(**save_condition)); ours raised AttributeError first.
+    person = await DocPerson(name="Ada", age=10).async_save()
+    person.name = "Older"
+    with pytest.raises(TypeError, match="must be a mapping, not Q"):
+        await person.async_save(save_condition=mongoengine_async.Q(age=10))
+    raw = await _db().doc_person.find_one({"_id": person.id})
+    assert raw["name"] == "Ada"
+
+
 async def test_force_insert_existing_id(async_alias):
     person = await DocPerson(name="Ada").async_save()
     clone = DocPerson(id=person.id, name="Other")

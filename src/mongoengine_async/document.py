@@ -719,11 +719,10 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
     ) -> tuple[dict, dict]:
         """The selector and the update (``$set``/``$unset``, empty when nothing
         changed) of a save of this stored document, ``raw`` its ``to_mongo``."""
-        if save_condition:
+        selector = {}
+        if save_condition:  # (MongoEngine's errors first: a Q is no mapping)
+            selector = transform.query(type(self), **save_condition)
             check_query_values(type(self), None, save_condition)
-        selector = (
-            transform.query(type(self), **save_condition) if save_condition else {}
-        )
         selector["_id"] = raw["_id"]
         if (
             "shard_key" in self._meta
