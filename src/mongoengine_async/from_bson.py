@@ -962,10 +962,11 @@ def owned_loader(cls: type[Any]) -> Load:
     plan_watch.refresh(cls)  # (a change forgets the loaders kept)
     load = _owned_loaders.get(cls)
     if load is None:
+        since = plan_watch.generation()
         load = loader(cls, owned=True)
         plan = _plans.get(cls)
         if plan is not None and load is plan.owning_loader:
-            _owned_loaders[cls] = load
+            plan_watch.keep(_owned_loaders, cls, load, since)
     return load
 
 

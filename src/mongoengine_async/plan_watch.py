@@ -155,9 +155,12 @@ class _Watch:
     def settings_hold(self) -> bool:
         """Whether the fields' settings are those copied (a change of the
         volatile attributes alone is taken in, as a new copy)."""
-        if any(map(_differs, self.lives, self.snapshots)):
+        # Copied before compared: a change meanwhile (another thread's) is
+        # not taken in unseen, and the next refresh meets it.
+        copies = [dict(live) for live in self.lives]
+        if any(map(_differs, copies, self.snapshots)):
             return False
-        self.snapshots = [dict(live) for live in self.lives]
+        self.snapshots = copies
         return True
 
 
@@ -261,7 +264,9 @@ def refresh(cls: type[Any]) -> None:
     if (kept.lives == kept.snapshots or kept.settings_hold()) and kept.hooks_hold():
         return
     global _generation
-    _generation = next(_forgettings)  # (before clearing: see keep)
+    # The watches first: a plan whose build reads the new stamp makes its
+    # watch anew (found, an old watch about to go would leave it unwatched).
     _watches.clear()
+    _generation = next(_forgettings)  # (before clearing the plans: see keep)
     for cache in _caches:
         cache.clear()
