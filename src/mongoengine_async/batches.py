@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from mongoengine_async._compat import apply_client_timeout
-from mongoengine_async.detached import detached
+from mongoengine_async.detached import detached, held
 
 __all__ = (
     "WHOLE_RESULT",
@@ -162,7 +162,7 @@ async def read_all(cursor: Any) -> list:
 
 
 # The tasks of close_soon() (the loop keeps weak references only).
-_closing: set[asyncio.Task] = set()
+_closing: set[asyncio.Future[Any]] = set()
 
 
 def close_soon(cursor: Any) -> None:
@@ -176,9 +176,7 @@ def close_soon(cursor: Any) -> None:
     if cursor.session is not None:
         kill_soon(cursor)
         return
-    task = asyncio.ensure_future(_close(cursor))
-    _closing.add(task)
-    task.add_done_callback(_closing.discard)
+    held(_close(cursor), _closing)
 
 
 async def _close(cursor: Any) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sys
 import threading
 import types
@@ -41,6 +42,7 @@ from mongoengine_async._compat import (
     sync_alias_of,
     sync_settings_of,
 )
+from mongoengine_async.detached import held
 from mongoengine_async.errors import ConnectionUsageError
 
 __all__ = (
@@ -696,18 +698,16 @@ async def _close_clients_of(loop: asyncio.AbstractEventLoop) -> None:
         sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=finalizer)
 
 
-# The tasks closing clients on their own loops (the loop keeps only weak
-# ones), with the client each closes.
-_closing: dict[asyncio.Task, AsyncMongoClient] = {}
+# The tasks closing clients on their own loops (the loop keeps only weak ones).
+_closing: set[asyncio.Future[Any]] = set()
 
 # By loop: the clients whose closing task above that loop's end cancelled
 # (``asyncio.run()`` cancels every task left): closed as it shuts down.
 _cut_short: dict[asyncio.AbstractEventLoop, list[AsyncMongoClient]] = {}
 
 
-def _closing_ended(task: asyncio.Task) -> None:
-    client = _closing.pop(task, None)
-    if client is not None and task.cancelled():
+def _closing_ended(client: AsyncMongoClient, task: asyncio.Future[Any]) -> None:
+    if task.cancelled():
         _cut_short.setdefault(task.get_loop(), []).append(client)
 
 
@@ -719,9 +719,8 @@ def _close_on(loop: asyncio.AbstractEventLoop | None, client: AsyncMongoClient) 
         return
 
     def close() -> None:
-        task = loop.create_task(client.close())
-        _closing[task] = client
-        task.add_done_callback(_closing_ended)
+        task = held(loop.create_task(client.close()), _closing)
+        task.add_done_callback(functools.partial(_closing_ended, client))
 
     try:
         loop.call_soon_threadsafe(close)

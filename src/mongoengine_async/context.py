@@ -37,6 +37,7 @@ from mongoengine_async.connection import (
     is_sync_connection,
     serves,
 )
+from mongoengine_async.detached import held
 from mongoengine_async.errors import ForeignSessionError, NestedTransactionError
 from mongoengine_async.guards import require_async, sync_alias_error
 
@@ -170,9 +171,7 @@ def write_on_its_way(
     ``session``'s transaction (if in one) until it settles."""
     if session is None or not session.in_transaction or write.done():
         return
-    writes = _unsettled.setdefault(session, set())
-    writes.add(write)
-    write.add_done_callback(writes.discard)
+    held(write, _unsettled.setdefault(session, set()))
 
 
 async def _settle_writes(session: AsyncClientSession) -> None:
@@ -599,9 +598,7 @@ class _Block:
         def end(task: asyncio.Future[Any]) -> None:
             if not task.cancelled():
                 task.exception()  # retrieved: the block's own error was raised
-            ending = asyncio.ensure_future(session.end_session())
-            _ENDING.add(ending)
-            ending.add_done_callback(_ENDING.discard)
+            held(session.end_session(), _ENDING)
 
         self._task.add_done_callback(end)
 

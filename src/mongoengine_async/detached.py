@@ -10,13 +10,17 @@ does meanwhile:
 - :func:`to_completion`: the caller waits for the write to finish before it
   raises the cancellation (a GridFS upload aborted: its removal must come
   after its last insert).
+
+And :func:`held`, what keeps such a task (or any other nobody awaits: a
+cursor's or a client's closing, a session's end) alive until it is done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -28,6 +32,33 @@ _EAGER: dict[str, Any] = {"eager_start": True} if sys.version_info >= (3, 12) el
 # What the task of a write that failed gives (its error was the caller's to
 # handle, or nobody's once the caller was cancelled).
 FAILED: Any = object()
+
+
+def held(
+    work: Awaitable[T], tasks: set[asyncio.Future[Any]], failure: str | None = None
+) -> asyncio.Future[T]:
+    """``work``'s task (``work`` itself if a task or future, else a new task
+    running it), held in ``tasks`` until it is done: the loop keeps only weak
+    references to its tasks. With ``failure``, its error, which no caller
+    awaits, goes to the loop's exception handler ("The {failure} failed");
+    without, it is left to the task (asyncio reports it if never retrieved)."""
+    task = asyncio.ensure_future(work)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    if failure is not None:
+        task.add_done_callback(functools.partial(_report, failure))
+    return task
+
+
+def _report(failure: str, task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        task.get_loop().call_exception_handler(
+            {
+                "message": f"The {failure} failed",
+                "exception": task.exception(),
+                "task": task,
+            }
+        )
 
 
 def detached(write: Coroutine[Any, Any, T]) -> tuple[asyncio.Future[T], asyncio.Task]:

@@ -71,7 +71,7 @@ from mongoengine_async.context import (
     write_on_its_way,
 )
 from mongoengine_async.delete_rules import has_rules, runs_own_transaction
-from mongoengine_async.detached import FAILED, detached
+from mongoengine_async.detached import FAILED, detached, held
 from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.from_bson import LoadedState
@@ -1235,28 +1235,14 @@ async def _write_in_turn(
 
 
 # The tasks of _follow_up (the loop keeps only weak references to tasks).
-_following: set[asyncio.Task] = set()
+_following: set[asyncio.Future[Any]] = set()
 
 
 def _follow_up(work: Coroutine[Any, Any, None], what: str) -> None:
     """Run ``work``, what a write whose caller was cancelled leaves to do once
     it was applied, in a task of its own; its error, which no caller awaits,
     goes to the loop's exception handler."""
-    task = asyncio.ensure_future(work)
-    _following.add(task)
-
-    def done(task: asyncio.Task) -> None:
-        _following.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            task.get_loop().call_exception_handler(
-                {
-                    "message": f"The {what} failed",
-                    "exception": task.exception(),
-                    "task": task,
-                }
-            )
-
-    task.add_done_callback(done)
+    held(work, _following, what)
 
 
 def _settle_in_turn(
