@@ -25,7 +25,6 @@ __all__ = (
     "materialise_all",
     "open_find",
     "opened",
-    "read_all",
     "read_list",
 )
 
@@ -154,11 +153,6 @@ async def read_list(
     if cursor._id and not cursor._killed:  # results left unread
         close_soon(cursor)
     return results
-
-
-async def read_all(cursor: Any) -> list:
-    """``await cursor.to_list(None)`` (:func:`read_list`)."""
-    return await read_list(cursor)
 
 
 # The tasks of close_soon() (the loop keeps weak references only).

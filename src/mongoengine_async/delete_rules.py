@@ -28,7 +28,7 @@ from pymongo.server_type import SERVER_TYPE
 from pymongo.topology_description import TOPOLOGY_TYPE
 
 from mongoengine_async import signals
-from mongoengine_async.batches import WHOLE_RESULT, read_all
+from mongoengine_async.batches import WHOLE_RESULT, read_list
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.context import run_on, run_transaction
 from mongoengine_async.gridfs import delete_files, stored_files
@@ -478,7 +478,7 @@ async def _ids(operation: Operation, query: dict) -> list:
     cursor = operation.collection.find(
         query, {"_id": 1}, batch_size=WHOLE_RESULT, session=operation.session
     )
-    return [raw["_id"] for raw in await read_all(cursor)]
+    return [raw["_id"] for raw in await read_list(cursor)]
 
 
 def _reference_field(referrer: type[Any], name: str) -> Any:

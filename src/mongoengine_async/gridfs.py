@@ -44,7 +44,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 
 from mongoengine_async._compat import AsyncGridOutChunkIterator
-from mongoengine_async.batches import WHOLE_RESULT, read_all
+from mongoengine_async.batches import WHOLE_RESULT, read_list
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.connection import (
     get_async_collection,
@@ -956,7 +956,7 @@ async def stored_files(queryset: Any, operation: Operation) -> list[AsyncGridFSP
     )
     proxies = [
         field.get_async_proxy(grid_id, None)
-        for raw in await read_all(cursor)
+        for raw in await read_list(cursor)
         for db_field, field in _fields_of(raw, by_class, cls).items()
         for grid_id in _stored_ids(raw.get(db_field))
     ]

@@ -71,7 +71,6 @@ from mongoengine_async.batches import (
     materialise_all,
     open_find,
     opened,
-    read_all,
     read_list,
 )
 from mongoengine_async.change_streams import ChangeStream, WatchOptions
@@ -641,7 +640,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         cursor = collection.find(
             {"_id": {"$in": object_ids}}, batch_size=WHOLE_RESULT, **self._cursor_args
         )
-        raws = await read_all(cursor)
+        raws = await read_list(cursor)
         ids = [raw["_id"] for raw in raws]  # before the raws become documents
         materialise = self._materialiser(scalars_first=True, dereference=True)
         return dict(zip(ids, materialise_all(materialise, raws), strict=True))

@@ -31,7 +31,7 @@ from mongoengine_async.batches import (
     WHOLE_RESULT,
     gc_paused,
     materialise_all,
-    read_all,
+    read_list,
 )
 from mongoengine_async.classes import keyed_by_class, taken_in
 from mongoengine_async.connection import on_running_loop
@@ -784,4 +784,4 @@ async def _find_raws(
         batch_size=WHOLE_RESULT,
         session=operation.session,
     )
-    return await read_all(cursor)
+    return await read_list(cursor)
