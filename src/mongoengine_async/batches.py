@@ -3,7 +3,8 @@ reply, and building or walking the batch with the cyclic GC paused; and
 killing the server cursor of a read cancelled midway, or while the command
 opening it was in flight, or left with results nobody will read.
 
-Used by the queryset, the delete rules and select_related alike.
+Used by the queryset, the delete rules, select_related, GridFS and change
+streams alike.
 """
 
 from __future__ import annotations
