@@ -47,19 +47,25 @@ def _built_paused(
     while this thread makes ``change()``; then the thread keeps its plan."""
     built, go = threading.Event(), threading.Event()
     original = module._Plan
+    module._Plan = _pausing(original, built, go)
+    try:
+        _in_builder(build, change, built, go)
+    finally:
+        module._Plan = original
 
-    class Paused(original):  # type: ignore[misc, valid-type]
+
+def _pausing(plan: Any, built: threading.Event, go: threading.Event) -> Any:
+    """``plan`` (a module's ``_Plan``), one built in the thread named
+    ``builder`` pausing once built: ``built`` set, until ``go``."""
+
+    class Paused(plan):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             if threading.current_thread().name == "builder":
                 built.set()
                 assert go.wait(10)
 
-    module._Plan = Paused
-    try:
-        _in_builder(build, change, built, go)
-    finally:
-        module._Plan = original
+    return Paused
 
 
 def _in_builder(
@@ -196,14 +202,6 @@ def test_a_plan_built_while_a_refresh_forgets_is_watched(
     built, go = threading.Event(), threading.Event()
     errors: list[BaseException] = []
     builder = _builder(lambda: from_bson._plan(PwUnloaded), errors)
-    original = from_bson._Plan
-
-    class Paused(original):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            if threading.current_thread().name == "builder":
-                built.set()
-                assert go.wait(10)
 
     class Clearing(dict[type, Any]):
         def clear(self) -> None:
@@ -213,7 +211,7 @@ def test_a_plan_built_while_a_refresh_forgets_is_watched(
             super().clear()
 
     watches = Clearing(plan_watch._watches)
-    monkeypatch.setattr(from_bson, "_Plan", Paused)
+    monkeypatch.setattr(from_bson, "_Plan", _pausing(from_bson._Plan, built, go))
     monkeypatch.setattr(plan_watch, "_watches", watches)
     try:
         PwChosen.s.choices = ["a"]
