@@ -839,6 +839,10 @@ async def test_select_related_of_partial_results_reuses_none_of_them(async_alias
     ] == [None, "Ann"]
     _, bob = await friends.only("friend").async_select_related()
     assert bob.friend.name == "Ann"
+    # Several fields: each row a list, as MongoEngine's select_related() makes.
+    rows = await friends.scalar("name", "friend").async_select_related()
+    assert rows == [["Ann", None], ["Bob", ann]]
+    assert type(rows[1][1]) is RefPerson
 
 
 async def test_select_related_tells_databases_apart(archive_alias):

@@ -827,9 +827,12 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         documents = await load_related(
             self._document, raws, origin, max_depth, self._auto_dereference, session
         )
-        if self._scalar:
-            return [self._get_scalar(document) for document in documents]
-        return documents
+        if not self._scalar:
+            return documents
+        rows = [self._get_scalar(document) for document in documents]
+        if len(self._scalar) > 1:  # (lists, as MongoEngine's dereference makes them)
+            return [list(row) for row in rows]
+        return rows
 
     async def async_explain(
         self, *, session: AsyncClientSession | None = None
