@@ -774,13 +774,6 @@ def deliberate(chain: list, terminal: tuple | None, theirs: dict, ours: dict) ->
         ours["result"] = theirs["result"]  # embedded documents built, a plain list
     if kind == "select_related" and any(step[0] == "as_pymongo" for step in chain):
         ours.update(theirs)  # raises InvalidQueryError (docs/references.md)
-    scalars = any(step[0] == "scalar" and len(step[1]) > 1 for step in chain)
-    if kind == "select_related" and scalars and isinstance(ours["result"], list):
-        # The rows of a scalar() of several fields: tuples (as async_scalar's),
-        # where MongoEngine's select_related() turns them into lists.
-        ours["result"] = [
-            list(row) if isinstance(row, tuple) else row for row in ours["result"]
-        ]
     if kind == "explain" and any(
         step[0] == "slice" and step[1][0] == step[1][1] for step in chain
     ):  # (MongoEngine's is PyMongo's explain() of an empty cursor: StopIteration)
