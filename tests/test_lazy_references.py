@@ -65,8 +65,13 @@ async def test_lazy_reference_fetch_unfetched_raises(async_alias, command_log):
     saved = await RefLazyBook(title="L", author=author).async_save()
     book = await RefLazyBook.objects.async_get(pk=saved.pk)
     command_log.clear()
-    with pytest.raises(AsyncUsageError, match="async_fetch"):
+    with pytest.raises(AsyncUsageError) as raised:
         book.author.fetch()
+    assert str(raised.value) == (
+        f"{book.author!r}.fetch() would block the event loop: alias "
+        f"'{async_alias}' is async (connect_async); use "
+        "`await reference.async_fetch()` instead"
+    )
     assert command_log.count() == 0
 
 

@@ -29,7 +29,7 @@ from mongoengine_async.classes import with_subclasses
 from mongoengine_async.context import dereference_disabled, read_context
 from mongoengine_async.errors import AsyncUsageError, NotLoadedError
 from mongoengine_async.from_bson import owned_loader
-from mongoengine_async.guards import require_async
+from mongoengine_async.guards import blocking_call_error, require_async
 from mongoengine_async.operation import (
     as_session,
     own_session,
@@ -687,10 +687,9 @@ class LazyReference(MongoEngineLazyReference, Generic[_D]):
         if is_async_class(self.document_type):
             if self._cached_doc is not None and not force:
                 return self._cached_doc
-            raise AsyncUsageError(
-                f"{self!r}.fetch() would block the event loop: "
-                f"use `await reference.async_fetch()` instead"
-            )
+            alias = alias_of(self.document_type)
+            use = "`await reference.async_fetch()`"
+            raise blocking_call_error(repr(self), "fetch", alias, use)
         return super().fetch(force)
 
     @classmethod
