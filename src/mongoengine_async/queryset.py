@@ -829,9 +829,9 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         )
         if not self._scalar:
             return documents
-        rows = [self._get_scalar(document) for document in documents]
+        rows: list[Any] = [self._get_scalar(document) for document in documents]
         if len(self._scalar) > 1:  # (lists, as MongoEngine's dereference makes them)
-            return [list(row) for row in rows]
+            rows = [list(row) for row in rows]
         return rows
 
     async def async_explain(
