@@ -965,3 +965,203 @@ async def test_the_next_save_after_a_cancelled_transaction_sends_the_changes(
         await cancel_midway(lambda: in_transaction(form, block), cancellation)
         await document.async_save()
     assert await stored(document) == {"_id": document.pk, "a": 1, "b": 0}
+
+
+async def timed_out(write: Awaitable[Any]) -> None:
+    """Await ``write`` with a time-out that ends it once it is held on the
+    server: the block caught a cancellation of its own and goes on."""
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(write, BLOCK_MS / 3000)
+
+
+@pytest.mark.parametrize("form", ["context manager", "callback"])
+@pytest.mark.parametrize("new", [False, True], ids=["update", "insert"])
+async def test_a_save_cancelled_in_a_transaction_that_commits(
+    app, receivers, form, new
+):
+    """A save cancelled in a transaction whose block goes on and commits (its
+    time-out caught): its write landed with the commit, so its post_save is
+    sent once the transaction committed (not before, once), with the
+    document as it is then (its saved changes cleared, a new one whole) and
+    the save's signal_kwargs; a change made in the block since stays for the
+    next save. Nothing was sent, and the instance stayed unsaved (new)."""
+    document = CwDoc(a=1) if new else await CwDoc(a=0, b=0).async_save()
+    receivers.clear()
+    committed = []
+
+    def look(sender: type, document: Any, **kwargs: Any) -> None:
+        committed.append(current_session())  # (in no transaction)
+
+    async def block() -> None:
+        document.a = 1
+        await timed_out(document.async_save(signal_kwargs={"source": "x"}))
+        await until(lambda: "_async_save_turns" not in document.__dict__)
+        assert receivers == []  # (the write landed, not committed yet)
+        document.b = 5
+
+    signals.post_save.connect(look, sender=CwDoc)
+    try:
+        async with blocked(app, "insert" if new else "update"):
+            await in_transaction(form, block)
+            await _followed(receivers, 2)
+    finally:
+        signals.post_save.disconnect(look, sender=CwDoc)
+    delta = ({"a": 1, "b": 5}, {}) if new else ({"b": 5}, {})
+    assert sorted(receivers) == [
+        ("coroutine", "post_save", new, delta, {"source": "x"}),
+        ("plain", "post_save", new, delta, {"source": "x"}),
+    ]
+    assert committed == [None]
+    assert not document._created
+    assert document._get_changed_fields() == ["b"]
+    saved = {"a": 1} if new else {"a": 1, "b": 0}
+    assert await stored(document) == {"_id": document.pk, **saved}
+    await document.async_save()
+    assert (await stored(document))["b"] == 5
+
+
+@pytest.mark.parametrize("form", ["context manager", "callback"])
+async def test_a_save_cancelled_in_a_transaction_that_aborts(app, receivers, form):
+    """The block goes on and raises: the abort undoes the save's write, and
+    nothing follows; the changes stay for the next save."""
+    document = await CwDoc(a=0, b=0).async_save()
+    receivers.clear()
+
+    async def block() -> None:
+        document.a = 1
+        await timed_out(document.async_save())
+        await until(lambda: "_async_save_turns" not in document.__dict__)
+        raise ValueError("no")
+
+    async with blocked(app, "update"):
+        with pytest.raises(ValueError, match="no"):
+            await in_transaction(form, block)
+    await asyncio.sleep(0.1)
+    assert receivers == []
+    assert document._get_changed_fields() == ["a"]
+    assert await stored(document) == {"_id": document.pk, "a": 0, "b": 0}
+
+
+async def test_a_save_cancelled_in_a_transaction_run_again(app, receivers):
+    """The attempt whose save was cancelled fails with a transient error and
+    runs again: its post_save is dropped with it; the next attempt's save,
+    which returns, sends its own, once."""
+    document = await CwDoc(a=0, b=0).async_save()
+    receivers.clear()
+    attempts = []
+
+    async def block() -> None:
+        attempts.append(len(attempts))
+        document.a = len(attempts)
+        if len(attempts) == 1:
+            await timed_out(document.async_save())
+            await until(lambda: "_async_save_turns" not in document.__dict__)
+            raise PyMongoError("again", error_labels=["TransientTransactionError"])
+        await document.async_save()
+
+    async with blocked(app, "update"):
+        await async_run_transaction(block)
+    await asyncio.sleep(0.1)
+    assert attempts == [0, 1]
+    assert sorted(kind for kind, *_ in receivers) == ["coroutine", "plain"]
+    assert await stored(document) == {"_id": document.pk, "a": 2, "b": 0}
+
+
+@pytest.mark.parametrize("form", ["context manager", "callback"])
+async def test_a_delete_cancelled_in_a_transaction_that_commits(app, receivers, form):
+    """Its post_delete is sent, and the document's GridFS files deleted,
+    once the transaction committed; the files stayed orphaned, and nothing
+    was sent."""
+    document = CwFiled()
+    await document.data.async_put(b"contents", filename="a.txt")
+    await document.async_save()
+    database = CwFiled._get_collection().database
+    receivers.clear()
+
+    async def block() -> None:
+        await timed_out(document.async_delete(signal_kwargs={"source": "x"}))
+        await until(lambda: "_async_save_turns" not in document.__dict__)
+        assert receivers == []
+
+    async with blocked(app, "delete"):
+        await in_transaction(form, block)
+        await _followed(receivers, 2)
+    assert sorted(receivers) == [
+        ("coroutine", "post_delete", None, None, {"source": "x"}),
+        ("plain", "post_delete", None, None, {"source": "x"}),
+    ]
+    assert await CwFiled._get_collection().count_documents({}) == 0
+    for _ in range(100):  # (the files are deleted in a task of their own)
+        if await database["cw_files.files"].count_documents({}) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert await database["cw_files.files"].count_documents({}) == 0
+    assert await database["cw_files.chunks"].count_documents({}) == 0
+
+
+@pytest.mark.parametrize("kind", ["save", "delete"])
+async def test_what_follows_a_cancelled_write_is_no_part_of_the_callers_transaction(
+    app, kind
+):
+    """A save or delete given a session of its own (no transaction) inside a
+    block: what follows its cancelled write that landed (here a receiver
+    that writes) ran in the caller's transaction, bound where it was
+    cancelled: it was aborted with it (or, the block over, failed with
+    'Cannot use ended session')."""
+    document = await CwDoc(a=0, b=0).async_save()
+    written = []
+
+    async def write(sender: type, document: Any, **kwargs: Any) -> None:
+        written.append(await CwAuthor(name=kind).async_save())
+
+    signal = signals.post_save if kind == "save" else signals.post_delete
+    signal.connect(write, sender=CwDoc)
+    try:
+        async with get_async_connection().start_session() as own:
+
+            def work() -> Awaitable[Any]:
+                if kind == "delete":
+                    return document.async_delete(session=own)
+                document.a = 1
+                return document.async_save(session=own)
+
+            async with blocked(app, "update" if kind == "save" else "delete"):
+                with pytest.raises(ValueError, match="no"):
+                    async with async_run_in_transaction():
+                        await timed_out(work())
+                        await _followed(written, 1)
+                        raise ValueError("no")
+    finally:
+        signal.disconnect(write, sender=CwDoc)
+    assert await CwAuthor.objects.async_scalar("name") == [kind]
+
+
+@pytest.mark.parametrize("cancellation", CANCELLATIONS)
+async def test_a_cancelled_delete_with_rules_on_the_callers_session_outside_one(
+    app, cancellation
+):
+    """A delete with delete rules on the caller's own session, not in a
+    transaction (``transaction=False``), cancelled while its NULLIFY update is
+    on its way: its writes go on, and the caller gets the session back once
+    they ended, also under a cancel scope. Returned at once, its root's delete
+    ran in the caller's next transaction on the session, and was aborted with
+    it: the referrer nullified, the document kept."""
+    document = await CwRuled(a=0, b=0).async_save()
+    referrer = await CwReferrer(doc=document).async_save()
+    other = await CwDoc(a=0, b=0).async_save()
+    await CwReferrer.async_ensure_indexes()
+    async with get_async_connection().start_session() as session:
+        async with blocked(app, "update"):
+            await cancel_midway(
+                lambda: document.async_delete(transaction=False, session=session),
+                cancellation,
+                False,
+            )
+            await session.start_transaction()
+            await CwDoc.objects(pk=other.pk).async_update(set__a=5, session=session)
+            await asyncio.sleep(BLOCK_MS / 1000)
+            await session.abort_transaction()
+    assert await CwRuled._get_collection().find_one({"_id": document.pk}) is None
+    raw = await CwReferrer._get_collection().find_one({"_id": referrer.pk})
+    assert raw == {"_id": referrer.pk}
+    assert await stored(other) == {"_id": other.pk, "a": 0, "b": 0}

@@ -37,7 +37,7 @@ from mongoengine_async.connection import (
     is_sync_connection,
     serves,
 )
-from mongoengine_async.detached import held
+from mongoengine_async.detached import held, until_done
 from mongoengine_async.errors import ForeignSessionError, NestedTransactionError
 from mongoengine_async.guards import require_async, sync_alias_error
 
@@ -172,6 +172,39 @@ def write_on_its_way(
     if session is None or not session.in_transaction or write.done():
         return
     held(write, _unsettled.setdefault(session, set()))
+
+
+# What follows the commit of a transaction this package bound, by session
+# (see after_commit): run once it committed, dropped by an abort.
+_after_commit: weakref.WeakKeyDictionary[
+    AsyncClientSession, list[Callable[[], None]]
+] = weakref.WeakKeyDictionary()
+
+
+def after_commit(
+    session: AsyncClientSession | None, action: Callable[[], None]
+) -> bool:
+    """Call ``action`` once the transaction this package bound with
+    ``session`` (see :func:`journal`) committed; an abort (of this attempt:
+    one run again starts afresh) drops it. False, and nothing noted, when
+    ``session`` is no such transaction's (the caller's own: its end is the
+    caller's, which nothing here sees)."""
+    undos = journal(session)
+    if session is None or undos is None:
+        return False
+    actions = _after_commit.setdefault(session, [])
+    actions.append(action)
+    undos.append(lambda: actions.remove(action))
+    return True
+
+
+def unbind_sessions() -> None:
+    """Unbind every session (transaction) bound in this context: for a task
+    of its own (a copy of its creator's context) whose work may outlive them,
+    such as the steps after the write of a cancelled save. Switches stay."""
+    _sessions.set(())
+    _journals.set(())
+    _transaction_aliases.set(())
 
 
 async def _settle_writes(session: AsyncClientSession) -> None:
@@ -384,7 +417,7 @@ async def run_on(
                 await block.over_even_if_cancelled()
             raise
     finally:
-        _settle_journal(block, undos)
+        _settle_journal(block, undos, session)
         if own:
             await _end_session(session, block)
 
@@ -431,14 +464,17 @@ async def run_in_transaction(
                 raise
         await block.done()
     finally:
-        _settle_journal(block, undos)
+        _settle_journal(block, undos, session)
         await _end_session(session, block)
 
 
-def _settle_journal(block: _Block | None, undos: Journal) -> None:
+def _settle_journal(
+    block: _Block | None, undos: Journal, session: AsyncClientSession
+) -> None:
     """The transaction ended, or its caller left (cancelled) while it ends:
-    give the instances back what it changed unless it committed, then let go
-    of the instances the journal holds. A commit in flight when the caller
+    give the instances back what it changed unless it committed (else call
+    what :func:`after_commit` noted), then let go of the instances the
+    journal holds. A commit in flight when the caller
     left goes on and may succeed: the instances wait for its outcome. Else
     it cannot commit any more: they are given back at once, before its
     abort ended (their next save, which may come first, sends the changes
@@ -448,8 +484,10 @@ def _settle_journal(block: _Block | None, undos: Journal) -> None:
 
     def settle(task: asyncio.Future[Any]) -> None:
         if task.cancelled() or task.exception() is not None:
-            _undo(undos)
+            _undo(undos)  # (which drops what follows a commit)
         undos.clear()
+        for action in _after_commit.pop(session, ()):
+            action()
 
     if block is not None and block.over():
         settle(block.task)
@@ -458,6 +496,7 @@ def _settle_journal(block: _Block | None, undos: Journal) -> None:
     else:
         _undo(undos)
         undos.clear()
+        _after_commit.pop(session, None)
 
 
 async def _end_session(session: AsyncClientSession, block: _Block | None) -> None:
@@ -581,14 +620,7 @@ class _Block:
         even when the caller is cancelled again meanwhile (then re-raise that
         cancellation): the session is the caller's own, which its next
         operation may use, and a session runs one operation at a time."""
-        cancelled: asyncio.CancelledError | None = None
-        while not self._task.done():
-            try:
-                await asyncio.wait({self._task})
-            except asyncio.CancelledError as error:
-                cancelled = error
-        if cancelled is not None:
-            raise cancelled
+        await until_done(self._task)
 
     def end_after(self, session: AsyncClientSession) -> None:
         """End ``session`` once ``with_transaction`` ended (not under it: an

@@ -106,3 +106,18 @@ async def to_completion(coroutine: Any) -> Any:
         if not task.cancelled():
             task.exception()  # retrieved: the cancellation is what propagates
         raise
+
+
+async def until_done(task: asyncio.Future[Any]) -> None:
+    """Wait until ``task`` is done, even when the caller is cancelled
+    meanwhile, again and again as a cancel scope does (then re-raise that
+    cancellation once it is): for a caller whose next step must come after
+    it (an operation of its own on the session ``task`` uses)."""
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError as error:
+            cancelled = error
+    if cancelled is not None:
+        raise cancelled

@@ -46,7 +46,9 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async import (
     collection_setup,
+    context,
     deltas,
+    fields,
     plan_watch,
     sequences,
     signals,
@@ -71,7 +73,7 @@ from mongoengine_async.context import (
     write_on_its_way,
 )
 from mongoengine_async.delete_rules import has_rules, runs_own_transaction
-from mongoengine_async.detached import FAILED, detached, held
+from mongoengine_async.detached import FAILED, detached, held, until_done
 from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.from_bson import LoadedState
@@ -478,12 +480,13 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         except asyncio.CancelledError:
             # The write landed: the cached copies (again) and post_save follow,
             # as after a cancelled write (not once a receiver was cancelled, as
-            # one that raised; in a transaction its end decides).
-            if not (
-                sending
-                or (session is not None and session.in_transaction)
-                or asyncio.current_task() in _following
-            ):
+            # one that raised; in a transaction, once it committed).
+            if sending or asyncio.current_task() in _following:
+                pass
+            elif session is not None and session.in_transaction:
+                copies = fields.cached_updates(self, created)
+                self._follow_commit(session, created, copies, signal_kwargs)
+            else:
                 handed = True
                 steps = self._async_after_write(
                     created, object_id, None, signal_kwargs, None, watched, meanwhile
@@ -615,13 +618,13 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             object_id, created = await outcome
         except asyncio.CancelledError:
             handed = True  # (given back or saved by its outcome)
-            in_transaction = session is not None and session.in_transaction
+            transaction = session if session and session.in_transaction else None
             _settle_in_turn(
                 self,
                 write,
                 session,
                 lambda done: self._settle_cancelled_write(
-                    done, sent, in_transaction, signal_kwargs
+                    done, sent, transaction, signal_kwargs
                 ),
                 sending,
             )
@@ -665,20 +668,25 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         self,
         write: asyncio.Future,
         sent: list[str] | None,
-        in_transaction: bool,
+        transaction: AsyncClientSession | None,
         signal_kwargs: dict,
     ) -> None:
         """The bookkeeping of a save cancelled while its write was on its
         way, once the write settled: the changes it sent are given back if it
-        failed (or in a transaction, whose end decides: an abort gives them
-        back too), else cleared as a save clears them; those made meanwhile
+        failed, else cleared as a save clears them; those made meanwhile
         stay. Applied, its steps after the write (the cached copies,
         ``post_save``) follow, in a task of their own, as after a save that
-        returned (the changes clear once they ended)."""
+        returned (the changes clear once they ended). In a ``transaction``
+        its end decides: see :meth:`_landed_in_transaction`."""
         meanwhile = deltas.give_back_changes(self, sent)
-        if write.cancelled() or write.result() is FAILED or in_transaction:
+        if write.cancelled() or write.result() is FAILED:
             return
         object_id, created = write.result()
+        if transaction is not None:
+            self._landed_in_transaction(
+                transaction, created, object_id, meanwhile, signal_kwargs
+            )
+            return
         self._set_saved_id(created, object_id)
         cls = type(self)
         if cls._cached_reference_fields or signals.has_receivers(
@@ -692,6 +700,61 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             _follow_up(steps, "steps after the write of a cancelled save")
             return
         self._end_save(True, meanwhile)
+
+    def _landed_in_transaction(
+        self,
+        session: AsyncClientSession,
+        created: bool,
+        object_id: Any,
+        meanwhile: list[str] | None,
+        signal_kwargs: dict,
+    ) -> None:
+        """A cancelled save's write applied in ``session``'s transaction: in
+        one this package bound, the document is saved as by a save that
+        returned there (an abort gives it back, by the journal), and its steps
+        after the write follow the commit (:meth:`_follow_commit`). In the
+        caller's own transaction nothing tells its end: the changes stay given
+        back, and nothing follows."""
+        copies = fields.cached_updates(self, created)  # (before they clear)
+        if self._follow_commit(session, created, copies, signal_kwargs):
+            self._set_saved_id(created, object_id)
+            self._end_save(True, meanwhile)
+
+    def _follow_commit(
+        self,
+        session: AsyncClientSession,
+        created: bool,
+        copies: list[Any],
+        signal_kwargs: dict,
+    ) -> bool:
+        """Once ``session``'s transaction (one this package bound) committed,
+        update the cached ``copies`` and send ``post_save``, in a task of
+        their own; False when it is no such transaction."""
+        if context.journal(session) is None:
+            return False
+
+        def follow() -> None:
+            steps = self._async_after_commit(created, copies, signal_kwargs)
+            _follow_up(steps, "steps after the commit of a cancelled save")
+
+        if copies or signals.has_receivers(signals.post_save, type(self)):
+            context.after_commit(session, follow)
+        return True
+
+    async def _async_after_commit(
+        self, created: bool, copies: list[Any], signal_kwargs: dict
+    ) -> None:
+        """The steps after the write of a cancelled save, once its
+        transaction committed: the cached copies, then ``post_save``, the
+        document as it is then (a new one whole, as MongoEngine's receiver
+        sees it)."""
+        await fields.apply_cached_updates(self, copies)
+        await signals.send_around(
+            signals.post_save,
+            type(self),
+            functools.partial(deltas.unlisted, self) if created else None,
+            {"document": self, "created": created, **signal_kwargs},
+        )
 
     async def _async_replace_or_insert(
         self, collection: AsyncCollection, raw: dict, session: AsyncClientSession | None
@@ -800,8 +863,11 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 transaction=transaction,
                 session=operation.session,
             )
-            # Its files go once it was applied (outside a transaction, whose
-            # end decides), as after a delete that returned.
+            # Its files go once it was applied (in a transaction, once that
+            # committed), as after a delete that returned. Its rules' writes
+            # on the caller's own session (not a transaction of ours, whose
+            # end waits for them): the caller waits for them, its next use of
+            # the session must come after.
             await (
                 _write_in_turn(
                     self,
@@ -809,6 +875,11 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                     operation.session,
                     functools.partial(
                         self._after_cancelled_delete, files, operation, signal_kwargs
+                    ),
+                    wait=(
+                        session is not None
+                        and has_rules(type(self))
+                        and context.journal(session) is None
                     ),
                 )
                 if alone
@@ -830,6 +901,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             session = operation.session
             if session is None or not session.in_transaction:
                 self._follow_delete(files, operation, signal_kwargs)
+            else:  # (a file's delete the transaction's commit kept is gone)
+                self._follow_delete_commit(files, operation, signal_kwargs)
             raise
         await signals.send(
             signals.post_delete, type(self), document=self, **signal_kwargs
@@ -854,11 +927,26 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         in_transaction: bool,
     ) -> None:
         """After a delete whose caller was cancelled while its write was on
-        its way: once that write was applied (not in a transaction: its end
-        decides), its steps after it (the document's files, ``post_delete``),
-        in a task of their own, as after a delete that returned."""
-        if not (write.cancelled() or write.result() is FAILED or in_transaction):
+        its way: once that write was applied, its steps after it (the
+        document's files, ``post_delete``), in a task of their own, as after
+        a delete that returned; in a transaction, once it committed."""
+        if write.cancelled() or write.result() is FAILED:
+            return
+        if in_transaction:
+            self._follow_delete_commit(files, operation, signal_kwargs)
+        else:
             self._follow_delete(files, operation, signal_kwargs)
+
+    def _follow_delete_commit(
+        self, files: list[AsyncGridFSProxy], operation: Operation, signal_kwargs: dict
+    ) -> None:
+        """:meth:`_follow_delete` once the transaction of the delete's
+        session committed (one this package bound: in the caller's own,
+        nothing tells its end, and nothing follows)."""
+        context.after_commit(
+            operation.session,
+            lambda: self._follow_delete(files, operation, signal_kwargs),
+        )
 
     def _follow_delete(
         self, files: list[AsyncGridFSProxy], operation: Operation, signal_kwargs: dict
@@ -1213,11 +1301,13 @@ async def _write_in_turn(
     write: Coroutine[Any, Any, T],
     session: AsyncClientSession | None,
     settle: Callable[[asyncio.Future[Any], bool], None] | None = None,
+    wait: bool = False,
 ) -> T:
     """``await write``, the write of a delete, modify or update holding
     ``document``'s turn, in a task that the caller's cancellation does not
-    cancel: cancelled while it is on its way, the caller raises at once and
-    the turn ends once the write settled (see :func:`_settle_in_turn`), after
+    cancel: cancelled while it is on its way, the caller raises at once (once
+    it settled, if ``wait``: even when cancelled again meanwhile) and the
+    turn ends once the write settled (see :func:`_settle_in_turn`), after
     ``settle(write, in_transaction)`` if given."""
     outcome, task = detached(write)
     try:
@@ -1231,6 +1321,8 @@ async def _write_in_turn(
             None if settle is None else lambda done: settle(done, in_transaction),
             write,
         )
+        if wait:
+            await until_done(task)
         raise
 
 
@@ -1242,7 +1334,17 @@ def _follow_up(work: Coroutine[Any, Any, None], what: str) -> None:
     """Run ``work``, what a write whose caller was cancelled leaves to do once
     it was applied, in a task of its own; its error, which no caller awaits,
     goes to the loop's exception handler."""
-    held(work, _following, what)
+    task = held(_unbound(work), _following, what)
+    task.add_done_callback(lambda _: work.close())  # (never run: loop ended)
+
+
+async def _unbound(work: Coroutine[Any, Any, None]) -> None:
+    """``await work`` without the sessions (transactions) bound in the
+    context it was started from: what follows a write outlives them, and
+    is no part of them (its write landed by itself, or its transaction
+    committed)."""
+    context.unbind_sessions()
+    await work
 
 
 def _settle_in_turn(

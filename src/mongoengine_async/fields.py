@@ -462,6 +462,28 @@ async def sync_cached_references(
             await field._async_sync(document, session)
 
 
+def cached_updates(
+    document: BaseDocument, created: bool
+) -> list[tuple[CachedReferenceField, dict[str, Any]]]:
+    """The updates :func:`sync_cached_references` would send for
+    ``document``'s changes now, to send later (:func:`apply_cached_updates`)."""
+    if created:
+        return []
+    return [
+        (field, field._sync_update(document))
+        for field in type(document)._cached_reference_fields
+        if isinstance(field, CachedReferenceField) and field.auto_sync
+    ]
+
+
+async def apply_cached_updates(
+    document: BaseDocument, updates: list[tuple[CachedReferenceField, dict[str, Any]]]
+) -> None:
+    """Send the updates :func:`cached_updates` gave (in no session)."""
+    for field, update in updates:
+        await field._async_apply(document, update, None)
+
+
 class LazyReferenceField(mongoengine.LazyReferenceField):
     """MongoEngine's LazyReferenceField giving LazyReferences with ``async_fetch``."""
 
