@@ -356,6 +356,42 @@ async def test_cascaded_delete_receivers_run_in_the_deletes_transaction(
     assert await SigOther.objects.async_count() == 1
 
 
+@pytest.mark.parametrize("delete", ["document", "queryset, one by one"])
+async def test_a_task_a_cascaded_delete_receiver_starts_is_outside_its_transaction(
+    async_alias, connect, delete
+):
+    """A task that a cascaded document's receiver starts (fire and forget)
+    does not inherit the delete's transaction, which it may outlive: its
+    write stays when the delete aborts, while the receiver's own joins the
+    transaction and is undone. It inherited it: it joined the transaction,
+    beside the delete's own operations, and was undone with it (or, run
+    once the delete ended, failed with 'Cannot use ended session')."""
+    book = await SigBook(title="a").async_save()
+    await SigReview(book=book).async_save()
+    await get_async_db().create_collection("sig_other")
+    started = []
+
+    async def audit(sender, document, **kwargs):
+        task = asyncio.ensure_future(SigOther(title="task").async_save())
+        started.append(task)
+        await SigOther(title="receiver").async_save()
+        await asyncio.wait({task})
+        raise ValueError("undo")
+
+    connect(signals.post_delete, audit, sender=SigReview)
+    if delete == "document":
+        work = book.async_delete()
+    else:  # (a receiver of its own: deleted one by one, each in turn)
+        connect(signals.pre_delete, lambda sender, **kwargs: None, sender=SigBook)
+        work = SigBook.objects(title="a").async_delete()
+    with pytest.raises(ValueError, match="undo"):
+        await work
+    [task] = started
+    assert task.exception() is None
+    assert await SigOther.objects.async_scalar("title") == ["task"]
+    assert await get_async_db().sig_review.count_documents({}) == 1
+
+
 async def test_post_save_of_an_inserted_document_shows_it_all_changed(
     async_alias, connect
 ):

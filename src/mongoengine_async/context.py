@@ -37,7 +37,7 @@ from mongoengine_async.connection import (
     is_sync_connection,
     serves,
 )
-from mongoengine_async.detached import held, until_done
+from mongoengine_async.detached import acting_task, held, until_done
 from mongoengine_async.errors import ForeignSessionError, NestedTransactionError
 from mongoengine_async.guards import require_async, sync_alias_error
 
@@ -98,7 +98,7 @@ def read_context() -> tuple[Any, ...] | None:
     nothing is bound (most tasks), so comparing costs one test."""
     if not _bound.get():
         return None
-    return (_sessions.get(), _db_aliases.get(), _collections.get())
+    return (_own_sessions(), _db_aliases.get(), _collections.get())
 
 
 def current_session(client: Any = None) -> AsyncClientSession | None:
@@ -106,7 +106,7 @@ def current_session(client: Any = None) -> AsyncClientSession | None:
 
     Without ``client``: the innermost session bound in this task, if any.
     """
-    sessions = _sessions.get()
+    sessions = _own_sessions()
     if client is None:
         return sessions[-1] if sessions else None
     for session in reversed(sessions):  # the innermost (a delete's, see run_on)
@@ -115,6 +115,28 @@ def current_session(client: Any = None) -> AsyncClientSession | None:
     if sessions:
         _refuse_reconnected(client)
     return None
+
+
+# The sessions bound for one task only (a delete's own transaction, see
+# run_on's ``alone``), with (a weak reference to) that task: tasks it starts
+# (a signal receiver's) do not inherit them, as they may outlive it.
+_owners: weakref.WeakKeyDictionary[AsyncClientSession, Callable[[], Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _own_sessions() -> tuple[AsyncClientSession, ...]:
+    """The sessions bound in this context for the running code: all but
+    those bound for another task only (see :func:`acting_task`)."""
+    sessions = _sessions.get()
+    if not _owners or not sessions:  # (no delete's own transaction anywhere)
+        return sessions
+    acting = acting_task()
+    return tuple(
+        session
+        for session in sessions
+        if (owner := _owners.get(session)) is None or owner() is acting
+    )
 
 
 def _refuse_reconnected(client: Any) -> None:
@@ -224,10 +246,14 @@ def _undo(undos: Journal) -> None:
 
 @asynccontextmanager
 async def _bind_session(
-    session: AsyncClientSession, undos: Journal
+    session: AsyncClientSession, undos: Journal, alone: bool = False
 ) -> AsyncIterator[None]:
-    """Bind ``session`` (its transaction) and its journal to the task."""
+    """Bind ``session`` (its transaction) and its journal to the task (if
+    ``alone``, not to the tasks it starts: see ``_owners``)."""
     token = _journals.set((*_journals.get(), (session, undos)))
+    if alone:  # (kept after: the tasks it started hold it in their context)
+        task = acting_task()
+        _owners[session] = weakref.ref(task) if task else lambda: None
     try:
         async with _bind(_sessions, (*_sessions.get(), session)):
             yield
@@ -382,11 +408,13 @@ async def run_transaction(
     fn: Callable[[], Awaitable[R]],
     session_kwargs: dict[str, Any] | None = None,
     transaction_kwargs: dict[str, Any] | None = None,
+    alone: bool = False,
 ) -> R:
-    """``async_run_transaction`` on ``client`` (one the registry made)."""
+    """``async_run_transaction`` on ``client`` (one the registry made);
+    ``alone``: see :func:`run_on`."""
     _refuse_nesting(client, "async_run_transaction")
     session = client.start_session(**(session_kwargs or {}))
-    return await run_on(session, fn, transaction_kwargs, own=True)
+    return await run_on(session, fn, transaction_kwargs, own=True, alone=alone)
 
 
 async def run_on(
@@ -394,11 +422,14 @@ async def run_on(
     fn: Callable[[], Awaitable[R]],
     transaction_kwargs: dict[str, Any] | None = None,
     own: bool = False,
+    alone: bool = False,
 ) -> R:
     """``await fn()`` in a transaction on ``session`` (one in none), as
     ``async_run_transaction`` does; bound to the task meanwhile, before any
     session bound for the same client (an explicit session wins). ``own``:
-    the session is ended after (once the transaction ended).
+    the session is ended after (once the transaction ended). ``alone``:
+    bound for this task only, not the tasks it starts (the transaction of a
+    delete with rules, whose signal receivers may start tasks outliving it).
 
     ``with_transaction`` runs in a helper task (see :class:`_Block`), ``fn``
     in the caller's: a cancellation, even one delivered at every await (a
@@ -410,7 +441,7 @@ async def run_on(
     try:
         block = _Block(session, transaction_kwargs or {}, again=True)
         try:
-            async with _bind_session(session, undos):
+            async with _bind_session(session, undos, alone):
                 return await block.run(fn, undos)
         except BaseException:
             if not own:  # the caller's session: its next use must come after

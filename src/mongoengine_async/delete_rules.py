@@ -211,13 +211,15 @@ async def _under_rules(
     if await _own_transaction(operation, atomic):
         if operation.session is not None:  # an explicit session without one
             options = _transaction_options(operation, operation.session)
-            return await run_on(operation.session, lambda: delete(operation), options)
+            return await run_on(
+                operation.session, lambda: delete(operation), options, alone=True
+            )
 
         async def in_transaction() -> Any:
             return await delete(replace(operation, session=session_for(client)))
 
         options = _transaction_options(operation)
-        return await run_transaction(client, in_transaction, None, options)
+        return await run_transaction(client, in_transaction, None, options, alone=True)
     return await delete(operation)
 
 

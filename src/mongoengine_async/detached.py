@@ -21,6 +21,7 @@ import asyncio
 import functools
 import sys
 from collections.abc import Awaitable, Coroutine
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -61,6 +62,24 @@ def _report(failure: str, task: asyncio.Future[Any]) -> None:
         )
 
 
+# In a task of detached(): (the task it works for, itself). A task started
+# from it copies the pair, and is told apart by the second item.
+_acting: ContextVar[tuple[asyncio.Task | None, asyncio.Task | None] | None] = (
+    ContextVar("mongoengine_async_acting", default=None)
+)
+
+
+def acting_task() -> asyncio.Task | None:
+    """The task the running code works for: the current one, or for the
+    task of a write that :func:`detached` runs, the one that started it (a
+    task that code starts works for itself)."""
+    task = asyncio.current_task()
+    acting = _acting.get()
+    if acting is not None and acting[1] is task:
+        return acting[0]
+    return task
+
+
 def detached(write: Coroutine[Any, Any, T]) -> tuple[asyncio.Future[T], asyncio.Task]:
     """Run ``write`` in a task of its own: ``(outcome, task)``. The caller
     awaits ``outcome``; its cancellation (the caller's) leaves the task
@@ -72,8 +91,10 @@ def detached(write: Coroutine[Any, Any, T]) -> tuple[asyncio.Future[T], asyncio.
     ``document._settle_in_turn``)."""
     loop = asyncio.get_running_loop()
     outcome: asyncio.Future[T] = loop.create_future()
+    caller = acting_task()
 
     async def run() -> Any:
+        _acting.set((caller, asyncio.current_task()))  # (its task's own copy)
         try:
             result = await write
         except asyncio.CancelledError:  # the task itself (the loop closing)
