@@ -270,3 +270,22 @@ async def test_a_file_read_after_seek_cancelled_while_opening_leaves_no_cursor(
         await cancel_while_sent(lambda: grid_out.read(2**20), anyio)
         await asyncio.sleep(BLOCK_MS / 1000)
     assert await left_open(before, 3, "fs.chunks") == set()
+
+
+@pytest.mark.parametrize("anyio", [False, True], ids=["asyncio", "anyio"])
+async def test_a_file_read_cancelled_while_finding_a_lost_cursor_again(app, anyio):
+    """PyMongo's chunk iterator sends its find again (inline) when the server
+    lost its cursor (CursorNotFound); cancelled while that find is in flight,
+    the new cursor is killed once the reply came, as a first find's."""
+    document = ClFile()
+    await document.data.async_put(bytes(range(256)) * (9 * 2**12))  # 2+ batches
+    await document.async_save()
+    grid_out = await document.data.async_get()
+    await grid_out.readchunk()  # the first batch (4 MB) read
+    before = await idle_cursors("fs.chunks")
+    cursor_id = grid_out._chunk_iter._cursor._id
+    await get_async_db().command("killCursors", "fs.chunks", cursors=[cursor_id])
+    async with blocked(app, "find"):  # the getMore fails, the find again is held
+        await cancel_while_sent(lambda: grid_out.read(), anyio)
+        await asyncio.sleep(BLOCK_MS / 1000)
+    assert await left_open(before - {cursor_id}, 3, "fs.chunks") == set()

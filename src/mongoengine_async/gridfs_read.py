@@ -28,18 +28,30 @@ REPLY_BYTES = 16 * 1024 * 1024
 """The most a server reply to ``find``/``getMore`` carries: a range per reply."""
 
 
+class _OpenedCursor(AsyncCursor[Any]):
+    """PyMongo's cursor whose find (its first batch) is sent by
+    :func:`~mongoengine_async.batches.open_find`."""
+
+    async def next(self) -> Any:
+        await open_find(self)
+        return await super().next()
+
+
 class OpenedChunks(AsyncGridOutChunkIterator):
-    """PyMongo's chunk iterator, its cursor's find sent by
-    :func:`~mongoengine_async.batches.open_find`: a read cancelled while the
-    find is on its way leaves no chunk cursor on the server. Nor does one
-    cancelled midway (a ``getMore`` on its way) by a cancel scope, which also
-    cancels PyMongo's ``killCursors`` (:func:`~mongoengine_async.batches.kill_soon`)."""
+    """PyMongo's chunk iterator, its cursors' finds sent by
+    :func:`~mongoengine_async.batches.open_find`: a read cancelled while a
+    find is on its way (the first, or the one PyMongo sends again when the
+    server lost the cursor, ``CursorNotFound``) leaves no chunk cursor on the
+    server. Nor does one cancelled midway (a ``getMore`` on its way) by a
+    cancel scope, which also cancels PyMongo's ``killCursors``
+    (:func:`~mongoengine_async.batches.kill_soon`)."""
+
+    def _create_cursor(self) -> None:
+        super()._create_cursor()
+        cast(AsyncCursor[Any], self._cursor).__class__ = _OpenedCursor  # not yet used
 
     async def _next_with_retry(self) -> Any:
         try:
-            if self._cursor is None:
-                self._create_cursor()
-                await open_find(self._cursor)
             return await super()._next_with_retry()
         except asyncio.CancelledError:
             kill_soon(self._cursor)
