@@ -177,6 +177,74 @@ def journal(session: AsyncClientSession | None) -> Journal | None:
     return None
 
 
+def outside_journal() -> Journal | None:
+    """The journal of the innermost transaction this package bound in this
+    task, for a write on a client that has none bound (a GridFS file on
+    another client than the transaction's), which cannot join it: its undo
+    and :func:`on_commit` steps stand in for the transaction. None outside
+    such transactions."""
+    journals = _journals.get()
+    return journals[-1][1] if journals else None
+
+
+class _OnCommit:
+    """A journal entry that changes nothing when the transaction aborts;
+    ``step`` runs once it committed (:func:`_committed`)."""
+
+    def __init__(self, step: Callable[[], Awaitable[Any]]) -> None:
+        self.step = step
+
+    def __call__(self) -> None:
+        pass  # aborted: the step never runs
+
+
+def on_commit(undos: Journal, step: Callable[[], Awaitable[Any]]) -> None:
+    """Run ``step`` once the transaction of journal ``undos`` committed (in
+    turn with the other steps), and not at all if it aborts: a write that
+    cannot join it (the delete of a file on another client), deferred."""
+    undos.append(_OnCommit(step))
+
+
+def _commit_steps(undos: Journal) -> list[Callable[[], Awaitable[Any]]]:
+    """Take the :func:`on_commit` steps out of ``undos`` (each runs once)."""
+    steps = [entry.step for entry in undos if isinstance(entry, _OnCommit)]
+    undos[:] = [entry for entry in undos if not isinstance(entry, _OnCommit)]
+    return steps
+
+
+async def _run_steps(steps: list[Callable[[], Awaitable[Any]]]) -> None:
+    """Run ``steps`` in turn, each even when one before failed; then raise
+    the first error."""
+    errors = []
+    for step in steps:
+        try:
+            await step()
+        except Exception as error:
+            errors.append(error)
+    if errors:
+        raise errors[0]
+
+
+_AFTER_COMMIT = "steps after the commit of a transaction (its files deleted)"
+# The tasks running those steps once their caller left (held until done).
+_after_commit_steps: set[asyncio.Future[Any]] = set()
+
+
+async def _committed(undos: Journal) -> None:
+    """The transaction of ``undos`` committed: run its :func:`on_commit`
+    steps (a failure raises). Cancelled meanwhile, they go on in their task."""
+    steps = _commit_steps(undos)
+    if not steps:
+        return
+    task = asyncio.ensure_future(_run_steps(steps))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            held(task, _after_commit_steps, _AFTER_COMMIT)
+        raise
+
+
 # The writes of cancelled callers still on their way in a transaction, by
 # session: the transaction aborts once they settled (an abort sent before its
 # first write reached the server would leave that write a transaction of its
@@ -442,11 +510,13 @@ async def run_on(
         block = _Block(session, transaction_kwargs or {}, again=True)
         try:
             async with _bind_session(session, undos, alone):
-                return await block.run(fn, undos)
+                outcome = await block.run(fn, undos)
         except BaseException:
             if not own:  # the caller's session: its next use must come after
                 await block.over_even_if_cancelled()
             raise
+        await _committed(undos)
+        return outcome
     finally:
         _settle_journal(block, undos, session)
         if own:
@@ -494,6 +564,7 @@ async def run_in_transaction(
                 await block.failed(error)
                 raise
         await block.done()
+        await _committed(undos)
     finally:
         _settle_journal(block, undos, session)
         await _end_session(session, block)
@@ -516,6 +587,8 @@ def _settle_journal(
     def settle(task: asyncio.Future[Any]) -> None:
         if task.cancelled() or task.exception() is not None:
             _undo(undos)  # (which drops what follows a commit)
+        elif steps := _commit_steps(undos):  # (its caller left before them)
+            held(_run_steps(steps), _after_commit_steps, _AFTER_COMMIT)
         undos.clear()
         for action in _after_commit.pop(session, ()):
             action()

@@ -24,6 +24,7 @@ chunks stay, as after PyMongo's ``abort()``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import io
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -42,18 +43,26 @@ from mongoengine.fields import GridFSError, GridFSProxy
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
+from pymongo.errors import InvalidOperation
 
 from mongoengine_async._compat import AsyncGridOutChunkIterator
 from mongoengine_async.batches import WHOLE_RESULT, read_list
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.connection import (
     get_async_collection,
+    get_async_connection,
     is_async_connection,
     is_sync_connection,
     sync_registration,
 )
-from mongoengine_async.context import journal
-from mongoengine_async.detached import to_completion
+from mongoengine_async.context import (
+    Journal,
+    current_session,
+    journal,
+    on_commit,
+    outside_journal,
+)
+from mongoengine_async.detached import held, to_completion
 from mongoengine_async.errors import AsyncUsageError, NotLoadedError
 from mongoengine_async.gridfs_read import OpenedChunks, read_whole
 from mongoengine_async.guards import (
@@ -349,6 +358,9 @@ class AsyncGridFSProxy(GridFSProxy):
         super().__init__(grid_id, key, instance, db_alias, collection_name)
         self._file: Any = None  # the files document (a dict), once loaded
         self._field = field
+        # For a copy (_copy_for): the document holding the proxy copied, whose
+        # transaction its writes belong to (_undos).
+        self._holder: Any = None
 
     # -- where the file lives ----------------------------------------------------
 
@@ -675,10 +687,24 @@ class AsyncGridFSProxy(GridFSProxy):
         if self.grid_id:  # another task's put filled the proxy meanwhile: it won
             await _delete_file(root, stored["_id"], session)
             self._check_empty()
+        undos = self._undos(session)
+        self._took(stored, self._journal(undos, uploaded=[stored["_id"]]))
+
+    def _took(self, stored: dict, marked: list[str] | None) -> None:
+        """Hold the file ``stored`` (its files document), the field marked as
+        changed; ``marked`` (of :meth:`_journal`) notes the marks that adds."""
         self._file = stored
         self.grid_id = stored["_id"]
         self.gridout = None
+        self._mark_noting(marked)
+
+    def _mark_noting(self, marked: list[str] | None) -> None:
+        """Mark the field as changed; the marks that adds go to ``marked``
+        (of :meth:`_journal`, for its undo), if given."""
+        before = list(self._changed_marks())
         self._mark_as_changed()
+        if marked is not None:
+            marked.extend(k for k in self._changed_marks() if k not in before)
 
     async def async_delete(
         self, missing_ok: bool = False, *, session: AsyncClientSession | None = None
@@ -690,39 +716,78 @@ class AsyncGridFSProxy(GridFSProxy):
         Runs in ``session``, else inside ``async_run_in_transaction`` as part
         of the transaction.
         """
+        if self.grid_id is None:
+            return
+        session = self._session(self._root(), session)
+        await self._delete(missing_ok, session, self._undos(session))
+
+    async def _delete(
+        self,
+        missing_ok: bool,
+        session: AsyncClientSession | None,
+        undos: Journal | None,
+    ) -> None:
+        """:meth:`async_delete` in ``session`` (resolved), recorded in the
+        journal ``undos`` (of :meth:`_undos`), if any."""
         grid_id = self.grid_id
         if grid_id is None:
             return
         root = self._root()
-        session = self._session(root, session)
-        marked = self._journal(session)
-        deleted = await _delete_file(root, grid_id, session)
+        marked = self._journal(undos)
+        deleted = await _delete_in(root, grid_id, session, undos)
         self.grid_id = None
         self.gridout = None
         self._file = None
-        before = list(self._changed_marks())
-        self._mark_as_changed()
-        if marked is not None:  # the marks the delete added, for its undo
-            marked.extend(k for k in self._changed_marks() if k not in before)
+        self._mark_noting(marked)
         if not deleted and not missing_ok:
             raise self._missing(grid_id)
 
-    def _journal(self, session: AsyncClientSession | None) -> list[str] | None:
-        """In a transaction bound by this package, record how to give this
-        proxy back its file, should the transaction abort (the file is back).
+    def _undos(self, session: AsyncClientSession | None) -> Journal | None:
+        """The journal of the transaction a write of this file in ``session``
+        (resolved) belongs to: the one bound with ``session``; with none (the
+        bucket's client has no transaction bound in this task), the one bound
+        for the client of the document holding the file (for a proxy that no
+        document holds yet, the innermost one bound), which the write cannot
+        join: the journal stands in for it (:func:`_delete_in`,
+        :meth:`_journal`). None when the write is in no such transaction."""
+        if session is not None:
+            return journal(session)
+        undos = outside_journal()
+        holder = self.instance
+        if holder is None:  # a copy's: the document of the proxy copied
+            holder = self.__dict__.get("_holder")
+        if undos is None or not isinstance(holder, BaseDocument):
+            return undos
+        cls = owner_class(holder)
+        if not (issubclass(cls, mongoengine.Document) and is_async_class(cls)):
+            return None  # (a sync document: in no async transaction)
+        return journal(current_session(get_async_connection(alias_of(cls))))
+
+    def _journal(
+        self, undos: Journal | None, uploaded: list | None = None
+    ) -> list[str] | None:
+        """In the transaction of journal ``undos`` (:meth:`_undos`), if any,
+        record how to give this proxy back what it holds, should the
+        transaction abort: its file, whose delete the transaction undid (or
+        deferred, see :func:`_delete_in`). A file ``uploaded`` outside the
+        transaction (on another client: a transaction on the bucket's client
+        refuses uploads) is deleted by the undo too, in a task of its own, so
+        that it is not left orphaned.
 
         Returns the list the caller fills with the changed-field marks its
         write adds to the instance: the undo drops those (only those, and not
         once the field holds another value), so the instance's
         ``_get_changed_fields()`` is what it was before; None outside one."""
-        undos = journal(session)
         if undos is None:
             return None
         state = self.grid_id, self.gridout, self._file
         marked: list[str] = []
+        root = self._root() if uploaded else None
 
         def undo() -> None:
             self.grid_id, self.gridout, self._file = state
+            if root is not None and uploaded:
+                held(_delete_files(root, uploaded), _aborted_uploads, _ABORTED_UPLOAD)
             if not self._held():
                 return  # the field was set again in the block: a change to save
             changed = self._changed_marks()
@@ -773,6 +838,16 @@ class AsyncGridFSProxy(GridFSProxy):
                     "under its own id (the old file is deleted first): replace "
                     "it without _id=, or put a copy elsewhere first"
                 )
+            resolved = self._session(self._root(), session)
+            if resolved is None and self._undos(resolved) is not None:
+                raise InvalidOperation(  # its delete waits for the commit
+                    f"cannot replace the file {self.grid_id!r} under its own id "
+                    f"in a transaction on another client than its own "
+                    f"({self._describe()}): the transaction cannot undo that "
+                    "delete, so it is deferred until the commit, and the new "
+                    "file would find the old one there; replace it without "
+                    "_id=, or outside the transaction"
+                )
             await self.async_delete(missing_ok=True, session=session)
             await self.async_put(
                 data, filename, content_type, metadata, session=session, **kwargs
@@ -784,22 +859,26 @@ class AsyncGridFSProxy(GridFSProxy):
         )
         # The file held now (another replace's, perhaps, done meanwhile) goes.
         old = self._copy_for(self.grid_id)
-        self.grid_id = fresh.grid_id
-        self._file = fresh._file
-        self.gridout = None
-        self._mark_as_changed()
+        root = self._root()
+        undos = self._undos(self._session(root, session))
+        self._took(fresh._file, self._journal(undos))
         await old.async_delete(missing_ok=True, session=session)
         return self.grid_id
 
     def _copy_for(self, grid_id: Any) -> AsyncGridFSProxy:
-        """A proxy on the same bucket holding ``grid_id``, bound to no document."""
-        return type(self)(
+        """A proxy on the same bucket holding ``grid_id``, bound to no document
+        (its writes in the transaction of this one's document, if any)."""
+        copied = type(self)(
             grid_id,
             key=self.key,
             db_alias=self.db_alias,
             collection_name=self.collection_name,
             field=self._field,
         )
+        copied._holder = self.instance
+        if self.instance is None:
+            copied._holder = self.__dict__.get("_holder")
+        return copied
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -863,6 +942,37 @@ async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> boo
     files = await root.files.delete_one({"_id": {"$eq": grid_id}}, session=session)
     await root.chunks.delete_many({"files_id": {"$eq": grid_id}}, session=session)
     return files.deleted_count > 0
+
+
+async def _delete_in(
+    root: AsyncCollection, grid_id: Any, session: Any, undos: Journal | None
+) -> bool:
+    """Delete a file (:func:`_delete_file`) in ``session``; whether its files
+    document existed. Outside the transaction of journal ``undos`` (in no
+    session: the bucket is on another client), which cannot undo the delete,
+    the delete waits until that transaction commits, and is dropped if it
+    aborts (the document that holds the file is kept then)."""
+    if session is not None or undos is None:
+        return await _delete_file(root, grid_id, session)
+    on_commit(undos, functools.partial(_delete_file, root, grid_id, None))
+    return await root.files.find_one({"_id": {"$eq": grid_id}}, {"_id": 1}) is not None
+
+
+_ABORTED_UPLOAD = "delete of a file uploaded in a transaction that aborted"
+# Those deletes, held until done (nobody awaits them).
+_aborted_uploads: set[asyncio.Future[Any]] = set()
+
+
+async def _delete_files(root: AsyncCollection, grid_ids: list) -> None:
+    """Delete the files ``grid_ids`` (no session), each even when one failed."""
+    errors = []
+    for grid_id in grid_ids:
+        try:
+            await _delete_file(root, grid_id, None)
+        except Exception as error:
+            errors.append(error)
+    if errors:
+        raise errors[0]
 
 
 def _field_words(proxy: GridFSProxy) -> tuple[str, str]:
@@ -984,10 +1094,15 @@ def check_deletable(proxies: list[AsyncGridFSProxy]) -> None:
 
 async def delete_files(proxies: list[AsyncGridFSProxy], operation: Operation) -> None:
     """Delete these files (one already gone is no error), in the operation's
-    session when they live on its client."""
+    session when they live on its client; on another client, once the
+    transaction the documents' delete is in (if this package bound it)
+    committed (:func:`_delete_in`)."""
+    undos = journal(operation.session)
     for proxy in proxies:
         session = operation.session_on(proxy._root())
-        await proxy.async_delete(missing_ok=True, session=session)
+        await proxy._delete(
+            True, session, undos if session is None else journal(session)
+        )
 
 
 _BLOCKING = {  # and delete, defined above

@@ -19,11 +19,13 @@ from mongoengine.errors import ValidationError
 from mongoengine.fields import ImageGridFsProxy
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from mongoengine_async.context import Journal
 from mongoengine_async.detached import to_completion
 from mongoengine_async.errors import NotLoadedError
 from mongoengine_async.gridfs import (
     AsyncGridFSProxy,
     _delete_file,
+    _delete_in,
     _file_kwargs,
     _pieces,
     not_loaded_error,
@@ -194,16 +196,17 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
             for file_id in [*stored, image_id]:
                 await to_completion(_delete_file(root, file_id, session))
             self._check_empty()
-        self._file = file_document
-        self.grid_id = image_id
-        self.gridout = None
-        self._mark_as_changed()
+        undos = self._undos(session)
+        self._took(file_document, self._journal(undos, uploaded=[*stored, image_id]))
         return self
 
-    async def async_delete(
-        self, missing_ok: bool = False, *, session: AsyncClientSession | None = None
+    async def _delete(
+        self,
+        missing_ok: bool,
+        session: AsyncClientSession | None,
+        undos: Journal | None,
     ) -> None:
-        """Delete the image and its thumbnail (in ``session``, if given)."""
+        """Delete the image and its thumbnail (``async_delete``)."""
         if self.grid_id is None:
             return
         if not self.loaded:
@@ -213,9 +216,8 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
                 pass  # reported below, by the delete itself
         thumbnail_id = self._file_value("thumbnail_id")
         if thumbnail_id is not None:  # a thumbnail has no thumbnail: no lookup
-            root = self._root()
-            await _delete_file(root, thumbnail_id, self._session(root, session))
-        await super().async_delete(missing_ok=missing_ok, session=session)
+            await _delete_in(self._root(), thumbnail_id, session, undos)
+        await super()._delete(missing_ok, session, undos)
 
 
 class _ReadFrom(io.BytesIO):

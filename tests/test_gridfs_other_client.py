@@ -1,0 +1,259 @@
+"""Files on another client than the transaction's: a FileField's alias is its
+own, and when it names another client the file's writes cannot join the
+transaction. An abort gives back what a put took (and deletes its upload); a
+delete waits for the commit (none when it aborts)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pymongo.errors
+import pytest
+from PIL import Image
+from pymongo.errors import InvalidOperation
+
+from mongoengine_async import (
+    Document,
+    FileField,
+    ImageField,
+    ListField,
+    StringField,
+    async_run_in_transaction,
+    async_run_transaction,
+    get_async_db,
+)
+from mongoengine_async.testing import fresh_database
+
+ELSEWHERE = "gfs-elsewhere"
+
+
+class GoPaper(Document):
+    title = StringField()
+    pdf = FileField(db_alias=ELSEWHERE)
+    cover = ImageField(db_alias=ELSEWHERE, thumbnail_size=(8, 8, True))
+    scans = ListField(FileField(db_alias=ELSEWHERE))
+
+
+class GoLetter(Document):  # the document on the files' client too
+    meta = {"db_alias": ELSEWHERE}
+    body = FileField(db_alias=ELSEWHERE)
+
+
+class Rollback(Exception):
+    pass
+
+
+@pytest.fixture
+async def elsewhere(async_alias: str, mongodb_uri: str) -> AsyncIterator[str]:
+    """The files' alias: a client of its own (another application name)."""
+    async with fresh_database(ELSEWHERE, mongodb_uri, appname=ELSEWHERE) as alias:
+        yield alias
+
+
+async def stored(bucket: str = "fs") -> set[Any]:
+    """The ids of the files of ``bucket`` on the files' alias."""
+    files = get_async_db(ELSEWHERE)[f"{bucket}.files"]
+    return {raw["_id"] for raw in await files.find({}, {"_id": 1}).to_list()}
+
+
+async def eventually(expected: set[Any], bucket: str = "fs") -> set[Any]:
+    """The files of ``bucket`` once they are ``expected`` (an aborted upload
+    is deleted in a task of its own), or after 5 seconds."""
+    deadline = time.monotonic() + 5
+    while (found := await stored(bucket)) != expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return found
+
+
+def png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), "navy").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def transient() -> pymongo.errors.OperationFailure:
+    error = pymongo.errors.OperationFailure("write conflict", code=112)
+    error._add_error_label("TransientTransactionError")
+    return error
+
+
+async def test_an_aborted_put_gives_the_proxy_back_and_deletes_the_upload(
+    elsewhere: str,
+) -> None:
+    paper = GoPaper(title="draft")
+    with pytest.raises(Rollback):
+        async with async_run_in_transaction():
+            await paper.pdf.async_put(b"uploaded outside the transaction")
+            await paper.cover.async_put(png())
+            paper.scans.append(await GoPaper.scans.field.async_put(b"scan"))
+            await paper.async_save()
+            raise Rollback
+    assert paper.pdf.grid_id is None and paper.cover.grid_id is None
+    assert paper.scans[0].grid_id is None
+    assert paper._created and await GoPaper.objects.async_count() == 0
+    assert await eventually(set()) == set()
+    assert await eventually(set(), "images") == set()  # the image and thumbnail
+
+
+async def test_a_retried_callback_puts_again(elsewhere: str) -> None:
+    """async_run_transaction runs fn again after a transient error: the put
+    of the first attempt was given back (no 'already has a file'), its upload
+    deleted, so one file of each is left."""
+    paper = GoPaper(title="retried")
+    attempts = []
+
+    async def write() -> None:
+        attempts.append(paper.pdf.grid_id)
+        await paper.pdf.async_put(b"content")
+        await paper.cover.async_put(png())
+        await paper.async_save()
+        if len(attempts) == 1:
+            raise transient()
+
+    await async_run_transaction(write)
+    assert attempts == [None, None]
+    assert await eventually({paper.pdf.grid_id}) == {paper.pdf.grid_id}
+    images = {paper.cover.grid_id, paper.cover.thumbnail_id}
+    assert await eventually(images, "images") == images
+    loaded = await GoPaper.objects.async_get(id=paper.id)
+    assert await loaded.pdf.async_read() == b"content"
+
+
+async def delete_file(paper: GoPaper) -> None:
+    await paper.pdf.async_delete()
+    await paper.async_save()
+
+
+async def replace_file(paper: GoPaper) -> None:
+    await paper.pdf.async_replace(b"second edition")
+    await paper.async_save()
+
+
+async def delete_document(paper: GoPaper) -> None:
+    await paper.async_delete()
+
+
+async def delete_matches(paper: GoPaper) -> None:
+    await GoPaper.objects(id=paper.id).async_delete()
+
+
+WRITES: dict[str, Callable[[GoPaper], Awaitable[None]]] = {
+    "proxy.async_delete": delete_file,
+    "proxy.async_replace": replace_file,
+    "document.async_delete": delete_document,
+    "queryset.async_delete": delete_matches,
+}
+
+
+async def saved_paper() -> GoPaper:
+    paper = GoPaper(title="kept")
+    await paper.pdf.async_put(b"first edition")
+    await paper.cover.async_put(png())
+    await paper.async_save()
+    return await GoPaper.objects.async_get(id=paper.id)
+
+
+@pytest.mark.parametrize("write", list(WRITES))
+async def test_an_aborted_delete_keeps_the_file_of_the_kept_document(
+    elsewhere: str, write: str
+) -> None:
+    """The document (or its update) is rolled back: the file it holds is
+    still there (the delete, which the transaction could not undo, waited
+    for its commit), and so is the image's thumbnail."""
+    paper = await saved_paper()
+    grid_id = paper.pdf.grid_id
+    images = await stored("images")
+    with pytest.raises(Rollback):
+        async with async_run_in_transaction():
+            await WRITES[write](paper)
+            raise Rollback
+    raw = await GoPaper.objects.as_pymongo().async_get(id=paper.id)
+    assert raw["pdf"] == grid_id
+    assert paper.pdf.grid_id == grid_id
+    assert await paper.pdf.async_read() == b"first edition"
+    assert await eventually({grid_id}) == {grid_id}  # a replaced one's upload goes
+    assert await stored("images") == images
+
+
+@pytest.mark.parametrize("write", list(WRITES))
+async def test_a_committed_delete_deletes_the_file_before_the_block_ends(
+    elsewhere: str, write: str
+) -> None:
+    paper = await saved_paper()
+    grid_id = paper.pdf.grid_id
+    async with async_run_in_transaction():
+        await WRITES[write](paper)
+    assert grid_id not in await stored()
+    if write == "proxy.async_replace":
+        assert await stored() == {paper.pdf.grid_id}
+    elif write != "proxy.async_delete":
+        assert await stored("images") == set()  # and the thumbnail
+
+
+async def test_a_committed_callback_deletes_the_file(elsewhere: str) -> None:
+    paper = await saved_paper()
+    await async_run_transaction(lambda: delete_document(paper))
+    assert await stored() == set() and await stored("images") == set()
+
+
+async def test_a_replace_under_its_own_id_is_refused(elsewhere: str) -> None:
+    """Its delete would wait for the commit, where the new file's id is the
+    old one's: refused, before anything is written."""
+    paper = await saved_paper()
+    grid_id = paper.pdf.grid_id
+    with pytest.raises(InvalidOperation, match="under its own id"):
+        async with async_run_in_transaction():
+            await paper.pdf.async_replace(b"other", _id=grid_id)
+    assert paper.pdf.grid_id == grid_id
+    assert await paper.pdf.async_read() == b"first edition"
+
+
+async def test_a_cancelled_block_keeps_the_file(elsewhere: str) -> None:
+    paper = await saved_paper()
+    grid_id = paper.pdf.grid_id
+    deleted = asyncio.Event()
+
+    async def block() -> None:
+        async with async_run_in_transaction():
+            await paper.pdf.async_delete()
+            deleted.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.ensure_future(block())
+    await deleted.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert paper.pdf.grid_id == grid_id and await stored() == {grid_id}
+
+
+@pytest.mark.parametrize("delete", ["document", "proxy", "replace"])
+async def test_a_document_outside_the_transaction_deletes_its_file_at_once(
+    elsewhere: str, delete: str
+) -> None:
+    """A document on the files' client is not in a transaction of another
+    client: its file is deleted at once, as the document (or its update)."""
+    letter = GoLetter()
+    await letter.body.async_put(b"Dear ...")
+    await letter.async_save()
+    with pytest.raises(Rollback):
+        async with async_run_in_transaction():
+            if delete == "document":
+                await letter.async_delete()
+            elif delete == "proxy":
+                await letter.body.async_delete()
+                await letter.async_save()
+            else:
+                await letter.body.async_replace(b"P.S.")
+                await letter.async_save()
+            kept = {letter.body.grid_id} - {None}
+            assert await stored() == kept
+            raise Rollback
+    assert await eventually(kept) == kept and {letter.body.grid_id} - {None} == kept
+    if delete == "replace":
+        loaded = await GoLetter.objects.async_get(id=letter.id)
+        assert await loaded.body.async_read() == b"P.S."
