@@ -225,7 +225,7 @@ async def _run_steps(steps: list[Callable[[], Awaitable[Any]]]) -> None:
         raise errors[0]
 
 
-_AFTER_COMMIT = "steps after the commit of a transaction (its files deleted)"
+_AFTER_COMMIT = "steps after the commit of a transaction"
 # The tasks running those steps once their caller left (held until done).
 _after_commit_steps: set[asyncio.Future[Any]] = set()
 
@@ -264,27 +264,22 @@ def write_on_its_way(
     held(write, _unsettled.setdefault(session, set()))
 
 
-# What follows the commit of a transaction this package bound, by session
-# (see after_commit): run once it committed, dropped by an abort.
-_after_commit: weakref.WeakKeyDictionary[
-    AsyncClientSession, list[Callable[[], None]]
-] = weakref.WeakKeyDictionary()
-
-
 def after_commit(
     session: AsyncClientSession | None, action: Callable[[], None]
 ) -> bool:
     """Call ``action`` once the transaction this package bound with
-    ``session`` (see :func:`journal`) committed; an abort (of this attempt:
-    one run again starts afresh) drops it. False, and nothing noted, when
-    ``session`` is no such transaction's (the caller's own: its end is the
-    caller's, which nothing here sees)."""
+    ``session`` (see :func:`journal`) committed, as an :func:`on_commit`
+    step; an abort (of this attempt: one run again starts afresh) drops it.
+    False, and nothing noted, when ``session`` is no such transaction's (the
+    caller's own: its end is the caller's, which nothing here sees)."""
     undos = journal(session)
-    if session is None or undos is None:
+    if undos is None:
         return False
-    actions = _after_commit.setdefault(session, [])
-    actions.append(action)
-    undos.append(lambda: actions.remove(action))
+
+    async def step() -> None:
+        action()
+
+    on_commit(undos, step)
     return True
 
 
@@ -518,7 +513,7 @@ async def run_on(
         await _committed(undos)
         return outcome
     finally:
-        _settle_journal(block, undos, session)
+        _settle_journal(block, undos)
         if own:
             await _end_session(session, block)
 
@@ -566,17 +561,15 @@ async def run_in_transaction(
         await block.done()
         await _committed(undos)
     finally:
-        _settle_journal(block, undos, session)
+        _settle_journal(block, undos)
         await _end_session(session, block)
 
 
-def _settle_journal(
-    block: _Block | None, undos: Journal, session: AsyncClientSession
-) -> None:
+def _settle_journal(block: _Block | None, undos: Journal) -> None:
     """The transaction ended, or its caller left (cancelled) while it ends:
-    give the instances back what it changed unless it committed (else call
-    what :func:`after_commit` noted), then let go of the instances the
-    journal holds. A commit in flight when the caller
+    give the instances back what it changed unless it committed (else run
+    the :func:`on_commit` steps its caller left before running), then let
+    go of the instances the journal holds. A commit in flight when the caller
     left goes on and may succeed: the instances wait for its outcome. Else
     it cannot commit any more: they are given back at once, before its
     abort ended (their next save, which may come first, sends the changes
@@ -590,8 +583,6 @@ def _settle_journal(
         elif steps := _commit_steps(undos):  # (its caller left before them)
             held(_run_steps(steps), _after_commit_steps, _AFTER_COMMIT)
         undos.clear()
-        for action in _after_commit.pop(session, ()):
-            action()
 
     if block is not None and block.over():
         settle(block.task)
@@ -600,7 +591,6 @@ def _settle_journal(
     else:
         _undo(undos)
         undos.clear()
-        _after_commit.pop(session, None)
 
 
 async def _end_session(session: AsyncClientSession, block: _Block | None) -> None:
