@@ -3,7 +3,9 @@ gives the replica set and the async ones)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from uuid import uuid4
@@ -84,6 +86,50 @@ async def database_of_either_kind(
             await client.close()
 
 
+class Held:
+    """The command held by :func:`held_on_server`."""
+
+    def __init__(
+        self, admin: Any, app_name: str, command: str, entered_before: int
+    ) -> None:
+        self._admin = admin
+        self._app_name = app_name
+        self._command = command
+        self._entered_before = entered_before
+
+    async def reached_server(self) -> None:
+        """Return once the server holds the command (its fail point entered):
+        on a slow machine the client may send it well after the test started
+        it, so a fixed wait does not tell."""
+        await self._admin.command(
+            {
+                "waitForFailPoint": "failCommand",
+                "timesEntered": self._entered_before + 1,
+                "maxTimeMS": 30_000,
+            }
+        )
+
+    async def ended_on_server(self) -> None:
+        """Return once the server runs no such command of the client (the
+        held one, once it reached the server, was applied or failed)."""
+        pipeline = [
+            {"$currentOp": {"allUsers": True}},
+            {
+                "$match": {
+                    "appName": self._app_name,
+                    f"command.{self._command}": {"$exists": True},
+                    "command.comment": {"$ne": "held_on_server"},  # (this one)
+                }
+            },
+        ]
+        deadline = time.monotonic() + 30
+        while await (
+            await self._admin.aggregate(pipeline, comment="held_on_server")
+        ).to_list(None):
+            assert time.monotonic() < deadline, f"{self._command} still runs"
+            await asyncio.sleep(0.02)
+
+
 @contextlib.asynccontextmanager
 async def held_on_server(
     app_name: str,
@@ -91,12 +137,13 @@ async def held_on_server(
     block_ms: int,
     error_code: int | None = None,
     skip: int = 0,
-) -> AsyncIterator[None]:
+) -> AsyncIterator[Held]:
     """The next ``command`` of the client named ``app_name`` waits ``block_ms``
     on the server first (the ``failCommand`` fail point: one for the whole
     server, so tests using it need a server of their own), then fails with
     ``error_code`` if given; with ``skip``, every one after the first
-    ``skip`` ones, until the block ends."""
+    ``skip`` ones, until the block ends. Gives a :class:`Held`, to wait
+    until the server holds the (first such) command."""
     admin = mongoengine_async.get_async_connection().admin
     fail_point = {"configureFailPoint": "failCommand"}
     data: dict[str, Any] = {
@@ -106,7 +153,7 @@ async def held_on_server(
     }
     if error_code is not None:
         data["errorCode"] = error_code
-    await admin.command(
+    configured = await admin.command(
         {
             **fail_point,
             "mode": {"skip": skip} if skip else {"times": 1},
@@ -114,7 +161,7 @@ async def held_on_server(
         }
     )
     try:
-        yield
+        yield Held(admin, app_name, command, configured["count"])
     finally:
         await admin.command({**fail_point, "mode": "off"})
 

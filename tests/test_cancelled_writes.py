@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import gc
+import sys
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,7 +25,7 @@ import pytest
 from pymongo import ReadPreference
 from pymongo.errors import PyMongoError
 
-from conftest import held_on_server
+from conftest import Held, held_on_server
 from mongoengine_async import (
     NULLIFY,
     CachedReferenceField,
@@ -105,19 +106,19 @@ async def app(mongodb_uri) -> AsyncIterator[str]:
         yield name
 
 
-def blocked(app_name: str, command: str) -> AbstractAsyncContextManager[None]:
+def blocked(app_name: str, command: str) -> AbstractAsyncContextManager[Held]:
     """The next ``command`` of the client waits BLOCK_MS on the server first."""
     return held_on_server(app_name, command, BLOCK_MS)
 
 
 async def cancel_once_sent(
-    work: Callable[[], Awaitable[Any]], anyio: bool = False
+    held: Held, work: Callable[[], Awaitable[Any]], anyio: bool = False
 ) -> None:
-    """Run ``work`` in a task, cancel it while its write is blocked on the
+    """Run ``work`` in a task, cancel it once its write is ``held`` on the
     server (at every await until it ends, as an anyio cancel scope does, if
     ``anyio``), and check the cancellation came at once."""
     task = asyncio.ensure_future(work())
-    await asyncio.sleep(BLOCK_MS / 3000)
+    await held.reached_server()
     assert not task.done()
     started = time.monotonic()
     task.cancel()
@@ -154,8 +155,8 @@ CANCELLED = {
 async def test_the_next_save_comes_after_a_cancelled_write(app, kind, anyio):
     document = await CwDoc(a=0, b=0).async_save()
     command, work = CANCELLED[kind]
-    async with blocked(app, command):
-        await cancel_once_sent(work(document), anyio)
+    async with blocked(app, command) as held:
+        await cancel_once_sent(held, work(document), anyio)
         document.a = 2
         await document.async_save()  # waits until the cancelled write settled
     expected = {"_id": document.pk, "a": 2}
@@ -169,10 +170,10 @@ async def test_the_same_task_saving_again_waits_too(app):
     """A save timed out in the saving task (``wait_for``'s own task on Python
     3.12+, a cancel scope) is not taken for that task's save in flight."""
     document = await CwDoc(a=0, b=0).async_save()
-    async with blocked(app, "update"):
+    async with blocked(app, "update") as held:
         document.a = 1
         save = asyncio.ensure_future(document.async_save())
-        await asyncio.sleep(BLOCK_MS / 3000)
+        await held.reached_server()
         save.cancel()
         with pytest.raises(asyncio.CancelledError):
             await save
@@ -186,11 +187,11 @@ async def test_a_cancelled_save_that_landed_is_saved(app):
     """The settled write's outcome decides: applied, its changes are saved
     (an embedded document's too); those made meanwhile stay for the next save."""
     document = await CwDoc(a=0, b=0, inner=CwInner(x=0)).async_save()
-    async with blocked(app, "update"):
+    async with blocked(app, "update") as held:
         document.a = 1
         document.inner.x = 1
         save = asyncio.ensure_future(document.async_save())
-        await asyncio.sleep(BLOCK_MS / 3000)
+        await held.reached_server()
         save.cancel()
         with pytest.raises(asyncio.CancelledError):
             await save
@@ -210,10 +211,10 @@ async def test_a_cancelled_save_that_landed_is_saved(app):
 
 async def test_a_cancelled_save_that_failed_gives_its_changes_back(app):
     document = await CwDoc(a=0, b=0, inner=CwInner(x=0)).async_save()
-    async with held_on_server(app, "update", BLOCK_MS, error_code=2):
+    async with held_on_server(app, "update", BLOCK_MS, error_code=2) as held:
         document.a = 1
         document.inner.x = 1
-        await cancel_once_sent(document.async_save)
+        await cancel_once_sent(held, document.async_save)
         document.b = 5
         while "_async_save_turns" in document.__dict__:
             await asyncio.sleep(0.01)
@@ -224,8 +225,8 @@ async def test_a_cancelled_save_that_failed_gives_its_changes_back(app):
 
 async def test_a_new_document_cancelled_once_sent_is_saved_once(app):
     document = CwDoc(a=1)
-    async with blocked(app, "insert"):
-        await cancel_once_sent(document.async_save)
+    async with blocked(app, "insert") as held:
+        await cancel_once_sent(held, document.async_save)
         document.a = 2
         await document.async_save()
     assert not document._created
@@ -244,42 +245,88 @@ async def open_transaction(lsid: Any) -> bool:
     return bool(await found.to_list(None))
 
 
-async def assert_nothing_locked(collection: Any, pk: Any, lsid: Any) -> None:
-    """Once the held command would have landed: an outside write to the
+async def assert_nothing_locked(
+    held: Held, collection: Any, pk: Any, lsid: Any
+) -> None:
+    """Once the held command ended on the server: an outside write to the
     document is not held up (no orphan transaction locks it), and the server
-    has no transaction open on session ``lsid``."""
-    await asyncio.sleep(BLOCK_MS / 1000 + 0.2)
+    has no transaction open on session ``lsid`` (once the fence that follows
+    the command's reply ended: an orphan would stay open for 60 s)."""
+    await held.ended_on_server()
     started = time.monotonic()
     await asyncio.wait_for(collection.update_one({"_id": pk}, {"$set": {"b": 3}}), 5)
     assert time.monotonic() - started < 2
-    assert not await open_transaction(lsid)
+    deadline = time.monotonic() + 10
+    while await open_transaction(lsid):
+        assert time.monotonic() < deadline, "a transaction stays open"
+        await asyncio.sleep(0.05)
+
+
+async def timed_out(held: Held, transaction: Callable[[], Awaitable[Any]]) -> float:
+    """Run ``transaction`` under ``asyncio.wait_for``, its time-out expiring
+    once the write is ``held`` on the server (a fixed one expired before the
+    write was sent, on a slow machine); return when it expired."""
+    expired: list[float] = []
+    if sys.version_info >= (3, 12):  # what wait_for() is there: in the task
+        loop = asyncio.get_running_loop()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(None) as timeout:
+
+                async def expire() -> None:
+                    await held.reached_server()
+                    expired.append(time.monotonic())
+                    timeout.reschedule(loop.time())
+
+                expiry = asyncio.ensure_future(expire())
+                try:
+                    await transaction()
+                finally:
+                    expiry.cancel()
+    else:  # a task of its own, cancelled once timed out (as with timeout 0)
+        task = asyncio.ensure_future(transaction())
+        await held.reached_server()
+        expired.append(time.monotonic())
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(task, 0)
+    return expired[0]
 
 
 async def cancel_midway(
-    transaction: Callable[[], Awaitable[Any]], cancellation: str, prompt: bool = True
-) -> None:
-    """Run ``transaction`` (or any work) and cancel it once its write is blocked on the
-    server: by ``task.cancel()`` once or at every await until it ends (as an
-    anyio cancel scope does), by ``asyncio.wait_for`` or by anyio's own
-    ``move_on_after``; check that it ended (no wait for the write, but by a
-    single cancellation), if ``prompt``."""
-    delay = BLOCK_MS / 3000
+    held: Held,
+    transaction: Callable[[], Awaitable[Any]],
+    cancellation: str,
+    prompt: bool = True,
+) -> float:
+    """Run ``transaction`` (or any work) and cancel it once its write is
+    ``held`` on the server: by ``task.cancel()`` once or at every await until
+    it ends (as an anyio cancel scope does), by ``asyncio.wait_for`` or by an
+    anyio cancel scope's deadline; check that it ended (no wait for the
+    write, but by a single cancellation), if ``prompt``. Returns when the
+    cancellation came (``time.monotonic()``)."""
     if cancellation == "timeout":
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(transaction(), delay)
-        return
+        return await timed_out(held, transaction)
     if cancellation == "anyio":
         anyio = pytest.importorskip("anyio")
-        started = time.monotonic()
-        with anyio.move_on_after(delay) as scope:
-            await transaction()
+        expired = []
+
+        async def expire(scope: Any) -> None:
+            await held.reached_server()
+            expired.append(time.monotonic())
+            scope.deadline = anyio.current_time()  # as move_on_after's passing
+
+        with anyio.CancelScope() as scope:
+            expiry = asyncio.ensure_future(expire(scope))
+            try:
+                await transaction()
+            finally:
+                expiry.cancel()
         assert scope.cancelled_caught
-        assert not prompt or time.monotonic() - started < delay + BLOCK_MS / 2000
-        return
+        assert not prompt or time.monotonic() - expired[0] < BLOCK_MS / 2000
+        return expired[0]
     task = asyncio.ensure_future(transaction())
-    await asyncio.sleep(delay)
-    task.cancel()
+    await held.reached_server()
     started = time.monotonic()
+    task.cancel()
     while cancellation == "every await" and not task.done():
         task.cancel()
         await asyncio.sleep(0)
@@ -287,6 +334,7 @@ async def cancel_midway(
         await task
     if cancellation == "every await" and prompt:
         assert time.monotonic() - started < BLOCK_MS / 2000
+    return started
 
 
 CANCELLATIONS = ["cancel", "every await", "timeout", "anyio"]
@@ -327,10 +375,10 @@ async def test_cancelled_in_a_transaction(app, form, cancellation):
         document.a = 1
         await document.async_save()
 
-    async with blocked(app, "update"):
-        await cancel_midway(lambda: in_transaction(form, block), cancellation)
+    async with blocked(app, "update") as held:
+        await cancel_midway(held, lambda: in_transaction(form, block), cancellation)
         [lsid] = sessions
-        await assert_nothing_locked(CwDoc._get_collection(), document.pk, lsid)
+        await assert_nothing_locked(held, CwDoc._get_collection(), document.pk, lsid)
     assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
     assert document._get_changed_fields() == ["a"]
     await document.async_save()
@@ -376,10 +424,10 @@ async def first_operation_cancelled(
         note_session(sessions)
         await operation(document)
 
-    async with blocked(app, command):
-        await cancel_midway(lambda: in_transaction(form, block), cancellation)
+    async with blocked(app, command) as held:
+        await cancel_midway(held, lambda: in_transaction(form, block), cancellation)
         [lsid] = sessions
-        await assert_nothing_locked(CwDoc._get_collection(), document.pk, lsid)
+        await assert_nothing_locked(held, CwDoc._get_collection(), document.pk, lsid)
     assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
 
 
@@ -425,7 +473,7 @@ async def test_a_first_operation_timed_out_by_the_block_leaves_no_transaction_op
             if then == "raise another error":
                 raise RuntimeError("service unavailable") from None
 
-    async with blocked(app, "update"):
+    async with blocked(app, "update") as held:
         if then == "raise another error":
             with pytest.raises(RuntimeError, match="service unavailable"):
                 await in_transaction(form, block)
@@ -434,7 +482,9 @@ async def test_a_first_operation_timed_out_by_the_block_leaves_no_transaction_op
                 await in_transaction(form, block)
         else:  # run again, the update then applied
             await in_transaction(form, block)
-        await assert_nothing_locked(CwDoc._get_collection(), document.pk, sessions[0])
+        await assert_nothing_locked(
+            held, CwDoc._get_collection(), document.pk, sessions[0]
+        )
     a = 1 if (form, then) == ("callback", "go on to commit") else 0
     assert await stored(document) == {"_id": document.pk, "a": a, "b": 3}
 
@@ -503,9 +553,9 @@ async def test_a_cancelled_save_that_landed_updates_the_cached_copies(app):
     changes the save sent are cleared, so no later save sends them again)."""
     author = await CwAuthor(name="old", age=0).async_save()
     book = await CwBook(author=author).async_save()
-    async with blocked(app, "update"):
+    async with blocked(app, "update") as held:
         author.name = "new"
-        await cancel_once_sent(author.async_save)
+        await cancel_once_sent(held, author.async_save)
         await _until_settled(author)
     for _ in range(100):  # (the copies are updated in a task of their own)
         raw = await CwBook._get_collection().find_one({"_id": book.pk})
@@ -524,8 +574,8 @@ async def test_a_cancelled_delete_that_landed_deletes_the_files(app):
     await document.async_save()
     files = CwFiled._get_collection().database["cw_files.files"]
     grid_id = document.data.grid_id
-    async with blocked(app, "delete"):
-        await cancel_once_sent(document.async_delete)
+    async with blocked(app, "delete") as held:
+        await cancel_once_sent(held, document.async_delete)
         await _until_settled(document)
     assert await CwFiled._get_collection().find_one({"_id": document.pk}) is None
     for _ in range(100):  # (deleted in a task of their own)
@@ -574,12 +624,11 @@ async def test_a_cancelled_delete_with_rules_outside_a_transaction(app, cancella
     document = await CwRuled(a=0, b=0).async_save()
     referrer = await CwReferrer(doc=document).async_save()
     await CwReferrer.async_ensure_indexes()
-    async with blocked(app, "delete"):
-        started = time.monotonic()
-        await cancel_midway(
-            lambda: document.async_delete(transaction=False), cancellation
+    async with blocked(app, "delete") as held:
+        cancelled = await cancel_midway(
+            held, lambda: document.async_delete(transaction=False), cancellation
         )
-        assert time.monotonic() - started < BLOCK_MS / 1000
+        assert time.monotonic() - cancelled < BLOCK_MS / 2000
         document.a = 2
         await document.async_save()  # waits until the cancelled delete settled
     assert await CwRuled._get_collection().find_one({"_id": document.pk}) == {
@@ -619,19 +668,18 @@ async def test_a_cancelled_delete_with_rules_in_a_transaction(app, cancellation)
             sessions.append(session.session_id)
             await document.async_delete()
 
-    async with blocked(app, "delete"):
-        await cancel_midway(in_transaction, cancellation)
+    async with blocked(app, "delete") as held:
+        await cancel_midway(held, in_transaction, cancellation)
         [lsid] = sessions
-        await assert_nothing_locked(CwRuled._get_collection(), document.pk, lsid)
+        await assert_nothing_locked(held, CwRuled._get_collection(), document.pk, lsid)
     await assert_not_deleted(document, referrer)
 
 
 async def _followed(log: list, count: int) -> None:
     """Until ``log`` holds ``count`` entries (the steps after a cancelled
-    write run in a task of their own)."""
-    for _ in range(200):
-        if len(log) >= count:
-            return
+    write run in a task of their own, once it landed), 10 s at most."""
+    deadline = time.monotonic() + 10
+    while len(log) < count and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
 
 
@@ -675,10 +723,10 @@ async def test_a_cancelled_save_that_landed_sends_post_save(app, receivers):
     what changed meanwhile stays for the next save. It was never sent."""
     document = await CwDoc(a=0, b=0).async_save()
     receivers.clear()
-    async with blocked(app, "update"):
+    async with blocked(app, "update") as held:
         document.a = 1
         await cancel_once_sent(
-            lambda: document.async_save(signal_kwargs={"source": "x"})
+            held, lambda: document.async_save(signal_kwargs={"source": "x"})
         )
         document.b = 5  # while the write is on its way: not sent by it
         await _followed(receivers, 2)
@@ -693,8 +741,8 @@ async def test_a_cancelled_save_that_landed_sends_post_save(app, receivers):
 
     receivers.clear()
     new = CwDoc(a=1)
-    async with blocked(app, "insert"):
-        await cancel_once_sent(new.async_save)
+    async with blocked(app, "insert") as held:
+        await cancel_once_sent(held, new.async_save)
         await _followed(receivers, 2)
     whole = ({"a": 1}, {})
     assert sorted(receivers) == [
@@ -721,9 +769,9 @@ async def test_post_save_follows_the_cached_copies(app, receivers):
     signals.post_save.connect(look, sender=CwAuthor)
     try:
         receivers.clear()
-        async with blocked(app, "update"):
+        async with blocked(app, "update") as held:
             author.name = "new"
-            await cancel_once_sent(author.async_save)
+            await cancel_once_sent(held, author.async_save)
             await _followed(copies, 1)
     finally:
         signals.post_save.disconnect(look, sender=CwAuthor)
@@ -738,9 +786,9 @@ async def test_a_cancelled_delete_that_landed_sends_post_delete(app, receivers):
     await document.async_save()
     files = CwFiled._get_collection().database["cw_files.files"]
     receivers.clear()
-    async with blocked(app, "delete"):
+    async with blocked(app, "delete") as held:
         await cancel_once_sent(
-            lambda: document.async_delete(signal_kwargs={"source": "x"})
+            held, lambda: document.async_delete(signal_kwargs={"source": "x"})
         )
         await _followed(receivers, 2)
     assert sorted(receivers) == [
@@ -755,9 +803,9 @@ async def test_a_cancelled_write_that_failed_sends_nothing(app, receivers, kind)
     document = await CwDoc(a=0, b=0).async_save()
     receivers.clear()
     command = "update" if kind == "save" else "delete"
-    async with held_on_server(app, command, BLOCK_MS, error_code=2):
+    async with held_on_server(app, command, BLOCK_MS, error_code=2) as held:
         await cancel_once_sent(
-            save_a(document, 1) if kind == "save" else document.async_delete
+            held, save_a(document, 1) if kind == "save" else document.async_delete
         )
         await _until_settled(document)
     await asyncio.sleep(0.1)
@@ -774,8 +822,8 @@ async def test_a_cancelled_save_in_a_transaction_sends_nothing(app, receivers):
             document.a = 1
             await document.async_save()
 
-    async with blocked(app, "update"):
-        await cancel_midway(in_transaction, "cancel")
+    async with blocked(app, "update") as held:
+        await cancel_midway(held, in_transaction, "cancel")
         await asyncio.sleep(BLOCK_MS / 1000 + 0.2)
     assert receivers == []
     assert document._get_changed_fields() == ["a"]
@@ -793,8 +841,8 @@ async def test_a_receiver_error_after_a_cancelled_write_goes_to_the_loop(app):
 
     signals.post_save.connect(refuse, sender=CwDoc)
     try:
-        async with blocked(app, "update"):
-            await cancel_once_sent(save_a(document, 1))
+        async with blocked(app, "update") as held:
+            await cancel_once_sent(held, save_a(document, 1))
             await _followed(handled, 1)
     finally:
         signals.post_save.disconnect(refuse, sender=CwDoc)
@@ -817,8 +865,8 @@ async def test_a_delete_cancelled_while_deleting_its_files(app, receivers):
     database = CwFiled._get_collection().database
     receivers.clear()
     # The document's delete passes; the file's is held.
-    async with held_on_server(app, "delete", BLOCK_MS, skip=1):
-        await cancel_once_sent(document.async_delete)
+    async with held_on_server(app, "delete", BLOCK_MS, skip=1) as held:
+        await cancel_once_sent(held, document.async_delete)
     await _followed(receivers, 2)
     assert sorted(kind for kind, *_ in receivers) == ["coroutine", "plain"]
     assert await CwFiled._get_collection().count_documents({}) == 0
@@ -834,9 +882,9 @@ async def test_a_save_cancelled_while_updating_the_cached_copies(app, receivers)
     book = await CwBook(author=author).async_save()
     receivers.clear()
     # The save's update passes; the cached copies' one is held.
-    async with held_on_server(app, "update", BLOCK_MS, skip=1):
+    async with held_on_server(app, "update", BLOCK_MS, skip=1) as held:
         author.name = "new"
-        await cancel_once_sent(author.async_save)
+        await cancel_once_sent(held, author.async_save)
     await _followed(receivers, 2)
     changes = ({"name": "new"}, {})
     assert sorted(receivers) == [
@@ -868,14 +916,19 @@ async def test_a_cancelled_delete_with_rules_on_the_callers_session(
     other = await CwDoc(a=0, b=0).async_save()
     await CwReferrer.async_ensure_indexes()
     async with get_async_connection().start_session() as session:
-        async with blocked(app, command):
+        async with blocked(app, command) as held:
             await cancel_midway(
-                lambda: document.async_delete(session=session), cancellation, False
+                held,
+                lambda: document.async_delete(session=session),
+                cancellation,
+                False,
             )
             assert not session.in_transaction
             await CwDoc.objects(pk=other.pk).async_update(set__a=5, session=session)
             lsid = session.session_id
-            await assert_nothing_locked(CwRuled._get_collection(), document.pk, lsid)
+            await assert_nothing_locked(
+                held, CwRuled._get_collection(), document.pk, lsid
+            )
     assert await stored(other) == {"_id": other.pk, "a": 5, "b": 0}
     await assert_not_deleted(document, referrer)
 
@@ -927,8 +980,10 @@ async def a_commit_that_goes_on(
         old.a = 5
         await old.async_save()
 
-    async with held_on_server(app, "commitTransaction", BLOCK_MS, COMMITS[commit]):
-        await cancel_midway(lambda: in_transaction(form, block), cancellation)
+    async with held_on_server(
+        app, "commitTransaction", BLOCK_MS, COMMITS[commit]
+    ) as held:
+        await cancel_midway(held, lambda: in_transaction(form, block), cancellation)
         # The commit ended, and the documents were settled before its session
         # was ended (a retried commit may need a new server selection first).
         [session] = sessions
@@ -961,8 +1016,8 @@ async def test_the_next_save_after_a_cancelled_transaction_sends_the_changes(
         document.a = 1
         await document.async_save()
 
-    async with blocked(app, "update"):
-        await cancel_midway(lambda: in_transaction(form, block), cancellation)
+    async with blocked(app, "update") as held:
+        await cancel_midway(held, lambda: in_transaction(form, block), cancellation)
         await document.async_save()
     assert await stored(document) == {"_id": document.pk, "a": 1, "b": 0}
 
