@@ -385,26 +385,26 @@ def test_plugin_without_pytest_asyncio(mongodb_uri: str, tmp_path: Path) -> None
 
 def _launch(cmd: list[str], uri: str) -> subprocess.Popen[bytes]:
     """``python -m mongoengine_async.testing -- CMD`` in a session of its own
-    (no terminal), once it has started ``CMD``: on the existing server at
-    ``uri``, so that ``CMD`` is its only child (no mongod of its own)."""
+    (no terminal), once ``CMD`` has printed its first line (``ready``, once
+    its signal handlers are installed: on a loaded machine, a fixed wait
+    sent the signal before): on the existing server at ``uri``, so that
+    ``CMD`` is its only child (no mongod of its own)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "mongoengine_async.testing", "--", *cmd],
         start_new_session=True,
         env={**os.environ, "MONGODB_URI": uri},
+        stdout=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 30
-    while not subprocess.run(
-        ["pgrep", "-P", str(proc.pid)], capture_output=True
-    ).stdout:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.3)  # CMD's Python installed its handlers
+    assert proc.stdout is not None
+    with proc.stdout:  # (CMD prints nothing more)
+        assert proc.stdout.readline() == b"ready\n"
     return proc
 
 
 EXIT_0_ON_SIGINT = (
     "import signal, sys, time\n"
     "signal.signal(signal.SIGINT, lambda *a: sys.exit(0))\n"
+    "print('ready', flush=True)\n"
     "time.sleep(30)\n"
 )
 
@@ -416,7 +416,7 @@ def test_cli_ctrl_c_never_exits_0(mongodb_uri: str) -> None:
 
 
 def test_cli_forwards_sigint_sent_to_the_launcher_alone(mongodb_uri: str) -> None:
-    proc = _launch(["sleep", "30"], mongodb_uri)
+    proc = _launch(["sh", "-c", "echo ready; exec sleep 30"], mongodb_uri)
     proc.send_signal(signal.SIGINT)  # kill -INT, as an IDE's stop button does
     try:
         assert proc.wait(timeout=10) == 130
@@ -429,10 +429,17 @@ def test_cli_kills_a_command_that_ignores_sigterm(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(launcher, "TERMINATE_GRACE", 0.5)
-    ignores = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-    child = subprocess.Popen([sys.executable, "-c", ignores + "time.sleep(30)"])
-    time.sleep(0.5)
-    launcher._stop(child)
+    ignores = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"  # (a fixed wait may end before)
+        "time.sleep(30)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", ignores], stdout=subprocess.PIPE)
+    assert child.stdout is not None
+    with child.stdout:
+        assert child.stdout.readline() == b"ready\n"
+        launcher._stop(child)
     assert child.returncode == -signal.SIGKILL
 
 
