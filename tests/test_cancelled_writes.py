@@ -262,10 +262,10 @@ async def assert_nothing_locked(
         await asyncio.sleep(0.05)
 
 
-async def timed_out(held: Held, transaction: Callable[[], Awaitable[Any]]) -> float:
-    """Run ``transaction`` under ``asyncio.wait_for``, its time-out expiring
-    once the write is ``held`` on the server (a fixed one expired before the
-    write was sent, on a slow machine); return when it expired."""
+async def timed_out(held: Held, work: Awaitable[Any]) -> float:
+    """Await ``work`` under ``asyncio.wait_for``, its time-out expiring once
+    its write is ``held`` on the server (a fixed one expired before the write
+    was sent, on a slow machine); return when it expired."""
     expired: list[float] = []
     if sys.version_info >= (3, 12):  # what wait_for() is there: in the task
         loop = asyncio.get_running_loop()
@@ -279,11 +279,11 @@ async def timed_out(held: Held, transaction: Callable[[], Awaitable[Any]]) -> fl
 
                 expiry = asyncio.ensure_future(expire())
                 try:
-                    await transaction()
+                    await work
                 finally:
                     expiry.cancel()
     else:  # a task of its own, cancelled once timed out (as with timeout 0)
-        task = asyncio.ensure_future(transaction())
+        task = asyncio.ensure_future(work)
         await held.reached_server()
         expired.append(time.monotonic())
         with pytest.raises(asyncio.TimeoutError):
@@ -304,7 +304,7 @@ async def cancel_midway(
     write, but by a single cancellation), if ``prompt``. Returns when the
     cancellation came (``time.monotonic()``)."""
     if cancellation == "timeout":
-        return await timed_out(held, transaction)
+        return await timed_out(held, transaction())
     if cancellation == "anyio":
         anyio = pytest.importorskip("anyio")
         expired = []
@@ -514,12 +514,14 @@ async def test_a_first_operation_timed_out_and_gone_on_from_is_fenced(app, then)
             await update()
         await CwDoc.objects(pk=document.pk).async_first()
 
-    async with blocked(app, "update"):
+    async with blocked(app, "update") as held:
         with pytest.raises(Exception) as raised:
             await in_transaction("context manager", block)
         if then == "another operation":
             assert getattr(raised.value, "code", None) == 251  # NoSuchTransaction
-        await assert_nothing_locked(CwDoc._get_collection(), document.pk, sessions[0])
+        await assert_nothing_locked(
+            held, CwDoc._get_collection(), document.pk, sessions[0]
+        )
     assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
 
 
@@ -1022,13 +1024,6 @@ async def test_the_next_save_after_a_cancelled_transaction_sends_the_changes(
     assert await stored(document) == {"_id": document.pk, "a": 1, "b": 0}
 
 
-async def timed_out(write: Awaitable[Any]) -> None:
-    """Await ``write`` with a time-out that ends it once it is held on the
-    server: the block caught a cancellation of its own and goes on."""
-    with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(write, BLOCK_MS / 3000)
-
-
 @pytest.mark.parametrize("form", ["context manager", "callback"])
 @pytest.mark.parametrize("new", [False, True], ids=["update", "insert"])
 async def test_a_save_cancelled_in_a_transaction_that_commits(
@@ -1049,14 +1044,14 @@ async def test_a_save_cancelled_in_a_transaction_that_commits(
 
     async def block() -> None:
         document.a = 1
-        await timed_out(document.async_save(signal_kwargs={"source": "x"}))
+        await timed_out(held, document.async_save(signal_kwargs={"source": "x"}))
         await until(lambda: "_async_save_turns" not in document.__dict__)
         assert receivers == []  # (the write landed, not committed yet)
         document.b = 5
 
     signals.post_save.connect(look, sender=CwDoc)
     try:
-        async with blocked(app, "insert" if new else "update"):
+        async with blocked(app, "insert" if new else "update") as held:
             await in_transaction(form, block)
             await _followed(receivers, 2)
     finally:
@@ -1084,11 +1079,11 @@ async def test_a_save_cancelled_in_a_transaction_that_aborts(app, receivers, for
 
     async def block() -> None:
         document.a = 1
-        await timed_out(document.async_save())
+        await timed_out(held, document.async_save())
         await until(lambda: "_async_save_turns" not in document.__dict__)
         raise ValueError("no")
 
-    async with blocked(app, "update"):
+    async with blocked(app, "update") as held:
         with pytest.raises(ValueError, match="no"):
             await in_transaction(form, block)
     await asyncio.sleep(0.1)
@@ -1109,12 +1104,12 @@ async def test_a_save_cancelled_in_a_transaction_run_again(app, receivers):
         attempts.append(len(attempts))
         document.a = len(attempts)
         if len(attempts) == 1:
-            await timed_out(document.async_save())
+            await timed_out(held, document.async_save())
             await until(lambda: "_async_save_turns" not in document.__dict__)
             raise PyMongoError("again", error_labels=["TransientTransactionError"])
         await document.async_save()
 
-    async with blocked(app, "update"):
+    async with blocked(app, "update") as held:
         await async_run_transaction(block)
     await asyncio.sleep(0.1)
     assert attempts == [0, 1]
@@ -1134,11 +1129,11 @@ async def test_a_delete_cancelled_in_a_transaction_that_commits(app, receivers, 
     receivers.clear()
 
     async def block() -> None:
-        await timed_out(document.async_delete(signal_kwargs={"source": "x"}))
+        await timed_out(held, document.async_delete(signal_kwargs={"source": "x"}))
         await until(lambda: "_async_save_turns" not in document.__dict__)
         assert receivers == []
 
-    async with blocked(app, "delete"):
+    async with blocked(app, "delete") as held:
         await in_transaction(form, block)
         await _followed(receivers, 2)
     assert sorted(receivers) == [
@@ -1180,10 +1175,10 @@ async def test_what_follows_a_cancelled_write_is_no_part_of_the_callers_transact
                 document.a = 1
                 return document.async_save(session=own)
 
-            async with blocked(app, "update" if kind == "save" else "delete"):
+            async with blocked(app, "update" if kind == "save" else "delete") as held:
                 with pytest.raises(ValueError, match="no"):
                     async with async_run_in_transaction():
-                        await timed_out(work())
+                        await timed_out(held, work())
                         await _followed(written, 1)
                         raise ValueError("no")
     finally:
@@ -1206,8 +1201,9 @@ async def test_a_cancelled_delete_with_rules_on_the_callers_session_outside_one(
     other = await CwDoc(a=0, b=0).async_save()
     await CwReferrer.async_ensure_indexes()
     async with get_async_connection().start_session() as session:
-        async with blocked(app, "update"):
+        async with blocked(app, "update") as held:
             await cancel_midway(
+                held,
                 lambda: document.async_delete(transaction=False, session=session),
                 cancellation,
                 False,
