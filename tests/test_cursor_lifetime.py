@@ -296,7 +296,7 @@ async def test_a_file_read_cancelled_while_finding_a_lost_cursor_again(app, anyi
     before = await idle_cursors("fs.chunks")
     cursor_id = grid_out._chunk_iter._cursor._id
     await get_async_db().command("killCursors", "fs.chunks", cursors=[cursor_id])
-    async with blocked(app, "find"):  # the getMore fails, the find again is held
-        await cancel_while_sent(lambda: grid_out.read(), anyio)
-        await asyncio.sleep(BLOCK_MS / 1000)
+    async with blocked(app, "find") as held:  # the getMore fails, the find is held
+        await cancel_while_sent(held, lambda: grid_out.read(), anyio)
+        await held.ended_on_server()
     assert await left_open(before - {cursor_id}, 3, "fs.chunks") == set()
