@@ -741,13 +741,24 @@ async def test_an_abort_gives_back_the_changes_the_save_itself_made(async_alias)
     assert stored == doc.to_mongo().to_dict()
 
 
+@pytest.mark.parametrize("abort_reply", ["first", "after the save's"])
 async def test_an_abort_during_another_tasks_save_of_the_document(
-    async_alias, command_log
+    async_alias, command_log, monkeypatch, abort_reply
 ):
     """A save outside the transaction, whose write is awaited while the
     transaction that inserted the document aborts (its undo makes the
     document new again, every field changed), ends without an error and
-    leaves every field changed."""
+    leaves every field changed; also when the abort's reply is handled after
+    the save's (the server releases the save's write as the abort ends):
+    the undo then left the saved document new again."""
+    if abort_reply != "first":
+        abort_transaction = AsyncClientSession.abort_transaction
+
+        async def late_abort(self: AsyncClientSession) -> None:
+            await abort_transaction(self)
+            await asyncio.sleep(0.3)  # the save's reply is handled first
+
+        monkeypatch.setattr(AsyncClientSession, "abort_transaction", late_abort)
     await warm()
     doc = TxAccount(name="x")
     inserted, abort = asyncio.Event(), asyncio.Event()

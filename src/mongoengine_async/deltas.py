@@ -732,9 +732,15 @@ def _restorer(document: Any) -> Callable[[], None]:
     created = document._created
     listed = hasattr(document, "_changed_fields")  # none: everything changed
     changed = document._get_changed_fields() if listed else None
+    # (Counted by the saves outside a transaction that end meanwhile:
+    # see Document._note_landed.)
+    landed = document.__dict__.setdefault("_async_landed", 0)
 
     def undo() -> None:
-        document._created = created
+        # A save outside the transaction ended since (its write, held by the
+        # transaction's, landed once this aborted): the document is stored.
+        if document.__dict__["_async_landed"] == landed:
+            document._created = created
         _merge_changes(document, changed)
 
     return undo

@@ -420,6 +420,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         )
         if not awaits:  # (most saves)
             self._set_saved_id(created, object_id)
+            if "_async_landed" in self.__dict__:
+                self._note_landed(session)
             self._end_save(True, meanwhile)
             return self
         # As MongoEngine: cascade_kwargs override the save's own arguments.
@@ -496,7 +498,16 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         finally:
             if watched is not None and not handed:  # (None: all changed)
                 clears, meanwhile = deltas.end_watch(self, watched)
+        if "_async_landed" in self.__dict__:  # (journaled once: see below)
+            self._note_landed(session)
         self._end_save(clears, meanwhile)
+
+    def _note_landed(self, session: AsyncClientSession | None) -> None:
+        """Count a save that ended outside a transaction, for a document a
+        transaction journaled: the undo of that transaction's abort, if it
+        comes after, leaves the document saved (see deltas._restorer)."""
+        if not (session and session.in_transaction):
+            self.__dict__["_async_landed"] += 1
 
     def _end_save(self, clears: bool, meanwhile: list[str] | None) -> None:
         """As a save ends: its changes cleared, as MongoEngine's save does,
@@ -699,6 +710,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             )
             _follow_up(steps, "steps after the write of a cancelled save")
             return
+        if "_async_landed" in self.__dict__:
+            self._note_landed(None)
         self._end_save(True, meanwhile)
 
     def _landed_in_transaction(
