@@ -129,7 +129,7 @@ def _own_sessions() -> tuple[AsyncClientSession, ...]:
     """The sessions bound in this context for the running code: all but
     those bound for another task only (see :func:`acting_task`)."""
     sessions = _sessions.get()
-    if not _owners or not sessions:  # (no delete's own transaction anywhere)
+    if not sessions or not _owners:  # (none bound, or no delete's own anywhere)
         return sessions
     acting = acting_task()
     return tuple(
