@@ -420,9 +420,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         )
         if not awaits:  # (most saves)
             self._set_saved_id(created, object_id)
-            if "_async_landed" in self.__dict__:
-                self._note_landed(session)
-            self._end_save(True, meanwhile)
+            self._end_save(True, meanwhile, session)
             return self
         # As MongoEngine: cascade_kwargs override the save's own arguments.
         cascading = (
@@ -498,22 +496,25 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         finally:
             if watched is not None and not handed:  # (None: all changed)
                 clears, meanwhile = deltas.end_watch(self, watched)
-        if "_async_landed" in self.__dict__:  # (journaled once: see below)
-            self._note_landed(session)
-        self._end_save(clears, meanwhile)
+        self._end_save(clears, meanwhile, session)
 
-    def _note_landed(self, session: AsyncClientSession | None) -> None:
-        """Count a save that ended outside a transaction, for a document a
-        transaction journaled: the undo of that transaction's abort, if it
-        comes after, leaves the document saved (see deltas._restorer)."""
-        if not (session and session.in_transaction):
-            self.__dict__["_async_landed"] += 1
-
-    def _end_save(self, clears: bool, meanwhile: list[str] | None) -> None:
-        """As a save ends: its changes cleared, as MongoEngine's save does,
-        unless another save's steps after its write clear them (not
+    def _end_save(
+        self,
+        clears: bool,
+        meanwhile: list[str] | None,
+        session: AsyncClientSession | None,
+    ) -> None:
+        """As a save in ``session`` ends: its changes cleared, as MongoEngine's
+        save does, unless another save's steps after its write clear them (not
         ``clears``); those made by others while it was awaited
-        (``meanwhile``) kept for the next save."""
+        (``meanwhile``) kept for the next save. One outside a transaction is
+        counted on a document a transaction journaled: that transaction's
+        abort, if its undo comes after, leaves the document saved (see
+        ``deltas._restorer``)."""
+        if "_async_landed" in self.__dict__ and not (
+            session and session.in_transaction
+        ):
+            self.__dict__["_async_landed"] += 1
         if not clears:
             to_bson.mark_saved(self)
             return
@@ -710,9 +711,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             )
             _follow_up(steps, "steps after the write of a cancelled save")
             return
-        if "_async_landed" in self.__dict__:
-            self._note_landed(None)
-        self._end_save(True, meanwhile)
+        self._end_save(True, meanwhile, None)
 
     def _landed_in_transaction(
         self,
@@ -731,7 +730,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         copies = fields.cached_updates(self, created)  # (before they clear)
         if self._follow_commit(session, created, copies, signal_kwargs):
             self._set_saved_id(created, object_id)
-            self._end_save(True, meanwhile)
+            self._end_save(True, meanwhile, session)
 
     def _follow_commit(
         self,
