@@ -579,7 +579,7 @@ CONNECTION_MISUSE = [
         "misuse-sync",
         lambda uri: mongoengine_async.get_async_db("misuse-sync"),
         "Alias `misuse-sync` is not async: it was registered with connect(); "
-        "use get_connection()",
+        "use get_db()",
     ),
     (
         "get_async_connection",

@@ -319,7 +319,7 @@ def get_async_connection(
     """
     clients = _clients.get(alias)
     if clients is None:
-        raise _not_async_error(alias)
+        raise _not_async_error(alias, "get_connection()")
     loop = _running_loop()
     client = clients.get(loop)
     if client is not None and (loop is not None or _bound_loop(client) is None):
@@ -332,11 +332,13 @@ def _bound_loop(client: AsyncMongoClient) -> asyncio.AbstractEventLoop | None:
     return getattr(client, "_loop", None)
 
 
-def _not_async_error(alias: str) -> ConnectionFailure:
+def _not_async_error(alias: str, sync_way: str) -> ConnectionFailure:
+    """``alias`` is no async alias: a sync one (``sync_way`` is the call to
+    use instead), or none at all (MongoEngine's error)."""
     if is_sync_connection(alias):
         return ConnectionUsageError(
             f"Alias `{alias}` is not async: it was registered with "
-            f"{sync_registration(alias)}; use get_connection()"
+            f"{sync_registration(alias)}; use {sync_way}"
         )
     return undefined_alias_error(alias)
 
@@ -498,6 +500,8 @@ def get_async_db(
     alias: str = DEFAULT_CONNECTION_NAME,
 ) -> AsyncDatabase[dict[str, Any]]:
     """The AsyncDatabase of an async alias."""
+    if alias not in _clients:
+        raise _not_async_error(alias, "get_db()")
     client, settings = _connected(alias)
     return _database_on(client, settings["name"])
 
