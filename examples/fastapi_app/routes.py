@@ -40,12 +40,10 @@ async def get_author(author_id: str) -> AuthorOut:
 async def delete_author(author_id: str, session: Transaction) -> None:
     """The author, their books and the books' manuscripts, all or nothing.
 
-    CASCADE would delete the books but not their GridFS files (as in
-    MongoEngine), so the books go first through a queryset delete, which
-    deletes their manuscripts too; then the author, whose CASCADE finds none left.
+    The CASCADE on ``Book.author`` deletes the books, and the GridFS files of
+    the books it deletes, in the request's transaction.
     """
     author = await Author.objects.async_get(id=author_id)
-    await Book.objects(author=author).async_delete()
     await author.async_delete()
 
 
