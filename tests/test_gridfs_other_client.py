@@ -17,14 +17,17 @@ from PIL import Image
 from pymongo.errors import InvalidOperation
 
 from mongoengine_async import (
+    CASCADE,
     Document,
     FileField,
     ImageField,
     ListField,
+    ReferenceField,
     StringField,
     async_run_in_transaction,
     async_run_transaction,
     get_async_db,
+    signals,
 )
 from mongoengine_async.testing import fresh_database
 
@@ -41,6 +44,14 @@ class GoPaper(Document):
 class GoLetter(Document):  # the document on the files' client too
     meta = {"db_alias": ELSEWHERE}
     body = FileField(db_alias=ELSEWHERE)
+
+
+class GoShelf(Document):
+    title = StringField()
+
+
+class GoReview(Document):  # deleted with its shelf (a delete's own transaction)
+    shelf = ReferenceField(GoShelf, reverse_delete_rule=CASCADE)
 
 
 class Rollback(Exception):
@@ -257,3 +268,34 @@ async def test_a_document_outside_the_transaction_deletes_its_file_at_once(
     if delete == "replace":
         loaded = await GoLetter.objects.async_get(id=letter.id)
         assert await loaded.body.async_read() == b"P.S."
+
+
+async def test_a_put_in_a_task_a_cascaded_delete_receiver_starts_stays(
+    elsewhere: str,
+) -> None:
+    """A task that a cascaded document's delete receiver starts does not
+    inherit the delete's transaction (docs/signals.md): a file it puts in a
+    proxy no document holds yet stays when the delete aborts. It was
+    journaled in that transaction all the same: the abort emptied the proxy
+    and deleted the upload."""
+    shelf = await GoShelf(title="reviewed").async_save()
+    await GoReview(shelf=shelf).async_save()
+    puts = []
+
+    async def put() -> None:
+        puts.append(await GoPaper.pdf.async_put(b"a report"))
+
+    async def report(sender: Any, document: Any, **kwargs: Any) -> None:
+        await asyncio.gather(put())  # (a task of its own)
+        raise Rollback
+
+    signals.post_delete.connect(report, sender=GoReview)
+    try:
+        with pytest.raises(Rollback):
+            await shelf.async_delete()
+    finally:
+        signals.post_delete.disconnect(report, sender=GoReview)
+    [proxy] = puts
+    assert proxy.grid_id is not None
+    assert await eventually({proxy.grid_id}) == {proxy.grid_id}
+    assert await GoReview.objects.async_count() == 1

@@ -182,9 +182,16 @@ def outside_journal() -> Journal | None:
     task, for a write on a client that has none bound (a GridFS file on
     another client than the transaction's), which cannot join it: its undo
     and :func:`on_commit` steps stand in for the transaction. None outside
-    such transactions."""
+    such transactions, and for those bound for another task only (a task
+    that a delete's signal receiver starts: see :func:`_own_sessions`)."""
     journals = _journals.get()
-    return journals[-1][1] if journals else None
+    if not journals:
+        return None
+    own = _own_sessions()
+    for session, undos in reversed(journals):
+        if any(session is bound for bound in own):
+            return undos
+    return None
 
 
 class _OnCommit:
