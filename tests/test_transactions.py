@@ -25,11 +25,13 @@ import pymongo.errors
 import pytest
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+import mongoengine_async.gridfs as async_gridfs
 from mongoengine_async import (
     CASCADE,
     Document,
     EmbeddedDocument,
     EmbeddedDocumentField,
+    FileField,
     IntField,
     ListField,
     OperationError,
@@ -72,6 +74,11 @@ class TxOwner(Document):
 class TxPet(Document):
     name = StringField()
     owner = ReferenceField(TxOwner, reverse_delete_rule=CASCADE)
+
+
+class TxPaper(Document):  # its files on a client of their own
+    title = StringField()
+    pdf = FileField(db_alias="tx-files")
 
 
 class Boom(Exception):
@@ -539,6 +546,40 @@ async def test_a_commit_whose_result_stays_unknown_stops_at_the_timeout(
     assert command_log.count("commitTransaction") > 1
     assert command_log.count("insert") == 1
     await end_session(sessions[0])
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_a_commit_that_may_have_applied_keeps_the_files_put_on_another_client(
+    app_alias, mongodb_uri, form
+):
+    """A commit whose outcome is unknown and not retried (here it applied,
+    then its write concern failed with MaxTimeMSExpired) is given back as an
+    abort, but the file put in the block on another client stays: the
+    committed document refers to it. The undo deleted it as an abort's does."""
+    await warm()
+    async with fresh_database("tx-files", mongodb_uri, appname="tx-files"):
+        paper = TxPaper(title="applied")
+
+        async def write() -> None:
+            await paper.pdf.async_put(b"the only copy")
+            await paper.async_save()
+
+        expired = {"code": 50, "errmsg": "operation exceeded time limit"}
+        with pytest.raises(pymongo.errors.PyMongoError) as error:
+            async with fail_point(
+                app_alias,
+                {"times": 1},
+                failCommands=["commitTransaction"],
+                writeConcernError=expired,
+            ):
+                await run_in(form, write)
+        assert error.value.has_error_label("UnknownTransactionCommitResult")
+        [stored] = await committed(TxPaper)
+        deadline = time.monotonic() + 5  # (an abort deletes it in a task)
+        while async_gridfs._aborted_uploads and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        files = get_async_db("tx-files")["fs.files"]
+        assert await files.count_documents({"_id": stored["pdf"]}) == 1
 
 
 # -- async_run_transaction re-runs its function ----------------------------------------

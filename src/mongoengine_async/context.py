@@ -55,6 +55,7 @@ T = TypeVar("T", bound=type)
 R = TypeVar("R")
 
 _TRANSIENT = "TransientTransactionError"
+_UNKNOWN = "UnknownTransactionCommitResult"
 
 # The sessions bound by async_run_in_transaction in this task, one per client.
 _sessions: ContextVar[tuple[AsyncClientSession, ...]] = ContextVar(
@@ -212,6 +213,27 @@ def on_commit(undos: Journal, step: Callable[[], Awaitable[Any]]) -> None:
     undos.append(_OnCommit(step))
 
 
+class _OnAbort:
+    """A journal entry that undoes, when the transaction surely aborted, a
+    write outside it (:func:`on_abort`); nothing when its commit's outcome
+    is unknown (:func:`_undo`)."""
+
+    def __init__(self, action: Callable[[], Any]) -> None:
+        self.action = action
+
+    def __call__(self) -> None:
+        self.action()
+
+
+def on_abort(undos: Journal, action: Callable[[], Any]) -> None:
+    """Call ``action`` if the transaction of journal ``undos`` aborts (this
+    attempt), and not when its commit's outcome is unknown (PyMongo's
+    ``UnknownTransactionCommitResult`` once its retries ran out: it may have
+    committed): the undo of a write outside it that the transaction's
+    documents may refer to (the delete of a file put on another client)."""
+    undos.append(_OnAbort(action))
+
+
 def _commit_steps(undos: Journal) -> list[Callable[[], Awaitable[Any]]]:
     """Take the :func:`on_commit` steps out of ``undos`` (each runs once)."""
     steps = [entry.step for entry in undos if isinstance(entry, _OnCommit)]
@@ -307,11 +329,29 @@ async def _settle_writes(session: AsyncClientSession) -> None:
         await asyncio.wait(set(writes))
 
 
-def _undo(undos: Journal) -> None:
+def _undo(undos: Journal, unknown: bool = False) -> None:
     """Give the instances back what an aborted attempt changed (latest first),
-    and empty the journal for the next attempt."""
+    and empty the journal for the next attempt. ``unknown``: the commit's
+    outcome is (it may have committed): the :func:`on_abort` actions are
+    skipped."""
     while undos:
-        undos.pop()()
+        undo = undos.pop()
+        if not (unknown and isinstance(undo, _OnAbort)):
+            undo()
+
+
+def _commit_unknown(task: asyncio.Future[Any]) -> bool:
+    """Whether ``with_transaction`` (its helper ``task``, done) failed with
+    an unknown commit outcome (``UnknownTransactionCommitResult``, also on
+    the error it raised once its time limit passed)."""
+    if task.cancelled():
+        return False
+    error: BaseException | None = task.exception()
+    while error is not None:
+        if isinstance(error, PyMongoError) and error.has_error_label(_UNKNOWN):
+            return True
+        error = error.__cause__
+    return False
 
 
 @asynccontextmanager
@@ -586,7 +626,7 @@ def _settle_journal(block: _Block | None, undos: Journal) -> None:
 
     def settle(task: asyncio.Future[Any]) -> None:
         if task.cancelled() or task.exception() is not None:
-            _undo(undos)  # (which drops what follows a commit)
+            _undo(undos, _commit_unknown(task))  # (drops what follows a commit)
         elif steps := _commit_steps(undos):  # (its caller left before them)
             held(_run_steps(steps), _after_commit_steps, _AFTER_COMMIT)
         undos.clear()

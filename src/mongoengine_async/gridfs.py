@@ -59,6 +59,7 @@ from mongoengine_async.context import (
     Journal,
     current_session,
     journal,
+    on_abort,
     on_commit,
     outside_journal,
 )
@@ -772,7 +773,8 @@ class AsyncGridFSProxy(GridFSProxy):
         deferred, see :func:`_delete_in`). A file ``uploaded`` outside the
         transaction (on another client: a transaction on the bucket's client
         refuses uploads) is deleted by the undo too, in a task of its own, so
-        that it is not left orphaned.
+        that it is not left orphaned (not when the commit's outcome is
+        unknown: a committed document may refer to it, see ``on_abort``).
 
         Returns the list the caller fills with the changed-field marks its
         write adds to the instance: the undo drops those (only those, and not
@@ -786,8 +788,6 @@ class AsyncGridFSProxy(GridFSProxy):
 
         def undo() -> None:
             self.grid_id, self.gridout, self._file = state
-            if root is not None and uploaded:
-                held(_delete_files(root, uploaded), _aborted_uploads, _ABORTED_UPLOAD)
             if not self._held():
                 return  # the field was set again in the block: a change to save
             changed = self._changed_marks()
@@ -796,6 +796,9 @@ class AsyncGridFSProxy(GridFSProxy):
                     changed.remove(key)
 
         undos.append(undo)
+        if root is not None and uploaded:  # (kept if the commit may have been)
+            delete = functools.partial(_delete_files, root, uploaded)
+            on_abort(undos, lambda: held(delete(), _aborted_uploads, _ABORTED_UPLOAD))
         return marked
 
     def _changed_marks(self) -> list[str]:
