@@ -832,6 +832,35 @@ async def test_an_abort_during_another_tasks_save_of_the_document(
     assert (stored["name"], stored["balance"]) == ("x", 5)
 
 
+async def test_an_abort_after_another_tasks_save_that_sent_nothing(async_alias):
+    """A save outside the transaction of a document it inserted, with
+    nothing changed since, sends nothing: the abort leaves the document new
+    (a save with save_condition inserts it). The save was counted as one
+    that stored it: the undo left it stored, and that save raised
+    SaveConditionError (an update matching nothing)."""
+    await warm()
+    doc = TxAccount(name="x")
+    inserted, abort = asyncio.Event(), asyncio.Event()
+
+    async def aborted():
+        with contextlib.suppress(Boom):
+            async with async_run_in_transaction():
+                await doc.async_save()
+                inserted.set()
+                await abort.wait()
+                raise Boom
+
+    async def outside():
+        await inserted.wait()
+        await doc.async_save()  # (nothing changed: nothing sent)
+        abort.set()
+
+    await asyncio.gather(aborted(), outside())
+    assert doc._created and await committed(TxAccount) == []
+    await doc.async_save(save_condition={"name": "x"})
+    assert [raw["name"] for raw in await committed(TxAccount)] == ["x"]
+
+
 async def test_drop_collection_does_not_join_the_transaction(async_alias, command_log):
     """The server refuses a drop in a transaction: it runs outside (as index
     builds), at once, and stays when the block aborts."""

@@ -733,7 +733,7 @@ def _restorer(document: Any) -> Callable[[], None]:
     listed = hasattr(document, "_changed_fields")  # none: everything changed
     changed = document._get_changed_fields() if listed else None
     # (Counted by the saves outside a transaction that end meanwhile:
-    # see Document._end_save.)
+    # see Document._landed.)
     landed = document.__dict__.setdefault("_async_landed", 0)
 
     def undo() -> None:

@@ -420,7 +420,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         )
         if not awaits:  # (most saves)
             self._set_saved_id(created, object_id)
-            self._end_save(True, meanwhile, session)
+            self._end_save(True, meanwhile)
             return self
         # As MongoEngine: cascade_kwargs override the save's own arguments.
         cascading = (
@@ -496,25 +496,24 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         finally:
             if watched is not None and not handed:  # (None: all changed)
                 clears, meanwhile = deltas.end_watch(self, watched)
-        self._end_save(clears, meanwhile, session)
+        self._end_save(clears, meanwhile)
 
-    def _end_save(
-        self,
-        clears: bool,
-        meanwhile: list[str] | None,
-        session: AsyncClientSession | None,
-    ) -> None:
-        """As a save in ``session`` ends: its changes cleared, as MongoEngine's
-        save does, unless another save's steps after its write clear them (not
-        ``clears``); those made by others while it was awaited
-        (``meanwhile``) kept for the next save. One outside a transaction is
-        counted on a document a transaction journaled: that transaction's
-        abort, if its undo comes after, leaves the document saved (see
-        ``deltas._restorer``)."""
+    def _landed(self, session: AsyncClientSession | None) -> None:
+        """The write of a save in ``session`` landed. One outside a
+        transaction is counted on a document a transaction journaled: that
+        transaction's abort, if its undo comes after, leaves the document
+        saved (see ``deltas._restorer``). (A save that sent nothing is not
+        counted: the abort leaves such a document new.)"""
         if "_async_landed" in self.__dict__ and not (
             session and session.in_transaction
         ):
             self.__dict__["_async_landed"] += 1
+
+    def _end_save(self, clears: bool, meanwhile: list[str] | None) -> None:
+        """As a save ends: its changes cleared, as MongoEngine's save does,
+        unless another save's steps after its write clear them (not
+        ``clears``); those made by others while it was awaited
+        (``meanwhile``) kept for the next save."""
         if not clears:
             to_bson.mark_saved(self)
             return
@@ -654,6 +653,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         finally:
             if not handed:
                 meanwhile = deltas.give_back_changes(self, sent)
+        self._landed(session)
         return object_id, created, meanwhile
 
     async def _async_send_write(
@@ -694,6 +694,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         if write.cancelled() or write.result() is FAILED:
             return
         object_id, created = write.result()
+        self._landed(transaction)
         if transaction is not None:
             self._landed_in_transaction(
                 transaction, created, object_id, meanwhile, signal_kwargs
@@ -711,7 +712,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             )
             _follow_up(steps, "steps after the write of a cancelled save")
             return
-        self._end_save(True, meanwhile, None)
+        self._end_save(True, meanwhile)
 
     def _landed_in_transaction(
         self,
@@ -730,7 +731,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         copies = fields.cached_updates(self, created)  # (before they clear)
         if self._follow_commit(session, created, copies, signal_kwargs):
             self._set_saved_id(created, object_id)
-            self._end_save(True, meanwhile, session)
+            self._end_save(True, meanwhile)
 
     def _follow_commit(
         self,
