@@ -782,6 +782,28 @@ async def test_an_abort_gives_back_the_changes_the_save_itself_made(async_alias)
     assert stored == doc.to_mongo().to_dict()
 
 
+async def inserted_then_aborted(
+    doc: Document, outside: Callable[[asyncio.Event], Awaitable[None]]
+) -> None:
+    """Insert ``doc`` in a transaction; once inserted, ``outside(abort)`` runs
+    in another task, and the transaction aborts when it sets ``abort``."""
+    inserted, abort = asyncio.Event(), asyncio.Event()
+
+    async def aborted() -> None:
+        with contextlib.suppress(Boom):
+            async with async_run_in_transaction():
+                await doc.async_save()
+                inserted.set()
+                await abort.wait()
+                raise Boom
+
+    async def beside() -> None:
+        await inserted.wait()
+        await outside(abort)
+
+    await asyncio.gather(aborted(), beside())
+
+
 @pytest.mark.parametrize("abort_reply", ["first", "after the save's"])
 async def test_an_abort_during_another_tasks_save_of_the_document(
     async_alias, command_log, monkeypatch, abort_reply
@@ -802,18 +824,8 @@ async def test_an_abort_during_another_tasks_save_of_the_document(
         monkeypatch.setattr(AsyncClientSession, "abort_transaction", late_abort)
     await warm()
     doc = TxAccount(name="x")
-    inserted, abort = asyncio.Event(), asyncio.Event()
 
-    async def aborted():
-        with contextlib.suppress(Boom):
-            async with async_run_in_transaction():
-                await doc.async_save()
-                inserted.set()
-                await abort.wait()
-                raise Boom
-
-    async def outside():
-        await inserted.wait()
+    async def outside(abort: asyncio.Event) -> None:
         command_log.clear()
         doc.balance = 5
         save = asyncio.create_task(doc.async_save())
@@ -822,7 +834,7 @@ async def test_an_abort_during_another_tasks_save_of_the_document(
         abort.set()
         await save
 
-    await asyncio.gather(aborted(), outside())
+    await inserted_then_aborted(doc, outside)
     # The save's update made the document (upsert) of what it sent: every
     # field still counts as changed, and the next save sends them all.
     assert (await committed(TxAccount))[0]["balance"] == 5
@@ -840,22 +852,12 @@ async def test_an_abort_after_another_tasks_save_that_sent_nothing(async_alias):
     SaveConditionError (an update matching nothing)."""
     await warm()
     doc = TxAccount(name="x")
-    inserted, abort = asyncio.Event(), asyncio.Event()
 
-    async def aborted():
-        with contextlib.suppress(Boom):
-            async with async_run_in_transaction():
-                await doc.async_save()
-                inserted.set()
-                await abort.wait()
-                raise Boom
-
-    async def outside():
-        await inserted.wait()
+    async def outside(abort: asyncio.Event) -> None:
         await doc.async_save()  # (nothing changed: nothing sent)
         abort.set()
 
-    await asyncio.gather(aborted(), outside())
+    await inserted_then_aborted(doc, outside)
     assert doc._created and await committed(TxAccount) == []
     await doc.async_save(save_condition={"name": "x"})
     assert [raw["name"] for raw in await committed(TxAccount)] == ["x"]
