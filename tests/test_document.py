@@ -338,6 +338,35 @@ async def test_write_concern_passed(async_alias, command_log):
     assert (await _db().doc_person.find_one({"_id": person.id}))["age"] == 5
 
 
+@pytest.mark.parametrize(
+    "write_concern", [{"w": -1}, {"wtimeout": "x"}, {"nope": 1}], ids=str
+)
+async def test_an_invalid_write_concern_raises_only_when_a_save_writes(
+    async_alias, mongodb_uri, command_log, write_concern
+):
+    """MongoEngine's save makes the write concern only for its write: a stored
+    document with no change saves (nothing sent) whatever it is given; with a
+    change, PyMongo's error, nothing written. async_save raised for both."""
+    with sync_alias_beside("doc_w0_sync", async_alias, mongodb_uri):
+        mine, theirs = DocW0Sync(v=1).save(), await DocW0(v=2).async_save()
+        assert mine.save(write_concern=write_concern) is mine
+        command_log.clear()
+        assert await theirs.async_save(write_concern=write_concern) is theirs
+        assert _updates(command_log) == []
+
+        mine.v, theirs.v = 10, 20
+        with pytest.raises((TypeError, ValueError)) as sync_error:
+            mine.save(write_concern=write_concern)
+        with pytest.raises((TypeError, ValueError)) as async_error:
+            await theirs.async_save(write_concern=write_concern)
+    assert type(async_error.value) is type(sync_error.value)
+    assert str(async_error.value) == str(sync_error.value)
+    assert _updates(command_log) == []
+    assert mine._changed_fields == theirs._changed_fields == ["v"]
+    stored = await _db().doc_w0.find({}, {"_id": 0}).sort("v").to_list(None)
+    assert stored == [{"v": 1}, {"v": 2}]
+
+
 async def test_unacknowledged_write_concern(async_alias):
     person = await DocPerson(name="Ada").async_save(write_concern={"w": 0})
     # w=0 is fire-and-forget; the document still arrives.

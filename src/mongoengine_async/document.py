@@ -578,17 +578,22 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             # (as the write will find it: clean() and the receivers changed it)
             deltas.journal_bookkeeping([self], session)
         raw = to_bson.raw(self)  # to_mongo() as a dict: PyMongo encodes it faster
-        # No write concern given: the collection's own (set_write_concern would
-        # make an equal copy of the collection on every save).
-        target = _concerned(collection, write_concern) if write_concern else collection
         written = await self._async_write(
-            target, raw, created, force_insert, save_condition, session, signal_kwargs
+            collection,
+            write_concern,
+            raw,
+            created,
+            force_insert,
+            save_condition,
+            session,
+            signal_kwargs,
         )
         return (*written, session)
 
     async def _async_write(
         self,
-        target: AsyncCollection,
+        collection: AsyncCollection,
+        write_concern: dict,
         raw: dict,
         created: bool,
         force_insert: bool,
@@ -596,14 +601,19 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         session: AsyncClientSession | None,
         signal_kwargs: dict,
     ) -> tuple[Any, bool, list[str] | None]:
-        """Send the save's write (nothing when a stored document has no
-        change); returns the id, whether the write created the document, and
-        the changes made while it was awaited (which it did not send).
-        ``signal_kwargs`` are the save's (its ``post_save`` follows a write
-        its caller's cancellation left on its way)."""
+        """Send the save's write to ``collection`` with ``write_concern``
+        (nothing when a stored document has no change); returns the id,
+        whether the write created the document, and the changes made while it
+        was awaited (which it did not send). ``signal_kwargs`` are the save's
+        (its ``post_save`` follows a write its caller's cancellation left on
+        its way)."""
         delta = None if created else self._delta_update(raw, save_condition)
         if delta is not None and not delta[1]:  # nothing changed: nothing to send
+            # (nor a write concern made: MongoEngine's save checks none then)
             return raw["_id"], False, []
+        # No write concern given: the collection's own (set_write_concern would
+        # make an equal copy of the collection on every save).
+        target = _concerned(collection, write_concern) if write_concern else collection
         fresh = delta is None and "_id" not in raw
         if fresh:  # its id before the write is awaited (a retry is the same one)
             to_bson.give_id(self, raw)
