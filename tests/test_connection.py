@@ -7,6 +7,7 @@ import gc
 import weakref
 from uuid import uuid4
 
+import mongoengine
 import mongoengine.connection as me_connection
 import pytest
 from pymongo import AsyncMongoClient, MongoClient
@@ -14,6 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 import mongoengine_async
 from mongoengine_async import (
+    AsyncUsageError,
     ConnectionFailure,
     ConnectionUsageError,
     Document,
@@ -167,6 +169,44 @@ async def test_sync_connect_on_async_alias_fails(mongodb_uri, cleanup):
         mongoengine_async.register_connection("c4", db=db, host=mongodb_uri)
     assert "c4" not in me_connection._connection_settings
     assert is_async_connection("c4")
+
+
+async def test_mongoengines_own_connect_on_an_async_alias_is_named(
+    mongodb_uri, cleanup
+):
+    """MongoEngine's own connect() (not ours: a library calling it, say) on
+    an async alias registers a sync client beside it, which this package
+    cannot refuse without patching MongoEngine. The errors then say so and
+    how to undo it (they said the queryset had been made while the alias was
+    async, to make it again), and disconnect_async() closes the async side
+    (it said the alias was sync, while disconnect() said it was async)."""
+    db = _db_name()
+    cleanup["dbs"].append(db)
+    settings = {"db": db, "host": mongodb_uri, "uuidRepresentation": "standard"}
+    await connect_async(alias="conn-a", **settings)
+    await ConnAliasItem(name="async").async_save()
+    mongoengine.connect(alias="conn-a", **settings)
+    try:
+        undo = "mongoengine.disconnect('conn-a')"
+        with pytest.raises(AsyncUsageError, match="would block") as blocked:
+            ConnAliasItem.objects.count()
+        assert undo in str(blocked.value)
+        with pytest.raises(AsyncUsageError) as blocked:
+            ConnAliasItem(name="sync").save()
+        assert undo in str(blocked.value)
+        with pytest.raises(ConnectionUsageError) as refused:
+            await connect_async(alias="conn-a", **settings)
+        assert undo in str(refused.value)
+        with pytest.raises(ConnectionUsageError, match="disconnect_async") as refused:
+            mongoengine_async.disconnect("conn-a")
+        assert undo in str(refused.value)
+        assert await ConnAliasItem.objects.async_count() == 1  # still async
+
+        await disconnect_async("conn-a")
+        assert not is_async_connection("conn-a")
+        assert ConnAliasItem.objects.count() == 1  # MongoEngine's sync client
+    finally:
+        mongoengine.disconnect("conn-a")
 
 
 async def test_connect_async_on_sync_alias_fails(mongodb_uri, cleanup):

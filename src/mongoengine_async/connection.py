@@ -143,6 +143,19 @@ def is_async_connection(alias: str = DEFAULT_CONNECTION_NAME) -> bool:
     return alias in _settings
 
 
+def registered_twice(alias: str) -> str:
+    """What to say of async ``alias`` if MongoEngine's own ``connect()`` or
+    ``register_connection()`` (which know no async alias, and which this
+    package does not patch) registered it too: how to undo that ("" if not)."""
+    if not (is_async_connection(alias) and is_sync_connection(alias)):
+        return ""
+    return (
+        f"; MongoEngine's own mongoengine.connect() or register_connection() "
+        f"(which know no async alias) registered alias '{alias}' too: call "
+        f"mongoengine.disconnect('{alias}') to drop that registration"
+    )
+
+
 def _client_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
     """Turn MongoEngine connection settings into AsyncMongoClient kwargs."""
     kwargs = {
@@ -244,6 +257,11 @@ async def connect_async(
     works from any event loop, whichever loop this runs on.
     """
     if is_sync_connection(alias):
+        twice = registered_twice(alias)
+        if twice:
+            raise ConnectionUsageError(
+                f"Alias `{alias}` is already an async connection{twice}"
+            )
         raise ConnectionUsageError(
             f"Alias `{alias}` is a sync connection registered with "
             f"{sync_registration(alias)}; call disconnect('{alias}') before "
@@ -593,8 +611,9 @@ def on_disconnect(hook: Callable[[AsyncMongoClient[Any]], None]) -> None:
 async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
     """Forget an async alias; close its client for the running loop unless
     another alias shares it; those of other loops still open are closed on
-    their own loops (a closed loop's client can only be dropped)."""
-    if is_sync_connection(alias):
+    their own loops (a closed loop's client can only be dropped). An alias
+    MongoEngine's own ``connect()`` registered too stays registered so."""
+    if is_sync_connection(alias) and not is_async_connection(alias):
         raise ConnectionUsageError(
             f"Alias `{alias}` is a sync connection: use disconnect('{alias}')"
         )
@@ -743,6 +762,7 @@ def _refuse_async_alias(alias: str, sync_name: str, async_name: str) -> None:
         raise ConnectionUsageError(
             f"Alias `{alias}` is an async connection registered with "
             f"connect_async(): use {async_name}() instead of {sync_name}()"
+            + registered_twice(alias)
         )
 
 

@@ -18,6 +18,7 @@ from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from mongoengine_async.connection import (
     is_async_connection,
     is_sync_connection,
+    registered_twice,
     sync_registration,
     undefined_alias_error,
 )
@@ -41,11 +42,12 @@ def blocking_call_error(
     """The error for a blocking ``target.name()`` on async ``alias``; on an
     alias that is sync now, made while it was async (see
     :func:`kind_changed_error`)."""
-    if is_sync_connection(alias):
+    twice = registered_twice(alias)
+    if is_sync_connection(alias) and not twice:
         return kind_changed_error(target, name, alias, now_async=False)
     return AsyncUsageError(
         f"{target}.{name}() would block the event loop: alias '{alias}' is async "
-        f"(connect_async); use {use} instead"
+        f"(connect_async); use {use} instead{twice}"
     )
 
 
