@@ -467,6 +467,13 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         queryset._skip = start
         queryset._limit = None if stop is None else stop - (start or 0)
         queryset._empty = queryset._limit == 0
+        # A float bound (``[1.0:3.0]``, from a ``/``): MongoEngine's sliced
+        # cursor sends it unchecked and the server truncates it; PyMongo's
+        # skip() and limit(), which ours go through, would refuse it.
+        if isinstance(start, float):
+            queryset._skip = int(start)
+        if isinstance(queryset._limit, float):
+            queryset._limit = int(queryset._limit)
         return queryset
 
     # -- reading ----------------------------------------------------------------
@@ -554,7 +561,10 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         await self._async_collection("async_first", "first()", session)
         if self._none or self._empty:
             return None
-        raw_documents = await self._new_cursor().limit(1).to_list(1)
+        cursor = self._new_cursor()
+        if isinstance(self._skip, bool):  # MongoEngine's first() is queryset[0]:
+            cursor.skip(0 + self._skip)  # PyMongo's skip(0 + skip), an int
+        raw_documents = await cursor.limit(1).to_list(1)
         if not raw_documents:
             return None
         return self._materialiser(scalars_first=True)(raw_documents[0])
@@ -662,7 +672,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         if with_limit_and_skip:
             if self._limit:
                 options["limit"] = self._limit
-            if self._skip:
+            if self._skip is not None:  # (as MongoEngine: skip(False) refused)
                 options["skip"] = self._skip
         if self._hint not in (-1, None):
             options["hint"] = self._hint
