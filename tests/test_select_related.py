@@ -605,6 +605,27 @@ async def test_document_async_select_related(async_alias, command_log):
     assert book.author.publisher.name == "P"
 
 
+@pytest.mark.parametrize("max_depth", ["2", None, [1]], ids=repr)
+async def test_a_max_depth_of_another_type_raises_mongoengines_error(
+    async_alias, command_log, max_depth
+):
+    """MongoEngine's select_related() (of a queryset, of a document) first adds
+    1 to max_depth: its TypeError, raised before anything is sent (ours
+    raised others, compared with 0 or given to range())."""
+    book = await make_book(await make_author("Ann", None))
+    command_log.clear()
+    for ours, theirs in (
+        (RefBook.objects.async_select_related, mongoengine.QuerySet.select_related),
+        (book.async_select_related, mongoengine.Document.select_related),
+    ):
+        with pytest.raises(TypeError) as expected:
+            theirs(None, max_depth)  # (raised before it reads its self)
+        with pytest.raises(TypeError) as raised:
+            await ours(max_depth)
+        assert str(raised.value) == str(expected.value)
+    assert command_log.names == []
+
+
 async def test_select_related_fills_lazy_references(async_alias, command_log):
     ann = await make_author("Ann")
     bob = await make_author("Bob")

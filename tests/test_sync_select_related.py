@@ -430,3 +430,20 @@ def test_a_result_that_does_not_load_raises_mongoengines_error(
     with pytest.raises(FieldDoesNotExist) as slow_error:
         plain(SrBook).select_related()
     assert str(fast_error.value) == str(slow_error.value)
+
+
+@pytest.mark.parametrize("max_depth", ["2", None, [1]], ids=repr)
+def test_a_max_depth_of_another_type_raises_mongoengines_error(
+    sync_default: Any, sync_command_log: CommandLog, max_depth: Any
+) -> None:
+    """MongoEngine's select_related() first adds 1 to max_depth: its
+    TypeError, nothing sent (ours compared it with 0 first: another
+    message)."""
+    seed(sync_default, random.Random(7))
+    since = len(sync_command_log.events)
+    with pytest.raises(TypeError) as theirs:
+        plain(SrBook).select_related(max_depth)
+    with pytest.raises(TypeError) as ours:
+        SrBook.objects.select_related(max_depth)
+    assert str(ours.value) == str(theirs.value)
+    assert sent(sync_command_log, since) == []

@@ -14,6 +14,7 @@ import asyncio
 import collections
 import dataclasses
 import functools
+import operator
 import re
 import threading
 from collections.abc import Callable, Coroutine, Generator, Mapping
@@ -1000,6 +1001,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         """Load this document's references ``max_depth`` levels deep (in
         ``session`` if given); returns self."""
         self._require_async("async_select_related", "select_related()")
+        # MongoEngine's select_related() first adds 1 to it: its TypeError for
+        operator.add(max_depth, 1)  # a max_depth of another type
         if session is not None:  # refused if another client's, as elsewhere
             operation = await self._async_operation(
                 "async_select_related", "select_related()", session

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections.abc
 import contextlib
+import operator
 import warnings
 from collections.abc import (
     AsyncIterator,
@@ -822,6 +823,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
 
         One query per referenced collection and level, however many results.
         """
+        # MongoEngine's select_related() first adds 1 to it: its TypeError
+        operator.iadd(max_depth, 1)  # for a max_depth of another type
         if self._as_pymongo:
             raise InvalidQueryError(
                 "async_select_related() loads documents and their references: "

@@ -214,6 +214,7 @@ class FastSyncReads(MongoEngineQuerySet):
         """MongoEngine's ``select_related``: the results, their references
         loaded; joined while they are built when their class allows it
         (:mod:`~mongoengine_async.sync_select_related`)."""
+        operator.iadd(max_depth, 1)  # MongoEngine's first step: its TypeError
         joined = None
         if mongoengines_own("select_related") and self._joins_as_mongoengine():
             joined = select_related_joined(self.clone(), max_depth)
