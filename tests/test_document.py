@@ -1044,6 +1044,24 @@ async def test_async_reload_unsaved_document(async_alias):
         await DocPerson(name="Never").async_reload()
 
 
+@pytest.mark.parametrize("max_depth", ["2", None], ids=repr)
+async def test_async_reload_max_depth_of_another_type_raises_mongoengines_error(
+    async_alias, mongodb_uri, command_log, max_depth
+):
+    """MongoEngine's reload(max_depth=...) gives it to select_related(), whose
+    TypeError it raises before reading; async_reload took any max_depth."""
+    with sync_alias_beside("doc_w0_sync", async_alias, mongodb_uri):
+        mine, theirs = DocW0Sync(v=1).save(), await DocW0(v=2).async_save()
+        with pytest.raises(TypeError) as sync_error:
+            mine.reload(max_depth=max_depth)
+        command_log.clear()
+        with pytest.raises(TypeError) as async_error:
+            await theirs.async_reload(max_depth=max_depth)
+    assert str(async_error.value) == str(sync_error.value)
+    assert command_log.count("find") == 0
+    await theirs.async_reload(max_depth=3)  # a number: unused, as before
+
+
 # -- modify / update ------------------------------------------------------------------
 
 

@@ -1026,6 +1026,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         operation = await self._async_operation("async_reload", "reload()", session)
         if fields and isinstance(fields[0], int):
             fields = fields[1:]
+        elif "max_depth" in kwargs:  # (unused: references load when awaited)
+            # MongoEngine's reload() gives it to select_related(), which first
+            operator.iadd(kwargs["max_depth"], 1)  # adds 1: its TypeError
         # After a save of this instance in flight (its write): a reload begun
         # after it reads what it wrote.
         turn = await _wait_other_turn(self)
