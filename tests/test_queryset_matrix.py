@@ -164,6 +164,7 @@ ODD_CHAINS = {
     "slice_halves": lambda qs: qs[0.5:2.5],
     "slice_float_stop": lambda qs: qs[:2.0],
     "slice_float_start": lambda qs: qs[2.0:],
+    "slice_under_one": lambda qs: qs[1.5:2.0],  # a limit of 0.5: none
 }
 # Where MongoEngine raises for a float slice (PyMongo's TypeError where its
 # first(), get(), with_id() or bool() build another cursor, the server's
@@ -174,6 +175,7 @@ TRUNCATED = {
     "slice_halves": lambda qs: qs[0:2],
     "slice_float_stop": lambda qs: qs[:2],
     "slice_float_start": lambda qs: qs[2:],
+    "slice_under_one": lambda qs: qs[1:],
 }
 
 

@@ -469,12 +469,13 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         queryset._limit = None if stop is None else stop - (start or 0)
         queryset._empty = queryset._limit == 0
         # A float bound (``[1.0:3.0]``, from a ``/``): MongoEngine's sliced
-        # cursor sends it unchecked and the server truncates it; PyMongo's
-        # skip() and limit(), which ours go through, would refuse it.
+        # cursor sends it unchecked and the server truncates it (a limit
+        # truncated to 0: none); PyMongo's skip() and limit(), which ours go
+        # through, would refuse it.
         if isinstance(start, float):
             queryset._skip = int(start)
         if isinstance(queryset._limit, float):
-            queryset._limit = int(queryset._limit)
+            queryset._limit = int(queryset._limit) or None
         return queryset
 
     # -- reading ----------------------------------------------------------------
