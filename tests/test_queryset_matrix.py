@@ -165,6 +165,7 @@ ODD_CHAINS = {
     "slice_float_stop": lambda qs: qs[:2.0],
     "slice_float_start": lambda qs: qs[2.0:],
     "slice_under_one": lambda qs: qs[1.5:2.0],  # a limit of 0.5: none
+    "slice_stop_str": lambda qs: qs[:"b"],  # (PyMongo's TypeError)
 }
 # Where MongoEngine raises for a float slice (PyMongo's TypeError where its
 # first(), get(), with_id() or bool() build another cursor, the server's

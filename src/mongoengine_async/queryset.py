@@ -460,14 +460,16 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             raise IndexError("Cursor instances do not support slice steps")
         if start is not None and start < 0:
             raise IndexError(_NEGATIVE_INDEX)
-        if stop is not None and stop < (start or 0):
+        # (subtracted first, as PyMongo's slice: its TypeError for a string)
+        limit = None if stop is None else stop - (start or 0)
+        if limit is not None and limit < 0:
             raise IndexError(
                 f"stop index must be greater than start index for slice {key!r}"
             )
         queryset._cursor_obj = None
         queryset._skip = start
-        queryset._limit = None if stop is None else stop - (start or 0)
-        queryset._empty = queryset._limit == 0
+        queryset._limit = limit
+        queryset._empty = limit == 0
         # A float bound (``[1.0:3.0]``, from a ``/``): MongoEngine's sliced
         # cursor sends it unchecked and the server truncates it (a limit
         # truncated to 0: none); PyMongo's skip() and limit(), which ours go
