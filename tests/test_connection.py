@@ -22,6 +22,7 @@ from mongoengine_async import (
     IntField,
     StringField,
     async_switch_collection,
+    async_switch_db,
     connect_async,
     disconnect_all_async,
     disconnect_async,
@@ -176,10 +177,11 @@ async def test_mongoengines_own_connect_on_an_async_alias_is_named(
 ):
     """MongoEngine's own connect() (not ours: a library calling it, say) on
     an async alias registers a sync client beside it, which this package
-    cannot refuse without patching MongoEngine. The errors then say so and
-    how to undo it (they said the queryset had been made while the alias was
-    async, to make it again), and disconnect_async() closes the async side
-    (it said the alias was sync, while disconnect() said it was async)."""
+    cannot refuse without patching MongoEngine. The alias stays async; the
+    errors say so and how to undo it (they said the queryset had been made
+    while the alias was async, to make it again; async_switch_db() to it
+    said it was sync), and disconnect_async() closes the async side (it said
+    the alias was sync, while disconnect() said it was async)."""
     db = _db_name()
     cleanup["dbs"].append(db)
     settings = {"db": db, "host": mongodb_uri, "uuidRepresentation": "standard"}
@@ -194,9 +196,13 @@ async def test_mongoengines_own_connect_on_an_async_alias_is_named(
         with pytest.raises(AsyncUsageError) as blocked:
             ConnAliasItem(name="sync").save()
         assert undo in str(blocked.value)
-        with pytest.raises(ConnectionUsageError) as refused:
-            await connect_async(alias="conn-a", **settings)
-        assert undo in str(refused.value)
+        assert is_async_connection("conn-a")
+        assert not mongoengine_async.is_sync_connection("conn-a")
+        assert await connect_async(alias="conn-a", **settings) is (
+            get_async_connection("conn-a")
+        )
+        async with async_switch_db(ConnAliasItem, "conn-a") as switched:
+            assert await switched.objects.async_count() == 1
         with pytest.raises(ConnectionUsageError, match="disconnect_async") as refused:
             mongoengine_async.disconnect("conn-a")
         assert undo in str(refused.value)

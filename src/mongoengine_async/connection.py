@@ -118,8 +118,11 @@ def has_async_connections() -> bool:
 
 
 def is_sync_connection(alias: str = DEFAULT_CONNECTION_NAME) -> bool:
-    """Whether ``alias`` was registered with MongoEngine's ``connect``."""
-    return is_registered_sync(alias)
+    """Whether ``alias`` was registered with MongoEngine's ``connect``, and not
+    with :func:`connect_async` (an alias is one or the other: an async one
+    MongoEngine's own ``connect()`` registered too is async, see
+    :func:`registered_twice`)."""
+    return is_registered_sync(alias) and alias not in _settings
 
 
 def sync_registration(alias: str) -> str:
@@ -147,7 +150,7 @@ def registered_twice(alias: str) -> str:
     """What to say of async ``alias`` if MongoEngine's own ``connect()`` or
     ``register_connection()`` (which know no async alias, and which this
     package does not patch) registered it too: how to undo that ("" if not)."""
-    if not (is_async_connection(alias) and is_sync_connection(alias)):
+    if not (is_async_connection(alias) and is_registered_sync(alias)):
         return ""
     return (
         f"; MongoEngine's own mongoengine.connect() or register_connection() "
@@ -257,11 +260,6 @@ async def connect_async(
     works from any event loop, whichever loop this runs on.
     """
     if is_sync_connection(alias):
-        twice = registered_twice(alias)
-        if twice:
-            raise ConnectionUsageError(
-                f"Alias `{alias}` is already an async connection{twice}"
-            )
         raise ConnectionUsageError(
             f"Alias `{alias}` is a sync connection registered with "
             f"{sync_registration(alias)}; call disconnect('{alias}') before "
@@ -613,7 +611,7 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
     another alias shares it; those of other loops still open are closed on
     their own loops (a closed loop's client can only be dropped). An alias
     MongoEngine's own ``connect()`` registered too stays registered so."""
-    if is_sync_connection(alias) and not is_async_connection(alias):
+    if is_sync_connection(alias):
         raise ConnectionUsageError(
             f"Alias `{alias}` is a sync connection: use disconnect('{alias}')"
         )

@@ -42,12 +42,11 @@ def blocking_call_error(
     """The error for a blocking ``target.name()`` on async ``alias``; on an
     alias that is sync now, made while it was async (see
     :func:`kind_changed_error`)."""
-    twice = registered_twice(alias)
-    if is_sync_connection(alias) and not twice:
+    if is_sync_connection(alias):
         return kind_changed_error(target, name, alias, now_async=False)
     return AsyncUsageError(
         f"{target}.{name}() would block the event loop: alias '{alias}' is async "
-        f"(connect_async); use {use} instead{twice}"
+        f"(connect_async); use {use} instead{registered_twice(alias)}"
     )
 
 
