@@ -236,6 +236,24 @@ async def test_select_related_max_depth_two(async_alias, command_log):
     assert all(isinstance(b.author.publisher, AsyncReferenceProxy) for b in books)
 
 
+@pytest.mark.parametrize(("max_depth", "levels"), [(0.5, 1), (1.5, 2)])
+async def test_a_fractional_max_depth_counts_as_a_level(
+    async_alias, command_log, max_depth, levels
+):
+    """MongoEngine's select_related() compares its depths with max_depth, so
+    1.5 reaches as deep as 2; ours raised range()'s TypeError."""
+    book = await make_book(await make_author("Ann", await RefPublisher().async_save()))
+    command_log.clear()
+    (loaded,) = await RefBook.objects.async_select_related(max_depth)
+    assert command_log.count("find") == 1 + levels
+    assert (await book.async_select_related(max_depth)) is book
+    assert command_log.count("find") == 2 * levels + 1
+    for document in (loaded, book):
+        assert type(document.author) is RefAuthor
+        publisher = document.author.publisher
+        assert isinstance(publisher, AsyncReferenceProxy) is (levels == 1)
+
+
 async def test_select_related_reuses_the_results_at_every_level(
     async_alias, command_log
 ):

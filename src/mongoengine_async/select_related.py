@@ -8,6 +8,7 @@ after it walk the documents for their references and fill them in place.
 
 from __future__ import annotations
 
+import math
 import operator
 import weakref
 from collections.abc import Iterable
@@ -558,8 +559,10 @@ async def _load_levels(
     session: AsyncClientSession | None = None,
 ) -> None:
     """Load ``levels`` levels of references, from those of the ``level`` documents;
-    the ``top`` documents (from ``source``, if known) are reused where referenced."""
-    for _ in range(levels):
+    the ``top`` documents (from ``source``, if known) are reused where referenced.
+    A fraction counts as a level (``max_depth=1.5`` as 2), as MongoEngine's
+    select_related() compares its depths with it."""
+    for _ in range(math.ceil(levels)):
         level = await _load_level(level, loaded, top, source, session)
         if not level:
             break
