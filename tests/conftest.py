@@ -90,11 +90,11 @@ class Held:
     """The command held by :func:`held_on_server`."""
 
     def __init__(
-        self, admin: Any, app_name: str, command: str, entered_before: int
+        self, admin: Any, app_name: str, commands: list[str], entered_before: int
     ) -> None:
         self._admin = admin
         self._app_name = app_name
-        self._command = command
+        self._commands = commands
         self._entered_before = entered_before
 
     async def reached_server(self) -> None:
@@ -111,13 +111,16 @@ class Held:
 
     async def ended_on_server(self) -> None:
         """Return once the server runs no such command of the client (the
-        held one, once it reached the server, was applied or failed)."""
+        held ones, once they reached the server, were applied or failed)."""
         pipeline = [
             {"$currentOp": {"allUsers": True}},
             {
                 "$match": {
                     "appName": self._app_name,
-                    f"command.{self._command}": {"$exists": True},
+                    "$or": [
+                        {f"command.{command}": {"$exists": True}}
+                        for command in self._commands
+                    ],
                     "command.comment": {"$ne": "held_on_server"},  # (this one)
                 }
             },
@@ -126,7 +129,7 @@ class Held:
         while await (
             await self._admin.aggregate(pipeline, comment="held_on_server")
         ).to_list(None):
-            assert time.monotonic() < deadline, f"{self._command} still runs"
+            assert time.monotonic() < deadline, f"{self._commands} still run"
             await asyncio.sleep(0.02)
 
 
@@ -137,17 +140,25 @@ async def held_on_server(
     block_ms: int,
     error_code: int | None = None,
     skip: int = 0,
+    then: str | None = None,
+    admin: Any = None,
 ) -> AsyncIterator[Held]:
     """The next ``command`` of the client named ``app_name`` waits ``block_ms``
     on the server first (the ``failCommand`` fail point: one for the whole
     server, so tests using it need a server of their own), then fails with
     ``error_code`` if given; with ``skip``, every one after the first
-    ``skip`` ones, until the block ends. Gives a :class:`Held`, to wait
-    until the server holds the (first such) command."""
-    admin = mongoengine_async.get_async_connection().admin
+    ``skip`` ones, until the block ends; with ``then``, one ``then`` command
+    too (the next two commands of either name). Gives a :class:`Held`, to
+    wait until the server holds the (first such) command. The fail point is
+    set (and waited for) through ``admin``, by default the database of alias
+    "default"'s client (whose commands take a pooled session, perhaps the
+    one the held command would have taken)."""
+    if admin is None:
+        admin = mongoengine_async.get_async_connection().admin
+    commands = [command] if then is None else [command, then]
     fail_point = {"configureFailPoint": "failCommand"}
     data: dict[str, Any] = {
-        "failCommands": [command],
+        "failCommands": commands,
         "blockConnection": True,
         "blockTimeMS": block_ms,
     }
@@ -156,12 +167,12 @@ async def held_on_server(
     configured = await admin.command(
         {
             **fail_point,
-            "mode": {"skip": skip} if skip else {"times": 1},
+            "mode": {"skip": skip} if skip else {"times": len(commands)},
             "data": {**data, "appName": app_name},
         }
     )
     try:
-        yield Held(admin, app_name, command, configured["count"])
+        yield Held(admin, app_name, commands, configured["count"])
     finally:
         await admin.command({**fail_point, "mode": "off"})
 

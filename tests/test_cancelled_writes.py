@@ -21,8 +21,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from uuid import uuid4
 
+import pymongo
 import pytest
-from pymongo import ReadPreference
+from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.errors import PyMongoError
 
 from conftest import Held, held_on_server
@@ -542,6 +543,99 @@ async def test_the_fence_waits_a_bounded_time(app, monkeypatch):
             await in_transaction("context manager", block)
         assert time.monotonic() - started < 2 * BLOCK_MS / 1000
         assert await stored(document) == {"_id": document.pk, "a": 0, "b": 0}
+
+
+@asynccontextmanager
+async def other_admin(mongodb_uri: str) -> AsyncIterator[Any]:
+    """The admin database of a client of its own: commands that set and wait
+    for the fail point there take no session of the tested client's pool."""
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongodb_uri)
+    try:
+        yield client.admin
+    finally:
+        await client.close()
+
+
+async def test_a_fence_whose_read_is_given_up_still_fences(
+    app, mongodb_uri, monkeypatch
+):
+    """The fence's read held on the server past its time limit (the late
+    first operation before it): the fence's abort is sent all the same, with
+    a time limit of its own, and one more fence follows, the read given up
+    being a late operation too. Sent under the read's expired limit, the
+    abort was not sent at all, the server dropped the read (its maxTimeMS
+    passed), and the late update left its transaction open: the document
+    locked until the server's time limit (60 s)."""
+    monkeypatch.setattr(context, "_FENCE_SECONDS", BLOCK_MS / 2000)
+    document = await CwDoc(a=0, b=0).async_save()
+    # The pooled session the block takes next, known to the server: its first
+    # use there reads it in with a find, which the fail point would hold.
+    async with async_run_in_transaction():
+        await CwDoc.objects(pk=document.pk).async_first()
+    sessions = []
+
+    async def block() -> None:
+        note_session(sessions)
+        await CwDoc.objects(pk=document.pk).async_update(a=1)
+
+    async with (
+        other_admin(mongodb_uri) as admin,
+        held_on_server(app, "update", 4 * BLOCK_MS, then="find", admin=admin) as held,
+    ):
+        await cancel_midway(
+            held, lambda: in_transaction("context manager", block), "cancel"
+        )
+        await assert_nothing_locked(
+            held, CwDoc._get_collection(), document.pk, sessions[0]
+        )
+    assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
+
+
+@pytest.mark.parametrize("form", ["context manager", "callback"])
+async def test_an_abort_waits_a_bounded_time(app, form, monkeypatch):
+    """An abort the server does not answer is given up after
+    ``_FENCE_SECONDS``: the block's error is raised then (PyMongo's abort
+    has no time limit: the caller waited as long as the server held it)."""
+    monkeypatch.setattr(context, "_FENCE_SECONDS", BLOCK_MS / 2000)
+    document = await CwDoc(a=0, b=0).async_save()
+
+    async def block() -> None:
+        await CwDoc.objects(pk=document.pk).async_update(a=1)
+        raise RuntimeError("gave up")
+
+    async with blocked(app, "abortTransaction") as held:
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="gave up"):
+            await in_transaction(form, block)
+        assert time.monotonic() - started < 0.9 * BLOCK_MS / 1000
+        await held.ended_on_server()  # (then applied: nothing stays locked)
+    assert await stored(document) == {"_id": document.pk, "a": 0, "b": 0}
+
+
+@pytest.mark.parametrize("form", ["context manager", "callback"])
+async def test_an_abort_and_its_fence_under_an_expired_pymongo_timeout(app, form):
+    """A block under ``pymongo.timeout()`` whose operation timed out on its
+    way: the abort and the fence have time limits of their own. Under the
+    caller's, expired, PyMongo sent neither, and the transaction stayed open,
+    the document locked until the server's time limit (60 s)."""
+    document = await CwDoc(a=0, b=0).async_save()
+    other = await CwDoc(a=0, b=0).async_save()
+    sessions = []
+
+    async def block() -> None:
+        note_session(sessions)
+        await CwDoc.objects(pk=document.pk).async_update(a=1)
+        await CwDoc.objects(pk=other.pk).async_update(a=1)  # held: timed out
+
+    async with held_on_server(app, "update", BLOCK_MS, skip=1) as held:
+        with pytest.raises(PyMongoError), pymongo.timeout(BLOCK_MS / 3000):
+            await in_transaction(form, block)
+    await held.ended_on_server()
+    await asyncio.wait_for(
+        CwDoc._get_collection().update_one({"_id": document.pk}, {"$set": {"b": 3}}), 5
+    )
+    assert not await open_transaction(sessions[0])
+    assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
 
 
 async def _until_settled(document: Document) -> None:

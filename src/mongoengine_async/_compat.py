@@ -10,8 +10,9 @@ checks all of them, so that an upgrade renaming one fails there, loudly.
 
 from __future__ import annotations
 
+import contextlib
 from asyncio import _get_running_loop as running_loop_or_none
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import mongoengine
@@ -35,6 +36,8 @@ from mongoengine.fields import GridFSProxy
 from mongoengine.queryset.base import BaseQuerySet
 from mongoengine.queryset.queryset import QuerySet as MongoEngineQuerySet
 from pymongo import AsyncMongoClient
+from pymongo._csot import DEADLINE as client_timeout_deadline
+from pymongo._csot import TIMEOUT as client_timeout
 from pymongo._csot import apply as apply_client_timeout
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
@@ -65,6 +68,7 @@ __all__ = (
     "set_field_display",
     "sync_alias_of",
     "sync_settings_of",
+    "without_client_timeout",
 )
 
 MONGOENGINE_CONNECTION_GLOBALS = ("_connection_settings", "_connections", "_dbs")
@@ -275,6 +279,21 @@ PRIVATE_SIGNATURES: tuple[tuple[Any, tuple[str, ...]], ...] = (
 )
 """Private callables with the parameter names we pass or accept (overrides),
 ``self``/``cls`` left out; a release may add optional ones."""
+
+
+@contextlib.contextmanager
+def without_client_timeout() -> Iterator[None]:
+    """Inside the block, no ``pymongo.timeout()`` of the caller's applies (the
+    client's ``timeoutMS`` does): one enclosing it, expired, would make
+    PyMongo raise before sending anything, and a nested ``pymongo.timeout()``
+    can only shorten it."""
+    timeout = client_timeout.set(None)
+    deadline = client_timeout_deadline.set(float("inf"))
+    try:
+        yield
+    finally:
+        client_timeout_deadline.reset(deadline)
+        client_timeout.reset(timeout)
 
 
 def has_field_display(cls: type[Any]) -> bool:

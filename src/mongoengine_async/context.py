@@ -17,7 +17,6 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 import mongoengine
-import pymongo
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -30,6 +29,7 @@ from pymongo.errors import (
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from mongoengine_async._compat import without_client_timeout
 from mongoengine_async.connection import (
     connection_of,
     database_of,
@@ -706,20 +706,29 @@ class _Block:
         the late operation as too old. Its options are its own, not the
         client's (which a transaction's read could not take: a
         ``read_preference`` other than primary, an unacknowledged write
-        concern): PyMongo would refuse it before sending anything. It waits
-        ``_FENCE_SECONDS`` at most (for a server to select: a primary lost,
-        the late operation cannot reach it either)."""
+        concern): PyMongo would refuse it before sending anything. Its read
+        and its abort each wait ``_FENCE_SECONDS`` at most (see
+        :func:`_bounded`). A read given up may still reach the server, and
+        start a transaction of its own that the abort sent before missed:
+        if the server answered that abort, one more such transaction fences
+        that read too."""
         session = self._session
         database = database_of(session.client)
-        if database is None or session.has_ended or session.in_transaction:
+        if database is None:
             return
-        with contextlib.suppress(PyMongoError), pymongo.timeout(_FENCE_SECONDS):
-            await session.start_transaction(**_FENCE_OPTIONS)
-            try:
-                collection = session.client[database]["mongoengine_async_fence"]
-                await collection.find_one({}, session=session)
-            finally:
-                await session.abort_transaction()
+        collection = session.client[database]["mongoengine_async_fence"]
+        for _ in range(2):
+            if session.has_ended or session.in_transaction:
+                return
+            read = aborted = False
+            with contextlib.suppress(PyMongoError):
+                await session.start_transaction(**_FENCE_OPTIONS)
+                try:
+                    read = await _bounded(collection.find_one({}, session=session))
+                finally:
+                    aborted = await _abort(session)
+            if read or not aborted:
+                return
 
     async def _callback(self, _: AsyncClientSession) -> Any:
         # Called again: the block's commit failed with a transient error (a
@@ -728,12 +737,15 @@ class _Block:
         if self._gone or self._entered.done():
             raise _BlockFailed
         self._entered.set_result(None)
+        outcome = _ABANDONED  # (unless the caller's code ran)
         try:
             outcome = await self._left
-        finally:  # then with_transaction commits or aborts
+        finally:  # then with_transaction commits, or aborts (here: see _abort)
             # (In this task: a cancel scope cancelling the caller's every
             # await would not keep the abort waiting for them.)
             await _settle_writes(self._session)
+            if outcome is _ABANDONED:
+                await _abort(self._session)
         if outcome is _ABANDONED:
             raise _BlockFailed
         # A commit that fails, unless its transaction is run again, is fenced:
@@ -865,13 +877,39 @@ class _Block:
         return self._task.result()
 
 
-# The fence's time limit and transaction options (see _Block._fence).
+# The time limit of an abort, and of the fence's read (see _bounded), and the
+# fence's transaction options (see _Block._fence).
 _FENCE_SECONDS = 5
 _FENCE_OPTIONS: dict[str, Any] = {
     "read_concern": ReadConcern("local"),
     "write_concern": WriteConcern(w=1),
     "read_preference": ReadPreference.PRIMARY,
 }
+
+
+async def _bounded(operation: Awaitable[Any]) -> bool:
+    """Await ``operation`` (an abort, or its fence's read), giving it up
+    after ``_FENCE_SECONDS``, and drop its error: whether it ended in time.
+    The limit is its own, and on this side only: under a ``pymongo.timeout()``
+    of the caller's, expired, PyMongo would not send it, and a limit the
+    server knows (``maxTimeMS``) would make the server drop it once late,
+    the very case it is for; given up, it still does its work if it reaches
+    the server."""
+    with without_client_timeout(), contextlib.suppress(PyMongoError):
+        try:
+            await asyncio.wait_for(operation, _FENCE_SECONDS)
+        except asyncio.TimeoutError:
+            return False
+    return True
+
+
+async def _abort(session: AsyncClientSession) -> bool:
+    """Abort ``session``'s transaction, if any, in ``_FENCE_SECONDS`` at most
+    (see :func:`_bounded`): PyMongo's abort has no time limit of its own (a
+    server that does not answer would hold the caller as long), and
+    ``with_transaction`` then aborts no more. Whether it ended in time."""
+    return not session.in_transaction or await _bounded(session.abort_transaction())
+
 
 # The errors that may leave an operation of a transaction on its way.
 _UNSURE = (
