@@ -614,6 +614,52 @@ async def test_callback_form_reruns_on_a_transient_error(app_alias, command_log)
     assert current_session() is None
 
 
+@pytest.mark.skipif(not hasattr(asyncio, "TaskGroup"), reason="Python 3.11's")
+@pytest.mark.parametrize("grouped", ["transient", "transient and other"])
+async def test_callback_form_reruns_on_transient_errors_of_a_task_group(
+    app_alias, command_log, grouped
+):
+    """A TransientTransactionError in the ExceptionGroup of a task group in
+    the function runs it again, as one it raises itself (PyMongo's
+    with_transaction does not look into groups): when every error of the
+    group is transient. A group with another error propagates at once."""
+    await warm()
+    await TxAccount(name="ann", balance=100).async_save()
+    attempts = []
+
+    async def fail() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("not transient")
+
+    async def pay():
+        attempts.append(current_session())
+        async with asyncio.TaskGroup() as group:  # type: ignore[attr-defined]
+            group.create_task(
+                TxAccount.objects(name="ann").async_update(dec__balance=10)
+            )
+            if grouped == "transient and other" and len(attempts) == 1:
+                group.create_task(fail())
+        return "paid"
+
+    command_log.clear()
+    async with fail_point(
+        app_alias, {"times": 1}, failCommands=["update"], **WRITE_CONFLICT
+    ):
+        if grouped == "transient and other":
+            with pytest.raises(ExceptionGroup) as raised:  # noqa: F821
+                await async_run_transaction(pay)
+            assert not is_transient(raised.value)
+            assert sent(command_log) == ["update", "abortTransaction"]
+            return
+        assert await async_run_transaction(pay) == "paid"
+    assert len(attempts) == 2
+    assert sent(command_log) == [
+        *["update", "abortTransaction"],
+        *["update", "commitTransaction"],
+    ]
+    assert (await committed(TxAccount, name="ann"))[0]["balance"] == 90
+
+
 def bookkeeping(document: Document) -> tuple:
     """What a save reads of a document: new or not, and its changes."""
     return document._created, sorted(document._get_changed_fields())
@@ -1040,6 +1086,10 @@ def test_is_transient_follows_the_causes():
     assert not is_transient(OperationError("Update failed"))
     assert not is_transient(pymongo.errors.OperationFailure("other", code=2))
     assert not is_transient(None)
+    if hasattr(asyncio, "TaskGroup"):  # (ExceptionGroup: Python 3.11's)
+        assert is_transient(ExceptionGroup("g", [labelled, wrapped]))  # noqa: F821
+        other = ValueError("other")
+        assert not is_transient(ExceptionGroup("g", [labelled, other]))  # noqa: F821
 
 
 # -- cascades run in a transaction of their own ----------------------------------------

@@ -497,11 +497,15 @@ def is_transient(error: BaseException | None) -> bool:
     TransientTransactionError: running the whole transaction again may succeed.
 
     MongoEngine reports some driver errors as its own (``OperationError``,
-    ``NotUniqueError``) with the driver's error as ``__cause__``.
+    ``NotUniqueError``) with the driver's error as ``__cause__``. An
+    exception group (of a task group) is transient when every error it
+    groups is.
     """
     while error is not None:
         if isinstance(error, PyMongoError) and error.has_error_label(_TRANSIENT):
             return True
+        if grouped := _grouped(error):
+            return all(is_transient(each) for each in grouped)
         error = error.__cause__
     return False
 
@@ -566,15 +570,17 @@ async def run_on(
 
 
 class _TransientError(PyMongoError):
-    """A transient error MongoEngine wrapped, relabelled for ``with_transaction``
-    (which retries only PyMongoErrors carrying the label)."""
+    """A transient error MongoEngine wrapped (or an exception group of
+    transient errors), relabelled for ``with_transaction`` (which retries
+    only PyMongoErrors carrying the label)."""
 
     def __init__(self, error: BaseException):
         super().__init__(str(error), error_labels=[_TRANSIENT])
 
 
 async def _run_labelled(fn: Callable[[], Awaitable[R]]) -> R:
-    """``await fn()``; a wrapped transient error is raised as a PyMongoError."""
+    """``await fn()``; a wrapped transient error (or a group of them) is
+    raised as a PyMongoError."""
     try:
         return await fn()
     except PyMongoError:
