@@ -1075,6 +1075,31 @@ async def test_no_form_nests_in_another(async_alias, outer, inner):
     assert [raw["name"] for raw in await committed(TxAccount)] == ["outer"]
 
 
+async def test_a_task_that_outlived_its_block_starts_a_transaction_of_its_own(
+    async_alias,
+):
+    """A task started in a block that ended meanwhile inherited its ended
+    session: its own transaction is not nested (it raised
+    NestedTransactionError, "a transaction is already active in this task")."""
+    await warm()
+    account = await TxAccount(name="ann", balance=0).async_save()
+    ended = asyncio.Event()
+
+    async def later() -> None:
+        await ended.wait()
+        async with async_run_in_transaction():
+            await TxAccount.objects(pk=account.pk).async_update(inc__balance=5)
+        with pytest.raises(pymongo.errors.InvalidOperation, match="ended session"):
+            await TxAccount.objects(pk=account.pk).async_update(inc__balance=1)
+
+    async with async_run_in_transaction():
+        task = asyncio.create_task(later())
+        await TxAccount.objects(pk=account.pk).async_update(inc__balance=1)
+    ended.set()
+    await task
+    assert (await committed(TxAccount))[0]["balance"] == 6
+
+
 def test_is_transient_follows_the_causes():
     labelled = pymongo.errors.OperationFailure("conflict", code=112)
     labelled._add_error_label("TransientTransactionError")

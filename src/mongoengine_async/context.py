@@ -511,7 +511,11 @@ def is_transient(error: BaseException | None) -> bool:
 
 
 def _refuse_nesting(client: AsyncMongoClient, name: str) -> None:
-    if current_session(client) is not None:
+    """Refuse a transaction inside one of ``client``'s bound in this task; not
+    one whose session ended (a task that outlived the block that started it,
+    whose session it inherited): that transaction is over."""
+    session = current_session(client)
+    if session is not None and not session.has_ended:
         raise NestedTransactionError(
             f"{name}() cannot be nested: a transaction is already active in this task"
         )
