@@ -900,11 +900,11 @@ _FENCE_OPTIONS: dict[str, Any] = {
 async def _bounded(operation: Awaitable[Any]) -> bool:
     """Await ``operation`` (an abort, or its fence's read), giving it up
     after ``_FENCE_SECONDS``, and drop its error: whether it ended in time.
-    The limit is its own, and on this side only: under a ``pymongo.timeout()``
-    of the caller's, expired, PyMongo would not send it, and a limit the
-    server knows (``maxTimeMS``) would make the server drop it once late,
-    the very case it is for; given up, it still does its work if it reaches
-    the server."""
+    The limit is its own, and on this side only (but for the client's own
+    ``timeoutMS``, if any): under a ``pymongo.timeout()`` of the caller's,
+    expired, PyMongo would not send it, and a limit the server knows
+    (``maxTimeMS``) would make the server drop it once late, the very case
+    it is for; given up, it still does its work if it reaches the server."""
     with without_client_timeout(), contextlib.suppress(PyMongoError):
         try:
             await asyncio.wait_for(operation, _FENCE_SECONDS)
