@@ -8,6 +8,7 @@ from typing import Any
 import mongoengine
 import pymongo._csot
 import pymongo.cursor_shared
+import pymongo.helpers_shared
 import pytest
 from gridfs.asynchronous import AsyncGridIn, AsyncGridOut
 from mongoengine.base import BaseDocument
@@ -92,6 +93,8 @@ def test_module_level_names_are_the_private_ones() -> None:
     assert _compat.running_loop_or_none is asyncio._get_running_loop
     assert _compat.apply_client_timeout is pymongo._csot.apply
     assert _compat.CURSOR_CLOSED_ERRORS is pymongo.cursor_shared._CURSOR_CLOSED_ERRORS
+    retryable_codes = pymongo.helpers_shared._RETRYABLE_ERROR_CODES
+    assert _compat.RETRYABLE_ERROR_CODES is retryable_codes
     for name in _compat.MONGOENGINE_CONNECTION_GLOBALS:
         assert isinstance(getattr(me_connection, name), dict), name
 

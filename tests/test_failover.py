@@ -4,6 +4,7 @@ while its primary is stepped down once and killed (then restarted) once.
 Every write the driver acknowledged must be in the database afterwards, money
 moved by transactions must add up, no cascade delete may be half-applied, and no
 caller may see a transient error from a transaction the package opened itself.
+A file deleted while the primary fails over leaves none of its chunks.
 Run it with ``make failover`` (it is deselected from the default run).
 """
 
@@ -18,11 +19,13 @@ from dataclasses import dataclass, field
 
 import pytest
 from bson import ObjectId
+from pymongo import monitoring
 from pymongo.errors import PyMongoError
 
 from mongoengine_async import (
     CASCADE,
     Document,
+    FileField,
     IntField,
     ObjectIdField,
     ReferenceField,
@@ -341,3 +344,70 @@ async def check_cascades(ledger: Ledger) -> None:
     assert partial == {}, f"{len(partial)} authors lost some books, not all"
     assert ledger.deleted & authors == set(), "acknowledged deletes undone"
     assert ledger.transient_cascades == []
+
+
+class FoScan(Document):
+    """A document with a file: its delete deletes the file's document, then its
+    chunks."""
+
+    name = StringField()
+    scan = FileField(db_alias=ALIAS)
+    meta = {"db_alias": ALIAS}
+
+
+class FailOverBefore(monitoring.CommandListener):
+    """Fails the primary over when the first ``delete`` of ``collection``
+    starts, once armed: inside the listener, so that this command goes to the
+    old primary."""
+
+    def __init__(self, collection: str, fail_over: Callable[[], object]) -> None:
+        self.collection, self.fail_over = collection, fail_over
+        self.armed = self.failed_over = False
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if (
+            self.armed
+            and event.command_name == "delete"
+            and event.command["delete"] == self.collection
+        ):
+            self.armed = False
+            self.fail_over()
+            self.failed_over = True
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("fail_over", "delete"), [("step_down", "queryset"), ("kill_primary", "document")]
+)
+async def test_a_file_deleted_through_a_failover_leaves_no_chunk(
+    replica_set_3: ReplicaSet, fail_over: str, delete: str
+) -> None:
+    """The chunks' delete is no retryable write (many documents): PyMongo
+    raised its error, the file's document (deleted first, by a retried
+    delete_one) gone and the chunks left, with nothing to find them by."""
+    listener = FailOverBefore("fs.chunks", getattr(replica_set_3, fail_over))
+    async with fresh_database(
+        ALIAS,
+        replica_set_3.uri,
+        w="majority",
+        serverSelectionTimeoutMS=15_000,
+        event_listeners=[listener],
+    ):
+        scan = FoScan(name="scan")
+        await scan.scan.async_put(b"x" * 600_000)  # three chunks
+        await scan.async_save()
+        listener.armed = True
+        if delete == "document":
+            await scan.async_delete()
+        else:
+            assert await FoScan.objects(name="scan").async_delete() == 1
+        assert listener.failed_over
+        db = get_async_db(ALIAS)
+        assert await db.fo_scan.count_documents({}) == 0
+        assert await db["fs.files"].count_documents({}) == 0
+        assert await db["fs.chunks"].count_documents({}) == 0

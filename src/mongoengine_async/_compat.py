@@ -43,6 +43,7 @@ from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.cursor_shared import _CURSOR_CLOSED_ERRORS as CURSOR_CLOSED_ERRORS
+from pymongo.helpers_shared import _RETRYABLE_ERROR_CODES as RETRYABLE_ERROR_CODES
 from pymongo.synchronous.cursor import Cursor
 
 # Untyped private names, bound here (a checker cannot resolve re-exported aliases
@@ -57,6 +58,7 @@ __all__ = (
     "MONGOENGINE_CONNECTION_GLOBALS",
     "PRIVATE_ATTRIBUTES",
     "PRIVATE_SIGNATURES",
+    "RETRYABLE_ERROR_CODES",
     "AsyncGridOutChunkIterator",
     "apply_client_timeout",
     "container_location",

@@ -45,7 +45,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.errors import InvalidOperation
 
-from mongoengine_async._compat import AsyncGridOutChunkIterator
+from mongoengine_async._compat import RETRYABLE_ERROR_CODES, AsyncGridOutChunkIterator
 from mongoengine_async.batches import WHOLE_RESULT, read_list
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.connection import (
@@ -171,7 +171,7 @@ async def _remove_partial(grid_in: _BoundedGridIn, error: BaseException) -> None
         other = await root.files.find_one(others, {"_id": 1}, session=session)
         written = _NOTHING if other is not None else _OURS
     if written == _OURS:
-        await root.chunks.delete_many({"files_id": {"$eq": file_id}}, session=session)
+        await _delete_chunks(root, file_id, session)
     if uploaded is not None and not isinstance(error, FileExists):
         await root.files.delete_one(
             {"_id": {"$eq": file_id}, "uploadDate": uploaded}, session=session
@@ -943,8 +943,46 @@ async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> boo
     so that they also run inside a transaction (PyMongo refuses GridFS there).
     """
     files = await root.files.delete_one({"_id": {"$eq": grid_id}}, session=session)
-    await root.chunks.delete_many({"files_id": {"$eq": grid_id}}, session=session)
+    await _delete_chunks(root, grid_id, session)
     return files.deleted_count > 0
+
+
+async def _delete_chunks(root: AsyncCollection, file_id: Any, session: Any) -> None:
+    """Delete the chunks of file ``file_id``, through a failover too.
+
+    A delete of many documents is no retryable write: PyMongo does not send it
+    again after an error a retryable write is retried on (a primary stepping
+    down, a lost connection), and the chunks would stay, their files document
+    gone. The delete is idempotent, so it is sent once more then, as PyMongo
+    sends a retryable write; not in a transaction, which is retried as a whole.
+    """
+    query = {"files_id": {"$eq": file_id}}
+    try:
+        await root.chunks.delete_many(query, session=session)
+    except pymongo.errors.PyMongoError as error:
+        in_transaction = session is not None and session.in_transaction
+        if in_transaction or not _retryable_write_error(error):
+            raise
+        await root.chunks.delete_many(query, session=session)
+
+
+def _retryable_write_error(error: pymongo.errors.PyMongoError) -> bool:
+    """Whether PyMongo retries a retryable write that failed with ``error``: a
+    connection error (not a server selection or pool time-out: those waited
+    already) or a server error of its retryable codes (NotWritablePrimary,
+    InterruptedDueToReplStateChange, also in a write concern error...)."""
+    if isinstance(error, pymongo.errors.ConnectionFailure):
+        return not isinstance(
+            error,
+            (
+                pymongo.errors.ServerSelectionTimeoutError,
+                pymongo.errors.WaitQueueTimeoutError,
+            ),
+        )
+    return (
+        isinstance(error, pymongo.errors.OperationFailure)
+        and error.code in RETRYABLE_ERROR_CODES
+    )
 
 
 async def _delete_in(
