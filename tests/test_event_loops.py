@@ -440,6 +440,59 @@ _CLOSED_BY_HAND = textwrap.dedent(
 )
 
 
+def test_a_save_in_flight_when_its_loop_is_closed_by_hand(mongodb_uri, database):
+    """``loop.close()`` alone with a save of a document still in flight (its
+    task never cancelled, then collected): the next save, delete or reload
+    of that document, in another loop, takes the turn that save can no longer
+    end. Each waited for it forever. (In a process of its own, as above.)"""
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", _SAVE_IN_FLIGHT.format(database)],
+        env={**os.environ, "MONGODB_URI": mongodb_uri},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.stdout.split() == ["saved", "2", "reloaded", "deleted"], (
+        result.stdout + result.stderr
+    )
+
+
+_SAVE_IN_FLIGHT = textwrap.dedent(
+    """
+    import asyncio, gc, os
+    from mongoengine_async import Document, IntField, connect_async
+
+    class LoopCounter(Document):
+        n = IntField()
+
+    async def left_in_flight(document, saves):
+        for n in range(1, saves + 1):
+            document.n = n
+            asyncio.ensure_future(document.async_save())
+        await asyncio.sleep(0)
+
+    async def in_turn(document):
+        document.n = 2
+        await asyncio.wait_for(document.async_save(), 10)
+        print("saved", (await LoopCounter.objects.async_get(pk=document.pk)).n)
+        await asyncio.wait_for(document.async_reload(), 10)
+        print("reloaded")
+        await asyncio.wait_for(document.async_delete(), 10)
+        print("deleted")
+
+    asyncio.run(connect_async("{}", host=os.environ["MONGODB_URI"]))
+    document = asyncio.run(LoopCounter(n=0).async_save())
+    for saves in (1, 3):  # the turn held by a task, then waiters too
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(left_in_flight(document, saves))
+        loop.close()
+        gc.collect()
+    asyncio.run(in_turn(document))
+    """
+)
+
+
 def test_threads_running_many_short_loops_at_once(mongodb_uri, database):
     """Threads each running many short loops on one alias at the same time:
     every loop gets a client of its own; the registry (changed as loops come

@@ -1236,9 +1236,9 @@ def _concerned(collection: AsyncCollection, write_concern: dict) -> AsyncCollect
 
 # Marks a document whose save (or delete) is in flight, as keys of its
 # instance dict (absent otherwise): _NO_WAITER, or the deque of the saves and
-# deletes waiting for it; and the task of the one in flight. Changed under
-# _TURN_LOCK: one instance may be saved from threads running event loops of
-# their own.
+# deletes waiting for it; and the task of the one in flight (or the future of
+# the waiter given the turn, until it runs). Changed under _TURN_LOCK: one
+# instance may be saved from threads running event loops of their own.
 _TURNS = "_async_save_turns"
 _SAVER = "_async_save_task"
 _NO_WAITER: tuple[()] = ()
@@ -1255,6 +1255,9 @@ async def _wait_turn(document: Document) -> None:
     task = asyncio.current_task()
     with _TURN_LOCK:
         waiters = state.get(_TURNS)
+        if waiters is not None and _on_closed_loop(state.get(_SAVER)):
+            _pass_turn(state)  # its holder can never end it
+            waiters = state.get(_TURNS)
         if waiters is None:
             state[_TURNS] = _NO_WAITER
             state[_SAVER] = task
@@ -1298,29 +1301,47 @@ def _end_turn(document: Document) -> None:
     """Give the turn to the next save of ``document`` still waiting, or mark
     none in flight. A save waiting on another event loop (another thread's)
     is woken through that loop: a future is resolved only from its own."""
-    state = document.__dict__
     with _TURN_LOCK:
-        waiters = state[_TURNS]
-        while waiters:
-            turn = waiters.popleft()
-            if turn.done():  # (a cancelled one)
+        _pass_turn(document.__dict__)
+
+
+def _pass_turn(state: dict[str, Any]) -> None:
+    """:func:`_end_turn` of the document of instance dict ``state``, under
+    ``_TURN_LOCK``."""
+    waiters = state[_TURNS]
+    while waiters:
+        turn = waiters.popleft()
+        if turn.done():  # (a cancelled one)
+            continue
+        loop = turn.get_loop()
+        if loop is running_loop_or_none():
+            turn.set_result(None)
+        else:
+            try:
+                loop.call_soon_threadsafe(_give_turn, state, turn)
+            except RuntimeError:  # its loop has closed: the next one's turn
                 continue
-            loop = turn.get_loop()
-            if loop is running_loop_or_none():
-                turn.set_result(None)
-            else:
-                try:
-                    loop.call_soon_threadsafe(_give_turn, document, turn)
-                except RuntimeError:  # its loop has closed: the next one's turn
-                    continue
-            state[_SAVER] = None  # until the next one runs
-            return
-        del state[_TURNS], state[_SAVER]
+        state[_SAVER] = turn  # until its save runs
+        return
+    del state[_TURNS], state[_SAVER]
+
+
+def _on_closed_loop(holder: Any) -> bool:
+    """Whether ``holder`` of a turn (a save's task, a write's, or the future
+    of a waiter given it) belongs to an event loop that has closed: closed
+    with the save still in flight (``loop.close()`` alone, its tasks never
+    cancelled), it can never end the turn, which would keep every later save
+    of the document waiting."""
+    return isinstance(holder, asyncio.Future) and holder.get_loop().is_closed()
 
 
 def _end_own_turn(document: Document) -> None:
     """:func:`_end_turn`, unless the turn went to a write still on its way
-    (:func:`_settle_in_turn`): that one ends it once it settled."""
+    (:func:`_settle_in_turn`): that one ends it once it settled. Not from a
+    save's coroutine collected unfinished, outside any loop (its loop closed
+    meanwhile): the next save takes the turn (see :func:`_on_closed_loop`)."""
+    if running_loop_or_none() is None:
+        return
     if document.__dict__.get(_SAVER) is asyncio.current_task():
         _end_turn(document)
 
@@ -1417,11 +1438,13 @@ def _settled(
             _end_turn(document)
 
 
-def _give_turn(document: Document, turn: asyncio.Future) -> None:
+def _give_turn(state: dict[str, Any], turn: asyncio.Future) -> None:
     """Give the turn to ``turn``, on its own loop; if it was cancelled since,
-    to the next save waiting."""
+    to the next save waiting (of the document of instance dict ``state``)."""
     if turn.done():
-        _end_turn(document)
+        with _TURN_LOCK:
+            if state.get(_SAVER) is turn:
+                _pass_turn(state)
     else:
         turn.set_result(None)
 
