@@ -4,6 +4,7 @@ threads with loops of their own, and pytest's fresh loop per test."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pymongo import MongoClient
 from mongoengine_async import (
     DateTimeField,
     Document,
+    FileField,
     IntField,
     StringField,
     connect_async,
@@ -491,6 +493,50 @@ _SAVE_IN_FLIGHT = textwrap.dedent(
     asyncio.run(in_turn(document))
     """
 )
+
+
+class LoopScan(Document):
+    scan = FileField(db_alias="loops")
+    meta = {"db_alias": "loops"}
+
+
+async def _left_at_once(read: str) -> None:
+    """``break`` out of an ``async for`` of ``read`` whose server cursor has
+    more to give, as the last thing the loop runs."""
+    if read == "file":
+        scan = LoopScan()  # more than a batch of chunks (4 MB)
+        await scan.scan.async_put(b"x" * 5 * 1024 * 1024)
+        await scan.async_save()
+        async for _ in scan.scan:
+            break
+        return
+    if read == "change stream":
+        stream = LoopBook.objects.async_watch()
+        assert await stream.try_next() is None  # opened before the insert
+        await LoopBook(title="new").async_save()
+        async for _ in stream:
+            break
+        return
+    await LoopBook.objects.async_insert([LoopBook(title=str(n)) for n in range(150)])
+    if read == "queryset":
+        async for _ in LoopBook.objects:
+            break
+    else:
+        async for _ in LoopBook.objects.async_aggregate([{"$match": {}}]):
+            break
+
+
+@pytest.mark.parametrize("read", ["queryset", "aggregate", "change stream", "file"])
+def test_leaving_an_async_for_as_its_loop_ends(loops_alias, read, caplog):
+    """``break`` as ``asyncio.run()`` ends: the generator's finaliser runs as
+    the loop shuts down, its ``aclose()`` cancelled before it starts (so the
+    cancellation, then GeneratorExit, came into the ``killCursors`` its
+    cleanup awaited): PyMongo's tasks of that command were left pending as
+    the loop closed ("Task was destroyed but it is pending!")."""
+    asyncio.run(_left_at_once(read))
+    gc.collect()
+    destroyed = [r for r in caplog.records if "Task was destroyed" in r.getMessage()]
+    assert not destroyed, destroyed[0].getMessage()
 
 
 def test_threads_running_many_short_loops_at_once(mongodb_uri, database):

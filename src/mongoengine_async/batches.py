@@ -23,6 +23,7 @@ __all__ = (
     "close_soon",
     "gc_paused",
     "kill_soon",
+    "leave",
     "materialise_all",
     "open_find",
     "opened",
@@ -85,6 +86,23 @@ def kill_soon(cursor: Any) -> None:
         return  # used up on the server, or never opened
     cursor._killed = False
     cursor._die_no_lock()
+
+
+async def leave(cursor: Any, at_yield: bool) -> None:
+    """Close ``cursor`` as the async generator reading it ends: awaited (its
+    ``killCursors``), as ``async with cursor`` does, unless the generator was
+    left ``at_yield``: a ``break``, ``aclose()``, its finaliser, or the end
+    of ``asyncio.run()`` with it unfinished. The cursor then goes to the
+    client's background cleanup (:func:`kill_soon`), nothing awaited: as the
+    loop ends, the finaliser's ``aclose()`` is cancelled before it starts,
+    which throws that cancellation in at the yield, then ``GeneratorExit``
+    into whatever the cleanup awaits (PyMongo's reply to the
+    ``killCursors``), leaving PyMongo's tasks pending as the loop closes
+    ("Task was destroyed but it is pending!")."""
+    if at_yield:
+        kill_soon(cursor)
+    else:
+        await cursor.close()
 
 
 async def opened(

@@ -389,13 +389,22 @@ class ChangeStream(Generic[D]):
     async def _events(self) -> AsyncIterator[ChangeEvent[D]]:
         """Every event until the stream is closed; leaving the loop (``break``,
         an error, cancellation) closes it."""
+        at_yield = False  # (see batches.leave)
         try:
             while self.alive:  # PyMongo's next(), one task at a time
                 raw = await self._try_next()
                 if raw is not None:
-                    yield self._event(raw)
+                    event = self._event(raw)
+                    at_yield = True
+                    yield event
+                    at_yield = False
         finally:
-            await self.aclose()
+            if at_yield:  # closed for every task, its cursor killed soon
+                self._closed = True
+                if self._stream is not None:
+                    kill_soon(self._stream._cursor)
+            else:
+                await self.aclose()
 
     async def aclose(self) -> None:
         """Close the stream (``killCursors``), for every task using it: it

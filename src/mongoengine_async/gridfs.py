@@ -46,7 +46,7 @@ from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.errors import InvalidOperation
 
 from mongoengine_async._compat import RETRYABLE_ERROR_CODES, AsyncGridOutChunkIterator
-from mongoengine_async.batches import WHOLE_RESULT, read_list
+from mongoengine_async.batches import WHOLE_RESULT, kill_soon, read_list
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.connection import (
     get_async_collection,
@@ -633,6 +633,7 @@ class AsyncGridFSProxy(GridFSProxy):
         grid_out = await self._stream(session=session)
         if grid_out is None:
             return
+        at_yield = False  # (see batches.leave)
         try:
             while True:
                 if chunk_size is None:
@@ -641,9 +642,16 @@ class AsyncGridFSProxy(GridFSProxy):
                     piece = await grid_out.read(chunk_size)
                 if not piece:
                     return
+                at_yield = True
                 yield piece
+                at_yield = False
         finally:
-            await grid_out.close()
+            if at_yield:  # its chunk cursor killed soon
+                chunks = grid_out._chunk_iter
+                if chunks is not None:
+                    kill_soon(chunks._cursor)
+            else:
+                await grid_out.close()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self.async_iter_chunks()

@@ -69,6 +69,7 @@ from mongoengine_async import deltas, sequences, signals, to_bson
 from mongoengine_async.batches import (
     WHOLE_RESULT,
     kill_soon,
+    leave,
     materialise_all,
     open_find,
     opened,
@@ -216,12 +217,18 @@ class AsyncAggregation(
 
     async def _rows(self) -> AsyncIterator[dict[str, Any]]:
         cursor = await self._open_cursor()
+        at_yield = False  # (see batches.leave)
         try:
-            async with cursor:
+            try:
                 async for document in cursor:
+                    at_yield = True
                     yield document
+                    at_yield = False
+            finally:
+                await leave(cursor, at_yield)
         except asyncio.CancelledError:
-            kill_soon(cursor)
+            if not at_yield:
+                kill_soon(cursor)
             raise
 
     def __del__(self) -> None:
@@ -497,9 +504,10 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         receivers = signals.has_init_receivers()
         batch: list[dict] = []
         cursor = self._new_cursor()
+        at_yield = False  # (see batches.leave)
         try:
             await open_find(cursor)
-            async with cursor:
+            try:
                 # The cursor's buffered batch at once (a getMore only once it
                 # is used up, as a plain ``async for`` would), each document
                 # built as it is asked for.
@@ -511,10 +519,16 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
                         receivers = not receivers
                         materialise = self._materialiser()
                     for raw in batch:
-                        yield materialise(raw)
+                        document = materialise(raw)
+                        at_yield = True
+                        yield document
+                        at_yield = False
                     batch.clear()
+            finally:
+                await leave(cursor, at_yield)
         except asyncio.CancelledError:
-            kill_soon(cursor)
+            if not at_yield:
+                kill_soon(cursor)
             raise
 
     async def async_to_list(
