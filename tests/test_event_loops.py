@@ -745,6 +745,42 @@ def test_the_client_got_outside_any_loop_closes_with_the_loop_it_went_to(
     assert client._closed
 
 
+@pytest.mark.parametrize("awaited", ["client", "collection", "beside its own"])
+def test_the_client_got_outside_any_loop_closes_with_the_only_loop_it_ran_in(
+    loops_alias, database, awaited
+):
+    """The client got outside any loop (by get_async_connection(), with a
+    model's _get_collection(), or by a thread while the loop has a client of
+    its own), awaited on directly in an asyncio.run() that runs nothing else
+    of ours: that loop closes it as it shuts down. It was left to the garbage
+    collector, let go once another loop needed a client ("Unclosed
+    AsyncMongoClient")."""
+    clients = []
+
+    async def main() -> None:
+        if awaited == "beside its own":
+            await LoopBook(title="own").async_save()
+            clients.append(get_async_connection(loops_alias))
+            # (a thread is outside any loop)
+            got = await asyncio.to_thread(get_async_connection, loops_alias)
+            collection = got[database].loop_book
+        elif awaited == "client":
+            collection = outside[database].loop_book
+        else:
+            collection = outside
+        clients.append(collection.database.client)
+        await collection.insert_one({"title": "raw"})
+
+    if awaited == "client":
+        outside = get_async_connection(loops_alias)
+    elif awaited == "collection":
+        outside = LoopBook._get_collection()
+    asyncio.run(main())
+    assert all(client._closed for client in clients)
+    assert len({id(client) for client in clients}) == len(clients)
+    assert asyncio.run(LoopBook.objects(title="raw").async_count()) == 1
+
+
 def test_a_close_by_disconnect_that_its_loops_end_cut_short(loops_alias):
     """disconnect_async() in one loop closes another loop's client by a task
     on that loop; that loop's end (asyncio.run() or a Runner returning)

@@ -229,6 +229,9 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     # The loop an AsyncMongoClient bound itself to on its first operation
     # (connection.py; read with a default: None, as before any operation).
     (AsyncMongoClient, "_loop"),
+    # Where it binds itself (its first operation's): a client given outside
+    # any loop becomes that loop's there (connection._adopted_when_bound).
+    (AsyncMongoClient, "_get_topology"),
     # A DBRef's slots, copied into a reference proxy.
     (DBRef, "_DBRef__collection"),
     (DBRef, "_DBRef__id"),

@@ -378,7 +378,55 @@ def _client_for(alias: str, loop: asyncio.AbstractEventLoop | None) -> AsyncMong
         registry_changed()
     if loop is not None:
         _close_with_loop(loop)
+    elif "_get_topology" not in client.__dict__:
+        _adopted_when_bound(client)
     return client
+
+
+def _adopted_when_bound(client: AsyncMongoClient) -> None:
+    """Have ``client``, given to a caller outside any loop, become the client
+    of the loop it binds itself to (on its first operation), closed as that
+    loop shuts down: code may await on it directly, with nothing of ours run
+    on that loop (``asyncio.run(get_async_connection().drop_database(name))``),
+    which left it to the garbage collector, unclosed. Its first
+    ``_get_topology()`` (every operation's, where PyMongo binds it) does so,
+    once."""
+    reference = weakref.ref(client)
+    get_topology = type(client)._get_topology
+
+    def bind_first() -> Any:
+        bound = reference()
+        assert bound is not None  # (this is its method)
+        bound.__dict__.pop("_get_topology", None)
+        loop = _running_loop()
+        if loop is not None:
+            _adopt(bound, loop)
+        return get_topology(bound)
+
+    client.__dict__["_get_topology"] = bind_first
+
+
+def _adopt(client: AsyncMongoClient, loop: asyncio.AbstractEventLoop) -> None:
+    """Make ``client``, about to bind itself to ``loop`` (the running one),
+    that loop's client in the registry; when the loop has one already, close
+    ``client`` too as the loop shuts down."""
+    with _lock:
+        held = [
+            (clients, key)
+            for clients in _clients.values()
+            for key, other in list(clients.items())
+            if other is client and key is not loop
+        ]
+        if not held:
+            return
+        for clients, key in held:
+            del clients[key]
+            if loop not in clients:
+                clients[loop] = client
+        if _release(client):  # (another of the loop's was there)
+            _cut_short.setdefault(loop, []).append(client)
+        registry_changed()
+    _close_with_loop(loop)
 
 
 def _unbound(
@@ -723,7 +771,8 @@ async def _close_clients_of(loop: asyncio.AbstractEventLoop) -> None:
 _closing: set[asyncio.Future[Any]] = set()
 
 # By loop: the clients whose closing task above that loop's end cancelled
-# (``asyncio.run()`` cancels every task left): closed as it shuts down.
+# (``asyncio.run()`` cancels every task left), or that bound themselves to it
+# beside its own (_adopt): closed as it shuts down.
 _cut_short: dict[asyncio.AbstractEventLoop, list[AsyncMongoClient]] = {}
 
 
