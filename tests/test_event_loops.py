@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import warnings
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from datetime import datetime
 from typing import Any
@@ -398,6 +399,51 @@ def test_database_work_in_an_async_generators_cleanup_at_shutdown(loops_alias):
     assert clients[1] is clients[0]
     assert clients[0]._closed
     assert asyncio.run(LoopBook.objects(title="cleanup").async_count()) == 1
+    del kept
+
+
+class _FlagKeepingLoop(asyncio.SelectorEventLoop):
+    """asyncio's loop keeping whether its ``shutdown_asyncgens()`` began to
+    itself, as uvloop's does (a C field): only asyncio's code reads it."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "_asyncgens_shutdown_called":
+            caller = sys._getframe(1).f_globals.get("__name__")
+            if caller != "asyncio.base_events":
+                raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+def test_a_loop_whose_first_client_comes_in_its_shutdown(loops_alias):
+    """A loop whose first client is got by an async generator's cleanup that
+    its ``shutdown_asyncgens()`` runs does not have the client closed at its
+    shutdown, begun already (left to the garbage collector, as documented),
+    on any loop: on uvloop's the closer begun then made the loop warn
+    ("asynchronous generator ... was scheduled after loop.shutdown_asyncgens()
+    call", a ResourceWarning, raised in that cleanup under
+    ``-W error::ResourceWarning``)."""
+    got = []
+
+    async def pages() -> AsyncIterator[int]:
+        try:
+            yield 1
+            yield 2
+        finally:
+            got.append(get_async_connection(loops_alias))
+
+    async def main() -> AsyncIterator[int]:
+        generator = pages()
+        await generator.__anext__()
+        return generator  # (kept unfinished until the loop shuts down)
+
+    loop = _FlagKeepingLoop()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kept = loop.run_until_complete(main())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+    assert len(got) == 1
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
     del kept
 
 

@@ -692,7 +692,7 @@ def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
     as it shuts down, and the registry drop them then. Not once its shutdown
     has begun: a generator begun then would never be finalised (and the loop
     warns of it)."""
-    if loop in _closers or getattr(loop, "_asyncgens_shutdown_called", False):
+    if loop in _closers or _shutting_down(loop):
         return
 
     async def close_at_shutdown() -> AsyncGenerator[None, None]:
@@ -710,6 +710,18 @@ def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
     # first-iteration hook, which makes the loop finalise it at shutdown.
     with contextlib.suppress(StopIteration):
         closer.__anext__().send(None)
+
+
+def _shutting_down(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` (the running one) runs its ``shutdown_asyncgens()``:
+    found among its tasks (run as one by ``asyncio.run()``, ``Runner``,
+    pytest-asyncio and anyio, or ``loop.run_until_complete()``), as every
+    loop runs it; a flag of asyncio's own loop would miss uvloop's, which
+    keeps it in C."""
+    return any(
+        getattr(task.get_coro(), "__name__", None) == "shutdown_asyncgens"
+        for task in asyncio.all_tasks(loop)
+    )
 
 
 def _discard_closer(loop: asyncio.AbstractEventLoop) -> None:
