@@ -454,15 +454,22 @@ def test_a_loop_closed_without_shutting_down_keeps_its_client_open(
     can close its client (left to the garbage collector, as documented); the
     next loop gets a client of its own. (In a process of its own: what the
     collector finds of that client fails in odd ways, the loop being closed.)"""
+    assert _printed(_CLOSED_BY_HAND, mongodb_uri, database) == ["False", "True"]
+
+
+def _printed(script: str, mongodb_uri: str, database: str) -> list[str]:
+    """The words ``script`` (its database: ``{}``) prints, in a process of
+    its own, warnings ignored."""
     result = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", _CLOSED_BY_HAND.format(database)],
+        [sys.executable, "-W", "ignore", "-c", script.format(database)],
         env={**os.environ, "MONGODB_URI": mongodb_uri},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert result.stdout.split() == ["False", "True"], result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.split()
 
 
 _CLOSED_BY_HAND = textwrap.dedent(
@@ -493,17 +500,8 @@ def test_a_save_in_flight_when_its_loop_is_closed_by_hand(mongodb_uri, database)
     task never cancelled, then collected): the next save, delete or reload
     of that document, in another loop, takes the turn that save can no longer
     end. Each waited for it forever. (In a process of its own, as above.)"""
-    result = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", _SAVE_IN_FLIGHT.format(database)],
-        env={**os.environ, "MONGODB_URI": mongodb_uri},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.stdout.split() == ["saved", "2", "reloaded", "deleted"], (
-        result.stdout + result.stderr
-    )
+    printed = _printed(_SAVE_IN_FLIGHT, mongodb_uri, database)
+    assert printed == ["saved", "2", "reloaded", "deleted"]
 
 
 _SAVE_IN_FLIGHT = textwrap.dedent(
