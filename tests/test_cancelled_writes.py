@@ -1130,9 +1130,11 @@ async def test_a_save_cancelled_in_a_transaction_that_commits(
     """A save cancelled in a transaction whose block goes on and commits (its
     time-out caught): its write landed with the commit, so its post_save is
     sent once the transaction committed (not before, once), with the
-    document as it is then (its saved changes cleared, a new one whole) and
-    the save's signal_kwargs; a change made in the block since stays for the
-    next save. Nothing was sent, and the instance stayed unsaved (new)."""
+    document as it is then, the changes the save sent listed (as for a save
+    that returned; a new one whole), and the save's signal_kwargs; a change
+    made in the block since stays for the next save, the saved ones are
+    cleared after. Nothing was sent, and the instance stayed unsaved (new);
+    its receivers saw no change listed."""
     document = CwDoc(a=1) if new else await CwDoc(a=0, b=0).async_save()
     receivers.clear()
     committed = []
@@ -1154,7 +1156,7 @@ async def test_a_save_cancelled_in_a_transaction_that_commits(
             await _followed(receivers, 2)
     finally:
         signals.post_save.disconnect(look, sender=CwDoc)
-    delta = ({"a": 1, "b": 5}, {}) if new else ({"b": 5}, {})
+    delta = ({"a": 1, "b": 5}, {})
     assert sorted(receivers) == [
         ("coroutine", "post_save", new, delta, {"source": "x"}),
         ("plain", "post_save", new, delta, {"source": "x"}),
@@ -1245,6 +1247,165 @@ async def test_a_delete_cancelled_in_a_transaction_that_commits(app, receivers, 
         await asyncio.sleep(0.01)
     assert await database["cw_files.files"].count_documents({}) == 0
     assert await database["cw_files.chunks"].count_documents({}) == 0
+
+
+THEN = {
+    "save": lambda document: save_again(document),
+    "delete": lambda document: document.async_delete(signal_kwargs={"n": 2}),
+    "delete a copy": lambda document: delete_copy(document),
+    "insert": lambda document: CwDoc.objects.async_insert(
+        [CwDoc(a=3)], signal_kwargs={"n": 2}
+    ),
+}
+
+
+async def save_again(document: CwDoc) -> None:
+    document.a = 2
+    await document.async_save(signal_kwargs={"n": 2})
+
+
+async def delete_copy(document: CwDoc) -> None:
+    copy = await CwDoc.objects.async_get(pk=document.pk)
+    await copy.async_delete(signal_kwargs={"n": 2})
+
+
+@pytest.mark.parametrize("form", ["context manager", "callback"])
+@pytest.mark.parametrize("then", list(THEN))
+@pytest.mark.parametrize("cancelled", [True, False], ids=["cancelled", "returned"])
+async def test_a_cancelled_saves_post_save_comes_before_the_next_writes_signals(
+    app, form, then, cancelled
+):
+    """A save of the block cancelled (its time-out caught), then a save or a
+    delete of the document (or of a copy of it), or an insert, in the same
+    block: the first save's post_save comes before the next operation's
+    signals, as after a save that returned (MongoEngine's order), sent in the
+    block, once; its receivers see the changes it sent. Its post_save came
+    after them, at the commit: a receiver keeping an index put back a
+    document the block deleted."""
+    document = await CwDoc(a=0, b=0).async_save()
+    log: list = []
+
+    def note(sender: type, signal: str, document: Any = None, **kwargs: Any) -> None:
+        changed = document._get_changed_fields() if signal == "post_save" else None
+        log.append((signal, kwargs.get("n"), changed))
+
+    names = ("post_save", "pre_delete", "post_delete", "pre_bulk_insert")
+    connected = [
+        (getattr(signals, name), functools.partial(note, signal=name)) for name in names
+    ]
+    for signal, receiver in connected:
+        signal.connect(receiver, sender=CwDoc, weak=False)
+
+    async def block() -> None:
+        document.a = 1
+        first = document.async_save(signal_kwargs={"n": 1})
+        if cancelled:
+            await timed_out(held, first)
+            await until(lambda: "_async_save_turns" not in document.__dict__)
+        else:
+            await first
+        await THEN[then](document)
+
+    try:
+        held_update = blocked(app, "update") if cancelled else contextlib.nullcontext()
+        async with held_update as held:
+            await in_transaction(form, block)
+    finally:
+        for signal, receiver in connected:
+            signal.disconnect(receiver, sender=CwDoc)
+    first = ("post_save", 1, ["a"])
+    assert (
+        log
+        == {
+            "save": [first, ("post_save", 2, ["a"])],
+            "delete": [first, ("pre_delete", 2, None), ("post_delete", 2, None)],
+            "delete a copy": [first, ("pre_delete", 2, None), ("post_delete", 2, None)],
+            "insert": [first, ("pre_bulk_insert", 2, None)],
+        }[then]
+    )
+    assert document._get_changed_fields() == []
+
+
+async def test_a_cancelled_insert_that_landed_sends_post_bulk_insert(app):
+    """An insert cancelled once its write was sent: the write goes on, and
+    once it landed post_bulk_insert follows, once, in a task of its own, with
+    the documents read back and the insert's signal_kwargs. It was never
+    sent."""
+    log: list = []
+
+    def note(sender: type, documents: list, loaded: bool, **kwargs: Any) -> None:
+        log.append(([document.a for document in documents], loaded, kwargs))
+
+    signals.post_bulk_insert.connect(note, sender=CwDoc)
+    try:
+        async with blocked(app, "insert") as held:
+            inserted = [CwDoc(a=1), CwDoc(a=2)]
+            await cancel_once_sent(
+                held,
+                lambda: CwDoc.objects.async_insert(
+                    inserted, signal_kwargs={"source": "x"}
+                ),
+            )
+            await _followed(log, 1)
+    finally:
+        signals.post_bulk_insert.disconnect(note, sender=CwDoc)
+    assert log == [([1, 2], True, {"source": "x"})]
+    assert await stored_values() == [{"a": 1}, {"a": 2}]
+
+
+@pytest.mark.parametrize("form", ["context manager", "callback"])
+@pytest.mark.parametrize("end", ["commit", "abort"])
+async def test_an_insert_cancelled_in_a_transaction(app, form, end):
+    """An insert cancelled in a transaction whose block goes on (its time-out
+    caught): the transaction ends once the insert's write settled. Committed,
+    the documents are stored and post_bulk_insert follows the commit, once;
+    aborted, nothing is stored or sent, and no transaction is left holding
+    the documents. The commit, sent ahead of the write, lost it; the abort
+    left it a transaction of its own, which locked the documents until the
+    server's time limit."""
+    log: list = []
+
+    def note(sender: type, documents: list, loaded: bool, **kwargs: Any) -> None:
+        log.append([document.a for document in documents])
+
+    inserted = CwDoc(a=1)
+    sessions: list = []
+
+    async def block() -> None:
+        note_session(sessions)
+        await timed_out(held, CwDoc.objects.async_insert([inserted]))
+        assert log == []
+        if end == "abort":
+            raise ValueError("no")
+
+    signals.post_bulk_insert.connect(note, sender=CwDoc)
+    try:
+        async with blocked(app, "insert") as held:
+            with (
+                pytest.raises(ValueError)
+                if end == "abort"
+                else contextlib.nullcontext()
+            ):
+                await in_transaction(form, block)
+            await _followed(log, 1 if end == "commit" else 0)
+    finally:
+        signals.post_bulk_insert.disconnect(note, sender=CwDoc)
+    if end == "commit":
+        assert log == [[1]]
+        assert await stored_values() == [{"a": 1}]
+        return
+    assert log == []
+    await held.ended_on_server()
+    assert await stored_values() == []
+    started = time.monotonic()
+    collection = CwDoc._get_collection()
+    upsert = collection.update_one({"_id": inserted.pk}, {"$set": {"a": 2}}, True)
+    await asyncio.wait_for(upsert, 5)
+    assert time.monotonic() - started < 2
+    deadline = time.monotonic() + 10
+    while await open_transaction({"id": sessions[0]["id"]}):
+        assert time.monotonic() < deadline, "a transaction stays open"
+        await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("kind", ["save", "delete"])

@@ -10,7 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+)
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
@@ -294,22 +301,122 @@ def write_on_its_way(
 
 
 def after_commit(
-    session: AsyncClientSession | None, action: Callable[[], None]
+    session: AsyncClientSession | None,
+    action: Callable[[], None],
+    now: Callable[[], Awaitable[Any]] | None = None,
 ) -> bool:
     """Call ``action`` once the transaction this package bound with
     ``session`` (see :func:`journal`) committed, as an :func:`on_commit`
     step; an abort (of this attempt: one run again starts afresh) drops it.
     False, and nothing noted, when ``session`` is no such transaction's (the
-    caller's own: its end is the caller's, which nothing here sees)."""
+    caller's own: its end is the caller's, which nothing here sees).
+
+    With ``now``, what follows a cancelled write that landed in the
+    transaction (its signal): a save, delete or insert that the block
+    begins before the commit awaits ``now()`` instead, in the transaction,
+    first (see :func:`run_follow_ups`): its receivers see the writes in
+    their order, as MongoEngine's would."""
     undos = journal(session)
     if undos is None:
         return False
+    if now is None:
 
-    async def step() -> None:
-        action()
+        async def step() -> None:
+            action()
 
-    on_commit(undos, step)
+        on_commit(undos, step)
+        return True
+    assert session is not None  # (journal(None) is None)
+    follow = _FollowUp(session, action, now)
+    undos.append(follow)
+    _pending.setdefault(session, []).append(follow)
     return True
+
+
+class _FollowUp(_OnCommit):
+    """What follows a cancelled write in ``session``'s transaction (see
+    :func:`after_commit`): ``later()`` once it committed, unless the block
+    ran ``now()`` before; nothing once it aborted."""
+
+    def __init__(
+        self,
+        session: AsyncClientSession,
+        later: Callable[[], None],
+        now: Callable[[], Awaitable[Any]],
+    ) -> None:
+        super().__init__(self._committed)
+        self.session = session
+        self.later = later
+        self.now = now
+        self.taken = False
+
+    def take(self) -> bool:
+        """Whether it is still to run; no longer pending in any case."""
+        if self.taken:
+            return False
+        self.taken = True
+        follows = _pending.get(self.session, [])
+        if self in follows:
+            follows.remove(self)
+        if not follows:
+            _pending.pop(self.session, None)
+        return True
+
+    async def _committed(self) -> None:
+        if self.take():
+            self.later()
+
+    def __call__(self) -> None:
+        self.take()  # aborted: neither runs
+
+
+# The follow-ups (see after_commit) not run yet, by the session of their
+# transaction.
+_pending: weakref.WeakKeyDictionary[AsyncClientSession, list[_FollowUp]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def follow_ups_pending() -> bool:
+    """Whether a transaction bound in this task has follow-ups of cancelled
+    writes still to run (see :func:`after_commit`)."""
+    return bool(_pending) and any(  # (most writes: no cancelled one)
+        session in _pending for session, _ in _journals.get()
+    )
+
+
+async def run_follow_ups() -> None:
+    """Run the follow-ups of cancelled writes that landed in the transactions
+    bound in this task, in the order of those writes, in this task (their
+    receivers' writes join the transaction, as those of a save that
+    returned there), each once: a save, delete or insert of the block does it
+    first, so that receivers see the signals in MongoEngine's order."""
+    for session, _ in _journals.get():
+        while follows := _pending.get(session):
+            follow = follows[0]
+            if follow.take():
+                await follow.now()
+
+
+# The tasks of follow_up (the loop keeps only weak references to tasks).
+following: set[asyncio.Future[Any]] = set()
+
+
+def follow_up(work: Coroutine[Any, Any, None], what: str) -> None:
+    """Run ``work``, what a write whose caller was cancelled leaves to do once
+    it was applied, in a task of its own, in no transaction of this context;
+    its error, which no caller awaits, goes to the loop's exception handler."""
+    task = held(_unbound(work), following, what)
+    task.add_done_callback(lambda _: work.close())  # (never run: loop ended)
+
+
+async def _unbound(work: Coroutine[Any, Any, None]) -> None:
+    """``await work`` without the sessions (transactions) bound in the
+    context it was started from: what follows a write outlives them, and
+    is no part of them (its write landed by itself, or its transaction
+    committed)."""
+    unbind_sessions()
+    await work
 
 
 def unbind_sessions() -> None:

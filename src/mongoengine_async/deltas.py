@@ -39,6 +39,7 @@ __all__ = (
     "end_watch",
     "give_back_changes",
     "journal_bookkeeping",
+    "listed_changes",
     "put_changes",
     "reset_changes",
     "take_changes",
@@ -713,6 +714,14 @@ def unlisted(document: Any) -> Iterator[None]:
         yield
     finally:
         _set_changed_fields(document, changes)
+
+
+def listed_changes(document: Any) -> list[str] | None:
+    """A copy of ``document``'s changes (its embedded documents' by their
+    paths), None when it has no list (every field counts as changed)."""
+    if getattr(document, "_changed_fields", None) is None:
+        return None
+    return list(document._get_changed_fields())
 
 
 def journal_bookkeeping(documents: list[Any], session: AsyncClientSession) -> None:

@@ -17,7 +17,7 @@ import functools
 import operator
 import re
 import threading
-from collections.abc import Callable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -69,12 +69,13 @@ from mongoengine_async.connection import (
 )
 from mongoengine_async.context import (
     anything_bound,
+    follow_up,
     switched_alias,
     switched_collection,
     write_on_its_way,
 )
 from mongoengine_async.delete_rules import has_rules, runs_own_transaction
-from mongoengine_async.detached import FAILED, detached, held, until_done
+from mongoengine_async.detached import FAILED, detached, until_done
 from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.from_bson import LoadedState
@@ -397,7 +398,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             raise InvalidDocumentError("Cannot save an abstract document.")
         signal_kwargs = signal_kwargs or {}
         write_concern = write_concern or {}
-        await _wait_turn(self)
+        await _turn_after_follow_ups(self, _wait_turn)
         try:
             object_id, created, meanwhile, session = await self._async_send(
                 force_insert,
@@ -482,17 +483,18 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             # The write landed: the cached copies (again) and post_save follow,
             # as after a cancelled write (not once a receiver was cancelled, as
             # one that raised; in a transaction, once it committed).
-            if sending or asyncio.current_task() in _following:
+            if sending or asyncio.current_task() in context.following:
                 pass
             elif session is not None and session.in_transaction:
                 copies = fields.cached_updates(self, created)
-                self._follow_commit(session, created, copies, signal_kwargs)
+                shown = deltas.listed_changes(self)
+                self._follow_commit(session, created, copies, shown, signal_kwargs)
             else:
                 handed = True
                 steps = self._async_after_write(
                     created, object_id, None, signal_kwargs, None, watched, meanwhile
                 )
-                _follow_up(steps, "steps after the write of a cancelled save")
+                follow_up(steps, "steps after the write of a cancelled save")
             raise
         finally:
             if watched is not None and not handed:  # (None: all changed)
@@ -701,6 +703,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         ``post_save``) follow, in a task of their own, as after a save that
         returned (the changes clear once they ended). In a ``transaction``
         its end decides: see :meth:`_landed_in_transaction`."""
+        shown = None if sent is None else list(sent)  # (what give-back leaves)
         meanwhile = deltas.give_back_changes(self, sent)
         if write.cancelled() or write.result() is FAILED:
             return
@@ -708,7 +711,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         self._landed(transaction)
         if transaction is not None:
             self._landed_in_transaction(
-                transaction, created, object_id, meanwhile, signal_kwargs
+                transaction, created, object_id, meanwhile, shown, signal_kwargs
             )
             return
         self._set_saved_id(created, object_id)
@@ -721,7 +724,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             steps = self._async_after_write(
                 created, object_id, None, signal_kwargs, None, watched, meanwhile
             )
-            _follow_up(steps, "steps after the write of a cancelled save")
+            follow_up(steps, "steps after the write of a cancelled save")
             return
         self._end_save(True, meanwhile)
 
@@ -731,6 +734,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         created: bool,
         object_id: Any,
         meanwhile: list[str] | None,
+        shown: list[str] | None,
         signal_kwargs: dict,
     ) -> None:
         """A cancelled save's write applied in ``session``'s transaction: in
@@ -740,7 +744,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         caller's own transaction nothing tells its end: the changes stay given
         back, and nothing follows."""
         copies = fields.cached_updates(self, created)  # (before they clear)
-        if self._follow_commit(session, created, copies, signal_kwargs):
+        if self._follow_commit(session, created, copies, shown, signal_kwargs):
             self._set_saved_id(created, object_id)
             self._end_save(True, meanwhile)
 
@@ -749,36 +753,61 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         session: AsyncClientSession,
         created: bool,
         copies: list[Any],
+        shown: list[str] | None,
         signal_kwargs: dict,
     ) -> bool:
         """Once ``session``'s transaction (one this package bound) committed,
         update the cached ``copies`` and send ``post_save``, in a task of
-        their own; False when it is no such transaction."""
+        their own (or in the block, first, when it begins another save,
+        delete or insert before: see ``context.after_commit``); False when it
+        is no such transaction. The receivers see the changes the save sent
+        (``shown``) listed, as those of a save that returned do."""
         if context.journal(session) is None:
             return False
 
         def follow() -> None:
-            steps = self._async_after_commit(created, copies, signal_kwargs)
-            _follow_up(steps, "steps after the commit of a cancelled save")
+            steps = self._async_after_commit(
+                created, copies, shown, signal_kwargs, None
+            )
+            follow_up(steps, "steps after the commit of a cancelled save")
+
+        def now() -> Coroutine[Any, Any, None]:
+            return self._async_after_commit(
+                created, copies, shown, signal_kwargs, session
+            )
 
         if copies or signals.has_receivers(signals.post_save, type(self)):
-            context.after_commit(session, follow)
+            context.after_commit(session, follow, now)
         return True
 
     async def _async_after_commit(
-        self, created: bool, copies: list[Any], signal_kwargs: dict
+        self,
+        created: bool,
+        copies: list[Any],
+        shown: list[str] | None,
+        signal_kwargs: dict,
+        session: AsyncClientSession | None,
     ) -> None:
         """The steps after the write of a cancelled save, once its
-        transaction committed: the cached copies, then ``post_save``, the
-        document as it is then (a new one whole, as MongoEngine's receiver
-        sees it)."""
-        await fields.apply_cached_updates(self, copies)
-        await signals.send_around(
-            signals.post_save,
-            type(self),
-            functools.partial(deltas.unlisted, self) if created else None,
-            {"document": self, "created": created, **signal_kwargs},
-        )
+        transaction committed (or in it, in ``session``): the cached copies,
+        then ``post_save``, the document as it is then, the changes the save
+        sent (``shown``) listed again while it is sent (a new one whole, as
+        MongoEngine's receiver sees it)."""
+        await fields.apply_cached_updates(self, copies, session)
+        watched = None
+        if not created and shown is not None:
+            kept = deltas.give_back_changes(self, list(shown))
+            watched = None if kept is None else deltas.watch_changes(self, kept)
+        try:
+            await signals.send_around(
+                signals.post_save,
+                type(self),
+                functools.partial(deltas.unlisted, self) if created else None,
+                {"document": self, "created": created, **signal_kwargs},
+            )
+        finally:
+            if watched is not None:
+                self._end_save(*deltas.end_watch(self, watched))
 
     async def _async_replace_or_insert(
         self, collection: AsyncCollection, raw: dict, session: AsyncClientSession | None
@@ -861,6 +890,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         """
         operation = await self._async_operation("async_delete", "delete()", session)
         signal_kwargs = signal_kwargs or {}
+        if context.follow_ups_pending():
+            await context.run_follow_ups()
         await signals.send(
             signals.pre_delete, type(self), document=self, **signal_kwargs
         )
@@ -868,7 +899,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         check_deletable(files)
         # After a save of this instance in flight (its write), as a save would
         # be: a delete begun after it cannot be overtaken by its write.
-        turn = await _wait_other_turn(self)
+        turn = await _turn_after_follow_ups(self, _wait_other_turn)
         try:
             # Its writes go on once cancelled (those of a cascade too, outside
             # a transaction or in the caller's), but for a cascade in a
@@ -966,10 +997,13 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
     ) -> None:
         """:meth:`_follow_delete` once the transaction of the delete's
         session committed (one this package bound: in the caller's own,
-        nothing tells its end, and nothing follows)."""
+        nothing tells its end, and nothing follows); or in the block, first,
+        when it begins another save, delete or insert before (see
+        ``context.after_commit``)."""
         context.after_commit(
             operation.session,
             lambda: self._follow_delete(files, operation, signal_kwargs),
+            lambda: self._async_after_delete(files, operation, signal_kwargs),
         )
 
     def _follow_delete(
@@ -981,7 +1015,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             # (Not in the delete's own session: its caller may use it meanwhile.)
             alone = dataclasses.replace(operation, session=None)
             steps = self._async_after_delete(files, alone, signal_kwargs)
-            _follow_up(steps, "steps after the write of a cancelled delete")
+            follow_up(steps, "steps after the write of a cancelled delete")
 
     def _file_proxies(self) -> list[AsyncGridFSProxy]:
         """The GridFS files of this document's file fields (and of its lists
@@ -1297,6 +1331,23 @@ async def _wait_other_turn(document: Document) -> bool:
     return True
 
 
+async def _turn_after_follow_ups(
+    document: Document, wait: Callable[[Document], Awaitable[T]]
+) -> T:
+    """``await wait(document)`` (:func:`_wait_turn`, :func:`_wait_other_turn`),
+    once the follow-ups of cancelled writes that landed in this task's
+    transactions ran (see ``context.run_follow_ups``): also those of a
+    write of ``document`` that settled meanwhile. They run out of the turn:
+    their ``post_save`` receivers may save the document again."""
+    took = await wait(document)
+    while context.follow_ups_pending():
+        if took is not False:  # (False: no turn taken)
+            _end_own_turn(document)
+        await context.run_follow_ups()
+        took = await wait(document)
+    return took
+
+
 def _end_turn(document: Document) -> None:
     """Give the turn to the next save of ``document`` still waiting, or mark
     none in flight. A save waiting on another event loop (another thread's)
@@ -1374,27 +1425,6 @@ async def _write_in_turn(
         if wait:
             await until_done(task)
         raise
-
-
-# The tasks of _follow_up (the loop keeps only weak references to tasks).
-_following: set[asyncio.Future[Any]] = set()
-
-
-def _follow_up(work: Coroutine[Any, Any, None], what: str) -> None:
-    """Run ``work``, what a write whose caller was cancelled leaves to do once
-    it was applied, in a task of its own; its error, which no caller awaits,
-    goes to the loop's exception handler."""
-    task = held(_unbound(work), _following, what)
-    task.add_done_callback(lambda _: work.close())  # (never run: loop ended)
-
-
-async def _unbound(work: Coroutine[Any, Any, None]) -> None:
-    """``await work`` without the sessions (transactions) bound in the
-    context it was started from: what follows a write outlives them, and
-    is no part of them (its write landed by itself, or its transaction
-    committed)."""
-    context.unbind_sessions()
-    await work
 
 
 def _settle_in_turn(

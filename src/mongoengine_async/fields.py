@@ -477,11 +477,13 @@ def cached_updates(
 
 
 async def apply_cached_updates(
-    document: BaseDocument, updates: list[tuple[CachedReferenceField, dict[str, Any]]]
+    document: BaseDocument,
+    updates: list[tuple[CachedReferenceField, dict[str, Any]]],
+    session: AsyncClientSession | None = None,
 ) -> None:
-    """Send the updates :func:`cached_updates` gave (in no session)."""
+    """Send the updates :func:`cached_updates` gave (in ``session``)."""
     for field, update in updates:
-        await field._async_apply(document, update, None)
+        await field._async_apply(document, update, session)
 
 
 class LazyReferenceField(mongoengine.LazyReferenceField):

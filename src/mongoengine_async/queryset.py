@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections.abc
 import contextlib
+import functools
 import operator
 import warnings
 from collections.abc import (
@@ -65,7 +66,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 
-from mongoengine_async import deltas, sequences, signals, to_bson
+from mongoengine_async import context, deltas, sequences, signals, to_bson
 from mongoengine_async.batches import (
     WHOLE_RESULT,
     kill_soon,
@@ -85,6 +86,7 @@ from mongoengine_async.connection import (
 )
 from mongoengine_async.context import dereference_disabled
 from mongoengine_async.delete_rules import delete_each, delete_matching
+from mongoengine_async.detached import FAILED, detached
 from mongoengine_async.from_bson import from_son, loader
 from mongoengine_async.gridfs import delete_files, stored_files
 from mongoengine_async.guards import (
@@ -947,6 +949,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         return_one = isinstance(doc_or_docs, MongoEngineDocument)
         documents = [doc_or_docs] if return_one else list(doc_or_docs)
         check_insertable(self._document, documents)
+        if context.follow_ups_pending():  # (of cancelled writes: theirs first)
+            await context.run_follow_ups()
         if session is not None:  # perhaps a transaction of ours: journal the ids
             deltas.journal_bookkeeping(documents, session)
         signal_kwargs = signal_kwargs or {}
@@ -963,22 +967,114 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         for document, son in zip(documents, raw, strict=True):
             if "_id" not in son:  # its id before the write is awaited
                 to_bson.give_id(document, son)
-        ids = await self._insert_raw(
-            collection, raw, write_concern, return_one, session
+        # In a task of its own, which the caller's cancellation does not
+        # cancel (as a save's): the write may be applying on the server.
+        writing = self._insert_raw(collection, raw, write_concern, return_one, session)
+        outcome, write = detached(writing)
+        try:
+            ids = await outcome
+        except asyncio.CancelledError:
+            write.add_done_callback(lambda _: writing.close())  # (never started)
+            follow = functools.partial(
+                self._after_cancelled_insert,
+                documents,
+                load_bulk,
+                signal_kwargs,
+                session if session and session.in_transaction else None,
+                signals.has_receivers(signals.post_bulk_insert, self._document),
+            )
+            write.add_done_callback(follow)
+            context.write_on_its_way(session, write)  # (the commit waits for it)
+            raise
+        results = await self._async_after_insert(
+            documents, ids, load_bulk, signal_kwargs, session
         )
-        set_ids(documents, ids)
-        if load_bulk:
-            loaded = await self.async_in_bulk(ids, session=session)
-            documents = [loaded.get(object_id) for object_id in ids]
-        await signals.send(
-            signals.post_bulk_insert,
-            self._document,
-            documents=documents,
-            loaded=load_bulk,
-            **signal_kwargs,
-        )
-        results = documents if load_bulk else ids
         return results[0] if return_one else results
+
+    async def _async_after_insert(
+        self,
+        documents: list[Any],
+        ids: list[Any],
+        load_bulk: bool,
+        signal_kwargs: dict[str, Any],
+        session: AsyncClientSession | None,
+        again: bool = False,
+    ) -> list[Any]:
+        """An insert's steps after its write: the ids, the documents read
+        back (``load_bulk``), ``post_bulk_insert``; returns the documents read
+        back, or the ids. Cancelled before the signal, they follow as after a
+        cancelled write that landed (not ``again``: they do)."""
+        set_ids(documents, ids)
+        results = documents
+        sending = False
+        try:
+            if load_bulk:
+                loaded = await self.async_in_bulk(ids, session=session)
+                results = [loaded.get(object_id) for object_id in ids]
+            sending = True
+            await signals.send(
+                signals.post_bulk_insert,
+                self._document,
+                documents=results,
+                loaded=load_bulk,
+                **signal_kwargs,
+            )
+        except asyncio.CancelledError:
+            if not sending and not again:
+                transaction = session if session and session.in_transaction else None
+                self._follow_insert(
+                    documents, ids, load_bulk, signal_kwargs, transaction
+                )
+            raise
+        return results if load_bulk else ids
+
+    def _after_cancelled_insert(
+        self,
+        documents: list[Any],
+        load_bulk: bool,
+        signal_kwargs: dict[str, Any],
+        transaction: AsyncClientSession | None,
+        receivers: bool,
+        write: asyncio.Future[Any],
+    ) -> None:
+        """An insert whose caller was cancelled while its write was on its
+        way, once that write settled: applied, its ``post_bulk_insert``
+        follows (if it had ``receivers`` then: not muted), as after an insert
+        that returned, in a task of its own; in a ``transaction``, once it
+        committed."""
+        if write.cancelled() or write.result() is FAILED or not receivers:
+            return
+        self._follow_insert(
+            documents, write.result(), load_bulk, signal_kwargs, transaction
+        )
+
+    def _follow_insert(
+        self,
+        documents: list[Any],
+        ids: list[Any],
+        load_bulk: bool,
+        signal_kwargs: dict[str, Any],
+        transaction: AsyncClientSession | None,
+    ) -> None:
+        """:meth:`_async_after_insert` in a task of its own, in no transaction
+        (in a ``transaction`` this package bound, once it committed, or in
+        the block, first, when it begins another write: see
+        ``context.after_commit``; in the caller's own, nothing follows)."""
+
+        def steps(session: AsyncClientSession | None) -> Any:
+            return self._async_after_insert(
+                documents, ids, load_bulk, signal_kwargs, session, again=True
+            )
+
+        def follow() -> None:
+            context.follow_up(
+                steps(None), "steps after the write of a cancelled insert"
+            )
+
+        if transaction is None:
+            follow()
+        else:
+            context.after_commit(transaction, follow, lambda: steps(transaction))
 
     async def _insert_raw(
         self,
