@@ -1326,6 +1326,60 @@ async def test_a_cancelled_saves_post_save_comes_before_the_next_writes_signals(
     assert document._get_changed_fields() == []
 
 
+@pytest.mark.parametrize("where", ["outside", "in a transaction"])
+@pytest.mark.parametrize("kind", ["save", "delete", "insert"])
+async def test_a_write_cancelled_in_a_muted_block_sends_nothing(app, where, kind):
+    """A save, delete or insert cancelled inside its signal's ``muted()``
+    block, the block left before the write landed (or the transaction
+    committed): what follows it sends nothing, as the write's own send in the
+    block would have. Its signal was sent once the block had ended."""
+    document = await CwDoc(a=0, b=0).async_save()
+    log: list = []
+
+    def note(sender: type, **kwargs: Any) -> None:
+        log.append(sender)
+
+    command, signal, write = {
+        "save": ("update", signals.post_save, save_a(document, 1)),
+        "delete": ("delete", signals.post_delete, document.async_delete),
+        "insert": (
+            "insert",
+            signals.post_bulk_insert,
+            lambda: CwDoc.objects.async_insert([CwDoc(a=2)]),
+        ),
+    }[kind]
+
+    async def block() -> None:
+        with signal.muted():
+            await timed_out(held, write())
+
+    signal.connect(note, sender=CwDoc)
+    try:
+        async with blocked(app, command) as held:
+            if where == "outside":
+                await block()
+            else:
+                await in_transaction("context manager", block)
+            await held.ended_on_server()
+            await until(lambda: not writes_on_their_way())
+        for _ in range(3):  # (the done callbacks of the last one)
+            await asyncio.sleep(0)
+        await until(lambda: not context.following)
+    finally:
+        signal.disconnect(note, sender=CwDoc)
+    assert log == []
+    assert len(await stored_values()) == {"delete": 0, "save": 1, "insert": 2}[kind]
+
+
+def writes_on_their_way() -> list[asyncio.Task]:
+    """The tasks of writes that go on once cancelled (``detached``)."""
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if task.get_coro().__qualname__ == "detached.<locals>.run"  # type: ignore[union-attr]
+    ]
+
+
 async def test_a_cancelled_insert_that_landed_sends_post_bulk_insert(app):
     """An insert cancelled once its write was sent: the write goes on, and
     once it landed post_bulk_insert follows, once, in a task of its own, with

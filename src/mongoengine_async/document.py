@@ -450,7 +450,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         created: bool,
         object_id: Any,
         cascading: dict | None,
-        signal_kwargs: dict,
+        signal_kwargs: dict | None,
         session: AsyncClientSession | None,
         watched: deltas._Watch | None,
         meanwhile: list[str] | None,
@@ -469,7 +469,11 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             self._set_saved_id(created, object_id)
             if cls._cached_reference_fields:
                 await sync_cached_references(self, created, session)
-            if mongoengine.signals.signals_available and signals.post_save.receivers:
+            if (
+                signal_kwargs is not None  # (None: held back by a muted block)
+                and mongoengine.signals.signals_available
+                and signals.post_save.receivers
+            ):
                 sending = True
                 # A receiver sees a document the save inserted as MongoEngine's
                 # does: without a list of changes (all changed).
@@ -483,6 +487,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             # The write landed: the cached copies (again) and post_save follow,
             # as after a cancelled write (not once a receiver was cancelled, as
             # one that raised; in a transaction, once it committed).
+            signal_kwargs = signals.unless_muted(signals.post_save, signal_kwargs)
             if sending or asyncio.current_task() in context.following:
                 pass
             elif session is not None and session.in_transaction:
@@ -647,8 +652,13 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 self,
                 write,
                 session,
-                lambda done: self._settle_cancelled_write(
-                    done, sent, transaction, signal_kwargs
+                functools.partial(
+                    self._settle_cancelled_write,
+                    sent=sent,
+                    transaction=transaction,
+                    signal_kwargs=signals.unless_muted(
+                        signals.post_save, signal_kwargs
+                    ),
                 ),
                 sending,
             )
@@ -694,7 +704,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         write: asyncio.Future,
         sent: list[str] | None,
         transaction: AsyncClientSession | None,
-        signal_kwargs: dict,
+        signal_kwargs: dict | None,
     ) -> None:
         """The bookkeeping of a save cancelled while its write was on its
         way, once the write settled: the changes it sent are given back if it
@@ -716,8 +726,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             return
         self._set_saved_id(created, object_id)
         cls = type(self)
-        if cls._cached_reference_fields or signals.has_receivers(
-            signals.post_save, cls
+        if cls._cached_reference_fields or (
+            signal_kwargs is not None and signals.has_receivers(signals.post_save, cls)
         ):
             # (Watched from now: what other tasks change meanwhile stays.)
             watched = deltas.watch_changes(self, meanwhile)
@@ -735,7 +745,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         object_id: Any,
         meanwhile: list[str] | None,
         shown: list[str] | None,
-        signal_kwargs: dict,
+        signal_kwargs: dict | None,
     ) -> None:
         """A cancelled save's write applied in ``session``'s transaction: in
         one this package bound, the document is saved as by a save that
@@ -754,7 +764,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         created: bool,
         copies: list[Any],
         shown: list[str] | None,
-        signal_kwargs: dict,
+        signal_kwargs: dict | None,
     ) -> bool:
         """Once ``session``'s transaction (one this package bound) committed,
         update the cached ``copies`` and send ``post_save``, in a task of
@@ -776,7 +786,10 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 created, copies, shown, signal_kwargs, session
             )
 
-        if copies or signals.has_receivers(signals.post_save, type(self)):
+        if copies or (
+            signal_kwargs is not None
+            and signals.has_receivers(signals.post_save, type(self))
+        ):
             context.after_commit(session, follow, now)
         return True
 
@@ -785,7 +798,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         created: bool,
         copies: list[Any],
         shown: list[str] | None,
-        signal_kwargs: dict,
+        signal_kwargs: dict | None,
         session: AsyncClientSession | None,
     ) -> None:
         """The steps after the write of a cancelled save, once its
@@ -794,6 +807,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         sent (``shown``) listed again while it is sent (a new one whole, as
         MongoEngine's receiver sees it)."""
         await fields.apply_cached_updates(self, copies, session)
+        if signal_kwargs is None:  # (held back by a muted block)
+            return
         watched = None
         if not created and shown is not None:
             kept = deltas.give_back_changes(self, list(shown))
@@ -929,7 +944,10 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                     deleting,
                     operation.session,
                     functools.partial(
-                        self._after_cancelled_delete, files, operation, signal_kwargs
+                        self._after_cancelled_delete,
+                        files,
+                        operation,
+                        signals.unless_muted(signals.post_delete, signal_kwargs),
                     ),
                     wait=(
                         session is not None
@@ -954,21 +972,28 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             # and post_delete follow, as after a cancelled write that landed
             # (a file's delete the cancellation cut short is done again).
             session = operation.session
+            held_back = signals.unless_muted(signals.post_delete, signal_kwargs)
             if session is None or not session.in_transaction:
-                self._follow_delete(files, operation, signal_kwargs)
+                self._follow_delete(files, operation, held_back)
             else:  # (a file's delete the transaction's commit kept is gone)
-                self._follow_delete_commit(files, operation, signal_kwargs)
+                self._follow_delete_commit(files, operation, held_back)
             raise
         await signals.send(
             signals.post_delete, type(self), document=self, **signal_kwargs
         )
 
     async def _async_after_delete(
-        self, files: list[AsyncGridFSProxy], operation: Operation, signal_kwargs: dict
+        self,
+        files: list[AsyncGridFSProxy],
+        operation: Operation,
+        signal_kwargs: dict | None,
     ) -> None:
         """A delete's steps once the document is gone: its files, then
-        ``post_delete``."""
+        ``post_delete`` (not if ``signal_kwargs`` is None: held back by a
+        muted block)."""
         await delete_files(files, operation)
+        if signal_kwargs is None:
+            return
         await signals.send(
             signals.post_delete, type(self), document=self, **signal_kwargs
         )
@@ -977,7 +1002,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         self,
         files: list[AsyncGridFSProxy],
         operation: Operation,
-        signal_kwargs: dict,
+        signal_kwargs: dict | None,
         write: asyncio.Future[Any],
         in_transaction: bool,
     ) -> None:
@@ -993,7 +1018,10 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             self._follow_delete(files, operation, signal_kwargs)
 
     def _follow_delete_commit(
-        self, files: list[AsyncGridFSProxy], operation: Operation, signal_kwargs: dict
+        self,
+        files: list[AsyncGridFSProxy],
+        operation: Operation,
+        signal_kwargs: dict | None,
     ) -> None:
         """:meth:`_follow_delete` once the transaction of the delete's
         session committed (one this package bound: in the caller's own,
@@ -1007,11 +1035,17 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         )
 
     def _follow_delete(
-        self, files: list[AsyncGridFSProxy], operation: Operation, signal_kwargs: dict
+        self,
+        files: list[AsyncGridFSProxy],
+        operation: Operation,
+        signal_kwargs: dict | None,
     ) -> None:
         """:meth:`_async_after_delete` in a task of its own (the caller was
         cancelled), if it has something to do."""
-        if files or signals.has_receivers(signals.post_delete, type(self)):
+        if files or (
+            signal_kwargs is not None
+            and signals.has_receivers(signals.post_delete, type(self))
+        ):
             # (Not in the delete's own session: its caller may use it meanwhile.)
             alone = dataclasses.replace(operation, session=None)
             steps = self._async_after_delete(files, alone, signal_kwargs)

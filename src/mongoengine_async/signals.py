@@ -47,6 +47,7 @@ __all__ = (
     "pre_save_post_validation",
     "send",
     "signals_available",
+    "unless_muted",
 )
 
 
@@ -76,6 +77,16 @@ def has_init_receivers() -> bool:
 def has_delete_receivers(sender: type[Any]) -> bool:
     """Whether deleting a ``sender`` document has signal receivers to call."""
     return has_receivers(pre_delete, sender) or has_receivers(post_delete, sender)
+
+
+def unless_muted(signal: Any, kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``kwargs``, or None while ``signal`` is muted (blinker's ``muted()``):
+    what a write cancelled in a muted block passes to the steps that follow
+    it once it landed, which then send nothing, as its block's send would
+    have (even if the block has ended by then)."""
+    if kwargs is None or (signals.signals_available and signal.is_muted):
+        return None
+    return kwargs
 
 
 async def send(signal: Any, sender: type[Any], **kwargs: Any) -> None:
