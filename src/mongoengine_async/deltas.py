@@ -134,11 +134,11 @@ class _Plan:
 def _quiet_function(cls: type[Any]) -> Callable[[Any], bool]:
     """``quiet(document)``, generated for ``cls``: whether no value of the
     document holds a change of its own (one check per field, by its kind)."""
-    lines = ["def quiet(document):", "    get = document._data.get"]
+    lines = ["def quiet(document):", "    data = document._data"]
     for name, field in cls._fields.items():
         check = _CHECKS.get(_kind(field))
         if check is not None:
-            lines += [f"    v = get({name!r})", f"    if not ({check}):"]
+            lines += [f"    v = {plan_watch.lookup('data', name)}", f"    if not ({check}):"]
             lines.append("        return False")
     lines.append("    return True")
     namespace: dict[str, Any] = {

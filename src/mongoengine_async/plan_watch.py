@@ -34,7 +34,15 @@ from mongoengine.errors import NotRegistered
 
 from mongoengine_async.classes import keyed_by_class, taken_in
 
-__all__ = ("forgets", "generation", "keep", "library_intact", "refresh", "watch")
+__all__ = (
+    "forgets",
+    "generation",
+    "keep",
+    "library_intact",
+    "lookup",
+    "refresh",
+    "watch",
+)
 
 # The class hooks some plan replaces or reads (any of them changed: rebuilt).
 _HOOK_NAMES = (
@@ -231,6 +239,12 @@ def forgets(cache: MutableMapping[Any, Any]) -> None:
 def generation() -> int:
     """The stamp to hand :func:`keep`, read before :func:`watch` and the build."""
     return _generation
+
+
+def lookup(mapping: str, key: str) -> str:
+    """The source of ``mapping.get(key)`` in a generated plan, read without
+    a call (``key`` a string; ``mapping`` a local name bound to a dict)."""
+    return f"({mapping}[{key!r}] if {key!r} in {mapping} else None)"
 
 
 def keep(cache: MutableMapping[Any, Any], cls: type[Any], plan: Any, since: int) -> Any:

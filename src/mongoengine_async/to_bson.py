@@ -563,7 +563,6 @@ class _Source:
             "        return False",
             f"    if not ({self._settings_hold(fields)}):",
             "        return False  # changed since built: __init__, then a new plan",
-            "    get = values.get",
             "    try:",
         ]
         for index, (name, field) in enumerate(fields):
@@ -661,7 +660,7 @@ class _Source:
             to_python = list_converter(field, inner)
         ns[f"to_python_{index}"] = to_python
         lines = [
-            f"{value} = get({name!r})",
+            f"{value} = {plan_watch.lookup('values', name)}",
             f"if {value} is None:",
             *_indent(self._default(index, field, value), 4),
             f"elif {self._conversion_changed(index, field)}:",
@@ -704,10 +703,11 @@ class _Source:
         if own and self.cls.__dictoffset__:  # (no instance dict: none of its own)
             body += ["state = self.__dict__", f"if {' or '.join(own)}:"]
             body.append("    return False")
-        body.append("get = self._data.get")
+        body.append("data = self._data")
         for index, (name, field) in enumerate(self.fields):
             check = self._check(index, field, f"v{index}", "clean")
-            body += [f"v{index} = get({name!r})", f"if v{index} is None:"]
+            read = plan_watch.lookup("data", name)
+            body += [f"v{index} = {read}", f"if v{index} is None:"]
             body.append("    return False" if field.required else "    pass")
             body += [f"elif not ({check}):", "    return False"]
         body.append("return True")
@@ -875,13 +875,14 @@ class _Source:
         """``dump(document)``: ``to_mongo()``'s keys and values, as a dict."""
         lines = [
             "def dump(self):",
-            "    get = self._data.get",
+            "    data = self._data",
             "    son = {'_id': None}",
         ]
         if self.cls._meta.get("allow_inheritance"):
             lines.append("    son['_cls'] = class_name")
         for index, (name, field) in enumerate(self.fields):
-            lines += [f"    value = get({name!r})", "    if value is not None:"]
+            read = plan_watch.lookup("data", name)
+            lines += [f"    value = {read}", "    if value is not None:"]
             lines += _indent(self._to_mongo(index, field), 8)
             store = f"son[{field.db_field!r}] = value"
             lines += [
@@ -895,7 +896,7 @@ class _Source:
         if self.document:
             lines += [
                 "    if son['_id'] is None:",
-                "        stored_id = get('id')",
+                f"        stored_id = {plan_watch.lookup('data', 'id')}",
                 "        if stored_id is None:",
                 "            del son['_id']",
                 "        else:",
