@@ -312,7 +312,9 @@ def give_back_changes(document: Any, sent: list[str] | None) -> list[str] | None
         if meanwhile is None:
             return None
     put_changes(document, sent)
-    if sent is not None:  # no list: every field counts as changed already
+    # No list: every field counts as changed already; no change meanwhile
+    # (most saves): nothing to add.
+    if sent is not None and meanwhile:
         _merge_changes(document, meanwhile)
     return meanwhile
 
@@ -641,8 +643,11 @@ def put_changes(document: Any, changes: list[str] | None) -> None:
 def _nested_paths(document: Any, paths: list[str]) -> dict[str, Any]:
     """The paths of ``paths`` that are not ``document``'s own, with their
     owners (see :func:`_owner`)."""
-    if not any("." in path for path in paths):  # (most saves)
-        return {}
+    for path in paths:  # (a loop without a call: this runs on every save)
+        if "." in path:
+            break
+    else:
+        return {}  # (most saves)
     nested = {}
     for path in paths:
         if "." in path:

@@ -157,6 +157,9 @@ def has_sequences(cls: type[Any]) -> bool:
     """Whether documents of ``cls`` may hold a sequence value: a field of its
     own, or of a document class (or subclass) it embeds through typed fields.
     An async write of them walks their values (see :func:`async_fill`)."""
+    found = _fields.get(cls)
+    if found is not None and not found[1]:  # (most classes: embeds no document)
+        return found[0]
     return _has_sequences(cls, set())
 
 
