@@ -138,7 +138,10 @@ def _quiet_function(cls: type[Any]) -> Callable[[Any], bool]:
     for name, field in cls._fields.items():
         check = _CHECKS.get(_kind(field))
         if check is not None:
-            lines += [f"    v = {plan_watch.lookup('data', name)}", f"    if not ({check}):"]
+            lines += [
+                f"    v = {plan_watch.lookup('data', name)}",
+                f"    if not ({check}):",
+            ]
             lines.append("        return False")
     lines.append("    return True")
     namespace: dict[str, Any] = {
