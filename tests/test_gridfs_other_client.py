@@ -6,6 +6,7 @@ delete waits for the commit (none when it aborts)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -299,3 +300,32 @@ async def test_a_put_in_a_task_a_cascaded_delete_receiver_starts_stays(
     assert proxy.grid_id is not None
     assert await eventually({proxy.grid_id}) == {proxy.grid_id}
     assert await GoReview.objects.async_count() == 1
+
+
+@pytest.mark.parametrize("outcome", ["committed", "aborted"])
+async def test_a_task_that_outlived_its_block_deletes_its_file_at_once(
+    elsewhere: str, outcome: str
+) -> None:
+    """A task started in a block that outlives it is in no transaction once
+    the block's is over (docs/transactions.md): a file it deletes on another
+    client, in a proxy no document holds, is deleted at once. Its delete was
+    noted in the ended transaction's journal, to run once that committed,
+    which nothing would run any more: the file stayed, the proxy empty."""
+    proxy = await GoPaper.pdf.async_put(b"a draft")
+    grid_id = proxy.grid_id
+    block_over = asyncio.Event()
+
+    async def outlive() -> None:
+        await block_over.wait()
+        await proxy.async_delete()
+
+    tasks = []
+    with contextlib.suppress(Rollback):
+        async with async_run_in_transaction():
+            tasks.append(asyncio.create_task(outlive()))
+            if outcome == "aborted":
+                raise Rollback
+    block_over.set()
+    await asyncio.gather(*tasks)
+    assert proxy.grid_id is None
+    assert grid_id not in await stored()

@@ -190,14 +190,16 @@ def outside_journal() -> Journal | None:
     task, for a write on a client that has none bound (a GridFS file on
     another client than the transaction's), which cannot join it: its undo
     and :func:`on_commit` steps stand in for the transaction. None outside
-    such transactions, and for those bound for another task only (a task
-    that a delete's signal receiver starts: see :func:`_own_sessions`)."""
+    such transactions, for those bound for another task only (a task that a
+    delete's signal receiver starts: see :func:`_own_sessions`), and for one
+    that is over (a task that outlived the block that started it: nothing
+    would run the steps noted in its journal)."""
     journals = _journals.get()
     if not journals:
         return None
     own = _own_sessions()
     for session, undos in reversed(journals):
-        if any(session is bound for bound in own):
+        if session.in_transaction and any(session is bound for bound in own):
             return undos
     return None
 
