@@ -7,6 +7,7 @@ Round trips are counted with PyMongo command monitoring (``command_log``).
 from __future__ import annotations
 
 import asyncio
+import math
 
 import mongoengine
 import pytest
@@ -252,6 +253,17 @@ async def test_a_fractional_max_depth_counts_as_a_level(
         assert type(document.author) is RefAuthor
         publisher = document.author.publisher
         assert isinstance(publisher, AsyncReferenceProxy) is (levels == 1)
+
+
+async def test_an_infinite_max_depth_loads_every_level(async_alias, command_log):
+    """``max_depth=math.inf`` (which MongoEngine's select_related() takes)
+    loads every level there is; ours raised math.ceil()'s OverflowError."""
+    book = await make_book(await make_author("Ann", await RefPublisher().async_save()))
+    (loaded,) = await RefBook.objects.async_select_related(math.inf)
+    assert (await book.async_select_related(math.inf)) is book
+    for document in (loaded, book):
+        assert type(document.author) is RefAuthor
+        assert type(document.author.publisher) is RefPublisher
 
 
 async def test_select_related_reuses_the_results_at_every_level(

@@ -8,7 +8,6 @@ after it walk the documents for their references and fill them in place.
 
 from __future__ import annotations
 
-import math
 import operator
 import weakref
 from collections.abc import Iterable
@@ -561,8 +560,11 @@ async def _load_levels(
     """Load ``levels`` levels of references, from those of the ``level`` documents;
     the ``top`` documents (from ``source``, if known) are reused where referenced.
     A fraction counts as a level (``max_depth=1.5`` as 2), as MongoEngine's
-    select_related() compares its depths with it."""
-    for _ in range(math.ceil(levels)):
+    select_related() compares its depths with it; ``math.inf``, every level
+    (until one has no references left to load)."""
+    depth = 0
+    while depth < levels:
+        depth += 1
         level = await _load_level(level, loaded, top, source, session)
         if not level:
             break
