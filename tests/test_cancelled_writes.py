@@ -25,6 +25,7 @@ import anyio
 import pymongo
 import pytest
 from pymongo import AsyncMongoClient, ReadPreference
+from pymongo.asynchronous.topology import Topology
 from pymongo.errors import PyMongoError
 
 from conftest import Held, held_on_server
@@ -547,6 +548,45 @@ async def test_the_fence_waits_a_bounded_time(app, monkeypatch):
             await in_transaction("context manager", block)
         assert time.monotonic() - started < 2 * BLOCK_MS / 1000
         assert await stored(document) == {"_id": document.pk, "a": 0, "b": 0}
+
+
+async def test_a_fence_whose_read_was_never_sent_fences_once(app, monkeypatch):
+    """No server to select (a primary lost) after a block's time-out: the
+    abort and the fence's read are given up before anything was sent, and
+    the fence ends there. Its abort, with nothing to send, counted as one the
+    server answered, and a second fence followed: the caller waited one more
+    ``_FENCE_SECONDS`` for a read that could not be on its way."""
+    monkeypatch.setattr(context, "_FENCE_SECONDS", 0.2)
+    document = await CwDoc(a=0, b=0).async_save()
+    lost: list[float] = []
+    select_server = Topology.select_server
+
+    async def selecting(self: Topology, *args: Any, **kwargs: Any) -> Any:
+        if lost:
+            lost.append(time.monotonic())
+            await asyncio.Event().wait()  # (until given up)
+        return await select_server(self, *args, **kwargs)
+
+    monkeypatch.setattr(Topology, "select_server", selecting)
+
+    sessions: list[Any] = []
+
+    async def block() -> None:
+        note_session(sessions)
+        await CwDoc.objects(pk=document.pk).async_update(a=1)
+        lost.append(time.monotonic())  # the primary is lost from now on
+        raise RuntimeError("gave up") from asyncio.TimeoutError()
+
+    try:
+        with pytest.raises(RuntimeError, match="gave up"):
+            await in_transaction("context manager", block)
+        selections = len(lost) - 1
+    finally:
+        lost.clear()  # (found again: end the transaction its abort could not)
+        await get_async_connection().admin.command("killSessions", sessions)
+    assert selections == 2  # the abort's, then the fence's read's
+    assert not await open_transaction(sessions[0])
+    assert await stored(document) == {"_id": document.pk, "a": 0, "b": 0}
 
 
 @asynccontextmanager

@@ -40,6 +40,7 @@ from pymongo._csot import DEADLINE as client_timeout_deadline
 from pymongo._csot import TIMEOUT as client_timeout
 from pymongo._csot import apply as apply_client_timeout
 from pymongo.asynchronous.change_stream import AsyncChangeStream
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.cursor_shared import _CURSOR_CLOSED_ERRORS as CURSOR_CLOSED_ERRORS
@@ -226,6 +227,9 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     # PyMongo's resume of a change stream (a new aggregate) sent as its first
     # opening is, in a task a cancellation leaves alone (change_streams.py).
     (AsyncChangeStream, "_create_cursor"),
+    # Whether a session's transaction has sent nothing yet: the fence's read
+    # given up before it was sent (context._Block._fence).
+    (AsyncClientSession, "_starting_transaction"),
     # The loop an AsyncMongoClient bound itself to on its first operation
     # (connection.py; read with a default: None, as before any operation).
     (AsyncMongoClient, "_loop"),

@@ -830,7 +830,8 @@ class _Block:
         :func:`_bounded`). A read given up may still reach the server, and
         start a transaction of its own that the abort sent before missed:
         if the server answered that abort, one more such transaction fences
-        that read too."""
+        that read too (not one given up before it was sent: no server to
+        send it to, nothing on its way)."""
         session = self._session
         database = database_of(session.client)
         if database is None:
@@ -840,13 +841,15 @@ class _Block:
             if session.has_ended or session.in_transaction:
                 return
             read = aborted = False
+            sent = True
             with contextlib.suppress(PyMongoError):
                 await session.start_transaction(**_FENCE_OPTIONS)
                 try:
                     read = await _bounded(collection.find_one({}, session=session))
                 finally:
+                    sent = not session._starting_transaction
                     aborted = await _abort(session)
-            if read or not aborted:
+            if read or not sent or not aborted:
                 return
 
     async def _callback(self, _: AsyncClientSession) -> Any:
