@@ -448,8 +448,10 @@ async def test_the_fence_of_a_client_reading_from_secondaries(mongodb_uri, first
     ("form", "then"),
     [
         ("context manager", "raise another error"),
+        ("context manager", "raise another error later"),
         ("context manager", "go on to commit"),
         ("callback", "raise another error"),
+        ("callback", "raise another error later"),
         ("callback", "go on to commit"),
     ],
 )
@@ -457,11 +459,12 @@ async def test_a_first_operation_timed_out_by_the_block_leaves_no_transaction_op
     app, form, then
 ):
     """The block's own time-out of its first operation (``asyncio.wait_for``
-    around it, the TimeoutError caught: turned into another error, or the
-    block goes on to its commit, which fails, the server knowing no
-    transaction yet) leaves that operation on its way: the transaction that
-    did not commit is fenced all the same, so the late operation leaves no
-    transaction open locking the document."""
+    around it, the TimeoutError caught: turned into another error, another
+    error raised after it, not while handling it, or the block goes on to
+    its commit, which fails, the server knowing no transaction yet) leaves
+    that operation on its way: the transaction that did not commit is fenced
+    all the same, so the late operation leaves no transaction open locking
+    the document."""
     document = await CwDoc(a=0, b=0).async_save()
     sessions = []
 
@@ -474,9 +477,11 @@ async def test_a_first_operation_timed_out_by_the_block_leaves_no_transaction_op
         except asyncio.TimeoutError:
             if then == "raise another error":
                 raise RuntimeError("service unavailable") from None
+        if then == "raise another error later":
+            raise RuntimeError("service unavailable")
 
     async with blocked(app, "update") as held:
-        if then == "raise another error":
+        if then.startswith("raise another error"):
             with pytest.raises(RuntimeError, match="service unavailable"):
                 await in_transaction(form, block)
         elif form == "context manager":  # (the block cannot run again)

@@ -649,7 +649,10 @@ async def test_callback_form_reruns_on_transient_errors_of_a_task_group(
             with pytest.raises(ExceptionGroup) as raised:  # noqa: F821
                 await async_run_transaction(pay)
             assert not is_transient(raised.value)
-            assert sent(command_log) == ["update", "abortTransaction"]
+            assert sent(command_log) == [  # (the abort fenced: see FENCED_AFTER)
+                *["update", "abortTransaction"],
+                *["find", "abortTransaction"],
+            ]
             return
         assert await async_run_transaction(pay) == "paid"
     assert len(attempts) == 2
@@ -977,27 +980,27 @@ async def test_context_manager_reports_a_transient_commit(app_alias, command_log
     assert await committed(TxAccount) == []
 
 
-# An error the block raises, and whether its abort is fenced (one more
-# transaction on the session: see context._Block._fence).
+# An error the block raises after its transaction sent something, and whether
+# its abort is fenced (one more transaction on the session: see
+# context._Block._fence). Any error may follow an operation the block gave up
+# on (its time-out caught), still on its way.
 FENCED_AFTER = {
     "lost connection": (pymongo.errors.AutoReconnect("connection reset"), True),
     "network time-out": (pymongo.errors.NetworkTimeout("timed out"), True),
-    # Nothing was sent (no server): no fence, which would wait for one too.
+    # No server: no fence, which would wait for one, with nothing on its way.
     "no server": (pymongo.errors.ServerSelectionTimeoutError("no primary"), False),
-    # The server ended the operation itself (maxTimeMS).
-    "time limit": (pymongo.errors.ExecutionTimeout("time limit", 50), False),
-    # The server knows no transaction: the first operation may be on its way.
+    "time limit": (pymongo.errors.ExecutionTimeout("time limit", 50), True),
     "no such transaction": (pymongo.errors.OperationFailure("no txn", 251), True),
-    "another error": (ValueError("not this one"), False),
+    "another error": (ValueError("not this one"), True),
 }
 
 
 @pytest.mark.parametrize("raised", list(FENCED_AFTER))
 @pytest.mark.parametrize("form", FORMS)
 async def test_the_aborts_that_are_fenced(app_alias, command_log, form, raised):
-    """An abort is fenced after an error that may leave an operation of the
-    block on its way, and only then (a fence after a server selection that
-    timed out would wait for a server too)."""
+    """An abort of a block whose transaction sent something is fenced, but
+    after a server selection that timed out (the fence would wait for a
+    server too, with nothing on its way)."""
     await warm()
     error, fenced = FENCED_AFTER[raised]
 
@@ -1026,7 +1029,8 @@ async def test_callback_form_raises_other_errors_at_once(async_alias, command_lo
     with pytest.raises(Boom):
         await async_run_transaction(fail)
     assert attempts == [1]
-    assert sent(command_log) == ["insert", "abortTransaction"]
+    fence = ["find", "abortTransaction"]  # (see FENCED_AFTER)
+    assert sent(command_log) == ["insert", "abortTransaction", *fence]
     assert await committed(TxAccount) == []
 
 
@@ -1158,7 +1162,8 @@ async def test_a_cascade_on_a_brand_new_client_runs_in_a_transaction(
             await TxFreshAuthor(id=author_id).async_delete()
     # The author goes first (its transaction undoes it), then the books by
     # the rule's filter: no ids are read.
-    assert log.names == ["delete", "delete", "abortTransaction"]
+    fence = ["find", "abortTransaction"]  # (see FENCED_AFTER)
+    assert log.names == ["delete", "delete", "abortTransaction", *fence]
     assert await db.tx_fresh_book.count_documents({}) == 2
     assert await db.tx_fresh_author.count_documents({}) == 1
 

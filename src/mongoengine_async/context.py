@@ -960,9 +960,15 @@ class _Block:
             self._task.result()
 
     async def failed(self, error: BaseException | None = None) -> None:
-        """The block raised (``error``): let ``with_transaction`` abort."""
+        """The block raised (``error``): let ``with_transaction`` abort. Once
+        its transaction sent anything, the abort is fenced (``_fence``): an
+        operation the block gave up on (a time-out it caught, then raised
+        another error, not while handling it) may still be on its way; not
+        when no server could be selected (nothing could be sent)."""
         if error is not None:
             self._note(error)
+        if not self._session._starting_transaction and not _no_server(error):
+            self._unsure = True
         self._abandon()
         with contextlib.suppress(_BlockFailed):
             # (Shielded: the caller cancelled again meanwhile, as a cancel
@@ -1051,25 +1057,35 @@ def _on_its_way(error: BaseException | None) -> bool:
     operation on its way to the server (``_UNSURE``), or says the server
     knows no transaction yet (NoSuchTransaction: an operation that went on
     after the block's first one timed out reached it first)."""
+    for each in _chain(error):
+        # (No server to send to: nothing was sent.)
+        if isinstance(each, _UNSURE) and not isinstance(
+            each, ServerSelectionTimeoutError
+        ):
+            return True
+        if isinstance(each, OperationFailure) and each.code == _NO_SUCH_TRANSACTION:
+            return True
+    return False
+
+
+def _no_server(error: BaseException | None) -> bool:
+    """Whether ``error`` (see :func:`_chain`) says no server could be
+    selected: a fence would wait for one, with nothing on its way."""
+    return any(isinstance(each, ServerSelectionTimeoutError) for each in _chain(error))
+
+
+def _chain(error: BaseException | None) -> Iterator[BaseException]:
+    """``error``, those it was raised from or while handling, and those it
+    groups (an ``ExceptionGroup`` of a task group), each once."""
     seen: list[BaseException] = []
     pending = [error]
     while pending:
         error = pending.pop()
         while error is not None and not any(error is each for each in seen):
-            # (No server to send to: nothing was sent.)
-            if isinstance(error, _UNSURE) and not isinstance(
-                error, ServerSelectionTimeoutError
-            ):
-                return True
-            if (
-                isinstance(error, OperationFailure)
-                and error.code == _NO_SUCH_TRANSACTION
-            ):
-                return True
+            yield error
             seen.append(error)
             pending.extend(_grouped(error))
             error = error.__cause__ or error.__context__
-    return False
 
 
 def _grouped(error: BaseException) -> list[BaseException]:
