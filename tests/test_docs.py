@@ -46,3 +46,59 @@ async def test_page_examples_run(
         result = eval(code, namespace)  # our own documentation
         if inspect.isawaitable(result):
             await result
+
+
+ARCHITECTURE = DOCS / "architecture.md"
+PACKAGE = DOCS.parent / "src" / "mongoengine_async"
+MODULE_ROW = re.compile(r"^\| `(\w+)\.py` \|", re.MULTILINE)
+
+
+def module_tables() -> tuple[list[str], list[str]]:
+    """The modules of architecture.md's two tables, each in its order."""
+    base, models = ARCHITECTURE.read_text().split("\nModels and their I/O:\n")
+    models = models.split("\n## ")[0]
+    return MODULE_ROW.findall(base), MODULE_ROW.findall(models)
+
+
+def package_imports(module: str) -> set[str]:
+    """The package's modules that ``module`` imports when it is imported.
+
+    Imports inside functions and under ``if TYPE_CHECKING:`` are left out: the
+    page allows them.
+    """
+    found = set()
+    pending: list[ast.AST] = [ast.parse((PACKAGE / f"{module}.py").read_text())]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            pending.extend(node.orelse)
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module:
+            parts = node.module.split(".")
+            if node.level == 1:
+                found.add(parts[0])
+            elif parts[0] == "mongoengine_async" and len(parts) > 1:
+                found.add(parts[1])
+        pending.extend(ast.iter_child_nodes(node))
+    return found - {module}
+
+
+def test_architecture_lists_every_module() -> None:
+    base, models = module_tables()
+    modules = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__"}
+    assert sorted(base + models) == sorted(modules)
+
+
+def test_architecture_layers_hold() -> None:
+    """The first table imports only itself; a module of the second imports
+    only the first table and the modules listed below it."""
+    base, models = module_tables()
+    upward = {
+        module: sorted(package_imports(module) - set(base)) for module in base
+    } | {
+        module: sorted(package_imports(module) - set(base) - set(models[i + 1 :]))
+        for i, module in enumerate(models)
+    }
+    assert {module: up for module, up in upward.items() if up} == {}
