@@ -586,6 +586,21 @@ def test_a_check_that_raises_gives_mongoengines_error() -> None:
     assert fast == slow
 
 
+def test_an_abstract_class_without_fields_is_built() -> None:
+    """An abstract document class declaring no field has none at all (no
+    ``id``): MongoEngine builds its instances, validates and dumps them; so
+    does the plan (its constructor once raised IndentationError)."""
+
+    class TbNothingYet(Document):
+        meta = {"abstract": True}
+
+    assert TbNothingYet._fields == {}
+    built = TbNothingYet()
+    assert state(built) == state(mongoengine_new(TbNothingYet, {}))
+    built.validate()
+    assert built.to_mongo().to_dict() == {}
+
+
 # -- equality, without a database ----------------------------------------------------
 
 

@@ -563,18 +563,19 @@ class _Source:
             "        return False",
             f"    if not ({self._settings_hold(fields)}):",
             "        return False  # changed since built: __init__, then a new plan",
-            "    try:",
         ]
-        for index, (name, field) in enumerate(fields):
-            lines += _indent(self._convert(index, name, field), 8)
+        conversions = [
+            line
+            for index, (name, field) in enumerate(fields)
+            for line in _indent(self._convert(index, name, field), 8)
+        ]
+        if conversions:  # (an abstract class may have no field at all)
+            lines += ["    try:", *conversions, "    except Exception:"]
+            lines.append("        return False")
         data = ", ".join(
             f"{name!r}: v{index}" for index, (name, _) in enumerate(fields)
         )
-        lines += [
-            "    except Exception:",
-            "        return False",
-            f"    data = {{{data}}}",
-        ]
+        lines.append(f"    data = {{{data}}}")
         if "_cls" in self.cls._fields:  # allow_inheritance: a field holds it
             lines += [
                 "    if '_cls' not in values:",
