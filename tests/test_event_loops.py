@@ -402,6 +402,36 @@ def test_database_work_in_an_async_generators_cleanup_at_shutdown(loops_alias):
     del kept
 
 
+def test_disconnect_in_an_async_generators_cleanup_at_shutdown(loops_alias):
+    """``disconnect_async()`` in the cleanup of an async generator that the
+    loop's ``shutdown_asyncgens()`` finalises closes the client: PyMongo
+    4.17's close() begins async generators of its own, which the loop warned
+    of then ("scheduled after loop.shutdown_asyncgens() call"), a
+    ResourceWarning raised inside close() under ``-W error``: the client was
+    left unclosed ("Unclosed AsyncMongoClient", unclosed sockets)."""
+    clients = []
+
+    async def pages() -> AsyncIterator[int]:
+        try:
+            yield 1
+            yield 2
+        finally:
+            await disconnect_async(loops_alias)
+
+    async def main() -> AsyncIterator[int]:
+        await LoopBook(title="one").async_save()
+        clients.append(get_async_connection(loops_alias))
+        generator = pages()
+        await generator.__anext__()
+        return generator  # (kept unfinished until the loop shuts down)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        kept = asyncio.run(main())
+    assert clients[0]._closed
+    del kept
+
+
 class _FlagKeepingLoop(asyncio.SelectorEventLoop):
     """asyncio's loop keeping whether its ``shutdown_asyncgens()`` began to
     itself, as uvloop's does (a C field): only asyncio's code reads it."""

@@ -675,7 +675,7 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
         if client is not current:  # it cannot be awaited here
             _close_on(loop if loop is not None else _bound_loop(client), client)
     if current is not None and any(client is current for _, client in released):
-        await current.close()
+        await _close(current)
 
 
 # For each running loop that got a client: an async generator begun on that
@@ -764,17 +764,25 @@ async def _close_clients_of(loop: asyncio.AbstractEventLoop) -> None:
         released = [client for client in held if _release(client)]
         released += _cut_short.pop(loop, [])  # (disconnected, close cancelled)
         registry_changed()
-    if not released:
+    for client in released:
+        await _close(client)
+
+
+async def _close(client: AsyncMongoClient) -> None:
+    """``await client.close()`` on its loop, the running one. PyMongo's close()
+    may begin async generators of its own (4.17's connection checkouts are
+    ``contextlib.asynccontextmanager``s) and finish them: once the loop's
+    ``shutdown_asyncgens()`` has begun, they get no first-iteration hook, as
+    the loop's warns of each ("scheduled after loop.shutdown_asyncgens()
+    call", a ResourceWarning, raised inside close() under ``-W error``,
+    which left the client unclosed)."""
+    if not _shutting_down(asyncio.get_running_loop()):
+        await client.close()
         return
-    # PyMongo's close() may begin async generators of its own (4.17's
-    # connection checkouts are ``contextlib.asynccontextmanager``s) and finish
-    # them: no first-iteration hook for them, as the loop's would warn of each
-    # ("scheduled after loop.shutdown_asyncgens() call"), ResourceWarnings.
     firstiter, finalizer = sys.get_asyncgen_hooks()
     sys.set_asyncgen_hooks(firstiter=None, finalizer=finalizer)
     try:
-        for client in released:
-            await client.close()
+        await client.close()
     finally:
         sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=finalizer)
 
@@ -801,7 +809,7 @@ def _close_on(loop: asyncio.AbstractEventLoop | None, client: AsyncMongoClient) 
         return
 
     def close() -> None:
-        task = held(loop.create_task(client.close()), _closing)
+        task = held(loop.create_task(_close(client)), _closing)
         task.add_done_callback(functools.partial(_closing_ended, client))
 
     try:
