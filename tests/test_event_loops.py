@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import warnings
+import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from datetime import datetime
 from typing import Any
@@ -896,3 +897,35 @@ async def test_disconnect_closes_the_clients_of_other_running_loops(
         await asyncio.sleep(0.05)
     else:
         pytest.fail("the worker loop's client is still open")
+
+
+def test_a_dropped_aggregation_cursor_is_let_go(loops_alias, mongodb_uri, database):
+    """The driver's cursor of an awaited ``async_aggregate()``, read in part
+    and dropped, is collected, and killed on the server: the task that opened
+    it (one a cancellation leaves alone) kept it as its result for as long as
+    anything captured that task's context (the client's tasks and the
+    connections it opened, pooled), and the server kept the cursor 10
+    minutes."""
+    with MongoClient(mongodb_uri) as client:
+        client[database].loop_book.insert_many([{"title": str(n)} for n in range(9)])
+    collected = []
+
+    async def main() -> None:  # (the loop's first operation: its client opens)
+        cursor = await LoopBook.objects.async_aggregate([], batchSize=2)
+        assert (await cursor.next())["title"] == "0"
+        dropped = weakref.ref(cursor)
+        del cursor
+        await asyncio.sleep(0)  # (the loop lets go of the reply's callback)
+        gc.collect()
+        collected.append(dropped() is None)
+
+    asyncio.run(main())  # (its client, closing, kills the cursors it was given)
+    assert collected == [True]
+    with MongoClient(mongodb_uri) as client:
+        idle = client.admin.aggregate(
+            [
+                {"$currentOp": {"idleCursors": True}},
+                {"$match": {"type": "idleCursor", "ns": f"{database}.loop_book"}},
+            ]
+        )
+        assert list(idle) == []

@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
-from collections.abc import Awaitable, Coroutine
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -62,11 +63,25 @@ def _report(failure: str, task: asyncio.Future[Any]) -> None:
         )
 
 
-# In a task of detached(): (the task it works for, itself). A task started
-# from it copies the pair, and is told apart by the second item.
-_acting: ContextVar[tuple[asyncio.Task | None, asyncio.Task | None] | None] = (
-    ContextVar("mongoengine_async_acting", default=None)
+_TaskRef = Callable[[], "asyncio.Task | None"]
+
+# In a task of detached(): (the task it works for, itself), weakly. A task
+# started from it copies the pair, and is told apart by the second item.
+# Weakly: whatever captures the context there (the selector callback of a
+# connection the write opened, for as long as the connection is pooled)
+# would keep both tasks, with the write's result (a cursor left unclosed).
+_acting: ContextVar[tuple[_TaskRef, _TaskRef] | None] = ContextVar(
+    "mongoengine_async_acting", default=None
 )
+
+
+def _weakly(task: asyncio.Task | None) -> _TaskRef:
+    """A weak reference to ``task`` (for None, a callable that gives None)."""
+    return _no_task if task is None else weakref.ref(task)
+
+
+def _no_task() -> None:
+    return None
 
 
 def acting_task() -> asyncio.Task | None:
@@ -75,8 +90,8 @@ def acting_task() -> asyncio.Task | None:
     task that code starts works for itself)."""
     task = asyncio.current_task()
     acting = _acting.get()
-    if acting is not None and acting[1] is task:
-        return acting[0]
+    if acting is not None and acting[1]() is task:
+        return acting[0]()
     return task
 
 
@@ -94,7 +109,7 @@ def detached(write: Coroutine[Any, Any, T]) -> tuple[asyncio.Future[T], asyncio.
     caller = acting_task()
 
     async def run() -> Any:
-        _acting.set((caller, asyncio.current_task()))  # (its task's own copy)
+        _acting.set((_weakly(caller), _weakly(asyncio.current_task())))  # (its own)
         try:
             result = await write
         except asyncio.CancelledError:  # the task itself (the loop closing)
