@@ -1416,6 +1416,44 @@ async def test_a_write_cancelled_in_a_muted_block_sends_nothing(app, where, kind
     assert len(await stored_values()) == {"delete": 0, "save": 1, "insert": 2}[kind]
 
 
+@pytest.mark.parametrize("where", ["outside", "in a transaction"])
+async def test_an_insert_cancelled_reading_back_in_a_muted_block_sends_nothing(
+    app, where
+):
+    """An insert cancelled inside ``post_bulk_insert.muted()`` while it read
+    its documents back (``load_bulk``), its write landed: what follows it
+    sends nothing, as its own send in the block would have. The steps that
+    follow it sent post_bulk_insert once the block had ended."""
+    log: list = []
+
+    def note(sender: type, **kwargs: Any) -> None:
+        log.append(sender)
+
+    async def block() -> None:
+        if where != "outside":  # (the server's own read of its transactions
+            await CwDoc.objects.async_count()  # table first: a find too)
+        async with blocked(app, "find") as held:
+            with signals.post_bulk_insert.muted():
+                await cancel_once_sent(
+                    held, lambda: CwDoc.objects.async_insert([CwDoc(a=2)])
+                )
+            await held.ended_on_server()
+
+    signals.post_bulk_insert.connect(note, sender=CwDoc)
+    try:
+        if where == "outside":
+            await block()
+        else:
+            await in_transaction("context manager", block)
+        for _ in range(3):  # (the done callbacks of the last one)
+            await asyncio.sleep(0)
+        await until(lambda: not context.following)
+    finally:
+        signals.post_bulk_insert.disconnect(note, sender=CwDoc)
+    assert log == []
+    assert await stored_values() == [{"a": 2}]
+
+
 def writes_on_their_way() -> list[asyncio.Task]:
     """The tasks of writes that go on once cancelled (``detached``)."""
     return [

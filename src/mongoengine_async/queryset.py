@@ -1003,7 +1003,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         """An insert's steps after its write: the ids, the documents read
         back (``load_bulk``), ``post_bulk_insert``; returns the documents read
         back, or the ids. Cancelled before the signal, they follow as after a
-        cancelled write that landed (not ``again``: they do)."""
+        cancelled write that landed (not ``again``: they do), if the signal
+        has receivers then (not in its ``muted()`` block)."""
         set_ids(documents, ids)
         results = documents
         sending = False
@@ -1020,7 +1021,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
                 **signal_kwargs,
             )
         except asyncio.CancelledError:
-            if not sending and not again:
+            receivers = signals.has_receivers(signals.post_bulk_insert, self._document)
+            if not sending and not again and receivers:
                 transaction = session if session and session.in_transaction else None
                 self._follow_insert(
                     documents, ids, load_bulk, signal_kwargs, transaction
