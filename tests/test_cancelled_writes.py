@@ -1294,6 +1294,61 @@ async def test_a_delete_cancelled_in_a_transaction_that_commits(app, receivers, 
     assert await database["cw_files.chunks"].count_documents({}) == 0
 
 
+@pytest.mark.parametrize("kind", ["delete", "save"])
+async def test_a_follow_up_cut_short_in_the_block_follows_the_commit(
+    app, receivers, kind
+):
+    """A delete (save) cancelled in a transaction, then a save of the block
+    cancelled while it ran the first write's steps first (the file's delete,
+    the cached copies' update, held): those steps follow the commit all the
+    same, as a cancelled write's do (cut short, done again). They were
+    dropped: the file's chunks stayed orphaned, and post_delete (post_save)
+    was never sent."""
+    if kind == "delete":
+        document: Any = CwFiled()
+        await document.data.async_put(b"contents", filename="a.txt")
+        await document.async_save()
+        first = functools.partial(document.async_delete, signal_kwargs={"n": 1})
+    else:
+        document = await CwAuthor(name="old", age=0).async_save()
+        book = await CwBook(author=document).async_save()
+        document.name = "new"
+        first = functools.partial(document.async_save, signal_kwargs={"n": 1})
+    command = {"delete": "delete", "save": "update"}[kind]
+    receivers.clear()
+
+    async def block() -> None:
+        async with blocked(app, command) as held:
+            await timed_out(held, first())
+            await held.ended_on_server()
+        await until(context.follow_ups_pending)  # (once its write settled)
+        async with blocked(app, command) as held:
+            await timed_out(held, CwDoc(a=1).async_save())
+            await held.ended_on_server()
+        assert receivers == []
+
+    await in_transaction("context manager", block)
+    await _followed(receivers, 2)
+    signal, changes = {
+        "delete": ("post_delete", None),
+        "save": ("post_save", ({"name": "new"}, {})),
+    }[kind]
+    created = None if kind == "delete" else False
+    assert sorted(receivers) == [
+        ("coroutine", signal, created, changes, {"n": 1}),
+        ("plain", signal, created, changes, {"n": 1}),
+    ]
+    assert await stored_values() == []
+    if kind == "save":
+        raw = await CwBook._get_collection().find_one({"_id": book.pk})
+        assert raw["author"] == {"_id": document.pk, "name": "new"}
+        return
+    database = CwFiled._get_collection().database
+    assert await CwFiled._get_collection().count_documents({}) == 0
+    assert await database["cw_files.files"].count_documents({}) == 0
+    assert await database["cw_files.chunks"].count_documents({}) == 0
+
+
 THEN = {
     "save": lambda document: save_again(document),
     "delete": lambda document: document.async_delete(signal_kwargs={"n": 2}),

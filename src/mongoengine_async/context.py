@@ -351,6 +351,7 @@ class _FollowUp(_OnCommit):
         self.later = later
         self.now = now
         self.taken = False
+        self.signalled = False  # (its steps began sending its signal)
 
     def take(self) -> bool:
         """Whether it is still to run; no longer pending in any case."""
@@ -363,6 +364,12 @@ class _FollowUp(_OnCommit):
         if not follows:
             _pending.pop(self.session, None)
         return True
+
+    def put_back(self) -> None:
+        """Pending again, first in line: its steps ran in the block and were
+        cut short before they sent its signal (see :func:`run_follow_ups`)."""
+        self.taken = False
+        _pending.setdefault(self.session, []).insert(0, self)
 
     async def _committed(self) -> None:
         if self.take():
@@ -392,12 +399,43 @@ async def run_follow_ups() -> None:
     bound in this task, in the order of those writes, in this task (their
     receivers' writes join the transaction, as those of a save that
     returned there), each once: a save, delete or insert of the block does it
-    first, so that receivers see the signals in MongoEngine's order."""
+    first, so that receivers see the signals in MongoEngine's order. One
+    cut short by a cancellation before it sent its signal (see
+    :func:`signalling`) is pending again, as the steps of a cancelled write
+    follow it: in the block's next write, or once it committed."""
     for session, _ in _journals.get():
         while follows := _pending.get(session):
             follow = follows[0]
             if follow.take():
-                await follow.now()
+                await _run_follow_up(follow)
+
+
+# The follow-up whose steps run_follow_ups runs in this task (see signalling).
+_running_follow_up: ContextVar[_FollowUp | None] = ContextVar(
+    "mongoengine_async_running_follow_up", default=None
+)
+
+
+async def _run_follow_up(follow: _FollowUp) -> None:
+    """``await follow.now()``; put back if cancelled before its signal."""
+    token = _running_follow_up.set(follow)
+    try:
+        await follow.now()
+    except asyncio.CancelledError:
+        if not follow.signalled:
+            follow.put_back()
+        raise
+    finally:
+        _running_follow_up.reset(token)
+
+
+def signalling() -> None:
+    """The steps of the follow-up :func:`run_follow_ups` runs in this task, if
+    any, send its signal now: cut short from here on, they do not run again
+    (a receiver cancelled counts as one that raised)."""
+    follow = _running_follow_up.get()
+    if follow is not None:
+        follow.signalled = True
 
 
 # The tasks of follow_up (the loop keeps only weak references to tasks).

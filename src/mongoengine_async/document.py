@@ -813,6 +813,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         if not created and shown is not None:
             kept = deltas.give_back_changes(self, list(shown))
             watched = None if kept is None else deltas.watch_changes(self, kept)
+        context.signalling()
         try:
             await signals.send_around(
                 signals.post_save,
@@ -994,6 +995,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         await delete_files(files, operation)
         if signal_kwargs is None:
             return
+        context.signalling()
         await signals.send(
             signals.post_delete, type(self), document=self, **signal_kwargs
         )

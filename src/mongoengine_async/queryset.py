@@ -1013,6 +1013,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
                 loaded = await self.async_in_bulk(ids, session=session)
                 results = [loaded.get(object_id) for object_id in ids]
             sending = True
+            context.signalling()
             await signals.send(
                 signals.post_bulk_insert,
                 self._document,
