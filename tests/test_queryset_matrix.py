@@ -166,6 +166,10 @@ ODD_CHAINS = {
     "slice_float_start": lambda qs: qs[2.0:],
     "slice_under_one": lambda qs: qs[1.5:2.0],  # a limit of 0.5: none
     "slice_stop_str": lambda qs: qs[:"b"],  # (PyMongo's TypeError)
+    # (PyMongo sends a bool batch size as it is: the server refuses it where
+    # first() asks for one document, listing takes it)
+    "batch_true": lambda qs: qs.batch_size(True),
+    "batch_false": lambda qs: qs.batch_size(False),
 }
 # Where MongoEngine raises for a float slice (PyMongo's TypeError where its
 # first(), get(), with_id() or bool() build another cursor, the server's

@@ -584,7 +584,9 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         cursor = self._new_cursor()
         if isinstance(self._skip, bool):  # MongoEngine's first() is queryset[0]:
             cursor.skip(0 + self._skip)  # PyMongo's skip(0 + skip), an int
-        raw_documents = await cursor.limit(1).to_list(1)
+        # and limit(-1): one document in a single batch, the batch size sent
+        # as set (the server refuses a bool one there, as for first())
+        raw_documents = await cursor.limit(-1).to_list(1)
         if not raw_documents:
             return None
         return self._materialiser(scalars_first=True)(raw_documents[0])
