@@ -1238,14 +1238,14 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             raise OperationError("Conflicting parameters: remove and new")
         if not update and not upsert and not remove:
             raise OperationError("No update parameters, must either update or remove")
-        if full_response:
+        if self._none or self._empty:  # (as MongoEngine: before its warning)
+            return None
+        if full_response:  # (the document is returned, see docs/querysets.md)
             warnings.warn(
                 "With PyMongo 3+, it is not possible anymore to get the full response.",
                 DeprecationWarning,
                 stacklevel=2,
             )
-        if self._none or self._empty:
-            return None
         await sequences.async_fill_update(update)
         with _update_errors():
             raw = await self._find_one_and(
