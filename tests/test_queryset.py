@@ -781,6 +781,18 @@ async def test_async_insert_one_command(async_alias, command_log):
     assert raw_ids == {p.id for p in inserted}
 
 
+@pytest.mark.parametrize("load_bulk", [True, False])
+async def test_async_insert_of_an_empty_list_sends_nothing(
+    async_alias, command_log, load_bulk
+):
+    """An empty list inserts nothing and returns [] (docs/querysets.md); it
+    read back its nothing with a find ``{"_id": {"$in": []}}``."""
+    await QsPerson.objects.async_first()
+    command_log.clear()
+    assert await QsPerson.objects.async_insert([], load_bulk=load_bulk) == []
+    assert command_log.names == []
+
+
 async def test_async_insert_load_bulk_false(async_alias, command_log):
     await QsPerson.objects.async_first()
     command_log.clear()

@@ -1011,7 +1011,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         results = documents
         sending = False
         try:
-            if load_bulk:
+            if load_bulk and ids:  # (an empty list inserted nothing to read)
                 loaded = await self.async_in_bulk(ids, session=session)
                 results = [loaded.get(object_id) for object_id in ids]
             sending = True
