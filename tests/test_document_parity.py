@@ -352,6 +352,42 @@ async def test_async_compare_indexes(async_alias, command_log, sync_db):
     assert command_log.names == ["listIndexes"]
 
 
+class DpComparedBase(Document):
+    name = StringField()
+    meta = {"indexes": ["name"], "allow_inheritance": True}
+
+
+class DpComparedChild(DpComparedBase):
+    age = IntField()
+    meta = {"indexes": ["age"]}
+
+
+class DpComparedGrandchild(DpComparedChild):
+    size = IntField()
+    meta = {"indexes": ["-size"]}
+
+
+@pytest.mark.parametrize(
+    "cls", [DpComparedBase, DpComparedChild], ids=["base", "child"]
+)
+async def test_async_compare_indexes_creates_those_of_the_hierarchy(
+    async_alias, command_log, sync_db, cls
+):
+    """MongoEngine's compare_indexes() asks each class stored in the collection
+    for it (list_indexes), which creates their indexes on first use: ours gave
+    the indexes of the subclasses (and bases) not used yet as missing."""
+    classes = (DpComparedBase, DpComparedChild, DpComparedGrandchild)
+    with on_sync(*classes):
+        theirs = cls.compare_indexes()
+    assert theirs == {"missing": [], "extra": []}
+    command_log.clear()
+    assert await cls.async_compare_indexes() == theirs
+    assert command_log.names == [*["createIndexes"] * 3, "listIndexes"]
+    name = cls._get_collection_name()
+    info = await get_async_db()[name].index_information()
+    assert index_keys(info) == index_keys(sync_db[name].index_information())
+
+
 async def test_async_compare_indexes_of_an_abstract_class(
     async_alias, sync_db, monkeypatch
 ):

@@ -310,6 +310,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         transaction is not joined, as for ``async_ensure_indexes``)."""
         cls._require_async("async_compare_indexes", "compare_indexes()")
         collection = await cls._async_get_collection()  # indexes on first use
+        for related in _sharing_collection(cls, collection.full_name):
+            await related._async_get_collection()  # (theirs too, as MongoEngine)
         session = own_session(cls, collection.database.client, session)
         information = await collection.index_information(session=session)
         return _COMPARE_INDEXES(_IndexesRead(cls, information))
@@ -1268,6 +1270,29 @@ class _IndexesRead:
 
     def index_information(self) -> Mapping[str, Any]:
         return self._information
+
+
+def _sharing_collection(cls: type[Document], full_name: str) -> list[type[Document]]:
+    """The other classes of ``cls``'s hierarchy stored in its collection
+    ``full_name`` (bases, subclasses, theirs): those MongoEngine's
+    ``list_indexes`` asks for their collection, which creates their indexes on
+    first use, before its ``compare_indexes`` reads the collection's."""
+    found: list[type[Document]] = []
+    pending: list[type[Any]] = [*cls.__bases__, *cls.__subclasses__()]
+    while pending:
+        klass = pending.pop()
+        if (
+            klass is cls
+            or klass in found
+            or not issubclass(klass, Document)
+            or klass._meta.get("abstract")
+            or not klass._is_async()  # (its collection a sync alias's: not ours)
+            or klass._get_collection().full_name != full_name
+        ):
+            continue
+        found.append(klass)
+        pending += [*klass.__bases__, *klass.__subclasses__()]
+    return found
 
 
 # MongoEngine's comparison, called on an _IndexesRead (its own is guarded here).
