@@ -247,3 +247,56 @@ async def test_distinct_inside_async_no_dereference(
                 values = await DiBook.objects.async_distinct(path)
                 assert sorted(map(repr, map(described, values))) == raw[path], path
         assert set(command_log.names) == {"distinct"}
+
+
+class DiPiece(EmbeddedDocument):
+    number = IntField()
+    meta = {"allow_inheritance": True}
+
+
+class DiPieceSub(DiPiece):
+    extra = IntField()
+
+
+class DiLegacy(Document):
+    pieces = MapField(EmbeddedDocumentField(DiPiece))
+    anything = GenericEmbeddedDocumentField()
+
+
+# As an older MongoEngine stored a subclass's _cls: its dotted path.
+LEGACY = [
+    {"pieces": {"a": {"_cls": "DiPiece.DiPieceSub", "number": 1, "extra": 2}}},
+    {"pieces": {"a": {"_cls": "DiPiece", "number": 3}}},
+    {"anything": {"_cls": "DiPiece.DiPieceSub", "number": 4}},
+]
+
+
+def legacy_described(value: Any) -> Any:
+    if isinstance(value, DiPiece):
+        return (type(value).__name__, value.number)
+    if isinstance(value, dict):
+        return sorted((key, legacy_described(item)) for key, item in value.items())
+    return value
+
+
+async def test_distinct_of_embedded_documents_with_an_old_style_cls(
+    mongodb_uri: str,
+) -> None:
+    """A stored ``_cls`` of an older MongoEngine (``DiPiece.DiPieceSub``),
+    which its get_document still resolves: MongoEngine's distinct builds the
+    subclass's document, ours left the stored dict in a map or a generic
+    embedded field."""
+    theirs = {}
+    with fresh_sync_default(mongodb_uri):
+        DiLegacy._get_collection().insert_many([dict(raw) for raw in LEGACY])
+        for path in ("pieces", "pieces.a", "anything"):
+            values = DiLegacy.objects.distinct(path)
+            theirs[path] = sorted(map(repr, map(legacy_described, values)))
+    async with fresh_database("default", mongodb_uri):
+        collection = await DiLegacy._async_get_collection()
+        await collection.insert_many([dict(raw) for raw in LEGACY])
+        for path, expected in theirs.items():
+            values = await DiLegacy.objects.async_distinct(path)
+            assert sorted(map(repr, map(legacy_described, values))) == expected
+    assert theirs["pieces.a"] == [repr(("DiPiece", 3)), repr(("DiPieceSub", 1))]
+    assert theirs["anything"] == [repr(("DiPieceSub", 4))]

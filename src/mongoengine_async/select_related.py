@@ -19,14 +19,15 @@ from uuid import UUID
 
 import mongoengine
 from bson import Binary, DBRef, Decimal128, Int64, ObjectId
-from mongoengine.base import BaseDocument, ComplexBaseField
+from mongoengine.base import BaseDocument, ComplexBaseField, get_document
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
 from mongoengine.document import EmbeddedDocument
+from mongoengine.errors import NotRegistered
 from mongoengine.fields import DynamicField
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
-from mongoengine_async._compat import container_location, document_registry
+from mongoengine_async._compat import container_location
 from mongoengine_async.batches import (
     WHOLE_RESULT,
     gc_paused,
@@ -228,13 +229,23 @@ def _stored_embedded_class(field: Any, value: Any) -> type[Any] | None:
     or, inside such a document, by the field holding it; else None."""
     if not isinstance(value, dict) or "_ref" in value:
         return None
-    name = value.get("_cls")
-    cls = document_registry.get(name) if isinstance(name, str) else None
+    cls = _registered(value.get("_cls"))
     if cls is None and isinstance(field, mongoengine.EmbeddedDocumentField):
         cls = field.document_type
     elif field is not None and not isinstance(field, _EMBEDDING_FIELDS):
         return None
     return cls if cls is not None and issubclass(cls, EmbeddedDocument) else None
+
+
+def _registered(name: Any) -> type[Any] | None:
+    """The class MongoEngine's ``get_document`` gives for a stored ``_cls``
+    (an old-style dotted name of a subclass too, as its reads take it), if any."""
+    if not isinstance(name, str):
+        return None
+    try:
+        return get_document(name)
+    except NotRegistered:
+        return None
 
 
 _EMBEDDING_FIELDS = (
