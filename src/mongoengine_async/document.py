@@ -416,11 +416,16 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         if cascade is None:
             cascade = self._meta.get("cascade", False) or cascade_kwargs is not None
         cls = type(self)
-        hooks = mongoengine.signals.signals_available
+        # (No post_save receiver at all, most saves: no call. Those of other
+        # classes, or a CachedReferenceField's, are not this one's.)
         awaits = (
             cascade
             or cls._cached_reference_fields
-            or (hooks and signals.post_save.receivers)
+            or (
+                mongoengine.signals.signals_available
+                and signals.post_save.receivers
+                and signals.has_receivers(signals.post_save, cls)
+            )
         )
         if not awaits:  # (most saves)
             self._set_saved_id(created, object_id)
