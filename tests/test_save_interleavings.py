@@ -493,6 +493,49 @@ async def test_changes_after_a_save_sending_nothing_during_a_cascade_are_kept(
     assert stored["a"] == 5
 
 
+@pytest.mark.parametrize("changed_meanwhile", [False, True])
+async def test_a_save_sent_during_a_cascade_is_not_sent_again(
+    async_alias: str, changed_meanwhile: bool
+) -> None:
+    """While a save's cascade runs (its steps after the write), a second save
+    sends a change, and lands (a field changed while its write is awaited, or
+    not): that change is saved, not one the first save's end keeps for the
+    next save (it was listed again, and the next save sent its value again,
+    overwriting another writer's since)."""
+    referenced = await SiRef(x=0).async_save()
+    document = await SiDoc(**initial(), ref=referenced).async_save()
+    referenced.x = 1  # (the cascade saves only a changed document)
+    cascading, saved = asyncio.Event(), asyncio.Event()
+
+    async def receiver(sender: Any, document: Any, **kwargs: Any) -> None:
+        cascading.set()
+        await saved.wait()
+
+    async def other_task() -> None:
+        await cascading.wait()
+        document.a = 5
+        saving = asyncio.create_task(document.async_save())  # no post_save
+        while document._changed_fields:  # until its write took the change
+            await asyncio.sleep(0)
+        if changed_meanwhile:
+            document.b = 2
+        await saving
+        saved.set()
+
+    signals.pre_save.connect(receiver, sender=SiRef)
+    try:
+        await asyncio.gather(document.async_save(cascade=True), other_task())
+    finally:
+        signals.pre_save.disconnect(receiver, sender=SiRef)
+    assert document._get_changed_fields() == (["bb"] if changed_meanwhile else [])
+    collection = SiDoc._get_collection()
+    await collection.update_one({"_id": document.pk}, {"$set": {"a": 9}})
+    document.b = 1
+    await document.async_save()
+    stored = await collection.find_one({"_id": document.pk})
+    assert (stored["a"], stored["bb"]) == (9, 1)
+
+
 async def test_changes_in_embedded_documents_a_reload_put_during_a_save_are_kept(
     async_alias: str,
 ) -> None:

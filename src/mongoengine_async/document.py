@@ -400,9 +400,12 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             raise InvalidDocumentError("Cannot save an abstract document.")
         signal_kwargs = signal_kwargs or {}
         write_concern = write_concern or {}
+        if cascade is None:
+            cascade = self._meta.get("cascade", False) or cascade_kwargs is not None
+        cls = type(self)
         await _turn_after_follow_ups(self, _wait_turn)
         try:
-            object_id, created, meanwhile, session = await self._async_send(
+            object_id, created, sent, session = await self._async_send(
                 force_insert,
                 validate,
                 clean,
@@ -411,25 +414,34 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 signal_kwargs,
                 session,
             )
+            # (No post_save receiver at all, most saves: no call. Those of
+            # other classes, or a CachedReferenceField's, are not this one's.)
+            awaits = (
+                cascade
+                or cls._cached_reference_fields
+                or (
+                    mongoengine.signals.signals_available
+                    and signals.post_save.receivers
+                    and signals.has_receivers(signals.post_save, cls)
+                )
+            )
+            # Nothing after the write, nothing changed while it was awaited
+            # (most saves): what it sent is cleared by keeping the empty list
+            # it left, as giving it back and clearing it would.
+            dropped = not awaits and deltas.drop_sent(self)
+            meanwhile = (
+                []
+                if dropped or sent is _UNTAKEN
+                else deltas.give_back_changes(self, sent)
+            )
         finally:
             _end_own_turn(self)
-        if cascade is None:
-            cascade = self._meta.get("cascade", False) or cascade_kwargs is not None
-        cls = type(self)
-        # (No post_save receiver at all, most saves: no call. Those of other
-        # classes, or a CachedReferenceField's, are not this one's.)
-        awaits = (
-            cascade
-            or cls._cached_reference_fields
-            or (
-                mongoengine.signals.signals_available
-                and signals.post_save.receivers
-                and signals.has_receivers(signals.post_save, cls)
-            )
-        )
-        if not awaits:  # (most saves)
+        if not awaits:
             self._set_saved_id(created, object_id)
-            self._end_save(True, meanwhile)
+            if dropped and not self._changed_fields:  # (the id unmarked)
+                to_bson.mark_saved(self)
+            else:
+                self._end_save(True, meanwhile)
             return self
         # As MongoEngine: cascade_kwargs override the save's own arguments.
         cascading = (
@@ -553,9 +565,10 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         save_condition: dict | None,
         signal_kwargs: dict,
         session: AsyncClientSession | None,
-    ) -> tuple[Any, bool, list[str] | None, AsyncClientSession | None]:
+    ) -> tuple[Any, bool, Any, AsyncClientSession | None]:
         """A save up to its write (signals, validation, numbers, the write);
-        returns what :meth:`_async_write` does and the session it used."""
+        returns what :meth:`_async_write` does and the session it used. The
+        changes the write sent are the caller's to give back or clear."""
         operation = self._known_operation(
             "async_save", "save()", session
         ) or await self._async_operation("async_save", "save()", session)
@@ -615,17 +628,18 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         save_condition: dict | None,
         session: AsyncClientSession | None,
         signal_kwargs: dict,
-    ) -> tuple[Any, bool, list[str] | None]:
+    ) -> tuple[Any, bool, Any]:
         """Send the save's write to ``collection`` with ``write_concern``
         (nothing when a stored document has no change); returns the id,
-        whether the write created the document, and the changes made while it
-        was awaited (which it did not send). ``signal_kwargs`` are the save's
+        whether the write created the document, and the changes it sent
+        (:func:`deltas.take_changes`; :data:`_UNTAKEN` when it sent nothing),
+        given back only if it failed. ``signal_kwargs`` are the save's
         (its ``post_save`` follows a write its caller's cancellation left on
         its way)."""
         delta = None if created else self._delta_update(raw, save_condition)
         if delta is not None and not delta[1]:  # nothing changed: nothing to send
             # (nor a write concern made: MongoEngine's save checks none then)
-            return raw["_id"], False, []
+            return raw["_id"], False, _UNTAKEN
         # No write concern given: the collection's own (set_write_concern would
         # make an equal copy of the collection on every save).
         target = _concerned(collection, write_concern) if write_concern else collection
@@ -648,12 +662,12 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             upsert=save_condition is None,
         )
         outcome, write = detached(sending)
-        handed = False  # the changes to the write, as it settles
-        meanwhile: list[str] | None = []
+        kept = False  # the changes taken: the write's as it settles, or sent
         try:
             object_id, created = await outcome
+            kept = True
         except asyncio.CancelledError:
-            handed = True  # (given back or saved by its outcome)
+            kept = True  # (given back or saved by its outcome)
             transaction = session if session and session.in_transaction else None
             _settle_in_turn(
                 self,
@@ -681,10 +695,10 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 ) from err
             raise OperationError(f"Could not save document ({err})") from err
         finally:
-            if not handed:
-                meanwhile = deltas.give_back_changes(self, sent)
+            if not kept:  # (failed: not sent)
+                deltas.give_back_changes(self, sent)
         self._landed(session)
-        return object_id, created, meanwhile
+        return object_id, created, sent
 
     async def _async_send_write(
         self,
@@ -1342,6 +1356,8 @@ def _concerned(collection: AsyncCollection, write_concern: dict) -> AsyncCollect
 _TURNS = "_async_save_turns"
 _SAVER = "_async_save_task"
 _NO_WAITER: tuple[()] = ()
+# What a save's write took of its changes when it sent none (nothing changed).
+_UNTAKEN: Any = object()
 _TURN_LOCK = threading.Lock()
 
 
