@@ -95,18 +95,22 @@ def acting_task() -> asyncio.Task | None:
     return task
 
 
-def detached(write: Coroutine[Any, Any, T]) -> tuple[asyncio.Future[T], asyncio.Task]:
+def detached(
+    write: Coroutine[Any, Any, T], caller: asyncio.Task | None = None
+) -> tuple[asyncio.Future[T], asyncio.Task]:
     """Run ``write`` in a task of its own: ``(outcome, task)``. The caller
     awaits ``outcome``; its cancellation (the caller's) leaves the task
     running, which settles with the write's result, or :data:`FAILED`. This
-    is ``asyncio.shield``, minus two loop iterations (its callbacks).
+    is ``asyncio.shield``, minus two loop iterations (its callbacks). The
+    task works for ``caller`` (by default :func:`acting_task`'s answer).
 
     Use it when the caller must not wait for the write once cancelled, but
     something else must know when it ended (the instance's next write: see
     ``document._settle_in_turn``)."""
     loop = asyncio.get_running_loop()
     outcome: asyncio.Future[T] = loop.create_future()
-    caller = acting_task()
+    if caller is None:
+        caller = acting_task()
 
     async def run() -> Any:
         _acting.set((_weakly(caller), _weakly(asyncio.current_task())))  # (its own)

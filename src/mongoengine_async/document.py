@@ -403,9 +403,10 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         if cascade is None:
             cascade = self._meta.get("cascade", False) or cascade_kwargs is not None
         cls = type(self)
-        await _turn_after_follow_ups(self, _wait_turn)
+        task = await _turn_after_follow_ups(self, _wait_turn)
         try:
             object_id, created, sent, session = await self._async_send(
+                task,
                 force_insert,
                 validate,
                 clean,
@@ -435,7 +436,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 else deltas.give_back_changes(self, sent)
             )
         finally:
-            _end_own_turn(self)
+            _end_own_turn(self, task)
         if not awaits:
             self._set_saved_id(created, object_id)
             if dropped and not self._changed_fields:  # (the id unmarked)
@@ -558,6 +559,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
 
     async def _async_send(
         self,
+        task: asyncio.Task[Any] | None,
         force_insert: bool,
         validate: bool,
         clean: bool,
@@ -566,9 +568,10 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         signal_kwargs: dict,
         session: AsyncClientSession | None,
     ) -> tuple[Any, bool, Any, AsyncClientSession | None]:
-        """A save up to its write (signals, validation, numbers, the write);
-        returns what :meth:`_async_write` does and the session it used. The
-        changes the write sent are the caller's to give back or clear."""
+        """A save up to its write (signals, validation, numbers, the write),
+        in ``task`` (the one holding the turn); returns what
+        :meth:`_async_write` does and the session it used. The changes the
+        write sent are the caller's to give back or clear."""
         operation = self._known_operation(
             "async_save", "save()", session
         ) or await self._async_operation("async_save", "save()", session)
@@ -607,6 +610,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             deltas.journal_bookkeeping([self], session)
         raw = to_bson.raw(self)  # to_mongo() as a dict: PyMongo encodes it faster
         written = await self._async_write(
+            task,
             collection,
             write_concern,
             raw,
@@ -620,6 +624,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
 
     async def _async_write(
         self,
+        task: asyncio.Task[Any] | None,
         collection: AsyncCollection,
         write_concern: dict,
         raw: dict,
@@ -661,7 +666,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             session,
             upsert=save_condition is None,
         )
-        outcome, write = detached(sending)
+        outcome, write = detached(sending, task)  # (no code of ours asks
+        # for the task it works for: the save's own, even in a write's task)
         kept = False  # the changes taken: the write's as it settles, or sent
         try:
             object_id, created = await outcome
@@ -1361,10 +1367,11 @@ _UNTAKEN: Any = object()
 _TURN_LOCK = threading.Lock()
 
 
-async def _wait_turn(document: Document) -> None:
+async def _wait_turn(document: Document) -> asyncio.Task[Any] | None:
     """Wait until no other save of ``document`` is in flight, then mark this
     one in flight: one instance's writes are sent, and applied, in the order
-    its saves began. None in flight (most saves): no wait, nothing allocated.
+    its saves began; returns this task, the turn's holder. None in flight
+    (most saves): no wait, nothing allocated.
     A save in flight in this very task (a ``pre_save`` receiver saving the
     document) would wait for itself: OperationError instead."""
     state = document.__dict__
@@ -1377,7 +1384,7 @@ async def _wait_turn(document: Document) -> None:
         if waiters is None:
             state[_TURNS] = _NO_WAITER
             state[_SAVER] = task
-            return
+            return task
         if state.get(_SAVER) is task:
             raise OperationError(
                 f"{type(document).__name__}.async_save() called for a document "
@@ -1399,6 +1406,7 @@ async def _wait_turn(document: Document) -> None:
                     waiters.remove(turn)
         raise
     state[_SAVER] = task
+    return task
 
 
 async def _wait_other_turn(document: Document) -> bool:
@@ -1468,14 +1476,16 @@ def _on_closed_loop(holder: Any) -> bool:
     return isinstance(holder, asyncio.Future) and holder.get_loop().is_closed()
 
 
-def _end_own_turn(document: Document) -> None:
+def _end_own_turn(document: Document, task: asyncio.Task[Any] | None = None) -> None:
     """:func:`_end_turn`, unless the turn went to a write still on its way
-    (:func:`_settle_in_turn`): that one ends it once it settled. Not from a
-    save's coroutine collected unfinished, outside any loop (its loop closed
-    meanwhile): the next save takes the turn (see :func:`_on_closed_loop`)."""
+    (:func:`_settle_in_turn`): that one ends it once it settled. ``task``:
+    the current one, if known (the turn's holder :func:`_wait_turn` gave).
+    Not from a save's coroutine collected unfinished, outside any loop (its
+    loop closed meanwhile): the next save takes the turn (see
+    :func:`_on_closed_loop`)."""
     if running_loop_or_none() is None:
         return
-    if document.__dict__.get(_SAVER) is asyncio.current_task():
+    if document.__dict__.get(_SAVER) is (task or asyncio.current_task()):
         _end_turn(document)
 
 
