@@ -718,9 +718,22 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         upsert: bool,
     ) -> tuple[Any, bool]:
         """The write of :meth:`_async_write`; returns the id and whether it
-        created the document."""
-        if delta is not None:
-            return raw["_id"], await _update_stored(target, *delta, upsert, session)
+        created the document. A stored document's changes (``delta``): sent
+        unacknowledged (``w: 0``), as MongoEngine's save, it is not created,
+        and a ``save_condition`` fails reading the result it has not."""
+        if delta is not None:  # (its update awaited here: a coroutine fewer)
+            selector, update = delta
+            result = await target.update_one(
+                selector, update, upsert=upsert, session=session
+            )
+            # Unacknowledged, raw_result is None: the TypeError of MongoEngine's
+            # save, which reads raw_result["n"] alike.
+            if not upsert and result.raw_result["n"] == 0:  # type: ignore[index]
+                raise SaveConditionError(
+                    "Race condition preventing document update detected"
+                )
+            gone = upsert and result.acknowledged and result.upserted_id is not None
+            return raw["_id"], gone
         if force_insert or fresh:
             inserted = await target.insert_one(raw, session=session)
             return inserted.inserted_id, created
@@ -1327,24 +1340,6 @@ _COMPARE_INDEXES = mongoengine.Document.__dict__["compare_indexes"].__func__
 # or document with its own (an override, a patch) gets it called on every
 # update, as MongoEngine's ``_save_update`` calls it.
 _INTEGRATE_SHARD_KEY = mongoengine.Document.__dict__["_integrate_shard_key"]
-
-
-async def _update_stored(
-    target: AsyncCollection,
-    selector: dict,
-    update: dict,
-    upsert: bool,
-    session: AsyncClientSession | None,
-) -> bool:
-    """Send a stored document's changes; returns whether the upsert created
-    it (it was gone). Unacknowledged (``w: 0``), as MongoEngine's save: not
-    created, and a ``save_condition`` fails reading the result it has not."""
-    result = await target.update_one(selector, update, upsert=upsert, session=session)
-    # Unacknowledged, raw_result is None: the TypeError of MongoEngine's save,
-    # which reads raw_result["n"] alike.
-    if not upsert and result.raw_result["n"] == 0:  # type: ignore[index]
-        raise SaveConditionError("Race condition preventing document update detected")
-    return upsert and result.acknowledged and result.upserted_id is not None
 
 
 def _concerned(collection: AsyncCollection, write_concern: dict) -> AsyncCollection:
