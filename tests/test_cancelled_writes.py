@@ -610,11 +610,12 @@ async def test_a_fence_whose_read_is_given_up_still_fences(
 ):
     """The fence's read held on the server past its time limit (the late
     first operation before it): the fence's abort is sent all the same, with
-    a time limit of its own, and one more fence follows, the read given up
-    being a late operation too. Sent under the read's expired limit, the
-    abort was not sent at all, the server dropped the read (its maxTimeMS
-    passed), and the late update left its transaction open: the document
-    locked until the server's time limit (60 s)."""
+    a time limit of its own, and the read, landing late, is refused (see
+    test_a_stalled_fence_leaves_no_transaction_of_its_own). Sent under the
+    read's expired limit, the abort was not sent at all, the server dropped
+    the read (its maxTimeMS passed), and the late update left its
+    transaction open: the document locked until the server's time limit
+    (60 s)."""
     monkeypatch.setattr(context, "_FENCE_SECONDS", BLOCK_MS / 2000)
     document = await CwDoc(a=0, b=0).async_save()
     # The pooled session the block takes next, known to the server: its first
@@ -638,6 +639,36 @@ async def test_a_fence_whose_read_is_given_up_still_fences(
             held, CwDoc._get_collection(), document.pk, sessions[0]
         )
     assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
+
+
+async def test_a_stalled_fence_leaves_no_transaction_of_its_own(app, monkeypatch):
+    """The client's reads stalled on the server past the fence's time limit:
+    the fence's read, landing after its abort, starts the fence's own
+    transaction there, and fails (an unknown operator), which aborts it. It
+    was a real read, given up and followed by a second fence whose read
+    landed after its abort as well: that transaction stayed open, holding
+    the database's lock until the server's time limit (60 s), so that a
+    dropDatabase (and every DDL there) waited as long."""
+    monkeypatch.setattr(context, "_FENCE_SECONDS", BLOCK_MS / 4000)
+    document = await CwDoc(a=0, b=0).async_save()
+    sessions = []
+    held: list[Held] = []
+
+    async def block() -> None:
+        note_session(sessions)
+        await CwDoc.objects(pk=document.pk).async_update(a=1)
+        stalled = held_on_server(app, "find", BLOCK_MS, then="find")
+        held.append(await stack.enter_async_context(stalled))
+        raise RuntimeError("gave up") from asyncio.TimeoutError()
+
+    async with contextlib.AsyncExitStack() as stack:
+        with pytest.raises(RuntimeError, match="gave up"):
+            await in_transaction("context manager", block)
+        await held[0].ended_on_server()
+    assert not await open_transaction(sessions[0])
+    assert await stored(document) == {"_id": document.pk, "a": 0, "b": 0}
+    database = CwDoc._get_db()
+    await asyncio.wait_for(database.client.drop_database(database.name), 5)
 
 
 @pytest.mark.parametrize("form", ["context manager", "callback"])

@@ -227,8 +227,8 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     # PyMongo's resume of a change stream (a new aggregate) sent as its first
     # opening is, in a task a cancellation leaves alone (change_streams.py).
     (AsyncChangeStream, "_create_cursor"),
-    # Whether a session's transaction has sent nothing yet: the fence's read
-    # given up before it was sent (context._Block._fence).
+    # Whether a session's transaction has sent nothing yet: a block that
+    # raised before sending anything needs no fence (context._Block.failed).
     (AsyncClientSession, "_starting_transaction"),
     # The loop an AsyncMongoClient bound itself to on its first operation
     # (connection.py; read with a default: None, as before any operation).

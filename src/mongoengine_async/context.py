@@ -858,37 +858,27 @@ class _Block:
         block cancelled on its way (its connection dropped, so nothing can wait
         for it) may reach the server after the abort and start a transaction
         nobody ends, locking what it touches until the server's time limit.
-        One more transaction on the same session, aborted at once, ends it: its
-        higher transaction number makes the server abort the orphan, or refuse
-        the late operation as too old. Its options are its own, not the
-        client's (which a transaction's read could not take: a
-        ``read_preference`` other than primary, an unacknowledged write
-        concern): PyMongo would refuse it before sending anything. Its read
-        and its abort each wait ``_FENCE_SECONDS`` at most (see
-        :func:`_bounded`). A read given up may still reach the server, and
-        start a transaction of its own that the abort sent before missed:
-        if the server answered that abort, one more such transaction fences
-        that read too (not one given up before it was sent: no server to
-        send it to, nothing on its way)."""
+        One more transaction on the same session ends it: its higher
+        transaction number makes the server abort the orphan, or refuse the
+        late operation as too old. Its only statement, a read the server
+        refuses (``_FENCE_FILTER``), aborts it there: late itself (given up
+        after ``_FENCE_SECONDS``, see :func:`_bounded`, and landing after its
+        abort), it leaves no transaction of its own open. Its abort ends it on
+        this side. Its options are its own, not the client's (which a
+        transaction's read could not take: a ``read_preference`` other than
+        primary, an unacknowledged write concern): PyMongo would refuse it
+        before sending anything."""
         session = self._session
         database = database_of(session.client)
-        if database is None:
+        if database is None or session.has_ended or session.in_transaction:
             return
         collection = session.client[database]["mongoengine_async_fence"]
-        for _ in range(2):
-            if session.has_ended or session.in_transaction:
-                return
-            read = aborted = False
-            sent = True
-            with contextlib.suppress(PyMongoError):
-                await session.start_transaction(**_FENCE_OPTIONS)
-                try:
-                    read = await _bounded(collection.find_one({}, session=session))
-                finally:
-                    sent = not session._starting_transaction
-                    aborted = await _abort(session)
-            if read or not sent or not aborted:
-                return
+        with contextlib.suppress(PyMongoError):
+            await session.start_transaction(**_FENCE_OPTIONS)
+            try:
+                await _bounded(collection.find_one(_FENCE_FILTER, session=session))
+            finally:
+                await _abort(session)
 
     async def _callback(self, _: AsyncClientSession) -> Any:
         # Called again: the block's commit failed with a transient error (a
@@ -1044,8 +1034,10 @@ class _Block:
 
 
 # The time limit of an abort, and of the fence's read (see _bounded), and the
-# fence's transaction options (see _Block._fence).
+# fence's transaction options and read (see _Block._fence): an unknown
+# top-level operator, which the server refuses once the transaction started.
 _FENCE_SECONDS = 5
+_FENCE_FILTER = {"$mongoengine_async_fence": 1}
 _FENCE_OPTIONS: dict[str, Any] = {
     "read_concern": ReadConcern("local"),
     "write_concern": WriteConcern(w=1),
@@ -1053,28 +1045,28 @@ _FENCE_OPTIONS: dict[str, Any] = {
 }
 
 
-async def _bounded(operation: Awaitable[Any]) -> bool:
+async def _bounded(operation: Awaitable[Any]) -> None:
     """Await ``operation`` (an abort, or its fence's read), giving it up
-    after ``_FENCE_SECONDS``, and drop its error: whether it ended in time.
-    The limit is its own, and on this side only (but for the client's own
-    ``timeoutMS``, if any): under a ``pymongo.timeout()`` of the caller's,
-    expired, PyMongo would not send it, and a limit the server knows
-    (``maxTimeMS``) would make the server drop it once late, the very case
-    it is for; given up, it still does its work if it reaches the server."""
-    with without_client_timeout(), contextlib.suppress(PyMongoError):
-        try:
-            await asyncio.wait_for(operation, _FENCE_SECONDS)
-        except asyncio.TimeoutError:
-            return False
-    return True
+    after ``_FENCE_SECONDS``, and drop its error. The limit is its own, and
+    on this side only (but for the client's own ``timeoutMS``, if any):
+    under a ``pymongo.timeout()`` of the caller's, expired, PyMongo would not
+    send it, and a limit the server knows (``maxTimeMS``) would make the
+    server drop it once late, the very case it is for; given up, it still
+    does its work if it reaches the server."""
+    with (
+        without_client_timeout(),
+        contextlib.suppress(PyMongoError, asyncio.TimeoutError),
+    ):
+        await asyncio.wait_for(operation, _FENCE_SECONDS)
 
 
-async def _abort(session: AsyncClientSession) -> bool:
+async def _abort(session: AsyncClientSession) -> None:
     """Abort ``session``'s transaction, if any, in ``_FENCE_SECONDS`` at most
     (see :func:`_bounded`): PyMongo's abort has no time limit of its own (a
     server that does not answer would hold the caller as long), and
-    ``with_transaction`` then aborts no more. Whether it ended in time."""
-    return not session.in_transaction or await _bounded(session.abort_transaction())
+    ``with_transaction`` then aborts no more."""
+    if session.in_transaction:
+        await _bounded(session.abort_transaction())
 
 
 # The errors that may leave an operation of a transaction on its way.
