@@ -335,6 +335,39 @@ async def test_an_alias_connected_again_inside_its_transaction_is_refused(
             await disconnect_async("tx_again_twin")
 
 
+class TxGone(Document):
+    a = IntField()
+    meta = {"db_alias": "tx_gone"}
+
+
+@pytest.mark.parametrize("end", ["raise", "commit"])
+async def test_an_alias_disconnected_inside_its_transaction(
+    async_alias, mongodb_uri, end
+):
+    """The alias of the transaction disconnected inside the block, by another
+    task: its client is closed once the transaction ended (its abort, or its
+    commit), not under it. Closed at once, neither was sent: the transaction
+    stayed open on the server, its document locked (an outside write waited)
+    until the server's time limit (60 s), and a commit raised a
+    TransientTransactionError saying it had aborted."""
+    async with (
+        fresh_database("tx_gone", mongodb_uri) as alias,
+        pymongo.AsyncMongoClient(mongodb_uri) as outside,
+    ):
+        document = await TxGone(a=0).async_save()
+        collection = outside[get_async_db(alias).name]["tx_gone"]
+        with contextlib.suppress(Boom):
+            async with async_run_in_transaction(alias=alias):
+                await TxGone.objects(pk=document.pk).async_update(a=1)
+                await asyncio.create_task(disconnect_async(alias))
+                if end == "raise":
+                    raise Boom
+        update = collection.update_one({"_id": document.pk}, {"$set": {"b": 2}})
+        await asyncio.wait_for(update, 5)  # (not locked)
+        a = 1 if end == "commit" else 0
+        assert await collection.find_one({}) == {"_id": document.pk, "a": a, "b": 2}
+
+
 # -- retrying --------------------------------------------------------------------------
 
 

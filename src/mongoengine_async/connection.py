@@ -675,7 +675,7 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
         if client is not current:  # it cannot be awaited here
             _close_on(loop if loop is not None else _bound_loop(client), client)
     if current is not None and any(client is current for _, client in released):
-        await _close(current)
+        await _close_after_transactions(current)
 
 
 # For each running loop that got a client: an async generator begun on that
@@ -799,6 +799,36 @@ _cut_short: dict[asyncio.AbstractEventLoop, list[AsyncMongoClient]] = {}
 def _closing_ended(client: AsyncMongoClient, task: asyncio.Future[Any]) -> None:
     if task.cancelled():
         _cut_short.setdefault(task.get_loop(), []).append(client)
+
+
+# By client: the tasks ending its transactions (see ends_transaction).
+_transactions: weakref.WeakKeyDictionary[AsyncMongoClient, set[asyncio.Future[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def ends_transaction(client: AsyncMongoClient, task: asyncio.Future[Any]) -> None:
+    """Note ``task``, which ends a transaction on ``client`` (its abort or
+    commit): ``client`` disconnected meanwhile is closed once it is done.
+    Closed under it, the transaction could not end, and would stay open on
+    the server, locking what it wrote, until the server's time limit."""
+    held(task, _transactions.setdefault(client, set()))
+
+
+async def _close_after_transactions(client: AsyncMongoClient) -> None:
+    """Close ``client`` now, or, while transactions on it have not ended
+    (see :func:`ends_transaction`), in a task of its own once they have."""
+    if not _transactions.get(client):
+        await _close(client)
+        return
+
+    async def close() -> None:
+        while ending := _transactions.get(client):
+            await asyncio.wait(set(ending))
+        await _close(client)
+
+    task = held(close(), _closing)
+    task.add_done_callback(functools.partial(_closing_ended, client))
 
 
 def _close_on(loop: asyncio.AbstractEventLoop | None, client: AsyncMongoClient) -> None:

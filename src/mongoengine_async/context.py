@@ -40,6 +40,7 @@ from mongoengine_async._compat import without_client_timeout
 from mongoengine_async.connection import (
     connection_of,
     database_of,
+    ends_transaction,
     get_async_connection,
     is_sync_connection,
     serves,
@@ -840,7 +841,10 @@ class _Block:
         self._left: asyncio.Future[Any] = loop.create_future()
         self._unsure = False  # an operation may be on its way: fence the abort
         self._committing = False  # the caller's code ran: commit it
+        # (The fence's database: the alias may be disconnected meanwhile.)
+        self._database = database_of(session.client)
         self._task = asyncio.ensure_future(self._transact(transaction_kwargs))
+        ends_transaction(session.client, self._task)
 
     async def _transact(self, transaction_kwargs: dict) -> Any:
         try:
@@ -868,8 +872,7 @@ class _Block:
         transaction's read could not take: a ``read_preference`` other than
         primary, an unacknowledged write concern): PyMongo would refuse it
         before sending anything."""
-        session = self._session
-        database = database_of(session.client)
+        session, database = self._session, self._database
         if database is None or session.has_ended or session.in_transaction:
             return
         collection = session.client[database]["mongoengine_async_fence"]
