@@ -718,6 +718,54 @@ async def test_an_abort_and_its_fence_under_an_expired_pymongo_timeout(app, form
     assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
 
 
+async def on_server(app_name: str, op: str, running: bool = True) -> None:
+    """Return once the server runs (not ``running``: no longer runs) an
+    ``op`` (``$currentOp``'s kind: "update", "query"...) of client
+    ``app_name``."""
+    pipeline = [
+        {"$currentOp": {"allUsers": True}},
+        {"$match": {"appName": app_name, "op": op}},
+    ]
+    admin = get_async_connection().admin
+    deadline = time.monotonic() + 30
+    while bool(await (await admin.aggregate(pipeline)).to_list(None)) != running:
+        assert time.monotonic() < deadline, f"{op} running: {not running}"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("form", ["context manager", "callback"])
+async def test_an_abort_and_its_fence_on_a_client_with_a_timeout(mongodb_uri, form):
+    """A client's ``timeoutMS`` shorter than the block's first update (under
+    a longer ``pymongo.timeout()``), cancelled while the server runs it: the
+    abort and the fence wait for it there, with time limits of their own, on
+    this side only. Sent with the client's ``timeoutMS`` as ``maxTimeMS``,
+    both were dropped by the server while the update ran, and its
+    transaction stayed open: the document locked until the server's time
+    limit (60 s)."""
+    async with own_app(mongodb_uri, timeoutMS=BLOCK_MS // 2) as app:
+        document = await CwDoc(a=0, b=0).async_save()
+        slow = {"_id": document.pk, "$where": f"sleep({2 * BLOCK_MS}) || true"}
+        sessions = []
+
+        async def block() -> None:
+            note_session(sessions)
+            await CwDoc.objects(__raw__=slow).async_update(a=1)
+
+        with pymongo.timeout(30):
+            task = asyncio.ensure_future(in_transaction(form, block))
+            await on_server(app, "update")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await on_server(app, "update", running=False)
+        assert not await open_transaction(sessions[0])
+        outside = CwDoc._get_collection().update_one(
+            {"_id": document.pk}, {"$set": {"b": 3}}
+        )
+        await asyncio.wait_for(outside, 5)  # (not locked)
+        assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
+
+
 async def _until_settled(document: Document) -> None:
     while "_async_save_turns" in document.__dict__:
         await asyncio.sleep(0.01)

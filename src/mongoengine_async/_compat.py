@@ -71,7 +71,7 @@ __all__ = (
     "set_field_display",
     "sync_alias_of",
     "sync_settings_of",
-    "without_client_timeout",
+    "without_pymongo_timeouts",
 )
 
 MONGOENGINE_CONNECTION_GLOBALS = ("_connection_settings", "_connections", "_dbs")
@@ -291,12 +291,15 @@ PRIVATE_SIGNATURES: tuple[tuple[Any, tuple[str, ...]], ...] = (
 
 
 @contextlib.contextmanager
-def without_client_timeout() -> Iterator[None]:
-    """Inside the block, no ``pymongo.timeout()`` of the caller's applies (the
-    client's ``timeoutMS`` does): one enclosing it, expired, would make
-    PyMongo raise before sending anything, and a nested ``pymongo.timeout()``
-    can only shorten it."""
-    timeout = client_timeout.set(None)
+def without_pymongo_timeouts() -> Iterator[None]:
+    """Inside the block, no PyMongo timeout applies: neither a
+    ``pymongo.timeout()`` of the caller's (one enclosing it, expired, would
+    make PyMongo raise before sending anything, and a nested one can only
+    shorten it) nor the client's ``timeoutMS`` (sent as ``maxTimeMS``, it
+    would make the server drop a command that waits there). A timeout of 0
+    is PyMongo's "none" (CSOT's ``timeoutMS=0``); the client's applies only
+    under no timeout at all (None)."""
+    timeout = client_timeout.set(0.0)
     deadline = client_timeout_deadline.set(float("inf"))
     try:
         yield

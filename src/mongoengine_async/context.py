@@ -36,7 +36,7 @@ from pymongo.errors import (
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from mongoengine_async._compat import without_client_timeout
+from mongoengine_async._compat import without_pymongo_timeouts
 from mongoengine_async.connection import (
     connection_of,
     database_of,
@@ -1051,13 +1051,13 @@ _FENCE_OPTIONS: dict[str, Any] = {
 async def _bounded(operation: Awaitable[Any]) -> None:
     """Await ``operation`` (an abort, or its fence's read), giving it up
     after ``_FENCE_SECONDS``, and drop its error. The limit is its own, and
-    on this side only (but for the client's own ``timeoutMS``, if any):
-    under a ``pymongo.timeout()`` of the caller's, expired, PyMongo would not
-    send it, and a limit the server knows (``maxTimeMS``) would make the
-    server drop it once late, the very case it is for; given up, it still
-    does its work if it reaches the server."""
+    on this side only: under a ``pymongo.timeout()`` of the caller's,
+    expired, PyMongo would not send it, and a limit the server knows (the
+    ``maxTimeMS`` of a client's ``timeoutMS``) would make the server drop it
+    while it waits for a late operation of the block, the very case it is
+    for; given up, it still does its work if it reaches the server."""
     with (
-        without_client_timeout(),
+        without_pymongo_timeouts(),
         contextlib.suppress(PyMongoError, asyncio.TimeoutError),
     ):
         await asyncio.wait_for(operation, _FENCE_SECONDS)
