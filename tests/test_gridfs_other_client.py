@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 from pymongo.errors import InvalidOperation
 
+from conftest import held_on_server
 from mongoengine_async import (
     CASCADE,
     Document,
@@ -329,3 +330,27 @@ async def test_a_task_that_outlived_its_block_deletes_its_file_at_once(
     await asyncio.gather(*tasks)
     assert proxy.grid_id is None
     assert grid_id not in await stored()
+
+
+async def test_a_task_of_a_committed_block_starts_its_own_transaction(
+    elsewhere: str,
+) -> None:
+    """Once the block's transaction committed, while the deletes of its files
+    on another client (which wait for that commit) are on their way, a task
+    started in the block starts a transaction of its own: the block's is
+    over. It raised NestedTransactionError until the block's session ended."""
+    paper = await saved_paper()
+
+    async def own(held: Any) -> None:
+        await held.reached_server()  # the files' delete: the block committed
+        async with async_run_in_transaction():
+            await GoShelf(title="own").async_save()
+
+    async with held_on_server(ELSEWHERE, "delete", 700) as held:
+        async with async_run_in_transaction():
+            await delete_document(paper)
+            task = asyncio.create_task(own(held))
+        await task
+    assert await GoShelf.objects.async_scalar("title") == ["own"]
+    assert await GoPaper.objects.async_count() == 0
+    assert await stored() == set()

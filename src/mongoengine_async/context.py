@@ -660,10 +660,10 @@ def is_transient(error: BaseException | None) -> bool:
 
 def _refuse_nesting(client: AsyncMongoClient, name: str) -> None:
     """Refuse a transaction inside one of ``client``'s bound in this task; not
-    one whose session ended (a task that outlived the block that started it,
-    whose session it inherited): that transaction is over."""
+    one that is over (committed or aborted, its session ended or not: a task
+    that outlived the block that started it, whose session it inherited)."""
     session = current_session(client)
-    if session is not None and not session.has_ended:
+    if session is not None and session.in_transaction:
         raise NestedTransactionError(
             f"{name}() cannot be nested: a transaction is already active in this task"
         )
