@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import gc
 import sys
+import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -366,6 +367,41 @@ async def test_an_alias_disconnected_inside_its_transaction(
         await asyncio.wait_for(update, 5)  # (not locked)
         a = 1 if end == "commit" else 0
         assert await collection.find_one({}) == {"_id": document.pk, "a": a, "b": 2}
+
+
+async def test_an_alias_disconnected_from_another_loop_inside_its_transaction(
+    async_alias, mongodb_uri
+):
+    """disconnect_async() in this loop while another thread's loop runs a
+    transaction on its client of the alias: that client is closed on its
+    loop once the transaction ended, its abort sent. Closed at once, the
+    abort could not be sent: the document stayed locked 60 s."""
+    async with (
+        fresh_database("tx_gone", mongodb_uri) as alias,
+        pymongo.AsyncMongoClient(mongodb_uri) as outside,
+    ):
+        document = await TxGone(a=0).async_save()
+        collection = outside[get_async_db(alias).name]["tx_gone"]
+        in_block, disconnected = threading.Event(), threading.Event()
+
+        async def block() -> None:
+            with contextlib.suppress(Boom):
+                async with async_run_in_transaction(alias=alias):
+                    await TxGone.objects(pk=document.pk).async_update(a=1)
+                    in_block.set()
+                    while not disconnected.is_set():
+                        await asyncio.sleep(0.01)
+                    raise Boom
+
+        thread = threading.Thread(target=asyncio.run, args=(block(),))
+        thread.start()
+        await asyncio.to_thread(in_block.wait, 30)
+        await disconnect_async(alias)
+        disconnected.set()
+        await asyncio.to_thread(thread.join, 30)
+        update = collection.update_one({"_id": document.pk}, {"$set": {"b": 2}})
+        await asyncio.wait_for(update, 5)  # (not locked)
+        assert await collection.find_one({}) == {"_id": document.pk, "a": 0, "b": 2}
 
 
 # -- retrying --------------------------------------------------------------------------

@@ -675,7 +675,10 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
         if client is not current:  # it cannot be awaited here
             _close_on(loop if loop is not None else _bound_loop(client), client)
     if current is not None and any(client is current for _, client in released):
-        await _close_after_transactions(current)
+        if _transactions.get(current):  # (closed once they ended)
+            _close_on(_running_loop(), current)
+        else:
+            await _close(current)
 
 
 # For each running loop that got a client: an async generator begun on that
@@ -816,30 +819,23 @@ def ends_transaction(client: AsyncMongoClient, task: asyncio.Future[Any]) -> Non
 
 
 async def _close_after_transactions(client: AsyncMongoClient) -> None:
-    """Close ``client`` now, or, while transactions on it have not ended
-    (see :func:`ends_transaction`), in a task of its own once they have."""
-    if not _transactions.get(client):
-        await _close(client)
-        return
-
-    async def close() -> None:
-        while ending := _transactions.get(client):
-            await asyncio.wait(set(ending))
-        await _close(client)
-
-    task = held(close(), _closing)
-    task.add_done_callback(functools.partial(_closing_ended, client))
+    """Close ``client`` once the transactions on it ended (see
+    :func:`ends_transaction`)."""
+    while ending := _transactions.get(client):
+        await asyncio.wait(set(ending))
+    await _close(client)
 
 
 def _close_on(loop: asyncio.AbstractEventLoop | None, client: AsyncMongoClient) -> None:
     """Close ``client`` on ``loop``, its own (another thread's, or one not
-    running now: when it runs again). Nothing to do for a client no loop has
-    used, or one of a loop that has closed (its sockets close as it goes)."""
+    running now: when it runs again), once the transactions on it ended.
+    Nothing to do for a client no loop has used, or one of a loop that has
+    closed (its sockets close as it goes)."""
     if loop is None or loop.is_closed():
         return
 
     def close() -> None:
-        task = held(loop.create_task(_close(client)), _closing)
+        task = held(loop.create_task(_close_after_transactions(client)), _closing)
         task.add_done_callback(functools.partial(_closing_ended, client))
 
     try:
