@@ -653,6 +653,94 @@ async def test_a_commit_that_may_have_applied_keeps_the_files_put_on_another_cli
         assert await files.count_documents({"_id": stored["pdf"]}) == 1
 
 
+# A commit whose outcome stays unknown: applied (its write concern failed), or
+# not (refused, labelled UnknownTransactionCommitResult, and not retried).
+UNKNOWN_COMMITS = {
+    "applied": {
+        "writeConcernError": {"code": 50, "errmsg": "operation exceeded time limit"}
+    },
+    "not applied": {
+        "errorCode": 50,
+        "errorLabels": ["UnknownTransactionCommitResult"],
+    },
+}
+
+
+@pytest.mark.parametrize("commit", UNKNOWN_COMMITS)
+@pytest.mark.parametrize("form", FORMS)
+async def test_a_file_put_before_a_commit_of_unknown_outcome_is_saved_again(
+    app_alias, mongodb_uri, form, commit
+):
+    """The proxy keeps the file put (on another client) in a block whose
+    commit's outcome stayed unknown, as the upload is kept: saved again, the
+    document refers to that file, whether the commit applied or not (the
+    proxy given back had the next save store the old value: no file)."""
+    await warm()
+    async with fresh_database("tx-files", mongodb_uri, appname="tx-files"):
+        paper = TxPaper(title="unknown")
+        sessions = []
+
+        async def write() -> None:
+            sessions.append(current_session().session_id)
+            await paper.pdf.async_put(b"the only copy")
+            await paper.async_save()
+
+        with pytest.raises(pymongo.errors.PyMongoError) as error:
+            async with fail_point(
+                app_alias,
+                {"times": 1},
+                failCommands=["commitTransaction"],
+                **UNKNOWN_COMMITS[commit],
+            ):
+                await run_in(form, write)
+        assert error.value.has_error_label("UnknownTransactionCommitResult")
+        await end_session(sessions[0])
+        await paper.async_save()
+        [stored] = await committed(TxPaper)
+        assert stored["pdf"] == paper.pdf.grid_id
+        loaded = await TxPaper.objects.async_get(id=paper.id)
+        assert await loaded.pdf.async_read() == b"the only copy"
+
+
+@pytest.mark.parametrize("commit", UNKNOWN_COMMITS)
+async def test_a_file_replaced_before_a_commit_of_unknown_outcome_is_saved_again(
+    app_alias, mongodb_uri, commit
+):
+    """Likewise for a replace of a loaded document's file: saved again, the
+    document holds the new file; the old one, whose delete waited for the
+    commit, stays (orphaned if the commit applied)."""
+    await warm()
+    async with fresh_database("tx-files", mongodb_uri, appname="tx-files"):
+        first = TxPaper(title="first edition")
+        await first.pdf.async_put(b"first edition")
+        await first.async_save()
+        paper = await TxPaper.objects.async_get(id=first.id)
+        sessions = []
+
+        async def write() -> None:
+            sessions.append(current_session().session_id)
+            await paper.pdf.async_replace(b"second edition")
+            paper.title = "second edition"
+            await paper.async_save()
+
+        with pytest.raises(pymongo.errors.PyMongoError):
+            async with fail_point(
+                app_alias,
+                {"times": 1},
+                failCommands=["commitTransaction"],
+                **UNKNOWN_COMMITS[commit],
+            ):
+                await run_in("context manager", write)
+        await end_session(sessions[0])
+        assert paper._get_changed_fields() == ["pdf", "title"]
+        await paper.async_save()
+        loaded = await TxPaper.objects.async_get(id=paper.id)
+        assert loaded.title == "second edition"
+        assert await loaded.pdf.async_read() == b"second edition"
+        files = get_async_db("tx-files")["fs.files"]
+        assert await files.count_documents({"_id": first.pdf.grid_id}) == 1
+
+
 # -- async_run_transaction re-runs its function ----------------------------------------
 
 

@@ -240,7 +240,8 @@ def on_abort(undos: Journal, action: Callable[[], Any]) -> None:
     attempt), and not when its commit's outcome is unknown (PyMongo's
     ``UnknownTransactionCommitResult`` once its retries ran out: it may have
     committed): the undo of a write outside it that the transaction's
-    documents may refer to (the delete of a file put on another client)."""
+    documents may refer to (the delete of a file put on another client, and
+    its proxy's giving back what it held before the put)."""
     undos.append(_OnAbort(action))
 
 

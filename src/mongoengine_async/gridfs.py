@@ -773,7 +773,7 @@ class AsyncGridFSProxy(GridFSProxy):
         return journal(current_session(get_async_connection(alias_of(cls))))
 
     def _journal(
-        self, undos: Journal | None, uploaded: list | None = None
+        self, undos: Journal | None, uploaded: list | None = None, put: bool = False
     ) -> list[str] | None:
         """In the transaction of journal ``undos`` (:meth:`_undos`), if any,
         record how to give this proxy back what it holds, should the
@@ -783,6 +783,9 @@ class AsyncGridFSProxy(GridFSProxy):
         refuses uploads) is deleted by the undo too, in a task of its own, so
         that it is not left orphaned (not when the commit's outcome is
         unknown: a committed document may refer to it, see ``on_abort``).
+        Then the proxy keeps that file (``uploaded`` or ``put``: the write
+        took a file uploaded outside), its field marked as changed: the next
+        save stores it whether the commit applied or not, never the old value.
 
         Returns the list the caller fills with the changed-field marks its
         write adds to the instance: the undo drops those (only those, and not
@@ -803,7 +806,10 @@ class AsyncGridFSProxy(GridFSProxy):
                 if key in changed:
                     changed.remove(key)
 
-        undos.append(undo)
+        if put or uploaded:  # (kept with the upload, see on_abort)
+            on_abort(undos, undo)
+        else:
+            undos.append(undo)
         if root is not None and uploaded:  # (kept if the commit may have been)
             delete = functools.partial(_delete_files, root, uploaded)
             on_abort(undos, lambda: held(delete(), _aborted_uploads, _ABORTED_UPLOAD))
@@ -872,7 +878,7 @@ class AsyncGridFSProxy(GridFSProxy):
         old = self._copy_for(self.grid_id)
         root = self._root()
         undos = self._undos(self._session(root, session))
-        self._took(fresh._file, self._journal(undos))
+        self._took(fresh._file, self._journal(undos, put=True))
         await old.async_delete(missing_ok=True, session=session)
         return self.grid_id
 
