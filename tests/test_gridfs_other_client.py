@@ -354,3 +354,60 @@ async def test_a_task_of_a_committed_block_starts_its_own_transaction(
     assert await GoShelf.objects.async_scalar("title") == ["own"]
     assert await GoPaper.objects.async_count() == 0
     assert await stored() == set()
+
+
+@contextlib.asynccontextmanager
+async def failing(mode: Any, **data: Any) -> AsyncIterator[None]:
+    """The server's failCommand fail point for the files' client."""
+    admin = get_async_db().client.admin
+    command = {"configureFailPoint": "failCommand"}
+    data = {**data, "appName": ELSEWHERE}
+    await admin.command({**command, "mode": mode, "data": data})
+    try:
+        yield
+    finally:
+        await admin.command({**command, "mode": "off"})
+
+
+async def papers_with_files(delete: str) -> list[GoPaper]:
+    """Saved papers holding three files in all: three papers of one each (for
+    a queryset's delete), or one paper of a pdf and two scans."""
+    if delete == "queryset":
+        papers = [GoPaper(title=f"paper {number}") for number in range(3)]
+        for paper in papers:
+            await paper.pdf.async_put(b"content of " + paper.title.encode())
+    else:
+        papers = [GoPaper(title="one paper")]
+        await papers[0].pdf.async_put(b"the pdf")
+        for number in range(2):
+            papers[0].scans.append(await GoPaper.scans.field.async_put(b"%d" % number))
+    for paper in papers:
+        await paper.async_save()
+    return papers
+
+
+@pytest.mark.parametrize("delete", ["queryset", "document"])
+async def test_a_file_whose_delete_fails_leaves_only_itself(
+    elsewhere: str, delete: str
+) -> None:
+    """The files-document delete of a file fails twice (PyMongo retried it
+    once), as in an election that outlasts that retry: its error is raised,
+    that file is left whole, and the other files of the deleted documents
+    are deleted all the same (they were left, orphaned, the documents gone)."""
+    papers = await papers_with_files(delete)
+    first = papers[0].pdf.grid_id
+    not_primary = {"errorCode": 10107, "errmsg": "not primary"}
+    with pytest.raises(pymongo.errors.NotPrimaryError) as error:
+        async with failing({"times": 2}, failCommands=["delete"], **not_primary):
+            if delete == "queryset":
+                await GoPaper.objects.order_by("id").async_delete()
+            else:
+                await papers[0].async_delete()
+    assert error.value.details["code"] == 10107
+    assert await GoPaper.objects.async_count() == 0
+    assert await stored() == {first}
+    chunks = get_async_db(ELSEWHERE)["fs.chunks"]
+    assert await chunks.distinct("files_id") == [first]
+    if delete == "document":  # its proxy holds it still: deleted again
+        await papers[0].async_delete()
+        assert await stored() == set() and await chunks.count_documents({}) == 0

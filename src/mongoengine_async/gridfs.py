@@ -1151,13 +1151,23 @@ async def delete_files(proxies: list[AsyncGridFSProxy], operation: Operation) ->
     """Delete these files (one already gone is no error), in the operation's
     session when they live on its client; on another client, once the
     transaction the documents' delete is in (if this package bound it)
-    committed (:func:`_delete_in`)."""
+    committed (:func:`_delete_in`). Outside a transaction, each even when
+    one failed (the documents are gone: a file not tried would be left,
+    orphaned), then the first error is raised."""
     undos = journal(operation.session)
+    errors = []
     for proxy in proxies:
         session = operation.session_on(proxy._root())
-        await proxy._delete(
-            True, session, undos if session is None else journal(session)
-        )
+        try:
+            await proxy._delete(
+                True, session, undos if session is None else journal(session)
+            )
+        except Exception as error:
+            if session is not None and session.in_transaction:
+                raise  # aborted: it deletes nothing more
+            errors.append(error)
+    if errors:
+        raise errors[0]
 
 
 _BLOCKING = {  # and delete, defined above
