@@ -809,6 +809,63 @@ async def test_a_cancelled_delete_that_landed_deletes_the_files(app):
     assert await files.count_documents({"_id": grid_id}) == 0
 
 
+async def _bucket_ids(
+    database: Any, name: str, expected: list[Any], seconds: float = 5
+) -> tuple[list[Any], list[Any]]:
+    """The ids of the files documents of bucket ``name``, and the files_id of
+    its chunks, once both are ``expected`` (a delete cut short goes on in a
+    task of its own), or after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        files = await database[f"{name}.files"].distinct("_id")
+        chunks = await database[f"{name}.chunks"].distinct("files_id")
+        if (files, chunks) == (expected, expected) or time.monotonic() > deadline:
+            return files, chunks
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("call", ["async_delete", "async_replace"])
+async def test_a_file_delete_cancelled_on_its_way_deletes_the_chunks_too(app, call):
+    """Cancelled while the delete of the files document is on its way (the
+    proxy's delete, the old file's of a replace), the chunks' delete follows
+    in a task: they stayed, found by nothing (a replaced file's id is gone)."""
+    document = CwFiled()
+    await document.data.async_put(b"contents", filename="a.txt")
+    await document.async_save()
+    old = document.data.grid_id
+    database = CwFiled._get_collection().database
+    if call == "async_delete":
+        work = document.data.async_delete
+    else:
+        work = functools.partial(document.data.async_replace, b"new contents")
+    async with blocked(app, "delete") as held:
+        await cancel_once_sent(held, work)
+        await held.ended_on_server()
+    kept = [] if call == "async_delete" else [document.data.grid_id]
+    assert old not in kept
+    assert await _bucket_ids(database, "cw_files", kept) == (kept, kept)
+
+
+async def test_a_file_delete_in_a_session_cancelled_on_its_way_ends_first(app):
+    """With a session of the caller's (no transaction), a cancelled delete of
+    a file returns once its chunks' delete is done too: the session runs one
+    command at a time, and the caller's next one comes after."""
+    document = CwFiled()
+    await document.data.async_put(b"contents", filename="a.txt")
+    await document.async_save()
+    database = CwFiled._get_collection().database
+    async with (
+        get_async_connection().start_session() as session,
+        blocked(app, "delete") as held,
+    ):
+        task = asyncio.ensure_future(document.data.async_delete(session=session))
+        await held.reached_server()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await _bucket_ids(database, "cw_files", [], 0) == ([], [])
+
+
 @pytest.mark.parametrize("kind", list(CANCELLED))
 def test_a_write_begun_as_the_loop_ends_leaves_no_coroutine_unawaited(
     mongodb_uri, kind

@@ -950,12 +950,39 @@ def _file_kwargs(
     return file_kwargs
 
 
-async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> bool:
-    """Delete a file's document and chunks; whether the document existed.
+# Deletes of files whose caller was cancelled, going on (held until done).
+_CUT_SHORT = "delete of a file whose caller was cancelled"
+_cut_short: set[asyncio.Future[Any]] = set()
 
-    The two deletes ``AsyncGridFSBucket.delete`` sends, sent on the collections
-    so that they also run inside a transaction (PyMongo refuses GridFS there).
+
+async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> bool:
+    """Delete a file's document and chunks (:func:`_delete_both`); whether
+    the document existed.
+
+    Once the files document's delete is on its way, the chunks' must follow,
+    or they stay, found by nothing: a caller cancelled meanwhile leaves the
+    two going on in a task of their own; with a session of its own, it waits
+    for them first (its next command on the session must come after); in a
+    transaction, whose abort undoes both, they stop with it.
     """
+    deleting = _delete_both(root, grid_id, session)
+    if session is not None and session.in_transaction:
+        return await deleting
+    if session is not None:
+        return await to_completion(deleting)
+    task = asyncio.ensure_future(deleting)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            held(task, _cut_short, _CUT_SHORT)
+        raise
+
+
+async def _delete_both(root: AsyncCollection, grid_id: Any, session: Any) -> bool:
+    """The two deletes ``AsyncGridFSBucket.delete`` sends, sent on the
+    collections so that they also run inside a transaction (PyMongo refuses
+    GridFS there); whether the files document existed."""
     files = await root.files.delete_one({"_id": {"$eq": grid_id}}, session=session)
     await _delete_chunks(root, grid_id, session)
     return files.deleted_count > 0
