@@ -846,6 +846,23 @@ async def test_a_file_delete_cancelled_on_its_way_deletes_the_chunks_too(app, ca
     assert await _bucket_ids(database, "cw_files", kept) == (kept, kept)
 
 
+async def test_a_queryset_delete_cancelled_while_deleting_the_files(app):
+    """Cancelled once the documents are gone, while the first of their files
+    is deleted: that delete and the others follow in a task of their own
+    (they stayed, found by nothing)."""
+    for number in range(3):
+        document = CwFiled()
+        await document.data.async_put(b"contents %d" % number)
+        await document.async_save()
+    database = CwFiled._get_collection().database
+    # The documents' delete passes; the first file's is held.
+    async with held_on_server(app, "delete", BLOCK_MS, skip=1) as held:
+        await cancel_once_sent(held, CwFiled.objects.async_delete)
+        await held.ended_on_server()
+    assert await CwFiled._get_collection().count_documents({}) == 0
+    assert await _bucket_ids(database, "cw_files", []) == ([], [])
+
+
 async def test_a_file_delete_in_a_session_cancelled_on_its_way_ends_first(app):
     """With a session of the caller's (no transaction), a cancelled delete of
     a file returns once its chunks' delete is done too: the session runs one

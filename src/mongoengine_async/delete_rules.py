@@ -31,7 +31,7 @@ from mongoengine_async import signals
 from mongoengine_async.batches import WHOLE_RESULT, read_list
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.context import run_on, run_transaction
-from mongoengine_async.gridfs import delete_files, stored_files
+from mongoengine_async.gridfs import delete_files_of_deleted, stored_files
 from mongoengine_async.operation import Operation, session_for
 
 __all__ = ("delete_each", "delete_matching", "has_rules", "runs_own_transaction")
@@ -139,7 +139,7 @@ async def delete_matching(
 
     deleted = await _under_rules(cls, operation, atomic and acknowledged, delete)
     # The files of the cascaded documents, once they are gone (committed).
-    await delete_files(files, operation)
+    await delete_files_of_deleted(files, operation)
     return deleted if acknowledged else None
 
 

@@ -24,6 +24,7 @@ chunks stay, as after PyMongo's ``abort()``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import inspect
 import io
@@ -58,6 +59,7 @@ from mongoengine_async.connection import (
 from mongoengine_async.context import (
     Journal,
     current_session,
+    follow_up,
     journal,
     on_abort,
     on_commit,
@@ -86,6 +88,7 @@ __all__ = (
     "RefusesAsync",
     "RefusesAsyncImage",
     "delete_files",
+    "delete_files_of_deleted",
     "stored_files",
 )
 
@@ -1195,6 +1198,27 @@ async def delete_files(proxies: list[AsyncGridFSProxy], operation: Operation) ->
             errors.append(error)
     if errors:
         raise errors[0]
+
+
+async def delete_files_of_deleted(
+    proxies: list[AsyncGridFSProxy], operation: Operation
+) -> None:
+    """:func:`delete_files` of documents already deleted: a caller cancelled
+    meanwhile, outside a transaction (whose abort keeps the documents and
+    files), leaves them all deleted in a task of its own, as they would stay,
+    found by nothing (``Document.async_delete`` has its own follow-up)."""
+    try:
+        await delete_files(proxies, operation)
+    except asyncio.CancelledError:
+        session = operation.session
+        if proxies and (session is None or not session.in_transaction):
+            # (Not in the caller's session: it may use it meanwhile.)
+            alone = dataclasses.replace(operation, session=None)
+            follow_up(
+                delete_files(proxies, alone),
+                "delete of the files of documents a cancelled delete deleted",
+            )
+        raise
 
 
 _BLOCKING = {  # and delete, defined above

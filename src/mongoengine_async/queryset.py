@@ -88,7 +88,7 @@ from mongoengine_async.context import dereference_disabled
 from mongoengine_async.delete_rules import delete_each, delete_matching
 from mongoengine_async.detached import FAILED, detached
 from mongoengine_async.from_bson import from_son, loader
-from mongoengine_async.gridfs import delete_files, stored_files
+from mongoengine_async.gridfs import delete_files_of_deleted, stored_files
 from mongoengine_async.guards import (
     blocking_call_error,
     guard_blocking_methods,
@@ -1306,7 +1306,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         deleted = await delete_matching(
             self, operation, atomic=transaction, cascade_refs=cascade_refs
         )
-        await delete_files(files, operation)  # once the documents are gone
+        await delete_files_of_deleted(files, operation)  # once the documents are gone
         return deleted
 
 
