@@ -863,6 +863,22 @@ async def test_a_queryset_delete_cancelled_while_deleting_the_files(app):
     assert await _bucket_ids(database, "cw_files", []) == ([], [])
 
 
+async def test_a_queryset_delete_cancelled_on_its_way_deletes_the_files(app):
+    """Cancelled while the documents' delete is on its way: once it was
+    applied, their files are deleted in a task of their own (they stayed,
+    found by nothing), as after a document's cancelled delete."""
+    for number in range(3):
+        document = CwFiled()
+        await document.data.async_put(b"contents %d" % number)
+        await document.async_save()
+    database = CwFiled._get_collection().database
+    async with blocked(app, "delete") as held:
+        await cancel_once_sent(held, CwFiled.objects.async_delete)
+        await held.ended_on_server()
+    assert await CwFiled._get_collection().count_documents({}) == 0
+    assert await _bucket_ids(database, "cw_files", []) == ([], [])
+
+
 async def test_a_file_delete_in_a_session_cancelled_on_its_way_ends_first(app):
     """With a session of the caller's (no transaction), a cancelled delete of
     a file returns once its chunks' delete is done too: the session runs one

@@ -20,6 +20,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Coroutine,
     Generator,
     Iterator,
     Mapping,
@@ -85,10 +86,14 @@ from mongoengine_async.connection import (
     is_sync_connection,
 )
 from mongoengine_async.context import dereference_disabled
-from mongoengine_async.delete_rules import delete_each, delete_matching
-from mongoengine_async.detached import FAILED, detached
+from mongoengine_async.delete_rules import delete_each, delete_matching, has_rules
+from mongoengine_async.detached import FAILED, detached, held
 from mongoengine_async.from_bson import from_son, loader
-from mongoengine_async.gridfs import delete_files_of_deleted, stored_files
+from mongoengine_async.gridfs import (
+    delete_files,
+    delete_files_of_deleted,
+    stored_files,
+)
 from mongoengine_async.guards import (
     blocking_call_error,
     guard_blocking_methods,
@@ -1303,11 +1308,50 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         if (self._skip or self._limit or has_delete_signal) and not _from_doc_delete:
             return await delete_each(self, operation, atomic=transaction)
         files = [] if _from_doc_delete else await stored_files(self, operation)
-        deleted = await delete_matching(
+        deleting = delete_matching(
             self, operation, atomic=transaction, cascade_refs=cascade_refs
         )
+        if files and operation.session is None and not has_rules(self._document):
+            deleted = await _files_follow(deleting, files, operation)
+        else:
+            deleted = await deleting
         await delete_files_of_deleted(files, operation)  # once the documents are gone
         return deleted
+
+
+# The deletes of documents holding files whose caller was cancelled, going on
+# (held until done: the loop keeps only weak references to its tasks).
+_deleting: set[asyncio.Future[Any]] = set()
+
+
+async def _files_follow(
+    deleting: Coroutine[Any, Any, int | None],
+    files: list[Any],
+    operation: Operation,
+) -> int | None:
+    """Await ``deleting``, the delete (one command, in no session) of the
+    documents holding ``files``. Its caller cancelled while it is on its way,
+    it goes on in a task of its own, and once it was applied the files are
+    deleted, as after a document's cancelled delete (they would stay, found
+    by nothing)."""
+    outcome, write = detached(deleting)
+    held(write, _deleting)
+    try:
+        return await outcome
+    except asyncio.CancelledError:
+        write.add_done_callback(functools.partial(_after_cancelled, files, operation))
+        raise
+
+
+def _after_cancelled(
+    files: list[Any], operation: Operation, write: asyncio.Future[Any]
+) -> None:
+    """The files of a delete whose caller was cancelled, once it was applied."""
+    if not write.cancelled() and write.result() is not FAILED:
+        context.follow_up(
+            delete_files(files, operation),
+            "delete of the files of documents a cancelled delete deleted",
+        )
 
 
 _BLOCKING = {
