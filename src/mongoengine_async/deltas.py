@@ -41,9 +41,11 @@ __all__ = (
     "give_back_changes",
     "journal_bookkeeping",
     "listed_changes",
+    "plain_update",
     "put_changes",
     "reset_changes",
     "take_changes",
+    "takes_update_doc",
     "unlisted",
     "update_doc",
     "watch_changes",
@@ -175,7 +177,7 @@ class _Plans(dict[type[Any], "_Plan | None"]):
             and cls._delta is BaseDocument._delta
             and (
                 issubclass(cls, mongoengine.EmbeddedDocument)
-                or cls._get_update_doc is mongoengine.Document._get_update_doc
+                or cls._get_update_doc in _LIBRARY_UPDATE_DOCS
             )
         )
         return plan_watch.keep(self, cls, _Plan(cls) if own else None, since)
@@ -183,6 +185,16 @@ class _Plans(dict[type[Any], "_Plan | None"]):
 
 _plans = _Plans()
 plan_watch.forgets(_plans)
+# MongoEngine's Document._get_update_doc, and ours (see takes_update_doc).
+_LIBRARY_UPDATE_DOCS = {mongoengine.Document._get_update_doc}
+
+
+def takes_update_doc(method: Callable[..., Any]) -> None:
+    """Note ``method`` as the library's own ``_get_update_doc`` (our Document's,
+    which asks :func:`plain_update` first): a class resolving to it is planned."""
+    _LIBRARY_UPDATE_DOCS.add(method)
+
+
 _changes_slot = BaseDocument.__dict__["_changed_fields"]
 _set_changed_fields = _changes_slot.__set__
 
@@ -238,6 +250,27 @@ def update_doc(document: Any, son: Mapping[str, Any]) -> dict[str, Any]:
     plan = None if changed is None else _plain(document, changed)
     if plan is None or changed is None:
         return document._get_update_doc()
+    return _set_and_unset(plan, changed, son)
+
+
+def plain_update(
+    document: Any, dump: Callable[[Any], Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    """``document._get_update_doc()`` when its save is plain, built from
+    ``dump(document)`` (its ``to_mongo()``, asked only then); None otherwise
+    (MongoEngine's ``_delta`` must make it)."""
+    changed = getattr(document, "_changed_fields", None)
+    plan = None if changed is None else _plain(document, changed)
+    if plan is None or changed is None:
+        return None
+    return _set_and_unset(plan, changed, dump(document))
+
+
+def _set_and_unset(
+    plan: _Plan, changed: list[str], son: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The ``$set``/``$unset`` of the ``changed`` top-level paths, their
+    values taken from ``son``, as MongoEngine's ``_delta`` gives them."""
     updates, removals = {}, {}
     for path in changed:
         value = son.get(path)

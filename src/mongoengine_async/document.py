@@ -886,6 +886,15 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             return raw["_id"]
         return (await collection.insert_one(raw, session=session)).inserted_id
 
+    def _get_update_doc(self) -> dict[str, Any]:
+        """MongoEngine's (the update a sync ``save()`` of this loaded document
+        sends); for a plain change built from the write plan's dump
+        (:func:`deltas.plain_update`), without ``_delta``'s second ``to_mongo``
+        and walks; MongoEngine's otherwise."""
+        plan_watch.refresh(type(self))
+        update = deltas.plain_update(self, to_bson.raw)
+        return super()._get_update_doc() if update is None else update
+
     def _delta_update(
         self, raw: dict, save_condition: dict | None
     ) -> tuple[dict, dict]:
@@ -1651,6 +1660,7 @@ def _name(document: Any) -> str:
 
 
 guard_blocking_methods(Document, _BLOCKING, _describe, _blocking_error)
+deltas.takes_update_doc(Document._get_update_doc)
 
 # Where a class's own documents go; a subclass's override is honoured by
 # Document._known_operation, which then leaves the work to it.
