@@ -7,8 +7,9 @@ to both copies: top-level values (None and deletions too, which may unset),
 fields of embedded documents, list items and appends, dict keys. Then
 ``deltas.update_doc`` must equal MongoEngine's ``_get_update_doc`` (the
 ``$set``/``$unset`` documents, key order included) and ``deltas.clear_changes``
-must leave what ``_clear_changed_fields`` leaves; and a save stores what
-MongoEngine's update stores, in one round trip.
+must leave what ``_clear_changed_fields`` leaves (so must our Document's
+``_get_update_doc`` and ``_clear_changed_fields``, which a sync save asks);
+and a save stores what MongoEngine's update stores, in one round trip.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pytest
 from bson import ObjectId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mongoengine.base import BaseDocument
 
 from mongoengine_async import (
     Document,
@@ -308,7 +310,25 @@ def test_clearing_is_mongoengines(
         return
     ours, theirs = twins
     fast = outcome(lambda: deltas.clear_changes(ours))
-    slow = outcome(theirs._clear_changed_fields)
+    slow = outcome(functools.partial(BaseDocument._clear_changed_fields, theirs))
+    assert fast == slow
+    assert state(ours) == state(theirs)
+    assert changes_of(ours) == changes_of(theirs)
+
+
+@EXAMPLES
+@given(saves(), st.booleans())
+def test_documents_clear_changed_fields_is_mongoengines(
+    drawn: tuple[type, dict, list[Change]], new: bool
+) -> None:
+    """Our Document's ``_clear_changed_fields`` (a sync ``save()`` ends with
+    it) leaves what MongoEngine's leaves."""
+    twins = changed_twice(*drawn, new=new)
+    if twins is None:
+        return
+    ours, theirs = twins
+    fast = outcome(ours._clear_changed_fields)
+    slow = outcome(functools.partial(BaseDocument._clear_changed_fields, theirs))
     assert fast == slow
     assert state(ours) == state(theirs)
     assert changes_of(ours) == changes_of(theirs)

@@ -1097,14 +1097,18 @@ def test_constructor_and_saves_refresh_the_plans_once_at_most(
 ) -> None:
     """Constructing compares no settings (its plan checks what it uses); a
     sync save compares them for its validate() and its to_mongo() only (not
-    for to_mongo(fields=...), which is MongoEngine's own)."""
+    for to_mongo(fields=...), which is MongoEngine's own, nor for the update
+    and the clearing of the changes, which follow its to_mongo())."""
     PwTicket(status="open").save()
     with mock.patch.object(plan_watch, "refresh", wraps=plan_watch.refresh) as spy:
         tickets = [PwTicket(status="open", owner=f"o{i}") for i in range(3)]
         assert spy.call_count == 0
         tickets[0].save()
         assert spy.call_count == 2
-    assert sync_default.pw_ticket.count_documents({"owner": "o0"}) == 1
+        tickets[0].owner = "changed"
+        tickets[0].save()
+        assert spy.call_count == 4
+    assert sync_default.pw_ticket.count_documents({"owner": "changed"}) == 1
 
 
 async def test_async_save_refreshes_the_plans_once(async_alias: str) -> None:

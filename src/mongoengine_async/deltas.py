@@ -41,11 +41,12 @@ __all__ = (
     "give_back_changes",
     "journal_bookkeeping",
     "listed_changes",
+    "plain_clear",
     "plain_update",
     "put_changes",
     "reset_changes",
     "take_changes",
-    "takes_update_doc",
+    "takes_over",
     "unlisted",
     "update_doc",
     "watch_changes",
@@ -173,11 +174,11 @@ class _Plans(dict[type[Any], "_Plan | None"]):
             and plan_watch.library_intact()  # none of MongoEngine's patched
             and cls.__setattr__ is BaseDocument.__setattr__
             and cls._get_changed_fields is BaseDocument._get_changed_fields
-            and cls._clear_changed_fields is BaseDocument._clear_changed_fields
+            and cls._clear_changed_fields in _LIBRARY_METHODS["_clear_changed_fields"]
             and cls._delta is BaseDocument._delta
             and (
                 issubclass(cls, mongoengine.EmbeddedDocument)
-                or cls._get_update_doc in _LIBRARY_UPDATE_DOCS
+                or cls._get_update_doc in _LIBRARY_METHODS["_get_update_doc"]
             )
         )
         return plan_watch.keep(self, cls, _Plan(cls) if own else None, since)
@@ -185,14 +186,20 @@ class _Plans(dict[type[Any], "_Plan | None"]):
 
 _plans = _Plans()
 plan_watch.forgets(_plans)
-# MongoEngine's Document._get_update_doc, and ours (see takes_update_doc).
-_LIBRARY_UPDATE_DOCS = {mongoengine.Document._get_update_doc}
+# MongoEngine's methods whose work the plans do, and our Document's that
+# override them (see takes_over): a class resolving to one of them is planned.
+_LIBRARY_METHODS: dict[str, set[Callable[..., Any]]] = {
+    "_get_update_doc": {mongoengine.Document._get_update_doc},
+    "_clear_changed_fields": {BaseDocument._clear_changed_fields},
+}
 
 
-def takes_update_doc(method: Callable[..., Any]) -> None:
-    """Note ``method`` as the library's own ``_get_update_doc`` (our Document's,
-    which asks :func:`plain_update` first): a class resolving to it is planned."""
-    _LIBRARY_UPDATE_DOCS.add(method)
+def takes_over(*methods: Callable[..., Any]) -> None:
+    """Note ``methods`` (our Document's ``_get_update_doc`` and
+    ``_clear_changed_fields``, which ask :func:`plain_update` and
+    :func:`plain_clear` first) as the library's own."""
+    for method in methods:
+        _LIBRARY_METHODS[method.__name__].add(method)
 
 
 _changes_slot = BaseDocument.__dict__["_changed_fields"]
@@ -303,17 +310,31 @@ def clear_changes(document: Any) -> None:
         del changed[:]
         _set_changed_fields(document, changed)
         return
+    if not _cleared(document, changed):
+        document._clear_changed_fields()
+
+
+def plain_clear(document: Any) -> bool:
+    """``document._clear_changed_fields()`` when its changes are plain (whole
+    top-level fields of flat values): done, True; else False, undone
+    (MongoEngine's must walk into the values)."""
+    changed = getattr(document, "_changed_fields", [])  # none yet: no change
+    return type(changed) is not _Watched and _cleared(document, changed)
+
+
+def _cleared(document: Any, changed: list[str]) -> bool:
+    """Empty ``document``'s list of changes, ``changed``, when nothing else
+    holds one; whether it did."""
     plan = _plain(document, changed)
     if plan is None:
-        document._clear_changed_fields()
-        return
+        return False
     data = document._data
     for path in changed:
         name = plan.plain_reads.get(path)
         if name is None or type(data.get(name)) not in _FLAT:
-            document._clear_changed_fields()
-            return
+            return False
     _set_changed_fields(document, [])  # what BaseDocument.__setattr__ does
+    return True
 
 
 def take_changes(document: Any) -> list[str] | None:

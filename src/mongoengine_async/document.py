@@ -890,10 +890,18 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         """MongoEngine's (the update a sync ``save()`` of this loaded document
         sends); for a plain change built from the write plan's dump
         (:func:`deltas.plain_update`), without ``_delta``'s second ``to_mongo``
-        and walks; MongoEngine's otherwise."""
-        plan_watch.refresh(type(self))
+        and walks; MongoEngine's otherwise. The plans are as the save's
+        ``to_mongo()`` just checked them (one comparison fewer a save)."""
         update = deltas.plain_update(self, to_bson.raw)
         return super()._get_update_doc() if update is None else update
+
+    def _clear_changed_fields(self) -> None:
+        """MongoEngine's (as a sync ``save()`` ends); for plain changes the
+        list emptied (:func:`deltas.plain_clear`), without its walk of them;
+        the plans as the save's ``to_mongo()`` checked them, as ``async_save``
+        clears by those of its ``validate()``."""
+        if not deltas.plain_clear(self):
+            super()._clear_changed_fields()
 
     def _delta_update(
         self, raw: dict, save_condition: dict | None
@@ -1660,7 +1668,7 @@ def _name(document: Any) -> str:
 
 
 guard_blocking_methods(Document, _BLOCKING, _describe, _blocking_error)
-deltas.takes_update_doc(Document._get_update_doc)
+deltas.takes_over(Document._get_update_doc, Document._clear_changed_fields)
 
 # Where a class's own documents go; a subclass's override is honoured by
 # Document._known_operation, which then leaves the work to it.
