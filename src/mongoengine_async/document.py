@@ -1636,7 +1636,9 @@ def _describe(document: Any) -> tuple[bool, str, str]:
     (:func:`_blocking_error`): its collection is one of the closed sync client."""
     moved = _moved(document)
     if moved is None:
-        return document._is_async(), _name(document), document._db_alias()
+        if not document._is_async():
+            return False, "", ""  # (the names only matter for an async alias)
+        return True, _name(document), document._db_alias()
     collection = moved()
     found = collection_alias(collection, document._db_alias())
     alias = found or document._db_alias()

@@ -311,10 +311,11 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             require_async(alias, self._target(), name, use)
 
     def _made_sync_on_async_alias(self) -> str | None:
-        """The alias of a queryset built on a sync alias that was disconnected
-        and connected again with connect_async() since (its collection is one
-        of the closed sync client): the alias, else None."""
-        if self._is_async() or not has_async_connections():
+        """Of a queryset that is not async (``_is_async()`` said so): its alias,
+        if it was built on a sync alias that was disconnected and connected
+        again with connect_async() since (its collection is one of the closed
+        sync client), else None."""
+        if not has_async_connections():
             return None
         alias = self._alias()
         return alias if is_async_connection(alias) else None

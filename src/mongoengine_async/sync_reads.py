@@ -97,9 +97,10 @@ def library_methods(*classes: type[Any]) -> None:
 def mongoengines_own(name: str) -> bool:
     """Whether MongoEngine's querysets have the method ``name`` that they had
     when the package was imported (not one patched since)."""
+    caching, not_caching = _MONGOENGINE_METHODS[name]
     return (
-        tuple(getattr(klass, name, None) for klass in _MONGOENGINE_CLASSES)
-        == _MONGOENGINE_METHODS[name]
+        getattr(me_queryset.QuerySet, name, None) is caching
+        and getattr(me_queryset.QuerySetNoCache, name, None) is not_caching
     )
 
 
