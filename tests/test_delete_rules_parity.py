@@ -24,6 +24,7 @@ from mongoengine_async import (
     DENY,
     NULLIFY,
     PULL,
+    InvalidQueryError,
     OperationError,
     async_run_in_transaction,
     get_async_connection,
@@ -277,6 +278,128 @@ async def test_pull_on_a_plain_reference_fails_as_mongoengine_s_update(
         "Update failed (Cannot apply $pull to a non-array value",
     )
     assert await target.objects.async_count() == 1  # nothing changed
+
+
+# -- a rule registered on a reference inside an embedded document ------------------
+
+
+def embedded_models(module: Any, alias: str, path: str, rule: int) -> tuple[type, ...]:
+    """A referrer whose embedded document holds the references, and a rule
+    registered by hand on ``path`` (MongoEngine registers none there)."""
+    target = build(module, "DrpEmbTarget", alias, {"label": module.StringField()})
+    embedded = type(
+        f"DrpEmbedded{uuid4().hex[:6]}",
+        (module.EmbeddedDocument,),
+        {
+            "__module__": __name__,
+            "ref": module.ReferenceField(target, db_field="r"),
+            "refs": module.ListField(module.ReferenceField(target)),
+        },
+    )
+    fields = {
+        "label": module.StringField(),
+        "emb": module.EmbeddedDocumentField(embedded, db_field="e"),
+    }
+    referrer = build(module, "DrpEmbReferrer", alias, fields)
+    target.register_delete_rule(referrer, path, rule)
+    return target, embedded, referrer
+
+
+async def embedded_scenario(
+    module: Any, database: Any, path: str, rule: int, how: str
+) -> tuple[Any, list, list]:
+    """Targets t1 and t2, referrers r1 (``ref`` to t1) and r2 (to t2), both
+    with ``refs`` [t1, t2]; t1 deleted. Gives the delete's result or error,
+    the referrers (references as their target's label) and the targets left.
+    ``database``: the sync alias's, for MongoEngine's run."""
+    is_async = module is mongoengine_async
+    alias = "default" if is_async else SYNC
+    target, embedded, referrer = embedded_models(module, alias, path, rule)
+
+    async def save(document: Any) -> Any:
+        return await document.async_save() if is_async else document.save()
+
+    async def raws(cls: type) -> list[dict]:
+        return await async_stored(cls) if is_async else stored(database, cls)
+
+    t1, t2 = await save(target(label="t1")), await save(target(label="t2"))
+    for label, to in [("r1", t1), ("r2", t2)]:
+        await save(referrer(label=label, emb=embedded(ref=to, refs=[t1, t2])))
+    try:
+        if how == "document":
+            result = await t1.async_delete() if is_async else t1.delete()
+        else:
+            queryset = target.objects(label="t1")
+            result = await queryset.async_delete() if is_async else queryset.delete()
+    except Exception as error:
+        kind, message = outcome(error)
+        result = kind, message.replace(referrer.__name__, "Referrer")
+    labels = {t1.pk: "t1", t2.pk: "t2"}
+    referrers = [
+        {
+            "label": raw["label"],
+            "ref": labels.get(raw["e"].get("r")),
+            "refs": [labels[each] for each in raw["e"]["refs"]],
+        }
+        for raw in await raws(referrer)
+    ]
+    return result, referrers, [raw["label"] for raw in await raws(target)]
+
+
+@pytest.mark.parametrize("how", ["document", "queryset"])
+@pytest.mark.parametrize(
+    "rule", [CASCADE, NULLIFY, DENY], ids=["cascade", "nullify", "deny"]
+)
+async def test_a_rule_on_an_embedded_reference_applies_as_mongoengine_s(
+    async_alias: str, sync_alias: Any, rule: int, how: str
+) -> None:
+    """MongoEngine's rule queries take a path (``emb__ref``), and so a rule
+    registered by hand on a reference inside an embedded document works there;
+    the async delete raised KeyError and deleted nothing."""
+    theirs = await embedded_scenario(mongoengine, sync_alias, "emb__ref", rule, how)
+    ours = await embedded_scenario(mongoengine_async, None, "emb__ref", rule, how)
+    assert ours == theirs
+    expected_referrers = {
+        CASCADE: [{"label": "r2", "ref": "t2", "refs": ["t1", "t2"]}],
+        NULLIFY: [
+            {"label": "r1", "ref": None, "refs": ["t1", "t2"]},
+            {"label": "r2", "ref": "t2", "refs": ["t1", "t2"]},
+        ],
+    }
+    if rule == DENY:
+        message = "Could not delete document (Referrer.emb__ref refers to it)"
+        assert ours[0] == (OperationError, message)
+        assert ours[2] == ["t1", "t2"]
+    else:
+        assert ours[1:] == (expected_referrers[rule], ["t2"])
+
+
+@pytest.mark.parametrize("how", ["document", "queryset"])
+@pytest.mark.parametrize(
+    ("path", "rule", "message"),
+    [
+        ("emb__refs", PULL, "pullAll operations only support a single field depth"),
+        ("emb.ref", NULLIFY, 'Cannot resolve field "emb.ref"'),
+    ],
+    ids=["pull-in-embedded", "not-a-path"],
+)
+async def test_a_rule_mongoengine_cannot_apply_raises_its_error_and_changes_nothing(
+    async_alias: str, sync_alias: Any, path: str, rule: int, message: str, how: str
+) -> None:
+    """MongoEngine refuses ``pull_all`` on a path and a field name that is no
+    path, with InvalidQueryError; the async delete pulled through the path
+    (deleting what MongoEngine keeps) or raised KeyError."""
+    theirs = await embedded_scenario(mongoengine, sync_alias, path, rule, how)
+    ours = await embedded_scenario(mongoengine_async, None, path, rule, how)
+    assert ours == theirs
+    assert ours[0] == (InvalidQueryError, message)
+    assert ours[1:] == (
+        [
+            {"label": "r1", "ref": "t1", "refs": ["t1", "t2"]},
+            {"label": "r2", "ref": "t2", "refs": ["t1", "t2"]},
+        ],
+        ["t1", "t2"],
+    )
 
 
 # -- a cascade cycle back to the root through its parent class -----------------------

@@ -18,7 +18,7 @@ from typing import Any
 import mongoengine
 from bson import DBRef
 from mongoengine.context_managers import set_write_concern
-from mongoengine.errors import OperationError
+from mongoengine.errors import InvalidQueryError, LookUpError, OperationError
 from mongoengine.queryset import CASCADE, DENY, DO_NOTHING, NULLIFY, PULL
 from mongoengine.queryset.queryset import ITER_CHUNK_SIZE
 from pymongo import AsyncMongoClient, ReadPreference
@@ -326,12 +326,13 @@ class _DeletePlan:
             self.root_ids = await _ids(self.operation, query)
         await self._collect_cascade(self.root_ids)
         await self._check_deny()
+        updates = self._updates()  # before any write: a rule may be refused
         loaded = await self._load_for_signals()
         for document in loaded:
             await signals.send(signals.pre_delete, type(document), document=document)
         await self._find_files()
         await self._delete_by_filters()  # first: an update may change what they match
-        await self._apply_updates()
+        await self._apply_updates(updates)
         await self._delete_cascaded()
         if not root_first:
             deleted = await _delete(self.operation, {"_id": {"$in": self.root_ids}})
@@ -411,9 +412,9 @@ class _DeletePlan:
             operation = await self.operation.on(cls)
             self.files += await stored_files(_Matching(cls, query), operation)
 
-    async def _apply_updates(self) -> None:
-        from mongoengine_async.queryset import _update_errors  # (imports this)
-
+    def _updates(self) -> list[tuple[type[Any], dict, dict]]:
+        """The NULLIFY and PULL updates to apply: (referrer, query, update)."""
+        updates = []
         for cls, ids in self.ids.items():
             for referrer, name, rule in _rules(cls):
                 if rule not in (NULLIFY, PULL):
@@ -424,14 +425,21 @@ class _DeletePlan:
                     if rule == NULLIFY
                     else _pull(referrer, name, cls, ids)
                 )
-                referring = await self.operation.on(referrer)
-                with (
-                    set_write_concern(
-                        referring.collection, referring.write_concern
-                    ) as target,
-                    _update_errors(),  # MongoEngine's "Update failed (...)"
-                ):
-                    await target.update_many(query, update, session=referring.session)
+                updates.append((referrer, query, update))
+        return updates
+
+    async def _apply_updates(self, updates: list[tuple[type[Any], dict, dict]]) -> None:
+        from mongoengine_async.queryset import _update_errors  # (imports this)
+
+        for referrer, query, update in updates:
+            referring = await self.operation.on(referrer)
+            with (
+                set_write_concern(
+                    referring.collection, referring.write_concern
+                ) as target,
+                _update_errors(),  # MongoEngine's "Update failed (...)"
+            ):
+                await target.update_many(query, update, session=referring.session)
 
     async def _delete_by_filters(self) -> None:
         """Delete the cascaded documents of the classes no step needs the ids
@@ -483,14 +491,26 @@ async def _ids(operation: Operation, query: dict) -> list:
     return [raw["_id"] for raw in await read_list(cursor)]
 
 
+def _field_path(referrer: type[Any], name: str) -> list:
+    """The fields of a rule's field ``name``, a MongoEngine path: a rule
+    registered by hand may name a reference in an embedded document
+    (``"info__author"``), as MongoEngine's rule queries take it. A name that
+    is no such path raises what MongoEngine's query raises."""
+    try:
+        return referrer._lookup_field(name.split("__"))
+    except LookUpError as error:
+        raise InvalidQueryError(error) from error
+
+
 def _reference_field(referrer: type[Any], name: str) -> Any:
     """The reference field behind ``name`` (the item field for lists)."""
-    field = referrer._fields[name]
+    field = _field_path(referrer, name)[-1]
     return getattr(field, "field", None) or field
 
 
 def _db_field(referrer: type[Any], name: str) -> str:
-    return referrer._fields[name].db_field
+    """Where ``name`` is stored (its fields' ``db_field``s, dotted)."""
+    return ".".join(field.db_field for field in _field_path(referrer, name))
 
 
 def _is_generic(reference_field: Any) -> bool:
@@ -555,10 +575,13 @@ def _manager_query(referrer: type[Any]) -> dict:
 
 
 def _pull(referrer: type[Any], name: str, cls: type[Any], ids: list) -> dict:
+    path = _db_field(referrer, name)
+    if "." in path:  # refused by MongoEngine's pull_all, before anything is sent
+        raise InvalidQueryError("pullAll operations only support a single field depth")
     reference_field = _reference_field(referrer, name)
     values = _stored_values(reference_field, cls, ids)
     if _is_generic(reference_field):
-        return {"$pull": {_db_field(referrer, name): {"_ref": {"$in": values}}}}
+        return {"$pull": {path: {"_ref": {"$in": values}}}}
     if _is_cached(reference_field):
-        return {"$pull": {_db_field(referrer, name): {"_id": {"$in": values}}}}
-    return {"$pull": {_db_field(referrer, name): {"$in": values}}}
+        return {"$pull": {path: {"_id": {"$in": values}}}}
+    return {"$pull": {path: {"$in": values}}}
