@@ -9,6 +9,7 @@ from typing import Any
 
 from mongoengine_async import (
     CASCADE,
+    NULLIFY,
     Document,
     ReferenceField,
     StringField,
@@ -79,3 +80,44 @@ async def test_in_the_callers_transaction_the_root_is_deleted_last(
     assert root["deletes"][0]["q"] == {"_id": {"$in": [author.pk]}}
     assert await DrrAuthor.objects.async_count() == 0
     assert await DrrBook.objects.async_count() == 0
+
+
+class DrrEditor(Document):
+    name = StringField()
+
+
+class DrrAnthology(Document):
+    # The editor is nullified first, then cascades: the cascade's rules count.
+    reviewer = ReferenceField(DrrEditor, reverse_delete_rule=NULLIFY)
+    editor = ReferenceField(DrrEditor, reverse_delete_rule=CASCADE)
+
+
+class DrrStory(Document):
+    anthology = ReferenceField(DrrAnthology, reverse_delete_rule=CASCADE)
+
+
+async def test_receivers_reached_through_a_referrer_nullified_first_find_the_root(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """A class a rule reached first with NULLIFY, then with CASCADE, had its
+    own rules left out of what the delete may reach: the receivers of the
+    stories its cascade deletes found the editor deleted already."""
+    assert list(DrrEditor._meta["delete_rules"].values()) == [NULLIFY, CASCADE]
+    editor = await DrrEditor(name="Ed").async_save()
+    anthology = await DrrAnthology(editor=editor).async_save()
+    await DrrStory(anthology=anthology).async_save()
+    seen = []
+
+    async def receiver(sender: type, document: Any, **kwargs: Any) -> None:
+        seen.append(await DrrEditor.objects(id=editor.pk).async_count())
+
+    signals.pre_delete.connect(receiver, sender=DrrStory)
+    try:
+        command_log.clear()
+        await editor.async_delete()
+    finally:
+        signals.pre_delete.disconnect(receiver, sender=DrrStory)
+    assert seen == [1]
+    assert command_log.names[0] == "find"
+    assert await DrrStory.objects.async_count() == 0
+    assert await DrrAnthology.objects.async_count() == 0

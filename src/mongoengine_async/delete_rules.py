@@ -79,13 +79,15 @@ async def _own_transaction(operation: Operation, atomic: bool) -> bool:
 def _reachable(cls: type[Any]) -> list[type[Any]]:
     """Every class a delete of ``cls`` may read or write, through its rules."""
     found: list[type[Any]] = []
+    walked = {cls}  # whose rules are followed: a CASCADE referrer's, once
     pending = [cls]
     while pending:
         for referrer, _, rule in _rules(pending.pop()):
             if referrer not in found:
                 found.append(referrer)
-                if rule == CASCADE:
-                    pending.append(referrer)
+            if rule == CASCADE and referrer not in walked:
+                walked.add(referrer)
+                pending.append(referrer)
     return found
 
 
