@@ -402,6 +402,87 @@ async def test_a_rule_mongoengine_cannot_apply_raises_its_error_and_changes_noth
     )
 
 
+# -- rules of a subclass, for the documents a cascade reaches through its parent ----
+
+
+def subclass_rule_models(module: Any, alias: str, rule: int) -> tuple[type, ...]:
+    """Deleting an author cascades to its posts (a parent class); a video (a
+    subclass) has a rule of its own, from its comments."""
+    author = build(module, "DrpSubAuthor", alias, {"name": module.StringField()})
+    post = type(
+        f"DrpSubPost{uuid4().hex[:6]}",
+        (module.Document,),
+        {
+            "__module__": __name__,
+            "meta": {"db_alias": alias, "allow_inheritance": True},
+            "author": module.ReferenceField(author, reverse_delete_rule=CASCADE),
+        },
+    )
+    video = type(post.__name__ + "Video", (post,), {"__module__": __name__})
+    comment = module.ReferenceField(video, reverse_delete_rule=rule)
+    fields = {"text": module.StringField(), "video": comment}
+    return author, post, video, build(module, "DrpSubComment", alias, fields)
+
+
+@pytest.mark.parametrize("receivers", [True, False], ids=["receivers", "none"])
+@pytest.mark.parametrize(
+    "rule", [CASCADE, NULLIFY, DENY], ids=["cascade", "nullify", "deny"]
+)
+async def test_a_subclass_s_rules_apply_to_its_cascaded_documents_as_in_mongoengine(
+    async_alias: str, sync_alias: Any, rule: int, receivers: bool
+) -> None:
+    """With delete receivers on the parent class, MongoEngine deletes the
+    cascaded documents one by one, each with its own class's rules; the async
+    delete applied the parent class's alone (a DENY of the subclass did not
+    refuse, its CASCADE and NULLIFY were not applied). Without receivers both
+    apply the parent class's rules only."""
+
+    def receiver(sender: type, document: Any, **kwargs: Any) -> None:
+        pass
+
+    async def scenario(module: Any) -> tuple[Any, list, int]:
+        is_async = module is mongoengine_async
+        alias = "default" if is_async else SYNC
+        author, post, video, comment = subclass_rule_models(module, alias, rule)
+
+        async def save(document: Any) -> Any:
+            return await document.async_save() if is_async else document.save()
+
+        ann = await save(author(name="Ann"))
+        clip = await save(video(author=ann))
+        await save(comment(text="nice", video=clip))
+        if receivers:
+            signals.pre_delete.connect(receiver, sender=post)
+        try:
+            result = await ann.async_delete() if is_async else ann.delete()
+        except OperationError as error:
+            result = outcome(error)[1].replace(comment.__name__, "Comment")
+        finally:
+            signals.pre_delete.disconnect(receiver, sender=post)
+        comments = (
+            await async_stored(comment) if is_async else stored(sync_alias, comment)
+        )
+        left = [
+            {"text": raw["text"], "video": raw.get("video") == clip.pk}
+            for raw in comments
+        ]
+        count = await post.objects.async_count() if is_async else post.objects.count()
+        return result, left, count
+
+    theirs = await scenario(mongoengine)
+    ours = await scenario(mongoengine_async)
+    assert ours == theirs
+    if not receivers:
+        assert ours == (None, [{"text": "nice", "video": True}], 0)
+    elif rule == DENY:
+        refused = "Could not delete document (Comment.video refers to it)"
+        assert ours == (refused, [{"text": "nice", "video": True}], 1)
+    elif rule == NULLIFY:
+        assert ours == (None, [{"text": "nice", "video": False}], 0)
+    else:
+        assert ours == (None, [], 0)
+
+
 # -- a cascade cycle back to the root through its parent class -----------------------
 
 

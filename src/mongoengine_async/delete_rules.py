@@ -85,9 +85,13 @@ def _reachable(cls: type[Any]) -> list[type[Any]]:
         for referrer, _, rule in _rules(pending.pop()):
             if referrer not in found:
                 found.append(referrer)
-            if rule == CASCADE and referrer not in walked:
-                walked.add(referrer)
-                pending.append(referrer)
+            if rule != CASCADE:
+                continue
+            # Its subclasses' own rules may apply too (see _rule_classes).
+            for each in with_subclasses(referrer):
+                if each not in walked:
+                    walked.add(each)
+                    pending.append(each)
     return found
 
 
@@ -356,10 +360,14 @@ class _DeletePlan:
                         continue
                     exclude = [*self._planned(referrer), *self.spared]
                     query = _referring(referrer, name, cls, ids, exclude)
-                    found = await _ids(await self.operation.on(referrer), query)
-                    new = self._add(referrer, found)
-                    if new:
-                        next_frontier.append((referrer, new))
+                    referring = await self.operation.on(referrer)
+                    classes = _rule_classes(referrer)
+                    for each, found in (
+                        await _ids_by_class(referring, query, classes)
+                    ).items():
+                        new = self._add(each, found)
+                        if new:
+                            next_frontier.append((each, new))
             frontier = next_frontier
 
     async def _check_deny(self) -> None:
@@ -483,6 +491,34 @@ def _deny_referrers(root: type[Any]) -> set[type[Any]]:
         for referrer, _, rule in _rules(cls)
         if rule == DENY
     }
+
+
+def _rule_classes(referrer: type[Any]) -> list[type[Any]]:
+    """The classes whose rules apply to the ``referrer`` documents a CASCADE
+    deletes: each document's own class when ``referrer`` has delete receivers
+    (MongoEngine then deletes them one by one, each with its own class's
+    rules), else ``referrer`` alone (its queryset's delete applies its rules)."""
+    if signals.has_delete_receivers(referrer):
+        return with_subclasses(referrer)
+    return [referrer]
+
+
+async def _ids_by_class(
+    operation: Operation, query: dict, classes: list[type[Any]]
+) -> dict[type[Any], list]:
+    """The ids matching ``query`` per class of ``classes`` (by ``_cls``; the
+    first class for documents of none of the others)."""
+    if len(classes) == 1:
+        return {classes[0]: await _ids(operation, query)}
+    names = {each._class_name: each for each in classes}
+    cursor = operation.collection.find(
+        query, {"_id": 1, "_cls": 1}, batch_size=WHOLE_RESULT, session=operation.session
+    )
+    found: dict[type[Any], list] = {}
+    for raw in await read_list(cursor):
+        cls = names.get(raw.get("_cls"), classes[0])
+        found.setdefault(cls, []).append(raw["_id"])
+    return found
 
 
 async def _ids(operation: Operation, query: dict) -> list:
