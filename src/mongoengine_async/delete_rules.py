@@ -87,8 +87,7 @@ def _reachable(cls: type[Any]) -> list[type[Any]]:
                 found.append(referrer)
             if rule != CASCADE:
                 continue
-            # Its subclasses' own rules may apply too (see _rule_classes).
-            for each in with_subclasses(referrer):
+            for each in _rule_classes(referrer):  # whose rules the cascade applies
                 if each not in walked:
                     walked.add(each)
                     pending.append(each)
