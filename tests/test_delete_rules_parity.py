@@ -483,6 +483,48 @@ async def test_a_subclass_s_rules_apply_to_its_cascaded_documents_as_in_mongoeng
         assert ours == (None, [], 0)
 
 
+async def test_a_subclass_s_receivers_alone_get_no_signal_from_a_cascade(
+    async_alias: str, sync_alias: Any
+) -> None:
+    """MongoEngine deletes the documents a CASCADE reaches through a class
+    without delete receivers in one batch: no signal is sent, whatever receivers
+    their subclass has (nor are its rules applied). The async delete sent the
+    subclass's pre_delete and post_delete."""
+    seen: list[str] = []
+
+    def receiver(sender: type, document: Any, **kwargs: Any) -> None:
+        seen.append(sender.__name__)
+
+    async def scenario(module: Any) -> tuple[int, list[bool], list[str]]:
+        is_async = module is mongoengine_async
+        alias = "default" if is_async else SYNC
+        author, post, video, comment = subclass_rule_models(module, alias, NULLIFY)
+
+        async def save(document: Any) -> Any:
+            return await document.async_save() if is_async else document.save()
+
+        ann = await save(author(name="Ann"))
+        clip = await save(video(author=ann))
+        await save(comment(text="nice", video=clip))
+        seen.clear()
+        signals.pre_delete.connect(receiver, sender=video)
+        signals.post_delete.connect(receiver, sender=video)
+        try:
+            await ann.async_delete() if is_async else ann.delete()
+        finally:
+            signals.pre_delete.disconnect(receiver, sender=video)
+            signals.post_delete.disconnect(receiver, sender=video)
+        comments = (
+            await async_stored(comment) if is_async else stored(sync_alias, comment)
+        )
+        count = await post.objects.async_count() if is_async else post.objects.count()
+        return count, ["video" in raw for raw in comments], list(seen)
+
+    theirs = await scenario(mongoengine)
+    ours = await scenario(mongoengine_async)
+    assert ours == theirs == (0, [True], [])
+
+
 # -- a cascade cycle back to the root through its parent class -----------------------
 
 

@@ -283,8 +283,10 @@ class _DeletePlan:
 
     def _needs_ids(self, cls: type[Any]) -> bool:
         """Whether the delete must know which ``cls`` documents it removes: for
-        their own rules or delete receivers (of ``cls`` or a subclass), or as
-        referrers a DENY check leaves out. Else one filter deletes them."""
+        their own rules or delete receivers (of ``cls`` or a subclass: the
+        documents are planned as the rule reaching them first says, as
+        MongoEngine applies the rules in turn), or as referrers a DENY check
+        leaves out. Else one filter deletes them."""
         return cls in self.deny_referrers or any(
             _rules(each) or signals.has_delete_receivers(each)
             for each in with_subclasses(cls)
@@ -311,11 +313,7 @@ class _DeletePlan:
             list(query) == ["_id"]
             and not isinstance(query["_id"], dict)
             and not self.deny_referrers
-            and not any(
-                signals.has_delete_receivers(each)
-                for cls in _reachable(self.root)
-                for each in with_subclasses(cls)
-            )
+            and not any(map(signals.has_delete_receivers, _reachable(self.root)))
         )
 
     async def run(self, query: dict, root_first: bool = False) -> int | None:
@@ -386,18 +384,19 @@ class _DeletePlan:
                     )
 
     async def _load_for_signals(self) -> list:
-        """Load the cascaded documents whose class has delete receivers.
+        """Load the cascaded documents planned under a class with delete
+        receivers: MongoEngine deletes those one by one (each planned under its
+        own class, see :func:`_rule_classes`), the others in a batch, which
+        sends no signal, whatever receivers their subclass has.
 
-        Each document once (a subclass's documents are also found through its
-        parent class's rule), to be sent with its own class as the sender, as
+        Each document once, to be sent with its own class as the sender, as
         ``document.delete()`` does. The root documents are not included: their
         signals are the caller's (``Document.async_delete`` or the queryset).
         """
         seen = {(self.root._get_collection_name(), pk) for pk in self.root_ids}
         loaded = []
         for cls, ids in self.ids.items():
-            classes = with_subclasses(cls)
-            if not any(signals.has_delete_receivers(each) for each in classes):
+            if not signals.has_delete_receivers(cls):
                 continue
             wanted = [pk for pk in ids if (cls._get_collection_name(), pk) not in seen]
             if not wanted:
