@@ -478,6 +478,34 @@ def test_a_loop_whose_first_client_comes_in_its_shutdown(loops_alias):
     del kept
 
 
+@pytest.mark.parametrize("kind", [asyncio.SelectorEventLoop, _FlagKeepingLoop])
+def test_a_client_got_after_a_loops_shutdown_asyncgens(loops_alias, kind):
+    """A loop run by hand that runs more code once its ``shutdown_asyncgens()``
+    has finished (which closed its client): the client it gets then is had
+    with no warning, and ``disconnect_async()`` closes it. The loop warned of
+    the clients' closer begun then ("asynchronous generator ... was scheduled
+    after loop.shutdown_asyncgens() call", a ResourceWarning, raised by
+    ``get_async_connection()`` under ``-W error``), and of PyMongo 4.17's own
+    generators in that close (the client left unclosed)."""
+    clients = []
+
+    async def client() -> None:
+        clients.append(get_async_connection(loops_alias))
+
+    loop = kind()
+    try:
+        loop.run_until_complete(client())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            loop.run_until_complete(client())
+            loop.run_until_complete(disconnect_async(loops_alias))
+    finally:
+        loop.close()
+    assert clients[0] is not clients[1]
+    assert clients[0]._closed and clients[1]._closed
+
+
 def test_a_loop_closed_without_shutting_down_keeps_its_client_open(
     mongodb_uri, database
 ):

@@ -704,6 +704,7 @@ def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
         finally:
             if _closers.get(loop) is closer:  # not discarded (see _discard_closer)
                 del _closers[loop]
+                _shut_down.add(loop)
                 await _others_finalised()
                 await _close_clients_of(loop)
 
@@ -715,15 +716,26 @@ def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
         closer.__anext__().send(None)
 
 
+# The loops whose shutdown_asyncgens() finalised their closer: ended, though
+# a loop run by hand may run more code after (see _shutting_down).
+_shut_down: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
 def _shutting_down(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether ``loop`` (the running one) runs its ``shutdown_asyncgens()``:
-    found among its tasks (run as one by ``asyncio.run()``, ``Runner``,
-    pytest-asyncio and anyio, or ``loop.run_until_complete()``), as every
-    loop runs it; a flag of asyncio's own loop would miss uvloop's, which
-    keeps it in C."""
-    return any(
-        getattr(task.get_coro(), "__name__", None) == "shutdown_asyncgens"
-        for task in asyncio.all_tasks(loop)
+    """Whether ``loop`` (the running one) runs its ``shutdown_asyncgens()``, or
+    ran it (a loop run by hand: ``run_until_complete()`` of more code after;
+    an async generator begun then is never finalised, and the loop warns).
+    Running: found among its tasks (run as one by ``asyncio.run()``,
+    ``Runner``, pytest-asyncio and anyio, or ``run_until_complete()``), as on
+    every loop. Ran: asyncio's loop keeps a flag of it; on one keeping it to
+    itself (uvloop's, in C), its closer was finalised."""
+    return (
+        getattr(loop, "_asyncgens_shutdown_called", False) is True
+        or loop in _shut_down
+        or any(
+            getattr(task.get_coro(), "__name__", None) == "shutdown_asyncgens"
+            for task in asyncio.all_tasks(loop)
+        )
     )
 
 
