@@ -81,8 +81,10 @@ def package_imports(module: str) -> set[str]:
                 found.add(parts[0])
             elif parts[0] == "mongoengine_async" and len(parts) > 1:
                 found.add(parts[1])
+            elif parts == ["mongoengine_async"]:  # (from mongoengine_async import x)
+                found.update(alias.name for alias in node.names)
         pending.extend(ast.iter_child_nodes(node))
-    return found - {module}
+    return found & {path.stem for path in PACKAGE.glob("*.py")} - {module}
 
 
 def test_architecture_lists_every_module() -> None:
@@ -93,7 +95,8 @@ def test_architecture_lists_every_module() -> None:
 
 def test_architecture_layers_hold() -> None:
     """The first table imports only itself; a module of the second imports
-    only the first table and the modules listed below it."""
+    only the first table and the modules listed below it; but for the one
+    module-level import the page names (operation.py's of collection_setup.py)."""
     base, models = module_tables()
     upward = {
         module: sorted(package_imports(module) - set(base)) for module in base
@@ -101,4 +104,6 @@ def test_architecture_layers_hold() -> None:
         module: sorted(package_imports(module) - set(base) - set(models[i + 1 :]))
         for i, module in enumerate(models)
     }
-    assert {module: up for module, up in upward.items() if up} == {}
+    assert {module: up for module, up in upward.items() if up} == {
+        "operation": ["collection_setup"]
+    }
