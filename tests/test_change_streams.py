@@ -506,6 +506,28 @@ async def test_resume_after_a_token_and_start_after(async_alias: str) -> None:
     assert second.pk == events[0].pk
 
 
+async def test_a_stream_not_opened_stands_where_it_was_given_to_start(
+    async_alias: str,
+) -> None:
+    """Closed before it opened (a task cancelled early), a stream's
+    resume_token is the one it was given: a new stream from it misses nothing."""
+    async with CsBook.async_watch() as stream:
+        await CsBook(title="first").async_save()
+        (first,) = await take(stream, 1)
+    await CsBook(title="second").async_save()
+    for given in (
+        {"resume_after": first.resume_token},
+        {"start_after": first.resume_token},
+    ):
+        unopened = CsBook.async_watch(**given)
+        await unopened.aclose()
+        assert unopened.resume_token == first.resume_token
+        async with CsBook.async_watch(resume_after=unopened.resume_token) as again:
+            (event,) = await take(again, 1)
+        assert event.document.title == "second"
+    assert CsBook.async_watch().resume_token is None
+
+
 async def test_start_at_operation_time(async_alias: str) -> None:
     await CsBook(title="before").async_save()
     before = (await get_async_db().command("ping"))["operationTime"]

@@ -365,8 +365,11 @@ class ChangeStream(Generic[D]):
     @property
     def resume_token(self) -> Mapping[str, Any] | None:
         """Where the stream stands now (PyMongo's ``resume_token``): pass it as
-        ``resume_after=`` to a new stream to continue from here."""
-        return None if self._stream is None else self._stream.resume_token
+        ``resume_after=`` to a new stream to continue from here. Before the
+        stream opens (or if it never does), the token it was given to start from."""
+        if self._stream is None:
+            return self._options.start_after or self._options.resume_after
+        return self._stream.resume_token
 
     @property
     def alive(self) -> bool:
