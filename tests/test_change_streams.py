@@ -23,10 +23,12 @@ from mongoengine_async import (
     EmbeddedDocumentField,
     EmbeddedDocumentListField,
     ForeignSessionError,
+    GeoPointField,
     IntField,
     InvalidQueryError,
     ListField,
     MapField,
+    PointField,
     Q,
     StringField,
     UpdateDescription,
@@ -76,6 +78,12 @@ class CsPart(Document):
 class CsGear(CsPart):
     teeth = IntField(db_field="tt")
     shelves = EmbeddedDocumentListField(CsShelf, db_field="sh")
+
+
+class CsPlace(Document):
+    name = StringField()
+    point = PointField(db_field="pt")
+    spot = GeoPointField()
 
 
 async def take(stream: ChangeStream[Any], count: int) -> list[ChangeEvent[Any]]:
@@ -384,6 +392,41 @@ async def test_filters_a_stream_cannot_apply_are_refused(async_alias: str) -> No
     assert str(error.value) == (
         "a change stream cannot apply skip() or limit(): it has no end"
     )
+
+
+NEAR_REFUSED = (
+    "a change stream cannot filter with {}: it orders documents by distance, "
+    "which a $match cannot (filter with geo_within_sphere or geo_within_center "
+    "instead)"
+)
+
+
+@pytest.mark.parametrize(
+    ("query", "operator"),
+    [
+        ({"point__near": [1, 2]}, "$near"),
+        ({"point__near": [1, 2], "point__max_distance": 10}, "$near"),
+        ({"spot__near_sphere": [1, 2]}, "$nearSphere"),
+        ({"q_obj": Q(name="a") | Q(point__near=[1, 2])}, "$near"),
+    ],
+)
+async def test_near_is_refused_before_the_server_refuses_it(
+    async_alias: str, query: dict[str, Any], operator: str
+) -> None:
+    with pytest.raises(InvalidQueryError) as error:
+        async with CsPlace.objects(**query).async_watch():
+            pass
+    assert str(error.value) == NEAR_REFUSED.format(operator)
+
+
+async def test_a_stream_filters_by_geo_within(async_alias: str) -> None:
+    await CsPlace._async_get_collection()
+    near = CsPlace.objects(point__geo_within_sphere=[[1, 2], 0.01])
+    async with near.async_watch() as stream:
+        await CsPlace(name="far", point=[50, 50]).async_save()
+        await CsPlace(name="near", point=[1, 2]).async_save()
+        (event,) = await take(stream, 1)
+    assert event.document.name == "near"
 
 
 async def test_where_is_refused_as_a_raw_where(async_alias: str) -> None:

@@ -50,6 +50,8 @@ D = TypeVar("D")
 # Top-level operators whose operands are filters themselves (prefixed in turn).
 _LOGICAL = frozenset({"$and", "$or", "$nor"})
 _PASSED = frozenset({"$comment"})
+# Field operators a $match refuses: they order documents by distance.
+_BY_DISTANCE = ("$near", "$nearSphere")
 # The $match of a queryset that matches nothing (``none()``): every change event
 # has an ``operationType``, so none passes; the stream stays open as any other.
 _NOTHING = {"operationType": {"$exists": False}}
@@ -129,7 +131,8 @@ def _only_on_id(filter_: Mapping[str, Any]) -> bool:
 
 def _prefixed(filter_: Mapping[str, Any], prefix: str) -> dict:
     """``filter_`` with every field path under ``prefix``; operators that
-    cannot be moved under a path (``$expr``, ``$where``, ``$text``) refused."""
+    cannot be moved under a path (``$expr``, ``$where``, ``$text``) or that
+    a ``$match`` refuses (``$near``) refused."""
     moved: dict[str, Any] = {}
     for key, value in filter_.items():
         if key in _LOGICAL:
@@ -142,8 +145,21 @@ def _prefixed(filter_: Mapping[str, Any], prefix: str) -> dict:
                 "change events, not documents (filter on fields instead)"
             )
         else:
+            _refuse_by_distance(value)
             moved[prefix + key] = value
     return moved
+
+
+def _refuse_by_distance(condition: Any) -> None:
+    """Raise ``InvalidQueryError`` for ``$near``/``$nearSphere`` (``near``,
+    ``near_sphere``), which the server refuses in a stream's ``$match``."""
+    for operator in _BY_DISTANCE:
+        if isinstance(condition, Mapping) and operator in condition:
+            raise InvalidQueryError(
+                f"a change stream cannot filter with {operator}: it orders "
+                "documents by distance, which a $match cannot (filter with "
+                "geo_within_sphere or geo_within_center instead)"
+            )
 
 
 # -- db_field names back to attribute names -------------------------------------
