@@ -23,6 +23,7 @@ from mongoengine_async import (
     EmbeddedDocumentField,
     EmbeddedDocumentListField,
     ForeignSessionError,
+    GenericEmbeddedDocumentField,
     GeoPointField,
     IntField,
     InvalidQueryError,
@@ -78,6 +79,21 @@ class CsPart(Document):
 class CsGear(CsPart):
     teeth = IntField(db_field="tt")
     shelves = EmbeddedDocumentListField(CsShelf, db_field="sh")
+
+
+class CsPiece(EmbeddedDocument):
+    label = StringField(db_field="lb")
+    meta = {"allow_inheritance": True}
+
+
+class CsCog(CsPiece):
+    teeth = IntField(db_field="tt")
+
+
+class CsCrate(Document):
+    piece = EmbeddedDocumentField(CsPiece, db_field="pc")
+    pieces = ListField(EmbeddedDocumentField(CsPiece), db_field="pcs")
+    anything = GenericEmbeddedDocumentField(db_field="an")
 
 
 class CsPlace(Document):
@@ -182,6 +198,35 @@ async def test_update_description_maps_nested_db_fields(async_alias: str) -> Non
     )
     assert event.document.publisher.city == "Bath"
     assert event.document.notes["first"].label == "y"
+
+
+async def test_update_description_names_the_fields_of_embedded_subclasses(
+    async_alias: str,
+) -> None:
+    """An embedded document of a subclass (of the declared class, or held by
+    a GenericEmbeddedDocumentField) names its own fields by attribute."""
+    crate = await CsCrate(
+        piece=CsCog(label="a", teeth=1),
+        pieces=[CsPiece(label="b"), CsCog(label="c", teeth=2)],
+        anything=CsCog(label="d", teeth=3),
+    ).async_save()
+    async with CsCrate.async_watch() as stream:
+        crate.piece.teeth = 10
+        crate.pieces[1].teeth = 20
+        crate.anything.teeth = 30
+        crate.anything.label = None
+        await crate.async_save()
+        (event,) = await take(stream, 1)
+    assert event.raw["updateDescription"]["updatedFields"] == {
+        "pc.tt": 10,
+        "pcs.1.tt": 20,
+        "an.tt": 30,
+    }
+    assert event.update_description == UpdateDescription(
+        updated_fields={"piece.teeth": 10, "pieces.1.teeth": 20, "anything.teeth": 30},
+        removed_fields=["anything.label"],
+        truncated_arrays={},
+    )
 
 
 async def test_full_document_none_gives_updates_without_documents(

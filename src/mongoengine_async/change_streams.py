@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from bson.timestamp import Timestamp
+from mongoengine import EmbeddedDocument
 from mongoengine.base import BaseDocument, ComplexBaseField
 from mongoengine.errors import InvalidQueryError
 from mongoengine.fields import EmbeddedDocumentField
@@ -165,15 +166,34 @@ def _refuse_by_distance(condition: Any) -> None:
 # -- db_field names back to attribute names -------------------------------------
 
 
-def attribute_path(cls: type, db_path: str) -> str:
+def attribute_path(cls: type, db_path: str, document: Any = None) -> str:
     """The attribute path of the dotted ``db_path`` in documents of ``cls``,
-    through embedded documents, lists and dicts; unknown names kept as they are."""
+    through embedded documents, lists and dicts; unknown names kept as they are.
+    An embedded document found in ``document`` (the changed one, loaded) at a
+    step of the path names its own fields: a subclass of the declared class, or
+    the class a ``GenericEmbeddedDocumentField`` holds there."""
     names: list[str] = []
     container: Any = cls
+    value: Any = document
     for segment in db_path.split("."):
+        if isinstance(value, EmbeddedDocument):
+            container = type(value)
         name, container = _step(container, segment)
+        value = _held(value, segment, name)
         names.append(name)
     return ".".join(names)
+
+
+def _held(value: Any, segment: str, name: str) -> Any:
+    """What ``value`` (a document, list or dict) holds at ``segment`` (the
+    field ``name`` of a document), or None."""
+    if isinstance(value, BaseDocument):
+        return value._data.get(name)
+    if isinstance(value, dict):
+        return value.get(segment)
+    if isinstance(value, list) and segment.isdigit() and int(segment) < len(value):
+        return value[int(segment)]
+    return None
 
 
 def _step(container: Any, segment: str) -> tuple[str, Any]:
@@ -199,16 +219,22 @@ def _inner(field: Any) -> Any:
     return None
 
 
-def update_description(cls: type, raw: Mapping[str, Any]) -> UpdateDescription:
-    """PyMongo's ``updateDescription`` with attribute paths."""
+def update_description(
+    cls: type, raw: Mapping[str, Any], document: Any = None
+) -> UpdateDescription:
+    """PyMongo's ``updateDescription`` with attribute paths (of ``document``'s
+    embedded documents where it holds them, see :func:`attribute_path`)."""
+
+    def named(path: str) -> str:
+        return attribute_path(cls, path, document)
+
     return UpdateDescription(
         updated_fields={
-            attribute_path(cls, path): value
-            for path, value in raw.get("updatedFields", {}).items()
+            named(path): value for path, value in raw.get("updatedFields", {}).items()
         },
-        removed_fields=[attribute_path(cls, p) for p in raw.get("removedFields", [])],
+        removed_fields=[named(path) for path in raw.get("removedFields", [])],
         truncated_arrays={
-            attribute_path(cls, item["field"]): item["newSize"]
+            named(item["field"]): item["newSize"]
             for item in raw.get("truncatedArrays", [])
         },
     )
@@ -458,7 +484,9 @@ class ChangeStream(Generic[D]):
             document_key=raw.get("documentKey"),
             document=document,
             update_description=(
-                None if description is None else update_description(cls, description)
+                None
+                if description is None
+                else update_description(cls, description, document)
             ),
             resume_token=raw["_id"],
             raw=raw,
