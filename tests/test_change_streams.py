@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from bson import ObjectId, Timestamp
 from pymongo import ReadPreference
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError, InvalidOperation, PyMongoError
 
 from mongoengine_async import (
     AsyncUsageError,
@@ -679,6 +679,30 @@ async def test_a_session_of_another_client_is_refused(
             with pytest.raises(ForeignSessionError):
                 async with CsBook.async_watch(session=session):
                     pass
+
+
+async def test_a_session_in_a_transaction_is_refused_and_the_transaction_kept(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """The server would refuse the stream and abort the transaction, losing
+    the writes made in it before."""
+    await CsBook._async_get_collection()  # created outside the transaction
+    async with get_async_connection().start_session() as session:
+        await session.start_transaction()
+        before = await CsBook(title="before").async_save(session=session)
+        with pytest.raises(InvalidOperation) as error:
+            async with CsBook.async_watch(session=session):
+                pass
+        after = await CsBook(title="after").async_save(session=session)
+        await session.commit_transaction()
+    assert str(error.value) == (
+        "a change stream cannot be opened with a session in a transaction: the "
+        "server refuses $changeStream there and aborts the transaction (pass a "
+        "session outside a transaction, or none)"
+    )
+    assert opened_streams(command_log) == 0
+    stored = {book.pk async for book in CsBook.objects}
+    assert stored == {before.pk, after.pk}
 
 
 async def test_a_stream_opened_in_a_transaction_runs_outside_it(

@@ -28,7 +28,7 @@ from mongoengine.fields import EmbeddedDocumentField
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
-from pymongo.errors import OperationFailure
+from pymongo.errors import InvalidOperation, OperationFailure
 
 from mongoengine_async._compat import CURSOR_CLOSED_ERRORS
 from mongoengine_async.batches import kill_soon, opened
@@ -288,6 +288,18 @@ def _refuse_unwatchable(queryset: BaseQuerySet) -> None:
         )
 
 
+def _refuse_in_transaction(session: Any) -> None:
+    """Raise ``InvalidOperation`` for a ``session=`` in a transaction before
+    any I/O: the server refuses ``$changeStream`` there and aborts the
+    transaction, losing its writes."""
+    if isinstance(session, AsyncClientSession) and session.in_transaction:
+        raise InvalidOperation(
+            "a change stream cannot be opened with a session in a transaction: "
+            "the server refuses $changeStream there and aborts the transaction "
+            "(pass a session outside a transaction, or none)"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class WatchOptions:
     """What ``async_watch`` passes through to PyMongo's ``watch()``."""
@@ -352,6 +364,7 @@ class ChangeStream(Generic[D]):
         ``$changeStream`` in one); an explicit ``session=`` is used as given.
         """
         if self._stream is None and not self._closed:
+            _refuse_in_transaction(self._session)
             collection, session = await self._queryset._watched(self._session)
             stream = self._stream = await opened(
                 collection.watch(
