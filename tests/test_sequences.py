@@ -23,6 +23,7 @@ from mongoengine_async import (
     EmbeddedDocumentField,
     GenericEmbeddedDocumentField,
     ListField,
+    NotUniqueError,
     SequenceField,
     StringField,
     async_run_in_transaction,
@@ -66,6 +67,11 @@ class SqOrder(Document):
 
     number = SequenceField()
     title = StringField()
+
+
+class SqCoded(Document):
+    number = SequenceField()
+    code = StringField(unique=True)
 
 
 class SqPart(EmbeddedDocument):
@@ -375,6 +381,26 @@ async def test_counters_stay_outside_transactions(async_alias: str) -> None:
     # rolled-back save kept its number (a gap, as SQL sequences leave).
     orders = await asyncio.gather(*(save_one(i) for i in range(10)))
     assert sorted(order.number for order in orders) == list(range(2, 12))
+
+
+async def test_a_failed_save_keeps_its_number_for_the_next_save(
+    async_alias: str,
+) -> None:
+    """The number taken before a failed (or cancelled) write stays with the
+    document: saving it again writes it, without taking another."""
+    await SqCoded(code="a").async_save()
+    clash = SqCoded(code="a")
+    with pytest.raises(NotUniqueError):
+        await clash.async_save()
+    assert clash.number == 2
+    clash.code = "b"
+    await clash.async_save()
+    stored = await get_async_db().sq_coded.find_one({"code": "b"})
+    assert stored["number"] == 2
+    counter = await get_async_db()["mongoengine.counters"].find_one(
+        {"_id": "sq_coded.number"}
+    )
+    assert counter["next"] == 2
 
 
 async def stored_with_counters(database: Any, name: str) -> dict[str, list]:
