@@ -29,6 +29,7 @@ from mongoengine_async import (
     IntField,
     ObjectIdField,
     ReferenceField,
+    SequenceField,
     StringField,
     async_run_in_transaction,
     get_async_db,
@@ -411,3 +412,45 @@ async def test_a_file_deleted_through_a_failover_leaves_no_chunk(
         assert await db.fo_scan.count_documents({}) == 0
         assert await db["fs.files"].count_documents({}) == 0
         assert await db["fs.chunks"].count_documents({}) == 0
+
+
+class FoTicket(Document):
+    number = SequenceField(db_alias=ALIAS)
+    task = IntField()
+    meta = {"db_alias": ALIAS}
+
+
+async def save_until_acknowledged(ticket: FoTicket) -> FoTicket:
+    """Save ``ticket``, again after each error of the election (it keeps the
+    number it took, if any)."""
+    while True:
+        try:
+            return await ticket.async_save()
+        except PyMongoError:
+            await asyncio.sleep(0.1)
+
+
+async def test_sequence_numbers_taken_through_a_stepdown_are_given_once(
+    replica_set_3: ReplicaSet,
+) -> None:
+    """Concurrent saves take their numbers while the primary steps down: the
+    counter's $inc is a retryable write, so no number is given twice."""
+    async with fresh_database(
+        ALIAS, replica_set_3.uri, w="majority", serverSelectionTimeoutMS=30_000
+    ):
+        await FoTicket._async_get_collection()
+        tickets: list[FoTicket] = []
+        stepping = asyncio.ensure_future(asyncio.to_thread(replica_set_3.step_down))
+        while not stepping.done() or len(tickets) < 300:
+            batch = [FoTicket(task=len(tickets) + n) for n in range(20)]
+            tickets += batch
+            saves = asyncio.gather(*map(save_until_acknowledged, batch))
+            await asyncio.wait_for(saves, 120)
+        await stepping
+        db = get_async_db(ALIAS)
+        stored = [(doc["task"], doc["number"]) async for doc in db.fo_ticket.find()]
+        counter = await db["mongoengine.counters"].find_one()
+    numbers = [ticket.number for ticket in tickets]
+    assert len(set(numbers)) == len(tickets)
+    assert sorted(stored) == [(ticket.task, ticket.number) for ticket in tickets]
+    assert counter["next"] >= max(numbers)
