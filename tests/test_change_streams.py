@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 from bson import ObjectId, Timestamp
 from pymongo import ReadPreference
-from pymongo.errors import DuplicateKeyError, InvalidOperation, PyMongoError
+from pymongo.errors import (
+    DuplicateKeyError,
+    InvalidOperation,
+    OperationFailure,
+    PyMongoError,
+)
 
 from mongoengine_async import (
     AsyncUsageError,
@@ -614,6 +619,26 @@ async def test_a_stream_not_opened_stands_where_it_was_given_to_start(
             (event,) = await take(again, 1)
         assert event.document.title == "second"
     assert CsBook.async_watch().resume_token is None
+
+
+async def test_an_invalidated_stream_goes_on_with_start_after(
+    async_alias: str,
+) -> None:
+    """A filtered stream ends without an event when its collection is
+    dropped; its token starts a new stream with start_after= only."""
+    async with CsBook.objects(pages__gte=5).async_watch() as stream:
+        await CsBook(title="kept", pages=6).async_save()
+        await take(stream, 1)
+        await CsBook.async_drop_collection()
+        assert await take(stream, 1) == []
+        assert not stream.alive
+    await CsBook(title="new", pages=7).async_save()
+    with pytest.raises(OperationFailure):
+        async with CsBook.async_watch(resume_after=stream.resume_token):
+            pass
+    async with CsBook.async_watch(start_after=stream.resume_token) as again:
+        (event,) = await take(again, 1)
+    assert event.document.title == "new"
 
 
 async def test_start_at_operation_time(async_alias: str) -> None:
