@@ -706,6 +706,13 @@ async def test_a_session_of_another_client_is_refused(
                     pass
 
 
+IN_TRANSACTION = (
+    "a change stream cannot send its {} with a session in a transaction: the "
+    "server refuses it there and aborts the transaction (give the stream a "
+    "session outside any transaction, or none)"
+)
+
+
 async def test_a_session_in_a_transaction_is_refused_and_the_transaction_kept(
     async_alias: str, command_log: CommandLog
 ) -> None:
@@ -720,14 +727,31 @@ async def test_a_session_in_a_transaction_is_refused_and_the_transaction_kept(
                 pass
         after = await CsBook(title="after").async_save(session=session)
         await session.commit_transaction()
-    assert str(error.value) == (
-        "a change stream cannot be opened with a session in a transaction: the "
-        "server refuses $changeStream there and aborts the transaction (pass a "
-        "session outside a transaction, or none)"
-    )
+    assert str(error.value) == IN_TRANSACTION.format("aggregate")
     assert opened_streams(command_log) == 0
     stored = {book.pk async for book in CsBook.objects}
     assert stored == {before.pk, after.pk}
+
+
+async def test_a_stream_whose_session_starts_a_transaction_keeps_it(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """The stream's getMore in its session's transaction would be refused
+    and abort it; it is refused before it is sent, and leaving the stream
+    (killCursors) keeps the transaction too."""
+    await CsBook._async_get_collection()
+    async with get_async_connection().start_session() as session:
+        async with CsBook.async_watch(session=session) as stream:
+            await session.start_transaction()
+            book = await CsBook(title="in the transaction").async_save(session=session)
+            with pytest.raises(InvalidOperation) as error:
+                await stream.try_next()
+            with pytest.raises(InvalidOperation):
+                await anext(aiter(stream))
+        await session.commit_transaction()
+    assert str(error.value) == IN_TRANSACTION.format("getMore")
+    assert [e.command_name for e in command_log.events].count("getMore") == 0
+    assert [b.pk async for b in CsBook.objects] == [book.pk]
 
 
 async def test_a_stream_opened_in_a_transaction_runs_outside_it(

@@ -288,15 +288,16 @@ def _refuse_unwatchable(queryset: BaseQuerySet) -> None:
         )
 
 
-def _refuse_in_transaction(session: Any) -> None:
-    """Raise ``InvalidOperation`` for a ``session=`` in a transaction before
-    any I/O: the server refuses ``$changeStream`` there and aborts the
-    transaction, losing its writes."""
+def _refuse_in_transaction(session: Any, command: str) -> None:
+    """Raise ``InvalidOperation`` for a stream's ``session=`` in a transaction
+    before ``command`` is sent: the server refuses the stream's commands there
+    and aborts the transaction, losing its writes."""
     if isinstance(session, AsyncClientSession) and session.in_transaction:
         raise InvalidOperation(
-            "a change stream cannot be opened with a session in a transaction: "
-            "the server refuses $changeStream there and aborts the transaction "
-            "(pass a session outside a transaction, or none)"
+            f"a change stream cannot send its {command} with a session in a "
+            "transaction: the server refuses it there and aborts the "
+            "transaction (give the stream a session outside any transaction, "
+            "or none)"
         )
 
 
@@ -364,7 +365,7 @@ class ChangeStream(Generic[D]):
         ``$changeStream`` in one); an explicit ``session=`` is used as given.
         """
         if self._stream is None and not self._closed:
-            _refuse_in_transaction(self._session)
+            _refuse_in_transaction(self._session, "aggregate")
             collection, session = await self._queryset._watched(self._session)
             stream = self._stream = await opened(
                 collection.watch(
@@ -387,6 +388,7 @@ class ChangeStream(Generic[D]):
             stream = await self._open()
             if stream is None or not stream.alive:
                 return None
+            _refuse_in_transaction(self._session, "getMore")
             try:
                 raw = await stream.try_next()
             except asyncio.CancelledError:
