@@ -154,8 +154,10 @@ def _prefixed(filter_: Mapping[str, Any], prefix: str) -> dict:
 def _refuse_by_distance(condition: Any) -> None:
     """Raise ``InvalidQueryError`` for ``$near``/``$nearSphere`` (``near``,
     ``near_sphere``), which the server refuses in a stream's ``$match``."""
+    if not isinstance(condition, Mapping):
+        return
     for operator in _BY_DISTANCE:
-        if isinstance(condition, Mapping) and operator in condition:
+        if operator in condition:
             raise InvalidQueryError(
                 f"a change stream cannot filter with {operator}: it orders "
                 "documents by distance, which a $match cannot (filter with "
@@ -362,7 +364,8 @@ class ChangeStream(Generic[D]):
         ``aclose()`` (the caller holds ``_turn()``).
 
         A change stream never joins a bound transaction (the server refuses
-        ``$changeStream`` in one); an explicit ``session=`` is used as given.
+        ``$changeStream`` in one); an explicit ``session=`` is used as given,
+        unless it is in a transaction (refused).
         """
         if self._stream is None and not self._closed:
             _refuse_in_transaction(self._session, "aggregate")
