@@ -256,7 +256,10 @@ def update_doc(document: Any, son: Mapping[str, Any]) -> dict[str, Any]:
     changed = getattr(document, "_changed_fields", None)
     plan = None if changed is None else _plain(document, changed)
     if plan is None or changed is None:
-        return document._get_update_doc()
+        update = document._get_update_doc()
+        if _mark_dotted_holders(document, update, son):  # (rare)
+            update = document._get_update_doc()
+        return update
     return _set_and_unset(plan, changed, son)
 
 
@@ -297,6 +300,51 @@ def _set_and_unset(
     if removals:
         update["$unset"] = removals
     return update
+
+
+def _mark_dotted_holders(
+    document: Any, update: Mapping[str, Any], son: Mapping[str, Any]
+) -> bool:
+    """Mark as changed, in the document holding it, each dict of ``son`` that a
+    path of ``update`` runs into and that holds a key with a ``.``, so that the
+    update sets it whole; returns whether there was one. A path cannot name
+    such a key: for ``d["a.b"] = 1`` MongoEngine's update unsets ``d.a.b``
+    (nested fields), and the value is lost."""
+    paths = [*update.get("$set", ()), *update.get("$unset", ())]
+    holders = {holder for path in paths if (holder := _dotted_holder(son, path))}
+    for holder in holders:
+        found = _owner(document, holder + ".")  # (the owner of the dict itself)
+        if found is not None:
+            owner, rest = found
+            first, dot, tail = rest[:-1].partition(".")
+            # (_mark_as_changed maps its first name to its db_field; it drops
+            # the changes inside the dict)
+            owner._mark_as_changed(
+                owner._reverse_db_field_map.get(first, first) + dot + tail
+            )
+    return bool(holders)
+
+
+def _dotted_holder(son: Mapping[str, Any], path: str) -> str | None:
+    """The path of the dict of ``son`` that ``path`` runs into, if that dict has a
+    key with a ``.`` or lacks the next part of a path going deeper (``d.a.b`` for
+    ``d["a.b"]``: ``d``); None when ``path`` names its value."""
+    parts = path.split(".")
+    value: Any = son
+    for index, part in enumerate(parts):
+        if isinstance(value, Mapping):
+            if (
+                index
+                and len(parts) - index > 1
+                and (part not in value or any("." in key for key in value))
+            ):
+                return ".".join(parts[:index])
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return None
 
 
 def clear_changes(document: Any) -> None:
