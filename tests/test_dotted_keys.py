@@ -11,6 +11,7 @@ from typing import Any
 from mongoengine_async import (
     DictField,
     Document,
+    DynamicDocument,
     EmbeddedDocument,
     EmbeddedDocumentField,
     IntField,
@@ -31,6 +32,10 @@ class DkHolder(Document):
     rows = ListField(DictField())
     point = EmbeddedDocumentField(DkPoint)
     n = IntField()
+
+
+class DkLoose(DynamicDocument):
+    name = IntField()
 
 
 def _updates(command_log: Any) -> list[dict]:
@@ -109,3 +114,11 @@ async def test_nested_changes_without_dotted_keys_keep_their_paths(
     assert _updates(command_log) == [{"$set": {"d.x.y": 2, "point.x": 3}}]
     stored = await _stored(holder)
     assert stored["d"] == {"x": {"y": 2}} and stored["point"]["x"] == 3
+
+
+async def test_a_dotted_key_in_a_dynamic_documents_dict_is_stored(async_alias):
+    loose = await DkLoose(name=1, extra={"k": 1}).async_save()
+    loose.extra["a.b"] = 2
+    await loose.async_save()
+    stored = await get_async_db().dk_loose.find_one({"_id": loose.pk})
+    assert stored is not None and stored["extra"] == {"k": 1, "a.b": 2}

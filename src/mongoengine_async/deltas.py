@@ -326,17 +326,24 @@ def _mark_dotted_holders(
 
 
 def _dotted_holder(son: Mapping[str, Any], path: str) -> str | None:
-    """The path of the dict of ``son`` that ``path`` runs into, if that dict has a
-    key with a ``.`` or lacks the next part of a path going deeper (``d.a.b`` for
-    ``d["a.b"]``: ``d``); None when ``path`` names its value."""
+    """The path of the dict of ``son`` that ``path`` runs into, if the rest of
+    ``path`` may name a key of it with a ``.``: one it holds, or, going deeper,
+    a next part it lacks (``d.a.b`` for ``d["a.b"]``, kept or deleted: ``d``);
+    None when ``path`` names its value."""
     parts = path.split(".")
     value: Any = son
     for index, part in enumerate(parts):
         if isinstance(value, Mapping):
+            rest = parts[index:]
             if (
                 index
-                and len(parts) - index > 1
-                and (part not in value or any("." in key for key in value))
+                and len(rest) > 1
+                and (
+                    part not in value
+                    or any(
+                        ".".join(rest[:end]) in value for end in range(2, len(rest) + 1)
+                    )
+                )
             ):
                 return ".".join(parts[:index])
             value = value.get(part)
