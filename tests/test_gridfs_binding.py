@@ -275,6 +275,19 @@ async def test_iter_chunks_needs_a_positive_size(async_alias, size):
         _ = [piece async for piece in paper.pdf.async_iter_chunks(size)]
 
 
+@pytest.mark.parametrize("size", ["10", 2.5, None])
+async def test_read_needs_an_integer_size(async_alias, command_log, size):
+    paper = GbPaper()
+    await paper.pdf.async_put(b"abc")
+    command_log.clear()
+    with pytest.raises(
+        TypeError, match=re.escape(f"size must be an integer, not {size!r}")
+    ):
+        await paper.pdf.async_read(size)
+    assert command_log.names == []
+    assert await paper.pdf.async_read(2) == b"ab"
+
+
 async def test_missing_thumbnail_raises_no_file_as_mongoengine(async_alias, sync_alias):
     reference = GbMePhoto()
     reference.image.put(io.BytesIO(png()))

@@ -609,8 +609,11 @@ class AsyncGridFSProxy(GridFSProxy):
 
         Each call reads from the start of the file; for pieces in turn use
         ``async for chunk in proxy`` or the AsyncGridOut of :meth:`async_get`.
-        None when the proxy holds no file.
+        None when the proxy holds no file; a ``size`` not an integer raises
+        ``TypeError``.
         """
+        if not isinstance(size, int):  # (before any I/O)
+            raise TypeError(f"size must be an integer, not {size!r}")
         # The whole result is in memory anyway: fetch as much per round trip.
         grid_out = await self._stream(None if size < 0 else size, session)
         if grid_out is None:
