@@ -122,3 +122,17 @@ async def test_a_dotted_key_in_a_dynamic_documents_dict_is_stored(async_alias):
     await loose.async_save()
     stored = await get_async_db().dk_loose.find_one({"_id": loose.pk})
     assert stored is not None and stored["extra"] == {"k": 1, "a.b": 2}
+
+
+async def test_an_embedded_document_under_a_dotted_key_changed_in_place(
+    async_alias, command_log
+):
+    holder = await DkHolder(m={"p.q": DkPoint(x=1), "k": DkPoint(x=1)}).async_save()
+    command_log.clear()
+    holder.m["p.q"].x = 5  # (MongoEngine's update raises AttributeError here)
+    await holder.async_save()
+    assert _updates(command_log) == [
+        {"$set": {"m": {"p.q": {"x": 5, "tags": {}}, "k": {"x": 1, "tags": {}}}}}
+    ]
+    assert (await _stored(holder))["m"]["p.q"] == {"x": 5, "tags": {}}
+    assert holder._get_changed_fields() == []

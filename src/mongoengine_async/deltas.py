@@ -256,10 +256,7 @@ def update_doc(document: Any, son: Mapping[str, Any]) -> dict[str, Any]:
     changed = getattr(document, "_changed_fields", None)
     plan = None if changed is None else _plain(document, changed)
     if plan is None or changed is None:
-        update = document._get_update_doc()
-        if _mark_dotted_holders(document, update, son):  # (rare)
-            update = document._get_update_doc()
-        return update
+        return _update_naming_dotted_keys(document, son)
     return _set_and_unset(plan, changed, son)
 
 
@@ -302,15 +299,30 @@ def _set_and_unset(
     return update
 
 
+def _update_naming_dotted_keys(document: Any, son: Mapping[str, Any]) -> dict:
+    """MongoEngine's ``_get_update_doc()``, each dict holding a key with a ``.``
+    that a change runs into set whole (see :func:`_mark_dotted_holders`)."""
+    try:
+        update = document._get_update_doc()
+    except AttributeError:  # (_delta walking into such a key's embedded document)
+        if not _mark_dotted_holders(document, document._get_changed_fields(), son):
+            raise
+        return document._get_update_doc()
+    if _mark_dotted_holders(
+        document, [*update.get("$set", ()), *update.get("$unset", ())], son
+    ):  # (rare)
+        update = document._get_update_doc()
+    return update
+
+
 def _mark_dotted_holders(
-    document: Any, update: Mapping[str, Any], son: Mapping[str, Any]
+    document: Any, paths: Iterable[str], son: Mapping[str, Any]
 ) -> bool:
-    """Mark as changed, in the document holding it, each dict of ``son`` that a
-    path of ``update`` runs into and that holds a key with a ``.``, so that the
+    """Mark as changed, in the document holding it, each dict of ``son`` that
+    one of ``paths`` runs into and that holds a key with a ``.``, so that the
     update sets it whole; returns whether there was one. A path cannot name
     such a key: for ``d["a.b"] = 1`` MongoEngine's update unsets ``d.a.b``
     (nested fields), and the value is lost."""
-    paths = [*update.get("$set", ()), *update.get("$unset", ())]
     holders = {holder for path in paths if (holder := _dotted_holder(son, path))}
     for holder in holders:
         found = _owner(document, holder + ".")  # (the owner of the dict itself)
