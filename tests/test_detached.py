@@ -6,12 +6,14 @@ the write's task settles with its result (or ``FAILED``); with
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
 import sys
 from typing import Any
 
 import pytest
 
-from mongoengine_async.detached import FAILED, detached, to_completion
+from mongoengine_async.detached import FAILED, acting_task, detached, to_completion
 
 
 async def write(log: list[Any], delay: float = 0.05, fail: bool = False) -> int:
@@ -103,3 +105,26 @@ async def test_to_completion_waits_for_the_write() -> None:
         await task
     assert asyncio.get_running_loop().time() - started >= 0.05
     assert log == ["began", "ended"]
+
+
+async def test_a_callback_in_the_context_of_a_collected_write_works_for_no_task() -> (
+    None
+):
+    """A loop callback run in the context of a write's task (captured while
+    it ran) works for no task once that task is gone, as outside detached():
+    not for the task that started the write."""
+    contexts: list[contextvars.Context] = []
+
+    async def capture() -> None:
+        contexts.append(contextvars.copy_context())
+
+    outcome, task = detached(capture())
+    await outcome
+    del task, outcome
+    gc.collect()
+    seen: list[Any] = []
+    asyncio.get_running_loop().call_soon(
+        lambda: seen.append(acting_task()), context=contexts[0]
+    )
+    await asyncio.sleep(0)
+    assert seen == [None]

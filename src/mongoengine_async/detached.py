@@ -90,7 +90,9 @@ def acting_task() -> asyncio.Task | None:
     task that code starts works for itself)."""
     task = asyncio.current_task()
     acting = _acting.get()
-    if acting is not None and acting[1]() is task:
+    # (No task: a loop callback holding such a task's context, whose own
+    # task, collected, reads as None too: it works for no task.)
+    if task is not None and acting is not None and acting[1]() is task:
         return acting[0]()
     return task
 
