@@ -44,6 +44,7 @@ from mongoengine_async import (
     connect_async,
     context,
     get_async_connection,
+    gridfs,
     signals,
 )
 from mongoengine_async.connection import disconnect_all_async
@@ -844,6 +845,24 @@ async def test_a_file_delete_cancelled_on_its_way_deletes_the_chunks_too(app, ca
     kept = [] if call == "async_delete" else [document.data.grid_id]
     assert old not in kept
     assert await _bucket_ids(database, "cw_files", kept) == (kept, kept)
+
+
+async def test_a_file_delete_going_on_when_its_loop_ends_deletes_the_chunks(app):
+    """The task a cancelled file delete leaves going on is cancelled in turn,
+    its files-document delete on its way, as ``asyncio.run()`` cancels every
+    task left when its loop ends: it sends both deletes again. It stopped
+    there: the chunks stayed, found by nothing."""
+    document = CwFiled()
+    await document.data.async_put(b"contents", filename="a.txt")
+    await document.async_save()
+    database = CwFiled._get_collection().database
+    async with blocked(app, "delete") as held:
+        await cancel_once_sent(held, document.data.async_delete)
+        (going_on,) = gridfs._cut_short
+        going_on.cancel()  # (as the loop's end does)
+        with pytest.raises(asyncio.CancelledError):
+            await going_on
+    assert await _bucket_ids(database, "cw_files", [], 0) == ([], [])
 
 
 async def test_a_queryset_delete_cancelled_while_deleting_the_files(app):

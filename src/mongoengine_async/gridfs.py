@@ -971,17 +971,29 @@ async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> boo
     for them first (its next command on the session must come after); in a
     transaction, whose abort undoes both, they stop with it.
     """
-    deleting = _delete_both(root, grid_id, session)
-    if session is not None and session.in_transaction:
-        return await deleting
     if session is not None:
+        deleting = _delete_both(root, grid_id, session)
+        if session.in_transaction:
+            return await deleting
         return await to_completion(deleting)
-    task = asyncio.ensure_future(deleting)
+    task = asyncio.ensure_future(_delete_both_surely(root, grid_id))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         if not task.done():
             held(task, _cut_short, _CUT_SHORT)
+        raise
+
+
+async def _delete_both_surely(root: AsyncCollection, grid_id: Any) -> bool:
+    """:func:`_delete_both` in no session, sent again if cancelled itself (its
+    loop ending: ``asyncio.run()`` cancels the tasks left, this one too, and
+    waits for them): the files document's delete may have reached the
+    server, and the chunks' must follow."""
+    try:
+        return await _delete_both(root, grid_id, None)
+    except asyncio.CancelledError:
+        await _delete_both(root, grid_id, None)
         raise
 
 
