@@ -525,6 +525,58 @@ async def test_a_subclass_s_receivers_alone_get_no_signal_from_a_cascade(
     assert ours == theirs == (0, [True], [])
 
 
+async def test_a_subclass_a_cascade_plans_under_is_prepared_before_its_transaction(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """A rule registered by hand on a parent class before its subclass exists
+    names no subclass; with delete receivers on the parent class, the cascade
+    plans the subclass's documents under it. Its collection was prepared (its
+    first use creates its indexes) inside the delete's transaction, which the
+    server then aborted (SnapshotUnavailable) and the delete ran again."""
+
+    def receiver(sender: type, document: Any, **kwargs: Any) -> None:
+        pass
+
+    author = build(mongoengine_async, "DrpPrepAuthor", "default", {})
+    post = type(
+        f"DrpPrepPost{uuid4().hex[:6]}",
+        (mongoengine_async.Document,),
+        {
+            "__module__": __name__,
+            "meta": {"allow_inheritance": True},
+            "author": mongoengine_async.ReferenceField(author),
+        },
+    )
+    author.register_delete_rule(post, "author", CASCADE)
+    video = type(
+        post.__name__ + "Video",
+        (post,),
+        {
+            "__module__": __name__,
+            "meta": {"indexes": ["length"]},
+            "length": mongoengine_async.IntField(),
+        },
+    )
+    ann = await author().async_save()
+    await post(author=ann).async_save()
+    stored_by_another_process = {"_cls": video._class_name, "author": ann.pk}
+    await get_async_db()[post._get_collection_name()].insert_one(
+        stored_by_another_process
+    )
+    signals.pre_delete.connect(receiver, sender=post)
+    command_log.events.clear()
+    try:
+        await ann.async_delete()
+    finally:
+        signals.pre_delete.disconnect(receiver, sender=post)
+    names = command_log.names
+    assert names.count("createIndexes") == 1
+    assert names.index("createIndexes") < names.index("find")
+    assert names.count("commitTransaction") == 1
+    assert "abortTransaction" not in names
+    assert await post.objects.async_count() == 0
+
+
 # -- a cascade cycle back to the root through its parent class -----------------------
 
 

@@ -83,12 +83,13 @@ def _reachable(cls: type[Any]) -> list[type[Any]]:
     pending = [cls]
     while pending:
         for referrer, _, rule in _rules(pending.pop()):
-            if referrer not in found:
-                found.append(referrer)
-            if rule != CASCADE:
-                continue
-            for each in _rule_classes(referrer):  # whose rules the cascade applies
-                if each not in walked:
+            # A CASCADE plans (and so reads) its documents under the classes
+            # whose rules it applies, a subclass no rule names too.
+            reached = _rule_classes(referrer) if rule == CASCADE else [referrer]
+            for each in reached:
+                if each not in found:
+                    found.append(each)
+                if rule == CASCADE and each not in walked:
                     walked.add(each)
                     pending.append(each)
     return found
