@@ -536,6 +536,46 @@ async def test_a_save_sent_during_a_cascade_is_not_sent_again(
     assert (stored["a"], stored["bb"]) == (9, 1)
 
 
+async def test_a_cascade_change_after_a_save_during_it_is_cleared(
+    async_alias: str,
+) -> None:
+    """While a save's cascade runs, a second save (nothing follows it) sends
+    a change and lands; then a cascade receiver, in the first save's task,
+    changes the document: that change is cleared as the first save ends, as
+    MongoEngine's save clears its cascade's (it was kept listed, and the next
+    save sent it, overwriting another writer's since), and the second save's
+    is not listed again."""
+    referenced = await SiRef(x=0).async_save()
+    document = await SiDoc(**initial(), ref=referenced).async_save()
+    referenced.x = 1  # (the cascade saves only a changed document)
+    cascading, saved = asyncio.Event(), asyncio.Event()
+
+    async def receiver(sender: Any, document: Any, **kwargs: Any) -> None:
+        cascading.set()
+        await saved.wait()
+        parent.mark = 7
+
+    async def other_task() -> None:
+        await cascading.wait()
+        parent.a = 5
+        await parent.async_save()  # no post_save
+        saved.set()
+
+    parent = document
+    signals.pre_save.connect(receiver, sender=SiRef)
+    try:
+        await asyncio.gather(document.async_save(cascade=True), other_task())
+    finally:
+        signals.pre_save.disconnect(receiver, sender=SiRef)
+    assert document._get_changed_fields() == []
+    collection = SiDoc._get_collection()
+    await collection.update_one({"_id": document.pk}, {"$set": {"a": 9, "mark": 1}})
+    document.b = 1
+    await document.async_save()
+    stored = await collection.find_one({"_id": document.pk})
+    assert (stored["a"], stored["mark"], stored["bb"]) == (9, 1, 1)
+
+
 async def test_changes_in_embedded_documents_a_reload_put_during_a_save_are_kept(
     async_alias: str,
 ) -> None:

@@ -40,6 +40,7 @@ __all__ = (
     "end_watch",
     "give_back_changes",
     "journal_bookkeeping",
+    "keep_watching",
     "listed_changes",
     "plain_clear",
     "plain_update",
@@ -452,6 +453,18 @@ def drop_sent(document: Any) -> bool:
     document holds a change) and MongoEngine's clearing is not overridden."""
     changes = getattr(document, "_changed_fields", None)
     return type(changes) is list and not changes and _plain(document, []) is not None
+
+
+def keep_watching(document: Any, sent: Any) -> None:
+    """As a save :func:`drop_sent` let end: when the list its write took
+    (``sent``) was another save's, watched by its steps after its write,
+    put it back on ``document``, emptied (what it held was sent), so that
+    those steps still tell their own task's changes, which that save clears
+    as MongoEngine's does, from other tasks' (the plain list left kept
+    them)."""
+    if type(sent) is _Watched:
+        del sent[:], sent.others[:]
+        _set_changed_fields(document, sent)
 
 
 def _nested_changes(document: Any) -> bool:

@@ -440,6 +440,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         if not awaits:
             self._set_saved_id(created, object_id)
             if dropped and not self._changed_fields:  # (the id unmarked)
+                deltas.keep_watching(self, sent)
                 to_bson.mark_saved(self)
             else:
                 self._end_save(True, meanwhile)
