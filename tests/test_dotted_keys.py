@@ -136,3 +136,31 @@ async def test_an_embedded_document_under_a_dotted_key_changed_in_place(
     ]
     assert (await _stored(holder))["m"]["p.q"] == {"x": 5, "tags": {}}
     assert holder._get_changed_fields() == []
+
+
+async def test_a_dotted_key_changed_in_an_embedded_document_under_one(
+    async_alias, command_log
+):
+    """A dict of an embedded document stored under a dotted key gaining or
+    changing a dotted key in place: the map holding it is set whole (the save
+    raised MongoEngine's AttributeError from its clearing, nothing written)."""
+    holder = await DkHolder(
+        m={"p.q": DkPoint(x=1, tags={"t.u": 1}), "k": DkPoint(x=1)}
+    ).async_save()
+    command_log.clear()
+    holder.m["p.q"].tags["t.u"] = 2
+    holder.m["p.q"].tags["v.w"] = 3
+    await holder.async_save()
+    assert _updates(command_log) == [
+        {
+            "$set": {
+                "m": {
+                    "p.q": {"x": 1, "tags": {"t.u": 2, "v.w": 3}},
+                    "k": {"x": 1, "tags": {}},
+                }
+            }
+        }
+    ]
+    assert (await _stored(holder))["m"]["p.q"]["tags"] == {"t.u": 2, "v.w": 3}
+    assert holder._get_changed_fields() == []
+    assert holder.m["p.q"]._get_changed_fields() == []

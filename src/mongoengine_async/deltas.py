@@ -326,16 +326,37 @@ def _mark_dotted_holders(
     (nested fields), and the value is lost."""
     holders = {holder for path in paths if (holder := _dotted_holder(son, path))}
     for holder in holders:
-        found = _owner(document, holder + ".")  # (the owner of the dict itself)
+        parts = holder.split(".")
+        found = _descend(document, parts)  # (the owner of the dict itself)
         if found is not None:
-            owner, rest = found
-            first, dot, tail = rest[:-1].partition(".")
+            owner, start, value = found
+            first, dot, tail = ".".join(parts[start:]).partition(".")
             # (_mark_as_changed maps its first name to its db_field; it drops
             # the changes inside the dict)
             owner._mark_as_changed(
                 owner._reverse_db_field_map.get(first, first) + dot + tail
             )
+            _clear_within(value)
     return bool(holders)
+
+
+def _clear_within(value: Any) -> None:
+    """Empty the lists of changes of the embedded documents in ``value``, a
+    dict the update sets whole: its value holds them. MongoEngine's clearing
+    walks each one's own paths, and raises on one naming a key with a ``.``
+    (``d.p.q`` for ``m["a.b"].d["p.q"] = 2``)."""
+    if isinstance(value, mongoengine.EmbeddedDocument):  # (not a reference's)
+        if getattr(value, "_changed_fields", None):
+            _set_changed_fields(value, [])
+        items: Iterable[Any] = value._data.values()
+    elif isinstance(value, dict):
+        items = value.values()
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        return
+    for item in items:
+        _clear_within(item)
 
 
 def _dotted_holder(son: Mapping[str, Any], path: str) -> str | None:
@@ -812,9 +833,21 @@ def _owner(document: Any, path: str) -> tuple[Any, str] | None:
     through holds nothing (removed or replaced by a flat value: the change
     went with the value that held it)."""
     parts = path.split(".")
+    found = _descend(document, parts[:-1])
+    if found is None:
+        return None
+    owner, start, _ = found
+    return owner, ".".join(parts[start:])
+
+
+def _descend(document: Any, parts: list[str]) -> tuple[Any, int, Any] | None:
+    """Follow ``parts`` (db names, list indexes, dict keys) from ``document``:
+    the innermost embedded document passed through (or ``document``), the
+    index of the first part inside it, and the value reached; None when a
+    value on the way holds nothing."""
     owner, start = document, 0
     value: Any = document
-    for index, part in enumerate(parts[:-1]):
+    for index, part in enumerate(parts):
         if isinstance(value, list | tuple):
             if not part.isdigit() or int(part) >= len(value):
                 return None
@@ -829,7 +862,7 @@ def _owner(document: Any, path: str) -> tuple[Any, str] | None:
             return None
         if isinstance(value, mongoengine.EmbeddedDocument):
             owner, start = value, index + 1
-    return owner, ".".join(parts[start:])
+    return owner, start, value
 
 
 def _give_nested(document: Any, nested: dict[str, Any]) -> None:
