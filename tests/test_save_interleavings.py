@@ -536,15 +536,17 @@ async def test_a_save_sent_during_a_cascade_is_not_sent_again(
     assert (stored["a"], stored["bb"]) == (9, 1)
 
 
+@pytest.mark.parametrize("meanwhile", ["", "b", "e"])
 async def test_a_cascade_change_after_a_save_during_it_is_cleared(
-    async_alias: str,
+    async_alias: str, meanwhile: str
 ) -> None:
     """While a save's cascade runs, a second save (nothing follows it) sends
-    a change and lands; then a cascade receiver, in the first save's task,
-    changes the document: that change is cleared as the first save ends, as
-    MongoEngine's save clears its cascade's (it was kept listed, and the next
-    save sent it, overwriting another writer's since), and the second save's
-    is not listed again."""
+    a change and lands (a field, or one of an embedded document, changed
+    while its write is awaited, or not); then a cascade receiver, in the
+    first save's task, changes the document: that change is cleared as the
+    first save ends, as MongoEngine's save clears its cascade's (it was kept
+    listed, and the next save sent it, overwriting another writer's since);
+    the second save's is not listed again, those made meanwhile are kept."""
     referenced = await SiRef(x=0).async_save()
     document = await SiDoc(**initial(), ref=referenced).async_save()
     referenced.x = 1  # (the cascade saves only a changed document)
@@ -558,7 +560,14 @@ async def test_a_cascade_change_after_a_save_during_it_is_cleared(
     async def other_task() -> None:
         await cascading.wait()
         parent.a = 5
-        await parent.async_save()  # no post_save
+        saving = asyncio.create_task(parent.async_save())  # no post_save
+        while parent._changed_fields:  # until its write took the change
+            await asyncio.sleep(0)
+        if meanwhile == "b":
+            parent.b = 2
+        elif meanwhile == "e":
+            parent.e.x = 3
+        await saving
         saved.set()
 
     parent = document
@@ -567,13 +576,17 @@ async def test_a_cascade_change_after_a_save_during_it_is_cleared(
         await asyncio.gather(document.async_save(cascade=True), other_task())
     finally:
         signals.pre_save.disconnect(receiver, sender=SiRef)
-    assert document._get_changed_fields() == []
+    kept = {"": [], "b": ["bb"], "e": ["e.x"]}[meanwhile]
+    assert document._get_changed_fields() == kept
     collection = SiDoc._get_collection()
     await collection.update_one({"_id": document.pk}, {"$set": {"a": 9, "mark": 1}})
-    document.b = 1
     await document.async_save()
     stored = await collection.find_one({"_id": document.pk})
-    assert (stored["a"], stored["mark"], stored["bb"]) == (9, 1, 1)
+    assert (stored["a"], stored["mark"]) == (9, 1)
+    assert (stored["bb"], stored["e"]["x"]) == (
+        2 if meanwhile == "b" else 0,
+        3 if meanwhile == "e" else 0,
+    )
 
 
 async def test_changes_in_embedded_documents_a_reload_put_during_a_save_are_kept(

@@ -477,15 +477,21 @@ def drop_sent(document: Any) -> bool:
 
 
 def keep_watching(document: Any, sent: Any) -> None:
-    """As a save :func:`drop_sent` let end: when the list its write took
-    (``sent``) was another save's, watched by its steps after its write,
-    put it back on ``document``, emptied (what it held was sent), so that
-    those steps still tell their own task's changes, which that save clears
-    as MongoEngine's does, from other tasks' (the plain list left kept
-    them)."""
-    if type(sent) is _Watched:
-        del sent[:], sent.others[:]
-        _set_changed_fields(document, sent)
+    """As a save with nothing after its write ends: when the list its write
+    took (``sent``) was another save's, watched by its steps after its
+    write, put it back on ``document`` holding the changes left for the next
+    save, noted as other tasks' (kept), and not what it sent (sent); those
+    steps then tell their own task's changes since, which that save clears
+    as MongoEngine's does (a plain list left kept them)."""
+    if type(sent) is not _Watched:
+        return
+    own = getattr(document, "_changed_fields", None)
+    if own is None:  # (an aborted transaction's undo: everything changed)
+        return
+    kept = document._get_changed_fields()  # (its embedded documents' too)
+    sent[:] = own  # (not noted: no task's change)
+    sent.others[:] = kept
+    _set_changed_fields(document, sent)
 
 
 def _nested_changes(document: Any) -> bool:

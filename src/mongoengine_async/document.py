@@ -440,10 +440,10 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         if not awaits:
             self._set_saved_id(created, object_id)
             if dropped and not self._changed_fields:  # (the id unmarked)
-                deltas.keep_watching(self, sent)
                 to_bson.mark_saved(self)
             else:
                 self._end_save(True, meanwhile)
+            deltas.keep_watching(self, sent)
             return self
         # As MongoEngine: cascade_kwargs override the save's own arguments.
         cascading = (
