@@ -589,6 +589,55 @@ async def test_a_cascade_change_after_a_save_during_it_is_cleared(
     )
 
 
+async def test_a_save_landing_after_a_cascade_ended_leaves_no_watching_list(
+    async_alias: str,
+) -> None:
+    """A second save (nothing follows it) takes the list a cascade watches,
+    and lands once that cascade's save ended (its update held behind another
+    writer's transaction): the document keeps a plain list, not the ended
+    save's watching one (which would note every change of other tasks from
+    then on, and hold that save's task)."""
+    referenced = await SiRef(x=0).async_save()
+    document = await SiDoc(**initial(), ref=referenced).async_save()
+    referenced.x = 1  # (the cascade saves only a changed document)
+    cascading, taken = asyncio.Event(), asyncio.Event()
+    client = SiDoc._get_collection().database.client
+    collection = SiDoc._get_collection()
+
+    async def receiver(sender: Any, document: Any, **kwargs: Any) -> None:
+        cascading.set()
+        await taken.wait()
+
+    async with client.start_session() as holder:
+        await holder.start_transaction()
+        await collection.update_one(
+            {"_id": document.pk}, {"$set": {"b": 1}}, session=holder
+        )
+
+        async def other_task() -> asyncio.Task[Any]:
+            await cascading.wait()
+            document.a = 5
+            saving = asyncio.create_task(document.async_save())  # no post_save
+            while document._changed_fields:  # until its write took the change
+                await asyncio.sleep(0)
+            taken.set()
+            return saving
+
+        signals.pre_save.connect(receiver, sender=SiRef)
+        try:
+            _, saving = await asyncio.gather(
+                document.async_save(cascade=True), other_task()
+            )
+        finally:
+            signals.pre_save.disconnect(receiver, sender=SiRef)
+        assert not saving.done()  # (held behind the transaction's write)
+        await holder.abort_transaction()
+    await saving
+    assert type(document._changed_fields) is list
+    assert document._get_changed_fields() == []
+    assert (await collection.find_one({"_id": document.pk}))["a"] == 5
+
+
 async def test_changes_in_embedded_documents_a_reload_put_during_a_save_are_kept(
     async_alias: str,
 ) -> None:

@@ -482,8 +482,9 @@ def keep_watching(document: Any, sent: Any) -> None:
     write, put it back on ``document`` holding the changes left for the next
     save, noted as other tasks' (kept), and not what it sent (sent); those
     steps then tell their own task's changes since, which that save clears
-    as MongoEngine's does (a plain list left kept them)."""
-    if type(sent) is not _Watched:
+    as MongoEngine's does (a plain list left kept them). Not once those
+    steps ended: the document keeps its plain list."""
+    if type(sent) is not _Watched or sent.ended:
         return
     own = getattr(document, "_changed_fields", None)
     if own is None:  # (an aborted transaction's undo: everything changed)
@@ -522,13 +523,14 @@ class _Watched(list[str]):
     took it (to send what it holds, or, having nothing to send, for its own
     steps after its write)."""
 
-    __slots__ = ("nested", "others", "taken", "task")
+    __slots__ = ("ended", "nested", "others", "taken", "task")
 
     def __init__(self, changes: Iterable[str], task: asyncio.Task[Any] | None) -> None:
         super().__init__(changes)
         self.task = task
         self.others: list[str] = []
         self.taken = False
+        self.ended = False  # (the save's steps ended: it watches no more)
         # A document's own list: the watched lists of its embedded documents
         # (its _Watch's), which a reload or a modify changes.
         self.nested: list[tuple[str, Any, _Watched]] | None = None
@@ -688,6 +690,7 @@ def end_watch(document: Any, watch: _Watch) -> tuple[bool, list[str] | None]:
     document holds now are kept (it sent what the list held then, which
     holds all this one keeps)."""
     watched, others = watch.top, watch.others()
+    watched.ended = True
     changes = getattr(document, "_changed_fields", None)
     if changes is None:  # removed (an aborted transaction's undo): all changed
         return True, None
