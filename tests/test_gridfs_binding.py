@@ -288,6 +288,19 @@ async def test_read_needs_an_integer_size(async_alias, command_log, size):
     assert await paper.pdf.async_read(2) == b"ab"
 
 
+class _Two:
+    """An integer-like size (as numpy's integers): PyMongo's read takes it."""
+
+    def __index__(self) -> int:
+        return 2
+
+
+async def test_read_takes_an_integer_like_size(async_alias):
+    paper = GbPaper()
+    await paper.pdf.async_put(b"abc")
+    assert await paper.pdf.async_read(_Two()) == b"ab"
+
+
 async def test_missing_thumbnail_raises_no_file_as_mongoengine(async_alias, sync_alias):
     reference = GbMePhoto()
     reference.image.put(io.BytesIO(png()))

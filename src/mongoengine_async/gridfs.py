@@ -28,6 +28,7 @@ import dataclasses
 import functools
 import inspect
 import io
+import operator
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -612,8 +613,10 @@ class AsyncGridFSProxy(GridFSProxy):
         None when the proxy holds no file; a ``size`` not an integer raises
         ``TypeError``.
         """
-        if not isinstance(size, int):  # (before any I/O)
-            raise TypeError(f"size must be an integer, not {size!r}")
+        try:  # (before any I/O; what PyMongo's read takes: __index__)
+            size = operator.index(size)
+        except TypeError:
+            raise TypeError(f"size must be an integer, not {size!r}") from None
         # The whole result is in memory anyway: fetch as much per round trip.
         grid_out = await self._stream(None if size < 0 else size, session)
         if grid_out is None:
