@@ -460,6 +460,36 @@ async def test_a_read_during_post_save_in_every_shape(
         signals.post_save.disconnect(post_save, sender=model)
 
 
+async def cascading_document() -> SiDoc:
+    """A stored document whose ``async_save(cascade=True)`` saves its
+    reference (changed: the cascade saves only a changed document)."""
+    referenced = await SiRef(x=0).async_save()
+    document = await SiDoc(**initial(), ref=referenced).async_save()
+    referenced.x = 1
+    return document
+
+
+async def cascade_beside(document: SiDoc, receiver: Any, other: Any) -> Any:
+    """``document.async_save(cascade=True)`` beside the coroutine ``other``,
+    ``receiver`` connected to the reference's ``pre_save`` (it runs in the
+    cascade, the save's steps after its write); ``other``'s result."""
+    signals.pre_save.connect(receiver, sender=SiRef)
+    try:
+        _, result = await asyncio.gather(document.async_save(cascade=True), other)
+    finally:
+        signals.pre_save.disconnect(receiver, sender=SiRef)
+    return result
+
+
+async def save_taking_its_changes(document: SiDoc) -> asyncio.Task[Any]:
+    """A save of ``document`` (with no ``post_save`` receiver) in a task of its
+    own, once its write has taken the document's changes."""
+    saving = asyncio.create_task(document.async_save())
+    while document._changed_fields:
+        await asyncio.sleep(0)
+    return saving
+
+
 async def test_changes_after_a_save_sending_nothing_during_a_cascade_are_kept(
     async_alias: str,
 ) -> None:
@@ -467,9 +497,7 @@ async def test_changes_after_a_save_sending_nothing_during_a_cascade_are_kept(
     that finds nothing to send ends at once and clears the changes, as
     MongoEngine's does; a change made after that is not the first save's: its
     end keeps it for the next save (it cleared it: the change was lost)."""
-    referenced = await SiRef(x=0).async_save()
-    document = await SiDoc(**initial(), ref=referenced).async_save()
-    referenced.x = 1  # (the cascade saves only a changed document)
+    document = await cascading_document()
     cascading, changed = asyncio.Event(), asyncio.Event()
 
     async def receiver(sender: Any, document: Any, **kwargs: Any) -> None:
@@ -482,11 +510,7 @@ async def test_changes_after_a_save_sending_nothing_during_a_cascade_are_kept(
         document.a = 5
         changed.set()
 
-    signals.pre_save.connect(receiver, sender=SiRef)
-    try:
-        await asyncio.gather(document.async_save(cascade=True), other_task())
-    finally:
-        signals.pre_save.disconnect(receiver, sender=SiRef)
+    await cascade_beside(document, receiver, other_task())
     assert document._get_changed_fields() == ["a"]
     await document.async_save()
     stored = await SiDoc._get_collection().find_one({"_id": document.pk})
@@ -502,9 +526,7 @@ async def test_a_save_sent_during_a_cascade_is_not_sent_again(
     not): that change is saved, not one the first save's end keeps for the
     next save (it was listed again, and the next save sent its value again,
     overwriting another writer's since)."""
-    referenced = await SiRef(x=0).async_save()
-    document = await SiDoc(**initial(), ref=referenced).async_save()
-    referenced.x = 1  # (the cascade saves only a changed document)
+    document = await cascading_document()
     cascading, saved = asyncio.Event(), asyncio.Event()
 
     async def receiver(sender: Any, document: Any, **kwargs: Any) -> None:
@@ -514,19 +536,13 @@ async def test_a_save_sent_during_a_cascade_is_not_sent_again(
     async def other_task() -> None:
         await cascading.wait()
         document.a = 5
-        saving = asyncio.create_task(document.async_save())  # no post_save
-        while document._changed_fields:  # until its write took the change
-            await asyncio.sleep(0)
+        saving = await save_taking_its_changes(document)
         if changed_meanwhile:
             document.b = 2
         await saving
         saved.set()
 
-    signals.pre_save.connect(receiver, sender=SiRef)
-    try:
-        await asyncio.gather(document.async_save(cascade=True), other_task())
-    finally:
-        signals.pre_save.disconnect(receiver, sender=SiRef)
+    await cascade_beside(document, receiver, other_task())
     assert document._get_changed_fields() == (["bb"] if changed_meanwhile else [])
     collection = SiDoc._get_collection()
     await collection.update_one({"_id": document.pk}, {"$set": {"a": 9}})
@@ -547,9 +563,7 @@ async def test_a_cascade_change_after_a_save_during_it_is_cleared(
     first save ends, as MongoEngine's save clears its cascade's (it was kept
     listed, and the next save sent it, overwriting another writer's since);
     the second save's is not listed again, those made meanwhile are kept."""
-    referenced = await SiRef(x=0).async_save()
-    document = await SiDoc(**initial(), ref=referenced).async_save()
-    referenced.x = 1  # (the cascade saves only a changed document)
+    document = await cascading_document()
     cascading, saved = asyncio.Event(), asyncio.Event()
 
     async def receiver(sender: Any, document: Any, **kwargs: Any) -> None:
@@ -560,9 +574,7 @@ async def test_a_cascade_change_after_a_save_during_it_is_cleared(
     async def other_task() -> None:
         await cascading.wait()
         parent.a = 5
-        saving = asyncio.create_task(parent.async_save())  # no post_save
-        while parent._changed_fields:  # until its write took the change
-            await asyncio.sleep(0)
+        saving = await save_taking_its_changes(parent)
         if meanwhile == "b":
             parent.b = 2
         elif meanwhile == "e":
@@ -571,11 +583,7 @@ async def test_a_cascade_change_after_a_save_during_it_is_cleared(
         saved.set()
 
     parent = document
-    signals.pre_save.connect(receiver, sender=SiRef)
-    try:
-        await asyncio.gather(document.async_save(cascade=True), other_task())
-    finally:
-        signals.pre_save.disconnect(receiver, sender=SiRef)
+    await cascade_beside(document, receiver, other_task())
     kept = {"": [], "b": ["bb"], "e": ["e.x"]}[meanwhile]
     assert document._get_changed_fields() == kept
     collection = SiDoc._get_collection()
@@ -597,9 +605,7 @@ async def test_a_save_landing_after_a_cascade_ended_leaves_no_watching_list(
     writer's transaction): the document keeps a plain list, not the ended
     save's watching one (which would note every change of other tasks from
     then on, and hold that save's task)."""
-    referenced = await SiRef(x=0).async_save()
-    document = await SiDoc(**initial(), ref=referenced).async_save()
-    referenced.x = 1  # (the cascade saves only a changed document)
+    document = await cascading_document()
     cascading, taken = asyncio.Event(), asyncio.Event()
     client = SiDoc._get_collection().database.client
     collection = SiDoc._get_collection()
@@ -617,19 +623,11 @@ async def test_a_save_landing_after_a_cascade_ended_leaves_no_watching_list(
         async def other_task() -> asyncio.Task[Any]:
             await cascading.wait()
             document.a = 5
-            saving = asyncio.create_task(document.async_save())  # no post_save
-            while document._changed_fields:  # until its write took the change
-                await asyncio.sleep(0)
+            saving = await save_taking_its_changes(document)
             taken.set()
             return saving
 
-        signals.pre_save.connect(receiver, sender=SiRef)
-        try:
-            _, saving = await asyncio.gather(
-                document.async_save(cascade=True), other_task()
-            )
-        finally:
-            signals.pre_save.disconnect(receiver, sender=SiRef)
+        saving = await cascade_beside(document, receiver, other_task())
         assert not saving.done()  # (held behind the transaction's write)
         await holder.abort_transaction()
     await saving
