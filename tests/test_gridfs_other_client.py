@@ -332,6 +332,45 @@ async def test_a_task_that_outlived_its_block_deletes_its_file_at_once(
     assert grid_id not in await stored()
 
 
+@pytest.mark.parametrize("outcome", ["committed", "aborted"])
+async def test_a_task_that_outlived_its_attempt_deletes_its_file_at_once(
+    elsewhere: str, outcome: str
+) -> None:
+    """A task started in an attempt of async_run_transaction that runs once
+    fn runs again (a transient error) is in no transaction, as one that
+    outlived its block: a file it deletes on another client is deleted at
+    once. Its delete was noted in the journal of the next attempt's
+    transaction: deferred to its commit, or dropped when it aborted (the
+    file stayed, the proxy empty)."""
+    proxy = await GoPaper.pdf.async_put(b"a draft")
+    grid_id = proxy.grid_id
+    attempt_over = asyncio.Event()
+    tasks: list[asyncio.Task] = []
+    during: list[bool] = []
+
+    async def outlive() -> None:
+        await attempt_over.wait()
+        await proxy.async_delete()
+
+    async def write() -> None:
+        if not tasks:
+            tasks.append(asyncio.create_task(outlive()))
+            raise transient()
+        attempt_over.set()
+        await asyncio.wait(tasks)
+        during.append(grid_id in await stored())
+        if outcome == "aborted":
+            raise Rollback
+
+    with contextlib.suppress(Rollback):
+        await async_run_transaction(write)
+    [task] = tasks
+    assert task.exception() is None
+    assert during == [False]
+    assert proxy.grid_id is None
+    assert grid_id not in await stored()
+
+
 async def test_a_task_of_a_committed_block_starts_its_own_transaction(
     elsewhere: str,
 ) -> None:

@@ -26,9 +26,11 @@ import anyio
 import pymongo
 import pymongo.errors
 import pytest
+from bson import ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 import mongoengine_async.gridfs as async_gridfs
+from conftest import held_on_server
 from mongoengine_async import (
     CASCADE,
     Document,
@@ -50,7 +52,7 @@ from mongoengine_async import (
     is_transient,
     signals,
 )
-from mongoengine_async.context import current_session
+from mongoengine_async.context import current_session, follow_ups_pending
 from mongoengine_async.errors import ForeignSessionError
 from mongoengine_async.testing import CommandLog, fresh_database
 
@@ -1268,6 +1270,209 @@ async def test_a_task_that_outlived_its_block_starts_a_transaction_of_its_own(
     ended.set()
     await task
     assert (await committed(TxAccount))[0]["balance"] == 6
+
+
+ENDED = "Cannot use ended session: this task was started in a transaction"
+
+
+@pytest.mark.parametrize("late", ["save", "own transaction"])
+async def test_a_task_of_an_attempt_run_again_does_not_join_the_next_one(
+    app_alias, command_log, late
+):
+    """A task started in an attempt of async_run_transaction that runs once
+    the attempt ended (a TransientTransactionError: fn runs again on the same
+    session) is a task that outlived its block: its save fails before
+    sending anything, and a transaction it starts is its own. It joined the
+    next attempt's transaction: its save returned and was committed with
+    it, which fn's second run never asked for (its own transaction raised
+    NestedTransactionError). A task of an attempt that runs while the
+    attempt does joins it (the receipt), and is aborted with it."""
+    await warm()
+    await TxAccount(name="ann", balance=100).async_save()
+    attempt_over = asyncio.Event()
+    late_tasks: list[asyncio.Task] = []
+
+    async def outlive() -> None:
+        await attempt_over.wait()
+        if late == "save":
+            await TxAccount(name="late").async_save()
+            return
+        async with async_run_in_transaction():
+            await TxAccount(name="own").async_save()
+
+    async def pay() -> str:
+        if not late_tasks:
+            late_tasks.append(asyncio.create_task(outlive()))
+        else:  # the second attempt: the first one's task runs now
+            attempt_over.set()
+            await asyncio.wait(late_tasks)
+        await asyncio.create_task(TxAccount(name="receipt").async_save())
+        await TxAccount.objects(name="ann").async_update(dec__balance=10)
+        return "paid"
+
+    command_log.clear()
+    async with fail_point(
+        app_alias, {"times": 1}, failCommands=["update"], **WRITE_CONFLICT
+    ):
+        assert await async_run_transaction(pay) == "paid"
+    [task] = late_tasks
+    own = ["insert", "commitTransaction"] if late == "own transaction" else []
+    assert sent(command_log) == [
+        *["insert", "update", "abortTransaction"],
+        *own,
+        *["insert", "update", "commitTransaction"],
+    ]
+    if late == "save":
+        assert type(task.exception()) is pymongo.errors.InvalidOperation
+        assert str(task.exception()).startswith(ENDED)
+        names = ["ann", "receipt"]
+    else:
+        assert task.exception() is None
+        names = ["ann", "own", "receipt"]
+    assert [raw["name"] for raw in await committed(TxAccount)] == names
+    assert (await committed(TxAccount, name="ann"))[0]["balance"] == 90
+
+
+async def test_a_task_of_an_attempt_does_not_share_the_next_ones_fetch(app_alias):
+    """A task of an ended attempt fetching a reference while the next
+    attempt's fetch of it is on its way fails as one that outlived its
+    block. It waited for that fetch, as one in the same transaction: it got
+    the document the next attempt wrote, which its abort then undid."""
+    await warm()
+    owner = TxOwner(id=ObjectId(), name="written by the second attempt")
+    await get_async_db().tx_pet.insert_one({"name": "rex", "owner": owner.pk})
+    pet = await TxPet.objects.async_get(name="rex")
+    attempt_over = asyncio.Event()
+    late_tasks: list[asyncio.Task] = []
+    fetched: list[Any] = []
+
+    async def outlive() -> Any:
+        await attempt_over.wait()
+        return await pet.owner.fetch()
+
+    async def write() -> None:
+        if not late_tasks:
+            late_tasks.append(asyncio.create_task(outlive()))
+            await TxAccount.objects(name="ann").async_update(inc__balance=1)
+        await owner.async_save()
+        held = {"blockConnection": True, "blockTimeMS": 1000}
+        async with fail_point(app_alias, {"times": 1}, failCommands=["find"], **held):
+            fetching = asyncio.create_task(pet.owner.fetch())
+            await asyncio.sleep(0)  # (its query on its way)
+            attempt_over.set()
+            await asyncio.wait(late_tasks)
+            fetched.append(await fetching)
+        raise Boom
+
+    async with fail_point(
+        app_alias, {"times": 1}, failCommands=["update"], **WRITE_CONFLICT
+    ):
+        with pytest.raises(Boom):
+            await async_run_transaction(write)
+    [task] = late_tasks
+    assert type(task.exception()) is pymongo.errors.InvalidOperation
+    assert str(task.exception()).startswith(ENDED)
+    assert [each.name for each in fetched] == ["written by the second attempt"]
+    assert await committed(TxOwner) == []
+
+
+async def test_a_task_of_an_attempt_leaves_the_next_ones_follow_ups(app_alias):
+    """What follows a cancelled save that landed in the next attempt (its
+    post_save, whose receiver writes) is the next attempt's, run by its
+    next save: a save of a task of the ended attempt, refused, leaves it.
+    That save ran it first, in its task: the receiver's write was refused
+    there, and it ran no more (nothing it wrote was committed)."""
+    await warm()
+    attempt_over = asyncio.Event()
+    late_tasks: list[asyncio.Task] = []
+    received: list[str] = []
+
+    async def receiver(sender: type, document: Any, **kwargs: Any) -> None:
+        received.append(document.name)
+        await TxOwner(name=f"after {document.name}").async_save()
+
+    async def outlive() -> None:
+        await attempt_over.wait()
+        await TxAccount(name="late").async_save()
+
+    async def write() -> None:
+        if not late_tasks:
+            late_tasks.append(asyncio.create_task(outlive()))
+            await TxAccount.objects(name="ann").async_update(inc__balance=1)
+        async with held_on_server(app_alias, "insert", 1000) as held:
+            saving = asyncio.create_task(TxHolder(name="cancelled").async_save())
+            await held.reached_server()
+            saving.cancel()
+            await asyncio.wait({saving})
+        while not follow_ups_pending():  # (its write landed: its post_save next)
+            await asyncio.sleep(0.01)
+        attempt_over.set()
+        await asyncio.wait(late_tasks)
+        await TxAccount(name="next").async_save()
+
+    signals.post_save.connect(receiver, sender=TxHolder)
+    try:
+        async with fail_point(
+            app_alias, {"times": 1}, failCommands=["update"], **WRITE_CONFLICT
+        ):
+            await async_run_transaction(write)
+    finally:
+        signals.post_save.disconnect(receiver, sender=TxHolder)
+    [task] = late_tasks
+    assert type(task.exception()) is pymongo.errors.InvalidOperation
+    assert str(task.exception()).startswith(ENDED)
+    assert received == ["cancelled"]
+    assert [raw["name"] for raw in await committed(TxHolder)] == ["cancelled"]
+    assert [raw["name"] for raw in await committed(TxOwner)] == ["after cancelled"]
+    assert [raw["name"] for raw in await committed(TxAccount)] == ["next"]
+
+
+@pytest.mark.parametrize("end", ["commit", "abort"])
+@pytest.mark.parametrize("form", FORMS)
+async def test_a_task_that_writes_while_its_block_commits_or_aborts(
+    app_alias, command_log, form, end
+):
+    """A task started in a block (or an attempt) that writes once the block's
+    code ended, while its commit or abort is on the server, fails as one that
+    outlived the block, sending nothing. Its write was sent in the ending
+    transaction: committed with it, which the block never asked for (or
+    aborted with it, after it returned)."""
+    await warm()
+    code_ended = asyncio.Event()
+    ending = "commitTransaction" if end == "commit" else "abortTransaction"
+    tasks: list[asyncio.Task] = []
+
+    async def outlive() -> None:
+        await code_ended.wait()
+        while ending not in command_log.names:  # the commit (abort) was sent
+            await asyncio.sleep(0.01)
+        await TxAccount(name="late").async_save()
+
+    async def block() -> None:
+        tasks.append(asyncio.create_task(outlive()))
+        await TxAccount(name="block").async_save()
+        code_ended.set()
+        if end == "abort":
+            raise Boom
+
+    command_log.clear()
+    async with fail_point(
+        app_alias,
+        {"times": 1},
+        failCommands=[ending],
+        blockConnection=True,
+        blockTimeMS=1500,
+    ):
+        with contextlib.suppress(Boom):
+            await run_in(form, block)
+        await asyncio.wait(tasks)
+    [task] = tasks
+    assert type(task.exception()) is pymongo.errors.InvalidOperation
+    assert str(task.exception()).startswith(ENDED)
+    fenced = ["find", "abortTransaction"] if end == "abort" else []  # (FENCED_AFTER)
+    assert sent(command_log) == ["insert", ending, *fenced]
+    names = ["block"] if end == "commit" else []
+    assert [raw["name"] for raw in await committed(TxAccount)] == names
 
 
 def test_is_transient_follows_the_causes():

@@ -29,6 +29,7 @@ from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import (
     ConnectionFailure,
+    InvalidOperation,
     OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
@@ -81,6 +82,10 @@ Journal = list[Callable[[], None]]
 _journals: ContextVar[tuple[tuple[AsyncClientSession, Journal], ...]] = ContextVar(
     "mongoengine_async_journals", default=()
 )
+# The attempts of the transactions bound in this task (see _Attempt).
+_attempts: ContextVar[tuple[_Attempt, ...]] = ContextVar(
+    "mongoengine_async_attempts", default=()
+)
 # The switches in effect, by class; a switch binds a new mapping (never changed).
 _NO_SWITCH: Mapping[type[Any], str] = MappingProxyType({})
 _db_aliases: ContextVar[Mapping[type[Any], str]] = ContextVar(
@@ -107,23 +112,83 @@ def read_context() -> tuple[Any, ...] | None:
     nothing is bound (most tasks), so comparing costs one test."""
     if not _bound.get():
         return None
-    return (_own_sessions(), _db_aliases.get(), _collections.get())
+    return (_own_sessions(), _attempts.get(), _db_aliases.get(), _collections.get())
 
 
 def current_session(client: Any = None) -> AsyncClientSession | None:
     """The session bound by ``async_run_in_transaction`` for ``client``, if any.
 
     Without ``client``: the innermost session bound in this task, if any.
+    In a task that outlived the block (or the run of ``fn``) that bound it,
+    raises PyMongo's ``InvalidOperation``, as its ended session would: the
+    session may be committing, or in the transaction of ``fn``'s next run.
     """
     sessions = _own_sessions()
     if client is None:
         return sessions[-1] if sessions else None
-    for session in reversed(sessions):  # the innermost (a delete's, see run_on)
+    session = _bound_for(client, sessions)
+    if session is not None and _over(session):
+        raise _ended_attempt_error()
+    return session
+
+
+def _bound_for(
+    client: Any, sessions: tuple[AsyncClientSession, ...]
+) -> AsyncClientSession | None:
+    """The innermost of ``sessions`` (a delete's, see run_on) on ``client``."""
+    for session in reversed(sessions):
         if session.client is client:
             return session
     if sessions:
         _refuse_reconnected(client)
     return None
+
+
+class _Attempt:
+    """One run of the code of a transaction of ``session``: the block of
+    ``async_run_in_transaction``, or one call of ``async_run_transaction``'s
+    ``fn``. The tasks started in it inherit it (a copy of the context); once
+    that code ended it is ``over``, while the session lives on: committing or
+    aborting, and running ``fn`` again in a new transaction, which a task of
+    this attempt must not join (see :func:`current_session`)."""
+
+    __slots__ = ("over", "session")
+
+    def __init__(self, session: AsyncClientSession) -> None:
+        self.session = session
+        self.over = False
+
+
+@contextlib.contextmanager
+def _attempt(session: AsyncClientSession) -> Iterator[None]:
+    """Run the code of one attempt of ``session``'s transaction; over after."""
+    attempt = _Attempt(session)
+    token = _attempts.set((*_attempts.get(), attempt))
+    try:
+        yield
+    finally:
+        attempt.over = True
+        _attempts.reset(token)
+
+
+def _over(session: AsyncClientSession) -> bool:
+    """Whether the attempt of ``session``'s transaction this task inherited
+    is over (a task that outlived it: the code that started it ended)."""
+    for attempt in reversed(_attempts.get()):
+        if attempt.session is session:
+            return attempt.over
+    return False
+
+
+def _ended_attempt_error() -> InvalidOperation:
+    """What an operation of a task that outlived its transaction's attempt
+    raises: the session it inherited is over for it, as once the block
+    ended; its transaction then is another attempt's, or none."""
+    return InvalidOperation(
+        "Cannot use ended session: this task was started in a transaction "
+        "(async_run_in_transaction, or an attempt of async_run_transaction) "
+        "whose code has ended"
+    )
 
 
 # The sessions bound for one task only (a delete's own transaction, see
@@ -201,7 +266,7 @@ def outside_journal() -> Journal | None:
     own = _own_sessions()
     for session, undos in reversed(journals):
         if session.in_transaction and any(session is bound for bound in own):
-            return undos
+            return None if _over(session) else undos
     return None
 
 
@@ -392,8 +457,14 @@ def follow_ups_pending() -> bool:
     """Whether a transaction bound in this task has follow-ups of cancelled
     writes still to run (see :func:`after_commit`)."""
     return bool(_pending) and any(  # (most writes: no cancelled one)
-        session in _pending for session, _ in _journals.get()
+        session in _pending for session in _live_sessions()
     )
+
+
+def _live_sessions() -> list[AsyncClientSession]:
+    """The sessions of the transactions bound in this task whose attempt it
+    inherited is not over (see :func:`_over`)."""
+    return [session for session, _ in _journals.get() if not _over(session)]
 
 
 async def run_follow_ups() -> None:
@@ -405,7 +476,7 @@ async def run_follow_ups() -> None:
     cut short by a cancellation before it sent its signal (see
     :func:`signalling`) is pending again, as the steps of a cancelled write
     follow it: in the block's next write, or once it committed."""
-    for session, _ in _journals.get():
+    for session in _live_sessions():
         while follows := _pending.get(session):
             follow = follows[0]
             if follow.take():
@@ -467,6 +538,7 @@ def unbind_sessions() -> None:
     such as the steps after the write of a cancelled save. Switches stay."""
     _sessions.set(())
     _journals.set(())
+    _attempts.set(())
     _transaction_aliases.set(())
 
 
@@ -661,10 +733,12 @@ def is_transient(error: BaseException | None) -> bool:
 
 def _refuse_nesting(client: AsyncMongoClient, name: str) -> None:
     """Refuse a transaction inside one of ``client``'s bound in this task; not
-    one that is over (committed or aborted, its session ended or not: a task
-    that outlived the block that started it, whose session it inherited)."""
-    session = current_session(client)
-    if session is not None and session.in_transaction:
+    one that is over for it (committed or aborted, its session ended or not,
+    or whose attempt is over, the session in the next one's: a task that
+    outlived the block or attempt that started it, whose session it
+    inherited)."""
+    session = _bound_for(client, _own_sessions())
+    if session is not None and session.in_transaction and not _over(session):
         raise NestedTransactionError(
             f"{name}() cannot be nested: a transaction is already active in this task"
         )
@@ -760,7 +834,8 @@ async def run_in_transaction(
         await block.entered()
         async with _bind_session(session, undos):
             try:
-                yield session
+                with _attempt(session):
+                    yield session
             except BaseException as error:
                 await block.failed(error)
                 raise
@@ -1022,7 +1097,8 @@ class _Block:
         while await self._next():
             _undo(undos)  # what the attempt before, aborted, changed
             try:
-                outcome = await _run_labelled(fn)
+                with _attempt(self._session):
+                    outcome = await _run_labelled(fn)
             except PyMongoError as error:
                 if not error.has_error_label(_TRANSIENT):
                     await self.failed(error)
