@@ -44,6 +44,7 @@ class InjUser(Document):
     tags = ListField(StringField())
     prefs = DictField()
     labels = MapField(StringField())
+    scores = DictField(IntField())
     extra = DynamicField()
     profile = EmbeddedDocumentField(InjProfile)
 
@@ -146,6 +147,9 @@ async def test_document_modify_and_save_condition_refuse(users):
         ({"tags": {"$ne": "admin"}}, "tags", "ListField"),
         ({"profile__nick": {"$ne": "x"}}, "profile__nick", "StringField"),
         ({"name__": {"$ne": "x"}}, "name__", "StringField"),
+        # a key of a typed MapField or DictField is its item field
+        ({"labels__team": {"$ne": "x"}}, "labels__team", "StringField"),
+        ({"scores__math": {"$gt": 0}}, "scores__math", "IntField"),
     ],
 )
 async def test_fields_that_hold_no_dict_refuse(users, query, path, field):
@@ -185,6 +189,7 @@ async def test_dict_holding_fields_take_dicts(users):
     assert await names(InjUser.objects(extra={"$exists": False})) == ["bob"]
     assert await names(InjUser.objects(profile={"$exists": True})) == ["alice"]
     assert await names(InjUser.objects(prefs__theme={"$in": ["light"]})) == ["bob"]
+    assert await names(InjUser.objects(scores={"$exists": True})) == ["alice", "bob"]
 
 
 async def test_undeclared_fields_of_a_dynamic_document_take_dicts(async_alias):

@@ -138,13 +138,30 @@ def _parse(key: str) -> tuple[str | None, list[str]]:
 
 def _field(document: type[Any], parts: list[str]) -> BaseField | None:
     """The field a path ends on, as ``transform.query`` finds it (None: unknown,
-    left for MongoEngine to report)."""
+    left for MongoEngine to report); a key of a typed DictField or MapField
+    ends on its item field, which MongoEngine's lookup gives as the key itself
+    (a MapField's) or as an untyped DictField (a DictField's)."""
     try:
         path = document._lookup_field(parts)
     except Exception:  # transform.query turns it into its own InvalidQueryError
         return None
-    found = [field for field in path if not isinstance(field, str)]
-    return found[-1] if found else None
+    current: BaseField | None = None
+    for step in path:
+        item = _dict_item_field(current)
+        if item is not None:
+            current = item  # the step is a key of the dict
+        elif not isinstance(step, str):
+            current = step
+    return current
+
+
+def _dict_item_field(field: BaseField | None) -> BaseField | None:
+    """The item field of ``field`` (through typed lists) when it is a typed
+    DictField or MapField, whose next path step is a key; else None."""
+    item: Any = field
+    while isinstance(item, fields.ListField) and item.field is not None:
+        item = item.field
+    return item.field if isinstance(item, fields.DictField) else None
 
 
 def _holds_no_dict(field: BaseField) -> bool:
