@@ -767,9 +767,19 @@ async def test_an_abort_and_its_fence_on_a_client_with_a_timeout(mongodb_uri, fo
         assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
 
 
-async def _until_settled(document: Document) -> None:
-    while "_async_save_turns" in document.__dict__:
+async def until(condition: Callable[[], bool], seconds: float = 30) -> None:
+    """Return once ``condition()`` holds; fail if it does not within
+    ``seconds`` (a loaded machine is slow, a wait that never ends hangs)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
         await asyncio.sleep(0.01)
+
+
+async def _until_settled(document: Document) -> None:
+    """Until the write of ``document`` a cancellation left on its way settled
+    (its turn ended; the steps after it, if any, run on in a task)."""
+    await until(lambda: "_async_save_turns" not in document.__dict__)
 
 
 async def test_a_cancelled_save_that_landed_updates_the_cached_copies(app):
@@ -783,13 +793,9 @@ async def test_a_cancelled_save_that_landed_updates_the_cached_copies(app):
         await cancel_once_sent(held, author.async_save)
         await _until_settled(author)
     # The copies are updated in a task of their own, whose end clears the
-    # changes (as MongoEngine's save, after post_save): the copy can be read
-    # back before that task resumed.
-    for _ in range(100):
-        raw = await CwBook._get_collection().find_one({"_id": book.pk})
-        if raw["author"]["name"] == "new" and not author._get_changed_fields():
-            break
-        await asyncio.sleep(0.01)
+    # changes (as MongoEngine's save, after post_save): until it ended.
+    await until(lambda: not context.following)
+    raw = await CwBook._get_collection().find_one({"_id": book.pk})
     assert raw["author"] == {"_id": author.pk, "name": "new"}
     assert author._get_changed_fields() == []
 
@@ -806,10 +812,7 @@ async def test_a_cancelled_delete_that_landed_deletes_the_files(app):
         await cancel_once_sent(held, document.async_delete)
         await _until_settled(document)
     assert await CwFiled._get_collection().find_one({"_id": document.pk}) is None
-    for _ in range(100):  # (deleted in a task of their own)
-        if await files.count_documents({"_id": grid_id}) == 0:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: not context.following)  # (deleted in a task of their own)
     assert await files.count_documents({"_id": grid_id}) == 0
 
 
@@ -1273,12 +1276,6 @@ async def test_a_cancelled_delete_with_rules_on_the_callers_session(
 # failed (WriteConflict), or with an unknown result (ShutdownInProgress), which
 # with_transaction's retry of the commit then commits.
 COMMITS = {"committed": None, "failed": 112, "unknown, then committed": 91}
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Return once ``condition()`` holds."""
-    while not condition():
-        await asyncio.sleep(0.01)
 
 
 async def stored_values() -> list[dict[str, Any]]:
