@@ -840,10 +840,11 @@ async def test_a_save_during_a_new_documents_post_save_sends_the_later_changes(
 ):
     """A second save of a document whose insert awaits its post_save receiver
     sends the changes made while the insert was on its way."""
-    resume = asyncio.Event()
+    awaiting, resume = asyncio.Event(), asyncio.Event()
 
     async def post_save(sender, document, **kwargs):
         if kwargs["created"]:
+            awaiting.set()
             await resume.wait()
 
     person = DocPerson(name="Ada")
@@ -853,7 +854,7 @@ async def test_a_save_during_a_new_documents_post_save_sends_the_later_changes(
         while person.pk is None:  # (until the insert is on its way)
             await asyncio.sleep(0)
         person.age = 3
-        await asyncio.sleep(0.05)  # the insert returned: post_save awaits
+        await awaiting.wait()  # the insert returned: post_save awaits
         await person.async_save()
         stored = await _db().doc_person.find_one({"_id": person.id})
         assert stored["age"] == 3
