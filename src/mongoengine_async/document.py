@@ -960,7 +960,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
 
         A delete that cascades runs in one transaction unless ``transaction=False``.
         Files go only once the document is gone: a refused delete (DENY, a
-        failure) keeps them, unlike MongoEngine, which deletes them first.
+        failure) keeps them, unlike MongoEngine, which deletes them first; if
+        their delete fails, ``post_delete`` is sent, then the error raised.
         """
         operation = await self._async_operation("async_delete", "delete()", session)
         signal_kwargs = signal_kwargs or {}
@@ -1037,9 +1038,27 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             else:  # (a file's delete the transaction's commit kept is gone)
                 self._follow_delete_commit(files, operation, held_back)
             raise
+        except Exception:
+            await self._signal_gone(operation, signal_kwargs)
+            raise
         await signals.send(
             signals.post_delete, type(self), document=self, **signal_kwargs
         )
+
+    async def _signal_gone(
+        self, operation: Operation, signal_kwargs: dict | None
+    ) -> None:
+        """After a delete whose files' delete failed: ``post_delete``, unless
+        in a transaction (which that error aborts, keeping the document) or
+        held back (``signal_kwargs`` None). Outside one the document is gone,
+        and its receivers must learn of it (the caller gets the error next)."""
+        session = operation.session
+        if signal_kwargs is not None and (
+            session is None or not session.in_transaction
+        ):
+            await signals.send(
+                signals.post_delete, type(self), document=self, **signal_kwargs
+            )
 
     async def _async_after_delete(
         self,
@@ -1050,7 +1069,12 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         """A delete's steps once the document is gone: its files, then
         ``post_delete`` (not if ``signal_kwargs`` is None: held back by a
         muted block)."""
-        await delete_files(files, operation)
+        try:
+            await delete_files(files, operation)
+        except Exception:
+            context.signalling()
+            await self._signal_gone(operation, signal_kwargs)
+            raise
         if signal_kwargs is None:
             return
         context.signalling()

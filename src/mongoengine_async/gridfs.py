@@ -1003,14 +1003,16 @@ async def _delete_both_surely(root: AsyncCollection, grid_id: Any) -> bool:
 async def _delete_both(root: AsyncCollection, grid_id: Any, session: Any) -> bool:
     """The two deletes ``AsyncGridFSBucket.delete`` sends, sent on the
     collections so that they also run inside a transaction (PyMongo refuses
-    GridFS there); whether the files document existed."""
+    GridFS there); whether the file existed: its files document, or chunks
+    left by a delete whose chunks' delete failed (retried, it is done then)."""
     files = await root.files.delete_one({"_id": {"$eq": grid_id}}, session=session)
-    await _delete_chunks(root, grid_id, session)
-    return files.deleted_count > 0
+    chunks = await _delete_chunks(root, grid_id, session)
+    return files.deleted_count > 0 or chunks > 0
 
 
-async def _delete_chunks(root: AsyncCollection, file_id: Any, session: Any) -> None:
-    """Delete the chunks of file ``file_id``, through a failover too.
+async def _delete_chunks(root: AsyncCollection, file_id: Any, session: Any) -> int:
+    """Delete the chunks of file ``file_id``, through a failover too; how
+    many there were.
 
     A delete of many documents is no retryable write: PyMongo does not send it
     again after an error a retryable write is retried on (a primary stepping
@@ -1020,12 +1022,13 @@ async def _delete_chunks(root: AsyncCollection, file_id: Any, session: Any) -> N
     """
     query = {"files_id": {"$eq": file_id}}
     try:
-        await root.chunks.delete_many(query, session=session)
+        result = await root.chunks.delete_many(query, session=session)
     except pymongo.errors.PyMongoError as error:
         in_transaction = session is not None and session.in_transaction
         if in_transaction or not _retryable_write_error(error):
             raise
-        await root.chunks.delete_many(query, session=session)
+        result = await root.chunks.delete_many(query, session=session)
+    return result.deleted_count
 
 
 def _retryable_write_error(error: pymongo.errors.PyMongoError) -> bool:

@@ -1,0 +1,125 @@
+"""A file's delete that fails on the server (the failCommand fail point:
+tests of a server of their own): what is left, what a retry does, what is
+raised and which signals are sent."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from pymongo.errors import NotPrimaryError
+
+from mongoengine_async import Document, FileField, get_async_connection, signals
+from mongoengine_async.connection import disconnect_all_async
+from mongoengine_async.testing import fresh_database
+
+# InterruptedDueToReplStateChange: an error PyMongo retries a write on.
+INTERRUPTED = 11602
+
+
+class FdPaper(Document):
+    pdf = FileField(collection_name="fd_files")
+
+
+@pytest.fixture
+async def app(mongodb_uri: str) -> AsyncIterator[str]:
+    """Alias "default" on a client with an application name of its own (the
+    fixture's value), so that a fail point fails this test's commands only."""
+    name = f"fd-{uuid4().hex[:8]}"
+    try:
+        async with fresh_database("default", mongodb_uri, appname=name):
+            yield name
+    finally:
+        await disconnect_all_async()
+
+
+@asynccontextmanager
+async def failing(
+    app_name: str, times: int, code: int = INTERRUPTED
+) -> AsyncIterator[None]:
+    """The next ``times`` deletes of chunks of client ``app_name`` fail with
+    ``code``."""
+    database = get_async_connection().get_database("admin")
+    chunks = FdPaper._get_collection().database["fd_files.chunks"].full_name
+    command = {"configureFailPoint": "failCommand"}
+    data = {"failCommands": ["delete"], "errorCode": code, "namespace": chunks}
+    await database.command(
+        {**command, "mode": {"times": times}, "data": {**data, "appName": app_name}}
+    )
+    try:
+        yield
+    finally:
+        await database.command({**command, "mode": "off"})
+
+
+async def bucket() -> tuple[list, list]:
+    """The ids of the files documents of the bucket, and the files_id of its chunks."""
+    database = FdPaper._get_collection().database
+    files = await database["fd_files.files"].distinct("_id")
+    chunks = await database["fd_files.chunks"].distinct("files_id")
+    return files, chunks
+
+
+async def stored_paper() -> FdPaper:
+    paper = FdPaper()
+    await paper.pdf.async_put(b"contents", filename="a.pdf")
+    return await paper.async_save()
+
+
+async def test_a_retried_file_delete_deletes_the_chunks_left(app):
+    """The chunks' delete failing (twice: PyMongo's error and our retry), the
+    files document is gone, the chunks stay, and the proxy still holds the
+    file: the retry deletes the chunks and returns, as the delete is done
+    then. It raised NoFile (its files document was gone), the chunks left."""
+    paper = await stored_paper()
+    grid_id = paper.pdf.grid_id
+    async with failing(app, times=2):
+        with pytest.raises(NotPrimaryError) as raised:
+            await paper.pdf.async_delete()
+    assert raised.value.details["code"] == INTERRUPTED
+    assert await bucket() == ([], [grid_id])
+    assert paper.pdf.grid_id == grid_id
+    await paper.pdf.async_delete()
+    assert paper.pdf.grid_id is None
+    assert await bucket() == ([], [])
+
+
+@pytest.fixture
+def deletes() -> Iterator[list[tuple[str, Any]]]:
+    """The delete signals sent for FdPaper: (signal, document id)."""
+    sent: list[tuple[str, Any]] = []
+
+    def pre(sender: Any, document: Any, **kwargs: Any) -> None:
+        sent.append(("pre_delete", document.pk))
+
+    def post(sender: Any, document: Any, **kwargs: Any) -> None:
+        sent.append(("post_delete", document.pk))
+
+    signals.pre_delete.connect(pre, sender=FdPaper)
+    signals.post_delete.connect(post, sender=FdPaper)
+    try:
+        yield sent
+    finally:
+        signals.pre_delete.disconnect(pre, sender=FdPaper)
+        signals.post_delete.disconnect(post, sender=FdPaper)
+
+
+async def test_a_document_delete_whose_file_delete_fails(app, deletes):
+    """The document is gone when its file's delete fails: ``post_delete`` is
+    sent (its receivers learn it is gone), then the error is raised; the
+    file, orphaned, is deleted by the document's delete again. No
+    ``post_delete`` was sent."""
+    paper = await stored_paper()
+    grid_id = paper.pdf.grid_id
+    async with failing(app, times=2):
+        with pytest.raises(NotPrimaryError):
+            await paper.async_delete()
+    assert await FdPaper.objects.async_count() == 0
+    assert await bucket() == ([], [grid_id])
+    assert deletes == [("pre_delete", paper.pk), ("post_delete", paper.pk)]
+    await paper.async_delete()
+    assert await bucket() == ([], [])
+    assert deletes[2:] == [("pre_delete", paper.pk), ("post_delete", paper.pk)]
