@@ -1850,3 +1850,93 @@ async def test_a_cancelled_delete_with_rules_on_the_callers_session_outside_one(
     raw = await CwReferrer._get_collection().find_one({"_id": referrer.pk})
     assert raw == {"_id": referrer.pk}
     assert await stored(other) == {"_id": other.pk, "a": 0, "b": 0}
+
+
+@pytest.mark.parametrize("receiver", [False, True], ids=["", "post_delete"])
+@pytest.mark.parametrize("held_delete", [0, 1], ids=["documents", "first-file"])
+@pytest.mark.parametrize("kind", ["document", "queryset"])
+def test_a_delete_going_on_as_its_loop_ends_deletes_the_files(
+    mongodb_uri, kind, held_delete, receiver
+):
+    """A delete whose caller ``asyncio.run()``'s end cancels, the delete of
+    the documents (or of their first file) held on the server: the loop
+    ends once the documents and all their files are gone, ``post_delete``
+    sent. The files stayed, orphaned: the write's task, cancelled in turn,
+    dropped what followed it, and a task begun then was never awaited."""
+    name = f"cw_{uuid4().hex[:12]}"
+    app = f"cw-{uuid4().hex[:8]}"
+    sent: list[Any] = []
+
+    def post_delete(sender: Any, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    async def main() -> list[Any]:
+        await connect_async(
+            name,
+            host=mongodb_uri,
+            appname=app,
+            retryWrites=False,
+            uuidRepresentation="standard",
+        )
+        documents = []
+        for number in range(3):
+            document = CwFiled()
+            await document.data.async_put(b"contents %d" % number)
+            documents.append(await document.async_save())
+        work = (
+            documents[0].async_delete
+            if kind == "document"
+            else CwFiled.objects.async_delete
+        )
+        # Held once (turning the fail point off would wait for the block).
+        admin = get_async_connection().admin
+        collection = "cw_files.files" if held_delete else "cw_filed"
+        data = {
+            "failCommands": ["delete"],
+            "blockConnection": True,
+            "blockTimeMS": BLOCK_MS,
+            "namespace": f"{name}.{collection}",
+            "appName": app,
+        }
+        configured = await admin.command(
+            {"configureFailPoint": "failCommand", "mode": {"times": 1}, "data": data}
+        )
+        task = asyncio.ensure_future(work())
+        await Held(admin, app, ["delete"], configured["count"]).reached_server()
+        assert not task.done()  # (left to the loop's end)
+        return [document.pk for document in documents]
+
+    async def left() -> tuple[list, list, list, list]:
+        await connect_async(
+            name,
+            host=mongodb_uri,
+            appname=app,
+            retryWrites=False,
+            uuidRepresentation="standard",
+        )
+        database = get_async_connection()[name]
+        admin = database.client.admin
+        await Held(admin, app, ["delete"], 0).ended_on_server()
+        await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        kept = await database["cw_filed"].find().sort("_id").to_list()
+        files = await database["cw_files.files"].distinct("_id")
+        chunks = await database["cw_files.chunks"].distinct("files_id")
+        await get_async_connection().drop_database(name)
+        await disconnect_all_async()
+        pks = [raw["_id"] for raw in kept]
+        return pks, sorted(raw["data"] for raw in kept), sorted(files), sorted(chunks)
+
+    if receiver:
+        signals.post_delete.connect(post_delete, sender=CwFiled)
+    try:
+        pks = asyncio.run(main())
+    finally:
+        signals.post_delete.disconnect(post_delete, sender=CwFiled)
+        kept, kept_files, files, chunks = asyncio.run(left())
+    # No file orphaned; each document deleted has had its post_delete.
+    assert files == chunks == kept_files
+    assert sorted(sent) == ([pk for pk in pks if pk not in kept] if receiver else [])
+    if kind == "document":
+        assert kept == pks[1:]
+    elif not receiver:  # (one command: with receivers, one per document)
+        assert kept == []

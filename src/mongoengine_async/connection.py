@@ -42,7 +42,7 @@ from mongoengine_async._compat import (
     sync_alias_of,
     sync_settings_of,
 )
-from mongoengine_async.detached import held
+from mongoengine_async.detached import all_finished, held
 from mongoengine_async.errors import ConnectionUsageError
 
 __all__ = (
@@ -705,6 +705,7 @@ def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
             if _closers.get(loop) is closer:  # not discarded (see _discard_closer)
                 del _closers[loop]
                 _shut_down.add(loop)
+                await all_finished()  # (writes' follow-ups, on these clients)
                 await _others_finalised()
                 await _close_clients_of(loop)
 

@@ -46,7 +46,12 @@ from mongoengine_async.connection import (
     is_sync_connection,
     serves,
 )
-from mongoengine_async.detached import acting_task, held, until_done
+from mongoengine_async.detached import (
+    acting_task,
+    finish_before_close,
+    held,
+    until_done,
+)
 from mongoengine_async.errors import ForeignSessionError, NestedTransactionError
 from mongoengine_async.guards import require_async, sync_alias_error
 
@@ -515,12 +520,15 @@ def signalling() -> None:
 following: set[asyncio.Future[Any]] = set()
 
 
-def follow_up(work: Coroutine[Any, Any, None], what: str) -> None:
+def follow_up(work: Coroutine[Any, Any, None], what: str, finish: bool = False) -> None:
     """Run ``work``, what a write whose caller was cancelled leaves to do once
     it was applied, in a task of its own, in no transaction of this context;
-    its error, which no caller awaits, goes to the loop's exception handler."""
+    its error, which no caller awaits, goes to the loop's exception handler.
+    ``finish``: the loop's end waits for it (see ``finish_before_close``)."""
     task = held(_unbound(work), following, what)
     task.add_done_callback(lambda _: work.close())  # (never run: loop ended)
+    if finish:
+        finish_before_close(task)
 
 
 async def _unbound(work: Coroutine[Any, Any, None]) -> None:

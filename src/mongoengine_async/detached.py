@@ -52,6 +52,28 @@ def held(
     return task
 
 
+# The tasks the end of their loop waits for (see finish_before_close).
+_finishing: set[asyncio.Future[Any]] = set()
+
+
+def finish_before_close(task: asyncio.Future[Any]) -> asyncio.Future[Any]:
+    """Have the end of ``task``'s loop wait for it before closing its clients:
+    what a write cancelled as the loop ends leaves to do (the files of
+    deleted documents) starts in a task that ``asyncio.run()``, which awaits
+    only the tasks it cancelled, would drop unfinished; returns ``task``."""
+    _finishing.add(task)
+    task.add_done_callback(_finishing.discard)
+    return task
+
+
+async def all_finished() -> None:
+    """Wait until the tasks of :func:`finish_before_close` on the running
+    loop are done (those they start too)."""
+    loop = asyncio.get_running_loop()
+    while pending := {task for task in _finishing if task.get_loop() is loop}:
+        await asyncio.wait(pending)
+
+
 def _report(failure: str, task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         task.get_loop().call_exception_handler(

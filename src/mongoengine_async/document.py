@@ -987,12 +987,14 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                     transaction,
                 )
             )
-            deleting = self._qs.filter(**self._object_key).async_delete(
+            deleting = functools.partial(
+                self._qs.filter(**self._object_key).async_delete,
                 write_concern=write_concern,
                 _from_doc_delete=True,
                 transaction=transaction,
                 session=operation.session,
             )
+            held_back = signals.unless_muted(signals.post_delete, signal_kwargs)
             # Its files go once it was applied (in a transaction, once that
             # committed), as after a delete that returned. Its rules' writes
             # on the caller's own session (not a transaction of ours, whose
@@ -1001,13 +1003,10 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             await (
                 _write_in_turn(
                     self,
-                    deleting,
+                    self._delete_surely(deleting, files, operation, held_back),
                     operation.session,
                     functools.partial(
-                        self._after_cancelled_delete,
-                        files,
-                        operation,
-                        signals.unless_muted(signals.post_delete, signal_kwargs),
+                        self._after_cancelled_delete, files, operation, held_back
                     ),
                     wait=(
                         session is not None
@@ -1016,7 +1015,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                     ),
                 )
                 if alone
-                else deleting
+                else deleting()
             )
         except pymongo.errors.OperationFailure as err:
             # MongoEngine's formatting: the message, not the args tuple's repr.
@@ -1032,7 +1031,6 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             # and post_delete follow, as after a cancelled write that landed
             # (a file's delete the cancellation cut short is done again).
             session = operation.session
-            held_back = signals.unless_muted(signals.post_delete, signal_kwargs)
             if session is None or not session.in_transaction:
                 self._follow_delete(files, operation, held_back)
             else:  # (a file's delete the transaction's commit kept is gone)
@@ -1044,6 +1042,28 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         await signals.send(
             signals.post_delete, type(self), document=self, **signal_kwargs
         )
+
+    async def _delete_surely(
+        self,
+        deleting: Callable[[], Awaitable[Any]],
+        files: list[AsyncGridFSProxy],
+        operation: Operation,
+        signal_kwargs: dict | None,
+    ) -> Any:
+        """``await deleting()``, the write of a delete; cancelled itself while
+        it is on its way (its loop ending: ``asyncio.run()`` cancels the tasks
+        left, and waits for them), outside a transaction, it may reach the
+        server all the same: it is sent again, then the steps after it run
+        (files, ``post_delete``), before the cancellation is raised."""
+        try:
+            return await deleting()
+        except asyncio.CancelledError:
+            session = operation.session
+            if session is not None and session.in_transaction:
+                raise  # (aborted as the loop ends: the document stays)
+            await deleting()
+            await self._async_after_delete(files, operation, signal_kwargs, True)
+            raise
 
     async def _signal_gone(
         self, operation: Operation, signal_kwargs: dict | None
@@ -1065,12 +1085,14 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         files: list[AsyncGridFSProxy],
         operation: Operation,
         signal_kwargs: dict | None,
+        surely: bool = False,
     ) -> None:
-        """A delete's steps once the document is gone: its files, then
+        """A delete's steps once the document is gone: its files (each even
+        when cancelled meanwhile, if ``surely``: see ``delete_files``), then
         ``post_delete`` (not if ``signal_kwargs`` is None: held back by a
         muted block)."""
         try:
-            await delete_files(files, operation)
+            await delete_files(files, operation, surely)
         except Exception:
             context.signalling()
             await self._signal_gone(operation, signal_kwargs)
@@ -1132,8 +1154,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         ):
             # (Not in the delete's own session: its caller may use it meanwhile.)
             alone = dataclasses.replace(operation, session=None)
-            steps = self._async_after_delete(files, alone, signal_kwargs)
-            follow_up(steps, "steps after the write of a cancelled delete")
+            steps = self._async_after_delete(files, alone, signal_kwargs, True)
+            what = "steps after the write of a cancelled delete"
+            follow_up(steps, what, finish=bool(files))
 
     def _file_proxies(self) -> list[AsyncGridFSProxy]:
         """The GridFS files of this document's file fields (and of its lists

@@ -66,7 +66,7 @@ from mongoengine_async.context import (
     on_commit,
     outside_journal,
 )
-from mongoengine_async.detached import held, to_completion
+from mongoengine_async.detached import finish_before_close, held, to_completion
 from mongoengine_async.errors import AsyncUsageError, NotLoadedError
 from mongoengine_async.gridfs_read import OpenedChunks, read_whole
 from mongoengine_async.guards import (
@@ -984,7 +984,7 @@ async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> boo
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         if not task.done():
-            held(task, _cut_short, _CUT_SHORT)
+            finish_before_close(held(task, _cut_short, _CUT_SHORT))
         raise
 
 
@@ -1198,21 +1198,29 @@ def check_deletable(proxies: list[AsyncGridFSProxy]) -> None:
         _check_alias(proxy)
 
 
-async def delete_files(proxies: list[AsyncGridFSProxy], operation: Operation) -> None:
+async def delete_files(
+    proxies: list[AsyncGridFSProxy], operation: Operation, surely: bool = False
+) -> None:
     """Delete these files (one already gone is no error), in the operation's
     session when they live on its client; on another client, once the
     transaction the documents' delete is in (if this package bound it)
     committed (:func:`_delete_in`). Outside a transaction, each even when
     one failed (the documents are gone: a file not tried would be left,
-    orphaned), then the first error is raised."""
+    orphaned), then the first error is raised; ``surely`` (a task of its own
+    following a cancelled delete, which its loop's end cancels in turn),
+    each even when cancelled meanwhile, then the cancellation is raised."""
     undos = journal(operation.session)
-    errors = []
+    errors: list[BaseException] = []
     for proxy in proxies:
         session = operation.session_on(proxy._root())
         try:
             await proxy._delete(
                 True, session, undos if session is None else journal(session)
             )
+        except asyncio.CancelledError as cancelled:
+            if not surely:
+                raise
+            errors.insert(0, cancelled)  # (what is raised, once all were tried)
         except Exception as error:
             if session is not None and session.in_transaction:
                 raise  # aborted: it deletes nothing more
@@ -1236,8 +1244,9 @@ async def delete_files_of_deleted(
             # (Not in the caller's session: it may use it meanwhile.)
             alone = dataclasses.replace(operation, session=None)
             follow_up(
-                delete_files(proxies, alone),
+                delete_files(proxies, alone, surely=True),
                 "delete of the files of documents a cancelled delete deleted",
+                finish=True,
             )
         raise
 

@@ -1309,13 +1309,17 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         if (self._skip or self._limit or has_delete_signal) and not _from_doc_delete:
             return await delete_each(self, operation, atomic=transaction)
         files = [] if _from_doc_delete else await stored_files(self, operation)
-        deleting = delete_matching(
-            self, operation, atomic=transaction, cascade_refs=cascade_refs
+        deleting = functools.partial(
+            delete_matching,
+            self,
+            operation,
+            atomic=transaction,
+            cascade_refs=cascade_refs,
         )
         if files and operation.session is None and not has_rules(self._document):
             deleted = await _files_follow(deleting, files, operation)
         else:
-            deleted = await deleting
+            deleted = await deleting()
         await delete_files_of_deleted(files, operation)  # once the documents are gone
         return deleted
 
@@ -1326,21 +1330,38 @@ _deleting: set[asyncio.Future[Any]] = set()
 
 
 async def _files_follow(
-    deleting: Coroutine[Any, Any, int | None],
+    deleting: Callable[[], Coroutine[Any, Any, int | None]],
     files: list[Any],
     operation: Operation,
 ) -> int | None:
-    """Await ``deleting``, the delete (one command, in no session) of the
+    """Await ``deleting()``, the delete (one command, in no session) of the
     documents holding ``files``. Its caller cancelled while it is on its way,
     it goes on in a task of its own, and once it was applied the files are
     deleted, as after a document's cancelled delete (they would stay, found
     by nothing)."""
-    outcome, write = detached(deleting)
+    outcome, write = detached(_delete_surely(deleting, files, operation))
     held(write, _deleting)
     try:
         return await outcome
     except asyncio.CancelledError:
         write.add_done_callback(functools.partial(_after_cancelled, files, operation))
+        raise
+
+
+async def _delete_surely(
+    deleting: Callable[[], Coroutine[Any, Any, int | None]],
+    files: list[Any],
+    operation: Operation,
+) -> int | None:
+    """``await deleting()``; cancelled itself while it is on its way (its
+    loop ending: ``asyncio.run()`` cancels the tasks left, and waits for
+    them), the delete may reach the server all the same: it is sent again,
+    and the files deleted, before the cancellation is raised."""
+    try:
+        return await deleting()
+    except asyncio.CancelledError:
+        await deleting()
+        await delete_files(files, operation, surely=True)
         raise
 
 
@@ -1350,8 +1371,9 @@ def _after_cancelled(
     """The files of a delete whose caller was cancelled, once it was applied."""
     if not write.cancelled() and write.result() is not FAILED:
         context.follow_up(
-            delete_files(files, operation),
+            delete_files(files, operation, surely=True),
             "delete of the files of documents a cancelled delete deleted",
+            finish=True,
         )
 
 
