@@ -30,6 +30,7 @@ from pymongo.errors import PyMongoError
 
 from conftest import Held, held_on_server
 from mongoengine_async import (
+    CASCADE,
     NULLIFY,
     CachedReferenceField,
     Document,
@@ -86,6 +87,17 @@ class CwRuled(Document):
 
 class CwReferrer(Document):
     doc = ReferenceField(CwRuled, reverse_delete_rule=NULLIFY)
+
+
+class CwFiledRoot(Document):
+    """Its deletes cascade to CwFiledChild; both hold files."""
+
+    data = FileField(collection_name="cw_files")
+
+
+class CwFiledChild(Document):
+    parent = ReferenceField(CwFiledRoot, reverse_delete_rule=CASCADE)
+    data = FileField(collection_name="cw_files")
 
 
 @asynccontextmanager
@@ -1940,3 +1952,45 @@ def test_a_delete_going_on_as_its_loop_ends_deletes_the_files(
         assert kept == pks[1:]
     elif not receiver:  # (one command: with receivers, one per document)
         assert kept == []
+
+
+@pytest.mark.parametrize("how", ["transaction=False", "session="])
+async def test_a_queryset_delete_with_rules_cancelled_midway_deletes_the_files(
+    app, how
+):
+    """A queryset delete with delete rules outside a transaction, cancelled
+    while its cascade's delete is on its way: its writes go on, as a
+    document's, and once they were applied every deleted document's files
+    go (with a session of the caller's, the call returns once its writes on
+    the session were done; the files, outside it, follow).
+    It stopped there: the children gone, the roots kept, the children's
+    files orphaned."""
+    for number in range(2):
+        root = CwFiledRoot()
+        await root.data.async_put(b"root %d" % number)
+        await root.async_save()
+        child = CwFiledChild(parent=root)
+        await child.data.async_put(b"child %d" % number)
+        await child.async_save()
+    await CwFiledChild.async_ensure_indexes()
+    database = CwFiledRoot._get_collection().database
+    async with contextlib.AsyncExitStack() as stack:
+        session = None
+        if how == "session=":
+            client = get_async_connection()
+            session = await stack.enter_async_context(client.start_session())
+        held = await stack.enter_async_context(blocked(app, "delete"))
+        task = asyncio.ensure_future(
+            CwFiledRoot.objects.async_delete(transaction=False, session=session)
+        )
+        await held.reached_server()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        if session is None:
+            await held.ended_on_server()
+        else:  # (its writes on the session done: its next command comes after)
+            assert await CwFiledRoot.objects.async_count() == 0
+    assert await CwFiledRoot.objects.async_count() == 0
+    assert await CwFiledChild.objects.async_count() == 0
+    assert await _bucket_ids(database, "cw_files", []) == ([], [])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections.abc
 import contextlib
+import dataclasses
 import functools
 import operator
 import warnings
@@ -86,8 +87,13 @@ from mongoengine_async.connection import (
     is_sync_connection,
 )
 from mongoengine_async.context import dereference_disabled
-from mongoengine_async.delete_rules import delete_each, delete_matching, has_rules
-from mongoengine_async.detached import FAILED, detached, held
+from mongoengine_async.delete_rules import (
+    delete_each,
+    delete_matching,
+    has_rules,
+    runs_own_transaction,
+)
+from mongoengine_async.detached import FAILED, detached, held, until_done
 from mongoengine_async.from_bson import from_son, loader
 from mongoengine_async.gridfs import (
     delete_files,
@@ -1316,7 +1322,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             atomic=transaction,
             cascade_refs=cascade_refs,
         )
-        if files and operation.session is None and not has_rules(self._document):
+        if not _from_doc_delete and await _goes_on(self, operation, files, transaction):
             deleted = await _files_follow(deleting, files, operation)
         else:
             deleted = await deleting()
@@ -1329,22 +1335,44 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
 _deleting: set[asyncio.Future[Any]] = set()
 
 
+async def _goes_on(
+    queryset: Any, operation: Operation, files: list[Any], atomic: bool
+) -> bool:
+    """Whether a delete of ``queryset``'s matches holding ``files`` (or
+    applying delete rules, whose cascaded documents may hold some) goes on
+    once its caller is cancelled (:func:`_files_follow`): not in a
+    transaction, whose abort keeps documents and files (the caller's, or
+    its own: see ``runs_own_transaction``)."""
+    cls = queryset._document
+    session = operation.session
+    if not (files or has_rules(cls)) or (
+        session is not None and session.in_transaction
+    ):
+        return False
+    return not await runs_own_transaction(cls, operation, atomic)
+
+
 async def _files_follow(
     deleting: Callable[[], Coroutine[Any, Any, int | None]],
     files: list[Any],
     operation: Operation,
 ) -> int | None:
-    """Await ``deleting()``, the delete (one command, in no session) of the
+    """Await ``deleting()``, the delete (outside a transaction) of the
     documents holding ``files``. Its caller cancelled while it is on its way,
-    it goes on in a task of its own, and once it was applied the files are
-    deleted, as after a document's cancelled delete (they would stay, found
-    by nothing)."""
+    it goes on in a task of its own (its delete rules' writes too, and the
+    files of the documents they delete), and once it was applied the files
+    are deleted, as after a document's cancelled delete (they would stay,
+    found by nothing). In a session of the caller's, the caller waits for
+    it first: its next command on the session must come after."""
     outcome, write = detached(_delete_surely(deleting, files, operation))
     held(write, _deleting)
     try:
         return await outcome
     except asyncio.CancelledError:
-        write.add_done_callback(functools.partial(_after_cancelled, files, operation))
+        alone = dataclasses.replace(operation, session=None)
+        write.add_done_callback(functools.partial(_after_cancelled, files, alone))
+        if operation.session is not None:
+            await until_done(write)
         raise
 
 
