@@ -203,8 +203,12 @@ def takes_over(*methods: Callable[..., Any]) -> None:
         _LIBRARY_METHODS[method.__name__].add(method)
 
 
-_changes_slot = BaseDocument.__dict__["_changed_fields"]
-_set_changed_fields = _changes_slot.__set__
+# A document's list of changes set and removed around BaseDocument.__setattr__
+# (whose checks are no-ops for it), where reads find it: in the instance dict
+# of a document of ours (see from_bson.LoadedState), in MongoEngine's slot for
+# an embedded document.
+_CHANGES = "_changed_fields"
+_set_attribute, _delete_attribute = object.__setattr__, object.__delattr__
 
 
 def _quiet(value: Any) -> bool:
@@ -347,7 +351,7 @@ def _clear_within(value: Any) -> None:
     (``d.p.q`` for ``m["a.b"].d["p.q"] = 2``)."""
     if isinstance(value, mongoengine.EmbeddedDocument):  # (not a reference's)
         if getattr(value, "_changed_fields", None):
-            _set_changed_fields(value, [])
+            _set_attribute(value, _CHANGES, [])
         items: Iterable[Any] = value._data.values()
     elif isinstance(value, dict):
         items = value.values()
@@ -397,7 +401,7 @@ def clear_changes(document: Any) -> None:
         # made since, which that save keeps as it ends.
         document._clear_changed_fields()  # (the nested ones too)
         del changed[:]
-        _set_changed_fields(document, changed)
+        _set_attribute(document, _CHANGES, changed)
         return
     if not _cleared(document, changed):
         document._clear_changed_fields()
@@ -422,7 +426,7 @@ def _cleared(document: Any, changed: list[str]) -> bool:
         name = plan.plain_reads.get(path)
         if name is None or type(data.get(name)) not in _FLAT:
             return False
-    _set_changed_fields(document, [])  # what BaseDocument.__setattr__ does
+    _set_attribute(document, _CHANGES, [])  # what BaseDocument.__setattr__ does
     return True
 
 
@@ -440,7 +444,7 @@ def take_changes(document: Any) -> list[str] | None:
             sent = document._get_changed_fields()
         document._clear_changed_fields()  # (the nested ones too; then [])
     else:
-        _set_changed_fields(document, [])
+        _set_attribute(document, _CHANGES, [])
     return sent
 
 
@@ -492,7 +496,7 @@ def keep_watching(document: Any, sent: Any) -> None:
     kept = document._get_changed_fields()  # (its embedded documents' too)
     sent[:] = own  # (not noted: no task's change)
     sent.others[:] = kept
-    _set_changed_fields(document, sent)
+    _set_attribute(document, _CHANGES, sent)
 
 
 def _nested_changes(document: Any) -> bool:
@@ -581,7 +585,7 @@ class _Watch:
         paths = list(self.top.others)
         for prefix, embedded, watched in self.nested:
             if getattr(embedded, "_changed_fields", None) is watched:
-                _set_changed_fields(embedded, list(watched))
+                _set_attribute(embedded, _CHANGES, list(watched))
             paths += [prefix + path for path in watched.others]
         return list(dict.fromkeys(paths))
 
@@ -613,7 +617,7 @@ def _watched(document: Any, task: asyncio.Task[Any] | None) -> _Watched:
     if type(changes) is _Watched:  # another save's steps: this one takes over
         changes.taken = True
     watched = _Watched(changes or (), task)
-    _set_changed_fields(document, watched)
+    _set_attribute(document, _CHANGES, watched)
     return watched
 
 
@@ -701,7 +705,7 @@ def end_watch(document: Any, watch: _Watch) -> tuple[bool, list[str] | None]:
         held = document._get_changed_fields()
         meanwhile = [path for path in watch.meanwhile if _covered(path, held)]
         if changes is watched:
-            _set_changed_fields(document, list(changes))
+            _set_attribute(document, _CHANGES, list(changes))
             return True, _outermost(meanwhile + others)
         # Another save's steps after its write: it keeps them, unsent.
         changes.others.extend(meanwhile)
@@ -773,7 +777,7 @@ def _rewatch_nested(
         if getattr(embedded, "_changed_fields", None) is watched and not any(
             embedded is now for _, now, _ in held
         ):
-            _set_changed_fields(embedded, list(watched))
+            _set_attribute(embedded, _CHANGES, list(watched))
     nested[:] = held
 
 
@@ -808,12 +812,12 @@ def put_changes(document: Any, changes: list[str] | None) -> None:
     :func:`_give_nested`)."""
     if changes is None:
         if hasattr(document, "_changed_fields"):
-            _changes_slot.__delete__(document)
+            _delete_attribute(document, _CHANGES)
         return
     nested = _nested_paths(document, changes)
     if nested:
         changes[:] = [path for path in changes if path not in nested]
-    _set_changed_fields(document, changes)
+    _set_attribute(document, _CHANGES, changes)
     if nested:
         _give_nested(document, nested)
 
@@ -904,11 +908,11 @@ def unlisted(document: Any) -> Iterator[None]:
     if changes is None:
         yield
         return
-    _changes_slot.__delete__(document)
+    _delete_attribute(document, _CHANGES)
     try:
         yield
     finally:
-        _set_changed_fields(document, changes)
+        _set_attribute(document, _CHANGES, changes)
 
 
 def listed_changes(document: Any) -> list[str] | None:

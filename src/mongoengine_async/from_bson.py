@@ -506,33 +506,27 @@ class _ClassName:
         return self if instance is None else owner._class_name
 
 
-# MongoEngine's slot, where every document's _changed_fields is kept.
-_CHANGED_SLOT = BaseDocument.__dict__["_changed_fields"]
-
-
 class _ChangedFields:
-    """``document._changed_fields``, kept in MongoEngine's slot, where a loaded
-    document that has none yet gets a new empty list (most are never changed);
-    one ``__init__`` built (it stores ``_initialised``) has none until saved,
-    as in MongoEngine. Code setting the slot directly is read the same."""
+    """``document._changed_fields``, kept in the instance dict (this is not a
+    data descriptor: it shadows MongoEngine's slot, and a read of a list held
+    there takes no Python call); a loaded document that has none yet gets a
+    new empty list when it is first read (most are never changed); one
+    ``__init__`` built (it stores ``_initialised``) has none until saved, as
+    in MongoEngine."""
 
     def __get__(self, instance: Any, owner: type[Any]) -> Any:
         if instance is None:
             return self
-        try:
-            return _CHANGED_SLOT.__get__(instance, owner)
-        except AttributeError:
-            if "_initialised" in vars(instance):
-                raise
+        state = vars(instance)
+        if "_initialised" in state:  # (MongoEngine's slot's error, unset)
+            raise AttributeError(
+                f"{owner.__name__!r} object has no attribute '_changed_fields'",
+                name="_changed_fields",
+                obj=instance,
+            )
         changed: list[str] = []
-        _CHANGED_SLOT.__set__(instance, changed)
+        state["_changed_fields"] = changed
         return changed
-
-    def __set__(self, instance: Any, value: Any) -> None:
-        _CHANGED_SLOT.__set__(instance, value)
-
-    def __delete__(self, instance: Any) -> None:
-        _CHANGED_SLOT.__delete__(instance)
 
 
 class LoadedState:
@@ -543,8 +537,8 @@ class LoadedState:
     instead, and the loader (which builds only such documents) stores none.
     They are class attributes that are not data descriptors, so they shadow
     MongoEngine's slots, and any assignment (by ``__init__``, ``save``...)
-    stores the new value in that instance only; ``_changed_fields`` stays in
-    its slot, made when first read. A ``_cls`` field (``allow_inheritance``)
+    stores the new value in that instance only (``_changed_fields`` too, made
+    when first read). A ``_cls`` field (``allow_inheritance``)
     shadows ``_cls`` in turn.
     """
 
@@ -904,7 +898,7 @@ def _complete(document: Any, plan: _Plan, data: dict) -> None:
         data[name] = value
         link_embedded(document, value)
     _set_state(document, initialised=True, created=False)
-    _CHANGED_SLOT.__set__(document, [])
+    document.__dict__["_changed_fields"] = []
 
 
 def _set_state(document: Any, initialised: bool, created: bool) -> None:
