@@ -461,7 +461,8 @@ _pending: weakref.WeakKeyDictionary[AsyncClientSession, list[_FollowUp]] = (
 def follow_ups_pending() -> bool:
     """Whether a transaction bound in this task has follow-ups of cancelled
     writes still to run (see :func:`after_commit`)."""
-    return bool(_pending) and any(  # (most writes: no cancelled one)
+    # (most writes: none bound, no Python call)
+    return bool(_journals.get()) and any(
         session in _pending for session in _live_sessions()
     )
 

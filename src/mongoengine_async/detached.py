@@ -132,12 +132,17 @@ def detached(
     something else must know when it ended (the instance's next write: see
     ``document._settle_in_turn``)."""
     loop = asyncio.get_running_loop()
-    outcome: asyncio.Future[T] = loop.create_future()
-    if caller is None:
-        caller = acting_task()
+    outcome: asyncio.Future[T] = asyncio.Future(loop=loop)
+    works_for = _weakly(acting_task() if caller is None else caller)
+    # The task itself, known here before it starts (asyncio.current_task() is
+    # three Python calls on 3.11), unless it starts in Task() (3.12+). Let go
+    # of as it starts: the task would hold itself.
+    made: asyncio.Task | None = None
 
     async def run() -> Any:
-        _acting.set((_weakly(caller), _weakly(asyncio.current_task())))  # (its own)
+        nonlocal made
+        own, made = made or asyncio.current_task(), None
+        _acting.set((works_for, weakref.ref(own)))
         try:
             result = await write
         except asyncio.CancelledError:  # the task itself (the loop closing)
@@ -151,7 +156,10 @@ def detached(
             outcome.set_result(result)
         return result
 
-    return outcome, asyncio.Task(run(), loop=loop, **_EAGER)
+    task = asyncio.Task(run(), loop=loop, **_EAGER)
+    if not _EAGER:
+        made = task
+    return outcome, task
 
 
 async def to_completion(coroutine: Any) -> Any:
