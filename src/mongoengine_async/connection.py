@@ -87,8 +87,9 @@ _disconnect_hooks: list = []
 # let go, so an id is never reused while its entry exists.
 _made: dict[int, dict[Any, Any]] = {}
 # Counts the changes to what the registry resolves an alias to (aliases,
-# clients, prepared collections): a cache of a resolution holds while it is equal.
-_version = 0
+# clients, prepared collections): a cache of a resolution holds while it is
+# equal. Read as ``connection.version`` (no call: every operation compares it).
+version = 0
 
 _RENAMED = {
     "authentication_source": "authSource",
@@ -96,15 +97,10 @@ _RENAMED = {
 }
 
 
-def registry_version() -> int:
-    """The number of changes made to the registry so far (see ``_version``)."""
-    return _version
-
-
 def registry_changed() -> None:
     """Invalidate the caches of what the registry resolves aliases to."""
-    global _version
-    _version += 1
+    global version
+    version += 1
 
 
 def async_aliases() -> frozenset[str]:

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
-from mongoengine_async import collection_setup
+from mongoengine_async import collection_setup, connection
 from mongoengine_async._compat import running_loop_or_none
 from mongoengine_async.classes import keyed_by_class, taken_in
 from mongoengine_async.connection import (
@@ -24,7 +24,6 @@ from mongoengine_async.connection import (
     is_async_connection,
     on_disconnect,
     on_running_loop,
-    registry_version,
 )
 from mongoengine_async.context import (
     anything_bound,
@@ -234,7 +233,7 @@ def _holds(home: Home, cls: type[Any], bound: bool) -> bool:
     """Whether ``home`` is where ``cls`` operates now. With something bound
     in the task (an ``async_switch_db`` perhaps), by the alias and collection
     name ``cls`` resolves to; otherwise by the meta alias and the naming."""
-    if home.version != registry_version() or home.loop is not running_loop_or_none():
+    if home.version != connection.version or home.loop is not running_loop_or_none():
         return False
     if bound:
         return (
@@ -256,7 +255,7 @@ def _find_home(
     """Resolve where ``cls`` operates on the running loop, and keep it unless
     a switch of ours is in effect; None while its collection is still to be
     prepared."""
-    version = registry_version()  # read first: a change meanwhile makes it stale
+    version = connection.version  # read first: a change meanwhile makes it stale
     alias, collection_name = cls._db_alias(), cls._get_collection_name()
     require_async(alias, cls.__name__, name, use)
     # What cls._get_collection() gives on an async alias (on the running
@@ -276,7 +275,7 @@ def _find_home(
     if not bound or not (switched_alias(cls) or switched_collection(cls)):
         for stale in [k for k, kept in list(_homes.items()) if kept.version != version]:
             _homes.pop(stale, None)  # (what a closed loop's client left)
-        if registry_version() == version:  # (else its client may be let go already)
+        if connection.version == version:  # (else its client may be let go already)
             if cls not in _homes:
                 taken_in(cls)
             _homes[cls] = home
