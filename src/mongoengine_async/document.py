@@ -405,15 +405,19 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         cls = type(self)
         task = await _turn_after_follow_ups(self, _wait_turn)
         try:
-            object_id, created, sent, session = await self._async_send(
+            collection, session, raw, created = await self._async_prepare(
+                force_insert, validate, clean, signal_kwargs, session
+            )
+            object_id, created, sent = await self._async_write(
                 task,
-                force_insert,
-                validate,
-                clean,
+                collection,
                 write_concern,
+                raw,
+                created,
+                force_insert,
                 save_condition,
-                signal_kwargs,
                 session,
+                signal_kwargs,
             )
             # (No post_save receiver at all, most saves: no call. Those of
             # other classes, or a CachedReferenceField's, are not this one's.)
@@ -558,21 +562,18 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         if created or self._meta["id_field"] not in self._meta.get("shard_key", ()):
             to_bson.set_id(self, object_id, stored=True)  # by the field's to_python
 
-    async def _async_send(
+    async def _async_prepare(
         self,
-        task: asyncio.Task[Any] | None,
         force_insert: bool,
         validate: bool,
         clean: bool,
-        write_concern: dict,
-        save_condition: dict | None,
         signal_kwargs: dict,
         session: AsyncClientSession | None,
-    ) -> tuple[Any, bool, Any, AsyncClientSession | None]:
-        """A save up to its write (signals, validation, numbers, the write),
-        in ``task`` (the one holding the turn); returns what
-        :meth:`_async_write` does and the session it used. The changes the
-        write sent are the caller's to give back or clear."""
+    ) -> tuple[AsyncCollection, AsyncClientSession | None, dict, bool]:
+        """A save up to its write (the operation, signals, validation,
+        numbers, ``to_mongo``): returns the collection and the session to
+        write with, the document as ``to_mongo`` gives it, and whether the
+        write creates it (as MongoEngine's ``save`` decides)."""
         operation = self._known_operation(
             "async_save", "save()", session
         ) or await self._async_operation("async_save", "save()", session)
@@ -610,18 +611,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             # (as the write will find it: clean() and the receivers changed it)
             deltas.journal_bookkeeping([self], session)
         raw = to_bson.raw(self)  # to_mongo() as a dict: PyMongo encodes it faster
-        written = await self._async_write(
-            task,
-            collection,
-            write_concern,
-            raw,
-            created,
-            force_insert,
-            save_condition,
-            session,
-            signal_kwargs,
-        )
-        return (*written, session)
+        return collection, session, raw, created
 
     async def _async_write(
         self,
