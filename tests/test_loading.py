@@ -435,6 +435,23 @@ def test_loaded_documents_share_their_state_until_it_changes() -> None:
     assert from_son(LdTarget, raw)._cls == "LdTarget"
 
 
+def test_a_documents_list_of_changes_lives_in_its_instance_dict() -> None:
+    # Read there without a Python call; made on a loaded document's first read.
+    loaded = from_son(LdTarget, stored(LdTarget(name="t")))
+    changes = loaded._changed_fields
+    assert vars(loaded) == {"_changed_fields": []}
+    loaded.name = "changed"
+    assert loaded._changed_fields is changes == ["name"]
+    del loaded._changed_fields  # (made anew, empty, as before)
+    assert loaded._changed_fields == []
+    new = LdTarget(name="n")  # none until saved, as in MongoEngine
+    with pytest.raises(AttributeError, match="'LdTarget' object has no attribute"):
+        new._changed_fields  # noqa: B018
+    assert not hasattr(new, "_changed_fields")
+    new._changed_fields = ["name"]  # (MongoEngine's own assignment, as save's)
+    assert vars(new)["_changed_fields"] == new._changed_fields == ["name"]
+
+
 def test_loaded_documents_pickle_as_mongoengines() -> None:
     # Not LdEverything: MongoEngine's own unpickled documents hold their
     # embedded documents' owner as a dead weak proxy.
