@@ -461,9 +461,11 @@ _pending: weakref.WeakKeyDictionary[AsyncClientSession, list[_FollowUp]] = (
 def follow_ups_pending() -> bool:
     """Whether a transaction bound in this task has follow-ups of cancelled
     writes still to run (see :func:`after_commit`)."""
-    # (most writes: none bound, no Python call)
-    return bool(_journals.get()) and any(
-        session in _pending for session in _live_sessions()
+    # (most writes: none bound, no Python call; then most have no cancelled one)
+    return (
+        bool(_journals.get())
+        and bool(_pending)
+        and any(session in _pending for session in _live_sessions())
     )
 
 
