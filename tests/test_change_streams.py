@@ -48,6 +48,13 @@ from mongoengine_async import (
 from mongoengine_async.testing import CommandLog, ReplicaSet, fresh_database
 
 WAIT_SECONDS = 30  # a bound on waiting for events, never a timing assertion
+# The collection's events that end a stream, which every filter lets through.
+ENDING = {"operationType": {"$in": ["drop", "rename", "invalidate"]}}
+
+
+def ending_or(match: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pipeline of a stream whose filter's ``$match`` is ``match``."""
+    return [{"$match": {"$or": [ENDING, match]}}]
 
 
 class CsPublisher(EmbeddedDocument):
@@ -119,6 +126,15 @@ async def take(stream: ChangeStream[Any], count: int) -> list[ChangeEvent[Any]]:
 
     await asyncio.wait_for(collect(), WAIT_SECONDS)  # asyncio.timeout: 3.11+
     return events
+
+
+async def every_event(stream: ChangeStream[Any]) -> list[ChangeEvent[Any]]:
+    """Every event of ``stream`` until ``async for`` ends (bounded in time)."""
+
+    async def collect() -> list[ChangeEvent[Any]]:
+        return [event async for event in stream]
+
+    return await asyncio.wait_for(collect(), WAIT_SECONDS)
 
 
 async def nothing_more(stream: ChangeStream[Any]) -> None:
@@ -348,14 +364,9 @@ async def test_a_filter_on_the_id_sees_every_event_of_that_document(
 ) -> None:
     watched, other = ObjectId(), ObjectId()
     stream = CsBook.objects(id__in=[watched]).async_watch()
-    assert stream.pipeline() == [
-        {
-            "$match": {
-                "documentKey": {"$ne": None},
-                "documentKey._id": {"$in": [watched]},
-            }
-        }
-    ]
+    assert stream.pipeline() == ending_or(
+        {"documentKey": {"$ne": None}, "documentKey._id": {"$in": [watched]}}
+    )
     async with stream:
         await CsBook(id=other, title="other").async_save()
         book = await CsBook(id=watched, title="watched").async_save()
@@ -378,16 +389,14 @@ async def test_a_filter_on_ids_by_q_objects_sees_their_deletes(
     watched, also, other = ObjectId(), ObjectId(), ObjectId()
     queryset = CsBook.objects(Q(id=watched) | Q(id=also))
     stream = queryset.async_watch()
-    assert stream.pipeline() == [
+    assert stream.pipeline() == ending_or(
         {
-            "$match": {
-                "documentKey": {"$ne": None},
-                "$or": [{"documentKey._id": watched}, {"documentKey._id": also}],
-            }
+            "documentKey": {"$ne": None},
+            "$or": [{"documentKey._id": watched}, {"documentKey._id": also}],
         }
-    ]
+    )
     mixed = CsBook.objects(Q(id=watched) | Q(pages=1)).async_watch().pipeline()
-    assert mixed[0]["$match"]["fullDocument"] == {"$ne": None}
+    assert mixed[0]["$match"]["$or"][1]["fullDocument"] == {"$ne": None}
     async with stream:
         await CsBook(id=other, title="other").async_save()
         book = await CsBook(id=watched, title="watched").async_save()
@@ -402,32 +411,24 @@ async def test_a_filter_on_ids_by_q_objects_sees_their_deletes(
 
 async def test_the_filter_is_mongoengines_query(async_alias: str) -> None:
     stream = CsBook.objects(title__startswith="Du", publisher__city="Paris")
-    assert stream.async_watch().pipeline() == [
+    assert stream.async_watch().pipeline() == ending_or(
         {
-            "$match": {
-                "fullDocument": {"$ne": None},
-                "fullDocument.t": re.compile("^Du"),
-                "fullDocument.pub.c": "Paris",
-            }
+            "fullDocument": {"$ne": None},
+            "fullDocument.t": re.compile("^Du"),
+            "fullDocument.pub.c": "Paris",
         }
-    ]
+    )
     either = CsBook.objects(Q(title="a") | Q(pages=1))
-    assert either.async_watch().pipeline() == [
+    assert either.async_watch().pipeline() == ending_or(
         {
-            "$match": {
-                "fullDocument": {"$ne": None},
-                "$or": [{"fullDocument.t": "a"}, {"fullDocument.p": 1}],
-            }
+            "fullDocument": {"$ne": None},
+            "$or": [{"fullDocument.t": "a"}, {"fullDocument.p": 1}],
         }
-    ]
+    )
     assert CsBook.async_watch().pipeline() == []
-    assert CsTool.async_watch().pipeline() == [
-        {
-            "$match": {
-                "$or": [{"fullDocument": None}, {"fullDocument._cls": "CsItem.CsTool"}]
-            }
-        }
-    ]
+    assert CsTool.async_watch().pipeline() == ending_or(
+        {"$or": [{"fullDocument": None}, {"fullDocument._cls": "CsItem.CsTool"}]}
+    )
 
 
 async def test_filters_a_stream_cannot_apply_are_refused(async_alias: str) -> None:
@@ -570,8 +571,10 @@ async def test_a_batch_size_given_to_async_watch_wins(
 
 
 async def test_none_lets_no_event_through(async_alias: str) -> None:
+    """None but the collection's events that end every stream (see
+    test_every_stream_ends_with_the_collection_s_event_and_invalidate)."""
     nothing = CsBook.objects(pages=1).none().async_watch(max_await_time_ms=50)
-    assert nothing.pipeline() == [{"$match": {"operationType": {"$exists": False}}}]
+    assert nothing.pipeline() == [{"$match": ENDING}]
     async with CsBook.async_watch() as every, nothing:
         await CsBook(title="any", pages=1).async_save()
         await take(every, 1)  # the insert is in the oplog
@@ -621,17 +624,68 @@ async def test_a_stream_not_opened_stands_where_it_was_given_to_start(
     assert CsBook.async_watch().resume_token is None
 
 
+def watched_books(kind: str, pk: ObjectId) -> ChangeStream[Any]:
+    """A stream of CsBook, unfiltered or filtered in each way a $match is made."""
+    if kind == "unfiltered":
+        return CsBook.async_watch()
+    if kind == "by id":
+        return CsBook.objects(id=pk).async_watch()
+    if kind == "by field":
+        return CsBook.objects(pages__gte=5).async_watch()
+    return CsBook.objects.none().async_watch()
+
+
+async def rename_collection(document: type[Document]) -> None:
+    """Rename the collection of ``document`` (to ``<name>_renamed``)."""
+    collection = await document._async_get_collection()
+    await collection.rename(collection.name + "_renamed")
+
+
+@pytest.mark.parametrize("kind", ["unfiltered", "by id", "by field", "none"])
+@pytest.mark.parametrize("ending", ["drop", "rename"])
+async def test_every_stream_ends_with_the_collection_s_event_and_invalidate(
+    async_alias: str, kind: str, ending: str
+) -> None:
+    """A dropped or renamed collection ends a stream, whatever its filter, as
+    PyMongo's unfiltered stream ends: with that event, then ``invalidate``;
+    ``async for`` then stops and the stream is no longer alive."""
+    book = await CsBook(title="kept", pages=6).async_save()
+    async with watched_books(kind, book.pk) as stream:
+        if ending == "drop":
+            await CsBook.async_drop_collection()
+        else:
+            await rename_collection(CsBook)
+        events = await every_event(stream)
+        assert not stream.alive
+    assert [(e.operation_type, e.document, e.pk) for e in events] == [
+        (ending, None, None),
+        ("invalidate", None, None),
+    ]
+    assert events[0].raw["ns"]["coll"] == CsBook._get_collection_name()
+
+
+async def test_a_subclass_stream_ends_with_its_collection_s_events(
+    async_alias: str,
+) -> None:
+    async with CsTool.objects(name="saw").async_watch() as stream:
+        await CsItem.async_drop_collection()
+        events = await every_event(stream)
+    assert [e.operation_type for e in events] == ["drop", "invalidate"]
+
+
 async def test_an_invalidated_stream_goes_on_with_start_after(
     async_alias: str,
 ) -> None:
-    """A filtered stream ends without an event when its collection is
+    """A filtered stream ends with an invalidate event when its collection is
     dropped; its token starts a new stream with start_after= only."""
     async with CsBook.objects(pages__gte=5).async_watch() as stream:
         await CsBook(title="kept", pages=6).async_save()
         await take(stream, 1)
         await CsBook.async_drop_collection()
-        assert await take(stream, 1) == []
+        ending = await take(stream, 3)
+        assert [e.operation_type for e in ending] == ["drop", "invalidate"]
         assert not stream.alive
+        assert stream.resume_token == ending[-1].resume_token
     await CsBook(title="new", pages=7).async_save()
     with pytest.raises(OperationFailure):
         async with CsBook.async_watch(resume_after=stream.resume_token):

@@ -53,9 +53,10 @@ _LOGICAL = frozenset({"$and", "$or", "$nor"})
 _PASSED = frozenset({"$comment"})
 # Field operators a $match refuses: they order documents by distance.
 _BY_DISTANCE = ("$near", "$nearSphere")
-# The $match of a queryset that matches nothing (``none()``): every change event
-# has an ``operationType``, so none passes; the stream stays open as any other.
-_NOTHING = {"operationType": {"$exists": False}}
+# The events of the collection itself, which end every stream (a drop or a
+# rename, then invalidate): any filter lets them through, as no filter does,
+# so a filtered stream does not end without a word (the server closes it).
+_ENDING = {"operationType": {"$in": ["drop", "rename", "invalidate"]}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,8 @@ def match_stage(
     ``None``, ``$exists: False``) would pass every delete, every update whose
     document is gone and every collection event. The class restriction of an
     inheritance hierarchy applies to events that carry a full document; the
-    others (deletes) cannot name a class and pass.
+    others (deletes) cannot name a class and pass. The collection's own
+    events that end the stream (drop, rename, invalidate) pass any filter.
     """
     parts: list[dict] = []
     if filter_:
@@ -109,9 +111,9 @@ def match_stage(
     if cls_query:
         on_class = _prefixed(cls_query, "fullDocument.")
         parts.append({"$or": [{"fullDocument": None}, on_class]})
-    if len(parts) > 1:
-        return {"$and": parts}
-    return parts[0] if parts else {}
+    if not parts:
+        return {}
+    return {"$or": [_ENDING, parts[0] if len(parts) == 1 else {"$and": parts}]}
 
 
 def _only_on_id(filter_: Mapping[str, Any]) -> bool:
@@ -412,10 +414,11 @@ class ChangeStream(Generic[D]):
 
     def pipeline(self) -> list[dict[str, Any]]:
         """The stream's pipeline: the ``$match`` of the queryset's filter, if any;
-        one letting no event through for ``none()``, as its queries find nothing."""
+        for ``none()`` one letting only the collection's ending events through,
+        as its queries find nothing."""
         queryset = self._queryset
         if queryset._none:
-            return [{"$match": _NOTHING}]
+            return [{"$match": _ENDING}]
         filter_ = queryset._query_obj.to_query(queryset._document)
         if queryset._where_clause:  # refused by match_stage, as __raw__'s $where
             filter_ = {**filter_, "$where": queryset._where_clause}
