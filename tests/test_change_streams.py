@@ -261,6 +261,68 @@ async def test_full_document_none_gives_updates_without_documents(
     assert event.update_description.updated_fields == {"pages": 249}
 
 
+async def with_pre_images(document: type[Document]) -> None:
+    """Have the server keep the pre-images of ``document``'s collection."""
+    collection = await document._async_get_collection()
+    await collection.database.command(
+        "collMod", collection.name, changeStreamPreAndPostImages={"enabled": True}
+    )
+
+
+async def test_the_document_before_the_change_loads_as_the_model(
+    async_alias: str,
+) -> None:
+    book = await CsBook(
+        title="Draft", pages=10, publisher=CsPublisher(city="Oslo")
+    ).async_save()
+    await with_pre_images(CsBook)
+    async with CsBook.async_watch(full_document_before_change="required") as stream:
+        book.title = "Final"
+        await book.async_save()
+        await book.async_delete()
+        inserted = await CsBook(title="New").async_save()
+        updated, deleted, insert = await take(stream, 3)
+    before = updated.document_before_change
+    assert isinstance(before, CsBook)
+    assert (before.pk, before.title, before.pages) == (book.pk, "Draft", 10)
+    assert before.publisher.city == "Oslo"
+    assert updated.update_description.updated_fields == {"title": "Final"}
+    assert updated.document is None  # looked up when read: deleted since
+    assert deleted.document is None
+    assert isinstance(deleted.document_before_change, CsBook)
+    assert deleted.document_before_change.title == "Final"
+    assert (insert.pk, insert.document_before_change) == (inserted.pk, None)
+
+
+async def test_without_pre_images_an_event_has_no_document_before(
+    async_alias: str,
+) -> None:
+    book = await CsBook(title="Draft").async_save()
+    async with CsBook.async_watch() as stream:
+        await CsBook.objects(id=book.pk).async_update(set__title="Final")
+        (event,) = await take(stream, 1)
+    assert "fullDocumentBeforeChange" not in event.raw
+    assert event.document_before_change is None
+
+
+async def test_a_subclass_s_document_before_names_its_fields(
+    async_alias: str,
+) -> None:
+    """With no document after the change (full_document=None), the document
+    before it is of the subclass and names the subclass's own fields."""
+    gear = await CsGear(name="cog", teeth=8).async_save()
+    await with_pre_images(CsPart)
+    async with CsPart.async_watch(
+        full_document=None, full_document_before_change="whenAvailable"
+    ) as stream:
+        await CsPart.objects(id=gear.pk).async_update(set__teeth=12)
+        (event,) = await take(stream, 1)
+    assert event.document is None
+    assert type(event.document_before_change) is CsGear
+    assert event.document_before_change.teeth == 8
+    assert event.update_description.updated_fields == {"teeth": 12}
+
+
 async def test_documents_of_subclasses_load_as_their_class(async_alias: str) -> None:
     async with CsItem.async_watch() as stream:
         await CsItem(name="box").async_save()

@@ -71,7 +71,9 @@ class UpdateDescription:
 @dataclass(frozen=True, slots=True)
 class ChangeEvent(Generic[D]):
     """One change: ``document`` is the model instance (None for a delete, or
-    when the event carries no full document); ``raw`` is PyMongo's event."""
+    when the event carries no full document); ``document_before_change`` the
+    one before the change, when the stream asked for pre-images and the event
+    carries one; ``raw`` is PyMongo's event."""
 
     operation_type: str
     document_key: dict[str, Any] | None
@@ -79,6 +81,7 @@ class ChangeEvent(Generic[D]):
     update_description: UpdateDescription | None
     resume_token: Mapping[str, Any]
     raw: Mapping[str, Any]
+    document_before_change: D | None = None
 
     @property
     def pk(self) -> Any:
@@ -316,6 +319,7 @@ class WatchOptions:
     batch_size: int | None = None
     max_await_time_ms: int | None = None
     comment: Any = None
+    full_document_before_change: str | None = None
 
 
 class ChangeStream(Generic[D]):
@@ -495,11 +499,12 @@ class ChangeStream(Generic[D]):
 
     def _event(self, raw: Mapping[str, Any]) -> ChangeEvent[D]:
         """PyMongo's change event as a :class:`ChangeEvent` of the model."""
-        full = raw.get("fullDocument")
-        document = None if full is None else self._load(full)
+        document = self._loaded(raw, "fullDocument")
+        before = self._loaded(raw, "fullDocumentBeforeChange")
         description = raw.get("updateDescription")
         # A subclass's fields are named by its own maps, not its base class's.
-        cls = self._queryset._document if document is None else type(document)
+        named_by = before if document is None else document
+        cls = self._queryset._document if named_by is None else type(named_by)
         return ChangeEvent(
             operation_type=raw["operationType"],
             document_key=raw.get("documentKey"),
@@ -507,11 +512,17 @@ class ChangeStream(Generic[D]):
             update_description=(
                 None
                 if description is None
-                else update_description(cls, description, document)
+                else update_description(cls, description, named_by)
             ),
             resume_token=raw["_id"],
             raw=raw,
+            document_before_change=before,
         )
+
+    def _loaded(self, raw: Mapping[str, Any], key: str) -> Any:
+        """The document the event holds at ``key``, loaded, or None."""
+        son = raw.get(key)
+        return None if son is None else self._load(son)
 
     def _load(self, son: dict) -> Any:
         """The document of ``son``, by a loader settled as a queryset's is: made

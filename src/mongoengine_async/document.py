@@ -350,6 +350,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         batch_size: int | None = None,
         max_await_time_ms: int | None = None,
         session: AsyncClientSession | None = None,
+        full_document_before_change: str | None = None,
     ) -> ChangeStream[D]:
         """The change events of the whole collection (of this class, under
         inheritance), bypassing any custom ``objects`` manager."""
@@ -362,6 +363,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             batch_size=batch_size,
             max_await_time_ms=max_await_time_ms,
             session=session,
+            full_document_before_change=full_document_before_change,
         )
 
     # -- awaiting a loaded reference ---------------------------------------------------

@@ -897,6 +897,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         batch_size: int | None = None,
         max_await_time_ms: int | None = None,
         session: AsyncClientSession | None = None,
+        full_document_before_change: str | None = None,
     ) -> ChangeStream[_D]:
         """The change events of the matching documents (``async for``/``async
         with``); the options go to PyMongo's ``watch()``, see change_streams.py,
@@ -911,6 +912,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             self._batch_size if batch_size is None else batch_size,
             max_await_time_ms,
             self._comment,
+            full_document_before_change,
         )
         return ChangeStream(self, options, session)
 

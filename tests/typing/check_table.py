@@ -136,6 +136,7 @@ async def change_streams() -> None:
         async for event in stream:
             assert_type(event, ChangeEvent[Book])
             assert_type(event.document, Book | None)
+            assert_type(event.document_before_change, Book | None)
 
 
 def container_assignments(
