@@ -114,6 +114,11 @@ class CsPlace(Document):
     spot = GeoPointField()
 
 
+class CsIndexed(Document):
+    name = StringField()
+    meta = {"indexes": ["name"]}
+
+
 async def take(stream: ChangeStream[Any], count: int) -> list[ChangeEvent[Any]]:
     """The next ``count`` events of ``stream`` (fewer if it ends first)."""
     events: list[ChangeEvent[Any]] = []
@@ -886,12 +891,28 @@ async def test_a_stream_opened_in_a_transaction_runs_outside_it(
 
 async def test_a_sync_alias_is_refused(sync_default: Any) -> None:
     with pytest.raises(AsyncUsageError) as error:
-        CsItem.async_watch()
+        CsItem.objects.async_watch()
     assert str(error.value) == (
         "CsItem.objects.async_watch() needs an async alias but 'default' was "
         "registered with connect(); use Model._get_collection().watch() instead, "
         "or connect_async(alias='default')"
     )
+
+
+async def test_a_sync_alias_is_refused_before_any_command(
+    sync_default: Any, sync_command_log: CommandLog
+) -> None:
+    """Model.async_watch() refuses at once: not after creating the class's
+    indexes with the sync client (blocking the event loop, or raising its
+    ServerSelectionTimeoutError when the server is out of reach)."""
+    with pytest.raises(AsyncUsageError) as error:
+        CsIndexed.async_watch()
+    assert str(error.value) == (
+        "CsIndexed.async_watch() needs an async alias but 'default' was "
+        "registered with connect(); use Model._get_collection().watch() instead, "
+        "or connect_async(alias='default')"
+    )
+    assert sync_command_log.names == []
 
 
 # -- closing -------------------------------------------------------------------------

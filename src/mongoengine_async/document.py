@@ -354,6 +354,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
     ) -> ChangeStream[D]:
         """The change events of the whole collection (of this class, under
         inheritance), bypassing any custom ``objects`` manager."""
+        cls._require_async("async_watch", "Model._get_collection().watch()")
         queryset = cls._meta["queryset_class"](cls, cls._get_collection())
         return queryset.async_watch(
             full_document=full_document,
