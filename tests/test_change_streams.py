@@ -328,6 +328,26 @@ async def test_a_subclass_s_document_before_names_its_fields(
     assert event.update_description.updated_fields == {"teeth": 12}
 
 
+async def test_a_subclass_stream_takes_the_deletes_of_its_class_by_pre_image(
+    async_alias: str,
+) -> None:
+    """A delete carrying the document before it tells its class: a subclass's
+    stream gives only those of its class (and its documents are of it)."""
+    box = await CsItem(name="box").async_save()
+    saw = await CsTool(name="saw").async_save()
+    await with_pre_images(CsItem)
+    async with CsTool.async_watch(full_document_before_change="required") as stream:
+        await box.async_delete()
+        await saw.async_delete()
+        hammer = await CsTool(name="hammer").async_save()
+        events = await take(stream, 2)
+    assert [(e.operation_type, e.pk) for e in events] == [
+        ("delete", saw.pk),
+        ("insert", hammer.pk),
+    ]
+    assert type(events[0].document_before_change) is CsTool
+
+
 async def test_documents_of_subclasses_load_as_their_class(async_alias: str) -> None:
     async with CsItem.async_watch() as stream:
         await CsItem(name="box").async_save()
@@ -494,7 +514,18 @@ async def test_the_filter_is_mongoengines_query(async_alias: str) -> None:
     )
     assert CsBook.async_watch().pipeline() == []
     assert CsTool.async_watch().pipeline() == ending_or(
-        {"$or": [{"fullDocument": None}, {"fullDocument._cls": "CsItem.CsTool"}]}
+        {
+            "$or": [
+                {"fullDocument._cls": "CsItem.CsTool"},
+                {
+                    "fullDocument": None,
+                    "$or": [
+                        {"fullDocumentBeforeChange": None},
+                        {"fullDocumentBeforeChange._cls": "CsItem.CsTool"},
+                    ],
+                },
+            ]
+        }
     )
 
 

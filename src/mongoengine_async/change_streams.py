@@ -103,8 +103,9 @@ def match_stage(
     one: a filter that a missing field satisfies (``$ne``, ``$nin``,
     ``None``, ``$exists: False``) would pass every delete, every update whose
     document is gone and every collection event. The class restriction of an
-    inheritance hierarchy applies to events that carry a full document; the
-    others (deletes) cannot name a class and pass. The collection's own
+    inheritance hierarchy applies to events that carry a full document, or
+    else the document before the change (a pre-image); the others (deletes
+    without one) cannot name a class and pass. The collection's own
     events that end the stream (drop, rename, invalidate) pass any filter.
     """
     parts: list[dict] = []
@@ -112,11 +113,26 @@ def match_stage(
         root = "documentKey" if _only_on_id(filter_) else "fullDocument"
         parts.append({root: {"$ne": None}, **_prefixed(filter_, root + ".")})
     if cls_query:
-        on_class = _prefixed(cls_query, "fullDocument.")
-        parts.append({"$or": [{"fullDocument": None}, on_class]})
+        parts.append(_of_class(cls_query))
     if not parts:
         return {}
     return {"$or": [_ENDING, parts[0] if len(parts) == 1 else {"$and": parts}]}
+
+
+def _of_class(cls_query: Mapping[str, Any]) -> dict[str, Any]:
+    """The events of documents of the class (``cls_query``), told by the
+    document after the change, else by the one before it, else (neither
+    carried) not told: passed."""
+    before = {"fullDocumentBeforeChange": None}
+    return {
+        "$or": [
+            _prefixed(cls_query, "fullDocument."),
+            {
+                "fullDocument": None,
+                "$or": [before, _prefixed(cls_query, "fullDocumentBeforeChange.")],
+            },
+        ]
+    }
 
 
 def _only_on_id(filter_: Mapping[str, Any]) -> bool:
