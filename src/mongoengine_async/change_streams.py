@@ -15,7 +15,7 @@ normal close.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -280,6 +280,19 @@ async def _close(stream: AsyncChangeStream) -> None:
         raise
 
 
+async def _resumed(
+    stream: AsyncChangeStream,
+    create: Callable[[], Coroutine[Any, Any, AsyncCommandCursor]],
+) -> AsyncCommandCursor:
+    """The new cursor of PyMongo's resume of ``stream`` (after a resumable
+    error): the one it replaces goes to the client's cleanup, as PyMongo takes
+    a cursor whose getMore failed on a network or state-change error for gone
+    while the server keeps it 10 minutes; a cancellation while the new one
+    opens leaves it to ``opened()``, which kills it."""
+    kill_soon(stream._cursor)
+    return await opened(create(), _itself)
+
+
 def _refuse_unwatchable(queryset: BaseQuerySet) -> None:
     """Raise ``InvalidQueryError`` for a queryset setting a stream cannot apply,
     rather than open a stream that silently differs from what was asked."""
@@ -399,9 +412,7 @@ class ChangeStream(Generic[D]):
                 lambda stream: stream._cursor,
             )
             resume = stream._create_cursor
-            # PyMongo's resume (after a resumable error) opens a new cursor,
-            # which a cancellation meanwhile would leave open: opened() kills it.
-            stream._create_cursor = lambda: opened(resume(), _itself)  # type: ignore[method-assign]
+            stream._create_cursor = lambda: _resumed(stream, resume)  # type: ignore[method-assign]
             if self._closed:  # aclose() came while the stream was opening
                 await _close(stream)
         return self._stream
