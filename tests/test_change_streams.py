@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import re
 from typing import Any
 
@@ -1170,6 +1171,26 @@ async def test_break_kills_the_cursor(
     cursor_id = stream_cursor_id(command_log)
     await cursor_gone(cursor_id)  # the generator's finaliser closes it
     assert killed(command_log) == [cursor_id]
+
+
+async def test_a_stream_let_go_unclosed_has_its_cursor_killed(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """A stream dropped without aclose() (a local of a function that raised,
+    or of a loop ending) has its cursor killed by the client's cleanup once
+    unreferenced, as PyMongo's: nothing of it refers to itself, which would
+    keep it (and its cursor, 10 minutes past a loop's end) until the cyclic
+    garbage collector ran, here off."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        feed = CsBook.async_watch()
+        assert await feed.try_next() is None  # opened
+        del feed
+        await cursor_gone(stream_cursor_id(command_log))
+    finally:
+        if collecting:
+            gc.enable()
 
 
 async def iterate(stream: ChangeStream[Any], seen: list[ChangeEvent[Any]]) -> None:

@@ -15,8 +15,10 @@ normal close.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+import weakref
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -281,16 +283,18 @@ async def _close(stream: AsyncChangeStream) -> None:
 
 
 async def _resumed(
-    stream: AsyncChangeStream,
-    create: Callable[[], Coroutine[Any, Any, AsyncCommandCursor]],
+    stream_ref: weakref.ref[AsyncChangeStream],
 ) -> AsyncCommandCursor:
-    """The new cursor of PyMongo's resume of ``stream`` (after a resumable
-    error): the one it replaces goes to the client's cleanup, as PyMongo takes
-    a cursor whose getMore failed on a network or state-change error for gone
-    while the server keeps it 10 minutes; a cancellation while the new one
-    opens leaves it to ``opened()``, which kills it."""
+    """The new cursor of PyMongo's resume of the stream (after a resumable
+    error), by its own ``_create_cursor``: the one it replaces goes to the
+    client's cleanup, as PyMongo takes a cursor whose getMore failed on a
+    network or state-change error for gone while the server keeps it 10
+    minutes; a cancellation while the new one opens leaves it to
+    ``opened()``, which kills it."""
+    stream = stream_ref()
+    assert stream is not None  # PyMongo's resume runs on the stream
     kill_soon(stream._cursor)
-    return await opened(create(), _itself)
+    return await opened(type(stream)._create_cursor(stream), _itself)
 
 
 def _refuse_unwatchable(queryset: BaseQuerySet) -> None:
@@ -411,8 +415,9 @@ class ChangeStream(Generic[D]):
                 ),
                 lambda stream: stream._cursor,
             )
-            resume = stream._create_cursor
-            stream._create_cursor = lambda: _resumed(stream, resume)  # type: ignore[method-assign]
+            # Through a weak reference: the stream must not hold itself, or
+            # one let go unclosed keeps its cursor until the cyclic GC runs.
+            stream._create_cursor = partial(_resumed, weakref.ref(stream))  # type: ignore[method-assign]
             if self._closed:  # aclose() came while the stream was opening
                 await _close(stream)
         return self._stream
