@@ -227,6 +227,22 @@ async def test_update_description_maps_nested_db_fields(async_alias: str) -> Non
     assert event.document.notes["first"].label == "y"
 
 
+async def test_truncated_arrays_are_named_by_attribute(async_alias: str) -> None:
+    book = await CsBook(tags=["a", "b", "c", "d"]).async_save()
+    collection = await CsBook._async_get_collection()
+    async with CsBook.async_watch() as stream:
+        await collection.update_one(
+            {"_id": book.pk}, [{"$set": {"tg": {"$slice": ["$tg", 2]}}}]
+        )
+        (event,) = await take(stream, 1)
+    assert event.raw["updateDescription"]["truncatedArrays"] == [
+        {"field": "tg", "newSize": 2}
+    ]
+    assert event.update_description == UpdateDescription(
+        updated_fields={}, removed_fields=[], truncated_arrays={"tags": 2}
+    )
+
+
 async def test_update_description_names_the_fields_of_embedded_subclasses(
     async_alias: str,
 ) -> None:
