@@ -3,8 +3,10 @@
 ``Book.objects(author=ann).async_watch()`` opens a change stream whose ``$match``
 is the queryset's filter (MongoEngine's query building) applied to each event's
 ``fullDocument``, or to its ``documentKey`` when the filter is only on the id (so
-deletes match too). Each event is a :class:`ChangeEvent` carrying the document
-loaded by our loader (``from_bson.py``) and the update description with
+deletes match too); the collection's drop, rename and invalidate pass any filter,
+so every stream ends as an unfiltered one. Each event is a :class:`ChangeEvent`
+carrying the document (and the one before the change, when asked for) loaded by
+our loader (``from_bson.py``) and the update description with
 ``db_field`` names mapped back to attribute names. Leaving the stream (``aclose()``,
 ``async with``, ``break``, a cancelled task) closes the server-side cursor; a
 stream closed by ``aclose()`` (from any task, even one not opened yet or with a
