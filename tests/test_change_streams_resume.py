@@ -85,9 +85,9 @@ async def idle_cursors() -> set[int]:
 
 
 async def cursors_left() -> set[int]:
-    """The idle cursors still open after a few seconds at most (a kill may
-    be sent by the client's cleanup, once a second)."""
-    deadline = time.monotonic() + 3
+    """The idle cursors still open once none is, or after WAIT_SECONDS (a
+    kill may be sent by the client's cleanup, once a second)."""
+    deadline = time.monotonic() + WAIT_SECONDS
     while (left := await idle_cursors()) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     return left
