@@ -35,6 +35,7 @@ from mongoengine_async import (
     InvalidQueryError,
     ListField,
     MapField,
+    OperationError,
     PointField,
     Q,
     StringField,
@@ -944,6 +945,22 @@ async def test_a_sync_alias_is_refused(sync_default: Any) -> None:
         "CsItem.objects.async_watch() needs an async alias but 'default' was "
         "registered with connect(); use Model._get_collection().watch() instead, "
         "or connect_async(alias='default')"
+    )
+
+
+async def test_an_abstract_class_is_refused_as_by_drop_collection(
+    async_alias: str,
+) -> None:
+    """As MongoEngine's (and our) drop_collection() of a class with no
+    collection, not a KeyError of its meta."""
+
+    class CsAbstract(Document):
+        meta = {"abstract": True}
+
+    with pytest.raises(OperationError) as error:
+        CsAbstract.async_watch()
+    assert str(error.value) == (
+        f"Document {CsAbstract} has no collection defined (is it abstract ?)"
     )
 
 

@@ -317,6 +317,17 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         return _COMPARE_INDEXES(_IndexesRead(cls, information))
 
     @classmethod
+    def _collection_name_or_refuse(cls) -> str:
+        """The class's collection name; for a class without one (abstract),
+        MongoEngine's ``OperationError`` of ``drop_collection()``."""
+        name = cls._get_collection_name()
+        if not name:
+            raise OperationError(
+                f"Document {cls} has no collection defined (is it abstract ?)"
+            )
+        return name
+
+    @classmethod
     async def async_drop_collection(
         cls, *, session: AsyncClientSession | None = None
     ) -> None:
@@ -324,11 +335,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         transaction is not joined: the server refuses a drop in one, as index
         builds); its indexes are recreated on next use."""
         cls._require_async("async_drop_collection", "drop_collection()")
-        name = cls._get_collection_name()
-        if not name:
-            raise OperationError(
-                f"Document {cls} has no collection defined (is it abstract ?)"
-            )
+        name = cls._collection_name_or_refuse()
         collection = cls._get_collection()
         session = own_session(cls, collection.database.client, session)
         # Every client's mark (each event loop has its own client), before the
@@ -355,6 +362,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         """The change events of the whole collection (of this class, under
         inheritance), bypassing any custom ``objects`` manager."""
         cls._require_async("async_watch", "Model._get_collection().watch()")
+        cls._collection_name_or_refuse()
         queryset = cls._meta["queryset_class"](cls, cls._get_collection())
         return queryset.async_watch(
             full_document=full_document,
