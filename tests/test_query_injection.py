@@ -150,6 +150,9 @@ async def test_document_modify_and_save_condition_refuse(users):
         # a key of a typed MapField or DictField is its item field
         ({"labels__team": {"$ne": "x"}}, "labels__team", "StringField"),
         ({"scores__math": {"$gt": 0}}, "scores__math", "IntField"),
+        # a numeric key too, which MongoEngine's lookup drops like a list index
+        ({"labels__2024": {"$ne": "x"}}, "labels__2024", "StringField"),
+        ({"scores__2024": {"$gt": 0}}, "scores__2024", "IntField"),
     ],
 )
 async def test_fields_that_hold_no_dict_refuse(users, query, path, field):
@@ -190,6 +193,10 @@ async def test_dict_holding_fields_take_dicts(users):
     assert await names(InjUser.objects(profile={"$exists": True})) == ["alice"]
     assert await names(InjUser.objects(prefs__theme={"$in": ["light"]})) == ["bob"]
     assert await names(InjUser.objects(scores={"$exists": True})) == ["alice", "bob"]
+    assert await names(InjUser.objects(prefs__2024={"$exists": False})) == [
+        "alice",
+        "bob",
+    ]
 
 
 async def test_undeclared_fields_of_a_dynamic_document_take_dicts(async_alias):

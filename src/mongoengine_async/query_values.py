@@ -97,7 +97,7 @@ def _check_operator_dict(document: type[Any], key: str) -> None:
     operator, parts = _parse(key)
     if operator is not None or not sanitize_filter_enabled(document._db_alias()):
         return
-    field = _field(document, parts)
+    field = _field(document, key, parts)
     if field is None or not _holds_no_dict(field):
         return
     raise InvalidQueryError(
@@ -136,23 +136,40 @@ def _parse(key: str) -> tuple[str | None, list[str]]:
     return operator, parts
 
 
-def _field(document: type[Any], parts: list[str]) -> BaseField | None:
-    """The field a path ends on, as ``transform.query`` finds it (None: unknown,
-    left for MongoEngine to report); a key of a typed DictField or MapField
-    ends on its item field, which MongoEngine's lookup gives as the key itself
-    (a MapField's) or as an untyped DictField (a DictField's)."""
+def _field(document: type[Any], key: str, names: list[str]) -> BaseField | None:
+    """The field the path of ``key`` ends on (None: unknown, left for
+    MongoEngine to report). ``names`` is its path without list indexes, which
+    ``transform.query`` looks up; an index or a key of a typed DictField or
+    MapField then leads to the item field (``labels__team``, ``scores__2024``)."""
     try:
-        path = document._lookup_field(parts)
+        path = iter(document._lookup_field(names))
     except Exception:  # transform.query turns it into its own InvalidQueryError
         return None
     current: BaseField | None = None
-    for step in path:
-        item = _dict_item_field(current)
-        if item is not None:
-            current = item  # the step is a key of the dict
-        elif not isinstance(step, str):
-            current = step
+    for part in key.split("__"):
+        step = part if part.isdigit() else next(path, None)
+        if step is None:
+            break  # the operator escape ("name__") MongoEngine took off
+        current = _next_field(current, step)
     return current
+
+
+def _next_field(current: BaseField | None, step: BaseField | str) -> BaseField | None:
+    """The field at ``step`` below ``current``: a digit below a list is an
+    index (its item), any step below a typed dict a key (its item field,
+    which MongoEngine's lookup gives as the key itself or an untyped
+    DictField); a string step elsewhere stays on ``current``."""
+    listed: Any = current
+    if (
+        isinstance(step, str)
+        and step.isdigit()
+        and isinstance(listed, fields.ListField)
+    ):
+        return listed if listed.field is None else listed.field
+    item = _dict_item_field(current)
+    if item is not None:
+        return item
+    return current if isinstance(step, str) else step
 
 
 def _dict_item_field(field: BaseField | None) -> BaseField | None:
