@@ -17,6 +17,7 @@ from mongoengine_async import (
     DynamicField,
     EmbeddedDocument,
     EmbeddedDocumentField,
+    EmbeddedDocumentListField,
     IntField,
     InvalidQueryError,
     ListField,
@@ -47,16 +48,17 @@ class InjUser(Document):
     scores = DictField(IntField())
     extra = DynamicField()
     profile = EmbeddedDocumentField(InjProfile)
+    aliases = EmbeddedDocumentListField(InjProfile)
 
 
 class InjNote(DynamicDocument):
     text = StringField()
 
 
-def refusal(path: str, field: str) -> str:
-    """The message for an operator dict given to ``InjUser.<path>``."""
+def refusal(path: str, field: str, document: str = "InjUser") -> str:
+    """The message for an operator dict given to ``<document>.<path>``."""
     return (
-        f'InjUser.{path} ({field}) was given a dict with "$" keys as its value, '
+        f'{document}.{path} ({field}) was given a dict with "$" keys as its value, '
         "which MongoDB would read as query operators (operator injection). "
         f"Write operators as {path}__ne=... (field__op=value) or in __raw__"
     )
@@ -73,6 +75,7 @@ async def users(async_alias):
         labels={"team": "red"},
         extra={"level": 3},
         profile=InjProfile(nick="al"),
+        aliases=[InjProfile(nick="al")],
     ).async_save()
     bob = await InjUser(
         name="bob", password="secret-b", age=40, friend=alice, prefs={"theme": "light"}
@@ -197,6 +200,22 @@ async def test_dict_holding_fields_take_dicts(users):
         "alice",
         "bob",
     ]
+
+
+@pytest.mark.parametrize("operator", ["match", "elemMatch"])
+async def test_a_match_on_embedded_documents_checks_their_filter(users, operator):
+    # MongoEngine builds aliases__match={"nick": ...} as a filter on InjProfile.
+    with pytest.raises(InvalidQueryError) as caught:
+        InjUser.objects(**{f"aliases__{operator}": {"nick": {"$ne": "x"}}})
+    assert str(caught.value) == refusal("nick", "StringField", "InjProfile")
+    with pytest.raises(InvalidQueryError, match=r"^InjProfile\.nick__icontains: "):
+        InjUser.objects(
+            **{f"aliases__{operator}": {"nick__icontains": "a" * (MAX_REGEX_TEXT + 1)}}
+        )
+    by_nick = {f"aliases__{operator}": {"nick": "al"}}
+    assert await names(InjUser.objects(Q(**by_nick))) == ["alice"]
+    not_al = {f"aliases__{operator}": {"nick__ne": "al"}}
+    assert await names(InjUser.objects(**not_al)) == []
 
 
 async def test_undeclared_fields_of_a_dynamic_document_take_dicts(async_alias):

@@ -26,6 +26,10 @@ from mongoengine_async.connection import sanitize_filter_enabled
 
 __all__ = ("MAX_REGEX_TEXT", "check_query_values")
 
+# The keyword endings of the operators whose dict value on a list of embedded
+# documents MongoEngine reads as a filter on them.
+_MATCH_SUFFIXES = ("__match", "__elemMatch")
+
 # The longest text a MongoDB 6.0 server accepts as a regex: one character more
 # and even "aaa..." is "regular expression is too large" (any other character,
 # escaped or not, compiles at least as large).
@@ -58,22 +62,42 @@ _NO_DICT_FIELDS = (
 def check_query_values(document: type[Any], q_obj: Any, query: dict[str, Any]) -> None:
     """Raise ``InvalidQueryError`` for a refused value in ``query`` or ``q_obj``.
 
-    Only suspicious values (a dict with ``$`` keys, a very long string) cost
-    more than a type check, so ordinary filters stay cheap.
+    Only suspicious values (a dict with ``$`` keys or given to ``__match``, a
+    very long string) cost more than a type check, so ordinary filters stay
+    cheap.
     """
-    _check_items(document, query)
+    _check_items(document, document, query)
     if q_obj is not None:
         for node in _q_leaves(q_obj):
-            _check_items(document, node.query)
+            _check_items(document, document, node.query)
 
 
-def _check_items(document: type[Any], query: dict[str, Any]) -> None:
-    """Check the keyword values of one filter call or one ``Q``."""
+def _check_items(owner: type[Any], document: type[Any], query: dict[str, Any]) -> None:
+    """Check the keyword values of one filter call or one ``Q`` on ``document``
+    (``owner``, the queried Document, or an embedded document of it)."""
     for key, value in query.items():
-        if isinstance(value, dict) and _has_operator_keys(value):
-            _check_operator_dict(document, key)
+        if isinstance(value, dict) and key.endswith(_MATCH_SUFFIXES):
+            _check_match(owner, document, key, value)
+        elif isinstance(value, dict) and _has_operator_keys(value):
+            _check_operator_dict(owner, document, key)
         elif isinstance(value, str) and len(value) > MAX_REGEX_TEXT:
             _check_regex_text(document, key, value)
+
+
+def _check_match(
+    owner: type[Any], document: type[Any], key: str, value: dict[str, Any]
+) -> None:
+    """Check the query of ``field__match`` on a list of embedded documents,
+    which ``transform.query`` builds from the items' fields like a filter
+    (``comments__match={"author": name}``)."""
+    operator, names = _parse(key)
+    field: Any = _lookup_last(document, names)
+    if (
+        operator is not None
+        and isinstance(field, fields.ListField)
+        and isinstance(field.field, fields.EmbeddedDocumentField)
+    ):
+        _check_items(owner, field.field.document_type, value)
 
 
 def _q_leaves(q_obj: Any) -> Iterator[Q]:
@@ -90,12 +114,12 @@ def _has_operator_keys(value: dict) -> bool:
     return any(isinstance(key, str) and key.startswith("$") for key in value)
 
 
-def _check_operator_dict(document: type[Any], key: str) -> None:
+def _check_operator_dict(owner: type[Any], document: type[Any], key: str) -> None:
     """Refuse an operator dict given as the plain value of a dict-less field."""
     if key == "__raw__":
         return
     operator, parts = _parse(key)
-    if operator is not None or not sanitize_filter_enabled(document._db_alias()):
+    if operator is not None or not sanitize_filter_enabled(owner._db_alias()):
         return
     field = _field(document, key, parts)
     if field is None or not _holds_no_dict(field):
@@ -152,6 +176,17 @@ def _field(document: type[Any], key: str, names: list[str]) -> BaseField | None:
             break  # the operator escape ("name__") MongoEngine took off
         current = _next_field(current, step)
     return current
+
+
+def _lookup_last(document: type[Any], names: list[str]) -> BaseField | None:
+    """The last field of MongoEngine's lookup of ``names``, the one
+    ``transform.query`` prepares the value with (None: unknown)."""
+    try:
+        path = document._lookup_field(names)
+    except Exception:  # transform.query turns it into its own InvalidQueryError
+        return None
+    found = [field for field in path if not isinstance(field, str)]
+    return found[-1] if found else None
 
 
 def _next_field(current: BaseField | None, step: BaseField | str) -> BaseField | None:
