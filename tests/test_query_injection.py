@@ -202,6 +202,24 @@ async def test_dict_holding_fields_take_dicts(users):
     ]
 
 
+async def test_an_operator_dict_among_the_values_of_all_is_refused(users):
+    any_tag = {"$elemMatch": {"$ne": ""}}
+    for values in ([any_tag], ("admin", any_tag)):
+        with pytest.raises(InvalidQueryError) as caught:
+            InjUser.objects(tags__all=values)
+        assert str(caught.value) == (
+            'InjUser.tags__all (ListField) was given a dict with "$" keys among its '
+            "values, which MongoDB would read as query operators (operator "
+            "injection). Write such a query in __raw__"
+        )
+    assert await names(InjUser.objects(tags__all=["admin"])) == ["alice"]
+    raw = {"tags": {"$all": [any_tag]}}
+    assert await names(InjUser.objects(__raw__=raw)) == ["alice"]
+    # A list of embedded documents holds dicts: MongoEngine's behaviour.
+    by_nick = [{"$elemMatch": {"nick": "al"}}]
+    assert await names(InjUser.objects(aliases__all=by_nick)) == ["alice"]
+
+
 @pytest.mark.parametrize("operator", ["match", "elemMatch"])
 async def test_a_match_on_embedded_documents_checks_their_filter(users, operator):
     # MongoEngine builds aliases__match={"nick": ...} as a filter on InjProfile.

@@ -80,6 +80,8 @@ def _check_items(owner: type[Any], document: type[Any], query: dict[str, Any]) -
             _check_match(owner, document, key, value)
         elif isinstance(value, dict) and _has_operator_keys(value):
             _check_operator_dict(owner, document, key)
+        elif isinstance(value, (list, tuple)) and key.endswith("__all"):
+            _check_all_items(owner, document, key, value)
         elif isinstance(value, str) and len(value) > MAX_REGEX_TEXT:
             _check_regex_text(document, key, value)
 
@@ -118,11 +120,11 @@ def _check_operator_dict(owner: type[Any], document: type[Any], key: str) -> Non
     """Refuse an operator dict given as the plain value of a dict-less field."""
     if key == "__raw__":
         return
-    operator, parts = _parse(key)
-    if operator is not None or not sanitize_filter_enabled(owner._db_alias()):
-        return
-    field = _field(document, key, parts)
-    if field is None or not _holds_no_dict(field):
+    operator, names = _parse(key)
+    if (
+        operator is not None
+        or (field := _dictless(owner, document, key, names)) is None
+    ):
         return
     raise InvalidQueryError(
         f"{document.__name__}.{key} ({type(field).__name__}) was given a dict with "
@@ -130,6 +132,35 @@ def _check_operator_dict(owner: type[Any], document: type[Any], key: str) -> Non
         f"(operator injection). Write operators as {key}__ne=... "
         "(field__op=value) or in __raw__"
     )
+
+
+def _check_all_items(
+    owner: type[Any], document: type[Any], key: str, items: list | tuple
+) -> None:
+    """Refuse a dict with ``$`` keys among the values of ``field__all`` on a
+    dict-less list: MongoDB reads ``{"$elemMatch": ...}`` there as a condition,
+    so ``tags__all=[{"$elemMatch": {"$ne": ""}}]`` matches any tag."""
+    if not any(isinstance(item, dict) and _has_operator_keys(item) for item in items):
+        return
+    operator, names = _parse(key)
+    if operator != "all" or (field := _dictless(owner, document, key, names)) is None:
+        return
+    raise InvalidQueryError(
+        f"{document.__name__}.{key} ({type(field).__name__}) was given a dict with "
+        f'"$" keys among its values, which MongoDB would read as query operators '
+        "(operator injection). Write such a query in __raw__"
+    )
+
+
+def _dictless(
+    owner: type[Any], document: type[Any], key: str, names: list[str]
+) -> BaseField | None:
+    """The field ``key`` ends on if it never holds a dict and the alias of
+    ``owner`` refuses operator dicts (``sanitize_filter``); else None."""
+    if not sanitize_filter_enabled(owner._db_alias()):
+        return None
+    field = _field(document, key, names)
+    return field if field is not None and _holds_no_dict(field) else None
 
 
 def _check_regex_text(document: type[Any], key: str, value: str) -> None:
