@@ -76,14 +76,16 @@ def _check_items(owner: type[Any], document: type[Any], query: dict[str, Any]) -
     """Check the keyword values of one filter call or one ``Q`` on ``document``
     (``owner``, the queried Document, or an embedded document of it)."""
     for key, value in query.items():
-        if isinstance(value, dict) and key.endswith(_MATCH_SUFFIXES):
-            _check_match(owner, document, key, value)
-        elif isinstance(value, dict) and _has_operator_keys(value):
-            _check_operator_dict(owner, document, key)
+        if isinstance(value, str):
+            if len(value) > MAX_REGEX_TEXT:
+                _check_regex_text(document, key, value)
+        elif isinstance(value, dict):
+            if key.endswith(_MATCH_SUFFIXES):
+                _check_match(owner, document, key, value)
+            elif _has_operator_keys(value):
+                _check_operator_dict(owner, document, key)
         elif isinstance(value, (list, tuple)) and key.endswith("__all"):
             _check_all_items(owner, document, key, value)
-        elif isinstance(value, str) and len(value) > MAX_REGEX_TEXT:
-            _check_regex_text(document, key, value)
 
 
 def _check_match(
