@@ -63,8 +63,8 @@ def check_query_values(document: type[Any], q_obj: Any, query: dict[str, Any]) -
     """Raise ``InvalidQueryError`` for a refused value in ``query`` or ``q_obj``.
 
     Only suspicious values (a dict with ``$`` keys or given to ``__match``, a
-    very long string) cost more than a type check, so ordinary filters stay
-    cheap.
+    list given to ``__all``, a very long string) cost more than a type check,
+    so ordinary filters stay cheap.
     """
     _check_items(document, document, query)
     if q_obj is not None:
