@@ -45,6 +45,7 @@ from mongoengine_async import (
     connect_async,
     context,
     get_async_connection,
+    get_async_db,
     gridfs,
     signals,
 )
@@ -98,6 +99,17 @@ class CwFiledRoot(Document):
 class CwFiledChild(Document):
     parent = ReferenceField(CwFiledRoot, reverse_delete_rule=CASCADE)
     data = FileField(collection_name="cw_files")
+
+
+class CwShelf(Document):
+    """A document with a file, whose delete cascades to CwCopy's."""
+
+    scan = FileField(collection_name="cw_files")
+
+
+class CwCopy(Document):
+    shelf = ReferenceField(CwShelf, reverse_delete_rule=CASCADE)
+    scan = FileField(collection_name="cw_files")
 
 
 @asynccontextmanager
@@ -1994,3 +2006,56 @@ async def test_a_queryset_delete_with_rules_cancelled_midway_deletes_the_files(
     assert await CwFiledRoot.objects.async_count() == 0
     assert await CwFiledChild.objects.async_count() == 0
     assert await _bucket_ids(database, "cw_files", []) == ([], [])
+
+
+async def no_file_left() -> None:
+    """Return once no file (and none of its chunks) is left in ``cw_files``."""
+    db = get_async_db()
+    while await db["cw_files.files"].count_documents({}) or await db[
+        "cw_files.chunks"
+    ].count_documents({}):
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("delete", ["document", "queryset"])
+async def test_a_cascade_cancelled_while_its_commit_is_on_its_way(app, delete):
+    """A cascade's caller cancelled while the commit of its own transaction
+    is on its way (as when an election delays its reply): the commit goes
+    on and applies, and so do the steps after it, as after any cancelled
+    delete that landed: the files of the deleted documents, cascaded ones
+    too, are deleted, then post_delete is sent. They were left (orphaned)
+    and the signal never sent."""
+    shelf = CwShelf()
+    await shelf.scan.async_put(b"shelf")
+    await shelf.async_save()
+    copy = CwCopy(shelf=shelf)
+    await copy.scan.async_put(b"copy")
+    await copy.async_save()
+    await CwCopy.async_ensure_indexes()
+    sent: list = []
+
+    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    if delete == "document":
+        signals.post_delete.connect(post_delete, sender=CwShelf)
+        deleting: Callable[[], Awaitable[Any]] = shelf.async_delete
+    else:
+        deleting = CwShelf.objects(pk=shelf.pk).async_delete
+    try:
+        async with blocked(app, "commitTransaction") as held:
+            task = asyncio.ensure_future(deleting())
+            await held.reached_server()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await held.ended_on_server()
+        # The last steps: the files' deletes (their chunks last), post_delete.
+        await asyncio.wait_for(no_file_left(), 10)
+        if delete == "document":
+            await asyncio.wait_for(until(lambda: bool(sent)), 10)
+    finally:
+        signals.post_delete.disconnect(post_delete, sender=CwShelf)
+    assert sent == ([shelf.pk] if delete == "document" else [])
+    assert await CwShelf.objects.async_count() == 0
+    assert await CwCopy.objects.async_count() == 0

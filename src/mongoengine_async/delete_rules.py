@@ -11,6 +11,7 @@ fetched. When the deployment has transactions the whole delete runs in one.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -30,8 +31,14 @@ from pymongo.topology_description import TOPOLOGY_TYPE
 from mongoengine_async import signals
 from mongoengine_async.batches import WHOLE_RESULT, read_list
 from mongoengine_async.classes import with_subclasses
-from mongoengine_async.context import run_on, run_transaction
-from mongoengine_async.gridfs import delete_files_of_deleted, stored_files
+from mongoengine_async.context import (
+    follow_up,
+    journal,
+    on_commit,
+    run_on,
+    run_transaction,
+)
+from mongoengine_async.gridfs import delete_files, delete_files_of_deleted, stored_files
 from mongoengine_async.operation import Operation, session_for
 
 __all__ = ("delete_each", "delete_matching", "has_rules", "runs_own_transaction")
@@ -119,6 +126,7 @@ async def delete_matching(
     operation: Operation,
     atomic: bool = True,
     cascade_refs: set | None = None,
+    followed: Callable[[], None] | None = None,
 ) -> int | None:
     """Delete what ``queryset`` matches (its ``operation`` resolved), applying
     the delete rules.
@@ -126,7 +134,11 @@ async def delete_matching(
     With rules to apply, ``atomic`` and a deployment with transactions, the
     whole delete runs in one transaction (or joins the caller's). Documents
     whose id is in ``cascade_refs`` are left out of CASCADE deletes, as in
-    MongoEngine's ``delete(cascade_refs=...)``.
+    MongoEngine's ``delete(cascade_refs=...)``. The caller cancelled while
+    that transaction of its own commits, which goes on, once it committed the
+    files of the cascaded documents are deleted in a task of their own and
+    ``followed()`` is called (to start the caller's own steps after the
+    delete), as after a cancelled write that landed.
     """
     cls, query = queryset._document, queryset._query
     if not _rules(cls):
@@ -134,6 +146,7 @@ async def delete_matching(
     acknowledged = _acknowledged(operation)
     joined = _in_transaction(operation.session)  # the caller's transaction
     files: list = []
+    committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def delete(run: Operation) -> int | None:  # a fresh plan on each run
         plan = _DeletePlan(cls, run, cascade_refs)
@@ -141,12 +154,49 @@ async def delete_matching(
         own_transaction = _in_transaction(run.session) and not joined
         deleted = await plan.run(query, own_transaction and plan.may_go_first(query))
         files[:] = plan.files
+        if own_transaction:
+            _note_commit(run.session, committed)
         return deleted
 
-    deleted = await _under_rules(cls, operation, atomic and acknowledged, delete)
+    try:
+        deleted = await _under_rules(cls, operation, atomic and acknowledged, delete)
+    except asyncio.CancelledError:
+        committed.add_done_callback(
+            lambda _: _follow_commit(list(files), operation, followed)
+        )
+        raise
     # The files of the cascaded documents, once they are gone (committed).
     await delete_files_of_deleted(files, operation)
     return deleted if acknowledged else None
+
+
+def _note_commit(session: AsyncClientSession | None, committed: asyncio.Future) -> None:
+    """Set ``committed`` once the delete's own transaction (on ``session``)
+    committed: also when its caller left (cancelled) while it committed."""
+    undos = journal(session)
+    assert undos is not None  # (the delete's own transaction, bound)
+
+    async def step() -> None:
+        if not committed.done():
+            committed.set_result(None)
+
+    on_commit(undos, step)
+
+
+def _follow_commit(
+    files: list, operation: Operation, followed: Callable[[], None] | None
+) -> None:
+    """The delete's own transaction committed after its caller left: delete
+    the files of the cascaded documents (in no session: the caller's may be
+    in use again) and start the caller's steps after it (``followed``)."""
+    if files:
+        alone = replace(operation, session=None)
+        follow_up(
+            delete_files(files, alone),
+            "delete of the files of documents a cancelled delete deleted",
+        )
+    if followed is not None:
+        followed()
 
 
 def _acknowledged(operation: Operation) -> bool:

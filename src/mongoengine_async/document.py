@@ -994,6 +994,14 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 _from_doc_delete=True,
                 transaction=transaction,
                 session=operation.session,
+                # (Cancelled while a transaction of its own commits: once it
+                # committed, the files and post_delete follow.)
+                _followed=functools.partial(
+                    self._follow_delete,
+                    files,
+                    operation,
+                    signals.unless_muted(signals.post_delete, signal_kwargs),
+                ),
             )
             held_back = signals.unless_muted(signals.post_delete, signal_kwargs)
             # Its files go once it was applied (in a transaction, once that

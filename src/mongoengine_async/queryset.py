@@ -1298,6 +1298,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         cascade_refs: set[Any] | None = None,
         transaction: bool = True,
         session: AsyncClientSession | None = None,
+        _followed: Callable[[], None] | None = None,
     ) -> int | None:
         """Delete the matches, applying the delete rules, then their GridFS
         files; returns the count.
@@ -1323,6 +1324,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             operation,
             atomic=transaction,
             cascade_refs=cascade_refs,
+            followed=_followed or functools.partial(_follow_files, files, operation),
         )
         if not _from_doc_delete and await _goes_on(self, operation, files, transaction):
             deleted = await _files_follow(deleting, files, operation)
@@ -1393,6 +1395,17 @@ async def _delete_surely(
         await deleting()
         await delete_files(files, operation, surely=True)
         raise
+
+
+def _follow_files(files: list[Any], operation: Operation) -> None:
+    """The files of the documents a delete whose caller was cancelled
+    deleted (its own transaction committed after): deleted in a task of
+    their own, in no session (the caller's may be in use again)."""
+    if files:
+        context.follow_up(
+            delete_files(files, dataclasses.replace(operation, session=None)),
+            "delete of the files of documents a cancelled delete deleted",
+        )
 
 
 def _after_cancelled(
