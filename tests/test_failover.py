@@ -11,28 +11,35 @@ Run it with ``make failover`` (it is deselected from the default run).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from bson import ObjectId
 from pymongo import monitoring
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from mongoengine_async import (
     CASCADE,
+    NULLIFY,
+    PULL,
     Document,
     FileField,
     IntField,
+    ListField,
     ObjectIdField,
     ReferenceField,
     SequenceField,
     StringField,
     async_run_in_transaction,
+    async_run_transaction,
     get_async_db,
+    signals,
 )
 from mongoengine_async.testing import ReplicaSet, fresh_database
 
@@ -454,3 +461,269 @@ async def test_sequence_numbers_taken_through_a_stepdown_are_given_once(
     assert len(set(numbers)) == len(tickets)
     assert sorted(stored) == [(ticket.task, ticket.number) for ticket in tickets]
     assert counter["next"] >= max(numbers)
+
+
+class FoEntry(Document):
+    name = StringField()
+    amount = IntField(default=0)
+    meta = {"db_alias": ALIAS}
+
+
+class FoReview(Document):
+    author = ReferenceField(FoAuthor, reverse_delete_rule=NULLIFY)
+    meta = {"db_alias": ALIAS}
+
+
+class FoShelf(Document):
+    authors = ListField(ReferenceField(FoAuthor, reverse_delete_rule=PULL))
+    meta = {"db_alias": ALIAS}
+
+
+class StepDownBefore(monitoring.CommandListener):
+    """Steps the primary down when ``command`` (on ``collection``, if given)
+    starts, once armed: inside the listener, so that it goes to the old
+    primary, whose step-down aborted the transaction."""
+
+    def __init__(self, replica_set: ReplicaSet) -> None:
+        self.replica_set = replica_set
+        self.armed: tuple[str, str | None] | None = None
+        self.stepped_down = False
+
+    def arm(self, command: str, collection: str | None = None) -> None:
+        self.armed, self.stepped_down = (command, collection), False
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.armed is None or event.command_name != self.armed[0]:
+            return
+        if self.armed[1] in (None, event.command[event.command_name]):
+            self.armed = None
+            self.replica_set.step_down()
+            self.stepped_down = True
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@contextlib.asynccontextmanager
+async def stepping_down(replica_set: ReplicaSet) -> AsyncIterator[StepDownBefore]:
+    """The failover alias on ``replica_set``, its collections created, with a
+    :class:`StepDownBefore` listener."""
+    listener = StepDownBefore(replica_set)
+    async with fresh_database(
+        ALIAS,
+        replica_set.uri,
+        w="majority",
+        serverSelectionTimeoutMS=30_000,
+        event_listeners=[listener],
+    ):
+        db = get_async_db(ALIAS)
+        for model in (FoEntry, FoAuthor, FoBook, FoReview, FoShelf):
+            await db.create_collection(model._get_collection_name())
+        yield listener
+
+
+async def in_transaction(
+    form: str, fn: Callable[[], Awaitable[None]], **options: Any
+) -> None:
+    """``fn`` in ``async_run_in_transaction`` or ``async_run_transaction``."""
+    if form == "callback":
+        await async_run_transaction(fn, alias=ALIAS, **options)
+        return
+    async with async_run_in_transaction(alias=ALIAS, transaction_kwargs=options):
+        await fn()
+
+
+@pytest.mark.parametrize("form", ["context manager", "callback"])
+@pytest.mark.parametrize("step", ["insert", "update", "commitTransaction"])
+async def test_a_transaction_through_a_stepdown_is_all_or_nothing(
+    replica_set_3: ReplicaSet, form: str, step: str
+) -> None:
+    """The primary steps down as the block inserts, updates or commits (the
+    transaction aborted by it): the block raises a TransientTransactionError,
+    nothing written and the documents given back (new again, their change
+    marked); the callback runs again and commits, the documents saved."""
+    async with stepping_down(replica_set_3) as listener:
+        old = await FoEntry(name="old", amount=1).async_save()
+        old.amount = 2
+        new = FoEntry(name="new")
+
+        async def block() -> None:
+            await new.async_save()
+            await old.async_save()
+
+        listener.arm(step, None if step == "commitTransaction" else "fo_entry")
+        error = None
+        try:
+            await in_transaction(form, block)
+        except PyMongoError as raised:
+            error = raised
+        assert listener.stepped_down
+        stored = {e.name: e.amount async for e in FoEntry.objects}
+    if form == "callback":
+        assert error is None
+        assert stored == {"old": 2, "new": 0}
+        assert not new._created and old._get_changed_fields() == []
+    else:
+        assert is_transient(error)
+        assert stored == {"old": 1}
+        assert new._created and old._get_changed_fields() == ["amount"]
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        ("delete", "fo_author"),
+        ("delete", "fo_book"),
+        ("update", "fo_review"),
+        ("update", "fo_shelf"),
+        ("commitTransaction", None),
+    ],
+    ids=lambda step: "-".join(filter(None, step)),
+)
+async def test_a_cascade_through_a_stepdown_is_applied_whole(
+    replica_set_3: ReplicaSet, step: tuple[str, str | None]
+) -> None:
+    """The primary steps down at any step of a delete with CASCADE, NULLIFY
+    and PULL rules: its transaction runs again, and the delete is applied
+    whole (never half: books left, a review still naming the author)."""
+    async with stepping_down(replica_set_3) as listener:
+        author = await FoAuthor(name="gone").async_save()
+        kept = await FoAuthor(name="kept").async_save()
+        await FoBook.objects.async_insert([FoBook(author=author) for _ in range(3)])
+        await FoReview.objects.async_insert([FoReview(author=author) for _ in range(2)])
+        shelf = await FoShelf(authors=[author, kept]).async_save()
+        listener.arm(*step)
+        await author.async_delete()
+        assert listener.stepped_down
+        assert await FoAuthor.objects.async_scalar("name") == ["kept"]
+        assert await FoBook.objects.async_count() == 0
+        reviews = await FoReview.objects.as_pymongo().async_to_list()
+        assert [review.get("author") for review in reviews] == [None, None]
+        await shelf.async_reload()
+        assert shelf.authors == [kept]
+
+
+@contextlib.contextmanager
+def majority_held_back(replica_set: ReplicaSet) -> Iterator[None]:
+    """The secondaries stop fetching the primary's oplog in the block: a
+    write with ``w="majority"`` waits (the primary stays primary)."""
+    primary = replica_set.wait_for_primary()
+    secondaries = [m for m in replica_set.members if m is not primary]
+    for member in secondaries:
+        member.command("configureFailPoint", "stopReplProducer", mode="alwaysOn")
+    try:
+        yield
+    finally:
+        for member in secondaries:
+            member.command("configureFailPoint", "stopReplProducer", mode="off")
+
+
+@pytest.mark.parametrize("form", ["context manager", "callback"])
+async def test_max_commit_time_ms_bounds_a_commit_waiting_for_a_majority(
+    replica_set_3: ReplicaSet, form: str
+) -> None:
+    """A commit whose majority does not come has no time limit of its own
+    (PyMongo's 120 s bound its retries only): ``max_commit_time_ms`` ends it
+    with an unknown result, not retried. It applies once the majority comes
+    back: the document, given back as new, saved again is stored once."""
+    async with stepping_down(replica_set_3):
+        entry = FoEntry(name="waited for")
+        with (
+            majority_held_back(replica_set_3),
+            pytest.raises(OperationFailure) as error,
+        ):
+            await in_transaction(form, entry.async_save, max_commit_time_ms=500)
+        assert error.value.code == 50  # MaxTimeMSExpired
+        assert error.value.has_error_label("UnknownTransactionCommitResult")
+        assert entry._created
+        await entry.async_save()
+        assert await FoEntry.objects.async_scalar("name") == ["waited for"]
+
+
+class FoScanned(Document):
+    scan = FileField(db_alias=ALIAS)
+    meta = {"db_alias": ALIAS}
+
+
+class FoCopy(Document):
+    scanned = ReferenceField(FoScanned, reverse_delete_rule=CASCADE)
+    scan = FileField(db_alias=ALIAS)
+    meta = {"db_alias": ALIAS}
+
+
+class CommitStarted(monitoring.CommandListener):
+    """Sets ``event`` when a ``commitTransaction`` starts."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "commitTransaction":
+            self.event.set()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def files_gone_and(sent: list[Any]) -> None:
+    """Return once no file is left (nor any of its chunks) and ``sent``
+    holds the post_delete: the last steps after a delete."""
+    db = get_async_db(ALIAS)
+    while (
+        await db["fs.files"].count_documents({})
+        or await db["fs.chunks"].count_documents({})
+        or not sent
+    ):
+        await asyncio.sleep(0.05)
+
+
+async def test_a_cascade_cancelled_while_its_commit_waits_for_a_majority(
+    replica_set_3: ReplicaSet,
+) -> None:
+    """The caller of a cascade gives up (cancelled) while its commit waits for
+    a majority: the commit goes on and applies once the majority is back, and
+    so do the steps after the delete: the files of the deleted documents,
+    cascaded ones too, are deleted, then post_delete is sent (they were
+    left, orphaned, and the signal never sent)."""
+    listener = CommitStarted()
+    sent: list[Any] = []
+
+    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    async with fresh_database(
+        ALIAS,
+        replica_set_3.uri,
+        w="majority",
+        serverSelectionTimeoutMS=30_000,
+        event_listeners=[listener],
+    ):
+        db = get_async_db(ALIAS)
+        for name in ("fo_scanned", "fo_copy", "fs.files", "fs.chunks"):
+            await db.create_collection(name)
+        scanned = FoScanned()
+        await scanned.scan.async_put(b"scanned")
+        await scanned.async_save()
+        copy = FoCopy(scanned=scanned)
+        await copy.scan.async_put(b"copy")
+        await copy.async_save()
+        signals.post_delete.connect(post_delete, sender=FoScanned)
+        try:
+            with majority_held_back(replica_set_3):
+                deleting = asyncio.ensure_future(scanned.async_delete())
+                await listener.event.wait()
+                deleting.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await deleting
+            await asyncio.wait_for(files_gone_and(sent), 60)
+        finally:
+            signals.post_delete.disconnect(post_delete, sender=FoScanned)
+        assert sent == [scanned.pk]
+        assert await FoScanned.objects.async_count() == 0
+        assert await FoCopy.objects.async_count() == 0
