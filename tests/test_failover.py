@@ -28,6 +28,7 @@ from mongoengine_async import (
     CASCADE,
     NULLIFY,
     PULL,
+    CachedReferenceField,
     Document,
     FileField,
     IntField,
@@ -727,3 +728,43 @@ async def test_a_cascade_cancelled_while_its_commit_waits_for_a_majority(
         assert sent == [scanned.pk]
         assert await FoScanned.objects.async_count() == 0
         assert await FoCopy.objects.async_count() == 0
+
+
+class FoBlogger(Document):
+    name = StringField()
+    meta = {"db_alias": ALIAS}
+
+
+class FoPost(Document):
+    blogger = CachedReferenceField(FoBlogger, fields=["name"], auto_sync=True)
+    meta = {"db_alias": ALIAS}
+
+
+@pytest.mark.parametrize("form", ["plain", "callback"])
+async def test_cached_copies_through_a_stepdown(
+    replica_set_3: ReplicaSet, form: str
+) -> None:
+    """The primary steps down as a save updates the cached copies of its
+    document (a multi-document update, which PyMongo does not retry): a
+    plain save raises, its change kept, so that saving again updates them;
+    in ``async_run_transaction`` the save and the copies run again, and
+    commit together."""
+    async with stepping_down(replica_set_3) as listener:
+        db = get_async_db(ALIAS)
+        for model in (FoBlogger, FoPost):
+            await db.create_collection(model._get_collection_name())
+        blogger = await FoBlogger(name="old").async_save()
+        await FoPost.objects.async_insert([FoPost(blogger=blogger) for _ in range(3)])
+        blogger.name = "new"
+        listener.arm("update", "fo_post")
+        if form == "plain":
+            with pytest.raises(PyMongoError):
+                await blogger.async_save()
+            assert blogger._get_changed_fields() == ["name"]
+            await blogger.async_save()
+        else:
+            await async_run_transaction(blogger.async_save, alias=ALIAS)
+        assert listener.stepped_down
+        posts = await FoPost.objects.as_pymongo().async_to_list()
+        assert [post["blogger"]["name"] for post in posts] == ["new"] * 3
+        assert await FoBlogger.objects.async_scalar("name") == ["new"]
