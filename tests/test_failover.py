@@ -768,3 +768,48 @@ async def test_cached_copies_through_a_stepdown(
         posts = await FoPost.objects.as_pymongo().async_to_list()
         assert [post["blogger"]["name"] for post in posts] == ["new"] * 3
         assert await FoBlogger.objects.async_scalar("name") == ["new"]
+
+
+@pytest.mark.parametrize("form", ["context manager", "callback"])
+@pytest.mark.parametrize(
+    "step",
+    [("delete", "fs.files"), ("delete", "fs.chunks"), ("commitTransaction", None)],
+    ids=["files", "chunks", "commit"],
+)
+async def test_a_file_deleted_in_a_transaction_through_a_stepdown(
+    replica_set_3: ReplicaSet, form: str, step: tuple[str, str | None]
+) -> None:
+    """The primary steps down as a transaction deletes a file (its files
+    document, its chunks) or commits: the block raises, the file whole and
+    its proxy holding it again; the callback runs again, file and field gone."""
+    async with stepping_down(replica_set_3) as listener:
+        db = get_async_db(ALIAS)
+        for name in ("fo_scan", "fs.files", "fs.chunks"):
+            await db.create_collection(name)
+        scan = FoScan(name="scan")
+        await scan.scan.async_put(b"x" * 600_000)  # three chunks
+        await scan.async_save()
+        grid_id = scan.scan.grid_id
+
+        async def block() -> None:
+            await scan.scan.async_delete()
+            await scan.async_save()
+
+        listener.arm(*step)
+        error = None
+        try:
+            await in_transaction(form, block)
+        except PyMongoError as raised:
+            error = raised
+        assert listener.stepped_down
+        stored = await db.fo_scan.find_one()
+        files = await db["fs.files"].count_documents({})
+        chunks = await db["fs.chunks"].count_documents({})
+    if form == "callback":
+        assert error is None
+        assert (stored.get("scan"), files, chunks) == (None, 0, 0)
+        assert scan.scan.grid_id is None
+    else:
+        assert is_transient(error)
+        assert (stored["scan"], files, chunks) == (grid_id, 1, 3)
+        assert scan.scan.grid_id == grid_id
