@@ -5,6 +5,11 @@ Every write the driver acknowledged must be in the database afterwards, money
 moved by transactions must add up, no cascade delete may be half-applied, and no
 caller may see a transient error from a transaction the package opened itself.
 A file deleted while the primary fails over leaves none of its chunks.
+A step-down at each step of a transaction (a block, a callback, a cascade, a
+file's delete, the cached copies of a save) leaves all or nothing, in the
+database and in the instances; a commit waiting for a majority that does not
+come is bounded by ``max_commit_time_ms``, and a cascade given up while its
+commit waits still deletes its files once it applied.
 Run it with ``make failover`` (it is deselected from the default run).
 """
 
