@@ -2059,3 +2059,36 @@ async def test_a_cascade_cancelled_while_its_commit_is_on_its_way(app, delete):
     assert sent == ([shelf.pk] if delete == "document" else [])
     assert await CwShelf.objects.async_count() == 0
     assert await CwCopy.objects.async_count() == 0
+
+
+async def test_a_cascade_cancelled_while_it_deletes_the_cascaded_files(app):
+    """A cascade's caller cancelled once its transaction committed, while it
+    deletes the files of the cascaded documents: those deletes go on, and so
+    do the steps after: the document's own file, then post_delete."""
+    shelf = CwShelf()
+    await shelf.scan.async_put(b"shelf")
+    await shelf.async_save()
+    copy = CwCopy(shelf=shelf)
+    await copy.scan.async_put(b"copy")
+    await copy.async_save()
+    await CwCopy.async_ensure_indexes()
+    sent: list = []
+
+    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    signals.post_delete.connect(post_delete, sender=CwShelf)
+    try:
+        # The two deletes of the transaction pass, the files' are held.
+        async with held_on_server(app, "delete", BLOCK_MS, skip=2) as held:
+            task = asyncio.ensure_future(shelf.async_delete())
+            await held.reached_server()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.wait_for(no_file_left(), 10)
+            await asyncio.wait_for(until(lambda: bool(sent)), 10)
+    finally:
+        signals.post_delete.disconnect(post_delete, sender=CwShelf)
+    assert sent == [shelf.pk]
+    assert await CwCopy.objects.async_count() == 0

@@ -138,7 +138,8 @@ async def delete_matching(
     that transaction of its own commits, which goes on, once it committed the
     files of the cascaded documents are deleted in a task of their own and
     ``followed()`` is called (to start the caller's own steps after the
-    delete), as after a cancelled write that landed.
+    delete), as after a cancelled write that landed; cancelled after it
+    committed, while those files are deleted, ``followed()`` is called too.
     """
     cls, query = queryset._document, queryset._query
     if not _rules(cls):
@@ -166,7 +167,12 @@ async def delete_matching(
         )
         raise
     # The files of the cascaded documents, once they are gone (committed).
-    await delete_files_of_deleted(files, operation)
+    try:
+        await delete_files_of_deleted(files, operation)  # (which follow if cancelled)
+    except asyncio.CancelledError:
+        if committed.done() and followed is not None:  # (else the caller's own)
+            followed()
+        raise
     return deleted if acknowledged else None
 
 
