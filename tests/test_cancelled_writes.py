@@ -2061,10 +2061,12 @@ async def test_a_cascade_cancelled_while_its_commit_is_on_its_way(app, delete):
     assert await CwCopy.objects.async_count() == 0
 
 
-async def test_a_cascade_cancelled_while_it_deletes_the_cascaded_files(app):
+@pytest.mark.parametrize("delete", ["document", "queryset"])
+async def test_a_cascade_cancelled_while_it_deletes_the_cascaded_files(app, delete):
     """A cascade's caller cancelled once its transaction committed, while it
     deletes the files of the cascaded documents: those deletes go on, and so
-    do the steps after: the document's own file, then post_delete."""
+    do the steps after: the document's own file (the matched documents' for a
+    queryset), then post_delete. Only the cascaded ones' went on."""
     shelf = CwShelf()
     await shelf.scan.async_put(b"shelf")
     await shelf.async_save()
@@ -2077,18 +2079,23 @@ async def test_a_cascade_cancelled_while_it_deletes_the_cascaded_files(app):
     async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
         sent.append(document.pk)
 
-    signals.post_delete.connect(post_delete, sender=CwShelf)
+    if delete == "document":
+        signals.post_delete.connect(post_delete, sender=CwShelf)
+        deleting: Callable[[], Awaitable[Any]] = shelf.async_delete
+    else:
+        deleting = CwShelf.objects(pk=shelf.pk).async_delete
     try:
         # The two deletes of the transaction pass, the files' are held.
         async with held_on_server(app, "delete", BLOCK_MS, skip=2) as held:
-            task = asyncio.ensure_future(shelf.async_delete())
+            task = asyncio.ensure_future(deleting())
             await held.reached_server()
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
             await asyncio.wait_for(no_file_left(), 10)
-            await asyncio.wait_for(until(lambda: bool(sent)), 10)
+            if delete == "document":
+                await asyncio.wait_for(until(lambda: bool(sent)), 10)
     finally:
         signals.post_delete.disconnect(post_delete, sender=CwShelf)
-    assert sent == [shelf.pk]
+    assert sent == ([shelf.pk] if delete == "document" else [])
     assert await CwCopy.objects.async_count() == 0
