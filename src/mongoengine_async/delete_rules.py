@@ -198,8 +198,9 @@ def _follow_commit(
     if files:
         alone = replace(operation, session=None)
         follow_up(
-            delete_files(files, alone),
+            delete_files(files, alone, surely=True),
             "delete of the files of documents a cancelled delete deleted",
+            finish=True,
         )
     if followed is not None:
         followed()

@@ -988,6 +988,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                     transaction,
                 )
             )
+            held_back = signals.unless_muted(signals.post_delete, signal_kwargs)
             deleting = functools.partial(
                 self._qs.filter(**self._object_key).async_delete,
                 write_concern=write_concern,
@@ -997,13 +998,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 # (Cancelled while a transaction of its own commits: once it
                 # committed, the files and post_delete follow.)
                 _followed=functools.partial(
-                    self._follow_delete,
-                    files,
-                    operation,
-                    signals.unless_muted(signals.post_delete, signal_kwargs),
+                    self._follow_delete, files, operation, held_back
                 ),
             )
-            held_back = signals.unless_muted(signals.post_delete, signal_kwargs)
             # Its files go once it was applied (in a transaction, once that
             # committed), as after a delete that returned. Its rules' writes
             # on the caller's own session (not a transaction of ours, whose

@@ -1399,12 +1399,14 @@ async def _delete_surely(
 
 def _follow_files(files: list[Any], operation: Operation) -> None:
     """The files of the documents a delete whose caller was cancelled
-    deleted (its own transaction committed after): deleted in a task of
-    their own, in no session (the caller's may be in use again)."""
+    deleted (once applied; in a transaction of its own, once it committed):
+    deleted in a task of their own, in no session (the caller's may be in
+    use again), which the loop's end waits for."""
     if files:
         context.follow_up(
-            delete_files(files, dataclasses.replace(operation, session=None)),
+            delete_files(files, dataclasses.replace(operation, session=None), True),
             "delete of the files of documents a cancelled delete deleted",
+            finish=True,
         )
 
 
@@ -1413,11 +1415,7 @@ def _after_cancelled(
 ) -> None:
     """The files of a delete whose caller was cancelled, once it was applied."""
     if not write.cancelled() and write.result() is not FAILED:
-        context.follow_up(
-            delete_files(files, operation, surely=True),
-            "delete of the files of documents a cancelled delete deleted",
-            finish=True,
-        )
+        _follow_files(files, operation)
 
 
 _BLOCKING = {
