@@ -371,6 +371,51 @@ async def test_a_task_that_outlived_its_attempt_deletes_its_file_at_once(
     assert grid_id not in await stored()
 
 
+@pytest.mark.parametrize("outcome", ["committed", "aborted"])
+async def test_a_task_that_outlived_an_inner_attempt_is_in_the_outer_block(
+    elsewhere: str, other_alias: str, outcome: str
+) -> None:
+    """A task started in an attempt of async_run_transaction that runs inside
+    a block on another alias, still running once the attempt ended, is in
+    that block's transaction (its operations on that alias join it): a file
+    it deletes on the files' client waits for the block's commit, and is
+    kept if the block aborts. While the next attempt's transaction was on,
+    its delete ran at once (kept only once that one ended): the file was
+    gone although the block aborted."""
+    proxy = await GoPaper.pdf.async_put(b"a draft")
+    grid_id = proxy.grid_id
+    attempt_over = asyncio.Event()
+    tasks: list[asyncio.Task] = []
+    during: list[bool] = []
+
+    async def outlive() -> None:
+        await attempt_over.wait()
+        await proxy.async_delete()
+
+    async def write() -> None:
+        if not tasks:
+            tasks.append(asyncio.create_task(outlive()))
+            raise transient()
+        attempt_over.set()
+        await asyncio.wait(tasks)
+        during.append(grid_id in await stored())
+
+    with contextlib.suppress(Rollback):
+        async with async_run_in_transaction(other_alias):
+            await async_run_transaction(write)
+            if outcome == "aborted":
+                raise Rollback
+    [task] = tasks
+    assert task.exception() is None
+    assert during == [True]
+    if outcome == "committed":
+        assert proxy.grid_id is None
+        assert grid_id not in await stored()
+    else:
+        assert proxy.grid_id == grid_id
+        assert await proxy.async_read() == b"a draft"
+
+
 async def test_a_task_of_a_committed_block_starts_its_own_transaction(
     elsewhere: str,
 ) -> None:

@@ -262,16 +262,21 @@ def outside_journal() -> Journal | None:
     another client than the transaction's), which cannot join it: its undo
     and :func:`on_commit` steps stand in for the transaction. None outside
     such transactions, for those bound for another task only (a task that a
-    delete's signal receiver starts: see :func:`_own_sessions`), and for one
-    that is over (a task that outlived the block that started it: nothing
-    would run the steps noted in its journal)."""
+    delete's signal receiver starts: see :func:`_own_sessions`), and for
+    those over for this task (a task that outlived the block or attempt that
+    started it: nothing would run the steps noted in its journal), passed
+    over for the one around them, which the task is still in."""
     journals = _journals.get()
     if not journals:
         return None
     own = _own_sessions()
     for session, undos in reversed(journals):
-        if session.in_transaction and any(session is bound for bound in own):
-            return None if _over(session) else undos
+        if (
+            session.in_transaction
+            and any(session is bound for bound in own)
+            and not _over(session)
+        ):
+            return undos
     return None
 
 
