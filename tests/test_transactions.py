@@ -86,6 +86,20 @@ class TxPaper(Document):  # its files on a client of their own
     pdf = FileField(db_alias="tx-files")
 
 
+class TxKennel(Document):
+    name = StringField()
+
+
+class TxDog(Document):
+    name = StringField()
+    kennel = ReferenceField(TxKennel, reverse_delete_rule=CASCADE)
+
+
+class TxCollar(Document):  # deleted with its dog, deleted with its kennel
+    name = StringField()
+    dog = ReferenceField(TxDog, reverse_delete_rule=CASCADE)
+
+
 class Boom(Exception):
     pass
 
@@ -1470,6 +1484,52 @@ async def test_a_task_that_writes_while_its_block_commits_or_aborts(
     assert sent(command_log) == ["insert", ending, *fenced]
     names = ["block"] if end == "commit" else []
     assert [raw["name"] for raw in await committed(TxAccount)] == names
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_a_cancelled_cascade_goes_on_as_a_whole_once_the_block_ended(
+    app_alias, form
+):
+    """A delete with rules joining the block's transaction, cancelled on its
+    way and caught by the block, goes on as a whole (docs/documents.md), and
+    the commit waits for it: its steps after the block's code ended (the
+    signal receivers' writes for the documents it cascades to) are in the
+    transaction. They failed as those of a task that outlived its block
+    (InvalidOperation), and the commit took the delete cut short: nothing
+    deleted. (The collars' receivers run in a write the dogs' delete
+    detaches in turn.)"""
+    await warm()
+    kennel = await TxKennel(name="Ann's").async_save()
+    for name in ("Rex", "Tom"):
+        dog = await TxDog(name=name, kennel=kennel).async_save()
+        await TxCollar(name=f"{name}'s collar", dog=dog).async_save()
+
+    async def receiver(sender: type, document: Any, **kwargs: Any) -> None:
+        await TxAccount(name=f"before deleting {document.name}").async_save()
+
+    signals.pre_delete.connect(receiver, sender=TxDog)
+    signals.pre_delete.connect(receiver, sender=TxCollar)
+    try:
+        async with held_on_server(app_alias, "find", 1000) as held:
+
+            async def block() -> None:
+                deleting = asyncio.create_task(kennel.async_delete())
+                await held.reached_server()  # its read of the dogs
+                deleting.cancel()
+                await asyncio.wait({deleting})
+
+            await run_in(form, block)
+    finally:
+        signals.pre_delete.disconnect(receiver, sender=TxDog)
+        signals.pre_delete.disconnect(receiver, sender=TxCollar)
+    assert await committed(TxKennel) == [] and await committed(TxDog) == []
+    assert await committed(TxCollar) == []
+    assert [raw["name"] for raw in await committed(TxAccount)] == [
+        "before deleting Rex",
+        "before deleting Tom",
+        "before deleting Rex's collar",
+        "before deleting Tom's collar",
+    ]
 
 
 def test_is_transient_follows_the_causes():

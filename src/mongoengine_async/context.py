@@ -178,11 +178,27 @@ def _attempt(session: AsyncClientSession) -> Iterator[None]:
 
 def _over(session: AsyncClientSession) -> bool:
     """Whether the attempt of ``session``'s transaction this task inherited
-    is over (a task that outlived it: the code that started it ended)."""
+    is over (a task that outlived it: the code that started it ended), but
+    for the code of a write on its way in it (see :func:`_settling`)."""
     for attempt in reversed(_attempts.get()):
         if attempt.session is session:
-            return attempt.over
+            return attempt.over and not _settling(session)
     return False
+
+
+def _settling(session: AsyncClientSession) -> bool:
+    """Whether the running code is that of a write whose caller was
+    cancelled, going on in ``session``'s transaction (see
+    :func:`write_on_its_way`: a delete with rules, its signal receivers), in
+    the write's task or one it detached in turn: the transaction waits for
+    it, so the attempt that started it is not over for it."""
+    writes = _unsettled.get(session)
+    if not writes:
+        return False
+    acting = acting_task()  # (the caller, in a detached write's task)
+    return acting is not asyncio.current_task() and any(
+        _working_for.get(write) is acting for write in writes
+    )
 
 
 def _ended_attempt_error() -> InvalidOperation:
@@ -367,6 +383,9 @@ async def _committed(undos: Journal) -> None:
 _unsettled: weakref.WeakKeyDictionary[AsyncClientSession, set[asyncio.Future[Any]]] = (
     weakref.WeakKeyDictionary()
 )
+# The task each of those writes works for (its cancelled caller, see
+# acting_task), until it settled: see _settling.
+_working_for: dict[asyncio.Future[Any], asyncio.Task[Any]] = {}
 
 
 def write_on_its_way(
@@ -377,6 +396,15 @@ def write_on_its_way(
     if session is None or not session.in_transaction or write.done():
         return
     held(write, _unsettled.setdefault(session, set()))
+    caller = acting_task()
+    if caller is not None:
+        _working_for[write] = caller
+        write.add_done_callback(_settled)
+
+
+def _settled(write: asyncio.Future[Any]) -> None:
+    """``write`` (see :func:`write_on_its_way`) settled."""
+    _working_for.pop(write, None)
 
 
 def after_commit(
