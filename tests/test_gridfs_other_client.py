@@ -416,6 +416,45 @@ async def test_a_task_that_outlived_an_inner_attempt_is_in_the_outer_block(
         assert await proxy.async_read() == b"a draft"
 
 
+@pytest.mark.parametrize("around", ["no block", "a block on another alias"])
+async def test_a_task_that_outlived_its_attempt_deletes_a_documents_file_at_once(
+    elsewhere: str, other_alias: str, around: str
+) -> None:
+    """A task started in an attempt of async_run_transaction, still running
+    once fn runs again, deleting a file of a document on the transaction's
+    client (the files on another one): the document's transaction is over
+    for the task, so the delete runs at once, also inside a block on a third
+    alias. There it raised InvalidOperation, the document's session refused
+    as the task's transaction (its delete, of a file on another client,
+    sends nothing on that session)."""
+    paper = await saved_paper()
+    grid_id = paper.pdf.grid_id
+    attempt_over = asyncio.Event()
+    tasks: list[asyncio.Task] = []
+    during: list[bool] = []
+
+    async def outlive() -> None:
+        await attempt_over.wait()
+        await paper.pdf.async_delete()
+
+    async def write() -> None:
+        if not tasks:
+            tasks.append(asyncio.create_task(outlive()))
+            raise transient()
+        attempt_over.set()
+        await asyncio.wait(tasks)
+        during.append(grid_id in await stored())
+
+    async with contextlib.AsyncExitStack() as stack:
+        if around != "no block":
+            await stack.enter_async_context(async_run_in_transaction(other_alias))
+        await async_run_transaction(write)
+    [task] = tasks
+    assert task.exception() is None
+    assert during == [False]
+    assert paper.pdf.grid_id is None
+
+
 async def test_a_task_of_a_committed_block_starts_its_own_transaction(
     elsewhere: str,
 ) -> None:

@@ -272,6 +272,14 @@ def journal(session: AsyncClientSession | None) -> Journal | None:
     return None
 
 
+def bound_journal(client: Any) -> Journal | None:
+    """The journal of the transaction this package bound for ``client`` in
+    this task (see :func:`journal`); None for one over for this task (a task
+    that outlived its block or attempt), as for none."""
+    session = _bound_for(client, _own_sessions())
+    return None if session is None or _over(session) else journal(session)
+
+
 def outside_journal() -> Journal | None:
     """The journal of the innermost transaction this package bound in this
     task, for a write on a client that has none bound (a GridFS file on

@@ -59,7 +59,7 @@ from mongoengine_async.connection import (
 )
 from mongoengine_async.context import (
     Journal,
-    current_session,
+    bound_journal,
     follow_up,
     journal,
     on_abort,
@@ -767,7 +767,8 @@ class AsyncGridFSProxy(GridFSProxy):
         for the client of the document holding the file (for a proxy that no
         document holds yet, the innermost one bound), which the write cannot
         join: the journal stands in for it (:func:`_delete_in`,
-        :meth:`_journal`). None when the write is in no such transaction."""
+        :meth:`_journal`). None when the write is in no such transaction (or
+        one over for the task: a task that outlived its block or attempt)."""
         if session is not None:
             return journal(session)
         undos = outside_journal()
@@ -779,7 +780,7 @@ class AsyncGridFSProxy(GridFSProxy):
         cls = owner_class(holder)
         if not (issubclass(cls, mongoengine.Document) and is_async_class(cls)):
             return None  # (a sync document: in no async transaction)
-        return journal(current_session(get_async_connection(alias_of(cls))))
+        return bound_journal(get_async_connection(alias_of(cls)))
 
     def _journal(
         self, undos: Journal | None, uploaded: list | None = None, put: bool = False
