@@ -22,11 +22,14 @@ from bson.tz_util import utc
 from pymongo import MongoClient
 
 from mongoengine_async import (
+    AsyncUsageError,
     DateTimeField,
     Document,
     FileField,
     IntField,
+    ReferenceField,
     StringField,
+    async_run_in_transaction,
     connect_async,
     disconnect_async,
     get_async_connection,
@@ -957,3 +960,63 @@ def test_a_dropped_aggregation_cursor_is_let_go(loops_alias, mongodb_uri, databa
             ]
         )
         assert list(idle) == []
+
+
+class LoopLoan(Document):
+    book = ReferenceField(LoopBook)
+    scan = FileField(db_alias="loops")
+    meta = {"db_alias": "loops"}
+
+
+NO_ASYNCIO = (
+    "mongoengine-async runs on asyncio (PyMongo's async API) and no asyncio "
+    "event loop is running here: await it in asyncio code (with anyio, its "
+    "asyncio backend; trio is not supported)"
+)
+
+
+def _awaited_elsewhere(alias: str, loan: LoopLoan) -> dict[str, Any]:
+    """An awaitable of each kind of operation, by name."""
+    return {
+        "connect_async": lambda: connect_async("other", alias="other", **_STANDARD),
+        "disconnect_async": lambda: disconnect_async(alias),
+        "async_count": lambda: LoopBook.objects.async_count(),
+        "async for": lambda: LoopBook.objects.__aiter__().__anext__(),
+        "async_save new": lambda: LoopBook(title="new").async_save(),
+        "async_save loaded": lambda: loan.async_save(),
+        "reference fetch": lambda: loan.book.fetch(),
+        "async_put": lambda: LoopLoan().scan.async_put(b"data"),
+        "async_read": lambda: loan.scan.async_read(),
+        "async_watch": lambda: LoopBook.objects.async_watch().try_next(),
+        "async_ensure_indexes": lambda: LoopBook.async_ensure_indexes(),
+        "transaction": lambda: async_run_in_transaction(alias=alias).__aenter__(),
+    }
+
+
+@pytest.mark.parametrize("name", list(_awaited_elsewhere("", LoopLoan())))
+def test_an_operation_awaited_without_an_asyncio_loop_is_refused(loops_alias, name):
+    """Awaited where no asyncio loop runs (trio, or anyio's trio backend,
+    drives coroutines as this test does by hand), an operation raised
+    asyncio's "no running event loop" (or "no current event loop") from deep
+    inside, some leaving a coroutine never awaited, disconnect_async() the
+    alias half disconnected: it is refused at once, naming what works."""
+
+    async def loaded() -> LoopLoan:
+        loan = LoopLoan(book=await LoopBook(title="lent").async_save())
+        await loan.scan.async_put(b"scan")
+        await loan.async_save()
+        return await LoopLoan.objects.async_get()
+
+    loan = asyncio.run(loaded())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(AsyncUsageError) as raised:
+            _awaited_elsewhere(loops_alias, loan)[name]().send(None)
+        gc.collect()
+    assert str(raised.value) == NO_ASYNCIO
+    assert [str(w.message) for w in caught] == []
+
+    async def still_there() -> list[str]:
+        return await LoopBook.objects.order_by("title").async_scalar("title")
+
+    assert asyncio.run(still_there()) == ["lent"]

@@ -36,6 +36,7 @@ from pymongo.errors import InvalidOperation, OperationFailure
 
 from mongoengine_async._compat import CURSOR_CLOSED_ERRORS
 from mongoengine_async.batches import kill_soon, opened
+from mongoengine_async.connection import running_loop
 from mongoengine_async.from_bson import Load, loader, loader_key
 
 if TYPE_CHECKING:
@@ -388,7 +389,7 @@ class ChangeStream(Generic[D]):
         """The lock tasks take to open the stream and to ask it for events:
         they share one server-side stream and never send two ``getMore`` on its
         cursor at once (the server refuses the second). Made in the running loop."""
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         if self._opening is None or self._opening[0] is not loop:
             self._opening = (loop, asyncio.Lock())
         return self._opening[1]

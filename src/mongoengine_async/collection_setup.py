@@ -17,7 +17,12 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from mongoengine_async.checks import check_model
 from mongoengine_async.classes import keyed_by_class, taken_in
-from mongoengine_async.connection import on_disconnect, registry_changed, released
+from mongoengine_async.connection import (
+    on_disconnect,
+    registry_changed,
+    released,
+    running_loop,
+)
 
 __all__ = (
     "create_collection",
@@ -76,7 +81,7 @@ async def prepare(cls: type[Any], collection: AsyncCollection) -> bool:
     started = task is None or task.done()  # a done one here failed
     if task is None or started:
         taken_in(cls)
-        task = asyncio.ensure_future(create_collection(cls, collection))
+        task = running_loop().create_task(create_collection(cls, collection))
         _prepared[key] = task
     try:
         await asyncio.shield(task)

@@ -43,7 +43,7 @@ from mongoengine_async._compat import (
     sync_settings_of,
 )
 from mongoengine_async.detached import all_finished, held
-from mongoengine_async.errors import ConnectionUsageError
+from mongoengine_async.errors import AsyncUsageError, ConnectionUsageError
 
 __all__ = (
     "DEFAULT_CONNECTION_NAME",
@@ -173,6 +173,21 @@ def _client_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
 _running_loop = running_loop_or_none
 
 
+def running_loop() -> asyncio.AbstractEventLoop:
+    """The running asyncio event loop, for an operation being awaited: refused
+    clearly when none runs (code awaited under trio, or anyio's trio backend),
+    rather than by asyncio's "no running event loop" from deep inside, with a
+    coroutine left never awaited or an alias half disconnected."""
+    loop = _running_loop()
+    if loop is None:
+        raise AsyncUsageError(
+            "mongoengine-async runs on asyncio (PyMongo's async API) and no "
+            "asyncio event loop is running here: await it in asyncio code "
+            "(with anyio, its asyncio backend; trio is not supported)"
+        )
+    return loop
+
+
 def _shared_client(
     settings: dict[str, Any], loop: asyncio.AbstractEventLoop
 ) -> AsyncMongoClient | None:
@@ -265,7 +280,7 @@ async def connect_async(
     _check_client_class(kwargs.get("mongo_client_class", AsyncMongoClient))
     settings = get_connection_settings(db, **kwargs)
     settings["sanitize_filter"] = sanitize_filter
-    loop = asyncio.get_running_loop()
+    loop = running_loop()
     with _lock:
         if alias in _settings:
             if _settings[alias] != settings:
@@ -659,20 +674,21 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
         raise ConnectionUsageError(
             f"Alias `{alias}` is a sync connection: use disconnect('{alias}')"
         )
+    loop = running_loop()
     with _lock:
         if alias not in _settings:
             return
         del _settings[alias]
         clients = _clients.pop(alias)
-        current = clients.get(_running_loop())
-        released = [(loop, c) for loop, c in clients.items() if _release(c)]
+        current = clients.get(loop)
+        released = [(key, c) for key, c in clients.items() if _release(c)]
         registry_changed()
-    for loop, client in released:
+    for key, client in released:
         if client is not current:  # it cannot be awaited here
-            _close_on(loop if loop is not None else _bound_loop(client), client)
+            _close_on(key if key is not None else _bound_loop(client), client)
     if current is not None and any(client is current for _, client in released):
         if _transactions.get(current):  # (closed once they ended)
-            _close_on(_running_loop(), current)
+            _close_on(loop, current)
         else:
             await _close(current)
 

@@ -44,6 +44,7 @@ from mongoengine_async.connection import (
     ends_transaction,
     get_async_connection,
     is_sync_connection,
+    running_loop,
     serves,
 )
 from mongoengine_async.detached import (
@@ -961,7 +962,7 @@ class _Block:
     def __init__(
         self, session: AsyncClientSession, transaction_kwargs: dict, again: bool = False
     ):
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         self._session = session
         self._again = again
         self._gone = False  # the caller left: no attempt runs any more

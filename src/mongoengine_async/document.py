@@ -65,6 +65,7 @@ from mongoengine_async.connection import (
     is_async_connection,
     is_sync_connection,
     made_for_sync,
+    running_loop,
     undefined_alias_error,
 )
 from mongoengine_async.context import (
@@ -1441,7 +1442,7 @@ async def _wait_turn(document: Document) -> asyncio.Task[Any] | None:
     A save in flight in this very task (a ``pre_save`` receiver saving the
     document) would wait for itself: OperationError instead."""
     state = document.__dict__
-    task = asyncio.current_task()
+    task = asyncio.current_task(running_loop())
     with _TURN_LOCK:
         waiters = state.get(_TURNS)
         if waiters is not None and _on_closed_loop(state.get(_SAVER)):

@@ -55,6 +55,7 @@ from mongoengine_async.connection import (
     get_async_connection,
     is_async_connection,
     is_sync_connection,
+    running_loop,
     sync_registration,
 )
 from mongoengine_async.context import (
@@ -370,9 +371,11 @@ class AsyncGridFSProxy(GridFSProxy):
     # -- where the file lives ----------------------------------------------------
 
     def _root(self) -> AsyncCollection:
-        """The bucket's root collection (``<collection_name>``)."""
+        """The bucket's root collection (``<collection_name>``), for an
+        operation on the running loop."""
         if not is_async_connection(self.db_alias):
             raise alias_error(self)
+        running_loop()
         return get_async_collection(self.db_alias, self.collection_name)
 
     def _session(

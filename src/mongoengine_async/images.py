@@ -19,6 +19,7 @@ from mongoengine.errors import ValidationError
 from mongoengine.fields import ImageGridFsProxy
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from mongoengine_async.connection import running_loop
 from mongoengine_async.context import Journal
 from mongoengine_async.detached import to_completion
 from mongoengine_async.errors import NotLoadedError
@@ -171,6 +172,7 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
         """Store an image (bytes, a binary file, or an async iterator or async
         file of bytes), resized and with its thumbnail as the field says, in
         ``session`` if given."""
+        running_loop()  # (before the image is read and processed)
         self._check_empty()
         file_kwargs = _file_kwargs(filename, content_type, metadata, kwargs)
         source = await _image_source(data)

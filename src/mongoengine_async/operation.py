@@ -24,6 +24,7 @@ from mongoengine_async.connection import (
     is_async_connection,
     on_disconnect,
     on_running_loop,
+    running_loop,
 )
 from mongoengine_async.context import (
     anything_bound,
@@ -133,6 +134,7 @@ async def resolve(
     An explicit ``session`` must belong to that client: PyMongo would refuse it
     only once the command is sent, perhaps after other writes.
     """
+    running_loop()
     alias = cls._db_alias()
     collection = on_running_loop(collection, alias)
     if not collection_setup.prepared(cls, collection):

@@ -26,6 +26,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from mongoengine_async._compat import container_location, document_registry
 from mongoengine_async.classes import with_subclasses
+from mongoengine_async.connection import running_loop
 from mongoengine_async.context import dereference_disabled, read_context
 from mongoengine_async.errors import AsyncUsageError, NotLoadedError
 from mongoengine_async.from_bson import owned_loader
@@ -436,7 +437,7 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         not see what the query in flight reads there.
         """
         while self._document is None:
-            loop = asyncio.get_running_loop()
+            loop = running_loop()
             context = read_context() if session is None else (session, read_context())
             with _IN_FLIGHT:
                 loading: object = self._loading
@@ -624,7 +625,7 @@ class LazyReference(MongoEngineLazyReference, Generic[_D]):
         when that fetch runs on another event loop (another thread's): a lock
         waited for belongs to one loop; or in another context (``session``,
         bound transaction, switch): it must not get what that fetch reads."""
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         context = read_context() if session is None else (session, read_context())
         with _IN_FLIGHT:
             try:  # not ``self._lock``: MongoEngine's __getattr__ may fetch
