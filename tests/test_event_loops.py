@@ -4,7 +4,9 @@ threads with loops of their own, and pytest's fresh loop per test."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import logging
 import os
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from bson.tz_util import utc
 from pymongo import MongoClient
 
 from mongoengine_async import (
+    CASCADE,
     AsyncUsageError,
     DateTimeField,
     Document,
@@ -1020,3 +1023,46 @@ def test_an_operation_awaited_without_an_asyncio_loop_is_refused(loops_alias, na
         return await LoopBook.objects.order_by("title").async_scalar("title")
 
     assert asyncio.run(still_there()) == ["lent"]
+
+
+class LoopShelf(Document):
+    meta = {"db_alias": "loops"}
+
+
+class LoopItem(Document):
+    shelf = ReferenceField(LoopShelf, reverse_delete_rule=CASCADE)
+    meta = {"db_alias": "loops"}
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_a_cascade_cancelled_as_its_loop_ends_reports_no_error(
+    loops_alias, steps, caplog
+):
+    """A cascade delete cancelled as it begins its transaction, the loop
+    ending right after: the transaction's task, aborting, was cancelled by
+    ``asyncio.run()`` with the abort, whose ``wait_for`` (Python 3.10, 3.11)
+    swallowed the cancellation; the task went on and ended with an internal
+    error, which asyncio logged ("unhandled exception during asyncio.run()
+    shutdown"). Nothing is deleted: the transaction was aborted."""
+
+    async def main() -> None:
+        shelf = await LoopShelf().async_save()
+        await LoopItem(shelf=shelf).async_save()
+        task = asyncio.ensure_future(shelf.async_delete())
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    gc.collect()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+    async def stored() -> tuple[int, int]:
+        return (
+            await LoopShelf.objects.async_count(),
+            await LoopItem.objects.async_count(),
+        )
+
+    assert asyncio.run(stored()) == (1, 1)

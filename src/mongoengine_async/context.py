@@ -1185,12 +1185,21 @@ async def _bounded(operation: Awaitable[Any]) -> None:
     expired, PyMongo would not send it, and a limit the server knows (the
     ``maxTimeMS`` of a client's ``timeoutMS``) would make the server drop it
     while it waits for a late operation of the block, the very case it is
-    for; given up, it still does its work if it reaches the server."""
-    with (
-        without_pymongo_timeouts(),
-        contextlib.suppress(PyMongoError, asyncio.TimeoutError),
-    ):
-        await asyncio.wait_for(operation, _FENCE_SECONDS)
+    for; given up, it still does its work if it reaches the server. Waited
+    by ``asyncio.wait``: ``wait_for`` of Python 3.10 and 3.11 swallows the
+    caller's cancellation when the operation ends meanwhile (as the loop's
+    end cancels both), and the caller went on as if not cancelled."""
+    with without_pymongo_timeouts():
+        task = asyncio.ensure_future(operation)
+    try:
+        await asyncio.wait((task,), timeout=_FENCE_SECONDS)
+    finally:
+        if not task.done():  # given up, or the caller cancelled: as wait_for
+            task.cancel()
+            await asyncio.wait((task,))
+    if not task.cancelled():
+        with contextlib.suppress(PyMongoError):
+            task.result()
 
 
 async def _abort(session: AsyncClientSession) -> None:
