@@ -1442,7 +1442,11 @@ async def _wait_turn(document: Document) -> asyncio.Task[Any] | None:
     A save in flight in this very task (a ``pre_save`` receiver saving the
     document) would wait for itself: OperationError instead."""
     state = document.__dict__
-    task = asyncio.current_task(running_loop())
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no asyncio loop (trio): refused clearly
+        running_loop()
+        raise
     with _TURN_LOCK:
         waiters = state.get(_TURNS)
         if waiters is not None and _on_closed_loop(state.get(_SAVER)):
