@@ -50,6 +50,11 @@ class InjUser(Document):
     aliases = EmbeddedDocumentListField(InjProfile)
 
 
+class InjTeam(Document):
+    members = MapField(EmbeddedDocumentListField(InjProfile))
+    rosters = DictField(ListField(EmbeddedDocumentField(InjProfile)))
+
+
 class InjNote(DynamicDocument):
     text = StringField()
 
@@ -233,6 +238,23 @@ async def test_a_match_on_embedded_documents_checks_their_filter(users, operator
     assert await names(InjUser.objects(Q(**by_nick))) == ["alice"]
     not_al = {f"aliases__{operator}": {"nick__ne": "al"}}
     assert await names(InjUser.objects(**not_al)) == []
+
+
+@pytest.mark.parametrize("operator", ["match", "elemMatch"])
+@pytest.mark.parametrize("field", ["members", "rosters"])
+async def test_a_match_under_a_key_of_a_typed_map_checks_its_filter(
+    async_alias, field, operator
+):
+    # members__red is a list of InjProfile, its match a filter on InjProfile
+    # to MongoDB as on aliases (it went through: any member matched).
+    red = [InjProfile(nick="al")]
+    await InjTeam(members={"red": red}, rosters={"red": red}).async_save()
+    key = f"{field}__red__{operator}"
+    with pytest.raises(InvalidQueryError) as caught:
+        InjTeam.objects(**{key: {"nick": {"$ne": "x"}}})
+    assert str(caught.value) == refusal("nick", "StringField", "InjProfile")
+    assert await InjTeam.objects(**{key: {"nick": "al"}}).async_count() == 1
+    assert await InjTeam.objects(**{key: {"nick": "bo"}}).async_count() == 0
 
 
 async def test_undeclared_fields_of_a_dynamic_document_take_dicts(async_alias):

@@ -93,9 +93,10 @@ def _check_match(
 ) -> None:
     """Check the query of ``field__match`` on a list of embedded documents,
     which ``transform.query`` builds from the items' fields like a filter
-    (``comments__match={"author": name}``)."""
+    (``comments__match={"author": name}``; also under a key of a typed
+    DictField or MapField, ``teams__red__match=...``)."""
     operator, names = _parse(key)
-    field: Any = _lookup_last(document, names)
+    field: Any = _field(document, key, names)
     if (
         operator is not None
         and isinstance(field, fields.ListField)
@@ -209,17 +210,6 @@ def _field(document: type[Any], key: str, names: list[str]) -> BaseField | None:
             break  # the operator escape ("name__") MongoEngine took off
         current = _next_field(current, step)
     return current
-
-
-def _lookup_last(document: type[Any], names: list[str]) -> BaseField | None:
-    """The last field of MongoEngine's lookup of ``names``, the one
-    ``transform.query`` prepares the value with (None: unknown)."""
-    try:
-        path = document._lookup_field(names)
-    except Exception:  # transform.query turns it into its own InvalidQueryError
-        return None
-    found = [field for field in path if not isinstance(field, str)]
-    return found[-1] if found else None
 
 
 def _next_field(current: BaseField | None, step: BaseField | str) -> BaseField | None:
