@@ -112,6 +112,20 @@ class CwCopy(Document):
     scan = FileField(collection_name="cw_files")
 
 
+class CwRack(Document):
+    """A document with a file, whose delete cascades to CwRackCopy's."""
+
+    scan = FileField(collection_name="cw_files")
+
+
+class CwRackCopy(Document):
+    """Its files in a bucket of their own (a fail point holds their deletes
+    alone)."""
+
+    rack = ReferenceField(CwRack, reverse_delete_rule=CASCADE)
+    scan = FileField(collection_name="cw_copy_files")
+
+
 @asynccontextmanager
 async def own_app(mongodb_uri: str, **options: Any) -> AsyncIterator[str]:
     """Alias "default" on a client of its own application name (the fail
@@ -2099,3 +2113,168 @@ async def test_a_cascade_cancelled_while_it_deletes_the_cascaded_files(app, dele
         signals.post_delete.disconnect(post_delete, sender=CwShelf)
     assert sent == ([shelf.pk] if delete == "document" else [])
     assert await CwCopy.objects.async_count() == 0
+
+
+@pytest.mark.parametrize("kind", ["document", "queryset"])
+def test_a_cascade_whose_commit_is_on_its_way_as_its_loop_ends(mongodb_uri, kind):
+    """A cascade whose caller ``asyncio.run()``'s end cancels while the
+    commit of its own transaction is held on the server, before it applied
+    (the commit's task is cancelled in turn, and its fence aborts the
+    transaction): nothing is deleted, every file stays, and nothing follows
+    (neither the cancelled caller's steps nor its transaction's)."""
+    name = f"cw_{uuid4().hex[:12]}"
+    app = f"cw-{uuid4().hex[:8]}"
+    sent: list[Any] = []
+
+    def post_delete(sender: Any, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    async def connect() -> Any:
+        await connect_async(
+            name,
+            host=mongodb_uri,
+            appname=app,
+            retryWrites=False,
+            uuidRepresentation="standard",
+        )
+        return get_async_connection().admin
+
+    async def main() -> None:
+        admin = await connect()
+        shelf = CwShelf()
+        await shelf.scan.async_put(b"shelf")
+        await shelf.async_save()
+        copy = CwCopy(shelf=shelf)
+        await copy.scan.async_put(b"copy")
+        await copy.async_save()
+        await CwCopy.async_ensure_indexes()
+        work = (
+            shelf.async_delete
+            if kind == "document"
+            else CwShelf.objects(pk=shelf.pk).async_delete
+        )
+        data = {
+            "failCommands": ["commitTransaction"],
+            "blockConnection": True,
+            "blockTimeMS": BLOCK_MS,
+            "appName": app,
+        }
+        configured = await admin.command(
+            {"configureFailPoint": "failCommand", "mode": {"times": 1}, "data": data}
+        )
+        task = asyncio.ensure_future(work())
+        held = Held(admin, app, ["commitTransaction"], configured["count"])
+        await held.reached_server()
+        assert not task.done()  # (left to the loop's end)
+
+    async def left() -> tuple[int, int, list, list]:
+        admin = await connect()
+        await Held(admin, app, ["commitTransaction"], 0).ended_on_server()
+        await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        database = get_async_connection()[name]
+        counts = (
+            await database["cw_shelf"].count_documents({}),
+            await database["cw_copy"].count_documents({}),
+        )
+        files = await database["cw_files.files"].distinct("_id")
+        chunks = await database["cw_files.chunks"].distinct("files_id")
+        await get_async_connection().drop_database(name)
+        await disconnect_all_async()
+        return *counts, files, chunks
+
+    if kind == "document":  # (a queryset's: one command, no delete_each)
+        signals.post_delete.connect(post_delete, sender=CwShelf)
+    try:
+        asyncio.run(main())
+    finally:
+        signals.post_delete.disconnect(post_delete, sender=CwShelf)
+        shelves, copies, files, chunks = asyncio.run(left())
+    assert (shelves, copies) == (1, 1)
+    assert len(files) == 2 and chunks == files
+    assert sent == []
+
+
+async def test_a_one_by_one_cascade_cancelled_while_its_commit_is_on_its_way(app):
+    """A queryset delete sent document by document (a post_delete receiver)
+    whose own transaction's commit is on its way when its caller is
+    cancelled: the documents' files were deleted in that transaction (and
+    post_delete sent in it, as in a transaction of the caller's), so they go
+    with the commit."""
+    shelf = CwShelf()
+    await shelf.scan.async_put(b"shelf")
+    await shelf.async_save()
+    copy = CwCopy(shelf=shelf)
+    await copy.scan.async_put(b"copy")
+    await copy.async_save()
+    await CwCopy.async_ensure_indexes()
+    sent: list = []
+
+    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    signals.post_delete.connect(post_delete, sender=CwShelf)
+    try:
+        async with blocked(app, "commitTransaction") as held:
+            task = asyncio.ensure_future(CwShelf.objects(pk=shelf.pk).async_delete())
+            await held.reached_server()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await held.ended_on_server()
+        await asyncio.wait_for(no_file_left(), 10)
+    finally:
+        signals.post_delete.disconnect(post_delete, sender=CwShelf)
+    assert sent == [shelf.pk]
+    assert await CwShelf.objects.async_count() == 0
+    assert await CwCopy.objects.async_count() == 0
+
+
+async def test_a_cancelled_cascade_sends_post_delete_once_the_cascaded_files_are_gone(
+    app,
+):
+    """A cascade cancelled once its transaction committed, while it deletes
+    the cascaded documents' files: the document's own file and post_delete
+    follow those deletes, as they do after a delete that returned. They ran
+    at once, beside them: post_delete came while the cascaded file (its
+    delete held on the server) was still there."""
+    rack = CwRack()
+    await rack.scan.async_put(b"rack")
+    await rack.async_save()
+    copy = CwRackCopy(rack=rack)
+    await copy.scan.async_put(b"copy")
+    await copy.async_save()
+    await CwRackCopy.async_ensure_indexes()
+    database = get_async_db()
+    copy_files = database["cw_copy_files.files"]
+    seen: list = []
+
+    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
+        seen.append(await copy_files.count_documents({}))
+
+    admin = get_async_connection().admin
+    data = {
+        "failCommands": ["delete"],
+        "blockConnection": True,
+        "blockTimeMS": BLOCK_MS,
+        "namespace": f"{database.name}.cw_copy_files.files",
+        "appName": app,
+    }
+    # The cascaded file's delete (cut short by the cancellation), then its
+    # delete sent again by what follows.
+    configured = await admin.command(
+        {"configureFailPoint": "failCommand", "mode": {"times": 2}, "data": data}
+    )
+    signals.post_delete.connect(post_delete, sender=CwRack)
+    try:
+        task = asyncio.ensure_future(rack.async_delete())
+        await Held(admin, app, ["delete"], configured["count"]).reached_server()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(until(lambda: bool(seen)), 10)  # (the last step)
+    finally:
+        signals.post_delete.disconnect(post_delete, sender=CwRack)
+        await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+    assert seen == [0]
+    assert await copy_files.count_documents({}) == 0
+    assert await database["cw_files.files"].count_documents({}) == 0

@@ -136,10 +136,10 @@ async def delete_matching(
     whose id is in ``cascade_refs`` are left out of CASCADE deletes, as in
     MongoEngine's ``delete(cascade_refs=...)``. The caller cancelled while
     that transaction of its own commits, which goes on, once it committed the
-    files of the cascaded documents are deleted in a task of their own and
+    files of the cascaded documents are deleted in a task of their own, then
     ``followed()`` is called (to start the caller's own steps after the
-    delete), as after a cancelled write that landed; cancelled after it
-    committed, while those files are deleted, ``followed()`` is called too.
+    delete), as after a cancelled write that landed; so too when cancelled
+    after it committed, while those files are deleted.
     """
     cls, query = queryset._document, queryset._query
     if not _rules(cls):
@@ -167,11 +167,13 @@ async def delete_matching(
         )
         raise
     # The files of the cascaded documents, once they are gone (committed).
-    try:
+    if not committed.done():  # (the caller's steps after it are its own)
         await delete_files_of_deleted(files, operation)  # (which follow if cancelled)
+        return deleted if acknowledged else None
+    try:
+        await delete_files(files, operation)
     except asyncio.CancelledError:
-        if committed.done() and followed is not None:  # (else the caller's own)
-            followed()
+        _follow_commit(list(files), operation, followed)
         raise
     return deleted if acknowledged else None
 
@@ -192,18 +194,28 @@ def _note_commit(session: AsyncClientSession | None, committed: asyncio.Future) 
 def _follow_commit(
     files: list, operation: Operation, followed: Callable[[], None] | None
 ) -> None:
-    """The delete's own transaction committed after its caller left: delete
-    the files of the cascaded documents (in no session: the caller's may be
-    in use again) and start the caller's steps after it (``followed``)."""
-    if files:
-        alone = replace(operation, session=None)
-        follow_up(
-            delete_files(files, alone, surely=True),
-            "delete of the files of documents a cancelled delete deleted",
-            finish=True,
-        )
-    if followed is not None:
-        followed()
+    """The delete's own transaction committed, its caller gone: delete the
+    files of the cascaded documents in a task of their own (in no session:
+    the caller's may be in use again), then start the caller's steps after
+    the delete (``followed``), in that order, as a delete that returned."""
+    alone = replace(operation, session=None)
+    follow_up(
+        _files_then(files, alone, followed),
+        "delete of the files of documents a cancelled delete deleted",
+        finish=True,
+    )
+
+
+async def _files_then(
+    files: list, operation: Operation, followed: Callable[[], None] | None
+) -> None:
+    """Delete ``files`` (each even when cancelled meanwhile), then call
+    ``followed``, also when one failed: the documents are gone."""
+    try:
+        await delete_files(files, operation, surely=True)
+    finally:
+        if followed is not None:
+            followed()
 
 
 def _acknowledged(operation: Operation) -> bool:
