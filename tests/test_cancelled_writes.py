@@ -2278,3 +2278,59 @@ async def test_a_cancelled_cascade_sends_post_delete_once_the_cascaded_files_are
     assert seen == [0]
     assert await copy_files.count_documents({}) == 0
     assert await database["cw_files.files"].count_documents({}) == 0
+
+
+@pytest.mark.parametrize("transaction", [True, False], ids=["own", "none"])
+@pytest.mark.parametrize("kind", ["document", "queryset"])
+async def test_a_cascade_whose_cascaded_file_delete_fails_deletes_its_own(
+    app, kind, transaction
+):
+    """A cascade whose documents are gone (its transaction committed, or
+    none) and the delete of a cascaded document's file fails: the delete
+    goes on as after its own file's failure, the document's own file
+    deleted (the matched documents' for a queryset) and post_delete sent,
+    then the error is raised. It raised at once: the document's file stayed,
+    orphaned, and post_delete was never sent."""
+    rack = CwRack()
+    await rack.scan.async_put(b"rack")
+    await rack.async_save()
+    copy = CwRackCopy(rack=rack)
+    await copy.scan.async_put(b"copy")
+    await copy.async_save()
+    await CwRackCopy.async_ensure_indexes()
+    database = get_async_db()
+    sent: list = []
+
+    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    admin = get_async_connection().admin
+    data = {
+        "failCommands": ["delete"],
+        "errorCode": 2,
+        "namespace": f"{database.name}.cw_copy_files.files",
+        "appName": app,
+    }
+    await admin.command(
+        {"configureFailPoint": "failCommand", "mode": {"times": 1}, "data": data}
+    )
+    if kind == "document":
+        signals.post_delete.connect(post_delete, sender=CwRack)
+        deleting = functools.partial(rack.async_delete, transaction=transaction)
+    else:
+        deleting = functools.partial(
+            CwRack.objects(pk=rack.pk).async_delete, transaction=transaction
+        )
+    try:
+        with pytest.raises(pymongo.errors.OperationFailure) as error:
+            await deleting()
+    finally:
+        signals.post_delete.disconnect(post_delete, sender=CwRack)
+        await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+    assert error.value.code == 2
+    assert sent == ([rack.pk] if kind == "document" else [])
+    assert await CwRack.objects.async_count() == 0
+    assert await CwRackCopy.objects.async_count() == 0
+    assert await _bucket_ids(database, "cw_files", [], 0) == ([], [])
+    kept = [copy.scan.grid_id]  # (the file whose delete failed: orphaned)
+    assert await _bucket_ids(database, "cw_copy_files", kept, 0) == (kept, kept)

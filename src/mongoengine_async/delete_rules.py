@@ -12,7 +12,7 @@ fetched. When the deployment has transactions the whole delete runs in one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -127,6 +127,7 @@ async def delete_matching(
     atomic: bool = True,
     cascade_refs: set | None = None,
     followed: Callable[[], None] | None = None,
+    failed: list[Exception] | None = None,
 ) -> int | None:
     """Delete what ``queryset`` matches (its ``operation`` resolved), applying
     the delete rules.
@@ -139,7 +140,10 @@ async def delete_matching(
     files of the cascaded documents are deleted in a task of their own, then
     ``followed()`` is called (to start the caller's own steps after the
     delete), as after a cancelled write that landed; so too when cancelled
-    after it committed, while those files are deleted.
+    after it committed, while those files are deleted. Their delete failing
+    once the documents are gone for good (in no transaction of the caller's),
+    the error goes to ``failed`` if given, for the caller to raise after its
+    own steps (its documents' files, ``post_delete``), which it must not skip.
     """
     cls, query = queryset._document, queryset._query
     if not _rules(cls):
@@ -168,14 +172,33 @@ async def delete_matching(
         raise
     # The files of the cascaded documents, once they are gone (committed).
     if not committed.done():  # (the caller's steps after it are its own)
-        await delete_files_of_deleted(files, operation)  # (which follow if cancelled)
+        # (Which follow if cancelled.)
+        await _files_of_deleted(delete_files_of_deleted, files, operation, failed)
         return deleted if acknowledged else None
     try:
-        await delete_files(files, operation)
+        await _files_of_deleted(delete_files, files, operation, failed)
     except asyncio.CancelledError:
         _follow_commit(list(files), operation, followed)
         raise
     return deleted if acknowledged else None
+
+
+async def _files_of_deleted(
+    delete: Callable[[list, Operation], Awaitable[None]],
+    files: list,
+    operation: Operation,
+    failed: list[Exception] | None,
+) -> None:
+    """``await delete(files, operation)``, the files of deleted documents; its
+    error goes to ``failed`` (when given) unless in a transaction, which it
+    aborts (the documents are kept then: nothing else follows)."""
+    try:
+        await delete(files, operation)
+    except Exception as error:
+        session = operation.session
+        if failed is None or (session is not None and session.in_transaction):
+            raise
+        failed.append(error)
 
 
 def _note_commit(session: AsyncClientSession | None, committed: asyncio.Future) -> None:

@@ -990,6 +990,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 )
             )
             held_back = signals.unless_muted(signals.post_delete, signal_kwargs)
+            failed: list[Exception] = []  # (the cascaded files': raised last)
             deleting = functools.partial(
                 self._qs.filter(**self._object_key).async_delete,
                 write_concern=write_concern,
@@ -1001,6 +1002,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 _followed=functools.partial(
                     self._follow_delete, files, operation, held_back
                 ),
+                _failed=failed,
             )
             # Its files go once it was applied (in a transaction, once that
             # committed), as after a delete that returned. Its rules' writes
@@ -1049,6 +1051,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         await signals.send(
             signals.post_delete, type(self), document=self, **signal_kwargs
         )
+        if failed:  # (the document and its own files gone, post_delete sent)
+            raise failed[0]
 
     async def _delete_surely(
         self,

@@ -1299,6 +1299,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         transaction: bool = True,
         session: AsyncClientSession | None = None,
         _followed: Callable[[], None] | None = None,
+        _failed: list[Exception] | None = None,
     ) -> int | None:
         """Delete the matches, applying the delete rules, then their GridFS
         files; returns the count.
@@ -1318,6 +1319,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         if (self._skip or self._limit or has_delete_signal) and not _from_doc_delete:
             return await delete_each(self, operation, atomic=transaction)
         files = [] if _from_doc_delete else await stored_files(self, operation)
+        # (The error of the cascaded documents' files: raised after the rest.)
+        failed: list[Exception] = [] if _failed is None else _failed
         deleting = functools.partial(
             delete_matching,
             self,
@@ -1325,12 +1328,15 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             atomic=transaction,
             cascade_refs=cascade_refs,
             followed=_followed or functools.partial(_follow_files, files, operation),
+            failed=failed,
         )
         if not _from_doc_delete and await _goes_on(self, operation, files, transaction):
             deleted = await _files_follow(deleting, files, operation)
         else:
             deleted = await deleting()
         await delete_files_of_deleted(files, operation)  # once the documents are gone
+        if failed and _failed is None:
+            raise failed[0]
         return deleted
 
 
