@@ -92,6 +92,7 @@ __all__ = (
     "delete_files",
     "delete_files_of_deleted",
     "stored_files",
+    "stored_files_and_ids",
 )
 
 UPLOAD_BATCH_BYTES = 8 * 1024 * 1024
@@ -1158,7 +1159,16 @@ def _stored_ids(value: Any) -> list:
 
 async def stored_files(queryset: Any, operation: Operation) -> list[AsyncGridFSProxy]:
     """The files held by the documents ``queryset`` matches (one query, only
-    when its class has file fields), to delete once the documents are gone.
+    when its class has file fields), to delete once the documents are gone."""
+    return (await stored_files_and_ids(queryset, operation))[0]
+
+
+async def stored_files_and_ids(
+    queryset: Any, operation: Operation
+) -> tuple[list[AsyncGridFSProxy], list | None]:
+    """:func:`stored_files`, and the ids of the documents that query read
+    (None when its class has no file fields: no query): the documents
+    whose files those are, what a delete sent again may delete.
 
     Each document's file fields are those of its own class (its ``_cls``):
     subclasses may give one name to a file field and to another field, or to
@@ -1167,21 +1177,22 @@ async def stored_files(queryset: Any, operation: Operation) -> list[AsyncGridFSP
     by_class = {each._class_name: _file_fields(each) for each in with_subclasses(cls)}
     projection = {db_field: 1 for fields in by_class.values() for db_field in fields}
     if not projection:
-        return []
+        return [], None
     cursor = operation.collection.find(
         queryset._query,
         {**projection, "_cls": 1},
         batch_size=WHOLE_RESULT,  # 101 documents and more: one reply
         session=operation.session,
     )
+    found = await read_list(cursor)
     proxies = [
         field.get_async_proxy(grid_id, None)
-        for raw in await read_list(cursor)
+        for raw in found
         for db_field, field in _fields_of(raw, by_class, cls).items()
         for grid_id in _stored_ids(raw.get(db_field))
     ]
     check_deletable(proxies)
-    return proxies
+    return proxies, [raw["_id"] for raw in found]
 
 
 def _fields_of(raw: dict, by_class: dict[str, dict], cls: type[Any]) -> dict:

@@ -98,7 +98,7 @@ from mongoengine_async.from_bson import from_son, loader
 from mongoengine_async.gridfs import (
     delete_files,
     delete_files_of_deleted,
-    stored_files,
+    stored_files_and_ids,
 )
 from mongoengine_async.guards import (
     blocking_call_error,
@@ -1318,22 +1318,30 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         has_delete_signal = signals.has_delete_receivers(self._document)
         if (self._skip or self._limit or has_delete_signal) and not _from_doc_delete:
             return await delete_each(self, operation, atomic=transaction)
-        files = [] if _from_doc_delete else await stored_files(self, operation)
+        files: list[Any] = []
+        ids: list | None = None
+        if not _from_doc_delete:
+            files, ids = await stored_files_and_ids(self, operation)
         # (The error of the cascaded documents' files: raised after the rest.)
         failed: list[Exception] = [] if _failed is None else _failed
         deleting = functools.partial(
             delete_matching,
-            self,
-            operation,
+            operation=operation,
             atomic=transaction,
             cascade_refs=cascade_refs,
             followed=_followed or functools.partial(_follow_files, files, operation),
             failed=failed,
         )
         if not _from_doc_delete and await _goes_on(self, operation, files, transaction):
-            deleted = await _files_follow(deleting, files, operation)
+            resend = self if ids is None else self.filter(pk__in=ids)
+            deleted = await _files_follow(
+                functools.partial(deleting, self),
+                functools.partial(deleting, resend),
+                files,
+                operation,
+            )
         else:
-            deleted = await deleting()
+            deleted = await deleting(self)
         await delete_files_of_deleted(files, operation)  # once the documents are gone
         if failed and _failed is None:
             raise failed[0]
@@ -1364,6 +1372,7 @@ async def _goes_on(
 
 async def _files_follow(
     deleting: Callable[[], Coroutine[Any, Any, int | None]],
+    resend: Callable[[], Coroutine[Any, Any, int | None]],
     files: list[Any],
     operation: Operation,
 ) -> int | None:
@@ -1373,8 +1382,9 @@ async def _files_follow(
     files of the documents they delete), and once it was applied the files
     are deleted, as after a document's cancelled delete (they would stay,
     found by nothing). In a session of the caller's, the caller waits for
-    it first: its next command on the session must come after."""
-    outcome, write = detached(_delete_surely(deleting, files, operation))
+    it first: its next command on the session must come after. ``resend``:
+    see :func:`_delete_surely`."""
+    outcome, write = detached(_delete_surely(deleting, resend, files, operation))
     held(write, _deleting)
     try:
         return await outcome
@@ -1388,17 +1398,20 @@ async def _files_follow(
 
 async def _delete_surely(
     deleting: Callable[[], Coroutine[Any, Any, int | None]],
+    resend: Callable[[], Coroutine[Any, Any, int | None]],
     files: list[Any],
     operation: Operation,
 ) -> int | None:
     """``await deleting()``; cancelled itself while it is on its way (its
     loop ending: ``asyncio.run()`` cancels the tasks left, and waits for
-    them), the delete may reach the server all the same: it is sent again,
-    and the files deleted, before the cancellation is raised."""
+    them), the delete may reach the server all the same: it is sent again
+    (``resend``: only the documents whose files were listed, not one
+    inserted since, whose files would be left), and the files deleted,
+    before the cancellation is raised."""
     try:
         return await deleting()
     except asyncio.CancelledError:
-        await deleting()
+        await resend()
         await delete_files(files, operation, surely=True)
         raise
 
