@@ -2382,3 +2382,95 @@ async def test_a_cascade_whose_cascaded_file_delete_fails_deletes_its_own(
         kept, kept_files, files, chunks = asyncio.run(left())
     assert [raw["_id"] for raw in kept] == [later]
     assert files == chunks == kept_files
+
+
+@pytest.mark.parametrize("receiver", [False, True], ids=["", "receivers"])
+@pytest.mark.parametrize("kind", ["document", "queryset"])
+def test_a_cascade_cut_short_as_its_loop_ends_finishes_what_it_planned(
+    mongodb_uri, kind, receiver
+):
+    """A delete with rules outside a transaction whose roots' delete is held
+    as ``asyncio.run()`` ends, its cascade's delete applied: the delete goes
+    on from there, and the loop ends once the cascaded documents' files are
+    gone too (their signals sent, each once). The resend planned the delete
+    again: the cascaded documents, gone, were found by nothing, their files
+    orphaned and their post_delete never sent."""
+    name = f"cw_{uuid4().hex[:12]}"
+    app = f"cw-{uuid4().hex[:8]}"
+    sent: list[tuple[str, Any]] = []
+
+    def pre_delete(sender: Any, document: Any, **kwargs: Any) -> None:
+        sent.append(("pre", document.pk))
+
+    def post_delete(sender: Any, document: Any, **kwargs: Any) -> None:
+        sent.append(("post", document.pk))
+
+    async def connect() -> None:
+        await connect_async(
+            name,
+            host=mongodb_uri,
+            appname=app,
+            retryWrites=False,
+            uuidRepresentation="standard",
+        )
+
+    async def main() -> list[Any]:
+        await connect()
+        roots, children = [], []
+        for number in range(2):
+            root = CwFiledRoot()
+            await root.data.async_put(b"root %d" % number)
+            roots.append(await root.async_save())
+            child = CwFiledChild(parent=root)
+            await child.data.async_put(b"child %d" % number)
+            children.append((await child.async_save()).pk)
+        await CwFiledChild.async_ensure_indexes()
+        admin = get_async_connection().admin
+        data = {
+            "failCommands": ["delete"],
+            "blockConnection": True,
+            "blockTimeMS": BLOCK_MS,
+            "namespace": f"{name}.cw_filed_root",
+            "appName": app,
+        }
+        configured = await admin.command(
+            {"configureFailPoint": "failCommand", "mode": {"times": 1}, "data": data}
+        )
+        work = (
+            functools.partial(roots[0].async_delete, transaction=False)
+            if kind == "document"
+            else functools.partial(CwFiledRoot.objects.async_delete, transaction=False)
+        )
+        task = asyncio.ensure_future(work())
+        await Held(admin, app, ["delete"], configured["count"]).reached_server()
+        assert not task.done()  # (left to the loop's end)
+        return children[:1] if kind == "document" else children
+
+    async def left() -> tuple[int, int, list, list]:
+        await connect()
+        database = get_async_connection()[name]
+        admin = database.client.admin
+        await Held(admin, app, ["delete"], 0).ended_on_server()
+        await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        roots = await database["cw_filed_root"].count_documents({})
+        children = await database["cw_filed_child"].count_documents({})
+        files = await database["cw_files.files"].distinct("_id")
+        chunks = await database["cw_files.chunks"].distinct("files_id")
+        await get_async_connection().drop_database(name)
+        await disconnect_all_async()
+        return roots, children, files, chunks
+
+    if receiver:
+        signals.pre_delete.connect(pre_delete, sender=CwFiledChild)
+        signals.post_delete.connect(post_delete, sender=CwFiledChild)
+    try:
+        deleted = asyncio.run(main())
+    finally:
+        signals.pre_delete.disconnect(pre_delete, sender=CwFiledChild)
+        signals.post_delete.disconnect(post_delete, sender=CwFiledChild)
+        roots, children, files, chunks = asyncio.run(left())
+    kept = 1 if kind == "document" else 0
+    assert (roots, children) == (kept, kept)
+    assert len(files) == len(chunks) == 2 * kept
+    expected = [("pre", pk) for pk in deleted] + [("post", pk) for pk in deleted]
+    assert sent == (expected if receiver else [])

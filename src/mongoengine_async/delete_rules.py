@@ -12,6 +12,7 @@ fetched. When the deployment has transactions the whole delete runs in one.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -371,6 +372,7 @@ class _DeletePlan:
         self.planned: dict[str | None, set] = {}
         self.root_ids: list = []
         self.files: list = []  # of the cascaded documents, to delete after
+        self.deleted: int | None = None  # the roots' count
         self.filters: list[tuple[type[Any], dict]] = []
         self.deny_referrers = _deny_referrers(root)
 
@@ -412,10 +414,9 @@ class _DeletePlan:
     async def run(self, query: dict, root_first: bool = False) -> int | None:
         """Delete what ``query`` matches and apply the rules; ``root_first``
         (see :meth:`may_go_first`) saves the round trip reading the root's id."""
-        deleted: int | None = None
         if root_first:
-            deleted = await _delete(self.operation, query)
-            if deleted == 0:  # gone already: nothing cascades from it
+            self.deleted = await _delete(self.operation, query)
+            if self.deleted == 0:  # gone already: nothing cascades from it
                 return 0
             self.root_ids = [query["_id"]]
         else:
@@ -424,17 +425,43 @@ class _DeletePlan:
         await self._check_deny()
         updates = self._updates()  # before any write: a rule may be refused
         loaded = await self._load_for_signals()
-        for document in loaded:
-            await signals.send(signals.pre_delete, type(document), document=document)
-        await self._find_files()
-        await self._delete_by_filters()  # first: an update may change what they match
-        await self._apply_updates(updates)
-        await self._delete_cascaded()
+        steps: list[Callable[[], Awaitable[Any]]] = [
+            *(functools.partial(_pre_delete, document) for document in loaded),
+            self._find_files,
+            self._delete_by_filters,  # first: an update may change what they match
+            functools.partial(self._apply_updates, updates),
+            self._delete_cascaded,
+        ]
         if not root_first:
-            deleted = await _delete(self.operation, {"_id": {"$in": self.root_ids}})
-        for document in loaded:
-            await signals.send(signals.post_delete, type(document), document=document)
-        return deleted
+            steps.append(self._delete_roots)
+        steps += [functools.partial(_post_delete, document) for document in loaded]
+        await self._apply(steps)
+        return self.deleted
+
+    async def _apply(self, steps: list[Callable[[], Awaitable[Any]]]) -> None:
+        """Run ``steps`` in turn. Outside a transaction, one cut short by a
+        cancellation (its loop's end cancelling the task a cancelled delete
+        goes on in) is run again, then those after it, before the
+        cancellation is raised, once the cascaded documents' files were
+        deleted: the writes before it were applied, and a delete planned
+        again would not find the documents they deleted (their files, their
+        ``post_delete``). The step cut short runs twice."""
+        for number, step in enumerate(steps):
+            try:
+                await step()
+            except asyncio.CancelledError:
+                if _in_transaction(self.operation.session):
+                    raise  # (aborted: nothing of it stays)
+                for rest in steps[number:]:
+                    await rest()
+                alone = replace(self.operation, session=None)
+                await delete_files(self.files, alone, surely=True)
+                raise
+
+    async def _delete_roots(self) -> None:
+        """Delete the root documents, by the ids planned."""
+        query = {"_id": {"$in": self.root_ids}}
+        self.deleted = await _delete(self.operation, query)
 
     async def _collect_cascade(self, root_ids: list) -> None:
         frontier = [(self.root, self._add(self.root, root_ids))]
@@ -509,9 +536,11 @@ class _DeletePlan:
         """The GridFS files of the cascaded documents (one query per class with
         file fields), for the caller to delete once the documents are gone."""
         matches = [(cls, {"_id": {"$in": ids}}) for cls, ids in self._cascaded()]
+        found = []
         for cls, query in [*matches, *self.filters]:
             operation = await self.operation.on(cls)
-            self.files += await stored_files(_Matching(cls, query), operation)
+            found += await stored_files(_Matching(cls, query), operation)
+        self.files = found  # (found again if run again)
 
     def _updates(self) -> list[tuple[type[Any], dict, dict]]:
         """The NULLIFY and PULL updates to apply: (referrer, query, update)."""
@@ -564,6 +593,16 @@ class _DeletePlan:
         for cls, ids in self._cascaded():
             cascaded = await self.operation.on(cls)
             await _delete(cascaded, {"_id": {"$in": ids}})
+
+
+async def _pre_delete(document: Any) -> None:
+    """A cascaded document's ``pre_delete``, a step of :meth:`_DeletePlan.run`."""
+    await signals.send(signals.pre_delete, type(document), document=document)
+
+
+async def _post_delete(document: Any) -> None:
+    """A cascaded document's ``post_delete``, a step of :meth:`_DeletePlan.run`."""
+    await signals.send(signals.post_delete, type(document), document=document)
 
 
 @dataclass(frozen=True)
