@@ -4,15 +4,23 @@ raised and which signals are sent."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 from uuid import uuid4
 
 import pytest
-from pymongo.errors import NotPrimaryError
+from pymongo.errors import NotPrimaryError, ServerSelectionTimeoutError
 
-from mongoengine_async import Document, FileField, get_async_connection, signals
+from mongoengine_async import (
+    Document,
+    FileField,
+    ListField,
+    connect_async,
+    get_async_connection,
+    signals,
+)
 from mongoengine_async.connection import disconnect_all_async
 from mongoengine_async.testing import fresh_database
 
@@ -22,6 +30,14 @@ INTERRUPTED = 11602
 
 class FdPaper(Document):
     pdf = FileField(collection_name="fd_files")
+
+
+# The alias of FdAlbum's files, on a server that answers no more.
+GONE = "fd-gone"
+
+
+class FdAlbum(Document):
+    scans = ListField(FileField(db_alias=GONE, collection_name="fd_scans"))
 
 
 @pytest.fixture
@@ -123,3 +139,39 @@ async def test_a_document_delete_whose_file_delete_fails(app, deletes):
     await paper.async_delete()
     assert await bucket() == ([], [])
     assert deletes[2:] == [("pre_delete", paper.pk), ("post_delete", paper.pk)]
+
+
+async def test_files_on_an_unreachable_server_wait_for_one_selection(
+    app, mongodb_uri, caplog
+):
+    """A document's delete whose files' client reaches no server: the
+    document is gone, and the first file's server selection timing out
+    raises, the others of that client not tried (they would time out in
+    turn: a delete cut short by its loop's end, whose end waits for its
+    files, held it that long per file). Each was tried, one time-out each."""
+    async with fresh_database(GONE, mongodb_uri, appname=app):
+        album = FdAlbum()
+        for number in range(3):
+            scan = await FdAlbum.scans.field.async_put(b"scan %d" % number)
+            album.scans.append(scan)
+    await album.async_save()
+    await connect_async(
+        "fd",
+        alias=GONE,
+        host="mongodb://127.0.0.1:9",
+        serverSelectionTimeoutMS=100,
+        uuidRepresentation="standard",
+    )
+    with (
+        caplog.at_level(logging.DEBUG, logger="pymongo.serverSelection"),
+        pytest.raises(ServerSelectionTimeoutError),
+    ):
+        await album.async_delete()
+    failed = [
+        record
+        for record in caplog.records
+        if record.name == "pymongo.serverSelection"
+        and "Server selection failed" in record.getMessage()
+    ]
+    assert len(failed) == 1
+    assert await FdAlbum.objects.async_count() == 0

@@ -1223,10 +1223,16 @@ async def delete_files(
     one failed (the documents are gone: a file not tried would be left,
     orphaned), then the first error is raised; ``surely`` (a task of its own
     following a cancelled delete, which its loop's end cancels in turn),
-    each even when cancelled meanwhile, then the cancellation is raised."""
+    each even when cancelled meanwhile, then the cancellation is raised.
+    But none after a server selection of its client timed out: each would
+    wait that long in turn (the loop's end waits for such a task)."""
     undos = journal(operation.session)
     errors: list[BaseException] = []
+    unreachable: list[Any] = []  # the clients whose server selection timed out
     for proxy in proxies:
+        client = proxy._root().database.client
+        if any(client is each for each in unreachable):
+            continue
         session = operation.session_on(proxy._root())
         try:
             await proxy._delete(
@@ -1239,6 +1245,8 @@ async def delete_files(
         except Exception as error:
             if session is not None and session.in_transaction:
                 raise  # aborted: it deletes nothing more
+            if isinstance(error, pymongo.errors.ServerSelectionTimeoutError):
+                unreachable.append(client)
             errors.append(error)
     if errors:
         raise errors[0]
