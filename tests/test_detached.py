@@ -9,11 +9,19 @@ import asyncio
 import contextvars
 import gc
 import sys
+import threading
 from typing import Any
 
 import pytest
 
-from mongoengine_async.detached import FAILED, acting_task, detached, to_completion
+from mongoengine_async.detached import (
+    FAILED,
+    acting_task,
+    all_finished,
+    detached,
+    finish_before_close,
+    to_completion,
+)
 
 
 async def write(log: list[Any], delay: float = 0.05, fail: bool = False) -> int:
@@ -128,3 +136,35 @@ async def test_a_callback_in_the_context_of_a_collected_write_works_for_no_task(
     )
     await asyncio.sleep(0)
     assert seen == [None]
+
+
+def test_a_loops_end_waits_while_another_threads_loop_adds_tasks() -> None:
+    """``all_finished`` (a loop's end, closing its clients) while a loop in
+    another thread adds and ends tasks it waits for (its deletes' files):
+    it reads the tasks of its own loop undisturbed. It iterated the set the
+    other thread changed: "Set changed size during iteration", raised in the
+    loop's shutdown, its clients left open."""
+    stop = threading.Event()
+
+    async def churn() -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            futures = [finish_before_close(loop.create_future()) for _ in range(500)]
+            for future in futures:
+                future.set_result(None)
+            await asyncio.sleep(0)
+
+    async def ends() -> None:
+        for _ in range(2000):
+            await all_finished()
+
+    other = threading.Thread(target=asyncio.run, args=(churn(),))
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # (threads switching all the time)
+    other.start()
+    try:
+        asyncio.run(ends())
+    finally:
+        stop.set()
+        other.join()
+        sys.setswitchinterval(interval)

@@ -68,9 +68,10 @@ def finish_before_close(task: asyncio.Future[Any]) -> asyncio.Future[Any]:
 
 async def all_finished() -> None:
     """Wait until the tasks of :func:`finish_before_close` on the running
-    loop are done (those they start too)."""
+    loop are done (those they start too). Read from a copy: loops in other
+    threads add and drop theirs meanwhile."""
     loop = asyncio.get_running_loop()
-    while pending := {task for task in _finishing if task.get_loop() is loop}:
+    while pending := {t for t in _finishing.copy() if t.get_loop() is loop}:
         await asyncio.wait(pending)
 
 
