@@ -2474,3 +2474,77 @@ def test_a_cascade_cut_short_as_its_loop_ends_finishes_what_it_planned(
     assert len(files) == len(chunks) == 2 * kept
     expected = [("pre", pk) for pk in deleted] + [("post", pk) for pk in deleted]
     assert sent == (expected if receiver else [])
+
+
+def test_the_files_follow_up_cut_short_as_its_loop_ends_sends_post_delete(
+    mongodb_uri,
+):
+    """A document's delete whose caller was cancelled while its write was on
+    its way: the write applied, its files' delete follows in a task of its
+    own, which ``asyncio.run()``'s end cancels while the file's delete is
+    held: the file is deleted, then ``post_delete`` sent, before the loop
+    closes. The cancellation skipped ``post_delete``: the document gone,
+    its receivers never told."""
+    name = f"cw_{uuid4().hex[:12]}"
+    app = f"cw-{uuid4().hex[:8]}"
+    sent: list[Any] = []
+
+    def post_delete(sender: Any, document: Any, **kwargs: Any) -> None:
+        sent.append((document.pk, kwargs))
+
+    async def connect() -> None:
+        await connect_async(
+            name,
+            host=mongodb_uri,
+            appname=app,
+            retryWrites=False,
+            uuidRepresentation="standard",
+        )
+
+    async def main() -> Any:
+        await connect()
+        document = CwFiled()
+        await document.data.async_put(b"contents")
+        await document.async_save()
+        admin = get_async_connection().admin
+        data = {
+            "failCommands": ["delete"],
+            "blockConnection": True,
+            "blockTimeMS": BLOCK_MS,
+            "appName": app,
+        }
+        configured = await admin.command(
+            {"configureFailPoint": "failCommand", "mode": {"times": 2}, "data": data}
+        )
+        task = asyncio.ensure_future(
+            document.async_delete(signal_kwargs={"why": "test"})
+        )
+        await Held(admin, app, ["delete"], configured["count"]).reached_server()
+        task.cancel()  # (the document's delete goes on)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # Its file's delete, in the follow-up task, held as the loop ends.
+        await Held(admin, app, ["delete"], configured["count"] + 1).reached_server()
+        return document.pk
+
+    async def left() -> tuple[int, list, list]:
+        await connect()
+        database = get_async_connection()[name]
+        admin = database.client.admin
+        await Held(admin, app, ["delete"], 0).ended_on_server()
+        await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        kept = await database["cw_filed"].count_documents({})
+        files = await database["cw_files.files"].distinct("_id")
+        chunks = await database["cw_files.chunks"].distinct("files_id")
+        await get_async_connection().drop_database(name)
+        await disconnect_all_async()
+        return kept, files, chunks
+
+    signals.post_delete.connect(post_delete, sender=CwFiled)
+    try:
+        pk = asyncio.run(main())
+    finally:
+        signals.post_delete.disconnect(post_delete, sender=CwFiled)
+        kept, files, chunks = asyncio.run(left())
+    assert (kept, files, chunks) == (0, [], [])
+    assert sent == [(pk, {"why": "test"})]

@@ -1079,7 +1079,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
     async def _signal_gone(
         self, operation: Operation, signal_kwargs: dict | None
     ) -> None:
-        """After a delete whose files' delete failed: ``post_delete``, unless
+        """After a delete whose files' delete failed (or was cut short by
+        the loop's end, each file tried all the same): ``post_delete``, unless
         in a transaction (which that error aborts, keeping the document) or
         held back (``signal_kwargs`` None). Outside one the document is gone,
         and its receivers must learn of it (the caller gets the error next)."""
@@ -1099,11 +1100,17 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         surely: bool = False,
     ) -> None:
         """A delete's steps once the document is gone: its files (each even
-        when cancelled meanwhile, if ``surely``: see ``delete_files``), then
-        ``post_delete`` (not if ``signal_kwargs`` is None: held back by a
-        muted block)."""
+        when cancelled meanwhile, if ``surely``: see ``delete_files``; then
+        ``post_delete`` is sent before the cancellation is raised, the loop's
+        end cancelling a follow-up task), then ``post_delete`` (not if
+        ``signal_kwargs`` is None: held back by a muted block)."""
         try:
             await delete_files(files, operation, surely)
+        except asyncio.CancelledError:
+            if surely:
+                context.signalling()
+                await self._signal_gone(operation, signal_kwargs)
+            raise
         except Exception:
             context.signalling()
             await self._signal_gone(operation, signal_kwargs)
