@@ -2548,3 +2548,66 @@ def test_the_files_follow_up_cut_short_as_its_loop_ends_sends_post_delete(
         kept, files, chunks = asyncio.run(left())
     assert (kept, files, chunks) == (0, [], [])
     assert sent == [(pk, {"why": "test"})]
+
+
+def test_a_cascade_cut_short_in_a_pre_delete_receiver_sends_each_signal_once(
+    mongodb_uri,
+):
+    """A delete with rules outside a transaction whose cascaded document's
+    ``pre_delete`` receiver (a coroutine) is awaited as ``asyncio.run()``
+    ends: the delete goes on from the next step, as planned, each signal
+    sent once, and every document and file is gone. The delete was planned
+    and sent again: the receiver had that ``pre_delete`` twice."""
+    name = f"cw_{uuid4().hex[:12]}"
+    sent: list[tuple[str, Any]] = []
+    entered: list[asyncio.Event] = []  # (the loop's, made in it)
+
+    async def pre_delete(sender: Any, document: Any, **kwargs: Any) -> None:
+        sent.append(("pre", document.pk))
+        if len(sent) == 1:
+            entered[0].set()
+            await asyncio.sleep(3600)  # (until the loop's end cancels it)
+
+    def post_delete(sender: Any, document: Any, **kwargs: Any) -> None:
+        sent.append(("post", document.pk))
+
+    async def main() -> list[Any]:
+        entered.append(asyncio.Event())
+        await connect_async(name, host=mongodb_uri, uuidRepresentation="standard")
+        children = []
+        for number in range(2):
+            root = CwFiledRoot()
+            await root.data.async_put(b"root %d" % number)
+            await root.async_save()
+            child = CwFiledChild(parent=root)
+            await child.data.async_put(b"child %d" % number)
+            children.append((await child.async_save()).pk)
+        await CwFiledChild.async_ensure_indexes()
+        deleting = CwFiledRoot.objects.async_delete(transaction=False)
+        task = asyncio.ensure_future(deleting)
+        await entered[0].wait()
+        assert not task.done()  # (left to the loop's end)
+        return children
+
+    async def left() -> tuple[int, int, list, list]:
+        await connect_async(name, host=mongodb_uri, uuidRepresentation="standard")
+        database = get_async_connection()[name]
+        roots = await database["cw_filed_root"].count_documents({})
+        children = await database["cw_filed_child"].count_documents({})
+        files = await database["cw_files.files"].distinct("_id")
+        chunks = await database["cw_files.chunks"].distinct("files_id")
+        await get_async_connection().drop_database(name)
+        await disconnect_all_async()
+        return roots, children, files, chunks
+
+    signals.pre_delete.connect(pre_delete, sender=CwFiledChild)
+    signals.post_delete.connect(post_delete, sender=CwFiledChild)
+    try:
+        children = asyncio.run(main())
+    finally:
+        signals.pre_delete.disconnect(pre_delete, sender=CwFiledChild)
+        signals.post_delete.disconnect(post_delete, sender=CwFiledChild)
+        assert asyncio.run(left()) == (0, 0, [], [])
+    assert sorted(sent) == sorted(
+        [("pre", pk) for pk in children] + [("post", pk) for pk in children]
+    )

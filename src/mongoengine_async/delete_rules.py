@@ -425,34 +425,39 @@ class _DeletePlan:
         await self._check_deny()
         updates = self._updates()  # before any write: a rule may be refused
         loaded = await self._load_for_signals()
-        steps: list[Callable[[], Awaitable[Any]]] = [
-            *(functools.partial(_pre_delete, document) for document in loaded),
-            self._find_files,
-            self._delete_by_filters,  # first: an update may change what they match
-            functools.partial(self._apply_updates, updates),
-            self._delete_cascaded,
+        signal = False  # (a step not run again: its receivers had it)
+        steps: list[tuple[Callable[[], Awaitable[Any]], bool]] = [
+            *((functools.partial(_pre_delete, each), signal) for each in loaded),
+            (self._find_files, True),
+            # First: an update may change what they match.
+            (self._delete_by_filters, True),
+            (functools.partial(self._apply_updates, updates), True),
+            (self._delete_cascaded, True),
         ]
         if not root_first:
-            steps.append(self._delete_roots)
-        steps += [functools.partial(_post_delete, document) for document in loaded]
+            steps.append((self._delete_roots, True))
+        steps += [(functools.partial(_post_delete, each), signal) for each in loaded]
         await self._apply(steps)
         return self.deleted
 
-    async def _apply(self, steps: list[Callable[[], Awaitable[Any]]]) -> None:
-        """Run ``steps`` in turn. Outside a transaction, one cut short by a
-        cancellation (its loop's end cancelling the task a cancelled delete
-        goes on in) is run again, then those after it, before the
-        cancellation is raised, once the cascaded documents' files were
-        deleted: the writes before it were applied, and a delete planned
-        again would not find the documents they deleted (their files, their
-        ``post_delete``). The step cut short runs twice."""
-        for number, step in enumerate(steps):
+    async def _apply(
+        self, steps: list[tuple[Callable[[], Awaitable[Any]], bool]]
+    ) -> None:
+        """Run the ``steps`` in turn, each with whether it is run again when
+        cut short. Outside a transaction, cut short by a cancellation (its
+        loop's end cancelling the task a cancelled delete goes on in), the
+        step is run again (a write, which may have been applied or not; not
+        a signal) and those after it, and the cascaded documents' files
+        deleted, before the cancellation is raised: the writes before it
+        were applied, and a delete planned again would not find the
+        documents they deleted (their files, their ``post_delete``)."""
+        for number, (step, again) in enumerate(steps):
             try:
                 await step()
             except asyncio.CancelledError:
                 if _in_transaction(self.operation.session):
                     raise  # (aborted: nothing of it stays)
-                for rest in steps[number:]:
+                for rest, _ in steps[number if again else number + 1 :]:
                     await rest()
                 alone = replace(self.operation, session=None)
                 await delete_files(self.files, alone, surely=True)
