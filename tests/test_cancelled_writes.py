@@ -2130,16 +2130,6 @@ def test_a_cascade_whose_commit_is_on_its_way_as_its_loop_ends(mongodb_uri, kind
         sent.append(document.pk)
 
     async def connect() -> Any:
-def test_a_queryset_delete_resent_as_its_loop_ends_spares_a_later_match(mongodb_uri):
-    """A queryset delete whose write ``asyncio.run()``'s end cuts short is
-    sent again: by the ids read when its files were listed, so a document
-    inserted meanwhile that matches its query stays, with its file. The
-    resend took the original query: that document was deleted, its file
-    (listed by nothing) orphaned."""
-    name = f"cw_{uuid4().hex[:12]}"
-    app = f"cw-{uuid4().hex[:8]}"
-
-    async def connect() -> None:
         await connect_async(
             name,
             host=mongodb_uri,
@@ -2167,21 +2157,6 @@ def test_a_queryset_delete_resent_as_its_loop_ends_spares_a_later_match(mongodb_
             "failCommands": ["commitTransaction"],
             "blockConnection": True,
             "blockTimeMS": BLOCK_MS,
-
-    async def main() -> Any:
-        await connect()
-        for number in range(2):
-            document = CwFiled()
-            await document.data.async_put(b"contents %d" % number)
-            await document.async_save()
-        # The first delete held, then failing: only the resend deletes.
-        admin = get_async_connection().admin
-        data = {
-            "failCommands": ["delete"],
-            "blockConnection": True,
-            "blockTimeMS": BLOCK_MS,
-            "errorCode": 2,
-            "namespace": f"{name}.cw_filed",
             "appName": app,
         }
         configured = await admin.command(
@@ -2201,21 +2176,6 @@ def test_a_queryset_delete_resent_as_its_loop_ends_spares_a_later_match(mongodb_
             await database["cw_shelf"].count_documents({}),
             await database["cw_copy"].count_documents({}),
         )
-        task = asyncio.ensure_future(CwFiled.objects.async_delete())
-        await Held(admin, app, ["delete"], configured["count"]).reached_server()
-        later = CwFiled()
-        await later.data.async_put(b"later")
-        await later.async_save()
-        assert not task.done()  # (left to the loop's end)
-        return later.pk
-
-    async def left() -> tuple[list, list, list, list]:
-        await connect()
-        database = get_async_connection()[name]
-        admin = database.client.admin
-        await Held(admin, app, ["delete"], 0).ended_on_server()
-        await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
-        kept = await database["cw_filed"].find().to_list()
         files = await database["cw_files.files"].distinct("_id")
         chunks = await database["cw_files.chunks"].distinct("files_id")
         await get_async_connection().drop_database(name)
@@ -2374,6 +2334,64 @@ async def test_a_cascade_whose_cascaded_file_delete_fails_deletes_its_own(
     assert await _bucket_ids(database, "cw_files", [], 0) == ([], [])
     kept = [copy.scan.grid_id]  # (the file whose delete failed: orphaned)
     assert await _bucket_ids(database, "cw_copy_files", kept, 0) == (kept, kept)
+
+
+def test_a_queryset_delete_resent_as_its_loop_ends_spares_a_later_match(mongodb_uri):
+    """A queryset delete whose write ``asyncio.run()``'s end cuts short is
+    sent again: by the ids read when its files were listed, so a document
+    inserted meanwhile that matches its query stays, with its file. The
+    resend took the original query: that document was deleted, its file
+    (listed by nothing) orphaned."""
+    name = f"cw_{uuid4().hex[:12]}"
+    app = f"cw-{uuid4().hex[:8]}"
+
+    async def connect() -> None:
+        await connect_async(
+            name,
+            host=mongodb_uri,
+            appname=app,
+            retryWrites=False,
+            uuidRepresentation="standard",
+        )
+
+    async def main() -> Any:
+        await connect()
+        for number in range(2):
+            document = CwFiled()
+            await document.data.async_put(b"contents %d" % number)
+            await document.async_save()
+        # The first delete held, then failing: only the resend deletes.
+        admin = get_async_connection().admin
+        data = {
+            "failCommands": ["delete"],
+            "blockConnection": True,
+            "blockTimeMS": BLOCK_MS,
+            "errorCode": 2,
+            "namespace": f"{name}.cw_filed",
+            "appName": app,
+        }
+        configured = await admin.command(
+            {"configureFailPoint": "failCommand", "mode": {"times": 1}, "data": data}
+        )
+        task = asyncio.ensure_future(CwFiled.objects.async_delete())
+        await Held(admin, app, ["delete"], configured["count"]).reached_server()
+        later = CwFiled()
+        await later.data.async_put(b"later")
+        await later.async_save()
+        assert not task.done()  # (left to the loop's end)
+        return later.pk
+
+    async def left() -> tuple[list, list, list, list]:
+        await connect()
+        database = get_async_connection()[name]
+        admin = database.client.admin
+        await Held(admin, app, ["delete"], 0).ended_on_server()
+        await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        kept = await database["cw_filed"].find().to_list()
+        files = await database["cw_files.files"].distinct("_id")
+        chunks = await database["cw_files.chunks"].distinct("files_id")
+        await get_async_connection().drop_database(name)
+        await disconnect_all_async()
         return kept, [raw["data"] for raw in kept], files, chunks
 
     try:
