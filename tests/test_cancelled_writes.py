@@ -1133,6 +1133,40 @@ async def test_a_cancelled_save_that_landed_sends_post_save(app, receivers):
     assert not new._created and new._get_changed_fields() == []
 
 
+@pytest.mark.parametrize("transaction", [False, True])
+async def test_a_cancelled_insert_of_a_document_with_a_list_shows_its_changes(
+    app, receivers, transaction
+):
+    """A cancelled save that inserted a document that has a list of changes
+    (a loaded one saved with ``force_insert``) sends post_save, once it
+    landed (in a transaction: once it committed), with that list, as
+    MongoEngine's receivers see it: ``_delta()`` gives the changes, not the
+    whole document. (Ours removed the list meanwhile: ``({}, {})``.)"""
+    document = await CwDoc(a=0, b=0).async_save()
+    document = await CwDoc.objects.async_get(id=document.pk)
+    await CwDoc.objects(id=document.pk).async_delete()
+    receivers.clear()
+    document.a = 1
+
+    async def block() -> None:
+        await timed_out(held, document.async_save(force_insert=True))
+        await _until_settled(document)
+
+    async with blocked(app, "insert") as held:
+        if transaction:
+            await in_transaction("context manager", block)
+        else:
+            await cancel_once_sent(held, lambda: document.async_save(force_insert=True))
+        await until(lambda: len(receivers) == 2 and not context.following)
+    changes = ({"a": 1}, {})
+    assert sorted(receivers) == [
+        ("coroutine", "post_save", True, changes, {}),
+        ("plain", "post_save", True, changes, {}),
+    ]
+    assert document._get_changed_fields() == [] and not document._created
+    assert await stored(document) == {"_id": document.pk, "a": 1, "b": 0}
+
+
 async def test_post_save_follows_the_cached_copies(app, receivers):
     """As after a save that returned: the cached copies are updated first."""
     author = await CwAuthor(name="old", age=0).async_save()

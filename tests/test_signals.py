@@ -11,6 +11,7 @@ import contextlib
 
 import mongoengine.signals
 import pytest
+from bson import ObjectId
 
 from mongoengine_async import (
     CASCADE,
@@ -467,3 +468,44 @@ async def test_a_coroutine_post_save_receiver_saving_an_inserted_document_again(
     raw = await get_async_db().sig_book.find_one({"_id": book.pk})
     assert raw == {"_id": book.pk, "title": "T", "pages": 1}
     assert not book._created and book._get_changed_fields() == []
+
+
+async def test_post_save_of_an_inserted_document_with_a_list_shows_its_changes(
+    async_alias, connect
+):
+    """An insert of a document that has a list of changes (built by
+    ``_from_son(created=True)``, loaded then saved with ``force_insert``, or
+    loaded from a son never stored, which the save's update upserts) shows
+    ``post_save`` that list, as MongoEngine's save does (its receivers run
+    before it clears the changes): ``_delta()`` gives those changes. (Ours
+    had removed it while the receivers ran: ``_delta()`` gave the whole
+    document, or ``({}, {})`` for a loaded one.)"""
+    seen = []
+
+    def receiver(sender, document, created, **kwargs):
+        seen.append((created, document._changed_fields, document._delta()))
+
+    connect(signals.post_save, receiver, sender=SigBook)
+    made = SigBook._from_son(
+        {"_id": ObjectId(), "title": "T", "pages": 3}, created=True
+    )
+    made.pages = 4
+    await made.async_save()
+    loaded = await SigBook.objects.async_get(id=made.id)
+    await SigBook.objects(id=made.id).async_delete()
+    loaded.title = "U"
+    await loaded.async_save(force_insert=True)
+    unstored = SigBook._from_son({"_id": ObjectId(), "title": "V", "pages": 5})
+    unstored.pages = 6
+    await unstored.async_save()
+    assert seen == [
+        (True, ["pages"], ({"pages": 4}, {})),
+        (True, ["title"], ({"title": "U"}, {})),
+        (True, ["pages"], ({"pages": 6}, {})),
+    ]
+    stored = {d.id: (d.title, d.pages) for d in await SigBook.objects.async_to_list()}
+    # (The upsert sets only the change, as MongoEngine's does.)
+    assert stored == {made.id: ("U", 4), unstored.id: (None, 6)}
+    assert (
+        made._changed_fields == loaded._changed_fields == unstored._changed_fields == []
+    )

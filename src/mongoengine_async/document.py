@@ -478,7 +478,14 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         # Other tasks may change the document meanwhile: their changes stay.
         watched = deltas.watch_changes(self, meanwhile)
         await self._async_after_write(
-            created, object_id, cascading, signal_kwargs, session, watched, meanwhile
+            created,
+            object_id,
+            cascading,
+            signal_kwargs,
+            session,
+            watched,
+            meanwhile,
+            listed=sent is not None,
         )
         return self
 
@@ -491,12 +498,14 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         session: AsyncClientSession | None,
         watched: deltas._Watch | None,
         meanwhile: list[str] | None,
+        listed: bool,
     ) -> None:
         """A save's steps after its write: the cascade (``cascading``: its
         arguments), the id, the cached references, ``post_save``; then its
         end (:meth:`_end_save`), the changes ``watched``
         (:func:`deltas.watch_changes`) noted kept, with those made while the
-        write was awaited (``meanwhile``)."""
+        write was awaited (``meanwhile``). ``listed``: the document had a
+        list of changes as the save began, which ``post_save`` shows."""
         cls = type(self)
         clears = True
         sending = handed = False
@@ -513,11 +522,15 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             ):
                 sending = True
                 # A receiver sees a document the save inserted as MongoEngine's
-                # does: without a list of changes (all changed).
+                # does: without a list of changes (all changed) if it had none
+                # (one Model(**values) built), else with its list (one loaded,
+                # saved with force_insert or upserted).
                 await signals.send_around(
                     signals.post_save,
                     cls,
-                    functools.partial(deltas.unlisted, self) if created else None,
+                    None
+                    if listed or not created
+                    else functools.partial(deltas.unlisted, self),
                     {"document": self, "created": created, **signal_kwargs},
                 )
         except asyncio.CancelledError:
@@ -529,12 +542,20 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 pass
             elif session is not None and session.in_transaction:
                 copies = fields.cached_updates(self, created)
-                shown = deltas.listed_changes(self)
+                # (None: a new document that had no list, shown whole)
+                shown = deltas.listed_changes(self) if listed or not created else None
                 self._follow_commit(session, created, copies, shown, signal_kwargs)
             else:
                 handed = True
                 steps = self._async_after_write(
-                    created, object_id, None, signal_kwargs, None, watched, meanwhile
+                    created,
+                    object_id,
+                    None,
+                    signal_kwargs,
+                    None,
+                    watched,
+                    meanwhile,
+                    listed,
                 )
                 follow_up(steps, "steps after the write of a cancelled save")
             raise
@@ -775,7 +796,14 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             # (Watched from now: what other tasks change meanwhile stays.)
             watched = deltas.watch_changes(self, meanwhile)
             steps = self._async_after_write(
-                created, object_id, None, signal_kwargs, None, watched, meanwhile
+                created,
+                object_id,
+                None,
+                signal_kwargs,
+                None,
+                watched,
+                meanwhile,
+                listed=shown is not None,
             )
             follow_up(steps, "steps after the write of a cancelled save")
             return
@@ -847,13 +875,13 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         """The steps after the write of a cancelled save, once its
         transaction committed (or in it, in ``session``): the cached copies,
         then ``post_save``, the document as it is then, the changes the save
-        sent (``shown``) listed again while it is sent (a new one whole, as
-        MongoEngine's receiver sees it)."""
+        sent (``shown``) listed again while it is sent (a new one that had
+        no list, None, whole, as MongoEngine's receiver sees it)."""
         await fields.apply_cached_updates(self, copies, session)
         if signal_kwargs is None:  # (held back by a muted block)
             return
         watched = None
-        if not created and shown is not None:
+        if shown is not None:
             kept = deltas.give_back_changes(self, list(shown))
             watched = None if kept is None else deltas.watch_changes(self, kept)
         context.signalling()
@@ -861,7 +889,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             await signals.send_around(
                 signals.post_save,
                 type(self),
-                functools.partial(deltas.unlisted, self) if created else None,
+                functools.partial(deltas.unlisted, self)
+                if created and shown is None
+                else None,
                 {"document": self, "created": created, **signal_kwargs},
             )
         finally:
