@@ -47,6 +47,7 @@ from mongoengine_async import (
     get_async_connection,
     get_async_db,
     gridfs,
+    queryset,
     signals,
 )
 from mongoengine_async.connection import disconnect_all_async
@@ -2049,6 +2050,9 @@ async def test_a_queryset_delete_with_rules_cancelled_midway_deletes_the_files(
             await task
         if session is None:
             await held.ended_on_server()
+            # (the roots' delete follows the children's in the write's task,
+            # the files' in a task of their own: until both ended)
+            await until(lambda: not queryset._deleting and not context.following)
         else:  # (its writes on the session done: its next command comes after)
             assert await CwFiledRoot.objects.async_count() == 0
     assert await CwFiledRoot.objects.async_count() == 0
