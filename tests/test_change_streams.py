@@ -8,11 +8,12 @@ import asyncio
 import contextlib
 import gc
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from bson import ObjectId, Timestamp
-from pymongo import ReadPreference
+from pymongo import ReadPreference, monitoring
 from pymongo.errors import (
     DuplicateKeyError,
     InvalidOperation,
@@ -43,6 +44,7 @@ from mongoengine_async import (
     async_run_in_transaction,
     async_switch_collection,
     async_switch_db,
+    disconnect_async,
     get_async_connection,
     get_async_db,
     signals,
@@ -133,6 +135,12 @@ async def take(stream: ChangeStream[Any], count: int) -> list[ChangeEvent[Any]]:
 
     await asyncio.wait_for(collect(), WAIT_SECONDS)  # asyncio.timeout: 3.11+
     return events
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Return once ``condition()`` holds (bound it with ``wait_for``)."""
+    while not condition():
+        await asyncio.sleep(0.01)
 
 
 async def every_event(stream: ChangeStream[Any]) -> list[ChangeEvent[Any]]:
@@ -1325,3 +1333,81 @@ async def test_no_event_is_lost_across_a_stepdown(replica_set_3: ReplicaSet) -> 
     assert first == stepped.host
     assert resumed, "the stream was never resumed"
     assert stepped.host not in resumed
+
+
+async def test_a_resume_off_a_killed_member_leaves_the_client_quiet(
+    replica_set_3: ReplicaSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The member a stream reads from is killed and PyMongo resumes the stream
+    on another: the cursor it replaced died with its server. The client sends
+    it no kill (it would wait a server selection timeout for the dead member,
+    holding up the client's background cleanup or its close, then log an
+    error), and closes without a word right after."""
+    caplog.set_level("ERROR", logger="pymongo")
+    async with fresh_database(
+        "default", replica_set_3.uri, w="majority", serverSelectionTimeoutMS=5_000
+    ):
+        await CsBook._async_get_collection()
+        async with CsBook.async_watch(max_await_time_ms=100) as stream:
+            await insert_until_acknowledged(ObjectId(), 1)
+            events = await take(stream, 1)
+            await asyncio.to_thread(replica_set_3.kill, replica_set_3.primary())
+            await insert_until_acknowledged(ObjectId(), 2)
+            events += await take(stream, 1)
+        await disconnect_async()
+    assert [event.document.pages for event in events] == [1, 2]
+    assert [record.getMessage() for record in caplog.records] == []
+
+
+class GetMores(monitoring.CommandListener):
+    """Counts the getMore commands sent and those that failed."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.failed_count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent += event.command_name == "getMore"
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        """Nothing to count."""
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self.failed_count += event.command_name == "getMore"
+
+
+async def test_a_resume_cancelled_off_a_killed_member_leaves_the_client_quiet(
+    replica_set_3: ReplicaSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The member a stream reads from is killed under its getMore, and the
+    task reading it is cancelled while PyMongo resumes the stream (waiting for
+    the set to elect a new primary): the stream, left on the cursor that died
+    with its server, closes without sending it a kill, and the client closes
+    without a word right after."""
+    caplog.set_level("ERROR", logger="pymongo")
+    get_mores = GetMores()
+    async with fresh_database(
+        "default",
+        replica_set_3.uri,
+        w="majority",
+        serverSelectionTimeoutMS=5_000,
+        event_listeners=[get_mores],
+    ):
+        await CsBook._async_get_collection()
+        async with CsBook.async_watch(max_await_time_ms=20_000) as stream:
+            await insert_until_acknowledged(ObjectId(), 1)
+            await take(stream, 1)
+            sent = get_mores.sent
+            reading = asyncio.create_task(take(stream, 1))
+            await asyncio.wait_for(until(lambda: get_mores.sent > sent), WAIT_SECONDS)
+            await asyncio.to_thread(replica_set_3.kill, replica_set_3.primary())
+            # Its getMore failed: PyMongo resumes, waiting for a new primary.
+            await asyncio.wait_for(
+                until(lambda: get_mores.failed_count == 1), WAIT_SECONDS
+            )
+            reading.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await reading
+            assert not stream.alive
+        await disconnect_async()  # at once, as the set may still be electing
+    assert [record.getMessage() for record in caplog.records] == []

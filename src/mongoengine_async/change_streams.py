@@ -32,11 +32,12 @@ from mongoengine.fields import EmbeddedDocumentField
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
-from pymongo.errors import InvalidOperation, OperationFailure
+from pymongo.errors import InvalidOperation, OperationFailure, PyMongoError
 
 from mongoengine_async._compat import CURSOR_CLOSED_ERRORS
 from mongoengine_async.batches import kill_soon, opened
 from mongoengine_async.connection import running_loop
+from mongoengine_async.detached import held
 from mongoengine_async.from_bson import Load, loader, loader_key
 
 if TYPE_CHECKING:
@@ -281,7 +282,7 @@ async def _close(stream: AsyncChangeStream) -> None:
     try:
         await stream.close()
     except asyncio.CancelledError:
-        kill_soon(stream._cursor)
+        _kill_soon(stream._cursor)
         raise
 
 
@@ -289,15 +290,46 @@ async def _resumed(
     stream_ref: weakref.ref[AsyncChangeStream],
 ) -> AsyncCommandCursor:
     """The new cursor of PyMongo's resume of the stream (after a resumable
-    error), by its own ``_create_cursor``: the one it replaces goes to the
-    client's cleanup, as PyMongo takes a cursor whose getMore failed on a
-    network or state-change error for gone while the server keeps it 10
-    minutes; a cancellation while the new one opens leaves it to
-    ``opened()``, which kills it."""
+    error), by its own ``_create_cursor``: the one it replaces is killed once
+    its server answers (:func:`_kill_replaced`); a cancellation while the new
+    one opens leaves it to ``opened()``, which kills it."""
     stream = stream_ref()
     assert stream is not None  # PyMongo's resume runs on the stream
-    kill_soon(stream._cursor)
+    replaced = stream._cursor
+    _replaced.add(replaced)
+    held(_kill_replaced(replaced), _replacing)
     return await opened(type(stream)._create_cursor(stream), _itself)
+
+
+# The cursors resumes replaced, which only _kill_replaced kills, and its tasks.
+_replaced: weakref.WeakSet[AsyncCommandCursor] = weakref.WeakSet()
+_replacing: set[asyncio.Future[Any]] = set()
+
+
+async def _kill_replaced(cursor: AsyncCommandCursor) -> None:
+    """Kill ``cursor``, replaced by a resume, once its server answers again:
+    PyMongo takes a cursor whose getMore failed on a network or state-change
+    error for gone, while a server still up keeps it 10 minutes. A server
+    that answers within the client's server selection timeout gets the kill;
+    one that does not is down, its cursors with it: nothing is sent, nothing
+    logged (PyMongo's background cleanup would wait that long for it, holding
+    up its other kills or the client's close, then log an error)."""
+    topology = cursor._collection.database.client._topology
+    address = cursor.address
+    assert address is not None  # its getMore was sent there
+    try:
+        await topology.select_server_by_address(address, "killCursors")
+    except PyMongoError:  # no server there, or the client closed meanwhile
+        return
+    kill_soon(cursor)
+
+
+def _kill_soon(cursor: AsyncCommandCursor) -> None:
+    """:func:`kill_soon` of a stream's cursor, unless a resume replaced it
+    (see :func:`_kill_replaced`): a resume cancelled while its new cursor
+    opens leaves the stream on the one it replaced."""
+    if cursor not in _replaced:
+        kill_soon(cursor)
 
 
 def _refuse_unwatchable(queryset: BaseQuerySet) -> None:
@@ -438,7 +470,7 @@ class ChangeStream(Generic[D]):
             except asyncio.CancelledError:
                 # PyMongo closed the stream, awaiting the killCursors, which a
                 # cancellation at every await (an anyio scope) cancels too.
-                kill_soon(stream._cursor)
+                _kill_soon(stream._cursor)
                 raise
             except OperationFailure as error:
                 if self._closed and error.code in CURSOR_CLOSED_ERRORS:
@@ -507,7 +539,7 @@ class ChangeStream(Generic[D]):
             if at_yield:  # closed for every task, its cursor killed soon
                 self._closed = True
                 if self._stream is not None:
-                    kill_soon(self._stream._cursor)
+                    _kill_soon(self._stream._cursor)
             else:
                 await self.aclose()
 
