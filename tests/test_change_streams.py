@@ -1043,6 +1043,26 @@ async def test_aclose_kills_the_cursor(
     assert [e async for e in stream] == []  # a closed stream has no more events
 
 
+async def test_try_next_asks_nothing_once_another_task_left_async_for(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """A task's ``break`` out of ``async for`` closes the stream for every
+    task (once the loop lets its iterator go); another task's ``try_next()``
+    then returns None at once, sending nothing (PyMongo's stream would be
+    resumed on a new server cursor, read and closed)."""
+    await CsBook._async_get_collection()
+    stream = CsBook.async_watch()
+    assert await stream.try_next() is None  # opened
+    await CsBook(title="one").async_save()
+    async for event in stream:
+        assert event.document.title == "one"
+        break
+    await asyncio.wait_for(until(lambda: not stream.alive), WAIT_SECONDS)
+    command_log.clear()
+    assert await stream.try_next() is None
+    assert command_log.names == []
+
+
 def opened_streams(command_log: CommandLog) -> int:
     """How many change streams were opened (aggregate with $changeStream)."""
     return sum(

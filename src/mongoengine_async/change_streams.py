@@ -459,10 +459,12 @@ class ChangeStream(Generic[D]):
 
     async def _try_next(self) -> Mapping[str, Any] | None:
         """PyMongo's ``try_next()``, one task at a time; None once closed,
-        even with events left in the closed cursor's last batch."""
+        even with events left in the closed cursor's last batch, and without
+        a command when closed by a task leaving ``async for`` (see _events:
+        PyMongo's stream, its cursor killed, would be resumed)."""
         async with self._turn():
             stream = await self._open()
-            if stream is None or not stream.alive:
+            if stream is None or not self.alive:
                 return None
             _refuse_in_transaction(self._session, "getMore")
             try:
