@@ -707,6 +707,19 @@ async def test_none_lets_no_event_through(async_alias: str) -> None:
         assert nothing.alive
 
 
+async def test_a_stream_s_pipeline_is_its_own(async_alias: str) -> None:
+    """A pipeline read from one stream and changed (to send it elsewhere)
+    changes no other stream's."""
+    nothing = CsBook.objects.none().async_watch().pipeline()
+    nothing[0]["$match"]["operationType"]["$in"].append("insert")
+    thick = CsBook.objects(pages__gte=300).async_watch().pipeline()
+    thick[0]["$match"]["$or"][0]["operationType"]["$in"].append("delete")
+    assert CsBook.objects.none().async_watch().pipeline() == [{"$match": ENDING}]
+    assert CsBook.objects(pages__gte=300).async_watch().pipeline() == ending_or(
+        {"fullDocument": {"$ne": None}, "fullDocument.p": {"$gte": 300}}
+    )
+
+
 # -- resuming ------------------------------------------------------------------------
 
 

@@ -59,10 +59,6 @@ _LOGICAL = frozenset({"$and", "$or", "$nor"})
 _PASSED = frozenset({"$comment"})
 # Field operators a $match refuses: they order documents by distance.
 _BY_DISTANCE = ("$near", "$nearSphere")
-# The events of the collection itself, which end every stream (a drop or a
-# rename, then invalidate): any filter lets them through, as no filter does,
-# so a filtered stream does not end without a word (the server closes it).
-_ENDING = {"operationType": {"$in": ["drop", "rename", "invalidate"]}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +94,14 @@ class ChangeEvent(Generic[D]):
 # -- the $match ----------------------------------------------------------------
 
 
+def _ending() -> dict[str, Any]:
+    """The filter of the collection's own events, which end every stream (a
+    drop or a rename, then invalidate): any filter lets them through, as no
+    filter does, so a filtered stream does not end without a word (the server
+    closes it). A new one each time: a pipeline handed out is its stream's."""
+    return {"operationType": {"$in": ["drop", "rename", "invalidate"]}}
+
+
 def match_stage(
     filter_: Mapping[str, Any], cls_query: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -122,7 +126,7 @@ def match_stage(
         parts.append(_of_class(cls_query))
     if not parts:
         return {}
-    return {"$or": [_ENDING, parts[0] if len(parts) == 1 else {"$and": parts}]}
+    return {"$or": [_ending(), parts[0] if len(parts) == 1 else {"$and": parts}]}
 
 
 def _of_class(cls_query: Mapping[str, Any]) -> dict[str, Any]:
@@ -491,7 +495,7 @@ class ChangeStream(Generic[D]):
         as its queries find nothing."""
         queryset = self._queryset
         if queryset._none:
-            return [{"$match": _ENDING}]
+            return [{"$match": _ending()}]
         filter_ = queryset._query_obj.to_query(queryset._document)
         if queryset._where_clause:  # refused by match_stage, as __raw__'s $where
             filter_ = {**filter_, "$where": queryset._where_clause}
