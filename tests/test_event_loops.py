@@ -21,7 +21,8 @@ from uuid import uuid4
 
 import pytest
 from bson.tz_util import utc
-from pymongo import MongoClient
+from pymongo import MongoClient, monitoring
+from pymongo.errors import OperationFailure
 
 from mongoengine_async import (
     CASCADE,
@@ -34,6 +35,7 @@ from mongoengine_async import (
     StringField,
     async_run_in_transaction,
     connect_async,
+    context,
     disconnect_async,
     get_async_connection,
 )
@@ -1066,3 +1068,97 @@ def test_a_cascade_cancelled_as_its_loop_ends_reports_no_error(
         )
 
     assert asyncio.run(stored()) == (1, 1)
+
+
+class FencedShelf(Document):
+    meta = {"db_alias": "fenced"}
+
+
+class FencedItem(Document):
+    shelf = ReferenceField(FencedShelf, reverse_delete_rule=CASCADE)
+    meta = {"db_alias": "fenced"}
+
+
+class _FenceFailed(monitoring.CommandListener):
+    """Sets ``future`` as the fence's read fails on the server: the step that
+    makes the transaction's task abort the fence's transaction next."""
+
+    future: asyncio.Future[None] | None = None
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        fence = event.command_name == "find" and event.database_name != "admin"
+        if fence and self.future is not None and not self.future.done():
+            self.future.set_result(None)
+
+
+def test_a_fence_cut_short_by_the_loop_end_reports_no_error(
+    mongodb_uri, database, caplog
+):
+    """A cascade cancelled as it begins: its transaction's task aborts it, then
+    fences it (a read the server refuses, then its abort). The loop ends as
+    the fence's read failed: ``asyncio.run()`` cancelled the task before the
+    fence's abort started, the read's error was left unretrieved, and the
+    session, still in the fence's transaction, was ended in a task of its
+    own, whose abort ran as the loop's ``shutdown_asyncgens()`` closed
+    PyMongo's generator it was in: asyncio logged "Task exception was never
+    retrieved" (Python 3.10, 3.11: "generator didn't stop after athrow()").
+    Nothing is deleted: the transaction was aborted."""
+    listener = _FenceFailed()
+
+    async def main() -> None:
+        await connect_async(
+            database, alias="fenced", host=mongodb_uri, event_listeners=[listener]
+        )
+        shelf = await FencedShelf().async_save()
+        await FencedItem(shelf=shelf).async_save()
+        listener.future = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(shelf.async_delete())
+        await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await listener.future
+
+    asyncio.run(main())
+    gc.collect()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+    async def stored() -> tuple[int, int]:
+        counts = (
+            await FencedShelf.objects.async_count(),
+            await FencedItem.objects.async_count(),
+        )
+        await disconnect_async("fenced")
+        return counts
+
+    assert asyncio.run(stored()) == (1, 1)
+
+
+def test_an_abort_or_fence_read_failing_as_its_caller_is_cancelled_is_not_logged(
+    caplog,
+):
+    """The fence's read (or an abort) fails on the server as the loop's end
+    cancels the transaction's task waiting for it (as it did beside other
+    operations ending): its error, dropped as when not cancelled, was left
+    unretrieved, and asyncio logged "Task exception was never retrieved"."""
+
+    async def refused() -> None:
+        raise OperationFailure("unknown top level operator", 2)
+
+    async def main() -> None:
+        waiting = asyncio.ensure_future(context._bounded(refused()))
+        await asyncio.sleep(0)  # it waits for the read's task
+        await asyncio.sleep(0)  # the read failed, the wait not woken yet
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(main())
+    gc.collect()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

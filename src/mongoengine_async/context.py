@@ -933,12 +933,14 @@ async def _end_session(session: AsyncClientSession, block: _Block | None) -> Non
     if block is None or block.over():
         await session.end_session()
     else:
-        block.end_after(session)
+        block.end_after()
 
 
-# Sessions being ended after their transaction's helper task ended (held:
-# the loop keeps only weak references to its tasks).
-_ENDING: set[asyncio.Future[Any]] = set()
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Mark the error of a transaction's helper task retrieved: its caller,
+    gone, raised its own."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _BlockFailed(Exception):
@@ -970,6 +972,7 @@ class _Block:
         self._left: asyncio.Future[Any] = loop.create_future()
         self._unsure = False  # an operation may be on its way: fence the abort
         self._committing = False  # the caller's code ran: commit it
+        self._end = False  # end the session once with_transaction ended
         # (The fence's database: the alias may be disconnected meanwhile.)
         self._database = database_of(session.client)
         self._task = asyncio.ensure_future(self._transact(transaction_kwargs))
@@ -984,6 +987,10 @@ class _Block:
             if self._unsure:
                 await self._fence()
             raise
+        finally:
+            if self._end:  # (see end_after; the abort bounded, see _abort)
+                await _abort(self._session)
+                await self._session.end_session()
 
     async def _fence(self) -> None:
         """After an abort that followed a cancellation, a time-out, a lost
@@ -1057,17 +1064,16 @@ class _Block:
         operation may use, and a session runs one operation at a time."""
         await until_done(self._task)
 
-    def end_after(self, session: AsyncClientSession) -> None:
-        """End ``session`` once ``with_transaction`` ended (not under it: an
+    def end_after(self) -> None:
+        """End the session once ``with_transaction`` ended (not under it: an
         ended session cannot abort, and the transaction would stay open on
-        the server, locking what it wrote, until its time limit)."""
-
-        def end(task: asyncio.Future[Any]) -> None:
-            if not task.cancelled():
-                task.exception()  # retrieved: the block's own error was raised
-            held(session.end_session(), _ENDING)
-
-        self._task.add_done_callback(end)
+        the server, locking what it wrote, until its time limit). In the
+        helper task, which ``asyncio.run()`` awaits as it ends (the loop cancels
+        it): not in a task of its own, which would still run as the loop's
+        ``shutdown_asyncgens()`` closes PyMongo's generators it is inside
+        (Python 3.10, 3.11 then raised "generator didn't stop after athrow()")."""
+        self._end = True
+        self._task.add_done_callback(_retrieved)
 
     def _leave(self, outcome: Any = None, error: BaseException | None = None) -> None:
         """The caller's code ran: hand ``with_transaction`` its ``outcome``
@@ -1197,9 +1203,9 @@ async def _bounded(operation: Awaitable[Any]) -> None:
         if not task.done():  # given up, or the caller cancelled: as wait_for
             task.cancel()
             await asyncio.wait((task,))
-    if not task.cancelled():
-        with contextlib.suppress(PyMongoError):
-            task.result()
+        if not task.cancelled():  # (its error dropped, the caller cancelled too)
+            with contextlib.suppress(PyMongoError):
+                task.result()
 
 
 async def _abort(session: AsyncClientSession) -> None:

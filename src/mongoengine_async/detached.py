@@ -12,7 +12,7 @@ does meanwhile:
   after its last insert).
 
 And :func:`held`, what keeps such a task (or any other nobody awaits: a
-cursor's or a client's closing, a session's end) alive until it is done.
+cursor's or a client's closing) alive until it is done.
 """
 
 from __future__ import annotations
