@@ -1113,7 +1113,11 @@ def test_a_fence_cut_short_by_the_loop_end_reports_no_error(
 
     async def main() -> None:
         await connect_async(
-            database, alias="fenced", host=mongodb_uri, event_listeners=[listener]
+            database,
+            alias="fenced",
+            host=mongodb_uri,
+            event_listeners=[listener],
+            **_STANDARD,
         )
         shelf = await FencedShelf().async_save()
         await FencedItem(shelf=shelf).async_save()

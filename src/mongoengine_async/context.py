@@ -989,8 +989,12 @@ class _Block:
             raise
         finally:
             if self._end:  # (see end_after; the abort bounded, see _abort)
-                await _abort(self._session)
-                await self._session.end_session()
+                # Never in place of the outcome (a commit that applied read as
+                # failed gives the instances back): cut short by the loop's
+                # end, the session ends with its client.
+                with contextlib.suppress(asyncio.CancelledError, PyMongoError):
+                    await _abort(self._session)
+                    await self._session.end_session()
 
     async def _fence(self) -> None:
         """After an abort that followed a cancellation, a time-out, a lost
