@@ -11,13 +11,14 @@ import io
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from uuid import uuid4
 
 import pymongo.errors
 import pytest
 from PIL import Image
 from pymongo.errors import InvalidOperation
 
-from conftest import held_on_server
+from conftest import Held, held_on_server
 from mongoengine_async import (
     CASCADE,
     Document,
@@ -28,6 +29,9 @@ from mongoengine_async import (
     StringField,
     async_run_in_transaction,
     async_run_transaction,
+    connect_async,
+    disconnect_all_async,
+    get_async_connection,
     get_async_db,
     signals,
 )
@@ -534,3 +538,84 @@ async def test_a_file_whose_delete_fails_leaves_only_itself(
     if delete == "document":  # its proxy holds it still: deleted again
         await papers[0].async_delete()
         assert await stored() == set() and await chunks.count_documents({}) == 0
+
+
+@pytest.mark.parametrize("kind", ["block", "callback"])
+def test_a_commit_the_loops_end_cuts_short_keeps_the_upload(
+    mongodb_uri: str, kind: str
+) -> None:
+    """A transaction's commit held on the server after it applied (before its
+    reply) when ``asyncio.run()`` ends and cancels it: its outcome is unknown,
+    as a timed-out commit's, and the file put on the other client, which the
+    committed document refers to, is kept (it was deleted as if aborted)."""
+    name, app = f"go_{uuid4().hex[:12]}", f"go-{uuid4().hex[:8]}"
+    hold = "waitAfterCommandFinishesExecution"  # (the commit applied, held)
+    papers: list[GoPaper] = []
+
+    async def connect() -> Any:
+        await connect_async(
+            name, host=mongodb_uri, appname=app, uuidRepresentation="standard"
+        )
+        await connect_async(
+            f"{name}_files",
+            alias=ELSEWHERE,
+            host=mongodb_uri,
+            uuidRepresentation="standard",
+        )
+        return get_async_connection().admin
+
+    async def main() -> None:
+        admin = await connect()
+        await GoPaper.async_ensure_indexes()  # (the collection, before the block)
+
+        async def write() -> None:
+            paper = GoPaper(title="committed")
+            papers.append(paper)
+            await paper.pdf.async_put(b"pdf")
+            await paper.async_save()
+
+        async def block() -> None:
+            if kind == "callback":
+                await async_run_transaction(write)
+                return
+            async with async_run_in_transaction():
+                await write()
+
+        configured = await admin.command(
+            {
+                "configureFailPoint": hold,
+                "mode": "alwaysOn",
+                "data": {"commands": ["commitTransaction"]},
+            }
+        )
+        task = asyncio.ensure_future(block())
+        await admin.command(
+            {
+                "waitForFailPoint": hold,
+                "timesEntered": configured["count"] + 1,
+                "maxTimeMS": 30_000,
+            }
+        )
+        assert not task.done()  # (left to the loop's end)
+
+    async def left() -> tuple[list, list, list]:
+        admin = await connect()
+        await admin.command({"configureFailPoint": hold, "mode": "off"})
+        await Held(admin, app, ["commitTransaction"], 0).ended_on_server()
+        stored_papers = await get_async_connection()[name]["go_paper"].find().to_list()
+        files = get_async_connection(ELSEWHERE)[f"{name}_files"]
+        ids = await files["fs.files"].distinct("_id")
+        chunks = await files["fs.chunks"].distinct("files_id")
+        await get_async_connection().drop_database(name)
+        await get_async_connection(ELSEWHERE).drop_database(f"{name}_files")
+        await disconnect_all_async()
+        return stored_papers, ids, chunks
+
+    try:
+        asyncio.run(main())
+    finally:
+        stored_papers, ids, chunks = asyncio.run(left())
+    [paper], [raw] = papers, stored_papers
+    assert raw["title"] == "committed"
+    assert ids == chunks == [raw["pdf"]]  # the file the committed paper refers to
+    assert paper.pdf.grid_id == raw["pdf"]  # (kept, as after an unknown commit)

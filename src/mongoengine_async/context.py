@@ -614,12 +614,14 @@ def _undo(undos: Journal, unknown: bool = False) -> None:
             undo()
 
 
-def _commit_unknown(task: asyncio.Future[Any]) -> bool:
-    """Whether ``with_transaction`` (its helper ``task``, done) failed with
-    an unknown commit outcome (``UnknownTransactionCommitResult``, also on
-    the error it raised once its time limit passed)."""
+def _commit_unknown(block: _Block) -> bool:
+    """Whether ``with_transaction`` (the ``block``'s helper task, done) failed
+    with an unknown commit outcome (``UnknownTransactionCommitResult``, also
+    on the error it raised once its time limit passed), or was cancelled (by
+    the loop's end) once its commit was on its way, which may have applied."""
+    task = block.task
     if task.cancelled():
-        return False
+        return block.commit_sent()
     error: BaseException | None = task.exception()
     while error is not None:
         if isinstance(error, PyMongoError) and error.has_error_label(_UNKNOWN):
@@ -904,24 +906,26 @@ def _settle_journal(block: _Block | None, undos: Journal) -> None:
     give the instances back what it changed unless it committed (else run
     the :func:`on_commit` steps its caller left before running), then let
     go of the instances the journal holds. A commit in flight when the caller
-    left goes on and may succeed: the instances wait for its outcome. Else
-    it cannot commit any more: they are given back at once, before its
-    abort ended (their next save, which may come first, sends the changes
-    again). (The tasks started meanwhile, PyMongo's monitors on a client's
+    left goes on and may succeed: the instances wait for its outcome (one
+    the loop's end cut short is unknown: the :func:`on_abort` undos are
+    skipped). Else it cannot commit any more: they are given back at once,
+    before its abort ended (their next save, which may come first, sends
+    the changes again). (The tasks started meanwhile, PyMongo's monitors on a client's
     first use, a collection's preparation, keep a copy of this task's
     context, and so the journal, as long as they live.)"""
 
-    def settle(task: asyncio.Future[Any]) -> None:
+    def settle(ended: _Block) -> None:
+        task = ended.task
         if task.cancelled() or task.exception() is not None:
-            _undo(undos, _commit_unknown(task))  # (drops what follows a commit)
+            _undo(undos, _commit_unknown(ended))  # (drops what follows a commit)
         elif steps := _commit_steps(undos):  # (its caller left before them)
             held(_run_steps(steps), _after_commit_steps, _AFTER_COMMIT)
         undos.clear()
 
     if block is not None and block.over():
-        settle(block.task)
+        settle(block)
     elif block is not None and block.committing():
-        block.task.add_done_callback(settle)
+        block.task.add_done_callback(lambda _: settle(block))
     else:
         _undo(undos)
         undos.clear()
@@ -973,6 +977,7 @@ class _Block:
         self._unsure = False  # an operation may be on its way: fence the abort
         self._committing = False  # the caller's code ran: commit it
         self._end = False  # end the session once with_transaction ended
+        self._commit_sent = False  # the callback returned it: the commit follows
         # (The fence's database: the alias may be disconnected meanwhile.)
         self._database = database_of(session.client)
         self._task = asyncio.ensure_future(self._transact(transaction_kwargs))
@@ -1026,7 +1031,7 @@ class _Block:
     async def _callback(self, _: AsyncClientSession) -> Any:
         # Called again: the block's commit failed with a transient error (a
         # block cannot run again), or the caller left.
-        self._committing = False
+        self._committing = self._commit_sent = False
         if self._gone or self._entered.done():
             raise _BlockFailed
         self._entered.set_result(None)
@@ -1044,7 +1049,7 @@ class _Block:
         # A commit that fails, unless its transaction is run again, is fenced:
         # a block that caught its own time-out may leave an operation on its
         # way (the server then knows no transaction yet, and refuses it).
-        self._unsure = True
+        self._unsure = self._commit_sent = True
         return outcome
 
     @property
@@ -1060,6 +1065,12 @@ class _Block:
         """Whether the caller's code ran and ``with_transaction`` commits it
         (it may still fail, and run a callback again)."""
         return self._committing and not self._task.done()
+
+    def commit_sent(self) -> bool:
+        """Whether ``with_transaction`` went on to commit the caller's code
+        (the callback returned it), even if its helper task was cancelled
+        meanwhile (the loop's end): that commit may have applied."""
+        return self._commit_sent
 
     async def over_even_if_cancelled(self) -> None:
         """Wait until ``with_transaction`` ended (its abort, fence or commit),
