@@ -20,6 +20,7 @@ from mongoengine_async import (
     NULLIFY,
     PULL,
     Document,
+    FileField,
     GenericReferenceField,
     IntField,
     LazyReferenceField,
@@ -634,6 +635,58 @@ async def test_document_by_document_queryset_delete_is_one_transaction(
     # Without a transaction the deletes before the failure stayed done.
     assert await DrTxAuthor.objects.async_scalar("name") == ["c"]
     assert await queryset.async_delete() == 1
+
+
+class DrFileAuthor(Document):
+    name = StringField()
+    photo = FileField(collection_name="dr_post_files")
+
+
+class DrFileBook(Document):
+    title = StringField()
+    author = ReferenceField(DrFileAuthor, reverse_delete_rule=CASCADE)
+    scan = FileField(collection_name="dr_post_files")
+
+
+@pytest.mark.parametrize("how", ["document", "queryset"])
+async def test_cascaded_post_delete_raising_still_deletes_the_files(async_alias, how):
+    """transaction=False: a cascaded document's post_delete receiver raising
+    finds the whole cascade written; the files of the deleted documents (its
+    own, the root's) are deleted all the same, then its error is raised (they
+    stayed in GridFS, referenced by no document)."""
+    author = DrFileAuthor(name="Lem")
+    await author.photo.async_put(b"photo")
+    await author.async_save()
+    book = DrFileBook(title="Solaris", author=author)
+    await book.scan.async_put(b"scan")
+    await book.async_save()
+    sent = []
+
+    def boom(sender, document, **kwargs):
+        raise Boom(f"post_delete of {document.title}")
+
+    def root_receiver(sender, document, **kwargs):
+        sent.append(document.name)
+
+    signals.post_delete.connect(boom, sender=DrFileBook)
+    if how == "document":  # (a root receiver: the queryset goes one by one)
+        signals.post_delete.connect(root_receiver, sender=DrFileAuthor)
+    try:
+        with pytest.raises(Boom, match=r"^post_delete of Solaris$"):
+            if how == "document":
+                await author.async_delete(transaction=False)
+            else:
+                await DrFileAuthor.objects(name="Lem").async_delete(transaction=False)
+    finally:
+        signals.post_delete.disconnect(boom, sender=DrFileBook)
+        signals.post_delete.disconnect(root_receiver, sender=DrFileAuthor)
+    db = get_async_db()
+    assert await DrFileAuthor.objects.async_count() == 0
+    assert await DrFileBook.objects.async_count() == 0
+    assert await db["dr_post_files.files"].count_documents({}) == 0
+    assert await db["dr_post_files.chunks"].count_documents({}) == 0
+    # The root is gone: its receivers learn of it, as after a file's failure.
+    assert sent == (["Lem"] if how == "document" else [])
 
 
 @pytest.mark.parametrize("how", ["document", "queryset"])

@@ -152,6 +152,7 @@ async def delete_matching(
     acknowledged = _acknowledged(operation)
     joined = _in_transaction(operation.session)  # the caller's transaction
     files: list = []
+    late: list[Exception] = []  # a cascaded post_delete receiver's error
     committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def delete(run: Operation) -> int | None:  # a fresh plan on each run
@@ -160,6 +161,7 @@ async def delete_matching(
         own_transaction = _in_transaction(run.session) and not joined
         deleted = await plan.run(query, own_transaction and plan.may_go_first(query))
         files[:] = plan.files
+        late[:] = [] if plan.error is None else [plan.error]
         if own_transaction:
             _note_commit(run.session, committed)
         return deleted
@@ -175,6 +177,7 @@ async def delete_matching(
     if not committed.done():  # (the caller's steps after it are its own)
         # (Which follow if cancelled.)
         await _files_of_deleted(delete_files_of_deleted, files, operation, failed)
+        _raise_late(late, failed)
         return deleted if acknowledged else None
     try:
         await _files_of_deleted(delete_files, files, operation, failed)
@@ -182,6 +185,18 @@ async def delete_matching(
         _follow_commit(list(files), operation, followed)
         raise
     return deleted if acknowledged else None
+
+
+def _raise_late(late: list[Exception], failed: list[Exception] | None) -> None:
+    """Raise the error of a cascaded document's ``post_delete`` receiver
+    (``late``: outside a transaction, the cascade written and its files
+    deleted) now, or put it first in ``failed`` when given, for the caller
+    to raise after its own steps (its documents' files, ``post_delete``)."""
+    if not late:
+        return
+    if failed is None:
+        raise late[0]
+    failed.insert(0, late[0])
 
 
 async def _files_of_deleted(
@@ -373,6 +388,8 @@ class _DeletePlan:
         self.root_ids: list = []
         self.files: list = []  # of the cascaded documents, to delete after
         self.deleted: int | None = None  # the roots' count
+        # A post_delete receiver's error once all was written (no transaction).
+        self.error: Exception | None = None
         self.filters: list[tuple[type[Any], dict]] = []
         self.deny_referrers = _deny_referrers(root)
 
@@ -436,12 +453,13 @@ class _DeletePlan:
         ]
         if not root_first:
             steps.append((self._delete_roots, True))
+        written = len(steps)  # (the steps after: the post_delete signals)
         steps += [(functools.partial(_post_delete, each), signal) for each in loaded]
-        await self._apply(steps)
+        await self._apply(steps, written)
         return self.deleted
 
     async def _apply(
-        self, steps: list[tuple[Callable[[], Awaitable[Any]], bool]]
+        self, steps: list[tuple[Callable[[], Awaitable[Any]], bool]], written: int
     ) -> None:
         """Run the ``steps`` in turn, each with whether it is run again when
         cut short. Outside a transaction, cut short by a cancellation (its
@@ -450,10 +468,18 @@ class _DeletePlan:
         a signal) and those after it, and the cascaded documents' files
         deleted, before the cancellation is raised: the writes before it
         were applied, and a delete planned again would not find the
-        documents they deleted (their files, their ``post_delete``)."""
+        documents they deleted (their files, their ``post_delete``). A
+        step from ``written`` on (a ``post_delete``: all was written) that
+        raises outside a transaction ends them: its error is kept in
+        ``self.error``, for the caller to raise once the files are deleted."""
         for number, (step, again) in enumerate(steps):
             try:
                 await step()
+            except Exception as error:
+                if number < written or _in_transaction(self.operation.session):
+                    raise
+                self.error = error  # (the documents are gone: files follow)
+                return
             except asyncio.CancelledError:
                 if _in_transaction(self.operation.session):
                     raise  # (aborted: nothing of it stays)
