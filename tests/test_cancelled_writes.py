@@ -2667,3 +2667,60 @@ def test_a_cascade_cut_short_in_a_pre_delete_receiver_sends_each_signal_once(
     assert sorted(sent) == sorted(
         [("pre", pk) for pk in children] + [("post", pk) for pk in children]
     )
+
+
+def test_a_cascade_cut_short_whose_post_delete_receiver_raises_deletes_its_files(
+    mongodb_uri,
+):
+    """A delete with rules outside a transaction cut short by the loop's end
+    (in a cascaded document's ``pre_delete`` receiver), which goes on as
+    planned, and a cascaded document's ``post_delete`` receiver raising
+    then: the documents are gone, and so are the files of all of them (the
+    cascaded ones' and the roots'). They stayed, orphaned: the receiver's
+    error ended the delete's going on before its files were deleted."""
+    name = f"cw_{uuid4().hex[:12]}"
+    entered: list[asyncio.Event] = []  # (the loop's, made in it)
+
+    async def pre_delete(sender: Any, document: Any, **kwargs: Any) -> None:
+        if not entered[0].is_set():
+            entered[0].set()
+            await asyncio.sleep(3600)  # (until the loop's end cancels it)
+
+    def post_delete(sender: Any, document: Any, **kwargs: Any) -> None:
+        raise RuntimeError("post_delete receiver")
+
+    async def main() -> None:
+        entered.append(asyncio.Event())
+        await connect_async(name, host=mongodb_uri, uuidRepresentation="standard")
+        for number in range(2):
+            root = CwFiledRoot()
+            await root.data.async_put(b"root %d" % number)
+            await root.async_save()
+            child = CwFiledChild(parent=root)
+            await child.data.async_put(b"child %d" % number)
+            await child.async_save()
+        await CwFiledChild.async_ensure_indexes()
+        deleting = CwFiledRoot.objects.async_delete(transaction=False)
+        task = asyncio.ensure_future(deleting)
+        await entered[0].wait()
+        assert not task.done()  # (left to the loop's end)
+
+    async def left() -> tuple[int, int, list, list]:
+        await connect_async(name, host=mongodb_uri, uuidRepresentation="standard")
+        database = get_async_connection()[name]
+        roots = await database["cw_filed_root"].count_documents({})
+        children = await database["cw_filed_child"].count_documents({})
+        files = await database["cw_files.files"].distinct("_id")
+        chunks = await database["cw_files.chunks"].distinct("files_id")
+        await get_async_connection().drop_database(name)
+        await disconnect_all_async()
+        return roots, children, files, chunks
+
+    signals.pre_delete.connect(pre_delete, sender=CwFiledChild)
+    signals.post_delete.connect(post_delete, sender=CwFiledChild)
+    try:
+        asyncio.run(main())
+    finally:
+        signals.pre_delete.disconnect(pre_delete, sender=CwFiledChild)
+        signals.post_delete.disconnect(post_delete, sender=CwFiledChild)
+    assert asyncio.run(left()) == (0, 0, [], [])

@@ -468,26 +468,36 @@ class _DeletePlan:
         a signal) and those after it, and the cascaded documents' files
         deleted, before the cancellation is raised: the writes before it
         were applied, and a delete planned again would not find the
-        documents they deleted (their files, their ``post_delete``). A
-        step from ``written`` on (a ``post_delete``: all was written) that
-        raises outside a transaction ends them: its error is kept in
-        ``self.error``, for the caller to raise once the files are deleted."""
+        documents they deleted (their files, their ``post_delete``). Steps
+        from ``written`` on are the ``post_delete`` signals (see :meth:`_step`)."""
         for number, (step, again) in enumerate(steps):
             try:
-                await step()
-            except Exception as error:
-                if number < written or _in_transaction(self.operation.session):
-                    raise
-                self.error = error  # (the documents are gone: files follow)
-                return
+                if not await self._step(step, number >= written):
+                    return
             except asyncio.CancelledError:
                 if _in_transaction(self.operation.session):
                     raise  # (aborted: nothing of it stays)
-                for rest, _ in steps[number if again else number + 1 :]:
-                    await rest()
+                start = number if again else number + 1
+                for later, (rest, _) in enumerate(steps[start:], start):
+                    if not await self._step(rest, later >= written):
+                        break  # (its error dropped: the loop is ending)
                 alone = replace(self.operation, session=None)
                 await delete_files(self.files, alone, surely=True)
                 raise
+
+    async def _step(self, step: Callable[[], Awaitable[Any]], written: bool) -> bool:
+        """``await step()``; whether the steps go on. One run once all was
+        ``written`` (a ``post_delete``) that raises outside a transaction ends
+        them: its error is kept in ``self.error``, for the caller to raise
+        once the files of the documents, gone, are deleted."""
+        try:
+            await step()
+        except Exception as error:
+            if not written or _in_transaction(self.operation.session):
+                raise
+            self.error = error
+            return False
+        return True
 
     async def _delete_roots(self) -> None:
         """Delete the root documents, by the ids planned."""
