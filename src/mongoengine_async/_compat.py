@@ -43,6 +43,7 @@ from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
+from pymongo.asynchronous.topology import Topology
 from pymongo.cursor_shared import _CURSOR_CLOSED_ERRORS as CURSOR_CLOSED_ERRORS
 from pymongo.helpers_shared import _RETRYABLE_ERROR_CODES as RETRYABLE_ERROR_CODES
 from pymongo.synchronous.cursor import Cursor
@@ -236,6 +237,11 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     # Where it binds itself (its first operation's): a client given outside
     # any loop becomes that loop's there (connection._adopted_when_bound).
     (AsyncMongoClient, "_get_topology"),
+    # The server a change stream's replaced cursor was read from, asked for
+    # before it is killed (change_streams._kill_replaced).
+    (AsyncMongoClient, "_topology"),
+    (Topology, "select_server_by_address"),
+    (AsyncCommandCursor, "_collection"),
     # A DBRef's slots, copied into a reference proxy.
     (DBRef, "_DBRef__collection"),
     (DBRef, "_DBRef__id"),
