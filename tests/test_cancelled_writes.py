@@ -16,7 +16,7 @@ import gc
 import sys
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from uuid import uuid4
@@ -1925,6 +1925,77 @@ async def test_a_cancelled_delete_with_rules_on_the_callers_session_outside_one(
     assert await stored(other) == {"_id": other.pk, "a": 0, "b": 0}
 
 
+BLOCKED = {"blockConnection": True, "blockTimeMS": BLOCK_MS}
+
+
+async def fail_point_on(
+    admin: Any, app: str, command: str, times: int = 1, **data: Any
+) -> int:
+    """Set the fail point on the next ``times`` ``command`` of application
+    ``app``, with ``data`` (a block, an error, a namespace); the number of
+    times it was entered so far (a :class:`Held`'s start)."""
+    data = {"failCommands": [command], **data, "appName": app}
+    configured = await admin.command(
+        {"configureFailPoint": "failCommand", "mode": {"times": times}, "data": data}
+    )
+    return configured["count"]
+
+
+async def connect_own_app(name: str, mongodb_uri: str, app: str) -> Any:
+    """Connect alias "default" to database ``name`` as application ``app``
+    (the fail point's), without retryable writes, in a test's own loop; the
+    client's admin database."""
+    await connect_async(
+        name,
+        host=mongodb_uri,
+        appname=app,
+        retryWrites=False,
+        uuidRepresentation="standard",
+    )
+    return get_async_connection().admin
+
+
+async def fail_point_off_once_ended(admin: Any, app: str, command: str) -> None:
+    """Turn the fail point off once ``app``'s held ``command`` ended on the
+    server (turning it off first would wait for the block)."""
+    await Held(admin, app, [command], 0).ended_on_server()
+    await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+
+
+async def files_left(database: Any) -> tuple[list[Any], list[Any]]:
+    """The ids of the files left in ``cw_files`` and the files_id of its
+    chunks; then drop ``database`` and disconnect (a test's last loop)."""
+    files = await database["cw_files.files"].distinct("_id")
+    chunks = await database["cw_files.chunks"].distinct("files_id")
+    await database.client.drop_database(database.name)
+    await disconnect_all_async()
+    return files, chunks
+
+
+async def roots_left(database: Any) -> tuple[int, int, list[Any], list[Any]]:
+    """The numbers of CwFiledRoot and CwFiledChild left, then
+    :func:`files_left`."""
+    roots = await database["cw_filed_root"].count_documents({})
+    children = await database["cw_filed_child"].count_documents({})
+    files, chunks = await files_left(database)
+    return roots, children, files, chunks
+
+
+async def roots_with_children() -> tuple[list[CwFiledRoot], list[Any]]:
+    """Two saved CwFiledRoot, each with a CwFiledChild cascading from it, all
+    with a file; the roots, and the pks of the children."""
+    roots, children = [], []
+    for number in range(2):
+        root = CwFiledRoot()
+        await root.data.async_put(b"root %d" % number)
+        roots.append(await root.async_save())
+        child = CwFiledChild(parent=root)
+        await child.data.async_put(b"child %d" % number)
+        children.append((await child.async_save()).pk)
+    await CwFiledChild.async_ensure_indexes()
+    return roots, children
+
+
 @pytest.mark.parametrize("receiver", [False, True], ids=["", "post_delete"])
 @pytest.mark.parametrize("held_delete", [0, 1], ids=["documents", "first-file"])
 @pytest.mark.parametrize("kind", ["document", "queryset"])
@@ -1944,13 +2015,7 @@ def test_a_delete_going_on_as_its_loop_ends_deletes_the_files(
         sent.append(document.pk)
 
     async def main() -> list[Any]:
-        await connect_async(
-            name,
-            host=mongodb_uri,
-            appname=app,
-            retryWrites=False,
-            uuidRepresentation="standard",
-        )
+        await connect_own_app(name, mongodb_uri, app)
         documents = []
         for number in range(3):
             document = CwFiled()
@@ -1964,38 +2029,20 @@ def test_a_delete_going_on_as_its_loop_ends_deletes_the_files(
         # Held once (turning the fail point off would wait for the block).
         admin = get_async_connection().admin
         collection = "cw_files.files" if held_delete else "cw_filed"
-        data = {
-            "failCommands": ["delete"],
-            "blockConnection": True,
-            "blockTimeMS": BLOCK_MS,
-            "namespace": f"{name}.{collection}",
-            "appName": app,
-        }
-        configured = await admin.command(
-            {"configureFailPoint": "failCommand", "mode": {"times": 1}, "data": data}
+        count = await fail_point_on(
+            admin, app, "delete", **BLOCKED, namespace=f"{name}.{collection}"
         )
         task = asyncio.ensure_future(work())
-        await Held(admin, app, ["delete"], configured["count"]).reached_server()
+        await Held(admin, app, ["delete"], count).reached_server()
         assert not task.done()  # (left to the loop's end)
         return [document.pk for document in documents]
 
     async def left() -> tuple[list, list, list, list]:
-        await connect_async(
-            name,
-            host=mongodb_uri,
-            appname=app,
-            retryWrites=False,
-            uuidRepresentation="standard",
-        )
+        admin = await connect_own_app(name, mongodb_uri, app)
         database = get_async_connection()[name]
-        admin = database.client.admin
-        await Held(admin, app, ["delete"], 0).ended_on_server()
-        await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        await fail_point_off_once_ended(admin, app, "delete")
         kept = await database["cw_filed"].find().sort("_id").to_list()
-        files = await database["cw_files.files"].distinct("_id")
-        chunks = await database["cw_files.chunks"].distinct("files_id")
-        await get_async_connection().drop_database(name)
-        await disconnect_all_async()
+        files, chunks = await files_left(database)
         pks = [raw["_id"] for raw in kept]
         return pks, sorted(raw["data"] for raw in kept), sorted(files), sorted(chunks)
 
@@ -2026,14 +2073,7 @@ async def test_a_queryset_delete_with_rules_cancelled_midway_deletes_the_files(
     the session were done; the files, outside it, follow).
     It stopped there: the children gone, the roots kept, the children's
     files orphaned."""
-    for number in range(2):
-        root = CwFiledRoot()
-        await root.data.async_put(b"root %d" % number)
-        await root.async_save()
-        child = CwFiledChild(parent=root)
-        await child.data.async_put(b"child %d" % number)
-        await child.async_save()
-    await CwFiledChild.async_ensure_indexes()
+    await roots_with_children()
     database = CwFiledRoot._get_collection().database
     async with contextlib.AsyncExitStack() as stack:
         session = None
@@ -2069,6 +2109,66 @@ async def no_file_left() -> None:
         await asyncio.sleep(0.02)
 
 
+async def shelf_with_a_copy() -> CwShelf:
+    """A saved CwShelf and a CwCopy cascading from it, each with a scan file."""
+    shelf = CwShelf()
+    await shelf.scan.async_put(b"shelf")
+    await shelf.async_save()
+    copy = CwCopy(shelf=shelf)
+    await copy.scan.async_put(b"copy")
+    await copy.async_save()
+    await CwCopy.async_ensure_indexes()
+    return shelf
+
+
+def deleting_shelf(shelf: CwShelf, kind: str) -> Callable[[], Awaitable[Any]]:
+    """The delete of ``shelf``: the document's, or (``kind`` "queryset") that
+    of a queryset matching it alone."""
+    if kind == "document":
+        return shelf.async_delete
+    return CwShelf.objects(pk=shelf.pk).async_delete
+
+
+async def rack_with_a_copy() -> tuple[CwRack, CwRackCopy]:
+    """A saved CwRack and a CwRackCopy cascading from it, each with a scan
+    file (the copy's in a bucket of its own)."""
+    rack = CwRack()
+    await rack.scan.async_put(b"rack")
+    await rack.async_save()
+    copy = CwRackCopy(rack=rack)
+    await copy.scan.async_put(b"copy")
+    await copy.async_save()
+    await CwRackCopy.async_ensure_indexes()
+    return rack, copy
+
+
+@contextlib.contextmanager
+def post_delete_pks(sender: type, connected: bool = True) -> Iterator[list]:
+    """The pks of the ``sender`` documents post_delete is sent for while the
+    block runs (none noted unless ``connected``: a test's other case)."""
+    sent: list = []
+
+    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    if connected:
+        signals.post_delete.connect(post_delete, sender=sender)
+    try:
+        yield sent
+    finally:
+        signals.post_delete.disconnect(post_delete, sender=sender)
+
+
+async def cancel_when_held(held: Held, work: Callable[[], Awaitable[Any]]) -> None:
+    """Run ``work`` in a task, cancel it once its command is ``held`` on the
+    server, and check it ends cancelled."""
+    task = asyncio.ensure_future(work())
+    await held.reached_server()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 @pytest.mark.parametrize("delete", ["document", "queryset"])
 async def test_a_cascade_cancelled_while_its_commit_is_on_its_way(app, delete):
     """A cascade's caller cancelled while the commit of its own transaction
@@ -2077,37 +2177,15 @@ async def test_a_cascade_cancelled_while_its_commit_is_on_its_way(app, delete):
     delete that landed: the files of the deleted documents, cascaded ones
     too, are deleted, then post_delete is sent. They were left (orphaned)
     and the signal never sent."""
-    shelf = CwShelf()
-    await shelf.scan.async_put(b"shelf")
-    await shelf.async_save()
-    copy = CwCopy(shelf=shelf)
-    await copy.scan.async_put(b"copy")
-    await copy.async_save()
-    await CwCopy.async_ensure_indexes()
-    sent: list = []
-
-    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
-        sent.append(document.pk)
-
-    if delete == "document":
-        signals.post_delete.connect(post_delete, sender=CwShelf)
-        deleting: Callable[[], Awaitable[Any]] = shelf.async_delete
-    else:
-        deleting = CwShelf.objects(pk=shelf.pk).async_delete
-    try:
+    shelf = await shelf_with_a_copy()
+    with post_delete_pks(CwShelf, delete == "document") as sent:
         async with blocked(app, "commitTransaction") as held:
-            task = asyncio.ensure_future(deleting())
-            await held.reached_server()
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+            await cancel_when_held(held, deleting_shelf(shelf, delete))
             await held.ended_on_server()
         # The last steps: the files' deletes (their chunks last), post_delete.
         await asyncio.wait_for(no_file_left(), 10)
         if delete == "document":
             await asyncio.wait_for(until(lambda: bool(sent)), 10)
-    finally:
-        signals.post_delete.disconnect(post_delete, sender=CwShelf)
     assert sent == ([shelf.pk] if delete == "document" else [])
     assert await CwShelf.objects.async_count() == 0
     assert await CwCopy.objects.async_count() == 0
@@ -2119,36 +2197,14 @@ async def test_a_cascade_cancelled_while_it_deletes_the_cascaded_files(app, dele
     deletes the files of the cascaded documents: those deletes go on, and so
     do the steps after: the document's own file (the matched documents' for a
     queryset), then post_delete. Only the cascaded ones' went on."""
-    shelf = CwShelf()
-    await shelf.scan.async_put(b"shelf")
-    await shelf.async_save()
-    copy = CwCopy(shelf=shelf)
-    await copy.scan.async_put(b"copy")
-    await copy.async_save()
-    await CwCopy.async_ensure_indexes()
-    sent: list = []
-
-    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
-        sent.append(document.pk)
-
-    if delete == "document":
-        signals.post_delete.connect(post_delete, sender=CwShelf)
-        deleting: Callable[[], Awaitable[Any]] = shelf.async_delete
-    else:
-        deleting = CwShelf.objects(pk=shelf.pk).async_delete
-    try:
+    shelf = await shelf_with_a_copy()
+    with post_delete_pks(CwShelf, delete == "document") as sent:
         # The two deletes of the transaction pass, the files' are held.
         async with held_on_server(app, "delete", BLOCK_MS, skip=2) as held:
-            task = asyncio.ensure_future(deleting())
-            await held.reached_server()
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+            await cancel_when_held(held, deleting_shelf(shelf, delete))
             await asyncio.wait_for(no_file_left(), 10)
             if delete == "document":
                 await asyncio.wait_for(until(lambda: bool(sent)), 10)
-    finally:
-        signals.post_delete.disconnect(post_delete, sender=CwShelf)
     assert sent == ([shelf.pk] if delete == "document" else [])
     assert await CwCopy.objects.async_count() == 0
 
@@ -2167,57 +2223,24 @@ def test_a_cascade_whose_commit_is_on_its_way_as_its_loop_ends(mongodb_uri, kind
     def post_delete(sender: Any, document: Any, **kwargs: Any) -> None:
         sent.append(document.pk)
 
-    async def connect() -> Any:
-        await connect_async(
-            name,
-            host=mongodb_uri,
-            appname=app,
-            retryWrites=False,
-            uuidRepresentation="standard",
-        )
-        return get_async_connection().admin
-
     async def main() -> None:
-        admin = await connect()
-        shelf = CwShelf()
-        await shelf.scan.async_put(b"shelf")
-        await shelf.async_save()
-        copy = CwCopy(shelf=shelf)
-        await copy.scan.async_put(b"copy")
-        await copy.async_save()
-        await CwCopy.async_ensure_indexes()
-        work = (
-            shelf.async_delete
-            if kind == "document"
-            else CwShelf.objects(pk=shelf.pk).async_delete
-        )
-        data = {
-            "failCommands": ["commitTransaction"],
-            "blockConnection": True,
-            "blockTimeMS": BLOCK_MS,
-            "appName": app,
-        }
-        configured = await admin.command(
-            {"configureFailPoint": "failCommand", "mode": {"times": 1}, "data": data}
-        )
+        admin = await connect_own_app(name, mongodb_uri, app)
+        work = deleting_shelf(await shelf_with_a_copy(), kind)
+        count = await fail_point_on(admin, app, "commitTransaction", **BLOCKED)
         task = asyncio.ensure_future(work())
-        held = Held(admin, app, ["commitTransaction"], configured["count"])
+        held = Held(admin, app, ["commitTransaction"], count)
         await held.reached_server()
         assert not task.done()  # (left to the loop's end)
 
     async def left() -> tuple[int, int, list, list]:
-        admin = await connect()
-        await Held(admin, app, ["commitTransaction"], 0).ended_on_server()
-        await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        admin = await connect_own_app(name, mongodb_uri, app)
+        await fail_point_off_once_ended(admin, app, "commitTransaction")
         database = get_async_connection()[name]
         counts = (
             await database["cw_shelf"].count_documents({}),
             await database["cw_copy"].count_documents({}),
         )
-        files = await database["cw_files.files"].distinct("_id")
-        chunks = await database["cw_files.chunks"].distinct("files_id")
-        await get_async_connection().drop_database(name)
-        await disconnect_all_async()
+        files, chunks = await files_left(database)
         return *counts, files, chunks
 
     if kind == "document":  # (a queryset's: one command, no delete_each)
@@ -2238,30 +2261,12 @@ async def test_a_one_by_one_cascade_cancelled_while_its_commit_is_on_its_way(app
     cancelled: the documents' files were deleted in that transaction (and
     post_delete sent in it, as in a transaction of the caller's), so they go
     with the commit."""
-    shelf = CwShelf()
-    await shelf.scan.async_put(b"shelf")
-    await shelf.async_save()
-    copy = CwCopy(shelf=shelf)
-    await copy.scan.async_put(b"copy")
-    await copy.async_save()
-    await CwCopy.async_ensure_indexes()
-    sent: list = []
-
-    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
-        sent.append(document.pk)
-
-    signals.post_delete.connect(post_delete, sender=CwShelf)
-    try:
+    shelf = await shelf_with_a_copy()
+    with post_delete_pks(CwShelf) as sent:
         async with blocked(app, "commitTransaction") as held:
-            task = asyncio.ensure_future(CwShelf.objects(pk=shelf.pk).async_delete())
-            await held.reached_server()
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+            await cancel_when_held(held, deleting_shelf(shelf, "queryset"))
             await held.ended_on_server()
         await asyncio.wait_for(no_file_left(), 10)
-    finally:
-        signals.post_delete.disconnect(post_delete, sender=CwShelf)
     assert sent == [shelf.pk]
     assert await CwShelf.objects.async_count() == 0
     assert await CwCopy.objects.async_count() == 0
@@ -2275,13 +2280,7 @@ async def test_a_cancelled_cascade_sends_post_delete_once_the_cascaded_files_are
     follow those deletes, as they do after a delete that returned. They ran
     at once, beside them: post_delete came while the cascaded file (its
     delete held on the server) was still there."""
-    rack = CwRack()
-    await rack.scan.async_put(b"rack")
-    await rack.async_save()
-    copy = CwRackCopy(rack=rack)
-    await copy.scan.async_put(b"copy")
-    await copy.async_save()
-    await CwRackCopy.async_ensure_indexes()
+    rack, _ = await rack_with_a_copy()
     database = get_async_db()
     copy_files = database["cw_copy_files.files"]
     seen: list = []
@@ -2290,22 +2289,16 @@ async def test_a_cancelled_cascade_sends_post_delete_once_the_cascaded_files_are
         seen.append(await copy_files.count_documents({}))
 
     admin = get_async_connection().admin
-    data = {
-        "failCommands": ["delete"],
-        "blockConnection": True,
-        "blockTimeMS": BLOCK_MS,
-        "namespace": f"{database.name}.cw_copy_files.files",
-        "appName": app,
-    }
     # The cascaded file's delete (cut short by the cancellation), then its
     # delete sent again by what follows.
-    configured = await admin.command(
-        {"configureFailPoint": "failCommand", "mode": {"times": 2}, "data": data}
+    namespace = f"{database.name}.cw_copy_files.files"
+    count = await fail_point_on(
+        admin, app, "delete", times=2, **BLOCKED, namespace=namespace
     )
     signals.post_delete.connect(post_delete, sender=CwRack)
     try:
         task = asyncio.ensure_future(rack.async_delete())
-        await Held(admin, app, ["delete"], configured["count"]).reached_server()
+        await Held(admin, app, ["delete"], count).reached_server()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -2329,41 +2322,22 @@ async def test_a_cascade_whose_cascaded_file_delete_fails_deletes_its_own(
     deleted (the matched documents' for a queryset) and post_delete sent,
     then the error is raised. It raised at once: the document's file stayed,
     orphaned, and post_delete was never sent."""
-    rack = CwRack()
-    await rack.scan.async_put(b"rack")
-    await rack.async_save()
-    copy = CwRackCopy(rack=rack)
-    await copy.scan.async_put(b"copy")
-    await copy.async_save()
-    await CwRackCopy.async_ensure_indexes()
+    rack, copy = await rack_with_a_copy()
     database = get_async_db()
-    sent: list = []
-
-    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
-        sent.append(document.pk)
-
     admin = get_async_connection().admin
-    data = {
-        "failCommands": ["delete"],
-        "errorCode": 2,
-        "namespace": f"{database.name}.cw_copy_files.files",
-        "appName": app,
-    }
-    await admin.command(
-        {"configureFailPoint": "failCommand", "mode": {"times": 1}, "data": data}
-    )
+    namespace = f"{database.name}.cw_copy_files.files"
+    await fail_point_on(admin, app, "delete", errorCode=2, namespace=namespace)
     if kind == "document":
-        signals.post_delete.connect(post_delete, sender=CwRack)
         deleting = functools.partial(rack.async_delete, transaction=transaction)
     else:
         deleting = functools.partial(
             CwRack.objects(pk=rack.pk).async_delete, transaction=transaction
         )
     try:
-        with pytest.raises(pymongo.errors.OperationFailure) as error:
-            await deleting()
+        with post_delete_pks(CwRack, kind == "document") as sent:
+            with pytest.raises(pymongo.errors.OperationFailure) as error:
+                await deleting()
     finally:
-        signals.post_delete.disconnect(post_delete, sender=CwRack)
         await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     assert error.value.code == 2
     assert sent == ([rack.pk] if kind == "document" else [])
@@ -2383,36 +2357,19 @@ def test_a_queryset_delete_resent_as_its_loop_ends_spares_a_later_match(mongodb_
     name = f"cw_{uuid4().hex[:12]}"
     app = f"cw-{uuid4().hex[:8]}"
 
-    async def connect() -> None:
-        await connect_async(
-            name,
-            host=mongodb_uri,
-            appname=app,
-            retryWrites=False,
-            uuidRepresentation="standard",
-        )
-
     async def main() -> Any:
-        await connect()
+        await connect_own_app(name, mongodb_uri, app)
         for number in range(2):
             document = CwFiled()
             await document.data.async_put(b"contents %d" % number)
             await document.async_save()
         # The first delete held, then failing: only the resend deletes.
         admin = get_async_connection().admin
-        data = {
-            "failCommands": ["delete"],
-            "blockConnection": True,
-            "blockTimeMS": BLOCK_MS,
-            "errorCode": 2,
-            "namespace": f"{name}.cw_filed",
-            "appName": app,
-        }
-        configured = await admin.command(
-            {"configureFailPoint": "failCommand", "mode": {"times": 1}, "data": data}
+        count = await fail_point_on(
+            admin, app, "delete", **BLOCKED, errorCode=2, namespace=f"{name}.cw_filed"
         )
         task = asyncio.ensure_future(CwFiled.objects.async_delete())
-        await Held(admin, app, ["delete"], configured["count"]).reached_server()
+        await Held(admin, app, ["delete"], count).reached_server()
         later = CwFiled()
         await later.data.async_put(b"later")
         await later.async_save()
@@ -2420,16 +2377,11 @@ def test_a_queryset_delete_resent_as_its_loop_ends_spares_a_later_match(mongodb_
         return later.pk
 
     async def left() -> tuple[list, list, list, list]:
-        await connect()
+        admin = await connect_own_app(name, mongodb_uri, app)
         database = get_async_connection()[name]
-        admin = database.client.admin
-        await Held(admin, app, ["delete"], 0).ended_on_server()
-        await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        await fail_point_off_once_ended(admin, app, "delete")
         kept = await database["cw_filed"].find().to_list()
-        files = await database["cw_files.files"].distinct("_id")
-        chunks = await database["cw_files.chunks"].distinct("files_id")
-        await get_async_connection().drop_database(name)
-        await disconnect_all_async()
+        files, chunks = await files_left(database)
         return kept, [raw["data"] for raw in kept], files, chunks
 
     try:
@@ -2461,36 +2413,12 @@ def test_a_cascade_cut_short_as_its_loop_ends_finishes_what_it_planned(
     def post_delete(sender: Any, document: Any, **kwargs: Any) -> None:
         sent.append(("post", document.pk))
 
-    async def connect() -> None:
-        await connect_async(
-            name,
-            host=mongodb_uri,
-            appname=app,
-            retryWrites=False,
-            uuidRepresentation="standard",
-        )
-
     async def main() -> list[Any]:
-        await connect()
-        roots, children = [], []
-        for number in range(2):
-            root = CwFiledRoot()
-            await root.data.async_put(b"root %d" % number)
-            roots.append(await root.async_save())
-            child = CwFiledChild(parent=root)
-            await child.data.async_put(b"child %d" % number)
-            children.append((await child.async_save()).pk)
-        await CwFiledChild.async_ensure_indexes()
+        await connect_own_app(name, mongodb_uri, app)
+        roots, children = await roots_with_children()
         admin = get_async_connection().admin
-        data = {
-            "failCommands": ["delete"],
-            "blockConnection": True,
-            "blockTimeMS": BLOCK_MS,
-            "namespace": f"{name}.cw_filed_root",
-            "appName": app,
-        }
-        configured = await admin.command(
-            {"configureFailPoint": "failCommand", "mode": {"times": 1}, "data": data}
+        count = await fail_point_on(
+            admin, app, "delete", **BLOCKED, namespace=f"{name}.cw_filed_root"
         )
         work = (
             functools.partial(roots[0].async_delete, transaction=False)
@@ -2498,23 +2426,15 @@ def test_a_cascade_cut_short_as_its_loop_ends_finishes_what_it_planned(
             else functools.partial(CwFiledRoot.objects.async_delete, transaction=False)
         )
         task = asyncio.ensure_future(work())
-        await Held(admin, app, ["delete"], configured["count"]).reached_server()
+        await Held(admin, app, ["delete"], count).reached_server()
         assert not task.done()  # (left to the loop's end)
         return children[:1] if kind == "document" else children
 
     async def left() -> tuple[int, int, list, list]:
-        await connect()
+        admin = await connect_own_app(name, mongodb_uri, app)
         database = get_async_connection()[name]
-        admin = database.client.admin
-        await Held(admin, app, ["delete"], 0).ended_on_server()
-        await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
-        roots = await database["cw_filed_root"].count_documents({})
-        children = await database["cw_filed_child"].count_documents({})
-        files = await database["cw_files.files"].distinct("_id")
-        chunks = await database["cw_files.chunks"].distinct("files_id")
-        await get_async_connection().drop_database(name)
-        await disconnect_all_async()
-        return roots, children, files, chunks
+        await fail_point_off_once_ended(admin, app, "delete")
+        return await roots_left(database)
 
     if receiver:
         signals.pre_delete.connect(pre_delete, sender=CwFiledChild)
@@ -2548,52 +2468,30 @@ def test_the_files_follow_up_cut_short_as_its_loop_ends_sends_post_delete(
     def post_delete(sender: Any, document: Any, **kwargs: Any) -> None:
         sent.append((document.pk, kwargs))
 
-    async def connect() -> None:
-        await connect_async(
-            name,
-            host=mongodb_uri,
-            appname=app,
-            retryWrites=False,
-            uuidRepresentation="standard",
-        )
-
     async def main() -> Any:
-        await connect()
+        await connect_own_app(name, mongodb_uri, app)
         document = CwFiled()
         await document.data.async_put(b"contents")
         await document.async_save()
         admin = get_async_connection().admin
-        data = {
-            "failCommands": ["delete"],
-            "blockConnection": True,
-            "blockTimeMS": BLOCK_MS,
-            "appName": app,
-        }
-        configured = await admin.command(
-            {"configureFailPoint": "failCommand", "mode": {"times": 2}, "data": data}
-        )
+        count = await fail_point_on(admin, app, "delete", times=2, **BLOCKED)
         task = asyncio.ensure_future(
             document.async_delete(signal_kwargs={"why": "test"})
         )
-        await Held(admin, app, ["delete"], configured["count"]).reached_server()
+        await Held(admin, app, ["delete"], count).reached_server()
         task.cancel()  # (the document's delete goes on)
         with pytest.raises(asyncio.CancelledError):
             await task
         # Its file's delete, in the follow-up task, held as the loop ends.
-        await Held(admin, app, ["delete"], configured["count"] + 1).reached_server()
+        await Held(admin, app, ["delete"], count + 1).reached_server()
         return document.pk
 
     async def left() -> tuple[int, list, list]:
-        await connect()
+        admin = await connect_own_app(name, mongodb_uri, app)
         database = get_async_connection()[name]
-        admin = database.client.admin
-        await Held(admin, app, ["delete"], 0).ended_on_server()
-        await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        await fail_point_off_once_ended(admin, app, "delete")
         kept = await database["cw_filed"].count_documents({})
-        files = await database["cw_files.files"].distinct("_id")
-        chunks = await database["cw_files.chunks"].distinct("files_id")
-        await get_async_connection().drop_database(name)
-        await disconnect_all_async()
+        files, chunks = await files_left(database)
         return kept, files, chunks
 
     signals.post_delete.connect(post_delete, sender=CwFiled)
@@ -2630,15 +2528,7 @@ def test_a_cascade_cut_short_in_a_pre_delete_receiver_sends_each_signal_once(
     async def main() -> list[Any]:
         entered.append(asyncio.Event())
         await connect_async(name, host=mongodb_uri, uuidRepresentation="standard")
-        children = []
-        for number in range(2):
-            root = CwFiledRoot()
-            await root.data.async_put(b"root %d" % number)
-            await root.async_save()
-            child = CwFiledChild(parent=root)
-            await child.data.async_put(b"child %d" % number)
-            children.append((await child.async_save()).pk)
-        await CwFiledChild.async_ensure_indexes()
+        _, children = await roots_with_children()
         deleting = CwFiledRoot.objects.async_delete(transaction=False)
         task = asyncio.ensure_future(deleting)
         await entered[0].wait()
@@ -2648,13 +2538,7 @@ def test_a_cascade_cut_short_in_a_pre_delete_receiver_sends_each_signal_once(
     async def left() -> tuple[int, int, list, list]:
         await connect_async(name, host=mongodb_uri, uuidRepresentation="standard")
         database = get_async_connection()[name]
-        roots = await database["cw_filed_root"].count_documents({})
-        children = await database["cw_filed_child"].count_documents({})
-        files = await database["cw_files.files"].distinct("_id")
-        chunks = await database["cw_files.chunks"].distinct("files_id")
-        await get_async_connection().drop_database(name)
-        await disconnect_all_async()
-        return roots, children, files, chunks
+        return await roots_left(database)
 
     signals.pre_delete.connect(pre_delete, sender=CwFiledChild)
     signals.post_delete.connect(post_delete, sender=CwFiledChild)
@@ -2692,14 +2576,7 @@ def test_a_cascade_cut_short_whose_post_delete_receiver_raises_deletes_its_files
     async def main() -> None:
         entered.append(asyncio.Event())
         await connect_async(name, host=mongodb_uri, uuidRepresentation="standard")
-        for number in range(2):
-            root = CwFiledRoot()
-            await root.data.async_put(b"root %d" % number)
-            await root.async_save()
-            child = CwFiledChild(parent=root)
-            await child.data.async_put(b"child %d" % number)
-            await child.async_save()
-        await CwFiledChild.async_ensure_indexes()
+        await roots_with_children()
         deleting = CwFiledRoot.objects.async_delete(transaction=False)
         task = asyncio.ensure_future(deleting)
         await entered[0].wait()
@@ -2708,13 +2585,7 @@ def test_a_cascade_cut_short_whose_post_delete_receiver_raises_deletes_its_files
     async def left() -> tuple[int, int, list, list]:
         await connect_async(name, host=mongodb_uri, uuidRepresentation="standard")
         database = get_async_connection()[name]
-        roots = await database["cw_filed_root"].count_documents({})
-        children = await database["cw_filed_child"].count_documents({})
-        files = await database["cw_files.files"].distinct("_id")
-        chunks = await database["cw_files.chunks"].distinct("files_id")
-        await get_async_connection().drop_database(name)
-        await disconnect_all_async()
-        return roots, children, files, chunks
+        return await roots_left(database)
 
     signals.pre_delete.connect(pre_delete, sender=CwFiledChild)
     signals.post_delete.connect(post_delete, sender=CwFiledChild)
