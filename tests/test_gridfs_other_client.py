@@ -336,6 +336,34 @@ async def test_a_task_that_outlived_its_block_deletes_its_file_at_once(
     assert grid_id not in await stored()
 
 
+def outliving_delete(
+    delete: Callable[[], Awaitable[Any]], grid_id: Any, rollback: bool = False
+) -> tuple[Callable[[], Awaitable[None]], list[asyncio.Task], list[bool]]:
+    """A callback for async_run_transaction whose first attempt starts a task
+    that runs ``delete`` once that attempt is over, then fails transiently;
+    the next waits for the task, notes whether ``grid_id`` was still stored
+    then (in the list returned), and raises Rollback if ``rollback``."""
+    attempt_over = asyncio.Event()
+    tasks: list[asyncio.Task] = []
+    during: list[bool] = []
+
+    async def outlive() -> None:
+        await attempt_over.wait()
+        await delete()
+
+    async def write() -> None:
+        if not tasks:
+            tasks.append(asyncio.create_task(outlive()))
+            raise transient()
+        attempt_over.set()
+        await asyncio.wait(tasks)
+        during.append(grid_id in await stored())
+        if rollback:
+            raise Rollback
+
+    return write, tasks, during
+
+
 @pytest.mark.parametrize("outcome", ["committed", "aborted"])
 async def test_a_task_that_outlived_its_attempt_deletes_its_file_at_once(
     elsewhere: str, outcome: str
@@ -348,24 +376,9 @@ async def test_a_task_that_outlived_its_attempt_deletes_its_file_at_once(
     file stayed, the proxy empty)."""
     proxy = await GoPaper.pdf.async_put(b"a draft")
     grid_id = proxy.grid_id
-    attempt_over = asyncio.Event()
-    tasks: list[asyncio.Task] = []
-    during: list[bool] = []
-
-    async def outlive() -> None:
-        await attempt_over.wait()
-        await proxy.async_delete()
-
-    async def write() -> None:
-        if not tasks:
-            tasks.append(asyncio.create_task(outlive()))
-            raise transient()
-        attempt_over.set()
-        await asyncio.wait(tasks)
-        during.append(grid_id in await stored())
-        if outcome == "aborted":
-            raise Rollback
-
+    write, tasks, during = outliving_delete(
+        proxy.async_delete, grid_id, rollback=outcome == "aborted"
+    )
     with contextlib.suppress(Rollback):
         await async_run_transaction(write)
     [task] = tasks
@@ -388,22 +401,7 @@ async def test_a_task_that_outlived_an_inner_attempt_is_in_the_outer_block(
     gone although the block aborted."""
     proxy = await GoPaper.pdf.async_put(b"a draft")
     grid_id = proxy.grid_id
-    attempt_over = asyncio.Event()
-    tasks: list[asyncio.Task] = []
-    during: list[bool] = []
-
-    async def outlive() -> None:
-        await attempt_over.wait()
-        await proxy.async_delete()
-
-    async def write() -> None:
-        if not tasks:
-            tasks.append(asyncio.create_task(outlive()))
-            raise transient()
-        attempt_over.set()
-        await asyncio.wait(tasks)
-        during.append(grid_id in await stored())
-
+    write, tasks, during = outliving_delete(proxy.async_delete, grid_id)
     with contextlib.suppress(Rollback):
         async with async_run_in_transaction(other_alias):
             await async_run_transaction(write)
@@ -433,22 +431,7 @@ async def test_a_task_that_outlived_its_attempt_deletes_a_documents_file_at_once
     sends nothing on that session)."""
     paper = await saved_paper()
     grid_id = paper.pdf.grid_id
-    attempt_over = asyncio.Event()
-    tasks: list[asyncio.Task] = []
-    during: list[bool] = []
-
-    async def outlive() -> None:
-        await attempt_over.wait()
-        await paper.pdf.async_delete()
-
-    async def write() -> None:
-        if not tasks:
-            tasks.append(asyncio.create_task(outlive()))
-            raise transient()
-        attempt_over.set()
-        await asyncio.wait(tasks)
-        during.append(grid_id in await stored())
-
+    write, tasks, during = outliving_delete(lambda: paper.pdf.async_delete(), grid_id)
     async with contextlib.AsyncExitStack() as stack:
         if around != "no block":
             await stack.enter_async_context(async_run_in_transaction(other_alias))
