@@ -20,7 +20,7 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -514,10 +514,11 @@ class StepDownBefore(monitoring.CommandListener):
 
 
 @contextlib.asynccontextmanager
-async def stepping_down(replica_set: ReplicaSet) -> AsyncIterator[StepDownBefore]:
-    """The failover alias on ``replica_set``, its collections created, with a
-    :class:`StepDownBefore` listener."""
-    listener = StepDownBefore(replica_set)
+async def majority_alias(
+    replica_set: ReplicaSet, listener: Any, collections: Iterable[str]
+) -> AsyncIterator[None]:
+    """The failover alias on ``replica_set``, writing to a majority, with
+    ``listener``, and ``collections`` created (as a transaction needs)."""
     async with fresh_database(
         ALIAS,
         replica_set.uri,
@@ -526,8 +527,19 @@ async def stepping_down(replica_set: ReplicaSet) -> AsyncIterator[StepDownBefore
         event_listeners=[listener],
     ):
         db = get_async_db(ALIAS)
-        for model in (FoEntry, FoAuthor, FoBook, FoReview, FoShelf):
-            await db.create_collection(model._get_collection_name())
+        for name in collections:
+            await db.create_collection(name)
+        yield
+
+
+@contextlib.asynccontextmanager
+async def stepping_down(replica_set: ReplicaSet) -> AsyncIterator[StepDownBefore]:
+    """The failover alias on ``replica_set``, its collections created, with a
+    :class:`StepDownBefore` listener."""
+    listener = StepDownBefore(replica_set)
+    models = (FoEntry, FoAuthor, FoBook, FoReview, FoShelf)
+    names = [model._get_collection_name() for model in models]
+    async with majority_alias(replica_set, listener, names):
         yield listener
 
 
@@ -703,16 +715,8 @@ async def test_a_cascade_cancelled_while_its_commit_waits_for_a_majority(
     async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
         sent.append(document.pk)
 
-    async with fresh_database(
-        ALIAS,
-        replica_set_3.uri,
-        w="majority",
-        serverSelectionTimeoutMS=30_000,
-        event_listeners=[listener],
-    ):
-        db = get_async_db(ALIAS)
-        for name in ("fo_scanned", "fo_copy", "fs.files", "fs.chunks"):
-            await db.create_collection(name)
+    names = ("fo_scanned", "fo_copy", "fs.files", "fs.chunks")
+    async with majority_alias(replica_set_3, listener, names):
         scanned = FoScanned()
         await scanned.scan.async_put(b"scanned")
         await scanned.async_save()
