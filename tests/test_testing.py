@@ -419,7 +419,7 @@ def test_cli_forwards_sigint_sent_to_the_launcher_alone(mongodb_uri: str) -> Non
     proc = _launch(["sh", "-c", "echo ready; exec sleep 30"], mongodb_uri)
     proc.send_signal(signal.SIGINT)  # kill -INT, as an IDE's stop button does
     try:
-        assert proc.wait(timeout=10) == 130
+        assert proc.wait(timeout=20) == 130  # (a bound against a hang, as above)
     finally:
         if proc.returncode is None:  # it hung: kill it and its command
             os.killpg(proc.pid, signal.SIGKILL)
