@@ -112,6 +112,14 @@ class Held:
     async def ended_on_server(self) -> None:
         """Return once the server runs no such command of the client (the
         held ones, once they reached the server, were applied or failed)."""
+        deadline = time.monotonic() + 30
+        while await self.still_on_server():
+            assert time.monotonic() < deadline, f"{self._commands} still run"
+            await asyncio.sleep(0.02)
+
+    async def still_on_server(self) -> bool:
+        """Whether the server still runs such a command of the client: true
+        after a cancellation that did not wait for the held write."""
         pipeline = [
             {"$currentOp": {"allUsers": True}},
             {
@@ -125,12 +133,8 @@ class Held:
                 }
             },
         ]
-        deadline = time.monotonic() + 30
-        while await (
-            await self._admin.aggregate(pipeline, comment="held_on_server")
-        ).to_list(None):
-            assert time.monotonic() < deadline, f"{self._commands} still run"
-            await asyncio.sleep(0.02)
+        cursor = await self._admin.aggregate(pipeline, comment="held_on_server")
+        return bool(await cursor.to_list(None))
 
 
 @contextlib.asynccontextmanager

@@ -44,28 +44,26 @@ async def test_awaited_it_is_the_write() -> None:
     assert await task is FAILED
 
 
-async def cancel_midway(outcome: asyncio.Future[Any], when: float = 0.01) -> float:
-    """Cancel a caller awaiting ``outcome``; how long it took to raise."""
+async def cancel_midway(outcome: asyncio.Future[Any], when: float = 0.01) -> None:
+    """Cancel a caller awaiting ``outcome``; it raises at once."""
 
     async def caller() -> Any:
         return await outcome
 
     task = asyncio.ensure_future(caller())
     await asyncio.sleep(when)
-    started = asyncio.get_running_loop().time()
     task.cancel("why")
     with pytest.raises(asyncio.CancelledError) as cancelled:
         await task
     if sys.version_info >= (3, 11):  # (3.10 drops the message on the way)
         assert cancelled.value.args == ("why",)
-    return asyncio.get_running_loop().time() - started
 
 
 async def test_cancelled_the_caller_raises_at_once_and_the_write_goes_on() -> None:
     log: list[Any] = []
     outcome, task = detached(write(log, delay=0.2))
-    assert await cancel_midway(outcome) < 0.1
-    assert not task.done()
+    await cancel_midway(outcome)
+    assert not task.done()  # (raised while the write goes on)
     assert await task == 42
     assert log == ["began", "ended"]
 
