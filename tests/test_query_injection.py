@@ -5,6 +5,7 @@ from __future__ import annotations
 from uuid import uuid4
 
 import pytest
+from mongoengine.queryset import transform
 from pymongo.errors import OperationFailure
 
 import mongoengine_async
@@ -53,6 +54,15 @@ class InjUser(Document):
 class InjTeam(Document):
     members = MapField(EmbeddedDocumentListField(InjProfile))
     rosters = DictField(ListField(EmbeddedDocumentField(InjProfile)))
+
+
+class InjSheet(Document):
+    name = StringField()
+    scores = DictField(IntField())
+    grid = MapField(IntField())
+    nested = MapField(MapField(IntField()))
+    rows = ListField(DictField(IntField()))
+    free = DictField()
 
 
 class InjNote(DynamicDocument):
@@ -255,6 +265,82 @@ async def test_a_match_under_a_key_of_a_typed_map_checks_its_filter(
     assert str(caught.value) == refusal("nick", "StringField", "InjProfile")
     assert await InjTeam.objects(**{key: {"nick": "al"}}).async_count() == 1
     assert await InjTeam.objects(**{key: {"nick": "bo"}}).async_count() == 0
+
+
+# A path below an integer item of a typed dict, for which MongoEngine's lookup
+# invents an untyped DictField (the operator dict went through).
+BELOW_AN_INT = [
+    "scores__math__x",
+    "scores__math__x__y",
+    "grid__a__b",
+    "nested__a__b__c",
+    "rows__a__b",
+    "rows__0__a__b",
+]
+
+
+@pytest.fixture
+async def sheets(async_alias):
+    await InjSheet(
+        name="one",
+        scores={"math": 3},
+        grid={"a": 1},
+        nested={"a": {"b": 2}},
+        rows=[{"a": 1}, {"b": 2}],
+        free={"a": {"b": 1}},
+    ).async_save()
+    await InjSheet(name="two", scores={"art": 5}, rows=[]).async_save()
+
+
+@pytest.mark.parametrize("path", BELOW_AN_INT)
+async def test_a_path_below_an_item_holding_no_dict_refuses(sheets, path):
+    with pytest.raises(InvalidQueryError) as caught:
+        InjSheet.objects(**{path: {"$ne": 1}})
+    assert str(caught.value) == refusal(path, "IntField", "InjSheet")
+    with pytest.raises(InvalidQueryError) as caught:
+        InjSheet.objects(Q(name="one") | Q(**{path: {"$exists": False}}))
+    assert str(caught.value) == refusal(path, "IntField", "InjSheet")
+
+
+# Queries on typed dicts the guard lets through: each builds MongoEngine's
+# query and matches its documents.
+LEGITIMATE = [
+    {"scores__math": 3},
+    {"scores__math__gt": 1},
+    {"scores__math__in": [3, 5]},
+    {"scores__math__exists": False},
+    {"scores__math__x": 5},
+    {"scores__math__x__ne": 1},
+    {"scores__math__x__exists": True},
+    {"scores": {"$exists": True}},
+    {"scores": {"math": 3}},
+    {"grid__a": 1},
+    {"grid__a__b__ne": 1},
+    {"grid": {"$ne": {}}},
+    {"nested__a": {"b": 2}},
+    {"nested__a": {"$exists": True}},
+    {"nested__a__b": 2},
+    {"nested__a__b__c__exists": False},
+    {"rows__a": 1},
+    {"rows__0__a": 1},
+    {"rows__a__b__ne": 1},
+    {"rows": {"$size": 2}},
+    {"rows__1": {"b": 2}},
+    {"rows__match": {"b": 2}},
+    {"free__a__b": {"$ne": 1}},
+    {"free__a": {"$exists": True}},
+]
+
+
+@pytest.mark.parametrize("query", LEGITIMATE, ids=str)
+async def test_queries_on_typed_dicts_build_mongoengines_query(sheets, query):
+    built = transform.query(InjSheet, **query)
+    ours = InjSheet.objects(**query)
+    assert ours._query == built
+    found = await ours.async_scalar("name")
+    assert sorted(found) == sorted(
+        await InjSheet.objects(__raw__=built).async_scalar("name")
+    )
 
 
 async def test_undeclared_fields_of_a_dynamic_document_take_dicts(async_alias):

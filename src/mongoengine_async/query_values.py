@@ -216,7 +216,9 @@ def _next_field(current: BaseField | None, step: BaseField | str) -> BaseField |
     """The field at ``step`` below ``current``: a digit below a list is an
     index (its item), any step below a typed dict a key (its item field,
     which MongoEngine's lookup gives as the key itself or an untyped
-    DictField); a string step elsewhere stays on ``current``."""
+    DictField); a string step elsewhere, or any step below a scalar
+    (``scores__math__x``, where the lookup invents an untyped DictField),
+    stays on ``current``."""
     listed: Any = current
     if (
         isinstance(step, str)
@@ -224,10 +226,22 @@ def _next_field(current: BaseField | None, step: BaseField | str) -> BaseField |
         and isinstance(listed, fields.ListField)
     ):
         return listed if listed.field is None else listed.field
+    if _below_scalar(current):
+        return current
     item = _dict_item_field(current)
     if item is not None:
         return item
     return current if isinstance(step, str) else step
+
+
+def _below_scalar(field: BaseField | None) -> bool:
+    """Whether a step below ``field`` (or below the items of a typed list)
+    is below a value that is no dict: not a reference to a document, whose
+    fields MongoEngine's lookup gives (a LazyReferenceField's)."""
+    item: Any = field
+    while isinstance(item, fields.ListField) and item.field is not None:
+        item = item.field
+    return isinstance(item, _NO_DICT_FIELDS) and not hasattr(item, "document_type")
 
 
 def _dict_item_field(field: BaseField | None) -> BaseField | None:
