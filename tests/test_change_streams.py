@@ -465,6 +465,82 @@ async def test_a_filter_a_missing_field_meets_sees_full_documents_only(
     assert (event.operation_type, event.pk) == ("insert", marker.pk)
 
 
+@pytest.mark.parametrize(
+    "filter_",
+    [
+        Q(__raw__={"$comment": "the feed"}),
+        Q(__raw__={"$and": [{"$comment": "a"}, {"$comment": "b"}]}),
+        Q(__raw__={"$or": [{"$comment": "a"}, {"p": 1}]}),
+    ],
+    ids=["comment", "and", "or"],
+)
+async def test_a_filter_on_no_field_gives_every_event_as_no_filter(
+    async_alias: str, filter_: Q
+) -> None:
+    """A filter matching every document sees the deletes too (it required a
+    full document, as a filter on fields does, and lost them)."""
+    assert CsBook.objects(filter_).async_watch().pipeline() == []
+    assert (
+        CsTool.objects(filter_).async_watch().pipeline()
+        == CsTool.async_watch().pipeline()
+    )
+    async with CsBook.objects(filter_).async_watch() as stream:
+        book = await CsBook(title="Emma").async_save()
+        await CsBook.objects(id=book.pk).async_update(set__pages=5)
+        await book.async_delete()
+        events = await take(stream, 3)
+    assert [(e.operation_type, e.pk) for e in events] == [
+        ("insert", book.pk),
+        ("update", book.pk),
+        ("delete", book.pk),
+    ]
+
+
+@pytest.mark.parametrize("pre_images", ["whenAvailable", "required"])
+async def test_with_pre_images_a_filter_sees_documents_leaving_it(
+    async_alias: str, pre_images: str
+) -> None:
+    """With pre-images, the filter matches the document before the change
+    too: an update moving a document out of it and the delete of a document
+    in it are seen, the changes of documents never in it are not."""
+    thin = await CsBook(title="thin", pages=90).async_save()
+    short = await CsBook(title="short", pages=20).async_save()
+    big = await CsBook(title="big", pages=500).async_save()
+    await with_pre_images(CsBook)
+    stream = CsBook.objects(pages__gte=300).async_watch(
+        full_document_before_change=pre_images
+    )
+    assert stream.pipeline() == ending_or(
+        {
+            "$or": [
+                {"fullDocument": {"$ne": None}, "fullDocument.p": {"$gte": 300}},
+                {
+                    "fullDocumentBeforeChange": {"$ne": None},
+                    "fullDocumentBeforeChange.p": {"$gte": 300},
+                },
+            ]
+        }
+    )
+    async with stream:
+        thick = await CsBook(title="thick", pages=800).async_save()
+        await CsBook.objects(id=thin.pk).async_update(set__pages=400)  # in
+        await CsBook.objects(id=thick.pk).async_update(set__pages=10)  # out
+        await CsBook.objects(id=short.pk).async_update(set__pages=30)  # never in
+        await big.async_delete()  # was in
+        await short.async_delete()  # never in
+        events = await take(stream, 4)
+        await nothing_more_than_the_filter(stream)
+    assert [(e.operation_type, e.pk) for e in events] == [
+        ("insert", thick.pk),
+        ("update", thin.pk),
+        ("update", thick.pk),
+        ("delete", big.pk),
+    ]
+    left = events[2]
+    assert (left.document.pages, left.document_before_change.pages) == (10, 800)
+    assert (events[3].document, events[3].document_before_change.pages) == (None, 500)
+
+
 async def nothing_more_than_the_filter(stream: ChangeStream[Any]) -> None:
     """The next matching event is a marker written last (pages=1000)."""
     marker = await CsBook(title="marker", pages=1000).async_save()

@@ -2,7 +2,8 @@
 
 ``Book.objects(author=ann).async_watch()`` opens a change stream whose ``$match``
 is the queryset's filter (MongoEngine's query building) applied to each event's
-``fullDocument``, or to its ``documentKey`` when the filter is only on the id (so
+``fullDocument`` (and ``fullDocumentBeforeChange`` when the stream asks for
+pre-images), or to its ``documentKey`` when the filter is only on the id (so
 deletes match too); the collection's drop, rename and invalidate pass any filter,
 so every stream ends as an unfiltered one. Each event is a :class:`ChangeEvent`
 carrying the document (and the one before the change, when asked for) loaded by
@@ -103,30 +104,69 @@ def _ending() -> dict[str, Any]:
 
 
 def match_stage(
-    filter_: Mapping[str, Any], cls_query: Mapping[str, Any]
+    filter_: Mapping[str, Any],
+    cls_query: Mapping[str, Any],
+    *,
+    before_change: bool = False,
 ) -> dict[str, Any]:
     """The ``$match`` of a stream for a queryset's filter and its ``_cls`` part.
 
     A filter only on ``_id`` (also through ``$or``, ``$and``, ``$nor``)
     matches ``documentKey`` (every event of those documents, deletes too);
-    any other filter matches ``fullDocument``, and only events that carry
-    one: a filter that a missing field satisfies (``$ne``, ``$nin``,
-    ``None``, ``$exists: False``) would pass every delete, every update whose
-    document is gone and every collection event. The class restriction of an
-    inheritance hierarchy applies to events that carry a full document, or
-    else the document before the change (a pre-image); the others (deletes
-    without one) cannot name a class and pass. The collection's own
-    events that end the stream (drop, rename, invalidate) pass any filter.
+    any other filter matches ``fullDocument``, or with ``before_change``
+    (the stream asks for pre-images) ``fullDocumentBeforeChange`` too, and
+    only events that carry the document it matches: a filter that a missing
+    field satisfies (``$ne``, ``$nin``, ``None``, ``$exists: False``) would
+    pass every delete, every update whose document is gone and every
+    collection event. A filter on no field (``{"$comment": ...}``) matches
+    every document, and so every event, as no filter does. The class
+    restriction of an inheritance hierarchy applies to events that carry a
+    full document, or else the document before the change (a pre-image);
+    the others (deletes without one) cannot name a class and pass. The
+    collection's own events that end the stream (drop, rename, invalidate)
+    pass any filter.
     """
     parts: list[dict] = []
     if filter_:
-        root = "documentKey" if _only_on_id(filter_) else "fullDocument"
-        parts.append({root: {"$ne": None}, **_prefixed(filter_, root + ".")})
+        part = _of_filter(filter_, before_change)
+        if not _on_no_field(filter_):
+            parts.append(part)
     if cls_query:
         parts.append(_of_class(cls_query))
     if not parts:
         return {}
     return {"$or": [_ending(), parts[0] if len(parts) == 1 else {"$and": parts}]}
+
+
+def _of_filter(filter_: Mapping[str, Any], before_change: bool) -> dict[str, Any]:
+    """The events whose document matches ``filter_``: their key for a filter
+    only on the id; else the document after the change, or the one before
+    it when ``before_change`` (an update moving a document out of the
+    filter, a delete of a document in it)."""
+    if _only_on_id(filter_):
+        return _carried(filter_, "documentKey")
+    after = _carried(filter_, "fullDocument")
+    if not before_change:
+        return after
+    return {"$or": [after, _carried(filter_, "fullDocumentBeforeChange")]}
+
+
+def _carried(filter_: Mapping[str, Any], root: str) -> dict[str, Any]:
+    """``filter_`` on the event's ``root`` document, for events carrying one."""
+    return {root: {"$ne": None}, **_prefixed(filter_, root + ".")}
+
+
+def _on_no_field(filter_: Mapping[str, Any]) -> bool:
+    """Whether ``filter_`` matches every document: it holds only ``$comment``
+    (also in each clause of an ``$and``, or in one clause of an ``$or``)."""
+    for key, value in filter_.items():
+        if key == "$and" and all(_on_no_field(clause) for clause in value):
+            continue
+        if key == "$or" and any(_on_no_field(clause) for clause in value):
+            continue
+        if key not in _PASSED:
+            return False
+    return True
 
 
 def _of_class(cls_query: Mapping[str, Any]) -> dict[str, Any]:
@@ -499,7 +539,8 @@ class ChangeStream(Generic[D]):
         filter_ = queryset._query_obj.to_query(queryset._document)
         if queryset._where_clause:  # refused by match_stage, as __raw__'s $where
             filter_ = {**filter_, "$where": queryset._where_clause}
-        match = match_stage(filter_, queryset._cls_query)
+        before = self._options.full_document_before_change not in (None, "off")
+        match = match_stage(filter_, queryset._cls_query, before_change=before)
         return [{"$match": match}] if match else []
 
     @property
