@@ -269,6 +269,49 @@ async def test_cascade_saves_a_new_referenced_document(async_alias, sync_db):
         assert ours._created is theirs._created is False
 
 
+async def test_cascade_save_saves_the_references_not_the_document(async_alias, sync_db):
+    """``async_cascade_save()`` does what MongoEngine's ``cascade_save()``
+    does: it saves the changed referenced document, with its signals, and
+    leaves the document's own change unsaved."""
+    sent: list[str] = []
+
+    def receiver(sender: type, document: Any, **kwargs: Any) -> None:
+        sent.append(sender.__name__)
+
+    with on_sync(DpTag, DpPost):
+        DpPost(title="p", tag=DpTag(name="t1", label="L").save()).save()
+        theirs = DpPost.objects.get(title="p")
+        theirs.tag.label = "changed"
+        theirs.title = "unsaved"
+        with connected(receiver):
+            theirs.cascade_save()
+    their_signals = sent[:]
+    sent.clear()
+    tag = await DpTag(name="t1", label="L").async_save()
+    await DpPost(title="p", tag=tag).async_save()
+    ours = await DpPost.objects.async_get(title="p")
+    (await ours.tag).label = "changed"
+    ours.title = "unsaved"
+    with connected(receiver):
+        await ours.async_cascade_save()
+    assert sent == their_signals == ["DpTag"]
+    assert await async_stored("dp_tag") == stored(sync_db, "dp_tag")
+    assert [d["label"] for d in await async_stored("dp_tag")] == ["changed"]
+    assert [d["title"] for d in await async_stored("dp_post")] == ["p"]
+    assert [d["title"] for d in stored(sync_db, "dp_post")] == ["p"]
+    assert ours._changed_fields == theirs._changed_fields == ["title"]
+
+
+@contextlib.contextmanager
+def connected(receiver: Callable[..., None]) -> Iterator[None]:
+    """``receiver`` connected to ``post_save`` for the block."""
+    mongoengine_async.signals.post_save.connect(receiver)
+    try:
+        yield
+    finally:
+        mongoengine_async.signals.post_save.disconnect(receiver)
+
+
 # -- D4: a failed delete's message -------------------------------------------------
 
 

@@ -73,7 +73,7 @@ DOCUMENT_CALLS = [
     ("reload", lambda d: d.reload(), "async_reload"),
     ("modify", lambda d: d.modify(set__n=5), "async_modify"),
     ("update", lambda d: d.update(set__n=5), "async_update"),
-    ("cascade_save", lambda d: d.cascade_save(), "async_save"),
+    ("cascade_save", lambda d: d.cascade_save(), "async_cascade_save"),
     ("select_related", lambda d: d.select_related(), "async_select_related"),
     ("ensure_indexes", lambda d: type(d).ensure_indexes(), "async_ensure_indexes"),
     ("drop_collection", lambda d: type(d).drop_collection(), "async_drop_collection"),
@@ -209,6 +209,7 @@ DOCUMENT_ASYNC_CALLS = [
     ("async_modify", lambda d: d.async_modify(set__n=5), "modify()"),
     ("async_update", lambda d: d.async_update(set__n=5), "update()"),
     ("async_select_related", lambda d: d.async_select_related(), "select_related()"),
+    ("async_cascade_save", lambda d: d.async_cascade_save(), "cascade_save()"),
     ("async_drop_collection", lambda d: type(d).async_drop_collection(), "drop_col"),
     (
         "_async_get_collection",

@@ -954,6 +954,14 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             selector = self._integrate_shard_key(raw, selector)
         return selector, deltas.update_doc(self, raw)
 
+    async def async_cascade_save(
+        self, session: AsyncClientSession | None = None, **kwargs: Any
+    ) -> None:
+        """Save the changed documents this one references, not this one, as
+        MongoEngine's ``cascade_save`` does (``kwargs`` go to their saves)."""
+        await self._async_operation("async_cascade_save", "cascade_save()", session)
+        await self._async_cascade_save(**kwargs, session=session)
+
     async def _async_cascade_save(self, **kwargs: Any) -> None:
         """Save changed referenced documents too (MongoEngine's ``cascade``),
         each in the save's session when it is its client's, else in that
@@ -1696,7 +1704,7 @@ _BLOCKING = {
     "reload": "await document.async_reload()",
     "modify": "await document.async_modify()",
     "update": "await document.async_update()",
-    "cascade_save": "await document.async_save(cascade=True)",
+    "cascade_save": "await document.async_cascade_save()",
     "select_related": "await document.async_select_related()",
     "ensure_indexes": "await Model.async_ensure_indexes()",
     "create_index": "await Model.async_create_index()",
