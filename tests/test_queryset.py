@@ -785,12 +785,25 @@ async def test_async_insert_one_command(async_alias, command_log):
 async def test_async_insert_of_an_empty_list_sends_nothing(
     async_alias, command_log, load_bulk
 ):
-    """An empty list inserts nothing and returns [] (docs/querysets.md); it
-    read back its nothing with a find ``{"_id": {"$in": []}}``."""
+    """An empty list inserts nothing and returns [] (docs/querysets.md), after
+    both bulk signals with no documents; it read back its nothing with a find
+    ``{"_id": {"$in": []}}``."""
+    sent = []
+
+    def receiver(sender, documents, **kwargs):
+        sent.append((sender, list(documents), kwargs))
+
     await QsPerson.objects.async_first()
     command_log.clear()
-    assert await QsPerson.objects.async_insert([], load_bulk=load_bulk) == []
+    mongoengine.signals.pre_bulk_insert.connect(receiver, sender=QsPerson)
+    mongoengine.signals.post_bulk_insert.connect(receiver, sender=QsPerson)
+    try:
+        assert await QsPerson.objects.async_insert([], load_bulk=load_bulk) == []
+    finally:
+        mongoengine.signals.pre_bulk_insert.disconnect(receiver, sender=QsPerson)
+        mongoengine.signals.post_bulk_insert.disconnect(receiver, sender=QsPerson)
     assert command_log.names == []
+    assert sent == [(QsPerson, [], {}), (QsPerson, [], {"loaded": load_bulk})]
 
 
 async def test_async_insert_load_bulk_false(async_alias, command_log):
