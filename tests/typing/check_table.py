@@ -85,6 +85,7 @@ async def documents(book: Book) -> None:
     assert_type(await Book(title="x").async_save(), Book)
     assert_type(await book.async_reload(), Book)
     assert_type(await book.async_modify(set__title="y"), bool)
+    assert_type(asyncio.create_task(book.async_cascade_save()), asyncio.Task[None])
     assert_type(await Book.async_compare_indexes(), dict[str, list[Any]])
     assert_type(book.title, str | None)
     assert_type(book.isbn, str)
