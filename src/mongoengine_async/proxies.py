@@ -447,7 +447,11 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
                     loading = _APART  # another context's query: its own
                 elif loading is loop:  # the first waiter
                     loading = self._loading = loop.create_future()
-            if isinstance(loading, asyncio.Future) and loading.get_loop() is loop:
+            if (
+                loading is not None  # (mostly None: settled without a call)
+                and isinstance(loading, asyncio.Future)
+                and loading.get_loop() is loop
+            ):
                 await asyncio.wait((loading,))  # cancelling a waiter spares it
                 continue
             try:
@@ -470,8 +474,10 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
                     with _IN_FLIGHT:
                         waiters, self._loading = self._loading, None
                         self._loading_context = None
-                    if isinstance(waiters, asyncio.Future):
-                        waiters.set_result(None)
+                    # Not this loop: the future its first waiter made (told
+                    # without a call, which isinstance would be).
+                    if waiters is not loop:
+                        waiters.set_result(None)  # type: ignore[union-attr]
         return self._document
 
     async_fetch = fetch
