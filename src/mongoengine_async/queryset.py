@@ -271,6 +271,11 @@ class IdQuery(Q):
         return {field.db_field: field.prepare_query_value(None, value)}
 
 
+async def _no_results() -> list[dict[str, Any]]:
+    """What a terminal reads of a queryset that matches nothing (``none()``)."""
+    return []
+
+
 _NEGATIVE_INDEX = "Cursor instances do not support negative indices"
 
 
@@ -560,31 +565,24 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
                     "async_to_list() length must be greater than 0 (or None), "
                     f"not {length!r}"
                 )
-        raw_documents = await self._raw_list(
-            "async_to_list", "list(queryset)", length, session
-        )
+        await self._async_collection("async_to_list", "list(queryset)", session)
+        raw_documents = await self._fetch_raw(length)
         return materialise_all(self._materialiser(), raw_documents)
 
-    async def _raw_list(
-        self,
-        name: str,
-        use: str,
-        length: int | None = None,
-        session: AsyncClientSession | None = None,
-    ) -> list[dict[str, Any]]:
-        """The raw results, in one reply unless the user set a batch size."""
-        await self._async_collection(name, use, session)
-        return await self._fetch_raw(length)
+    def _fetch_raw(self, length: int | None = None) -> Awaitable[list[dict[str, Any]]]:
+        """The raw results, in one reply unless the user set a batch size, once
+        the terminal has resolved its operation (``_async_collection``).
 
-    async def _fetch_raw(self, length: int | None = None) -> list[dict[str, Any]]:
-        """:meth:`_raw_list` once the terminal has resolved its operation."""
+        Not a coroutine of its own: the caller awaits the read's, as it awaits
+        ``_async_collection`` itself. Each coroutine between a terminal and the
+        driver is resumed at each of the read's waits (four for a find)."""
         if self._none or self._empty:
-            return []
+            return _no_results()
         cursor = self._new_cursor()
         if self._batch_size is None:
             cursor.batch_size(WHOLE_RESULT if length is None else max(length, 0))
         # (By id, as async_get(id=...) filters: one match at most.)
-        return await read_list(cursor, length, isinstance(self._query_obj, IdQuery))
+        return read_list(cursor, length, isinstance(self._query_obj, IdQuery))
 
     async def async_first(
         self, *, session: AsyncClientSession | None = None
@@ -613,7 +611,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         # What order_by() and limit(2) set, without a clone each: no sort, and
         # a second match tells MultipleObjectsReturned.
         queryset._ordering, queryset._limit, queryset._empty = [], 2, False
-        raw_documents = await queryset._raw_list("async_get", "get()", 2, session)
+        await queryset._async_collection("async_get", "get()", session)
+        raw_documents = await queryset._fetch_raw(2)
         results = materialise_all(queryset._materialiser(), raw_documents)
         document_cls = queryset._document
         if not results:
