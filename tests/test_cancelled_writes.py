@@ -13,7 +13,10 @@ import asyncio
 import contextlib
 import functools
 import gc
+import os
+import subprocess
 import sys
+import textwrap
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -901,6 +904,81 @@ async def test_a_file_delete_going_on_when_its_loop_ends_deletes_the_chunks(app)
         with pytest.raises(asyncio.CancelledError):
             await going_on
     assert await _bucket_ids(database, "cw_files", [], 0) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("deleted", "what"),
+    [
+        ("document.data", "delete of a file whose caller was cancelled"),
+        ("document", "write whose caller was cancelled (and the steps after it)"),
+    ],
+)
+def test_a_delete_going_on_when_its_loop_is_closed_by_hand(mongodb_uri, deleted, what):
+    """``loop.close()`` alone (no ``shutdown_asyncgens()``, which waits for
+    them) while a cancelled delete goes on, its command held on the server (a
+    file's, or a document's with a file): what it had left to do is never
+    done, the file's chunks stay; the loop's exception handler is told so
+    as the program exits (asyncio's logs it). Nothing said so. (In a process
+    of its own: what the collector finds of the closed loop's client fails
+    in odd ways.)"""
+    name = f"cw_{uuid4().hex[:12]}"
+    script = _CLOSED_WHILE_DELETING.format(database=name, app=name, deleted=deleted)
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script],
+        env={**os.environ, "MONGODB_URI": mongodb_uri},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    with pymongo.MongoClient(mongodb_uri) as client:
+        client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        chunks = client[name]["cw_files.chunks"].count_documents({})
+        client.drop_database(name)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["closed"]
+    assert chunks == 1
+    reported = [line for line in result.stderr.splitlines() if "closed before" in line]
+    assert reported == [
+        f"The event loop closed before the {what} ended: the rest of it is not"
+        " done (close a loop you run yourself after"
+        " loop.run_until_complete(loop.shutdown_asyncgens()), as asyncio.run()"
+        " does)"
+    ]
+
+
+_CLOSED_WHILE_DELETING = textwrap.dedent(
+    """
+    import asyncio, os
+    from mongoengine_async import Document, FileField, connect_async
+    from mongoengine_async import get_async_connection
+
+    class CwFiled(Document):
+        data = FileField(collection_name="cw_files")
+
+    async def main():
+        await connect_async("{database}", host=os.environ["MONGODB_URI"],
+                            appname="{app}", retryWrites=False)
+        document = CwFiled()
+        await document.data.async_put(b"contents")
+        await document.async_save()
+        admin = get_async_connection().admin
+        point = {{"configureFailPoint": "failCommand"}}
+        entered = (await admin.command({{**point, "mode": {{"times": 1}}, "data": {{
+            "failCommands": ["delete"], "blockConnection": True,
+            "blockTimeMS": 5000, "appName": "{app}"}}}}))["count"]
+        deleting = asyncio.ensure_future({deleted}.async_delete())
+        await admin.command({{"waitForFailPoint": "failCommand",
+                             "timesEntered": entered + 1, "maxTimeMS": 30000}})
+        deleting.cancel()
+        await asyncio.wait([deleting])  # (its delete held: turned off, it ends)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main())
+    loop.close()
+    print("closed")
+    """
+)
 
 
 async def test_a_queryset_delete_cancelled_while_deleting_the_files(app):

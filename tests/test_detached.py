@@ -20,6 +20,7 @@ from mongoengine_async.detached import (
     all_finished,
     detached,
     finish_before_close,
+    left_undone,
     to_completion,
 )
 
@@ -147,7 +148,9 @@ def test_a_loops_end_waits_while_another_threads_loop_adds_tasks() -> None:
     async def churn() -> None:
         loop = asyncio.get_running_loop()
         while not stop.is_set():
-            futures = [finish_before_close(loop.create_future()) for _ in range(500)]
+            futures = [
+                finish_before_close(loop.create_future(), "work") for _ in range(500)
+            ]
             for future in futures:
                 future.set_result(None)
             await asyncio.sleep(0)
@@ -166,3 +169,38 @@ def test_a_loops_end_waits_while_another_threads_loop_adds_tasks() -> None:
         stop.set()
         other.join()
         sys.setswitchinterval(interval)
+
+
+def test_work_a_loop_closed_by_hand_left_undone_is_reported() -> None:
+    """A task of ``finish_before_close`` whose loop was closed by hand
+    (``loop.close()`` alone: no ``shutdown_asyncgens()``, which waits for it)
+    never ends: its loop's exception handler is told so, once, naming its
+    work. Nothing said so: the files of deleted documents stayed, unnoticed.
+    Tasks done, or of a loop still open, are not reported."""
+    loop = asyncio.new_event_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+
+    async def main() -> asyncio.Future[Any]:
+        done = finish_before_close(asyncio.ensure_future(asyncio.sleep(0)), "done")
+        await done
+        return finish_before_close(
+            asyncio.ensure_future(asyncio.sleep(3600)), "delete of the files"
+        )
+
+    left = loop.run_until_complete(main())
+    left_undone()
+    assert reported == []  # (its loop is open yet)
+    loop.close()
+    left_undone()
+    left_undone()
+    assert reported == [
+        {
+            "message": "The event loop closed before the delete of the files ended:"
+            " the rest of it is not done (close a loop you run yourself after"
+            " loop.run_until_complete(loop.shutdown_asyncgens()), as"
+            " asyncio.run() does)",
+            "task": left,
+        }
+    ]
+    left.get_coro().close()  # type: ignore[union-attr]  # (never awaited otherwise)

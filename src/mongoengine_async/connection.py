@@ -42,7 +42,7 @@ from mongoengine_async._compat import (
     sync_alias_of,
     sync_settings_of,
 )
-from mongoengine_async.detached import all_finished, held
+from mongoengine_async.detached import all_finished, held, left_undone
 from mongoengine_async.errors import AsyncUsageError, ConnectionUsageError
 
 __all__ = (
@@ -387,6 +387,7 @@ def _client_for(alias: str, loop: asyncio.AbstractEventLoop | None) -> AsyncMong
         _own(client, alias, _settings[alias]["name"])
         clients[loop] = client
         registry_changed()
+    left_undone()  # (by a loop closed so, whose clients were just dropped)
     if loop is not None:
         _close_with_loop(loop)
     elif "_get_topology" not in client.__dict__:

@@ -573,7 +573,7 @@ def follow_up(work: Coroutine[Any, Any, None], what: str, finish: bool = False) 
     task = held(_unbound(work), following, what)
     task.add_done_callback(lambda _: work.close())  # (never run: loop ended)
     if finish:
-        finish_before_close(task)
+        finish_before_close(task, what)
 
 
 async def _unbound(work: Coroutine[Any, Any, None]) -> None:

@@ -18,6 +18,7 @@ cursor's or a client's closing) alive until it is done.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import sys
 import weakref
@@ -30,6 +31,9 @@ T = TypeVar("T")
 # A task starts at once (runs to its first wait) on Python 3.12+: a loop
 # iteration sooner, for the write of every save.
 _EAGER: dict[str, Any] = {"eager_start": True} if sys.version_info >= (3, 12) else {}
+
+# What a write whose caller was cancelled leaves to do, for finish_before_close.
+CANCELLED_WRITE = "write whose caller was cancelled (and the steps after it)"
 
 # What the task of a write that failed gives (its error was the caller's to
 # handle, or nobody's once the caller was cancelled).
@@ -52,18 +56,23 @@ def held(
     return task
 
 
-# The tasks the end of their loop waits for (see finish_before_close).
-_finishing: set[asyncio.Future[Any]] = set()
+# The tasks the end of their loop waits for (see finish_before_close), with
+# what each does (named if its loop closes first: see left_undone).
+_finishing: dict[asyncio.Future[Any], str] = {}
 
 
-def finish_before_close(task: asyncio.Future[Any]) -> asyncio.Future[Any]:
+def finish_before_close(task: asyncio.Future[Any], what: str) -> asyncio.Future[Any]:
     """Have the end of ``task``'s loop wait for it before closing its clients:
-    what a write cancelled as the loop ends leaves to do (the files of
-    deleted documents) starts in a task that ``asyncio.run()``, which awaits
+    what a write cancelled as the loop ends leaves to do (``what``: the files
+    of deleted documents) starts in a task that ``asyncio.run()``, which awaits
     only the tasks it cancelled, would drop unfinished; returns ``task``."""
-    _finishing.add(task)
-    task.add_done_callback(_finishing.discard)
+    _finishing[task] = what
+    task.add_done_callback(_finished)
     return task
+
+
+def _finished(task: asyncio.Future[Any]) -> None:
+    _finishing.pop(task, None)
 
 
 async def all_finished() -> None:
@@ -73,6 +82,29 @@ async def all_finished() -> None:
     loop = asyncio.get_running_loop()
     while pending := {t for t in _finishing.copy() if t.get_loop() is loop}:
         await asyncio.wait(pending)
+
+
+def left_undone() -> None:
+    """Report each task of :func:`finish_before_close` whose loop closed before
+    it ended (``loop.close()`` alone, without ``loop.shutdown_asyncgens()``,
+    which waits for them) to that loop's exception handler, once: its work
+    will never be done (files left in GridFS), which would go unnoticed."""
+    for task, what in _finishing.copy().items():
+        loop = task.get_loop()
+        if loop.is_closed() and _finishing.pop(task, None) is not None:
+            loop.call_exception_handler(
+                {
+                    "message": f"The event loop closed before the {what} ended:"
+                    " the rest of it is not done (close a loop you run yourself after"
+                    " loop.run_until_complete(loop.shutdown_asyncgens()), as"
+                    " asyncio.run() does)",
+                    "task": task,
+                }
+            )
+
+
+# (Also for a program whose last loop was closed so: nothing runs after it.)
+atexit.register(left_undone)
 
 
 def _report(failure: str, task: asyncio.Future[Any]) -> None:

@@ -76,7 +76,13 @@ from mongoengine_async.context import (
     write_on_its_way,
 )
 from mongoengine_async.delete_rules import has_rules, runs_own_transaction
-from mongoengine_async.detached import FAILED, detached, until_done
+from mongoengine_async.detached import (
+    CANCELLED_WRITE,
+    FAILED,
+    detached,
+    finish_before_close,
+    until_done,
+)
 from mongoengine_async.errors import AsyncUsageError
 from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.from_bson import LoadedState
@@ -1662,6 +1668,7 @@ def _settle_in_turn(
     with _TURN_LOCK:
         document.__dict__[_SAVER] = write
     write.add_done_callback(functools.partial(_settled, document, settle))
+    finish_before_close(write, CANCELLED_WRITE)
     write_on_its_way(session, write)  # in a transaction: it aborts after it
 
 

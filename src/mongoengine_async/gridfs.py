@@ -989,7 +989,7 @@ async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> boo
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         if not task.done():
-            finish_before_close(held(task, _cut_short, _CUT_SHORT))
+            finish_before_close(held(task, _cut_short, _CUT_SHORT), _CUT_SHORT)
         raise
 
 

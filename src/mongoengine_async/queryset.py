@@ -93,7 +93,14 @@ from mongoengine_async.delete_rules import (
     has_rules,
     runs_own_transaction,
 )
-from mongoengine_async.detached import FAILED, detached, held, until_done
+from mongoengine_async.detached import (
+    CANCELLED_WRITE,
+    FAILED,
+    detached,
+    finish_before_close,
+    held,
+    until_done,
+)
 from mongoengine_async.from_bson import from_son, loader
 from mongoengine_async.gridfs import (
     delete_files,
@@ -1000,6 +1007,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             )
             write.add_done_callback(follow)
             context.write_on_its_way(session, write)  # (the commit waits for it)
+            finish_before_close(write, CANCELLED_WRITE)
             raise
         results = await self._async_after_insert(
             documents, ids, load_bulk, signal_kwargs, session
@@ -1390,6 +1398,7 @@ async def _files_follow(
     except asyncio.CancelledError:
         alone = dataclasses.replace(operation, session=None)
         write.add_done_callback(functools.partial(_after_cancelled, files, alone))
+        finish_before_close(write, CANCELLED_WRITE)
         if operation.session is not None:
             await until_done(write)
         raise
