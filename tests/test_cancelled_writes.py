@@ -947,6 +947,41 @@ def test_a_delete_going_on_when_its_loop_is_closed_by_hand(mongodb_uri, deleted,
     ]
 
 
+@pytest.mark.parametrize("deleted", ["document.data", "document"])
+def test_a_delete_going_on_when_its_loop_run_by_hand_shuts_down(mongodb_uri, deleted):
+    """A loop run by hand that shuts down as asyncio asks
+    (``loop.shutdown_asyncgens()`` before ``loop.close()``), its tasks never
+    cancelled, while a cancelled delete goes on, its command held on the
+    server: the loop closes its clients once that delete and the files'
+    deletes after it are done. A document's delete still on its way was not
+    waited for: its client closed under it, the files stayed."""
+    name = f"cw_{uuid4().hex[:12]}"
+    script = _CLOSED_WHILE_DELETING.format(database=name, app=name, deleted=deleted)
+    script = script.replace(
+        "loop.close()",
+        "loop.run_until_complete(loop.shutdown_asyncgens())\nloop.close()",
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script],
+        env={**os.environ, "MONGODB_URI": mongodb_uri},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    with pymongo.MongoClient(mongodb_uri) as client:
+        client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        left = [
+            client[name][f"cw_files.{kind}"].count_documents({})
+            for kind in ("files", "chunks")
+        ]
+        client.drop_database(name)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["closed"]
+    assert "closed before" not in result.stderr
+    assert left == [0, 0]
+
+
 _CLOSED_WHILE_DELETING = textwrap.dedent(
     """
     import asyncio, os
