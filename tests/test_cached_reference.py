@@ -19,6 +19,8 @@ from mongoengine_async import (
     Document,
     GenericReferenceField,
     IntField,
+    ListField,
+    NotLoadedError,
     ReferenceField,
     StringField,
     ValidationError,
@@ -65,6 +67,52 @@ async def test_loading_does_no_io_and_the_reference_is_a_proxy(
     assert (loaded.name, loaded.age) == ("Ann", 40)
     assert book.author is loaded
     assert await CrBook.author.async_fetch(book) is loaded
+
+
+async def test_the_cached_fields_read_from_the_stored_copy_without_io(
+    async_alias, command_log
+):
+    """The copy of the cached fields is in the referring document: read
+    without awaiting and without a query (MongoEngine loads the document when
+    it loads the referring one); the other fields still need ``await``."""
+    author = await CrAuthor(name="Ann", age=40).async_save()  # country: None
+    await CrBook(title="First", author=author).async_save()
+    await get_async_db().cr_author.update_one({}, {"$set": {"name": "Renamed"}})
+    book = await CrBook.objects.async_get()
+    command_log.clear()
+    proxy = book.author
+    assert (proxy.name, proxy.country, proxy.id) == ("Ann", None, author.id)
+    assert hasattr(proxy, "name") and not hasattr(proxy, "age")
+    with pytest.raises(NotLoadedError) as raised:
+        proxy.age  # noqa: B018
+    assert str(raised.value) == (
+        "'age' is not available on the unloaded reference 'author': "
+        "`await` it (or its fetch()) to get the document"
+    )
+    assert command_log.names == []
+    assert isinstance(book.author, AsyncReferenceProxy)  # still unloaded
+    loaded = await proxy
+    assert (proxy.name, loaded.age) == ("Renamed", 40)  # the document's now
+
+
+class CrReadingList(Document):
+    authors = ListField(CachedReferenceField(CrAuthor, fields=["name"]))
+    whole = CachedReferenceField(CrAuthor)  # no fields: MongoEngine caches all
+
+
+async def test_the_cached_fields_of_listed_references_read_without_io(
+    async_alias, command_log
+):
+    author = await CrAuthor(name="Ann", age=40).async_save()
+    await CrReadingList(authors=[author], whole=author).async_save()
+    reading = await CrReadingList.objects.async_get()
+    command_log.clear()
+    [proxy] = reading.authors
+    assert (proxy.name, proxy.id) == ("Ann", author.id)
+    assert (reading.whole.name, reading.whole.age) == ("Ann", 40)
+    assert command_log.names == []
+    with pytest.raises(NotLoadedError):
+        proxy.age  # noqa: B018
 
 
 async def test_saving_a_loaded_document_keeps_the_stored_cache(

@@ -332,6 +332,15 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
     def _target(self, value: Any) -> type[Any] | None:
         return self.document_type if _is_cache(value) else None
 
+    def _proxy(
+        self, instance: BaseDocument, value: Any, target: type[Any]
+    ) -> AsyncReferenceProxy[Any]:
+        """The proxy of :class:`_ProxyingReference`, with the cached fields
+        readable from the stored copy (no I/O)."""
+        proxy = super()._proxy(instance, value, target)
+        proxy.keep_cached(self.fields)
+        return proxy
+
     def to_python(self, value: Any) -> Any:
         if _is_cache(value) and is_async_class(self.document_type):
             return value  # the stored cache: read as a proxy

@@ -12,8 +12,8 @@ import asyncio
 import copy
 import threading
 import weakref
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Collection, Generator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import mongoengine
 from bson import SON, DBRef
@@ -198,7 +198,9 @@ def proxy_items(container: Any, item_field: Any, name: str) -> None:
             continue
         target = unloaded_target(item_field, item)
         if target is not None and is_async_class(target):
-            install_proxy(slot, item, target, name)
+            proxy = install_proxy(slot, item, target, name)
+            if isinstance(item_field, mongoengine.CachedReferenceField):
+                proxy.keep_cached(cast(Any, item_field).fields)  # (untyped)
         elif item_field is None or isinstance(
             item_field, ComplexBaseField | mongoengine.DynamicField
         ):
@@ -332,6 +334,9 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
     # none: attribute access then raises its DoesNotExist, as MongoEngine's
     # read of such a reference does, instead of asking to await it.
     _missing: bool = False
+    # The fields a CachedReferenceField keeps a copy of in ``stored``: read
+    # from that copy without I/O (MongoEngine loads the document to read them).
+    _cached_fields: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -414,6 +419,27 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         """Name the reference (by its field) if whoever made it could not."""
         if self._name is None:
             self.__dict__["_name"] = name
+
+    def keep_cached(self, fields: Collection[str]) -> None:
+        """Make the fields ``stored`` (a CachedReferenceField's cache) holds a
+        copy of readable on the proxy, without loading the document. No
+        ``fields``: MongoEngine's field then caches them all."""
+        if not fields:
+            fields = self.document_type._fields
+        self.__dict__["_cached_fields"] = frozenset(fields)
+
+    def _cached_value(self, name: str) -> Any:
+        """Cached field ``name``: the loaded document's, else the stored copy's,
+        converted as loading converts it (a document of the class built once
+        from the copy; a field the copy lacks, stored as None, reads as its
+        default)."""
+        if self._document is not None:
+            return getattr(self._document, name)
+        copy_ = self.__dict__.get("_cached_copy")
+        if copy_ is None:
+            copy_ = self.document_type._from_son(dict(self.stored))
+            self.__dict__["_cached_copy"] = copy_
+        return getattr(copy_, name)
 
     def mark_missing(self) -> None:
         """Record that a batch load looked the document up and found none."""
@@ -522,6 +548,8 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
             raised = _missing_attribute_type(type(error))(f"{error} (reading {name!r})")
             raised.name, raised.obj = name, self
             raise raised
+        if name in self._cached_fields:
+            return self._cached_value(name)
         if self._document is not None:  # a proxy kept after it was awaited
             raise AttributeError(
                 f"{name!r} is not available on the reference {self._name!r}, "
