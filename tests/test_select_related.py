@@ -309,6 +309,38 @@ async def test_select_related_cycles_terminate(async_alias, command_log):
     assert by_name["Me"].friend is by_name["Me"]
 
 
+async def test_a_cascade_saves_each_shared_document_once(async_alias, command_log):
+    # select_related shares one object per stored document (MongoEngine's
+    # gives copies): a document referring to itself, or two referring to each
+    # other, hold the very document being saved. The cascade saved it twice
+    # (it counted only the documents it cascaded to as visited); MongoEngine's
+    # saves such a document twice too when it holds the same object.
+    a = await RefPerson(name="A").async_save()
+    b = await RefPerson(name="B", friend=a).async_save()
+    a.friend = b
+    await a.async_save()
+    me = await RefPerson(name="Me").async_save()
+    me.friend = me
+    await me.async_save()
+    by_name = {p.name: p for p in await RefPerson.objects.async_select_related()}
+    assert by_name["Me"].friend is by_name["Me"]
+    for person in by_name.values():
+        person.name += "!"
+    command_log.clear()
+
+    await by_name["Me"].async_save(cascade=True)
+    assert command_log.names == ["update"]
+    await by_name["A"].async_save(cascade=True)  # and B, changed, once
+    assert command_log.names == ["update", "update", "update"]
+    updated = [event.command["updates"][0]["q"]["_id"] for event in command_log.events]
+    assert updated == [me.pk, a.pk, b.pk]
+    await by_name["B"].async_save(cascade=True)  # saved already: nothing changed
+    assert command_log.count("update") == 3
+    collection = await RefPerson._async_get_collection()
+    stored = {raw["_id"]: raw["name"] async for raw in collection.find()}
+    assert stored == {me.pk: "Me!", a.pk: "A!", b.pk: "B!"}
+
+
 async def test_select_related_cycle_from_single_document(async_alias, command_log):
     a = await RefPerson(name="A").async_save()
     b = await RefPerson(name="B", friend=a).async_save()

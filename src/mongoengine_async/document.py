@@ -971,8 +971,14 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
     async def _async_cascade_save(self, **kwargs: Any) -> None:
         """Save changed referenced documents too (MongoEngine's ``cascade``),
         each in the save's session when it is its client's, else in that
-        client's bound transaction (a session works with one client only)."""
+        client's bound transaction (a session works with one client only).
+        Each document is saved once: this one counts as visited, so a reference
+        back to it (itself, or a cycle) does not save it again, where
+        MongoEngine's ``cascade_save`` marks only the documents it saves."""
         refs = kwargs.get("_refs") or []
+        own = f"{type(self).__name__},{self._data}"  # (MongoEngine's key)
+        if own not in refs:
+            refs.append(own)
         for name, field in self._fields.items():
             if not isinstance(
                 field, (mongoengine.ReferenceField, mongoengine.GenericReferenceField)
