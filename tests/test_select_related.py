@@ -53,6 +53,7 @@ from mongoengine_async import (
     DynamicField,
     EmbeddedDocument,
     EmbeddedDocumentField,
+    GenericReferenceField,
     LazyReference,
     ListField,
     ReferenceField,
@@ -639,6 +640,41 @@ async def test_select_related_missing_in_container(async_alias):
     await shelf.async_save()
     stored = await (await RefShelf._async_get_collection()).find_one()
     assert stored["authors"] == [ann.id, gone.id]
+
+
+class SrGenericList(Document):
+    target = GenericReferenceField()
+    targets = ListField(GenericReferenceField())
+
+
+async def test_a_missing_generic_target_in_a_list_reads_as_missing(async_alias):
+    # MongoEngine leaves the stored {"_cls", "_ref"} dict in the list (and a
+    # DBRef in a list of ReferenceFields), while its single field raises
+    # DoesNotExist when read. Here each is a proxy marked missing, as a
+    # missing item of a list of ReferenceFields: reading a field raises the
+    # DoesNotExist naming the reference, and saving writes what was stored.
+    ann = await make_author("Ann")
+    gone = await make_author("Gone")
+    await SrGenericList(target=gone, targets=[ann, gone]).async_save()
+    collection = await SrGenericList._async_get_collection()
+    before = await collection.find_one()
+    await gone.async_delete()
+    [holder] = await SrGenericList.objects.async_select_related()
+    assert type(holder.targets[0]) is RefAuthor
+    dbref = repr(DBRef("ref_author", gone.id))
+    for proxy, name in ((holder.target, "target"), (holder.targets[1], "targets")):
+        assert repr(proxy) == f"<AsyncReferenceProxy: {name} (missing)>"
+        assert proxy.id == gone.id
+        with pytest.raises(RefAuthor.DoesNotExist) as raised:
+            proxy.name  # noqa: B018
+        assert str(raised.value) == (
+            f"Trying to dereference unknown document {dbref} (reference {name!r})"
+        )
+    await holder.async_save()
+    holder.targets.append(ann)
+    await holder.async_save()
+    after = await collection.find_one()
+    assert after == {**before, "targets": [*before["targets"], before["targets"][0]]}
 
 
 async def test_document_async_select_related(async_alias, command_log):
