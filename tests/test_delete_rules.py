@@ -599,7 +599,9 @@ async def test_document_by_document_queryset_delete_is_one_transaction(
     async_alias, command_log, via
 ):
     """With root receivers (or skip/limit) the queryset deletes document by
-    document, as MongoEngine does; with rules, all of it in one transaction."""
+    document, as MongoEngine does; with rules, all of it in one transaction:
+    the second document's ``pre_delete`` receiver raising (or, with a limit,
+    its cascaded book's ``post_delete``) leaves the first undeleted."""
     for name in ("a", "b", "c"):
         author = await DrTxAuthor(name=name).async_save()
         await DrTxBook(title=f"{name}-book", author=author).async_save()
@@ -615,7 +617,7 @@ async def test_document_by_document_queryset_delete_is_one_transaction(
         if document.title == "b-book" and via == "limit":
             raise Boom
 
-    signals.post_delete.connect(receiver, sender=DrTxAuthor)
+    signals.pre_delete.connect(receiver, sender=DrTxAuthor)
     signals.post_delete.connect(book_receiver, sender=DrTxBook)
     queryset = DrTxAuthor.objects.order_by("name")
     if via == "limit":
@@ -630,11 +632,40 @@ async def test_document_by_document_queryset_delete_is_one_transaction(
             await queryset.async_delete(transaction=False)
         assert not any("autocommit" in e.command for e in command_log.events)
     finally:
-        signals.post_delete.disconnect(receiver, sender=DrTxAuthor)
+        signals.pre_delete.disconnect(receiver, sender=DrTxAuthor)
         signals.post_delete.disconnect(book_receiver, sender=DrTxBook)
-    # Without a transaction the deletes before the failure stayed done.
-    assert await DrTxAuthor.objects.async_scalar("name") == ["c"]
-    assert await queryset.async_delete() == 1
+    # Without a transaction the deletes before the failure stayed done (the
+    # cascaded book's post_delete raising found its author deleted too).
+    left = ["b", "c"] if via == "signals" else ["c"]
+    assert await DrTxAuthor.objects.async_scalar("name") == left
+    assert await queryset.async_delete() == len(left)
+
+
+async def test_document_by_document_post_delete_follows_the_commit(async_alias):
+    """In its own transaction, a document-by-document delete sends each
+    document's ``post_delete`` once it committed: a receiver sees every
+    document gone for other readers too, and one raising rolls nothing back;
+    the others are sent all the same, then its error is raised."""
+    for name in ("a", "b", "c"):
+        author = await DrTxAuthor(name=name).async_save()
+        await DrTxBook(title=f"{name}-book", author=author).async_save()
+    seen = []
+
+    async def receiver(sender, document, **kwargs):
+        seen.append(
+            (document.name, await get_async_db().dr_tx_author.count_documents({}))
+        )
+        if document.name == "b":
+            raise Boom(document.name)
+
+    signals.post_delete.connect(receiver, sender=DrTxAuthor)
+    try:
+        with pytest.raises(Boom, match=r"^b$"):
+            await DrTxAuthor.objects.order_by("name").async_delete()
+    finally:
+        signals.post_delete.disconnect(receiver, sender=DrTxAuthor)
+    assert seen == [("a", 0), ("b", 0), ("c", 0)]
+    assert await DrTxBook.objects.async_count() == 0
 
 
 class DrFileAuthor(Document):

@@ -1127,6 +1127,46 @@ async def test_callback_form_reruns_when_the_commit_is_transient(
     assert [raw["name"] for raw in await committed(TxAccount)] == ["saved once"]
 
 
+async def test_a_one_by_one_delete_sends_post_delete_once_it_committed(
+    app_alias, command_log
+):
+    """A queryset delete going document by document (the class has delete
+    receivers) with rules to apply runs in a transaction of its own: each
+    document's ``post_delete`` is sent once that transaction committed, once
+    per document, though a transient commit failure ran the delete again
+    (``pre_delete``, sent before each delete, is sent again). They had been
+    sent in each attempt, before its commit: twice, the document still
+    found outside the transaction (it could still be rolled back)."""
+    for name in ("a", "b"):
+        kennel = await TxKennel(name=name).async_save()
+        await TxDog(name=f"{name}'s dog", kennel=kennel).async_save()
+    pre, post = [], []
+
+    def before(sender: type, document: Any, **kwargs: Any) -> None:
+        pre.append(document.name)
+
+    async def after(sender: type, document: Any, **kwargs: Any) -> None:
+        kennels = [raw["name"] for raw in await committed(TxKennel)]
+        post.append((document.name, kennels, current_session()))
+
+    transient = {"errorCode": 251, "errorLabels": ["TransientTransactionError"]}
+    signals.pre_delete.connect(before, sender=TxKennel)
+    signals.post_delete.connect(after, sender=TxKennel)
+    try:
+        command_log.clear()
+        async with fail_point(
+            app_alias, {"times": 1}, failCommands=["commitTransaction"], **transient
+        ):
+            assert await TxKennel.objects.order_by("name").async_delete() == 2
+    finally:
+        signals.pre_delete.disconnect(before, sender=TxKennel)
+        signals.post_delete.disconnect(after, sender=TxKennel)
+    assert sent(command_log).count("commitTransaction") == 2
+    assert pre == ["a", "b", "a", "b"]
+    assert post == [("a", [], None), ("b", [], None)]
+    assert await committed(TxKennel) == [] and await committed(TxDog) == []
+
+
 async def test_context_manager_reports_a_transient_commit(app_alias, command_log):
     """The block cannot run again: the caller gets an error to retry on."""
     await warm()

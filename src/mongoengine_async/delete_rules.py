@@ -271,14 +271,20 @@ async def delete_each(queryset: Any, operation: Operation, atomic: bool = True) 
     MongoEngine does with skip/limit or delete receivers); returns the count.
 
     With rules to apply, ``atomic`` and a deployment with transactions, all of
-    it runs in one transaction (or joins the caller's).
+    it runs in one transaction (or joins the caller's). In one of its own,
+    each document's ``post_delete`` is sent once it committed: once, though
+    a transient error ran it again, and never for a delete rolled back.
     """
     cls = queryset._document
 
     async def delete_chunk(chunk: list[Any], run: Operation) -> None:
+        own = _in_transaction(run.session) and not _in_transaction(operation.session)
         for document in chunk:
             await document.async_delete(
-                transaction=atomic, session=run.session, **run.write_concern
+                transaction=atomic,
+                session=run.session,
+                _post_delete_on_commit=own,
+                **run.write_concern,
             )
 
     async def delete_all(run: Operation) -> int:

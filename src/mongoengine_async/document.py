@@ -1006,6 +1006,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         signal_kwargs: dict[str, Any] | None = None,
         transaction: bool = True,
         session: AsyncClientSession | None = None,
+        _post_delete_on_commit: bool = False,
         **write_concern: Any,
     ) -> None:
         """Delete this document (then its GridFS files), applying delete rules.
@@ -1014,6 +1015,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         Files go only once the document is gone: a refused delete (DENY, a
         failure) keeps them, unlike MongoEngine, which deletes them first; if
         their delete fails, ``post_delete`` is sent, then the error raised.
+        ``_post_delete_on_commit``: in a transaction this package bound (a
+        queryset's one-by-one delete's own), ``post_delete`` once it committed.
         """
         operation = await self._async_operation("async_delete", "delete()", session)
         signal_kwargs = signal_kwargs or {}
@@ -1098,9 +1101,16 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         except Exception:
             await self._signal_gone(operation, signal_kwargs)
             raise
-        await signals.send(
-            signals.post_delete, type(self), document=self, **signal_kwargs
-        )
+        undos = context.journal(operation.session) if _post_delete_on_commit else None
+        if undos is None:
+            await signals.send(
+                signals.post_delete, type(self), document=self, **signal_kwargs
+            )
+        elif held_back is not None:  # (not muted: sent once committed)
+            send = functools.partial(
+                signals.send, signals.post_delete, type(self), document=self
+            )
+            context.on_commit(undos, functools.partial(send, **held_back))
         if failed:  # (the document and its own files gone, post_delete sent)
             raise failed[0]
 
