@@ -1572,6 +1572,63 @@ async def test_a_cancelled_cascade_goes_on_as_a_whole_once_the_block_ended(
     ]
 
 
+@pytest.mark.parametrize("form", FORMS)
+async def test_a_task_a_receiver_starts_once_the_block_ended_writes_outside_it(
+    app_alias, command_log, form
+):
+    """A task that a signal receiver starts (fire and forget) in the rest of a
+    cancelled cascade, going on once the block's code ended, cannot join the
+    transaction (its commit does not wait for the task, which would use the
+    session beside the delete): it runs outside it, as one that a receiver
+    starts in a delete's own transaction. It failed with 'Cannot use ended
+    session' (an attempt over), though the block had ended before it began."""
+    await warm()
+    kennel = await TxKennel(name="Ann's").async_save()
+    for name in ("Rex", "Tom"):
+        await TxDog(name=name, kennel=kennel).async_save()
+    started: list[asyncio.Task] = []
+
+    async def receiver(sender: type, document: Any, **kwargs: Any) -> None:
+        save = TxAccount(name=f"task for {document.name}").async_save()
+        started.append(asyncio.create_task(save))
+        await asyncio.wait({started[-1]})
+        await TxAccount(name=f"receiver for {document.name}").async_save()
+
+    signals.pre_delete.connect(receiver, sender=TxDog)
+    try:
+        async with held_on_server(app_alias, "find", 1000) as held:
+
+            async def block() -> None:
+                deleting = asyncio.create_task(kennel.async_delete())
+                await held.reached_server()  # its read of the dogs
+                deleting.cancel()
+                await asyncio.wait({deleting})
+
+            await run_in(form, block)
+    finally:
+        signals.pre_delete.disconnect(receiver, sender=TxDog)
+    assert [task.exception() for task in started] == [None, None]
+    assert await committed(TxKennel) == [] and await committed(TxDog) == []
+    assert [raw["name"] for raw in await committed(TxAccount)] == [
+        "task for Rex",
+        "receiver for Rex",
+        "task for Tom",
+        "receiver for Tom",
+    ]
+    in_transaction = {
+        event.command["documents"][0]["name"]: "autocommit" in event.command
+        for event in command_log.events
+        if event.command_name == "insert"
+        and event.command["insert"] == TxAccount._get_collection_name()
+    }
+    assert in_transaction == {
+        "task for Rex": False,
+        "receiver for Rex": True,
+        "task for Tom": False,
+        "receiver for Tom": True,
+    }
+
+
 def test_is_transient_follows_the_causes():
     labelled = pymongo.errors.OperationFailure("conflict", code=112)
     labelled._add_error_label("TransientTransactionError")

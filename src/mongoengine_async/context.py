@@ -134,6 +134,8 @@ def current_session(client: Any = None) -> AsyncClientSession | None:
         return sessions[-1] if sessions else None
     session = _bound_for(client, sessions)
     if session is not None and _over(session):
+        if any(session is left for left in _left_behind.get()):
+            return None  # (started once its attempt was over: see receiving)
         raise _ended_attempt_error()
     return session
 
@@ -200,6 +202,40 @@ def _settling(session: AsyncClientSession) -> bool:
     return acting is not asyncio.current_task() and any(
         _working_for.get(write) is acting for write in writes
     )
+
+
+# The sessions whose attempt was over when a signal receiver was called in
+# the rest of a cancelled write going on in their transaction (see receiving).
+_left_behind: ContextVar[tuple[AsyncClientSession, ...]] = ContextVar(
+    "mongoengine_async_left_behind", default=()
+)
+
+
+def receiving() -> contextlib.AbstractContextManager[None]:
+    """Around the call of a signal's receivers. In the rest of a cancelled
+    write going on in a transaction once its attempt is over (see
+    :func:`_settling`), a task a receiver starts runs outside it: the commit
+    waits for the write, not for that task, which would use the session
+    beside it. (The receiver itself, part of the write, joins it.)"""
+    attempts = _attempts.get()
+    if not attempts:  # (most sends: no transaction bound)
+        return contextlib.nullcontext()
+    over = tuple(
+        each.session for each in attempts if each.over and _settling(each.session)
+    )
+    if not over:
+        return contextlib.nullcontext()
+    return _leaving_behind(over)
+
+
+@contextlib.contextmanager
+def _leaving_behind(sessions: tuple[AsyncClientSession, ...]) -> Iterator[None]:
+    """Mark ``sessions`` as left behind by the tasks started meanwhile."""
+    token = _left_behind.set((*_left_behind.get(), *sessions))
+    try:
+        yield
+    finally:
+        _left_behind.reset(token)
 
 
 def _ended_attempt_error() -> InvalidOperation:

@@ -31,6 +31,8 @@ from mongoengine.signals import (
     signals_available,
 )
 
+from mongoengine_async.context import receiving
+
 __all__ = (
     "Namespace",
     "has_delete_receivers",
@@ -106,14 +108,15 @@ async def send_around(
     ``around``)."""
     if not has_receivers(signal, sender):
         return
-    for receiver in list(signal.receivers_for(sender)):
-        if around is None:
-            result = receiver(sender, **kwargs)
-        else:
-            with around():
+    with receiving():  # (a task a receiver starts: in which transaction)
+        for receiver in list(signal.receivers_for(sender)):
+            if around is None:
                 result = receiver(sender, **kwargs)
-        if inspect.isawaitable(result):
-            await (result if around is None else _stepped(result, around))
+            else:
+                with around():
+                    result = receiver(sender, **kwargs)
+            if inspect.isawaitable(result):
+                await (result if around is None else _stepped(result, around))
 
 
 @types.coroutine
