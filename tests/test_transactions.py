@@ -1167,6 +1167,41 @@ async def test_a_one_by_one_delete_sends_post_delete_once_it_committed(
     assert await committed(TxKennel) == [] and await committed(TxDog) == []
 
 
+async def test_a_one_by_one_delete_cancelled_while_it_commits_signals_after(
+    app_alias,
+):
+    """Cancelled while its own transaction commits, a document-by-document
+    delete raises at once; the commit goes on, and once it committed each
+    document's ``post_delete`` is sent, once, in a task of its own."""
+    for name in ("a", "b"):
+        kennel = await TxKennel(name=name).async_save()
+        await TxDog(name=f"{name}'s dog", kennel=kennel).async_save()
+    post: list[tuple[str, list[str]]] = []
+    both = asyncio.Event()
+
+    async def after(sender: type, document: Any, **kwargs: Any) -> None:
+        kennels = [raw["name"] for raw in await committed(TxKennel)]
+        post.append((document.name, kennels))
+        if len(post) == 2:
+            both.set()
+
+    signals.post_delete.connect(after, sender=TxKennel)
+    try:
+        async with held_on_server(app_alias, "commitTransaction", 1000) as held:
+            deleting = asyncio.create_task(
+                TxKennel.objects.order_by("name").async_delete()
+            )
+            await held.reached_server()
+            deleting.cancel()
+            await asyncio.wait({deleting})
+            assert deleting.cancelled() and post == []
+            await asyncio.wait_for(both.wait(), 60)  # (the last step asserted)
+    finally:
+        signals.post_delete.disconnect(after, sender=TxKennel)
+    assert post == [("a", []), ("b", [])]
+    assert await committed(TxDog) == []
+
+
 async def test_context_manager_reports_a_transient_commit(app_alias, command_log):
     """The block cannot run again: the caller gets an error to retry on."""
     await warm()
