@@ -55,7 +55,7 @@ from mongoengine_async import (
 )
 from mongoengine_async.connection import disconnect_all_async
 from mongoengine_async.context import current_session
-from mongoengine_async.testing import fresh_database
+from mongoengine_async.testing import CommandLog, fresh_database
 
 BLOCK_MS = 700
 
@@ -2047,16 +2047,17 @@ async def fail_point_on(
     return configured["count"]
 
 
-async def connect_own_app(name: str, mongodb_uri: str, app: str) -> Any:
+async def connect_own_app(name: str, mongodb_uri: str, app: str, **options: Any) -> Any:
     """Connect alias "default" to database ``name`` as application ``app``
-    (the fail point's), without retryable writes, in a test's own loop; the
-    client's admin database."""
+    (the fail point's), without retryable writes, in a test's own loop, with
+    the client ``options`` given; the client's admin database."""
     await connect_async(
         name,
         host=mongodb_uri,
         appname=app,
         retryWrites=False,
         uuidRepresentation="standard",
+        **options,
     )
     return get_async_connection().admin
 
@@ -2496,6 +2497,56 @@ def test_a_queryset_delete_resent_as_its_loop_ends_spares_a_later_match(mongodb_
         kept, kept_files, files, chunks = asyncio.run(left())
     assert [raw["_id"] for raw in kept] == [later]
     assert files == chunks == kept_files
+
+
+def test_a_queryset_delete_resent_as_its_loop_ends_names_its_ids_in_runs(
+    mongodb_uri, monkeypatch
+):
+    """The resend of a queryset delete that ``asyncio.run()``'s end cuts
+    short names the listed ids in runs of LISTED_IDS_BYTES, as the delete
+    itself: it named them all in one command, which over 16 MB (some 700,000
+    ids) the server refuses, the documents and their files left."""
+    name = f"cw_{uuid4().hex[:12]}"
+    app = f"cw-{uuid4().hex[:8]}"
+    log = CommandLog()
+    monkeypatch.setattr(gridfs, "LISTED_IDS_BYTES", 21)  # an id a run
+
+    async def main() -> list[Any]:
+        await connect_own_app(name, mongodb_uri, app, event_listeners=[log])
+        ids = []
+        for number in range(2):
+            document = CwFiled()
+            await document.data.async_put(b"contents %d" % number)
+            await document.async_save()
+            ids.append(document.pk)
+        # The first delete held, then failing: only the resend deletes.
+        admin = get_async_connection().admin
+        count = await fail_point_on(
+            admin, app, "delete", **BLOCKED, errorCode=2, namespace=f"{name}.cw_filed"
+        )
+        task = asyncio.ensure_future(CwFiled.objects.async_delete())
+        await Held(admin, app, ["delete"], count).reached_server()
+        assert not task.done()  # (left to the loop's end)
+        return ids
+
+    async def left() -> tuple[int, list, list]:
+        admin = await connect_own_app(name, mongodb_uri, app, event_listeners=[log])
+        database = get_async_connection()[name]
+        await fail_point_off_once_ended(admin, app, "delete")
+        kept = await database["cw_filed"].count_documents({})
+        return (kept, *await files_left(database))
+
+    try:
+        ids = asyncio.run(main())
+    finally:
+        kept, files, chunks = asyncio.run(left())
+    named = [
+        event.command["deletes"][0]["q"]["_id"]["$in"]
+        for event in log.events
+        if event.command_name == "delete" and event.command["delete"] == "cw_filed"
+    ]
+    assert named == [[ids[0]], [ids[0]], [ids[1]]]
+    assert (kept, files, chunks) == (0, [], [])
 
 
 @pytest.mark.parametrize("receiver", [False, True], ids=["", "receivers"])

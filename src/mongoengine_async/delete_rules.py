@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import mongoengine
@@ -39,7 +39,12 @@ from mongoengine_async.context import (
     run_on,
     run_transaction,
 )
-from mongoengine_async.gridfs import delete_files, delete_files_of_deleted, stored_files
+from mongoengine_async.gridfs import (
+    Matching,
+    delete_files,
+    delete_files_of_deleted,
+    stored_files,
+)
 from mongoengine_async.operation import Operation, session_for
 
 __all__ = ("delete_each", "delete_matching", "has_rules", "runs_own_transaction")
@@ -586,7 +591,7 @@ class _DeletePlan:
         found = []
         for cls, query in [*matches, *self.filters]:
             operation = await self.operation.on(cls)
-            found += await stored_files(_Matching(cls, query), operation)
+            found += await stored_files(Matching(cls, query), operation)
         self.files = found  # (found again if run again)
 
     def _updates(self) -> list[tuple[type[Any], dict, dict]]:
@@ -650,14 +655,6 @@ async def _pre_delete(document: Any) -> None:
 async def _post_delete(document: Any) -> None:
     """A cascaded document's ``post_delete``, a step of :meth:`_DeletePlan.run`."""
     await signals.send(signals.post_delete, type(document), document=document)
-
-
-@dataclass(frozen=True)
-class _Matching:
-    """What ``stored_files`` reads of a queryset: the class and raw query."""
-
-    _document: type[Any]
-    _query: dict
 
 
 def _deny_referrers(root: type[Any]) -> set[type[Any]]:

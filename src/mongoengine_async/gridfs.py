@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 import bson
 import mongoengine
 import pymongo.errors
+from bson.codec_options import CodecOptions
 from gridfs import GridOut
 from gridfs.asynchronous import AsyncGridIn, AsyncGridOut
 from gridfs.errors import FileExists, NoFile
@@ -85,12 +86,15 @@ else:
 
 __all__ = (
     "DOWNLOAD_BATCH_BYTES",
+    "LISTED_IDS_BYTES",
     "UPLOAD_BATCH_BYTES",
     "AsyncGridFSProxy",
+    "Matching",
     "RefusesAsync",
     "RefusesAsyncImage",
     "delete_files",
     "delete_files_of_deleted",
+    "listed",
     "stored_files",
     "stored_files_and_ids",
 )
@@ -1193,6 +1197,57 @@ async def stored_files_and_ids(
     ]
     check_deletable(proxies)
     return proxies, [raw["_id"] for raw in found]
+
+
+@dataclasses.dataclass(frozen=True)
+class Matching:
+    """What ``stored_files`` and ``delete_matching`` read of a queryset: the
+    class and raw query."""
+
+    _document: type[Any]
+    _query: dict
+
+
+# The BSON bytes of the ids one delete of listed documents names at most: with
+# the query beside them, well under the server's 16 MB limit on a command.
+LISTED_IDS_BYTES = 4 * 1024 * 1024
+
+
+def listed(
+    queryset: Any, ids: list, codec_options: CodecOptions, whole: bool = False
+) -> list[Matching]:
+    """What ``queryset`` still matches among ``ids``, the documents whose
+    files :func:`stored_files_and_ids` listed (one inserted or changed to
+    match since would lose its files): runs of ids of LISTED_IDS_BYTES at
+    most, one delete each, or one run when ``whole``; never none."""
+    runs = [ids] if whole else _id_runs(ids, codec_options)
+    return [Matching(queryset._document, _among(queryset._query, run)) for run in runs]
+
+
+def _among(query: dict, ids: list) -> dict:
+    """``query`` restricted to the documents of ``ids`` (unchanged when it is
+    one ``_id`` that ``ids`` holds alone: a document's own delete)."""
+    if list(query) == ["_id"] and ids == [query["_id"]]:
+        return query
+    among = {"_id": {"$in": ids}}
+    return {"$and": [query, among]} if query else among
+
+
+def _id_runs(ids: list, codec_options: CodecOptions) -> list[list]:
+    """``ids`` cut in runs of LISTED_IDS_BYTES at most (as array elements,
+    keys of up to 7 digits), in order; one run at least."""
+    runs: list[list] = [[]]
+    size = 0
+    for value in ids:
+        # An element: type, key and value, where {"": value} has 7 bytes
+        # around the value.
+        element = len(bson.encode({"": value}, codec_options=codec_options)) + 2
+        if runs[-1] and size + element > LISTED_IDS_BYTES:
+            runs.append([])
+            size = 0
+        runs[-1].append(value)
+        size += element
+    return runs
 
 
 def _fields_of(raw: dict, by_class: dict[str, dict], cls: type[Any]) -> dict:

@@ -105,6 +105,7 @@ from mongoengine_async.from_bson import from_son, loader
 from mongoengine_async.gridfs import (
     delete_files,
     delete_files_of_deleted,
+    listed,
     stored_files_and_ids,
 )
 from mongoengine_async.guards import (
@@ -1326,9 +1327,10 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         if (self._skip or self._limit or has_delete_signal) and not _from_doc_delete:
             return await delete_each(self, operation, atomic=transaction)
         files: list[Any] = []
-        ids: list | None = None
+        runs: list[Any] = [self]  # what each delete sent removes
         if not _from_doc_delete:
             files, ids = await stored_files_and_ids(self, operation)
+            runs = self._listed(ids, operation)
         # (The error of the cascaded documents' files: raised after the rest.)
         failed: list[Exception] = [] if _failed is None else _failed
         deleting = functools.partial(
@@ -1339,20 +1341,35 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             followed=_followed or functools.partial(_follow_files, files, operation),
             failed=failed,
         )
+        each_run = functools.partial(_delete_runs, deleting, runs)
         if not _from_doc_delete and await _goes_on(self, operation, files, transaction):
-            resend = self if ids is None else self.filter(pk__in=ids)
-            deleted = await _files_follow(
-                functools.partial(deleting, self),
-                functools.partial(deleting, resend),
-                files,
-                operation,
-            )
+            deleted = await _files_follow(each_run, files, operation)
         else:
-            deleted = await deleting(self)
+            deleted = await each_run()
         await delete_files_of_deleted(files, operation)  # once the documents are gone
         if failed and _failed is None:
             raise failed[0]
         return deleted
+
+    def _listed(self, ids: list | None, operation: Operation) -> list[Any]:
+        """What a delete of the matches whose files were listed (``ids``, None
+        when the class has no file fields) sends: its own query, restricted to
+        ``ids`` (in runs under the 16 MB command limit; in one with delete
+        rules, whose plan is one transaction)."""
+        if ids is None:
+            return [self]
+        codec_options = operation.collection.codec_options
+        return listed(self, ids, codec_options, whole=has_rules(self._document))
+
+
+async def _delete_runs(
+    deleting: Callable[[Any], Coroutine[Any, Any, int | None]], runs: list[Any]
+) -> int | None:
+    """``await deleting(run)`` for each run in turn; the total count (None
+    when the delete is unacknowledged)."""
+    counts = [await deleting(run) for run in runs]
+    known = [count for count in counts if count is not None]
+    return sum(known) if len(known) == len(counts) else None
 
 
 # The deletes of documents holding files whose caller was cancelled, going on
@@ -1379,7 +1396,6 @@ async def _goes_on(
 
 async def _files_follow(
     deleting: Callable[[], Coroutine[Any, Any, int | None]],
-    resend: Callable[[], Coroutine[Any, Any, int | None]],
     files: list[Any],
     operation: Operation,
 ) -> int | None:
@@ -1389,9 +1405,8 @@ async def _files_follow(
     files of the documents they delete), and once it was applied the files
     are deleted, as after a document's cancelled delete (they would stay,
     found by nothing). In a session of the caller's, the caller waits for
-    it first: its next command on the session must come after. ``resend``:
-    see :func:`_delete_surely`."""
-    outcome, write = detached(_delete_surely(deleting, resend, files, operation))
+    it first: its next command on the session must come after."""
+    outcome, write = detached(_delete_surely(deleting, files, operation))
     held(write, _deleting)
     try:
         return await outcome
@@ -1406,20 +1421,19 @@ async def _files_follow(
 
 async def _delete_surely(
     deleting: Callable[[], Coroutine[Any, Any, int | None]],
-    resend: Callable[[], Coroutine[Any, Any, int | None]],
     files: list[Any],
     operation: Operation,
 ) -> int | None:
     """``await deleting()``; cancelled itself while it is on its way (its
     loop ending: ``asyncio.run()`` cancels the tasks left, and waits for
     them), the delete may reach the server all the same: it is sent again
-    (``resend``: only the documents whose files were listed, not one
-    inserted since, whose files would be left), and the files deleted,
-    before the cancellation is raised."""
+    (it names only the documents whose files were listed, not one inserted
+    since, whose files would be left), and the files deleted, before the
+    cancellation is raised."""
     try:
         return await deleting()
     except asyncio.CancelledError:
-        await resend()
+        await deleting()
         await delete_files(files, operation, surely=True)
         raise
 

@@ -1,0 +1,158 @@
+"""A queryset delete of documents holding files deletes only the documents
+whose files it listed: one that comes to match meanwhile keeps its files."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pymongo
+import pytest
+from bson import ObjectId
+
+import mongoengine_async.gridfs
+from mongoengine_async import (
+    NULLIFY,
+    Document,
+    FileField,
+    ReferenceField,
+    StringField,
+    get_async_connection,
+    get_async_db,
+)
+from mongoengine_async.testing import CommandLog
+
+
+class QdPlain(Document):
+    name = StringField()
+    data = FileField(collection_name="qd_files")
+
+
+class QdRuled(Document):
+    name = StringField()
+    data = FileField(collection_name="qd_files")
+
+
+class QdHolder(Document):
+    ruled = ReferenceField(QdRuled, reverse_delete_rule=NULLIFY)
+
+
+@contextlib.contextmanager
+def after_first_find(
+    command_log: CommandLog, mongodb_uri: str, write: Any
+) -> Iterator[None]:
+    """Call ``write(database)`` (another client's, sync) once the first
+    ``find`` sent on the test's connection was answered: between a delete's
+    listing of the files and its delete, deterministically."""
+    client: pymongo.MongoClient = pymongo.MongoClient(
+        mongodb_uri, uuidRepresentation="standard"
+    )
+    database = client[get_async_db().name]
+    done: list[str] = []
+
+    def succeeded(event: Any) -> None:
+        if event.command_name == "find" and not done:
+            done.append(event.command_name)
+            write(database)
+
+    command_log.succeeded = succeeded  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del command_log.succeeded
+        client.close()
+    assert done  # (the write happened)
+
+
+async def stored(cls: type[Any], name: str) -> Any:
+    """A saved ``cls`` document named ``name`` holding a file of its name."""
+    document = cls(name=name)
+    await document.data.async_put(name.encode())
+    await document.async_save()
+    return document
+
+
+async def files_left() -> list[bytes]:
+    """The contents of the files left in the bucket, sorted."""
+    chunks = get_async_db()["qd_files.chunks"]
+    return sorted([raw["data"] for raw in await chunks.find().to_list()])
+
+
+@pytest.mark.parametrize("way", ["plain", "session", "rules", "rules-no-transaction"])
+@pytest.mark.parametrize("change", ["inserted", "updated"])
+async def test_a_document_matching_after_the_files_were_listed_keeps_them(
+    async_alias: str, command_log: CommandLog, mongodb_uri: str, way: str, change: str
+) -> None:
+    """A document inserted (or updated to match) between the listing of the
+    files of the matches and their delete is left alone, with its file; the
+    count is of the documents deleted. The delete went by its query: that
+    document was deleted too, its file (listed by nothing) orphaned."""
+    cls = QdPlain if way in ("plain", "session") else QdRuled
+    for name in ("a", "b"):
+        await stored(cls, f"doomed {name}")
+    later = cls(id=ObjectId(), name="doomed c" if change == "inserted" else "kept")
+    await later.data.async_put(b"later")
+    if change == "updated":
+        await later.async_save()
+    raw = later.to_mongo().to_dict()
+
+    def write(database: Any) -> None:
+        collection = database[cls._get_collection_name()]
+        if change == "inserted":
+            collection.insert_one(raw)
+        else:
+            collection.update_one({"_id": later.pk}, {"$set": {"name": "doomed c"}})
+
+    queryset = cls.objects(name__startswith="doomed")
+    with after_first_find(command_log, mongodb_uri, write):
+        if way == "session":
+            async with get_async_connection().start_session() as session:
+                deleted = await queryset.async_delete(session=session)
+        else:
+            deleted = await queryset.async_delete(transaction=way == "rules")
+    assert deleted == 2
+    [kept] = await cls.objects.async_to_list()
+    assert kept.pk == later.pk
+    assert await (await cls.data.async_get(kept)).async_read() == b"later"
+    assert await files_left() == [b"later"]
+
+
+async def test_a_delete_of_many_matches_names_them_in_runs_under_the_limit(
+    async_alias: str, command_log: CommandLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delete of the documents whose files were listed names their ids in
+    runs of LISTED_IDS_BYTES at most, one delete each (one naming them all
+    fails over 16 MB, some 700,000 ids), and counts them all."""
+    documents = [await stored(QdPlain, f"doomed {number}") for number in range(5)]
+    await stored(QdPlain, "other")
+    # Two ids a run: an ObjectId element is 12 bytes, a type and a short key.
+    monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
+    command_log.clear()
+    assert await QdPlain.objects(name__startswith="doomed").async_delete() == 5
+    deletes = [
+        event.command["deletes"][0]["q"]["$and"][1]["_id"]["$in"]
+        for event in command_log.events
+        if event.command_name == "delete"
+        and event.command["delete"] == QdPlain._get_collection_name()
+    ]
+    assert deletes == [
+        [each.pk for each in documents[start : start + 2]] for start in (0, 2, 4)
+    ]
+    assert [each.name for each in await QdPlain.objects.async_to_list()] == ["other"]
+    assert await files_left() == [b"other"]
+
+
+async def test_a_delete_listing_nothing_deletes_nothing(
+    async_alias: str, command_log: CommandLog, mongodb_uri: str
+) -> None:
+    """Nothing matched when the files were listed: the count is 0, and a
+    document inserted before the delete is sent stays."""
+    raw = {"_id": ObjectId(), "name": "doomed"}
+
+    def write(database: Any) -> None:
+        database[QdPlain._get_collection_name()].insert_one(raw)
+
+    with after_first_find(command_log, mongodb_uri, write):
+        assert await QdPlain.objects(name="doomed").async_delete() == 0
+    assert [each.pk for each in await QdPlain.objects.async_to_list()] == [raw["_id"]]
