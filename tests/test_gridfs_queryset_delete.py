@@ -13,6 +13,7 @@ from bson import ObjectId
 
 import mongoengine_async.gridfs
 from mongoengine_async import (
+    CASCADE,
     NULLIFY,
     Document,
     FileField,
@@ -38,13 +39,24 @@ class QdHolder(Document):
     ruled = ReferenceField(QdRuled, reverse_delete_rule=NULLIFY)
 
 
+class QdRoot(Document):
+    name = StringField()
+
+
+class QdChild(Document):
+    parent = ReferenceField(QdRoot, reverse_delete_rule=CASCADE)
+    name = StringField()
+    data = FileField(collection_name="qd_files")
+
+
 @contextlib.contextmanager
 def after_first_find(
-    command_log: CommandLog, mongodb_uri: str, write: Any
+    command_log: CommandLog, mongodb_uri: str, write: Any, collection: str = ""
 ) -> Iterator[None]:
     """Call ``write(database)`` (another client's, sync) once the first
-    ``find`` sent on the test's connection was answered: between a delete's
-    listing of the files and its delete, deterministically."""
+    ``find`` (of ``collection`` if given) sent on the test's connection was
+    answered: between a delete's listing of the files and its delete,
+    deterministically."""
     client: pymongo.MongoClient = pymongo.MongoClient(
         mongodb_uri, uuidRepresentation="standard"
     )
@@ -52,7 +64,12 @@ def after_first_find(
     done: list[str] = []
 
     def succeeded(event: Any) -> None:
-        if event.command_name == "find" and not done:
+        if event.command_name != "find" or done:
+            return
+        [sent] = [
+            each for each in command_log.events if each.request_id == event.request_id
+        ]
+        if collection in ("", sent.command["find"]):
             done.append(event.command_name)
             write(database)
 
@@ -156,3 +173,36 @@ async def test_a_delete_listing_nothing_deletes_nothing(
     with after_first_find(command_log, mongodb_uri, write):
         assert await QdPlain.objects(name="doomed").async_delete() == 0
     assert [each.pk for each in await QdPlain.objects.async_to_list()] == [raw["_id"]]
+
+
+@pytest.mark.parametrize("transaction", [False, True], ids=["none", "own"])
+async def test_a_cascaded_document_matching_after_its_files_were_read_keeps_them(
+    async_alias: str, command_log: CommandLog, mongodb_uri: str, transaction: bool
+) -> None:
+    """A cascade deleting documents holding files by its rule's filter (their
+    class has no rules, nor receivers) deletes only those whose files it read:
+    one referring to a deleted document inserted in between stays, with its
+    file. Outside a transaction it was deleted by the filter, its file
+    orphaned."""
+    root = QdRoot(name="doomed")
+    await root.async_save()
+    for name in ("a", "b"):
+        child = QdChild(parent=root, name=name)
+        await child.data.async_put(name.encode())
+        await child.async_save()
+    later = QdChild(id=ObjectId(), parent=root, name="later")
+    await later.data.async_put(b"later")
+    raw = later.to_mongo().to_dict()
+
+    def write(database: Any) -> None:
+        database[QdChild._get_collection_name()].insert_one(raw)
+
+    collection = QdChild._get_collection_name()
+    with after_first_find(command_log, mongodb_uri, write, collection):
+        deleted = await QdRoot.objects(name="doomed").async_delete(
+            transaction=transaction
+        )
+    assert deleted == 1
+    assert await QdRoot.objects.async_count() == 0
+    assert [each.name for each in await QdChild.objects.async_to_list()] == ["later"]
+    assert await files_left() == [b"later"]

@@ -43,7 +43,9 @@ from mongoengine_async.gridfs import (
     Matching,
     delete_files,
     delete_files_of_deleted,
+    listed,
     stored_files,
+    stored_files_and_ids,
 )
 from mongoengine_async.operation import Operation, session_for
 
@@ -402,6 +404,8 @@ class _DeletePlan:
         # A post_delete receiver's error once all was written (no transaction).
         self.error: Exception | None = None
         self.filters: list[tuple[type[Any], dict]] = []
+        # Those filters, restricted to the documents whose files were found.
+        self.by_filters: list[tuple[type[Any], dict]] = []
         self.deny_referrers = _deny_referrers(root)
 
     def _needs_ids(self, cls: type[Any]) -> bool:
@@ -586,12 +590,24 @@ class _DeletePlan:
 
     async def _find_files(self) -> None:
         """The GridFS files of the cascaded documents (one query per class with
-        file fields), for the caller to delete once the documents are gone."""
+        file fields), for the caller to delete once the documents are gone;
+        and the deletes by filter restricted to the documents read."""
         matches = [(cls, {"_id": {"$in": ids}}) for cls, ids in self._cascaded()]
         found = []
-        for cls, query in [*matches, *self.filters]:
+        for cls, query in matches:
             operation = await self.operation.on(cls)
             found += await stored_files(Matching(cls, query), operation)
+        self.by_filters = []
+        for cls, query in self.filters:
+            operation = await self.operation.on(cls)
+            matching = Matching(cls, query)
+            files, ids = await stored_files_and_ids(matching, operation)
+            found += files
+            # Only the documents whose files were read: one matching since
+            # would lose its files (outside a transaction's snapshot).
+            codec_options = operation.collection.codec_options
+            runs = [matching] if ids is None else listed(matching, ids, codec_options)
+            self.by_filters += [(cls, run._query) for run in runs]
         self.files = found  # (found again if run again)
 
     def _updates(self) -> list[tuple[type[Any], dict, dict]]:
@@ -625,8 +641,9 @@ class _DeletePlan:
 
     async def _delete_by_filters(self) -> None:
         """Delete the cascaded documents of the classes no step needs the ids
-        of, each rule and level with one delete by its filter."""
-        for cls, query in self.filters:
+        of, each rule and level with one delete by its filter (for a class
+        with file fields, and ids in runs, the documents whose files it read)."""
+        for cls, query in self.by_filters:
             await _delete(await self.operation.on(cls), query)
 
     def _cascaded(self) -> list[tuple[type[Any], list]]:

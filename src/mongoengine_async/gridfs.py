@@ -1239,15 +1239,26 @@ def _id_runs(ids: list, codec_options: CodecOptions) -> list[list]:
     runs: list[list] = [[]]
     size = 0
     for value in ids:
-        # An element: type, key and value, where {"": value} has 7 bytes
-        # around the value.
-        element = len(bson.encode({"": value}, codec_options=codec_options)) + 2
+        element = (
+            _OBJECT_ID_ELEMENT
+            if type(value) is bson.ObjectId  # (the usual id: no encoding)
+            else _element_bytes(value, codec_options)
+        )
         if runs[-1] and size + element > LISTED_IDS_BYTES:
             runs.append([])
             size = 0
         runs[-1].append(value)
         size += element
     return runs
+
+
+def _element_bytes(value: Any, codec_options: CodecOptions) -> int:
+    """The bytes of ``value`` as an array element, its key up to 7 digits
+    (``{"": value}`` has 7 bytes around the value: 2 less than such a key)."""
+    return len(bson.encode({"": value}, codec_options=codec_options)) + 2
+
+
+_OBJECT_ID_ELEMENT = _element_bytes(bson.ObjectId(), bson.DEFAULT_CODEC_OPTIONS)
 
 
 def _fields_of(raw: dict, by_class: dict[str, dict], cls: type[Any]) -> dict:
