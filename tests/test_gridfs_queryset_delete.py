@@ -3,6 +3,7 @@ whose files it listed: one that comes to match meanwhile keeps its files."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,7 @@ from mongoengine_async import (
     FileField,
     ReferenceField,
     StringField,
+    context,
     get_async_connection,
     get_async_db,
 )
@@ -133,6 +135,76 @@ async def test_a_document_matching_after_the_files_were_listed_keeps_them(
     assert kept.pk == later.pk
     assert await (await cls.data.async_get(kept)).async_read() == b"later"
     assert await files_left() == [b"later"]
+
+
+async def delete_doomed(cls: type[Any], way: str) -> int | None:
+    """``async_delete()`` of the ``cls`` documents named "doomed ...", the
+    ``way`` given: in a session of ours, or in a transaction of its own
+    ("rules") or not."""
+    queryset = cls.objects(name__startswith="doomed")
+    if way == "session":
+        async with get_async_connection().start_session() as session:
+            return await queryset.async_delete(session=session)
+    return await queryset.async_delete(transaction=way == "rules")
+
+
+@pytest.mark.parametrize("way", ["plain", "session", "rules", "rules-no-transaction"])
+async def test_a_listed_document_matching_no_more_keeps_its_files(
+    async_alias: str, command_log: CommandLog, mongodb_uri: str, way: str
+) -> None:
+    """A document whose files were listed, then changed to match no more
+    before the delete, stays (the delete names the query too) and keeps its
+    files: the delete removed fewer documents than it listed, so one query
+    reads the files of those still there. They were deleted, the document
+    left referring to files gone."""
+    cls = QdPlain if way in ("plain", "session") else QdRuled
+    for name in ("a", "b", "c"):
+        await stored(cls, f"doomed {name}")
+    changed = await cls.objects.async_get(name="doomed c")
+
+    def write(database: Any) -> None:
+        collection = database[cls._get_collection_name()]
+        collection.update_one({"_id": changed.pk}, {"$set": {"name": "kept"}})
+
+    with after_first_find(command_log, mongodb_uri, write):
+        assert await delete_doomed(cls, way) == 2
+    [kept] = await cls.objects.async_to_list()
+    assert (kept.pk, kept.name) == (changed.pk, "kept")
+    assert await (await cls.data.async_get(kept)).async_read() == b"doomed c"
+    assert await files_left() == [b"doomed c"]
+
+
+async def test_cancelled_as_it_reads_the_files_left_it_still_spares_them(
+    async_alias: str, command_log: CommandLog, mongodb_uri: str
+) -> None:
+    """Cancelled while it reads the files of the listed documents still there
+    (the documents deleted), the delete leaves that read and the files'
+    deletes to a task of its own, which still spares the files of those."""
+    documents = [await stored(QdPlain, f"doomed {name}") for name in "abc"]
+    changed = documents[2]
+    finds: list[Any] = []
+
+    def write(database: Any) -> None:
+        collection = database[QdPlain._get_collection_name()]
+        collection.update_one({"_id": changed.pk}, {"$set": {"name": "kept"}})
+
+    def started(event: Any) -> None:
+        CommandLog.started(command_log, event)
+        if event.command_name == "find":
+            finds.append(event.command["filter"])
+            if len(finds) == 2:  # the read of the files of those left
+                task.cancel()
+
+    command_log.started = started  # type: ignore[method-assign]
+    with after_first_find(command_log, mongodb_uri, write):
+        task = asyncio.ensure_future(delete_doomed(QdPlain, "plain"))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await asyncio.wait_for(asyncio.gather(*context.following), 30)  # the last step
+    assert finds[1] == {"_id": {"$in": [each.pk for each in documents]}}
+    [kept] = await QdPlain.objects.async_to_list()
+    assert kept.pk == changed.pk
+    assert await files_left() == [b"doomed c"]
 
 
 async def test_a_delete_of_many_matches_names_them_in_runs_under_the_limit(

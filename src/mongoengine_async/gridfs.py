@@ -89,6 +89,7 @@ __all__ = (
     "LISTED_IDS_BYTES",
     "UPLOAD_BATCH_BYTES",
     "AsyncGridFSProxy",
+    "Listed",
     "Matching",
     "RefusesAsync",
     "RefusesAsyncImage",
@@ -1318,26 +1319,82 @@ async def delete_files(
         raise errors[0]
 
 
+@dataclasses.dataclass(frozen=True)
+class Listed:
+    """The documents of ``cls`` whose files a delete listed (``ids``), and how
+    many it deleted (None: unacknowledged, not known)."""
+
+    cls: type[Any]
+    ids: list
+    deleted: int | None
+
+    def all_gone(self) -> bool:
+        """Whether the delete removed (or may have removed) every one."""
+        return self.deleted is None or self.deleted >= len(self.ids)
+
+
 async def delete_files_of_deleted(
-    proxies: list[AsyncGridFSProxy], operation: Operation
+    proxies: list[AsyncGridFSProxy], operation: Operation, left: Listed | None = None
 ) -> None:
-    """:func:`delete_files` of documents already deleted: a caller cancelled
-    meanwhile, outside a transaction (whose abort keeps the documents and
-    files), leaves them all deleted in a task of its own, as they would stay,
-    found by nothing (``Document.async_delete`` has its own follow-up)."""
+    """:func:`delete_files` of documents already deleted, but those a listed
+    document the delete left holds (see :func:`_delete_unheld`): a caller
+    cancelled meanwhile, outside a transaction (whose abort keeps the
+    documents and files), leaves them all deleted in a task of its own, as
+    they would stay, found by nothing (``Document.async_delete`` has its own
+    follow-up)."""
     try:
-        await delete_files(proxies, operation)
+        await _delete_unheld(proxies, operation, left)
     except asyncio.CancelledError:
         session = operation.session
         if proxies and (session is None or not session.in_transaction):
             # (Not in the caller's session: it may use it meanwhile.)
             alone = dataclasses.replace(operation, session=None)
             follow_up(
-                delete_files(proxies, alone, surely=True),
+                _delete_unheld(proxies, alone, left, surely=True),
                 "delete of the files of documents a cancelled delete deleted",
                 finish=True,
             )
         raise
+
+
+async def _delete_unheld(
+    proxies: list[AsyncGridFSProxy],
+    operation: Operation,
+    left: Listed | None,
+    surely: bool = False,
+) -> None:
+    """:func:`delete_files` of ``proxies`` but those the ``left`` documents
+    still there hold: one listed that the delete left (changed meanwhile to
+    match its query no more) keeps its files. Read only when the delete
+    removed fewer than it listed; ``surely`` and cancelled while they are
+    read, all are deleted, as before that read."""
+    try:
+        proxies = await _not_held(proxies, operation, left)
+    except asyncio.CancelledError:
+        if not surely:
+            raise
+        await delete_files(proxies, operation, surely=True)
+        raise
+    await delete_files(proxies, operation, surely)
+
+
+async def _not_held(
+    proxies: list[AsyncGridFSProxy], operation: Operation, left: Listed | None
+) -> list[AsyncGridFSProxy]:
+    """``proxies`` but the files the listed documents still there hold (one
+    query per run of ids, when the delete removed fewer than it listed)."""
+    if left is None or left.all_gone():
+        return proxies
+    codec_options = operation.collection.codec_options
+    held: set[tuple[str, str, Any]] = set()
+    for run in listed(Matching(left.cls, {}), left.ids, codec_options):
+        held.update(_file_key(each) for each in await stored_files(run, operation))
+    return [each for each in proxies if _file_key(each) not in held]
+
+
+def _file_key(proxy: AsyncGridFSProxy) -> tuple[str, str, Any]:
+    """What tells one stored file from another: its bucket and id."""
+    return proxy.db_alias, proxy.collection_name, proxy.grid_id
 
 
 _BLOCKING = {  # and delete, defined above

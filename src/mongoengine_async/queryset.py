@@ -103,6 +103,7 @@ from mongoengine_async.detached import (
 )
 from mongoengine_async.from_bson import from_son, loader
 from mongoengine_async.gridfs import (
+    Listed,
     delete_files,
     delete_files_of_deleted,
     listed,
@@ -1327,6 +1328,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         if (self._skip or self._limit or has_delete_signal) and not _from_doc_delete:
             return await delete_each(self, operation, atomic=transaction)
         files: list[Any] = []
+        ids: list | None = None
         runs: list[Any] = [self]  # what each delete sent removes
         if not _from_doc_delete:
             files, ids = await stored_files_and_ids(self, operation)
@@ -1346,7 +1348,9 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             deleted = await _files_follow(each_run, files, operation)
         else:
             deleted = await each_run()
-        await delete_files_of_deleted(files, operation)  # once the documents are gone
+        left = None if ids is None else Listed(self._document, ids, deleted)
+        # Once the documents are gone.
+        await delete_files_of_deleted(files, operation, left)
         if failed and _failed is None:
             raise failed[0]
         return deleted
