@@ -496,6 +496,43 @@ async def test_a_filter_on_no_field_gives_every_event_as_no_filter(
     ]
 
 
+async def test_an_empty_and_is_refused_by_the_server_as_by_a_find(
+    async_alias: str,
+) -> None:
+    """``$and: []`` names no field but is no filter on no field: the server
+    refuses it (it was left out of the $match, giving every event)."""
+    empty = CsBook.objects(__raw__={"$and": []})
+    with pytest.raises(OperationFailure) as found:
+        await empty.async_count()
+    with pytest.raises(OperationFailure) as watched:
+        async with empty.async_watch():
+            pass
+    assert watched.value.code == found.value.code == 2
+    assert "$and" in str(watched.value)
+
+
+async def test_a_filter_on_the_id_with_a_comment_clause_sees_its_delete(
+    async_alias: str,
+) -> None:
+    """A clause holding only ``$comment`` in an ``$and`` leaves a filter on
+    the id one (it required a full document, and lost the delete)."""
+    book = await CsBook(title="Emma").async_save()
+    other = await CsBook(title="other").async_save()
+    filter_ = {"$and": [{"$comment": "feed"}, {"_id": book.pk}]}
+    stream = CsBook.objects(__raw__=filter_).async_watch()
+    assert stream.pipeline() == ending_or(
+        {
+            "documentKey": {"$ne": None},
+            "$and": [{"$comment": "feed"}, {"documentKey._id": book.pk}],
+        }
+    )
+    async with stream:
+        await other.async_delete()
+        await book.async_delete()
+        (event,) = await take(stream, 1)
+    assert (event.operation_type, event.pk) == ("delete", book.pk)
+
+
 @pytest.mark.parametrize("pre_images", ["whenAvailable", "required"])
 async def test_with_pre_images_a_filter_sees_documents_leaving_it(
     async_alias: str, pre_images: str

@@ -158,9 +158,10 @@ def _carried(filter_: Mapping[str, Any], root: str) -> dict[str, Any]:
 
 def _on_no_field(filter_: Mapping[str, Any]) -> bool:
     """Whether ``filter_`` matches every document: it holds only ``$comment``
-    (also in each clause of an ``$and``, or in one clause of an ``$or``)."""
+    (also in each clause of an ``$and``, or in one clause of an ``$or``; an
+    empty ``$and`` is none, the server refuses it)."""
     for key, value in filter_.items():
-        if key == "$and" and all(_on_no_field(clause) for clause in value):
+        if key == "$and" and value and all(_on_no_field(c) for c in value):
             continue
         if key == "$or" and any(_on_no_field(clause) for clause in value):
             continue
@@ -187,13 +188,15 @@ def _of_class(cls_query: Mapping[str, Any]) -> dict[str, Any]:
 
 def _only_on_id(filter_: Mapping[str, Any]) -> bool:
     """Whether ``filter_`` names ``_id`` and no other field, also through
-    ``$and``/``$or``/``$nor`` (``Q(id=a) | Q(id=b)``)."""
+    ``$and``/``$or``/``$nor`` (``Q(id=a) | Q(id=b)``), whose clauses on no
+    field (``{"$comment": ...}``) name none."""
     named = False
     for key, value in filter_.items():
         if key in _LOGICAL:
-            if not all(_only_on_id(clause) for clause in value):
+            clauses = [clause for clause in value if not _on_no_field(clause)]
+            if not all(_only_on_id(clause) for clause in clauses):
                 return False
-            named = True
+            named = named or bool(clauses)
         elif key == "_id":
             named = True
         elif key not in _PASSED:
