@@ -833,6 +833,28 @@ async def test_a_stream_s_pipeline_is_its_own(async_alias: str) -> None:
     )
 
 
+async def test_a_pipeline_shares_no_value_with_its_queryset_or_itself(
+    async_alias: str,
+) -> None:
+    """Changing a value in a pipeline read from a stream changes neither the
+    queryset's filter (a ``__raw__`` one was the same dict) nor, with
+    pre-images, the filter on the other document (both were one dict)."""
+    raw = CsBook.objects(__raw__={"p": {"$gte": 300}})
+    changed = raw.async_watch().pipeline()
+    changed[0]["$match"]["$or"][1]["fullDocument.p"]["$gte"] = 1
+    assert raw._query == {"p": {"$gte": 300}}
+    assert raw.async_watch().pipeline() == ending_or(
+        {"fullDocument": {"$ne": None}, "fullDocument.p": {"$gte": 300}}
+    )
+    both = CsBook.objects(pages__gte=300).async_watch(
+        full_document_before_change="required"
+    )
+    changed = both.pipeline()
+    after, before = changed[0]["$match"]["$or"][1]["$or"]
+    after["fullDocument.p"]["$gte"] = 1
+    assert before["fullDocumentBeforeChange.p"] == {"$gte": 300}
+
+
 # -- resuming ------------------------------------------------------------------------
 
 

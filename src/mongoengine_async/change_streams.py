@@ -18,6 +18,7 @@ normal close.
 from __future__ import annotations
 
 import asyncio
+import copy
 import weakref
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass
@@ -205,15 +206,17 @@ def _only_on_id(filter_: Mapping[str, Any]) -> bool:
 
 
 def _prefixed(filter_: Mapping[str, Any], prefix: str) -> dict:
-    """``filter_`` with every field path under ``prefix``; operators that
-    cannot be moved under a path (``$expr``, ``$where``, ``$text``) or that
-    a ``$match`` refuses (``$near``) refused."""
+    """``filter_`` with every field path under ``prefix``, its values copied
+    (a ``$match`` shares none with the queryset's ``__raw__`` dicts, nor
+    between its roots); operators that cannot be moved under a path
+    (``$expr``, ``$where``, ``$text``) or that a ``$match`` refuses
+    (``$near``) refused."""
     moved: dict[str, Any] = {}
     for key, value in filter_.items():
         if key in _LOGICAL:
             moved[key] = [_prefixed(clause, prefix) for clause in value]
         elif key in _PASSED:
-            moved[key] = value
+            moved[key] = copy.deepcopy(value)
         elif key.startswith("$"):
             raise InvalidQueryError(
                 f"a change stream cannot filter with {key}: its $match sees "
@@ -221,7 +224,7 @@ def _prefixed(filter_: Mapping[str, Any], prefix: str) -> dict:
             )
         else:
             _refuse_by_distance(value)
-            moved[prefix + key] = value
+            moved[prefix + key] = copy.deepcopy(value)
     return moved
 
 
