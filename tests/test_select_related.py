@@ -342,6 +342,43 @@ async def test_a_cascade_saves_each_shared_document_once(async_alias, command_lo
     assert stored == {me.pk: "Me!", a.pk: "A!", b.pk: "B!"}
 
 
+class SrPress(Document):
+    name = StringField()
+
+
+class SrByline(Document):
+    name = StringField()
+    press = ReferenceField(SrPress)
+
+    def __str__(self) -> str:  # reads a reference, as models' __str__ often do
+        return f"{self.name} ({self.press.name})"
+
+
+class SrArticle(Document):
+    title = StringField()
+    byline = ReferenceField(SrByline)
+
+
+async def test_a_cascade_saves_when_a_referenced_str_reads_an_unloaded_reference(
+    async_alias, command_log
+):
+    # Counting the starting document as visited shows its data (MongoEngine's
+    # key: str of it), so the __str__ of each document it references: one
+    # reading its own unloaded reference raised NotLoadedError after the
+    # write (the id left unset), where the cascade shows no such document.
+    press = await SrPress(name="P").async_save()
+    await SrByline(name="B", press=press).async_save()
+    byline = await SrByline.objects.async_get()  # its press: an unloaded proxy
+    command_log.clear()
+    article = await SrArticle(title="T", byline=byline).async_save(cascade=True)
+    assert article.pk is not None and command_log.names == ["insert"]
+    article.title, byline.name = "T2", "B2"  # the byline changed: saved too
+    await article.async_save(cascade=True)
+    assert command_log.names == ["insert", "update", "update"]
+    assert (await SrArticle.objects.async_get()).title == "T2"
+    assert (await SrByline.objects.async_get()).name == "B2"
+
+
 async def test_select_related_cycle_from_single_document(async_alias, command_log):
     a = await RefPerson(name="A").async_save()
     b = await RefPerson(name="B", friend=a).async_save()

@@ -83,7 +83,7 @@ from mongoengine_async.detached import (
     finish_before_close,
     until_done,
 )
-from mongoengine_async.errors import AsyncUsageError
+from mongoengine_async.errors import AsyncUsageError, NotLoadedError
 from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.from_bson import LoadedState
 from mongoengine_async.gridfs import AsyncGridFSProxy, check_deletable, delete_files
@@ -976,9 +976,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         back to it (itself, or a cycle) does not save it again, where
         MongoEngine's ``cascade_save`` marks only the documents it saves."""
         refs = kwargs.get("_refs") or []
-        own = f"{type(self).__name__},{self._data}"  # (MongoEngine's key)
-        if own not in refs:
-            refs.append(own)
+        counted = False
         for name, field in self._fields.items():
             if not isinstance(
                 field, (mongoengine.ReferenceField, mongoengine.GenericReferenceField)
@@ -991,6 +989,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 ref, "_changed_fields", True
             ):
                 continue
+            if not counted:  # (only a cascade that goes on: no str() else)
+                self._count_visited(refs)
+                counted = True
             ref_id = f"{type(ref).__name__},{ref._data}"
             if ref_id in refs:
                 continue
@@ -1000,6 +1001,19 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             # (Not MongoEngine's ``ref._changed_fields = []`` after it: the save
             # cleared what it sent; what another task changed meanwhile stays.)
             await ref.async_save(**{**kwargs, "_refs": refs, "session": session})
+
+    def _count_visited(self, refs: list[Any]) -> None:
+        """Add this document's key (MongoEngine's: its class and data) to a
+        cascade's visited ``refs``. Showing its data shows the documents
+        it references: a ``__str__`` of theirs that reads an unloaded
+        reference leaves it uncounted (a reference back to it could not make
+        its key either), rather than failing the save after its write."""
+        try:
+            own = f"{type(self).__name__},{self._data}"
+        except NotLoadedError:
+            return
+        if own not in refs:
+            refs.append(own)
 
     async def async_delete(
         self,
