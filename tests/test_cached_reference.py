@@ -25,6 +25,7 @@ from mongoengine_async import (
     StringField,
     ValidationError,
     get_async_db,
+    post_init,
 )
 
 
@@ -113,6 +114,30 @@ async def test_the_cached_fields_of_listed_references_read_without_io(
     assert command_log.names == []
     with pytest.raises(NotLoadedError):
         proxy.age  # noqa: B018
+
+
+async def test_the_copy_read_is_a_document_built_once_from_the_stored_cache(
+    async_alias,
+):
+    # (docs/references.md) Init receivers are sent the copy, once per proxy,
+    # its fields not cached at their defaults; a field the stored copy lacks
+    # (added to ``fields`` after it was written) reads as absent.
+    author = await CrAuthor(name="Ann", country="UK", age=40).async_save()
+    await CrBook(title="First", author=author).async_save()
+    await get_async_db().cr_book.update_one({}, {"$unset": {"author.country": ""}})
+    book = await CrBook.objects.async_get()
+    built = []
+
+    def note(sender: type, document: CrAuthor, **kwargs: object) -> None:
+        built.append((document.name, document.country, document.age))
+
+    post_init.connect(note, sender=CrAuthor)
+    try:
+        assert (book.author.name, book.author.country) == ("Ann", None)
+    finally:
+        post_init.disconnect(note, sender=CrAuthor)
+    assert built == [("Ann", None, None)]
+    assert (await book.author).country == "UK"
 
 
 async def test_saving_a_loaded_document_keeps_the_stored_cache(
