@@ -1561,6 +1561,21 @@ async def test_a_task_that_writes_while_its_block_commits_or_aborts(
     assert [raw["name"] for raw in await committed(TxAccount)] == names
 
 
+async def delete_cancelled_in_block(app_alias: str, form: str, kennel: Any) -> None:
+    """In a block (``form``), delete ``kennel`` in a task cancelled once its
+    read of the dogs is held on the server, so that its cascade goes on once
+    the block's code ended."""
+    async with held_on_server(app_alias, "find", 1000) as held:
+
+        async def block() -> None:
+            deleting = asyncio.create_task(kennel.async_delete())
+            await held.reached_server()  # its read of the dogs
+            deleting.cancel()
+            await asyncio.wait({deleting})
+
+        await run_in(form, block)
+
+
 @pytest.mark.parametrize("form", FORMS)
 async def test_a_cancelled_cascade_goes_on_as_a_whole_once_the_block_ended(
     app_alias, form
@@ -1585,15 +1600,7 @@ async def test_a_cancelled_cascade_goes_on_as_a_whole_once_the_block_ended(
     signals.pre_delete.connect(receiver, sender=TxDog)
     signals.pre_delete.connect(receiver, sender=TxCollar)
     try:
-        async with held_on_server(app_alias, "find", 1000) as held:
-
-            async def block() -> None:
-                deleting = asyncio.create_task(kennel.async_delete())
-                await held.reached_server()  # its read of the dogs
-                deleting.cancel()
-                await asyncio.wait({deleting})
-
-            await run_in(form, block)
+        await delete_cancelled_in_block(app_alias, form, kennel)
     finally:
         signals.pre_delete.disconnect(receiver, sender=TxDog)
         signals.pre_delete.disconnect(receiver, sender=TxCollar)
@@ -1631,15 +1638,7 @@ async def test_a_task_a_receiver_starts_once_the_block_ended_writes_outside_it(
 
     signals.pre_delete.connect(receiver, sender=TxDog)
     try:
-        async with held_on_server(app_alias, "find", 1000) as held:
-
-            async def block() -> None:
-                deleting = asyncio.create_task(kennel.async_delete())
-                await held.reached_server()  # its read of the dogs
-                deleting.cancel()
-                await asyncio.wait({deleting})
-
-            await run_in(form, block)
+        await delete_cancelled_in_block(app_alias, form, kennel)
     finally:
         signals.pre_delete.disconnect(receiver, sender=TxDog)
     assert [task.exception() for task in started] == [None, None]
