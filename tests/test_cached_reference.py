@@ -4,10 +4,12 @@ referenced document (without blinker too); sync aliases keep MongoEngine's."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 import sys
 import textwrap
+from decimal import Decimal
 from uuid import uuid4
 
 import pytest
@@ -16,16 +18,23 @@ from mongoengine_async import (
     AsyncReferenceProxy,
     AsyncUsageError,
     CachedReferenceField,
+    DateTimeField,
+    DecimalField,
+    DictField,
     Document,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
     GenericReferenceField,
     IntField,
     ListField,
     NotLoadedError,
     ReferenceField,
     StringField,
+    UUIDField,
     ValidationError,
     get_async_db,
     post_init,
+    pre_init,
 )
 
 
@@ -116,28 +125,94 @@ async def test_the_cached_fields_of_listed_references_read_without_io(
         proxy.age  # noqa: B018
 
 
-async def test_the_copy_read_is_a_document_built_once_from_the_stored_cache(
-    async_alias,
+class CrNote(EmbeddedDocument):
+    text = StringField()
+    at = DateTimeField()
+
+
+class CrRich(Document):
+    meta = {"allow_inheritance": True}
+    name = StringField(db_field="n")
+    born = DateTimeField()
+    price = DecimalField(precision=2)
+    note = EmbeddedDocumentField(CrNote)
+    notes = ListField(EmbeddedDocumentField(CrNote))
+    tags = ListField(StringField())
+    extra = DictField()
+    key = UUIDField(binary=False)
+    friend = ReferenceField(CrAuthor)
+    friends = ListField(ReferenceField(CrAuthor))
+    level = IntField(default=3)
+    country = StringField()
+
+
+class CrRicher(CrRich):
+    motto = StringField()
+
+
+class CrRichShelf(Document):
+    rich = CachedReferenceField(CrRich)  # no fields: every field is cached
+
+
+async def test_the_cached_read_builds_no_document_and_converts_as_loading(
+    async_alias, command_log
 ):
-    # (docs/references.md) Init receivers are sent the copy, once per proxy,
-    # its fields not cached at their defaults; a field the stored copy lacks
-    # (added to ``fields`` after it was written) reads as absent.
-    author = await CrAuthor(name="Ann", country="UK", age=40).async_save()
-    await CrBook(title="First", author=author).async_save()
-    await get_async_db().cr_book.update_one({}, {"$unset": {"author.country": ""}})
-    book = await CrBook.objects.async_get()
-    built = []
+    """Each cached field reads as the loaded document's field (converted by
+    its own to_python; a reference as a proxy; absent: the default), with no
+    query and no init signal: MongoEngine sends pre_init/post_init only for
+    documents it loads, never for a partial copy."""
+    author = await CrAuthor(name="Ann").async_save()
+    note = CrNote(text="hi", at=datetime.datetime(2024, 5, 6, 7, 8, 9, 123000))
+    rich = await CrRicher(
+        name="Rich",
+        born=datetime.datetime(1990, 1, 2),
+        price=Decimal("1.50"),
+        note=note,
+        notes=[note],
+        tags=["a", "b"],
+        extra={"k": [1, {"x": 2}]},
+        key=uuid4(),
+        friend=author,
+        friends=[author],
+        level=7,
+        motto="m",
+    ).async_save()
+    await CrRichShelf(rich=rich).async_save()
+    db = get_async_db()
+    await db.cr_rich_shelf.update_one({}, {"$unset": {"rich.level": ""}})
+    raw = await db.cr_rich_shelf.find_one()
+    assert raw["rich"]["n"] == "Rich" and raw["rich"]["_cls"] == "CrRich.CrRicher"
+    shelf = await CrRichShelf.objects.async_get()
+    names = [n for n in CrRich._fields if n not in ("id", "_cls", "level")]
+    inits = []
 
-    def note(sender: type, document: CrAuthor, **kwargs: object) -> None:
-        built.append((document.name, document.country, document.age))
+    def note_init(sender: type, **kwargs: object) -> None:
+        inits.append(sender)
 
-    post_init.connect(note, sender=CrAuthor)
+    command_log.clear()
+    pre_init.connect(note_init)
+    post_init.connect(note_init)
     try:
-        assert (book.author.name, book.author.country) == ("Ann", None)
+        proxy = shelf.rich
+        read = {name: getattr(proxy, name) for name in [*names, "level"]}
+        with pytest.raises(NotLoadedError):
+            proxy.motto  # noqa: B018  (a field of the subclass only: not cached)
     finally:
-        post_init.disconnect(note, sender=CrAuthor)
-    assert built == [("Ann", None, None)]
-    assert (await book.author).country == "UK"
+        pre_init.disconnect(note_init)
+        post_init.disconnect(note_init)
+    # Only the embedded notes, whole, as loading builds them (pre and post).
+    assert inits == [CrNote] * 4
+    assert command_log.names == []
+    loaded = await CrRich.objects.async_get()
+    for name in names:
+        assert read[name] == getattr(loaded, name), name
+        assert type(read[name]) is type(getattr(loaded, name)), name
+    assert read["level"] == 3  # absent from the copy: the default
+    assert isinstance(read["friend"], AsyncReferenceProxy)
+    assert isinstance(read["friends"][0], AsyncReferenceProxy)
+    assert isinstance(read["note"], CrNote) and read["note"].at == note.at
+    assert (await read["friend"]).name == "Ann"
+    assert shelf.rich.friend.name == "Ann"  # the awaited one, kept in the copy
 
 
 async def test_saving_a_loaded_document_keeps_the_stored_cache(

@@ -311,6 +311,9 @@ def _stored_value(stored: Any) -> Any:
 _IN_FLIGHT = threading.Lock()
 # A fetch that sends its own query beside the one in flight, of another context.
 _APART = object()
+# What a proxy's cached read gives for a name listed in ``fields`` that is no
+# field of the document's class: then it is read as any other name.
+_NOT_CACHED = object()
 
 
 class AsyncReferenceProxy(DBRef, Generic[_D]):
@@ -430,16 +433,14 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
 
     def _cached_value(self, name: str) -> Any:
         """Cached field ``name``: the loaded document's, else the stored copy's,
-        converted as loading converts it (a document of the class built once
-        from the copy; a field the copy lacks, stored as None, reads as its
-        default)."""
+        converted as loading converts it (see :func:`_cached_read`)."""
         if self._document is not None:
             return getattr(self._document, name)
-        copy_ = self.__dict__.get("_cached_copy")
-        if copy_ is None:
-            copy_ = self.document_type._from_son(dict(self.stored))
-            self.__dict__["_cached_copy"] = copy_
-        return getattr(copy_, name)
+        holder = self.__dict__.get("_cached_holder")
+        if holder is None:
+            holder = _bare_document(self._known_class() or self.document_type)
+            self.__dict__["_cached_holder"] = holder
+        return _cached_read(holder, self.stored, name)
 
     def mark_missing(self) -> None:
         """Record that a batch load looked the document up and found none."""
@@ -549,7 +550,9 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
             raised.name, raised.obj = name, self
             raise raised
         if name in self._cached_fields:
-            return self._cached_value(name)
+            value = self._cached_value(name)
+            if value is not _NOT_CACHED:
+                return value
         if self._document is not None:  # a proxy kept after it was awaited
             raise AttributeError(
                 f"{name!r} is not available on the reference {self._name!r}, "
@@ -577,6 +580,43 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
             state = "missing" if self._missing else "unfetched"
         name = "" if self._name is None else f": {self._name}"
         return f"<AsyncReferenceProxy{name} ({state})>"
+
+
+def _bare_document(cls: type[Any]) -> Any:
+    """An empty document of ``cls`` made without ``__init__`` (so sending no
+    init signal): where a proxy sets the cached fields it reads, as reading a
+    field (a list, a reference in it) needs a document holding it."""
+    document = cast(Any, cls).__new__(cls)
+    object.__setattr__(document, "_data", {})
+    _set_loaded(document, loaded=True)
+    return document
+
+
+def _set_loaded(document: Any, loaded: bool) -> None:
+    """Put ``document`` in a loaded document's state, or (not ``loaded``) in
+    the one ``__init__`` sets its fields in (no change is recorded)."""
+    object.__setattr__(document, "_initialised", loaded)
+    object.__setattr__(document, "_created", not loaded)
+    if loaded:
+        document.__dict__["_changed_fields"] = []
+
+
+def _cached_read(holder: Any, stored: Any, name: str) -> Any:
+    """Field ``name`` of the cache ``stored`` as the document loaded from it
+    reads it: the field's ``to_python`` of the stored value (absent or None:
+    what ``__init__`` gives, the default), set in ``holder`` once and read
+    from it. _NOT_CACHED when ``name`` is no field of ``holder``'s class."""
+    field = holder._fields.get(name)
+    if field is None:
+        return _NOT_CACHED
+    if name not in holder._data:
+        value = stored.get(field.db_field)
+        _set_loaded(holder, loaded=False)
+        try:
+            setattr(holder, name, None if value is None else field.to_python(value))
+        finally:
+            _set_loaded(holder, loaded=True)
+    return getattr(holder, name)
 
 
 def _missing_attribute_type(does_not_exist: type[Exception]) -> type[AttributeError]:
