@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import gc
 import pickle
+import uuid
 import weakref
 
 import mongoengine
@@ -34,7 +35,12 @@ from models_references import (
 )
 from mongoengine_async import (
     AsyncReferenceProxy,
+    CachedReferenceField,
+    Document,
     NotLoadedError,
+    ReferenceField,
+    StringField,
+    UUIDField,
     ValidationError,
     get_async_db,
 )
@@ -307,6 +313,49 @@ async def test_an_unloaded_proxys_field_raises_not_loaded_error(async_alias):
         book.author.name  # noqa: B018
     assert getattr(book.author, "name", "default") == "default"
     assert not hasattr(book.author, "name")
+
+
+class RefCoded(Document):
+    code = StringField(primary_key=True)
+    name = StringField()
+
+
+class RefKeyed(Document):
+    key = UUIDField(primary_key=True, binary=False)  # stored as a string
+    name = StringField()
+
+
+class RefCodeUser(Document):
+    coded = ReferenceField(RefCoded)
+    cached_coded = CachedReferenceField(RefCoded, fields=["name"])
+    keyed = ReferenceField(RefKeyed)
+    cached_keyed = CachedReferenceField(RefKeyed, fields=["name"])
+
+
+async def test_the_primary_key_reads_by_its_own_name_without_io(
+    async_alias, command_log
+):
+    """The id is in the stored reference: ``proxy.code`` (the primary key
+    field's name) reads it as ``id``/``pk`` do, as the loaded document's
+    field gives it (a UUID, stored as a string), from a plain reference and
+    a cached one alike; it raised NotLoadedError."""
+    coded = await RefCoded(code="c1", name="One").async_save()
+    keyed = await RefKeyed(key=uuid.uuid4(), name="Two").async_save()
+    await RefCodeUser(
+        coded=coded, cached_coded=coded, keyed=keyed, cached_keyed=keyed
+    ).async_save()
+    user = await RefCodeUser.objects.async_get()
+    command_log.clear()
+    for proxy in (user.coded, user.cached_coded):
+        assert isinstance(proxy, AsyncReferenceProxy)
+        assert (proxy.code, proxy.pk) == ("c1", "c1")
+    for proxy in (user.keyed, user.cached_keyed):
+        assert isinstance(proxy, AsyncReferenceProxy)
+        assert proxy.key == keyed.key and isinstance(proxy.key, uuid.UUID)
+    assert command_log.names == []
+    with pytest.raises(NotLoadedError):
+        user.coded.name  # noqa: B018
+    assert (await user.coded).code == "c1"
 
 
 # -- what a proxy is and what replaces it -------------------------------------------

@@ -442,6 +442,15 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
             self.__dict__["_cached_holder"] = holder
         return _cached_read(holder, self.stored, name)
 
+    def _pk_value(self) -> Any:
+        """The value of the primary key field read by its own name (``code``
+        for ``code = StringField(primary_key=True)``): the id the proxy
+        holds, as the loaded document's field gives it."""
+        if self._document is not None:
+            return self._document.pk
+        cls = self.document_type
+        return cls._fields[cls._meta["id_field"]].to_python(self.id)
+
     def mark_missing(self) -> None:
         """Record that a batch load looked the document up and found none."""
         self.__dict__["_missing"] = True
@@ -535,6 +544,8 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
             return super().__getattr__(name)
         except AttributeError:
             pass
+        if name == self.document_type._meta.get("id_field"):  # held, as ``id``
+            return self._pk_value()
         if self._missing and self._document is None:
             cls = self.document_type
             if _is_field(cls, name):
