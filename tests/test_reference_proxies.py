@@ -356,6 +356,12 @@ async def test_the_primary_key_reads_by_its_own_name_without_io(
     with pytest.raises(NotLoadedError):
         user.coded.name  # noqa: B018
     assert (await user.coded).code == "c1"
+    await coded.async_delete()  # a missing one still reads it, as ``id``
+    [user] = await RefCodeUser.objects.async_select_related()
+    assert repr(user.coded) == "<AsyncReferenceProxy: coded (missing)>"
+    assert user.coded.code == "c1"
+    with pytest.raises(RefCoded.DoesNotExist):
+        user.coded.name  # noqa: B018
 
 
 # -- what a proxy is and what replaces it -------------------------------------------
