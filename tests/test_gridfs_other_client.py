@@ -602,3 +602,77 @@ def test_a_commit_the_loops_end_cuts_short_keeps_the_upload(
     assert raw["title"] == "committed"
     assert ids == chunks == [raw["pdf"]]  # the file the committed paper refers to
     assert paper.pdf.grid_id == raw["pdf"]  # (kept, as after an unknown commit)
+
+
+@pytest.mark.parametrize("held", ["delete", "commitTransaction"])
+def test_a_loop_run_by_hand_waits_for_the_file_delete_after_a_commit(
+    mongodb_uri: str, held: str
+) -> None:
+    """A block that committed a paper's delete, cancelled while the delete of
+    its file on the other client (after the commit) is held on the server,
+    in a loop run by hand that shuts down as asyncio asks
+    (``shutdown_asyncgens()`` before ``close()``): the loop's end waits for
+    that delete. It closed the files' client under it: the file's chunks
+    stayed, found by nothing."""
+    name, app = f"go_{uuid4().hex[:12]}", f"go-{uuid4().hex[:8]}"
+    fail_point = {"configureFailPoint": "failCommand"}
+
+    async def connect() -> Any:
+        await connect_async(
+            name, host=mongodb_uri, appname=f"{app}-main", uuidRepresentation="standard"
+        )
+        await connect_async(
+            f"{name}_files",
+            alias=ELSEWHERE,
+            host=mongodb_uri,
+            appname=app,
+            uuidRepresentation="standard",
+        )
+        return get_async_connection().admin
+
+    async def main() -> None:
+        admin = await connect()
+        paper = GoPaper(title="deleted")
+        await paper.pdf.async_put(b"pdf")
+        await paper.async_save()
+
+        async def block() -> None:
+            async with async_run_in_transaction():
+                await paper.async_delete()
+
+        on = app if held == "delete" else f"{app}-main"
+        data = {"failCommands": [held], "blockConnection": True, "appName": on}
+        configured = await admin.command(
+            {**fail_point, "mode": {"times": 1}, "data": {**data, "blockTimeMS": 2_000}}
+        )
+        task = asyncio.ensure_future(block())
+        # (The files' delete, after the commit; the fail point is turned off
+        # after the loop's end, as that waits until the held delete ended.)
+        await Held(admin, on, [held], configured["count"]).reached_server()
+        task.cancel()
+        await asyncio.wait([task])
+        assert task.cancelled()
+
+    async def left() -> tuple[int, ...]:
+        admin = await connect()
+        await admin.command({**fail_point, "mode": "off"})
+        await Held(admin, app, ["delete"], 0).ended_on_server()
+        await Held(admin, f"{app}-main", ["commitTransaction"], 0).ended_on_server()
+        papers = await get_async_connection()[name]["go_paper"].count_documents({})
+        files = get_async_connection(ELSEWHERE)[f"{name}_files"]
+        counts = [await files[f"fs.{kind}"].count_documents({}) for kind in KINDS]
+        await get_async_connection().drop_database(name)
+        await get_async_connection(ELSEWHERE).drop_database(f"{name}_files")
+        await disconnect_all_async()
+        return papers, *counts
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+    assert asyncio.run(left()) == (0, 0, 0)
+
+
+KINDS = ("files", "chunks")

@@ -402,6 +402,10 @@ async def _run_steps(steps: list[Callable[[], Awaitable[Any]]]) -> None:
 
 
 _AFTER_COMMIT = "steps after the commit of a transaction"
+# A commit its caller left on its way (what follows it waits for its outcome).
+_COMMITTING = (
+    "commit of a transaction whose caller was cancelled (and the steps after it)"
+)
 # The tasks running those steps once their caller left (held until done).
 _after_commit_steps: set[asyncio.Future[Any]] = set()
 
@@ -417,8 +421,15 @@ async def _committed(undos: Journal) -> None:
         await asyncio.shield(task)
     except asyncio.CancelledError:
         if not task.done():
-            held(task, _after_commit_steps, _AFTER_COMMIT)
+            _after_commit(task)
         raise
+
+
+def _after_commit(steps: Awaitable[None]) -> None:
+    """Run ``steps`` (after a commit, their caller gone) in a task held until
+    done, which the loop's end waits for: else a loop run by hand closed the
+    clients under them (a file's chunks stayed, with its document deleted)."""
+    finish_before_close(held(steps, _after_commit_steps, _AFTER_COMMIT), _AFTER_COMMIT)
 
 
 # The writes of cancelled callers still on their way in a transaction, by
@@ -955,13 +966,14 @@ def _settle_journal(block: _Block | None, undos: Journal) -> None:
         if task.cancelled() or task.exception() is not None:
             _undo(undos, _commit_unknown(ended))  # (drops what follows a commit)
         elif steps := _commit_steps(undos):  # (its caller left before them)
-            held(_run_steps(steps), _after_commit_steps, _AFTER_COMMIT)
+            _after_commit(_run_steps(steps))
         undos.clear()
 
     if block is not None and block.over():
         settle(block)
     elif block is not None and block.committing():
         block.task.add_done_callback(lambda _: settle(block))
+        finish_before_close(block.task, _COMMITTING)
     else:
         _undo(undos)
         undos.clear()
