@@ -676,3 +676,71 @@ def test_a_loop_run_by_hand_waits_for_the_file_delete_after_a_commit(
 
 
 KINDS = ("files", "chunks")
+
+
+@pytest.mark.parametrize("end", ["asyncio.run", "shutdown_asyncgens"])
+def test_the_loops_end_waits_for_the_delete_of_an_aborted_upload(
+    mongodb_uri: str, end: str
+) -> None:
+    """A block that put a file on the other client, cancelled (by
+    ``asyncio.run()``'s end, or by hand in a loop run by hand that then shuts
+    down as asyncio asks) while the delete of its upload, as it aborts, is
+    held on the server: the loop's end waits for that delete. It closed the
+    files' client under it: the upload stayed, found by nothing."""
+    name, app = f"go_{uuid4().hex[:12]}", f"go-{uuid4().hex[:8]}"
+    fail_point = {"configureFailPoint": "failCommand"}
+
+    async def connect() -> Any:
+        await connect_async(name, host=mongodb_uri, uuidRepresentation="standard")
+        await connect_async(
+            f"{name}_files",
+            alias=ELSEWHERE,
+            host=mongodb_uri,
+            appname=app,
+            uuidRepresentation="standard",
+        )
+        return get_async_connection().admin
+
+    async def main() -> None:
+        admin = await connect()
+        await GoPaper.async_ensure_indexes()  # (the collection, before the block)
+        put = asyncio.Event()
+
+        async def block() -> None:
+            async with async_run_in_transaction():
+                await GoPaper(title="draft").pdf.async_put(b"pdf")
+                put.set()
+                await asyncio.Event().wait()
+
+        data = {"failCommands": ["delete"], "blockConnection": True, "appName": app}
+        configured = await admin.command(
+            {**fail_point, "mode": {"times": 1}, "data": {**data, "blockTimeMS": 2_000}}
+        )
+        task = asyncio.ensure_future(block())
+        await put.wait()
+        if end == "asyncio.run":
+            return  # (its end cancels the block)
+        task.cancel()
+        await Held(admin, app, ["delete"], configured["count"]).reached_server()
+
+    async def left() -> tuple[int, ...]:
+        admin = await connect()
+        await admin.command({**fail_point, "mode": "off"})
+        await Held(admin, app, ["delete"], 0).ended_on_server()
+        files = get_async_connection(ELSEWHERE)[f"{name}_files"]
+        counts = [await files[f"fs.{kind}"].count_documents({}) for kind in KINDS]
+        await get_async_connection().drop_database(name)
+        await get_async_connection(ELSEWHERE).drop_database(f"{name}_files")
+        await disconnect_all_async()
+        return tuple(counts)
+
+    if end == "asyncio.run":
+        asyncio.run(main())
+    else:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(main())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+    assert asyncio.run(left()) == (0, 0)

@@ -29,7 +29,7 @@ import functools
 import inspect
 import io
 import operator
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 import bson
@@ -831,7 +831,7 @@ class AsyncGridFSProxy(GridFSProxy):
             undos.append(undo)
         if root is not None and uploaded:  # (kept if the commit may have been)
             delete = functools.partial(_delete_files, root, uploaded)
-            on_abort(undos, lambda: held(delete(), _aborted_uploads, _ABORTED_UPLOAD))
+            on_abort(undos, lambda: _delete_aborted(delete()))
         return marked
 
     def _changed_marks(self) -> list[str]:
@@ -1077,6 +1077,15 @@ async def _delete_in(
 _ABORTED_UPLOAD = "delete of a file uploaded in a transaction that aborted"
 # Those deletes, held until done (nobody awaits them).
 _aborted_uploads: set[asyncio.Future[Any]] = set()
+
+
+def _delete_aborted(delete: Awaitable[Any]) -> None:
+    """Run ``delete`` (of an aborted transaction's uploads) in a task held
+    until done, which the loop's end waits for: that end cancelling the block
+    (``asyncio.run()``), its client was closed under the delete (the chunks
+    stayed, found by nothing)."""
+    task = held(delete, _aborted_uploads, _ABORTED_UPLOAD)
+    finish_before_close(task, _ABORTED_UPLOAD)
 
 
 async def _delete_files(root: AsyncCollection, grid_ids: list) -> None:
