@@ -29,6 +29,7 @@ from mongoengine_async import (
     ReferenceField,
     StringField,
     async_run_in_transaction,
+    get_async_connection,
     get_async_db,
     signals,
 )
@@ -921,3 +922,28 @@ def test_do_nothing_is_not_a_rule():
         ref = ReferenceField(DrPlain, reverse_delete_rule=DO_NOTHING)
 
     assert not DrPlain._meta.get("delete_rules")
+
+
+async def test_document_by_document_post_delete_on_an_explicit_session(async_alias):
+    """Given an explicit session in no transaction, the delete's own
+    transaction starts on it: each document's ``post_delete`` is still sent
+    once it committed (it was sent inside, the document found outside)."""
+    for name in ("a", "b"):
+        author = await DrTxAuthor(name=name).async_save()
+        await DrTxBook(title=f"{name}-book", author=author).async_save()
+    seen = []
+
+    async def receiver(sender, document, **kwargs):
+        seen.append(
+            (document.name, await get_async_db().dr_tx_author.count_documents({}))
+        )
+
+    signals.post_delete.connect(receiver, sender=DrTxAuthor)
+    try:
+        async with get_async_connection().start_session() as session:
+            queryset = DrTxAuthor.objects.order_by("name")
+            assert await queryset.async_delete(session=session) == 2
+    finally:
+        signals.post_delete.disconnect(receiver, sender=DrTxAuthor)
+    assert seen == [("a", 0), ("b", 0)]
+    assert await DrTxBook.objects.async_count() == 0

@@ -283,9 +283,11 @@ async def delete_each(queryset: Any, operation: Operation, atomic: bool = True) 
     a transient error ran it again, and never for a delete rolled back.
     """
     cls = queryset._document
+    # (Asked now: an explicit session in none is the one its own starts on.)
+    callers = _in_transaction(operation.session)
 
     async def delete_chunk(chunk: list[Any], run: Operation) -> None:
-        own = _in_transaction(run.session) and not _in_transaction(operation.session)
+        own = _in_transaction(run.session) and not callers
         for document in chunk:
             await document.async_delete(
                 transaction=atomic,
