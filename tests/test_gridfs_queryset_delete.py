@@ -11,6 +11,7 @@ from typing import Any
 import pymongo
 import pytest
 from bson import ObjectId
+from pymongo import ReadPreference
 
 import mongoengine_async.gridfs
 from mongoengine_async import (
@@ -24,7 +25,7 @@ from mongoengine_async import (
     get_async_connection,
     get_async_db,
 )
-from mongoengine_async.testing import CommandLog
+from mongoengine_async.testing import CommandLog, fresh_database
 
 
 class QdPlain(Document):
@@ -278,3 +279,39 @@ async def test_a_cascaded_document_matching_after_its_files_were_read_keeps_them
     assert await QdRoot.objects.async_count() == 0
     assert [each.name for each in await QdChild.objects.async_to_list()] == ["later"]
     assert await files_left() == [b"later"]
+
+
+READS = "qd_reads"
+
+
+class QdReads(Document):
+    name = StringField()
+    data = FileField(db_alias=READS, collection_name="qd_files")
+    meta = {"db_alias": READS}
+
+
+async def test_the_files_are_listed_on_the_primary_whatever_the_client_reads(
+    mongodb_uri: str,
+) -> None:
+    """The documents a delete removes are those whose files it listed, so it
+    lists them where it deletes, on the primary, also for a client reading
+    from secondaries: listed on one, a document not there yet was left (and
+    counted out), where MongoEngine's delete removes it. (On this one-member
+    set no secondary is found: the delete failed with
+    ServerSelectionTimeoutError.)"""
+    secondary = {"read_preference": ReadPreference.SECONDARY}
+    async with fresh_database(
+        READS, mongodb_uri, serverSelectionTimeoutMS=500, **secondary
+    ):
+        primary = get_async_db(READS).with_options(
+            read_preference=ReadPreference.PRIMARY
+        )
+        for name in ("doomed", "kept"):
+            document = QdReads(name=name)
+            await document.data.async_put(name.encode())
+            await document.async_save()
+        assert await QdReads.objects(name="doomed").async_delete() == 1
+        names = await primary[QdReads._get_collection_name()].distinct("name")
+        assert names == ["kept"]
+        files = await primary["qd_files.chunks"].find().to_list()
+        assert [raw["data"] for raw in files] == [b"kept"]

@@ -43,6 +43,7 @@ from gridfs.grid_file_shared import DEFAULT_CHUNK_SIZE
 from mongoengine.base import BaseDocument
 from mongoengine.connection import DEFAULT_CONNECTION_NAME, ConnectionFailure
 from mongoengine.fields import GridFSError, GridFSProxy
+from pymongo import ReadPreference
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
@@ -1192,7 +1193,7 @@ async def stored_files_and_ids(
     projection = {db_field: 1 for fields in by_class.values() for db_field in fields}
     if not projection:
         return [], None
-    cursor = operation.collection.find(
+    cursor = _on_primary(operation.collection).find(
         queryset._query,
         {**projection, "_cls": 1},
         batch_size=WHOLE_RESULT,  # 101 documents and more: one reply
@@ -1207,6 +1208,15 @@ async def stored_files_and_ids(
     ]
     check_deletable(proxies)
     return proxies, [raw["_id"] for raw in found]
+
+
+def _on_primary(collection: AsyncCollection) -> AsyncCollection:
+    """``collection`` read on the primary, where the delete of the documents
+    listed goes: listed on a secondary lagging behind, one there already
+    would be left out of the delete (and its files of their delete)."""
+    if collection.read_preference == ReadPreference.PRIMARY:
+        return collection
+    return collection.with_options(read_preference=ReadPreference.PRIMARY)
 
 
 @dataclasses.dataclass(frozen=True)
