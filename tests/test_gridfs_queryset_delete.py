@@ -315,3 +315,41 @@ async def test_the_files_are_listed_on_the_primary_whatever_the_client_reads(
         assert names == ["kept"]
         files = await primary["qd_files.chunks"].find().to_list()
         assert [raw["data"] for raw in files] == [b"kept"]
+
+
+@pytest.mark.parametrize("transaction", [False, True], ids=["none", "own"])
+async def test_a_cascaded_document_matching_no_more_keeps_its_files(
+    async_alias: str, command_log: CommandLog, mongodb_uri: str, transaction: bool
+) -> None:
+    """A cascade deleting documents holding files by its rule's filter, one
+    of them changed to refer to another document after its files were read,
+    leaves it (the filter is sent beside the ids) and keeps its file: the
+    delete removed fewer than it read, so the files of those still there are
+    read and spared. Outside a transaction they were deleted, the document
+    left referring to a file gone."""
+    root, other = QdRoot(name="doomed"), QdRoot(name="other")
+    await root.async_save()
+    await other.async_save()
+    children = []
+    for name in ("a", "b", "c"):
+        child = QdChild(parent=root, name=name)
+        await child.data.async_put(name.encode())
+        await child.async_save()
+        children.append(child)
+    changed = children[2]
+
+    def write(database: Any) -> None:
+        collection = database[QdChild._get_collection_name()]
+        collection.update_one({"_id": changed.pk}, {"$set": {"parent": other.pk}})
+
+    collection = QdChild._get_collection_name()
+    with after_first_find(command_log, mongodb_uri, write, collection):
+        deleted = await QdRoot.objects(name="doomed").async_delete(
+            transaction=transaction
+        )
+    assert deleted == 1
+    assert [each.name for each in await QdRoot.objects.async_to_list()] == ["other"]
+    [kept] = await QdChild.objects.async_to_list()
+    assert (kept.pk, kept.parent.pk) == (changed.pk, other.pk)
+    assert await (await QdChild.data.async_get(kept)).async_read() == b"c"
+    assert await files_left() == [b"c"]

@@ -40,10 +40,12 @@ from mongoengine_async.context import (
     run_transaction,
 )
 from mongoengine_async.gridfs import (
+    Listed,
     Matching,
     delete_files,
     delete_files_of_deleted,
     listed,
+    not_held,
     stored_files,
     stored_files_and_ids,
 )
@@ -406,8 +408,9 @@ class _DeletePlan:
         # A post_delete receiver's error once all was written (no transaction).
         self.error: Exception | None = None
         self.filters: list[tuple[type[Any], dict]] = []
-        # Those filters, restricted to the documents whose files were found.
-        self.by_filters: list[tuple[type[Any], dict]] = []
+        # Those filters, restricted to the documents whose files were found
+        # (in runs of ids), with those ids (None: no file fields).
+        self.by_filters: list[tuple[type[Any], list[dict], list | None]] = []
         self.deny_referrers = _deny_referrers(root)
 
     def _needs_ids(self, cls: type[Any]) -> bool:
@@ -609,7 +612,7 @@ class _DeletePlan:
             # would lose its files (outside a transaction's snapshot).
             codec_options = operation.collection.codec_options
             runs = [matching] if ids is None else listed(matching, ids, codec_options)
-            self.by_filters += [(cls, run._query) for run in runs]
+            self.by_filters.append((cls, [run._query for run in runs], ids))
         self.files = found  # (found again if run again)
 
     def _updates(self) -> list[tuple[type[Any], dict, dict]]:
@@ -644,9 +647,18 @@ class _DeletePlan:
     async def _delete_by_filters(self) -> None:
         """Delete the cascaded documents of the classes no step needs the ids
         of, each rule and level with one delete by its filter (for a class
-        with file fields, and ids in runs, the documents whose files it read)."""
-        for cls, query in self.by_filters:
-            await _delete(await self.operation.on(cls), query)
+        with file fields, and ids in runs, the documents whose files it read).
+        One of those changed meanwhile to match its filter no more is left:
+        when fewer were deleted than read, the files of those still there are
+        read and kept (outside a transaction's snapshot)."""
+        for cls, queries, ids in self.by_filters:
+            operation = await self.operation.on(cls)
+            counts = [await _delete(operation, query) for query in queries]
+            if ids is not None:
+                known = [count for count in counts if count is not None]
+                deleted = sum(known) if len(known) == len(counts) else None
+                left = Listed(cls, ids, deleted)
+                self.files = await not_held(self.files, operation, left)
 
     def _cascaded(self) -> list[tuple[type[Any], list]]:
         """The planned ids but the root's, per class."""

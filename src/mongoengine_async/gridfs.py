@@ -97,6 +97,7 @@ __all__ = (
     "delete_files",
     "delete_files_of_deleted",
     "listed",
+    "not_held",
     "stored_files",
     "stored_files_and_ids",
 )
@@ -1388,7 +1389,7 @@ async def _delete_unheld(
     removed fewer than it listed; ``surely`` and cancelled while they are
     read, all are deleted, as before that read."""
     try:
-        proxies = await _not_held(proxies, operation, left)
+        proxies = await not_held(proxies, operation, left)
     except asyncio.CancelledError:
         if not surely:
             raise
@@ -1397,7 +1398,7 @@ async def _delete_unheld(
     await delete_files(proxies, operation, surely)
 
 
-async def _not_held(
+async def not_held(
     proxies: list[AsyncGridFSProxy], operation: Operation, left: Listed | None
 ) -> list[AsyncGridFSProxy]:
     """``proxies`` but the files the listed documents still there hold (one
