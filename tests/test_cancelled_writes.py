@@ -2494,6 +2494,55 @@ def test_a_queryset_delete_resent_as_its_loop_ends_spares_a_later_match(mongodb_
     assert files == chunks == kept_files
 
 
+def test_a_queryset_delete_resent_as_its_loop_ends_spares_a_document_it_left(
+    mongodb_uri,
+):
+    """A queryset delete whose write ``asyncio.run()``'s end cuts short is
+    sent again, and a document it listed, changed meanwhile to match its
+    query no more, stays: its file is read as still held, and kept. Every
+    listed file was deleted, the document left referring to a file gone."""
+    name = f"cw_{uuid4().hex[:12]}"
+    app = f"cw-{uuid4().hex[:8]}"
+
+    async def main() -> Any:
+        await connect_own_app(name, mongodb_uri, app)
+        documents = []
+        for number in range(2):
+            document = CwFiled()
+            await document.data.async_put(b"contents %d" % number)
+            await document.async_save()
+            documents.append(document)
+        # The first delete held, then failing: only the resend deletes.
+        admin = get_async_connection().admin
+        count = await fail_point_on(
+            admin, app, "delete", **BLOCKED, errorCode=2, namespace=f"{name}.cw_filed"
+        )
+        queryset = CwFiled.objects(__raw__={"tag": {"$ne": "kept"}})
+        task = asyncio.ensure_future(queryset.async_delete())
+        await Held(admin, app, ["delete"], count).reached_server()
+        changed = documents[1].pk
+        collection = CwFiled._get_collection()
+        await collection.update_one({"_id": changed}, {"$set": {"tag": "kept"}})
+        assert not task.done()  # (left to the loop's end)
+        return changed
+
+    async def left() -> tuple[list, list, list, list]:
+        admin = await connect_own_app(name, mongodb_uri, app)
+        database = get_async_connection()[name]
+        await fail_point_off_once_ended(admin, app, "delete")
+        kept = await database["cw_filed"].find().to_list()
+        files, chunks = await files_left(database)
+        return kept, [raw["data"] for raw in kept], files, chunks
+
+    try:
+        changed = asyncio.run(main())
+    finally:
+        kept, kept_files, files, chunks = asyncio.run(left())
+    assert [raw["_id"] for raw in kept] == [changed]
+    assert len(kept_files) == 1
+    assert files == chunks == kept_files
+
+
 def test_a_queryset_delete_resent_as_its_loop_ends_names_its_ids_in_runs(
     mongodb_uri, monkeypatch
 ):

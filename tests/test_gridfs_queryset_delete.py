@@ -14,6 +14,7 @@ from bson import ObjectId
 from pymongo import ReadPreference
 
 import mongoengine_async.gridfs
+import mongoengine_async.queryset as queryset_module
 from mongoengine_async import (
     CASCADE,
     NULLIFY,
@@ -205,6 +206,95 @@ async def test_cancelled_as_it_reads_the_files_left_it_still_spares_them(
     assert finds[1] == {"_id": {"$in": [each.pk for each in documents]}}
     [kept] = await QdPlain.objects.async_to_list()
     assert kept.pk == changed.pk
+    assert await files_left() == [b"doomed c"]
+
+
+@pytest.mark.parametrize("way", ["plain", "session", "rules-no-transaction"])
+async def test_cancelled_while_its_delete_is_on_its_way_it_spares_those_left(
+    async_alias: str, command_log: CommandLog, mongodb_uri: str, way: str
+) -> None:
+    """Cancelled while its delete is on its way, one listed document changed
+    meanwhile to match no more, the delete goes on and the files follow in a
+    task of their own: those of the document it left are read and kept. The
+    task deleted every listed file, the document left referring to files
+    gone."""
+    cls = QdPlain if way in ("plain", "session") else QdRuled
+    for name in ("a", "b", "c"):
+        await stored(cls, f"doomed {name}")
+    changed = await cls.objects.async_get(name="doomed c")
+
+    def write(database: Any) -> None:
+        collection = database[cls._get_collection_name()]
+        collection.update_one({"_id": changed.pk}, {"$set": {"name": "kept"}})
+
+    def started(event: Any) -> None:
+        CommandLog.started(command_log, event)
+        if event.command_name == "delete" and (
+            event.command["delete"] == cls._get_collection_name()
+        ):
+            task.cancel()  # the delete sent, its caller gone
+
+    command_log.started = started  # type: ignore[method-assign]
+    with after_first_find(command_log, mongodb_uri, write):
+        task = asyncio.ensure_future(delete_doomed(cls, way))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    # The delete's task, then the files' (started once the delete ended).
+    await asyncio.wait_for(asyncio.gather(*queryset_module._deleting), 30)
+    await asyncio.wait_for(asyncio.gather(*context.following), 30)
+    [kept] = await cls.objects.async_to_list()
+    assert (kept.pk, kept.name) == (changed.pk, "kept")
+    assert await (await cls.data.async_get(kept)).async_read() == b"doomed c"
+    assert await files_left() == [b"doomed c"]
+
+
+async def all_followed() -> None:
+    """Return once the steps following a commit (one started at least), and
+    the files' task they start, all ended."""
+    while not context.following:
+        await asyncio.sleep(0)
+    while context.following:
+        await asyncio.gather(*context.following)
+
+
+async def test_cancelled_while_its_own_transaction_commits_it_spares_those_left(
+    async_alias: str, command_log: CommandLog, mongodb_uri: str
+) -> None:
+    """A delete with rules in a transaction of its own, one listed document
+    changed to match no more before the transaction: cancelled while its
+    commit is on its way, the commit goes on and the files follow in a task
+    of their own, which spares those of the document the delete left."""
+    for name in ("a", "b", "c"):
+        await stored(QdRuled, f"doomed {name}")
+    changed = await QdRuled.objects.async_get(name="doomed c")
+    committed = asyncio.Event()
+
+    def write(database: Any) -> None:
+        collection = database[QdRuled._get_collection_name()]
+        collection.update_one({"_id": changed.pk}, {"$set": {"name": "kept"}})
+
+    def started(event: Any) -> None:
+        CommandLog.started(command_log, event)
+        if event.command_name == "commitTransaction":
+            task.cancel()  # the commit sent, its caller gone
+
+    def succeeded(event: Any) -> None:
+        if event.command_name == "commitTransaction":
+            committed.set()
+        following(event)
+
+    command_log.started = started  # type: ignore[method-assign]
+    with after_first_find(command_log, mongodb_uri, write):
+        following = command_log.succeeded
+        command_log.succeeded = succeeded  # type: ignore[method-assign]
+        task = asyncio.ensure_future(delete_doomed(QdRuled, "rules"))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(committed.wait(), 30)
+        command_log.succeeded = following  # type: ignore[method-assign]
+    await asyncio.wait_for(all_followed(), 30)
+    [kept] = await QdRuled.objects.async_to_list()
+    assert (kept.pk, kept.name) == (changed.pk, "kept")
     assert await files_left() == [b"doomed c"]
 
 

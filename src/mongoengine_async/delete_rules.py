@@ -136,7 +136,7 @@ async def delete_matching(
     operation: Operation,
     atomic: bool = True,
     cascade_refs: set | None = None,
-    followed: Callable[[], None] | None = None,
+    followed: Callable[[int | None], None] | None = None,
     failed: list[Exception] | None = None,
 ) -> int | None:
     """Delete what ``queryset`` matches (its ``operation`` resolved), applying
@@ -148,12 +148,13 @@ async def delete_matching(
     MongoEngine's ``delete(cascade_refs=...)``. The caller cancelled while
     that transaction of its own commits, which goes on, once it committed the
     files of the cascaded documents are deleted in a task of their own, then
-    ``followed()`` is called (to start the caller's own steps after the
-    delete), as after a cancelled write that landed; so too when cancelled
-    after it committed, while those files are deleted. Their delete failing
-    once the documents are gone for good (in no transaction of the caller's),
-    the error goes to ``failed`` if given, for the caller to raise after its
-    own steps (its documents' files, ``post_delete``), which it must not skip.
+    ``followed(deleted)`` is called, told how many of the matches it deleted
+    (to start the caller's own steps after the delete), as after a cancelled
+    write that landed; so too when cancelled after it committed, while those
+    files are deleted. Their delete failing once the documents are gone for
+    good (in no transaction of the caller's), the error goes to ``failed`` if
+    given, for the caller to raise after its own steps (its documents' files,
+    ``post_delete``), which it must not skip.
     """
     cls, query = queryset._document, queryset._query
     if not _rules(cls):
@@ -163,6 +164,7 @@ async def delete_matching(
     files: list = []
     late: list[Exception] = []  # a cascaded post_delete receiver's error
     committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    counted: list[int | None] = [None]  # the last run's count
 
     async def delete(run: Operation) -> int | None:  # a fresh plan on each run
         plan = _DeletePlan(cls, run, cascade_refs)
@@ -171,6 +173,7 @@ async def delete_matching(
         deleted = await plan.run(query, own_transaction and plan.may_go_first(query))
         files[:] = plan.files
         late[:] = [] if plan.error is None else [plan.error]
+        counted[:] = [deleted]
         if own_transaction:
             _note_commit(run.session, committed)
         return deleted
@@ -179,7 +182,9 @@ async def delete_matching(
         deleted = await _under_rules(cls, operation, atomic and acknowledged, delete)
     except asyncio.CancelledError:
         committed.add_done_callback(
-            lambda _: _follow_commit(list(files), operation, followed)
+            lambda _: _follow_commit(
+                list(files), operation, _told(followed, counted[0])
+            )
         )
         raise
     # The files of the cascaded documents, once they are gone (committed).
@@ -191,9 +196,17 @@ async def delete_matching(
     try:
         await _files_of_deleted(delete_files, files, operation, failed)
     except asyncio.CancelledError:
-        _follow_commit(list(files), operation, followed)
+        _follow_commit(list(files), operation, _told(followed, deleted))
         raise
     return deleted if acknowledged else None
+
+
+def _told(
+    followed: Callable[[int | None], None] | None, deleted: int | None
+) -> Callable[[], None] | None:
+    """``followed``, the caller's steps after the delete, told how many of
+    its matches it deleted (its files spare those of the ones it left)."""
+    return None if followed is None else functools.partial(followed, deleted)
 
 
 def _raise_late(late: list[Exception], failed: list[Exception] | None) -> None:

@@ -1065,9 +1065,10 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 transaction=transaction,
                 session=operation.session,
                 # (Cancelled while a transaction of its own commits: once it
-                # committed, the files and post_delete follow.)
-                _followed=functools.partial(
-                    self._follow_delete, files, operation, held_back
+                # committed, the files and post_delete follow; the count it
+                # is told tells nothing of its one document.)
+                _followed=lambda _deleted: self._follow_delete(
+                    files, operation, held_back
                 ),
                 _failed=failed,
             )

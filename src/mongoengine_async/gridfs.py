@@ -96,6 +96,7 @@ __all__ = (
     "RefusesAsyncImage",
     "delete_files",
     "delete_files_of_deleted",
+    "delete_unheld",
     "listed",
     "not_held",
     "stored_files",
@@ -1357,27 +1358,27 @@ async def delete_files_of_deleted(
     proxies: list[AsyncGridFSProxy], operation: Operation, left: Listed | None = None
 ) -> None:
     """:func:`delete_files` of documents already deleted, but those a listed
-    document the delete left holds (see :func:`_delete_unheld`): a caller
+    document the delete left holds (see :func:`delete_unheld`): a caller
     cancelled meanwhile, outside a transaction (whose abort keeps the
     documents and files), leaves them all deleted in a task of its own, as
     they would stay, found by nothing (``Document.async_delete`` has its own
     follow-up)."""
     try:
-        await _delete_unheld(proxies, operation, left)
+        await delete_unheld(proxies, operation, left)
     except asyncio.CancelledError:
         session = operation.session
         if proxies and (session is None or not session.in_transaction):
             # (Not in the caller's session: it may use it meanwhile.)
             alone = dataclasses.replace(operation, session=None)
             follow_up(
-                _delete_unheld(proxies, alone, left, surely=True),
+                delete_unheld(proxies, alone, left, surely=True),
                 "delete of the files of documents a cancelled delete deleted",
                 finish=True,
             )
         raise
 
 
-async def _delete_unheld(
+async def delete_unheld(
     proxies: list[AsyncGridFSProxy],
     operation: Operation,
     left: Listed | None,

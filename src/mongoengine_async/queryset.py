@@ -104,8 +104,8 @@ from mongoengine_async.detached import (
 from mongoengine_async.from_bson import from_son, loader
 from mongoengine_async.gridfs import (
     Listed,
-    delete_files,
     delete_files_of_deleted,
+    delete_unheld,
     listed,
     stored_files_and_ids,
 )
@@ -1307,7 +1307,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         cascade_refs: set[Any] | None = None,
         transaction: bool = True,
         session: AsyncClientSession | None = None,
-        _followed: Callable[[], None] | None = None,
+        _followed: Callable[[int | None], None] | None = None,
         _failed: list[Exception] | None = None,
     ) -> int | None:
         """Delete the matches, applying the delete rules, then their GridFS
@@ -1335,22 +1335,23 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             runs = self._listed(ids, operation)
         # (The error of the cascaded documents' files: raised after the rest.)
         failed: list[Exception] = [] if _failed is None else _failed
+        leaving = functools.partial(_left, self._document, ids)
         deleting = functools.partial(
             delete_matching,
             operation=operation,
             atomic=transaction,
             cascade_refs=cascade_refs,
-            followed=_followed or functools.partial(_follow_files, files, operation),
+            followed=_followed
+            or functools.partial(_follow_files, files, operation, leaving),
             failed=failed,
         )
         each_run = functools.partial(_delete_runs, deleting, runs)
         if not _from_doc_delete and await _goes_on(self, operation, files, transaction):
-            deleted = await _files_follow(each_run, files, operation)
+            deleted = await _files_follow(each_run, files, operation, leaving)
         else:
             deleted = await each_run()
-        left = None if ids is None else Listed(self._document, ids, deleted)
         # Once the documents are gone.
-        await delete_files_of_deleted(files, operation, left)
+        await delete_files_of_deleted(files, operation, leaving(deleted))
         if failed and _failed is None:
             raise failed[0]
         return deleted
@@ -1364,6 +1365,12 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             return [self]
         codec_options = operation.collection.codec_options
         return listed(self, ids, codec_options, whole=has_rules(self._document))
+
+
+def _left(cls: type[Any], ids: list | None, deleted: int | None) -> Listed | None:
+    """The documents whose files a delete listed (``ids``, None when ``cls``
+    has no file fields) and how many it deleted: see ``delete_unheld``."""
+    return None if ids is None else Listed(cls, ids, deleted)
 
 
 async def _delete_runs(
@@ -1402,21 +1409,25 @@ async def _files_follow(
     deleting: Callable[[], Coroutine[Any, Any, int | None]],
     files: list[Any],
     operation: Operation,
+    leaving: Callable[[int | None], Listed | None],
 ) -> int | None:
     """Await ``deleting()``, the delete (outside a transaction) of the
     documents holding ``files``. Its caller cancelled while it is on its way,
     it goes on in a task of its own (its delete rules' writes too, and the
     files of the documents they delete), and once it was applied the files
     are deleted, as after a document's cancelled delete (they would stay,
-    found by nothing). In a session of the caller's, the caller waits for
+    found by nothing), but those of the listed documents it left
+    (``leaving(count)``). In a session of the caller's, the caller waits for
     it first: its next command on the session must come after."""
-    outcome, write = detached(_delete_surely(deleting, files, operation))
+    outcome, write = detached(_delete_surely(deleting, files, operation, leaving))
     held(write, _deleting)
     try:
         return await outcome
     except asyncio.CancelledError:
         alone = dataclasses.replace(operation, session=None)
-        write.add_done_callback(functools.partial(_after_cancelled, files, alone))
+        write.add_done_callback(
+            functools.partial(_after_cancelled, files, alone, leaving)
+        )
         finish_before_close(write, CANCELLED_WRITE)
         if operation.session is not None:
             await until_done(write)
@@ -1427,40 +1438,53 @@ async def _delete_surely(
     deleting: Callable[[], Coroutine[Any, Any, int | None]],
     files: list[Any],
     operation: Operation,
+    leaving: Callable[[int | None], Listed | None],
 ) -> int | None:
     """``await deleting()``; cancelled itself while it is on its way (its
     loop ending: ``asyncio.run()`` cancels the tasks left, and waits for
     them), the delete may reach the server all the same: it is sent again
     (it names only the documents whose files were listed, not one inserted
-    since, whose files would be left), and the files deleted, before the
-    cancellation is raised."""
+    since, whose files would be left), and the files deleted (but those of
+    the listed documents still there: ``leaving``), before the cancellation
+    is raised."""
     try:
         return await deleting()
     except asyncio.CancelledError:
-        await deleting()
-        await delete_files(files, operation, surely=True)
+        deleted = await deleting()
+        await delete_unheld(files, operation, leaving(deleted), surely=True)
         raise
 
 
-def _follow_files(files: list[Any], operation: Operation) -> None:
+def _follow_files(
+    files: list[Any],
+    operation: Operation,
+    leaving: Callable[[int | None], Listed | None],
+    deleted: int | None,
+) -> None:
     """The files of the documents a delete whose caller was cancelled
-    deleted (once applied; in a transaction of its own, once it committed):
-    deleted in a task of their own, in no session (the caller's may be in
-    use again), which the loop's end waits for."""
+    deleted (once applied; in a transaction of its own, once it committed),
+    but those the listed documents it left hold (it ``deleted`` fewer than
+    it listed): deleted in a task of their own, in no session (the caller's
+    may be in use again), which the loop's end waits for."""
     if files:
+        alone = dataclasses.replace(operation, session=None)
         context.follow_up(
-            delete_files(files, dataclasses.replace(operation, session=None), True),
+            delete_unheld(files, alone, leaving(deleted), True),
             "delete of the files of documents a cancelled delete deleted",
             finish=True,
         )
 
 
 def _after_cancelled(
-    files: list[Any], operation: Operation, write: asyncio.Future[Any]
+    files: list[Any],
+    operation: Operation,
+    leaving: Callable[[int | None], Listed | None],
+    write: asyncio.Future[Any],
 ) -> None:
-    """The files of a delete whose caller was cancelled, once it was applied."""
+    """The files of a delete whose caller was cancelled, once it was applied
+    (its count, ``write``'s result, tells whether it left listed documents)."""
     if not write.cancelled() and write.result() is not FAILED:
-        _follow_files(files, operation)
+        _follow_files(files, operation, leaving, write.result())
 
 
 _BLOCKING = {
