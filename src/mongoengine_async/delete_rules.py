@@ -7,6 +7,9 @@ checked, and only then NULLIFY, PULL and the deletes run. Each step is one
 batched query per rule and level, never one per referring document; a class
 whose deleted ids nothing needs is deleted by the rule's filter, its ids never
 fetched. When the deployment has transactions the whole delete runs in one.
+Ids (and stored references) are sent in runs under the 16 MB command limit
+(:func:`~mongoengine_async.gridfs.id_runs`), one command each: a delete of
+some 700,000 documents names more than one command holds.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from mongoengine_async.gridfs import (
     Matching,
     delete_files,
     delete_files_of_deleted,
+    id_runs,
     listed,
     not_held,
     stored_files,
@@ -532,10 +536,25 @@ class _DeletePlan:
             return False
         return True
 
+    def _runs(self, values: list) -> list[list]:
+        """``values`` (ids, stored references) in runs, each one command's."""
+        return id_runs(values, self.operation.collection.codec_options)
+
+    def _referring(
+        self, referrer: type[Any], name: str, cls: type[Any], ids: list
+    ) -> list[list]:
+        """How ``referrer``'s ``name`` stores references to ``ids`` of
+        ``cls``, in runs (for :func:`_referring` and :func:`_pull`)."""
+        return self._runs(_stored_values(_reference_field(referrer, name), cls, ids))
+
     async def _delete_roots(self) -> None:
-        """Delete the root documents, by the ids planned."""
-        query = {"_id": {"$in": self.root_ids}}
-        self.deleted = await _delete(self.operation, query)
+        """Delete the root documents, by the ids planned (a delete a run)."""
+        counts = [
+            await _delete(self.operation, {"_id": {"$in": run}})
+            for run in self._runs(self.root_ids)
+        ]
+        known = [count for count in counts if count is not None]
+        self.deleted = sum(known) if len(known) == len(counts) else None
 
     async def _collect_cascade(self, root_ids: list) -> None:
         frontier = [(self.root, self._add(self.root, root_ids))]
@@ -545,37 +564,56 @@ class _DeletePlan:
                 for referrer, name, rule in _rules(cls):
                     if rule != CASCADE:
                         continue
+                    runs = self._referring(referrer, name, cls, ids)
                     if not self._needs_ids(referrer):
-                        query = _referring(referrer, name, cls, ids, self.spared)
-                        self.filters.append((referrer, query))
+                        self.filters += [
+                            (referrer, _referring(referrer, name, run, self.spared))
+                            for run in runs
+                        ]
                         continue
-                    exclude = [*self._planned(referrer), *self.spared]
-                    query = _referring(referrer, name, cls, ids, exclude)
-                    referring = await self.operation.on(referrer)
-                    classes = _rule_classes(referrer)
-                    for each, found in (
-                        await _ids_by_class(referring, query, classes)
-                    ).items():
-                        new = self._add(each, found)
-                        if new:
-                            next_frontier.append((each, new))
+                    next_frontier += await self._cascade_by_ids(referrer, name, runs)
             frontier = next_frontier
+
+    async def _cascade_by_ids(
+        self, referrer: type[Any], name: str, runs: list[list]
+    ) -> list[tuple[type[Any], list]]:
+        """Plan the ``referrer`` documents whose ``name`` holds a reference of
+        ``runs`` (a query each); returns the ids new to the plan, per class."""
+        referring = await self.operation.on(referrer)
+        classes = _rule_classes(referrer)
+        found: dict[type[Any], list] = {}
+        for run in runs:
+            exclude = [*self._planned(referrer), *self.spared]
+            query = _referring(referrer, name, run, exclude)
+            for each, ids in (await _ids_by_class(referring, query, classes)).items():
+                found.setdefault(each, []).extend(self._add(each, ids))
+        return [(each, new) for each, new in found.items() if new]
 
     async def _check_deny(self) -> None:
         for cls, ids in list(self.ids.items()):
             for referrer, name, rule in _rules(cls):
                 if rule != DENY:
                     continue
-                exclude = list(self._planned(referrer))
-                query = _referring(referrer, name, cls, ids, exclude)
-                referring = await self.operation.on(referrer)
-                if await referring.collection.find_one(
-                    query, {"_id": 1}, session=referring.session
-                ):
+                if await self._refers(referrer, name, cls, ids):
                     raise OperationError(
                         f"Could not delete document ({referrer.__name__}.{name} "
                         "refers to it)"
                     )
+
+    async def _refers(
+        self, referrer: type[Any], name: str, cls: type[Any], ids: list
+    ) -> bool:
+        """Whether a ``referrer`` document the delete keeps refers to ``ids``
+        of ``cls`` by ``name`` (a DENY rule's check, a query a run)."""
+        referring = await self.operation.on(referrer)
+        exclude = list(self._planned(referrer))
+        for run in self._referring(referrer, name, cls, ids):
+            query = _referring(referrer, name, run, exclude)
+            if await referring.collection.find_one(
+                query, {"_id": 1}, session=referring.session
+            ):
+                return True
+        return False
 
     async def _load_for_signals(self) -> list:
         """Load the cascaded documents planned under a class with delete
@@ -597,8 +635,14 @@ class _DeletePlan:
                 continue
             session = (await self.operation.on(cls)).session
             # The documented queryset, kept on purpose: receivers get documents.
-            found = cls.objects(pk__in=wanted)
-            for document in await found.async_to_list(session=session):
+            found = [
+                document
+                for run in self._runs(wanted)
+                for document in await cls.objects(pk__in=run).async_to_list(
+                    session=session
+                )
+            ]
+            for document in found:
                 key = (document._get_collection_name(), document.pk)
                 if key not in seen:
                     seen.add(key)
@@ -610,7 +654,11 @@ class _DeletePlan:
         """The GridFS files of the cascaded documents (one query per class with
         file fields), for the caller to delete once the documents are gone;
         and the deletes by filter restricted to the documents read."""
-        matches = [(cls, {"_id": {"$in": ids}}) for cls, ids in self._cascaded()]
+        matches = [
+            (cls, {"_id": {"$in": run}})
+            for cls, ids in self._cascaded()
+            for run in self._runs(ids)
+        ]
         found = []
         for cls, query in matches:
             operation = await self.operation.on(cls)
@@ -635,13 +683,15 @@ class _DeletePlan:
             for referrer, name, rule in _rules(cls):
                 if rule not in (NULLIFY, PULL):
                     continue
-                query = _referring(referrer, name, cls, ids, None)
-                update = (
-                    {"$unset": {_db_field(referrer, name): 1}}
-                    if rule == NULLIFY
-                    else _pull(referrer, name, cls, ids)
-                )
-                updates.append((referrer, query, update))
+                for run in self._referring(referrer, name, cls, ids):
+                    update = (
+                        {"$unset": {_db_field(referrer, name): 1}}
+                        if rule == NULLIFY
+                        else _pull(referrer, name, run)
+                    )
+                    updates.append(
+                        (referrer, _referring(referrer, name, run, None), update)
+                    )
         return updates
 
     async def _apply_updates(self, updates: list[tuple[type[Any], dict, dict]]) -> None:
@@ -688,7 +738,8 @@ class _DeletePlan:
         class reached by cascade are not counted, as in MongoEngine)."""
         for cls, ids in self._cascaded():
             cascaded = await self.operation.on(cls)
-            await _delete(cascaded, {"_id": {"$in": ids}})
+            for run in self._runs(ids):
+                await _delete(cascaded, {"_id": {"$in": run}})
 
 
 async def _pre_delete(document: Any) -> None:
@@ -801,16 +852,17 @@ def _stored_values(reference_field: Any, cls: type[Any], ids: list) -> list:
 
 
 def _referring(
-    referrer: type[Any], name: str, cls: type[Any], ids: list, exclude: list | None
+    referrer: type[Any], name: str, values: list, exclude: list | None
 ) -> dict:
-    """The raw query for ``referrer`` documents whose ``name`` points at ``ids``."""
+    """The raw query for ``referrer`` documents whose ``name`` holds one of
+    ``values`` (references as :func:`_stored_values` stores them)."""
     reference_field = _reference_field(referrer, name)
     path = _db_field(referrer, name)
     if _is_generic(reference_field):
         path = f"{path}._ref"
     elif _is_cached(reference_field):
         path = f"{path}._id"
-    query: dict[str, Any] = {path: {"$in": _stored_values(reference_field, cls, ids)}}
+    query: dict[str, Any] = {path: {"$in": values}}
     if exclude:
         query["_id"] = {"$nin": exclude}
     manager_query = _manager_query(referrer)
@@ -830,12 +882,12 @@ def _manager_query(referrer: type[Any]) -> dict:
     return queryset._query
 
 
-def _pull(referrer: type[Any], name: str, cls: type[Any], ids: list) -> dict:
+def _pull(referrer: type[Any], name: str, values: list) -> dict:
+    """The update pulling ``values`` (stored references) out of ``name``."""
     path = _db_field(referrer, name)
     if "." in path:  # refused by MongoEngine's pull_all, before anything is sent
         raise InvalidQueryError("pullAll operations only support a single field depth")
     reference_field = _reference_field(referrer, name)
-    values = _stored_values(reference_field, cls, ids)
     if _is_generic(reference_field):
         return {"$pull": {path: {"_ref": {"$in": values}}}}
     if _is_cached(reference_field):

@@ -97,6 +97,7 @@ __all__ = (
     "delete_files",
     "delete_files_of_deleted",
     "delete_unheld",
+    "id_runs",
     "listed",
     "not_held",
     "stored_files",
@@ -1242,7 +1243,7 @@ def listed(
     files :func:`stored_files_and_ids` listed (one inserted or changed to
     match since would lose its files): runs of ids of LISTED_IDS_BYTES at
     most, one delete each, or one run when ``whole``; never none."""
-    runs = [ids] if whole else _id_runs(ids, codec_options)
+    runs = [ids] if whole else id_runs(ids, codec_options)
     return [Matching(queryset._document, _among(queryset._query, run)) for run in runs]
 
 
@@ -1255,9 +1256,10 @@ def _among(query: dict, ids: list) -> dict:
     return {"$and": [query, among]} if query else among
 
 
-def _id_runs(ids: list, codec_options: CodecOptions) -> list[list]:
-    """``ids`` cut in runs of LISTED_IDS_BYTES at most (as array elements,
-    keys of up to 7 digits), in order; one run at least."""
+def id_runs(ids: list, codec_options: CodecOptions) -> list[list]:
+    """``ids`` (or any values a query lists) cut in runs of LISTED_IDS_BYTES
+    at most (as array elements, keys of up to 7 digits), in order; one run at
+    least: a command naming each run stays under the 16 MB limit."""
     runs: list[list] = [[]]
     size = 0
     for value in ids:

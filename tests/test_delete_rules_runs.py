@@ -1,0 +1,212 @@
+"""A delete with delete rules over more documents than one command can name
+(some 700,000 ids are over the server's 16 MB limit) sends its ids, and the
+references its rules look for, in runs of LISTED_IDS_BYTES at most: the same
+documents deleted, nullified and pulled, the same count, in one transaction.
+
+The run size is patched so that a few ids make several runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from bson import ObjectId
+
+import mongoengine_async.gridfs
+from mongoengine_async import (
+    CASCADE,
+    DENY,
+    NULLIFY,
+    PULL,
+    Document,
+    GenericReferenceField,
+    ListField,
+    OperationError,
+    ReferenceField,
+    StringField,
+    get_async_db,
+)
+from mongoengine_async.testing import CommandLog
+
+# Two ids a run: an ObjectId array element is 12 bytes, a type and a short key.
+TWO_IDS = 2 * 21
+
+
+class DruAuthor(Document):
+    name = StringField()
+
+
+class DruBook(Document):
+    """Needs its ids (chapters cascade from it): found by id, in runs."""
+
+    title = StringField()
+    author = ReferenceField(DruAuthor, reverse_delete_rule=CASCADE)
+
+
+class DruChapter(Document):
+    """A leaf: deleted by its rule's filter, one a run."""
+
+    title = StringField()
+    book = ReferenceField(DruBook, reverse_delete_rule=CASCADE)
+
+
+class DruNote(Document):
+    text = StringField()
+    author = ReferenceField(DruAuthor, reverse_delete_rule=NULLIFY)
+
+
+class DruShelf(Document):
+    owner = StringField()
+    authors = ListField(ReferenceField(DruAuthor, reverse_delete_rule=PULL))
+
+
+class DruMention(Document):
+    """Stores DBRefs: its runs are cut on those, not on the ids."""
+
+    text = StringField()
+    about = GenericReferenceField()
+
+
+DruAuthor.register_delete_rule(DruMention, "about", CASCADE)
+
+
+def _lists_in(value: Any) -> Iterator[list]:
+    """Every ``$in`` list in a command (its queries and updates)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "$in":
+                yield item
+            else:
+                yield from _lists_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _lists_in(item)
+
+
+async def _library() -> dict[str, Any]:
+    """Five doomed authors, each with what refers to them, and one kept."""
+    doomed = [await DruAuthor(name=f"doomed {n}").async_save() for n in range(5)]
+    kept = await DruAuthor(name="kept").async_save()
+    for author in [*doomed, kept]:
+        book = await DruBook(title=f"by {author.name}", author=author).async_save()
+        await DruChapter(title=f"of {author.name}", book=book).async_save()
+        await DruNote(text=f"on {author.name}", author=author).async_save()
+        await DruMention(text=f"of {author.name}", about=author).async_save()
+    await DruShelf(owner="all", authors=[*doomed, kept]).async_save()
+    return {"doomed": doomed, "kept": kept}
+
+
+async def _left() -> dict[str, Any]:
+    """What the collections hold after the delete, read back raw."""
+    db = get_async_db()
+
+    async def raw(cls: type[Any]) -> list[dict]:
+        return await db[cls._get_collection_name()].find().to_list(None)
+
+    return {
+        "authors": [each["name"] for each in await raw(DruAuthor)],
+        "books": [each["title"] for each in await raw(DruBook)],
+        "chapters": [each["title"] for each in await raw(DruChapter)],
+        "notes": {each["text"]: each.get("author") for each in await raw(DruNote)},
+        "mentions": [each["text"] for each in await raw(DruMention)],
+        "shelf": [each["authors"] for each in await raw(DruShelf)],
+    }
+
+
+@pytest.mark.parametrize("run_bytes", [None, TWO_IDS], ids=["one-run", "two-ids"])
+async def test_a_queryset_delete_with_rules_sends_its_ids_in_runs(
+    async_alias: str,
+    command_log: CommandLog,
+    monkeypatch: pytest.MonkeyPatch,
+    run_bytes: int | None,
+) -> None:
+    library = await _library()
+    doomed, kept = library["doomed"], library["kept"]
+    if run_bytes is not None:
+        monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", run_bytes)
+    command_log.clear()
+
+    assert await DruAuthor.objects(name__startswith="doomed").async_delete() == 5
+    names = command_log.names
+    events = [e for e in command_log.events if e.command_name != "commitTransaction"]
+
+    assert await _left() == {
+        "authors": ["kept"],
+        "books": ["by kept"],
+        "chapters": ["of kept"],
+        "notes": {
+            **{f"on {author.name}": None for author in doomed},
+            "on kept": kept.pk,
+        },
+        "mentions": ["of kept"],
+        "shelf": [[kept.pk]],
+    }
+    assert names[-1] == "commitTransaction"
+    assert names.count("commitTransaction") == 1
+    # The plan's reads and every write in one transaction.
+    assert len({(e.command["lsid"]["id"], e.command["txnNumber"]) for e in events}) == 1
+    root_deletes = [
+        e.command["deletes"][0]["q"]["_id"]["$in"]
+        for e in events
+        if e.command_name == "delete" and e.command["delete"] == "dru_author"
+    ]
+    assert [pk for run in root_deletes for pk in run] == [each.pk for each in doomed]
+    if run_bytes is None:
+        assert len(root_deletes) == 1
+        return
+    assert [len(run) for run in root_deletes] == [2, 2, 1]
+    # Every list sent names two values at most (ids, DBRefs: two DBRefs are
+    # over the run's bytes, so one each), whatever the command.
+    sent = [each for e in events for each in _lists_in(e.command)]
+    assert max(map(len, sent)) == 2
+    for name in ("find", "update", "delete"):
+        for e in events:
+            if e.command_name == name:
+                assert all(len(each) <= 2 for each in _lists_in(e.command))
+
+
+async def test_a_deny_found_in_a_later_run_refuses_the_delete(
+    async_alias: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DENY check looks in every run: a referrer of the last author
+    refuses the delete, and nothing is changed."""
+
+    class DruGuard(Document):
+        author = ReferenceField(DruAuthor, reverse_delete_rule=DENY)
+
+    try:
+        library = await _library()
+        await DruGuard(author=library["doomed"][-1]).async_save()
+        before = await _left()
+        monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", TWO_IDS)
+        with pytest.raises(OperationError) as raised:
+            await DruAuthor.objects(name__startswith="doomed").async_delete()
+        assert str(raised.value) == (
+            "Could not delete document (DruGuard.author refers to it)"
+        )
+        assert await _left() == before
+    finally:
+        del DruAuthor._meta["delete_rules"][(DruGuard, "author")]
+
+
+async def test_the_runs_are_cut_on_the_stored_references(
+    async_alias: str, command_log: CommandLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generic reference's DBRefs are larger than the ids: a run holds
+    as many as fit, not as many ids as fit."""
+    library = await _library()
+    monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", TWO_IDS)
+    command_log.clear()
+    assert await DruAuthor.objects(name__startswith="doomed").async_delete() == 5
+    mentions = [
+        run
+        for e in list(command_log.events)
+        if e.command_name == "delete" and e.command["delete"] == "dru_mention"
+        for run in _lists_in(e.command)
+    ]
+    assert [[ref.id for ref in run] for run in mentions] == [
+        [author.pk] for author in library["doomed"]
+    ]
+    assert all(isinstance(ref.id, ObjectId) for run in mentions for ref in run)
+    assert (await _left())["mentions"] == ["of kept"]
