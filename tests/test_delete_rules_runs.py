@@ -72,10 +72,10 @@ DruAuthor.register_delete_rule(DruMention, "about", CASCADE)
 
 
 def _lists_in(value: Any) -> Iterator[list]:
-    """Every ``$in`` list in a command (its queries and updates)."""
+    """Every ``$in`` and ``$nin`` list in a command (queries and updates)."""
     if isinstance(value, dict):
         for key, item in value.items():
-            if key == "$in":
+            if key in ("$in", "$nin"):
                 yield item
             else:
                 yield from _lists_in(item)
@@ -157,7 +157,9 @@ async def test_a_queryset_delete_with_rules_sends_its_ids_in_runs(
         return
     assert [len(run) for run in root_deletes] == [2, 2, 1]
     # Every list sent names two values at most (ids, DBRefs: two DBRefs are
-    # over the run's bytes, so one each), whatever the command.
+    # over the run's bytes, so one each), whatever the command: the books
+    # planned are left out by the server while they fit in a run, then as
+    # they are read.
     sent = [each for e in events for each in _lists_in(e.command)]
     assert max(map(len, sent)) == 2
     for name in ("find", "update", "delete"):
@@ -210,3 +212,55 @@ async def test_the_runs_are_cut_on_the_stored_references(
     ]
     assert all(isinstance(ref.id, ObjectId) for run in mentions for ref in run)
     assert (await _left())["mentions"] == ["of kept"]
+
+
+@pytest.mark.parametrize("kept_blurb", [False, True], ids=["all-planned", "one-kept"])
+async def test_a_deny_check_leaves_out_more_planned_referrers_than_a_run_holds(
+    async_alias: str,
+    command_log: CommandLog,
+    monkeypatch: pytest.MonkeyPatch,
+    kept_blurb: bool,
+) -> None:
+    """A DENY referrer the same cascade deletes does not block, though the
+    planned ones are too many to leave out in the query; one it keeps does."""
+
+    class DruBlurb(Document):
+        text = StringField()
+        author = ReferenceField(DruAuthor, reverse_delete_rule=CASCADE)
+        book = ReferenceField(DruBook, reverse_delete_rule=DENY)
+
+    try:
+        library = await _library()
+        books = {each.author.pk: each for each in await DruBook.objects.async_to_list()}
+        for author in library["doomed"]:
+            await DruBlurb(
+                text="own", author=author, book=books[author.pk]
+            ).async_save()
+        if kept_blurb:
+            doomed_book = books[library["doomed"][-1].pk]
+            await DruBlurb(
+                text="kept", author=library["kept"], book=doomed_book
+            ).async_save()
+        monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", TWO_IDS)
+        before = await _left()
+        command_log.clear()
+        if kept_blurb:
+            with pytest.raises(OperationError) as raised:
+                await DruAuthor.objects(name__startswith="doomed").async_delete()
+            assert str(raised.value) == (
+                "Could not delete document (DruBlurb.book refers to it)"
+            )
+            assert await _left() == before
+        else:
+            assert (
+                await DruAuthor.objects(name__startswith="doomed").async_delete() == 5
+            )
+            assert (await _left())["authors"] == ["kept"]
+        blurbs = await get_async_db().dru_blurb.find().to_list(None)
+        expected = ["own"] * 5 + ["kept"] if kept_blurb else []
+        assert [each["text"] for each in blurbs] == expected
+        sent = [each for e in command_log.events for each in _lists_in(e.command)]
+        assert max(map(len, sent)) == 2
+    finally:
+        del DruAuthor._meta["delete_rules"][(DruBlurb, "author")]
+        del DruBook._meta["delete_rules"][(DruBlurb, "book")]

@@ -581,13 +581,21 @@ class _DeletePlan:
         ``runs`` (a query each); returns the ids new to the plan, per class."""
         referring = await self.operation.on(referrer)
         classes = _rule_classes(referrer)
+        spared = set(self.spared)
         found: dict[type[Any], list] = {}
         for run in runs:
-            exclude = [*self._planned(referrer), *self.spared]
+            exclude = self._sendable([*self._planned(referrer), *self.spared])
             query = _referring(referrer, name, run, exclude)
             for each, ids in (await _ids_by_class(referring, query, classes)).items():
-                found.setdefault(each, []).extend(self._add(each, ids))
+                kept = [object_id for object_id in ids if object_id not in spared]
+                found.setdefault(each, []).extend(self._add(each, kept))
         return [(each, new) for each, new in found.items() if new]
+
+    def _sendable(self, exclude: list) -> list | None:
+        """``exclude`` (ids a rule's query leaves out) when it fits in one run
+        beside the run of references, else None: the caller leaves them out
+        as it reads (a delete planning some 700,000 ids of a collection)."""
+        return exclude if len(self._runs(exclude)) == 1 else None
 
     async def _check_deny(self) -> None:
         for cls, ids in list(self.ids.items()):
@@ -606,12 +614,17 @@ class _DeletePlan:
         """Whether a ``referrer`` document the delete keeps refers to ``ids``
         of ``cls`` by ``name`` (a DENY rule's check, a query a run)."""
         referring = await self.operation.on(referrer)
-        exclude = list(self._planned(referrer))
+        planned = self._planned(referrer)
+        exclude = self._sendable(list(planned))
         for run in self._referring(referrer, name, cls, ids):
             query = _referring(referrer, name, run, exclude)
-            if await referring.collection.find_one(
-                query, {"_id": 1}, session=referring.session
-            ):
+            if exclude is not None:
+                found = await referring.collection.find_one(
+                    query, {"_id": 1}, session=referring.session
+                )
+                if found is not None:
+                    return True
+            elif await _any_outside(referring, query, planned):
                 return True
         return False
 
@@ -788,6 +801,19 @@ async def _ids_by_class(
         cls = names.get(raw.get("_cls"), classes[0])
         found.setdefault(cls, []).append(raw["_id"])
     return found
+
+
+async def _any_outside(operation: Operation, query: dict, planned: set) -> bool:
+    """Whether a document matching ``query`` is not of the ``planned`` ids:
+    read until the first such one (their ids only)."""
+    cursor = operation.collection.find(query, {"_id": 1}, session=operation.session)
+    try:
+        async for raw in cursor:
+            if raw["_id"] not in planned:
+                return True
+    finally:
+        await cursor.close()
+    return False
 
 
 async def _ids(operation: Operation, query: dict) -> list:
