@@ -20,6 +20,7 @@ from mongoengine_async import (
     NULLIFY,
     PULL,
     Document,
+    FileField,
     GenericReferenceField,
     ListField,
     OperationError,
@@ -264,3 +265,52 @@ async def test_a_deny_check_leaves_out_more_planned_referrers_than_a_run_holds(
     finally:
         del DruAuthor._meta["delete_rules"][(DruBlurb, "author")]
         del DruBook._meta["delete_rules"][(DruBlurb, "book")]
+
+
+class DruArtist(Document):
+    """Holds files: its queryset delete lists the ids of its matches first."""
+
+    name = StringField()
+    data = FileField(collection_name="dru_files")
+
+
+class DruWork(Document):
+    title = StringField()
+    artist = ReferenceField(DruArtist, reverse_delete_rule=CASCADE)
+
+
+async def test_the_listed_ids_of_a_class_with_files_go_in_runs_in_one_plan(
+    async_alias: str, command_log: CommandLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A class with files and rules: the ids of the matches whose files were
+    listed are read back in runs, and deleted in one plan, one transaction,
+    with their files and their works."""
+    artists = []
+    for name in ["doomed 0", "doomed 1", "doomed 2", "kept"]:
+        artist = DruArtist(name=name)
+        await artist.data.async_put(name.encode())
+        artists.append(await artist.async_save())
+        await DruWork(title=f"by {name}", artist=artist).async_save()
+    monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", TWO_IDS)
+    command_log.clear()
+
+    assert await DruArtist.objects(name__startswith="doomed").async_delete() == 3
+    events = list(command_log.events)
+
+    assert command_log.names.count("commitTransaction") == 1
+    reads = [
+        e.command["filter"]["$and"][1]["_id"]["$in"]
+        for e in events
+        if e.command_name == "find"
+        and e.command["find"] == "dru_artist"
+        and "$and" in e.command["filter"]
+    ]
+    assert reads == [[a.pk for a in artists[:2]], [artists[2].pk]]
+    assert [e["name"] for e in await get_async_db().dru_artist.find().to_list()] == [
+        "kept"
+    ]
+    assert [e["title"] for e in await get_async_db().dru_work.find().to_list()] == [
+        "by kept"
+    ]
+    chunks = await get_async_db()["dru_files.chunks"].find().to_list()
+    assert [each["data"] for each in chunks] == [b"kept"]

@@ -136,15 +136,16 @@ async def _supports_transactions(client: AsyncMongoClient) -> bool:
 
 
 async def delete_matching(
-    queryset: Any,
+    runs: list[Any],
     operation: Operation,
     atomic: bool = True,
     cascade_refs: set | None = None,
     followed: Callable[[int | None], None] | None = None,
     failed: list[Exception] | None = None,
 ) -> int | None:
-    """Delete what ``queryset`` matches (its ``operation`` resolved), applying
-    the delete rules.
+    """Delete what ``runs`` match (querysets or ``Matching``s of one class,
+    each a delete of its own: a queryset's runs of listed ids), its
+    ``operation`` resolved, applying the delete rules; the total count.
 
     With rules to apply, ``atomic`` and a deployment with transactions, the
     whole delete runs in one transaction (or joins the caller's). Documents
@@ -160,9 +161,9 @@ async def delete_matching(
     given, for the caller to raise after its own steps (its documents' files,
     ``post_delete``), which it must not skip.
     """
-    cls, query = queryset._document, queryset._query
+    cls, queries = runs[0]._document, [run._query for run in runs]
     if not _rules(cls):
-        return await _delete(operation, query)
+        return _total([await _delete(operation, query) for query in queries])
     acknowledged = _acknowledged(operation)
     joined = _in_transaction(operation.session)  # the caller's transaction
     files: list = []
@@ -174,7 +175,8 @@ async def delete_matching(
         plan = _DeletePlan(cls, run, cascade_refs)
         # A transaction of the delete's own, which any error aborts.
         own_transaction = _in_transaction(run.session) and not joined
-        deleted = await plan.run(query, own_transaction and plan.may_go_first(query))
+        first = own_transaction and plan.may_go_first(queries)
+        deleted = await plan.run(queries, first)
         files[:] = plan.files
         late[:] = [] if plan.error is None else [plan.error]
         counted[:] = [deleted]
@@ -211,6 +213,13 @@ def _told(
     """``followed``, the caller's steps after the delete, told how many of
     its matches it deleted (its files spare those of the ones it left)."""
     return None if followed is None else functools.partial(followed, deleted)
+
+
+def _total(counts: list[int | None]) -> int | None:
+    """The sum of the ``counts`` of deletes, None when one is unknown
+    (unacknowledged)."""
+    known = [count for count in counts if count is not None]
+    return sum(known) if len(known) == len(counts) else None
 
 
 def _raise_late(late: list[Exception], failed: list[Exception] | None) -> None:
@@ -454,27 +463,36 @@ class _DeletePlan:
         """The ids planned in the collection of ``cls``, whatever their class."""
         return self.planned.setdefault(cls._get_collection_name(), set())
 
-    def may_go_first(self, query: dict) -> bool:
-        """Whether the root, one document by ``_id``, may be deleted before its
-        cascade is read, when an abort would undo it: no DENY to check first,
-        no receiver of a cascaded document to find it gone."""
+    def may_go_first(self, queries: list[dict]) -> bool:
+        """Whether the root, one document by ``_id`` (one query), may be
+        deleted before its cascade is read, when an abort would undo it: no
+        DENY to check first, no receiver of a cascaded document to find it
+        gone."""
+        [query, *more] = queries
         return (
-            list(query) == ["_id"]
+            not more
+            and list(query) == ["_id"]
             and not isinstance(query["_id"], dict)
             and not self.deny_referrers
             and not any(map(signals.has_delete_receivers, _reachable(self.root)))
         )
 
-    async def run(self, query: dict, root_first: bool = False) -> int | None:
-        """Delete what ``query`` matches and apply the rules; ``root_first``
-        (see :meth:`may_go_first`) saves the round trip reading the root's id."""
+    async def run(self, queries: list[dict], root_first: bool = False) -> int | None:
+        """Delete what ``queries`` match (runs of one delete) and apply the
+        rules; ``root_first`` (see :meth:`may_go_first`) saves the round trip
+        reading the root's id."""
         if root_first:
+            [query] = queries
             self.deleted = await _delete(self.operation, query)
             if self.deleted == 0:  # gone already: nothing cascades from it
                 return 0
             self.root_ids = [query["_id"]]
         else:
-            self.root_ids = await _ids(self.operation, query)
+            self.root_ids = [
+                object_id
+                for query in queries
+                for object_id in await _ids(self.operation, query)
+            ]
         await self._collect_cascade(self.root_ids)
         await self._check_deny()
         updates = self._updates()  # before any write: a rule may be refused
@@ -549,12 +567,12 @@ class _DeletePlan:
 
     async def _delete_roots(self) -> None:
         """Delete the root documents, by the ids planned (a delete a run)."""
-        counts = [
-            await _delete(self.operation, {"_id": {"$in": run}})
-            for run in self._runs(self.root_ids)
-        ]
-        known = [count for count in counts if count is not None]
-        self.deleted = sum(known) if len(known) == len(counts) else None
+        self.deleted = _total(
+            [
+                await _delete(self.operation, {"_id": {"$in": run}})
+                for run in self._runs(self.root_ids)
+            ]
+        )
 
     async def _collect_cascade(self, root_ids: list) -> None:
         frontier = [(self.root, self._add(self.root, root_ids))]

@@ -1236,14 +1236,12 @@ class Matching:
 LISTED_IDS_BYTES = 4 * 1024 * 1024
 
 
-def listed(
-    queryset: Any, ids: list, codec_options: CodecOptions, whole: bool = False
-) -> list[Matching]:
+def listed(queryset: Any, ids: list, codec_options: CodecOptions) -> list[Matching]:
     """What ``queryset`` still matches among ``ids``, the documents whose
     files :func:`stored_files_and_ids` listed (one inserted or changed to
     match since would lose its files): runs of ids of LISTED_IDS_BYTES at
-    most, one delete each, or one run when ``whole``; never none."""
-    runs = [ids] if whole else id_runs(ids, codec_options)
+    most, one delete each; never none."""
+    runs = id_runs(ids, codec_options)
     return [Matching(queryset._document, _among(queryset._query, run)) for run in runs]
 
 

@@ -1329,15 +1329,16 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             return await delete_each(self, operation, atomic=transaction)
         files: list[Any] = []
         ids: list | None = None
-        runs: list[Any] = [self]  # what each delete sent removes
+        runs: list[Any] = [self]  # what the deletes sent remove, one each
         if not _from_doc_delete:
             files, ids = await stored_files_and_ids(self, operation)
             runs = self._listed(ids, operation)
         # (The error of the cascaded documents' files: raised after the rest.)
         failed: list[Exception] = [] if _failed is None else _failed
         leaving = functools.partial(_left, self._document, ids)
-        deleting = functools.partial(
+        each_run = functools.partial(
             delete_matching,
+            runs,
             operation=operation,
             atomic=transaction,
             cascade_refs=cascade_refs,
@@ -1345,7 +1346,6 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             or functools.partial(_follow_files, files, operation, leaving),
             failed=failed,
         )
-        each_run = functools.partial(_delete_runs, deleting, runs)
         if not _from_doc_delete and await _goes_on(self, operation, files, transaction):
             deleted = await _files_follow(each_run, files, operation, leaving)
         else:
@@ -1359,28 +1359,16 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     def _listed(self, ids: list | None, operation: Operation) -> list[Any]:
         """What a delete of the matches whose files were listed (``ids``, None
         when the class has no file fields) sends: its own query, restricted to
-        ``ids`` (in runs under the 16 MB command limit; in one with delete
-        rules, whose plan is one transaction)."""
+        ``ids`` (in runs under the 16 MB command limit)."""
         if ids is None:
             return [self]
-        codec_options = operation.collection.codec_options
-        return listed(self, ids, codec_options, whole=has_rules(self._document))
+        return listed(self, ids, operation.collection.codec_options)
 
 
 def _left(cls: type[Any], ids: list | None, deleted: int | None) -> Listed | None:
     """The documents whose files a delete listed (``ids``, None when ``cls``
     has no file fields) and how many it deleted: see ``delete_unheld``."""
     return None if ids is None else Listed(cls, ids, deleted)
-
-
-async def _delete_runs(
-    deleting: Callable[[Any], Coroutine[Any, Any, int | None]], runs: list[Any]
-) -> int | None:
-    """``await deleting(run)`` for each run in turn; the total count (None
-    when the delete is unacknowledged)."""
-    counts = [await deleting(run) for run in runs]
-    known = [count for count in counts if count is not None]
-    return sum(known) if len(known) == len(counts) else None
 
 
 # The deletes of documents holding files whose caller was cancelled, going on
