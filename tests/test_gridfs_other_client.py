@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,6 +16,7 @@ from uuid import uuid4
 
 import pymongo.errors
 import pytest
+from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from PIL import Image
 from pymongo.errors import InvalidOperation
 
@@ -38,6 +40,26 @@ from mongoengine_async import (
 from mongoengine_async.testing import fresh_database
 
 ELSEWHERE = "gfs-elsewhere"
+
+
+async def connect_both(
+    name: str,
+    mongodb_uri: str,
+    main_app: str | None = None,
+    files_app: str | None = None,
+) -> Any:
+    """Connect the default alias to database ``name`` and ELSEWHERE (the
+    files' client) to ``{name}_files``, each named for the fail points of a
+    test if given; the default alias's admin database."""
+    for alias, db, app in (
+        (DEFAULT_CONNECTION_NAME, name, main_app),
+        (ELSEWHERE, f"{name}_files", files_app),
+    ):
+        named = {} if app is None else {"appname": app}
+        await connect_async(
+            db, alias=alias, host=mongodb_uri, uuidRepresentation="standard", **named
+        )
+    return get_async_connection().admin
 
 
 class GoPaper(Document):
@@ -535,17 +557,7 @@ def test_a_commit_the_loops_end_cuts_short_keeps_the_upload(
     hold = "waitAfterCommandFinishesExecution"  # (the commit applied, held)
     papers: list[GoPaper] = []
 
-    async def connect() -> Any:
-        await connect_async(
-            name, host=mongodb_uri, appname=app, uuidRepresentation="standard"
-        )
-        await connect_async(
-            f"{name}_files",
-            alias=ELSEWHERE,
-            host=mongodb_uri,
-            uuidRepresentation="standard",
-        )
-        return get_async_connection().admin
+    connect = functools.partial(connect_both, name, mongodb_uri, main_app=app)
 
     async def main() -> None:
         admin = await connect()
@@ -617,18 +629,9 @@ def test_a_loop_run_by_hand_waits_for_the_file_delete_after_a_commit(
     name, app = f"go_{uuid4().hex[:12]}", f"go-{uuid4().hex[:8]}"
     fail_point = {"configureFailPoint": "failCommand"}
 
-    async def connect() -> Any:
-        await connect_async(
-            name, host=mongodb_uri, appname=f"{app}-main", uuidRepresentation="standard"
-        )
-        await connect_async(
-            f"{name}_files",
-            alias=ELSEWHERE,
-            host=mongodb_uri,
-            appname=app,
-            uuidRepresentation="standard",
-        )
-        return get_async_connection().admin
+    connect = functools.partial(
+        connect_both, name, mongodb_uri, main_app=f"{app}-main", files_app=app
+    )
 
     async def main() -> None:
         admin = await connect()
@@ -690,16 +693,7 @@ def test_the_loops_end_waits_for_the_delete_of_an_aborted_upload(
     name, app = f"go_{uuid4().hex[:12]}", f"go-{uuid4().hex[:8]}"
     fail_point = {"configureFailPoint": "failCommand"}
 
-    async def connect() -> Any:
-        await connect_async(name, host=mongodb_uri, uuidRepresentation="standard")
-        await connect_async(
-            f"{name}_files",
-            alias=ELSEWHERE,
-            host=mongodb_uri,
-            appname=app,
-            uuidRepresentation="standard",
-        )
-        return get_async_connection().admin
+    connect = functools.partial(connect_both, name, mongodb_uri, files_app=app)
 
     async def main() -> None:
         admin = await connect()
