@@ -2098,6 +2098,20 @@ async def roots_with_children() -> tuple[list[CwFiledRoot], list[Any]]:
     return roots, children
 
 
+async def filed_left(
+    name: str, mongodb_uri: str, app: str
+) -> tuple[list, list, list, list]:
+    """Once the held delete of ``app`` ended (its fail point off): the
+    ``cw_filed`` documents of database ``name`` left, their files' ids, and
+    the ids of the files and chunks left."""
+    admin = await connect_own_app(name, mongodb_uri, app)
+    database = get_async_connection()[name]
+    await fail_point_off_once_ended(admin, app, "delete")
+    kept = await database["cw_filed"].find().to_list()
+    files, chunks = await files_left(database)
+    return kept, [raw["data"] for raw in kept], files, chunks
+
+
 @pytest.mark.parametrize("receiver", [False, True], ids=["", "post_delete"])
 @pytest.mark.parametrize("held_delete", [0, 1], ids=["documents", "first-file"])
 @pytest.mark.parametrize("kind", ["document", "queryset"])
@@ -2478,18 +2492,12 @@ def test_a_queryset_delete_resent_as_its_loop_ends_spares_a_later_match(mongodb_
         assert not task.done()  # (left to the loop's end)
         return later.pk
 
-    async def left() -> tuple[list, list, list, list]:
-        admin = await connect_own_app(name, mongodb_uri, app)
-        database = get_async_connection()[name]
-        await fail_point_off_once_ended(admin, app, "delete")
-        kept = await database["cw_filed"].find().to_list()
-        files, chunks = await files_left(database)
-        return kept, [raw["data"] for raw in kept], files, chunks
-
     try:
         later = asyncio.run(main())
     finally:
-        kept, kept_files, files, chunks = asyncio.run(left())
+        kept, kept_files, files, chunks = asyncio.run(
+            filed_left(name, mongodb_uri, app)
+        )
     assert [raw["_id"] for raw in kept] == [later]
     assert files == chunks == kept_files
 
@@ -2526,18 +2534,12 @@ def test_a_queryset_delete_resent_as_its_loop_ends_spares_a_document_it_left(
         assert not task.done()  # (left to the loop's end)
         return changed
 
-    async def left() -> tuple[list, list, list, list]:
-        admin = await connect_own_app(name, mongodb_uri, app)
-        database = get_async_connection()[name]
-        await fail_point_off_once_ended(admin, app, "delete")
-        kept = await database["cw_filed"].find().to_list()
-        files, chunks = await files_left(database)
-        return kept, [raw["data"] for raw in kept], files, chunks
-
     try:
         changed = asyncio.run(main())
     finally:
-        kept, kept_files, files, chunks = asyncio.run(left())
+        kept, kept_files, files, chunks = asyncio.run(
+            filed_left(name, mongodb_uri, app)
+        )
     assert [raw["_id"] for raw in kept] == [changed]
     assert len(kept_files) == 1
     assert files == chunks == kept_files
