@@ -20,6 +20,7 @@ from mongoengine_async import (
     NULLIFY,
     Document,
     FileField,
+    ListField,
     ReferenceField,
     StringField,
     context,
@@ -49,6 +50,23 @@ class QdRoot(Document):
 
 class QdChild(Document):
     parent = ReferenceField(QdRoot, reverse_delete_rule=CASCADE)
+    name = StringField()
+    data = FileField(collection_name="qd_files")
+
+
+class QdPair(Document):
+    """Deleted by two CASCADE filters: one for each of its references."""
+
+    first = ReferenceField(QdRoot, reverse_delete_rule=CASCADE)
+    second = ReferenceField(QdRoot, reverse_delete_rule=CASCADE)
+    name = StringField()
+    data = FileField(collection_name="qd_files")
+
+
+class QdMany(Document):
+    """Deleted by one CASCADE filter a run of the deleted roots' ids."""
+
+    parents = ListField(ReferenceField(QdRoot, reverse_delete_rule=CASCADE))
     name = StringField()
     data = FileField(collection_name="qd_files")
 
@@ -443,3 +461,47 @@ async def test_a_cascaded_document_matching_no_more_keeps_its_files(
     assert (kept.pk, kept.parent.pk) == (changed.pk, other.pk)
     assert await (await QdChild.data.async_get(kept)).async_read() == b"c"
     assert await files_left() == [b"c"]
+
+
+@pytest.mark.parametrize("filters", ["two-rules", "two-runs"])
+async def test_one_an_earlier_filter_left_and_a_later_one_deleted_loses_its_files(
+    async_alias: str,
+    command_log: CommandLog,
+    mongodb_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+    filters: str,
+) -> None:
+    """A cascade outside a transaction deleting one class by several filters
+    (two rules, or one rule's runs of ids): a document changed after its files
+    were read to match the first filter no more, but still the second, is left
+    by the first delete and removed by the second. Its file is deleted with
+    it: the files of the documents left were read after the first delete, so
+    its file was kept, left with no document."""
+    doomed = [QdRoot(name="doomed 1"), QdRoot(name="doomed 2")]
+    other = QdRoot(name="other")
+    for root in [*doomed, other]:
+        await root.async_save()
+    if filters == "two-rules":
+        cls: Any = QdPair
+        document = QdPair(first=doomed[0], second=doomed[1], name="x")
+        field, value = "first", other.pk
+    else:
+        monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 21)
+        cls = QdMany
+        document = QdMany(parents=doomed, name="x")
+        field, value = "parents", [doomed[1].pk]
+    await document.data.async_put(b"x")
+    await document.async_save()
+
+    def write(database: Any) -> None:
+        collection = database[cls._get_collection_name()]
+        collection.update_one({"_id": document.pk}, {"$set": {field: value}})
+
+    with after_first_find(command_log, mongodb_uri, write, cls._get_collection_name()):
+        deleted = await QdRoot.objects(name__startswith="doomed").async_delete(
+            transaction=False
+        )
+    assert deleted == 2
+    assert [each.name for each in await QdRoot.objects.async_to_list()] == ["other"]
+    assert await cls.objects.async_to_list() == []
+    assert await files_left() == []

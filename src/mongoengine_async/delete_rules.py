@@ -744,15 +744,16 @@ class _DeletePlan:
         with file fields, and ids in runs, the documents whose files it read).
         One of those changed meanwhile to match its filter no more is left:
         when fewer were deleted than read, the files of those still there are
-        read and kept (outside a transaction's snapshot)."""
+        read and kept (outside a transaction's snapshot), once every filter's
+        delete was sent: a later filter may delete one an earlier one left."""
+        left: list[tuple[Operation, Listed]] = []
         for cls, queries, ids in self.by_filters:
             operation = await self.operation.on(cls)
             counts = [await _delete(operation, query) for query in queries]
             if ids is not None:
-                known = [count for count in counts if count is not None]
-                deleted = sum(known) if len(known) == len(counts) else None
-                left = Listed(cls, ids, deleted)
-                self.files = await not_held(self.files, operation, left)
+                left.append((operation, Listed(cls, ids, _total(counts))))
+        for operation, listed_left in left:
+            self.files = await not_held(self.files, operation, listed_left)
 
     def _cascaded(self) -> list[tuple[type[Any], list]]:
         """The planned ids but the root's, per class."""
