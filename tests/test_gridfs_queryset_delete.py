@@ -505,3 +505,33 @@ async def test_one_an_earlier_filter_left_and_a_later_one_deleted_loses_its_file
     assert [each.name for each in await QdRoot.objects.async_to_list()] == ["other"]
     assert await cls.objects.async_to_list() == []
     assert await files_left() == []
+
+
+@pytest.mark.parametrize("way", ["plain", "session", "rules", "rules-no-transaction"])
+async def test_listed_documents_matching_no_more_in_some_runs_keep_their_files(
+    async_alias: str,
+    command_log: CommandLog,
+    mongodb_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+    way: str,
+) -> None:
+    """The listed ids in runs of two: a run with one of its documents changed
+    to match no more, a run with its only one changed, a run deleted whole.
+    The count is the total of the runs, and the files of the documents left,
+    whatever their run, are kept; those of the others deleted."""
+    cls = QdPlain if way in ("plain", "session") else QdRuled
+    for name in ("a", "b", "c", "d", "e"):
+        await stored(cls, f"doomed {name}")
+    documents = await cls.objects.order_by("id").async_to_list()
+    changed = [documents[1].pk, documents[4].pk]  # runs [a, b], [c, d], [e]
+    monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
+
+    def write(database: Any) -> None:
+        collection = database[cls._get_collection_name()]
+        collection.update_many({"_id": {"$in": changed}}, {"$set": {"name": "kept"}})
+
+    with after_first_find(command_log, mongodb_uri, write):
+        assert await delete_doomed(cls, way) == 3
+    kept = await cls.objects.order_by("id").async_to_list()
+    assert [each.pk for each in kept] == changed
+    assert await files_left() == [b"doomed b", b"doomed e"]
