@@ -426,9 +426,10 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
     def keep_cached(self, fields: Collection[str]) -> None:
         """Make the fields ``stored`` (a CachedReferenceField's cache) holds a
         copy of readable on the proxy, without loading the document. No
-        ``fields``: MongoEngine's field then caches them all."""
+        ``fields``: MongoEngine's field then caches them all, a subclass's own
+        too (the copy's ``_cls`` names it)."""
         if not fields:
-            fields = self.document_type._fields
+            fields = (self._known_class() or self.document_type)._fields
         self.__dict__["_cached_fields"] = frozenset(fields)
 
     def _cached_value(self, name: str) -> Any:
