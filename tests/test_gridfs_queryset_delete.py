@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pymongo
@@ -104,6 +104,17 @@ def after_first_find(
     assert done  # (the write happened)
 
 
+def renamed_kept(cls: type[Any], pk: Any) -> Callable[[Any], None]:
+    """The write of :func:`after_first_find` that renames document ``pk`` of
+    ``cls`` "kept": a listed document changed to match the delete no more."""
+
+    def write(database: Any) -> None:
+        collection = database[cls._get_collection_name()]
+        collection.update_one({"_id": pk}, {"$set": {"name": "kept"}})
+
+    return write
+
+
 async def stored(cls: type[Any], name: str) -> Any:
     """A saved ``cls`` document named ``name`` holding a file of its name."""
     document = cls(name=name)
@@ -182,9 +193,7 @@ async def test_a_listed_document_matching_no_more_keeps_its_files(
         await stored(cls, f"doomed {name}")
     changed = await cls.objects.async_get(name="doomed c")
 
-    def write(database: Any) -> None:
-        collection = database[cls._get_collection_name()]
-        collection.update_one({"_id": changed.pk}, {"$set": {"name": "kept"}})
+    write = renamed_kept(cls, changed.pk)
 
     with after_first_find(command_log, mongodb_uri, write):
         assert await delete_doomed(cls, way) == 2
@@ -204,9 +213,7 @@ async def test_cancelled_as_it_reads_the_files_left_it_still_spares_them(
     changed = documents[2]
     finds: list[Any] = []
 
-    def write(database: Any) -> None:
-        collection = database[QdPlain._get_collection_name()]
-        collection.update_one({"_id": changed.pk}, {"$set": {"name": "kept"}})
+    write = renamed_kept(QdPlain, changed.pk)
 
     def started(event: Any) -> None:
         CommandLog.started(command_log, event)
@@ -241,9 +248,7 @@ async def test_cancelled_while_its_delete_is_on_its_way_it_spares_those_left(
         await stored(cls, f"doomed {name}")
     changed = await cls.objects.async_get(name="doomed c")
 
-    def write(database: Any) -> None:
-        collection = database[cls._get_collection_name()]
-        collection.update_one({"_id": changed.pk}, {"$set": {"name": "kept"}})
+    write = renamed_kept(cls, changed.pk)
 
     def started(event: Any) -> None:
         CommandLog.started(command_log, event)
@@ -287,9 +292,7 @@ async def test_cancelled_while_its_own_transaction_commits_it_spares_those_left(
     changed = await QdRuled.objects.async_get(name="doomed c")
     committed = asyncio.Event()
 
-    def write(database: Any) -> None:
-        collection = database[QdRuled._get_collection_name()]
-        collection.update_one({"_id": changed.pk}, {"$set": {"name": "kept"}})
+    write = renamed_kept(QdRuled, changed.pk)
 
     def started(event: Any) -> None:
         CommandLog.started(command_log, event)
