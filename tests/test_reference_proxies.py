@@ -111,6 +111,31 @@ async def test_await_fetch_async_fetch_cached(async_alias, command_log):
     assert command_log.count() == 1
 
 
+async def test_setting_a_field_on_a_proxy_is_refused(async_alias, command_log):
+    """``book.author.name = "Z"`` on the proxy, not the document: refused
+    (nothing sent). The proxy kept the value alone, read it back, and a save
+    of either document never wrote it."""
+    author = await make_author()
+    book = await make_book(author)
+    proxy = book.author
+    command_log.clear()
+    unloaded = (
+        r"^'name' cannot be set on the unloaded reference 'author': `await` it "
+        r"\(or its fetch\(\)\) and set it on the document$"
+    )
+    with pytest.raises(NotLoadedError, match=unloaded):
+        proxy.name = "Z"
+    with pytest.raises(NotLoadedError, match="not available on the unloaded"):
+        proxy.name  # noqa: B018
+    assert command_log.count() == 0
+    fetched = await proxy
+    assert fetched.name == "Ann"
+    with pytest.raises(AttributeError, match=r"^'name' cannot be set on the refer"):
+        proxy.name = "Z"
+    assert fetched.name == "Ann"
+    assert (await RefAuthor.objects.async_get(pk=author.pk)).name == "Ann"
+
+
 async def test_field_async_fetch_stores_in_instance(async_alias, command_log):
     author = await make_author()
     book = await make_book(author)

@@ -578,6 +578,25 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
             f"{self._name!r}: `await` it (or its fetch()) to get the document"
         )
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Refuse a public name: the proxy holds no field of the document, so
+        ``book.author.name = "Z"`` would be kept by the proxy alone, read back
+        from it, and never saved (MongoEngine's dereferenced document takes
+        it). Private names are the proxy's own state."""
+        if name.startswith("_"):
+            super().__setattr__(name, value)
+            return
+        if self._document is not None:
+            raise AttributeError(
+                f"{name!r} cannot be set on the reference {self._name!r}, a "
+                "proxy, fetched already: set it on the document that awaiting "
+                "the proxy gave (again, without a query)"
+            )
+        raise NotLoadedError(
+            f"{name!r} cannot be set on the unloaded reference {self._name!r}: "
+            "`await` it (or its fetch()) and set it on the document"
+        )
+
     def __reduce__(self) -> tuple:
         # Copies and pickles of a proxy are the stored reference it stands for.
         return _stored_value, (self.stored,)
