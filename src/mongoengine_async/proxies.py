@@ -311,6 +311,8 @@ def _stored_value(stored: Any) -> Any:
 _IN_FLIGHT = threading.Lock()
 # A fetch that sends its own query beside the one in flight, of another context.
 _APART = object()
+# Sets a DBRef slot of a proxy past its __setattr__ (see AsyncReferenceProxy).
+_set_slot = object.__setattr__
 # What a proxy's cached read gives for a name listed in ``fields`` that is no
 # field of the document's class: then it is read as any other name.
 _NOT_CACHED = object()
@@ -350,10 +352,11 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
     ):
         dbref = stored if type(stored) is DBRef else stored_dbref(stored, document_cls)
         if type(dbref) is DBRef:  # its slots, checked by its own __init__ already
-            self._DBRef__collection = dbref._DBRef__collection
-            self._DBRef__id = dbref._DBRef__id
-            self._DBRef__database = dbref._DBRef__database
-            self._DBRef__kwargs = dbref._DBRef__kwargs  # (no DBRef changes it)
+            # (Past this class's __setattr__: a Python call each.)
+            _set_slot(self, "_DBRef__collection", dbref._DBRef__collection)
+            _set_slot(self, "_DBRef__id", dbref._DBRef__id)
+            _set_slot(self, "_DBRef__database", dbref._DBRef__database)
+            _set_slot(self, "_DBRef__kwargs", dbref._DBRef__kwargs)  # (never changed)
         else:
             extra = {k: v for k, v in dbref.as_doc().items() if not k.startswith("$")}
             super().__init__(dbref.collection, dbref.id, dbref.database, **extra)
@@ -476,14 +479,15 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         while self._document is None:
             loop = running_loop()
             context = read_context() if session is None else (session, read_context())
+            state = self.__dict__  # (set there, past __setattr__'s Python call)
             with _IN_FLIGHT:
                 loading: object = self._loading
                 if loading is None:  # this fetch queries
-                    self._loading, self._loading_context = loop, context
+                    state["_loading"], state["_loading_context"] = loop, context
                 elif self._loading_context != context:
                     loading = _APART  # another context's query: its own
                 elif loading is loop:  # the first waiter
-                    loading = self._loading = loop.create_future()
+                    loading = state["_loading"] = loop.create_future()
             if (
                 loading is not None  # (mostly None: settled without a call)
                 and isinstance(loading, asyncio.Future)
@@ -502,15 +506,15 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
                 else:
                     document = await load_reference(cls, self, self._name, session)
                 if self._document is None:  # (one of another context's may be)
-                    self._document = document
+                    state["_document"] = document
                     if self._slot is not None:
                         self._slot.replace(self, document)
                 return document  # what this fetch read, in its own context
             finally:
                 if loading is None:  # this fetch's query: wake its waiters
                     with _IN_FLIGHT:
-                        waiters, self._loading = self._loading, None
-                        self._loading_context = None
+                        waiters, state["_loading"] = self._loading, None
+                        state["_loading_context"] = None
                     # Not this loop: the future its first waiter made (told
                     # without a call, which isinstance would be).
                     if waiters is not loop:

@@ -316,7 +316,7 @@ def _fill(container: Any, key: Any, document: Any) -> None:
     current = read_at(container, key)
     write_at(container, key, document)
     if isinstance(current, AsyncReferenceProxy):
-        current._document = document
+        current.__dict__["_document"] = document  # (past its __setattr__)
 
 
 async def load_distinct(
