@@ -630,3 +630,32 @@ async def test_nothing_is_kept_for_a_client_let_go_meanwhile(mongodb_uri, cleanu
     registry._collection_on(client, db, "conn_race_item", "conn-race")
     assert not any(key[1] == id(client) for key in collection_setup._prepared)
     assert id(client) not in registry._made
+
+
+async def test_a_client_closes_though_an_equal_clients_transaction_is_ending(
+    mongodb_uri,
+):
+    """Clients of one deployment compare equal (PyMongo's ``__eq__``): a
+    transaction still ending on another loop's client was taken for one of
+    the disconnected client's, whose close then waited for that other loop's
+    future (ValueError in a task of its own), and the client stayed open."""
+    other = asyncio.new_event_loop()
+    elsewhere: AsyncMongoClient = AsyncMongoClient(
+        mongodb_uri, uuidRepresentation="standard"
+    )
+    ending = other.create_future()  # (its commit, on its way on that loop)
+    mongoengine_async.connection.ends_transaction(elsewhere, ending)
+    alias = f"eq_{uuid4().hex[:8]}"
+    try:
+        await connect_async(
+            "eq_db", alias=alias, host=mongodb_uri, uuidRepresentation="standard"
+        )
+        client = get_async_connection(alias)
+        assert client == elsewhere and client is not elsewhere
+        await client.admin.command("ping")
+        await disconnect_async(alias)
+        assert client._closed
+    finally:
+        ending.cancel()
+        other.close()
+        await elsewhere.close()

@@ -688,7 +688,7 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
         if client is not current:  # it cannot be awaited here
             _close_on(key if key is not None else _bound_loop(client), client)
     if current is not None and any(client is current for _, client in released):
-        if _transactions.get(current):  # (closed once they ended)
+        if current.__dict__.get(_TRANSACTIONS):  # (closed once they ended)
             _close_on(loop, current)
         else:
             await _close(current)
@@ -830,10 +830,10 @@ def _closing_ended(client: AsyncMongoClient, task: asyncio.Future[Any]) -> None:
         _cut_short.setdefault(task.get_loop(), []).append(client)
 
 
-# By client: the tasks ending its transactions (see ends_transaction).
-_transactions: weakref.WeakKeyDictionary[AsyncMongoClient, set[asyncio.Future[Any]]] = (
-    weakref.WeakKeyDictionary()
-)
+# The attribute of a client holding the tasks ending its transactions (see
+# ends_transaction): on the client itself, as clients of one deployment compare
+# equal (PyMongo's __eq__), so a dict keyed by client mixed those of two loops.
+_TRANSACTIONS = "_mongoengine_async_transactions"
 
 
 def ends_transaction(client: AsyncMongoClient, task: asyncio.Future[Any]) -> None:
@@ -841,13 +841,13 @@ def ends_transaction(client: AsyncMongoClient, task: asyncio.Future[Any]) -> Non
     commit): ``client`` disconnected meanwhile is closed once it is done.
     Closed under it, the transaction could not end, and would stay open on
     the server, locking what it wrote, until the server's time limit."""
-    held(task, _transactions.setdefault(client, set()))
+    held(task, client.__dict__.setdefault(_TRANSACTIONS, set()))
 
 
 async def _close_after_transactions(client: AsyncMongoClient) -> None:
     """Close ``client`` once the transactions on it ended (see
     :func:`ends_transaction`)."""
-    while ending := _transactions.get(client):
+    while ending := client.__dict__.get(_TRANSACTIONS):
         await asyncio.wait(set(ending))
     await _close(client)
 
