@@ -144,8 +144,9 @@ async def delete_matching(
     failed: list[Exception] | None = None,
 ) -> int | None:
     """Delete what ``runs`` match (querysets or ``Matching``s of one class,
-    each a delete of its own: a queryset's runs of listed ids), its
-    ``operation`` resolved, applying the delete rules; the total count.
+    each a delete of its own: a queryset's runs of listed ids; none when
+    it listed none, and nothing is sent), its ``operation`` resolved,
+    applying the delete rules; the total count.
 
     With rules to apply, ``atomic`` and a deployment with transactions, the
     whole delete runs in one transaction (or joins the caller's). Documents
@@ -161,6 +162,8 @@ async def delete_matching(
     given, for the caller to raise after its own steps (its documents' files,
     ``post_delete``), which it must not skip.
     """
+    if not runs:  # nothing listed: no command of it could change anything
+        return 0 if _acknowledged(operation) else None
     cls, queries = runs[0]._document, [run._query for run in runs]
     if not _rules(cls):
         return _total([await _delete(operation, query) for query in queries])
@@ -555,7 +558,11 @@ class _DeletePlan:
         return True
 
     def _runs(self, values: list) -> list[list]:
-        """``values`` (ids, stored references) in runs, each one command's."""
+        """``values`` (ids, stored references) in runs, each one command's;
+        none for no values: a query of ``$in: []`` matches nothing (a delete
+        matching nothing, a class none of whose documents were new)."""
+        if not values:
+            return []
         return id_runs(values, self.operation.collection.codec_options)
 
     def _referring(
@@ -613,7 +620,7 @@ class _DeletePlan:
         """``exclude`` (ids a rule's query leaves out) when it fits in one run
         beside the run of references, else None: the caller leaves them out
         as it reads (a delete planning some 700,000 ids of a collection)."""
-        return exclude if len(self._runs(exclude)) == 1 else None
+        return exclude if len(self._runs(exclude)) <= 1 else None
 
     async def _check_deny(self) -> None:
         for cls, ids in list(self.ids.items()):
@@ -703,7 +710,10 @@ class _DeletePlan:
             # Only the documents whose files were read: one matching since
             # would lose its files (outside a transaction's snapshot).
             codec_options = operation.collection.codec_options
-            runs = [matching] if ids is None else listed(matching, ids, codec_options)
+            if ids is None:
+                runs = [matching]
+            else:  # (none read: a delete of none of them matches nothing)
+                runs = listed(matching, ids, codec_options) if ids else []
             self.by_filters.append((cls, [run._query for run in runs], ids))
         self.files = found  # (found again if run again)
 

@@ -1359,9 +1359,12 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     def _listed(self, ids: list | None, operation: Operation) -> list[Any]:
         """What a delete of the matches whose files were listed (``ids``, None
         when the class has no file fields) sends: its own query, restricted to
-        ``ids`` (in runs under the 16 MB command limit)."""
+        ``ids`` (in runs under the 16 MB command limit); none when it listed
+        none: a delete restricted to no ids matches nothing."""
         if ids is None:
             return [self]
+        if not ids:
+            return []
         return listed(self, ids, operation.collection.codec_options)
 
 

@@ -1,0 +1,291 @@
+"""A delete with delete rules sends no command that cannot change anything:
+a delete matching nothing reads once (and, in a transaction of its own, the
+read's transaction is committed), and a rule whose documents were not found
+sends no query for them (an ``$in`` of no values matches nothing). The
+return values and signals are MongoEngine's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mongoengine_async import (
+    CASCADE,
+    DENY,
+    NULLIFY,
+    PULL,
+    Document,
+    FileField,
+    ListField,
+    ReferenceField,
+    StringField,
+    get_async_db,
+    signals,
+)
+from mongoengine_async.testing import CommandLog
+
+
+class DrtAuthor(Document):
+    """Every kind of rule, and a file field: a queryset delete lists files."""
+
+    name = StringField()
+    photo = FileField()
+
+
+class DrtBook(Document):
+    """Needs its ids (its own rules): found by id."""
+
+    title = StringField()
+    author = ReferenceField(DrtAuthor, reverse_delete_rule=CASCADE)
+
+
+class DrtChapter(Document):
+    """A leaf: deleted by its rule's filter."""
+
+    title = StringField()
+    book = ReferenceField(DrtBook, reverse_delete_rule=CASCADE)
+
+
+class DrtCover(Document):
+    """A leaf with a file field: its rule's filter first reads its files."""
+
+    book = ReferenceField(DrtBook, reverse_delete_rule=CASCADE)
+    image = FileField()
+
+
+class DrtReview(Document):
+    text = StringField()
+    book = ReferenceField(DrtBook, reverse_delete_rule=NULLIFY)
+
+
+class DrtLoan(Document):
+    book = ReferenceField(DrtBook, reverse_delete_rule=DENY)
+
+
+class DrtNote(Document):
+    text = StringField()
+    author = ReferenceField(DrtAuthor, reverse_delete_rule=NULLIFY)
+
+
+class DrtShelf(Document):
+    authors = ListField(ReferenceField(DrtAuthor, reverse_delete_rule=PULL))
+
+
+class DrtGuard(Document):
+    author = ReferenceField(DrtAuthor, reverse_delete_rule=DENY)
+
+
+class DrtEditor(Document):
+    """Rules but no file fields: a queryset delete lists nothing first."""
+
+    name = StringField()
+
+
+class DrtManuscript(Document):
+    title = StringField()
+    editor = ReferenceField(DrtEditor, reverse_delete_rule=CASCADE)
+
+
+class DrtMemo(Document):
+    editor = ReferenceField(DrtEditor, reverse_delete_rule=NULLIFY)
+
+
+class DrtDesk(Document):
+    editor = ReferenceField(DrtEditor, reverse_delete_rule=DENY)
+
+
+class DrtPoster(Document):
+    """File fields and no rules."""
+
+    title = StringField()
+    image = FileField()
+
+
+def _sent(command_log: CommandLog) -> list[tuple[str, str]]:
+    """The commands sent: their name and collection (a transaction's
+    commit: its database, admin)."""
+    sent = []
+    for event in command_log.events:
+        target = event.command[event.command_name]
+        where = target if isinstance(target, str) else event.database_name
+        sent.append((event.command_name, where))
+    return sent
+
+
+async def _library() -> DrtAuthor:
+    """An author with a book, a chapter, a review, a note and a shelf."""
+    author = await DrtAuthor(name="Ann").async_save()
+    book = await DrtBook(title="First", author=author).async_save()
+    await DrtChapter(title="One", book=book).async_save()
+    await DrtReview(text="Good", book=book).async_save()
+    await DrtNote(text="On Ann", author=author).async_save()
+    await DrtShelf(authors=[author]).async_save()
+    return author
+
+
+async def _counts() -> dict[str, int]:
+    """How many documents each collection holds, read back raw."""
+    db = get_async_db()
+    classes = (DrtAuthor, DrtBook, DrtChapter, DrtReview, DrtNote, DrtShelf)
+    return {
+        cls.__name__: await db[cls._get_collection_name()].count_documents({})
+        for cls in classes
+    }
+
+
+async def test_a_queryset_delete_matching_nothing_only_lists_its_files(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """The read listing the files finds no document: no transaction, no
+    rule's query, no delete (their ``$in`` would name no id)."""
+    await _library()
+    before = await _counts()
+
+    command_log.clear()
+    assert await DrtAuthor.objects(name="none").async_delete() == 0
+    assert _sent(command_log) == [("find", "drt_author")]
+    assert "txnNumber" not in command_log.events[0].command
+
+    command_log.clear()
+    unacknowledged = {"w": 0}  # MongoEngine returns None: the count is unknown
+    assert (
+        await DrtAuthor.objects(name="none").async_delete(write_concern=unacknowledged)
+        is None
+    )
+    assert _sent(command_log) == [("find", "drt_author")]
+    assert await _counts() == before
+
+
+async def test_without_rules_too_a_delete_listing_nothing_sends_no_delete(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """Its delete would be restricted to the ids listed: none."""
+    await DrtPoster(title="kept").async_save()
+
+    command_log.clear()
+    assert await DrtPoster.objects(title="none").async_delete() == 0
+
+    assert _sent(command_log) == [("find", "drt_poster")]
+    assert await DrtPoster.objects.async_scalar("title") == ["kept"]
+
+
+async def test_a_queryset_delete_matching_nothing_without_files(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """A class without file fields reads the ids to delete in the delete's
+    transaction: finding none, it only commits that read."""
+    editor = await DrtEditor(name="Ed").async_save()
+    await DrtManuscript(title="Draft", editor=editor).async_save()
+    await DrtMemo(editor=editor).async_save()
+
+    command_log.clear()
+    assert await DrtEditor.objects(name="none").async_delete() == 0
+    assert _sent(command_log) == [
+        ("find", "drt_editor"),
+        ("commitTransaction", "admin"),
+    ]
+
+    command_log.clear()
+    assert await DrtEditor.objects(name="none").async_delete(transaction=False) == 0
+    assert _sent(command_log) == [("find", "drt_editor")]
+
+    memo = await get_async_db()["drt_memo"].find_one()
+    assert memo is not None and memo["editor"] == editor.pk
+    assert await DrtManuscript.objects.async_scalar("title") == ["Draft"]
+
+
+async def test_a_document_deleted_already_reads_itself_once(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """Its DENY rules make it read its id first: found gone, nothing else is
+    sent; its delete signals are sent all the same, as MongoEngine does."""
+    author = await _library()
+    await get_async_db()["drt_author"].delete_one({"_id": author.pk})
+    before = await _counts()
+    seen: list[tuple[str, Any]] = []
+
+    async def pre(sender: type, document: Any, **kwargs: Any) -> None:
+        seen.append(("pre_delete", document))
+
+    async def post(sender: type, document: Any, **kwargs: Any) -> None:
+        seen.append(("post_delete", document))
+
+    signals.pre_delete.connect(pre, sender=DrtAuthor)
+    signals.post_delete.connect(post, sender=DrtAuthor)
+    try:
+        command_log.clear()
+        assert await author.async_delete() is None
+    finally:
+        signals.pre_delete.disconnect(pre, sender=DrtAuthor)
+        signals.post_delete.disconnect(post, sender=DrtAuthor)
+
+    assert _sent(command_log) == [
+        ("find", "drt_author"),
+        ("commitTransaction", "admin"),
+    ]
+    assert seen == [("pre_delete", author), ("post_delete", author)]
+    assert await _counts() == before
+
+
+async def test_a_cascade_finding_nothing_sends_nothing_for_its_rules(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """An author without books: the books' DENY, NULLIFY and CASCADE rules
+    have no book to look for (each was a query of ``$in: []``)."""
+    author = await DrtAuthor(name="Bob").async_save()
+    other = await _library()
+
+    command_log.clear()
+    await author.async_delete()
+
+    assert _sent(command_log) == [
+        ("find", "drt_author"),
+        ("find", "drt_book"),
+        ("find", "drt_guard"),
+        ("update", "drt_note"),
+        ("update", "drt_shelf"),
+        ("delete", "drt_author"),
+        ("commitTransaction", "admin"),
+    ]
+    assert await DrtAuthor.objects.async_scalar("name") == [other.name]
+    assert await _counts() == {
+        "DrtAuthor": 1,
+        "DrtBook": 1,
+        "DrtChapter": 1,
+        "DrtReview": 1,
+        "DrtNote": 1,
+        "DrtShelf": 1,
+    }
+
+
+async def test_a_leaf_whose_files_read_found_none_is_not_deleted_by_filter(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """A book without covers: the read of the covers' files finds none, so
+    the covers' delete, restricted to those read, is not sent."""
+    author = await _library()
+
+    command_log.clear()
+    await author.async_delete()
+
+    assert _sent(command_log) == [
+        ("find", "drt_author"),
+        ("find", "drt_book"),
+        ("find", "drt_guard"),
+        ("find", "drt_loan"),
+        ("find", "drt_cover"),
+        ("delete", "drt_chapter"),
+        ("update", "drt_note"),
+        ("update", "drt_shelf"),
+        ("update", "drt_review"),
+        ("delete", "drt_book"),
+        ("delete", "drt_author"),
+        ("commitTransaction", "admin"),
+    ]
+    assert await _counts() == {
+        "DrtAuthor": 0,
+        "DrtBook": 0,
+        "DrtChapter": 0,
+        "DrtReview": 1,
+        "DrtNote": 1,
+        "DrtShelf": 1,
+    }
