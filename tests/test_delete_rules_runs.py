@@ -314,3 +314,49 @@ async def test_the_listed_ids_of_a_class_with_files_go_in_runs_in_one_plan(
     ]
     chunks = await get_async_db()["dru_files.chunks"].find().to_list()
     assert [each["data"] for each in chunks] == [b"kept"]
+
+
+@pytest.mark.parametrize("run_bytes", [None, TWO_IDS], ids=["one-run", "two-ids"])
+async def test_the_ids_cascade_refs_spare_go_in_runs_too(
+    async_alias: str,
+    command_log: CommandLog,
+    monkeypatch: pytest.MonkeyPatch,
+    run_bytes: int | None,
+) -> None:
+    """Chapters, deleted by their rule's filter, leave out the spared ones
+    in the query while they fit in a run; past one, the chapters are read
+    and the spared ones left out as they are (one ``$nin`` of them all would
+    be refused past some 700,000 ids)."""
+    library = await _library()
+    doomed = [each.pk for each in library["doomed"]]
+    spared = {
+        each["_id"]
+        for each in await get_async_db().dru_chapter.find().to_list(None)
+        if each["title"] in ("of doomed 0", "of doomed 2", "of doomed 3")
+    }
+    if run_bytes is not None:
+        monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", run_bytes)
+    command_log.clear()
+
+    deleting = DruAuthor.objects(name__startswith="doomed")
+    assert await deleting.async_delete(cascade_refs=set(spared)) == 5
+
+    left = await _left()
+    assert left["chapters"] == ["of doomed 0", "of doomed 2", "of doomed 3", "of kept"]
+    assert left["books"] == ["by kept"]
+    assert left["authors"] == ["kept"]
+    sent = [each for e in command_log.events for each in _lists_in(e.command)]
+    chapter_deletes = [
+        e.command["deletes"][0]["q"]
+        for e in command_log.events
+        if e.command_name == "delete" and e.command["delete"] == "dru_chapter"
+    ]
+    if run_bytes is None:  # one delete by the rule's filter
+        [query] = chapter_deletes
+        assert query == {"book": query["book"], "_id": {"$nin": query["_id"]["$nin"]}}
+        assert set(query["_id"]["$nin"]) == spared
+        assert max(map(len, sent)) == len(doomed)
+    else:  # by the ids read, two a run, the spared ones never sent
+        assert max(map(len, sent)) == 2
+        assert not any(pk in spared for each in sent for pk in each)
+        assert [len(q["_id"]["$in"]) for q in chapter_deletes] == [2]

@@ -590,7 +590,7 @@ class _DeletePlan:
                     if rule != CASCADE:
                         continue
                     runs = self._referring(referrer, name, cls, ids)
-                    if not self._needs_ids(referrer):
+                    if not self._needs_ids(referrer) and self._spares_by_query():
                         self.filters += [
                             (referrer, _referring(referrer, name, run, self.spared))
                             for run in runs
@@ -598,6 +598,12 @@ class _DeletePlan:
                         continue
                     next_frontier += await self._cascade_by_ids(referrer, name, runs)
             frontier = next_frontier
+
+    def _spares_by_query(self) -> bool:
+        """Whether the ids CASCADE rules spare (``cascade_refs``) fit in one
+        run beside a run of references: else a rule's documents are found by
+        id, the spared ones left out as they are read, as planned ids are."""
+        return self._sendable(self.spared) is not None
 
     async def _cascade_by_ids(
         self, referrer: type[Any], name: str, runs: list[list]
