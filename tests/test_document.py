@@ -1427,6 +1427,61 @@ async def test_a_cascade_keeps_a_change_made_during_the_referenced_write(
     assert (await _db().doc_owner.find_one({"_id": owner.id}))["name"] == "meanwhile"
 
 
+class DocPress(Document):
+    name = StringField()
+
+
+class DocByline(Document):
+    name = StringField()
+    press = mongoengine_async.ReferenceField(DocPress)
+    article = mongoengine_async.ReferenceField("DocArticle")
+
+    def __str__(self) -> str:  # reads a reference, as models' __str__ often do
+        return f"{self.name} ({self.press.name})"
+
+
+class DocArticle(Document):
+    title = StringField()
+    byline = mongoengine_async.ReferenceField(DocByline)
+
+
+@pytest.mark.parametrize("loads_the_press", [False, True])
+async def test_a_cascade_cycle_saves_a_document_whose_data_cannot_be_shown_once(
+    async_alias, command_log, loads_the_press
+):
+    """A cascade counts each document it visits by its data (MongoEngine's
+    key, str of it) and by itself: the article's data shows its byline,
+    whose __str__ reads its unloaded press (NotLoadedError), so the article
+    was left uncounted and the byline's reference back to it either raised
+    NotLoadedError after both writes or, once a pre_save receiver loaded the
+    press, made its key and saved it a second time."""
+    press = await DocPress(name="P").async_save()
+    await DocByline(name="B", press=press).async_save()
+    byline = await DocByline.objects.async_get()  # its press: an unloaded proxy
+    article = await DocArticle(title="T", byline=byline).async_save()
+    byline.article, article.title = article, "T2"
+
+    async def load_press(sender: type, document: DocByline, **kwargs: object) -> None:
+        await document.press
+
+    if loads_the_press:
+        async_signals.pre_save.connect(load_press, sender=DocByline)
+    command_log.clear()
+    try:
+        await article.async_save(cascade=True)
+    finally:
+        async_signals.pre_save.disconnect(load_press, sender=DocByline)
+    writes = [
+        (e.command_name, e.command[e.command_name])
+        for e in command_log.events
+        if e.command_name in ("insert", "update")
+    ]
+    assert writes == [("update", "doc_article"), ("update", "doc_byline")]
+    stored = await _db().doc_byline.find_one({"_id": byline.id})
+    assert stored["article"] == article.id
+    assert (await _db().doc_article.find_one({"_id": article.id}))["title"] == "T2"
+
+
 async def test_delete_write_concern(async_alias, command_log):
     person = await DocPerson(name="Ada").async_save()
     command_log.clear()

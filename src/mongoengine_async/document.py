@@ -133,6 +133,45 @@ D = TypeVar("D", bound="Document")
 T = TypeVar("T")
 
 
+class _Visited:
+    """A document a cascade save visited, in its ``_refs`` beside MongoEngine's
+    key (its class and data): equal only to the same document, so a document
+    whose data cannot be shown (a ``__str__`` reading an unloaded reference)
+    or shows otherwise later is still visited once."""
+
+    __slots__ = ("document",)
+
+    def __init__(self, document: Any):
+        self.document = document
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Visited) and other.document is self.document
+
+    __hash__ = None  # type: ignore[assignment]  # (compared in a list only)
+
+
+def _visit(document: Any, refs: list[Any]) -> bool:
+    """Add ``document`` to a cascade's visited ``refs``; False when it was
+    there already, by itself or by MongoEngine's key (another document of
+    its class with the same data, which MongoEngine saves once). Showing its
+    data shows the documents it references: when a ``__str__`` of theirs
+    reads an unloaded reference it is visited by itself alone, rather than
+    failing the save after its write."""
+    visited = _Visited(document)
+    if visited in refs:
+        return False
+    try:
+        key: str | None = f"{type(document).__name__},{document._data}"
+    except NotLoadedError:
+        key = None
+    if key is not None and key in refs:
+        return False
+    refs.append(visited)
+    if key is not None:
+        refs.append(key)
+    return True
+
+
 class Document(LoadedState, FastWrites, MongoEngineDocument):
     """A MongoEngine Document that also works on async aliases.
 
@@ -990,30 +1029,15 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             ):
                 continue
             if not counted:  # (only a cascade that goes on: no str() else)
-                self._count_visited(refs)
+                _visit(self, refs)
                 counted = True
-            ref_id = f"{type(ref).__name__},{ref._data}"
-            if ref_id in refs:
+            if not _visit(ref, refs):
                 continue
-            refs.append(ref_id)
             lower = await ref._async_operation("async_save", "save()")
             session = session_for(lower.collection.database.client, kwargs["session"])
             # (Not MongoEngine's ``ref._changed_fields = []`` after it: the save
             # cleared what it sent; what another task changed meanwhile stays.)
             await ref.async_save(**{**kwargs, "_refs": refs, "session": session})
-
-    def _count_visited(self, refs: list[Any]) -> None:
-        """Add this document's key (MongoEngine's: its class and data) to a
-        cascade's visited ``refs``. Showing its data shows the documents
-        it references: a ``__str__`` of theirs that reads an unloaded
-        reference leaves it uncounted (a reference back to it could not make
-        its key either), rather than failing the save after its write."""
-        try:
-            own = f"{type(self).__name__},{self._data}"
-        except NotLoadedError:
-            return
-        if own not in refs:
-            refs.append(own)
 
     async def async_delete(
         self,
