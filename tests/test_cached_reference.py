@@ -12,6 +12,7 @@ import textwrap
 from decimal import Decimal
 from uuid import uuid4
 
+import mongoengine
 import pytest
 
 from mongoengine_async import (
@@ -26,6 +27,7 @@ from mongoengine_async import (
     EmbeddedDocumentField,
     GenericReferenceField,
     IntField,
+    InvalidDocumentError,
     ListField,
     NotLoadedError,
     ReferenceField,
@@ -123,6 +125,71 @@ async def test_the_cached_fields_of_listed_references_read_without_io(
     assert command_log.names == []
     with pytest.raises(NotLoadedError):
         proxy.age  # noqa: B018
+
+
+async def test_the_cached_fields_of_a_deleted_target_read_from_the_copy(
+    async_alias, command_log
+):
+    """The referenced document deleted: its copy still reads, with no query,
+    whether the reference was loaded plainly or by select_related (which
+    marks it missing; the cached fields raised DoesNotExist then). Any other
+    field asks to await it, or once marked missing raises DoesNotExist, as
+    awaiting does. (MongoEngine's loading queries the document and refuses the
+    referring one: see the sync test below.)"""
+    author = await CrAuthor(name="Ann", country="UK", age=40).async_save()
+    await CrBook(title="First", author=author).async_save()
+    await CrReadingList(authors=[author], whole=author).async_save()
+    await get_async_db().cr_author.delete_one({"_id": author.id})
+    message = (
+        f"Trying to dereference unknown document DBRef('cr_author', "
+        f"ObjectId('{author.id}')) (reference 'author')"
+    )
+    plain = await CrBook.objects.async_get()
+    [related] = await CrBook.objects.async_select_related()
+    [reading] = await CrReadingList.objects.async_select_related()
+    assert repr(related.author) == "<AsyncReferenceProxy: author (missing)>"
+    command_log.clear()
+    for book in (plain, related):
+        assert (book.author.name, book.author.country) == ("Ann", "UK")
+    assert (reading.authors[0].name, reading.whole.name) == ("Ann", "Ann")
+    assert reading.whole.age == 40  # (no fields: every field cached)
+    assert command_log.names == []
+    with pytest.raises(NotLoadedError):
+        plain.author.age  # noqa: B018
+    with pytest.raises(CrAuthor.DoesNotExist) as raised:
+        related.author.age  # noqa: B018
+    assert str(raised.value) == message
+    for book in (plain, related):
+        with pytest.raises(CrAuthor.DoesNotExist) as raised:
+            await book.author
+        assert str(raised.value) == message
+        assert book.author.name == "Ann"  # (still the copy's)
+
+
+def test_a_deleted_target_fails_the_sync_load_as_in_mongoengine(sync_default):
+    """On a sync alias loading the referring document loads the referenced
+    one (MongoEngine's to_python): a deleted one fails it with MongoEngine's
+    InvalidDocumentError, as MongoEngine's own classes do."""
+
+    class MeCrAuthor(mongoengine.Document):
+        name = mongoengine.StringField()
+
+    class MeCrBook(mongoengine.Document):
+        author = mongoengine.CachedReferenceField(MeCrAuthor, fields=["name"])
+
+    errors = []
+    for author_class, book_class in ((CrAuthor, CrBook), (MeCrAuthor, MeCrBook)):
+        author = author_class(name="Ann").save()
+        book_class(author=author).save()
+        author_class._get_collection().delete_one({"_id": author.id})
+        with pytest.raises(InvalidDocumentError) as raised:
+            book_class.objects.get()
+        errors.append(str(raised.value).replace(book_class.__name__, "Book"))
+    expected = (
+        "Invalid data to create a `Book` instance.\n"
+        "Field 'author' - 'NoneType' object has no attribute 'get'"
+    )
+    assert errors == [expected, expected]
 
 
 class CrNote(EmbeddedDocument):

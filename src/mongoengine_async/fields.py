@@ -201,8 +201,8 @@ class _ProxyingReference(_FieldMixin):
             if value.fetched:  # loaded since it was read: the document takes its place
                 instance._data[self.name] = value._document
                 return value._document
-            if value._name is None:  # marked missing by select_related
-                value.name_if_unnamed(self.name)
+            if value._missing:  # marked missing by select_related
+                self._read_missing(value)
             return value if dereference_allowed(instance, self.name) else value.stored
         target = self._target(value)
         if target is None or not is_async_class(target):
@@ -213,6 +213,11 @@ class _ProxyingReference(_FieldMixin):
         if not dereference_allowed(instance, self.name):
             return value
         return self._proxy(instance, value, target)
+
+    def _read_missing(self, proxy: AsyncReferenceProxy[Any]) -> None:
+        """Make ``proxy``, which select_related made when it marked the stored
+        reference missing, read as one this field made: named by it."""
+        proxy.name_if_unnamed(self.name)
 
     def _proxy(
         self, instance: BaseDocument, value: Any, target: type[Any]
@@ -340,6 +345,12 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
         proxy = super()._proxy(instance, value, target)
         proxy.keep_cached(self.fields)
         return proxy
+
+    def _read_missing(self, proxy: AsyncReferenceProxy[Any]) -> None:
+        """Also the cached fields readable from the stored copy, which a
+        missing document leaves as it was."""
+        super()._read_missing(proxy)
+        proxy.keep_cached(self.fields)
 
     def to_python(self, value: Any) -> Any:
         if _is_cache(value) and is_async_class(self.document_type):

@@ -193,18 +193,24 @@ def proxy_items(container: Any, item_field: Any, name: str) -> None:
     for slot in slots(container):
         item = slot.get()
         if isinstance(item, AsyncReferenceProxy | MongoEngineLazyReference):
-            if isinstance(item, AsyncReferenceProxy):
+            if isinstance(item, AsyncReferenceProxy):  # (select_related's)
                 item.name_if_unnamed(name)
+                _keep_cached_of(item, item_field)
             continue
         target = unloaded_target(item_field, item)
         if target is not None and is_async_class(target):
-            proxy = install_proxy(slot, item, target, name)
-            if isinstance(item_field, mongoengine.CachedReferenceField):
-                proxy.keep_cached(cast(Any, item_field).fields)  # (untyped)
+            _keep_cached_of(install_proxy(slot, item, target, name), item_field)
         elif item_field is None or isinstance(
             item_field, ComplexBaseField | mongoengine.DynamicField
         ):
             proxy_items(_tracked(slot, item), getattr(item_field, "field", None), name)
+
+
+def _keep_cached_of(proxy: AsyncReferenceProxy[Any], item_field: Any) -> None:
+    """Make the fields a CachedReferenceField ``item_field`` holds a copy of
+    readable on ``proxy``, an item of its list or dict."""
+    if isinstance(item_field, mongoengine.CachedReferenceField):
+        proxy.keep_cached(cast(Any, item_field).fields)  # (untyped)
 
 
 class _WalkWithoutLoading(DeReference):
@@ -551,6 +557,10 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
             pass
         if name == self.document_type._meta.get("id_field"):  # held, as ``id``
             return self._pk_value()
+        if name in self._cached_fields:  # the copy: read even once missing
+            value = self._cached_value(name)
+            if value is not _NOT_CACHED:
+                return value
         if self._missing and self._document is None:
             cls = self.document_type
             if _is_field(cls, name):
@@ -565,10 +575,6 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
             raised = _missing_attribute_type(type(error))(f"{error} (reading {name!r})")
             raised.name, raised.obj = name, self
             raise raised
-        if name in self._cached_fields:
-            value = self._cached_value(name)
-            if value is not _NOT_CACHED:
-                return value
         if self._document is not None:  # a proxy kept after it was awaited
             raise AttributeError(
                 f"{name!r} is not available on the reference {self._name!r}, "
