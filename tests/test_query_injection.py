@@ -63,6 +63,7 @@ class InjSheet(Document):
     nested = MapField(MapField(IntField()))
     rows = ListField(DictField(IntField()))
     free = DictField()
+    shelves = MapField(ListField(StringField()))
 
 
 class InjNote(DynamicDocument):
@@ -268,15 +269,16 @@ async def test_a_match_under_a_key_of_a_typed_map_checks_its_filter(
 
 
 # A path below an integer item of a typed dict, for which MongoEngine's lookup
-# invents an untyped DictField (the operator dict went through).
-BELOW_AN_INT = [
-    "scores__math__x",
-    "scores__math__x__y",
-    "grid__a__b",
-    "nested__a__b__c",
-    "rows__a__b",
-    "rows__0__a__b",
-]
+# invents an untyped DictField (the operator dict went through); and the step
+# the refusal names, below which value.
+BELOW_AN_INT = {
+    "scores__math__x": ("x", "scores__math"),
+    "scores__math__x__y": ("x", "scores__math"),
+    "grid__a__b": ("b", "grid__a"),
+    "nested__a__b__c": ("c", "nested__a__b"),
+    "rows__a__b": ("b", "rows__a"),
+    "rows__0__a__b": ("b", "rows__0__a"),
+}
 
 
 @pytest.fixture
@@ -288,18 +290,41 @@ async def sheets(async_alias):
         nested={"a": {"b": 2}},
         rows=[{"a": 1}, {"b": 2}],
         free={"a": {"b": 1}},
+        shelves={"k": ["a", "b"]},
     ).async_save()
     await InjSheet(name="two", scores={"art": 5}, rows=[]).async_save()
 
 
-@pytest.mark.parametrize("path", BELOW_AN_INT)
+@pytest.mark.parametrize("path", list(BELOW_AN_INT))
 async def test_a_path_below_an_item_holding_no_dict_refuses(sheets, path):
+    """The refusal names the step below a value that holds no fields, and that
+    value (it named only the field's class: what was wrong with the path?)."""
+    step, holder = BELOW_AN_INT[path]
+    shown = f"{step!r} is below {holder}: IntField, whose values hold no fields"
     with pytest.raises(InvalidQueryError) as caught:
         InjSheet.objects(**{path: {"$ne": 1}})
-    assert str(caught.value) == refusal(path, "IntField", "InjSheet")
+    assert str(caught.value) == refusal(path, shown, "InjSheet")
     with pytest.raises(InvalidQueryError) as caught:
         InjSheet.objects(Q(name="one") | Q(**{path: {"$exists": False}}))
-    assert str(caught.value) == refusal(path, "IntField", "InjSheet")
+    assert str(caught.value) == refusal(path, shown, "InjSheet")
+
+
+async def test_a_path_below_a_list_of_strings_in_a_map_names_the_list(sheets):
+    """``shelves__k__x`` on a MapField(ListField(StringField())): the refusal
+    said "(ListField)", naming neither the step nor why it is refused."""
+    shown = (
+        "'x' is below shelves__k: ListField of StringField, whose values hold no fields"
+    )
+    with pytest.raises(InvalidQueryError) as caught:
+        InjSheet.objects(shelves__k__x={"$ne": "a"})
+    assert str(caught.value) == refusal("shelves__k__x", shown, "InjSheet")
+    with pytest.raises(InvalidQueryError) as caught:
+        InjSheet.objects(shelves__k__x__all=[{"$elemMatch": {"$ne": ""}}])
+    assert str(caught.value) == (
+        f'InjSheet.shelves__k__x__all ({shown}) was given a dict with "$" keys '
+        "among its values, which MongoDB would read as query operators (operator "
+        "injection). Write such a query in __raw__"
+    )
 
 
 # Queries on typed dicts the guard lets through: each builds MongoEngine's
@@ -329,6 +354,12 @@ LEGITIMATE = [
     {"rows__match": {"b": 2}},
     {"free__a__b": {"$ne": 1}},
     {"free__a": {"$exists": True}},
+    {"shelves__k": ["a", "b"]},
+    {"shelves__k": "a"},
+    {"shelves__k__0": "a"},
+    {"shelves__k__ne": "c"},
+    {"shelves__k__size": 2},
+    {"shelves__k__x__exists": False},
 ]
 
 

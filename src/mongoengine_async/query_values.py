@@ -130,9 +130,9 @@ def _check_operator_dict(owner: type[Any], document: type[Any], key: str) -> Non
     ):
         return
     raise InvalidQueryError(
-        f"{document.__name__}.{key} ({type(field).__name__}) was given a dict with "
-        f'"$" keys as its value, which MongoDB would read as query operators '
-        f"(operator injection). Write operators as {key}__ne=... "
+        f"{document.__name__}.{key} ({_shown(document, key, names, field)}) was "
+        f'given a dict with "$" keys as its value, which MongoDB would read as '
+        f"query operators (operator injection). Write operators as {key}__ne=... "
         "(field__op=value) or in __raw__"
     )
 
@@ -149,9 +149,9 @@ def _check_all_items(
     if operator != "all" or (field := _dictless(owner, document, key, names)) is None:
         return
     raise InvalidQueryError(
-        f"{document.__name__}.{key} ({type(field).__name__}) was given a dict with "
-        f'"$" keys among its values, which MongoDB would read as query operators '
-        "(operator injection). Write such a query in __raw__"
+        f"{document.__name__}.{key} ({_shown(document, key, names, field)}) was "
+        f'given a dict with "$" keys among its values, which MongoDB would read as '
+        "query operators (operator injection). Write such a query in __raw__"
     )
 
 
@@ -199,17 +199,49 @@ def _field(document: type[Any], key: str, names: list[str]) -> BaseField | None:
     MongoEngine to report). ``names`` is its path without list indexes, which
     ``transform.query`` looks up; an index or a key of a typed DictField or
     MapField then leads to the item field (``labels__team``, ``scores__2024``)."""
+    return _walk(document, key, names)[0]
+
+
+def _walk(
+    document: type[Any], key: str, names: list[str]
+) -> tuple[BaseField | None, int | None]:
+    """:func:`_field`, and the index in ``key.split("__")`` of the path's
+    first step below a value that holds no fields (None: no such step)."""
     try:
         path = iter(document._lookup_field(names))
     except Exception:  # transform.query turns it into its own InvalidQueryError
-        return None
+        return None, None
     current: BaseField | None = None
-    for part in key.split("__"):
+    below = None
+    for index, part in enumerate(key.split("__")):
         step = part if part.isdigit() else next(path, None)
         if step is None:
             break  # the operator escape ("name__") MongoEngine took off
-        current = _next_field(current, step)
-    return current
+        following = _next_field(current, step)
+        if below is None and following is current and _below_scalar(current):
+            below = index
+        current = following
+    return current, below
+
+
+def _shown(document: type[Any], key: str, names: list[str], field: BaseField) -> str:
+    """The refused ``field`` as a message names it: its class; for a path
+    going on below a value that holds no fields (``tags__x`` on a list of
+    strings, which MongoEngine's lookup lets through), also that step and
+    the value it is below, as written in ``key``."""
+    below = _walk(document, key, names)[1]
+    if below is None:
+        return type(field).__name__
+    parts = key.split("__")
+    kinds = [type(field).__name__]
+    item: Any = field
+    while isinstance(item, fields.ListField) and item.field is not None:
+        item = item.field
+        kinds.append(type(item).__name__)
+    return (
+        f"{parts[below]!r} is below {'__'.join(parts[:below])}: "
+        f"{' of '.join(kinds)}, whose values hold no fields"
+    )
 
 
 def _next_field(current: BaseField | None, step: BaseField | str) -> BaseField | None:
