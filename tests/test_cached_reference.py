@@ -10,11 +10,13 @@ import subprocess
 import sys
 import textwrap
 from decimal import Decimal
+from typing import Any
 from uuid import uuid4
 
 import mongoengine
 import pytest
 
+from conftest import sync_alias_beside
 from mongoengine_async import (
     AsyncReferenceProxy,
     AsyncUsageError,
@@ -280,6 +282,90 @@ async def test_the_cached_read_builds_no_document_and_converts_as_loading(
     assert isinstance(read["note"], CrNote) and read["note"].at == note.at
     assert (await read["friend"]).name == "Ann"
     assert shelf.rich.friend.name == "Ann"  # the awaited one, kept in the copy
+
+
+class CrSigNote(EmbeddedDocument):
+    text = StringField()
+    size = IntField(default=3)
+
+
+class CrSigAuthor(Document):
+    name = StringField()
+    note = EmbeddedDocumentField(CrSigNote)
+    notes = ListField(EmbeddedDocumentField(CrSigNote))
+
+
+class CrSigBook(Document):
+    author = CachedReferenceField(CrSigAuthor, fields=["name", "note", "notes"])
+
+
+class MeSigNote(mongoengine.EmbeddedDocument):
+    text = mongoengine.StringField()
+    size = mongoengine.IntField(default=3)
+
+
+class MeSigAuthor(mongoengine.Document):
+    name = mongoengine.StringField()
+    note = mongoengine.EmbeddedDocumentField(MeSigNote)
+    notes = mongoengine.ListField(mongoengine.EmbeddedDocumentField(MeSigNote))
+    meta = {"db_alias": "cr_sig_sync"}
+
+
+class MeSigBook(mongoengine.Document):
+    author = mongoengine.CachedReferenceField(
+        MeSigAuthor, fields=["name", "note", "notes"]
+    )
+    meta = {"db_alias": "cr_sig_sync"}
+
+
+async def test_the_embedded_documents_of_a_copy_send_mongoengines_init_signals(
+    async_alias, mongodb_uri
+):
+    """Reading the embedded documents of a cached copy builds them, as
+    MongoEngine's loading builds the same values: each sends pre_init and
+    post_init once, with the same values and state as MongoEngine's own (a
+    receiver setting up their state runs for every one handed out); the
+    copy's document itself is no document built, so it sends none."""
+    sent: list[tuple] = []
+
+    def pre(sender: type, document: object, values: dict, **kwargs: object) -> None:
+        sent.append(("pre_init", sender.__name__[5:], values, sorted(kwargs)))
+
+    def post(sender: type, document: Any, **kwargs: object) -> None:
+        shown = dict(document._data) if "Note" in sender.__name__ else None
+        state = (document._created, getattr(document, "_changed_fields", None))
+        sent.append(("post_init", sender.__name__[5:], shown, state, sorted(kwargs)))
+
+    lists = []
+    pre_init.connect(pre)
+    post_init.connect(post)
+    try:
+        with sync_alias_beside("cr_sig_sync", async_alias, mongodb_uri):
+            author = MeSigAuthor(name="Ann", note=MeSigNote(text="x"))
+            author.notes = [MeSigNote(text="y")]
+            MeSigBook(author=author.save()).save()
+            sent.clear()
+            MeSigBook.objects.get()
+            lists.append([each for each in sent if each[1] == "Note"])
+        author = CrSigAuthor(name="Ann", note=CrSigNote(text="x"))
+        author.notes = [CrSigNote(text="y")]
+        await CrSigBook(author=await author.async_save()).async_save()
+        book = await CrSigBook.objects.async_get()
+        sent.clear()
+        proxy = book.author
+        assert (proxy.note.text, proxy.notes[0].text, proxy.name) == ("x", "y", "Ann")
+        assert (proxy.note.text, proxy.notes[0].text) == ("x", "y")  # (built once)
+        lists.append(list(sent))
+    finally:
+        pre_init.disconnect(pre)
+        post_init.disconnect(post)
+    expected = [
+        ("pre_init", "Note", {"text": "x", "size": 3}, []),
+        ("post_init", "Note", {"text": "x", "size": 3}, (False, None), []),
+        ("pre_init", "Note", {"text": "y", "size": 3}, []),
+        ("post_init", "Note", {"text": "y", "size": 3}, (False, None), []),
+    ]
+    assert lists == [expected, expected]
 
 
 async def test_saving_a_loaded_document_keeps_the_stored_cache(
