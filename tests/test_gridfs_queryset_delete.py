@@ -234,6 +234,50 @@ async def test_cancelled_as_it_reads_the_files_left_it_still_spares_them(
     assert await files_left() == [b"doomed c"]
 
 
+@pytest.mark.parametrize("again", [False, True])
+async def test_its_files_task_cancelled_as_it_reads_the_files_left_keeps_them(
+    async_alias: str, command_log: CommandLog, mongodb_uri: str, again: bool
+) -> None:
+    """The files' task of a cancelled delete (the caller cancelled as it read
+    the files of the listed documents still there) cancelled in turn while
+    it reads them (the loop's end cancels it so) reads them again, and
+    deletes only the files of the documents gone; cancelled ``again`` in
+    that read, it deletes none: a file it could not check may be held by a
+    document still there. It deleted every listed file, the document left
+    referring to a file gone."""
+    documents = [await stored(QdPlain, f"doomed {name}") for name in "abc"]
+    changed = documents[2]
+    finds: list[Any] = []
+
+    write = renamed_kept(QdPlain, changed.pk)
+
+    def started(event: Any) -> None:
+        CommandLog.started(command_log, event)
+        if event.command_name == "find":
+            finds.append(event.command["filter"])
+            if len(finds) == 2:  # the caller's read of the files of those left
+                task.cancel()
+            elif len(finds) == 3 or (again and len(finds) == 4):  # its task's
+                for each in context.following:
+                    each.cancel()
+
+    command_log.started = started  # type: ignore[method-assign]
+    with after_first_find(command_log, mongodb_uri, write):
+        task = asyncio.ensure_future(delete_doomed(QdPlain, "plain"))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    # The files' task, to its end (its deletes, or the last read cut short).
+    await asyncio.wait(set(context.following), timeout=30)
+    del command_log.started
+    reads = finds[1:]
+    [kept] = await QdPlain.objects.async_to_list()
+    assert (kept.pk, kept.name) == (changed.pk, "kept")
+    assert await (await QdPlain.data.async_get(kept)).async_read() == b"doomed c"
+    kept_files = [b"doomed a", b"doomed b"] if again else []  # (orphans)
+    assert await files_left() == [*kept_files, b"doomed c"]
+    assert reads == [{"_id": {"$in": [each.pk for each in documents]}}] * 3
+
+
 @pytest.mark.parametrize("way", ["plain", "session", "rules-no-transaction"])
 async def test_cancelled_while_its_delete_is_on_its_way_it_spares_those_left(
     async_alias: str, command_log: CommandLog, mongodb_uri: str, way: str

@@ -1388,13 +1388,16 @@ async def delete_unheld(
     still there hold: one listed that the delete left (changed meanwhile to
     match its query no more) keeps its files. Read only when the delete
     removed fewer than it listed; ``surely`` and cancelled while they are
-    read, all are deleted, as before that read."""
+    read, they are read again, then deleted, before the cancellation is
+    raised. A file that read could not check (it failed, or was cancelled
+    again) is kept, as all are then: a live document may hold it (an
+    orphan costs space, a lost file is lost data)."""
     try:
         proxies = await not_held(proxies, operation, left)
     except asyncio.CancelledError:
         if not surely:
             raise
-        await delete_files(proxies, operation, surely=True)
+        await delete_files(await not_held(proxies, operation, left), operation, True)
         raise
     await delete_files(proxies, operation, surely)
 
