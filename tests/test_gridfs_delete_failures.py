@@ -11,12 +11,21 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from pymongo.errors import NotPrimaryError, ServerSelectionTimeoutError
+from pymongo.errors import (
+    NotPrimaryError,
+    OperationFailure,
+    ServerSelectionTimeoutError,
+)
 
+import mongoengine_async.gridfs
 from mongoengine_async import (
+    CASCADE,
+    NULLIFY,
     Document,
     FileField,
     ListField,
+    ReferenceField,
+    StringField,
     connect_async,
     get_async_connection,
     signals,
@@ -29,6 +38,29 @@ INTERRUPTED = 11602
 
 
 class FdPaper(Document):
+    pdf = FileField(collection_name="fd_files")
+
+
+class FdRuledPaper(Document):
+    name = StringField()
+    pdf = FileField(collection_name="fd_files")
+
+
+class FdShelf(Document):
+    """Gives FdRuledPaper a delete rule."""
+
+    paper = ReferenceField(FdRuledPaper, reverse_delete_rule=NULLIFY)
+
+
+class FdBox(Document):
+    name = StringField()
+
+
+class FdLeaf(Document):
+    """Deleted with its box, by the rule's filter (in runs of the ids of the
+    leaves whose files were read)."""
+
+    box = ReferenceField(FdBox, reverse_delete_rule=CASCADE)
     pdf = FileField(collection_name="fd_files")
 
 
@@ -175,3 +207,79 @@ async def test_files_on_an_unreachable_server_wait_for_one_selection(
     ]
     assert len(failed) == 1
     assert await FdAlbum.objects.async_count() == 0
+
+
+# A code the server fails a command with, which PyMongo does not retry.
+FAILED = 96
+
+
+@asynccontextmanager
+async def second_delete_failing(app_name: str, cls: type[Any]) -> AsyncIterator[None]:
+    """The deletes of ``cls`` documents by client ``app_name`` fail with
+    FAILED but the first."""
+    database = get_async_connection().get_database("admin")
+    command = {"configureFailPoint": "failCommand"}
+    namespace = cls._get_collection().full_name
+    data = {"failCommands": ["delete"], "errorCode": FAILED, "namespace": namespace}
+    await database.command(
+        {**command, "mode": {"skip": 1}, "data": {**data, "appName": app_name}}
+    )
+    try:
+        yield
+    finally:
+        await database.command({**command, "mode": "off"})
+
+
+@pytest.mark.parametrize("rules", [False, True])
+async def test_a_delete_failing_in_a_later_run_deletes_the_files_of_the_earlier(
+    app: str, monkeypatch: pytest.MonkeyPatch, rules: bool
+) -> None:
+    """A queryset delete (outside a transaction) whose listed ids go in runs,
+    the second run's delete failing on the server: the first run's documents
+    are gone, and so are their files, before the error is raised; the other
+    documents stay with theirs. Those files were left, orphaned."""
+    cls = FdRuledPaper if rules else FdPaper
+    papers = []
+    for number in range(5):
+        paper = cls(**({"name": "doomed"} if rules else {}))
+        await paper.pdf.async_put(b"paper %d" % number)
+        papers.append(await paper.async_save())
+    # Two ids a run: an ObjectId element is 12 bytes, a type and a short key.
+    monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
+    async with second_delete_failing(app, cls):
+        with pytest.raises(OperationFailure) as raised:
+            await cls.objects.async_delete(transaction=False)
+    assert raised.value.code == FAILED
+    left = sorted(paper.pk for paper in await cls.objects.async_to_list())
+    assert left == sorted(paper.pk for paper in papers[2:])
+    files, chunks = await bucket()
+    held = sorted(paper.pdf.grid_id for paper in papers[2:])
+    assert (sorted(files), sorted(chunks)) == (held, held)
+
+
+async def test_a_cascade_failing_in_a_later_run_deletes_the_files_of_the_earlier(
+    app: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CASCADE outside a transaction deleting documents holding files by its
+    filter, in runs of their ids, the second run's delete failing on the
+    server: the first run's documents are gone, and so are their files,
+    before the error is raised; the others stay with theirs (and their box,
+    deleted after them, stays). Those files were left, orphaned."""
+    box = await FdBox(name="box").async_save()
+    leaves = []
+    for number in range(5):
+        leaf = FdLeaf(box=box)
+        await leaf.pdf.async_put(b"leaf %d" % number)
+        leaves.append(await leaf.async_save())
+    monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
+    async with second_delete_failing(app, FdLeaf):
+        with pytest.raises(OperationFailure) as raised:
+            await FdBox.objects.async_delete(transaction=False)
+    assert raised.value.code == FAILED
+    assert [each.pk for each in await FdBox.objects.async_to_list()] == [box.pk]
+    left = sorted(leaf.pk for leaf in await FdLeaf.objects.async_to_list())
+    gone = {leaf.pk for leaf in leaves} - set(left)
+    assert len(left) == 3 and len(gone) == 2
+    files, chunks = await bucket()
+    held = sorted(leaf.pdf.grid_id for leaf in leaves if leaf.pk in left)
+    assert (sorted(files), sorted(chunks)) == (held, held)

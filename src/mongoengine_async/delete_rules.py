@@ -15,6 +15,7 @@ some 700,000 documents names more than one command holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -526,8 +527,10 @@ class _DeletePlan:
         a signal) and those after it, and the cascaded documents' files
         deleted, before the cancellation is raised: the writes before it
         were applied, and a delete planned again would not find the
-        documents they deleted (their files, their ``post_delete``). Steps
-        from ``written`` on are the ``post_delete`` signals (see :meth:`_step`)."""
+        documents they deleted (their files, their ``post_delete``). Failing
+        there, the files of the cascaded documents gone are deleted before
+        the error is raised (:meth:`_files_of_gone`). Steps from ``written``
+        on are the ``post_delete`` signals (see :meth:`_step`)."""
         for number, (step, again) in enumerate(steps):
             try:
                 if not await self._step(step, number >= written):
@@ -542,6 +545,27 @@ class _DeletePlan:
                 alone = replace(self.operation, session=None)
                 await delete_files(self.files, alone, surely=True)
                 raise
+            except Exception:
+                if self.files and not _in_transaction(self.operation.session):
+                    await self._files_of_gone()
+                raise
+
+    async def _files_of_gone(self) -> None:
+        """After a write step failed outside a transaction (the writes before
+        it applied), delete the files of the cascaded documents gone, read as
+        those of the ones still there are (which keep theirs), as the caller
+        would have. Its own error is dropped for the step's: the files it
+        could not delete (or check) are left, orphaned, never a held one lost."""
+        listed_cascade = [
+            *self._cascaded(),
+            *((cls, ids) for cls, _, ids in self.by_filters if ids is not None),
+        ]
+        files = self.files
+        with contextlib.suppress(Exception):
+            for cls, ids in listed_cascade:
+                operation = await self.operation.on(cls)
+                files = await not_held(files, operation, Listed(cls, ids, 0))
+            await delete_files(files, self.operation)
 
     async def _step(self, step: Callable[[], Awaitable[Any]], written: bool) -> bool:
         """``await step()``; whether the steps go on. One run once all was

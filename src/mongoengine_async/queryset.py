@@ -1409,7 +1409,10 @@ async def _files_follow(
     are deleted, as after a document's cancelled delete (they would stay,
     found by nothing), but those of the listed documents it left
     (``leaving(count)``). In a session of the caller's, the caller waits for
-    it first: its next command on the session must come after."""
+    it first: its next command on the session must come after. Failing on
+    the server partway (a later run of ids, or a rule's write), the files of
+    the listed documents gone are deleted before the error is raised
+    (:func:`_files_of_failed`)."""
     outcome, write = detached(_delete_surely(deleting, files, operation, leaving))
     held(write, _deleting)
     try:
@@ -1423,6 +1426,27 @@ async def _files_follow(
         if operation.session is not None:
             await until_done(write)
         raise
+    except pymongo.errors.PyMongoError:
+        await _files_of_failed(files, operation, leaving)
+        raise
+
+
+async def _files_of_failed(
+    files: list[Any],
+    operation: Operation,
+    leaving: Callable[[int | None], Listed | None],
+) -> None:
+    """After a delete (outside a transaction) that failed on the server, the
+    runs of ids before the failing one applied (and perhaps part of it): the
+    files of the listed documents gone, read as those of the ones still
+    there are (which keep theirs), are deleted, as a delete that returned
+    would have. Its own error is dropped for the delete's: the files it
+    could not delete (or check) are left, orphaned, never a held one lost."""
+    if not files:
+        return
+    with contextlib.suppress(Exception):
+        # (How many it deleted is not known: 0 reads which are still there.)
+        await delete_files_of_deleted(files, operation, leaving(0))
 
 
 async def _delete_surely(
