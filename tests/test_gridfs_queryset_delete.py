@@ -203,6 +203,28 @@ async def test_a_listed_document_matching_no_more_keeps_its_files(
     assert await files_left() == [b"doomed c"]
 
 
+async def test_an_unacknowledged_delete_spares_the_files_of_those_it_left(
+    async_alias: str, command_log: CommandLog, mongodb_uri: str
+) -> None:
+    """An unacknowledged delete (w=0) tells no count: a listed document
+    changed to match no more before it keeps its files all the same (the
+    files of the listed documents still there are read). They were all
+    deleted, the document left referring to a file gone."""
+    for name in ("a", "b", "c"):
+        await stored(QdPlain, f"doomed {name}")
+    changed = await QdPlain.objects.async_get(name="doomed c")
+
+    write = renamed_kept(QdPlain, changed.pk)
+
+    queryset = QdPlain.objects(name__startswith="doomed")
+    with after_first_find(command_log, mongodb_uri, write):
+        assert await queryset.async_delete(write_concern={"w": 0}) is None
+    kept = await QdPlain.objects.async_get(pk=changed.pk)
+    assert kept.name == "kept"
+    assert await (await QdPlain.data.async_get(kept)).async_read() == b"doomed c"
+    assert b"doomed c" in await files_left()
+
+
 async def test_cancelled_as_it_reads_the_files_left_it_still_spares_them(
     async_alias: str, command_log: CommandLog, mongodb_uri: str
 ) -> None:

@@ -1350,8 +1350,9 @@ class Listed:
     deleted: int | None
 
     def all_gone(self) -> bool:
-        """Whether the delete removed (or may have removed) every one."""
-        return self.deleted is None or self.deleted >= len(self.ids)
+        """Whether the delete surely removed every one: not when its count is
+        not known (unacknowledged), as one it left may hold a listed file."""
+        return self.deleted is not None and self.deleted >= len(self.ids)
 
 
 async def delete_files_of_deleted(
