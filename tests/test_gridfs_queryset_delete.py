@@ -337,13 +337,16 @@ async def test_cancelled_while_its_delete_is_on_its_way_it_spares_those_left(
     assert await files_left() == [b"doomed c"]
 
 
-async def all_followed() -> None:
+async def all_followed(cancelled: bool = False) -> None:
     """Return once the steps following a commit (one started at least), and
-    the files' task they start, all ended."""
+    the files' task they start, all ended (some ``cancelled``: by the test)."""
     while not context.following:
         await asyncio.sleep(0)
     while context.following:
-        await asyncio.gather(*context.following)
+        if cancelled:
+            await asyncio.wait(set(context.following))
+        else:
+            await asyncio.gather(*context.following)
 
 
 async def test_cancelled_while_its_own_transaction_commits_it_spares_those_left(
@@ -383,6 +386,47 @@ async def test_cancelled_while_its_own_transaction_commits_it_spares_those_left(
     [kept] = await QdRuled.objects.async_to_list()
     assert (kept.pk, kept.name) == (changed.pk, "kept")
     assert await files_left() == [b"doomed c"]
+
+
+async def test_its_files_task_after_its_commit_cancelled_as_it_reads_keeps_them(
+    async_alias: str, command_log: CommandLog, mongodb_uri: str
+) -> None:
+    """A delete with rules in a transaction of its own, cancelled while its
+    commit is on its way, one listed document changed to match no more: the
+    files' task that follows the commit, cancelled in turn (the loop's end)
+    while it reads the files of the documents left, reads them again and
+    spares that document's. It deleted every listed file."""
+    for name in ("a", "b", "c"):
+        await stored(QdRuled, f"doomed {name}")
+    changed = await QdRuled.objects.async_get(name="doomed c")
+    committed: list[bool] = []
+    reads: list[Any] = []
+
+    write = renamed_kept(QdRuled, changed.pk)
+
+    def started(event: Any) -> None:
+        CommandLog.started(command_log, event)
+        if event.command_name == "commitTransaction":
+            committed.append(True)
+            task.cancel()  # the commit sent, its caller gone
+        elif committed and event.command_name == "find":
+            reads.append(event.command["filter"])
+            if len(reads) == 1:  # the files' task's read of those left
+                for each in context.following:
+                    each.cancel()
+
+    command_log.started = started  # type: ignore[method-assign]
+    with after_first_find(command_log, mongodb_uri, write):
+        task = asyncio.ensure_future(delete_doomed(QdRuled, "rules"))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(all_followed(cancelled=True), 30)
+    del command_log.started
+    [kept] = await QdRuled.objects.async_to_list()
+    assert (kept.pk, kept.name) == (changed.pk, "kept")
+    assert await (await QdRuled.data.async_get(kept)).async_read() == b"doomed c"
+    assert await files_left() == [b"doomed c"]
+    assert len(reads) == 2 and reads[0] == reads[1]
 
 
 async def test_a_delete_of_many_matches_names_them_in_runs_under_the_limit(
@@ -530,6 +574,56 @@ async def test_a_cascaded_document_matching_no_more_keeps_its_files(
     assert (kept.pk, kept.parent.pk) == (changed.pk, other.pk)
     assert await (await QdChild.data.async_get(kept)).async_read() == b"c"
     assert await files_left() == [b"c"]
+
+
+@pytest.mark.parametrize("again", [False, True])
+async def test_a_cascade_cut_short_as_it_reads_the_files_left_keeps_them(
+    async_alias: str, command_log: CommandLog, mongodb_uri: str, again: bool
+) -> None:
+    """A cascade outside a transaction deleting documents holding files by its
+    rule's filter, one of them changed to refer to another document after its
+    files were read: its task cancelled (as the loop's end does) while it
+    reads the files of those its filter left, the step is run again, which
+    reads them again, and that document keeps its file; cut short ``again``,
+    no file of the cascade is deleted (orphans), that one kept all the same."""
+    root, other = QdRoot(name="doomed"), QdRoot(name="other")
+    await root.async_save()
+    await other.async_save()
+    children = []
+    for name in ("a", "b", "c"):
+        child = QdChild(parent=root, name=name)
+        await child.data.async_put(name.encode())
+        await child.async_save()
+        children.append(child)
+    changed = children[2]
+    collection = QdChild._get_collection_name()
+    finds: list[Any] = []
+
+    def write(database: Any) -> None:
+        database[collection].update_one(
+            {"_id": changed.pk}, {"$set": {"parent": other.pk}}
+        )
+
+    def started(event: Any) -> None:
+        CommandLog.started(command_log, event)
+        if event.command_name == "find" and event.command["find"] == collection:
+            finds.append(event.command["filter"])
+            if len(finds) == 2 or (again and len(finds) == 3):  # files of those left
+                for each in queryset_module._deleting:
+                    each.cancel()
+
+    command_log.started = started  # type: ignore[method-assign]
+    with after_first_find(command_log, mongodb_uri, write, collection):
+        with pytest.raises(asyncio.CancelledError):
+            await QdRoot.objects(name="doomed").async_delete(transaction=False)
+    del command_log.started
+    reads = finds[1:3]
+    assert [each.name for each in await QdRoot.objects.async_to_list()] == ["other"]
+    [kept] = await QdChild.objects.async_to_list()
+    assert (kept.pk, kept.parent.pk) == (changed.pk, other.pk)
+    assert await (await QdChild.data.async_get(kept)).async_read() == b"c"
+    assert await files_left() == ([b"a", b"b", b"c"] if again else [b"c"])
+    assert reads == [{"_id": {"$in": [each.pk for each in children]}}] * 2
 
 
 @pytest.mark.parametrize("filters", ["two-rules", "two-runs"])
