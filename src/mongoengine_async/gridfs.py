@@ -1407,8 +1407,9 @@ async def not_held(
     proxies: list[AsyncGridFSProxy], operation: Operation, left: Listed | None
 ) -> list[AsyncGridFSProxy]:
     """``proxies`` but the files the listed documents still there hold (one
-    query per run of ids, when the delete removed fewer than it listed)."""
-    if left is None or left.all_gone():
+    query per run of ids, when the delete removed fewer than it listed; none
+    when there is no file to keep)."""
+    if not proxies or left is None or left.all_gone():
         return proxies
     codec_options = operation.collection.codec_options
     held: set[tuple[str, str, Any]] = set()
