@@ -283,10 +283,17 @@ async def test_pull_on_a_plain_reference_fails_as_mongoengine_s_update(
 # -- a rule registered on a reference inside an embedded document ------------------
 
 
-def embedded_models(module: Any, alias: str, path: str, rule: int) -> tuple[type, ...]:
+def embedded_models(
+    module: Any, alias: str, path: str, rule: int, files: bool = False
+) -> tuple[type, ...]:
     """A referrer whose embedded document holds the references, and a rule
-    registered by hand on ``path`` (MongoEngine registers none there)."""
-    target = build(module, "DrpEmbTarget", alias, {"label": module.StringField()})
+    registered by hand on ``path`` (MongoEngine registers none there); the
+    target with a file field when ``files``."""
+    fields = {"label": module.StringField()}
+    if files:
+        bucket = f"drpemb{uuid4().hex[:6]}"
+        fields["file"] = module.FileField(db_alias=alias, collection_name=bucket)
+    target = build(module, "DrpEmbTarget", alias, fields)
     embedded = type(
         f"DrpEmbedded{uuid4().hex[:6]}",
         (module.EmbeddedDocument,),
@@ -400,6 +407,58 @@ async def test_a_rule_mongoengine_cannot_apply_raises_its_error_and_changes_noth
         ],
         ["t1", "t2"],
     )
+
+
+async def nothing_matched_scenario(
+    module: Any, path: str, rule: int, how: str, files: bool
+) -> Any:
+    """The models of :func:`embedded_models`; a delete matching nothing (a
+    queryset, or a document deleted already): its result or error."""
+    is_async = module is mongoengine_async
+    alias = "default" if is_async else SYNC
+    target, _, _ = embedded_models(module, alias, path, rule, files)
+    if is_async:
+        gone = await target(label="gone").async_save()
+        await get_async_db()[target._get_collection_name()].delete_one({})
+    else:
+        gone = target(label="gone").save()
+        target._get_collection().delete_one({})
+    try:
+        if how == "document":
+            return await gone.async_delete() if is_async else gone.delete()
+        queryset = target.objects(label="gone")
+        return await queryset.async_delete() if is_async else queryset.delete()
+    except Exception as error:
+        return outcome(error)
+
+
+@pytest.mark.parametrize("files", [False, True], ids=["no-files", "files"])
+@pytest.mark.parametrize("how", ["document", "queryset"])
+@pytest.mark.parametrize(
+    ("path", "rule", "message"),
+    [
+        ("emb__refs", PULL, "pullAll operations only support a single field depth"),
+        ("emb.ref", NULLIFY, 'Cannot resolve field "emb.ref"'),
+    ],
+    ids=["pull-in-embedded", "not-a-path"],
+)
+async def test_a_rule_mongoengine_cannot_apply_raises_though_nothing_matches(
+    async_alias: str,
+    sync_alias: Any,
+    path: str,
+    rule: int,
+    message: str,
+    how: str,
+    files: bool,
+) -> None:
+    """MongoEngine's delete builds each rule's query and update whatever it
+    matches, and refuses those rules of a delete matching nothing too; the
+    async one returned as if nothing were wrong (a queryset listing no file,
+    a document gone already, and pull_all on a path for any delete matching
+    nothing, since a delete finding nothing sends no rule's query)."""
+    theirs = await nothing_matched_scenario(mongoengine, path, rule, how, files)
+    ours = await nothing_matched_scenario(mongoengine_async, path, rule, how, files)
+    assert ours == theirs == (InvalidQueryError, message)
 
 
 # -- rules of a subclass, for the documents a cascade reaches through its parent ----

@@ -56,7 +56,13 @@ from mongoengine_async.gridfs import (
 )
 from mongoengine_async.operation import Operation, session_for
 
-__all__ = ("delete_each", "delete_matching", "has_rules", "runs_own_transaction")
+__all__ = (
+    "check_rules",
+    "delete_each",
+    "delete_matching",
+    "has_rules",
+    "runs_own_transaction",
+)
 
 
 def _rules(cls: type[Any]) -> list[tuple[type[Any], str, int]]:
@@ -72,6 +78,17 @@ def has_rules(cls: type[Any]) -> bool:
     """Whether a delete of ``cls``'s documents applies delete rules (a
     cascade of writes, in a transaction of its own unless told otherwise)."""
     return bool(_rules(cls))
+
+
+def check_rules(cls: type[Any]) -> None:
+    """Raise MongoEngine's InvalidQueryError for a rule of ``cls`` it cannot
+    apply (a name that is no path, ``pull_all`` on a path), before anything:
+    its queryset delete builds every rule's query and update, matching
+    nothing too (a delete that sends no rule's query, or a document gone)."""
+    for referrer, name, rule in _rules(cls):
+        _field_path(referrer, name)
+        if rule == PULL:
+            _pull(referrer, name, [])
 
 
 async def runs_own_transaction(

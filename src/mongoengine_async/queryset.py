@@ -88,6 +88,7 @@ from mongoengine_async.connection import (
 )
 from mongoengine_async.context import dereference_disabled
 from mongoengine_async.delete_rules import (
+    check_rules,
     delete_each,
     delete_matching,
     has_rules,
@@ -1327,6 +1328,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         has_delete_signal = signals.has_delete_receivers(self._document)
         if (self._skip or self._limit or has_delete_signal) and not _from_doc_delete:
             return await delete_each(self, operation, atomic=transaction)
+        check_rules(self._document)  # (also when it matches nothing, as MongoEngine)
         files: list[Any] = []
         ids: list | None = None
         runs: list[Any] = [self]  # what the deletes sent remove, one each
