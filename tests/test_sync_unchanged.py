@@ -27,6 +27,7 @@ from mongoengine_async import (
     EmbeddedDocument,
     EmbeddedDocumentField,
     EmbeddedDocumentListField,
+    FileField,
     IntField,
     ListField,
     MapField,
@@ -58,6 +59,15 @@ class SyncNovel(SyncBook):
 
 class SyncNote(DynamicDocument):
     text = StringField()
+
+
+class SyncAttachment(EmbeddedDocument):
+    file = FileField(required=True)
+    note = StringField()
+
+
+class SyncLetter(Document):
+    attachment = EmbeddedDocumentField(SyncAttachment)
 
 
 def test_save_query_count_iterate(sync_default):
@@ -356,3 +366,18 @@ def test_mongoengine_methods_patched_on_its_classes_are_called(
     with mock.patch.object(owner, name, _noting(calls, name, original)):
         use(book)
     assert calls == [name]
+
+
+def test_an_embedded_documents_unset_file_field_holds_an_empty_proxy(sync_default):
+    """An embedded document built without its file holds an empty GridFSProxy
+    from its construction, as with MongoEngine, so a required FileField left
+    unset validates and the document saves without the file."""
+    attachment = SyncAttachment(note="n")
+    held = attachment._data["file"]
+    assert isinstance(held, mongoengine.fields.GridFSProxy)
+    assert held.grid_id is None
+    letter = SyncLetter(attachment=attachment).save()
+    assert sync_default.sync_letter.find_one() == {
+        "_id": letter.id,
+        "attachment": {"note": "n"},
+    }

@@ -61,13 +61,14 @@ def alias_of(cls: type[Any]) -> str:
 
 def owner_class(instance: BaseDocument) -> type[Any]:
     """The class of the top-level document holding ``instance`` (of the
-    outermost one still alive: an embedded document holds its owner weakly)."""
+    outermost one still alive: an embedded document holds its owner weakly;
+    one still in its ``__init__`` has no ``_instance`` yet, and owns itself)."""
     cls = instance.__class__
     try:
         while not issubclass(cls, mongoengine.Document):
             if not isinstance(instance, mongoengine.EmbeddedDocument):
                 break
-            instance = instance._instance
+            instance = getattr(instance, "_instance", None)
             if instance is None:
                 break
             cls = instance.__class__
