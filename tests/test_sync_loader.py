@@ -17,7 +17,16 @@ from bson import DBRef, ObjectId
 from mongoengine.context_managers import no_dereference, switch_collection
 from mongoengine.queryset import QuerySet as MongoEngineQuerySet
 
-from mongoengine_async import Document, FieldDoesNotExist, QuerySet, StringField
+from mongoengine_async import (
+    Document,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
+    FieldDoesNotExist,
+    IntField,
+    QuerySet,
+    ReferenceField,
+    StringField,
+)
 from mongoengine_async.testing import CommandLog
 from test_loading import (
     LdColour,
@@ -579,3 +588,58 @@ def test_a_conversion_error_is_mongoengines_and_not_chained(sync_default: Any) -
         list(plain(Holder))
     assert str(fast.value) == str(slow.value)
     assert fast.value.__context__ is None
+
+
+class SlSpot(EmbeddedDocument):
+    x = IntField()
+
+
+class SlPlace(Document):
+    """Stored whole, with a value the loader converts (an embedded document)."""
+
+    name = StringField()
+    spot = EmbeddedDocumentField(SlSpot)
+    meta = {"allow_inheritance": True}
+
+
+class SlCapital(SlPlace):
+    since = IntField()
+
+
+class SlVisit(Document):
+    place = ReferenceField(SlPlace)
+
+
+WHOLE_CAPITAL = ["_cls", "name", "spot", "since", "id"]  # as _from_son has it
+
+
+def test_a_whole_subclass_document_loads_in_mongoengines_data_order(
+    sync_default: Any,
+) -> None:
+    """A stored document holding every field of a class with ``_cls``
+    (allow_inheritance) gets ``_from_son``'s ``_data`` key order, by every way
+    of reading it, not the fields' declaration order."""
+    capital = SlCapital(name="P", spot=SlSpot(x=1), since=1).save()
+    slow = plain(SlPlace).get(pk=capital.pk)
+    assert list(slow._data) == WHOLE_CAPITAL
+    reads = [
+        SlPlace.objects.get(pk=capital.pk),
+        *list(SlPlace.objects),  # the only one
+        next(iter(SlPlace.objects)),
+        SlPlace.objects.first(),
+        SlPlace.objects.in_bulk([capital.pk])[capital.pk],
+    ]
+    for fast in reads:
+        assert list(fast._data) == WHOLE_CAPITAL
+        assert_same(fast, slow)
+
+
+def test_a_reference_read_loads_in_mongoengines_data_order(sync_default: Any) -> None:
+    """A document read through a reference on access gets ``_from_son``'s
+    ``_data`` key order (the stored order, renamed fields last)."""
+    capital = SlCapital(name="P", spot=SlSpot(x=1), since=1).save()
+    SlVisit(place=capital).save()
+    fast = SlVisit.objects.get().place
+    assert built_by_loader(fast)
+    assert list(fast._data) == WHOLE_CAPITAL
+    assert_same(fast, plain(SlPlace).get(pk=capital.pk))

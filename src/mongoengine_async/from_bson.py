@@ -655,9 +655,12 @@ def _compile(
     values = "".join(
         f"v{i} = get({fp.field.db_field!r})\n" for i, fp in enumerate(plan.fields)
     )
-    any_none = " or ".join(f"v{i} is None" for i in range(len(plan.fields)))
-    if any(fp.field.db_field == "_cls" for fp in plan.fields):
-        any_none = "True"  # a stored _cls is a field's value: always checked
+    # A stored _cls (allow_inheritance) is a field's value: whole only when it
+    # names cls, so that the son's dict, in its order, may become the _data.
+    any_none = " or ".join(
+        f"v{i} != class_name" if fp.field.db_field == "_cls" else f"v{i} is None"
+        for i, fp in enumerate(plan.fields)
+    )
     source = (
         _HEAD.format(
             references=", ".join(references),

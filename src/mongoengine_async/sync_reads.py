@@ -35,7 +35,7 @@ from mongoengine.dereference import DeReference
 from mongoengine.errors import DoesNotExist
 from mongoengine.queryset.base import BaseQuerySet
 
-from mongoengine_async.from_bson import Load, from_son, loader, loader_key
+from mongoengine_async.from_bson import Load, loader, loader_key, owned_loader
 from mongoengine_async.guards import unguarded
 from mongoengine_async.sync_select_related import select_related_joined
 
@@ -262,4 +262,4 @@ def load_referenced(ref_cls: type[Any], dbref: DBRef) -> Any:
     raw = ref_cls._get_db().dereference(dbref)
     if raw is None:
         raise DoesNotExist(f"Trying to dereference unknown document {dbref}")
-    return from_son(ref_cls, raw)
+    return owned_loader(ref_cls)(raw)  # the reply is this document's alone
