@@ -6,6 +6,7 @@ import asyncio
 import copy
 import pickle
 
+import mongoengine
 import pytest
 from bson import ObjectId
 from pymongo import WriteConcern
@@ -125,6 +126,30 @@ class DocSignalled(Document):
     name = StringField()
 
 
+# What the _mark_as_changed of DocMarking and MarkingSync were called with.
+_MARKED: list[tuple[str, str]] = []
+
+
+class _Marking:
+    """A _mark_as_changed of a class's own, recording each key."""
+
+    def _mark_as_changed(self, key):
+        _MARKED.append((type(self).__name__, key))
+        super()._mark_as_changed(key)
+
+
+class DocMarking(_Marking, Document):
+    name = StringField()
+    meta = {"collection": "doc_marking"}
+
+
+class MarkingSync(_Marking, mongoengine.Document):
+    """DocMarking's collection on a sync alias, MongoEngine's own class."""
+
+    name = StringField()
+    meta = {"db_alias": "doc_marking_sync", "collection": "doc_marking"}
+
+
 def _db():
     return get_async_db()
 
@@ -159,6 +184,23 @@ async def test_async_save_with_own_id_inserts(async_alias):
     await DocPerson(id=own, name="Own").async_save()
     raw = await _db().doc_person.find_one({"_id": own})
     assert raw["name"] == "Own"
+
+
+async def test_a_class_own_mark_as_changed_sees_an_inserts_id(async_alias, mongodb_uri):
+    """A new document's id, given as it is inserted, is marked as changed
+    through its class's own ``_mark_as_changed``, as MongoEngine's save and
+    insert mark it (MongoEngine's own is skipped for a document without a
+    list of changes, where it does nothing)."""
+    with sync_alias_beside("doc_marking_sync", async_alias, mongodb_uri):
+        MarkingSync(name="a").save()
+        MarkingSync.objects.insert([MarkingSync(name="b")])
+        theirs = [key for _, key in _MARKED]
+        _MARKED.clear()
+        await DocMarking(name="a").async_save()
+        await DocMarking.objects.async_insert([DocMarking(name="b")])
+    assert theirs == ["id", "id"]
+    assert _MARKED == [("DocMarking", "id"), ("DocMarking", "id")]
+    assert await _db().doc_marking.count_documents({}) == 4
 
 
 # -- delta updates ----------------------------------------------------------------

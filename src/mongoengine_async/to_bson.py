@@ -115,6 +115,10 @@ _NONE_GETTERS = frozenset(NONE_READERS).union(
     )
 )
 
+# MongoEngine's _mark_as_changed, which does nothing for a document without a
+# list of changes (see give_id).
+_MARK_AS_CHANGED = BaseDocument._mark_as_changed
+
 # validate implementations with a side-effect-free check that implies they pass.
 _TYPE_CHECKED = {
     BinaryField.validate: bytes,
@@ -282,8 +286,15 @@ def give_id(document: Any, raw: dict) -> None:
         and state.get("_initialised") is True
     ):
         # What set_id does but for _created, which stays: the id, a change.
-        document._data[document._meta["id_field"]] = object_id
-        document._mark_as_changed(document._meta["id_field"])
+        name = document._meta["id_field"]
+        document._data[name] = object_id
+        # (One __init__ built has no list of changes until saved: MongoEngine's
+        # _mark_as_changed, unless replaced, returns at once; a hasattr that
+        # raises inside, costlier than the call.)
+        if "_changed_fields" in state or (
+            type(document)._mark_as_changed is not _MARK_AS_CHANGED
+        ):
+            document._mark_as_changed(name)
         return
     created = document._created
     set_id(document, object_id)
