@@ -130,12 +130,8 @@ _acting: ContextVar[tuple[_TaskRef, _TaskRef] | None] = ContextVar(
 )
 
 
-def _weakly(task: asyncio.Task | None) -> _TaskRef:
-    """A weak reference to ``task`` (for None, a callable that gives None)."""
-    return _no_task if task is None else weakref.ref(task)
-
-
 def _no_task() -> None:
+    """The weak reference to no task (a write working for none)."""
     return None
 
 
@@ -166,7 +162,8 @@ def detached(
     ``document._settle_in_turn``)."""
     loop = asyncio.get_running_loop()
     outcome: asyncio.Future[T] = asyncio.Future(loop=loop)
-    works_for = _weakly(acting_task() if caller is None else caller)
+    acting = acting_task() if caller is None else caller
+    works_for: _TaskRef = _no_task if acting is None else weakref.ref(acting)
     # The task itself, known here before it starts (asyncio.current_task() is
     # three Python calls on 3.11), unless it starts in Task() (3.12+). Let go
     # of as it starts: the task would hold itself.

@@ -804,8 +804,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             gone = upsert and result.acknowledged and result.upserted_id is not None
             return raw["_id"], gone
         if force_insert or fresh:
-            inserted = await target.insert_one(raw, session=session)
-            return inserted.inserted_id, created
+            await target.insert_one(raw, session=session)
+            return raw["_id"], created  # (its inserted_id: raw holds an id by now)
         return await self._async_replace_or_insert(target, raw, session), created
 
     def _settle_cancelled_write(
