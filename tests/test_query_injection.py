@@ -327,6 +327,18 @@ async def test_a_path_below_a_list_of_strings_in_a_map_names_the_list(sheets):
     )
 
 
+async def test_a_refusal_names_the_value_the_step_is_below_not_the_path_end(sheets):
+    """``shelves__k__x__0``: the index after the step leads the path to a
+    StringField, but 'x' is below the list (the refusal said "below
+    shelves__k: StringField", which is no list)."""
+    shown = (
+        "'x' is below shelves__k: ListField of StringField, whose values hold no fields"
+    )
+    with pytest.raises(InvalidQueryError) as caught:
+        InjSheet.objects(shelves__k__x__0={"$ne": "a"})
+    assert str(caught.value) == refusal("shelves__k__x__0", shown, "InjSheet")
+
+
 # Queries on typed dicts the guard lets through: each builds MongoEngine's
 # query and matches its documents.
 LEGITIMATE = [

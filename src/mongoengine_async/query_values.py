@@ -204,9 +204,10 @@ def _field(document: type[Any], key: str, names: list[str]) -> BaseField | None:
 
 def _walk(
     document: type[Any], key: str, names: list[str]
-) -> tuple[BaseField | None, int | None]:
-    """:func:`_field`, and the index in ``key.split("__")`` of the path's
-    first step below a value that holds no fields (None: no such step)."""
+) -> tuple[BaseField | None, tuple[int, BaseField] | None]:
+    """:func:`_field`, and the path's first step below a value that holds no
+    fields: its index in ``key.split("__")`` and the field of that value (None:
+    no such step)."""
     try:
         path = iter(document._lookup_field(names))
     except Exception:  # transform.query turns it into its own InvalidQueryError
@@ -218,8 +219,13 @@ def _walk(
         if step is None:
             break  # the operator escape ("name__") MongoEngine took off
         following = _next_field(current, step)
-        if below is None and following is current and _below_scalar(current):
-            below = index
+        if (
+            below is None
+            and current is not None
+            and following is current
+            and _below_scalar(current)
+        ):
+            below = (index, current)
         current = following
     return current, below
 
@@ -228,18 +234,19 @@ def _shown(document: type[Any], key: str, names: list[str], field: BaseField) ->
     """The refused ``field`` as a message names it: its class; for a path
     going on below a value that holds no fields (``tags__x`` on a list of
     strings, which MongoEngine's lookup lets through), also that step and
-    the value it is below, as written in ``key``."""
+    the value it is below (whatever the path's later steps lead to, as
+    ``tags__x__0``'s index), as written in ``key``."""
     below = _walk(document, key, names)[1]
     if below is None:
         return type(field).__name__
+    index, item = below
     parts = key.split("__")
-    kinds = [type(field).__name__]
-    item: Any = field
+    kinds = [type(item).__name__]
     while isinstance(item, fields.ListField) and item.field is not None:
         item = item.field
         kinds.append(type(item).__name__)
     return (
-        f"{parts[below]!r} is below {'__'.join(parts[:below])}: "
+        f"{parts[index]!r} is below {'__'.join(parts[:index])}: "
         f"{' of '.join(kinds)}, whose values hold no fields"
     )
 
