@@ -1524,6 +1524,37 @@ async def test_a_cascade_cycle_saves_a_document_whose_data_cannot_be_shown_once(
     assert (await _db().doc_article.find_one({"_id": article.id}))["title"] == "T2"
 
 
+class DocShelf(Document):
+    name = StringField()
+    article = mongoengine_async.ReferenceField(DocArticle)
+
+
+async def test_a_cascade_saves_a_referenced_document_whose_data_cannot_be_shown(
+    async_alias, command_log
+):
+    """Not only the starting document: a referenced one whose data cannot be
+    shown (its byline's __str__ reads the unloaded press) made no key
+    (NotLoadedError, raised after the shelf's write, the article unsaved);
+    it is saved, once."""
+    press = await DocPress(name="P").async_save()
+    await DocByline(name="B", press=press).async_save()
+    byline = await DocByline.objects.async_get()  # its press: an unloaded proxy
+    article = await DocArticle(title="T", byline=byline).async_save()
+    shelf = await DocShelf(name="S", article=article).async_save()
+    shelf.name, article.title = "S2", "T2"
+    command_log.clear()
+    await shelf.async_save(cascade=True)
+    writes = [
+        (e.command_name, e.command[e.command_name])
+        for e in command_log.events
+        if e.command_name in ("insert", "update")
+    ]
+    assert writes == [("update", "doc_shelf"), ("update", "doc_article")]
+    assert (await _db().doc_article.find_one({"_id": article.id}))["title"] == "T2"
+    assert (await _db().doc_shelf.find_one({"_id": shelf.id}))["name"] == "S2"
+    assert article._changed_fields == []
+
+
 async def test_delete_write_concern(async_alias, command_log):
     person = await DocPerson(name="Ada").async_save()
     command_log.clear()
