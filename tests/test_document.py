@@ -1555,6 +1555,86 @@ async def test_a_cascade_saves_a_referenced_document_whose_data_cannot_be_shown(
     assert article._changed_fields == []
 
 
+class DocDesk(Document):
+    name = StringField()
+
+
+class DocFeature(Document):
+    title = StringField()
+    byline = mongoengine_async.ReferenceField(DocByline)
+    desk = mongoengine_async.ReferenceField(DocDesk)
+
+
+class MeDocPress(mongoengine.Document):
+    name = mongoengine.StringField()
+    meta = {"db_alias": "doc_feature_sync"}
+
+
+class MeDocByline(mongoengine.Document):
+    name = mongoengine.StringField()
+    press = mongoengine.ReferenceField(MeDocPress)
+    meta = {"db_alias": "doc_feature_sync"}
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.press.name})"
+
+
+class MeDocDesk(mongoengine.Document):
+    name = mongoengine.StringField()
+    meta = {"db_alias": "doc_feature_sync"}
+
+
+class MeDocFeature(mongoengine.Document):
+    title = mongoengine.StringField()
+    byline = mongoengine.ReferenceField(MeDocByline)
+    desk = mongoengine.ReferenceField(MeDocDesk)
+    meta = {"db_alias": "doc_feature_sync"}
+
+
+@pytest.mark.parametrize("press", ["none", "deleted"])
+async def test_a_cascade_saves_from_a_document_whose_str_raises(
+    async_alias, mongodb_uri, command_log, press
+):
+    """MongoEngine's cascade makes no key of the document it starts from; a
+    cascade here makes one (a reference back to it is not saved again), and
+    an error showing its data failed the save after its write, the desk left
+    unsaved: the byline's __str__ reading a press that is None
+    (AttributeError), or deleted and found missing by select_related
+    (DoesNotExist). MongoEngine's own classes save both."""
+    with sync_alias_beside("doc_feature_sync", async_alias, mongodb_uri):
+        me_press = MeDocPress(name="P").save()
+        me_byline = MeDocByline(name="B", press=None if press == "none" else me_press)
+        me_desk = MeDocDesk(name="D").save()
+        me_feature = MeDocFeature(title="T", byline=me_byline.save(), desk=me_desk)
+        me_feature.save()
+        me_press.delete()
+        me_feature = MeDocFeature.objects.get()
+        me_feature.desk.name, me_feature.title = "D2", "T2"
+        me_feature.save(cascade=True)
+        assert (MeDocFeature.objects.get().title, MeDocDesk.objects.get().name) == (
+            "T2",
+            "D2",
+        )
+    saved_press = await DocPress(name="P").async_save()
+    byline = DocByline(name="B", press=None if press == "none" else saved_press)
+    await byline.async_save()
+    await saved_press.async_delete()
+    [byline] = await DocByline.objects.async_select_related()
+    desk = await DocDesk(name="D").async_save()
+    feature = await DocFeature(title="T", byline=byline, desk=desk).async_save()
+    desk.name, feature.title = "D2", "T2"
+    command_log.clear()
+    await feature.async_save(cascade=True)
+    writes = [
+        (e.command_name, e.command[e.command_name])
+        for e in command_log.events
+        if e.command_name in ("insert", "update")
+    ]
+    assert writes == [("update", "doc_feature"), ("update", "doc_desk")]
+    assert (await _db().doc_desk.find_one({"_id": desk.id}))["name"] == "D2"
+    assert (await _db().doc_feature.find_one({"_id": feature.id}))["title"] == "T2"
+
+
 async def test_delete_write_concern(async_alias, command_log):
     person = await DocPerson(name="Ada").async_save()
     command_log.clear()

@@ -150,26 +150,38 @@ class _Visited:
     __hash__ = None  # type: ignore[assignment]  # (compared in a list only)
 
 
-def _visit(document: Any, refs: list[Any]) -> bool:
+def _visit(document: Any, refs: list[Any], starting: bool = False) -> bool:
     """Add ``document`` to a cascade's visited ``refs``; False when it was
     there already, by itself or by MongoEngine's key (another document of
-    its class with the same data, which MongoEngine saves once). Showing its
-    data shows the documents it references: when a ``__str__`` of theirs
-    reads an unloaded reference it is visited by itself alone, rather than
-    failing the save after its write."""
+    its class with the same data, which MongoEngine saves once). A document
+    whose data cannot be shown (see :func:`_key`) is visited by itself alone,
+    rather than failing the save after its write."""
     visited = _Visited(document)
     if visited in refs:
         return False
-    try:
-        key: str | None = f"{type(document).__name__},{document._data}"
-    except NotLoadedError:
-        key = None
+    key = _key(document, starting)
     if key is not None and key in refs:
         return False
     refs.append(visited)
     if key is not None:
         refs.append(key)
     return True
+
+
+def _key(document: Any, starting: bool) -> str | None:
+    """MongoEngine's key of a document a cascade visits: its class and data.
+    Showing the data shows the documents it references: None when a
+    ``__str__`` of theirs reads an unloaded reference, or raises at all for
+    the ``starting`` document, whose key MongoEngine never makes (its save
+    does not fail on a ``self.press.name`` of a press that is None)."""
+    try:
+        return f"{type(document).__name__},{document._data}"
+    except NotLoadedError:
+        return None
+    except Exception:
+        if starting:
+            return None
+        raise
 
 
 class Document(LoadedState, FastWrites, MongoEngineDocument):
@@ -1029,7 +1041,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             ):
                 continue
             if not counted:  # (only a cascade that goes on: no str() else)
-                _visit(self, refs)
+                _visit(self, refs, starting=True)
                 counted = True
             if not _visit(ref, refs):
                 continue
