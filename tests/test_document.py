@@ -1633,6 +1633,9 @@ async def test_a_cascade_saves_from_a_document_whose_str_raises(
     assert writes == [("update", "doc_feature"), ("update", "doc_desk")]
     assert (await _db().doc_desk.find_one({"_id": desk.id}))["name"] == "D2"
     assert (await _db().doc_feature.find_one({"_id": feature.id}))["title"] == "T2"
+    desk.name = "D3"
+    await feature.async_cascade_save()  # (the same count of the document)
+    assert (await _db().doc_desk.find_one({"_id": desk.id}))["name"] == "D3"
 
 
 async def test_delete_write_concern(async_alias, command_log):
