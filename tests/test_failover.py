@@ -10,6 +10,12 @@ file's delete, the cached copies of a save) leaves all or nothing, in the
 database and in the instances; a commit waiting for a majority that does not
 come is bounded by ``max_commit_time_ms``, and a cascade given up while its
 commit waits still deletes its files once it applied.
+Queryset deletes of documents holding files, in runs of ids (their cascades'
+steps too), stepped down at a later run, the commit or the files after it:
+in a transaction of their own all or nothing, each ``post_delete`` of a
+document-by-document one sent once after the commit; outside one, a delete
+that raises midway never leaves a file of a document gone, nor takes one of a
+document left.
 Run it with ``make failover`` (it is deselected from the default run).
 """
 
@@ -29,6 +35,7 @@ from bson import ObjectId
 from pymongo import monitoring
 from pymongo.errors import OperationFailure, PyMongoError
 
+import mongoengine_async.gridfs
 from mongoengine_async import (
     CASCADE,
     NULLIFY,
@@ -494,14 +501,19 @@ class StepDownBefore(monitoring.CommandListener):
         self.replica_set = replica_set
         self.armed: tuple[str, str | None] | None = None
         self.stepped_down = False
+        self.nth = 1  # the matching command that steps it down
 
-    def arm(self, command: str, collection: str | None = None) -> None:
-        self.armed, self.stepped_down = (command, collection), False
+    def arm(self, command: str, collection: str | None = None, nth: int = 1) -> None:
+        """Step down as the ``nth`` such command starts (a later run's)."""
+        self.armed, self.stepped_down, self.nth = (command, collection), False, nth
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if self.armed is None or event.command_name != self.armed[0]:
             return
         if self.armed[1] in (None, event.command[event.command_name]):
+            self.nth -= 1
+            if self.nth:
+                return
             self.armed = None
             self.replica_set.step_down()
             self.stepped_down = True
@@ -515,16 +527,20 @@ class StepDownBefore(monitoring.CommandListener):
 
 @contextlib.asynccontextmanager
 async def majority_alias(
-    replica_set: ReplicaSet, listener: Any, collections: Iterable[str]
+    replica_set: ReplicaSet,
+    listener: Any,
+    collections: Iterable[str],
+    more: Iterable[Any] = (),
 ) -> AsyncIterator[None]:
     """The failover alias on ``replica_set``, writing to a majority, with
-    ``listener``, and ``collections`` created (as a transaction needs)."""
+    ``listener`` (and ``more``), and ``collections`` created (as a
+    transaction needs)."""
     async with fresh_database(
         ALIAS,
         replica_set.uri,
         w="majority",
         serverSelectionTimeoutMS=30_000,
-        event_listeners=[listener],
+        event_listeners=[listener, *more],
     ):
         db = get_async_db(ALIAS)
         for name in collections:
@@ -822,3 +838,235 @@ async def test_a_file_deleted_in_a_transaction_through_a_stepdown(
         assert is_transient(error)
         assert (stored["scan"], files, chunks) == (grid_id, 1, 3)
         assert scan.scan.grid_id == grid_id
+
+
+class FoVault(Document):
+    """A root holding a file: its queryset's delete lists the files, then
+    deletes by its query and the listed ids (``_id $in``, in runs)."""
+
+    name = StringField()
+    scan = FileField(db_alias=ALIAS)
+    meta = {"db_alias": ALIAS}
+
+
+class FoPage(Document):
+    """Cascaded with a file, by its ids (its own rule needs them)."""
+
+    vault = ReferenceField(FoVault, reverse_delete_rule=CASCADE)
+    scan = FileField(db_alias=ALIAS)
+    meta = {"db_alias": ALIAS}
+
+
+class FoLeaf(Document):
+    """Cascaded with a file, by its rule's filter and the ids read with the
+    files (the documents left keep theirs: ``not_held``)."""
+
+    page = ReferenceField(FoPage, reverse_delete_rule=CASCADE)
+    scan = FileField(db_alias=ALIAS)
+    meta = {"db_alias": ALIAS}
+
+
+class FoNotice(Document):
+    vault = ReferenceField(FoVault, reverse_delete_rule=NULLIFY)
+    meta = {"db_alias": ALIAS}
+
+
+class FoIndex(Document):
+    vaults = ListField(ReferenceField(FoVault, reverse_delete_rule=PULL))
+    meta = {"db_alias": ALIAS}
+
+
+VAULT_MODELS = (FoVault, FoPage, FoLeaf, FoNotice, FoIndex)
+HOLDERS = (FoVault, FoPage, FoLeaf)
+VAULTS = 5
+SCAN = b"v" * 300_000  # two chunks
+TWO_IDS = 2 * 21  # LISTED_IDS_BYTES for runs of two ids: three runs of vaults
+
+
+@contextlib.asynccontextmanager
+async def vaults_stepping_down(
+    replica_set: ReplicaSet, monkeypatch: pytest.MonkeyPatch, *more: Any
+) -> AsyncIterator[tuple[StepDownBefore, list[FoVault]]]:
+    """The failover alias (with the listeners ``more`` too) with VAULTS
+    vaults, each with a page with a leaf (each of the three holding a file),
+    a notice per vault and an index of them all; ids sent in runs of two."""
+    listener = StepDownBefore(replica_set)
+    names = [m._get_collection_name() for m in VAULT_MODELS] + ["fs.files", "fs.chunks"]
+    async with majority_alias(replica_set, listener, names, more):
+        vaults = []
+        for number in range(VAULTS):
+            vault = FoVault(name=f"vault {number}")
+            await vault.scan.async_put(SCAN)
+            vaults.append(await vault.async_save())
+            page = FoPage(vault=vault)
+            await page.scan.async_put(SCAN)
+            await page.async_save()
+            leaf = FoLeaf(page=page)
+            await leaf.scan.async_put(SCAN)
+            await leaf.async_save()
+            await FoNotice(vault=vault).async_save()
+        await FoIndex(vaults=vaults).async_save()
+        monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", TWO_IDS)
+        yield listener, vaults
+
+
+async def torn() -> list[str]:
+    """What breaks "documents and their files go together": a document
+    whose file (or a chunk of it) is gone, a file or chunk no document
+    holds, a notice or index naming a vault gone."""
+    db = get_async_db(ALIAS)
+    held = {
+        raw["scan"]: f"{model.__name__} {raw['_id']}"
+        for model in HOLDERS
+        for raw in await db[model._get_collection_name()].find().to_list()
+    }
+    files = {raw["_id"] for raw in await db["fs.files"].find().to_list()}
+    chunks = Counter(
+        [raw["files_id"] for raw in await db["fs.chunks"].find().to_list()]
+    )
+    found = [
+        f"{holder} without its file"
+        for grid_id, holder in held.items()
+        if grid_id not in files or chunks[grid_id] != 2
+    ]
+    found += [
+        f"file {each} of no document" for each in (files | set(chunks)) - set(held)
+    ]
+    vaults = set(await FoVault.objects.async_distinct("id"))
+    notices = await db.fo_notice.find({"vault": {"$exists": True}}).to_list()
+    found += [
+        f"notice of gone vault {n['vault']}"
+        for n in notices
+        if n["vault"] not in vaults
+    ]
+    [index] = await db.fo_index.find().to_list()
+    found += [f"index of gone vault {v}" for v in index["vaults"] if v not in vaults]
+    return found
+
+
+async def vaults_left() -> dict[str, int]:
+    """How many documents of each holder class, files and chunks are left."""
+    db = get_async_db(ALIAS)
+    left = {m.__name__: await m.objects.async_count() for m in HOLDERS}
+    for name in ("fs.files", "fs.chunks"):
+        left[name] = await db[name].count_documents({})
+    return left
+
+
+ALL_GONE = {"FoVault": 0, "FoPage": 0, "FoLeaf": 0, "fs.files": 0, "fs.chunks": 0}
+ALL_THERE = {
+    "FoVault": VAULTS,
+    "FoPage": VAULTS,
+    "FoLeaf": VAULTS,
+    "fs.files": 3 * VAULTS,
+    "fs.chunks": 6 * VAULTS,
+}
+# Where a delete of the vaults steps the primary down: the second run of each
+# step of its plan, the commit, the files after it.
+PLAN_STEPS = [
+    ("delete", "fo_leaf", 2),
+    ("update", "fo_notice", 2),
+    ("update", "fo_index", 2),
+    ("delete", "fo_page", 2),
+    ("delete", "fo_vault", 2),
+    ("delete", "fs.files", 4),
+    ("delete", "fs.chunks", 4),
+]
+
+
+def step_id(step: tuple[str, str | None, int]) -> str:
+    """``command-collection-nth`` for a test id."""
+    return "-".join(str(each) for each in step if each is not None)
+
+
+@pytest.mark.parametrize(
+    ("step", "transaction"),
+    [
+        *((step, True) for step in [*PLAN_STEPS, ("commitTransaction", None, 1)]),
+    ],
+    ids=lambda each: (
+        step_id(each) if isinstance(each, tuple) else f"transaction={each}"
+    ),
+)
+async def test_a_queryset_delete_with_files_in_runs_through_a_stepdown(
+    replica_set_3: ReplicaSet,
+    monkeypatch: pytest.MonkeyPatch,
+    step: tuple[str, str | None, int],
+    transaction: bool,
+) -> None:
+    """The primary steps down at a later run of a step of a queryset delete
+    whose documents (and cascaded ones) hold files, or at its commit, or as
+    the files go after it. In its own transaction the delete runs again and
+    returns the count, documents and files all gone."""
+    async with vaults_stepping_down(replica_set_3, monkeypatch) as (listener, _):
+        listener.arm(*step)
+        error = None
+        try:
+            deleted = await FoVault.objects.async_delete(transaction=transaction)
+        except PyMongoError as raised:
+            error = raised
+        assert listener.stepped_down
+        assert await torn() == []
+        if error is None:
+            assert deleted == VAULTS
+        else:
+            assert not transaction, f"a transaction of its own raised {error!r}"
+            await FoVault.objects.async_delete(transaction=False)
+            assert await torn() == []
+        assert await vaults_left() == ALL_GONE
+        notices = await FoNotice.objects.as_pymongo().async_to_list()
+        assert [notice.get("vault") for notice in notices] == [None] * VAULTS
+        assert await FoIndex.objects.async_scalar("vaults") == [[]]
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        ("delete", "fo_vault", 2),
+        ("delete", "fo_leaf", 2),
+        ("update", "fo_index", 2),
+        ("delete", "fs.chunks", 4),
+        ("commitTransaction", None, 1),
+    ],
+    ids=step_id,
+)
+@pytest.mark.parametrize("chosen", ["receivers", "skip and limit"])
+async def test_a_one_by_one_delete_through_a_stepdown(
+    replica_set_3: ReplicaSet,
+    monkeypatch: pytest.MonkeyPatch,
+    step: tuple[str, str | None, int],
+    chosen: str,
+) -> None:
+    """The primary steps down as a document-by-document queryset delete (its
+    class has delete receivers, or it has skip/limit) deletes its second
+    document, or commits: its transaction runs again and commits whole, and
+    each document's ``post_delete`` is sent once, after the commit (its
+    document gone for a read outside the transaction)."""
+    sent: list[tuple[ObjectId, int]] = []
+
+    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
+        there = await get_async_db(ALIAS).fo_vault.count_documents({"_id": document.pk})
+        sent.append((document.pk, there))
+
+    async with vaults_stepping_down(replica_set_3, monkeypatch) as (listener, vaults):
+        queryset, doomed = FoVault.objects.order_by("name"), vaults
+        if chosen == "receivers":
+            signals.post_delete.connect(post_delete, sender=FoVault)
+        else:
+            queryset, doomed = queryset.skip(1).limit(3), vaults[1:4]
+        listener.arm(*step)
+        try:
+            deleted = await queryset.async_delete()
+        finally:
+            signals.post_delete.disconnect(post_delete, sender=FoVault)
+        assert listener.stepped_down
+        assert deleted == len(doomed)
+        assert await torn() == []
+        left = await FoVault.objects.order_by("name").async_scalar("id")
+        assert left == [vault.pk for vault in vaults if vault not in doomed]
+        assert await FoPage.objects.async_count() == len(left)
+        assert await get_async_db(ALIAS)["fs.files"].count_documents({}) == 3 * len(
+            left
+        )
+    if chosen == "receivers":
+        assert sent == [(vault.pk, 0) for vault in doomed]
