@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from pymongo import monitoring
+from pymongo import MongoClient, monitoring
 from pymongo.errors import OperationFailure, PyMongoError
 
 import mongoengine_async.gridfs
@@ -983,6 +983,7 @@ def step_id(step: tuple[str, str | None, int]) -> str:
     ("step", "transaction"),
     [
         *((step, True) for step in [*PLAN_STEPS, ("commitTransaction", None, 1)]),
+        *((step, False) for step in PLAN_STEPS),
     ],
     ids=lambda each: (
         step_id(each) if isinstance(each, tuple) else f"transaction={each}"
@@ -997,7 +998,10 @@ async def test_a_queryset_delete_with_files_in_runs_through_a_stepdown(
     """The primary steps down at a later run of a step of a queryset delete
     whose documents (and cascaded ones) hold files, or at its commit, or as
     the files go after it. In its own transaction the delete runs again and
-    returns the count, documents and files all gone."""
+    returns the count, documents and files all gone. With
+    ``transaction=False`` a step of many documents (no retryable write) may
+    raise, the delete half done: a document gone never leaves its file, a
+    file never goes under a document left, and deleting again ends it."""
     async with vaults_stepping_down(replica_set_3, monkeypatch) as (listener, _):
         listener.arm(*step)
         error = None
@@ -1070,3 +1074,123 @@ async def test_a_one_by_one_delete_through_a_stepdown(
         )
     if chosen == "receivers":
         assert sent == [(vault.pk, 0) for vault in doomed]
+
+
+async def test_a_delete_without_rules_in_runs_through_a_stepdown(
+    replica_set_3: ReplicaSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The primary steps down as a queryset delete of documents holding
+    files (no rules: no transaction) sends its second run of listed ids, a
+    delete of many (no retryable write): it raises, and the files of the
+    documents its first run deleted are deleted (they stayed, held by no
+    document), those of the documents left kept."""
+    listener = StepDownBefore(replica_set_3)
+    async with majority_alias(replica_set_3, listener, ["fo_scan"]):
+        for number in range(VAULTS):
+            scan = FoScan(name=f"scan {number}")
+            await scan.scan.async_put(SCAN)
+            await scan.async_save()
+        monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", TWO_IDS)
+        listener.arm("delete", "fo_scan", 2)
+        with pytest.raises(PyMongoError):
+            await FoScan.objects.order_by("name").async_delete()
+        assert listener.stepped_down
+        db = get_async_db(ALIAS)
+        held = sorted(await db.fo_scan.distinct("scan"))
+        assert await db.fo_scan.count_documents({}) == VAULTS - 2
+        assert sorted(await db["fs.files"].distinct("_id")) == held
+        assert sorted(await db["fs.chunks"].distinct("files_id")) == held
+        assert await db["fs.chunks"].count_documents({}) == 2 * len(held)
+
+
+async def test_a_document_delete_without_a_transaction_through_a_stepdown(
+    replica_set_3: ReplicaSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The primary steps down as a document's delete with
+    ``transaction=False`` deletes the second run of its cascaded documents
+    (by their rule's filter): it raises, the files of those the first run
+    deleted deleted, the others' kept; deleting again ends it."""
+    async with vaults_stepping_down(replica_set_3, monkeypatch) as (listener, vaults):
+        await FoPage.objects.async_update(vault=vaults[0])
+        listener.arm("delete", "fo_leaf", 2)
+        with pytest.raises(PyMongoError):
+            await vaults[0].async_delete(transaction=False)
+        assert listener.stepped_down
+        assert await torn() == []
+        assert await FoLeaf.objects.async_count() == VAULTS - 2
+        await vaults[0].async_delete(transaction=False)
+        assert await torn() == []
+        assert await vaults_left() == {
+            "FoVault": VAULTS - 1,
+            "FoPage": 0,
+            "FoLeaf": 0,
+            "fs.files": VAULTS - 1,
+            "fs.chunks": 2 * (VAULTS - 1),
+        }
+
+
+class RenameAfterFind(monitoring.CommandListener):
+    """Renames a vault (with a client of its own) once the first ``find``
+    of the vaults succeeded: the delete's listing of their files, which
+    then deletes one fewer than it listed."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri, self.done = uri, False
+        self.vault: ObjectId | None = None  # armed once set
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if self.vault is None or self.done or event.command_name != "find":
+            return
+        if event.reply["cursor"]["ns"].endswith(".fo_vault"):
+            self.done = True
+            with MongoClient(self.uri, w="majority") as client:
+                vaults = client[event.database_name].fo_vault
+                vaults.update_one({"_id": self.vault}, {"$set": {"name": "x"}})
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.mark.parametrize("transaction", [True, False], ids=lambda t: f"transaction={t}")
+async def test_a_vault_changed_after_the_listing_through_a_stepdown(
+    replica_set_3: ReplicaSet, monkeypatch: pytest.MonkeyPatch, transaction: bool
+) -> None:
+    """A vault the delete listed is changed to match no more before its
+    delete, which the primary steps down in (its second run of ids): the
+    changed vault keeps its file, page and leaf (its file left out of the
+    files deleted, by the read of the documents left), the others go, the
+    count leaving it out; without a transaction the delete raises, and
+    deleting again ends it."""
+    renaming = RenameAfterFind(replica_set_3.uri)
+    async with vaults_stepping_down(replica_set_3, monkeypatch, renaming) as (
+        listener,
+        vaults,
+    ):
+        renaming.vault = vaults[1].pk
+        listener.arm("delete", "fo_vault", 2)
+        error = None
+        try:
+            deleted = await FoVault.objects(name__startswith="vault").async_delete(
+                transaction=transaction
+            )
+        except PyMongoError as raised:
+            error = raised
+        assert renaming.done and listener.stepped_down
+        assert await torn() == []
+        if error is None:
+            assert deleted == VAULTS - 1
+        else:
+            assert not transaction, f"a transaction of its own raised {error!r}"
+            await FoVault.objects(name__startswith="vault").async_delete()
+            assert await torn() == []
+        assert await FoVault.objects.async_scalar("id") == [vaults[1].pk]
+        assert await vaults_left() == {
+            "FoVault": 1,
+            "FoPage": 1,
+            "FoLeaf": 1,
+            "fs.files": 3,
+            "fs.chunks": 6,
+        }
