@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field
 from typing import Any
 
+import pymongo
 import pytest
 from bson import ObjectId
 from pymongo import MongoClient, monitoring
@@ -1194,3 +1195,28 @@ async def test_a_vault_changed_after_the_listing_through_a_stepdown(
             "fs.files": 3,
             "fs.chunks": 6,
         }
+
+
+async def test_a_one_by_one_delete_whose_commit_times_out_sends_no_post_delete(
+    replica_set_3: ReplicaSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A document-by-document delete whose commit waits for a majority that
+    does not come, given up by a PyMongo timeout: it raises, no
+    ``post_delete`` is sent (nothing tells the outcome), and what the commit
+    applied is whole (documents and their files together)."""
+    sent: list[ObjectId] = []
+
+    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    async with vaults_stepping_down(replica_set_3, monkeypatch):
+        signals.post_delete.connect(post_delete, sender=FoVault)
+        try:
+            with majority_held_back(replica_set_3), pytest.raises(PyMongoError):
+                with pymongo.timeout(3):
+                    await FoVault.objects.async_delete()
+        finally:
+            signals.post_delete.disconnect(post_delete, sender=FoVault)
+        assert sent == []
+        assert await torn() == []
+        assert await vaults_left() in (ALL_GONE, ALL_THERE)
