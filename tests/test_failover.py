@@ -15,7 +15,7 @@ steps too), stepped down at a later run, the commit or the files after it:
 in a transaction of their own all or nothing, each ``post_delete`` of a
 document-by-document one sent once after the commit; outside one, a delete
 that raises midway never leaves a file of a document gone, nor takes one of a
-document left.
+document left, and sends the ``post_delete`` of the cascaded documents it deleted.
 Run it with ``make failover`` (it is deselected from the default run).
 """
 
@@ -1220,3 +1220,37 @@ async def test_a_one_by_one_delete_whose_commit_times_out_sends_no_post_delete(
         assert sent == []
         assert await torn() == []
         assert await vaults_left() in (ALL_GONE, ALL_THERE)
+
+
+@pytest.mark.parametrize(
+    "step", [("delete", "fo_page", 2), ("delete", "fo_vault", 2)], ids=step_id
+)
+async def test_a_cascade_without_a_transaction_failing_midway_signals_those_gone(
+    replica_set_3: ReplicaSet,
+    monkeypatch: pytest.MonkeyPatch,
+    step: tuple[str, str | None, int],
+) -> None:
+    """The primary steps down as a queryset delete with ``transaction=False``
+    deletes a later run of its cascaded documents (whose class has delete
+    receivers), or of its roots: it raises, and each cascaded document it
+    deleted had its ``post_delete`` sent once (as MongoEngine's walk, one
+    document at a time, sends them), and its files deleted."""
+    sent: list[ObjectId] = []
+
+    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    async with vaults_stepping_down(replica_set_3, monkeypatch) as (listener, _):
+        pages = await FoPage.objects.async_scalar("id")
+        signals.post_delete.connect(post_delete, sender=FoPage)
+        try:
+            listener.arm(*step)
+            with pytest.raises(PyMongoError):
+                await FoVault.objects.async_delete(transaction=False)
+        finally:
+            signals.post_delete.disconnect(post_delete, sender=FoPage)
+        assert listener.stepped_down
+        assert await torn() == []
+        left = set(await FoPage.objects.async_scalar("id"))
+        assert len(left) == (VAULTS - 2 if step[1] == "fo_page" else 0)
+        assert sorted(sent) == sorted(set(pages) - left)

@@ -454,6 +454,8 @@ class _DeletePlan:
         self.deleted: int | None = None  # the roots' count
         # A post_delete receiver's error once all was written (no transaction).
         self.error: Exception | None = None
+        # The cascaded documents whose signals are sent (loaded before any write).
+        self.loaded: list[Any] = []
         self.filters: list[tuple[type[Any], dict]] = []
         # Those filters, restricted to the documents whose files were found
         # (in runs of ids), with those ids (None: no file fields).
@@ -517,7 +519,7 @@ class _DeletePlan:
         await self._collect_cascade(self.root_ids)
         await self._check_deny()
         updates = self._updates()  # before any write: a rule may be refused
-        loaded = await self._load_for_signals()
+        self.loaded = loaded = await self._load_for_signals()
         signal = False  # (a step not run again: its receivers had it)
         steps: list[tuple[Callable[[], Awaitable[Any]], bool]] = [
             *((functools.partial(_pre_delete, each), signal) for each in loaded),
@@ -531,11 +533,15 @@ class _DeletePlan:
             steps.append((self._delete_roots, True))
         written = len(steps)  # (the steps after: the post_delete signals)
         steps += [(functools.partial(_post_delete, each), signal) for each in loaded]
-        await self._apply(steps, written)
+        # (The first write: after the pre_delete signals and the files' read.)
+        await self._apply(steps, written, len(loaded) + 1)
         return self.deleted
 
     async def _apply(
-        self, steps: list[tuple[Callable[[], Awaitable[Any]], bool]], written: int
+        self,
+        steps: list[tuple[Callable[[], Awaitable[Any]], bool]],
+        written: int,
+        writing: int,
     ) -> None:
         """Run the ``steps`` in turn, each with whether it is run again when
         cut short. Outside a transaction, cut short by a cancellation (its
@@ -544,10 +550,11 @@ class _DeletePlan:
         a signal) and those after it, and the cascaded documents' files
         deleted, before the cancellation is raised: the writes before it
         were applied, and a delete planned again would not find the
-        documents they deleted (their files, their ``post_delete``). Failing
-        there, the files of the cascaded documents gone are deleted before
-        the error is raised (:meth:`_files_of_gone`). Steps from ``written``
-        on are the ``post_delete`` signals (see :meth:`_step`)."""
+        documents they deleted (their files, their ``post_delete``). A write
+        (a step from ``writing`` on) failing there, the cascaded documents
+        gone have their files deleted and their ``post_delete`` sent before
+        the error is raised (:meth:`_after_failed_write`). Steps from
+        ``written`` on are the ``post_delete`` signals (see :meth:`_step`)."""
         for number, (step, again) in enumerate(steps):
             try:
                 if not await self._step(step, number >= written):
@@ -563,9 +570,36 @@ class _DeletePlan:
                 await delete_files(self.files, alone, surely=True)
                 raise
             except Exception:
-                if self.files and not _in_transaction(self.operation.session):
-                    await self._files_of_gone()
+                if number >= writing and not _in_transaction(self.operation.session):
+                    await self._after_failed_write()
                 raise
+
+    async def _after_failed_write(self) -> None:
+        """A write failed outside a transaction, those before it applied: the
+        cascaded documents they deleted would keep their files, held by no
+        document, and never send their ``post_delete`` (MongoEngine's walk,
+        one document at a time, sends those of the documents it deleted).
+        Which are gone is read (a query per class and run of ids); that read
+        failing, no ``post_delete`` is sent (one may still be there)."""
+        if self.files:
+            await self._files_of_gone()
+        ids: dict[type[Any], list] = {}
+        for each in self.loaded:
+            ids.setdefault(type(each), []).append(each.pk)
+        there: set = set()  # (class, id) of the loaded documents still there
+        try:
+            for cls, pks in ids.items():
+                operation = await self.operation.on(cls)
+                for run in self._runs(pks):
+                    found = await _ids(operation, {"_id": {"$in": run}})
+                    there.update((cls, pk) for pk in found)
+        except Exception:
+            return  # (the write's error is raised)
+        for document in self.loaded:
+            if (type(document), document.pk) in there:
+                continue
+            if not await self._step(functools.partial(_post_delete, document), True):
+                return  # (a receiver raised: the write's error is raised)
 
     async def _files_of_gone(self) -> None:
         """After a write step failed outside a transaction (the writes before
