@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -18,6 +21,23 @@ from bson import ObjectId
 import mongoengine_async
 from mongoengine_async.connection import connect_async, disconnect_async
 from mongoengine_async.testing import CommandLog, fresh_database
+
+
+def run_script(script: str, mongodb_uri: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a Python process of its own (warnings ignored), its
+    ``MONGODB_URI`` set to ``mongodb_uri``; the finished process, which must
+    have exited with 0 (for code whose loops end in ways that would disturb
+    other tests: collected later, what a closed loop left fails in odd ways)."""
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script],
+        env={**os.environ, "MONGODB_URI": mongodb_uri},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import functools
 import gc
-import os
 import subprocess
 import sys
 import textwrap
@@ -31,7 +30,7 @@ from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.asynchronous.topology import Topology
 from pymongo.errors import PyMongoError
 
-from conftest import Held, held_on_server
+from conftest import Held, held_on_server, run_script
 from mongoengine_async import (
     CASCADE,
     NULLIFY,
@@ -957,22 +956,16 @@ def closed_while_deleting(
             "loop.close()",
             "loop.run_until_complete(loop.shutdown_asyncgens())\nloop.close()",
         )
-    result = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", script],
-        env={**os.environ, "MONGODB_URI": mongodb_uri},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    with pymongo.MongoClient(mongodb_uri) as client:
-        client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
-        left = [
-            client[name][f"cw_files.{kind}"].count_documents({})
-            for kind in ("files", "chunks")
-        ]
-        client.drop_database(name)
-    assert result.returncode == 0, result.stderr
+    try:
+        result = run_script(script, mongodb_uri)
+    finally:
+        with pymongo.MongoClient(mongodb_uri) as client:
+            client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+            left = [
+                client[name][f"cw_files.{kind}"].count_documents({})
+                for kind in ("files", "chunks")
+            ]
+            client.drop_database(name)
     assert result.stdout.split() == ["closed"]
     return result, left
 
@@ -2809,18 +2802,12 @@ def test_a_commit_going_on_when_its_loop_is_closed_by_hand(mongodb_uri):
     closed loop's coroutines, collected later, would warn in other tests.)"""
     name = f"cw_{uuid4().hex[:12]}"
     script = _CLOSED_WHILE_COMMITTING.format(database=name, app=name)
-    result = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", script],
-        env={**os.environ, "MONGODB_URI": mongodb_uri},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    with pymongo.MongoClient(mongodb_uri) as client:
-        client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
-        client.drop_database(name)
-    assert result.returncode == 0, result.stderr
+    try:
+        result = run_script(script, mongodb_uri)
+    finally:
+        with pymongo.MongoClient(mongodb_uri) as client:
+            client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+            client.drop_database(name)
     assert result.stdout.splitlines() == ["closed", "next loop"]
     reported = [line for line in result.stderr.splitlines() if "closed before" in line]
     assert reported == [

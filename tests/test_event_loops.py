@@ -24,6 +24,7 @@ from bson.tz_util import utc
 from pymongo import MongoClient, monitoring
 from pymongo.errors import OperationFailure
 
+from conftest import run_script
 from mongoengine_async import (
     CASCADE,
     AsyncUsageError,
@@ -527,16 +528,7 @@ def test_a_loop_closed_without_shutting_down_keeps_its_client_open(
 def _printed(script: str, mongodb_uri: str, database: str) -> list[str]:
     """The words ``script`` (its database: ``{}``) prints, in a process of
     its own, warnings ignored."""
-    result = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", script.format(database)],
-        env={**os.environ, "MONGODB_URI": mongodb_uri},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout.split()
+    return run_script(script.format(database), mongodb_uri).stdout.split()
 
 
 _CLOSED_BY_HAND = textwrap.dedent(
