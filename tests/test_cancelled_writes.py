@@ -2793,26 +2793,41 @@ def test_a_cascade_cut_short_whose_post_delete_receiver_raises_deletes_its_files
     assert asyncio.run(left()) == (0, 0, [], [])
 
 
-def test_a_commit_going_on_when_its_loop_is_closed_by_hand(mongodb_uri):
+@pytest.mark.parametrize(
+    ("held", "what"),
+    [
+        (
+            "commitTransaction",
+            "commit of a transaction whose caller was cancelled (and the steps after"
+            " it)",
+        ),
+        ("insert", "write whose caller was cancelled (and the steps after it)"),
+    ],
+)
+def test_a_transaction_going_on_when_its_loop_is_closed_by_hand(
+    mongodb_uri, held, what
+):
     """``loop.close()`` alone (no ``shutdown_asyncgens()``, which waits for
-    it) while the commit of a block whose caller was cancelled is held on the
-    server: its outcome never reaches this side (nor do the steps after it
-    run); the closed loop's exception handler is told so, once, as the next
-    loop needs a client. Nothing said so. (In a process of its own: the
-    closed loop's coroutines, collected later, would warn in other tests.)"""
+    it) while the commit of a block whose caller was cancelled (or a write of
+    it, which the abort waits for) is held on the server: its outcome never
+    reaches this side (nor do the steps after it run); the closed loop's
+    exception handler is told so, once, as the next loop needs a client.
+    Nothing said so. Then nothing of that loop is kept: the write's task, the
+    transaction's and the caller's stayed in memory until the process exited
+    (the write noted as working for its caller). (In a process of its own:
+    the closed loop's coroutines, collected, would warn in other tests.)"""
     name = f"cw_{uuid4().hex[:12]}"
-    script = _CLOSED_WHILE_COMMITTING.format(database=name, app=name)
+    script = _CLOSED_WHILE_COMMITTING.format(database=name, app=name, held=held)
     try:
         result = run_script(script, mongodb_uri)
     finally:
         with pymongo.MongoClient(mongodb_uri) as client:
             client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
             client.drop_database(name)
-    assert result.stdout.splitlines() == ["closed", "next loop"]
+    assert result.stdout.splitlines() == ["closed", "next loop", "0 left"]
     reported = [line for line in result.stderr.splitlines() if "closed before" in line]
     assert reported == [
-        "The event loop closed before the commit of a transaction whose caller was"
-        " cancelled (and the steps after it) ended: the rest of it is not done"
+        f"The event loop closed before the {what} ended: the rest of it is not done"
         " (close a loop you run yourself after"
         " loop.run_until_complete(loop.shutdown_asyncgens()), as asyncio.run()"
         " does)"
@@ -2821,9 +2836,10 @@ def test_a_commit_going_on_when_its_loop_is_closed_by_hand(mongodb_uri):
 
 _CLOSED_WHILE_COMMITTING = textwrap.dedent(
     """
-    import asyncio, os
+    import asyncio, gc, os, weakref
     from mongoengine_async import Document, IntField, async_run_in_transaction
-    from mongoengine_async import connect_async, get_async_connection
+    from mongoengine_async import connect_async, detached, get_async_connection
+    from mongoengine_async.context import current_session
 
     class CwDoc(Document):
         a = IntField()
@@ -2835,27 +2851,35 @@ _CLOSED_WHILE_COMMITTING = textwrap.dedent(
 
         async def block():
             async with async_run_in_transaction():
+                sessions.append(current_session().session_id)
                 await CwDoc(a=1).async_save()
 
         admin = get_async_connection().admin
         point = {{"configureFailPoint": "failCommand"}}
         entered = (await admin.command({{**point, "mode": {{"times": 1}}, "data": {{
-            "failCommands": ["commitTransaction"], "blockConnection": True,
+            "failCommands": ["{held}"], "blockConnection": True,
             "blockTimeMS": 2000, "appName": "{app}"}}}}))["count"]
         task = asyncio.ensure_future(block())
         await admin.command({{"waitForFailPoint": "failCommand",
                              "timesEntered": entered + 1, "maxTimeMS": 30000}})
         task.cancel()
-        await asyncio.wait([task])
+        while not detached._finishing:  # (what the caller left going on)
+            await asyncio.sleep(0)
 
     async def next_loop():
-        get_async_connection()  # (the next loop needing a client)
+        admin = get_async_connection().admin  # (the next loop needing a client)
         print("next loop")
+        await admin.command({{"killSessions": sessions}})  # (its transaction's locks)
+
+    sessions = []
 
     loop = asyncio.new_event_loop()
     loop.run_until_complete(main())
+    left = [weakref.ref(task) for task in asyncio.all_tasks(loop)]
     loop.close()
     print("closed")
     asyncio.run(next_loop())
+    gc.collect()
+    print(sum(task() is not None for task in left), "left")
     """
 )

@@ -10,6 +10,7 @@ import contextvars
 import gc
 import sys
 import threading
+import weakref
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from mongoengine_async.detached import (
     all_finished,
     detached,
     finish_before_close,
+    held,
     left_undone,
     to_completion,
 )
@@ -204,3 +206,34 @@ def test_work_a_loop_closed_by_hand_left_undone_is_reported() -> None:
         }
     ]
     left.get_coro().close()  # type: ignore[union-attr]  # (never awaited otherwise)
+
+
+def test_work_a_loop_closed_by_hand_left_undone_is_let_go_of() -> None:
+    """Such a task, held until done (as a file's delete cut short is), is let
+    go of once reported (when a loop next needs a client): it never ends, and
+    its set kept it, its coroutine's frame (documents, data) with it, until
+    the process exited; one per loop closed so, in a process closing a loop
+    of its own per thread or request. Reported once all the same."""
+    loop = asyncio.new_event_loop()
+    reported: list[str] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context["message"]))
+    holding: set[asyncio.Future[Any]] = set()
+
+    async def main() -> weakref.ref[asyncio.Future[Any]]:
+        task = held(asyncio.sleep(3600), holding, "sleep")
+        return weakref.ref(finish_before_close(task, "delete of the files"))
+
+    left = loop.run_until_complete(main())
+    loop.close()
+    left_undone()
+    left_undone()
+    gc.collect()
+    assert holding == set()
+    assert left() is None
+    assert reported == [
+        "The event loop closed before the delete of the files ended: the rest of"
+        " it is not done (close a loop you run yourself after"
+        " loop.run_until_complete(loop.shutdown_asyncgens()), as asyncio.run()"
+        " does)",
+        "Task was destroyed but it is pending!",  # (asyncio's, as it is collected)
+    ]

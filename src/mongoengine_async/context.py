@@ -200,7 +200,8 @@ def _settling(session: AsyncClientSession) -> bool:
         return False
     acting = acting_task()  # (the caller, in a detached write's task)
     return acting is not asyncio.current_task() and any(
-        _working_for.get(write) is acting for write in writes
+        (caller := _working_for.get(write)) is not None and caller() is acting
+        for write in writes
     )
 
 
@@ -440,8 +441,11 @@ _unsettled: weakref.WeakKeyDictionary[AsyncClientSession, set[asyncio.Future[Any
     weakref.WeakKeyDictionary()
 )
 # The task each of those writes works for (its cancelled caller, see
-# acting_task), until it settled: see _settling.
-_working_for: dict[asyncio.Future[Any], asyncio.Task[Any]] = {}
+# acting_task), until it settled: see _settling. Both weakly: a write whose
+# loop closed first never settles, and the caller's frames hold it.
+_working_for: weakref.WeakKeyDictionary[
+    asyncio.Future[Any], weakref.ref[asyncio.Task[Any]]
+] = weakref.WeakKeyDictionary()
 
 
 def write_on_its_way(
@@ -454,7 +458,7 @@ def write_on_its_way(
     held(write, _unsettled.setdefault(session, set()))
     caller = acting_task()
     if caller is not None:
-        _working_for[write] = caller
+        _working_for[write] = weakref.ref(caller)
         write.add_done_callback(_settled)
 
 

@@ -50,10 +50,21 @@ def held(
     without, it is left to the task (asyncio reports it if never retrieved)."""
     task = asyncio.ensure_future(work)
     tasks.add(task)
-    task.add_done_callback(tasks.discard)
+    _holders.setdefault(task, []).append(tasks)
+    task.add_done_callback(functools.partial(_unheld, tasks))
     if failure is not None:
         task.add_done_callback(functools.partial(_report, failure))
     return task
+
+
+# Each task of held() not done yet, with the sets holding it: a task whose loop
+# closed first never gets done, and is let go of then (see left_undone).
+_holders: dict[asyncio.Future[Any], list[set[asyncio.Future[Any]]]] = {}
+
+
+def _unheld(tasks: set[asyncio.Future[Any]], task: asyncio.Future[Any]) -> None:
+    tasks.discard(task)
+    _holders.pop(task, None)
 
 
 # The tasks the end of their loop waits for (see finish_before_close), with
@@ -63,9 +74,12 @@ _finishing: dict[asyncio.Future[Any], str] = {}
 
 def finish_before_close(task: asyncio.Future[Any], what: str) -> asyncio.Future[Any]:
     """Have the end of ``task``'s loop wait for it before closing its clients:
-    what a write cancelled as the loop ends leaves to do (``what``: the files
-    of deleted documents) starts in a task that ``asyncio.run()``, which awaits
-    only the tasks it cancelled, would drop unfinished; returns ``task``."""
+    what a write cancelled as the loop ends leaves to do starts in a task that
+    ``asyncio.run()``, which awaits only the tasks it cancelled, would drop
+    unfinished. ``what`` says what ``task`` does, as a noun phrase ("delete of
+    a file whose caller was cancelled"): the report of a loop that closed
+    before it ended names it ("The event loop closed before the {what} ended:
+    ...", see :func:`left_undone`). Returns ``task``."""
     _finishing[task] = what
     task.add_done_callback(_finished)
     return task
@@ -88,19 +102,32 @@ def left_undone() -> None:
     """Report each task of :func:`finish_before_close` whose loop closed before
     it ended (``loop.close()`` alone, without ``loop.shutdown_asyncgens()``,
     which waits for them) to that loop's exception handler, once: its work
-    will never be done (files left in GridFS), which would go unnoticed."""
+    will never be done (files left in GridFS), which would go unnoticed.
+    Then let go of the tasks of :func:`held` whose loop closed."""
     for task, what in _finishing.copy().items():
-        loop = task.get_loop()
-        if loop.is_closed() and _finishing.pop(task, None) is not None:
-            loop.call_exception_handler(
-                {
-                    "message": f"The event loop closed before the {what} ended:"
-                    " the rest of it is not done (close a loop you run yourself after"
-                    " loop.run_until_complete(loop.shutdown_asyncgens()), as"
-                    " asyncio.run() does)",
-                    "task": task,
-                }
+        if task.get_loop().is_closed() and _finishing.pop(task, None) is not None:
+            _tell(
+                task,
+                f"The event loop closed before the {what} ended: the rest of it is"
+                " not done (close a loop you run yourself after"
+                " loop.run_until_complete(loop.shutdown_asyncgens()), as"
+                " asyncio.run() does)",
             )
+    _let_go_of_closed()
+
+
+def _let_go_of_closed() -> None:
+    """Drop each task of :func:`held` whose loop closed from its sets: it can
+    never end (and so drop itself), and held its coroutine's frame (documents,
+    data) until the process exited, each loop closed so adding more."""
+    for task in [task for task in _holders.copy() if task.get_loop().is_closed()]:
+        for tasks in _holders.pop(task, ()):
+            tasks.discard(task)
+
+
+def _tell(task: asyncio.Future[Any], message: str) -> None:
+    """Report ``message`` about ``task`` to its loop's exception handler."""
+    task.get_loop().call_exception_handler({"message": message, "task": task})
 
 
 # (Also for a program whose last loop was closed so: nothing runs after it.)
