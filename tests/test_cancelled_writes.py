@@ -942,20 +942,56 @@ def test_a_delete_going_on_when_its_loop_run_by_hand_shuts_down(mongodb_uri, del
     assert left == [0, 0]
 
 
+def test_a_loops_end_waits_a_bounded_time_for_a_server_that_does_not_answer(
+    mongodb_uri,
+):
+    """A loop run by hand shutting down as asyncio asks while a cancelled
+    delete goes on, every delete and endSessions of its client held on the
+    server (as a stopped server holds every command): the loop's end gives up
+    once its time (``_END_SECONDS``) is spent, for that delete and the closing
+    of its client together, and reports the delete (once), whose files stay;
+    the client's close sends nothing then. It waited for the delete, then for
+    its files' deletes, then for the client's endSessions, each as long as
+    the server held it (a stopped server: each its own server selection, 30
+    s, and more)."""
+    result, left = closed_while_deleting(
+        mongodb_uri, "document", shut_down=True, frozen=True
+    )
+    assert left == [1, 1]
+    assert result.stdout.splitlines() == ["closed", ""]  # (no command sent then)
+    reported = [line for line in result.stderr.splitlines() if "waiting" in line]
+    assert reported == [
+        "The event loop's end stopped waiting for the write whose caller was"
+        " cancelled (and the steps after it) after 1 s (the most it waits for such"
+        " work and to close its clients): the rest of it may not be done"
+    ]
+    assert "closed before" not in result.stderr
+
+
 def closed_while_deleting(
-    mongodb_uri: str, deleted: str, shut_down: bool
+    mongodb_uri: str, deleted: str, shut_down: bool, frozen: bool = False
 ) -> tuple[subprocess.CompletedProcess[str], list[int]]:
     """Run :data:`_CLOSED_WHILE_DELETING` (its loop shut down as asyncio asks
-    before its close, if ``shut_down``) in a process of its own (what the
-    collector finds of a closed loop's client fails in odd ways); return the
-    finished process and the counts of files and chunks left."""
+    before its close, if ``shut_down``; if ``frozen``, every delete and
+    endSessions of its client held 10 s, and its loop's end given 1 s) in a
+    process of its own (what the collector finds of a closed loop's client
+    fails in odd ways); return the finished process and the counts of files
+    and chunks left."""
     name = f"cw_{uuid4().hex[:12]}"
-    script = _CLOSED_WHILE_DELETING.format(database=name, app=name, deleted=deleted)
-    if shut_down:
-        script = script.replace(
-            "loop.close()",
-            "loop.run_until_complete(loop.shutdown_asyncgens())\nloop.close()",
-        )
+    held = {"mode": {"times": 1}, "failCommands": ["delete"], "blockTimeMS": 5000}
+    if frozen:
+        held = {"mode": "alwaysOn", "failCommands": ["delete", "endSessions"]}
+        held["blockTimeMS"] = 10_000
+    script = _CLOSED_WHILE_DELETING.format(
+        database=name,
+        app=name,
+        deleted=deleted,
+        end_seconds=1 if frozen else 30,
+        shut_down="loop.run_until_complete(loop.shutdown_asyncgens())"
+        if shut_down
+        else "",
+        **{key: repr(value) for key, value in held.items()},
+    )
     try:
         result = run_script(script, mongodb_uri)
     finally:
@@ -966,30 +1002,49 @@ def closed_while_deleting(
                 for kind in ("files", "chunks")
             ]
             client.drop_database(name)
-    assert result.stdout.split() == ["closed"]
+    assert result.stdout.splitlines()[0] == "closed"
     return result, left
 
 
 _CLOSED_WHILE_DELETING = textwrap.dedent(
     """
     import asyncio, os
+    from pymongo import monitoring
     from mongoengine_async import Document, FileField, connect_async
-    from mongoengine_async import get_async_connection
+    from mongoengine_async import connection, get_async_connection
+
+    connection._END_SECONDS = {end_seconds}
+
+    class Sent(monitoring.CommandListener):
+        names = None  # (the commands started once the loop's end began)
+
+        def started(self, event):
+            if self.names is not None:
+                self.names.append(event.command_name)
+
+        def succeeded(self, event):
+            pass
+
+        def failed(self, event):
+            pass
+
+    sent = Sent()
 
     class CwFiled(Document):
         data = FileField(collection_name="cw_files")
 
     async def main():
         await connect_async("{database}", host=os.environ["MONGODB_URI"],
-                            appname="{app}", retryWrites=False)
+                            appname="{app}", retryWrites=False,
+                            event_listeners=[sent])
         document = CwFiled()
         await document.data.async_put(b"contents")
         await document.async_save()
         admin = get_async_connection().admin
         point = {{"configureFailPoint": "failCommand"}}
-        entered = (await admin.command({{**point, "mode": {{"times": 1}}, "data": {{
-            "failCommands": ["delete"], "blockConnection": True,
-            "blockTimeMS": 5000, "appName": "{app}"}}}}))["count"]
+        entered = (await admin.command({{**point, "mode": {mode}, "data": {{
+            "failCommands": {failCommands}, "blockConnection": True,
+            "blockTimeMS": {blockTimeMS}, "appName": "{app}"}}}}))["count"]
         deleting = asyncio.ensure_future({deleted}.async_delete())
         await admin.command({{"waitForFailPoint": "failCommand",
                              "timesEntered": entered + 1, "maxTimeMS": 30000}})
@@ -998,8 +1053,11 @@ _CLOSED_WHILE_DELETING = textwrap.dedent(
 
     loop = asyncio.new_event_loop()
     loop.run_until_complete(main())
+    sent.names = []
+    {shut_down}
     loop.close()
     print("closed")
+    print(*sent.names)
     """
 )
 

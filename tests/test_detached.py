@@ -159,7 +159,7 @@ def test_a_loops_end_waits_while_another_threads_loop_adds_tasks() -> None:
 
     async def ends() -> None:
         for _ in range(2000):
-            await all_finished()
+            await all_finished(60)
 
     other = threading.Thread(target=asyncio.run, args=(churn(),))
     interval = sys.getswitchinterval()

@@ -23,6 +23,7 @@ from typing import Any
 
 import mongoengine
 import mongoengine.connection as me_connection
+import pymongo
 from mongoengine.connection import (
     DEFAULT_CONNECTION_NAME,
     DEFAULT_DATABASE_NAME,
@@ -702,6 +703,16 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
 # collected, asyncio of each of its sockets, and its server sessions never end).
 _closers: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
 
+# How long a loop's end waits, in all, for the tasks of finish_before_close and
+# then to close its clients (the endSessions they send): a server that does not
+# answer (stopped, or a fail point holding every command) would hold each wait
+# as long as it does not.
+_END_SECONDS = 30.0
+
+# The time a client's close is given once the loop's end spent the rest (0 is
+# PyMongo's "no timeout"): PyMongo gives up its endSessions before sending it.
+_SPENT_SECONDS = 1e-9
+
 
 def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
     """Have ``loop`` (the running one; run by it otherwise) close its clients
@@ -718,9 +729,12 @@ def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
             if _closers.get(loop) is closer:  # not discarded (see _discard_closer)
                 del _closers[loop]
                 _shut_down.add(loop)
-                await all_finished()  # (writes' follow-ups, on these clients)
+                deadline = loop.time() + _END_SECONDS
+                await all_finished(
+                    _END_SECONDS
+                )  # (writes' follow-ups, on these clients)
                 await _others_finalised()
-                await _close_clients_of(loop)
+                await _close_clients_of(loop, deadline)
 
     closer = close_at_shutdown()
     _closers[loop] = closer
@@ -781,9 +795,10 @@ async def _others_finalised() -> None:
         await asyncio.wait(others)
 
 
-async def _close_clients_of(loop: asyncio.AbstractEventLoop) -> None:
+async def _close_clients_of(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
     """Take the clients of ``loop`` (the running one, shutting down) out of the
-    registry and close them."""
+    registry and close them, by ``deadline`` (the loop's time) for what they
+    send the server."""
     with _lock:
         held: list[AsyncMongoClient] = []
         for clients in _clients.values():
@@ -794,7 +809,8 @@ async def _close_clients_of(loop: asyncio.AbstractEventLoop) -> None:
         released += _cut_short.pop(loop, [])  # (disconnected, close cancelled)
         registry_changed()
     for client in released:
-        await _close(client)
+        with pymongo.timeout(max(deadline - loop.time(), _SPENT_SECONDS)):
+            await _close(client)
 
 
 async def _close(client: AsyncMongoClient) -> None:

@@ -79,7 +79,7 @@ def finish_before_close(task: asyncio.Future[Any], what: str) -> asyncio.Future[
     unfinished. ``what`` says what ``task`` does, as a noun phrase ("delete of
     a file whose caller was cancelled"): the report of a loop that closed
     before it ended names it ("The event loop closed before the {what} ended:
-    ...", see :func:`left_undone`). Returns ``task``."""
+    ...", see :func:`left_undone`; and :func:`all_finished`). Returns ``task``."""
     _finishing[task] = what
     task.add_done_callback(_finished)
     return task
@@ -89,13 +89,34 @@ def _finished(task: asyncio.Future[Any]) -> None:
     _finishing.pop(task, None)
 
 
-async def all_finished() -> None:
+async def all_finished(seconds: float) -> None:
     """Wait until the tasks of :func:`finish_before_close` on the running
-    loop are done (those they start too). Read from a copy: loops in other
-    threads add and drop theirs meanwhile."""
+    loop are done (those they start too), ``seconds`` at most: those left
+    then (a server that does not answer) are reported to the loop's
+    exception handler, once, and no longer waited for. Read from a copy:
+    loops in other threads add and drop theirs meanwhile."""
     loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
     while pending := {t for t in _finishing.copy() if t.get_loop() is loop}:
-        await asyncio.wait(pending)
+        left = deadline - loop.time()
+        if left <= 0:
+            _gave_up(pending, seconds)
+            return
+        await asyncio.wait(pending, timeout=left)
+
+
+def _gave_up(tasks: set[asyncio.Future[Any]], seconds: float) -> None:
+    """Report each of ``tasks``, which the end of their loop no longer waits
+    for after ``seconds``, once."""
+    for task in tasks:
+        what = _finishing.pop(task, None)
+        if what is not None:
+            _tell(
+                task,
+                f"The event loop's end stopped waiting for the {what} after"
+                f" {seconds:g} s (the most it waits for such work and to close its"
+                " clients): the rest of it may not be done",
+            )
 
 
 def left_undone() -> None:
