@@ -237,3 +237,28 @@ def test_work_a_loop_closed_by_hand_left_undone_is_let_go_of() -> None:
         " does)",
         "Task was destroyed but it is pending!",  # (asyncio's, as it is collected)
     ]
+
+
+def test_work_a_loops_end_stops_waiting_for_is_reported_once() -> None:
+    """``all_finished(seconds)`` (a loop's end) stops waiting once ``seconds``
+    are spent (the server holding that work does not answer): the task left
+    is reported then, once, and not again as its loop is closed."""
+    loop = asyncio.new_event_loop()
+    reported: list[str] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context["message"]))
+
+    async def main() -> None:
+        work = asyncio.ensure_future(asyncio.sleep(3600))
+        finish_before_close(work, "delete of the files")
+        await all_finished(0.01)
+
+    loop.run_until_complete(main())
+    loop.close()
+    left_undone()
+    gc.collect()
+    assert reported == [
+        "The event loop's end stopped waiting for the delete of the files after"
+        " 0.01 s (the most it waits for such work and to close its clients): the"
+        " rest of it may not be done",
+        "Task was destroyed but it is pending!",  # (asyncio's, as it is collected)
+    ]
