@@ -730,9 +730,8 @@ def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
                 del _closers[loop]
                 _shut_down.add(loop)
                 deadline = loop.time() + _END_SECONDS
-                await all_finished(
-                    _END_SECONDS
-                )  # (writes' follow-ups, on these clients)
+                # (Writes' follow-ups, on these clients.)
+                await all_finished(_END_SECONDS)
                 await _others_finalised()
                 await _close_clients_of(loop, deadline)
 

@@ -77,9 +77,9 @@ def finish_before_close(task: asyncio.Future[Any], what: str) -> asyncio.Future[
     what a write cancelled as the loop ends leaves to do starts in a task that
     ``asyncio.run()``, which awaits only the tasks it cancelled, would drop
     unfinished. ``what`` says what ``task`` does, as a noun phrase ("delete of
-    a file whose caller was cancelled"): the report of a loop that closed
-    before it ended names it ("The event loop closed before the {what} ended:
-    ...", see :func:`left_undone`; and :func:`all_finished`). Returns ``task``."""
+    a file whose caller was cancelled"): the report of a loop that ended
+    before it did names it ("The event loop closed before the {what} ended:
+    ...", see :func:`left_undone` and :func:`all_finished`). Returns ``task``."""
     _finishing[task] = what
     task.add_done_callback(_finished)
     return task
