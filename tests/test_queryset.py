@@ -1000,6 +1000,64 @@ async def test_async_modify(async_alias):
     assert await _db().qs_person.count_documents({"age": 1}) == 0
 
 
+@pytest.mark.parametrize("new", [False, True])
+async def test_async_modify_keeps_the_stored_order_as_mongoengines_modify(
+    async_alias, mongodb_uri, new
+):
+    """The document async_modify returns has its ``_data`` keys in the stored
+    order (``_cls`` included), as MongoEngine's ``modify()`` and our other
+    reads give it, not in the fields' declaration order."""
+    db = _db()
+    person = {"_id": ObjectId(), "points": [1], "address": {"city": "Oslo"}}
+    person.update(tags=["t"], score=1.5, age=20, name="Ola")  # every field
+    # Each class's own circle (its _cls query does not see the other's).
+    circles = [
+        {"_id": ObjectId(), "radius": 2, "name": "c", "_cls": f"{name}.{sub}"}
+        for name, sub in [("QsShape", "QsCircle"), ("MeQsShape", "MeQsCircle")]
+    ]
+    await db.qs_person.insert_one(person)
+    await db.qs_shape.insert_many(circles)
+    with sync_alias_beside("qs_modify_sync", async_alias, mongodb_uri) as alias:
+
+        class MeQsPerson(mongoengine.Document):
+            name = mongoengine.StringField()
+            age = mongoengine.IntField()
+            score = mongoengine.FloatField()
+            tags = mongoengine.ListField(mongoengine.StringField())
+            points = mongoengine.ListField(mongoengine.IntField())
+            address = mongoengine.EmbeddedDocumentField(QsAddress)
+            meta = {"db_alias": alias, "collection": "qs_person"}
+
+        class MeQsShape(mongoengine.Document):
+            name = mongoengine.StringField()
+            meta = {"db_alias": alias, "collection": "qs_shape"}
+            meta["allow_inheritance"] = True
+
+        class MeQsCircle(MeQsShape):
+            radius = mongoengine.IntField()
+
+        expected = [
+            MeQsPerson.objects(name="Ola").modify(new=new, inc__age=1),
+            MeQsShape.objects(name="c").modify(new=new, inc__radius=1),
+        ]
+    modified = [
+        await QsPerson.objects(name="Ola").async_modify(new=new, inc__age=1),
+        await QsShape.objects(name="c").async_modify(new=new, inc__radius=1),
+    ]
+    read = [await QsPerson.objects.async_get(), await QsShape.objects.async_get()]
+    for ours, theirs, again in zip(modified, expected, read, strict=True):
+        assert list(ours._data) == list(theirs._data) == list(again._data)
+        assert list(ours._data) != list(ours._fields_ordered)
+        assert ours._changed_fields == theirs._changed_fields == []
+        ours_stored, theirs_stored = ours.to_mongo(), theirs.to_mongo()
+        for key in ("_id", "_cls", "age"):  # (one person modified twice)
+            ours_stored.pop(key, None)
+            theirs_stored.pop(key, None)
+        assert ours_stored == theirs_stored
+    assert (modified[0].age, modified[1].radius) == ((22, 3) if new else (21, 2))
+    assert type(modified[1]) is QsCircle
+
+
 async def test_async_modify_remove(async_alias):
     await _people()
     removed = await QsPerson.objects(name="Dave").async_modify(remove=True)

@@ -102,7 +102,7 @@ from mongoengine_async.detached import (
     held,
     until_done,
 )
-from mongoengine_async.from_bson import from_son, loader
+from mongoengine_async.from_bson import loader, owned_loader
 from mongoengine_async.gridfs import (
     Listed,
     delete_files_of_deleted,
@@ -1275,7 +1275,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             raw = await self._find_one_and(
                 collection, cursor_args, remove, new, upsert, array_filters, **update
             )
-        return None if raw is None else from_son(self._document, raw)
+        # (the reply is this document's alone: its stored order, as MongoEngine's)
+        return None if raw is None else owned_loader(self._document)(raw)
 
     async def _find_one_and(
         self,
