@@ -19,6 +19,7 @@ from mongoengine.queryset import transform
 from mongoengine.queryset.base import BaseQuerySet
 
 import mongoengine_async
+from conftest import sync_alias_beside
 from mongoengine_async import (
     DateTimeField,
     DictField,
@@ -380,4 +381,79 @@ def test_an_embedded_documents_unset_file_field_holds_an_empty_proxy(sync_defaul
     assert sync_default.sync_letter.find_one() == {
         "_id": letter.id,
         "attachment": {"note": "n"},
+    }
+
+
+def _forward_fields(module: Any, target: str) -> dict[str, Any]:
+    """Containers of references to ``target``, a class never defined."""
+    return {
+        "refs": module.ListField(module.ReferenceField(target)),
+        "lazies": module.ListField(module.LazyReferenceField(target)),
+        "by_key": module.MapField(module.ReferenceField(target)),
+        "name": module.StringField(),
+    }
+
+
+SyncEarlyNote = type(
+    "SyncEarlyNote",
+    (EmbeddedDocument,),
+    _forward_fields(mongoengine_async, "SyncNeverDefined"),
+)
+MeEarlyNote = type(
+    "MeEarlyNote",
+    (mongoengine.EmbeddedDocument,),
+    _forward_fields(mongoengine, "MeNeverDefined"),
+)
+SyncEarlyHolder = type(
+    "SyncEarlyHolder",
+    (Document,),
+    {
+        **_forward_fields(mongoengine_async, "SyncNeverDefined"),
+        "note": EmbeddedDocumentField(SyncEarlyNote),
+        "meta": {"db_alias": "sync_early"},
+    },
+)
+MeEarlyHolder = type(
+    "MeEarlyHolder",
+    (mongoengine.Document,),
+    {
+        **_forward_fields(mongoengine, "MeNeverDefined"),
+        "note": mongoengine.EmbeddedDocumentField(MeEarlyNote),
+        "meta": {"db_alias": "sync_early", "collection": "sync_early_holder"},
+    },
+)
+
+
+def _read(document: Any, name: str) -> Any:
+    """``document.<name>``, or the type of its error."""
+    try:
+        return getattr(document, name)
+    except Exception as error:  # (compared with MongoEngine's)
+        return type(error)
+
+
+async def test_containers_of_references_to_a_class_not_defined_yet(
+    async_alias, mongodb_uri
+):
+    """With an async alias connected, a document (embedded or not) holding
+    lists and maps of references to a class not defined yet is built, saved
+    and read as with MongoEngine, which looks that class up only to
+    dereference; ours raised NotRegistered when it was built."""
+    with sync_alias_beside("sync_early", async_alias, mongodb_uri):
+        ours = SyncEarlyHolder(name="h", note=SyncEarlyNote(name="n")).save()
+        theirs = MeEarlyHolder.objects.get(pk=ours.pk)
+        for document in (ours, SyncEarlyHolder.objects.get(pk=ours.pk)):
+            for mine, expected in ((document, theirs), (document.note, theirs.note)):
+                assert {**mine._data, "note": None} == {**expected._data, "note": None}
+                for name in ("refs", "lazies", "by_key"):
+                    assert _read(mine, name) == _read(expected, name), name
+                assert mine._changed_fields == expected._changed_fields == []
+    stored = await get_async_db().sync_early_holder.find_one()
+    assert stored == {
+        "_id": ours.pk,
+        "refs": [],
+        "lazies": [],
+        "by_key": {},
+        "name": "h",
+        "note": {"refs": [], "lazies": [], "by_key": {}, "name": "n"},
     }

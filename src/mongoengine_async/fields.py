@@ -20,6 +20,7 @@ from bson import DBRef
 from mongoengine.base import BaseDocument, ComplexBaseField, get_document
 from mongoengine.base.datastructures import BaseDict, BaseList, EmbeddedDocumentList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
+from mongoengine.errors import NotRegistered
 from mongoengine.fields import (
     BinaryField,
     BooleanField,
@@ -717,11 +718,17 @@ class _NonBlockingContainer(_FieldMixin):
         return bool(field._auto_dereference and instance._initialised)
 
     def _reads_async(self, instance: BaseDocument) -> bool:
+        """Whether the container reads as on an async alias: its document's,
+        or its items' referenced class's (one not defined yet is no async
+        class: MongoEngine looks it up only to dereference)."""
         if not has_async_connections():
             return False
         if is_async_class(owner_class(instance)):
             return True
-        document_type = getattr(self.field, "document_type", None)
+        try:
+            document_type = getattr(self.field, "document_type", None)
+        except NotRegistered:
+            return False
         return isinstance(document_type, type) and is_async_class(document_type)
 
 
