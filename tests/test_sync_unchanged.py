@@ -21,6 +21,7 @@ from mongoengine.queryset.base import BaseQuerySet
 import mongoengine_async
 from conftest import sync_alias_beside
 from mongoengine_async import (
+    AsyncUsageError,
     DateTimeField,
     DictField,
     Document,
@@ -457,3 +458,35 @@ async def test_containers_of_references_to_a_class_not_defined_yet(
         "name": "h",
         "note": {"refs": [], "lazies": [], "by_key": {}, "name": "n"},
     }
+
+
+class SyncEarlyFile(EmbeddedDocument):
+    file = FileField(db_alias="sync_early")
+
+
+class SyncEarlyFiler(Document):
+    attachment = EmbeddedDocumentField(SyncEarlyFile)
+    meta = {"db_alias": "sync_early"}
+
+
+async def test_an_embedded_document_built_with_a_files_data(async_alias, mongodb_uri):
+    """``Attachment(file=b"...")`` stores the file as MongoEngine does on a sync
+    alias, and on an async alias refuses the blocking write naming
+    ``async_put``; both raised AttributeError (no ``_instance`` in ``__init__``)."""
+    with sync_alias_beside("sync_early", async_alias, mongodb_uri):
+        attachment = SyncEarlyFile(file=b"data")
+        assert type(attachment._data["file"]) is mongoengine_async.GridFSProxy
+        filer = SyncEarlyFiler(attachment=attachment).save()
+        assert SyncEarlyFiler.objects.get().attachment.file.read() == b"data"
+    stored = await get_async_db().sync_early_filer.find_one()
+    assert stored == {"_id": filer.pk, "attachment": {"file": attachment.file.grid_id}}
+    files = await get_async_db().fs.files.find({}, {"length": 1}).to_list()
+    assert files == [{"_id": attachment.file.grid_id, "length": 4}]
+    with pytest.raises(AsyncUsageError) as error:
+        SyncAttachment(file=b"data")
+    assert str(error.value) == (
+        "Assigning data to SyncAttachment.file would block the event loop: the "
+        "file lives on an async alias; use `await SyncAttachment.file.async_put("
+        "data, instance=document)` instead"
+    )
+    assert await get_async_db().fs.files.count_documents({}) == 1
