@@ -461,6 +461,106 @@ async def test_a_rule_mongoengine_cannot_apply_raises_though_nothing_matches(
     assert ours == theirs == (InvalidQueryError, message)
 
 
+async def denied_scenario(module: Any, path: str, rule: int, how: str) -> Any:
+    """The models of :func:`embedded_models`, and a denier whose DENY rule on
+    the target (registered after the other) finds it referred to; the
+    delete's error, and the labels of the targets and referrers left."""
+    is_async = module is mongoengine_async
+    alias = "default" if is_async else SYNC
+    target, embedded, referrer = embedded_models(module, alias, path, rule)
+    deny = module.ReferenceField(target, reverse_delete_rule=DENY)
+    denier = build(module, "DrpDenier", alias, {"ref": deny})
+
+    async def save(document: Any) -> Any:
+        return await document.async_save() if is_async else document.save()
+
+    doomed = await save(target(label="doomed"))
+    await save(referrer(label="r", emb=embedded(ref=doomed, refs=[doomed])))
+    await save(denier(ref=doomed))
+    result: Any = "deleted"
+    try:
+        if how == "document":
+            await doomed.async_delete() if is_async else doomed.delete()
+        else:
+            queryset = target.objects(label="doomed")
+            await queryset.async_delete() if is_async else queryset.delete()
+    except Exception as error:
+        kind, message = outcome(error)
+        result = kind, message.replace(denier.__name__, "Denier")
+    labels = [
+        raw["label"]
+        for cls in (target, referrer)
+        for raw in (
+            await get_async_db()[cls._get_collection_name()].find().to_list()
+            if is_async
+            else cls._get_collection().find()
+        )
+    ]
+    return result, labels
+
+
+@pytest.mark.parametrize("how", ["document", "queryset"])
+@pytest.mark.parametrize(
+    ("path", "rule"),
+    [("emb__refs", PULL), ("emb.ref", NULLIFY), ("emb.ref", CASCADE)],
+    ids=["pull-in-embedded", "nullify-not-a-path", "cascade-not-a-path"],
+)
+async def test_a_deny_rule_that_finds_a_referrer_raises_before_a_rule_refused(
+    async_alias: str, sync_alias: Any, path: str, rule: int, how: str
+) -> None:
+    """MongoEngine checks the DENY rules before building the other rules'
+    queries: a referrer found, its OperationError is raised, not the
+    InvalidQueryError of a rule it cannot apply; the async delete raised the
+    latter (for a CASCADE rule since rules were applied, for the others
+    since they were checked before anything)."""
+    theirs = await denied_scenario(mongoengine, path, rule, how)
+    ours = await denied_scenario(mongoengine_async, path, rule, how)
+    message = "Could not delete document (Denier.ref refers to it)"
+    assert ours == theirs == ((OperationError, message), ["doomed", "r"])
+
+
+@pytest.mark.parametrize(
+    ("path", "rule", "message"),
+    [
+        ("emb__refs", PULL, "pullAll operations only support a single field depth"),
+        ("emb.ref", NULLIFY, 'Cannot resolve field "emb.ref"'),
+    ],
+    ids=["pull-in-embedded", "not-a-path"],
+)
+async def test_a_rule_mongoengine_cannot_apply_raises_for_a_none_queryset(
+    async_alias: str, sync_alias: Any, path: str, rule: int, message: str
+) -> None:
+    """``objects.none().delete()`` refuses such a rule in MongoEngine too
+    (it builds every rule's query); the async one returned 0."""
+    target, _, _ = embedded_models(mongoengine, SYNC, path, rule)
+    with pytest.raises(InvalidQueryError) as theirs:
+        target.objects.none().delete()
+    target, _, _ = embedded_models(mongoengine_async, "default", path, rule)
+    with pytest.raises(InvalidQueryError) as ours:
+        await target.objects.none().async_delete()
+    assert str(ours.value) == str(theirs.value) == message
+
+
+async def test_a_deny_rule_refused_is_named_before_an_earlier_rule_refused(
+    async_alias: str, sync_alias: Any
+) -> None:
+    """MongoEngine builds its DENY rules' queries first: of a NULLIFY rule and
+    a DENY rule registered after it, neither a path, a delete matching
+    nothing names the DENY rule's field."""
+    errors = []
+    for module, alias in [(mongoengine, SYNC), (mongoengine_async, "default")]:
+        target, _, referrer = embedded_models(module, alias, "emb.ref", NULLIFY)
+        target.register_delete_rule(referrer, "emb.nope", DENY)
+        with pytest.raises(InvalidQueryError) as error:
+            queryset = target.objects(label="none")
+            if module is mongoengine_async:
+                await queryset.async_delete()
+            else:
+                queryset.delete()
+        errors.append(str(error.value))
+    assert errors == ['Cannot resolve field "emb.nope"'] * 2
+
+
 # -- rules of a subclass, for the documents a cascade reaches through its parent ----
 
 

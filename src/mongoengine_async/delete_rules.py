@@ -82,10 +82,12 @@ def has_rules(cls: type[Any]) -> bool:
 
 def check_rules(cls: type[Any]) -> None:
     """Raise MongoEngine's InvalidQueryError for a rule of ``cls`` it cannot
-    apply (a name that is no path, ``pull_all`` on a path), before anything:
-    its queryset delete builds every rule's query and update, matching
-    nothing too (a delete that sends no rule's query, or a document gone)."""
-    for referrer, name, rule in _rules(cls):
+    apply (a name that is no path, ``pull_all`` on a path) for a delete that
+    matched nothing (a delete that sends no rule's query, or a document
+    gone): its queryset delete builds every rule's query and update all the
+    same, its DENY rules' first. (One matching something refuses them in its
+    plan: a DENY rule that finds a referrer raises its OperationError first.)"""
+    for referrer, name, rule in sorted(_rules(cls), key=lambda each: each[2] != DENY):
         _field_path(referrer, name)
         if rule == PULL:
             _pull(referrer, name, [])
@@ -508,6 +510,7 @@ class _DeletePlan:
             [query] = queries
             self.deleted = await _delete(self.operation, query)
             if self.deleted == 0:  # gone already: nothing cascades from it
+                check_rules(self.root)
                 return 0
             self.root_ids = [query["_id"]]
         else:
@@ -516,7 +519,13 @@ class _DeletePlan:
                 for query in queries
                 for object_id in await _ids(self.operation, query)
             ]
-        await self._collect_cascade(self.root_ids)
+            if not self.root_ids:
+                check_rules(self.root)
+        try:
+            await self._collect_cascade(self.root_ids)
+        except InvalidQueryError:  # a CASCADE rule refused
+            await self._check_deny()  # (MongoEngine checks DENY rules first)
+            raise
         await self._check_deny()
         updates = self._updates()  # before any write: a rule may be refused
         self.loaded = loaded = await self._load_for_signals()

@@ -1325,17 +1325,19 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         operation = self._operation
         assert operation is not None  # set by _async_collection
         if self._none or self._empty:
+            check_rules(self._document)  # (as MongoEngine's, matching nothing)
             return 0
         has_delete_signal = signals.has_delete_receivers(self._document)
         if (self._skip or self._limit or has_delete_signal) and not _from_doc_delete:
             return await delete_each(self, operation, atomic=transaction)
-        check_rules(self._document)  # (also when it matches nothing, as MongoEngine)
         files: list[Any] = []
         ids: list | None = None
         runs: list[Any] = [self]  # what the deletes sent remove, one each
         if not _from_doc_delete:
             files, ids = await stored_files_and_ids(self, operation)
             runs = self._listed(ids, operation)
+            if not runs:  # (none listed: no plan refuses its rules)
+                check_rules(self._document)
         # (The error of the cascaded documents' files: raised after the rest.)
         failed: list[Exception] = [] if _failed is None else _failed
         leaving = functools.partial(_left, self._document, ids)
