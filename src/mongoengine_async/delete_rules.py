@@ -447,6 +447,12 @@ class _DeletePlan:
         self.root = root
         self.operation = operation  # on the root's collection (switch_db, using())
         self.spared = list(spared or ())  # ids no CASCADE rule deletes
+        self.spared_ids = set(self.spared)
+        # Whether those fit in one run beside a run of references (measured
+        # once: some 700,000 ids take a while): else a rule's documents are
+        # found by id, the spared ones left out as they are read, as planned
+        # ids are.
+        self.spares_by_query = self._sendable(self.spared) is not None
         self.ids: dict[type[Any], list] = {}
         # The ids planned per collection: a class hierarchy shares one, where a
         # document may be reached through its own class or a parent class.
@@ -674,7 +680,7 @@ class _DeletePlan:
                     if rule != CASCADE:
                         continue
                     runs = self._referring(referrer, name, cls, ids)
-                    if not self._needs_ids(referrer) and self._spares_by_query():
+                    if not self._needs_ids(referrer) and self.spares_by_query:
                         self.filters += [
                             (referrer, _referring(referrer, name, run, self.spared))
                             for run in runs
@@ -683,12 +689,6 @@ class _DeletePlan:
                     next_frontier += await self._cascade_by_ids(referrer, name, runs)
             frontier = next_frontier
 
-    def _spares_by_query(self) -> bool:
-        """Whether the ids CASCADE rules spare (``cascade_refs``) fit in one
-        run beside a run of references: else a rule's documents are found by
-        id, the spared ones left out as they are read, as planned ids are."""
-        return self._sendable(self.spared) is not None
-
     async def _cascade_by_ids(
         self, referrer: type[Any], name: str, runs: list[list]
     ) -> list[tuple[type[Any], list]]:
@@ -696,10 +696,14 @@ class _DeletePlan:
         ``runs`` (a query each); returns the ids new to the plan, per class."""
         referring = await self.operation.on(referrer)
         classes = _rule_classes(referrer)
-        spared = set(self.spared)
+        spared = self.spared_ids
         found: dict[type[Any], list] = {}
         for run in runs:
-            exclude = self._sendable([*self._planned(referrer), *self.spared])
+            exclude = (  # (with them, the planned ones fit no more when they don't)
+                self._sendable([*self._planned(referrer), *self.spared])
+                if self.spares_by_query
+                else None
+            )
             query = _referring(referrer, name, run, exclude)
             for each, ids in (await _ids_by_class(referring, query, classes)).items():
                 kept = [object_id for object_id in ids if object_id not in spared]
