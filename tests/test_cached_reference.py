@@ -15,6 +15,7 @@ from uuid import uuid4
 
 import mongoengine
 import pytest
+from bson import DBRef, ObjectId
 
 from conftest import sync_alias_beside
 from mongoengine_async import (
@@ -36,6 +37,7 @@ from mongoengine_async import (
     StringField,
     UUIDField,
     ValidationError,
+    async_no_dereference,
     get_async_db,
     post_init,
     pre_init,
@@ -583,3 +585,215 @@ def test_a_dict_on_a_sync_alias_is_refused_as_mongoengine_does(sync_default):
     with pytest.raises(ValidationError, match="Only accept a document object"):
         CrBook.author.to_mongo({"_id": "not an id"})
     assert sync_default.cr_book.count_documents({}) == 0
+
+
+# A CachedReferenceField holding a reference as a ReferenceField stores it (a
+# DBRef, or an ObjectId with dbref=False), with no cached copy: the field was a
+# ReferenceField before, or another tool wrote the documents.
+
+
+class CrPlainAuthor(Document):
+    name = StringField()
+    country = StringField()
+
+
+class CrPlainBook(Document):
+    title = StringField()
+    author = CachedReferenceField(CrPlainAuthor, fields=["name"])
+    authors = ListField(CachedReferenceField(CrPlainAuthor, fields=["name"]))
+
+
+async def _plain_book(author_id: Any, stored: str) -> Any:
+    """A CrPlainBook stored raw with ``author_id`` as a DBRef or an ObjectId
+    (``stored``) in its field and in its list."""
+    reference = DBRef("cr_plain_author", author_id) if stored == "dbref" else author_id
+    raw = {"title": "Plain", "author": reference, "authors": [reference]}
+    await get_async_db().cr_plain_book.insert_one(raw)
+    return reference
+
+
+def _unloaded_message(attribute: str, name: str) -> str:
+    return (
+        f"{attribute!r} is not available on the unloaded reference {name!r}: "
+        "`await` it (or its fetch()) to get the document"
+    )
+
+
+@pytest.mark.parametrize("stored", ["dbref", "objectid"])
+async def test_a_plain_reference_reads_as_a_proxy_to_await(
+    async_alias, command_log, stored
+):
+    """Read without I/O as an unloaded ReferenceField is (MongoEngine's sync
+    read loads it; this one loaded it with the async client's un-awaited
+    coroutine and failed): no copy to read, awaiting loads the document."""
+    author = await CrPlainAuthor(name="Ann", country="UK").async_save()
+    await _plain_book(author.id, stored)
+    book = await CrPlainBook.objects.async_get()
+    command_log.clear()
+    proxies = [book.author, book.authors[0]]
+    assert command_log.names == []
+    for proxy, name in zip(proxies, ("author", "authors"), strict=True):
+        assert isinstance(proxy, AsyncReferenceProxy)
+        assert repr(proxy) == f"<AsyncReferenceProxy: {name} (unfetched)>"
+        assert proxy.id == author.id and proxy == author
+        with pytest.raises(NotLoadedError) as raised:
+            proxy.name  # noqa: B018
+        assert str(raised.value) == _unloaded_message("name", name)
+        loaded = await proxy
+        assert type(loaded) is CrPlainAuthor and loaded.country == "UK"
+    assert command_log.names == ["find", "find"]
+    assert book.author.name == book.authors[0].name == "Ann"
+    assert (await CrPlainBook.author.async_fetch(book)).id == author.id
+
+
+@pytest.mark.parametrize("stored", ["dbref", "objectid"])
+async def test_a_missing_plain_reference_raises_does_not_exist(async_alias, stored):
+    missing = ObjectId()
+    await _plain_book(missing, stored)
+    book = await CrPlainBook.objects.async_get()
+    message = (
+        "Trying to dereference unknown document "
+        f"DBRef('cr_plain_author', ObjectId('{missing}')) (reference 'author')"
+    )
+    with pytest.raises(CrPlainAuthor.DoesNotExist) as raised:
+        await book.author
+    assert str(raised.value) == message
+    with pytest.raises(CrPlainAuthor.DoesNotExist) as raised:
+        await book.authors[0]
+    assert str(raised.value) == message.replace("'author'", "'authors'")
+
+
+@pytest.mark.parametrize("stored", ["dbref", "objectid"])
+async def test_saving_keeps_a_plain_reference_as_stored(async_alias, stored):
+    """Saved without touching the field, the stored reference stays as it
+    was (to_mongo gives it, validation takes it), read or not; assigning the
+    loaded document stores the cache."""
+    author = await CrPlainAuthor(name="Ann", country="UK").async_save()
+    reference = await _plain_book(author.id, stored)
+    for read in (False, True):
+        book = await CrPlainBook.objects.async_get()
+        if read:
+            assert isinstance(book.author, AsyncReferenceProxy)
+            assert isinstance(book.authors[0], AsyncReferenceProxy)
+        book.validate()
+        as_bson = book.to_mongo()
+        assert as_bson["author"] == reference and as_bson["authors"] == [reference]
+        book.title = f"Read {read}"
+        await book.async_save()
+        copy = await CrPlainBook(title="Copy", author=book.author).async_save()
+        for pk in (book.id, copy.id):
+            raw = await get_async_db().cr_plain_book.find_one({"_id": pk})
+            assert type(raw["author"]) is type(reference)
+            assert raw["author"] == reference
+        assert raw["authors"] == [] and raw["title"] == "Copy"
+        raw = await get_async_db().cr_plain_book.find_one({"_id": book.id})
+        assert raw["title"] == f"Read {read}" and raw["authors"] == [reference]
+        await copy.async_delete()
+    book = await CrPlainBook.objects.async_get()
+    other = await CrPlainAuthor(name="Bob").async_save()
+    book.author, book.authors = other, [await book.authors[0], other]
+    fresh = CrPlainBook(title="Fresh", author=await book.author, authors=[author])
+    for saved in (await book.async_save(), await fresh.async_save()):
+        raw = await get_async_db().cr_plain_book.find_one({"_id": saved.id})
+        assert raw["author"] == {"_id": saved.author.id, "name": saved.author.name}
+        assert raw["authors"] == [
+            {"_id": item.id, "name": item.name} for item in saved.authors
+        ]
+    assert [item.name for item in book.authors] == ["Ann", "Bob"]
+
+
+@pytest.mark.parametrize("stored", ["dbref", "objectid"])
+async def test_select_related_loads_plain_references(async_alias, command_log, stored):
+    author = await CrPlainAuthor(name="Ann", country="UK").async_save()
+    await _plain_book(author.id, stored)
+    await _plain_book(ObjectId(), stored)
+    command_log.clear()
+    books = await CrPlainBook.objects.order_by("_id").async_select_related()
+    assert command_log.names == ["find", "find"]
+    assert books[0].author.country == books[0].authors[0].country == "UK"
+    assert type(books[0].author) is CrPlainAuthor
+    for proxy in (books[1].author, books[1].authors[0]):
+        with pytest.raises(CrPlainAuthor.DoesNotExist):
+            proxy.name  # noqa: B018
+    book = await CrPlainBook.objects.order_by("_id").async_first()
+    assert book is not None
+    await book.async_select_related()
+    assert book.author.name == book.authors[0].name == "Ann"
+
+
+@pytest.mark.parametrize("stored", ["dbref", "objectid"])
+async def test_reload_and_no_dereference_of_a_plain_reference(async_alias, stored):
+    author = await CrPlainAuthor(name="Ann", country="UK").async_save()
+    reference = await _plain_book(author.id, stored)
+    book = await CrPlainBook.objects.async_get()
+    await book.author
+    await book.async_reload()
+    assert isinstance(book.author, AsyncReferenceProxy)
+    assert (await book.author).name == "Ann"
+    async with async_no_dereference(CrPlainBook):
+        book = await CrPlainBook.objects.async_get()
+        assert book.author == reference and type(book.author) is type(reference)
+        assert list(book.authors) == [reference]
+    assert isinstance(book.author, AsyncReferenceProxy)
+
+
+class MePlainAuthor(mongoengine.Document):
+    name = mongoengine.StringField()
+    country = mongoengine.StringField()
+    meta = {"collection": "cr_plain_author"}
+
+
+class MePlainBook(mongoengine.Document):
+    title = mongoengine.StringField()
+    author = mongoengine.CachedReferenceField(MePlainAuthor, fields=["name"])
+    authors = mongoengine.ListField(
+        mongoengine.CachedReferenceField(MePlainAuthor, fields=["name"])
+    )
+    meta = {"collection": "cr_plain_book"}
+
+
+def _sync_read(book: Any, name: str) -> tuple[str, Any]:
+    """What reading ``name`` of ``book`` gives (its class's name, with our
+    test classes' prefix, and its id) or raises (the error's type and text)."""
+    try:
+        value = getattr(book, name)
+    except Exception as error:  # (MongoEngine's own errors are compared)
+        return type(error).__name__, str(error)
+    if isinstance(value, list):
+        return "list", [_sync_value(item) for item in value]
+    return _sync_value(value)
+
+
+def _sync_value(value: Any) -> tuple[str, Any]:
+    return type(value).__name__.replace("Me", "Cr"), getattr(value, "id", value)
+
+
+@pytest.mark.parametrize("stored", ["dbref", "objectid"])
+def test_a_plain_reference_on_a_sync_alias_reads_as_in_mongoengine(
+    sync_default, stored
+):
+    """MongoEngine's reads, the same for our classes and its own: a DBRef is
+    loaded (in a list, its DeReference fails), an ObjectId left as stored;
+    and saving is refused the same way."""
+    author = CrPlainAuthor(name="Ann", country="UK").save()
+    reference = DBRef("cr_plain_author", author.id) if stored == "dbref" else author.id
+    sync_default.cr_plain_book.insert_one(
+        {"title": "Plain", "author": reference, "authors": [reference]}
+    )
+    reads, errors = [], []
+    for book_class in (CrPlainBook, MePlainBook):
+        book = book_class.objects.get()
+        reads.append([_sync_read(book, "author"), _sync_read(book, "authors")])
+        with pytest.raises(ValidationError) as raised:
+            book.save()
+        errors.append(str(raised.value).replace("MePlain", "CrPlain"))
+    assert reads[0] == reads[1]
+    assert errors[0] == errors[1]
+    if stored == "dbref":
+        message = "'CachedReferenceField' object has no attribute '_get_db'"
+        assert reads[0] == [("CrPlainAuthor", author.id), ("AttributeError", message)]
+    else:
+        assert reads[0] == [
+            ("ObjectId", author.id),
+            ("list", [("ObjectId", author.id)]),
+        ]

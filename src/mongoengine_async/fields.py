@@ -77,6 +77,7 @@ from mongoengine_async.proxies import (
     alias_of,
     dereference_allowed,
     is_async_class,
+    is_plain_reference,
     owner_class,
     proxy_items,
     reference_class,
@@ -336,7 +337,8 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
     """
 
     def _target(self, value: Any) -> type[Any] | None:
-        return self.document_type if _is_cache(value) else None
+        held = _is_cache(value) or is_plain_reference(value)
+        return self.document_type if held else None
 
     def _proxy(
         self, instance: BaseDocument, value: Any, target: type[Any]
@@ -368,10 +370,12 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
         return super().to_mongo(document, use_db_field, fields)
 
     def _is_stored_cache(self, value: Any) -> bool:
-        """Whether ``value`` is a cache as :meth:`to_python` keeps it (an
-        async alias's): on a sync alias MongoEngine's loads the document, so a
+        """Whether ``value`` is a cache as :meth:`to_python` keeps it, or a
+        plain DBRef or ObjectId stored without one (an async alias's: saved
+        as it was): on a sync alias MongoEngine's loads the document, so a
         dict there is the user's, which MongoEngine refuses."""
-        return _is_cache(value) and is_async_class(self.document_type)
+        stored = _is_cache(value) or is_plain_reference(value)
+        return stored and is_async_class(self.document_type)
 
     def validate(self, value: Any) -> None:
         if isinstance(value, AsyncReferenceProxy):
@@ -386,18 +390,19 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
             if op not in _STORING_OPERATORS and not value.fetched:
                 return {"_id": value.id}  # a filter needs only the id
             value = self._proxied(value)
-            if isinstance(value, dict):
+            if isinstance(value, dict) or is_plain_reference(value):
                 return value
         return super().prepare_query_value(op, value)
 
     def _proxied(self, proxy: AsyncReferenceProxy[Any]) -> Any:
         """What this field stores ``proxy`` as: its loaded document, else the
-        cache it was read with. Any other unloaded reference has no copy of
-        the cached fields: ValidationError naming ``await``."""
+        cache (or the plain reference) it was read with. Any other unloaded
+        reference has no copy of the cached fields: ValidationError naming
+        ``await``."""
         if proxy.fetched:
             return proxy._document
         stored = proxy.stored
-        if isinstance(stored, dict) and "_ref" not in stored:
+        if (isinstance(stored, dict) and "_ref" not in stored) or proxy._plain_in_cache:
             return stored
         self.error(
             f"The unloaded reference {proxy._name!r} holds no copy of the "

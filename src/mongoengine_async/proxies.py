@@ -16,7 +16,7 @@ from collections.abc import Collection, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import mongoengine
-from bson import SON, DBRef
+from bson import SON, DBRef, ObjectId
 from mongoengine.base import BaseDocument, ComplexBaseField, get_document
 from mongoengine.base.datastructures import BaseDict, BaseList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
@@ -267,7 +267,7 @@ def unloaded_target(field: Any, value: Any) -> type[Any] | None:
         return _generic_class(value)
     if isinstance(field, mongoengine.CachedReferenceField):
         cached = isinstance(value, dict | AsyncReferenceProxy)
-        return field.document_type if cached else None
+        return field.document_type if cached or is_plain_reference(value) else None
     if isinstance(field, mongoengine.ReferenceField) and isinstance(value, DBRef):
         return reference_class(field, value)
     return None
@@ -349,6 +349,10 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
     # The fields a CachedReferenceField keeps a copy of in ``stored``: read
     # from that copy without I/O (MongoEngine loads the document to read them).
     _cached_fields: frozenset[str] = frozenset()
+    # Set when read from a CachedReferenceField that stores a plain DBRef or
+    # id (written by a ReferenceField, or by another tool): no copy to read,
+    # and what the field saves for it is that stored value, as it was.
+    _plain_in_cache: bool = False
 
     def __init__(
         self,
@@ -438,6 +442,9 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         copy of readable on the proxy, without loading the document. No
         ``fields``: MongoEngine's field then caches them all, a subclass's own
         too (the copy's ``_cls`` names it)."""
+        if not isinstance(self.stored, dict):  # a plain reference: no copy
+            self.__dict__["_plain_in_cache"] = True
+            return
         if not fields:
             fields = (self._known_class() or self.document_type)._fields
         self.__dict__["_cached_fields"] = frozenset(fields)
@@ -825,9 +832,21 @@ class LazyReference(MongoEngineLazyReference, Generic[_D]):
 # -- what a stored reference points to -------------------------------------------
 
 
+def is_plain_reference(value: Any) -> bool:
+    """Whether ``value`` is a reference as a ReferenceField stores it (a DBRef,
+    or an ObjectId with ``dbref=False``): what a CachedReferenceField holds
+    when another field or tool wrote it, with no cached copy."""
+    if isinstance(value, DBRef):
+        return not isinstance(value, AsyncReferenceProxy | MongoEngineLazyReference)
+    return isinstance(value, ObjectId)
+
+
 def stored_dbref(value: Any, cls: type[Any]) -> DBRef:
     """The DBRef of a stored reference to ``cls``: generic ones keep it under
-    ``_ref``; a CachedReferenceField stores ``_id`` and the cached fields."""
+    ``_ref``; a CachedReferenceField stores ``_id`` and the cached fields (or
+    a plain DBRef or ObjectId, see :func:`is_plain_reference`)."""
+    if isinstance(value, ObjectId):
+        return DBRef(cls._get_collection_name(), value)
     if not isinstance(value, dict):
         return value
     if "_ref" in value:

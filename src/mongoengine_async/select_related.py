@@ -48,6 +48,7 @@ from mongoengine_async.proxies import (
     LazyReference,
     Slot,
     is_async_class,
+    is_plain_reference,
     read_at,
     slots,
     stored_dbref,
@@ -699,7 +700,7 @@ def _mark_missing(
     current = read_at(container, key)
     if isinstance(current, AsyncReferenceProxy):
         current.mark_missing()
-    elif type(current) is DBRef or (
+    elif is_plain_reference(current) or (
         isinstance(current, dict) and not isinstance(current, BaseDocument)
     ):
         if name is None:  # a list's or dict's path; else the field reading
