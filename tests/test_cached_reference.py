@@ -666,8 +666,9 @@ async def test_a_missing_plain_reference_raises_does_not_exist(async_alias, stor
 @pytest.mark.parametrize("stored", ["dbref", "objectid"])
 async def test_saving_keeps_a_plain_reference_as_stored(async_alias, stored):
     """Saved without touching the field, the stored reference stays as it
-    was (to_mongo gives it, validation takes it), read or not; assigning the
-    loaded document stores the cache."""
+    was (to_mongo gives it, validation takes it), read or not; the unloaded
+    proxy stored in another document (saved, or by an update) stores it too;
+    assigning a loaded document stores its cache."""
     author = await CrPlainAuthor(name="Ann", country="UK").async_save()
     reference = await _plain_book(author.id, stored)
     for read in (False, True):
@@ -688,6 +689,10 @@ async def test_saving_keeps_a_plain_reference_as_stored(async_alias, stored):
         assert raw["authors"] == [] and raw["title"] == "Copy"
         raw = await get_async_db().cr_plain_book.find_one({"_id": book.id})
         assert raw["title"] == f"Read {read}" and raw["authors"] == [reference]
+        await copy.async_update(set__author=None)
+        await CrPlainBook.objects(id=copy.id).async_update(set__author=book.author)
+        raw = await get_async_db().cr_plain_book.find_one({"_id": copy.id})
+        assert type(raw["author"]) is type(reference) and raw["author"] == reference
         await copy.async_delete()
     book = await CrPlainBook.objects.async_get()
     other = await CrPlainAuthor(name="Bob").async_save()
