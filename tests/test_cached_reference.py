@@ -709,17 +709,30 @@ async def test_saving_keeps_a_plain_reference_as_stored(async_alias, stored):
 
 @pytest.mark.parametrize("stored", ["dbref", "objectid"])
 async def test_select_related_loads_plain_references(async_alias, command_log, stored):
+    """Loaded, one query for all; a missing one (marked so) raises
+    DoesNotExist naming its field when read, and saves as it was stored,
+    read or not."""
     author = await CrPlainAuthor(name="Ann", country="UK").async_save()
     await _plain_book(author.id, stored)
-    await _plain_book(ObjectId(), stored)
+    missing = await _plain_book(ObjectId(), stored)
     command_log.clear()
     books = await CrPlainBook.objects.order_by("_id").async_select_related()
     assert command_log.names == ["find", "find"]
     assert books[0].author.country == books[0].authors[0].country == "UK"
     assert type(books[0].author) is CrPlainAuthor
-    for proxy in (books[1].author, books[1].authors[0]):
-        with pytest.raises(CrPlainAuthor.DoesNotExist):
+    books[1].title = "Saved before reading"
+    await books[1].async_save()
+    raw = await get_async_db().cr_plain_book.find_one({"_id": books[1].id})
+    assert raw["author"] == missing and raw["authors"] == [missing]
+    assert raw["title"] == "Saved before reading"
+    for name in ("author", "authors"):
+        proxy = getattr(books[1], name)
+        proxy = proxy[0] if name == "authors" else proxy
+        with pytest.raises(CrPlainAuthor.DoesNotExist) as raised:
             proxy.name  # noqa: B018
+        assert str(raised.value).endswith(f" (reference {name!r})")
+    books[1].validate()
+    assert books[1].to_mongo()["author"] == missing
     book = await CrPlainBook.objects.order_by("_id").async_first()
     assert book is not None
     await book.async_select_related()

@@ -203,11 +203,29 @@ def _walk_value(
         if not isinstance(value, mongoengine.Document):
             _walk_document(value, wanted)
     elif (target := unloaded_target(field, value)) is not None:
+        cached = isinstance(field, mongoengine.CachedReferenceField)
+        if cached and is_plain_reference(value):  # (with no cached copy)
+            value = _cached_plain(container, key, value, target, field)
         _want(wanted, target, stored_dbref(value, target), container, key)
     elif (embedded := _stored_embedded_class(field, value)) is not None:
         _walk_stored_document(value, embedded, wanted)
     elif field is None or isinstance(field, ComplexBaseField | DynamicField):
         _walk_container(value, getattr(field, "field", None), wanted)
+
+
+def _cached_plain(
+    container: Any, key: Any, value: Any, cls: type[Any], field: Any
+) -> AsyncReferenceProxy[Any]:
+    """A proxy put in place of ``value``, a plain DBRef or ObjectId (no cached
+    copy) that the CachedReferenceField ``field`` holds, made as that field's
+    read makes it: found missing, it still saves as the value stored (a proxy
+    made from a DBRef alone would be taken for a ReferenceField's)."""
+    slot = Slot(container, key).weakly()
+    held = slot if type(slot._container) is weakref.ReferenceType else None
+    proxy: AsyncReferenceProxy[Any] = AsyncReferenceProxy(value, cls, None, held)
+    proxy.keep_cached(field.fields)
+    write_at(container, key, proxy)
+    return proxy
 
 
 def _fetched_by_id(cls: type[Any]) -> bool:
@@ -700,7 +718,7 @@ def _mark_missing(
     current = read_at(container, key)
     if isinstance(current, AsyncReferenceProxy):
         current.mark_missing()
-    elif is_plain_reference(current) or (
+    elif type(current) is DBRef or (
         isinstance(current, dict) and not isinstance(current, BaseDocument)
     ):
         if name is None:  # a list's or dict's path; else the field reading
