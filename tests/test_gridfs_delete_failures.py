@@ -4,6 +4,7 @@ raised and which signals are sent."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from pymongo import monitoring
 from pymongo.errors import (
     NotPrimaryError,
     OperationFailure,
@@ -18,6 +20,7 @@ from pymongo.errors import (
 )
 
 import mongoengine_async.gridfs
+import mongoengine_async.queryset as queryset_module
 from mongoengine_async import (
     CASCADE,
     NULLIFY,
@@ -27,6 +30,7 @@ from mongoengine_async import (
     ReferenceField,
     StringField,
     connect_async,
+    context,
     get_async_connection,
     signals,
 )
@@ -283,3 +287,63 @@ async def test_a_cascade_failing_in_a_later_run_deletes_the_files_of_the_earlier
     files, chunks = await bucket()
     held = sorted(leaf.pdf.grid_id for leaf in leaves if leaf.pk in left)
     assert (sorted(files), sorted(chunks)) == (held, held)
+
+
+class CancelAfterFirstDelete(monitoring.CommandListener):
+    """Cancels ``task`` once the first delete of ``collection`` came back."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Future[Any] | None = None
+        self.collection = ""
+        self.deletes: set[int] = set()  # their request ids
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        command = event.command
+        if event.command_name == "delete" and command["delete"] == self.collection:
+            self.deletes.add(event.request_id)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.request_id in self.deletes and self.task is not None:
+            self.task.cancel()  # its caller gone, the second run still to send
+            self.task = None
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.mark.parametrize("rules", [False, True])
+async def test_a_delete_whose_caller_was_cancelled_failing_in_a_later_run(
+    mongodb_uri: str, monkeypatch: pytest.MonkeyPatch, rules: bool
+) -> None:
+    """A queryset delete (outside a transaction) whose caller was cancelled
+    once its first run of ids was deleted goes on; the second run's delete
+    failing on the server, the first run's documents are gone, and so are
+    their files, once its task ended; the other documents stay with theirs.
+    Those files were left, orphaned: only a caller still there had them
+    deleted."""
+    name = f"fd-{uuid4().hex[:8]}"
+    listener = CancelAfterFirstDelete()
+    async with fresh_database(
+        "default", mongodb_uri, appname=name, event_listeners=[listener]
+    ):
+        cls = FdRuledPaper if rules else FdPaper
+        papers = []
+        for number in range(5):
+            paper = cls(**({"name": "doomed"} if rules else {}))
+            await paper.pdf.async_put(b"paper %d" % number)
+            papers.append(await paper.async_save())
+        monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
+        async with second_delete_failing(name, cls):
+            listener.collection = cls._get_collection_name()
+            task = asyncio.ensure_future(cls.objects.async_delete(transaction=False))
+            listener.task = task
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # The delete's task, to its end (its files' delete in it).
+            await asyncio.wait_for(asyncio.gather(*queryset_module._deleting), 30)
+        assert not context.following  # (no task of its files follows)
+        left = sorted(paper.pk for paper in await cls.objects.async_to_list())
+        assert left == sorted(paper.pk for paper in papers[2:])
+        files, chunks = await bucket()
+        held = sorted(paper.pdf.grid_id for paper in papers[2:])
+        assert (sorted(files), sorted(chunks)) == (held, held)

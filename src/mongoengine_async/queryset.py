@@ -1416,8 +1416,8 @@ async def _files_follow(
     (``leaving(count)``). In a session of the caller's, the caller waits for
     it first: its next command on the session must come after. Failing on
     the server partway (a later run of ids, or a rule's write), the files of
-    the listed documents gone are deleted before the error is raised
-    (:func:`_files_of_failed`)."""
+    the listed documents gone are deleted before the error is raised, in
+    that task: also once its caller was cancelled (:func:`_delete_surely`)."""
     outcome, write = detached(_delete_surely(deleting, files, operation, leaving))
     held(write, _deleting)
     try:
@@ -1430,9 +1430,6 @@ async def _files_follow(
         finish_before_close(write, CANCELLED_WRITE)
         if operation.session is not None:
             await until_done(write)
-        raise
-    except pymongo.errors.PyMongoError:
-        await _files_of_failed(files, operation, leaving)
         raise
 
 
@@ -1466,12 +1463,17 @@ async def _delete_surely(
     (it names only the documents whose files were listed, not one inserted
     since, whose files would be left), and the files deleted (but those of
     the listed documents still there: ``leaving``), before the cancellation
-    is raised."""
+    is raised. Failing on the server partway, the files of the listed
+    documents gone are deleted before the error is raised
+    (:func:`_files_of_failed`), whether its caller awaits it or was cancelled."""
     try:
         return await deleting()
     except asyncio.CancelledError:
         deleted = await deleting()
         await delete_unheld(files, operation, leaving(deleted), surely=True)
+        raise
+    except pymongo.errors.PyMongoError:
+        await _files_of_failed(files, operation, leaving)
         raise
 
 
