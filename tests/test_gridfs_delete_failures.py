@@ -347,3 +347,85 @@ async def test_a_delete_whose_caller_was_cancelled_failing_in_a_later_run(
         files, chunks = await bucket()
         held = sorted(paper.pdf.grid_id for paper in papers[2:])
         assert (sorted(files), sorted(chunks)) == (held, held)
+
+
+class CancelAtSecondDelete(monitoring.CommandListener):
+    """Cancels the task sending the second delete of ``collection`` (the one
+    a delete goes on in: its loop's end cancelling it) as it starts."""
+
+    def __init__(self, collection: str) -> None:
+        self.collection = collection
+        self.deletes = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        command = event.command
+        if event.command_name == "delete" and command["delete"] == self.collection:
+            self.deletes += 1
+            if self.deletes == 2:
+                task = asyncio.current_task()
+                assert task is not None
+                task.cancel()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.mark.parametrize("receivers", [False, True])
+async def test_a_cascade_cut_short_whose_write_sent_again_fails(
+    mongodb_uri: str, monkeypatch: pytest.MonkeyPatch, receivers: bool
+) -> None:
+    """A CASCADE outside a transaction deleting leaves holding files (by its
+    filter, or by their ids for their delete receivers), in runs of their
+    ids, its task cut short (its loop's end) as it sends the second run: the
+    step is sent again, from its first run, which fails on the server. The
+    first run's leaves are gone, and so are their files, and their
+    ``post_delete`` is sent, once, before the error is raised; the others
+    stay with theirs. Those files were left, orphaned, and no ``post_delete``
+    was sent."""
+    sent: list[tuple[str, Any]] = []
+
+    def post(sender: Any, document: Any, **kwargs: Any) -> None:
+        sent.append(("post_delete", document.pk))
+
+    if receivers:
+        signals.post_delete.connect(post, sender=FdLeaf)
+    try:
+        await cut_short_cascade(mongodb_uri, monkeypatch, sent if receivers else None)
+    finally:
+        signals.post_delete.disconnect(post, sender=FdLeaf)
+
+
+async def cut_short_cascade(
+    mongodb_uri: str, monkeypatch: pytest.MonkeyPatch, sent: list | None
+) -> None:
+    """The body of the test above (``sent``: FdLeaf's ``post_delete``s, when
+    it has that receiver)."""
+    name = f"fd-{uuid4().hex[:8]}"
+    listener = CancelAtSecondDelete(FdLeaf._get_collection_name())
+    async with fresh_database(
+        "default", mongodb_uri, appname=name, event_listeners=[listener]
+    ):
+        box = await FdBox(name="box").async_save()
+        leaves = []
+        for number in range(5):
+            leaf = FdLeaf(box=box)
+            await leaf.pdf.async_put(b"leaf %d" % number)
+            leaves.append(await leaf.async_save())
+        monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
+        async with second_delete_failing(name, FdLeaf):
+            with pytest.raises(OperationFailure) as raised:
+                await FdBox.objects.async_delete(transaction=False)
+        assert raised.value.code == FAILED
+        assert listener.deletes == 3  # (the second run cut short, the first again)
+        assert [each.pk for each in await FdBox.objects.async_to_list()] == [box.pk]
+        left = sorted(leaf.pk for leaf in await FdLeaf.objects.async_to_list())
+        assert len(left) == 3
+        files, chunks = await bucket()
+        held = sorted(leaf.pdf.grid_id for leaf in leaves if leaf.pk in left)
+        assert (sorted(files), sorted(chunks)) == (held, held)
+        if sent is not None:
+            gone = [leaf.pk for leaf in leaves if leaf.pk not in left]
+            assert sorted(sent) == sorted(("post_delete", pk) for pk in gone)

@@ -578,14 +578,33 @@ class _DeletePlan:
                 if _in_transaction(self.operation.session):
                     raise  # (aborted: nothing of it stays)
                 start = number if again else number + 1
-                for later, (rest, _) in enumerate(steps[start:], start):
-                    if not await self._step(rest, later >= written):
-                        break  # (its error dropped: the loop is ending)
+                await self._go_on(steps, start, written, writing)
                 alone = replace(self.operation, session=None)
                 await delete_files(self.files, alone, surely=True)
                 raise
             except Exception:
                 if number >= writing and not _in_transaction(self.operation.session):
+                    await self._after_failed_write()
+                raise
+
+    async def _go_on(
+        self,
+        steps: list[tuple[Callable[[], Awaitable[Any]], bool]],
+        start: int,
+        written: int,
+        writing: int,
+    ) -> None:
+        """Run the ``steps`` from ``start`` on, once cut short by a cancellation
+        outside a transaction (see :meth:`_apply`). A write sent again failing
+        (a step from ``writing`` on), the cascaded documents the writes before
+        it deleted have their files deleted and their ``post_delete`` sent
+        before its error is raised, as when no cancellation came first."""
+        for later, (rest, _) in enumerate(steps[start:], start):
+            try:
+                if not await self._step(rest, later >= written):
+                    return  # (its error dropped: the loop is ending)
+            except Exception:
+                if later >= writing:
                     await self._after_failed_write()
                 raise
 
