@@ -429,3 +429,36 @@ async def cut_short_cascade(
         if sent is not None:
             gone = [leaf.pk for leaf in leaves if leaf.pk not in left]
             assert sorted(sent) == sorted(("post_delete", pk) for pk in gone)
+
+
+async def test_a_delete_cut_short_whose_run_sent_again_fails(
+    mongodb_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queryset delete without rules (outside a transaction) of documents
+    holding files, in runs of their ids, its task cut short (its loop's end)
+    as it sends the second run: the delete is sent again, from its first
+    run, and fails on the server. The first run's documents are gone, and so
+    are their files, before the error is raised; the others stay with
+    theirs. Those files were left, orphaned (the failure of the delete sent
+    again skipped the files' delete)."""
+    name = f"fd-{uuid4().hex[:8]}"
+    listener = CancelAtSecondDelete(FdPaper._get_collection_name())
+    async with fresh_database(
+        "default", mongodb_uri, appname=name, event_listeners=[listener]
+    ):
+        papers = []
+        for number in range(5):
+            paper = FdPaper()
+            await paper.pdf.async_put(b"paper %d" % number)
+            papers.append(await paper.async_save())
+        monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
+        async with second_delete_failing(name, FdPaper):
+            with pytest.raises(OperationFailure) as raised:
+                await FdPaper.objects.async_delete()
+        assert raised.value.code == FAILED
+        assert listener.deletes == 3  # (the second run cut short, the first again)
+        left = sorted(paper.pk for paper in await FdPaper.objects.async_to_list())
+        assert left == sorted(paper.pk for paper in papers[2:])
+        files, chunks = await bucket()
+        held = sorted(paper.pdf.grid_id for paper in papers[2:])
+        assert (sorted(files), sorted(chunks)) == (held, held)

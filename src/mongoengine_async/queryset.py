@@ -1463,15 +1463,16 @@ async def _delete_surely(
     (it names only the documents whose files were listed, not one inserted
     since, whose files would be left), and the files deleted (but those of
     the listed documents still there: ``leaving``), before the cancellation
-    is raised. Failing on the server partway, the files of the listed
-    documents gone are deleted before the error is raised
+    is raised. Failing on the server partway (sent again too), the files of
+    the listed documents gone are deleted before the error is raised
     (:func:`_files_of_failed`), whether its caller awaits it or was cancelled."""
     try:
-        return await deleting()
-    except asyncio.CancelledError:
-        deleted = await deleting()
-        await delete_unheld(files, operation, leaving(deleted), surely=True)
-        raise
+        try:
+            return await deleting()
+        except asyncio.CancelledError:
+            deleted = await deleting()
+            await delete_unheld(files, operation, leaving(deleted), surely=True)
+            raise
     except pymongo.errors.PyMongoError:
         await _files_of_failed(files, operation, leaving)
         raise
