@@ -13,6 +13,7 @@ from mongoengine_async import (
     EmbeddedDocument,
     EmbeddedDocumentField,
     GenericReferenceField,
+    LazyReferenceField,
     ListField,
     ReferenceField,
     StringField,
@@ -155,6 +156,40 @@ async def test_generic_reference_to_a_mongoengine_document_names_the_fix(
         "(OwnLoose.thing refers to it): "
     )
     assert command_log.count() == 0
+
+
+class OwnEarly(Document):
+    name = StringField()
+    writer = ReferenceField("OwnDefinedLater")
+    readers = ListField(ReferenceField("OwnDefinedLater"))
+    lazy = LazyReferenceField("OwnDefinedLater")
+
+
+async def test_a_reference_to_a_class_not_defined_yet(async_alias):
+    """MongoEngine looks a class a reference names up only to dereference:
+    the model's first use counts, saves and loads before it is defined (the
+    model check raised NotRegistered); defined later as a mongoengine.Document,
+    a read of the reference names the fix."""
+    assert await OwnEarly.objects.async_count() == 0
+    early = await OwnEarly(name="e").async_save()
+    raw = await get_async_db().own_early.find_one()
+    assert raw == {"_id": early.id, "name": "e", "readers": []}
+    dbref = DBRef("own_defined_later", ObjectId())
+    await get_async_db().own_early.update_one(
+        {"_id": early.id}, {"$set": {"writer": dbref}}
+    )
+    loaded = await OwnEarly.objects.async_get()
+    assert (loaded.name, loaded.readers) == ("e", [])
+
+    class OwnDefinedLater(mongoengine.Document):
+        pass
+
+    with pytest.raises(AsyncUsageError) as excinfo:
+        loaded.writer  # noqa: B018
+    assert str(excinfo.value).startswith(
+        "OwnDefinedLater is a mongoengine.Document on async alias 'default' "
+        "(OwnEarly.writer refers to it): "
+    )
 
 
 class OwnQuerySet(mongoengine.QuerySet):

@@ -14,6 +14,7 @@ from typing import Any
 
 import mongoengine
 from mongoengine.base import BaseField, ComplexBaseField
+from mongoengine.errors import NotRegistered
 
 from mongoengine_async import fields
 from mongoengine_async.errors import AsyncUsageError
@@ -77,9 +78,10 @@ def _check_field(field: BaseField, path: str, alias: str, seen: set[type[Any]]) 
         raise plain_document_error(target, f"{path} refers to it")
     if isinstance(field, ComplexBaseField) and field.field is not None:
         _check_field(field.field, path, alias, seen)
-    embedded: Any = getattr(field, "document_type", None)
-    if isinstance(field, mongoengine.EmbeddedDocumentField) and embedded not in seen:
-        _check_fields(embedded, path, alias, seen)
+    # (only an embedded field's class: a reference's may be undefined yet)
+    embedded = isinstance(field, mongoengine.EmbeddedDocumentField)
+    if embedded and field.document_type not in seen:
+        _check_fields(field.document_type, path, alias, seen)
 
 
 def _replaced_name(field: BaseField) -> str | None:
@@ -106,10 +108,18 @@ def _does_io(field: BaseField) -> bool:
 
 
 def _referenced_class(field: BaseField) -> type[Any] | None:
-    """The class a (lazy, cached) reference field points to."""
-    if isinstance(field, _REFERENCES):
+    """The class a (lazy, cached) reference field points to, if defined."""
+    return _defined_class(field) if isinstance(field, _REFERENCES) else None
+
+
+def _defined_class(field: BaseField) -> type[Any] | None:
+    """``field.document_type``, or None for a class it names that is not
+    defined yet: MongoEngine looks it up only to dereference (a read then
+    refuses a ``mongoengine.Document``)."""
+    try:
         return field.document_type
-    return None
+    except NotRegistered:
+        return None
 
 
 _REFERENCES = (
