@@ -4,8 +4,10 @@ referenced document (without blinker too); sync aliases keep MongoEngine's."""
 
 from __future__ import annotations
 
+import copy
 import datetime
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -708,6 +710,61 @@ async def test_saving_keeps_a_plain_reference_as_stored(async_alias, stored):
 
 
 @pytest.mark.parametrize("stored", ["dbref", "objectid"])
+async def test_a_plain_reference_assigned_is_refused_as_mongoengine_does(
+    async_alias, stored
+):
+    """A DBRef or ObjectId the user assigns (in place of a stored one, or
+    added to a list beside stored ones) is no reference read from the
+    database: validation refuses it as MongoEngine's does, and nothing is
+    written (it was saved unchecked, as a stored one is kept)."""
+    author = await CrPlainAuthor(name="Ann").async_save()
+    reference = await _plain_book(author.id, stored)
+    other = ObjectId()
+    given = DBRef("cr_plain_author", other) if stored == "dbref" else other
+    changes: list[tuple[str, Any]] = [
+        ("author", lambda book: setattr(book, "author", given)),
+        ("authors", lambda book: book.authors.append(given)),
+        ("authors", lambda book: setattr(book, "authors", [given])),
+    ]
+    for name, change in changes:
+        book = await CrPlainBook.objects.async_get()
+        book.title = "Changed"
+        change(book)
+        place = "1." if name == "authors" and len(book.authors) == 2 else ""
+        message = (
+            f"ValidationError (CrPlainBook:{book.id}) ({place}A "
+            f"CachedReferenceField only accepts documents: [{name!r}])"
+        )
+        with pytest.raises(ValidationError) as raised:
+            await book.async_save()
+        assert str(raised.value) == message
+        raw = await get_async_db().cr_plain_book.find_one({"_id": book.id})
+        assert raw == {
+            "_id": book.id,
+            "title": "Plain",
+            "author": reference,
+            "authors": [reference],
+        }
+    book = await CrPlainBook.objects.async_get()
+    book.author = given
+    with pytest.raises(ValidationError) as raised:
+        book.to_mongo()
+    assert str(raised.value) == "Only accept a document object"
+    book = await CrPlainBook.objects.async_get()
+    book.author = (await CrPlainBook.objects.async_get()).author.id
+    with pytest.raises(ValidationError, match="only accepts documents"):
+        book.validate()  # (the id of a proxy of a stored one: the user's)
+    book = await CrPlainBook.objects.async_get()
+    book.authors  # noqa: B018  (read: its items are proxies)
+    for copied in (copy.deepcopy(book), pickle.loads(pickle.dumps(book))):
+        copied.title = "Copied"  # (its stored references: still taken)
+        await copied.async_save()
+        raw = await get_async_db().cr_plain_book.find_one({"_id": book.id})
+        assert raw["title"] == "Copied" and raw["authors"] == [reference]
+        assert type(raw["authors"][0]) is type(reference)
+
+
+@pytest.mark.parametrize("stored", ["dbref", "objectid"])
 async def test_select_related_loads_plain_references(async_alias, command_log, stored):
     """Loaded, one query for all; a missing one (marked so) raises
     DoesNotExist naming its field when read, and saves as it was stored,
@@ -750,7 +807,8 @@ async def test_reload_and_no_dereference_of_a_plain_reference(async_alias, store
     assert (await book.author).name == "Ann"
     async with async_no_dereference(CrPlainBook):
         book = await CrPlainBook.objects.async_get()
-        assert book.author == reference and type(book.author) is type(reference)
+        # (marked as read from the database: the class is a subclass of its own)
+        assert book.author == reference and isinstance(book.author, type(reference))
         assert list(book.authors) == [reference]
     assert isinstance(book.author, AsyncReferenceProxy)
 

@@ -77,7 +77,9 @@ from mongoengine_async.proxies import (
     alias_of,
     dereference_allowed,
     is_async_class,
+    is_loaded_plain,
     is_plain_reference,
+    loaded_plain,
     owner_class,
     proxy_items,
     reference_class,
@@ -356,8 +358,11 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
         proxy.keep_cached(self.fields)
 
     def to_python(self, value: Any) -> Any:
-        if _is_cache(value) and is_async_class(self.document_type):
-            return value  # the stored cache: read as a proxy
+        if is_async_class(self.document_type):
+            if _is_cache(value):
+                return value  # the stored cache: read as a proxy
+            if is_plain_reference(value):  # stored with no cache: saved as it was
+                return loaded_plain(value)
         return super().to_python(value)  # (a dict without its id: KeyError)
 
     def to_mongo(
@@ -371,10 +376,11 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
 
     def _is_stored_cache(self, value: Any) -> bool:
         """Whether ``value`` is a cache as :meth:`to_python` keeps it, or a
-        plain DBRef or ObjectId stored without one (an async alias's: saved
-        as it was): on a sync alias MongoEngine's loads the document, so a
-        dict there is the user's, which MongoEngine refuses."""
-        stored = _is_cache(value) or is_plain_reference(value)
+        plain DBRef or ObjectId it read with none (an async alias's: saved as
+        it was; one the user assigns is refused, as MongoEngine does): on a
+        sync alias MongoEngine's loads the document, so a dict there is the
+        user's, which MongoEngine refuses."""
+        stored = _is_cache(value) or is_loaded_plain(value)
         return stored and is_async_class(self.document_type)
 
     def validate(self, value: Any) -> None:
@@ -390,7 +396,7 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
             if op not in _STORING_OPERATORS and not value.fetched:
                 return {"_id": value.id}  # a filter needs only the id
             value = self._proxied(value)
-            if isinstance(value, dict) or is_plain_reference(value):
+            if isinstance(value, dict) or is_loaded_plain(value):
                 return value
         return super().prepare_query_value(op, value)
 

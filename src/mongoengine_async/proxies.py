@@ -841,12 +841,49 @@ def is_plain_reference(value: Any) -> bool:
     return isinstance(value, ObjectId)
 
 
+class _LoadedDBRef(DBRef):
+    """A DBRef a CachedReferenceField loaded (see :func:`loaded_plain`)."""
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: Any) -> _LoadedDBRef:
+        return cast(_LoadedDBRef, loaded_plain(super().__deepcopy__(memo)))
+
+    def __reduce__(self) -> tuple:
+        return _LoadedDBRef, (self.collection, self.id, self.database, self._kwargs())
+
+    def _kwargs(self) -> dict[str, Any]:
+        """The DBRef's extra fields (its private slot)."""
+        return self._DBRef__kwargs
+
+
+class _LoadedObjectId(ObjectId):
+    """An ObjectId a CachedReferenceField loaded (see :func:`loaded_plain`)."""
+
+    __slots__ = ()
+
+
+def loaded_plain(value: DBRef | ObjectId) -> DBRef | ObjectId:
+    """The plain reference ``value``, marked as one a load read from the
+    database (equal to it, stored as it): saving keeps it as it was, where
+    MongoEngine's validation refuses one the user assigns."""
+    if isinstance(value, DBRef):
+        kwargs = _LoadedDBRef._kwargs(cast(_LoadedDBRef, value))
+        return _LoadedDBRef(value.collection, value.id, value.database, kwargs)
+    return _LoadedObjectId(value)
+
+
+def is_loaded_plain(value: Any) -> bool:
+    """Whether ``value`` is a plain reference :func:`loaded_plain` marked."""
+    return isinstance(value, _LoadedDBRef | _LoadedObjectId)
+
+
 def stored_dbref(value: Any, cls: type[Any]) -> DBRef:
     """The DBRef of a stored reference to ``cls``: generic ones keep it under
     ``_ref``; a CachedReferenceField stores ``_id`` and the cached fields (or
     a plain DBRef or ObjectId, see :func:`is_plain_reference`)."""
-    if isinstance(value, ObjectId):
-        return DBRef(cls._get_collection_name(), value)
+    if isinstance(value, ObjectId):  # (its id unmarked: no stored value to keep)
+        return DBRef(cls._get_collection_name(), ObjectId(value))
     if not isinstance(value, dict):
         return value
     if "_ref" in value:
