@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import weakref
 from collections.abc import (
     AsyncIterator,
@@ -19,7 +20,7 @@ from collections.abc import (
     Mapping,
 )
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -37,7 +38,7 @@ from pymongo.errors import (
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from mongoengine_async._compat import without_pymongo_timeouts
+from mongoengine_async._compat import running_loop_or_none, without_pymongo_timeouts
 from mongoengine_async.connection import (
     connection_of,
     database_of,
@@ -176,7 +177,27 @@ def _attempt(session: AsyncClientSession) -> Iterator[None]:
         yield
     finally:
         attempt.over = True
-        _attempts.reset(token)
+        _reset(_attempts, token)
+
+
+def _reset(var: ContextVar[Any], token: Token[Any]) -> None:
+    """``var.reset(token)``, unless the block's coroutine is closed as it is
+    collected (see :func:`_closed_as_collected`): that cleanup runs in the
+    context of whatever runs then, where the token is not valid (a
+    ValueError, printed as "Exception ignored") and nothing of its task's is
+    set."""
+    if not _closed_as_collected():
+        var.reset(token)
+
+
+def _closed_as_collected() -> bool:
+    """Whether the running cleanup (an ``except`` or ``finally`` block) is that
+    of a coroutine closed (``GeneratorExit``): a task of a closed loop, as it
+    is collected (see ``detached.left_undone``). Its loop cannot run anything
+    any more: what the cleanup would send or await, it cannot ("There is no
+    current event loop", "coroutine ignored GeneratorExit", printed as
+    "Exception ignored")."""
+    return isinstance(sys.exc_info()[1], GeneratorExit)
 
 
 def _over(session: AsyncClientSession) -> bool:
@@ -236,7 +257,7 @@ def _leaving_behind(sessions: tuple[AsyncClientSession, ...]) -> Iterator[None]:
     try:
         yield
     finally:
-        _left_behind.reset(token)
+        _reset(_left_behind, token)
 
 
 def _ended_attempt_error() -> InvalidOperation:
@@ -295,7 +316,7 @@ def _transaction_on(alias: str) -> Iterator[None]:
     try:
         yield
     finally:
-        _transaction_aliases.reset(token)
+        _reset(_transaction_aliases, token)
 
 
 def journal(session: AsyncClientSession | None) -> Journal | None:
@@ -600,7 +621,7 @@ async def _run_follow_up(follow: _FollowUp) -> None:
             follow.put_back()
         raise
     finally:
-        _running_follow_up.reset(token)
+        _reset(_running_follow_up, token)
 
 
 def signalling() -> None:
@@ -695,7 +716,7 @@ async def _bind_session(
         async with _bind(_sessions, (*_sessions.get(), session)):
             yield
     finally:
-        _journals.reset(token)
+        _reset(_journals, token)
 
 
 def switched_alias(cls: type[Any]) -> str | None:
@@ -720,8 +741,8 @@ async def _bind(var: ContextVar, value: Any) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        _bound.reset(bound)
-        var.reset(token)
+        _reset(_bound, bound)
+        _reset(var, token)
 
 
 @asynccontextmanager
@@ -1040,12 +1061,19 @@ class _Block:
             return await self._session.with_transaction(
                 self._callback, **transaction_kwargs
             )
+        except GeneratorExit:
+            raise
         except BaseException:
+            if self._stranded():
+                # What PyMongo's with_transaction raised in place of the
+                # GeneratorExit (its abort, outside its loop) goes nowhere.
+                raise GeneratorExit from None
             if self._unsure:
                 await self._fence()
             raise
         finally:
-            if self._end:  # (see end_after; the abort bounded, see _abort)
+            # (See end_after; the abort bounded, see _abort.)
+            if self._end and not self._stranded():
                 # Never in place of the outcome (a commit that applied read as
                 # failed gives the instances back): cut short by the loop's
                 # end, the session ends with its client.
@@ -1078,7 +1106,19 @@ class _Block:
             try:
                 await _bounded(collection.find_one(_FENCE_FILTER, session=session))
             finally:
-                await _abort(session)
+                if not self._stranded():
+                    await _abort(session)
+
+    def _stranded(self) -> bool:
+        """Whether the running cleanup of the helper task cannot reach its
+        loop: its coroutine closed as it is collected (see
+        :func:`_closed_as_collected`), or an error raised in the stead of
+        that ``GeneratorExit`` (PyMongo's ``with_transaction`` awaits its
+        abort as it closes: outside its loop, which fails) where another
+        loop runs, or none. The fence and abort would go to that other loop
+        (or fail: "There is no current event loop")."""
+        loop = running_loop_or_none()
+        return _closed_as_collected() or loop is not self._task.get_loop()
 
     async def _callback(self, _: AsyncClientSession) -> Any:
         # Called again: the block's commit failed with a transient error (a
@@ -1093,9 +1133,10 @@ class _Block:
         finally:  # then with_transaction commits, or aborts (here: see _abort)
             # (In this task: a cancel scope cancelling the caller's every
             # await would not keep the abort waiting for them.)
-            await _settle_writes(self._session)
-            if outcome is _ABANDONED:
-                await _abort(self._session)
+            if not self._stranded():
+                await _settle_writes(self._session)
+                if outcome is _ABANDONED:
+                    await _abort(self._session)
         if outcome is _ABANDONED:
             raise _BlockFailed
         # A commit that fails, unless its transaction is run again, is fenced:
@@ -1267,12 +1308,19 @@ async def _bounded(operation: Awaitable[Any]) -> None:
     try:
         await asyncio.wait((task,), timeout=_FENCE_SECONDS)
     finally:
-        if not task.done():  # given up, or the caller cancelled: as wait_for
-            task.cancel()
-            await asyncio.wait((task,))
-        if not task.cancelled():  # (its error dropped, the caller cancelled too)
-            with contextlib.suppress(PyMongoError):
-                task.result()
+        if not _closed_as_collected():
+            await _ended(task)
+
+
+async def _ended(task: asyncio.Future[Any]) -> None:
+    """Wait until ``task`` (of :func:`_bounded`) ended, cancelled if not done
+    (given up, or the caller cancelled: as ``wait_for``), its error dropped."""
+    if not task.done():
+        task.cancel()
+        await asyncio.wait((task,))
+    if not task.cancelled():  # (its error dropped, the caller cancelled too)
+        with contextlib.suppress(PyMongoError):
+            task.result()
 
 
 async def _abort(session: AsyncClientSession) -> None:
