@@ -30,6 +30,7 @@ from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.asynchronous.topology import Topology
 from pymongo.errors import PyMongoError
 
+import mongoengine_async
 from conftest import Held, held_on_server, run_script
 from mongoengine_async import (
     CASCADE,
@@ -1093,6 +1094,38 @@ async def test_a_queryset_delete_cancelled_on_its_way_deletes_the_files(app):
         await held.ended_on_server()
     assert await CwFiled._get_collection().count_documents({}) == 0
     assert await _bucket_ids(database, "cw_files", []) == ([], [])
+
+
+async def test_disconnect_waits_for_what_a_cancelled_delete_left_going_on(
+    app, mongodb_uri
+):
+    """``disconnect_async()`` (an application's shutdown, its requests
+    cancelled) while a document's delete whose caller was cancelled is held on
+    the server: it returns once that delete and its file's are done, the file
+    gone. It closed the client under them at once: the file's delete, then
+    without a connection for its alias ("the FileField's alias 'default' has no
+    connection", reported to the loop's exception handler), left the file in
+    GridFS, found by nothing."""
+    document = CwFiled()
+    await document.data.async_put(b"contents")
+    await document.async_save()
+    name = CwFiled._get_collection().database.name
+    reported: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda _, report: reported.append(report)
+    )
+    async with AsyncMongoClient(mongodb_uri) as client:  # (outliving the alias)
+        try:
+            async with held_on_server(
+                app, "delete", BLOCK_MS, admin=client.admin
+            ) as held:
+                await cancel_once_sent(held, document.async_delete)
+                await mongoengine_async.disconnect_async()
+        finally:
+            asyncio.get_running_loop().set_exception_handler(None)
+        assert reported == []
+        assert await client[name]["cw_filed"].count_documents({}) == 0
+        assert await _bucket_ids(client[name], "cw_files", [], 0) == ([], [])
 
 
 async def test_a_file_delete_in_a_session_cancelled_on_its_way_ends_first(app):

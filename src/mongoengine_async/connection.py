@@ -671,12 +671,19 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
     """Forget an async alias; close its client for the running loop unless
     another alias shares it; those of other loops still open are closed on
     their own loops (a closed loop's client can only be dropped). An alias
-    MongoEngine's own ``connect()`` registered too stays registered so."""
+    MongoEngine's own ``connect()`` registered too stays registered so.
+    First, what cancelled writes left going on on the running loop ends
+    (``_END_SECONDS`` at most, as at the loop's end): it needs the alias
+    (the files of a deleted document) and its client."""
     if is_sync_connection(alias):
         raise ConnectionUsageError(
             f"Alias `{alias}` is a sync connection: use disconnect('{alias}')"
         )
     loop = running_loop()
+    if alias in _settings:
+        await all_finished(
+            _END_SECONDS, f"disconnect_async('{alias}')", "the most it waits"
+        )
     with _lock:
         if alias not in _settings:
             return

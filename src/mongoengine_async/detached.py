@@ -89,33 +89,37 @@ def _finished(task: asyncio.Future[Any]) -> None:
     _finishing.pop(task, None)
 
 
-async def all_finished(seconds: float) -> None:
+async def all_finished(
+    seconds: float,
+    waiter: str = "The event loop's end",
+    bound: str = "the most it waits for such work and to close its clients",
+) -> None:
     """Wait until the tasks of :func:`finish_before_close` on the running
     loop are done (those they start too), ``seconds`` at most: those left
     then (a server that does not answer) are reported to the loop's
-    exception handler, once, and no longer waited for. Read from a copy:
-    loops in other threads add and drop theirs meanwhile."""
+    exception handler, once ("{waiter} stopped waiting for the {what} after
+    {seconds} s ({bound}): ..."), and no longer waited for. Read from a
+    copy: loops in other threads add and drop theirs meanwhile."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     while pending := {t for t in _finishing.copy() if t.get_loop() is loop}:
         left = deadline - loop.time()
         if left <= 0:
-            _gave_up(pending, seconds)
+            _gave_up(pending, f"{waiter} stopped waiting", f"{seconds:g} s ({bound})")
             return
         await asyncio.wait(pending, timeout=left)
 
 
-def _gave_up(tasks: set[asyncio.Future[Any]], seconds: float) -> None:
-    """Report each of ``tasks``, which the end of their loop no longer waits
-    for after ``seconds``, once."""
+def _gave_up(tasks: set[asyncio.Future[Any]], stopped: str, after: str) -> None:
+    """Report each of ``tasks``, no longer waited for (``stopped``, ``after``
+    some time), once."""
     for task in tasks:
         what = _finishing.pop(task, None)
         if what is not None:
             _tell(
                 task,
-                f"The event loop's end stopped waiting for the {what} after"
-                f" {seconds:g} s (the most it waits for such work and to close its"
-                " clients): the rest of it may not be done",
+                f"{stopped} for the {what} after {after}: the rest of it may not"
+                " be done",
             )
 
 
