@@ -909,8 +909,11 @@ async def test_a_file_delete_going_on_when_its_loop_ends_deletes_the_chunks(app)
 @pytest.mark.parametrize(
     ("deleted", "what"),
     [
-        ("document.data", "delete of a file whose caller was cancelled"),
-        ("document", "write whose caller was cancelled (and the steps after it)"),
+        ("document.data", "delete of file {1} of cw_files whose caller was cancelled"),
+        (
+            "document",
+            "write of CwFiled {0} whose caller was cancelled (and the steps after it)",
+        ),
     ],
 )
 def test_a_delete_going_on_when_its_loop_is_closed_by_hand(mongodb_uri, deleted, what):
@@ -922,6 +925,7 @@ def test_a_delete_going_on_when_its_loop_is_closed_by_hand(mongodb_uri, deleted,
     result, left = closed_while_deleting(mongodb_uri, deleted, shut_down=False)
     assert left[1] == 1  # (the chunks)
     reported = [line for line in result.stderr.splitlines() if "closed before" in line]
+    what = what.format(*_named(result.stderr))  # (the document, or its file)
     assert reported == [
         f"The event loop closed before the {what} ended: the rest of it is not"
         " done (close a loop you run yourself after"
@@ -961,12 +965,20 @@ def test_a_loops_end_waits_a_bounded_time_for_a_server_that_does_not_answer(
     assert left == [1, 1]
     assert result.stdout.splitlines() == ["closed", ""]  # (no command sent then)
     reported = [line for line in result.stderr.splitlines() if "waiting" in line]
+    (pk, _) = _named(result.stderr)
     assert reported == [
-        "The event loop's end stopped waiting for the write whose caller was"
-        " cancelled (and the steps after it) after 1 s (the most it waits for such"
-        " work and to close its clients): the rest of it may not be done"
+        f"The event loop's end stopped waiting for the write of CwFiled {pk} whose"
+        " caller was cancelled (and the steps after it) after 1 s (the most it"
+        " waits for such work and to close its clients): the rest of it may not be"
+        " done"
     ]
     assert "closed before" not in result.stderr
+
+
+def _named(stderr: str) -> list[str]:
+    """What a script's "named" line of ``stderr`` names (the reprs of ids)."""
+    (line,) = [line for line in stderr.splitlines() if line.startswith("named ")]
+    return line.split()[1:]
 
 
 def closed_while_deleting(
@@ -1009,7 +1021,7 @@ def closed_while_deleting(
 
 _CLOSED_WHILE_DELETING = textwrap.dedent(
     """
-    import asyncio, os
+    import asyncio, os, sys
     from pymongo import monitoring
     from mongoengine_async import Document, FileField, connect_async
     from mongoengine_async import connection, get_async_connection
@@ -1041,6 +1053,7 @@ _CLOSED_WHILE_DELETING = textwrap.dedent(
         document = CwFiled()
         await document.data.async_put(b"contents")
         await document.async_save()
+        print("named", repr(document.pk), repr(document.data.grid_id), file=sys.stderr)
         admin = get_async_connection().admin
         point = {{"configureFailPoint": "failCommand"}}
         entered = (await admin.command({{**point, "mode": {mode}, "data": {{
@@ -2892,7 +2905,10 @@ def test_a_cascade_cut_short_whose_post_delete_receiver_raises_deletes_its_files
             "commit of a transaction whose caller was cancelled (and the steps after"
             " it)",
         ),
-        ("insert", "write whose caller was cancelled (and the steps after it)"),
+        (
+            "insert",
+            "write of CwDoc {0} whose caller was cancelled (and the steps after it)",
+        ),
     ],
 )
 def test_a_transaction_going_on_when_its_loop_is_closed_by_hand(
@@ -2917,6 +2933,7 @@ def test_a_transaction_going_on_when_its_loop_is_closed_by_hand(
             client.drop_database(name)
     assert result.stdout.splitlines() == ["closed", "next loop", "0 left"]
     reported = [line for line in result.stderr.splitlines() if "closed before" in line]
+    what = what.format(*_named(result.stderr))  # (the document written)
     assert reported == [
         f"The event loop closed before the {what} ended: the rest of it is not done"
         " (close a loop you run yourself after"
@@ -2952,7 +2969,7 @@ def _our_frames_ignored(stderr: str) -> list[str]:
 
 _CLOSED_WHILE_COMMITTING = textwrap.dedent(
     """
-    import asyncio, gc, os, warnings, weakref
+    import asyncio, gc, os, sys, warnings, weakref
     from mongoengine_async import Document, IntField, async_run_in_transaction
     from mongoengine_async import connect_async, detached, get_async_connection
     from mongoengine_async.context import current_session
@@ -2968,7 +2985,8 @@ _CLOSED_WHILE_COMMITTING = textwrap.dedent(
         async def block():
             async with async_run_in_transaction():
                 sessions.append(current_session().session_id)
-                await CwDoc(a=1).async_save()
+                written.append(CwDoc(a=1))
+                await written[0].async_save()
 
         admin = get_async_connection().admin
         point = {{"configureFailPoint": "failCommand"}}
@@ -2988,6 +3006,7 @@ _CLOSED_WHILE_COMMITTING = textwrap.dedent(
         await admin.command({{"killSessions": sessions}})  # (its transaction's locks)
 
     sessions = []
+    written = []
     warnings.simplefilter("default", RuntimeWarning)  # (coroutines never awaited)
 
     loop = asyncio.new_event_loop()
@@ -2995,6 +3014,7 @@ _CLOSED_WHILE_COMMITTING = textwrap.dedent(
     left = [weakref.ref(task) for task in asyncio.all_tasks(loop)]
     loop.close()
     print("closed")
+    print("named", repr(written.pop().pk), file=sys.stderr)
     asyncio.run(next_loop())
     gc.collect()
     print(sum(task() is not None for task in left), "left")

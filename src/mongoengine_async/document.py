@@ -77,7 +77,6 @@ from mongoengine_async.context import (
 )
 from mongoengine_async.delete_rules import has_rules, runs_own_transaction
 from mongoengine_async.detached import (
-    CANCELLED_WRITE,
     FAILED,
     detached,
     finish_before_close,
@@ -1735,8 +1734,18 @@ def _settle_in_turn(
     with _TURN_LOCK:
         document.__dict__[_SAVER] = write
     write.add_done_callback(functools.partial(_settled, document, settle))
-    finish_before_close(write, CANCELLED_WRITE)
+    finish_before_close(write, _cancelled_write_of(document))
     write_on_its_way(session, write)  # in a transaction: it aborts after it
+
+
+def _cancelled_write_of(document: Document) -> str:
+    """What a report of ``document``'s cancelled write left undone names (see
+    ``finish_before_close``): the document, for its owner to find what is left
+    (its files in GridFS)."""
+    named = type(document).__name__
+    if document.pk is not None:
+        named = f"{named} {document.pk!r}"
+    return f"write of {named} whose caller was cancelled (and the steps after it)"
 
 
 def _settled(

@@ -998,7 +998,11 @@ async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> boo
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         if not task.done():
-            finish_before_close(held(task, _cut_short, _CUT_SHORT), _CUT_SHORT)
+            # (Named: what is left of it is that file's, in that bucket.)
+            what = (
+                f"delete of file {grid_id!r} of {root.name} whose caller was cancelled"
+            )
+            finish_before_close(held(task, _cut_short, _CUT_SHORT), what)
         raise
 
 
