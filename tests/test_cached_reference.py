@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -28,6 +30,7 @@ from mongoengine_async import (
     DecimalField,
     DictField,
     Document,
+    DynamicField,
     EmbeddedDocument,
     EmbeddedDocumentField,
     GenericReferenceField,
@@ -873,3 +876,59 @@ def test_a_plain_reference_on_a_sync_alias_reads_as_in_mongoengine(
             ("ObjectId", author.id),
             ("list", [("ObjectId", author.id)]),
         ]
+
+
+class CrKeyedAuthor(Document):
+    key = DynamicField(primary_key=True)
+    name = StringField()
+
+
+class CrKeyedBook(Document):
+    title = StringField()
+    author = CachedReferenceField(CrKeyedAuthor, fields=["name"])
+    authors = ListField(CachedReferenceField(CrKeyedAuthor, fields=["name"]))
+
+
+@pytest.mark.parametrize("key", ["ann", 7])
+async def test_a_bare_id_of_a_class_keyed_otherwise_reads_as_a_proxy(
+    async_alias, command_log, key
+):
+    """The id a ReferenceField(dbref=False) stores for a class whose primary
+    key is no ObjectId reads as a stored ObjectId does (it read as the bare
+    value, ``await`` raised TypeError and saving the untouched document
+    raised ValidationError): a proxy to await, saved as it was stored, read
+    as a DBRef inside no_dereference, refused when the user assigns one."""
+    await CrKeyedAuthor(key=key, name="Ann").async_save()
+    raw = {"title": "Keyed", "author": key, "authors": [key]}
+    await get_async_db().cr_keyed_book.insert_one(raw)
+    book = await CrKeyedBook.objects.async_get()
+    command_log.clear()
+    proxies = [book.author, book.authors[0]]
+    assert command_log.names == []
+    for proxy in proxies:
+        assert isinstance(proxy, AsyncReferenceProxy) and proxy.id == key
+        assert (await proxy).name == "Ann"
+    assert command_log.names == ["find", "find"]
+    for copied in (book, copy.deepcopy(book), pickle.loads(pickle.dumps(book))):
+        copied.title = "Saved"
+        await copied.async_save()
+        stored = await get_async_db().cr_keyed_book.find_one({"_id": book.id})
+        assert stored == {**raw, "_id": book.id, "title": "Saved"}
+        book = await CrKeyedBook.objects.async_get()
+    assert type(stored["author"]) is type(key)
+    assert json.loads(book.to_json())["author"] == key
+    await CrKeyedBook.objects.async_update(set__author=None)
+    await CrKeyedBook.objects.async_update(set__author=book.author)
+    assert (await get_async_db().cr_keyed_book.find_one())["author"] == key
+    async with async_no_dereference(CrKeyedBook):  # (a DBRef, as a stored one)
+        book = await CrKeyedBook.objects.async_get()
+        reference = DBRef("cr_keyed_author", key)
+        assert book.author == reference and list(book.authors) == [reference]
+    await CrKeyedAuthor.objects.async_delete()
+    book = (await CrKeyedBook.objects.async_select_related())[0]
+    message = f"unknown document DBRef('cr_keyed_author', {key!r})"
+    with pytest.raises(CrKeyedAuthor.DoesNotExist, match=re.escape(message)):
+        book.author.name  # noqa: B018
+    book.author = key
+    with pytest.raises(ValidationError, match="only accepts documents"):
+        await book.async_save()

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
 
 import mongoengine
-from bson import DBRef
+from bson import DBRef, ObjectId
 from mongoengine.base import BaseDocument, ComplexBaseField, get_document
 from mongoengine.base.datastructures import BaseDict, BaseList, EmbeddedDocumentList
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
@@ -75,10 +75,12 @@ from mongoengine_async.proxies import (
     FieldSlot,
     LazyReference,
     alias_of,
+    as_stored,
     dereference_allowed,
     is_async_class,
     is_loaded_plain,
     is_plain_reference,
+    loaded_id,
     loaded_plain,
     owner_class,
     proxy_items,
@@ -323,6 +325,18 @@ _STORING_OPERATORS = frozenset({"set", "push", "pushAll", "addToSet", "setOnInse
 _GENERIC_REFERENCE = GenericReferenceField()
 
 
+def _is_bare_id(value: Any, cls: type[Any]) -> bool:
+    """Whether ``value``, read from a CachedReferenceField to ``cls``, is the
+    bare id of a document whose primary key is no ObjectId (as
+    ``ReferenceField(dbref=False)`` stores it): no cache, reference, document
+    or container (to a class keyed by ObjectId, validation refuses one)."""
+    containers = dict | list | tuple | DBRef | ObjectId | BaseDocument
+    if value is None or isinstance(value, containers):
+        return False
+    id_field = cls._fields.get(cls._meta.get("id_field"))
+    return id_field is not None and not isinstance(id_field, mongoengine.ObjectIdField)
+
+
 def _is_cache(value: Any) -> bool:
     """Whether ``value`` is a cache a CachedReferenceField stored: a dict
     holding the referenced id (MongoEngine's ``to_mongo`` always writes it)."""
@@ -363,6 +377,8 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
                 return value  # the stored cache: read as a proxy
             if is_plain_reference(value):  # stored with no cache: saved as it was
                 return loaded_plain(value)
+            if _is_bare_id(value, self.document_type):  # likewise, keyed otherwise
+                return loaded_id(value, self.document_type)
         return super().to_python(value)  # (a dict without its id: KeyError)
 
     def to_mongo(
@@ -371,7 +387,7 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
         if isinstance(document, AsyncReferenceProxy):
             document = self._proxied(document)
         if self._is_stored_cache(document):  # the stored cache, not loaded: kept
-            return document
+            return as_stored(document)
         return super().to_mongo(document, use_db_field, fields)
 
     def _is_stored_cache(self, value: Any) -> bool:
@@ -397,7 +413,7 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
                 return {"_id": value.id}  # a filter needs only the id
             value = self._proxied(value)
             if isinstance(value, dict) or is_loaded_plain(value):
-                return value
+                return as_stored(value)
         return super().prepare_query_value(op, value)
 
     def _proxied(self, proxy: AsyncReferenceProxy[Any]) -> Any:

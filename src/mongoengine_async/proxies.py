@@ -847,10 +847,12 @@ class _LoadedDBRef(DBRef):
     __slots__ = ()
 
     def __deepcopy__(self, memo: Any) -> _LoadedDBRef:
-        return cast(_LoadedDBRef, loaded_plain(super().__deepcopy__(memo)))
+        copied = super().__deepcopy__(memo)
+        kwargs = _LoadedDBRef._kwargs(cast(_LoadedDBRef, copied))
+        return type(self)(copied.collection, copied.id, copied.database, kwargs)
 
     def __reduce__(self) -> tuple:
-        return _LoadedDBRef, (self.collection, self.id, self.database, self._kwargs())
+        return type(self), (self.collection, self.id, self.database, self._kwargs())
 
     def _kwargs(self) -> dict[str, Any]:
         """The DBRef's extra fields (its private slot)."""
@@ -861,6 +863,26 @@ class _LoadedObjectId(ObjectId):
     """An ObjectId a CachedReferenceField loaded (see :func:`loaded_plain`)."""
 
     __slots__ = ()
+
+
+class _LoadedId(_LoadedDBRef):
+    """A bare id that is no ObjectId (what ``ReferenceField(dbref=False)``
+    stores for a class keyed so) a CachedReferenceField loaded: a DBRef to it,
+    so read as the same proxy as a stored DBRef, and saved as the bare id."""
+
+    __slots__ = ()
+
+
+def loaded_id(value: Any, cls: type[Any]) -> DBRef:
+    """The bare id ``value`` of a ``cls`` document, stored with no cached
+    copy, marked as :func:`loaded_plain` marks a DBRef (see :class:`_LoadedId`)."""
+    return _LoadedId(cls._get_collection_name(), value)
+
+
+def as_stored(value: Any) -> Any:
+    """``value`` as the database holds it: a bare id :func:`loaded_id` marked
+    is stored as that id alone."""
+    return value.id if isinstance(value, _LoadedId) else value
 
 
 def loaded_plain(value: DBRef | ObjectId) -> DBRef | ObjectId:
