@@ -932,3 +932,38 @@ async def test_a_bare_id_of_a_class_keyed_otherwise_reads_as_a_proxy(
     book.author = key
     with pytest.raises(ValidationError, match="only accepts documents"):
         await book.async_save()
+
+
+@pytest.mark.parametrize("stored", ["dbref", "key"])
+async def test_the_dbref_of_a_plain_reference_is_the_users_to_assign(
+    async_alias, stored
+):
+    """``as_dbref()`` of the proxy of a stored DBRef (or bare id) is a plain
+    DBRef: assigned to a CachedReferenceField it is refused, as MongoEngine
+    refuses a DBRef (it was the marked stored value, saved unchecked; for a
+    bare id, as the bare id)."""
+    if stored == "dbref":
+        author = await CrPlainAuthor(name="Ann").async_save()
+        await _plain_book(author.id, stored)
+        book_cls: Any = CrPlainBook
+        expected = DBRef("cr_plain_author", author.id)
+    else:
+        await CrKeyedAuthor(key="ann", name="Ann").async_save()
+        await get_async_db().cr_keyed_book.insert_one({"author": "ann"})
+        book_cls, expected = CrKeyedBook, DBRef("cr_keyed_author", "ann")
+    book = await book_cls.objects.async_get()
+    dbref = book.author.as_dbref()
+    assert dbref == expected and type(dbref) is DBRef
+    other = await book_cls(title="Other").async_save()
+    other.author = dbref
+    message = (
+        f"ValidationError ({book_cls.__name__}:{other.id}) (A "
+        "CachedReferenceField only accepts documents: ['author'])"
+    )
+    with pytest.raises(ValidationError) as raised:
+        await other.async_save()
+    assert str(raised.value) == message
+    raw = await get_async_db()[book_cls._get_collection_name()].find_one(
+        {"_id": other.id}
+    )
+    assert "author" not in raw

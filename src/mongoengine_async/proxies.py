@@ -906,6 +906,8 @@ def stored_dbref(value: Any, cls: type[Any]) -> DBRef:
     a plain DBRef or ObjectId, see :func:`is_plain_reference`)."""
     if isinstance(value, ObjectId):  # (its id unmarked: no stored value to keep)
         return DBRef(cls._get_collection_name(), ObjectId(value))
+    if isinstance(value, _LoadedDBRef):  # (likewise unmarked)
+        return DBRef(value.collection, value.id, value.database, value._kwargs())
     if not isinstance(value, dict):
         return value
     if "_ref" in value:
