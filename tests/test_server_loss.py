@@ -7,14 +7,18 @@ rest of the suite.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pymongo
 import pytest
+from pymongo import monitoring
 from pymongo.errors import PyMongoError
 
+import mongoengine_async.gridfs
 from mongoengine_async import (
     CASCADE,
     Document,
+    FileField,
     IntField,
     OperationError,
     ReferenceField,
@@ -22,6 +26,7 @@ from mongoengine_async import (
     connect_async,
     disconnect_async,
     is_transient,
+    signals,
 )
 from mongoengine_async.testing import ReplicaSet
 
@@ -104,3 +109,89 @@ async def test_a_cascade_interrupted_by_server_loss_raises_promptly(server):
     assert isinstance(error.value.__cause__, pymongo.errors.ExecutionTimeout)
     # The timeout keeps the label of the last attempt's error (docs/delete_rules.md).
     assert is_transient(error.value)
+
+
+class LossBox(Document):
+    pdf = FileField(db_alias=ALIAS)
+    meta = {"db_alias": ALIAS}
+
+
+class LossLeaf(Document):
+    box = ReferenceField(LossBox, reverse_delete_rule=CASCADE)
+    pdf = FileField(db_alias=ALIAS)
+    meta = {"db_alias": ALIAS}
+
+
+class StopAtSecondBoxDelete(monitoring.CommandListener):
+    """Stops the replica set as the second delete of the boxes is sent."""
+
+    def __init__(self) -> None:
+        self.replica_set: ReplicaSet | None = None  # (set: armed)
+        self.deletes = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.replica_set is None or event.command_name != "delete":
+            return
+        if event.command["delete"] == LossBox._get_collection_name():
+            self.deletes += 1
+            if self.deletes == 2:
+                self.replica_set.stop()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def failed_selections(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The operations whose server selection timed out (PyMongo's log)."""
+    return [
+        json.loads(record.getMessage())["operation"]
+        for record in caplog.records
+        if record.name == "pymongo.serverSelection"
+        and "Server selection failed" in record.getMessage()
+    ]
+
+
+async def test_a_delete_losing_its_server_partway_waits_one_server_selection(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its cleanups (the cascaded documents still there, for their files and
+    # post_delete; its own documents still there, for theirs) share one
+    # give-up: after one server selection timed out, none is tried, and the
+    # delete's own error comes (each used to wait serverSelectionTimeoutMS).
+    cut = StopAtSecondBoxDelete()
+    replica_set = ReplicaSet().start()
+    await connect_async(
+        db="loss",
+        alias=ALIAS,
+        host=replica_set.uri,
+        uuidRepresentation="standard",
+        serverSelectionTimeoutMS=1500,
+        event_listeners=[cut],
+    )
+    sent: list[LossLeaf] = []
+    receiver = lambda sender, document, **kwargs: sent.append(document)  # noqa: E731
+    signals.post_delete.connect(receiver, sender=LossLeaf)
+    try:
+        for _ in range(4):
+            box = LossBox()
+            await box.pdf.async_put(b"box")
+            await box.async_save()
+            leaf = LossLeaf(box=box)
+            await leaf.pdf.async_put(b"leaf")
+            await leaf.async_save()
+        monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
+        caplog.set_level("DEBUG", logger="pymongo.serverSelection")
+        cut.replica_set = replica_set
+        with pytest.raises(pymongo.errors.AutoReconnect) as error:
+            await asyncio.wait_for(LossBox.objects.async_delete(transaction=False), 30)
+        assert cut.deletes == 2
+        assert not isinstance(error.value, pymongo.errors.ServerSelectionTimeoutError)
+        assert failed_selections(caplog) == ["find"]
+        assert sent == []  # (which leaves are gone could not be read)
+    finally:
+        signals.post_delete.disconnect(receiver, sender=LossLeaf)
+        await disconnect_async(ALIAS)
+        replica_set.stop()

@@ -46,6 +46,7 @@ from mongoengine_async.context import (
 from mongoengine_async.gridfs import (
     Listed,
     Matching,
+    Unreachable,
     delete_files,
     delete_files_of_deleted,
     id_runs,
@@ -162,6 +163,7 @@ async def delete_matching(
     cascade_refs: set | None = None,
     followed: Callable[[int | None], None] | None = None,
     failed: list[Exception] | None = None,
+    unreachable: Unreachable | None = None,
 ) -> int | None:
     """Delete what ``runs`` match (querysets or ``Matching``s of one class,
     each a delete of its own: a queryset's runs of listed ids; none when
@@ -180,7 +182,9 @@ async def delete_matching(
     files are deleted. Their delete failing once the documents are gone for
     good (in no transaction of the caller's), the error goes to ``failed`` if
     given, for the caller to raise after its own steps (its documents' files,
-    ``post_delete``), which it must not skip.
+    ``post_delete``), which it must not skip. A write failing outside a
+    transaction, the steps after it try nothing on a client ``unreachable``
+    gave up (shared with the caller's own steps after that error).
     """
     if not runs:  # nothing listed: no command of it could change anything
         return 0 if _acknowledged(operation) else None
@@ -195,7 +199,7 @@ async def delete_matching(
     counted: list[int | None] = [None]  # the last run's count
 
     async def delete(run: Operation) -> int | None:  # a fresh plan on each run
-        plan = _DeletePlan(cls, run, cascade_refs)
+        plan = _DeletePlan(cls, run, cascade_refs, unreachable)
         # A transaction of the delete's own, which any error aborts.
         own_transaction = _in_transaction(run.session) and not joined
         first = own_transaction and plan.may_go_first(queries)
@@ -442,7 +446,11 @@ class _DeletePlan:
     found; for a class whose ids nothing needs, the filters that match them."""
 
     def __init__(
-        self, root: type[Any], operation: Operation, spared: set | None = None
+        self,
+        root: type[Any],
+        operation: Operation,
+        spared: set | None = None,
+        unreachable: Unreachable | None = None,
     ):
         self.root = root
         self.operation = operation  # on the root's collection (switch_db, using())
@@ -469,6 +477,8 @@ class _DeletePlan:
         # (in runs of ids), with those ids (None: no file fields).
         self.by_filters: list[tuple[type[Any], list[dict], list | None]] = []
         self.deny_referrers = _deny_referrers(root)
+        # The clients given up after a failed write (see _after_failed_write).
+        self.unreachable = Unreachable() if unreachable is None else unreachable
 
     def _needs_ids(self, cls: type[Any]) -> bool:
         """Whether the delete must know which ``cls`` documents it removes: for
@@ -614,7 +624,9 @@ class _DeletePlan:
         document, and never send their ``post_delete`` (MongoEngine's walk,
         one document at a time, sends those of the documents it deleted).
         Which are gone is read (a query per class and run of ids); that read
-        failing, no ``post_delete`` is sent (one may still be there)."""
+        failing, no ``post_delete`` is sent (one may still be there). A server
+        selection timing out, nothing more is tried on its client
+        (``self.unreachable``): the write's error comes without more waits."""
         if self.files:
             await self._files_of_gone()
         ids: dict[type[Any], list] = {}
@@ -624,8 +636,10 @@ class _DeletePlan:
         try:
             for cls, pks in ids.items():
                 operation = await self.operation.on(cls)
+                client = operation.collection.database.client
                 for run in self._runs(pks):
-                    found = await _ids(operation, {"_id": {"$in": run}})
+                    with self.unreachable.trying(client):
+                        found = await _ids(operation, {"_id": {"$in": run}})
                     there.update((cls, pk) for pk in found)
         except Exception:
             return  # (the write's error is raised)
@@ -649,8 +663,9 @@ class _DeletePlan:
         with contextlib.suppress(Exception):
             for cls, ids in listed_cascade:
                 operation = await self.operation.on(cls)
-                files = await not_held(files, operation, Listed(cls, ids, 0))
-            await delete_files(files, self.operation)
+                left = Listed(cls, ids, 0)
+                files = await not_held(files, operation, left, self.unreachable)
+            await delete_files(files, self.operation, unreachable=self.unreachable)
 
     async def _step(self, step: Callable[[], Awaitable[Any]], written: bool) -> bool:
         """``await step()``; whether the steps go on. One run once all was

@@ -24,12 +24,13 @@ chunks stay, as after PyMongo's ``abort()``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import inspect
 import io
 import operator
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 import bson
@@ -94,6 +95,7 @@ __all__ = (
     "Matching",
     "RefusesAsync",
     "RefusesAsyncImage",
+    "Unreachable",
     "delete_files",
     "delete_files_of_deleted",
     "delete_unheld",
@@ -1305,8 +1307,38 @@ def check_deletable(proxies: list[AsyncGridFSProxy]) -> None:
         _check_alias(proxy)
 
 
+class Unreachable:
+    """The clients whose server selection timed out in one delete's steps
+    after its error (its files' deletes, its cleanup reads): nothing more is
+    tried on them, each command would wait ``serverSelectionTimeoutMS`` in
+    turn (and so would the loop's end waiting for them)."""
+
+    def __init__(self) -> None:
+        self.timed_out: list[tuple[Any, Exception]] = []  # (client, its error)
+
+    def skips(self, client: Any) -> bool:
+        """Whether a command on ``client`` is not tried (its selection timed out)."""
+        return any(client is each for each, _ in self.timed_out)
+
+    @contextlib.contextmanager
+    def trying(self, client: Any) -> Iterator[None]:
+        """Around a command on ``client``: a client given up raises its server
+        selection time-out again at once; one timing out now is given up."""
+        for each, error in self.timed_out:
+            if client is each:
+                raise error
+        try:
+            yield
+        except pymongo.errors.ServerSelectionTimeoutError as error:
+            self.timed_out.append((client, error))
+            raise
+
+
 async def delete_files(
-    proxies: list[AsyncGridFSProxy], operation: Operation, surely: bool = False
+    proxies: list[AsyncGridFSProxy],
+    operation: Operation,
+    surely: bool = False,
+    unreachable: Unreachable | None = None,
 ) -> None:
     """Delete these files (one already gone is no error), in the operation's
     session when they live on its client; on another client, once the
@@ -1316,20 +1348,20 @@ async def delete_files(
     orphaned), then the first error is raised; ``surely`` (a task of its own
     following a cancelled delete, which its loop's end cancels in turn),
     each even when cancelled meanwhile, then the cancellation is raised.
-    But none after a server selection of its client timed out: each would
-    wait that long in turn (the loop's end waits for such a task)."""
+    But none on a client ``unreachable`` gave up (a fresh one if not given)."""
     undos = journal(operation.session)
     errors: list[BaseException] = []
-    unreachable: list[Any] = []  # the clients whose server selection timed out
+    unreachable = Unreachable() if unreachable is None else unreachable
     for proxy in proxies:
         client = proxy._root().database.client
-        if any(client is each for each in unreachable):
+        if unreachable.skips(client):
             continue
         session = operation.session_on(proxy._root())
         try:
-            await proxy._delete(
-                True, session, undos if session is None else journal(session)
-            )
+            with unreachable.trying(client):
+                await proxy._delete(
+                    True, session, undos if session is None else journal(session)
+                )
         except asyncio.CancelledError as cancelled:
             if not surely:
                 raise
@@ -1337,8 +1369,6 @@ async def delete_files(
         except Exception as error:
             if session is not None and session.in_transaction:
                 raise  # aborted: it deletes nothing more
-            if isinstance(error, pymongo.errors.ServerSelectionTimeoutError):
-                unreachable.append(client)
             errors.append(error)
     if errors:
         raise errors[0]
@@ -1360,23 +1390,26 @@ class Listed:
 
 
 async def delete_files_of_deleted(
-    proxies: list[AsyncGridFSProxy], operation: Operation, left: Listed | None = None
+    proxies: list[AsyncGridFSProxy],
+    operation: Operation,
+    left: Listed | None = None,
+    unreachable: Unreachable | None = None,
 ) -> None:
     """:func:`delete_files` of documents already deleted, but those a listed
     document the delete left holds (see :func:`delete_unheld`): a caller
     cancelled meanwhile, outside a transaction (whose abort keeps the
     documents and files), leaves them all deleted in a task of its own, as
     they would stay, found by nothing (``Document.async_delete`` has its own
-    follow-up)."""
+    follow-up). ``unreachable``: see :func:`delete_unheld`."""
     try:
-        await delete_unheld(proxies, operation, left)
+        await delete_unheld(proxies, operation, left, unreachable=unreachable)
     except asyncio.CancelledError:
         session = operation.session
         if proxies and (session is None or not session.in_transaction):
             # (Not in the caller's session: it may use it meanwhile.)
             alone = dataclasses.replace(operation, session=None)
             follow_up(
-                delete_unheld(proxies, alone, left, surely=True),
+                delete_unheld(proxies, alone, left, True, unreachable),
                 "delete of the files of documents a cancelled delete deleted",
                 finish=True,
             )
@@ -1388,6 +1421,7 @@ async def delete_unheld(
     operation: Operation,
     left: Listed | None,
     surely: bool = False,
+    unreachable: Unreachable | None = None,
 ) -> None:
     """:func:`delete_files` of ``proxies`` but those the ``left`` documents
     still there hold: one listed that the delete left (changed meanwhile to
@@ -1396,29 +1430,41 @@ async def delete_unheld(
     read, they are read again, then deleted, before the cancellation is
     raised. A file that read could not check (it failed, or was cancelled
     again) is kept, as all are then: a live document may hold it (an
-    orphan costs space, a lost file is lost data)."""
+    orphan costs space, a lost file is lost data). Nothing is tried on a
+    client ``unreachable`` gave up (the steps after one delete's error share
+    one), and one whose server selection times out is given up."""
+    unreachable = Unreachable() if unreachable is None else unreachable
     try:
-        proxies = await not_held(proxies, operation, left)
+        proxies = await not_held(proxies, operation, left, unreachable)
     except asyncio.CancelledError:
         if not surely:
             raise
-        await delete_files(await not_held(proxies, operation, left), operation, True)
+        proxies = await not_held(proxies, operation, left, unreachable)
+        await delete_files(proxies, operation, True, unreachable)
         raise
-    await delete_files(proxies, operation, surely)
+    await delete_files(proxies, operation, surely, unreachable)
 
 
 async def not_held(
-    proxies: list[AsyncGridFSProxy], operation: Operation, left: Listed | None
+    proxies: list[AsyncGridFSProxy],
+    operation: Operation,
+    left: Listed | None,
+    unreachable: Unreachable | None = None,
 ) -> list[AsyncGridFSProxy]:
     """``proxies`` but the files the listed documents still there hold (one
     query per run of ids, when the delete removed fewer than it listed; none
-    when there is no file to keep)."""
+    when there is no file to keep). Its client given up by ``unreachable``,
+    it raises that server selection time-out without a query."""
     if not proxies or left is None or left.all_gone():
         return proxies
     codec_options = operation.collection.codec_options
+    client = operation.collection.database.client
+    unreachable = Unreachable() if unreachable is None else unreachable
     held: set[tuple[str, str, Any]] = set()
     for run in listed(Matching(left.cls, {}), left.ids, codec_options):
-        held.update(_file_key(each) for each in await stored_files(run, operation))
+        with unreachable.trying(client):
+            found = await stored_files(run, operation)
+        held.update(_file_key(each) for each in found)
     return [each for each in proxies if _file_key(each) not in held]
 
 

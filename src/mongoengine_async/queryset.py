@@ -105,6 +105,7 @@ from mongoengine_async.detached import (
 from mongoengine_async.from_bson import loader, owned_loader
 from mongoengine_async.gridfs import (
     Listed,
+    Unreachable,
     delete_files_of_deleted,
     delete_unheld,
     listed,
@@ -1341,6 +1342,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         # (The error of the cascaded documents' files: raised after the rest.)
         failed: list[Exception] = [] if _failed is None else _failed
         leaving = functools.partial(_left, self._document, ids)
+        # (The steps after a failed write share it: see _files_of_failed.)
+        unreachable = Unreachable()
         each_run = functools.partial(
             delete_matching,
             runs,
@@ -1350,9 +1353,12 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             followed=_followed
             or functools.partial(_follow_files, files, operation, leaving),
             failed=failed,
+            unreachable=unreachable,
         )
         if not _from_doc_delete and await _goes_on(self, operation, files, transaction):
-            deleted = await _files_follow(each_run, files, operation, leaving)
+            deleted = await _files_follow(
+                each_run, files, operation, leaving, unreachable
+            )
         else:
             deleted = await each_run()
         # Once the documents are gone.
@@ -1406,6 +1412,7 @@ async def _files_follow(
     files: list[Any],
     operation: Operation,
     leaving: Callable[[int | None], Listed | None],
+    unreachable: Unreachable,
 ) -> int | None:
     """Await ``deleting()``, the delete (outside a transaction) of the
     documents holding ``files``. Its caller cancelled while it is on its way,
@@ -1417,8 +1424,10 @@ async def _files_follow(
     it first: its next command on the session must come after. Failing on
     the server partway (a later run of ids, or a rule's write), the files of
     the listed documents gone are deleted before the error is raised, in
-    that task: also once its caller was cancelled (:func:`_delete_surely`)."""
-    outcome, write = detached(_delete_surely(deleting, files, operation, leaving))
+    that task: also once its caller was cancelled (:func:`_delete_surely`),
+    but not on a client ``unreachable`` gave up (shared with the rules')."""
+    surely = _delete_surely(deleting, files, operation, leaving, unreachable)
+    outcome, write = detached(surely)
     held(write, _deleting)
     try:
         return await outcome
@@ -1437,18 +1446,22 @@ async def _files_of_failed(
     files: list[Any],
     operation: Operation,
     leaving: Callable[[int | None], Listed | None],
+    unreachable: Unreachable,
 ) -> None:
     """After a delete (outside a transaction) that failed on the server, the
     runs of ids before the failing one applied (and perhaps part of it): the
     files of the listed documents gone, read as those of the ones still
     there are (which keep theirs), are deleted, as a delete that returned
     would have. Its own error is dropped for the delete's: the files it
-    could not delete (or check) are left, orphaned, never a held one lost."""
+    could not delete (or check) are left, orphaned, never a held one lost.
+    Nothing is tried on a client whose server selection timed out in the
+    steps after that error (``unreachable``, shared with the delete rules'):
+    each would wait ``serverSelectionTimeoutMS`` before the error is raised."""
     if not files:
         return
     with contextlib.suppress(Exception):
         # (How many it deleted is not known: 0 reads which are still there.)
-        await delete_files_of_deleted(files, operation, leaving(0))
+        await delete_files_of_deleted(files, operation, leaving(0), unreachable)
 
 
 async def _delete_surely(
@@ -1456,6 +1469,7 @@ async def _delete_surely(
     files: list[Any],
     operation: Operation,
     leaving: Callable[[int | None], Listed | None],
+    unreachable: Unreachable,
 ) -> int | None:
     """``await deleting()``; cancelled itself while it is on its way (its
     loop ending: ``asyncio.run()`` cancels the tasks left, and waits for
@@ -1474,7 +1488,7 @@ async def _delete_surely(
             await delete_unheld(files, operation, leaving(deleted), surely=True)
             raise
     except pymongo.errors.PyMongoError:
-        await _files_of_failed(files, operation, leaving)
+        await _files_of_failed(files, operation, leaving, unreachable)
         raise
 
 
