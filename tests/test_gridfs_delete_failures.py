@@ -17,6 +17,7 @@ from pymongo.errors import (
     NotPrimaryError,
     OperationFailure,
     ServerSelectionTimeoutError,
+    WriteConcernError,
 )
 
 import mongoengine_async.gridfs
@@ -27,6 +28,7 @@ from mongoengine_async import (
     Document,
     FileField,
     ListField,
+    OperationError,
     ReferenceField,
     StringField,
     connect_async,
@@ -462,3 +464,73 @@ async def test_a_delete_cut_short_whose_run_sent_again_fails(
         files, chunks = await bucket()
         held = sorted(paper.pdf.grid_id for paper in papers[2:])
         assert (sorted(files), sorted(chunks)) == (held, held)
+
+
+# The server applied the delete, then answered with this error.
+APPLIED = {"writeConcernError": {"code": 64, "errmsg": "replication timed out"}}
+
+
+@asynccontextmanager
+async def next_delete_failing(
+    app_name: str, cls: type[Any], error: dict
+) -> AsyncIterator[None]:
+    """The next delete of ``cls`` documents by client ``app_name`` fails with
+    ``error`` (the fail point's data: APPLIED, or an errorCode, not applied)."""
+    database = get_async_connection().get_database("admin")
+    command = {"configureFailPoint": "failCommand"}
+    data = {
+        **error,
+        "failCommands": ["delete"],
+        "namespace": cls._get_collection().full_name,
+        "appName": app_name,
+    }
+    await database.command({**command, "mode": {"times": 1}, "data": data})
+    try:
+        yield
+    finally:
+        await database.command({**command, "mode": "off"})
+
+
+@pytest.mark.parametrize("ruled", [False, True])
+async def test_a_document_delete_applied_then_failing_deletes_its_files(
+    app: str, deletes: list, ruled: bool
+) -> None:
+    """A document's delete (outside a transaction) the server applied, then
+    answered with an error: the document is gone, so its files are deleted
+    and ``post_delete`` sent before the error is raised, as a queryset's
+    delete does. They were left, orphaned, and no ``post_delete`` sent."""
+    paper = FdRuledPaper() if ruled else FdPaper()
+    await paper.pdf.async_put(b"contents")
+    await paper.async_save()
+    sent: list = []
+    receiver = lambda sender, document, **kwargs: sent.append(document.pk)  # noqa: E731
+    signals.post_delete.connect(receiver, sender=type(paper))
+    try:
+        async with next_delete_failing(app, type(paper), APPLIED):
+            with pytest.raises(OperationError) as raised:
+                await paper.async_delete(transaction=False)
+    finally:
+        signals.post_delete.disconnect(receiver, sender=type(paper))
+    assert isinstance(raised.value.__cause__, WriteConcernError)
+    assert raised.value.__cause__.code == 64
+    assert await type(paper).objects.async_count() == 0
+    assert await bucket() == ([], [])
+    assert sent == [paper.pk]
+
+
+async def test_a_document_delete_failing_unapplied_keeps_its_files(app: str) -> None:
+    """A document's delete that failed on the server, not applied: the read
+    finds it there, and it keeps its files; no ``post_delete`` is sent."""
+    paper = await stored_paper()
+    sent: list = []
+    receiver = lambda sender, document, **kwargs: sent.append(document.pk)  # noqa: E731
+    signals.post_delete.connect(receiver, sender=FdPaper)
+    try:
+        async with next_delete_failing(app, FdPaper, {"errorCode": FAILED}):
+            with pytest.raises(OperationError):
+                await paper.async_delete()
+    finally:
+        signals.post_delete.disconnect(receiver, sender=FdPaper)
+    assert await FdPaper.objects.async_count() == 1
+    assert await bucket() == ([paper.pdf.grid_id], [paper.pdf.grid_id])
+    assert sent == []

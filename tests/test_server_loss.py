@@ -122,11 +122,12 @@ class LossLeaf(Document):
     meta = {"db_alias": ALIAS}
 
 
-class StopAtSecondBoxDelete(monitoring.CommandListener):
-    """Stops the replica set as the second delete of the boxes is sent."""
+class StopAtBoxDelete(monitoring.CommandListener):
+    """Stops the replica set as the ``at``-th delete of the boxes is sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, at: int) -> None:
         self.replica_set: ReplicaSet | None = None  # (set: armed)
+        self.at = at
         self.deletes = 0
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
@@ -134,7 +135,7 @@ class StopAtSecondBoxDelete(monitoring.CommandListener):
             return
         if event.command["delete"] == LossBox._get_collection_name():
             self.deletes += 1
-            if self.deletes == 2:
+            if self.deletes == self.at:
                 self.replica_set.stop()
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
@@ -161,7 +162,7 @@ async def test_a_delete_losing_its_server_partway_waits_one_server_selection(
     # post_delete; its own documents still there, for theirs) share one
     # give-up: after one server selection timed out, none is tried, and the
     # delete's own error comes (each used to wait serverSelectionTimeoutMS).
-    cut = StopAtSecondBoxDelete()
+    cut = StopAtBoxDelete(2)
     replica_set = ReplicaSet().start()
     await connect_async(
         db="loss",
@@ -193,5 +194,54 @@ async def test_a_delete_losing_its_server_partway_waits_one_server_selection(
         assert sent == []  # (which leaves are gone could not be read)
     finally:
         signals.post_delete.disconnect(receiver, sender=LossLeaf)
+        await disconnect_async(ALIAS)
+        replica_set.stop()
+
+
+async def test_a_document_delete_on_a_lost_server_waits_one_server_selection(
+    server: ReplicaSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its command never sent (its server selection timed out), the document
+    # is there: no read asks whether its delete was applied all the same.
+    box = LossBox()
+    await box.pdf.async_put(b"box")
+    await box.async_save()
+    await stop(server)
+    caplog.set_level("DEBUG", logger="pymongo.serverSelection")
+    with pytest.raises(pymongo.errors.ServerSelectionTimeoutError):
+        await asyncio.wait_for(box.async_delete(transaction=False), 30)
+    assert len(failed_selections(caplog)) == 1
+
+
+async def test_a_document_delete_losing_its_server_waits_one_server_selection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Its rules' cleanup (the cascaded documents still there) and its own
+    # (whether it is gone) share one give-up.
+    cut = StopAtBoxDelete(1)
+    replica_set = ReplicaSet().start()
+    await connect_async(
+        db="loss",
+        alias=ALIAS,
+        host=replica_set.uri,
+        uuidRepresentation="standard",
+        serverSelectionTimeoutMS=1500,
+        event_listeners=[cut],
+    )
+    try:
+        box = LossBox()
+        await box.pdf.async_put(b"box")
+        await box.async_save()
+        leaf = LossLeaf(box=box)
+        await leaf.pdf.async_put(b"leaf")
+        await leaf.async_save()
+        caplog.set_level("DEBUG", logger="pymongo.serverSelection")
+        cut.replica_set = replica_set
+        with pytest.raises(pymongo.errors.AutoReconnect) as error:
+            await asyncio.wait_for(box.async_delete(transaction=False), 30)
+        assert cut.deletes == 1
+        assert not isinstance(error.value, pymongo.errors.ServerSelectionTimeoutError)
+        assert failed_selections(caplog) == ["find"]
+    finally:
         await disconnect_async(ALIAS)
         replica_set.stop()

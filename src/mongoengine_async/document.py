@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import functools
 import operator
@@ -85,7 +86,12 @@ from mongoengine_async.detached import (
 from mongoengine_async.errors import AsyncUsageError, NotLoadedError
 from mongoengine_async.fields import sync_cached_references
 from mongoengine_async.from_bson import LoadedState
-from mongoengine_async.gridfs import AsyncGridFSProxy, check_deletable, delete_files
+from mongoengine_async.gridfs import (
+    AsyncGridFSProxy,
+    Unreachable,
+    check_deletable,
+    delete_files,
+)
 from mongoengine_async.guards import (
     blocking_call_error,
     guard_blocking_methods,
@@ -1093,6 +1099,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             )
             held_back = signals.unless_muted(signals.post_delete, signal_kwargs)
             failed: list[Exception] = []  # (the cascaded files': raised last)
+            # (The steps after a failed write share it: see _after_failed_delete.)
+            unreachable = Unreachable()
             deleting = functools.partial(
                 self._qs.filter(**self._object_key).async_delete,
                 write_concern=write_concern,
@@ -1106,6 +1114,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                     files, operation, held_back
                 ),
                 _failed=failed,
+                _unreachable=unreachable,
             )
             # Its files go once it was applied (in a transaction, once that
             # committed), as after a delete that returned. Its rules' writes
@@ -1115,7 +1124,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             await (
                 _write_in_turn(
                     self,
-                    self._delete_surely(deleting, files, operation, held_back),
+                    self._delete_surely(
+                        deleting, files, operation, held_back, unreachable
+                    ),
                     operation.session,
                     functools.partial(
                         self._after_cancelled_delete, files, operation, held_back
@@ -1170,12 +1181,15 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         files: list[AsyncGridFSProxy],
         operation: Operation,
         signal_kwargs: dict | None,
+        unreachable: Unreachable,
     ) -> Any:
         """``await deleting()``, the write of a delete; cancelled itself while
         it is on its way (its loop ending: ``asyncio.run()`` cancels the tasks
         left, and waits for them), outside a transaction, it may reach the
         server all the same: it is sent again, then the steps after it run
-        (files, ``post_delete``), before the cancellation is raised."""
+        (files, ``post_delete``), before the cancellation is raised. Failing
+        on the server, it may have been applied: see
+        :meth:`_after_failed_delete`."""
         try:
             return await deleting()
         except asyncio.CancelledError:
@@ -1185,6 +1199,40 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             await deleting()
             await self._async_after_delete(files, operation, signal_kwargs, True)
             raise
+        except _NOT_SENT:
+            raise  # (its delete, the last write, was not sent: it is there)
+        except pymongo.errors.PyMongoError:
+            await self._after_failed_delete(
+                files, operation, signal_kwargs, unreachable
+            )
+            raise
+
+    async def _after_failed_delete(
+        self,
+        files: list[AsyncGridFSProxy],
+        operation: Operation,
+        signal_kwargs: dict | None,
+        unreachable: Unreachable,
+    ) -> None:
+        """After its delete failed outside a transaction, applied all the same
+        (a write concern error, a reply lost): the document read gone, its
+        files are deleted and ``post_delete`` sent, as after a delete that
+        returned; their errors are dropped for the delete's. That read
+        failing (or its client given up by ``unreachable``: it would wait a
+        server selection), all stay: the document may still be there."""
+        query = self._qs.filter(**self._object_key)._query
+        try:
+            with unreachable.trying(operation.collection.database.client):
+                there = await operation.collection.find_one(
+                    query, {"_id": 1}, session=operation.session
+                )
+        except Exception:
+            return
+        if there is not None:
+            return
+        with contextlib.suppress(Exception):
+            await delete_files(files, operation, unreachable=unreachable)
+        await self._signal_gone(operation, signal_kwargs)
 
     async def _signal_gone(
         self, operation: Operation, signal_kwargs: dict | None
@@ -1611,6 +1659,13 @@ async def _wait_other_turn(document: Document) -> bool:
         return False
     await _wait_turn(document)
     return True
+
+
+# Errors of a command never sent: a delete failing so was not applied.
+_NOT_SENT = (
+    pymongo.errors.ServerSelectionTimeoutError,
+    pymongo.errors.WaitQueueTimeoutError,
+)
 
 
 async def _turn_after_follow_ups(

@@ -1312,6 +1312,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         session: AsyncClientSession | None = None,
         _followed: Callable[[int | None], None] | None = None,
         _failed: list[Exception] | None = None,
+        _unreachable: Unreachable | None = None,
     ) -> int | None:
         """Delete the matches, applying the delete rules, then their GridFS
         files; returns the count.
@@ -1343,7 +1344,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         failed: list[Exception] = [] if _failed is None else _failed
         leaving = functools.partial(_left, self._document, ids)
         # (The steps after a failed write share it: see _files_of_failed.)
-        unreachable = Unreachable()
+        unreachable = Unreachable() if _unreachable is None else _unreachable
         each_run = functools.partial(
             delete_matching,
             runs,
