@@ -534,3 +534,79 @@ async def test_a_document_delete_failing_unapplied_keeps_its_files(app: str) -> 
     assert await FdPaper.objects.async_count() == 1
     assert await bucket() == ([paper.pdf.grid_id], [paper.pdf.grid_id])
     assert sent == []
+
+
+class CancelAtCleanupRead(monitoring.CommandListener):
+    """Once a delete of ``collection`` failed, cancels the task sending the
+    next find of it (a delete's cleanup read: its loop's end cancelling the
+    task the delete goes on in) as it starts."""
+
+    def __init__(self, collection: str) -> None:
+        self.collection = collection
+        self.armed = False
+        self.cancelled = 0
+        self.deletes = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        if name == "delete" and event.command["delete"] == self.collection:
+            self.deletes += 1
+        if self.armed and name == "find" and event.command["find"] == self.collection:
+            self.armed = False
+            self.cancelled += 1
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        if event.command_name == "delete" and not self.cancelled:
+            self.armed = True
+
+
+@pytest.mark.parametrize("by_document", [False, True])
+async def test_a_cascade_failing_cut_short_in_its_cleanup_is_not_sent_again(
+    mongodb_uri: str, monkeypatch: pytest.MonkeyPatch, by_document: bool
+) -> None:
+    """A CASCADE outside a transaction (a queryset's delete, or a document's)
+    whose second run of leaves' deletes
+    fails on the server, its task cut short (its loop's end) as it reads
+    which leaves are still there: the delete is not planned and sent again
+    (each leaf had ``pre_delete`` once), the error is raised."""
+    pre: list = []
+
+    def receiver(sender: Any, document: Any, **kwargs: Any) -> None:
+        pre.append(document.pk)
+
+    name = f"fd-{uuid4().hex[:8]}"
+    listener = CancelAtCleanupRead(FdLeaf._get_collection_name())
+    signals.pre_delete.connect(receiver, sender=FdLeaf)
+    try:
+        async with fresh_database(
+            "default", mongodb_uri, appname=name, event_listeners=[listener]
+        ):
+            box = await FdBox(name="box").async_save()
+            leaves = []
+            for number in range(5):
+                leaf = FdLeaf(box=box)
+                await leaf.pdf.async_put(b"leaf %d" % number)
+                leaves.append(await leaf.async_save())
+            monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
+            async with second_delete_failing(name, FdLeaf):
+                # (The task cancelled, its outcome is: not the test's task.)
+                with pytest.raises(asyncio.CancelledError):
+                    if by_document:
+                        await box.async_delete(transaction=False)
+                    else:
+                        await FdBox.objects.async_delete(transaction=False)
+                await asyncio.wait_for(
+                    asyncio.gather(*queryset_module._deleting, return_exceptions=True),
+                    30,
+                )
+            assert listener.cancelled == 1
+            assert listener.deletes == 2  # (the failing one not sent again)
+            assert sorted(pre) == sorted(leaf.pk for leaf in leaves)
+    finally:
+        signals.pre_delete.disconnect(receiver, sender=FdLeaf)

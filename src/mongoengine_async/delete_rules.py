@@ -58,12 +58,21 @@ from mongoengine_async.gridfs import (
 from mongoengine_async.operation import Operation, session_for
 
 __all__ = (
+    "CancelledAfterFailure",
     "check_rules",
     "delete_each",
     "delete_matching",
     "has_rules",
     "runs_own_transaction",
 )
+
+
+class CancelledAfterFailure(asyncio.CancelledError):
+    """A cancellation (its loop's end) cutting short the steps after a write
+    of a delete that failed outside a transaction (see
+    ``_DeletePlan._after_failed_write``): the delete failed, so it is not
+    planned and sent again as one cut short is (its cascaded documents
+    would get ``pre_delete`` twice). Its ``__cause__`` is the write's error."""
 
 
 def _rules(cls: type[Any]) -> list[tuple[type[Any], str, int]]:
@@ -592,9 +601,9 @@ class _DeletePlan:
                 alone = replace(self.operation, session=None)
                 await delete_files(self.files, alone, surely=True)
                 raise
-            except Exception:
+            except Exception as error:
                 if number >= writing and not _in_transaction(self.operation.session):
-                    await self._after_failed_write()
+                    await self._after_write_error(error)
                 raise
 
     async def _go_on(
@@ -613,10 +622,20 @@ class _DeletePlan:
             try:
                 if not await self._step(rest, later >= written):
                     return  # (its error dropped: the loop is ending)
-            except Exception:
+            except Exception as error:
                 if later >= writing:
-                    await self._after_failed_write()
+                    await self._after_write_error(error)
                 raise
+
+    async def _after_write_error(self, error: Exception) -> None:
+        """:meth:`_after_failed_write`, after ``error``; cut short by a
+        cancellation, it raises :class:`CancelledAfterFailure` instead."""
+        try:
+            await self._after_failed_write()
+        except CancelledAfterFailure:
+            raise
+        except asyncio.CancelledError as cancelled:
+            raise CancelledAfterFailure(*cancelled.args) from error
 
     async def _after_failed_write(self) -> None:
         """A write failed outside a transaction, those before it applied: the

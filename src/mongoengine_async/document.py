@@ -76,7 +76,11 @@ from mongoengine_async.context import (
     switched_collection,
     write_on_its_way,
 )
-from mongoengine_async.delete_rules import has_rules, runs_own_transaction
+from mongoengine_async.delete_rules import (
+    CancelledAfterFailure,
+    has_rules,
+    runs_own_transaction,
+)
 from mongoengine_async.detached import (
     FAILED,
     detached,
@@ -1189,9 +1193,15 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         server all the same: it is sent again, then the steps after it run
         (files, ``post_delete``), before the cancellation is raised. Failing
         on the server, it may have been applied: see
-        :meth:`_after_failed_delete`."""
+        :meth:`_after_failed_delete` (also when cut short after that failure:
+        it is not sent again then)."""
         try:
             return await deleting()
+        except CancelledAfterFailure:
+            await self._after_failed_delete(
+                files, operation, signal_kwargs, unreachable
+            )
+            raise
         except asyncio.CancelledError:
             session = operation.session
             if session is not None and session.in_transaction:

@@ -88,6 +88,7 @@ from mongoengine_async.connection import (
 )
 from mongoengine_async.context import dereference_disabled
 from mongoengine_async.delete_rules import (
+    CancelledAfterFailure,
     check_rules,
     delete_each,
     delete_matching,
@@ -1480,10 +1481,14 @@ async def _delete_surely(
     the listed documents still there: ``leaving``), before the cancellation
     is raised. Failing on the server partway (sent again too), the files of
     the listed documents gone are deleted before the error is raised
-    (:func:`_files_of_failed`), whether its caller awaits it or was cancelled."""
+    (:func:`_files_of_failed`), whether its caller awaits it or was cancelled;
+    also when cut short after that failure (not sent again, then)."""
     try:
         try:
             return await deleting()
+        except CancelledAfterFailure:
+            await _files_of_failed(files, operation, leaving, unreachable)
+            raise
         except asyncio.CancelledError:
             deleted = await deleting()
             await delete_unheld(files, operation, leaving(deleted), surely=True)
