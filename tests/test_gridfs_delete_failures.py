@@ -123,6 +123,28 @@ async def stored_paper() -> FdPaper:
     return await paper.async_save()
 
 
+async def with_files(documents: list[Any]) -> list[Any]:
+    """Each of ``documents`` saved with a file of its own."""
+    for number, document in enumerate(documents):
+        await document.pdf.async_put(b"file %d" % number)
+        await document.async_save()
+    return documents
+
+
+def in_runs_of_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deletes send two listed ids a run: an ObjectId element is 12 bytes, a
+    type and a short key."""
+    monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
+
+
+async def assert_files_of(documents: list[Any]) -> None:
+    """GridFS holds the files (files documents and chunks) of ``documents``
+    and no other."""
+    files, chunks = await bucket()
+    held = sorted(each.pdf.grid_id for each in documents)
+    assert (sorted(files), sorted(chunks)) == (held, held)
+
+
 async def test_a_retried_file_delete_deletes_the_chunks_left(app):
     """The chunks' delete failing (twice: PyMongo's error and our retry), the
     files document is gone, the chunks stay, and the proxy still holds the
@@ -245,22 +267,17 @@ async def test_a_delete_failing_in_a_later_run_deletes_the_files_of_the_earlier(
     are gone, and so are their files, before the error is raised; the other
     documents stay with theirs. Those files were left, orphaned."""
     cls = FdRuledPaper if rules else FdPaper
-    papers = []
-    for number in range(5):
-        paper = cls(**({"name": "doomed"} if rules else {}))
-        await paper.pdf.async_put(b"paper %d" % number)
-        papers.append(await paper.async_save())
-    # Two ids a run: an ObjectId element is 12 bytes, a type and a short key.
-    monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
+    papers = await with_files(
+        [cls(**({"name": "doomed"} if rules else {})) for _ in range(5)]
+    )
+    in_runs_of_two(monkeypatch)
     async with second_delete_failing(app, cls):
         with pytest.raises(OperationFailure) as raised:
             await cls.objects.async_delete(transaction=False)
     assert raised.value.code == FAILED
     left = sorted(paper.pk for paper in await cls.objects.async_to_list())
     assert left == sorted(paper.pk for paper in papers[2:])
-    files, chunks = await bucket()
-    held = sorted(paper.pdf.grid_id for paper in papers[2:])
-    assert (sorted(files), sorted(chunks)) == (held, held)
+    await assert_files_of(papers[2:])
 
 
 async def test_a_cascade_failing_in_a_later_run_deletes_the_files_of_the_earlier(
@@ -272,12 +289,8 @@ async def test_a_cascade_failing_in_a_later_run_deletes_the_files_of_the_earlier
     before the error is raised; the others stay with theirs (and their box,
     deleted after them, stays). Those files were left, orphaned."""
     box = await FdBox(name="box").async_save()
-    leaves = []
-    for number in range(5):
-        leaf = FdLeaf(box=box)
-        await leaf.pdf.async_put(b"leaf %d" % number)
-        leaves.append(await leaf.async_save())
-    monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
+    leaves = await with_files([FdLeaf(box=box) for _ in range(5)])
+    in_runs_of_two(monkeypatch)
     async with second_delete_failing(app, FdLeaf):
         with pytest.raises(OperationFailure) as raised:
             await FdBox.objects.async_delete(transaction=False)
@@ -286,9 +299,7 @@ async def test_a_cascade_failing_in_a_later_run_deletes_the_files_of_the_earlier
     left = sorted(leaf.pk for leaf in await FdLeaf.objects.async_to_list())
     gone = {leaf.pk for leaf in leaves} - set(left)
     assert len(left) == 3 and len(gone) == 2
-    files, chunks = await bucket()
-    held = sorted(leaf.pdf.grid_id for leaf in leaves if leaf.pk in left)
-    assert (sorted(files), sorted(chunks)) == (held, held)
+    await assert_files_of([leaf for leaf in leaves if leaf.pk in left])
 
 
 class CancelAfterFirstDelete(monitoring.CommandListener):
@@ -329,12 +340,10 @@ async def test_a_delete_whose_caller_was_cancelled_failing_in_a_later_run(
         "default", mongodb_uri, appname=name, event_listeners=[listener]
     ):
         cls = FdRuledPaper if rules else FdPaper
-        papers = []
-        for number in range(5):
-            paper = cls(**({"name": "doomed"} if rules else {}))
-            await paper.pdf.async_put(b"paper %d" % number)
-            papers.append(await paper.async_save())
-        monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
+        papers = await with_files(
+            [cls(**({"name": "doomed"} if rules else {})) for _ in range(5)]
+        )
+        in_runs_of_two(monkeypatch)
         async with second_delete_failing(name, cls):
             listener.collection = cls._get_collection_name()
             task = asyncio.ensure_future(cls.objects.async_delete(transaction=False))
@@ -346,9 +355,7 @@ async def test_a_delete_whose_caller_was_cancelled_failing_in_a_later_run(
         assert not context.following  # (no task of its files follows)
         left = sorted(paper.pk for paper in await cls.objects.async_to_list())
         assert left == sorted(paper.pk for paper in papers[2:])
-        files, chunks = await bucket()
-        held = sorted(paper.pdf.grid_id for paper in papers[2:])
-        assert (sorted(files), sorted(chunks)) == (held, held)
+        await assert_files_of(papers[2:])
 
 
 class CancelAtSecondDelete(monitoring.CommandListener):
@@ -411,12 +418,8 @@ async def cut_short_cascade(
         "default", mongodb_uri, appname=name, event_listeners=[listener]
     ):
         box = await FdBox(name="box").async_save()
-        leaves = []
-        for number in range(5):
-            leaf = FdLeaf(box=box)
-            await leaf.pdf.async_put(b"leaf %d" % number)
-            leaves.append(await leaf.async_save())
-        monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
+        leaves = await with_files([FdLeaf(box=box) for _ in range(5)])
+        in_runs_of_two(monkeypatch)
         async with second_delete_failing(name, FdLeaf):
             with pytest.raises(OperationFailure) as raised:
                 await FdBox.objects.async_delete(transaction=False)
@@ -425,9 +428,7 @@ async def cut_short_cascade(
         assert [each.pk for each in await FdBox.objects.async_to_list()] == [box.pk]
         left = sorted(leaf.pk for leaf in await FdLeaf.objects.async_to_list())
         assert len(left) == 3
-        files, chunks = await bucket()
-        held = sorted(leaf.pdf.grid_id for leaf in leaves if leaf.pk in left)
-        assert (sorted(files), sorted(chunks)) == (held, held)
+        await assert_files_of([leaf for leaf in leaves if leaf.pk in left])
         if sent is not None:
             gone = [leaf.pk for leaf in leaves if leaf.pk not in left]
             assert sorted(sent) == sorted(("post_delete", pk) for pk in gone)
@@ -448,12 +449,8 @@ async def test_a_delete_cut_short_whose_run_sent_again_fails(
     async with fresh_database(
         "default", mongodb_uri, appname=name, event_listeners=[listener]
     ):
-        papers = []
-        for number in range(5):
-            paper = FdPaper()
-            await paper.pdf.async_put(b"paper %d" % number)
-            papers.append(await paper.async_save())
-        monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
+        papers = await with_files([FdPaper() for _ in range(5)])
+        in_runs_of_two(monkeypatch)
         async with second_delete_failing(name, FdPaper):
             with pytest.raises(OperationFailure) as raised:
                 await FdPaper.objects.async_delete()
@@ -461,9 +458,7 @@ async def test_a_delete_cut_short_whose_run_sent_again_fails(
         assert listener.deletes == 3  # (the second run cut short, the first again)
         left = sorted(paper.pk for paper in await FdPaper.objects.async_to_list())
         assert left == sorted(paper.pk for paper in papers[2:])
-        files, chunks = await bucket()
-        held = sorted(paper.pdf.grid_id for paper in papers[2:])
-        assert (sorted(files), sorted(chunks)) == (held, held)
+        await assert_files_of(papers[2:])
 
 
 # The server applied the delete, then answered with this error.
@@ -588,12 +583,8 @@ async def test_a_cascade_failing_cut_short_in_its_cleanup_is_not_sent_again(
             "default", mongodb_uri, appname=name, event_listeners=[listener]
         ):
             box = await FdBox(name="box").async_save()
-            leaves = []
-            for number in range(5):
-                leaf = FdLeaf(box=box)
-                await leaf.pdf.async_put(b"leaf %d" % number)
-                leaves.append(await leaf.async_save())
-            monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
+            leaves = await with_files([FdLeaf(box=box) for _ in range(5)])
+            in_runs_of_two(monkeypatch)
             async with second_delete_failing(name, FdLeaf):
                 # (The task cancelled, its outcome is: not the test's task.)
                 with pytest.raises(asyncio.CancelledError):
