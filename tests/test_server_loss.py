@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pymongo
 import pytest
@@ -155,14 +157,14 @@ def failed_selections(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
-async def test_a_delete_losing_its_server_partway_waits_one_server_selection(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Its cleanups (the cascaded documents still there, for their files and
-    # post_delete; its own documents still there, for theirs) share one
-    # give-up: after one server selection timed out, none is tried, and the
-    # delete's own error comes (each used to wait serverSelectionTimeoutMS).
-    cut = StopAtBoxDelete(2)
+@asynccontextmanager
+async def stopped_at_box_delete(
+    at: int,
+) -> AsyncIterator[tuple[StopAtBoxDelete, ReplicaSet]]:
+    """``ALIAS`` connected to a replica set of its own, which the listener
+    stops as the ``at``-th delete of the boxes is sent, once armed (its
+    ``replica_set`` set)."""
+    cut = StopAtBoxDelete(at)
     replica_set = ReplicaSet().start()
     await connect_async(
         db="loss",
@@ -172,30 +174,47 @@ async def test_a_delete_losing_its_server_partway_waits_one_server_selection(
         serverSelectionTimeoutMS=1500,
         event_listeners=[cut],
     )
+    try:
+        yield cut, replica_set
+    finally:
+        await disconnect_async(ALIAS)
+        replica_set.stop()
+
+
+async def test_a_delete_losing_its_server_partway_waits_one_server_selection(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its cleanups (the cascaded documents still there, for their files and
+    # post_delete; its own documents still there, for theirs) share one
+    # give-up: after one server selection timed out, none is tried, and the
+    # delete's own error comes (each used to wait serverSelectionTimeoutMS).
     sent: list[LossLeaf] = []
     receiver = lambda sender, document, **kwargs: sent.append(document)  # noqa: E731
     signals.post_delete.connect(receiver, sender=LossLeaf)
     try:
-        for _ in range(4):
-            box = LossBox()
-            await box.pdf.async_put(b"box")
-            await box.async_save()
-            leaf = LossLeaf(box=box)
-            await leaf.pdf.async_put(b"leaf")
-            await leaf.async_save()
-        monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
-        caplog.set_level("DEBUG", logger="pymongo.serverSelection")
-        cut.replica_set = replica_set
-        with pytest.raises(pymongo.errors.AutoReconnect) as error:
-            await asyncio.wait_for(LossBox.objects.async_delete(transaction=False), 30)
-        assert cut.deletes == 2
-        assert not isinstance(error.value, pymongo.errors.ServerSelectionTimeoutError)
-        assert failed_selections(caplog) == ["find"]
-        assert sent == []  # (which leaves are gone could not be read)
+        async with stopped_at_box_delete(2) as (cut, replica_set):
+            for _ in range(4):
+                box = LossBox()
+                await box.pdf.async_put(b"box")
+                await box.async_save()
+                leaf = LossLeaf(box=box)
+                await leaf.pdf.async_put(b"leaf")
+                await leaf.async_save()
+            monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
+            caplog.set_level("DEBUG", logger="pymongo.serverSelection")
+            cut.replica_set = replica_set
+            with pytest.raises(pymongo.errors.AutoReconnect) as error:
+                await asyncio.wait_for(
+                    LossBox.objects.async_delete(transaction=False), 30
+                )
+            assert cut.deletes == 2
+            assert not isinstance(
+                error.value, pymongo.errors.ServerSelectionTimeoutError
+            )
+            assert failed_selections(caplog) == ["find"]
+            assert sent == []  # (which leaves are gone could not be read)
     finally:
         signals.post_delete.disconnect(receiver, sender=LossLeaf)
-        await disconnect_async(ALIAS)
-        replica_set.stop()
 
 
 async def test_a_document_delete_on_a_lost_server_waits_one_server_selection(
@@ -218,17 +237,7 @@ async def test_a_document_delete_losing_its_server_waits_one_server_selection(
 ) -> None:
     # Its rules' cleanup (the cascaded documents still there) and its own
     # (whether it is gone) share one give-up.
-    cut = StopAtBoxDelete(1)
-    replica_set = ReplicaSet().start()
-    await connect_async(
-        db="loss",
-        alias=ALIAS,
-        host=replica_set.uri,
-        uuidRepresentation="standard",
-        serverSelectionTimeoutMS=1500,
-        event_listeners=[cut],
-    )
-    try:
+    async with stopped_at_box_delete(1) as (cut, replica_set):
         box = LossBox()
         await box.pdf.async_put(b"box")
         await box.async_save()
@@ -242,6 +251,3 @@ async def test_a_document_delete_losing_its_server_waits_one_server_selection(
         assert cut.deletes == 1
         assert not isinstance(error.value, pymongo.errors.ServerSelectionTimeoutError)
         assert failed_selections(caplog) == ["find"]
-    finally:
-        await disconnect_async(ALIAS)
-        replica_set.stop()
