@@ -181,13 +181,18 @@ def _attempt(session: AsyncClientSession) -> Iterator[None]:
 
 
 def _reset(var: ContextVar[Any], token: Token[Any]) -> None:
-    """``var.reset(token)``, unless the block's coroutine is closed as it is
-    collected (see :func:`_closed_as_collected`): that cleanup runs in the
-    context of whatever runs then, where the token is not valid (a
-    ValueError, printed as "Exception ignored") and nothing of its task's is
-    set."""
-    if not _closed_as_collected():
+    """``var.reset(token)``. A block closed (``GeneratorExit``) in another
+    context than its own (its coroutine collected, see
+    :func:`_closed_as_collected`, or an async generator finalised by its
+    loop) leaves the token: nothing of its task's is set there (a ValueError,
+    printed as "Exception ignored"). Closed in its own context (``aclose()``,
+    ``contextlib.aclosing``), the value is reset, not left to what follows."""
+    closed = _closed_as_collected()  # (before the ValueError replaces it)
+    try:
         var.reset(token)
+    except ValueError:
+        if not closed:
+            raise
 
 
 def _closed_as_collected() -> bool:
