@@ -1141,6 +1141,45 @@ async def test_disconnect_waits_for_what_a_cancelled_delete_left_going_on(
         assert await _bucket_ids(client[name], "cw_files", [], 0) == ([], [])
 
 
+async def test_disconnect_in_a_receiver_of_a_cancelled_delete_does_not_wait_for_it(
+    app, mongodb_uri, monkeypatch
+):
+    """A ``post_delete`` receiver awaiting ``disconnect_async()`` (its app's
+    shutdown), of a delete whose caller was cancelled: it returns, nothing
+    reported. It waited for the delete it is part of, which the receiver
+    held, until its time was spent (``_END_SECONDS``, shortened here), then
+    reported that delete as possibly not done."""
+    monkeypatch.setattr(mongoengine_async.connection, "_END_SECONDS", 3)
+    document = CwFiled()
+    await document.data.async_put(b"contents")
+    await document.async_save()
+    name = CwFiled._get_collection().database.name
+    disconnected = asyncio.Event()
+
+    async def post_delete(sender: Any, document: Any, **_: Any) -> None:
+        await mongoengine_async.disconnect_async()
+        disconnected.set()
+
+    reported: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda _, report: reported.append(report)
+    )
+    signals.post_delete.connect(post_delete, sender=CwFiled)
+    async with AsyncMongoClient(mongodb_uri) as client:  # (outliving the alias)
+        try:
+            async with held_on_server(
+                app, "delete", BLOCK_MS, admin=client.admin
+            ) as held:
+                await cancel_once_sent(held, document.async_delete)
+                await disconnected.wait()
+        finally:
+            signals.post_delete.disconnect(post_delete, sender=CwFiled)
+            asyncio.get_running_loop().set_exception_handler(None)
+        assert reported == []
+        assert await client[name]["cw_filed"].count_documents({}) == 0
+        assert await _bucket_ids(client[name], "cw_files", [], 0) == ([], [])
+
+
 async def test_a_file_delete_in_a_session_cancelled_on_its_way_ends_first(app):
     """With a session of the caller's (no transaction), a cancelled delete of
     a file returns once its chunks' delete is done too: the session runs one

@@ -99,10 +99,14 @@ async def all_finished(
     then (a server that does not answer) are reported to the loop's
     exception handler, once ("{waiter} stopped waiting for the {what} after
     {seconds} s ({bound}): ..."), and no longer waited for. Read from a
-    copy: loops in other threads add and drop theirs meanwhile."""
-    loop = asyncio.get_running_loop()
+    copy: loops in other threads add and drop theirs meanwhile. Not the
+    running task (a signal receiver's in the steps after a cancelled write,
+    disconnecting): it would wait for itself."""
+    loop, me = asyncio.get_running_loop(), asyncio.current_task()
     deadline = loop.time() + seconds
-    while pending := {t for t in _finishing.copy() if t.get_loop() is loop}:
+    while pending := {
+        t for t in _finishing.copy() if t.get_loop() is loop and t is not me
+    }:
         left = deadline - loop.time()
         if left <= 0:
             _gave_up(pending, f"{waiter} stopped waiting", f"{seconds:g} s ({bound})")
