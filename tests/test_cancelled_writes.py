@@ -47,6 +47,7 @@ from mongoengine_async import (
     async_run_transaction,
     connect_async,
     context,
+    detached,
     get_async_connection,
     get_async_db,
     gridfs,
@@ -81,6 +82,12 @@ class CwBook(Document):
 
 class CwFiled(Document):
     data = FileField(collection_name="cw_files")
+
+
+class CwLongId(Document):
+    """Ids of any length (a URL, say)."""
+
+    id = StringField(primary_key=True)
 
 
 class CwRuled(Document):
@@ -1178,6 +1185,31 @@ async def test_disconnect_in_a_receiver_of_a_cancelled_delete_does_not_wait_for_
         assert reported == []
         assert await client[name]["cw_filed"].count_documents({}) == 0
         assert await _bucket_ids(client[name], "cw_files", [], 0) == ([], [])
+
+
+async def test_a_report_names_a_long_id_shortened(app):
+    """The report of what a cancelled delete left going on, no longer waited
+    for (as by ``disconnect_async()`` once its time is spent), names the
+    document by its id, shortened: a 100 000-character id was printed whole."""
+    document = CwLongId(id="x" * 100_000)
+    await document.async_save()
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, report: reported.append(report))
+    try:
+        async with blocked(app, "delete") as held:
+            await cancel_once_sent(held, document.async_delete)
+            (write,) = [t for t in detached._finishing if t.get_loop() is loop]
+            await detached.all_finished(0, "disconnect_async('default')", "none")
+            await write
+    finally:
+        loop.set_exception_handler(None)
+    assert [report["message"] for report in reported] == [
+        "disconnect_async('default') stopped waiting for the write of CwLongId"
+        f" '{'x' * 37}...{'x' * 38}' whose caller was cancelled (and the steps"
+        " after it) after 0 s (none): the rest of it may not be done"
+    ]
+    assert await CwLongId.objects.async_count() == 0
 
 
 async def test_a_file_delete_in_a_session_cancelled_on_its_way_ends_first(app):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import functools
+import reprlib
 import sys
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
@@ -83,6 +84,18 @@ def finish_before_close(task: asyncio.Future[Any], what: str) -> asyncio.Future[
     _finishing[task] = what
     task.add_done_callback(_finished)
     return task
+
+
+# Ids as the reports name them (see id_repr).
+_IDS = reprlib.Repr()
+_IDS.maxstring = _IDS.maxother = 80
+
+
+def id_repr(value: Any) -> str:
+    """``repr(value)`` for the ``what`` of :func:`finish_before_close`, naming
+    a document or file by its id: shortened (an id of any length, a dict),
+    never raising (the cancellation it is made in must go on)."""
+    return _IDS.repr(value)
 
 
 def _finished(task: asyncio.Future[Any]) -> None:

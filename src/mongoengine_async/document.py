@@ -85,6 +85,7 @@ from mongoengine_async.detached import (
     FAILED,
     detached,
     finish_before_close,
+    id_repr,
     until_done,
 )
 from mongoengine_async.errors import AsyncUsageError, NotLoadedError
@@ -1809,7 +1810,7 @@ def _cancelled_write_of(document: Document) -> str:
     (its files in GridFS)."""
     named = type(document).__name__
     if document.pk is not None:
-        named = f"{named} {document.pk!r}"
+        named = f"{named} {id_repr(document.pk)}"
     return f"write of {named} whose caller was cancelled (and the steps after it)"
 
 

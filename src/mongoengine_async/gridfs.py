@@ -70,7 +70,12 @@ from mongoengine_async.context import (
     on_commit,
     outside_journal,
 )
-from mongoengine_async.detached import finish_before_close, held, to_completion
+from mongoengine_async.detached import (
+    finish_before_close,
+    held,
+    id_repr,
+    to_completion,
+)
 from mongoengine_async.errors import AsyncUsageError, NotLoadedError
 from mongoengine_async.gridfs_read import OpenedChunks, read_whole
 from mongoengine_async.guards import (
@@ -1002,7 +1007,8 @@ async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> boo
         if not task.done():
             # (Named: what is left of it is that file's, in that bucket.)
             what = (
-                f"delete of file {grid_id!r} of {root.name} whose caller was cancelled"
+                f"delete of file {id_repr(grid_id)} of {root.name} whose caller was"
+                " cancelled"
             )
             finish_before_close(held(task, _cut_short, _CUT_SHORT), what)
         raise
