@@ -12,7 +12,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from pymongo import monitoring
+from pymongo import ReadPreference, monitoring
 from pymongo.errors import (
     NotPrimaryError,
     OperationFailure,
@@ -529,6 +529,44 @@ async def test_a_document_delete_failing_unapplied_keeps_its_files(app: str) -> 
     assert await FdPaper.objects.async_count() == 1
     assert await bucket() == ([paper.pdf.grid_id], [paper.pdf.grid_id])
     assert sent == []
+
+
+async def test_a_document_delete_applied_then_failing_reads_on_the_primary(
+    mongodb_uri: str,
+) -> None:
+    """A document's delete the server applied, then answered with an error,
+    on a client reading from secondaries: whether it is gone is read where
+    the delete went, the primary, then its files are deleted and
+    ``post_delete`` sent. Read on a secondary (on this one-member set none
+    is found: the read timed out; on a lagging one, a document not there yet
+    read gone lost its files), its files stayed, orphaned, no ``post_delete``."""
+    name = f"fd-{uuid4().hex[:8]}"
+    secondary = {"read_preference": ReadPreference.SECONDARY}
+    sent: list = []
+    receiver = lambda sender, document, **kwargs: sent.append(document.pk)  # noqa: E731
+    signals.post_delete.connect(receiver, sender=FdPaper)
+    try:
+        async with fresh_database(
+            "default",
+            mongodb_uri,
+            appname=name,
+            serverSelectionTimeoutMS=500,
+            **secondary,
+        ):
+            paper = await stored_paper()
+            async with next_delete_failing(name, FdPaper, APPLIED):
+                with pytest.raises(OperationError) as raised:
+                    await paper.async_delete()
+            primary = FdPaper._get_collection().database.with_options(
+                read_preference=ReadPreference.PRIMARY
+            )
+            assert await primary["fd_paper"].count_documents({}) == 0
+            assert await primary["fd_files.files"].count_documents({}) == 0
+            assert await primary["fd_files.chunks"].count_documents({}) == 0
+    finally:
+        signals.post_delete.disconnect(receiver, sender=FdPaper)
+    assert isinstance(raised.value.__cause__, WriteConcernError)
+    assert sent == [paper.pk]
 
 
 class CancelAtCleanupRead(monitoring.CommandListener):

@@ -96,6 +96,7 @@ from mongoengine_async.gridfs import (
     Unreachable,
     check_deletable,
     delete_files,
+    on_primary,
 )
 from mongoengine_async.guards import (
     blocking_call_error,
@@ -1232,9 +1233,12 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         failing (or its client given up by ``unreachable``: it would wait a
         server selection), all stay: the document may still be there."""
         query = self._qs.filter(**self._object_key)._query
+        # (On the primary, where the delete went: a secondary lagging behind
+        # may not have the document yet, whose files would go.)
+        collection = on_primary(operation.collection)
         try:
-            with unreachable.trying(operation.collection.database.client):
-                there = await operation.collection.find_one(
+            with unreachable.trying(collection.database.client):
+                there = await collection.find_one(
                     query, {"_id": 1}, session=operation.session
                 )
         except Exception:

@@ -107,6 +107,7 @@ __all__ = (
     "id_runs",
     "listed",
     "not_held",
+    "on_primary",
     "stored_files",
     "stored_files_and_ids",
 )
@@ -1208,7 +1209,7 @@ async def stored_files_and_ids(
     projection = {db_field: 1 for fields in by_class.values() for db_field in fields}
     if not projection:
         return [], None
-    cursor = _on_primary(operation.collection).find(
+    cursor = on_primary(operation.collection).find(
         queryset._query,
         {**projection, "_cls": 1},
         batch_size=WHOLE_RESULT,  # 101 documents and more: one reply
@@ -1225,7 +1226,7 @@ async def stored_files_and_ids(
     return proxies, [raw["_id"] for raw in found]
 
 
-def _on_primary(collection: AsyncCollection) -> AsyncCollection:
+def on_primary(collection: AsyncCollection) -> AsyncCollection:
     """``collection`` read on the primary, where the delete of the documents
     listed goes: listed on a secondary lagging behind, one there already
     would be left out of the delete (and its files of their delete)."""
