@@ -607,15 +607,23 @@ async def test_a_cascade_failing_cut_short_in_its_cleanup_is_not_sent_again(
     whose second run of leaves' deletes
     fails on the server, its task cut short (its loop's end) as it reads
     which leaves are still there: the delete is not planned and sent again
-    (each leaf had ``pre_delete`` once), the error is raised."""
+    (each leaf had ``pre_delete`` once), the error is raised. That cleanup
+    cut short is run again: the leaves the first run deleted have their
+    files deleted and ``post_delete`` sent once (they kept their files,
+    orphaned, and got none)."""
     pre: list = []
+    post: list = []
 
     def receiver(sender: Any, document: Any, **kwargs: Any) -> None:
         pre.append(document.pk)
 
+    def post_receiver(sender: Any, document: Any, **kwargs: Any) -> None:
+        post.append(document.pk)
+
     name = f"fd-{uuid4().hex[:8]}"
     listener = CancelAtCleanupRead(FdLeaf._get_collection_name())
     signals.pre_delete.connect(receiver, sender=FdLeaf)
+    signals.post_delete.connect(post_receiver, sender=FdLeaf)
     try:
         async with fresh_database(
             "default", mongodb_uri, appname=name, event_listeners=[listener]
@@ -637,5 +645,58 @@ async def test_a_cascade_failing_cut_short_in_its_cleanup_is_not_sent_again(
             assert listener.cancelled == 1
             assert listener.deletes == 2  # (the failing one not sent again)
             assert sorted(pre) == sorted(leaf.pk for leaf in leaves)
+            left = {leaf.pk for leaf in await FdLeaf.objects.async_to_list()}
+            assert len(left) == 3
+            files, chunks = await bucket()
+            held = sorted(leaf.pdf.grid_id for leaf in leaves if leaf.pk in left)
+            assert (sorted(files), sorted(chunks)) == (held, held)
+            assert sorted(post) == sorted(
+                leaf.pk for leaf in leaves if leaf.pk not in left
+            )
     finally:
         signals.pre_delete.disconnect(receiver, sender=FdLeaf)
+        signals.post_delete.disconnect(post_receiver, sender=FdLeaf)
+
+
+async def test_a_cascade_failing_cut_short_in_a_post_delete_sends_each_once(
+    app: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CASCADE outside a transaction whose second run of leaves' deletes
+    fails on the server, its task cut short (its loop's end) in the
+    ``post_delete`` of a leaf the first run deleted: the steps after that
+    failure are run again, but no ``post_delete`` is sent twice; the leaves
+    gone lose their files."""
+    post: list = []
+
+    async def receiver(sender: Any, document: Any, **kwargs: Any) -> None:
+        post.append(document.pk)
+        if len(post) == 1:  # (the loop's end cancelling the task it is in)
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            await asyncio.sleep(0)
+
+    box = await FdBox(name="box").async_save()
+    leaves = []
+    for number in range(5):
+        leaf = FdLeaf(box=box)
+        await leaf.pdf.async_put(b"leaf %d" % number)
+        leaves.append(await leaf.async_save())
+    monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
+    signals.post_delete.connect(receiver, sender=FdLeaf)
+    try:
+        async with second_delete_failing(app, FdLeaf):
+            # (The task cancelled, its outcome is: not the test's task.)
+            with pytest.raises(asyncio.CancelledError):
+                await FdBox.objects.async_delete(transaction=False)
+            await asyncio.wait_for(
+                asyncio.gather(*queryset_module._deleting, return_exceptions=True), 30
+            )
+    finally:
+        signals.post_delete.disconnect(receiver, sender=FdLeaf)
+    left = {leaf.pk for leaf in await FdLeaf.objects.async_to_list()}
+    assert len(left) == 3
+    assert sorted(post) == sorted(leaf.pk for leaf in leaves if leaf.pk not in left)
+    files, chunks = await bucket()
+    held = sorted(leaf.pdf.grid_id for leaf in leaves if leaf.pk in left)
+    assert (sorted(files), sorted(chunks)) == (held, held)

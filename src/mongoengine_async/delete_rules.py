@@ -629,21 +629,28 @@ class _DeletePlan:
 
     async def _after_write_error(self, error: Exception) -> None:
         """:meth:`_after_failed_write`, after ``error``; cut short by a
-        cancellation, it raises :class:`CancelledAfterFailure` instead."""
+        cancellation (its loop's end), it is run again, as the steps a
+        cancellation cuts short are (no ``post_delete`` sent twice), then
+        :class:`CancelledAfterFailure` is raised."""
+        signalled: set[int] = set()
         try:
-            await self._after_failed_write()
+            await self._after_failed_write(signalled)
         except CancelledAfterFailure:
             raise
         except asyncio.CancelledError as cancelled:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._after_failed_write(signalled)
             raise CancelledAfterFailure(*cancelled.args) from error
 
-    async def _after_failed_write(self) -> None:
+    async def _after_failed_write(self, signalled: set[int]) -> None:
         """A write failed outside a transaction, those before it applied: the
         cascaded documents they deleted would keep their files, held by no
         document, and never send their ``post_delete`` (MongoEngine's walk,
         one document at a time, sends those of the documents it deleted).
         Which are gone is read (a query per class and run of ids); that read
-        failing, no ``post_delete`` is sent (one may still be there). A server
+        failing, no ``post_delete`` is sent (one may still be there); none
+        to a document in ``signalled`` (the ``id()`` of those sent one, which
+        it adds to). A server
         selection timing out, nothing more is tried on its client
         (``self.unreachable``): the write's error comes without more waits."""
         if self.files:
@@ -663,8 +670,9 @@ class _DeletePlan:
         except Exception:
             return  # (the write's error is raised)
         for document in self.loaded:
-            if (type(document), document.pk) in there:
+            if (type(document), document.pk) in there or id(document) in signalled:
                 continue
+            signalled.add(id(document))
             if not await self._step(functools.partial(_post_delete, document), True):
                 return  # (a receiver raised: the write's error is raised)
 
