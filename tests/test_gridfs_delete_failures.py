@@ -37,7 +37,7 @@ from mongoengine_async import (
     signals,
 )
 from mongoengine_async.connection import disconnect_all_async
-from mongoengine_async.testing import fresh_database
+from mongoengine_async.testing import CommandLog, fresh_database
 
 # InterruptedDueToReplStateChange: an error PyMongo retries a write on.
 INTERRUPTED = 11602
@@ -567,6 +567,33 @@ async def test_a_document_delete_applied_then_failing_reads_on_the_primary(
         signals.post_delete.disconnect(receiver, sender=FdPaper)
     assert isinstance(raised.value.__cause__, WriteConcernError)
     assert sent == [paper.pk]
+
+
+async def test_a_document_delete_failing_in_a_transaction_reads_nothing(
+    mongodb_uri: str,
+) -> None:
+    """A document's delete in the caller's transaction that failed on the
+    server: the transaction's abort keeps the document and its files, so
+    nothing reads whether it is gone. A find was sent in that transaction,
+    which the server had ended (NoSuchTransaction), a round trip for nothing."""
+    name = f"fd-{uuid4().hex[:8]}"
+    log = CommandLog()
+    async with fresh_database(
+        "default", mongodb_uri, appname=name, event_listeners=[log]
+    ):
+        paper = await stored_paper()
+        async with next_delete_failing(name, FdPaper, {"errorCode": FAILED}):
+            async with get_async_connection().start_session() as session:
+                await session.start_transaction()
+                log.clear()
+                with pytest.raises(OperationError) as raised:
+                    await paper.async_delete(session=session)
+                assert log.names == ["delete"]
+                await session.abort_transaction()
+        assert isinstance(raised.value.__cause__, OperationFailure)
+        assert raised.value.__cause__.code == FAILED
+        assert await FdPaper.objects.async_count() == 1
+        assert await bucket() == ([paper.pdf.grid_id], [paper.pdf.grid_id])
 
 
 class CancelAtCleanupRead(monitoring.CommandListener):

@@ -1231,7 +1231,11 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         files are deleted and ``post_delete`` sent, as after a delete that
         returned; their errors are dropped for the delete's. That read
         failing (or its client given up by ``unreachable``: it would wait a
-        server selection), all stay: the document may still be there."""
+        server selection), all stay: the document may still be there. In a
+        transaction (the caller's) nothing is read: its abort keeps them."""
+        session = operation.session
+        if session is not None and session.in_transaction:
+            return
         query = self._qs.filter(**self._object_key)._query
         # (On the primary, where the delete went: a secondary lagging behind
         # may not have the document yet, whose files would go.)
