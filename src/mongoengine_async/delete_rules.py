@@ -650,9 +650,9 @@ class _DeletePlan:
         Which are gone is read (a query per class and run of ids); that read
         failing, no ``post_delete`` is sent (one may still be there); none
         to a document in ``signalled`` (the ``id()`` of those sent one, which
-        it adds to). A server
-        selection timing out, nothing more is tried on its client
-        (``self.unreachable``): the write's error comes without more waits."""
+        it adds to). A server selection timing out, nothing more is tried on
+        its client (``self.unreachable``): the write's error comes without
+        more waits."""
         if self.files:
             await self._files_of_gone()
         ids: dict[type[Any], list] = {}
