@@ -242,20 +242,32 @@ FAILED = 96
 
 
 @asynccontextmanager
-async def second_delete_failing(app_name: str, cls: type[Any]) -> AsyncIterator[None]:
+async def deletes_failing(
+    app_name: str, cls: type[Any], mode: dict, error: dict
+) -> AsyncIterator[None]:
     """The deletes of ``cls`` documents by client ``app_name`` fail with
-    FAILED but the first."""
+    ``error`` (the fail point's data: APPLIED, or an errorCode, not applied)
+    as ``mode`` says (``{"skip": 1}``: all but the first; ``{"times": 1}``:
+    the next)."""
     database = get_async_connection().get_database("admin")
     command = {"configureFailPoint": "failCommand"}
-    namespace = cls._get_collection().full_name
-    data = {"failCommands": ["delete"], "errorCode": FAILED, "namespace": namespace}
-    await database.command(
-        {**command, "mode": {"skip": 1}, "data": {**data, "appName": app_name}}
-    )
+    data = {
+        **error,
+        "failCommands": ["delete"],
+        "namespace": cls._get_collection().full_name,
+        "appName": app_name,
+    }
+    await database.command({**command, "mode": mode, "data": data})
     try:
         yield
     finally:
         await database.command({**command, "mode": "off"})
+
+
+def second_delete_failing(app_name: str, cls: type[Any]) -> Any:
+    """The deletes of ``cls`` documents by ``app_name`` fail with FAILED but
+    the first."""
+    return deletes_failing(app_name, cls, {"skip": 1}, {"errorCode": FAILED})
 
 
 @pytest.mark.parametrize("rules", [False, True])
@@ -465,25 +477,9 @@ async def test_a_delete_cut_short_whose_run_sent_again_fails(
 APPLIED = {"writeConcernError": {"code": 64, "errmsg": "replication timed out"}}
 
 
-@asynccontextmanager
-async def next_delete_failing(
-    app_name: str, cls: type[Any], error: dict
-) -> AsyncIterator[None]:
-    """The next delete of ``cls`` documents by client ``app_name`` fails with
-    ``error`` (the fail point's data: APPLIED, or an errorCode, not applied)."""
-    database = get_async_connection().get_database("admin")
-    command = {"configureFailPoint": "failCommand"}
-    data = {
-        **error,
-        "failCommands": ["delete"],
-        "namespace": cls._get_collection().full_name,
-        "appName": app_name,
-    }
-    await database.command({**command, "mode": {"times": 1}, "data": data})
-    try:
-        yield
-    finally:
-        await database.command({**command, "mode": "off"})
+def next_delete_failing(app_name: str, cls: type[Any], error: dict) -> Any:
+    """The next delete of ``cls`` documents by ``app_name`` fails with ``error``."""
+    return deletes_failing(app_name, cls, {"times": 1}, error)
 
 
 @pytest.mark.parametrize("ruled", [False, True])
