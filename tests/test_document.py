@@ -12,7 +12,7 @@ from bson import ObjectId
 from pymongo import WriteConcern
 
 import mongoengine_async
-from conftest import sync_alias_beside
+from conftest import fresh_sync_default, sync_alias_beside
 from mongoengine_async import (
     AsyncUsageError,
     DictField,
@@ -33,7 +33,7 @@ from mongoengine_async import (
     get_async_db,
 )
 from mongoengine_async import signals as async_signals
-from mongoengine_async.testing.clients import fresh_database
+from mongoengine_async.testing.clients import CommandLog, fresh_database
 
 
 class DocAddress(EmbeddedDocument):
@@ -1636,6 +1636,72 @@ async def test_a_cascade_saves_from_a_document_whose_str_raises(
     desk.name = "D3"
     await feature.async_cascade_save()  # (the same count of the document)
     assert (await _db().doc_desk.find_one({"_id": desk.id}))["name"] == "D3"
+
+
+class DocPair(Document):
+    first = mongoengine_async.ReferenceField(DocFeature)
+    second = mongoengine_async.ReferenceField(DocFeature)
+
+
+class MePairPress(mongoengine.Document):
+    name = mongoengine.StringField()
+    meta = {"db_alias": "doc_pair_sync"}
+
+
+class MePairByline(mongoengine.Document):
+    name = mongoengine.StringField()
+    press = mongoengine.ReferenceField(MePairPress)
+    meta = {"db_alias": "doc_pair_sync"}
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.press.name})"
+
+
+class MePairFeature(mongoengine.Document):
+    title = mongoengine.StringField()
+    byline = mongoengine.ReferenceField(MePairByline)
+    meta = {"db_alias": "doc_pair_sync"}
+
+
+class MePair(mongoengine.Document):
+    first = mongoengine.ReferenceField(MePairFeature)
+    second = mongoengine.ReferenceField(MePairFeature)
+    meta = {"db_alias": "doc_pair_sync"}
+
+
+def _updated_collections(log: CommandLog) -> list[str]:
+    """The collections of the updates ``log`` recorded, in order."""
+    return [e.command["update"] for e in log.events if e.command_name == "update"]
+
+
+async def test_a_cascade_saves_two_copies_whose_data_cannot_be_shown_once(
+    async_alias, command_log, mongodb_uri, sync_command_log
+):
+    """Two Python copies of one feature with the same change: MongoEngine's
+    cascade keys them by their data (equal) and saves the feature once. Here
+    their byline's __str__ reads its unloaded press, so their data could not
+    be shown and each copy counted by itself alone: saved twice. The data is
+    shown without what cannot be (the byline by its data): saved once."""
+    with fresh_sync_default(mongodb_uri, sync_command_log, alias="doc_pair_sync"):
+        me_byline = MePairByline(name="B", press=MePairPress(name="P").save()).save()
+        MePairFeature(title="T", byline=me_byline).save()
+        copies = [MePairFeature.objects.get() for _ in range(2)]
+        for copied in copies:
+            copied.title, copied.byline = "T2", MePairByline.objects.get()
+        sync_command_log.clear()
+        MePair(first=copies[0], second=copies[1]).save(cascade=True)
+        assert _updated_collections(sync_command_log) == ["me_pair_feature"]
+    press = await DocPress(name="P").async_save()
+    await DocByline(name="B", press=press).async_save()
+    await DocFeature(title="T").async_save()
+    copies = [await DocFeature.objects.async_get() for _ in range(2)]
+    for copied in copies:  # (each byline's press: an unloaded proxy)
+        copied.title, copied.byline = "T2", await DocByline.objects.async_get()
+    command_log.clear()
+    await DocPair(first=copies[0], second=copies[1]).async_save(cascade=True)
+    assert _updated_collections(command_log) == ["doc_feature"]
+    stored = await _db().doc_feature.find_one()
+    assert (stored["title"], stored["byline"]) == ("T2", copies[0].byline.id)
 
 
 async def test_delete_write_concern(async_alias, command_log):

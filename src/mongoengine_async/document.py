@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import mongoengine
 import pymongo.errors
 from bson.timestamp import Timestamp
+from mongoengine.base import BaseDocument
 from mongoengine.base.metaclasses import TopLevelDocumentMetaclass
 from mongoengine.connection import DEFAULT_CONNECTION_NAME, ConnectionFailure
 from mongoengine.context_managers import set_write_concern
@@ -181,18 +182,52 @@ def _visit(document: Any, refs: list[Any], starting: bool = False) -> bool:
 
 def _key(document: Any, starting: bool) -> str | None:
     """MongoEngine's key of a document a cascade visits: its class and data.
-    Showing the data shows the documents it references: None when a
-    ``__str__`` of theirs reads an unloaded reference, or raises at all for
-    the ``starting`` document, whose key MongoEngine never makes (its save
-    does not fail on a ``self.press.name`` of a press that is None)."""
+    Showing the data shows the documents it references: when a ``__str__`` of
+    theirs reads an unloaded reference, or raises at all for the ``starting``
+    document, whose key MongoEngine never makes (its save does not fail on a
+    ``self.press.name`` of a press that is None), see :func:`_fallback_key`."""
     try:
         return f"{type(document).__name__},{document._data}"
     except NotLoadedError:
-        return None
+        return _fallback_key(document)
     except Exception:
         if starting:
-            return None
+            return _fallback_key(document)
         raise
+
+
+def _fallback_key(document: Any) -> str | None:
+    """The key of a document whose data cannot be shown: its class and data,
+    a document that cannot be shown shown by its data instead, so copies with
+    equal data are visited once, as MongoEngine visits them (None if even
+    that fails: the document is visited by itself alone)."""
+    try:
+        return f"{type(document).__name__},{_shown(document._data, set())}"
+    except Exception:
+        return None
+
+
+def _shown(value: Any, showing: set[int]) -> str:
+    """``repr(value)``, a document's (in a dict or list too) that raises
+    replaced by its class and data; ``showing``: the documents being shown
+    (a cycle back to one is shown by its class alone)."""
+    if isinstance(value, dict):
+        items = (f"{key!r}: {_shown(item, showing)}" for key, item in value.items())
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_shown(item, showing) for item in value) + "]"
+    try:
+        return repr(value)
+    except Exception:
+        if not isinstance(value, BaseDocument):
+            raise
+    if id(value) in showing:
+        return f"<{type(value).__name__}: ...>"
+    showing.add(id(value))
+    try:
+        return f"<{type(value).__name__}: {_shown(value._data, showing)}>"
+    finally:
+        showing.discard(id(value))
 
 
 class Document(LoadedState, FastWrites, MongoEngineDocument):
