@@ -43,6 +43,7 @@ from mongoengine_async import (
     UUIDField,
     ValidationError,
     async_no_dereference,
+    deltas,
     get_async_db,
     post_init,
     pre_init,
@@ -970,3 +971,36 @@ async def test_the_dbref_of_a_plain_reference_is_the_users_to_assign(
         {"_id": other.id}
     )
     assert "author" not in raw
+
+
+@pytest.mark.parametrize("stored", ["dbref", "objectid", "key"])
+async def test_a_save_keeping_loaded_plain_references_takes_the_plain_update(
+    async_alias, command_log, stored
+):
+    """The plain references a load marks hold no change of their own, as the
+    DBRef, ObjectId or bare id they are equal to (MongoEngine does not look
+    into them): a save of another field builds its update by the plan, not
+    by MongoEngine's ``_delta`` (which it left them to), the same update."""
+    if stored == "key":
+        await CrKeyedAuthor(key="ann", name="Ann").async_save()
+        await get_async_db().cr_keyed_book.insert_one(
+            {"title": "Keyed", "author": "ann", "authors": ["ann"]}
+        )
+        book = await CrKeyedBook.objects.async_get()
+    else:
+        author = await CrPlainAuthor(name="Ann").async_save()
+        reference = await _plain_book(author.id, stored)
+        book = await CrPlainBook.objects.async_get()
+        assert book._data["author"] == reference
+    book.title = "Saved"
+    expected = {"$set": {"title": "Saved"}}
+    assert deltas.plain_update(book, type(book).to_mongo) == expected
+    assert {"$set": book._delta()[0]} == expected  # (MongoEngine's own)
+    command_log.clear()
+    await book.async_save()
+    [update] = [e.command for e in command_log.events if e.command_name == "update"]
+    assert update["updates"][0]["u"] == expected
+    raw = await get_async_db()[type(book)._get_collection_name()].find_one()
+    assert (raw["author"], raw["authors"]) == (
+        ("ann", ["ann"]) if stored == "key" else (reference, [reference])
+    )

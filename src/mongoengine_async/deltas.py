@@ -33,6 +33,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from mongoengine_async import plan_watch
 from mongoengine_async.context import journal
+from mongoengine_async.proxies import LOADED_PLAIN
 
 __all__ = (
     "clear_changes",
@@ -68,6 +69,7 @@ _FLAT = frozenset(
         uuid.UUID,
         datetime.datetime,
         datetime.date,
+        *LOADED_PLAIN,
     ]
 )
 _SEQUENCES = frozenset([list, tuple, BaseList, EmbeddedDocumentList])

@@ -361,8 +361,9 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         name: str | None,
         slot: Slot | FieldSlot | None = None,
     ):
-        dbref = stored if type(stored) is DBRef else stored_dbref(stored, document_cls)
-        if type(dbref) is DBRef:  # its slots, checked by its own __init__ already
+        plain = type(stored) in _DBREF_SLOTS
+        dbref = stored if plain else stored_dbref(stored, document_cls)
+        if type(dbref) in _DBREF_SLOTS:  # its slots, checked by its __init__ already
             # (Past this class's __setattr__: a Python call each.)
             _set_slot(self, "_DBRef__collection", dbref._DBRef__collection)
             _set_slot(self, "_DBRef__id", dbref._DBRef__id)
@@ -871,6 +872,14 @@ class _LoadedId(_LoadedDBRef):
     so read as the same proxy as a stored DBRef, and saved as the bare id."""
 
     __slots__ = ()
+
+
+# The types of the plain references a load marks: a value of one holds no
+# change of its own (MongoEngine's _get_changed_fields does not look into it).
+LOADED_PLAIN = (_LoadedDBRef, _LoadedObjectId, _LoadedId)
+# The DBRefs whose slots are those of the DBRef a proxy of one is (a marked
+# one's: the DBRef it is equal to).
+_DBREF_SLOTS = frozenset([DBRef, _LoadedDBRef, _LoadedId])
 
 
 def loaded_id(value: Any, cls: type[Any]) -> DBRef:
