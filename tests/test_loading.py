@@ -11,7 +11,10 @@ import datetime
 import decimal
 import enum
 import pickle
+import sys
 import uuid
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import bson
@@ -67,6 +70,7 @@ from mongoengine_async import (
     async_switch_collection,
     plan_watch,
 )
+from mongoengine_async.batches import materialise_all
 from mongoengine_async.from_bson import (
     _plan,
     from_son,
@@ -487,6 +491,68 @@ def test_joining_loader_puts_found_documents_in_place() -> None:
     raw["target"] = DBRef("ld_target", target.pk)  # not stored as the field stores it
     assert joining(raw) is None
     assert taken_elsewhere == [raw]
+
+
+def loader_calls(block: Callable[[], Any]) -> int:
+    """The calls of generated loaders ``block`` makes (a profile hook counts
+    them: a patch would itself change the path)."""
+    seen = [0]
+
+    def hook(frame: FrameType, event: str, _: Any) -> None:
+        if event == "call" and frame.f_code.co_filename.endswith(
+            f"loader of {LdSimple._class_name}>"
+        ):
+            seen[0] += 1
+
+    sys.setprofile(hook)
+    try:
+        block()
+    finally:
+        sys.setprofile(None)
+    return seen[0]
+
+
+def test_a_batch_is_loaded_with_no_call_per_whole_son() -> None:
+    """``materialise_all`` through an owning or joining loader takes each
+    whole son in the loader's own loop (a query's results, a select_related
+    level): one call of the loader for a batch of 40 sons, as for 10."""
+    whole = simple_sons()[0]
+    assert len(whole) == len(LdSimple._fields) and None not in whole.values()
+    joins, _ = joined(LdSimple, whole)
+    for load in (
+        loader(LdSimple, owned=True),
+        joining_loader(LdSimple, joins, loader(LdSimple, owned=True)),
+    ):
+
+        def calls(count: int, load: Callable[[dict], Any] = load) -> int:
+            batch = [copy.deepcopy(whole) for _ in range(count)]
+            return loader_calls(lambda: materialise_all(load, batch))
+
+        assert calls(40) == calls(10) == 1
+
+
+def test_a_batch_loads_as_its_sons_load_one_by_one() -> None:
+    """Whole sons and the others (taken by the loader called for each), in
+    any order: _from_son's documents, with the found ones joined in place."""
+    sons = [*simple_sons(), simple_sons()[0], *reversed(simple_sons())]
+    owned = materialise_all(loader(LdSimple, owned=True), copy.deepcopy(sons))
+    assert len(owned) == len(sons)
+    for document, son in zip(owned, sons, strict=True):
+        assert_same(document, LdSimple._from_son(copy.deepcopy(son)))
+    joins, found = joined(LdSimple, sons[0])
+    joining = joining_loader(LdSimple, joins, owned.append)
+    joined_batch = materialise_all(joining, copy.deepcopy(sons))
+    for document, son in zip(joined_batch, sons, strict=True):
+        if document is None:  # left to the fallback: a reference not a plain id
+            continue
+        expected = LdSimple._from_son(copy.deepcopy(son))
+        for name, target in found.items():
+            stored_id = son.get(LdSimple._fields[name].db_field)
+            if type(stored_id) is ObjectId and stored_id == target.pk:
+                assert document._data[name] is target
+                expected._data[name] = target
+        assert_same(document, expected)
+    assert None not in joined_batch[:1]  # the whole son taken in the loop
 
 
 class LdSwapped(Document):

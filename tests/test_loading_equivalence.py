@@ -51,6 +51,7 @@ from mongoengine_async import (
     StringField,
     UUIDField,
 )
+from mongoengine_async.batches import materialise_all
 from mongoengine_async.from_bson import _plan, joining_loader, loader, plain_references
 from test_loading import (
     CODEC,
@@ -366,6 +367,30 @@ def test_a_son_loads_as_from_son_loads_it(
     assert_loads_alike(outcome(lambda: plain(son)), slow)  # the caller's son:
     assert son == kept  # left as it was
     assert_loads_alike(loaded(loader(cls, owned=True), son), slow)
+
+
+@given(st.lists(sons(), min_size=1, max_size=8))
+@EXAMPLES
+def test_a_batch_loads_as_from_son_loads_each(
+    async_alias: str, drawn: list[tuple[type, dict]]
+) -> None:
+    """A query's results, loaded in one go (the owning loader's batch): the
+    sons of one class each as _from_son loads it, or its error."""
+    for cls in {cls for cls, _ in drawn}:
+        batch = [son for of, son in drawn if of is cls]
+        slow = [loaded(cls._from_son, son) for son in batch]
+        fast = outcome(
+            lambda cls=cls, batch=batch: materialise_all(
+                loader(cls, owned=True), copy.deepcopy(batch)
+            )
+        )
+        failed = [result for result in slow if result[0] == "raised"]
+        if failed:  # the first son that fails raises for the whole batch
+            assert fast == failed[0]
+            continue
+        assert fast[0] == "ok", fast
+        for document, expected in zip(fast[1], slow, strict=True):
+            assert_loads_alike(("ok", document), expected)
 
 
 @given(sons())

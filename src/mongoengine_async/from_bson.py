@@ -590,8 +590,22 @@ _TAIL = """\
         {set_cls}
         {display}
         return document
-
+{batch}
     return load
+"""
+
+# An owning loader with a shortest path also loads a batch in one call
+# (``load.batch``, which ``batches.materialise_all`` uses): the path inlined
+# in the loop, no call per son taking it; any other son goes to ``load``.
+_BATCH = """
+    def load_batch(sons):
+        documents = [None] * len(sons)
+        for index, son in enumerate(sons):
+{taken_whole}\
+            documents[index] = load(son)
+        return documents
+
+    load.batch = load_batch
 """
 
 # An owning loader turns a whole son into the document's _data in place:
@@ -661,16 +675,15 @@ def _compile(
         f"v{i} != class_name" if fp.field.db_field == "_cls" else f"v{i} is None"
         for i, fp in enumerate(plan.fields)
     )
+    whole = _whole_son_source(plan, joining) if owning and not plan.display else ""
+    batch = _whole_son_source(plan, joining, _BATCH_TAKES) if whole else ""
     source = (
         _HEAD.format(
             references=", ".join(references),
             values=_indent(values, 8),
             any_none=any_none or "False",
             flags="converted = " if owning else "",
-            taken_whole=_indent(
-                _whole_son_source(plan, joining) if owning and not plan.display else "",
-                8,
-            ),
+            taken_whole=_indent(whole, 8),
         )
         + "".join(blocks)
         + _TAIL.format(
@@ -680,6 +693,7 @@ def _compile(
             set_cls="data['_cls'] = class_name" if "_cls" in cls._fields else "pass",
             # get_<field>_display, made by MongoEngine's code as __init__ makes them.
             display="set_field_display(document)" if plan.display else "pass",
+            batch=_BATCH.format(taken_whole=_indent(batch, 12)) if batch else "",
         )
     )
     kind = ("joining " if joining else "") + ("owning " if owning else "")
@@ -687,11 +701,17 @@ def _compile(
     return namespace["make"]
 
 
-def _whole_son_source(plan: _Plan, joining: bool) -> str:
+# How the shortest path ends: the loader returns the document, the batch
+# loader stores it and takes the next son.
+_LOAD_TAKES = "return document"
+_BATCH_TAKES = "documents[index] = document\ncontinue"
+
+
+def _whole_son_source(plan: _Plan, joining: bool, takes: str = _LOAD_TAKES) -> str:
     """An owning loader's shortest path: a son holding every field, each of a
     type its ``to_python`` keeps (or a plain reference, joined if ``joining``),
-    becomes the document's ``_data`` without any other call. Empty when some
-    field always converts."""
+    becomes the document's ``_data`` without any other call (ending with
+    ``takes``). Empty when some field always converts."""
     checks: list[str] = []
     keep: list[str] = []  # the reference DBRefs made, renamed fields moved
     lists: list[int] = []
@@ -722,9 +742,7 @@ def _whole_son_source(plan: _Plan, joining: bool) -> str:
             keep.append(f"del son[{stored!r}]\nson[{fp.name!r}] = {value}")
     if not checks:
         return ""
-    taken = "\n".join(
-        [*keep, "document = new(cls)", "set_data(document, son)", "return document"]
-    )
+    taken = "\n".join([*keep, "document = new(cls)", "set_data(document, son)", takes])
     for i in reversed(lists):  # each list's items checked, innermost the taking
         taken = (
             f"for item in v{i}:\n"
