@@ -66,17 +66,10 @@ def materialise_all(materialise: Callable[[Any], Any], raws: list) -> list:
     a batch of more than a few; through ``materialise.batch`` where it has
     one (a loader of ``from_bson.py``: no call per raw it takes whole)."""
     batch = getattr(materialise, "batch", None)
-    if batch is None:
-        batch = _one_by_one(materialise)
     if len(raws) < PAUSE_FROM:
-        return batch(raws)
+        return [materialise(raw) for raw in raws] if batch is None else batch(raws)
     with gc_paused():
-        return batch(raws)
-
-
-def _one_by_one(materialise: Callable[[Any], Any]) -> Callable[[list], list]:
-    """``materialise`` applied to each raw of a batch."""
-    return lambda raws: [materialise(raw) for raw in raws]
+        return [materialise(raw) for raw in raws] if batch is None else batch(raws)
 
 
 def kill_soon(cursor: Any) -> None:
