@@ -18,6 +18,7 @@ from mongoengine_async import (
     ListField,
     ReferenceField,
     StringField,
+    async_run_in_transaction,
     get_async_db,
     signals,
 )
@@ -135,13 +136,21 @@ async def _counts() -> dict[str, int]:
 async def test_a_queryset_delete_matching_nothing_only_lists_its_files(
     async_alias: str, command_log: CommandLog
 ) -> None:
-    """The read listing the files finds no document: no transaction, no
-    rule's query, no delete (their ``$in`` would name no id)."""
+    """The read listing the files (in the delete's transaction: the read of
+    the ids it deletes) finds no document: no rule's query, no delete (their
+    ``$in`` would name no id); outside a transaction, no commit."""
     await _library()
     before = await _counts()
 
     command_log.clear()
     assert await DrtAuthor.objects(name="none").async_delete() == 0
+    assert _sent(command_log) == [
+        ("find", "drt_author"),
+        ("commitTransaction", "admin"),
+    ]
+
+    command_log.clear()
+    assert await DrtAuthor.objects(name="none").async_delete(transaction=False) == 0
     assert _sent(command_log) == [("find", "drt_author")]
     assert "txnNumber" not in command_log.events[0].command
 
@@ -153,6 +162,55 @@ async def test_a_queryset_delete_matching_nothing_only_lists_its_files(
     )
     assert _sent(command_log) == [("find", "drt_author")]
     assert await _counts() == before
+
+
+async def test_a_queryset_delete_reads_its_matches_and_their_files_once(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """With rules, file fields and a transaction (its own or the caller's),
+    the read of the ids the plan deletes lists their files too: one read of
+    the matches, not a listing before the transaction and the plan's read in
+    it. The files of the deleted go, another author's stay."""
+    query = DrtAuthor.objects(name="Ann")._query
+    for joined in (False, True):
+        author = await _library()
+        await author.photo.async_put(b"Ann's")
+        await author.async_save()
+        other = DrtAuthor(name="Bob")
+        await other.photo.async_put(b"Bob's")
+        await other.async_save()
+
+        command_log.clear()
+        if joined:
+            async with async_run_in_transaction():
+                assert await DrtAuthor.objects(name="Ann").async_delete() == 1
+        else:
+            assert await DrtAuthor.objects(name="Ann").async_delete() == 1
+
+        rules = [
+            ("find", "drt_author"),
+            ("find", "drt_book"),
+            ("find", "drt_guard"),
+            ("find", "drt_loan"),
+            ("find", "drt_cover"),
+            ("delete", "drt_chapter"),
+            ("update", "drt_note"),
+            ("update", "drt_shelf"),
+            ("update", "drt_review"),
+            ("delete", "drt_book"),
+            ("delete", "drt_author"),
+        ]
+        files = [("delete", "fs.files"), ("delete", "fs.chunks")]
+        commit = [("commitTransaction", "admin")]
+        # (The files in the caller's transaction; else once it committed.)
+        after = [*files, *commit] if joined else [*commit, *files]
+        assert _sent(command_log) == [*rules, *after]
+        assert command_log.events[0].command["filter"] == query
+        assert "txnNumber" in command_log.events[0].command
+        assert await DrtAuthor.objects.async_scalar("name") == ["Bob"]
+        chunks = await get_async_db()["fs.chunks"].find().to_list()
+        assert [each["data"] for each in chunks] == [b"Bob's"]
+        await DrtAuthor.objects.async_delete()
 
 
 async def test_without_rules_too_a_delete_listing_nothing_sends_no_delete(

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import mongoengine
@@ -59,6 +59,7 @@ from mongoengine_async.operation import Operation, session_for
 
 __all__ = (
     "CancelledAfterFailure",
+    "RootFiles",
     "check_rules",
     "delete_each",
     "delete_matching",
@@ -73,6 +74,17 @@ class CancelledAfterFailure(asyncio.CancelledError):
     ``_DeletePlan._after_failed_write``): the delete failed, so it is not
     planned and sent again as one cut short is (its cascaded documents
     would get ``pre_delete`` twice). Its ``__cause__`` is the write's error."""
+
+
+@dataclass
+class RootFiles:
+    """The files of the documents a queryset delete matched and their ids,
+    read by its plan's own read of its matches (in its transaction: one
+    read, what the transaction deletes), for the caller to delete once
+    they are gone. Filled in place once the plan ran (each attempt's)."""
+
+    files: list = field(default_factory=list)
+    ids: list = field(default_factory=list)
 
 
 def _rules(cls: type[Any]) -> list[tuple[type[Any], str, int]]:
@@ -173,6 +185,7 @@ async def delete_matching(
     followed: Callable[[int | None], None] | None = None,
     failed: list[Exception] | None = None,
     unreachable: Unreachable | None = None,
+    root_files: RootFiles | None = None,
 ) -> int | None:
     """Delete what ``runs`` match (querysets or ``Matching``s of one class,
     each a delete of its own: a queryset's runs of listed ids; none when
@@ -193,7 +206,9 @@ async def delete_matching(
     given, for the caller to raise after its own steps (its documents' files,
     ``post_delete``), which it must not skip. A write failing outside a
     transaction, the steps after it try nothing on a client ``unreachable``
-    gave up (shared with the caller's own steps after that error).
+    gave up (shared with the caller's own steps after that error). Given
+    ``root_files`` (a delete with rules in a transaction), the plan reads
+    the matches' files with their ids, and fills it.
     """
     if not runs:  # nothing listed: no command of it could change anything
         return 0 if _acknowledged(operation) else None
@@ -211,8 +226,10 @@ async def delete_matching(
         plan = _DeletePlan(cls, run, cascade_refs, unreachable)
         # A transaction of the delete's own, which any error aborts.
         own_transaction = _in_transaction(run.session) and not joined
-        first = own_transaction and plan.may_go_first(queries)
-        deleted = await plan.run(queries, first)
+        first = own_transaction and root_files is None and plan.may_go_first(queries)
+        deleted = await plan.run(queries, first, root_files is not None)
+        if root_files is not None:
+            root_files.files[:], root_files.ids[:] = plan.root_files, plan.root_ids
         files[:] = plan.files
         late[:] = [] if plan.error is None else [plan.error]
         counted[:] = [deleted]
@@ -476,6 +493,7 @@ class _DeletePlan:
         self.planned: dict[str | None, set] = {}
         self.root_ids: list = []
         self.files: list = []  # of the cascaded documents, to delete after
+        self.root_files: list = []  # of the roots, when the plan lists them
         self.deleted: int | None = None  # the roots' count
         # A post_delete receiver's error once all was written (no transaction).
         self.error: Exception | None = None
@@ -527,10 +545,13 @@ class _DeletePlan:
             and not any(map(signals.has_delete_receivers, _reachable(self.root)))
         )
 
-    async def run(self, queries: list[dict], root_first: bool = False) -> int | None:
+    async def run(
+        self, queries: list[dict], root_first: bool = False, files: bool = False
+    ) -> int | None:
         """Delete what ``queries`` match (runs of one delete) and apply the
         rules; ``root_first`` (see :meth:`may_go_first`) saves the round trip
-        reading the root's id."""
+        reading the root's id; ``files``: the read of the roots lists their
+        files too (``self.root_files``)."""
         if root_first:
             [query] = queries
             self.deleted = await _delete(self.operation, query)
@@ -542,7 +563,7 @@ class _DeletePlan:
             self.root_ids = [
                 object_id
                 for query in queries
-                for object_id in await _ids(self.operation, query)
+                for object_id in await self._read_root(query, files)
             ]
             if not self.root_ids:
                 check_rules(self.root)
@@ -570,6 +591,16 @@ class _DeletePlan:
         # (The first write: after the pre_delete signals and the files' read.)
         await self._apply(steps, written, len(loaded) + 1)
         return self.deleted
+
+    async def _read_root(self, query: dict, files: bool) -> list:
+        """The ids of the roots ``query`` matches; with their ``files`` (kept
+        in ``self.root_files``) when asked, in the same read."""
+        if not files:
+            return await _ids(self.operation, query)
+        matching = Matching(self.root, query)
+        found, ids = await stored_files_and_ids(matching, self.operation)
+        self.root_files += found
+        return await _ids(self.operation, query) if ids is None else ids
 
     async def _apply(
         self,

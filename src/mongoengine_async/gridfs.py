@@ -104,6 +104,7 @@ __all__ = (
     "delete_files",
     "delete_files_of_deleted",
     "delete_unheld",
+    "has_file_fields",
     "id_runs",
     "listed",
     "not_held",
@@ -1179,6 +1180,12 @@ def _file_fields(cls: type[Any]) -> dict[str, Any]:
         ):
             found[field.db_field] = item or field
     return found
+
+
+def has_file_fields(cls: type[Any]) -> bool:
+    """Whether documents of ``cls`` (or of a subclass) may hold files: a
+    delete of them lists those."""
+    return any(_file_fields(each) for each in with_subclasses(cls))
 
 
 def _stored_ids(value: Any) -> list:

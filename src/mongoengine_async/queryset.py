@@ -89,6 +89,7 @@ from mongoengine_async.connection import (
 from mongoengine_async.context import dereference_disabled
 from mongoengine_async.delete_rules import (
     CancelledAfterFailure,
+    RootFiles,
     check_rules,
     delete_each,
     delete_matching,
@@ -109,6 +110,7 @@ from mongoengine_async.gridfs import (
     Unreachable,
     delete_files_of_deleted,
     delete_unheld,
+    has_file_fields,
     listed,
     stored_files_and_ids,
 )
@@ -1336,7 +1338,11 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         files: list[Any] = []
         ids: list | None = None
         runs: list[Any] = [self]  # what the deletes sent remove, one each
-        if not _from_doc_delete:
+        root_files: RootFiles | None = None
+        if not _from_doc_delete and await _plan_lists(self, operation, transaction):
+            root_files = RootFiles()  # (filled as the plan reads the matches)
+            files, ids = root_files.files, root_files.ids
+        elif not _from_doc_delete:
             files, ids = await stored_files_and_ids(self, operation)
             runs = self._listed(ids, operation)
             if not runs:  # (none listed: no plan refuses its rules)
@@ -1356,6 +1362,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             or functools.partial(_follow_files, files, operation, leaving),
             failed=failed,
             unreachable=unreachable,
+            root_files=root_files,
         )
         if not _from_doc_delete and await _goes_on(self, operation, files, transaction):
             deleted = await _files_follow(
@@ -1379,6 +1386,21 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         if not ids:
             return []
         return listed(self, ids, operation.collection.codec_options)
+
+
+async def _plan_lists(queryset: Any, operation: Operation, atomic: bool) -> bool:
+    """Whether a delete of ``queryset``'s matches lists their files in its
+    rules' plan, in the read of the ids it deletes (one read, not two): one
+    with rules, of a class with file fields, in a transaction (the caller's
+    or its own), whose snapshot has the documents deleted hold those files.
+    Outside one, they are listed first, and the delete restricted to them."""
+    cls = queryset._document
+    if not (has_rules(cls) and has_file_fields(cls)):
+        return False
+    session = operation.session
+    if session is not None and session.in_transaction:
+        return True
+    return await runs_own_transaction(cls, operation, atomic)
 
 
 def _left(cls: type[Any], ids: list | None, deleted: int | None) -> Listed | None:
