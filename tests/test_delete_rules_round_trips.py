@@ -101,6 +101,20 @@ class DrtPoster(Document):
     image = FileField()
 
 
+class DrtPublisher(Document):
+    """Rules but no DENY, no receivers: its document's delete may go first."""
+
+    name = StringField()
+
+
+class DrtImprint(Document):
+    publisher = ReferenceField(DrtPublisher, reverse_delete_rule=CASCADE)
+
+
+class DrtCatalog(Document):
+    publisher = ReferenceField(DrtPublisher, reverse_delete_rule=NULLIFY)
+
+
 def _sent(command_log: CommandLog) -> list[tuple[str, str]]:
     """The commands sent: their name and collection (a transaction's
     commit: its database, admin)."""
@@ -347,3 +361,39 @@ async def test_a_leaf_whose_files_read_found_none_is_not_deleted_by_filter(
         "DrtNote": 1,
         "DrtShelf": 1,
     }
+
+
+async def test_a_limited_delete_deletes_each_document_first_in_its_transaction(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """With ``limit``/``skip`` each match is deleted through its own delete,
+    in the queryset's transaction, which any error aborts: each document
+    goes first, as in a transaction of its own, without reading its id
+    again (the queryset read it)."""
+    publishers = [await DrtPublisher(name=name).async_save() for name in "abc"]
+    for publisher in publishers:
+        await DrtImprint(publisher=publisher).async_save()
+        await DrtCatalog(publisher=publisher).async_save()
+
+    command_log.clear()
+    assert await DrtPublisher.objects.order_by("name").skip(1).async_delete() == 2
+
+    each = [
+        ("delete", "drt_publisher"),
+        ("delete", "drt_imprint"),
+        ("update", "drt_catalog"),
+    ]
+    assert _sent(command_log) == [
+        ("find", "drt_publisher"),
+        *each,
+        *each,
+        ("commitTransaction", "admin"),
+    ]
+    first, second = publishers[1:]
+    deletes = [e.command["deletes"][0]["q"] for e in command_log.events[1:7:3]]
+    assert deletes == [{"_id": first.pk}, {"_id": second.pk}]
+    assert await DrtPublisher.objects.async_scalar("name") == ["a"]
+    imprints = await get_async_db()["drt_imprint"].find().to_list()
+    assert [raw["publisher"] for raw in imprints] == [publishers[0].pk]
+    catalogs = await get_async_db()["drt_catalog"].find().sort("_id").to_list()
+    assert [raw.get("publisher") for raw in catalogs] == [publishers[0].pk, None, None]

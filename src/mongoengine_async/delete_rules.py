@@ -186,6 +186,7 @@ async def delete_matching(
     failed: list[Exception] | None = None,
     unreachable: Unreachable | None = None,
     root_files: RootFiles | None = None,
+    aborts: bool = False,
 ) -> int | None:
     """Delete what ``runs`` match (querysets or ``Matching``s of one class,
     each a delete of its own: a queryset's runs of listed ids; none when
@@ -208,7 +209,10 @@ async def delete_matching(
     transaction, the steps after it try nothing on a client ``unreachable``
     gave up (shared with the caller's own steps after that error). Given
     ``root_files`` (a delete with rules in a transaction), the plan reads
-    the matches' files with their ids, and fills it.
+    the matches' files with their ids, and fills it. ``aborts``: the
+    transaction the operation's session is in is one this package started
+    (a queryset's one-by-one delete's own), which any error of the delete
+    aborts: a document's delete in it may go first, as in one of its own.
     """
     if not runs:  # nothing listed: no command of it could change anything
         return 0 if _acknowledged(operation) else None
@@ -226,7 +230,11 @@ async def delete_matching(
         plan = _DeletePlan(cls, run, cascade_refs, unreachable)
         # A transaction of the delete's own, which any error aborts.
         own_transaction = _in_transaction(run.session) and not joined
-        first = own_transaction and root_files is None and plan.may_go_first(queries)
+        first = (
+            (own_transaction or aborts)
+            and root_files is None
+            and plan.may_go_first(queries)
+        )
         deleted = await plan.run(queries, first, root_files is not None)
         if root_files is not None:
             root_files.files[:], root_files.ids[:] = plan.root_files, plan.root_ids

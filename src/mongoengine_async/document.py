@@ -1148,6 +1148,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 _from_doc_delete=True,
                 transaction=transaction,
                 session=operation.session,
+                _aborts=_post_delete_on_commit,
                 # (Cancelled while a transaction of its own commits: once it
                 # committed, the files and post_delete follow; the count it
                 # is told tells nothing of its one document.)

@@ -1316,9 +1316,10 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         _followed: Callable[[int | None], None] | None = None,
         _failed: list[Exception] | None = None,
         _unreachable: Unreachable | None = None,
+        _aborts: bool = False,
     ) -> int | None:
         """Delete the matches, applying the delete rules, then their GridFS
-        files; returns the count.
+        files; returns the count. (``_aborts``: see ``delete_matching``.)
 
         With skip/limit or delete signal receivers each document is deleted
         through ``Document.async_delete``, as MongoEngine does. A delete that
@@ -1363,6 +1364,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             failed=failed,
             unreachable=unreachable,
             root_files=root_files,
+            aborts=_aborts,
         )
         if not _from_doc_delete and await _goes_on(self, operation, files, transaction):
             deleted = await _files_follow(
