@@ -115,6 +115,22 @@ class DrtCatalog(Document):
     publisher = ReferenceField(DrtPublisher, reverse_delete_rule=NULLIFY)
 
 
+class DrtLabel(Document):
+    name = StringField()
+
+
+class DrtAlbum(Document):
+    """Needs its ids (its own rule), and holds files."""
+
+    title = StringField()
+    label = ReferenceField(DrtLabel, reverse_delete_rule=CASCADE)
+    sleeve = FileField()
+
+
+class DrtTrack(Document):
+    album = ReferenceField(DrtAlbum, reverse_delete_rule=NULLIFY)
+
+
 def _sent(command_log: CommandLog) -> list[tuple[str, str]]:
     """The commands sent: their name and collection (a transaction's
     commit: its database, admin)."""
@@ -397,3 +413,46 @@ async def test_a_limited_delete_deletes_each_document_first_in_its_transaction(
     assert [raw["publisher"] for raw in imprints] == [publishers[0].pk]
     catalogs = await get_async_db()["drt_catalog"].find().sort("_id").to_list()
     assert [raw.get("publisher") for raw in catalogs] == [publishers[0].pk, None, None]
+
+
+async def test_cascaded_documents_found_by_id_have_their_files_read_with_them(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """Albums a label's delete cascades to are found by id (their tracks'
+    rule needs them): that read lists their files too, one ``find`` of the
+    albums, not a second one for their files. Their files go once the
+    transaction committed (or once they are gone, without one); another
+    label's album keeps its own."""
+    for transaction in (True, False):
+        label, other = DrtLabel(name="doomed"), DrtLabel(name="kept")
+        await label.async_save()
+        await other.async_save()
+        for title, owner in (("one", label), ("two", label), ("three", other)):
+            album = DrtAlbum(title=title, label=owner)
+            await album.sleeve.async_put(title.encode())
+            await album.async_save()
+            await DrtTrack(album=album).async_save()
+
+        command_log.clear()
+        await label.async_delete(transaction=transaction)
+
+        first = [("delete", "drt_label")] if transaction else [("find", "drt_label")]
+        writes = [("update", "drt_track"), ("delete", "drt_album")]
+        files = [("delete", "fs.files"), ("delete", "fs.chunks")] * 2
+        assert _sent(command_log) == [
+            *first,
+            ("find", "drt_album"),
+            *writes,
+            *([("commitTransaction", "admin")] if transaction else []),
+            *([] if transaction else [("delete", "drt_label")]),
+            *files,
+        ]
+        assert await DrtAlbum.objects.async_scalar("title") == ["three"]
+        tracks = await get_async_db()["drt_track"].find().to_list()
+        assert sorted(bool(raw.get("album")) for raw in tracks) == [False, False, True]
+        chunks = await get_async_db()["fs.chunks"].find().to_list()
+        assert [each["data"] for each in chunks] == [b"three"]
+        for cls in (DrtLabel, DrtAlbum, DrtTrack):
+            await get_async_db()[cls._get_collection_name()].delete_many({})
+        await get_async_db()["fs.files"].delete_many({})
+        await get_async_db()["fs.chunks"].delete_many({})

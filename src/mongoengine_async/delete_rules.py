@@ -49,6 +49,8 @@ from mongoengine_async.gridfs import (
     Unreachable,
     delete_files,
     delete_files_of_deleted,
+    file_projection,
+    files_of,
     id_runs,
     listed,
     not_held,
@@ -501,6 +503,13 @@ class _DeletePlan:
         self.planned: dict[str | None, set] = {}
         self.root_ids: list = []
         self.files: list = []  # of the cascaded documents, to delete after
+        # No cascaded document is sent delete signals (whose receivers could
+        # change its files): those found by id have their files read with
+        # their ids, in one read (the documents read kept here, per class
+        # read, until _find_files).
+        receivers = map(signals.has_delete_receivers, _reachable(root))
+        self.files_with_ids = not any(receivers)
+        self.read_with_files: list[tuple[type[Any], list[dict]]] = []
         self.root_files: list = []  # of the roots, when the plan lists them
         self.deleted: int | None = None  # the roots' count
         # A post_delete receiver's error once all was written (no transaction).
@@ -796,6 +805,7 @@ class _DeletePlan:
         ``runs`` (a query each); returns the ids new to the plan, per class."""
         referring = await self.operation.on(referrer)
         classes = _rule_classes(referrer)
+        projection = file_projection(referrer) if self.files_with_ids else {}
         spared = self.spared_ids
         found: dict[type[Any], list] = {}
         for run in runs:
@@ -805,9 +815,15 @@ class _DeletePlan:
                 else None
             )
             query = _referring(referrer, name, run, exclude)
-            for each, ids in (await _ids_by_class(referring, query, classes)).items():
-                kept = [object_id for object_id in ids if object_id not in spared]
-                found.setdefault(each, []).extend(self._add(each, kept))
+            read = await _found_by_class(referring, query, classes, projection)
+            for each, raws in read.items():
+                kept = [raw for raw in raws if raw["_id"] not in spared]
+                new = self._add(each, [raw["_id"] for raw in kept])
+                found.setdefault(each, []).extend(new)
+                if projection:  # (the files of the documents new to the plan)
+                    fresh = set(new)
+                    taken = [raw for raw in kept if raw["_id"] in fresh]
+                    self.read_with_files.append((referrer, taken))
         return [(each, new) for each, new in found.items() if new]
 
     def _sendable(self, exclude: list) -> list | None:
@@ -883,15 +899,19 @@ class _DeletePlan:
         return loaded
 
     async def _find_files(self) -> None:
-        """The GridFS files of the cascaded documents (one query per class with
-        file fields), for the caller to delete once the documents are gone;
-        and the deletes by filter restricted to the documents read."""
+        """The GridFS files of the cascaded documents (those found by id: read
+        with their ids, else one query per class with file fields), for the
+        caller to delete once the documents are gone; and the deletes by
+        filter restricted to the documents read."""
+        found = [
+            each for cls, read in self.read_with_files for each in files_of(read, cls)
+        ]
         matches = [
             (cls, {"_id": {"$in": run}})
             for cls, ids in self._cascaded()
             for run in self._runs(ids)
+            if not self.files_with_ids  # (else read with the ids)
         ]
-        found = []
         for cls, query in matches:
             operation = await self.operation.on(cls)
             found += await stored_files(Matching(cls, query), operation)
@@ -1008,21 +1028,25 @@ def _rule_classes(referrer: type[Any]) -> list[type[Any]]:
     return [referrer]
 
 
-async def _ids_by_class(
-    operation: Operation, query: dict, classes: list[type[Any]]
-) -> dict[type[Any], list]:
-    """The ids matching ``query`` per class of ``classes`` (by ``_cls``; the
-    first class for documents of none of the others)."""
-    if len(classes) == 1:
-        return {classes[0]: await _ids(operation, query)}
-    names = {each._class_name: each for each in classes}
+async def _found_by_class(
+    operation: Operation, query: dict, classes: list[type[Any]], projection: dict
+) -> dict[type[Any], list[dict]]:
+    """The documents matching ``query`` (their id, and the fields of
+    ``projection``, with their ``_cls`` then) per class of ``classes`` (by
+    ``_cls``; the first class for documents of none of the others)."""
+    fields = {"_id": 1, **projection}
+    if projection or len(classes) > 1:
+        fields["_cls"] = 1
     cursor = operation.collection.find(
-        query, {"_id": 1, "_cls": 1}, batch_size=WHOLE_RESULT, session=operation.session
+        query, fields, batch_size=WHOLE_RESULT, session=operation.session
     )
-    found: dict[type[Any], list] = {}
-    for raw in await read_list(cursor):
-        cls = names.get(raw.get("_cls"), classes[0])
-        found.setdefault(cls, []).append(raw["_id"])
+    read = await read_list(cursor)
+    if len(classes) == 1:
+        return {classes[0]: read}
+    names = {each._class_name: each for each in classes}
+    found: dict[type[Any], list[dict]] = {}
+    for raw in read:
+        found.setdefault(names.get(raw.get("_cls"), classes[0]), []).append(raw)
     return found
 
 

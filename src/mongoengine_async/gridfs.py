@@ -104,6 +104,8 @@ __all__ = (
     "delete_files",
     "delete_files_of_deleted",
     "delete_unheld",
+    "file_projection",
+    "files_of",
     "has_file_fields",
     "id_runs",
     "listed",
@@ -1185,7 +1187,7 @@ def _file_fields(cls: type[Any]) -> dict[str, Any]:
 def has_file_fields(cls: type[Any]) -> bool:
     """Whether documents of ``cls`` (or of a subclass) may hold files: a
     delete of them lists those."""
-    return any(_file_fields(each) for each in with_subclasses(cls))
+    return bool(file_projection(cls))
 
 
 def _stored_ids(value: Any) -> list:
@@ -1212,8 +1214,7 @@ async def stored_files_and_ids(
     subclasses may give one name to a file field and to another field, or to
     file fields of different buckets."""
     cls = queryset._document
-    by_class = {each._class_name: _file_fields(each) for each in with_subclasses(cls)}
-    projection = {db_field: 1 for fields in by_class.values() for db_field in fields}
+    projection = file_projection(cls)
     if not projection:
         return [], None
     cursor = on_primary(operation.collection).find(
@@ -1223,6 +1224,22 @@ async def stored_files_and_ids(
         session=operation.session,
     )
     found = await read_list(cursor)
+    return files_of(found, cls), [raw["_id"] for raw in found]
+
+
+def file_projection(cls: type[Any]) -> dict[str, int]:
+    """The projection of the file fields of ``cls`` and its subclasses (empty
+    when none has one): a read of documents to delete lists their files."""
+    return {
+        db_field: 1 for each in with_subclasses(cls) for db_field in _file_fields(each)
+    }
+
+
+def files_of(found: list[dict], cls: type[Any]) -> list[AsyncGridFSProxy]:
+    """The files the stored ``cls`` documents ``found`` hold (read with
+    :func:`file_projection` and their ``_cls``), refused by
+    :func:`check_deletable` if one cannot be deleted."""
+    by_class = {each._class_name: _file_fields(each) for each in with_subclasses(cls)}
     proxies = [
         field.get_async_proxy(grid_id, None)
         for raw in found
@@ -1230,7 +1247,7 @@ async def stored_files_and_ids(
         for grid_id in _stored_ids(raw.get(db_field))
     ]
     check_deletable(proxies)
-    return proxies, [raw["_id"] for raw in found]
+    return proxies
 
 
 def on_primary(collection: AsyncCollection) -> AsyncCollection:
