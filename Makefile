@@ -18,6 +18,9 @@ LOWEST_STAMP := $(LOWEST_VENV)/.installed
 LOWEST_PYMONGO := 4.17.0
 LOWEST_MONGOENGINE := 0.29.2
 LOWEST_PYTHON := 3.10
+UVLOOP_VENV := .venv-uvloop
+UVLOOP_PY := $(UVLOOP_VENV)/bin/python
+UVLOOP_STAMP := $(UVLOOP_VENV)/.installed
 RELEASE_VENV := .venv-release
 RELEASE_PY := $(RELEASE_VENV)/bin/python
 RELEASE_STAMP := $(RELEASE_VENV)/.installed
@@ -33,7 +36,7 @@ LINT_PATHS := $(wildcard src tests examples benchmarks)
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv test smoke demo lint compat bench clean test-pymongo-lowest
+.PHONY: venv test smoke demo lint compat bench clean test-pymongo-lowest test-uvloop
 
 venv: $(STAMP)
 
@@ -149,6 +152,19 @@ $(LOWEST_STAMP): pyproject.toml Makefile
 test-pymongo-lowest: $(LOWEST_STAMP)
 	$(LOWEST_PY) -m pytest $(PYTEST_ARGS)
 
+# The suite on uvloop's event loop (tests/conftest.py's --loop=uvloop: every
+# loop the tests make, also asyncio.run() in threads and scripts), uvloop
+# installed in its own venv (it is in no extra of the package).
+$(UVLOOP_STAMP): pyproject.toml Makefile
+	rm -rf $(UVLOOP_VENV)
+	$(PYTHON) -m venv $(UVLOOP_VENV)
+	$(UVLOOP_PY) -m pip install --upgrade pip
+	$(UVLOOP_PY) -m pip install -e '.[test,typing]' uvloop
+	touch $(UVLOOP_STAMP)
+
+test-uvloop: $(UVLOOP_STAMP)
+	$(UVLOOP_PY) -m pytest --loop=uvloop $(PYTEST_ARGS)
+
 demo: venv
 	$(VPY) examples/quickstart.py
 
@@ -228,5 +244,5 @@ failover: venv
 	$(VPY) -m pytest -m failover -s $(PYTEST_ARGS) tests/test_failover.py
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(PLAIN_VENV) $(LOWEST_VENV) $(RELEASE_VENV) $(DOCS_VENV) .venv-py* .venv-plain-py* build dist site .pytest_cache .ruff_cache .mypy_cache src/*.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) $(PLAIN_VENV) $(LOWEST_VENV) $(UVLOOP_VENV) $(RELEASE_VENV) $(DOCS_VENV) .venv-py* .venv-plain-py* build dist site .pytest_cache .ruff_cache .mypy_cache src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

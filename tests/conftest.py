@@ -22,6 +22,39 @@ import mongoengine_async
 from mongoengine_async.connection import connect_async, disconnect_async
 from mongoengine_async.testing import CommandLog, fresh_database
 
+# The event loop the tests run on: asyncio's own, or uvloop's with --loop=uvloop
+# (make test-uvloop), for pytest-asyncio's loops, asyncio.run() and the scripts
+# of run_script() alike.
+_LOOP_ENV = "MONGOENGINE_ASYNC_TEST_LOOP"
+_UVLOOP_POLICY = (
+    "import asyncio, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())\n"
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--loop=asyncio|uvloop``: the event loop every test runs on."""
+    parser.addoption(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop the tests run on (uvloop: make test-uvloop)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under ``--loop=uvloop``, uvloop's policy makes every new loop (also in
+    threads and in run_script()'s processes, told by the environment)."""
+    if config.getoption("loop") == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        os.environ[_LOOP_ENV] = "uvloop"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """The event loop of the run, in pytest's header."""
+    return f"event loop: {config.getoption('loop')}"
+
 
 def run_script(script: str, mongodb_uri: str) -> subprocess.CompletedProcess[str]:
     """Run ``script`` in a Python process of its own (warnings ignored), its
@@ -29,7 +62,7 @@ def run_script(script: str, mongodb_uri: str) -> subprocess.CompletedProcess[str
     have exited with 0 (for code whose loops end in ways that would disturb
     other tests: collected later, what a closed loop left fails in odd ways)."""
     result = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", script],
+        [sys.executable, "-W", "ignore", "-c", _loop_prelude() + script],
         env={**os.environ, "MONGODB_URI": mongodb_uri},
         capture_output=True,
         text=True,
@@ -38,6 +71,12 @@ def run_script(script: str, mongodb_uri: str) -> subprocess.CompletedProcess[str
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result
+
+
+def _loop_prelude() -> str:
+    """What a script run by run_script() runs first: uvloop's policy under
+    ``--loop=uvloop``, nothing otherwise."""
+    return _UVLOOP_POLICY if os.environ.get(_LOOP_ENV) == "uvloop" else ""
 
 
 @pytest.fixture

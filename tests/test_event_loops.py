@@ -35,6 +35,7 @@ from mongoengine_async import (
     ReferenceField,
     StringField,
     async_run_in_transaction,
+    async_run_transaction,
     connect_async,
     context,
     disconnect_async,
@@ -1158,3 +1159,113 @@ def test_an_abort_or_fence_read_failing_as_its_caller_is_cancelled_is_not_logged
     asyncio.run(main())
     gc.collect()
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_the_tests_run_on_the_loop_of_the_run(request):
+    """``--loop=uvloop`` (make test-uvloop) runs every test on uvloop's loop:
+    pytest-asyncio's and asyncio.run()'s in a thread alike (a leg that would
+    otherwise pass on asyncio's loop without a word)."""
+
+    async def kind() -> str:
+        return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+    expected = request.config.getoption("loop")
+    assert await kind() == expected
+    assert await asyncio.to_thread(asyncio.run, kind()) == expected
+
+
+class LoopPaper(Document):
+    title = StringField()
+    revisions = IntField(default=0)
+    scan = FileField(db_alias="loops")
+    meta = {"db_alias": "loops"}
+
+
+async def _write_transact_store_read(thread: int) -> list[tuple[int, int, bool]]:
+    """Papers of ``thread`` saved, revised in a transaction (with a note in
+    it), given a file, read back and checked: what each paper read back."""
+    read_back = []
+    for n in range(4):
+        paper = LoopPaper(title=f"{thread}-{n}")
+        await paper.async_save()
+
+        async def revise(paper: LoopPaper = paper, note: str = f"{thread}-{n}") -> None:
+            await LoopPaper.objects(id=paper.id).async_update(inc__revisions=1)
+            await LoopBook(title=f"note {note}").async_save()
+
+        # (The callback form: the other thread's first writes create the
+        # collections, which the server reports as transient to a transaction.)
+        await async_run_transaction(revise, alias="loops")
+        data = f"{thread}-{n}".encode() * 100_000  # a few GridFS chunks
+        await paper.scan.async_put(data, filename=paper.title)
+        await paper.async_save()
+        again = await LoopPaper.objects.async_get(id=paper.id)
+        stored = await again.scan.async_read()
+        read_back.append((thread, again.revisions, stored == data))
+    return read_back
+
+
+def test_threads_with_loops_of_their_own_transact_and_store_files_at_once(
+    loops_alias, mongodb_uri, database
+):
+    """Two threads, each in asyncio.run() on the same alias and models at once:
+    saves, reads, transactions and GridFS uploads and reads each on its own
+    loop's client, every write there once."""
+    results: dict[int, Any] = {}
+
+    def run(thread: int) -> None:
+        try:
+            results[thread] = asyncio.run(_write_transact_store_read(thread))
+        except BaseException as error:  # reported below
+            results[thread] = error
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {n: [(n, 1, True)] * 4 for n in range(2)}
+    with MongoClient(mongodb_uri) as client:
+        papers = client[database].loop_paper.find()
+        assert sorted((p["title"], p["revisions"]) for p in papers) == sorted(
+            (f"{t}-{n}", 1) for t in range(2) for n in range(4)
+        )
+        assert client[database]["fs.files"].count_documents({}) == 8
+    assert _stored_titles(mongodb_uri, database) == sorted(
+        f"note {t}-{n}" for t in range(2) for n in range(4)
+    )
+
+
+def test_proxies_made_on_one_loop_are_read_on_another(loops_alias):
+    """A document loaded in one asyncio.run(), its reference proxy unfetched
+    and its file proxy with the file's metadata got: the next run fetches the
+    reference, streams the file and saves the document, on its own client."""
+    data = bytes(range(256)) * 4_000  # four chunks of 255 kB
+
+    async def store() -> Any:
+        shelf = LoopShelf()
+        await shelf.async_save()
+        paper = LoopPaper(title="scan")
+        await paper.scan.async_put(data, filename="scan")
+        await paper.async_save()
+        await LoopItem(shelf=shelf).async_save()
+        return shelf.id
+
+    async def load() -> tuple[LoopItem, LoopPaper]:
+        item = await LoopItem.objects.async_get()
+        paper = await LoopPaper.objects.async_get(title="scan")
+        assert (await paper.scan.async_get()).length == len(data)
+        return item, paper
+
+    async def elsewhere(item: LoopItem, paper: LoopPaper) -> tuple[Any, bytes]:
+        shelf = await item.shelf
+        chunks = [chunk async for chunk in paper.scan]
+        paper.title = "read"
+        await paper.async_save()
+        return shelf.id, b"".join(chunks)
+
+    shelf_id = asyncio.run(store())
+    item, paper = asyncio.run(load())
+    assert asyncio.run(elsewhere(item, paper)) == (shelf_id, data)
+    titles = asyncio.run(LoopPaper.objects(id=paper.id).async_scalar("title"))
+    assert titles == ["read"]
