@@ -62,7 +62,7 @@ def run_script(script: str, mongodb_uri: str) -> subprocess.CompletedProcess[str
     have exited with 0 (for code whose loops end in ways that would disturb
     other tests: collected later, what a closed loop left fails in odd ways)."""
     result = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", _loop_prelude() + script],
+        [sys.executable, "-W", "ignore", "-c", loop_prelude() + script],
         env={**os.environ, "MONGODB_URI": mongodb_uri},
         capture_output=True,
         text=True,
@@ -73,8 +73,9 @@ def run_script(script: str, mongodb_uri: str) -> subprocess.CompletedProcess[str
     return result
 
 
-def _loop_prelude() -> str:
-    """What a script run by run_script() runs first: uvloop's policy under
+def loop_prelude() -> str:
+    """What a script run by run_script() (or a test suite run in a process of
+    its own, as its conftest.py) runs first: uvloop's policy under
     ``--loop=uvloop``, nothing otherwise."""
     return _UVLOOP_POLICY if os.environ.get(_LOOP_ENV) == "uvloop" else ""
 

@@ -24,7 +24,7 @@ from bson.tz_util import utc
 from pymongo import MongoClient, monitoring
 from pymongo.errors import OperationFailure
 
-from conftest import run_script
+from conftest import loop_prelude, run_script
 from mongoengine_async import (
     CASCADE,
     AsyncUsageError,
@@ -215,7 +215,10 @@ def test_two_pytest_tests_with_their_own_loops_share_a_module_connection(
 def _pytest_in(
     directory: Any, mongodb_uri: str, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    """pytest run on ``args`` in ``directory``, as a user runs it; it passed."""
+    """pytest run on ``args`` in ``directory``, as a user runs it (on the
+    loop of this run: a conftest.py sets it); it passed."""
+    if prelude := loop_prelude():
+        (directory / "conftest.py").write_text(prelude)
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
         cwd=directory,
