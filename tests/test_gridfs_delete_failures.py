@@ -723,3 +723,59 @@ async def test_a_cascade_failing_cut_short_in_a_post_delete_sends_each_once(
     files, chunks = await bucket()
     held = sorted(leaf.pdf.grid_id for leaf in leaves if leaf.pk in left)
     assert (sorted(files), sorted(chunks)) == (held, held)
+
+
+def mode(event: monitoring.CommandStartedEvent) -> str | None:
+    """The read preference a read was sent with (None: not a read)."""
+    if event.command_name != "find":
+        return None
+    return event.command.get("$readPreference", {"mode": "primary"})["mode"]
+
+
+async def test_a_cascade_failing_reads_what_is_gone_on_the_primary(
+    mongodb_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CASCADE outside a transaction, on a client reading from secondaries
+    when it can, whose second run of leaves' deletes fails on the server:
+    which leaves are still there is read where the deletes went, the
+    primary. Read as the client reads (on a lagging secondary a leaf just
+    deleted reads there: its files stayed, orphaned, with no ``post_delete``),
+    as a document's delete already read it."""
+    post: list = []
+    receiver = lambda sender, document, **kwargs: post.append(document.pk)  # noqa: E731
+    name = f"fd-{uuid4().hex[:8]}"
+    log = CommandLog()
+    signals.post_delete.connect(receiver, sender=FdLeaf)
+    try:
+        async with fresh_database(
+            "default",
+            mongodb_uri,
+            appname=name,
+            event_listeners=[log],
+            read_preference=ReadPreference.SECONDARY_PREFERRED,
+        ):
+            box = await FdBox(name="box").async_save()
+            leaves = await with_files([FdLeaf(box=box) for _ in range(5)])
+            in_runs_of_two(monkeypatch)
+            async with second_delete_failing(name, FdLeaf):
+                log.clear()
+                with pytest.raises(OperationFailure) as raised:
+                    await FdBox.objects.async_delete(transaction=False)
+            on_leaves = [
+                (event.command_name, mode(event))
+                for event in log.events
+                if event.command.get(event.command_name)
+                == FdLeaf._get_collection_name()
+            ]
+            # (After the failing delete, the files of the leaves gone are read,
+            # then which of the five leaves loaded are there: each in runs of
+            # two.)
+            cleanup = [("find", "primary")] * 6
+            assert on_leaves[-8:] == [("delete", None), ("delete", None), *cleanup]
+            assert ("find", "secondaryPreferred") in on_leaves  # (listed as it reads)
+            left = {leaf.pk for leaf in await FdLeaf.objects.async_to_list()}
+    finally:
+        signals.post_delete.disconnect(receiver, sender=FdLeaf)
+    assert raised.value.code == FAILED
+    assert len(left) == 3
+    assert sorted(post) == sorted(leaf.pk for leaf in leaves if leaf.pk not in left)

@@ -695,12 +695,12 @@ class _DeletePlan:
         cascaded documents they deleted would keep their files, held by no
         document, and never send their ``post_delete`` (MongoEngine's walk,
         one document at a time, sends those of the documents it deleted).
-        Which are gone is read (a query per class and run of ids); that read
-        failing, no ``post_delete`` is sent (one may still be there); none
-        to a document in ``signalled`` (the ``id()`` of those sent one, which
-        it adds to). A server selection timing out, nothing more is tried on
-        its client (``self.unreachable``): the write's error comes without
-        more waits."""
+        Which are gone is read on the primary, where the writes went (a query
+        per class and run of ids); that read failing, no ``post_delete`` is
+        sent (one may still be there); none to a document in ``signalled``
+        (the ``id()`` of those sent one, which it adds to). A server selection
+        timing out, nothing more is tried on its client (``self.unreachable``):
+        the write's error comes without more waits."""
         if self.files:
             await self._files_of_gone()
         ids: dict[type[Any], list] = {}
@@ -710,10 +710,10 @@ class _DeletePlan:
         try:
             for cls, pks in ids.items():
                 operation = await self.operation.on(cls)
-                client = operation.collection.database.client
                 for run in self._runs(pks):
-                    with self.unreachable.trying(client):
-                        found = await _ids(operation, {"_id": {"$in": run}})
+                    found = await self.unreachable.ids_there(
+                        operation.collection, {"_id": {"$in": run}}, operation.session
+                    )
                     there.update((cls, pk) for pk in found)
         except Exception:
             return  # (the write's error is raised)

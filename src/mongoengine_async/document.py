@@ -97,7 +97,6 @@ from mongoengine_async.gridfs import (
     Unreachable,
     check_deletable,
     delete_files,
-    on_primary,
 )
 from mongoengine_async.guards import (
     blocking_call_error,
@@ -1273,17 +1272,11 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         if session is not None and session.in_transaction:
             return
         query = self._qs.filter(**self._object_key)._query
-        # (On the primary, where the delete went: a secondary lagging behind
-        # may not have the document yet, whose files would go.)
-        collection = on_primary(operation.collection)
         try:
-            with unreachable.trying(collection.database.client):
-                there = await collection.find_one(
-                    query, {"_id": 1}, session=operation.session
-                )
+            there = await unreachable.ids_there(operation.collection, query, session)
         except Exception:
             return
-        if there is not None:
+        if there:
             return
         with contextlib.suppress(Exception):
             await delete_files(files, operation, unreachable=unreachable)

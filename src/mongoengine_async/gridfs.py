@@ -1347,22 +1347,42 @@ class Unreachable:
     def __init__(self) -> None:
         self.timed_out: list[tuple[Any, Exception]] = []  # (client, its error)
 
+    def _error(self, client: Any) -> Exception | None:
+        """The server selection time-out ``client`` was given up on, if it was."""
+        return next((error for each, error in self.timed_out if each is client), None)
+
     def skips(self, client: Any) -> bool:
         """Whether a command on ``client`` is not tried (its selection timed out)."""
-        return any(client is each for each, _ in self.timed_out)
+        return self._error(client) is not None
 
     @contextlib.contextmanager
     def trying(self, client: Any) -> Iterator[None]:
         """Around a command on ``client``: a client given up raises its server
         selection time-out again at once; one timing out now is given up."""
-        for each, error in self.timed_out:
-            if client is each:
-                raise error
+        given_up = self._error(client)
+        if given_up is not None:
+            raise given_up
         try:
             yield
         except pymongo.errors.ServerSelectionTimeoutError as error:
             self.timed_out.append((client, error))
             raise
+
+    async def ids_there(
+        self,
+        collection: AsyncCollection,
+        query: dict,
+        session: AsyncClientSession | None,
+    ) -> list:
+        """The ids of the documents ``query`` matches, read on the primary,
+        where a failed delete went (a lagging secondary shows one it deleted
+        as there): a cleanup's read of what that delete left."""
+        primary = on_primary(collection)
+        with self.trying(primary.database.client):
+            cursor = primary.find(
+                query, {"_id": 1}, batch_size=WHOLE_RESULT, session=session
+            )
+            return [raw["_id"] for raw in await read_list(cursor)]
 
 
 async def delete_files(
