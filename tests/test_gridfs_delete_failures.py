@@ -779,3 +779,69 @@ async def test_a_cascade_failing_reads_what_is_gone_on_the_primary(
     assert raised.value.code == FAILED
     assert len(left) == 3
     assert sorted(post) == sorted(leaf.pk for leaf in leaves if leaf.pk not in left)
+
+
+async def test_a_post_delete_raising_after_a_failed_delete_keeps_its_error(
+    app: str,
+) -> None:
+    """A document's delete the server applied, then answered with an error,
+    a ``post_delete`` receiver raising in the steps after it: the caller gets
+    the delete's error (as a cascade's does), the files deleted first. The
+    receiver's error came instead, the delete's hidden in its context."""
+
+    def receiver(sender: Any, document: Any, **kwargs: Any) -> None:
+        raise ValueError("receiver failed")
+
+    paper = await stored_paper()
+    signals.post_delete.connect(receiver, sender=FdPaper)
+    try:
+        async with next_delete_failing(app, FdPaper, APPLIED):
+            with pytest.raises(OperationError) as raised:
+                await paper.async_delete(transaction=False)
+    finally:
+        signals.post_delete.disconnect(receiver, sender=FdPaper)
+    assert str(raised.value).startswith("Could not delete document (")
+    assert isinstance(raised.value.__cause__, WriteConcernError)
+    assert await FdPaper.objects.async_count() == 0
+    assert await bucket() == ([], [])
+
+
+class CancelAtAppliedCleanupRead(CancelAtCleanupRead):
+    """:class:`CancelAtCleanupRead` once a delete answered with a write
+    concern error (applied: its reply is no failure)."""
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.command_name == "delete" and "writeConcernError" in event.reply:
+            self.armed = not self.cancelled
+
+
+async def test_a_document_delete_failing_cut_short_in_its_cleanup(
+    mongodb_uri: str,
+) -> None:
+    """A document's delete (outside a transaction) the server applied, then
+    answered with an error, its task cut short (its loop's end) as it reads
+    whether the document is gone: that read is sent again, then its files
+    are deleted and ``post_delete`` sent before the cancellation is raised,
+    as a cascade's cleanup cut short is. Its files stayed, orphaned, and no
+    ``post_delete`` was sent."""
+    sent: list = []
+    receiver = lambda sender, document, **kwargs: sent.append(document.pk)  # noqa: E731
+    name = f"fd-{uuid4().hex[:8]}"
+    listener = CancelAtAppliedCleanupRead(FdPaper._get_collection_name())
+    signals.post_delete.connect(receiver, sender=FdPaper)
+    try:
+        async with fresh_database(
+            "default", mongodb_uri, appname=name, event_listeners=[listener]
+        ):
+            paper = await stored_paper()
+            async with next_delete_failing(name, FdPaper, APPLIED):
+                # (The task cancelled, its outcome is: not the test's task.)
+                with pytest.raises(asyncio.CancelledError):
+                    await paper.async_delete(transaction=False)
+            assert listener.cancelled == 1
+            assert listener.deletes == 1
+            assert await FdPaper.objects.async_count() == 0
+            assert await bucket() == ([], [])
+    finally:
+        signals.post_delete.disconnect(receiver, sender=FdPaper)
+    assert sent == [paper.pk]

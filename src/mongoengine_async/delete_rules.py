@@ -54,6 +54,7 @@ from mongoengine_async.gridfs import (
     id_runs,
     listed,
     not_held,
+    run_again_if_cut_short,
     stored_files,
     stored_files_and_ids,
 )
@@ -680,14 +681,11 @@ class _DeletePlan:
         cancellation (its loop's end), it is run again, as the steps a
         cancellation cuts short are (no ``post_delete`` sent twice), then
         :class:`CancelledAfterFailure` is raised."""
-        signalled: set[int] = set()
         try:
-            await self._after_failed_write(signalled)
+            await run_again_if_cut_short(self._after_failed_write)
         except CancelledAfterFailure:
             raise
         except asyncio.CancelledError as cancelled:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._after_failed_write(signalled)
             raise CancelledAfterFailure(*cancelled.args) from error
 
     async def _after_failed_write(self, signalled: set[int]) -> None:

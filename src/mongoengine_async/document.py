@@ -97,6 +97,7 @@ from mongoengine_async.gridfs import (
     Unreachable,
     check_deletable,
     delete_files,
+    run_again_if_cut_short,
 )
 from mongoengine_async.guards import (
     blocking_call_error,
@@ -1267,20 +1268,45 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         returned; their errors are dropped for the delete's. That read
         failing (or its client given up by ``unreachable``: it would wait a
         server selection), all stay: the document may still be there. In a
-        transaction (the caller's) nothing is read: its abort keeps them."""
+        transaction (the caller's) nothing is read: its abort keeps them.
+        Cut short by its loop's end, these steps are run again (see
+        ``run_again_if_cut_short``)."""
         session = operation.session
         if session is not None and session.in_transaction:
             return
+        await run_again_if_cut_short(
+            functools.partial(
+                self._steps_if_gone, files, operation, signal_kwargs, unreachable
+            )
+        )
+
+    async def _steps_if_gone(
+        self,
+        files: list[AsyncGridFSProxy],
+        operation: Operation,
+        signal_kwargs: dict | None,
+        unreachable: Unreachable,
+        signalled: set[int],
+    ) -> None:
+        """The steps of :meth:`_after_failed_delete`: unless sent already (its
+        ``id()`` in ``signalled``), read whether the document is gone and, so,
+        delete its files and send ``post_delete``, their errors dropped."""
+        if id(self) in signalled:
+            return
         query = self._qs.filter(**self._object_key)._query
         try:
-            there = await unreachable.ids_there(operation.collection, query, session)
+            there = await unreachable.ids_there(
+                operation.collection, query, operation.session
+            )
         except Exception:
             return
         if there:
             return
         with contextlib.suppress(Exception):
             await delete_files(files, operation, unreachable=unreachable)
-        await self._signal_gone(operation, signal_kwargs)
+        signalled.add(id(self))
+        with contextlib.suppress(Exception):
+            await self._signal_gone(operation, signal_kwargs)
 
     async def _signal_gone(
         self, operation: Operation, signal_kwargs: dict | None

@@ -111,6 +111,7 @@ __all__ = (
     "listed",
     "not_held",
     "on_primary",
+    "run_again_if_cut_short",
     "stored_files",
     "stored_files_and_ids",
 )
@@ -1383,6 +1384,21 @@ class Unreachable:
                 query, {"_id": 1}, batch_size=WHOLE_RESULT, session=session
             )
             return [raw["_id"] for raw in await read_list(cursor)]
+
+
+async def run_again_if_cut_short(steps: Callable[[set[int]], Awaitable[None]]) -> None:
+    """``await steps(signalled)``, the steps after a delete that failed outside
+    a transaction; cut short by a cancellation (its loop's end), they are run
+    once more, as the steps a cancellation cuts short are, then the
+    cancellation is raised. ``signalled``, the ``id()`` of the documents sent
+    ``post_delete`` (the steps add to it), sends none twice."""
+    signalled: set[int] = set()
+    try:
+        await steps(signalled)
+    except asyncio.CancelledError:
+        with contextlib.suppress(asyncio.CancelledError):
+            await steps(signalled)
+        raise
 
 
 async def delete_files(
