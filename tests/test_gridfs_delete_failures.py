@@ -845,3 +845,31 @@ async def test_a_document_delete_failing_cut_short_in_its_cleanup(
     finally:
         signals.post_delete.disconnect(receiver, sender=FdPaper)
     assert sent == [paper.pk]
+
+
+@pytest.mark.parametrize("error", [APPLIED, {"errorCode": FAILED}])
+async def test_a_failed_delete_with_no_steps_after_it_reads_nothing(
+    mongodb_uri: str, error: dict
+) -> None:
+    """A document's delete (outside a transaction) failing on the server, the
+    document holding no file (its class has file fields) and no
+    ``post_delete`` receiver: nothing follows it, so nothing reads whether it
+    is gone; the delete's error is raised. A find was sent, a round trip for
+    nothing."""
+    name = f"fd-{uuid4().hex[:8]}"
+    log = CommandLog()
+    async with fresh_database(
+        "default", mongodb_uri, appname=name, event_listeners=[log]
+    ):
+        paper = await FdPaper().async_save()
+        async with next_delete_failing(name, FdPaper, error):
+            log.clear()
+            with pytest.raises(OperationError) as raised:
+                await paper.async_delete(transaction=False)
+            assert log.names == ["delete"]
+        left = 0 if error is APPLIED else 1
+        assert await FdPaper.objects.async_count() == left
+    cause = raised.value.__cause__
+    assert isinstance(
+        cause, WriteConcernError if error is APPLIED else OperationFailure
+    )

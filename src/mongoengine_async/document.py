@@ -1268,11 +1268,17 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         returned; their errors are dropped for the delete's. That read
         failing (or its client given up by ``unreachable``: it would wait a
         server selection), all stay: the document may still be there. In a
-        transaction (the caller's) nothing is read: its abort keeps them.
+        transaction (the caller's) nothing is read: its abort keeps them;
+        nor with no file and no ``post_delete`` receiver: nothing follows.
         Cut short by its loop's end, these steps are run again (see
         ``run_again_if_cut_short``)."""
         session = operation.session
         if session is not None and session.in_transaction:
+            return
+        if not files and not (
+            signal_kwargs is not None
+            and signals.has_receivers(signals.post_delete, type(self))
+        ):
             return
         await run_again_if_cut_short(
             functools.partial(
