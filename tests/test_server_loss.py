@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pymongo
 import pytest
@@ -251,3 +252,38 @@ async def test_a_document_delete_losing_its_server_waits_one_server_selection(
         assert cut.deletes == 1
         assert not isinstance(error.value, pymongo.errors.ServerSelectionTimeoutError)
         assert failed_selections(caplog) == ["find"]
+
+
+async def test_a_delete_whose_write_times_out_selecting_waits_one_selection(
+    server: ReplicaSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its server lost (and known lost) before its first write, that write
+    # times out selecting a server: that client is given up at once, so its
+    # cleanup (the items still there, for their post_delete) sends nothing,
+    # and that error comes after one wait. Its read waited
+    # serverSelectionTimeoutMS again.
+    owner = await LossOwner(name="o").async_save()
+    await LossItem.objects.async_insert([LossItem(owner=owner) for _ in range(3)])
+    client = LossOwner._get_collection().database.client
+
+    async def lose_server(sender: Any, document: Any, **kwargs: Any) -> None:
+        if document.pk != items[0].pk:
+            return
+        await stop(server)
+        for _ in range(200):  # (its monitor sees the server gone)
+            if not client.topology_description.has_writable_server():
+                return
+            await asyncio.sleep(0.05)
+
+    items = await LossItem.objects.order_by("id").async_to_list()
+    caplog.set_level("DEBUG", logger="pymongo.serverSelection")
+    signals.pre_delete.connect(lose_server, sender=LossItem)
+    try:
+        with pytest.raises(pymongo.errors.ServerSelectionTimeoutError):
+            await asyncio.wait_for(
+                LossOwner.objects.async_delete(transaction=False), 30
+            )
+    finally:
+        signals.pre_delete.disconnect(lose_server, sender=LossItem)
+    assert not client.topology_description.has_writable_server()
+    assert failed_selections(caplog) == ["delete"]

@@ -210,7 +210,8 @@ async def delete_matching(
     given, for the caller to raise after its own steps (its documents' files,
     ``post_delete``), which it must not skip. A write failing outside a
     transaction, the steps after it try nothing on a client ``unreachable``
-    gave up (shared with the caller's own steps after that error). Given
+    gave up (shared with the caller's own steps after that error), as a
+    write's server selection timing out gives it up. Given
     ``root_files`` (a delete with rules in a transaction), the plan reads
     the matches' files with their ids, and fills it. ``aborts``: the
     transaction the operation's session is in is one this package started
@@ -220,8 +221,10 @@ async def delete_matching(
     if not runs:  # nothing listed: no command of it could change anything
         return 0 if _acknowledged(operation) else None
     cls, queries = runs[0]._document, [run._query for run in runs]
+    unreachable = Unreachable() if unreachable is None else unreachable
     if not _rules(cls):
-        return _total([await _delete(operation, query) for query in queries])
+        deletes = [await _delete(operation, query, unreachable) for query in queries]
+        return _total(deletes)
     acknowledged = _acknowledged(operation)
     joined = _in_transaction(operation.session)  # the caller's transaction
     files: list = []
@@ -471,9 +474,15 @@ def _transaction_options(
     return options
 
 
-async def _delete(operation: Operation, query: dict) -> int | None:
-    """Delete what ``query`` matches in the operation's collection."""
-    with set_write_concern(operation.collection, operation.write_concern) as target:
+async def _delete(
+    operation: Operation, query: dict, unreachable: Unreachable
+) -> int | None:
+    """Delete what ``query`` matches in the operation's collection; its
+    server selection timing out, ``unreachable`` gives up its client."""
+    with (
+        unreachable.noting(operation.collection.database.client),
+        set_write_concern(operation.collection, operation.write_concern) as target,
+    ):
         result = await target.delete_many(query, session=operation.session)
     return result.deleted_count if result.acknowledged else None
 
@@ -572,7 +581,7 @@ class _DeletePlan:
         files too (``self.root_files``)."""
         if root_first:
             [query] = queries
-            self.deleted = await _delete(self.operation, query)
+            self.deleted = await _delete(self.operation, query, self.unreachable)
             if self.deleted == 0:  # gone already: nothing cascades from it
                 check_rules(self.root)
                 return 0
@@ -773,7 +782,7 @@ class _DeletePlan:
         """Delete the root documents, by the ids planned (a delete a run)."""
         self.deleted = _total(
             [
-                await _delete(self.operation, {"_id": {"$in": run}})
+                await _delete(self.operation, {"_id": {"$in": run}}, self.unreachable)
                 for run in self._runs(self.root_ids)
             ]
         )
@@ -953,6 +962,7 @@ class _DeletePlan:
         for referrer, query, update in updates:
             referring = await self.operation.on(referrer)
             with (
+                self.unreachable.noting(referring.collection.database.client),
                 set_write_concern(
                     referring.collection, referring.write_concern
                 ) as target,
@@ -971,7 +981,9 @@ class _DeletePlan:
         left: list[tuple[Operation, Listed]] = []
         for cls, queries, ids in self.by_filters:
             operation = await self.operation.on(cls)
-            counts = [await _delete(operation, query) for query in queries]
+            counts = [
+                await _delete(operation, query, self.unreachable) for query in queries
+            ]
             if ids is not None:
                 left.append((operation, Listed(cls, ids, _total(counts))))
         for operation, listed_left in left:
@@ -993,7 +1005,7 @@ class _DeletePlan:
         for cls, ids in self._cascaded():
             cascaded = await self.operation.on(cls)
             for run in self._runs(ids):
-                await _delete(cascaded, {"_id": {"$in": run}})
+                await _delete(cascaded, {"_id": {"$in": run}}, self.unreachable)
 
 
 async def _pre_delete(document: Any) -> None:

@@ -1357,17 +1357,24 @@ class Unreachable:
         return self._error(client) is not None
 
     @contextlib.contextmanager
+    def noting(self, client: Any) -> Iterator[None]:
+        """Around a command on ``client`` (a delete's write): its server
+        selection timing out, ``client`` is given up (for the steps after)."""
+        try:
+            yield
+        except pymongo.errors.ServerSelectionTimeoutError as error:
+            self.timed_out.append((client, error))
+            raise
+
+    @contextlib.contextmanager
     def trying(self, client: Any) -> Iterator[None]:
         """Around a command on ``client``: a client given up raises its server
         selection time-out again at once; one timing out now is given up."""
         given_up = self._error(client)
         if given_up is not None:
             raise given_up
-        try:
+        with self.noting(client):
             yield
-        except pymongo.errors.ServerSelectionTimeoutError as error:
-            self.timed_out.append((client, error))
-            raise
 
     async def ids_there(
         self,
