@@ -1340,10 +1340,11 @@ def check_deletable(proxies: list[AsyncGridFSProxy]) -> None:
 
 
 class Unreachable:
-    """The clients whose server selection timed out in one delete's steps
-    after its error (its files' deletes, its cleanup reads): nothing more is
-    tried on them, each command would wait ``serverSelectionTimeoutMS`` in
-    turn (and so would the loop's end waiting for them)."""
+    """The clients whose server selection timed out in one delete (a write of
+    it, or its steps after an error: its files' deletes, its cleanup reads),
+    for those steps: nothing more is tried on them, each command would wait
+    ``serverSelectionTimeoutMS`` in turn (and so would the loop's end waiting
+    for them)."""
 
     def __init__(self) -> None:
         self.timed_out: list[tuple[Any, Exception]] = []  # (client, its error)
