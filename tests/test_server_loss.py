@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -279,7 +280,7 @@ async def test_a_delete_whose_write_times_out_selecting_waits_one_selection(
     caplog.set_level("DEBUG", logger="pymongo.serverSelection")
     signals.pre_delete.connect(lose_server, sender=LossItem)
     try:
-        with pytest.raises(pymongo.errors.ServerSelectionTimeoutError):
+        with pytest.raises(pymongo.errors.ServerSelectionTimeoutError) as error:
             await asyncio.wait_for(
                 LossOwner.objects.async_delete(transaction=False), 30
             )
@@ -287,3 +288,7 @@ async def test_a_delete_whose_write_times_out_selecting_waits_one_selection(
         signals.pre_delete.disconnect(lose_server, sender=LossItem)
     assert not client.topology_description.has_writable_server()
     assert failed_selections(caplog) == ["delete"]
+    # (Its traceback is the write's: not one through a cleanup given up.)
+    frames = [frame.name for frame in traceback.extract_tb(error.value.__traceback__)]
+    assert "_delete" in frames
+    assert "_after_failed_write" not in frames

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import functools
 import inspect
@@ -1369,11 +1370,12 @@ class Unreachable:
 
     @contextlib.contextmanager
     def trying(self, client: Any) -> Iterator[None]:
-        """Around a command on ``client``: a client given up raises its server
-        selection time-out again at once; one timing out now is given up."""
+        """Around a command on ``client``: a client given up raises (a copy of)
+        its server selection time-out at once, whose traceback (a write's
+        error, the caller's) stays as it was; one timing out now is given up."""
         given_up = self._error(client)
         if given_up is not None:
-            raise given_up
+            raise copy.copy(given_up)
         with self.noting(client):
             yield
 
