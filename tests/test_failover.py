@@ -18,6 +18,9 @@ that raises midway never leaves a file of a document gone, nor takes one of a
 document left, and sends the ``post_delete`` of the cascaded documents it deleted.
 The read of what such a failed delete applied is retried through a second
 step-down, and goes to the primary when the client reads on lagging secondaries.
+A cascade save and a select_related of cached references go through a
+step-down; a cascade whose commit result stays unknown keeps its documents and
+files (on its client or another), sending no ``post_delete`` after the commit.
 Run it with ``make failover`` (it is deselected from the default run).
 """
 
@@ -1490,3 +1493,166 @@ async def test_the_read_after_a_document_delete_failed_is_on_the_primary(
         assert await db.fo_scan.distinct("scan") == [scan.scan.grid_id]
         assert await db["fs.files"].distinct("_id") == [scan.scan.grid_id]
         assert await db["fs.chunks"].count_documents({}) == 2
+
+
+@pytest.mark.parametrize(
+    "step", [("insert", "fo_book"), ("update", "fo_author")], ids=["own", "referenced"]
+)
+async def test_a_cascade_save_through_a_stepdown(
+    replica_set_3: ReplicaSet, step: tuple[str, str]
+) -> None:
+    """The primary steps down as ``async_save(cascade=True)`` writes the
+    document or the changed document it references (single-document writes,
+    which PyMongo retries on the next primary): the save returns, both are
+    stored once with their changes, and neither keeps a change marked."""
+    async with stepping_down(replica_set_3) as listener:
+        author = await FoAuthor(name="old").async_save()
+        author.name = "new"
+        book = FoBook(author=author)
+        listener.arm(*step)
+        await book.async_save(cascade=True)
+        assert listener.stepped_down
+        assert await FoAuthor.objects.async_scalar("name") == ["new"]
+        books = await FoBook.objects.as_pymongo().async_to_list()
+        assert books == [{"_id": book.pk, "author": author.pk}]
+        assert author._get_changed_fields() == book._get_changed_fields() == []
+
+
+class FoWriter(Document):
+    name = StringField()
+    bio = StringField()
+    meta = {"db_alias": ALIAS}
+
+
+class FoArticle(Document):
+    writer = CachedReferenceField(FoWriter, fields=["name"])
+    meta = {"db_alias": ALIAS}
+
+
+@pytest.mark.parametrize("of", ["queryset", "document"])
+async def test_select_related_of_a_cached_reference_through_a_stepdown(
+    replica_set_3: ReplicaSet, of: str
+) -> None:
+    """The primary steps down as ``async_select_related()`` reads the documents
+    a CachedReferenceField refers to (a read PyMongo retries on the next
+    primary): each reference is loaded whole, its fields not cached too."""
+    listener = StepDownBefore(replica_set_3)
+    async with majority_alias(replica_set_3, listener, ["fo_writer", "fo_article"]):
+        writers = [
+            await FoWriter(name=f"writer {n}", bio=f"bio {n}").async_save()
+            for n in range(3)
+        ]
+        await FoArticle.objects.async_insert([FoArticle(writer=w) for w in writers])
+        articles = FoArticle.objects.order_by("id")
+        listener.arm("find", "fo_writer")
+        if of == "queryset":
+            loaded = await articles.async_select_related()
+        else:
+            loaded = await articles.async_to_list()
+            for article in loaded:
+                await article.async_select_related()
+        assert listener.stepped_down
+        assert [a.writer.bio for a in loaded] == ["bio 0", "bio 1", "bio 2"]
+        assert [a.writer.pk for a in loaded] == [w.pk for w in writers]
+
+
+def labelled(error: BaseException | None, label: str) -> bool:
+    """Whether ``error``, or an error that caused it, carries ``label``."""
+    while error is not None:
+        if isinstance(error, PyMongoError) and error.has_error_label(label):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+OTHER = "failover-files"  # the same replica set, another client
+
+
+class FoFarScanned(Document):
+    scan = FileField(db_alias=OTHER)
+    meta = {"db_alias": ALIAS}
+
+
+class FoFarCopy(Document):
+    scanned = ReferenceField(FoFarScanned, reverse_delete_rule=CASCADE)
+    scan = FileField(db_alias=OTHER)
+    meta = {"db_alias": ALIAS}
+
+
+@contextlib.asynccontextmanager
+async def files_on(replica_set: ReplicaSet, where: str) -> AsyncIterator[Any]:
+    """The database of the files of the classes ``where`` says ("same"
+    client as the documents, or "other"), the other alias connected."""
+    if where == "same":
+        yield get_async_db(ALIAS)
+        return
+    async with fresh_database(OTHER, replica_set.uri, w="majority"):
+        db = get_async_db(OTHER)
+        for name in ("fs.files", "fs.chunks"):
+            await db.create_collection(name)
+        yield db
+
+
+@pytest.mark.parametrize("where", ["same", "other"], ids=lambda w: f"files-{w}")
+@pytest.mark.parametrize("form", ["own", "context manager", "callback"])
+async def test_a_cascade_whose_commit_result_stays_unknown_keeps_its_files(
+    replica_set_3: ReplicaSet, form: str, where: str
+) -> None:
+    """Every ``commitTransaction`` of a cascade (in its own transaction, or in
+    the caller's) loses its connection, retried until a PyMongo timeout ends
+    it: the caller gets an error labelled ``UnknownTransactionCommitResult``;
+    in its own transaction the root's ``post_delete`` (sent once it committed)
+    is not sent, the receivers run inside a transaction were, once. The commit
+    never applied: the documents and their files (deleted in the transaction)
+    are all there, none orphaned nor lost."""
+    sent: list[ObjectId] = []
+
+    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    scanned_cls, copy_cls = (
+        (FoScanned, FoCopy) if where == "same" else (FoFarScanned, FoFarCopy)
+    )
+    names = [cls._get_collection_name() for cls in (scanned_cls, copy_cls)]
+    async with (
+        majority_alias(
+            replica_set_3, CommitStarted(), [*names, "fs.files", "fs.chunks"]
+        ),
+        files_on(replica_set_3, where) as files_db,
+    ):
+        scanned = scanned_cls()
+        await scanned.scan.async_put(b"scanned")
+        await scanned.async_save()
+        copy = copy_cls(scanned=scanned)
+        await copy.scan.async_put(b"copy")
+        await copy.async_save()
+        primary = replica_set_3.wait_for_primary()
+        signals.post_delete.connect(post_delete)
+        try:
+            with (
+                failing(
+                    primary,
+                    "alwaysOn",
+                    failCommands=["commitTransaction"],
+                    closeConnection=True,
+                ),
+                pytest.raises(Exception) as error,
+                pymongo.timeout(5),
+            ):
+                if form == "own":
+                    await scanned.async_delete()
+                else:
+                    await in_transaction(form, scanned.async_delete)
+        finally:
+            signals.post_delete.disconnect(post_delete)
+            # (The transaction never committed nor aborted holds its locks.)
+            primary.command("killAllSessions", [])
+        assert labelled(error.value, "UnknownTransactionCommitResult")
+        # (The cascaded copy's, inside the transaction; the root's after its
+        # commit, in its own: never sent.)
+        assert sent == ([copy.pk] if form == "own" else [copy.pk, scanned.pk])
+        assert await scanned_cls.objects.async_scalar("scan") == [scanned.scan]
+        assert await copy_cls.objects.async_scalar("scan") == [copy.scan]
+        files = {scanned.scan.grid_id, copy.scan.grid_id}
+        assert set(await files_db["fs.files"].distinct("_id")) == files
+        assert set(await files_db["fs.chunks"].distinct("files_id")) == files
