@@ -17,7 +17,8 @@ document-by-document one sent once after the commit; outside one, a delete
 that raises midway never leaves a file of a document gone, nor takes one of a
 document left, and sends the ``post_delete`` of the cascaded documents it deleted.
 The read of what such a failed delete applied is retried through a second
-step-down, and goes to the primary when the client reads on lagging secondaries.
+step-down, goes to the primary when the client reads on lagging secondaries,
+and cut short by the loop's end is run again.
 A cascade save and a select_related of cached references go through a
 step-down; a cascade whose commit result stays unknown keeps its documents and
 files (on its client or another), sending no ``post_delete`` after the commit.
@@ -42,6 +43,7 @@ from pymongo import MongoClient, monitoring
 from pymongo.errors import OperationFailure, PyMongoError
 
 import mongoengine_async.gridfs
+import mongoengine_async.queryset
 from mongoengine_async import (
     CASCADE,
     NULLIFY,
@@ -1656,3 +1658,80 @@ async def test_a_cascade_whose_commit_result_stays_unknown_keeps_its_files(
         files = {scanned.scan.grid_id, copy.scan.grid_id}
         assert set(await files_db["fs.files"].distinct("_id")) == files
         assert set(await files_db["fs.chunks"].distinct("files_id")) == files
+
+
+class CancelAt(monitoring.CommandListener):
+    """Cancels ``task``, and the deletes going on in tasks of their own (as
+    the loop's end cancels every task left), as the first ``find`` on
+    ``collection`` starts once the primary was stepped down (``stepped``):
+    the read after a failed write."""
+
+    def __init__(self, stepped: StepDownBefore, collection: str) -> None:
+        self.stepped, self.collection = stepped, collection
+        self.task: asyncio.Future[Any] | None = None
+        self.cancelled: list[asyncio.Future[Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if (
+            self.task is not None
+            and not self.cancelled
+            and self.stepped.stepped_down
+            and event.command_name == "find"
+            and event.command["find"] == self.collection
+        ):
+            self.cancelled = [self.task, *mongoengine_async.queryset._deleting]
+            for task in self.cancelled:
+                task.cancel()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_cleanup_after_a_stepdown_cancelled_is_run_again(
+    replica_set_3: ReplicaSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queryset delete with ``transaction=False`` fails as the primary steps
+    down at its second run of cascaded pages, and is cancelled, the task it
+    goes on in too (as the loop's end does), while it reads which pages are
+    gone: that read and what follows run again before the cancellation is
+    raised, so the pages deleted have their files deleted and ``post_delete``
+    sent once."""
+    sent: list[ObjectId] = []
+
+    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    stepped = StepDownBefore(replica_set_3)
+    canceller = CancelAt(stepped, "fo_page")
+    async with vaults_stepping_down(replica_set_3, monkeypatch, stepped, canceller) as (
+        _,
+        _vaults,
+    ):
+        pages = await FoPage.objects.async_scalar("id")
+        signals.post_delete.connect(post_delete, sender=FoPage)
+        try:
+            stepped.arm("delete", "fo_page", 2)
+            deleting = asyncio.ensure_future(
+                FoVault.objects.async_delete(transaction=False)
+            )
+            canceller.task = deleting
+            with pytest.raises(asyncio.CancelledError):
+                await deleting
+            # (The last step: the delete's own task ended.)
+            await asyncio.wait_for(going_on_ended(), 60)
+        finally:
+            signals.post_delete.disconnect(post_delete, sender=FoPage)
+        assert stepped.stepped_down and len(canceller.cancelled) == 2
+        assert await torn() == []
+        left = set(await FoPage.objects.async_scalar("id"))
+        assert len(left) == VAULTS - 2
+        assert sorted(sent) == sorted(set(pages) - left)
+
+
+async def going_on_ended() -> None:
+    """Return once no queryset delete goes on in a task of its own."""
+    while mongoengine_async.queryset._deleting:
+        await asyncio.sleep(0.05)
