@@ -30,6 +30,7 @@ from mongoengine_async import (
     DecimalField,
     DictField,
     Document,
+    DynamicDocument,
     DynamicField,
     EmbeddedDocument,
     EmbeddedDocumentField,
@@ -1004,3 +1005,105 @@ async def test_a_save_keeping_loaded_plain_references_takes_the_plain_update(
     assert (raw["author"], raw["authors"]) == (
         ("ann", ["ann"]) if stored == "key" else (reference, [reference])
     )
+
+
+class MeKeyedAuthor(mongoengine.Document):
+    key = mongoengine.DynamicField(primary_key=True)
+    name = mongoengine.StringField()
+    meta = {"collection": "cr_keyed_author"}
+
+
+class MeKeyedBook(mongoengine.Document):
+    title = mongoengine.StringField()
+    author = mongoengine.CachedReferenceField(MeKeyedAuthor, fields=["name"])
+    authors = mongoengine.ListField(
+        mongoengine.CachedReferenceField(MeKeyedAuthor, fields=["name"])
+    )
+    meta = {"collection": "cr_keyed_book"}
+
+
+class CrDynamicBook(DynamicDocument):
+    """Built by MongoEngine's ``__init__`` (no plan for a dynamic document)."""
+
+    title = StringField()
+    author = CachedReferenceField(CrPlainAuthor, fields=["name"])
+    by_name = DictField(CachedReferenceField(CrPlainAuthor, fields=["name"]))
+
+
+class MeDynamicBook(mongoengine.DynamicDocument):
+    title = mongoengine.StringField()
+    author = mongoengine.CachedReferenceField(MePlainAuthor, fields=["name"])
+    by_name = mongoengine.DictField(
+        mongoengine.CachedReferenceField(MePlainAuthor, fields=["name"])
+    )
+    meta = {"collection": "cr_dynamic_book"}
+
+
+_OID = ObjectId()
+_GIVEN_TO_CONSTRUCTORS = {
+    "dbref": (CrPlainBook, {"author": DBRef("cr_plain_author", _OID)}),
+    "objectid": (CrPlainBook, {"author": _OID}),
+    "objectids": (CrPlainBook, {"authors": [_OID]}),
+    "dbrefs": (CrPlainBook, {"authors": (DBRef("cr_plain_author", _OID),)}),
+    "key": (CrKeyedBook, {"author": "ann"}),
+    "int key": (CrKeyedBook, {"author": 7}),
+    "keys": (CrKeyedBook, {"authors": ["ann"]}),
+    "keyed dbref": (CrKeyedBook, {"author": DBRef("cr_keyed_author", "ann")}),
+    "dynamic": (CrDynamicBook, {"author": _OID, "extra": 1}),
+    "dynamic, dict": (CrDynamicBook, {"by_name": {"ann": _OID}}),
+}
+
+
+@pytest.mark.parametrize("given", list(_GIVEN_TO_CONSTRUCTORS))
+async def test_a_plain_reference_given_to_the_constructor_is_refused(
+    async_alias, given
+):
+    """A DBRef, ObjectId or bare id given to the constructor (alone, in a list
+    or dict; built by the plan or by MongoEngine's
+    ``__init__``) is refused as MongoEngine refuses it: the constructor
+    converted it with the load's ``to_python``, which marks it as a load's, so
+    it was saved (or inserted) unchecked ("ann" too since the bare ids are
+    marked)."""
+    cls, values = _GIVEN_TO_CONSTRUCTORS[given]
+    theirs = {
+        CrPlainBook: MePlainBook,
+        CrKeyedBook: MeKeyedBook,
+        CrDynamicBook: MeDynamicBook,
+    }[cls]
+    with pytest.raises(ValidationError) as expected:
+        theirs(**values).validate()
+    for save in (cls(**values).async_save, lambda: cls.objects.async_create(**values)):
+        with pytest.raises(ValidationError) as raised:
+            await save()
+        assert str(raised.value) == str(expected.value).replace("Me", "Cr", 1)
+    with pytest.raises(ValidationError) as expected:  # (insert does not validate)
+        theirs(**values).to_mongo()
+    with pytest.raises(ValidationError) as raised:
+        await cls.objects.async_insert([cls(**values)], load_bulk=False)
+    assert str(raised.value) == str(expected.value)
+    assert await get_async_db()[cls._get_collection_name()].count_documents({}) == 0
+
+
+@pytest.mark.parametrize("stored", ["dbref", "objectid", "key"])
+async def test_a_loaded_plain_reference_given_to_the_constructor_is_kept(
+    async_alias, stored
+):
+    """A plain reference as a load marks it (read inside no_dereference) is
+    saved as stored when given to the constructor, as when assigned (a bare id
+    was marked again as a DBRef, and saved as one)."""
+    if stored == "key":
+        await get_async_db().cr_keyed_book.insert_one({"author": "ann"})
+        cls: Any = CrKeyedBook
+        reference: Any = "ann"
+    else:
+        reference = await _plain_book(ObjectId(), stored)
+        cls = CrPlainBook
+    async with async_no_dereference(cls):
+        loaded = (await cls.objects.async_get()).author
+    for name, value in (("author", loaded), ("authors", [loaded])):
+        book = await cls(title="Copy", **{name: value}).async_save()
+        raw = await get_async_db()[cls._get_collection_name()].find_one(
+            {"_id": book.id}
+        )
+        kept = raw[name] if name == "author" else raw[name][0]
+        assert kept == reference and type(kept) is type(reference)

@@ -12,7 +12,8 @@ names of ``mongoengine.fields`` are exported as MongoEngine's, so
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+import operator
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
 
 import mongoengine
@@ -343,6 +344,58 @@ def _is_cache(value: Any) -> bool:
     return isinstance(value, dict) and "_id" in value
 
 
+def holds_cached_references(field: Any) -> bool:
+    """Whether ``field`` is a CachedReferenceField or a list or dict of them
+    (MongoEngine allows them nowhere else): the fields whose constructor
+    values :func:`as_given` keeps."""
+    while field is not None:
+        if isinstance(field, CachedReferenceField):
+            return True
+        field = getattr(field, "field", None)
+    return False
+
+
+def as_given(given: Any, converted: Any) -> Any:
+    """``converted``, what ``to_python`` made of ``given`` for a constructor,
+    with each plain reference or bare id it marked as a load's (saved
+    unchecked) put back as given: validation refuses it, as MongoEngine's
+    does. A value marked already (a load's) stays marked."""
+    if is_loaded_plain(converted):
+        return converted if is_loaded_plain(given) else given
+    if isinstance(converted, list) and isinstance(given, list | tuple):
+        if len(given) != len(converted):
+            return converted
+        items = [as_given(*pair) for pair in zip(given, converted, strict=True)]
+        unchanged = all(map(operator.is_, items, converted))
+        return converted if unchanged else items
+    if isinstance(converted, dict) and isinstance(given, dict):
+        kept = {key: as_given(given.get(key), item) for key, item in converted.items()}
+        unchanged = all(map(operator.is_, kept.values(), converted.values()))
+        return converted if unchanged else kept
+    return converted
+
+
+def keep_given(document: BaseDocument, values: dict[str, Any]) -> None:
+    """After MongoEngine's ``__init__`` converted the constructor's ``values``:
+    those of the fields holding cached references as given (:func:`as_given`;
+    its ``to_python`` is also the load's, which marks)."""
+    fields, data = document._fields, document._data
+    for key, value in values.items():
+        name = document._reverse_db_field_map.get(key, key)
+        if name in data and holds_cached_references(fields.get(name)):
+            data[name] = as_given(value, data[name])
+
+
+def kept_as_given(to_python: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``to_python`` as a constructor converts with it, for a field holding
+    cached references: the values it marks put back as given (:func:`as_given`)."""
+
+    def convert(value: Any) -> Any:
+        return as_given(value, to_python(value))
+
+    return convert
+
+
 class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField):
     """MongoEngine's CachedReferenceField; on async aliases loading it does no
     I/O (MongoEngine's loads the document), it reads as a proxy, and saving
@@ -373,8 +426,8 @@ class CachedReferenceField(_ProxyingReference, mongoengine.CachedReferenceField)
 
     def to_python(self, value: Any) -> Any:
         if is_async_class(self.document_type):
-            if _is_cache(value):
-                return value  # the stored cache: read as a proxy
+            if _is_cache(value) or is_loaded_plain(value):
+                return value  # the stored cache (read as a proxy), or marked
             if is_plain_reference(value):  # stored with no cache: saved as it was
                 return loaded_plain(value)
             if _is_bare_id(value, self.document_type):  # likewise, keyed otherwise

@@ -193,6 +193,8 @@ class FastWrites:
                 return
             plan_watch.refresh(type(self))  # if changed: a new plan for the next ones
         super().__init__(*args, **values)
+        if "__auto_convert" not in values:  # (a load's values: marked)
+            our_fields.keep_given(self, values)
 
     def validate(self, clean: bool = True) -> None:
         """MongoEngine's ``validate``, skipped when the plan proves it passes."""
@@ -670,6 +672,8 @@ class _Source:
         list_to_python = overridden(type(field), "to_python") is LIST_TO_PYTHON
         if list_to_python and inner is not None:
             to_python = list_converter(field, inner)
+        if our_fields.holds_cached_references(field):  # (its to_python marks)
+            to_python = our_fields.kept_as_given(to_python)
         ns[f"to_python_{index}"] = to_python
         lines = [
             f"{value} = {plan_watch.lookup('values', name)}",
