@@ -497,8 +497,8 @@ def errors_of(error: ValidationError) -> Any:
 
 def state(document: Any) -> Any:
     """Everything a document holds: values (in order), instance dict, flags."""
-    # The plan keeps _data in field order (MongoEngine: absent fields first).
-    values = {key: stored_form(value) for key, value in document._data.items()}
+    # In _data's order: the absent fields first, then the given ones.
+    values = [(key, stored_form(value)) for key, value in document._data.items()]
     instance = {
         key: (value.keywords if callable(value) else value)
         for key, value in vars(document).items()

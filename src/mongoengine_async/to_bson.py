@@ -596,6 +596,12 @@ class _Source:
             ]
         display = has_field_display(self.cls)
         lines += [
+            # __init__'s key order: the absent fields, then the given ones in
+            # the order given (moved without a call: del, then set again).
+            "    for key in values:",
+            "        value = data[key]",
+            "        del data[key]",
+            "        data[key] = value",
             "    set_data(self, data)",
             "    state = self.__dict__",
             # __init__'s flags; False while get_<field>_display are set, as there.
