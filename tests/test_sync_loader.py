@@ -23,6 +23,7 @@ from mongoengine_async import (
     EmbeddedDocumentField,
     FieldDoesNotExist,
     IntField,
+    ListField,
     QuerySet,
     ReferenceField,
     StringField,
@@ -643,3 +644,43 @@ def test_a_reference_read_loads_in_mongoengines_data_order(sync_default: Any) ->
     assert built_by_loader(fast)
     assert list(fast._data) == WHOLE_CAPITAL
     assert_same(fast, plain(SlPlace).get(pk=capital.pk))
+
+
+class SlShelf(Document):
+    """Stored with every field, in another order, some null."""
+
+    label = StringField()
+    count = IntField()
+    words = ListField(StringField())
+    spot = EmbeddedDocumentField(SlSpot)
+    code = StringField(db_field="c")
+
+
+SHELF_WITH_NULLS = ["words", "count", "label", "spot", "code", "id"]
+
+
+def test_a_document_stored_with_nulls_loads_in_mongoengines_data_order(
+    sync_default: Any,
+) -> None:
+    """A stored document holding every field, some of them null, gets
+    ``_from_son``'s ``_data`` key order (the stored order, renamed fields
+    last), by every way of reading it, a null read as the field's default."""
+    pk = ObjectId()
+    stored = {"words": None, "count": 2, "c": None, "label": "L", "spot": None}
+    SlShelf._get_collection().insert_one({**stored, "_id": pk})
+    slow = plain(SlShelf).get(pk=pk)
+    assert list(slow._data) == SHELF_WITH_NULLS
+    reads = [
+        SlShelf.objects.get(pk=pk),
+        *list(SlShelf.objects),  # the only one
+        next(iter(SlShelf.objects)),
+        SlShelf.objects.first(),
+        SlShelf.objects.in_bulk([pk])[pk],
+        SlShelf.objects(pk=pk).modify(new=True, count=3),
+    ]
+    assert built_by_loader(reads[0])
+    for fast in reads:
+        assert list(fast._data) == SHELF_WITH_NULLS
+    for fast in reads[:-1]:
+        assert_same(fast, slow)
+    assert reads[-1].words == [] and reads[-1].count == 3

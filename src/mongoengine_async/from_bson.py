@@ -610,11 +610,15 @@ _BATCH = """
 
 # An owning loader turns a whole son into the document's _data in place:
 # converted values written back, renamed fields moved to their names at the
-# end, in field order, as _from_son's data dict has them.
+# end, in field order, as _from_son's data dict has them. So does it a son
+# storing every field, some null (each value written back: a null's default).
 _TAKE_SON = """\
 if whole:
     if converted:
 {write_back}{rename}\
+    data = son
+elif len(son) == field_count{no_other_key}:
+{write_back_all}{rename}\
     data = son
 else:
     data = {{{data}}}
@@ -776,9 +780,13 @@ def _data_source(plan: _Plan, owning: bool) -> str:
             write_back.append(f"son[{stored!r}] = v{i}")
         else:
             rename.append(f"del son[{stored!r}]\nson[{fp.name!r}] = v{i}")
+    # (its keys are known: a stored _cls that no field holds is one more)
+    no_other_key = "" if "_cls" in plan.cls._fields else " and '_cls' not in son"
     return _TAKE_SON.format(
         write_back=_indent("\n".join(write_back or ["pass"]), 8),
+        write_back_all=_indent("\n".join(write_back or ["pass"]), 4),
         rename=_indent("\n".join(rename or ["pass"]), 4),
+        no_other_key=no_other_key,
         data=data,
     )
 
