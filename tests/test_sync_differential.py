@@ -1,0 +1,63 @@
+"""A user who changes only the import and stays sync gets MongoEngine's
+behaviour: the scenarios of ``sync_differential.py`` (querysets with their
+options, projections, updates with every operator, inserts, documents'
+reloads, deltas, dynamic documents, stored nulls, switches and context
+managers, references, files, field types, delete rules, inheritance) run
+through plain MongoEngine and through this package, each in a process of its
+own, must record the same transcript: results, ``_data`` key order, stored
+documents, errors, commands sent and signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mongoengine_async
+
+SCRIPT = Path(__file__).with_name("sync_differential.py")
+SOURCE = str(Path(mongoengine_async.__file__).parent.parent)
+
+
+def transcripts(library: str, mode: str, mongodb_uri: str) -> dict[str, list]:
+    """The transcripts of every scenario run through ``library``."""
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", str(SCRIPT), library, mode],
+        env={
+            **os.environ,
+            "MONGODB_URI": mongodb_uri,
+            "PYTHONPATH": SOURCE,
+            "PYTHONHASHSEED": "0",  # (the order of MongoEngine's sets of names)
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def first_difference(theirs: list, ours: list) -> Any:
+    """The first step recorded differently, both ways, or None."""
+    for step, (their_step, our_step) in enumerate(zip(theirs, ours, strict=False)):
+        if their_step != our_step:
+            return step, their_step, our_step
+    return None if len(theirs) == len(ours) else ("length", len(theirs), len(ours))
+
+
+@pytest.mark.parametrize("mode", ["quiet", "signals"])
+def test_scenarios_run_as_through_mongoengine(mode: str, mongodb_uri: str) -> None:
+    """``quiet``: no signal receiver (the generated loaders and writers run);
+    ``signals``: a receiver of each signal records it."""
+    theirs = transcripts("mongoengine", mode, mongodb_uri)
+    ours = transcripts("mongoengine_async", mode, mongodb_uri)
+    assert list(ours) == list(theirs)
+    for scenario, steps in theirs.items():
+        assert not [s for s in steps if s[0] == "scenario raised"], scenario
+        assert first_difference(steps, ours[scenario]) is None, scenario
