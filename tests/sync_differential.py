@@ -1320,6 +1320,108 @@ def f_inheritance() -> None:
     rec("raw", lambda: list(Z1.objects.as_pymongo().order_by("id")))
 
 
+class Comment(M.EmbeddedDocument):
+    author = M.StringField(required=True)
+    votes = M.IntField(default=0)
+
+    def clean(self) -> None:
+        if self.author == "bad":
+            raise M.ValidationError("bad author")
+
+
+class Post(M.Document):
+    title = M.StringField(max_length=10)
+    comments = M.EmbeddedDocumentListField(Comment)
+    ranked = M.SortedListField(
+        M.EmbeddedDocumentField(Comment), ordering="votes", reverse=True
+    )
+    meta = {"ordering": ["title"]}
+
+    def clean(self) -> None:
+        if self.title == "clean":
+            self.title = "cleaned"
+
+
+class Custom(M.Document):
+    name = M.StringField()
+    n = M.IntField()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("n", 42)
+        super().__init__(*args, **kwargs)
+
+
+def e_lists() -> None:
+    """EmbeddedDocumentListField methods, clean(), an own __init__, queryset odds."""
+    LOG.on = False
+    Post.drop_collection()
+    Custom.drop_collection()
+    LOG.on = True
+    p = Post(
+        title="p",
+        comments=[Comment(author="a", votes=1), Comment(author="b", votes=3)],
+        ranked=[Comment(author="x", votes=1), Comment(author="y", votes=5)],
+    )
+    rec("save", lambda: p.save())
+    rec("raw", lambda: Post.objects.as_pymongo().first())
+    g = Post.objects.first()
+    rec("filter", lambda: g.comments.filter(author="a"))
+    rec("exclude", lambda: g.comments.exclude(author="a"))
+    rec("get", lambda: g.comments.get(votes=3))
+    rec("get_none", lambda: g.comments.get(votes=99))
+    rec(
+        "get_two",
+        lambda: (g.comments.append(Comment(author="a")), g.comments.get(author="a"))[1],
+    )
+    rec("count", lambda: g.comments.count())
+    rec("first", lambda: g.comments.first())
+    rec("create", lambda: g.comments.create(author="c", votes=2))
+    rec("update", lambda: g.comments.filter(author="a").update(votes=10))
+    rec("delete", lambda: g.comments.filter(author="b").delete())
+    rec("changed", lambda: g._get_changed_fields())
+    rec("delta", lambda: g._delta())
+    rec("save2", lambda: g.save())
+    rec("raw2", lambda: Post.objects.as_pymongo().first())
+    rec("qs_emb_list", lambda: [x.title for x in Post.objects(comments__author="c")])
+    rec("long_title", lambda: Post(title="x" * 20).save())
+    rec("bad_comment", lambda: Post(title="t", comments=[Comment(author="bad")]).save())
+    rec("req_comment", lambda: Post(title="t", comments=[Comment()]).save())
+    rec("clean", lambda: Post(title="clean").save())
+    rec("clean_noclean", lambda: Post(title="clean").save(clean=False))
+    rec("validate_false", lambda: Post(title="x" * 20).save(validate=False))
+    rec("ordering", lambda: [x.title for x in Post.objects])
+    rec("ordering_clear", lambda: [x.title for x in Post.objects.order_by()])
+    rec("custom_init", lambda: Custom(name="c"))
+    rec("custom_save", lambda: Custom(name="c").save())
+    rec("custom_load", lambda: Custom.objects.first())
+    rec("custom_update", lambda: Custom.objects(name="c").update_one(unset__n=True))
+    rec("custom_load2", lambda: Custom.objects.first())
+    rec("repr", lambda: (repr(Post.objects.first()), str(Comment(author="q"))))
+    rec("to_dict", lambda: Post.objects.first().to_mongo().to_dict())
+    rec("limit0", lambda: len(list(Post.objects.limit(0))))
+    rec("skip_neg", lambda: list(Post.objects.skip(-1)))
+    rec(
+        "values_only",
+        lambda: Post.objects.only("title").values_list("title", "comments"),
+    )
+    rec(
+        "rewind",
+        lambda: (lambda q: (list(q), q.rewind(), list(q))[2])(Post.objects.all()),
+    )
+    rec(
+        "qs_len_twice",
+        lambda: (lambda q: (len(q), len(q), q.count()))(Post.objects.all()),
+    )
+    rec("qs_bool", lambda: (bool(Post.objects(title="nope")), bool(Post.objects)))
+    rec("qs_contains", lambda: Post.objects.first() in Post.objects)
+    rec("clear_cls", lambda: Post.objects.clear_cls_query().count())
+    rec("qs_getitem_slice_step", lambda: Post.objects[::2])
+    rec("sum_emb_list", lambda: Post.objects.sum("comments.votes"))
+    rec("avg_emb_list", lambda: Post.objects.average("comments.votes"))
+    rec("drop", lambda: Post.drop_collection())
+    rec("after_drop", lambda: Post.objects.count())
+
+
 SCENARIOS = [
     q_projections,
     q_values,
@@ -1339,6 +1441,7 @@ SCENARIOS = [
     f_types,
     f_delete_rules,
     f_inheritance,
+    e_lists,
 ]
 # Those reading documents stored without some of their fields: _data's order
 # is not compared (see the module's docstring).
