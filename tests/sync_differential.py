@@ -5,7 +5,8 @@ compares the two transcripts).
 ``python sync_differential.py LIBRARY MODE``: LIBRARY is ``mongoengine`` or
 ``mongoengine_async`` (the module the models are built from), MODE ``signals``
 (a receiver of every MongoEngine signal records each one, document included)
-or ``quiet`` (no receiver: the package's generated loaders and writers run).
+or ``quiet`` (no receiver, but in ``s_mut``: the package's generated loaders and
+writers run).
 Prints one JSON object: each scenario's transcript, the list of what it
 recorded: results (documents as their class, ``_data`` keys in order, values,
 changes, flags and ``to_mongo()``), errors (type and message), the commands
@@ -1422,6 +1423,188 @@ def e_lists() -> None:
     rec("after_drop", lambda: Post.objects.count())
 
 
+class MyQS(M.QuerySet):
+    def tagged(self) -> Any:
+        return self.filter(tags="x")
+
+    def get_first_name(self) -> Any:
+        doc = self.first()
+        return doc.name if doc else None
+
+
+class Tgt(M.Document):
+    name = M.StringField()
+    meta = {"allow_inheritance": True}
+
+
+class Tgt2(Tgt):
+    extra = M.IntField()
+
+
+class Holder(M.Document):
+    name = M.StringField()
+    tags = M.ListField(M.StringField())
+    gen = M.GenericReferenceField()
+    gens = M.ListField(M.GenericReferenceField())
+    glazy = M.GenericLazyReferenceField()
+    refmap = M.DictField(M.ReferenceField(Tgt))
+    anyd = M.DictField()
+    refs = M.ListField(M.ReferenceField(Tgt, dbref=True))
+    lazies = M.ListField(M.LazyReferenceField(Tgt))
+    meta = {"queryset_class": MyQS}
+
+    @M.queryset_manager
+    def named(doc_cls: Any, queryset: Any) -> Any:
+        return queryset.filter(name__ne=None).order_by("name")
+
+
+def r_refs() -> None:
+    """A queryset class and manager; generic, lazy, mapped and listed references."""
+    LOG.on = False
+    Tgt.drop_collection()
+    Holder.drop_collection()
+    LOG.on = True
+    a = Tgt(name="a").save()
+    b = Tgt2(name="b", extra=1).save()
+    Holder(
+        name="h",
+        tags=["x"],
+        gen=b,
+        gens=[a, b],
+        glazy=a,
+        refmap={"k": a, "j": b},
+        anyd={"r": a, "l": [b]},
+        refs=[a, b],
+        lazies=[a, b],
+    ).save()
+    Holder(name="i", tags=["y"]).save()
+    rec("raw", lambda: Holder.objects(name="h").as_pymongo().first())
+    rec("qs_class", lambda: type(Holder.objects).__name__)
+    rec("tagged", lambda: [x.name for x in Holder.objects.tagged()])
+    rec("first_name", lambda: Holder.objects.order_by("-name").get_first_name())
+    rec("named", lambda: [x.name for x in Holder.named])
+    g = Holder.objects.get(name="h")
+    rec("gen", lambda: g.gen)
+    rec("gens", lambda: g.gens)
+    rec("glazy", lambda: (g.glazy, g.glazy.fetch()))
+    rec("refmap", lambda: g.refmap)
+    rec("anyd", lambda: g.anyd)
+    rec("refs", lambda: g.refs)
+    rec("lazies", lambda: [lazy.fetch() for lazy in g.lazies])
+    rec("sr", lambda: Holder.objects.order_by("name").select_related())
+    rec("nd", lambda: Holder.objects.no_dereference().get(name="h"))
+    rec("nd_gens", lambda: Holder.objects.no_dereference().get(name="h").gens)
+    rec("q_gen", lambda: [x.name for x in Holder.objects(gen=b)])
+    rec("q_gens", lambda: [x.name for x in Holder.objects(gens=a)])
+    rec("q_refs_in", lambda: [x.name for x in Holder.objects(refs__in=[a])])
+    rec("q_refmap", lambda: [x.name for x in Holder.objects(refmap__k=a)])
+    rec("q_glazy", lambda: [x.name for x in Holder.objects(glazy=a)])
+    rec("q_lazies", lambda: [x.name for x in Holder.objects(lazies=b)])
+    rec("pickle_qs", lambda: list(pickle.loads(pickle.dumps(Holder.objects(name="h")))))
+    rec("pickle_doc", lambda: pickle.loads(pickle.dumps(g)))
+    rec("copy_qs", lambda: list(copy.deepcopy(Holder.objects(name="i"))))
+    g.refs.append(a)
+    g.gens.pop(0)
+    g.refmap["z"] = b
+    rec("delta", lambda: g._delta())
+    rec("save", lambda: g.save())
+    rec("raw2", lambda: Holder.objects(name="h").as_pymongo().first())
+    b.delete()
+    rec("dangling", lambda: Holder.objects.get(name="h"))
+    rec("dangling_gen", lambda: Holder.objects.get(name="h").gen)
+    rec("dangling_gens", lambda: Holder.objects.get(name="h").gens)
+    rec("dangling_refs", lambda: Holder.objects.get(name="h").refs)
+    rec("dangling_sr", lambda: Holder.objects(name="h").select_related())
+    rec("reload", lambda: g.reload())
+    rec("sr_doc", lambda: g.select_related())
+
+
+class Sig(M.Document):
+    name = M.StringField()
+    slug = M.StringField()
+    n = M.IntField(default=0)
+    tags = M.ListField(M.StringField())
+
+
+def on_pre_init(sender: Any, document: Any, values: Any, **kw: Any) -> None:
+    if "name" in values and values["name"] == "upper":
+        values["name"] = "UPPER"
+
+
+def on_post_init(sender: Any, document: Any, **kw: Any) -> None:
+    if document.n == 5:
+        document.tags = ["five"]
+
+
+def on_pre_save(sender: Any, document: Any, **kw: Any) -> None:
+    document.slug = (document.name or "").lower()
+
+
+def on_pre_save_pv(sender: Any, document: Any, created: Any, **kw: Any) -> None:
+    if document.name == "late":
+        document.n = 99
+
+
+def on_post_save(sender: Any, document: Any, created: Any, **kw: Any) -> None:
+    OUT.append(
+        [
+            "post_save_view",
+            created,
+            list(getattr(document, "_changed_fields", ["<none>"])),
+            norm(document._delta()),
+        ]
+    )
+
+
+def on_pre_bulk(sender: Any, documents: Any, **kw: Any) -> None:
+    for d in documents:
+        d.slug = "bulk"
+
+
+MUTATING = (
+    (mongoengine.signals.pre_init, on_pre_init),
+    (mongoengine.signals.post_init, on_post_init),
+    (mongoengine.signals.pre_save, on_pre_save),
+    (mongoengine.signals.pre_save_post_validation, on_pre_save_pv),
+    (mongoengine.signals.post_save, on_post_save),
+    (mongoengine.signals.pre_bulk_insert, on_pre_bulk),
+)
+
+
+def s_mut() -> None:
+    """Receivers of one class, in both modes, changing values and documents."""
+    # (connected only meanwhile: init receivers send every class to MongoEngine's code)
+    for signal, receiver in MUTATING:
+        signal.connect(receiver, sender=Sig)
+    try:
+        LOG.on = False
+        Sig.drop_collection()
+        LOG.on = True
+        rec("upper", lambda: Sig(name="upper"))
+        rec("five", lambda: Sig(name="x", n=5))
+        rec("save", lambda: Sig(name="Hello").save())
+        rec("save_late", lambda: Sig(name="late").save())
+        rec("save_kwargs", lambda: Sig(name="K").save(signal_kwargs={"extra": 1}))
+        rec("load", lambda: list(Sig.objects.order_by("name")))
+        Sig.objects(name="K").update(set__n=5)
+        rec("load5", lambda: Sig.objects.get(name="K"))
+        d = Sig.objects.get(name="Hello")
+        d.name = "Changed"
+        rec("resave", lambda: d.save())
+        rec("insert", lambda: Sig.objects.insert([Sig(name="b1"), Sig(name="upper")]))
+        rec("insert_nb", lambda: Sig.objects.insert([Sig(name="b2")], load_bulk=False))
+        rec("from_son", lambda: Sig._from_son({"name": "fs", "n": 5}))
+        rec(
+            "from_son_created_save",
+            lambda: Sig._from_son({"name": "fc"}, created=True).save(),
+        )
+        rec("modify", lambda: Sig.objects(name="b1").modify(new=True, set__n=5))
+        rec("stored", lambda: list(Sig.objects.order_by("name").as_pymongo()))
+    finally:
+        for signal, receiver in MUTATING:
+            signal.disconnect(receiver, sender=Sig)
+
+
 SCENARIOS = [
     q_projections,
     q_values,
@@ -1442,6 +1625,8 @@ SCENARIOS = [
     f_delete_rules,
     f_inheritance,
     e_lists,
+    r_refs,
+    s_mut,
 ]
 # Those reading documents stored without some of their fields: _data's order
 # is not compared (see the module's docstring).
@@ -1453,6 +1638,7 @@ PARTIAL = {
     q_insert,
     d_nodes,
     nulls_partial,
+    r_refs,
 }
 
 if __name__ == "__main__":
