@@ -4,9 +4,10 @@ compares the two transcripts).
 
 ``python sync_differential.py LIBRARY MODE``: LIBRARY is ``mongoengine`` or
 ``mongoengine_async`` (the module the models are built from), MODE ``signals``
-(a receiver of every MongoEngine signal records each one, document included)
-or ``quiet`` (no receiver, but in ``s_mut``: the package's generated loaders and
-writers run).
+(a receiver of every MongoEngine signal records each one, document included),
+``writes`` (those of the write signals only) or ``quiet`` (no receiver, but in
+``s_mut``). Init signal receivers send documents to MongoEngine's code; without
+them the package's generated loaders and writers run.
 Prints one JSON object: each scenario's transcript, the list of what it
 recorded: results (documents as their class, ``_data`` keys in order, values,
 changes, flags and ``to_mongo()``), errors (type and message), the commands
@@ -191,9 +192,11 @@ RECEIVERS = [recorder(signal) for signal in SIGNALS]  # (blinker keeps weak refs
 
 def run(scenarios: list) -> None:
     """Run each scenario on fresh databases; print the transcripts as JSON."""
-    if MODE == "signals" and mongoengine.signals.signals_available:  # (blinker)
+    recorded = {"signals": SIGNALS, "writes": SIGNALS[2:], "quiet": ()}[MODE]
+    if mongoengine.signals.signals_available:  # (blinker)
         for signal, receiver in zip(SIGNALS, RECEIVERS, strict=True):
-            getattr(mongoengine.signals, signal).connect(receiver)
+            if signal in recorded:
+                getattr(mongoengine.signals, signal).connect(receiver)
     name = f"differential_{LIBRARY}_{os.getpid()}"
     for alias, database in (("default", name), ("other", name + "_other")):
         M.connect(
@@ -1639,6 +1642,7 @@ PARTIAL = {
     d_nodes,
     nulls_partial,
     r_refs,
+    f_delete_rules,
 }
 
 if __name__ == "__main__":

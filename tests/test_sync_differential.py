@@ -51,10 +51,11 @@ def first_difference(theirs: list, ours: list) -> Any:
     return None if len(theirs) == len(ours) else ("length", len(theirs), len(ours))
 
 
-@pytest.mark.parametrize("mode", ["quiet", "signals"])
+@pytest.mark.parametrize("mode", ["quiet", "writes", "signals"])
 def test_scenarios_run_as_through_mongoengine(mode: str, mongodb_uri: str) -> None:
     """``quiet``: no signal receiver (the generated loaders and writers run);
-    ``signals``: a receiver of each signal records it."""
+    ``writes``: receivers of the write signals record them (the generated
+    code still runs); ``signals``: a receiver of each signal records it."""
     theirs = transcripts("mongoengine", mode, mongodb_uri)
     ours = transcripts("mongoengine_async", mode, mongodb_uri)
     assert list(ours) == list(theirs)
