@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
+from unittest import mock
 
 import bson
 import mongoengine
@@ -553,6 +554,26 @@ def test_a_batch_loads_as_its_sons_load_one_by_one() -> None:
                 expected._data[name] = target
         assert_same(document, expected)
     assert None not in joined_batch[:1]  # the whole son taken in the loop
+
+
+async def test_a_mock_for_from_son_builds_each_result(async_alias: str) -> None:
+    """A test's spy standing for a class's ``_from_son`` (a mock calling the
+    real one) builds each result, as with MongoEngine's list(queryset): the
+    ``batch`` a mock makes up when asked is not taken for a batch loader."""
+    names = [f"t{i}" for i in range(3)]
+    ids = [(await LdTarget(name=name).async_save()).pk for name in names]
+    ordered = LdTarget.objects.order_by("name")
+    real = LdTarget._from_son
+    with mock.patch.object(LdTarget, "_from_son", side_effect=real) as spy:
+        listed = await ordered.async_to_list()
+        selected = await ordered.async_select_related()
+        by_id = await LdTarget.objects.async_in_bulk(ids)
+        got = await LdTarget.objects.async_get(name="t1")
+    for documents in (listed, selected, [by_id[id_] for id_ in ids]):
+        assert [type(document) for document in documents] == [LdTarget] * 3
+        assert [document.name for document in documents] == names
+    assert type(got) is LdTarget and got.name == "t1"
+    assert spy.call_count == 10
 
 
 class LdSwapped(Document):
