@@ -292,6 +292,15 @@ class LdNamed(Document):
     rank = IntField(null=True, default=lambda: 3)
 
 
+# A hundred lists of strings: a loader checking their items one list nested in
+# the other would pass Python's 100 levels of indentation, and load nothing.
+LdWide = type(
+    "LdWide",
+    (Document,),
+    {f"tags_{i}": ListField(StringField()) for i in range(100)},
+)
+
+
 # What a document holds besides its values: MongoEngine keeps it in slots and
 # in the instance ``__dict__``; a LoadedState keeps the loaded values in its class.
 STATE = ("_cls", "_initialised", "_created", "_changed_fields")
@@ -657,6 +666,26 @@ def test_subclass_dispatch_through_cls() -> None:
     fast = from_son(LdEverything, raw)
     assert type(fast) is LdSpecial
     assert_same(fast, LdEverything._from_son(raw))
+
+
+async def test_a_class_with_a_hundred_lists_loads_as_mongoengine(
+    async_alias: str,
+) -> None:
+    """Each list of a wide class checked whole, one after the other: its
+    documents load (a query's results, one by one and in a batch), as
+    MongoEngine's _from_son loads them, one with an item of another type in
+    its 51st list too."""
+    values = {f"tags_{i}": [f"t{i}"] for i in range(100)}
+    raws = [
+        await saved(LdWide(**values)),
+        await saved(LdWide(**{**values, "tags_50": ["t50", 5]})),
+    ]
+    listed = await LdWide.objects.order_by("_id").async_to_list()
+    got = await LdWide.objects.async_get(pk=raws[1]["_id"])
+    for loaded, raw in zip([*listed, got], [*raws, raws[1]], strict=True):
+        assert_same(loaded, LdWide._from_son(copy.deepcopy(raw)))
+        assert loaded.tags_99 == ["t99"]
+    assert got.tags_50 == ["t50", 5]
 
 
 def test_containers_kept_whole_give_mongoengines_result() -> None:

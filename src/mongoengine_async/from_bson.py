@@ -747,13 +747,8 @@ def _whole_son_source(plan: _Plan, joining: bool, takes: str = _LOAD_TAKES) -> s
     if not checks:
         return ""
     taken = "\n".join([*keep, "document = new(cls)", "set_data(document, son)", takes])
-    for i in reversed(lists):  # each list's items checked, innermost the taking
-        taken = (
-            f"for item in v{i}:\n"
-            f"    if type(item) is not item_type_{i}:\n"
-            "        break\n"
-            f"else:\n{_indent(taken, 4)}"
-        )
+    if lists:
+        taken = _items_kept_source(lists) + f"if kept:\n{_indent(taken, 4)}"
     lookups = "\n".join(
         f"v{i} = son[{fp.field.db_field!r}]" for i, fp in enumerate(plan.fields)
     )
@@ -766,6 +761,22 @@ def _whole_son_source(plan: _Plan, joining: bool, takes: str = _LOAD_TAKES) -> s
         f"        if {' and '.join(checks)}:\n"
         f"{_indent(taken, 12)}"
     )
+
+
+def _items_kept_source(lists: list[int]) -> str:
+    """Set ``kept``: whether each list ``v<i>`` holds only items of the type
+    kept as it is. The lists are scanned one after the other, each while the
+    ones before passed, not nested: a class with some ninety such lists would
+    pass Python's 100 levels of indentation, and no document of it would load."""
+    scans = [
+        f"for item in v{i}:\n"
+        f"    if type(item) is not item_type_{i}:\n"
+        "        kept = False\n"
+        "        break\n"
+        for i in lists
+    ]
+    later = "".join(f"if kept:\n{_indent(scan, 4)}" for scan in scans[1:])
+    return "kept = True\n" + scans[0] + later
 
 
 def _data_source(plan: _Plan, owning: bool) -> str:
