@@ -1426,12 +1426,6 @@ async def all_members_have_it() -> None:
 LAGGING = {"read_preference": pymongo.ReadPreference.SECONDARY_PREFERRED, "w": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cleanup15: _after_failed_write reads which cascaded documents are "
-    "gone (delete_rules._ids) with the client's read preference, on a lagging "
-    "secondary: the pages deleted read as there, their post_delete never sent",
-)
 async def test_the_read_after_a_cascade_failing_midway_is_on_the_primary(
     replica_set_3: ReplicaSet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
