@@ -672,9 +672,9 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
     another alias shares it; those of other loops still open are closed on
     their own loops (a closed loop's client can only be dropped). An alias
     MongoEngine's own ``connect()`` registered too stays registered so.
-    First, what cancelled writes left going on on the running loop ends
-    (``_END_SECONDS`` at most, as at the loop's end): it needs the alias
-    (the files of a deleted document) and its client."""
+    First, what cancelled writes left going on that may use the alias ends,
+    on any loop (``_END_SECONDS`` at most, as at the loop's end): it needs
+    the alias (the files of a deleted document), which goes for all loops."""
     if is_sync_connection(alias):
         raise ConnectionUsageError(
             f"Alias `{alias}` is a sync connection: use disconnect('{alias}')"
@@ -682,7 +682,10 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
     loop = running_loop()
     if alias in _settings:
         await all_finished(
-            _END_SECONDS, f"disconnect_async('{alias}')", "the most it waits"
+            _END_SECONDS,
+            f"disconnect_async('{alias}')",
+            "the most it waits",
+            frozenset((alias,)),
         )
     with _lock:
         if alias not in _settings:
@@ -893,8 +896,16 @@ def _close_on(loop: asyncio.AbstractEventLoop | None, client: AsyncMongoClient) 
 
 
 async def disconnect_all_async() -> None:
-    """Disconnect every async alias (sync aliases are left alone)."""
-    for alias in async_aliases():
+    """Disconnect every async alias (sync aliases are left alone), once what
+    cancelled writes left going on that may use them ended: one wait for all
+    (``_END_SECONDS`` at most), not one per alias."""
+    aliases = async_aliases()
+    if aliases:
+        running_loop()  # (refused clearly outside asyncio, as disconnect_async)
+        await all_finished(
+            _END_SECONDS, "disconnect_all_async()", "the most it waits", aliases
+        )
+    for alias in aliases:
         await disconnect_async(alias)
 
 

@@ -16,6 +16,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Coroutine,
+    Iterable,
     Iterator,
     Mapping,
 )
@@ -642,15 +643,21 @@ def signalling() -> None:
 following: set[asyncio.Future[Any]] = set()
 
 
-def follow_up(work: Coroutine[Any, Any, None], what: str, finish: bool = False) -> None:
+def follow_up(
+    work: Coroutine[Any, Any, None],
+    what: str,
+    finish: bool = False,
+    aliases: Iterable[str] | None = None,
+) -> None:
     """Run ``work``, what a write whose caller was cancelled leaves to do once
     it was applied, in a task of its own, in no transaction of this context;
     its error, which no caller awaits, goes to the loop's exception handler.
-    ``finish``: the loop's end waits for it (see ``finish_before_close``)."""
+    ``finish``: the loop's end waits for it, and the disconnect of any of
+    ``aliases`` (None: of any alias; see ``finish_before_close``)."""
     task = held(_unbound(work), following, what)
     task.add_done_callback(lambda _: work.close())  # (never run: loop ended)
     if finish:
-        finish_before_close(task, what)
+        finish_before_close(task, what, aliases)
 
 
 async def _unbound(work: Coroutine[Any, Any, None]) -> None:

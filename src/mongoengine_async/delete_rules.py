@@ -49,6 +49,7 @@ from mongoengine_async.gridfs import (
     Unreachable,
     delete_files,
     delete_files_of_deleted,
+    file_aliases,
     file_projection,
     files_of,
     id_runs,
@@ -63,6 +64,7 @@ from mongoengine_async.operation import Operation, session_for
 __all__ = (
     "CancelledAfterFailure",
     "RootFiles",
+    "aliases_of_delete",
     "check_rules",
     "delete_each",
     "delete_matching",
@@ -159,6 +161,20 @@ def _reachable(cls: type[Any]) -> list[type[Any]]:
                     walked.add(each)
                     pending.append(each)
     return found
+
+
+def aliases_of_delete(cls: type[Any], alias: str) -> frozenset[str]:
+    """The aliases a delete of ``cls``'s documents on ``alias`` may use: that
+    one, its rules' classes', and the file fields' of all these (a bucket on
+    a db_alias of its own): what its disconnect waits for (signal receivers
+    aside). For ``finish_before_close``."""
+    reached = _reachable(cls)
+    classes = (cls, *reached)
+    return frozenset(
+        {alias, *(each._db_alias() for each in reached)}.union(
+            *(file_aliases(each) for each in classes)
+        )
+    )
 
 
 async def _supports_transactions(client: AsyncMongoClient) -> bool:
@@ -344,6 +360,7 @@ def _follow_commit(
         _files_then(files, alone, followed),
         "delete of the files of documents a cancelled delete deleted",
         finish=True,
+        aliases={proxy.db_alias for proxy in files},
     )
 
 

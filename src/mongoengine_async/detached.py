@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import functools
 import reprlib
 import sys
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -71,17 +72,26 @@ def _unheld(tasks: set[asyncio.Future[Any]], task: asyncio.Future[Any]) -> None:
 # The tasks the end of their loop waits for (see finish_before_close), with
 # what each does (named if its loop closes first: see left_undone).
 _finishing: dict[asyncio.Future[Any], str] = {}
+# The aliases each of those tasks may need (none noted: any alias), for
+# disconnect_async() to wait only for the work that needs the alias it drops.
+_needs: dict[asyncio.Future[Any], frozenset[str]] = {}
 
 
-def finish_before_close(task: asyncio.Future[Any], what: str) -> asyncio.Future[Any]:
+def finish_before_close(
+    task: asyncio.Future[Any], what: str, aliases: Iterable[str] | None = None
+) -> asyncio.Future[Any]:
     """Have the end of ``task``'s loop wait for it before closing its clients:
     what a write cancelled as the loop ends leaves to do starts in a task that
     ``asyncio.run()``, which awaits only the tasks it cancelled, would drop
     unfinished. ``what`` says what ``task`` does, as a noun phrase ("delete of
     a file whose caller was cancelled"): the report of a loop that ended
     before it did names it ("The event loop closed before the {what} ended:
-    ...", see :func:`left_undone` and :func:`all_finished`). Returns ``task``."""
+    ...", see :func:`left_undone` and :func:`all_finished`). ``aliases``: the
+    connections it may use (None: any), those whose disconnect waits for it.
+    Returns ``task``."""
     _finishing[task] = what
+    if aliases is not None:
+        _needs[task] = frozenset(aliases)
     task.add_done_callback(_finished)
     return task
 
@@ -100,43 +110,103 @@ def id_repr(value: Any) -> str:
 
 def _finished(task: asyncio.Future[Any]) -> None:
     _finishing.pop(task, None)
+    _needs.pop(task, None)
 
 
 async def all_finished(
     seconds: float,
     waiter: str = "The event loop's end",
     bound: str = "the most it waits for such work and to close its clients",
+    aliases: frozenset[str] | None = None,
 ) -> None:
     """Wait until the tasks of :func:`finish_before_close` on the running
     loop are done (those they start too), ``seconds`` at most: those left
-    then (a server that does not answer) are reported to the loop's
+    then (a server that does not answer) are reported to the running loop's
     exception handler, once ("{waiter} stopped waiting for the {what} after
-    {seconds} s ({bound}): ..."), and no longer waited for. Read from a
-    copy: loops in other threads add and drop theirs meanwhile. Not the
-    running task (a signal receiver's in the steps after a cancelled write,
-    disconnecting): it would wait for itself."""
-    loop, me = asyncio.get_running_loop(), asyncio.current_task()
+    {seconds} s ({bound}): ..."), and no longer waited for. With ``aliases``
+    (their disconnect), those that may use one of them instead, on any loop
+    not closed (an alias goes for all). Read from a copy: loops in other threads add
+    and drop theirs meanwhile. Not the running task (a signal receiver's in
+    the steps after a cancelled write, disconnecting): it would wait for
+    itself."""
+    loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    while pending := {
-        t for t in _finishing.copy() if t.get_loop() is loop and t is not me
-    }:
+    watchers: dict[asyncio.Future[Any], asyncio.Future[Any]] = {}
+    while pending := _pending(loop, aliases):
         left = deadline - loop.time()
         if left <= 0:
             _gave_up(pending, f"{waiter} stopped waiting", f"{seconds:g} s ({bound})")
             return
-        await asyncio.wait(pending, timeout=left)
+        waited = {_on_loop(task, loop, watchers) for task in pending}
+        await asyncio.wait(waited, timeout=left)
+
+
+def _pending(
+    loop: asyncio.AbstractEventLoop, aliases: frozenset[str] | None
+) -> set[asyncio.Future[Any]]:
+    """The tasks of :func:`finish_before_close` :func:`all_finished` waits for
+    now: not done, not the running one; those of ``loop`` (no ``aliases``),
+    or those of any loop not closed that may use one of ``aliases``."""
+    me = asyncio.current_task()
+    return {
+        task
+        for task in _finishing.copy()
+        if task is not me
+        and not task.done()
+        and (
+            task.get_loop() is loop
+            if aliases is None
+            else not aliases.isdisjoint(_needs.get(task, aliases))
+            and not task.get_loop().is_closed()
+        )
+    }
+
+
+def _on_loop(
+    task: asyncio.Future[Any],
+    loop: asyncio.AbstractEventLoop,
+    watchers: dict[asyncio.Future[Any], asyncio.Future[Any]],
+) -> asyncio.Future[Any]:
+    """``task`` if of ``loop`` (the running one), else a future of ``loop``
+    done once it is (kept in ``watchers``): a task of another loop cannot be
+    awaited here, nor its callbacks added from this thread."""
+    if task.get_loop() is loop:
+        return task
+    watcher = watchers.get(task)
+    if watcher is None:
+        watcher = watchers[task] = loop.create_future()
+
+        def tell(_: asyncio.Future[Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # (this loop closed)
+                loop.call_soon_threadsafe(_set_done, watcher)
+
+        try:
+            task.get_loop().call_soon_threadsafe(task.add_done_callback, tell)
+        except RuntimeError:  # (its loop closed meanwhile: it never ends)
+            _set_done(watcher)
+    return watcher
+
+
+def _set_done(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _gave_up(tasks: set[asyncio.Future[Any]], stopped: str, after: str) -> None:
     """Report each of ``tasks``, no longer waited for (``stopped``, ``after``
-    some time), once."""
+    some time), once, to the running loop's exception handler (the waiter's:
+    a task's own loop may run in another thread)."""
+    loop = asyncio.get_running_loop()
     for task in tasks:
         what = _finishing.pop(task, None)
+        _needs.pop(task, None)
         if what is not None:
-            _tell(
-                task,
-                f"{stopped} for the {what} after {after}: the rest of it may not"
-                " be done",
+            loop.call_exception_handler(
+                {
+                    "message": f"{stopped} for the {what} after {after}: the rest"
+                    " of it may not be done",
+                    "task": task,
+                }
             )
 
 
@@ -148,6 +218,7 @@ def left_undone() -> None:
     Then let go of the tasks of :func:`held` whose loop closed."""
     for task, what in _finishing.copy().items():
         if task.get_loop().is_closed() and _finishing.pop(task, None) is not None:
+            _needs.pop(task, None)
             _tell(
                 task,
                 f"The event loop closed before the {what} ended: the rest of it is"

@@ -79,6 +79,7 @@ from mongoengine_async.context import (
 )
 from mongoengine_async.delete_rules import (
     CancelledAfterFailure,
+    aliases_of_delete,
     has_rules,
     runs_own_transaction,
 )
@@ -1412,7 +1413,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             alone = dataclasses.replace(operation, session=None)
             steps = self._async_after_delete(files, alone, signal_kwargs, True)
             what = "steps after the write of a cancelled delete"
-            follow_up(steps, what, finish=bool(files))
+            aliases = {proxy.db_alias for proxy in files}
+            follow_up(steps, what, finish=bool(files), aliases=aliases)
 
     def _file_proxies(self) -> list[AsyncGridFSProxy]:
         """The GridFS files of this document's file fields (and of its lists
@@ -1869,8 +1871,14 @@ def _settle_in_turn(
     with _TURN_LOCK:
         document.__dict__[_SAVER] = write
     write.add_done_callback(functools.partial(_settled, document, settle))
-    finish_before_close(write, _cancelled_write_of(document))
+    finish_before_close(write, _cancelled_write_of(document), _needs(document))
     write_on_its_way(session, write)  # in a transaction: it aborts after it
+
+
+def _needs(document: Document) -> frozenset[str]:
+    """The aliases a write of ``document`` may use (a delete's rules and files
+    too), whose disconnect waits for it (see ``finish_before_close``)."""
+    return aliases_of_delete(type(document), _describe(document)[2])
 
 
 def _cancelled_write_of(document: Document) -> str:

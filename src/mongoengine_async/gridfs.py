@@ -55,6 +55,7 @@ from mongoengine_async._compat import RETRYABLE_ERROR_CODES, AsyncGridOutChunkIt
 from mongoengine_async.batches import WHOLE_RESULT, kill_soon, read_list
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.connection import (
+    collection_alias,
     get_async_collection,
     get_async_connection,
     is_async_connection,
@@ -1016,7 +1017,10 @@ async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> boo
                 f"delete of file {id_repr(grid_id)} of {root.name} whose caller was"
                 " cancelled"
             )
-            finish_before_close(held(task, _cut_short, _CUT_SHORT), what)
+            needs = collection_alias(root)
+            finish_before_close(
+                held(task, _cut_short, _CUT_SHORT), what, needs and (needs,)
+            )
         raise
 
 
@@ -1190,6 +1194,16 @@ def has_file_fields(cls: type[Any]) -> bool:
     """Whether documents of ``cls`` (or of a subclass) may hold files: a
     delete of them lists those."""
     return bool(file_projection(cls))
+
+
+def file_aliases(cls: type[Any]) -> set[str]:
+    """The aliases of the file fields of ``cls`` and its subclasses (their
+    GridFS buckets): those a delete of its documents deletes files on."""
+    return {
+        field.db_alias
+        for each in with_subclasses(cls)
+        for field in _file_fields(each).values()
+    }
 
 
 def _stored_ids(value: Any) -> list:
@@ -1489,6 +1503,7 @@ async def delete_files_of_deleted(
                 delete_unheld(proxies, alone, left, True, unreachable),
                 "delete of the files of documents a cancelled delete deleted",
                 finish=True,
+                aliases={proxy.db_alias for proxy in proxies},
             )
         raise
 

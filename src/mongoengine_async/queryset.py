@@ -90,6 +90,7 @@ from mongoengine_async.context import dereference_disabled
 from mongoengine_async.delete_rules import (
     CancelledAfterFailure,
     RootFiles,
+    aliases_of_delete,
     check_rules,
     delete_each,
     delete_matching,
@@ -1014,7 +1015,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             )
             write.add_done_callback(follow)
             context.write_on_its_way(session, write)  # (the commit waits for it)
-            finish_before_close(write, CANCELLED_WRITE)
+            needs = collection_alias(collection, self._document._db_alias())
+            finish_before_close(write, CANCELLED_WRITE, needs and (needs,))
             raise
         results = await self._async_after_insert(
             documents, ids, load_bulk, signal_kwargs, session
@@ -1368,7 +1370,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         )
         if not _from_doc_delete and await _goes_on(self, operation, files, transaction):
             deleted = await _files_follow(
-                each_run, files, operation, leaving, unreachable
+                self._document, each_run, files, operation, leaving, unreachable
             )
         else:
             deleted = await each_run()
@@ -1434,13 +1436,14 @@ async def _goes_on(
 
 
 async def _files_follow(
+    cls: type[Any],
     deleting: Callable[[], Coroutine[Any, Any, int | None]],
     files: list[Any],
     operation: Operation,
     leaving: Callable[[int | None], Listed | None],
     unreachable: Unreachable,
 ) -> int | None:
-    """Await ``deleting()``, the delete (outside a transaction) of the
+    """Await ``deleting()``, the delete (outside a transaction) of ``cls``'s
     documents holding ``files``. Its caller cancelled while it is on its way,
     it goes on in a task of its own (its delete rules' writes too, and the
     files of the documents they delete), and once it was applied the files
@@ -1462,7 +1465,9 @@ async def _files_follow(
         write.add_done_callback(
             functools.partial(_after_cancelled, files, alone, leaving)
         )
-        finish_before_close(write, CANCELLED_WRITE)
+        needs = aliases_of_delete(cls, operation.alias)
+        needs |= {proxy.db_alias for proxy in files}
+        finish_before_close(write, CANCELLED_WRITE, needs)
         if operation.session is not None:
             await until_done(write)
         raise
@@ -1539,6 +1544,7 @@ def _follow_files(
             delete_unheld(files, alone, leaving(deleted), True),
             "delete of the files of documents a cancelled delete deleted",
             finish=True,
+            aliases={proxy.db_alias for proxy in files},
         )
 
 

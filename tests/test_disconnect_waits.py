@@ -1,0 +1,227 @@
+"""``disconnect_async(alias)`` waits for what cancelled writes left going on
+that may need ``alias`` (the write, its delete rules' and its files'), on
+any event loop, and for nothing else. Uses fail points: run on a server of
+its own (``python -m mongoengine_async.testing``)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+import mongoengine_async
+from conftest import held_on_server
+from mongoengine_async import Document, FileField, detached
+from mongoengine_async.connection import disconnect_all_async
+from mongoengine_async.testing import fresh_database
+
+BLOCK_MS = 3000
+
+
+class DwFiled(Document):
+    data = FileField(collection_name="dw_files")
+
+
+class DwFiledElsewhere(Document):
+    """Its files in a bucket on another alias's database."""
+
+    data = FileField(collection_name="dw_files", db_alias="dw-files")
+
+
+@pytest.fixture
+async def app(mongodb_uri: str) -> AsyncIterator[str]:
+    """Alias "default" on a client of its own application name (the fail
+    point holds its commands only), without retryable writes."""
+    name = "dw-app"
+    try:
+        async with fresh_database(
+            "default", mongodb_uri, appname=name, retryWrites=False
+        ):
+            yield name
+    finally:
+        await disconnect_all_async()
+
+
+def reported_on(loop: asyncio.AbstractEventLoop) -> list[dict[str, Any]]:
+    """What ``loop``'s exception handler is given from now on."""
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, report: reported.append(report))
+    return reported
+
+
+async def filed(cls: type[Document]) -> Document:
+    """A saved document of ``cls`` holding a file."""
+    document = cls()
+    await document.data.async_put(b"contents")
+    return await document.async_save()
+
+
+async def left(client: AsyncMongoClient, database: str, bucket: str) -> list[int]:
+    """The documents of DwFiled's collection, and the files and chunks of
+    ``bucket`` of ``database``, counted."""
+    return [
+        await client[database]["dw_filed"].count_documents({}),
+        await client[database][f"{bucket}.files"].count_documents({}),
+        await client[database][f"{bucket}.chunks"].count_documents({}),
+    ]
+
+
+async def cancelled_once_held(document: Document, app: str, admin: Any) -> Any:
+    """Start ``document``'s delete, held on the server (BLOCK_MS), and cancel
+    it once held; give the held command's :class:`conftest.Held`, entered
+    (the caller leaves it)."""
+    holding = held_on_server(app, "delete", BLOCK_MS, admin=admin)
+    held = await holding.__aenter__()
+    deleting = asyncio.ensure_future(document.async_delete())
+    await held.reached_server()
+    deleting.cancel()
+    await asyncio.wait([deleting])
+    return holding, held
+
+
+async def test_disconnecting_another_alias_does_not_wait_for_a_cancelled_delete(
+    app, mongodb_uri
+):
+    """``disconnect_async("dw-idle")`` while a cancelled delete on alias
+    "default" is held on the server: it returns at once, the delete still
+    held (and that delete then ends, its file gone, nothing reported). It
+    waited for that delete, whose alias it does not close (up to 30 s for a
+    server that does not answer)."""
+    document = await filed(DwFiled)
+    name = mongoengine_async.get_async_db().name
+    reported = reported_on(asyncio.get_running_loop())
+    async with AsyncMongoClient(mongodb_uri) as client:
+        try:
+            async with fresh_database("dw-idle", mongodb_uri):
+                holding, held = await cancelled_once_held(document, app, client.admin)
+                try:
+                    await mongoengine_async.disconnect_async("dw-idle")
+                    assert await held.still_on_server()
+                finally:
+                    await holding.__aexit__(None, None, None)
+            await detached.all_finished(30)  # (the file's delete, its last step)
+        finally:
+            asyncio.get_running_loop().set_exception_handler(None)
+        assert reported == []
+        assert await left(client, name, "dw_files") == [0, 0, 0]
+
+
+async def test_disconnecting_the_alias_of_a_deleted_documents_files_waits(
+    app, mongodb_uri
+):
+    """``disconnect_async("dw-files")``, the alias of the bucket of a
+    document's file field, while the document's cancelled delete (on alias
+    "default") is held on the server: it returns once the file's delete is
+    done, the file gone. Waiting only for the work of the alias it closes
+    must count the aliases of the files too."""
+    async with AsyncMongoClient(mongodb_uri) as client:
+        async with fresh_database("dw-files", mongodb_uri):
+            document = await filed(DwFiledElsewhere)
+            files = mongoengine_async.get_async_db("dw-files").name
+            reported = reported_on(asyncio.get_running_loop())
+            try:
+                holding, _ = await cancelled_once_held(document, app, client.admin)
+                try:
+                    await mongoengine_async.disconnect_async("dw-files")
+                finally:
+                    await holding.__aexit__(None, None, None)
+            finally:
+                asyncio.get_running_loop().set_exception_handler(None)
+            assert reported == []
+            assert (await left(client, files, "dw_files"))[1:] == [0, 0]
+
+
+async def test_disconnecting_from_another_loop_waits_for_a_cancelled_delete(
+    app, mongodb_uri
+):
+    """``disconnect_async()`` on this loop while a delete cancelled on a loop
+    of another thread is held on the server: it returns once that delete and
+    its file's are done (the document and file gone, nothing reported on
+    either loop). It returned at once, the delete still held: waiting for the
+    work of its own loop only, it dropped the alias under the other loop's
+    (the file's delete then finds no connection, the file stays)."""
+    document = await filed(DwFiled)
+    name = mongoengine_async.get_async_db().name
+    cancelled, disconnected = threading.Event(), threading.Event()
+    reported_there: list[dict[str, Any]] = []
+
+    async def other_loop() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, report: reported_there.append(report)
+        )
+        async with AsyncMongoClient(mongodb_uri) as client:
+            holding, _ = await cancelled_once_held(document, app, client.admin)
+            try:
+                cancelled.set()
+                await asyncio.to_thread(disconnected.wait, 60)
+            finally:
+                await holding.__aexit__(None, None, None)
+
+    thread = threading.Thread(target=asyncio.run, args=(other_loop(),))
+    thread.start()
+    reported = reported_on(asyncio.get_running_loop())
+    try:
+        assert await asyncio.to_thread(cancelled.wait, 60)
+        await mongoengine_async.disconnect_async()
+        async with AsyncMongoClient(mongodb_uri) as client:
+            counts = await left(client, name, "dw_files")
+    finally:
+        disconnected.set()
+        await asyncio.to_thread(thread.join)
+        asyncio.get_running_loop().set_exception_handler(None)
+    assert reported == [] and reported_there == []
+    assert counts == [0, 0, 0]
+
+
+class DwOnB(Document):
+    meta = {"db_alias": "dw-b"}
+
+
+async def test_disconnecting_all_waits_once_for_the_work_of_every_alias(
+    app, mongodb_uri, monkeypatch
+):
+    """``disconnect_all_async()`` while a cancelled delete on each of two
+    aliases is held on the server longer than it waits (``_END_SECONDS``,
+    shortened here): it waits once, for both, and reports both as its own.
+    It waited for each alias in turn, each its own time (twice as long in
+    all), each delete reported by that alias's ``disconnect_async()``."""
+    monkeypatch.setattr(mongoengine_async.connection, "_END_SECONDS", 1)
+    async with (
+        fresh_database("dw-b", mongodb_uri, appname=app, retryWrites=False),
+        AsyncMongoClient(mongodb_uri) as client,
+    ):
+        on_a, on_b = await DwFiled().async_save(), await DwOnB().async_save()
+        reported = reported_on(asyncio.get_running_loop())
+        fail_point = {"configureFailPoint": "failCommand"}
+        data = {"failCommands": ["delete"], "blockConnection": True}
+        data.update(blockTimeMS=5000, appName=app)
+        entered = await client.admin.command(
+            {**fail_point, "mode": {"times": 2}, "data": data}
+        )
+        try:
+            deletes = [asyncio.ensure_future(on_a.async_delete())]
+            deletes.append(asyncio.ensure_future(on_b.async_delete()))
+            await client.admin.command(
+                {
+                    "waitForFailPoint": "failCommand",
+                    "timesEntered": entered["count"] + 2,
+                    "maxTimeMS": 30_000,
+                }
+            )
+            for delete in deletes:
+                delete.cancel()
+            await asyncio.wait(deletes)
+            await mongoengine_async.disconnect_all_async()
+        finally:
+            await client.admin.command({**fail_point, "mode": "off"})
+            asyncio.get_running_loop().set_exception_handler(None)
+    assert sorted(
+        report["message"].split(" for the write of ")[0] for report in reported
+    ) == [
+        "disconnect_all_async() stopped waiting",
+        "disconnect_all_async() stopped waiting",
+    ]
