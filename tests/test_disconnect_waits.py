@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ from pymongo import AsyncMongoClient
 
 import mongoengine_async
 from conftest import held_on_server
-from mongoengine_async import Document, FileField, detached
+from mongoengine_async import Document, FileField, detached, signals
 from mongoengine_async.connection import disconnect_all_async
 from mongoengine_async.testing import fresh_database
 
@@ -225,3 +225,46 @@ async def test_disconnecting_all_waits_once_for_the_work_of_every_alias(
         "disconnect_all_async() stopped waiting",
         "disconnect_all_async() stopped waiting",
     ]
+
+
+def in_a_task_of_its_own(work: Coroutine[Any, Any, None]) -> Awaitable[None]:
+    return asyncio.ensure_future(work)
+
+
+def with_a_time_limit(work: Coroutine[Any, Any, None]) -> Awaitable[None]:
+    return asyncio.wait_for(work, 60)  # (in a task of its own on Python 3.11)
+
+
+@pytest.mark.parametrize("through", [in_a_task_of_its_own, with_a_time_limit])
+async def test_a_receiver_disconnecting_through_another_task_does_not_wait_for_it(
+    app, mongodb_uri, monkeypatch, through
+):
+    """A ``post_delete`` receiver of a delete whose caller was cancelled,
+    awaiting ``disconnect_async()`` in a task of its own (``asyncio.wait_for``
+    on Python 3.11, a TaskGroup): it returns, nothing reported, the file
+    gone. It waited for the steps it is part of, which await the receiver,
+    until its time was spent (``_END_SECONDS``, shortened here), then
+    reported them as possibly not done."""
+    monkeypatch.setattr(mongoengine_async.connection, "_END_SECONDS", 2)
+    document = await filed(DwFiled)
+    name = mongoengine_async.get_async_db().name
+    disconnected = asyncio.Event()
+
+    async def post_delete(sender: Any, document: Any, **_: Any) -> None:
+        await through(mongoengine_async.disconnect_async())
+        disconnected.set()
+
+    reported = reported_on(asyncio.get_running_loop())
+    signals.post_delete.connect(post_delete, sender=DwFiled)
+    async with AsyncMongoClient(mongodb_uri) as client:
+        try:
+            holding, _ = await cancelled_once_held(document, app, client.admin)
+            try:
+                await disconnected.wait()
+            finally:
+                await holding.__aexit__(None, None, None)
+        finally:
+            signals.post_delete.disconnect(post_delete, sender=DwFiled)
+            asyncio.get_running_loop().set_exception_handler(None)
+        assert reported == []
+        assert await left(client, name, "dw_files") == [0, 0, 0]

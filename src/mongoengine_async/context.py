@@ -53,6 +53,7 @@ from mongoengine_async.detached import (
     acting_task,
     finish_before_close,
     held,
+    part_of_task,
     until_done,
 )
 from mongoengine_async.errors import ForeignSessionError, NestedTransactionError
@@ -666,6 +667,7 @@ async def _unbound(work: Coroutine[Any, Any, None]) -> None:
     is no part of them (its write landed by itself, or its transaction
     committed)."""
     unbind_sessions()
+    part_of_task()  # (its receivers disconnecting do not wait for it)
     await work
 
 

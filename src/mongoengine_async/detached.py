@@ -126,9 +126,9 @@ async def all_finished(
     {seconds} s ({bound}): ..."), and no longer waited for. With ``aliases``
     (their disconnect), those that may use one of them instead, on any loop
     not closed (an alias goes for all). Read from a copy: loops in other threads add
-    and drop theirs meanwhile. Not the running task (a signal receiver's in
-    the steps after a cancelled write, disconnecting): it would wait for
-    itself."""
+    and drop theirs meanwhile. Not the running task, nor those it is part
+    of (see :func:`part_of_task`: a signal receiver's in the steps after a
+    cancelled write, disconnecting): it would wait for itself."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     watchers: dict[asyncio.Future[Any], asyncio.Future[Any]] = {}
@@ -147,11 +147,11 @@ def _pending(
     """The tasks of :func:`finish_before_close` :func:`all_finished` waits for
     now: not done, not the running one; those of ``loop`` (no ``aliases``),
     or those of any loop not closed that may use one of ``aliases``."""
-    me = asyncio.current_task()
+    mine = _own_tasks()
     return {
         task
         for task in _finishing.copy()
-        if task is not me
+        if task not in mine
         and not task.done()
         and (
             task.get_loop() is loop
@@ -160,6 +160,32 @@ def _pending(
             and not task.get_loop().is_closed()
         )
     }
+
+
+def _own_tasks() -> set[asyncio.Future[Any]]:
+    """The running task and those the running code is part of (a task of
+    :func:`detached` or of :func:`part_of_task`'s caller it was started
+    from: ``asyncio.wait_for``'s on Python 3.11, a TaskGroup's), which it
+    would wait for as it waits for itself."""
+    acting = _acting.get()
+    refs = (*_part_of.get(), *(() if acting is None else acting[1:]))
+    return {task for task in (asyncio.current_task(), *(r() for r in refs)) if task}
+
+
+# The tasks whose code runs here (see part_of_task), weakly.
+_part_of: ContextVar[tuple[_TaskRef, ...]] = ContextVar(
+    "mongoengine_async_part_of", default=()
+)
+
+
+def part_of_task() -> None:
+    """Note that the running code, and the tasks it starts, are part of the
+    running task: :func:`all_finished` awaited there does not wait for it
+    (a signal receiver of the steps after a cancelled write, disconnecting
+    through a task of its own). :func:`detached`'s tasks are so already."""
+    task = asyncio.current_task()
+    if task is not None:
+        _part_of.set((*_part_of.get(), weakref.ref(task)))
 
 
 def _on_loop(
