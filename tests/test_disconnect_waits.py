@@ -10,6 +10,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Coroutine
 from typing import Any
 
+import pymongo
 import pytest
 from pymongo import AsyncMongoClient
 
@@ -268,3 +269,53 @@ async def test_a_receiver_disconnecting_through_another_task_does_not_wait_for_i
             asyncio.get_running_loop().set_exception_handler(None)
         assert reported == []
         assert await left(client, name, "dw_files") == [0, 0, 0]
+
+
+def test_disconnecting_does_not_wait_for_a_loop_that_is_not_running(
+    mongodb_uri, monkeypatch
+):
+    """A loop run by hand leaves a cancelled delete going on (its delete held
+    on the server) between its runs; ``disconnect_async()`` on another loop of
+    the same thread returns without waiting for it, nothing reported: that
+    loop cannot run meanwhile. It waited for it until its time was spent
+    (``_END_SECONDS``, shortened here), then reported it."""
+    monkeypatch.setattr(mongoengine_async.connection, "_END_SECONDS", 1)
+    app = "dw-by-hand"
+    by_hand = asyncio.new_event_loop()
+    reported: list[dict[str, Any]] = []
+    try:
+        holding = by_hand.run_until_complete(
+            cancelled_delete_left_going_on(mongodb_uri, app)
+        )
+
+        async def disconnect() -> None:
+            asyncio.get_running_loop().set_exception_handler(
+                lambda _, report: reported.append(report)
+            )
+            await mongoengine_async.disconnect_async()
+
+        asyncio.run(disconnect())
+        by_hand.run_until_complete(holding.__aexit__(None, None, None))
+    finally:
+        by_hand.set_exception_handler(lambda _, report: None)  # (its alias gone)
+        by_hand.run_until_complete(by_hand.shutdown_asyncgens())
+        by_hand.close()
+        with pymongo.MongoClient(mongodb_uri) as client:
+            client.drop_database("dw_by_hand")
+    assert reported == []
+
+
+async def cancelled_delete_left_going_on(mongodb_uri: str, app: str) -> Any:
+    """Connect "default" (application ``app``) and leave a cancelled delete
+    going on, held on the server; give its fail point's context manager."""
+    await mongoengine_async.connect_async(
+        "dw_by_hand",
+        host=mongodb_uri,
+        appname=app,
+        retryWrites=False,
+        uuidRepresentation="standard",
+    )
+    document = await DwFiled().async_save()
+    admin = mongoengine_async.get_async_connection().admin
+    holding, _ = await cancelled_once_held(document, app, admin)
+    return holding

@@ -124,11 +124,13 @@ async def all_finished(
     then (a server that does not answer) are reported to the running loop's
     exception handler, once ("{waiter} stopped waiting for the {what} after
     {seconds} s ({bound}): ..."), and no longer waited for. With ``aliases``
-    (their disconnect), those that may use one of them instead, on any loop
-    not closed (an alias goes for all). Read from a copy: loops in other threads add
-    and drop theirs meanwhile. Not the running task, nor those it is part
-    of (see :func:`part_of_task`: a signal receiver's in the steps after a
-    cancelled write, disconnecting): it would wait for itself."""
+    (their disconnect), those that may use one of them instead, on any
+    running loop (an alias goes for all; a loop not running, run by hand
+    between its runs, cannot end them meanwhile). Read from a copy: loops in
+    other threads add and drop theirs meanwhile. Not the running task, nor
+    those it is part of (see :func:`part_of_task`: a signal receiver's in
+    the steps after a cancelled write, disconnecting): it would wait for
+    itself."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     watchers: dict[asyncio.Future[Any], asyncio.Future[Any]] = {}
@@ -146,7 +148,7 @@ def _pending(
 ) -> set[asyncio.Future[Any]]:
     """The tasks of :func:`finish_before_close` :func:`all_finished` waits for
     now: not done, not the running one; those of ``loop`` (no ``aliases``),
-    or those of any loop not closed that may use one of ``aliases``."""
+    or those of any running loop that may use one of ``aliases``."""
     mine = _own_tasks()
     return {
         task
@@ -157,7 +159,7 @@ def _pending(
             task.get_loop() is loop
             if aliases is None
             else not aliases.isdisjoint(_needs.get(task, aliases))
-            and not task.get_loop().is_closed()
+            and task.get_loop().is_running()
         )
     }
 
