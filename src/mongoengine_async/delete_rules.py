@@ -55,6 +55,7 @@ from mongoengine_async.gridfs import (
     id_runs,
     listed,
     not_held,
+    on_primary,
     run_again_if_cut_short,
     stored_files,
     stored_files_and_ids,
@@ -1060,11 +1061,14 @@ async def _found_by_class(
 ) -> dict[type[Any], list[dict]]:
     """The documents matching ``query`` (their id, and the fields of
     ``projection``, with their ``_cls`` then) per class of ``classes`` (by
-    ``_cls``; the first class for documents of none of the others)."""
+    ``_cls``; the first class for documents of none of the others). Listing
+    files, it reads the primary, where they are deleted, as every listing of
+    files does: a lagging secondary has the files a document held before."""
     fields = {"_id": 1, **projection}
     if projection or len(classes) > 1:
         fields["_cls"] = 1
-    cursor = operation.collection.find(
+    collection = operation.collection
+    cursor = (on_primary(collection) if projection else collection).find(
         query, fields, batch_size=WHOLE_RESULT, session=operation.session
     )
     read = await read_list(cursor)
