@@ -41,6 +41,7 @@ from mongoengine_async import (
     disconnect_async,
     get_async_connection,
 )
+from mongoengine_async.testing import CommandLog
 
 
 class LoopBook(Document):
@@ -1272,3 +1273,177 @@ def test_proxies_made_on_one_loop_are_read_on_another(loops_alias):
     assert asyncio.run(elsewhere(item, paper)) == (shelf_id, data)
     titles = asyncio.run(LoopPaper.objects(id=paper.id).async_scalar("title"))
     assert titles == ["read"]
+
+
+_DATA = bytes(range(256)) * 4000  # four chunks of a file
+
+
+async def _shelf() -> LoopScan:
+    """Five books and a stored file of four chunks."""
+    await LoopBook.objects.async_insert([LoopBook(title=f"b{n}") for n in range(5)])
+    scan = LoopScan()
+    await scan.scan.async_put(_DATA)
+    return await scan.async_save()
+
+
+_ITERATIONS = {
+    "queryset": lambda scan: LoopBook.objects.order_by("title").batch_size(2),
+    "async_iter": lambda scan: (
+        LoopBook.objects.order_by("title").batch_size(2).async_iter()
+    ),
+    "aggregate": lambda scan: LoopBook.objects.async_aggregate(
+        [{"$sort": {"title": 1}}], batchSize=2
+    ),
+    "file": lambda scan: scan.scan,
+    "file pieces": lambda scan: scan.scan.async_iter_chunks(300_000),
+}
+_NAMED = {
+    "queryset": "LoopBook.objects",
+    "async_iter": "LoopBook.objects",
+    "aggregate": "LoopBook's async_aggregate()",
+    "file": "a file of GridFS bucket 'fs' (alias 'loops'), field 'scan'",
+    "file pieces": "a file of GridFS bucket 'fs' (alias 'loops'), field 'scan'",
+}
+
+
+async def _begun(read: str) -> tuple[AsyncIterator[Any], Any]:
+    """An ``async for`` of ``read`` that has given its first result, and it."""
+    iteration = aiter(_ITERATIONS[read](await _shelf()))
+    return iteration, await anext(iteration)
+
+
+async def _rest(iteration: AsyncIterator[Any]) -> list[Any]:
+    return [item async for item in iteration]
+
+
+@pytest.mark.parametrize("read", list(_ITERATIONS))
+def test_an_async_for_carried_past_its_loops_end_raises(loops_alias, read):
+    """An ``async for`` begun in one ``asyncio.run()`` and continued in the
+    next: its generator was closed as the first loop shut down, and the rest
+    of the results read as none at all (a file's bytes cut short)."""
+    iteration, _ = asyncio.run(_begun(read))
+
+    with pytest.raises(AsyncUsageError) as raised:
+        asyncio.run(_rest(iteration))
+    assert str(raised.value) == (
+        f"An async for over {_NAMED[read]} was begun on an event loop that has "
+        "shut down since (asyncio.run() returned), which closed it: the results "
+        "it had not given yet were not read. Iterate again (a new async for) on "
+        "the running loop"
+    )
+    with pytest.raises(AsyncUsageError):  # (and again)
+        asyncio.run(_rest(iteration))
+
+
+def _whole(read: str, results: list[Any]) -> Any:
+    """What ``read`` gave: the file's bytes, or the titles of the books."""
+    if read.startswith("file"):
+        return b"".join(results)
+    return [item["title"] if read == "aggregate" else item.title for item in results]
+
+
+@pytest.mark.parametrize("read", list(_ITERATIONS))
+def test_an_async_for_continued_on_the_same_loop_in_a_runner(loops_alias, read):
+    """Two ``run()`` of one ``asyncio.Runner`` share its loop, which does not
+    shut down between them: the iteration goes on where it stopped."""
+    with Runner() as runner:
+        iteration, first = runner.run(_begun(read))
+        rest = runner.run(_rest(iteration))
+    expected = _DATA if read.startswith("file") else [f"b{n}" for n in range(5)]
+    assert _whole(read, [first, *rest]) == expected
+
+
+@pytest.mark.parametrize("read", list(_ITERATIONS))
+def test_an_async_for_closed_by_its_user_still_ends(loops_alias, read):
+    """``aclose()`` (as ``contextlib.aclosing`` calls it), then the next loop:
+    the iteration ends, as an async generator's does, with no error."""
+
+    async def begun_and_closed() -> AsyncIterator[Any]:
+        iteration, _ = await _begun(read)
+        await iteration.aclose()  # type: ignore[attr-defined]
+        return iteration
+
+    iteration = asyncio.run(begun_and_closed())
+    assert asyncio.run(_rest(iteration)) == []
+
+
+@pytest.fixture
+def loops_log(mongodb_uri: str, database: str) -> Iterator[CommandLog]:
+    """Alias "loops" as ``loops_alias``, its commands logged."""
+    log = CommandLog()
+    connecting = connect_async(
+        database, alias="loops", host=mongodb_uri, event_listeners=[log], **_STANDARD
+    )
+    asyncio.run(connecting)
+    yield log
+    asyncio.run(disconnect_async("loops"))
+
+
+# How many results each read gives before the step whose command is cut short:
+# a getMore (batches of two), or the command opening the read (for a file,
+# whose chunks come in one reply, its first find).
+_CUT_AFTER = [
+    ("queryset", 2),
+    ("async_iter", 2),
+    ("aggregate", 2),
+    ("aggregate", 0),
+    ("queryset", 0),
+    ("file", 0),
+]
+
+
+@pytest.mark.parametrize(("read", "given"), _CUT_AFTER)
+def test_an_async_for_cancelled_while_it_reads_raises_when_stepped_again(
+    loops_log, read, given
+):
+    """A step cancelled while its command is on its way (``wait_for`` timing
+    out, its task cancelled as ``asyncio.run()`` ends) ended the generator:
+    the next steps gave the end of the results, the rest unread."""
+
+    async def cancelled_then_stepped() -> None:
+        scan = await _shelf()
+        iteration = aiter(_ITERATIONS[read](scan))
+        for _ in range(given):
+            await anext(iteration)
+        sent = len(loops_log.events)
+        step = asyncio.ensure_future(anext(iteration))
+        while len(loops_log.events) == sent:  # its command sent
+            assert not step.done(), "the step sent no command"
+            await asyncio.sleep(0)
+        step.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await step
+        with pytest.raises(AsyncUsageError) as raised:
+            await anext(iteration)
+        assert str(raised.value) == (
+            f"An async for over {_NAMED[read]} was cancelled while it read, which "
+            "ended it: the results it had not given yet were not read. Iterate "
+            "again (a new async for)"
+        )
+
+    asyncio.run(cancelled_then_stepped())
+
+
+def test_a_change_streams_async_for_carried_past_its_loops_end_raises(loops_alias):
+    """A change stream's ``async for`` kept unfinished as its loop ended, then
+    stepped in the next ``asyncio.run()``: it ended with no error, the stream
+    closed by the first loop's shutdown."""
+
+    async def begun() -> tuple[AsyncIterator[Any], str]:
+        stream = LoopBook.objects.async_watch()
+        assert await stream.try_next() is None  # opened before the insert
+        await LoopBook(title="new").async_save()
+        iteration = aiter(stream)
+        return iteration, (await anext(iteration)).document.title
+
+    iteration, title = asyncio.run(begun())
+
+    assert title == "new"
+    with pytest.raises(AsyncUsageError) as raised:
+        asyncio.run(_rest(iteration))
+    assert str(raised.value) == (
+        "An async for over the change stream of LoopBook.objects was begun on an "
+        "event loop that has shut down since (asyncio.run() returned), which "
+        "closed it: the results it had not given yet were not read. Open a new "
+        "stream (async_watch(resume_after=stream.resume_token)) on the running loop"
+    )

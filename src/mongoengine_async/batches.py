@@ -1,7 +1,8 @@
 """Reading a whole result at once: the batch size that asks for it in one
 reply, and building or walking the batch with the cyclic GC paused; and
 killing the server cursor of a read cancelled midway, or while the command
-opening it was in flight, or left with results nobody will read.
+opening it was in flight, or left with results nobody will read; and the
+iterator ``async for`` steps through those reads (:class:`Iteration`).
 
 Used by the queryset, the delete rules, select_related, GridFS and change
 streams alike.
@@ -12,15 +13,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Callable, Coroutine, Iterator
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterator
+from operator import attrgetter
 from types import FunctionType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from mongoengine_async._compat import apply_client_timeout
 from mongoengine_async.detached import detached, held
+from mongoengine_async.errors import AsyncUsageError
 
 __all__ = (
     "WHOLE_RESULT",
+    "Iteration",
     "close_soon",
     "gc_paused",
     "kill_soon",
@@ -29,6 +34,8 @@ __all__ = (
     "open_find",
     "opened",
     "read_list",
+    "started",
+    "stopped",
 )
 
 T = TypeVar("T")
@@ -37,6 +44,89 @@ T = TypeVar("T")
 # 101 documents unless asked for more, and replies are capped at 16 MB anyway,
 # so a caller that wants every result saves a round trip per query.
 WHOLE_RESULT = 2**31 - 1
+
+_ENDED = {
+    "loop": (
+        "{} was begun on an event loop that has shut down since (asyncio.run() "
+        "returned), which closed it: the results it had not given yet were not "
+        "read. {} on the running loop"
+    ),
+    "cancelled": (
+        "{} was cancelled while it read, which ended it: the results it had not "
+        "given yet were not read. {}"
+    ),
+}
+
+
+class Iteration(Generic[T]):
+    """What ``async for`` steps through over a queryset, an aggregation or a
+    file: their async generator, with no call of ours per result
+    (``__anext__`` is the generator's own, read in C), that raises
+    ``AsyncUsageError`` instead of ending silently once the generator was
+    closed by its loop's shutdown or cancelled mid-read (:func:`stopped`)."""
+
+    __slots__ = (
+        "__weakref__",
+        "_again",
+        "_anext",
+        "_closing",
+        "_generator",
+        "_what",
+        "_why",
+    )
+
+    if TYPE_CHECKING:
+
+        def __anext__(self) -> Awaitable[T]: ...
+
+    else:
+        __anext__ = property(attrgetter("_anext"))
+
+    def __init__(
+        self,
+        start: Callable[[weakref.ref[Iteration[T]]], AsyncGenerator[T, None]],
+        what: str,
+        again: str = "Iterate again (a new async for)",
+    ) -> None:
+        self._what = what
+        self._again = again
+        self._closing = False
+        self._why = ""
+        self._generator = start(weakref.ref(self))
+        self._anext = self._generator.__anext__
+
+    def __aiter__(self) -> Iteration[T]:
+        return self
+
+    async def aclose(self) -> None:
+        """Close the read (as an async generator's ``aclose()``): the next
+        steps end the iteration."""
+        self._closing = True
+        await self._generator.aclose()
+
+    async def _refuse(self) -> T:
+        raise AsyncUsageError(_ENDED[self._why].format(self._what, self._again))
+
+
+def stopped(iteration: weakref.ref[Iteration[Any]], why: str) -> None:
+    """Called by the generator of ``iteration`` as it stops, left at a yield
+    (``why="loop"``) or cancelled mid-read: unless the iteration is gone
+    (``break``, its finaliser) or closed it itself, its next steps raise
+    instead of reporting the end of results that were never read."""
+    stepped = iteration()
+    if stepped is not None and not stepped._closing:
+        stepped._why = why
+        stepped._anext = stepped._refuse
+
+
+async def started(first_step: Awaitable[T], iteration: weakref.ref[Any]) -> T:
+    """``await first_step``, what the generator of ``iteration`` awaits before
+    its reads, the iteration stopped (:func:`stopped`) if cancelled meanwhile."""
+    try:
+        return await first_step
+    except asyncio.CancelledError:
+        stopped(iteration, "cancelled")
+        raise
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import asdict, dataclass
 from functools import partial
 from types import TracebackType
@@ -37,7 +37,7 @@ from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.errors import InvalidOperation, OperationFailure, PyMongoError
 
 from mongoengine_async._compat import CURSOR_CLOSED_ERRORS
-from mongoengine_async.batches import kill_soon, opened
+from mongoengine_async.batches import Iteration, kill_soon, opened, stopped
 from mongoengine_async.connection import running_loop
 from mongoengine_async.detached import held
 from mongoengine_async.from_bson import Load, loader, loader_key
@@ -574,11 +574,16 @@ class ChangeStream(Generic[D]):
         return None if raw is None else self._event(raw)
 
     def __aiter__(self) -> AsyncIterator[ChangeEvent[D]]:
-        return self._events()
+        what = f"the change stream of {self._queryset._document.__name__}.objects"
+        again = "Open a new stream (async_watch(resume_after=stream.resume_token))"
+        return Iteration(self._events, f"An async for over {what}", again)
 
-    async def _events(self) -> AsyncIterator[ChangeEvent[D]]:
+    async def _events(
+        self, iteration: weakref.ref[Iteration[ChangeEvent[D]]]
+    ) -> AsyncGenerator[ChangeEvent[D], None]:
         """Every event until the stream is closed; leaving the loop (``break``,
-        an error, cancellation) closes it."""
+        an error, cancellation) closes it. Kept past the end of its loop, which
+        closed it too, the iteration raises when stepped again."""
         at_yield = False  # (see batches.leave)
         try:
             while self.alive:  # PyMongo's next(), one task at a time
@@ -590,6 +595,7 @@ class ChangeStream(Generic[D]):
                     at_yield = False
         finally:
             if at_yield:  # closed for every task, its cursor killed soon
+                stopped(iteration, "loop")
                 self._closed = True
                 if self._stream is not None:
                     _kill_soon(self._stream._cursor)

@@ -31,7 +31,15 @@ import functools
 import inspect
 import io
 import operator
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+import weakref
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from typing import TYPE_CHECKING, Any, cast
 
 import bson
@@ -52,7 +60,14 @@ from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.errors import InvalidOperation
 
 from mongoengine_async._compat import RETRYABLE_ERROR_CODES, AsyncGridOutChunkIterator
-from mongoengine_async.batches import WHOLE_RESULT, kill_soon, read_list
+from mongoengine_async.batches import (
+    WHOLE_RESULT,
+    Iteration,
+    kill_soon,
+    read_list,
+    started,
+    stopped,
+)
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.connection import (
     collection_alias,
@@ -655,7 +670,7 @@ class AsyncGridFSProxy(GridFSProxy):
         finally:
             await grid_out.close()
 
-    async def async_iter_chunks(
+    def async_iter_chunks(
         self,
         chunk_size: int | None = None,
         *,
@@ -663,10 +678,23 @@ class AsyncGridFSProxy(GridFSProxy):
     ) -> AsyncIterator[bytes]:
         """Yield the file's bytes as stored chunks, or in pieces of
         ``chunk_size`` bytes; memory stays bounded whatever the file size.
-        A ``chunk_size`` below 1 raises ``ValueError``."""
+        A ``chunk_size`` below 1 raises ``ValueError``. Carried past the end
+        of its loop, it raises rather than ending."""
+        return Iteration(
+            functools.partial(self._chunks, chunk_size, session),
+            f"An async for over a file of {self._describe()}",
+        )
+
+    async def _chunks(
+        self,
+        chunk_size: int | None,
+        session: AsyncClientSession | None,
+        iteration: weakref.ref[Iteration[bytes]],
+    ) -> AsyncGenerator[bytes, None]:
+        """The generator :meth:`async_iter_chunks` steps through."""
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, not {chunk_size!r}")
-        grid_out = await self._stream(session=session)
+        grid_out = await started(self._stream(session=session), iteration)
         if grid_out is None:
             return
         at_yield = False  # (see batches.leave)
@@ -681,8 +709,13 @@ class AsyncGridFSProxy(GridFSProxy):
                 at_yield = True
                 yield piece
                 at_yield = False
+        except asyncio.CancelledError:
+            if not at_yield:
+                stopped(iteration, "cancelled")
+            raise
         finally:
             if at_yield:  # its chunk cursor killed soon
+                stopped(iteration, "loop")
                 chunks = grid_out._chunk_iter
                 if chunks is not None:
                     kill_soon(chunks._cursor)

@@ -17,7 +17,9 @@ import dataclasses
 import functools
 import operator
 import warnings
+import weakref
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -71,12 +73,15 @@ from pymongo.asynchronous.cursor import AsyncCursor
 from mongoengine_async import context, deltas, sequences, signals, to_bson
 from mongoengine_async.batches import (
     WHOLE_RESULT,
+    Iteration,
     kill_soon,
     leave,
     materialise_all,
     open_find,
     opened,
     read_list,
+    started,
+    stopped,
 )
 from mongoengine_async.change_streams import ChangeStream, WatchOptions
 from mongoengine_async.classes import keyed_by_class, taken_in
@@ -241,10 +246,12 @@ class AsyncAggregation(
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         self._start()
-        return self._rows()
+        return Iteration(self._rows, f"An async for over {self._name}")
 
-    async def _rows(self) -> AsyncIterator[dict[str, Any]]:
-        cursor = await self._open_cursor()
+    async def _rows(
+        self, iteration: weakref.ref[Iteration[dict[str, Any]]]
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        cursor = await started(self._open_cursor(), iteration)
         at_yield = False  # (see batches.leave)
         try:
             try:
@@ -253,9 +260,12 @@ class AsyncAggregation(
                     yield document
                     at_yield = False
             finally:
+                if at_yield:
+                    stopped(iteration, "loop")
                 await leave(cursor, at_yield)
         except asyncio.CancelledError:
             if not at_yield:
+                stopped(iteration, "cancelled")
                 kill_soon(cursor)
             raise
 
@@ -527,11 +537,22 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         """``async for``: :meth:`async_iter` in the bound transaction, if any."""
         return self.async_iter()
 
-    async def async_iter(
+    def async_iter(
         self, *, session: AsyncClientSession | None = None
     ) -> AsyncIterator[_D]:
-        """Stream the results through a driver cursor, one batch at a time."""
-        await self._async_collection("__aiter__", "a plain for loop", session)
+        """Stream the results through a driver cursor, one batch at a time;
+        carried past the end of its loop, it raises rather than ending."""
+        return Iteration(
+            functools.partial(self._results, session),
+            f"An async for over {self._document.__name__}.objects",
+        )
+
+    async def _results(
+        self, session: AsyncClientSession | None, iteration: weakref.ref[Iteration[_D]]
+    ) -> AsyncGenerator[_D, None]:
+        """The generator :meth:`async_iter` steps through."""
+        prepared = self._async_collection("__aiter__", "a plain for loop", session)
+        await started(prepared, iteration)
         if self._none or self._empty:
             return
         materialise = self._materialiser()
@@ -559,9 +580,12 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
                         at_yield = False
                     batch.clear()
             finally:
+                if at_yield:
+                    stopped(iteration, "loop")
                 await leave(cursor, at_yield)
         except asyncio.CancelledError:
             if not at_yield:
+                stopped(iteration, "cancelled")
                 kill_soon(cursor)
             raise
 
