@@ -59,9 +59,9 @@ _ENDED = {
 
 
 class Iteration(Generic[T]):
-    """What ``async for`` steps through over a queryset, an aggregation or a
-    file: their async generator, with no call of ours per result
-    (``__anext__`` is the generator's own, read in C), that raises
+    """What ``async for`` steps through over a queryset, an aggregation, a
+    file or a change stream: their async generator, with no call of ours per
+    result (``__anext__`` is the generator's own, read in C), that raises
     ``AsyncUsageError`` instead of ending silently once the generator was
     closed by its loop's shutdown or cancelled mid-read (:func:`stopped`)."""
 
