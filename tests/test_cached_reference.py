@@ -1107,3 +1107,24 @@ async def test_a_loaded_plain_reference_given_to_the_constructor_is_kept(
         )
         kept = raw[name] if name == "author" else raw[name][0]
         assert kept == reference and type(kept) is type(reference)
+
+
+class CrCrossedNames(DynamicDocument):
+    """A field named as the other's stored name (built by ``__init__``)."""
+
+    au = StringField(db_field="x")
+    author = CachedReferenceField(CrPlainAuthor, fields=["name"], db_field="au")
+
+
+async def test_a_field_named_as_a_stored_name_keeps_its_own_value(async_alias):
+    """The constructor's values are keyed by field name: ``au`` given beside a
+    loaded reference stays ``au``'s (it was taken for the field stored as
+    ``au``, the reference replaced by the text, which validation refused)."""
+    author = await CrPlainAuthor(name="Ann").async_save()
+    reference = DBRef("cr_plain_author", author.id)
+    await get_async_db().cr_crossed_names.insert_one({"au": reference})
+    async with async_no_dereference(CrCrossedNames):
+        loaded = (await CrCrossedNames.objects.async_get()).author
+    copied = await CrCrossedNames(author=loaded, au="text").async_save()
+    raw = await get_async_db().cr_crossed_names.find_one({"_id": copied.id})
+    assert (raw["au"], raw["x"]) == (reference, "text")

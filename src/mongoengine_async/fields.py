@@ -376,12 +376,11 @@ def as_given(given: Any, converted: Any) -> Any:
 
 
 def keep_given(document: BaseDocument, values: dict[str, Any]) -> None:
-    """After MongoEngine's ``__init__`` converted the constructor's ``values``:
-    those of the fields holding cached references as given (:func:`as_given`;
-    its ``to_python`` is also the load's, which marks)."""
+    """After MongoEngine's ``__init__`` converted the constructor's ``values``
+    (keyed by field name): those of the fields holding cached references as
+    given (:func:`as_given`; its ``to_python`` is also the load's, which marks)."""
     fields, data = document._fields, document._data
-    for key, value in values.items():
-        name = document._reverse_db_field_map.get(key, key)
+    for name, value in values.items():
         if name in data and holds_cached_references(fields.get(name)):
             data[name] = as_given(value, data[name])
 
