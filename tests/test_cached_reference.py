@@ -1109,6 +1109,54 @@ async def test_a_loaded_plain_reference_given_to_the_constructor_is_kept(
         assert kept == reference and type(kept) is type(reference)
 
 
+_GIVEN_AS_JSON = {
+    "dbref": (CrPlainBook, {"author": DBRef("cr_plain_author", _OID)}),
+    "objectid": (CrPlainBook, {"author": _OID}),
+    "dbrefs": (CrPlainBook, {"authors": [DBRef("cr_plain_author", _OID)]}),
+    "key": (CrKeyedBook, {"author": "ann"}),
+    "keys": (CrKeyedBook, {"authors": ["ann"]}),
+}
+
+
+@pytest.mark.parametrize("given", list(_GIVEN_AS_JSON))
+@pytest.mark.parametrize("through", ["document", "queryset"])
+async def test_a_plain_reference_given_as_json_is_refused(async_alias, given, through):
+    """A DBRef, ObjectId or bare id in the JSON given to ``from_json`` (the
+    document's or the queryset's) is the user's, as given to the constructor:
+    refused as MongoEngine refuses it. ``from_json`` converts through
+    ``_from_son``, the load's conversion, which marks it as a load's: it was
+    saved unchecked."""
+    cls, values = _GIVEN_AS_JSON[given]
+    theirs = {CrPlainBook: MePlainBook, CrKeyedBook: MeKeyedBook}[cls]
+    options = json_util.RELAXED_JSON_OPTIONS
+    text = json_util.dumps(values, json_options=options)
+    if through == "document":
+        ours = cls.from_json(text, created=True, json_options=options)
+        expected = theirs.from_json(text, created=True, json_options=options)
+    else:
+        ours = cls.objects.from_json(f"[{text}]")[0]
+        # (MongoEngine's queryset, on no collection: it reads none)
+        expected = mongoengine.QuerySet(theirs, None).from_json(f"[{text}]")[0]
+    with pytest.raises(ValidationError) as refused:
+        expected.validate()
+    with pytest.raises(ValidationError) as raised:
+        await ours.async_save()
+    assert str(raised.value) == str(refused.value).replace("Me", "Cr", 1)
+    assert await get_async_db()[cls._get_collection_name()].count_documents({}) == 0
+
+
+async def test_from_json_keeps_a_stored_cache(async_alias):
+    """A cached copy in the JSON (``_id`` and the cached fields) is kept as
+    given to the constructor: saved as it is."""
+    cache = {"_id": _OID, "name": "Ann"}
+    options = json_util.RELAXED_JSON_OPTIONS
+    text = json_util.dumps({"title": "T", "author": cache}, json_options=options)
+    book = CrPlainBook.from_json(text, created=True, json_options=options)
+    await book.async_save()
+    raw = await get_async_db().cr_plain_book.find_one({"_id": book.id})
+    assert raw["author"] == cache
+
+
 class CrCrossedNames(DynamicDocument):
     """A field named as the other's stored name (built by ``__init__``)."""
 

@@ -385,6 +385,18 @@ def keep_given(document: BaseDocument, values: dict[str, Any]) -> None:
             data[name] = as_given(value, data[name])
 
 
+def keep_given_son(document: BaseDocument, son: dict[str, Any]) -> None:
+    """:func:`keep_given` for the ``son`` of ``from_json`` (the user's data,
+    not a load's), each key taken as ``_from_son`` takes it: a field's name,
+    else its stored name."""
+    stored, names = document._db_field_map, document._reverse_db_field_map
+    values = {}
+    for key, value in son.items():
+        db_field = stored.get(key, key)
+        values[names.get(db_field, db_field)] = value
+    keep_given(document, values)
+
+
 def kept_as_given(to_python: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``to_python`` as a constructor converts with it, for a field holding
     cached references: the values it marks put back as given (:func:`as_given`)."""

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import mongoengine.queryset.queryset as me_queryset
 import pymongo.errors
+from bson import json_util
 from bson.timestamp import Timestamp
 from mongoengine.connection import ConnectionFailure
 from mongoengine.context_managers import set_read_write_concern, set_write_concern
@@ -71,6 +72,7 @@ from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 
 from mongoengine_async import context, deltas, sequences, signals, to_bson
+from mongoengine_async import fields as our_fields
 from mongoengine_async.batches import (
     WHOLE_RESULT,
     Iteration,
@@ -973,6 +975,15 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         return collection.with_options(
             read_preference=self._read_preference, read_concern=self._read_concern
         )
+
+    def from_json(self, json_data: str) -> list[_D]:
+        """MongoEngine's ``from_json``, each document's plain references and
+        bare ids given to fields holding cached references kept as given, as
+        ``Document.from_json`` keeps them (validation refuses them)."""
+        documents = super().from_json(json_data)
+        for document, son in zip(documents, json_util.loads(json_data), strict=True):
+            our_fields.keep_given_son(document, son)
+        return documents
 
     # -- writing ----------------------------------------------------------------
 

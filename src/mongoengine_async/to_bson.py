@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import mongoengine
-from bson import SON, DBRef, ObjectId
+from bson import SON, DBRef, ObjectId, json_util
 from mongoengine import EmbeddedDocument
 from mongoengine.base import (
     BaseDict,
@@ -195,6 +195,17 @@ class FastWrites:
         super().__init__(*args, **values)
         if "__auto_convert" not in values:  # (a load's values: marked)
             our_fields.keep_given(self, values)
+
+    @classmethod
+    def from_json(cls, json_data: str, created: bool = False, **kwargs: Any) -> Any:
+        """MongoEngine's ``from_json``, with the plain references and bare ids
+        given to fields holding cached references as given (as the constructor
+        keeps them): validation refuses them, as MongoEngine's does."""
+        load = super().from_json  # type: ignore[misc]
+        document = load(json_data, created=created, **kwargs)
+        kwargs.setdefault("json_options", json_util.LEGACY_JSON_OPTIONS)  # (as there)
+        our_fields.keep_given_son(document, json_util.loads(json_data, **kwargs))
+        return document
 
     def validate(self, clean: bool = True) -> None:
         """MongoEngine's ``validate``, skipped when the plan proves it passes."""
