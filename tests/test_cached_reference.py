@@ -1176,3 +1176,36 @@ async def test_a_field_named_as_a_stored_name_keeps_its_own_value(async_alias):
     copied = await CrCrossedNames(author=loaded, au="text").async_save()
     raw = await get_async_db().cr_crossed_names.find_one({"_id": copied.id})
     assert (raw["au"], raw["x"]) == (reference, "text")
+
+
+@pytest.mark.parametrize("set_by_receiver", ["dbref", "loaded"])
+async def test_a_reference_a_pre_init_receiver_sets_is_refused_as_mongoengine_does(
+    async_alias, set_by_receiver
+):
+    """A ``pre_init`` receiver may change the constructor's values: a plain
+    reference it sets (one a load read too: the receiver's, not given) is
+    refused as MongoEngine refuses it. It was marked by the conversion and
+    saved unchecked (the values given held none), or, set in place of the
+    one given, replaced by that one."""
+    author = await CrPlainAuthor(name="Ann").async_save()
+    reference = DBRef("cr_plain_author", author.id)
+    await get_async_db().cr_plain_book.insert_one({"author": reference})
+    async with async_no_dereference(CrPlainBook):
+        loaded = (await CrPlainBook.objects.async_get()).author
+    set_value = reference if set_by_receiver == "dbref" else loaded
+
+    def receiver(sender: Any, document: Any, values: dict, **kwargs: Any) -> None:
+        values["author"] = set_value
+
+    with pytest.raises(ValidationError) as expected:
+        MePlainBook(author=reference).validate()
+    pre_init.connect(receiver, sender=CrPlainBook)
+    try:
+        book = CrPlainBook(title="T", author=DBRef("cr_plain_author", ObjectId()))
+    finally:
+        pre_init.disconnect(receiver, sender=CrPlainBook)
+    assert book._data["author"] == reference
+    with pytest.raises(ValidationError) as raised:
+        await book.async_save()
+    assert str(raised.value) == str(expected.value).replace("Me", "Cr", 1)
+    assert await get_async_db().cr_plain_book.count_documents({}) == 1

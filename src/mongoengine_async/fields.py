@@ -355,46 +355,60 @@ def holds_cached_references(field: Any) -> bool:
     return False
 
 
+def _marked_in(value: Any, found: set[int]) -> set[int]:
+    """``found``, with the ids of the values :func:`loaded_plain` marked that
+    ``value`` holds (itself, or in its lists, tuples and dicts)."""
+    if is_loaded_plain(value):
+        found.add(id(value))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _marked_in(item, found)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _marked_in(item, found)
+    return found
+
+
+def _unmarked(value: Any, given: set[int]) -> Any:
+    """``value``, as a constructor converted it, with each plain reference or
+    bare id marked as a load's (saved unchecked) but not given so (its id not
+    in ``given``) unmarked: validation refuses it, as MongoEngine's does."""
+    if is_loaded_plain(value):
+        if id(value) in given:
+            return value
+        if not isinstance(value, DBRef):
+            return ObjectId(value)
+        stored = as_stored(value)  # (a bare id's: the id)
+        if stored is not value:
+            return stored
+        return DBRef(value.collection, value.id, value.database, value._kwargs())
+    if isinstance(value, list):
+        items = [_unmarked(item, given) for item in value]
+        return value if all(map(operator.is_, items, value)) else items
+    if isinstance(value, dict):
+        kept = {key: _unmarked(item, given) for key, item in value.items()}
+        return value if all(map(operator.is_, kept.values(), value.values())) else kept
+    return value
+
+
 def as_given(given: Any, converted: Any) -> Any:
     """``converted``, what ``to_python`` made of ``given`` for a constructor,
-    with each plain reference or bare id it marked as a load's (saved
-    unchecked) put back as given: validation refuses it, as MongoEngine's
-    does. A value marked already (a load's) stays marked."""
-    if is_loaded_plain(converted):
-        return converted if is_loaded_plain(given) else given
-    if isinstance(converted, list) and isinstance(given, list | tuple):
-        if len(given) != len(converted):
-            return converted
-        items = [as_given(*pair) for pair in zip(given, converted, strict=True)]
-        unchanged = all(map(operator.is_, items, converted))
-        return converted if unchanged else items
-    if isinstance(converted, dict) and isinstance(given, dict):
-        kept = {key: as_given(given.get(key), item) for key, item in converted.items()}
-        unchanged = all(map(operator.is_, kept.values(), converted.values()))
-        return converted if unchanged else kept
-    return converted
+    with what it marked as a load's unmarked; a value given marked (a load's)
+    stays marked (see :func:`_unmarked`)."""
+    return _unmarked(converted, _marked_in(given, set()))
 
 
 def keep_given(document: BaseDocument, values: dict[str, Any]) -> None:
     """After MongoEngine's ``__init__`` converted the constructor's ``values``
-    (keyed by field name): those of the fields holding cached references as
-    given (:func:`as_given`; its ``to_python`` is also the load's, which marks)."""
-    fields, data = document._fields, document._data
-    for name, value in values.items():
-        if name in data and holds_cached_references(fields.get(name)):
-            data[name] = as_given(value, data[name])
-
-
-def keep_given_son(document: BaseDocument, son: dict[str, Any]) -> None:
-    """:func:`keep_given` for the ``son`` of ``from_json`` (the user's data,
-    not a load's), each key taken as ``_from_son`` takes it: a field's name,
-    else its stored name."""
-    stored, names = document._db_field_map, document._reverse_db_field_map
-    values = {}
-    for key, value in son.items():
-        db_field = stored.get(key, key)
-        values[names.get(db_field, db_field)] = value
-    keep_given(document, values)
+    (which its ``pre_init`` receivers may have changed), or ``from_json`` its
+    son: :func:`_unmarked` for each field holding cached references, keeping
+    the marked values given (the very objects; ``to_python`` is also the
+    load's, which marks)."""
+    given = _marked_in(values, set())
+    data = document._data
+    for name, field in document._fields.items():
+        if name in data and holds_cached_references(field):
+            data[name] = _unmarked(data[name], given)
 
 
 def kept_as_given(to_python: Callable[[Any], Any]) -> Callable[[Any], Any]:

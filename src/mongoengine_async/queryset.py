@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import mongoengine.queryset.queryset as me_queryset
 import pymongo.errors
-from bson import json_util
 from bson.timestamp import Timestamp
 from mongoengine.connection import ConnectionFailure
 from mongoengine.context_managers import set_read_write_concern, set_write_concern
@@ -981,8 +980,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         bare ids given to fields holding cached references kept as given, as
         ``Document.from_json`` keeps them (validation refuses them)."""
         documents = super().from_json(json_data)
-        for document, son in zip(documents, json_util.loads(json_data), strict=True):
-            our_fields.keep_given_son(document, son)
+        for document in documents:
+            our_fields.keep_given(document, {})  # (the user's data: none given marked)
         return documents
 
     # -- writing ----------------------------------------------------------------

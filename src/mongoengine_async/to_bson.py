@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import mongoengine
-from bson import SON, DBRef, ObjectId, json_util
+from bson import SON, DBRef, ObjectId
 from mongoengine import EmbeddedDocument
 from mongoengine.base import (
     BaseDict,
@@ -203,8 +203,7 @@ class FastWrites:
         keeps them): validation refuses them, as MongoEngine's does."""
         load = super().from_json  # type: ignore[misc]
         document = load(json_data, created=created, **kwargs)
-        kwargs.setdefault("json_options", json_util.LEGACY_JSON_OPTIONS)  # (as there)
-        our_fields.keep_given_son(document, json_util.loads(json_data, **kwargs))
+        our_fields.keep_given(document, {})  # (the user's data: none given marked)
         return document
 
     def validate(self, clean: bool = True) -> None:
