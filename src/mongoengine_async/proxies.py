@@ -24,7 +24,11 @@ from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from mongoengine.dereference import DeReference
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from mongoengine_async._compat import container_location, document_registry
+from mongoengine_async._compat import (
+    container_location,
+    document_registry,
+    running_loop_or_none,
+)
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.connection import running_loop
 from mongoengine_async.context import dereference_disabled, read_context
@@ -492,7 +496,8 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
         not see what the query in flight reads there.
         """
         while self._document is None:
-            loop = running_loop()
+            # (running_loop() only for its error: a call fewer when one runs)
+            loop = running_loop_or_none() or running_loop()
             context = read_context() if session is None else (session, read_context())
             state = self.__dict__  # (set there, past __setattr__'s Python call)
             with _IN_FLIGHT:

@@ -421,8 +421,9 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     @property
     def _cursor_args(self) -> dict[str, Any]:
         args = super()._cursor_args
-        if self._is_async():
-            args["session"] = self._session()
+        if self._is_async():  # (the terminal's session, as _session() says)
+            operation = self._operation
+            args["session"] = None if operation is None else operation.session
         return args
 
     def _new_cursor(self) -> AsyncCursor:
@@ -646,7 +647,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     ) -> _D:
         """The only match; raises ``DoesNotExist`` or ``MultipleObjectsReturned``."""
         self._require_async("async_get", "get()")
-        session = field_or_session(self._document, session, query)
+        if session is not None:  # (mostly None: settled without a call)
+            session = field_or_session(self._document, session, query)
         queryset = self._filtered_view(*q_objs, **query)
         # What order_by() and limit(2) set, without a clone each: no sort, and
         # a second match tells MultipleObjectsReturned.
