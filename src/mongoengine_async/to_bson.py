@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mongoengine
 from bson import SON, DBRef, ObjectId
@@ -76,6 +76,9 @@ from mongoengine_async.from_bson import (
     plain_setter,
     set_conversion,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = (
     "FastWrites",
@@ -197,7 +200,7 @@ class FastWrites:
             our_fields.keep_given(self, values)
 
     @classmethod
-    def from_json(cls, json_data: str, created: bool = False, **kwargs: Any) -> Any:
+    def from_json(cls, json_data: str, created: bool = False, **kwargs: Any) -> Self:
         """MongoEngine's ``from_json``, with the plain references and bare ids
         given to fields holding cached references as given (as the constructor
         keeps them): validation refuses them, as MongoEngine's does."""
