@@ -319,3 +319,56 @@ async def cancelled_delete_left_going_on(mongodb_uri: str, app: str) -> Any:
     admin = mongoengine_async.get_async_connection().admin
     holding, _ = await cancelled_once_held(document, app, admin)
     return holding
+
+
+def test_disconnecting_stops_waiting_for_a_loop_that_stops_running_meanwhile(
+    mongodb_uri, monkeypatch
+):
+    """A loop of another thread, run by hand, leaves a cancelled delete going
+    on (held on the server) and stops running while ``disconnect_async()``
+    waits for it here: it returns before that loop runs again, nothing
+    reported, as for a loop not running when it began (that loop cannot end
+    the delete meanwhile). It waited until that loop ran again (here, once it
+    gave up waiting for the disconnect), else its whole time (30 s)."""
+    monkeypatch.setattr(mongoengine_async.connection, "_END_SECONDS", 120)
+    app = "dw-by-hand"
+    by_hand = asyncio.new_event_loop()
+    started, stop, disconnected = (threading.Event() for _ in range(3))
+    holdings: list[Any] = []
+    before_running_again: list[bool] = []
+
+    async def leave_delete_then_stop() -> None:
+        holdings.append(await cancelled_delete_left_going_on(mongodb_uri, app))
+        started.set()
+        await asyncio.to_thread(stop.wait, 60)
+
+    def run_by_hand() -> None:
+        by_hand.run_until_complete(leave_delete_then_stop())
+        before_running_again.append(disconnected.wait(20))
+        by_hand.set_exception_handler(lambda _, report: None)  # (its alias gone)
+        by_hand.run_until_complete(holdings[0].__aexit__(None, None, None))
+        by_hand.run_until_complete(detached.all_finished(30))
+
+    async def disconnect() -> list[dict[str, Any]]:
+        reported = reported_on(asyncio.get_running_loop())
+        assert await asyncio.to_thread(started.wait, 60)
+        disconnecting = asyncio.ensure_future(mongoengine_async.disconnect_async())
+        await asyncio.sleep(0)  # (it waits for the delete on the other loop)
+        stop.set()
+        await disconnecting
+        return reported
+
+    thread = threading.Thread(target=run_by_hand)
+    thread.start()
+    try:
+        reported = asyncio.run(disconnect())
+    finally:
+        disconnected.set()
+        stop.set()
+        thread.join()
+        by_hand.run_until_complete(by_hand.shutdown_asyncgens())
+        by_hand.close()
+        with pymongo.MongoClient(mongodb_uri) as client:
+            client.drop_database("dw_by_hand")
+    assert before_running_again == [True]
+    assert reported == []

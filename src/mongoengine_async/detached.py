@@ -126,8 +126,9 @@ async def all_finished(
     {seconds} s ({bound}): ..."), and no longer waited for. With ``aliases``
     (their disconnect), those that may use one of them instead, on any
     running loop (an alias goes for all; a loop not running, run by hand
-    between its runs, cannot end them meanwhile). Read from a copy: loops in
-    other threads add and drop theirs meanwhile. Not the running task, nor
+    between its runs, cannot end them meanwhile: nor once it stops, checked
+    every ``_RECHECK_SECONDS``). Read from a copy: loops in other threads
+    add and drop theirs meanwhile. Not the running task, nor
     those it is part of (see :func:`part_of_task`: a signal receiver's in
     the steps after a cancelled write, disconnecting): it would wait for
     itself."""
@@ -140,7 +141,14 @@ async def all_finished(
             _gave_up(pending, f"{waiter} stopped waiting", f"{seconds:g} s ({bound})")
             return
         waited = {_on_loop(task, loop, watchers) for task in pending}
+        if any(task.get_loop() is not loop for task in pending):
+            left = min(left, _RECHECK_SECONDS)  # (its loop may stop meanwhile)
         await asyncio.wait(waited, timeout=left)
+
+
+# How often all_finished checks that the other loops it waits for still run:
+# a loop run by hand may stop (or close) meanwhile, and nothing tells.
+_RECHECK_SECONDS = 0.2
 
 
 def _pending(
