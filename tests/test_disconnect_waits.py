@@ -372,3 +372,66 @@ def test_disconnecting_stops_waiting_for_a_loop_that_stops_running_meanwhile(
             client.drop_database("dw_by_hand")
     assert before_running_again == [True]
     assert reported == []
+
+
+async def test_disconnecting_another_alias_does_not_wait_for_a_cancelled_commit(
+    app, mongodb_uri
+):
+    """``disconnect_async("dw-idle")`` while the commit of a transaction on
+    alias "default", whose caller was cancelled, is held on the server: it
+    returns at once, the commit still held (which then commits, the document
+    saved, nothing reported). It waited for that commit, whose alias it does
+    not close (up to 30 s for a server that does not answer)."""
+    name = mongoengine_async.get_async_db().name
+    reported = reported_on(asyncio.get_running_loop())
+    async with AsyncMongoClient(mongodb_uri) as client:
+        try:
+            async with fresh_database("dw-idle", mongodb_uri):
+                holding = held_on_server(
+                    app, "commitTransaction", BLOCK_MS, admin=client.admin
+                )
+                held = await holding.__aenter__()
+                try:
+                    committing = asyncio.ensure_future(saved_in_a_transaction())
+                    await held.reached_server()
+                    committing.cancel()
+                    await asyncio.wait([committing])
+                    await mongoengine_async.disconnect_async("dw-idle")
+                    assert await held.still_on_server()
+                finally:
+                    await holding.__aexit__(None, None, None)
+            await detached.all_finished(30)  # (the commit)
+        finally:
+            asyncio.get_running_loop().set_exception_handler(None)
+        assert reported == []
+        assert await client[name]["dw_filed"].count_documents({}) == 1
+
+
+async def saved_in_a_transaction() -> None:
+    """Save a DwFiled in a transaction on alias "default"."""
+    async with mongoengine_async.async_run_in_transaction():
+        await DwFiled().async_save()
+
+
+async def test_disconnecting_the_alias_of_a_cancelled_commit_waits(app, mongodb_uri):
+    """``disconnect_async()`` while the commit of a transaction on its alias,
+    whose caller was cancelled, is held on the server: it returns once the
+    commit is done (the document saved, nothing reported): the commit needs
+    the alias's client."""
+    name = mongoengine_async.get_async_db().name
+    reported = reported_on(asyncio.get_running_loop())
+    async with AsyncMongoClient(mongodb_uri) as client:
+        holding = held_on_server(app, "commitTransaction", BLOCK_MS, admin=client.admin)
+        held = await holding.__aenter__()
+        try:
+            committing = asyncio.ensure_future(saved_in_a_transaction())
+            await held.reached_server()
+            committing.cancel()
+            await asyncio.wait([committing])
+            await mongoengine_async.disconnect_async()
+            assert not await held.still_on_server()
+        finally:
+            await holding.__aexit__(None, None, None)
+            asyncio.get_running_loop().set_exception_handler(None)
+        assert reported == []
+        assert await client[name]["dw_filed"].count_documents({}) == 1

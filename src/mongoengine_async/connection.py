@@ -337,6 +337,12 @@ def serves(alias: str, client: AsyncMongoClient) -> bool:
     return clients is not None and any(c is client for c in list(clients.values()))
 
 
+def aliases_served_by(client: AsyncMongoClient) -> frozenset[str]:
+    """The async aliases ``client`` is a client of now (of some loop): those
+    whose disconnect may close it under what it still has to send."""
+    return frozenset(alias for alias in list(_clients) if serves(alias, client))
+
+
 def get_async_connection(
     alias: str = DEFAULT_CONNECTION_NAME,
 ) -> AsyncMongoClient[dict[str, Any]]:

@@ -41,6 +41,7 @@ from pymongo.write_concern import WriteConcern
 
 from mongoengine_async._compat import running_loop_or_none, without_pymongo_timeouts
 from mongoengine_async.connection import (
+    aliases_served_by,
     connection_of,
     database_of,
     ends_transaction,
@@ -1012,7 +1013,7 @@ def _settle_journal(block: _Block | None, undos: Journal) -> None:
         settle(block)
     elif block is not None and block.committing():
         block.task.add_done_callback(lambda _: settle(block))
-        finish_before_close(block.task, _COMMITTING)
+        finish_before_close(block.task, _COMMITTING, block.aliases())
     else:
         _undo(undos)
         undos.clear()
@@ -1163,6 +1164,11 @@ class _Block:
     def task(self) -> asyncio.Future[Any]:
         """The helper task: its result is ``with_transaction``'s (committed)."""
         return self._task
+
+    def aliases(self) -> frozenset[str]:
+        """The aliases whose disconnect may close the client of the session
+        under its commit (see ``finish_before_close``)."""
+        return aliases_served_by(self._session.client)
 
     def over(self) -> bool:
         """Whether ``with_transaction`` ended (committed or aborted)."""
