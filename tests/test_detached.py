@@ -262,3 +262,49 @@ def test_work_a_loops_end_stops_waiting_for_is_reported_once() -> None:
         " rest of it may not be done",
         "Task was destroyed but it is pending!",  # (asyncio's, as it is collected)
     ]
+
+
+async def test_a_disconnect_waits_for_the_work_a_done_task_of_another_loop_starts() -> (
+    None
+):
+    """A task of another thread's loop is done, its callbacks not run yet
+    (one of them starts the next step, a deleted document's files, needing
+    the alias too), as a disconnect of that alias looks: it waits for that
+    step. It skipped the done task and returned before the step began, so
+    the disconnect closed the alias under it."""
+    stepped, let_run, waiting = threading.Event(), threading.Event(), threading.Event()
+    next_step: list[asyncio.Future[Any]] = []
+
+    async def other_loop() -> None:
+        loop = asyncio.get_running_loop()
+        write, step = loop.create_future(), loop.create_future()
+
+        def start_next_step(_: Any) -> None:
+            next_step.append(finish_before_close(step, "next step", ["a"]))
+
+        write.add_done_callback(start_next_step)
+        finish_before_close(write, "write", ["a"])
+        write.set_result(None)  # (its callbacks run once this callback ends)
+        stepped.set()
+        let_run.wait(60)  # (while the disconnect looks)
+        await asyncio.to_thread(waiting.wait, 60)
+        step.set_result(None)
+
+    thread = threading.Thread(target=asyncio.run, args=(other_loop(),))
+    thread.start()
+    try:
+        assert await asyncio.to_thread(stepped.wait, 60)
+        disconnecting = asyncio.ensure_future(all_finished(60, aliases=frozenset("a")))
+        await asyncio.sleep(0)
+        assert not disconnecting.done()
+        let_run.set()
+        while not next_step:  # (the step began)
+            await asyncio.sleep(0.01)
+        assert not disconnecting.done()
+        waiting.set()
+        await disconnecting
+        assert next_step[0].done()
+    finally:
+        let_run.set()
+        waiting.set()
+        await asyncio.to_thread(thread.join)

@@ -155,14 +155,15 @@ def _pending(
     loop: asyncio.AbstractEventLoop, aliases: frozenset[str] | None
 ) -> set[asyncio.Future[Any]]:
     """The tasks of :func:`finish_before_close` :func:`all_finished` waits for
-    now: not done, not the running one; those of ``loop`` (no ``aliases``),
-    or those of any running loop that may use one of ``aliases``."""
+    now: not the running one; those of ``loop`` (no ``aliases``), or those of
+    any running loop that may use one of ``aliases``. A task done stays until
+    its callbacks ran (:func:`_finished` drops it): one may start the next
+    step (a delete's files), which another thread would not see yet."""
     mine = _own_tasks()
     return {
         task
         for task in _finishing.copy()
         if task not in mine
-        and not task.done()
         and (
             task.get_loop() is loop
             if aliases is None
