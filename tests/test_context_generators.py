@@ -123,3 +123,54 @@ async def test_aclosing_a_generator_aborts_its_transaction(archive, loop_errors)
     admin = get_async_connection().admin
     assert await (await admin.aggregate([stage, match])).to_list() == []
     assert loop_errors == []
+
+
+async def test_closed_by_another_task_the_iterating_task_keeps_the_switch(
+    archive, loop_errors
+):
+    """The documented limit: a generator iterated by one task and closed by
+    another (``aclose()`` in a task of its own) leaves the first switched; no
+    code can change another task's context."""
+
+    async def unsafe():
+        async with async_switch_db(GenUser, "archive"):
+            yield
+
+    generator = unsafe()
+    await generator.__anext__()
+    await asyncio.create_task(generator.aclose())
+    assert switched_alias(GenUser) == "archive"
+    assert loop_errors == []
+
+
+async def test_a_generator_closing_the_one_it_iterates_resets_its_switch(
+    archive, loop_errors
+):
+    """Nested generators: the outer one closing the inner one itself
+    (``aclosing``) restores the consumer's alias once the consumer closes
+    the outer one; else the inner one, closed later by the loop, leaves the
+    consumer switched (the documented limit)."""
+
+    async def inner():
+        async with async_switch_db(GenUser, "archive"):
+            yield
+
+    async def leaves_inner_open():
+        async for item in inner():
+            yield item
+
+    async def closes_inner():
+        async with contextlib.aclosing(inner()) as items:
+            async for item in items:
+                yield item
+
+    async def consumed(generator) -> str | None:
+        await first_of(generator)
+        gc.collect()
+        for _ in range(3):
+            await asyncio.sleep(0)  # let the loop close a dropped generator
+        return switched_alias(GenUser)
+
+    assert await asyncio.create_task(consumed(closes_inner())) is None
+    assert await asyncio.create_task(consumed(leaves_inner_open())) == "archive"
+    assert loop_errors == []
