@@ -435,3 +435,40 @@ async def test_disconnecting_the_alias_of_a_cancelled_commit_waits(app, mongodb_
             asyncio.get_running_loop().set_exception_handler(None)
         assert reported == []
         assert await client[name]["dw_filed"].count_documents({}) == 1
+
+
+async def test_disconnecting_another_alias_does_not_wait_for_an_aborted_uploads_delete(
+    app, mongodb_uri
+):
+    """``disconnect_async("dw-idle")`` while the delete of a file uploaded (on
+    alias "dw-files") in a transaction that aborted is held on the server: it
+    returns at once, the delete still held (which then ends, the file gone,
+    nothing reported). It waited for that delete, whose alias it does not
+    close (up to 30 s for a server that does not answer)."""
+    reported = reported_on(asyncio.get_running_loop())
+    async with (
+        AsyncMongoClient(mongodb_uri) as client,
+        fresh_database("dw-files", mongodb_uri, appname=app),
+    ):
+        files = mongoengine_async.get_async_db("dw-files").name
+        try:
+            async with fresh_database("dw-idle", mongodb_uri):
+                holding = held_on_server(app, "delete", BLOCK_MS, admin=client.admin)
+                held = await holding.__aenter__()
+                try:
+                    with pytest.raises(LookupError):
+                        async with mongoengine_async.async_run_in_transaction():
+                            document = DwFiledElsewhere()
+                            await document.data.async_put(b"contents")
+                            await document.async_save()
+                            raise LookupError
+                    await held.reached_server()
+                    await mongoengine_async.disconnect_async("dw-idle")
+                    assert await held.still_on_server()
+                finally:
+                    await holding.__aexit__(None, None, None)
+            await detached.all_finished(30)  # (the file's delete)
+        finally:
+            asyncio.get_running_loop().set_exception_handler(None)
+        assert reported == []
+        assert (await left(client, files, "dw_files"))[1:] == [0, 0]

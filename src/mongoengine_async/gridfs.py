@@ -70,6 +70,7 @@ from mongoengine_async.batches import (
 )
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.connection import (
+    aliases_served_by,
     collection_alias,
     get_async_collection,
     get_async_connection,
@@ -882,7 +883,7 @@ class AsyncGridFSProxy(GridFSProxy):
             undos.append(undo)
         if root is not None and uploaded:  # (kept if the commit may have been)
             delete = functools.partial(_delete_files, root, uploaded)
-            on_abort(undos, lambda: _delete_aborted(delete()))
+            on_abort(undos, lambda: _delete_aborted(delete(), root))
         return marked
 
     def _changed_marks(self) -> list[str]:
@@ -1138,13 +1139,14 @@ _ABORTED_UPLOAD = "delete of a file uploaded in a transaction that aborted"
 _aborted_uploads: set[asyncio.Future[Any]] = set()
 
 
-def _delete_aborted(delete: Awaitable[Any]) -> None:
-    """Run ``delete`` (of an aborted transaction's uploads) in a task held
-    until done, which the loop's end waits for: that end cancelling the block
-    (``asyncio.run()``), its client was closed under the delete (the chunks
-    stayed, found by nothing)."""
+def _delete_aborted(delete: Awaitable[Any], root: AsyncCollection) -> None:
+    """Run ``delete`` (of an aborted transaction's uploads, in bucket ``root``)
+    in a task held until done, which the loop's end waits for, and the
+    disconnect of an alias of the bucket's client: that end cancelling the
+    block (``asyncio.run()``), its client was closed under the delete (the
+    chunks stayed, found by nothing)."""
     task = held(delete, _aborted_uploads, _ABORTED_UPLOAD)
-    finish_before_close(task, _ABORTED_UPLOAD)
+    finish_before_close(task, _ABORTED_UPLOAD, aliases_served_by(root.database.client))
 
 
 async def _delete_files(root: AsyncCollection, grid_ids: list) -> None:
