@@ -472,3 +472,50 @@ async def test_disconnecting_another_alias_does_not_wait_for_an_aborted_uploads_
             asyncio.get_running_loop().set_exception_handler(None)
         assert reported == []
         assert (await left(client, files, "dw_files"))[1:] == [0, 0]
+
+
+@pytest.mark.parametrize("alias, waits", [("dw-idle", False), ("dw-files", True)])
+async def test_disconnecting_waits_for_a_file_delete_after_commit_of_its_alias_only(
+    app, mongodb_uri, alias, waits
+):
+    """``disconnect_async(alias)`` while the delete of a file on alias
+    "dw-files" that a committed transaction deleted the document of (the
+    file's delete waits for the commit, the bucket on another client), its
+    caller cancelled, is held on the server: another alias returns at once,
+    the delete still held; "dw-files" once it is done (the file gone, nothing
+    reported either way). Another alias waited for that step, whose alias it
+    does not close (up to 30 s for a server that does not answer)."""
+    files_app = "dw-files-app"
+    reported = reported_on(asyncio.get_running_loop())
+    async with (
+        AsyncMongoClient(mongodb_uri) as client,
+        fresh_database("dw-files", mongodb_uri, appname=files_app),
+    ):
+        files = mongoengine_async.get_async_db("dw-files").name
+        document = await filed(DwFiledElsewhere)
+        try:
+            async with fresh_database("dw-idle", mongodb_uri):
+                holding = held_on_server(
+                    files_app, "delete", BLOCK_MS, admin=client.admin
+                )
+                held = await holding.__aenter__()
+                try:
+                    deleting = asyncio.ensure_future(deleted_in_a_transaction(document))
+                    await held.reached_server()
+                    deleting.cancel()
+                    await asyncio.wait([deleting])
+                    await mongoengine_async.disconnect_async(alias)
+                    assert await held.still_on_server() is not waits
+                finally:
+                    await holding.__aexit__(None, None, None)
+            await detached.all_finished(30)  # (the file's delete)
+        finally:
+            asyncio.get_running_loop().set_exception_handler(None)
+        assert reported == []
+        assert (await left(client, files, "dw_files"))[1:] == [0, 0]
+
+
+async def deleted_in_a_transaction(document: Document) -> None:
+    """Delete ``document`` in a transaction on alias "default"."""
+    async with mongoengine_async.async_run_in_transaction():
+        await document.async_delete()

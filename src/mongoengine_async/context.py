@@ -373,20 +373,30 @@ def outside_journal() -> Journal | None:
 
 class _OnCommit:
     """A journal entry that changes nothing when the transaction aborts;
-    ``step`` runs once it committed (:func:`_committed`)."""
+    ``step`` runs once it committed (:func:`_committed`), using ``aliases``
+    (None: any)."""
 
-    def __init__(self, step: Callable[[], Awaitable[Any]]) -> None:
+    def __init__(
+        self, step: Callable[[], Awaitable[Any]], aliases: frozenset[str] | None
+    ) -> None:
         self.step = step
+        self.aliases = aliases
 
     def __call__(self) -> None:
         pass  # aborted: the step never runs
 
 
-def on_commit(undos: Journal, step: Callable[[], Awaitable[Any]]) -> None:
+def on_commit(
+    undos: Journal,
+    step: Callable[[], Awaitable[Any]],
+    aliases: Iterable[str] | None = None,
+) -> None:
     """Run ``step`` once the transaction of journal ``undos`` committed (in
     turn with the other steps), and not at all if it aborts: a write that
-    cannot join it (the delete of a file on another client), deferred."""
-    undos.append(_OnCommit(step))
+    cannot join it (the delete of a file on another client), deferred.
+    ``aliases``: those it may use (None: any), whose disconnect waits for it
+    once its caller left (see ``finish_before_close``)."""
+    undos.append(_OnCommit(step, None if aliases is None else frozenset(aliases)))
 
 
 class _OnAbort:
@@ -411,20 +421,27 @@ def on_abort(undos: Journal, action: Callable[[], Any]) -> None:
     undos.append(_OnAbort(action))
 
 
-def _commit_steps(undos: Journal) -> list[Callable[[], Awaitable[Any]]]:
+def _commit_steps(undos: Journal) -> list[_OnCommit]:
     """Take the :func:`on_commit` steps out of ``undos`` (each runs once)."""
-    steps = [entry.step for entry in undos if isinstance(entry, _OnCommit)]
+    steps = [entry for entry in undos if isinstance(entry, _OnCommit)]
     undos[:] = [entry for entry in undos if not isinstance(entry, _OnCommit)]
     return steps
 
 
-async def _run_steps(steps: list[Callable[[], Awaitable[Any]]]) -> None:
+def _aliases_of(steps: list[_OnCommit]) -> frozenset[str] | None:
+    """The aliases :func:`on_commit` ``steps`` may use (None: any)."""
+    if any(step.aliases is None for step in steps):
+        return None
+    return frozenset().union(*(step.aliases or () for step in steps))
+
+
+async def _run_steps(steps: list[_OnCommit]) -> None:
     """Run ``steps`` in turn, each even when one before failed; then raise
     the first error."""
     errors = []
-    for step in steps:
+    for entry in steps:
         try:
-            await step()
+            await entry.step()
         except Exception as error:
             errors.append(error)
     if errors:
@@ -451,15 +468,17 @@ async def _committed(undos: Journal) -> None:
         await asyncio.shield(task)
     except asyncio.CancelledError:
         if not task.done():
-            _after_commit(task)
+            _after_commit(task, _aliases_of(steps))
         raise
 
 
-def _after_commit(steps: Awaitable[None]) -> None:
+def _after_commit(steps: Awaitable[None], aliases: frozenset[str] | None) -> None:
     """Run ``steps`` (after a commit, their caller gone) in a task held until
-    done, which the loop's end waits for: else a loop run by hand closed the
-    clients under them (a file's chunks stayed, with its document deleted)."""
-    finish_before_close(held(steps, _after_commit_steps, _AFTER_COMMIT), _AFTER_COMMIT)
+    done, which the loop's end waits for, and the disconnect of ``aliases``
+    (None: any): else a loop run by hand closed the clients under them (a
+    file's chunks stayed, with its document deleted)."""
+    task = held(steps, _after_commit_steps, _AFTER_COMMIT)
+    finish_before_close(task, _AFTER_COMMIT, aliases)
 
 
 # The writes of cancelled callers still on their way in a transaction, by
@@ -540,7 +559,7 @@ class _FollowUp(_OnCommit):
         later: Callable[[], None],
         now: Callable[[], Awaitable[Any]],
     ) -> None:
-        super().__init__(self._committed)
+        super().__init__(self._committed, None)  # (its receivers: any alias)
         self.session = session
         self.later = later
         self.now = now
@@ -1006,7 +1025,7 @@ def _settle_journal(block: _Block | None, undos: Journal) -> None:
         if task.cancelled() or task.exception() is not None:
             _undo(undos, _commit_unknown(ended))  # (drops what follows a commit)
         elif steps := _commit_steps(undos):  # (its caller left before them)
-            _after_commit(_run_steps(steps))
+            _after_commit(_run_steps(steps), _aliases_of(steps))
         undos.clear()
 
     if block is not None and block.over():

@@ -1130,7 +1130,8 @@ async def _delete_in(
     aborts (the document that holds the file is kept then)."""
     if session is not None or undos is None:
         return await _delete_file(root, grid_id, session)
-    on_commit(undos, functools.partial(_delete_file, root, grid_id, None))
+    delete = functools.partial(_delete_file, root, grid_id, None)
+    on_commit(undos, delete, aliases_served_by(root.database.client))
     return await root.files.find_one({"_id": {"$eq": grid_id}}, {"_id": 1}) is not None
 
 
