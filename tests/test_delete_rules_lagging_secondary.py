@@ -1,9 +1,10 @@
 """A delete with rules outside a transaction, on a client reading from
-secondaries: the files of the documents it cascades to are listed where
-they are deleted, on the primary, as every listing of files a delete
-makes is (``gridfs.on_primary``). A secondary lagging behind would list
-files a document held before, and the ones it holds now would be left,
-held by no document."""
+secondaries: its plan reads the primary, where it writes. The files of the
+documents it cascades to are listed there, as every listing of files a
+delete makes is (``gridfs.on_primary``): a secondary lagging behind would
+list files a document held before, and the ones it holds now would be left,
+held by no document. So are the documents it cascades to and the DENY
+checks: one lagging behind misses a referrer just written."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import contextlib
 from collections.abc import Iterator
 
 import pymongo
+import pytest
+from mongoengine.errors import OperationError
 from pymongo import ReadPreference, WriteConcern
 
 from mongoengine_async import (
     CASCADE,
+    DENY,
     NULLIFY,
     Document,
     FileField,
@@ -113,3 +117,63 @@ async def test_cascaded_files_are_listed_on_the_primary(
             assert await primary["dls_files.chunks"].count_documents({}) == 0
             [track] = await primary["dls_track"].find().to_list()
             assert "album" not in track
+
+
+class DlsShelf(Document):
+    name = StringField()
+    meta = {"db_alias": ALIAS}
+
+
+class DlsBox(Document):
+    """Cascaded with a rule of its own (no files): found by id."""
+
+    shelf = ReferenceField(DlsShelf, reverse_delete_rule=CASCADE)
+    meta = {"db_alias": ALIAS}
+
+
+class DlsTag(Document):
+    box = ReferenceField(DlsBox, reverse_delete_rule=NULLIFY)
+    meta = {"db_alias": ALIAS}
+
+
+class DlsSeal(Document):
+    shelf = ReferenceField(DlsShelf, reverse_delete_rule=DENY)
+    meta = {"db_alias": ALIAS}
+
+
+async def test_the_plan_reads_the_primary(replica_set_3: ReplicaSet) -> None:
+    """A delete's plan (``transaction=False``, on a client reading from
+    secondaries) reads the primary, where it writes: a box just put on the
+    shelf, which the secondaries have not seen, is cascaded to and its tag
+    nullified; a seal just put on another shelf refuses that one's delete.
+    Read on a lagging secondary, the box was left pointing at a deleted
+    shelf, its tag at a deleted box, and the sealed shelf deleted."""
+    reads = {"read_preference": ReadPreference.SECONDARY}
+    async with fresh_database(ALIAS, replica_set_3.uri, w=1, **reads):
+        shelf = await DlsShelf(name="doomed").async_save()
+        sealed = await DlsShelf(name="sealed").async_save()
+        await DlsTag().async_save()  # (every collection created, everywhere)
+        await DlsSeal().async_save()
+        database = get_async_db(ALIAS)
+        everywhere = database.with_options(write_concern=WriteConcern(w=3))
+        await everywhere["dls_marker"].insert_one({})
+
+        with replication_stopped(replica_set_3) as secondaries:
+            box = await DlsBox(shelf=shelf).async_save()
+            await DlsTag(box=box).async_save()
+            await DlsSeal(shelf=sealed).async_save()
+            for secondary in secondaries:  # (they lag behind: no box)
+                assert secondary[database.name]["dls_box"].count_documents({}) == 0
+            await shelf.async_delete(transaction=False)
+            primary = database.with_options(read_preference=ReadPreference.PRIMARY)
+            assert await primary["dls_box"].count_documents({}) == 0
+            tagged = {"box": {"$exists": 1}}
+            assert await primary["dls_tag"].count_documents(tagged) == 0
+            with pytest.raises(OperationError) as raised:
+                await sealed.async_delete(transaction=False)
+
+            assert str(raised.value) == (
+                "Could not delete document (DlsSeal.shelf refers to it)"
+            )
+            shelves = await primary["dls_shelf"].find().to_list()
+            assert [raw["name"] for raw in shelves] == ["sealed"]

@@ -398,6 +398,8 @@ async def delete_each(queryset: Any, operation: Operation, atomic: bool = True) 
     cls = queryset._document
     # (Asked now: an explicit session in none is the one its own starts on.)
     callers = _in_transaction(operation.session)
+    # Listed where the deletes go, as the plan's reads are.
+    listing = queryset.read_preference(ReadPreference.PRIMARY)
 
     async def delete_chunk(chunk: list[Any], run: Operation) -> None:
         own = _in_transaction(run.session) and not callers
@@ -416,7 +418,7 @@ async def delete_each(queryset: Any, operation: Operation, atomic: bool = True) 
         # deletes them: init and delete signals come in the same order here.
         count = 0
         chunk: list[Any] = []
-        async for document in queryset.async_iter(session=run.session):
+        async for document in listing.async_iter(session=run.session):
             chunk.append(document)
             if len(chunk) == ITER_CHUNK_SIZE:
                 await delete_chunk(chunk, run)
@@ -879,7 +881,7 @@ class _DeletePlan:
         for run in self._referring(referrer, name, cls, ids):
             query = _referring(referrer, name, run, exclude)
             if exclude is not None:
-                found = await referring.collection.find_one(
+                found = await on_primary(referring.collection).find_one(
                     query, {"_id": 1}, session=referring.session
                 )
                 if found is not None:
@@ -908,12 +910,11 @@ class _DeletePlan:
                 continue
             session = (await self.operation.on(cls)).session
             # The documented queryset, kept on purpose: receivers get documents.
+            primary = cls.objects.read_preference(ReadPreference.PRIMARY)
             found = [
                 document
                 for run in self._runs(wanted)
-                for document in await cls.objects(pk__in=run).async_to_list(
-                    session=session
-                )
+                for document in await primary(pk__in=run).async_to_list(session=session)
             ]
             for document in found:
                 key = (document._get_collection_name(), document.pk)
@@ -1062,13 +1063,13 @@ async def _found_by_class(
     """The documents matching ``query`` (their id, and the fields of
     ``projection``, with their ``_cls`` then) per class of ``classes`` (by
     ``_cls``; the first class for documents of none of the others). Listing
-    files, it reads the primary, where they are deleted, as every listing of
-    files does: a lagging secondary has the files a document held before."""
+    files too, as the plan's every read: on the primary, where its writes go (a
+    lagging secondary misses a referrer just written, or lists the files a
+    document held before)."""
     fields = {"_id": 1, **projection}
     if projection or len(classes) > 1:
         fields["_cls"] = 1
-    collection = operation.collection
-    cursor = (on_primary(collection) if projection else collection).find(
+    cursor = on_primary(operation.collection).find(
         query, fields, batch_size=WHOLE_RESULT, session=operation.session
     )
     read = await read_list(cursor)
@@ -1083,8 +1084,10 @@ async def _found_by_class(
 
 async def _any_outside(operation: Operation, query: dict, planned: set) -> bool:
     """Whether a document matching ``query`` is not of the ``planned`` ids:
-    read until the first such one (their ids only)."""
-    cursor = operation.collection.find(query, {"_id": 1}, session=operation.session)
+    read until the first such one (their ids only), on the primary."""
+    cursor = on_primary(operation.collection).find(
+        query, {"_id": 1}, session=operation.session
+    )
     try:
         async for raw in cursor:
             if raw["_id"] not in planned:
@@ -1095,8 +1098,9 @@ async def _any_outside(operation: Operation, query: dict, planned: set) -> bool:
 
 
 async def _ids(operation: Operation, query: dict) -> list:
-    """The ids matching ``query`` in the operation's collection."""
-    cursor = operation.collection.find(
+    """The ids matching ``query`` in the operation's collection, read on the
+    primary, where the delete goes."""
+    cursor = on_primary(operation.collection).find(
         query, {"_id": 1}, batch_size=WHOLE_RESULT, session=operation.session
     )
     return [raw["_id"] for raw in await read_list(cursor)]

@@ -1,0 +1,140 @@
+"""Where a delete with rules reads: its plan's reads (the roots' ids, the
+cascaded ids, the DENY checks, the cascaded documents its receivers get, a
+one-by-one delete's listing) go to the primary, where its writes go, whatever
+the client's read preference."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from mongoengine.errors import OperationError
+from pymongo import ReadPreference
+
+from mongoengine_async import (
+    CASCADE,
+    DENY,
+    NULLIFY,
+    Document,
+    ReferenceField,
+    StringField,
+    get_async_db,
+    signals,
+)
+from mongoengine_async.testing import fresh_database
+
+ALIAS = "drd_secondary"
+
+
+class DrdAuthor(Document):
+    name = StringField()
+    meta = {"db_alias": ALIAS}
+
+
+class DrdBook(Document):
+    """Cascaded, with a rule of its own: found by id."""
+
+    title = StringField()
+    author = ReferenceField(DrdAuthor, reverse_delete_rule=CASCADE)
+    meta = {"db_alias": ALIAS}
+
+
+class DrdReview(Document):
+    book = ReferenceField(DrdBook, reverse_delete_rule=NULLIFY)
+    meta = {"db_alias": ALIAS}
+
+
+class DrdLock(Document):
+    author = ReferenceField(DrdAuthor, reverse_delete_rule=DENY)
+    meta = {"db_alias": ALIAS}
+
+
+@pytest.fixture(name="secondary_reads")
+async def _secondary_reads(mongodb_uri: str) -> AsyncIterator[str]:
+    """``ALIAS`` on the test deployment (one member: no secondary to read
+    from) with ``read_preference=SECONDARY``: any read not sent to the
+    primary times out (after 2 s)."""
+    async with fresh_database(
+        ALIAS,
+        mongodb_uri,
+        read_preference=ReadPreference.SECONDARY,
+        serverSelectionTimeoutMS=2000,
+    ) as alias:
+        yield alias
+
+
+async def primary_titles() -> list[str]:
+    """The titles of the books left, read on the primary."""
+    books = get_async_db(ALIAS)["drd_book"]
+    primary = books.with_options(read_preference=ReadPreference.PRIMARY)
+    return sorted(raw["title"] for raw in await primary.find().to_list())
+
+
+async def saved_author(name: str) -> DrdAuthor:
+    """An author with a book, reviewed."""
+    author = await DrdAuthor(name=name).async_save()
+    book = await DrdBook(title=name, author=author).async_save()
+    await DrdReview(book=book).async_save()
+    return author
+
+
+@pytest.mark.parametrize("kind", ["document", "queryset", "one_by_one"])
+async def test_a_cascade_outside_a_transaction_reads_the_primary(
+    secondary_reads: str, kind: str
+) -> None:
+    """A delete of a document, of a queryset, and one by one (``limit``)
+    with ``transaction=False`` cascades on a client reading from secondaries
+    (none here): its reads went to the primary, none timed out."""
+    author = await saved_author("doomed")
+    await saved_author("kept")
+    if kind == "document":
+        await author.async_delete(transaction=False)
+    elif kind == "queryset":
+        assert (
+            await DrdAuthor.objects(name="doomed").async_delete(transaction=False) == 1
+        )
+    else:
+        deleting = DrdAuthor.objects(name="doomed").limit(5)
+        assert await deleting.async_delete(transaction=False) == 1
+    assert await primary_titles() == ["kept"]
+    reviews = get_async_db(ALIAS)["drd_review"].with_options(
+        read_preference=ReadPreference.PRIMARY
+    )
+    assert sorted("book" in raw for raw in await reviews.find().to_list()) == [
+        False,
+        True,
+    ]
+
+
+async def test_a_deny_check_reads_the_primary(secondary_reads: str) -> None:
+    """A DENY rule's check outside a transaction reads the primary: the lock
+    refuses the delete with its own error, not a server selection timeout."""
+    author = await saved_author("locked")
+    await DrdLock(author=author).async_save()
+    with pytest.raises(OperationError) as raised:
+        await author.async_delete(transaction=False)
+    assert str(raised.value) == (
+        "Could not delete document (DrdLock.author refers to it)"
+    )
+    assert await primary_titles() == ["locked"]
+
+
+async def test_cascaded_documents_for_receivers_are_read_on_the_primary(
+    secondary_reads: str,
+) -> None:
+    """The cascaded documents a delete loads for their receivers are read on
+    the primary: the receiver gets the book."""
+    author = await saved_author("doomed")
+    seen: list[str] = []
+
+    async def receiver(sender: type, document: Any, **kwargs: Any) -> None:
+        seen.append(document.title)
+
+    signals.post_delete.connect(receiver, sender=DrdBook)
+    try:
+        await author.async_delete(transaction=False)
+    finally:
+        signals.post_delete.disconnect(receiver, sender=DrdBook)
+    assert seen == ["doomed"]
+    assert await primary_titles() == []
