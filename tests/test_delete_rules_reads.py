@@ -1,7 +1,8 @@
-"""Where a delete with rules reads: its plan's reads (the roots' ids, the
-cascaded ids, the DENY checks, the cascaded documents its receivers get, a
-one-by-one delete's listing) go to the primary, where its writes go, whatever
-the client's read preference."""
+"""Where a delete with rules reads and writes: its plan's reads (the roots'
+ids, the cascaded ids, the DENY checks, the cascaded documents its receivers
+get, a one-by-one delete's listing) go to the primary, where its writes go,
+whatever the client's read preference; a ``using()`` queryset deleting one
+by one deletes each document on the alias it was read from."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from bson import ObjectId
 from mongoengine.errors import OperationError
 from pymongo import ReadPreference
 
@@ -25,6 +27,7 @@ from mongoengine_async import (
 from mongoengine_async.testing import fresh_database
 
 ALIAS = "drd_secondary"
+OTHER = "drd_other"
 
 
 class DrdAuthor(Document):
@@ -138,3 +141,48 @@ async def test_cascaded_documents_for_receivers_are_read_on_the_primary(
         signals.post_delete.disconnect(receiver, sender=DrdBook)
     assert seen == ["doomed"]
     assert await primary_titles() == []
+
+
+class DruAuthor(Document):
+    name = StringField()
+    meta = {"db_alias": ALIAS}
+
+
+class DruBook(Document):
+    title = StringField()
+    author = ReferenceField(DruAuthor, reverse_delete_rule=CASCADE)
+    meta = {"db_alias": ALIAS}
+
+
+@pytest.fixture(name="two_aliases")
+async def _two_aliases(mongodb_uri: str) -> AsyncIterator[tuple[str, str]]:
+    """``ALIAS`` and ``OTHER``, two databases of the test deployment, on
+    clients of their own (other options)."""
+    async with (
+        fresh_database(ALIAS, mongodb_uri),
+        fresh_database(OTHER, mongodb_uri, appname=OTHER),
+    ):
+        yield ALIAS, OTHER
+
+
+@pytest.mark.parametrize("transaction", [True, False])
+async def test_a_using_queryset_deletes_one_by_one_where_it_read(
+    two_aliases: tuple[str, str], transaction: bool
+) -> None:
+    """``using(OTHER).limit(5).async_delete()`` on a class with rules deletes
+    each document it read in ``OTHER``'s database (in its transaction there),
+    not the one with the same id in the class's own; the rules apply to the
+    referring classes in their own collections, as a ``switch_db()``
+    document's delete does. It raised ForeignSessionError: each document
+    was deleted on its class's alias, in the other client's session."""
+    shared = ObjectId()
+    await get_async_db(OTHER)["dru_author"].insert_one({"_id": shared, "name": "a"})
+    await get_async_db(ALIAS)["dru_author"].insert_one({"_id": shared, "name": "a"})
+    await DruBook(title="cascaded", author=shared).async_save()
+
+    deleting = DruAuthor.objects.using(OTHER).limit(5)
+    assert await deleting.async_delete(transaction=transaction) == 1
+
+    assert await get_async_db(OTHER)["dru_author"].count_documents({}) == 0
+    assert await DruAuthor.objects.async_scalar("pk") == [shared]
+    assert await DruBook.objects.async_count() == 0

@@ -389,6 +389,8 @@ def _acknowledged(operation: Operation) -> bool:
 async def delete_each(queryset: Any, operation: Operation, atomic: bool = True) -> int:
     """Delete the matches one by one with ``Document.async_delete`` (as
     MongoEngine does with skip/limit or delete receivers); returns the count.
+    Each where the queryset read it: on the alias ``using()`` named (where
+    MongoEngine's deletes it on its class's own), listed on the primary.
 
     With rules to apply, ``atomic`` and a deployment with transactions, all of
     it runs in one transaction (or joins the caller's). In one of its own,
@@ -398,12 +400,15 @@ async def delete_each(queryset: Any, operation: Operation, atomic: bool = True) 
     cls = queryset._document
     # (Asked now: an explicit session in none is the one its own starts on.)
     callers = _in_transaction(operation.session)
+    moved = _moved_to(queryset)
     # Listed where the deletes go, as the plan's reads are.
     listing = queryset.read_preference(ReadPreference.PRIMARY)
 
     async def delete_chunk(chunk: list[Any], run: Operation) -> None:
         own = _in_transaction(run.session) and not callers
         for document in chunk:
+            if moved is not None:  # deleted where it was read, in run's session
+                document.switch_db(moved)
             await document.async_delete(
                 transaction=atomic,
                 session=run.session,
@@ -430,6 +435,14 @@ async def delete_each(queryset: Any, operation: Operation, atomic: bool = True) 
         return await delete_all(operation)
     atomic = atomic and _acknowledged(operation)
     return await _under_rules(cls, operation, atomic, delete_all)
+
+
+def _moved_to(queryset: Any) -> str | None:
+    """The alias ``using()`` moved ``queryset`` to, whose documents a one-by-one
+    delete deletes there, as a ``switch_db()`` document is; None when on its
+    class's own."""
+    alias = queryset._alias()
+    return None if alias == queryset._document._db_alias() else alias
 
 
 def _in_transaction(session: AsyncClientSession | None) -> bool:
