@@ -13,6 +13,7 @@ import pytest
 from bson import ObjectId
 from mongoengine.errors import OperationError
 from pymongo import ReadPreference
+from pymongo.errors import OperationFailure
 
 from mongoengine_async import (
     CASCADE,
@@ -21,6 +22,7 @@ from mongoengine_async import (
     Document,
     ReferenceField,
     StringField,
+    async_run_in_transaction,
     get_async_db,
     signals,
 )
@@ -186,3 +188,38 @@ async def test_a_using_queryset_deletes_one_by_one_where_it_read(
     assert await get_async_db(OTHER)["dru_author"].count_documents({}) == 0
     assert await DruAuthor.objects.async_scalar("pk") == [shared]
     assert await DruBook.objects.async_count() == 0
+
+
+class DrsAuthor(Document):
+    name = StringField()
+
+
+class DrsBook(Document):
+    title = StringField()
+    author = ReferenceField(DrsAuthor, reverse_delete_rule=CASCADE)
+    meta = {"indexes": ["title"]}
+
+
+async def test_a_class_first_prepared_inside_a_running_transaction(
+    async_alias: str,
+) -> None:
+    """As docs/transactions.md says: a delete with rules after another
+    operation of the caller's transaction prepares the class its rule
+    reaches (its index, outside the transaction) after the transaction's
+    snapshot, and its read of that collection fails with SnapshotUnavailable
+    (transient), though it matched nothing. Run again, as a retry is, the
+    class prepared then (by that attempt), it deletes and cascades."""
+    author = await DrsAuthor(name="Ann").async_save()
+    with pytest.raises(OperationFailure) as raised:
+        async with async_run_in_transaction():
+            await DrsAuthor.objects.async_count()
+            await DrsAuthor.objects(name="nobody").async_delete()
+            await DrsBook.objects.async_count()
+    assert raised.value.code == 246  # SnapshotUnavailable
+    assert raised.value.has_error_label("TransientTransactionError")
+
+    await DrsBook(title="First", author=author).async_save()
+    async with async_run_in_transaction():
+        assert await DrsAuthor.objects.async_count() == 1
+        assert await DrsAuthor.objects(name="Ann").async_delete() == 1
+    assert await DrsBook.objects.async_count() == 0
