@@ -1209,3 +1209,35 @@ async def test_a_reference_a_pre_init_receiver_sets_is_refused_as_mongoengine_do
         await book.async_save()
     assert str(raised.value) == str(expected.value).replace("Me", "Cr", 1)
     assert await get_async_db().cr_plain_book.count_documents({}) == 1
+
+
+async def test_a_loaded_reference_a_post_init_receiver_assigns_is_kept(async_alias):
+    """What a ``post_init`` receiver assigns is assigned: a loaded plain
+    reference is kept as assigning it keeps it (saved as stored), beside a
+    plain DBRef given to the constructor, refused still. The constructor's
+    values were put back as given after ``post_init``, which unmarked the
+    receiver's reference: validation refused it."""
+    author = await CrPlainAuthor(name="Ann").async_save()
+    reference = DBRef("cr_plain_author", author.id)
+    await get_async_db().cr_plain_book.insert_one({"author": reference})
+    async with async_no_dereference(CrPlainBook):
+        loaded = (await CrPlainBook.objects.async_get()).author
+
+    def receiver(sender: Any, document: Any, **kwargs: Any) -> None:
+        document.author = loaded
+
+    post_init.connect(receiver, sender=CrPlainBook)
+    try:
+        book = CrPlainBook(title="Copy")
+        refused = CrPlainBook(title="Given", authors=[reference])
+    finally:
+        post_init.disconnect(receiver, sender=CrPlainBook)
+    await book.async_save()
+    raw = await get_async_db().cr_plain_book.find_one({"_id": book.id})
+    assert raw["author"] == reference and type(raw["author"]) is DBRef
+    with pytest.raises(ValidationError) as expected:
+        MePlainBook(authors=[reference]).validate()
+    with pytest.raises(ValidationError) as raised:
+        await refused.async_save()
+    assert str(raised.value) == str(expected.value).replace("Me", "Cr", 1)
+    assert await get_async_db().cr_plain_book.count_documents({}) == 2

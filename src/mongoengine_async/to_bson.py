@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime
 import uuid
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import mongoengine
@@ -180,6 +181,13 @@ def _stored_type(field: BaseField) -> type | None:
     return _TYPE_KEPT.get(type(field).to_python)
 
 
+# The document MongoEngine's ``__init__`` is building with the constructor's
+# values, until it has converted them (see ``FastWrites.__init__``).
+_CONVERTING: ContextVar[tuple[Any, dict[str, Any]] | None] = ContextVar(
+    "_CONVERTING", default=None
+)
+
+
 class FastWrites:
     """Routes ``__init__``, ``validate`` and ``to_mongo`` through the class's
     generated plan when it has one, else to MongoEngine."""
@@ -195,9 +203,25 @@ class FastWrites:
             if plan.construct(self, values):
                 return
             plan_watch.refresh(type(self))  # if changed: a new plan for the next ones
-        super().__init__(*args, **values)
-        if "__auto_convert" not in values:  # (a load's values: marked)
-            our_fields.keep_given(self, values)
+        if "__auto_convert" in values:  # (a load's values: marked, kept)
+            super().__init__(*args, **values)
+            return
+        converting = _CONVERTING.set((self, values))
+        try:
+            super().__init__(*args, **values)
+        finally:
+            _CONVERTING.reset(converting)
+
+    def _BaseDocument__set_field_display(self) -> None:
+        """MongoEngine's, which its ``__init__`` calls once the values are
+        converted, before ``post_init``: the values of the fields holding
+        cached references kept as given there (:func:`keep_given`), so what a
+        ``post_init`` receiver assigns stays as assigned."""
+        held = _CONVERTING.get()
+        if held is not None and held[0] is self:  # (not a document built meanwhile)
+            _CONVERTING.set(None)
+            our_fields.keep_given(self, held[1])
+        super()._BaseDocument__set_field_display()  # type: ignore[misc]
 
     @classmethod
     def from_json(cls, json_data: str, created: bool = False, **kwargs: Any) -> Self:
