@@ -14,7 +14,7 @@ import textwrap
 import threading
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator
 from datetime import datetime
 from typing import Any
 from uuid import uuid4
@@ -1365,6 +1365,36 @@ def test_an_async_for_closed_by_its_user_still_ends(loops_alias, read):
 
     iteration = asyncio.run(begun_and_closed())
     assert asyncio.run(_rest(iteration)) == []
+
+
+@pytest.mark.parametrize("read", list(_ITERATIONS))
+def test_an_async_for_is_still_an_async_generator(loops_alias, read):
+    """What ``async for`` steps through was an async generator, and is used
+    as one (``isinstance(it, AsyncGenerator)``, ``asend``, ``athrow``): a
+    step by ``asend(None)``, and ``athrow()`` at its yield raises there and
+    ends it, with no ``AsyncUsageError`` after."""
+
+    async def used_as_a_generator() -> list[Any]:
+        iteration, first = await _begun(read)
+        assert isinstance(iteration, AsyncGenerator)
+        second = await iteration.asend(None)
+        with pytest.raises(LookupError):
+            await iteration.athrow(LookupError("stop"))
+        with pytest.raises(StopAsyncIteration):
+            await anext(iteration)
+        return [first, second]
+
+    results = asyncio.run(used_as_a_generator())
+    whole = _whole(read, results)
+    assert whole == (_DATA[: len(whole)] if read.startswith("file") else ["b0", "b1"])
+    assert len(whole) > len(_whole(read, results[:1]))  # asend(None) read on
+
+    async def sent(iteration: Any) -> Any:
+        return await iteration.asend(None)
+
+    iteration, _ = asyncio.run(_begun(read))  # asend() past the loop's end
+    with pytest.raises(AsyncUsageError, match="shut down since"):
+        asyncio.run(sent(iteration))
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterator
 from operator import attrgetter
 from types import FunctionType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mongoengine_async._compat import apply_client_timeout
 from mongoengine_async.detached import detached, held
@@ -58,12 +58,14 @@ _ENDED = {
 }
 
 
-class Iteration(Generic[T]):
+class Iteration(AsyncGenerator[T, None]):
     """What ``async for`` steps through over a queryset, an aggregation, a
     file or a change stream: their async generator, with no call of ours per
     result (``__anext__`` is the generator's own, read in C), that raises
     ``AsyncUsageError`` instead of ending silently once the generator was
-    closed by its loop's shutdown or cancelled mid-read (:func:`stopped`)."""
+    closed by its loop's shutdown or cancelled mid-read (:func:`stopped`).
+    An async generator still for its users (``asend``, ``athrow``,
+    ``aclose``; ``isinstance(it, AsyncGenerator)``), as it was before."""
 
     __slots__ = (
         "__weakref__",
@@ -77,7 +79,7 @@ class Iteration(Generic[T]):
 
     if TYPE_CHECKING:
 
-        def __anext__(self) -> Awaitable[T]: ...
+        def __anext__(self) -> Coroutine[Any, Any, T]: ...
 
     else:
         __anext__ = property(attrgetter("_anext"))
@@ -97,6 +99,19 @@ class Iteration(Generic[T]):
 
     def __aiter__(self) -> Iteration[T]:
         return self
+
+    def asend(self, value: None) -> Coroutine[Any, Any, T]:
+        """A step, as an async generator's ``asend()`` (the read ignores
+        ``value``); raising as ``__anext__`` does once stopped."""
+        if self._why:
+            return self._refuse()
+        return self._generator.asend(value)
+
+    def athrow(self, *error: Any) -> Coroutine[Any, Any, T]:
+        """Raise ``error`` at the read's ``yield``, as an async generator's
+        ``athrow()``: that ends the read, and its next steps end (no error)."""
+        self._closing = True
+        return self._generator.athrow(*error)
 
     async def aclose(self) -> None:
         """Close the read (as an async generator's ``aclose()``): the next

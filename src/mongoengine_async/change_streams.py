@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import asdict, dataclass
 from functools import partial
 from types import TracebackType
@@ -573,7 +573,7 @@ class ChangeStream(Generic[D]):
         raw = await self._try_next()
         return None if raw is None else self._event(raw)
 
-    def __aiter__(self) -> AsyncIterator[ChangeEvent[D]]:
+    def __aiter__(self) -> AsyncGenerator[ChangeEvent[D], None]:
         what = f"the change stream of {self._queryset._document.__name__}.objects"
         again = "Open a new stream (async_watch(resume_after=stream.resume_token))"
         return Iteration(self._events, f"An async for over {what}", again)

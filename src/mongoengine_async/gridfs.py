@@ -676,7 +676,7 @@ class AsyncGridFSProxy(GridFSProxy):
         chunk_size: int | None = None,
         *,
         session: AsyncClientSession | None = None,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Yield the file's bytes as stored chunks, or in pieces of
         ``chunk_size`` bytes; memory stays bounded whatever the file size.
         A ``chunk_size`` below 1 raises ``ValueError``. Carried past the end
@@ -723,7 +723,7 @@ class AsyncGridFSProxy(GridFSProxy):
             else:
                 await grid_out.close()
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> AsyncGenerator[bytes, None]:
         return self.async_iter_chunks()
 
     def _check_empty(self) -> None:

@@ -20,7 +20,6 @@ import warnings
 import weakref
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterator,
     Awaitable,
     Callable,
     Coroutine,
@@ -245,7 +244,7 @@ class AsyncAggregation(
             self._steps = self.__await__()
         return self._steps
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+    def __aiter__(self) -> AsyncGenerator[dict[str, Any], None]:
         self._start()
         return Iteration(self._rows, f"An async for over {self._name}")
 
@@ -535,13 +534,13 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
 
     # -- reading ----------------------------------------------------------------
 
-    def __aiter__(self) -> AsyncIterator[_D]:
+    def __aiter__(self) -> AsyncGenerator[_D, None]:
         """``async for``: :meth:`async_iter` in the bound transaction, if any."""
         return self.async_iter()
 
     def async_iter(
         self, *, session: AsyncClientSession | None = None
-    ) -> AsyncIterator[_D]:
+    ) -> AsyncGenerator[_D, None]:
         """Stream the results through a driver cursor, one batch at a time;
         carried past the end of its loop, it raises rather than ending."""
         return Iteration(

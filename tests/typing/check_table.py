@@ -6,8 +6,9 @@ are here too: unchanged sync code must type-check after the one-line import."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, assert_type
 
 from bson import DBRef, ObjectId
@@ -51,6 +52,12 @@ async def queries() -> None:
     assert_type(uncached, QuerySetNoCache[Book])
     assert_type(await uncached.async_to_list(), list[Book])
     assert_type(uncached.cache(), QuerySet[Book])
+    # An async generator, as docs/querysets.md closes it (aclose, aclosing).
+    assert_type(Book.objects.async_iter(), AsyncGenerator[Book, None])
+    async with contextlib.aclosing(Book.objects.async_iter()) as books:
+        async for book in books:
+            assert_type(book, Book)
+    await aiter(Book.objects).aclose()
     assert_type(Book.long_ones, QuerySet[Book])  # a @queryset_manager
     assert_type(await Book.long_ones.async_first(), Book | None)
     assert_type(Note.objects, QuerySet[Note])  # a @queryset_manager objects
