@@ -1304,6 +1304,11 @@ _NAMED = {
     "file": "a file of GridFS bucket 'fs' (alias 'loops'), field 'scan'",
     "file pieces": "a file of GridFS bucket 'fs' (alias 'loops'), field 'scan'",
 }
+# What each error says to do instead: an aggregation runs once (a new async
+# for over it raises RuntimeError), so another async_aggregate().
+_AGAIN = dict.fromkeys(_ITERATIONS, "Iterate again (a new async for)") | {
+    "aggregate": "Call async_aggregate() again for a new async for"
+}
 
 
 async def _begun(read: str) -> tuple[AsyncIterator[Any], Any]:
@@ -1328,8 +1333,7 @@ def test_an_async_for_carried_past_its_loops_end_raises(loops_alias, read):
     assert str(raised.value) == (
         f"An async for over {_NAMED[read]} was begun on an event loop that has "
         "shut down since (asyncio.run() returned), which closed it: the results "
-        "it had not given yet were not read. Iterate again (a new async for) on "
-        "the running loop"
+        f"it had not given yet were not read. {_AGAIN[read]} on the running loop"
     )
     with pytest.raises(AsyncUsageError):  # (and again)
         asyncio.run(_rest(iteration))
@@ -1447,8 +1451,7 @@ def test_an_async_for_cancelled_while_it_reads_raises_when_stepped_again(
             await anext(iteration)
         assert str(raised.value) == (
             f"An async for over {_NAMED[read]} was cancelled while it read, which "
-            "ended it: the results it had not given yet were not read. Iterate "
-            "again (a new async for)"
+            f"ended it: the results it had not given yet were not read. {_AGAIN[read]}"
         )
 
     asyncio.run(cancelled_then_stepped())

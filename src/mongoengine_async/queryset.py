@@ -246,7 +246,8 @@ class AsyncAggregation(
 
     def __aiter__(self) -> AsyncGenerator[dict[str, Any], None]:
         self._start()
-        return Iteration(self._rows, f"An async for over {self._name}")
+        again = "Call async_aggregate() again for a new async for"  # (runs once)
+        return Iteration(self._rows, f"An async for over {self._name}", again)
 
     async def _rows(
         self, iteration: weakref.ref[Iteration[dict[str, Any]]]
