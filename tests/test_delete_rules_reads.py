@@ -23,6 +23,8 @@ from mongoengine_async import (
     ReferenceField,
     StringField,
     async_run_in_transaction,
+    async_switch_collection,
+    async_switch_db,
     get_async_db,
     signals,
 )
@@ -188,6 +190,52 @@ async def test_a_using_queryset_deletes_one_by_one_where_it_read(
     assert await get_async_db(OTHER)["dru_author"].count_documents({}) == 0
     assert await DruAuthor.objects.async_scalar("pk") == [shared]
     assert await DruBook.objects.async_count() == 0
+
+
+class DriAuthor(Document):
+    """Of subclasses: ``async_switch_db``/``async_switch_collection`` of this
+    class reads theirs where it is switched to, their classes are not."""
+
+    name = StringField()
+    meta = {"db_alias": ALIAS, "allow_inheritance": True}
+
+
+class DriPoet(DriAuthor):
+    pass
+
+
+class DriBook(Document):
+    author = ReferenceField(DriAuthor, reverse_delete_rule=CASCADE)
+    meta = {"db_alias": ALIAS}
+
+
+@pytest.mark.parametrize("switched", ["collection", "db"])
+async def test_a_switched_class_deletes_its_subclass_documents_where_it_read(
+    two_aliases: tuple[str, str], switched: str
+) -> None:
+    """Inside ``async_switch_collection(DriAuthor, "dri_archive")`` (or
+    ``async_switch_db(DriAuthor, OTHER)``), ``limit(5).async_delete()``
+    deletes the poet it read there, not the one of the same id in the class's
+    own collection. It deleted that one (on another client: raised
+    ForeignSessionError): the switch is of DriAuthor, not of DriPoet, and
+    each document was deleted on its own class's collection."""
+    shared = ObjectId()
+    poet = {"_id": shared, "name": "p", "_cls": "DriAuthor.DriPoet"}
+    home = get_async_db(ALIAS)["dri_author"]
+    await home.insert_one(poet)
+    if switched == "collection":
+        away = get_async_db(ALIAS)["dri_archive"]
+        switch = async_switch_collection(DriAuthor, "dri_archive")
+    else:
+        away = get_async_db(OTHER)["dri_author"]
+        switch = async_switch_db(DriAuthor, OTHER)
+    await away.insert_one(poet)
+
+    async with switch:
+        assert await DriAuthor.objects.limit(5).async_delete() == 1
+
+    assert await away.count_documents({}) == 0
+    assert await home.count_documents({}) == 1
 
 
 class DrsAuthor(Document):

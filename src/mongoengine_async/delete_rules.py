@@ -37,6 +37,7 @@ from mongoengine_async import signals
 from mongoengine_async.batches import WHOLE_RESULT, read_list
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.context import (
+    async_switch_collection,
     follow_up,
     journal,
     on_commit,
@@ -389,8 +390,9 @@ def _acknowledged(operation: Operation) -> bool:
 async def delete_each(queryset: Any, operation: Operation, atomic: bool = True) -> int:
     """Delete the matches one by one with ``Document.async_delete`` (as
     MongoEngine does with skip/limit or delete receivers); returns the count.
-    Each where the queryset read it: on the alias ``using()`` named (where
-    MongoEngine's deletes it on its class's own), listed on the primary.
+    Each where the queryset read it (``using()``, a switch of its class: see
+    :func:`_move_where_read`; MongoEngine's deletes it where its class is),
+    listed on the primary.
 
     With rules to apply, ``atomic`` and a deployment with transactions, all of
     it runs in one transaction (or joins the caller's). In one of its own,
@@ -400,15 +402,14 @@ async def delete_each(queryset: Any, operation: Operation, atomic: bool = True) 
     cls = queryset._document
     # (Asked now: an explicit session in none is the one its own starts on.)
     callers = _in_transaction(operation.session)
-    moved = _moved_to(queryset)
+    read_from = queryset._alias(), operation.collection.name
     # Listed where the deletes go, as the plan's reads are.
     listing = queryset.read_preference(ReadPreference.PRIMARY)
 
     async def delete_chunk(chunk: list[Any], run: Operation) -> None:
         own = _in_transaction(run.session) and not callers
         for document in chunk:
-            if moved is not None:  # deleted where it was read, in run's session
-                document.switch_db(moved)
+            await _move_where_read(document, *read_from)  # (in run's session)
             await document.async_delete(
                 transaction=atomic,
                 session=run.session,
@@ -437,12 +438,17 @@ async def delete_each(queryset: Any, operation: Operation, atomic: bool = True) 
     return await _under_rules(cls, operation, atomic, delete_all)
 
 
-def _moved_to(queryset: Any) -> str | None:
-    """The alias ``using()`` moved ``queryset`` to, whose documents a one-by-one
-    delete deletes there, as a ``switch_db()`` document is; None when on its
-    class's own."""
-    alias = queryset._alias()
-    return None if alias == queryset._document._db_alias() else alias
+async def _move_where_read(document: Any, alias: str, name: str) -> None:
+    """Switch ``document`` to the ``alias`` and collection ``name`` it was read
+    from when its class is elsewhere: a ``using()`` queryset's, or one of a
+    class switched by ``async_switch_db``/``async_switch_collection`` (which
+    do not switch its subclasses) reading a subclass's document."""
+    cls = type(document)
+    if cls._get_collection_name() != name:
+        async with async_switch_collection(cls, name):
+            document.switch_db(alias)
+    elif cls._db_alias() != alias:
+        document.switch_db(alias)
 
 
 def _in_transaction(session: AsyncClientSession | None) -> bool:
