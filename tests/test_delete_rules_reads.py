@@ -1,8 +1,8 @@
 """Where a delete with rules reads and writes: its plan's reads (the roots'
 ids, the cascaded ids, the DENY checks, the cascaded documents its receivers
 get, a one-by-one delete's listing) go to the primary, where its writes go,
-whatever the client's read preference; a ``using()`` queryset deleting one
-by one deletes each document on the alias it was read from."""
+whatever the client's read preference; a ``using()`` queryset (or one of a
+switched class) deleting one by one deletes each document where it was read."""
 
 from __future__ import annotations
 
