@@ -1727,3 +1727,56 @@ async def going_on_ended() -> None:
     """Return once no queryset delete goes on in a task of its own."""
     while mongoengine_async.queryset._deleting:
         await asyncio.sleep(0.05)
+
+
+# The alias of FoDeed's files: on another deployment (a rollback of the set
+# does not bring back what was deleted there).
+DEED_FILES = "failover-deed-files"
+
+
+class FoDeed(Document):
+    scan = FileField(db_alias=DEED_FILES)
+    meta = {"db_alias": ALIAS}
+
+
+async def test_a_delete_rolled_back_keeps_the_files_of_its_document(
+    replica_set_3: ReplicaSet, mongodb_uri: str
+) -> None:
+    """A document's delete (w "majority") the primary applied but no
+    majority acknowledged (a write concern error), then that primary lost:
+    the delete is rolled back, the document there. Its file, on another
+    deployment, is still there, and no ``post_delete`` was sent: the steps
+    after the failure read whether it is gone at read concern "majority",
+    where the delete is not. Read on the primary's own data it was gone: its
+    file was deleted (lost) and ``post_delete`` sent for a document that is
+    there."""
+    sent: list[Any] = []
+
+    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    async with (
+        fresh_database(
+            ALIAS,
+            replica_set_3.uri,
+            w="majority",
+            wTimeoutMS=1_000,
+            serverSelectionTimeoutMS=30_000,
+        ),
+        fresh_database(DEED_FILES, mongodb_uri),
+    ):
+        deed = FoDeed()
+        await deed.scan.async_put(b"deed")
+        await deed.async_save()
+        signals.post_delete.connect(post_delete, sender=FoDeed)
+        try:
+            with majority_held_back(replica_set_3):
+                with pytest.raises(OperationError) as raised:
+                    await deed.async_delete()
+                await asyncio.to_thread(replica_set_3.kill_primary)
+        finally:
+            signals.post_delete.disconnect(post_delete, sender=FoDeed)
+        assert raised.value.__cause__.code == 64  # WriteConcernFailed  # type: ignore[union-attr]
+        assert await FoDeed.objects.async_scalar("id") == [deed.pk]
+        assert await deed.scan.async_read() == b"deed"
+        assert sent == []

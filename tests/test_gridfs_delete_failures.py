@@ -489,7 +489,9 @@ async def test_a_document_delete_applied_then_failing_deletes_its_files(
     """A document's delete (outside a transaction) the server applied, then
     answered with an error: the document is gone, so its files are deleted
     and ``post_delete`` sent before the error is raised, as a queryset's
-    delete does. They were left, orphaned, and no ``post_delete`` sent."""
+    delete does. They were left, orphaned, and no ``post_delete`` sent.
+    (With w=1: the primary's own data is read; with w "majority" the
+    majority's, see test_a_failed_delete_reads_what_it_left_at_majority.)"""
     paper = FdRuledPaper() if ruled else FdPaper()
     await paper.pdf.async_put(b"contents")
     await paper.async_save()
@@ -499,7 +501,7 @@ async def test_a_document_delete_applied_then_failing_deletes_its_files(
     try:
         async with next_delete_failing(app, type(paper), APPLIED):
             with pytest.raises(OperationError) as raised:
-                await paper.async_delete(transaction=False)
+                await paper.async_delete(transaction=False, w=1)
     finally:
         signals.post_delete.disconnect(receiver, sender=type(paper))
     assert isinstance(raised.value.__cause__, WriteConcernError)
@@ -552,7 +554,7 @@ async def test_a_document_delete_applied_then_failing_reads_on_the_primary(
             paper = await stored_paper()
             async with next_delete_failing(name, FdPaper, APPLIED):
                 with pytest.raises(OperationError) as raised:
-                    await paper.async_delete()
+                    await paper.async_delete(w=1)
             primary = FdPaper._get_collection().database.with_options(
                 read_preference=ReadPreference.PRIMARY
             )
@@ -798,7 +800,7 @@ async def test_a_post_delete_raising_after_a_failed_delete_keeps_its_error(
     try:
         async with next_delete_failing(app, FdPaper, APPLIED):
             with pytest.raises(OperationError) as raised:
-                await paper.async_delete(transaction=False)
+                await paper.async_delete(transaction=False, w=1)
     finally:
         signals.post_delete.disconnect(receiver, sender=FdPaper)
     assert str(raised.value).startswith("Could not delete document (")
@@ -838,7 +840,7 @@ async def test_a_document_delete_failing_cut_short_in_its_cleanup(
             async with next_delete_failing(name, FdPaper, APPLIED):
                 # (The task cancelled, its outcome is: not the test's task.)
                 with pytest.raises(asyncio.CancelledError):
-                    await paper.async_delete(transaction=False)
+                    await paper.async_delete(transaction=False, w=1)
             assert listener.cancelled == 1
             assert listener.deletes == 1
             assert await FdPaper.objects.async_count() == 0
@@ -874,3 +876,75 @@ async def test_a_failed_delete_with_no_steps_after_it_reads_nothing(
     assert isinstance(
         cause, WriteConcernError if error is APPLIED else OperationFailure
     )
+
+
+def read_concerns(log: CommandLog, cls: type[Any]) -> list[str | None]:
+    """The read concern level of each find of ``cls``'s collection in ``log``
+    (None: the server's default, local), then clears ``log``."""
+    name = cls._get_collection_name()
+    levels = [
+        event.command.get("readConcern", {}).get("level")
+        for event in log.events
+        if event.command_name == "find" and event.command["find"] == name
+    ]
+    log.clear()
+    return levels
+
+
+@pytest.mark.parametrize("w", ["majority", 1])
+async def test_a_failed_delete_reads_what_it_left_at_majority(
+    mongodb_uri: str, monkeypatch: pytest.MonkeyPatch, w: Any
+) -> None:
+    """After a delete (outside a transaction, w "majority") failed, whether
+    its documents are gone, and whether they hold the files listed, is read
+    at read concern "majority" (in no session of the caller's): a delete not
+    majority-committed
+    (a write concern error) reads as not applied, so the files stay (a
+    rollback of the delete would bring back its documents: with their files
+    gone, lost). With w=1 the user accepts a delete the primary alone
+    applied: as after one that returned, the primary's own data is read.
+    The primary's own data was read: a rollback brought back a document
+    whose files were deleted."""
+    name = f"fd-{uuid4().hex[:8]}"
+    log = CommandLog()
+    level = "majority" if w == "majority" else None
+    async with fresh_database(
+        "default", mongodb_uri, appname=name, event_listeners=[log]
+    ):
+        paper = await stored_paper()
+        log.clear()
+        async with next_delete_failing(name, FdPaper, APPLIED):
+            async with get_async_connection().start_session() as session:
+                with pytest.raises(OperationError):
+                    await paper.async_delete(transaction=False, session=session, w=w)
+        # (Whether it is gone: at majority, out of the caller's causally
+        # consistent session, whose afterClusterTime, the failed delete's,
+        # would wait for the majority to reach it.)
+        [read] = [event for event in log.events if event.command_name == "find"]
+        if w == "majority":
+            assert read.command["readConcern"] == {"level": "majority"}
+        assert read_concerns(log, FdPaper) == [level]
+        await with_files([FdPaper() for _ in range(3)])
+        in_runs_of_two(monkeypatch)
+        async with second_delete_failing(name, FdPaper):
+            with pytest.raises(OperationFailure):
+                await FdPaper.objects.async_delete(
+                    transaction=False, write_concern={"w": w}
+                )
+        # (Its listing, then which files the listed documents left hold.)
+        assert read_concerns(log, FdPaper) == [None, level, level]
+        box = await FdBox(name="box").async_save()
+        await with_files([FdLeaf(box=box) for _ in range(3)])
+        log.clear()
+        receiver = lambda sender, document, **kwargs: None  # noqa: E731
+        signals.post_delete.connect(receiver, sender=FdLeaf)  # (loads them)
+        try:
+            async with second_delete_failing(name, FdLeaf):
+                with pytest.raises(OperationFailure):
+                    await FdBox.objects.async_delete(
+                        transaction=False, write_concern={"w": w}
+                    )
+        finally:
+            signals.post_delete.disconnect(receiver, sender=FdLeaf)
+        # (Its reads, then which files the leaves left hold, and which are there.)
+        assert read_concerns(log, FdLeaf)[-5:] == [None, *[level] * 4]

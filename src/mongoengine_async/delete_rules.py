@@ -48,6 +48,7 @@ from mongoengine_async.gridfs import (
     Listed,
     Matching,
     Unreachable,
+    after_failure,
     delete_files,
     delete_files_of_deleted,
     file_aliases,
@@ -758,7 +759,7 @@ class _DeletePlan:
                 operation = await self.operation.on(cls)
                 for run in self._runs(pks):
                     found = await self.unreachable.ids_there(
-                        operation.collection, {"_id": {"$in": run}}, operation.session
+                        operation, {"_id": {"$in": run}}
                     )
                     there.update((cls, pk) for pk in found)
         except Exception:
@@ -785,7 +786,8 @@ class _DeletePlan:
             for cls, ids in listed_cascade:
                 operation = await self.operation.on(cls)
                 left = Listed(cls, ids, 0)
-                files = await not_held(files, operation, left, self.unreachable)
+                reading = after_failure(operation)
+                files = await not_held(files, reading, left, self.unreachable)
             await delete_files(files, self.operation, unreachable=self.unreachable)
 
     async def _step(self, step: Callable[[], Awaitable[Any]], written: bool) -> bool:

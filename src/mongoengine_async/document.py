@@ -1116,6 +1116,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         queryset's one-by-one delete's own), ``post_delete`` once it committed.
         """
         operation = await self._async_operation("async_delete", "delete()", session)
+        # (Its write concern: how its steps after a failure read, see after_failure.)
+        operation = dataclasses.replace(operation, write_concern=write_concern)
         signal_kwargs = signal_kwargs or {}
         if context.follow_ups_pending():
             await context.run_follow_ups()
@@ -1135,7 +1137,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 has_rules(type(self))
                 and await runs_own_transaction(
                     type(self),
-                    dataclasses.replace(operation, write_concern=write_concern),
+                    operation,
                     transaction,
                 )
             )
@@ -1302,9 +1304,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             return
         query = self._qs.filter(**self._object_key)._query
         try:
-            there = await unreachable.ids_there(
-                operation.collection, query, operation.session
-            )
+            there = await unreachable.ids_there(operation, query)
         except Exception:
             return
         if there:

@@ -58,6 +58,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.errors import InvalidOperation
+from pymongo.read_concern import ReadConcern
 
 from mongoengine_async._compat import RETRYABLE_ERROR_CODES, AsyncGridOutChunkIterator
 from mongoengine_async.batches import (
@@ -119,6 +120,7 @@ __all__ = (
     "RefusesAsync",
     "RefusesAsyncImage",
     "Unreachable",
+    "after_failure",
     "delete_files",
     "delete_files_of_deleted",
     "delete_unheld",
@@ -1429,21 +1431,42 @@ class Unreachable:
         with self.noting(client):
             yield
 
-    async def ids_there(
-        self,
-        collection: AsyncCollection,
-        query: dict,
-        session: AsyncClientSession | None,
-    ) -> list:
-        """The ids of the documents ``query`` matches, read on the primary,
-        where a failed delete went (a lagging secondary shows one it deleted
-        as there): a cleanup's read of what that delete left."""
-        primary = on_primary(collection)
-        with self.trying(primary.database.client):
-            cursor = primary.find(
-                query, {"_id": 1}, batch_size=WHOLE_RESULT, session=session
+    async def ids_there(self, operation: Operation, query: dict) -> list:
+        """The ids of the documents ``query`` matches in the operation's
+        collection, read as :func:`after_failure` reads: a cleanup's read of
+        what a failed delete left."""
+        reading = after_failure(operation)
+        collection = reading.collection
+        with self.trying(collection.database.client):
+            cursor = collection.find(
+                query, {"_id": 1}, batch_size=WHOLE_RESULT, session=reading.session
             )
             return [raw["_id"] for raw in await read_list(cursor)]
+
+
+def after_failure(operation: Operation) -> Operation:
+    """The operation a read after a delete failed (outside a transaction)
+    runs as: on the primary, where the delete went (a lagging secondary shows
+    a document it deleted as there). Unless the delete asked the primary's
+    acknowledgement alone (w 0 or 1), at read concern "majority" and in no
+    session (a causally consistent one would wait for the majority to reach
+    the failed delete): a delete not majority-committed, which a rollback
+    may undo, reads as not applied, and its documents keep their files (an
+    orphan costs space, a lost file is lost data)."""
+    primary = on_primary(operation.collection)
+    if _primary_alone(operation):
+        return dataclasses.replace(operation, collection=primary)
+    majority = primary.with_options(read_concern=ReadConcern("majority"))
+    return dataclasses.replace(operation, collection=majority, session=None)
+
+
+def _primary_alone(operation: Operation) -> bool:
+    """Whether the operation's writes ask the primary's acknowledgement alone
+    (w 0 or 1): a delete that may roll back is then the user's choice."""
+    w = operation.write_concern.get(
+        "w", operation.collection.write_concern.document.get("w")
+    )
+    return isinstance(w, int) and w <= 1
 
 
 async def run_again_if_cut_short(steps: Callable[[set[int]], Awaitable[None]]) -> None:
