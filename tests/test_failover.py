@@ -1780,3 +1780,51 @@ async def test_a_delete_rolled_back_keeps_the_files_of_its_document(
         assert await FoDeed.objects.async_scalar("id") == [deed.pk]
         assert await deed.scan.async_read() == b"deed"
         assert sent == []
+
+
+@pytest.mark.parametrize("created", [True, False])
+async def test_a_delete_failing_unapplied_keeps_the_files_of_a_document_just_saved(
+    replica_set_3: ReplicaSet, mongodb_uri: str, created: bool
+) -> None:
+    """A document saved with ``w=1`` (no majority has it yet), then its
+    delete (w "majority") failing on the server, not applied: it is there,
+    and keeps its file (on another deployment) once the majority has it; no
+    ``post_delete`` is sent. Read at read concern "majority" alone, it was
+    not there (its insert not majority-committed): its file was deleted,
+    lost, and ``post_delete`` sent for a document that is there. Its
+    collection not ``created`` before (by that save), the read at majority
+    waited for its creation to reach a majority: the delete never returned."""
+    sent: list[Any] = []
+
+    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    async with (
+        fresh_database(
+            ALIAS, replica_set_3.uri, w="majority", serverSelectionTimeoutMS=30_000
+        ),
+        fresh_database(DEED_FILES, mongodb_uri),
+    ):
+        deed = FoDeed()
+        await deed.scan.async_put(b"deed")
+        if created:
+            await get_async_db(ALIAS).create_collection("fo_deed")
+        signals.post_delete.connect(post_delete, sender=FoDeed)
+        try:
+            with majority_held_back(replica_set_3):
+                await deed.async_save(write_concern={"w": 1})
+                with (
+                    replica_set_3.fail_command("delete", error_code=FAILED),
+                    pytest.raises(OperationError) as raised,
+                ):
+                    await asyncio.wait_for(deed.async_delete(), 60)
+        finally:
+            signals.post_delete.disconnect(post_delete, sender=FoDeed)
+        assert raised.value.__cause__.code == FAILED  # type: ignore[union-attr]
+        assert await FoDeed.objects.async_scalar("id") == [deed.pk]
+        assert await deed.scan.async_read() == b"deed"
+        assert sent == []
+
+
+# A code the server fails a command with (OperationFailed), not retried.
+FAILED = 96

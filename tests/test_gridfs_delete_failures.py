@@ -771,9 +771,12 @@ async def test_a_cascade_failing_reads_what_is_gone_on_the_primary(
             ]
             # (After the failing delete, the files of the leaves gone are read,
             # then which of the five leaves loaded are there: each in runs of
-            # two.)
-            cleanup = [("find", "primary")] * 6
-            assert on_leaves[-8:] == [("delete", None), ("delete", None), *cleanup]
+            # two, at majority, then, for what that read did not show, locally.)
+            last = max(i for i, (name, _) in enumerate(on_leaves) if name == "delete")
+            assert on_leaves[last - 1 : last + 1] == [("delete", None)] * 2
+            cleanup = on_leaves[last + 1 :]
+            assert len(cleanup) >= 6
+            assert set(cleanup) == {("find", "primary")}
             # (The plan lists them on the primary too: every read of a delete does.)
             assert {m for command, m in on_leaves if command == "find"} == {"primary"}
             left = {leaf.pk for leaf in await FdLeaf.objects.async_to_list()}
@@ -878,17 +881,28 @@ async def test_a_failed_delete_with_no_steps_after_it_reads_nothing(
     )
 
 
-def read_concerns(log: CommandLog, cls: type[Any]) -> list[str | None]:
-    """The read concern level of each find of ``cls``'s collection in ``log``
-    (None: the server's default, local), then clears ``log``."""
+def cleanup_levels(log: CommandLog, cls: type[Any]) -> list[str | None]:
+    """The read concern level (None: the server's default, local) of each
+    find of ``cls``'s collection in ``log`` after its last delete: the reads
+    after that delete failed; then clears ``log``."""
     name = cls._get_collection_name()
-    levels = [
-        event.command.get("readConcern", {}).get("level")
-        for event in log.events
-        if event.command_name == "find" and event.command["find"] == name
+    on_cls = [
+        event for event in log.events if event.command.get(event.command_name) == name
     ]
+    last = max(i for i, event in enumerate(on_cls) if event.command_name == "delete")
     log.clear()
-    return levels
+    return [
+        event.command.get("readConcern", {}).get("level")
+        for event in on_cls[last + 1 :]
+        if event.command_name == "find"
+    ]
+
+
+def majority_then_local(levels: list[str | None], majority: int) -> bool:
+    """Whether ``levels`` are ``majority`` reads at majority then, for what
+    those did not show, as many or fewer on the primary's own data (None)."""
+    head, rest = levels[:majority], levels[majority:]
+    return head == ["majority"] * majority and rest in ([], [None] * majority)
 
 
 @pytest.mark.parametrize("w", ["majority", 1])
@@ -897,17 +911,16 @@ async def test_a_failed_delete_reads_what_it_left_at_majority(
 ) -> None:
     """After a delete (outside a transaction, w "majority") failed, whether
     its documents are gone, and whether they hold the files listed, is read
-    at read concern "majority" (in no session of the caller's): a delete not
-    majority-committed
-    (a write concern error) reads as not applied, so the files stay (a
-    rollback of the delete would bring back its documents: with their files
-    gone, lost). With w=1 the user accepts a delete the primary alone
-    applied: as after one that returned, the primary's own data is read.
-    The primary's own data was read: a rollback brought back a document
-    whose files were deleted."""
+    first at read concern "majority" (in no session of the caller's): a
+    delete not majority-committed (a write concern error) reads as not
+    applied, so the files stay (a rollback of the delete would bring back
+    its documents: with their files gone, lost); what that read did not show
+    is read on the primary's own data (a document written with w=1 since).
+    With w=1 the user accepts a delete the primary alone applied: as after
+    one that returned, the primary's own data is read. The primary's own
+    data was read alone: see test_failover.py for the files it lost."""
     name = f"fd-{uuid4().hex[:8]}"
     log = CommandLog()
-    level = "majority" if w == "majority" else None
     async with fresh_database(
         "default", mongodb_uri, appname=name, event_listeners=[log]
     ):
@@ -920,10 +933,11 @@ async def test_a_failed_delete_reads_what_it_left_at_majority(
         # (Whether it is gone: at majority, out of the caller's causally
         # consistent session, whose afterClusterTime, the failed delete's,
         # would wait for the majority to reach it.)
-        [read] = [event for event in log.events if event.command_name == "find"]
+        read = next(event for event in log.events if event.command_name == "find")
+        assert read.command["find"] == FdPaper._get_collection_name()
         if w == "majority":
             assert read.command["readConcern"] == {"level": "majority"}
-        assert read_concerns(log, FdPaper) == [level]
+        document = cleanup_levels(log, FdPaper)
         await with_files([FdPaper() for _ in range(3)])
         in_runs_of_two(monkeypatch)
         async with second_delete_failing(name, FdPaper):
@@ -931,11 +945,10 @@ async def test_a_failed_delete_reads_what_it_left_at_majority(
                 await FdPaper.objects.async_delete(
                     transaction=False, write_concern={"w": w}
                 )
-        # (Its listing, then which files the listed documents left hold.)
-        assert read_concerns(log, FdPaper) == [None, level, level]
+        # (Which files the listed documents left hold: in runs of two.)
+        queryset = cleanup_levels(log, FdPaper)
         box = await FdBox(name="box").async_save()
         await with_files([FdLeaf(box=box) for _ in range(3)])
-        log.clear()
         receiver = lambda sender, document, **kwargs: None  # noqa: E731
         signals.post_delete.connect(receiver, sender=FdLeaf)  # (loads them)
         try:
@@ -946,5 +959,13 @@ async def test_a_failed_delete_reads_what_it_left_at_majority(
                     )
         finally:
             signals.post_delete.disconnect(receiver, sender=FdLeaf)
-        # (Its reads, then which files the leaves left hold, and which are there.)
-        assert read_concerns(log, FdLeaf)[-5:] == [None, *[level] * 4]
+        # (Which files the leaves left hold, then which leaves are there.)
+        cascade = cleanup_levels(log, FdLeaf)
+    if w == 1:
+        assert (document, queryset, cascade) == ([None], [None] * 2, [None] * 4)
+    else:
+        assert majority_then_local(document, 1)
+        assert majority_then_local(queryset, 2)
+        assert cascade[:2] == ["majority"] * 2
+        assert cascade.count("majority") == 4
+        assert set(cascade) <= {"majority", None}

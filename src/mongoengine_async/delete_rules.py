@@ -48,7 +48,6 @@ from mongoengine_async.gridfs import (
     Listed,
     Matching,
     Unreachable,
-    after_failure,
     delete_files,
     delete_files_of_deleted,
     file_aliases,
@@ -759,7 +758,7 @@ class _DeletePlan:
                 operation = await self.operation.on(cls)
                 for run in self._runs(pks):
                     found = await self.unreachable.ids_there(
-                        operation, {"_id": {"$in": run}}
+                        operation, {"_id": {"$in": run}}, len(run)
                     )
                     there.update((cls, pk) for pk in found)
         except Exception:
@@ -786,8 +785,7 @@ class _DeletePlan:
             for cls, ids in listed_cascade:
                 operation = await self.operation.on(cls)
                 left = Listed(cls, ids, 0)
-                reading = after_failure(operation)
-                files = await not_held(files, reading, left, self.unreachable)
+                files = await not_held(files, operation, left, self.unreachable, True)
             await delete_files(files, self.operation, unreachable=self.unreachable)
 
     async def _step(self, step: Callable[[], Awaitable[Any]], written: bool) -> bool:

@@ -1304,7 +1304,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             return
         query = self._qs.filter(**self._object_key)._query
         try:
-            there = await unreachable.ids_there(operation, query)
+            there = await unreachable.ids_there(operation, query, 1)
         except Exception:
             return
         if there:

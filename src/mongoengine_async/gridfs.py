@@ -1271,11 +1271,13 @@ async def stored_files_and_ids(
     projection = file_projection(cls)
     if not projection:
         return [], None
-    cursor = on_primary(operation.collection).find(
+    collection = on_primary(operation.collection)
+    cursor = collection.find(
         queryset._query,
         {**projection, "_cls": 1},
         batch_size=WHOLE_RESULT,  # 101 documents and more: one reply
         session=operation.session,
+        max_time_ms=max_time_ms(collection),
     )
     found = await read_list(cursor)
     return files_of(found, cls), [raw["_id"] for raw in found]
@@ -1431,33 +1433,60 @@ class Unreachable:
         with self.noting(client):
             yield
 
-    async def ids_there(self, operation: Operation, query: dict) -> list:
+    async def ids_there(self, operation: Operation, query: dict, expected: int) -> list:
         """The ids of the documents ``query`` matches in the operation's
-        collection, read as :func:`after_failure` reads: a cleanup's read of
-        what a failed delete left."""
-        reading = after_failure(operation)
-        collection = reading.collection
-        with self.trying(collection.database.client):
-            cursor = collection.find(
-                query, {"_id": 1}, batch_size=WHOLE_RESULT, session=reading.session
-            )
-            return [raw["_id"] for raw in await read_list(cursor)]
+        collection (of ``expected`` at most), read as :func:`after_failure`
+        says: a cleanup's read of what a failed delete left, a document there
+        in one of its reads is there (an id may come twice)."""
+        found: list = []
+        for reading in after_failure(operation):
+            if len(found) >= expected:
+                break
+            collection = reading.collection
+            with self.trying(collection.database.client):
+                cursor = collection.find(
+                    query,
+                    {"_id": 1},
+                    batch_size=WHOLE_RESULT,
+                    session=reading.session,
+                    max_time_ms=max_time_ms(collection),
+                )
+                found += [raw["_id"] for raw in await read_list(cursor)]
+        return found
 
 
-def after_failure(operation: Operation) -> Operation:
-    """The operation a read after a delete failed (outside a transaction)
-    runs as: on the primary, where the delete went (a lagging secondary shows
-    a document it deleted as there). Unless the delete asked the primary's
-    acknowledgement alone (w 0 or 1), at read concern "majority" and in no
-    session (a causally consistent one would wait for the majority to reach
-    the failed delete): a delete not majority-committed, which a rollback
-    may undo, reads as not applied, and its documents keep their files (an
-    orphan costs space, a lost file is lost data)."""
-    primary = on_primary(operation.collection)
+def after_failure(operation: Operation) -> list[Operation]:
+    """The operations the reads after a delete failed (outside a transaction)
+    run as, a document or file found by one of them being there: on the
+    primary, where the delete went (a lagging secondary shows a document it
+    deleted as there). Unless the delete asked the primary's acknowledgement
+    alone (w 0 or 1), first at read concern "majority", in no session (a
+    causally consistent one would wait for the majority to reach the failed
+    delete): a delete not majority-committed, which a rollback may undo,
+    reads as not applied, and its documents keep their files (an orphan
+    costs space, a lost file is lost data); then the primary's own data, as a
+    document written since the majority's (w=1), which an unapplied delete
+    left, is there."""
+    primary = dataclasses.replace(
+        operation, collection=on_primary(operation.collection)
+    )
     if _primary_alone(operation):
-        return dataclasses.replace(operation, collection=primary)
-    majority = primary.with_options(read_concern=ReadConcern("majority"))
-    return dataclasses.replace(operation, collection=majority, session=None)
+        return [primary]
+    majority = primary.collection.with_options(read_concern=ReadConcern("majority"))
+    return [dataclasses.replace(operation, collection=majority, session=None), primary]
+
+
+MAJORITY_READ_MS = 10_000
+"""How long a read at majority after a failed delete may take (its
+``maxTimeMS``): one of a collection whose creation no majority has yet waits
+for it (forever, the secondaries lost); given up, the files stay."""
+
+
+def max_time_ms(collection: AsyncCollection) -> int | None:
+    """The ``maxTimeMS`` of a read of ``collection``: ``MAJORITY_READ_MS`` at
+    read concern majority (the reads after a failed delete, see
+    :func:`after_failure`), else none."""
+    return MAJORITY_READ_MS if collection.read_concern.level == "majority" else None
 
 
 def _primary_alone(operation: Operation) -> bool:
@@ -1544,22 +1573,23 @@ async def delete_files_of_deleted(
     operation: Operation,
     left: Listed | None = None,
     unreachable: Unreachable | None = None,
+    failed: bool = False,
 ) -> None:
     """:func:`delete_files` of documents already deleted, but those a listed
     document the delete left holds (see :func:`delete_unheld`): a caller
     cancelled meanwhile, outside a transaction (whose abort keeps the
     documents and files), leaves them all deleted in a task of its own, as
     they would stay, found by nothing (``Document.async_delete`` has its own
-    follow-up). ``unreachable``: see :func:`delete_unheld`."""
+    follow-up). ``unreachable``, ``failed``: see :func:`delete_unheld`."""
     try:
-        await delete_unheld(proxies, operation, left, unreachable=unreachable)
+        await delete_unheld(proxies, operation, left, False, unreachable, failed)
     except asyncio.CancelledError:
         session = operation.session
         if proxies and (session is None or not session.in_transaction):
             # (Not in the caller's session: it may use it meanwhile.)
             alone = dataclasses.replace(operation, session=None)
             follow_up(
-                delete_unheld(proxies, alone, left, True, unreachable),
+                delete_unheld(proxies, alone, left, True, unreachable, failed),
                 "delete of the files of documents a cancelled delete deleted",
                 finish=True,
                 aliases={proxy.db_alias for proxy in proxies},
@@ -1573,6 +1603,7 @@ async def delete_unheld(
     left: Listed | None,
     surely: bool = False,
     unreachable: Unreachable | None = None,
+    failed: bool = False,
 ) -> None:
     """:func:`delete_files` of ``proxies`` but those the ``left`` documents
     still there hold: one listed that the delete left (changed meanwhile to
@@ -1583,14 +1614,15 @@ async def delete_unheld(
     again) is kept, as all are then: a live document may hold it (an
     orphan costs space, a lost file is lost data). Nothing is tried on a
     client ``unreachable`` gave up (the steps after one delete's error share
-    one), and one whose server selection times out is given up."""
+    one), and one whose server selection times out is given up. ``failed``:
+    see :func:`not_held`."""
     unreachable = Unreachable() if unreachable is None else unreachable
     try:
-        proxies = await not_held(proxies, operation, left, unreachable)
+        proxies = await not_held(proxies, operation, left, unreachable, failed)
     except asyncio.CancelledError:
         if not surely:
             raise
-        proxies = await not_held(proxies, operation, left, unreachable)
+        proxies = await not_held(proxies, operation, left, unreachable, failed)
         await delete_files(proxies, operation, True, unreachable)
         raise
     await delete_files(proxies, operation, surely, unreachable)
@@ -1601,21 +1633,27 @@ async def not_held(
     operation: Operation,
     left: Listed | None,
     unreachable: Unreachable | None = None,
+    failed: bool = False,
 ) -> list[AsyncGridFSProxy]:
     """``proxies`` but the files the listed documents still there hold (one
     query per run of ids, when the delete removed fewer than it listed; none
-    when there is no file to keep). Its client given up by ``unreachable``,
-    it raises that server selection time-out without a query."""
+    when there is no file to keep); after a delete that ``failed``, a file
+    held in one of the reads :func:`after_failure` names is held. Its client
+    given up by ``unreachable``, it raises that server selection time-out
+    without a query."""
     if not proxies or left is None or left.all_gone():
         return proxies
     codec_options = operation.collection.codec_options
     client = operation.collection.database.client
     unreachable = Unreachable() if unreachable is None else unreachable
     held: set[tuple[str, str, Any]] = set()
-    for run in listed(Matching(left.cls, {}), left.ids, codec_options):
-        with unreachable.trying(client):
-            found = await stored_files(run, operation)
-        held.update(_file_key(each) for each in found)
+    for reading in after_failure(operation) if failed else [operation]:
+        for run in listed(Matching(left.cls, {}), left.ids, codec_options):
+            with unreachable.trying(client):
+                found = await stored_files(run, reading)
+            held.update(_file_key(each) for each in found)
+        if all(_file_key(each) in held for each in proxies):
+            break
     return [each for each in proxies if _file_key(each) not in held]
 
 

@@ -114,7 +114,6 @@ from mongoengine_async.from_bson import loader, owned_loader
 from mongoengine_async.gridfs import (
     Listed,
     Unreachable,
-    after_failure,
     delete_files_of_deleted,
     delete_unheld,
     has_file_fields,
@@ -1529,8 +1528,7 @@ async def _files_of_failed(
         return
     with contextlib.suppress(Exception):
         # (How many it deleted is not known: 0 reads which are still there.)
-        reading = after_failure(operation)  # (where a file still held is seen)
-        await delete_files_of_deleted(files, reading, leaving(0), unreachable)
+        await delete_files_of_deleted(files, operation, leaving(0), unreachable, True)
 
 
 async def _delete_surely(
