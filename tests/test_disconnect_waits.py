@@ -519,3 +519,36 @@ async def deleted_in_a_transaction(document: Document) -> None:
     """Delete ``document`` in a transaction on alias "default"."""
     async with mongoengine_async.async_run_in_transaction():
         await document.async_delete()
+
+
+async def test_disconnecting_the_files_alias_waits_for_a_cancelled_commit_before_them(
+    app, mongodb_uri
+):
+    """``disconnect_async("dw-files")`` while the commit of a transaction on
+    alias "default" that deleted a document whose file is on "dw-files" (its
+    delete waits for the commit), the caller cancelled, is held on the
+    server: it returns once the commit and then the file's delete are done
+    (the file gone, nothing reported). The commit noted only its own client's
+    aliases, so the disconnect closed the bucket's client before the step
+    after the commit even began."""
+    async with (
+        AsyncMongoClient(mongodb_uri) as client,
+        fresh_database("dw-files", mongodb_uri),
+    ):
+        files = mongoengine_async.get_async_db("dw-files").name
+        document = await filed(DwFiledElsewhere)
+        reported = reported_on(asyncio.get_running_loop())
+        holding = held_on_server(app, "commitTransaction", BLOCK_MS, admin=client.admin)
+        held = await holding.__aenter__()
+        try:
+            deleting = asyncio.ensure_future(deleted_in_a_transaction(document))
+            await held.reached_server()
+            deleting.cancel()
+            await asyncio.wait([deleting])
+            await mongoengine_async.disconnect_async("dw-files")
+            assert not await held.still_on_server()
+            assert (await left(client, files, "dw_files"))[1:] == [0, 0]
+        finally:
+            await holding.__aexit__(None, None, None)
+            asyncio.get_running_loop().set_exception_handler(None)
+        assert reported == []

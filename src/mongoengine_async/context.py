@@ -1032,10 +1032,18 @@ def _settle_journal(block: _Block | None, undos: Journal) -> None:
         settle(block)
     elif block is not None and block.committing():
         block.task.add_done_callback(lambda _: settle(block))
-        finish_before_close(block.task, _COMMITTING, block.aliases())
+        finish_before_close(block.task, _COMMITTING, _committing_aliases(block, undos))
     else:
         _undo(undos)
         undos.clear()
+
+
+def _committing_aliases(block: _Block, undos: Journal) -> frozenset[str] | None:
+    """The aliases a commit left going on may use (None: any): its client's,
+    and its :func:`on_commit` steps', which its done callback starts (a file
+    delete on another alias's bucket: that disconnect must wait for both)."""
+    steps = _aliases_of([entry for entry in undos if isinstance(entry, _OnCommit)])
+    return None if steps is None else block.aliases() | steps
 
 
 async def _end_session(session: AsyncClientSession, block: _Block | None) -> None:
