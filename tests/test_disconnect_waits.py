@@ -552,3 +552,48 @@ async def test_disconnecting_the_files_alias_waits_for_a_cancelled_commit_before
             await holding.__aexit__(None, None, None)
             asyncio.get_running_loop().set_exception_handler(None)
         assert reported == []
+
+
+async def uploaded_in_a_transaction() -> None:
+    """Save a DwFiledElsewhere holding a file uploaded in a transaction on
+    alias "default" (its bucket on alias "dw-files", another client)."""
+    async with mongoengine_async.async_run_in_transaction():
+        document = DwFiledElsewhere()
+        await document.data.async_put(b"contents")
+        await document.async_save()
+
+
+async def test_disconnecting_the_files_alias_waits_for_a_cancelled_commit_that_fails(
+    app, mongodb_uri
+):
+    """``disconnect_async("dw-files")`` while the commit of a transaction on
+    alias "default" that uploaded a file on "dw-files", the caller cancelled,
+    is held on the server, then fails (BadValue: surely aborted): it returns
+    once the commit failed and the upload's delete is done (the file gone,
+    nothing reported). The commit noted only its client's aliases, so the
+    disconnect closed the bucket's client before the delete after the abort
+    began (which failed: "Cannot use AsyncMongoClient after close")."""
+    async with (
+        AsyncMongoClient(mongodb_uri) as client,
+        fresh_database("dw-files", mongodb_uri),
+    ):
+        files = mongoengine_async.get_async_db("dw-files").name
+        reported = reported_on(asyncio.get_running_loop())
+        holding = held_on_server(
+            app, "commitTransaction", BLOCK_MS, error_code=2, admin=client.admin
+        )
+        held = await holding.__aenter__()
+        try:
+            uploading = asyncio.ensure_future(uploaded_in_a_transaction())
+            await held.reached_server()
+            uploading.cancel()
+            await asyncio.wait([uploading])
+            await mongoengine_async.disconnect_async("dw-files")
+            assert not await held.still_on_server()
+            assert (await left(client, files, "dw_files"))[1:] == [0, 0]
+        finally:
+            await holding.__aexit__(None, None, None)
+            asyncio.get_running_loop().set_exception_handler(None)
+        assert reported == []
+        name = mongoengine_async.get_async_db().name
+        assert await client[name]["dw_filed_elsewhere"].count_documents({}) == 0

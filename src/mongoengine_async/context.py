@@ -402,23 +402,28 @@ def on_commit(
 class _OnAbort:
     """A journal entry that undoes, when the transaction surely aborted, a
     write outside it (:func:`on_abort`); nothing when its commit's outcome
-    is unknown (:func:`_undo`)."""
+    is unknown (:func:`_undo`). The work it starts uses ``aliases``."""
 
-    def __init__(self, action: Callable[[], Any]) -> None:
+    def __init__(self, action: Callable[[], Any], aliases: frozenset[str]) -> None:
         self.action = action
+        self.aliases = aliases
 
     def __call__(self) -> None:
         self.action()
 
 
-def on_abort(undos: Journal, action: Callable[[], Any]) -> None:
+def on_abort(
+    undos: Journal, action: Callable[[], Any], aliases: Iterable[str] = ()
+) -> None:
     """Call ``action`` if the transaction of journal ``undos`` aborts (this
     attempt), and not when its commit's outcome is unknown (PyMongo's
     ``UnknownTransactionCommitResult`` once its retries ran out: it may have
     committed): the undo of a write outside it that the transaction's
     documents may refer to (the delete of a file put on another client, and
-    its proxy's giving back what it held before the put)."""
-    undos.append(_OnAbort(action))
+    its proxy's giving back what it held before the put). ``aliases``: those
+    the work it starts may use, whose disconnect waits for a commit left
+    going on (its failure starts it: see :func:`_committing_aliases`)."""
+    undos.append(_OnAbort(action, frozenset(aliases)))
 
 
 def _commit_steps(undos: Journal) -> list[_OnCommit]:
@@ -1040,10 +1045,14 @@ def _settle_journal(block: _Block | None, undos: Journal) -> None:
 
 def _committing_aliases(block: _Block, undos: Journal) -> frozenset[str] | None:
     """The aliases a commit left going on may use (None: any): its client's,
-    and its :func:`on_commit` steps', which its done callback starts (a file
-    delete on another alias's bucket: that disconnect must wait for both)."""
+    and those of the work its done callback starts, its :func:`on_commit`
+    steps' or (it failed) its :func:`on_abort` actions' (a file delete on
+    another alias's bucket: that disconnect must wait for both)."""
     steps = _aliases_of([entry for entry in undos if isinstance(entry, _OnCommit)])
-    return None if steps is None else block.aliases() | steps
+    if steps is None:
+        return None
+    aborts = (entry.aliases for entry in undos if isinstance(entry, _OnAbort))
+    return block.aliases().union(steps, *aborts)
 
 
 async def _end_session(session: AsyncClientSession, block: _Block | None) -> None:

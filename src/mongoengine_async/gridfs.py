@@ -885,7 +885,8 @@ class AsyncGridFSProxy(GridFSProxy):
             undos.append(undo)
         if root is not None and uploaded:  # (kept if the commit may have been)
             delete = functools.partial(_delete_files, root, uploaded)
-            on_abort(undos, lambda: _delete_aborted(delete(), root))
+            aliases = aliases_served_by(root.database.client)
+            on_abort(undos, lambda: _delete_aborted(delete(), root), aliases)
         return marked
 
     def _changed_marks(self) -> list[str]:
