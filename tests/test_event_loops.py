@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import gc
 import logging
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -1399,6 +1401,50 @@ def test_an_async_for_is_still_an_async_generator(loops_alias, read):
     iteration, _ = asyncio.run(_begun(read))  # asend() past the loop's end
     with pytest.raises(AsyncUsageError, match="shut down since"):
         asyncio.run(sent(iteration))
+
+
+@pytest.mark.parametrize("read", ["queryset", "async_iter", "aggregate"])
+def test_an_async_for_thrown_into_while_it_reads_still_raises_past_its_loop(
+    loops_alias, read
+):
+    """``athrow()`` or ``aclose()`` while a step reads its getMore raises
+    ``RuntimeError`` (the generator is running), as an async generator's
+    does, and changes nothing: the step gives its result, and the iteration
+    carried past its loop's end still raises, rather than ending silently."""
+
+    async def thrown_while_reading() -> tuple[Any, list[Any]]:
+        iteration, first = await _begun(read)
+        second = await anext(iteration)  # (the rest of the first batch)
+        step = asyncio.ensure_future(anext(iteration))
+        await asyncio.sleep(0)  # (the step awaits its getMore)
+        with pytest.raises(RuntimeError, match="already running"):
+            await iteration.athrow(LookupError("stop"))  # type: ignore[attr-defined]
+        with pytest.raises(RuntimeError, match="already running"):
+            await iteration.aclose()  # type: ignore[attr-defined]
+        return iteration, [first, second, await step]
+
+    iteration, results = asyncio.run(thrown_while_reading())
+    assert _whole(read, results) == ["b0", "b1", "b2"]
+    with pytest.raises(AsyncUsageError, match="shut down since"):
+        asyncio.run(_rest(iteration))
+
+
+def test_an_async_for_cannot_be_copied(loops_alias):
+    """Copying what ``async for`` steps through is refused, as an async
+    generator's copy is: ``copy.copy`` would give a second iteration
+    stepping the same read."""
+
+    async def copied() -> None:
+        iteration, _ = await _begun("async_iter")
+        refused = r"^cannot pickle 'async_generator' object$"
+        for copying in (copy.copy, copy.deepcopy, pickle.dumps):
+            with pytest.raises(TypeError, match=refused):
+                copying(iteration)
+        assert [book.title for book in await _rest(iteration)] == [
+            f"b{n}" for n in range(1, 5)
+        ]
+
+    asyncio.run(copied())
 
 
 @pytest.fixture

@@ -107,17 +107,28 @@ class Iteration(AsyncGenerator[T, None]):
             return self._refuse()
         return self._generator.asend(value)
 
-    def athrow(self, *error: Any) -> Coroutine[Any, Any, T]:
+    async def athrow(self, *error: Any) -> T:
         """Raise ``error`` at the read's ``yield``, as an async generator's
-        ``athrow()``: that ends the read, and its next steps end (no error)."""
-        self._closing = True
-        return self._generator.athrow(*error)
+        ``athrow()``: that ends the read, and its next steps end (no error).
+        Refused while a step reads (``RuntimeError``), the read goes on as it
+        was, still raising if its loop ends (:func:`stopped`)."""
+        self._closing = self._closing or not self._reading()
+        return await self._generator.athrow(*error)
 
     async def aclose(self) -> None:
         """Close the read (as an async generator's ``aclose()``): the next
-        steps end the iteration."""
-        self._closing = True
+        steps end the iteration. Refused while a step reads, as ``athrow``."""
+        self._closing = self._closing or not self._reading()
         await self._generator.aclose()
+
+    def _reading(self) -> bool:
+        """Whether a step runs the generator (which refuses to be closed then)."""
+        return bool(getattr(self._generator, "ag_running", False))  # (native's)
+
+    def __reduce__(self) -> Any:
+        """Refused, as an async generator's: a copy would step the same read
+        (``copy.copy`` too, which the slots would otherwise allow)."""
+        raise TypeError("cannot pickle 'async_generator' object")
 
     async def _refuse(self) -> T:
         raise AsyncUsageError(_ENDED[self._why].format(self._what, self._again))
