@@ -72,6 +72,7 @@ from mongoengine_async import (
     plan_watch,
     to_bson,
 )
+from mongoengine_async.fields import keep_given
 
 # -- models ---------------------------------------------------------------------------
 
@@ -450,9 +451,13 @@ EXAMPLES = settings(
 
 
 def mongoengine_new(model: type, values: dict[str, Any]) -> Any:
-    """``model(**values)`` by MongoEngine's ``BaseDocument.__init__``."""
+    """``model(**values)`` by MongoEngine's ``BaseDocument.__init__``, a plain
+    reference given for a ``CachedReferenceField`` held as given, as
+    MongoEngine's field holds it (ours marks what its ``to_python``, the
+    load's, converts: validation would take it for one a load read)."""
     document = model.__new__(model)
     BaseDocument.__init__(document, **values)
+    keep_given(document, values)
     return document
 
 
