@@ -1411,18 +1411,31 @@ async def iterate(stream: ChangeStream[Any], seen: list[ChangeEvent[Any]]) -> No
 async def test_cancelling_the_task_kills_the_cursor(
     async_alias: str, command_log: CommandLog
 ) -> None:
+    """The task is cancelled in a getMore the server holds (60 s of
+    ``max_await_time_ms``, with no write to end it) begun after an event."""
     await CsBook._async_get_collection()
     seen: list[ChangeEvent[Any]] = []
-    stream = CsBook.async_watch(max_await_time_ms=60_000)
-    assert await stream.try_next() is None  # opened before the write
-    task = asyncio.create_task(iterate(stream, seen))
-    await CsBook(title="one").async_save()
+    get_mores_at_event: list[int] = []  # getMores sent when each event came
 
-    async def waiting_in_a_get_more() -> None:
-        while not seen or command_log.count("getMore") < 3:
+    async def read() -> None:
+        async for event in CsBook.async_watch(max_await_time_ms=60_000):
+            seen.append(event)
+            get_mores_at_event.append(command_log.count("getMore"))
+
+    task = asyncio.create_task(read())
+
+    async def get_mores_past(count: int) -> None:
+        while command_log.count("getMore") <= count:
             await asyncio.sleep(0.01)
 
-    await asyncio.wait_for(waiting_in_a_get_more(), WAIT_SECONDS)
+    async def an_event() -> None:
+        while not seen:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(get_mores_past(0), WAIT_SECONDS)  # opened before the write
+    await CsBook(title="one").async_save()
+    await asyncio.wait_for(an_event(), WAIT_SECONDS)
+    await asyncio.wait_for(get_mores_past(get_mores_at_event[0]), WAIT_SECONDS)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
