@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import re
 import subprocess
 import sys
@@ -30,6 +31,9 @@ FILES = [
     "errors.py",
 ]
 BIN = Path(sys.executable).parent
+# The package of the tree this file belongs to: in a git worktree the editable
+# install points the checkers at another checkout's package.
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def _mistakes() -> dict[int, str]:
@@ -43,8 +47,13 @@ def _mistakes() -> dict[int, str]:
 
 
 def _run(command: list[str]) -> str:
+    """Run a checker on the files of tests/typing, which import this tree's
+    package (MYPYPATH for mypy; PYTHONPATH, ahead of site-packages in the
+    interpreter's sys.path that pyright reads)."""
+    path = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "MYPYPATH": str(SRC), "PYTHONPATH": path}
     result = subprocess.run(
-        command, cwd=TYPING_DIR, capture_output=True, text=True, check=False
+        command, cwd=TYPING_DIR, env=env, capture_output=True, text=True, check=False
     )
     return result.stdout + result.stderr
 
@@ -89,6 +98,13 @@ def test_checkers_see_the_table_and_each_mistake(
     assert len(typos) == 2  # book.titel, on the async and the sync API
     for line in typos:
         assert "titel" in errors[("errors.py", line)]
+
+
+def test_the_package_imported_is_this_trees() -> None:
+    """The tests below read the package imported: the tree's (in a git
+    worktree, run with PYTHONPATH=src), not the editable install's."""
+    package = Path(mongoengine_async.__file__).resolve().parent
+    assert package == SRC / "mongoengine_async"
 
 
 def test_every_name_is_exported_statically() -> None:
