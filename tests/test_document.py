@@ -1487,6 +1487,15 @@ class DocArticle(Document):
     byline = mongoengine_async.ReferenceField(DocByline)
 
 
+def _writes(log: CommandLog) -> list[tuple[str, str]]:
+    """The inserts and updates ``log`` recorded: name and collection, in order."""
+    return [
+        (e.command_name, e.command[e.command_name])
+        for e in log.events
+        if e.command_name in ("insert", "update")
+    ]
+
+
 @pytest.mark.parametrize("loads_the_press", [False, True])
 async def test_a_cascade_cycle_saves_a_document_whose_data_cannot_be_shown_once(
     async_alias, command_log, loads_the_press
@@ -1513,12 +1522,7 @@ async def test_a_cascade_cycle_saves_a_document_whose_data_cannot_be_shown_once(
         await article.async_save(cascade=True)
     finally:
         async_signals.pre_save.disconnect(load_press, sender=DocByline)
-    writes = [
-        (e.command_name, e.command[e.command_name])
-        for e in command_log.events
-        if e.command_name in ("insert", "update")
-    ]
-    assert writes == [("update", "doc_article"), ("update", "doc_byline")]
+    assert _writes(command_log) == [("update", "doc_article"), ("update", "doc_byline")]
     stored = await _db().doc_byline.find_one({"_id": byline.id})
     assert stored["article"] == article.id
     assert (await _db().doc_article.find_one({"_id": article.id}))["title"] == "T2"
@@ -1544,12 +1548,7 @@ async def test_a_cascade_saves_a_referenced_document_whose_data_cannot_be_shown(
     shelf.name, article.title = "S2", "T2"
     command_log.clear()
     await shelf.async_save(cascade=True)
-    writes = [
-        (e.command_name, e.command[e.command_name])
-        for e in command_log.events
-        if e.command_name in ("insert", "update")
-    ]
-    assert writes == [("update", "doc_shelf"), ("update", "doc_article")]
+    assert _writes(command_log) == [("update", "doc_shelf"), ("update", "doc_article")]
     assert (await _db().doc_article.find_one({"_id": article.id}))["title"] == "T2"
     assert (await _db().doc_shelf.find_one({"_id": shelf.id}))["name"] == "S2"
     assert article._changed_fields == []
@@ -1625,12 +1624,7 @@ async def test_a_cascade_saves_from_a_document_whose_str_raises(
     desk.name, feature.title = "D2", "T2"
     command_log.clear()
     await feature.async_save(cascade=True)
-    writes = [
-        (e.command_name, e.command[e.command_name])
-        for e in command_log.events
-        if e.command_name in ("insert", "update")
-    ]
-    assert writes == [("update", "doc_feature"), ("update", "doc_desk")]
+    assert _writes(command_log) == [("update", "doc_feature"), ("update", "doc_desk")]
     assert (await _db().doc_desk.find_one({"_id": desk.id}))["name"] == "D2"
     assert (await _db().doc_feature.find_one({"_id": feature.id}))["title"] == "T2"
     desk.name = "D3"
@@ -1643,30 +1637,10 @@ class DocPair(Document):
     second = mongoengine_async.ReferenceField(DocFeature)
 
 
-class MePairPress(mongoengine.Document):
-    name = mongoengine.StringField()
-    meta = {"db_alias": "doc_pair_sync"}
-
-
-class MePairByline(mongoengine.Document):
-    name = mongoengine.StringField()
-    press = mongoengine.ReferenceField(MePairPress)
-    meta = {"db_alias": "doc_pair_sync"}
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.press.name})"
-
-
-class MePairFeature(mongoengine.Document):
-    title = mongoengine.StringField()
-    byline = mongoengine.ReferenceField(MePairByline)
-    meta = {"db_alias": "doc_pair_sync"}
-
-
 class MePair(mongoengine.Document):
-    first = mongoengine.ReferenceField(MePairFeature)
-    second = mongoengine.ReferenceField(MePairFeature)
-    meta = {"db_alias": "doc_pair_sync"}
+    first = mongoengine.ReferenceField(MeDocFeature)
+    second = mongoengine.ReferenceField(MeDocFeature)
+    meta = {"db_alias": "doc_feature_sync"}
 
 
 def _updated_collections(log: CommandLog) -> list[str]:
@@ -1682,15 +1656,15 @@ async def test_a_cascade_saves_two_copies_whose_data_cannot_be_shown_once(
     their byline's __str__ reads its unloaded press, so their data could not
     be shown and each copy counted by itself alone: saved twice. The data is
     shown without what cannot be (the byline by its data): saved once."""
-    with fresh_sync_default(mongodb_uri, sync_command_log, alias="doc_pair_sync"):
-        me_byline = MePairByline(name="B", press=MePairPress(name="P").save()).save()
-        MePairFeature(title="T", byline=me_byline).save()
-        copies = [MePairFeature.objects.get() for _ in range(2)]
+    with fresh_sync_default(mongodb_uri, sync_command_log, alias="doc_feature_sync"):
+        me_byline = MeDocByline(name="B", press=MeDocPress(name="P").save()).save()
+        MeDocFeature(title="T", byline=me_byline).save()
+        copies = [MeDocFeature.objects.get() for _ in range(2)]
         for copied in copies:
-            copied.title, copied.byline = "T2", MePairByline.objects.get()
+            copied.title, copied.byline = "T2", MeDocByline.objects.get()
         sync_command_log.clear()
         MePair(first=copies[0], second=copies[1]).save(cascade=True)
-        assert _updated_collections(sync_command_log) == ["me_pair_feature"]
+        assert _updated_collections(sync_command_log) == ["me_doc_feature"]
     press = await DocPress(name="P").async_save()
     await DocByline(name="B", press=press).async_save()
     await DocFeature(title="T").async_save()
