@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Awaitable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import pymongo
@@ -15,7 +16,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 import mongoengine_async
-from conftest import held_on_server
+from conftest import Held, held_on_server
 from mongoengine_async import Document, FileField, detached, signals
 from mongoengine_async.connection import disconnect_all_async
 from mongoengine_async.testing import fresh_database
@@ -374,6 +375,19 @@ def test_disconnecting_stops_waiting_for_a_loop_that_stops_running_meanwhile(
     assert reported == []
 
 
+async def cancelled_then_disconnected(
+    held: Held, write: Callable[[], Awaitable[None]], alias: str = "default"
+) -> bool:
+    """Cancel ``write`` once its command ``held`` reached the server, then
+    ``disconnect_async(alias)``: whether that command is still held after."""
+    writing = asyncio.ensure_future(write())
+    await held.reached_server()
+    writing.cancel()
+    await asyncio.wait([writing])
+    await mongoengine_async.disconnect_async(alias)
+    return await held.still_on_server()
+
+
 async def test_disconnecting_another_alias_does_not_wait_for_a_cancelled_commit(
     app, mongodb_uri
 ):
@@ -392,12 +406,9 @@ async def test_disconnecting_another_alias_does_not_wait_for_a_cancelled_commit(
                 )
                 held = await holding.__aenter__()
                 try:
-                    committing = asyncio.ensure_future(saved_in_a_transaction())
-                    await held.reached_server()
-                    committing.cancel()
-                    await asyncio.wait([committing])
-                    await mongoengine_async.disconnect_async("dw-idle")
-                    assert await held.still_on_server()
+                    assert await cancelled_then_disconnected(
+                        held, saved_in_a_transaction, "dw-idle"
+                    )
                 finally:
                     await holding.__aexit__(None, None, None)
             await detached.all_finished(30)  # (the commit)
@@ -424,12 +435,7 @@ async def test_disconnecting_the_alias_of_a_cancelled_commit_waits(app, mongodb_
         holding = held_on_server(app, "commitTransaction", BLOCK_MS, admin=client.admin)
         held = await holding.__aenter__()
         try:
-            committing = asyncio.ensure_future(saved_in_a_transaction())
-            await held.reached_server()
-            committing.cancel()
-            await asyncio.wait([committing])
-            await mongoengine_async.disconnect_async()
-            assert not await held.still_on_server()
+            assert not await cancelled_then_disconnected(held, saved_in_a_transaction)
         finally:
             await holding.__aexit__(None, None, None)
             asyncio.get_running_loop().set_exception_handler(None)
@@ -500,12 +506,9 @@ async def test_disconnecting_waits_for_a_file_delete_after_commit_of_its_alias_o
                 )
                 held = await holding.__aenter__()
                 try:
-                    deleting = asyncio.ensure_future(deleted_in_a_transaction(document))
-                    await held.reached_server()
-                    deleting.cancel()
-                    await asyncio.wait([deleting])
-                    await mongoengine_async.disconnect_async(alias)
-                    assert await held.still_on_server() is not waits
+                    deleting = partial(deleted_in_a_transaction, document)
+                    still = await cancelled_then_disconnected(held, deleting, alias)
+                    assert still is not waits
                 finally:
                     await holding.__aexit__(None, None, None)
             await detached.all_finished(30)  # (the file's delete)
@@ -519,6 +522,31 @@ async def deleted_in_a_transaction(document: Document) -> None:
     """Delete ``document`` in a transaction on alias "default"."""
     async with mongoengine_async.async_run_in_transaction():
         await document.async_delete()
+
+
+async def disconnected_after_a_cancelled_commit(
+    app: str,
+    client: AsyncMongoClient[Any],
+    write: Callable[[], Awaitable[None]],
+    error_code: int | None = None,
+) -> None:
+    """Hold on the server the commit of ``write``'s transaction on alias
+    "default" (then fail it with ``error_code`` if given), cancel ``write``
+    there and ``disconnect_async("dw-files")``: it returns once the commit and
+    the step after it are done (the file on "dw-files" gone), nothing reported."""
+    files = mongoengine_async.get_async_db("dw-files").name
+    reported = reported_on(asyncio.get_running_loop())
+    holding = held_on_server(
+        app, "commitTransaction", BLOCK_MS, error_code=error_code, admin=client.admin
+    )
+    held = await holding.__aenter__()
+    try:
+        assert not await cancelled_then_disconnected(held, write, "dw-files")
+        assert (await left(client, files, "dw_files"))[1:] == [0, 0]
+    finally:
+        await holding.__aexit__(None, None, None)
+        asyncio.get_running_loop().set_exception_handler(None)
+    assert reported == []
 
 
 async def test_disconnecting_the_files_alias_waits_for_a_cancelled_commit_before_them(
@@ -535,23 +563,10 @@ async def test_disconnecting_the_files_alias_waits_for_a_cancelled_commit_before
         AsyncMongoClient(mongodb_uri) as client,
         fresh_database("dw-files", mongodb_uri),
     ):
-        files = mongoengine_async.get_async_db("dw-files").name
         document = await filed(DwFiledElsewhere)
-        reported = reported_on(asyncio.get_running_loop())
-        holding = held_on_server(app, "commitTransaction", BLOCK_MS, admin=client.admin)
-        held = await holding.__aenter__()
-        try:
-            deleting = asyncio.ensure_future(deleted_in_a_transaction(document))
-            await held.reached_server()
-            deleting.cancel()
-            await asyncio.wait([deleting])
-            await mongoengine_async.disconnect_async("dw-files")
-            assert not await held.still_on_server()
-            assert (await left(client, files, "dw_files"))[1:] == [0, 0]
-        finally:
-            await holding.__aexit__(None, None, None)
-            asyncio.get_running_loop().set_exception_handler(None)
-        assert reported == []
+        await disconnected_after_a_cancelled_commit(
+            app, client, partial(deleted_in_a_transaction, document)
+        )
 
 
 async def uploaded_in_a_transaction() -> None:
@@ -577,23 +592,8 @@ async def test_disconnecting_the_files_alias_waits_for_a_cancelled_commit_that_f
         AsyncMongoClient(mongodb_uri) as client,
         fresh_database("dw-files", mongodb_uri),
     ):
-        files = mongoengine_async.get_async_db("dw-files").name
-        reported = reported_on(asyncio.get_running_loop())
-        holding = held_on_server(
-            app, "commitTransaction", BLOCK_MS, error_code=2, admin=client.admin
+        await disconnected_after_a_cancelled_commit(
+            app, client, uploaded_in_a_transaction, error_code=2
         )
-        held = await holding.__aenter__()
-        try:
-            uploading = asyncio.ensure_future(uploaded_in_a_transaction())
-            await held.reached_server()
-            uploading.cancel()
-            await asyncio.wait([uploading])
-            await mongoengine_async.disconnect_async("dw-files")
-            assert not await held.still_on_server()
-            assert (await left(client, files, "dw_files"))[1:] == [0, 0]
-        finally:
-            await holding.__aexit__(None, None, None)
-            asyncio.get_running_loop().set_exception_handler(None)
-        assert reported == []
         name = mongoengine_async.get_async_db().name
         assert await client[name]["dw_filed_elsewhere"].count_documents({}) == 0
