@@ -1069,15 +1069,10 @@ def d_files() -> None:
     rec("img_files", lambda: M.get_db()["images.files"].count_documents({}))
 
 
-class NEmb(M.EmbeddedDocument):
-    a = M.IntField()
-    b = M.StringField()
-
-
 class NDoc(M.Document):
     name = M.StringField()
     n = M.IntField()
-    e = M.EmbeddedDocumentField(NEmb)
+    e = M.EmbeddedDocumentField(Emb)
     tags = M.ListField(M.StringField())
     x = M.StringField(db_field="xx")
 
