@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from uuid import uuid4
 
@@ -161,6 +161,22 @@ async def test_a_retried_file_delete_deletes_the_chunks_left(app):
     await paper.pdf.async_delete()
     assert paper.pdf.grid_id is None
     assert await bucket() == ([], [])
+
+
+@contextmanager
+def post_deletes(sender: type) -> Iterator[list[Any]]:
+    """The ids of the documents of ``sender`` that ``post_delete`` is sent
+    for inside the block, in order."""
+    sent: list[Any] = []
+
+    def post(sender: Any, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    signals.post_delete.connect(post, sender=sender)
+    try:
+        yield sent
+    finally:
+        signals.post_delete.disconnect(post, sender=sender)
 
 
 @pytest.fixture
@@ -495,15 +511,10 @@ async def test_a_document_delete_applied_then_failing_deletes_its_files(
     paper = FdRuledPaper() if ruled else FdPaper()
     await paper.pdf.async_put(b"contents")
     await paper.async_save()
-    sent: list = []
-    receiver = lambda sender, document, **kwargs: sent.append(document.pk)  # noqa: E731
-    signals.post_delete.connect(receiver, sender=type(paper))
-    try:
+    with post_deletes(type(paper)) as sent:
         async with next_delete_failing(app, type(paper), APPLIED):
             with pytest.raises(OperationError) as raised:
                 await paper.async_delete(transaction=False, w=1)
-    finally:
-        signals.post_delete.disconnect(receiver, sender=type(paper))
     assert isinstance(raised.value.__cause__, WriteConcernError)
     assert raised.value.__cause__.code == 64
     assert await type(paper).objects.async_count() == 0
@@ -515,15 +526,10 @@ async def test_a_document_delete_failing_unapplied_keeps_its_files(app: str) -> 
     """A document's delete that failed on the server, not applied: the read
     finds it there, and it keeps its files; no ``post_delete`` is sent."""
     paper = await stored_paper()
-    sent: list = []
-    receiver = lambda sender, document, **kwargs: sent.append(document.pk)  # noqa: E731
-    signals.post_delete.connect(receiver, sender=FdPaper)
-    try:
+    with post_deletes(FdPaper) as sent:
         async with next_delete_failing(app, FdPaper, {"errorCode": FAILED}):
             with pytest.raises(OperationError):
                 await paper.async_delete()
-    finally:
-        signals.post_delete.disconnect(receiver, sender=FdPaper)
     assert await FdPaper.objects.async_count() == 1
     assert await bucket() == ([paper.pdf.grid_id], [paper.pdf.grid_id])
     assert sent == []
@@ -540,10 +546,7 @@ async def test_a_document_delete_applied_then_failing_reads_on_the_primary(
     read gone lost its files), its files stayed, orphaned, no ``post_delete``."""
     name = f"fd-{uuid4().hex[:8]}"
     secondary = {"read_preference": ReadPreference.SECONDARY}
-    sent: list = []
-    receiver = lambda sender, document, **kwargs: sent.append(document.pk)  # noqa: E731
-    signals.post_delete.connect(receiver, sender=FdPaper)
-    try:
+    with post_deletes(FdPaper) as sent:
         async with fresh_database(
             "default",
             mongodb_uri,
@@ -561,8 +564,6 @@ async def test_a_document_delete_applied_then_failing_reads_on_the_primary(
             assert await primary["fd_paper"].count_documents({}) == 0
             assert await primary["fd_files.files"].count_documents({}) == 0
             assert await primary["fd_files.chunks"].count_documents({}) == 0
-    finally:
-        signals.post_delete.disconnect(receiver, sender=FdPaper)
     assert isinstance(raised.value.__cause__, WriteConcernError)
     assert sent == [paper.pk]
 
@@ -743,12 +744,9 @@ async def test_a_cascade_failing_reads_what_is_gone_on_the_primary(
     primary. Read as the client reads (on a lagging secondary a leaf just
     deleted reads there: its files stayed, orphaned, with no ``post_delete``),
     as a document's delete already read it."""
-    post: list = []
-    receiver = lambda sender, document, **kwargs: post.append(document.pk)  # noqa: E731
     name = f"fd-{uuid4().hex[:8]}"
     log = CommandLog()
-    signals.post_delete.connect(receiver, sender=FdLeaf)
-    try:
+    with post_deletes(FdLeaf) as post:
         async with fresh_database(
             "default",
             mongodb_uri,
@@ -780,8 +778,6 @@ async def test_a_cascade_failing_reads_what_is_gone_on_the_primary(
             # (The plan lists them on the primary too: every read of a delete does.)
             assert {m for command, m in on_leaves if command == "find"} == {"primary"}
             left = {leaf.pk for leaf in await FdLeaf.objects.async_to_list()}
-    finally:
-        signals.post_delete.disconnect(receiver, sender=FdLeaf)
     assert raised.value.code == FAILED
     assert len(left) == 3
     assert sorted(post) == sorted(leaf.pk for leaf in leaves if leaf.pk not in left)
@@ -830,12 +826,9 @@ async def test_a_document_delete_failing_cut_short_in_its_cleanup(
     are deleted and ``post_delete`` sent before the cancellation is raised,
     as a cascade's cleanup cut short is. Its files stayed, orphaned, and no
     ``post_delete`` was sent."""
-    sent: list = []
-    receiver = lambda sender, document, **kwargs: sent.append(document.pk)  # noqa: E731
     name = f"fd-{uuid4().hex[:8]}"
     listener = CancelAtAppliedCleanupRead(FdPaper._get_collection_name())
-    signals.post_delete.connect(receiver, sender=FdPaper)
-    try:
+    with post_deletes(FdPaper) as sent:
         async with fresh_database(
             "default", mongodb_uri, appname=name, event_listeners=[listener]
         ):
@@ -848,8 +841,6 @@ async def test_a_document_delete_failing_cut_short_in_its_cleanup(
             assert listener.deletes == 1
             assert await FdPaper.objects.async_count() == 0
             assert await bucket() == ([], [])
-    finally:
-        signals.post_delete.disconnect(receiver, sender=FdPaper)
     assert sent == [paper.pk]
 
 
