@@ -6,6 +6,7 @@ its own (``python -m mongoengine_async.testing``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from functools import partial
@@ -388,6 +389,24 @@ async def cancelled_then_disconnected(
     return await held.still_on_server()
 
 
+@contextlib.asynccontextmanager
+async def held_beside_an_idle_alias(
+    app: str, command: str, client: AsyncMongoClient[Any], mongodb_uri: str
+) -> AsyncIterator[Held]:
+    """The next ``command`` of ``app`` held on the server inside the block,
+    alias "dw-idle" connected; after it, what is held waited for (30 s at
+    most: a server that does not answer), the loop's exception handler reset."""
+    try:
+        async with (
+            fresh_database("dw-idle", mongodb_uri),
+            held_on_server(app, command, BLOCK_MS, admin=client.admin) as held,
+        ):
+            yield held
+        await detached.all_finished(30)
+    finally:
+        asyncio.get_running_loop().set_exception_handler(None)
+
+
 async def test_disconnecting_another_alias_does_not_wait_for_a_cancelled_commit(
     app, mongodb_uri
 ):
@@ -399,21 +418,11 @@ async def test_disconnecting_another_alias_does_not_wait_for_a_cancelled_commit(
     name = mongoengine_async.get_async_db().name
     reported = reported_on(asyncio.get_running_loop())
     async with AsyncMongoClient(mongodb_uri) as client:
-        try:
-            async with fresh_database("dw-idle", mongodb_uri):
-                holding = held_on_server(
-                    app, "commitTransaction", BLOCK_MS, admin=client.admin
-                )
-                held = await holding.__aenter__()
-                try:
-                    assert await cancelled_then_disconnected(
-                        held, saved_in_a_transaction, "dw-idle"
-                    )
-                finally:
-                    await holding.__aexit__(None, None, None)
-            await detached.all_finished(30)  # (the commit)
-        finally:
-            asyncio.get_running_loop().set_exception_handler(None)
+        idle = held_beside_an_idle_alias(app, "commitTransaction", client, mongodb_uri)
+        async with idle as held:  # (then the commit waited for)
+            assert await cancelled_then_disconnected(
+                held, saved_in_a_transaction, "dw-idle"
+            )
         assert reported == []
         assert await client[name]["dw_filed"].count_documents({}) == 1
 
@@ -457,25 +466,17 @@ async def test_disconnecting_another_alias_does_not_wait_for_an_aborted_uploads_
         fresh_database("dw-files", mongodb_uri, appname=app),
     ):
         files = mongoengine_async.get_async_db("dw-files").name
-        try:
-            async with fresh_database("dw-idle", mongodb_uri):
-                holding = held_on_server(app, "delete", BLOCK_MS, admin=client.admin)
-                held = await holding.__aenter__()
-                try:
-                    with pytest.raises(LookupError):
-                        async with mongoengine_async.async_run_in_transaction():
-                            document = DwFiledElsewhere()
-                            await document.data.async_put(b"contents")
-                            await document.async_save()
-                            raise LookupError
-                    await held.reached_server()
-                    await mongoengine_async.disconnect_async("dw-idle")
-                    assert await held.still_on_server()
-                finally:
-                    await holding.__aexit__(None, None, None)
-            await detached.all_finished(30)  # (the file's delete)
-        finally:
-            asyncio.get_running_loop().set_exception_handler(None)
+        idle = held_beside_an_idle_alias(app, "delete", client, mongodb_uri)
+        async with idle as held:  # (then the file's delete waited for)
+            with pytest.raises(LookupError):
+                async with mongoengine_async.async_run_in_transaction():
+                    document = DwFiledElsewhere()
+                    await document.data.async_put(b"contents")
+                    await document.async_save()
+                    raise LookupError
+            await held.reached_server()
+            await mongoengine_async.disconnect_async("dw-idle")
+            assert await held.still_on_server()
         assert reported == []
         assert (await left(client, files, "dw_files"))[1:] == [0, 0]
 
@@ -499,21 +500,11 @@ async def test_disconnecting_waits_for_a_file_delete_after_commit_of_its_alias_o
     ):
         files = mongoengine_async.get_async_db("dw-files").name
         document = await filed(DwFiledElsewhere)
-        try:
-            async with fresh_database("dw-idle", mongodb_uri):
-                holding = held_on_server(
-                    files_app, "delete", BLOCK_MS, admin=client.admin
-                )
-                held = await holding.__aenter__()
-                try:
-                    deleting = partial(deleted_in_a_transaction, document)
-                    still = await cancelled_then_disconnected(held, deleting, alias)
-                    assert still is not waits
-                finally:
-                    await holding.__aexit__(None, None, None)
-            await detached.all_finished(30)  # (the file's delete)
-        finally:
-            asyncio.get_running_loop().set_exception_handler(None)
+        idle = held_beside_an_idle_alias(files_app, "delete", client, mongodb_uri)
+        async with idle as held:  # (then the file's delete waited for)
+            deleting = partial(deleted_in_a_transaction, document)
+            still = await cancelled_then_disconnected(held, deleting, alias)
+            assert still is not waits
         assert reported == []
         assert (await left(client, files, "dw_files"))[1:] == [0, 0]
 
