@@ -456,3 +456,107 @@ async def test_cascaded_documents_found_by_id_have_their_files_read_with_them(
             await get_async_db()[cls._get_collection_name()].delete_many({})
         await get_async_db()["fs.files"].delete_many({})
         await get_async_db()["fs.chunks"].delete_many({})
+
+
+class DrtStudio(Document):
+    name = StringField()
+
+
+class DrtTape(Document):
+    """Cascaded, with delete receivers (in the tests) and a file field."""
+
+    title = StringField()
+    studio = ReferenceField(DrtStudio, reverse_delete_rule=CASCADE)
+    reel = FileField()
+
+
+async def _studio_with_tapes(name: str, titles: str) -> DrtStudio:
+    """A studio and a tape per letter of ``titles``, each holding a file."""
+    studio = await DrtStudio(name=name).async_save()
+    for title in titles:
+        tape = DrtTape(title=title, studio=studio)
+        await tape.reel.async_put(title.encode())
+        await tape.async_save()
+    return studio
+
+
+async def test_cascaded_documents_sent_signals_are_read_once(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """Tapes a studio's delete cascades to, whose class has delete receivers:
+    one ``find`` of them gives their ids, the documents sent to the receivers
+    and their files (not a read of their ids, one of the documents and one of
+    their files), in a transaction and outside one. Each receiver gets its
+    document, in the order found; the files of the deleted go, another
+    studio's tape keeps its own."""
+    seen: list[tuple[str, str]] = []
+
+    async def pre(sender: type, document: Any, **kwargs: Any) -> None:
+        seen.append(("pre_delete", document.title))
+
+    async def post(sender: type, document: Any, **kwargs: Any) -> None:
+        seen.append(("post_delete", document.title))
+
+    signals.pre_delete.connect(pre, sender=DrtTape)
+    signals.post_delete.connect(post, sender=DrtTape)
+    try:
+        for transaction in (True, False):
+            studio = await _studio_with_tapes("doomed", "ab")
+            await _studio_with_tapes("kept", "c")
+            seen.clear()
+
+            command_log.clear()
+            await studio.async_delete(transaction=transaction)
+
+            writes = [("delete", "drt_tape"), ("delete", "drt_studio")]
+            files = [("delete", "fs.files"), ("delete", "fs.chunks")] * 2
+            commit = [("commitTransaction", "admin")] if transaction else []
+            assert _sent(command_log) == [
+                ("find", "drt_studio"),
+                ("find", "drt_tape"),
+                *writes,
+                *commit,
+                *files,
+            ]
+            assert seen == [
+                ("pre_delete", "a"),
+                ("pre_delete", "b"),
+                ("post_delete", "a"),
+                ("post_delete", "b"),
+            ]
+            assert await DrtTape.objects.async_scalar("title") == ["c"]
+            chunks = await get_async_db()["fs.chunks"].find().to_list()
+            assert [each["data"] for each in chunks] == [b"c"]
+            for cls in (DrtStudio, DrtTape):
+                await get_async_db()[cls._get_collection_name()].delete_many({})
+            await get_async_db()["fs.files"].delete_many({})
+            await get_async_db()["fs.chunks"].delete_many({})
+    finally:
+        signals.pre_delete.disconnect(pre, sender=DrtTape)
+        signals.post_delete.disconnect(post, sender=DrtTape)
+
+
+async def test_a_pre_delete_receiver_replacing_a_cascaded_file_has_it_deleted(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """A cascaded document's files are those its document holds once its
+    ``pre_delete`` receivers ran (read with it, not before them): a receiver
+    replacing its file has the new one deleted with it, none left behind
+    (outside a transaction: GridFS writes refuse one)."""
+
+    async def replace_reel(sender: type, document: Any, **kwargs: Any) -> None:
+        await document.reel.async_replace(b"new " + document.title.encode())
+        await document.async_save()
+
+    studio = await _studio_with_tapes("doomed", "a")
+    await _studio_with_tapes("kept", "c")
+    signals.pre_delete.connect(replace_reel, sender=DrtTape)
+    try:
+        await studio.async_delete(transaction=False)
+    finally:
+        signals.pre_delete.disconnect(replace_reel, sender=DrtTape)
+
+    assert await DrtTape.objects.async_scalar("title") == ["c"]
+    chunks = await get_async_db()["fs.chunks"].find().to_list()
+    assert [each["data"] for each in chunks] == [b"c"]
+    assert await get_async_db()["fs.files"].count_documents({}) == 1

@@ -34,7 +34,7 @@ from pymongo.server_type import SERVER_TYPE
 from pymongo.topology_description import TOPOLOGY_TYPE
 
 from mongoengine_async import signals
-from mongoengine_async.batches import WHOLE_RESULT, read_list
+from mongoengine_async.batches import WHOLE_RESULT, materialise_all, read_list
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.context import (
     async_switch_collection,
@@ -559,6 +559,12 @@ class _DeletePlan:
         receivers = map(signals.has_delete_receivers, _reachable(root))
         self.files_with_ids = not any(receivers)
         self.read_with_files: list[tuple[type[Any], list[dict]]] = []
+        # The stored cascaded documents a class with delete receivers was
+        # planned under (read whole with their ids), per class, until
+        # _load_for_signals builds them; and the (collection, id) of those
+        # built, whose files their documents give (_find_files).
+        self.read_for_signals: dict[type[Any], list[dict]] = {}
+        self.loaded_keys: set[tuple[str, Any]] = set()
         self.root_files: list = []  # of the roots, when the plan lists them
         self.deleted: int | None = None  # the roots' count
         # A post_delete receiver's error once all was written (no transaction).
@@ -640,7 +646,7 @@ class _DeletePlan:
             raise
         await self._check_deny()
         updates = self._updates()  # before any write: a rule may be refused
-        self.loaded = loaded = await self._load_for_signals()
+        self.loaded = loaded = self._load_for_signals()
         signal = False  # (a step not run again: its receivers had it)
         steps: list[tuple[Callable[[], Awaitable[Any]], bool]] = [
             *((functools.partial(_pre_delete, each), signal) for each in loaded),
@@ -851,6 +857,8 @@ class _DeletePlan:
         ``runs`` (a query each); returns the ids new to the plan, per class."""
         referring = await self.operation.on(referrer)
         classes = _rule_classes(referrer)
+        # Whole documents, which their signals are sent (see _load_for_signals).
+        whole = signals.has_delete_receivers(referrer)
         projection = file_projection(referrer) if self.files_with_ids else {}
         spared = self.spared_ids
         found: dict[type[Any], list] = {}
@@ -861,16 +869,26 @@ class _DeletePlan:
                 else None
             )
             query = _referring(referrer, name, run, exclude)
-            read = await _found_by_class(referring, query, classes, projection)
+            fields = None if whole else projection
+            read = await _found_by_class(referring, query, classes, fields)
             for each, raws in read.items():
                 kept = [raw for raw in raws if raw["_id"] not in spared]
                 new = self._add(each, [raw["_id"] for raw in kept])
                 found.setdefault(each, []).extend(new)
+                if whole and signals.has_delete_receivers(each):
+                    self._keep_for_signals(each, kept, new)
                 if projection:  # (the files of the documents new to the plan)
                     fresh = set(new)
                     taken = [raw for raw in kept if raw["_id"] in fresh]
                     self.read_with_files.append((referrer, taken))
         return [(each, new) for each, new in found.items() if new]
+
+    def _keep_for_signals(self, cls: type[Any], raws: list[dict], new: list) -> None:
+        """Keep the stored ``cls`` documents of ``raws`` whose ids are ``new``
+        to the plan, for :meth:`_load_for_signals` (in the order found)."""
+        fresh = set(new)
+        taken = [raw for raw in raws if raw["_id"] in fresh]
+        self.read_for_signals.setdefault(cls, []).extend(taken)
 
     def _sendable(self, exclude: list) -> list | None:
         """``exclude`` (ids a rule's query leaves out) when it fits in one run
@@ -909,52 +927,46 @@ class _DeletePlan:
                 return True
         return False
 
-    async def _load_for_signals(self) -> list:
-        """Load the cascaded documents planned under a class with delete
+    def _load_for_signals(self) -> list:
+        """Build the cascaded documents planned under a class with delete
         receivers: MongoEngine deletes those one by one (each planned under its
         own class, see :func:`_rule_classes`), the others in a batch, which
         sends no signal, whatever receivers their subclass has.
 
         Each document once, to be sent with its own class as the sender, as
-        ``document.delete()`` does. The root documents are not included: their
-        signals are the caller's (``Document.async_delete`` or the queryset).
+        ``document.delete()`` does, built from the read that planned it (no
+        read of its own), in the order found. The root documents are not
+        included: their signals are the caller's (``Document.async_delete``
+        or the queryset).
         """
-        seen = {(self.root._get_collection_name(), pk) for pk in self.root_ids}
         loaded = []
-        for cls, ids in self.ids.items():
-            if not signals.has_delete_receivers(cls):
+        for cls in self.ids:
+            raws = self.read_for_signals.get(cls)
+            if not raws:
                 continue
-            wanted = [pk for pk in ids if (cls._get_collection_name(), pk) not in seen]
-            if not wanted:
-                continue
-            session = (await self.operation.on(cls)).session
-            # The documented queryset, kept on purpose: receivers get documents.
-            primary = cls.objects.read_preference(ReadPreference.PRIMARY)
-            found = [
-                document
-                for run in self._runs(wanted)
-                for document in await primary(pk__in=run).async_to_list(session=session)
-            ]
+            # The documented queryset's loading, kept: receivers get documents.
+            found = materialise_all(cls.objects._materialiser(), raws)
             for document in found:
-                key = (document._get_collection_name(), document.pk)
-                if key not in seen:
-                    seen.add(key)
-                    if signals.has_delete_receivers(type(document)):
-                        loaded.append(document)
+                if signals.has_delete_receivers(type(document)):
+                    self.loaded_keys.add(_key(document))
+                    loaded.append(document)
+        self.read_for_signals = {}
         return loaded
 
     async def _find_files(self) -> None:
         """The GridFS files of the cascaded documents (those found by id: read
-        with their ids, else one query per class with file fields), for the
-        caller to delete once the documents are gone; and the deletes by
+        with their ids; those sent signals: held by their documents, after
+        their ``pre_delete``; else one query per class with file fields), for
+        the caller to delete once the documents are gone; and the deletes by
         filter restricted to the documents read."""
         found = [
             each for cls, read in self.read_with_files for each in files_of(read, cls)
         ]
+        found += [each for document in self.loaded for each in _held_files(document)]
         matches = [
             (cls, {"_id": {"$in": run}})
             for cls, ids in self._cascaded()
-            for run in self._runs(ids)
+            for run in self._runs(self._not_loaded(cls, ids))
             if not self.files_with_ids  # (else read with the ids)
         ]
         for cls, query in matches:
@@ -975,6 +987,11 @@ class _DeletePlan:
                 runs = listed(matching, ids, codec_options) if ids else []
             self.by_filters.append((cls, [run._query for run in runs], ids))
         self.files = found  # (found again if run again)
+
+    def _not_loaded(self, cls: type[Any], ids: list) -> list:
+        """Those of the planned ``ids`` of ``cls`` not built for signals."""
+        name = cls._get_collection_name()
+        return [pk for pk in ids if (name, pk) not in self.loaded_keys]
 
     def _updates(self) -> list[tuple[type[Any], dict, dict]]:
         """The NULLIFY and PULL updates to apply: (referrer, query, update)."""
@@ -1046,6 +1063,25 @@ class _DeletePlan:
                 await _delete(cascaded, {"_id": {"$in": run}}, self.unreachable)
 
 
+def _key(document: Any) -> tuple[str, Any]:
+    """Where ``document`` is stored: its collection and id."""
+    return document._get_collection_name(), document.pk
+
+
+def _held_files(document: Any) -> list:
+    """The files ``document`` holds (its file fields' values as it would store
+    them), as MongoEngine's ``delete()`` deletes a document's own: a
+    ``pre_delete`` receiver may have replaced one."""
+    cls = type(document)
+    wanted = file_projection(cls)
+    stored = {
+        field.db_field: field.to_mongo(document._data[name])
+        for name, field in cls._fields.items()
+        if field.db_field in wanted and document._data.get(name) is not None
+    }
+    return files_of([{**stored, "_cls": cls._class_name}], cls)
+
+
 async def _pre_delete(document: Any) -> None:
     """A cascaded document's ``pre_delete``, a step of :meth:`_DeletePlan.run`."""
     await signals.send(signals.pre_delete, type(document), document=document)
@@ -1077,16 +1113,19 @@ def _rule_classes(referrer: type[Any]) -> list[type[Any]]:
 
 
 async def _found_by_class(
-    operation: Operation, query: dict, classes: list[type[Any]], projection: dict
+    operation: Operation,
+    query: dict,
+    classes: list[type[Any]],
+    projection: dict | None,
 ) -> dict[type[Any], list[dict]]:
     """The documents matching ``query`` (their id, and the fields of
-    ``projection``, with their ``_cls`` then) per class of ``classes`` (by
-    ``_cls``; the first class for documents of none of the others). Listing
-    files too, as the plan's every read: on the primary, where its writes go (a
-    lagging secondary misses a referrer just written, or lists the files a
-    document held before)."""
-    fields = {"_id": 1, **projection}
-    if projection or len(classes) > 1:
+    ``projection``, with their ``_cls`` then; whole when it is None) per
+    class of ``classes`` (by ``_cls``; the first class for documents of none
+    of the others). Listing files too, as the plan's every read: on the
+    primary, where its writes go (a lagging secondary misses a referrer just
+    written, or lists the files a document held before)."""
+    fields = None if projection is None else {"_id": 1, **projection}
+    if fields is not None and (projection or len(classes) > 1):
         fields["_cls"] = 1
     cursor = on_primary(operation.collection).find(
         query, fields, batch_size=WHOLE_RESULT, session=operation.session
