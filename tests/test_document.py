@@ -1678,6 +1678,67 @@ async def test_a_cascade_saves_two_copies_whose_data_cannot_be_shown_once(
     assert (stored["title"], stored["byline"]) == ("T2", copies[0].byline.id)
 
 
+class DocReel(Document):
+    name = StringField()
+
+
+class DocTake(Document):
+    title = StringField()
+    reel = mongoengine_async.ReferenceField(DocReel)
+    any_reel = mongoengine_async.GenericReferenceField()
+
+
+class DocCut(Document):
+    first = mongoengine_async.ReferenceField(DocTake)
+    second = mongoengine_async.ReferenceField(DocTake)
+
+
+async def _take_copies(fetched: str) -> list[DocTake]:
+    """Two Python copies of one stored take, given the same change; the
+    first with its reference ``fetched`` loaded, the second without."""
+    reel = await DocReel(name="R").async_save()
+    await DocTake(title="T", reel=reel, any_reel=reel).async_save()
+    copies = [await DocTake.objects.async_get() for _ in range(2)]
+    await getattr(DocTake, fetched).async_fetch(copies[0])
+    for copied in copies:
+        copied.title = "T2"
+    return copies
+
+
+@pytest.mark.parametrize("loaded_first", [True, False])
+@pytest.mark.parametrize("fetched", ["reel", "any_reel"])
+async def test_a_cascade_saves_two_copies_in_different_load_states_once(
+    async_alias, command_log, fetched, loaded_first
+):
+    """Two copies of one take with the same change, one with its reference
+    loaded (unchanged), the other not: the cascade would save nothing through
+    that reference, so the copies key alike (the reference by its collection
+    and id) and the take is written once, whichever comes first."""
+    copies = await _take_copies(fetched)
+    first, second = copies if loaded_first else copies[::-1]
+    command_log.clear()
+    await DocCut(first=first, second=second).async_save(cascade=True)
+    assert _updated_collections(command_log) == ["doc_take"]
+    stored = await _db().doc_take.find_one()
+    assert (stored["title"], stored["reel"]) == ("T2", copies[0].reel.id)
+
+
+async def test_a_cascade_still_saves_a_changed_reference_of_a_second_copy(
+    async_alias, command_log
+):
+    """The copy whose loaded reference has a change of its own keys apart
+    from the one without it (as in MongoEngine, by their data): both are
+    saved, and the cascade saves the reference's change."""
+    copies = await _take_copies("reel")
+    copies[0].reel.name = "R2"
+    command_log.clear()
+    await DocCut(first=copies[1], second=copies[0]).async_save(cascade=True)
+    updated = ["doc_take", "doc_take", "doc_reel"]
+    assert _updated_collections(command_log) == updated
+    assert (await _db().doc_reel.find_one())["name"] == "R2"
+    assert (await _db().doc_take.find_one())["title"] == "T2"
+
+
 async def test_delete_write_concern(async_alias, command_log):
     person = await DocPerson(name="Ada").async_save()
     command_log.clear()

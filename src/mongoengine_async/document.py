@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import mongoengine
 import pymongo.errors
+from bson import DBRef
 from bson.timestamp import Timestamp
 from mongoengine.base import BaseDocument
 from mongoengine.base.metaclasses import TopLevelDocumentMetaclass
@@ -187,25 +188,64 @@ def _key(document: Any, starting: bool) -> str | None:
     theirs reads an unloaded reference, or raises at all for the ``starting``
     document, whose key MongoEngine never makes (its save does not fail on a
     ``self.press.name`` of a press that is None), see :func:`_fallback_key`."""
+    data = _keyed_data(document)
     try:
-        return f"{type(document).__name__},{document._data}"
+        return f"{type(document).__name__},{data}"
     except NotLoadedError:
-        return _fallback_key(document)
+        return _fallback_key(document, data)
     except Exception:
         if starting:
-            return _fallback_key(document)
+            return _fallback_key(document, data)
         raise
 
 
-def _fallback_key(document: Any) -> str | None:
-    """The key of a document whose data cannot be shown: its class and data,
-    a document that cannot be shown shown by its data instead, so copies with
-    equal data are visited once, as MongoEngine visits them (None if even
+def _fallback_key(document: Any, data: dict) -> str | None:
+    """The key of a document whose ``data`` cannot be shown: its class and
+    data, a document that cannot be shown shown by its data instead, so copies
+    with equal data are visited once, as MongoEngine visits them (None if even
     that fails: the document is visited by itself alone)."""
     try:
-        return f"{type(document).__name__},{_shown(document._data, set())}"
+        return f"{type(document).__name__},{_shown(data, set())}"
     except Exception:
         return None
+
+
+def _keyed_data(document: Any) -> dict:
+    """``document._data`` with each reference a cascade does not follow (not
+    loaded, or loaded and unchanged) as the DBRef it stands for: two copies of
+    one document, one with its reference loaded, the other not, key alike."""
+    data = dict(document._data)
+    for name, field in document._fields.items():
+        if name in data and isinstance(field, _CASCADED_FIELDS):
+            data[name] = _as_reference(data[name])
+    return data
+
+
+# The fields a cascade save follows, as MongoEngine's ``cascade_save``.
+_CASCADED_FIELDS = (mongoengine.ReferenceField, mongoengine.GenericReferenceField)
+
+
+def _as_reference(value: Any) -> Any:
+    """A reference's value as its collection and id (a ``DBRef``), unless it
+    is a document a cascade saves (see :func:`_cascades_into`)."""
+    if isinstance(value, mongoengine.Document):
+        if _cascades_into(value) or value.pk is None:
+            return value
+        return DBRef(value._get_collection_name(), value.pk)
+    if isinstance(value, dict) and isinstance(value.get("_ref"), DBRef):
+        value = value["_ref"]  # (a generic reference, not loaded)
+    if isinstance(value, DBRef):
+        return DBRef(value.collection, value.id)
+    return value
+
+
+def _cascades_into(ref: Any) -> bool:
+    """Whether a cascade saves the referenced ``ref``: a document with changes
+    (a new one with no ``_changed_fields`` counts as changed, as MongoEngine
+    reads it with ``getattr``'s default True)."""
+    return isinstance(ref, mongoengine.Document) and bool(
+        getattr(ref, "_changed_fields", True)
+    )
 
 
 def _shown(value: Any, showing: set[int]) -> str:
@@ -1076,16 +1116,10 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         refs = kwargs.get("_refs") or []
         counted = False
         for name, field in self._fields.items():
-            if not isinstance(
-                field, (mongoengine.ReferenceField, mongoengine.GenericReferenceField)
-            ):
+            if not isinstance(field, _CASCADED_FIELDS):
                 continue
             ref: Any = self._data.get(name)
-            # A new document may have no _changed_fields: changed, as MongoEngine
-            # reads it (getattr's default True).
-            if not isinstance(ref, mongoengine.Document) or not getattr(
-                ref, "_changed_fields", True
-            ):
+            if not _cascades_into(ref):
                 continue
             if not counted:  # (only a cascade that goes on: no str() else)
                 _visit(self, refs, starting=True)
