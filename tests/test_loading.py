@@ -503,14 +503,18 @@ def test_joining_loader_puts_found_documents_in_place() -> None:
     assert taken_elsewhere == [raw]
 
 
-def loader_calls(block: Callable[[], Any]) -> int:
-    """The calls of generated loaders ``block`` makes (a profile hook counts
-    them: a patch would itself change the path)."""
+def loader_calls(block: Callable[[], Any], cls: type = LdSimple) -> int:
+    """The calls of generated loaders of ``cls`` (of a son or a batch, not
+    their making) that ``block`` makes (a profile hook counts them: a patch
+    would itself change the path)."""
     seen = [0]
 
     def hook(frame: FrameType, event: str, _: Any) -> None:
-        if event == "call" and frame.f_code.co_filename.endswith(
-            f"loader of {LdSimple._class_name}>"
+        code = frame.f_code
+        if (
+            event == "call"
+            and code.co_name in ("load", "load_batch")
+            and code.co_filename.endswith(f"loader of {cls._class_name}>")
         ):
             seen[0] += 1
 

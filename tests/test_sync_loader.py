@@ -8,7 +8,9 @@ documents field by field (``assert_same`` of tests/test_loading.py).
 
 from __future__ import annotations
 
+import operator
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 import mongoengine
@@ -40,6 +42,7 @@ from test_loading import (
     LdWithEnum,
     assert_same,
     full_document,
+    loader_calls,
 )
 
 
@@ -405,6 +408,154 @@ def test_a_result_failing_to_load_mid_chunk_is_lost_as_in_mongoengine(
     assert names == [f"t{i:03}" for i in range(150) if i != 50]
     assert len(errors) == 1 and "surprise" in errors[0]
     assert cached == 149
+
+
+def test_buffered_results_are_loaded_in_batches(sync_default: Any) -> None:
+    """Each chunk of the result cache loads the results the cursor holds in
+    one call of the loader's batch, not one call per result, by list() and by
+    a loop: the same documents."""
+    sync_default.ld_target.insert_many([{"name": f"t{i:03}"} for i in range(250)])
+    for read in (list, lambda queryset: [document for document in queryset]):
+        documents: list = []
+        calls = loader_calls(
+            lambda read=read, documents=documents: documents.extend(
+                read(LdTarget.objects.order_by("name"))
+            ),
+            LdTarget,
+        )
+        assert [document.name for document in documents] == NAMES
+        assert all(built_by_loader(document) for document in documents)
+        # The find's 101 results, then the getMore's 149, in chunks of 100:
+        # next() loads the first of each reply, a batch takes each run of the
+        # buffer (99; 1 and 98; 50). One by one, 250 calls.
+        assert calls == 6
+
+
+NAMES = [f"t{i:03}" for i in range(250)]
+FAILING = ("t050", "t170")  # each in the middle of a chunk of the cache
+
+
+def read_until_done(queryset: Any, name_of: Callable[[Any], Any]) -> tuple:
+    """Loop over ``queryset`` until a loop ends without a loading error (at
+    most four): the names each loop read, the errors, and the result cache's
+    length and the cursor's buffer (its results' names) after the first."""
+    loops: list[list] = []
+    errors: list[tuple[type, str]] = []
+    after_error: tuple = ()
+    for _ in range(4):
+        loops.append([])
+        try:
+            loops[-1].extend(map(name_of, queryset))
+            break
+        except FieldDoesNotExist as error:
+            errors.append((type(error), str(error)))
+        if not after_error:
+            cache = getattr(queryset, "_result_cache", None)
+            buffer = [raw["name"] for raw in queryset._cursor._data]
+            after_error = (None if cache is None else len(cache), buffer)
+    return loops, errors, after_error
+
+
+def by_name(document: Any) -> Any:
+    return document.name
+
+
+def as_is(value: Any) -> Any:
+    return value
+
+
+def test_a_batch_failing_mid_chunk_leaves_mongoengines_state(
+    sync_default: Any,
+) -> None:
+    """A result failing to load in the middle of a chunk loaded in a batch:
+    the documents before it in the cache, it popped from the cursor's buffer
+    and the rest still there, MongoEngine's error; each loop after it goes on
+    past it, as with MongoEngine's QuerySet."""
+    sync_default.ld_target.insert_many([{"name": name} for name in NAMES])
+    sync_default.ld_target.update_many(
+        {"name": {"$in": FAILING}}, {"$set": {"surprise": 1}}
+    )
+    read: list = []
+    calls = loader_calls(
+        lambda: read.extend(
+            read_until_done(LdTarget.objects.order_by("name"), by_name)
+        ),
+        LdTarget,
+    )
+    loops, errors, after_error = read
+    assert tuple(read) == read_until_done(plain(LdTarget).order_by("name"), by_name)
+    assert after_error == (50, NAMES[51:101])  # the find's first 101, t050 lost
+    kept = [name for name in NAMES if name not in FAILING]
+    # A chunk is loaded before any of it is yielded: each failing chunk ends
+    # its loop, and the next yields what the cache holds, then goes on.
+    assert loops == [[], kept[:150], kept]
+    assert [kind for kind, _ in errors] == [FieldDoesNotExist] * 2
+    assert all("surprise" in message for _, message in errors)
+    assert calls < 20  # batches (one by one, a call per result: 250)
+
+
+class NextSeeingQuerySet(QuerySet):
+    """A queryset whose ``__next__`` (a user's override) notes each result."""
+
+    seen: list = []
+
+    def __next__(self) -> Any:
+        result = super().__next__()
+        self.seen.append(result.name)
+        return result
+
+
+def failing_read_receiver(sender: type, document: Any, **kwargs: Any) -> None:
+    """A post_init receiver (which sends loading through ``_from_son``)."""
+
+
+@pytest.mark.parametrize(
+    "mode",
+    ["as_pymongo", "scalar", "no_cache", "post_init", "next_overridden"],
+)
+def test_each_way_of_reading_past_a_failure_is_mongoengines(
+    sync_default: Any, mode: str
+) -> None:
+    """Raw and scalar results, no cache, an init receiver, a user's
+    ``__next__``: results, errors, cache and buffer after a result failing
+    to load, as MongoEngine's QuerySet gives them."""
+    sync_default.ld_target.insert_many([{"name": name} for name in NAMES])
+    sync_default.ld_target.update_many(
+        {"name": {"$in": FAILING}}, {"$set": {"surprise": 1}}
+    )
+    collection = LdTarget._get_collection()
+    ours: Any = LdTarget.objects
+    theirs: Any = plain(LdTarget)
+    name_of: Callable[[Any], Any] = by_name
+    if mode == "as_pymongo":
+        ours, theirs = ours.as_pymongo(), theirs.as_pymongo()
+        name_of = operator.itemgetter("name")
+    elif mode == "scalar":
+        ours, theirs, name_of = ours.scalar("name"), theirs.scalar("name"), as_is
+    elif mode == "no_cache":
+        ours, theirs = ours.no_cache(), theirs.no_cache()
+    elif mode == "next_overridden":
+        ours = NextSeeingQuerySet(LdTarget, collection)
+        NextSeeingQuerySet.seen = []
+    if mode == "post_init":
+        mongoengine.signals.post_init.connect(failing_read_receiver, sender=LdTarget)
+    try:
+        fast = read_until_done(ours.order_by("name"), name_of)
+    finally:
+        mongoengine.signals.post_init.disconnect(failing_read_receiver)
+    assert fast == read_until_done(theirs.order_by("name"), name_of)
+    loops, errors, _ = fast
+    kept = [name for name in NAMES if name not in FAILING]
+    if mode in ("as_pymongo", "scalar"):  # raw, or only the name read
+        assert (loops, errors) == ([NAMES], [])
+    elif mode == "no_cache":  # each loop reads from the start again
+        assert loops == [NAMES[:50]] * 4 and len(errors) == 4
+    else:
+        assert loops == [[], kept[:150], kept] and len(errors) == 2
+    if mode == "next_overridden":
+        assert NextSeeingQuerySet.seen == NAMES[:50] + [
+            name for name in NAMES[51:] if name != "t170"
+        ]
 
 
 class CountingQuerySet(QuerySet):

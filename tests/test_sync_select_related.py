@@ -31,7 +31,7 @@ from mongoengine_async import (
     StringField,
 )
 from mongoengine_async.testing import CommandLog
-from test_loading import assert_same
+from test_loading import assert_same, loader_calls
 from test_sync_loader import CountingQuerySet, built_by_loader, plain
 
 
@@ -243,6 +243,31 @@ def test_a_reference_stored_otherwise_goes_through_mongoengines_walk(
     )
     book = next(book for book in fast if book.id == ids["books"][7])
     assert isinstance(book._data["author"], SrAuthor)
+
+
+def test_results_left_to_mongoengines_walk_are_loaded_in_a_batch(
+    sync_default: Any, sync_command_log: CommandLog
+) -> None:
+    """When one reference is stored otherwise (a DBRef), the results handed
+    to MongoEngine's walk are loaded in one call of the loader's batch (and
+    one for that result), the same documents as MongoEngine's."""
+    authors = [ObjectId() for _ in range(3)]
+    sync_default.sr_author.insert_many([{"_id": id_, "name": "a"} for id_ in authors])
+    sync_default.sr_loose_book.insert_many(
+        [{"title": f"t{i:02}", "author": authors[i % 3]} for i in range(40)]
+    )
+    sync_default.sr_loose_book.update_one(
+        {"title": "t07"}, {"$set": {"author": DBRef("sr_author", authors[0])}}
+    )
+    calls = loader_calls(
+        lambda: selected_alike(
+            sync_command_log,
+            lambda objects: objects.order_by("title").select_related(),
+            SrLooseBook,
+        ),
+        SrLooseBook,
+    )
+    assert calls == 2  # one by one: 40
 
 
 def compare_documents_made_of_values(fast: Any, slow: Any) -> int:

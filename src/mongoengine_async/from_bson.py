@@ -595,11 +595,15 @@ _TAIL = """\
 """
 
 # An owning loader with a shortest path also loads a batch in one call
-# (``load.batch``, which ``batches.materialise_all`` uses): the path inlined
-# in the loop, no call per son taking it; any other son goes to ``load``.
+# (``load.batch``, which ``batches.materialise_all`` and sync reads use): the
+# path inlined in the loop, no call per son taking it; any other son goes to
+# ``load``. ``sons`` may be an iterator, given with ``documents``, a list of
+# as many Nones, which the documents replace as they are built: when a son
+# fails to load, the first None left is its place.
 _BATCH = """
-    def load_batch(sons):
-        documents = [None] * len(sons)
+    def load_batch(sons, documents=None):
+        if documents is None:
+            documents = [None] * len(sons)
         for index, son in enumerate(sons):
 {taken_whole}\
             documents[index] = load(son)

@@ -6,7 +6,9 @@ with the class's loader from :mod:`mongoengine_async.from_bson` instead, which
 gives identical documents. Everything else (cursors, the result cache, ``get``,
 ``first``, ``len``) is MongoEngine's own code, which reads through
 ``__next__`` and ``__getitem__`` (a chunk of the result cache takes the
-results the cursor has buffered straight from it); ``in_bulk`` (which
+results the cursor has buffered straight from it, in one call of the loader's
+batch, leaving the cache and the buffer as MongoEngine's when one fails to
+load); ``in_bulk`` (which
 MongoEngine's ``select_related()`` and the dereferencing of reference lists
 call) builds its documents the same way, and so does the read of a single reference
 (:func:`load_referenced`); ``select_related()`` joins while it builds them, when
@@ -27,6 +29,9 @@ once per call, per chunk, or (``__next__``) at a queryset's first result.
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterator
+from itertools import repeat, starmap
+from types import FunctionType
 from typing import TYPE_CHECKING, Any
 
 import mongoengine.queryset.queryset as me_queryset
@@ -167,15 +172,30 @@ class FastSyncReads(MongoEngineQuerySet):
 
     def _fill_chunk(self, cache: list[Any], load: Load) -> None:
         """What MongoEngine's ``_populate_cache`` does with ``next(self)``, the
-        results the cursor has buffered popped and loaded here, without the
-        calls of ``__next__`` (a sixth to a fifth of a sync read); the rest (the
+        results the cursor has buffered popped and loaded here, through the
+        loader's batch where it has one (no call per document); the rest (the
         first result, a getMore, the end) through ``next(self)``. A refresh
-        gives the cursor a new buffer: it is looked up for each result."""
+        gives the cursor a new buffer: it is looked up for each run of it."""
         cursor = self._cursor
+        batch = vars(load).get("batch") if type(load) is FunctionType else None
+        left = me_queryset.ITER_CHUNK_SIZE
         try:
-            for _ in range(me_queryset.ITER_CHUNK_SIZE):
+            while left:
                 buffered = cursor._data
-                cache.append(load(buffered.popleft()) if buffered else next(self))
+                if not buffered:
+                    cache.append(next(self))
+                    left -= 1
+                    continue
+                taken = min(left, len(buffered))
+                # Each result popped as it is loaded, as next(self) pops it:
+                # a failing one leaves the cache holding those before it and
+                # the buffer those after it, MongoEngine's state.
+                popped = starmap(buffered.popleft, repeat((), taken))
+                if batch is None:
+                    cache.extend(map(load, popped))
+                else:
+                    _load_batch(batch, popped, taken, cache)
+                left -= taken
         except StopIteration:
             self._has_more = False
 
@@ -254,6 +274,18 @@ class FastSyncReads(MongoEngineQuerySet):
             return {raw["_id"]: raw for raw in raws}
         load = self._loader(self._auto_dereference)
         return {raw["_id"]: load(raw) for raw in raws}  # the key read first
+
+
+def _load_batch(batch: Any, sons: Iterator[dict], count: int, cache: list) -> None:
+    """``cache.extend(map(load, sons))`` (``count`` of them) through the
+    loader's ``batch``: on an error, the documents built before it are added."""
+    documents = [None] * count
+    try:
+        batch(sons, documents)
+    finally:
+        if documents[-1] is None:  # a son failed: keep the documents before it
+            del documents[sum(document is not None for document in documents) :]
+        cache.extend(documents)
 
 
 def load_referenced(ref_cls: type[Any], dbref: DBRef) -> Any:

@@ -59,7 +59,7 @@ def select_related_joined(queryset: FastSyncReads, max_depth: int) -> list | Non
     if any(by_binary is None for by_binary in ids) or not all(
         _holds_plain_values(raws, field) for field in others
     ):
-        documents = [queryset._load(raw) for raw in raws]
+        documents = materialise_all(queryset._loader(True), raws)
         return queryset._dereference(documents, max_depth=max_depth + 1)
     object_map = _fetch(references, raws, ids)
     joins = _joins(references, object_map)
