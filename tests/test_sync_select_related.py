@@ -11,7 +11,9 @@ are one object, and the commands sent.
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -228,6 +230,73 @@ def test_joined_while_loading_as_mongoengine_walks(
     monkeypatch.setattr(DeReference, "__init__", lambda walk: walks.append(walk))
     assert_selected_same(SrBook.objects.order_by("title").select_related(), slow)
     assert walks == []
+
+
+def cursor_steps(block: Callable[[], Any]) -> int:
+    """How many times ``block`` steps a PyMongo cursor (``Cursor.next``),
+    counted by a profile hook (a patch would itself change the path)."""
+    seen = [0]
+
+    def hook(frame: Any, event: str, _: Any) -> None:
+        code = frame.f_code
+        if (
+            event == "call"
+            and code.co_name == "next"
+            and code.co_filename.endswith(os.path.join("synchronous", "cursor.py"))
+        ):
+            seen[0] += 1
+
+    sys.setprofile(hook)
+    try:
+        block()
+    finally:
+        sys.setprofile(None)
+    return seen[0]
+
+
+def test_the_results_and_references_are_read_a_reply_at_a_time(
+    sync_default: Any, sync_command_log: CommandLog
+) -> None:
+    """The joined read takes each reply of the server (the books' find and
+    getMore, the authors' ``in_bulk``) from the cursor's buffer at once, not a
+    cursor step per result, in MongoEngine's round trips; ``in_bulk`` loads
+    each reply in one call of the loader's batch."""
+    seed(sync_default, random.Random(5))
+    fast = []
+    since = len(sync_command_log.events)
+    steps = cursor_steps(
+        lambda: fast.extend(SrBook.objects.order_by("title").select_related())
+    )
+    fast_sent = sent(sync_command_log, since)
+    assert fast == selected_alike(
+        sync_command_log, lambda objects: objects.order_by("title").select_related()
+    )
+    # A step for each reply (5 finds, a getMore) and at most one for the end
+    # of each of the 5 reads; before, a step per result: 150 books and more.
+    assert len(fast_sent) == 6
+    assert len(fast_sent) <= steps <= len(fast_sent) + 5
+    ids = [ObjectId() for _ in range(150)]
+    sync_default.sr_publisher.insert_many([{"_id": id_, "name": "p"} for id_ in ids])
+    calls = loader_calls(lambda: SrPublisher.objects.in_bulk(ids), SrPublisher)
+    assert calls == 2  # the find's 101 and the getMore's 49; one by one: 150
+    sync_command_log.clear()
+    fast = SrPublisher.objects.in_bulk(ids)
+    fast_sent = sync_command_log.names
+    sync_command_log.clear()
+    slow = plain(SrPublisher).in_bulk(ids)
+    assert fast_sent == sync_command_log.names == ["find", "getMore"]
+    assert list(fast) == list(slow) and len(fast) == 150
+    for pk, document in slow.items():
+        assert_same(fast[pk], document)
+    # A result failing to load raises before the getMore, as in MongoEngine.
+    sync_default.sr_publisher.update_one({"_id": ids[10]}, {"$set": {"odd": 1}})
+    failures = []
+    for queryset in (SrPublisher.objects, plain(SrPublisher)):
+        sync_command_log.clear()
+        with pytest.raises(FieldDoesNotExist) as raised:
+            queryset.order_by("_id").in_bulk(ids)
+        failures.append((str(raised.value), sync_command_log.names))
+    assert failures[0] == failures[1] and failures[0][1] == ["find"]
 
 
 def test_a_reference_stored_otherwise_goes_through_mongoengines_walk(

@@ -34,6 +34,7 @@ __all__ = (
     "open_find",
     "opened",
     "read_list",
+    "replies",
     "started",
     "stopped",
 )
@@ -192,6 +193,17 @@ def materialise_all(materialise: Callable[[Any], Any], raws: list) -> list:
         return [materialise(raw) for raw in raws] if batch is None else batch(raws)
     with gc_paused():
         return [materialise(raw) for raw in raws] if batch is None else batch(raws)
+
+
+def replies(cursor: Any) -> Iterator[list[dict]]:
+    """The results of a PyMongo ``cursor``, one list per reply of the server:
+    the first of each through ``next(cursor)`` (which sends the find or the
+    getMore, as iterating does), the rest taken from its buffer at once."""
+    for first in cursor:
+        buffered = cursor._data
+        run = [first, *buffered]
+        buffered.clear()
+        yield run
 
 
 def kill_soon(cursor: Any) -> None:

@@ -29,7 +29,7 @@ once per call, per chunk, or (``__next__``) at a queryset's first result.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import repeat, starmap
 from types import FunctionType
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,7 @@ from mongoengine.dereference import DeReference
 from mongoengine.errors import DoesNotExist
 from mongoengine.queryset.base import BaseQuerySet
 
+from mongoengine_async.batches import replies
 from mongoengine_async.from_bson import Load, loader, loader_key, owned_loader
 from mongoengine_async.guards import unguarded
 from mongoengine_async.sync_select_related import select_related_joined
@@ -50,7 +51,12 @@ else:  # checkers see MongoEngine's class through the typed stub _typing.pyi;
     # the base of both QuerySet and QuerySetNoCache (queryset.py) is BaseQuerySet.
     MongoEngineQuerySet = BaseQuerySet
 
-__all__ = ("FastSyncReads", "library_methods", "load_referenced", "mongoengines_own")
+__all__ = (
+    "FastSyncReads",
+    "library_methods",
+    "load_referenced",
+    "mongoengines_own",
+)
 
 # The methods MongoEngine's list(queryset) goes through, outermost first, and
 # the property its select_related() reads the references with.
@@ -177,7 +183,7 @@ class FastSyncReads(MongoEngineQuerySet):
         first result, a getMore, the end) through ``next(self)``. A refresh
         gives the cursor a new buffer: it is looked up for each run of it."""
         cursor = self._cursor
-        batch = vars(load).get("batch") if type(load) is FunctionType else None
+        batch = _batch_of(load)
         left = me_queryset.ITER_CHUNK_SIZE
         try:
             while left:
@@ -273,7 +279,22 @@ class FastSyncReads(MongoEngineQuerySet):
         if self._as_pymongo:
             return {raw["_id"]: raw for raw in raws}
         load = self._loader(self._auto_dereference)
-        return {raw["_id"]: load(raw) for raw in raws}  # the key read first
+        batch = _batch_of(load)
+        found: dict[Any, Any] = {}
+        for run in replies(raws):  # each reply loaded before the next is asked for
+            keys = list(map(_ID, run))  # read before the loader takes the sons
+            documents = map(load, run) if batch is None else batch(run)
+            found.update(zip(keys, documents, strict=True))
+        return found
+
+
+_ID = operator.itemgetter("_id")
+
+
+def _batch_of(load: Load) -> Callable[..., list] | None:
+    """The loader's own ``batch`` (``batches.materialise_all``'s rule: a mock
+    standing for ``_from_son`` makes one up when asked), or None."""
+    return vars(load).get("batch") if type(load) is FunctionType else None
 
 
 def _load_batch(batch: Any, sons: Iterator[dict], count: int, cache: list) -> None:

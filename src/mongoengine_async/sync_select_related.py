@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import mongoengine
 from bson import DBRef, ObjectId
 
-from mongoengine_async.batches import materialise_all
+from mongoengine_async.batches import materialise_all, replies
 from mongoengine_async.from_bson import (
     joining_loader,
     object_id_bytes,
@@ -54,7 +54,7 @@ def select_related_joined(queryset: FastSyncReads, max_depth: int) -> list | Non
     if fields is None:
         return None
     references, others = fields
-    raws = list(queryset._cursor)
+    raws = list(itertools.chain.from_iterable(replies(queryset._cursor)))
     ids = [stored_ids(raws, field.db_field) for field in references]
     if any(by_binary is None for by_binary in ids) or not all(
         _holds_plain_values(raws, field) for field in others
