@@ -51,12 +51,7 @@ else:  # checkers see MongoEngine's class through the typed stub _typing.pyi;
     # the base of both QuerySet and QuerySetNoCache (queryset.py) is BaseQuerySet.
     MongoEngineQuerySet = BaseQuerySet
 
-__all__ = (
-    "FastSyncReads",
-    "library_methods",
-    "load_referenced",
-    "mongoengines_own",
-)
+__all__ = ("FastSyncReads", "library_methods", "load_referenced", "mongoengines_own")
 
 # The methods MongoEngine's list(queryset) goes through, outermost first, and
 # the property its select_related() reads the references with.
