@@ -24,10 +24,12 @@ SCRIPT = Path(__file__).with_name("sync_differential.py")
 SOURCE = str(Path(mongoengine_async.__file__).parent.parent)
 
 
-def transcripts(library: str, mode: str, mongodb_uri: str) -> dict[str, list]:
-    """The transcripts of every scenario run through ``library``."""
+def transcripts(
+    library: str, mode: str, mongodb_uri: str, script: Path = SCRIPT
+) -> dict[str, list]:
+    """The transcripts of every scenario of ``script`` run through ``library``."""
     result = subprocess.run(
-        [sys.executable, "-W", "ignore", str(SCRIPT), library, mode],
+        [sys.executable, "-W", "ignore", str(script), library, mode],
         env={
             **os.environ,
             "MONGODB_URI": mongodb_uri,

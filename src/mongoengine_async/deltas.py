@@ -443,11 +443,39 @@ def take_changes(document: Any) -> list[str] | None:
         sent.taken = True
     if _nested_changes(document):
         if sent is not None:
-            sent = document._get_changed_fields()
+            sent = document._get_changed_fields() + _under_whole(document, sent)
         document._clear_changed_fields()  # (the nested ones too; then [])
     else:
         _set_attribute(document, _CHANGES, [])
     return sent
+
+
+def _under_whole(document: Any, own: list[str]) -> list[str]:
+    """The changes held by embedded documents inside the fields ``own`` lists
+    as changed whole, by their paths: ``_get_changed_fields`` leaves them out,
+    but MongoEngine's ``post_save`` receivers still see them where they are."""
+    paths: list[str] = []
+    for path in own:
+        if "." not in path:
+            name = document._reverse_db_field_map.get(path, path)
+            _embedded_changes(document._data.get(name), path, paths)
+    return paths
+
+
+def _embedded_changes(value: Any, path: str, paths: list[str]) -> None:
+    """Add to ``paths`` the changes of the embedded documents in ``value``
+    (at ``path``), theirs and those of the ones inside them."""
+    if isinstance(value, mongoengine.EmbeddedDocument):
+        paths.extend(f"{path}.{name}" for name in value._changed_fields or ())
+        for name, item in value._data.items():
+            key = value._db_field_map.get(name, name)
+            _embedded_changes(item, f"{path}.{key}", paths)
+    elif type(value) in _SEQUENCES:
+        for index, item in enumerate(value):
+            _embedded_changes(item, f"{path}.{index}", paths)
+    elif type(value) in _MAPPINGS:
+        for key, item in value.items():
+            _embedded_changes(item, f"{path}.{key}", paths)
 
 
 def give_back_changes(document: Any, sent: list[str] | None) -> list[str] | None:
@@ -464,7 +492,10 @@ def give_back_changes(document: Any, sent: list[str] | None) -> list[str] | None
         meanwhile = getattr(document, "_changed_fields", None)
         if meanwhile is None:
             return None
+    hidden = _under_listed(sent)
     put_changes(document, sent)
+    for path in hidden:  # (their holder is listed whole: put back as they were)
+        _mark_on_owner(_owner(document, path))
     # No list: every field counts as changed already; no change meanwhile
     # (most saves): nothing to add.
     if sent is not None and meanwhile:
@@ -891,11 +922,32 @@ def _give_nested(document: Any, nested: dict[str, Any]) -> None:
             continue
         if any(path[:index] in every for index, char in enumerate(path) if char == "."):
             continue
-        owner, rest = found
-        first, dot, tail = rest.partition(".")
-        # (_mark_as_changed maps its first name to its db_field)
-        name = owner._reverse_db_field_map.get(first, first)
-        owner._mark_as_changed(name + dot + tail)
+        _mark_on_owner(found)
+
+
+def _mark_on_owner(found: tuple[Any, str] | None) -> None:
+    """Mark the path ``found`` names as changed in its owner (see :func:`_owner`)."""
+    if found is None:
+        return
+    owner, rest = found
+    first, dot, tail = rest.partition(".")
+    # (_mark_as_changed maps its first name to its db_field)
+    name = owner._reverse_db_field_map.get(first, first)
+    owner._mark_as_changed(name + dot + tail)
+
+
+def _under_listed(sent: list[str] | None) -> list[str]:
+    """The paths of ``sent`` inside another path of it (those
+    :func:`_under_whole` added: changes of embedded documents in a value
+    listed as changed whole)."""
+    if not sent:
+        return []
+    listed = set(sent)
+    return [
+        path
+        for path in sent
+        if any(path[:index] in listed for index, char in enumerate(path) if char == ".")
+    ]
 
 
 @contextlib.contextmanager

@@ -803,9 +803,11 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         embedded_cls = self._embedded_type(field)
         if embedded_cls is None:
             return [built_embedded(value) for value in values]
-        # (a stored null stays None, where MongoEngine's distinct fails)
+        # Built new (_created), as by the constructor MongoEngine's distinct
+        # calls; a stored null stays None, where MongoEngine's distinct fails.
         return [
-            None if value is None else embedded_cls._from_son(value) for value in values
+            None if value is None else embedded_cls._from_son(value, created=True)
+            for value in values
         ]
 
     def _embedded_type(self, field: str) -> type[Any] | None:

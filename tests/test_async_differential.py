@@ -1,0 +1,88 @@
+"""A user who moves sync MongoEngine code to the async API gets MongoEngine's
+results: the scenarios of ``async_differential.py`` (reads with ``get()``'s
+errors, counts, distinct, aggregations, ``in_bulk``, scalars; updates with
+each operator, upserts, modifies, deletes; a document's saves, reloads,
+modifies, updates and deletes; inserts; delete rules with their signals;
+embedded document lists) run through plain MongoEngine's sync API and through
+this package's async API, each in a process of its own, must record the same
+transcript, less the differences the docs give (normalised there)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mongoengine_async import (
+    Document,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
+    EmbeddedDocumentListField,
+    IntField,
+    StringField,
+    signals,
+)
+from test_sync_differential import first_difference, transcripts
+
+SCRIPT = Path(__file__).with_name("async_differential.py")
+
+
+@pytest.mark.parametrize("mode", ["quiet", "writes", "signals"])
+def test_async_scenarios_run_as_through_mongoengine(
+    mode: str, mongodb_uri: str
+) -> None:
+    """``quiet``: no signal receiver; ``writes``: receivers of the write
+    signals record them; ``signals``: a receiver of each signal records it."""
+    theirs = transcripts("mongoengine", mode, mongodb_uri, SCRIPT)
+    ours = transcripts("mongoengine_async", mode, mongodb_uri, SCRIPT)
+    assert list(ours) == list(theirs)
+    for scenario, steps in theirs.items():
+        assert not [s for s in steps if s[0] == "scenario raised"], scenario
+        assert first_difference(steps, ours[scenario]) is None, scenario
+
+
+class AdVote(EmbeddedDocument):
+    author = StringField()
+    votes = IntField(default=0)
+
+
+class AdPost(Document):
+    title = StringField()
+    votes = EmbeddedDocumentListField(AdVote)
+    best = EmbeddedDocumentField(AdVote)
+
+
+async def test_distinct_embedded_documents_are_built_as_new(async_alias: str) -> None:
+    """MongoEngine's ``distinct`` builds the embedded documents with their
+    class's constructor: ``_created`` is True, as ``async_distinct`` gives."""
+    await AdPost(title="a", best=AdVote(author="x", votes=1)).async_save()
+    (best,) = await AdPost.objects.async_distinct("best")
+    assert (best.author, best.votes, best._created) == ("x", 1, True)
+    assert best._changed_fields == []
+
+
+async def test_post_save_sees_changes_inside_a_list_changed_whole(
+    async_alias: str,
+) -> None:
+    """An embedded document changed inside a list that is itself changed
+    whole (an item removed): ``post_save`` receivers see its own changes, as
+    MongoEngine's see them (its save clears them after the signal)."""
+    await AdPost(title="a", votes=[AdVote(author="x"), AdVote(author="y")]).async_save()
+    post = await AdPost.objects.async_get()
+    post.votes.filter(author="x").update(votes=5)
+    post.votes.filter(author="y").delete()
+    seen = []
+
+    def receiver(sender: Any, document: Any, **kwargs: Any) -> None:
+        seen.append((document._changed_fields, document.votes[0]._changed_fields))
+
+    signals.post_save.connect(receiver, sender=AdPost)
+    try:
+        await post.async_save()
+    finally:
+        signals.post_save.disconnect(receiver, sender=AdPost)
+    assert seen == [(["votes"], ["votes"])]
+    assert (post._get_changed_fields(), post.votes[0]._changed_fields) == ([], [])
+    stored = await AdPost.objects.as_pymongo().async_get()
+    assert stored["votes"] == [{"author": "x", "votes": 5}]
