@@ -655,7 +655,52 @@ def a_odds() -> None:
     rec("stored", lambda: io(people.order_by("name").as_pymongo(), "to_list"))
 
 
+class XSig(M.Document):
+    name = M.StringField()
+    slug = M.StringField()
+    n = M.IntField(default=0)
+    tags = M.ListField(M.StringField())
+    embs = M.ListField(M.EmbeddedDocumentField(XEmb))
+
+
+def a_receivers() -> None:
+    """The harness's receivers changing values and documents (``MUTATING``:
+    init, save and bulk insert signals), in every mode."""
+    for signal, receiver in harness.MUTATING:
+        signal.connect(receiver, sender=XSig)
+    try:
+        quietly(lambda: (io(XSig, "drop_collection"), io(XSig.objects, "count")))
+        rec("save", lambda: io(XSig(name="Hello"), "save"))
+        rec("save_late", lambda: io(XSig(name="late"), "save"))
+        rec("save_kwargs", lambda: io(XSig(name="K"), "save", signal_kwargs={"x": 1}))
+        rec("load", lambda: io(XSig.objects.order_by("name"), "to_list"))
+        io(XSig.objects(name="K"), "update", set__n=5)
+        rec("load5", lambda: io(XSig.objects, "get", name="K"))
+        d = io(XSig.objects, "get", name="Hello")
+        d.name = "Changed"
+        d.embs.append(XEmb(a=1))
+        rec("resave", lambda: io(d, "save"))
+        d.embs[0].a = 2
+        d.tags = ["t"]
+        rec("resave_nested", lambda: io(d, "save"))
+        rec(
+            "insert",
+            lambda: io(XSig.objects, "insert", [XSig(name="b1"), XSig(name="upper")]),
+        )
+        rec(
+            "insert_nb",
+            lambda: io(XSig.objects, "insert", [XSig(name="b2")], load_bulk=False),
+        )
+        rec("modify", lambda: io(XSig.objects(name="b1"), "modify", new=True, n=5))
+        rec("delete", lambda: io(d, "delete", signal_kwargs={"y": 2}))
+        rec("stored", lambda: io(XSig.objects.order_by("name").as_pymongo(), "to_list"))
+    finally:
+        for signal, receiver in harness.MUTATING:
+            signal.disconnect(receiver, sender=XSig)
+
+
 SCENARIOS = [
+    a_receivers,
     a_odds,
     a_reads,
     a_updates,

@@ -21,6 +21,7 @@ from mongoengine_async import (
     EmbeddedDocumentField,
     EmbeddedDocumentListField,
     IntField,
+    ListField,
     StringField,
     signals,
 )
@@ -87,3 +88,32 @@ async def test_post_save_sees_changes_inside_a_list_changed_whole(
     assert (post._get_changed_fields(), post.votes[0]._changed_fields) == ([], [])
     stored = await AdPost.objects.as_pymongo().async_get()
     assert stored["votes"] == [{"author": "x", "votes": 5}]
+
+
+class AdTagged(Document):
+    tags = ListField(StringField())
+    best = EmbeddedDocumentField(AdVote)
+
+
+async def test_post_save_sees_a_list_set_whole_as_set(async_alias: str) -> None:
+    """A save of a document with changes in an embedded document too: its
+    ``post_save`` receivers see a list set whole as it was set (``_data``
+    holds the list given), as MongoEngine's, whose save wraps it in a
+    ``BaseList`` only as it clears the changes, after the signal."""
+    await AdTagged(best=AdVote(author="x")).async_save()
+    tagged = await AdTagged.objects.async_get()
+    tagged.best.votes = 2
+    tagged.tags = ["t"]
+    seen = []
+
+    def receiver(sender: Any, document: Any, **kwargs: Any) -> None:
+        seen.append((type(document._data["tags"]), document.best._changed_fields))
+
+    signals.post_save.connect(receiver, sender=AdTagged)
+    try:
+        await tagged.async_save()
+    finally:
+        signals.post_save.disconnect(receiver, sender=AdTagged)
+    assert seen == [(list, ["votes"])]
+    stored = await AdTagged.objects.as_pymongo().async_get()
+    assert (stored["tags"], stored["best"]["votes"]) == (["t"], 2)

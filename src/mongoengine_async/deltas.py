@@ -444,7 +444,11 @@ def take_changes(document: Any) -> list[str] | None:
     if _nested_changes(document):
         if sent is not None:
             sent = document._get_changed_fields() + _under_whole(document, sent)
-        document._clear_changed_fields()  # (the nested ones too; then [])
+        # (the nested ones too, by _data: MongoEngine's clearing reads the
+        # changed fields, wrapping a list set whole in a BaseList, only once
+        # its post_save was sent, as this save's end does)
+        _set_attribute(document, _CHANGES, [])
+        _clear_within(document._data)
     else:
         _set_attribute(document, _CHANGES, [])
     return sent
