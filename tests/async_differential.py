@@ -699,7 +699,36 @@ def a_receivers() -> None:
             signal.disconnect(receiver, sender=XSig)
 
 
+class XDyn(M.DynamicDocument):
+    name = M.StringField()
+    meta = {"allow_inheritance": True}
+
+
+def a_dynamic() -> None:
+    """A dynamic document's fields added, changed, deleted, saved, reloaded,
+    queried, updated and modified."""
+    quietly(lambda: (io(XDyn, "drop_collection"), io(XDyn.objects, "count")))
+    d = XDyn(name="d", extra=1, emb=XEmb(a=1), items=[1, {"k": 2}])
+    rec("save", lambda: io(d, "save"))
+    d.extra = 2
+    d.more = "m"
+    d.emb.a = 3
+    d.items[1]["k"] = 4
+    rec("changed", lambda: d._get_changed_fields())
+    rec("save2", lambda: io(d, "save"))
+    del d.more
+    rec("save3", lambda: io(d, "save"))
+    rec("reload", lambda: io(d, "reload"))
+    rec("get", lambda: io(XDyn.objects, "get", extra=2))
+    rec("update", lambda: io(XDyn.objects, "update", set__other=5, inc__extra=1))
+    rec("modify", lambda: io(XDyn.objects, "modify", new=True, push__items=7))
+    rec("only", lambda: io(XDyn.objects.only("extra"), "first"))
+    rec("distinct", lambda: io(XDyn.objects, "distinct", "emb"))
+    rec("stored", lambda: io(XDyn.objects.as_pymongo(), "to_list"))
+
+
 SCENARIOS = [
+    a_dynamic,
     a_receivers,
     a_odds,
     a_reads,
