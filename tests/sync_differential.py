@@ -14,9 +14,7 @@ changes, flags and ``to_mongo()``), errors (type and message), the commands
 sent (as sent, less session and cluster fields) and the signals.
 Ids, cursor ids, times and database names are replaced by stable names.
 To extend it: write a function of ``rec(label, fn)`` calls and add it to
-``SCENARIOS``; one reading documents stored without some of their fields
-goes to ``PARTIAL`` (the loader's ``_data`` order differs there, documented
-in docs/architecture.md).
+``SCENARIOS``.
 """
 
 import copy
@@ -46,7 +44,6 @@ M: Any = importlib.import_module(LIBRARY)
 
 OUT: list = []
 IDS: dict = {}
-ORDERED = [True]  # whether _data's key order is recorded (not in PARTIAL)
 
 
 def oid_name(value: ObjectId) -> str:
@@ -112,7 +109,7 @@ def document_form(document: Any, depth: int) -> Any:
         mongo = norm(document.to_mongo().to_dict(), depth + 1)
     except Exception as error:
         mongo = "to_mongo raised " + type(error).__name__
-    keys = list(data) if ORDERED[0] else sorted(data)
+    keys = list(data)
     return {
         "class": type(document).__name__,
         "keys": keys,
@@ -216,7 +213,6 @@ def run(scenarios: list) -> None:
         for scenario in scenarios:
             OUT.clear()
             IDS.clear()
-            ORDERED[0] = scenario not in PARTIAL
             try:
                 scenario()
             except Exception as error:
@@ -1655,19 +1651,6 @@ SCENARIOS = [
     s_mut,
     c_construct,
 ]
-# Those reading documents stored without some of their fields: _data's order
-# is not compared (see the module's docstring).
-PARTIAL = {
-    q_projections,
-    q_values,
-    q_options,
-    q_updates,
-    q_insert,
-    d_nodes,
-    nulls_partial,
-    r_refs,
-    f_delete_rules,
-}
 
 if __name__ == "__main__":
     run(SCENARIOS)

@@ -296,12 +296,22 @@ class _Plan:
         "owning_loader",
         "plain_owning_loader",
         "references",
+        "renamed",
+        "unrenamed",
     )
 
     def __init__(self, cls: type[Any]):
         self.cls = cls
         self.fields = [_FieldPlan(name, field) for name, field in cls._fields.items()]
         self.references = [plan.field for plan in self.fields if plan.reference]
+        # For init_order: the fields stored under their own name, by it, and
+        # the others (stored name, name), in field order.
+        self.unrenamed = {fp.name for fp in self.fields if fp.field.db_field == fp.name}
+        self.renamed = [
+            (fp.field.db_field, fp.name)
+            for fp in self.fields
+            if fp.field.db_field != fp.name
+        ]
         self.display = has_field_display(cls)
         self.make = _compile(cls, self, joining=False)
         self.make_joining: Callable[..., Load] | None = None  # on first use
@@ -570,6 +580,7 @@ def make(fallback, {references}):
             if not known_keys.issuperset(son) or get("_cls", class_name) != class_name:
                 return fallback(son)
         complete = failed = {flags}False
+        partial = {partial}
         try:
 """
 
@@ -588,6 +599,8 @@ _TAIL = """\
         else:
 {embed}
         {set_cls}
+        if partial:
+            init_order(plan, son, data)
         {display}
         return document
 {batch}
@@ -626,6 +639,7 @@ elif len(son) == field_count{no_other_key}:
     data = son
 else:
     data = {{{data}}}
+    partial = True
 """
 
 
@@ -648,6 +662,7 @@ def _compile(
         "class_name": cls._class_name,
         "cls": cls,
         "complete_document": _complete,
+        "init_order": init_order,
         "embed": link_embedded,
         "known_keys": frozenset(fp.field.db_field for fp in plan.fields) | {"_cls"},
         "field_count": len(plan.fields),
@@ -691,6 +706,8 @@ def _compile(
             values=_indent(values, 8),
             any_none=any_none or "False",
             flags="converted = " if owning else "",
+            # (an owning loader takes a whole son in its order, see _TAKE_SON)
+            partial="False" if owning else "True",
             taken_whole=_indent(whole, 8),
         )
         + "".join(blocks)
@@ -943,6 +960,23 @@ def _complete(document: Any, plan: _Plan, data: dict) -> None:
         link_embedded(document, value)
     _set_state(document, initialised=True, created=False)
     document.__dict__["_changed_fields"] = []
+
+
+def init_order(plan: _Plan, son: dict, data: dict) -> None:
+    """Put ``data``'s keys in the order ``_from_son``'s ``__init__`` gives
+    ``_data``: the fields ``son`` lacks, in field order, then those it stores
+    in its order, the renamed ones last (as ``_from_son`` renames them)."""
+    unrenamed = plan.unrenamed
+    for field_plan in plan.fields:
+        name = field_plan.name
+        if field_plan.field.db_field not in son:
+            data[name] = data.pop(name)
+    for key in son:
+        if key in unrenamed:
+            data[key] = data.pop(key)
+    for stored, name in plan.renamed:
+        if stored in son:
+            data[name] = data.pop(name)
 
 
 def _set_state(document: Any, initialised: bool, created: bool) -> None:
