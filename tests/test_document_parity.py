@@ -25,6 +25,7 @@ from conftest import fresh_sync_default
 from mongoengine_async import (
     BooleanField,
     Document,
+    DynamicDocument,
     EmbeddedDocument,
     EmbeddedDocumentField,
     IntField,
@@ -328,6 +329,34 @@ async def test_failed_delete_message(async_alias, sync_db):
     assert theirs[:2] == ours[:2] == ("raised", mongoengine_async.OperationError)
     assert ours[2].startswith("Could not delete document (Not enough data-bearing")
     assert without_reply(ours[2]) == without_reply(theirs[2])
+
+
+# -- D6: an inserted dynamic document's changes -------------------------------------
+
+
+class DpDynamic(DynamicDocument):
+    name = StringField()
+
+
+async def test_an_inserted_dynamic_document_lists_pk_then_id_changed(
+    async_alias, sync_db
+):
+    """A dynamic document built by ``_from_son(created=True)`` and inserted
+    lists its changes as MongoEngine's ``insert()`` leaves them: ``pk`` (the
+    dynamic field ``doc.pk = id`` adds) then ``_id``, though our insert gave
+    it its id before the write; its next delta holds them in that order."""
+    sons = [{"name": "a", "extra": 1}, {"name": "b"}]
+    with on_sync(DpDynamic):
+        theirs = [DpDynamic._from_son(dict(son), created=True) for son in sons]
+        DpDynamic.objects.insert(theirs[0], load_bulk=False)
+        DpDynamic.objects.insert(theirs[1:], load_bulk=True)
+    ours = [DpDynamic._from_son(dict(son), created=True) for son in sons]
+    await DpDynamic.objects.async_insert(ours[0], load_bulk=False)
+    await DpDynamic.objects.async_insert(ours[1:], load_bulk=True)
+    for mine, their in zip(ours, theirs, strict=True):
+        assert their._changed_fields == ["pk", "_id"]
+        assert mine._changed_fields == ["pk", "_id"]
+        assert list(mine._delta()[0]) == list(their._delta()[0]) == ["pk", "_id"]
 
 
 # -- D5: abstract documents --------------------------------------------------------

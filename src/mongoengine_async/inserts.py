@@ -30,6 +30,7 @@ else:  # checkers see MongoEngine's class through the typed stub _typing.pyi
 __all__ = (
     "FastSyncInserts",
     "check_insertable",
+    "give_ids",
     "insert_errors",
     "refresh_plans",
     "set_ids",
@@ -73,10 +74,51 @@ def refresh_plans(documents: Iterable[Any]) -> None:
         plan_watch.refresh(cls)
 
 
-def set_ids(documents: Iterable[Any], ids: Iterable[Any]) -> None:
-    """``document.pk = object_id`` for each inserted document and its id."""
+def give_ids(documents: list[Any], raw: list[dict]) -> list[Any]:
+    """Give each document whose son has no ``_id`` the id PyMongo's insert
+    would make (``to_bson.give_id``), before the write is awaited. Returns the
+    dynamic ones whose id it marked changed: MongoEngine's insert marks their
+    ``pk`` (a dynamic field there) first, and ``set_ids`` moves the id's mark
+    after it."""
+    marked = []
+    for document, son in zip(documents, raw, strict=True):
+        if "_id" not in son:
+            key = _id_key(document)
+            had = key in _changes(document)
+            to_bson.give_id(document, son)
+            if document._dynamic and not had and key in _changes(document):
+                marked.append(document)
+    return marked
+
+
+def _id_key(document: Any) -> str:
+    """The name a document's id is marked changed by (its stored name)."""
+    name = document._meta["id_field"]
+    return document._db_field_map.get(name, name)
+
+
+def _changes(document: Any) -> list[str]:
+    """The document's list of changes (empty for one ``__init__`` built)."""
+    return getattr(document, "_changed_fields", None) or []
+
+
+def set_ids(
+    documents: Iterable[Any], ids: Iterable[Any], marked: Iterable[Any] = ()
+) -> None:
+    """``document.pk = object_id`` for each inserted document and its id; the
+    id's mark of each ``marked`` one (``give_ids``) moved after ``pk``'s, where
+    ``insert()`` leaves it."""
     for document, object_id in zip(documents, ids, strict=False):
         to_bson.set_id(document, object_id, by_pk=True)
+    for document in marked:
+        changes, key = _changes(document), _id_key(document)
+        if (
+            "pk" in changes
+            and key in changes
+            and changes.index(key) < changes.index("pk")
+        ):
+            changes.remove(key)
+            changes.append(key)
 
 
 # MongoEngine's insert as the package imported it: one patched since (on

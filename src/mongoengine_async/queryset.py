@@ -129,6 +129,7 @@ from mongoengine_async.guards import (
 from mongoengine_async.inserts import (
     FastSyncInserts,
     check_insertable,
+    give_ids,
     insert_errors,
     refresh_plans,
     set_ids,
@@ -1032,9 +1033,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             await sequences.async_fill(documents)
         refresh_plans(documents)
         raw = [to_bson.raw(document) for document in documents]
-        for document, son in zip(documents, raw, strict=True):
-            if "_id" not in son:  # its id before the write is awaited
-                to_bson.give_id(document, son)
+        marked = give_ids(documents, raw)  # their ids before the write is awaited
         # In a task of its own, which the caller's cancellation does not
         # cancel (as a save's): the write may be applying on the server.
         writing = self._insert_raw(collection, raw, write_concern, return_one, session)
@@ -1046,6 +1045,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             follow = functools.partial(
                 self._after_cancelled_insert,
                 documents,
+                marked,
                 load_bulk,
                 signal_kwargs,
                 session if session and session.in_transaction else None,
@@ -1057,7 +1057,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             finish_before_close(write, CANCELLED_WRITE, needs and (needs,))
             raise
         results = await self._async_after_insert(
-            documents, ids, load_bulk, signal_kwargs, session
+            documents, ids, load_bulk, signal_kwargs, session, marked=marked
         )
         return results[0] if return_one else results
 
@@ -1069,13 +1069,15 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         signal_kwargs: dict[str, Any],
         session: AsyncClientSession | None,
         again: bool = False,
+        marked: Sequence[Any] = (),
     ) -> list[Any]:
         """An insert's steps after its write: the ids, the documents read
         back (``load_bulk``), ``post_bulk_insert``; returns the documents read
         back, or the ids. Cancelled before the signal, they follow as after a
         cancelled write that landed (not ``again``: they do), if the signal
-        has receivers then (not in its ``muted()`` block)."""
-        set_ids(documents, ids)
+        has receivers then (not in its ``muted()`` block). The ids of the
+        ``marked`` documents are marked changed as ``set_ids`` says."""
+        set_ids(documents, ids, marked)
         results = documents
         sending = False
         try:
@@ -1104,6 +1106,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     def _after_cancelled_insert(
         self,
         documents: list[Any],
+        marked: list[Any],
         load_bulk: bool,
         signal_kwargs: dict[str, Any],
         transaction: AsyncClientSession | None,
@@ -1118,7 +1121,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         if write.cancelled() or write.result() is FAILED or not receivers:
             return
         self._follow_insert(
-            documents, write.result(), load_bulk, signal_kwargs, transaction
+            documents, write.result(), load_bulk, signal_kwargs, transaction, marked
         )
 
     def _follow_insert(
@@ -1128,6 +1131,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         load_bulk: bool,
         signal_kwargs: dict[str, Any],
         transaction: AsyncClientSession | None,
+        marked: Sequence[Any] = (),
     ) -> None:
         """:meth:`_async_after_insert` in a task of its own, in no transaction
         (in a ``transaction`` this package bound, once it committed, or in
@@ -1136,7 +1140,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
 
         def steps(session: AsyncClientSession | None) -> Any:
             return self._async_after_insert(
-                documents, ids, load_bulk, signal_kwargs, session, again=True
+                documents, ids, load_bulk, signal_kwargs, session, True, marked
             )
 
         def follow() -> None:
