@@ -1627,6 +1627,183 @@ def c_construct() -> None:
     rec("stored", lambda: NDoc._get_collection().find_one({"_id": saved.id}))
 
 
+class MpEmb(M.EmbeddedDocument):
+    v = M.IntField(min_value=0)
+    tags = M.ListField(M.StringField())
+
+
+class MpDyn(M.DynamicEmbeddedDocument):
+    label = M.StringField()
+
+
+class MpDoc(M.Document):
+    slots = M.MapField(M.EmbeddedDocumentField(MpEmb))
+    info = M.DictField()
+    items = M.ListField(M.EmbeddedDocumentField(MpEmb))
+    dyn = M.EmbeddedDocumentField(MpDyn)
+    nested = M.DictField(M.ListField(M.IntField()))
+
+
+def changed_and_saved(label: str, document: Any) -> None:
+    """Record ``document``'s changes, its delta, its save and what is stored."""
+    rec(label + "_changed", lambda: document._get_changed_fields())
+    rec(label + "_delta", lambda: document._delta())
+    rec(label + "_save", lambda: document.save())
+    rec(label + "_stored", lambda: MpDoc.objects.as_pymongo().get())
+
+
+def e_maps() -> None:
+    """Maps, dicts and lists of embedded documents (dynamic ones too) changed
+    in place and saved, nested validation errors, their update operators."""
+    LOG.on = False
+    MpDoc.drop_collection()
+    LOG.on = True
+    saved = rec(
+        "save",
+        lambda: MpDoc(
+            slots={"a": MpEmb(v=1), "b": MpEmb(v=2, tags=["x"])},
+            info={"k": {"deep": 1}, "l": [1]},
+            items=[MpEmb(v=3), MpEmb(v=4)],
+            dyn=MpDyn(label="l", extra=1),
+            nested={"n": [1, 2]},
+        ).save(),
+    )
+    g = MpDoc.objects.get()
+    g.slots["a"].v = 10
+    g.slots["b"].tags.append("y")
+    g.slots["c"] = MpEmb(v=5)
+    g.info["k"]["deep"] = 2
+    g.items[1].tags = ["t"]
+    changed_and_saved("first", g)
+    g = MpDoc.objects.get()
+    del g.slots["a"]
+    g.info["new"] = None
+    g.info["l"].append(2)
+    g.items.append(MpEmb())
+    g.dyn.extra = 5
+    g.dyn.more = [MpEmb(v=1)]
+    g.nested["n"].append(3)
+    g.nested["m"] = []
+    changed_and_saved("second", g)
+    g = MpDoc.objects.get()
+    del g.dyn.extra
+    g.dyn.more[0].v = 2
+    g.items.pop(0)
+    changed_and_saved("third", g)
+    g = MpDoc.objects.get()
+    g.slots["b"].v = -1
+    g.items[0].v = "x"
+    rec("invalid_save", lambda: g.save())
+    rec("invalid_validate", lambda: g.validate())
+
+    def errors() -> Any:
+        try:
+            g.validate()
+        except M.ValidationError as error:
+            return [error.to_dict(), sorted(error.errors), error.message]
+        return None
+
+    rec("invalid_errors", errors)
+    g = MpDoc.objects.get()
+    g.slots = {}
+    g.info = {}
+    g.items = []
+    g.dyn = None
+    changed_and_saved("emptied", g)
+    q = MpDoc.objects
+    rec("set_map_key", lambda: q.update_one(set__slots__z=MpEmb(v=7)))
+    rec("inc_map_key", lambda: q.update_one(inc__slots__z__v=1))
+    rec("push_emb", lambda: q.update_one(push__items=MpEmb(v=8)))
+    rec("push_all", lambda: q.update_one(push_all__items=[MpEmb(v=9), MpEmb(v=3)]))
+    rec("pull_emb", lambda: q.update_one(pull__items__v=3))
+    rec("pop_last", lambda: q.update_one(pop__items=1))
+    rec("add_to_set", lambda: q.update_one(add_to_set__items=MpEmb(v=8)))
+    rec("unset_map_key", lambda: q.update_one(unset__slots__z=True))
+    rec("rename", lambda: q.update_one(rename__info="information"))
+    rec("after_ops", lambda: q.as_pymongo().get())
+    rec("loaded_after_ops", lambda: q.get())
+    rec(
+        "modify_new",
+        lambda: q.modify(new=True, push__items=MpEmb(v=1), set__dyn=MpDyn(z=1)),
+    )
+    rec("modify_old", lambda: q.modify(set__dyn__label="o", pull__items__v=1))
+    rec("modify_bad_path", lambda: q.modify(new=True, push__nested__n=4))
+    rec("upsert_one", lambda: q(slots__q__v=1).upsert_one(set__info={"u": 1}))
+    rec("count", lambda: q.count())
+    g = q.get(id=saved.id)  # (not the upserted one: its id is the server's)
+    rec("reload_some", lambda: g.reload("slots", "nested"))
+    rec("reload_all", lambda: g.reload())
+    rec("pickled", lambda: pickle.loads(pickle.dumps(g)))
+
+
+class RcAuthor(M.Document):
+    name = M.StringField()
+    meta = {"allow_inheritance": True}
+
+
+class RcGuest(RcAuthor):
+    since = M.IntField()
+
+
+class RcBook(M.Document):
+    title = M.StringField()
+    author = M.ReferenceField(RcAuthor, reverse_delete_rule=M.CASCADE)
+    cached = M.CachedReferenceField(RcAuthor, fields=["name"], auto_sync=True)
+
+
+class RcReview(M.Document):
+    book = M.ReferenceField(RcBook, reverse_delete_rule=M.CASCADE)
+    about = M.GenericLazyReferenceField()
+    mentions = M.ListField(M.GenericReferenceField())
+
+
+class RcShelf(M.Document):
+    books = M.ListField(M.ReferenceField(RcBook, reverse_delete_rule=M.PULL))
+    best = M.ReferenceField(RcBook, reverse_delete_rule=M.NULLIFY)
+
+
+def stored_all() -> Any:
+    """Every stored document of the rule chain's collections."""
+    return {
+        cls.__name__: list(cls.objects.order_by("id").as_pymongo())
+        for cls in (RcAuthor, RcBook, RcReview, RcShelf)
+    }
+
+
+def f_rule_chain() -> None:
+    """A cascade through two levels with PULL and NULLIFY beside it (each
+    delete's signals in the signals mode), a cached reference kept in sync,
+    generic and generic lazy references read, queried and loaded."""
+    LOG.on = False
+    for cls in (RcAuthor, RcBook, RcReview, RcShelf):
+        cls.drop_collection()
+    LOG.on = True
+    a = rec("author", lambda: RcAuthor(name="a").save())
+    g = rec("guest", lambda: RcGuest(name="g", since=1).save())
+    b1 = rec("book1", lambda: RcBook(title="1", author=a, cached=a).save())
+    b2 = RcBook(title="2", author=a, cached=g).save()
+    b3 = RcBook(title="3", author=g, cached=g).save()
+    RcReview(book=b1, about=a, mentions=[a, b2]).save()
+    RcReview(book=b3, about=b3, mentions=[g]).save()
+    RcShelf(books=[b1, b2, b3], best=b2).save()
+    a.name = "a2"
+    rec("rename_author", lambda: a.save())
+    rec("cached_synced", lambda: list(RcBook.objects.order_by("title").as_pymongo()))
+    rec("cached_read", lambda: RcBook.objects.get(title="1").cached)
+    review = RcReview.objects.order_by("id").first()
+    rec("generic_lazy", lambda: review.about)
+    rec("generic_lazy_fetch", lambda: review.about.fetch())
+    rec("generic_list", lambda: review.mentions)
+    rec("by_generic_lazy", lambda: RcReview.objects(about=a).count())
+    rec("by_generic", lambda: [r.book.title for r in RcReview.objects(mentions=g)])
+    rec("select_related", lambda: RcReview.objects.order_by("id").select_related())
+    rec("no_deref", lambda: RcReview.objects.no_dereference().first().mentions)
+    rec("delete_author", lambda: a.delete())
+    rec("after_author", stored_all)
+    rec("delete_guests", lambda: RcGuest.objects.delete())
+    rec("after_guests", stored_all)
+
+
 SCENARIOS = [
     q_projections,
     q_values,
@@ -1650,6 +1827,8 @@ SCENARIOS = [
     r_refs,
     s_mut,
     c_construct,
+    e_maps,
+    f_rule_chain,
 ]
 
 if __name__ == "__main__":
