@@ -1804,6 +1804,58 @@ def f_rule_chain() -> None:
     rec("after_guests", stored_all)
 
 
+class SqLine(M.EmbeddedDocument):
+    number = M.SequenceField(sequence_name="lines")
+    text = M.StringField()
+
+
+class SqOrder(M.Document):
+    number = M.SequenceField()
+    code = M.SequenceField(sequence_name="codes", value_decorator="C{}".format)
+    lines = M.ListField(M.EmbeddedDocumentField(SqLine))
+    tags = M.ListField(M.SequenceField(sequence_name="tags"))
+    meta = {"allow_inheritance": True}
+
+
+class SqRush(SqOrder):
+    fee = M.IntField()
+
+
+def counters() -> Any:
+    """The counter documents, by name."""
+    return list(M.get_db()["mongoengine.counters"].find({}, sort=[("_id", 1)]))
+
+
+def f_sequences() -> None:
+    """Sequence fields: numbered by a save, an insert, an embedded document, a
+    list's None items, a subclass; their counters read, set and reset."""
+    LOG.on = False
+    SqOrder.drop_collection()
+    M.get_db()["mongoengine.counters"].drop()
+    LOG.on = True
+    first = SqOrder(lines=[SqLine(text="a")], tags=[None, None])
+    rec("new", lambda: first)
+    rec("read_number", lambda: first.number)
+    rec("save", lambda: first.save())
+    rec("stored", lambda: SqOrder.objects.as_pymongo().get())
+    rec("counters", counters)
+    rec("insert", lambda: SqOrder.objects.insert([SqOrder(), SqRush(fee=1)]))
+    rec("insert_one", lambda: SqOrder.objects.insert(SqOrder(), load_bulk=False))
+    rec("given", lambda: SqOrder(number=100, code="X").save())
+    rec("next", lambda: SqOrder.number.get_next_value())
+    rec("set_next", lambda: SqOrder.number.set_next_value(50))
+    rec("after_set", lambda: SqOrder(lines=[SqLine(), SqLine(number=7)]).save())
+    rec("create", lambda: SqRush.objects.create(fee=2))
+    rec("update_push", lambda: SqOrder.objects(number=1).update(push__lines=SqLine()))
+    rec("all", lambda: list(SqOrder.objects.order_by("number").as_pymongo()))
+    rec("loaded", lambda: list(SqOrder.objects.order_by("number")))
+    rec("counters_after", counters)
+    rec("reset", lambda: SqOrder.code.set_next_value(0))
+    rec("after_reset", lambda: SqOrder().save().code)
+    rec("delete_all", lambda: SqOrder.objects.delete())
+    rec("counters_end", counters)
+
+
 SCENARIOS = [
     q_projections,
     q_values,
@@ -1829,6 +1881,7 @@ SCENARIOS = [
     c_construct,
     e_maps,
     f_rule_chain,
+    f_sequences,
 ]
 
 if __name__ == "__main__":

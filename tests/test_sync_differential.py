@@ -3,7 +3,8 @@ behaviour: the scenarios of ``sync_differential.py`` (querysets with their
 options, projections, updates with every operator, inserts, documents'
 reloads, deltas, dynamic documents, stored nulls, switches and context
 managers, references, files, field types, delete rules, inheritance,
-constructors, embedded documents changed in place, a cascade chain) run through plain MongoEngine and through this package, each in
+constructors, embedded documents changed in place, a cascade chain,
+sequence fields) run through plain MongoEngine and through this package, each in
 a process of its own, must record the same transcript: results, ``_data`` key
 order, stored documents, errors, commands sent and signals."""
 
