@@ -1856,6 +1856,75 @@ def f_sequences() -> None:
     rec("counters_end", counters)
 
 
+class HyShape(M.Document):
+    name = M.StringField()
+    meta = {"allow_inheritance": True, "indexes": ["name"]}
+
+
+class HyPolygon(HyShape):
+    sides = M.IntField()
+
+
+class HySquare(HyPolygon):
+    side = M.FloatField()
+
+
+class HyCircle(HyShape):
+    radius = M.FloatField(db_field="r")
+
+
+class HyCanvas(M.Document):
+    shapes = M.ListField(M.ReferenceField(HyShape))
+    main = M.ReferenceField(HyShape)
+
+
+def f_hierarchy() -> None:
+    """Three levels of subclasses in one collection: what each class's
+    queryset finds, projects, counts, updates and deletes, documents stored
+    under an unknown or a parent's ``_cls``, references to the base class."""
+    LOG.on = False
+    HyShape.drop_collection()
+    HyCanvas.drop_collection()
+    LOG.on = True
+    shapes = [
+        HyShape(name="s").save(),
+        HyPolygon(name="p", sides=5).save(),
+        HySquare(name="q", sides=4, side=2.0).save(),
+        HyCircle(name="c", radius=1.5).save(),
+    ]
+    rec("all", lambda: list(HyShape.objects.order_by("name")))
+    rec("polygons", lambda: list(HyPolygon.objects.order_by("name")))
+    rec("no_sub", lambda: list(HyPolygon.objects.no_sub_classes()))
+    rec("by_sub_field", lambda: list(HyShape.objects(sides=4)))
+    rec("only_sub_field", lambda: list(HyPolygon.objects.only("side").order_by("name")))
+    rec("exclude", lambda: list(HyShape.objects.exclude("name").order_by("name")))
+    ordered = HyPolygon.objects.order_by("name")
+    rec("values", lambda: list(ordered.values_list("name", "side")))
+    rec("distinct_cls", lambda: sorted(HyShape.objects.distinct("_cls")))
+    rec("get_many", lambda: HyPolygon.objects.get())
+    rec("get_missing", lambda: HySquare.objects.get(name="p"))
+    rec("in_bulk", lambda: HyShape.objects.in_bulk([x.pk for x in shapes]))
+    rec("modify_sub", lambda: HyShape.objects(name="q").modify(new=True, inc__sides=1))
+    rec("update_sub", lambda: HyPolygon.objects.update(set__sides=6))
+    rec("update_wrong_class", lambda: HyCircle.objects.update(set__sides=6))
+    rec("reload", lambda: shapes[2].reload())
+    canvas = HyCanvas(shapes=shapes, main=shapes[3]).save()
+    rec("canvas", lambda: HyCanvas.objects.get().shapes)
+    rec("canvas_main", lambda: HyCanvas.objects.get().main)
+    rec("canvas_related", lambda: HyCanvas.objects.select_related())
+    collection = HyShape._get_collection()
+    LOG.on = False
+    collection.insert_one({"_cls": "HyShape.HyGone", "name": "gone"})
+    collection.insert_one({"_cls": "HyShape.HyPolygon", "name": "bare"})
+    LOG.on = True
+    rec("unknown_cls", lambda: list(HyShape.objects.order_by("name")))
+    rec("bare", lambda: HyPolygon.objects.get(name="bare"))
+    rec("count_each", lambda: [c.objects.count() for c in (HyShape, HyPolygon)])
+    rec("delete_sub", lambda: HySquare.objects.delete())
+    rec("delete_left", lambda: list(HyShape.objects(name__ne="gone").as_pymongo()))
+    rec("canvas_after", lambda: HyCanvas.objects.get(pk=canvas.pk).shapes)
+
+
 SCENARIOS = [
     q_projections,
     q_values,
@@ -1882,6 +1951,7 @@ SCENARIOS = [
     e_maps,
     f_rule_chain,
     f_sequences,
+    f_hierarchy,
 ]
 
 if __name__ == "__main__":
