@@ -739,14 +739,10 @@ SCENARIOS = [
     a_lists,
     a_references,
 ]
-# Those reading documents stored without some of their fields: _data's order
-# is not compared (as the harness's PARTIAL, docs/architecture.md).
-PARTIAL = {a_reads, a_updates, a_inserts, a_rules, a_odds}
 
 if __name__ == "__main__":
     harness.LIBRARY, harness.MODE = LIBRARY, MODE
     LOG.started = record_comparable  # type: ignore[method-assign]
-    harness.PARTIAL.update(PARTIAL)
     if ASYNC:
         harness.M = AsyncAdapter
     harness.run(SCENARIOS)
