@@ -6,6 +6,7 @@ return values and signals are MongoEngine's."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from mongoengine_async import (
@@ -15,9 +16,11 @@ from mongoengine_async import (
     PULL,
     Document,
     FileField,
+    IntField,
     ListField,
     ReferenceField,
     StringField,
+    UUIDField,
     async_run_in_transaction,
     get_async_db,
     signals,
@@ -560,3 +563,98 @@ async def test_a_pre_delete_receiver_replacing_a_cascaded_file_has_it_deleted(
     chunks = await get_async_db()["fs.chunks"].find().to_list()
     assert [each["data"] for each in chunks] == [b"c"]
     assert await get_async_db()["fs.files"].count_documents({}) == 1
+
+
+class DrtShop(Document):
+    name = StringField()
+
+
+class DrtCassette(Document):
+    """Cascaded, with delete receivers (in the tests), a file field and a key
+    stored as a string that loads as a UUID."""
+
+    id = UUIDField(binary=False, primary_key=True, default=uuid.uuid4)
+    title = StringField()
+    shop = ReferenceField(DrtShop, reverse_delete_rule=CASCADE)
+    reel = FileField()
+
+
+async def test_cascaded_documents_sent_signals_keyed_otherwise_are_read_once(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """Cascaded documents sent delete signals whose key loads as another value
+    than the one stored (a ``UUIDField(binary=False)``: a string loads as a
+    UUID) have their files from their documents too: no read of their files
+    after the receivers, each file deleted once."""
+
+    async def pre(sender: type, document: Any, **kwargs: Any) -> None:
+        pass
+
+    shop = await DrtShop(name="doomed").async_save()
+    for title in "ab":
+        cassette = DrtCassette(title=title, shop=shop)
+        await cassette.reel.async_put(title.encode())
+        await cassette.async_save()
+    signals.pre_delete.connect(pre, sender=DrtCassette)
+    try:
+        command_log.clear()
+        await shop.async_delete(transaction=False)
+    finally:
+        signals.pre_delete.disconnect(pre, sender=DrtCassette)
+
+    assert _sent(command_log) == [
+        ("find", "drt_shop"),
+        ("find", "drt_cassette"),
+        ("delete", "drt_cassette"),
+        ("delete", "drt_shop"),
+        *[("delete", "fs.files"), ("delete", "fs.chunks")] * 2,
+    ]
+    assert await DrtCassette.objects.async_count() == 0
+    assert await get_async_db()["fs.chunks"].count_documents({}) == 0
+    for cls in (DrtShop, DrtCassette):
+        await get_async_db()[cls._get_collection_name()].delete_many({})
+
+
+class DrtStage(Document):
+    name = StringField()
+
+
+class DrtTake(Document):
+    """Cascaded, with a default ordering and delete receivers (in the test)."""
+
+    number = IntField()
+    stage = ReferenceField(DrtStage, reverse_delete_rule=CASCADE)
+    meta = {"ordering": ["-number"]}
+
+
+async def test_cascaded_documents_are_sent_signals_in_their_default_ordering(
+    async_alias: str,
+) -> None:
+    """The cascaded documents of a class with a default ordering are sent their
+    delete signals in that order, as MongoEngine's delete iterates their
+    queryset (``-number``: 3, 2, 1; stored 1, 3, 2)."""
+    seen: list[tuple[str, int]] = []
+
+    async def pre(sender: type, document: Any, **kwargs: Any) -> None:
+        seen.append(("pre_delete", document.number))
+
+    async def post(sender: type, document: Any, **kwargs: Any) -> None:
+        seen.append(("post_delete", document.number))
+
+    stage = await DrtStage(name="doomed").async_save()
+    for number in (1, 3, 2):
+        await DrtTake(number=number, stage=stage).async_save()
+    signals.pre_delete.connect(pre, sender=DrtTake)
+    signals.post_delete.connect(post, sender=DrtTake)
+    try:
+        await stage.async_delete()
+    finally:
+        signals.pre_delete.disconnect(pre, sender=DrtTake)
+        signals.post_delete.disconnect(post, sender=DrtTake)
+
+    assert seen == [
+        *(("pre_delete", number) for number in (3, 2, 1)),
+        *(("post_delete", number) for number in (3, 2, 1)),
+    ]
+    assert await DrtTake.objects.async_count() == 0
+    await get_async_db()[DrtStage._get_collection_name()].delete_many({})

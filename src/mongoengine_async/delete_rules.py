@@ -859,6 +859,7 @@ class _DeletePlan:
         classes = _rule_classes(referrer)
         # Whole documents, which their signals are sent (see _load_for_signals).
         whole = signals.has_delete_receivers(referrer)
+        sort = _signal_order(referrer) if whole else None
         projection = file_projection(referrer) if self.files_with_ids else {}
         spared = self.spared_ids
         found: dict[type[Any], list] = {}
@@ -870,7 +871,7 @@ class _DeletePlan:
             )
             query = _referring(referrer, name, run, exclude)
             fields = None if whole else projection
-            read = await _found_by_class(referring, query, classes, fields)
+            read = await _found_by_class(referring, query, classes, fields, sort)
             for each, raws in read.items():
                 kept = [raw for raw in raws if raw["_id"] not in spared]
                 new = self._add(each, [raw["_id"] for raw in kept])
@@ -944,11 +945,14 @@ class _DeletePlan:
             raws = self.read_for_signals.get(cls)
             if not raws:
                 continue
+            # Their stored ids (the loader owns the raws): a pk may load as
+            # another value, a UUIDField(binary=False)'s UUID of a string.
+            keys = [(cls._get_collection_name(), raw["_id"]) for raw in raws]
             # The documented queryset's loading, kept: receivers get documents.
             found = materialise_all(cls.objects._materialiser(), raws)
-            for document in found:
+            for key, document in zip(keys, found, strict=True):
                 if signals.has_delete_receivers(type(document)):
-                    self.loaded_keys.add(_key(document))
+                    self.loaded_keys.add(key)
                     loaded.append(document)
         self.read_for_signals = {}
         return loaded
@@ -1063,11 +1067,6 @@ class _DeletePlan:
                 await _delete(cascaded, {"_id": {"$in": run}}, self.unreachable)
 
 
-def _key(document: Any) -> tuple[str, Any]:
-    """Where ``document`` is stored: its collection and id."""
-    return document._get_collection_name(), document.pk
-
-
 def _held_files(document: Any) -> list:
     """The files ``document`` holds (its file fields' values as it would store
     them), as MongoEngine's ``delete()`` deletes a document's own: a
@@ -1112,23 +1111,38 @@ def _rule_classes(referrer: type[Any]) -> list[type[Any]]:
     return [referrer]
 
 
+def _signal_order(referrer: type[Any]) -> list | None:
+    """The order MongoEngine's one-by-one delete of the ``referrer`` documents
+    a CASCADE reaches goes in (its ``objects``' iteration): the manager's
+    ``order_by``, else the class's default ``ordering``; None for none."""
+    queryset = referrer.objects
+    if queryset._ordering:
+        return queryset._ordering
+    ordering = referrer._meta.get("ordering")
+    if queryset._ordering is None and ordering:
+        return queryset._get_order_by(ordering)
+    return None
+
+
 async def _found_by_class(
     operation: Operation,
     query: dict,
     classes: list[type[Any]],
     projection: dict | None,
+    sort: list | None = None,
 ) -> dict[type[Any], list[dict]]:
     """The documents matching ``query`` (their id, and the fields of
-    ``projection``, with their ``_cls`` then; whole when it is None) per
-    class of ``classes`` (by ``_cls``; the first class for documents of none
-    of the others). Listing files too, as the plan's every read: on the
-    primary, where its writes go (a lagging secondary misses a referrer just
-    written, or lists the files a document held before)."""
+    ``projection``, with their ``_cls`` then; whole when it is None), in the
+    ``sort`` order if given, per class of ``classes`` (by ``_cls``; the first
+    class for documents of none of the others). Listing files too, as the
+    plan's every read: on the primary, where its writes go (a lagging
+    secondary misses a referrer just written, or lists the files a document
+    held before)."""
     fields = None if projection is None else {"_id": 1, **projection}
     if fields is not None and (projection or len(classes) > 1):
         fields["_cls"] = 1
     cursor = on_primary(operation.collection).find(
-        query, fields, batch_size=WHOLE_RESULT, session=operation.session
+        query, fields, sort=sort, batch_size=WHOLE_RESULT, session=operation.session
     )
     read = await read_list(cursor)
     if len(classes) == 1:
