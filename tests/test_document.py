@@ -8,7 +8,7 @@ import pickle
 
 import mongoengine
 import pytest
-from bson import ObjectId
+from bson import DBRef, ObjectId
 from pymongo import WriteConcern
 
 import mongoengine_async
@@ -1737,6 +1737,26 @@ async def test_a_cascade_still_saves_a_changed_reference_of_a_second_copy(
     assert _updated_collections(command_log) == updated
     assert (await _db().doc_reel.find_one())["name"] == "R2"
     assert (await _db().doc_take.find_one())["title"] == "T2"
+
+
+async def test_a_cascade_saves_copies_referring_to_other_databases_apart(
+    async_alias, command_log
+):
+    """Two copies of one take with the same change but references to one reel
+    id in two databases (DBRefs a generic reference stores whole): their data
+    differ as stored, so both are saved, as in MongoEngine, the second's
+    reference last."""
+    reel = await DocReel(name="R").async_save()
+    await DocTake(title="T", any_reel=reel).async_save()
+    copies = [await DocTake.objects.async_get() for _ in range(2)]
+    for copied, database in zip(copies, ["one", "two"], strict=True):
+        copied.title = "T2"
+        copied.any_reel = DBRef("doc_reel", reel.id, database)
+    command_log.clear()
+    await DocCut(first=copies[0], second=copies[1]).async_save(cascade=True)
+    assert _updated_collections(command_log) == ["doc_take", "doc_take"]
+    stored = await _db().doc_take.find_one()
+    assert stored["any_reel"] == DBRef("doc_reel", reel.id, "two")
 
 
 async def test_delete_write_concern(async_alias, command_log):

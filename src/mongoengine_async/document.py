@@ -226,16 +226,17 @@ _CASCADED_FIELDS = (mongoengine.ReferenceField, mongoengine.GenericReferenceFiel
 
 
 def _as_reference(value: Any) -> Any:
-    """A reference's value as its collection and id (a ``DBRef``), unless it
-    is a document a cascade saves (see :func:`_cascades_into`)."""
+    """A reference's value as its collection and id (a ``DBRef``, with the
+    database one names), unless it is a document a cascade saves (see
+    :func:`_cascades_into`)."""
     if isinstance(value, mongoengine.Document):
         if _cascades_into(value) or value.pk is None:
             return value
         return DBRef(value._get_collection_name(), value.pk)
     if isinstance(value, dict) and isinstance(value.get("_ref"), DBRef):
         value = value["_ref"]  # (a generic reference, not loaded)
-    if isinstance(value, DBRef):
-        return DBRef(value.collection, value.id)
+    if isinstance(value, DBRef):  # (its database kept: stored, it differs)
+        return DBRef(value.collection, value.id, value.database)
     return value
 
 
