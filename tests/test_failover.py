@@ -511,6 +511,9 @@ class StepDownBefore(monitoring.CommandListener):
         self.armed: tuple[str, str | None] | None = None
         self.stepped_down = False
         self.nth = 1  # the matching command that steps it down
+        # Kill the primary instead (a crash), its secondaries frozen (no
+        # election) for ``crash`` seconds; 0: step it down.
+        self.crash = 0
 
     def arm(self, command: str, collection: str | None = None, nth: int = 1) -> None:
         """Step down as the ``nth`` such command starts (a later run's)."""
@@ -524,8 +527,20 @@ class StepDownBefore(monitoring.CommandListener):
             if self.nth:
                 return
             self.armed = None
-            self.replica_set.step_down()
+            if self.crash:
+                self.crash_frozen()
+            else:
+                self.replica_set.step_down()
             self.stepped_down = True
+
+    def crash_frozen(self) -> None:
+        """Kill the primary, the others frozen for ``crash`` seconds first:
+        no primary for that long (``heal`` unfreezes them)."""
+        primary = self.replica_set.wait_for_primary()
+        for member in self.replica_set.members:
+            if member is not primary:
+                member.command("replSetFreeze", self.crash)
+        self.replica_set.kill(primary)
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -1265,6 +1280,43 @@ async def test_a_cascade_without_a_transaction_failing_midway_signals_those_gone
         assert await torn() == []
         left = set(await FoPage.objects.async_scalar("id"))
         assert len(left) == (VAULTS - 2 if step[1] == "fo_page" else 0)
+        assert sorted(sent) == sorted(set(pages) - left)
+
+
+async def test_a_cascade_failing_midway_under_a_client_timeout_signals_those_gone(
+    replica_set_3: ReplicaSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The primary crashes as a queryset delete with ``transaction=False``
+    deletes its second run of cascaded pages, on a client whose operations
+    time out (``timeoutMS``) sooner than the others elect a new one: the
+    reads after the failure, each cut short selecting a server, gave the
+    client up, so the pages deleted kept their files and got no
+    ``post_delete``. Each step has a whole server selection now: the pages
+    deleted have their files deleted and ``post_delete`` sent once."""
+    sent: list[ObjectId] = []
+
+    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    options = {"timeoutMS": 5_000}
+    async with vaults_stepping_down(replica_set_3, monkeypatch, options=options) as (
+        crashing,
+        _,
+    ):
+        crashing.crash = 10  # (no primary for longer than timeoutMS)
+        pages = await FoPage.objects.async_scalar("id")
+        signals.post_delete.connect(post_delete, sender=FoPage)
+        try:
+            crashing.arm("delete", "fo_page", 2)
+            with pytest.raises(PyMongoError):
+                await FoVault.objects.async_delete(transaction=False)
+        finally:
+            signals.post_delete.disconnect(post_delete, sender=FoPage)
+        assert crashing.stepped_down
+        replica_set_3.wait_for_primary()
+        assert await torn() == []
+        left = set(await FoPage.objects.async_scalar("id"))
+        assert len(left) == VAULTS - 2
         assert sorted(sent) == sorted(set(pages) - left)
 
 

@@ -896,6 +896,41 @@ def majority_then_local(levels: list[str | None], majority: int) -> bool:
     return head == ["majority"] * majority and rest in ([], [None] * majority)
 
 
+@pytest.mark.parametrize("timeout_ms", [None, 1_000])
+async def test_the_read_at_majority_after_a_failed_delete_waits_a_server_selection(
+    mongodb_uri: str, timeout_ms: int | None
+) -> None:
+    """The read at majority of whether a document whose delete failed is gone
+    may take the client's ``serverSelectionTimeoutMS`` (``maxTimeMS``: a
+    majority catching up waits as long as a server being found does), not a
+    fixed 10 s; on a client whose ``timeoutMS`` is shorter, too (PyMongo
+    sends the time left of that whole selection): cut short by it, the
+    steps after the failure gave up during an election, the files of a
+    document gone left."""
+    name = f"fd-{uuid4().hex[:8]}"
+    log = CommandLog()
+    options = {} if timeout_ms is None else {"timeoutMS": timeout_ms}
+    async with fresh_database(
+        "default",
+        mongodb_uri,
+        appname=name,
+        event_listeners=[log],
+        serverSelectionTimeoutMS=4_321,
+        **options,
+    ):
+        paper = await stored_paper()
+        log.clear()
+        async with next_delete_failing(name, FdPaper, APPLIED):
+            with pytest.raises(OperationError):
+                await paper.async_delete(transaction=False)
+        [read] = [event for event in log.events if event.command_name == "find"]
+        assert read.command["readConcern"] == {"level": "majority"}
+    if timeout_ms is None:
+        assert read.command["maxTimeMS"] == 4_321
+    else:  # (the time left: less its round trip)
+        assert timeout_ms < read.command["maxTimeMS"] <= 4_321
+
+
 @pytest.mark.parametrize("w", ["majority", 1])
 async def test_a_failed_delete_reads_what_it_left_at_majority(
     mongodb_uri: str, monkeypatch: pytest.MonkeyPatch, w: Any

@@ -161,11 +161,11 @@ def failed_selections(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 @asynccontextmanager
 async def stopped_at_box_delete(
-    at: int,
+    at: int, **options: Any
 ) -> AsyncIterator[tuple[StopAtBoxDelete, ReplicaSet]]:
-    """``ALIAS`` connected to a replica set of its own, which the listener
-    stops as the ``at``-th delete of the boxes is sent, once armed (its
-    ``replica_set`` set)."""
+    """``ALIAS`` connected to a replica set of its own (with the client
+    ``options``), which the listener stops as the ``at``-th delete of the
+    boxes is sent, once armed (its ``replica_set`` set)."""
     cut = StopAtBoxDelete(at)
     replica_set = ReplicaSet().start()
     await connect_async(
@@ -175,6 +175,7 @@ async def stopped_at_box_delete(
         uuidRepresentation="standard",
         serverSelectionTimeoutMS=1500,
         event_listeners=[cut],
+        **options,
     )
     try:
         yield cut, replica_set
@@ -249,6 +250,29 @@ async def test_a_document_delete_losing_its_server_waits_one_server_selection(
         caplog.set_level("DEBUG", logger="pymongo.serverSelection")
         cut.replica_set = replica_set
         with pytest.raises(pymongo.errors.AutoReconnect) as error:
+            await asyncio.wait_for(box.async_delete(transaction=False), 30)
+        assert cut.deletes == 1
+        assert not isinstance(error.value, pymongo.errors.ServerSelectionTimeoutError)
+        assert failed_selections(caplog) == ["find"]
+
+
+async def test_a_delete_losing_its_server_under_a_client_timeout_waits_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # On a client whose operations time out (timeoutMS) before a whole server
+    # selection, each step after the failure waits a whole one (an election
+    # may outlast timeoutMS), but the first timing out still gives the client
+    # up: the others are not tried.
+    async with stopped_at_box_delete(1, timeoutMS=500) as (cut, replica_set):
+        box = LossBox()
+        await box.pdf.async_put(b"box")
+        await box.async_save()
+        leaf = LossLeaf(box=box)
+        await leaf.pdf.async_put(b"leaf")
+        await leaf.async_save()
+        caplog.set_level("DEBUG", logger="pymongo.serverSelection")
+        cut.replica_set = replica_set
+        with pytest.raises(PyMongoError) as error:
             await asyncio.wait_for(box.async_delete(transaction=False), 30)
         assert cut.deletes == 1
         assert not isinstance(error.value, pymongo.errors.ServerSelectionTimeoutError)

@@ -1400,7 +1400,8 @@ class Unreachable:
     it, or its steps after an error: its files' deletes, its cleanup reads),
     for those steps: nothing more is tried on them, each command would wait
     ``serverSelectionTimeoutMS`` in turn (and so would the loop's end waiting
-    for them)."""
+    for them). A selection cut short by the client's ``timeoutMS`` (an
+    election outlasting it) gives no client up: see :func:`_selection_cut_short`."""
 
     def __init__(self) -> None:
         self.timed_out: list[tuple[Any, Exception]] = []  # (client, its error)
@@ -1416,23 +1417,31 @@ class Unreachable:
     @contextlib.contextmanager
     def noting(self, client: Any) -> Iterator[None]:
         """Around a command on ``client`` (a delete's write): its server
-        selection timing out, ``client`` is given up (for the steps after)."""
+        selection timing out, ``client`` is given up (for the steps after),
+        unless the client's ``timeoutMS`` cut it short."""
         try:
             yield
         except pymongo.errors.ServerSelectionTimeoutError as error:
-            self.timed_out.append((client, error))
+            if not _selection_cut_short(client):  # (else the steps after try it)
+                self.timed_out.append((client, error))
             raise
 
     @contextlib.contextmanager
     def trying(self, client: Any) -> Iterator[None]:
-        """Around a command on ``client``: a client given up raises (a copy of)
-        its server selection time-out at once, whose traceback (a write's
-        error, the caller's) stays as it was; one timing out now is given up."""
+        """Around a command on ``client`` (a step after the delete's write): a
+        client given up raises (a copy of) its server selection time-out at
+        once, whose traceback (a write's error, the caller's) stays as it
+        was; else the command has a whole server selection (see
+        :func:`_whole_selection`), and one timing out now is given up."""
         given_up = self._error(client)
         if given_up is not None:
             raise copy.copy(given_up)
-        with self.noting(client):
-            yield
+        try:
+            with _whole_selection(client):
+                yield
+        except pymongo.errors.ServerSelectionTimeoutError as error:
+            self.timed_out.append((client, error))
+            raise
 
     async def ids_there(self, operation: Operation, query: dict, expected: int) -> list:
         """The ids of the documents ``query`` matches in the operation's
@@ -1456,6 +1465,25 @@ class Unreachable:
         return found
 
 
+def _selection_cut_short(client: Any) -> bool:
+    """Whether ``client``'s operations time out (``timeoutMS``) sooner than
+    its ``serverSelectionTimeoutMS``: a selection they cut short (an election
+    under way) does not tell that its server is gone."""
+    options = client.options
+    return bool(options.timeout) and options.timeout < options.server_selection_timeout
+
+
+def _whole_selection(client: Any) -> contextlib.AbstractContextManager[Any]:
+    """Where a step after a delete's write waits for a server as long as
+    ``serverSelectionTimeoutMS`` says, though ``client``'s ``timeoutMS`` is
+    shorter (``pymongo.timeout``; a block of the caller's still bounds it): a
+    delete that failed through an election has its steps run once the next
+    primary is there, not its cascaded documents' files left."""
+    if not _selection_cut_short(client):
+        return contextlib.nullcontext()
+    return pymongo.timeout(client.options.server_selection_timeout)
+
+
 def after_failure(operation: Operation) -> list[Operation]:
     """The operations the reads after a delete failed (outside a transaction)
     run as, a document or file found by one of them being there: on the
@@ -1477,17 +1505,16 @@ def after_failure(operation: Operation) -> list[Operation]:
     return [dataclasses.replace(operation, collection=majority, session=None), primary]
 
 
-MAJORITY_READ_MS = 10_000
-"""How long a read at majority after a failed delete may take (its
-``maxTimeMS``): one of a collection whose creation no majority has yet waits
-for it (forever, the secondaries lost); given up, the files stay."""
-
-
 def max_time_ms(collection: AsyncCollection) -> int | None:
-    """The ``maxTimeMS`` of a read of ``collection``: ``MAJORITY_READ_MS`` at
-    read concern majority (the reads after a failed delete, see
-    :func:`after_failure`), else none."""
-    return MAJORITY_READ_MS if collection.read_concern.level == "majority" else None
+    """The ``maxTimeMS`` of a read of ``collection``: at read concern
+    majority (the reads after a failed delete, see :func:`after_failure`),
+    its client's ``serverSelectionTimeoutMS``, as long as those steps wait
+    for a server (one of a collection whose creation no majority has yet
+    waits for it, forever with the secondaries lost; given up, the files
+    stay); else none. Under ``timeoutMS`` PyMongo sends the time left."""
+    if collection.read_concern.level != "majority":
+        return None
+    return round(collection.database.client.options.server_selection_timeout * 1000)
 
 
 def _primary_alone(operation: Operation) -> bool:
