@@ -18,7 +18,9 @@ that raises midway never leaves a file of a document gone, nor takes one of a
 document left, and sends the ``post_delete`` of the cascaded documents it deleted.
 The read of what such a failed delete applied is retried through a second
 step-down, goes to the primary when the client reads on lagging secondaries,
-and cut short by the loop's end is run again.
+waits for the next primary on a client whose ``timeoutMS`` an election
+outlasts, and cut short by the loop's end is run again; a cascade rolled back
+(no majority had it) keeps its documents' files.
 A cascade save and a select_related of cached references go through a
 step-down; a cascade whose commit result stays unknown keeps its documents and
 files (on its client or another), sending no ``post_delete`` after the commit.
@@ -1831,6 +1833,72 @@ async def test_a_delete_rolled_back_keeps_the_files_of_its_document(
         assert raised.value.__cause__.code == 64  # WriteConcernFailed  # type: ignore[union-attr]
         assert await FoDeed.objects.async_scalar("id") == [deed.pk]
         assert await deed.scan.async_read() == b"deed"
+        assert sent == []
+
+
+class FoCase(Document):
+    scan = FileField(db_alias=DEED_FILES)
+    meta = {"db_alias": ALIAS}
+
+
+class FoExhibit(Document):
+    case = ReferenceField(FoCase, reverse_delete_rule=CASCADE)
+    scan = FileField(db_alias=DEED_FILES)
+    meta = {"db_alias": ALIAS}
+
+
+async def test_a_cascade_rolled_back_keeps_the_files_of_its_documents(
+    replica_set_3: ReplicaSet, mongodb_uri: str
+) -> None:
+    """A queryset delete with ``transaction=False`` (w "majority") whose
+    first write, the cascaded exhibits' delete, the primary applied but no
+    majority acknowledged (a write concern error), then that primary lost:
+    the delete is rolled back, the exhibits there. Their files, on another
+    deployment, are still there, and no ``post_delete`` was sent: the read of
+    which exhibits are gone is at read concern "majority", where the delete
+    is not (on the primary's own data they were gone: their files deleted,
+    lost, and ``post_delete`` sent for documents that are there)."""
+    sent: list[Any] = []
+
+    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    async with (
+        fresh_database(
+            ALIAS,
+            replica_set_3.uri,
+            w="majority",
+            wTimeoutMS=1_000,
+            serverSelectionTimeoutMS=30_000,
+        ),
+        fresh_database(DEED_FILES, mongodb_uri),
+    ):
+        case = FoCase()
+        await case.scan.async_put(b"case")
+        await case.async_save()
+        exhibits = []
+        for number in range(2):
+            exhibit = FoExhibit(case=case)
+            await exhibit.scan.async_put(b"exhibit %d" % number)
+            exhibits.append(await exhibit.async_save())
+        signals.post_delete.connect(post_delete, sender=FoExhibit)
+        try:
+            with majority_held_back(replica_set_3):
+                with pytest.raises(OperationFailure) as raised:
+                    await FoCase.objects.async_delete(transaction=False)
+                await asyncio.to_thread(replica_set_3.kill_primary)
+        finally:
+            signals.post_delete.disconnect(post_delete, sender=FoExhibit)
+        assert raised.value.code == 64  # WriteConcernFailed
+        replica_set_3.wait_for_primary()
+        assert await FoCase.objects.async_scalar("id") == [case.pk]
+        stored = await FoExhibit.objects.order_by("id").async_to_list()
+        assert [each.pk for each in stored] == [each.pk for each in exhibits]
+        assert [await each.scan.async_read() for each in stored] == [
+            b"exhibit 0",
+            b"exhibit 1",
+        ]
+        assert await case.scan.async_read() == b"case"
         assert sent == []
 
 
