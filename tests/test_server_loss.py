@@ -279,14 +279,11 @@ async def test_a_delete_losing_its_server_under_a_client_timeout_waits_once(
         assert failed_selections(caplog) == ["find"]
 
 
-async def test_a_delete_whose_write_times_out_selecting_waits_one_selection(
-    server: ReplicaSet, caplog: pytest.LogCaptureFixture
-) -> None:
-    # Its server lost (and known lost) before its first write, that write
-    # times out selecting a server: that client is given up at once, so its
-    # cleanup (the items still there, for their post_delete) sends nothing,
-    # and that error comes after one wait. Its read waited
-    # serverSelectionTimeoutMS again.
+async def delete_losing_its_server_before_its_write(
+    replica_set: ReplicaSet, caplog: pytest.LogCaptureFixture
+) -> pymongo.errors.ServerSelectionTimeoutError:
+    """Delete an owner and its three items (``transaction=False``), the
+    server lost (and known lost) before the first write: the error raised."""
     owner = await LossOwner(name="o").async_save()
     await LossItem.objects.async_insert([LossItem(owner=owner) for _ in range(3)])
     client = LossOwner._get_collection().database.client
@@ -294,7 +291,7 @@ async def test_a_delete_whose_write_times_out_selecting_waits_one_selection(
     async def lose_server(sender: Any, document: Any, **kwargs: Any) -> None:
         if document.pk != items[0].pk:
             return
-        await stop(server)
+        await stop(replica_set)
         for _ in range(200):  # (its monitor sees the server gone)
             if not client.topology_description.has_writable_server():
                 return
@@ -311,8 +308,32 @@ async def test_a_delete_whose_write_times_out_selecting_waits_one_selection(
     finally:
         signals.pre_delete.disconnect(lose_server, sender=LossItem)
     assert not client.topology_description.has_writable_server()
+    return error.value
+
+
+async def test_a_delete_whose_write_times_out_selecting_waits_one_selection(
+    server: ReplicaSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its server lost (and known lost) before its first write, that write
+    # times out selecting a server: that client is given up at once, so its
+    # cleanup (the items still there, for their post_delete) sends nothing,
+    # and that error comes after one wait. Its read waited
+    # serverSelectionTimeoutMS again.
+    error = await delete_losing_its_server_before_its_write(server, caplog)
     assert failed_selections(caplog) == ["delete"]
     # (Its traceback is the write's: not one through a cleanup given up.)
-    frames = [frame.name for frame in traceback.extract_tb(error.value.__traceback__)]
+    frames = [frame.name for frame in traceback.extract_tb(error.__traceback__)]
     assert "_delete" in frames
     assert "_after_failed_write" not in frames
+
+
+async def test_a_write_cut_short_by_the_client_timeout_gives_nothing_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # On a client whose timeoutMS is shorter than serverSelectionTimeoutMS,
+    # the write's selection cut short by it does not tell the server is gone
+    # (an election may outlast timeoutMS): its cleanup reads which items are
+    # still there, waiting a whole selection, given up once that times out.
+    async with stopped_at_box_delete(0, timeoutMS=500) as (_, replica_set):
+        await delete_losing_its_server_before_its_write(replica_set, caplog)
+        assert failed_selections(caplog) == ["delete", "find"]
