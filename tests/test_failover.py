@@ -1777,6 +1777,77 @@ async def test_a_cleanup_after_a_stepdown_cancelled_is_run_again(
         assert sorted(sent) == sorted(set(pages) - left)
 
 
+class CancelReadAfter(monitoring.CommandListener):
+    """Cancels the task sending the first ``find`` on ``collection`` once
+    the primary was stepped down (``stepped``): the read after a failed
+    delete, cut short as by its loop's end, which cancels the task a delete
+    goes on in."""
+
+    def __init__(self, stepped: StepDownBefore, collection: str) -> None:
+        self.stepped, self.collection = stepped, collection
+        self.cancelled = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if (
+            not self.cancelled
+            and self.stepped.stepped_down
+            and event.command_name == "find"
+            and event.command["find"] == self.collection
+        ):
+            self.cancelled += 1
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_document_delete_cleanup_cut_short_through_a_stepdown(
+    replica_set_3: ReplicaSet,
+) -> None:
+    """A document's delete (no rules: no transaction) is applied but answered
+    with a write concern error; the primary steps down as the delete reads
+    whether the document is gone, and that read is cut short (its loop's
+    end): the read is run again on the next primary, the document read gone,
+    so its file is deleted and ``post_delete`` sent once before the
+    cancellation is raised."""
+    sent: list[ObjectId] = []
+
+    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    listener = StepDownBefore(replica_set_3)
+    canceller = CancelReadAfter(listener, "fo_scan")
+    names = ["fo_scan", "fs.files", "fs.chunks"]
+    async with majority_alias(replica_set_3, listener, names, [canceller]):
+        scan = FoScan(name="scan")
+        await scan.scan.async_put(SCAN)
+        await scan.async_save()
+        unsatisfied = {"code": 100, "errmsg": "not satisfied (fail point)"}
+        signals.post_delete.connect(post_delete, sender=FoScan)
+        try:
+            primary = replica_set_3.wait_for_primary()
+            listener.arm("find", "fo_scan")
+            with (
+                failing(
+                    primary, failCommands=["delete"], writeConcernError=unsatisfied
+                ),
+                pytest.raises(asyncio.CancelledError),
+            ):
+                await scan.async_delete()
+        finally:
+            signals.post_delete.disconnect(post_delete, sender=FoScan)
+        assert listener.stepped_down and canceller.cancelled == 1
+        assert sent == [scan.pk]
+        db = get_async_db(ALIAS)
+        for name in names:
+            assert await db[name].count_documents({}) == 0, name
+
+
 async def going_on_ended() -> None:
     """Return once no queryset delete goes on in a task of its own."""
     while mongoengine_async.queryset._deleting:
