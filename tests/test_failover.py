@@ -1809,12 +1809,13 @@ class CancelReadAfter(monitoring.CommandListener):
 async def test_a_document_delete_cleanup_cut_short_through_a_stepdown(
     replica_set_3: ReplicaSet,
 ) -> None:
-    """A document's delete (no rules: no transaction) is applied but answered
-    with a write concern error; the primary steps down as the delete reads
-    whether the document is gone, and that read is cut short (its loop's
-    end): the read is run again on the next primary, the document read gone,
-    so its file is deleted and ``post_delete`` sent once before the
-    cancellation is raised."""
+    """A document's delete (no rules: no transaction; ``w=1``, so the
+    primary's own data is read: at majority, a new primary's first moments
+    may show it there) is applied but answered with a write concern error;
+    the primary steps down as the delete reads whether the document is gone,
+    and that read is cut short (its loop's end): the read is run again on
+    the next primary, the document read gone, so its file is deleted and
+    ``post_delete`` sent once before the cancellation is raised."""
     sent: list[ObjectId] = []
 
     async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
@@ -1838,7 +1839,7 @@ async def test_a_document_delete_cleanup_cut_short_through_a_stepdown(
                 ),
                 pytest.raises(asyncio.CancelledError),
             ):
-                await scan.async_delete()
+                await scan.async_delete(w=1)
         finally:
             signals.post_delete.disconnect(post_delete, sender=FoScan)
         assert listener.stepped_down and canceller.cancelled == 1
