@@ -137,6 +137,39 @@ async def test_get_by_id_is_one_find_by_id(
     )
 
 
+async def _idle_cursors(collection: Any) -> list[dict[str, Any]]:
+    """The server cursors left open on ``collection`` (this test's database)."""
+    admin = collection.database.client.admin
+    stages = [
+        {"$currentOp": {"idleCursors": True}},
+        {"$match": {"type": "idleCursor", "ns": collection.full_name}},
+    ]
+    return await (await admin.aggregate(stages)).to_list(None)
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda pk: GetPerson.objects.async_get(id=pk),
+        lambda pk: GetPerson.objects(id=pk).async_to_list(),
+        lambda pk: GetPerson.objects(pk=pk).async_to_list(2),
+    ],
+    ids=["async_get", "async_to_list", "async_to_list(2)"],
+)
+async def test_a_read_by_id_leaves_no_server_cursor(
+    async_alias: str, command_log: CommandLog, read: Callable[[Any], Any]
+) -> None:
+    """A read by id takes PyMongo's to_list directly, without read_list's
+    closing of what it leaves: the server must keep no cursor for it (one
+    reply, no getMore, nothing to kill)."""
+    alice = await GetPerson(name="Alice", age=30).async_save()
+    command_log.clear()
+    got = await read(alice.pk)
+    assert [got] == [alice] or got == [alice]
+    assert command_log.names == ["find"]
+    assert await _idle_cursors(GetPerson._get_collection()) == []
+
+
 async def test_get_on_a_subclass_keeps_its_cls_filter(
     async_alias: str, command_log: CommandLog
 ) -> None:
