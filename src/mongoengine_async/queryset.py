@@ -661,9 +661,14 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         # a second match tells MultipleObjectsReturned.
         queryset._ordering, queryset._limit, queryset._empty = [], 2, False
         await queryset._async_collection("async_get", "get()", session)
-        raw_documents = await queryset._fetch_raw(2)
-        results = materialise_all(queryset._materialiser(), raw_documents)
-        document_cls = queryset._document
+        read = queryset._fetch_raw(2)
+        # The view (a queryset, its dict, its query...) is not kept alive
+        # through the read: with many gets in flight, the collector would walk
+        # them. Loading needs nothing filter() changed, so this queryset's.
+        del queryset
+        raw_documents = await read
+        results = materialise_all(self._materialiser(), raw_documents)
+        document_cls = self._document
         if not results:
             raise document_cls.DoesNotExist(
                 f"{document_cls._class_name} matching query does not exist."
