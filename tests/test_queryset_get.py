@@ -460,3 +460,27 @@ async def test_get_by_id_calls_a_queryset_classs_own_filter(async_alias: str) ->
     FilterLog.calls.clear()
     got = await GetLogged.objects.async_get(id=document.id)
     assert (got.pk, FilterLog.calls) == (document.pk, [{"id": document.id}])
+
+
+class RawFilter(QuerySet):
+    """A queryset class whose filter gives its results as PyMongo's dicts."""
+
+    def filter(self, *q_objs: Any, **query: Any) -> Any:
+        return super().filter(*q_objs, **query).as_pymongo()
+
+
+class GetRaw(Document):
+    name = StringField()
+    meta = {"queryset_class": RawFilter}
+
+
+@pytest.mark.parametrize("query", [{"name": "Alice"}, {"id": None}])
+async def test_get_loads_as_the_queryset_its_filter_gives(
+    async_alias: str, query: dict[str, Any]
+) -> None:
+    """MongoEngine's get() reads from what filter() returns: a queryset
+    class's filter that asks for dicts gets a dict, by id too."""
+    alice = await GetRaw(name="Alice").async_save()
+    query = {"id": alice.id} if "id" in query else query
+    got = await GetRaw.objects.async_get(**query)
+    assert got == {"_id": alice.id, "name": "Alice"}

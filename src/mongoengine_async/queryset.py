@@ -660,15 +660,14 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         # What order_by() and limit(2) set, without a clone each: no sort, and
         # a second match tells MultipleObjectsReturned.
         queryset._ordering, queryset._limit, queryset._empty = [], 2, False
+        # The queryset called on (``Model.objects`` makes one each time: its
+        # dict, query...) is not kept alive through the read, the view its
+        # copy is: with many gets in flight, the collector would walk both.
+        del self
         await queryset._async_collection("async_get", "get()", session)
-        read = queryset._fetch_raw(2)
-        # The view (a queryset, its dict, its query...) is not kept alive
-        # through the read: with many gets in flight, the collector would walk
-        # them. Loading needs nothing filter() changed, so this queryset's.
-        del queryset
-        raw_documents = await read
-        results = materialise_all(self._materialiser(), raw_documents)
-        document_cls = self._document
+        raw_documents = await queryset._fetch_raw(2)
+        results = materialise_all(queryset._materialiser(), raw_documents)
+        document_cls = queryset._document
         if not results:
             raise document_cls.DoesNotExist(
                 f"{document_cls._class_name} matching query does not exist."
