@@ -658,6 +658,60 @@ def test_a_models_own_builders_run_for_each_loaded_document(sync_default: Any) -
         assert read(OwnSetattr).name == "X"
 
 
+class LdParent(Document):
+    meta = {"allow_inheritance": True, "collection": "ld_parent"}
+    name = StringField()
+
+
+class LdOwnFromSonChild(LdParent):
+    """A subclass with its own ``_from_son``, which MongoEngine calls only
+    when asked for the subclass's documents (the parent's builds them through
+    ``__init__``)."""
+
+    calls: list = []
+    extra = IntField()
+
+    @classmethod
+    def _from_son(cls, son: Any, *args: Any, **kwargs: Any) -> Any:
+        cls.calls.append(son.get("name"))
+        return super()._from_son(son, *args, **kwargs)
+
+
+def test_a_subclass_own_from_son_runs_only_as_mongoengine_calls_it(
+    sync_default: Any,
+) -> None:
+    """Reading the parent class (a loop, a chunk's batch, ``in_bulk``,
+    ``first()``), a child's result is built as MongoEngine's parent
+    ``_from_son`` builds it, without the child's own ``_from_son``; reading the
+    child class calls it for each result, as MongoEngine does."""
+    names = [f"p{i:03}" for i in range(150)]
+    raws: list[dict] = [{"_cls": "LdParent", "name": name} for name in names]
+    for index in (0, 60, 99, 149):  # first, mid-chunk, last of a run, of a reply
+        raws[index] = {"_cls": "LdParent.LdOwnFromSonChild", "name": names[index]}
+    sync_default.ld_parent.insert_many(raws)
+    ids = [raw["_id"] for raw in raws]
+    reads: dict[str, Callable[[Any], Any]] = {
+        "list": lambda objects: list(objects.order_by("name")),
+        "loop": lambda objects: [document for document in objects.order_by("name")],
+        "in_bulk": lambda objects: list(objects.in_bulk(ids).values()),
+        "first": lambda objects: [objects.order_by("name").first()],
+    }
+    for cls in (LdParent, LdOwnFromSonChild):
+        for how, read in reads.items():
+            seen = []
+            for objects in (cls.objects, plain(cls)):
+                LdOwnFromSonChild.calls = []
+                documents = read(objects)
+                seen.append((documents, LdOwnFromSonChild.calls))
+            (fast, fast_calls), (slow, slow_calls) = seen
+            assert fast_calls == slow_calls, (cls, how)
+            assert [type(document) for document in fast] == [
+                type(document) for document in slow
+            ]
+            assert_all_same(fast, slow)
+    assert slow_calls == [names[0]]  # (the child's first(): its own _from_son)
+
+
 def test_a_field_with_its_own_get_stored_as_null_loads_none(sync_default: Any) -> None:
     """A null stored for a field with its own ``__get__`` is None in ``_data``
     (only an absent value is read through ``__get__``), as in MongoEngine."""

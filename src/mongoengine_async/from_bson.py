@@ -1075,9 +1075,14 @@ def _loader_renaming_as(cls: type[Any], other: type[Any], owned: bool) -> Load:
     ``cls._from_son`` renames a son's keys by ``cls``'s own map before it hands
     the son to ``other``; where the two classes rename a key differently (a
     field stored under its attribute name, which only one of them renames), a
-    son holding that key goes to ``cls._from_son`` itself.
+    son holding that key goes to ``cls._from_son`` itself, and so does every
+    son when ``other`` has no generated loader: ``cls._from_son`` builds the
+    document through ``other``'s ``__init__``, never ``other``'s own
+    ``_from_son``.
     """
     load = loader(other, owned=owned)
+    if type(load) is not types.FunctionType:  # (other._from_son, MongoEngine's path)
+        return cls._from_son
     mine, theirs = cls._db_field_map, other._db_field_map
     differ = frozenset(
         key
