@@ -658,6 +658,35 @@ def test_a_models_own_builders_run_for_each_loaded_document(sync_default: Any) -
         assert read(OwnSetattr).name == "X"
 
 
+class LdOwnNew(Document):
+    """A model whose own ``__new__`` notes the keywords it is called with."""
+
+    meta = {"collection": "ld_own_new"}
+    name = StringField()
+    calls: list = []
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        cls.calls.append(sorted(kwargs))
+        return super().__new__(cls)
+
+
+def test_a_models_own_new_gets_mongoengines_arguments(sync_default: Any) -> None:
+    """A model's own ``__new__`` is called for each loaded document with the
+    keywords MongoEngine's ``_from_son`` builds it with (its stored values),
+    by every way of reading."""
+    sync_default.ld_own_new.insert_many([{"name": "a"}, {"name": "b"}])
+    ids = [raw["_id"] for raw in sync_default.ld_own_new.find()]
+    for read in (list, lambda objects: list(objects.in_bulk(ids).values())):
+        seen = []
+        for objects in (LdOwnNew.objects.order_by("name"), plain(LdOwnNew)):
+            LdOwnNew.calls = []
+            seen.append((read(objects), LdOwnNew.calls))
+        (fast, fast_calls), (slow, slow_calls) = seen
+        assert fast_calls == slow_calls
+        assert slow_calls == [["__auto_convert", "_created", "id", "name"]] * 2
+        assert_all_same(fast, slow)
+
+
 class LdParent(Document):
     meta = {"allow_inheritance": True, "collection": "ld_parent"}
     name = StringField()

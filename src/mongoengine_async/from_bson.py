@@ -9,7 +9,7 @@ gets a loader generated for its fields (one straight block per field, like
 ``to_python`` and the effect of ``BaseField.__set__`` directly, skipping
 ``to_python`` where it returns its argument unchanged. Whenever a class or a
 raw document needs anything else (dynamic or strict-dict documents, a
-model's own ``__init__``, ``_from_son`` or ``__setattr__``, a custom
+model's own ``__new__``, ``__init__``, ``_from_son`` or ``__setattr__``, a custom
 ``__set__``, unknown keys, init signal receivers, no-dereference
 loading, a conversion error) MongoEngine's ``_from_son`` runs instead. A class
 with ``choices`` gets its ``get_<field>_display`` methods from MongoEngine's
@@ -394,7 +394,7 @@ def _eligible(cls: type[Any]) -> bool:
 
 
 # The methods through which MongoEngine's _from_son builds a document.
-_BUILDERS = ("__init__", "_from_son", "__setattr__")
+_BUILDERS = ("__new__", "__init__", "_from_son", "__setattr__")
 
 # The packages whose classes' builders are MongoEngine's, ours or object's.
 _LIBRARIES = ("mongoengine", "mongoengine_async", "builtins")
