@@ -4,7 +4,9 @@ errors, counts, distinct, aggregations, ``in_bulk``, scalars; updates with
 each operator, upserts, modifies, deletes; a document's saves, reloads,
 modifies, updates and deletes; inserts; delete rules with their signals;
 embedded document lists; references awaited; empty, sliced and
-``none()`` querysets) run through plain MongoEngine's sync API and through
+``none()`` querysets; saves of changes of every shape, failing ones and
+their retries, with the changes their receivers see; distinct of embedded
+documents) run through plain MongoEngine's sync API and through
 this package's async API, each in a process of its own, must record the same
 transcript, less the differences the docs give (normalised there)."""
 

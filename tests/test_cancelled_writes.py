@@ -41,6 +41,7 @@ from mongoengine_async import (
     EmbeddedDocumentField,
     FileField,
     IntField,
+    ListField,
     ReferenceField,
     StringField,
     async_run_in_transaction,
@@ -78,6 +79,17 @@ class CwAuthor(Document):
 
 class CwBook(Document):
     author = CachedReferenceField(CwAuthor, fields=["name"])
+
+
+class CwListed(Document):
+    """A document with a list of embedded documents, copied by CwListedBook."""
+
+    name = StringField()
+    items = ListField(EmbeddedDocumentField(CwInner))
+
+
+class CwListedBook(Document):
+    listed = CachedReferenceField(CwListed, fields=["name"])
 
 
 class CwFiled(Document):
@@ -3095,3 +3107,43 @@ _CLOSED_WHILE_COMMITTING = textwrap.dedent(
     print(sum(task() is not None for task in left), "left")
     """
 )
+
+
+async def test_a_save_cancelled_in_a_transaction_shows_changes_inside_a_list(app):
+    """Cancelled in a transaction while its cached copies are updated, a save
+    sends post_save once the transaction committed: its receivers see the
+    changes of an embedded document inside a list set whole
+    (``items[0]._changed_fields``), as those of a save that returned, and
+    MongoEngine's, see them; they are cleared after."""
+    listed = await CwListed(name="old", items=[CwInner(x=1), CwInner(x=2)]).async_save()
+    await CwListedBook(listed=listed).async_save()
+    listed = await CwListed.objects.async_get()
+    listed.items[0].x = 5
+    listed.items = listed.items[:1]
+    listed.name = "new"
+    seen = []
+
+    def look(sender: type, document: Any, **kwargs: Any) -> None:
+        seen.append(
+            (list(document._changed_fields), list(document.items[0]._changed_fields))
+        )
+
+    async def block() -> None:
+        await timed_out(held, listed.async_save())
+        await until(lambda: "_async_save_turns" not in listed.__dict__)
+
+    signals.post_save.connect(look, sender=CwListed)
+    try:
+        # The save's update passes; the cached copies' one is held.
+        async with held_on_server(app, "update", BLOCK_MS, skip=1) as held:
+            await in_transaction("context manager", block)
+            await until(lambda: bool(seen))
+            await until(lambda: listed._get_changed_fields() == [])
+    finally:
+        signals.post_save.disconnect(look, sender=CwListed)
+    assert seen == [(["items", "name"], ["x"])]
+    assert listed._get_changed_fields() == []
+    raw = await CwListed._get_collection().find_one({"_id": listed.pk})
+    assert raw["items"] == [{"x": 5}] and raw["name"] == "new"
+    book = await CwListedBook._get_collection().find_one({})
+    assert book["listed"]["name"] == "new"

@@ -967,6 +967,70 @@ async def test_an_abort_keeps_the_changes_made_after_the_save(async_alias):
     assert (stored["name"], stored["balance"]) == ("renamed", 42)
 
 
+class TxInner(EmbeddedDocument):
+    x = IntField()
+
+
+class TxOuter(EmbeddedDocument):
+    inner = EmbeddedDocumentField(TxInner)
+
+
+class TxNested(Document):
+    name = StringField()
+    items = ListField(EmbeddedDocumentField(TxOuter))
+    outer = EmbeddedDocumentField(TxOuter)
+
+
+def nested_changes(doc: TxNested) -> tuple[list[str], list[str], list[str]]:
+    """``doc``'s own changes and those of the embedded documents inside
+    values changed whole (``items``; ``outer.inner``)."""
+    return (
+        list(doc._changed_fields),
+        list(doc.items[0].inner._changed_fields),
+        list(doc.outer.inner._changed_fields),
+    )
+
+
+async def test_an_abort_gives_back_the_changes_inside_values_changed_whole(
+    app_alias, command_log
+):
+    """The changes of embedded documents inside values changed whole (a list
+    set anew, an embedded document set anew in another), which MongoEngine's
+    bookkeeping holds apart, are where they were after an abort, as before
+    the save; the next save sends the same update."""
+    await warm()
+    await TxNested(
+        name="a",
+        items=[TxOuter(inner=TxInner(x=1)), TxOuter(inner=TxInner(x=2))],
+        outer=TxOuter(inner=TxInner(x=3)),
+    ).async_save()
+    doc = await TxNested.objects.async_get()
+    doc.items[0].inner.x = 10
+    doc.items = doc.items[:1]
+    doc.outer.inner = TxInner(x=4)
+    doc.outer.inner.x = 5
+    doc.name = "b"
+    before = nested_changes(doc)
+    assert before == (["items", "name"], ["x"], ["x"])
+    command_log.clear()
+    with contextlib.suppress(Boom):
+        async with async_run_in_transaction():
+            await doc.async_save()
+            raise Boom
+    assert nested_changes(doc) == before
+    assert doc._get_changed_fields() == ["items", "name", "outer.inner"]
+    await doc.async_save()
+    first, second = (
+        event.command["updates"][0]["u"]
+        for event in command_log.events
+        if event.command_name == "update"
+    )
+    assert first == second
+    stored = (await committed(TxNested))[0]
+    assert stored["items"] == [{"inner": {"x": 10}}]
+    assert (stored["outer"], stored["name"]) == ({"inner": {"x": 5}}, "b")
+
+
 class TxSlugged(Document):
     """Its save changes it: clean() and the receivers below."""
 

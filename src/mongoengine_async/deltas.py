@@ -442,8 +442,8 @@ def take_changes(document: Any) -> list[str] | None:
     if type(sent) is _Watched:  # another save's steps after its write watch it
         sent.taken = True
     if _nested_changes(document):
-        if sent is not None:
-            sent = document._get_changed_fields() + _under_whole(document, sent)
+        if sent is not None:  # (its own, as they are: not those computed)
+            sent = list(sent) + _embedded_paths(document)
         # (the nested ones too, by _data: MongoEngine's clearing reads the
         # changed fields, wrapping a list set whole in a BaseList, only once
         # its post_save was sent, as this save's end does)
@@ -454,15 +454,16 @@ def take_changes(document: Any) -> list[str] | None:
     return sent
 
 
-def _under_whole(document: Any, own: list[str]) -> list[str]:
-    """The changes held by embedded documents inside the fields ``own`` lists
-    as changed whole, by their paths: ``_get_changed_fields`` leaves them out,
-    but MongoEngine's ``post_save`` receivers still see them where they are."""
+def _embedded_paths(document: Any) -> list[str]:
+    """The changes held by the embedded documents of ``document``, each by
+    its path, where they are: MongoEngine's ``post_save`` receivers still
+    see them there, also those ``_get_changed_fields()`` leaves out (inside
+    a value changed whole, at any depth; in a sorted list)."""
     paths: list[str] = []
-    for path in own:
-        if "." not in path:
-            name = document._reverse_db_field_map.get(path, path)
-            _embedded_changes(document._data.get(name), path, paths)
+    for name, value in document._data.items():
+        if type(value) not in _FLAT:
+            key = document._db_field_map.get(name, name)
+            _embedded_changes(value, key, paths)
     return paths
 
 
@@ -942,7 +943,7 @@ def _mark_on_owner(found: tuple[Any, str] | None) -> None:
 
 def _under_listed(sent: list[str] | None) -> list[str]:
     """The paths of ``sent`` inside another path of it (those
-    :func:`_under_whole` added: changes of embedded documents in a value
+    :func:`_embedded_paths` added: changes of embedded documents in a value
     listed as changed whole)."""
     if not sent:
         return []
@@ -975,10 +976,12 @@ def unlisted(document: Any) -> Iterator[None]:
 
 def listed_changes(document: Any) -> list[str] | None:
     """A copy of ``document``'s changes (its embedded documents' by their
-    paths), None when it has no list (every field counts as changed)."""
-    if getattr(document, "_changed_fields", None) is None:
+    paths, as :func:`take_changes` gives them), None when it has no list
+    (every field counts as changed)."""
+    own = getattr(document, "_changed_fields", None)
+    if own is None:
         return None
-    return list(document._get_changed_fields())
+    return list(own) + _embedded_paths(document)
 
 
 def journal_bookkeeping(documents: list[Any], session: AsyncClientSession) -> None:
@@ -996,8 +999,7 @@ def _restorer(document: Any) -> Callable[[], None]:
     write gave it stays: saved again, it is the same document, so a commit
     that did apply though it raised is not stored twice."""
     created = document._created
-    listed = hasattr(document, "_changed_fields")  # none: everything changed
-    changed = document._get_changed_fields() if listed else None
+    changed = listed_changes(document)  # None: everything changed
     # (Counted by the saves outside a transaction that end meanwhile:
     # see Document._landed.)
     landed = document.__dict__.setdefault("_async_landed", 0)
@@ -1028,3 +1030,5 @@ def _merge_changes(document: Any, changes: list[str] | None) -> None:
             document._mark_as_changed(path)
     if nested:
         _give_nested(document, nested)
+        for path in _under_listed(changes):  # (their holder is listed whole)
+            _mark_on_owner(_owner(document, path))

@@ -653,7 +653,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         list of changes as the save began, which ``post_save`` shows."""
         cls = type(self)
         clears = True
-        sending = handed = False
+        sending = handed = following = False
         try:
             if cascading:
                 await self._async_cascade_save(**cascading)
@@ -689,7 +689,11 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 copies = fields.cached_updates(self, created)
                 # (None: a new document that had no list, shown whole)
                 shown = deltas.listed_changes(self) if listed or not created else None
-                self._follow_commit(session, created, copies, shown, signal_kwargs)
+                # (its end now, as a save cancelled in its write: see
+                # _landed_in_transaction; post_save gives them back)
+                following = self._follow_commit(
+                    session, created, copies, shown, signal_kwargs
+                )
             else:
                 handed = True
                 steps = self._async_after_write(
@@ -707,6 +711,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         finally:
             if watched is not None and not handed:  # (None: all changed)
                 clears, meanwhile = deltas.end_watch(self, watched)
+            if following:
+                self._end_save(clears, meanwhile)
         self._end_save(clears, meanwhile)
 
     def _landed(self, session: AsyncClientSession | None) -> None:
