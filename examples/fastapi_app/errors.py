@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from mongoengine_async import (
     DoesNotExist,
@@ -33,9 +34,16 @@ async def invalid(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=422)
 
 
+async def gone(request: Request, error: Exception) -> Response:
+    """The client went away while sending its body (an upload cut short, whose
+    chunks the upload removed): no one reads this answer, and no error to log."""
+    return Response(status_code=499)
+
+
 def add_error_handlers(app: FastAPI) -> None:
     """Register the handlers above on ``app``."""
     app.add_exception_handler(DoesNotExist, not_found)
     app.add_exception_handler(NotUniqueError, conflict)
     app.add_exception_handler(SaveConditionError, changed)
     app.add_exception_handler(ValidationError, invalid)
+    app.add_exception_handler(ClientDisconnect, gone)

@@ -1,0 +1,206 @@
+"""The FastAPI example served by a real uvicorn process (started and stopped by
+each test) against the real replica set: clients that go away mid-request, and
+a shutdown with requests in flight. Outcomes are read back from the database
+and from what the server logged."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+
+
+@dataclass
+class Server:
+    """A uvicorn process serving the example, where it listens and what it logs."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    base_url: str = ""
+
+    def output(self) -> str:
+        """Everything the server logged so far."""
+        return self.log.read_text()
+
+    def stop(self, sig: int = signal.SIGINT) -> str:
+        """Send ``sig``, wait for the process to end (a minute at most), and
+        return its whole log."""
+        self.process.send_signal(sig)
+        self.process.wait(timeout=60)
+        return self.output()
+
+
+def start_server(uri: str, db: str, log: Path, *options: str) -> Server:
+    """``uvicorn fastapi_app.main:app`` on a free port, logging to ``log``; its
+    client names itself ``db`` (``appName``, in the server's ``$currentOp``)."""
+    env = {
+        **os.environ,
+        "MONGODB_URI": f"{uri}{'&' if '?' in uri else '?'}appName={db}",
+        "MONGODB_DB": db,
+        "PYTHONPATH": str(ROOT / "src"),
+    }
+    command = [sys.executable, "-m", "uvicorn", "fastapi_app.main:app"]
+    command += ["--app-dir", "examples", "--host", "127.0.0.1", "--port", "0"]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*command, *options], cwd=ROOT, env=env, stdout=out, stderr=out
+        )
+    return Server(process, log)
+
+
+async def listening(server: Server) -> None:
+    """Wait (a minute at most) until ``server`` accepts requests."""
+
+    async def port() -> str:
+        while not (found := LISTENING.search(server.output())):
+            assert server.process.poll() is None, server.output()
+            await asyncio.sleep(0.05)
+        return found[1]
+
+    server.base_url = f"http://127.0.0.1:{await asyncio.wait_for(port(), 60)}"
+
+
+@pytest.fixture
+def server_log(tmp_path: Path) -> Path:
+    return tmp_path / "uvicorn.log"
+
+
+@pytest.fixture
+def database_name() -> str:
+    return f"test_fastapi_uvicorn_{uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def database(
+    mongodb_uri: str, database_name: str
+) -> AsyncIterator[AsyncDatabase]:
+    """The server's database, read with a client of the test's own; dropped."""
+    client: AsyncMongoClient = AsyncMongoClient(mongodb_uri)
+    try:
+        yield client[database_name]
+    finally:
+        await client.drop_database(database_name)
+        await client.close()
+
+
+@pytest.fixture
+def server(mongodb_uri: str, database_name: str, server_log: Path) -> Iterator[Server]:
+    """A uvicorn process, killed at the end if the test did not stop it."""
+    with stopped_at_the_end(
+        start_server(mongodb_uri, database_name, server_log)
+    ) as running:
+        yield running
+
+
+@contextmanager
+def stopped_at_the_end(running: Server) -> Iterator[Server]:
+    """``running``, killed when the test ends if the test did not stop it."""
+    try:
+        yield running
+    finally:
+        if running.process.poll() is None:
+            running.process.kill()
+            running.process.wait()
+
+
+async def cut_upload(server: Server, book_id: str, chunks: AsyncCollection) -> None:
+    """Announce a 20 MB manuscript, send it until some of its chunks are in the
+    database (the endpoint is storing it), and hang up."""
+    host, port = server.base_url.removeprefix("http://").split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    head = f"PUT /books/{book_id}/manuscript HTTP/1.1\r\nHost: library\r\n"
+    writer.write(f"{head}Content-Length: {20 * 1024 * 1024}\r\n\r\n".encode())
+    for _ in range(19 * 4):
+        writer.write(os.urandom(256 * 1024))
+        await writer.drain()
+        if await chunks.count_documents({}):
+            break
+    assert await chunks.count_documents({})
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_an_upload_cut_by_the_client_logs_no_error(
+    server: Server, database: AsyncDatabase
+) -> None:
+    """The client hangs up halfway through its upload: the upload is aborted
+    (no chunks left), the server logs no error, and serves the next requests."""
+    await listening(server)
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        author = (await http.post("/authors", json={"name": "Ann"})).json()["id"]
+        body = {"title": "Cut", "author_id": author}
+        book_id = (await http.post("/books", json=body)).json()["id"]
+        await cut_upload(server, book_id, database["manuscripts.chunks"])
+        response = await http.put(f"/books/{book_id}/manuscript", content=b"whole")
+        assert response.status_code == 200, response.text
+
+    log = server.stop()  # once every request in flight ended
+    assert "ERROR" not in log and "Traceback" not in log, log
+    assert "Application shutdown complete." in log
+    files = await database["manuscripts.files"].find().to_list()
+    assert [file["length"] for file in files] == [5]
+    chunks = await database["manuscripts.chunks"].find().to_list()
+    assert [chunk["files_id"] for chunk in chunks] == [files[0]["_id"]]
+
+
+async def transactions_of(database: AsyncDatabase) -> list[dict]:
+    """The transactions the server holds open for the client named after
+    ``database`` (the uvicorn process's)."""
+    stage = {"$currentOp": {"allUsers": True, "idleSessions": True}}
+    match = {"$match": {"appName": database.name, "transaction": {"$exists": True}}}
+    return await (await database.client.admin.aggregate([stage, match])).to_list()
+
+
+async def in_a_transaction(database: AsyncDatabase) -> None:
+    """Wait (a minute at most) until the uvicorn process's client has a
+    transaction open."""
+
+    async def opened() -> None:
+        while not await transactions_of(database):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(opened(), 60)
+
+
+async def test_shutdown_waits_for_a_transaction_in_flight(
+    mongodb_uri: str, database: AsyncDatabase, server_log: Path
+) -> None:
+    """SIGTERM while a request writes 300 books in its transaction: uvicorn
+    lets it finish (201, all committed) before the lifespan's disconnect_async;
+    the server holds no transaction of the app and nothing is logged but
+    uvicorn's INFO lines."""
+    server = start_server(mongodb_uri, database.name, server_log)
+    with stopped_at_the_end(server) as running:
+        await listening(running)
+        async with httpx.AsyncClient(base_url=running.base_url, timeout=120) as http:
+            author = (await http.post("/authors", json={"name": "A"})).json()["id"]
+            books = [{"title": f"Book {n}"} for n in range(300)]
+            request = asyncio.create_task(
+                http.post(f"/authors/{author}/books", json=books)
+            )
+            await in_a_transaction(database)
+            running.process.send_signal(signal.SIGTERM)
+            assert (await request).status_code == 201
+        log = await asyncio.to_thread(running.stop, signal.SIGTERM)
+        assert running.process.returncode == -signal.SIGTERM
+        assert await transactions_of(database) == []
+        assert await database.book.count_documents({}) == 300
+        assert "Application shutdown complete." in log
+        assert [line for line in log.splitlines() if not line.startswith("INFO:")] == []
