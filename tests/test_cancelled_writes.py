@@ -2985,12 +2985,18 @@ def test_a_cascade_cut_short_whose_post_delete_receiver_raises_deletes_its_files
     [
         (
             "commitTransaction",
-            "commit of a transaction whose caller was cancelled (and the steps after"
-            " it)",
+            [
+                "commit of a transaction whose caller was cancelled (and the steps"
+                " after it)"
+            ],
         ),
         (
             "insert",
-            "write of CwDoc {0} whose caller was cancelled (and the steps after it)",
+            [
+                "write of CwDoc {0} whose caller was cancelled (and the steps after"
+                " it)",
+                "abort of a transaction whose caller was cancelled",
+            ],
         ),
     ],
 )
@@ -3001,7 +3007,8 @@ def test_a_transaction_going_on_when_its_loop_is_closed_by_hand(
     it) while the commit of a block whose caller was cancelled (or a write of
     it, which the abort waits for) is held on the server: its outcome never
     reaches this side (nor do the steps after it run); the closed loop's
-    exception handler is told so, once, as the next loop needs a client.
+    exception handler is told so, once (and of the abort that waits for that
+    write), as the next loop needs a client.
     Nothing said so. Then nothing of that loop is kept: the write's task, the
     transaction's and the caller's stayed in memory until the process exited
     (the write noted as working for its caller). (In a process of its own:
@@ -3016,12 +3023,13 @@ def test_a_transaction_going_on_when_its_loop_is_closed_by_hand(
             client.drop_database(name)
     assert result.stdout.splitlines() == ["closed", "next loop", "0 left"]
     reported = [line for line in result.stderr.splitlines() if "closed before" in line]
-    what = what.format(*_named(result.stderr))  # (the document written)
+    named = _named(result.stderr)  # (the document written)
     assert reported == [
-        f"The event loop closed before the {what} ended: the rest of it is not done"
-        " (close a loop you run yourself after"
+        f"The event loop closed before the {each.format(*named)} ended: the rest of"
+        " it is not done (close a loop you run yourself after"
         " loop.run_until_complete(loop.shutdown_asyncgens()), as asyncio.run()"
         " does)"
+        for each in what
     ]
     # Its coroutines, collected (closed as they go), ran none of our cleanup
     # that needs the loop (the fence, the abort: "There is no current event

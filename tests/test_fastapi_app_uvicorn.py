@@ -24,6 +24,10 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 ROOT = Path(__file__).resolve().parent.parent
+# What uvicorn logs as its graceful shutdown's time runs out, and the message
+# of the cancellation it sends each request then.
+CANCELLED = "ERROR:    Cancel 1 running task(s), timeout graceful shutdown exceeded"
+CANCELLED_MESSAGE = "Task cancelled, timeout graceful shutdown exceeded"
 LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
 
@@ -179,14 +183,28 @@ async def in_a_transaction(database: AsyncDatabase) -> None:
     await asyncio.wait_for(opened(), 60)
 
 
-async def test_shutdown_waits_for_a_transaction_in_flight(
-    mongodb_uri: str, database: AsyncDatabase, server_log: Path
+def unexpected(log: str) -> list[str]:
+    """The lines of ``log`` a user would not expect: all but INFO, uvicorn's
+    notice that it cancels a request, and its report of that cancellation
+    (as it sends the 500: the request ended before the process did)."""
+    report = "ERROR:    Exception in ASGI application"
+    cancelled = f"asyncio.exceptions.CancelledError: {CANCELLED_MESSAGE}"
+    expected = ("INFO:", "Traceback", "  ", CANCELLED, report, cancelled)
+    return [line for line in log.splitlines() if not line.startswith(expected)]
+
+
+@pytest.mark.parametrize("graceful", [None, "0"])
+async def test_shutdown_with_a_transaction_in_flight(
+    mongodb_uri: str, database: AsyncDatabase, server_log: Path, graceful: str | None
 ) -> None:
-    """SIGTERM while a request writes 300 books in its transaction: uvicorn
-    lets it finish (201, all committed) before the lifespan's disconnect_async;
-    the server holds no transaction of the app and nothing is logged but
-    uvicorn's INFO lines."""
-    server = start_server(mongodb_uri, database.name, server_log)
+    """SIGTERM while a request writes 300 books in its transaction. By default
+    uvicorn lets it finish (201, all committed); with --timeout-graceful-shutdown
+    0 it cancels it (a 500, or no answer: nothing committed), and the lifespan's
+    disconnect_async waits for the abort: uvicorn re-raises the SIGTERM right
+    after, which would leave the transaction open on the server, locking the
+    books it wrote for a minute."""
+    options = () if graceful is None else ("--timeout-graceful-shutdown", graceful)
+    server = start_server(mongodb_uri, database.name, server_log, *options)
     with stopped_at_the_end(server) as running:
         await listening(running)
         async with httpx.AsyncClient(base_url=running.base_url, timeout=120) as http:
@@ -197,10 +215,40 @@ async def test_shutdown_waits_for_a_transaction_in_flight(
             )
             await in_a_transaction(database)
             running.process.send_signal(signal.SIGTERM)
-            assert (await request).status_code == 201
+            try:
+                status = (await request).status_code
+            except httpx.RemoteProtocolError:
+                status = None  # the process ended before uvicorn's 500
         log = await asyncio.to_thread(running.stop, signal.SIGTERM)
         assert running.process.returncode == -signal.SIGTERM
         assert await transactions_of(database) == []
-        assert await database.book.count_documents({}) == 300
+        books_stored = await database.book.count_documents({})
+        assert (status, books_stored) in (
+            [(201, 300)] if graceful is None else [(500, 0), (None, 0)]
+        )
         assert "Application shutdown complete." in log
-        assert [line for line in log.splitlines() if not line.startswith("INFO:")] == []
+        assert (CANCELLED in log) is (graceful is not None)
+        assert unexpected(log) == [], log
+
+
+async def test_a_client_gone_mid_transaction_leaves_the_request_to_finish(
+    server: Server, database: AsyncDatabase
+) -> None:
+    """The client hangs up while its request writes 300 books in a
+    transaction: uvicorn does not cancel the request, which commits them all
+    (its answer goes nowhere); nothing is logged but INFO lines."""
+    await listening(server)
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        author = (await http.post("/authors", json={"name": "A"})).json()["id"]
+    books = [{"title": f"Book {n}"} for n in range(300)]
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        request = asyncio.create_task(http.post(f"/authors/{author}/books", json=books))
+        await in_a_transaction(database)
+        request.cancel()  # (httpx closes the connection)
+        with pytest.raises(asyncio.CancelledError):
+            await request
+    log = server.stop()  # once every request in flight ended
+    assert await transactions_of(database) == []
+    assert await database.book.count_documents({}) == 300
+    assert [line for line in log.splitlines() if line[:5] != "INFO:"] == [], log
+    assert "/books HTTP/1.1" not in log  # (no answer sent, none logged)

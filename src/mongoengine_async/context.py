@@ -458,6 +458,8 @@ _AFTER_COMMIT = "steps after the commit of a transaction"
 _COMMITTING = (
     "commit of a transaction whose caller was cancelled (and the steps after it)"
 )
+# An abort (and its fence) its caller, cancelled, left on its way.
+_ABORTING = "abort of a transaction whose caller was cancelled"
 # The tasks running those steps once their caller left (held until done).
 _after_commit_steps: set[asyncio.Future[Any]] = set()
 
@@ -1252,6 +1254,17 @@ class _Block:
         else:
             left.set_exception(error)
 
+    def _outlived(self, error: BaseException) -> None:
+        """The caller was cancelled (``error``) before its code's commit: the
+        abort goes on, which ``disconnect_async()`` and the loop's end wait
+        for (see ``finish_before_close``). A server stopped at once after
+        them (uvicorn re-raises its SIGTERM) would otherwise keep the
+        transaction open, locking what it wrote, until its time limit."""
+        if isinstance(error, asyncio.CancelledError) and not (
+            self._committing or self._task.done()
+        ):
+            finish_before_close(self._task, _ABORTING, self.aliases())
+
     def _abandon(self) -> None:
         """The caller leaves: ``with_transaction`` aborts (unless it is
         committing already) and calls nothing again."""
@@ -1268,6 +1281,7 @@ class _Block:
             )
         except BaseException as error:
             self._note(error)
+            self._outlived(error)
             self._abandon()
             raise
 
@@ -1297,6 +1311,7 @@ class _Block:
         when no server could be selected (nothing could be sent)."""
         if error is not None:
             self._note(error)
+            self._outlived(error)
         if not self._session._starting_transaction and not _no_server(error):
             self._unsure = True
         self._abandon()

@@ -1,0 +1,57 @@
+"""``disconnect_async(alias)`` waits for the abort of a transaction whose
+caller was cancelled, as for its commit (tests/test_disconnect_waits.py): a
+server process stopped right after its lifespan's disconnect (uvicorn
+re-raises its SIGTERM) would leave the transaction open on the server,
+locking what it wrote until its time limit. Uses fail points: run on a server
+of its own (``python -m mongoengine_async.testing``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pymongo import AsyncMongoClient
+
+import mongoengine_async
+from conftest import held_on_server
+from test_disconnect_waits import BLOCK_MS, DwFiled, app, reported_on
+
+__all__ = ("app",)  # (the fixture, used by name)
+
+
+async def saved_then_cancelled(saved: asyncio.Event) -> None:
+    """Save a DwFiled in a transaction on alias "default", then wait there
+    (until cancelled)."""
+    async with mongoengine_async.async_run_in_transaction():
+        await DwFiled().async_save()
+        saved.set()
+        await asyncio.Event().wait()
+
+
+async def test_disconnecting_the_alias_of_a_cancelled_transaction_waits_for_its_abort(
+    app: str, mongodb_uri: str
+) -> None:
+    """``disconnect_async()`` while the abort of a transaction, whose caller
+    was cancelled, is held on the server: it returns once the abort is done
+    (the document not saved, no transaction left open, nothing reported)."""
+    name = mongoengine_async.get_async_db().name
+    reported = reported_on(asyncio.get_running_loop())
+    async with AsyncMongoClient(mongodb_uri) as client:
+        holding = held_on_server(app, "abortTransaction", BLOCK_MS, admin=client.admin)
+        held = await holding.__aenter__()
+        try:
+            saved = asyncio.Event()
+            writing = asyncio.ensure_future(saved_then_cancelled(saved))
+            await saved.wait()
+            writing.cancel()
+            await held.reached_server()
+            await mongoengine_async.disconnect_async()
+            assert not await held.still_on_server()
+        finally:
+            await holding.__aexit__(None, None, None)
+            asyncio.get_running_loop().set_exception_handler(None)
+        assert writing.cancelled()
+        assert reported == []
+        stage = {"$currentOp": {"allUsers": True, "idleSessions": True}}
+        match = {"$match": {"appName": app, "transaction": {"$exists": True}}}
+        assert await (await client.admin.aggregate([stage, match])).to_list() == []
+        assert await client[name]["dw_filed"].count_documents({}) == 0
