@@ -17,7 +17,7 @@ from uuid import uuid4
 import httpx
 import pytest
 
-from mongoengine_async import get_async_db
+from mongoengine_async import QuerySet, get_async_db
 from mongoengine_async.testing import CommandLog
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -370,6 +370,44 @@ async def test_a_book_deleted_meanwhile_is_not_saved_back(
     assert await get_async_db()["manuscripts.chunks"].count_documents({}) == 0
     monkeypatch.undo()
     assert (await service.http.get("/books")).json() == []
+
+
+async def test_a_manuscript_uploaded_meanwhile_keeps_its_book(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DELETE of a book whose manuscript is replaced between its load and
+    its delete answers 409 and leaves the book with the new manuscript: the
+    delete would remove the book and the manuscript it read (already gone),
+    leaving the new one in GridFS, held by nothing."""
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Drafts")
+    response = await service.http.put(f"/books/{book_id}/manuscript", content=b"one")
+    assert response.status_code == 200
+    load = QuerySet.async_get
+
+    async def replaced_after(queryset: QuerySet, *args: Any, **kwargs: Any) -> Any:
+        loaded = await load(queryset, *args, **kwargs)
+        monkeypatch.undo()
+        put = service.http.put(f"/books/{book_id}/manuscript", content=b"two")
+        assert (await put).status_code == 200
+        return loaded
+
+    monkeypatch.setattr(QuerySet, "async_get", replaced_after)
+    response = await service.http.delete(f"/books/{book_id}")
+    assert (response.status_code, response.json()) == (
+        409,
+        {"detail": "changed meanwhile, try again"},
+    )
+    stored = await get_async_db().book.find_one()
+    assert stored is not None
+    files = await get_async_db()["manuscripts.files"].find().to_list()
+    assert [(file["_id"], file["length"]) for file in files] == [
+        (stored["manuscript"], 3)
+    ]
+    response = await service.http.delete(f"/books/{book_id}")
+    assert response.status_code == 204
+    assert await get_async_db()["manuscripts.files"].count_documents({}) == 0
+    assert await get_async_db()["manuscripts.chunks"].count_documents({}) == 0
 
 
 async def test_concurrent_uploads_leave_one_manuscript(service: Service) -> None:

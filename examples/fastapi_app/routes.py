@@ -104,9 +104,13 @@ async def update_book(book_id: str, body: BookPatch) -> BookOut:
 
 @router.delete("/books/{book_id}", status_code=204)
 async def delete_book(book_id: str) -> None:
-    """The book, then its manuscript."""
+    """The book, then its manuscript: the one read here, so a manuscript
+    uploaded meanwhile makes it a 409 (deleted, the book would leave that
+    file in GridFS, held by nothing)."""
     book = await Book.objects.async_get(id=book_id)
-    await book.async_delete()
+    holding = Book.objects(pk=book.pk, manuscript=book.manuscript.grid_id)
+    if not await holding.async_delete():
+        raise SaveConditionError(f"book {book_id} changed meanwhile")
 
 
 @router.put("/books/{book_id}/manuscript")
