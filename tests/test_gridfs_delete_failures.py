@@ -522,6 +522,57 @@ async def test_a_document_delete_applied_then_failing_deletes_its_files(
     assert sent == [paper.pk]
 
 
+class FindReplies(CommandLog):
+    """:class:`CommandLog` keeping, too, the ``operationTime`` of each
+    ``find`` reply, by its request's id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: dict[int, Any] = {}
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.command_name == "find":
+            self.times[event.request_id] = event.reply.get("operationTime")
+
+
+async def test_a_document_delete_applied_then_failing_waits_for_the_majority(
+    mongodb_uri: str,
+) -> None:
+    """A document's delete (w "majority") the server applied, then answered
+    with a write concern error (the majority may not have it yet): whether it
+    is gone is read on the primary, then at majority with that read's
+    ``operationTime`` as ``afterClusterTime``, so the majority's snapshot
+    has the delete the primary had: its files deleted, ``post_delete``
+    sent. The read at majority came first, with no ``afterClusterTime``: a
+    snapshot older than the delete (a next primary's first moments) showed
+    the document there, its file kept and no ``post_delete`` sent."""
+    name = f"fd-{uuid4().hex[:8]}"
+    log = FindReplies()
+    with post_deletes(FdPaper) as sent:
+        async with fresh_database(
+            "default", mongodb_uri, appname=name, event_listeners=[log]
+        ):
+            paper = await stored_paper()
+            log.clear()
+            async with next_delete_failing(name, FdPaper, APPLIED):
+                with pytest.raises(OperationError):
+                    await paper.async_delete(transaction=False, w="majority")
+            local, majority = [
+                event
+                for event in log.events
+                if event.command_name == "find"
+                and event.command["find"] == FdPaper._get_collection_name()
+            ]
+            assert await bucket() == ([], [])
+    assert "readConcern" not in local.command
+    assert majority.command["readConcern"] == {
+        "level": "majority",
+        "afterClusterTime": log.times[local.request_id],
+    }
+    assert local.command["lsid"] == majority.command["lsid"]
+    assert sent == [paper.pk]
+
+
 async def test_a_document_delete_failing_unapplied_keeps_its_files(app: str) -> None:
     """A document's delete that failed on the server, not applied: the read
     finds it there, and it keeps its files; no ``post_delete`` is sent."""
@@ -889,11 +940,11 @@ def cleanup_levels(log: CommandLog, cls: type[Any]) -> list[str | None]:
     ]
 
 
-def majority_then_local(levels: list[str | None], majority: int) -> bool:
-    """Whether ``levels`` are ``majority`` reads at majority then, for what
-    those did not show, as many or fewer on the primary's own data (None)."""
-    head, rest = levels[:majority], levels[majority:]
-    return head == ["majority"] * majority and rest in ([], [None] * majority)
+def local_then_majority(levels: list[str | None], local: int) -> bool:
+    """Whether ``levels`` are ``local`` reads on the primary's own data (None)
+    then, for what those did not show, as many or fewer at majority."""
+    head, rest = levels[:local], levels[local:]
+    return head == [None] * local and rest in ([], ["majority"] * local)
 
 
 @pytest.mark.parametrize("timeout_ms", [None, 1_000])
@@ -923,8 +974,8 @@ async def test_the_read_at_majority_after_a_failed_delete_waits_a_server_selecti
         async with next_delete_failing(name, FdPaper, APPLIED):
             with pytest.raises(OperationError):
                 await paper.async_delete(transaction=False)
-        [read] = [event for event in log.events if event.command_name == "find"]
-        assert read.command["readConcern"] == {"level": "majority"}
+        [_, read] = [event for event in log.events if event.command_name == "find"]
+        assert read.command["readConcern"]["level"] == "majority"
     if timeout_ms is None:
         assert read.command["maxTimeMS"] == 4_321
     else:  # (the time left: less its round trip)
@@ -937,11 +988,12 @@ async def test_a_failed_delete_reads_what_it_left_at_majority(
 ) -> None:
     """After a delete (outside a transaction, w "majority") failed, whether
     its documents are gone, and whether they hold the files listed, is read
-    first at read concern "majority" (in no session of the caller's): a
-    delete not majority-committed (a write concern error) reads as not
-    applied, so the files stay (a rollback of the delete would bring back
-    its documents: with their files gone, lost); what that read did not show
-    is read on the primary's own data (a document written with w=1 since).
+    on the primary's own data (a document written with w=1 since), then, for
+    what that read did not show, at read concern "majority" after it (its
+    session's ``afterClusterTime``): a delete not majority-committed (a
+    write concern error) reads as not applied, so the files stay (a rollback
+    of the delete would bring back its documents: with their files gone,
+    lost).
     With w=1 the user accepts a delete the primary alone applied: as after
     one that returned, the primary's own data is read. The primary's own
     data was read alone: see test_failover.py for the files it lost."""
@@ -956,13 +1008,14 @@ async def test_a_failed_delete_reads_what_it_left_at_majority(
             async with get_async_connection().start_session() as session:
                 with pytest.raises(OperationError):
                     await paper.async_delete(transaction=False, session=session, w=w)
-        # (Whether it is gone: at majority, out of the caller's causally
-        # consistent session, whose afterClusterTime, the failed delete's,
-        # would wait for the majority to reach it.)
-        read = next(event for event in log.events if event.command_name == "find")
-        assert read.command["find"] == FdPaper._get_collection_name()
+                lsid = session.session_id
+        # (Whether it is gone: on the primary's own data, then at majority
+        # after it, in the caller's causally consistent session.)
+        reads = [event for event in log.events if event.command_name == "find"]
+        assert reads[0].command["find"] == FdPaper._get_collection_name()
+        assert all(read.command["lsid"] == lsid for read in reads)
         if w == "majority":
-            assert read.command["readConcern"] == {"level": "majority"}
+            assert reads[1].command["readConcern"]["level"] == "majority"
         document = cleanup_levels(log, FdPaper)
         await with_files([FdPaper() for _ in range(3)])
         in_runs_of_two(monkeypatch)
@@ -990,8 +1043,8 @@ async def test_a_failed_delete_reads_what_it_left_at_majority(
     if w == 1:
         assert (document, queryset, cascade) == ([None], [None] * 2, [None] * 4)
     else:
-        assert majority_then_local(document, 1)
-        assert majority_then_local(queryset, 2)
-        assert cascade[:2] == ["majority"] * 2
-        assert cascade.count("majority") == 4
+        assert local_then_majority(document, 1)
+        assert local_then_majority(queryset, 2)
+        assert cascade[:2] == [None] * 2
+        assert cascade.count(None) == 4
         assert set(cascade) <= {"majority", None}

@@ -59,6 +59,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.errors import InvalidOperation
 from pymongo.read_concern import ReadConcern
+from pymongo.topology_description import TOPOLOGY_TYPE
 
 from mongoengine_async._compat import RETRYABLE_ERROR_CODES, AsyncGridOutChunkIterator
 from mongoengine_async.batches import (
@@ -1449,19 +1450,20 @@ class Unreachable:
         says: a cleanup's read of what a failed delete left, a document there
         in one of its reads is there (an id may come twice)."""
         found: list = []
-        for reading in after_failure(operation):
-            if len(found) >= expected:
-                break
-            collection = reading.collection
-            with self.trying(collection.database.client):
-                cursor = collection.find(
-                    query,
-                    {"_id": 1},
-                    batch_size=WHOLE_RESULT,
-                    session=reading.session,
-                    max_time_ms=max_time_ms(collection),
-                )
-                found += [raw["_id"] for raw in await read_list(cursor)]
+        async with after_failure(operation) as readings:
+            for reading in readings:
+                if len(found) >= expected:
+                    break
+                collection = reading.collection
+                with self.trying(collection.database.client):
+                    cursor = collection.find(
+                        query,
+                        {"_id": 1},
+                        batch_size=WHOLE_RESULT,
+                        session=reading.session,
+                        max_time_ms=max_time_ms(collection),
+                    )
+                    found += [raw["_id"] for raw in await read_list(cursor)]
         return found
 
 
@@ -1484,25 +1486,51 @@ def _whole_selection(client: Any) -> contextlib.AbstractContextManager[Any]:
     return pymongo.timeout(client.options.server_selection_timeout)
 
 
-def after_failure(operation: Operation) -> list[Operation]:
+@contextlib.asynccontextmanager
+async def after_failure(operation: Operation) -> AsyncIterator[list[Operation]]:
     """The operations the reads after a delete failed (outside a transaction)
-    run as, a document or file found by one of them being there: on the
-    primary, where the delete went (a lagging secondary shows a document it
-    deleted as there). Unless the delete asked the primary's acknowledgement
-    alone (w 0 or 1), first at read concern "majority", in no session (a
-    causally consistent one would wait for the majority to reach the failed
-    delete): a delete not majority-committed, which a rollback may undo,
-    reads as not applied, and its documents keep their files (an orphan
-    costs space, a lost file is lost data); then the primary's own data, as a
-    document written since the majority's (w=1), which an unapplied delete
-    left, is there."""
+    run as, in order, a document or file found by one of them being there:
+    on the primary, where the delete went (a lagging secondary shows a
+    document it deleted as there). Unless the delete asked the primary's
+    acknowledgement alone (w 0 or 1), the primary's own data (a document
+    written since the majority's, which an unapplied delete left, is there),
+    then at read concern "majority" in the same causally consistent session
+    (see :func:`_causal_session`): a delete not majority-committed, which a
+    rollback may undo, reads as not applied, and its documents keep their
+    files (an orphan costs space, a lost file is lost data); one the primary
+    had is waited for (``afterClusterTime``), not read in an older snapshot
+    (a next primary's first moments)."""
     primary = dataclasses.replace(
         operation, collection=on_primary(operation.collection)
     )
     if _primary_alone(operation):
-        return [primary]
-    majority = primary.collection.with_options(read_concern=ReadConcern("majority"))
-    return [dataclasses.replace(operation, collection=majority, session=None), primary]
+        yield [primary]
+        return
+    async with _causal_session(primary) as session:
+        primary = dataclasses.replace(primary, session=session)
+        majority = primary.collection.with_options(read_concern=ReadConcern("majority"))
+        yield [primary, dataclasses.replace(primary, collection=majority)]
+
+
+@contextlib.asynccontextmanager
+async def _causal_session(
+    operation: Operation,
+) -> AsyncGenerator[AsyncClientSession | None, None]:
+    """The session of the reads after a failed delete: the operation's when
+    causally consistent, else one of its own (ended after them), so the read
+    at majority waits for what the read on the primary saw (PyMongo sends its
+    ``operationTime`` as ``afterClusterTime``); none on a single server (a
+    standalone refuses a session; no election there to wait through)."""
+    session = operation.session
+    if session is not None and session.options.causal_consistency:
+        yield session
+        return
+    client = operation.collection.database.client
+    if client.topology_description.topology_type == TOPOLOGY_TYPE.Single:
+        yield session
+        return
+    async with client.start_session(causal_consistency=True) as own:
+        yield own
 
 
 def max_time_ms(collection: AsyncCollection) -> int | None:
@@ -1675,13 +1703,19 @@ async def not_held(
     client = operation.collection.database.client
     unreachable = Unreachable() if unreachable is None else unreachable
     held: set[tuple[str, str, Any]] = set()
-    for reading in after_failure(operation) if failed else [operation]:
-        for run in listed(Matching(left.cls, {}), left.ids, codec_options):
-            with unreachable.trying(client):
-                found = await stored_files(run, reading)
-            held.update(_file_key(each) for each in found)
-        if all(_file_key(each) in held for each in proxies):
-            break
+    async with contextlib.AsyncExitStack() as reads:
+        readings = (
+            await reads.enter_async_context(after_failure(operation))
+            if failed
+            else [operation]
+        )
+        for reading in readings:
+            for run in listed(Matching(left.cls, {}), left.ids, codec_options):
+                with unreachable.trying(client):
+                    found = await stored_files(run, reading)
+                held.update(_file_key(each) for each in found)
+            if all(_file_key(each) in held for each in proxies):
+                break
     return [each for each in proxies if _file_key(each) not in held]
 
 
