@@ -31,6 +31,7 @@ from mongoengine_async import (
     OperationError,
     ReferenceField,
     StringField,
+    UUIDField,
     connect_async,
     context,
     get_async_connection,
@@ -68,6 +69,23 @@ class FdLeaf(Document):
 
     box = ReferenceField(FdBox, reverse_delete_rule=CASCADE)
     pdf = FileField(collection_name="fd_files")
+
+
+class FdTray(Document):
+    name = StringField()
+
+
+class FdCard(Document):
+    """Deleted with its tray; its id a UUID stored as a string."""
+
+    id = UUIDField(primary_key=True, binary=False, default=uuid4)
+    tray = ReferenceField(FdTray, reverse_delete_rule=CASCADE)
+
+
+class FdSlot(Document):
+    """Deleted with its tray, after the cards (its delete may fail)."""
+
+    tray = ReferenceField(FdTray, reverse_delete_rule=CASCADE)
 
 
 # The alias of FdAlbum's files, on a server that answers no more.
@@ -1048,3 +1066,38 @@ async def test_a_failed_delete_reads_what_it_left_at_majority(
         assert cascade[:2] == [None] * 2
         assert cascade.count(None) == 4
         assert set(cascade) <= {"majority", None}
+
+
+@pytest.mark.parametrize("failing", [FdCard, FdSlot])
+async def test_a_cascade_failing_reads_its_string_uuid_ids(
+    app: str, failing: type[Any]
+) -> None:
+    """A cascade outside a transaction, its cards (a ``UUIDField(binary=False)``
+    id, stored as a string) deleted before its slots, one of these deletes
+    failing on the server: the cards are read there (their delete failed)
+    or gone (the slots' did), and get ``post_delete`` only when gone. The
+    read of which cards are there queried their ids as UUIDs, matching no
+    stored string: the cards still there were sent ``post_delete``."""
+    tray = await FdTray(name="tray").async_save()
+    cards = [await FdCard(tray=tray).async_save() for _ in range(2)]
+    await FdSlot(tray=tray).async_save()
+    sent: list[Any] = []
+
+    def receiver(sender: Any, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    signals.post_delete.connect(receiver, sender=FdCard)
+    signals.post_delete.connect(receiver, sender=FdSlot)
+    try:
+        async with next_delete_failing(app, failing, {"errorCode": FAILED}):
+            with pytest.raises(OperationError):
+                await tray.async_delete(transaction=False)
+    finally:
+        signals.post_delete.disconnect(receiver, sender=FdCard)
+        signals.post_delete.disconnect(receiver, sender=FdSlot)
+    left = {card.pk for card in await FdCard.objects.async_to_list()}
+    assert await FdSlot.objects.async_count() == 1
+    if failing is FdCard:
+        assert (left, sent) == ({card.pk for card in cards}, [])
+    else:
+        assert (left, sorted(sent)) == (set(), sorted(card.pk for card in cards))

@@ -757,7 +757,7 @@ class _DeletePlan:
             await self._files_of_gone()
         ids: dict[type[Any], list] = {}
         for each in self.loaded:
-            ids.setdefault(type(each), []).append(each.pk)
+            ids.setdefault(type(each), []).append(_stored_pk(each))
         there: set = set()  # (class, id) of the loaded documents still there
         try:
             for cls, pks in ids.items():
@@ -770,7 +770,8 @@ class _DeletePlan:
         except Exception:
             return  # (the write's error is raised)
         for document in self.loaded:
-            if (type(document), document.pk) in there or id(document) in signalled:
+            key = (type(document), _stored_pk(document))
+            if key in there or id(document) in signalled:
                 continue
             signalled.add(id(document))
             if not await self._step(functools.partial(_post_delete, document), True):
@@ -1273,3 +1274,10 @@ def _pull(referrer: type[Any], name: str, values: list) -> dict:
     if _is_cached(reference_field):
         return {"$pull": {path: {"_id": {"$in": values}}}}
     return {"$pull": {path: {"$in": values}}}
+
+
+def _stored_pk(document: Any) -> Any:
+    """``document``'s id as stored (a ``UUIDField(binary=False)``'s string):
+    what a query of ``_id`` matches and a read of it gives back."""
+    cls = type(document)
+    return cls._fields[cls._meta["id_field"]].to_mongo(document.pk)
