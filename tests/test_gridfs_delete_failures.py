@@ -838,7 +838,7 @@ async def test_a_cascade_failing_reads_what_is_gone_on_the_primary(
             ]
             # (After the failing delete, the files of the leaves gone are read,
             # then which of the five leaves loaded are there: each in runs of
-            # two, at majority, then, for what that read did not show, locally.)
+            # two, locally, then, for what that read did not show, at majority.)
             last = max(i for i, (name, _) in enumerate(on_leaves) if name == "delete")
             assert on_leaves[last - 1 : last + 1] == [("delete", None)] * 2
             cleanup = on_leaves[last + 1 :]
