@@ -333,6 +333,10 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
     ``async_*`` terminals and ``async for`` (and, on sync aliases, results built
     by the generated loaders and inserts dumped by the write plans)."""
 
+    # The cursor of a read by id awaiting PyMongo's to_list directly (an
+    # async_get's view only: see _fetch_raw), for async_get to kill if cancelled.
+    _by_id_cursor: AsyncCursor | None = None
+
     # -- mode -----------------------------------------------------------------
 
     def _is_async(self) -> bool:
@@ -628,7 +632,10 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
                 # One match at most, in a first reply with room for two: the
                 # server keeps no cursor, and read_list has nothing to kill
                 # or close (its two coroutines, resumed at each of the read's
-                # waits, are a tenth of the calls an async_get adds).
+                # waits, are a tenth of the calls an async_get adds). Not
+                # always: two documents of one id (a view's, a time series')
+                # past 16 MB take a getMore; async_get kills that cursor.
+                self._by_id_cursor = cursor
                 return cursor.to_list(length)
         return read_list(cursor, length, by_id)
 
@@ -665,7 +672,11 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         # copy is: with many gets in flight, the collector would walk both.
         del self
         await queryset._async_collection("async_get", "get()", session)
-        raw_documents = await queryset._fetch_raw(2)
+        try:
+            raw_documents = await queryset._fetch_raw(2)
+        except asyncio.CancelledError:  # (read_list's, for a read by id)
+            kill_soon(queryset._by_id_cursor)
+            raise
         results = materialise_all(queryset._materialiser(), raw_documents)
         document_cls = queryset._document
         if not results:
