@@ -37,6 +37,7 @@ from mongoengine_async import (
     NULLIFY,
     CachedReferenceField,
     Document,
+    DynamicDocument,
     EmbeddedDocument,
     EmbeddedDocumentField,
     FileField,
@@ -70,6 +71,10 @@ class CwDoc(Document):
     a = IntField()
     b = IntField()
     inner = EmbeddedDocumentField(CwInner)
+
+
+class CwDynamic(DynamicDocument):
+    name = StringField()
 
 
 class CwAuthor(Document):
@@ -1447,6 +1452,36 @@ async def test_a_cancelled_insert_of_a_document_with_a_list_shows_its_changes(
     ]
     assert document._get_changed_fields() == [] and not document._created
     assert await stored(document) == {"_id": document.pk, "a": 1, "b": 0}
+
+
+@pytest.mark.parametrize("load_bulk", [False, True])
+async def test_a_cancelled_insert_of_a_dynamic_document_lists_pk_then_id(
+    app, load_bulk
+):
+    """A dynamic document with a list of changes (built by
+    ``_from_son(created=True)``) whose insert was cancelled once sent, and
+    landed: the steps that follow leave its changes as MongoEngine's
+    ``insert()`` does, ``pk`` then ``_id``, and ``post_bulk_insert`` sees
+    them so. The early id's mark stayed first: ``['_id', 'pk']``."""
+    seen: list = []
+
+    def note(sender: type, documents: list, **kwargs: Any) -> None:
+        seen.append(list(document._changed_fields))
+
+    document = CwDynamic._from_son({"name": "a", "extra": 1}, created=True)
+    signals.post_bulk_insert.connect(note, sender=CwDynamic, weak=False)
+    try:
+        async with blocked(app, "insert") as held:
+            await cancel_once_sent(
+                held,
+                lambda: CwDynamic.objects.async_insert(document, load_bulk=load_bulk),
+            )
+            await until(lambda: seen and not context.following)
+    finally:
+        signals.post_bulk_insert.disconnect(note, sender=CwDynamic)
+    assert seen == [["pk", "_id"]]
+    assert document._changed_fields == ["pk", "_id"]
+    assert list(document._delta()[0]) == ["pk", "_id"]
 
 
 async def test_post_save_follows_the_cached_copies(app, receivers):
