@@ -29,6 +29,7 @@ from mongoengine_async import (
     EmbeddedDocument,
     EmbeddedDocumentField,
     IntField,
+    NotUniqueError,
     ReferenceField,
     StringField,
     UUIDField,
@@ -357,6 +358,61 @@ async def test_an_inserted_dynamic_document_lists_pk_then_id_changed(
         assert their._changed_fields == ["pk", "_id"]
         assert mine._changed_fields == ["pk", "_id"]
         assert list(mine._delta()[0]) == list(their._delta()[0]) == ["pk", "_id"]
+
+
+# -- D7: a copy whose write failed, written again ----------------------------------
+
+
+class DpUnique(Document):
+    name = StringField(unique=True)
+    age = IntField()
+
+
+async def write_copy(document: DpUnique, write: str, sync: bool) -> None:
+    """Save or insert ``document`` (MongoEngine's way if ``sync``)."""
+    if sync:
+        document.save() if write == "save" else DpUnique.objects.insert(document)
+    elif write == "save":
+        await document.async_save()
+    else:
+        await DpUnique.objects.async_insert(document)
+
+
+@pytest.mark.parametrize("write", ["save", "insert"])
+async def test_a_copy_whose_write_failed_is_stored_whole_when_written_again(
+    async_alias, sync_db, write
+):
+    """A loaded document whose id was cleared (``doc.id = None``: a copy to
+    store) whose save or insert failed on a unique key, changed and written
+    again: stored whole and no longer new, as MongoEngine stores it. Ours kept
+    the id it gave the failed write on a document not new (``_created``): the
+    save sent only the changes (``age`` lost), the insert refused it
+    (``OperationError: Some documents have ObjectIds``)."""
+
+    async def copy_written_twice(sync: bool) -> tuple[list, bool]:
+        if sync:
+            DpUnique.ensure_indexes()
+            DpUnique(name="a", age=7).save()
+            document = DpUnique.objects.get(name="a")
+        else:
+            await DpUnique.async_ensure_indexes()
+            await DpUnique(name="a", age=7).async_save()
+            document = await DpUnique.objects.async_get(name="a")
+        document.id = None
+        with pytest.raises(NotUniqueError):
+            await write_copy(document, write, sync)
+        document.name = "b"
+        await write_copy(document, write, sync)
+        collection = DpUnique._get_collection()
+        found = collection.find({"name": "b"}, {"_id": 0})
+        stored = list(found) if sync else await found.to_list()
+        return stored, document._created
+
+    with on_sync(DpUnique):
+        theirs = await copy_written_twice(sync=True)
+    ours = await copy_written_twice(sync=False)
+    assert theirs == ([{"name": "b", "age": 7}], False)
+    assert ours == theirs
 
 
 # -- D5: abstract documents --------------------------------------------------------

@@ -313,8 +313,9 @@ def set_id(
 
 def give_id(document: Any, raw: dict) -> None:
     """Put the id PyMongo's insert would make into ``raw`` and on ``document``,
-    which stays new (``_created``) until its write returns: a write cancelled
-    on the way leaves the document its id, so a retry writes the same one."""
+    which is new (``_created``, as one without an id is: a loaded one whose id
+    was cleared too) until its write returns: a write cancelled on the way or
+    failed leaves the document its id, so a retry writes the same one, whole."""
     raw["_id"] = object_id = ObjectId()
     plan = _plans[type(document)]
     state = document.__dict__
@@ -324,7 +325,8 @@ def give_id(document: Any, raw: dict) -> None:
         and plan.loaded
         and state.get("_initialised") is True
     ):
-        # What set_id does but for _created, which stays: the id, a change.
+        # What set_id does but for _created, made True: the id, a change.
+        state["_created"] = True
         name = document._meta["id_field"]
         document._data[name] = object_id
         # (One __init__ built has no list of changes until saved: MongoEngine's
@@ -335,9 +337,8 @@ def give_id(document: Any, raw: dict) -> None:
         ):
             document._mark_as_changed(name)
         return
-    created = document._created
     set_id(document, object_id)
-    document._created = created
+    document._created = True
 
 
 def mark_saved(document: Any) -> None:
