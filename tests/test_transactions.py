@@ -950,6 +950,32 @@ async def test_an_aborted_block_gives_the_documents_back_their_state(async_alias
     assert (await committed(TxAccount, name="new"))[0]["_id"] == first_id
 
 
+@pytest.mark.parametrize("write", ["save", "insert"])
+async def test_an_aborted_write_of_a_copy_leaves_it_new(async_alias, write):
+    """A loaded document whose id was cleared (a copy to store), saved or
+    inserted in a block that aborted, changed and saved again: stored whole,
+    as a new document (the id its write gave kept). It was given back as not
+    new with that id: the next save sent only the changes (``balance`` and
+    ``tags`` lost)."""
+    await warm()
+    await TxAccount(name="a", balance=5, tags=["t"]).async_save()
+    copy = await TxAccount.objects.async_get(name="a")
+    copy.id = None
+    with contextlib.suppress(Boom):
+        async with async_run_in_transaction():
+            if write == "save":
+                await copy.async_save()
+            else:
+                await TxAccount.objects.async_insert(copy, load_bulk=False)
+            raise Boom
+    assert copy._created and copy.pk is not None
+    copy.name = "b"
+    await copy.async_save()
+    stored = await committed(TxAccount, name="b")
+    assert stored == [{"_id": copy.pk, "name": "b", "balance": 5, "tags": ["t"]}]
+    assert bookkeeping(copy) == (False, [])
+
+
 async def test_an_abort_keeps_the_changes_made_after_the_save(async_alias):
     """An abort gives back the changes its save sent on top of those made
     since, which the next save sends too."""

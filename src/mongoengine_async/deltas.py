@@ -997,8 +997,9 @@ def journal_bookkeeping(documents: list[Any], session: AsyncClientSession) -> No
 def _restorer(document: Any) -> Callable[[], None]:
     """What gives ``document`` back its bookkeeping as it is now. An id the
     write gave it stays: saved again, it is the same document, so a commit
-    that did apply though it raised is not stored twice."""
-    created = document._created
+    that did apply though it raised is not stored twice; one without an id
+    (a loaded one whose id was cleared too) is new then, stored whole."""
+    created = document._created or document.pk is None
     changed = listed_changes(document)  # None: everything changed
     # (Counted by the saves outside a transaction that end meanwhile:
     # see Document._landed.)
