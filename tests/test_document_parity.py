@@ -24,6 +24,7 @@ import mongoengine_async
 from conftest import fresh_sync_default
 from mongoengine_async import (
     BooleanField,
+    BulkWriteError,
     Document,
     DynamicDocument,
     EmbeddedDocument,
@@ -412,6 +413,51 @@ async def test_a_copy_whose_write_failed_is_stored_whole_when_written_again(
         theirs = await copy_written_twice(sync=True)
     ours = await copy_written_twice(sync=False)
     assert theirs == ([{"name": "b", "age": 7}], False)
+    assert ours == theirs
+
+
+class DpUniqueDynamic(DynamicDocument):
+    name = StringField(unique=True)
+
+
+@pytest.mark.parametrize("cls", [DpUnique, DpUniqueDynamic])
+async def test_documents_inserted_again_after_a_failed_insert_list_changes_so(
+    async_alias, sync_db, cls
+):
+    """Documents built by ``_from_son(created=True)`` whose insert failed (a
+    unique key, the list's second one), one changed, inserted again: their
+    changes are listed as MongoEngine's ``insert()`` leaves them, the id's
+    mark last (after ``pk`` on a dynamic document). The mark the failed
+    insert's early id made stayed first: ``['_id', 'name', 'pk']``."""
+
+    async def changes_after_retry(sync: bool) -> list:
+        def built() -> list:
+            return [cls._from_son({"name": n}, created=True) for n in "axc"]
+
+        documents = built()
+        if sync:
+            cls.ensure_indexes()
+            cls(name="x").save()
+            with pytest.raises(BulkWriteError):
+                cls.objects.insert(documents)
+        else:
+            await cls.async_ensure_indexes()
+            await cls(name="x").async_save()
+            with pytest.raises(BulkWriteError):
+                await cls.objects.async_insert(documents)
+        documents[1].name = "b"
+        for document in documents[1:]:
+            if sync:
+                cls.objects.insert(document)
+            else:
+                await cls.objects.async_insert(document)
+        return [list(document._changed_fields) for document in documents[1:]]
+
+    with on_sync(cls):
+        theirs = await changes_after_retry(sync=True)
+    ours = await changes_after_retry(sync=False)
+    dynamic = ["pk"] if cls is DpUniqueDynamic else []
+    assert theirs == [["name", *dynamic, "_id"], [*dynamic, "_id"]]
     assert ours == theirs
 
 

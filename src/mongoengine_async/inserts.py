@@ -76,18 +76,22 @@ def refresh_plans(documents: Iterable[Any]) -> None:
 
 def give_ids(documents: list[Any], raw: list[dict]) -> list[Any]:
     """Give each document whose son has no ``_id`` the id PyMongo's insert
-    would make (``to_bson.give_id``), before the write is awaited. Returns the
-    dynamic ones whose id it marked changed: MongoEngine's insert marks their
-    ``pk`` (a dynamic field there) first, and ``set_ids`` moves the id's mark
-    after it."""
+    would make (``to_bson.give_id``), before the write is awaited. Returns
+    those whose id mark an early id made, this insert's or one that did not
+    return (failed, cancelled, aborted: new still, holding that id and its
+    mark): MongoEngine's insert marks the id as its write returns, after a
+    dynamic document's ``pk``, where ``set_ids`` moves the mark."""
     marked = []
     for document, son in zip(documents, raw, strict=True):
-        if "_id" not in son:
-            key = _id_key(document)
-            had = key in _changes(document)
-            to_bson.give_id(document, son)
-            if document._dynamic and not had and key in _changes(document):
+        key = _id_key(document)
+        if "_id" in son:  # (only an early id leaves a new document its mark)
+            if document._created and key in _changes(document):
                 marked.append(document)
+            continue
+        had = key in _changes(document)
+        to_bson.give_id(document, son)
+        if not had and key in _changes(document):
+            marked.append(document)
     return marked
 
 
@@ -106,17 +110,13 @@ def set_ids(
     documents: Iterable[Any], ids: Iterable[Any], marked: Iterable[Any] = ()
 ) -> None:
     """``document.pk = object_id`` for each inserted document and its id; the
-    id's mark of each ``marked`` one (``give_ids``) moved after ``pk``'s, where
-    ``insert()`` leaves it."""
+    id's mark of each ``marked`` one (``give_ids``) moved last, where
+    ``insert()`` leaves it (after ``pk``'s on a dynamic document)."""
     for document, object_id in zip(documents, ids, strict=False):
         to_bson.set_id(document, object_id, by_pk=True)
     for document in marked:
         changes, key = _changes(document), _id_key(document)
-        if (
-            "pk" in changes
-            and key in changes
-            and changes.index(key) < changes.index("pk")
-        ):
+        if key in changes:
             changes.remove(key)
             changes.append(key)
 
