@@ -74,6 +74,11 @@ def refresh_plans(documents: Iterable[Any]) -> None:
         plan_watch.refresh(cls)
 
 
+# Set in a document's __dict__ while the mark of its id is the one an early id
+# made (give_ids), until set_ids moves it: kept by an insert that did not return.
+_EARLY_MARK = "_async_early_id_mark"
+
+
 def give_ids(documents: list[Any], raw: list[dict]) -> list[Any]:
     """Give each document whose son has no ``_id`` the id PyMongo's insert
     would make (``to_bson.give_id``), before the write is awaited. Returns
@@ -81,18 +86,22 @@ def give_ids(documents: list[Any], raw: list[dict]) -> list[Any]:
     return (failed, cancelled, aborted: new still, holding that id and its
     mark): MongoEngine's insert marks the id as its write returns, after a
     dynamic document's ``pk``, where ``set_ids`` moves the mark."""
-    marked = []
+    marked: dict[int, Any] = {}  # (by identity: a document listed twice)
     for document, son in zip(documents, raw, strict=True):
-        key = _id_key(document)
-        if "_id" in son:  # (only an early id leaves a new document its mark)
-            if document._created and key in _changes(document):
-                marked.append(document)
+        state = document.__dict__
+        if "_id" in son:
+            if document._created and state.get(_EARLY_MARK):
+                marked[id(document)] = document
             continue
+        key = _id_key(document)
         had = key in _changes(document)
         to_bson.give_id(document, son)
         if not had and key in _changes(document):
-            marked.append(document)
-    return marked
+            state[_EARLY_MARK] = True
+            marked[id(document)] = document
+        elif id(document) not in marked:  # (a mark of its own, or none)
+            state.pop(_EARLY_MARK, None)
+    return list(marked.values())
 
 
 def _id_key(document: Any) -> str:
@@ -115,6 +124,7 @@ def set_ids(
     for document, object_id in zip(documents, ids, strict=False):
         to_bson.set_id(document, object_id, by_pk=True)
     for document in marked:
+        document.__dict__.pop(_EARLY_MARK, None)
         changes, key = _changes(document), _id_key(document)
         if key in changes:
             changes.remove(key)
