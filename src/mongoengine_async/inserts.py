@@ -90,17 +90,17 @@ def give_ids(documents: list[Any], raw: list[dict]) -> list[Any]:
     for document, son in zip(documents, raw, strict=True):
         state = document.__dict__
         if "_id" in son:
-            if document._created and state.get(_EARLY_MARK):
+            if _EARLY_MARK in state and document._created:
                 marked[id(document)] = document
             continue
-        key = _id_key(document)
-        had = key in _changes(document)
+        changes = getattr(document, "_changed_fields", None)  # (give_id's list)
+        to_mark = changes is not None and _id_key(document) not in changes
         to_bson.give_id(document, son)
-        if not had and key in _changes(document):
+        if to_mark:  # (give_id marked it in that list)
             state[_EARLY_MARK] = True
             marked[id(document)] = document
-        elif id(document) not in marked:  # (a mark of its own, or none)
-            state.pop(_EARLY_MARK, None)
+        elif _EARLY_MARK in state and id(document) not in marked:
+            del state[_EARLY_MARK]  # (a mark of its own, or none)
     return list(marked.values())
 
 
