@@ -16,6 +16,8 @@ class Author(Document):
     """A writer; deleting one deletes their books (CASCADE on Book.author)."""
 
     name = StringField(required=True, max_length=200)
+    # How many books were added: raised in each transaction that adds one.
+    books_added = IntField(default=0, min_value=0)
     meta = {"indexes": [{"fields": ["name"], "unique": True}]}
 
 

@@ -7,7 +7,6 @@ from urllib.parse import quote
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
-from fastapi_app.dependencies import Transaction
 from fastapi_app.models import Author, Book
 from fastapi_app.schemas import (
     AuthorIn,
@@ -18,7 +17,7 @@ from fastapi_app.schemas import (
     FileOut,
     NewBook,
 )
-from mongoengine_async import SaveConditionError
+from mongoengine_async import SaveConditionError, async_run_transaction
 
 router = APIRouter()
 
@@ -37,36 +36,57 @@ async def get_author(author_id: str) -> AuthorOut:
 
 
 @router.delete("/authors/{author_id}", status_code=204)
-async def delete_author(author_id: str, session: Transaction) -> None:
+async def delete_author(author_id: str) -> None:
     """The author, their books and the books' manuscripts, all or nothing.
 
     The CASCADE on ``Book.author`` deletes the books, and the GridFS files of
-    the books it deletes, in the request's transaction.
+    the books it deletes, in the transaction (run again on a write conflict).
     """
-    author = await Author.objects.async_get(id=author_id)
-    await author.async_delete()
+
+    async def delete() -> None:
+        author = await Author.objects.async_get(id=author_id)
+        await author.async_delete()
+
+    await async_run_transaction(delete)
 
 
 @router.post("/authors/{author_id}/books", status_code=201)
-async def publish_books(
-    author_id: str, books: list[BookIn], session: Transaction
-) -> list[BookOut]:
-    """Every book or none: the request runs in one transaction, which every
-    operation below joins without being passed ``session``."""
-    author = await Author.objects.async_get(id=author_id)
-    saved = [
-        await Book(title=book.title, year=book.year, author=author).async_save()
-        for book in books
-    ]
-    return [BookOut.of(book, author) for book in saved]
+async def publish_books(author_id: str, books: list[BookIn]) -> list[BookOut]:
+    """Every book or none, in one transaction, which every operation of
+    ``publish`` joins without being passed a session."""
+
+    async def publish() -> list[BookOut]:
+        author = await add_books_to(author_id, len(books))
+        saved = [
+            await Book(title=book.title, year=book.year, author=author).async_save()
+            for book in books
+        ]
+        return [BookOut.of(book, author) for book in saved]
+
+    return await async_run_transaction(publish)
 
 
 @router.post("/books", status_code=201)
 async def create_book(body: NewBook) -> BookOut:
     """A new book of an existing author."""
-    author = await Author.objects.async_get(id=body.author_id)
-    book = await Book(title=body.title, year=body.year, author=author).async_save()
-    return BookOut.of(book, author)
+
+    async def create() -> BookOut:
+        author = await add_books_to(body.author_id, 1)
+        book = await Book(title=body.title, year=body.year, author=author).async_save()
+        return BookOut.of(book, author)
+
+    return await async_run_transaction(create)
+
+
+async def add_books_to(author_id: str, count: int) -> Author:
+    """The author, whose count of books added this transaction raises: a write
+    to the author, so a delete of the author in flight conflicts with it and
+    one of the two transactions runs again (no book is left without its author)."""
+    counted = Author.objects(id=author_id)
+    author = await counted.async_modify(inc__books_added=count, new=True)
+    if author is None:
+        raise Author.DoesNotExist(f"author {author_id} does not exist")
+    return author
 
 
 @router.get("/books")
