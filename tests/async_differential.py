@@ -765,8 +765,6 @@ def shape_view(label: str, document: Any) -> None:
 
 
 def on_shape_pre_save(sender: Any, document: Any, **kwargs: Any) -> None:
-    # (On a loaded document: on an insert, async_save's post_save receivers
-    # do not see the changes of its embedded documents yet, an open item.)
     if document.n == 300:
         document.emb.inner.x = (document.emb.inner.x or 0) + 1
 
@@ -849,7 +847,8 @@ def a_save_shapes() -> None:
     """Saves of changes of every shape (nested embedded documents in a list
     set whole, maps of embedded documents, lists of lists of values and of
     embedded documents, a sorted list, a generic embedded document, a value
-    set whole then changed inside, changes made by pre_save receivers, a
+    set whole then changed inside, changes made by pre_save receivers, new
+    documents' embedded ones (inserted, or kept by a failing insert), a
     post_save receiver saving again, w=0), saves that fail (a duplicate key,
     a receiver's validation error, a save_condition) and their retries: what
     post_save receivers see, what the document keeps, what is stored."""
@@ -901,6 +900,17 @@ def a_save_shapes() -> None:
         d = shape("pre")
         d.n = 300
         after_save("pre", d)
+        d = XShape(name="new", emb=XOuter(inner=XIn(x=1), n=1), n=300)
+        d.outers = [XOuter(inner=XIn(x=2))]
+        d.outers[0].inner.x = 3
+        d.emb.n = 2
+        after_save("new", d)
+        d = XShape(name="new", emb=XOuter(inner=XIn(x=4)), lole=[[XIn(x=5)]])
+        d.emb.inner.x = 6
+        d.lole[0][0].x = 7
+        # (not the document: a failed insert keeps the id ours gave it)
+        rec("new_dup", lambda: io(d, "save"))
+        harness.OUT.append(["new_dup_kept", harness.norm(d.emb), harness.norm(d.lole)])
         d = shape("prepv")
         d.n = 400
         d.outers = d.outers[:1]

@@ -1484,6 +1484,31 @@ async def test_a_cancelled_insert_of_a_dynamic_document_lists_pk_then_id(
     assert list(document._delta()[0]) == ["pk", "_id"]
 
 
+async def test_a_cancelled_insert_shows_its_embedded_documents_changes(app):
+    """A cancelled save that inserted a new document sends post_save, once
+    it landed, with the changes of its embedded documents still on them,
+    as MongoEngine's receivers see them; they clear after. (Ours cleared
+    them as the write was sent: ``[]``.)"""
+    seen = []
+
+    def look(sender: type, document: Any, **kwargs: Any) -> None:
+        seen.append(list(document.inner._changed_fields))
+
+    new = CwDoc(a=1, inner=CwInner(x=1))
+    new.inner.x = 2
+    signals.post_save.connect(look, sender=CwDoc)
+    try:
+        async with blocked(app, "insert") as held:
+            await cancel_once_sent(held, new.async_save)
+            # (its steps after the write, in a task: until they ended)
+            await until(lambda: bool(seen) and not context.following)
+    finally:
+        signals.post_save.disconnect(look, sender=CwDoc)
+    assert seen == [["x"]]
+    assert new.inner._changed_fields == [] and not new._created
+    assert await stored(new) == {"_id": new.pk, "a": 1, "inner": {"x": 2}}
+
+
 async def test_post_save_follows_the_cached_copies(app, receivers):
     """As after a save that returned: the cached copies are updated first."""
     author = await CwAuthor(name="old", age=0).async_save()

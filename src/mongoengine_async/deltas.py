@@ -36,6 +36,7 @@ from mongoengine_async.context import journal
 from mongoengine_async.proxies import LOADED_PLAIN
 
 __all__ = (
+    "Unlisted",
     "clear_changes",
     "drop_sent",
     "end_watch",
@@ -43,6 +44,7 @@ __all__ = (
     "journal_bookkeeping",
     "keep_watching",
     "listed_changes",
+    "listed_sent",
     "plain_clear",
     "plain_update",
     "put_changes",
@@ -437,13 +439,16 @@ def take_changes(document: Any) -> list[str] | None:
     (None when it has none: every field counts as changed), as a save's write
     is sent: what changes while the write is awaited goes to the fresh list.
     Changes held by embedded documents are taken too (returned as their
-    paths, and cleared), so that those made meanwhile are told apart."""
+    paths, and cleared), so that those made meanwhile are told apart; for a
+    document without a list, in an :class:`Unlisted` (it still has none)."""
     sent = getattr(document, "_changed_fields", None)
     if type(sent) is _Watched:  # another save's steps after its write watch it
         sent.taken = True
     if _nested_changes(document):
         if sent is not None:  # (its own, as they are: not those computed)
             sent = list(sent) + _embedded_paths(document)
+        else:  # (a new document's: its post_save receivers see them)
+            sent = Unlisted(_embedded_paths(document)) or None
         # (the nested ones too, by _data: MongoEngine's clearing reads the
         # changed fields, wrapping a list set whole in a BaseList, only once
         # its post_save was sent, as this save's end does)
@@ -452,6 +457,20 @@ def take_changes(document: Any) -> list[str] | None:
     else:
         _set_attribute(document, _CHANGES, [])
     return sent
+
+
+class Unlisted(list[str]):
+    """The changes :func:`take_changes` took from the embedded documents of
+    a document that has no list of its own (every field counts as changed:
+    a new one), by their paths; given back to them alone."""
+
+    __slots__ = ()
+
+
+def listed_sent(sent: list[str] | None) -> list[str] | None:
+    """A copy of the changes a save took (:func:`take_changes`), as its
+    ``post_save`` shows them listed; None when the document had no list."""
+    return None if sent is None or type(sent) is Unlisted else list(sent)
 
 
 def _embedded_paths(document: Any) -> list[str]:
@@ -497,6 +516,10 @@ def give_back_changes(document: Any, sent: list[str] | None) -> list[str] | None
         meanwhile = getattr(document, "_changed_fields", None)
         if meanwhile is None:
             return None
+    if type(sent) is Unlisted:  # (before the list goes: what supersedes them)
+        _give_nested(document, {path: _owner(document, path) for path in sent})
+        put_changes(document, None)
+        return meanwhile
     hidden = _under_listed(sent)
     put_changes(document, sent)
     for path in hidden:  # (their holder is listed whole: put back as they were)

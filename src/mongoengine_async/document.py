@@ -630,7 +630,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             session,
             watched,
             meanwhile,
-            listed=sent is not None,
+            listed=sent is not None and type(sent) is not deltas.Unlisted,
         )
         return self
 
@@ -928,7 +928,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         ``post_save``) follow, in a task of their own, as after a save that
         returned (the changes clear once they ended). In a ``transaction``
         its end decides: see :meth:`_landed_in_transaction`."""
-        shown = None if sent is None else list(sent)  # (what give-back leaves)
+        shown = deltas.listed_sent(sent)  # (what give-back leaves)
         meanwhile = deltas.give_back_changes(self, sent)
         if write.cancelled() or write.result() is FAILED:
             return
