@@ -25,6 +25,7 @@ import mongoengine_async.queryset as queryset_module
 from mongoengine_async import (
     CASCADE,
     NULLIFY,
+    BinaryField,
     Document,
     FileField,
     ListField,
@@ -79,6 +80,13 @@ class FdCard(Document):
     """Deleted with its tray; its id a UUID stored as a string."""
 
     id = UUIDField(primary_key=True, binary=False, default=uuid4)
+    tray = ReferenceField(FdTray, reverse_delete_rule=CASCADE)
+
+
+class FdChip(Document):
+    """Deleted with its tray; its id bytes (a ``BinaryField``)."""
+
+    id = BinaryField(primary_key=True, default=lambda: uuid4().bytes)
     tray = ReferenceField(FdTray, reverse_delete_rule=CASCADE)
 
 
@@ -1101,3 +1109,36 @@ async def test_a_cascade_failing_reads_its_string_uuid_ids(
         assert (left, sent) == ({card.pk for card in cards}, [])
     else:
         assert (left, sorted(sent)) == (set(), sorted(card.pk for card in cards))
+
+
+@pytest.mark.parametrize("failing", [FdChip, FdTray])
+async def test_a_cascade_failing_reads_its_binary_ids(
+    app: str, failing: type[Any]
+) -> None:
+    """As test_a_cascade_failing_reads_its_string_uuid_ids, the cascaded
+    chips' ids ``BinaryField`` values, stored as ``Binary``, read back as
+    ``bytes``; the chips' delete failing, or the tray's after it: the chips
+    get ``post_delete`` only when gone. The chips still there were sent
+    ``post_delete``: their stored ``Binary`` is not equal to the ``bytes``
+    read back."""
+    tray = await FdTray(name="tray").async_save()
+    chips = [await FdChip(tray=tray).async_save() for _ in range(2)]
+    sent: list[Any] = []
+
+    def receiver(sender: Any, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    signals.post_delete.connect(receiver, sender=FdChip)
+    try:
+        async with next_delete_failing(app, failing, {"errorCode": FAILED}):
+            with pytest.raises(OperationError):
+                await tray.async_delete(transaction=False)
+    finally:
+        signals.post_delete.disconnect(receiver, sender=FdChip)
+    ids = sorted(bytes(chip.pk) for chip in chips)
+    left = sorted(bytes(chip.pk) for chip in await FdChip.objects.async_to_list())
+    assert await FdTray.objects.async_count() == 1
+    if failing is FdChip:
+        assert (left, sent) == (ids, [])
+    else:
+        assert (left, sorted(bytes(pk) for pk in sent)) == ([], ids)

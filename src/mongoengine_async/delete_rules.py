@@ -21,8 +21,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import bson
 import mongoengine
 from bson import DBRef
+from bson.codec_options import CodecOptions
 from mongoengine.context_managers import set_write_concern
 from mongoengine.errors import InvalidQueryError, LookUpError, OperationError
 from mongoengine.queryset import CASCADE, DENY, DO_NOTHING, NULLIFY, PULL
@@ -758,19 +760,22 @@ class _DeletePlan:
         ids: dict[type[Any], list] = {}
         for each in self.loaded:
             ids.setdefault(type(each), []).append(_stored_pk(each))
-        there: set = set()  # (class, id) of the loaded documents still there
+        there: set = set()  # (class, id as BSON) of the loaded documents there
+        codecs: dict[type[Any], CodecOptions] = {}
         try:
             for cls, pks in ids.items():
                 operation = await self.operation.on(cls)
+                codecs[cls] = codec = operation.collection.codec_options
                 for run in self._runs(pks):
                     found = await self.unreachable.ids_there(
                         operation, {"_id": {"$in": run}}, len(run)
                     )
-                    there.update((cls, pk) for pk in found)
+                    there.update((cls, _as_bson(pk, codec)) for pk in found)
         except Exception:
             return  # (the write's error is raised)
         for document in self.loaded:
-            key = (type(document), _stored_pk(document))
+            cls = type(document)
+            key = (cls, _as_bson(_stored_pk(document), codecs[cls]))
             if key in there or id(document) in signalled:
                 continue
             signalled.add(id(document))
@@ -1281,3 +1286,9 @@ def _stored_pk(document: Any) -> Any:
     what a query of ``_id`` matches and a read of it gives back."""
     cls = type(document)
     return cls._fields[cls._meta["id_field"]].to_mongo(document.pk)
+
+
+def _as_bson(value: Any, codec_options: CodecOptions) -> bytes:
+    """An id ``value`` as BSON, compared as stored: a value read back may be
+    another Python value (a ``BinaryField``'s ``Binary``, read as ``bytes``)."""
+    return bson.encode({"_id": value}, codec_options=codec_options)
