@@ -8,7 +8,9 @@ of its own (``python -m mongoengine_async.testing``)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
+import pytest
 from pymongo import AsyncMongoClient
 
 import mongoengine_async
@@ -55,3 +57,48 @@ async def test_disconnecting_the_alias_of_a_cancelled_transaction_waits_for_its_
         match = {"$match": {"appName": app, "transaction": {"$exists": True}}}
         assert await (await client.admin.aggregate([stage, match])).to_list() == []
         assert await client[name]["dw_filed"].count_documents({}) == 0
+
+
+async def save_then_fail() -> None:
+    """Save a DwFiled (in the caller's transaction), then raise."""
+    await DwFiled().async_save()
+    raise ValueError("the block failed")
+
+
+async def in_block() -> None:
+    """:func:`save_then_fail` in a transaction block on alias "default"."""
+    async with mongoengine_async.async_run_in_transaction():
+        await save_then_fail()
+
+
+async def in_function() -> None:
+    """:func:`save_then_fail` run by ``async_run_transaction`` on "default"."""
+    await mongoengine_async.async_run_transaction(save_then_fail)
+
+
+@pytest.mark.parametrize("failing", [in_block, in_function])
+async def test_disconnecting_waits_for_the_abort_of_a_failed_block_then_cancelled(
+    app: str, mongodb_uri: str, failing: Callable[[], Awaitable[None]]
+) -> None:
+    """A block (or ``async_run_transaction``'s function) that raised, its
+    caller cancelled while waiting for the abort that follows (held on the
+    server): ``disconnect_async()`` returns once the abort is done, as for a
+    caller cancelled in the block. It returned at once, the abort still held
+    (the caller's error was no cancellation when the abort began), and the
+    transaction was left open."""
+    reported = reported_on(asyncio.get_running_loop())
+    async with AsyncMongoClient(mongodb_uri) as client:
+        holding = held_on_server(app, "abortTransaction", BLOCK_MS, admin=client.admin)
+        held = await holding.__aenter__()
+        try:
+            writing = asyncio.ensure_future(failing())
+            await held.reached_server()
+            writing.cancel()
+            await asyncio.wait({writing})
+            await mongoengine_async.disconnect_async()
+            assert not await held.still_on_server()
+        finally:
+            await holding.__aexit__(None, None, None)
+            asyncio.get_running_loop().set_exception_handler(None)
+        assert writing.cancelled()
+        assert reported == []

@@ -1318,7 +1318,11 @@ class _Block:
         with contextlib.suppress(_BlockFailed):
             # (Shielded: the caller cancelled again meanwhile, as a cancel
             # scope does, must not cancel the abort.)
-            await asyncio.shield(self._task)
+            try:
+                await asyncio.shield(self._task)
+            except asyncio.CancelledError as cancelled:
+                self._outlived(cancelled)  # (cancelled during the abort)
+                raise
 
     async def done(self) -> None:
         """The block ran: let ``with_transaction`` commit."""
