@@ -988,6 +988,33 @@ def test_hooks_patched_after_first_use_are_called(sync_default: Any) -> None:
     assert stored == ["INSERTED"]
 
 
+class PwOwnNew(Document):
+    """A class given its own ``__new__`` after its first load (below)."""
+
+    meta = {"collection": "pw_own_new"}
+    name = StringField()
+
+
+def test_a_new_assigned_after_first_load_is_called_as_mongoengine_does(
+    sync_default: Any,
+) -> None:
+    """A ``__new__`` assigned to a model after its loader was built is called
+    by the next load with the keywords MongoEngine's ``_from_son`` passes (the
+    stored values), as it would have been had it been there from the start."""
+    sync_default.pw_own_new.insert_many([{"name": "a"}, {"name": "b"}])
+    assert [doc.name for doc in PwOwnNew.objects.order_by("name")] == ["a", "b"]
+    calls: list[list[str]] = []
+
+    def own_new(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(sorted(kwargs))
+        return object.__new__(cls)
+
+    with mock.patch.object(PwOwnNew, "__new__", staticmethod(own_new)):
+        loaded = list(PwOwnNew.objects.order_by("name"))
+    assert [doc.name for doc in loaded] == ["a", "b"]
+    assert calls == [["__auto_convert", "_created", "id", "name"]] * 2
+
+
 class PwChanging(Document):
     """A class whose fields the test below replaces and removes."""
 

@@ -46,6 +46,7 @@ __all__ = (
 
 # The class hooks some plan replaces or reads (any of them changed: rebuilt).
 _HOOK_NAMES = (
+    "__new__",
     "__init__",
     "__setattr__",
     "_from_son",
