@@ -115,6 +115,17 @@ async def test_a_cascade_interrupted_by_server_loss_raises_promptly(server):
     assert is_transient(error.value)
 
 
+class LossFarOwner(Document):
+    """Kept on a replica set of its own (alias ``FAR``), which a test loses."""
+
+    meta = {"db_alias": "lossy_far"}
+
+
+class LossNearItem(Document):
+    owner = ReferenceField(LossFarOwner, reverse_delete_rule=CASCADE)
+    meta = {"db_alias": ALIAS}
+
+
 class LossBox(Document):
     pdf = FileField(db_alias=ALIAS)
     meta = {"db_alias": ALIAS}
@@ -327,13 +338,71 @@ async def test_a_delete_whose_write_times_out_selecting_waits_one_selection(
     assert "_after_failed_write" not in frames
 
 
-async def test_a_write_cut_short_by_the_client_timeout_gives_nothing_up(
+async def test_a_first_write_cut_short_by_the_client_timeout_reads_nothing_after(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # On a client whose timeoutMS is shorter than serverSelectionTimeoutMS,
     # the write's selection cut short by it does not tell the server is gone
-    # (an election may outlast timeoutMS): its cleanup reads which items are
-    # still there, waiting a whole selection, given up once that times out.
+    # (an election may outlast timeoutMS), but it tells the write was not
+    # sent (PyMongo raises a server selection time-out for a write only
+    # then): none of the delete's writes sent, nothing changed, no cleanup
+    # read waits a whole selection to learn which items are still there.
     async with stopped_at_box_delete(0, timeoutMS=500) as (_, replica_set):
         await delete_losing_its_server_before_its_write(replica_set, caplog)
-        assert failed_selections(caplog) == ["delete", "find"]
+        assert failed_selections(caplog) == ["delete"]
+
+
+async def test_a_write_cut_short_after_one_sent_still_cleans_up(
+    server: ReplicaSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The cascade's write sent (the items' delete, on their client), the
+    # roots' write cut short selecting a server (by the timeoutMS of their
+    # client, whose server is lost): its cleanup still reads which items the
+    # sent write deleted, and sends their post_delete.
+    far = ReplicaSet().start()
+    await connect_async(
+        db="loss",
+        alias="lossy_far",
+        host=far.uri,
+        uuidRepresentation="standard",
+        serverSelectionTimeoutMS=1500,
+        timeoutMS=500,
+    )
+    far_client = LossFarOwner._get_collection().database.client
+    sent: list[Any] = []
+
+    async def lose_far(sender: Any, document: Any, **kwargs: Any) -> None:
+        if sent:  # (once: the first item's)
+            return
+        sent.append(None)
+        await stop(far)
+        for _ in range(200):  # (its monitor sees the server gone)
+            if not far_client.topology_description.has_writable_server():
+                return
+            await asyncio.sleep(0.05)
+
+    async def note(sender: Any, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    try:
+        owner = await LossFarOwner().async_save()
+        items = [LossNearItem(owner=owner) for _ in range(3)]
+        await LossNearItem.objects.async_insert(items)
+        caplog.set_level("DEBUG", logger="pymongo.serverSelection")
+        signals.pre_delete.connect(lose_far, sender=LossNearItem)
+        signals.post_delete.connect(note, sender=LossNearItem)
+        try:
+            with pytest.raises(pymongo.errors.ServerSelectionTimeoutError):
+                await asyncio.wait_for(
+                    LossFarOwner.objects.async_delete(transaction=False), 30
+                )
+        finally:
+            signals.pre_delete.disconnect(lose_far, sender=LossNearItem)
+            signals.post_delete.disconnect(note, sender=LossNearItem)
+        assert failed_selections(caplog) == ["delete"]
+        assert await LossNearItem.objects.async_count() == 0
+        assert sent[0] is None
+        assert sorted(sent[1:]) == sorted(item.pk for item in items)
+    finally:
+        await disconnect_async("lossy_far")
+        far.stop()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,6 +31,7 @@ from mongoengine.queryset import CASCADE, DENY, DO_NOTHING, NULLIFY, PULL
 from mongoengine.queryset.queryset import ITER_CHUNK_SIZE
 from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import ServerSelectionTimeoutError
 from pymongo.read_concern import ReadConcern
 from pymongo.server_type import SERVER_TYPE
 from pymongo.topology_description import TOPOLOGY_TYPE
@@ -580,6 +581,8 @@ class _DeletePlan:
         self.deny_referrers = _deny_referrers(root)
         # The clients given up after a failed write (see _after_failed_write).
         self.unreachable = Unreachable() if unreachable is None else unreachable
+        # Whether a write of the plan may have been sent (see _sending).
+        self.sent = False
 
     def _needs_ids(self, cls: type[Any]) -> bool:
         """Whether the delete must know which ``cls`` documents it removes: for
@@ -628,7 +631,7 @@ class _DeletePlan:
         files too (``self.root_files``)."""
         if root_first:
             [query] = queries
-            self.deleted = await _delete(self.operation, query, self.unreachable)
+            self.deleted = await self._send_delete(self.operation, query)
             if self.deleted == 0:  # gone already: nothing cascades from it
                 check_rules(self.root)
                 return 0
@@ -707,7 +710,7 @@ class _DeletePlan:
                 await delete_files(self.files, alone, surely=True)
                 raise
             except Exception as error:
-                if number >= writing and not _in_transaction(self.operation.session):
+                if self._may_have_written(number >= writing):
                     await self._after_write_error(error)
                 raise
 
@@ -728,9 +731,37 @@ class _DeletePlan:
                 if not await self._step(rest, later >= written):
                     return  # (its error dropped: the loop is ending)
             except Exception as error:
-                if later >= writing:
+                if self._may_have_written(later >= writing):
                     await self._after_write_error(error)
                 raise
+
+    def _may_have_written(self, writing: bool) -> bool:
+        """Whether a step failing outside a transaction (a ``writing`` one,
+        from the first write on) may leave writes of the plan applied, for
+        :meth:`_after_failed_write` to clean up after. With none sent (the
+        first one's server selection timed out) nothing changed, and its
+        reads would only wait for a server no write reached."""
+        return writing and self.sent and not _in_transaction(self.operation.session)
+
+    async def _send_delete(self, operation: Operation, query: dict) -> int | None:
+        """:func:`_delete` of a write of the plan (see :meth:`_sending`)."""
+        with self._sending():
+            return await _delete(operation, query, self.unreachable)
+
+    @contextlib.contextmanager
+    def _sending(self) -> Iterator[None]:
+        """Around a write of the plan: notes that it may have been sent
+        (``self.sent``), unless it raised a server selection time-out, which
+        PyMongo raises for a write only when it sent nothing (a retry's
+        selection timing out raises the first attempt's error instead)."""
+        try:
+            yield
+        except ServerSelectionTimeoutError:
+            raise
+        except BaseException:
+            self.sent = True
+            raise
+        self.sent = True
 
     async def _after_write_error(self, error: Exception) -> None:
         """:meth:`_after_failed_write`, after ``error``; cut short by a
@@ -833,7 +864,7 @@ class _DeletePlan:
         """Delete the root documents, by the ids planned (a delete a run)."""
         self.deleted = _total(
             [
-                await _delete(self.operation, {"_id": {"$in": run}}, self.unreachable)
+                await self._send_delete(self.operation, {"_id": {"$in": run}})
                 for run in self._runs(self.root_ids)
             ]
         )
@@ -1027,6 +1058,7 @@ class _DeletePlan:
         for referrer, query, update in updates:
             referring = await self.operation.on(referrer)
             with (
+                self._sending(),
                 self.unreachable.noting(referring.collection.database.client),
                 set_write_concern(
                     referring.collection, referring.write_concern
@@ -1046,9 +1078,7 @@ class _DeletePlan:
         left: list[tuple[Operation, Listed]] = []
         for cls, queries, ids in self.by_filters:
             operation = await self.operation.on(cls)
-            counts = [
-                await _delete(operation, query, self.unreachable) for query in queries
-            ]
+            counts = [await self._send_delete(operation, query) for query in queries]
             if ids is not None:
                 left.append((operation, Listed(cls, ids, _total(counts))))
         for operation, listed_left in left:
@@ -1070,7 +1100,7 @@ class _DeletePlan:
         for cls, ids in self._cascaded():
             cascaded = await self.operation.on(cls)
             for run in self._runs(ids):
-                await _delete(cascaded, {"_id": {"$in": run}}, self.unreachable)
+                await self._send_delete(cascaded, {"_id": {"$in": run}})
 
 
 def _held_files(document: Any) -> list:
