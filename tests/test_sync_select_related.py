@@ -526,6 +526,29 @@ def test_a_result_that_does_not_load_raises_mongoengines_error(
     assert str(fast_error.value) == str(slow_error.value)
 
 
+def test_a_result_that_does_not_load_raises_after_every_reply_is_read(
+    sync_default: Any, sync_command_log: CommandLog
+) -> None:
+    """The known difference (docs/references.md): MongoEngine's error comes
+    after every reply and the referenced documents are read (the results
+    are built with them in place), where MongoEngine raises as it builds the
+    failing result, before the replies after it."""
+    author = sync_default.sr_author.insert_one({"name": "a"}).inserted_id
+    sync_default.sr_book.insert_many(
+        [{"title": f"{i:03}", "author": author} for i in range(150)]
+    )
+    sync_default.sr_book.update_one({"title": "059"}, {"$set": {"undeclared": 1}})
+    errors, names = [], []
+    for queryset in (SrBook.objects, plain(SrBook)):
+        sync_command_log.clear()
+        with pytest.raises(FieldDoesNotExist) as raised:
+            queryset.order_by("title").batch_size(40).select_related()
+        errors.append(str(raised.value))
+        names.append(sync_command_log.names)
+    assert errors[0] == errors[1]
+    assert names == [["find", *["getMore"] * 3, "find"], ["find", "getMore"]]
+
+
 @pytest.mark.parametrize("max_depth", ["2", None, [1]], ids=repr)
 def test_a_max_depth_of_another_type_raises_mongoengines_error(
     sync_default: Any, sync_command_log: CommandLog, max_depth: Any
