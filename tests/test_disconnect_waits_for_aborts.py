@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -29,6 +30,29 @@ async def saved_then_cancelled(saved: asyncio.Event) -> None:
         await asyncio.Event().wait()
 
 
+async def disconnected_with_the_abort_held(
+    app: str,
+    client: AsyncMongoClient[Any],
+    cancelled: Callable[[Any], Awaitable[asyncio.Future[None]]],
+) -> None:
+    """With ``abortTransaction`` held on the server, ``cancelled(held)``
+    gives a task whose caller was cancelled (its abort held);
+    ``disconnect_async()`` returns once that abort is done, the task
+    cancelled, nothing reported."""
+    reported = reported_on(asyncio.get_running_loop())
+    holding = held_on_server(app, "abortTransaction", BLOCK_MS, admin=client.admin)
+    held = await holding.__aenter__()
+    try:
+        writing = await cancelled(held)
+        await mongoengine_async.disconnect_async()
+        assert not await held.still_on_server()
+    finally:
+        await holding.__aexit__(None, None, None)
+        asyncio.get_running_loop().set_exception_handler(None)
+    assert writing.cancelled()
+    assert reported == []
+
+
 async def test_disconnecting_the_alias_of_a_cancelled_transaction_waits_for_its_abort(
     app: str, mongodb_uri: str
 ) -> None:
@@ -36,23 +60,17 @@ async def test_disconnecting_the_alias_of_a_cancelled_transaction_waits_for_its_
     was cancelled, is held on the server: it returns once the abort is done
     (the document not saved, no transaction left open, nothing reported)."""
     name = mongoengine_async.get_async_db().name
-    reported = reported_on(asyncio.get_running_loop())
+
+    async def cancel_in_the_block(held: Any) -> asyncio.Future[None]:
+        saved = asyncio.Event()
+        writing = asyncio.ensure_future(saved_then_cancelled(saved))
+        await saved.wait()
+        writing.cancel()
+        await held.reached_server()
+        return writing
+
     async with AsyncMongoClient(mongodb_uri) as client:
-        holding = held_on_server(app, "abortTransaction", BLOCK_MS, admin=client.admin)
-        held = await holding.__aenter__()
-        try:
-            saved = asyncio.Event()
-            writing = asyncio.ensure_future(saved_then_cancelled(saved))
-            await saved.wait()
-            writing.cancel()
-            await held.reached_server()
-            await mongoengine_async.disconnect_async()
-            assert not await held.still_on_server()
-        finally:
-            await holding.__aexit__(None, None, None)
-            asyncio.get_running_loop().set_exception_handler(None)
-        assert writing.cancelled()
-        assert reported == []
+        await disconnected_with_the_abort_held(app, client, cancel_in_the_block)
         stage = {"$currentOp": {"allUsers": True, "idleSessions": True}}
         match = {"$match": {"appName": app, "transaction": {"$exists": True}}}
         assert await (await client.admin.aggregate([stage, match])).to_list() == []
@@ -86,19 +104,13 @@ async def test_disconnecting_waits_for_the_abort_of_a_failed_block_then_cancelle
     caller cancelled in the block. It returned at once, the abort still held
     (the caller's error was no cancellation when the abort began), and the
     transaction was left open."""
-    reported = reported_on(asyncio.get_running_loop())
+
+    async def cancel_in_the_abort(held: Any) -> asyncio.Future[None]:
+        writing = asyncio.ensure_future(failing())
+        await held.reached_server()
+        writing.cancel()
+        await asyncio.wait({writing})
+        return writing
+
     async with AsyncMongoClient(mongodb_uri) as client:
-        holding = held_on_server(app, "abortTransaction", BLOCK_MS, admin=client.admin)
-        held = await holding.__aenter__()
-        try:
-            writing = asyncio.ensure_future(failing())
-            await held.reached_server()
-            writing.cancel()
-            await asyncio.wait({writing})
-            await mongoengine_async.disconnect_async()
-            assert not await held.still_on_server()
-        finally:
-            await holding.__aexit__(None, None, None)
-            asyncio.get_running_loop().set_exception_handler(None)
-        assert writing.cancelled()
-        assert reported == []
+        await disconnected_with_the_abort_held(app, client, cancel_in_the_abort)

@@ -1860,6 +1860,30 @@ async def going_on_ended() -> None:
 DEED_FILES = "failover-deed-files"
 
 
+# Setup writes wait for the majority with no wtimeout (the alias's 1 s timed
+# out once on a loaded machine): only the delete under test gets 1 s.
+PATIENT = {"w": "majority", "wtimeout": 0}
+
+
+@contextlib.asynccontextmanager
+async def majority_and_files(
+    replica_set: ReplicaSet, mongodb_uri: str
+) -> AsyncIterator[None]:
+    """ALIAS on ``replica_set`` (w "majority", a 1 s wtimeout, 30 s to find a
+    server), DEED_FILES on the other deployment, both fresh."""
+    async with (
+        fresh_database(
+            ALIAS,
+            replica_set.uri,
+            w="majority",
+            wTimeoutMS=1_000,
+            serverSelectionTimeoutMS=30_000,
+        ),
+        fresh_database(DEED_FILES, mongodb_uri),
+    ):
+        yield
+
+
 class FoDeed(Document):
     scan = FileField(db_alias=DEED_FILES)
     meta = {"db_alias": ALIAS}
@@ -1881,19 +1905,10 @@ async def test_a_delete_rolled_back_keeps_the_files_of_its_document(
     async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
         sent.append(document.pk)
 
-    async with (
-        fresh_database(
-            ALIAS,
-            replica_set_3.uri,
-            w="majority",
-            wTimeoutMS=1_000,
-            serverSelectionTimeoutMS=30_000,
-        ),
-        fresh_database(DEED_FILES, mongodb_uri),
-    ):
+    async with majority_and_files(replica_set_3, mongodb_uri):
         deed = FoDeed()
         await deed.scan.async_put(b"deed")
-        await deed.async_save()
+        await deed.async_save(write_concern=PATIENT)
         signals.post_delete.connect(post_delete, sender=FoDeed)
         try:
             with majority_held_back(replica_set_3):
@@ -1935,26 +1950,15 @@ async def test_a_cascade_rolled_back_keeps_the_files_of_its_documents(
     async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
         sent.append(document.pk)
 
-    async with (
-        fresh_database(
-            ALIAS,
-            replica_set_3.uri,
-            w="majority",
-            wTimeoutMS=1_000,
-            serverSelectionTimeoutMS=30_000,
-        ),
-        fresh_database(DEED_FILES, mongodb_uri),
-    ):
-        # (Saved with no wtimeout: a loaded machine may replicate slowly.)
-        patient = {"w": "majority", "wtimeout": 0}
+    async with majority_and_files(replica_set_3, mongodb_uri):
         case = FoCase()
         await case.scan.async_put(b"case")
-        await case.async_save(write_concern=patient)
+        await case.async_save(write_concern=PATIENT)
         exhibits = []
         for number in range(2):
             exhibit = FoExhibit(case=case)
             await exhibit.scan.async_put(b"exhibit %d" % number)
-            exhibits.append(await exhibit.async_save(write_concern=patient))
+            exhibits.append(await exhibit.async_save(write_concern=PATIENT))
         signals.post_delete.connect(post_delete, sender=FoExhibit)
         try:
             with majority_held_back(replica_set_3):
