@@ -246,35 +246,17 @@ async def test_a_document_delete_on_a_lost_server_waits_one_server_selection(
     assert len(failed_selections(caplog)) == 1
 
 
+@pytest.mark.parametrize("options", [{}, {"timeoutMS": 500}])
 async def test_a_document_delete_losing_its_server_waits_one_server_selection(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, options: dict[str, Any]
 ) -> None:
     # Its rules' cleanup (the cascaded documents still there) and its own
-    # (whether it is gone) share one give-up.
-    async with stopped_at_box_delete(1) as (cut, replica_set):
-        box = LossBox()
-        await box.pdf.async_put(b"box")
-        await box.async_save()
-        leaf = LossLeaf(box=box)
-        await leaf.pdf.async_put(b"leaf")
-        await leaf.async_save()
-        caplog.set_level("DEBUG", logger="pymongo.serverSelection")
-        cut.replica_set = replica_set
-        with pytest.raises(pymongo.errors.AutoReconnect) as error:
-            await asyncio.wait_for(box.async_delete(transaction=False), 30)
-        assert cut.deletes == 1
-        assert not isinstance(error.value, pymongo.errors.ServerSelectionTimeoutError)
-        assert failed_selections(caplog) == ["find"]
-
-
-async def test_a_delete_losing_its_server_under_a_client_timeout_waits_once(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # On a client whose operations time out (timeoutMS) before a whole server
-    # selection, each step after the failure waits a whole one (an election
-    # may outlast timeoutMS), but the first timing out still gives the client
-    # up: the others are not tried.
-    async with stopped_at_box_delete(1, timeoutMS=500) as (cut, replica_set):
+    # (whether it is gone) share one give-up. On a client whose operations
+    # time out (timeoutMS) before a whole server selection, each step after
+    # the failure waits a whole one (an election may outlast timeoutMS), but
+    # the first timing out still gives the client up: the others are not
+    # tried.
+    async with stopped_at_box_delete(1, **options) as (cut, replica_set):
         box = LossBox()
         await box.pdf.async_put(b"box")
         await box.async_save()
@@ -287,6 +269,8 @@ async def test_a_delete_losing_its_server_under_a_client_timeout_waits_once(
             await asyncio.wait_for(box.async_delete(transaction=False), 30)
         assert cut.deletes == 1
         assert not isinstance(error.value, pymongo.errors.ServerSelectionTimeoutError)
+        if not options:
+            assert isinstance(error.value, pymongo.errors.AutoReconnect)
         assert failed_selections(caplog) == ["find"]
 
 
