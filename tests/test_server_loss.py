@@ -138,17 +138,27 @@ class LossLeaf(Document):
 
 
 class StopAtBoxDelete(monitoring.CommandListener):
-    """Stops the replica set as the ``at``-th delete of the boxes is sent."""
+    """Stops the replica set as the ``at``-th delete of the boxes is sent
+    (or, ``then_find``, the first find after a delete failed)."""
 
-    def __init__(self, at: int) -> None:
+    def __init__(self, at: int, then_find: bool = False) -> None:
         self.replica_set: ReplicaSet | None = None  # (set: armed)
         self.at = at
+        self.then_find = then_find
         self.deletes = 0
+        self.failed_deletes = 0
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if self.replica_set is None or event.command_name != "delete":
+        if self.replica_set is None:
             return
-        if event.command["delete"] == LossBox._get_collection_name():
+        if event.command_name == "find":
+            if self.then_find and self.failed_deletes:
+                self.then_find = False
+                self.replica_set.stop()
+        elif (
+            event.command_name == "delete"
+            and event.command["delete"] == LossBox._get_collection_name()
+        ):
             self.deletes += 1
             if self.deletes == self.at:
                 self.replica_set.stop()
@@ -157,7 +167,8 @@ class StopAtBoxDelete(monitoring.CommandListener):
         pass
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+        if self.replica_set is not None and event.command_name == "delete":
+            self.failed_deletes += 1
 
 
 def failed_selections(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -170,14 +181,25 @@ def failed_selections(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
+def waited_one_selection(caplog: pytest.LogCaptureFixture, cut_short: bool) -> bool:
+    """Whether a delete that lost its server as its write was sent waited one
+    whole server selection: its steps' first read's, or its write retry's
+    (which PyMongo may still send to the server it knew: then only the read
+    waits), whose selection a client ``timeoutMS`` may cut short (then the
+    read waits too)."""
+    failed = failed_selections(caplog)
+    return failed in (["find"], ["delete", "find"] if cut_short else ["delete"])
+
+
 @asynccontextmanager
 async def stopped_at_box_delete(
-    at: int, **options: Any
+    at: int, then_find: bool = False, **options: Any
 ) -> AsyncIterator[tuple[StopAtBoxDelete, ReplicaSet]]:
     """``ALIAS`` connected to a replica set of its own (with the client
     ``options``), which the listener stops as the ``at``-th delete of the
-    boxes is sent, once armed (its ``replica_set`` set)."""
-    cut = StopAtBoxDelete(at)
+    boxes is sent (or ``then_find``: see :class:`StopAtBoxDelete`), once
+    armed (its ``replica_set`` set)."""
+    cut = StopAtBoxDelete(at, then_find)
     replica_set = ReplicaSet().start()
     await connect_async(
         db="loss",
@@ -225,7 +247,7 @@ async def test_a_delete_losing_its_server_partway_waits_one_server_selection(
             assert not isinstance(
                 error.value, pymongo.errors.ServerSelectionTimeoutError
             )
-            assert failed_selections(caplog) == ["find"]
+            assert waited_one_selection(caplog, False), failed_selections(caplog)
             assert sent == []  # (which leaves are gone could not be read)
     finally:
         signals.post_delete.disconnect(receiver, sender=LossLeaf)
@@ -271,6 +293,37 @@ async def test_a_document_delete_losing_its_server_waits_one_server_selection(
         assert not isinstance(error.value, pymongo.errors.ServerSelectionTimeoutError)
         if not options:
             assert isinstance(error.value, pymongo.errors.AutoReconnect)
+        assert waited_one_selection(caplog, bool(options)), failed_selections(caplog)
+
+
+async def test_a_step_whose_retry_finds_no_server_gives_its_client_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The delete's write failing (its connection closed: the cascade's
+    # multi delete, not retried), its steps' first read loses the server as
+    # it is sent:
+    # PyMongo retries it, and a retry whose server selection times out
+    # raises the first attempt's error. That selection waited all the same:
+    # the client is given up, the other steps are not tried.
+    async with stopped_at_box_delete(0, then_find=True) as (cut, replica_set):
+        box = LossBox()
+        await box.pdf.async_put(b"box")
+        await box.async_save()
+        leaf = LossLeaf(box=box)
+        await leaf.pdf.async_put(b"leaf")
+        await leaf.async_save()
+        await box._get_collection().database.client.admin.command(
+            "configureFailPoint",
+            "failCommand",
+            mode={"times": 1},
+            data={"failCommands": ["delete"], "closeConnection": True},
+        )
+        caplog.set_level("DEBUG", logger="pymongo.serverSelection")
+        cut.replica_set = replica_set
+        with pytest.raises(pymongo.errors.AutoReconnect) as error:
+            await asyncio.wait_for(box.async_delete(transaction=False), 30)
+        assert cut.failed_deletes == 1  # (the leaves': a multi delete, not retried)
+        assert "closed" in str(error.value)  # (the delete's own error)
         assert failed_selections(caplog) == ["find"]
 
 

@@ -1422,9 +1422,11 @@ class Unreachable:
         unless the client's ``timeoutMS`` cut it short."""
         try:
             yield
-        except pymongo.errors.ServerSelectionTimeoutError as error:
-            if not _selection_cut_short(client):  # (else the steps after try it)
-                self.timed_out.append((client, error))
+        except pymongo.errors.PyMongoError as error:
+            timed_out = _selection_timed_out(error)
+            # (Cut short, the steps after try it.)
+            if timed_out is not None and not _selection_cut_short(client):
+                self.timed_out.append((client, timed_out))
             raise
 
     @contextlib.contextmanager
@@ -1440,8 +1442,10 @@ class Unreachable:
         try:
             with _whole_selection(client):
                 yield
-        except pymongo.errors.ServerSelectionTimeoutError as error:
-            self.timed_out.append((client, error))
+        except pymongo.errors.PyMongoError as error:
+            timed_out = _selection_timed_out(error)
+            if timed_out is not None:
+                self.timed_out.append((client, timed_out))
             raise
 
     async def ids_there(self, operation: Operation, query: dict, expected: int) -> list:
@@ -1465,6 +1469,20 @@ class Unreachable:
                     )
                     found += [raw["_id"] for raw in await read_list(cursor)]
         return found
+
+
+def _selection_timed_out(
+    error: pymongo.errors.PyMongoError,
+) -> pymongo.errors.ServerSelectionTimeoutError | None:
+    """The server selection time-out ``error`` is, or that PyMongo raised it
+    while handling: a retry whose selection timed out raises the first
+    attempt's error instead (the selection waited all the same)."""
+    if isinstance(error, pymongo.errors.ServerSelectionTimeoutError):
+        return error
+    context = error.__context__
+    if isinstance(context, pymongo.errors.ServerSelectionTimeoutError):
+        return context
+    return None
 
 
 def _selection_cut_short(client: Any) -> bool:
