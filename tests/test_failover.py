@@ -1388,6 +1388,49 @@ def failing(member: Any, mode: Any = None, **data: Any) -> Iterator[None]:
         member.command("configureFailPoint", "failCommand", mode="off")
 
 
+async def a_scan_deleted_as_the_primary_steps_down(
+    replica_set: ReplicaSet,
+    listener: StepDownBefore,
+    more: Iterable[Any],
+    raising: contextlib.AbstractContextManager[Any],
+    **delete_options: Any,
+) -> None:
+    """A FoScan with a file, whose delete (``delete_options``) is applied but
+    answered with a write concern error, the primary stepped down (by
+    ``listener``, ``more`` listening too) as the delete reads whether it is
+    gone; the delete raises in ``raising``. The document read gone on the
+    next primary: its file is deleted and ``post_delete`` sent once."""
+    sent: list[ObjectId] = []
+
+    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    names = ["fo_scan", "fs.files", "fs.chunks"]
+    async with majority_alias(replica_set, listener, names, more):
+        scan = FoScan(name="scan")
+        await scan.scan.async_put(SCAN)
+        await scan.async_save()
+        unsatisfied = {"code": 100, "errmsg": "not satisfied (fail point)"}
+        signals.post_delete.connect(post_delete, sender=FoScan)
+        try:
+            primary = replica_set.wait_for_primary()
+            listener.arm("find", "fo_scan")
+            with (
+                failing(
+                    primary, failCommands=["delete"], writeConcernError=unsatisfied
+                ),
+                raising,
+            ):
+                await scan.async_delete(**delete_options)
+        finally:
+            signals.post_delete.disconnect(post_delete, sender=FoScan)
+        assert listener.stepped_down
+        assert sent == [scan.pk]
+        db = get_async_db(ALIAS)
+        for name in names:
+            assert await db[name].count_documents({}) == 0, name
+
+
 async def test_a_stepdown_in_the_read_after_a_document_delete_failed(
     replica_set_3: ReplicaSet,
 ) -> None:
@@ -1396,36 +1439,12 @@ async def test_a_stepdown_in_the_read_after_a_document_delete_failed(
     whether the document is gone: that read is retried on the next primary,
     the document read gone, so its file is deleted and ``post_delete`` sent
     once; the caller gets MongoEngine's error for the delete."""
-    sent: list[ObjectId] = []
-
-    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
-        sent.append(document.pk)
-
-    listener = StepDownBefore(replica_set_3)
-    names = ["fo_scan", "fs.files", "fs.chunks"]
-    async with majority_alias(replica_set_3, listener, names):
-        scan = FoScan(name="scan")
-        await scan.scan.async_put(SCAN)
-        await scan.async_save()
-        unsatisfied = {"code": 100, "errmsg": "not satisfied (fail point)"}
-        signals.post_delete.connect(post_delete, sender=FoScan)
-        try:
-            primary = replica_set_3.wait_for_primary()
-            listener.arm("find", "fo_scan")
-            with (
-                failing(
-                    primary, failCommands=["delete"], writeConcernError=unsatisfied
-                ),
-                pytest.raises(OperationError, match="not satisfied"),
-            ):
-                await scan.async_delete()
-        finally:
-            signals.post_delete.disconnect(post_delete, sender=FoScan)
-        assert listener.stepped_down
-        assert sent == [scan.pk]
-        db = get_async_db(ALIAS)
-        for name in names:
-            assert await db[name].count_documents({}) == 0, name
+    await a_scan_deleted_as_the_primary_steps_down(
+        replica_set_3,
+        StepDownBefore(replica_set_3),
+        [],
+        pytest.raises(OperationError, match="not satisfied"),
+    )
 
 
 class FailBefore(monitoring.CommandListener):
@@ -1816,37 +1835,16 @@ async def test_a_document_delete_cleanup_cut_short_through_a_stepdown(
     and that read is cut short (its loop's end): the read is run again on
     the next primary, the document read gone, so its file is deleted and
     ``post_delete`` sent once before the cancellation is raised."""
-    sent: list[ObjectId] = []
-
-    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
-        sent.append(document.pk)
-
     listener = StepDownBefore(replica_set_3)
     canceller = CancelReadAfter(listener, "fo_scan")
-    names = ["fo_scan", "fs.files", "fs.chunks"]
-    async with majority_alias(replica_set_3, listener, names, [canceller]):
-        scan = FoScan(name="scan")
-        await scan.scan.async_put(SCAN)
-        await scan.async_save()
-        unsatisfied = {"code": 100, "errmsg": "not satisfied (fail point)"}
-        signals.post_delete.connect(post_delete, sender=FoScan)
-        try:
-            primary = replica_set_3.wait_for_primary()
-            listener.arm("find", "fo_scan")
-            with (
-                failing(
-                    primary, failCommands=["delete"], writeConcernError=unsatisfied
-                ),
-                pytest.raises(asyncio.CancelledError),
-            ):
-                await scan.async_delete(w=1)
-        finally:
-            signals.post_delete.disconnect(post_delete, sender=FoScan)
-        assert listener.stepped_down and canceller.cancelled == 1
-        assert sent == [scan.pk]
-        db = get_async_db(ALIAS)
-        for name in names:
-            assert await db[name].count_documents({}) == 0, name
+    await a_scan_deleted_as_the_primary_steps_down(
+        replica_set_3,
+        listener,
+        [canceller],
+        pytest.raises(asyncio.CancelledError),
+        w=1,
+    )
+    assert canceller.cancelled == 1
 
 
 async def going_on_ended() -> None:
