@@ -17,6 +17,7 @@ import pymongo
 import pytest
 import pytest_asyncio
 from bson import ObjectId
+from pymongo import monitoring
 
 import mongoengine_async
 from mongoengine_async.connection import connect_async, disconnect_async
@@ -309,3 +310,42 @@ async def matrix_keys(
         yield keys
     finally:
         await disconnect_async()
+
+
+class CancelAtCleanupRead(monitoring.CommandListener):
+    """Once a delete of ``collection`` failed, cancels the task sending the
+    next find of it (a delete's cleanup read: its loop's end cancelling the
+    task the delete goes on in) as it starts."""
+
+    def __init__(self, collection: str) -> None:
+        self.collection = collection
+        self.armed = False
+        self.cancelled = 0
+        self.deletes = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        if name == "delete" and event.command["delete"] == self.collection:
+            self.deletes += 1
+        if self.armed and name == "find" and event.command["find"] == self.collection:
+            self.armed = False
+            self.cancelled += 1
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        if event.command_name == "delete" and not self.cancelled:
+            self.armed = True
+
+
+class CancelAtAppliedCleanupRead(CancelAtCleanupRead):
+    """:class:`CancelAtCleanupRead` once a delete answered with a write
+    concern error (applied: its reply is no failure)."""
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.command_name == "delete" and "writeConcernError" in event.reply:
+            self.armed = not self.cancelled

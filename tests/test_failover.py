@@ -46,6 +46,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 import mongoengine_async.gridfs
 import mongoengine_async.queryset
+from conftest import CancelAtAppliedCleanupRead
 from mongoengine_async import (
     CASCADE,
     NULLIFY,
@@ -1796,35 +1797,6 @@ async def test_a_cleanup_after_a_stepdown_cancelled_is_run_again(
         assert sorted(sent) == sorted(set(pages) - left)
 
 
-class CancelReadAfter(monitoring.CommandListener):
-    """Cancels the task sending the first ``find`` on ``collection`` once
-    the primary was stepped down (``stepped``): the read after a failed
-    delete, cut short as by its loop's end, which cancels the task a delete
-    goes on in."""
-
-    def __init__(self, stepped: StepDownBefore, collection: str) -> None:
-        self.stepped, self.collection = stepped, collection
-        self.cancelled = 0
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if (
-            not self.cancelled
-            and self.stepped.stepped_down
-            and event.command_name == "find"
-            and event.command["find"] == self.collection
-        ):
-            self.cancelled += 1
-            task = asyncio.current_task()
-            assert task is not None
-            task.cancel()
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
 async def test_a_document_delete_cleanup_cut_short_through_a_stepdown(
     replica_set_3: ReplicaSet,
 ) -> None:
@@ -1836,7 +1808,7 @@ async def test_a_document_delete_cleanup_cut_short_through_a_stepdown(
     the next primary, the document read gone, so its file is deleted and
     ``post_delete`` sent once before the cancellation is raised."""
     listener = StepDownBefore(replica_set_3)
-    canceller = CancelReadAfter(listener, "fo_scan")
+    canceller = CancelAtAppliedCleanupRead("fo_scan")
     await a_scan_deleted_as_the_primary_steps_down(
         replica_set_3,
         listener,

@@ -22,6 +22,7 @@ from pymongo.errors import (
 
 import mongoengine_async.gridfs
 import mongoengine_async.queryset as queryset_module
+from conftest import CancelAtAppliedCleanupRead, CancelAtCleanupRead
 from mongoengine_async import (
     CASCADE,
     NULLIFY,
@@ -672,36 +673,6 @@ async def test_a_document_delete_failing_in_a_transaction_reads_nothing(
         assert await bucket() == ([paper.pdf.grid_id], [paper.pdf.grid_id])
 
 
-class CancelAtCleanupRead(monitoring.CommandListener):
-    """Once a delete of ``collection`` failed, cancels the task sending the
-    next find of it (a delete's cleanup read: its loop's end cancelling the
-    task the delete goes on in) as it starts."""
-
-    def __init__(self, collection: str) -> None:
-        self.collection = collection
-        self.armed = False
-        self.cancelled = 0
-        self.deletes = 0
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        name = event.command_name
-        if name == "delete" and event.command["delete"] == self.collection:
-            self.deletes += 1
-        if self.armed and name == "find" and event.command["find"] == self.collection:
-            self.armed = False
-            self.cancelled += 1
-            task = asyncio.current_task()
-            assert task is not None
-            task.cancel()
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        if event.command_name == "delete" and not self.cancelled:
-            self.armed = True
-
-
 @pytest.mark.parametrize("by_document", [False, True])
 async def test_a_cascade_failing_cut_short_in_its_cleanup_is_not_sent_again(
     mongodb_uri: str, monkeypatch: pytest.MonkeyPatch, by_document: bool
@@ -883,15 +854,6 @@ async def test_a_post_delete_raising_after_a_failed_delete_keeps_its_error(
     assert isinstance(raised.value.__cause__, WriteConcernError)
     assert await FdPaper.objects.async_count() == 0
     assert await bucket() == ([], [])
-
-
-class CancelAtAppliedCleanupRead(CancelAtCleanupRead):
-    """:class:`CancelAtCleanupRead` once a delete answered with a write
-    concern error (applied: its reply is no failure)."""
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        if event.command_name == "delete" and "writeConcernError" in event.reply:
-            self.armed = not self.cancelled
 
 
 async def test_a_document_delete_failing_cut_short_in_its_cleanup(
