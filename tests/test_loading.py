@@ -503,9 +503,11 @@ def test_joining_loader_puts_found_documents_in_place() -> None:
     assert taken_elsewhere == [raw]
 
 
-def loader_calls(block: Callable[[], Any], cls: type = LdSimple) -> int:
-    """The calls of generated loaders of ``cls`` (of a son or a batch, not
-    their making) that ``block`` makes (a profile hook counts them: a patch
+def calls_counted(
+    block: Callable[[], Any], names: tuple[str, ...], file_end: str
+) -> int:
+    """How many calls of functions named ``names`` in a file whose name ends
+    with ``file_end`` ``block`` makes, counted by a profile hook (a patch
     would itself change the path)."""
     seen = [0]
 
@@ -513,8 +515,8 @@ def loader_calls(block: Callable[[], Any], cls: type = LdSimple) -> int:
         code = frame.f_code
         if (
             event == "call"
-            and code.co_name in ("load", "load_batch")
-            and code.co_filename.endswith(f"loader of {cls._class_name}>")
+            and code.co_name in names
+            and code.co_filename.endswith(file_end)
         ):
             seen[0] += 1
 
@@ -524,6 +526,12 @@ def loader_calls(block: Callable[[], Any], cls: type = LdSimple) -> int:
     finally:
         sys.setprofile(None)
     return seen[0]
+
+
+def loader_calls(block: Callable[[], Any], cls: type = LdSimple) -> int:
+    """The calls of generated loaders of ``cls`` (of a son or a batch, not
+    their making) that ``block`` makes."""
+    return calls_counted(block, ("load", "load_batch"), f"loader of {cls._class_name}>")
 
 
 def test_a_batch_is_loaded_with_no_call_per_whole_son() -> None:

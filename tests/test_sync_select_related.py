@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -33,7 +32,7 @@ from mongoengine_async import (
     StringField,
 )
 from mongoengine_async.testing import CommandLog
-from test_loading import assert_same, loader_calls
+from test_loading import assert_same, calls_counted, loader_calls
 from test_sync_loader import CountingQuerySet, built_by_loader, plain
 
 
@@ -233,25 +232,8 @@ def test_joined_while_loading_as_mongoengine_walks(
 
 
 def cursor_steps(block: Callable[[], Any]) -> int:
-    """How many times ``block`` steps a PyMongo cursor (``Cursor.next``),
-    counted by a profile hook (a patch would itself change the path)."""
-    seen = [0]
-
-    def hook(frame: Any, event: str, _: Any) -> None:
-        code = frame.f_code
-        if (
-            event == "call"
-            and code.co_name == "next"
-            and code.co_filename.endswith(os.path.join("synchronous", "cursor.py"))
-        ):
-            seen[0] += 1
-
-    sys.setprofile(hook)
-    try:
-        block()
-    finally:
-        sys.setprofile(None)
-    return seen[0]
+    """How many times ``block`` steps a PyMongo cursor (``Cursor.next``)."""
+    return calls_counted(block, ("next",), os.path.join("synchronous", "cursor.py"))
 
 
 def test_the_results_and_references_are_read_a_reply_at_a_time(
