@@ -191,19 +191,21 @@ async def test_a_retried_file_delete_deletes_the_chunks_left(app):
 
 
 @contextmanager
-def post_deletes(sender: type) -> Iterator[list[Any]]:
-    """The ids of the documents of ``sender`` that ``post_delete`` is sent
+def post_deletes(*senders: type) -> Iterator[list[Any]]:
+    """The ids of the documents of ``senders`` that ``post_delete`` is sent
     for inside the block, in order."""
     sent: list[Any] = []
 
     def post(sender: Any, document: Any, **kwargs: Any) -> None:
         sent.append(document.pk)
 
-    signals.post_delete.connect(post, sender=sender)
+    for sender in senders:
+        signals.post_delete.connect(post, sender=sender)
     try:
         yield sent
     finally:
-        signals.post_delete.disconnect(post, sender=sender)
+        for sender in senders:
+            signals.post_delete.disconnect(post, sender=sender)
 
 
 @pytest.fixture
@@ -1038,6 +1040,19 @@ async def test_a_failed_delete_reads_what_it_left_at_majority(
         assert set(cascade) <= {"majority", None}
 
 
+async def tray_delete_failing(
+    app: str, tray: FdTray, failing: type[Any], *senders: type[Any]
+) -> list[Any]:
+    """The ids of the documents of ``senders`` sent ``post_delete`` by
+    ``tray``'s delete outside a transaction, the next delete of ``failing``
+    failing on the server (the delete raises OperationError)."""
+    with post_deletes(*senders) as sent:
+        async with next_delete_failing(app, failing, {"errorCode": FAILED}):
+            with pytest.raises(OperationError):
+                await tray.async_delete(transaction=False)
+    return sent
+
+
 @pytest.mark.parametrize("failing", [FdCard, FdSlot])
 async def test_a_cascade_failing_reads_its_string_uuid_ids(
     app: str, failing: type[Any]
@@ -1051,20 +1066,7 @@ async def test_a_cascade_failing_reads_its_string_uuid_ids(
     tray = await FdTray(name="tray").async_save()
     cards = [await FdCard(tray=tray).async_save() for _ in range(2)]
     await FdSlot(tray=tray).async_save()
-    sent: list[Any] = []
-
-    def receiver(sender: Any, document: Any, **kwargs: Any) -> None:
-        sent.append(document.pk)
-
-    signals.post_delete.connect(receiver, sender=FdCard)
-    signals.post_delete.connect(receiver, sender=FdSlot)
-    try:
-        async with next_delete_failing(app, failing, {"errorCode": FAILED}):
-            with pytest.raises(OperationError):
-                await tray.async_delete(transaction=False)
-    finally:
-        signals.post_delete.disconnect(receiver, sender=FdCard)
-        signals.post_delete.disconnect(receiver, sender=FdSlot)
+    sent = await tray_delete_failing(app, tray, failing, FdCard, FdSlot)
     left = {card.pk for card in await FdCard.objects.async_to_list()}
     assert await FdSlot.objects.async_count() == 1
     if failing is FdCard:
@@ -1085,18 +1087,7 @@ async def test_a_cascade_failing_reads_its_binary_ids(
     read back."""
     tray = await FdTray(name="tray").async_save()
     chips = [await FdChip(tray=tray).async_save() for _ in range(2)]
-    sent: list[Any] = []
-
-    def receiver(sender: Any, document: Any, **kwargs: Any) -> None:
-        sent.append(document.pk)
-
-    signals.post_delete.connect(receiver, sender=FdChip)
-    try:
-        async with next_delete_failing(app, failing, {"errorCode": FAILED}):
-            with pytest.raises(OperationError):
-                await tray.async_delete(transaction=False)
-    finally:
-        signals.post_delete.disconnect(receiver, sender=FdChip)
+    sent = await tray_delete_failing(app, tray, failing, FdChip)
     ids = sorted(bytes(chip.pk) for chip in chips)
     left = sorted(bytes(chip.pk) for chip in await FdChip.objects.async_to_list())
     assert await FdTray.objects.async_count() == 1
