@@ -312,7 +312,30 @@ async def matrix_keys(
         await disconnect_async()
 
 
-class CancelAtCleanupRead(monitoring.CommandListener):
+class TaskCanceller(monitoring.CommandListener):
+    """A listener cancelling the task that sends a command, as it starts (as
+    the loop's end cancels the task a delete goes on in): ``cancelled``."""
+
+    cancelled = 0
+
+    def cancel_task(self) -> None:
+        """Cancel the task sending the command started (count it)."""
+        self.cancelled += 1
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+class CancelAtCleanupRead(TaskCanceller):
     """Once a delete of ``collection`` failed, cancels the task sending the
     next find of it (a delete's cleanup read: its loop's end cancelling the
     task the delete goes on in) as it starts."""
@@ -320,7 +343,6 @@ class CancelAtCleanupRead(monitoring.CommandListener):
     def __init__(self, collection: str) -> None:
         self.collection = collection
         self.armed = False
-        self.cancelled = 0
         self.deletes = 0
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
@@ -329,13 +351,7 @@ class CancelAtCleanupRead(monitoring.CommandListener):
             self.deletes += 1
         if self.armed and name == "find" and event.command["find"] == self.collection:
             self.armed = False
-            self.cancelled += 1
-            task = asyncio.current_task()
-            assert task is not None
-            task.cancel()
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
+            self.cancel_task()
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         if event.command_name == "delete" and not self.cancelled:

@@ -22,7 +22,7 @@ from pymongo.errors import (
 
 import mongoengine_async.gridfs
 import mongoengine_async.queryset as queryset_module
-from conftest import CancelAtAppliedCleanupRead, CancelAtCleanupRead
+from conftest import CancelAtAppliedCleanupRead, CancelAtCleanupRead, TaskCanceller
 from mongoengine_async import (
     CASCADE,
     NULLIFY,
@@ -415,7 +415,7 @@ async def test_a_delete_whose_caller_was_cancelled_failing_in_a_later_run(
         await assert_files_of(papers[2:])
 
 
-class CancelAtSecondDelete(monitoring.CommandListener):
+class CancelAtSecondDelete(TaskCanceller):
     """Cancels the task sending the second delete of ``collection`` (the one
     a delete goes on in: its loop's end cancelling it) as it starts."""
 
@@ -428,15 +428,7 @@ class CancelAtSecondDelete(monitoring.CommandListener):
         if event.command_name == "delete" and command["delete"] == self.collection:
             self.deletes += 1
             if self.deletes == 2:
-                task = asyncio.current_task()
-                assert task is not None
-                task.cancel()
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+                self.cancel_task()
 
 
 @pytest.mark.parametrize("receivers", [False, True])
