@@ -20,6 +20,7 @@ from bson import ObjectId
 from pymongo import monitoring
 
 import mongoengine_async
+from mongoengine_async import signals
 from mongoengine_async.connection import connect_async, disconnect_async
 from mongoengine_async.testing import CommandLog, fresh_database
 
@@ -365,3 +366,21 @@ class CancelAtAppliedCleanupRead(CancelAtCleanupRead):
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         if event.command_name == "delete" and "writeConcernError" in event.reply:
             self.armed = not self.cancelled
+
+
+@contextlib.contextmanager
+def post_deletes(*senders: type) -> Iterator[list[Any]]:
+    """The ids of the documents of ``senders`` that ``post_delete`` is sent
+    for inside the block, in order."""
+    sent: list[Any] = []
+
+    def post(sender: Any, document: Any, **kwargs: Any) -> None:
+        sent.append(document.pk)
+
+    for sender in senders:
+        signals.post_delete.connect(post, sender=sender)
+    try:
+        yield sent
+    finally:
+        for sender in senders:
+            signals.post_delete.disconnect(post, sender=sender)

@@ -46,7 +46,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 import mongoengine_async.gridfs
 import mongoengine_async.queryset
-from conftest import CancelAtAppliedCleanupRead
+from conftest import CancelAtAppliedCleanupRead, post_deletes
 from mongoengine_async import (
     CASCADE,
     NULLIFY,
@@ -1870,23 +1870,15 @@ async def test_a_delete_rolled_back_keeps_the_files_of_its_document(
     where the delete is not. Read on the primary's own data it was gone: its
     file was deleted (lost) and ``post_delete`` sent for a document that is
     there."""
-    sent: list[Any] = []
-
-    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
-        sent.append(document.pk)
-
     async with majority_and_files(replica_set_3, mongodb_uri):
         deed = FoDeed()
         await deed.scan.async_put(b"deed")
         await deed.async_save(write_concern=PATIENT)
-        signals.post_delete.connect(post_delete, sender=FoDeed)
-        try:
+        with post_deletes(FoDeed) as sent:
             with majority_held_back(replica_set_3):
                 with pytest.raises(OperationError) as raised:
                     await deed.async_delete()
                 await asyncio.to_thread(replica_set_3.kill_primary)
-        finally:
-            signals.post_delete.disconnect(post_delete, sender=FoDeed)
         assert raised.value.__cause__.code == 64  # WriteConcernFailed  # type: ignore[union-attr]
         assert await FoDeed.objects.async_scalar("id") == [deed.pk]
         assert await deed.scan.async_read() == b"deed"
@@ -1915,11 +1907,6 @@ async def test_a_cascade_rolled_back_keeps_the_files_of_its_documents(
     which exhibits are gone is at read concern "majority", where the delete
     is not (on the primary's own data they were gone: their files deleted,
     lost, and ``post_delete`` sent for documents that are there)."""
-    sent: list[Any] = []
-
-    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
-        sent.append(document.pk)
-
     async with majority_and_files(replica_set_3, mongodb_uri):
         case = FoCase()
         await case.scan.async_put(b"case")
@@ -1929,14 +1916,11 @@ async def test_a_cascade_rolled_back_keeps_the_files_of_its_documents(
             exhibit = FoExhibit(case=case)
             await exhibit.scan.async_put(b"exhibit %d" % number)
             exhibits.append(await exhibit.async_save(write_concern=PATIENT))
-        signals.post_delete.connect(post_delete, sender=FoExhibit)
-        try:
+        with post_deletes(FoExhibit) as sent:
             with majority_held_back(replica_set_3):
                 with pytest.raises(OperationFailure) as raised:
                     await FoCase.objects.async_delete(transaction=False)
                 await asyncio.to_thread(replica_set_3.kill_primary)
-        finally:
-            signals.post_delete.disconnect(post_delete, sender=FoExhibit)
         assert raised.value.code == 64  # WriteConcernFailed
         replica_set_3.wait_for_primary()
         assert await FoCase.objects.async_scalar("id") == [case.pk]
@@ -1965,11 +1949,6 @@ async def test_a_delete_failing_unapplied_keeps_the_files_of_a_document_just_sav
     lost, and ``post_delete`` sent for a document that is there. Its
     collection not ``created`` before (by that save), the read at majority
     waited for its creation to reach a majority: the delete never returned."""
-    sent: list[Any] = []
-
-    async def post_delete(sender: type, document: Any, **kwargs: Any) -> None:
-        sent.append(document.pk)
-
     async with (
         fresh_database(
             ALIAS, replica_set_3.uri, w="majority", serverSelectionTimeoutMS=30_000
@@ -1980,8 +1959,7 @@ async def test_a_delete_failing_unapplied_keeps_the_files_of_a_document_just_sav
         await deed.scan.async_put(b"deed")
         if created:
             await get_async_db(ALIAS).create_collection("fo_deed")
-        signals.post_delete.connect(post_delete, sender=FoDeed)
-        try:
+        with post_deletes(FoDeed) as sent:
             with majority_held_back(replica_set_3):
                 await deed.async_save(write_concern={"w": 1})
                 with (
@@ -1989,8 +1967,6 @@ async def test_a_delete_failing_unapplied_keeps_the_files_of_a_document_just_sav
                     pytest.raises(OperationError) as raised,
                 ):
                     await asyncio.wait_for(deed.async_delete(), 60)
-        finally:
-            signals.post_delete.disconnect(post_delete, sender=FoDeed)
         assert raised.value.__cause__.code == FAILED  # type: ignore[union-attr]
         assert await FoDeed.objects.async_scalar("id") == [deed.pk]
         assert await deed.scan.async_read() == b"deed"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 from uuid import uuid4
 
@@ -22,7 +22,12 @@ from pymongo.errors import (
 
 import mongoengine_async.gridfs
 import mongoengine_async.queryset as queryset_module
-from conftest import CancelAtAppliedCleanupRead, CancelAtCleanupRead, TaskCanceller
+from conftest import (
+    CancelAtAppliedCleanupRead,
+    CancelAtCleanupRead,
+    TaskCanceller,
+    post_deletes,
+)
 from mongoengine_async import (
     CASCADE,
     NULLIFY,
@@ -188,24 +193,6 @@ async def test_a_retried_file_delete_deletes_the_chunks_left(app):
     await paper.pdf.async_delete()
     assert paper.pdf.grid_id is None
     assert await bucket() == ([], [])
-
-
-@contextmanager
-def post_deletes(*senders: type) -> Iterator[list[Any]]:
-    """The ids of the documents of ``senders`` that ``post_delete`` is sent
-    for inside the block, in order."""
-    sent: list[Any] = []
-
-    def post(sender: Any, document: Any, **kwargs: Any) -> None:
-        sent.append(document.pk)
-
-    for sender in senders:
-        signals.post_delete.connect(post, sender=sender)
-    try:
-        yield sent
-    finally:
-        for sender in senders:
-            signals.post_delete.disconnect(post, sender=sender)
 
 
 @pytest.fixture
