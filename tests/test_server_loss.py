@@ -217,6 +217,17 @@ async def stopped_at_box_delete(
         replica_set.stop()
 
 
+async def box_with_a_leaf() -> LossBox:
+    """A saved LossBox, and a LossLeaf cascading from it, each with a file."""
+    box = LossBox()
+    await box.pdf.async_put(b"box")
+    await box.async_save()
+    leaf = LossLeaf(box=box)
+    await leaf.pdf.async_put(b"leaf")
+    await leaf.async_save()
+    return box
+
+
 async def test_a_delete_losing_its_server_partway_waits_one_server_selection(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -230,12 +241,7 @@ async def test_a_delete_losing_its_server_partway_waits_one_server_selection(
     try:
         async with stopped_at_box_delete(2) as (cut, replica_set):
             for _ in range(4):
-                box = LossBox()
-                await box.pdf.async_put(b"box")
-                await box.async_save()
-                leaf = LossLeaf(box=box)
-                await leaf.pdf.async_put(b"leaf")
-                await leaf.async_save()
+                await box_with_a_leaf()
             monkeypatch.setattr(mongoengine_async.gridfs, "LISTED_IDS_BYTES", 2 * 21)
             caplog.set_level("DEBUG", logger="pymongo.serverSelection")
             cut.replica_set = replica_set
@@ -279,12 +285,7 @@ async def test_a_document_delete_losing_its_server_waits_one_server_selection(
     # the first timing out still gives the client up: the others are not
     # tried.
     async with stopped_at_box_delete(1, **options) as (cut, replica_set):
-        box = LossBox()
-        await box.pdf.async_put(b"box")
-        await box.async_save()
-        leaf = LossLeaf(box=box)
-        await leaf.pdf.async_put(b"leaf")
-        await leaf.async_save()
+        box = await box_with_a_leaf()
         caplog.set_level("DEBUG", logger="pymongo.serverSelection")
         cut.replica_set = replica_set
         with pytest.raises(PyMongoError) as error:
@@ -306,12 +307,7 @@ async def test_a_step_whose_retry_finds_no_server_gives_its_client_up(
     # raises the first attempt's error. That selection waited all the same:
     # the client is given up, the other steps are not tried.
     async with stopped_at_box_delete(0, then_find=True) as (cut, replica_set):
-        box = LossBox()
-        await box.pdf.async_put(b"box")
-        await box.async_save()
-        leaf = LossLeaf(box=box)
-        await leaf.pdf.async_put(b"leaf")
-        await leaf.async_save()
+        box = await box_with_a_leaf()
         await box._get_collection().database.client.admin.command(
             "configureFailPoint",
             "failCommand",
