@@ -369,6 +369,19 @@ class CancelAtAppliedCleanupRead(CancelAtCleanupRead):
 
 
 @contextlib.contextmanager
+def receiving(signal: Any, receiver: Any, *senders: type) -> Iterator[None]:
+    """``receiver`` connected to ``signal`` for each of ``senders`` inside
+    the block (disconnected after, whatever the block raised)."""
+    for sender in senders:
+        signal.connect(receiver, sender=sender)
+    try:
+        yield
+    finally:
+        for sender in senders:
+            signal.disconnect(receiver, sender=sender)
+
+
+@contextlib.contextmanager
 def post_deletes(*senders: type) -> Iterator[list[Any]]:
     """The ids of the documents of ``senders`` that ``post_delete`` is sent
     for inside the block, in order."""
@@ -377,10 +390,5 @@ def post_deletes(*senders: type) -> Iterator[list[Any]]:
     def post(sender: Any, document: Any, **kwargs: Any) -> None:
         sent.append(document.pk)
 
-    for sender in senders:
-        signals.post_delete.connect(post, sender=sender)
-    try:
+    with receiving(signals.post_delete, post, *senders):
         yield sent
-    finally:
-        for sender in senders:
-            signals.post_delete.disconnect(post, sender=sender)

@@ -13,6 +13,7 @@ import asyncio
 import pytest
 from bson import DBRef
 
+from conftest import receiving
 from mongoengine_async import (
     CASCADE,
     DENY,
@@ -906,13 +907,8 @@ async def test_cascaded_subclass_documents_signal_once(async_alias):
     def receiver(sender, document, **kwargs):
         seen.append((sender.__name__, document.name))
 
-    signals.pre_delete.connect(receiver, sender=DrSigParent)
-    signals.pre_delete.connect(receiver, sender=DrSigChild)
-    try:
+    with receiving(signals.pre_delete, receiver, DrSigParent, DrSigChild):
         await t1.async_delete()
-    finally:
-        signals.pre_delete.disconnect(receiver, sender=DrSigParent)
-        signals.pre_delete.disconnect(receiver, sender=DrSigChild)
     assert sorted(seen) == [("DrSigChild", "child"), ("DrSigParent", "parent")]
     assert await DrSigParent.objects.async_count() == 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from conftest import receiving
 from mongoengine_async import (
     CASCADE,
     DENY,
@@ -644,13 +645,11 @@ async def test_cascaded_documents_are_sent_signals_in_their_default_ordering(
     stage = await DrtStage(name="doomed").async_save()
     for number in (1, 3, 2):
         await DrtTake(number=number, stage=stage).async_save()
-    signals.pre_delete.connect(pre, sender=DrtTake)
-    signals.post_delete.connect(post, sender=DrtTake)
-    try:
+    with (
+        receiving(signals.pre_delete, pre, DrtTake),
+        receiving(signals.post_delete, post, DrtTake),
+    ):
         await stage.async_delete()
-    finally:
-        signals.pre_delete.disconnect(pre, sender=DrtTake)
-        signals.post_delete.disconnect(post, sender=DrtTake)
 
     assert seen == [
         *(("pre_delete", number) for number in (3, 2, 1)),
