@@ -494,15 +494,16 @@ def test_a_batch_failing_mid_chunk_leaves_mongoengines_state(
     assert calls < 20  # batches (one by one, a call per result: 250)
 
 
-class NextSeeingQuerySet(QuerySet):
-    """A queryset whose ``__next__`` (a user's override) notes each result."""
+class CountingQuerySet(QuerySet):
+    """A user's queryset class whose ``__next__`` (an override) notes the name
+    of every result."""
 
     seen: list = []
 
     def __next__(self) -> Any:
-        result = super().__next__()
-        self.seen.append(result.name)
-        return result
+        document = super().__next__()
+        self.seen.append(document.name)
+        return document
 
 
 def failing_read_receiver(sender: type, document: Any, **kwargs: Any) -> None:
@@ -535,8 +536,8 @@ def test_each_way_of_reading_past_a_failure_is_mongoengines(
     elif mode == "no_cache":
         ours, theirs = ours.no_cache(), theirs.no_cache()
     elif mode == "next_overridden":
-        ours = NextSeeingQuerySet(LdTarget, collection)
-        NextSeeingQuerySet.seen = []
+        ours = CountingQuerySet(LdTarget, collection)
+        CountingQuerySet.seen = []
     if mode == "post_init":
         mongoengine.signals.post_init.connect(failing_read_receiver, sender=LdTarget)
     try:
@@ -553,20 +554,9 @@ def test_each_way_of_reading_past_a_failure_is_mongoengines(
     else:
         assert loops == [[], kept[:150], kept] and len(errors) == 2
     if mode == "next_overridden":
-        assert NextSeeingQuerySet.seen == NAMES[:50] + [
+        assert CountingQuerySet.seen == NAMES[:50] + [
             name for name in NAMES[51:] if name != "t170"
         ]
-
-
-class CountingQuerySet(QuerySet):
-    """A user's queryset class whose ``__next__`` sees every result."""
-
-    seen: list = []
-
-    def __next__(self) -> Any:
-        document = super().__next__()
-        self.seen.append(document.name)
-        return document
 
 
 class LdCounted(Document):
