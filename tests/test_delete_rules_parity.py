@@ -1203,3 +1203,226 @@ async def test_a_delete_with_rules_works_whatever_the_client_reads_with(
         assert await target.objects(id__ne=targets[2].pk).async_delete() == 1
         assert await target.objects.async_scalar("id") == [targets[2].pk]
         assert await referrer.objects.async_scalar("ref") == [targets[2]]
+
+
+# -- the cascaded documents' signals: which, in what order ----------------------------
+
+
+def short(cls: type) -> str:
+    """A class's name less the random suffix :func:`build` gives it."""
+    return cls.__name__[:-6]
+
+
+def owned(module: Any, alias: str, prefix: str, fields: dict, meta: dict) -> type:
+    """A document class of ``module`` on ``alias`` with ``fields`` and
+    ``meta`` (besides its alias)."""
+    return type(
+        f"{prefix}{uuid4().hex[:6]}",
+        (module.Document,),
+        {"__module__": __name__, "meta": {"db_alias": alias, **meta}, **fields},
+    )
+
+
+async def cascade_scenario(
+    module: Any, models: Any, documents: Any, label: Any
+) -> tuple[list, Any, int]:
+    """With ``models(module, alias)`` (an owner class, then those a CASCADE
+    reaches from it, each with receivers), save an owner and the
+    ``documents(classes, owner)`` referring to it, delete the owner; the
+    signals sent, as (signal, sender's name, ``label(document)``), the
+    delete's result (or its OperationError's message, the classes' suffixes
+    left out), the number of documents left in their collections."""
+    is_async = module is mongoengine_async
+    owner, *classes = models(module, "default" if is_async else SYNC)
+
+    async def save(document: Any) -> Any:
+        return await document.async_save() if is_async else document.save()
+
+    doomed = await save(owner(name="doomed"))
+    for document in documents(classes, doomed):
+        await save(document)
+    log: list[tuple[str, str, Any]] = []
+
+    def pre(sender: type, document: Any, **kwargs: Any) -> None:
+        log.append(("pre", short(sender), label(document)))
+
+    def post(sender: type, document: Any, **kwargs: Any) -> None:
+        log.append(("post", short(sender), label(document)))
+
+    for cls in classes:
+        signals.pre_delete.connect(pre, sender=cls)
+        signals.post_delete.connect(post, sender=cls)
+    try:
+        result = await doomed.async_delete() if is_async else doomed.delete()
+    except OperationError as error:
+        result = outcome(error)[1]
+        for cls in classes:
+            result = result.replace(cls.__name__, short(cls))
+    finally:
+        for cls in classes:
+            signals.pre_delete.disconnect(pre, sender=cls)
+            signals.post_delete.disconnect(post, sender=cls)
+    names = {cls._get_collection_name() for cls in classes}
+    if is_async:
+        left = [await get_async_db()[name].count_documents({}) for name in names]
+    else:
+        left = [mongoengine.get_db(SYNC)[name].count_documents({}) for name in names]
+    return log, result, sum(left)
+
+
+def per_signal(log: list[tuple[str, str, Any]]) -> tuple[list, list]:
+    """The ``pre_delete``, then the ``post_delete`` of ``log``, each in their
+    order: MongoEngine alternates them, the async delete sends every
+    ``pre_delete`` first (documented: "Signals of cascaded documents")."""
+    return (
+        [entry[1:] for entry in log if entry[0] == "pre"],
+        [entry[1:] for entry in log if entry[0] == "post"],
+    )
+
+
+def embedded_pk_models(module: Any, alias: str) -> tuple[type, type]:
+    """An owner; its items, keyed by an embedded document (``_id`` stored as a
+    dict), a CASCADE away."""
+    key = type(
+        f"DrpKey{uuid4().hex[:6]}",
+        (module.EmbeddedDocument,),
+        {"__module__": __name__, "a": module.StringField(), "b": module.IntField()},
+    )
+    owner = build(module, "DrpKeyOwner", alias, {"name": module.StringField()})
+    fields = {
+        "key": module.EmbeddedDocumentField(key, primary_key=True),
+        "owner": module.ReferenceField(owner, reverse_delete_rule=CASCADE),
+    }
+    return owner, owned(module, alias, "DrpKeyItem", fields, {})
+
+
+KEYS = [("x", 2), ("x", 1), ("y", 0)]
+
+
+async def test_cascaded_documents_keyed_by_an_embedded_document_are_deleted(
+    async_alias: str, sync_alias: Any
+) -> None:
+    """Documents whose primary key is an ``EmbeddedDocumentField`` (an ``_id``
+    stored as a dict), cascaded to with delete receivers: the async delete
+    failed with ``TypeError: unhashable type: 'dict'``; MongoEngine deletes
+    them, their signals in its query's order (by ``_id``: saved x2, x1, y0)."""
+
+    def items(classes: list[type], owner: Any) -> list[Any]:
+        [item] = classes
+        key = item._fields["key"].document_type
+        return [item(key=key(a=a, b=b), owner=owner) for a, b in KEYS]
+
+    def label(document: Any) -> tuple[str, int]:
+        return document.key.a, document.key.b
+
+    theirs = await cascade_scenario(mongoengine, embedded_pk_models, items, label)
+    ours = await cascade_scenario(mongoengine_async, embedded_pk_models, items, label)
+    expected = [("DrpKeyItem", key) for key in [("x", 1), ("x", 2), ("y", 0)]]
+    assert per_signal(theirs[0]) == (expected, expected)
+    assert per_signal(ours[0]) == per_signal(theirs[0])
+    assert ours[1:] == theirs[1:] == (None, 0)
+
+
+def hierarchy_models(module: Any, alias: str) -> tuple[type, ...]:
+    """An owner; posts (a parent class with ``allow_inheritance``), videos
+    and notes (its subclasses) a CASCADE away."""
+    owner = build(module, "DrpHierOwner", alias, {"name": module.StringField()})
+    fields = {
+        "n": module.IntField(),
+        "owner": module.ReferenceField(owner, reverse_delete_rule=CASCADE),
+    }
+    post = owned(module, alias, "DrpHierPost", fields, {"allow_inheritance": True})
+    video = type(f"DrpHierVideo{uuid4().hex[:6]}", (post,), {"__module__": __name__})
+    note = type(f"DrpHierNote{uuid4().hex[:6]}", (post,), {"__module__": __name__})
+    return owner, post, video, note
+
+
+async def test_cascaded_documents_of_a_hierarchy_are_signalled_in_the_query_order(
+    async_alias: str, sync_alias: Any
+) -> None:
+    """Cascaded documents of a parent class and its subclasses, receivers on
+    each: MongoEngine sends their signals in its query's order, the classes
+    interleaved (by ``_id`` here, the order saved); the async delete sent
+    them grouped by class (its query, without MongoEngine's ``_id: {$nin:
+    []}``, was answered through the ``_cls`` index)."""
+    rows = [(1, 1), (2, 2), (0, 3), (1, 4), (2, 5)]  # (class, n)
+
+    def documents(classes: list[type], owner: Any) -> list[Any]:
+        return [classes[each](n=n, owner=owner) for each, n in rows]
+
+    def label(document: Any) -> int:
+        return document.n
+
+    theirs = await cascade_scenario(mongoengine, hierarchy_models, documents, label)
+    ours = await cascade_scenario(mongoengine_async, hierarchy_models, documents, label)
+    names = ["DrpHierPost", "DrpHierVideo", "DrpHierNote"]
+    expected = [(names[each], n) for each, n in rows]
+    assert per_signal(theirs[0]) == (expected, expected)
+    assert per_signal(ours[0]) == per_signal(theirs[0])
+    assert ours[1:] == theirs[1:] == (None, 0)
+
+
+CASE_INSENSITIVE = {"locale": "en", "strength": 2}
+
+
+def collated_models(module: Any, alias: str, rule: int = CASCADE) -> tuple[type, type]:
+    """An owner; referrers (``rule``), ordered by name, whose manager matches
+    ``kind="live"`` and sorts under a case-insensitive collation."""
+
+    def objects(document: type, queryset: Any) -> Any:
+        return queryset.collation(CASE_INSENSITIVE).filter(kind="live")
+
+    owner = build(module, "DrpCollOwner", alias, {"name": module.StringField()})
+    fields = {
+        "name": module.StringField(),
+        "kind": module.StringField(),
+        "owner": module.ReferenceField(owner, reverse_delete_rule=rule),
+        "objects": module.queryset_manager(objects),
+    }
+    return owner, owned(module, alias, "DrpCollRef", fields, {"ordering": ["name"]})
+
+
+async def test_cascaded_documents_are_read_under_their_manager_s_collation(
+    async_alias: str, sync_alias: Any
+) -> None:
+    """MongoEngine deletes cascaded documents with delete receivers by
+    iterating their class's manager, which matches and sorts them under the
+    manager's ``collation()``: apple, Banana, cherry (of kinds Live, LIVE,
+    live), date (dead) kept. The async delete read them without it: it
+    deleted cherry alone."""
+    rows = [("cherry", "live"), ("Banana", "LIVE"), ("apple", "Live"), ("date", "dead")]
+
+    def documents(classes: list[type], owner: Any) -> list[Any]:
+        [ref] = classes
+        return [ref(name=name, kind=kind, owner=owner) for name, kind in rows]
+
+    def label(document: Any) -> str:
+        return document.name
+
+    theirs = await cascade_scenario(mongoengine, collated_models, documents, label)
+    ours = await cascade_scenario(mongoengine_async, collated_models, documents, label)
+    expected = [("DrpCollRef", name) for name in ["apple", "Banana", "cherry"]]
+    assert per_signal(theirs[0]) == (expected, expected)
+    assert per_signal(ours[0]) == per_signal(theirs[0])
+    assert ours[1:] == theirs[1:] == (None, 1)  # date
+
+
+async def test_a_deny_rule_finds_referrers_under_their_manager_s_collation(
+    async_alias: str, sync_alias: Any
+) -> None:
+    """MongoEngine's DENY check counts the referrers through their class's
+    manager, under its ``collation()``: a referrer of kind "LIVE" matches its
+    ``kind="live"`` and the delete is refused. The async check read without
+    it and deleted the owner."""
+
+    def documents(classes: list[type], owner: Any) -> list[Any]:
+        [ref] = classes
+        return [ref(name="Banana", kind="LIVE", owner=owner)]
+
+    def models(module: Any, alias: str) -> tuple[type, type]:
+        return collated_models(module, alias, DENY)
+
+    theirs = await cascade_scenario(mongoengine, models, documents, str)
+    ours = await cascade_scenario(mongoengine_async, models, documents, str)
+    refused = "Could not delete document (DrpCollRef.owner refers to it)"
+    assert ours == theirs == ([], refused, 1)

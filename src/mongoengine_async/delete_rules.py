@@ -543,7 +543,7 @@ class _DeletePlan:
         self.root = root
         self.operation = operation  # on the root's collection (switch_db, using())
         self.spared = list(spared or ())  # ids no CASCADE rule deletes
-        self.spared_ids = set(self.spared)
+        self.spared_ids = {_id_key(each) for each in self.spared}
         # Whether those fit in one run beside a run of references (measured
         # once: some 700,000 ids take a while): else a rule's documents are
         # found by id, the spared ones left out as they are read, as planned
@@ -551,8 +551,9 @@ class _DeletePlan:
         self.spares_by_query = self._sendable(self.spared) is not None
         self.ids: dict[type[Any], list] = {}
         # The ids planned per collection: a class hierarchy shares one, where a
-        # document may be reached through its own class or a parent class.
-        self.planned: dict[str | None, set] = {}
+        # document may be reached through its own class or a parent class
+        # (each by its _id_key, the id itself as value).
+        self.planned: dict[str | None, dict] = {}
         self.root_ids: list = []
         self.files: list = []  # of the cascaded documents, to delete after
         # No cascaded document is sent delete signals (whose receivers could
@@ -563,10 +564,11 @@ class _DeletePlan:
         self.files_with_ids = not any(receivers)
         self.read_with_files: list[tuple[type[Any], list[dict]]] = []
         # The stored cascaded documents a class with delete receivers was
-        # planned under (read whole with their ids), per class, until
-        # _load_for_signals builds them; and the (collection, id) of those
-        # built, whose files their documents give (_find_files).
-        self.read_for_signals: dict[type[Any], list[dict]] = {}
+        # planned under (read whole with their ids), with their class, in the
+        # order found, until _load_for_signals builds them; and the
+        # (collection, _id_key) of those built, whose files their documents
+        # give (_find_files).
+        self.read_for_signals: list[tuple[type[Any], dict]] = []
         self.loaded_keys: set[tuple[str, Any]] = set()
         self.root_files: list = []  # of the roots, when the plan lists them
         self.deleted: int | None = None  # the roots' count
@@ -599,14 +601,19 @@ class _DeletePlan:
         """Plan the ``ids`` of ``cls`` not planned yet (as ``cls`` or as another
         class of its collection); returns those."""
         known = self._planned(cls)
-        new = [object_id for object_id in dict.fromkeys(ids) if object_id not in known]
-        known.update(new)
+        new = []
+        for object_id in ids:
+            key = _id_key(object_id)
+            if key not in known:
+                known[key] = object_id
+                new.append(object_id)
         self.ids.setdefault(cls, []).extend(new)
         return new
 
-    def _planned(self, cls: type[Any]) -> set:
-        """The ids planned in the collection of ``cls``, whatever their class."""
-        return self.planned.setdefault(cls._get_collection_name(), set())
+    def _planned(self, cls: type[Any]) -> dict:
+        """The ids planned in the collection of ``cls``, whatever their class
+        (by their :func:`_id_key`)."""
+        return self.planned.setdefault(cls._get_collection_name(), {})
 
     def may_go_first(self, queries: list[dict]) -> bool:
         """Whether the root, one document by ``_id`` (one query), may be
@@ -896,37 +903,49 @@ class _DeletePlan:
         classes = _rule_classes(referrer)
         # Whole documents, which their signals are sent (see _load_for_signals).
         whole = signals.has_delete_receivers(referrer)
-        sort = _signal_order(referrer) if whole else None
+        # (MongoEngine iterates them through the manager: its sort, collation)
+        sort, collation = _signal_order(referrer) if whole else (None, None)
         projection = file_projection(referrer) if self.files_with_ids else {}
-        spared = self.spared_ids
         found: dict[type[Any], list] = {}
         for run in runs:
             exclude = (  # (with them, the planned ones fit no more when they don't)
-                self._sendable([*self._planned(referrer), *self.spared])
+                self._sendable([*self._planned(referrer).values(), *self.spared])
                 if self.spares_by_query
                 else None
             )
-            query = _referring(referrer, name, run, exclude)
+            query = _referring(referrer, name, run, exclude, whole)
             fields = None if whole else projection
-            read = await _found_by_class(referring, query, classes, fields, sort)
-            for each, raws in read.items():
-                kept = [raw for raw in raws if raw["_id"] not in spared]
-                new = self._add(each, [raw["_id"] for raw in kept])
-                found.setdefault(each, []).extend(new)
-                if whole and signals.has_delete_receivers(each):
-                    self._keep_for_signals(each, kept, new)
-                if projection:  # (the files of the documents new to the plan)
-                    fresh = set(new)
-                    taken = [raw for raw in kept if raw["_id"] in fresh]
-                    self.read_with_files.append((referrer, taken))
+            read = await _found_by_class(
+                referring, query, classes, fields, sort, collation
+            )
+            fresh = self._plan_found(found, read)
+            taken = [(each, raw) for each, raw in read if _id_key(raw["_id"]) in fresh]
+            if whole:  # (in the order found, whatever their class)
+                self.read_for_signals += [
+                    (each, raw)
+                    for each, raw in taken
+                    if signals.has_delete_receivers(each)
+                ]
+            if projection:  # (the files of the documents new to the plan)
+                self.read_with_files.append((referrer, [raw for _, raw in taken]))
         return [(each, new) for each, new in found.items() if new]
 
-    def _keep_for_signals(self, cls: type[Any], raws: list[dict], new: list) -> None:
-        """Keep the stored ``cls`` documents of ``raws`` whose ids are ``new``
-        to the plan, for :meth:`_load_for_signals` (in the order found)."""
-        fresh = set(new)
-        taken = [raw for raw in raws if raw["_id"] in fresh]
-        self.read_for_signals.setdefault(cls, []).extend(taken)
+    def _plan_found(
+        self, found: dict[type[Any], list], read: list[tuple[type[Any], dict]]
+    ) -> set:
+        """Plan the documents ``read`` (with their class) but the spared ones,
+        adding their ids new to the plan to ``found`` (per class); the
+        :func:`_id_key` of those."""
+        ids: dict[type[Any], list] = {}
+        for each, raw in read:
+            if _id_key(raw["_id"]) not in self.spared_ids:
+                ids.setdefault(each, []).append(raw["_id"])
+        fresh: set = set()
+        for each, kept in ids.items():
+            new = self._add(each, kept)
+            found.setdefault(each, []).extend(new)
+            fresh.update(map(_id_key, new))
+        return fresh
 
     def _sendable(self, exclude: list) -> list | None:
         """``exclude`` (ids a rule's query leaves out) when it fits in one run
@@ -952,16 +971,18 @@ class _DeletePlan:
         of ``cls`` by ``name`` (a DENY rule's check, a query a run)."""
         referring = await self.operation.on(referrer)
         planned = self._planned(referrer)
-        exclude = self._sendable(list(planned))
+        exclude = self._sendable(list(planned.values()))
+        # (MongoEngine's check counts through the manager: its collation too)
+        collation = referrer.objects._collation
         for run in self._referring(referrer, name, cls, ids):
             query = _referring(referrer, name, run, exclude)
             if exclude is not None:
                 found = await on_primary(referring.collection).find_one(
-                    query, {"_id": 1}, session=referring.session
+                    query, {"_id": 1}, session=referring.session, collation=collation
                 )
                 if found is not None:
                     return True
-            elif await _any_outside(referring, query, planned):
+            elif await _any_outside(referring, query, planned, collation):
                 return True
         return False
 
@@ -977,21 +998,24 @@ class _DeletePlan:
         included: their signals are the caller's (``Document.async_delete``
         or the queryset).
         """
-        loaded = []
-        for cls in self.ids:
-            raws = self.read_for_signals.get(cls)
-            if not raws:
-                continue
-            # Their stored ids (the loader owns the raws): a pk may load as
-            # another value, a UUIDField(binary=False)'s UUID of a string.
-            keys = [(cls._get_collection_name(), raw["_id"]) for raw in raws]
+        read, self.read_for_signals = self.read_for_signals, []
+        # Their stored ids (the loader owns the raws): a pk may load as
+        # another value, a UUIDField(binary=False)'s UUID of a string.
+        keys = [(cls._get_collection_name(), _id_key(raw["_id"])) for cls, raw in read]
+        built: dict[int, Any] = {}  # (by position in the read)
+        for cls in dict.fromkeys(cls for cls, _ in read):
+            places = [place for place, (each, _) in enumerate(read) if each is cls]
             # The documented queryset's loading, kept: receivers get documents.
-            found = materialise_all(cls.objects._materialiser(), raws)
-            for key, document in zip(keys, found, strict=True):
-                if signals.has_delete_receivers(type(document)):
-                    self.loaded_keys.add(key)
-                    loaded.append(document)
-        self.read_for_signals = {}
+            documents = materialise_all(
+                cls.objects._materialiser(), [read[place][1] for place in places]
+            )
+            built.update(zip(places, documents, strict=True))
+        loaded = []
+        for place, key in enumerate(keys):
+            document = built[place]
+            if signals.has_delete_receivers(type(document)):
+                self.loaded_keys.add(key)
+                loaded.append(document)
         return loaded
 
     async def _find_files(self) -> None:
@@ -1032,7 +1056,7 @@ class _DeletePlan:
     def _not_loaded(self, cls: type[Any], ids: list) -> list:
         """Those of the planned ``ids`` of ``cls`` not built for signals."""
         name = cls._get_collection_name()
-        return [pk for pk in ids if (name, pk) not in self.loaded_keys]
+        return [pk for pk in ids if (name, _id_key(pk)) not in self.loaded_keys]
 
     def _updates(self) -> list[tuple[type[Any], dict, dict]]:
         """The NULLIFY and PULL updates to apply: (referrer, query, update)."""
@@ -1147,17 +1171,19 @@ def _rule_classes(referrer: type[Any]) -> list[type[Any]]:
     return [referrer]
 
 
-def _signal_order(referrer: type[Any]) -> list | None:
+def _signal_order(referrer: type[Any]) -> tuple[list | None, Any]:
     """The order MongoEngine's one-by-one delete of the ``referrer`` documents
     a CASCADE reaches goes in (its ``objects``' iteration): the manager's
-    ``order_by``, else the class's default ``ordering``; None for none."""
+    ``order_by``, else the class's default ``ordering`` (None for none), and
+    the manager's collation, which that iteration sorts and matches with."""
     queryset = referrer.objects
+    collation = queryset._collation
     if queryset._ordering:
-        return queryset._ordering
+        return queryset._ordering, collation
     ordering = referrer._meta.get("ordering")
     if queryset._ordering is None and ordering:
-        return queryset._get_order_by(ordering)
-    return None
+        return queryset._get_order_by(ordering), collation
+    return None, collation
 
 
 async def _found_by_class(
@@ -1166,39 +1192,45 @@ async def _found_by_class(
     classes: list[type[Any]],
     projection: dict | None,
     sort: list | None = None,
-) -> dict[type[Any], list[dict]]:
+    collation: Any = None,
+) -> list[tuple[type[Any], dict]]:
     """The documents matching ``query`` (their id, and the fields of
     ``projection``, with their ``_cls`` then; whole when it is None), in the
-    ``sort`` order if given, per class of ``classes`` (by ``_cls``; the first
-    class for documents of none of the others). Listing files too, as the
-    plan's every read: on the primary, where its writes go (a lagging
-    secondary misses a referrer just written, or lists the files a document
-    held before)."""
+    ``sort`` order if given (under ``collation`` if given), each with its
+    class of ``classes`` (by ``_cls``; the first class for documents of none
+    of the others), in the order read. Listing files too, as the plan's every
+    read: on the primary, where its writes go (a lagging secondary misses a
+    referrer just written, or lists the files a document held before)."""
     fields = None if projection is None else {"_id": 1, **projection}
     if fields is not None and (projection or len(classes) > 1):
         fields["_cls"] = 1
     cursor = on_primary(operation.collection).find(
-        query, fields, sort=sort, batch_size=WHOLE_RESULT, session=operation.session
+        query,
+        fields,
+        sort=sort,
+        batch_size=WHOLE_RESULT,
+        session=operation.session,
+        collation=collation,
     )
     read = await read_list(cursor)
     if len(classes) == 1:
-        return {classes[0]: read}
+        return [(classes[0], raw) for raw in read]
     names = {each._class_name: each for each in classes}
-    found: dict[type[Any], list[dict]] = {}
-    for raw in read:
-        found.setdefault(names.get(raw.get("_cls"), classes[0]), []).append(raw)
-    return found
+    return [(names.get(raw.get("_cls"), classes[0]), raw) for raw in read]
 
 
-async def _any_outside(operation: Operation, query: dict, planned: set) -> bool:
-    """Whether a document matching ``query`` is not of the ``planned`` ids:
-    read until the first such one (their ids only), on the primary."""
+async def _any_outside(
+    operation: Operation, query: dict, planned: dict, collation: Any = None
+) -> bool:
+    """Whether a document matching ``query`` (under ``collation``) is not of
+    the ``planned`` ids: read until the first such one (their ids only), on
+    the primary."""
     cursor = on_primary(operation.collection).find(
-        query, {"_id": 1}, session=operation.session
+        query, {"_id": 1}, session=operation.session, collation=collation
     )
     try:
         async for raw in cursor:
-            if raw["_id"] not in planned:
+            if _id_key(raw["_id"]) not in planned:
                 return True
     finally:
         await cursor.close()
@@ -1268,10 +1300,17 @@ def _stored_values(reference_field: Any, cls: type[Any], ids: list) -> list:
 
 
 def _referring(
-    referrer: type[Any], name: str, values: list, exclude: list | None
+    referrer: type[Any],
+    name: str,
+    values: list,
+    exclude: list | None,
+    as_iterated: bool = False,
 ) -> dict:
     """The raw query for ``referrer`` documents whose ``name`` holds one of
-    ``values`` (references as :func:`_stored_values` stores them)."""
+    ``values`` (references as :func:`_stored_values` stores them), but those
+    of ``exclude``. ``as_iterated``: with ``_id: {"$nin": exclude}`` even for
+    none, as MongoEngine's one-by-one cascade queries (``pk__nin``), for the
+    server to pick the same plan, and so send them in the same order."""
     reference_field = _reference_field(referrer, name)
     path = _db_field(referrer, name)
     if _is_generic(reference_field):
@@ -1279,7 +1318,7 @@ def _referring(
     elif _is_cached(reference_field):
         path = f"{path}._id"
     query: dict[str, Any] = {path: {"$in": values}}
-    if exclude:
+    if exclude or (as_iterated and exclude is not None):
         query["_id"] = {"$nin": exclude}
     manager_query = _manager_query(referrer)
     if query.keys() & manager_query.keys():
@@ -1322,3 +1361,14 @@ def _as_bson(value: Any, codec_options: CodecOptions) -> bytes:
     """An id ``value`` as BSON, compared as stored: a value read back may be
     another Python value (a ``BinaryField``'s ``Binary``, read as ``bytes``)."""
     return bson.encode({"_id": value}, codec_options=codec_options)
+
+
+def _id_key(value: Any) -> Any:
+    """A stored id ``value`` as a set's key: itself, or for an embedded
+    document's (an ``EmbeddedDocumentField(primary_key=True)``: a dict,
+    unhashable) its items in order, as the server compares them."""
+    if isinstance(value, dict):
+        return (dict, tuple((name, _id_key(item)) for name, item in value.items()))
+    if isinstance(value, list):
+        return (list, tuple(map(_id_key, value)))
+    return value
