@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import warnings
+from types import FrameType
+from typing import Any
 
 import mongoengine
 import pytest
@@ -28,6 +31,7 @@ from mongoengine_async import (
     Q,
     ReferenceField,
     StringField,
+    from_bson,
     get_async_db,
 )
 
@@ -819,6 +823,32 @@ async def test_async_insert_load_bulk_false(async_alias, command_log):
     assert isinstance(single, QsPerson)
     assert single.name == "z"
     assert await _db().qs_person.count_documents({}) == 3
+
+
+async def test_async_insert_of_documents_built_by_init_raises_nothing_inside(
+    async_alias,
+):
+    """Documents built by ``__init__`` (no list of changes until saved) are
+    given their early ids without reading ``_changed_fields`` through the
+    class's attribute, which raises AttributeError inside for each of them
+    (insert_bulk: 3 calls and an exception a document)."""
+    code = from_bson._ChangedFields.__get__.__code__
+    reads = [0]
+
+    def hook(frame: FrameType, event: str, _: Any) -> None:
+        if event == "call" and frame.f_code is code:
+            reads[0] += 1
+
+    people = [QsPerson(name="x"), QsPerson(name="y")]
+    sys.setprofile(hook)
+    try:
+        ids = await QsPerson.objects.async_insert(people, load_bulk=False)
+    finally:
+        sys.setprofile(None)
+    assert reads == [0]
+    assert ids == [person.pk for person in people]
+    stored = await _db().qs_person.find({}, {"name": 1}).sort("name").to_list()
+    assert stored == [{"_id": ids[0], "name": "x"}, {"_id": ids[1], "name": "y"}]
 
 
 async def test_async_insert_duplicate(async_alias):

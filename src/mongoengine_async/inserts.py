@@ -93,7 +93,14 @@ def give_ids(documents: list[Any], raw: list[dict]) -> list[Any]:
             if _EARLY_MARK in state and document._created:
                 marked[id(document)] = document
             continue
-        changes = getattr(document, "_changed_fields", None)  # (give_id's list)
+        # give_id's list; the class's attribute would raise inside for one
+        # __init__ built (it holds _initialised and no list until saved)
+        if "_changed_fields" in state:
+            changes = state["_changed_fields"]
+        elif "_initialised" in state:
+            changes = None
+        else:
+            changes = getattr(document, "_changed_fields", None)
         to_mark = changes is not None and _id_key(document) not in changes
         to_bson.give_id(document, son)
         if to_mark:  # (give_id marked it in that list)
