@@ -16,9 +16,10 @@ from uuid import uuid4
 
 import httpx
 import pytest
+from bson import ObjectId
 
 from mongoengine_async import QuerySet, get_async_db
-from mongoengine_async.testing import CommandLog
+from mongoengine_async.testing import CommandLog, fail_command
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -36,21 +37,24 @@ class Service:
     http: httpx.AsyncClient
     log: CommandLog
     loop: asyncio.AbstractEventLoop | None = None
+    name: str = ""  # its database, and its client's appname (for fail points)
 
 
-async def running_app(uri: str) -> AsyncIterator[Service]:
-    """The example app on a fresh database, its lifespan entered as a server
-    would; the database is dropped before the lifespan disconnects."""
+async def running_app(uri: str, **settings: Any) -> AsyncIterator[Service]:
+    """The example app on a fresh database (other ``settings`` as given), its
+    lifespan entered as a server would; the database is dropped before the
+    lifespan disconnects."""
     log = CommandLog()
     name = f"test_fastapi_{uuid4().hex[:12]}"
-    app = create_app(Settings(uri, name, {"event_listeners": [log]}))
+    options = {"event_listeners": [log], "appname": name}
+    app = create_app(Settings(uri, name, options, **settings))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://library"
         ) as http:
             try:
-                yield Service(http, log)
+                yield Service(http, log, name=name)
             finally:
                 await get_async_db().client.drop_database(name)
 
@@ -59,6 +63,13 @@ async def running_app(uri: str) -> AsyncIterator[Service]:
 async def service(mongodb_uri: str) -> AsyncIterator[Service]:
     """One app per test, on the test's own event loop."""
     async for running in running_app(mongodb_uri):
+        yield running
+
+
+@pytest.fixture
+async def impatient_service(mongodb_uri: str) -> AsyncIterator[Service]:
+    """The app whose transactions stop running again after half a second."""
+    async for running in running_app(mongodb_uri, transaction_seconds=0.5):
         yield running
 
 
@@ -141,6 +152,88 @@ async def test_does_not_exist_is_a_404(service: Service) -> None:
         f"Trying to dereference unknown document DBRef('author', ObjectId('{ann}'))"
         " (reference 'author')"
     )
+
+
+async def test_creating_a_book_is_three_round_trips(service: Service) -> None:
+    """One write of the author (which proves that it exists and conflicts with
+    its delete), the book's insert and the commit, in one transaction."""
+    ann = await new_author(service, "Ann")
+    service.log.clear()
+    book_id = await new_book(service, ann, "Dune", year=1965)
+    assert service.log.names == ["findAndModify", "insert", "commitTransaction"]
+    modify, insert, commit = (event.command for event in service.log.events)
+    assert (modify["findAndModify"], modify["query"], modify["update"]) == (
+        "author",
+        {"_id": ObjectId(ann)},
+        {"$inc": {"books_added": 1}},
+    )
+    assert modify["startTransaction"] is True
+    assert insert["insert"] == "book"
+    assert [book["_id"] for book in insert["documents"]] == [ObjectId(book_id)]
+    assert {modify["lsid"]["id"], insert["lsid"]["id"]} == {commit["lsid"]["id"]}
+    assert {modify["txnNumber"], insert["txnNumber"]} == {commit["txnNumber"]}
+    stored = await get_async_db().book.find_one({"_id": ObjectId(book_id)})
+    assert stored is not None
+    assert (stored["title"], stored["year"], stored["author"]) == (
+        "Dune",
+        1965,
+        ObjectId(ann),
+    )
+    assert (await get_async_db().author.find_one())["books_added"] == 1
+
+
+async def test_a_conflict_outlasting_the_time_limit_is_a_503(
+    impatient_service: Service, mongodb_uri: str
+) -> None:
+    """A write conflict that does not end (the server refuses every insert of
+    the app's client with a WriteConflict, labelled as it labels one) runs the
+    transaction again until the settings' ``transaction_seconds`` (not PyMongo's
+    120 s), then answers 503 with a Retry-After: not a 500."""
+    service = impatient_service
+    ann = await new_author(service, "Ann")
+    service.log.clear()
+    with fail_command(
+        mongodb_uri,
+        "insert",
+        mode="alwaysOn",
+        error_code=112,
+        error_labels=["TransientTransactionError"],
+        app_name=service.name,
+    ):
+        for path, body in [
+            ("/books", {"title": "T", "author_id": ann}),
+            (f"/authors/{ann}/books", [{"title": "U"}]),
+        ]:
+            response = await service.http.post(path, json=body)
+            assert (response.status_code, response.json()) == (
+                503,
+                {"detail": "the database is busy or unreachable, try again"},
+            )
+            assert response.headers["retry-after"] == "1"
+    assert service.log.count("commitTransaction") == 0
+    assert await get_async_db().book.count_documents({}) == 0
+    assert (await get_async_db().author.find_one())["books_added"] == 0
+
+
+async def test_a_database_that_does_not_answer_is_a_503(
+    service: Service, mongodb_uri: str
+) -> None:
+    """A read whose connection is lost twice (PyMongo retries it once): 503."""
+    ann = await new_author(service, "Ann")
+    with fail_command(
+        mongodb_uri,
+        "find",
+        mode="alwaysOn",
+        close_connection=True,
+        app_name=service.name,
+    ):
+        response = await service.http.get(f"/authors/{ann}")
+    assert (response.status_code, response.json()) == (
+        503,
+        {"detail": "the database is busy or unreachable, try again"},
+    )
+    assert response.headers["retry-after"] == "1"
+    assert (await service.http.get(f"/authors/{ann}")).status_code == 200
 
 
 async def test_invalid_values_are_a_422_and_duplicates_a_409(service: Service) -> None:

@@ -18,11 +18,17 @@ from mongoengine_async import connect_async, disconnect_async
 
 @dataclass(frozen=True)
 class Settings:
-    """Where the service keeps its data; ``client_options`` go to PyMongo."""
+    """Where the service keeps its data; ``client_options`` go to PyMongo.
+
+    ``transaction_seconds`` bounds a request's transaction, its retries on a
+    write conflict included (PyMongo's own limit is 120 s, longer than an HTTP
+    client waits); past it the request answers 503 (``None``: no bound).
+    """
 
     uri: str = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
     db: str = "fastapi_example"
     client_options: dict[str, Any] = field(default_factory=dict)
+    transaction_seconds: float | None = 10.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -57,10 +63,11 @@ def lifespan_for(settings: Settings) -> Any:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new application on ``settings`` (by default read from the environment)."""
+    settings = settings or Settings.from_env()
     app = FastAPI(
-        title="Library (mongoengine-async example)",
-        lifespan=lifespan_for(settings or Settings.from_env()),
+        title="Library (mongoengine-async example)", lifespan=lifespan_for(settings)
     )
+    app.state.settings = settings
     add_error_handlers(app)
     app.include_router(router)
     return app

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from pymongo.errors import ConnectionFailure, ExecutionTimeout
 from starlette.requests import ClientDisconnect
 
 from mongoengine_async import (
     DoesNotExist,
     NotUniqueError,
+    OperationError,
     SaveConditionError,
     ValidationError,
 )
@@ -34,6 +36,28 @@ async def invalid(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=422)
 
 
+# The seconds a client waits before it sends a request that got a 503 again.
+RETRY_AFTER = {"Retry-After": "1"}
+
+
+async def unavailable(request: Request, error: Exception) -> JSONResponse:
+    """The database did not answer in time (a transaction's retries ran out
+    on a conflict that lasted, a time limit, no server reachable): a 503 that
+    tells the client to send the request again, as HTTP clients and proxies
+    expect of a passing failure."""
+    detail = "the database is busy or unreachable, try again"
+    return JSONResponse({"detail": detail}, status_code=503, headers=RETRY_AFTER)
+
+
+async def failed(request: Request, error: Exception) -> JSONResponse:
+    """MongoEngine's ``OperationError``: a write of MongoEngine's that ran out
+    of time (the time-out, from the driver, is its cause) is a 503; any other
+    is raised again, a 500 that the server logs, as with no handler."""
+    if isinstance(error.__cause__, ExecutionTimeout):
+        return await unavailable(request, error)
+    raise error
+
+
 async def gone(request: Request, error: Exception) -> Response:
     """The client went away while sending its body (an upload cut short, whose
     chunks the upload removed): no one reads this answer, and no error to log."""
@@ -47,3 +71,6 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SaveConditionError, changed)
     app.add_exception_handler(ValidationError, invalid)
     app.add_exception_handler(ClientDisconnect, gone)
+    app.add_exception_handler(ExecutionTimeout, unavailable)
+    app.add_exception_handler(ConnectionFailure, unavailable)
+    app.add_exception_handler(OperationError, failed)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 from urllib.parse import quote
 
+import pymongo
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
@@ -20,6 +23,15 @@ from fastapi_app.schemas import (
 from mongoengine_async import SaveConditionError, async_run_transaction
 
 router = APIRouter()
+T = TypeVar("T")
+
+
+async def in_transaction(request: Request, fn: Callable[[], Awaitable[T]]) -> T:
+    """``await fn()`` in one transaction, run again on a write conflict for the
+    settings' ``transaction_seconds`` at most (a PyMongo timeout, which bounds
+    each operation too): past it, PyMongo's ``ExecutionTimeout``, a 503."""
+    with pymongo.timeout(request.app.state.settings.transaction_seconds):
+        return await async_run_transaction(fn)
 
 
 @router.post("/authors", status_code=201)
@@ -36,7 +48,7 @@ async def get_author(author_id: str) -> AuthorOut:
 
 
 @router.delete("/authors/{author_id}", status_code=204)
-async def delete_author(author_id: str) -> None:
+async def delete_author(author_id: str, request: Request) -> None:
     """The author, their books and the books' manuscripts, all or nothing.
 
     The CASCADE on ``Book.author`` deletes the books, and the GridFS files of
@@ -47,11 +59,13 @@ async def delete_author(author_id: str) -> None:
         author = await Author.objects.async_get(id=author_id)
         await author.async_delete()
 
-    await async_run_transaction(delete)
+    await in_transaction(request, delete)
 
 
 @router.post("/authors/{author_id}/books", status_code=201)
-async def publish_books(author_id: str, books: list[BookIn]) -> list[BookOut]:
+async def publish_books(
+    author_id: str, books: list[BookIn], request: Request
+) -> list[BookOut]:
     """Every book or none, in one transaction, which every operation of
     ``publish`` joins without being passed a session."""
 
@@ -63,11 +77,11 @@ async def publish_books(author_id: str, books: list[BookIn]) -> list[BookOut]:
         ]
         return [BookOut.of(book, author) for book in saved]
 
-    return await async_run_transaction(publish)
+    return await in_transaction(request, publish)
 
 
 @router.post("/books", status_code=201)
-async def create_book(body: NewBook) -> BookOut:
+async def create_book(body: NewBook, request: Request) -> BookOut:
     """A new book of an existing author."""
 
     async def create() -> BookOut:
@@ -75,7 +89,7 @@ async def create_book(body: NewBook) -> BookOut:
         book = await Book(title=body.title, year=body.year, author=author).async_save()
         return BookOut.of(book, author)
 
-    return await async_run_transaction(create)
+    return await in_transaction(request, create)
 
 
 async def add_books_to(author_id: str, count: int) -> Author:
