@@ -258,6 +258,10 @@ async def test_invalid_values_are_a_422_and_duplicates_a_409(service: Service) -
         response = await service.http.post("/books", json=body)
         assert response.status_code == 422
         assert response.json()["detail"][0]["loc"] == ["body", "year"]
+    for skip in (2**63, 100_001):  # past BSON's ints, or a page too deep
+        response = await service.http.get("/books", params={"skip": skip})
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["query", "skip"]
 
     response = await service.http.post("/authors", json={"name": "Ann"})
     assert (response.status_code, response.json()) == (
