@@ -263,6 +263,11 @@ async def test_invalid_values_are_a_422_and_duplicates_a_409(service: Service) -
         assert response.status_code == 422
         assert response.json()["detail"][0]["loc"] == ["query", "skip"]
 
+    too_many = [{"title": f"T{n}"} for n in range(501)]
+    response = await service.http.post(f"/authors/{ann}/books", json=too_many)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body"]
+    assert await get_async_db().book.count_documents({}) == 0
     response = await service.http.post("/authors", json={"name": "Ann"})
     assert (response.status_code, response.json()) == (
         409,
