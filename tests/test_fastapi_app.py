@@ -18,7 +18,7 @@ import httpx
 import pytest
 from bson import ObjectId
 
-from mongoengine_async import QuerySet, get_async_db
+from mongoengine_async import OperationError, QuerySet, get_async_db
 from mongoengine_async.testing import CommandLog, fail_command
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -215,25 +215,51 @@ async def test_a_conflict_outlasting_the_time_limit_is_a_503(
     assert (await get_async_db().author.find_one())["books_added"] == 0
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [{"close_connection": True}, {"error_code": 50}],
+    ids=["connection lost", "time limit"],
+)
 async def test_a_database_that_does_not_answer_is_a_503(
-    service: Service, mongodb_uri: str
+    impatient_service: Service, mongodb_uri: str, failure: dict[str, Any]
 ) -> None:
-    """A read whose connection is lost twice (PyMongo retries it once): 503."""
+    """A read whose connection is lost twice (PyMongo retries it once), or
+    that exceeds its time limit (ExecutionTimeout), and a write that does
+    (MongoEngine's OperationError, the driver's error its cause): a 503."""
+    service = impatient_service
     ann = await new_author(service, "Ann")
     with fail_command(
         mongodb_uri,
-        "find",
+        ["find", "findAndModify"],
         mode="alwaysOn",
-        close_connection=True,
         app_name=service.name,
+        **failure,
     ):
-        response = await service.http.get(f"/authors/{ann}")
-    assert (response.status_code, response.json()) == (
-        503,
-        {"detail": "the database is busy or unreachable, try again"},
-    )
-    assert response.headers["retry-after"] == "1"
+        for response in [
+            await service.http.get(f"/authors/{ann}"),
+            await service.http.post("/books", json={"title": "T", "author_id": ann}),
+        ]:
+            assert (response.status_code, response.json()) == (
+                503,
+                {"detail": "the database is busy or unreachable, try again"},
+            )
+            assert response.headers["retry-after"] == "1"
     assert (await service.http.get(f"/authors/{ann}")).status_code == 200
+    assert await get_async_db().book.count_documents({}) == 0
+
+
+async def test_any_other_operation_error_is_a_500(
+    service: Service, mongodb_uri: str
+) -> None:
+    """An OperationError not caused by a time-out has no answer of its own:
+    raised again, it is the server's 500 (which httpx's transport raises)."""
+    ann = await new_author(service, "Ann")
+    body = {"title": "T", "author_id": ann}
+    failure = {"error_code": 2, "app_name": service.name}  # (BadValue)
+    with fail_command(mongodb_uri, "findAndModify", **failure):
+        with pytest.raises(OperationError, match=r"^Update failed \(.*BadValue"):
+            await service.http.post("/books", json=body)
+    assert (await service.http.post("/books", json=body)).status_code == 201
 
 
 async def test_invalid_values_are_a_422_and_duplicates_a_409(service: Service) -> None:
