@@ -22,7 +22,7 @@ class Settings:
 
     ``transaction_seconds`` bounds a request's transaction, its retries on a
     write conflict included (PyMongo's own limit is 120 s, longer than an HTTP
-    client waits); past it the request answers 503 (``None``: no bound).
+    client waits); past it the request answers 503 (``None``: PyMongo's 120 s).
     """
 
     uri: str = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
