@@ -1,6 +1,6 @@
 """Queryset terminals on an async alias against MongoEngine's own on a sync
 alias, for what once differed: ``modify(full_response=True)`` on a queryset
-that matches nothing.
+that matches nothing; ``in_bulk`` of results without their ``_id``.
 
 As in tests/test_document_parity.py, the same class runs both ways: MongoEngine's
 code on the sync alias SYNC (``switch_db``), ours on the async alias "default",
@@ -13,7 +13,10 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import mongoengine
 import pytest
+from mongoengine.errors import InvalidDocumentError
+from mongoengine.queryset import QuerySet as MongoEngineQuerySet
 
 from conftest import fresh_sync_default
 from mongoengine_async import Document, IntField, StringField
@@ -82,3 +85,53 @@ async def test_modify_full_response_returns_the_document(async_alias, sync_db, f
     assert (got.name, got.n) == ("a", expected.n)
     ours = await QpItem.objects(name="a").exclude("id").async_to_list()
     assert [d.to_mongo().to_dict() for d in ours] == theirs
+
+
+class QpPart(mongoengine.EmbeddedDocument):
+    x = IntField()
+
+
+class QpHolder(Document):
+    part = mongoengine.EmbeddedDocumentField(QpPart)
+
+
+IN_BULK_VIEWS: dict[str, tuple[Callable[[Any], Any], type]] = {
+    "documents": (lambda queryset: queryset.exclude("id"), InvalidDocumentError),
+    "scalars": (
+        lambda queryset: queryset.exclude("id").scalar("part"),
+        InvalidDocumentError,
+    ),
+    "loading_fine": (lambda queryset: queryset.exclude("id", "part"), KeyError),
+}
+
+
+def raised(call: Callable[[], Any]) -> tuple[type, str]:
+    """The type and message of what ``call`` raises (it must raise)."""
+    with pytest.raises(Exception) as error:
+        call()
+    return type(error.value), str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("view", "error"), IN_BULK_VIEWS.values(), ids=IN_BULK_VIEWS.keys()
+)
+async def test_in_bulk_without_ids_raises_the_load_error_first(
+    async_alias, sync_db, view, error
+):
+    """MongoEngine's in_bulk() loads a result before it reads its ``_id``:
+    with ``exclude("id")`` a stored value that cannot be loaded raises its
+    load error, not KeyError (which ours raised, sync and async, reading the
+    ids first); a result that loads raises KeyError."""
+    broken = {"part": "not a dict"}
+    ids = [sync_db.qp_holder.insert_one(dict(broken)).inserted_id]
+    with on_sync(QpHolder):
+        plain = MongoEngineQuerySet(QpHolder, QpHolder._get_collection())
+        expected = raised(lambda: view(plain).in_bulk(ids))
+        assert raised(lambda: view(QpHolder.objects).in_bulk(ids)) == expected
+    assert expected[0] is error
+    collection = await QpHolder._async_get_collection()
+    await collection.insert_one({"_id": ids[0], **broken})
+    with pytest.raises(error) as ours:
+        await view(QpHolder.objects).async_in_bulk(ids)
+    assert (type(ours.value), str(ours.value)) == expected
+    assert ours.value.__context__ is None

@@ -26,6 +26,7 @@ from mongoengine_async.errors import AsyncUsageError
 __all__ = (
     "WHOLE_RESULT",
     "Iteration",
+    "by_id",
     "close_soon",
     "gc_paused",
     "kill_soon",
@@ -193,6 +194,23 @@ def materialise_all(materialise: Callable[[Any], Any], raws: list) -> list:
         return [materialise(raw) for raw in raws] if batch is None else batch(raws)
     with gc_paused():
         return [materialise(raw) for raw in raws] if batch is None else batch(raws)
+
+
+def by_id(raws: list, build: Callable[[list], list]) -> dict:
+    """``in_bulk``'s dict from each raw result's ``_id`` to what ``build``
+    makes of it (a list of results for a list of raws; a loader takes the
+    raws as its own, so the ids are read first). A raw without an ``_id`` (a
+    projection excluding it) fails as MongoEngine's loop, which loads a result
+    before reading its id: the error of loading it or one before, else KeyError.
+    """
+    try:
+        ids = [raw["_id"] for raw in raws]
+    except KeyError:
+        ids = None  # (the errors raised next are not chained to this one)
+    if ids is not None:
+        return dict(zip(ids, build(raws), strict=True))
+    build(raws[: next(i for i, raw in enumerate(raws) if "_id" not in raw) + 1])
+    raise KeyError("_id")
 
 
 def replies(cursor: Any) -> Iterator[list[dict]]:

@@ -74,6 +74,7 @@ from mongoengine_async import fields as our_fields
 from mongoengine_async.batches import (
     WHOLE_RESULT,
     Iteration,
+    by_id,
     kill_soon,
     leave,
     materialise_all,
@@ -748,9 +749,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             {"_id": {"$in": object_ids}}, batch_size=WHOLE_RESULT, **self._cursor_args
         )
         raws = await read_list(cursor)
-        ids = [raw["_id"] for raw in raws]  # before the raws become documents
         materialise = self._materialiser(scalars_first=True, dereference=True)
-        return dict(zip(ids, materialise_all(materialise, raws), strict=True))
+        return by_id(raws, lambda run: materialise_all(materialise, run))
 
     async def async_count(
         self,

@@ -40,7 +40,7 @@ from mongoengine.dereference import DeReference
 from mongoengine.errors import DoesNotExist
 from mongoengine.queryset.base import BaseQuerySet
 
-from mongoengine_async.batches import replies
+from mongoengine_async.batches import by_id, replies
 from mongoengine_async.from_bson import Load, loader, loader_key, owned_loader
 from mongoengine_async.guards import unguarded
 from mongoengine_async.sync_select_related import select_related_joined
@@ -268,22 +268,23 @@ class FastSyncReads(MongoEngineQuerySet):
         raws = self._collection.find({"_id": {"$in": object_ids}}, **self._cursor_args)
         # As MongoEngine's: scalars before as_pymongo() (listing goes the other
         # way), loaded dereferencing whatever is set.
-        if self._scalar:
-            load = self._loader(True)
-            return {raw["_id"]: self._get_scalar(load(raw)) for raw in raws}
-        if self._as_pymongo:
+        if self._as_pymongo and not self._scalar:
             return {raw["_id"]: raw for raw in raws}
-        load = self._loader(self._auto_dereference)
-        batch = _batch_of(load)
+        build = self._in_bulk_build()
         found: dict[Any, Any] = {}
         for run in replies(raws):  # each reply loaded before the next is asked for
-            keys = list(map(_ID, run))  # read before the loader takes the sons
-            documents = map(load, run) if batch is None else batch(run)
-            found.update(zip(keys, documents, strict=True))
+            found.update(by_id(run, build))
         return found
 
-
-_ID = operator.itemgetter("_id")
+    def _in_bulk_build(self) -> Callable[[list], list]:
+        """What ``in_bulk`` makes of a reply's raws, as MongoEngine's: scalars
+        (loaded dereferencing whatever is set), else documents in one batch."""
+        if self._scalar:
+            load = self._loader(True)
+            return lambda run: [self._get_scalar(load(raw)) for raw in run]
+        load = self._loader(self._auto_dereference)
+        batch = _batch_of(load)
+        return batch if batch is not None else lambda run: list(map(load, run))
 
 
 def _batch_of(load: Load) -> Callable[..., list] | None:
