@@ -145,6 +145,7 @@ from mongoengine_async.operation import (
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.select_related import (
     built_embedded,
+    distinct_embedded,
     load_distinct,
     load_related,
 )
@@ -825,12 +826,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         embedded_cls = self._embedded_type(field)
         if embedded_cls is None:
             return [built_embedded(value) for value in values]
-        # Built new (_created), as by the constructor MongoEngine's distinct
-        # calls; a stored null stays None, where MongoEngine's distinct fails.
-        return [
-            None if value is None else embedded_cls._from_son(value, created=True)
-            for value in values
-        ]
+        return distinct_embedded(embedded_cls, values, self._document, db_field)
 
     def _embedded_type(self, field: str) -> type[Any] | None:
         """The embedded document class at the end of path ``field``, if any."""

@@ -53,6 +53,7 @@ from mongoengine_async.proxies import (
     slots,
     stored_dbref,
     unloaded_target,
+    walk_without_loading,
     write_at,
 )
 
@@ -60,6 +61,7 @@ __all__ = (
     "PLAIN_VALUE_TYPES",
     "SCALAR_FIELDS",
     "built_embedded",
+    "distinct_embedded",
     "load_distinct",
     "load_related",
     "select_related",
@@ -286,6 +288,39 @@ def built_embedded(value: Any) -> Any:
     if cls is not None:
         return cls._from_son(value)
     return {key: built_embedded(item) for key, item in value.items()}
+
+
+def distinct_embedded(
+    cls: type[Any], values: list, owner: type[Any], path: str
+) -> list:
+    """The distinct ``values`` of an ``EmbeddedDocumentField`` of ``cls`` at
+    ``path`` of ``owner`` built as MongoEngine's ``distinct`` builds them:
+    new, by the class's constructor given each stored value as its
+    ``DeReference`` walk wraps it (init signals sent first, with those
+    values, then those of the embedded documents inside). Where that
+    constructor fails (a ``_cls`` naming a subclass, a renamed field, a key
+    no field holds), loaded as the class it names, new; a null is None."""
+    return [
+        None
+        if value is None
+        else cls(**walk_without_loading(value, owner, f"{path}.{index}"))
+        if _constructible(cls, value)
+        else cls._from_son(value, created=True)
+        for index, value in enumerate(values)
+    ]
+
+
+def _constructible(cls: type[Any], value: Any) -> bool:
+    """Whether ``cls(**value)`` builds what ``cls._from_son(value)`` loads:
+    a dict of ``cls``'s own (no other ``_cls``), keyed by field names."""
+    if type(value) is not dict or value.get("_cls", cls._class_name) != (
+        cls._class_name
+    ):
+        return False
+    fields = cls._fields
+    if any(field.db_field != name for name, field in fields.items()):
+        return False
+    return cls._dynamic or all(key in fields or key == "_cls" for key in value)
 
 
 def _walk_stored_document(raw: dict, cls: type[Any], wanted: _Wanted) -> None:
