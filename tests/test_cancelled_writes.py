@@ -43,6 +43,7 @@ from mongoengine_async import (
     FileField,
     IntField,
     ListField,
+    OperationError,
     ReferenceField,
     StringField,
     async_run_in_transaction,
@@ -3215,3 +3216,31 @@ async def test_a_save_cancelled_in_a_transaction_shows_changes_inside_a_list(app
     assert raw["items"] == [{"x": 5}] and raw["name"] == "new"
     book = await CwListedBook._get_collection().find_one({})
     assert book["listed"]["name"] == "new"
+
+
+async def test_a_save_of_unknown_outcome_keeps_its_id_and_an_insert_moves_its_mark(
+    app,
+):
+    """A new document's save failing with an error that is not the server
+    refusing the document (a command error: the insert may have been
+    applied, as with a write concern error) keeps the id given before the
+    write, so writing it again never stores it twice. Inserted again, its
+    changes list the id's mark last, as MongoEngine's insert() leaves them
+    (``['name', 'pk', '_id']``, tests/test_document_parity.py); ours left
+    the mark the save's early id made first."""
+    await CwDynamic.objects.async_first()  # the collection prepared
+    document = CwDynamic._from_son({"name": "a"}, created=True)
+    admin = get_async_connection().admin
+    await fail_point_on(admin, app, "insert", errorCode=2)
+    try:
+        with pytest.raises(OperationError, match="Could not save document"):
+            await document.async_save()
+    finally:
+        await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+    kept = document.id
+    assert kept is not None and document._created
+    document.name = "b"
+    await CwDynamic.objects.async_insert(document, load_bulk=False)
+    assert document._changed_fields == ["name", "pk", "_id"]
+    stored = await CwDynamic.objects.as_pymongo().async_to_list()
+    assert stored == [{"_id": kept, "name": "b"}]

@@ -464,6 +464,59 @@ async def test_documents_inserted_again_after_a_failed_insert_list_changes_so(
     assert ours == theirs
 
 
+async def write_dynamic(document: DpUniqueDynamic, write: str, sync: bool) -> None:
+    """Save or insert ``document`` (MongoEngine's way if ``sync``; not loaded
+    back after an insert: one round trip)."""
+    if sync:
+        document.save() if write == "save" else DpUniqueDynamic.objects.insert(
+            document, load_bulk=False
+        )
+    elif write == "save":
+        await document.async_save()
+    else:
+        await DpUniqueDynamic.objects.async_insert(document, load_bulk=False)
+
+
+@pytest.mark.parametrize("write", ["save", "insert"])
+async def test_a_new_document_whose_save_was_refused_holds_no_id(
+    async_alias, sync_db, command_log, write
+):
+    """A new document (``_from_son(created=True)``: a list of changes) whose
+    save failed on a unique key holds no id, as MongoEngine leaves it: ours
+    kept the id given before the write (marked changed), so saved again it
+    was a findAndModify and an insert, and inserted again its changes were
+    ``['_id', 'name', 'pk']`` where MongoEngine's are ``['name', 'pk',
+    '_id']``. Changed and written again, it is one insert, stored whole."""
+
+    async def refused_then_written(sync: bool) -> tuple:
+        document = DpUniqueDynamic._from_son({"name": "a", "n": 1}, created=True)
+        if sync:
+            DpUniqueDynamic.ensure_indexes()
+            DpUniqueDynamic(name="a").save()
+        else:
+            await DpUniqueDynamic.async_ensure_indexes()
+            await DpUniqueDynamic(name="a").async_save()
+        with pytest.raises(NotUniqueError):
+            await write_dynamic(document, "save", sync)
+        refused = (document.id, document._created, list(document._changed_fields))
+        document.name = "b"
+        command_log.clear()
+        await write_dynamic(document, write, sync)
+        if not sync:
+            assert command_log.names == ["insert"]
+        collection = DpUniqueDynamic._get_collection()
+        found = collection.find({"name": "b"}, {"_id": 0})
+        stored = list(found) if sync else await found.to_list()
+        return refused, stored, list(document._changed_fields)
+
+    with on_sync(DpUniqueDynamic):
+        theirs = await refused_then_written(sync=True)
+    ours = await refused_then_written(sync=False)
+    changes = [] if write == "save" else ["name", "pk", "_id"]
+    assert theirs == ((None, True, []), [{"name": "b", "n": 1}], changes)
+    assert ours == theirs
+
+
 # -- D5: abstract documents --------------------------------------------------------
 
 

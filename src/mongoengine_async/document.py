@@ -824,8 +824,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         # make an equal copy of the collection on every save).
         target = _concerned(collection, write_concern) if write_concern else collection
         fresh = delta is None and "_id" not in raw
-        if fresh:  # its id before the write is awaited (a retry is the same one)
-            to_bson.give_id(self, raw)
+        # Its id before the write is awaited (a retry is the same one).
+        given = to_bson.give_id(self, raw) if fresh else None
         sent = deltas.take_changes(self)
         # In a task of its own, which the caller's cancellation does not
         # cancel: the write may be applying on the server, and the instance's
@@ -844,9 +844,12 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         outcome, write = detached(sending, task)  # (no code of ours asks
         # for the task it works for: the save's own, even in a write's task)
         kept = False  # the changes taken: the write's as it settles, or sent
+        refused = False  # an insert the server refused: the early id taken back
         try:
             object_id, created = await outcome
             kept = True
+            if given is not None and given.marked:  # (saved: no insert moves it)
+                self.__dict__.pop(to_bson.EARLY_MARK, None)
         except asyncio.CancelledError:
             kept = True  # (given back or saved by its outcome)
             transaction = session if session and session.in_transaction else None
@@ -865,19 +868,14 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 sending,
             )
             raise
-        except pymongo.errors.DuplicateKeyError as err:
-            raise NotUniqueError(
-                f"Tried to save duplicate unique keys ({err})"
-            ) from err
         except pymongo.errors.OperationFailure as err:
-            if re.match("^E1100[01] duplicate key", str(err)):
-                raise NotUniqueError(
-                    f"Tried to save duplicate unique keys ({err})"
-                ) from err
-            raise OperationError(f"Could not save document ({err})") from err
+            refused = given is not None and to_bson.not_stored(err)
+            raise _save_error(err) from err
         finally:
             if not kept:  # (failed: not sent)
                 deltas.give_back_changes(self, sent)
+                if refused and given is not None:  # (as MongoEngine's save)
+                    to_bson.take_id_back(self, given)
         self._landed(session)
         return object_id, created, sent
 
@@ -1704,6 +1702,16 @@ _COMPARE_INDEXES = mongoengine.Document.__dict__["compare_indexes"].__func__
 # or document with its own (an override, a patch) gets it called on every
 # update, as MongoEngine's ``_save_update`` calls it.
 _INTEGRATE_SHARD_KEY = mongoengine.Document.__dict__["_integrate_shard_key"]
+
+
+def _save_error(err: pymongo.errors.OperationFailure) -> OperationError:
+    """MongoEngine's error for a save's failed write: ``NotUniqueError`` for a
+    duplicate key, else ``OperationError``."""
+    if isinstance(err, pymongo.errors.DuplicateKeyError) or re.match(
+        "^E1100[01] duplicate key", str(err)
+    ):
+        return NotUniqueError(f"Tried to save duplicate unique keys ({err})")
+    return OperationError(f"Could not save document ({err})")
 
 
 def _concerned(collection: AsyncCollection, write_concern: dict) -> AsyncCollection:

@@ -21,6 +21,7 @@ from mongoengine.errors import BulkWriteError, NotUniqueError, OperationError
 from mongoengine.queryset.base import BaseQuerySet as _MongoEngineBaseQuerySet
 
 from mongoengine_async import plan_watch, to_bson
+from mongoengine_async.to_bson import EARLY_MARK, id_key
 
 if TYPE_CHECKING:
     from mongoengine_async._typing import MongoEngineQuerySet
@@ -74,47 +75,26 @@ def refresh_plans(documents: Iterable[Any]) -> None:
         plan_watch.refresh(cls)
 
 
-# Set in a document's __dict__ while the mark of its id is the one an early id
-# made (give_ids), until set_ids moves it: kept by an insert that did not return.
-_EARLY_MARK = "_async_early_id_mark"
-
-
 def give_ids(documents: list[Any], raw: list[dict]) -> list[Any]:
     """Give each document whose son has no ``_id`` the id PyMongo's insert
     would make (``to_bson.give_id``), before the write is awaited. Returns
-    those whose id mark an early id made, this insert's or one that did not
-    return (failed, cancelled, aborted: new still, holding that id and its
-    mark): MongoEngine's insert marks the id as its write returns, after a
-    dynamic document's ``pk``, where ``set_ids`` moves the mark."""
+    those whose id mark an early id made, this insert's or that of a save or
+    insert that did not return (failed, cancelled, aborted: new still,
+    holding that id and its mark): MongoEngine's insert marks the id as its
+    write returns, after a dynamic document's ``pk``, where ``set_ids`` moves
+    the mark."""
     marked: dict[int, Any] = {}  # (by identity: a document listed twice)
     for document, son in zip(documents, raw, strict=True):
         state = document.__dict__
         if "_id" in son:
-            if _EARLY_MARK in state and document._created:
+            if EARLY_MARK in state and document._created:
                 marked[id(document)] = document
             continue
-        # give_id's list; the class's attribute would raise inside for one
-        # __init__ built (it holds _initialised and no list until saved)
-        if "_changed_fields" in state:
-            changes = state["_changed_fields"]
-        elif "_initialised" in state:
-            changes = None
-        else:
-            changes = getattr(document, "_changed_fields", None)
-        to_mark = changes is not None and _id_key(document) not in changes
-        to_bson.give_id(document, son)
-        if to_mark:  # (give_id marked it in that list)
-            state[_EARLY_MARK] = True
+        if to_bson.give_id(document, son).marked:  # (flagged EARLY_MARK)
             marked[id(document)] = document
-        elif _EARLY_MARK in state and id(document) not in marked:
-            del state[_EARLY_MARK]  # (a mark of its own, or none)
+        elif EARLY_MARK in state and id(document) not in marked:
+            del state[EARLY_MARK]  # (a mark of its own, or none)
     return list(marked.values())
-
-
-def _id_key(document: Any) -> str:
-    """The name a document's id is marked changed by (its stored name)."""
-    name = document._meta["id_field"]
-    return document._db_field_map.get(name, name)
 
 
 def _changes(document: Any) -> list[str]:
@@ -131,8 +111,8 @@ def set_ids(
     for document, object_id in zip(documents, ids, strict=False):
         to_bson.set_id(document, object_id, by_pk=True)
     for document in marked:
-        document.__dict__.pop(_EARLY_MARK, None)
-        changes, key = _changes(document), _id_key(document)
+        document.__dict__.pop(EARLY_MARK, None)
+        changes, key = _changes(document), id_key(document)
         if key in changes:
             changes.remove(key)
             changes.append(key)

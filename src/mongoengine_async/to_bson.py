@@ -30,9 +30,10 @@ import datetime
 import uuid
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import mongoengine
+import pymongo.errors
 from bson import SON, DBRef, ObjectId
 from mongoengine import EmbeddedDocument
 from mongoengine.base import (
@@ -82,13 +83,18 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = (
+    "EARLY_MARK",
     "FastWrites",
+    "GivenId",
     "give_id",
     "has_id",
+    "id_key",
     "mark_saved",
+    "not_stored",
     "raw",
     "set_id",
     "son_details",
+    "take_id_back",
 )
 
 _MISSING = object()
@@ -311,14 +317,34 @@ def set_id(
     data[name] = value
 
 
-def give_id(document: Any, raw: dict) -> None:
+# Set in a document's __dict__ while the mark of its id is the one an early id
+# made (give_id), until an insert returning moves it (inserts.set_ids): kept by
+# a save or insert that did not return (cancelled, or of unknown outcome).
+EARLY_MARK = "_async_early_id_mark"
+
+
+class GivenId(NamedTuple):
+    """What :func:`give_id` changed on a document, for :func:`take_id_back`."""
+
+    object_id: ObjectId
+    created: bool  # the document's _created before
+    marked: bool  # the id's mark added to its list of changes
+
+
+def give_id(document: Any, raw: dict) -> GivenId:
     """Put the id PyMongo's insert would make into ``raw`` and on ``document``,
     which is new (``_created``, as one without an id is: a loaded one whose id
     was cleared too) until its write returns: a write cancelled on the way or
-    failed leaves the document its id, so a retry writes the same one, whole."""
+    of unknown outcome leaves the document its id, so a retry writes the same
+    one, whole. Returns what it changed."""
     raw["_id"] = object_id = ObjectId()
-    plan = _plans[type(document)]
     state = document.__dict__
+    created = document._created
+    changes = state.get("_changed_fields")  # (in the instance dict)
+    marked = changes is not None and id_key(document) not in changes
+    if marked:  # (flagged for the insert that may come next: inserts.set_ids)
+        state[EARLY_MARK] = True
+    plan = _plans[type(document)]
     if (
         plan is not None
         and plan.id_type is ObjectId
@@ -332,13 +358,46 @@ def give_id(document: Any, raw: dict) -> None:
         # (One __init__ built has no list of changes until saved: MongoEngine's
         # _mark_as_changed, unless replaced, returns at once; a hasattr that
         # raises inside, costlier than the call.)
-        if "_changed_fields" in state or (
+        if changes is not None or (
             type(document)._mark_as_changed is not _MARK_AS_CHANGED
         ):
             document._mark_as_changed(name)
-        return
+        return GivenId(object_id, created, marked)
     set_id(document, object_id)
     document._created = True
+    return GivenId(object_id, created, marked)
+
+
+def id_key(document: Any) -> str:
+    """The name a document's id is marked changed by (its stored name)."""
+    name = document._meta["id_field"]
+    return document._db_field_map.get(name, name)
+
+
+def not_stored(error: Exception) -> bool:
+    """Whether ``error``, raised by an insert of one document given an early
+    id, proves the document was not stored: the server refused it (a write
+    error: a unique key, a validation rule), and not for its ``_id`` (which an
+    earlier attempt of the same insert holds)."""
+    return isinstance(error, pymongo.errors.WriteError) and (
+        (error.details or {}).get("keyPattern") != {"_id": 1}
+    )
+
+
+def take_id_back(document: Any, given: GivenId) -> None:
+    """Undo :func:`give_id` after a write the server refused: the document
+    holds no id, is new or not as before, and lists its changes without the
+    id's mark, as MongoEngine's failed save leaves it (unless its id was
+    changed meanwhile)."""
+    name = document._meta["id_field"]
+    if document._data.get(name) is not given.object_id:
+        return
+    document._data[name] = None
+    document._created = given.created
+    document.__dict__.pop(EARLY_MARK, None)
+    changes = getattr(document, "_changed_fields", None)
+    if given.marked and changes is not None and id_key(document) in changes:
+        changes.remove(id_key(document))
 
 
 def mark_saved(document: Any) -> None:
