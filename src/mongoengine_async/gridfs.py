@@ -1434,8 +1434,8 @@ class Unreachable:
         """Around a command on ``client`` (a step after the delete's write): a
         client given up raises (a copy of) its server selection time-out at
         once, whose traceback (a write's error, the caller's) stays as it
-        was; else the command has a whole server selection (see
-        :func:`_whole_selection`), and one timing out now is given up."""
+        was; else the command runs under a whole server selection's time
+        (see :func:`_whole_selection`), and one timing out now is given up."""
         given_up = self._error(client)
         if given_up is not None:
             raise copy.copy(given_up)
@@ -1494,11 +1494,12 @@ def _selection_cut_short(client: Any) -> bool:
 
 
 def _whole_selection(client: Any) -> contextlib.AbstractContextManager[Any]:
-    """Where a step after a delete's write waits for a server as long as
-    ``serverSelectionTimeoutMS`` says, though ``client``'s ``timeoutMS`` is
-    shorter (``pymongo.timeout``; a block of the caller's still bounds it): a
-    delete that failed through an election has its steps run once the next
-    primary is there, not its cascaded documents' files left."""
+    """The time limit of a step after a delete's write: ``client``'s
+    ``serverSelectionTimeoutMS`` in place of its shorter ``timeoutMS``, for the
+    server selection and the command together (``pymongo.timeout``; a block
+    of the caller's still bounds it): a delete that failed through an
+    election has its steps run once the next primary is there, not its
+    cascaded documents' files left; a read at majority may wait as long."""
     if not _selection_cut_short(client):
         return contextlib.nullcontext()
     return pymongo.timeout(client.options.server_selection_timeout)
