@@ -21,6 +21,7 @@ from pymongo.errors import PyMongoError
 import mongoengine_async.gridfs
 from mongoengine_async import (
     CASCADE,
+    NULLIFY,
     Document,
     FileField,
     IntField,
@@ -439,3 +440,92 @@ async def test_a_write_cut_short_after_one_sent_still_cleans_up(
     finally:
         await disconnect_async("lossy_far")
         far.stop()
+
+
+class LossHub(Document):
+    meta = {"db_alias": ALIAS}
+
+
+class LossSpoke(Document):
+    """Cascaded, with a file: which are gone is read after a failed write."""
+
+    hub = ReferenceField(LossHub, reverse_delete_rule=CASCADE)
+    pdf = FileField(db_alias=ALIAS)
+    meta = {"db_alias": ALIAS}
+
+
+class LossMark(Document):
+    hub = ReferenceField(LossHub, reverse_delete_rule=NULLIFY)
+    meta = {"db_alias": ALIAS}
+
+
+class NoServerAfterFailedUpdate(monitoring.CommandListener):
+    """Once an update failed, no server is selected (the client's
+    ``server_selector``): each selection after times out."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.failed_updates = 0
+
+    def select(self, servers: list[Any]) -> list[Any]:
+        return [] if self.failed_updates else servers
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        if self.armed and event.command_name == "update":
+            self.failed_updates += 1
+
+
+async def test_a_rule_update_whose_retry_finds_no_server_gives_its_client_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The NULLIFY rule's update (a multi update) refused as overloaded:
+    # PyMongo retries it all the same, and its retry's server selection
+    # times out, which raises the first attempt's error (MongoEngine's
+    # "Update failed" wraps it). That selection waited all the same: the
+    # client is given up, the spokes' cleanup reads nothing.
+    cut = NoServerAfterFailedUpdate()
+    replica_set = ReplicaSet().start()
+    client = await connect_async(
+        db="loss",
+        alias=ALIAS,
+        host=replica_set.uri,
+        uuidRepresentation="standard",
+        serverSelectionTimeoutMS=1500,
+        event_listeners=[cut],
+        server_selector=cut.select,
+    )
+    try:
+        hub = await LossHub().async_save()
+        spoke = LossSpoke(hub=hub)
+        await spoke.pdf.async_put(b"spoke")
+        await spoke.async_save()
+        await LossMark(hub=hub).async_save()
+        await client.admin.command(
+            "configureFailPoint",
+            "failCommand",
+            mode={"times": 1},
+            data={
+                "failCommands": ["update"],
+                "errorCode": 462,
+                "errorLabels": ["RetryableError", "SystemOverloadedError"],
+            },
+        )
+        caplog.set_level("DEBUG", logger="pymongo.serverSelection")
+        cut.armed = True
+        with pytest.raises(OperationError) as error:
+            await asyncio.wait_for(LossHub.objects.async_delete(transaction=False), 30)
+        assert cut.failed_updates == 1
+        cause = error.value.__cause__  # (the first attempt's)
+        assert isinstance(cause, pymongo.errors.OperationFailure)
+        assert cause.has_error_label("SystemOverloadedError")
+        assert failed_selections(caplog) == ["update"]
+    finally:
+        cut.failed_updates = 0
+        await disconnect_async(ALIAS)
+        replica_set.stop()

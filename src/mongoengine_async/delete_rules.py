@@ -1083,11 +1083,13 @@ class _DeletePlan:
             referring = await self.operation.on(referrer)
             with (
                 self._sending(),
-                self.unreachable.noting(referring.collection.database.client),
                 set_write_concern(
                     referring.collection, referring.write_concern
                 ) as target,
                 _update_errors(),  # MongoEngine's "Update failed (...)"
+                # (Inside it: PyMongo's error, a retry's selection time-out
+                # its context, not MongoEngine's wrapping it.)
+                self.unreachable.noting(referring.collection.database.client),
             ):
                 await target.update_many(query, update, session=referring.session)
 
