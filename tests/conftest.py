@@ -339,32 +339,35 @@ class TaskCanceller(monitoring.CommandListener):
 class CancelAtCleanupRead(TaskCanceller):
     """Once a delete of ``collection`` failed, cancels the task sending the
     next find of it (a delete's cleanup read: its loop's end cancelling the
-    task the delete goes on in) as it starts."""
+    task the delete goes on in) as it starts. (A reply's event names no
+    collection: its delete is known by the request id it started with.)"""
 
     def __init__(self, collection: str) -> None:
         self.collection = collection
         self.armed = False
         self.deletes = 0
+        self.delete_ids: set[int] = set()  # (request ids of its deletes)
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         name = event.command_name
         if name == "delete" and event.command["delete"] == self.collection:
             self.deletes += 1
+            self.delete_ids.add(event.request_id)
         if self.armed and name == "find" and event.command["find"] == self.collection:
             self.armed = False
             self.cancel_task()
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        if event.command_name == "delete" and not self.cancelled:
+        if event.request_id in self.delete_ids and not self.cancelled:
             self.armed = True
 
 
 class CancelAtAppliedCleanupRead(CancelAtCleanupRead):
-    """:class:`CancelAtCleanupRead` once a delete answered with a write
-    concern error (applied: its reply is no failure)."""
+    """:class:`CancelAtCleanupRead` once a delete of ``collection`` answered
+    with a write concern error (applied: its reply is no failure)."""
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        if event.command_name == "delete" and "writeConcernError" in event.reply:
+        if event.request_id in self.delete_ids and "writeConcernError" in event.reply:
             self.armed = not self.cancelled
 
 
