@@ -1419,11 +1419,8 @@ async def test_a_cancelled_save_that_landed_sends_post_save(app, receivers):
         ("coroutine", "post_save", True, whole, {}),
         ("plain", "post_save", True, whole, {}),
     ]
-    for _ in range(100):
-        if not new._created:
-            break
-        await asyncio.sleep(0.01)
-    assert not new._created and new._get_changed_fields() == []
+    await until(lambda: not new._created)  # (the follow-up's last step)
+    assert new._get_changed_fields() == []
 
 
 @pytest.mark.parametrize("transaction", [False, True])
@@ -1652,11 +1649,7 @@ async def test_a_save_cancelled_while_updating_the_cached_copies(app, receivers)
     ]
     raw = await CwBook._get_collection().find_one({"_id": book.pk})
     assert raw["author"] == {"_id": author.pk, "name": "new"}
-    for _ in range(100):
-        if author._get_changed_fields() == []:
-            break
-        await asyncio.sleep(0.01)
-    assert author._get_changed_fields() == []
+    await until(lambda: author._get_changed_fields() == [])  # (cleared, 30 s at most)
 
 
 @pytest.mark.parametrize("cancellation", CANCELLATIONS)
