@@ -324,9 +324,8 @@ async def assert_nothing_locked(
     has no transaction open on session ``lsid`` (once the fence that follows
     the command's reply ended: an orphan would stay open for 60 s)."""
     await held.ended_on_server()
-    started = time.monotonic()
+    # (A write an orphan transaction locks waits for its end, 60 s.)
     await asyncio.wait_for(collection.update_one({"_id": pk}, {"$set": {"b": 3}}), 5)
-    assert time.monotonic() - started < 2
     deadline = time.monotonic() + 10
     while await open_transaction(lsid):
         assert time.monotonic() < deadline, "a transaction stays open"
@@ -2185,11 +2184,9 @@ async def test_an_insert_cancelled_in_a_transaction(app, form, end):
     assert log == []
     await held.ended_on_server()
     assert await stored_values() == []
-    started = time.monotonic()
     collection = CwDoc._get_collection()
     upsert = collection.update_one({"_id": inserted.pk}, {"$set": {"a": 2}}, True)
-    await asyncio.wait_for(upsert, 5)
-    assert time.monotonic() - started < 2
+    await asyncio.wait_for(upsert, 5)  # (an orphan transaction's lock: 60 s)
     deadline = time.monotonic() + 10
     while await open_transaction({"id": sessions[0]["id"]}):
         assert time.monotonic() < deadline, "a transaction stays open"
