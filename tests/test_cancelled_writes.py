@@ -3239,3 +3239,59 @@ async def test_a_save_of_unknown_outcome_keeps_its_id_and_an_insert_moves_its_ma
     assert document._changed_fields == ["name", "pk", "_id"]
     stored = await CwDynamic.objects.as_pymongo().async_to_list()
     assert stored == [{"_id": kept, "name": "b"}]
+
+
+class CwHolder(Document):
+    """A new one saved with cascade=True: its steps after its insert save
+    ``doc`` (an update, which a fail point can hold)."""
+
+    inner = EmbeddedDocumentField(CwInner)
+    doc = ReferenceField(CwDoc)
+
+
+@pytest.mark.parametrize("held_at", ["none", "insert", "update"])
+async def test_a_new_document_cancelled_in_a_transaction_shows_embedded_changes(
+    app, held_at
+):
+    """A new document whose save was cancelled in a transaction that then
+    commits, once its insert was sent (``insert``) or in its steps after it
+    (``update``: the cascade's), sends post_save after the commit: its
+    receivers see the changes of its embedded document still on it and the
+    document with no list (all changed), as MongoEngine's receivers of an
+    insert, and those of a save that returned in it (``none``), see them;
+    they are cleared after. (Ours cleared them: ``[]``.)"""
+    seen = []
+
+    def look(sender: type, document: Any, **kwargs: Any) -> None:
+        seen.append(
+            (
+                kwargs["created"],
+                hasattr(document, "_changed_fields"),
+                list(document.inner._changed_fields),
+            )
+        )
+
+    target = await CwDoc(a=0).async_save()
+    target.a = 1
+    new = CwHolder(inner=CwInner(x=1), doc=target)
+    new.inner.x = 2
+
+    async def block() -> None:
+        if held_at == "none":
+            await new.async_save(cascade=True)
+            return
+        await timed_out(held, new.async_save(cascade=True))
+        await until(lambda: "_async_save_turns" not in new.__dict__)
+        await until(lambda: "_async_save_turns" not in target.__dict__)
+
+    signals.post_save.connect(look, sender=CwHolder)
+    try:
+        async with blocked(app, held_at) as held:
+            await in_transaction("context manager", block)
+            await until(lambda: bool(seen) and not context.following)
+    finally:
+        signals.post_save.disconnect(look, sender=CwHolder)
+    assert seen == [(True, False, ["x"])]
+    assert new._get_changed_fields() == [] and not new._created
+    raw = await CwHolder._get_collection().find_one({"_id": new.pk})
+    assert raw == {"_id": new.pk, "inner": {"x": 2}, "doc": target.pk}

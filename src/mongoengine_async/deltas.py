@@ -45,6 +45,7 @@ __all__ = (
     "keep_watching",
     "listed_changes",
     "listed_sent",
+    "own_list",
     "plain_clear",
     "plain_update",
     "put_changes",
@@ -52,6 +53,7 @@ __all__ = (
     "take_changes",
     "takes_over",
     "unlisted",
+    "unlisted_changes",
     "update_doc",
     "watch_changes",
 )
@@ -448,7 +450,7 @@ def take_changes(document: Any) -> list[str] | None:
         if sent is not None:  # (its own, as they are: not those computed)
             sent = list(sent) + _embedded_paths(document)
         else:  # (a new document's: its post_save receivers see them)
-            sent = Unlisted(_embedded_paths(document)) or None
+            sent = unlisted_changes(document)
         # (the nested ones too, by _data: MongoEngine's clearing reads the
         # changed fields, wrapping a list set whole in a BaseList, only once
         # its post_save was sent, as this save's end does)
@@ -469,8 +471,21 @@ class Unlisted(list[str]):
 
 def listed_sent(sent: list[str] | None) -> list[str] | None:
     """A copy of the changes a save took (:func:`take_changes`), as its
-    ``post_save`` shows them listed; None when the document had no list."""
-    return None if sent is None or type(sent) is Unlisted else list(sent)
+    ``post_save`` shows them: those of a document that had no list in an
+    :class:`Unlisted` (given back to its embedded documents alone)."""
+    return None if sent is None else type(sent)(sent)
+
+
+def own_list(changes: list[str] | None) -> bool:
+    """Whether ``changes`` (:func:`listed_sent`, :func:`listed_changes`)
+    are those of a document that had a list of its own."""
+    return changes is not None and type(changes) is not Unlisted
+
+
+def unlisted_changes(document: Any) -> Unlisted | None:
+    """The changes of ``document``'s embedded documents, by their paths, as
+    those of a document without a list of its own; None when there are none."""
+    return Unlisted(_embedded_paths(document)) or None
 
 
 def _embedded_paths(document: Any) -> list[str]:

@@ -687,8 +687,13 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 pass
             elif session is not None and session.in_transaction:
                 copies = fields.cached_updates(self, created)
-                # (None: a new document that had no list, shown whole)
-                shown = deltas.listed_changes(self) if listed or not created else None
+                # (a new document that had no list, shown whole: its
+                # embedded documents' changes alone, Unlisted, or None)
+                shown = (
+                    deltas.listed_changes(self)
+                    if listed or not created
+                    else deltas.unlisted_changes(self)
+                )
                 # (its end now, as a save cancelled in its write: see
                 # _landed_in_transaction; post_save gives them back)
                 following = self._follow_commit(
@@ -952,7 +957,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 None,
                 watched,
                 meanwhile,
-                listed=shown is not None,
+                listed=deltas.own_list(shown),
             )
             follow_up(steps, "steps after the write of a cancelled save")
             return
@@ -1025,13 +1030,14 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         transaction committed (or in it, in ``session``): the cached copies,
         then ``post_save``, the document as it is then, the changes the save
         sent (``shown``) listed again while it is sent (a new one that had
-        no list, None, whole, as MongoEngine's receiver sees it)."""
+        no list, None or an ``Unlisted``, whole, its embedded documents'
+        changes given back to them, as MongoEngine's receiver sees it)."""
         await fields.apply_cached_updates(self, copies, session)
         if signal_kwargs is None:  # (held back by a muted block)
             return
         watched = None
         if shown is not None:
-            kept = deltas.give_back_changes(self, list(shown))
+            kept = deltas.give_back_changes(self, deltas.listed_sent(shown))
             watched = None if kept is None else deltas.watch_changes(self, kept)
         context.signalling()
         try:
@@ -1039,7 +1045,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 signals.post_save,
                 type(self),
                 functools.partial(deltas.unlisted, self)
-                if created and shown is None
+                if created and not deltas.own_list(shown)
                 else None,
                 {"document": self, "created": created, **signal_kwargs},
             )
