@@ -1057,6 +1057,48 @@ async def test_an_abort_gives_back_the_changes_inside_values_changed_whole(
     assert (stored["outer"], stored["name"]) == ({"inner": {"x": 5}}, "b")
 
 
+async def test_an_abort_gives_a_new_document_its_embedded_documents_changes(
+    app_alias, command_log
+):
+    """A new document (no list of changes: all changed) saved in an aborted
+    transaction is as before the save: new, without a list, its embedded
+    documents holding their changes (they were ``[]``), so the next save
+    sends the same insert and its post_save sees what it would have."""
+    await warm()
+    with contextlib.suppress(pymongo.errors.CollectionInvalid):
+        await get_async_db().create_collection(TxNested._get_collection_name())
+    doc = TxNested(
+        name="a", items=[TxOuter(inner=TxInner(x=1))], outer=TxOuter(inner=TxInner())
+    )
+    doc.items[0].inner.x = 2
+    doc.outer.inner.x = 3
+
+    def state() -> tuple:
+        return (
+            doc._created,
+            hasattr(doc, "_changed_fields"),
+            list(doc.items[0].inner._changed_fields),
+            list(doc.outer.inner._changed_fields),
+        )
+
+    before = state()
+    assert before == (True, False, ["x"], ["x"])
+    command_log.clear()
+    with contextlib.suppress(Boom):
+        async with async_run_in_transaction():
+            await doc.async_save()
+            raise Boom
+    assert state() == before
+    await doc.async_save()
+    first, second = (
+        event.command["documents"][0]
+        for event in command_log.events
+        if event.command_name == "insert"
+    )
+    assert first == second
+    assert (await committed(TxNested))[0] == doc.to_mongo().to_dict()
+
+
 class TxSlugged(Document):
     """Its save changes it: clean() and the receivers below."""
 

@@ -1014,11 +1014,11 @@ def unlisted(document: Any) -> Iterator[None]:
 
 def listed_changes(document: Any) -> list[str] | None:
     """A copy of ``document``'s changes (its embedded documents' by their
-    paths, as :func:`take_changes` gives them), None when it has no list
-    (every field counts as changed)."""
+    paths, as :func:`take_changes` gives them); for one without a list
+    (every field counts as changed: a new one), :func:`unlisted_changes`."""
     own = getattr(document, "_changed_fields", None)
     if own is None:
-        return None
+        return unlisted_changes(document)
     return list(own) + _embedded_paths(document)
 
 
@@ -1038,7 +1038,7 @@ def _restorer(document: Any) -> Callable[[], None]:
     that did apply though it raised is not stored twice; one without an id
     (a loaded one whose id was cleared too) is new then, stored whole."""
     created = document._created or document.pk is None
-    changed = listed_changes(document)  # None: everything changed
+    changed = listed_changes(document)  # None, Unlisted: everything changed
     # (Counted by the saves outside a transaction that end meanwhile:
     # see Document._landed.)
     landed = document.__dict__.setdefault("_async_landed", 0)
@@ -1056,9 +1056,12 @@ def _restorer(document: Any) -> Callable[[], None]:
 def _merge_changes(document: Any, changes: list[str] | None) -> None:
     """Mark ``changes`` as changed again on top of ``document``'s own list
     (the changes made since are kept), those inside embedded documents in
-    them (see :func:`put_changes`); None removes the list (everything counts
-    as changed)."""
-    if changes is None:
+    them (see :func:`put_changes`); None, or an :class:`Unlisted` (given
+    back to its embedded documents alone), removes the list (everything
+    counts as changed)."""
+    if changes is None or type(changes) is Unlisted:
+        if changes:  # (before the list goes: what supersedes them)
+            _give_nested(document, {path: _owner(document, path) for path in changes})
         put_changes(document, None)
         return
     if not hasattr(document, "_changed_fields"):
