@@ -414,6 +414,72 @@ async def test_rules_apply_where_the_document_was_switched_to(async_alias, mongo
         assert await DrB.objects.async_scalar("name") == []
 
 
+class DrSideRoot(Document):
+    """On alias "dr_side", a client of its own; its deletes cascade there
+    (DrSideNote) and to the default alias (DrSideBook)."""
+
+    meta = {"db_alias": "dr_side"}
+
+
+class DrSideNote(Document):
+    root = ReferenceField(DrSideRoot, reverse_delete_rule=CASCADE)
+    scan = FileField(db_alias="dr_side", collection_name="dr_side_files")
+    meta = {"db_alias": "dr_side"}
+
+
+class DrSideBook(Document):
+    root = ReferenceField(DrSideRoot, reverse_delete_rule=CASCADE)
+    scan = FileField(collection_name="dr_side_files")
+
+
+async def test_a_failed_cascade_into_another_clients_transaction(
+    async_alias, mongodb_uri
+):
+    """A ``transaction=False`` delete on one client, inside a transaction on
+    another whose documents it cascades to: its write there (in that
+    transaction) failing with a write conflict, which aborts it, the
+    documents its earlier writes deleted for good get their post_delete and
+    lose their files before the error is raised; those of the aborted
+    transaction, there, neither. (Ours read them in that transaction, whose
+    read failed, and sent no post_delete at all, ``[]``, nor deleted a file.)"""
+    async with fresh_database("dr_side", mongodb_uri, appname="dr-side"):
+        root = await DrSideRoot().async_save()
+        note = DrSideNote(root=root)
+        await note.scan.async_put(b"note", filename="note.txt")
+        await note.async_save()
+        book = DrSideBook(root=root)
+        await book.scan.async_put(b"book", filename="book.txt")
+        await book.async_save()
+        seen = []
+
+        def note_delete(sender: type, document: Document, **kwargs: object) -> None:
+            seen.append((sender.__name__, document.pk))
+
+        # Another transaction holds the book: the cascade's delete conflicts.
+        other = get_async_connection().start_session()
+        await other.start_transaction()
+        await DrSideBook._get_collection().update_one(
+            {"_id": book.pk}, {"$set": {"held": True}}, session=other
+        )
+        for cls in (DrSideNote, DrSideBook):
+            signals.post_delete.connect(note_delete, sender=cls)
+        try:
+            with pytest.raises(OperationError, match="WriteConflict"):
+                async with async_run_in_transaction():
+                    await root.async_delete(transaction=False)
+        finally:
+            for cls in (DrSideNote, DrSideBook):
+                signals.post_delete.disconnect(note_delete, sender=cls)
+            await other.abort_transaction()
+            await other.end_session()
+        assert seen == [("DrSideNote", note.pk)]
+        assert await DrSideNote.objects.async_count() == 0
+        assert await DrSideBook.objects.async_scalar("pk") == [book.pk]
+        assert await DrSideRoot.objects.async_scalar("pk") == [root.pk]
+        assert await note.scan.async_get() is None
+        assert await book.scan.async_read() == b"book"
+
+
 # -- DENY found deep -------------------------------------------------------------------
 
 

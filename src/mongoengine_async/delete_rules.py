@@ -792,7 +792,11 @@ class _DeletePlan:
         sent (one may still be there); none to a document in ``signalled``
         (the ``id()`` of those sent one, which it adds to). A server selection
         timing out, nothing more is tried on its client (``self.unreachable``):
-        the write's error comes without more waits."""
+        the write's error comes without more waits. The documents of a class
+        on a client with a transaction bound (the caller's, which its writes
+        joined) are not read, but taken as there, as a document's own delete
+        failing in one: its abort keeps them (a read in it fails once the
+        server aborted it, and would cost the others their ``post_delete``)."""
         if self.files:
             await self._files_of_gone()
         ids: dict[type[Any], list] = {}
@@ -804,6 +808,9 @@ class _DeletePlan:
             for cls, pks in ids.items():
                 operation = await self.operation.on(cls)
                 codecs[cls] = codec = operation.collection.codec_options
+                if _in_transaction(operation.session):  # (another client's)
+                    there.update((cls, _as_bson(pk, codec)) for pk in pks)
+                    continue
                 for run in self._runs(pks):
                     found = await self.unreachable.ids_there(
                         operation, {"_id": {"$in": run}}, len(run)
@@ -825,7 +832,9 @@ class _DeletePlan:
         it applied), delete the files of the cascaded documents gone, read as
         those of the ones still there are (which keep theirs), as the caller
         would have. Its own error is dropped for the step's: the files it
-        could not delete (or check) are left, orphaned, never a held one lost."""
+        could not delete (or check) are left, orphaned, never a held one lost.
+        Those of a class on a client with a transaction bound are read outside
+        it: its documents count as there (see :meth:`_after_failed_write`)."""
         listed_cascade = [
             *self._cascaded(),
             *((cls, ids) for cls, _, ids in self.by_filters if ids is not None),
@@ -834,6 +843,9 @@ class _DeletePlan:
         with contextlib.suppress(Exception):
             for cls, ids in listed_cascade:
                 operation = await self.operation.on(cls)
+                if _in_transaction(operation.session):  # (another client's:
+                    # read outside it, they are there, and keep their files)
+                    operation = replace(operation, session=None)
                 left = Listed(cls, ids, 0)
                 files = await not_held(files, operation, left, self.unreachable, True)
             await delete_files(files, self.operation, unreachable=self.unreachable)
