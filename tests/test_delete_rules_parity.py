@@ -1429,3 +1429,148 @@ async def test_a_deny_rule_finds_referrers_under_their_manager_s_collation(
     ours = await cascade_scenario(mongoengine_async, models, documents, str)
     refused = "Could not delete document (DrpCollRef.owner refers to it)"
     assert ours == theirs == ([], refused, 1)
+
+
+def hinted_models(module: Any, alias: str) -> tuple[type, type]:
+    """An owner; referrers (CASCADE) indexed by name, whose manager hints
+    that index."""
+
+    def objects(document: type, queryset: Any) -> Any:
+        return queryset.hint([("name", 1)])
+
+    owner = build(module, "DrpHintOwner", alias, {"name": module.StringField()})
+    fields = {
+        "name": module.StringField(),
+        "owner": module.ReferenceField(owner, reverse_delete_rule=CASCADE),
+        "objects": module.queryset_manager(objects),
+    }
+    return owner, owned(module, alias, "DrpHintRef", fields, {"indexes": ["name"]})
+
+
+async def test_cascaded_documents_are_signalled_in_their_manager_s_hint_order(
+    async_alias: str, sync_alias: Any
+) -> None:
+    """MongoEngine iterates the cascaded documents with delete receivers
+    through their manager, whose ``hint()`` of the name index has them come
+    by name: apple, banana, cherry. The async read left the hint out: the
+    server answered by ``_id`` (cherry, apple, banana: the order saved)."""
+    rows = ["cherry", "apple", "banana"]
+
+    def documents(classes: list[type], owner: Any) -> list[Any]:
+        [ref] = classes
+        return [ref(name=name, owner=owner) for name in rows]
+
+    def label(document: Any) -> str:
+        return document.name
+
+    theirs = await cascade_scenario(mongoengine, hinted_models, documents, label)
+    ours = await cascade_scenario(mongoengine_async, hinted_models, documents, label)
+    expected = [("DrpHintRef", name) for name in sorted(rows)]
+    assert per_signal(theirs[0]) == (expected, expected)
+    assert per_signal(ours[0]) == per_signal(theirs[0])
+    assert ours[1:] == theirs[1:] == (None, 0)
+
+
+def collated_chain_models(module: Any, alias: str, rule: int) -> tuple[type, ...]:
+    """An owner; middles (CASCADE, a file each, no receivers) whose manager
+    matches ``kind="live"`` under a case-insensitive collation; leaves
+    referring to the middles (``rule``)."""
+
+    def objects(document: type, queryset: Any) -> Any:
+        return queryset.collation(CASE_INSENSITIVE).filter(kind="live")
+
+    owner = build(module, "DrpChainOwner", alias, {"name": module.StringField()})
+    fields = {
+        "name": module.StringField(),
+        "kind": module.StringField(),
+        "owner": module.ReferenceField(owner, reverse_delete_rule=CASCADE),
+        "file": module.FileField(db_alias=alias),
+        "objects": module.queryset_manager(objects),
+    }
+    middle = owned(module, alias, "DrpChainMid", fields, {})
+    leaf_fields = {
+        "name": module.StringField(),
+        "mid": module.ReferenceField(middle, reverse_delete_rule=rule),
+    }
+    return owner, middle, owned(module, alias, "DrpChainLeaf", leaf_fields, {})
+
+
+async def chain_scenario(module: Any, rule: int) -> tuple[Any, ...]:
+    """With :func:`collated_chain_models`, an owner, middles a (live), b
+    (LIVE), c (dead) with a file each, a leaf for b and c; the owner deleted:
+    its OperationError's message (the classes' suffixes left out) or None,
+    the names of the middles, leaves (with their reference's name) and files
+    left."""
+    is_async = module is mongoengine_async
+    alias = "default" if is_async else SYNC
+    owner, middle, leaf = collated_chain_models(module, alias, rule)
+
+    async def save(document: Any) -> Any:
+        return await document.async_save() if is_async else document.save()
+
+    doomed = await save(owner(name="doomed"))
+    for name, kind in [("a", "live"), ("b", "LIVE"), ("c", "dead")]:
+        mid = middle(name=name, kind=kind, owner=doomed)
+        if is_async:
+            await mid.file.async_put(name.encode(), filename=name)
+        else:
+            mid.file.put(name.encode(), filename=name)
+        await save(mid)
+        if name != "a":  # (b's leaf alone tells what the rule reached)
+            await save(leaf(name=f"leaf-{name}", mid=mid))
+    error = None
+    try:
+        await doomed.async_delete() if is_async else doomed.delete()
+    except OperationError as refused:
+        error = outcome(refused)[1].replace(middle.__name__, short(middle))
+        error = error.replace(leaf.__name__, short(leaf))
+    left = []
+    for collection in [middle._get_collection_name(), leaf._get_collection_name()]:
+        left.append(await stored_by(is_async, collection, "name"))
+    return (
+        error,
+        [raw["name"] for raw in left[0]],
+        [(raw["name"], "mid" in raw) for raw in left[1]],
+        [raw["filename"] for raw in await stored_by(is_async, "fs.files", "filename")],
+    )
+
+
+async def stored_by(is_async: bool, collection: str, key: str) -> list[dict]:
+    """The raw documents of ``collection`` (on the async alias or
+    MongoEngine's), by ``key``."""
+    if is_async:
+        cursor = get_async_db()[collection].find({}, sort=[(key, 1)])
+        return await cursor.to_list(None)
+    return list(mongoengine.get_db(SYNC)[collection].find({}, sort=[(key, 1)]))
+
+
+@pytest.mark.parametrize(
+    "rule", [CASCADE, NULLIFY, DENY], ids=["cascade", "nullify", "deny"]
+)
+async def test_a_cascade_goes_on_from_what_the_manager_s_collation_matches(
+    async_alias: str, sync_alias: Any, rule: int
+) -> None:
+    """MongoEngine applies the middles' own rules to what their manager's
+    iteration matches, under its case-insensitive ``collation()`` (a and b),
+    then deletes them with ``delete_many``, sent without it (a alone): b
+    stays, its leaf is gone (CASCADE) or refers to nothing (NULLIFY); a DENY
+    refuses the delete. The async delete read the middles without the
+    collation: it kept b's leaf as it was, and deleted despite the DENY. b's
+    file stays with it (MongoEngine's ``delete_many`` deletes no file; the
+    async delete deletes a's, documented)."""
+    theirs = await chain_scenario(mongoengine, rule)
+    ours = await chain_scenario(mongoengine_async, rule)
+    files = ["a", "b", "c"]
+    expected: dict[int, tuple[Any, ...]] = {
+        CASCADE: (None, ["b", "c"], [("leaf-c", True)], files),
+        NULLIFY: (None, ["b", "c"], [("leaf-b", False), ("leaf-c", True)], files),
+        DENY: (
+            "Could not delete document (DrpChainLeaf.mid refers to it)",
+            ["a", "b", "c"],
+            [("leaf-b", True), ("leaf-c", True)],
+            files,
+        ),
+    }
+    assert theirs == expected[rule]
+    assert ours[:3] == theirs[:3]
+    assert ours[3] == (files if rule == DENY else ["b", "c"])

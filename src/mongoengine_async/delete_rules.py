@@ -570,6 +570,9 @@ class _DeletePlan:
         # give (_find_files).
         self.read_for_signals: list[tuple[type[Any], dict]] = []
         self.loaded_keys: set[tuple[str, Any]] = set()
+        # The (collection, _id_key) of cascaded documents planned, their own
+        # rules applied, but not deleted (see _kept).
+        self.kept: set[tuple[str, Any]] = set()
         self.root_files: list = []  # of the roots, when the plan lists them
         self.deleted: int | None = None  # the roots' count
         # A post_delete receiver's error once all was written (no transaction).
@@ -915,8 +918,9 @@ class _DeletePlan:
         classes = _rule_classes(referrer)
         # Whole documents, which their signals are sent (see _load_for_signals).
         whole = signals.has_delete_receivers(referrer)
-        # (MongoEngine iterates them through the manager: its sort, collation)
-        sort, collation = _signal_order(referrer) if whole else (None, None)
+        # (MongoEngine iterates them through the manager: its sort, collation,
+        # hint)
+        iteration = _iteration(referrer) if whole else _matching(referrer)
         projection = file_projection(referrer) if self.files_with_ids else {}
         found: dict[type[Any], list] = {}
         for run in runs:
@@ -927,10 +931,10 @@ class _DeletePlan:
             )
             query = _referring(referrer, name, run, exclude, whole)
             fields = None if whole else projection
-            read = await _found_by_class(
-                referring, query, classes, fields, sort, collation
-            )
+            read = await _found_by_class(referring, query, classes, fields, iteration)
             fresh = self._plan_found(found, read)
+            if "collation" in iteration and not whole:  # (their files kept too)
+                fresh -= await self._kept(referrer, referring, query, fresh)
             taken = [(each, raw) for each, raw in read if _id_key(raw["_id"]) in fresh]
             if whole:  # (in the order found, whatever their class)
                 self.read_for_signals += [
@@ -941,6 +945,19 @@ class _DeletePlan:
             if projection:  # (the files of the documents new to the plan)
                 self.read_with_files.append((referrer, [raw for _, raw in taken]))
         return [(each, new) for each, new in found.items() if new]
+
+    async def _kept(
+        self, referrer: type[Any], referring: Operation, query: dict, fresh: set
+    ) -> set:
+        """Of the ``fresh`` ``referrer`` ids (their :func:`_id_key`), read
+        under its manager's collation, those ``query`` matches only under it,
+        noted in ``self.kept``: MongoEngine applies the class's rules to what
+        its manager's iteration matches, then deletes what its
+        ``delete_many`` (sent without the collation) matches."""
+        name = referrer._get_collection_name()
+        kept = fresh - set(map(_id_key, await _ids(referring, query)))
+        self.kept.update((name, key) for key in kept)
+        return kept
 
     def _plan_found(
         self, found: dict[type[Any], list], read: list[tuple[type[Any], dict]]
@@ -1128,6 +1145,9 @@ class _DeletePlan:
         for cls, ids in self.ids.items():
             if cls is self.root:  # its cascaded documents are in its own collection
                 ids = ids[len(self.root_ids) :]
+            if self.kept:
+                name = cls._get_collection_name()
+                ids = [pk for pk in ids if (name, _id_key(pk)) not in self.kept]
             if ids:
                 cascaded.append((cls, ids))
         return cascaded
@@ -1185,19 +1205,27 @@ def _rule_classes(referrer: type[Any]) -> list[type[Any]]:
     return [referrer]
 
 
-def _signal_order(referrer: type[Any]) -> tuple[list | None, Any]:
-    """The order MongoEngine's one-by-one delete of the ``referrer`` documents
-    a CASCADE reaches goes in (its ``objects``' iteration): the manager's
-    ``order_by``, else the class's default ``ordering`` (None for none), and
-    the manager's collation, which that iteration sorts and matches with."""
+def _matching(referrer: type[Any]) -> dict[str, Any]:
+    """The ``find()`` options of MongoEngine's iteration of ``referrer.objects``
+    that change what it matches: its collation (a class's rules are applied
+    to the documents ``field__in=<that queryset>`` lists)."""
+    collation = referrer.objects._collation
+    return {} if collation is None else {"collation": collation}
+
+
+def _iteration(referrer: type[Any]) -> dict[str, Any]:
+    """How MongoEngine's one-by-one delete of the ``referrer`` documents a
+    CASCADE reaches iterates them (its ``objects``), as ``find()`` options:
+    the manager's ``order_by``, else the class's default ``ordering``; the
+    manager's collation, which it matches and sorts with; its ``hint()``,
+    whose index gives the order when no sort does."""
     queryset = referrer.objects
-    collation = queryset._collation
-    if queryset._ordering:
-        return queryset._ordering, collation
+    sort = queryset._ordering or None
     ordering = referrer._meta.get("ordering")
     if queryset._ordering is None and ordering:
-        return queryset._get_order_by(ordering), collation
-    return None, collation
+        sort = queryset._get_order_by(ordering)
+    hint = None if queryset._hint == -1 else queryset._hint
+    return {"sort": sort, "collation": queryset._collation, "hint": hint}
 
 
 async def _found_by_class(
@@ -1205,26 +1233,25 @@ async def _found_by_class(
     query: dict,
     classes: list[type[Any]],
     projection: dict | None,
-    sort: list | None = None,
-    collation: Any = None,
+    iteration: dict[str, Any],
 ) -> list[tuple[type[Any], dict]]:
     """The documents matching ``query`` (their id, and the fields of
-    ``projection``, with their ``_cls`` then; whole when it is None), in the
-    ``sort`` order if given (under ``collation`` if given), each with its
-    class of ``classes`` (by ``_cls``; the first class for documents of none
-    of the others), in the order read. Listing files too, as the plan's every
-    read: on the primary, where its writes go (a lagging secondary misses a
-    referrer just written, or lists the files a document held before)."""
+    ``projection``, with their ``_cls`` then; whole when it is None), read
+    with the ``find()`` options of ``iteration`` (see :func:`_iteration`),
+    each with its class of ``classes`` (by ``_cls``; the first class for
+    documents of none of the others), in the order read. Listing files too,
+    as the plan's every read: on the primary, where its writes go (a lagging
+    secondary misses a referrer just written, or lists the files a document
+    held before)."""
     fields = None if projection is None else {"_id": 1, **projection}
     if fields is not None and (projection or len(classes) > 1):
         fields["_cls"] = 1
     cursor = on_primary(operation.collection).find(
         query,
         fields,
-        sort=sort,
         batch_size=WHOLE_RESULT,
         session=operation.session,
-        collation=collation,
+        **iteration,
     )
     read = await read_list(cursor)
     if len(classes) == 1:
