@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 from uuid import uuid4
 
@@ -1574,3 +1575,38 @@ async def test_a_cascade_goes_on_from_what_the_manager_s_collation_matches(
     assert theirs == expected[rule]
     assert ours[:3] == theirs[:3]
     assert ours[3] == (files if rule == DENY else ["b", "c"])
+
+
+def decimal_pk_models(module: Any, alias: str) -> tuple[type, type]:
+    """An owner; its items, keyed by a ``Decimal128Field`` (an ``_id`` stored
+    as a Decimal128, unhashable), a CASCADE away."""
+    owner = build(module, "DrpDecOwner", alias, {"name": module.StringField()})
+    fields = {
+        "key": module.Decimal128Field(primary_key=True),
+        "owner": module.ReferenceField(owner, reverse_delete_rule=CASCADE),
+    }
+    return owner, owned(module, alias, "DrpDecItem", fields, {})
+
+
+async def test_cascaded_documents_keyed_by_a_decimal128_are_deleted(
+    async_alias: str, sync_alias: Any
+) -> None:
+    """Documents whose primary key is a ``Decimal128Field``, cascaded to with
+    delete receivers: the async delete failed with ``TypeError: unhashable
+    type: 'Decimal128'``; MongoEngine deletes them, their signals in its
+    query's order (by ``_id``, numeric: 0.5, 2, 10)."""
+    keys = ["10", "0.5", "2"]
+
+    def items(classes: list[type], owner: Any) -> list[Any]:
+        [item] = classes
+        return [item(key=Decimal(key), owner=owner) for key in keys]
+
+    def label(document: Any) -> str:
+        return str(document.key)
+
+    theirs = await cascade_scenario(mongoengine, decimal_pk_models, items, label)
+    ours = await cascade_scenario(mongoengine_async, decimal_pk_models, items, label)
+    expected = [("DrpDecItem", key) for key in ["0.5", "2", "10"]]
+    assert per_signal(theirs[0]) == (expected, expected)
+    assert per_signal(ours[0]) == per_signal(theirs[0])
+    assert ours[1:] == theirs[1:] == (None, 0)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -1407,9 +1407,13 @@ def _as_bson(value: Any, codec_options: CodecOptions) -> bytes:
 def _id_key(value: Any) -> Any:
     """A stored id ``value`` as a set's key: itself, or for an embedded
     document's (an ``EmbeddedDocumentField(primary_key=True)``: a dict,
-    unhashable) its items in order, as the server compares them."""
+    unhashable) its items in order, as the server compares them; a value
+    PyMongo gives unhashable (a ``Decimal128Field``'s ``Decimal128``) as its
+    BSON."""
     if isinstance(value, dict):
         return (dict, tuple((name, _id_key(item)) for name, item in value.items()))
     if isinstance(value, list):
         return (list, tuple(map(_id_key, value)))
-    return value
+    if isinstance(value, Hashable):
+        return value
+    return (type(value), bson.encode({"": value}))
