@@ -19,7 +19,7 @@ from mongoengine import signals
 from pymongo import ReadPreference
 
 import mongoengine_async
-from conftest import fresh_sync_default
+from conftest import fresh_sync_default, receiving
 from mongoengine_async import (
     CASCADE,
     DENY,
@@ -1610,3 +1610,51 @@ async def test_cascaded_documents_keyed_by_a_decimal128_are_deleted(
     assert per_signal(theirs[0]) == (expected, expected)
     assert per_signal(ours[0]) == per_signal(theirs[0])
     assert ours[1:] == theirs[1:] == (None, 0)
+
+
+def uuid_pk_models(module: Any, alias: str) -> tuple[type, type]:
+    """An owner; its items, keyed by a ``UUIDField(binary=False)`` (a UUID
+    stored as a string), a CASCADE away."""
+    owner = build(module, "DrpUuidOwner", alias, {"name": module.StringField()})
+    fields = {
+        "key": module.UUIDField(binary=False, primary_key=True),
+        "owner": module.ReferenceField(owner, reverse_delete_rule=CASCADE),
+    }
+    return owner, owned(module, alias, "DrpUuidItem", fields, {})
+
+
+@pytest.mark.parametrize("receiver", [False, True], ids=["plain", "receiver"])
+async def test_cascade_refs_are_the_documents_pks(
+    async_alias: str, sync_alias: Any, receiver: bool
+) -> None:
+    """``delete(cascade_refs=...)`` spares the documents of those pks, which
+    MongoEngine's ``pk__nin`` stores as their class does (a UUID as a string
+    here)."""
+
+    def noted(sender: type, document: Any, **kwargs: Any) -> None:
+        pass
+
+    async def scenario(module: Any) -> list[int]:
+        is_async = module is mongoengine_async
+        owner, item = uuid_pk_models(module, "default" if is_async else SYNC)
+        keys = [uuid4() for _ in range(3)]
+
+        async def save(document: Any) -> Any:
+            return await document.async_save() if is_async else document.save()
+
+        doomed = await save(owner(name="doomed"))
+        for key in keys:
+            await save(item(key=key, owner=doomed))
+        spared = {keys[1]}
+        senders = [item] if receiver else []
+        with receiving(signals.post_delete, noted, *senders):
+            if is_async:
+                await owner.objects.async_delete(cascade_refs=spared)
+                left = await item.objects.async_scalar("key")
+            else:
+                owner.objects.delete(cascade_refs=spared)
+                left = list(item.objects.scalar("key"))
+        return [keys.index(key) for key in left]
+
+    assert await scenario(mongoengine) == [1]
+    assert await scenario(mongoengine_async) == [1]

@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import operator
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import bson
 import mongoengine
@@ -27,7 +28,7 @@ from bson import DBRef
 from bson.codec_options import CodecOptions
 from mongoengine.context_managers import set_write_concern
 from mongoengine.errors import InvalidQueryError, LookUpError, OperationError
-from mongoengine.queryset import CASCADE, DENY, DO_NOTHING, NULLIFY, PULL
+from mongoengine.queryset import CASCADE, DENY, DO_NOTHING, NULLIFY, PULL, transform
 from mongoengine.queryset.queryset import ITER_CHUNK_SIZE
 from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -529,6 +530,18 @@ async def _delete(
     return result.deleted_count if result.acknowledged else None
 
 
+class _Spared(NamedTuple):
+    """The pks a delete's CASCADE rules spare, as a referring class stores
+    them: those ids, their :func:`_id_key`, and whether they fit in one run
+    beside a run of references (some 700,000 ids take a while to measure),
+    else a rule's documents are found by id, the spared ones left out as they
+    are read, as planned ids are."""
+
+    ids: list
+    keys: set
+    by_query: bool
+
+
 class _DeletePlan:
     """The documents a delete removes: per class, the ids in the order they were
     found; for a class whose ids nothing needs, the filters that match them."""
@@ -542,13 +555,10 @@ class _DeletePlan:
     ):
         self.root = root
         self.operation = operation  # on the root's collection (switch_db, using())
-        self.spared = list(spared or ())  # ids no CASCADE rule deletes
-        self.spared_ids = {_id_key(each) for each in self.spared}
-        # Whether those fit in one run beside a run of references (measured
-        # once: some 700,000 ids take a while): else a rule's documents are
-        # found by id, the spared ones left out as they are read, as planned
-        # ids are.
-        self.spares_by_query = self._sendable(self.spared) is not None
+        self.spared = list(spared or ())  # pks no CASCADE rule deletes
+        # Those as each referring class stores them (see _spared; None: as
+        # given).
+        self.spared_as: dict[type[Any] | None, _Spared] = {}
         self.ids: dict[type[Any], list] = {}
         # The ids planned per collection: a class hierarchy shares one, where a
         # document may be reached through its own class or a parent class
@@ -900,9 +910,10 @@ class _DeletePlan:
                     if rule != CASCADE:
                         continue
                     runs = self._referring(referrer, name, cls, ids)
-                    if not self._needs_ids(referrer) and self.spares_by_query:
+                    spared = self._spared(referrer)
+                    if not self._needs_ids(referrer) and spared.by_query:
                         self.filters += [
-                            (referrer, _referring(referrer, name, run, self.spared))
+                            (referrer, _referring(referrer, name, run, spared.ids))
                             for run in runs
                         ]
                         continue
@@ -923,16 +934,17 @@ class _DeletePlan:
         iteration = _iteration(referrer) if whole else _matching(referrer)
         projection = file_projection(referrer) if self.files_with_ids else {}
         found: dict[type[Any], list] = {}
+        spared = self._spared(referrer)
         for run in runs:
             exclude = (  # (with them, the planned ones fit no more when they don't)
-                self._sendable([*self._planned(referrer).values(), *self.spared])
-                if self.spares_by_query
+                self._sendable([*self._planned(referrer).values(), *spared.ids])
+                if spared.by_query
                 else None
             )
             query = _referring(referrer, name, run, exclude, whole)
             fields = None if whole else projection
             read = await _found_by_class(referring, query, classes, fields, iteration)
-            fresh = self._plan_found(found, read)
+            fresh = self._plan_found(found, read, spared.keys)
             if "collation" in iteration and not whole:  # (their files kept too)
                 fresh -= await self._kept(referrer, referring, query, fresh)
             taken = [(each, raw) for each, raw in read if _id_key(raw["_id"]) in fresh]
@@ -959,15 +971,36 @@ class _DeletePlan:
         self.kept.update((name, key) for key in kept)
         return kept
 
+    def _spared(self, referrer: type[Any]) -> _Spared:
+        """The spared pks as ``referrer`` stores them, as MongoEngine's query
+        of them (``pk__nin``) converts them (a ``UUIDField(binary=False)``'s
+        UUID to its string); measured once a class, once a delete for the
+        classes that store them as given (most pks)."""
+        if referrer in self.spared_as:
+            return self.spared_as[referrer]
+        ids = transform.query(referrer, pk__nin=self.spared)["_id"]["$nin"]
+        as_given = all(map(operator.is_, ids, self.spared))
+        spared = self.spared_as.get(None) if as_given else None
+        if spared is None:
+            keys = set(map(_id_key, ids))
+            spared = _Spared(ids, keys, self._sendable(ids) is not None)
+            if as_given:
+                self.spared_as[None] = spared
+        self.spared_as[referrer] = spared
+        return spared
+
     def _plan_found(
-        self, found: dict[type[Any], list], read: list[tuple[type[Any], dict]]
+        self,
+        found: dict[type[Any], list],
+        read: list[tuple[type[Any], dict]],
+        spared: set,
     ) -> set:
-        """Plan the documents ``read`` (with their class) but the spared ones,
-        adding their ids new to the plan to ``found`` (per class); the
-        :func:`_id_key` of those."""
+        """Plan the documents ``read`` (with their class) but the ``spared``
+        ones (their :func:`_id_key`), adding their ids new to the plan to
+        ``found`` (per class); the :func:`_id_key` of those."""
         ids: dict[type[Any], list] = {}
         for each, raw in read:
-            if _id_key(raw["_id"]) not in self.spared_ids:
+            if _id_key(raw["_id"]) not in spared:
                 ids.setdefault(each, []).append(raw["_id"])
         fresh: set = set()
         for each, kept in ids.items():
