@@ -1658,3 +1658,43 @@ async def test_cascade_refs_are_the_documents_pks(
 
     assert await scenario(mongoengine) == [1]
     assert await scenario(mongoengine_async) == [1]
+
+
+def sparse_hinted_models(module: Any, alias: str) -> tuple[type, type]:
+    """An owner; referrers (DENY) whose manager hints a sparse index on their
+    ``kind``."""
+
+    def objects(document: type, queryset: Any) -> Any:
+        return queryset.hint("kind_1")
+
+    owner = build(module, "DrpSparseOwner", alias, {"name": module.StringField()})
+    fields = {
+        "kind": module.StringField(),
+        "owner": module.ReferenceField(owner, reverse_delete_rule=DENY),
+        "objects": module.queryset_manager(objects),
+    }
+    meta = {"indexes": [{"fields": ["kind"], "sparse": True}]}
+    return owner, owned(module, alias, "DrpSparseRef", fields, meta)
+
+
+@pytest.mark.parametrize("kind", [None, "live"], ids=["unindexed", "indexed"])
+async def test_a_deny_rule_counts_referrers_through_their_manager_s_hint(
+    async_alias: str, sync_alias: Any, kind: str | None
+) -> None:
+    """MongoEngine's DENY check counts the referrers through their manager,
+    with its ``hint()``: through a sparse index, a referrer without the
+    indexed field is not counted and the delete goes through; one with it
+    refuses the delete. The async check read without the hint: it refused
+    both."""
+
+    def documents(classes: list[type], owner: Any) -> list[Any]:
+        [ref] = classes
+        return [ref(kind=kind, owner=owner)]
+
+    theirs = await cascade_scenario(mongoengine, sparse_hinted_models, documents, str)
+    ours = await cascade_scenario(
+        mongoengine_async, sparse_hinted_models, documents, str
+    )
+    refused = "Could not delete document (DrpSparseRef.owner refers to it)"
+    assert theirs == ([], None if kind is None else refused, 1)
+    assert ours == theirs

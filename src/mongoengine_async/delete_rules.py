@@ -1034,17 +1034,16 @@ class _DeletePlan:
         referring = await self.operation.on(referrer)
         planned = self._planned(referrer)
         exclude = self._sendable(list(planned.values()))
-        # (MongoEngine's check counts through the manager: its collation too)
-        collation = referrer.objects._collation
+        counting = _counting(referrer)
         for run in self._referring(referrer, name, cls, ids):
             query = _referring(referrer, name, run, exclude)
             if exclude is not None:
                 found = await on_primary(referring.collection).find_one(
-                    query, {"_id": 1}, session=referring.session, collation=collation
+                    query, {"_id": 1}, session=referring.session, **counting
                 )
                 if found is not None:
                     return True
-            elif await _any_outside(referring, query, planned, collation):
+            elif await _any_outside(referring, query, planned, counting):
                 return True
         return False
 
@@ -1238,6 +1237,16 @@ def _rule_classes(referrer: type[Any]) -> list[type[Any]]:
     return [referrer]
 
 
+def _counting(referrer: type[Any]) -> dict[str, Any]:
+    """How MongoEngine's DENY check counts the ``referrer`` documents (a
+    ``count()`` of its ``objects``), as ``find()`` options: under the
+    manager's collation, through its ``hint()`` (a sparse index's leaves
+    out the documents it does not hold)."""
+    queryset = referrer.objects
+    hint = None if queryset._hint == -1 else queryset._hint
+    return {"collation": queryset._collation, "hint": hint}
+
+
 def _matching(referrer: type[Any]) -> dict[str, Any]:
     """The ``find()`` options of MongoEngine's iteration of ``referrer.objects``
     that change what it matches: its collation (a class's rules are applied
@@ -1294,13 +1303,13 @@ async def _found_by_class(
 
 
 async def _any_outside(
-    operation: Operation, query: dict, planned: dict, collation: Any = None
+    operation: Operation, query: dict, planned: dict, counting: dict[str, Any]
 ) -> bool:
-    """Whether a document matching ``query`` (under ``collation``) is not of
-    the ``planned`` ids: read until the first such one (their ids only), on
-    the primary."""
+    """Whether a document matching ``query`` (read with the ``find()``
+    options of ``counting``, see :func:`_counting`) is not of the ``planned``
+    ids: read until the first such one (their ids only), on the primary."""
     cursor = on_primary(operation.collection).find(
-        query, {"_id": 1}, session=operation.session, collation=collation
+        query, {"_id": 1}, session=operation.session, **counting
     )
     try:
         async for raw in cursor:
