@@ -1698,3 +1698,55 @@ async def test_a_deny_rule_counts_referrers_through_their_manager_s_hint(
     refused = "Could not delete document (DrpSparseRef.owner refers to it)"
     assert theirs == ([], None if kind is None else refused, 1)
     assert ours == theirs
+
+
+def kept_denying_models(module: Any, alias: str) -> tuple[type, ...]:
+    """An owner; a target (CASCADE from the owner); referrers (CASCADE from the
+    owner, DENY on the target) whose manager matches ``kind="live"`` under a
+    case-insensitive collation."""
+
+    def objects(document: type, queryset: Any) -> Any:
+        return queryset.collation(CASE_INSENSITIVE).filter(kind="live")
+
+    owner = build(module, "DrpKeptOwner", alias, {"name": module.StringField()})
+    target_fields = {"owner": module.ReferenceField(owner, reverse_delete_rule=CASCADE)}
+    target = owned(module, alias, "DrpKeptTarget", target_fields, {})
+    fields = {
+        "kind": module.StringField(),
+        "owner": module.ReferenceField(owner, reverse_delete_rule=CASCADE),
+        "target": module.ReferenceField(target, reverse_delete_rule=DENY),
+        "objects": module.queryset_manager(objects),
+    }
+    return owner, target, owned(module, alias, "DrpKeptRef", fields, {})
+
+
+async def test_a_document_a_cascade_keeps_is_counted_by_a_deny_rule(
+    async_alias: str, sync_alias: Any
+) -> None:
+    """A referrer the owner's CASCADE matches under its manager's collation
+    alone (kind "LIVE") is not deleted (MongoEngine's ``delete_many`` is sent
+    without the collation): still referring to the target the cascade
+    deletes, its DENY refuses the delete, in MongoEngine and in the async
+    delete (which changes nothing then)."""
+
+    async def scenario(module: Any) -> tuple[str, int]:
+        is_async = module is mongoengine_async
+        owner, target, ref = kept_denying_models(
+            module, "default" if is_async else SYNC
+        )
+
+        async def save(document: Any) -> Any:
+            return await document.async_save() if is_async else document.save()
+
+        doomed = await save(owner(name="doomed"))
+        kept = await save(target(owner=doomed))
+        await save(ref(kind="LIVE", owner=doomed, target=kept))
+        with pytest.raises(OperationError) as refused:
+            await doomed.async_delete() if is_async else doomed.delete()
+        message = outcome(refused.value)[1].replace(ref.__name__, short(ref))
+        left = await stored_by(is_async, target._get_collection_name(), "_id")
+        return message, len(left)
+
+    refused = "Could not delete document (DrpKeptRef.target refers to it)"
+    assert await scenario(mongoengine) == (refused, 1)
+    assert await scenario(mongoengine_async) == (refused, 1)

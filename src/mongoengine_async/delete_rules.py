@@ -628,6 +628,15 @@ class _DeletePlan:
         (by their :func:`_id_key`)."""
         return self.planned.setdefault(cls._get_collection_name(), {})
 
+    def _deleted(self, cls: type[Any]) -> dict:
+        """The ids planned in the collection of ``cls`` (by their
+        :func:`_id_key`) but those the delete keeps (``self.kept``)."""
+        name = cls._get_collection_name()
+        planned = self._planned(cls)
+        if not self.kept:
+            return planned
+        return {key: pk for key, pk in planned.items() if (name, key) not in self.kept}
+
     def may_go_first(self, queries: list[dict]) -> bool:
         """Whether the root, one document by ``_id`` (one query), may be
         deleted before its cascade is read, when an abort would undo it: no
@@ -1032,7 +1041,7 @@ class _DeletePlan:
         """Whether a ``referrer`` document the delete keeps refers to ``ids``
         of ``cls`` by ``name`` (a DENY rule's check, a query a run)."""
         referring = await self.operation.on(referrer)
-        planned = self._planned(referrer)
+        planned = self._deleted(referrer)
         exclude = self._sendable(list(planned.values()))
         counting = _counting(referrer)
         for run in self._referring(referrer, name, cls, ids):
