@@ -1249,8 +1249,8 @@ def _rule_classes(referrer: type[Any]) -> list[type[Any]]:
 def _counting(referrer: type[Any]) -> dict[str, Any]:
     """How MongoEngine's DENY check counts the ``referrer`` documents (a
     ``count()`` of its ``objects``), as ``find()`` options: under the
-    manager's collation, through its ``hint()`` (a sparse index's leaves
-    out the documents it does not hold)."""
+    manager's collation, through its ``hint()`` (a sparse index leaves out
+    the documents it does not hold)."""
     queryset = referrer.objects
     hint = None if queryset._hint == -1 else queryset._hint
     return {"collation": queryset._collation, "hint": hint}
