@@ -5,18 +5,22 @@ real replica set: its lifespan runs around each test, requests go through
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import os
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import httpx
+import pymongo
 import pytest
 from bson import ObjectId
+from pymongo.errors import WriteConcernError
 
 from mongoengine_async import OperationError, QuerySet, get_async_db
 from mongoengine_async.testing import CommandLog, fail_command
@@ -260,6 +264,68 @@ async def test_any_other_operation_error_is_a_500(
         with pytest.raises(OperationError, match=r"^Update failed \(.*BadValue"):
             await service.http.post("/books", json=body)
     assert (await service.http.post("/books", json=body)).status_code == 201
+
+
+@contextlib.contextmanager
+def write_concern_fails(
+    uri: str, commands: list[str], code: int, app_name: str
+) -> Iterator[None]:
+    """Inside the block, the server runs ``commands`` of the client named
+    ``app_name``, then answers each with a writeConcernError of ``code``."""
+    error = {"code": code, "errmsg": f"write concern failed ({code})"}
+    data = {"failCommands": commands, "appName": app_name, "writeConcernError": error}
+    with pymongo.MongoClient(uri) as client:
+        configure = functools.partial(client.admin.command, "configureFailPoint")
+        configure("failCommand", mode="alwaysOn", data=data)
+        try:
+            yield
+        finally:
+            configure("failCommand", mode="off")
+
+
+async def test_a_write_concern_out_of_time_is_a_503(
+    service: Service, mongodb_uri: str
+) -> None:
+    """A commit, or a save, whose write concern ran out of time (the server's
+    MaxTimeMSExpired there: PyMongo's WTimeoutError, not an ExecutionTimeout;
+    for the save, MongoEngine's OperationError caused by it) is a 503 too. Both
+    applied: the book sent again finds its title taken (409)."""
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Dune")
+    body = {"title": "Emma", "author_id": ann}
+    commands = ["commitTransaction", "update"]
+    with write_concern_fails(mongodb_uri, commands, 50, service.name):
+        for response in [
+            await service.http.post("/books", json=body),
+            await service.http.patch(f"/books/{book_id}", json={"year": 1965}),
+        ]:
+            assert (response.status_code, response.json()) == (
+                503,
+                {"detail": "the database is busy or unreachable, try again"},
+            )
+            assert response.headers["retry-after"] == "1"
+    stored = get_async_db().book.find({}, {"_id": 0, "title": 1, "year": 1})
+    assert await stored.sort("title").to_list() == [
+        {"title": "Dune", "year": 1965},
+        {"title": "Emma"},
+    ]
+    response = await service.http.post("/books", json=body)
+    assert (response.status_code, response.json()) == (
+        409,
+        {"detail": "already exists"},
+    )
+
+
+async def test_another_write_concern_error_is_a_500(
+    service: Service, mongodb_uri: str
+) -> None:
+    """A driver error that is no time-out (a commit's write concern that the
+    replica set cannot satisfy, UnsatisfiableWriteConcern) stays a 500."""
+    ann = await new_author(service, "Ann")
+    body = {"title": "Emma", "author_id": ann}
+    with write_concern_fails(mongodb_uri, ["commitTransaction"], 100, service.name):
+        with pytest.raises(WriteConcernError, match=r"^write concern failed \(100\)"):
+            await service.http.post("/books", json=body)
 
 
 async def test_invalid_values_are_a_422_and_duplicates_a_409(service: Service) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from pymongo.errors import ConnectionFailure, ExecutionTimeout
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from starlette.requests import ClientDisconnect
 
 from mongoengine_async import (
@@ -49,11 +49,26 @@ async def unavailable(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=503, headers=RETRY_AFTER)
 
 
+def out_of_time(error: BaseException | None) -> bool:
+    """Whether ``error`` is the driver's report of a time limit run out (its
+    ``timeout``): an ``ExecutionTimeout``, or a ``WTimeoutError``, the write
+    concern of a commit or a save that ran out of time waiting for replicas."""
+    return isinstance(error, PyMongoError) and error.timeout
+
+
+async def timed_out(request: Request, error: Exception) -> JSONResponse:
+    """A driver's ``OperationFailure`` that reports a time-out is a 503; any
+    other (a refusal of the server's) is raised again, a 500."""
+    if out_of_time(error):
+        return await unavailable(request, error)
+    raise error
+
+
 async def failed(request: Request, error: Exception) -> JSONResponse:
     """MongoEngine's ``OperationError``: a write of MongoEngine's that ran out
-    of time (the time-out, from the driver, is its cause) is a 503; any other
-    is raised again, a 500 that the server logs, as with no handler."""
-    if isinstance(error.__cause__, ExecutionTimeout):
+    of time (the driver's time-out is its cause) is a 503; any other is
+    raised again, a 500 that the server logs, as with no handler."""
+    if out_of_time(error.__cause__):
         return await unavailable(request, error)
     raise error
 
@@ -71,6 +86,6 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SaveConditionError, changed)
     app.add_exception_handler(ValidationError, invalid)
     app.add_exception_handler(ClientDisconnect, gone)
-    app.add_exception_handler(ExecutionTimeout, unavailable)
+    app.add_exception_handler(OperationFailure, timed_out)
     app.add_exception_handler(ConnectionFailure, unavailable)
     app.add_exception_handler(OperationError, failed)
