@@ -504,6 +504,32 @@ async def test_large_manuscript_streams_in_and_out(service: Service) -> None:
     assert await get_async_db()["manuscripts.chunks"].count_documents({}) == 1
 
 
+async def test_a_replaced_manuscript_stays_until_the_book_holds_the_new_one(
+    service: Service, mongodb_uri: str
+) -> None:
+    """An upload whose save of the book fails (its connection lost twice: a
+    503) leaves the book with its manuscript, not with a file deleted before
+    the save (async_replace's order: then a 404, the book saying it has one).
+    The new file stays (the save may have applied); sent again, the upload
+    replaces the manuscript and deletes the first one."""
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Dune")
+    path = f"/books/{book_id}/manuscript"
+    assert (await service.http.put(path, content=b"first")).status_code == 200
+    failure = {"mode": "alwaysOn", "close_connection": True, "app_name": service.name}
+    with fail_command(mongodb_uri, "update", **failure):
+        response = await service.http.put(path, content=b"second")
+        assert response.status_code == 503
+    response = await service.http.get(path)
+    assert (response.status_code, response.content) == (200, b"first")
+    assert (await service.http.put(path, content=b"third")).status_code == 200
+    assert (await service.http.get(path)).content == b"third"
+    files = get_async_db()["manuscripts.files"]
+    chunks = get_async_db()["manuscripts.chunks"]
+    left = sorted(chunk["data"] for chunk in await chunks.find().to_list())
+    assert (await files.count_documents({}), left) == (2, [b"second", b"third"])
+
+
 async def test_deleting_an_author_cascades_to_books_and_manuscripts(
     service: Service,
 ) -> None:

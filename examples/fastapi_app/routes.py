@@ -161,27 +161,25 @@ async def upload_manuscript(
     arrives (never whole in memory); a previous manuscript is replaced."""
     book = await Book.objects.async_get(id=book_id)
     content_type = request.headers.get("content-type", "application/octet-stream")
-    previous = book.manuscript.grid_id
-    if previous is None:
-        await book.manuscript.async_put(
-            request.stream(), filename=filename, content_type=content_type
-        )
-    else:
-        await book.manuscript.async_replace(
-            request.stream(), filename=filename, content_type=content_type
-        )
+    previous = book.manuscript  # (deleted once the book holds the new one)
+    book.manuscript = await Book.manuscript.async_put(  # (a new file beside it)
+        request.stream(), filename=filename, content_type=content_type
+    )
+    held = {"pk": book.pk, "manuscript": previous.grid_id}
     try:
         # Only if the book still holds the manuscript read above: a concurrent
         # upload, or a delete of the book, makes this one give way (409).
-        await book.async_save(save_condition={"pk": book.pk, "manuscript": previous})
+        await book.async_save(save_condition=held)
     except SaveConditionError:
         await book.manuscript.async_delete()
         raise
+    # (A save that failed otherwise, which may have applied, keeps both.)
+    await previous.async_delete(missing_ok=True)
     manuscript = book.manuscript
     return FileOut(
         filename=manuscript.filename,
         content_type=manuscript.content_type,
-        length=manuscript.length,
+        length=manuscript.length or 0,  # (None only for a file not stored)
     )
 
 
