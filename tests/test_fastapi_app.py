@@ -93,7 +93,7 @@ async def new_book(service: Service, author_id: str, title: str, **extra: Any) -
 async def test_indexes_exist_before_the_first_request(service: Service) -> None:
     books = await get_async_db().book.index_information()
     assert books["author_1_title_1"]["unique"] is True
-    assert "title_1" in books
+    assert books["title_1__id_1"]["key"] == [("title", 1), ("_id", 1)]
     authors = await get_async_db().author.index_information()
     assert authors["name_1"]["unique"] is True
 
@@ -366,6 +366,35 @@ async def test_invalid_values_are_a_422_and_duplicates_a_409(service: Service) -
         {"detail": "already exists"},
     )
     assert await get_async_db().author.count_documents({}) == 1
+
+
+def plan_of(plan: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """The stages of an explained query plan, each with its index, if any."""
+    stages = [(plan["stage"], plan.get("indexName"))]
+    for child in [plan.get("inputStage"), *plan.get("inputStages", [])]:
+        stages += plan_of(child) if child else []
+    return stages
+
+
+async def test_a_page_of_books_is_read_in_order_from_an_index(
+    service: Service,
+) -> None:
+    """The list's find (title, then id) reads its page from an index, in
+    order: no scan of the collection, no sort of every book in memory."""
+    ann = await new_author(service, "Ann")
+    for title in ("C", "A", "B"):
+        await new_book(service, ann, title)
+    service.log.clear()
+    response = await service.http.get("/books", params={"skip": 1, "limit": 1})
+    assert [book["title"] for book in response.json()] == ["B"]
+    commands = [event.command for event in service.log.events]
+    (find,) = [command for command in commands if command.get("find") == "book"]
+    query = {key: find[key] for key in ("find", "filter", "sort", "skip", "limit")}
+    explained = await get_async_db().command("explain", query)
+    winning = explained["queryPlanner"]["winningPlan"]
+    stages = plan_of(winning.get("queryPlan", winning))
+    assert ("IXSCAN", "title_1__id_1") in stages
+    assert {"SORT", "COLLSCAN"}.isdisjoint(stage for stage, _ in stages), stages
 
 
 async def test_list_loads_authors_with_select_related(service: Service) -> None:

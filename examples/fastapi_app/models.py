@@ -29,7 +29,8 @@ class Book(Document):
     author = ReferenceField(Author, required=True, reverse_delete_rule=CASCADE)
     manuscript = FileField(collection_name="manuscripts")
     meta = {
-        "indexes": [{"fields": ["author", "title"], "unique": True}, "title"],
+        # (The list's order, title then id: read in order from the index.)
+        "indexes": [{"fields": ["author", "title"], "unique": True}, ("title", "id")],
     }
 
 
