@@ -193,14 +193,11 @@ def waited_one_selection(caplog: pytest.LogCaptureFixture, cut_short: bool) -> b
 
 
 @asynccontextmanager
-async def stopped_at_box_delete(
-    at: int, then_find: bool = False, **options: Any
-) -> AsyncIterator[tuple[StopAtBoxDelete, ReplicaSet]]:
-    """``ALIAS`` connected to a replica set of its own (with the client
-    ``options``), which the listener stops as the ``at``-th delete of the
-    boxes is sent (or ``then_find``: see :class:`StopAtBoxDelete`), once
-    armed (its ``replica_set`` set)."""
-    cut = StopAtBoxDelete(at, then_find)
+async def lossy_set(
+    listener: monitoring.CommandListener, **options: Any
+) -> AsyncIterator[ReplicaSet]:
+    """``ALIAS`` connected to a replica set of its own, with ``listener`` and
+    the client ``options``."""
     replica_set = ReplicaSet().start()
     await connect_async(
         db="loss",
@@ -208,14 +205,26 @@ async def stopped_at_box_delete(
         host=replica_set.uri,
         uuidRepresentation="standard",
         serverSelectionTimeoutMS=1500,
-        event_listeners=[cut],
+        event_listeners=[listener],
         **options,
     )
     try:
-        yield cut, replica_set
+        yield replica_set
     finally:
         await disconnect_async(ALIAS)
         replica_set.stop()
+
+
+@asynccontextmanager
+async def stopped_at_box_delete(
+    at: int, then_find: bool = False, **options: Any
+) -> AsyncIterator[tuple[StopAtBoxDelete, ReplicaSet]]:
+    """:func:`lossy_set`, whose replica set the listener stops as the
+    ``at``-th delete of the boxes is sent (or ``then_find``: see
+    :class:`StopAtBoxDelete`), once armed (its ``replica_set`` set)."""
+    cut = StopAtBoxDelete(at, then_find)
+    async with lossy_set(cut, **options) as replica_set:
+        yield cut, replica_set
 
 
 async def box_with_a_leaf() -> LossBox:
@@ -490,42 +499,34 @@ async def test_a_rule_update_whose_retry_finds_no_server_gives_its_client_up(
     # "Update failed" wraps it). That selection waited all the same: the
     # client is given up, the spokes' cleanup reads nothing.
     cut = NoServerAfterFailedUpdate()
-    replica_set = ReplicaSet().start()
-    client = await connect_async(
-        db="loss",
-        alias=ALIAS,
-        host=replica_set.uri,
-        uuidRepresentation="standard",
-        serverSelectionTimeoutMS=1500,
-        event_listeners=[cut],
-        server_selector=cut.select,
-    )
-    try:
-        hub = await LossHub().async_save()
-        spoke = LossSpoke(hub=hub)
-        await spoke.pdf.async_put(b"spoke")
-        await spoke.async_save()
-        await LossMark(hub=hub).async_save()
-        await client.admin.command(
-            "configureFailPoint",
-            "failCommand",
-            mode={"times": 1},
-            data={
-                "failCommands": ["update"],
-                "errorCode": 462,
-                "errorLabels": ["RetryableError", "SystemOverloadedError"],
-            },
-        )
-        caplog.set_level("DEBUG", logger="pymongo.serverSelection")
-        cut.armed = True
-        with pytest.raises(OperationError) as error:
-            await asyncio.wait_for(LossHub.objects.async_delete(transaction=False), 30)
-        assert cut.failed_updates == 1
-        cause = error.value.__cause__  # (the first attempt's)
-        assert isinstance(cause, pymongo.errors.OperationFailure)
-        assert cause.has_error_label("SystemOverloadedError")
-        assert failed_selections(caplog) == ["update"]
-    finally:
-        cut.failed_updates = 0
-        await disconnect_async(ALIAS)
-        replica_set.stop()
+    async with lossy_set(cut, server_selector=cut.select):
+        client = LossHub._get_collection().database.client
+        try:
+            hub = await LossHub().async_save()
+            spoke = LossSpoke(hub=hub)
+            await spoke.pdf.async_put(b"spoke")
+            await spoke.async_save()
+            await LossMark(hub=hub).async_save()
+            await client.admin.command(
+                "configureFailPoint",
+                "failCommand",
+                mode={"times": 1},
+                data={
+                    "failCommands": ["update"],
+                    "errorCode": 462,
+                    "errorLabels": ["RetryableError", "SystemOverloadedError"],
+                },
+            )
+            caplog.set_level("DEBUG", logger="pymongo.serverSelection")
+            cut.armed = True
+            with pytest.raises(OperationError) as error:
+                await asyncio.wait_for(
+                    LossHub.objects.async_delete(transaction=False), 30
+                )
+            assert cut.failed_updates == 1
+            cause = error.value.__cause__  # (the first attempt's)
+            assert isinstance(cause, pymongo.errors.OperationFailure)
+            assert cause.has_error_label("SystemOverloadedError")
+            assert failed_selections(caplog) == ["update"]
+        finally:
+            cut.failed_updates = 0  # (the client's end selects a server)
