@@ -559,6 +559,38 @@ async def test_a_replaced_manuscript_stays_until_the_book_holds_the_new_one(
     assert (await files.count_documents({}), left) == (2, [b"second", b"third"])
 
 
+async def test_a_replaced_manuscript_not_deleted_is_logged_not_a_503(
+    service: Service, mongodb_uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upload whose save put the new manuscript in the book, then whose
+    delete of the previous one failed (its connection lost twice), answers
+    200, not a 503 that would have the client send the whole file again: the
+    book serves the new manuscript, the previous one is left in GridFS and
+    the log names it."""
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Dune")
+    path = f"/books/{book_id}/manuscript"
+    assert (await service.http.put(path, content=b"first")).status_code == 200
+    stored = await get_async_db().book.find_one()
+    assert stored is not None
+    first = stored["manuscript"]
+    failure = {"mode": "alwaysOn", "close_connection": True, "app_name": service.name}
+    with fail_command(mongodb_uri, "delete", **failure):
+        response = await service.http.put(path, content=b"second")
+    file = {"filename": "manuscript", "content_type": "application/octet-stream"}
+    assert (response.status_code, response.json()) == (200, {**file, "length": 6})
+    response = await service.http.get(path)
+    assert (response.status_code, response.content) == (200, b"second")
+    files = get_async_db()["manuscripts.files"]
+    assert first in await files.distinct("_id")
+    assert await files.count_documents({}) == 2
+    logged = [r.getMessage() for r in caplog.records if r.name == "fastapi_app.routes"]
+    prefix = (
+        f"book {book_id}: replaced manuscript {first} left in GridFS (AutoReconnect("
+    )
+    assert [message.startswith(prefix) for message in logged] == [True], logged
+
+
 async def test_deleting_an_author_cascades_to_books_and_manuscripts(
     service: Service,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 from urllib.parse import quote
@@ -9,6 +10,7 @@ from urllib.parse import quote
 import pymongo
 from fastapi import APIRouter, Body, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
+from pymongo.errors import PyMongoError
 
 from fastapi_app.models import Author, Book
 from fastapi_app.schemas import (
@@ -20,9 +22,14 @@ from fastapi_app.schemas import (
     FileOut,
     NewBook,
 )
-from mongoengine_async import SaveConditionError, async_run_transaction
+from mongoengine_async import (
+    AsyncGridFSProxy,
+    SaveConditionError,
+    async_run_transaction,
+)
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -174,13 +181,29 @@ async def upload_manuscript(
         await book.manuscript.async_delete()
         raise
     # (A save that failed otherwise, which may have applied, keeps both.)
-    await previous.async_delete(missing_ok=True)
+    await delete_replaced(previous, book_id)
     manuscript = book.manuscript
     return FileOut(
         filename=manuscript.filename,
         content_type=manuscript.content_type,
         length=manuscript.length or 0,  # (None only for a file not stored)
     )
+
+
+async def delete_replaced(previous: AsyncGridFSProxy, book_id: str) -> None:
+    """Delete the manuscript the book held before: the book holds the new one,
+    so a delete that fails (the file left in GridFS, held by nothing) is
+    logged, not answered 503, which would have the upload sent again."""
+    grid_id = previous.grid_id
+    try:
+        await previous.async_delete(missing_ok=True)
+    except PyMongoError as error:
+        log.warning(
+            "book %s: replaced manuscript %s left in GridFS (%r)",
+            book_id,
+            grid_id,
+            error,
+        )
 
 
 @router.get("/books/{book_id}/manuscript")
