@@ -98,6 +98,33 @@ async def test_indexes_exist_before_the_first_request(service: Service) -> None:
     assert authors["name_1"]["unique"] is True
 
 
+async def test_the_old_list_index_is_left_and_reported_extra(
+    mongodb_uri: str,
+) -> None:
+    """On a database of the example's earlier version (its list index on title
+    alone), the app starts, creating the new index beside the old one, which
+    async_compare_indexes reports as extra (what the guide says to drop)."""
+    name = f"test_fastapi_{uuid4().hex[:12]}"
+    async with pymongo.AsyncMongoClient(mongodb_uri) as client:
+        await client[name].book.create_index("title", name="title_1")
+        app = create_app(Settings(mongodb_uri, name))
+        try:
+            async with app.router.lifespan_context(app):
+                books = await get_async_db().book.index_information()
+                assert sorted(books) == [
+                    "_id_",
+                    "author_1_title_1",
+                    "title_1",
+                    "title_1__id_1",
+                ]
+                assert await Book.async_compare_indexes() == {
+                    "missing": [],
+                    "extra": [[("title", 1)]],
+                }
+        finally:
+            await client.drop_database(name)
+
+
 async def test_crud_round_trip(service: Service) -> None:
     ann = await new_author(service, "Ann Leckie")
     book_id = await new_book(service, ann, "Ancillary Justice", year=2013)
