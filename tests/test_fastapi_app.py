@@ -618,6 +618,48 @@ async def test_a_replaced_manuscript_not_deleted_is_logged_not_a_503(
     assert [message.startswith(prefix) for message in logged] == [True], logged
 
 
+async def test_a_refused_upload_not_deleted_is_logged_still_a_409(
+    service: Service,
+    mongodb_uri: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An upload whose save is refused (the book's manuscript changed since
+    its load), then whose delete of its own file fails (its connection lost
+    twice), still answers 409, not a 503: the book keeps what it holds, and
+    the file left in GridFS is named in the log."""
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Dune")
+    path = f"/books/{book_id}/manuscript"
+    other = ObjectId()
+    save = Book.async_save
+
+    async def changed_first(book: Book, *args: Any, **kwargs: Any) -> Book:
+        async with pymongo.AsyncMongoClient(mongodb_uri) as client:  # (not failed)
+            books = client[service.name].book
+            await books.update_one({"_id": book.pk}, {"$set": {"manuscript": other}})
+        return await save(book, *args, **kwargs)
+
+    monkeypatch.setattr(Book, "async_save", changed_first)
+    failure = {"mode": "alwaysOn", "close_connection": True, "app_name": service.name}
+    with fail_command(mongodb_uri, "delete", **failure):
+        response = await service.http.put(path, content=b"late")
+    assert (response.status_code, response.json()) == (
+        409,
+        {"detail": "changed meanwhile, try again"},
+    )
+    stored = await get_async_db().book.find_one()
+    assert stored is not None and stored["manuscript"] == other
+    files = await get_async_db()["manuscripts.files"].find().to_list()
+    assert [file["length"] for file in files] == [4]
+    logged = [r.getMessage() for r in caplog.records if r.name == "fastapi_app.routes"]
+    prefix = (
+        f"book {book_id}: refused manuscript {files[0]['_id']} left in GridFS"
+        " (AutoReconnect("
+    )
+    assert [message.startswith(prefix) for message in logged] == [True], logged
+
+
 async def test_deleting_an_author_cascades_to_books_and_manuscripts(
     service: Service,
 ) -> None:

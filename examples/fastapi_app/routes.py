@@ -178,10 +178,10 @@ async def upload_manuscript(
         # upload, or a delete of the book, makes this one give way (409).
         await book.async_save(save_condition=held)
     except SaveConditionError:
-        await book.manuscript.async_delete()
+        await delete_unheld(book.manuscript, book_id, "refused")
         raise
     # (A save that failed otherwise, which may have applied, keeps both.)
-    await delete_replaced(previous, book_id)
+    await delete_unheld(previous, book_id, "replaced")
     manuscript = book.manuscript
     return FileOut(
         filename=manuscript.filename,
@@ -190,17 +190,19 @@ async def upload_manuscript(
     )
 
 
-async def delete_replaced(previous: AsyncGridFSProxy, book_id: str) -> None:
-    """Delete the manuscript the book held before: the book holds the new one,
-    so a delete that fails (the file left in GridFS, held by nothing) is
-    logged, not answered 503, which would have the upload sent again."""
-    grid_id = previous.grid_id
+async def delete_unheld(file: AsyncGridFSProxy, book_id: str, which: str) -> None:
+    """Delete a manuscript the book does not hold (the one it held before the
+    upload, or the upload's own, its save refused): the answer stands (200, or
+    409), so a delete that fails, the file left in GridFS held by nothing, is
+    logged, not a 503 (which would have the whole file sent again)."""
+    grid_id = file.grid_id
     try:
-        await previous.async_delete(missing_ok=True)
+        await file.async_delete(missing_ok=True)
     except PyMongoError as error:
         log.warning(
-            "book %s: replaced manuscript %s left in GridFS (%r)",
+            "book %s: %s manuscript %s left in GridFS (%r)",
             book_id,
+            which,
             grid_id,
             error,
         )
