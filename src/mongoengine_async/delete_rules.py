@@ -212,6 +212,7 @@ async def delete_matching(
     unreachable: Unreachable | None = None,
     root_files: RootFiles | None = None,
     aborts: bool = False,
+    collated: tuple[dict, dict] | None = None,
 ) -> int | None:
     """Delete what ``runs`` match (querysets or ``Matching``s of one class,
     each a delete of its own: a queryset's runs of listed ids; none when
@@ -239,6 +240,8 @@ async def delete_matching(
     transaction the operation's session is in is one this package started
     (a queryset's one-by-one delete's own), which any error of the delete
     aborts: a document's delete in it may go first, as in one of its own.
+    ``collated``: the queryset's query and its ``collation()``, which its
+    rules apply under (see :meth:`_DeletePlan._as_iterated`).
     """
     if not runs:  # nothing listed: no command of it could change anything
         return 0 if _acknowledged(operation) else None
@@ -255,7 +258,7 @@ async def delete_matching(
     counted: list[int | None] = [None]  # the last run's count
 
     async def delete(run: Operation) -> int | None:  # a fresh plan on each run
-        plan = _DeletePlan(cls, run, cascade_refs, unreachable)
+        plan = _DeletePlan(cls, run, cascade_refs, unreachable, collated)
         # A transaction of the delete's own, which any error aborts.
         own_transaction = _in_transaction(run.session) and not joined
         first = (
@@ -552,8 +555,10 @@ class _DeletePlan:
         operation: Operation,
         spared: set | None = None,
         unreachable: Unreachable | None = None,
+        collated: tuple[dict, dict] | None = None,
     ):
         self.root = root
+        self.collated = collated  # the roots' query and collation, if any
         self.operation = operation  # on the root's collection (switch_db, using())
         self.spared = list(spared or ())  # pks no CASCADE rule deletes
         # Those as each referring class stores them (see _spared; None: as
@@ -673,8 +678,9 @@ class _DeletePlan:
             ]
             if not self.root_ids:
                 check_rules(self.root)
+        iterated = self.root_ids if root_first else await self._as_iterated()
         try:
-            await self._collect_cascade(self.root_ids)
+            await self._collect_cascade(iterated)
         except InvalidQueryError:  # a CASCADE rule refused
             await self._check_deny()  # (MongoEngine checks DENY rules first)
             raise
@@ -697,6 +703,22 @@ class _DeletePlan:
         # (The first write: after the pre_delete signals and the files' read.)
         await self._apply(steps, written, len(loaded) + 1)
         return self.deleted
+
+    async def _as_iterated(self) -> list:
+        """The root ids the rules apply to: with a ``collation()``, what the
+        queryset matches under it, as MongoEngine's rules query the documents
+        its iteration lists (``field__in=queryset``); its ``delete_many``,
+        sent without it, deletes ``self.root_ids``: the others are kept
+        (``self.kept``)."""
+        if self.collated is None:
+            return self.root_ids
+        query, collation = self.collated
+        deleted = set(map(_id_key, self.root_ids))
+        found = await _ids(self.operation, query, collation=collation)
+        kept = [pk for pk in found if _id_key(pk) not in deleted]
+        name = self.root._get_collection_name()
+        self.kept.update((name, _id_key(pk)) for pk in kept)
+        return [*self.root_ids, *kept]
 
     async def _read_root(self, query: dict, files: bool) -> list:
         """The ids of the roots ``query`` matches; with their ``files`` (kept
@@ -1329,11 +1351,16 @@ async def _any_outside(
     return False
 
 
-async def _ids(operation: Operation, query: dict) -> list:
-    """The ids matching ``query`` in the operation's collection, read on the
-    primary, where the delete goes."""
+async def _ids(operation: Operation, query: dict, **options: Any) -> list:
+    """The ids matching ``query`` in the operation's collection (read with
+    the ``find()`` ``options`` given), read on the primary, where the delete
+    goes."""
     cursor = on_primary(operation.collection).find(
-        query, {"_id": 1}, batch_size=WHOLE_RESULT, session=operation.session
+        query,
+        {"_id": 1},
+        batch_size=WHOLE_RESULT,
+        session=operation.session,
+        **options,
     )
     return [raw["_id"] for raw in await read_list(cursor)]
 

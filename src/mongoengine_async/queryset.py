@@ -1426,6 +1426,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             unreachable=unreachable,
             root_files=root_files,
             aborts=_aborts,
+            collated=(self._query, self._collation) if self._collation else None,
         )
         if not _from_doc_delete and await _goes_on(self, operation, files, transaction):
             deleted = await _files_follow(
