@@ -1835,3 +1835,44 @@ async def test_a_collated_queryset_s_rules_apply_to_what_its_collation_matches(
     assert theirs == expected[rule]
     # (The async delete deletes the files of the documents it deleted.)
     assert ours == (*theirs[:3], 3 if rule == DENY else 2)
+
+
+def dbref_pk_models(module: Any, alias: str) -> tuple[type, type]:
+    """An owner; its items, keyed by a reference stored as a DBRef to a tag
+    keyed by a ``Decimal128Field`` (an ``_id`` holding a Decimal128, which
+    makes the DBRef unhashable), a CASCADE away."""
+    tag_fields = {"key": module.Decimal128Field(primary_key=True)}
+    tag = build(module, "DrpDbrefTag", alias, tag_fields)
+    owner = build(module, "DrpDbrefOwner", alias, {"name": module.StringField()})
+    fields = {
+        "key": module.ReferenceField(tag, dbref=True, primary_key=True),
+        "owner": module.ReferenceField(owner, reverse_delete_rule=CASCADE),
+    }
+    item = owned(module, alias, "DrpDbrefItem", fields, {"ordering": ["_id"]})
+    item.tag_class = tag
+    return owner, item
+
+
+async def test_cascaded_documents_keyed_by_a_dbref_of_a_decimal128_are_deleted(
+    async_alias: str, sync_alias: Any
+) -> None:
+    """Documents whose primary key is a reference stored as a DBRef holding a
+    Decimal128, cascaded to with delete receivers: the async delete failed
+    with ``TypeError: unhashable type: 'Decimal128'``; MongoEngine deletes
+    them."""
+    keys = ["10", "0.5", "2"]
+
+    def items(classes: list[type], owner: Any) -> list[Any]:
+        [item] = classes
+        tags = [item.tag_class(key=Decimal(key)) for key in keys]
+        return [*tags, *(item(key=tag, owner=owner) for tag in tags)]
+
+    def label(document: Any) -> str:
+        return str(document._data["key"].id)
+
+    theirs = await cascade_scenario(mongoengine, dbref_pk_models, items, label)
+    ours = await cascade_scenario(mongoengine_async, dbref_pk_models, items, label)
+    expected = [("DrpDbrefItem", key) for key in ["0.5", "2", "10"]]
+    assert per_signal(theirs[0]) == (expected, expected)
+    assert per_signal(ours[0]) == per_signal(theirs[0])
+    assert ours[1:] == theirs[1:] == (None, 0)

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import functools
 import operator
-from collections.abc import Awaitable, Callable, Hashable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -1486,12 +1486,14 @@ def _id_key(value: Any) -> Any:
     """A stored id ``value`` as a set's key: itself, or for an embedded
     document's (an ``EmbeddedDocumentField(primary_key=True)``: a dict,
     unhashable) its items in order, as the server compares them; a value
-    PyMongo gives unhashable (a ``Decimal128Field``'s ``Decimal128``) as its
-    BSON."""
+    PyMongo gives unhashable (a ``Decimal128Field``'s ``Decimal128``, a
+    ``DBRef`` holding one, whose hash raises) as its BSON."""
     if isinstance(value, dict):
         return (dict, tuple((name, _id_key(item)) for name, item in value.items()))
     if isinstance(value, list):
         return (list, tuple(map(_id_key, value)))
-    if isinstance(value, Hashable):
-        return value
-    return (type(value), bson.encode({"": value}))
+    try:
+        hash(value)
+    except TypeError:
+        return (type(value), bson.encode({"": value}))
+    return value
