@@ -646,10 +646,12 @@ class _DeletePlan:
         """Whether the root, one document by ``_id`` (one query), may be
         deleted before its cascade is read, when an abort would undo it: no
         DENY to check first, no receiver of a cascaded document to find it
-        gone."""
+        gone, no ``collation()`` to read its matches under (a string id may
+        match others under it: see :meth:`_as_iterated`)."""
         [query, *more] = queries
         return (
             not more
+            and self.collated is None
             and list(query) == ["_id"]
             and not isinstance(query["_id"], dict)
             and not self.deny_referrers
