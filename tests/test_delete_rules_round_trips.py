@@ -24,6 +24,7 @@ from mongoengine_async import (
     UUIDField,
     async_run_in_transaction,
     get_async_db,
+    queryset_manager,
     signals,
 )
 from mongoengine_async.testing import CommandLog
@@ -657,3 +658,77 @@ async def test_cascaded_documents_are_sent_signals_in_their_default_ordering(
     ]
     assert await DrtTake.objects.async_count() == 0
     await get_async_db()[DrtStage._get_collection_name()].delete_many({})
+
+
+CASE_INSENSITIVE = {"locale": "en", "strength": 2}
+
+
+def _collated(document: type, queryset: Any) -> Any:
+    """A manager matching ``kind="live"`` under a case-insensitive collation."""
+    return queryset.collation(CASE_INSENSITIVE).filter(kind="live")
+
+
+class DrtMarket(Document):
+    name = StringField()
+
+
+class DrtStall(Document):
+    """Rules of its own, a collated manager: read under it and without it."""
+
+    kind = StringField()
+    market = ReferenceField(DrtMarket, reverse_delete_rule=CASCADE)
+    objects = queryset_manager(_collated)
+
+
+class DrtSign(Document):
+    """Gives stalls a rule of their own."""
+
+    stall = ReferenceField(DrtStall, reverse_delete_rule=NULLIFY)
+
+
+class DrtKiosk(Document):
+    """No rule of its own, a collated manager; its ids needed as a DENY
+    referrer: read once, without the collation (what its delete matches);
+    the DENY check reads it under the collation (MongoEngine's count)."""
+
+    kind = StringField()
+    market = ReferenceField(DrtMarket, reverse_delete_rule=CASCADE)
+    stall = ReferenceField(DrtStall, reverse_delete_rule=DENY)
+    objects = queryset_manager(_collated)
+
+
+def _finds(command_log: CommandLog) -> dict[str, int]:
+    """The number of ``find`` commands sent, per collection."""
+    finds: dict[str, int] = {}
+    for name, where in _sent(command_log):
+        if name == "find":
+            finds[where] = finds.get(where, 0) + 1
+    return finds
+
+
+async def test_a_collated_manager_costs_one_more_read_where_its_rules_apply(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """The stalls (rules of their own) are read under their manager's
+    collation, for the rules, and without it, for what is deleted; the kiosks
+    (none) without it alone; a queryset's collation costs one more read of
+    the markets, none without one."""
+    for collation in (None, CASE_INSENSITIVE):
+        market = await DrtMarket(name="doomed").async_save()
+        stall = await DrtStall(kind="live", market=market).async_save()
+        await DrtSign(stall=stall).async_save()
+        await DrtKiosk(kind="live", market=market, stall=stall).async_save()
+        deleting = DrtMarket.objects(name="doomed")
+        if collation is not None:
+            deleting = deleting.collation(collation)
+        command_log.clear()
+        assert await deleting.async_delete() == 1
+        assert _finds(command_log) == {
+            "drt_market": 1 if collation is None else 2,
+            "drt_stall": 2,
+            "drt_kiosk": 2,  # (and the DENY check's)
+        }
+        assert await DrtKiosk.objects.async_count() == 0
+        assert await DrtStall.objects.async_count() == 0
+        assert [sign.stall async for sign in DrtSign.objects] == [None]
+        await DrtSign.objects.async_delete()

@@ -1283,9 +1283,11 @@ def _counting(referrer: type[Any]) -> dict[str, Any]:
 def _matching(referrer: type[Any]) -> dict[str, Any]:
     """The ``find()`` options of MongoEngine's iteration of ``referrer.objects``
     that change what it matches: its collation (a class's rules are applied
-    to the documents ``field__in=<that queryset>`` lists)."""
+    to the documents ``field__in=<that queryset>`` lists), for a class with
+    rules of its own (else nothing iterates them: its ``delete_many``, sent
+    without it, deletes them)."""
     collation = referrer.objects._collation
-    return {} if collation is None else {"collation": collation}
+    return {} if collation is None or not _rules(referrer) else {"collation": collation}
 
 
 def _iteration(referrer: type[Any]) -> dict[str, Any]:
