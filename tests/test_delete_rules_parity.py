@@ -1879,3 +1879,63 @@ async def test_cascaded_documents_keyed_by_a_dbref_of_a_decimal128_are_deleted(
     assert per_signal(theirs[0]) == (expected, expected)
     assert per_signal(ours[0]) == per_signal(theirs[0])
     assert ours[1:] == theirs[1:] == (None, 0)
+
+
+def sparse_cascaded_models(module: Any, alias: str, rules: bool) -> tuple[type, ...]:
+    """An owner; referrers (CASCADE, no receivers) whose manager hints a
+    sparse index on their ``kind``; with ``rules``, notes referring to them
+    (NULLIFY), which gives them a rule of their own."""
+
+    def objects(document: type, queryset: Any) -> Any:
+        return queryset.hint("kind_1")
+
+    owner = build(module, "DrpHintOwner", alias, {"name": module.StringField()})
+    fields = {
+        "kind": module.StringField(),
+        "owner": module.ReferenceField(owner, reverse_delete_rule=CASCADE),
+        "objects": module.queryset_manager(objects),
+    }
+    meta = {"indexes": [{"fields": ["kind"], "sparse": True}]}
+    referrer = owned(module, alias, "DrpHintRef", fields, meta)
+    if not rules:
+        return owner, referrer
+    note = {"ref": module.ReferenceField(referrer, reverse_delete_rule=NULLIFY)}
+    return owner, referrer, build(module, "DrpHintNote", alias, note)
+
+
+@pytest.mark.parametrize("rules", [False, True], ids=["leaf", "with_rules"])
+@pytest.mark.parametrize(
+    "kinds",
+    [[None], [None, "live"], ["live"]],
+    ids=["unindexed", "mixed", "indexed"],
+)
+async def test_a_cascade_goes_through_its_manager_s_hint_all_or_nothing(
+    async_alias: str, sync_alias: Any, kinds: list, rules: bool
+) -> None:
+    """MongoEngine cascades to a class without receivers only when its
+    manager's ``count()`` finds one, through its ``hint()``: through a sparse
+    index, referrers the index holds none of are left (unindexed); with one
+    it holds, its ``delete_many`` (no hint) deletes them all (mixed). The
+    async delete deleted them all every time."""
+
+    async def scenario(module: Any) -> int:
+        is_async = module is mongoengine_async
+        owner, referrer, *_ = sparse_cascaded_models(
+            module, "default" if is_async else SYNC, rules
+        )
+
+        async def save(document: Any) -> Any:
+            return await document.async_save() if is_async else document.save()
+
+        doomed = await save(owner(name="doomed"))
+        for kind in kinds:
+            await save(referrer(kind=kind, owner=doomed))
+        if is_async:
+            await doomed.async_delete()
+            return await referrer._get_collection().count_documents({})
+        doomed.delete()
+        return referrer._get_collection().count_documents({})
+
+    expected = len(kinds) if kinds == [None] else 0
+    assert await scenario(mongoengine) == expected
+    assert await scenario(mongoengine_async) == expected

@@ -944,6 +944,8 @@ class _DeletePlan:
                         continue
                     runs = self._referring(referrer, name, cls, ids)
                     spared = self._spared(referrer)
+                    if not await self._through_hint(referrer, name, runs, spared):
+                        continue
                     if not self._needs_ids(referrer) and spared.by_query:
                         self.filters += [
                             (referrer, _referring(referrer, name, run, spared.ids))
@@ -952,6 +954,28 @@ class _DeletePlan:
                         continue
                     next_frontier += await self._cascade_by_ids(referrer, name, runs)
             frontier = next_frontier
+
+    async def _through_hint(
+        self, referrer: type[Any], name: str, runs: list[list], spared: _Spared
+    ) -> bool:
+        """Whether a CASCADE to ``referrer`` documents (no delete receivers,
+        its manager with a ``hint()``) goes on: MongoEngine deletes them only
+        when its manager's ``count()`` finds one through the hint (a sparse
+        index may hold none), then all its filter matches. Read until one is
+        found, a run at a time: one more round trip, only with a hint."""
+        counting = _counting(referrer)
+        if counting["hint"] is None or signals.has_delete_receivers(referrer):
+            return True  # (receivers: their read goes through it, see _iteration)
+        referring = await self.operation.on(referrer)
+        exclude = spared.ids if spared.by_query else None
+        for run in runs:
+            query = _referring(referrer, name, run, exclude)
+            found = await on_primary(referring.collection).find_one(
+                query, {"_id": 1}, session=referring.session, **counting
+            )
+            if found is not None:
+                return True
+        return False
 
     async def _cascade_by_ids(
         self, referrer: type[Any], name: str, runs: list[list]
