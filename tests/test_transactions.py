@@ -1910,3 +1910,74 @@ async def test_a_settled_transaction_lets_go_of_its_documents(mongodb_uri, form)
                     raise Boom
         gc.collect()
         assert ref() is None
+
+
+class TxSideRoot(Document):
+    """On alias "tx_side", a client of its own; its deletes cascade there
+    (TxSideNote) and to the default alias (TxSideBook), in a transaction."""
+
+    meta = {"db_alias": "tx_side"}
+
+
+class TxSideNote(Document):
+    root = ReferenceField(TxSideRoot, reverse_delete_rule=CASCADE)
+    meta = {"db_alias": "tx_side"}
+
+
+class TxSideBook(Document):
+    root = ReferenceField(TxSideRoot, reverse_delete_rule=CASCADE)
+    scan = FileField(collection_name="tx_side_files")
+
+
+@pytest.mark.parametrize("settled", ["committed", "aborted"])
+async def test_a_failed_delete_cascading_into_a_live_transaction(
+    app_alias, mongodb_uri, settled
+):
+    """A ``transaction=False`` delete on one client, cascading into the
+    transaction of an ``async_run_in_transaction`` block on another, whose
+    own (last) write fails on its client, not in that transaction: the
+    documents the cascade deleted in the transaction are read in it, gone,
+    and get their post_delete and lose their files in it, as with no failure;
+    the block committing, neither is left; aborted, the book and its file
+    are back. (Ours took them as there: no post_delete, the file read
+    outside the transaction and kept, orphaned once it committed.)"""
+    async with fresh_database("tx_side", mongodb_uri, appname="tx-side"):
+        root = await TxSideRoot().async_save()
+        note = await TxSideNote(root=root).async_save()
+        book = TxSideBook(root=root)
+        await book.scan.async_put(b"book", filename="book.txt")
+        await book.async_save()
+        seen = []
+
+        def note_delete(sender: type, document: Document, **kwargs: object) -> None:
+            seen.append((sender.__name__, document.pk))
+
+        for cls in (TxSideNote, TxSideBook):
+            signals.post_delete.connect(note_delete, sender=cls)
+        try:
+            async with async_run_in_transaction():
+                # The note's delete goes, the root's (its client's next) fails.
+                async with fail_point(
+                    "tx-side", {"skip": 1}, failCommands=["delete"], errorCode=2
+                ):
+                    with pytest.raises(OperationError, match="Failing command"):
+                        await root.async_delete(transaction=False)
+                assert await TxSideBook.objects.async_count() == 0  # (in it)
+                if settled == "aborted":
+                    raise Boom
+        except Boom:
+            pass
+        finally:
+            for cls in (TxSideNote, TxSideBook):
+                signals.post_delete.disconnect(note_delete, sender=cls)
+        assert sorted(seen) == [("TxSideBook", book.pk), ("TxSideNote", note.pk)]
+        assert await TxSideNote.objects.async_count() == 0
+        assert await TxSideRoot.objects.async_scalar("pk") == [root.pk]
+        files = get_async_db()["tx_side_files.files"]
+        if settled == "aborted":  # (the book, back, holds its file)
+            back = await TxSideBook.objects.async_get()
+            assert await back.scan.async_read() == b"book"
+            return
+        assert await TxSideBook.objects.async_count() == 0
+        assert await book.scan.async_get() is None
+        assert await files.count_documents({}) == 0

@@ -840,9 +840,7 @@ class _DeletePlan:
         timing out, nothing more is tried on its client (``self.unreachable``):
         the write's error comes without more waits. The documents of a class
         on a client with a transaction bound (the caller's, which its writes
-        joined) are not read, but taken as there, as a document's own delete
-        failing in one: its abort keeps them (a read in it fails once the
-        server aborted it, and would cost the others their ``post_delete``)."""
+        joined) are read in it (see :meth:`_ids_there`)."""
         if self.files:
             await self._files_of_gone()
         ids: dict[type[Any], list] = {}
@@ -854,14 +852,8 @@ class _DeletePlan:
             for cls, pks in ids.items():
                 operation = await self.operation.on(cls)
                 codecs[cls] = codec = operation.collection.codec_options
-                if _in_transaction(operation.session):  # (another client's)
-                    there.update((cls, _as_bson(pk, codec)) for pk in pks)
-                    continue
-                for run in self._runs(pks):
-                    found = await self.unreachable.ids_there(
-                        operation, {"_id": {"$in": run}}, len(run)
-                    )
-                    there.update((cls, _as_bson(pk, codec)) for pk in found)
+                found = await self._ids_there(operation, pks)
+                there.update((cls, _as_bson(pk, codec)) for pk in found)
         except Exception:
             return  # (the write's error is raised)
         for document in self.loaded:
@@ -873,14 +865,34 @@ class _DeletePlan:
             if not await self._step(functools.partial(_post_delete, document), True):
                 return  # (a receiver raised: the write's error is raised)
 
+    async def _ids_there(self, operation: Operation, pks: list) -> list:
+        """Which of ``pks`` are still there (a query per run of ids), for
+        :meth:`_after_failed_write`. In a transaction (another client's, which
+        the plan's writes joined) they are read in it, where its deletes are
+        gone (its commit keeps them so); that read failing (the server
+        aborted it: a write conflict), all count as there, as its abort
+        keeps them, and the other classes' documents are still read."""
+        found: list = []
+        try:
+            for run in self._runs(pks):
+                found += await self.unreachable.ids_there(
+                    operation, {"_id": {"$in": run}}, len(run)
+                )
+        except Exception:
+            if not _in_transaction(operation.session):
+                raise
+            return list(pks)
+        return found
+
     async def _files_of_gone(self) -> None:
         """After a write step failed outside a transaction (the writes before
         it applied), delete the files of the cascaded documents gone, read as
         those of the ones still there are (which keep theirs), as the caller
         would have. Its own error is dropped for the step's: the files it
         could not delete (or check) are left, orphaned, never a held one lost.
-        Those of a class on a client with a transaction bound are read outside
-        it: its documents count as there (see :meth:`_after_failed_write`)."""
+        Those of a class on a client with a transaction bound are read in it
+        (their delete in it too), or outside it once it aborted (see
+        :meth:`_ids_there`): its documents are there, and keep them."""
         listed_cascade = [
             *self._cascaded(),
             *((cls, ids) for cls, _, ids in self.by_filters if ids is not None),
@@ -889,12 +901,21 @@ class _DeletePlan:
         with contextlib.suppress(Exception):
             for cls, ids in listed_cascade:
                 operation = await self.operation.on(cls)
-                if _in_transaction(operation.session):  # (another client's:
-                    # read outside it, they are there, and keep their files)
-                    operation = replace(operation, session=None)
-                left = Listed(cls, ids, 0)
-                files = await not_held(files, operation, left, self.unreachable, True)
+                files = await self._not_held(files, operation, Listed(cls, ids, 0))
             await delete_files(files, self.operation, unreachable=self.unreachable)
+
+    async def _not_held(self, files: list, operation: Operation, left: Listed) -> list:
+        """``files`` but those the documents ``left`` lists still hold, read
+        after a failed write (:func:`not_held`); in the transaction the
+        operation's session is in (another client's) while it is usable,
+        else outside it (see :meth:`_ids_there`)."""
+        try:
+            return await not_held(files, operation, left, self.unreachable, True)
+        except Exception:
+            if not _in_transaction(operation.session):
+                raise
+        alone = replace(operation, session=None)  # (aborted: they are there)
+        return await not_held(files, alone, left, self.unreachable, True)
 
     async def _step(self, step: Callable[[], Awaitable[Any]], written: bool) -> bool:
         """``await step()``; whether the steps go on. One run once all was
