@@ -480,6 +480,76 @@ async def test_a_failed_cascade_into_another_clients_transaction(
         assert await book.scan.async_read() == b"book"
 
 
+class DrSplitRoot(Document):
+    """On alias "dr_split", a client of its own; its deletes cascade there
+    (DrSplitMemo, DrSplitNote) and to the default alias (DrSplitBook)."""
+
+    meta = {"db_alias": "dr_split"}
+
+
+class DrSplitMemo(Document):
+    """Its files are on the default alias, the other client."""
+
+    root = ReferenceField(DrSplitRoot, reverse_delete_rule=CASCADE)
+    scan = FileField(collection_name="dr_split_files")
+    meta = {"db_alias": "dr_split"}
+
+
+class DrSplitNote(Document):
+    root = ReferenceField(DrSplitRoot, reverse_delete_rule=CASCADE)
+    scan = FileField(db_alias="dr_split", collection_name="dr_split_files")
+    meta = {"db_alias": "dr_split"}
+
+
+class DrSplitBook(Document):
+    root = ReferenceField(DrSplitRoot, reverse_delete_rule=CASCADE)
+
+
+async def test_a_file_in_an_aborted_transaction_leaves_the_others_deleted(
+    async_alias, mongodb_uri
+):
+    """The failed cascade of the test above (a conflict aborting the other
+    client's transaction), the memo's file stored on that client: its
+    delete in the aborted transaction fails (the file is left, orphaned),
+    and the note's file, on the delete's own client, is deleted all the
+    same, both documents gone for good with their post_delete. (Ours
+    stopped at the memo's file, which comes first: the note's was left.)"""
+    async with fresh_database("dr_split", mongodb_uri, appname="dr-split"):
+        root = await DrSplitRoot().async_save()
+        memo = DrSplitMemo(root=root)
+        await memo.scan.async_put(b"memo", filename="memo.txt")
+        await memo.async_save()
+        note = DrSplitNote(root=root)
+        await note.scan.async_put(b"note", filename="note.txt")
+        await note.async_save()
+        book = await DrSplitBook(root=root).async_save()
+        other = get_async_connection().start_session()
+        await other.start_transaction()
+        await DrSplitBook._get_collection().update_one(
+            {"_id": book.pk}, {"$set": {"held": True}}, session=other
+        )
+        seen = []
+
+        def note_delete(sender: type, document: Document, **kwargs: object) -> None:
+            seen.append((sender.__name__, document.pk))
+
+        classes = (DrSplitMemo, DrSplitNote, DrSplitBook)
+        try:
+            with receiving(signals.post_delete, note_delete, *classes):
+                with pytest.raises(OperationError, match="WriteConflict"):
+                    async with async_run_in_transaction():
+                        await root.async_delete(transaction=False)
+        finally:
+            await other.abort_transaction()
+            await other.end_session()
+        assert sorted(seen) == sorted(
+            [("DrSplitMemo", memo.pk), ("DrSplitNote", note.pk)]
+        )
+        assert await DrSplitBook.objects.async_scalar("pk") == [book.pk]
+        assert await DrSplitNote.objects.async_count() == 0
+        assert await note.scan.async_get() is None
+
+
 # -- DENY found deep -------------------------------------------------------------------
 
 

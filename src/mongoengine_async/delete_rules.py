@@ -892,17 +892,23 @@ class _DeletePlan:
         could not delete (or check) are left, orphaned, never a held one lost.
         Those of a class on a client with a transaction bound are read in it
         (their delete in it too), or outside it once it aborted (see
-        :meth:`_ids_there`): its documents are there, and keep them."""
+        :meth:`_ids_there`): its documents are there, and keep them. Each
+        file is deleted alone: one whose delete fails in that transaction
+        (aborted) leaves the others' deletes to go on."""
         listed_cascade = [
             *self._cascaded(),
             *((cls, ids) for cls, _, ids in self.by_filters if ids is not None),
         ]
         files = self.files
-        with contextlib.suppress(Exception):
+        try:
             for cls, ids in listed_cascade:
                 operation = await self.operation.on(cls)
                 files = await self._not_held(files, operation, Listed(cls, ids, 0))
-            await delete_files(files, self.operation, unreachable=self.unreachable)
+        except Exception:
+            return  # (not checked: kept)
+        for each in files:
+            with contextlib.suppress(Exception):
+                await delete_files([each], self.operation, unreachable=self.unreachable)
 
     async def _not_held(self, files: list, operation: Operation, left: Listed) -> list:
         """``files`` but those the documents ``left`` lists still hold, read
