@@ -1222,6 +1222,8 @@ class _DeletePlan:
         return updates
 
     async def _apply_updates(self, updates: list[tuple[type[Any], dict, dict]]) -> None:
+        """Send the NULLIFY/PULL ``updates`` (referring class, filter, update),
+        an ``update_many`` each where its class is, failing as MongoEngine's."""
         from mongoengine_async.queryset import _update_errors  # (imports this)
 
         for referrer, query, update in updates:
