@@ -517,6 +517,37 @@ async def test_a_new_document_whose_save_was_refused_holds_no_id(
     assert ours == theirs
 
 
+async def test_a_new_document_too_large_to_send_holds_no_id(
+    async_alias, sync_db, command_log
+):
+    """A new document whose save PyMongo refused before sending it
+    (``DocumentTooLarge``: nothing stored) holds no id, as MongoEngine leaves
+    it: ours kept the id given before the write, so saved again, made
+    smaller, it was a findAndModify and an insert. Now it is one insert."""
+
+    async def refused_then_saved(sync: bool) -> tuple:
+        big = "x" * (17 * 1024 * 1024)
+        document = DpUniqueDynamic._from_son({"name": "a", "blob": big}, created=True)
+        with pytest.raises(pymongo.errors.DocumentTooLarge):
+            await write_dynamic(document, "save", sync)
+        refused = (document.id, document._created, list(document._changed_fields))
+        document.blob = "small"
+        command_log.clear()
+        await write_dynamic(document, "save", sync)
+        if not sync:
+            assert command_log.names == ["insert"]
+        collection = DpUniqueDynamic._get_collection()
+        found = collection.find({}, {"_id": 0})
+        stored = list(found) if sync else await found.to_list()
+        return refused, stored, list(document._changed_fields)
+
+    with on_sync(DpUniqueDynamic):
+        theirs = await refused_then_saved(sync=True)
+    ours = await refused_then_saved(sync=False)
+    assert theirs == ((None, True, []), [{"name": "a", "blob": "small"}], [])
+    assert ours == theirs
+
+
 # -- D5: abstract documents --------------------------------------------------------
 
 

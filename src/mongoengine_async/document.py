@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import mongoengine
 import pymongo.errors
 from bson import DBRef
+from bson.errors import InvalidDocument
 from bson.timestamp import Timestamp
 from mongoengine.base import BaseDocument
 from mongoengine.base.metaclasses import TopLevelDocumentMetaclass
@@ -876,6 +877,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         except pymongo.errors.OperationFailure as err:
             refused = given is not None and to_bson.not_stored(err)
             raise _save_error(err) from err
+        except InvalidDocument:  # PyMongo's, before sending (too large): as is
+            refused = given is not None
+            raise
         finally:
             if not kept:  # (failed: not sent)
                 deltas.give_back_changes(self, sent)

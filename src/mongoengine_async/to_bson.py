@@ -385,7 +385,8 @@ def not_stored(error: Exception) -> bool:
 
 
 def take_id_back(document: Any, given: GivenId) -> None:
-    """Undo :func:`give_id` after a write the server refused: the document
+    """Undo :func:`give_id` after a write the server refused (or PyMongo did,
+    before sending it: too large to encode): the document
     holds no id, is new or not as before, and lists its changes without the
     id's mark, as MongoEngine's failed save leaves it (unless its id was
     changed meanwhile)."""
