@@ -464,6 +464,61 @@ async def test_documents_inserted_again_after_a_failed_insert_list_changes_so(
     assert ours == theirs
 
 
+async def insert_unique(documents: list[DpUnique], listed: bool, sync: bool) -> None:
+    """Insert ``documents`` as a list, or the second alone (MongoEngine's way
+    if ``sync``)."""
+    what = documents if listed else documents[1]
+    if sync:
+        DpUnique.objects.insert(what, load_bulk=False)
+    else:
+        await DpUnique.objects.async_insert(what, load_bulk=False)
+
+
+@pytest.mark.parametrize("listed", [False, True])
+async def test_documents_whose_insert_was_refused_hold_no_id(
+    async_alias, sync_db, command_log, listed
+):
+    """Documents whose ``async_insert()`` the server refused (a unique key:
+    one inserted alone; the second of a list, and the third its ordered
+    insert did not reach) hold no id, as MongoEngine's failed ``insert()``
+    leaves them: ours kept the ids given before the write, so saved again
+    each was a findAndModify and an insert. Now each is one insert. (The
+    list's first, stored, keeps its id, where MongoEngine's leaves it none.)"""
+
+    async def refused_then_saved(sync: bool) -> tuple:
+        documents = [DpUnique(name=name) for name in ("a", "x", "c")]
+        if sync:
+            DpUnique.ensure_indexes()
+            DpUnique(name="x").save()
+        else:
+            await DpUnique.async_ensure_indexes()
+            await DpUnique(name="x").async_save()
+        with pytest.raises(BulkWriteError if listed else NotUniqueError):
+            await insert_unique(documents, listed, sync)
+        refused = documents[1:] if listed else documents[1:2]
+        state = [(document.id, document._created) for document in refused]
+        command_log.clear()
+        for document in refused:
+            document.name = f"{document.name}2"
+            document.save() if sync else await document.async_save()
+        if not sync:
+            assert command_log.names == ["insert"] * len(refused)
+            if listed:  # (stored: its id kept)
+                assert documents[0].id is not None
+        collection = DpUnique._get_collection()
+        found = collection.find({}, {"_id": 0, "name": 1}, sort=[("name", 1)])
+        stored = list(found) if sync else await found.to_list()
+        return state, stored
+
+    with on_sync(DpUnique):
+        theirs = await refused_then_saved(sync=True)
+    ours = await refused_then_saved(sync=False)
+    names = ["a", "c2", "x", "x2"] if listed else ["x", "x2"]
+    refused = [(None, True)] * (2 if listed else 1)
+    assert theirs == (refused, [{"name": name} for name in names])
+    assert ours == theirs
+
+
 async def write_dynamic(document: DpUniqueDynamic, write: str, sync: bool) -> None:
     """Save or insert ``document`` (MongoEngine's way if ``sync``; not loaded
     back after an insert: one round trip)."""

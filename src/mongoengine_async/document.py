@@ -877,8 +877,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         except pymongo.errors.OperationFailure as err:
             refused = given is not None and to_bson.not_stored(err)
             raise _save_error(err) from err
-        except InvalidDocument:  # PyMongo's, before sending (too large): as is
-            refused = given is not None
+        except InvalidDocument as err:  # PyMongo's, before sending: as is
+            refused = given is not None and to_bson.not_stored(err)
             raise
         finally:
             if not kept:  # (failed: not sent)

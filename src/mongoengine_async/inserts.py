@@ -21,7 +21,7 @@ from mongoengine.errors import BulkWriteError, NotUniqueError, OperationError
 from mongoengine.queryset.base import BaseQuerySet as _MongoEngineBaseQuerySet
 
 from mongoengine_async import plan_watch, to_bson
-from mongoengine_async.to_bson import EARLY_MARK, id_key
+from mongoengine_async.to_bson import EARLY_MARK, GivenId, id_key
 
 if TYPE_CHECKING:
     from mongoengine_async._typing import MongoEngineQuerySet
@@ -35,6 +35,7 @@ __all__ = (
     "insert_errors",
     "refresh_plans",
     "set_ids",
+    "take_ids_back",
 )
 
 
@@ -75,26 +76,61 @@ def refresh_plans(documents: Iterable[Any]) -> None:
         plan_watch.refresh(cls)
 
 
-def give_ids(documents: list[Any], raw: list[dict]) -> list[Any]:
+def give_ids(
+    documents: list[Any], raw: list[dict]
+) -> tuple[list[Any], list[GivenId | None]]:
     """Give each document whose son has no ``_id`` the id PyMongo's insert
     would make (``to_bson.give_id``), before the write is awaited. Returns
     those whose id mark an early id made, this insert's or that of a save or
     insert that did not return (failed, cancelled, aborted: new still,
     holding that id and its mark): MongoEngine's insert marks the id as its
     write returns, after a dynamic document's ``pk``, where ``set_ids`` moves
-    the mark."""
+    the mark; and what ``give_id`` gave each (None: it held an id), for
+    ``take_ids_back``."""
     marked: dict[int, Any] = {}  # (by identity: a document listed twice)
+    given: list[GivenId | None] = []
     for document, son in zip(documents, raw, strict=True):
         state = document.__dict__
         if "_id" in son:
+            given.append(None)
             if EARLY_MARK in state and document._created:
                 marked[id(document)] = document
             continue
-        if to_bson.give_id(document, son).marked:  # (flagged EARLY_MARK)
+        gave = to_bson.give_id(document, son)
+        given.append(gave)
+        if gave.marked:  # (flagged EARLY_MARK)
             marked[id(document)] = document
         elif EARLY_MARK in state and id(document) not in marked:
             del state[EARLY_MARK]  # (a mark of its own, or none)
-    return list(marked.values())
+    return list(marked.values()), given
+
+
+def take_ids_back(
+    documents: list[Any], given: list[GivenId | None], error: BaseException
+) -> None:
+    """After an insert that failed with ``error``, the early ids of the
+    documents it proves were not stored taken back (``to_bson.take_id_back``),
+    as MongoEngine's failed insert leaves them none: inserted or saved again,
+    each is one insert."""
+    for index in _not_inserted(error, len(documents)):
+        gave = given[index]
+        if gave is not None:
+            to_bson.take_id_back(documents[index], gave)
+
+
+def _not_inserted(error: BaseException, count: int) -> range:
+    """The indexes of an insert's ``count`` documents that ``error`` (PyMongo's,
+    or MongoEngine's caused by it) proves were not stored: an ordered
+    ``insert_many`` stores none from its first write error on, unless that
+    error is on ``_id`` (an earlier attempt of the batch may hold them); a
+    single document, as ``to_bson.not_stored`` says."""
+    cause = error.__cause__ or error
+    if isinstance(cause, pymongo.errors.BulkWriteError):
+        errors = cause.details.get("writeErrors") or ()
+        if not errors or errors[0].get("keyPattern") == {"_id": 1}:
+            return range(0)
+        return range(errors[0]["index"], count)
+    return range(1 if count == 1 and to_bson.not_stored(cause) else 0)
 
 
 def _changes(document: Any) -> list[str]:

@@ -134,6 +134,7 @@ from mongoengine_async.inserts import (
     insert_errors,
     refresh_plans,
     set_ids,
+    take_ids_back,
 )
 from mongoengine_async.operation import (
     Operation,
@@ -1050,7 +1051,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             await sequences.async_fill(documents)
         refresh_plans(documents)
         raw = [to_bson.raw(document) for document in documents]
-        marked = give_ids(documents, raw)  # their ids before the write is awaited
+        marked, given = give_ids(documents, raw)  # ids before the write is awaited
         # In a task of its own, which the caller's cancellation does not
         # cancel (as a save's): the write may be applying on the server.
         writing = self._insert_raw(collection, raw, write_concern, return_one, session)
@@ -1072,6 +1073,9 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             context.write_on_its_way(session, write)  # (the commit waits for it)
             needs = collection_alias(collection, self._document._db_alias())
             finish_before_close(write, CANCELLED_WRITE, needs and (needs,))
+            raise
+        except Exception as error:  # (failed: the ids of what it did not store)
+            take_ids_back(documents, given, error)
             raise
         results = await self._async_after_insert(
             documents, ids, load_bulk, signal_kwargs, session, marked=marked

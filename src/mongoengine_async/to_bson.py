@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import mongoengine
 import pymongo.errors
 from bson import SON, DBRef, ObjectId
+from bson.errors import InvalidDocument
 from mongoengine import EmbeddedDocument
 from mongoengine.base import (
     BaseDict,
@@ -374,11 +375,14 @@ def id_key(document: Any) -> str:
     return document._db_field_map.get(name, name)
 
 
-def not_stored(error: Exception) -> bool:
+def not_stored(error: BaseException) -> bool:
     """Whether ``error``, raised by an insert of one document given an early
     id, proves the document was not stored: the server refused it (a write
     error: a unique key, a validation rule), and not for its ``_id`` (which an
-    earlier attempt of the same insert holds)."""
+    earlier attempt of the same insert holds), or PyMongo did before sending
+    it (``InvalidDocument``: too large to encode)."""
+    if isinstance(error, InvalidDocument):
+        return True
     return isinstance(error, pymongo.errors.WriteError) and (
         (error.details or {}).get("keyPattern") != {"_id": 1}
     )
