@@ -88,16 +88,14 @@ def give_ids(
     the mark; and what ``give_id`` gave each (None: it held an id), for
     ``take_ids_back``."""
     marked: dict[int, Any] = {}  # (by identity: a document listed twice)
-    given: list[GivenId | None] = []
-    for document, son in zip(documents, raw, strict=True):
+    given: list[GivenId | None] = [None] * len(raw)
+    for index, (document, son) in enumerate(zip(documents, raw, strict=True)):
         state = document.__dict__
         if "_id" in son:
-            given.append(None)
             if EARLY_MARK in state and document._created:
                 marked[id(document)] = document
             continue
-        gave = to_bson.give_id(document, son)
-        given.append(gave)
+        given[index] = gave = to_bson.give_id(document, son)
         if gave.marked:  # (flagged EARLY_MARK)
             marked[id(document)] = document
         elif EARLY_MARK in state and id(document) not in marked:
