@@ -300,3 +300,32 @@ async def test_distinct_of_embedded_documents_with_an_old_style_cls(
             assert sorted(map(repr, map(legacy_described, values))) == expected
     assert theirs["pieces.a"] == [repr(("DiPiece", 3)), repr(("DiPieceSub", 1))]
     assert theirs["anything"] == [repr(("DiPieceSub", 4))]
+
+
+class DiPlainPart(EmbeddedDocument):
+    number = IntField()
+
+
+class DiRenamedPart(Document):
+    part = EmbeddedDocumentField(DiPlainPart, db_field="p")
+
+
+async def test_distinct_of_an_embedded_document_field_stored_renamed(
+    mongodb_uri: str,
+) -> None:
+    """Over an ``EmbeddedDocumentField`` with a ``db_field`` of its own,
+    MongoEngine's ``distinct`` gives the stored dicts (it looks the field up
+    by its stored name, which no field has); ours builds the embedded
+    documents, as for any other such field (docs/querysets.md)."""
+    with fresh_sync_default(mongodb_uri):
+        DiRenamedPart(part=DiPlainPart(number=1)).save()
+        theirs = DiRenamedPart.objects.distinct("part")
+    assert [(type(value).__name__, dict(value)) for value in theirs] == [
+        ("BaseDict", {"number": 1})
+    ]
+    async with fresh_database("default", mongodb_uri):
+        await DiRenamedPart(part=DiPlainPart(number=1)).async_save()
+        ours = await DiRenamedPart.objects.async_distinct("part")
+    assert [(type(value), value.number, value._created) for value in ours] == [
+        (DiPlainPart, 1, True)
+    ]
