@@ -1939,3 +1939,89 @@ async def test_a_cascade_goes_through_its_manager_s_hint_all_or_nothing(
     expected = len(kinds) if kinds == [None] else 0
     assert await scenario(mongoengine) == expected
     assert await scenario(mongoengine_async) == expected
+
+
+def collated_cycle_models(module: Any, alias: str) -> tuple[type, type]:
+    """An owner with rules (its ``ticket``: CASCADE from a ticket); tickets
+    referring to an owner (CASCADE)."""
+    name = f"DrpCycleTicket{uuid4().hex[:6]}"
+    fields = {"name": module.StringField(), "ticket": module.ReferenceField(name)}
+    owner = build(module, "DrpCycleOwner", alias, fields)
+    fields = {"owner": module.ReferenceField(owner, reverse_delete_rule=CASCADE)}
+    ticket = type(
+        name,
+        (module.Document,),
+        {"__module__": __name__, "meta": {"db_alias": alias}, **fields},
+    )
+    ticket.register_delete_rule(owner, "ticket", CASCADE)
+    return owner, ticket
+
+
+@pytest.mark.parametrize("transaction", [True, False], ids=["txn", "no_txn"])
+async def test_a_root_matched_under_the_collation_alone_goes_when_cascaded_to(
+    async_alias: str, sync_alias: Any, transaction: bool
+) -> None:
+    """A collated queryset's delete keeps DOOMED (matched under its
+    collation alone), but MongoEngine's cascade deletes it when another rule
+    reaches it: its ticket's CASCADE, the ticket of doomed's own, gone. The
+    async delete had it planned (kept) from the start: it stayed, holding a
+    reference to a deleted ticket."""
+
+    async def scenario(module: Any) -> tuple[Any, ...]:
+        is_async = module is mongoengine_async
+        owner, ticket = collated_cycle_models(module, "default" if is_async else SYNC)
+
+        async def save(document: Any) -> Any:
+            return await document.async_save() if is_async else document.save()
+
+        doomed = await save(owner(name="doomed"))
+        held = await save(ticket(owner=doomed))
+        await save(owner(name="DOOMED", ticket=held))
+        await save(owner(name="other"))
+        matching = owner.objects(name="doomed").collation(CASE_INSENSITIVE)
+        if is_async:
+            result = await matching.async_delete(transaction=transaction)
+        else:
+            result = matching.delete()
+        owners = await stored_by(is_async, owner._get_collection_name(), "name")
+        tickets = await stored_by(is_async, ticket._get_collection_name(), "_id")
+        return result, [each["name"] for each in owners], len(tickets)
+
+    theirs = await scenario(mongoengine)
+    assert theirs == (1, ["other"], 0)
+    assert await scenario(mongoengine_async) == theirs
+
+
+async def test_a_root_matched_under_the_collation_alone_stays_past_its_own_class(
+    async_alias: str, sync_alias: Any
+) -> None:
+    """A rule within the owners' collection (a child CASCADE from its
+    parent) spares DOOMED, which MongoEngine's cascade_refs hold (its
+    iteration under the collation listed it): it stays, as in MongoEngine."""
+
+    async def scenario(module: Any) -> tuple[Any, ...]:
+        is_async = module is mongoengine_async
+        alias = "default" if is_async else SYNC
+        fields = {
+            "name": module.StringField(),
+            "parent": module.ReferenceField("self", reverse_delete_rule=CASCADE),
+        }
+        owner = build(module, "DrpSelfOwner", alias, fields)
+
+        async def save(document: Any) -> Any:
+            return await document.async_save() if is_async else document.save()
+
+        doomed = await save(owner(name="doomed"))
+        await save(owner(name="DOOMED", parent=doomed))
+        await save(owner(name="child", parent=doomed))
+        matching = owner.objects(name="doomed").collation(CASE_INSENSITIVE)
+        if is_async:
+            result = await matching.async_delete()
+        else:
+            result = matching.delete()
+        owners = await stored_by(is_async, owner._get_collection_name(), "name")
+        return result, [each["name"] for each in owners]
+
+    theirs = await scenario(mongoengine)
+    assert theirs == (1, ["DOOMED"])
+    assert await scenario(mongoengine_async) == theirs

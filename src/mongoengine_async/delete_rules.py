@@ -979,7 +979,10 @@ class _DeletePlan:
                             for run in runs
                         ]
                         continue
-                    next_frontier += await self._cascade_by_ids(referrer, name, runs)
+                    same = cls._get_collection_name() == referrer._get_collection_name()
+                    next_frontier += await self._cascade_by_ids(
+                        referrer, name, runs, same
+                    )
             frontier = next_frontier
 
     async def _through_hint(
@@ -1005,10 +1008,12 @@ class _DeletePlan:
         return False
 
     async def _cascade_by_ids(
-        self, referrer: type[Any], name: str, runs: list[list]
+        self, referrer: type[Any], name: str, runs: list[list], same: bool = False
     ) -> list[tuple[type[Any], list]]:
         """Plan the ``referrer`` documents whose ``name`` holds a reference of
-        ``runs`` (a query each); returns the ids new to the plan, per class."""
+        ``runs`` (a query each); returns the ids new to the plan, per class.
+        ``same``: a rule within one collection, whose kept documents stay
+        (MongoEngine's ``cascade_refs`` spare what its iteration listed)."""
         referring = await self.operation.on(referrer)
         classes = _rule_classes(referrer)
         # Whole documents, which their signals are sent (see _load_for_signals).
@@ -1021,7 +1026,7 @@ class _DeletePlan:
         spared = self._spared(referrer)
         for run in runs:
             exclude = (  # (with them, the planned ones fit no more when they don't)
-                self._sendable([*self._planned(referrer).values(), *spared.ids])
+                self._sendable([*self._deleted(referrer).values(), *spared.ids])
                 if spared.by_query
                 else None
             )
@@ -1029,8 +1034,12 @@ class _DeletePlan:
             fields = None if whole else projection
             read = await _found_by_class(referring, query, classes, fields, iteration)
             fresh = self._plan_found(found, read, spared.keys)
+            matched = None  # (their _id_key, matched without the collation)
             if "collation" in iteration and not whole:  # (their files kept too)
-                fresh -= await self._kept(referrer, referring, query, fresh)
+                matched = set(map(_id_key, await _ids(referring, query)))
+                fresh -= self._kept(referrer, fresh - matched)
+            if not same:
+                self._unkeep(referrer, read, matched)
             taken = [(each, raw) for each, raw in read if _id_key(raw["_id"]) in fresh]
             if whole:  # (in the order found, whatever their class)
                 self.read_for_signals += [
@@ -1042,18 +1051,25 @@ class _DeletePlan:
                 self.read_with_files.append((referrer, [raw for _, raw in taken]))
         return [(each, new) for each, new in found.items() if new]
 
-    async def _kept(
-        self, referrer: type[Any], referring: Operation, query: dict, fresh: set
-    ) -> set:
-        """Of the ``fresh`` ``referrer`` ids (their :func:`_id_key`), read
-        under its manager's collation, those ``query`` matches only under it,
-        noted in ``self.kept``: MongoEngine applies the class's rules to what
-        its manager's iteration matches, then deletes what its
-        ``delete_many`` (sent without the collation) matches."""
+    def _kept(self, referrer: type[Any], kept: set) -> set:
+        """Note the ``kept`` ``referrer`` ids (their :func:`_id_key`), read
+        under its manager's collation but matched only under it, in
+        ``self.kept``: MongoEngine applies the class's rules to what its
+        manager's iteration matches, then deletes what its ``delete_many``
+        (sent without the collation) matches."""
         name = referrer._get_collection_name()
-        kept = fresh - set(map(_id_key, await _ids(referring, query)))
         self.kept.update((name, key) for key in kept)
         return kept
+
+    def _unkeep(self, referrer: type[Any], read: list, matched: set | None) -> None:
+        """Take out of ``self.kept`` the kept documents a cascade's filter
+        ``read`` (those ``matched`` without the collation, when it was read
+        under one): MongoEngine's ``delete_many`` of that rule deletes them."""
+        if not self.kept:
+            return
+        name = referrer._get_collection_name()
+        keys = {_id_key(raw["_id"]) for _, raw in read}
+        self.kept -= {(name, key) for key in keys if matched is None or key in matched}
 
     def _spared(self, referrer: type[Any]) -> _Spared:
         """The spared pks as ``referrer`` stores them, as MongoEngine's query
