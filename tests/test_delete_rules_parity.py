@@ -1945,7 +1945,11 @@ def collated_cycle_models(module: Any, alias: str) -> tuple[type, type]:
     """An owner with rules (its ``ticket``: CASCADE from a ticket); tickets
     referring to an owner (CASCADE)."""
     name = f"DrpCycleTicket{uuid4().hex[:6]}"
-    fields = {"name": module.StringField(), "ticket": module.ReferenceField(name)}
+    fields = {
+        "name": module.StringField(),
+        "ticket": module.ReferenceField(name),
+        "file": module.FileField(db_alias=alias),
+    }
     owner = build(module, "DrpCycleOwner", alias, fields)
     fields = {"owner": module.ReferenceField(owner, reverse_delete_rule=CASCADE)}
     ticket = type(
@@ -1974,10 +1978,17 @@ async def test_a_root_matched_under_the_collation_alone_goes_when_cascaded_to(
         async def save(document: Any) -> Any:
             return await document.async_save() if is_async else document.save()
 
-        doomed = await save(owner(name="doomed"))
-        held = await save(ticket(owner=doomed))
-        await save(owner(name="DOOMED", ticket=held))
-        await save(owner(name="other"))
+        async def filed(name: str, **fields: Any) -> Any:
+            document = owner(name=name, **fields)
+            if is_async:
+                await document.file.async_put(name.encode(), filename=name)
+            else:
+                document.file.put(name.encode(), filename=name)
+            return await save(document)
+
+        held = await save(ticket(owner=await filed("doomed")))
+        await filed("DOOMED", ticket=held)
+        await filed("other")
         matching = owner.objects(name="doomed").collation(CASE_INSENSITIVE)
         if is_async:
             result = await matching.async_delete(transaction=transaction)
@@ -1985,11 +1996,14 @@ async def test_a_root_matched_under_the_collation_alone_goes_when_cascaded_to(
             result = matching.delete()
         owners = await stored_by(is_async, owner._get_collection_name(), "name")
         tickets = await stored_by(is_async, ticket._get_collection_name(), "_id")
-        return result, [each["name"] for each in owners], len(tickets)
+        files = await stored_by(is_async, "fs.files", "filename")
+        names = [each["filename"] for each in files]
+        return result, [each["name"] for each in owners], len(tickets), names
 
     theirs = await scenario(mongoengine)
-    assert theirs == (1, ["other"], 0)
-    assert await scenario(mongoengine_async) == theirs
+    assert theirs == (1, ["other"], 0, ["DOOMED", "doomed", "other"])
+    # (The async delete deletes the files of the documents it deleted.)
+    assert await scenario(mongoengine_async) == (*theirs[:3], ["other"])
 
 
 async def test_a_root_matched_under_the_collation_alone_stays_past_its_own_class(

@@ -1038,8 +1038,8 @@ class _DeletePlan:
             if "collation" in iteration and not whole:  # (their files kept too)
                 matched = set(map(_id_key, await _ids(referring, query)))
                 fresh -= self._kept(referrer, fresh - matched)
-            if not same:
-                self._unkeep(referrer, read, matched)
+            if not same:  # (their files read with them too)
+                fresh |= self._unkeep(referrer, read, matched)
             taken = [(each, raw) for each, raw in read if _id_key(raw["_id"]) in fresh]
             if whole:  # (in the order found, whatever their class)
                 self.read_for_signals += [
@@ -1061,15 +1061,18 @@ class _DeletePlan:
         self.kept.update((name, key) for key in kept)
         return kept
 
-    def _unkeep(self, referrer: type[Any], read: list, matched: set | None) -> None:
+    def _unkeep(self, referrer: type[Any], read: list, matched: set | None) -> set:
         """Take out of ``self.kept`` the kept documents a cascade's filter
         ``read`` (those ``matched`` without the collation, when it was read
-        under one): MongoEngine's ``delete_many`` of that rule deletes them."""
-        if not self.kept:
-            return
+        under one): MongoEngine's ``delete_many`` of that rule deletes them.
+        Returns their :func:`_id_key`."""
         name = referrer._get_collection_name()
         keys = {_id_key(raw["_id"]) for _, raw in read}
-        self.kept -= {(name, key) for key in keys if matched is None or key in matched}
+        unkept = {key for key in keys if (name, key) in self.kept}
+        if matched is not None:
+            unkept &= matched
+        self.kept -= {(name, key) for key in unkept}
+        return unkept
 
     def _spared(self, referrer: type[Any]) -> _Spared:
         """The spared pks as ``referrer`` stores them, as MongoEngine's query
