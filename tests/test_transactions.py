@@ -1981,3 +1981,51 @@ async def test_a_failed_delete_cascading_into_a_live_transaction(
         assert await TxSideBook.objects.async_count() == 0
         assert await book.scan.async_get() is None
         assert await files.count_documents({}) == 0
+
+
+class TxSideMemo(Document):
+    """On the default alias (the block's transaction), its file on "tx_side"
+    (the root's client, in no transaction)."""
+
+    root = ReferenceField(TxSideRoot, reverse_delete_rule=CASCADE)
+    scan = FileField(db_alias="tx_side", collection_name="tx_memo_files")
+
+
+@pytest.mark.parametrize("settled", ["committed", "aborted"])
+@pytest.mark.parametrize("failing", [False, True], ids=["ok", "failed"])
+async def test_a_cascaded_file_elsewhere_waits_for_the_live_transaction(
+    app_alias, mongodb_uri, failing, settled
+):
+    """A ``transaction=False`` delete on one client, cascading into the
+    transaction of an ``async_run_in_transaction`` block on another, to a memo
+    whose file is on the first client: the file is deleted once that
+    transaction commits; aborted, the memo is back, and so is its file (ours
+    deleted it at once, outside the transaction: the memo came back without
+    it). So too when the root's own delete failed after the cascade."""
+    async with fresh_database("tx_side", mongodb_uri, appname="tx-side"):
+        root = await TxSideRoot().async_save()
+        await TxSideNote(root=root).async_save()
+        memo = TxSideMemo(root=root)
+        await memo.scan.async_put(b"memo", filename="memo.txt")
+        await memo.async_save()
+        try:
+            async with async_run_in_transaction():
+                if failing:  # (the note's delete goes, the root's fails)
+                    async with fail_point(
+                        "tx-side", {"skip": 1}, failCommands=["delete"], errorCode=2
+                    ):
+                        with pytest.raises(OperationError, match="Failing command"):
+                            await root.async_delete(transaction=False)
+                else:
+                    await root.async_delete(transaction=False)
+                assert await memo.scan.async_read() == b"memo"  # (not yet)
+                if settled == "aborted":
+                    raise Boom
+        except Boom:
+            pass
+        if settled == "aborted":
+            back = await TxSideMemo.objects.async_get()
+            assert await back.scan.async_read() == b"memo"
+            return
+        assert await TxSideMemo.objects.async_count() == 0
+        assert await memo.scan.async_get() is None

@@ -253,6 +253,9 @@ async def delete_matching(
     acknowledged = _acknowledged(operation)
     joined = _in_transaction(operation.session)  # the caller's transaction
     files: list = []
+    # Those of documents deleted in another client's transaction, per its
+    # operation (see files_by_transaction).
+    joined_files: list[tuple[Operation, list]] = []
     late: list[Exception] = []  # a cascaded post_delete receiver's error
     committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     counted: list[int | None] = [None]  # the last run's count
@@ -269,7 +272,7 @@ async def delete_matching(
         deleted = await plan.run(queries, first, root_files is not None)
         if root_files is not None:
             root_files.files[:], root_files.ids[:] = plan.root_files, plan.root_ids
-        files[:] = plan.files
+        files[:], joined_files[:] = await plan.files_by_transaction()
         late[:] = [] if plan.error is None else [plan.error]
         counted[:] = [deleted]
         if own_transaction:
@@ -288,6 +291,8 @@ async def delete_matching(
     # The files of the cascaded documents, once they are gone (committed).
     if not committed.done():  # (the caller's steps after it are its own)
         # (Which follow if cancelled.)
+        for joined_operation, group in joined_files:  # (in it: its error aborts)
+            await _files_of_deleted(delete_files, group, joined_operation, failed)
         await _files_of_deleted(delete_files_of_deleted, files, operation, failed)
         _raise_late(late, failed)
         return deleted if acknowledged else None
@@ -571,6 +576,7 @@ class _DeletePlan:
         self.planned: dict[str | None, dict] = {}
         self.root_ids: list = []
         self.files: list = []  # of the cascaded documents, to delete after
+        self.file_classes: dict[int, type[Any]] = {}  # (by id()) their class
         # No cascaded document is sent delete signals (whose receivers could
         # change its files): those found by id have their files read with
         # their ids, in one read (the documents read kept here, per class
@@ -904,11 +910,14 @@ class _DeletePlan:
             for cls, ids in listed_cascade:
                 operation = await self.operation.on(cls)
                 files = await self._not_held(files, operation, Listed(cls, ids, 0))
+            rest, joined = await self.files_by_transaction(files)
         except Exception:
             return  # (not checked: kept)
-        for each in files:
+        alone = [(self.operation, each) for each in rest]
+        in_joined = [(in_it, each) for in_it, group in joined for each in group]
+        for operation, each in [*alone, *in_joined]:
             with contextlib.suppress(Exception):
-                await delete_files([each], self.operation, unreachable=self.unreachable)
+                await delete_files([each], operation, unreachable=self.unreachable)
 
     async def _not_held(self, files: list, operation: Operation, left: Listed) -> list:
         """``files`` but those the documents ``left`` lists still hold, read
@@ -1189,9 +1198,15 @@ class _DeletePlan:
         the caller to delete once the documents are gone; and the deletes by
         filter restricted to the documents read."""
         found = [
-            each for cls, read in self.read_with_files for each in files_of(read, cls)
+            (cls, each)
+            for cls, read in self.read_with_files
+            for each in files_of(read, cls)
         ]
-        found += [each for document in self.loaded for each in _held_files(document)]
+        found += [
+            (type(document), each)
+            for document in self.loaded
+            for each in _held_files(document)
+        ]
         matches = [
             (cls, {"_id": {"$in": run}})
             for cls, ids in self._cascaded()
@@ -1200,13 +1215,16 @@ class _DeletePlan:
         ]
         for cls, query in matches:
             operation = await self.operation.on(cls)
-            found += await stored_files(Matching(cls, query), operation)
+            found += [
+                (cls, each)
+                for each in await stored_files(Matching(cls, query), operation)
+            ]
         self.by_filters = []
         for cls, query in self.filters:
             operation = await self.operation.on(cls)
             matching = Matching(cls, query)
             files, ids = await stored_files_and_ids(matching, operation)
-            found += files
+            found += [(cls, each) for each in files]
             # Only the documents whose files were read: one matching since
             # would lose its files (outside a transaction's snapshot).
             codec_options = operation.collection.codec_options
@@ -1215,7 +1233,30 @@ class _DeletePlan:
             else:  # (none read: a delete of none of them matches nothing)
                 runs = listed(matching, ids, codec_options) if ids else []
             self.by_filters.append((cls, [run._query for run in runs], ids))
-        self.files = found  # (found again if run again)
+        self.files = [each for _, each in found]  # (found again if run again)
+        self.file_classes = {id(each): cls for cls, each in found}
+
+    async def files_by_transaction(
+        self, files: list | None = None
+    ) -> tuple[list, list[tuple[Operation, list]]]:
+        """``files`` (``self.files`` if not given) split: outside a
+        transaction of the delete's, those of documents deleted in another
+        client's transaction (which the plan joined), with its operation, to
+        delete in it (one on a client outside it once it commits: its abort
+        brings the documents back, holding them); the others."""
+        files = self.files if files is None else files
+        if _in_transaction(self.operation.session):
+            return files, []
+        rest: list = []
+        joined: dict[int, tuple[Operation, list]] = {}
+        for each in files:
+            cls = self.file_classes.get(id(each))
+            operation = None if cls is None else await self.operation.on(cls)
+            if operation is None or not _in_transaction(operation.session):
+                rest.append(each)
+                continue
+            joined.setdefault(id(operation.session), (operation, []))[1].append(each)
+        return rest, list(joined.values())
 
     def _not_loaded(self, cls: type[Any], ids: list) -> list:
         """Those of the planned ``ids`` of ``cls`` not built for signals."""
