@@ -29,6 +29,7 @@ import pytest
 from bson import ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+import mongoengine_async.detached as detached
 import mongoengine_async.gridfs as async_gridfs
 from conftest import held_on_server
 from mongoengine_async import (
@@ -2029,3 +2030,52 @@ async def test_a_cascaded_file_elsewhere_waits_for_the_live_transaction(
             return
         assert await TxSideMemo.objects.async_count() == 0
         assert await memo.scan.async_get() is None
+
+
+class TxSideLeaf(Document):
+    """On "tx_side", deleted for good by a ``transaction=False`` delete there,
+    its file there too."""
+
+    root = ReferenceField(TxSideRoot, reverse_delete_rule=CASCADE)
+    scan = FileField(db_alias="tx_side", collection_name="tx_leaf_files")
+    meta = {"db_alias": "tx_side"}
+
+
+async def test_a_delete_cancelled_while_the_live_transaction_deletes_files(
+    app_alias, mongodb_uri, monkeypatch
+):
+    """A ``transaction=False`` delete cascading into another client's block,
+    cancelled while that block's transaction deletes a cascaded book's file:
+    the files it had yet to delete (the book's and memo's, in it; the leaf's,
+    deleted for good) are still deleted, once it commits (they stayed,
+    orphaned)."""
+    async with fresh_database("tx_side", mongodb_uri, appname="tx-side"):
+        root = await TxSideRoot().async_save()
+        owners = [TxSideBook(root=root), TxSideMemo(root=root), TxSideLeaf(root=root)]
+        for owner in owners:
+            await owner.scan.async_put(b"scan", filename="scan.txt")
+            await owner.async_save()
+        real, reached = async_gridfs.AsyncGridFSProxy._delete, asyncio.Event()
+
+        async def held_once(self: Any, *args: Any) -> None:
+            if self.collection_name == "tx_side_files" and not reached.is_set():
+                reached.set()
+                await asyncio.Event().wait()  # (until cancelled)
+            await real(self, *args)
+
+        monkeypatch.setattr(async_gridfs.AsyncGridFSProxy, "_delete", held_once)
+        async with async_run_in_transaction():
+            task = asyncio.ensure_future(root.async_delete(transaction=False))
+            await reached.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # The delete going on in a task of its own, cancelled in turn (as
+            # the end of its loop does).
+            (write,) = [t for t in detached._finishing if not t.done()]
+            write.cancel()
+            await asyncio.wait([write])
+        await detached.all_finished(60)  # (the leaf's, in a task of its own)
+        for owner in owners:
+            assert await type(owner).objects.async_count() == 0
+            assert await owner.scan.async_get() is None

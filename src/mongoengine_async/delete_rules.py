@@ -291,8 +291,7 @@ async def delete_matching(
     # The files of the cascaded documents, once they are gone (committed).
     if not committed.done():  # (the caller's steps after it are its own)
         # (Which follow if cancelled.)
-        for joined_operation, group in joined_files:  # (in it: its error aborts)
-            await _files_of_deleted(delete_files, group, joined_operation, failed)
+        await _joined_files_of_deleted(joined_files, files, operation, failed)
         await _files_of_deleted(delete_files_of_deleted, files, operation, failed)
         _raise_late(late, failed)
         return deleted if acknowledged else None
@@ -302,6 +301,41 @@ async def delete_matching(
         _follow_commit(list(files), operation, _told(followed, deleted))
         raise
     return deleted if acknowledged else None
+
+
+async def _joined_files_of_deleted(
+    joined_files: list[tuple[Operation, list]],
+    files: list,
+    operation: Operation,
+    failed: list[Exception] | None,
+) -> None:
+    """Delete each group of ``joined_files`` through the operation of the
+    other client's transaction it was deleted in (an error aborts it).
+    Cancelled meanwhile, the groups not done are deleted once that
+    transaction commits, and ``files`` (the documents deleted for good) in a
+    task of their own: else all of them stayed, orphaned."""
+    for index, (joined_operation, group) in enumerate(joined_files):
+        try:
+            await _files_of_deleted(delete_files, group, joined_operation, failed)
+        except asyncio.CancelledError:
+            for later, rest in joined_files[index:]:  # (one gone is no error)
+                _delete_once_committed(later, rest)
+            if files:
+                _follow_commit(list(files), operation, None)
+            raise
+
+
+def _delete_once_committed(operation: Operation, files: list) -> None:
+    """Delete ``files`` (in no session) once the transaction of the
+    ``operation``'s session commits; nothing if it aborts."""
+    undos = journal(operation.session)
+    assert undos is not None  # (another client's transaction, bound)
+    alone = replace(operation, session=None)
+    on_commit(
+        undos,
+        functools.partial(delete_files, list(files), alone, True),
+        {proxy.db_alias for proxy in files},
+    )
 
 
 def _told(
