@@ -2079,3 +2079,34 @@ async def test_a_delete_cancelled_while_the_live_transaction_deletes_files(
         for owner in owners:
             assert await type(owner).objects.async_count() == 0
             assert await owner.scan.async_get() is None
+
+
+async def test_a_cascaded_file_elsewhere_costs_no_round_trip_in_the_block(
+    app_alias, mongodb_uri
+):
+    """The file of a memo a ``transaction=False`` delete cascaded to in
+    another client's block, on a client outside it, costs no command before
+    that transaction commits (ours read whether each file existed, a round
+    trip per file, unused), then its delete (files, chunks) once it did."""
+    side = CommandLog()
+    async with fresh_database(
+        "tx_side", mongodb_uri, appname="tx-side", event_listeners=[side]
+    ):
+        root = await TxSideRoot().async_save()
+        memos = [TxSideMemo(root=root) for _ in range(2)]
+        for memo in memos:
+            await memo.scan.async_put(b"memo", filename="memo.txt")
+            await memo.async_save()
+        side.clear()
+        async with async_run_in_transaction():
+            await root.async_delete(transaction=False)
+            touched = [e.command.get(e.command_name) for e in side.events]
+            assert not [name for name in touched if "tx_memo_files" in str(name)]
+            side.clear()
+        assert [(e.command_name, e.command["delete"]) for e in side.events] == [
+            ("delete", "tx_memo_files.files"),
+            ("delete", "tx_memo_files.chunks"),
+        ] * 2
+        for memo in memos:
+            assert await memo.scan.async_get() is None
+

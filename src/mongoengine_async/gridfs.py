@@ -816,7 +816,7 @@ class AsyncGridFSProxy(GridFSProxy):
             return
         root = self._root()
         marked = self._journal(undos)
-        deleted = await _delete_in(root, grid_id, session, undos)
+        deleted = await _delete_in(root, grid_id, session, undos, not missing_ok)
         self.grid_id = None
         self.gridout = None
         self._file = None
@@ -1125,17 +1125,24 @@ def _retryable_write_error(error: pymongo.errors.PyMongoError) -> bool:
 
 
 async def _delete_in(
-    root: AsyncCollection, grid_id: Any, session: Any, undos: Journal | None
+    root: AsyncCollection,
+    grid_id: Any,
+    session: Any,
+    undos: Journal | None,
+    asks: bool = False,
 ) -> bool:
     """Delete a file (:func:`_delete_file`) in ``session``; whether its files
     document existed. Outside the transaction of journal ``undos`` (in no
     session: the bucket is on another client), which cannot undo the delete,
     the delete waits until that transaction commits, and is dropped if it
-    aborts (the document that holds the file is kept then)."""
+    aborts (the document that holds the file is kept then); whether the file
+    exists is then read only if the caller ``asks`` (a round trip): True if not."""
     if session is not None or undos is None:
         return await _delete_file(root, grid_id, session)
     delete = functools.partial(_delete_file, root, grid_id, None)
     on_commit(undos, delete, aliases_served_by(root.database.client))
+    if not asks:
+        return True
     return await root.files.find_one({"_id": {"$eq": grid_id}}, {"_id": 1}) is not None
 
 
