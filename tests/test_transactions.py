@@ -2110,3 +2110,30 @@ async def test_a_cascaded_file_elsewhere_costs_no_round_trip_in_the_block(
         for memo in memos:
             assert await memo.scan.async_get() is None
 
+
+async def test_a_cascaded_file_whose_client_closed_in_the_block(app_alias, mongodb_uri):
+    """The memo's file of that delete waiting for the block's commit, the
+    file's client disconnected in the block: the block returns (it raised
+    ``InvalidOperation`` after it committed), the delete not run reported to
+    the loop's exception handler."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, report: reported.append(report))
+    try:
+        async with fresh_database("tx_side", mongodb_uri, appname="tx-side"):
+            root = await TxSideRoot().async_save()
+            memo = TxSideMemo(root=root)
+            await memo.scan.async_put(b"memo", filename="memo.txt")
+            await memo.async_save()
+            grid_id = memo.scan.grid_id
+            async with async_run_in_transaction():
+                await root.async_delete(transaction=False)
+                await disconnect_async("tx_side")
+            assert await TxSideMemo.objects.async_count() == 0
+    finally:
+        loop.set_exception_handler(None)
+    assert [report["message"] for report in reported] == [
+        f"The delete of file {grid_id!r} in bucket 'tx_memo_files', once a "
+        "transaction committed, did not run: its client was closed before the commit"
+    ]
+    assert isinstance(reported[0]["exception"], pymongo.errors.InvalidOperation)

@@ -1139,11 +1139,31 @@ async def _delete_in(
     exists is then read only if the caller ``asks`` (a round trip): True if not."""
     if session is not None or undos is None:
         return await _delete_file(root, grid_id, session)
-    delete = functools.partial(_delete_file, root, grid_id, None)
+    delete = functools.partial(_delete_once_committed, root, grid_id)
     on_commit(undos, delete, aliases_served_by(root.database.client))
     if not asks:
         return True
     return await root.files.find_one({"_id": {"$eq": grid_id}}, {"_id": 1}) is not None
+
+
+async def _delete_once_committed(root: AsyncCollection, grid_id: Any) -> None:
+    """The delete of a file :func:`_delete_in` deferred, its transaction
+    committed. Its client closed meanwhile (``disconnect_async`` in the
+    block), it cannot run: reported to the loop's exception handler, not
+    raised (the transaction committed; the file stays, orphaned)."""
+    try:
+        await _delete_file(root, grid_id, None)
+    except pymongo.errors.InvalidOperation as error:
+        if not root.database.client._topology._closed:
+            raise
+        asyncio.get_running_loop().call_exception_handler(
+            {
+                "message": f"The delete of file {grid_id!r} in bucket "
+                f"{root.name!r}, once a transaction committed, did not run: "
+                "its client was closed before the commit",
+                "exception": error,
+            }
+        )
 
 
 _ABORTED_UPLOAD = "delete of a file uploaded in a transaction that aborted"
