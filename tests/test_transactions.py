@@ -2137,3 +2137,35 @@ async def test_a_cascaded_file_whose_client_closed_in_the_block(app_alias, mongo
         "transaction committed, did not run: its client was closed before the commit"
     ]
     assert isinstance(reported[0]["exception"], pymongo.errors.InvalidOperation)
+
+
+@pytest.mark.parametrize("settled", ["committed", "aborted"])
+@pytest.mark.parametrize("delete", ["document", "queryset"])
+async def test_a_delete_in_its_own_transaction_cascading_into_a_live_one(
+    app_alias, mongodb_uri, delete, settled
+):
+    """The root's delete in a transaction of its own (on "tx_side"), inside a
+    block of the default client, cascading to a memo there whose file is on
+    "tx_side": the file is deleted once the block commits; aborted, the memo
+    is back with its file (ours deleted it in the root's transaction: the memo
+    came back without it)."""
+    async with fresh_database("tx_side", mongodb_uri, appname="tx-side"):
+        root = await TxSideRoot().async_save()
+        memo = TxSideMemo(root=root)
+        await memo.scan.async_put(b"memo", filename="memo.txt")
+        await memo.async_save()
+        with contextlib.suppress(Boom):
+            async with async_run_in_transaction():
+                if delete == "document":
+                    await root.async_delete()
+                else:
+                    await TxSideRoot.objects.async_delete()
+                assert await memo.scan.async_read() == b"memo"  # (not yet)
+                if settled == "aborted":
+                    raise Boom
+        if settled == "aborted":
+            back = await TxSideMemo.objects.async_get()
+            assert await back.scan.async_read() == b"memo"
+            return
+        assert await TxSideMemo.objects.async_count() == 0
+        assert await memo.scan.async_get() is None

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import functools
 import operator
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -272,7 +272,7 @@ async def delete_matching(
         deleted = await plan.run(queries, first, root_files is not None)
         if root_files is not None:
             root_files.files[:], root_files.ids[:] = plan.root_files, plan.root_ids
-        files[:], joined_files[:] = await plan.files_by_transaction()
+        files[:], joined_files[:] = await plan.files_by_transaction(own_transaction)
         late[:] = [] if plan.error is None else [plan.error]
         counted[:] = [deleted]
         if own_transaction:
@@ -284,7 +284,7 @@ async def delete_matching(
     except asyncio.CancelledError:
         committed.add_done_callback(
             lambda _: _follow_commit(
-                list(files), operation, _told(followed, counted[0])
+                list(files), operation, _told(followed, counted[0]), joined_files
             )
         )
         raise
@@ -295,6 +295,8 @@ async def delete_matching(
         await _files_of_deleted(delete_files_of_deleted, files, operation, failed)
         _raise_late(late, failed)
         return deleted if acknowledged else None
+    for joined_operation, group in joined_files:  # (in no await: registered)
+        _delete_once_committed(joined_operation, group)
     try:
         await _files_of_deleted(delete_files, files, operation, failed)
     except asyncio.CancelledError:
@@ -397,12 +399,18 @@ def _note_commit(session: AsyncClientSession | None, committed: asyncio.Future) 
 
 
 def _follow_commit(
-    files: list, operation: Operation, followed: Callable[[], None] | None
+    files: list,
+    operation: Operation,
+    followed: Callable[[], None] | None,
+    joined_files: Iterable[tuple[Operation, list]] = (),
 ) -> None:
     """The delete's own transaction committed, its caller gone: delete the
     files of the cascaded documents in a task of their own (in no session:
     the caller's may be in use again), then start the caller's steps after
-    the delete (``followed``), in that order, as a delete that returned."""
+    the delete (``followed``), in that order, as a delete that returned;
+    those of ``joined_files`` once their transaction commits."""
+    for joined_operation, group in joined_files:
+        _delete_once_committed(joined_operation, group)
     alone = replace(operation, session=None)
     follow_up(
         _files_then(files, alone, followed),
@@ -944,7 +952,7 @@ class _DeletePlan:
             for cls, ids in listed_cascade:
                 operation = await self.operation.on(cls)
                 files = await self._not_held(files, operation, Listed(cls, ids, 0))
-            rest, joined = await self.files_by_transaction(files)
+            rest, joined = await self.files_by_transaction(files=files)
         except Exception:
             return  # (not checked: kept)
         alone = [(self.operation, each) for each in rest]
@@ -1271,26 +1279,31 @@ class _DeletePlan:
         self.file_classes = {id(each): cls for cls, each in found}
 
     async def files_by_transaction(
-        self, files: list | None = None
+        self, own: bool = False, files: list | None = None
     ) -> tuple[list, list[tuple[Operation, list]]]:
         """``files`` (``self.files`` if not given) split: outside a
-        transaction of the delete's, those of documents deleted in another
-        client's transaction (which the plan joined), with its operation, to
-        delete in it (one on a client outside it once it commits: its abort
-        brings the documents back, holding them); the others."""
+        transaction of the caller's (in none, or in the delete's ``own``),
+        those of documents deleted in another client's transaction (which the
+        plan joined), with its operation, to delete in it (one on a client
+        outside it once it commits: its abort brings the documents back,
+        holding them); the others."""
         files = self.files if files is None else files
-        if _in_transaction(self.operation.session):
+        if _in_transaction(self.operation.session) and not own:
             return files, []
         rest: list = []
         joined: dict[int, tuple[Operation, list]] = {}
         for each in files:
             cls = self.file_classes.get(id(each))
             operation = None if cls is None else await self.operation.on(cls)
-            if operation is None or not _in_transaction(operation.session):
+            if operation is None or not self._joins(operation.session):
                 rest.append(each)
                 continue
             joined.setdefault(id(operation.session), (operation, []))[1].append(each)
         return rest, list(joined.values())
+
+    def _joins(self, session: AsyncClientSession | None) -> bool:
+        """Whether ``session`` is in another transaction than the delete's."""
+        return session is not self.operation.session and _in_transaction(session)
 
     def _not_loaded(self, cls: type[Any], ids: list) -> list:
         """Those of the planned ``ids`` of ``cls`` not built for signals."""
