@@ -2024,12 +2024,18 @@ async def test_a_cascaded_file_elsewhere_waits_for_the_live_transaction(
                     raise Boom
         except Boom:
             pass
-        if settled == "aborted":
-            back = await TxSideMemo.objects.async_get()
-            assert await back.scan.async_read() == b"memo"
-            return
-        assert await TxSideMemo.objects.async_count() == 0
-        assert await memo.scan.async_get() is None
+        await assert_memo_settled(memo, settled)
+
+
+async def assert_memo_settled(memo: TxSideMemo, settled: str) -> None:
+    """The block ``settled``: aborted, the memo is back holding its file;
+    committed, it and its file are gone."""
+    if settled == "aborted":
+        back = await TxSideMemo.objects.async_get()
+        assert await back.scan.async_read() == b"memo"
+        return
+    assert await TxSideMemo.objects.async_count() == 0
+    assert await memo.scan.async_get() is None
 
 
 class TxSideLeaf(Document):
@@ -2163,9 +2169,4 @@ async def test_a_delete_in_its_own_transaction_cascading_into_a_live_one(
                 assert await memo.scan.async_read() == b"memo"  # (not yet)
                 if settled == "aborted":
                     raise Boom
-        if settled == "aborted":
-            back = await TxSideMemo.objects.async_get()
-            assert await back.scan.async_read() == b"memo"
-            return
-        assert await TxSideMemo.objects.async_count() == 0
-        assert await memo.scan.async_get() is None
+        await assert_memo_settled(memo, settled)

@@ -1139,14 +1139,14 @@ async def _delete_in(
     exists is then read only if the caller ``asks`` (a round trip): True if not."""
     if session is not None or undos is None:
         return await _delete_file(root, grid_id, session)
-    delete = functools.partial(_delete_once_committed, root, grid_id)
+    delete = functools.partial(_deferred_file_delete, root, grid_id)
     on_commit(undos, delete, aliases_served_by(root.database.client))
     if not asks:
         return True
     return await root.files.find_one({"_id": {"$eq": grid_id}}, {"_id": 1}) is not None
 
 
-async def _delete_once_committed(root: AsyncCollection, grid_id: Any) -> None:
+async def _deferred_file_delete(root: AsyncCollection, grid_id: Any) -> None:
     """The delete of a file :func:`_delete_in` deferred, its transaction
     committed. Its client closed meanwhile (``disconnect_async`` in the
     block), it cannot run: reported to the loop's exception handler, not
