@@ -20,6 +20,7 @@ import httpx
 import pymongo
 import pytest
 from bson import ObjectId
+from gridfs.asynchronous import AsyncGridFSBucket
 from pymongo.errors import WriteConcernError
 
 from mongoengine_async import OperationError, QuerySet, get_async_db
@@ -771,13 +772,12 @@ async def test_a_book_deleted_meanwhile_is_not_saved_back(
     assert (await service.http.get("/books")).json() == []
 
 
-async def test_a_manuscript_uploaded_meanwhile_keeps_its_book(
-    service: Service, monkeypatch: pytest.MonkeyPatch
+async def test_a_manuscript_uploaded_meanwhile_is_deleted_with_its_book(
+    service: Service, mongodb_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A DELETE of a book whose manuscript is replaced between its load and
-    its delete answers 409 and leaves the book with the new manuscript: the
-    delete would remove the book and the manuscript it read (already gone),
-    leaving the new one in GridFS, held by nothing."""
+    """A DELETE of a book whose manuscript is replaced (by another client)
+    between its load and its delete conflicts with that write and runs again:
+    204, the book gone with the new manuscript, no file left held by nothing."""
     ann = await new_author(service, "Ann")
     book_id = await new_book(service, ann, "Drafts")
     response = await service.http.put(f"/books/{book_id}/manuscript", content=b"one")
@@ -787,24 +787,48 @@ async def test_a_manuscript_uploaded_meanwhile_keeps_its_book(
     async def replaced_after(queryset: QuerySet, *args: Any, **kwargs: Any) -> Any:
         loaded = await load(queryset, *args, **kwargs)
         monkeypatch.undo()
-        put = service.http.put(f"/books/{book_id}/manuscript", content=b"two")
-        assert (await put).status_code == 200
+        async with pymongo.AsyncMongoClient(mongodb_uri) as client:
+            bucket = AsyncGridFSBucket(client[service.name], "manuscripts")
+            new = await bucket.upload_from_stream("manuscript", b"two")
+            update = {"$set": {"manuscript": new}}
+            await client[service.name].book.update_one({"_id": loaded.pk}, update)
+            await bucket.delete(loaded.manuscript.grid_id)
         return loaded
 
     monkeypatch.setattr(QuerySet, "async_get", replaced_after)
+    service.log.clear()
     response = await service.http.delete(f"/books/{book_id}")
+    assert (response.status_code, response.content) == (204, b"")
+    assert service.log.count("find") == 2  # (run again after the conflict)
+    assert await get_async_db().book.count_documents({}) == 0
+    assert await get_async_db()["manuscripts.files"].count_documents({}) == 0
+    assert await get_async_db()["manuscripts.chunks"].count_documents({}) == 0
+
+
+async def test_a_book_whose_manuscript_is_not_deleted_stays(
+    impatient_service: Service, mongodb_uri: str
+) -> None:
+    """A DELETE of a book whose manuscript's delete fails (every delete after
+    the book's loses its connection) answers 503 and leaves the book with its
+    manuscript (not a book gone after a 503, its file left held by nothing);
+    sent again, it deletes both."""
+    service = impatient_service
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Dune")
+    path = f"/books/{book_id}/manuscript"
+    assert (await service.http.put(path, content=b"draft")).status_code == 200
+    failure = {"close_connection": True, "app_name": service.name}
+    with fail_command(mongodb_uri, "delete", mode={"skip": 1}, **failure):
+        response = await service.http.delete(f"/books/{book_id}")
     assert (response.status_code, response.json()) == (
-        409,
-        {"detail": "changed meanwhile, try again"},
+        503,
+        {"detail": "the database is busy or unreachable, try again"},
     )
-    stored = await get_async_db().book.find_one()
-    assert stored is not None
-    files = await get_async_db()["manuscripts.files"].find().to_list()
-    assert [(file["_id"], file["length"]) for file in files] == [
-        (stored["manuscript"], 3)
-    ]
+    response = await service.http.get(path)
+    assert (response.status_code, response.content) == (200, b"draft")
     response = await service.http.delete(f"/books/{book_id}")
-    assert response.status_code == 204
+    assert (response.status_code, response.content) == (204, b"")
+    assert await get_async_db().book.count_documents({}) == 0
     assert await get_async_db()["manuscripts.files"].count_documents({}) == 0
     assert await get_async_db()["manuscripts.chunks"].count_documents({}) == 0
 

@@ -150,14 +150,16 @@ async def update_book(book_id: str, body: BookPatch) -> BookOut:
 
 
 @router.delete("/books/{book_id}", status_code=204)
-async def delete_book(book_id: str) -> None:
-    """The book, then its manuscript: the one read here, so a manuscript
-    uploaded meanwhile makes it a 409 (deleted, the book would leave that
-    file in GridFS, held by nothing)."""
-    book = await Book.objects.async_get(id=book_id)
-    holding = Book.objects(pk=book.pk, manuscript=book.manuscript.grid_id)
-    if not await holding.async_delete():
-        raise SaveConditionError(f"book {book_id} changed meanwhile")
+async def delete_book(book_id: str, request: Request) -> None:
+    """The book and its manuscript, all or nothing: a 503 (a file's delete
+    failed) leaves both, and a manuscript uploaded meanwhile is a write
+    conflict, the delete run again on the book that holds it."""
+
+    async def delete() -> None:
+        book = await Book.objects.async_get(id=book_id)
+        await book.async_delete()
+
+    await in_transaction(request, delete)
 
 
 @router.put("/books/{book_id}/manuscript")
