@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from starlette.requests import ClientDisconnect
@@ -32,8 +36,30 @@ async def changed(request: Request, error: Exception) -> JSONResponse:
 
 
 async def invalid(request: Request, error: Exception) -> JSONResponse:
-    """MongoEngine's validation (or a malformed id) refused the values."""
-    return JSONResponse({"detail": str(error)}, status_code=422)
+    """MongoEngine's validation refused the values the body gave: a 422 of
+    FastAPI's own shape (what its handler answers for pydantic's refusals),
+    one error per field, so that clients read one shape of 422."""
+    assert isinstance(error, ValidationError)
+    errors = [
+        {"type": "value_error", "loc": ("body", *path), "msg": message}
+        for path, message in field_errors(error.to_dict() or str(error))
+    ]
+    exception = RequestValidationError(errors)
+    return await request_validation_exception_handler(request, exception)
+
+
+def field_errors(
+    errors: dict[str, Any] | str, path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], str]]:
+    """The messages of MongoEngine's ``ValidationError.to_dict()`` (nested by
+    field, for embedded documents and lists), each with its field's path."""
+    if not isinstance(errors, dict):
+        return [(path, str(errors))]
+    return [
+        found
+        for name, inner in errors.items()
+        for found in field_errors(inner, (*path, str(name)))
+    ]
 
 
 # The seconds a client waits before it sends a request that got a 503 again.

@@ -20,6 +20,7 @@ from fastapi_app.schemas import (
     BookOut,
     BookPatch,
     FileOut,
+    Id,
     NewBook,
 )
 from mongoengine_async import (
@@ -49,13 +50,13 @@ async def create_author(body: AuthorIn) -> AuthorOut:
 
 
 @router.get("/authors/{author_id}")
-async def get_author(author_id: str) -> AuthorOut:
+async def get_author(author_id: Id) -> AuthorOut:
     """One author; an unknown id is a 404 (``DoesNotExist``)."""
     return AuthorOut.of(await Author.objects.async_get(id=author_id))
 
 
 @router.delete("/authors/{author_id}", status_code=204)
-async def delete_author(author_id: str, request: Request) -> None:
+async def delete_author(author_id: Id, request: Request) -> None:
     """The author, their books and the books' manuscripts, all or nothing.
 
     The CASCADE on ``Book.author`` deletes the books, and the GridFS files of
@@ -71,7 +72,7 @@ async def delete_author(author_id: str, request: Request) -> None:
 
 @router.post("/authors/{author_id}/books", status_code=201)
 async def publish_books(
-    author_id: str,
+    author_id: Id,
     # (One transaction, bounded by transaction_seconds: a batch too large for
     # it would answer 503 at every try; pydantic refuses it first, a 422.)
     books: Annotated[list[BookIn], Body(max_length=500)],
@@ -116,7 +117,7 @@ async def add_books_to(author_id: str, count: int) -> Author:
 
 @router.get("/books")
 async def list_books(
-    author_id: str | None = None,
+    author_id: Id | None = None,
     # (Past BSON's 64-bit ints a skip fails to encode, a 500; a deep page
     # costs a scan of every book it skips: pydantic refuses both, a 422.)
     skip: int = Query(0, ge=0, le=100_000),
@@ -131,14 +132,14 @@ async def list_books(
 
 
 @router.get("/books/{book_id}")
-async def get_book(book_id: str) -> BookOut:
+async def get_book(book_id: Id) -> BookOut:
     """One book, its author loaded by one more query."""
     book = await Book.objects.async_get(id=book_id)
     return BookOut.of(book, await Book.author.async_fetch(book))
 
 
 @router.patch("/books/{book_id}")
-async def update_book(book_id: str, body: BookPatch) -> BookOut:
+async def update_book(book_id: Id, body: BookPatch) -> BookOut:
     """Change the given fields; the save sends only what changed."""
     book = await Book.objects.async_get(id=book_id)
     for name, value in body.model_dump(exclude_unset=True).items():
@@ -150,7 +151,7 @@ async def update_book(book_id: str, body: BookPatch) -> BookOut:
 
 
 @router.delete("/books/{book_id}", status_code=204)
-async def delete_book(book_id: str, request: Request) -> None:
+async def delete_book(book_id: Id, request: Request) -> None:
     """The book and its manuscript, all or nothing: a 503 (a file's delete
     failed) leaves both, and a manuscript uploaded meanwhile is a write
     conflict, the delete run again on the book that holds it."""
@@ -164,7 +165,7 @@ async def delete_book(book_id: str, request: Request) -> None:
 
 @router.put("/books/{book_id}/manuscript")
 async def upload_manuscript(
-    book_id: str, request: Request, filename: str = "manuscript"
+    book_id: Id, request: Request, filename: str = "manuscript"
 ) -> FileOut:
     """Store the request body as the book's manuscript, chunk by chunk as it
     arrives (never whole in memory); a previous manuscript is replaced."""
@@ -211,7 +212,7 @@ async def delete_unheld(file: AsyncGridFSProxy, book_id: str, which: str) -> Non
 
 
 @router.get("/books/{book_id}/manuscript")
-async def download_manuscript(book_id: str) -> StreamingResponse:
+async def download_manuscript(book_id: Id) -> StreamingResponse:
     """Stream the manuscript out as GridFS hands its chunks over."""
     book = await Book.objects.async_get(id=book_id)
     manuscript = await Book.manuscript.async_get(book)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated
+
+from pydantic import BaseModel, Field, StringConstraints
 
 from fastapi_app.models import Author, Book
+
+# A document's id as the API takes it (in a path, a query or a body): 24 hex
+# digits, so that a malformed one is FastAPI's 422, naming where it was.
+Id = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{24}$")]
 
 
 class AuthorIn(BaseModel):
@@ -37,7 +43,7 @@ class BookIn(BaseModel):
 class NewBook(BookIn):
     """A book and the id of its author."""
 
-    author_id: str
+    author_id: Id
 
 
 class BookPatch(BaseModel):
