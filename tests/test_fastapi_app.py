@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import re
 import sys
@@ -31,6 +32,7 @@ sys.path.insert(0, str(EXAMPLES))
 
 from fastapi_app import Settings, create_app  # noqa: E402
 from fastapi_app.models import Book  # noqa: E402
+from fastapi_app.routes import MAX_JSON_BYTES  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -428,6 +430,39 @@ async def test_invalid_values_are_a_422_and_duplicates_a_409(service: Service) -
         {"detail": "already exists"},
     )
     assert await get_async_db().author.count_documents({}) == 1
+
+
+async def test_a_body_past_the_bound_is_a_413_before_it_is_parsed(
+    service: Service,
+) -> None:
+    """A JSON body over MAX_JSON_BYTES (a batch of many books) is refused with
+    a 413 as soon as its bytes pass the bound, before it is parsed or
+    validated (pydantic's 422 would hold the whole body, echoed back); the
+    largest batch allowed (500 books of 300 escaped characters) still fits."""
+    ann = await new_author(service, "Ann")
+    service.log.clear()
+    many = [{"title": "T"} for _ in range(80_000)]  # (about 1.2 MB)
+    for content in (json.dumps(many).encode(), b"x" * (MAX_JSON_BYTES + 1)):
+        response = await service.http.post(
+            f"/authors/{ann}/books",
+            content=content,
+            headers={"content-type": "application/json"},
+        )
+        assert (response.status_code, response.json()) == (
+            413,
+            {"detail": f"body over {MAX_JSON_BYTES} bytes"},
+        )
+    assert service.log.names == []
+    largest = [{"title": f"{n:03}" + "\u00e9" * 297} for n in range(500)]
+    content = json.dumps(largest).encode()  # (each \u00e9 escaped: 6 bytes)
+    assert len(content) >= 900_000
+    response = await service.http.post(
+        f"/authors/{ann}/books",
+        content=content,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 201, response.text
+    assert await get_async_db().book.count_documents({}) == 500
 
 
 def plan_of(plan: dict[str, Any]) -> list[tuple[str, str | None]]:
