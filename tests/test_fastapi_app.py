@@ -875,12 +875,12 @@ async def test_a_manuscript_uploaded_meanwhile_is_deleted_with_its_book(
 
 
 async def test_a_book_whose_manuscript_is_not_deleted_stays(
-    impatient_service: Service, mongodb_uri: str
+    impatient_service: Service, mongodb_uri: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A DELETE of a book whose manuscript's delete fails (every delete after
-    the book's loses its connection) answers 503 and leaves the book with its
-    manuscript (not a book gone after a 503, its file left held by nothing);
-    sent again, it deletes both."""
+    the book's loses its connection) answers 503, logging why, and leaves the
+    book with its manuscript (not a book gone after a 503, its file left held
+    by nothing); sent again, it deletes both."""
     service = impatient_service
     ann = await new_author(service, "Ann")
     book_id = await new_book(service, ann, "Dune")
@@ -893,6 +893,9 @@ async def test_a_book_whose_manuscript_is_not_deleted_stays(
         503,
         {"detail": "the database is busy or unreachable, try again"},
     )
+    logged = [r.getMessage() for r in caplog.records if r.name == "fastapi_app.errors"]
+    prefix = f"DELETE /books/{book_id}: 503 ("
+    assert [message.startswith(prefix) for message in logged] == [True], logged
     response = await service.http.get(path)
     assert (response.status_code, response.content) == (200, b"draft")
     response = await service.http.delete(f"/books/{book_id}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -18,6 +19,8 @@ from mongoengine_async import (
     SaveConditionError,
     ValidationError,
 )
+
+log = logging.getLogger(__name__)
 
 
 async def not_found(request: Request, error: Exception) -> JSONResponse:
@@ -70,7 +73,9 @@ async def unavailable(request: Request, error: Exception) -> JSONResponse:
     """The database did not answer in time (a transaction's retries ran out
     on a conflict that lasted, a time limit, no server reachable): a 503 that
     tells the client to send the request again, as HTTP clients and proxies
-    expect of a passing failure."""
+    expect of a passing failure. The error is logged: the client's answer
+    does not say which it was."""
+    log.warning("%s %s: 503 (%r)", request.method, request.url.path, error)
     detail = "the database is busy or unreachable, try again"
     return JSONResponse({"detail": detail}, status_code=503, headers=RETRY_AFTER)
 
