@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 import pymongo
@@ -56,7 +56,7 @@ class BoundedBody(Request):
 class BoundedRoute(APIRoute):
     """A route whose request body is read as :class:`BoundedBody`."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         """FastAPI's handler, given the request as a ``BoundedBody``."""
         handler = super().get_route_handler()
 
