@@ -2039,3 +2039,63 @@ async def test_a_root_matched_under_the_collation_alone_stays_past_its_own_class
     theirs = await scenario(mongoengine)
     assert theirs == (1, ["DOOMED"])
     assert await scenario(mongoengine_async) == theirs
+
+
+@pytest.mark.parametrize("transaction", [True, False], ids=["txn", "no_txn"])
+@pytest.mark.parametrize(
+    "rule", [CASCADE, NULLIFY, DENY], ids=["cascade", "nullify", "deny"]
+)
+async def test_rules_apply_to_roots_only_the_collation_matches_despite_files(
+    async_alias: str, sync_alias: Any, rule: int, transaction: bool
+) -> None:
+    """A collated queryset matching its documents only under its
+    ``collation()`` (DOOMED for name "doomed"), of a class with a file field:
+    MongoEngine applies the rules to DOOMED, which its iteration lists, and
+    deletes nothing (its ``delete_many`` is sent without the collation),
+    returning 0. Outside a transaction the async delete listed the matches'
+    files without the collation, found none, and returned 0 before applying
+    any rule: DOOMED's referrer stayed as it was, and a DENY let it through."""
+
+    async def scenario(module: Any) -> tuple[Any, ...]:
+        is_async = module is mongoengine_async
+        alias = "default" if is_async else SYNC
+        owner, ref = collated_root_models(module, alias, rule, False)
+
+        async def save(document: Any) -> Any:
+            return await document.async_save() if is_async else document.save()
+
+        for name in ["DOOMED", "other"]:
+            document = owner(name=name)
+            if is_async:
+                await document.file.async_put(name.encode(), filename=name)
+            else:
+                document.file.put(name.encode(), filename=name)
+            await save(ref(name=f"ref-{name}", owner=await save(document)))
+        matching = owner.objects(name="doomed").collation(CASE_INSENSITIVE)
+        try:
+            if is_async:
+                result = await matching.async_delete(transaction=transaction)
+            else:
+                result = matching.delete()
+        except OperationError as error:
+            result = outcome(error)[1].replace(ref.__name__, short(ref))
+        owners = await stored_by(is_async, owner._get_collection_name(), "name")
+        refs = await stored_by(is_async, ref._get_collection_name(), "name")
+        files = await stored_by(is_async, "fs.files", "_id")
+        return (
+            result,
+            [each["name"] for each in owners],
+            [(each["name"], "owner" in each) for each in refs],
+            len(files),
+        )
+
+    refused = "Could not delete document (DrpRootRef.owner refers to it)"
+    kept = [("ref-DOOMED", True), ("ref-other", True)]
+    expected: dict[int, tuple[Any, ...]] = {
+        CASCADE: (0, ["DOOMED", "other"], [("ref-other", True)], 2),
+        NULLIFY: (0, ["DOOMED", "other"], [("ref-DOOMED", False), kept[1]], 2),
+        DENY: (refused, ["DOOMED", "other"], kept, 2),
+    }
+    theirs = await scenario(mongoengine)
+    assert theirs == expected[rule]
+    assert await scenario(mongoengine_async) == theirs

@@ -212,7 +212,7 @@ async def delete_matching(
     unreachable: Unreachable | None = None,
     root_files: RootFiles | None = None,
     aborts: bool = False,
-    collated: tuple[dict, dict] | None = None,
+    collated: Any = None,
 ) -> int | None:
     """Delete what ``runs`` match (querysets or ``Matching``s of one class,
     each a delete of its own: a queryset's runs of listed ids; none when
@@ -240,12 +240,15 @@ async def delete_matching(
     transaction the operation's session is in is one this package started
     (a queryset's one-by-one delete's own), which any error of the delete
     aborts: a document's delete in it may go first, as in one of its own.
-    ``collated``: the queryset's query and its ``collation()``, which its
-    rules apply under (see :meth:`_DeletePlan._as_iterated`).
+    ``collated``: the queryset when it has a ``collation()``, which its
+    rules apply under (see :meth:`_DeletePlan._as_iterated`): even with no
+    runs (none listed without it), what it matches under it has its rules
+    applied, as in MongoEngine.
     """
-    if not runs:  # nothing listed: no command of it could change anything
-        return 0 if _acknowledged(operation) else None
-    cls, queries = runs[0]._document, [run._query for run in runs]
+    if not runs and (collated is None or not _rules(collated._document)):
+        return 0 if _acknowledged(operation) else None  # (nothing would change)
+    cls = runs[0]._document if runs else collated._document
+    queries = [run._query for run in runs]
     unreachable = Unreachable() if unreachable is None else unreachable
     if not _rules(cls):
         deletes = [await _delete(operation, query, unreachable) for query in queries]
@@ -602,10 +605,10 @@ class _DeletePlan:
         operation: Operation,
         spared: set | None = None,
         unreachable: Unreachable | None = None,
-        collated: tuple[dict, dict] | None = None,
+        collated: Any = None,
     ):
         self.root = root
-        self.collated = collated  # the roots' query and collation, if any
+        self.collated = collated  # the queryset, when it has a collation()
         self.operation = operation  # on the root's collection (switch_db, using())
         self.spared = list(spared or ())  # pks no CASCADE rule deletes
         # Those as each referring class stores them (see _spared; None: as
@@ -696,12 +699,11 @@ class _DeletePlan:
         DENY to check first, no receiver of a cascaded document to find it
         gone, no ``collation()`` to read its matches under (a string id may
         match others under it: see :meth:`_as_iterated`)."""
-        [query, *more] = queries
         return (
-            not more
+            len(queries) == 1
             and self.collated is None
-            and list(query) == ["_id"]
-            and not isinstance(query["_id"], dict)
+            and list(queries[0]) == ["_id"]
+            and not isinstance(queries[0]["_id"], dict)
             and not self.deny_referrers
             and not any(map(signals.has_delete_receivers, _reachable(self.root)))
         )
@@ -762,7 +764,7 @@ class _DeletePlan:
         (``self.kept``)."""
         if self.collated is None:
             return self.root_ids
-        query, collation = self.collated
+        query, collation = self.collated._query, self.collated._collation
         deleted = set(map(_id_key, self.root_ids))
         found = await _ids(self.operation, query, collation=collation)
         kept = [pk for pk in found if _id_key(pk) not in deleted]

@@ -1411,7 +1411,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         elif not _from_doc_delete:
             files, ids = await stored_files_and_ids(self, operation)
             runs = self._listed(ids, operation)
-            if not runs:  # (none listed: no plan refuses its rules)
+            if not runs and not self._collation:  # (no plan refuses its rules)
                 check_rules(self._document)
         # (The error of the cascaded documents' files: raised after the rest.)
         failed: list[Exception] = [] if _failed is None else _failed
@@ -1430,7 +1430,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             unreachable=unreachable,
             root_files=root_files,
             aborts=_aborts,
-            collated=(self._query, self._collation) if self._collation else None,
+            collated=self if self._collation else None,
         )
         if not _from_doc_delete and await _goes_on(self, operation, files, transaction):
             deleted = await _files_follow(
