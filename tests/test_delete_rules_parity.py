@@ -19,6 +19,7 @@ from mongoengine import signals
 from pymongo import ReadPreference
 
 import mongoengine_async
+import mongoengine_async.gridfs
 from conftest import fresh_sync_default, receiving
 from mongoengine_async import (
     CASCADE,
@@ -2099,3 +2100,89 @@ async def test_rules_apply_to_roots_only_the_collation_matches_despite_files(
     theirs = await scenario(mongoengine)
     assert theirs == expected[rule]
     assert await scenario(mongoengine_async) == theirs
+
+
+# Two ids a run (an ObjectId array element is 12 bytes, a type and a short key).
+TWO_IDS = 2 * 21
+
+
+@pytest.mark.parametrize("transaction", [True, False], ids=["txn", "no_txn"])
+@pytest.mark.parametrize(
+    "rule", [CASCADE, NULLIFY, DENY], ids=["cascade", "nullify", "deny"]
+)
+async def test_a_collated_delete_sent_in_several_runs_applies_rules_as_mongoengine(
+    async_alias: str,
+    sync_alias: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    command_log: CommandLog,
+    rule: int,
+    transaction: bool,
+) -> None:
+    """A collated queryset delete of more matches than one run of ids holds
+    (the run size patched to two ids; a class with a file field: its
+    matches listed in runs outside a transaction): the rules apply to all it
+    matches under the collation (three "doomed", three of other cases), the
+    three "doomed" alone are deleted, as MongoEngine's ``delete()`` does."""
+    names = ["doomed", "DOOMED", "doomed", "Doomed", "doomed", "dOOMED", "other"]
+
+    async def scenario(module: Any) -> tuple[Any, ...]:
+        is_async = module is mongoengine_async
+        alias = "default" if is_async else SYNC
+        owner, ref = collated_root_models(module, alias, rule, False)
+
+        async def save(document: Any) -> Any:
+            return await document.async_save() if is_async else document.save()
+
+        for number, name in enumerate(names):
+            document = owner(name=name)
+            if is_async:
+                await document.file.async_put(name.encode(), filename=name)
+            else:
+                document.file.put(name.encode(), filename=name)
+            await save(ref(name=f"ref-{number}-{name}", owner=await save(document)))
+        matching = owner.objects(name="doomed").collation(CASE_INSENSITIVE)
+        try:
+            if is_async:
+                with monkeypatch.context() as patched:
+                    gridfs = mongoengine_async.gridfs
+                    patched.setattr(gridfs, "LISTED_IDS_BYTES", TWO_IDS)
+                    command_log.clear()
+                    result = await matching.async_delete(transaction=transaction)
+            else:
+                result = matching.delete()
+        except OperationError as error:
+            result = outcome(error)[1].replace(ref.__name__, short(ref))
+        owners = await stored_by(is_async, owner._get_collection_name(), "name")
+        refs = await stored_by(is_async, ref._get_collection_name(), "name")
+        files = await stored_by(is_async, "fs.files", "filename")
+        return (
+            result,
+            [each["name"] for each in owners],
+            [(each["name"], "owner" in each) for each in refs],
+            [each["filename"] for each in files],
+        )
+
+    theirs = await scenario(mongoengine)
+    left = ["DOOMED", "Doomed", "dOOMED", "other"]
+    if rule == DENY:
+        assert theirs[0] == "Could not delete document (DrpRootRef.owner refers to it)"
+    else:
+        assert (theirs[0], sorted(theirs[1])) == (3, left)
+        assert theirs[2] == (
+            [("ref-6-other", True)]
+            if rule == CASCADE
+            else [
+                (f"ref-{number}-{name}", name == "other")
+                for number, name in enumerate(names)
+            ]
+        )
+    ours = await scenario(mongoengine_async)
+    # (The async delete deletes the files of the documents it deleted.)
+    assert ours == (*theirs[:3], theirs[3] if rule == DENY else sorted(left))
+    owners = [
+        len(event.command["deletes"][0]["q"]["_id"]["$in"])
+        for event in command_log.events
+        if event.command_name == "delete"
+        and event.command["delete"].startswith("drp_root_owner")
+    ]
+    assert owners == ([] if rule == DENY else [2, 1])  # (several runs)
