@@ -2186,3 +2186,100 @@ async def test_a_collated_delete_sent_in_several_runs_applies_rules_as_mongoengi
         and event.command["delete"].startswith("drp_root_owner")
     ]
     assert owners == ([] if rule == DENY else [2, 1])  # (several runs)
+
+
+def string_keyed_models(module: Any, alias: str, rule: int) -> tuple[type, ...]:
+    """An owner keyed by its name; referrers (``rule``) whose manager matches
+    under a case-insensitive collation; leaves (CASCADE from the referrers,
+    which so have rules of their own)."""
+
+    def objects(document: type, queryset: Any) -> Any:
+        return queryset.collation(CASE_INSENSITIVE)
+
+    owner = build(
+        module, "DrpKeyOwner", alias, {"name": module.StringField(primary_key=True)}
+    )
+    fields = {
+        "name": module.StringField(),
+        "owner": module.ReferenceField(owner, reverse_delete_rule=rule),
+        "objects": module.queryset_manager(objects),
+    }
+    ref = owned(module, alias, "DrpKeyRef", fields, {})
+    leaf_fields = {
+        "name": module.StringField(),
+        "ref": module.ReferenceField(ref, reverse_delete_rule=CASCADE),
+    }
+    return owner, ref, owned(module, alias, "DrpKeyLeaf", leaf_fields, {})
+
+
+@pytest.mark.parametrize("how", ["document", "queryset"])
+@pytest.mark.parametrize("signalled", [False, True], ids=["quiet", "receivers"])
+@pytest.mark.parametrize(
+    "rule", [CASCADE, NULLIFY, DENY], ids=["cascade", "nullify", "deny"]
+)
+async def test_mixed_case_string_references_under_a_manager_s_collation(
+    async_alias: str, sync_alias: Any, rule: int, signalled: bool, how: str
+) -> None:
+    """References to string pks ("doomed", "DOOMED") read by a referrer's
+    manager under a case-insensitive collation: deleting "doomed",
+    MongoEngine's rules match the referrer of "DOOMED" too where its queries
+    use the collation (its DENY count, its iteration of a cascade: the
+    referrer's own rules, its one-by-one delete with receivers), not where
+    they do not (``delete_many``, ``update_many``). The async delete does the
+    same: the same documents left, nullified and signalled."""
+
+    async def scenario(module: Any) -> tuple[Any, ...]:
+        is_async = module is mongoengine_async
+        alias = "default" if is_async else SYNC
+        owner, ref, leaf = string_keyed_models(module, alias, rule)
+        sigs = signals if not is_async else mongoengine_async.signals
+
+        async def save(document: Any) -> Any:
+            return await document.async_save() if is_async else document.save()
+
+        for name in ["doomed", "DOOMED", "other"]:
+            kept = await save(owner(name=name))
+            referrer = await save(ref(name=f"ref-{name}", owner=kept))
+            await save(leaf(name=f"leaf-{name}", ref=referrer))
+        matching = owner.objects(name="doomed")
+        if how == "document":
+            doomed = await matching.async_get() if is_async else matching.get()
+        seen: list = []
+
+        def noted(sender: Any, document: Any, **kwargs: Any) -> None:
+            seen.append(document.name)
+
+        with receiving(sigs.post_delete, noted, *([ref] if signalled else [])):
+            try:
+                if how == "queryset":
+                    result = (
+                        await matching.async_delete() if is_async else matching.delete()
+                    )
+                else:
+                    result = (
+                        await doomed.async_delete() if is_async else doomed.delete()
+                    )
+            except OperationError as error:
+                result = outcome(error)[1].replace(ref.__name__, short(ref))
+        owners = await stored_by(is_async, owner._get_collection_name(), "_id")
+        refs = await stored_by(is_async, ref._get_collection_name(), "name")
+        leaves = await stored_by(is_async, leaf._get_collection_name(), "name")
+        return (
+            result,
+            [each["_id"] for each in owners],
+            [(each["name"], each.get("owner")) for each in refs],
+            [each["name"] for each in leaves],
+            seen,
+        )
+
+    theirs = await scenario(mongoengine)
+    left = ["leaf-DOOMED", "leaf-doomed", "leaf-other"]
+    if rule == DENY:
+        assert theirs[1:4] == (["DOOMED", "doomed", "other"], theirs[2], left)
+    else:  # (the referrer of DOOMED, read under the collation, loses its leaf)
+        assert theirs[1] == ["DOOMED", "other"]
+        assert theirs[3] == (left if rule == NULLIFY else ["leaf-other"])
+    assert theirs[4] == (
+        ["ref-doomed", "ref-DOOMED"] if signalled and rule == CASCADE else []
+    )
+    assert await scenario(mongoengine_async) == theirs
