@@ -2283,3 +2283,84 @@ async def test_mixed_case_string_references_under_a_manager_s_collation(
         ["ref-doomed", "ref-DOOMED"] if signalled and rule == CASCADE else []
     )
     assert await scenario(mongoengine_async) == theirs
+
+
+def kept_then_signalled_models(
+    module: Any, alias: str, parented: bool
+) -> tuple[type, ...]:
+    """Owners (a hierarchy), links (CASCADE from an owner), and owners of a
+    subclass whose ``link`` cascades from a link (receivers connected)."""
+    fields: dict[str, Any] = {"name": module.StringField()}
+    if parented:
+        fields["parent"] = module.ReferenceField("self", reverse_delete_rule=CASCADE)
+    owner = owned(module, alias, "DrpKtsOwner", fields, {"allow_inheritance": True})
+    link_fields = {
+        "name": module.StringField(),
+        "owner": module.ReferenceField(owner, reverse_delete_rule=CASCADE),
+    }
+    link = owned(module, alias, "DrpKtsLink", link_fields, {})
+    sub = type(
+        f"DrpKtsSub{uuid4().hex[:6]}",
+        (owner,),
+        {
+            "__module__": __name__,
+            "link": module.ReferenceField(link, reverse_delete_rule=CASCADE),
+        },
+    )
+    return owner, link, sub
+
+
+@pytest.mark.parametrize("parented", [False, True], ids=["alone", "parented"])
+@pytest.mark.parametrize("signalled", [False, True], ids=["quiet", "receivers"])
+async def test_a_root_kept_by_the_collation_and_reached_again_as_mongoengine(
+    async_alias: str, sync_alias: Any, signalled: bool, parented: bool
+) -> None:
+    """DOOMED, matched by the collated queryset under its collation alone
+    (kept by its ``delete_many``), is reached again through a link (CASCADE
+    from the owners) to the subclass's ``link`` (CASCADE): MongoEngine
+    deletes it there (by its ``delete_many``, or one by one with receivers),
+    unless a rule within the owners' collection (``parent``) came first: its
+    ``cascade_refs`` then hold what the queryset's iteration listed, which
+    the later rules' queries leave out: DOOMED stays, unsignalled. The async
+    delete deleted it there too (and sent it ``post_delete``)."""
+
+    async def scenario(module: Any) -> tuple[Any, ...]:
+        is_async = module is mongoengine_async
+        alias = "default" if is_async else SYNC
+        owner, link, sub = kept_then_signalled_models(module, alias, parented)
+        sigs = signals if not is_async else mongoengine_async.signals
+
+        async def save(document: Any) -> Any:
+            return await document.async_save() if is_async else document.save()
+
+        doomed = await save(owner(name="doomed"))
+        first = await save(link(name="first", owner=doomed))
+        kept = await save(sub(name="DOOMED", link=first))
+        await save(link(name="second", owner=kept))
+        await save(sub(name="Other", link=None))
+        await save(owner(name="other"))
+        seen: list = []
+
+        def noted(sender: Any, document: Any, **kwargs: Any) -> None:
+            seen.append(document.name)
+
+        matching = owner.objects(name="doomed").collation(CASE_INSENSITIVE)
+        with receiving(sigs.post_delete, noted, *([sub] if signalled else [])):
+            if is_async:
+                result = await matching.async_delete()
+            else:
+                result = matching.delete()
+        owners = await stored_by(is_async, owner._get_collection_name(), "name")
+        links = await stored_by(is_async, link._get_collection_name(), "name")
+        return (
+            result,
+            [each["name"] for each in owners],
+            [each["name"] for each in links],
+            seen,
+        )
+
+    theirs = await scenario(mongoengine)
+    owners = ["DOOMED", "Other", "other"] if parented else ["Other", "other"]
+    signalled_kept = ["DOOMED"] if signalled and not parented else []
+    assert theirs == (1, owners, [], signalled_kept)
+    assert await scenario(mongoengine_async) == theirs

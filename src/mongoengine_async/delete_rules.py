@@ -1015,13 +1015,19 @@ class _DeletePlan:
         )
 
     async def _collect_cascade(self, root_ids: list) -> None:
-        frontier = [(self.root, self._add(self.root, root_ids))]
+        """Plan the CASCADE closure of ``root_ids``, level by level; each
+        class's ids with whether the roots kept are spared down that chain
+        (see :meth:`_spares_kept`)."""
+        frontier = [(self.root, self._add(self.root, root_ids), False)]
+        roots = True  # (the first level: the roots' own rules)
         while frontier:
             next_frontier = []
-            for cls, ids in frontier:
-                for referrer, name, rule in _rules(cls):
+            for cls, ids, sparing in frontier:
+                rules = _rules(cls)
+                for index, (referrer, name, rule) in enumerate(rules):
                     if rule != CASCADE:
                         continue
+                    spares = sparing or (roots and self._spares_kept(rules[:index]))
                     runs = self._referring(referrer, name, cls, ids)
                     spared = self._spared(referrer)
                     if not await self._through_hint(referrer, name, runs, spared):
@@ -1033,10 +1039,23 @@ class _DeletePlan:
                         ]
                         continue
                     same = cls._get_collection_name() == referrer._get_collection_name()
-                    next_frontier += await self._cascade_by_ids(
-                        referrer, name, runs, same
+                    found = await self._cascade_by_ids(
+                        referrer, name, runs, same or spares
                     )
-            frontier = next_frontier
+                    next_frontier += [(each, new, spares) for each, new in found]
+            frontier, roots = next_frontier, False
+
+    def _spares_kept(self, before: list[tuple[type[Any], str, int]]) -> bool:
+        """Whether the roots kept (matched under the queryset's collation
+        alone) are spared by the CASCADE chain of a root rule whose ``before``
+        rules hold one within the roots' collection: MongoEngine's delete then
+        added what its iteration lists to ``cascade_refs``, which every later
+        query of its cascade leaves out (``pk__nin``)."""
+        name = self.root._get_collection_name()
+        return bool(self.kept) and any(
+            rule == CASCADE and referrer._get_collection_name() == name
+            for referrer, _, rule in before
+        )
 
     async def _through_hint(
         self, referrer: type[Any], name: str, runs: list[list], spared: _Spared
@@ -1065,8 +1084,9 @@ class _DeletePlan:
     ) -> list[tuple[type[Any], list]]:
         """Plan the ``referrer`` documents whose ``name`` holds a reference of
         ``runs`` (a query each); returns the ids new to the plan, per class.
-        ``same``: a rule within one collection, whose kept documents stay
-        (MongoEngine's ``cascade_refs`` spare what its iteration listed)."""
+        ``same``: a rule within one collection, or of a chain sparing the
+        roots kept, whose kept documents stay (MongoEngine's ``cascade_refs``
+        spare what its iteration listed)."""
         referring = await self.operation.on(referrer)
         classes = _rule_classes(referrer)
         # Whole documents, which their signals are sent (see _load_for_signals).
