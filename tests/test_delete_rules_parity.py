@@ -2364,3 +2364,73 @@ async def test_a_root_kept_by_the_collation_and_reached_again_as_mongoengine(
     signalled_kept = ["DOOMED"] if signalled and not parented else []
     assert theirs == (1, owners, [], signalled_kept)
     assert await scenario(mongoengine_async) == theirs
+
+
+def hinted_chain_models(module: Any, alias: str, rule: int) -> tuple[type, ...]:
+    """An owner; referrers (CASCADE) whose manager hints a sparse index on
+    their ``kind``; leaves referring to them (``rule``)."""
+
+    def objects(document: type, queryset: Any) -> Any:
+        return queryset.hint("kind_1")
+
+    owner = build(module, "DrpHcOwner", alias, {"name": module.StringField()})
+    fields = {
+        "name": module.StringField(),
+        "kind": module.StringField(),
+        "owner": module.ReferenceField(owner, reverse_delete_rule=CASCADE),
+        "objects": module.queryset_manager(objects),
+    }
+    meta = {"indexes": [{"fields": ["kind"], "sparse": True}]}
+    ref = owned(module, alias, "DrpHcRef", fields, meta)
+    leaf_fields = {
+        "name": module.StringField(),
+        "ref": module.ReferenceField(ref, reverse_delete_rule=rule),
+    }
+    return owner, ref, owned(module, alias, "DrpHcLeaf", leaf_fields, {})
+
+
+@pytest.mark.parametrize(
+    "rule", [CASCADE, NULLIFY, DENY], ids=["cascade", "nullify", "deny"]
+)
+async def test_a_hinted_referrer_s_rules_apply_to_what_its_hint_lists(
+    async_alias: str, sync_alias: Any, rule: int
+) -> None:
+    """A CASCADE to referrers (without receivers, with rules of their own)
+    whose manager hints a sparse index: MongoEngine deletes all its filter
+    matches (``delete_many``, sent without the hint), but applies their
+    class's rules only to those its iteration through the hint lists (the
+    referrer with a ``kind``): the leaf of the other is left as it was, and
+    a DENY on it alone lets the delete through. The async delete applied the
+    rules to all it deleted: it cascaded to, nullified, or was refused by
+    that leaf too."""
+
+    async def scenario(module: Any) -> tuple[Any, ...]:
+        is_async = module is mongoengine_async
+        alias = "default" if is_async else SYNC
+        owner, ref, leaf = hinted_chain_models(module, alias, rule)
+
+        async def save(document: Any) -> Any:
+            return await document.async_save() if is_async else document.save()
+
+        doomed = await save(owner(name="doomed"))
+        for kind in ["live", None]:
+            referrer = await save(ref(name=f"ref-{kind}", kind=kind, owner=doomed))
+            if kind is None or rule != DENY:  # (a DENY on the unlisted one alone)
+                await save(leaf(name=f"leaf-{kind}", ref=referrer))
+        try:
+            result = await doomed.async_delete() if is_async else doomed.delete()
+        except OperationError as error:
+            result = outcome(error)[1].replace(leaf.__name__, short(leaf))
+        refs = await stored_by(is_async, ref._get_collection_name(), "name")
+        leaves = await stored_by(is_async, leaf._get_collection_name(), "name")
+        return (
+            result,
+            [each["name"] for each in refs],
+            [(each["name"], "ref" in each) for each in leaves],
+        )
+
+    theirs = await scenario(mongoengine)
+    listed = [] if rule == CASCADE else [("leaf-live", False)]
+    expected = [("leaf-None", True)] + (listed if rule != DENY else [])
+    assert theirs == (None, [], expected)
+    assert await scenario(mongoengine_async) == theirs

@@ -1107,10 +1107,12 @@ class _DeletePlan:
             fields = None if whole else projection
             read = await _found_by_class(referring, query, classes, fields, iteration)
             fresh = self._plan_found(found, read, spared.keys)
-            matched = None  # (their _id_key, matched without the collation)
-            if "collation" in iteration and not whole:  # (their files kept too)
-                matched = set(map(_id_key, await _ids(referring, query)))
+            matched = None  # (their _id_key, matched without collation nor hint)
+            if iteration and not whole:  # (their files kept too)
+                matched_ids = await _ids(referring, query)
+                matched = set(map(_id_key, matched_ids))
                 fresh -= self._kept(referrer, fresh - matched)
+                self._unlisted(referrer, matched_ids, read, spared.keys)
             if not same:  # (their files read with them too)
                 fresh |= self._unkeep(referrer, read, matched)
             taken = [(each, raw) for each, raw in read if _id_key(raw["_id"]) in fresh]
@@ -1123,6 +1125,26 @@ class _DeletePlan:
             if projection:  # (the files of the documents new to the plan)
                 self.read_with_files.append((referrer, [raw for _, raw in taken]))
         return [(each, new) for each, new in found.items() if new]
+
+    def _unlisted(
+        self, referrer: type[Any], matched: list, read: list, spared: set
+    ) -> None:
+        """Plan the ``matched`` ``referrer`` ids (a rule's filter matches them)
+        its manager's ``hint()`` left out of the ``read`` (a sparse index not
+        holding them), but the ``spared`` and planned ones, as deleted by a
+        filter: MongoEngine's ``delete_many`` deletes them, but its class's
+        rules apply only to what its iteration, through the hint, lists."""
+        listed = {_id_key(raw["_id"]) for _, raw in read}
+        known = self._planned(referrer)
+        unlisted = []
+        for pk in matched:
+            key = _id_key(pk)
+            if key not in listed and key not in spared and key not in known:
+                known[key] = pk
+                unlisted.append(pk)
+        self.filters += [
+            (referrer, {"_id": {"$in": run}}) for run in self._runs(unlisted)
+        ]
 
     def _kept(self, referrer: type[Any], kept: set) -> set:
         """Note the ``kept`` ``referrer`` ids (their :func:`_id_key`), read
@@ -1464,12 +1486,16 @@ def _counting(referrer: type[Any]) -> dict[str, Any]:
 
 def _matching(referrer: type[Any]) -> dict[str, Any]:
     """The ``find()`` options of MongoEngine's iteration of ``referrer.objects``
-    that change what it matches: its collation (a class's rules are applied
-    to the documents ``field__in=<that queryset>`` lists), for a class with
-    rules of its own (else nothing iterates them: its ``delete_many``, sent
-    without it, deletes them)."""
-    collation = referrer.objects._collation
-    return {} if collation is None or not _rules(referrer) else {"collation": collation}
+    that change what it matches: its collation, its ``hint()`` (a sparse
+    index lists only the documents it holds); a class's rules are applied to
+    the documents ``field__in=<that queryset>`` lists, for a class with rules
+    of its own (else nothing iterates them: its ``delete_many``, sent without
+    them, deletes them)."""
+    if not _rules(referrer):
+        return {}
+    queryset = referrer.objects
+    options = {"collation": queryset._collation, "hint": queryset._hint}
+    return {name: value for name, value in options.items() if value not in (None, -1)}
 
 
 def _iteration(referrer: type[Any]) -> dict[str, Any]:
