@@ -1051,6 +1051,41 @@ def test_fields_replaced_or_removed_after_first_use_are_seen(sync_default: Any) 
     assert list(stored) == [{"name": "first", "size": 1}, {"name": 6}]
 
 
+class PwSwapped(Document):
+    """A class whose field the test below replaces in its own ``_fields``."""
+
+    meta = {"collection": "pw_swapped"}
+    name = StringField()
+
+
+async def test_a_field_replaced_in_place_is_seen_by_a_save_of_an_older_document(
+    async_alias: str,
+) -> None:
+    """A field replaced in the class's very ``_fields`` dict (no new dict) once
+    a save built the plans is seen by the save of a document built before it
+    (which no constructor check meets): validated by the new field, as
+    MongoEngine's save reads ``_fields``, and nothing written."""
+    fields = dict(PwSwapped._fields)
+    try:
+        await PwSwapped(name="first").async_save()
+        older = PwSwapped(name="second")
+        number = IntField()
+        number.name = number.db_field = "name"
+        number.owner_document = PwSwapped
+        PwSwapped._fields["name"] = number
+        with pytest.raises(ValidationError) as raised:
+            await older.async_save()
+        assert str(raised.value) == (
+            "ValidationError (PwSwapped:None) (second could not be converted "
+            "to int: ['name'])"
+        )
+    finally:
+        PwSwapped._fields.clear()
+        PwSwapped._fields.update(fields)
+    stored = PwSwapped._get_collection().find({}, {"_id": 0})
+    assert await stored.to_list(None) == [{"name": "first"}]
+
+
 def test_field_class_methods_patched_after_first_use_are_called(
     sync_default: Any,
 ) -> None:

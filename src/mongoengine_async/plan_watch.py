@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import MutableMapping
+from functools import partial
 from typing import Any
 
 import mongoengine
@@ -96,6 +97,12 @@ _FIELD_HOOKS = operator.attrgetter(
 # EnumField's call (``super()``).
 _SHADOWED_HOOKS = operator.attrgetter("to_python", "to_mongo", "validate")
 
+# A class's fields (one added, replaced or removed) and their order.
+_CLASS_FIELDS = operator.attrgetter("_fields", "_fields_ordered")
+
+# A read made: ``read()``, without a Python call (``map`` over the reads).
+_CALL = operator.methodcaller("__call__")
+
 # The field attributes no plan bakes in: the one MongoEngine's loading sets
 # for each batch (``set_auto_dereferencing``), and what our reference fields
 # cache when first read (``_concrete_type``, from the watched
@@ -106,60 +113,34 @@ _VOLATILE = {"_BaseField__auto_dereference": None, "_concrete_type": None}
 class _Watch:
     """The settings, fields and hooks the plans of one class were built from."""
 
-    __slots__ = (
-        "field_hooks",
-        "field_kinds",
-        "hooks",
-        "lives",
-        "shadowed",
-        "shadowed_document",
-        "shadowed_hooks",
-        "snapshots",
-    )
+    __slots__ = ("kept", "lives", "reads", "snapshots")
+
+    reads: tuple[partial[Any], ...]
+    kept: tuple[Any, ...]
 
     def __init__(self, cls: type[Any]) -> None:
         fields: list[Any] = []
         classes = _reached_classes(cls, fields)
-        # Each class's hooks, and its fields (a field added, replaced or removed).
-        self.hooks = [
-            (klass, hooks, hooks(klass), dict(klass._fields), klass._fields_ordered)
-            for klass in classes
-            for hooks in [
-                _DOCUMENT_HOOKS if issubclass(klass, mongoengine.Document) else _HOOKS
-            ]
+        # Each read (a hook getter and what it reads), made at once, and the
+        # values it gave: a class's hooks and fields (a field added, replaced
+        # or removed), the field classes' hooks, the shadowed ones.
+        reads: list[partial[Any]] = [
+            partial(_SHADOWED_DOCUMENT_HOOKS, mongoengine.Document)
         ]
-        kinds = dict.fromkeys(type(field) for field in fields)
-        self.field_kinds = tuple(kinds)
-        self.field_hooks = tuple(map(_FIELD_HOOKS, self.field_kinds))
-        shadowed = dict.fromkeys(filter(None, map(_shadowed, self.field_kinds)))
-        if any(issubclass(kind, ComplexBaseField) for kind in self.field_kinds):
-            shadowed[ComplexBaseField] = None
-        if any(issubclass(kind, EnumField) for kind in self.field_kinds):
-            shadowed[BaseField] = None  # (whose validate EnumField's calls)
-        self.shadowed = tuple(shadowed)
-        self.shadowed_hooks = tuple(map(_SHADOWED_HOOKS, self.shadowed))
+        for klass in classes:
+            document = issubclass(klass, mongoengine.Document)
+            reads.append(partial(_DOCUMENT_HOOKS if document else _HOOKS, klass))
+            reads.append(partial(_CLASS_FIELDS, klass))
+        kinds = tuple(dict.fromkeys(type(field) for field in fields))
+        reads.extend(partial(_FIELD_HOOKS, kind) for kind in kinds)
+        reads.extend(partial(_SHADOWED_HOOKS, klass) for klass in _shadowed_of(kinds))
+        self.reads = tuple(reads)
+        self.kept = tuple(  # (a copy of each fields dict: the live one changes)
+            (dict(value[0]), value[1]) if read.func is _CLASS_FIELDS else value
+            for read, value in zip(self.reads, map(_CALL, self.reads), strict=True)
+        )
         self.lives = [vars(field) for field in fields]
         self.snapshots = [dict(live) for live in self.lives]
-        self.shadowed_document = _SHADOWED_DOCUMENT_HOOKS(mongoengine.Document)
-
-    def hooks_hold(self) -> bool:
-        """Whether the classes' hooks and fields, MongoEngine's document
-        methods, and the field classes' methods are those copied."""
-        if _SHADOWED_DOCUMENT_HOOKS(mongoengine.Document) != self.shadowed_document:
-            return False
-        for klass, hooks, kept, fields, ordered in self.hooks:
-            if (
-                hooks(klass) != kept
-                or klass._fields != fields
-                or klass._fields_ordered != ordered
-            ):
-                return False
-        if tuple(map(_FIELD_HOOKS, self.field_kinds)) != self.field_hooks:
-            return False
-        return (
-            not self.shadowed
-            or tuple(map(_SHADOWED_HOOKS, self.shadowed)) == self.shadowed_hooks
-        )
 
     def settings_hold(self) -> bool:
         """Whether the fields' settings are those copied (a change of the
@@ -171,6 +152,17 @@ class _Watch:
             return False
         self.snapshots = copies
         return True
+
+
+def _shadowed_of(kinds: tuple[type[Any], ...]) -> tuple[type[Any], ...]:
+    """The classes whose methods those of field classes ``kinds`` call through
+    ``super()``, which a patch there changes (see :data:`_SHADOWED_HOOKS`)."""
+    shadowed = dict.fromkeys(filter(None, map(_shadowed, kinds)))
+    if any(issubclass(kind, ComplexBaseField) for kind in kinds):
+        shadowed[ComplexBaseField] = None
+    if any(issubclass(kind, EnumField) for kind in kinds):
+        shadowed[BaseField] = None  # (whose validate EnumField's calls)
+    return tuple(shadowed)
 
 
 def _shadowed(kind: type[Any]) -> type[Any] | None:
@@ -270,13 +262,17 @@ def refresh(cls: type[Any]) -> None:
     """Forget every plan if a field setting, field or hook of ``cls`` (or of
     an embedded class it holds), a method of one of their field classes, or
     a method of MongoEngine's Document that ours call, changed since its
-    plans were built. The unchanged case, every time, costs one call per
-    class and per field class (their hooks'), and one for MongoEngine's."""
+    plans were built. The unchanged case, every time, costs no Python call
+    but ``settings_hold``'s when a setting changed: the hooks are read by
+    ``map`` over the watch's reads, and compared as one tuple."""
     try:
         kept = _watches[cls]
     except KeyError:
         return  # no plan built for it since the last change
-    if (kept.lives == kept.snapshots or kept.settings_hold()) and kept.hooks_hold():
+    # The hooks: each read made again, compared with what it gave (one tuple).
+    if (kept.lives == kept.snapshots or kept.settings_hold()) and tuple(
+        map(_CALL, kept.reads)
+    ) == kept.kept:
         return
     global _generation
     # The watches first: a plan whose build reads the new stamp makes its
