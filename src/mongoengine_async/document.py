@@ -401,6 +401,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             or type(self)._get_collection.__func__ is not _GET_COLLECTION  # type: ignore[attr-defined]
         ):
             return None
+        home = plain_home(type(self), keep=False)  # nothing bound: fewer checks
+        if home is not None:
+            return home.operation
         return reached(type(self), name=name, use=use)
 
     @classmethod
