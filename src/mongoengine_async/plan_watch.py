@@ -12,8 +12,9 @@ MongoEngine defined (patched: MongoEngine's code runs, and calls it).
 Each class with a plan gets a :class:`_Watch`, a copy of those; the entry
 points (a save, an insert, a batch of loads) ask :func:`refresh` once per
 call, which compares the copy with the live values (the fields' ``__dict__``
-compared in C, each class's hooks fetched by one call) and, on any
-difference, forgets every plan, so the next use builds them again. A
+compared in C, the hooks read again by one ``map`` over the watch's reads
+and compared as one tuple) and, on any difference, forgets every plan, so
+the next use builds them again. A
 constructor asks only when its plan (which checks, by identity, what it
 uses) refuses. A plan is kept through :func:`keep`, which drops it when
 another thread's refresh forgot every plan while it was being built (it may
