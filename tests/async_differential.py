@@ -45,9 +45,6 @@ SYNC_SPELLING: dict[str, Callable[..., Any]] = {  # (where not the name less asy
     "values_list": lambda queryset, *fields: list(queryset.values_list(*fields)),
     "aggregate": lambda queryset, *a, **kw: list(queryset.aggregate(*a, **kw)),
     "exists": lambda queryset: bool(queryset),
-    # (a plain list, where MongoEngine's is a BaseList: docs/querysets.md,
-    # "`async_distinct` returns a plain list")
-    "distinct": lambda queryset, field: list(queryset.distinct(field)),
 }
 ASYNC_SPELLING: dict[str, Callable[..., Any]] = {"aggregate": aggregate}
 

@@ -10,6 +10,7 @@ from bson import DBRef, ObjectId
 
 from conftest import fresh_sync_default
 from mongoengine_async import (
+    DictField,
     Document,
     EmbeddedDocument,
     EmbeddedDocumentField,
@@ -329,3 +330,63 @@ async def test_distinct_of_an_embedded_document_field_stored_renamed(
     assert [(type(value), value.number, value._created) for value in ours] == [
         (DiPlainPart, 1, True)
     ]
+
+
+class DiHolder(Document):
+    labels = MapField(StringField())
+    parts = DictField(EmbeddedDocumentField(DiPlainPart))
+    loose = DictField()
+    grid = ListField(ListField(IntField()))
+    by_key = MapField(ReferenceField(DiAuthor))
+
+
+HOLDER_PATHS = ["labels", "parts", "loose", "grid", "loose.a.b", "by_key"]
+
+
+def shape(value: Any) -> Any:
+    """``value``'s containers by type and ``_name`` (the path MongoEngine's
+    tracked ones carry), down to the leaves' types."""
+    if isinstance(value, dict):
+        items = {key: shape(item) for key, item in value.items()}
+        return (type(value).__name__, getattr(value, "_name", None), items)
+    if isinstance(value, list):
+        items = [shape(item) for item in value]
+        return (type(value).__name__, getattr(value, "_name", None), items)
+    return type(value).__name__
+
+
+async def test_distinct_containers_are_mongoengine_s(mongodb_uri: str) -> None:
+    """Over a MapField, a DictField (of embedded documents or untyped) and a
+    list of lists, MongoEngine's ``distinct`` gives a ``BaseList`` of
+    ``BaseDict``/``BaseList`` named by their path, down to the dicts inside;
+    ours gave plain lists and dicts. No result of a map of references stays
+    a plain list there."""
+
+    def holder() -> Any:
+        loose = {"a": {"b": [{"c": 1}]}, "z": {}}
+        parts = {"k": DiPlainPart(number=2)}
+        return DiHolder(labels={"a": "x"}, parts=parts, loose=loose, grid=[[1], []])
+
+    with fresh_sync_default(mongodb_uri):
+        holder().save()
+        theirs = {path: shape(DiHolder.objects.distinct(path)) for path in HOLDER_PATHS}
+        theirs["none"] = shape(DiHolder.objects(labels={}).distinct("by_key"))
+    async with fresh_database("default", mongodb_uri):
+        await holder().async_save()
+        ours = {
+            path: shape(await DiHolder.objects.async_distinct(path))
+            for path in HOLDER_PATHS
+        }
+        ours["none"] = shape(await DiHolder.objects(labels={}).async_distinct("by_key"))
+    assert ours == theirs
+    assert theirs["labels"] == (
+        "BaseList",
+        "labels",
+        [("BaseDict", "labels.0", {"a": "str"})],
+    )
+    assert theirs["parts"][2] == [
+        ("BaseDict", "parts.0", {"k": ("BaseDict", "parts.0.k", {"number": "int"})})
+    ]
+    assert theirs["grid"][2][0] == ("BaseList", "grid.0", [])
+    assert theirs["by_key"] == ("BaseList", "by_key", [("BaseDict", "by_key.0", {})])
+    assert theirs["none"] == ("list", None, [])

@@ -74,8 +74,7 @@ TERMINALS = {
     ),
     "distinct": (
         lambda qs, ids: qs.async_distinct("number"),
-        # MongoEngine's walk (DeReference) gives a BaseList of the values.
-        lambda qs, ids: list(qs.distinct("number")),
+        lambda qs, ids: qs.distinct("number"),  # (a BaseList: ours too)
     ),
     "sum": (lambda qs, ids: qs.async_sum("number"), lambda qs, ids: qs.sum("number")),
     "aggregate": (

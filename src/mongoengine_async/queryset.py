@@ -145,6 +145,7 @@ from mongoengine_async.operation import (
 )
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.select_related import (
+    attached_distinct,
     built_embedded,
     distinct_embedded,
     load_distinct,
@@ -826,7 +827,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         values = await load_distinct(self._document, db_field, values, session)
         embedded_cls = self._embedded_type(field)
         if embedded_cls is None:
-            return [built_embedded(value) for value in values]
+            built = [built_embedded(value) for value in values]
+            return attached_distinct(built, self._document, db_field)
         return distinct_embedded(embedded_cls, values, self._document, db_field)
 
     def _embedded_type(self, field: str) -> type[Any] | None:

@@ -19,7 +19,13 @@ from uuid import UUID
 
 import mongoengine
 from bson import Binary, DBRef, Decimal128, Int64, ObjectId
-from mongoengine.base import BaseDocument, ComplexBaseField, get_document
+from mongoengine.base import (
+    BaseDict,
+    BaseDocument,
+    BaseList,
+    ComplexBaseField,
+    get_document,
+)
 from mongoengine.base.datastructures import LazyReference as MongoEngineLazyReference
 from mongoengine.document import EmbeddedDocument
 from mongoengine.errors import NotRegistered
@@ -60,6 +66,7 @@ from mongoengine_async.proxies import (
 __all__ = (
     "PLAIN_VALUE_TYPES",
     "SCALAR_FIELDS",
+    "attached_distinct",
     "built_embedded",
     "distinct_embedded",
     "load_distinct",
@@ -290,6 +297,43 @@ def built_embedded(value: Any) -> Any:
     return {key: built_embedded(item) for key, item in value.items()}
 
 
+def attached_distinct(values: list, owner: type[Any], path: str) -> list:
+    """``distinct()`` results at ``path`` of ``owner`` as MongoEngine's
+    DeReference hands them back: the list, and the lists and dicts in it
+    (outside documents), a ``BaseList``/``BaseDict`` named by its path; no
+    result of a container of references, a plain empty list."""
+    if not values and isinstance(
+        _distinct_leaf(owner, path), mongoengine.ReferenceField
+    ):
+        return values
+    return _attached(values, owner, path)
+
+
+def _attached(value: Any, owner: type[Any], name: str) -> Any:
+    """``value`` (a distinct value at ``name``, or the list of them) with its
+    lists and dicts, and those in them, MongoEngine's tracked containers; a
+    stored generic reference (``_ref``) as is."""
+    if isinstance(value, list):
+        items = [_attached(item, owner, f"{name}.{i}") for i, item in enumerate(value)]
+        return BaseList(items, owner, name)
+    if isinstance(value, dict) and "_ref" not in value:
+        pairs = {
+            key: _attached(item, owner, f"{name}.{key}") for key, item in value.items()
+        }
+        return BaseDict(pairs, owner, name)
+    return value
+
+
+def _distinct_leaf(owner: type[Any], path: str) -> Any:
+    """The field whose values the distinct ones at ``path`` of ``owner`` are,
+    as MongoEngine's DeReference finds it: a top-level field by ``path``,
+    through its containers; None elsewhere."""
+    field = owner._fields.get(path)
+    while hasattr(field, "field"):
+        field = field.field
+    return field
+
+
 def distinct_embedded(
     cls: type[Any], values: list, owner: type[Any], path: str
 ) -> list:
@@ -382,9 +426,7 @@ async def load_distinct(
     them: a list, a list of lists, a MapField or DictField) are its class's;
     elsewhere, DBRefs and generic references are loaded as in an untyped list.
     Missing targets stay as stored (DBRefs)."""
-    field = cls._fields.get(path)  # (as MongoEngine looks the path up)
-    while hasattr(field, "field"):
-        field = field.field
+    field = _distinct_leaf(cls, path)
     wanted: _Wanted = {}
     if isinstance(field, mongoengine.ReferenceField):
         values[:] = [_as_reference(field, value) for value in values]
