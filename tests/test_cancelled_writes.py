@@ -3295,3 +3295,33 @@ async def test_a_new_document_cancelled_in_a_transaction_shows_embedded_changes(
     assert new._get_changed_fields() == [] and not new._created
     raw = await CwHolder._get_collection().find_one({"_id": new.pk})
     assert raw == {"_id": new.pk, "inner": {"x": 2}, "doc": target.pk}
+
+
+class CwUnique(Document):
+    name = StringField(unique=True)
+
+
+async def test_a_new_document_cancelled_once_sent_and_refused_holds_no_id(
+    mongodb_uri,
+):
+    """A new document whose save was cancelled once its insert was sent,
+    which the server then refused (a unique key: not stored), holds no id
+    once the write settled, as after a refused save that returned (the
+    server's reply says so): it kept the id given before the write, so saved
+    again it was a findAndModify and an insert. Now it is one insert."""
+    log = CommandLog()
+    async with own_app(mongodb_uri, event_listeners=[log]) as app:
+        await CwUnique.async_ensure_indexes()
+        await CwUnique(name="x").async_save()
+        document = CwUnique(name="x")
+        async with blocked(app, "insert") as held:
+            await cancel_once_sent(held, document.async_save)
+            assert document.pk is not None  # (its early id, while on its way)
+        await _until_settled(document)
+        assert (document.pk, document._created) == (None, True)
+        document.name = "y"
+        log.clear()
+        await document.async_save()
+        assert log.names == ["insert"]
+        found = CwUnique._get_collection().find({}, {"_id": 0}, sort=[("name", 1)])
+        assert await found.to_list() == [{"name": "x"}, {"name": "y"}]

@@ -41,6 +41,19 @@ CANCELLED_WRITE = "write whose caller was cancelled (and the steps after it)"
 # handle, or nobody's once the caller was cancelled).
 FAILED: Any = object()
 
+# The error of each write task that gave FAILED once its caller was cancelled
+# (nobody took it), for what settles the write after (see failure()).
+_failures: weakref.WeakKeyDictionary[asyncio.Future[Any], Exception] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def failure(task: asyncio.Future[Any]) -> Exception | None:
+    """The error of a :func:`detached` write's ``task`` that failed once its
+    caller was cancelled (what the server replied: a refused insert stored
+    nothing); None otherwise."""
+    return _failures.get(task)
+
 
 def held(
     work: Awaitable[T], tasks: set[asyncio.Future[Any]], failure: str | None = None
@@ -358,6 +371,8 @@ def detached(
         except Exception as error:  # the caller's to handle (or not: cancelled)
             if not outcome.done():
                 outcome.set_exception(error)
+            elif own is not None:  # (the caller cancelled: for its settling)
+                _failures[own] = error
             return FAILED
         if not outcome.done():
             outcome.set_result(result)

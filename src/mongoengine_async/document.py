@@ -88,6 +88,7 @@ from mongoengine_async.delete_rules import (
 from mongoengine_async.detached import (
     FAILED,
     detached,
+    failure,
     finish_before_close,
     id_repr,
     until_done,
@@ -869,6 +870,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 functools.partial(
                     self._settle_cancelled_write,
                     sent=sent,
+                    given=given,
                     transaction=transaction,
                     signal_kwargs=signals.unless_muted(
                         signals.post_save, signal_kwargs
@@ -928,19 +930,25 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         self,
         write: asyncio.Future,
         sent: list[str] | None,
+        given: to_bson.GivenId | None,
         transaction: AsyncClientSession | None,
         signal_kwargs: dict | None,
     ) -> None:
         """The bookkeeping of a save cancelled while its write was on its
         way, once the write settled: the changes it sent are given back if it
         failed, else cleared as a save clears them; those made meanwhile
-        stay. Applied, its steps after the write (the cached copies,
-        ``post_save``) follow, in a task of their own, as after a save that
-        returned (the changes clear once they ended). In a ``transaction``
-        its end decides: see :meth:`_landed_in_transaction`."""
+        stay. An insert the server refused takes back the early id it was
+        ``given``, as a refused save that returned does. Applied, its steps
+        after the write (the cached copies, ``post_save``) follow, in a task
+        of their own, as after a save that returned (the changes clear once
+        they ended). In a ``transaction`` its end decides: see
+        :meth:`_landed_in_transaction`."""
         shown = deltas.listed_sent(sent)  # (what give-back leaves)
         meanwhile = deltas.give_back_changes(self, sent)
         if write.cancelled() or write.result() is FAILED:
+            error = None if write.cancelled() else failure(write)
+            if given is not None and error and to_bson.not_stored(error):
+                to_bson.take_id_back(self, given)
             return
         object_id, created = write.result()
         self._landed(transaction)
