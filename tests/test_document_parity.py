@@ -603,6 +603,59 @@ async def test_a_new_document_too_large_to_send_holds_no_id(
     assert ours == theirs
 
 
+class DpHolder(Document):
+    title = StringField()
+    unique = ReferenceField(DpUnique)
+
+
+async def test_a_save_whose_cascade_was_refused_is_stored_once(
+    async_alias, sync_db, command_log
+):
+    """A new document saved with ``cascade=True`` whose cascaded save the
+    server refused (a unique key) is stored, as MongoEngine's is; MongoEngine's
+    leaves it no id, so that saved again it is stored twice. Ours keeps the id
+    of the insert that stored it: saved again (the cascade fixed), it is the
+    same document, stored once, in as many round trips."""
+
+    async def refused_then_saved(sync: bool) -> tuple:
+        held = DpUnique(name="y")
+        if sync:
+            DpUnique.ensure_indexes()
+            DpUnique(name="x").save()
+            held.save()
+        else:
+            await DpUnique.async_ensure_indexes()
+            await DpUnique(name="x").async_save()
+            await held.async_save()
+        held.name = "x"  # (the cascade's update refused)
+        holder = DpHolder(title="t", unique=held)
+        with pytest.raises(NotUniqueError):
+            await write_holder(holder, sync)
+        state = (holder.pk is not None, holder._created)
+        held.name = "z"
+        command_log.clear()
+        await write_holder(holder, sync)
+        names = None if sync else command_log.names
+        collection = DpHolder._get_collection()
+        found = collection.find({}, {"_id": 0, "title": 1})
+        stored = list(found) if sync else await found.to_list()
+        return state, stored, names
+
+    with on_sync(DpUnique, DpHolder):
+        theirs = await refused_then_saved(sync=True)
+    ours = await refused_then_saved(sync=False)
+    assert theirs[:2] == ((False, True), [{"title": "t"}] * 2)
+    assert ours == ((True, True), [{"title": "t"}], ["findAndModify", "update"])
+
+
+async def write_holder(holder: DpHolder, sync: bool) -> None:
+    """``holder.save(cascade=True)``, MongoEngine's way if ``sync``."""
+    if sync:
+        holder.save(cascade=True)
+    else:
+        await holder.async_save(cascade=True)
+
+
 # -- D5: abstract documents --------------------------------------------------------
 
 
