@@ -3319,6 +3319,8 @@ async def test_a_new_document_cancelled_once_sent_and_refused_holds_no_id(
             assert document.pk is not None  # (its early id, while on its way)
         await _until_settled(document)
         assert (document.pk, document._created) == (None, True)
+        gc.collect()  # (the refusal kept for its settling: not for ever)
+        assert len(detached._failures) == 0
         document.name = "y"
         log.clear()
         await document.async_save()

@@ -372,7 +372,9 @@ def detached(
             if not outcome.done():
                 outcome.set_exception(error)
             elif own is not None:  # (the caller cancelled: for its settling)
-                _failures[own] = error
+                # Without its traceback, whose frames (this one) hold the task:
+                # the entry would keep its own key alive.
+                _failures[own] = error.with_traceback(None)
             return FAILED
         if not outcome.done():
             outcome.set_result(result)
