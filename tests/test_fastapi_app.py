@@ -432,6 +432,32 @@ async def test_invalid_values_are_a_422_and_duplicates_a_409(service: Service) -
     assert await get_async_db().author.count_documents({}) == 1
 
 
+async def test_a_batch_refused_by_mongoengine_names_the_book(
+    service: Service,
+) -> None:
+    """A batch whose third book MongoEngine refuses (a negative year) is a 422
+    whose ``loc`` names that book by its index, as pydantic's do (["body", 2,
+    "year"]), not a field of no book; nothing of the batch is written."""
+    ann = await new_author(service, "Ann")
+    batch = [{"title": "A"}, {"title": "B"}, {"title": "C", "year": -1}]
+    response = await service.http.post(f"/authors/{ann}/books", json=batch)
+    assert (response.status_code, response.json()) == (
+        422,
+        {
+            "detail": [
+                {
+                    "type": "value_error",
+                    "loc": ["body", 2, "year"],
+                    "msg": "Integer value is too small",
+                }
+            ]
+        },
+    )
+    assert await get_async_db().book.count_documents({}) == 0
+    response = await service.http.post(f"/authors/{ann}/books", json=[{"title": 5}])
+    assert response.json()["detail"][0]["loc"] == ["body", 0, "title"]  # pydantic's
+
+
 async def test_a_body_past_the_bound_is_a_413_before_it_is_parsed(
     service: Service,
 ) -> None:

@@ -52,16 +52,17 @@ async def invalid(request: Request, error: Exception) -> JSONResponse:
 
 
 def field_errors(
-    errors: dict[str, Any] | str, path: tuple[str, ...] = ()
-) -> list[tuple[tuple[str, ...], str]]:
+    errors: dict[str | int, Any] | str, path: tuple[str | int, ...] = ()
+) -> list[tuple[tuple[str | int, ...], str]]:
     """The messages of MongoEngine's ``ValidationError.to_dict()`` (nested by
-    field, for embedded documents and lists), each with its field's path."""
+    field, for embedded documents, and by index, for lists), each with its
+    path: a field's name or a list's index (an int, as in pydantic's ``loc``)."""
     if not isinstance(errors, dict):
         return [(path, str(errors))]
     return [
         found
         for name, inner in errors.items()
-        for found in field_errors(inner, (*path, str(name)))
+        for found in field_errors(inner, (*path, name))
     ]
 
 
