@@ -756,6 +756,26 @@ async def test_a_refused_upload_not_deleted_is_logged_still_a_409(
     assert [message.startswith(prefix) for message in logged] == [True], logged
 
 
+async def test_an_upload_to_a_book_mongoengine_refuses_leaves_no_file(
+    service: Service,
+) -> None:
+    """An upload to a book whose stored values MongoEngine refuses (a negative
+    year, written by another program) is a 422, its save refused before any
+    write: the file it stored is deleted, not left in GridFS held by nothing."""
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Dune")
+    await get_async_db().book.update_one({}, {"$set": {"year": -1}})
+    response = await service.http.put(f"/books/{book_id}/manuscript", content=b"x")
+    assert (response.status_code, response.json()["detail"][0]["loc"]) == (
+        422,
+        ["body", "year"],
+    )
+    stored = await get_async_db().book.find_one()
+    assert stored is not None and "manuscript" not in stored
+    assert await get_async_db()["manuscripts.files"].count_documents({}) == 0
+    assert await get_async_db()["manuscripts.chunks"].count_documents({}) == 0
+
+
 async def test_deleting_an_author_cascades_to_books_and_manuscripts(
     service: Service,
 ) -> None:

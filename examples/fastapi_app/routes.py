@@ -227,7 +227,7 @@ async def upload_manuscript(
         # Only if the book still holds the manuscript read above: a concurrent
         # upload, or a delete of the book, makes this one give way (409).
         await book.async_save(save_condition=held)
-    except SaveConditionError:
+    except (SaveConditionError, ValidationError):  # (nothing written: 409, 422)
         await delete_unheld(book.manuscript, book_id, "refused")
         raise
     # (A save that failed otherwise, which may have applied, keeps both.)
