@@ -32,7 +32,7 @@ sys.path.insert(0, str(EXAMPLES))
 
 from fastapi_app import Settings, create_app  # noqa: E402
 from fastapi_app.models import Book  # noqa: E402
-from fastapi_app.routes import MAX_JSON_BYTES  # noqa: E402
+from fastapi_app.routes import MAX_JSON_BYTES, BoundedBody  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -489,6 +489,25 @@ async def test_a_body_past_the_bound_is_a_413_before_it_is_parsed(
     )
     assert response.status_code == 201, response.text
     assert await get_async_db().book.count_documents({}) == 500
+
+
+async def test_a_bounded_body_read_is_read_again() -> None:
+    """What ``body()`` read (FastAPI's JSON) is given again by ``stream()``, as
+    Starlette's request gives it (a dependency reading the raw body after
+    FastAPI), not a "Stream consumed" error, a 500; ``json()`` reads it too."""
+    messages = [
+        {"type": "http.request", "body": b'{"title":', "more_body": True},
+        {"type": "http.request", "body": b' "Dune"}', "more_body": False},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    request = BoundedBody({"type": "http", "method": "POST", "headers": []}, receive)
+    assert await request.body() == b'{"title": "Dune"}'
+    assert [chunk async for chunk in request.stream()] == [b'{"title": "Dune"}', b""]
+    assert await request.json() == {"title": "Dune"}
+    assert messages == []
 
 
 def plan_of(plan: dict[str, Any]) -> list[tuple[str, str | None]]:

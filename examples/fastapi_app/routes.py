@@ -42,16 +42,17 @@ class BoundedBody(Request):
     ``MAX_JSON_BYTES``; ``stream()`` (a manuscript's upload) is not bounded."""
 
     async def body(self) -> bytes:
-        """The body, read whole unless it exceeds the bound: then a 413."""
-        if not hasattr(self, "_bounded"):
+        """The body, read whole unless it exceeds the bound: then a 413. Kept
+        where Starlette keeps it, so ``stream()`` gives it again, as Starlette's."""
+        if not hasattr(self, "_body"):
             chunks, size = [], 0
             async for chunk in self.stream():
                 size += len(chunk)
                 if size > MAX_JSON_BYTES:
                     raise HTTPException(413, f"body over {MAX_JSON_BYTES} bytes")
                 chunks.append(chunk)
-            self._bounded = b"".join(chunks)
-        return self._bounded
+            self._body = b"".join(chunks)
+        return self._body
 
 
 class BoundedRoute(APIRoute):
