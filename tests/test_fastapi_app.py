@@ -970,6 +970,38 @@ async def test_a_book_whose_manuscript_is_not_deleted_stays(
     assert await get_async_db()["manuscripts.chunks"].count_documents({}) == 0
 
 
+async def test_a_manuscript_deleted_before_its_download_is_a_409(
+    service: Service, mongodb_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download whose file is deleted (by a DELETE of the book, or an upload
+    replacing it) after its metadata was read but before its first chunk is
+    a 409, changed meanwhile, not a 200 cut short with an error logged (its
+    chunks missing); sent again, it finds the book's new state."""
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Dune")
+    path = f"/books/{book_id}/manuscript"
+    assert (await service.http.put(path, content=b"draft")).status_code == 200
+    get = Book.manuscript.async_get
+
+    async def deleted_after(*args: Any, **kwargs: Any) -> Any:
+        manuscript = await get(*args, **kwargs)
+        async with pymongo.AsyncMongoClient(mongodb_uri) as client:
+            bucket = AsyncGridFSBucket(client[service.name], "manuscripts")
+            await bucket.delete(manuscript.grid_id)
+            await client[service.name].book.delete_one({})
+        return manuscript
+
+    monkeypatch.setattr(Book.manuscript, "async_get", deleted_after)
+    response = await service.http.get(path)
+    assert (response.status_code, response.json()) == (
+        409,
+        {"detail": "changed meanwhile, try again"},
+    )
+    monkeypatch.undo()
+    response = await service.http.get(path)
+    assert response.status_code == 404
+
+
 async def test_concurrent_uploads_leave_one_manuscript(service: Service) -> None:
     """Of uploads to one book at once, those that lost the race answer 409 and
     delete what they stored: the book holds the one file left in GridFS."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
@@ -11,6 +11,7 @@ import pymongo
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
+from gridfs.errors import CorruptGridFile
 from pymongo.errors import PyMongoError
 
 from fastapi_app.models import Author, Book
@@ -266,12 +267,26 @@ async def download_manuscript(book_id: Id) -> StreamingResponse:
     manuscript = await Book.manuscript.async_get(book)
     if manuscript is None:
         raise HTTPException(404, f"book {book_id} has no manuscript")
+    chunks = aiter(manuscript)
+    try:
+        # Read before the answer starts: a file deleted since its metadata was
+        # read (its book deleted, or a new upload) is a 409, not a 200 cut short.
+        first = await anext(chunks, b"")
+    except CorruptGridFile:
+        raise HTTPException(409, "changed meanwhile, try again") from None
     disposition = f"attachment; filename*=UTF-8''{quote(manuscript.filename or '')}"
     return StreamingResponse(
-        manuscript,
+        sent_after(first, chunks),
         media_type=manuscript.content_type,
         headers={
             "Content-Length": str(manuscript.length),
             "Content-Disposition": disposition,
         },
     )
+
+
+async def sent_after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``first`` (the chunk read before the answer started), then ``rest``."""
+    yield first
+    async for chunk in rest:
+        yield chunk
