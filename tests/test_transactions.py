@@ -29,6 +29,7 @@ import pytest
 from bson import ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+import mongoengine_async.context as context
 import mongoengine_async.detached as detached
 import mongoengine_async.gridfs as async_gridfs
 from conftest import held_on_server
@@ -2170,3 +2171,75 @@ async def test_a_delete_in_its_own_transaction_cascading_into_a_live_one(
                 if settled == "aborted":
                     raise Boom
         await assert_memo_settled(memo, settled)
+
+
+@pytest.mark.parametrize("settled", ["committed", "aborted"])
+@pytest.mark.parametrize("delete", ["document", "queryset"])
+async def test_the_live_transaction_ends_after_a_cancelled_delete_in_it(
+    app_alias, mongodb_uri, monkeypatch, delete, settled
+):
+    """A ``transaction=False`` delete cascading into another client's block,
+    its caller cancelled while it deletes a cascaded book's file in that
+    block's transaction, the block leaving at once: the block's commit waits
+    for that delete (ours committed first: the memo's file, registered after,
+    was never deleted, orphaned); aborted, the book and memo are back with
+    their files, the leaf (deleted for good) without its own."""
+    async with fresh_database("tx_side", mongodb_uri, appname="tx-side"):
+        root = await TxSideRoot().async_save()
+        owners = [TxSideBook(root=root), TxSideMemo(root=root), TxSideLeaf(root=root)]
+        for owner in owners:
+            await owner.scan.async_put(b"scan", filename="scan.txt")
+            await owner.async_save()
+        real, reached = async_gridfs.AsyncGridFSProxy._delete, asyncio.Event()
+        release = asyncio.Event()
+
+        async def held_once(self: Any, *args: Any) -> None:
+            if self.collection_name == "tx_side_files" and not reached.is_set():
+                reached.set()
+                await release.wait()
+            await real(self, *args)
+
+        real_settle, real_commit = (
+            context._settle_writes,
+            AsyncClientSession.commit_transaction,
+        )
+
+        async def settle(session: AsyncClientSession) -> None:
+            if context._unsettled.get(session):  # (the end waits for it)
+                release.set()
+            await real_settle(session)
+
+        async def commit(self: AsyncClientSession) -> None:
+            await real_commit(self)
+            release.set()  # (the end did not wait: the delete goes on after)
+
+        monkeypatch.setattr(async_gridfs.AsyncGridFSProxy, "_delete", held_once)
+        monkeypatch.setattr(context, "_settle_writes", settle)
+        monkeypatch.setattr(AsyncClientSession, "commit_transaction", commit)
+        with contextlib.suppress(Boom):
+            async with async_run_in_transaction():
+                deleting = (
+                    root.async_delete(transaction=False)
+                    if delete == "document"
+                    else TxSideRoot.objects.async_delete(transaction=False)
+                )
+                task = asyncio.ensure_future(deleting)
+                await reached.wait()
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                if settled == "aborted":
+                    raise Boom
+        release.set()
+        await detached.all_finished(60)
+        leaf = owners[2]
+        assert await TxSideLeaf.objects.async_count() == 0
+        assert await leaf.scan.async_get() is None
+        if settled == "aborted":
+            for owner in owners[:2]:
+                back = await type(owner).objects.async_get()
+                assert await back.scan.async_read() == b"scan"
+            return
+        for owner in owners[:2]:
+            assert await type(owner).objects.async_count() == 0
+            assert await owner.scan.async_get() is None

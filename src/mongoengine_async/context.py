@@ -517,6 +517,16 @@ def write_on_its_way(
         write.add_done_callback(_settled)
 
 
+def cascade_on_its_way(write: asyncio.Future[Any]) -> None:
+    """Note ``write``, a delete with rules whose caller was cancelled, as on
+    its way in every transaction bound in this task, which its cascade may
+    join (one of another client's block): each ends once it settled (else
+    it committed first: the files the delete deleted later in it, or left
+    to its commit, stayed, orphaned)."""
+    for session in _live_sessions():
+        write_on_its_way(session, write)
+
+
 def _settled(write: asyncio.Future[Any]) -> None:
     """``write`` (see :func:`write_on_its_way`) settled."""
     _working_for.pop(write, None)

@@ -74,6 +74,7 @@ from mongoengine_async.connection import (
 )
 from mongoengine_async.context import (
     anything_bound,
+    cascade_on_its_way,
     follow_up,
     switched_alias,
     switched_collection,
@@ -1241,6 +1242,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                         and has_rules(type(self))
                         and context.journal(session) is None
                     ),
+                    cascades=has_rules(type(self)),
                 )
                 if alone
                 else deleting()
@@ -1894,17 +1896,21 @@ async def _write_in_turn(
     session: AsyncClientSession | None,
     settle: Callable[[asyncio.Future[Any], bool], None] | None = None,
     wait: bool = False,
+    cascades: bool = False,
 ) -> T:
     """``await write``, the write of a delete, modify or update holding
     ``document``'s turn, in a task that the caller's cancellation does not
     cancel: cancelled while it is on its way, the caller raises at once (once
     it settled, if ``wait``: even when cancelled again meanwhile) and the
     turn ends once the write settled (see :func:`_settle_in_turn`), after
-    ``settle(write, in_transaction)`` if given."""
+    ``settle(write, in_transaction)`` if given. ``cascades``: a delete with
+    rules, which the transactions bound here wait for (``cascade_on_its_way``)."""
     outcome, task = detached(write)
     try:
         return await outcome
     except asyncio.CancelledError:
+        if cascades:
+            cascade_on_its_way(task)
         in_transaction = session is not None and session.in_transaction
         _settle_in_turn(
             document,

@@ -1527,6 +1527,7 @@ async def _files_follow(
     try:
         return await outcome
     except asyncio.CancelledError:
+        context.cascade_on_its_way(write)
         alone = dataclasses.replace(operation, session=None)
         write.add_done_callback(
             functools.partial(_after_cancelled, files, alone, leaving)
