@@ -2243,3 +2243,38 @@ async def test_the_live_transaction_ends_after_a_cancelled_delete_in_it(
         for owner in owners[:2]:
             assert await type(owner).objects.async_count() == 0
             assert await owner.scan.async_get() is None
+
+
+@pytest.mark.parametrize("delete", ["document", "queryset"])
+async def test_a_file_left_to_the_live_commit_its_client_closed_in_the_block(
+    app_alias, mongodb_uri, delete
+):
+    """The root's delete in a transaction of its own inside a block of the
+    default client, cascading to a memo there whose file is on "tx_side",
+    that alias disconnected in the block: the block returns (it raised
+    ``ConnectionFailure`` after it committed, the alias looked up then), the
+    delete not run reported to the loop's exception handler."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, report: reported.append(report))
+    try:
+        async with fresh_database("tx_side", mongodb_uri, appname="tx-side"):
+            root = await TxSideRoot().async_save()
+            memo = TxSideMemo(root=root)
+            await memo.scan.async_put(b"memo", filename="memo.txt")
+            await memo.async_save()
+            grid_id = memo.scan.grid_id
+            async with async_run_in_transaction():
+                if delete == "document":
+                    await root.async_delete()
+                else:
+                    await TxSideRoot.objects.async_delete()
+                await disconnect_async("tx_side")
+            assert await TxSideMemo.objects.async_count() == 0
+    finally:
+        loop.set_exception_handler(None)
+    assert [report["message"] for report in reported] == [
+        f"The delete of file {grid_id!r} in bucket 'tx_memo_files', once a "
+        "transaction committed, did not run: its client was closed before the commit"
+    ]
+    assert isinstance(reported[0]["exception"], pymongo.errors.InvalidOperation)

@@ -54,6 +54,7 @@ from mongoengine_async.gridfs import (
     Unreachable,
     delete_files,
     delete_files_of_deleted,
+    delete_once_committed,
     file_aliases,
     file_projection,
     files_of,
@@ -335,12 +336,7 @@ def _delete_once_committed(operation: Operation, files: list) -> None:
     ``operation``'s session commits; nothing if it aborts."""
     undos = journal(operation.session)
     assert undos is not None  # (another client's transaction, bound)
-    alone = replace(operation, session=None)
-    on_commit(
-        undos,
-        functools.partial(delete_files, list(files), alone, True),
-        {proxy.db_alias for proxy in files},
-    )
+    delete_once_committed(files, undos)
 
 
 def _told(

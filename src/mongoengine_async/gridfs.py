@@ -1139,22 +1139,39 @@ async def _delete_in(
     exists is then read only if the caller ``asks`` (a round trip): True if not."""
     if session is not None or undos is None:
         return await _delete_file(root, grid_id, session)
-    delete = functools.partial(_deferred_file_delete, root, grid_id)
-    on_commit(undos, delete, aliases_served_by(root.database.client))
+    _defer_delete(root, grid_id, undos)
     if not asks:
         return True
     return await root.files.find_one({"_id": {"$eq": grid_id}}, {"_id": 1}) is not None
 
 
+def delete_once_committed(proxies: list[AsyncGridFSProxy], undos: Journal) -> None:
+    """Delete the files of ``proxies`` (in no session) once the transaction
+    of journal ``undos`` commits, and not if it aborts. Their buckets are
+    looked up now: an alias disconnected before the commit cannot fail it
+    (see :func:`_deferred_file_delete`)."""
+    for proxy in proxies:
+        if proxy.grid_id is not None:
+            _defer_delete(proxy._root(), proxy.grid_id, undos)
+
+
+def _defer_delete(root: AsyncCollection, grid_id: Any, undos: Journal) -> None:
+    """Delete file ``grid_id`` of bucket ``root`` once the transaction of
+    journal ``undos`` commits (:func:`_deferred_file_delete`)."""
+    delete = functools.partial(_deferred_file_delete, root, grid_id)
+    on_commit(undos, delete, aliases_served_by(root.database.client))
+
+
 async def _deferred_file_delete(root: AsyncCollection, grid_id: Any) -> None:
-    """The delete of a file :func:`_delete_in` deferred, its transaction
+    """The delete of a file :func:`_defer_delete` deferred, its transaction
     committed. Its client closed meanwhile (``disconnect_async`` in the
-    block), it cannot run: reported to the loop's exception handler, not
-    raised (the transaction committed; the file stays, orphaned)."""
+    block: no alias serves it any more), it cannot run: reported to the
+    loop's exception handler, not raised (the transaction committed; the
+    file stays, orphaned)."""
     try:
         await _delete_file(root, grid_id, None)
     except pymongo.errors.InvalidOperation as error:
-        if not root.database.client._topology._closed:
+        if aliases_served_by(root.database.client):
             raise
         asyncio.get_running_loop().call_exception_handler(
             {
