@@ -2278,3 +2278,48 @@ async def test_a_file_left_to_the_live_commit_its_client_closed_in_the_block(
         "transaction committed, did not run: its client was closed before the commit"
     ]
     assert isinstance(reported[0]["exception"], pymongo.errors.InvalidOperation)
+
+
+class TxAwayRoot(Document):
+    """On "tx_side", its deletes cascading there (TxAwayLeaf)."""
+
+    meta = {"db_alias": "tx_side"}
+
+
+class TxAwayLeaf(Document):
+    """On "tx_side", its file on the default alias (a block's client)."""
+
+    root = ReferenceField(TxAwayRoot, reverse_delete_rule=CASCADE)
+    scan = FileField(collection_name="tx_away_files")
+    meta = {"db_alias": "tx_side"}
+
+
+@pytest.mark.parametrize(
+    "delete", ["leaf", "leaf transaction=False", "root", "root transaction=False"]
+)
+@pytest.mark.parametrize("settled", ["committed", "aborted"])
+async def test_a_file_in_the_live_client_of_a_document_deleted_outside(
+    app_alias, mongodb_uri, delete, settled
+):
+    """A leaf on "tx_side" deleted for good in a block of the default client
+    (on its own, or cascaded from its root, in no transaction or one on
+    "tx_side"), its file on the default client: the file is gone with it,
+    whether the block commits or aborts (ours deleted it in the block's
+    transaction: aborted, it came back, orphaned)."""
+    async with fresh_database("tx_side", mongodb_uri, appname="tx-side"):
+        root = await TxAwayRoot().async_save()
+        leaf = TxAwayLeaf(root=root)
+        await leaf.scan.async_put(b"leaf", filename="leaf.txt")
+        await leaf.async_save()
+        grid_id = leaf.scan.grid_id
+        target, _, flag = delete.partition(" ")
+        kwargs = {"transaction": False} if flag else {}
+        with contextlib.suppress(Boom):
+            async with async_run_in_transaction():
+                await (leaf if target == "leaf" else root).async_delete(**kwargs)
+                if settled == "aborted":
+                    raise Boom
+        await detached.all_finished(60)
+        assert await TxAwayLeaf.objects.async_count() == 0
+        bucket = get_async_db()["tx_away_files.files"]
+        assert await bucket.count_documents({"_id": grid_id}) == 0

@@ -1654,7 +1654,7 @@ async def delete_files(
         client = proxy._root().database.client
         if unreachable.skips(client):
             continue
-        session = operation.session_on(proxy._root())
+        session = _session_of_file(operation, client)
         try:
             with unreachable.trying(client):
                 await proxy._delete(
@@ -1670,6 +1670,15 @@ async def delete_files(
             errors.append(error)
     if errors:
         raise errors[0]
+
+
+def _session_of_file(operation: Operation, client: Any) -> AsyncClientSession | None:
+    """The session the delete of a file on ``client`` of documents the
+    ``operation`` deleted runs in: the operation's, on its client; else none,
+    not a transaction bound for ``client`` that the documents' delete is not
+    in (its abort would bring the file back, the documents gone: orphaned)."""
+    session = operation.session
+    return session if session is not None and session.client is client else None
 
 
 @dataclasses.dataclass(frozen=True)

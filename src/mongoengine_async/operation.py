@@ -68,10 +68,6 @@ class Operation:
     session: AsyncClientSession | None = None
     write_concern: dict = field(default_factory=dict)
 
-    def session_on(self, collection: AsyncCollection) -> AsyncClientSession | None:
-        """The session for a command on ``collection`` (perhaps another client's)."""
-        return session_for(collection.database.client, self.session)
-
     async def on(self, cls: type[Any]) -> Operation:
         """This operation on ``cls``'s collection, prepared: the classes a delete
         rule or a reference reaches (on another client, that client's session)."""
