@@ -22,6 +22,7 @@ import pymongo
 import pytest
 from bson import ObjectId
 from gridfs.asynchronous import AsyncGridFSBucket
+from gridfs.errors import CorruptGridFile
 from pymongo.errors import WriteConcernError
 
 from mongoengine_async import OperationError, QuerySet, get_async_db
@@ -1007,6 +1008,57 @@ async def test_a_manuscript_deleted_before_its_download_is_a_409(
     monkeypatch.undo()
     response = await service.http.get(path)
     assert response.status_code == 404
+
+
+async def test_a_manuscript_replaced_before_its_metadata_is_read_is_a_409(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download whose book's file is replaced (an upload, which deletes the
+    file it replaced) between the read of the book and of the file's metadata
+    is a 409, changed meanwhile, not a 404 saying the book has no manuscript;
+    sent again, it downloads the new one."""
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Dune")
+    path = f"/books/{book_id}/manuscript"
+    assert (await service.http.put(path, content=b"first")).status_code == 200
+    get = Book.manuscript.async_get
+
+    async def replaced_before(*args: Any, **kwargs: Any) -> Any:
+        response = await service.http.put(path, content=b"second")
+        assert response.status_code == 200, response.text
+        return await get(*args, **kwargs)
+
+    monkeypatch.setattr(Book.manuscript, "async_get", replaced_before)
+    response = await service.http.get(path)
+    assert (response.status_code, response.json()) == (
+        409,
+        {"detail": "changed meanwhile, try again"},
+    )
+    monkeypatch.undo()
+    response = await service.http.get(path)
+    assert (response.status_code, response.content) == (200, b"second")
+
+
+async def test_a_manuscript_whose_chunks_are_lost_is_a_500_not_a_409(
+    service: Service,
+) -> None:
+    """A download whose file lost its chunks (deleted by another program), its
+    book unchanged, is the server's 500 (CorruptGridFile, which httpx's
+    transport raises), not a 409 telling the client to try again, forever; a
+    file whose metadata is gone too is a 404, the book has no manuscript."""
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Dune")
+    path = f"/books/{book_id}/manuscript"
+    assert (await service.http.put(path, content=b"draft")).status_code == 200
+    await get_async_db()["manuscripts.chunks"].delete_many({})
+    with pytest.raises(CorruptGridFile, match="no chunk #0"):
+        await service.http.get(path)
+    await get_async_db()["manuscripts.files"].delete_many({})
+    response = await service.http.get(path)
+    assert (response.status_code, response.json()) == (
+        404,
+        {"detail": f"book {book_id} has no manuscript"},
+    )
 
 
 async def test_concurrent_uploads_leave_one_manuscript(service: Service) -> None:

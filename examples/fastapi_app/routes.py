@@ -266,6 +266,8 @@ async def download_manuscript(book_id: Id) -> StreamingResponse:
     book = await Book.objects.async_get(id=book_id)
     manuscript = await Book.manuscript.async_get(book)
     if manuscript is None:
+        if book.manuscript.grid_id is not None:  # (deleted since the book was read)
+            await raise_if_changed(book)
         raise HTTPException(404, f"book {book_id} has no manuscript")
     chunks = aiter(manuscript)
     try:
@@ -273,7 +275,8 @@ async def download_manuscript(book_id: Id) -> StreamingResponse:
         # read (its book deleted, or a new upload) is a 409, not a 200 cut short.
         first = await anext(chunks, b"")
     except CorruptGridFile:
-        raise HTTPException(409, "changed meanwhile, try again") from None
+        await raise_if_changed(book)
+        raise  # (chunks lost, the book unchanged: a 500, logged by the server)
     disposition = f"attachment; filename*=UTF-8''{quote(manuscript.filename or '')}"
     return StreamingResponse(
         sent_after(first, chunks),
@@ -283,6 +286,15 @@ async def download_manuscript(book_id: Id) -> StreamingResponse:
             "Content-Disposition": disposition,
         },
     )
+
+
+async def raise_if_changed(book: Book) -> None:
+    """A 409, changed meanwhile, if ``book`` is gone or holds another file than
+    when it was read (the file a download missed was deleted with it, or
+    replaced): sent again, the request finds the book as it is now."""
+    held = Book.objects(pk=book.pk, manuscript=book.manuscript.grid_id)
+    if not await held.async_exists():
+        raise HTTPException(409, "changed meanwhile, try again")
 
 
 async def sent_after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
