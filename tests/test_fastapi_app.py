@@ -683,6 +683,34 @@ async def test_large_manuscript_streams_in_and_out(service: Service) -> None:
     assert await get_async_db()["manuscripts.chunks"].count_documents({}) == 1
 
 
+async def test_a_head_of_a_manuscript_reads_none_of_its_chunks(
+    service: Service,
+) -> None:
+    """``HEAD`` of a manuscript (what a client sends to learn its length
+    before it downloads) answers a download's headers, without a body, from
+    the book and the file's metadata: none of its chunks is read. Without
+    one, a 405 named PUT as the path's only method."""
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Dune")
+    path = f"/books/{book_id}/manuscript"
+    assert (await service.http.head(path)).status_code == 404
+    data = os.urandom(2 * MB)
+    params = {"filename": "draft.txt"}
+    headers = {"content-type": "text/plain"}
+    await service.http.put(path, params=params, content=data, headers=headers)
+    service.log.clear()
+    response = await service.http.head(path)
+    assert (response.status_code, response.content) == (200, b"")
+    assert [event.command["find"] for event in service.log.events] == [
+        "book",
+        "manuscripts.files",
+    ]
+    downloaded = await service.http.get(path)
+    assert downloaded.content == data
+    assert response.headers == downloaded.headers
+    assert response.headers["content-length"] == str(len(data))
+
+
 async def test_a_replaced_manuscript_stays_until_the_book_holds_the_new_one(
     service: Service, mongodb_uri: str
 ) -> None:

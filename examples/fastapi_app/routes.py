@@ -263,12 +263,7 @@ async def delete_unheld(file: AsyncGridFSProxy, book_id: str, which: str) -> Non
 @router.get("/books/{book_id}/manuscript")
 async def download_manuscript(book_id: Id) -> StreamingResponse:
     """Stream the manuscript out as GridFS hands its chunks over."""
-    book = await Book.objects.async_get(id=book_id)
-    manuscript = await Book.manuscript.async_get(book)
-    if manuscript is None:
-        if book.manuscript.grid_id is not None:  # (deleted since the book was read)
-            await raise_if_changed(book)
-        raise HTTPException(404, f"book {book_id} has no manuscript")
+    book, manuscript = await manuscript_of(book_id)
     chunks = aiter(manuscript)
     try:
         # Read before the answer starts: a file deleted since its metadata was
@@ -277,15 +272,41 @@ async def download_manuscript(book_id: Id) -> StreamingResponse:
     except CorruptGridFile:
         await raise_if_changed(book)
         raise  # (chunks lost, the book unchanged: a 500, logged by the server)
-    disposition = f"attachment; filename*=UTF-8''{quote(manuscript.filename or '')}"
     return StreamingResponse(
         sent_after(first, chunks),
         media_type=manuscript.content_type,
-        headers={
-            "Content-Length": str(manuscript.length),
-            "Content-Disposition": disposition,
-        },
+        headers=download_headers(manuscript),
     )
+
+
+@router.head("/books/{book_id}/manuscript")
+async def manuscript_headers(book_id: Id) -> Response:
+    """A download's headers without its body (``HEAD``, which clients send to
+    learn a file's length): its metadata is read, none of its chunks."""
+    _, manuscript = await manuscript_of(book_id)
+    headers = download_headers(manuscript)
+    return Response(media_type=manuscript.content_type, headers=headers)
+
+
+async def manuscript_of(book_id: str) -> tuple[Book, AsyncGridFSProxy]:
+    """The book and its manuscript, metadata loaded: a 404 if either is
+    missing, a 409 if the file was deleted since the book was read."""
+    book = await Book.objects.async_get(id=book_id)
+    manuscript = await Book.manuscript.async_get(book)
+    if manuscript is None:
+        if book.manuscript.grid_id is not None:  # (deleted since the book was read)
+            await raise_if_changed(book)
+        raise HTTPException(404, f"book {book_id} has no manuscript")
+    return book, manuscript
+
+
+def download_headers(manuscript: AsyncGridFSProxy) -> dict[str, str]:
+    """The length and file name of a download (``GET`` or ``HEAD``)."""
+    disposition = f"attachment; filename*=UTF-8''{quote(manuscript.filename or '')}"
+    return {
+        "Content-Length": str(manuscript.length),
+        "Content-Disposition": disposition,
+    }
 
 
 async def raise_if_changed(book: Book) -> None:
