@@ -2366,6 +2366,56 @@ async def test_a_root_kept_by_the_collation_and_reached_again_as_mongoengine(
     assert await scenario(mongoengine_async) == theirs
 
 
+@pytest.mark.parametrize("signalled", [False, True], ids=["quiet", "receivers"])
+async def test_a_root_kept_by_the_collation_stays_down_its_own_rule_s_chain(
+    async_alias: str, sync_alias: Any, signalled: bool
+) -> None:
+    """DOOMED, matched by the collated queryset under its collation alone,
+    reached again down the chain of the rule within the owners' collection
+    (``parent``: a child, its link, the subclass's ``link``): MongoEngine's
+    ``cascade_refs`` hold it from that rule on, so every query down its chain
+    leaves it out: it stays, unsignalled. The async delete spared it only at
+    that rule's own level: it was deleted (and sent ``post_delete``)."""
+
+    async def scenario(module: Any) -> tuple[Any, ...]:
+        is_async = module is mongoengine_async
+        alias = "default" if is_async else SYNC
+        owner, link, sub = kept_then_signalled_models(module, alias, True)
+        sigs = signals if not is_async else mongoengine_async.signals
+
+        async def save(document: Any) -> Any:
+            return await document.async_save() if is_async else document.save()
+
+        doomed = await save(owner(name="doomed"))
+        child = await save(owner(name="child", parent=doomed))
+        below = await save(link(name="below", owner=child))
+        await save(sub(name="DOOMED", link=below))
+        await save(owner(name="other"))
+        seen: list = []
+
+        def noted(sender: Any, document: Any, **kwargs: Any) -> None:
+            seen.append(document.name)
+
+        matching = owner.objects(name="doomed").collation(CASE_INSENSITIVE)
+        with receiving(sigs.post_delete, noted, *([sub] if signalled else [])):
+            if is_async:
+                result = await matching.async_delete()
+            else:
+                result = matching.delete()
+        owners = await stored_by(is_async, owner._get_collection_name(), "name")
+        links = await stored_by(is_async, link._get_collection_name(), "name")
+        return (
+            result,
+            [each["name"] for each in owners],
+            [each["name"] for each in links],
+            seen,
+        )
+
+    theirs = await scenario(mongoengine)
+    assert theirs == (1, ["DOOMED", "other"], [], [])
+    assert await scenario(mongoengine_async) == theirs
+
+
 def hinted_chain_models(module: Any, alias: str, rule: int) -> tuple[type, ...]:
     """An owner; referrers (CASCADE) whose manager hints a sparse index on
     their ``kind``; leaves referring to them (``rule``)."""

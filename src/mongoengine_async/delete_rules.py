@@ -1023,7 +1023,9 @@ class _DeletePlan:
                 for index, (referrer, name, rule) in enumerate(rules):
                     if rule != CASCADE:
                         continue
-                    spares = sparing or (roots and self._spares_kept(rules[:index]))
+                    spares = sparing or (
+                        roots and self._spares_kept(rules[: index + 1])
+                    )
                     runs = self._referring(referrer, name, cls, ids)
                     spared = self._spared(referrer)
                     if not await self._through_hint(referrer, name, runs, spared):
@@ -1041,16 +1043,17 @@ class _DeletePlan:
                     next_frontier += [(each, new, spares) for each, new in found]
             frontier, roots = next_frontier, False
 
-    def _spares_kept(self, before: list[tuple[type[Any], str, int]]) -> bool:
+    def _spares_kept(self, until: list[tuple[type[Any], str, int]]) -> bool:
         """Whether the roots kept (matched under the queryset's collation
-        alone) are spared by the CASCADE chain of a root rule whose ``before``
-        rules hold one within the roots' collection: MongoEngine's delete then
-        added what its iteration lists to ``cascade_refs``, which every later
-        query of its cascade leaves out (``pk__nin``)."""
+        alone) are spared by the CASCADE chain of the last of the root rules
+        ``until``, which hold one within the roots' collection (that rule or
+        one before it): MongoEngine's delete then added what its iteration
+        lists to ``cascade_refs``, which every later query of its cascade, down
+        that rule's own chain too, leaves out (``pk__nin``)."""
         name = self.root._get_collection_name()
         return bool(self.kept) and any(
             rule == CASCADE and referrer._get_collection_name() == name
-            for referrer, _, rule in before
+            for referrer, _, rule in until
         )
 
     async def _through_hint(
