@@ -2484,3 +2484,134 @@ async def test_a_hinted_referrer_s_rules_apply_to_what_its_hint_lists(
     expected = [("leaf-None", True)] + (listed if rule != DENY else [])
     assert theirs == (None, [], expected)
     assert await scenario(mongoengine_async) == theirs
+
+
+def hinted_root_models(
+    module: Any, alias: str, rule: int, parented: bool = False
+) -> tuple[type, type]:
+    """Owners with a sparse index on their ``kind`` and a ``FileField`` (and
+    a ``parent``, CASCADE, when ``parented``); referrers (``rule``)."""
+    fields = {
+        "name": module.StringField(),
+        "kind": module.StringField(),
+        "file": module.FileField(db_alias=alias),
+    }
+    if parented:
+        fields["parent"] = module.ReferenceField("self", reverse_delete_rule=CASCADE)
+    meta = {"indexes": [{"fields": ["kind"], "sparse": True}]}
+    owner = owned(module, alias, "DrpHrOwner", fields, meta)
+    ref_fields = {
+        "name": module.StringField(),
+        "owner": module.ReferenceField(owner, reverse_delete_rule=rule),
+    }
+    return owner, owned(module, alias, "DrpHrRef", ref_fields, {})
+
+
+@pytest.mark.parametrize("transaction", [True, False], ids=["own", "none"])
+@pytest.mark.parametrize("filed", [False, True], ids=["fileless", "filed"])
+@pytest.mark.parametrize(
+    "rule", [CASCADE, NULLIFY, DENY], ids=["cascade", "nullify", "deny"]
+)
+async def test_a_hinted_queryset_s_rules_apply_to_what_its_hint_lists(
+    async_alias: str, sync_alias: Any, rule: int, filed: bool, transaction: bool
+) -> None:
+    """A queryset delete through its own ``hint()`` of a sparse index:
+    MongoEngine deletes all its filter matches (``delete_many``, sent without
+    the hint), but applies the rules only to those its iteration through the
+    hint lists (the owner with a ``kind``): the referrer of the other is left
+    as it was, and a DENY on it alone lets the delete through. The async
+    delete applied the rules to all it deleted: it cascaded to, nullified, or
+    was refused by that referrer too."""
+
+    async def scenario(module: Any) -> tuple[Any, ...]:
+        is_async = module is mongoengine_async
+        alias = "default" if is_async else SYNC
+        owner, ref = hinted_root_models(module, alias, rule)
+
+        async def save(document: Any) -> Any:
+            return await document.async_save() if is_async else document.save()
+
+        for kind in ["live", None]:
+            kept = owner(name=f"owner-{kind}", kind=kind)
+            if filed:
+                if is_async:
+                    await kept.file.async_put(b"x", filename=f"file-{kind}")
+                else:
+                    kept.file.put(b"x", filename=f"file-{kind}")
+            await save(kept)
+            if kind is None or rule != DENY:  # (a DENY on the unlisted one alone)
+                await save(ref(name=f"ref-{kind}", owner=kept))
+        matching = owner.objects(name__startswith="owner").hint("kind_1")
+        try:
+            if is_async:
+                result = await matching.async_delete(transaction=transaction)
+            else:
+                result = matching.delete()
+        except OperationError as error:
+            result = outcome(error)[1].replace(ref.__name__, short(ref))
+        owners = await stored_by(is_async, owner._get_collection_name(), "name")
+        refs = await stored_by(is_async, ref._get_collection_name(), "name")
+        files = await stored_by(is_async, "fs.files", "filename")
+        return (
+            result,
+            [each["name"] for each in owners],
+            [(each["name"], "owner" in each) for each in refs],
+            [each["filename"] for each in files],
+        )
+
+    theirs = await scenario(mongoengine)
+    files = ["file-None", "file-live"] if filed else []
+    if rule == NULLIFY:
+        assert theirs == (2, [], [("ref-None", True), ("ref-live", False)], files)
+    else:
+        assert theirs == (2, [], [("ref-None", True)], files)
+    # (The async delete deletes the files of the documents it deleted.)
+    assert await scenario(mongoengine_async) == (*theirs[:3], [])
+
+
+@pytest.mark.parametrize("transaction", [True, False], ids=["own", "none"])
+async def test_a_root_its_hint_leaves_out_reached_by_a_rule_as_mongoengine(
+    async_alias: str, sync_alias: Any, transaction: bool
+) -> None:
+    """Owners a (listed through the queryset's ``hint()``) and u (left out,
+    ``parent`` a, with a file and a leaf, CASCADE both): MongoEngine's
+    ``parent`` rule reaches u (its ``cascade_refs`` hold what the iteration
+    listed), applies u's rules (its leaf deleted) and deletes it, before
+    the queryset's ``delete_many`` deletes a alone: 1. The async delete does
+    the same (and deletes u's file)."""
+
+    async def scenario(module: Any) -> tuple[Any, ...]:
+        is_async = module is mongoengine_async
+        alias = "default" if is_async else SYNC
+        owner, leaf = hinted_root_models(module, alias, CASCADE, parented=True)
+
+        async def save(document: Any) -> Any:
+            return await document.async_save() if is_async else document.save()
+
+        listed = await save(owner(name="a", kind="live"))
+        unlisted = await save(owner(name="u", parent=listed))
+        if is_async:
+            await unlisted.file.async_put(b"x", filename="u")
+        else:
+            unlisted.file.put(b"x", filename="u")
+        await save(unlisted)
+        await save(leaf(name="leaf-u", owner=unlisted))
+        await save(owner(name="z"))
+        matching = owner.objects(name__in=["a", "u"]).hint("kind_1")
+        if is_async:
+            result = await matching.async_delete(transaction=transaction)
+        else:
+            result = matching.delete()
+        owners = await stored_by(is_async, owner._get_collection_name(), "name")
+        leaves = await stored_by(is_async, leaf._get_collection_name(), "name")
+        files = await stored_by(is_async, "fs.files", "filename")
+        return (
+            result,
+            [each["name"] for each in owners],
+            [each["name"] for each in leaves],
+            [each["filename"] for each in files],
+        )
+
+    theirs = await scenario(mongoengine)
+    assert theirs == (1, ["z"], [], ["u"])
+    assert await scenario(mongoengine_async) == (*theirs[:3], [])

@@ -241,12 +241,16 @@ async def delete_matching(
     transaction the operation's session is in is one this package started
     (a queryset's one-by-one delete's own), which any error of the delete
     aborts: a document's delete in it may go first, as in one of its own.
-    ``collated``: the queryset when it has a ``collation()``, which its
-    rules apply under (see :meth:`_DeletePlan._as_iterated`): even with no
-    runs (none listed without it), what it matches under it has its rules
-    applied, as in MongoEngine.
+    ``collated``: the queryset when it has a ``collation()`` or a ``hint()``,
+    which its rules apply under (see :meth:`_DeletePlan._as_iterated`): even
+    with no runs (none listed without the collation), what it matches under
+    it has its rules applied, as in MongoEngine.
     """
-    if not runs and (collated is None or not _rules(collated._document)):
+    if not runs and (
+        collated is None
+        or collated._collation is None  # (through a hint(), none listed either)
+        or not _rules(collated._document)
+    ):
         return 0 if _acknowledged(operation) else None  # (nothing would change)
     cls = runs[0]._document if runs else collated._document
     queries = [run._query for run in runs]
@@ -604,7 +608,7 @@ class _DeletePlan:
         collated: Any = None,
     ):
         self.root = root
-        self.collated = collated  # the queryset, when it has a collation()
+        self.collated = collated  # the queryset, when it has a collation()/hint()
         self.operation = operation  # on the root's collection (switch_db, using())
         self.spared = list(spared or ())  # pks no CASCADE rule deletes
         # Those as each referring class stores them (see _spared; None: as
@@ -616,6 +620,8 @@ class _DeletePlan:
         # (each by its _id_key, the id itself as value).
         self.planned: dict[str | None, dict] = {}
         self.root_ids: list = []
+        # How many of them the queryset's hint() left out (see _as_iterated).
+        self.unlisted_roots = 0
         self.files: list = []  # of the cascaded documents, to delete after
         self.file_classes: dict[int, type[Any]] = {}  # (by id()) their class
         # No cascaded document is sent delete signals (whose receivers could
@@ -753,20 +759,29 @@ class _DeletePlan:
         return self.deleted
 
     async def _as_iterated(self) -> list:
-        """The root ids the rules apply to: with a ``collation()``, what the
-        queryset matches under it, as MongoEngine's rules query the documents
-        its iteration lists (``field__in=queryset``); its ``delete_many``,
-        sent without it, deletes ``self.root_ids``: the others are kept
-        (``self.kept``)."""
+        """The root ids the rules apply to: with a ``collation()`` or a
+        ``hint()``, what the queryset's iteration lists, as MongoEngine's rules
+        query it (``field__in=queryset``); its ``delete_many``, sent without
+        them, deletes ``self.root_ids``: those matched under the collation
+        alone are kept (``self.kept``), those the hint leaves out (a sparse
+        index not holding them) deleted without their rules applied."""
         if self.collated is None:
             return self.root_ids
-        query, collation = self.collated._query, self.collated._collation
+        queryset = self.collated
+        hint = None if queryset._hint == -1 else queryset._hint
+        found = await _ids(
+            self.operation, queryset._query, collation=queryset._collation, hint=hint
+        )
+        listed = set(map(_id_key, found))
+        roots = [pk for pk in self.root_ids if _id_key(pk) in listed]
+        # (Not planned: a rule reaching one applies its rules, as MongoEngine's
+        # cascade_refs do not hold it; that rule's delete then removes it.)
+        self.unlisted_roots = len(self.root_ids) - len(roots)
         deleted = set(map(_id_key, self.root_ids))
-        found = await _ids(self.operation, query, collation=collation)
         kept = [pk for pk in found if _id_key(pk) not in deleted]
         name = self.root._get_collection_name()
         self.kept.update((name, _id_key(pk)) for pk in kept)
-        return [*self.root_ids, *kept]
+        return [*roots, *kept]
 
     async def _read_root(self, query: dict, files: bool) -> list:
         """The ids of the roots ``query`` matches; with their ``files`` (kept
@@ -1412,7 +1427,7 @@ class _DeletePlan:
         cascaded = []
         for cls, ids in self.ids.items():
             if cls is self.root:  # its cascaded documents are in its own collection
-                ids = ids[len(self.root_ids) :]
+                ids = ids[len(self.root_ids) - self.unlisted_roots :]
             if self.kept:
                 name = cls._get_collection_name()
                 ids = [pk for pk in ids if (name, _id_key(pk)) not in self.kept]

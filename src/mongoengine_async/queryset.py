@@ -1432,7 +1432,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             unreachable=unreachable,
             root_files=root_files,
             aborts=_aborts,
-            collated=self if self._collation else None,
+            collated=self if self._collation or self._hint != -1 else None,
         )
         if not _from_doc_delete and await _goes_on(self, operation, files, transaction):
             deleted = await _files_follow(
