@@ -732,3 +732,27 @@ async def test_a_collated_manager_costs_one_more_read_where_its_rules_apply(
         assert await DrtStall.objects.async_count() == 0
         assert [sign.stall async for sign in DrtSign.objects] == [None]
         await DrtSign.objects.async_delete()
+
+
+async def test_a_queryset_s_hint_costs_one_more_read_of_its_matches(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """A queryset delete with a ``hint()`` reads its matches through it too,
+    for the rules (what MongoEngine's iteration lists): one more read of the
+    markets; none without one (the stalls and kiosks as without it)."""
+    for hinted in (False, True):
+        market = await DrtMarket(name="doomed").async_save()
+        stall = await DrtStall(kind="live", market=market).async_save()
+        await DrtKiosk(kind="live", market=market, stall=stall).async_save()
+        deleting = DrtMarket.objects(name="doomed")
+        if hinted:
+            deleting = deleting.hint("_id_")
+        command_log.clear()
+        assert await deleting.async_delete() == 1
+        assert _finds(command_log) == {
+            "drt_market": 2 if hinted else 1,
+            "drt_stall": 2,
+            "drt_kiosk": 2,
+        }
+        assert await DrtStall.objects.async_count() == 0
+        assert await DrtKiosk.objects.async_count() == 0
