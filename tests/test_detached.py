@@ -27,9 +27,14 @@ from mongoengine_async.detached import (
 )
 
 
-async def write(log: list[Any], delay: float = 0.05, fail: bool = False) -> int:
+async def write(
+    log: list[Any], gate: asyncio.Event | None = None, fail: bool = False
+) -> int:
+    """A write that ends once ``gate`` is set (at once without one): the
+    tests order events by it, never by a delay a loaded machine outlasts."""
     log.append("began")
-    await asyncio.sleep(delay)
+    if gate is not None:
+        await gate.wait()
     await asyncio.sleep(0)  # (a bare yield)
     log.append("ended")
     if fail:
@@ -47,15 +52,20 @@ async def test_awaited_it_is_the_write() -> None:
     assert await task is FAILED
 
 
-async def cancel_midway(outcome: asyncio.Future[Any], when: float = 0.01) -> None:
-    """Cancel a caller awaiting ``outcome``; it raises at once."""
+async def cancel_midway(outcome: asyncio.Future[Any], log: list[Any]) -> None:
+    """Cancel a caller awaiting ``outcome`` once its write began; it raises
+    at once: in a loop iteration or two, the write held meanwhile."""
 
     async def caller() -> Any:
         return await outcome
 
     task = asyncio.ensure_future(caller())
-    await asyncio.sleep(when)
+    while not log:  # (the write began)
+        await asyncio.sleep(0)
     task.cancel("why")
+    for _ in range(10):  # (a caller waiting for the write would not be done)
+        await asyncio.sleep(0)
+    assert task.done()
     with pytest.raises(asyncio.CancelledError) as cancelled:
         await task
     if sys.version_info >= (3, 11):  # (3.10 drops the message on the way)
@@ -64,40 +74,62 @@ async def cancel_midway(outcome: asyncio.Future[Any], when: float = 0.01) -> Non
 
 async def test_cancelled_the_caller_raises_at_once_and_the_write_goes_on() -> None:
     log: list[Any] = []
-    outcome, task = detached(write(log, delay=0.2))
-    await cancel_midway(outcome)
+    gate = asyncio.Event()
+    outcome, task = detached(write(log, gate))
+    await cancel_midway(outcome, log)
     assert not task.done()  # (raised while the write goes on)
+    gate.set()
     assert await task == 42
     assert log == ["began", "ended"]
 
 
 async def test_a_failed_write_gone_on_settles_with_failed() -> None:
-    outcome, task = detached(write([], delay=0.05, fail=True))
-    await cancel_midway(outcome)
+    log: list[Any] = []
+    gate = asyncio.Event()
+    outcome, task = detached(write(log, gate, fail=True))
+    await cancel_midway(outcome, log)
+    gate.set()
     assert await task is FAILED
+    assert log == ["began", "ended"]
 
 
 async def test_cancelled_again_and_again_it_goes_on() -> None:
-    outcome, write_task = detached(write([], delay=0.1))
+    log: list[Any] = []
+    gate = asyncio.Event()
+    outcome, write_task = detached(write(log, gate))
 
     async def caller() -> Any:
         return await outcome
 
     task = asyncio.ensure_future(caller())
-    await asyncio.sleep(0.01)
+    while not log:  # (the write began)
+        await asyncio.sleep(0)
     for _ in range(5):  # as an anyio cancel scope delivers it
         task.cancel()
         await asyncio.sleep(0)
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert not write_task.done()
+    gate.set()
     assert await write_task == 42
+    assert log == ["began", "ended"]
 
 
 async def test_a_timeout_around_it() -> None:
-    outcome, task = detached(write([], delay=0.2))
+    log: list[Any] = []
+    gate = asyncio.Event()
+    outcome, task = detached(write(log, gate))
+    timed = asyncio.ensure_future(asyncio.wait_for(outcome, 0.05))
+    # (bounded: a caller that waits for the write would wait for ever)
+    await asyncio.wait({timed}, timeout=30)
+    timed_out, went_on = timed.done(), not task.done()
+    gate.set()
     with pytest.raises(asyncio.TimeoutError):  # (not TimeoutError on 3.10)
-        await asyncio.wait_for(outcome, 0.05)
+        await timed
+    assert timed_out
+    assert went_on
     assert await task == 42
+    assert log == ["began", "ended"]
 
 
 async def test_to_completion_waits_for_the_write() -> None:
