@@ -1176,12 +1176,13 @@ async def test_an_abort_during_another_tasks_save_of_the_document(
     leaves every field changed; also when the abort's reply is handled after
     the save's (the server releases the save's write as the abort ends):
     the undo then left the saved document new again."""
+    saves: list[asyncio.Task] = []
     if abort_reply != "first":
         abort_transaction = AsyncClientSession.abort_transaction
 
         async def late_abort(self: AsyncClientSession) -> None:
             await abort_transaction(self)
-            await asyncio.sleep(0.3)  # the save's reply is handled first
+            await asyncio.wait(saves)  # the save's reply is handled first
 
         monkeypatch.setattr(AsyncClientSession, "abort_transaction", late_abort)
     await warm()
@@ -1191,6 +1192,7 @@ async def test_an_abort_during_another_tasks_save_of_the_document(
         command_log.clear()
         doc.balance = 5
         save = asyncio.create_task(doc.async_save())
+        saves.append(save)
         while "update" not in command_log.names:  # (waits for the transaction)
             await asyncio.sleep(0)
         abort.set()
