@@ -26,7 +26,7 @@ from uuid import uuid4
 import anyio
 import pymongo
 import pytest
-from pymongo import AsyncMongoClient, ReadPreference
+from pymongo import AsyncMongoClient, ReadPreference, monitoring
 from pymongo.asynchronous.topology import Topology
 from pymongo.errors import PyMongoError
 
@@ -3325,6 +3325,52 @@ async def test_a_new_document_cancelled_once_sent_and_refused_holds_no_id(
         assert (document.pk, document._created) == (None, True)
         gc.collect()  # (the refusal kept for its settling: not for ever)
         assert len(detached._failures) == 0
+        document.name = "y"
+        log.clear()
+        await document.async_save()
+        assert log.names == ["insert"]
+        found = CwUnique._get_collection().find({}, {"_id": 0}, sort=[("name", 1)])
+        assert await found.to_list() == [{"name": "x"}, {"name": "y"}]
+
+
+class CancelOnReply(monitoring.CommandListener):
+    """Once a reply to ``command`` arrives, the ``task`` it is given is
+    cancelled in the same loop iteration, after the write's task goes on to
+    fail but before the task awaiting it resumes (a deadline of
+    ``asyncio.timeout`` falling as the reply comes)."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self.task: asyncio.Task[Any] | None = None
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.command_name == self.command and self.task is not None:
+            asyncio.get_running_loop().call_soon(self.task.cancel)
+            self.task = None
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_new_document_cancelled_as_its_refusal_came_holds_no_id(mongodb_uri):
+    """A new document whose save was cancelled as the server's refusal of
+    its insert arrived (the write failed, then the caller was cancelled
+    before it resumed) holds no id either: the refusal was in the outcome
+    the caller never read, and the document kept its early id (saved again,
+    a findAndModify and an insert)."""
+    log, canceller = CommandLog(), CancelOnReply("insert")
+    async with own_app(mongodb_uri, event_listeners=[log, canceller]):
+        await CwUnique.async_ensure_indexes()
+        await CwUnique(name="x").async_save()
+        document = CwUnique(name="x")
+        canceller.task = saving = asyncio.ensure_future(document.async_save())
+        with pytest.raises(asyncio.CancelledError):
+            await saving
+        await _until_settled(document)
+        assert (document.pk, document._created) == (None, True)
         document.name = "y"
         log.clear()
         await document.async_save()

@@ -48,10 +48,17 @@ _failures: weakref.WeakKeyDictionary[asyncio.Future[Any], Exception] = (
 )
 
 
-def failure(task: asyncio.Future[Any]) -> Exception | None:
+def failure(
+    task: asyncio.Future[Any], outcome: asyncio.Future[Any] | None = None
+) -> Exception | None:
     """The error of a :func:`detached` write's ``task`` that failed once its
     caller was cancelled (what the server replied: a refused insert stored
-    nothing); None otherwise."""
+    nothing), or just before the caller, cancelled, resumed: its ``outcome``
+    holds that one, which the caller never saw; None otherwise."""
+    if outcome is not None and outcome.done() and not outcome.cancelled():
+        error = outcome.exception()
+        if isinstance(error, Exception):
+            return error
     return _failures.get(task)
 
 

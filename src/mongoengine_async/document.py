@@ -872,6 +872,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                     self._settle_cancelled_write,
                     sent=sent,
                     given=given,
+                    outcome=outcome,
                     transaction=transaction,
                     signal_kwargs=signals.unless_muted(
                         signals.post_save, signal_kwargs
@@ -932,6 +933,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         write: asyncio.Future,
         sent: list[str] | None,
         given: to_bson.GivenId | None,
+        outcome: asyncio.Future,
         transaction: AsyncClientSession | None,
         signal_kwargs: dict | None,
     ) -> None:
@@ -939,7 +941,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         way, once the write settled: the changes it sent are given back if it
         failed, else cleared as a save clears them; those made meanwhile
         stay. An insert the server refused takes back the early id it was
-        ``given``, as a refused save that returned does. Applied, its steps
+        ``given``, as a refused save that returned does (refused just
+        before the caller was cancelled: its ``outcome`` says so). Applied, its steps
         after the write (the cached copies, ``post_save``) follow, in a task
         of their own, as after a save that returned (the changes clear once
         they ended). In a ``transaction`` its end decides: see
@@ -947,7 +950,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         shown = deltas.listed_sent(sent)  # (what give-back leaves)
         meanwhile = deltas.give_back_changes(self, sent)
         if write.cancelled() or write.result() is FAILED:
-            error = None if write.cancelled() else failure(write)
+            error = None if write.cancelled() else failure(write, outcome)
             if given is not None and error and to_bson.not_stored(error):
                 to_bson.take_id_back(self, given)
             return
