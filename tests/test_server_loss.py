@@ -530,3 +530,75 @@ async def test_a_rule_update_whose_retry_finds_no_server_gives_its_client_up(
             assert failed_selections(caplog) == ["update"]
         finally:
             cut.failed_updates = 0  # (the client's end selects a server)
+
+
+class SpokeFiles(monitoring.CommandListener):
+    """Counts the reads of the spokes (a failed delete's steps read which
+    are gone)."""
+
+    def __init__(self) -> None:
+        self.spoke_finds = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command.get("find") == LossSpoke._get_collection_name():
+            self.spoke_finds += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_time_out_the_caller_handles_gives_no_client_up() -> None:
+    # A delete run in the caller's task (its pre_save receiver's: the save
+    # is in flight), while it handles another client's server selection
+    # time-out: its cascade's delete applied, then failed (a write concern
+    # error), whose context is that time-out. Not this delete's: its steps
+    # still read which spokes are gone and delete their files.
+    listener = SpokeFiles()
+    elsewhere = pymongo.AsyncMongoClient(
+        "mongodb://127.0.0.1:9", serverSelectionTimeoutMS=100
+    )
+    errors: list[Exception] = []
+
+    async def delete_in_handler(sender: Any, document: Any, **kwargs: Any) -> None:
+        try:
+            await elsewhere.admin.command("ping")
+        except pymongo.errors.ServerSelectionTimeoutError:
+            try:
+                await document.async_delete(transaction=False)
+            except OperationError as error:
+                errors.append(error)
+
+    async with lossy_set(listener):
+        client = LossHub._get_collection().database.client
+        hub = await LossHub().async_save()
+        spoke = LossSpoke(hub=hub)
+        await spoke.pdf.async_put(b"spoke")
+        await spoke.async_save()
+        await client.admin.command(
+            "configureFailPoint",
+            "failCommand",
+            mode={"times": 1},
+            data={
+                "failCommands": ["delete"],
+                "writeConcernError": {"code": 64, "errmsg": "waiting timed out"},
+            },
+        )
+        listener.spoke_finds = 0
+        signals.pre_save.connect(delete_in_handler, sender=LossHub)
+        try:
+            await hub.async_save()
+        finally:
+            signals.pre_save.disconnect(delete_in_handler, sender=LossHub)
+            await elsewhere.close()
+        [error] = errors
+        assert str(error) == (
+            "Could not delete document (waiting timed out, full error: "
+            "{'code': 64, 'errmsg': 'waiting timed out'})"
+        )
+        assert await LossSpoke.objects.async_count() == 0
+        assert listener.spoke_finds == 3  # (the plan's, then the steps' two)
+        files = client["loss"]["fs.files"]
+        assert await files.count_documents({}) == 0  # (the spoke's, deleted)

@@ -31,6 +31,7 @@ import functools
 import inspect
 import io
 import operator
+import sys
 import weakref
 from collections.abc import (
     AsyncGenerator,
@@ -1464,10 +1465,11 @@ class Unreachable:
         """Around a command on ``client`` (a delete's write): its server
         selection timing out, ``client`` is given up (for the steps after),
         unless the client's ``timeoutMS`` cut it short."""
+        handled = sys.exc_info()[1]  # (the caller's, as the command starts)
         try:
             yield
         except pymongo.errors.PyMongoError as error:
-            timed_out = _selection_timed_out(error)
+            timed_out = _selection_timed_out(error, handled)
             # (Cut short, the steps after try it.)
             if timed_out is not None and not _selection_cut_short(client):
                 self.timed_out.append((client, timed_out))
@@ -1483,11 +1485,12 @@ class Unreachable:
         given_up = self._error(client)
         if given_up is not None:
             raise copy.copy(given_up)
+        handled = sys.exc_info()[1]  # (the caller's, as the command starts)
         try:
             with _whole_selection(client):
                 yield
         except pymongo.errors.PyMongoError as error:
-            timed_out = _selection_timed_out(error)
+            timed_out = _selection_timed_out(error, handled)
             if timed_out is not None:
                 self.timed_out.append((client, timed_out))
             raise
@@ -1516,15 +1519,21 @@ class Unreachable:
 
 
 def _selection_timed_out(
-    error: pymongo.errors.PyMongoError,
+    error: pymongo.errors.PyMongoError, handled: BaseException | None
 ) -> pymongo.errors.ServerSelectionTimeoutError | None:
     """The server selection time-out ``error`` is, or that PyMongo raised it
     while handling: a retry whose selection timed out raises the first
-    attempt's error instead (the selection waited all the same)."""
+    attempt's error instead (the selection waited all the same). Not the
+    error the caller was handling as the command started (``handled``):
+    any error raised in it has that one as its context, a time-out of
+    another command's (another client's, perhaps), not of this one."""
     if isinstance(error, pymongo.errors.ServerSelectionTimeoutError):
         return error
     context = error.__context__
-    if isinstance(context, pymongo.errors.ServerSelectionTimeoutError):
+    if (
+        isinstance(context, pymongo.errors.ServerSelectionTimeoutError)
+        and context is not handled
+    ):
         return context
     return None
 
