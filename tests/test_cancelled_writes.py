@@ -407,6 +407,18 @@ async def cancel_midway(
 CANCELLATIONS = ["cancel", "every await", "timeout", "anyio"]
 
 
+async def ping_a_server_that_is_not_there() -> None:
+    """Ping, through a client of its own, a server nobody listens on: raises
+    a ServerSelectionTimeoutError (another client's)."""
+    client: AsyncMongoClient = AsyncMongoClient(
+        "mongodb://127.0.0.1:9", serverSelectionTimeoutMS=1
+    )
+    try:
+        await client.admin.command("ping")
+    finally:
+        await client.close()
+
+
 def note_session(sessions: list[Any]) -> None:
     """Append the id of the session bound to the running task (its
     transaction's) to ``sessions``."""
@@ -514,9 +526,11 @@ async def test_the_fence_of_a_client_reading_from_secondaries(mongodb_uri, first
     [
         ("context manager", "raise another error"),
         ("context manager", "raise another error later"),
+        ("context manager", "raise another error handling a selection time-out"),
         ("context manager", "go on to commit"),
         ("callback", "raise another error"),
         ("callback", "raise another error later"),
+        ("callback", "raise another error handling a selection time-out"),
         ("callback", "go on to commit"),
     ],
 )
@@ -529,7 +543,8 @@ async def test_a_first_operation_timed_out_by_the_block_leaves_no_transaction_op
     its commit, which fails, the server knowing no transaction yet) leaves
     that operation on its way: the transaction that did not commit is fenced
     all the same, so the late operation leaves no transaction open locking
-    the document."""
+    the document. Also when the error is raised while handling another
+    client's server selection time-out: this client's server is there."""
     document = await CwDoc(a=0, b=0).async_save()
     sessions = []
 
@@ -543,6 +558,11 @@ async def test_a_first_operation_timed_out_by_the_block_leaves_no_transaction_op
                 raise RuntimeError("service unavailable") from None
         if then == "raise another error later":
             raise RuntimeError("service unavailable")
+        if then == "raise another error handling a selection time-out":
+            try:
+                await ping_a_server_that_is_not_there()
+            except pymongo.errors.ServerSelectionTimeoutError:
+                raise RuntimeError("service unavailable")  # noqa: B904
 
     async with blocked(app, "update") as held:
         if then.startswith("raise another error"):

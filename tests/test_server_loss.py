@@ -28,6 +28,7 @@ from mongoengine_async import (
     OperationError,
     ReferenceField,
     StringField,
+    async_run_in_transaction,
     connect_async,
     disconnect_async,
     is_transient,
@@ -602,3 +603,23 @@ async def test_a_time_out_the_caller_handles_gives_no_client_up() -> None:
         assert listener.spoke_finds == 3  # (the plan's, then the steps' two)
         files = client["loss"]["fs.files"]
         assert await files.count_documents({}) == 0  # (the spoke's, deleted)
+
+
+async def test_a_block_whose_server_is_lost_is_aborted_without_a_fence(
+    server: ReplicaSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server lost (and known lost) in a transaction's block, its next
+    # write times out selecting a server: the abort is tried, not fenced
+    # (the fence would wait for a server too, with nothing on its way).
+    client = LossNote._get_collection().database.client
+    with pytest.raises(pymongo.errors.ServerSelectionTimeoutError):
+        async with async_run_in_transaction(alias=ALIAS):
+            await LossNote(n=1).async_save()
+            await stop(server)
+            for _ in range(200):  # (its monitor sees the server gone)
+                if not client.topology_description.has_writable_server():
+                    break
+                await asyncio.sleep(0.05)
+            caplog.set_level("DEBUG", logger="pymongo.serverSelection")
+            await LossNote(n=2).async_save()
+    assert failed_selections(caplog) == ["insert", "abortTransaction"]

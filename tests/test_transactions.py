@@ -1377,8 +1377,13 @@ async def test_context_manager_reports_a_transient_commit(app_alias, command_log
 FENCED_AFTER = {
     "lost connection": (pymongo.errors.AutoReconnect("connection reset"), True),
     "network time-out": (pymongo.errors.NetworkTimeout("timed out"), True),
-    # No server: no fence, which would wait for one, with nothing on its way.
-    "no server": (pymongo.errors.ServerSelectionTimeoutError("no primary"), False),
+    # A server selection time-out while this client knows its primary (one
+    # of another client's): fenced. With no primary known, not (the fence
+    # would wait for one, with nothing on its way): see test_server_loss.py.
+    "a selection time-out": (
+        pymongo.errors.ServerSelectionTimeoutError("no primary"),
+        True,
+    ),
     "time limit": (pymongo.errors.ExecutionTimeout("time limit", 50), True),
     "no such transaction": (pymongo.errors.OperationFailure("no txn", 251), True),
     "another error": (ValueError("not this one"), True),
@@ -1389,8 +1394,8 @@ FENCED_AFTER = {
 @pytest.mark.parametrize("form", FORMS)
 async def test_the_aborts_that_are_fenced(app_alias, command_log, form, raised):
     """An abort of a block whose transaction sent something is fenced, but
-    after a server selection that timed out (the fence would wait for a
-    server too, with nothing on its way)."""
+    after a server selection that timed out while no primary is known (the
+    fence would wait for a server too, with nothing on its way)."""
     await warm()
     error, fenced = FENCED_AFTER[raised]
 

@@ -1322,7 +1322,9 @@ class _Block:
         if error is not None:
             self._note(error)
             self._outlived(error)
-        if not self._session._starting_transaction and not _no_server(error):
+        if not self._session._starting_transaction and not _no_server(
+            error, self._session.client
+        ):
             self._unsure = True
         self._abandon()
         with contextlib.suppress(_BlockFailed):
@@ -1446,10 +1448,16 @@ def _on_its_way(error: BaseException | None) -> bool:
     return False
 
 
-def _no_server(error: BaseException | None) -> bool:
+def _no_server(error: BaseException | None, client: Any) -> bool:
     """Whether ``error`` (see :func:`_chain`) says no server could be
-    selected: a fence would wait for one, with nothing on its way."""
-    return any(isinstance(each, ServerSelectionTimeoutError) for each in _chain(error))
+    selected, and ``client`` knows no primary still: a fence would wait for
+    one, with nothing on its way. A time-out the block handled before it
+    raised may be another client's (this one's server there, an operation
+    it gave up on perhaps still on its way)."""
+    return (
+        any(isinstance(each, ServerSelectionTimeoutError) for each in _chain(error))
+        and not client.topology_description.has_writable_server()
+    )
 
 
 def _chain(error: BaseException | None) -> Iterator[BaseException]:
