@@ -1086,6 +1086,188 @@ async def test_a_field_replaced_in_place_is_seen_by_a_save_of_an_older_document(
     assert await stored.to_list(None) == [{"name": "first"}]
 
 
+class PwReordered(Document):
+    """A class whose fields' order the test below changes."""
+
+    meta = {"collection": "pw_reordered"}
+    first = StringField()
+    second = StringField()
+
+
+async def test_fields_reordered_after_first_use_are_stored_in_the_new_order(
+    async_alias: str,
+) -> None:
+    """``_fields_ordered`` set to another order of the same fields once a save
+    built the plans is followed by the next save (of a document built before):
+    MongoEngine's ``to_mongo`` walks it, so the stored keys come in that order."""
+    ordered = PwReordered._fields_ordered
+    try:
+        await PwReordered(first="a", second="b").async_save()
+        older = PwReordered(first="c", second="d")
+        PwReordered._fields_ordered = ("second", "first", "id")
+        await older.async_save()
+    finally:
+        PwReordered._fields_ordered = ordered
+    stored = PwReordered._get_collection().find({}, {"_id": 0}).sort("first", 1)
+    assert [list(son) for son in await stored.to_list(None)] == [
+        ["first", "second"],
+        ["second", "first"],
+    ]
+
+
+class PwPlace(EmbeddedDocument):
+    """The embedded class whose hook and field the tests below change."""
+
+    city = StringField()
+
+
+class PwVisit(Document):
+    """Holds a :class:`PwPlace`: its plans include the embedded class's."""
+
+    meta = {"collection": "pw_visit"}
+    place = EmbeddedDocumentField(PwPlace)
+
+
+async def test_an_embedded_class_hook_patched_after_first_use_is_called(
+    async_alias: str,
+) -> None:
+    """A ``to_mongo`` patched on an embedded class once its holder's save built
+    the plans is called by the holder's next save, as MongoEngine calls it
+    through the field: what it gives is stored."""
+    await PwVisit(place=PwPlace(city="Lyon")).async_save()
+    original = PwPlace.to_mongo
+
+    def upper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        son = original(self, *args, **kwargs)
+        son["city"] = son["city"].upper()
+        return son
+
+    with mock.patch.object(PwPlace, "to_mongo", upper):
+        await PwVisit(place=PwPlace(city="Nice")).async_save()
+    stored = PwVisit._get_collection().find({}, {"_id": 0}).sort("_id", 1)
+    assert await stored.to_list(None) == [
+        {"place": {"city": "Lyon"}},
+        {"place": {"city": "NICE"}},
+    ]
+
+
+async def test_an_embedded_field_replaced_in_place_is_seen_by_its_holders_save(
+    async_alias: str,
+) -> None:
+    """A field replaced in an embedded class's very ``_fields`` dict once its
+    holder's save built the plans is seen by the holder's next save: the
+    embedded value is validated by the new field, and nothing written."""
+    fields = dict(PwPlace._fields)
+    try:
+        await PwVisit(place=PwPlace(city="Lyon")).async_save()
+        older = PwVisit(place=PwPlace(city="Nice"))
+        number = IntField()
+        number.name = number.db_field = "city"
+        number.owner_document = PwPlace
+        PwPlace._fields["city"] = number
+        with pytest.raises(ValidationError) as raised:
+            await older.async_save()
+        assert str(raised.value) == (
+            "ValidationError (PwVisit:None) (city.Nice could not be converted "
+            "to int: ['place'])"
+        )
+    finally:
+        PwPlace._fields.clear()
+        PwPlace._fields.update(fields)
+    stored = PwVisit._get_collection().find({}, {"_id": 0})
+    assert await stored.to_list(None) == [{"place": {"city": "Lyon"}}]
+
+
+async def test_an_embedded_class_validate_patched_after_first_use_is_called(
+    async_alias: str,
+) -> None:
+    """A ``validate`` patched on an embedded class once its holder's save built
+    the plans is called by the holder's next save (MongoEngine's field calls
+    it): its refusal is the save's, and nothing is written."""
+    await PwVisit(place=PwPlace(city="Lyon")).async_save()
+
+    def refuse(self: Any, clean: bool = True) -> None:
+        raise ValidationError("place refused")
+
+    with mock.patch.object(PwPlace, "validate", refuse):
+        with pytest.raises(ValidationError) as raised:
+            await PwVisit(place=PwPlace(city="Nice")).async_save()
+    assert str(raised.value) == (
+        "ValidationError (PwVisit:None) (place refused: ['place'])"
+    )
+    stored = PwVisit._get_collection().find({}, {"_id": 0})
+    assert await stored.to_list(None) == [{"place": {"city": "Lyon"}}]
+
+
+class PwDelta(Document):
+    """A class given its own ``_delta`` by the test below."""
+
+    meta = {"collection": "pw_delta"}
+    name = StringField()
+    size = IntField()
+
+
+async def test_a_delta_patched_on_the_class_after_first_update_is_sent(
+    async_alias: str,
+) -> None:
+    """A ``_delta`` patched on a class once the save of a loaded document built
+    the plans is called by the next such save: MongoEngine's
+    ``_get_update_doc`` sends what it gives, read back from the database."""
+    document = await PwDelta(name="a", size=1).async_save()
+    document.size = 2
+    await document.async_save()
+    original = PwDelta._delta
+
+    def noted(self: Any) -> Any:
+        sets, unsets = original(self)
+        return {**sets, "note": "patched"}, unsets
+
+    with mock.patch.object(PwDelta, "_delta", noted):
+        document.size = 3
+        await document.async_save()
+    stored = PwDelta._get_collection().find({}, {"_id": 0})
+    assert await stored.to_list(None) == [{"name": "a", "size": 3, "note": "patched"}]
+
+
+async def test_changed_fields_patched_on_the_class_after_first_update_are_sent(
+    async_alias: str,
+) -> None:
+    """A ``_get_changed_fields`` patched on a class once the save of a loaded
+    document built the plans is called by the next such save: the field it
+    adds is set, as MongoEngine's ``_delta`` reads it."""
+    document = await PwDelta(name="a", size=1).async_save()
+    document.size = 2
+    await document.async_save()
+    original = PwDelta._get_changed_fields
+
+    def with_name(self: Any) -> list[str]:
+        return [*original(self), "name"]
+
+    document._data["name"] = "unmarked"  # (a change no setter noted)
+    with mock.patch.object(PwDelta, "_get_changed_fields", with_name):
+        document.size = 3
+        await document.async_save()
+    stored = PwDelta._get_collection().find({}, {"_id": 0})
+    assert await stored.to_list(None) == [{"name": "unmarked", "size": 3}]
+
+
+async def test_a_clear_patched_on_the_class_after_first_update_is_called(
+    async_alias: str,
+) -> None:
+    """A ``_clear_changed_fields`` patched on a class once the save of a loaded
+    document built the plans is what the next such save calls: the changes it
+    leaves are still noted, as after MongoEngine's save."""
+    document = await PwDelta(name="a", size=1).async_save()
+    document.size = 2
+    await document.async_save()
+    with mock.patch.object(PwDelta, "_clear_changed_fields", lambda self: None):
+        document.size = 3
+        await document.async_save()
+    assert document._get_changed_fields() == ["size"]
+    stored = PwDelta._get_collection().find({}, {"_id": 0})
+    assert await stored.to_list(None) == [{"name": "a", "size": 3}]
+
+
 def test_field_class_methods_patched_after_first_use_are_called(
     sync_default: Any,
 ) -> None:
