@@ -1268,6 +1268,81 @@ async def test_a_clear_patched_on_the_class_after_first_update_is_called(
     assert await stored.to_list(None) == [{"name": "a", "size": 3}]
 
 
+async def test_an_update_doc_patched_on_the_class_after_first_update_is_sent(
+    async_alias: str,
+) -> None:
+    """A ``_get_update_doc`` patched on a class once the save of a loaded
+    document built the plans is called by the next such save: what it gives
+    is the update sent, read back from the database."""
+    document = await PwDelta(name="a", size=1).async_save()
+    document.size = 2
+    await document.async_save()
+    original = PwDelta._get_update_doc
+
+    def noted(self: Any) -> dict[str, Any]:
+        update = original(self)
+        update["$set"]["note"] = "patched"
+        return update
+
+    with mock.patch.object(PwDelta, "_get_update_doc", noted):
+        document.size = 3
+        await document.async_save()
+    stored = PwDelta._get_collection().find({}, {"_id": 0})
+    assert await stored.to_list(None) == [{"name": "a", "size": 3, "note": "patched"}]
+
+
+class PwLoaded(Document):
+    """A class loaded again after the test below patches its field class."""
+
+    meta = {"collection": "pw_loaded"}
+    name = StringField()
+
+
+async def test_a_field_class_setter_patched_after_first_load_is_called_by_loads(
+    async_alias: str,
+) -> None:
+    """A ``__set__`` patched on a field class once a load built the plans is
+    called by the next load, as MongoEngine's ``_from_son`` (through
+    ``__init__``) calls it for each stored value."""
+    await PwLoaded._get_collection().insert_one({"name": "b"})
+    assert [doc.name async for doc in PwLoaded.objects] == ["b"]
+    original = StringField.__set__
+
+    def upper(field: Any, instance: Any, value: Any) -> None:
+        original(field, instance, value.upper() if isinstance(value, str) else value)
+
+    with mock.patch.object(StringField, "__set__", upper):
+        assert [doc.name async for doc in PwLoaded.objects] == ["B"]
+
+
+class PwTagged(Document):
+    """A class holding a list, whose MongoEngine class the test below patches."""
+
+    meta = {"collection": "pw_tagged"}
+    tags = ListField(StringField())
+
+
+async def test_a_container_base_method_patched_after_first_use_is_called(
+    async_alias: str,
+) -> None:
+    """A ``to_mongo`` patched on MongoEngine's ``ListField`` (which ours
+    extends and calls) once a save built the plans is called by the next
+    save: what it gives is stored."""
+    await PwTagged(tags=["a"]).async_save()
+    original = mongoengine.ListField.to_mongo
+
+    def marked(field: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        return [*original(field, value, *args, **kwargs), "patched"]
+
+    with mock.patch.object(mongoengine.ListField, "to_mongo", marked):
+        await PwTagged(tags=["b"]).async_save()
+    stored = PwTagged._get_collection().find({}, {"_id": 0}).sort("_id", 1)
+    assert await stored.to_list(None) == [
+        {"tags": ["a"]},
+        {"tags": ["b", "patched"]},
+    ]
+
+
 def test_field_class_methods_patched_after_first_use_are_called(
     sync_default: Any,
 ) -> None:
