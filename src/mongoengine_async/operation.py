@@ -188,14 +188,16 @@ def field_or_session(
 class Home(NamedTuple):
     """Where a class operates with no switch of ours in effect, for one loop
     while the registry is at ``version``. ``meta_alias`` (which MongoEngine's
-    ``switch_db`` changes) and ``naming`` (the class's bound
-    ``_get_collection_name``, which its ``switch_collection`` replaces) are as
-    when it was kept: while both still hold and nothing is bound in the task,
-    it is where the class operates, found in a few calls."""
+    ``switch_db`` changes), ``meta_collection`` (``meta["collection"]``, which
+    a class moved to another collection changes) and ``naming`` (the class's
+    bound ``_get_collection_name``, which its ``switch_collection`` replaces)
+    are as when it was kept: while they still hold and nothing is bound in the
+    task, it is where the class operates, found in a few calls."""
 
     version: int
     loop: asyncio.AbstractEventLoop | None
     meta_alias: str | None
+    meta_collection: str | None
     naming: Any
     name: str  # the collection's
     client: Any
@@ -225,6 +227,7 @@ def plain_home(cls: type[Any], keep: bool = True) -> Home | None:
         and home.version == connection.version
         and home.loop is running_loop_or_none()
         and home.meta_alias == cls._meta.get("db_alias")
+        and home.meta_collection == cls._meta.get("collection")
         and home.naming == cls._get_collection_name
     ):
         return home
@@ -236,7 +239,8 @@ def plain_home(cls: type[Any], keep: bool = True) -> Home | None:
 def _holds(home: Home, cls: type[Any], bound: bool) -> bool:
     """Whether ``home`` is where ``cls`` operates now. With something bound
     in the task (an ``async_switch_db`` perhaps), by the alias and collection
-    name ``cls`` resolves to; otherwise by the meta alias and the naming."""
+    name ``cls`` resolves to; otherwise by the meta alias and collection, and
+    the naming."""
     if home.version != connection.version or home.loop is not running_loop_or_none():
         return False
     if bound:
@@ -246,6 +250,7 @@ def _holds(home: Home, cls: type[Any], bound: bool) -> bool:
         )
     return (
         home.meta_alias == cls._meta.get("db_alias")
+        and home.meta_collection == cls._meta.get("collection")
         and home.naming == cls._get_collection_name
     )
 
@@ -260,6 +265,7 @@ def _find_home(
     a switch of ours is in effect; None while its collection is still to be
     prepared."""
     version = connection.version  # read first: a change meanwhile makes it stale
+    meta_alias, meta_collection = cls._meta.get("db_alias"), cls._meta.get("collection")
     alias, collection_name = cls._db_alias(), cls._get_collection_name()
     require_async(alias, cls.__name__, name, use)
     # What cls._get_collection() gives on an async alias (on the running
@@ -270,7 +276,8 @@ def _find_home(
     home = Home(
         version,
         running_loop_or_none(),
-        cls._meta.get("db_alias"),
+        meta_alias,
+        meta_collection,
         cls._get_collection_name,
         collection_name,
         collection.database.client,
