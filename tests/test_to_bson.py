@@ -1343,6 +1343,34 @@ async def test_a_container_base_method_patched_after_first_use_is_called(
     ]
 
 
+class PwChoosing(Document):
+    """A class with choices, whose field class the test below patches."""
+
+    meta = {"collection": "pw_choosing"}
+    status = StringField(choices=["open"])
+
+
+async def test_a_choice_check_patched_after_first_use_is_called(
+    async_alias: str,
+) -> None:
+    """A ``_validate_choices`` patched on a field class once a save built the
+    plans is called by the next save (MongoEngine's ``_validate`` calls it for
+    a field with choices): its refusal is the save's, and nothing written."""
+    await PwChoosing(status="open").async_save()
+
+    def refuse(field: Any, value: Any) -> None:
+        field.error("choice refused")
+
+    with mock.patch.object(StringField, "_validate_choices", refuse):
+        with pytest.raises(ValidationError) as raised:
+            await PwChoosing(status="open").async_save()
+    assert str(raised.value) == (
+        "ValidationError (PwChoosing:None) (choice refused: ['status'])"
+    )
+    stored = PwChoosing._get_collection().find({}, {"_id": 0})
+    assert await stored.to_list(None) == [{"status": "open"}]
+
+
 def test_field_class_methods_patched_after_first_use_are_called(
     sync_default: Any,
 ) -> None:
