@@ -1315,6 +1315,27 @@ async def test_a_field_class_setter_patched_after_first_load_is_called_by_loads(
         assert [doc.name async for doc in PwLoaded.objects] == ["B"]
 
 
+async def test_a_field_class_getter_patched_after_first_load_is_called_by_loads(
+    async_alias: str,
+) -> None:
+    """A ``__get__`` patched on a field class once a load built the plans is
+    called by the next load for a value not stored, as MongoEngine's
+    ``__init__`` (behind ``_from_son``) sets each absent field to what
+    ``getattr`` gives: that value is the document's."""
+    await PwLoaded._get_collection().insert_one({})
+    loaded = [doc async for doc in PwLoaded.objects.exclude("id")]
+    assert [doc.to_mongo().to_dict() for doc in loaded] == [{}]
+    original = StringField.__get__
+
+    def named(field: Any, instance: Any, owner: Any) -> Any:
+        value = original(field, instance, owner)
+        return "from get" if instance is not None and value is None else value
+
+    with mock.patch.object(StringField, "__get__", named):
+        loaded = [doc async for doc in PwLoaded.objects.exclude("id")]
+    assert [doc.to_mongo().to_dict() for doc in loaded] == [{"name": "from get"}]
+
+
 class PwTagged(Document):
     """A class holding a list, whose MongoEngine class the test below patches."""
 
