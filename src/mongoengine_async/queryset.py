@@ -1432,7 +1432,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             unreachable=unreachable,
             root_files=root_files,
             aborts=_aborts,
-            collated=self if self._collation or self._hint != -1 else None,
+            collated=self if self._collation or self._hint not in (-1, None) else None,
         )
         if not _from_doc_delete and await _goes_on(self, operation, files, transaction):
             deleted = await _files_follow(
