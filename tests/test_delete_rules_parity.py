@@ -17,6 +17,7 @@ import mongoengine
 import pytest
 from mongoengine import signals
 from pymongo import ReadPreference
+from pymongo.errors import OperationFailure
 
 import mongoengine_async
 import mongoengine_async.gridfs
@@ -24,6 +25,7 @@ from conftest import fresh_sync_default, receiving
 from mongoengine_async import (
     CASCADE,
     DENY,
+    DO_NOTHING,
     NULLIFY,
     PULL,
     InvalidQueryError,
@@ -2615,3 +2617,56 @@ async def test_a_root_its_hint_leaves_out_reached_by_a_rule_as_mongoengine(
     theirs = await scenario(mongoengine)
     assert theirs == (1, ["z"], [], ["u"])
     assert await scenario(mongoengine_async) == (*theirs[:3], [])
+
+
+HINTS = {
+    "name": "kind_1",
+    "keys": {"kind": 1},
+    "pairs": [("kind", 1)],
+    "not sparse": "_id_",
+    "no such index": "nope_1",
+}
+
+
+@pytest.mark.parametrize("ruled", [False, True], ids=["no rules", "nullify"])
+@pytest.mark.parametrize("hint", list(HINTS))
+async def test_a_hinted_queryset_delete_as_mongoengine_s_whatever_its_hint(
+    async_alias: str, sync_alias: Any, hint: str, ruled: bool
+) -> None:
+    """A queryset delete through its ``hint()``, given as an index name, as
+    keys or as pairs, of a sparse index (the owner without a ``kind`` left
+    out), of one holding every document, or of no index: what MongoEngine's
+    delete returns or raises (through no index its iteration fails, so only
+    with rules, nothing changed), deletes and nullifies."""
+
+    async def scenario(module: Any) -> tuple[Any, ...]:
+        is_async = module is mongoengine_async
+        alias = "default" if is_async else SYNC
+        owner, ref = hinted_root_models(module, alias, NULLIFY if ruled else DO_NOTHING)
+
+        async def save(document: Any) -> Any:
+            return await document.async_save() if is_async else document.save()
+
+        for kind in ["live", None]:
+            kept = await save(owner(name=f"owner-{kind}", kind=kind))
+            await save(ref(name=f"ref-{kind}", owner=kept))
+        matching = owner.objects(name__startswith="owner").hint(HINTS[hint])
+        try:
+            result = await matching.async_delete() if is_async else matching.delete()
+        except OperationFailure as error:
+            result = (type(error), error.code, "existing index" in str(error))
+        owners = await stored_by(is_async, owner._get_collection_name(), "name")
+        refs = await stored_by(is_async, ref._get_collection_name(), "name")
+        return (
+            result,
+            [each["name"] for each in owners],
+            [(each["name"], "owner" in each) for each in refs],
+        )
+
+    theirs = await scenario(mongoengine)
+    if hint == "no such index" and ruled:
+        assert theirs[0] == (OperationFailure, 2, True)
+        assert theirs[1] == ["owner-None", "owner-live"]
+    else:
+        assert theirs[:2] == (2, [])
+    assert await scenario(mongoengine_async) == theirs
