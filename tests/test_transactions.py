@@ -2330,3 +2330,63 @@ async def test_a_file_in_the_live_client_of_a_document_deleted_outside(
         assert await TxAwayLeaf.objects.async_count() == 0
         bucket = get_async_db()["tx_away_files.files"]
         assert await bucket.count_documents({"_id": grid_id}) == 0
+
+
+@pytest.mark.parametrize("held", ["commit", "steps"])
+async def test_the_live_transaction_ends_after_a_cancelled_commit_in_it(
+    app_alias, mongodb_uri, monkeypatch, held
+):
+    """The root's delete in a transaction of its own (on "tx_side") inside a
+    block of the default client, cascading to a memo there whose file is on
+    "tx_side", its caller cancelled while its commit (or the steps after it)
+    is on its way, the block leaving at once: the block's commit waits for
+    that commit and its steps (ours committed first: the memo's file, left
+    to the block's commit once the root's committed, was never deleted,
+    orphaned)."""
+    async with fresh_database("tx_side", mongodb_uri, appname="tx-side"):
+        root = await TxSideRoot().async_save()
+        memo = TxSideMemo(root=root)
+        await memo.scan.async_put(b"memo", filename="memo.txt")
+        await memo.async_save()
+        side = get_async_connection("tx_side")
+        reached, release = asyncio.Event(), asyncio.Event()
+        real_settle, real_commit, real_steps = (
+            context._settle_writes,
+            AsyncClientSession.commit_transaction,
+            context._run_steps,
+        )
+
+        async def settle(session: AsyncClientSession) -> None:
+            if context._unsettled.get(session):  # (the end waits for it)
+                release.set()
+            await real_settle(session)
+
+        async def commit(self: AsyncClientSession) -> None:
+            if self.client is side and held == "commit":
+                reached.set()
+                await release.wait()
+            await real_commit(self)
+            if self.client is not side and held == "commit":
+                release.set()  # (the end did not wait: the root's goes on after)
+
+        async def run_steps(steps: list) -> None:
+            if held == "steps" and not reached.is_set():  # (the root's)
+                reached.set()
+                await release.wait()
+            await real_steps(steps)
+
+        monkeypatch.setattr(context, "_settle_writes", settle)
+        monkeypatch.setattr(context, "_run_steps", run_steps)
+        monkeypatch.setattr(AsyncClientSession, "commit_transaction", commit)
+        async with async_run_in_transaction():
+            task = asyncio.ensure_future(root.async_delete())
+            await reached.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        release.set()
+        await detached.all_finished(60)
+        assert await TxSideRoot.objects.async_count() == 0
+        assert await TxSideMemo.objects.async_count() == 0
+        bucket = get_async_db("tx_side")["tx_memo_files.files"]
+        assert await bucket.count_documents({"_id": memo.scan.grid_id}) == 0

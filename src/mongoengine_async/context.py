@@ -479,13 +479,20 @@ async def _committed(undos: Journal) -> None:
         raise
 
 
-def _after_commit(steps: Awaitable[None], aliases: frozenset[str] | None) -> None:
+def _after_commit(
+    steps: Awaitable[None], aliases: frozenset[str] | None
+) -> asyncio.Future[None]:
     """Run ``steps`` (after a commit, their caller gone) in a task held until
     done, which the loop's end waits for, and the disconnect of ``aliases``
     (None: any): else a loop run by hand closed the clients under them (a
-    file's chunks stayed, with its document deleted)."""
+    file's chunks stayed, with its document deleted). A transaction bound
+    around (another client's block) ends once it is done (see
+    :func:`cascade_on_its_way`): the steps may leave it work (a file of
+    documents the transaction's cascade joined it for)."""
     task = held(steps, _after_commit_steps, _AFTER_COMMIT)
     finish_before_close(task, _AFTER_COMMIT, aliases)
+    cascade_on_its_way(task)
+    return task
 
 
 # The writes of cancelled callers still on their way in a transaction, by
@@ -1037,22 +1044,44 @@ def _settle_journal(block: _Block | None, undos: Journal) -> None:
     first use, a collection's preparation, keep a copy of this task's
     context, and so the journal, as long as they live.)"""
 
-    def settle(ended: _Block) -> None:
-        task = ended.task
+    def settle(ended: _Block) -> asyncio.Future[None] | None:
+        task, following = ended.task, None
         if task.cancelled() or task.exception() is not None:
             _undo(undos, _commit_unknown(ended))  # (drops what follows a commit)
         elif steps := _commit_steps(undos):  # (its caller left before them)
-            _after_commit(_run_steps(steps), _aliases_of(steps))
+            following = _after_commit(_run_steps(steps), _aliases_of(steps))
         undos.clear()
+        return following
 
     if block is not None and block.over():
         settle(block)
     elif block is not None and block.committing():
-        block.task.add_done_callback(lambda _: settle(block))
+        settled = block.task.get_loop().create_future()
+        block.task.add_done_callback(lambda _: _settle_then(settle, block, settled))
         finish_before_close(block.task, _COMMITTING, _committing_aliases(block, undos))
+        # (A transaction bound around, another client's block, ends after it.)
+        cascade_on_its_way(settled)
     else:
         _undo(undos)
         undos.clear()
+
+
+def _settle_then(
+    settle: Callable[[_Block], asyncio.Future[None] | None],
+    block: _Block,
+    settled: asyncio.Future[None],
+) -> None:
+    """``settle(block)``, its commit ended; then set ``settled`` done once
+    the steps after the commit it started (if any) are, even if it raised:
+    a transaction waiting for it (see :func:`cascade_on_its_way`) ends."""
+    following = None
+    try:
+        following = settle(block)
+    finally:
+        if following is None:
+            settled.set_result(None)
+        else:
+            following.add_done_callback(lambda _: settled.set_result(None))
 
 
 def _committing_aliases(block: _Block, undos: Journal) -> frozenset[str] | None:
