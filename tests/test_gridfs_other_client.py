@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from uuid import uuid4
 
+import pymongo
 import pymongo.errors
 import pytest
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
@@ -237,6 +238,87 @@ async def test_a_committed_callback_deletes_the_file(elsewhere: str) -> None:
     paper = await saved_paper()
     await async_run_transaction(lambda: delete_document(paper))
     assert await stored() == set() and await stored("images") == set()
+
+
+async def committed_under_timeout(kind: str, paper: GoPaper) -> None:
+    """Delete ``paper`` in a transaction (a block, or a callback's) under a
+    ``pymongo.timeout()`` of 2 seconds."""
+    with pymongo.timeout(2.0):
+        if kind == "callback":
+            await async_run_transaction(paper.async_delete)
+            return
+        async with async_run_in_transaction():
+            await paper.async_delete()
+
+
+async def buckets_emptied() -> list[int]:
+    """The documents left in the files and chunks of both buckets, once none
+    is left (the steps after a commit ended), or after 30 seconds."""
+    db = get_async_db(ELSEWHERE)
+    names = [f"{bucket}.{kind}" for bucket in ("fs", "images") for kind in KINDS]
+    deadline = time.monotonic() + 30
+    while any(counts := [await db[name].count_documents({}) for name in names]):
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    return counts
+
+
+@pytest.mark.parametrize("kind", ["block", "callback"])
+async def test_a_callers_timeout_spent_after_the_commit_leaves_no_orphan(
+    elsewhere: str, kind: str
+) -> None:
+    """The delete of the committed paper's file on the other client is held
+    on the server beyond the caller's ``pymongo.timeout()``: the call
+    returns by then (the commit is its outcome; it raised NetworkTimeout, as
+    if it had failed), and the delete goes on outside that time-out, the
+    file and its image deleted (they were left, found by no document)."""
+    paper = await saved_paper()
+    reported: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda _, report: reported.append(report)
+    )
+    try:
+        async with held_on_server(ELSEWHERE, "delete", 5_000) as held:
+            await committed_under_timeout(kind, paper)
+            assert await held.still_on_server()  # (returned within the budget)
+            assert await GoPaper.objects.async_count() == 0
+            await held.ended_on_server()
+        assert await buckets_emptied() == [0, 0, 0, 0]
+    finally:
+        asyncio.get_running_loop().set_exception_handler(None)
+    assert reported == []
+
+
+async def test_a_step_failing_once_the_callers_timeout_is_spent_is_reported(
+    elsewhere: str,
+) -> None:
+    """The held delete of the file then fails, once the call returned: its
+    error goes to the loop's exception handler, as that of steps whose caller
+    was cancelled, and only that file is left."""
+    paper = GoPaper(title="kept")
+    await paper.pdf.async_put(b"first edition")
+    await paper.async_save()
+    grid_id = paper.pdf.grid_id
+    reported: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda _, report: reported.append(report)
+    )
+    try:
+        async with held_on_server(ELSEWHERE, "delete", 3_000, error_code=2) as held:
+            await committed_under_timeout("callback", paper)
+            await held.ended_on_server()
+        deadline = time.monotonic() + 30
+        while not reported and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        asyncio.get_running_loop().set_exception_handler(None)
+    [report] = reported
+    assert report["message"] == "The steps after the commit of a transaction failed"
+    assert isinstance(report["exception"], pymongo.errors.OperationFailure)
+    assert report["exception"].code == 2
+    assert await GoPaper.objects.async_count() == 0
+    assert await stored() == {grid_id}
 
 
 async def test_a_replace_under_its_own_id_is_refused(elsewhere: str) -> None:

@@ -39,6 +39,7 @@ from pymongo import AsyncMongoClient
 from pymongo._csot import DEADLINE as client_timeout_deadline
 from pymongo._csot import TIMEOUT as client_timeout
 from pymongo._csot import apply as apply_client_timeout
+from pymongo._csot import remaining as caller_time_left
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
@@ -63,11 +64,13 @@ __all__ = (
     "RETRYABLE_ERROR_CODES",
     "AsyncGridOutChunkIterator",
     "apply_client_timeout",
+    "caller_time_left",
     "container_location",
     "document_registry",
     "get_connection_settings",
     "has_field_display",
     "is_registered_sync",
+    "outside_caller_timeout",
     "running_loop_or_none",
     "set_field_display",
     "sync_alias_of",
@@ -294,6 +297,20 @@ PRIVATE_SIGNATURES: tuple[tuple[Any, tuple[str, ...]], ...] = (
 )
 """Private callables with the parameter names we pass or accept (overrides),
 ``self``/``cls`` left out; a release may add optional ones."""
+
+
+@contextlib.contextmanager
+def outside_caller_timeout() -> Iterator[None]:
+    """Inside the block, no ``pymongo.timeout()`` of the caller's applies, the
+    client's ``timeoutMS`` does (as under none): for work that must go on
+    once the caller's budget is spent (the steps after a commit)."""
+    timeout = client_timeout.set(None)
+    deadline = client_timeout_deadline.set(float("inf"))
+    try:
+        yield
+    finally:
+        client_timeout_deadline.reset(deadline)
+        client_timeout.reset(timeout)
 
 
 @contextlib.contextmanager

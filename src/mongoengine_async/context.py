@@ -39,7 +39,12 @@ from pymongo.errors import (
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from mongoengine_async._compat import running_loop_or_none, without_pymongo_timeouts
+from mongoengine_async._compat import (
+    caller_time_left,
+    outside_caller_timeout,
+    running_loop_or_none,
+    without_pymongo_timeouts,
+)
 from mongoengine_async.connection import (
     aliases_served_by,
     connection_of,
@@ -466,17 +471,29 @@ _after_commit_steps: set[asyncio.Future[Any]] = set()
 
 async def _committed(undos: Journal) -> None:
     """The transaction of ``undos`` committed: run its :func:`on_commit`
-    steps (a failure raises). Cancelled meanwhile, they go on in their task."""
+    steps (a failure raises), outside the caller's ``pymongo.timeout()``:
+    cut short by it, they would raise as if the commit failed and leave a
+    deleted document's file orphaned. Cancelled meanwhile, or that time-out
+    spent first, the call ends (the commit is its outcome) and they go on in
+    their task."""
     steps = _commit_steps(undos)
     if not steps:
         return
-    task = asyncio.ensure_future(_run_steps(steps))
+    with outside_caller_timeout():
+        task = asyncio.ensure_future(_run_steps(steps))
     try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
+        await asyncio.wait((task,), timeout=_time_left())
+    finally:
         if not task.done():
             _after_commit(task, _aliases_of(steps))
-        raise
+    if task.done():
+        task.result()
+
+
+def _time_left() -> float | None:
+    """The seconds left of the caller's ``pymongo.timeout()`` (None: none)."""
+    left = caller_time_left()
+    return None if left is None else max(left, 0.0)
 
 
 def _after_commit(
