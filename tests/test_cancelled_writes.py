@@ -26,6 +26,7 @@ from uuid import uuid4
 import anyio
 import pymongo
 import pytest
+from bson import ObjectId
 from pymongo import AsyncMongoClient, ReadPreference, monitoring
 from pymongo.asynchronous.topology import Topology
 from pymongo.errors import PyMongoError
@@ -3397,3 +3398,86 @@ async def test_a_new_document_cancelled_as_its_refusal_came_holds_no_id(mongodb_
         assert log.names == ["insert"]
         found = CwUnique._get_collection().find({}, {"_id": 0}, sort=[("name", 1)])
         assert await found.to_list() == [{"name": "x"}, {"name": "y"}]
+
+
+class CwChecked(Document):
+    """Its collection refuses a name "bad" (a validator: code 121)."""
+
+    name = StringField()
+
+
+async def checked_collection() -> Any:
+    """CwChecked's collection, made with its validator."""
+    return await get_async_db().create_collection(
+        CwChecked._get_collection_name(), validator={"name": {"$ne": "bad"}}
+    )
+
+
+async def test_an_early_id_stays_once_an_insert_stored_the_document_under_it(app):
+    """A new document whose save was cancelled once its insert was sent,
+    inserted meanwhile (``async_insert``, which waits for no save) under the
+    early id that save gave it, keeps that id when the server then refuses
+    the save's insert: it lost it (pk None, while stored), and saved again
+    it was stored twice."""
+    collection = await checked_collection()
+    document = CwChecked(name="bad")
+    async with blocked(app, "insert") as held:
+        await cancel_once_sent(held, document.async_save)
+        early = document.pk
+        document.name = "good"
+        await CwChecked.objects.async_insert(document, load_bulk=False)
+        await _until_settled(document)
+    assert document.pk == early
+    document.name = "better"
+    await document.async_save()
+    assert await collection.find().to_list() == [{"_id": early, "name": "better"}]
+
+
+async def test_an_early_id_stays_once_an_insert_stored_it_before_a_refusal(app):
+    """The same with a save not cancelled: refused once the insert of
+    another task stored the document under its early id, it raises and the
+    document keeps that id."""
+    collection = await checked_collection()
+    document = CwChecked(name="bad")
+    async with blocked(app, "insert") as held:
+        saving = asyncio.ensure_future(document.async_save())
+        await held.reached_server()
+        early = document.pk
+        document.name = "good"
+        await CwChecked.objects.async_insert(document, load_bulk=False)
+        with pytest.raises(OperationError, match="Document failed validation"):
+            await saving
+    assert document.pk == early
+    assert await collection.find().to_list() == [{"_id": early, "name": "good"}]
+
+
+async def test_an_early_id_stays_once_a_save_stored_it_before_a_refusal(app):
+    """An insert refused once a save of another task (which does not wait for
+    an insert) stored the document under the early id the insert gave it:
+    the document keeps that id."""
+    collection = await checked_collection()
+    document = CwChecked(name="bad")
+    async with blocked(app, "insert") as held:
+        inserting = asyncio.ensure_future(CwChecked.objects.async_insert(document))
+        await held.reached_server()
+        early = document.pk
+        document.name = "good"
+        await document.async_save()
+        with pytest.raises(OperationError, match="Document failed validation"):
+            await inserting
+    assert document.pk == early
+    assert await collection.find().to_list() == [{"_id": early, "name": "good"}]
+
+
+async def test_an_id_set_meanwhile_stays_once_a_cancelled_insert_is_refused(app):
+    """A new document whose save was cancelled once its insert was sent,
+    given an id by its user meanwhile, keeps that id when the server then
+    refuses the insert."""
+    await checked_collection()
+    document = CwChecked(name="bad")
+    chosen = ObjectId()
+    async with blocked(app, "insert") as held:
+        await cancel_once_sent(held, document.async_save)
+        document.pk = chosen
+        await _until_settled(document)
+    assert document.pk is chosen

@@ -859,8 +859,10 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         try:
             object_id, created = await outcome
             kept = True
-            if given is not None and given.marked:  # (saved: no insert moves it)
-                self.__dict__.pop(to_bson.EARLY_MARK, None)
+            if given is not None:
+                to_bson.keep_id(self)
+                if given.marked:  # (saved: no insert moves it)
+                    self.__dict__.pop(to_bson.EARLY_MARK, None)
         except asyncio.CancelledError:
             kept = True  # (given back or saved by its outcome)
             transaction = session if session and session.in_transaction else None
@@ -1764,7 +1766,8 @@ async def _wait_turn(document: Document) -> asyncio.Task[Any] | None:
     """Wait until no other save of ``document`` is in flight, then mark this
     one in flight: one instance's writes are sent, and applied, in the order
     its saves began; returns this task, the turn's holder. None in flight
-    (most saves): no wait, nothing allocated.
+    (most saves): no wait, nothing allocated. The document keeps its id
+    (``to_bson.keep_id``): a refused insert that gave it no longer takes it back.
     A save in flight in this very task (a ``pre_save`` receiver saving the
     document) would wait for itself: OperationError instead."""
     state = document.__dict__
@@ -1781,6 +1784,7 @@ async def _wait_turn(document: Document) -> asyncio.Task[Any] | None:
         if waiters is None:
             state[_TURNS] = _NO_WAITER
             state[_SAVER] = task
+            to_bson.keep_id(document)  # (may store it: see keep_id)
             return task
         if state.get(_SAVER) is task:
             raise OperationError(
@@ -1803,6 +1807,7 @@ async def _wait_turn(document: Document) -> asyncio.Task[Any] | None:
                     waiters.remove(turn)
         raise
     state[_SAVER] = task
+    to_bson.keep_id(document)
     return task
 
 

@@ -92,6 +92,7 @@ def give_ids(
     for index, (document, son) in enumerate(zip(documents, raw, strict=True)):
         state = document.__dict__
         if "_id" in son:
+            to_bson.keep_id(document)  # (an insert under it may store it)
             if EARLY_MARK in state and document._created:
                 marked[id(document)] = document
             continue
@@ -144,6 +145,7 @@ def set_ids(
     ``insert()`` leaves it (after ``pk``'s on a dynamic document)."""
     for document, object_id in zip(documents, ids, strict=False):
         to_bson.set_id(document, object_id, by_pk=True)
+        to_bson.keep_id(document)
     for document in marked:
         document.__dict__.pop(EARLY_MARK, None)
         changes, key = _changes(document), id_key(document)

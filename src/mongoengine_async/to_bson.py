@@ -90,6 +90,7 @@ __all__ = (
     "give_id",
     "has_id",
     "id_key",
+    "keep_id",
     "mark_saved",
     "not_stored",
     "raw",
@@ -322,6 +323,11 @@ def set_id(
 # made (give_id), until an insert returning moves it (inserts.set_ids): kept by
 # a save or insert that did not return (cancelled, or of unknown outcome).
 EARLY_MARK = "_async_early_id_mark"
+# Set in a document's __dict__ to the GivenId of the write that gave its id
+# (give_id) until another write of the document starts (keep_id): a
+# refusal of that write takes the id back only if none did, which may have
+# stored the document under it meanwhile.
+GIVEN_MARK = "_async_given_id"
 
 
 class GivenId(NamedTuple):
@@ -363,10 +369,19 @@ def give_id(document: Any, raw: dict) -> GivenId:
             type(document)._mark_as_changed is not _MARK_AS_CHANGED
         ):
             document._mark_as_changed(name)
-        return GivenId(object_id, created, marked)
-    set_id(document, object_id)
-    document._created = True
-    return GivenId(object_id, created, marked)
+    else:
+        set_id(document, object_id)
+        document._created = True
+    state[GIVEN_MARK] = given = GivenId(object_id, created, marked)
+    return given
+
+
+def keep_id(document: Any) -> None:
+    """``document`` keeps the id it holds: the write that gave it
+    (:func:`give_id`), refused, no longer takes it back. Once another write
+    of the document starts, which may store it under that id, or that write
+    returned."""
+    document.__dict__.pop(GIVEN_MARK, None)
 
 
 def id_key(document: Any) -> str:
@@ -393,8 +408,12 @@ def take_id_back(document: Any, given: GivenId) -> None:
     before sending it: too large to encode): the document
     holds no id, is new or not as before, and lists its changes without the
     id's mark, as MongoEngine's failed save leaves it (unless its id was
-    changed meanwhile)."""
+    changed meanwhile, or another write of it started: see :func:`keep_id`)."""
     name = document._meta["id_field"]
+    state = document.__dict__
+    if state.get(GIVEN_MARK) is not given:
+        return
+    del state[GIVEN_MARK]
     if document._data.get(name) is not given.object_id:
         return
     document._data[name] = None
