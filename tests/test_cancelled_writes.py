@@ -3481,3 +3481,28 @@ async def test_an_id_set_meanwhile_stays_once_a_cancelled_insert_is_refused(app)
         document.pk = chosen
         await _until_settled(document)
     assert document.pk is chosen
+
+
+async def test_a_cancelled_insert_refused_takes_its_early_id_back(mongodb_uri):
+    """A new document whose ``async_insert()`` was cancelled once its insert
+    was sent, which the server then refused (a validator), holds no id once
+    the write settled, as after a refused insert that raised: it kept the id
+    the insert gave it, so saved again it was a findAndModify and an insert.
+    Now it is one insert."""
+    log = CommandLog()
+    async with own_app(mongodb_uri, event_listeners=[log]) as app:
+        collection = await checked_collection()
+        document = CwChecked(name="bad")
+        async with blocked(app, "insert") as held:
+            await cancel_once_sent(
+                held, lambda: CwChecked.objects.async_insert(document)
+            )
+            assert document.pk is not None  # (its early id, while on its way)
+            await until(lambda: document.pk is None)  # (the settle's last step)
+        assert document._created
+        document.name = "good"
+        log.clear()
+        await document.async_save()
+        assert log.names == ["insert"]
+        found = await collection.find({}, {"_id": 0}).to_list()
+        assert found == [{"name": "good"}]

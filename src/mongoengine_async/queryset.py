@@ -107,6 +107,7 @@ from mongoengine_async.detached import (
     CANCELLED_WRITE,
     FAILED,
     detached,
+    failure,
     finish_before_close,
     held,
     until_done,
@@ -1066,6 +1067,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
                 self._after_cancelled_insert,
                 documents,
                 marked,
+                given,
+                outcome,
                 load_bulk,
                 signal_kwargs,
                 session if session and session.in_transaction else None,
@@ -1130,6 +1133,8 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         self,
         documents: list[Any],
         marked: list[Any],
+        given: list[to_bson.GivenId | None],
+        outcome: asyncio.Future[Any],
         load_bulk: bool,
         signal_kwargs: dict[str, Any],
         transaction: AsyncClientSession | None,
@@ -1140,8 +1145,17 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         way, once that write settled: applied, its ``post_bulk_insert``
         follows (if it had ``receivers`` then: not muted), as after an insert
         that returned, in a task of its own; in a ``transaction``, once it
-        committed."""
-        if write.cancelled() or write.result() is FAILED or not receivers:
+        committed. Failed, the ids it ``given`` the documents its error
+        (``detached.failure``) proves were not stored are taken back, as
+        after an insert that raised."""
+        if write.cancelled():
+            return
+        if write.result() is FAILED:
+            error = failure(write, outcome)
+            if error is not None:
+                take_ids_back(documents, given, error)
+            return
+        if not receivers:
             return
         self._follow_insert(
             documents, write.result(), load_bulk, signal_kwargs, transaction, marked
