@@ -3506,3 +3506,58 @@ async def test_a_cancelled_insert_refused_takes_its_early_id_back(mongodb_uri):
         assert log.names == ["insert"]
         found = await collection.find({}, {"_id": 0}).to_list()
         assert found == [{"name": "good"}]
+
+
+async def test_a_selection_cut_short_while_the_primary_is_unknown_is_fenced(
+    mongodb_uri,
+):
+    """The block gives its first operation up (held on the server), then its
+    client loses the primary a moment (its monitor's check times out: the
+    pool cleared, the primary Unknown), and an operation under a short
+    ``pymongo.timeout()`` finds no server: its selection cut short, not
+    waited whole, tells nothing of the server, and the block's transaction is
+    fenced all the same. Unfenced, the late first operation started a
+    transaction of its own once the abort was done, locking the document
+    until the server's time limit (60 s)."""
+    options = {"serverMonitoringMode": "poll", "heartbeatFrequencyMS": 500}
+    async with (
+        own_app(mongodb_uri, connectTimeoutMS=300, **options) as app,
+        other_admin(mongodb_uri) as admin,
+    ):
+        document = await CwDoc(a=0, b=0).async_save()
+        client = CwDoc._get_collection().database.client
+        sessions = []
+
+        async def block() -> None:
+            note_session(sessions)
+            update = CwDoc.objects(pk=document.pk).async_update(a=1)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await expiring_once_held(held, update)
+            await until(lambda: not client.topology_description.has_writable_server())
+            with pymongo.timeout(0.1):
+                await CwDoc.objects(pk=document.pk).async_first()
+
+        # The update held, and the monitor's next two checks (its check, then
+        # the one it retries at once on a new connection) held past their
+        # time limit: the primary Unknown until the check after them.
+        configured = await admin.command(
+            "configureFailPoint",
+            "failCommand",
+            mode={"times": 3},
+            data={
+                "failCommands": ["update", "hello", "isMaster"],
+                "blockConnection": True,
+                "blockTimeMS": 6 * BLOCK_MS,
+                "appName": app,
+            },
+        )
+        held = Held(admin, app, ["update"], configured["count"])
+        try:
+            with pytest.raises(pymongo.errors.ServerSelectionTimeoutError):
+                await in_transaction("context manager", block)
+            await assert_nothing_locked(
+                held, CwDoc._get_collection(), document.pk, sessions[0]
+            )
+        finally:
+            await admin.command("configureFailPoint", "failCommand", mode="off")
+        assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}

@@ -640,6 +640,15 @@ def database_of(client: AsyncMongoClient) -> str | None:
     return next(iter(owner[2]), None)
 
 
+def selection_cut_short(client: AsyncMongoClient) -> bool:
+    """Whether ``client``'s operations time out (``timeoutMS``) sooner than
+    its ``serverSelectionTimeoutMS``: a selection they cut short (an election
+    under way) does not tell that its server is gone."""
+    options = client.options
+    timeout = options.timeout
+    return timeout is not None and 0 < timeout < options.server_selection_timeout
+
+
 def _made_for(client: AsyncMongoClient) -> dict:
     """What was made for ``client`` while the registry holds it; for one let go
     (another thread's disconnect, meanwhile) nothing is kept: an entry would

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sys
 import weakref
 from collections.abc import (
@@ -53,6 +54,7 @@ from mongoengine_async.connection import (
     get_async_connection,
     is_sync_connection,
     running_loop,
+    selection_cut_short,
     serves,
 )
 from mongoengine_async.detached import (
@@ -1496,13 +1498,36 @@ def _on_its_way(error: BaseException | None) -> bool:
 
 def _no_server(error: BaseException | None, client: Any) -> bool:
     """Whether ``error`` (see :func:`_chain`) says no server could be
-    selected, and ``client`` knows no primary still: a fence would wait for
-    one, with nothing on its way. A time-out the block handled before it
-    raised may be another client's (this one's server there, an operation
-    it gave up on perhaps still on its way)."""
+    selected in a whole server selection's time (see
+    :func:`_waited_whole`), and ``client`` knows no primary still: a fence
+    would wait for one, with nothing on its way. A time-out the block
+    handled before it raised may be another client's (this one's server
+    there, an operation it gave up on perhaps still on its way)."""
     return (
-        any(isinstance(each, ServerSelectionTimeoutError) for each in _chain(error))
+        any(
+            isinstance(each, ServerSelectionTimeoutError)
+            and _waited_whole(each, client)
+            for each in _chain(error)
+        )
         and not client.topology_description.has_writable_server()
+    )
+
+
+# How PyMongo's server selection time-out says how long it waited.
+_SELECTION_WAITED = re.compile(r", Timeout: ([0-9.e+-]+)s, Topology Description: ")
+
+
+def _waited_whole(error: ServerSelectionTimeoutError, client: Any) -> bool:
+    """Whether the selection ``error`` ended waited ``client``'s whole
+    ``serverSelectionTimeoutMS``: one cut short by a ``timeoutMS`` or a
+    ``pymongo.timeout()`` (a primary Unknown a moment, its pool cleared by a
+    network error) does not tell that it is gone. PyMongo says the time it
+    waited in its message only; a message saying none is taken as cut short."""
+    if selection_cut_short(client):
+        return False
+    waited = _SELECTION_WAITED.search(str(error))
+    return waited is not None and (
+        float(waited[1]) >= client.options.server_selection_timeout
     )
 
 

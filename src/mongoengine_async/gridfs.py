@@ -82,6 +82,7 @@ from mongoengine_async.connection import (
     running_loop,
     sync_registration,
 )
+from mongoengine_async.connection import selection_cut_short as _selection_cut_short
 from mongoengine_async.context import (
     Journal,
     bound_journal,
@@ -1536,14 +1537,6 @@ def _selection_timed_out(
     ):
         return context
     return None
-
-
-def _selection_cut_short(client: Any) -> bool:
-    """Whether ``client``'s operations time out (``timeoutMS``) sooner than
-    its ``serverSelectionTimeoutMS``: a selection they cut short (an election
-    under way) does not tell that its server is gone."""
-    options = client.options
-    return bool(options.timeout) and options.timeout < options.server_selection_timeout
 
 
 def _whole_selection(client: Any) -> contextlib.AbstractContextManager[Any]:
