@@ -321,6 +321,91 @@ async def test_a_step_failing_once_the_callers_timeout_is_spent_is_reported(
     assert await stored() == {grid_id}
 
 
+@pytest.mark.parametrize("seconds", [None, 30.0])
+@pytest.mark.parametrize("kind", ["block", "callback"])
+async def test_a_step_failing_within_the_callers_timeout_raises(
+    elsewhere: str, kind: str, seconds: float | None
+) -> None:
+    """The delete of the committed paper's file fails at once: its error is
+    raised by the call, under a ``pymongo.timeout()`` not spent yet as under
+    none (the steps run in a task of their own, awaited that long), and the
+    file is left."""
+    paper = await saved_paper()
+    grid_id = paper.pdf.grid_id
+    with pytest.raises(pymongo.errors.OperationFailure) as error:
+        async with held_on_server(ELSEWHERE, "delete", 0, error_code=2):
+            with pymongo.timeout(seconds):
+                if kind == "callback":
+                    await async_run_transaction(paper.async_delete)
+                else:
+                    async with async_run_in_transaction():
+                        await paper.async_delete()
+    assert error.value.code == 2
+    assert await GoPaper.objects.async_count() == 0
+    assert await stored() == {grid_id}
+
+
+async def test_a_cancelled_blocks_steps_after_its_commit_outlast_its_timeout(
+    mongodb_uri: str,
+) -> None:
+    """A block under a ``pymongo.timeout()``, cancelled while its commit (of a
+    paper's delete) is held on the server: the delete of the paper's file on
+    the other client, after that commit, is held beyond the time-out, and
+    goes on outside it (it raised NetworkTimeout to the loop's exception
+    handler, and the file was left, found by no document)."""
+    name, app = f"go_{uuid4().hex[:12]}", f"go-{uuid4().hex[:8]}"
+    # (Two clients of the same application name, one fail point holding the
+    # commit then the file's delete: the files' differs in another setting.)
+    for alias, db, more in (
+        (DEFAULT_CONNECTION_NAME, name, {}),
+        (ELSEWHERE, f"{name}_files", {"connectTimeoutMS": 19_000}),
+    ):
+        await connect_async(
+            db,
+            alias=alias,
+            host=mongodb_uri,
+            appname=app,
+            uuidRepresentation="standard",
+            **more,
+        )
+    admin = get_async_connection().admin
+    reported: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda _, report: reported.append(report)
+    )
+    try:
+        paper = await saved_paper()
+        deleted, go = asyncio.Event(), asyncio.Event()
+
+        async def block() -> None:
+            with pymongo.timeout(2.5):
+                async with async_run_in_transaction():
+                    await paper.async_delete()
+                    deleted.set()
+                    await go.wait()
+
+        task = asyncio.ensure_future(block())
+        await deleted.wait()
+        # (The commit, then the file's delete, each held 1.5 s: together
+        # beyond the 2.5 s.)
+        commands = ["commitTransaction", "delete"]
+        async with held_on_server(app, commands[0], 1_500, then=commands[1]) as held:
+            go.set()
+            await held.reached_server()
+            task.cancel()
+            await asyncio.wait([task])
+            assert task.cancelled()
+            await Held(admin, app, commands, 0).ended_on_server()
+        assert await GoPaper.objects.async_count() == 0
+        assert await buckets_emptied() == [0, 0, 0, 0]
+    finally:
+        asyncio.get_running_loop().set_exception_handler(None)
+        await get_async_connection().drop_database(name)
+        await get_async_connection(ELSEWHERE).drop_database(f"{name}_files")
+        await disconnect_all_async()
+    assert reported == []
+
+
 async def test_a_replace_under_its_own_id_is_refused(elsewhere: str) -> None:
     """Its delete would wait for the commit, where the new file's id is the
     old one's: refused, before anything is written."""

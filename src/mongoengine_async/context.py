@@ -507,8 +507,11 @@ def _after_commit(
     file's chunks stayed, with its document deleted). A transaction bound
     around (another client's block) ends once it is done (see
     :func:`cascade_on_its_way`): the steps may leave it work (a file of
-    documents the transaction's cascade joined it for)."""
-    task = held(steps, _after_commit_steps, _AFTER_COMMIT)
+    documents the transaction's cascade joined it for). Outside the caller's
+    ``pymongo.timeout()``, as in :func:`_committed`: a block cancelled while
+    its commit was on its way starts them from its context."""
+    with outside_caller_timeout():
+        task = held(steps, _after_commit_steps, _AFTER_COMMIT)
     finish_before_close(task, _AFTER_COMMIT, aliases)
     cascade_on_its_way(task)
     return task
