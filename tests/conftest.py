@@ -159,15 +159,16 @@ class Held:
         self._commands = commands
         self._entered_before = entered_before
 
-    async def reached_server(self) -> None:
+    async def reached_server(self, max_time_ms: int = 30_000) -> None:
         """Return once the server holds the command (its fail point entered):
         on a slow machine the client may send it well after the test started
-        it, so a fixed wait does not tell."""
+        it, so a fixed wait does not tell. Raises ExecutionTimeout if it does
+        not within ``max_time_ms``."""
         await self._admin.command(
             {
                 "waitForFailPoint": "failCommand",
                 "timesEntered": self._entered_before + 1,
-                "maxTimeMS": 30_000,
+                "maxTimeMS": max_time_ms,
             }
         )
 

@@ -788,6 +788,25 @@ async def test_an_abort_and_its_fence_under_an_expired_pymongo_timeout(app, form
     way: the abort and the fence have time limits of their own. Under the
     caller's, expired, PyMongo sent neither, and the transaction stayed open,
     the document locked until the server's time limit (60 s)."""
+    seconds = BLOCK_MS / 3000
+    while not (timed_out := await timed_out_while_held(app, form, seconds)):
+        seconds *= 2  # (a loaded machine: it expired before the held update)
+    held, document, session_id = timed_out
+    await held.ended_on_server()
+    await asyncio.wait_for(
+        CwDoc._get_collection().update_one({"_id": document.pk}, {"$set": {"b": 3}}), 5
+    )
+    assert not await open_transaction(session_id)
+    assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
+
+
+async def timed_out_while_held(
+    app: str, form: str, seconds: float
+) -> tuple[Held, CwDoc, Any] | None:
+    """Update a document then another in a transaction of ``form`` under
+    ``pymongo.timeout(seconds)``, the server holding the second update
+    longer: the held command, the first document and the session's id, if
+    the time-out expired while the server held it (not before: None)."""
     document = await CwDoc(a=0, b=0).async_save()
     other = await CwDoc(a=0, b=0).async_save()
     sessions = []
@@ -797,15 +816,23 @@ async def test_an_abort_and_its_fence_under_an_expired_pymongo_timeout(app, form
         await CwDoc.objects(pk=document.pk).async_update(a=1)
         await CwDoc.objects(pk=other.pk).async_update(a=1)  # held: timed out
 
-    async with held_on_server(app, "update", BLOCK_MS, skip=1) as held:
-        with pytest.raises(PyMongoError), pymongo.timeout(BLOCK_MS / 3000):
+    held_ms = max(BLOCK_MS, int(3000 * seconds))  # (longer than the time-out)
+    async with held_on_server(app, "update", held_ms, skip=1) as held:
+        # (Expired before sending an update: its OperationError.)
+        with pytest.raises((PyMongoError, OperationError)), pymongo.timeout(seconds):
             await in_transaction(form, block)
-    await held.ended_on_server()
-    await asyncio.wait_for(
-        CwDoc._get_collection().update_one({"_id": document.pk}, {"$set": {"b": 3}}), 5
-    )
-    assert not await open_transaction(sessions[0])
-    assert await stored(document) == {"_id": document.pk, "a": 0, "b": 3}
+        if not await reached_server_yet(held):
+            return None
+    return held, document, sessions[0]
+
+
+async def reached_server_yet(held: Held) -> bool:
+    """Whether the server held the command already (no wait for it)."""
+    try:
+        await held.reached_server(max_time_ms=1)
+    except pymongo.errors.ExecutionTimeout:
+        return False
+    return True
 
 
 async def on_server(app_name: str, op: str, running: bool = True) -> None:
@@ -823,28 +850,63 @@ async def on_server(app_name: str, op: str, running: bool = True) -> None:
         await asyncio.sleep(0.01)
 
 
+@asynccontextmanager
+async def updates_hanging() -> AsyncIterator[None]:
+    """Inside the block, every update waits on the server (its session
+    checked out) until the block ends: the ``hangDuringBatchUpdate`` fail
+    point."""
+    admin = get_async_connection().admin
+    fail_point = {"configureFailPoint": "hangDuringBatchUpdate"}
+    await admin.command({**fail_point, "mode": "alwaysOn"})
+    try:
+        yield
+    finally:
+        await admin.command({**fail_point, "mode": "off"})
+
+
+async def waited_on_server(app_name: str, command: str, ms: int) -> None:
+    """Return once a ``command`` of client ``app_name`` has run ``ms`` on the
+    server (the server's own clock: no wait of this side's decides)."""
+    pipeline = [
+        {"$currentOp": {"allUsers": True}},
+        {
+            "$match": {
+                "appName": app_name,
+                f"command.{command}": {"$exists": True},
+                "microsecs_running": {"$gte": ms * 1000},
+            }
+        },
+    ]
+    admin = get_async_connection().admin
+    deadline = time.monotonic() + 30
+    while not await (await admin.aggregate(pipeline)).to_list(None):
+        assert time.monotonic() < deadline, f"no {command} waited {ms} ms"
+        await asyncio.sleep(0.01)
+
+
 @pytest.mark.parametrize("form", ["context manager", "callback"])
 async def test_an_abort_and_its_fence_on_a_client_with_a_timeout(mongodb_uri, form):
-    """A client's ``timeoutMS`` shorter than the block's first update (under
-    a longer ``pymongo.timeout()``), cancelled while the server runs it: the
-    abort and the fence wait for it there, with time limits of their own, on
-    this side only. Sent with the client's ``timeoutMS`` as ``maxTimeMS``,
-    both were dropped by the server while the update ran, and its
-    transaction stayed open: the document locked until the server's time
-    limit (60 s)."""
+    """A client's ``timeoutMS``, under a longer ``pymongo.timeout()``, and a
+    block cancelled while the server runs its update: the abort and the
+    fence wait for it there, with time limits of their own, on this side
+    only. Sent with the client's ``timeoutMS`` as ``maxTimeMS``, both were
+    dropped by the server while the update ran, and its transaction stayed
+    open: the document locked until the server's time limit (60 s)."""
     async with own_app(mongodb_uri, timeoutMS=BLOCK_MS // 2) as app:
         document = await CwDoc(a=0, b=0).async_save()
-        slow = {"_id": document.pk, "$where": f"sleep({2 * BLOCK_MS}) || true"}
         sessions = []
 
         async def block() -> None:
             note_session(sessions)
-            await CwDoc.objects(__raw__=slow).async_update(a=1)
+            await CwDoc.objects(pk=document.pk).async_update(a=1)
 
         with pymongo.timeout(30):
             task = asyncio.ensure_future(in_transaction(form, block))
-            await on_server(app, "update")
-            task.cancel()
+            async with updates_hanging():
+                await on_server(app, "update")
+                task.cancel()
+                # (Longer than the client's timeoutMS: not dropped by the server.)
+                await waited_on_server(app, "abortTransaction", 2 * BLOCK_MS)
             with pytest.raises(asyncio.CancelledError):
                 await task
         await on_server(app, "update", running=False)

@@ -11,7 +11,9 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pymongo
 import pytest
@@ -601,11 +603,33 @@ def test_fail_command_closes_the_connection_or_blocks(mongodb_uri: str) -> None:
         with fail_command(mongodb_uri, "insert", close_connection=True, app_name=app):
             with pytest.raises(pymongo.errors.AutoReconnect):
                 items.insert_one({"_id": 1})
-        with fail_command(mongodb_uri, "find", block_time_ms=400, app_name=app):
-            started = time.monotonic()
-            assert items.find_one() is None
-            assert time.monotonic() - started >= 0.4
+        with (
+            fail_command(mongodb_uri, "find", block_time_ms=60_000, app_name=app),
+            ThreadPoolExecutor(1) as pool,
+        ):
+            found = pool.submit(items.find_one)
+            held = _held_find(client.admin, app)  # (blocked: not answered yet)
+            assert not found.done()
+            client.admin.command("killOp", op=held["opid"])
+            with pytest.raises(pymongo.errors.OperationFailure) as caught:
+                found.result()
+            assert caught.value.code == 11601  # Interrupted while blocked
         client.drop_database("kit_fail")
+
+
+def _held_find(admin: Any, app_name: str) -> dict[str, Any]:
+    """The find of client ``app_name`` the server runs, once it does (the
+    fail point holds it there)."""
+    pipeline = [
+        {"$currentOp": {"allUsers": True}},
+        {"$match": {"appName": app_name, "command.find": {"$exists": True}}},
+    ]
+    deadline = time.monotonic() + 30
+    while not (running := list(admin.aggregate(pipeline))):
+        assert time.monotonic() < deadline, "the find never reached the server"
+        time.sleep(0.01)
+    (held,) = running
+    return held
 
 
 def test_fail_command_says_test_commands_are_off(tmp_path: Path) -> None:
@@ -694,14 +718,14 @@ def test_sigterm_stops_the_server_and_deletes_its_directory() -> None:
 
 
 USED_BY_A_THREAD = """
-import threading, time, pymongo
+import threading, pymongo
 from mongoengine_async.testing import ReplicaSet
 
 rs = ReplicaSet().start()
 print(rs.process.pid, flush=True)
 
 def worker():
-    time.sleep(1)  # the main thread has returned by now
+    threading.main_thread().join()  # (returned: the interpreter exits next)
     with pymongo.MongoClient(rs.uri, serverSelectionTimeoutMS=5000) as client:
         print(client.admin.command("ping")["ok"], flush=True)
 
