@@ -1650,7 +1650,7 @@ async def test_a_cancelled_write_that_failed_sends_nothing(app, receivers, kind)
             held, save_a(document, 1) if kind == "save" else document.async_delete
         )
         await _until_settled(document)
-    await asyncio.sleep(0.1)
+    await until(lambda: not context.following)  # (what follows a write ended)
     assert receivers == []
 
 
@@ -1918,7 +1918,7 @@ async def test_a_save_cancelled_in_a_transaction_that_aborts(app, receivers, for
     async with blocked(app, "update") as held:
         with pytest.raises(ValueError, match="no"):
             await in_transaction(form, block)
-    await asyncio.sleep(0.1)
+    await until(lambda: not context.following)  # (what follows a write ended)
     assert receivers == []
     assert document._get_changed_fields() == ["a"]
     assert await stored(document) == {"_id": document.pk, "a": 0, "b": 0}
@@ -1943,7 +1943,7 @@ async def test_a_save_cancelled_in_a_transaction_run_again(app, receivers):
 
     async with blocked(app, "update") as held:
         await async_run_transaction(block)
-    await asyncio.sleep(0.1)
+    await until(lambda: not context.following)  # (what follows a write ended)
     assert attempts == [0, 1]
     assert sorted(kind for kind, *_ in receivers) == ["coroutine", "plain"]
     assert await stored(document) == {"_id": document.pk, "a": 2, "b": 0}
