@@ -2317,6 +2317,15 @@ async def test_what_follows_a_cancelled_write_is_no_part_of_the_callers_transact
     assert await CwAuthor.objects.async_scalar("name") == [kind]
 
 
+async def deleted_as_seen_by(session: Any, cls: type[Document], pk: Any) -> None:
+    """Return once document ``pk`` is deleted as ``session`` sees it: in its
+    transaction (what it wrote, what was committed before its snapshot)."""
+    deadline = time.monotonic() + 30
+    while await cls._get_collection().find_one({"_id": pk}, session=session):
+        assert time.monotonic() < deadline, "the document is never deleted"
+        await asyncio.sleep(0.01)
+
+
 @pytest.mark.parametrize("cancellation", CANCELLATIONS)
 async def test_a_cancelled_delete_with_rules_on_the_callers_session_outside_one(
     app, cancellation
@@ -2341,7 +2350,7 @@ async def test_a_cancelled_delete_with_rules_on_the_callers_session_outside_one(
             )
             await session.start_transaction()
             await CwDoc.objects(pk=other.pk).async_update(set__a=5, session=session)
-            await asyncio.sleep(BLOCK_MS / 1000)
+            await deleted_as_seen_by(session, CwRuled, document.pk)
             await session.abort_transaction()
     assert await CwRuled._get_collection().find_one({"_id": document.pk}) is None
     raw = await CwReferrer._get_collection().find_one({"_id": referrer.pk})
