@@ -40,6 +40,7 @@ from mongoengine_async import (
     async_run_in_transaction,
     async_run_transaction,
     connect_async,
+    connection,
     context,
     disconnect_async,
     get_async_connection,
@@ -388,6 +389,16 @@ def test_a_loop_that_shuts_down_closes_its_client(loops_alias, run):
     assert get_async_connection(loops_alias) is not clients[0]
 
 
+async def _until_the_closer_began() -> None:
+    """Return once the closer of the running loop's clients, which its
+    ``shutdown_asyncgens()`` finalises, began its work (left the registry)."""
+    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + 10
+    while loop in connection._closers:
+        assert time.monotonic() < deadline, "the closer never began"
+        await asyncio.sleep(0.01)
+
+
 def test_database_work_in_an_async_generators_cleanup_at_shutdown(loops_alias):
     """An async generator left unfinished is finalised by the loop's
     ``shutdown_asyncgens()``, alongside the closer of the loop's clients: its
@@ -401,7 +412,7 @@ def test_database_work_in_an_async_generators_cleanup_at_shutdown(loops_alias):
             yield "one"
             yield "two"
         finally:
-            await asyncio.sleep(0.05)  # (the closer ran meanwhile)
+            await _until_the_closer_began()
             clients.append(get_async_connection(loops_alias))
             await LoopBook(title="cleanup").async_save()
 
@@ -795,6 +806,15 @@ class LoopCounter(Document):
     meta = {"db_alias": "loops"}
 
 
+async def _until_a_save_waits(document: Document) -> None:
+    """Return once another save of ``document`` waits for the one in flight
+    (the deque of waiters its instance dict holds is not empty)."""
+    deadline = time.monotonic() + 10
+    while not document.__dict__["_async_save_turns"]:
+        assert time.monotonic() < deadline, "no save waits"
+        await asyncio.sleep(0.01)
+
+
 async def test_one_document_saved_from_two_threads_loops_at_once(
     mongodb_uri, database, worker_loop
 ):
@@ -808,7 +828,7 @@ async def test_one_document_saved_from_two_threads_loops_at_once(
     async def slow_first(sender, document, **kwargs) -> None:
         if asyncio.get_running_loop() is not worker_loop:
             in_flight.set()
-            await asyncio.sleep(0.3)
+            await _until_a_save_waits(document)
 
     await connect_async(database, alias="loops", host=mongodb_uri, **_STANDARD)
     signals.pre_save.connect(slow_first, sender=LoopCounter)
