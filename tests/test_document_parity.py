@@ -519,6 +519,60 @@ async def test_documents_whose_insert_was_refused_hold_no_id(
     assert ours == theirs
 
 
+async def test_a_document_listed_twice_whose_second_copy_was_refused_keeps_the_first_id(
+    async_alias, command_log
+):
+    """A new document listed twice in ``async_insert()``, its first copy
+    stored and its second refused (a unique key), holds the id its stored
+    copy has: it held none (the second copy's id taken back), so saved again
+    it was stored twice. Saved again, the stored copy is replaced. (Where
+    MongoEngine's failed ``insert()`` leaves it no id, as for a list's first.)"""
+    await DpUnique.async_ensure_indexes()
+    document = DpUnique(name="a")
+    with pytest.raises(BulkWriteError):
+        await DpUnique.objects.async_insert([document, document], load_bulk=False)
+    stored = await DpUnique._get_collection().find().to_list()
+    assert [(copy["_id"], copy["name"]) for copy in stored] == [(document.id, "a")]
+    document.name = "b"
+    command_log.clear()
+    await document.async_save()
+    assert command_log.names == ["findAndModify"]
+    found = await DpUnique._get_collection().find().to_list()
+    assert found == [{"_id": stored[0]["_id"], "name": "b"}]
+
+
+async def test_a_loaded_document_listed_twice_and_refused_is_left_as_by_mongoengine(
+    async_alias, sync_db
+):
+    """A loaded document, its id cleared, listed twice in an insert the
+    server refused from its first copy on (a unique key) holds no id and is
+    not new, its changes MongoEngine's: the second copy's early id taken
+    back left it new (``_created`` as the first copy's id made it)."""
+
+    async def refused(sync: bool) -> tuple:
+        if sync:
+            DpUnique.ensure_indexes()
+            DpUnique(name="x").save()
+            document = DpUnique.objects.get(name="x")
+        else:
+            await DpUnique.async_ensure_indexes()
+            await DpUnique(name="x").async_save()
+            document = await DpUnique.objects.async_get(name="x")
+        document.pk = None
+        with pytest.raises(BulkWriteError):
+            if sync:
+                DpUnique.objects.insert([document, document], load_bulk=False)
+            else:
+                await DpUnique.objects.async_insert([document, document])
+        return document.pk, document._created, list(document._changed_fields)
+
+    with on_sync(DpUnique):
+        theirs = await refused(sync=True)
+    ours = await refused(sync=False)
+    assert theirs == (None, False, ["_id"])
+    assert ours == theirs
+
+
 async def write_dynamic(document: DpUniqueDynamic, write: str, sync: bool) -> None:
     """Save or insert ``document`` (MongoEngine's way if ``sync``; not loaded
     back after an insert: one round trip)."""

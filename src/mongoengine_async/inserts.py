@@ -110,8 +110,9 @@ def take_ids_back(
     """After an insert that failed with ``error``, the early ids of the
     documents it proves were not stored taken back (``to_bson.take_id_back``),
     as MongoEngine's failed insert leaves them none: inserted or saved again,
-    each is one insert."""
-    for index in _not_inserted(error, len(documents)):
+    each is one insert. Last first: a document listed twice holds again the
+    id of a copy stored (``GivenId.before``), or none."""
+    for index in reversed(_not_inserted(error, len(documents))):
         gave = given[index]
         if gave is not None:
             to_bson.take_id_back(documents[index], gave)

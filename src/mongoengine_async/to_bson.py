@@ -336,6 +336,9 @@ class GivenId(NamedTuple):
     object_id: ObjectId
     created: bool  # the document's _created before
     marked: bool  # the id's mark added to its list of changes
+    # The one it replaced, the document holding its id: one listed twice in
+    # an insert (the id of its first copy, stored if only the second is refused).
+    before: GivenId | None = None
 
 
 def give_id(document: Any, raw: dict) -> GivenId:
@@ -346,6 +349,9 @@ def give_id(document: Any, raw: dict) -> GivenId:
     one, whole. Returns what it changed."""
     raw["_id"] = object_id = ObjectId()
     state = document.__dict__
+    before = state.get(GIVEN_MARK)  # (None on a save's path: its turn kept it)
+    if before is not None:
+        before = _held(document, before)
     created = document._created
     changes = state.get("_changed_fields")  # (in the instance dict)
     marked = changes is not None and id_key(document) not in changes
@@ -372,8 +378,16 @@ def give_id(document: Any, raw: dict) -> GivenId:
     else:
         set_id(document, object_id)
         document._created = True
-    state[GIVEN_MARK] = given = GivenId(object_id, created, marked)
+    state[GIVEN_MARK] = given = GivenId(object_id, created, marked, before)
     return given
+
+
+def _held(document: Any, given: GivenId) -> GivenId | None:
+    """``given``, the mark ``document`` holds, if it still holds that id: then
+    no other write started since (only an insert listing the document twice
+    gives it another: the copies were dumped before the first was given one)."""
+    held = document._data.get(document._meta["id_field"])
+    return given if held is given.object_id else None
 
 
 def keep_id(document: Any) -> None:
@@ -408,7 +422,8 @@ def take_id_back(document: Any, given: GivenId) -> None:
     before sending it: too large to encode): the document
     holds no id, is new or not as before, and lists its changes without the
     id's mark, as MongoEngine's failed save leaves it (unless its id was
-    changed meanwhile, or another write of it started: see :func:`keep_id`)."""
+    changed meanwhile, or another write of it started: see :func:`keep_id`).
+    Given ``before`` (listed twice), it holds that one's id again."""
     name = document._meta["id_field"]
     state = document.__dict__
     if state.get(GIVEN_MARK) is not given:
@@ -416,9 +431,14 @@ def take_id_back(document: Any, given: GivenId) -> None:
     del state[GIVEN_MARK]
     if document._data.get(name) is not given.object_id:
         return
-    document._data[name] = None
+    before = given.before
+    document._data[name] = None if before is None else before.object_id
     document._created = given.created
-    document.__dict__.pop(EARLY_MARK, None)
+    state.pop(EARLY_MARK, None)
+    if before is not None:
+        state[GIVEN_MARK] = before
+        if before.marked:  # (its mark an early id's again: inserts.set_ids)
+            state[EARLY_MARK] = True
     changes = getattr(document, "_changed_fields", None)
     if given.marked and changes is not None and id_key(document) in changes:
         changes.remove(id_key(document))
