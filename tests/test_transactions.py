@@ -2390,3 +2390,42 @@ async def test_the_live_transaction_ends_after_a_cancelled_commit_in_it(
         assert await TxSideMemo.objects.async_count() == 0
         bucket = get_async_db("tx_side")["tx_memo_files.files"]
         assert await bucket.count_documents({"_id": memo.scan.grid_id}) == 0
+
+
+@pytest.mark.parametrize("form", ["document", "queryset"])
+@pytest.mark.parametrize("own", ["transaction=False", "its own transaction"])
+@pytest.mark.parametrize("settled", ["committed", "aborted"])
+async def test_a_file_the_block_wrote_of_a_document_deleted_outside(
+    app_alias, mongodb_uri, form, own, settled
+):
+    """The block on the default client wrote the file record of a leaf on
+    "tx_side" (it holds its lock); the leaf is then deleted for good outside
+    the block, cascaded from its root: the delete returns, the block ends as
+    it would, and the file is gone after it (deleted at once, outside any
+    transaction, the file waited for the block's lock until the server
+    killed its transaction: the block failed)."""
+    async with fresh_database("tx_side", mongodb_uri, appname="tx-side"):
+        root = await TxAwayRoot().async_save()
+        leaf = TxAwayLeaf(root=root)
+        await leaf.scan.async_put(b"leaf", filename="leaf.txt")
+        await leaf.async_save()
+        grid_id = leaf.scan.grid_id
+        files = get_async_db()["tx_away_files.files"]
+        kwargs = {"transaction": False} if own == "transaction=False" else {}
+        with contextlib.suppress(Boom):
+            async with async_run_in_transaction() as session:
+                await files.update_one(
+                    {"_id": grid_id}, {"$set": {"seen": 1}}, session=session
+                )
+                if form == "document":
+                    await root.async_delete(**kwargs)
+                else:
+                    assert await TxAwayRoot.objects.async_delete(**kwargs) == 1
+                assert await files.count_documents({"_id": grid_id}) == 1
+                if settled == "aborted":
+                    raise Boom
+        await detached.all_finished(60)
+        assert await TxAwayLeaf.objects.async_count() == 0
+        assert await files.count_documents({"_id": grid_id}) == 0
+        chunks = get_async_db()["tx_away_files.chunks"]
+        assert await chunks.count_documents({"files_id": grid_id}) == 0

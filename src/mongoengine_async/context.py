@@ -406,6 +406,25 @@ def on_commit(
     undos.append(_OnCommit(step, None if aliases is None else frozenset(aliases)))
 
 
+class _OnEnd(_OnCommit):
+    """An :func:`on_commit` entry whose ``step`` runs whether the transaction
+    commits (in turn with those steps) or aborts (in a task of its own)."""
+
+    def __call__(self) -> None:
+        follow_up(_run_steps([self]), _AFTER_ABORT, True, self.aliases)
+
+
+def on_end(
+    undos: Journal, step: Callable[[], Awaitable[Any]], aliases: Iterable[str]
+) -> None:
+    """Run ``step`` once the transaction of journal ``undos`` ended, committed
+    or aborted: a write outside it that its locks would hold up until then
+    (the delete of a file of a document deleted for good, which it wrote).
+    ``aliases``: those it uses (see :func:`on_commit`); after an abort, its
+    error goes to the loop's exception handler."""
+    undos.append(_OnEnd(step, frozenset(aliases)))
+
+
 class _OnAbort:
     """A journal entry that undoes, when the transaction surely aborted, a
     write outside it (:func:`on_abort`); nothing when its commit's outcome
@@ -461,6 +480,7 @@ async def _run_steps(steps: list[_OnCommit]) -> None:
 
 
 _AFTER_COMMIT = "steps after the commit of a transaction"
+_AFTER_ABORT = "steps after the abort of a transaction"
 # A commit its caller left on its way (what follows it waits for its outcome).
 _COMMITTING = (
     "commit of a transaction whose caller was cancelled (and the steps after it)"

@@ -90,6 +90,7 @@ from mongoengine_async.context import (
     journal,
     on_abort,
     on_commit,
+    on_end,
     outside_journal,
 )
 from mongoengine_async.detached import (
@@ -1138,10 +1139,16 @@ async def _delete_in(
     session: the bucket is on another client), which cannot undo the delete,
     the delete waits until that transaction commits, and is dropped if it
     aborts (the document that holds the file is kept then); whether the file
-    exists is then read only if the caller ``asks`` (a round trip): True if not."""
-    if session is not None or undos is None:
+    exists is then read only if the caller ``asks`` (a round trip): True if not.
+    In no session nor journal, with a block of ours bound for the bucket's
+    client (the file of a document deleted outside it), the delete waits
+    until that block's transaction ended (:func:`_delete_after_block`)."""
+    if session is not None or (undos is None and not _block_around(root)):
         return await _delete_file(root, grid_id, session)
-    _defer_delete(root, grid_id, undos)
+    if undos is None:
+        _delete_after_block(root, grid_id)
+    else:
+        _defer_delete(root, grid_id, undos)
     if not asks:
         return True
     return await root.files.find_one({"_id": {"$eq": grid_id}}, {"_id": 1}) is not None
@@ -1169,7 +1176,11 @@ async def _deferred_file_delete(root: AsyncCollection, grid_id: Any) -> None:
     committed. Its client closed meanwhile (``disconnect_async`` in the
     block: no alias serves it any more), it cannot run: reported to the
     loop's exception handler, not raised (the transaction committed; the
-    file stays, orphaned)."""
+    file stays, orphaned). A block of ours bound for the bucket's client,
+    it waits until that block ended (:func:`_delete_after_block`)."""
+    if _block_around(root):
+        _delete_after_block(root, grid_id)
+        return
     try:
         await _delete_file(root, grid_id, None)
     except pymongo.errors.InvalidOperation as error:
@@ -1183,6 +1194,23 @@ async def _deferred_file_delete(root: AsyncCollection, grid_id: Any) -> None:
                 "exception": error,
             }
         )
+
+
+def _block_around(root: AsyncCollection) -> bool:
+    """Whether a transaction of ours (a block) is bound in this task for the
+    client of bucket ``root``."""
+    return bound_journal(root.database.client) is not None
+
+
+def _delete_after_block(root: AsyncCollection, grid_id: Any) -> None:
+    """Delete file ``grid_id`` of bucket ``root`` outside any transaction once
+    the block bound for its client ended, committed or aborted (its document,
+    deleted outside it, is gone either way): deleted at once, the delete
+    would wait for the locks of that block (which wrote the file) until the
+    server killed its transaction; in it, its abort would bring it back."""
+    undos = cast(Journal, bound_journal(root.database.client))
+    delete = functools.partial(_deferred_file_delete, root, grid_id)
+    on_end(undos, delete, aliases_served_by(root.database.client))
 
 
 _ABORTED_UPLOAD = "delete of a file uploaded in a transaction that aborted"
