@@ -2429,3 +2429,29 @@ async def test_a_file_the_block_wrote_of_a_document_deleted_outside(
         assert await files.count_documents({"_id": grid_id}) == 0
         chunks = get_async_db()["tx_away_files.chunks"]
         assert await chunks.count_documents({"files_id": grid_id}) == 0
+
+
+async def test_a_file_the_block_wrote_of_a_document_deleted_in_a_block_within(
+    app_alias, mongodb_uri
+):
+    """A leaf on "tx_side" deleted in a "tx_side" block within a block of the
+    default client, which wrote the leaf's file record: the file, left to
+    the inner block's commit, waits then for the outer block's end (deleted
+    at once, it waited for the outer block's lock until the server killed
+    its transaction: the block failed)."""
+    async with fresh_database("tx_side", mongodb_uri, appname="tx-side"):
+        leaf = TxAwayLeaf(root=await TxAwayRoot().async_save())
+        await leaf.scan.async_put(b"leaf", filename="leaf.txt")
+        await leaf.async_save()
+        grid_id = leaf.scan.grid_id
+        files = get_async_db()["tx_away_files.files"]
+        async with async_run_in_transaction() as session:
+            await files.update_one(
+                {"_id": grid_id}, {"$set": {"seen": 1}}, session=session
+            )
+            async with async_run_in_transaction("tx_side"):
+                await leaf.async_delete()
+            assert await files.count_documents({"_id": grid_id}) == 1
+        await detached.all_finished(60)
+        assert await TxAwayLeaf.objects.async_count() == 0
+        assert await files.count_documents({"_id": grid_id}) == 0
