@@ -8,7 +8,7 @@ delete deliberately differs (docs/delete_rules.md), the test says so.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
 from typing import Any
 from uuid import uuid4
@@ -2312,6 +2312,43 @@ def kept_then_signalled_models(
     return owner, link, sub
 
 
+async def kept_scenario(
+    module: Any, parented: bool, signalled: bool, seed: Callable[..., Awaitable[Any]]
+) -> tuple[Any, ...]:
+    """The owners, links and subclass documents ``seed(save, owner, link, sub)``
+    stores; then the owners matching "doomed" deleted under a case-insensitive
+    collation: the result, the owners and links left, the subclass documents
+    sent ``post_delete`` (when ``signalled``)."""
+    is_async = module is mongoengine_async
+    alias = "default" if is_async else SYNC
+    owner, link, sub = kept_then_signalled_models(module, alias, parented)
+    sigs = signals if not is_async else mongoengine_async.signals
+
+    async def save(document: Any) -> Any:
+        return await document.async_save() if is_async else document.save()
+
+    await seed(save, owner, link, sub)
+    seen: list = []
+
+    def noted(sender: Any, document: Any, **kwargs: Any) -> None:
+        seen.append(document.name)
+
+    matching = owner.objects(name="doomed").collation(CASE_INSENSITIVE)
+    with receiving(sigs.post_delete, noted, *([sub] if signalled else [])):
+        if is_async:
+            result = await matching.async_delete()
+        else:
+            result = matching.delete()
+    owners = await stored_by(is_async, owner._get_collection_name(), "name")
+    links = await stored_by(is_async, link._get_collection_name(), "name")
+    return (
+        result,
+        [each["name"] for each in owners],
+        [each["name"] for each in links],
+        seen,
+    )
+
+
 @pytest.mark.parametrize("parented", [False, True], ids=["alone", "parented"])
 @pytest.mark.parametrize("signalled", [False, True], ids=["quiet", "receivers"])
 async def test_a_root_kept_by_the_collation_and_reached_again_as_mongoengine(
@@ -2326,46 +2363,19 @@ async def test_a_root_kept_by_the_collation_and_reached_again_as_mongoengine(
     the later rules' queries leave out: DOOMED stays, unsignalled. The async
     delete deleted it there too (and sent it ``post_delete``)."""
 
-    async def scenario(module: Any) -> tuple[Any, ...]:
-        is_async = module is mongoengine_async
-        alias = "default" if is_async else SYNC
-        owner, link, sub = kept_then_signalled_models(module, alias, parented)
-        sigs = signals if not is_async else mongoengine_async.signals
-
-        async def save(document: Any) -> Any:
-            return await document.async_save() if is_async else document.save()
-
+    async def seed(save: Any, owner: Any, link: Any, sub: Any) -> None:
         doomed = await save(owner(name="doomed"))
         first = await save(link(name="first", owner=doomed))
         kept = await save(sub(name="DOOMED", link=first))
         await save(link(name="second", owner=kept))
         await save(sub(name="Other", link=None))
         await save(owner(name="other"))
-        seen: list = []
 
-        def noted(sender: Any, document: Any, **kwargs: Any) -> None:
-            seen.append(document.name)
-
-        matching = owner.objects(name="doomed").collation(CASE_INSENSITIVE)
-        with receiving(sigs.post_delete, noted, *([sub] if signalled else [])):
-            if is_async:
-                result = await matching.async_delete()
-            else:
-                result = matching.delete()
-        owners = await stored_by(is_async, owner._get_collection_name(), "name")
-        links = await stored_by(is_async, link._get_collection_name(), "name")
-        return (
-            result,
-            [each["name"] for each in owners],
-            [each["name"] for each in links],
-            seen,
-        )
-
-    theirs = await scenario(mongoengine)
+    theirs = await kept_scenario(mongoengine, parented, signalled, seed)
     owners = ["DOOMED", "Other", "other"] if parented else ["Other", "other"]
     signalled_kept = ["DOOMED"] if signalled and not parented else []
     assert theirs == (1, owners, [], signalled_kept)
-    assert await scenario(mongoengine_async) == theirs
+    assert await kept_scenario(mongoengine_async, parented, signalled, seed) == theirs
 
 
 @pytest.mark.parametrize("signalled", [False, True], ids=["quiet", "receivers"])
@@ -2379,43 +2389,16 @@ async def test_a_root_kept_by_the_collation_stays_down_its_own_rule_s_chain(
     leaves it out: it stays, unsignalled. The async delete spared it only at
     that rule's own level: it was deleted (and sent ``post_delete``)."""
 
-    async def scenario(module: Any) -> tuple[Any, ...]:
-        is_async = module is mongoengine_async
-        alias = "default" if is_async else SYNC
-        owner, link, sub = kept_then_signalled_models(module, alias, True)
-        sigs = signals if not is_async else mongoengine_async.signals
-
-        async def save(document: Any) -> Any:
-            return await document.async_save() if is_async else document.save()
-
+    async def seed(save: Any, owner: Any, link: Any, sub: Any) -> None:
         doomed = await save(owner(name="doomed"))
         child = await save(owner(name="child", parent=doomed))
         below = await save(link(name="below", owner=child))
         await save(sub(name="DOOMED", link=below))
         await save(owner(name="other"))
-        seen: list = []
 
-        def noted(sender: Any, document: Any, **kwargs: Any) -> None:
-            seen.append(document.name)
-
-        matching = owner.objects(name="doomed").collation(CASE_INSENSITIVE)
-        with receiving(sigs.post_delete, noted, *([sub] if signalled else [])):
-            if is_async:
-                result = await matching.async_delete()
-            else:
-                result = matching.delete()
-        owners = await stored_by(is_async, owner._get_collection_name(), "name")
-        links = await stored_by(is_async, link._get_collection_name(), "name")
-        return (
-            result,
-            [each["name"] for each in owners],
-            [each["name"] for each in links],
-            seen,
-        )
-
-    theirs = await scenario(mongoengine)
+    theirs = await kept_scenario(mongoengine, True, signalled, seed)
     assert theirs == (1, ["DOOMED", "other"], [], [])
-    assert await scenario(mongoengine_async) == theirs
+    assert await kept_scenario(mongoengine_async, True, signalled, seed) == theirs
 
 
 def hinted_chain_models(module: Any, alias: str, rule: int) -> tuple[type, ...]:

@@ -300,21 +300,26 @@ PRIVATE_SIGNATURES: tuple[tuple[Any, tuple[str, ...]], ...] = (
 
 
 @contextlib.contextmanager
-def outside_caller_timeout() -> Iterator[None]:
-    """Inside the block, no ``pymongo.timeout()`` of the caller's applies, the
-    client's ``timeoutMS`` does (as under none): for work that must go on
-    once the caller's budget is spent (the steps after a commit)."""
-    timeout = client_timeout.set(None)
+def _pymongo_timeout(timeout: float | None) -> Iterator[None]:
+    """Inside the block, PyMongo's ``pymongo.timeout()`` is ``timeout``, with
+    no deadline of an enclosing one."""
+    previous = client_timeout.set(timeout)
     deadline = client_timeout_deadline.set(float("inf"))
     try:
         yield
     finally:
         client_timeout_deadline.reset(deadline)
-        client_timeout.reset(timeout)
+        client_timeout.reset(previous)
 
 
-@contextlib.contextmanager
-def without_pymongo_timeouts() -> Iterator[None]:
+def outside_caller_timeout() -> contextlib.AbstractContextManager[None]:
+    """Inside the block, no ``pymongo.timeout()`` of the caller's applies, the
+    client's ``timeoutMS`` does (as under none): for work that must go on
+    once the caller's budget is spent (the steps after a commit)."""
+    return _pymongo_timeout(None)
+
+
+def without_pymongo_timeouts() -> contextlib.AbstractContextManager[None]:
     """Inside the block, no PyMongo timeout applies: neither a
     ``pymongo.timeout()`` of the caller's (one enclosing it, expired, would
     make PyMongo raise before sending anything, and a nested one can only
@@ -322,13 +327,7 @@ def without_pymongo_timeouts() -> Iterator[None]:
     would make the server drop a command that waits there). A timeout of 0
     is PyMongo's "none" (CSOT's ``timeoutMS=0``); the client's applies only
     under no timeout at all (None)."""
-    timeout = client_timeout.set(0.0)
-    deadline = client_timeout_deadline.set(float("inf"))
-    try:
-        yield
-    finally:
-        client_timeout_deadline.reset(deadline)
-        client_timeout.reset(timeout)
+    return _pymongo_timeout(0.0)
 
 
 def has_field_display(cls: type[Any]) -> bool:
