@@ -3419,12 +3419,18 @@ async def test_a_new_document_cancelled_once_sent_and_refused_holds_no_id(
         assert (document.pk, document._created) == (None, True)
         gc.collect()  # (the refusal kept for its settling: not for ever)
         assert len(detached._failures) == 0
-        document.name = "y"
-        log.clear()
-        await document.async_save()
-        assert log.names == ["insert"]
-        found = CwUnique._get_collection().find({}, {"_id": 0}, sort=[("name", 1)])
-        assert await found.to_list() == [{"name": "x"}, {"name": "y"}]
+        await saved_again_in_one_insert(document, log)
+
+
+async def saved_again_in_one_insert(document: CwUnique, log: CommandLog) -> None:
+    """``document``, refused as a second "x", holds no id: named "y" and saved
+    again, it is one insert, stored beside the first "x"."""
+    document.name = "y"
+    log.clear()
+    await document.async_save()
+    assert log.names == ["insert"]
+    found = CwUnique._get_collection().find({}, {"_id": 0}, sort=[("name", 1)])
+    assert await found.to_list() == [{"name": "x"}, {"name": "y"}]
 
 
 class CancelOnReply(monitoring.CommandListener):
@@ -3465,12 +3471,7 @@ async def test_a_new_document_cancelled_as_its_refusal_came_holds_no_id(mongodb_
             await saving
         await _until_settled(document)
         assert (document.pk, document._created) == (None, True)
-        document.name = "y"
-        log.clear()
-        await document.async_save()
-        assert log.names == ["insert"]
-        found = CwUnique._get_collection().find({}, {"_id": 0}, sort=[("name", 1)])
-        assert await found.to_list() == [{"name": "x"}, {"name": "y"}]
+        await saved_again_in_one_insert(document, log)
 
 
 class CwChecked(Document):

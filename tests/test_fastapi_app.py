@@ -297,6 +297,14 @@ async def test_any_other_operation_error_is_a_500(
     assert (await service.http.post("/books", json=body)).status_code == 201
 
 
+async def assert_no_book_nor_manuscript_left() -> None:
+    """No book is stored, nor any manuscript's file or chunk."""
+    db = get_async_db()
+    assert await db.book.count_documents({}) == 0
+    assert await db["manuscripts.files"].count_documents({}) == 0
+    assert await db["manuscripts.chunks"].count_documents({}) == 0
+
+
 @contextlib.contextmanager
 def write_concern_fails(
     uri: str, commands: list[str], code: int, app_name: str
@@ -935,9 +943,7 @@ async def test_a_book_deleted_meanwhile_is_not_saved_back(
     )
     response = await service.http.put(f"/books/{uploaded}/manuscript", content=b"x")
     assert response.status_code == 409
-    assert await get_async_db().book.count_documents({}) == 0
-    assert await get_async_db()["manuscripts.files"].count_documents({}) == 0
-    assert await get_async_db()["manuscripts.chunks"].count_documents({}) == 0
+    await assert_no_book_nor_manuscript_left()
     monkeypatch.undo()
     assert (await service.http.get("/books")).json() == []
 
@@ -970,9 +976,7 @@ async def test_a_manuscript_uploaded_meanwhile_is_deleted_with_its_book(
     response = await service.http.delete(f"/books/{book_id}")
     assert (response.status_code, response.content) == (204, b"")
     assert service.log.count("find") == 2  # (run again after the conflict)
-    assert await get_async_db().book.count_documents({}) == 0
-    assert await get_async_db()["manuscripts.files"].count_documents({}) == 0
-    assert await get_async_db()["manuscripts.chunks"].count_documents({}) == 0
+    await assert_no_book_nor_manuscript_left()
 
 
 async def test_a_book_whose_manuscript_is_not_deleted_stays(
@@ -1001,9 +1005,7 @@ async def test_a_book_whose_manuscript_is_not_deleted_stays(
     assert (response.status_code, response.content) == (200, b"draft")
     response = await service.http.delete(f"/books/{book_id}")
     assert (response.status_code, response.content) == (204, b"")
-    assert await get_async_db().book.count_documents({}) == 0
-    assert await get_async_db()["manuscripts.files"].count_documents({}) == 0
-    assert await get_async_db()["manuscripts.chunks"].count_documents({}) == 0
+    await assert_no_book_nor_manuscript_left()
 
 
 async def test_a_manuscript_deleted_before_its_download_is_a_409(
