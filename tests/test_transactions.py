@@ -2430,3 +2430,31 @@ async def test_a_file_the_block_wrote_of_a_document_deleted_in_a_block_within(
         await detached.all_finished(60)
         assert await TxAwayLeaf.objects.async_count() == 0
         assert await files.count_documents({"_id": grid_id}) == 0
+
+
+async def test_a_file_left_to_an_aborted_block_is_deleted_past_its_timeout(
+    app_alias, mongodb_uri
+):
+    """The block of the test above aborts once its caller's
+    ``pymongo.timeout()`` is spent: the file of the leaf deleted outside it
+    is still deleted after the abort, outside that time-out (under it, the
+    delete raised a time-out to the loop's exception handler: the file stayed,
+    its document gone)."""
+    async with fresh_database("tx_side", mongodb_uri, appname="tx-side"):
+        root = await TxAwayRoot().async_save()
+        leaf = TxAwayLeaf(root=root)
+        await leaf.scan.async_put(b"leaf", filename="leaf.txt")
+        await leaf.async_save()
+        grid_id = leaf.scan.grid_id
+        files = get_async_db()["tx_away_files.files"]
+        with pytest.raises(Boom), pymongo.timeout(1):
+            async with async_run_in_transaction() as session:
+                await files.update_one(
+                    {"_id": grid_id}, {"$set": {"seen": 1}}, session=session
+                )
+                await root.async_delete(transaction=False)
+                await asyncio.sleep(1.2)  # (the time-out spent)
+                raise Boom
+        await detached.all_finished(60)
+        assert await TxAwayLeaf.objects.async_count() == 0
+        assert await files.count_documents({"_id": grid_id}) == 0

@@ -408,10 +408,13 @@ def on_commit(
 
 class _OnEnd(_OnCommit):
     """An :func:`on_commit` entry whose ``step`` runs whether the transaction
-    commits (in turn with those steps) or aborts (in a task of its own)."""
+    commits (in turn with those steps) or aborts (in a task of its own,
+    outside the caller's ``pymongo.timeout()``, as after a commit: a block
+    aborted once it was spent would leave the file orphaned)."""
 
     def __call__(self) -> None:
-        follow_up(_run_steps([self]), _AFTER_ABORT, True, self.aliases)
+        with outside_caller_timeout():
+            follow_up(_run_steps([self]), _AFTER_ABORT, True, self.aliases)
 
 
 def on_end(
