@@ -16,9 +16,10 @@ from mongoengine.queryset.base import BaseQuerySet
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
+from pymongo.errors import ServerSelectionTimeoutError
 from pymongo.synchronous.cursor import Cursor
 
-from mongoengine_async import _compat
+from mongoengine_async import _compat, context
 
 
 class CompatSample(mongoengine.Document):
@@ -118,3 +119,20 @@ def test_container_location_of_mongoengine_and_plain_containers() -> None:
     assert owner.name == "x"  # a weak proxy of the document
     assert _compat.container_location([1]) == (None, None)
     assert _compat.container_location({"a": 1}) == (None, None)
+
+
+async def test_server_selection_time_out_says_its_wait_and_its_client() -> None:
+    # A transaction's abort is not fenced after a server selection that
+    # waited its client's whole serverSelectionTimeoutMS (context._no_server),
+    # which PyMongo says in its message only ("Timeout: <n>s", the topology's
+    # id): worded otherwise, every block on a lost server waits again.
+    client = AsyncMongoClient("mongodb://127.0.0.1:1", serverSelectionTimeoutMS=50)
+    other = AsyncMongoClient("mongodb://127.0.0.1:1", serverSelectionTimeoutMS=50)
+    try:
+        with pytest.raises(ServerSelectionTimeoutError) as error:
+            await client.admin.command("ping")
+        assert context._waited_whole(error.value, client)
+        assert not context._waited_whole(error.value, other)
+    finally:
+        await client.close()
+        await other.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -623,3 +624,82 @@ async def test_a_block_whose_server_is_lost_is_aborted_without_a_fence(
             caplog.set_level("DEBUG", logger="pymongo.serverSelection")
             await LossNote(n=2).async_save()
     assert failed_selections(caplog) == ["insert", "abortTransaction"]
+
+
+class NoCommands(monitoring.CommandListener):
+    """A command listener that notes nothing (:func:`lossy_set` takes one)."""
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_block_cut_short_selecting_by_the_client_timeout_is_fenced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # On a client whose timeoutMS (500) is shorter than its
+    # serverSelectionTimeoutMS (1500), a write of a block whose server is
+    # lost times out selecting at 500 ms: that does not tell the server is
+    # gone (an election may outlast it), so the abort is fenced, each under
+    # a whole server selection (not the client's timeoutMS: see _bounded).
+    async with lossy_set(NoCommands(), timeoutMS=500) as replica_set:
+        client = LossNote._get_collection().database.client
+        with pytest.raises(pymongo.errors.ServerSelectionTimeoutError) as error:
+            async with async_run_in_transaction(alias=ALIAS):
+                await LossNote(n=1).async_save()
+                await stop(replica_set)
+                for _ in range(200):  # (its monitor sees the server gone)
+                    if not client.topology_description.has_writable_server():
+                        break
+                    await asyncio.sleep(0.05)
+                caplog.set_level("DEBUG", logger="pymongo.serverSelection")
+                await LossNote(n=2).async_save()
+        waited = re.search(r", Timeout: ([0-9.]+)s, ", str(error.value))
+        assert waited is not None and float(waited[1]) <= 0.5  # (cut short)
+        assert failed_selections(caplog) == ["insert", "abortTransaction", "find"]
+
+
+async def test_a_block_raising_another_clients_selection_time_out_is_fenced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A block raises a whole server selection time-out of another client's
+    # while its own client's primary is Unknown (its monitor's checks fail,
+    # the server is there): its abort is still fenced, an operation the block
+    # gave up on may be on its way (it used to be skipped: the time-out was
+    # taken as this client's).
+    async with lossy_set(NoCommands(), appName="fenced") as replica_set:
+        client = LossNote._get_collection().database.client
+        elsewhere = pymongo.AsyncMongoClient(
+            "mongodb://127.0.0.1:9", serverSelectionTimeoutMS=2000
+        )
+        admin = pymongo.AsyncMongoClient(replica_set.uri, directConnection=True)
+        try:
+            with pytest.raises(pymongo.errors.ServerSelectionTimeoutError):
+                async with async_run_in_transaction(alias=ALIAS):
+                    await LossNote(n=1).async_save()
+                    await admin.admin.command(
+                        "configureFailPoint",
+                        "failCommand",
+                        mode="alwaysOn",
+                        data={
+                            "failCommands": ["hello", "isMaster"],
+                            "appName": "fenced",
+                            "closeConnection": True,
+                        },
+                    )
+                    for _ in range(200):  # (its monitor's check failed)
+                        if not client.topology_description.has_writable_server():
+                            break
+                        await asyncio.sleep(0.05)
+                    caplog.set_level("DEBUG", logger="pymongo.serverSelection")
+                    await elsewhere.admin.command("ping")
+            assert failed_selections(caplog) == ["ping", "abortTransaction", "find"]
+        finally:
+            await admin.admin.command("configureFailPoint", "failCommand", mode="off")
+            await admin.close()
+            await elsewhere.close()

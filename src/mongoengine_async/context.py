@@ -1523,8 +1523,8 @@ def _on_its_way(error: BaseException | None) -> bool:
 
 
 def _no_server(error: BaseException | None, client: Any) -> bool:
-    """Whether ``error`` (see :func:`_chain`) says no server could be
-    selected in a whole server selection's time (see
+    """Whether ``error`` (see :func:`_chain`) says no server of ``client``
+    could be selected in a whole server selection's time (see
     :func:`_waited_whole`), and ``client`` knows no primary still: a fence
     would wait for one, with nothing on its way. A time-out the block
     handled before it raised may be another client's (this one's server
@@ -1539,21 +1539,32 @@ def _no_server(error: BaseException | None, client: Any) -> bool:
     )
 
 
-# How PyMongo's server selection time-out says how long it waited.
-_SELECTION_WAITED = re.compile(r", Timeout: ([0-9.e+-]+)s, Topology Description: ")
+# How PyMongo's server selection time-out says how long it waited, and on
+# which client's servers (its topology's id, as the client's description says).
+_SELECTION_WAITED = re.compile(
+    r", Timeout: ([0-9.e+-]+)s, Topology Description: "
+    r"<TopologyDescription id: (\w+), "
+)
+_TOPOLOGY_ID = re.compile(r"<TopologyDescription id: (\w+), ")
 
 
 def _waited_whole(error: ServerSelectionTimeoutError, client: Any) -> bool:
-    """Whether the selection ``error`` ended waited ``client``'s whole
-    ``serverSelectionTimeoutMS``: one cut short by a ``timeoutMS`` or a
-    ``pymongo.timeout()`` (a primary Unknown a moment, its pool cleared by a
-    network error) does not tell that it is gone. PyMongo says the time it
-    waited in its message only; a message saying none is taken as cut short."""
+    """Whether the selection ``error`` is ``client``'s and ended waited its
+    whole ``serverSelectionTimeoutMS``: another client's (with a primary
+    Unknown a moment here) says nothing of this one's server, and one cut
+    short by a ``timeoutMS`` or a ``pymongo.timeout()`` (a primary Unknown a
+    moment, its pool cleared by a network error) does not tell that it is
+    gone. PyMongo says both in its message only; a message saying neither is
+    taken as cut short."""
     if selection_cut_short(client):
         return False
     waited = _SELECTION_WAITED.search(str(error))
-    return waited is not None and (
-        float(waited[1]) >= client.options.server_selection_timeout
+    ours = _TOPOLOGY_ID.search(repr(client.topology_description))
+    return (
+        waited is not None
+        and ours is not None
+        and waited[2] == ours[1]
+        and float(waited[1]) >= client.options.server_selection_timeout
     )
 
 
