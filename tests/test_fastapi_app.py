@@ -31,7 +31,7 @@ from mongoengine_async.testing import CommandLog, fail_command
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
-from fastapi_app import Settings, create_app  # noqa: E402
+from fastapi_app import Settings, create_app, routes  # noqa: E402
 from fastapi_app.models import Book  # noqa: E402
 from fastapi_app.routes import MAX_JSON_BYTES, BoundedBody  # noqa: E402
 
@@ -477,7 +477,9 @@ async def test_a_body_past_the_bound_is_a_413_before_it_is_parsed(
     ann = await new_author(service, "Ann")
     service.log.clear()
     many = [{"title": "T"} for _ in range(80_000)]  # (about 1.2 MB)
-    for content in (json.dumps(many).encode(), b"x" * (MAX_JSON_BYTES + 1)):
+    read: list[int] = []
+    # (the second chunked, without a Content-Length: its bytes are counted)
+    for content in (json.dumps(many).encode(), spaces(MAX_JSON_BYTES + 1, read)):
         response = await service.http.post(
             f"/authors/{ann}/books",
             content=content,
@@ -487,6 +489,7 @@ async def test_a_body_past_the_bound_is_a_413_before_it_is_parsed(
             413,
             {"detail": f"body over {MAX_JSON_BYTES} bytes"},
         )
+    assert len(read) == MAX_JSON_BYTES // (64 * 1024) + 1  # (read up to the bound)
     assert service.log.names == []
     largest = [{"title": f"{n:03}" + "\u00e9" * 297} for n in range(500)]
     content = json.dumps(largest).encode()  # (each \u00e9 escaped: 6 bytes)
@@ -505,6 +508,138 @@ async def test_a_body_past_the_bound_is_a_413_before_it_is_parsed(
         headers={"content-type": "application/json"},
     )
     assert (response.status_code, response.json()) == (201, [])
+
+
+async def spaces(size: int, read: list[int]) -> AsyncIterator[bytes]:
+    """``size`` spaces in pieces of 64 KiB, noting in ``read`` each piece read."""
+    for start in range(0, size, 64 * 1024):
+        read.append(start)
+        yield b" " * min(64 * 1024, size - start)
+
+
+async def test_a_declared_length_past_the_bound_is_a_413_before_any_byte_is_read(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body whose Content-Length is over the bound (a JSON body's, or a
+    manuscript's) is a 413 from that header alone: none of its bytes is read
+    (the server would otherwise take in up to the bound for nothing)."""
+    monkeypatch.setattr(routes, "MAX_MANUSCRIPT_BYTES", 2 * MB)
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Dune")
+    service.log.clear()
+    for method, path, limit in [
+        ("POST", f"/authors/{ann}/books", MAX_JSON_BYTES),
+        ("PUT", f"/books/{book_id}/manuscript", 2 * MB),
+    ]:
+        read: list[int] = []
+        response = await service.http.request(
+            method,
+            path,
+            content=spaces(limit + 1, read),
+            headers={"content-length": str(limit + 1)},
+        )
+        assert (response.status_code, response.json()) == (
+            413,
+            {"detail": f"body over {limit} bytes"},
+        )
+        assert read == []
+    assert "insert" not in service.log.names
+    assert await get_async_db()["manuscripts.files"].count_documents({}) == 0
+
+
+async def test_a_manuscript_past_the_bound_is_a_413_leaving_no_chunk(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manuscript sent without a Content-Length (chunked) is stored as it
+    arrives until it passes MAX_MANUSCRIPT_BYTES: then a 413, its chunks
+    already written removed, the book's manuscript kept; the bound itself fits."""
+    monkeypatch.setattr(routes, "MAX_MANUSCRIPT_BYTES", 9 * MB)
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Dune")
+    path = f"/books/{book_id}/manuscript"
+    assert (await service.http.put(path, content=b"first")).status_code == 200
+    chunks = get_async_db()["manuscripts.chunks"]
+    written: list[int] = []
+
+    async def body(pieces: int) -> AsyncIterator[bytes]:
+        for _ in range(pieces):  # (256 KiB each)
+            written.append(await chunks.count_documents({}))
+            yield os.urandom(256 * 1024)
+
+    response = await service.http.put(path, content=body(40))  # (10 MiB)
+    assert (response.status_code, response.json()) == (
+        413,
+        {"detail": f"body over {9 * MB} bytes"},
+    )
+    assert max(written) > 1  # (chunks were stored before the bound was passed)
+    stored = await get_async_db().book.find_one()
+    assert stored is not None
+    assert await get_async_db()["manuscripts.files"].distinct("_id") == [
+        stored["manuscript"]
+    ]
+    assert await chunks.count_documents({}) == 1
+    assert (await service.http.get(path)).content == b"first"
+    response = await service.http.put(path, content=body(36))  # (the bound: 9 MiB)
+    assert (response.status_code, response.json()["length"]) == (200, 9 * MB)
+
+
+async def test_a_stored_value_mongoengine_refuses_is_named_at_the_books_path(
+    service: Service,
+) -> None:
+    """A PATCH whose merge with the stored book MongoEngine refuses (a negative
+    year written by another program, the body giving only a title) is a 422
+    naming the stored book's field at its path (["path", "book_id", "year"]),
+    not the body, which has no year; a year the body gives is the body's, and a
+    PATCH that gives a valid one mends the book."""
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Dune")
+    await get_async_db().book.update_one({}, {"$set": {"year": -1}})
+    message = "Integer value is too small"
+    for patch, loc in [
+        ({"title": "Emma"}, ["path", "book_id", "year"]),
+        ({"title": "Emma", "year": -2}, ["body", "year"]),
+    ]:
+        response = await service.http.patch(f"/books/{book_id}", json=patch)
+        assert (response.status_code, response.json()) == (
+            422,
+            {"detail": [{"type": "value_error", "loc": loc, "msg": message}]},
+        )
+    stored = get_async_db().book.find({}, {"_id": 0, "title": 1, "year": 1})
+    assert await stored.to_list() == [{"title": "Dune", "year": -1}]
+    response = await service.http.patch(f"/books/{book_id}", json={"year": 1965})
+    assert (response.status_code, response.json()["year"]) == (200, 1965)
+
+
+async def test_a_422_does_not_echo_the_body_back(service: Service) -> None:
+    """A body that is no JSON object (a form, plain text: FastAPI takes its
+    bytes as the value) or a batch too long is a 422 of FastAPI's shape that
+    does not hold the body (a client's secret, up to a megabyte); an error of
+    one field still names the value given there, as FastAPI's does."""
+    ann = await new_author(service, "Ann")
+    secret = b"name=Ann&password=hunter2"
+    for content_type in ("application/x-www-form-urlencoded", "text/plain", None):
+        headers = {"content-type": content_type} if content_type else {}
+        response = await service.http.post("/authors", content=secret, headers=headers)
+        assert (response.status_code, response.json()) == (
+            422,
+            {
+                "detail": [
+                    {
+                        "type": "model_attributes_type",
+                        "loc": ["body"],
+                        "msg": "Input should be a valid dictionary or object to"
+                        " extract fields from",
+                    }
+                ]
+            },
+        )
+    too_many = [{"title": f"secret {n}"} for n in range(501)]
+    response = await service.http.post(f"/authors/{ann}/books", json=too_many)
+    assert response.status_code == 422
+    assert b"secret" not in response.content
+    response = await service.http.post("/authors", json={"name": ""})
+    assert response.json()["detail"][0]["input"] == ""
+    assert await get_async_db().book.count_documents({}) == 0
 
 
 async def test_a_bounded_body_read_is_read_again() -> None:
@@ -831,7 +966,7 @@ async def test_an_upload_to_a_book_mongoengine_refuses_leaves_no_file(
     response = await service.http.put(f"/books/{book_id}/manuscript", content=b"x")
     assert (response.status_code, response.json()["detail"][0]["loc"]) == (
         422,
-        ["body", "year"],
+        ["path", "book_id", "year"],  # (the stored book's, not the body's)
     )
     stored = await get_async_db().book.find_one()
     assert stored is not None and "manuscript" not in stored

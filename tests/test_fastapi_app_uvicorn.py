@@ -372,3 +372,33 @@ async def new(http: httpx.AsyncClient, path: str, body: dict[str, Any]) -> str:
     response = await http.post(path, json=body)
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
+
+
+async def test_a_download_whose_file_is_deleted_midway_is_cut_short(
+    server: Server, database: AsyncDatabase
+) -> None:
+    """A manuscript whose chunks are deleted once its download has started (its
+    headers sent, a 200 of the whole Content-Length) reaches the client cut
+    short: the server closes the connection, and the client's HTTP library
+    reports the body incomplete (httpx: RemoteProtocolError), not a smaller
+    file; the server logs the CorruptGridFile."""
+    await listening(server)
+    data = os.urandom(40 * 1024 * 1024)  # (past what the first reads bring)
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        author = await new(http, "/authors", {"name": "Ann"})
+        book_id = await new(http, "/books", {"title": "Cut", "author_id": author})
+        path = f"/books/{book_id}/manuscript"
+        assert (await http.put(path, content=data)).status_code == 200
+        received = 0
+        async with http.stream("GET", path) as response:
+            assert response.status_code == 200
+            assert response.headers["content-length"] == str(len(data))
+            await database["manuscripts.chunks"].delete_many({})
+            with pytest.raises(
+                httpx.RemoteProtocolError, match="without sending complete message body"
+            ):
+                async for piece in response.aiter_raw():
+                    received += len(piece)
+        assert 0 < received < len(data)
+    log = server.stop()
+    assert "CorruptGridFile" in log, log

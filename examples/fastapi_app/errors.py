@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Container
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -43,12 +44,38 @@ async def invalid(request: Request, error: Exception) -> JSONResponse:
     FastAPI's own shape (what its handler answers for pydantic's refusals),
     one error per field, so that clients read one shape of 422."""
     assert isinstance(error, ValidationError)
+    return await request_validation_exception_handler(request, unprocessable(error))
+
+
+def unprocessable(
+    error: ValidationError,
+    given: Container[str | int] | None = None,
+    stored: tuple[str, ...] = (),
+) -> RequestValidationError:
+    """MongoEngine's refusal as FastAPI's 422, one error per field: at
+    ``("body", *path)`` if the body gave the field (``given``: the fields it
+    gave, all by default), else at ``(*stored, *path)``, a stored value the
+    body left as it was (``stored`` names the document: the path's id)."""
+    errors = []
+    for path, message in field_errors(error.to_dict() or str(error)):
+        from_body = given is None or (bool(path) and path[0] in given)
+        loc = ("body", *path) if from_body else (*stored, *path)
+        errors.append({"type": "value_error", "loc": loc, "msg": message})
+    return RequestValidationError(errors)
+
+
+async def unechoed(request: Request, error: Exception) -> JSONResponse:
+    """FastAPI's 422, without the ``input`` of an error about the whole body (a
+    body that is no JSON object, a batch too long): that input is the body
+    itself, which the answer would echo back (a client's secret, a megabyte)."""
+    assert isinstance(error, RequestValidationError)
     errors = [
-        {"type": "value_error", "loc": ("body", *path), "msg": message}
-        for path, message in field_errors(error.to_dict() or str(error))
+        {k: v for k, v in e.items() if k != "input" or tuple(e["loc"]) != ("body",)}
+        for e in error.errors()
     ]
-    exception = RequestValidationError(errors)
-    return await request_validation_exception_handler(request, exception)
+    return await request_validation_exception_handler(
+        request, RequestValidationError(errors)
+    )
 
 
 def field_errors(
@@ -117,6 +144,7 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotUniqueError, conflict)
     app.add_exception_handler(SaveConditionError, changed)
     app.add_exception_handler(ValidationError, invalid)
+    app.add_exception_handler(RequestValidationError, unechoed)
     app.add_exception_handler(ClientDisconnect, gone)
     app.add_exception_handler(OperationFailure, timed_out)
     app.add_exception_handler(ConnectionFailure, unavailable)

@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from gridfs.errors import CorruptGridFile
 from pymongo.errors import PyMongoError
 
+from fastapi_app.errors import unprocessable
 from fastapi_app.models import Author, Book
 from fastapi_app.schemas import (
     AuthorIn,
@@ -36,22 +37,34 @@ from mongoengine_async import (
 # each character sent escaped ("\u00e9"), fits; past it a 413, sent before the
 # body is parsed or validated (whose 422 would echo the whole body back).
 MAX_JSON_BYTES = 1024 * 1024
+# The largest manuscript stored; past it a 413, and nothing left in GridFS.
+MAX_MANUSCRIPT_BYTES = 64 * 1024 * 1024
+
+
+async def bounded(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The request's body as it arrives, a 413 once it is over ``limit`` bytes:
+    before any byte is read when its Content-Length says so, else as soon as
+    the bytes read pass it (a chunked body, which has no Content-Length)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"body over {limit} bytes")
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"body over {limit} bytes")
+        yield chunk
 
 
 class BoundedBody(Request):
     """A request whose ``body()`` (what FastAPI parses) stops reading past
-    ``MAX_JSON_BYTES``; ``stream()`` (a manuscript's upload) is not bounded."""
+    ``MAX_JSON_BYTES``; ``stream()`` (a manuscript's upload) is bounded apart."""
 
     async def body(self) -> bytes:
         """The body, read whole unless it exceeds the bound: then a 413. Kept
         where Starlette keeps it, so ``stream()`` gives it again, as Starlette's."""
         if not hasattr(self, "_body"):
-            chunks, size = [], 0
-            async for chunk in self.stream():
-                size += len(chunk)
-                if size > MAX_JSON_BYTES:
-                    raise HTTPException(413, f"body over {MAX_JSON_BYTES} bytes")
-                chunks.append(chunk)
+            chunks = [chunk async for chunk in bounded(self, MAX_JSON_BYTES)]
             self._body = b"".join(chunks)
         return self._body
 
@@ -70,6 +83,8 @@ class BoundedRoute(APIRoute):
 
 
 router = APIRouter(route_class=BoundedRoute)
+# Where a 422 names a stored book's values (the body left them as they were).
+STORED_BOOK = ("path", "book_id")
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -193,9 +208,12 @@ async def update_book(book_id: Id, body: BookPatch) -> BookOut:
     book = await Book.objects.async_get(id=book_id)
     for name, value in body.model_dump(exclude_unset=True).items():
         setattr(book, name, value)
-    # $set of the changed fields only, on the stored book: a save upserts,
-    # which would bring back a book deleted meanwhile (SaveConditionError: 409)
-    await book.async_save(save_condition={"pk": book.pk})
+    try:
+        # $set of the changed fields only, on the stored book: a save upserts,
+        # which would bring back a book deleted meanwhile (SaveConditionError: 409)
+        await book.async_save(save_condition={"pk": book.pk})
+    except ValidationError as error:  # (a stored value is named at the path's id)
+        raise unprocessable(error, body.model_fields_set, STORED_BOOK) from error
     return BookOut.of(book, await Book.author.async_fetch(book))
 
 
@@ -217,21 +235,26 @@ async def upload_manuscript(
     book_id: Id, request: Request, filename: str = "manuscript"
 ) -> FileOut:
     """Store the request body as the book's manuscript, chunk by chunk as it
-    arrives (never whole in memory); a previous manuscript is replaced."""
+    arrives (never whole in memory; over ``MAX_MANUSCRIPT_BYTES``, a 413 that
+    leaves no chunk behind); a previous manuscript is replaced."""
     book = await Book.objects.async_get(id=book_id)
     content_type = request.headers.get("content-type", "application/octet-stream")
     previous = book.manuscript  # (deleted once the book holds the new one)
     book.manuscript = await Book.manuscript.async_put(  # (a new file beside it)
-        request.stream(), filename=filename, content_type=content_type
+        bounded(request, MAX_MANUSCRIPT_BYTES),
+        filename=filename,
+        content_type=content_type,
     )
     held = {"pk": book.pk, "manuscript": previous.grid_id}
     try:
         # Only if the book still holds the manuscript read above: a concurrent
         # upload, or a delete of the book, makes this one give way (409).
         await book.async_save(save_condition=held)
-    except (SaveConditionError, ValidationError):  # (nothing written: 409, 422)
+    except (SaveConditionError, ValidationError) as error:  # (nothing written)
         await delete_unheld(book.manuscript, book_id, "refused")
-        raise
+        if isinstance(error, ValidationError):  # (a stored value: a 422)
+            raise unprocessable(error, (), STORED_BOOK) from error
+        raise  # (a 409)
     # (A save that failed otherwise, which may have applied, keeps both.)
     await delete_unheld(previous, book_id, "replaced")
     manuscript = book.manuscript
