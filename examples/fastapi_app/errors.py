@@ -65,12 +65,12 @@ def unprocessable(
 
 
 async def unechoed(request: Request, error: Exception) -> JSONResponse:
-    """FastAPI's 422, without the ``input`` of an error about the whole body (a
-    body that is no JSON object, a batch too long): that input is the body
-    itself, which the answer would echo back (a client's secret, a megabyte)."""
+    """FastAPI's 422, without the ``input`` of the errors found in the body:
+    the client sent it, and echoed back it could be a secret, or a megabyte (a
+    body that is no JSON object, a batch too long, a title far too long)."""
     assert isinstance(error, RequestValidationError)
     errors = [
-        {k: v for k, v in e.items() if k != "input" or tuple(e["loc"]) != ("body",)}
+        {k: v for k, v in e.items() if k != "input" or e["loc"][0] != "body"}
         for e in error.errors()
     ]
     return await request_validation_exception_handler(
