@@ -3582,6 +3582,57 @@ async def test_a_cancelled_insert_refused_takes_its_early_id_back(mongodb_uri):
         assert found == [{"name": "good"}]
 
 
+async def test_an_early_id_stays_once_a_sync_save_stored_the_document_under_it(
+    app, mongodb_uri
+):
+    """A new document whose async save was cancelled once its insert was
+    sent, moved meanwhile to a sync alias on the same database
+    (``switch_db``) and saved there under the early id that save gave it,
+    keeps that id when the server then refuses the async insert: it lost it
+    (pk None, while stored), and saved again it was stored twice."""
+    collection = await checked_collection()
+    database = collection.database.name
+    mongoengine_async.connect(
+        db=database, host=mongodb_uri, alias="cw-sync", uuidRepresentation="standard"
+    )
+    try:
+        document = CwChecked(name="bad")
+        async with blocked(app, "insert") as held:
+            await cancel_once_sent(held, document.async_save)
+            early = document.pk
+            document.name = "good"
+            document.switch_db("cw-sync").save()
+            await _until_settled(document)
+        assert (document.pk, document._created) == (early, False)
+        document.name = "better"
+        document.save()
+    finally:
+        mongoengine_async.disconnect("cw-sync")
+    assert await collection.find().to_list() == [{"_id": early, "name": "better"}]
+
+
+async def test_a_cancelled_insert_that_landed_leaves_its_documents_saved(mongodb_uri):
+    """Documents whose ``async_insert()`` was cancelled once its insert was
+    sent, which the server then applied (no ``post_bulk_insert`` receiver),
+    are saved once the write settled, as after an insert that returned: they
+    stayed new, so a change saved next replaced each whole (a findAndModify,
+    ``post_save`` saying ``created``) instead of sending the change."""
+    log = CommandLog()
+    async with own_app(mongodb_uri, event_listeners=[log]) as app:
+        document = CwDoc(a=0, b=0)
+        async with blocked(app, "insert") as held:
+            await cancel_once_sent(
+                held, lambda: CwDoc.objects.async_insert(document, load_bulk=False)
+            )
+        await until(lambda: not document._created)
+        assert document._get_changed_fields() == []
+        document.a = 1
+        log.clear()
+        await document.async_save()
+        assert log.names == ["update"]
+        assert await stored(document) == {"_id": document.pk, "a": 1, "b": 0}
+
+
 async def test_a_selection_cut_short_while_the_primary_is_unknown_is_fenced(
     mongodb_uri,
 ):

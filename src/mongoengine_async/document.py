@@ -2087,7 +2087,22 @@ def _name(document: Any) -> str:
     return document.__name__ if isinstance(document, type) else type(document).__name__
 
 
-guard_blocking_methods(Document, _BLOCKING, _describe, _blocking_error)
+# The sync methods of an instance that may store it under the id it holds.
+_STORING = frozenset({"save", "modify", "update"})
+
+
+def _sync_write_starts(document: Any, name: str) -> None:
+    """MongoEngine's ``name`` of ``document`` starting on a sync alias: one
+    that may store it under the id it holds keeps that id (``to_bson.keep_id``),
+    as an async write's turn does: an async insert that gave it, refused
+    after, no longer takes it back."""
+    if name in _STORING:
+        to_bson.keep_id(document)
+
+
+guard_blocking_methods(
+    Document, _BLOCKING, _describe, _blocking_error, _sync_write_starts
+)
 deltas.takes_over(Document._get_update_doc, Document._clear_changed_fields)
 
 # Where a class's own documents go; a subclass's override is honoured by

@@ -120,13 +120,15 @@ def guard_blocking_methods(
     uses: dict[str, str],
     describe: Callable[[Any], tuple],
     error: Callable[[Any, str, str, str, str], Exception] | None = None,
+    starts: Callable[[Any, str], None] | None = None,
 ) -> None:
     """Replace each method ``name`` that ``cls`` inherits by a version that
     refuses async aliases; ``uses[name]`` says what to call instead and
     ``describe(obj)`` returns ``(is_async, target, alias)`` for the receiver.
     ``error(receiver, target, name, alias, use)``, if given, makes the error
-    raised (else :func:`blocking_call_error`). On sync aliases it calls the
-    inherited method as it is at the call: MongoEngine's, or the one of this
+    raised (else :func:`blocking_call_error`); ``starts(receiver, name)``, if
+    given, is called before a method runs on a sync alias. On sync aliases it
+    calls the inherited method as it is at the call: MongoEngine's, or the one of this
     package's that overrides it, looked up past ``cls`` each time (one patched
     since on a base, ``mock.patch.object(mongoengine.Document, "save", ...)``
     or on our ``BaseQuerySet``, is called, as MongoEngine calls it).
@@ -135,7 +137,7 @@ def guard_blocking_methods(
         raw = _inherited(cls, name)
         is_classmethod = isinstance(raw, classmethod)
         function = raw.__func__ if is_classmethod else raw
-        guarded = _guarded(function, name, use, describe, cls, error)
+        guarded = _guarded(function, name, use, describe, cls, error, starts)
         _GUARDS.add(guarded)
         setattr(cls, name, classmethod(guarded) if is_classmethod else guarded)
 
@@ -169,9 +171,11 @@ def _guarded(
     describe: Callable,
     owner: type[Any],
     error: Callable[[Any, str, str, str, str], Exception] | None = None,
+    starts: Callable[[Any, str], None] | None = None,
 ) -> Callable:
     """``function`` refusing async aliases; the method it calls is looked up
-    past ``owner`` at each call (``function``, unless patched since)."""
+    past ``owner`` at each call (``function``, unless patched since), after
+    ``starts(receiver, name)`` if given."""
 
     @functools.wraps(function)
     def guarded(receiver: Any, *args: Any, **kwargs: Any) -> Any:
@@ -180,6 +184,8 @@ def _guarded(
             if error is not None:
                 raise error(receiver, target, name, alias, use)
             raise blocking_call_error(target, name, alias, use)
+        if starts is not None:
+            starts(receiver, name)
         return getattr(super(owner, receiver), name)(*args, **kwargs)
 
     return guarded

@@ -1142,10 +1142,11 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         write: asyncio.Future[Any],
     ) -> None:
         """An insert whose caller was cancelled while its write was on its
-        way, once that write settled: applied, its ``post_bulk_insert``
-        follows (if it had ``receivers`` then: not muted), as after an insert
-        that returned, in a task of its own; in a ``transaction``, once it
-        committed. Failed, the ids it ``given`` the documents its error
+        way, once that write settled: applied, the documents are saved (their
+        ids set, no longer new) and its ``post_bulk_insert`` follows (if it
+        had ``receivers`` then: not muted), as after an insert that returned,
+        in a task of its own; in a ``transaction``, once it committed.
+        Failed, the ids it ``given`` the documents its error
         (``detached.failure``) proves were not stored are taken back, as
         after an insert that raised."""
         if write.cancelled():
@@ -1155,11 +1156,10 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             if error is not None:
                 take_ids_back(documents, given, error)
             return
-        if not receivers:
-            return
-        self._follow_insert(
-            documents, write.result(), load_bulk, signal_kwargs, transaction, marked
-        )
+        ids = write.result()
+        set_ids(documents, ids, marked)
+        if receivers:  # (set already: the steps set them again, unmarked)
+            self._follow_insert(documents, ids, load_bulk, signal_kwargs, transaction)
 
     def _follow_insert(
         self,
@@ -1168,7 +1168,6 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
         load_bulk: bool,
         signal_kwargs: dict[str, Any],
         transaction: AsyncClientSession | None,
-        marked: Sequence[Any] = (),
     ) -> None:
         """:meth:`_async_after_insert` in a task of its own, in no transaction
         (in a ``transaction`` this package bound, once it committed, or in
@@ -1177,7 +1176,7 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
 
         def steps(session: AsyncClientSession | None) -> Any:
             return self._async_after_insert(
-                documents, ids, load_bulk, signal_kwargs, session, True, marked
+                documents, ids, load_bulk, signal_kwargs, session, True
             )
 
         def follow() -> None:
