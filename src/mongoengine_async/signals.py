@@ -64,7 +64,7 @@ def has_receivers(signal: Any, sender: type[Any]) -> bool:
     return (
         signals.signals_available
         and bool(signal.receivers)
-        and not signal.is_muted
+        and not _muted(signal)
         and signal.has_receivers_for(sender)
         and any(True for _ in signal.receivers_for(sender))
     )
@@ -86,9 +86,16 @@ def unless_muted(signal: Any, kwargs: dict[str, Any] | None) -> dict[str, Any] |
     what a write cancelled in a muted block passes to the steps that follow
     it once it landed, which then send nothing, as its block's send would
     have (even if the block has ended by then)."""
-    if kwargs is None or (signals.signals_available and signal.is_muted):
+    if kwargs is None or (signals.signals_available and _muted(signal)):
         return None
     return kwargs
+
+
+def _muted(signal: Any) -> bool:
+    """Whether ``signal`` is in a ``muted()`` block. blinker before 1.6 (a
+    plain install keeps the one it finds, as MongoEngine does) has no
+    ``muted()``, nor ``is_muted``: its signals are never muted."""
+    return getattr(signal, "is_muted", False)
 
 
 async def send(signal: Any, sender: type[Any], **kwargs: Any) -> None:
