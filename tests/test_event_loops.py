@@ -617,6 +617,67 @@ _SAVE_IN_FLIGHT = textwrap.dedent(
 )
 
 
+def test_a_fence_whose_loop_is_stopped_as_it_ends_logs_no_error(mongodb_uri, database):
+    """A delete of its own transaction cancelled once sent: its abort is
+    fenced by a read the server refuses, as meant; the loop stopped as that
+    read ends and closed alone (``loop.close()``). The read's error, never
+    awaited, was logged as "Task exception was never retrieved" with
+    "unknown top level operator: $mongoengine_async_fence", beside the
+    report of the abort left undone. (In a process of its own, as above.)"""
+    result = run_script(_FENCE_AS_LOOP_STOPS.format(database), mongodb_uri)
+    assert result.stdout.split() == ["fence", "refused"]
+    assert "The event loop closed before the abort of a transaction" in result.stderr
+    assert "never retrieved" not in result.stderr
+    assert "mongoengine_async_fence" not in result.stderr
+
+
+_FENCE_AS_LOOP_STOPS = textwrap.dedent(
+    """
+    import asyncio, gc, os
+    from pymongo import monitoring
+    from mongoengine_async import (
+        CASCADE, Document, ReferenceField, StringField, connect_async)
+
+    class FenceAuthor(Document):
+        name = StringField()
+
+    class FenceBook(Document):
+        author = ReferenceField(FenceAuthor, reverse_delete_rule=CASCADE)
+
+    loop = asyncio.new_event_loop()
+    deleting = []
+
+    class Listener(monitoring.CommandListener):
+        def started(self, event):
+            if event.command_name == "delete" and deleting:
+                loop.call_soon(deleting.pop().cancel)  # once sent
+
+        def succeeded(self, event):
+            pass
+
+        def failed(self, event):
+            if "$mongoengine_async_fence" in str(event.failure):
+                print("fence refused")
+                loop.stop()  # as the fence's read ends
+
+    async def main():
+        await connect_async(
+            "{}", host=os.environ["MONGODB_URI"], event_listeners=[Listener()])
+        author = await FenceAuthor(name="a").async_save()
+        await FenceBook(author=author).async_save()
+        deleting.append(asyncio.ensure_future(author.async_delete()))
+        await asyncio.sleep(30)
+        print("no fence")
+        loop.stop()
+
+    loop.create_task(main())
+    loop.run_forever()
+    loop.close()
+    gc.collect()
+    """
+)
+
+
 class LoopScan(Document):
     scan = FileField(db_alias="loops")
     meta = {"db_alias": "loops"}

@@ -1471,6 +1471,10 @@ async def _bounded(operation: Awaitable[Any]) -> None:
     finally:
         if not _closed_as_collected():
             await _ended(task)
+        elif task.done() and not task.cancelled():
+            # Its loop closed as it ended (the fence's read refused, as meant):
+            # its error dropped, not logged as "never retrieved".
+            task.exception()
 
 
 async def _ended(task: asyncio.Future[Any]) -> None:
