@@ -21,6 +21,7 @@ import httpx
 import pymongo
 import pytest
 from bson import ObjectId
+from fastapi import Request
 from gridfs.asynchronous import AsyncGridFSBucket
 from gridfs.errors import CorruptGridFile
 from pymongo.errors import WriteConcernError
@@ -33,7 +34,7 @@ sys.path.insert(0, str(EXAMPLES))
 
 from fastapi_app import Settings, create_app, routes  # noqa: E402
 from fastapi_app.models import Book  # noqa: E402
-from fastapi_app.routes import MAX_JSON_BYTES, BoundedBody  # noqa: E402
+from fastapi_app.routes import MAX_JSON_BYTES, bounded  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -92,6 +93,29 @@ async def new_book(service: Service, author_id: str, title: str, **extra: Any) -
     response = await service.http.post("/books", json=body)
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
+
+
+def test_the_settings_are_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The app uvicorn serves (``create_app()``) takes ``$MONGODB_URI``,
+    ``$MONGODB_DB`` and ``$TRANSACTION_SECONDS`` (each request's transaction
+    bounded by it), the defaults where unset; a time limit not over 0 (every
+    transaction out of time at once, or a 500) is refused at start-up."""
+    for name in ("MONGODB_URI", "MONGODB_DB", "TRANSACTION_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    assert create_app().state.settings == Settings()
+    monkeypatch.setenv("MONGODB_URI", "mongodb://db.example/?replicaSet=rs1")
+    monkeypatch.setenv("MONGODB_DB", "library")
+    monkeypatch.setenv("TRANSACTION_SECONDS", "2.5")
+    assert create_app().state.settings == Settings(
+        "mongodb://db.example/?replicaSet=rs1", "library", transaction_seconds=2.5
+    )
+    for seconds in ("0", "-1", "nan"):
+        monkeypatch.setenv("TRANSACTION_SECONDS", seconds)
+        message = f"transaction_seconds must be over 0, not {float(seconds)}"
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            create_app()
 
 
 async def test_indexes_exist_before_the_first_request(service: Service) -> None:
@@ -522,7 +546,8 @@ async def test_a_declared_length_past_the_bound_is_a_413_before_any_byte_is_read
 ) -> None:
     """A body whose Content-Length is over the bound (a JSON body's, or a
     manuscript's) is a 413 from that header alone: none of its bytes is read
-    (the server would otherwise take in up to the bound for nothing)."""
+    (the server would otherwise take in up to the bound for nothing), and no
+    query sent (not even the book's read, before a manuscript's 413)."""
     monkeypatch.setattr(routes, "MAX_MANUSCRIPT_BYTES", 2 * MB)
     ann = await new_author(service, "Ann")
     book_id = await new_book(service, ann, "Dune")
@@ -543,7 +568,7 @@ async def test_a_declared_length_past_the_bound_is_a_413_before_any_byte_is_read
             {"detail": f"body over {limit} bytes"},
         )
         assert read == []
-    assert "insert" not in service.log.names
+    assert service.log.names == []
     assert await get_async_db()["manuscripts.files"].count_documents({}) == 0
 
 
@@ -660,11 +685,31 @@ async def test_a_bounded_body_read_is_read_again() -> None:
     async def receive() -> dict[str, Any]:
         return messages.pop(0)
 
-    request = BoundedBody({"type": "http", "method": "POST", "headers": []}, receive)
+    scope = {"type": "http", "method": "POST", "headers": []}
+    request = bounded(Request(scope, receive), MAX_JSON_BYTES)
     assert await request.body() == b'{"title": "Dune"}'
     assert [chunk async for chunk in request.stream()] == [b'{"title": "Dune"}', b""]
     assert await request.json() == {"title": "Dune"}
     assert messages == []
+
+
+async def test_a_content_length_that_is_no_number_is_counted(
+    service: Service,
+) -> None:
+    """A Content-Length that is not ASCII digits (a superscript two, which
+    Python's ``isdigit`` takes for a digit, ``int`` refuses) bounds nothing:
+    the body is counted as it is read, and taken (not a 400, or a 500)."""
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Dune")
+    headers = {"content-length": b"\xb2", "content-type": b"application/json"}
+    response = await service.http.post(
+        f"/authors/{ann}/books", content=b'[{"title": "Emma"}]', headers=headers
+    )
+    assert (response.status_code, response.json()[0]["title"]) == (201, "Emma")
+    path = f"/books/{book_id}/manuscript"
+    response = await service.http.put(path, content=b"draft", headers=headers)
+    assert (response.status_code, response.json()["length"]) == (200, 5)
+    assert (await service.http.get(path)).content == b"draft"
 
 
 def plan_of(plan: dict[str, Any]) -> list[tuple[str, str | None]]:
@@ -858,6 +903,44 @@ async def test_a_head_of_a_manuscript_reads_none_of_its_chunks(
     assert downloaded.content == data
     assert response.headers == downloaded.headers
     assert response.headers["content-length"] == str(len(data))
+
+
+async def test_a_manuscript_is_sent_as_stored_to_be_saved_not_shown(
+    service: Service,
+) -> None:
+    """A manuscript is sent (``GET`` and ``HEAD``) with the uploader's content
+    type as stored (no charset added to a text type: a Latin-1 text is not
+    read as UTF-8), as an attachment a browser neither shows nor sniffs (an
+    HTML page's script does not run on the API's origin); a file stored
+    without a type is sent as bytes."""
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Dune")
+    path = f"/books/{book_id}/manuscript"
+    for content_type, data in [
+        ("text/html", b"<script>alert(document.cookie)</script>"),
+        ("text/plain", "Déjà vu".encode("latin-1")),
+        (None, b"raw"),
+    ]:
+        if content_type is None:  # (a file another program stored)
+            bucket = AsyncGridFSBucket(get_async_db(), "manuscripts")
+            grid_id = await bucket.upload_from_stream("raw", data)
+            await get_async_db().book.update_one({}, {"$set": {"manuscript": grid_id}})
+        else:
+            headers = {"content-type": content_type}
+            await service.http.put(path, content=data, headers=headers)
+        for method in ("GET", "HEAD"):
+            response = await service.http.request(method, path)
+            assert response.status_code == 200
+            assert {
+                name: response.headers.get(name)
+                for name in ("content-type", "x-content-type-options")
+            } == {
+                "content-type": content_type or "application/octet-stream",
+                "x-content-type-options": "nosniff",
+            }
+            assert response.headers["content-disposition"].startswith("attachment;")
+        assert response.content == b""  # (HEAD)
+        assert (await service.http.get(path)).content == data
 
 
 async def test_a_replaced_manuscript_stays_until_the_book_holds_the_new_one(

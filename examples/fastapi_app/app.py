@@ -30,12 +30,24 @@ class Settings:
     client_options: dict[str, Any] = field(default_factory=dict)
     transaction_seconds: float | None = 10.0
 
+    def __post_init__(self) -> None:
+        """Refuse a ``transaction_seconds`` not over 0 at start-up (each
+        request would run out of time at once, or PyMongo refuse it: a 500)."""
+        seconds = self.transaction_seconds
+        if seconds is not None and not seconds > 0:
+            raise ValueError(f"transaction_seconds must be over 0, not {seconds}")
+
     @classmethod
     def from_env(cls) -> Settings:
-        """``$MONGODB_URI`` and ``$MONGODB_DB``, or the defaults."""
+        """``$MONGODB_URI``, ``$MONGODB_DB`` and ``$TRANSACTION_SECONDS``, or
+        the defaults."""
+        seconds = os.environ.get("TRANSACTION_SECONDS")
         return cls(
             uri=os.environ.get("MONGODB_URI", cls.uri),
             db=os.environ.get("MONGODB_DB", cls.db),
+            transaction_seconds=cls.transaction_seconds
+            if seconds is None
+            else float(seconds),
         )
 
 

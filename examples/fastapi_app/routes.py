@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 from gridfs.errors import CorruptGridFile
 from pymongo.errors import PyMongoError
+from starlette.types import Message
 
 from fastapi_app.errors import unprocessable
 from fastapi_app.models import Author, Book
@@ -41,45 +42,41 @@ MAX_JSON_BYTES = 1024 * 1024
 MAX_MANUSCRIPT_BYTES = 64 * 1024 * 1024
 
 
-async def bounded(request: Request, limit: int) -> AsyncIterator[bytes]:
-    """The request's body as it arrives, a 413 once it is over ``limit`` bytes:
-    before any byte is read when its Content-Length says so, else as soon as
-    the bytes read pass it (a chunked body, which has no Content-Length)."""
+def bounded(request: Request, limit: int) -> Request:
+    """``request``, its body read through a 413 past ``limit`` bytes: raised at
+    once when its Content-Length says so (before any byte, or query), else as
+    soon as the bytes received pass it (a chunked body, which has none)."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"body over {limit} bytes")
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
+
+    async def receive() -> Message:
+        nonlocal size
+        message = await request.receive()
+        size += len(message.get("body", b""))
         if size > limit:
             raise HTTPException(413, f"body over {limit} bytes")
-        yield chunk
+        return message
 
-
-class BoundedBody(Request):
-    """A request whose ``body()`` (what FastAPI parses) stops reading past
-    ``MAX_JSON_BYTES``; ``stream()`` (a manuscript's upload) is bounded apart."""
-
-    async def body(self) -> bytes:
-        """The body, read whole unless it exceeds the bound: then a 413. Kept
-        where Starlette keeps it, so ``stream()`` gives it again, as Starlette's."""
-        if not hasattr(self, "_body"):
-            chunks = [chunk async for chunk in bounded(self, MAX_JSON_BYTES)]
-            self._body = b"".join(chunks)
-        return self._body
+    return Request(request.scope, receive)
 
 
 class BoundedRoute(APIRoute):
-    """A route whose request body is read as :class:`BoundedBody`."""
+    """A route whose JSON body, which FastAPI reads whole and parses, is
+    ``bounded`` by ``MAX_JSON_BYTES``: a 413 before it is parsed."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """FastAPI's handler, given the request as a ``BoundedBody``."""
+        """FastAPI's handler, given the request ``bounded`` if it has a body
+        to parse (an upload, which has none, bounds its own stream)."""
         handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
 
-        async def bounded(request: Request) -> Response:
-            return await handler(BoundedBody(request.scope, request.receive))
+        async def bounded_handler(request: Request) -> Response:
+            return await handler(bounded(request, MAX_JSON_BYTES))
 
-        return bounded
+        return bounded_handler
 
 
 router = APIRouter(route_class=BoundedRoute)
@@ -237,13 +234,12 @@ async def upload_manuscript(
     """Store the request body as the book's manuscript, chunk by chunk as it
     arrives (never whole in memory; over ``MAX_MANUSCRIPT_BYTES``, a 413 that
     leaves no chunk behind); a previous manuscript is replaced."""
+    body = bounded(request, MAX_MANUSCRIPT_BYTES).stream()  # (413 before the read)
     book = await Book.objects.async_get(id=book_id)
     content_type = request.headers.get("content-type", "application/octet-stream")
     previous = book.manuscript  # (deleted once the book holds the new one)
     book.manuscript = await Book.manuscript.async_put(  # (a new file beside it)
-        bounded(request, MAX_MANUSCRIPT_BYTES),
-        filename=filename,
-        content_type=content_type,
+        body, filename=filename, content_type=content_type
     )
     held = {"pk": book.pk, "manuscript": previous.grid_id}
     try:
@@ -296,9 +292,7 @@ async def download_manuscript(book_id: Id) -> StreamingResponse:
         await raise_if_changed(book)
         raise  # (chunks lost, the book unchanged: a 500, logged by the server)
     return StreamingResponse(
-        sent_after(first, chunks),
-        media_type=manuscript.content_type,
-        headers=download_headers(manuscript),
+        sent_after(first, chunks), headers=download_headers(manuscript)
     )
 
 
@@ -307,8 +301,7 @@ async def manuscript_headers(book_id: Id) -> Response:
     """A download's headers without its body (``HEAD``, which clients send to
     learn a file's length): its metadata is read, none of its chunks."""
     _, manuscript = await manuscript_of(book_id)
-    headers = download_headers(manuscript)
-    return Response(media_type=manuscript.content_type, headers=headers)
+    return Response(headers=download_headers(manuscript))
 
 
 async def manuscript_of(book_id: str) -> tuple[Book, AsyncGridFSProxy]:
@@ -324,11 +317,15 @@ async def manuscript_of(book_id: str) -> tuple[Book, AsyncGridFSProxy]:
 
 
 def download_headers(manuscript: AsyncGridFSProxy) -> dict[str, str]:
-    """The length and file name of a download (``GET`` or ``HEAD``)."""
+    """The length, type and file name of a download (``GET`` or ``HEAD``): the
+    uploader's type as stored (no charset added), saved as a file, not shown,
+    and not sniffed (a browser runs no text/html sent as a manuscript)."""
     disposition = f"attachment; filename*=UTF-8''{quote(manuscript.filename or '')}"
     return {
         "Content-Length": str(manuscript.length),
+        "Content-Type": manuscript.content_type or "application/octet-stream",
         "Content-Disposition": disposition,
+        "X-Content-Type-Options": "nosniff",
     }
 
 
