@@ -14,9 +14,11 @@ from typing import Any
 from uuid import uuid4
 
 import mongoengine
+import pymongo
 import pytest
+from bson import ObjectId
 from mongoengine import signals
-from pymongo import ReadPreference
+from pymongo import ReadPreference, monitoring
 from pymongo.errors import OperationFailure
 
 import mongoengine_async
@@ -2653,3 +2655,245 @@ async def test_a_hinted_queryset_delete_as_mongoengine_s_whatever_its_hint(
     else:
         assert theirs[:2] == (2, [])
     assert await scenario(mongoengine_async) == theirs
+
+
+def kept_below_models(module: Any, alias: str) -> tuple[type, ...]:
+    """Owners; middles (CASCADE from an owner; ``parent``, a rule within their
+    collection), whose manager matches ``kind="live"`` under a
+    case-insensitive collation; links (CASCADE from an owner, after the
+    middles' rule); and others, in the middles' collection, whose ``link``
+    cascades from a link."""
+
+    def objects(document: type, queryset: Any) -> Any:
+        return queryset.collation(CASE_INSENSITIVE).filter(kind="live")
+
+    owner = owned(module, alias, "DrpKbOwner", {"name": module.StringField()}, {})
+    shared = {"collection": f"drp_kb_{uuid4().hex[:6]}", "strict": False}
+    middle_fields = {
+        "name": module.StringField(),
+        "kind": module.StringField(),
+        "owner": module.ReferenceField(owner, reverse_delete_rule=CASCADE),
+        "parent": module.ReferenceField("self", reverse_delete_rule=CASCADE),
+        "objects": module.queryset_manager(objects),
+    }
+    middle = owned(module, alias, "DrpKbMid", middle_fields, shared)
+    link_fields = {
+        "name": module.StringField(),
+        "owner": module.ReferenceField(owner, reverse_delete_rule=CASCADE),
+    }
+    link = owned(module, alias, "DrpKbLink", link_fields, {})
+    other_fields = {
+        "name": module.StringField(),
+        "link": module.ReferenceField(link, reverse_delete_rule=CASCADE),
+    }
+    other = owned(module, alias, "DrpKbOther", other_fields, shared)
+    return owner, middle, link, other
+
+
+async def kept_below_scenario(module: Any, through: str) -> tuple[Any, ...]:
+    """With :func:`kept_below_models`: an owner, middles "a" (live) and "B"
+    (LIVE) of it, a link of it, which B's stored ``link`` refers to (so B is
+    an other too); the owner deleted (as a document or a queryset): the
+    result, the names of the middles' collection and of the links left."""
+    is_async = module is mongoengine_async
+    alias = "default" if is_async else SYNC
+    owner, middle, link, other = kept_below_models(module, alias)
+
+    async def save(document: Any) -> Any:
+        return await document.async_save() if is_async else document.save()
+
+    doomed = await save(owner(name="doomed"))
+    await save(middle(name="a", kind="live", owner=doomed))
+    kept = await save(middle(name="B", kind="LIVE", owner=doomed))
+    first = await save(link(name="first", owner=doomed))
+    update = {"$set": {"link": first.pk}}
+    name = other._get_collection_name()
+    if is_async:
+        await get_async_db()[name].update_one({"_id": kept.pk}, update)
+    else:
+        mongoengine.get_db(SYNC)[name].update_one({"_id": kept.pk}, update)
+    if through == "document":
+        result = await doomed.async_delete() if is_async else doomed.delete()
+    else:
+        matching = owner.objects(name="doomed")
+        result = await matching.async_delete() if is_async else matching.delete()
+    middles = await stored_by(is_async, middle._get_collection_name(), "name")
+    links = await stored_by(is_async, link._get_collection_name(), "name")
+    return result, [each["name"] for each in middles], [each["name"] for each in links]
+
+
+@pytest.mark.parametrize("through", ["document", "queryset"])
+async def test_a_document_a_manager_s_collation_keeps_stays_when_reached_again(
+    async_alias: str, sync_alias: Any, through: str
+) -> None:
+    """B, a middle the owner's CASCADE matches under the middles' manager's
+    collation alone (kept by its ``delete_many``), is reached again through a
+    link (CASCADE from the owner, after the middles' rule) as an other (the
+    same collection): MongoEngine's middles' delete, whose class has a rule
+    within its collection (``parent``), added what its iteration listed to
+    ``cascade_refs``, which the later queries leave out: B stays. The async
+    delete spared it only below the root: the others' filter deleted it."""
+    theirs = await kept_below_scenario(mongoengine, through)
+    assert theirs[1:] == (["B"], [])
+    assert await kept_below_scenario(mongoengine_async, through) == theirs
+
+
+def hinted_reached_models(module: Any, alias: str, first: str) -> tuple[type, ...]:
+    """Owners; links and referrers (CASCADE from an owner, in the order
+    ``first`` says); referrers hinting a sparse index on their ``kind``;
+    others, in the referrers' collection, whose ``link`` cascades from a
+    link; leaves, whose ``ref`` and ``other`` cascade from either."""
+
+    def objects(document: type, queryset: Any) -> Any:
+        return queryset.hint("kind_1")
+
+    owner = owned(module, alias, "DrpHrOwner", {"name": module.StringField()}, {})
+    shared = {"collection": f"drp_hr_{uuid4().hex[:6]}", "strict": False}
+    fields = {
+        "name": module.StringField(),
+        "owner": module.ReferenceField(owner, reverse_delete_rule=CASCADE),
+    }
+    ref_fields = {
+        **fields,
+        "kind": module.StringField(),
+        "objects": module.queryset_manager(objects),
+    }
+    ref_meta = {**shared, "indexes": [{"fields": ["kind"], "sparse": True}]}
+    if first == "link":
+        link = owned(module, alias, "DrpHrLink", fields, {})
+    ref = owned(module, alias, "DrpHrRef", ref_fields, ref_meta)
+    if first == "ref":
+        link = owned(module, alias, "DrpHrLink", fields, {})
+    other_fields = {
+        "name": module.StringField(),
+        "link": module.ReferenceField(link, reverse_delete_rule=CASCADE),
+    }
+    other = owned(module, alias, "DrpHrOther", other_fields, shared)
+    leaf_fields = {
+        "name": module.StringField(),
+        "ref": module.ReferenceField(ref, reverse_delete_rule=CASCADE),
+        "other": module.ReferenceField(other, reverse_delete_rule=CASCADE),
+    }
+    leaf = owned(module, alias, "DrpHrLeaf", leaf_fields, {})
+    return owner, link, ref, other, leaf
+
+
+@pytest.mark.parametrize("first", ["link", "ref"])
+async def test_a_document_a_manager_s_hint_leaves_out_reached_again(
+    async_alias: str, sync_alias: Any, first: str
+) -> None:
+    """Referrers "listed" (with a ``kind``) and "unlisted" (without, left out
+    of the sparse index their manager hints) of a doomed owner; "unlisted" is
+    an other too (its stored ``link``), of the owner's link; a leaf of each
+    referrer (``ref``) and one of "unlisted" as an other (``other``).
+    MongoEngine's referrers' delete applies their rules to what its
+    iteration through the hint lists and deletes all its filter matches;
+    reaching "unlisted" as an other first (the links' rule first), it
+    applies the others' rules to it; after (the referrers' rule first), it
+    finds it gone."""
+
+    async def scenario(module: Any) -> tuple[Any, ...]:
+        is_async = module is mongoengine_async
+        alias = "default" if is_async else SYNC
+        owner, link, ref, other, leaf = hinted_reached_models(module, alias, first)
+
+        async def save(document: Any) -> Any:
+            return await document.async_save() if is_async else document.save()
+
+        doomed = await save(owner(name="doomed"))
+        listed = await save(ref(name="listed", kind="live", owner=doomed))
+        unlisted = await save(ref(name="unlisted", owner=doomed))
+        first_link = await save(link(name="link", owner=doomed))
+        update = {"$set": {"link": first_link.pk}}
+        collection = other._get_collection_name()
+        if is_async:
+            await get_async_db()[collection].update_one({"_id": unlisted.pk}, update)
+        else:
+            database = mongoengine.get_db(SYNC)
+            database[collection].update_one({"_id": unlisted.pk}, update)
+        await save(leaf(name="leaf-listed", ref=listed))
+        await save(leaf(name="leaf-unlisted", ref=unlisted))
+        await save(leaf(name="leaf-other", other=unlisted.pk))
+        result = await doomed.async_delete() if is_async else doomed.delete()
+        refs = await stored_by(is_async, ref._get_collection_name(), "name")
+        leaves = await stored_by(is_async, leaf._get_collection_name(), "name")
+        return result, [each["name"] for each in refs], [e["name"] for e in leaves]
+
+    theirs = await scenario(mongoengine)
+    expected = {"link": [], "ref": ["leaf-other"]}
+    assert theirs == (None, [], [*expected[first], "leaf-unlisted"])
+    assert await scenario(mongoengine_async) == theirs
+
+
+class InsertBeforeSecondFind(monitoring.CommandListener):
+    """As the second ``find`` of ``collection`` starts, inserts each document
+    of ``inserts`` into its (sync client's) collection: the delete reads once
+    before and once after them."""
+
+    def __init__(self, collection: str, inserts: list[tuple[Any, dict]]) -> None:
+        self.collection = collection
+        self.inserts = inserts
+        self.finds: list[dict] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name != "find" or event.command["find"] != self.collection:
+            return
+        self.finds.append(event.command)
+        if len(self.finds) == 2:
+            for target, document in self.inserts:
+                target.insert_one(document)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_document_matching_between_a_collated_delete_s_reads_is_deleted(
+    mongodb_uri: str,
+) -> None:
+    """Outside a transaction a collated queryset delete lists its matches
+    under the collation (for its rules) and its roots' ids (what it deletes)
+    in two reads. A "doomed" inserted between them is deleted without its
+    rules applied (its referrer stays), as one inserted after MongoEngine's
+    rules read and before its ``delete_many``. The listing came second: the
+    new one was kept, matching the delete, its referrer deleted."""
+
+    class DrpBetweenOwner(mongoengine_async.Document):
+        name = mongoengine_async.StringField()
+        meta = {"db_alias": "drp_between"}
+
+    class DrpBetweenRef(mongoengine_async.Document):
+        name = mongoengine_async.StringField()
+        owner = mongoengine_async.ReferenceField(
+            DrpBetweenOwner, reverse_delete_rule=CASCADE
+        )
+        meta = {"db_alias": "drp_between"}
+
+    owners = DrpBetweenOwner._get_collection_name()
+    listener = InsertBeforeSecondFind(owners, [])
+    async with fresh_database("drp_between", mongodb_uri, event_listeners=[listener]):
+        doomed = await DrpBetweenOwner(name="doomed").async_save()
+        await DrpBetweenRef(name="ref-doomed", owner=doomed).async_save()
+        database = pymongo.MongoClient(mongodb_uri)[get_async_db("drp_between").name]
+        later = ObjectId()
+        listener.inserts = [
+            (database[owners], {"_id": later, "name": "doomed"}),
+            (
+                database[DrpBetweenRef._get_collection_name()],
+                {"name": "ref-later", "owner": later},
+            ),
+        ]
+        try:
+            matching = DrpBetweenOwner.objects(name="doomed")
+            deleted = await matching.collation(CASE_INSENSITIVE).async_delete(
+                transaction=False
+            )
+        finally:
+            database.client.close()
+        assert deleted == 2
+        assert await DrpBetweenOwner.objects.async_count() == 0
+        left = [ref.name async for ref in DrpBetweenRef.objects]
+        assert left == ["ref-later"]
+        assert ["collation" in find for find in listener.finds] == [True, False]

@@ -639,8 +639,28 @@ class _DeletePlan:
         self.read_for_signals: list[tuple[type[Any], dict]] = []
         self.loaded_keys: set[tuple[str, Any]] = set()
         # The (collection, _id_key) of cascaded documents planned, their own
-        # rules applied, but not deleted (see _kept).
+        # rules applied, but not deleted (see _keep, _resolve_kept).
         self.kept: set[tuple[str, Any]] = set()
+        # Per (collection, _id_key) of a document listed under a collation
+        # alone (kept by its read's delete): the position (rule indices from
+        # the root, MongoEngine's depth-first order) from which its
+        # cascade_refs hold it, None for never; and the first position of a
+        # read matching it without the collation (which deletes it).
+        self.kept_from: dict[tuple[str, Any], tuple[int, ...] | None] = {}
+        self.reached: dict[tuple[str, Any], tuple[int, ...]] = {}
+        # Whether a read may list some under a collation alone (else no
+        # read's matches are noted in self.reached).
+        self.may_keep = bool(collated is not None and collated._collation) or any(
+            _matching(each).get("collation") for each in _reachable(root)
+        )
+        # The roots kept, planned unread: their files (signals) are taken
+        # from the first cascade reading them (left out if still kept).
+        self.untaken: set[tuple[str, Any]] = set()
+        # The documents a manager's hint() left out, deleted by a filter (per
+        # read: their class, ids); the position of the read of each (by
+        # collection and _id_key), until a read before its delete lists it.
+        self.unlisted: list[tuple[type[Any], list]] = []
+        self.unlisted_at: dict[tuple[str, Any], tuple[int, ...]] = {}
         self.root_files: list = []  # of the roots, when the plan lists them
         self.deleted: int | None = None  # the roots' count
         # A post_delete receiver's error once all was written (no transaction).
@@ -724,7 +744,9 @@ class _DeletePlan:
                 check_rules(self.root)
                 return 0
             self.root_ids = [query["_id"]]
+            listed = None
         else:
+            listed = await self._listed()  # (first: see _as_iterated)
             self.root_ids = [
                 object_id
                 for query in queries
@@ -732,7 +754,7 @@ class _DeletePlan:
             ]
             if not self.root_ids:
                 check_rules(self.root)
-        iterated = self.root_ids if root_first else await self._as_iterated()
+        iterated = self._as_iterated(listed)
         try:
             await self._collect_cascade(iterated)
         except InvalidQueryError:  # a CASCADE rule refused
@@ -758,20 +780,30 @@ class _DeletePlan:
         await self._apply(steps, written, len(loaded) + 1)
         return self.deleted
 
-    async def _as_iterated(self) -> list:
-        """The root ids the rules apply to: with a ``collation()`` or a
-        ``hint()``, what the queryset's iteration lists, as MongoEngine's rules
-        query it (``field__in=queryset``); its ``delete_many``, sent without
-        them, deletes ``self.root_ids``: those matched under the collation
-        alone are kept (``self.kept``), those the hint leaves out (a sparse
-        index not holding them) deleted without their rules applied."""
+    async def _listed(self) -> list | None:
+        """With a ``collation()`` or a ``hint()``, the ids the queryset's
+        iteration lists (see :meth:`_as_iterated`), else None."""
         if self.collated is None:
-            return self.root_ids
+            return None
         queryset = self.collated
         hint = None if queryset._hint == -1 else queryset._hint
-        found = await _ids(
+        return await _ids(
             self.operation, queryset._query, collation=queryset._collation, hint=hint
         )
+
+    def _as_iterated(self, found: list | None) -> list:
+        """The root ids the rules apply to: with a ``collation()`` or a
+        ``hint()``, what the queryset's iteration lists (``found``), as
+        MongoEngine's rules query it (``field__in=queryset``); its
+        ``delete_many``, sent without them, deletes ``self.root_ids``: those
+        matched under the collation alone are kept (``self.kept``), those the
+        hint leaves out (a sparse index not holding them) deleted without
+        their rules applied. Outside a transaction that listing is read
+        before the roots' ids, as MongoEngine's rules read before its delete:
+        a document matching in between is deleted without its rules applied,
+        never kept with them applied."""
+        if found is None:
+            return self.root_ids
         listed = set(map(_id_key, found))
         roots = [pk for pk in self.root_ids if _id_key(pk) in listed]
         # (Not planned: a rule reaching one applies its rules, as MongoEngine's
@@ -779,8 +811,9 @@ class _DeletePlan:
         self.unlisted_roots = len(self.root_ids) - len(roots)
         deleted = set(map(_id_key, self.root_ids))
         kept = [pk for pk in found if _id_key(pk) not in deleted]
+        self._keep(self.root, set(map(_id_key, kept)), ())
         name = self.root._get_collection_name()
-        self.kept.update((name, _id_key(pk)) for pk in kept)
+        self.untaken = {(name, _id_key(pk)) for pk in kept}
         return [*roots, *kept]
 
     async def _read_root(self, query: dict, files: bool) -> list:
@@ -1027,49 +1060,50 @@ class _DeletePlan:
 
     async def _collect_cascade(self, root_ids: list) -> None:
         """Plan the CASCADE closure of ``root_ids``, level by level; each
-        class's ids with whether the roots kept are spared down that chain
-        (see :meth:`_spares_kept`)."""
-        frontier = [(self.root, self._add(self.root, root_ids), False)]
-        roots = True  # (the first level: the roots' own rules)
+        class's ids with their position (see ``self.kept_from``): the rule
+        indices from the root that reached them first. The deletes by filter
+        are built once all is read: a kept document found later may come
+        first in MongoEngine's depth-first order, which then spares it."""
+        frontier: list[tuple[type[Any], list, tuple[int, ...]]] = [
+            (self.root, self._add(self.root, root_ids), ())
+        ]
+        by_filter: list[tuple[type[Any], str, list, tuple[int, ...]]] = []
         while frontier:
             next_frontier = []
-            for cls, ids, sparing in frontier:
-                rules = _rules(cls)
-                for index, (referrer, name, rule) in enumerate(rules):
+            for cls, ids, path in frontier:
+                for index, (referrer, name, rule) in enumerate(_rules(cls)):
                     if rule != CASCADE:
                         continue
-                    spares = sparing or (
-                        roots and self._spares_kept(rules[: index + 1])
-                    )
                     runs = self._referring(referrer, name, cls, ids)
                     spared = self._spared(referrer)
                     if not await self._through_hint(referrer, name, runs, spared):
                         continue
+                    position = (*path, index)
                     if not self._needs_ids(referrer) and spared.by_query:
-                        self.filters += [
-                            (referrer, _referring(referrer, name, run, spared.ids))
-                            for run in runs
-                        ]
+                        by_filter += [(referrer, name, run, position) for run in runs]
                         continue
-                    same = cls._get_collection_name() == referrer._get_collection_name()
-                    found = await self._cascade_by_ids(
-                        referrer, name, runs, same or spares
-                    )
-                    next_frontier += [(each, new, spares) for each, new in found]
-            frontier, roots = next_frontier, False
+                    found = await self._cascade_by_ids(referrer, name, runs, position)
+                    next_frontier += [(each, new, position) for each, new in found]
+            frontier = next_frontier
+        self._filter_unlisted()
+        for referrer, name, run, position in by_filter:
+            exclude = [
+                *self._spared(referrer).ids,
+                *self._spared_kept(referrer, position),
+            ]
+            self.filters.append((referrer, _referring(referrer, name, run, exclude)))
 
-    def _spares_kept(self, until: list[tuple[type[Any], str, int]]) -> bool:
-        """Whether the roots kept (matched under the queryset's collation
-        alone) are spared by the CASCADE chain of the last of the root rules
-        ``until``, which hold one within the roots' collection (that rule or
-        one before it): MongoEngine's delete then added what its iteration
-        lists to ``cascade_refs``, which every later query of its cascade, down
-        that rule's own chain too, leaves out (``pk__nin``)."""
-        name = self.root._get_collection_name()
-        return bool(self.kept) and any(
-            rule == CASCADE and referrer._get_collection_name() == name
-            for referrer, _, rule in until
-        )
+    def _spared_kept(self, referrer: type[Any], position: tuple[int, ...]) -> list:
+        """The ids of the kept documents of the ``referrer``'s collection that
+        MongoEngine's ``cascade_refs`` hold at ``position``, which its query
+        there leaves out (``pk__nin``)."""
+        name = referrer._get_collection_name()
+        planned = self._planned(referrer)
+        return [
+            planned[key]
+            for (collection, key), start in self.kept_from.items()
+            if collection == name and start is not None and start <= position
+        ]
 
     async def _through_hint(
         self, referrer: type[Any], name: str, runs: list[list], spared: _Spared
@@ -1094,13 +1128,11 @@ class _DeletePlan:
         return False
 
     async def _cascade_by_ids(
-        self, referrer: type[Any], name: str, runs: list[list], same: bool = False
+        self, referrer: type[Any], name: str, runs: list[list], position: tuple
     ) -> list[tuple[type[Any], list]]:
         """Plan the ``referrer`` documents whose ``name`` holds a reference of
-        ``runs`` (a query each); returns the ids new to the plan, per class.
-        ``same``: a rule within one collection, or of a chain sparing the
-        roots kept, whose kept documents stay (MongoEngine's ``cascade_refs``
-        spare what its iteration listed)."""
+        ``runs`` (a query each), read by the rule at ``position`` (see
+        ``self.kept_from``); returns the ids new to the plan, per class."""
         referring = await self.operation.on(referrer)
         classes = _rule_classes(referrer)
         # Whole documents, which their signals are sent (see _load_for_signals).
@@ -1111,25 +1143,33 @@ class _DeletePlan:
         projection = file_projection(referrer) if self.files_with_ids else {}
         found: dict[type[Any], list] = {}
         spared = self._spared(referrer)
+        collection = referrer._get_collection_name()
         for run in runs:
+            planned = [
+                pk
+                for key, pk in self._deleted(referrer).items()
+                if not (self.unlisted_at and self._revivable(collection, key, position))
+            ]
             exclude = (  # (with them, the planned ones fit no more when they don't)
-                self._sendable([*self._deleted(referrer).values(), *spared.ids])
-                if spared.by_query
-                else None
+                self._sendable([*planned, *spared.ids]) if spared.by_query else None
             )
             query = _referring(referrer, name, run, exclude, whole)
             fields = None if whole else projection
             read = await _found_by_class(referring, query, classes, fields, iteration)
+            self._revive(referrer, read, position)
             fresh = self._plan_found(found, read, spared.keys)
-            matched = None  # (their _id_key, matched without collation nor hint)
-            if iteration and not whole:  # (their files kept too)
+            # (Their _id_key, matched without collation nor hint: deleted.)
+            matched = {_id_key(raw["_id"]) for _, raw in read}
+            if iteration and not whole:
                 matched_ids = await _ids(referring, query)
-                matched = set(map(_id_key, matched_ids))
-                fresh -= self._kept(referrer, fresh - matched)
-                self._unlisted(referrer, matched_ids, read, spared.keys)
-            if not same:  # (their files read with them too)
-                fresh |= self._unkeep(referrer, read, matched)
-            taken = [(each, raw) for each, raw in read if _id_key(raw["_id"]) in fresh]
+                listed, matched = matched, set(map(_id_key, matched_ids))
+                self._keep(referrer, listed - matched - spared.keys, position)
+                self._unlisted(referrer, matched_ids, read, spared.keys, position)
+            self._reach(referrer, matched, position)
+            # (Their files, the kept ones' left out once all is planned.)
+            taken = [
+                (each, raw) for each, raw in read if self._take(collection, raw, fresh)
+            ]
             if whole:  # (in the order found, whatever their class)
                 self.read_for_signals += [
                     (each, raw)
@@ -1141,47 +1181,107 @@ class _DeletePlan:
         return [(each, new) for each, new in found.items() if new]
 
     def _unlisted(
-        self, referrer: type[Any], matched: list, read: list, spared: set
+        self,
+        referrer: type[Any],
+        matched: list,
+        read: list,
+        spared: set,
+        position: tuple[int, ...],
     ) -> None:
         """Plan the ``matched`` ``referrer`` ids (a rule's filter matches them)
-        its manager's ``hint()`` left out of the ``read`` (a sparse index not
-        holding them), but the ``spared`` and planned ones, as deleted by a
-        filter: MongoEngine's ``delete_many`` deletes them, but its class's
-        rules apply only to what its iteration, through the hint, lists."""
+        its manager's ``hint()`` left out of the ``read`` at ``position``
+        (a sparse index not holding them), but the ``spared`` and planned
+        ones, as deleted by a filter: MongoEngine's ``delete_many`` deletes
+        them, but its class's rules apply only to what its iteration, through
+        the hint, lists (another class's read may list one: see
+        :meth:`_revive`)."""
         listed = {_id_key(raw["_id"]) for _, raw in read}
         known = self._planned(referrer)
+        name = referrer._get_collection_name()
         unlisted = []
         for pk in matched:
             key = _id_key(pk)
             if key not in listed and key not in spared and key not in known:
                 known[key] = pk
                 unlisted.append(pk)
-        self.filters += [
-            (referrer, {"_id": {"$in": run}}) for run in self._runs(unlisted)
+                self.unlisted_at[(name, key)] = position
+        self.unlisted.append((referrer, unlisted))
+
+    def _revivable(self, name: str, key: Any, position: tuple[int, ...]) -> bool:
+        """Whether the document (of collection ``name``, its ``key``) a hint
+        left out is still there for a read at ``position`` in MongoEngine's
+        depth-first walk: before the ``delete_many`` ending the subtree of
+        the read that left it out."""
+        at = self.unlisted_at.get((name, key))
+        return at is not None and (position < at or position[: len(at)] == at)
+
+    def _revive(self, cls: type[Any], read: list, position: tuple[int, ...]) -> None:
+        """Unplan the documents of ``read`` (of ``cls``'s collection, at
+        ``position``) a hint left out, still there then (see
+        :meth:`_revivable`): that read plans them, its class's rules applied
+        to them, as MongoEngine's query there lists them."""
+        name = cls._get_collection_name()
+        planned = self._planned(cls)
+        for _, raw in read:
+            key = _id_key(raw["_id"])
+            if self._revivable(name, key, position):
+                del self.unlisted_at[(name, key)], planned[key]
+
+    def _filter_unlisted(self) -> None:
+        """Delete by filter (their ids, in runs) the documents a hint left out
+        that no read revived."""
+        for cls, ids in self.unlisted:
+            name = cls._get_collection_name()
+            left = [pk for pk in ids if (name, _id_key(pk)) in self.unlisted_at]
+            self.filters += [(cls, {"_id": {"$in": run}}) for run in self._runs(left)]
+
+    def _keep(self, cls: type[Any], keys: set, position: tuple[int, ...]) -> None:
+        """Note the ``cls`` documents (their :func:`_id_key`) read at
+        ``position`` under a collation but matched only under it, the roots'
+        ones excepted: MongoEngine applies the class's rules to what its
+        iteration lists, then deletes what its ``delete_many`` (sent without
+        the collation) matches; its ``cascade_refs`` hold them from the
+        class's first CASCADE rule within its collection on (if any)."""
+        name = cls._get_collection_name()
+        roots = set(map(_id_key, self.root_ids)) if cls is self.root else set()
+        rules = enumerate(_rules(cls))
+        within = [
+            index
+            for index, (referrer, _, rule) in rules
+            if rule == CASCADE and referrer._get_collection_name() == name
         ]
+        start = (*position, within[0]) if within else None
+        for key in keys - roots:
+            known = self.kept_from.get((name, key), start)
+            earliest = [each for each in (known, start) if each is not None]
+            self.kept_from[(name, key)] = min(earliest, default=None)
+        self._resolve_kept()
 
-    def _kept(self, referrer: type[Any], kept: set) -> set:
-        """Note the ``kept`` ``referrer`` ids (their :func:`_id_key`), read
-        under its manager's collation but matched only under it, in
-        ``self.kept``: MongoEngine applies the class's rules to what its
-        manager's iteration matches, then deletes what its ``delete_many``
-        (sent without the collation) matches."""
-        name = referrer._get_collection_name()
-        self.kept.update((name, key) for key in kept)
-        return kept
+    def _reach(self, cls: type[Any], keys: set, position: tuple[int, ...]) -> None:
+        """Note the ``cls`` documents (their :func:`_id_key`) a rule's query
+        at ``position`` matches without collation: deleted by its
+        ``delete_many``, unless kept earlier (see :meth:`_resolve_kept`)."""
+        if not self.may_keep:
+            return
+        name = cls._get_collection_name()
+        for key in keys:
+            known = self.reached.get((name, key))
+            self.reached[(name, key)] = (
+                position if known is None else min(known, position)
+            )
+        self._resolve_kept()
 
-    def _unkeep(self, referrer: type[Any], read: list, matched: set | None) -> set:
-        """Take out of ``self.kept`` the kept documents a cascade's filter
-        ``read`` (those ``matched`` without the collation, when it was read
-        under one): MongoEngine's ``delete_many`` of that rule deletes them.
-        Returns their :func:`_id_key`."""
-        name = referrer._get_collection_name()
-        keys = {_id_key(raw["_id"]) for _, raw in read}
-        unkept = {key for key in keys if (name, key) in self.kept}
-        if matched is not None:
-            unkept &= matched
-        self.kept -= {(name, key) for key in unkept}
-        return unkept
+    def _resolve_kept(self) -> None:
+        """``self.kept``: the documents listed under a collation alone that no
+        query deletes, as in MongoEngine's depth-first walk: none matches them
+        without collation, or only one its ``cascade_refs`` already hold them
+        at (which its ``pk__nin`` leaves out)."""
+        self.kept = {
+            key
+            for key, start in self.kept_from.items()
+            if key not in self.reached
+            or (start is not None and start <= self.reached[key])
+        }
 
     def _spared(self, referrer: type[Any]) -> _Spared:
         """The spared pks as ``referrer`` stores them, as MongoEngine's query
@@ -1272,6 +1372,9 @@ class _DeletePlan:
         or the queryset).
         """
         read, self.read_for_signals = self.read_for_signals, []
+        read = [
+            (cls, raw) for cls, raw in read if self._not_kept(cls, [raw])
+        ]  # (those a delete keeps get no signal)
         # Their stored ids (the loader owns the raws): a pk may load as
         # another value, a UUIDField(binary=False)'s UUID of a string.
         keys = [(cls._get_collection_name(), _id_key(raw["_id"])) for cls, raw in read]
@@ -1300,7 +1403,7 @@ class _DeletePlan:
         found = [
             (cls, each)
             for cls, read in self.read_with_files
-            for each in files_of(read, cls)
+            for each in files_of(self._not_kept(cls, read), cls)
         ]
         found += [
             (type(document), each)
@@ -1362,6 +1465,24 @@ class _DeletePlan:
     def _joins(self, session: AsyncClientSession | None) -> bool:
         """Whether ``session`` is in another transaction than the delete's."""
         return session is not self.operation.session and _in_transaction(session)
+
+    def _take(self, name: str, raw: dict, fresh: set) -> bool:
+        """Whether a cascaded document read (``raw``, of collection ``name``)
+        gives its files and its signals: new to the plan (its ``fresh`` keys),
+        or a root kept read for the first time (both left out if it stays
+        kept: see :meth:`_not_kept`)."""
+        key = _id_key(raw["_id"])
+        if key in fresh:
+            return True
+        if (name, key) not in self.untaken:
+            return False
+        self.untaken.discard((name, key))
+        return True
+
+    def _not_kept(self, cls: type[Any], read: list[dict]) -> list[dict]:
+        """The documents ``read`` of ``cls`` but those the delete keeps."""
+        name = cls._get_collection_name()
+        return [raw for raw in read if (name, _id_key(raw["_id"])) not in self.kept]
 
     def _not_loaded(self, cls: type[Any], ids: list) -> list:
         """Those of the planned ``ids`` of ``cls`` not built for signals."""
