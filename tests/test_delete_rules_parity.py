@@ -2850,18 +2850,23 @@ class InsertBeforeSecondFind(monitoring.CommandListener):
         pass
 
 
-async def test_a_document_matching_between_a_collated_delete_s_reads_is_deleted(
-    mongodb_uri: str,
+@pytest.mark.parametrize("filed", [False, True], ids=["plain", "file_field"])
+async def test_a_document_matching_between_a_collated_delete_s_reads(
+    mongodb_uri: str, filed: bool
 ) -> None:
     """Outside a transaction a collated queryset delete lists its matches
     under the collation (for its rules) and its roots' ids (what it deletes)
-    in two reads. A "doomed" inserted between them is deleted without its
-    rules applied (its referrer stays), as one inserted after MongoEngine's
-    rules read and before its ``delete_many``. The listing came second: the
-    new one was kept, matching the delete, its referrer deleted."""
+    in two reads (with file fields, the ids with the files first). A "doomed"
+    inserted before the second read is deleted without its rules applied
+    (its referrer stays), as one inserted after MongoEngine's rules read and
+    before its ``delete_many``; with file fields, after the ids were read, it
+    is left alone. The listing came second, or was taken as is: the new one
+    was kept, matching the delete, its referrer deleted."""
 
     class DrpBetweenOwner(mongoengine_async.Document):
         name = mongoengine_async.StringField()
+        if filed:
+            file = mongoengine_async.FileField(db_alias="drp_between")
         meta = {"db_alias": "drp_between"}
 
     class DrpBetweenRef(mongoengine_async.Document):
@@ -2892,8 +2897,10 @@ async def test_a_document_matching_between_a_collated_delete_s_reads_is_deleted(
             )
         finally:
             database.client.close()
-        assert deleted == 2
-        assert await DrpBetweenOwner.objects.async_count() == 0
-        left = [ref.name async for ref in DrpBetweenRef.objects]
-        assert left == ["ref-later"]
-        assert ["collation" in find for find in listener.finds] == [True, False]
+        collated = ["collation" in find for find in listener.finds]
+        left = [owner.pk async for owner in DrpBetweenOwner.objects]
+        assert (deleted, left) == ((1, [later]) if filed else (2, []))
+        refs = [ref.name async for ref in DrpBetweenRef.objects]
+        assert refs == ["ref-later"]
+        # (With file fields, a read of the kept one: it matches now.)
+        assert collated == ([False, True, False, False] if filed else [True, False])

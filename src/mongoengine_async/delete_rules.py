@@ -754,7 +754,7 @@ class _DeletePlan:
             ]
             if not self.root_ids:
                 check_rules(self.root)
-        iterated = self._as_iterated(listed)
+        iterated = await self._as_iterated(listed)
         try:
             await self._collect_cascade(iterated)
         except InvalidQueryError:  # a CASCADE rule refused
@@ -791,7 +791,7 @@ class _DeletePlan:
             self.operation, queryset._query, collation=queryset._collation, hint=hint
         )
 
-    def _as_iterated(self, found: list | None) -> list:
+    async def _as_iterated(self, found: list | None) -> list:
         """The root ids the rules apply to: with a ``collation()`` or a
         ``hint()``, what the queryset's iteration lists (``found``), as
         MongoEngine's rules query it (``field__in=queryset``); its
@@ -801,7 +801,8 @@ class _DeletePlan:
         their rules applied. Outside a transaction that listing is read
         before the roots' ids, as MongoEngine's rules read before its delete:
         a document matching in between is deleted without its rules applied,
-        never kept with them applied."""
+        never kept with them applied; one matching after the ids were read
+        (a queryset with file fields lists them first) is left alone."""
         if found is None:
             return self.root_ids
         listed = set(map(_id_key, found))
@@ -811,10 +812,27 @@ class _DeletePlan:
         self.unlisted_roots = len(self.root_ids) - len(roots)
         deleted = set(map(_id_key, self.root_ids))
         kept = [pk for pk in found if _id_key(pk) not in deleted]
+        if kept and not _in_transaction(self.operation.session):
+            late = set(map(_id_key, await self._matching_now(kept)))
+            kept = [pk for pk in kept if _id_key(pk) not in late]
         self._keep(self.root, set(map(_id_key, kept)), ())
         name = self.root._get_collection_name()
         self.untaken = {(name, _id_key(pk)) for pk in kept}
         return [*roots, *kept]
+
+    async def _matching_now(self, kept: list) -> list:
+        """Those of the ``kept`` root ids the queryset matches without its
+        collation now: they came to match after its ids were read (outside a
+        transaction), which leaves them alone (a read a run)."""
+        assert self.collated is not None  # (kept: listed under it)
+        query = self.collated._query
+        return [
+            pk
+            for run in self._runs(kept)
+            for pk in await _ids(
+                self.operation, {"$and": [query, {"_id": {"$in": run}}]}
+            )
+        ]
 
     async def _read_root(self, query: dict, files: bool) -> list:
         """The ids of the roots ``query`` matches; with their ``files`` (kept
