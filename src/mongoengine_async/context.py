@@ -33,6 +33,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import (
     ConnectionFailure,
     InvalidOperation,
+    NetworkTimeout,
     OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
@@ -744,10 +745,37 @@ def follow_up(
     its error, which no caller awaits, goes to the loop's exception handler.
     ``finish``: the loop's end waits for it, and the disconnect of any of
     ``aliases`` (None: of any alias; see ``finish_before_close``)."""
-    task = held(_unbound(work), following, what)
+    with outside_caller_timeout():  # (the caller's, spent, would cut it)
+        task = held(_unbound(work), following, what)
     task.add_done_callback(lambda _: work.close())  # (never run: loop ended)
     if finish:
         finish_before_close(task, what, aliases)
+
+
+async def beyond_caller_timeout(
+    work: Coroutine[Any, Any, None], what: str, aliases: Iterable[str]
+) -> None:
+    """``await work`` (writes that must follow one applied outside a
+    transaction: the deletes of the files of deleted documents) in a task
+    outside the caller's ``pymongo.timeout()``, waited at most what is left
+    of it: spent first (or the caller cancelled), ``work`` goes on held as a
+    :func:`follow_up` with ``finish`` (its error to the loop's exception
+    handler), and the call raises NetworkTimeout, as when that time-out cut
+    ``work`` short, leaving it half done (or the cancellation)."""
+    with outside_caller_timeout():
+        task = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait((task,), timeout=_time_left())
+    finally:
+        if not task.done():
+            held(task, following, what)
+            finish_before_close(task, what, aliases)
+    if not task.done():
+        raise NetworkTimeout(
+            f"timed out: the caller's pymongo.timeout() ran out before the {what}"
+            " ended (it goes on)"
+        )
+    task.result()
 
 
 async def _unbound(work: Coroutine[Any, Any, None]) -> None:

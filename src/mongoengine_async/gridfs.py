@@ -62,7 +62,11 @@ from pymongo.errors import InvalidOperation
 from pymongo.read_concern import ReadConcern
 from pymongo.topology_description import TOPOLOGY_TYPE
 
-from mongoengine_async._compat import RETRYABLE_ERROR_CODES, AsyncGridOutChunkIterator
+from mongoengine_async._compat import (
+    RETRYABLE_ERROR_CODES,
+    AsyncGridOutChunkIterator,
+    caller_time_left,
+)
 from mongoengine_async.batches import (
     WHOLE_RESULT,
     Iteration,
@@ -85,6 +89,7 @@ from mongoengine_async.connection import (
 from mongoengine_async.connection import selection_cut_short as _selection_cut_short
 from mongoengine_async.context import (
     Journal,
+    beyond_caller_timeout,
     bound_journal,
     follow_up,
     journal,
@@ -1676,7 +1681,32 @@ async def delete_files(
     orphaned), then the first error is raised; ``surely`` (a task of its own
     following a cancelled delete, which its loop's end cancels in turn),
     each even when cancelled meanwhile, then the cancellation is raised.
-    But none on a client ``unreachable`` gave up (a fresh one if not given)."""
+    But none on a client ``unreachable`` gave up (a fresh one if not given).
+    Outside a transaction, under a ``pymongo.timeout()`` of the caller's, in
+    no session, outside that time-out (:func:`beyond_caller_timeout`): cut
+    short by it, they were left, found by nothing."""
+    session = operation.session
+    in_transaction = session is not None and session.in_transaction
+    if not proxies or caller_time_left() is None or in_transaction:
+        await _delete_each(proxies, operation, surely, unreachable)
+        return
+    # (In no session: it may outlive the call. Each even when the loop's end
+    # cancels it, as a follow-up's.)
+    alone = dataclasses.replace(operation, session=None)
+    await beyond_caller_timeout(
+        _delete_each(proxies, alone, True, unreachable),
+        "delete of the files of deleted documents",
+        {proxy.db_alias for proxy in proxies},
+    )
+
+
+async def _delete_each(
+    proxies: list[AsyncGridFSProxy],
+    operation: Operation,
+    surely: bool,
+    unreachable: Unreachable | None,
+) -> None:
+    """The deletes of :func:`delete_files`, in turn."""
     undos = journal(operation.session)
     errors: list[BaseException] = []
     unreachable = Unreachable() if unreachable is None else unreachable

@@ -1,0 +1,227 @@
+"""The files of documents deleted outside a transaction under the caller's
+``pymongo.timeout()``: once the documents are gone, the deletes of their files
+are not cut by it (they would be left, found by nothing); the call still
+raises its time-out error, and a file's delete failing in time its error
+(the failCommand fail point: tests of a server of their own)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pymongo
+import pymongo.errors
+import pytest
+from mongoengine.connection import DEFAULT_CONNECTION_NAME
+
+from conftest import Held, held_on_server
+from mongoengine_async import (
+    CASCADE,
+    Document,
+    FileField,
+    ListField,
+    ReferenceField,
+    StringField,
+    get_async_db,
+)
+from mongoengine_async.testing import fresh_database
+
+FILES = "gfs-timeout-files"
+APP = "gfs-timeout-app"
+
+
+class ToPaper(Document):
+    title = StringField()
+    pdf = FileField(db_alias=FILES)
+    cover = FileField(db_alias=FILES)
+    scans = ListField(FileField(db_alias=FILES))
+
+
+class ToShelf(Document):
+    title = StringField()
+
+
+class ToLeaf(Document):  # deleted with its shelf, by the CASCADE rule
+    shelf = ReferenceField(ToShelf, reverse_delete_rule=CASCADE)
+    pdf = FileField(db_alias=FILES)
+    cover = FileField(db_alias=FILES)
+
+
+@pytest.fixture
+async def files_alias(async_alias: str, mongodb_uri: str) -> AsyncIterator[str]:
+    """The files' alias: a client of its own (its application name the fail
+    points hold the commands of)."""
+    async with fresh_database(FILES, mongodb_uri, appname=FILES) as alias:
+        yield alias
+
+
+@pytest.fixture
+async def reported() -> AsyncIterator[list[dict[str, Any]]]:
+    """The reports of the loop's exception handler during the test."""
+    reports: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, report: reports.append(report))
+    yield reports
+    loop.set_exception_handler(None)
+
+
+async def left() -> list[int]:
+    """How many files and chunks the files' database holds."""
+    db = get_async_db(FILES)
+    return [await db[name].count_documents({}) for name in ("fs.files", "fs.chunks")]
+
+
+async def emptied() -> list[int]:
+    """:func:`left` once nothing is (the held deletes went on), or after 30
+    seconds."""
+    deadline = time.monotonic() + 30
+    while any(counts := await left()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return counts
+
+
+async def with_files(document: Any) -> Any:
+    """``document`` saved with its pdf, cover (and scans, if it has them)."""
+    await document.pdf.async_put(b"the pdf")
+    await document.cover.async_put(b"the cover")
+    if hasattr(document, "scans"):
+        for page in (b"page 1", b"page 2"):
+            document.scans.append(await ToPaper.scans.field.async_put(page))
+    return await document.async_save()
+
+
+async def document_delete() -> Callable[[], Awaitable[Any]]:
+    paper = await with_files(ToPaper(title="one"))
+    await with_files(ToPaper(title="kept"))
+    return paper.async_delete
+
+
+async def queryset_delete() -> Callable[[], Awaitable[Any]]:
+    for title in ("one", "two"):
+        await with_files(ToPaper(title=title))
+    return ToPaper.objects.async_delete
+
+
+async def cascade_delete() -> Callable[[], Awaitable[Any]]:
+    shelf = await ToShelf(title="shelf").async_save()
+    for _ in range(2):
+        await with_files(ToLeaf(shelf=shelf))
+    return shelf.async_delete
+
+
+async def queryset_cascade_delete() -> Callable[[], Awaitable[Any]]:
+    shelf = await ToShelf(title="shelf").async_save()
+    for _ in range(2):
+        await with_files(ToLeaf(shelf=shelf))
+    return ToShelf.objects.async_delete
+
+
+# Each case saves its documents and files, and gives the delete to run.
+DELETES: dict[str, Callable[[], Awaitable[Callable[[], Awaitable[Any]]]]] = {
+    "document": document_delete,
+    "queryset": queryset_delete,
+    "cascade": cascade_delete,
+    "queryset cascade": queryset_cascade_delete,
+}
+
+
+async def documents_left() -> int:
+    """How many papers, shelves and leaves are left."""
+    return sum([await cls.objects.async_count() for cls in (ToPaper, ToShelf, ToLeaf)])
+
+
+async def files_of_the_kept(delete: str) -> list[int]:
+    """:func:`left` once it is what the documents kept hold (the case
+    "document" keeps a paper: four files, one chunk each), or after 30
+    seconds."""
+    expected = [4, 4] if delete == "document" else [0, 0]
+    deadline = time.monotonic() + 30
+    while (counts := await left()) != expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return counts
+
+
+@pytest.mark.parametrize("delete", list(DELETES))
+async def test_files_outlive_the_callers_timeout(
+    files_alias: str, reported: list[dict[str, Any]], delete: str
+) -> None:
+    """The first delete of a file held on the server beyond the caller's
+    ``pymongo.timeout()``: the call raises NetworkTimeout (as it did), and
+    the deletes of the files go on outside it: none of the deleted
+    documents' is left (all were, orphaned), and nothing is reported."""
+    deleting = await DELETES[delete]()
+    async with held_on_server(FILES, "delete", 1_500) as held:
+        with pytest.raises(pymongo.errors.NetworkTimeout), pymongo.timeout(1):
+            await deleting()
+        await held.ended_on_server()
+    assert await documents_left() == (1 if delete == "document" else 0)
+    assert await files_of_the_kept(delete) == kept_files(delete)
+    assert reported == []
+
+
+def kept_files(delete: str, more: int = 0) -> list[int]:
+    """The files and chunks left after case ``delete``: those of the paper it
+    keeps (four, one chunk each), and ``more``."""
+    kept = 4 if delete == "document" else 0
+    return [kept + more, kept + more]
+
+
+@pytest.mark.parametrize("seconds", [None, 30.0])
+@pytest.mark.parametrize("delete", list(DELETES))
+async def test_a_files_delete_failing_in_time_raises_its_error(
+    files_alias: str, reported: list[dict[str, Any]], delete: str, seconds: Any
+) -> None:
+    """The first delete of a file fails at once (under a ``pymongo.timeout()``
+    not spent, as under none): the call raises its error, that file alone is
+    left (the others deleted all the same), and nothing is reported."""
+    deleting = await DELETES[delete]()
+    with pytest.raises(pymongo.errors.OperationFailure) as error:
+        async with held_on_server(FILES, "delete", 0, error_code=2):
+            with pymongo.timeout(seconds):
+                await deleting()
+    assert error.value.code == 2
+    assert await documents_left() == (1 if delete == "document" else 0)
+    assert await left() == kept_files(delete, 1)
+    assert reported == []
+
+
+@pytest.fixture
+async def one_app(mongodb_uri: str) -> AsyncIterator[str]:
+    """The default alias and the files' on clients of one application name
+    (one fail point holds the documents' delete, then a file's)."""
+    async with (
+        fresh_database(DEFAULT_CONNECTION_NAME, mongodb_uri, appname=APP),
+        fresh_database(FILES, mongodb_uri, appname=APP, connectTimeoutMS=19_000),
+    ):
+        yield APP
+
+
+# (A cascade's own transaction, cancelled, aborts: its documents stay.)
+@pytest.mark.parametrize("delete", ["document", "queryset"])
+async def test_a_cancelled_deletes_files_outlive_its_timeout(
+    one_app: str, reported: list[dict[str, Any]], delete: str
+) -> None:
+    """The caller, under a ``pymongo.timeout()``, cancelled while its delete
+    is held on the server: the files' deletes that follow it, one held too,
+    beyond that time-out, go on outside it (they started under it, spent,
+    and the files were left, found by nothing), and nothing is reported."""
+    deleting = await DELETES[delete]()
+
+    async def run() -> None:
+        with pymongo.timeout(2):
+            await deleting()
+
+    # (The documents' delete, then a file's, each held 1.2 s: beyond the 2.)
+    async with held_on_server(one_app, "delete", 1_200, then="delete") as held:
+        task = asyncio.ensure_future(run())
+        await held.reached_server()
+        task.cancel()
+        await asyncio.wait([task])
+        assert task.cancelled()
+        admin = get_async_db().client.admin
+        await Held(admin, one_app, ["delete"], 0).ended_on_server()
+    assert await documents_left() == (1 if delete == "document" else 0)
+    assert await files_of_the_kept(delete) == kept_files(delete)
+    assert reported == []
