@@ -556,6 +556,27 @@ _working_for: weakref.WeakKeyDictionary[
 ] = weakref.WeakKeyDictionary()
 
 
+# The helper task of each block (see _Block), which ends its session's
+# transaction: see transaction_ending.
+_ending: weakref.WeakKeyDictionary[AsyncClientSession, asyncio.Future[Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def transaction_ending(client: Any) -> asyncio.Future[Any] | None:
+    """The task ending the transaction bound in this task for ``client``
+    when its attempt is over for this task but the transaction is not (its
+    abort or commit on its way, which may wait for the running code: the
+    steps after a cancelled inner block's commit, see
+    :func:`cascade_on_its_way`); else None. A write its locks hold up waits
+    for that task in a task of its own: awaited here, each waits for the
+    other until the server's time limit."""
+    session = _bound_for(client, _own_sessions())
+    if session is None or not session.in_transaction or not _over(session):
+        return None
+    return _ending.get(session)
+
+
 def write_on_its_way(
     session: AsyncClientSession | None, write: asyncio.Future[Any]
 ) -> None:
@@ -1220,6 +1241,7 @@ class _Block:
         self._database = database_of(session.client)
         self._task = asyncio.ensure_future(self._transact(transaction_kwargs))
         ends_transaction(session.client, self._task)
+        _ending[session] = self._task
 
     async def _transact(self, transaction_kwargs: dict) -> Any:
         try:

@@ -97,6 +97,7 @@ from mongoengine_async.context import (
     on_commit,
     on_end,
     outside_journal,
+    transaction_ending,
 )
 from mongoengine_async.detached import (
     finish_before_close,
@@ -1182,9 +1183,14 @@ async def _deferred_file_delete(root: AsyncCollection, grid_id: Any) -> None:
     block: no alias serves it any more), it cannot run: reported to the
     loop's exception handler, not raised (the transaction committed; the
     file stays, orphaned). A block of ours bound for the bucket's client,
-    it waits until that block ended (:func:`_delete_after_block`)."""
+    it waits until that block ended (:func:`_delete_after_block`; one over
+    for this task but not ended: :func:`_delete_once_ended`)."""
     if _block_around(root):
         _delete_after_block(root, grid_id)
+        return
+    ending = transaction_ending(root.database.client)
+    if ending is not None:
+        _delete_once_ended(ending, root, grid_id)
         return
     try:
         await _delete_file(root, grid_id, None)
@@ -1216,6 +1222,33 @@ def _delete_after_block(root: AsyncCollection, grid_id: Any) -> None:
     undos = cast(Journal, bound_journal(root.database.client))
     delete = functools.partial(_deferred_file_delete, root, grid_id)
     on_end(undos, delete, aliases_served_by(root.database.client))
+
+
+_ONCE_ENDED = "delete of a file once the block on its client ended"
+
+
+def _delete_once_ended(
+    ending: asyncio.Future[Any], root: AsyncCollection, grid_id: Any
+) -> None:
+    """Delete file ``grid_id`` of bucket ``root`` in a task of its own once
+    ``ending`` (see ``transaction_ending``: a block over for this task whose
+    transaction wrote the file, its abort on its way) is done: that abort may
+    wait for the running steps (an inner block's, its caller cancelled during
+    its commit), and the delete, sent now, for that block's lock on the file."""
+    follow_up(
+        _deleted_after(ending, root, grid_id),
+        _ONCE_ENDED,
+        True,
+        aliases_served_by(root.database.client),
+    )
+
+
+async def _deleted_after(
+    ending: asyncio.Future[Any], root: AsyncCollection, grid_id: Any
+) -> None:
+    """:func:`_deferred_file_delete` once ``ending`` is done."""
+    await asyncio.wait((ending,))
+    await _deferred_file_delete(root, grid_id)
 
 
 _ABORTED_UPLOAD = "delete of a file uploaded in a transaction that aborted"

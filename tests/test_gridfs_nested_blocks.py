@@ -1,0 +1,131 @@
+"""A file whose document is deleted in a block within another client's block
+(the file's), the outer block holding the file's lock (it wrote its record):
+the file is deleted once the outer block ended, whichever way, and a caller
+cancelled meanwhile gets its cancellation back at once (not after the
+server's transaction time limit)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from uuid import uuid4
+
+import pytest
+
+import mongoengine_async.detached as detached
+from conftest import held_on_server
+from mongoengine_async import (
+    Document,
+    FileField,
+    async_run_in_transaction,
+    disconnect_all_async,
+    get_async_db,
+)
+from mongoengine_async.testing import fresh_database
+
+SIDE = "nested_side"
+
+
+class NestLeaf(Document):
+    """On the inner block's client, its file on the outer block's (default)."""
+
+    scan = FileField(collection_name="nest_leaf_files")
+    meta = {"db_alias": SIDE}
+
+
+@pytest.fixture
+async def side_app(mongodb_uri: str) -> AsyncIterator[str]:
+    """Alias "default" and SIDE, each a client of its own; SIDE's application
+    name (the fail points' target)."""
+    side = f"nest-{uuid4().hex[:8]}"
+    try:
+        async with (
+            fresh_database("default", mongodb_uri, appname=f"{side}-outer"),
+            fresh_database(SIDE, mongodb_uri, appname=side),
+        ):
+            yield side
+    finally:
+        await disconnect_all_async()
+
+
+async def cancelled_blocks(
+    leaf: NestLeaf, entered: asyncio.Event, after: asyncio.Event | None = None
+) -> None:
+    """The outer block writes the leaf's file record, then an inner block on
+    SIDE deletes the leaf (its file left to the inner commit); with ``after``,
+    the outer block then waits for it (until cancelled)."""
+    files = get_async_db()["nest_leaf_files.files"]
+    async with async_run_in_transaction() as session:
+        await files.update_one(
+            {"_id": leaf.scan.grid_id}, {"$set": {"seen": 1}}, session=session
+        )
+        async with async_run_in_transaction(SIDE):
+            await leaf.async_delete()
+            entered.set()
+        if after is not None:
+            after.set()
+            await asyncio.Event().wait()
+
+
+async def files_left(grid_id: object) -> tuple[int, int]:
+    """The file's files and chunks documents left on the default alias."""
+    db = get_async_db()
+    return (
+        await db["nest_leaf_files.files"].count_documents({"_id": grid_id}),
+        await db["nest_leaf_files.chunks"].count_documents({"files_id": grid_id}),
+    )
+
+
+@pytest.mark.parametrize("again", [False, True], ids=["once", "twice"])
+async def test_a_cancel_during_the_inner_commit_returns_and_deletes_the_file(
+    side_app: str, again: bool
+) -> None:
+    """The task cancelled while the inner block's commit is held on the
+    server (1.5 s), and (``twice``) once more while the outer block aborts:
+    the await returns once the commit did, the leaf is gone and its file
+    (files and chunks) deleted after the outer abort (it was deleted at once,
+    outside any transaction, waiting for the outer block's lock, while the
+    outer abort waited for the inner commit's steps: ~87 s, until the
+    server's time limit)."""
+    leaf = NestLeaf()
+    await leaf.scan.async_put(b"leaf" * 100_000, filename="leaf.bin")  # 2 chunks
+    await leaf.async_save()
+    grid_id = leaf.scan.grid_id
+    entered = asyncio.Event()
+    async with held_on_server(side_app, "commitTransaction", 1500) as held:
+        task = asyncio.ensure_future(cancelled_blocks(leaf, entered))
+        await entered.wait()
+        await held.reached_server()
+        started = time.monotonic()
+        task.cancel()
+        if again:
+            await asyncio.sleep(0)
+            task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert time.monotonic() - started < 15
+    await detached.all_finished(30)
+    assert await NestLeaf.objects.async_count() == 0
+    assert await files_left(grid_id) == (0, 0)
+
+
+async def test_a_cancel_after_the_inner_commit_deletes_the_file_after_the_abort(
+    side_app: str,
+) -> None:
+    """The task cancelled once the inner block committed, before the outer
+    block's commit: the outer block aborts, then the file is deleted."""
+    leaf = NestLeaf()
+    await leaf.scan.async_put(b"leaf" * 100_000, filename="leaf.bin")
+    await leaf.async_save()
+    grid_id = leaf.scan.grid_id
+    entered, after = asyncio.Event(), asyncio.Event()
+    task = asyncio.ensure_future(cancelled_blocks(leaf, entered, after))
+    await after.wait()
+    assert await files_left(grid_id) == (1, 2)  # (the outer block holds it)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await detached.all_finished(30)
+    assert await NestLeaf.objects.async_count() == 0
+    assert await files_left(grid_id) == (0, 0)
