@@ -82,7 +82,7 @@ async def test_a_cancel_during_the_inner_commit_returns_and_deletes_the_file(
     side_app: str, again: bool
 ) -> None:
     """The task cancelled while the inner block's commit is held on the
-    server (1.5 s), and (``twice``) once more while the outer block aborts:
+    server (3 s), and (``twice``) once more while the outer block aborts:
     the await returns once the commit did, the leaf is gone and its file
     (files and chunks) deleted after the outer abort (it was deleted at once,
     outside any transaction, waiting for the outer block's lock, while the
@@ -93,7 +93,7 @@ async def test_a_cancel_during_the_inner_commit_returns_and_deletes_the_file(
     await leaf.async_save()
     grid_id = leaf.scan.grid_id
     entered = asyncio.Event()
-    async with held_on_server(side_app, "commitTransaction", 1500) as held:
+    async with held_on_server(side_app, "commitTransaction", 3000) as held:
         task = asyncio.ensure_future(cancelled_blocks(leaf, entered))
         await entered.wait()
         await held.reached_server()
