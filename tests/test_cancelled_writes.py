@@ -16,17 +16,21 @@ import gc
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
+from unittest import mock
 from uuid import uuid4
 
 import anyio
 import pymongo
 import pytest
 from bson import ObjectId
+from mongoengine.context_managers import switch_db
+from mongoengine.queryset.base import BaseQuerySet as MongoEngineQuerySet
 from pymongo import AsyncMongoClient, ReadPreference, monitoring
 from pymongo.asynchronous.topology import Topology
 from pymongo.errors import PyMongoError
@@ -57,6 +61,7 @@ from mongoengine_async import (
     gridfs,
     queryset,
     signals,
+    to_bson,
 )
 from mongoengine_async.connection import disconnect_all_async
 from mongoengine_async.context import current_session
@@ -2282,6 +2287,30 @@ async def test_an_insert_cancelled_in_a_transaction(app, form, end):
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.parametrize("form", ["context manager", "callback"])
+async def test_an_insert_cancelled_in_a_transaction_that_aborts_leaves_them_new(
+    app, form
+):
+    """Documents whose insert was cancelled in a transaction that then
+    aborted (no ``post_bulk_insert`` receiver), saved once the write landed,
+    before the abort: they are new again once it aborted, so saved again
+    each is stored whole, as after an insert that returned there."""
+    inserted = CwDoc(a=1)
+
+    async def block() -> None:
+        await timed_out(held, CwDoc.objects.async_insert([inserted]))
+        raise ValueError("no")
+
+    async with blocked(app, "insert") as held:
+        with pytest.raises(ValueError):
+            await in_transaction(form, block)
+    assert inserted._created
+    await held.ended_on_server()
+    inserted.b = 2
+    await inserted.async_save()
+    assert await stored_values() == [{"a": 1, "b": 2}]
+
+
 @pytest.mark.parametrize("kind", ["save", "delete"])
 async def test_what_follows_a_cancelled_write_is_no_part_of_the_callers_transaction(
     app, kind
@@ -3609,6 +3638,93 @@ async def test_an_early_id_stays_once_a_sync_save_stored_the_document_under_it(
     finally:
         mongoengine_async.disconnect("cw-sync")
     assert await collection.find().to_list() == [{"_id": early, "name": "better"}]
+
+
+@pytest.mark.parametrize("patched", [False, True])
+async def test_an_early_id_stays_once_a_sync_insert_stored_the_document_under_it(
+    app, mongodb_uri, patched
+):
+    """The same, the document inserted meanwhile by the sync ``insert()`` of
+    its class switched to a sync alias, ours or MongoEngine's patched (a
+    mock wrapping it): the patched one left the early id to be taken back
+    (pk None, while stored), and saved again the document was stored twice."""
+    collection = await checked_collection()
+    database = collection.database.name
+    mongoengine_async.connect(
+        db=database, host=mongodb_uri, alias="cw-sync", uuidRepresentation="standard"
+    )
+    insert = MongoEngineQuerySet.insert
+    patch = mock.patch.object(
+        MongoEngineQuerySet, "insert", autospec=True, side_effect=insert
+    )
+    try:
+        document = CwChecked(name="bad")
+        async with blocked(app, "insert") as held:
+            await cancel_once_sent(held, document.async_save)
+            early = document.pk
+            document.name = "good"
+            with (
+                patch if patched else contextlib.nullcontext(),
+                switch_db(CwChecked, "cw-sync") as synced,
+            ):
+                synced.objects.insert(document, load_bulk=False)
+            await _until_settled(document)
+        assert (document.pk, document._created) == (early, False)
+        document.name = "better"
+        await document.async_save()
+    finally:
+        mongoengine_async.disconnect("cw-sync")
+    assert await collection.find().to_list() == [{"_id": early, "name": "better"}]
+
+
+class _SavedInThreadAtCheck(dict):
+    """An instance dict whose first read of the early id's mark, once
+    ``armed``, runs a sync save of the document in a thread, to its end,
+    just after it: a thread switch between the mark's check and its removal."""
+
+    armed: Callable[[], None] | None = None
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        value = super().get(key, default)
+        save, self.armed = self.armed, None
+        if key == to_bson.GIVEN_MARK and save is not None:
+            thread = threading.Thread(target=save)
+            thread.start()
+            thread.join()
+        return value
+
+
+async def test_an_early_id_stays_once_a_sync_save_in_a_thread_raced_its_refusal(
+    app, mongodb_uri
+):
+    """A new document whose async save was cancelled once its insert was
+    sent, saved on a sync alias in another thread just as the server's
+    refusal of the insert is taking the early id back (between the check
+    of the id's mark and its removal): the document keeps the id it is
+    stored under, and nothing fails. The loop reported a KeyError."""
+    collection = await checked_collection()
+    database = collection.database.name
+    mongoengine_async.connect(
+        db=database, host=mongodb_uri, alias="cw-sync", uuidRepresentation="standard"
+    )
+    loop = asyncio.get_running_loop()
+    reported: list = []
+    loop.set_exception_handler(lambda _, report: reported.append(report))
+    try:
+        document = CwChecked(name="bad")
+        async with blocked(app, "insert") as held:
+            await cancel_once_sent(held, document.async_save)
+            early = document.pk
+            document.name = "good"
+            state = document.__dict__ = _SavedInThreadAtCheck(document.__dict__)
+            state.armed = lambda: document.switch_db("cw-sync").save()
+            await _until_settled(document)
+    finally:
+        loop.set_exception_handler(None)
+        mongoengine_async.disconnect("cw-sync")
+    assert reported == []
+    assert (document.pk, document._created) == (early, False)
+    assert await collection.find().to_list() == [{"_id": early, "name": "good"}]
 
 
 async def test_a_cancelled_insert_that_landed_leaves_its_documents_saved(mongodb_uri):

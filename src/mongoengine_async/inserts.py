@@ -173,11 +173,14 @@ class FastSyncInserts(MongoEngineQuerySet):
     ) -> Any:
         """MongoEngine's ``insert``: the same checks, signals, writes, errors and
         results, each document dumped by its class's write plan."""
-        theirs = super().insert
-        if getattr(theirs, "__func__", None) is not _MONGOENGINE_INSERT:
-            return theirs(doc_or_docs, load_bulk, write_concern, signal_kwargs)
         return_one = isinstance(doc_or_docs, MongoEngineDocument)
         documents = [doc_or_docs] if return_one else doc_or_docs
+        theirs = super().insert
+        if getattr(theirs, "__func__", None) is not _MONGOENGINE_INSERT:
+            results = theirs(doc_or_docs, load_bulk, write_concern, signal_kwargs)
+            for document in documents:  # (stored under the ids they hold)
+                to_bson.keep_id(document)  # as set_ids does
+            return results
         check_insertable(self._document, documents)
         signal_kwargs = signal_kwargs or {}
         signals.pre_bulk_insert.send(

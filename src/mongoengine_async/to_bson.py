@@ -426,9 +426,9 @@ def take_id_back(document: Any, given: GivenId) -> None:
     Given ``before`` (listed twice), it holds that one's id again."""
     name = document._meta["id_field"]
     state = document.__dict__
-    if state.get(GIVEN_MARK) is not given:
+    # (Popped checked: a sync save in another thread may keep_id() between.)
+    if state.get(GIVEN_MARK) is not given or state.pop(GIVEN_MARK, None) is not given:
         return
-    del state[GIVEN_MARK]
     if document._data.get(name) is not given.object_id:
         return
     before = given.before
