@@ -664,6 +664,32 @@ async def test_a_block_cut_short_selecting_by_the_client_timeout_is_fenced(
         assert failed_selections(caplog) == ["insert", "abortTransaction", "find"]
 
 
+async def test_a_block_selecting_longer_than_the_client_timeout_is_not_fenced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # On a client whose timeoutMS (500) is shorter than its
+    # serverSelectionTimeoutMS (1500), a write of a block under a longer
+    # pymongo.timeout() (2.5 s) whose server is lost waits more than a whole
+    # server selection: the server is gone as surely, and the abort is not
+    # fenced (it used to be, the client's timeoutMS taken as cutting it short).
+    async with lossy_set(NoCommands(), timeoutMS=500) as replica_set:
+        client = LossNote._get_collection().database.client
+        with pytest.raises(pymongo.errors.ServerSelectionTimeoutError) as error:
+            async with async_run_in_transaction(alias=ALIAS):
+                await LossNote(n=1).async_save()
+                await stop(replica_set)
+                for _ in range(200):  # (its monitor sees the server gone)
+                    if not client.topology_description.has_writable_server():
+                        break
+                    await asyncio.sleep(0.05)
+                caplog.set_level("DEBUG", logger="pymongo.serverSelection")
+                with pymongo.timeout(2.5):
+                    await LossNote(n=2).async_save()
+        waited = re.search(r", Timeout: ([0-9.]+)s, ", str(error.value))
+        assert waited is not None and float(waited[1]) > 1.5  # (not cut short)
+        assert failed_selections(caplog) == ["insert", "abortTransaction"]
+
+
 async def test_a_block_raising_another_clients_selection_time_out_is_fenced(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

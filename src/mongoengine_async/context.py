@@ -55,7 +55,6 @@ from mongoengine_async.connection import (
     get_async_connection,
     is_sync_connection,
     running_loop,
-    selection_cut_short,
     serves,
 )
 from mongoengine_async.detached import (
@@ -1603,15 +1602,13 @@ _TOPOLOGY_ID = re.compile(r"<TopologyDescription id: (\w+), ")
 
 
 def _waited_whole(error: ServerSelectionTimeoutError, client: Any) -> bool:
-    """Whether the selection ``error`` is ``client``'s and ended waited its
-    whole ``serverSelectionTimeoutMS``: another client's (with a primary
-    Unknown a moment here) says nothing of this one's server, and one cut
-    short by a ``timeoutMS`` or a ``pymongo.timeout()`` (a primary Unknown a
-    moment, its pool cleared by a network error) does not tell that it is
-    gone. PyMongo says both in its message only; a message saying neither is
-    taken as cut short."""
-    if selection_cut_short(client):
-        return False
+    """Whether the selection ``error`` is ``client``'s and waited its whole
+    ``serverSelectionTimeoutMS`` (or longer, under a longer ``timeoutMS`` or
+    ``pymongo.timeout()``): another client's (with a primary Unknown a moment
+    here) says nothing of this one's server, and one cut short by a shorter
+    one (a primary Unknown a moment, its pool cleared by a network error)
+    does not tell that it is gone. PyMongo says both in its message only; a
+    message saying neither is taken as cut short."""
     waited = _SELECTION_WAITED.search(str(error))
     ours = _TOPOLOGY_ID.search(repr(client.topology_description))
     return (
