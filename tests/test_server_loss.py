@@ -7,6 +7,7 @@ rest of the suite.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import traceback
@@ -196,10 +197,10 @@ def waited_one_selection(caplog: pytest.LogCaptureFixture, cut_short: bool) -> b
 
 @asynccontextmanager
 async def lossy_set(
-    listener: monitoring.CommandListener, **options: Any
+    listener: monitoring.CommandListener | None = None, **options: Any
 ) -> AsyncIterator[ReplicaSet]:
-    """``ALIAS`` connected to a replica set of its own, with ``listener`` and
-    the client ``options``."""
+    """``ALIAS`` connected to a replica set of its own, with ``listener`` (if
+    any) and the client ``options``."""
     replica_set = ReplicaSet().start()
     await connect_async(
         db="loss",
@@ -207,7 +208,7 @@ async def lossy_set(
         host=replica_set.uri,
         uuidRepresentation="standard",
         serverSelectionTimeoutMS=1500,
-        event_listeners=[listener],
+        event_listeners=[] if listener is None else [listener],
         **options,
     )
     try:
@@ -215,6 +216,14 @@ async def lossy_set(
     finally:
         await disconnect_async(ALIAS)
         replica_set.stop()
+
+
+async def until_no_primary(client: Any) -> None:
+    """Wait (up to 10 s) until ``client``'s monitor knows no writable server."""
+    for _ in range(200):
+        if not client.topology_description.has_writable_server():
+            return
+        await asyncio.sleep(0.05)
 
 
 @asynccontextmanager
@@ -348,10 +357,7 @@ async def delete_losing_its_server_before_its_write(
         if document.pk != items[0].pk:
             return
         await stop(replica_set)
-        for _ in range(200):  # (its monitor sees the server gone)
-            if not client.topology_description.has_writable_server():
-                return
-            await asyncio.sleep(0.05)
+        await until_no_primary(client)
 
     items = await LossItem.objects.order_by("id").async_to_list()
     caplog.set_level("DEBUG", logger="pymongo.serverSelection")
@@ -421,10 +427,7 @@ async def test_a_write_cut_short_after_one_sent_still_cleans_up(
             return
         sent.append(None)
         await stop(far)
-        for _ in range(200):  # (its monitor sees the server gone)
-            if not far_client.topology_description.has_writable_server():
-                return
-            await asyncio.sleep(0.05)
+        await until_no_primary(far_client)
 
     async def note(sender: Any, document: Any, **kwargs: Any) -> None:
         sent.append(document.pk)
@@ -617,29 +620,23 @@ async def test_a_block_whose_server_is_lost_is_aborted_without_a_fence(
         async with async_run_in_transaction(alias=ALIAS):
             await LossNote(n=1).async_save()
             await stop(server)
-            for _ in range(200):  # (its monitor sees the server gone)
-                if not client.topology_description.has_writable_server():
-                    break
-                await asyncio.sleep(0.05)
+            await until_no_primary(client)
             caplog.set_level("DEBUG", logger="pymongo.serverSelection")
             await LossNote(n=2).async_save()
     assert failed_selections(caplog) == ["insert", "abortTransaction"]
 
 
-class NoCommands(monitoring.CommandListener):
-    """A command listener that notes nothing (:func:`lossy_set` takes one)."""
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        pass
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
-async def test_a_block_cut_short_selecting_by_the_client_timeout_is_fenced(
+@pytest.mark.parametrize(
+    ("caller_timeout", "selections"),
+    [
+        (None, ["insert", "abortTransaction", "find"]),
+        (2.5, ["insert", "abortTransaction"]),
+    ],
+    ids=["cut short: fenced", "waited longer: not fenced"],
+)
+async def test_a_block_on_a_client_whose_timeout_is_shorter_than_a_selection(
+    caller_timeout: float | None,
+    selections: list[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # On a client whose timeoutMS (500) is shorter than its
@@ -647,47 +644,30 @@ async def test_a_block_cut_short_selecting_by_the_client_timeout_is_fenced(
     # lost times out selecting at 500 ms: that does not tell the server is
     # gone (an election may outlast it), so the abort is fenced, each under
     # a whole server selection (not the client's timeoutMS: see _bounded).
-    async with lossy_set(NoCommands(), timeoutMS=500) as replica_set:
+    # Under a longer pymongo.timeout() (2.5 s) it waits more than a whole
+    # selection: the server is gone as surely, and the abort is not fenced
+    # (it used to be, the client's timeoutMS taken as cutting it short).
+    async with lossy_set(timeoutMS=500) as replica_set:
         client = LossNote._get_collection().database.client
         with pytest.raises(pymongo.errors.ServerSelectionTimeoutError) as error:
             async with async_run_in_transaction(alias=ALIAS):
                 await LossNote(n=1).async_save()
                 await stop(replica_set)
-                for _ in range(200):  # (its monitor sees the server gone)
-                    if not client.topology_description.has_writable_server():
-                        break
-                    await asyncio.sleep(0.05)
+                await until_no_primary(client)
                 caplog.set_level("DEBUG", logger="pymongo.serverSelection")
-                await LossNote(n=2).async_save()
-        waited = re.search(r", Timeout: ([0-9.]+)s, ", str(error.value))
-        assert waited is not None and float(waited[1]) <= 0.5  # (cut short)
-        assert failed_selections(caplog) == ["insert", "abortTransaction", "find"]
-
-
-async def test_a_block_selecting_longer_than_the_client_timeout_is_not_fenced(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # On a client whose timeoutMS (500) is shorter than its
-    # serverSelectionTimeoutMS (1500), a write of a block under a longer
-    # pymongo.timeout() (2.5 s) whose server is lost waits more than a whole
-    # server selection: the server is gone as surely, and the abort is not
-    # fenced (it used to be, the client's timeoutMS taken as cutting it short).
-    async with lossy_set(NoCommands(), timeoutMS=500) as replica_set:
-        client = LossNote._get_collection().database.client
-        with pytest.raises(pymongo.errors.ServerSelectionTimeoutError) as error:
-            async with async_run_in_transaction(alias=ALIAS):
-                await LossNote(n=1).async_save()
-                await stop(replica_set)
-                for _ in range(200):  # (its monitor sees the server gone)
-                    if not client.topology_description.has_writable_server():
-                        break
-                    await asyncio.sleep(0.05)
-                caplog.set_level("DEBUG", logger="pymongo.serverSelection")
-                with pymongo.timeout(2.5):
+                with (
+                    contextlib.nullcontext()
+                    if caller_timeout is None
+                    else pymongo.timeout(caller_timeout)
+                ):
                     await LossNote(n=2).async_save()
         waited = re.search(r", Timeout: ([0-9.]+)s, ", str(error.value))
-        assert waited is not None and float(waited[1]) > 1.5  # (not cut short)
-        assert failed_selections(caplog) == ["insert", "abortTransaction"]
+        assert waited is not None
+        if caller_timeout is None:
+            assert float(waited[1]) <= 0.5  # (cut short)
+        else:
+            assert float(waited[1]) > 1.5  # (not cut short)
+        assert failed_selections(caplog) == selections
 
 
 async def test_a_block_raising_another_clients_selection_time_out_is_fenced(
@@ -698,7 +678,7 @@ async def test_a_block_raising_another_clients_selection_time_out_is_fenced(
     # the server is there): its abort is still fenced, an operation the block
     # gave up on may be on its way (it used to be skipped: the time-out was
     # taken as this client's).
-    async with lossy_set(NoCommands(), appName="fenced") as replica_set:
+    async with lossy_set(appName="fenced") as replica_set:
         client = LossNote._get_collection().database.client
         elsewhere = pymongo.AsyncMongoClient(
             "mongodb://127.0.0.1:9", serverSelectionTimeoutMS=2000
@@ -718,10 +698,7 @@ async def test_a_block_raising_another_clients_selection_time_out_is_fenced(
                             "closeConnection": True,
                         },
                     )
-                    for _ in range(200):  # (its monitor's check failed)
-                        if not client.topology_description.has_writable_server():
-                            break
-                        await asyncio.sleep(0.05)
+                    await until_no_primary(client)  # (its checks fail)
                     caplog.set_level("DEBUG", logger="pymongo.serverSelection")
                     await elsewhere.admin.command("ping")
             assert failed_selections(caplog) == ["ping", "abortTransaction", "find"]
