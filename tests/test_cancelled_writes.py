@@ -3516,6 +3516,23 @@ async def checked_collection() -> Any:
     )
 
 
+@pytest.fixture
+async def sync_twin(app: str, mongodb_uri: str) -> AsyncIterator[Any]:
+    """CwChecked's collection (:func:`checked_collection`), its database
+    connected sync as well, under the alias "cw-sync"."""
+    collection = await checked_collection()
+    mongoengine_async.connect(
+        db=collection.database.name,
+        host=mongodb_uri,
+        alias="cw-sync",
+        uuidRepresentation="standard",
+    )
+    try:
+        yield collection
+    finally:
+        mongoengine_async.disconnect("cw-sync")
+
+
 async def test_an_early_id_stays_once_an_insert_stored_the_document_under_it(app):
     """A new document whose save was cancelled once its insert was sent,
     inserted meanwhile (``async_insert``, which waits for no save) under the
@@ -3612,68 +3629,54 @@ async def test_a_cancelled_insert_refused_takes_its_early_id_back(mongodb_uri):
 
 
 async def test_an_early_id_stays_once_a_sync_save_stored_the_document_under_it(
-    app, mongodb_uri
+    app, sync_twin
 ):
     """A new document whose async save was cancelled once its insert was
     sent, moved meanwhile to a sync alias on the same database
     (``switch_db``) and saved there under the early id that save gave it,
     keeps that id when the server then refuses the async insert: it lost it
     (pk None, while stored), and saved again it was stored twice."""
-    collection = await checked_collection()
-    database = collection.database.name
-    mongoengine_async.connect(
-        db=database, host=mongodb_uri, alias="cw-sync", uuidRepresentation="standard"
-    )
-    try:
-        document = CwChecked(name="bad")
-        async with blocked(app, "insert") as held:
-            await cancel_once_sent(held, document.async_save)
-            early = document.pk
-            document.name = "good"
-            document.switch_db("cw-sync").save()
-            await _until_settled(document)
-        assert (document.pk, document._created) == (early, False)
-        document.name = "better"
-        document.save()
-    finally:
-        mongoengine_async.disconnect("cw-sync")
+    collection = sync_twin
+    document = CwChecked(name="bad")
+    async with blocked(app, "insert") as held:
+        await cancel_once_sent(held, document.async_save)
+        early = document.pk
+        document.name = "good"
+        document.switch_db("cw-sync").save()
+        await _until_settled(document)
+    assert (document.pk, document._created) == (early, False)
+    document.name = "better"
+    document.save()
     assert await collection.find().to_list() == [{"_id": early, "name": "better"}]
 
 
 @pytest.mark.parametrize("patched", [False, True])
 async def test_an_early_id_stays_once_a_sync_insert_stored_the_document_under_it(
-    app, mongodb_uri, patched
+    app, sync_twin, patched
 ):
     """The same, the document inserted meanwhile by the sync ``insert()`` of
     its class switched to a sync alias, ours or MongoEngine's patched (a
     mock wrapping it): the patched one left the early id to be taken back
     (pk None, while stored), and saved again the document was stored twice."""
-    collection = await checked_collection()
-    database = collection.database.name
-    mongoengine_async.connect(
-        db=database, host=mongodb_uri, alias="cw-sync", uuidRepresentation="standard"
-    )
+    collection = sync_twin
     insert = MongoEngineQuerySet.insert
     patch = mock.patch.object(
         MongoEngineQuerySet, "insert", autospec=True, side_effect=insert
     )
-    try:
-        document = CwChecked(name="bad")
-        async with blocked(app, "insert") as held:
-            await cancel_once_sent(held, document.async_save)
-            early = document.pk
-            document.name = "good"
-            with (
-                patch if patched else contextlib.nullcontext(),
-                switch_db(CwChecked, "cw-sync") as synced,
-            ):
-                synced.objects.insert(document, load_bulk=False)
-            await _until_settled(document)
-        assert (document.pk, document._created) == (early, False)
-        document.name = "better"
-        await document.async_save()
-    finally:
-        mongoengine_async.disconnect("cw-sync")
+    document = CwChecked(name="bad")
+    async with blocked(app, "insert") as held:
+        await cancel_once_sent(held, document.async_save)
+        early = document.pk
+        document.name = "good"
+        with (
+            patch if patched else contextlib.nullcontext(),
+            switch_db(CwChecked, "cw-sync") as synced,
+        ):
+            synced.objects.insert(document, load_bulk=False)
+        await _until_settled(document)
+    assert (document.pk, document._created) == (early, False)
+    document.name = "better"
+    await document.async_save()
     assert await collection.find().to_list() == [{"_id": early, "name": "better"}]
 
 
@@ -3695,18 +3698,14 @@ class _SavedInThreadAtCheck(dict):
 
 
 async def test_an_early_id_stays_once_a_sync_save_in_a_thread_raced_its_refusal(
-    app, mongodb_uri
+    app, sync_twin
 ):
     """A new document whose async save was cancelled once its insert was
     sent, saved on a sync alias in another thread just as the server's
     refusal of the insert is taking the early id back (between the check
     of the id's mark and its removal): the document keeps the id it is
     stored under, and nothing fails. The loop reported a KeyError."""
-    collection = await checked_collection()
-    database = collection.database.name
-    mongoengine_async.connect(
-        db=database, host=mongodb_uri, alias="cw-sync", uuidRepresentation="standard"
-    )
+    collection = sync_twin
     loop = asyncio.get_running_loop()
     reported: list = []
     loop.set_exception_handler(lambda _, report: reported.append(report))
@@ -3721,7 +3720,6 @@ async def test_an_early_id_stays_once_a_sync_save_in_a_thread_raced_its_refusal(
             await _until_settled(document)
     finally:
         loop.set_exception_handler(None)
-        mongoengine_async.disconnect("cw-sync")
     assert reported == []
     assert (document.pk, document._created) == (early, False)
     assert await collection.find().to_list() == [{"_id": early, "name": "good"}]
