@@ -24,6 +24,14 @@ outlasts, and cut short by the loop's end is run again; a cascade rolled back
 A cascade save and a select_related of cached references go through a
 step-down; a cascade whose commit result stays unknown keeps its documents and
 files (on its client or another), sending no ``post_delete`` after the commit.
+Other writes through a step-down: an upload (at its first or last batch of
+chunks; failing through two, none of its chunks left), an insert of two
+batches (as MongoEngine's ``insert()``), a save (insert or ``$set``), a
+conditional or incrementing write (``save_condition``, ``modify``,
+``upsert_one``, ``update_one``) are each applied once, their signals sent
+once; an insert in a transaction and a file put on another client in one
+stepped down at commit are all or nothing; the first write of a class (or
+upload into a bucket) stepped down as it creates the indexes goes through.
 Run it with ``make failover`` (it is deselected from the default run).
 """
 
@@ -41,6 +49,7 @@ from typing import Any
 import pymongo
 import pytest
 from bson import ObjectId
+from mongoengine.context_managers import switch_db
 from pymongo import MongoClient, monitoring
 from pymongo.errors import OperationFailure, PyMongoError
 
@@ -1975,3 +1984,345 @@ async def test_a_delete_failing_unapplied_keeps_the_files_of_a_document_just_sav
 
 # A code the server fails a command with (OperationFailed), not retried.
 FAILED = 96
+
+
+# -- Writes other than deletes through a step-down ------------------------------
+
+
+class FoUpload(Document):
+    name = StringField()
+    scan = FileField(db_alias=ALIAS)
+    meta = {"db_alias": ALIAS}
+
+
+class FoFarUpload(Document):
+    name = StringField()
+    scan = FileField(db_alias=OTHER)
+    meta = {"db_alias": ALIAS}
+
+
+CHUNK = 255 * 1024  # GridFS's default chunk size
+UPLOADED = bytes(range(256)) * (6 * CHUNK // 256)  # six chunks
+
+
+async def streamed() -> AsyncIterator[bytes]:
+    """UPLOADED, in pieces that are no chunk's size."""
+    for start in range(0, len(UPLOADED), 100_000):
+        yield UPLOADED[start : start + 100_000]
+
+
+async def bucket(db: Any) -> tuple[int, int]:
+    """How many files documents and chunks the bucket ``fs`` of ``db`` holds."""
+    return (
+        await db["fs.files"].count_documents({}),
+        await db["fs.chunks"].count_documents({}),
+    )
+
+
+@contextlib.asynccontextmanager
+async def uploading(
+    replica_set: ReplicaSet, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[StepDownBefore]:
+    """:func:`stepping_down`, ``fo_upload`` created, uploads sending two
+    chunks per insert, and the bucket holding a file of one chunk (its
+    indexes made: their creation is no retryable write)."""
+    monkeypatch.setattr(mongoengine_async.gridfs, "UPLOAD_BATCH_BYTES", 2 * CHUNK)
+    async with stepping_down(replica_set) as listener:
+        db = get_async_db(ALIAS)
+        for name in ("fo_upload", "fs.files", "fs.chunks"):
+            await db.create_collection(name)
+        await FoUpload(name="first").scan.async_put(b"first")
+        yield listener
+
+
+@pytest.mark.parametrize("how", ["bytes", "streamed"])
+@pytest.mark.parametrize("nth", [1, 3], ids=["first-batch", "last-batch"])
+async def test_an_upload_through_a_stepdown_is_stored_once(
+    replica_set_3: ReplicaSet, monkeypatch: pytest.MonkeyPatch, how: str, nth: int
+) -> None:
+    """The primary steps down as an upload sends its first or last batch of
+    chunks: the insert is sent again (a retryable write), the file stored
+    whole, once, no chunk left over."""
+    async with uploading(replica_set_3, monkeypatch) as listener:
+        upload = FoUpload(name="up")
+        listener.arm("insert", "fs.chunks", nth)
+        await upload.scan.async_put(UPLOADED if how == "bytes" else streamed())
+        assert listener.stepped_down
+        await upload.async_save()
+        stored = await FoUpload.objects(name="up").async_get()
+        assert await stored.scan.async_read() == UPLOADED
+        assert await bucket(get_async_db(ALIAS)) == (2, 7)
+
+
+class FoBulk(Document):
+    n = IntField()
+    blob = StringField()
+    meta = {"db_alias": ALIAS}
+
+
+BULK = 13  # documents of 4 MB: two batches of PyMongo's (48 MB a message)
+
+
+SYNC = "failover-sync"  # a sync alias on the failover alias's database
+
+
+@contextlib.contextmanager
+def sync_alias(replica_set: ReplicaSet, listener: Any) -> Iterator[None]:
+    """SYNC connected with MongoEngine's ``connect()`` to the failover alias's
+    database, writing to a majority, with ``listener``."""
+    mongoengine_async.connect(
+        get_async_db(ALIAS).name,
+        alias=SYNC,
+        host=replica_set.uri,
+        w="majority",
+        serverSelectionTimeoutMS=30_000,
+        uuidRepresentation="standard",
+        event_listeners=[listener],
+    )
+    try:
+        yield
+    finally:
+        mongoengine_async.disconnect(SYNC)
+
+
+@pytest.mark.parametrize("kind", ["async_insert", "sync insert"])
+async def test_an_insert_of_two_batches_through_a_stepdown_stores_each_once(
+    replica_set_3: ReplicaSet, kind: str
+) -> None:
+    """The primary steps down as an insert of many documents sends its second
+    batch: the batch is sent again (a retryable write), each document stored
+    once, the ids of the instances those stored, ``post_bulk_insert`` sent
+    once with the documents read back; ``async_insert`` as MongoEngine's
+    ``insert()`` on a sync alias."""
+    sent: list[list[Any]] = []
+
+    def post_bulk_insert(sender: type, documents: Any, **kwargs: Any) -> None:
+        sent.append([document.pk for document in documents])
+
+    blob = "x" * (4 * 1024 * 1024)
+    async with stepping_down(replica_set_3) as listener:
+        await get_async_db(ALIAS).create_collection("fo_bulk")
+        bulk = [FoBulk(n=n, blob=blob) for n in range(BULK)]
+        signals.post_bulk_insert.connect(post_bulk_insert)
+        try:
+            if kind == "async_insert":
+                listener.arm("insert", "fo_bulk", 2)
+                loaded = await FoBulk.objects.async_insert(bulk)
+            else:
+                with sync_alias(replica_set_3, listener):
+                    with switch_db(FoBulk, SYNC) as cls:
+                        listener.arm("insert", "fo_bulk", 2)
+                        loaded = cls.objects.insert(bulk)
+        finally:
+            signals.post_bulk_insert.disconnect(post_bulk_insert)
+        assert listener.stepped_down
+        stored = await FoBulk.objects.only("n").order_by("n").async_to_list()
+    ids = [document.pk for document in bulk]
+    assert [(each.n, each.pk) for each in stored] == list(enumerate(ids))
+    assert [document.pk for document in loaded] == ids
+    assert not any(document._created for document in bulk)
+    assert sent == [ids]
+
+
+@pytest.mark.parametrize("step", ["insert", "update"])
+async def test_a_save_through_a_stepdown_is_applied_once(
+    replica_set_3: ReplicaSet, step: str
+) -> None:
+    """The primary steps down as a save inserts a new document or sets a
+    changed field: the write is sent again, applied once, the instance saved
+    (not new, no change left), ``post_save`` sent once."""
+    sent: list[tuple[Any, bool]] = []
+
+    async def post_save(sender: type, document: Any, **kwargs: Any) -> None:
+        sent.append((document.pk, kwargs["created"]))
+
+    async with stepping_down(replica_set_3) as listener:
+        entry = FoEntry(name="saved", amount=1)
+        if step == "update":
+            await entry.async_save()
+            entry.amount = 2
+        listener.arm(step, "fo_entry")
+        signals.post_save.connect(post_save)
+        try:
+            await entry.async_save()
+        finally:
+            signals.post_save.disconnect(post_save)
+        assert listener.stepped_down
+        stored = await FoEntry.objects.as_pymongo().async_to_list()
+    assert stored == [{"_id": entry.pk, "name": "saved", "amount": entry.amount}]
+    assert (entry._created, entry._get_changed_fields()) == (False, [])
+    assert sent == [(entry.pk, step == "insert")]
+
+
+@pytest.mark.parametrize(
+    ("op", "command"),
+    [
+        ("save_condition", "update"),
+        ("document modify", "findAndModify"),
+        ("queryset modify", "findAndModify"),
+        ("upsert_one", "update"),
+        ("update_one", "update"),
+    ],
+)
+async def test_a_conditional_write_through_a_stepdown_is_applied_once(
+    replica_set_3: ReplicaSet, op: str, command: str
+) -> None:
+    """The primary steps down as a conditional or incrementing write is sent:
+    it is sent again (a retryable write) and applied once."""
+    async with stepping_down(replica_set_3) as listener:
+        entry = await FoEntry(name="kept", amount=1).async_save()
+        listener.arm(command, "fo_entry")
+        if op == "save_condition":
+            entry.amount = 2
+            await entry.async_save(save_condition={"amount": 1})
+        elif op == "document modify":
+            assert await entry.async_modify(query={"amount": 1}, inc__amount=1)
+        elif op == "queryset modify":
+            await FoEntry.objects(amount=1).async_modify(inc__amount=1)
+        elif op == "upsert_one":
+            await FoEntry.objects(name="new").async_upsert_one(inc__amount=2)
+            await FoEntry.objects(name="kept").async_update_one(inc__amount=1)
+        else:
+            assert await FoEntry.objects(name="kept").async_update_one(inc__amount=1)
+        assert listener.stepped_down
+        stored = {e.name: e.amount async for e in FoEntry.objects}
+    assert stored == ({"kept": 2, "new": 2} if op == "upsert_one" else {"kept": 2})
+
+
+@pytest.mark.parametrize("form", ["context manager", "callback"])
+async def test_a_file_put_on_another_client_in_a_transaction_stepped_down_at_commit(
+    replica_set_3: ReplicaSet, form: str
+) -> None:
+    """A block puts a file on another client (outside the transaction) and
+    saves two documents; the primary steps down as it commits: the block
+    raises, no document written, the file deleted (no chunk left), the proxy
+    empty again; the callback runs again: the documents stored once, their
+    file the only one."""
+    async with (
+        stepping_down(replica_set_3) as listener,
+        files_on(replica_set_3, "other") as files_db,
+    ):
+        await get_async_db(ALIAS).create_collection("fo_far_upload")
+        entry = await FoEntry(name="entry", amount=1).async_save()
+        far = FoFarUpload(name="far")
+
+        async def block() -> None:
+            await far.scan.async_put(UPLOADED)
+            await far.async_save()
+            entry.amount = 2
+            await entry.async_save()
+
+        listener.arm("commitTransaction")
+        error = None
+        try:
+            await in_transaction(form, block)
+        except PyMongoError as raised:
+            error = raised
+        assert listener.stepped_down
+        deadline = time.monotonic() + 30  # (an abort deletes the upload in a task)
+        while mongoengine_async.gridfs._aborted_uploads:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        stored = await FoFarUpload.objects.async_scalar("scan")
+        amounts = await FoEntry.objects.async_scalar("amount")
+        files = await files_db["fs.files"].distinct("_id")
+        chunks = await files_db["fs.chunks"].distinct("files_id")
+        if form == "callback":
+            assert error is None
+            assert [each.grid_id for each in stored] == [far.scan.grid_id]
+            assert (amounts, files, chunks) == ([2], [far.scan.grid_id], files)
+            assert await bucket(files_db) == (1, 6)
+        else:
+            assert is_transient(error)
+            assert (stored, amounts, far.scan.grid_id) == ([], [1], None)
+            assert await bucket(files_db) == (0, 0)
+
+
+async def test_an_upload_failing_through_two_stepdowns_leaves_no_chunk(
+    replica_set_3: ReplicaSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The primary steps down as an upload sends its second batch of chunks,
+    and the next one as that insert is sent again: the upload raises the
+    election's error, its proxy empty, and none of its chunks is left."""
+    monkeypatch.setattr(mongoengine_async.gridfs, "UPLOAD_BATCH_BYTES", 2 * CHUNK)
+    listener = StepDownTwice(replica_set_3, ("insert", "fs.chunks", 1))
+    async with majority_alias(replica_set_3, listener, ["fs.files", "fs.chunks"]):
+        await FoUpload(name="first").scan.async_put(b"first")
+        upload = FoUpload(name="up")
+        listener.arm("insert", "fs.chunks", 2)
+        with pytest.raises(PyMongoError):
+            await upload.scan.async_put(UPLOADED)
+        assert listener.twice and listener.stepped_down
+        assert upload.scan.grid_id is None
+        assert await bucket(get_async_db(ALIAS)) == (1, 1)
+
+
+@pytest.mark.parametrize("form", ["context manager", "callback"])
+@pytest.mark.parametrize("step", ["insert", "commitTransaction"])
+async def test_an_insert_in_a_transaction_through_a_stepdown(
+    replica_set_3: ReplicaSet, form: str, step: str
+) -> None:
+    """The primary steps down as ``async_insert`` in a transaction inserts or
+    commits: the block raises, nothing stored, the documents new again (their
+    ids kept): inserted again, each is stored once; the callback runs again,
+    each document stored once, under the id it holds."""
+    async with stepping_down(replica_set_3) as listener:
+        entries = [FoEntry(name=f"entry {n}", amount=n) for n in range(3)]
+
+        async def block() -> None:
+            await FoEntry.objects.async_insert(entries, load_bulk=False)
+
+        listener.arm(step, None if step == "commitTransaction" else "fo_entry")
+        error = None
+        try:
+            await in_transaction(form, block)
+        except PyMongoError as raised:
+            error = raised
+        assert listener.stepped_down
+        if form == "context manager":
+            assert is_transient(error)
+            assert await FoEntry.objects.async_count() == 0
+            assert all(entry._created for entry in entries)
+            await FoEntry.objects.async_insert(entries, load_bulk=False)
+        else:
+            assert error is None
+        stored = await FoEntry.objects.order_by("amount").async_scalar("id")
+    assert stored == [entry.pk for entry in entries]
+    assert not any(entry._created for entry in entries)
+
+
+class FoIndexed(Document):
+    name = StringField(unique=True)
+    meta = {"db_alias": ALIAS, "indexes": ["-name"]}
+
+
+@pytest.mark.parametrize("first", ["save", "upload"])
+async def test_the_first_write_creating_indexes_through_a_stepdown(
+    replica_set_3: ReplicaSet, first: str
+) -> None:
+    """The primary steps down as the first save of a class creates its
+    ``meta`` indexes, or the first upload into a bucket its indexes (the
+    package's own steps before the write, no retryable write): they are sent
+    again, the write goes through, stored once, with its indexes. Before, the
+    caller got the election's error from a write it never sent."""
+    listener = StepDownBefore(replica_set_3)
+    async with majority_alias(replica_set_3, listener, ["fo_indexed"]):
+        db = get_async_db(ALIAS)
+        if first == "save":
+            listener.arm("createIndexes", "fo_indexed")
+            indexed = await FoIndexed(name="first").async_save()
+            assert listener.stepped_down
+            assert await FoIndexed.objects.async_scalar("id") == [indexed.pk]
+            index_keys = [
+                dict(index["key"]) async for index in await db.fo_indexed.list_indexes()
+            ]
+            assert {"name": 1} in index_keys and {"name": -1} in index_keys
+        else:
+            upload = FoUpload(name="first")
+            listener.arm("createIndexes", "fs.chunks")
+            await upload.scan.async_put(UPLOADED)
+            assert listener.stepped_down
+            assert await upload.scan.async_read() == UPLOADED
+            assert await bucket(db) == (1, 6)
+            chunk_indexes = await db["fs.chunks"].index_information()
+            assert chunk_indexes["files_id_1_n_1"]["unique"]

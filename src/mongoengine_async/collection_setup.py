@@ -7,6 +7,7 @@ timeseries, as its ``meta`` says) with its indexes once per client, on first use
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import mongoengine
@@ -15,6 +16,7 @@ from pymongo import IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
+from mongoengine_async._compat import sent_again_once
 from mongoengine_async.checks import check_model
 from mongoengine_async.classes import keyed_by_class, taken_in
 from mongoengine_async.connection import (
@@ -187,14 +189,25 @@ async def create_indexes(
     trip, or, when two of them share a name or keys (with other options: what
     MongoEngine's ensure_indexes sends one by one, the server refuses the
     second), one by one as MongoEngine does, so that the same indexes exist and
-    the same error is raised."""
+    the same error is raised. Each is sent again after a step-down (index
+    creations are no retryable writes, and the caller's write is)."""
     models = _index_models(cls)
     if not _conflicting(models):
         if models:
-            await collection.create_indexes(models, session=session)
+            await _create(collection, models, session)
         return
     for model in models:
-        await collection.create_indexes([model], session=session)
+        await _create(collection, [model], session)
+
+
+async def _create(
+    collection: AsyncCollection,
+    models: list[IndexModel],
+    session: AsyncClientSession | None,
+) -> None:
+    """``collection.create_indexes(models)``, sent again after a step-down."""
+    create = functools.partial(collection.create_indexes, models, session=session)
+    await sent_again_once(create, session)
 
 
 def _conflicting(models: list[IndexModel]) -> bool:

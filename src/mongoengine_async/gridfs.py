@@ -63,9 +63,9 @@ from pymongo.read_concern import ReadConcern
 from pymongo.topology_description import TOPOLOGY_TYPE
 
 from mongoengine_async._compat import (
-    RETRYABLE_ERROR_CODES,
     AsyncGridOutChunkIterator,
     caller_time_left,
+    sent_again_once,
 )
 from mongoengine_async.batches import (
     WHOLE_RESULT,
@@ -178,7 +178,9 @@ class _BoundedGridIn(AsyncGridIn):
     without saying what it wrote (a network error, say)."""
 
     async def _flush_data(self, data: Any, force: bool = False) -> None:
-        await self._ensure_indexes()  # before: a failure there wrote nothing
+        # Before: a failure there wrote nothing. Sent again after a step-down
+        # (index creations are no retryable writes).
+        await sent_again_once(self._ensure_indexes, self._session)
         buffered = self._buffered_docs_size + len(data)
         sending = bool(self._buffered_docs or data)
         try:
@@ -1104,33 +1106,10 @@ async def _delete_chunks(root: AsyncCollection, file_id: Any, session: Any) -> i
     sends a retryable write; not in a transaction, which is retried as a whole.
     """
     query = {"files_id": {"$eq": file_id}}
-    try:
-        result = await root.chunks.delete_many(query, session=session)
-    except pymongo.errors.PyMongoError as error:
-        in_transaction = session is not None and session.in_transaction
-        if in_transaction or not _retryable_write_error(error):
-            raise
-        result = await root.chunks.delete_many(query, session=session)
-    return result.deleted_count
-
-
-def _retryable_write_error(error: pymongo.errors.PyMongoError) -> bool:
-    """Whether PyMongo retries a retryable write that failed with ``error``: a
-    connection error (not a server selection or pool time-out: those waited
-    already) or a server error of its retryable codes (NotWritablePrimary,
-    InterruptedDueToReplStateChange, also in a write concern error...)."""
-    if isinstance(error, pymongo.errors.ConnectionFailure):
-        return not isinstance(
-            error,
-            (
-                pymongo.errors.ServerSelectionTimeoutError,
-                pymongo.errors.WaitQueueTimeoutError,
-            ),
-        )
-    return (
-        isinstance(error, pymongo.errors.OperationFailure)
-        and error.code in RETRYABLE_ERROR_CODES
+    result = await sent_again_once(
+        functools.partial(root.chunks.delete_many, query, session=session), session
     )
+    return result.deleted_count
 
 
 async def _delete_in(
