@@ -31,7 +31,8 @@ conditional or incrementing write (``save_condition``, ``modify``,
 ``upsert_one``, ``update_one``) are each applied once, their signals sent
 once; an insert in a transaction and a file put on another client in one
 stepped down at commit are all or nothing; the first write of a class (or
-upload into a bucket) stepped down as it creates the indexes goes through.
+upload into a bucket) stepped down as it creates the indexes (or the capped
+collection) goes through.
 Run it with ``make failover`` (it is deselected from the default run).
 """
 
@@ -2326,3 +2327,24 @@ async def test_the_first_write_creating_indexes_through_a_stepdown(
             assert await bucket(db) == (1, 6)
             chunk_indexes = await db["fs.chunks"].index_information()
             assert chunk_indexes["files_id_1_n_1"]["unique"]
+
+
+class FoCapped(Document):
+    name = StringField()
+    meta = {"db_alias": ALIAS, "max_size": 1_000_000}
+
+
+async def test_the_first_write_creating_a_capped_collection_through_a_stepdown(
+    replica_set_3: ReplicaSet,
+) -> None:
+    """The primary steps down as the first save of a capped class creates its
+    collection (no retryable write): the creation is tried again, the
+    document stored once in a capped collection."""
+    listener = StepDownBefore(replica_set_3)
+    async with majority_alias(replica_set_3, listener, []):
+        listener.arm("create", "fo_capped")
+        capped = await FoCapped(name="first").async_save()
+        assert listener.stepped_down
+        assert await FoCapped.objects.async_scalar("id") == [capped.pk]
+        options = await get_async_db(ALIAS).fo_capped.options()
+        assert (options["capped"], options["size"]) == (True, 1_000_192)

@@ -106,10 +106,14 @@ async def create_collection(cls: type[Any], collection: AsyncCollection) -> None
     """Check the model, create a capped or timeseries collection, then the
     meta indexes unless ``auto_create_index`` is off."""
     check_model(cls, cls._db_alias())  # runs once per class and client
+    options = None
     if cls._meta.get("max_size") or cls._meta.get("max_documents"):
-        await _create_special(cls, collection, _capped_options(cls))
+        options = _capped_options(cls)
     elif cls._meta.get("timeseries"):
-        await _create_special(cls, collection, _timeseries_options(cls))
+        options = _timeseries_options(cls)
+    if options is not None:  # (tried again after a step-down: it looks first)
+        create = functools.partial(_create_special, cls, collection, options)
+        await sent_again_once(create, None)
     if cls._meta.get("auto_create_index", True):
         await create_indexes(cls, collection)
 
