@@ -2037,16 +2037,23 @@ async def uploading(
 
 
 @pytest.mark.parametrize("how", ["bytes", "streamed"])
-@pytest.mark.parametrize("nth", [1, 3], ids=["first-batch", "last-batch"])
+@pytest.mark.parametrize(
+    "step",
+    [("fs.chunks", 1), ("fs.chunks", 3), ("fs.files", 1)],
+    ids=["first-batch", "last-batch", "files-document"],
+)
 async def test_an_upload_through_a_stepdown_is_stored_once(
-    replica_set_3: ReplicaSet, monkeypatch: pytest.MonkeyPatch, how: str, nth: int
+    replica_set_3: ReplicaSet,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+    step: tuple[str, int],
 ) -> None:
     """The primary steps down as an upload sends its first or last batch of
-    chunks: the insert is sent again (a retryable write), the file stored
-    whole, once, no chunk left over."""
+    chunks, or its files document: the insert is sent again (a retryable
+    write), the file stored whole, once, no chunk left over."""
     async with uploading(replica_set_3, monkeypatch) as listener:
         upload = FoUpload(name="up")
-        listener.arm("insert", "fs.chunks", nth)
+        listener.arm("insert", *step)
         await upload.scan.async_put(UPLOADED if how == "bytes" else streamed())
         assert listener.stepped_down
         await upload.async_save()
@@ -2163,13 +2170,16 @@ async def test_a_save_through_a_stepdown_is_applied_once(
         ("queryset modify", "findAndModify"),
         ("upsert_one", "update"),
         ("update_one", "update"),
+        ("update upsert", "update"),
     ],
 )
 async def test_a_conditional_write_through_a_stepdown_is_applied_once(
     replica_set_3: ReplicaSet, op: str, command: str
 ) -> None:
     """The primary steps down as a conditional or incrementing write is sent:
-    it is sent again (a retryable write) and applied once."""
+    it is sent again (a retryable write) and applied once. A queryset's
+    ``async_update`` (of many documents, as MongoEngine's ``update()``) is no
+    retryable write: it raises the election's error, not applied."""
     async with stepping_down(replica_set_3) as listener:
         entry = await FoEntry(name="kept", amount=1).async_save()
         listener.arm(command, "fo_entry")
@@ -2183,11 +2193,17 @@ async def test_a_conditional_write_through_a_stepdown_is_applied_once(
         elif op == "upsert_one":
             await FoEntry.objects(name="new").async_upsert_one(inc__amount=2)
             await FoEntry.objects(name="kept").async_update_one(inc__amount=1)
-        else:
+        elif op == "update_one":
             assert await FoEntry.objects(name="kept").async_update_one(inc__amount=1)
+        else:
+            with pytest.raises(pymongo.errors.NotPrimaryError):
+                await FoEntry.objects(name="kept").async_update(
+                    inc__amount=1, upsert=True
+                )
         assert listener.stepped_down
         stored = {e.name: e.amount async for e in FoEntry.objects}
-    assert stored == ({"kept": 2, "new": 2} if op == "upsert_one" else {"kept": 2})
+    expected = {"upsert_one": {"kept": 2, "new": 2}, "update upsert": {"kept": 1}}
+    assert stored == expected.get(op, {"kept": 2})
 
 
 @pytest.mark.parametrize("form", ["context manager", "callback"])
