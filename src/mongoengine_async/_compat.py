@@ -374,11 +374,12 @@ async def sent_again_once(
     many documents, an index creation), sent once more after an error PyMongo
     retries a retryable write on (a primary stepping down, a lost
     connection), as PyMongo sends one again; not in a transaction (in
-    ``session``), which is retried as a whole."""
+    ``session``), which is retried as a whole. An error of the second send
+    is raised while handling the first's (its ``__context__``)."""
     try:
         return await send()
     except pymongo.errors.PyMongoError as error:
         in_transaction = session is not None and session.in_transaction
         if in_transaction or not retryable_write_error(error):
             raise
-    return await send()
+        return await send()
