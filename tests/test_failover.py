@@ -32,7 +32,8 @@ conditional or incrementing write (``save_condition``, ``modify``,
 once; an insert in a transaction and a file put on another client in one
 stepped down at commit are all or nothing; the first write of a class (or
 upload into a bucket) stepped down as it creates the indexes (or the capped
-collection) goes through.
+collection) goes through; a save applied whose retry meets a step-down raises,
+the instance ready to be saved again (stored once), an upload leaves no chunk.
 Run it with ``make failover`` (it is deselected from the default run).
 """
 
@@ -2364,3 +2365,71 @@ async def test_the_first_write_creating_a_capped_collection_through_a_stepdown(
         assert await FoCapped.objects.async_scalar("id") == [capped.pk]
         options = await get_async_db(ALIAS).fo_capped.options()
         assert (options["capped"], options["size"]) == (True, 1_000_192)
+
+
+# A reply saying the write applied but its write concern failed, as PyMongo
+# retries (the retry then finds the primary stepped down).
+APPLIED_THEN_LOST = {
+    "code": 91,
+    "errmsg": "Replication is being shut down",
+    "errorLabels": ["RetryableWriteError"],
+}
+
+
+@pytest.mark.parametrize("step", ["insert", "update", "upload"])
+async def test_a_write_applied_whose_retry_meets_a_stepdown(
+    replica_set_3: ReplicaSet, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """A save's write applies but its reply is an error PyMongo retries, and
+    the primary steps down as the retry is sent: the save raises, the
+    instance keeps what it would send (new, with the id it was stored under;
+    its change), no ``post_save``; saved again, it is stored once, one
+    ``post_save``. An upload in the same case raises and leaves no chunk."""
+    sent: list[bool] = []
+
+    async def post_save(sender: type, document: Any, **kwargs: Any) -> None:
+        sent.append(kwargs["created"])
+
+    async with uploading(replica_set_3, monkeypatch) as listener:
+        entry = FoEntry(name="saved", amount=1)
+        if step == "update":
+            await entry.async_save()
+            entry.amount = 2
+        command, collection = (
+            ("insert", "fs.chunks") if step == "upload" else (step, "fo_entry")
+        )
+        primary = replica_set_3.wait_for_primary()
+        listener.arm(command, collection, nth=2)
+        signals.post_save.connect(post_save, sender=FoEntry)
+        try:
+            with (
+                failing(
+                    primary,
+                    failCommands=[command],
+                    writeConcernError=APPLIED_THEN_LOST,
+                ),
+                pytest.raises(PyMongoError),
+            ):
+                if step == "upload":
+                    await FoUpload(name="up").scan.async_put(UPLOADED)
+                else:
+                    await entry.async_save()
+            assert listener.stepped_down
+            if step == "upload":
+                assert await bucket(get_async_db(ALIAS)) == (1, 1)
+                return
+            stored = await FoEntry.objects.as_pymongo().async_to_list()
+            applied = {"_id": entry.pk, "name": "saved", "amount": entry.amount}
+            assert (stored, sent) == ([applied], [])
+            changes = [] if step == "insert" else ["amount"]
+            assert (entry._created, entry._get_changed_fields()) == (
+                step == "insert",
+                changes,
+            )
+            await entry.async_save()
+        finally:
+            signals.post_save.disconnect(post_save, sender=FoEntry)
+        stored = await FoEntry.objects.as_pymongo().async_to_list()
+    assert stored == [{"_id": entry.pk, "name": "saved", "amount": entry.amount}]
+    assert (entry._created, entry._get_changed_fields()) == (False, [])
+    assert sent == [step == "insert"]
