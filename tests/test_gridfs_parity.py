@@ -19,6 +19,8 @@ from mongoengine_async import (
     AsyncUsageError,
     ConnectionFailure,
     Document,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
     FileField,
     ImageField,
     StringField,
@@ -31,6 +33,7 @@ from mongoengine_async.testing import CommandLog, fresh_database
 
 ELSEWHERE = "gfs-parity-elsewhere"
 SYNC = "gfs-parity-sync"
+OWN = "gfs-parity-own"
 
 
 class GpPhoto(Document):
@@ -48,6 +51,17 @@ class GpElsewhere(Document):
     meta = {"db_alias": ELSEWHERE}
     pdf = FileField()
     image = ImageField()
+
+
+class GpOwnNote(EmbeddedDocument):
+    scan = FileField(db_alias=OWN)
+
+
+# The document and its file fields on the same alias, OWN.
+class GpOwnAlias(Document):
+    meta = {"db_alias": OWN}
+    pdf = FileField(db_alias=OWN)
+    note = EmbeddedDocumentField(GpOwnNote)
 
 
 class GpSyncPaper(Document):
@@ -181,10 +195,26 @@ async def test_unbound_proxy_names_its_bucket(elsewhere) -> None:
     with pytest.raises(ConnectionFailure) as info:
         await proxy.async_read()
     assert str(info.value) == (
-        "GridFS bucket 'reports': the FileField's alias 'default' has no "
-        "connection (a FileField does not follow its document's db_alias; pass "
-        "FileField(db_alias=...))"
+        "GridFS bucket 'reports': the FileField's alias 'default' has no connection"
     )
+
+
+async def test_unconnected_alias_of_its_document_too_gives_no_hint(mongodb_uri) -> None:
+    """A file field given its document's alias, that alias disconnected: the
+    error does not tell to pass FileField(db_alias=...), which was passed."""
+    async with fresh_database(OWN, mongodb_uri):
+        paper = GpOwnAlias(note=GpOwnNote())
+        await paper.pdf.async_put(b"x")
+        await paper.note.scan.async_put(b"y")
+        await paper.async_save()
+    message = "GpOwnAlias.pdf: the FileField's alias 'gfs-parity-own' has no connection"
+    for call in (paper.pdf.async_read, paper.pdf.async_delete):
+        with pytest.raises(ConnectionFailure) as info:
+            await call()
+        assert str(info.value) == message
+    with pytest.raises(ConnectionFailure) as info:
+        await paper.note.scan.async_read()
+    assert str(info.value) == message.replace("GpOwnAlias.pdf", "GpOwnNote.scan")
 
 
 # -- async methods of a file on a sync alias ---------------------------------------

@@ -1272,14 +1272,30 @@ def _field_words(proxy: GridFSProxy) -> tuple[str, str]:
 
 
 def unconnected_error(proxy: GridFSProxy) -> ConnectionFailure:
-    """The error for a file field whose own ``db_alias`` has no connection; it
-    says so, as a FileField does not follow its document's alias."""
+    """The error for a file field whose own ``db_alias`` has no connection;
+    when its document's alias is another, it says a FileField does not
+    follow it (the usual cause)."""
     kind, where = _field_words(proxy)
+    hint = ""
+    if _document_alias(proxy) not in (None, proxy.db_alias):
+        hint = (
+            f" (a {kind} does not follow its document's db_alias; pass "
+            f"{kind}(db_alias=...))"
+        )
     return ConnectionFailure(
-        f"{where}: the {kind}'s alias '{proxy.db_alias}' has no connection (a "
-        f"{kind} does not follow its document's db_alias; pass "
-        f"{kind}(db_alias=...))"
+        f"{where}: the {kind}'s alias '{proxy.db_alias}' has no connection{hint}"
     )
+
+
+def _document_alias(proxy: GridFSProxy) -> str | None:
+    """The alias of the document class holding ``proxy``'s file field (None
+    for a proxy of no document)."""
+    if proxy.instance is not None:
+        return alias_of(owner_class(proxy.instance))
+    owner = getattr(getattr(proxy, "_field", None), "owner_document", None)
+    if owner is None or not issubclass(owner, mongoengine.Document):
+        return None
+    return alias_of(owner)
 
 
 def alias_error(proxy: GridFSProxy) -> Exception:
