@@ -617,6 +617,84 @@ _SAVE_IN_FLIGHT = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize("kind", ["proxy", "lazy"])
+def test_a_reference_fetched_as_its_loop_is_closed_by_hand(mongodb_uri, database, kind):
+    """``loop.close()`` alone while fetches of a reference (a ReferenceField's
+    proxy, a LazyReference) wait for its query: in the next loop, concurrent
+    fetches of it share one query again (the closed loop's, collected
+    meanwhile, leave it alone), and the closed loop is let go. Each sent its
+    own query, and the reference held the closed loop for good.
+    (In a process of its own, as above.)"""
+    script = _FETCH_AS_LOOP_CLOSES.replace("KIND", kind)
+    printed = _printed(script, mongodb_uri, database)
+    assert printed == ["finds", "1", "read", "a", "collected", "True"]
+
+
+_FETCH_AS_LOOP_CLOSES = textwrap.dedent(
+    """
+    import asyncio, gc, os, weakref
+    from pymongo import monitoring
+    from mongoengine_async import (
+        Document, LazyReferenceField, ReferenceField, StringField, connect_async)
+
+    class FetchAuthor(Document):
+        name = StringField()
+
+    class FetchBook(Document):
+        author = ReferenceField(FetchAuthor)
+        lazy = LazyReferenceField(FetchAuthor)
+
+    finds = []
+
+    class Listener(monitoring.CommandListener):
+        def started(self, event):
+            if event.command.get("find") == "fetch_author":
+                finds.append(event)
+                if stopping:
+                    loop.stop()  # as the query is sent
+                else:  # the closed loop's fetches collected, ended meanwhile
+                    gc.collect()
+
+        def succeeded(self, event):
+            pass
+
+        def failed(self, event):
+            pass
+
+    async def stored():
+        await connect_async(
+            "{}", host=os.environ["MONGODB_URI"], event_listeners=[Listener()])
+        author = await FetchAuthor(name="a").async_save()
+        book = await FetchBook(author=author, lazy=author).async_save()
+        book = await FetchBook.objects.async_get(pk=book.pk)
+        return book.author if "KIND" == "proxy" else book.lazy
+
+    def fetch(reference):
+        return reference.fetch() if "KIND" == "proxy" else reference.async_fetch()
+
+    async def fetches(count):
+        return await asyncio.gather(*(fetch(reference) for _ in range(count)))
+
+    stopping = False
+    loop = asyncio.new_event_loop()
+    reference = loop.run_until_complete(stored())
+    stopping = True
+    loop.create_task(fetches(3))
+    loop.run_forever()
+    stopping = False
+    loop.close()
+    closed = weakref.ref(loop)
+    del loop
+    finds.clear()
+    read = asyncio.run(fetches(4))
+    print("finds", len(finds))
+    print("read", *{{document.name for document in read}})
+    gc.collect()
+    print("collected", closed() is None)
+    """
+)
+
+
 def test_a_fence_whose_loop_is_stopped_as_it_ends_logs_no_error(mongodb_uri, database):
     """A delete of its own transaction cancelled once sent: its abort is
     fenced by a read the server refuses, as meant; the loop stopped as that

@@ -322,6 +322,20 @@ def _stored_value(stored: Any) -> Any:
 _IN_FLIGHT = threading.Lock()
 # A fetch that sends its own query beside the one in flight, of another context.
 _APART = object()
+
+
+def _of_closed_loop(loading: Any) -> bool:
+    """Whether ``loading`` (a proxy's fetch in flight: its loop, or the future
+    its waiters wait for) is of a loop closed since: that fetch never ends."""
+    loop = loading.get_loop() if isinstance(loading, asyncio.Future) else loading
+    return loop.is_closed()
+
+
+def _future_of(loading: Any, loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loading`` is the future that waiters on ``loop`` wait for."""
+    return isinstance(loading, asyncio.Future) and loading.get_loop() is loop
+
+
 # Sets a DBRef slot of a proxy past its __setattr__ (see AsyncReferenceProxy).
 _set_slot = object.__setattr__
 # What a proxy's cached read gives for a name listed in ``fields`` that is no
@@ -502,6 +516,8 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
             state = self.__dict__  # (set there, past __setattr__'s Python call)
             with _IN_FLIGHT:
                 loading: object = self._loading
+                if loading is not None and _of_closed_loop(loading):
+                    loading = None  # cut short as its loop closed: never ends
                 if loading is None:  # this fetch queries
                     state["_loading"], state["_loading_context"] = loop, context
                 elif self._loading_context != context:
@@ -533,11 +549,14 @@ class AsyncReferenceProxy(DBRef, Generic[_D]):
             finally:
                 if loading is None:  # this fetch's query: wake its waiters
                     with _IN_FLIGHT:
-                        waiters, state["_loading"] = self._loading, None
-                        state["_loading_context"] = None
+                        waiters = self._loading
+                        # (Not its own when a fetch took over, this loop closed.)
+                        mine = waiters is loop or _future_of(waiters, loop)
+                        if mine:
+                            state["_loading"] = state["_loading_context"] = None
                     # Not this loop: the future its first waiter made (told
-                    # without a call, which isinstance would be).
-                    if waiters is not loop:
+                    # without a call); none to wake once this loop closed.
+                    if mine and waiters is not loop and not loop.is_closed():
                         waiters.set_result(None)  # type: ignore[union-attr]
         return self._document
 
@@ -764,7 +783,7 @@ class LazyReference(MongoEngineLazyReference, Generic[_D]):
             if held is not None and held[0] is loop and held[2] == context:
                 return held[1]
             lock = asyncio.Lock()
-            if held is None:
+            if held is None or held[0].is_closed():  # (closed: never let go)
                 self._lock = (loop, lock, context)
             return lock
 
