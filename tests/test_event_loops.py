@@ -709,12 +709,44 @@ def test_a_fence_whose_loop_is_stopped_as_it_ends_logs_no_error(mongodb_uri, dat
     assert "mongoengine_async_fence" not in result.stderr
 
 
+def test_a_fence_failing_otherwise_as_its_loop_is_stopped_is_logged(
+    mongodb_uri, database
+):
+    """As above, the fence's read failing instead with an error of no
+    server's (here a ZeroDivisionError, as a bug would raise): it is logged
+    as asyncio logs an error never retrieved. It was dropped unseen."""
+    fails = _FENCE_AS_LOOP_STOPS.replace("# (MAY FAIL)", _FAILING_FENCE)
+    result = run_script(fails.format(database), mongodb_uri)
+    assert result.stdout.split() == ["fence", "refused"]
+    assert "Task exception was never retrieved" in result.stderr
+    assert "ZeroDivisionError: division by zero" in result.stderr
+
+
+_FAILING_FENCE = textwrap.dedent(
+    """
+    from pymongo.asynchronous.collection import AsyncCollection
+    find_one = AsyncCollection.find_one
+
+    async def failing_fence(self, *args, **kwargs):
+        try:
+            return await find_one(self, *args, **kwargs)
+        except Exception as error:
+            if "mongoengine_async_fence" in str(error):
+                1 / 0
+            raise
+
+    AsyncCollection.find_one = failing_fence
+    """
+)
+
+
 _FENCE_AS_LOOP_STOPS = textwrap.dedent(
     """
     import asyncio, gc, os
     from pymongo import monitoring
     from mongoengine_async import (
         CASCADE, Document, ReferenceField, StringField, connect_async)
+    # (MAY FAIL)
 
     class FenceAuthor(Document):
         name = StringField()

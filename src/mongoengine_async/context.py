@@ -1521,9 +1521,19 @@ async def _bounded(operation: Awaitable[Any]) -> None:
         if not _closed_as_collected():
             await _ended(task)
         elif task.done() and not task.cancelled():
-            # Its loop closed as it ended (the fence's read refused, as meant):
-            # its error dropped, not logged as "never retrieved".
-            task.exception()
+            _drop_error(task)
+
+
+def _drop_error(task: asyncio.Future[Any]) -> None:
+    """Drop the error of ``task`` (of :func:`_bounded`), done as its loop
+    closed, as :func:`_ended` does (the fence's read refused, as meant): not
+    logged as "never retrieved". Any other is logged so, as nothing can
+    raise it now."""
+    error = task.exception()
+    if error is not None and not isinstance(error, PyMongoError):
+        task.get_loop().call_exception_handler(
+            {"message": "Task exception was never retrieved", "exception": error}
+        )
 
 
 async def _ended(task: asyncio.Future[Any]) -> None:
