@@ -556,10 +556,11 @@ _working_for: weakref.WeakKeyDictionary[
 
 
 # The helper task of each block (see _Block), which ends its session's
-# transaction: see transaction_ending.
-_ending: weakref.WeakKeyDictionary[AsyncClientSession, asyncio.Future[Any]] = (
-    weakref.WeakKeyDictionary()
-)
+# transaction: see transaction_ending. Weakly: a task left pending by a loop
+# closed by hand refers to its session, which would keep both for good.
+_ending: weakref.WeakKeyDictionary[
+    AsyncClientSession, weakref.ref[asyncio.Future[Any]]
+] = weakref.WeakKeyDictionary()
 
 
 def transaction_ending(client: Any) -> asyncio.Future[Any] | None:
@@ -573,7 +574,8 @@ def transaction_ending(client: Any) -> asyncio.Future[Any] | None:
     session = _bound_for(client, _own_sessions())
     if session is None or not session.in_transaction or not _over(session):
         return None
-    return _ending.get(session)
+    ending = _ending.get(session)
+    return None if ending is None else ending()
 
 
 def write_on_its_way(
@@ -1240,7 +1242,7 @@ class _Block:
         self._database = database_of(session.client)
         self._task = asyncio.ensure_future(self._transact(transaction_kwargs))
         ends_transaction(session.client, self._task)
-        _ending[session] = self._task
+        _ending[session] = weakref.ref(self._task)
 
     async def _transact(self, transaction_kwargs: dict) -> Any:
         try:
