@@ -1925,6 +1925,504 @@ def f_hierarchy() -> None:
     rec("canvas_after", lambda: HyCanvas.objects.get(pk=canvas.pk).shapes)
 
 
+def many_people(count: int) -> None:
+    """``count`` people named by number, stored quietly."""
+    LOG.on = False
+    Person.drop_collection()
+    Person._get_collection().insert_many(
+        [{"_cls": "Person", "name": f"n{i:03}", "age": i} for i in range(count)]
+    )
+    LOG.on = True
+
+
+def q_cache() -> None:
+    """The result cache: iterations interrupted and resumed over its chunks,
+    lengths before iterations, slices and indexes of slices, clones taken
+    mid-iteration, no_cache, a load failing inside a chunk."""
+    many_people(250)
+    qs = Person.objects.order_by("name")
+    it = iter(qs)
+    rec("first_two", lambda: [next(it).name, next(it).name])
+    rec("list_while_iterating", lambda: [p.name for p in qs][-1])
+    rec("resumed", lambda: [next(it).name for _ in range(3)])
+    rec("rest", lambda: len(list(it)))
+    qs = Person.objects.order_by("name")
+    rec("len_first", lambda: len(qs))
+    rec("iter_after_len", lambda: [p.age for p in qs][::50])
+    rec("index_cached", lambda: qs[120].name)
+    qs = Person.objects.order_by("name")
+    it = iter(qs)
+    rec("partial", lambda: [next(it).name for _ in range(150)][-1])
+    rec("clone_mid", lambda: [p.name for p in qs.clone()][:2])
+    rec("index_after_partial", lambda: (qs[10].name, qs[200].name))
+    rec("len_after_partial", lambda: len(qs))
+    qs = Person.objects.order_by("name")
+    rec("slice_slice", lambda: [p.name for p in qs[10:40][5:8]])
+    rec("slice_index", lambda: qs[10:40][3].name)
+    rec("slice_neg_stop", lambda: qs[5:2])
+    rec("slice_then_len", lambda: (lambda s: (len(s), s.count(True), len(s)))(qs[3:9]))
+    rec("skip_limit_idx", lambda: qs.skip(5).limit(3)[1].name)
+    nc = Person.objects.order_by("name").no_cache()
+    rec("no_cache_twice", lambda: (len(list(nc)), len(list(nc))))
+    rec("no_cache_len", lambda: len(nc))
+    rec("no_cache_idx", lambda: nc[7].name)
+    rec("cache_then_no_cache", lambda: qs.no_cache())
+    rec("batch_then_iter", lambda: [p.name for p in qs.batch_size(40)][::60])
+    rec(
+        "scalar_partial",
+        lambda: (lambda i: [next(i) for _ in range(3)])(
+            iter(Person.objects.order_by("name").limit(9).scalar("age", "name"))
+        ),  # (no cursor left open: pymongo's thread would kill it at any time)
+    )
+    rec(
+        "values_list_one",
+        lambda: Person.objects.order_by("-age").values_list("age")[:3],
+    )
+    LOG.on = False
+    Person._get_collection().insert_one({"_cls": "Person", "name": "n120x", "nope": 1})
+    LOG.on = True
+    qs = Person.objects.order_by("name")
+    rec("bad_in_chunk", lambda: list(qs))
+    rec("bad_cache_len", lambda: len(qs._result_cache or []))
+    rec("bad_again", lambda: len(list(qs)))
+    rec("bad_after", lambda: [p.name for p in qs._result_cache][-2:])
+    rec("bad_first", lambda: Person.objects(name="n120x").first())
+    rec(
+        "bad_in_bulk",
+        lambda: len(Person.objects.in_bulk(list(Person.objects.scalar("id")))),
+    )
+
+
+class Strict(M.Document):
+    id = M.IntField(primary_key=True)
+    name = M.StringField()
+    emb = M.EmbeddedDocumentField(Emb)
+    embs = M.ListField(M.EmbeddedDocumentField(Emb))
+    meta = {"strict": True}
+
+
+class Loose(M.Document):
+    id = M.IntField(primary_key=True)
+    name = M.StringField()
+    emb = M.EmbeddedDocumentField(Emb)
+    meta = {"strict": False, "collection": "strict"}
+
+
+class LooseEmb(M.EmbeddedDocument):
+    a = M.IntField()
+    meta = {"strict": False}
+
+
+class LooseHolder(M.Document):
+    id = M.IntField(primary_key=True)
+    emb = M.EmbeddedDocumentField(LooseEmb)
+    embs = M.ListField(M.EmbeddedDocumentField(LooseEmb))
+    meta = {"collection": "strict_holder"}
+
+
+def d_strict() -> None:
+    """Unknown keys in the database under strict and loose documents and
+    embedded documents, every read path; saves of what was loaded."""
+    LOG.on = False
+    coll = Strict._get_collection()
+    coll.drop()
+    M.get_db()["strict_holder"].drop()
+    coll.insert_one({"_id": 1, "name": "top", "zz": 1})
+    coll.insert_one({"_id": 2, "name": "emb", "emb": {"a": 1, "qq": 2}})
+    coll.insert_one({"_id": 3, "name": "embs", "embs": [{"a": 1}, {"a": 2, "qq": 3}]})
+    coll.insert_one({"_id": 4, "name": "emb_cls", "emb": {"_cls": "Emb", "a": 1}})
+    M.get_db()["strict_holder"].insert_one(
+        {"_id": 1, "emb": {"a": 1, "qq": 2}, "embs": [{"qq": 1, "a": 3}]}
+    )
+    LOG.on = True
+    for n in (1, 2, 3, 4):
+        rec(f"strict_get{n}", lambda n=n: Strict.objects.get(pk=n))
+        rec(f"strict_only{n}", lambda n=n: Strict.objects.only("name").get(pk=n))
+        rec(
+            f"strict_scalar{n}", lambda n=n: Strict.objects(pk=n).scalar("name").first()
+        )
+        rec(f"loose_get{n}", lambda n=n: Loose.objects.get(pk=n))
+    rec("loose_list", lambda: list(Loose.objects.order_by("id")))
+    loaded = Loose.objects.get(pk=1)
+    loaded.name = "changed"
+    rec("loose_save", lambda: loaded.save())
+    rec("loose_stored", lambda: Loose.objects.as_pymongo().get(pk=1))
+    rec("loose_emb", lambda: LooseHolder.objects.get())
+    h = LooseHolder.objects.get()
+    h.emb.a = 5
+    rec("loose_emb_delta", lambda: h._delta())
+    rec("loose_emb_save", lambda: h.save())
+    rec("loose_emb_built", lambda: LooseEmb(a=9, other=1))
+    h.embs[0] = LooseEmb(a=9)
+    rec("loose_emb_save2", lambda: h.save())
+    rec("loose_emb_stored", lambda: LooseHolder.objects.as_pymongo().get())
+    rec("strict_build_unknown", lambda: Strict(name="x", zz=1))
+    rec("strict_from_son", lambda: Strict._from_son({"_id": 9, "zz": 1}))
+
+
+class RawAll(M.Document):
+    key = M.StringField(primary_key=True)
+    i = M.IntField()
+    f = M.FloatField()
+    s = M.StringField()
+    b = M.BooleanField()
+    d = M.DecimalField(precision=2)
+    d3 = M.DecimalField(precision=3, rounding="ROUND_DOWN")
+    ds = M.DecimalField(force_string=True, precision=1)
+    dt = M.DateTimeField()
+    dd = M.DateField()
+    cdt = M.ComplexDateTimeField()
+    u = M.UUIDField()
+    ub = M.UUIDField(binary=True)
+    e = M.EnumField(Color)
+    lg = M.LongField()
+    li = M.ListField(M.IntField())
+    sl = M.SortedListField(M.IntField())
+    mp = M.MapField(M.IntField())
+    oid = M.ObjectIdField()
+    ref = M.ReferenceField(Author)
+    refd = M.ReferenceField(Author, dbref=True)
+    gen = M.GenericReferenceField()
+    geo = M.GeoPointField()
+    pt = M.PointField()
+    bn = M.BinaryField()
+    emb = M.EmbeddedDocumentField(Emb)
+    anyf = M.DynamicField()
+    meta = {"collection": "raw_all"}
+
+
+RAW_VALUES: dict = {
+    "i": ["5", 5.7, None, True],
+    "f": [3, "2.5", None],
+    "s": [7, b"by"],
+    "b": [1, 0, "x", None],
+    "d": [1.005, "2.345", 3, "nan", None],
+    "d3": [1.23999, "9.9999"],
+    "ds": ["1.25", 2.35, 7],
+    "dt": ["2020-01-02T03:04:05", "2020-01-02", 1577934245, "bad"],
+    "dd": [datetime.datetime(2020, 1, 2, 3, 4), "2020-05-06"],
+    "cdt": ["2020,01,02,03,04,05,000006", "bad", datetime.datetime(2020, 1, 1)],
+    "u": ["00000000-0000-0000-0000-000000000001", uuid.UUID(int=3), "zz"],
+    "ub": [uuid.UUID(int=2), "00000000-0000-0000-0000-000000000004"],
+    "e": ["r", "b", "zz"],
+    "lg": [5.0, "6"],
+    "li": [["1", 2.0, None], [], "abc"],
+    "sl": [[3, 1, 2]],
+    "mp": [{"a": "1", "b": 2.5}],
+    "oid": ["5f0000000000000000000001", 12],
+    "ref": [
+        "5f0000000000000000000001",
+        DBRef("author", ObjectId("5f0000000000000000000001")),
+        {"_ref": DBRef("author", ObjectId("5f0000000000000000000001"))},
+    ],
+    "refd": [ObjectId("5f0000000000000000000001")],
+    "gen": [
+        DBRef("author", ObjectId("5f0000000000000000000001")),
+        {
+            "_cls": "Author",
+            "_ref": DBRef("author", ObjectId("5f0000000000000000000001")),
+        },
+        {"_cls": "Nope", "_ref": DBRef("author", ObjectId("5f0000000000000000000001"))},
+    ],
+    "geo": [[1, 2], (1.5, 2)],
+    "pt": [[1, 2], {"type": "Point", "coordinates": [3, 4]}],
+    "bn": ["text", b"\x00"],
+    "emb": [{"a": "7", "b": 5}, {"_cls": "Emb", "a": 1}, "notadict", None],
+    "anyf": [
+        {"_cls": "Emb", "a": 1},
+        [{"_cls": "Emb", "a": 2}, 3],
+        DBRef("author", ObjectId("5f0000000000000000000001")),
+        {
+            "_ref": DBRef("author", ObjectId("5f0000000000000000000001")),
+            "_cls": "Author",
+        },
+    ],
+}
+
+
+def f_raw_values() -> None:
+    """Values of the wrong type stored under each field kind, read through
+    every path (list, get, only, in_bulk, scalar, values_list, reload), then
+    changed and saved."""
+    LOG.on = False
+    RawAll.drop_collection()
+    Author.drop_collection()
+    Author(id=ObjectId("5f0000000000000000000001"), name="A").save()
+    coll = RawAll._get_collection()
+    docs = []
+    for field, values in RAW_VALUES.items():
+        for n, value in enumerate(values):
+            docs.append({"_id": f"{field}{n}", field: value})
+    coll.insert_many(docs)
+    LOG.on = True
+    for son in docs:
+        field, pk = next(k for k in son if k != "_id"), son["_id"]
+        found = RawAll.objects(pk=pk)
+        got = rec(pk + " get", found.get)
+        rec(pk + " read", lambda got=got, field=field: getattr(got, field))
+        rec(pk + " only", lambda found=found, field=field: found.only(field).get())
+        rec(pk + " scalar", lambda found=found, field=field: list(found.scalar(field)))
+        rec(
+            pk + " vlist",
+            lambda found=found, field=field: found.values_list(field, "id"),
+        )
+        rec(pk + " bulk", lambda pk=pk: list(RawAll.objects.in_bulk([pk]).values()))
+        rec(pk + " validate", lambda got=got: got and got.validate())
+        rec(pk + " delta", lambda got=got: got and got._delta())
+        rec(pk + " save", lambda got=got: got and got.save())
+        if got is not None:
+            rec(pk + " reload", lambda got=got, field=field: got.reload(field))
+    rec("all", lambda: len(list(RawAll.objects.order_by("id"))))
+    rec("select_related", lambda: len(RawAll.objects.order_by("id").select_related()))
+    rec("stored", lambda: list(RawAll.objects.order_by("id").as_pymongo()))
+
+
+def d_partial() -> None:
+    """Documents loaded with only/exclude: flags and changes, fields read,
+    changed, saved (what the update sends), reloaded; eq and hash of new ones."""
+    seed()
+    p = rec("only", lambda: Person.objects.only("name", "emb.a").get(name="p2"))
+    rec(
+        "only_flags",
+        lambda: (
+            p._initialised,
+            p._created,
+            p._changed_fields,
+            sorted(p._fields_ordered),
+            p._loaded_fields,
+        ),
+    )
+    rec("only_unloaded", lambda: (p.age, p.tags, p.embs, p.emb))
+    p.age = 7
+    p.emb.b = "new"
+    rec("only_changed", lambda: p._get_changed_fields())
+    rec("only_save", lambda: p.save())
+    rec("only_stored", lambda: Person.objects.as_pymongo().get(name="p2"))
+    rec("only_reload", lambda: p.reload())
+    e = Person.objects.exclude("tags", "embs").get(name="p3")
+    e.tags = ["only"]
+    e.embs.append(Emb(a=1))
+    rec("exclude_changed", lambda: e._get_changed_fields())
+    rec("exclude_save", lambda: e.save())
+    rec("exclude_stored", lambda: Person.objects.as_pymongo().get(name="p3"))
+    r = Person.objects.get(name="p4")
+    Person.objects(name="p4").update(set__age=40, set__tags=["u"], unset__emb=1)
+    r.score = 9.0
+    rec("reload_some", lambda: r.reload("age", "emb"))
+    rec("reload_some_changed", lambda: r._get_changed_fields())
+    rec("reload_some_save", lambda: r.save())
+    rec("reload_stored", lambda: Person.objects.as_pymongo().get(name="p4"))
+    rec("reload_sub", lambda: Student.objects.get().reload("school"))
+    rec("reload_emb_field", lambda: r.reload("emb.a"))
+    a, b = Person(name="x"), Person(name="x")
+    rec("eq_new", lambda: (a == b, a == a, a != b, a == None))  # noqa: E711
+    rec("hash_new", lambda: (hash(a) == hash(a), len({a, b})))
+    saved = Person.objects.get(name="p1")
+    rec(
+        "eq_saved",
+        lambda: (
+            saved == Person.objects.get(name="p1"),
+            len({saved, Person.objects.get(name="p1")}),
+            saved == Student.objects.get(),
+        ),
+    )
+    rec("emb_eq", lambda: (Emb(a=1) == Emb(a=1), Emb(a=1) == Emb(a=2)))
+    emb_owner = Person.objects.get(name="p5")
+    rec(
+        "emb_instance",
+        lambda: (
+            emb_owner.emb._instance is emb_owner,
+            emb_owner.embs[1]._instance is emb_owner,
+            emb_owner.embs._instance is emb_owner,
+            emb_owner.tags._instance is emb_owner,
+            emb_owner.embs._name,
+            emb_owner.tags._name,
+        ),
+    )
+    rec("validate_noclean", lambda: Post(title="clean").validate(clean=False))
+    rec("to_json_partial", lambda: Person.objects.only("name").get(name="p0").to_json())
+    rec("from_json_partial", lambda: Person.from_json('{"name": "j", "zz": 1}'))
+    rec(
+        "from_json_sub",
+        lambda: Person.from_json('{"_cls": "Person.Student", "school": "q"}'),
+    )
+    rec("dyn_order", lambda: Dyn(z=1, name="n", a=2, m=[1]))
+    rec("dyn_order_saved", lambda: Dyn(z=1, name="n", a=2).save())
+    rec("dyn_loaded_order", lambda: list(Dyn.objects.order_by("id")))
+
+
+class TzDoc(M.Document):
+    when = M.DateTimeField()
+    cwhen = M.ComplexDateTimeField()
+    day = M.DateField()
+    meta = {"db_alias": "tz"}
+
+
+def d_tz() -> None:
+    """Dates stored and read on a tz_aware alias."""
+    M.connect(
+        db=M.get_db().name,
+        alias="tz",
+        host=os.environ["MONGODB_URI"],
+        tz_aware=True,
+        uuidRepresentation="standard",
+        event_listeners=[LOG],
+    )
+    LOG.on = False
+    TzDoc.drop_collection()
+    LOG.on = True
+    aware = datetime.datetime(
+        2020, 1, 2, 3, 4, 5, 6000, tzinfo=datetime.timezone(datetime.timedelta(hours=3))
+    )
+    naive = datetime.datetime(2020, 1, 2, 3, 4, 5, 6000)
+    rec("save_aware", lambda: TzDoc(when=aware, cwhen=aware, day=aware).save())
+    rec("save_naive", lambda: TzDoc(when=naive, cwhen=naive, day=naive.date()).save())
+    rec("save_str", lambda: TzDoc(when="2020-03-04 05:06:07").save())
+    rec(
+        "list",
+        lambda: [
+            (d.when, d.when and d.when.tzinfo, d.cwhen, d.day)
+            for d in TzDoc.objects.order_by("id")
+        ],
+    )
+    rec("get", lambda: TzDoc.objects.order_by("id").first())
+    rec("scalar", lambda: list(TzDoc.objects.order_by("id").scalar("when")))
+    rec("query", lambda: TzDoc.objects(when__gte=naive).count())
+    rec("stored", lambda: list(TzDoc.objects.order_by("id").as_pymongo()))
+    M.disconnect("tz")
+
+
+class WAll(M.Document):
+    i = M.IntField(min_value=0, max_value=10**12)
+    f = M.FloatField()
+    s = M.StringField(max_length=5, regex="^[a-z0-9]*$")
+    b = M.BooleanField()
+    d = M.DecimalField(precision=2, min_value=0)
+    ds = M.DecimalField(force_string=True, precision=1)
+    dt = M.DateTimeField()
+    dd = M.DateField()
+    cdt = M.ComplexDateTimeField()
+    u = M.UUIDField()
+    e = M.EnumField(Color)
+    lg = M.LongField()
+    li = M.ListField(M.IntField())
+    sl = M.SortedListField(M.StringField())
+    mp = M.MapField(M.FloatField())
+    dc = M.DictField()
+    oid = M.ObjectIdField()
+    ref = M.ReferenceField(Author)
+    refs = M.ListField(M.ReferenceField(Author))
+    emb = M.EmbeddedDocumentField(Emb)
+    embs = M.ListField(M.EmbeddedDocumentField(Emb))
+    bn = M.BinaryField(max_bytes=3)
+    url = M.URLField()
+    em = M.EmailField()
+    nn = M.StringField(null=True)
+    req = M.StringField(required=True, default="r")
+    ch = M.IntField(choices=[1, 2])
+    meta = {"collection": "w_all"}
+
+
+def w_values_given() -> dict:
+    """Odd values for each field of WAll, new ones at each call (an embedded
+    document given to two documents would link to the one built last)."""
+    return {
+        "i": ["5", 5.7, True, -1, 10**13, "x", None],
+        "f": ["2.5", 3, float("inf"), "x", Decimal("1.5")],
+        "s": [7, "ABC", "abcdef", b"ab", ""],
+        "b": ["x", 0, 1, "", None],
+        "d": [1.005, "2.345", 3, "x", -1, Decimal("NaN"), 1e20],
+        "ds": [2.35, "7", Decimal("1.25")],
+        "dt": [
+            "2020-01-02T03:04:05",
+            "2020-01-02",
+            1577934245,
+            "bad",
+            datetime.date(2020, 1, 2),
+        ],
+        "dd": [datetime.datetime(2020, 1, 2, 3, 4), "2020-05-06", "bad"],
+        "cdt": ["2020,01,02,03,04,05,000006", "bad", datetime.date(2020, 1, 1)],
+        "u": ["00000000-0000-0000-0000-000000000001", "zz", 5],
+        "e": ["r", "zz", Color.BLUE],
+        "lg": [5.0, "6", 2**70],
+        "li": [("1", 2.0), [None], "abc", {1: 2}, [True]],
+        "sl": [["b", "a", "c"], ("z", "y"), ["a", 1]],
+        "mp": [{"a": "1", "b": 2}, {1: 2.0}, [1]],
+        "dc": [{"a": {"$b": 1}}, {"a.b": 1}, {1: 2}, SON([("z", 1), ("a", 2)]), []],
+        "oid": ["5f0000000000000000000001", 12, "zz"],
+        "ref": [
+            ObjectId("5f0000000000000000000001"),
+            "5f0000000000000000000001",
+            DBRef("author", ObjectId("5f0000000000000000000001")),
+            Author(name="unsaved"),
+            Emb(a=1),
+        ],
+        "refs": [[ObjectId("5f0000000000000000000001")], [Author(name="u")], ["x"]],
+        "emb": [
+            {"a": "7", "b": 5},
+            {"a": 1, "zz": 2},
+            Emb(a="x"),
+            "notadoc",
+            Student(),
+        ],
+        "embs": [[{"a": 1}], [Emb(a=1), None], (Emb(a=2),), [Emb(b=3)]],
+        "bn": ["text", b"\x00\x01\x02\x03", bytearray(b"ab")],
+        "url": ["http://x", "nope", "ftp://a.b/c"],
+        "em": ["a@b.cc", "no", "a@localhost"],
+        "nn": [None, ""],
+        "req": [None, ""],
+        "ch": [3, "1", 1.0],
+    }
+
+
+def given(field: str, n: int) -> Any:
+    """A new copy of the ``n``th odd value of ``field``."""
+    return w_values_given()[field][n]
+
+
+def w_values() -> None:
+    """Odd values given to each field kind, by the constructor and by
+    assignment: the document built, validated, saved and what is stored."""
+    LOG.on = False
+    WAll.drop_collection()
+    Author.drop_collection()
+    Author(id=ObjectId("5f0000000000000000000001"), name="A").save()
+    LOG.on = True
+    for field, values in w_values_given().items():
+        for n in range(len(values)):
+            label = f"{field}{n}"
+            built = rec(label + " built", lambda f=field, n=n: WAll(**{f: given(f, n)}))
+            rec(label + " validate", lambda d=built: d and d.validate())
+            saved = rec(label + " save", lambda d=built: d and d.save())
+            if saved is not None:
+                rec(
+                    label + " stored",
+                    lambda d=saved: WAll.objects.as_pymongo().get(pk=d.pk),
+                )
+            later = WAll.objects.first() or WAll()
+            rec(
+                label + " set", lambda d=later, f=field, n=n: setattr(d, f, given(f, n))
+            )
+            rec(label + " set_doc", lambda d=later: d)
+            rec(label + " set_delta", lambda d=later: d._delta())
+            rec(label + " set_save", lambda d=later: d.save())
+            rec(
+                label + " insert",
+                lambda f=field, n=n: WAll.objects.insert([WAll(**{f: given(f, n)})]),
+            )
+            rec(
+                label + " update",
+                lambda f=field, n=n: WAll.objects.limit(1).update(
+                    **{"set__" + f: given(f, n)}
+                ),
+            )
+            rec(
+                label + " query",
+                lambda f=field, n=n: WAll.objects(**{f: given(f, n)}).count(),
+            )
+    rec("all", lambda: list(WAll.objects.order_by("id").as_pymongo()))
+
+
 SCENARIOS = [
     q_projections,
     q_values,
@@ -1952,6 +2450,12 @@ SCENARIOS = [
     f_rule_chain,
     f_sequences,
     f_hierarchy,
+    q_cache,
+    d_strict,
+    f_raw_values,
+    d_partial,
+    d_tz,
+    w_values,
 ]
 
 if __name__ == "__main__":
