@@ -2423,6 +2423,210 @@ def w_values() -> None:
     rec("all", lambda: list(WAll.objects.order_by("id").as_pymongo()))
 
 
+class SrPerson(M.Document):
+    name = M.StringField()
+    friends = M.ListField(M.ReferenceField("SrPerson"))
+    meta = {"allow_inheritance": True, "ordering": ["-name"]}
+
+
+class SrKid(SrPerson):
+    toy = M.StringField()
+
+
+class SrOther(M.Document):
+    name = M.StringField()
+    meta = {"collection": "sr_person"}
+
+
+class SrStrict(M.Document):
+    name = M.StringField()
+
+
+class SrLink(M.Document):
+    name = M.StringField()
+    person = M.ReferenceField(SrPerson)
+    kid = M.ReferenceField(SrKid)
+    other = M.ReferenceField(SrOther)
+    as_dbref = M.ReferenceField(SrPerson, dbref=True)
+    strict = M.ReferenceField(SrStrict)
+    score = M.IntField()
+    tags = M.ListField(M.StringField())
+    emb = M.EmbeddedDocumentField(Emb)
+
+
+class SrPlain(M.Document):
+    """SrLink read without its DBRef field: only plain references."""
+
+    name = M.StringField()
+    person = M.ReferenceField(SrPerson)
+    kid = M.ReferenceField(SrKid)
+    other = M.ReferenceField(SrOther)
+    strict = M.ReferenceField(SrStrict)
+    score = M.IntField()
+    tags = M.ListField(M.StringField())
+    emb = M.EmbeddedDocumentField(Emb)
+    meta = {"collection": "sr_link", "strict": False}
+
+
+def sr_joins() -> None:
+    """select_related over plain references: classes sharing a collection, a
+    subclass's documents, DBRefs naming another collection, dangling ones,
+    a referenced document failing to load, depths, partial reads."""
+    LOG.on = False
+    for cls in (SrPerson, SrStrict, SrLink):
+        cls.drop_collection()
+    LOG.on = True
+    p = SrPerson(name="p").save()
+    k = SrKid(name="k", toy="t", friends=[p]).save()
+    o = SrOther(name="o").save()
+    s = SrStrict(name="s").save()
+    SrLink(name="a", person=k, kid=k, other=o, as_dbref=p, strict=s, score=1).save()
+    SrLink(name="b", person=p, other=SrOther(id=k.id), emb=Emb(a=1)).save()
+    SrLink(name="c", person=SrPerson(id=ObjectId()), tags=["x"]).save()
+    LOG.on = False
+    coll = SrLink._get_collection()
+    coll.insert_one(
+        {"name": "d", "person": DBRef("sr_strict", s.id), "as_dbref": DBRef("x", p.id)}
+    )
+    coll.insert_one({"name": "e", "person": p.id, "kid": DBRef("sr_person", p.id)})
+    coll.insert_one({"name": "f", "person": str(p.id), "score": "7"})
+    LOG.on = True
+    ordered = SrLink.objects.order_by("name")
+    for depth in (0, 1, 2, 3):
+        rec(f"depth{depth}", lambda d=depth: ordered.select_related(max_depth=d))
+    plain = SrPlain.objects.order_by("name")
+    for names in ("abc", "abce", "ad", "bc", "abcdef"):
+        found = plain.filter(name__in=list(names))
+        rec("join_" + names, lambda found=found: found.select_related())
+        rec("join2_" + names, lambda found=found: found.select_related(max_depth=2))
+    rec("limit_skip", lambda: ordered.skip(1).limit(2).select_related())
+    rec("only", lambda: ordered.only("person", "name").select_related())
+    rec("exclude", lambda: ordered.exclude("kid").select_related())
+    rec("no_deref", lambda: ordered.no_dereference().select_related())
+    rec("filtered", lambda: SrLink.objects(score__gte=1).select_related())
+    half = SrLink.objects.order_by("name")
+    it = iter(half)
+    rec("half", lambda: next(it).name)
+    rec("after_half", lambda: half.select_related())
+    rec("list_after", lambda: [x.name for x in half])
+    rec("people", lambda: SrPerson.objects.select_related(max_depth=2))
+    rec("doc", lambda: SrLink.objects.get(name="a").select_related(max_depth=2))
+    LOG.on = False
+    SrStrict._get_collection().update_one({}, {"$set": {"zz": 1}})
+    LOG.on = True
+    rec("strict_fails", lambda: ordered.select_related())
+    rec("strict_read", lambda: SrLink.objects.get(name="a").strict)
+    rec("bad_depth", lambda: ordered.select_related(max_depth="x"))
+    rec("neg_depth", lambda: ordered.select_related(max_depth=-1))
+
+
+DEFAULT_CALLS: list = []
+
+
+def counted_default() -> int:
+    """A default recording each call (a loader must call it as often)."""
+    DEFAULT_CALLS.append(1)
+    return len(DEFAULT_CALLS)
+
+
+class UpperField(M.StringField):
+    """A user's field: its own to_python, to_mongo and validate."""
+
+    def to_python(self, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    def to_mongo(self, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    def validate(self, value: Any) -> None:
+        if value == "BAD":
+            self.error("bad value")
+
+
+class DfEmb(M.EmbeddedDocument):
+    n = M.IntField(default=counted_default)
+    up = UpperField()
+    meta = {"allow_inheritance": True}
+
+
+class DfEmbSub(DfEmb):
+    extra = M.ListField(M.IntField(), default=lambda: [9])
+
+
+class DfDoc(M.Document):
+    id = M.IntField(primary_key=True)
+    n = M.IntField(default=counted_default)
+    s = M.StringField(default="d")
+    nl = M.StringField(default="dn", null=True)
+    li = M.ListField(M.IntField(), default=lambda: [1])
+    up = UpperField()
+    emb = M.EmbeddedDocumentField(DfEmb, default=lambda: DfEmb(up="e"))
+    embs = M.ListField(M.EmbeddedDocumentField(DfEmb))
+    deep = M.ListField(M.ListField(M.EmbeddedDocumentField(DfEmb)))
+    dmap = M.MapField(M.ListField(M.EmbeddedDocumentField(DfEmb)))
+    gen = M.GenericEmbeddedDocumentField(choices=[DfEmb, Emb])
+    x = M.IntField(db_field="y")
+    y = M.IntField(db_field="x")
+    items = M.IntField()  # (a name of dict's)
+    meta = {"collection": "df_doc"}
+
+
+def l_defaults() -> None:
+    """Defaults (counted calls) of fields missing or null in the database,
+    a user's field with its own conversions, embedded subclasses nested in
+    lists and maps, two fields storing under each other's names."""
+    LOG.on = False
+    DfDoc.drop_collection()
+    DEFAULT_CALLS.clear()
+    coll = DfDoc._get_collection()
+    coll.insert_many(
+        [
+            {"_id": 1},
+            {"_id": 2, "n": None, "s": None, "nl": None, "li": None, "emb": None},
+            {"_id": 3, "up": "abc", "emb": {"up": "q"}, "x": 1, "y": 2, "items": 3},
+            {
+                "_id": 4,
+                "embs": [{"_cls": "DfEmb.DfEmbSub"}, {}, {"_cls": "DfEmb", "n": None}],
+                "deep": [
+                    [{"up": "z"}],
+                    [],
+                    [{"_cls": "DfEmb.DfEmbSub", "extra": None}],
+                ],
+                "dmap": {"k": [{"n": 5}], "j": []},
+                "gen": {"_cls": "Emb", "a": 1},
+            },
+            {"_id": 5, "gen": {"_cls": "DfEmbSub"}, "embs": [{"_cls": "Nope"}]},
+            {"_id": 6, "gen": {"a": 1}},
+        ]
+    )
+    LOG.on = True
+    for n in range(1, 7):
+        found = DfDoc.objects(pk=n)
+        rec(f"get{n}", found.get)
+        rec(f"calls{n}", lambda: len(DEFAULT_CALLS))
+        rec(f"only{n}", lambda found=found: found.only("n", "emb").get())
+        rec(f"exclude{n}", lambda found=found: found.exclude("n", "li").get())
+        rec(f"calls_after{n}", lambda: len(DEFAULT_CALLS))
+    rec("list", lambda: list(DfDoc.objects.order_by("id")))
+    rec("calls_list", lambda: len(DEFAULT_CALLS))
+    rec("new", lambda: DfDoc(id=10, up="Hi", x=5, y=6))
+    rec("new_save", lambda: DfDoc(id=11, up="Hi", s=None, nl=None).save())
+    rec("new_bad", lambda: DfDoc(id=12, up="bad").save())
+    rec("stored", lambda: list(DfDoc.objects.order_by("id").as_pymongo()))
+    rec("by_up", lambda: DfDoc.objects(up="HI").count())
+    rec("swap_query", lambda: DfDoc.objects(x=1).count())
+    rec("swap_order", lambda: [d.id for d in DfDoc.objects.order_by("-x", "id")])
+    rec("swap_only", lambda: DfDoc.objects.only("x").get(pk=3))
+    rec("swap_values", lambda: DfDoc.objects.order_by("id").values_list("x", "y"))
+    got = DfDoc.objects.get(pk=3)
+    got.x, got.y = got.y, got.x
+    got.emb.up = "changed"
+    rec("swap_delta", lambda: got._delta())
+    rec("swap_save", lambda: got.save())
+    rec("swap_stored", lambda: DfDoc.objects.as_pymongo().get(pk=3))
+    rec("calls_end", lambda: len(DEFAULT_CALLS))
+
+
 SCENARIOS = [
     q_projections,
     q_values,
@@ -2456,6 +2660,8 @@ SCENARIOS = [
     d_partial,
     d_tz,
     w_values,
+    sr_joins,
+    l_defaults,
 ]
 
 if __name__ == "__main__":
