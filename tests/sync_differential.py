@@ -2627,6 +2627,47 @@ def l_defaults() -> None:
     rec("calls_end", lambda: len(DEFAULT_CALLS))
 
 
+def q_insert_more() -> None:
+    """Inserts: signal keywords, write concerns, documents saved before,
+    given ids, a subclass, a bad document among good ones, defaults counted,
+    an empty list, a generator, a duplicate in the middle."""
+    LOG.on = False
+    DfDoc.drop_collection()
+    Person.drop_collection()
+    DEFAULT_CALLS.clear()
+    LOG.on = True
+    rec(
+        "kwargs",
+        lambda: Person.objects.insert(Person(name="k"), signal_kwargs={"x": 1}),
+    )
+    rec("w0", lambda: Person.objects.insert([Person(name="w")], write_concern={"w": 0}))
+    rec("empty", lambda: Person.objects.insert([]))
+    rec("gen", lambda: Person.objects.insert(Person(name=n) for n in "ab"))
+    rec("tuple", lambda: Person.objects.insert((Person(name="t"),)))
+    saved = Person(name="s").save()
+    rec("saved_again", lambda: Person.objects.insert([saved]))
+    rec("mixed_bad", lambda: Person.objects.insert([Person(name="g"), Person(age="x")]))
+    rec("counted", lambda: DfDoc.objects.insert([DfDoc(id=1), DfDoc(id=2, s=None)]))
+    rec("counted_calls", lambda: len(DEFAULT_CALLS))
+    rec(
+        "dup_middle",
+        lambda: DfDoc.objects.insert([DfDoc(id=3), DfDoc(id=1), DfDoc(id=4)]),
+    )
+    rec("after_dup", lambda: list(DfDoc.objects.order_by("id").scalar("id")))
+    rec(
+        "dup_nobulk",
+        lambda: DfDoc.objects.insert([DfDoc(id=5), DfDoc(id=5)], load_bulk=False),
+    )
+    docs = [Person(name="o1"), Student(name="o2", school="x")]
+    rec("objects_after", lambda: (Person.objects.insert(docs), docs))
+    rec(
+        "doc_state",
+        lambda: [(d.pk is not None, d._created, d._changed_fields) for d in docs],
+    )
+    rec("insert_emb_doc", lambda: Person.objects.insert(Person(emb=Emb(a="bad"))))
+    rec("all", lambda: list(Person.objects.order_by("name").as_pymongo()))
+
+
 SCENARIOS = [
     q_projections,
     q_values,
@@ -2662,6 +2703,7 @@ SCENARIOS = [
     w_values,
     sr_joins,
     l_defaults,
+    q_insert_more,
 ]
 
 if __name__ == "__main__":
