@@ -2610,8 +2610,10 @@ def l_defaults() -> None:
     rec("list", lambda: list(DfDoc.objects.order_by("id")))
     rec("calls_list", lambda: len(DEFAULT_CALLS))
     rec("new", lambda: DfDoc(id=10, up="Hi", x=5, y=6))
-    rec("new_save", lambda: DfDoc(id=11, up="Hi", s=None, nl=None).save())
+    rec("new_save", lambda: DfDoc(id=11, up="Hi", emb=None, n=None, s=None).save())
     rec("new_bad", lambda: DfDoc(id=12, up="bad").save())
+    rec("new_unknown_emb", lambda: DfDoc(n=None, emb={"up": "x", "zz": 1}))
+    rec("calls_new", lambda: len(DEFAULT_CALLS))
     rec("stored", lambda: list(DfDoc.objects.order_by("id").as_pymongo()))
     rec("by_up", lambda: DfDoc.objects(up="HI").count())
     rec("swap_query", lambda: DfDoc.objects(x=1).count())
@@ -2647,7 +2649,7 @@ def q_insert_more() -> None:
     saved = Person(name="s").save()
     rec("saved_again", lambda: Person.objects.insert([saved]))
     rec("mixed_bad", lambda: Person.objects.insert([Person(name="g"), Person(age="x")]))
-    rec("counted", lambda: DfDoc.objects.insert([DfDoc(id=1), DfDoc(id=2, s=None)]))
+    rec("counted", lambda: DfDoc.objects.insert([DfDoc(id=1), DfDoc(id=2, n=None)]))
     rec("counted_calls", lambda: len(DEFAULT_CALLS))
     rec(
         "dup_middle",
@@ -2666,6 +2668,61 @@ def q_insert_more() -> None:
     )
     rec("insert_emb_doc", lambda: Person.objects.insert(Person(emb=Emb(a="bad"))))
     rec("all", lambda: list(Person.objects.order_by("name").as_pymongo()))
+
+
+def d_misc() -> None:
+    """Item access, to_mongo's options, slices saved back, reloads of stored
+    documents that changed shape, dynamic fields deleted and set by item."""
+    seed()
+    p = Person.objects.get(name="p1")
+    rec("getitem", lambda: (p["name"], p["embs"][0]["a"]))
+    rec("getitem_bad", lambda: p["nope"])
+    rec("setitem", lambda: (p.__setitem__("age", 5), p._get_changed_fields()))
+    rec("setitem_bad", lambda: p.__setitem__("nope", 5))
+    rec("contains", lambda: ("name" in p, "nope" in p, len(p), list(iter(p))))
+    rec("to_mongo_opts", lambda: p.to_mongo(use_db_field=False, fields=["name"]))
+    rec("to_dict", lambda: Person.objects.only("name").get(name="p2").to_mongo())
+    sliced = Person.objects.fields(slice__tags=1, slice__embs=[1, 1]).get(name="p3")
+    rec("sliced", lambda: sliced)
+    sliced.tags.append("z")
+    sliced.embs[0].a = 100
+    rec("sliced_delta", lambda: sliced._delta())
+    rec("sliced_save", lambda: sliced.save())
+    rec("sliced_stored", lambda: Person.objects.as_pymongo().get(name="p3"))
+    el = Person.objects.fields(elemMatch__embs={"a": 4}).get(name="p4")
+    el.embs[0].b = "em"
+    rec("elem_delta", lambda: el._delta())
+    rec("elem_save", lambda: el.save())
+    rec("elem_stored", lambda: Person.objects.as_pymongo().get(name="p4"))
+    r = Person.objects.get(name="p5")
+    LOG.on = False
+    Person._get_collection().update_one(
+        {"name": "p5"}, {"$set": {"zz": 1, "emb": {"a": 1, "qq": 2}}}
+    )
+    LOG.on = True
+    rec("reload_unknown", lambda: r.reload())
+    rec("reload_unknown_field", lambda: r.reload("name"))
+    rec("after_reload", lambda: r)
+    LOG.on = False
+    Dyn.drop_collection()
+    LOG.on = True
+    d = Dyn(name="d", a=1, b=[1]).save()
+    d["c"] = 3
+    del d.a
+    d.b = None
+    rec("dyn_changes", lambda: (d._get_changed_fields(), d._delta()))
+    rec("dyn_save", lambda: d.save())
+    rec("dyn_stored", lambda: Dyn.objects.as_pymongo().get())
+    LOG.on = False
+    Dyn._get_collection().update_one({}, {"$set": {"late": {"_cls": "Emb", "a": 1}}})
+    LOG.on = True
+    rec("dyn_reload", lambda: d.reload())
+    rec("dyn_reload_some", lambda: d.reload("late", "c"))
+    rec("dyn_late_type", lambda: type(Dyn.objects.get().late).__name__)
+    rec("dyn_only", lambda: Dyn.objects.only("name").get())
+    rec("dyn_exclude", lambda: Dyn.objects.exclude("late").get())
+    rec("dyn_values", lambda: Dyn.objects.values_list("late", "c"))
+    rec("dyn_scalar_unknown", lambda: list(Dyn.objects.scalar("nope")))
 
 
 SCENARIOS = [
@@ -2704,6 +2761,7 @@ SCENARIOS = [
     sr_joins,
     l_defaults,
     q_insert_more,
+    d_misc,
 ]
 
 if __name__ == "__main__":

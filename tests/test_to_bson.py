@@ -1561,6 +1561,57 @@ def test_list_items_convert_as_mongoengine_converts_them() -> None:
     assert [type(item) for item in ours.ratios] == [float, float]
 
 
+CALLS: list[str] = []
+
+
+def numbered(name: str) -> Callable[[], int]:
+    """A default recording its field's name at each call, numbering them."""
+
+    def default() -> int:
+        CALLS.append(name)
+        return len(CALLS)
+
+    return default
+
+
+class OdPart(EmbeddedDocument):
+    rank = IntField(default=numbered("part.rank"))
+
+
+class OdHolder(Document):
+    first = IntField(default=numbered("first"))
+    part = EmbeddedDocumentField(OdPart)
+    last = IntField(default=numbered("last"))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"last": None, "first": None},
+        {"first": None},
+        {"part": {"rank": None}, "first": None},
+        {"first": None, "part": {"zz": 1}},  # (the part's conversion raises)
+        {"part": OdPart(), "last": 3},
+    ],
+)
+def test_defaults_are_called_in_mongoengines_order(values: dict[str, Any]) -> None:
+    """A constructor calls the defaults of absent fields, then converts the
+    given values in the order given (a value of None: the default called), as
+    MongoEngine's ``__init__``, each once: a counter as default numbers the
+    fields as there, even when a conversion raises."""
+    CALLS.clear()
+    ours = outcome(lambda: OdHolder(**values))
+    our_calls = list(CALLS)
+    CALLS.clear()
+    theirs = outcome(lambda: mongoengine_new(OdHolder, values))
+    assert our_calls == CALLS
+    assert ours[0] == theirs[0]
+    if ours[0] == "raised":
+        assert ours == theirs
+    else:
+        assert state(ours[1]) == state(theirs[1])
+
+
 def test_mongoengine_field_class_methods_patched_after_first_use_are_called(
     sync_default: Any,
 ) -> None:

@@ -571,6 +571,85 @@ def _eligible(cls: type[Any], document: bool) -> bool:
     )
 
 
+def _calls_default(field: BaseField) -> bool:
+    """Whether ``__set__(None)`` calls the field's default (a user's function)."""
+    return callable(field.default) and not field.null
+
+
+# The field classes whose ``to_python`` runs no user code (no document built).
+_QUIET_CONVERSIONS = (
+    mongoengine.StringField,
+    mongoengine.IntField,
+    mongoengine.FloatField,
+    mongoengine.BooleanField,
+    mongoengine.DateTimeField,
+    mongoengine.DecimalField,
+    mongoengine.ObjectIdField,
+    mongoengine.UUIDField,
+    mongoengine.BinaryField,
+    mongoengine.EnumField,
+    mongoengine.fields.GeoJsonBaseField,
+    mongoengine.GeoPointField,
+    mongoengine.ReferenceField,
+    mongoengine.LazyReferenceField,
+    mongoengine.GenericReferenceField,
+    mongoengine.ListField,
+    mongoengine.DictField,
+)
+
+
+def _converts_quietly(field: BaseField | None) -> bool:
+    """Whether ``field.to_python`` (its items' too) runs no user code: the
+    library's scalar fields, in lists and dicts."""
+    while field is not None:
+        if type(field).__module__ not in _OWN_FIELD_MODULES or not isinstance(
+            field, _QUIET_CONVERSIONS
+        ):
+            return False
+        field = getattr(field, "field", None)
+    return True
+
+
+def _converting(field: BaseField) -> tuple[type, ...] | None:
+    """The classes of the values ``field.to_python`` keeps as given, when of
+    others it may run a user's code (None: it never does): an embedded
+    document's class for an EmbeddedDocumentField, none for the others."""
+    if _converts_quietly(field):
+        return None
+    if type(field) is EmbeddedDocumentField:
+        return (field.document_type,)
+    return ()
+
+
+def _given_in_order(
+    acting: dict[str, tuple[int, bool, tuple[type, ...] | None]],
+) -> Callable[[dict], bool]:
+    """A test of a constructor's values: whether those that run a user's code
+    come in the fields' order, construct()'s (``__init__``'s is the order
+    given). ``acting``: a field's name to its position, whether None calls
+    its default, and what values its conversion runs such code for
+    (:func:`_converting`)."""
+
+    def given_in_order(values: dict) -> bool:
+        last = -1
+        for key, value in values.items():
+            held = acting.get(key)
+            if held is None:
+                continue
+            at, on_none, kept = held
+            if value is None:
+                acts = on_none
+            else:
+                acts = kept is not None and not isinstance(value, kept)
+            if acts:
+                if at < last:
+                    return False
+                last = at
+        return True
+
+    return given_in_order
+
+
 def _bases_hold(validate: Any) -> bool:
     """Whether the base method MongoEngine's ``validate`` calls (``super()``)
     is MongoEngine's, not patched: ComplexBaseField's for ListField's and
@@ -705,8 +784,12 @@ class _Source:
         (having changed nothing) when MongoEngine's ``__init__`` must run.
 
         An absent value and None both give the field's default, as in
-        ``__init__``. A conversion that raises sends the values to ``__init__``,
-        which raises it in its own order (that of the keyword arguments).
+        ``__init__``. What may run a user's code (a default called, a
+        conversion building a document) runs in ``__init__``'s order: the
+        absent fields' defaults, then the given values in the order given
+        (else ``__init__`` runs). A conversion that raises sends the values to
+        ``__init__``, which raises it in its own order, unless such code ran
+        (``__init__`` would run it again): then it is raised here.
         """
         ns = self.namespace
         ns["known_keys"] = frozenset(self.cls._fields)
@@ -718,14 +801,35 @@ class _Source:
             f"    if not ({self._settings_hold(fields)}):",
             "        return False  # changed since built: __init__, then a new plan",
         ]
-        conversions = [
-            line
+        acting = {
+            name: (index, _calls_default(field), _converting(field))
             for index, (name, field) in enumerate(fields)
-            for line in _indent(self._convert(index, name, field), 8)
-        ]
-        if conversions:  # (an abstract class may have no field at all)
-            lines += ["    try:", *conversions, "    except Exception:"]
-            lines.append("        return False")
+            if _calls_default(field) or _converting(field) is not None
+        }
+        if len(acting) > 1:
+            ns["given_in_order"] = _given_in_order(acting)
+            lines += ["    if not given_in_order(values):", "        return False"]
+        # ``acted``: a user's code ran, as in __init__, which raises then what
+        # raised here (it would run that code again).
+        called = [i for i, (_, field) in enumerate(fields) if _calls_default(field)]
+        conversions = ["acted = False"]
+        for index in called:  # (the absent fields' defaults first, as in __init__)
+            name, field = fields[index]
+            default = self._default(index, field, f"v{index}")
+            conversions += [f"if {name!r} not in values:", "    acted = True"]
+            conversions += _indent(default, 4)
+        for index, (name, field) in enumerate(fields):
+            block = self._convert(index, name, field)
+            if index in called:  # (absent: its default called above)
+                given = [f"v{index} = values[{name!r}]", *block[1:]]
+                block = [f"if {name!r} in values:", "    acted = True"]
+                block += _indent(given, 4)
+            elif name in acting:
+                block = [f"if {name!r} in values:", "    acted = True", *block]
+            conversions += block
+        if fields:  # (an abstract class may have no field at all)
+            lines += ["    try:", *_indent(conversions, 8), "    except Exception:"]
+            lines += ["        if acted:", "            raise", "        return False"]
         data = ", ".join(
             f"{name!r}: v{index}" for index, (name, _) in enumerate(fields)
         )
