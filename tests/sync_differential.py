@@ -2725,6 +2725,110 @@ def d_misc() -> None:
     rec("dyn_scalar_unknown", lambda: list(Dyn.objects.scalar("nope")))
 
 
+def q_more() -> None:
+    """in_bulk with scalar, as_pymongo, only, no_dereference; counts and
+    first() after iterations; select_related of dynamic documents; sums of
+    a list field; scalar of a reference; clones keeping their options."""
+    seed()
+    ids = list(Person.objects.order_by("name").scalar("id"))
+    rec(
+        "bulk_scalar",
+        lambda: sorted(Person.objects.scalar("name").in_bulk(ids).values()),
+    )
+    rec("bulk_pymongo", lambda: len(Person.objects.as_pymongo().in_bulk(ids)))
+    rec(
+        "bulk_scalar_pymongo",
+        lambda: sorted(
+            map(str, Person.objects.scalar("age").as_pymongo().in_bulk(ids).values())
+        ),
+    )
+    rec(
+        "bulk_only",
+        lambda: sorted(Person.objects.only("age").in_bulk(ids[:2]).values(), key=str),
+    )
+    rec("bulk_empty", lambda: Person.objects.in_bulk([]))
+    qs = Person.objects.order_by("name")
+    rec(
+        "iter_then_count", lambda: (len(list(qs)), qs.count(), qs.first().name, len(qs))
+    )
+    rec("filter_after_iter", lambda: [p.name for p in qs.filter(age=1)])
+    rec("clone_opts", lambda: [p.name for p in qs.limit(3).clone().skip(1)])
+    rec("scalar_emb_list", lambda: list(qs.scalar("embs")[:2]))
+    rec("values_list_flat", lambda: qs.values_list("emb.a")[:3])
+    rec("as_pymongo_scalar", lambda: list(qs.as_pymongo().scalar("name")))
+    rec("scalar_as_pymongo", lambda: list(qs.scalar("name", "emb").as_pymongo())[:2])
+    rec("exclude_id", lambda: list(qs.exclude("id").only("name"))[:2])
+    rec("only_id", lambda: list(qs.only("id"))[:2])
+    rec("fields_zero", lambda: list(qs.fields(name=0, tags=0, embs=0))[:2])
+    rec("fields_mixed", lambda: list(qs.fields(name=1, tags=0)))
+    LOG.on = False
+    Dyn.drop_collection()
+    Author.drop_collection()
+    LOG.on = True
+    au = Author(name="x").save()
+    Dyn(name="d", ref=au, refs=[au], m={"r": au}).save()
+    rec("dyn_sr", lambda: Dyn.objects.select_related())
+    rec("dyn_ref", lambda: Dyn.objects.first().ref)
+    rec("dyn_refs", lambda: Dyn.objects.first().refs)
+    rec("dyn_stored", lambda: Dyn.objects.as_pymongo().first())
+
+
+class ScEmb(M.EmbeddedDocument):
+    ref = M.ReferenceField(SrPerson)
+    refs = M.ListField(M.ReferenceField(SrPerson))
+
+
+class ScHolder(M.Document):
+    name = M.StringField()
+    gens = M.ListField(M.GenericReferenceField())
+    dmap = M.DictField(M.ReferenceField(SrPerson))
+    dyn = M.DictField()
+    embs = M.ListField(M.EmbeddedDocumentField(ScEmb))
+    emb = M.EmbeddedDocumentField(ScEmb)
+    nested = M.ListField(M.ListField(M.ReferenceField(SrPerson)))
+    cached = M.CachedReferenceField(SrPerson, fields=["name"], auto_sync=True)
+
+
+def sr_containers() -> None:
+    """select_related into lists, dicts, embedded documents and nested lists
+    of references, generic ones, to each depth; cached references synced."""
+    LOG.on = False
+    for cls in (SrPerson, ScHolder):
+        cls.drop_collection()
+    LOG.on = True
+    p = SrPerson(name="p").save()
+    k = SrKid(name="k", friends=[p]).save()
+    p.friends = [k]
+    p.save()
+    ScHolder(
+        name="h",
+        gens=[p, k],
+        dmap={"a": p, "b": k},
+        dyn={"x": p, "l": [k, {"y": p}]},
+        embs=[ScEmb(ref=p, refs=[k])],
+        emb=ScEmb(ref=k),
+        nested=[[p], [k, p]],
+        cached=k,
+    ).save()
+    ScHolder(name="i", gens=[SrPerson(id=ObjectId())], cached=p).save()
+    ordered = ScHolder.objects.order_by("name")
+    for depth in (0, 1, 2, 3):
+        rec(f"depth{depth}", lambda d=depth: ordered.select_related(max_depth=d))
+    h = ScHolder.objects.get(name="h")
+    rec("lazy_reads", lambda: (h.gens, h.dmap, h.dyn, h.embs, h.emb, h.nested))
+    rec("deep_read", lambda: h.embs[0].refs[0].friends[0].friends)
+    rec("doc_sr", lambda: ScHolder.objects.get(name="h").select_related(max_depth=3))
+    k.name = "k2"
+    rec("sync_save", lambda: k.save())
+    rec("cached_after", lambda: list(ordered.as_pymongo().scalar("cached")))
+    rec("q_cached", lambda: [x.name for x in ScHolder.objects(cached__name="k2")])
+    rec("q_emb_ref", lambda: [x.name for x in ScHolder.objects(embs__ref=p)])
+    rec("q_dmap", lambda: [x.name for x in ScHolder.objects(dmap__a=p)])
+    rec("q_nested", lambda: [x.name for x in ScHolder.objects(nested=[p])])
+    p.delete()
+    rec("dangling_read", lambda: ScHolder.objects.get(name="h").dmap)
+
+
 SCENARIOS = [
     q_projections,
     q_values,
@@ -2762,6 +2866,8 @@ SCENARIOS = [
     l_defaults,
     q_insert_more,
     d_misc,
+    q_more,
+    sr_containers,
 ]
 
 if __name__ == "__main__":
