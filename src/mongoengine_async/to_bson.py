@@ -808,7 +808,10 @@ class _Source:
         }
         if len(acting) > 1:
             ns["given_in_order"] = _given_in_order(acting)
-            lines += ["    if not given_in_order(values):", "        return False"]
+            lines += [  # (one value: in order)
+                "    if len(values) > 1 and not given_in_order(values):",
+                "        return False",
+            ]
         # ``acted``: a user's code ran, as in __init__, which raises then what
         # raised here (it would run that code again).
         called = [i for i, (_, field) in enumerate(fields) if _calls_default(field)]
