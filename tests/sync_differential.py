@@ -35,7 +35,7 @@ from typing import Any
 
 import mongoengine
 import pymongo
-from bson import SON, DBRef, ObjectId
+from bson import SON, Binary, Code, DBRef, Decimal128, Int64, MinKey, ObjectId, Regex
 from mongoengine.context_managers import query_counter
 from pymongo import monitoring
 
@@ -2829,6 +2829,87 @@ def sr_containers() -> None:
     rec("dangling_read", lambda: ScHolder.objects.get(name="h").dmap)
 
 
+class GeHolder(M.Document):
+    id = M.IntField(primary_key=True)
+    ge = M.GenericEmbeddedDocumentField()
+    ges = M.ListField(M.GenericEmbeddedDocumentField())
+    pets = M.MapField(M.EmbeddedDocumentField(Animal))
+    lazy = M.LazyReferenceField(Author, passthrough=True)
+    i = M.IntField()
+    s = M.StringField()
+    d = M.DecimalField()
+    u = M.UUIDField(binary=False)
+    ub = M.UUIDField()
+    f = M.FloatField()
+    meta = {"collection": "ge_holder"}
+
+
+def x_bson() -> None:
+    """Stored BSON types of other kinds (Decimal128, Int64, Regex, Code,
+    MinKey, a UUID's binary) and generic, mapped or unknown embedded classes,
+    each document read, validated and saved."""
+    LOG.on = False
+    GeHolder.drop_collection()
+    Author.drop_collection()
+    au = Author(name="a").save()
+    GeHolder._get_collection().insert_many(
+        [
+            {
+                "_id": 1,
+                "ge": {"_cls": "Emb", "a": 1},
+                "ges": [{"_cls": "Dog", "bark": 2}],
+            },
+            {
+                "_id": 2,
+                "pets": {
+                    "x": {"_cls": "Animal.Dog", "bark": 3},
+                    "y": {"name": "n"},
+                },
+            },
+            {
+                "_id": 6,
+                "ges": [{"_cls": "Nope"}],
+                "pets": {"z": {"_cls": "Animal.Cat"}},
+            },
+            {
+                "_id": 3,
+                "lazy": au.pk,
+                "i": Int64(5),
+                "s": Regex("a"),
+                "d": Decimal128("1.5"),
+                "f": Int64(2),
+            },
+            {
+                "_id": 4,
+                "u": Binary(uuid.UUID(int=5).bytes, 4),
+                "ub": "00000000-0000-0000-0000-000000000006",
+                "s": Code("x"),
+                "i": MinKey(),
+            },
+            {
+                "_id": 5,
+                "lazy": DBRef("author", au.pk),
+                "d": Decimal128("NaN"),
+                "s": datetime.datetime(2020, 1, 1),
+            },
+        ]
+    )
+    LOG.on = True
+    for n in range(1, 7):
+        g = rec(f"get{n}", lambda n=n: GeHolder.objects.get(pk=n))
+        rec(
+            f"read{n}",
+            lambda g=g: (
+                g and (g.ge, g.ges, g.pets, g.lazy, g.i, g.s, g.d, g.u, g.ub, g.f)
+            ),
+        )
+        rec(f"lazy{n}", lambda g=g: g and g.lazy and (g.lazy.name, g.lazy.pk))
+        rec(f"validate{n}", lambda g=g: g and g.validate())
+        rec(f"save{n}", lambda g=g: g and g.save())
+    rec("list", lambda: list(GeHolder.objects.order_by("id")))
+    rec("stored", lambda: list(GeHolder.objects.order_by("id").as_pymongo()))
+
+
 SCENARIOS = [
     q_projections,
     q_values,
@@ -2868,6 +2949,7 @@ SCENARIOS = [
     d_misc,
     q_more,
     sr_containers,
+    x_bson,
 ]
 
 if __name__ == "__main__":
