@@ -2315,12 +2315,17 @@ def kept_then_signalled_models(
 
 
 async def kept_scenario(
-    module: Any, parented: bool, signalled: bool, seed: Callable[..., Awaitable[Any]]
+    module: Any,
+    parented: bool,
+    signalled: bool,
+    seed: Callable[..., Awaitable[Any]],
+    links_signalled: bool = False,
 ) -> tuple[Any, ...]:
     """The owners, links and subclass documents ``seed(save, owner, link, sub)``
     stores; then the owners matching "doomed" deleted under a case-insensitive
     collation: the result, the owners and links left, the subclass documents
-    sent ``post_delete`` (when ``signalled``)."""
+    (and links, when ``links_signalled``) sent ``post_delete`` (when
+    ``signalled``)."""
     is_async = module is mongoengine_async
     alias = "default" if is_async else SYNC
     owner, link, sub = kept_then_signalled_models(module, alias, parented)
@@ -2336,7 +2341,8 @@ async def kept_scenario(
         seen.append(document.name)
 
     matching = owner.objects(name="doomed").collation(CASE_INSENSITIVE)
-    with receiving(sigs.post_delete, noted, *([sub] if signalled else [])):
+    senders = [*([sub] if signalled else []), *([link] if links_signalled else [])]
+    with receiving(sigs.post_delete, noted, *senders):
         if is_async:
             result = await matching.async_delete()
         else:
@@ -2401,6 +2407,91 @@ async def test_a_root_kept_by_the_collation_stays_down_its_own_rule_s_chain(
     theirs = await kept_scenario(mongoengine, True, signalled, seed)
     assert theirs == (1, ["DOOMED", "other"], [], [])
     assert await kept_scenario(mongoengine_async, True, signalled, seed) == theirs
+
+
+async def test_a_root_kept_by_the_collation_goes_past_links_deleted_one_by_one(
+    async_alias: str, sync_alias: Any
+) -> None:
+    """DOOMED, matched by the collated queryset under its collation alone,
+    held by MongoEngine's ``cascade_refs`` from the ``parent`` rule on, is
+    reached again through a link whose class has delete receivers:
+    MongoEngine deletes each link with its own ``delete()``, whose
+    ``cascade_refs`` start afresh, so the subclass's ``link`` CASCADE deletes
+    DOOMED. The async delete still held it: DOOMED stayed."""
+
+    async def seed(save: Any, owner: Any, link: Any, sub: Any) -> None:
+        doomed = await save(owner(name="doomed"))
+        first = await save(link(name="first", owner=doomed))
+        await save(sub(name="DOOMED", link=first))
+        await save(owner(name="other"))
+
+    theirs = await kept_scenario(mongoengine, True, False, seed, True)
+    assert theirs == (1, ["other"], [], ["first"])
+    assert await kept_scenario(mongoengine_async, True, False, seed, True) == theirs
+
+
+def filtered_denier_models(module: Any, alias: str) -> tuple[type, ...]:
+    """An owner; parents (CASCADE from it, no rules); denied documents
+    (CASCADE from it); the parents' subclass, whose ``denied`` has a DENY
+    rule and whose manager matches kind "k" under a case-insensitive
+    collation."""
+
+    def objects(document: type, queryset: Any) -> Any:
+        return queryset.collation(CASE_INSENSITIVE).filter(kind="k")
+
+    owner = build(module, "DrpFdOwner", alias, {"name": module.StringField()})
+    fields = {
+        "kind": module.StringField(),
+        "owner": module.ReferenceField(owner, reverse_delete_rule=CASCADE),
+    }
+    parent = owned(module, alias, "DrpFdParent", fields, {"allow_inheritance": True})
+    ref = module.ReferenceField(owner, reverse_delete_rule=CASCADE)
+    denied = build(module, "DrpFdDenied", alias, {"owner": ref})
+    sub = type(
+        f"DrpFdSub{uuid4().hex[:6]}",
+        (parent,),
+        {
+            "__module__": __name__,
+            "denied": module.ReferenceField(denied, reverse_delete_rule=DENY),
+            "objects": module.queryset_manager(objects),
+        },
+    )
+    return owner, parent, denied, sub
+
+
+async def test_a_deny_referrer_its_parent_class_s_cascade_deletes_blocks_nothing(
+    async_alias: str, sync_alias: Any
+) -> None:
+    """A subclass document (kind "K": its manager matches it under its
+    collation alone) refers with DENY to a document the owner's delete
+    cascades to; the parents' CASCADE (their plain manager) deletes it too:
+    MongoEngine's walk deletes it first, and the delete goes through. The
+    async DENY check counted it as left (its class's own CASCADE, read
+    without the collation, does not match it): the delete was refused."""
+
+    async def scenario(module: Any) -> tuple[Any, ...]:
+        is_async = module is mongoengine_async
+        owner, parent, denied, sub = filtered_denier_models(
+            module, "default" if is_async else SYNC
+        )
+
+        async def save(document: Any) -> Any:
+            return await document.async_save() if is_async else document.save()
+
+        doomed = await save(owner(name="doomed"))
+        target = await save(denied(owner=doomed))
+        await save(sub(kind="K", owner=doomed, denied=target))
+        try:
+            result = await doomed.async_delete() if is_async else doomed.delete()
+        except OperationError as error:
+            result = outcome(error)[1]
+        names = [cls._get_collection_name() for cls in (owner, parent, denied)]
+        left = [len(await stored_by(is_async, name, "_id")) for name in names]
+        return result, left
+
+    theirs = await scenario(mongoengine)
+    assert theirs == (None, [0, 0, 0])
+    assert await scenario(mongoengine_async) == theirs
 
 
 def hinted_chain_models(module: Any, alias: str, rule: int) -> tuple[type, ...]:

@@ -642,12 +642,16 @@ class _DeletePlan:
         # rules applied, but not deleted (see _keep, _resolve_kept).
         self.kept: set[tuple[str, Any]] = set()
         # Per (collection, _id_key) of a document listed under a collation
-        # alone (kept by its read's delete): the position (rule indices from
-        # the root, MongoEngine's depth-first order) from which its
-        # cascade_refs hold it, None for never; and the first position of a
-        # read matching it without the collation (which deletes it).
-        self.kept_from: dict[tuple[str, Any], tuple[int, ...] | None] = {}
-        self.reached: dict[tuple[str, Any], tuple[int, ...]] = {}
+        # alone (kept by its read's delete): the positions (rule indices from
+        # the root, MongoEngine's depth-first order) from which cascade_refs
+        # hold it (none: never); and the positions of the reads matching it
+        # without the collation (each deletes it, unless held there).
+        self.kept_from: dict[tuple[str, Any], set[tuple[int, ...]]] = {}
+        self.reached: dict[tuple[str, Any], set[tuple[int, ...]]] = {}
+        # The positions of the reads of a class with delete receivers:
+        # MongoEngine deletes each of those with its own delete(), which
+        # starts cascade_refs afresh below it.
+        self.one_by_one: set[tuple[int, ...]] = set()
         # Whether a read may list some under a collation alone (else no
         # read's matches are noted in self.reached).
         self.may_keep = bool(collated is not None and collated._collation) or any(
@@ -1119,8 +1123,8 @@ class _DeletePlan:
         planned = self._planned(referrer)
         return [
             planned[key]
-            for (collection, key), start in self.kept_from.items()
-            if collection == name and start is not None and start <= position
+            for (collection, key), starts in self.kept_from.items()
+            if collection == name and self._held(starts, position)
         ]
 
     async def _through_hint(
@@ -1155,6 +1159,8 @@ class _DeletePlan:
         classes = _rule_classes(referrer)
         # Whole documents, which their signals are sent (see _load_for_signals).
         whole = signals.has_delete_receivers(referrer)
+        if whole:
+            self.one_by_one.add(position)
         # (MongoEngine iterates them through the manager: its sort, collation,
         # hint)
         iteration = _iteration(referrer) if whole else _matching(referrer)
@@ -1268,11 +1274,9 @@ class _DeletePlan:
             for index, (referrer, _, rule) in rules
             if rule == CASCADE and referrer._get_collection_name() == name
         ]
-        start = (*position, within[0]) if within else None
+        starts = {(*position, within[0])} if within else set()
         for key in keys - roots:
-            known = self.kept_from.get((name, key), start)
-            earliest = [each for each in (known, start) if each is not None]
-            self.kept_from[(name, key)] = min(earliest, default=None)
+            self.kept_from.setdefault((name, key), set()).update(starts)
         self._resolve_kept()
 
     def _reach(self, cls: type[Any], keys: set, position: tuple[int, ...]) -> None:
@@ -1283,23 +1287,37 @@ class _DeletePlan:
             return
         name = cls._get_collection_name()
         for key in keys:
-            known = self.reached.get((name, key))
-            self.reached[(name, key)] = (
-                position if known is None else min(known, position)
-            )
+            self.reached.setdefault((name, key), set()).add(position)
         self._resolve_kept()
 
     def _resolve_kept(self) -> None:
         """``self.kept``: the documents listed under a collation alone that no
         query deletes, as in MongoEngine's depth-first walk: none matches them
-        without collation, or only one its ``cascade_refs`` already hold them
-        at (which its ``pk__nin`` leaves out)."""
+        without collation, or only ones whose ``cascade_refs`` already hold
+        them (which their ``pk__nin`` leaves out)."""
         self.kept = {
             key
-            for key, start in self.kept_from.items()
-            if key not in self.reached
-            or (start is not None and start <= self.reached[key])
+            for key, starts in self.kept_from.items()
+            if all(self._held(starts, at) for at in self.reached.get(key, ()))
         }
+
+    def _held(self, starts: set[tuple[int, ...]], at: tuple[int, ...]) -> bool:
+        """Whether MongoEngine's query at position ``at`` leaves out a kept
+        document its ``cascade_refs`` hold from one of ``starts``: added to
+        them before (depth-first), in the same set (no class between deleted
+        one by one, each of its documents with cascade_refs of its own)."""
+        return any(
+            start <= at and self._refs_of(start[:-1]) == self._refs_of(at[:-1])
+            for start in starts
+        )
+
+    def _refs_of(self, node: tuple[int, ...]) -> tuple[int, ...]:
+        """The position where the cascade_refs the delete at ``node`` uses
+        start: its deepest one deleted one by one, else the root ()."""
+        for end in range(len(node), 0, -1):
+            if node[:end] in self.one_by_one:
+                return node[:end]
+        return ()
 
     def _spared(self, referrer: type[Any]) -> _Spared:
         """The spared pks as ``referrer`` stores them, as MongoEngine's query
@@ -1365,8 +1383,11 @@ class _DeletePlan:
         planned = self._deleted(referrer)
         exclude = self._sendable(list(planned.values()))
         counting = _counting(referrer)
+        gone = self._filtered(referrer)
         for run in self._referring(referrer, name, cls, ids):
             query = _referring(referrer, name, run, exclude)
+            if gone:
+                query = {"$and": [query, {"$nor": gone}]}
             if exclude is not None:
                 found = await on_primary(referring.collection).find_one(
                     query, {"_id": 1}, session=referring.session, **counting
@@ -1376,6 +1397,17 @@ class _DeletePlan:
             elif await _any_outside(referring, query, planned, counting):
                 return True
         return False
+
+    def _filtered(self, referrer: type[Any]) -> list[dict]:
+        """The filters deleting documents of the ``referrer``'s collection
+        (another class's, say its parent's, whose manager matches more): what
+        they match goes with the delete, so refers to nothing left."""
+        where = (referrer._meta.get("db_alias"), referrer._get_collection_name())
+        return [
+            query
+            for cls, query in self.filters
+            if (cls._meta.get("db_alias"), cls._get_collection_name()) == where
+        ]
 
     def _load_for_signals(self) -> list:
         """Build the cascaded documents planned under a class with delete
