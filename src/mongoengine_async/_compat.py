@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import contextlib
 from asyncio import _get_running_loop as running_loop_or_none
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import mongoengine
 import mongoengine.base.common as me_common
 import mongoengine.connection as me_connection
-import pymongo.errors
 from bson import DBRef, ObjectId
 from gridfs.asynchronous import AsyncGridIn, AsyncGridOut
 from gridfs.asynchronous.grid_file import (
@@ -72,9 +71,7 @@ __all__ = (
     "has_field_display",
     "is_registered_sync",
     "outside_caller_timeout",
-    "retryable_write_error",
     "running_loop_or_none",
-    "sent_again_once",
     "set_field_display",
     "sync_alias_of",
     "sync_settings_of",
@@ -343,43 +340,3 @@ def set_field_display(document: Any) -> None:
     """Give ``document`` its ``get_<field>_display`` methods, as
     ``BaseDocument.__init__`` does (a private, name-mangled method)."""
     document._BaseDocument__set_field_display()
-
-
-def retryable_write_error(error: pymongo.errors.PyMongoError) -> bool:
-    """Whether PyMongo retries a retryable write that failed with ``error``: a
-    connection error (not a server selection or pool time-out: those waited
-    already) or a server error of its retryable codes (NotWritablePrimary,
-    InterruptedDueToReplStateChange, also in a write concern error...)."""
-    if isinstance(error, pymongo.errors.ConnectionFailure):
-        return not isinstance(
-            error,
-            (
-                pymongo.errors.ServerSelectionTimeoutError,
-                pymongo.errors.WaitQueueTimeoutError,
-            ),
-        )
-    return (
-        isinstance(error, pymongo.errors.OperationFailure)
-        and error.code in RETRYABLE_ERROR_CODES
-    )
-
-
-_Sent = TypeVar("_Sent")
-
-
-async def sent_again_once(
-    send: Callable[[], Awaitable[_Sent]], session: AsyncClientSession | None
-) -> _Sent:
-    """``send()``, an idempotent write PyMongo does not retry (a delete of
-    many documents, an index creation), sent once more after an error PyMongo
-    retries a retryable write on (a primary stepping down, a lost
-    connection), as PyMongo sends one again; not in a transaction (in
-    ``session``), which is retried as a whole. An error of the second send
-    is raised while handling the first's (its ``__context__``)."""
-    try:
-        return await send()
-    except pymongo.errors.PyMongoError as error:
-        in_transaction = session is not None and session.in_transaction
-        if in_transaction or not retryable_write_error(error):
-            raise
-        return await send()

@@ -16,7 +16,6 @@ from pymongo import IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
-from mongoengine_async._compat import sent_again_once
 from mongoengine_async.checks import check_model
 from mongoengine_async.classes import keyed_by_class, taken_in
 from mongoengine_async.connection import (
@@ -25,6 +24,7 @@ from mongoengine_async.connection import (
     released,
     running_loop,
 )
+from mongoengine_async.resend import sent_again_once
 
 __all__ = (
     "create_collection",

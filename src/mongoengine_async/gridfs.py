@@ -65,7 +65,6 @@ from pymongo.topology_description import TOPOLOGY_TYPE
 from mongoengine_async._compat import (
     AsyncGridOutChunkIterator,
     caller_time_left,
-    sent_again_once,
 )
 from mongoengine_async.batches import (
     WHOLE_RESULT,
@@ -114,6 +113,7 @@ from mongoengine_async.guards import (
 )
 from mongoengine_async.operation import Operation, own_session, session_for
 from mongoengine_async.proxies import alias_of, is_async_class, owner_class
+from mongoengine_async.resend import sent_again_once
 
 if TYPE_CHECKING:  # RefusesAsync is only mixed into MongoEngine's GridFSProxy
     from mongoengine.fields import GridFSProxy as _GridFSProxyMixin
