@@ -217,6 +217,16 @@ async def test_unconnected_alias_of_its_document_too_gives_no_hint(mongodb_uri) 
     assert str(info.value) == message.replace("GpOwnAlias.pdf", "GpOwnNote.scan")
 
 
+async def test_unconnected_alias_of_an_embedded_document_held_by_none() -> None:
+    """An embedded document of no document has no document's alias to
+    follow: the error does not tell it does not follow one."""
+    with pytest.raises(ConnectionFailure) as info:
+        await GpOwnNote().scan.async_put(b"x")
+    assert str(info.value) == (
+        "GpOwnNote.scan: the FileField's alias 'gfs-parity-own' has no connection"
+    )
+
+
 # -- async methods of a file on a sync alias ---------------------------------------
 
 
