@@ -695,6 +695,93 @@ _FETCH_AS_LOOP_CLOSES = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize("kind", ["proxy", "lazy"])
+def test_a_closed_loops_fetch_collected_during_another_fetch(
+    mongodb_uri, database, kind
+):
+    """A fetch left by a loop closed by hand, collected by a garbage collection
+    that a later fetch (of another reference) starts while it holds the lock of
+    fetches in flight: the collected fetch's cleanup takes that lock too, in
+    the same thread. Both end; the collection hung for good.
+    (In a process of its own, as above.)"""
+    script = _COLLECTED_DURING_A_FETCH.replace("KIND", kind)
+    printed = _printed(script, mongodb_uri, database)
+    assert printed == ["read", "a", "collected", "True"]
+
+
+_COLLECTED_DURING_A_FETCH = textwrap.dedent(
+    """
+    import asyncio, gc, os, sys, weakref
+    from pymongo import monitoring
+    from mongoengine_async import (
+        Document, LazyReferenceField, ReferenceField, StringField, connect_async)
+
+    class FetchAuthor(Document):
+        name = StringField()
+
+    class FetchBook(Document):
+        author = ReferenceField(FetchAuthor)
+        lazy = LazyReferenceField(FetchAuthor)
+
+    class Listener(monitoring.CommandListener):
+        def started(self, event):
+            if event.command.get("find") == "fetch_author" and stopping:
+                loop.stop()  # as the query is sent
+
+        def succeeded(self, event):
+            pass
+
+        def failed(self, event):
+            pass
+
+    async def stored():
+        await connect_async(
+            "{}", host=os.environ["MONGODB_URI"], event_listeners=[Listener()])
+        author = await FetchAuthor(name="a").async_save()
+        references = []
+        for _ in range(2):
+            book = await FetchBook(author=author, lazy=author).async_save()
+            book = await FetchBook.objects.async_get(pk=book.pk)
+            references.append(book.author if "KIND" == "proxy" else book.lazy)
+        return references
+
+    def fetch(reference):
+        return reference.fetch() if "KIND" == "proxy" else reference.async_fetch()
+
+    async def fetches(reference, count):
+        return await asyncio.gather(*(fetch(reference) for _ in range(count)))
+
+    stopping = False
+    loop = asyncio.new_event_loop()
+    first, other = loop.run_until_complete(stored())
+    stopping = True
+    loop.create_task(fetches(first, 3))
+    loop.run_forever()
+    stopping = False
+    loop.close()
+    closed = weakref.ref(loop)
+    del loop
+    gc.disable()
+    asyncio.run(fetches(first, 2))  # takes over: the closed loop's is garbage
+
+    def collecting(make):
+        # A collection, as an allocation may start one, in the fetch's lock.
+        def made(*args, **kwargs):
+            if sys._getframe(1).f_code.co_name in ("fetch", "_fetch_lock"):
+                gc.collect()
+            return make(*args, **kwargs)
+        return made
+
+    asyncio.BaseEventLoop.create_future = collecting(
+        asyncio.BaseEventLoop.create_future)
+    asyncio.Lock = collecting(asyncio.Lock)
+    read = asyncio.run(fetches(other, 2))
+    print("read", *{{document.name for document in read}})
+    print("collected", closed() is None)
+    """
+)
+
+
 def test_a_fence_whose_loop_is_stopped_as_it_ends_logs_no_error(mongodb_uri, database):
     """A delete of its own transaction cancelled once sent: its abort is
     fenced by a read the server refuses, as meant; the loop stopped as that

@@ -318,8 +318,10 @@ def _stored_value(stored: Any) -> Any:
 
 
 # Guards the in-flight state of proxies and lazy references, which threads
-# running event loops of their own may share.
-_IN_FLIGHT = threading.Lock()
+# running event loops of their own may share. Reentrant: a garbage collection
+# started while it is held may finalise the fetch of a loop closed by hand,
+# whose cleanup takes it in that thread (that cleanup changes only its own).
+_IN_FLIGHT = threading.RLock()
 # A fetch that sends its own query beside the one in flight, of another context.
 _APART = object()
 
