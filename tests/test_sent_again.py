@@ -160,9 +160,9 @@ async def test_an_index_creation_timed_out_by_the_caller_is_not_sent_again(
     """Its error is raised, as PyMongo raises a retryable write's once the
     caller's time is spent: no second send, no connection checked out for it."""
     name, events = app
-    block = {"blockConnection": True, "blockTimeMS": 2000}
+    block = {"blockConnection": True, "blockTimeMS": 6000}
     await failing(name, "createIndexes", block)
-    with pytest.raises(NetworkTimeout) as raised, pymongo.timeout(0.5):
+    with pytest.raises(NetworkTimeout) as raised, pymongo.timeout(2):
         await SaIndexed(name="a").async_save()
     assert raised.value.timeout
     failed = events.seen.index(("failed", "createIndexes", None))

@@ -1291,7 +1291,7 @@ def _document_alias(proxy: GridFSProxy) -> str | None:
     """The alias of the document class holding ``proxy``'s file field (None
     for a proxy of no document, or of an embedded document held by none)."""
     if proxy.instance is not None:
-        owner = owner_class(proxy.instance)
+        owner: type[Any] | None = owner_class(proxy.instance)
     else:
         owner = getattr(getattr(proxy, "_field", None), "owner_document", None)
     if owner is None or not issubclass(owner, mongoengine.Document):
