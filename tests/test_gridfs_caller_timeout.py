@@ -10,11 +10,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from uuid import uuid4
 
 import pymongo
 import pymongo.errors
 import pytest
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
+from mongoengine.errors import OperationError
 
 from conftest import Held, held_on_server
 from mongoengine_async import (
@@ -24,6 +26,10 @@ from mongoengine_async import (
     ListField,
     ReferenceField,
     StringField,
+    connect_async,
+    disconnect_all_async,
+    disconnect_async,
+    get_async_connection,
     get_async_db,
 )
 from mongoengine_async.testing import fresh_database
@@ -225,3 +231,153 @@ async def test_a_cancelled_deletes_files_outlive_its_timeout(
     assert await documents_left() == (1 if delete == "document" else 0)
     assert await files_of_the_kept(delete) == kept_files(delete)
     assert reported == []
+
+
+class SpendsTheBudget(pymongo.monitoring.CommandListener):
+    """Once a delete of documents got its reply, blocks until the caller's
+    ``pymongo.timeout()`` is spent: the delete returned (or failed on the
+    server), having taken the whole budget, before the steps after it."""
+
+    def started(self, event: Any) -> None:
+        pass
+
+    def succeeded(self, event: Any) -> None:
+        if event.command_name == "delete":
+            while (left := pymongo._csot.remaining()) is not None and left > 0:
+                time.sleep(0.01)
+
+    def failed(self, event: Any) -> None:
+        pass
+
+
+@pytest.fixture
+async def spent_by_the_delete(mongodb_uri: str) -> AsyncIterator[str]:
+    """The default alias (application name :data:`APP`), whose deletes spend
+    the caller's time-out, and the files' alias."""
+    async with (
+        fresh_database(
+            DEFAULT_CONNECTION_NAME,
+            mongodb_uri,
+            appname=APP,
+            event_listeners=[SpendsTheBudget()],
+        ),
+        fresh_database(FILES, mongodb_uri),
+    ):
+        yield APP
+
+
+@pytest.mark.parametrize("delete", ["document", "queryset"])
+async def test_a_budget_spent_before_the_files_raises_execution_timeout(
+    spent_by_the_delete: str, reported: list[dict[str, Any]], delete: str
+) -> None:
+    """The documents' delete returns with the caller's ``pymongo.timeout()``
+    spent: the call raises ExecutionTimeout (code 50, a time-out: what
+    PyMongo raised when the first file's delete found it spent), and the
+    files of the deleted documents are deleted all the same, beyond it."""
+    deleting = await DELETES[delete]()
+    with pytest.raises(pymongo.errors.ExecutionTimeout) as error:
+        with pymongo.timeout(0.5):
+            await deleting()
+    assert error.value.code == 50 and error.value.timeout
+    assert "ran out before the delete of the files" in str(error.value)
+    assert await documents_left() == (1 if delete == "document" else 0)
+    assert await files_of_the_kept(delete) == kept_files(delete)
+    assert reported == []
+
+
+# The delete's error: a document's as MongoEngine wraps it.
+FAILED_DELETE = {
+    "document": OperationError,
+    "queryset": pymongo.errors.WriteConcernError,
+}
+
+
+@pytest.mark.parametrize("delete", list(FAILED_DELETE))
+async def test_reads_after_a_failed_delete_outlive_the_callers_timeout(
+    spent_by_the_delete: str, reported: list[dict[str, Any]], delete: str
+) -> None:
+    """A delete applied but failing on the server (a write concern error) as
+    it spends the caller's ``pymongo.timeout()``: the call raises that
+    error, and the reads after it (which documents are gone) run beyond the
+    time-out: the files of the deleted documents are deleted (those reads,
+    cut short by it, kept them all, orphaned)."""
+    deleting = await DELETES[delete]()
+    admin = get_async_db().client.admin
+    fail_point = {"configureFailPoint": "failCommand"}
+    await admin.command(
+        {
+            **fail_point,
+            "mode": {"times": 1},
+            "data": {
+                "failCommands": ["delete"],
+                "appName": spent_by_the_delete,
+                "writeConcernError": {"code": 64, "errmsg": "replication timed out"},
+            },
+        }
+    )
+    try:
+        with pytest.raises(FAILED_DELETE[delete]), pymongo.timeout(0.5):
+            await deleting()
+    finally:
+        await admin.command({**fail_point, "mode": "off"})
+    assert await documents_left() == (1 if delete == "document" else 0)
+    assert await files_of_the_kept(delete) == kept_files(delete)
+    assert reported == []
+
+
+@pytest.mark.parametrize("end", ["asyncio.run", "disconnect_async"])
+def test_the_end_waits_for_the_files_past_the_timeout(
+    mongodb_uri: str, end: str
+) -> None:
+    """A document delete whose first file's delete is held on the server
+    beyond the caller's ``pymongo.timeout()``, in ``asyncio.run()``: the
+    call raises NetworkTimeout and returns; the loop's end (or first the
+    ``disconnect_async`` of the files' alias) waits for the files' deletes
+    that go on: none is left (a client closed under them left them,
+    orphaned)."""
+    name = f"test_{uuid4().hex[:12]}"
+    apps = {alias: f"{alias}-{uuid4().hex[:8]}" for alias in ("default", FILES)}
+
+    async def connect() -> Any:
+        for alias, app in apps.items():
+            await connect_async(
+                name,
+                alias,
+                host=mongodb_uri,
+                appname=app,
+                uuidRepresentation="standard",
+            )
+        return get_async_connection().admin
+
+    async def main() -> None:
+        admin = await connect()
+        deleting = await document_delete()
+        await admin.command(
+            {
+                "configureFailPoint": "failCommand",
+                "mode": {"times": 1},
+                "data": {
+                    "failCommands": ["delete"],
+                    "appName": apps[FILES],
+                    "blockConnection": True,
+                    "blockTimeMS": 1_500,
+                },
+            }
+        )
+        with pytest.raises(pymongo.errors.NetworkTimeout), pymongo.timeout(0.5):
+            await deleting()
+        if end == "disconnect_async":
+            await disconnect_async(FILES)
+
+    async def files_left() -> list[int]:
+        admin = await connect()
+        await Held(admin, apps[FILES], ["delete"], 0).ended_on_server()
+        await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        try:
+            return [await documents_left(), *await left()]
+        finally:
+            await get_async_connection().drop_database(name)
+            await disconnect_all_async()
+
+    asyncio.run(main())
+    assert asyncio.run(files_left()) == [1, 4, 4]  # (the paper kept, its files)

@@ -32,6 +32,7 @@ from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import (
     ConnectionFailure,
+    ExecutionTimeout,
     InvalidOperation,
     NetworkTimeout,
     OperationFailure,
@@ -502,17 +503,31 @@ async def _committed(undos: Journal) -> None:
     spent first, the call ends (the commit is its outcome) and they go on in
     their task."""
     steps = _commit_steps(undos)
-    if not steps:
-        return
+    if steps:
+        await _within_time_left(
+            _run_steps(steps), lambda task: _after_commit(task, _aliases_of(steps))
+        )
+
+
+async def _within_time_left(
+    work: Coroutine[Any, Any, None], hold: Callable[[asyncio.Future[None]], object]
+) -> bool:
+    """``await work`` in a task outside the caller's ``pymongo.timeout()``,
+    waited at most what is left of it; whether it ended (its error raised).
+    That time-out spent first (or the caller cancelled), ``hold`` gets the
+    task, which goes on: what :func:`_committed` and
+    :func:`beyond_caller_timeout` share."""
     with outside_caller_timeout():
-        task = asyncio.ensure_future(_run_steps(steps))
+        task = asyncio.ensure_future(work)
     try:
         await asyncio.wait((task,), timeout=_time_left())
     finally:
         if not task.done():
-            _after_commit(task, _aliases_of(steps))
-    if task.done():
-        task.result()
+            hold(task)
+    if not task.done():
+        return False
+    task.result()
+    return True
 
 
 def _time_left() -> float | None:
@@ -782,22 +797,23 @@ async def beyond_caller_timeout(
     outside the caller's ``pymongo.timeout()``, waited at most what is left
     of it: spent first (or the caller cancelled), ``work`` goes on held as a
     :func:`follow_up` with ``finish`` (its error to the loop's exception
-    handler), and the call raises NetworkTimeout, as when that time-out cut
-    ``work`` short, leaving it half done (or the cancellation)."""
-    with outside_caller_timeout():
-        task = asyncio.ensure_future(work)
-    try:
-        await asyncio.wait((task,), timeout=_time_left())
-    finally:
-        if not task.done():
-            held(task, following, what)
-            finish_before_close(task, what, aliases)
-    if not task.done():
-        raise NetworkTimeout(
-            f"timed out: the caller's pymongo.timeout() ran out before the {what}"
-            " ended (it goes on)"
-        )
-    task.result()
+    handler), and the call raises what PyMongo did when that time-out cut
+    ``work`` short (or the cancellation): ExecutionTimeout if it was spent
+    before ``work`` began, as PyMongo sends nothing then, else NetworkTimeout."""
+
+    def hold(task: asyncio.Future[None]) -> None:
+        held(task, following, what)
+        finish_before_close(task, what, aliases)
+
+    spent = _time_left() == 0
+    if not await _within_time_left(work, hold):
+        message = f"timed out: the caller's pymongo.timeout() ran out before the {what}"
+        if spent:
+            message += " began (it goes on)"
+            raise ExecutionTimeout(
+                message, 50, {"ok": 0, "errmsg": message, "code": 50}
+            )
+        raise NetworkTimeout(f"{message} ended (it goes on)")
 
 
 async def _unbound(work: Coroutine[Any, Any, None]) -> None:

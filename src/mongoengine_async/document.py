@@ -100,8 +100,10 @@ from mongoengine_async.from_bson import LoadedState
 from mongoengine_async.gridfs import (
     AsyncGridFSProxy,
     Unreachable,
+    alone_past_timeout,
     check_deletable,
     delete_files,
+    past_timeout,
     run_again_if_cut_short,
 )
 from mongoengine_async.guards import (
@@ -1341,7 +1343,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         transaction (the caller's) nothing is read: its abort keeps them;
         nor with no file and no ``post_delete`` receiver: nothing follows.
         Cut short by its loop's end, these steps are run again (see
-        ``run_again_if_cut_short``)."""
+        ``run_again_if_cut_short``). With files, beyond the caller's
+        ``pymongo.timeout()`` (see ``delete_files``): cut short by it, the
+        read kept them, orphaned (``post_delete`` then follows the call)."""
         session = operation.session
         if session is not None and session.in_transaction:
             return
@@ -1350,11 +1354,22 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             and signals.has_receivers(signals.post_delete, type(self))
         ):
             return
-        await run_again_if_cut_short(
+        alone = alone_past_timeout(files, operation)
+        steps = run_again_if_cut_short(
             functools.partial(
-                self._steps_if_gone, files, operation, signal_kwargs, unreachable
+                self._steps_if_gone,
+                files,
+                alone or operation,
+                signal_kwargs,
+                unreachable,
             )
         )
+        if alone is None:
+            await steps
+            return
+        # (Beyond the caller's time-out, whose error is dropped for the delete's.)
+        with contextlib.suppress(pymongo.errors.PyMongoError):
+            await past_timeout(files, steps)
 
     async def _steps_if_gone(
         self,

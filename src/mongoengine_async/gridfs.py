@@ -38,6 +38,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Coroutine,
     Iterable,
     Iterator,
 )
@@ -131,6 +132,7 @@ __all__ = (
     "RefusesAsyncImage",
     "Unreachable",
     "after_failure",
+    "alone_past_timeout",
     "delete_files",
     "delete_files_of_deleted",
     "delete_unheld",
@@ -141,6 +143,7 @@ __all__ = (
     "listed",
     "not_held",
     "on_primary",
+    "past_timeout",
     "run_again_if_cut_short",
     "stored_files",
     "stored_files_and_ids",
@@ -1714,18 +1717,38 @@ async def delete_files(
     Outside a transaction, under a ``pymongo.timeout()`` of the caller's, in
     no session, outside that time-out (:func:`beyond_caller_timeout`): cut
     short by it, they were left, found by nothing."""
-    session = operation.session
-    in_transaction = session is not None and session.in_transaction
-    if not proxies or caller_time_left() is None or in_transaction:
+    alone = alone_past_timeout(proxies, operation)
+    if alone is None:
         await _delete_each(proxies, operation, surely, unreachable)
-        return
-    # (In no session: it may outlive the call. Each even when the loop's end
-    # cancels it, as a follow-up's.)
-    alone = dataclasses.replace(operation, session=None)
+    else:
+        await past_timeout(proxies, _delete_each(proxies, alone, True, unreachable))
+
+
+def alone_past_timeout(
+    proxies: list[AsyncGridFSProxy], operation: Operation
+) -> Operation | None:
+    """The operation, in no session (the steps may outlive the call, and the
+    caller use its session meanwhile), for the steps after the documents'
+    delete for the files ``proxies`` (reads, deletes) to run beyond the
+    caller's ``pymongo.timeout()`` (:func:`past_timeout`): under one, outside
+    a transaction (whose abort keeps the documents). None: no such steps."""
+    session = operation.session
+    if not proxies or caller_time_left() is None:
+        return None
+    if session is not None and session.in_transaction:
+        return None
+    return dataclasses.replace(operation, session=None)
+
+
+async def past_timeout(
+    proxies: list[AsyncGridFSProxy], steps: Coroutine[Any, Any, None]
+) -> None:
+    """``await steps`` for the files ``proxies`` of deleted documents beyond
+    the caller's ``pymongo.timeout()`` (:func:`beyond_caller_timeout`): cut
+    short by it, the files were left, found by nothing."""
+    aliases = {proxy.db_alias for proxy in proxies}
     await beyond_caller_timeout(
-        _delete_each(proxies, alone, True, unreachable),
-        "delete of the files of deleted documents",
-        {proxy.db_alias for proxy in proxies},
+        steps, "delete of the files of deleted documents", aliases
     )
 
 
@@ -1832,7 +1855,14 @@ async def delete_unheld(
     orphan costs space, a lost file is lost data). Nothing is tried on a
     client ``unreachable`` gave up (the steps after one delete's error share
     one), and one whose server selection times out is given up. ``failed``:
-    see :func:`not_held`."""
+    see :func:`not_held`. Under the caller's ``pymongo.timeout()``, outside a
+    transaction, the reads too run beyond it (see :func:`delete_files`): cut
+    short, they kept the files of the documents gone, found by nothing."""
+    alone = alone_past_timeout(proxies, operation)
+    if alone is not None:
+        steps = delete_unheld(proxies, alone, left, True, unreachable, failed)
+        await past_timeout(proxies, steps)
+        return
     unreachable = Unreachable() if unreachable is None else unreachable
     try:
         proxies = await not_held(proxies, operation, left, unreachable, failed)
