@@ -1599,17 +1599,108 @@ def test_defaults_are_called_in_mongoengines_order(values: dict[str, Any]) -> No
     given values in the order given (a value of None: the default called), as
     MongoEngine's ``__init__``, each once: a counter as default numbers the
     fields as there, even when a conversion raises."""
+    assert_constructs_as_mongoengine(OdHolder, values)
+
+
+def test_defaults_and_conversions_patched_after_first_use_run_once() -> None:
+    """A default or a conversion set on a field once its class's constructor
+    ran (``mock.patch.object``) is used, and the other defaults are called
+    once each, as by ``__init__``, not again after the change is seen."""
+    OdHolder()
+    with mock.patch.object(OdHolder._fields["last"], "default", numbered("patched")):
+        assert_constructs_as_mongoengine(OdHolder, {})
+        assert CALLS == ["first", "patched"]
+    part = OdHolder._fields["part"]
+    with mock.patch.object(part, "to_python", lambda value: OdPart(rank=9)):
+        assert_constructs_as_mongoengine(OdHolder, {"part": {}})
+        assert CALLS == ["first", "last"]
+
+
+def assert_constructs_as_mongoengine(model: type, values: dict[str, Any]) -> None:
+    """``model(**values)`` makes the calls CALLS records in the order and
+    number ``__init__`` makes them, and builds (state, ``to_mongo()``) or
+    raises (type, message) what it builds or raises."""
     CALLS.clear()
-    ours = outcome(lambda: OdHolder(**values))
+    ours = outcome(lambda: model(**values))
     our_calls = list(CALLS)
     CALLS.clear()
-    theirs = outcome(lambda: mongoengine_new(OdHolder, values))
+    theirs = outcome(lambda: mongoengine_new(model, values))
     assert our_calls == CALLS
     assert ours[0] == theirs[0]
     if ours[0] == "raised":
         assert ours == theirs
     else:
         assert state(ours[1]) == state(theirs[1])
+        assert ours[1].to_mongo() == theirs[1].to_mongo()
+
+
+class OdKey(StringField):
+    """A user's id field: its conversion, a reference's too, is user code."""
+
+    def to_python(self, value: Any) -> Any:
+        CALLS.append("key")
+        return super().to_python(value)
+
+
+class OdKeyed(Document):
+    key = OdKey(primary_key=True)
+
+
+class OdMixed(Document):
+    """Each kind of field a constructor's order matters for."""
+
+    first = IntField(default=numbered("first"))
+    count = IntField()
+    owner = ReferenceField(OdKeyed)
+    part = EmbeddedDocumentField(OdPart)
+    parts = ListField(EmbeddedDocumentField(OdPart))
+    named = DictField(EmbeddedDocumentField(OdPart))
+    loose = ListField()
+    maybe = IntField(default=numbered("maybe"), null=True)
+    shared = ListField(default=lambda: SHARED)
+    ratio = FloatField()
+    last = IntField(default=numbered("last"))
+
+
+SHARED: list[int] = []
+MIXED_VALUES = {
+    "first": st.sampled_from([None, 5, float("inf")]),
+    "count": st.sampled_from([None, 3, "4", float("inf")]),
+    "owner": st.sampled_from([None, "k", DBRef("od_keyed", "k")]),
+    "part": st.sampled_from([None, {}, {"rank": None}, {"zz": 1}]),
+    "parts": st.sampled_from([None, [], [{"rank": None}], [{"rank": 2}, {"zz": 1}]]),
+    "named": st.sampled_from([None, {"a": {"rank": None}}, {"a": {"zz": 1}}]),
+    "loose": st.sampled_from([None, [{"_cls": "OdPart", "rank": None}]]),
+    "maybe": st.sampled_from([None, 1]),
+    "shared": st.sampled_from([None, [1]]),
+    "ratio": st.sampled_from([None, 1, 10**400]),
+    "last": st.sampled_from([None, 7]),
+}
+
+
+@st.composite
+def mixed_values(draw: st.DrawFn) -> dict[str, Any]:
+    """Some of OdMixed's fields, in any order, each with a value of interest."""
+    names = draw(st.permutations(list(MIXED_VALUES)))
+    names = names[: draw(st.integers(0, len(names)))]
+    return {name: draw(MIXED_VALUES[name]) for name in names}
+
+
+@given(mixed_values())
+@settings(max_examples=300, deadline=None)
+@example({"count": float("inf"), "first": None})  # (no default called)
+@example({"ratio": 10**400, "count": float("inf")})  # (the ratio's error)
+@example({"part": {"rank": None}, "owner": "k"})  # (the key's, then the rank's)
+@example({"part": {"rank": None}, "first": float("inf")})  # (the rank's, then raises)
+def test_constructors_run_defaults_and_conversions_as_mongoengine(
+    values: dict[str, Any],
+) -> None:
+    """A constructor given any of these values, in any order, calls the
+    defaults and the user's conversions (a reference's target's id field)
+    in MongoEngine's order, each once, and builds or raises what
+    ``__init__`` builds or raises, even when a conversion that runs no
+    user's code raises after a default was called."""
+    assert_constructs_as_mongoengine(OdMixed, values)
 
 
 def test_mongoengine_field_class_methods_patched_after_first_use_are_called(

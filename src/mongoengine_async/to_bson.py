@@ -576,8 +576,10 @@ def _calls_default(field: BaseField) -> bool:
     return callable(field.default) and not field.null
 
 
-# The field classes whose ``to_python`` runs no user code (no document built).
-_QUIET_CONVERSIONS = (
+# The field classes whose ``to_python`` runs no user code (no document built):
+# scalars (those a reference's target may have as id field), references (of
+# such targets), containers.
+_QUIET_SCALARS = (
     mongoengine.StringField,
     mongoengine.IntField,
     mongoengine.FloatField,
@@ -590,8 +592,12 @@ _QUIET_CONVERSIONS = (
     mongoengine.EnumField,
     mongoengine.fields.GeoJsonBaseField,
     mongoengine.GeoPointField,
-    mongoengine.ReferenceField,
-    mongoengine.LazyReferenceField,
+)
+# (the references whose ``to_python`` calls their target's id field's)
+_TARGET_IDS_CONVERTED = (mongoengine.ReferenceField, mongoengine.LazyReferenceField)
+_QUIET_CONVERSIONS = (
+    *_QUIET_SCALARS,
+    *_TARGET_IDS_CONVERTED,
     mongoengine.GenericReferenceField,
     mongoengine.ListField,
     mongoengine.DictField,
@@ -600,14 +606,22 @@ _QUIET_CONVERSIONS = (
 
 def _converts_quietly(field: BaseField | None) -> bool:
     """Whether ``field.to_python`` (its items' too) runs no user code: the
-    library's scalar fields, in lists and dicts."""
+    library's scalar fields, in lists and dicts, and references to documents
+    whose id field is such a scalar field (their ``to_python`` converts ids)."""
     while field is not None:
-        if type(field).__module__ not in _OWN_FIELD_MODULES or not isinstance(
-            field, _QUIET_CONVERSIONS
+        if not _library_field(field, _QUIET_CONVERSIONS):
+            return False
+        if isinstance(field, _TARGET_IDS_CONVERTED) and not _library_field(
+            getattr(field.document_type, "id", None), _QUIET_SCALARS
         ):
             return False
         field = getattr(field, "field", None)
     return True
+
+
+def _library_field(field: Any, kinds: tuple[type, ...]) -> bool:
+    """Whether ``field`` is one of MongoEngine's (or our) fields of ``kinds``."""
+    return type(field).__module__ in _OWN_FIELD_MODULES and isinstance(field, kinds)
 
 
 def _converting(field: BaseField) -> tuple[type, ...] | None:
@@ -787,9 +801,10 @@ class _Source:
         ``__init__``. What may run a user's code (a default called, a
         conversion building a document) runs in ``__init__``'s order: the
         absent fields' defaults, then the given values in the order given
-        (else ``__init__`` runs). A conversion that raises sends the values to
-        ``__init__``, which raises it in its own order, unless such code ran
-        (``__init__`` would run it again): then it is raised here.
+        (else ``__init__`` runs), after the conversions running none: one of
+        those raising sends the values to ``__init__``, which raises in its
+        own order; what raises once a user's code ran is raised here, as
+        ``__init__`` raises it (run again, that code would run twice).
         """
         ns = self.namespace
         ns["known_keys"] = frozenset(self.cls._fields)
@@ -812,27 +827,39 @@ class _Source:
                 "    if len(values) > 1 and not given_in_order(values):",
                 "        return False",
             ]
-        # ``acted``: a user's code ran, as in __init__, which raises then what
-        # raised here (it would run that code again).
-        called = [i for i, (_, field) in enumerate(fields) if _calls_default(field)]
-        conversions = ["acted = False"]
-        for index in called:  # (the absent fields' defaults first, as in __init__)
-            name, field = fields[index]
-            default = self._default(index, field, f"v{index}")
-            conversions += [f"if {name!r} not in values:", "    acted = True"]
-            conversions += _indent(default, 4)
+        # First what runs no user's code: the checks that the defaults and
+        # conversions are those built from, the quiet conversions; any of them
+        # raising or refusing sends the values to __init__, nothing done yet.
+        quiet = []
         for index, (name, field) in enumerate(fields):
-            block = self._convert(index, name, field)
-            if index in called:  # (absent: its default called above)
-                given = [f"v{index} = values[{name!r}]", *block[1:]]
-                block = [f"if {name!r} in values:", "    acted = True"]
-                block += _indent(given, 4)
+            if name not in acting:
+                quiet += self._convert(index, name, field)
+                continue
+            quiet += self._unchanged(index, field)
+            if _converting(field) is None:  # (a value given: converted here)
+                quiet += self._convert(index, name, field, True, ["pass"])
+        if quiet:  # (an abstract class may have no field at all)
+            lines += ["    try:", *_indent(quiet, 8), "    except Exception:"]
+            lines.append("        return False")
+        # Then what may run a user's code, in __init__'s order (the absent
+        # fields' defaults, then the values given, in order as tested above):
+        # what raises there is what __init__ raises, so it is raised here.
+        acts = []
+        for index, (name, field) in enumerate(fields):
+            if _calls_default(field):
+                acts += [f"if {name!r} not in values:"]
+                acts += _indent(self._default(index, field, f"v{index}", True), 4)
+        for index, (name, field) in enumerate(fields):
+            if name in acting and _converting(field) is None:  # (None given)
+                acts += [f"if v{index} is None and {name!r} in values:"]
+                acts += _indent(self._default(index, field, f"v{index}", True), 4)
             elif name in acting:
-                block = [f"if {name!r} in values:", "    acted = True", *block]
-            conversions += block
-        if fields:  # (an abstract class may have no field at all)
-            lines += ["    try:", *_indent(conversions, 8), "    except Exception:"]
-            lines += ["        if acted:", "            raise", "        return False"]
+                block = self._convert(index, name, field, checked=True)
+                if _calls_default(field):  # (absent: its default called above)
+                    given = [f"v{index} = values[{name!r}]", *block[1:]]
+                    block = [f"if {name!r} in values:", *_indent(given, 4)]
+                acts += block
+        lines += _indent(acts, 4)
         data = ", ".join(
             f"{name!r}: v{index}" for index, (name, _) in enumerate(fields)
         )
@@ -898,16 +925,35 @@ class _Source:
             f" or 'to_python' in inner_settings_{index}"
         )
 
-    def _default(self, index: int, field: BaseField, target: str) -> list[str]:
-        """What ``__set__(None)`` stores: None, or the default (linked if embedded)."""
+    def _unchanged(self, index: int, field: BaseField) -> list[str]:
+        """Return False if the field's default or conversion may not be those
+        construct() was built from."""
+        self.namespace[f"default_{index}"] = field.default
+        self.namespace[f"null_{index}"] = field.null
+        return [
+            f"if field_{index}.default is not default_{index}"
+            f" or field_{index}.null is not null_{index}"
+            f" or {self._conversion_changed(index, field)}:",
+            "    return False",
+        ]
+
+    def _default(
+        self, index: int, field: BaseField, target: str, checked: bool = False
+    ) -> list[str]:
+        """What ``__set__(None)`` stores: None, or the default (linked if
+        embedded). ``checked``: :meth:`_unchanged` ran before."""
         default = field.default
         self.namespace[f"default_{index}"] = default
         self.namespace[f"null_{index}"] = field.null
-        changed = [
-            f"if field_{index}.default is not default_{index}"
-            f" or field_{index}.null is not null_{index}:",
-            "    return False",
-        ]
+        changed = (
+            []
+            if checked
+            else [
+                f"if field_{index}.default is not default_{index}"
+                f" or field_{index}.null is not null_{index}:",
+                "    return False",
+            ]
+        )
         if field.null or default is None:
             return [*changed, f"{target} = None"]
         if not callable(default) and not isinstance(
@@ -917,8 +963,17 @@ class _Source:
         value = f"default_{index}()" if callable(default) else f"default_{index}"
         return [*changed, f"{target} = {value}", f"embed(self, {target})"]
 
-    def _convert(self, index: int, name: str, field: BaseField) -> list[str]:
-        """Set ``v<index>`` to the value ``__init__`` stores for the field."""
+    def _convert(
+        self,
+        index: int,
+        name: str,
+        field: BaseField,
+        checked: bool = False,
+        on_none: list[str] | None = None,
+    ) -> list[str]:
+        """Set ``v<index>`` to the value ``__init__`` stores for the field
+        (``checked``: :meth:`_unchanged` ran before; ``on_none``: what runs
+        for None instead of the default)."""
         ns = self.namespace
         value = f"v{index}"
         inner = getattr(field, "field", None)
@@ -932,10 +987,11 @@ class _Source:
         lines = [
             f"{value} = {plan_watch.lookup('values', name)}",
             f"if {value} is None:",
-            *_indent(self._default(index, field, value), 4),
-            f"elif {self._conversion_changed(index, field)}:",
-            "    return False",
+            *_indent(on_none or self._default(index, field, value, checked), 4),
         ]
+        if not checked:
+            changed = self._conversion_changed(index, field)
+            lines += [f"elif {changed}:", "    return False"]
         identity = _TYPE_KEPT.get(type(field).to_python)
         if identity is not None:
             ns[f"type_{index}"] = identity
