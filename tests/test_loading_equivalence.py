@@ -35,6 +35,7 @@ from mongoengine_async import (
     Decimal128Field,
     DecimalField,
     DictField,
+    Document,
     DynamicField,
     EmbeddedDocumentField,
     EnumField,
@@ -415,3 +416,31 @@ def test_a_son_loads_joined_as_from_son_loads_it(
         if slow[0] == "ok":
             slow[1]._data.update(documents)
         assert_loads_alike(fast, slow)
+
+
+class LeCachedTarget(Document):
+    name = StringField()
+
+
+class LeCachedThenPart(Document):
+    """A cached reference, then a field whose value may fail to load."""
+
+    cached = CachedReferenceField(LeCachedTarget, fields=["name"])
+    part = EmbeddedDocumentField(LdPart)
+
+
+def test_a_failing_load_fetches_each_cached_reference_once(
+    sync_default: Any, sync_command_log: Any
+) -> None:
+    """On a sync alias a cached reference stored as a dict is fetched when
+    loaded; a son whose later field fails to load fetches it once, as
+    MongoEngine's ``_from_son`` does, and raises its error."""
+    target = LeCachedTarget(name="x").save()
+    son = {"_id": ObjectId(), "cached": {"_id": target.id, "name": "x"}, "part": "?"}
+    sync_command_log.clear()
+    slow = loaded(LeCachedThenPart._from_son, son)
+    assert slow[0] == "raised" and sync_command_log.count("find") == 1
+    for load in (loader(LeCachedThenPart), loader(LeCachedThenPart, owned=True)):
+        sync_command_log.clear()
+        assert loaded(load, son) == slow
+        assert sync_command_log.count("find") == 1

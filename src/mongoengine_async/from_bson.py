@@ -588,7 +588,7 @@ _TAIL = """\
         except (AttributeError, ValueError):
             failed = True
         if failed:  # MongoEngine's error, not chained to the one met here
-            return fallback(son)
+{loaded}            return fallback(son)
 {data}\
         if complete:
             data = {{k: v for k, v in data.items() if v is not MISSING}}
@@ -712,6 +712,7 @@ def _compile(
         )
         + "".join(blocks)
         + _TAIL.format(
+            loaded=_indent(_loaded_caches_source(plan), 12),
             data=_indent(_data_source(plan, owning), 8),
             embed=_indent("\n".join(embed or ["pass"]), 12),
             # A _cls field (allow_inheritance) holds it in _data, as in _from_son.
@@ -730,6 +731,18 @@ def _compile(
 # loader stores it and takes the next son.
 _LOAD_TAKES = "return document"
 _BATCH_TAKES = "documents[index] = document\ncontinue"
+
+
+def _loaded_caches_source(plan: _Plan) -> str:
+    """Before a failing load goes to ``_from_son``: the son given the cached
+    references already loaded, which MongoEngine's ``to_python`` keeps (each
+    cache stored as a dict is a find: run again, it would be sent twice)."""
+    return "".join(
+        f"if type(get({fp.field.db_field!r})) is dict and type(v{i}) is not dict:\n"
+        f"    son = {{**son, {fp.field.db_field!r}: v{i}}}\n"
+        for i, fp in enumerate(plan.fields)
+        if isinstance(fp.field, mongoengine.CachedReferenceField)
+    )
 
 
 def _whole_son_source(plan: _Plan, joining: bool, takes: str = _LOAD_TAKES) -> str:
