@@ -9,17 +9,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 from uuid import uuid4
 
 import pytest
 
 import mongoengine_async.detached as detached
-from conftest import held_on_server
+from conftest import Held, held_on_server
 from mongoengine_async import (
     Document,
     FileField,
     async_run_in_transaction,
+    connect_async,
     disconnect_all_async,
+    get_async_connection,
     get_async_db,
 )
 from mongoengine_async.testing import fresh_database
@@ -69,11 +72,15 @@ async def cancelled_blocks(
 
 
 async def files_left(grid_id: object) -> tuple[int, int]:
-    """The file's files and chunks documents left on the default alias."""
+    """The file's files and chunks documents left on the default alias (None:
+    those of any file)."""
     db = get_async_db()
+    files, chunks = (
+        ({}, {}) if grid_id is None else ({"_id": grid_id}, {"files_id": grid_id})
+    )
     return (
-        await db["nest_leaf_files.files"].count_documents({"_id": grid_id}),
-        await db["nest_leaf_files.chunks"].count_documents({"files_id": grid_id}),
+        await db["nest_leaf_files.files"].count_documents(files),
+        await db["nest_leaf_files.chunks"].count_documents(chunks),
     )
 
 
@@ -129,3 +136,66 @@ async def test_a_cancel_after_the_inner_commit_deletes_the_file_after_the_abort(
     await detached.all_finished(30)
     assert await NestLeaf.objects.async_count() == 0
     assert await files_left(grid_id) == (0, 0)
+
+
+def test_the_loops_end_waits_for_the_delete_after_the_outer_abort(
+    mongodb_uri: str,
+) -> None:
+    """``asyncio.run()``'s main returns once the task, cancelled during the
+    inner commit (held 3 s), is in the outer block's abort (held 3 s too):
+    the loop's end, cancelling the tasks left, still deletes the file once
+    that abort ended (the task waiting for it was cancelled with them: the
+    leaf was gone, its file stayed, found by nothing)."""
+    name, app = f"nest_{uuid4().hex[:12]}", f"nest-{uuid4().hex[:8]}"
+    fail_point = {"configureFailPoint": "failCommand"}
+    ends = ["commitTransaction", "abortTransaction"]
+
+    async def connect() -> Any:
+        """Both aliases, one application name (one fail point holds both
+        the inner commit and the outer abort) but each a client of its own
+        (their options differ); the admin database."""
+        for alias, db, pool in (("default", name, 90), (SIDE, f"{name}_side", 91)):
+            await connect_async(
+                db,
+                alias=alias,
+                host=mongodb_uri,
+                appname=app,
+                maxPoolSize=pool,
+                uuidRepresentation="standard",
+            )
+        return get_async_connection().admin
+
+    async def main() -> None:
+        admin = await connect()
+        leaf = NestLeaf()
+        await leaf.scan.async_put(b"leaf" * 100_000, filename="leaf.bin")
+        await leaf.async_save()
+        await NestLeaf.async_ensure_indexes()
+        data = {"failCommands": ends, "blockConnection": True, "blockTimeMS": 3000}
+        configured = await admin.command(
+            {**fail_point, "mode": {"times": 2}, "data": {**data, "appName": app}}
+        )
+        entered = asyncio.Event()
+        task = asyncio.ensure_future(cancelled_blocks(leaf, entered))
+        await entered.wait()
+        held = Held(admin, app, ends, configured["count"])
+        await held.reached_server()  # (the inner commit)
+        task.cancel()
+        await Held(admin, app, ends, configured["count"] + 1).reached_server()
+        assert not task.done()  # (in the outer abort: left to the loop's end)
+
+    async def left() -> tuple[int, int, int]:
+        admin = await connect()
+        await admin.command({**fail_point, "mode": "off"})
+        await Held(admin, app, ends, 0).ended_on_server()
+        counts = (await NestLeaf.objects.async_count(), *await files_left(None))
+        await get_async_connection().drop_database(name)
+        await get_async_connection(SIDE).drop_database(f"{name}_side")
+        await disconnect_all_async()
+        return counts
+
+    try:
+        asyncio.run(main())
+    finally:
+        counts = asyncio.run(left())
+    assert counts == (0, 0, 0)

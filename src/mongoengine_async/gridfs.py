@@ -1228,8 +1228,15 @@ def _delete_once_ended(
 async def _deleted_after(
     ending: asyncio.Future[Any], root: AsyncCollection, grid_id: Any
 ) -> None:
-    """:func:`_deferred_file_delete` once ``ending`` is done."""
-    await asyncio.wait((ending,))
+    """:func:`_deferred_file_delete` once ``ending`` is done. Cancelled
+    meanwhile (the loop's end: ``asyncio.run()`` cancels the tasks left, the
+    block's too, and waits for them), it still waits, deletes, then raises:
+    else the file of the deleted document stayed, found by nothing."""
+    try:
+        await asyncio.wait((ending,))
+    except asyncio.CancelledError:
+        await _deleted_after(ending, root, grid_id)
+        raise
     await _deferred_file_delete(root, grid_id)
 
 
