@@ -22,6 +22,7 @@ from mongoengine_async import (
     async_run_in_transaction,
     connect_async,
     disconnect_all_async,
+    disconnect_async,
     get_async_connection,
     get_async_db,
 )
@@ -199,3 +200,29 @@ def test_the_loops_end_waits_for_the_delete_after_the_outer_abort(
     finally:
         counts = asyncio.run(left())
     assert counts == (0, 0, 0)
+
+
+async def test_a_disconnect_of_the_files_alias_waits_for_the_delete(
+    side_app: str, mongodb_uri: str
+) -> None:
+    """``disconnect_async()`` of the file's alias, called as the task is
+    cancelled during the inner commit (held 3 s), waits until the file's
+    delete after the outer abort ended: the file is gone, read from a new
+    client of that alias."""
+    leaf = NestLeaf()
+    await leaf.scan.async_put(b"leaf" * 100_000, filename="leaf.bin")
+    await leaf.async_save()
+    grid_id, name = leaf.scan.grid_id, get_async_db().name
+    entered = asyncio.Event()
+    admin = get_async_connection(SIDE).admin  # (the default alias goes)
+    async with held_on_server(side_app, "commitTransaction", 3000, admin=admin) as held:
+        task = asyncio.ensure_future(cancelled_blocks(leaf, entered))
+        await entered.wait()
+        await held.reached_server()
+        task.cancel()
+        await disconnect_async("default")  # (before the task ran its cancel)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await connect_async(name, host=mongodb_uri, uuidRepresentation="standard")
+    assert await NestLeaf.objects.async_count() == 0
+    assert await files_left(grid_id) == (0, 0)

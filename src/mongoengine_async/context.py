@@ -776,17 +776,19 @@ def follow_up(
     what: str,
     finish: bool = False,
     aliases: Iterable[str] | None = None,
-) -> None:
+) -> asyncio.Future[None]:
     """Run ``work``, what a write whose caller was cancelled leaves to do once
     it was applied, in a task of its own, in no transaction of this context;
     its error, which no caller awaits, goes to the loop's exception handler.
     ``finish``: the loop's end waits for it, and the disconnect of any of
-    ``aliases`` (None: of any alias; see ``finish_before_close``)."""
+    ``aliases`` (None: of any alias; see ``finish_before_close``). Returns
+    the task."""
     with outside_caller_timeout():  # (the caller's, spent, would cut it)
         task = held(_unbound(work), following, what)
     task.add_done_callback(lambda _: work.close())  # (never run: loop ended)
     if finish:
         finish_before_close(task, what, aliases)
+    return task
 
 
 async def beyond_caller_timeout(

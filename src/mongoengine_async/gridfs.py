@@ -79,6 +79,7 @@ from mongoengine_async.classes import with_subclasses
 from mongoengine_async.connection import (
     aliases_served_by,
     collection_alias,
+    ends_transaction,
     get_async_collection,
     get_async_connection,
     is_async_connection,
@@ -1216,13 +1217,18 @@ def _delete_once_ended(
     ``ending`` (see ``transaction_ending``: a block over for this task whose
     transaction wrote the file, its abort on its way) is done: that abort may
     wait for the running steps (an inner block's, its caller cancelled during
-    its commit), and the delete, sent now, for that block's lock on the file."""
-    follow_up(
+    its commit), and the delete, sent now, for that block's lock on the file.
+    The client, its alias disconnected meanwhile, closes after it, as after
+    that block (``ends_transaction``): else closed under it once the block
+    ended (its chunks stayed, found by nothing)."""
+    client = root.database.client
+    deleting = follow_up(
         _deleted_after(ending, root, grid_id),
         _ONCE_ENDED,
         True,
-        aliases_served_by(root.database.client),
+        aliases_served_by(client),
     )
+    ends_transaction(client, deleting)
 
 
 async def _deleted_after(
