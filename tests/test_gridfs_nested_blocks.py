@@ -226,3 +226,96 @@ async def test_a_disconnect_of_the_files_alias_waits_for_the_delete(
     await connect_async(name, host=mongodb_uri, uuidRepresentation="standard")
     assert await NestLeaf.objects.async_count() == 0
     assert await files_left(grid_id) == (0, 0)
+
+
+class RevLeaf(Document):
+    """On the default alias, its file on SIDE's (the nesting reversed)."""
+
+    scan = FileField(db_alias=SIDE, collection_name="rev_leaf_files")
+
+
+async def test_the_reverse_nesting_deletes_the_file_after_the_outer_abort(
+    side_app: str,
+) -> None:
+    """The outer block on SIDE (the file's client) writes the file's record,
+    the inner one on the default alias deletes the leaf; the task cancelled
+    during that commit (held 3 s) gets its cancellation once it ended, and
+    the file is deleted after the outer abort."""
+    leaf = RevLeaf()
+    await leaf.scan.async_put(b"leaf" * 100_000, filename="leaf.bin")
+    await leaf.async_save()
+    grid_id, entered = leaf.scan.grid_id, asyncio.Event()
+    files = get_async_db(SIDE)["rev_leaf_files"]
+
+    async def blocks() -> None:
+        async with async_run_in_transaction(SIDE) as session:
+            await files["files"].update_one(
+                {"_id": grid_id}, {"$set": {"seen": 1}}, session=session
+            )
+            async with async_run_in_transaction():
+                await leaf.async_delete()
+                entered.set()
+
+    async with held_on_server(f"{side_app}-outer", "commitTransaction", 3000) as held:
+        task = asyncio.ensure_future(blocks())
+        await entered.wait()
+        await held.reached_server()
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert time.monotonic() - started < 15
+    await detached.all_finished(30)
+    assert await RevLeaf.objects.async_count() == 0
+    assert await files["files"].count_documents({"_id": grid_id}) == 0
+    assert await files["chunks"].count_documents({"files_id": grid_id}) == 0
+
+
+THIRD = "nested_third"
+
+
+class DeepLeaf(Document):
+    """On a third client, its file on the outer block's (default)."""
+
+    scan = FileField(collection_name="nest_leaf_files")
+    meta = {"db_alias": THIRD}
+
+
+async def test_three_levels_delete_the_file_after_the_outer_abort(
+    side_app: str, mongodb_uri: str
+) -> None:
+    """Outer block on the default alias (the file's record written), middle
+    on SIDE, inner on a third client deleting the leaf, the task cancelled
+    during the inner commit (held 3 s): no hang, the file goes after the
+    outer abort."""
+    app = f"{side_app}-third"
+    async with fresh_database(THIRD, mongodb_uri, appname=app):
+        leaf = DeepLeaf()
+        await leaf.scan.async_put(b"leaf" * 100_000, filename="leaf.bin")
+        await leaf.async_save()
+        grid_id, entered = leaf.scan.grid_id, asyncio.Event()
+        files = get_async_db()["nest_leaf_files.files"]
+
+        async def blocks() -> None:
+            async with async_run_in_transaction() as session:
+                await files.update_one(
+                    {"_id": grid_id}, {"$set": {"seen": 1}}, session=session
+                )
+                async with async_run_in_transaction(SIDE):
+                    await NestLeaf.objects.async_count()
+                    async with async_run_in_transaction(THIRD):
+                        await leaf.async_delete()
+                        entered.set()
+
+        async with held_on_server(app, "commitTransaction", 3000) as held:
+            task = asyncio.ensure_future(blocks())
+            await entered.wait()
+            await held.reached_server()
+            started = time.monotonic()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert time.monotonic() - started < 15
+        await detached.all_finished(30)
+        assert await DeepLeaf.objects.async_count() == 0
+        assert await files_left(grid_id) == (0, 0)
