@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 from uuid import uuid4
 
@@ -85,6 +85,29 @@ async def files_left(grid_id: object) -> tuple[int, int]:
     )
 
 
+async def cancel_in_held_commit(
+    held: Held,
+    blocks: Coroutine[Any, Any, None],
+    entered: asyncio.Event,
+    again: bool = False,
+) -> None:
+    """Run ``blocks`` until ``entered`` is set and the commit ``held`` on the
+    server arrived, cancel it (``again``: twice, the second as its block
+    aborts), and check that the cancellation comes back promptly (no hang
+    until the server's time limit)."""
+    task = asyncio.ensure_future(blocks)
+    await entered.wait()
+    await held.reached_server()
+    started = time.monotonic()
+    task.cancel()
+    if again:
+        await asyncio.sleep(0)
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - started < 15
+
+
 @pytest.mark.parametrize("again", [False, True], ids=["once", "twice"])
 async def test_a_cancel_during_the_inner_commit_returns_and_deletes_the_file(
     side_app: str, again: bool
@@ -102,17 +125,9 @@ async def test_a_cancel_during_the_inner_commit_returns_and_deletes_the_file(
     grid_id = leaf.scan.grid_id
     entered = asyncio.Event()
     async with held_on_server(side_app, "commitTransaction", 3000) as held:
-        task = asyncio.ensure_future(cancelled_blocks(leaf, entered))
-        await entered.wait()
-        await held.reached_server()
-        started = time.monotonic()
-        task.cancel()
-        if again:
-            await asyncio.sleep(0)
-            task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert time.monotonic() - started < 15
+        await cancel_in_held_commit(
+            held, cancelled_blocks(leaf, entered), entered, again
+        )
     await detached.all_finished(30)
     assert await NestLeaf.objects.async_count() == 0
     assert await files_left(grid_id) == (0, 0)
@@ -257,14 +272,7 @@ async def test_the_reverse_nesting_deletes_the_file_after_the_outer_abort(
                 entered.set()
 
     async with held_on_server(f"{side_app}-outer", "commitTransaction", 3000) as held:
-        task = asyncio.ensure_future(blocks())
-        await entered.wait()
-        await held.reached_server()
-        started = time.monotonic()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert time.monotonic() - started < 15
+        await cancel_in_held_commit(held, blocks(), entered)
     await detached.all_finished(30)
     assert await RevLeaf.objects.async_count() == 0
     assert await files["files"].count_documents({"_id": grid_id}) == 0
@@ -308,14 +316,7 @@ async def test_three_levels_delete_the_file_after_the_outer_abort(
                         entered.set()
 
         async with held_on_server(app, "commitTransaction", 3000) as held:
-            task = asyncio.ensure_future(blocks())
-            await entered.wait()
-            await held.reached_server()
-            started = time.monotonic()
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            assert time.monotonic() - started < 15
+            await cancel_in_held_commit(held, blocks(), entered)
         await detached.all_finished(30)
         assert await DeepLeaf.objects.async_count() == 0
         assert await files_left(grid_id) == (0, 0)

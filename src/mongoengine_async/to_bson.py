@@ -79,6 +79,7 @@ from mongoengine_async.from_bson import (
     plain_setter,
     set_conversion,
 )
+from mongoengine_async.select_related import SCALAR_FIELDS
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -579,20 +580,7 @@ def _calls_default(field: BaseField) -> bool:
 # The field classes whose ``to_python`` runs no user code (no document built):
 # scalars (those a reference's target may have as id field), references (of
 # such targets), containers.
-_QUIET_SCALARS = (
-    mongoengine.StringField,
-    mongoengine.IntField,
-    mongoengine.FloatField,
-    mongoengine.BooleanField,
-    mongoengine.DateTimeField,
-    mongoengine.DecimalField,
-    mongoengine.ObjectIdField,
-    mongoengine.UUIDField,
-    mongoengine.BinaryField,
-    mongoengine.EnumField,
-    mongoengine.fields.GeoJsonBaseField,
-    mongoengine.GeoPointField,
-)
+_QUIET_SCALARS = (*SCALAR_FIELDS, mongoengine.GeoPointField)
 # (the references whose ``to_python`` calls their target's id field's)
 _TARGET_IDS_CONVERTED = (mongoengine.ReferenceField, mongoengine.LazyReferenceField)
 _QUIET_CONVERSIONS = (
