@@ -27,6 +27,7 @@ from mongoengine_async import (
     ReferenceField,
     StringField,
     connect_async,
+    context,
     disconnect_all_async,
     disconnect_async,
     get_async_connection,
@@ -381,3 +382,55 @@ def test_the_end_waits_for_the_files_past_the_timeout(
 
     asyncio.run(main())
     assert asyncio.run(files_left()) == [1, 4, 4]  # (the paper kept, its files)
+
+
+class FileDeletes(pymongo.monitoring.CommandListener):
+    """The ids of the files documents whose delete the files' client sent."""
+
+    def __init__(self) -> None:
+        self.ids: list[Any] = []
+
+    def started(self, event: Any) -> None:
+        if event.command_name == "delete" and event.command["delete"] == "fs.files":
+            self.ids += [repr(each["q"]) for each in event.command["deletes"]]
+
+    def succeeded(self, event: Any) -> None:
+        pass
+
+    def failed(self, event: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("delete", ["document", "queryset"])
+async def test_a_caller_cancelled_past_its_timeout_deletes_each_file_once(
+    async_alias: str, mongodb_uri: str, reported: list[dict[str, Any]], delete: str
+) -> None:
+    """The caller, under a ``pymongo.timeout()``, cancelled while the first
+    file's delete is held on the server: the files' deletes that went on
+    beyond that time-out finish them, and the steps its cancellation leaves
+    (a follow-up) wait for them: each file's delete is sent once (the
+    follow-up sent that file's again meanwhile), none is left."""
+    listener = FileDeletes()
+    async with fresh_database(
+        FILES, mongodb_uri, appname=FILES, event_listeners=[listener]
+    ):
+        deleting = await DELETES[delete]()
+
+        async def run() -> None:
+            with pymongo.timeout(60):
+                await deleting()
+
+        async with held_on_server(FILES, "delete", 3_000) as held:
+            task = asyncio.ensure_future(run())
+            await held.reached_server()
+            task.cancel()
+            await asyncio.wait([task])
+            assert task.cancelled()
+            await held.ended_on_server()
+        assert await files_of_the_kept(delete) == kept_files(delete)
+        deadline = time.monotonic() + 30
+        while context.following and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        expected = 4 if delete == "document" else 8
+        assert (len(listener.ids), len(set(listener.ids))) == (expected, expected)
+    assert reported == []

@@ -1761,8 +1761,42 @@ async def past_timeout(
     short by it, the files were left, found by nothing."""
     aliases = {proxy.db_alias for proxy in proxies}
     await beyond_caller_timeout(
-        steps, "delete of the files of deleted documents", aliases
+        _noted(proxies, steps), "delete of the files of deleted documents", aliases
     )
+
+
+# The task deleting each file beyond its caller's time-out (by the proxy's
+# id(): the task's steps hold the proxy), which its other deletes wait for.
+_past_timeout: dict[int, asyncio.Future[Any]] = {}
+
+
+async def _noted(
+    proxies: list[AsyncGridFSProxy], steps: Coroutine[Any, Any, None]
+) -> None:
+    """``await steps``, this task noted as deleting ``proxies`` meanwhile: a
+    caller cancelled as it waited leaves it going on, and its own steps (a
+    follow-up's delete of those files) wait for it, not send them twice."""
+    task = asyncio.current_task()
+    assert task is not None
+    for proxy in proxies:
+        _past_timeout[id(proxy)] = task
+    try:
+        await steps
+    finally:
+        for proxy in proxies:
+            if _past_timeout.get(id(proxy)) is task:
+                del _past_timeout[id(proxy)]
+
+
+async def _after_past_timeout(proxy: AsyncGridFSProxy) -> None:
+    """Once another task of this loop deleting ``proxy`` beyond its caller's
+    time-out (:func:`_noted`) ended: the file is gone then (its ``grid_id``
+    None), and not deleted twice at once."""
+    task = _past_timeout.get(id(proxy))
+    if task is None or task is asyncio.current_task():
+        return
+    if task.get_loop() is asyncio.get_running_loop():
+        await asyncio.wait((task,))
 
 
 async def _delete_each(
@@ -1781,6 +1815,7 @@ async def _delete_each(
             continue
         session = _session_of_file(operation, client)
         try:
+            await _after_past_timeout(proxy)
             with unreachable.trying(client):
                 await proxy._delete(
                     True, session, undos if session is None else journal(session)
