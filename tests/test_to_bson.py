@@ -1703,6 +1703,26 @@ def test_constructors_run_defaults_and_conversions_as_mongoengine(
     assert_constructs_as_mongoengine(OdMixed, values)
 
 
+class OdStream(Document):
+    first = IntField(default=numbered("first"))
+    counts = ListField(IntField())
+    ratio = FloatField()
+
+
+def test_a_generator_given_is_read_once_as_by_mongoengine() -> None:
+    """A generator given for a list field is read once, by the
+    conversion ``__init__`` makes: its error raised, as MongoEngine raises
+    it, even when another value's error sends the values to ``__init__``;
+    not an empty list stored in silence."""
+    with pytest.raises(ValueError, match="invalid literal for int"):
+        OdStream(counts=(int(text) for text in ["1", "x"]))
+    with pytest.raises(OverflowError, match="int too large to convert to float"):
+        OdStream(counts=(number for number in [1, 2]), ratio=10**400)
+    CALLS.clear()
+    stream = OdStream(counts=(int(text) for text in ["1", "2"]), first=None)
+    assert (stream.counts, stream.first, CALLS) == ([1, 2], 1, ["first"])
+
+
 def test_mongoengine_field_class_methods_patched_after_first_use_are_called(
     sync_default: Any,
 ) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -993,6 +993,11 @@ class _Source:
                 f"items_{index}.issuperset(map(type, {value})):",
                 f"    {value} = list({value})",
             ]
+        if isinstance(field, ComplexBaseField) and _converts_quietly(field):
+            # A generator, read by a conversion before a later one raises,
+            # would reach __init__ empty: __init__ reads it, in its order.
+            ns["Iterator"] = Iterator
+            lines += [f"elif isinstance({value}, Iterator):", "    return False"]
         return [
             *lines,
             "else:",
