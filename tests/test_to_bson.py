@@ -1706,11 +1706,12 @@ def test_constructors_run_defaults_and_conversions_as_mongoengine(
 class OdStream(Document):
     first = IntField(default=numbered("first"))
     counts = ListField(IntField())
+    grid = ListField(ListField(IntField()))
     ratio = FloatField()
 
 
 def test_a_generator_given_is_read_once_as_by_mongoengine() -> None:
-    """A generator given for a list field is read once, by the
+    """A generator given for a list field (or in a list) is read once, by the
     conversion ``__init__`` makes: its error raised, as MongoEngine raises
     it, even when another value's error sends the values to ``__init__``;
     not an empty list stored in silence."""
@@ -1718,6 +1719,8 @@ def test_a_generator_given_is_read_once_as_by_mongoengine() -> None:
         OdStream(counts=(int(text) for text in ["1", "x"]))
     with pytest.raises(OverflowError, match="int too large to convert to float"):
         OdStream(counts=(number for number in [1, 2]), ratio=10**400)
+    with pytest.raises(ValueError, match="invalid literal for int"):
+        OdStream(grid=[[1], (int(text) for text in ["1", "x"])])
     CALLS.clear()
     stream = OdStream(counts=(int(text) for text in ["1", "2"]), first=None)
     assert (stream.counts, stream.first, CALLS) == ([1, 2], 1, ["first"])

@@ -607,6 +607,18 @@ def _converts_quietly(field: BaseField | None) -> bool:
     return True
 
 
+def _holds_iterator(value: Any) -> bool:
+    """Whether ``value``, or an item of its lists, tuples and dicts at any
+    depth, is an iterator (a generator), which a conversion reads once."""
+    if isinstance(value, Iterator):
+        return True
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, list | tuple):
+        return False
+    return any(map(_holds_iterator, value))
+
+
 def _library_field(field: Any, kinds: tuple[type, ...]) -> bool:
     """Whether ``field`` is one of MongoEngine's (or our) fields of ``kinds``."""
     return type(field).__module__ in _OWN_FIELD_MODULES and isinstance(field, kinds)
@@ -996,8 +1008,8 @@ class _Source:
         if isinstance(field, ComplexBaseField) and _converts_quietly(field):
             # A generator, read by a conversion before a later one raises,
             # would reach __init__ empty: __init__ reads it, in its order.
-            ns["Iterator"] = Iterator
-            lines += [f"elif isinstance({value}, Iterator):", "    return False"]
+            ns["holds_iterator"] = _holds_iterator
+            lines += [f"elif holds_iterator({value}):", "    return False"]
         return [
             *lines,
             "else:",
