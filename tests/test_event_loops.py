@@ -630,9 +630,11 @@ def test_a_reference_fetched_as_its_loop_is_closed_by_hand(mongodb_uri, database
     assert printed == ["finds", "1", "read", "a", "collected", "True"]
 
 
-_FETCH_AS_LOOP_CLOSES = textwrap.dedent(
+# What the scripts of a reference fetched as its loop closes share: a book's
+# references (a proxy, a LazyReference) to an author, their fetch by KIND.
+_FETCH_MODELS = textwrap.dedent(
     """
-    import asyncio, gc, os, weakref
+    import asyncio, gc, os, sys, weakref
     from pymongo import monitoring
     from mongoengine_async import (
         Document, LazyReferenceField, ReferenceField, StringField, connect_async)
@@ -644,6 +646,14 @@ _FETCH_AS_LOOP_CLOSES = textwrap.dedent(
         author = ReferenceField(FetchAuthor)
         lazy = LazyReferenceField(FetchAuthor)
 
+    def fetch(reference):
+        return reference.fetch() if "KIND" == "proxy" else reference.async_fetch()
+    """
+)
+
+
+_FETCH_AS_LOOP_CLOSES = _FETCH_MODELS + textwrap.dedent(
+    """
     finds = []
 
     class Listener(monitoring.CommandListener):
@@ -668,9 +678,6 @@ _FETCH_AS_LOOP_CLOSES = textwrap.dedent(
         book = await FetchBook(author=author, lazy=author).async_save()
         book = await FetchBook.objects.async_get(pk=book.pk)
         return book.author if "KIND" == "proxy" else book.lazy
-
-    def fetch(reference):
-        return reference.fetch() if "KIND" == "proxy" else reference.async_fetch()
 
     async def fetches(count):
         return await asyncio.gather(*(fetch(reference) for _ in range(count)))
@@ -709,20 +716,8 @@ def test_a_closed_loops_fetch_collected_during_another_fetch(
     assert printed == ["read", "a", "collected", "True"]
 
 
-_COLLECTED_DURING_A_FETCH = textwrap.dedent(
+_COLLECTED_DURING_A_FETCH = _FETCH_MODELS + textwrap.dedent(
     """
-    import asyncio, gc, os, sys, weakref
-    from pymongo import monitoring
-    from mongoengine_async import (
-        Document, LazyReferenceField, ReferenceField, StringField, connect_async)
-
-    class FetchAuthor(Document):
-        name = StringField()
-
-    class FetchBook(Document):
-        author = ReferenceField(FetchAuthor)
-        lazy = LazyReferenceField(FetchAuthor)
-
     class Listener(monitoring.CommandListener):
         def started(self, event):
             if event.command.get("find") == "fetch_author" and stopping:
@@ -744,9 +739,6 @@ _COLLECTED_DURING_A_FETCH = textwrap.dedent(
             book = await FetchBook.objects.async_get(pk=book.pk)
             references.append(book.author if "KIND" == "proxy" else book.lazy)
         return references
-
-    def fetch(reference):
-        return reference.fetch() if "KIND" == "proxy" else reference.async_fetch()
 
     async def fetches(reference, count):
         return await asyncio.gather(*(fetch(reference) for _ in range(count)))

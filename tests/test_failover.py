@@ -608,6 +608,20 @@ async def in_transaction(
         await fn()
 
 
+async def stepped_down_in(
+    listener: StepDownBefore, form: str, block: Callable[[], Awaitable[None]]
+) -> PyMongoError | None:
+    """``block`` :func:`in_transaction` of ``form``, ``listener`` armed: the
+    error it raised (None: none), once the step-down surely happened."""
+    error = None
+    try:
+        await in_transaction(form, block)
+    except PyMongoError as raised:
+        error = raised
+    assert listener.stepped_down
+    return error
+
+
 @pytest.mark.parametrize("form", ["context manager", "callback"])
 @pytest.mark.parametrize("step", ["insert", "update", "commitTransaction"])
 async def test_a_transaction_through_a_stepdown_is_all_or_nothing(
@@ -627,12 +641,7 @@ async def test_a_transaction_through_a_stepdown_is_all_or_nothing(
             await old.async_save()
 
         listener.arm(step, None if step == "commitTransaction" else "fo_entry")
-        error = None
-        try:
-            await in_transaction(form, block)
-        except PyMongoError as raised:
-            error = raised
-        assert listener.stepped_down
+        error = await stepped_down_in(listener, form, block)
         stored = {e.name: e.amount async for e in FoEntry.objects}
     if form == "callback":
         assert error is None
@@ -859,12 +868,7 @@ async def test_a_file_deleted_in_a_transaction_through_a_stepdown(
             await scan.async_save()
 
         listener.arm(*step)
-        error = None
-        try:
-            await in_transaction(form, block)
-        except PyMongoError as raised:
-            error = raised
-        assert listener.stepped_down
+        error = await stepped_down_in(listener, form, block)
         stored = await db.fo_scan.find_one()
         files = await db["fs.files"].count_documents({})
         chunks = await db["fs.chunks"].count_documents({})
@@ -2231,12 +2235,7 @@ async def test_a_file_put_on_another_client_in_a_transaction_stepped_down_at_com
             await entry.async_save()
 
         listener.arm("commitTransaction")
-        error = None
-        try:
-            await in_transaction(form, block)
-        except PyMongoError as raised:
-            error = raised
-        assert listener.stepped_down
+        error = await stepped_down_in(listener, form, block)
         deadline = time.monotonic() + 30  # (an abort deletes the upload in a task)
         while mongoengine_async.gridfs._aborted_uploads:
             assert time.monotonic() < deadline
@@ -2291,12 +2290,7 @@ async def test_an_insert_in_a_transaction_through_a_stepdown(
             await FoEntry.objects.async_insert(entries, load_bulk=False)
 
         listener.arm(step, None if step == "commitTransaction" else "fo_entry")
-        error = None
-        try:
-            await in_transaction(form, block)
-        except PyMongoError as raised:
-            error = raised
-        assert listener.stepped_down
+        error = await stepped_down_in(listener, form, block)
         if form == "context manager":
             assert is_transient(error)
             assert await FoEntry.objects.async_count() == 0
