@@ -717,8 +717,9 @@ def test_a_commit_the_loops_end_cuts_short_keeps_the_upload(
     mongodb_uri: str, kind: str
 ) -> None:
     """A transaction's commit held on the server after it applied (before its
-    reply) when ``asyncio.run()`` ends and cancels it: its outcome is unknown,
-    as a timed-out commit's, and the file put on the other client, which the
+    reply) when ``asyncio.run()`` ends and cancels it, and the commit it sends
+    again refused with an unknown result: its outcome is unknown, as a
+    timed-out commit's, and the file put on the other client, which the
     committed document refers to, is kept (it was deleted as if aborted)."""
     name, app = f"go_{uuid4().hex[:12]}", f"go-{uuid4().hex[:8]}"
     hold = "waitAfterCommandFinishesExecution"  # (the commit applied, held)
@@ -758,10 +759,22 @@ def test_a_commit_the_loops_end_cuts_short_keeps_the_upload(
                 "maxTimeMS": 30_000,
             }
         )
+        await admin.command(  # (the commit sent again as the loop ends)
+            {
+                "configureFailPoint": "failCommand",
+                "mode": {"times": 1},
+                "data": {
+                    "failCommands": ["commitTransaction"],
+                    "errorCode": 50,  # MaxTimeMSExpired: unknown, not retried
+                    "appName": app,
+                },
+            }
+        )
         assert not task.done()  # (left to the loop's end)
 
     async def left() -> tuple[list, list, list]:
         admin = await connect()
+        await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
         await admin.command({"configureFailPoint": hold, "mode": "off"})
         await Held(admin, app, ["commitTransaction"], 0).ended_on_server()
         stored_papers = await get_async_connection()[name]["go_paper"].find().to_list()

@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 import mongoengine
+import pymongo
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -49,6 +50,7 @@ from mongoengine_async._compat import (
     without_pymongo_timeouts,
 )
 from mongoengine_async.connection import (
+    _END_SECONDS,
     aliases_served_by,
     connection_of,
     database_of,
@@ -861,7 +863,8 @@ def _commit_unknown(block: _Block) -> bool:
     """Whether ``with_transaction`` (the ``block``'s helper task, done) failed
     with an unknown commit outcome (``UnknownTransactionCommitResult``, also
     on the error it raised once its time limit passed), or was cancelled (by
-    the loop's end) once its commit was on its way, which may have applied."""
+    the loop's end) once its commit was on its way, which may have applied
+    (sent again, see ``_Block._commit_again``, it did not reply in time)."""
     task = block.task
     if task.cancelled():
         return block.commit_sent()
@@ -1256,6 +1259,7 @@ class _Block:
         self._committing = False  # the caller's code ran: commit it
         self._end = False  # end the session once with_transaction ended
         self._commit_sent = False  # the callback returned it: the commit follows
+        self._outcome: Any = None  # what the callback returned (committed)
         # (The fence's database: the alias may be disconnected meanwhile.)
         self._database = database_of(session.client)
         self._task = asyncio.ensure_future(self._transact(transaction_kwargs))
@@ -1269,11 +1273,13 @@ class _Block:
             )
         except GeneratorExit:
             raise
-        except BaseException:
+        except BaseException as error:
             if self._stranded():
                 # What PyMongo's with_transaction raised in place of the
                 # GeneratorExit (its abort, outside its loop) goes nowhere.
                 raise GeneratorExit from None
+            if isinstance(error, asyncio.CancelledError) and await self._commit_again():
+                return self._outcome
             if self._unsure:
                 await self._fence()
             raise
@@ -1286,6 +1292,23 @@ class _Block:
                 with contextlib.suppress(asyncio.CancelledError, PyMongoError):
                     await _abort(self._session)
                     await self._session.end_session()
+
+    async def _commit_again(self) -> bool:
+        """The commit on its way was cancelled (by the loop's end: the caller's
+        cancellation never cancels this task): send it again, as PyMongo
+        retries a commit (the server applies it once, and replies with its
+        outcome), for ``_END_SECONDS`` at most, as long as the loop's end waits
+        for other work. True once it committed: else the commit that applied
+        (its reply lost) was taken for unknown, and the steps after it (the
+        delete of a deleted document's file) never ran."""
+        if not self._commit_sent:
+            return False
+        try:
+            with outside_caller_timeout(), pymongo.timeout(_END_SECONDS):
+                await self._session.commit_transaction()
+        except PyMongoError:
+            return False  # (unknown still, or aborted: given back as unknown)
+        return True
 
     async def _fence(self) -> None:
         """After an abort that followed a cancellation, a time-out, a lost
@@ -1349,6 +1372,7 @@ class _Block:
         # a block that caught its own time-out may leave an operation on its
         # way (the server then knows no transaction yet, and refuses it).
         self._unsure = self._commit_sent = True
+        self._outcome = outcome
         return outcome
 
     @property

@@ -1,0 +1,266 @@
+"""A commit the server applied whose reply the block never read: its task
+cancelled while the commit is on its way (the commit goes on and settles the
+block by its outcome), or the event loop ending then (``asyncio.run()``
+returning cancels the commit: it is sent again, and the server's reply tells
+its outcome; without one in time, it stays unknown). The commit is held on
+the server once applied (``waitAfterCommandFinishesExecution``), before its
+reply."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+from uuid import uuid4
+
+import pymongo
+import pytest
+from mongoengine.connection import DEFAULT_CONNECTION_NAME
+from pymongo import monitoring
+
+from conftest import Held
+from mongoengine_async import (
+    Document,
+    FileField,
+    StringField,
+    async_run_in_transaction,
+    connect_async,
+    disconnect_all_async,
+    get_async_connection,
+)
+
+ELSEWHERE = "outcome-files"
+HOLD = "waitAfterCommandFinishesExecution"  # (the commit applied, held)
+
+
+class OcPaper(Document):
+    title = StringField()
+    pdf = FileField(db_alias=ELSEWHERE)
+
+
+class Commits(monitoring.CommandListener):
+    """Sets ``resent`` once a second ``commitTransaction`` starts (from any
+    thread: the loop's end sends it as no test code runs)."""
+
+    def __init__(self) -> None:
+        self.started_count = 0
+        self.resent = threading.Event()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "commitTransaction":
+            self.started_count += 1
+            if self.started_count == 2:
+                self.resent.set()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def connect(uri: str, name: str, app: str, listener: Any = None) -> Any:
+    """The default alias on ``name`` (named ``app`` for the server's
+    operations, with ``listener``), the files' alias on ``{name}_files`` (a
+    client of its own, named otherwise: outside the transaction): the admin
+    database."""
+    listeners = [] if listener is None else [listener]
+    for alias, db, named, heard in (
+        (DEFAULT_CONNECTION_NAME, name, app, listeners),
+        (ELSEWHERE, f"{name}_files", f"{app}-files", []),
+    ):
+        await connect_async(
+            db,
+            alias=alias,
+            host=uri,
+            appname=named,
+            uuidRepresentation="standard",
+            event_listeners=heard,
+        )
+    return get_async_connection().admin
+
+
+async def hold_commits(admin: Any) -> int:
+    """Hold every commit once the server applied it; the times entered before."""
+    configured = await admin.command(
+        {
+            "configureFailPoint": HOLD,
+            "mode": "alwaysOn",
+            "data": {"commands": ["commitTransaction"]},
+        }
+    )
+    return int(configured["count"])
+
+
+async def commit_held(admin: Any, before: int) -> None:
+    """Return once the server holds a commit it applied."""
+    await admin.command(
+        {"waitForFailPoint": HOLD, "timesEntered": before + 1, "maxTimeMS": 30_000}
+    )
+
+
+async def release(admin: Any, app: str) -> None:
+    """Let the held commits reply, and wait until they did."""
+    await admin.command({"configureFailPoint": HOLD, "mode": "off"})
+    await Held(admin, app, ["commitTransaction"], 0).ended_on_server()
+
+
+async def seed() -> OcPaper:
+    """A paper saved with its file (on the files' client)."""
+    paper = OcPaper(title="kept")
+    await paper.pdf.async_put(b"pdf")
+    return await paper.async_save()
+
+
+async def delete_in_block(paper: OcPaper) -> None:
+    """Delete ``paper`` in a block: its file's delete waits for the commit."""
+    async with async_run_in_transaction():
+        await paper.async_delete()
+
+
+async def left(name: str) -> tuple[int, list[Any], list[Any]]:
+    """The papers left, the ids of the files and of their chunks."""
+    files = get_async_connection(ELSEWHERE)[f"{name}_files"]
+    return (
+        await get_async_connection()[name]["oc_paper"].count_documents({}),
+        await files["fs.files"].distinct("_id"),
+        await files["fs.chunks"].distinct("files_id"),
+    )
+
+
+def release_once_resent(uri: str, commits: Commits) -> threading.Thread:
+    """In a thread (the loop's end runs no test code): once the commit is
+    sent again, let the held one reply (the server holds its session till
+    then), and the one sent again."""
+
+    def release() -> None:
+        commits.resent.wait(60)  # (if never: the held commit is released after)
+        with pymongo.MongoClient(uri) as client:
+            client.admin.command({"configureFailPoint": HOLD, "mode": "off"})
+
+    thread = threading.Thread(target=release, daemon=True)
+    thread.start()
+    return thread
+
+
+async def dropped(name: str) -> None:
+    await get_async_connection().drop_database(name)
+    await get_async_connection(ELSEWHERE).drop_database(f"{name}_files")
+    await disconnect_all_async()
+
+
+def test_a_block_cancelled_while_an_applied_commit_replies(mongodb_uri: str) -> None:
+    """The task is cancelled while the commit, applied, is held before its
+    reply: the cancellation is raised at once; the commit goes on, and once
+    its reply came the file of the deleted paper is deleted: nothing
+    orphaned, nothing reported."""
+    name, app = f"oc_{uuid4().hex[:12]}", f"oc-{uuid4().hex[:8]}"
+    reported: list[dict[str, Any]] = []
+
+    async def main() -> tuple[int, list[Any], list[Any]]:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: reported.append(context)
+        )
+        admin = await connect(mongodb_uri, name, app)
+        paper = await seed()
+        before = await hold_commits(admin)
+        task = asyncio.ensure_future(delete_in_block(paper))
+        await commit_held(admin, before)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await release(admin, app)
+        try:
+            for _ in range(500):  # (the steps after the commit: a task)
+                if (outcome := await left(name))[1] == []:
+                    break
+                await asyncio.sleep(0.02)
+            return outcome
+        finally:
+            await dropped(name)
+
+    assert asyncio.run(main()) == (0, [], [])
+    assert reported == []
+
+
+def loop_ended_during_commit(
+    mongodb_uri: str, resent: Any
+) -> tuple[OcPaper, tuple[int, list[Any], list[Any]], list[dict[str, Any]], int]:
+    """``asyncio.run()`` returns right after the cancel of a task deleting a
+    paper in a block, its commit applied and held before its reply;
+    ``resent(admin, app, commits)`` runs before the cancel. The paper, the
+    papers, files and chunks left, what the loop's exception handler got,
+    and the commits sent."""
+    name, app = f"oc_{uuid4().hex[:12]}", f"oc-{uuid4().hex[:8]}"
+    reported: list[dict[str, Any]] = []
+    papers: list[OcPaper] = []
+    commits = Commits()
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: reported.append(context)
+        )
+        admin = await connect(mongodb_uri, name, app, commits)
+        papers.append(await seed())
+        before = await hold_commits(admin)
+        task = asyncio.ensure_future(delete_in_block(papers[0]))
+        await commit_held(admin, before)
+        await resent(admin, app, commits)
+        task.cancel()
+
+    async def after() -> tuple[int, list[Any], list[Any]]:
+        admin = await connect(mongodb_uri, name, app, commits)  # (as registered)
+        await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        await release(admin, app)
+        try:
+            return await left(name)
+        finally:
+            await dropped(name)
+
+    try:
+        asyncio.run(main())
+    finally:
+        outcome = asyncio.run(after())
+    return papers[0], outcome, reported, commits.started_count
+
+
+def test_a_commit_the_loops_end_cut_is_sent_again_and_its_steps_run(
+    mongodb_uri: str,
+) -> None:
+    """The loop's end cancels the commit on its way: it is sent again, its
+    reply tells it committed, and the steps after a commit run before the
+    loop ends: the file of the deleted paper is deleted (it was left with its
+    chunks, orphaned: the outcome was taken for unknown)."""
+
+    async def released(admin: Any, app: str, commits: Commits) -> None:
+        release_once_resent(mongodb_uri, commits)
+
+    paper, outcome, reported, sent = loop_ended_during_commit(mongodb_uri, released)
+    assert outcome == (0, [], [])
+    assert paper.pdf.grid_id is None and reported == [] and sent == 2
+
+
+def test_a_commit_sent_again_without_a_reply_stays_unknown(mongodb_uri: str) -> None:
+    """The commit sent again as the loop ends fails with an unknown result:
+    the outcome stays unknown, as documented: the steps after a commit do not
+    run, so the paper is gone (the first commit applied) and its file left,
+    orphaned; the instance is given back (its proxy holds the file), nothing
+    reported."""
+
+    async def refused(admin: Any, app: str, commits: Commits) -> None:
+        await admin.command(
+            {
+                "configureFailPoint": "failCommand",
+                "mode": {"times": 1},
+                "data": {
+                    "failCommands": ["commitTransaction"],
+                    "errorCode": 50,  # MaxTimeMSExpired: unknown, not retried
+                    "appName": app,
+                },
+            }
+        )
+
+    paper, outcome, reported, sent = loop_ended_during_commit(mongodb_uri, refused)
+    file_id = paper.pdf.grid_id
+    assert file_id is not None and sent == 2  # (sent again as the loop ended)
+    assert outcome == (0, [file_id], [file_id]) and reported == []
