@@ -13,7 +13,9 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from pymongo import AsyncMongoClient
 
+import mongoengine_async.connection as connection
 import mongoengine_async.detached as detached
 from conftest import Held, held_on_server
 from mongoengine_async import (
@@ -277,6 +279,60 @@ async def test_the_reverse_nesting_deletes_the_file_after_the_outer_abort(
     assert await RevLeaf.objects.async_count() == 0
     assert await files["files"].count_documents({"_id": grid_id}) == 0
     assert await files["chunks"].count_documents({"files_id": grid_id}) == 0
+
+
+@pytest.mark.parametrize(
+    ("leaf_class", "disconnect"),
+    [(NestLeaf, "default"), (NestLeaf, None), (RevLeaf, SIDE)],
+    ids=["alias", "all", "reversed"],
+)
+async def test_a_disconnect_in_the_outer_block_closes_after_the_delete(
+    side_app: str, mongodb_uri: str, leaf_class: type[Document], disconnect: str | None
+) -> None:
+    """The task, cancelled during the inner commit (held 3 s), disconnects
+    the alias of the file's client, the outer block's (or all aliases: None)
+    in the outer block as it leaves: that client closes once the file's
+    delete after the outer abort ended, not between its files document's
+    delete and its chunks' (2 chunks stayed, found by nothing, and a report
+    said the delete did not run); also with the nesting reversed."""
+    leaf = leaf_class()
+    await leaf.scan.async_put(b"leaf" * 100_000, filename="leaf.bin")
+    await leaf.async_save()
+    grid_id, entered = leaf.scan.grid_id, asyncio.Event()
+    outer, inner = ("default", SIDE) if leaf_class is NestLeaf else (SIDE, "default")
+    bucket = get_async_db(outer)[leaf.scan.collection_name]
+    reports: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, c: reports.append(c))
+
+    async def blocks() -> None:
+        async with async_run_in_transaction(outer) as session:
+            await bucket["files"].update_one(
+                {"_id": grid_id}, {"$set": {"seen": 1}}, session=session
+            )
+            try:
+                async with async_run_in_transaction(inner):
+                    await leaf.async_delete()
+                    entered.set()
+            except asyncio.CancelledError:
+                if disconnect is None:
+                    await disconnect_all_async()
+                else:
+                    await disconnect_async(disconnect)
+                raise
+
+    app = side_app if inner == SIDE else f"{side_app}-outer"
+    leaves = get_async_db(inner)[leaf_class._get_collection_name()]
+    async with AsyncMongoClient(mongodb_uri) as client:  # (outlives the aliases)
+        admin = client.admin
+        async with held_on_server(app, "commitTransaction", 3000, admin=admin) as held:
+            await cancel_in_held_commit(held, blocks(), entered)
+        await asyncio.wait(set(connection._closing))  # (the file's client closed)
+        await detached.all_finished(30)
+        files = client[bucket.database.name][bucket.name]
+        assert await client[leaves.database.name][leaves.name].count_documents({}) == 0
+        assert await files["files"].count_documents({"_id": grid_id}) == 0
+        assert await files["chunks"].count_documents({"files_id": grid_id}) == 0
+    assert reports == []
 
 
 THIRD = "nested_third"

@@ -712,10 +712,10 @@ async def disconnect_async(alias: str = DEFAULT_CONNECTION_NAME) -> None:
         registry_changed()
     for key, client in released:
         if client is not current:  # it cannot be awaited here
-            _close_on(key if key is not None else _bound_loop(client), client)
+            _close_on(key if key is not None else _bound_loop(client), client, alias)
     if current is not None and any(client is current for _, client in released):
         if current.__dict__.get(_TRANSACTIONS):  # (closed once they ended)
-            _close_on(loop, current)
+            _close_on(loop, current, alias)
         else:
             await _close(current)
 
@@ -878,30 +878,44 @@ _TRANSACTIONS = "_mongoengine_async_transactions"
 
 def ends_transaction(client: AsyncMongoClient, task: asyncio.Future[Any]) -> None:
     """Note ``task``, which ends a transaction on ``client`` (its abort or
-    commit): ``client`` disconnected meanwhile is closed once it is done.
+    commit, or what follows: see ``_Block.settled``): ``client``
+    disconnected meanwhile is closed once it is done.
     Closed under it, the transaction could not end, and would stay open on
     the server, locking what it wrote, until the server's time limit."""
     held(task, client.__dict__.setdefault(_TRANSACTIONS, set()))
 
 
-async def _close_after_transactions(client: AsyncMongoClient) -> None:
-    """Close ``client`` once the transactions on it ended (see
-    :func:`ends_transaction`)."""
+async def _close_after_transactions(client: AsyncMongoClient, alias: str) -> None:
+    """Close ``client``, ``alias``'s until its disconnect, once the
+    transactions on it ended (see :func:`ends_transaction`), then the work
+    they left that may use ``alias`` (see ``finish_before_close``: the delete
+    of a file once a block aborted): closed under it, the file's chunks
+    stayed, its document deleted."""
     while ending := client.__dict__.get(_TRANSACTIONS):
         await asyncio.wait(set(ending))
+        await all_finished(
+            _END_SECONDS,
+            f"The close of the client of disconnect_async('{alias}')",
+            "the most it waits",
+            frozenset((alias,)),
+        )
     await _close(client)
 
 
-def _close_on(loop: asyncio.AbstractEventLoop | None, client: AsyncMongoClient) -> None:
+def _close_on(
+    loop: asyncio.AbstractEventLoop | None, client: AsyncMongoClient, alias: str
+) -> None:
     """Close ``client`` on ``loop``, its own (another thread's, or one not
-    running now: when it runs again), once the transactions on it ended.
+    running now: when it runs again), once the transactions on it ended
+    (see :func:`_close_after_transactions`; ``alias``: the one disconnected).
     Nothing to do for a client no loop has used, or one of a loop that has
     closed (its sockets close as it goes)."""
     if loop is None or loop.is_closed():
         return
 
     def close() -> None:
-        task = held(loop.create_task(_close_after_transactions(client)), _closing)
+        closing = _close_after_transactions(client, alias)
+        task = held(loop.create_task(closing), _closing)
         task.add_done_callback(functools.partial(_closing_ended, client))
 
     try:

@@ -1169,17 +1169,22 @@ def _settle_journal(block: _Block | None, undos: Journal) -> None:
         undos.clear()
         return following
 
-    if block is not None and block.over():
-        settle(block)
-    elif block is not None and block.committing():
-        settled = block.task.get_loop().create_future()
-        block.task.add_done_callback(lambda _: _settle_then(settle, block, settled))
-        finish_before_close(block.task, _COMMITTING, _committing_aliases(block, undos))
-        # (A transaction bound around, another client's block, ends after it.)
-        cascade_on_its_way(settled)
-    else:
-        _undo(undos)
-        undos.clear()
+    try:
+        if block is not None and block.over():
+            settle(block)
+        elif block is not None and block.committing():
+            settled = block.task.get_loop().create_future()
+            block.task.add_done_callback(lambda _: _settle_then(settle, block, settled))
+            aliases = _committing_aliases(block, undos)
+            finish_before_close(block.task, _COMMITTING, aliases)
+            # (A transaction bound around, another client's block, ends after it.)
+            cascade_on_its_way(settled)
+        else:
+            _undo(undos)
+            undos.clear()
+    finally:
+        if block is not None:
+            block.settled()
 
 
 def _settle_then(
@@ -1263,7 +1268,10 @@ class _Block:
         # (The fence's database: the alias may be disconnected meanwhile.)
         self._database = database_of(session.client)
         self._task = asyncio.ensure_future(self._transact(transaction_kwargs))
+        # (Done once its journal settled: the work that starts, see settled.)
+        self._settled: asyncio.Future[None] = loop.create_future()
         ends_transaction(session.client, self._task)
+        ends_transaction(session.client, self._settled)
         _ending[session] = weakref.ref(self._task)
 
     async def _transact(self, transaction_kwargs: dict) -> Any:
@@ -1384,6 +1392,13 @@ class _Block:
         """The aliases whose disconnect may close the client of the session
         under its commit (see ``finish_before_close``)."""
         return aliases_served_by(self._session.client)
+
+    def settled(self) -> None:
+        """Its journal settled (:func:`_settle_journal`): the work that started
+        (a file's delete once it aborted) is noted for ``finish_before_close``
+        by now, which the close of its client, disconnected, waits for too."""
+        if not self._settled.done():
+            self._settled.set_result(None)
 
     def over(self) -> bool:
         """Whether ``with_transaction`` ended (committed or aborted)."""
