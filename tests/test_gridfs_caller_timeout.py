@@ -7,7 +7,9 @@ raises its time-out error, and a file's delete failing in time its error
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from uuid import uuid4
@@ -336,30 +338,51 @@ def test_the_end_waits_for_the_files_past_the_timeout(
     ``disconnect_async`` of the files' alias) waits for the files' deletes
     that go on: none is left (a client closed under them left them,
     orphaned)."""
-    name = f"test_{uuid4().hex[:12]}"
-    apps = {alias: f"{alias}-{uuid4().hex[:8]}" for alias in ("default", FILES)}
+    database = OwnDatabase(mongodb_uri)
 
-    async def connect() -> Any:
-        for alias, app in apps.items():
+    async def main() -> None:
+        await database.connect()
+        await database.timed_out_delete(await document_delete())
+        if end == "disconnect_async":
+            await disconnect_async(FILES)
+
+    asyncio.run(main())
+    assert asyncio.run(database.files_left()) == [1, 4, 4]  # (the paper, its files)
+
+
+class OwnDatabase:
+    """A database of its own for a test running its loops itself, whose files'
+    alias has an application name of its own (of the commands held)."""
+
+    def __init__(self, mongodb_uri: str) -> None:
+        self.uri = mongodb_uri
+        self.name = f"test_{uuid4().hex[:12]}"
+        self.apps = {
+            alias: f"{alias}-{uuid4().hex[:8]}" for alias in ("default", FILES)
+        }
+
+    async def connect(self) -> Any:
+        """Connect both aliases in the running loop; the default's admin."""
+        for alias, app in self.apps.items():
             await connect_async(
-                name,
+                self.name,
                 alias,
-                host=mongodb_uri,
+                host=self.uri,
                 appname=app,
                 uuidRepresentation="standard",
             )
         return get_async_connection().admin
 
-    async def main() -> None:
-        admin = await connect()
-        deleting = await document_delete()
-        await admin.command(
+    async def timed_out_delete(self, deleting: Callable[[], Awaitable[Any]]) -> None:
+        """``await deleting()``, its first file's delete held 1.5 s on the
+        server, under a ``pymongo.timeout(0.5)``: NetworkTimeout."""
+        await get_async_connection().admin.command(
             {
                 "configureFailPoint": "failCommand",
                 "mode": {"times": 1},
                 "data": {
                     "failCommands": ["delete"],
-                    "appName": apps[FILES],
+                    "appName": self.apps[FILES],
                     "blockConnection": True,
                     "blockTimeMS": 1_500,
                 },
@@ -367,21 +390,44 @@ def test_the_end_waits_for_the_files_past_the_timeout(
         )
         with pytest.raises(pymongo.errors.NetworkTimeout), pymongo.timeout(0.5):
             await deleting()
-        if end == "disconnect_async":
-            await disconnect_async(FILES)
 
-    async def files_left() -> list[int]:
-        admin = await connect()
-        await Held(admin, apps[FILES], ["delete"], 0).ended_on_server()
+    async def files_left(self) -> list[int]:
+        """Once the held delete ended: the documents, files and chunks left;
+        then the database dropped, every alias disconnected."""
+        admin = await self.connect()
+        await Held(admin, self.apps[FILES], ["delete"], 0).ended_on_server()
         await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
         try:
             return [await documents_left(), *await left()]
         finally:
-            await get_async_connection().drop_database(name)
+            await get_async_connection().drop_database(self.name)
             await disconnect_all_async()
 
-    asyncio.run(main())
-    assert asyncio.run(files_left()) == [1, 4, 4]  # (the paper kept, its files)
+
+def test_a_loop_closed_by_hand_lets_go_of_the_files_past_the_timeout(
+    mongodb_uri: str,
+) -> None:
+    """A document delete whose first file's delete is held on the server
+    beyond the caller's ``pymongo.timeout()``, in a loop closed by hand
+    (``loop.close()`` alone) before the files' deletes ended: they never end
+    (reported), and the deleted document, its files' proxies and their task
+    are let go of once that loop's clients are (collected): the note of the
+    files deleted past the time-out kept them for good."""
+    database = OwnDatabase(mongodb_uri)
+    papers: list[weakref.ref[Any]] = []
+
+    async def main() -> None:
+        await database.connect()
+        deleting = await document_delete()
+        papers.append(weakref.ref(deleting.__self__))
+        await database.timed_out_delete(deleting)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main())
+    loop.close()
+    asyncio.run(database.files_left())  # (a client of the next loop lets go)
+    gc.collect()
+    assert [paper() for paper in papers] == [None]
 
 
 class FileDeletes(pymongo.monitoring.CommandListener):

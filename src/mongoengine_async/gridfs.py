@@ -1767,7 +1767,9 @@ async def past_timeout(
 
 # The task deleting each file beyond its caller's time-out (by the proxy's
 # id(): the task's steps hold the proxy), which its other deletes wait for.
-_past_timeout: dict[int, asyncio.Future[Any]] = {}
+# Held weakly: one its loop, closed by hand, left pending would be kept for
+# good (its coroutine, documents and files' data), its steps never ending.
+_past_timeout: dict[int, weakref.ref[asyncio.Future[Any]]] = {}
 
 
 async def _noted(
@@ -1778,13 +1780,14 @@ async def _noted(
     follow-up's delete of those files) wait for it, not send them twice."""
     task = asyncio.current_task()
     assert task is not None
+    noted = weakref.ref(task)  # (what the steps' end, even collected, drops)
     for proxy in proxies:
-        _past_timeout[id(proxy)] = task
+        _past_timeout[id(proxy)] = noted
     try:
         await steps
     finally:
         for proxy in proxies:
-            if _past_timeout.get(id(proxy)) is task:
+            if _past_timeout.get(id(proxy)) is noted:
                 del _past_timeout[id(proxy)]
 
 
@@ -1792,7 +1795,8 @@ async def _after_past_timeout(proxy: AsyncGridFSProxy) -> None:
     """Once another task of this loop deleting ``proxy`` beyond its caller's
     time-out (:func:`_noted`) ended: the file is gone then (its ``grid_id``
     None), and not deleted twice at once."""
-    task = _past_timeout.get(id(proxy))
+    noted = _past_timeout.get(id(proxy))
+    task = None if noted is None else noted()
     if task is None or task is asyncio.current_task():
         return
     if task.get_loop() is asyncio.get_running_loop():
