@@ -480,3 +480,50 @@ async def test_a_caller_cancelled_past_its_timeout_deletes_each_file_once(
         expected = 4 if delete == "document" else 8
         assert (len(listener.ids), len(set(listener.ids))) == (expected, expected)
     assert reported == []
+
+
+class SpendsOnFailure(pymongo.monitoring.CommandListener):
+    """Once a delete failed, blocks until ``until`` (the caller's deadline)
+    passed: the caller's ``pymongo.timeout()`` runs out as the deletes after
+    that one go on."""
+
+    until: float | None = None
+
+    def started(self, event: Any) -> None:
+        pass
+
+    def succeeded(self, event: Any) -> None:
+        pass
+
+    def failed(self, event: Any) -> None:
+        if event.command_name == "delete" and self.until is not None:
+            while time.monotonic() <= self.until:
+                time.sleep(0.01)
+
+
+@pytest.mark.parametrize("delete", list(DELETES))
+async def test_a_files_delete_failing_before_the_timeout_ran_out_raises_its_error(
+    async_alias: str, mongodb_uri: str, reported: list[dict[str, Any]], delete: str
+) -> None:
+    """The first delete of a file fails at once, and the caller's
+    ``pymongo.timeout()`` runs out as the others go on: the call raises that
+    error, as when they all end in time (it raised NetworkTimeout, and that
+    error went to the loop's exception handler); the others are deleted, that
+    file alone left, and nothing is reported."""
+    listener = SpendsOnFailure()
+    async with fresh_database(
+        FILES, mongodb_uri, appname=FILES, event_listeners=[listener]
+    ):
+        deleting = await DELETES[delete]()
+        with pytest.raises(pymongo.errors.OperationFailure) as error:
+            async with held_on_server(FILES, "delete", 0, error_code=2):
+                with pymongo.timeout(2):
+                    listener.until = pymongo._csot.get_deadline()
+                    await deleting()
+        assert error.value.code == 2
+        deadline = time.monotonic() + 30  # (the deletes going on)
+        while context.following and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert await documents_left() == (1 if delete == "document" else 0)
+        assert await left() == kept_files(delete, 1)
+    assert reported == []

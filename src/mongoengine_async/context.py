@@ -794,7 +794,10 @@ def follow_up(
 
 
 async def beyond_caller_timeout(
-    work: Coroutine[Any, Any, None], what: str, aliases: Iterable[str]
+    work: Coroutine[Any, Any, None],
+    what: str,
+    aliases: Iterable[str],
+    met: Callable[[], Exception | None] = lambda: None,
 ) -> None:
     """``await work`` (writes that must follow one applied outside a
     transaction: the deletes of the files of deleted documents) in a task
@@ -803,7 +806,9 @@ async def beyond_caller_timeout(
     :func:`follow_up` with ``finish`` (its error to the loop's exception
     handler), and the call raises what PyMongo did when that time-out cut
     ``work`` short (or the cancellation): ExecutionTimeout if it was spent
-    before ``work`` began, as PyMongo sends nothing then, else NetworkTimeout."""
+    before ``work`` began, as PyMongo sends nothing then, else NetworkTimeout;
+    but the error ``work`` met by then, if ``met()`` gives one (as the
+    call raises when ``work`` ends in time)."""
 
     def hold(task: asyncio.Future[None]) -> None:
         held(task, following, what)
@@ -811,6 +816,8 @@ async def beyond_caller_timeout(
 
     spent = _time_left() == 0
     if not await _within_time_left(work, hold):
+        if (error := met()) is not None:
+            raise error
         message = f"timed out: the caller's pymongo.timeout() ran out before the {what}"
         if spent:
             message += " began (it goes on)"

@@ -1367,8 +1367,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         if alone is None:
             await steps
             return
-        # (Beyond the caller's time-out, whose error is dropped for the delete's.)
-        with contextlib.suppress(pymongo.errors.PyMongoError):
+        # (Beyond the caller's time-out: its error, or a file's the steps met
+        # by then, is dropped for the delete's, as the steps drop theirs.)
+        with contextlib.suppress(Exception):
             await past_timeout(files, steps)
 
     async def _steps_if_gone(

@@ -42,6 +42,7 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, cast
 
 import bson
@@ -1760,9 +1761,33 @@ async def past_timeout(
     the caller's ``pymongo.timeout()`` (:func:`beyond_caller_timeout`): cut
     short by it, the files were left, found by nothing."""
     aliases = {proxy.db_alias for proxy in proxies}
+    met = _Met()
     await beyond_caller_timeout(
-        _noted(proxies, steps), "delete of the files of deleted documents", aliases
+        _noted(proxies, steps, met),
+        "delete of the files of deleted documents",
+        aliases,
+        met.first,
     )
+
+
+@dataclasses.dataclass
+class _Met:
+    """The errors the files' deletes beyond a caller's time-out met (see
+    :func:`_noted`): the caller, no longer waiting, raises the first, as it
+    would once they ended; then it is not reported again as they end."""
+
+    errors: list[Exception] = dataclasses.field(default_factory=list)
+    raised: Exception | None = None
+
+    def first(self) -> Exception | None:
+        """The first error met (now raised by the caller), if any."""
+        self.raised = self.errors[0] if self.errors else None
+        return self.raised
+
+
+# The errors met by the files' deletes of this task beyond its caller's
+# time-out (see _noted), for that caller: None in any other task.
+_met: ContextVar[_Met | None] = ContextVar("mongoengine_async_met", default=None)
 
 
 # The task deleting each file beyond its caller's time-out (by the proxy's
@@ -1773,18 +1798,24 @@ _past_timeout: dict[int, weakref.ref[asyncio.Future[Any]]] = {}
 
 
 async def _noted(
-    proxies: list[AsyncGridFSProxy], steps: Coroutine[Any, Any, None]
+    proxies: list[AsyncGridFSProxy], steps: Coroutine[Any, Any, None], met: _Met
 ) -> None:
     """``await steps``, this task noted as deleting ``proxies`` meanwhile: a
     caller cancelled as it waited leaves it going on, and its own steps (a
-    follow-up's delete of those files) wait for it, not send them twice."""
+    follow-up's delete of those files) wait for it, not send them twice.
+    The errors of those deletes go to ``met``; one its caller raised is not
+    raised again (reported: see ``beyond_caller_timeout``)."""
     task = asyncio.current_task()
     assert task is not None
     noted = weakref.ref(task)  # (what the steps' end, even collected, drops)
     for proxy in proxies:
         _past_timeout[id(proxy)] = noted
+    _met.set(met)
     try:
         await steps
+    except Exception as error:
+        if error is not met.raised:
+            raise
     finally:
         for proxy in proxies:
             if _past_timeout.get(id(proxy)) is noted:
@@ -1832,6 +1863,8 @@ async def _delete_each(
             if session is not None and session.in_transaction:
                 raise  # aborted: it deletes nothing more
             errors.append(error)
+            if (met := _met.get()) is not None:
+                met.errors.append(error)
     if errors:
         raise errors[0]
 
