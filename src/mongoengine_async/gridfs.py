@@ -1794,7 +1794,7 @@ _met: ContextVar[_Met | None] = ContextVar("mongoengine_async_met", default=None
 # id(): the task's steps hold the proxy), which its other deletes wait for.
 # Held weakly: one its loop, closed by hand, left pending would be kept for
 # good (its coroutine, documents and files' data), its steps never ending.
-_past_timeout: dict[int, weakref.ref[asyncio.Future[Any]]] = {}
+_past_timeout: dict[int, weakref.ref[asyncio.Task[Any]]] = {}
 
 
 async def _noted(
