@@ -1786,7 +1786,7 @@ class _Met:
 
 
 # The errors met by the files' deletes of this task beyond its caller's
-# time-out (see _noted), for that caller: None in any other task.
+# time-out (see _noted), for that caller (and the tasks it starts): None else.
 _met: ContextVar[_Met | None] = ContextVar("mongoengine_async_met", default=None)
 
 
