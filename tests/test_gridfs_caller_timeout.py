@@ -20,7 +20,7 @@ import pytest
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from mongoengine.errors import OperationError
 
-from conftest import Held, held_on_server
+from conftest import Held, held_on_server, post_deletes, receiving
 from mongoengine_async import (
     CASCADE,
     Document,
@@ -34,6 +34,7 @@ from mongoengine_async import (
     disconnect_async,
     get_async_connection,
     get_async_db,
+    signals,
 )
 from mongoengine_async.testing import fresh_database
 
@@ -431,17 +432,20 @@ def test_a_loop_closed_by_hand_lets_go_of_the_files_past_the_timeout(
 
 
 class FileDeletes(pymongo.monitoring.CommandListener):
-    """The ids of the files documents whose delete the files' client sent."""
+    """The ids of the files documents whose delete the files' client sent, and
+    how many of its deletes (of files documents, of chunks) succeeded."""
 
     def __init__(self) -> None:
         self.ids: list[Any] = []
+        self.ended = 0
 
     def started(self, event: Any) -> None:
         if event.command_name == "delete" and event.command["delete"] == "fs.files":
             self.ids += [repr(each["q"]) for each in event.command["deletes"]]
 
     def succeeded(self, event: Any) -> None:
-        pass
+        if event.command_name == "delete":
+            self.ended += 1
 
     def failed(self, event: Any) -> None:
         pass
@@ -466,19 +470,23 @@ async def test_a_caller_cancelled_past_its_timeout_deletes_each_file_once(
             with pymongo.timeout(60):
                 await deleting()
 
-        async with held_on_server(FILES, "delete", 3_000) as held:
-            task = asyncio.ensure_future(run())
-            await held.reached_server()
-            task.cancel()
-            await asyncio.wait([task])
-            assert task.cancelled()
-            await held.ended_on_server()
-        assert await files_of_the_kept(delete) == kept_files(delete)
-        deadline = time.monotonic() + 30
-        while context.following and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        # (A post_delete receiver makes a queryset's delete one by one.)
+        senders = [ToPaper] if delete == "document" else []
+        with post_deletes(*senders) as sent:
+            async with held_on_server(FILES, "delete", 3_000) as held:
+                task = asyncio.ensure_future(run())
+                await held.reached_server()
+                task.cancel()
+                await asyncio.wait([task])
+                assert task.cancelled()
+                await held.ended_on_server()
+            assert await files_of_the_kept(delete) == kept_files(delete)
+            deadline = time.monotonic() + 30
+            while context.following and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
         expected = 4 if delete == "document" else 8
         assert (len(listener.ids), len(set(listener.ids))) == (expected, expected)
+        assert len(sent) == (1 if delete == "document" else 0)
     assert reported == []
 
 
@@ -527,3 +535,68 @@ async def test_a_files_delete_failing_before_the_timeout_ran_out_raises_its_erro
         assert await documents_left() == (1 if delete == "document" else 0)
         assert await left() == kept_files(delete, 1)
     assert reported == []
+async def test_post_delete_follows_the_files_past_the_timeout(
+    async_alias: str, mongodb_uri: str, reported: list[dict[str, Any]]
+) -> None:
+    """A document delete whose first file's delete is held on the server
+    beyond the caller's ``pymongo.timeout()``: the call raises NetworkTimeout
+    with no ``post_delete`` sent yet (a receiver would see the files still
+    there); it is sent once, after every file's delete ended."""
+    listener = FileDeletes()
+    async with fresh_database(
+        FILES, mongodb_uri, appname=FILES, event_listeners=[listener]
+    ):
+        deleting = await document_delete()
+        ended: list[int] = []  # (the files' deletes ended, at each post_delete)
+
+        def post(sender: Any, document: Any, **kwargs: Any) -> None:
+            ended.append(listener.ended)
+
+        with receiving(signals.post_delete, post, ToPaper):
+            async with held_on_server(FILES, "delete", 1_500) as held:
+                with pytest.raises(pymongo.errors.NetworkTimeout):
+                    with pymongo.timeout(1):
+                        await deleting()
+                assert ended == []
+                await held.ended_on_server()
+            deadline = time.monotonic() + 30
+            while not ended and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        assert await left() == kept_files("document")
+        assert ended == [listener.ended] and listener.ended >= 8
+    assert reported == []
+
+
+async def test_a_caller_cancelled_as_the_steps_fail_leaves_their_error_reported(
+    files_alias: str, reported: list[dict[str, Any]]
+) -> None:
+    """A document delete under a ``pymongo.timeout()`` whose steps after it
+    (its files' deletes, ``post_delete``) fail as its caller is cancelled (a
+    receiver cancels it, then raises): the call is cancelled, and that error
+    goes to the loop's exception handler (it was never retrieved: asyncio
+    reported it only if the task was collected, as "never retrieved")."""
+    paper = await with_files(ToPaper(title="one"))
+    caller: asyncio.Future[None] | None = None
+
+    def post(sender: Any, document: Any, **kwargs: Any) -> None:
+        assert caller is not None
+        caller.cancel()
+        raise ValueError("the receiver's error")
+
+    async def run() -> None:
+        with pymongo.timeout(30):
+            await paper.async_delete()
+
+    with receiving(signals.post_delete, post, ToPaper):
+        caller = asyncio.ensure_future(run())
+        await asyncio.wait([caller])
+    assert caller.cancelled()
+    await asyncio.sleep(0)  # (the report, a callback of the done task)
+    gc.collect()  # (a task never retrieved is reported once collected)
+    assert [(each["message"], repr(each.get("exception"))) for each in reported] == [
+        (
+            "The delete of the files of deleted documents failed",
+            repr(ValueError("the receiver's error")),
+        )
+    ]
+    assert await left() == [0, 0]

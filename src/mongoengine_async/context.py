@@ -518,15 +518,17 @@ async def _within_time_left(
     waited at most what is left of it; whether it ended (its error raised).
     That time-out spent first (or the caller cancelled), ``hold`` gets the
     task, which goes on: what :func:`_committed` and
-    :func:`beyond_caller_timeout` share."""
+    :func:`beyond_caller_timeout` share. (Cancelled once it ended, ``hold``
+    gets it too: its error, if any, retrieved there, not lost.)"""
     with outside_caller_timeout():
         task = asyncio.ensure_future(work)
     try:
         await asyncio.wait((task,), timeout=_time_left())
-    finally:
-        if not task.done():
-            hold(task)
+    except BaseException:
+        hold(task)
+        raise
     if not task.done():
+        hold(task)
         return False
     task.result()
     return True

@@ -1180,6 +1180,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         Files go only once the document is gone: a refused delete (DENY, a
         failure) keeps them, unlike MongoEngine, which deletes them first; if
         their delete fails, ``post_delete`` is sent, then the error raised.
+        Under a ``pymongo.timeout()`` their deletes outlive, ``post_delete``
+        follows once they ended (after the call raised its time-out).
         ``_post_delete_on_commit``: in a transaction this package bound (a
         queryset's one-by-one delete's own), ``post_delete`` once it committed.
         """
@@ -1261,6 +1263,15 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         finally:
             if turn:
                 _end_own_turn(self)
+        alone = alone_past_timeout(files, operation)
+        if alone is not None:
+            # (Its files' deletes may outlive the call: post_delete once they
+            # ended, then, in the task they go on in.)
+            steps = self._async_after_delete(files, alone, held_back, True)
+            await past_timeout(files, steps)
+            if failed:
+                raise failed[0]
+            return
         try:
             await delete_files(files, operation)  # once the document is gone
         except asyncio.CancelledError:
