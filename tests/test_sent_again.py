@@ -15,6 +15,7 @@ import pytest
 from pymongo import monitoring
 from pymongo.errors import NetworkTimeout, NotPrimaryError
 
+from conftest import Held
 from mongoengine_async import (
     DateTimeField,
     Document,
@@ -76,13 +77,17 @@ class Events(monitoring.CommandListener, monitoring.ConnectionPoolListener):
 
 
 @pytest.fixture
-async def app(mongodb_uri: str) -> AsyncIterator[tuple[str, Events]]:
+async def app(
+    mongodb_uri: str, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[str, Events]]:
     """Alias "default" on a client with an application name of its own, so
-    that a fail point fails this test's commands only, and its events."""
+    that a fail point fails this test's commands only, and its events (and
+    the client options the test's parameter gives, if any)."""
     name = f"sa-{uuid4().hex[:8]}"
     events = Events()
+    options = getattr(request, "param", {})
     async with fresh_database(
-        "default", mongodb_uri, appname=name, event_listeners=[events]
+        "default", mongodb_uri, appname=name, event_listeners=[events], **options
     ):
         yield name, events
 
@@ -180,3 +185,35 @@ async def test_an_index_creation_in_a_session_of_the_caller(app) -> None:
         lsid = session.session_id
     assert [each["lsid"] for each in events.sent("createIndexes")[-2:]] == [lsid] * 2
     assert await index_keys(SaIndexed) == [{"_id": 1}, {"name": 1}]
+
+
+@pytest.mark.parametrize("app", [{"retryWrites": False}], indirect=True)
+async def test_an_index_creation_on_a_client_without_retry_writes(app) -> None:
+    """``retryWrites=false``: its error is raised, as PyMongo raises a write's
+    then, not sent again."""
+    name, events = app
+    await failing(name, "createIndexes", {"errorCode": NOT_WRITABLE_PRIMARY})
+    with pytest.raises(NotPrimaryError):
+        await SaIndexed(name="a").async_save()
+    assert len(events.sent("createIndexes")) == 1
+    assert events.sent("insert") == []
+
+
+@pytest.mark.parametrize("app", [{"timeoutMS": 2000}], indirect=True)
+async def test_an_index_creation_timed_out_by_the_clients_timeout(app) -> None:
+    """The client's ``timeoutMS`` bounds both sends, as a write and its retry:
+    once the first spent it, its error is raised, with no second send (it
+    had a fresh ``timeoutMS`` of its own)."""
+    name, events = app
+    block = {"blockConnection": True, "blockTimeMS": 6000}
+    await failing(name, "createIndexes", block)
+    with pytest.raises(NetworkTimeout) as raised:
+        await SaIndexed(name="a").async_save()
+    assert raised.value.timeout
+    failed = events.seen.index(("failed", "createIndexes", None))
+    assert events.seen[failed + 1 :] == []
+    assert events.sent("insert") == []
+    # (The fail point is turned off once nothing is held in it.)
+    await Held(
+        get_async_connection().admin, name, ["createIndexes"], 0
+    ).ended_on_server()

@@ -113,7 +113,7 @@ async def create_collection(cls: type[Any], collection: AsyncCollection) -> None
         options = _timeseries_options(cls)
     if options is not None:  # (tried again after a step-down: it looks first)
         create = functools.partial(_create_special, cls, collection, options)
-        await sent_again_once(create, None)
+        await sent_again_once(collection, create, None)
     if cls._meta.get("auto_create_index", True):
         await create_indexes(cls, collection)
 
@@ -211,7 +211,7 @@ async def _create(
 ) -> None:
     """``collection.create_indexes(models)``, sent again after a step-down."""
     create = functools.partial(collection.create_indexes, models, session=session)
-    await sent_again_once(create, session)
+    await sent_again_once(collection, create, session)
 
 
 def _conflicting(models: list[IndexModel]) -> bool:

@@ -185,7 +185,7 @@ class _BoundedGridIn(AsyncGridIn):
     async def _flush_data(self, data: Any, force: bool = False) -> None:
         # Before: a failure there wrote nothing. Sent again after a step-down
         # (index creations are no retryable writes).
-        await sent_again_once(self._ensure_indexes, self._session)
+        await sent_again_once(self._coll, self._ensure_indexes, self._session)
         buffered = self._buffered_docs_size + len(data)
         sending = bool(self._buffered_docs or data)
         try:
@@ -1111,9 +1111,8 @@ async def _delete_chunks(root: AsyncCollection, file_id: Any, session: Any) -> i
     sends a retryable write; not in a transaction, which is retried as a whole.
     """
     query = {"files_id": {"$eq": file_id}}
-    result = await sent_again_once(
-        functools.partial(root.chunks.delete_many, query, session=session), session
-    )
+    delete = functools.partial(root.chunks.delete_many, query, session=session)
+    result = await sent_again_once(root.chunks, delete, session)
     return result.deleted_count
 
 

@@ -6,12 +6,17 @@ what a primary stepping down or a lost connection would otherwise leave failed.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pymongo.errors
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
 
-from mongoengine_async._compat import RETRYABLE_ERROR_CODES, caller_time_left
+from mongoengine_async._compat import (
+    RETRYABLE_ERROR_CODES,
+    apply_client_timeout,
+    caller_time_left,
+)
 
 __all__ = ("retryable_write_error", "sent_again_once")
 
@@ -37,20 +42,30 @@ def retryable_write_error(error: pymongo.errors.PyMongoError) -> bool:
     )
 
 
+@apply_client_timeout  # (both sends in one budget, as PyMongo's retry)
 async def sent_again_once(
-    send: Callable[[], Awaitable[_Sent]], session: AsyncClientSession | None
+    collection: AsyncCollection[Any],
+    send: Callable[[], Awaitable[_Sent]],
+    session: AsyncClientSession | None,
 ) -> _Sent:
-    """``send()``, an idempotent write PyMongo does not retry, sent once more
-    after an error PyMongo retries a retryable write on, as PyMongo sends one
-    again: not in a transaction (in ``session``), which is retried as a whole,
-    nor once the caller's ``pymongo.timeout()`` is spent (its error raised).
-    An error of the second send is raised while handling the first's (its
-    ``__context__``)."""
+    """``send()``, an idempotent write to ``collection`` PyMongo does not
+    retry, sent once more after an error PyMongo retries a retryable write
+    on, as PyMongo sends one again: not when the client's ``retryWrites`` is
+    off, nor in a transaction (in ``session``), which is retried as a whole,
+    nor once the caller's ``pymongo.timeout()`` is spent (its error raised);
+    under none, the collection's ``timeoutMS`` bounds both sends, as it
+    bounds a write and its retry. An error of the second send is raised
+    while handling the first's (its ``__context__``)."""
     try:
         return await send()
     except pymongo.errors.PyMongoError as error:
         in_transaction = session is not None and session.in_transaction
-        if in_transaction or not retryable_write_error(error) or _time_spent():
+        if (
+            in_transaction
+            or not collection.database.client.options.retry_writes
+            or not retryable_write_error(error)
+            or _time_spent()
+        ):
             raise
         return await send()
 
