@@ -59,6 +59,15 @@ class ToLeaf(Document):  # deleted with its shelf, by the CASCADE rule
     cover = FileField(db_alias=FILES)
 
 
+class ToFiled(Document):  # a file of its own, and leaves of CASCADE with theirs
+    pdf = FileField(db_alias=FILES)
+
+
+class ToFiledLeaf(Document):
+    root = ReferenceField(ToFiled, reverse_delete_rule=CASCADE)
+    pdf = FileField(db_alias=FILES)
+
+
 @pytest.fixture
 async def files_alias(async_alias: str, mongodb_uri: str) -> AsyncIterator[str]:
     """The files' alias: a client of its own (its application name the fail
@@ -600,3 +609,39 @@ async def test_a_caller_cancelled_as_the_steps_fail_leaves_their_error_reported(
         )
     ]
     assert await left() == [0, 0]
+
+
+@pytest.mark.parametrize("delete", ["document", "queryset"])
+async def test_a_cascaded_files_error_wins_over_the_time_out(
+    files_alias: str, reported: list[dict[str, Any]], delete: str
+) -> None:
+    """A cascade whose leaf's file delete fails (held 2.5 s) within the
+    caller's ``pymongo.timeout()`` of 4 s, then its root's (held as long)
+    beyond it: the call raises the leaf's file's error (the time-out as its
+    context), not NetworkTimeout in its place (that error was lost); the
+    root's goes to the loop's exception handler. Both files are kept."""
+    root = ToFiled()
+    await root.pdf.async_put(b"the root's")
+    await root.async_save()
+    leaf = ToFiledLeaf(root=root)
+    await leaf.pdf.async_put(b"the leaf's")
+    await leaf.async_save()
+    deleting = (
+        root.async_delete if delete == "document" else ToFiled.objects.async_delete
+    )
+    async with held_on_server(FILES, "delete", 2_500, 2, then="delete") as held:
+        with pytest.raises(pymongo.errors.OperationFailure) as error:
+            with pymongo.timeout(4):
+                await deleting()
+        await held.ended_on_server()
+    assert error.value.code == 2
+    assert isinstance(error.value.__context__, pymongo.errors.NetworkTimeout)
+    deadline = time.monotonic() + 30
+    while not reported and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert [(each["message"], each["exception"].code) for each in reported] == [
+        ("The delete of the files of deleted documents failed", 2)
+    ]
+    assert await left() == [2, 2]
+    assert await ToFiled.objects.async_count() == 0
+    assert await ToFiledLeaf.objects.async_count() == 0

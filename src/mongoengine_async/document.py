@@ -122,7 +122,7 @@ from mongoengine_async.operation import (
     session_for,
 )
 from mongoengine_async.query_values import check_query_values
-from mongoengine_async.queryset import QuerySet
+from mongoengine_async.queryset import QuerySet, file_error_wins
 from mongoengine_async.select_related import select_related
 from mongoengine_async.to_bson import FastWrites
 
@@ -1263,12 +1263,17 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         finally:
             if turn:
                 _end_own_turn(self)
-        alone = alone_past_timeout(files, operation)
-        if alone is not None:
+        beyond = alone_past_timeout(files, operation)
+        if beyond is not None:
             # (Its files' deletes may outlive the call: post_delete once they
             # ended, then, in the task they go on in.)
-            steps = self._async_after_delete(files, alone, held_back, True)
-            await past_timeout(files, steps)
+            steps = self._async_after_delete(files, beyond, held_back, True)
+            try:
+                await past_timeout(files, steps)
+            except pymongo.errors.PyMongoError as error:
+                if file_error_wins(error, failed):
+                    raise failed[0]  # noqa: B904 (the time-out: its context, not its cause)
+                raise
             if failed:
                 raise failed[0]
             return

@@ -1453,8 +1453,12 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             )
         else:
             deleted = await each_run()
-        # Once the documents are gone.
-        await delete_files_of_deleted(files, operation, leaving(deleted))
+        try:  # once the documents are gone
+            await delete_files_of_deleted(files, operation, leaving(deleted))
+        except pymongo.errors.PyMongoError as error:
+            if file_error_wins(error, failed):
+                raise failed[0]  # noqa: B904 (the time-out: its context, not its cause)
+            raise
         if failed and _failed is None:
             raise failed[0]
         return deleted
@@ -1484,6 +1488,16 @@ async def _plan_lists(queryset: Any, operation: Operation, atomic: bool) -> bool
     if session is not None and session.in_transaction:
         return True
     return await runs_own_transaction(cls, operation, atomic)
+
+
+def file_error_wins(
+    error: pymongo.errors.PyMongoError, failed: list[Exception]
+) -> bool:
+    """Whether a delete raises the first of ``failed`` (a cascaded document's
+    file's error) over ``error``, its documents' files' deletes': when that
+    is a time-out (the caller's ``pymongo.timeout()`` spent, they go on: the
+    file's error is the news); else ``error`` is raised (first)."""
+    return bool(failed) and bool(error.timeout)
 
 
 def _left(cls: type[Any], ids: list | None, deleted: int | None) -> Listed | None:
