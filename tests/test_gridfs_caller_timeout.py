@@ -544,6 +544,8 @@ async def test_a_files_delete_failing_before_the_timeout_ran_out_raises_its_erro
         assert await documents_left() == (1 if delete == "document" else 0)
         assert await left() == kept_files(delete, 1)
     assert reported == []
+
+
 async def test_post_delete_follows_the_files_past_the_timeout(
     async_alias: str, mongodb_uri: str, reported: list[dict[str, Any]]
 ) -> None:
