@@ -444,3 +444,39 @@ def test_a_failing_load_fetches_each_cached_reference_once(
         sync_command_log.clear()
         assert loaded(load, son) == slow
         assert sync_command_log.count("find") == 1
+
+
+class LeCachedListThenPart(Document):
+    """Cached references in a list, a map and nested lists, then a field
+    that may fail."""
+
+    listed = ListField(CachedReferenceField(LeCachedTarget, fields=["name"]))
+    mapped = DictField(CachedReferenceField(LeCachedTarget, fields=["name"]))
+    nested = ListField(ListField(CachedReferenceField(LeCachedTarget)))
+    part = EmbeddedDocumentField(LdPart)
+
+
+def test_a_failing_load_fetches_each_listed_cached_reference_once(
+    sync_default: Any, sync_command_log: Any
+) -> None:
+    """Cached references in a list, a map or a list of lists, each stored as
+    a dict, are fetched once by a load that then fails, as by MongoEngine."""
+    target = LeCachedTarget(name="x").save()
+    cached = {"_id": target.id, "name": "x"}
+    son = {
+        "_id": ObjectId(),
+        "listed": [cached, cached],
+        "mapped": {"a": cached},
+        "nested": [[cached], []],
+        "part": "?",
+    }
+    sync_command_log.clear()
+    slow = loaded(LeCachedListThenPart._from_son, son)
+    assert slow[0] == "raised" and sync_command_log.count("find") == 4
+    for load in (
+        loader(LeCachedListThenPart),
+        loader(LeCachedListThenPart, owned=True),
+    ):
+        sync_command_log.clear()
+        assert loaded(load, son) == slow
+        assert sync_command_log.count("find") == 4

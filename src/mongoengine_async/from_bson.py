@@ -49,6 +49,7 @@ from mongoengine.fields import (
 from mongoengine_async import plan_watch
 from mongoengine_async._compat import has_field_display, set_field_display
 from mongoengine_async.context import anything_bound
+from mongoengine_async.sequences import innermost
 from mongoengine_async.signals import has_init_receivers
 
 __all__ = (
@@ -735,13 +736,15 @@ _BATCH_TAKES = "documents[index] = document\ncontinue"
 
 def _loaded_caches_source(plan: _Plan) -> str:
     """Before a failing load goes to ``_from_son``: the son given the cached
-    references already loaded, which MongoEngine's ``to_python`` keeps (each
-    cache stored as a dict is a find: run again, it would be sent twice)."""
+    references already loaded, alone or in typed lists and dicts, which
+    MongoEngine's ``to_python`` loads once (each cache stored as a dict is a
+    find: converted again, it would be sent twice; loaded, it is kept)."""
     return "".join(
-        f"if type(get({fp.field.db_field!r})) is dict and type(v{i}) is not dict:\n"
+        f"if get({fp.field.db_field!r}) is not None"
+        f" and v{i} is not get({fp.field.db_field!r}):\n"
         f"    son = {{**son, {fp.field.db_field!r}: v{i}}}\n"
         for i, fp in enumerate(plan.fields)
-        if isinstance(fp.field, mongoengine.CachedReferenceField)
+        if isinstance(innermost(fp.field), mongoengine.CachedReferenceField)
     )
 
 

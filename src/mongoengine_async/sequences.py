@@ -189,11 +189,11 @@ _fields: dict[type[Any], tuple[bool, tuple[type[Any], ...]]] = keyed_by_class({}
 
 def _fields_of(cls: type[Any]) -> tuple[bool, tuple[type[Any], ...]]:
     """Whether ``cls`` declares a SequenceField (alone or in typed containers),
-    and the document types of its EmbeddedDocumentFields (see :func:`_innermost`)."""
+    and the document types of its EmbeddedDocumentFields (see :func:`innermost`)."""
     found = _fields.get(cls)
     if found is None:
         taken_in(cls)
-        inner = [_innermost(field) for field in cls._fields.values()]
+        inner = [innermost(field) for field in cls._fields.values()]
         own = any(isinstance(field, SequenceField) for field in inner)
         embedded = tuple(
             field.document_type
@@ -204,7 +204,7 @@ def _fields_of(cls: type[Any]) -> tuple[bool, tuple[type[Any], ...]]:
     return found
 
 
-def _innermost(field: BaseField) -> BaseField:
+def innermost(field: BaseField) -> BaseField:
     """The item field of a (nested) typed list or dict field, else ``field``:
     documents embedded through an ``EmbeddedDocumentField``, alone or in typed
     containers, are numbered; others (generic, dynamic, untyped) are not."""
@@ -267,7 +267,7 @@ def _collect(document: BaseDocument, id_only: bool, unset: _Unset) -> None:
             if value is None:
                 _add(field, document._data, name, unset)
             continue
-        inner = None if value is None else _innermost(field)
+        inner = None if value is None else innermost(field)
         if isinstance(inner, SequenceField):  # a list or dict of numbers
             for container, key in _none_items(value):
                 _add(inner, container, key, unset)
