@@ -1662,18 +1662,40 @@ class OdMixed(Document):
     last = IntField(default=numbered("last"))
 
 
+class Recording:
+    """A value whose conversions (``int()``, ``float()``, a list's
+    ``to_python``) are user code, recorded in CALLS."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __int__(self) -> int:
+        CALLS.append(f"{self.name}.__int__")
+        return 4
+
+    def __float__(self) -> float:
+        CALLS.append(f"{self.name}.__float__")
+        return 0.5
+
+    def to_python(self) -> str:
+        CALLS.append(f"{self.name}.to_python")
+        return self.name
+
+
 SHARED: list[int] = []
 MIXED_VALUES = {
     "first": st.sampled_from([None, 5, float("inf")]),
-    "count": st.sampled_from([None, 3, "4", float("inf")]),
+    "count": st.sampled_from([None, 3, "4", float("inf"), Recording("count")]),
     "owner": st.sampled_from([None, "k", DBRef("od_keyed", "k")]),
     "part": st.sampled_from([None, {}, {"rank": None}, {"zz": 1}]),
     "parts": st.sampled_from([None, [], [{"rank": None}], [{"rank": 2}, {"zz": 1}]]),
     "named": st.sampled_from([None, {"a": {"rank": None}}, {"a": {"zz": 1}}]),
-    "loose": st.sampled_from([None, [{"_cls": "OdPart", "rank": None}]]),
+    "loose": st.sampled_from(
+        [None, [{"_cls": "OdPart", "rank": None}], [1, Recording("loose")]]
+    ),
     "maybe": st.sampled_from([None, 1]),
     "shared": st.sampled_from([None, [1]]),
-    "ratio": st.sampled_from([None, 1, 10**400]),
+    "ratio": st.sampled_from([None, 1, 10**400, Recording("ratio")]),
     "last": st.sampled_from([None, 7]),
 }
 
@@ -1692,14 +1714,16 @@ def mixed_values(draw: st.DrawFn) -> dict[str, Any]:
 @example({"ratio": 10**400, "count": float("inf")})  # (the ratio's error)
 @example({"part": {"rank": None}, "owner": "k"})  # (the key's, then the rank's)
 @example({"part": {"rank": None}, "first": float("inf")})  # (the rank's, then raises)
+@example({"count": Recording("count")})  # (the defaults, then the value's __int__)
+@example({"ratio": Recording("ratio"), "loose": [1, Recording("loose")]})
 def test_constructors_run_defaults_and_conversions_as_mongoengine(
     values: dict[str, Any],
 ) -> None:
     """A constructor given any of these values, in any order, calls the
     defaults and the user's conversions (a reference's target's id field)
-    in MongoEngine's order, each once, and builds or raises what
-    ``__init__`` builds or raises, even when a conversion that runs no
-    user's code raises after a default was called."""
+    in MongoEngine's order, each once (a value's own ``__int__`` too), and
+    builds or raises what ``__init__`` builds or raises, even when a
+    conversion that runs no user's code raises after a default was called."""
     assert_constructs_as_mongoengine(OdMixed, values)
 
 

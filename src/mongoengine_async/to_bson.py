@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -79,7 +79,8 @@ from mongoengine_async.from_bson import (
     plain_setter,
     set_conversion,
 )
-from mongoengine_async.select_related import SCALAR_FIELDS
+from mongoengine_async.select_related import PLAIN_VALUE_TYPES, SCALAR_FIELDS
+from mongoengine_async.sequences import innermost
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -583,10 +584,10 @@ def _calls_default(field: BaseField) -> bool:
 _QUIET_SCALARS = (*SCALAR_FIELDS, mongoengine.GeoPointField)
 # (the references whose ``to_python`` calls their target's id field's)
 _TARGET_IDS_CONVERTED = (mongoengine.ReferenceField, mongoengine.LazyReferenceField)
+_REFERENCES = (*_TARGET_IDS_CONVERTED, mongoengine.GenericReferenceField)
 _QUIET_CONVERSIONS = (
     *_QUIET_SCALARS,
-    *_TARGET_IDS_CONVERTED,
-    mongoengine.GenericReferenceField,
+    *_REFERENCES,
     mongoengine.ListField,
     mongoengine.DictField,
 )
@@ -607,16 +608,36 @@ def _converts_quietly(field: BaseField | None) -> bool:
     return True
 
 
-def _holds_iterator(value: Any) -> bool:
-    """Whether ``value``, or an item of its lists, tuples and dicts at any
-    depth, is an iterator (a generator), which a conversion reads once."""
-    if isinstance(value, Iterator):
-        return True
-    if isinstance(value, dict):
-        value = value.values()
-    elif not isinstance(value, list | tuple):
-        return False
-    return any(map(_holds_iterator, value))
+# The containers a quiet conversion walks without running a user's code.
+_PLAIN_CONTAINERS = frozenset((list, tuple, BaseList, dict, BaseDict))
+
+
+def _quiet_for(field: BaseField) -> Callable[[Any], bool]:
+    """For a field whose conversion runs no user code of its own: whether it
+    runs none for a value either. A value's own methods that a conversion
+    calls (``int()`` its ``__int__``, an item's ``to_python``...) are a
+    user's code, which ``__init__`` runs after the defaults: only the types
+    the driver decodes, DBRefs, the field's enum's members and, for references
+    and untyped containers, documents pass, in lists, tuples and dicts (their
+    keys too) at any depth; not a generator either, which is read once."""
+    item = innermost(field)
+    kept: tuple[type, ...] = (DBRef,)
+    if isinstance(item, (*_REFERENCES, ComplexBaseField)):  # (untyped: itself)
+        kept += (BaseDocument,)
+    elif isinstance(item, EnumField):
+        kept += (item._enum_cls,)
+
+    def quiet(value: Any) -> bool:
+        kind = type(value)
+        if kind in PLAIN_VALUE_TYPES:
+            return True
+        if kind not in _PLAIN_CONTAINERS:
+            return isinstance(value, kept)
+        if isinstance(value, dict):
+            return all(map(quiet, value)) and all(map(quiet, value.values()))
+        return all(map(quiet, value))
+
+    return quiet
 
 
 def _library_field(field: Any, kinds: tuple[type, ...]) -> bool:
@@ -1005,11 +1026,11 @@ class _Source:
                 f"items_{index}.issuperset(map(type, {value})):",
                 f"    {value} = list({value})",
             ]
-        if isinstance(field, ComplexBaseField) and _converts_quietly(field):
-            # A generator, read by a conversion before a later one raises,
-            # would reach __init__ empty: __init__ reads it, in its order.
-            ns["holds_iterator"] = _holds_iterator
-            lines += [f"elif holds_iterator({value}):", "    return False"]
+        if _converts_quietly(field):
+            # A value whose conversion runs a user's code (a generator, read
+            # once) goes to __init__, which runs it in its order.
+            ns[f"quiet_{index}"] = _quiet_for(field)
+            lines += [f"elif not quiet_{index}({value}):", "    return False"]
         return [
             *lines,
             "else:",
