@@ -480,3 +480,29 @@ def test_a_failing_load_fetches_each_listed_cached_reference_once(
         sync_command_log.clear()
         assert loaded(load, son) == slow
         assert sync_command_log.count("find") == 4
+
+
+def test_a_load_failing_on_a_cached_reference_fetches_it_once(
+    sync_default: Any, sync_command_log: Any
+) -> None:
+    """A cached reference whose document is gone fails to load (MongoEngine's
+    error), alone or after another in a list: each fetched once, as by
+    MongoEngine, not once more by ``_from_son`` after the loader's try."""
+    target = LeCachedTarget(name="x").save()
+    gone = {"_id": ObjectId(), "name": "y"}
+    cases = (
+        (LeCachedThenPart, {"_id": ObjectId(), "cached": gone}, 1),
+        (
+            LeCachedListThenPart,
+            {"_id": ObjectId(), "listed": [{"_id": target.id, "name": "x"}, gone]},
+            2,
+        ),
+    )
+    for model, son, finds in cases:
+        sync_command_log.clear()
+        slow = loaded(model._from_son, son)
+        assert slow[0] == "raised" and sync_command_log.count("find") == finds
+        for load in (loader(model), loader(model, owned=True)):
+            sync_command_log.clear()
+            assert loaded(load, son) == slow
+            assert sync_command_log.count("find") == finds

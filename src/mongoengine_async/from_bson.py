@@ -574,6 +574,7 @@ def make(fallback, {references}):
             return fallback(son)
         get = son.get
 {values}\
+{fetching}\
         # Each field present and not null, and as many keys as fields: no
         # other key. Otherwise, any other key must be a _cls naming cls.
         whole = len(son) == field_count and not ({any_none})
@@ -589,7 +590,7 @@ _TAIL = """\
         except (AttributeError, ValueError):
             failed = True
         if failed:  # MongoEngine's error, not chained to the one met here
-{loaded}            return fallback(son)
+            return fallback(son)
 {data}\
         if complete:
             data = {{k: v for k, v in data.items() if v is not MISSING}}
@@ -665,6 +666,7 @@ def _compile(
         "complete_document": _complete,
         "init_order": init_order,
         "embed": link_embedded,
+        "fetches": _fetches,
         "known_keys": frozenset(fp.field.db_field for fp in plan.fields) | {"_cls"},
         "field_count": len(plan.fields),
         "new": cls.__new__,
@@ -675,6 +677,7 @@ def _compile(
     blocks = []
     for index, field_plan in enumerate(plan.fields):
         namespace[f"to_python_{index}"] = field_plan.to_python
+        namespace[f"field_{index}"] = field_plan.field
         namespace[f"type_{index}"] = field_plan.identity_type
         namespace[f"default_{index}"] = field_plan.default
         if field_plan.kept_items is not None:
@@ -705,6 +708,7 @@ def _compile(
         _HEAD.format(
             references=", ".join(references),
             values=_indent(values, 8),
+            fetching=_indent(_fetching_source(plan), 8),
             any_none=any_none or "False",
             flags="converted = " if owning else "",
             # (an owning loader takes a whole son in its order, see _TAKE_SON)
@@ -713,7 +717,6 @@ def _compile(
         )
         + "".join(blocks)
         + _TAIL.format(
-            loaded=_indent(_loaded_caches_source(plan), 12),
             data=_indent(_data_source(plan, owning), 8),
             embed=_indent("\n".join(embed or ["pass"]), 12),
             # A _cls field (allow_inheritance) holds it in _data, as in _from_son.
@@ -734,18 +737,32 @@ _LOAD_TAKES = "return document"
 _BATCH_TAKES = "documents[index] = document\ncontinue"
 
 
-def _loaded_caches_source(plan: _Plan) -> str:
-    """Before a failing load goes to ``_from_son``: the son given the cached
-    references already loaded, alone or in typed lists and dicts, which
-    MongoEngine's ``to_python`` loads once (each cache stored as a dict is a
-    find: converted again, it would be sent twice; loaded, it is kept)."""
+def _fetching_source(plan: _Plan) -> str:
+    """A son whose cached references a conversion would fetch goes to the
+    fallback first (see :func:`_fetches`)."""
     return "".join(
-        f"if get({fp.field.db_field!r}) is not None"
-        f" and v{i} is not get({fp.field.db_field!r}):\n"
-        f"    son = {{**son, {fp.field.db_field!r}: v{i}}}\n"
+        f"if v{i} is not None and fetches(field_{i}, v{i}):\n    return fallback(son)\n"
         for i, fp in enumerate(plan.fields)
         if isinstance(innermost(fp.field), mongoengine.CachedReferenceField)
     )
+
+
+def _fetches(field: BaseField, value: Any) -> bool:
+    """Whether converting ``value``, stored for ``field`` (a CachedReferenceField
+    or a list or dict of them), sends a find: a dict in it on a sync alias,
+    where MongoEngine's ``to_python`` loads each cache so stored. ``_from_son``
+    then loads the son, fetching each once even when the load fails (a failed
+    load sent there after converting would fetch them again)."""
+    from mongoengine_async.proxies import is_async_class  # (imports this)
+
+    return _holds_dict(value) and not is_async_class(innermost(field).document_type)
+
+
+def _holds_dict(value: Any) -> bool:
+    """Whether ``value`` is a dict, or a list holding one at any depth."""
+    if isinstance(value, dict):
+        return True
+    return isinstance(value, list) and any(map(_holds_dict, value))
 
 
 def _whole_son_source(plan: _Plan, joining: bool, takes: str = _LOAD_TAKES) -> str:
