@@ -1750,6 +1750,60 @@ def test_a_generator_given_is_read_once_as_by_mongoengine() -> None:
     assert (stream.counts, stream.first, CALLS) == ([1, 2], 1, ["first"])
 
 
+class ReadOnce:
+    """An iterable, not an iterator, whose items can be read once only."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.read = (int(text) for text in texts)
+
+    def __iter__(self) -> Any:
+        return self.read
+
+
+class Converted:
+    """A value with its own ``to_python`` (a user's code), counting its calls."""
+
+    def to_python(self) -> list[int]:
+        CALLS.append("converted")
+        return [1]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        lambda: {"counts": ReadOnce(["1", "x"])},
+        lambda: {"grid": [ReadOnce(["1", "x"])]},
+        lambda: {"grid": {(int(text) for text in ["1", "x"])}},
+        lambda: {"grid": frozenset([(int(text) for text in ["1", "x"])])},
+        lambda: {"grid": {"a": (int(text) for text in ["1", "x"])}.values()},
+        lambda: {"grid": map(ReadOnce, [["1", "x"]])},
+    ],
+    ids=["iterable", "in a list", "in a set", "frozenset", "dict view", "map"],
+)
+def test_what_reads_once_given_is_read_once_as_by_mongoengine(
+    given: Callable[[], dict[str, Any]],
+) -> None:
+    """Any value read once only given for a list field (not only a
+    generator: an iterable of one pass, a generator in a set or a dict view)
+    is read once, by ``__init__``'s conversion: its error raised, as
+    MongoEngine raises it, not an empty list stored in silence."""
+    with pytest.raises(ValueError, match="invalid literal for int"):
+        OdStream(**given())
+
+
+def test_a_values_own_conversion_runs_once_as_by_mongoengine() -> None:
+    """A value with its own ``to_python`` given for a list field is converted
+    once, after the absent fields' defaults, as by ``__init__``, even when
+    another value's conversion raises."""
+    CALLS.clear()
+    with pytest.raises(OverflowError, match="int too large to convert to float"):
+        OdStream(counts=Converted(), ratio=10**400)
+    assert CALLS == ["first", "converted"]
+    CALLS.clear()
+    stream = OdStream(counts=Converted())
+    assert (stream.counts, CALLS) == ([1], ["first", "converted"])
+
+
 def test_mongoengine_field_class_methods_patched_after_first_use_are_called(
     sync_default: Any,
 ) -> None:
