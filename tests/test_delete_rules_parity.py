@@ -2995,3 +2995,130 @@ async def test_a_document_matching_between_a_collated_delete_s_reads(
         assert refs == ["ref-later"]
         # (With file fields, a read of the kept one: it matches now.)
         assert collated == ([False, True, False, False] if filed else [True, False])
+
+
+async def deny_order_scenario(module: Any) -> tuple[Any, list[int]]:
+    """A publisher; books and magazines (CASCADE from it, in that order);
+    chapters (CASCADE from a book); a chapter's quote and a magazine's ad,
+    each with a DENY rule. The publisher's delete: its error's message (the
+    classes' suffixes left out), the number of documents left per class."""
+    is_async = module is mongoengine_async
+    alias = "default" if is_async else SYNC
+
+    def referring(prefix: str, target: type, rule: int) -> type:
+        ref = module.ReferenceField(target, reverse_delete_rule=rule)
+        return build(module, prefix, alias, {"ref": ref})
+
+    publisher = build(module, "DrpDoPublisher", alias, {})
+    book = referring("DrpDoBook", publisher, CASCADE)
+    magazine = referring("DrpDoMagazine", publisher, CASCADE)
+    chapter = referring("DrpDoChapter", book, CASCADE)
+    quote = referring("DrpDoQuote", chapter, DENY)
+    ad = referring("DrpDoAd", magazine, DENY)
+    classes = [publisher, book, magazine, chapter, quote, ad]
+
+    async def save(document: Any) -> Any:
+        return await document.async_save() if is_async else document.save()
+
+    acme = await save(publisher())
+    await save(quote(ref=await save(chapter(ref=await save(book(ref=acme))))))
+    await save(ad(ref=await save(magazine(ref=acme))))
+    with pytest.raises(OperationError) as error:
+        await acme.async_delete() if is_async else acme.delete()
+    message = str(error.value)
+    for cls in classes:
+        message = message.replace(cls.__name__, cls.__name__[:-6])
+    counts = [
+        len(await stored_by(is_async, cls._get_collection_name(), "_id"))
+        for cls in classes
+    ]
+    return message, counts
+
+
+async def test_deny_rules_refusing_deep_and_shallow_name_mongoengine_s_first(
+    async_alias: str, sync_alias: Any
+) -> None:
+    """Two DENY rules refuse a delete: one two levels down the first CASCADE
+    (a book's chapter's quote), one a level down the second (a magazine's
+    ad). MongoEngine walks the rules depth first, and names the quote's; the
+    async delete checked them level by level, and named the ad's."""
+    theirs = await deny_order_scenario(mongoengine)
+    message = "Could not delete document (DrpDoQuote.ref refers to it)"
+    assert theirs == (message, [1, 1, 1, 1, 1, 1])
+    assert await deny_order_scenario(mongoengine_async) == theirs
+
+
+async def kept_per_document_scenario(module: Any) -> tuple[Any, ...]:
+    """An account; its links (CASCADE, delete receivers: deleted one by one);
+    notes (a base class, plain manager) cascading from a mark (CASCADE from a
+    link); the notes' subclass, its manager matching kind "k" under a
+    case-insensitive collation, cascading from a link and from itself. One
+    kind "K" note refers to the first link (its subclass's read lists it, its
+    ``delete_many`` keeps it) and to the second link's mark. The account's
+    delete: its result, the names left per class, the links signalled."""
+    is_async = module is mongoengine_async
+    alias = "default" if is_async else SYNC
+
+    def objects(document: type, queryset: Any) -> Any:
+        return queryset.collation(CASE_INSENSITIVE).filter(kind="k")
+
+    def ref(target: Any, rule: int = DO_NOTHING) -> Any:
+        return module.ReferenceField(target, reverse_delete_rule=rule)
+
+    named = {"name": module.StringField()}
+    account = build(module, "DrpKpdAccount", alias, named)
+    link = build(
+        module, "DrpKpdLink", alias, {**named, "account": ref(account, CASCADE)}
+    )
+    mark = build(module, "DrpKpdMark", alias, {**named, "link": ref(link)})
+    fields = {**named, "kind": module.StringField(), "mark": ref(mark, CASCADE)}
+    note = owned(module, alias, "DrpKpdNote", fields, {"allow_inheritance": True})
+    sub = type(
+        f"DrpKpdSub{uuid4().hex[:6]}",
+        (note,),
+        {
+            "__module__": __name__,
+            "link": ref(link),
+            "parent": ref("self", CASCADE),
+            "objects": module.queryset_manager(objects),
+        },
+    )
+    # (The subclass's rule first: it keeps the note before the mark's rule.)
+    link.register_delete_rule(sub, "link", CASCADE)
+    link.register_delete_rule(mark, "link", CASCADE)
+
+    async def save(document: Any) -> Any:
+        return await document.async_save() if is_async else document.save()
+
+    acme = await save(account(name="acme"))
+    first = await save(link(name="first", account=acme))
+    second = await save(link(name="second", account=acme))
+    marked = await save(mark(name="marked", link=second))
+    await save(sub(name="kept", kind="K", link=first, mark=marked))
+    seen: list = []
+
+    def noted(sender: Any, document: Any, **kwargs: Any) -> None:
+        seen.append(document.name)
+
+    sigs = mongoengine_async.signals if is_async else signals
+    with receiving(sigs.post_delete, noted, link):
+        result = await acme.async_delete() if is_async else acme.delete()
+    left = [
+        [each["name"] for each in await stored_by(is_async, name, "name")]
+        for name in [cls._get_collection_name() for cls in (account, link, mark, note)]
+    ]
+    return result, left, seen
+
+
+async def test_a_kept_document_reached_through_two_documents_deleted_one_by_one(
+    async_alias: str, sync_alias: Any
+) -> None:
+    """MongoEngine deletes each link with its own ``delete()``, whose
+    ``cascade_refs`` start afresh: below the first link the subclass's rule
+    lists the kind "K" note (its ``delete_many`` keeps it) and holds it, below
+    the second the mark's rule reaches it through the notes' plain manager,
+    holding nothing yet: it is deleted. The async delete held it from the
+    first link's rule for the second's too: it stayed."""
+    theirs = await kept_per_document_scenario(mongoengine)
+    assert theirs == (None, [[], [], [], []], ["first", "second"])
+    assert await kept_per_document_scenario(mongoengine_async) == theirs

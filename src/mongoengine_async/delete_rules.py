@@ -615,6 +615,9 @@ class _DeletePlan:
         # given).
         self.spared_as: dict[type[Any] | None, _Spared] = {}
         self.ids: dict[type[Any], list] = {}
+        # The position (see self.kept_from) each class of self.ids was first
+        # planned at in MongoEngine's depth-first order: its DENY rules' turn.
+        self.first_at: dict[type[Any], tuple[int, ...]] = {root: ()}
         # The ids planned per collection: a class hierarchy shares one, where a
         # document may be reached through its own class or a parent class
         # (each by its _id_key, the id itself as value).
@@ -645,13 +648,18 @@ class _DeletePlan:
         # alone (kept by its read's delete): the positions (rule indices from
         # the root, MongoEngine's depth-first order) from which cascade_refs
         # hold it (none: never); and the positions of the reads matching it
-        # without the collation (each deletes it, unless held there).
-        self.kept_from: dict[tuple[str, Any], set[tuple[int, ...]]] = {}
-        self.reached: dict[tuple[str, Any], set[tuple[int, ...]]] = {}
+        # without the collation (each deletes it, unless held there); each
+        # with the cascade_refs it is in (see self.scopes).
+        self.kept_from: dict[tuple[str, Any], set[tuple[tuple, tuple]]] = {}
+        self.reached: dict[tuple[str, Any], set[tuple[tuple, tuple]]] = {}
         # The positions of the reads of a class with delete receivers:
         # MongoEngine deletes each of those with its own delete(), which
         # starts cascade_refs afresh below it.
         self.one_by_one: set[tuple[int, ...]] = set()
+        # Per (collection, _id_key) of a document read, the cascade_refs of
+        # the queries that read it: () the root's, else (position, _id_key)
+        # of the document deleted one by one they start at (none: the root's).
+        self.scopes: dict[tuple[str, Any], frozenset[tuple]] = {}
         # Whether a read may list some under a collation alone (else no
         # read's matches are noted in self.reached).
         self.may_keep = bool(collated is not None and collated._collation) or any(
@@ -819,7 +827,7 @@ class _DeletePlan:
         if kept and not _in_transaction(self.operation.session):
             late = set(map(_id_key, await self._matching_now(kept)))
             kept = [pk for pk in kept if _id_key(pk) not in late]
-        self._keep(self.root, set(map(_id_key, kept)), ())
+        self._keep(self.root, dict.fromkeys(map(_id_key, kept), _ROOT_SCOPES), ())
         name = self.root._get_collection_name()
         self.untaken = {(name, _id_key(pk)) for pk in kept}
         return [*roots, *kept]
@@ -1089,7 +1097,7 @@ class _DeletePlan:
         frontier: list[tuple[type[Any], list, tuple[int, ...]]] = [
             (self.root, self._add(self.root, root_ids), ())
         ]
-        by_filter: list[tuple[type[Any], str, list, tuple[int, ...]]] = []
+        by_filter: list[tuple[type[Any], str, list, tuple, frozenset]] = []
         while frontier:
             next_frontier = []
             for cls, ids, path in frontier:
@@ -1101,31 +1109,69 @@ class _DeletePlan:
                     if not await self._through_hint(referrer, name, runs, spared):
                         continue
                     position = (*path, index)
+                    below = self._scopes_below(referrer, name, cls, ids, path)
                     if not self._needs_ids(referrer) and spared.by_query:
-                        by_filter += [(referrer, name, run, position) for run in runs]
+                        by_filter += [
+                            (referrer, name, run, position, scopes)
+                            for scopes, group in self._grouped(
+                                referrer, name, cls, ids, below
+                            )
+                            for run in self._referring(referrer, name, cls, group)
+                        ]
                         continue
-                    found = await self._cascade_by_ids(referrer, name, runs, position)
-                    next_frontier += [(each, new, position) for each, new in found]
+                    found = await self._cascade_by_ids(
+                        referrer, name, runs, position, below
+                    )
+                    for each, new in found:
+                        first = self.first_at.get(each, position)
+                        self.first_at[each] = min(first, position)
+                        next_frontier.append((each, new, position))
             frontier = next_frontier
         self._filter_unlisted()
-        for referrer, name, run, position in by_filter:
+        for referrer, name, run, position, scopes in by_filter:
             exclude = [
                 *self._spared(referrer).ids,
-                *self._spared_kept(referrer, position),
+                *self._spared_kept(referrer, position, scopes),
             ]
             self.filters.append((referrer, _referring(referrer, name, run, exclude)))
 
-    def _spared_kept(self, referrer: type[Any], position: tuple[int, ...]) -> list:
+    def _spared_kept(
+        self, referrer: type[Any], position: tuple[int, ...], scopes: frozenset
+    ) -> list:
         """The ids of the kept documents of the ``referrer``'s collection that
-        MongoEngine's ``cascade_refs`` hold at ``position``, which its query
-        there leaves out (``pk__nin``)."""
+        MongoEngine's ``cascade_refs`` hold at ``position`` in each of the
+        ``scopes`` its query there runs in, which leaves them out (``pk__nin``)."""
         name = referrer._get_collection_name()
         planned = self._planned(referrer)
         return [
             planned[key]
             for (collection, key), starts in self.kept_from.items()
-            if collection == name and self._held(starts, position)
+            if collection == name
+            and all(self._held(starts, (position, scope)) for scope in scopes)
         ]
+
+    def _scopes_below(
+        self, referrer: type[Any], name: str, cls: type[Any], ids: list, path: tuple
+    ) -> dict[Any, frozenset]:
+        """The cascade_refs (see ``self.scopes``) the query of the rule
+        (``referrer``, ``name``) runs in for each of the ``ids`` of ``cls``
+        read at ``path``, by the :func:`_id_key` of the reference as stored:
+        its own when deleted one by one, else those it was read in. Only for
+        a delete that may keep documents (else none is asked)."""
+        if not self.may_keep:
+            return {}
+        reference_field = _reference_field(referrer, name)
+        collection = cls._get_collection_name()
+        below = {}
+        for pk in ids:
+            key = _id_key(pk)
+            if path in self.one_by_one:
+                scopes = frozenset({(path, key)})
+            else:
+                scopes = self.scopes.get((collection, key), _ROOT_SCOPES)
+            for value in _stored_values(reference_field, cls, [pk]):
+                below[_id_key(value)] = scopes
+        return below
 
     async def _through_hint(
         self, referrer: type[Any], name: str, runs: list[list], spared: _Spared
@@ -1149,12 +1195,39 @@ class _DeletePlan:
                 return True
         return False
 
+    def _grouped(
+        self,
+        referrer: type[Any],
+        name: str,
+        cls: type[Any],
+        ids: list,
+        below: dict[Any, frozenset],
+    ) -> list[tuple[frozenset, list]]:
+        """The ``ids`` of ``cls`` grouped by the cascade_refs the rule's query
+        runs in for them (``below``, see :meth:`_scopes_below`): one group,
+        the root's, when the delete keeps none; a query (a filter) each."""
+        if not below:
+            return [(_ROOT_SCOPES, ids)]
+        reference_field = _reference_field(referrer, name)
+        groups: dict[frozenset, list] = {}
+        for pk in ids:
+            [stored, *_] = _stored_values(reference_field, cls, [pk])
+            groups.setdefault(below[_id_key(stored)], []).append(pk)
+        return list(groups.items())
+
     async def _cascade_by_ids(
-        self, referrer: type[Any], name: str, runs: list[list], position: tuple
+        self,
+        referrer: type[Any],
+        name: str,
+        runs: list[list],
+        position: tuple,
+        below: dict[Any, frozenset],
     ) -> list[tuple[type[Any], list]]:
         """Plan the ``referrer`` documents whose ``name`` holds a reference of
         ``runs`` (a query each), read by the rule at ``position`` (see
-        ``self.kept_from``); returns the ids new to the plan, per class."""
+        ``self.kept_from``), in the cascade_refs ``below`` gives per
+        reference (see :meth:`_scopes_below`); returns the ids new to the
+        plan, per class."""
         referring = await self.operation.on(referrer)
         classes = _rule_classes(referrer)
         # Whole documents, which their signals are sent (see _load_for_signals).
@@ -1179,7 +1252,10 @@ class _DeletePlan:
             )
             query = _referring(referrer, name, run, exclude, whole)
             fields = None if whole else projection
+            if fields is not None and len(set(below.values())) > 1:
+                fields = {**fields, _db_field(referrer, name): 1}  # (see _scoped)
             read = await _found_by_class(referring, query, classes, fields, iteration)
+            scoped = self._scoped(referrer, name, read, below)
             self._revive(referrer, read, position)
             fresh = self._plan_found(found, read, spared.keys)
             # (Their _id_key, matched without collation nor hint: deleted.)
@@ -1187,9 +1263,13 @@ class _DeletePlan:
             if iteration and not whole:
                 matched_ids = await _ids(referring, query)
                 listed, matched = matched, set(map(_id_key, matched_ids))
-                self._keep(referrer, listed - matched - spared.keys, position)
+                kept = listed - matched - spared.keys
+                scopes = {key: scoped.get(key, _ROOT_SCOPES) for key in kept}
+                self._keep(referrer, scopes, position)
                 self._unlisted(referrer, matched_ids, read, spared.keys, position)
-            self._reach(referrer, matched, position)
+            everywhere = frozenset().union(*below.values())  # (a hint left out)
+            reach = {key: scoped.get(key, everywhere) for key in matched}
+            self._reach(referrer, reach, position)
             # (Their files, the kept ones' left out once all is planned.)
             taken = [
                 (each, raw) for each, raw in read if self._take(collection, raw, fresh)
@@ -1259,13 +1339,41 @@ class _DeletePlan:
             left = [pk for pk in ids if (name, _id_key(pk)) in self.unlisted_at]
             self.filters += [(cls, {"_id": {"$in": run}}) for run in self._runs(left)]
 
-    def _keep(self, cls: type[Any], keys: set, position: tuple[int, ...]) -> None:
-        """Note the ``cls`` documents (their :func:`_id_key`) read at
-        ``position`` under a collation but matched only under it, the roots'
-        ones excepted: MongoEngine applies the class's rules to what its
-        iteration lists, then deletes what its ``delete_many`` (sent without
-        the collation) matches; its ``cascade_refs`` hold them from the
-        class's first CASCADE rule within its collection on (if any)."""
+    def _scoped(
+        self, referrer: type[Any], name: str, read: list, below: dict[Any, frozenset]
+    ) -> dict[Any, frozenset]:
+        """The cascade_refs each document ``read`` by the rule (``referrer``,
+        ``name``) was read in, by its :func:`_id_key`: those of the references
+        it holds (see :meth:`_scopes_below`), noted in ``self.scopes``."""
+        if not below:
+            return {}
+        distinct = set(below.values())
+        path = _db_field(referrer, name)
+        reference_field = _reference_field(referrer, name)
+        collection = referrer._get_collection_name()
+        scoped = {}
+        for _, raw in read:
+            key = _id_key(raw["_id"])
+            if len(distinct) == 1:
+                [scopes] = distinct
+            else:
+                held = _references_in(raw, path, reference_field)
+                scopes = frozenset().union(*(below.get(each, ()) for each in held))
+            scoped[key] = scopes
+            known = self.scopes.get((collection, key), frozenset())
+            self.scopes[(collection, key)] = known | scopes
+        return scoped
+
+    def _keep(
+        self, cls: type[Any], keys: dict[Any, frozenset], position: tuple[int, ...]
+    ) -> None:
+        """Note the ``cls`` documents (their :func:`_id_key`, with the
+        cascade_refs they were read in) read at ``position`` under a
+        collation but matched only under it, the roots' ones excepted:
+        MongoEngine applies the class's rules to what its iteration lists,
+        then deletes what its ``delete_many`` (sent without the collation)
+        matches; its ``cascade_refs`` hold them from the class's first
+        CASCADE rule within its collection on (if any)."""
         name = cls._get_collection_name()
         roots = set(map(_id_key, self.root_ids)) if cls is self.root else set()
         rules = enumerate(_rules(cls))
@@ -1274,20 +1382,26 @@ class _DeletePlan:
             for index, (referrer, _, rule) in rules
             if rule == CASCADE and referrer._get_collection_name() == name
         ]
-        starts = {(*position, within[0])} if within else set()
-        for key in keys - roots:
-            self.kept_from.setdefault((name, key), set()).update(starts)
+        start = (*position, within[0]) if within else None
+        for key, scopes in keys.items():
+            if key not in roots:
+                starts = self.kept_from.setdefault((name, key), set())
+                starts.update((start, scope) for scope in scopes if start)
         self._resolve_kept()
 
-    def _reach(self, cls: type[Any], keys: set, position: tuple[int, ...]) -> None:
-        """Note the ``cls`` documents (their :func:`_id_key`) a rule's query
-        at ``position`` matches without collation: deleted by its
+    def _reach(
+        self, cls: type[Any], keys: dict[Any, frozenset], position: tuple[int, ...]
+    ) -> None:
+        """Note the ``cls`` documents (their :func:`_id_key`, with the
+        cascade_refs of the queries matching them) a rule's query at
+        ``position`` matches without collation: deleted by its
         ``delete_many``, unless kept earlier (see :meth:`_resolve_kept`)."""
         if not self.may_keep:
             return
         name = cls._get_collection_name()
-        for key in keys:
-            self.reached.setdefault((name, key), set()).add(position)
+        for key, scopes in keys.items():
+            reached = self.reached.setdefault((name, key), set())
+            reached.update((position, scope) for scope in scopes)
         self._resolve_kept()
 
     def _resolve_kept(self) -> None:
@@ -1301,23 +1415,13 @@ class _DeletePlan:
             if all(self._held(starts, at) for at in self.reached.get(key, ()))
         }
 
-    def _held(self, starts: set[tuple[int, ...]], at: tuple[int, ...]) -> bool:
-        """Whether MongoEngine's query at position ``at`` leaves out a kept
-        document its ``cascade_refs`` hold from one of ``starts``: added to
-        them before (depth-first), in the same set (no class between deleted
-        one by one, each of its documents with cascade_refs of its own)."""
-        return any(
-            start <= at and self._refs_of(start[:-1]) == self._refs_of(at[:-1])
-            for start in starts
-        )
-
-    def _refs_of(self, node: tuple[int, ...]) -> tuple[int, ...]:
-        """The position where the cascade_refs the delete at ``node`` uses
-        start: its deepest one deleted one by one, else the root ()."""
-        for end in range(len(node), 0, -1):
-            if node[:end] in self.one_by_one:
-                return node[:end]
-        return ()
+    def _held(self, starts: set[tuple[tuple, tuple]], at: tuple[tuple, tuple]) -> bool:
+        """Whether MongoEngine's query at ``at`` (a position, the cascade_refs
+        it runs in) leaves out a kept document its ``cascade_refs`` hold from
+        one of ``starts``: added to them before (depth-first), in the same set
+        (each document deleted one by one has cascade_refs of its own)."""
+        position, scope = at
+        return any(start <= position and held == scope for start, held in starts)
 
     def _spared(self, referrer: type[Any]) -> _Spared:
         """The spared pks as ``referrer`` stores them, as MongoEngine's query
@@ -1364,7 +1468,13 @@ class _DeletePlan:
         return exclude if len(self._runs(exclude)) <= 1 else None
 
     async def _check_deny(self) -> None:
-        for cls, ids in list(self.ids.items()):
+        """Refuse the delete as MongoEngine's first ``DENY`` rule finding a
+        referrer left: the classes in its depth-first order (the position
+        each was first planned at), each class's rules in their order."""
+        by_turn = sorted(
+            self.ids.items(), key=lambda item: self.first_at.get(item[0], ())
+        )
+        for cls, ids in by_turn:
             for referrer, name, rule in _rules(cls):
                 if rule != DENY:
                     continue
@@ -1760,6 +1870,35 @@ async def _ids(operation: Operation, query: dict, **options: Any) -> list:
         **options,
     )
     return [raw["_id"] for raw in await read_list(cursor)]
+
+
+# The cascade_refs of the root's delete alone (see _DeletePlan.scopes).
+_ROOT_SCOPES: frozenset[tuple] = frozenset({()})
+
+
+def _references_in(raw: dict, path: str, reference_field: Any) -> list:
+    """The :func:`_id_key` of the references ``raw`` holds at the dotted
+    ``path`` (through lists), as :func:`_stored_values` gives them."""
+    values: list[Any] = [raw]
+    for part in path.split("."):
+        values = [
+            each[part]
+            for each in _items(values)
+            if isinstance(each, dict) and part in each
+        ]
+    if _is_generic(reference_field) or _is_cached(reference_field):
+        inner = "_ref" if _is_generic(reference_field) else "_id"
+        values = [each.get(inner) for each in _items(values) if isinstance(each, dict)]
+    return [_id_key(each) for each in _items(values)]
+
+
+def _items(values: list) -> list:
+    """``values`` with each list among them replaced by its items."""
+    return [
+        each
+        for value in values
+        for each in (value if isinstance(value, list) else [value])
+    ]
 
 
 def _field_path(referrer: type[Any], name: str) -> list:
