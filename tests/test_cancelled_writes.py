@@ -906,8 +906,8 @@ async def test_an_abort_and_its_fence_on_a_client_with_a_timeout(mongodb_uri, fo
             await CwDoc.objects(pk=document.pk).async_update(a=1)
 
         with pymongo.timeout(30):
-            task = asyncio.ensure_future(in_transaction(form, block))
-            async with updates_hanging():
+            async with updates_hanging():  # (on before the update is sent)
+                task = asyncio.ensure_future(in_transaction(form, block))
                 await on_server(app, "update")
                 task.cancel()
                 # (Longer than the client's timeoutMS: not dropped by the server.)
