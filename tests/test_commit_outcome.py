@@ -39,18 +39,22 @@ class OcPaper(Document):
 
 
 class Commits(monitoring.CommandListener):
-    """Sets ``resent`` once a second ``commitTransaction`` starts (from any
-    thread: the loop's end sends it as no test code runs)."""
+    """Sets ``resent`` once a second ``commitTransaction`` starts, ``third``
+    once a third does (from any thread: the loop's end sends them as no test
+    code runs)."""
 
     def __init__(self) -> None:
         self.started_count = 0
         self.resent = threading.Event()
+        self.third = threading.Event()
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.command_name == "commitTransaction":
             self.started_count += 1
             if self.started_count == 2:
                 self.resent.set()
+            elif self.started_count == 3:
+                self.third.set()
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -128,13 +132,16 @@ async def left(name: str) -> tuple[int, list[Any], list[Any]]:
     )
 
 
-def release_once_resent(uri: str, commits: Commits) -> threading.Thread:
+def release_once_resent(
+    uri: str, commits: Commits, sent: threading.Event | None = None
+) -> threading.Thread:
     """In a thread (the loop's end runs no test code): once the commit is
-    sent again, let the held one reply (the server holds its session till
-    then), and the one sent again."""
+    sent again (``sent``: by default the second), let the held one reply
+    (the server holds its session till then), and the one sent again."""
 
     def release() -> None:
-        commits.resent.wait(60)  # (if never: the held commit is released after)
+        # (If never: the held commit is released after.)
+        (commits.resent if sent is None else sent).wait(60)
         with pymongo.MongoClient(uri) as client:
             client.admin.command({"configureFailPoint": HOLD, "mode": "off"})
 
@@ -264,3 +271,24 @@ def test_a_commit_sent_again_without_a_reply_stays_unknown(mongodb_uri: str) -> 
     file_id = paper.pdf.grid_id
     assert file_id is not None and sent == 2  # (sent again as the loop ended)
     assert outcome == (0, [file_id], [file_id]) and reported == []
+
+
+def test_a_commit_sent_again_and_cancelled_again_is_sent_once_more(
+    mongodb_uri: str,
+) -> None:
+    """A shutdown cancels every task, the commit's too, waits (here: until the
+    commit is sent again) and returns: the loop's end cancels that commit sent
+    again. It is sent once more (in the same 30 s), its reply tells it
+    committed, and the steps after a commit run: the file of the deleted paper
+    is deleted (it was left, orphaned: the outcome was taken for unknown)."""
+
+    async def shut_down(admin: Any, app: str, commits: Commits) -> None:
+        release_once_resent(mongodb_uri, commits, commits.third)
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in tasks:
+            task.cancel()
+        await asyncio.to_thread(commits.resent.wait, 60)
+
+    paper, outcome, reported, sent = loop_ended_during_commit(mongodb_uri, shut_down)
+    assert outcome == (0, [], [])
+    assert paper.pdf.grid_id is None and reported == [] and sent == 3

@@ -51,6 +51,7 @@ from mongoengine_async._compat import (
 )
 from mongoengine_async.connection import (
     _END_SECONDS,
+    _SPENT_SECONDS,
     aliases_served_by,
     connection_of,
     database_of,
@@ -1317,15 +1318,24 @@ class _Block:
         outcome), for ``_END_SECONDS`` at most, as long as the loop's end waits
         for other work. True once it committed: else the commit that applied
         (its reply lost) was taken for unknown, and the steps after it (the
-        delete of a deleted document's file) never ran."""
+        delete of a deleted document's file) never ran. Cancelled again (a
+        shutdown cancelling every task, then the loop's end), it is sent once
+        more, in the same time."""
         if not self._commit_sent:
             return False
-        try:
-            with outside_caller_timeout(), pymongo.timeout(_END_SECONDS):
-                await self._session.commit_transaction()
-        except PyMongoError:
-            return False  # (unknown still, or aborted: given back as unknown)
-        return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _END_SECONDS
+        while True:
+            # (Spent: PyMongo raises before sending; 0 would be no limit.)
+            left = max(deadline - loop.time(), _SPENT_SECONDS)
+            try:
+                with outside_caller_timeout(), pymongo.timeout(left):
+                    await self._session.commit_transaction()
+            except PyMongoError:
+                return False  # (unknown still, or aborted: given back as unknown)
+            except asyncio.CancelledError:
+                continue
+            return True
 
     async def _fence(self) -> None:
         """After an abort that followed a cancellation, a time-out, a lost
