@@ -647,3 +647,46 @@ async def test_a_cascaded_files_error_wins_over_the_time_out(
     assert await left() == [2, 2]
     assert await ToFiled.objects.async_count() == 0
     assert await ToFiledLeaf.objects.async_count() == 0
+
+
+async def test_a_receivers_own_delete_error_is_not_the_callers(
+    async_alias: str, mongodb_uri: str, reported: list[dict[str, Any]]
+) -> None:
+    """A document delete under a ``pymongo.timeout()`` whose ``post_delete``
+    receiver (sent from the task its files' deletes went on in) deletes
+    another document, whose file's delete fails (the receiver handles that),
+    then outlasts the time-out: the call raises NetworkTimeout, not that
+    other delete's error (the errors the caller raises were collected from
+    any file's delete of that task, the receiver's too)."""
+    listener = SpendsOnFailure()
+    async with fresh_database(
+        FILES, mongodb_uri, appname=FILES, event_listeners=[listener]
+    ):
+        paper = await with_files(ToPaper(title="one"))
+        other = ToFiled()
+        await other.pdf.async_put(b"the other's")
+        await other.async_save()
+        caught: list[int] = []
+        release = asyncio.Event()
+
+        async def post(sender: Any, document: Any, **kwargs: Any) -> None:
+            async with held_on_server(FILES, "delete", 0, error_code=2):
+                try:
+                    await other.async_delete()
+                except pymongo.errors.OperationFailure as error:
+                    caught.append(error.code)
+            await release.wait()
+
+        with receiving(signals.post_delete, post, ToPaper):
+            with pytest.raises(pymongo.errors.PyMongoError) as error:
+                with pymongo.timeout(4):
+                    listener.until = pymongo._csot.get_deadline()
+                    await paper.async_delete()
+            release.set()
+            deadline = time.monotonic() + 30  # (the receiver going on)
+            while context.following and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        assert caught == [2]
+        assert type(error.value) is pymongo.errors.NetworkTimeout
+        assert await left() == [1, 1]  # (the other's file, its delete failed)
+    assert reported == []

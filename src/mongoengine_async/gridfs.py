@@ -1760,7 +1760,7 @@ async def past_timeout(
     the caller's ``pymongo.timeout()`` (:func:`beyond_caller_timeout`): cut
     short by it, the files were left, found by nothing."""
     aliases = {proxy.db_alias for proxy in proxies}
-    met = _Met()
+    met = _Met({id(proxy) for proxy in proxies})
     await beyond_caller_timeout(
         _noted(proxies, steps, met),
         "delete of the files of deleted documents",
@@ -1771,10 +1771,13 @@ async def past_timeout(
 
 @dataclasses.dataclass
 class _Met:
-    """The errors the files' deletes beyond a caller's time-out met (see
-    :func:`_noted`): the caller, no longer waiting, raises the first, as it
-    would once they ended; then it is not reported again as they end."""
+    """The errors the deletes of the files ``ids`` (their proxies' ``id()``)
+    beyond a caller's time-out met (see :func:`_noted`): the caller, no
+    longer waiting, raises the first, as it would once they ended; then it
+    is not reported again as they end. Not those of other files deleted in
+    that task (a ``post_delete`` receiver's delete): not the caller's."""
 
+    ids: set[int]
     errors: list[Exception] = dataclasses.field(default_factory=list)
     raised: Exception | None = None
 
@@ -1862,7 +1865,7 @@ async def _delete_each(
             if session is not None and session.in_transaction:
                 raise  # aborted: it deletes nothing more
             errors.append(error)
-            if (met := _met.get()) is not None:
+            if (met := _met.get()) is not None and id(proxy) in met.ids:
                 met.errors.append(error)
     if errors:
         raise errors[0]
