@@ -36,6 +36,7 @@ from mongoengine_async import (
     get_async_db,
     signals,
 )
+from mongoengine_async._compat import outside_caller_timeout
 from mongoengine_async.testing import fresh_database
 
 FILES = "gfs-timeout-files"
@@ -654,10 +655,11 @@ async def test_a_receivers_own_delete_error_is_not_the_callers(
 ) -> None:
     """A document delete under a ``pymongo.timeout()`` whose ``post_delete``
     receiver (sent from the task its files' deletes went on in) deletes
-    another document, whose file's delete fails (the receiver handles that),
-    then outlasts the time-out: the call raises NetworkTimeout, not that
-    other delete's error (the errors the caller raises were collected from
-    any file's delete of that task, the receiver's too)."""
+    another document outside that time-out (as a transaction's steps after
+    its commit, or a task it starts, may), whose file's delete fails (the
+    receiver handles that), then outlasts the time-out: the call raises
+    NetworkTimeout, not that other delete's error (the errors the caller
+    raises were collected from any file's delete of that task's context)."""
     listener = SpendsOnFailure()
     async with fresh_database(
         FILES, mongodb_uri, appname=FILES, event_listeners=[listener]
@@ -670,11 +672,12 @@ async def test_a_receivers_own_delete_error_is_not_the_callers(
         release = asyncio.Event()
 
         async def post(sender: Any, document: Any, **kwargs: Any) -> None:
-            async with held_on_server(FILES, "delete", 0, error_code=2):
-                try:
-                    await other.async_delete()
-                except pymongo.errors.OperationFailure as error:
-                    caught.append(error.code)
+            with outside_caller_timeout():
+                async with held_on_server(FILES, "delete", 0, error_code=2):
+                    try:
+                        await other.async_delete()
+                    except pymongo.errors.OperationFailure as error:
+                        caught.append(error.code)
             await release.wait()
 
         with receiving(signals.post_delete, post, ToPaper):
@@ -689,4 +692,38 @@ async def test_a_receivers_own_delete_error_is_not_the_callers(
         assert caught == [2]
         assert type(error.value) is pymongo.errors.NetworkTimeout
         assert await left() == [1, 1]  # (the other's file, its delete failed)
+    assert reported == []
+
+
+async def test_post_delete_past_the_files_runs_under_the_callers_timeout(
+    files_alias: str, reported: list[dict[str, Any]]
+) -> None:
+    """A document delete under a ``pymongo.timeout()`` whose files' deletes
+    end in time: its ``post_delete`` receiver (sent from the task they went
+    on in) writes under that time-out, as a receiver of a delete with no
+    file does and MongoEngine's on a sync alias: its write held on the
+    server beyond it raises a time-out error (it ran under none, unbounded),
+    and the call raises NetworkTimeout."""
+    filed = ToFiled()
+    await filed.pdf.async_put(b"the pdf")
+    await filed.async_save()
+    errors: list[bool] = []
+
+    async def post(sender: Any, document: Any, **kwargs: Any) -> None:
+        try:
+            await get_async_db(FILES).audit.insert_one({"deleted": document.pk})
+        except pymongo.errors.PyMongoError as error:
+            errors.append(error.timeout)
+
+    with receiving(signals.post_delete, post, ToFiled):
+        async with held_on_server(FILES, "insert", 6_000) as held:
+            with pytest.raises(pymongo.errors.NetworkTimeout):
+                with pymongo.timeout(4):
+                    await filed.async_delete()
+            deadline = time.monotonic() + 30  # (the receiver going on)
+            while context.following and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await held.ended_on_server()
+    assert errors == [True]
+    assert await left() == [0, 0]
     assert reported == []

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import re
 import sys
+import time
 import weakref
 from collections.abc import (
     AsyncIterator,
@@ -539,6 +540,27 @@ def _time_left() -> float | None:
     """The seconds left of the caller's ``pymongo.timeout()`` (None: none)."""
     left = caller_time_left()
     return None if left is None else max(left, 0.0)
+
+
+def caller_deadline() -> float | None:
+    """When the caller's ``pymongo.timeout()`` runs out, in ``time.monotonic()``
+    seconds (None: under none), for :func:`until_caller_deadline`."""
+    left = caller_time_left()
+    return None if left is None else time.monotonic() + left
+
+
+@contextlib.contextmanager
+def until_caller_deadline(deadline: float | None) -> Iterator[None]:
+    """Inside the block (in a task outside the caller's ``pymongo.timeout()``),
+    that time-out again while it has time left (``deadline``, from
+    :func:`caller_deadline`): what the caller would have run under it is
+    bounded by it; once spent (the caller raised it), none."""
+    left = None if deadline is None else deadline - time.monotonic()
+    if left is None or left <= 0:
+        yield
+        return
+    with pymongo.timeout(left):
+        yield
 
 
 def _after_commit(

@@ -1266,8 +1266,11 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         beyond = alone_past_timeout(files, operation)
         if beyond is not None:
             # (Its files' deletes may outlive the call: post_delete once they
-            # ended, then, in the task they go on in.)
-            steps = self._async_after_delete(files, beyond, held_back, True)
+            # ended, then, in the task they go on in, under the caller's
+            # time-out if not spent, as the caller would send it.)
+            steps = self._async_after_delete(
+                files, beyond, held_back, True, context.caller_deadline()
+            )
             try:
                 await past_timeout(files, steps)
             except pymongo.errors.PyMongoError as error:
@@ -1436,29 +1439,35 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         operation: Operation,
         signal_kwargs: dict | None,
         surely: bool = False,
+        deadline: float | None = None,
     ) -> None:
         """A delete's steps once the document is gone: its files (each even
         when cancelled meanwhile, if ``surely``: see ``delete_files``; then
         ``post_delete`` is sent before the cancellation is raised, the loop's
         end cancelling a follow-up task), then ``post_delete`` (not if
-        ``signal_kwargs`` is None: held back by a muted block)."""
+        ``signal_kwargs`` is None: held back by a muted block), its receivers
+        under the caller's ``pymongo.timeout()`` running out at ``deadline``
+        while it has time left (see ``context.until_caller_deadline``)."""
         try:
             await delete_files(files, operation, surely)
         except asyncio.CancelledError:
             if surely:
                 context.signalling()
-                await self._signal_gone(operation, signal_kwargs)
+                with context.until_caller_deadline(deadline):
+                    await self._signal_gone(operation, signal_kwargs)
             raise
         except Exception:
             context.signalling()
-            await self._signal_gone(operation, signal_kwargs)
+            with context.until_caller_deadline(deadline):
+                await self._signal_gone(operation, signal_kwargs)
             raise
         if signal_kwargs is None:
             return
         context.signalling()
-        await signals.send(
-            signals.post_delete, type(self), document=self, **signal_kwargs
-        )
+        with context.until_caller_deadline(deadline):
+            await signals.send(
+                signals.post_delete, type(self), document=self, **signal_kwargs
+            )
 
     def _after_cancelled_delete(
         self,
