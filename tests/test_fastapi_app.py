@@ -22,6 +22,7 @@ import pymongo
 import pytest
 from bson import ObjectId
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from gridfs.asynchronous import AsyncGridFSBucket
 from gridfs.errors import CorruptGridFile
 from pymongo.errors import WriteConcernError
@@ -101,7 +102,8 @@ def test_the_settings_are_read_from_the_environment(
     """The app uvicorn serves (``create_app()``) takes ``$MONGODB_URI``,
     ``$MONGODB_DB`` and ``$TRANSACTION_SECONDS`` (each request's transaction
     bounded by it), the defaults where unset; a time limit not over 0 (every
-    transaction out of time at once, or a 500) is refused at start-up."""
+    transaction out of time at once, or a 500), or no number, is refused at
+    start-up, naming the variable."""
     for name in ("MONGODB_URI", "MONGODB_DB", "TRANSACTION_SECONDS"):
         monkeypatch.delenv(name, raising=False)
     assert create_app().state.settings == Settings()
@@ -114,6 +116,11 @@ def test_the_settings_are_read_from_the_environment(
     for seconds in ("0", "-1", "nan"):
         monkeypatch.setenv("TRANSACTION_SECONDS", seconds)
         message = f"transaction_seconds must be over 0, not {float(seconds)}"
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            create_app()
+    for seconds in ("abc", "", "10s"):  # (not float()'s message, naming neither)
+        monkeypatch.setenv("TRANSACTION_SECONDS", seconds)
+        message = f"$TRANSACTION_SECONDS must be a number of seconds, not {seconds!r}"
         with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
             create_app()
 
@@ -941,6 +948,67 @@ async def test_a_manuscript_is_sent_as_stored_to_be_saved_not_shown(
             assert response.headers["content-disposition"].startswith("attachment;")
         assert response.content == b""  # (HEAD)
         assert (await service.http.get(path)).content == data
+
+
+async def test_a_stored_content_type_no_header_carries_is_sent_as_bytes(
+    service: Service,
+) -> None:
+    """A content type stored by other code that a header cannot carry (a line
+    break, which would add a header; a character Latin-1 cannot encode, a 500)
+    or that is not ASCII is not trusted: the manuscript is sent (``GET`` and
+    ``HEAD``) as ``application/octet-stream``, whole."""
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Dune")
+    path = f"/books/{book_id}/manuscript"
+    response = await service.http.put(path, content=b"draft")
+    files = get_async_db().manuscripts.files
+    for stored in [
+        "text/plain\r\nSet-Cookie: session=stolen",
+        "text/plain; name=\u65e5\u672c",
+        "text/plain; name=D\u00e9j\u00e0",
+    ]:
+        await files.update_one({}, {"$set": {"contentType": stored}})
+        for method in ("GET", "HEAD"):
+            response = await service.http.request(method, path)
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "application/octet-stream"
+            assert "set-cookie" not in response.headers
+        assert (await service.http.get(path)).content == b"draft"
+
+
+async def test_a_validation_error_without_a_loc_is_a_422() -> None:
+    """A ``RequestValidationError`` raised by other code whose errors have no
+    ``loc``, or an empty one, is FastAPI's 422 with them as given (their
+    ``input`` kept: not the body's), not a 500 of the 422's handler."""
+    app = create_app(Settings())
+    errors = [
+        {"type": "value_error", "msg": "no loc", "input": "given"},
+        {"type": "value_error", "loc": (), "msg": "empty loc", "input": "given"},
+        {
+            "type": "value_error",
+            "loc": ("body", "title"),
+            "msg": "in the body",
+            "input": "secret",
+        },
+    ]
+
+    async def refuse() -> None:
+        raise RequestValidationError(errors)
+
+    app.add_api_route("/refused", refuse)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://x") as http:
+        response = await http.get("/refused")
+    assert (response.status_code, response.json()) == (
+        422,
+        {
+            "detail": [
+                errors[0],
+                {**errors[1], "loc": []},
+                {"type": "value_error", "loc": ["body", "title"], "msg": "in the body"},
+            ]
+        },
+    )
 
 
 async def test_a_replaced_manuscript_stays_until_the_book_holds_the_new_one(

@@ -47,8 +47,18 @@ class Settings:
             db=os.environ.get("MONGODB_DB", cls.db),
             transaction_seconds=cls.transaction_seconds
             if seconds is None
-            else float(seconds),
+            else seconds_in(seconds),
         )
+
+
+def seconds_in(value: str) -> float:
+    """``$TRANSACTION_SECONDS`` as a float, refused at start-up with a message
+    naming the variable (``float()``'s alone names neither it nor the unit)."""
+    try:
+        return float(value)
+    except ValueError:
+        message = f"$TRANSACTION_SECONDS must be a number of seconds, not {value!r}"
+        raise ValueError(message) from None
 
 
 def lifespan_for(settings: Settings) -> Any:

@@ -67,15 +67,22 @@ def unprocessable(
 async def unechoed(request: Request, error: Exception) -> JSONResponse:
     """FastAPI's 422, without the ``input`` of the errors found in the body:
     the client sent it, and echoed back it could be a secret, or a megabyte (a
-    body that is no JSON object, a batch too long, a title far too long)."""
+    body that is no JSON object, a batch too long, a title far too long). An
+    error without a ``loc`` (raised by other code) keeps its ``input``."""
     assert isinstance(error, RequestValidationError)
     errors = [
-        {k: v for k, v in e.items() if k != "input" or e["loc"][0] != "body"}
+        {k: v for k, v in e.items() if k != "input" or not in_body(e)}
         for e in error.errors()
     ]
     return await request_validation_exception_handler(
         request, RequestValidationError(errors)
     )
+
+
+def in_body(error: dict[str, Any]) -> bool:
+    """Whether a validation error's ``loc`` starts at the body; an error may
+    have no ``loc``, or an empty one (raised by other code, not FastAPI's)."""
+    return tuple(error.get("loc") or ())[:1] == ("body",)
 
 
 def field_errors(

@@ -323,10 +323,19 @@ def download_headers(manuscript: AsyncGridFSProxy) -> dict[str, str]:
     disposition = f"attachment; filename*=UTF-8''{quote(manuscript.filename or '')}"
     return {
         "Content-Length": str(manuscript.length),
-        "Content-Type": manuscript.content_type or "application/octet-stream",
+        "Content-Type": header_safe(manuscript.content_type),
         "Content-Disposition": disposition,
         "X-Content-Type-Options": "nosniff",
     }
+
+
+def header_safe(content_type: str | None) -> str:
+    """A stored content type that a header can carry (printable ASCII: no line
+    break, nothing Latin-1 cannot encode, stored by other code), else bytes
+    (``application/octet-stream``, as for a file stored without one)."""
+    if content_type and content_type.isascii() and content_type.isprintable():
+        return content_type
+    return "application/octet-stream"
 
 
 async def raise_if_changed(book: Book) -> None:
