@@ -579,6 +579,44 @@ async def test_a_declared_length_past_the_bound_is_a_413_before_any_byte_is_read
     assert await get_async_db()["manuscripts.files"].count_documents({}) == 0
 
 
+async def test_a_body_that_stops_coming_is_a_408_leaving_nothing(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body whose bytes stop coming (fewer than its Content-Length says, which
+    uvicorn would wait for as long as the client holds the connection) is a
+    408 after BODY_WAIT_SECONDS, the connection closed: no book stored, the
+    chunks of the upload removed and the book's manuscript kept."""
+    monkeypatch.setattr(routes, "BODY_WAIT_SECONDS", 1.0)
+    ann = await new_author(service, "Ann")
+    book_id = await new_book(service, ann, "Dune")
+    path = f"/books/{book_id}/manuscript"
+    assert (await service.http.put(path, content=b"first")).status_code == 200
+
+    async def stalled(first: bytes) -> AsyncIterator[bytes]:
+        yield first
+        await asyncio.Event().wait()  # (the client sends no more)
+
+    for method, path_, first in [
+        ("POST", f"/authors/{ann}/books", b'[{"title": "Emma"}'),
+        ("PUT", path, os.urandom(600 * 1024)),  # (over a GridFS chunk: stored)
+    ]:
+        sent = service.http.request(
+            method,
+            path_,
+            content=stalled(first),
+            headers={"content-length": str(len(first) + 100)},
+        )
+        response = await asyncio.wait_for(sent, 60)  # (without the 408: held)
+        assert (response.status_code, response.json()) == (
+            408,
+            {"detail": "no bytes of the body for 1.0 s"},
+        )
+        assert response.headers["connection"] == "close"
+    assert await get_async_db().book.distinct("title") == ["Dune"]
+    assert await get_async_db()["manuscripts.chunks"].count_documents({}) == 1
+    assert (await service.http.get(path)).content == b"first"
+
+
 async def test_a_manuscript_past_the_bound_is_a_413_leaving_no_chunk(
     service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:

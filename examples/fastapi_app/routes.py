@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
+import anyio
 import pymongo
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -40,12 +41,17 @@ from mongoengine_async import (
 MAX_JSON_BYTES = 1024 * 1024
 # The largest manuscript stored; past it a 413, and nothing left in GridFS.
 MAX_MANUSCRIPT_BYTES = 64 * 1024 * 1024
+# The longest wait for the next bytes of a body (uvicorn waits as long as the
+# client holds the connection: one that sends fewer bytes than its
+# Content-Length, or stops midway); past it a 408, the connection closed.
+BODY_WAIT_SECONDS = 30.0
 
 
 def bounded(request: Request, limit: int) -> Request:
     """``request``, its body read through a 413 past ``limit`` bytes: raised at
     once when its Content-Length says so (before any byte, or query), else as
-    soon as the bytes received pass it (a chunked body, which has none)."""
+    soon as the bytes received pass it (a chunked body, which has none); and
+    through a 408 when no bytes come for ``BODY_WAIT_SECONDS``."""
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"body over {limit} bytes")
@@ -53,7 +59,12 @@ def bounded(request: Request, limit: int) -> Request:
 
     async def receive() -> Message:
         nonlocal size
-        message = await request.receive()
+        try:
+            with anyio.fail_after(BODY_WAIT_SECONDS):
+                message = await request.receive()
+        except TimeoutError:
+            detail = f"no bytes of the body for {BODY_WAIT_SECONDS} s"
+            raise HTTPException(408, detail, {"Connection": "close"}) from None
         size += len(message.get("body", b""))
         if size > limit:
             raise HTTPException(413, f"body over {limit} bytes")
