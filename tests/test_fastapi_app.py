@@ -102,8 +102,9 @@ def test_the_settings_are_read_from_the_environment(
     """The app uvicorn serves (``create_app()``) takes ``$MONGODB_URI``,
     ``$MONGODB_DB`` and ``$TRANSACTION_SECONDS`` (each request's transaction
     bounded by it), the defaults where unset; a time limit not over 0 (every
-    transaction out of time at once, or a 500), or no number, is refused at
-    start-up, naming the variable."""
+    transaction out of time at once, or a 500) or over a day (infinite, or past
+    the server's ``maxTimeMS``: a 500), or no number, is refused at start-up,
+    naming the variable."""
     for name in ("MONGODB_URI", "MONGODB_DB", "TRANSACTION_SECONDS"):
         monkeypatch.delenv(name, raising=False)
     assert create_app().state.settings == Settings()
@@ -113,9 +114,12 @@ def test_the_settings_are_read_from_the_environment(
     assert create_app().state.settings == Settings(
         "mongodb://db.example/?replicaSet=rs1", "library", transaction_seconds=2.5
     )
-    for seconds in ("0", "-1", "nan"):
+    for seconds in ("0", "-1", "nan", "inf", "86400.5"):  # (inf: a 500 each)
         monkeypatch.setenv("TRANSACTION_SECONDS", seconds)
-        message = f"transaction_seconds must be over 0, not {float(seconds)}"
+        message = (
+            "transaction_seconds must be over 0 and at most 86400 (a day),"
+            f" not {float(seconds)}"
+        )
         with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
             create_app()
     for seconds in ("abc", "", "10s"):  # (not float()'s message, naming neither)

@@ -31,11 +31,13 @@ class Settings:
     transaction_seconds: float | None = 10.0
 
     def __post_init__(self) -> None:
-        """Refuse a ``transaction_seconds`` not over 0 at start-up (each
-        request would run out of time at once, or PyMongo refuse it: a 500)."""
+        """Refuse a ``transaction_seconds`` not over 0, or over a day, at
+        start-up (each request would run out of time at once, or PyMongo or the
+        server refuse it, past ~24 days of ``maxTimeMS`` or infinite: a 500)."""
         seconds = self.transaction_seconds
-        if seconds is not None and not seconds > 0:
-            raise ValueError(f"transaction_seconds must be over 0, not {seconds}")
+        if seconds is not None and not 0 < seconds <= 86400:
+            message = "transaction_seconds must be over 0 and at most 86400 (a day)"
+            raise ValueError(f"{message}, not {seconds}")
 
     @classmethod
     def from_env(cls) -> Settings:
