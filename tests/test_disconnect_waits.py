@@ -588,3 +588,34 @@ async def test_disconnecting_the_files_alias_waits_for_a_cancelled_commit_that_f
         )
         name = mongoengine_async.get_async_db().name
         assert await client[name]["dw_filed_elsewhere"].count_documents({}) == 0
+
+
+async def test_disconnecting_the_files_alias_waits_for_a_file_delete_in_a_blocks_exit(
+    app, mongodb_uri
+):
+    """``disconnect_async("dw-files")`` from another task while a block on
+    alias "default" that deleted a document whose file is on "dw-files" runs
+    the file's delete after its commit, in its exit (the caller not
+    cancelled), held on the server: it returns once that delete is done (the
+    file gone, the block's exit without error, nothing reported). It closed
+    the file's client under the delete: the file's chunks stayed."""
+    files_app = "dw-files-app"
+    reported = reported_on(asyncio.get_running_loop())
+    async with (
+        AsyncMongoClient(mongodb_uri) as client,
+        fresh_database("dw-files", mongodb_uri, appname=files_app),
+    ):
+        files = mongoengine_async.get_async_db("dw-files").name
+        document = await filed(DwFiledElsewhere)
+        try:
+            holding = held_on_server(files_app, "delete", BLOCK_MS, admin=client.admin)
+            async with holding as held:
+                deleting = asyncio.ensure_future(deleted_in_a_transaction(document))
+                await held.reached_server()
+                await mongoengine_async.disconnect_async("dw-files")
+                assert not await held.still_on_server()
+                await deleting
+        finally:
+            asyncio.get_running_loop().set_exception_handler(None)
+        assert reported == []
+        assert (await left(client, files, "dw_files"))[1:] == [0, 0]

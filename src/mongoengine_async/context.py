@@ -505,19 +505,24 @@ async def _committed(undos: Journal) -> None:
     cut short by it, they would raise as if the commit failed and leave a
     deleted document's file orphaned. Cancelled meanwhile, or that time-out
     spent first, the call ends (the commit is its outcome) and they go on in
-    their task."""
+    their task. The disconnect of an alias they may use (another task's)
+    waits for them meanwhile too: else it closed the client under a file's
+    delete (its chunks stayed)."""
     steps = _commit_steps(undos)
     if steps:
-        await _within_time_left(
-            _run_steps(steps), lambda task: _after_commit(task, _aliases_of(steps))
-        )
+        aliases = _aliases_of(steps)
+        with outside_caller_timeout():
+            task = asyncio.ensure_future(_run_steps(steps))
+        finish_before_close(task, _AFTER_COMMIT, aliases)
+        await _within_time_left(task, lambda task: _after_commit(task, aliases))
 
 
 async def _within_time_left(
-    work: Coroutine[Any, Any, None], hold: Callable[[asyncio.Future[None]], object]
+    work: Awaitable[None], hold: Callable[[asyncio.Future[None]], object]
 ) -> bool:
-    """``await work`` in a task outside the caller's ``pymongo.timeout()``,
-    waited at most what is left of it; whether it ended (its error raised).
+    """``await work`` in a task outside the caller's ``pymongo.timeout()``
+    (``work`` itself if a task), waited at most what is left of it; whether
+    it ended (its error raised).
     That time-out spent first (or the caller cancelled), ``hold`` gets the
     task, which goes on: what :func:`_committed` and
     :func:`beyond_caller_timeout` share. (Cancelled once it ended, ``hold``
