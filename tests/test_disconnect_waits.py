@@ -619,3 +619,45 @@ async def test_disconnecting_the_files_alias_waits_for_a_file_delete_in_a_blocks
             asyncio.get_running_loop().set_exception_handler(None)
         assert reported == []
         assert (await left(client, files, "dw_files"))[1:] == [0, 0]
+
+
+class DwRuled(Document):
+    """Deleted with a delete rule: in a transaction of its own, its
+    ``post_delete`` sent once that committed."""
+
+
+class DwRuledChild(Document):
+    parent = mongoengine_async.ReferenceField(
+        DwRuled, reverse_delete_rule=mongoengine_async.CASCADE
+    )
+
+
+@pytest.mark.parametrize("through", [in_a_task_of_its_own, with_a_time_limit])
+async def test_a_receiver_after_a_commit_disconnecting_through_another_task(
+    app, mongodb_uri, monkeypatch, through
+):
+    """A ``post_delete`` receiver of a document-by-document delete with rules
+    (sent once its transaction committed, among the steps after it), awaiting
+    ``disconnect_async()`` in a task of its own: it returns, nothing
+    reported, the documents gone. It waited for the steps it is part of,
+    which await the receiver, until its time was spent (``_END_SECONDS``,
+    shortened here), then reported them as possibly not done."""
+    monkeypatch.setattr(mongoengine_async.connection, "_END_SECONDS", 2)
+    parent = await DwRuled().async_save()
+    await DwRuledChild(parent=parent).async_save()
+    name = mongoengine_async.get_async_db().name
+
+    async def post_delete(sender: Any, document: Any, **_: Any) -> None:
+        await through(mongoengine_async.disconnect_async())
+
+    reported = reported_on(asyncio.get_running_loop())
+    signals.post_delete.connect(post_delete, sender=DwRuled)
+    try:
+        await DwRuled.objects.async_delete()
+    finally:
+        signals.post_delete.disconnect(post_delete, sender=DwRuled)
+        asyncio.get_running_loop().set_exception_handler(None)
+    assert reported == []
+    async with AsyncMongoClient(mongodb_uri) as client:
+        assert await client[name]["dw_ruled"].count_documents({}) == 0
+        assert await client[name]["dw_ruled_child"].count_documents({}) == 0

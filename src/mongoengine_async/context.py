@@ -476,7 +476,9 @@ def _aliases_of(steps: list[_OnCommit]) -> frozenset[str] | None:
 
 async def _run_steps(steps: list[_OnCommit]) -> None:
     """Run ``steps`` in turn, each even when one before failed; then raise
-    the first error."""
+    the first error. In a task of their own, which their receivers
+    disconnecting through another task do not wait for (see part_of_task)."""
+    part_of_task()
     errors = []
     for entry in steps:
         try:
