@@ -1682,6 +1682,15 @@ class Recording:
         return self.name
 
 
+class OdOwn(EmbeddedDocument):
+    """An embedded document with a ``to_python`` of its own (user code), which
+    an untyped list's conversion calls."""
+
+    def to_python(self) -> OdOwn:
+        CALLS.append("own.to_python")
+        return self
+
+
 SHARED: list[int] = []
 MIXED_VALUES = {
     "first": st.sampled_from([None, 5, float("inf")]),
@@ -1691,7 +1700,7 @@ MIXED_VALUES = {
     "parts": st.sampled_from([None, [], [{"rank": None}], [{"rank": 2}, {"zz": 1}]]),
     "named": st.sampled_from([None, {"a": {"rank": None}}, {"a": {"zz": 1}}]),
     "loose": st.sampled_from(
-        [None, [{"_cls": "OdPart", "rank": None}], [1, Recording("loose")]]
+        [None, [{"_cls": "OdPart", "rank": None}], [1, Recording("loose")], [OdOwn()]]
     ),
     "maybe": st.sampled_from([None, 1]),
     "shared": st.sampled_from([None, [1]]),
@@ -1716,6 +1725,7 @@ def mixed_values(draw: st.DrawFn) -> dict[str, Any]:
 @example({"part": {"rank": None}, "first": float("inf")})  # (the rank's, then raises)
 @example({"count": Recording("count")})  # (the defaults, then the value's __int__)
 @example({"ratio": Recording("ratio"), "loose": [1, Recording("loose")]})
+@example({"loose": [OdOwn()]})  # (the defaults, then the document's to_python)
 def test_constructors_run_defaults_and_conversions_as_mongoengine(
     values: dict[str, Any],
 ) -> None:
@@ -1725,6 +1735,25 @@ def test_constructors_run_defaults_and_conversions_as_mongoengine(
     builds or raises what ``__init__`` builds or raises, even when a
     conversion that runs no user's code raises after a default was called."""
     assert_constructs_as_mongoengine(OdMixed, values)
+
+
+@pytest.mark.parametrize(
+    ("order", "linked"), [(["ratio", "loose"], False), (["loose", "ratio"], True)]
+)
+def test_an_embedded_document_given_is_linked_as_by_mongoengine(
+    order: list[str], linked: bool
+) -> None:
+    """An embedded document given in a list to a constructor that raises is
+    linked to the document (its ``_instance``) only when ``__init__`` set the
+    list before the value that raises, as MongoEngine links it."""
+    seen = []
+    for build in (OdMixed, lambda **values: mongoengine_new(OdMixed, values)):
+        part = OdPart(rank=1)
+        values = {"ratio": 10**400, "loose": [part]}
+        with pytest.raises(OverflowError, match="int too large to convert to float"):
+            build(**{name: values[name] for name in order})
+        seen.append(part._instance is not None)
+    assert seen == [linked, linked]  # (ours, MongoEngine's)
 
 
 class OdStream(Document):

@@ -612,17 +612,25 @@ def _converts_quietly(field: BaseField | None) -> bool:
 _PLAIN_CONTAINERS = frozenset((list, tuple, BaseList, dict, BaseDict))
 
 
+def _holds_documents(field: BaseField) -> bool:
+    """Whether ``field`` keeps documents given (references, untyped lists and
+    dicts, at any depth), which a value stored links to its owner."""
+    return isinstance(innermost(field), (*_REFERENCES, ComplexBaseField))
+
+
 def _quiet_for(field: BaseField) -> Callable[[Any], bool]:
     """For a field whose conversion runs no user code of its own: whether it
     runs none for a value either. A value's own methods that a conversion
     calls (``int()`` its ``__int__``, an item's ``to_python``...) are a
     user's code, which ``__init__`` runs after the defaults: only the types
     the driver decodes, DBRefs, the field's enum's members and, for references
-    and untyped containers, documents pass, in lists, tuples and dicts (their
+    and untyped containers, documents (without a ``to_python`` of their own,
+    which an untyped container calls) pass, in lists, tuples and dicts (their
     keys too) at any depth; not a generator either, which is read once."""
     item = innermost(field)
     kept: tuple[type, ...] = (DBRef,)
-    if isinstance(item, (*_REFERENCES, ComplexBaseField)):  # (untyped: itself)
+    untyped = isinstance(item, ComplexBaseField)  # (its items' to_python called)
+    if _holds_documents(field):
         kept += (BaseDocument,)
     elif isinstance(item, EnumField):
         kept += (item._enum_cls,)
@@ -632,7 +640,9 @@ def _quiet_for(field: BaseField) -> Callable[[Any], bool]:
         if kind in PLAIN_VALUE_TYPES:
             return True
         if kind not in _PLAIN_CONTAINERS:
-            return isinstance(value, kept)
+            return isinstance(value, kept) and not (
+                untyped and hasattr(value, "to_python")
+            )
         if isinstance(value, dict):
             return all(map(quiet, value)) and all(map(quiet, value.values()))
         return all(map(quiet, value))
@@ -851,17 +861,23 @@ class _Source:
         # First what runs no user's code: the checks that the defaults and
         # conversions are those built from, the quiet conversions; any of them
         # raising or refusing sends the values to __init__, nothing done yet.
-        quiet = []
+        # The documents they keep are linked to this one once all passed
+        # (one refusing: __init__ links them in its order, or never).
+        quiet, links = [], []
         for index, (name, field) in enumerate(fields):
             if name not in acting:
-                quiet += self._convert(index, name, field)
-                continue
-            quiet += self._unchanged(index, field)
-            if _converting(field) is None:  # (a value given: converted here)
-                quiet += self._convert(index, name, field, True, ["pass"])
+                quiet += self._convert(index, name, field, linked=False)
+            else:
+                quiet += self._unchanged(index, field)
+                if _converting(field) is not None:
+                    continue
+                # (a value given: converted here)
+                quiet += self._convert(index, name, field, True, ["pass"], False)
+            if _holds_documents(field):
+                links.append(f"    embed(self, v{index})")
         if quiet:  # (an abstract class may have no field at all)
             lines += ["    try:", *_indent(quiet, 8), "    except Exception:"]
-            lines.append("        return False")
+            lines += ["        return False", *links]
         # Then what may run a user's code, in __init__'s order (the absent
         # fields' defaults, then the values given, in order as tested above):
         # what raises there is what __init__ raises, so it is raised here.
@@ -991,10 +1007,12 @@ class _Source:
         field: BaseField,
         checked: bool = False,
         on_none: list[str] | None = None,
+        linked: bool = True,
     ) -> list[str]:
         """Set ``v<index>`` to the value ``__init__`` stores for the field
         (``checked``: :meth:`_unchanged` ran before; ``on_none``: what runs
-        for None instead of the default)."""
+        for None instead of the default; ``linked``: its embedded documents
+        linked to the document, else left to the caller)."""
         ns = self.namespace
         value = f"v{index}"
         inner = getattr(field, "field", None)
@@ -1031,12 +1049,8 @@ class _Source:
             # once) goes to __init__, which runs it in its order.
             ns[f"quiet_{index}"] = _quiet_for(field)
             lines += [f"elif not quiet_{index}({value}):", "    return False"]
-        return [
-            *lines,
-            "else:",
-            f"    {value} = to_python_{index}({value})",
-            f"    embed(self, {value})",
-        ]
+        lines += ["else:", f"    {value} = to_python_{index}({value})"]
+        return [*lines, f"    embed(self, {value})"] if linked else lines
 
     # -- valid ------------------------------------------------------------------------
 
