@@ -624,12 +624,11 @@ def _quiet_for(field: BaseField) -> Callable[[Any], bool]:
     calls (``int()`` its ``__int__``, an item's ``to_python``...) are a
     user's code, which ``__init__`` runs after the defaults: only the types
     the driver decodes, DBRefs, the field's enum's members and, for references
-    and untyped containers, documents (without a ``to_python`` of their own,
-    which an untyped container calls) pass, in lists, tuples and dicts (their
+    and untyped containers, documents pass (none with a ``to_python`` of its
+    own, which a list or dict field calls), in lists, tuples and dicts (their
     keys too) at any depth; not a generator either, which is read once."""
     item = innermost(field)
     kept: tuple[type, ...] = (DBRef,)
-    untyped = isinstance(item, ComplexBaseField)  # (its items' to_python called)
     if _holds_documents(field):
         kept += (BaseDocument,)
     elif isinstance(item, EnumField):
@@ -640,9 +639,7 @@ def _quiet_for(field: BaseField) -> Callable[[Any], bool]:
         if kind in PLAIN_VALUE_TYPES:
             return True
         if kind not in _PLAIN_CONTAINERS:
-            return isinstance(value, kept) and not (
-                untyped and hasattr(value, "to_python")
-            )
+            return isinstance(value, kept) and not hasattr(value, "to_python")
         if isinstance(value, dict):
             return all(map(quiet, value)) and all(map(quiet, value.values()))
         return all(map(quiet, value))
