@@ -402,3 +402,31 @@ async def test_a_download_whose_file_is_deleted_midway_is_cut_short(
         assert 0 < received < len(data)
     log = server.stop()
     assert "CorruptGridFile" in log, log
+
+
+async def test_a_stored_content_type_with_spaces_at_its_ends_is_sent(
+    server: Server, database: AsyncDatabase
+) -> None:
+    """A content type stored by other code with a space at either end (which
+    h11, uvicorn's HTTP parser, refuses in a header value: the connection closed
+    without an answer) goes out without them (``GET`` and ``HEAD``), the file
+    whole, nothing logged; a type with parameters is sent as stored."""
+    await listening(server)
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        author = await new(http, "/authors", {"name": "Ann"})
+        book_id = await new(http, "/books", {"title": "Dune", "author_id": author})
+        path = f"/books/{book_id}/manuscript"
+        assert (await http.put(path, content=b"draft")).status_code == 200
+        files = database["manuscripts.files"]
+        for stored, sent in [
+            (" text/plain ", "text/plain"),
+            ('text/plain; charset="utf-8"', 'text/plain; charset="utf-8"'),
+        ]:
+            await files.update_one({}, {"$set": {"contentType": stored}})
+            for method in ("GET", "HEAD"):
+                response = await http.request(method, path)
+                assert response.status_code == 200
+                assert response.headers["content-type"] == sent
+            assert (await http.get(path)).content == b"draft"
+    log = server.stop()
+    assert "ERROR" not in log and "Traceback" not in log, log

@@ -342,10 +342,12 @@ def download_headers(manuscript: AsyncGridFSProxy) -> dict[str, str]:
 
 def header_safe(content_type: str | None) -> str:
     """A stored content type that a header can carry (printable ASCII: no line
-    break, nothing Latin-1 cannot encode, stored by other code), else bytes
-    (``application/octet-stream``, as for a file stored without one)."""
-    if content_type and content_type.isascii() and content_type.isprintable():
-        return content_type
+    break, nothing Latin-1 cannot encode, stored by other code), its spaces at
+    either end dropped (which uvicorn's h11 refuses, the answer never sent),
+    else bytes (``application/octet-stream``, as for a file stored without one)."""
+    stripped = (content_type or "").strip()
+    if stripped and stripped.isascii() and stripped.isprintable():
+        return stripped
     return "application/octet-stream"
 
 
