@@ -2375,9 +2375,42 @@ def w_values_given() -> dict:
     }
 
 
-def given(field: str, n: int) -> Any:
-    """A new copy of the ``n``th odd value of ``field``."""
-    return w_values_given()[field][n]
+def odd_values(cls: Any, values: Any) -> None:
+    """Each value of ``values()`` (new ones at each call) given to its field of
+    ``cls`` by the constructor, by assignment, an insert, an update and a
+    query: the documents built, validated, saved and what is stored."""
+    for field, given in values().items():
+        for n in range(len(given)):
+            label = f"{field}{n}"
+            value = lambda f=field, n=n: values()[f][n]  # noqa: E731
+            built = rec(label + " built", lambda f=field, v=value: cls(**{f: v()}))
+            rec(label + " validate", lambda d=built: d and d.validate())
+            saved = rec(label + " save", lambda d=built: d and d.save())
+            if saved is not None:
+                rec(
+                    label + " stored",
+                    lambda d=saved: cls.objects.as_pymongo().get(pk=d.pk),
+                )
+            later = rec(label + " first", lambda: cls.objects.first()) or cls()
+            rec(label + " set", lambda d=later, f=field, v=value: setattr(d, f, v()))
+            rec(label + " set_doc", lambda d=later: d)
+            rec(label + " set_delta", lambda d=later: d._delta())
+            rec(label + " set_save", lambda d=later: d.save())
+            rec(
+                label + " insert",
+                lambda f=field, v=value: cls.objects.insert([cls(**{f: v()})]),
+            )
+            rec(
+                label + " update",
+                lambda f=field, v=value: cls.objects.limit(1).update(
+                    **{"set__" + f: v()}
+                ),
+            )
+            rec(
+                label + " query",
+                lambda f=field, v=value: cls.objects(**{f: v()}).count(),
+            )
+    rec("all", lambda: list(cls.objects.order_by("id").as_pymongo()))
 
 
 def w_values() -> None:
@@ -2388,39 +2421,83 @@ def w_values() -> None:
     Author.drop_collection()
     Author(id=ObjectId("5f0000000000000000000001"), name="A").save()
     LOG.on = True
-    for field, values in w_values_given().items():
-        for n in range(len(values)):
-            label = f"{field}{n}"
-            built = rec(label + " built", lambda f=field, n=n: WAll(**{f: given(f, n)}))
-            rec(label + " validate", lambda d=built: d and d.validate())
-            saved = rec(label + " save", lambda d=built: d and d.save())
-            if saved is not None:
-                rec(
-                    label + " stored",
-                    lambda d=saved: WAll.objects.as_pymongo().get(pk=d.pk),
-                )
-            later = WAll.objects.first() or WAll()
-            rec(
-                label + " set", lambda d=later, f=field, n=n: setattr(d, f, given(f, n))
-            )
-            rec(label + " set_doc", lambda d=later: d)
-            rec(label + " set_delta", lambda d=later: d._delta())
-            rec(label + " set_save", lambda d=later: d.save())
-            rec(
-                label + " insert",
-                lambda f=field, n=n: WAll.objects.insert([WAll(**{f: given(f, n)})]),
-            )
-            rec(
-                label + " update",
-                lambda f=field, n=n: WAll.objects.limit(1).update(
-                    **{"set__" + f: given(f, n)}
-                ),
-            )
-            rec(
-                label + " query",
-                lambda f=field, n=n: WAll.objects(**{f: given(f, n)}).count(),
-            )
-    rec("all", lambda: list(WAll.objects.order_by("id").as_pymongo()))
+    odd_values(WAll, w_values_given)
+
+
+def is_even(value: Any) -> None:
+    """A field's ``validation``: refuses odd numbers."""
+    if value % 2:
+        raise M.ValidationError("odd")
+
+
+class WEmbReq(M.EmbeddedDocument):
+    need = M.StringField(required=True)
+    n = M.IntField(min_value=1)
+
+
+class WMore(M.Document):
+    key = M.StringField(primary_key=True, min_length=2, default=lambda: str(ObjectId()))
+    sn = M.StringField(db_field="s_n", min_length=2, choices=[("aa", "A"), ("bb", "B")])
+    ev = M.IntField(validation=is_even)
+    fl = M.FloatField(min_value=0.5, max_value=2)
+    lm = M.ListField(M.IntField(), max_length=2)
+    el = M.EmbeddedDocumentListField(WEmbReq)
+    er = M.EmbeddedDocumentField(WEmbReq)
+    me = M.MapField(M.EmbeddedDocumentField(WEmbReq))
+    di = M.DictField(field=M.IntField())
+    rd = M.ReferenceField(Author, dbref=True)
+    gr = M.GenericReferenceField(choices=[Author])
+    url = M.URLField(schemes=["https"])
+    em = M.EmailField(domain_whitelist=["localhost"], allow_ip_domain=True)
+    pt = M.PointField()
+    ln = M.LineStringField()
+    gp = M.GeoPointField()
+    mpt = M.MultiPointField()
+    meta = {"collection": "w_more"}
+
+
+def w_more_given() -> dict:
+    """Odd values for WMore's fields (constraints WAll's have not)."""
+    author = Author.objects.first()
+    return {
+        "sn": ["aa", "A", "cc", "a"],
+        "ev": [2, 3, "4"],
+        "fl": [0.1, 3, "1.5", 1],
+        "lm": [[1, 2, 3], [1, "x"], []],
+        "el": [[WEmbReq()], [{"need": "x", "n": 0}], [WEmbReq(need="y")], [1]],
+        "er": [WEmbReq(n="z"), {"need": 5}],
+        "di": [{"a": "1"}, {"a": "x"}, {"a": None}],
+        "rd": [author, author.pk, "5f0000000000000000000001"],
+        "gr": [author, Emb(a=1), {"_cls": "Author", "_ref": author.to_dbref()}, 5],
+        "url": ["http://x.org", "https://x.org", "https://x"],
+        "em": ["a@localhost", "a@[127.0.0.1]", "a@b", "ü@x.org"],
+        "pt": [[1], [1, "x"], {"type": "Point", "coordinates": [1, 2]}, "p"],
+        "ln": [[[1, 2], [3, 4]], [[1, 2]], [1, 2]],
+        "gp": [[1, 2], [1, 2, 3], (200, 1), "x"],
+        "mpt": [[[1, 2], [3, 4]], [[1]], {"type": "MultiPoint", "coordinates": []}],
+        # (last: a short key inserted and a map holding a number stored by the
+        # update fail the validation of each document read after)
+        "key": ["a", "ab", 5],
+        "me": [{"a": WEmbReq()}, {"b": {"need": "q"}}, {"c": 1}],
+    }
+
+
+def w_more() -> None:
+    """Odd values given to fields with constraints: a custom primary key,
+    choices with labels, validation callables, bounds, lengths, required
+    fields of embedded documents, references stored as DBRefs, geo fields."""
+    LOG.on = False
+    WMore.drop_collection()
+    Author.drop_collection()
+    Author(id=ObjectId("5f0000000000000000000001"), name="A").save()
+    LOG.on = True
+    odd_values(WMore, w_more_given)
+    rec("display", lambda: WMore(key="k", sn="bb").get_sn_display())
+    rec(
+        "pk_change",
+        lambda: (lambda d: (setattr(d, "key", "k2"), d.save()))(WMore(key="k1").save()),
+    )
+    rec("pk_all", lambda: list(WMore.objects.order_by("pk").scalar("pk")))
 
 
 class SrPerson(M.Document):
@@ -2910,6 +2987,699 @@ def x_bson() -> None:
     rec("stored", lambda: list(GeHolder.objects.order_by("id").as_pymongo()))
 
 
+def q_operators() -> None:
+    """Each query operator: strings, numbers, lists, embedded documents and
+    their paths, references, existence and types, negations, Q combinations;
+    orderings by paths; update operators on embedded and list paths."""
+    seed()
+
+    def names(*q: Any, **query: Any) -> Any:
+        return [p.name for p in Person.objects(*q, **query).order_by("name")]
+
+    filters = {
+        "ne": {"age__ne": 1},
+        "lt_lte": {"age__lt": 2, "score__lte": 1},
+        "nin": {"age__nin": [0, 9]},
+        "not_in": {"age__not__in": [0, 1]},
+        "not_gt": {"age__not__gt": 0},
+        "mod": {"age__mod": (2, 0)},
+        "all": {"tags__all": ["x", "t1"]},
+        "size0": {"tags__size": 2},
+        "tags_idx": {"tags__0": "t0"},
+        "exists": {"score__exists": False},
+        "exists_emb": {"emb__a__exists": True},
+        "type": {"score__type": "double"},
+        "type_num": {"age__type": 16},
+        "exact": {"name__exact": "p1"},
+        "iexact": {"name__iexact": "P1"},
+        "contains": {"name__contains": "1"},
+        "icontains": {"name__icontains": "P"},
+        "startswith": {"name__startswith": "p"},
+        "istartswith": {"name__istartswith": "S"},
+        "endswith": {"name__endswith": "3"},
+        "iendswith": {"name__iendswith": "3"},
+        "wholeword": {"name__wholeword": "p2"},
+        "iwholeword": {"name__iwholeword": "P2"},
+        "regex": {"name__regex": "^p[0-2]$"},
+        "iregex": {"name__iregex": "^P[3-4]$"},
+        "not_regex": {"name__not__regex": "^p"},
+        "none": {"score": None},
+        "ne_none": {"school__ne": None},
+        "emb_eq": {"emb": Emb(a=2)},
+        "emb_dict": {"emb": {"a": 3}},
+        "emb_a_in": {"emb__a__in": [1, 4]},
+        "embs_a_gt": {"embs__a__gt": 4},
+        "embs_b_in": {"embs__b__in": ["b1", "b2"]},
+        "embs_elem": {"embs__elemMatch": {"a": 2, "b": None}},
+        "embs_emb": {"embs": Emb(a=1)},
+        "embs_not_size": {"embs__not__size": 2},
+        "tags_in_str": {"tags__in": "t1"},
+        "pk_in_str": {"pk__in": ["5f0000000000000000000001"]},
+        "id_str": {"id": "5f0000000000000000000001"},
+        "id_bad": {"id": "nope"},
+        "age_str": {"age": "1"},
+        "score_int": {"score": 1},
+        "sub_field": {"school": "sch"},
+        "cls": {"_cls": "Person.Student"},
+        "bad_size": {"tags__size": "x"},
+        "bad_mod": {"age__mod": 2},
+        "in_not_list": {"age__in": 1},
+        "all_emb": {"embs__all": [Emb(a=3), Emb(a=2)]},
+        "match_in": {"embs__match": {"a__gt": 4}},
+    }
+    for label, query in filters.items():
+        rec(label, lambda query=query: names(**query))
+    rec("q_not_ne", lambda: names(M.Q(age__not__ne=1)))
+    rec("q_nested", lambda: names((M.Q(age=0) & M.Q(tags="t0")) | M.Q(emb__a=5)))
+    rec("q_and_same", lambda: names(M.Q(age__gte=1) & M.Q(age__lte=1)))
+    rec("q_kw", lambda: names(M.Q(age=2), name__ne="p2"))
+    rec("q_empty_and", lambda: names(M.Q() & M.Q(age=0)))
+    rec("filter_twice", lambda: [p.name for p in Person.objects(age=0).filter(age=1)])
+    rec(
+        "filter_twice_gt",
+        lambda: [p.name for p in Person.objects(age__gt=0)(age__lt=2)],
+    )
+    order = Person.objects.only("name")
+    rec("order_emb", lambda: [p.name for p in order.order_by("-emb.a", "name")])
+    rec("order_embs", lambda: [p.name for p in order.order_by("embs__a", "-name")])
+    rec("order_clear", lambda: order.order_by("-name").order_by()._ordering)
+    rec(
+        "order_twice", lambda: [p.name for p in order.order_by("age").order_by("-name")]
+    )
+    rec("order_plus", lambda: [p.name for p in order.order_by("+age", "-name")])
+    rec("order_bad", lambda: list(order.order_by("emb.nope")))
+    updates = [
+        ("inc_emb", {"name": "p0"}, {"inc__emb__a": 2}),
+        ("unset_emb", {"name": "p1"}, {"unset__emb__a": True}),
+        ("set_embs_idx", {"name": "p2"}, {"set__embs__1": Emb(a=70)}),
+        ("set_embs_idx_a", {"name": "p2"}, {"set__embs__0__a": 71}),
+        ("pull_in", {"name": "p3"}, {"pull__tags__in": ["x", "t1"]}),
+        ("pull_emb_gt", {"name": "p4"}, {"pull__embs__a__gt": 4}),
+        ("pull_nin", {"name": "p5"}, {"pull__tags__nin": ["x"]}),
+        ("push_emb", {"name": "p0"}, {"push__embs": {"a": 9}}),
+        ("add_emb", {"name": "p0"}, {"add_to_set__embs": Emb(a=9)}),
+        ("add_each", {"name": "p1"}, {"add_to_set__tags": ["x", "new"]}),
+        ("push_each_pos", {"name": "p1"}, {"push__tags__1": ["y", "z"]}),
+        ("pop_first", {"name": "p1"}, {"pop__tags": -1}),
+        ("set_str_int", {"name": "p3"}, {"set__age": "4"}),
+        ("set_none", {"name": "p3"}, {"set__emb": None}),
+        ("inc_str", {"name": "p4"}, {"inc__age": "x"}),
+        ("set_tags_str", {"name": "p4"}, {"set__tags": "abc"}),
+        ("set_sub", {"name": "s"}, {"set__school": "s2"}),
+        ("set_sub_parent", {"name": "s"}, {"set__nope": 1}),
+        ("rename_emb", {"name": "p5"}, {"rename__emb__a": "emb.z"}),
+        ("current_date", {"name": "p5"}, {"__raw__": {"$currentDate": {"d": True}}}),
+    ]
+    for label, query, update in updates:
+        rec(
+            label,
+            lambda query=query, update=update: Person.objects(**query).update(**update),
+        )
+    rec(
+        "updated",
+        lambda: list(Person.objects.order_by("name").exclude("id").as_pymongo()),
+    )
+    rec("sub_update", lambda: Student.objects.update(set__school="s3", upsert=True))
+    rec(
+        "sub_upsert",
+        lambda: Student.objects(name="ns").update_one(set__age=1, upsert=True),
+    )
+    rec("sub_upserted", lambda: Student.objects(name="ns").as_pymongo().first())
+
+
+class CsCapped(M.Document):
+    n = M.IntField()
+    meta = {"collection": "cs_capped", "max_documents": 3, "max_size": 4096}
+
+
+class CsIndexed(M.Document):
+    name = M.StringField(unique=True, sparse=True)
+    code = M.StringField(unique_with="name")
+    when = M.DateTimeField()
+    body = M.StringField()
+    n = M.IntField()
+    meta = {
+        "collection": "cs_indexed",
+        "indexes": [
+            {"fields": ["when"], "expireAfterSeconds": 3600},
+            {"fields": ["n"], "partialFilterExpression": {"n": {"$gt": 1}}},
+            {"fields": ["-name"], "collation": {"locale": "en", "strength": 2}},
+            {"fields": ["$body"], "weights": {"body": 3}, "default_language": "none"},
+            {"fields": ["#code"], "name": "hashed_code", "cls": False},
+        ],
+    }
+
+
+class CsNoAuto(M.Document):
+    name = M.StringField()
+    meta = {"collection": "cs_no_auto", "auto_create_index": False, "indexes": ["name"]}
+
+
+class CsSeries(M.Document):
+    at = M.DateTimeField()
+    meta_f = M.DictField(db_field="m")
+    v = M.IntField()
+    meta = {
+        "collection": "cs_series",
+        "timeseries": {"timeField": "at", "metaField": "m", "granularity": "hours"},
+    }
+
+
+def c_collections() -> None:
+    """Collections made on first use: capped (and one found not capped),
+    timeseries, indexes with options (TTL, partial, collation, text weights,
+    hashed, unique_with), no automatic indexes; made again after a drop."""
+    LOG.on = False
+    for cls in (CsCapped, CsIndexed, CsNoAuto, CsSeries):
+        cls.drop_collection()
+    LOG.on = True
+    db = M.get_db()
+    rec("capped_saves", lambda: [CsCapped(n=i).save().n for i in range(5)])
+    rec("capped_left", lambda: [d.n for d in CsCapped.objects.order_by("n")])
+    rec("capped_opts", lambda: db["cs_capped"].options())
+    rec("capped_drop", lambda: CsCapped.drop_collection())
+    LOG.on = False
+    db.create_collection("cs_capped")
+    LOG.on = True
+    rec("capped_found_plain", lambda: CsCapped(n=1).save())
+    rec("capped_found_plain_qs", lambda: CsCapped.objects.count())
+    LOG.on = False
+    CsCapped.drop_collection()
+    db.create_collection("cs_capped", capped=True, size=8192, max=3)
+    CsCapped._collection = None
+    LOG.on = True
+    rec("capped_other_size", lambda: CsCapped(n=1).save())
+    rec("indexed_save", lambda: CsIndexed(name="a", code="c", n=2, body="c d").save())
+    rec("indexed_info", lambda: sorted(db["cs_indexed"].index_information().items()))
+    rec("indexed_list", lambda: CsIndexed.list_indexes())
+    rec("indexed_compare", lambda: CsIndexed.compare_indexes())
+    rec("indexed_dup", lambda: CsIndexed(name="a", code="c").save())
+    rec("indexed_dup_insert", lambda: CsIndexed.objects.insert(CsIndexed(name="a")))
+    rec(
+        "indexed_unique_with",
+        lambda: [CsIndexed(name=n, code="x").save().name for n in ("b", "c", "b")],
+    )
+    rec("indexed_text", lambda: [d.name for d in CsIndexed.objects.search_text("c")])
+    rec("indexed_drop", lambda: CsIndexed.drop_collection())
+    rec("indexed_again", lambda: CsIndexed(name="b").save())
+    rec("indexed_info2", lambda: sorted(db["cs_indexed"].index_information()))
+    rec("no_auto_save", lambda: CsNoAuto(name="x").save())
+    rec("no_auto_info", lambda: sorted(db["cs_no_auto"].index_information()))
+    rec("no_auto_ensure", lambda: CsNoAuto.ensure_indexes())
+    rec("no_auto_info2", lambda: sorted(db["cs_no_auto"].index_information()))
+    rec(
+        "series_save",
+        lambda: CsSeries(at=datetime.datetime(2020, 1, 1), meta_f={"s": 1}, v=1).save(),
+    )
+    rec("series_opts", lambda: db["cs_series"].options())
+    rec("series_read", lambda: list(CsSeries.objects.exclude("id")))
+    rec(
+        "series_insert",
+        lambda: CsSeries.objects.insert(
+            [CsSeries(at=datetime.datetime(2020, 1, 2), v=2)], load_bulk=False
+        ),
+    )
+    rec("series_count", lambda: CsSeries.objects(v__gte=1).count())
+
+
+class ShDoc(M.Document):
+    region = M.StringField()
+    name = M.StringField()
+    n = M.IntField()
+    meta = {"collection": "sh_doc", "shard_key": ("region",)}
+
+
+class ShNested(M.Document):
+    emb = M.EmbeddedDocumentField(Emb)
+    name = M.StringField()
+    meta = {"collection": "sh_nested", "shard_key": ("emb.a", "name")}
+
+
+def d_shard() -> None:
+    """Documents with shard keys (a field, an embedded path): saves, updates,
+    reloads, deletes and modifies send them; changing one is refused; new
+    documents given an id replace the stored one or are inserted."""
+    LOG.on = False
+    ShDoc.drop_collection()
+    ShNested.drop_collection()
+    LOG.on = True
+    d = rec("new", lambda: ShDoc(region="eu", name="a").save())
+    d.name = "b"
+    rec("changed", lambda: d.save())
+    rec("set_key", lambda: setattr(d, "region", "us"))
+    rec("set_key_same", lambda: setattr(d, "region", "eu"))
+    rec("after_set", lambda: d)
+    rec("reload", lambda: d.reload())
+    rec("reload_fields", lambda: d.reload("name"))
+    rec("update", lambda: d.update(inc__n=1))
+    rec("modify", lambda: d.modify(set__name="m"))
+    rec("given_id_new", lambda: ShDoc(id=ObjectId(), region="us", name="g").save())
+    rec("given_id_old", lambda: ShDoc(id=d.id, region="eu", name="r").save())
+    rec("given_id_other_key", lambda: ShDoc(id=d.id, region="as", name="x").save())
+    rec("stored", lambda: list(ShDoc.objects.order_by("name").as_pymongo()))
+    loaded = ShDoc.objects.get(name="r")
+    rec("loaded_set_key", lambda: setattr(loaded, "region", "zz"))
+    rec("loaded_delete", lambda: loaded.delete())
+    rec("new_set_key", lambda: setattr(ShDoc(region="a"), "region", "b"))
+    s = rec("nested_new", lambda: ShNested(emb=Emb(a=1), name="n").save())
+    s.emb.b = "x"
+    rec("nested_changed", lambda: s.save())
+    rec("nested_set", lambda: setattr(s, "name", "other"))
+    rec("nested_emb_set", lambda: (setattr(s.emb, "a", 2), s.save()))
+    rec("nested_reload", lambda: s.reload())
+    rec("nested_delete", lambda: s.delete())
+    rec("nested_left", lambda: list(ShNested.objects.as_pymongo()))
+
+
+class GqTag(M.Document):
+    name = M.StringField()
+    meta = {"collection": "gq_tag"}
+
+
+class GqEmb(M.EmbeddedDocument):
+    k = M.IntField()
+    tag = M.ReferenceField(GqTag)
+
+
+class GqPlace(M.Document):
+    name = M.StringField()
+    body = M.StringField()
+    n = M.IntField()
+    loc = M.PointField()
+    area = M.PolygonField()
+    tags = M.ListField(M.ReferenceField(GqTag))
+    main = M.ReferenceField(GqTag)
+    emb = M.EmbeddedDocumentField(GqEmb)
+    embs = M.ListField(M.EmbeddedDocumentField(GqEmb))
+    meta = {
+        "collection": "gq_place",
+        "allow_inheritance": True,
+        "index_cls": False,
+        "indexes": [("$name", "$body"), [("loc", "2dsphere")], "n"],
+    }
+
+
+class GqCity(GqPlace):
+    pop = M.IntField()
+
+
+def gq_seed() -> list:
+    """Three tags and five places (two cities), stored quietly; the tags."""
+    LOG.on = False
+    GqTag.drop_collection()
+    GqPlace.drop_collection()
+    GqPlace.ensure_indexes()
+    tags = [GqTag(name=f"g{i}").save() for i in range(3)]
+    for i in range(5):
+        cls = GqCity if i % 2 else GqPlace
+        cls(
+            name=f"n{i}",
+            body="red fox" if i < 3 else "blue whale fox",
+            n=i % 3,
+            loc=[i, i],
+            tags=tags[: i % 3 + 1],
+            main=tags[i % 3],
+            emb=GqEmb(k=i % 2, tag=tags[i % 2]),
+            embs=[GqEmb(k=i), GqEmb(k=i + 1, tag=tags[0])],
+        ).save()
+    LOG.on = True
+    return tags
+
+
+def q_aggregate() -> None:
+    """aggregate() of a filter, a subclass, an ordered and sliced set, with a
+    collation, hint, read preference, comment and keywords; explain()."""
+    gq_seed()
+    project = [{"$project": {"name": 1, "_id": 0}}]
+    rec("plain", lambda: list(GqPlace.objects.aggregate(project)))
+    rec("filtered", lambda: list(GqPlace.objects(n__gte=1).aggregate(project)))
+    rec("sub", lambda: list(GqCity.objects.aggregate(project)))
+    rec("sub_no_sub", lambda: list(GqPlace.objects.no_sub_classes().aggregate(project)))
+    rec(
+        "varargs",
+        lambda: list(GqPlace.objects.aggregate({"$match": {"n": 1}}, *project)),
+    )
+    rec(
+        "collation",
+        lambda: list(
+            GqPlace.objects(name="N1")
+            .collation({"locale": "en", "strength": 1})
+            .aggregate(project)
+        ),
+    )
+    rec("hint", lambda: list(GqPlace.objects.hint("n_1").aggregate(project)))
+    rec(
+        "read_pref",
+        lambda: list(
+            GqPlace.objects.read_preference(
+                pymongo.ReadPreference.PRIMARY_PREFERRED
+            ).aggregate(project)
+        ),
+    )
+    rec("comment", lambda: list(GqPlace.objects.comment("c").aggregate(project)))
+    rec("max_time", lambda: list(GqPlace.objects.max_time_ms(4000).aggregate(project)))
+    rec(
+        "kwargs",
+        lambda: list(GqPlace.objects.aggregate(project, allowDiskUse=True)),
+    )
+    rec(
+        "ordered_skip",
+        lambda: list(
+            GqPlace.objects.order_by("-name").skip(1).limit(2).aggregate(project)
+        ),
+    )
+    rec(
+        "text",
+        lambda: list(GqPlace.objects.search_text("whale").aggregate(project)),
+    )
+    rec("empty", lambda: list(GqPlace.objects(name="zz").aggregate(project)))
+    rec("none", lambda: list(GqPlace.objects.none().aggregate(project)))
+    rec("bad_stage", lambda: list(GqPlace.objects.aggregate([{"$nope": 1}])))
+    rec("not_list", lambda: list(GqPlace.objects.aggregate("x")))
+    rec("explain", lambda: sorted(GqPlace.objects(n=1).order_by("name").explain()))
+    coll = GqPlace.objects.collation({"locale": "en", "strength": 1})
+    rec("coll_distinct", lambda: sorted(coll(name="N1").distinct("n")))
+    rec("coll_count", lambda: coll(name="N2").count())
+    rec("coll_sum", lambda: coll(name="N2").sum("n"))
+    rec("comment_count", lambda: GqPlace.objects.comment("x").count())
+    rec("hint_distinct", lambda: sorted(GqPlace.objects.hint("n_1").distinct("n")))
+    rec("disk_use", lambda: [p.name for p in GqPlace.objects.allow_disk_use(True)])
+    rec(
+        "read_pref_count",
+        lambda: GqPlace.objects.read_preference(
+            pymongo.ReadPreference.SECONDARY_PREFERRED
+        ).count(),
+    )
+    rec("max_time_count", lambda: GqPlace.objects.max_time_ms(3000).count())
+
+
+def q_distinct_freq() -> None:
+    """distinct() of references, lists of references, embedded documents and
+    their paths; item_frequencies of paths, normalized, with and without
+    map/reduce; in_bulk, scalar and values_list of references."""
+    tags = gq_seed()
+    qs = GqPlace.objects
+    # (the tags' ids named in their order, not in a dereference's set order)
+    rec("tags", lambda: [t.id for t in tags])
+    rec("d_ref", lambda: sorted(qs.distinct("main"), key=lambda t: t.name))
+    rec("d_refs", lambda: sorted(qs.distinct("tags"), key=lambda t: t.name))
+    rec("d_emb", lambda: qs.order_by("name").distinct("emb"))
+    rec("d_emb_ref", lambda: sorted(qs.distinct("emb.tag"), key=lambda t: str(t.pk)))
+    rec("d_embs_k", lambda: sorted(qs.distinct("embs.k")))
+    rec("d_embs_tag", lambda: qs.distinct("embs.tag"))
+    rec("d_sub", lambda: sorted(GqCity.objects.distinct("name")))
+    rec("d_pk", lambda: len(qs.distinct("pk")))
+    rec("d_bad", lambda: qs.distinct("nope"))
+    rec("d_limited", lambda: sorted(qs.order_by("name").limit(1).distinct("n")))
+    rec("d_loc", lambda: qs.order_by("name").distinct("loc")[:1])
+    for mr in (False, True):
+        for normalize in (False, True):
+            rec(
+                f"f_n_{mr}_{normalize}",
+                lambda mr=mr, normalize=normalize: sorted(
+                    qs.item_frequencies("n", map_reduce=mr, normalize=normalize).items()
+                ),
+            )
+        rec(
+            f"f_embs_{mr}",
+            lambda mr=mr: sorted(qs.item_frequencies("embs.k", map_reduce=mr).items()),
+        )
+        rec(
+            f"f_emb_{mr}",
+            lambda mr=mr: sorted(qs.item_frequencies("emb.k", map_reduce=mr).items()),
+        )
+        rec(
+            f"f_tags_{mr}",
+            lambda mr=mr: sorted(
+                map(str, qs.item_frequencies("tags", map_reduce=mr).items())
+            ),
+        )
+        rec(
+            f"f_missing_{mr}",
+            lambda mr=mr: sorted(qs.item_frequencies("nope", map_reduce=mr).items()),
+        )
+    ids = [t.id for t in tags]
+    rec("bulk_pymongo", lambda: sorted(GqTag.objects.as_pymongo().in_bulk(ids).items()))
+    rec("bulk_missing", lambda: GqTag.objects.in_bulk([ObjectId()]))
+    rec(
+        "bulk_nodrf",
+        lambda: list(
+            qs.no_dereference()
+            .in_bulk(list(qs.order_by("name").scalar("id"))[:1])
+            .values()
+        ),
+    )
+    rec("scalar_ref", lambda: list(qs.order_by("name").scalar("main"))[:2])
+    rec("scalar_refs", lambda: list(qs.order_by("name").scalar("tags"))[:2])
+    rec("scalar_emb_ref", lambda: list(qs.order_by("name").scalar("emb__tag"))[:2])
+    rec("scalar_embs_tag", lambda: list(qs.order_by("name").scalar("embs__tag"))[:2])
+    rec(
+        "scalar_nodrf",
+        lambda: list(qs.order_by("name").no_dereference().scalar("main", "emb"))[:2],
+    )
+    rec(
+        "values_refs", lambda: list(qs.order_by("name").values_list("main", "tags"))[:2]
+    )
+    rec("values_emb_k", lambda: list(qs.order_by("name").values_list("emb__k", "name")))
+
+
+def q_geo_text() -> None:
+    """search_text ordered by the text score, with a language; geo queries on
+    a PointField and a PolygonField."""
+    gq_seed()
+    qs = GqPlace.objects
+    rec("text", lambda: [p.name for p in qs.search_text("fox").order_by("name")])
+    rec(
+        "text_score",
+        lambda: [
+            (p.name, p.get_text_score())
+            for p in qs.search_text("whale fox").order_by("$text_score", "name")
+        ],
+    )
+    rec(
+        "text_score_only",
+        lambda: list(
+            qs.search_text("whale").order_by("$text_score", "name").only("name")
+        ),
+    )
+    rec("text_lang", lambda: qs.search_text("fox", language="english").count())
+    rec("text_twice", lambda: list(qs.search_text("fox").search_text("red")))
+    rec("text_score_none", lambda: qs.order_by("name").first().get_text_score())
+    rec(
+        "text_scalar",
+        lambda: list(qs.search_text("whale").order_by("name").scalar("name")),
+    )
+    rec("near", lambda: [p.name for p in qs(loc__near=[0, 0])])
+    rec(
+        "near_max",
+        lambda: [p.name for p in qs(loc__near=[0, 0], loc__max_distance=200000)],
+    )
+    rec(
+        "near_min_max",
+        lambda: [
+            p.name
+            for p in qs(
+                loc__near={"type": "Point", "coordinates": [0, 0]},
+                loc__min_distance=1000,
+                loc__max_distance=400000,
+            )
+        ],
+    )
+    rec(
+        "near_count",
+        lambda: qs(loc__near=[0, 0], loc__max_distance=200000).count(),
+    )
+    rec(
+        "within_sphere",
+        lambda: sorted(p.name for p in qs(loc__geo_within_sphere=[(0, 0), 0.04])),
+    )
+    rec(
+        "within_box",
+        lambda: sorted(p.name for p in qs(loc__geo_within_box=[(0.5, 0.5), (3, 3)])),
+    )
+    rec(
+        "within_polygon",
+        lambda: sorted(
+            p.name
+            for p in qs(loc__geo_within_polygon=[[0, 0], [0, 2.5], [2.5, 2.5], [0, 0]])
+        ),
+    )
+    poly = {"type": "Polygon", "coordinates": [[[-1, -1], [-1, 3], [3, 3], [-1, -1]]]}
+    rec("geo_within", lambda: sorted(p.name for p in qs(loc__geo_within=poly)))
+    rec(
+        "geo_intersects",
+        lambda: sorted(p.name for p in qs(loc__geo_intersects=poly)),
+    )
+    rec("near_bad", lambda: list(qs(loc__near="x")))
+    rec("within_center", lambda: list(qs(loc__within_distance=[(0, 0), 1])))
+
+
+def q_edges() -> None:
+    """array_filters, modify and upsert_one's forms; slices, indexes and
+    counts; get's errors; bool and len of a set; queryset update and delete
+    with the documents' signals."""
+    gq_seed()
+    qs = GqPlace.objects
+    rec(
+        "array_filters",
+        lambda: qs(name="n2").update_one(
+            set__embs__S__k=40, array_filters=[{"elem.k": {"$gte": 3}}]
+        ),
+    )
+    rec(
+        "array_filters_named",
+        lambda: qs(name="n3").update(
+            __raw__={"$set": {"embs.$[e].k": 50}}, array_filters=[{"e.k": 3}]
+        ),
+    )
+    rec(
+        "array_filters_bad",
+        lambda: qs(name="n3").update(
+            __raw__={"$set": {"embs.$[e].k": 50}}, array_filters=[{"x.k": 3}]
+        ),
+    )
+    rec("after_af", lambda: list(qs.order_by("name").scalar("embs"))[2:4])
+    rec(
+        "modify_upsert_new_sub",
+        lambda: GqCity.objects(name="c9").modify(upsert=True, new=True, set__pop=3),
+    )
+    rec(
+        "modify_full",
+        lambda: qs(name="n0").modify(new=True, full_response=True, set__n=7),
+    )
+    rec("modify_fields", lambda: qs(name="n0").modify(new=True, inc__n=1, fields=["n"]))
+    rec("upsert_one_new", lambda: GqCity.objects(name="u1").upsert_one(set__pop=1))
+    rec("upsert_one_many", lambda: qs(n__gte=0).upsert_one(set__body="b"))
+    rec("update_multi_upsert", lambda: qs(name="u2").update(set__n=2, upsert=True))
+    rec(
+        "update_full_upsert",
+        lambda: (
+            qs(name="u3").update(set__n=2, upsert=True, full_result=True).raw_result
+        ),
+    )
+    rec("first_empty", lambda: qs(name="zz").first())
+    rec("first_ordered", lambda: qs.order_by("-name").first().name)
+    o = qs.order_by("name")
+    rec("slice", lambda: [p.name for p in o[1:3]])
+    rec("slice_open", lambda: [p.name for p in o[5:]])
+    rec("slice_to", lambda: [p.name for p in o[:2]])
+    rec("slice_past", lambda: list(o[40:50]))
+    rec("slice_empty", lambda: list(o[2:2]))
+    rec("slice_neg", lambda: o[-2:])
+    rec("slice_count", lambda: (o[1:3].count(), o[1:3].count(True), len(o[1:3])))
+    rec("slice_slice", lambda: [p.name for p in o[1:5][1:2]])
+    rec("index", lambda: o[2].name)
+    rec("index_oob", lambda: o[100])
+    rec("index_after_iter", lambda: (list(o), o[1].name, o[50])[1:2])
+    rec("index_str", lambda: o["x"])
+    rec(
+        "count_ls",
+        lambda: (
+            qs.skip(1).limit(2).count(),
+            qs.skip(1).limit(2).count(with_limit_and_skip=True),
+            qs.skip(10).count(True),
+            qs.limit(0).count(True),
+        ),
+    )
+    rec("count_hint", lambda: qs.hint("n_1").count())
+    rec(
+        "count_coll",
+        lambda: qs(name="N1").collation({"locale": "en", "strength": 2}).count(),
+    )
+    rec(
+        "options",
+        lambda: [
+            p.name
+            for p in qs.order_by("name")
+            .max_time_ms(3000)
+            .batch_size(1)
+            .comment("z")
+            .timeout(False)
+        ],
+    )
+    listed = qs.order_by("name")
+    rec(
+        "len_after_iter",
+        lambda: (len(list(listed)), len(listed), bool(listed), listed.count()),
+    )
+    rec("bool_empty", lambda: (bool(qs(name="zz")), len(qs(name="zz"))))
+    rec("bool_after_slice", lambda: bool(qs.order_by("name")[40:]))
+    rec("get_many", lambda: qs.get(n=1))
+    rec("get_many_sub", lambda: GqCity.objects.get())
+    rec("get_missing", lambda: GqCity.objects.get(name="n0"))
+    rec("get_missing_q", lambda: qs.get(M.Q(name="a") | M.Q(name="b")))
+    rec("get_missing_raw", lambda: qs(__raw__={"n": 99}).get())
+    rec("doc_missing_class", lambda: GqTag.DoesNotExist.__mro__[1].__name__)
+    rec("with_id_filtered", lambda: qs(name="x").with_id(ObjectId()))
+    rec(
+        "update_signals",
+        lambda: qs(name="n1").update(set__n=5),
+    )
+    rec("delete_signals", lambda: GqCity.objects(name="n1").delete())
+    rec("delete_none", lambda: qs(name="zz").delete())
+    rec(
+        "using_other",
+        lambda: (
+            GqCity.objects.using("other").insert(GqCity(name="o1", pop=1)),
+            list(GqPlace.objects.using("other").aggregate([{"$project": {"_id": 0}}])),
+            GqPlace.objects.no_sub_classes().using("other").count(),
+            list(GqPlace.objects.using("other").scalar("name")),
+        ),
+    )
+    with mongoengine.context_managers.switch_db(GqPlace, "other") as Other:
+        rec("switch_db_delete", lambda: Other.objects.delete())
+        rec("switch_db_after", lambda: Other.objects.count())
+    rec("final", lambda: list(qs.order_by("name").as_pymongo()))
+
+
+class GqRl(M.Document):
+    name = M.StringField()
+    n = M.IntField(default=1)
+    e = M.EmbeddedDocumentField(GqEmb)
+    meta = {
+        "collection": "gq_rl",
+        "indexes": ["-n", {"fields": ["name"], "unique": True, "sparse": True}],
+    }
+
+
+def d_reload_missing() -> None:
+    """reload (all, some fields) of a document deleted from the database,
+    of an unsaved one; index helpers; pre_save_post_validation's changed
+    fields."""
+    LOG.on = False
+    GqRl.drop_collection()
+    LOG.on = True
+    d = GqRl(name="a", e=GqEmb(k=1)).save()
+    GqRl.objects(pk=d.pk).delete()
+    rec("reload_missing", lambda: d.reload())
+    rec("reload_missing_fields", lambda: d.reload("name"))
+    rec("reload_unsaved", lambda: GqRl(name="u").reload())
+    rec("reload_unsaved_fields", lambda: GqRl(name="u").reload("n"))
+    d2 = GqRl(name="b").save()
+    d2.name = "b2"
+    d2.e = GqEmb(k=2)
+    rec("save_changed", lambda: d2.save())
+    d2.e.k = 3
+    rec("save_changed_emb", lambda: d2.save())
+    rec("save_unchanged", lambda: d2.save())
+    rec("reload_emb", lambda: d2.reload("e"))
+    rec("reload_twice_fields", lambda: d2.reload("n", "name"))
+    rec("dup", lambda: GqRl(name="b2").save())
+    rec("list_indexes", lambda: GqRl.list_indexes())
+    rec("compare", lambda: GqRl.compare_indexes())
+    rec(
+        "extra_index",
+        lambda: (
+            GqRl._get_collection().create_index("e.k"),
+            GqRl.compare_indexes(),
+        ),
+    )
+    rec("ensure", lambda: GqRl.ensure_indexes())
+    rec("index_info", lambda: sorted(GqRl._get_collection().index_information()))
+    rec("drop", lambda: GqRl.drop_collection())
+    rec("compare_dropped", lambda: GqRl.compare_indexes())
+
+
 SCENARIOS = [
     q_projections,
     q_values,
@@ -2950,6 +3720,15 @@ SCENARIOS = [
     q_more,
     sr_containers,
     x_bson,
+    q_aggregate,
+    q_distinct_freq,
+    q_geo_text,
+    q_edges,
+    d_reload_missing,
+    w_more,
+    q_operators,
+    c_collections,
+    d_shard,
 ]
 
 if __name__ == "__main__":
