@@ -2500,6 +2500,54 @@ def w_more() -> None:
     rec("pk_all", lambda: list(WMore.objects.order_by("pk").scalar("pk")))
 
 
+class FdDoc(M.Document):
+    d = M.Decimal128Field(min_value=0, max_value=100)
+    mls = M.MultiLineStringField()
+    mpg = M.MultiPolygonField()
+    pg = M.PolygonField()
+    meta = {"collection": "fd_doc"}
+
+
+def fd_values() -> dict:
+    """Odd values for FdDoc's fields (kinds no other scenario has)."""
+    return {
+        "d": [Decimal("1.5"), 1, 1.5, "2.5", "x", Decimal128("3"), -1, 1000, None],
+        "mls": [
+            [[[1, 2], [3, 4]]],
+            [[1, 2]],
+            "x",
+            {"type": "MultiLineString", "coordinates": [[[1, 2], [3, 4]]]},
+        ],
+        "mpg": [[[[[0, 0], [0, 1], [1, 1], [0, 0]]]], [[[0, 0]]], [1]],
+        "pg": [
+            [[[0, 0], [0, 1], [1, 1], [0, 0]]],
+            [[[0, 0], [0, 1], [1, 1]]],
+            [[1, 2]],
+        ],
+    }
+
+
+def f_decimal128_geo() -> None:
+    """Decimal128Field (bounds, conversions, sums, updates, JSON) and the
+    MultiLineString, MultiPolygon and Polygon fields given odd values."""
+    LOG.on = False
+    FdDoc.drop_collection()
+    LOG.on = True
+    odd_values(FdDoc, fd_values)
+    LOG.on = False
+    FdDoc.drop_collection()
+    LOG.on = True
+    rec("saved", lambda: [FdDoc(d=v).save().d for v in ("1.25", 2, Decimal("0.5"))])
+    rec("sum", lambda: FdDoc.objects.sum("d"))
+    rec("avg", lambda: FdDoc.objects.average("d"))
+    rec("q_gt", lambda: FdDoc.objects(d__gt=1).count())
+    rec("q_gt_dec", lambda: FdDoc.objects(d__gt=Decimal("1.3")).count())
+    rec("inc", lambda: FdDoc.objects(d__lt=1).update(inc__d=Decimal("0.5")))
+    rec("scalar", lambda: sorted(FdDoc.objects.scalar("d")))
+    rec("distinct", lambda: sorted(map(str, FdDoc.objects.distinct("d"))))
+    rec("json", lambda: FdDoc.objects.order_by("d").exclude("id").to_json())
+
+
 class SrPerson(M.Document):
     name = M.StringField()
     friends = M.ListField(M.ReferenceField("SrPerson"))
@@ -3729,6 +3777,7 @@ SCENARIOS = [
     q_operators,
     c_collections,
     d_shard,
+    f_decimal128_geo,
 ]
 
 if __name__ == "__main__":

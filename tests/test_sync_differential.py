@@ -4,7 +4,8 @@ options, projections, updates with every operator, inserts, documents'
 reloads, deltas, dynamic documents, stored nulls, switches and context
 managers, references, files, field types, delete rules, inheritance,
 constructors, embedded documents changed in place, a cascade chain,
-sequence fields, a class hierarchy) run through plain MongoEngine and
+sequence fields, a class hierarchy, aggregations, query operators, geo and
+text searches, collection setup, shard keys) run through plain MongoEngine and
 through this package, each in a process of its own, must record the same
 transcript: results, ``_data`` key order, stored documents, errors, commands
 sent and signals."""
