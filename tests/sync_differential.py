@@ -2548,6 +2548,72 @@ def f_decimal128_geo() -> None:
     rec("json", lambda: FdDoc.objects.order_by("d").exclude("id").to_json())
 
 
+class DbEmb(M.EmbeddedDocument):
+    x = M.IntField(db_field="xx")
+    r = M.ReferenceField(Author, db_field="rr")
+
+
+class DbDoc(M.Document):
+    name = M.StringField(db_field="nm")
+    e = M.EmbeddedDocumentField(DbEmb, db_field="ee")
+    es = M.ListField(M.EmbeddedDocumentField(DbEmb), db_field="ess")
+    m = M.MapField(M.EmbeddedDocumentField(DbEmb), db_field="mm")
+    meta = {"collection": "db_doc", "indexes": ["name", "e.x"]}
+
+
+def q_db_fields() -> None:
+    """Fields stored under other names (db_field), in embedded documents,
+    lists and maps: read, projected, queried, updated, summed, saved by delta,
+    reloaded and joined."""
+    LOG.on = False
+    DbDoc.drop_collection()
+    Author.drop_collection()
+    LOG.on = True
+    a = Author(name="a").save()
+    for i in range(3):
+        DbDoc(
+            name=f"n{i}",
+            e=DbEmb(x=i, r=a),
+            es=[DbEmb(x=i), DbEmb(x=i + 1, r=a)],
+            m={"k": DbEmb(x=i)},
+        ).save()
+    qs = DbDoc.objects.order_by("-e.x")
+    rec("list", lambda: list(qs))
+    rec("only", lambda: list(qs.only("e.x", "name")))
+    rec("exclude", lambda: list(qs.exclude("es", "m.k.x")))
+    rec("scalar", lambda: list(qs.scalar("e__x", "name", "e__r")))
+    rec("values", lambda: list(qs.values_list("es")))
+    rec("distinct", lambda: sorted(qs.distinct("es.x")))
+    rec("distinct_m", lambda: qs.distinct("m.k"))
+    rec("q", lambda: list(qs(e__x__gte=1, es__x=2, m__k__x=1)))
+    rec("q_r", lambda: list(qs(e__r=a).scalar("name")))
+    rec("q_es_r", lambda: list(qs(es__r=a).scalar("name")))
+    rec("slice", lambda: list(qs.fields(slice__es=1)))
+    rec("elem", lambda: list(qs.fields(elemMatch__es={"x": 2})))
+    rec("sum", lambda: qs.sum("es.x"))
+    rec("avg", lambda: qs.average("e.x"))
+    rec("freq", lambda: sorted(qs.item_frequencies("es.x", map_reduce=True).items()))
+    rec(
+        "upd",
+        lambda: qs(name="n0").update(set__e__x=9, push__es=DbEmb(x=7), set__m__k__x=4),
+    )
+    rec("upd_pos", lambda: qs(es__x=1).update(set__es__S__x=11))
+    rec("upd_pull", lambda: qs.update(pull__es__x=2))
+    rec("modify", lambda: qs(name="n1").modify(new=True, inc__e__x=1))
+    rec("agg", lambda: list(qs.aggregate([{"$project": {"_id": 0}}])))
+    rec("stored", lambda: list(qs.exclude("id").as_pymongo()))
+    d = qs.first()
+    d.e.x = 100
+    d.es[0].x = 200
+    d.m["k"].x = 300
+    d.m["new"] = DbEmb(x=1)
+    rec("delta", lambda: d._delta())
+    rec("save", lambda: d.save())
+    rec("reload", lambda: d.reload("e"))
+    rec("stored2", lambda: list(qs.exclude("id").as_pymongo()))
+    rec("sr", lambda: qs.select_related())
+
+
 class SrPerson(M.Document):
     name = M.StringField()
     friends = M.ListField(M.ReferenceField("SrPerson"))
@@ -3778,6 +3844,7 @@ SCENARIOS = [
     c_collections,
     d_shard,
     f_decimal128_geo,
+    q_db_fields,
 ]
 
 if __name__ == "__main__":
