@@ -3794,6 +3794,36 @@ def d_reload_missing() -> None:
     rec("compare_dropped", lambda: GqRl.compare_indexes())
 
 
+def q_indexing() -> None:
+    """queryset[i] of scalars, raw results, no-dereference and only() sets,
+    of none() and empty slices (MongoEngine still reads), of slices, skips and
+    limits; counts and first() amid a partial iteration."""
+    gq_seed()
+    qs = GqPlace.objects.order_by("name")
+    rec("scalar_idx", lambda: qs.scalar("main")[1])
+    rec("scalar2_idx", lambda: qs.scalar("main", "name")[1])
+    rec("pymongo_idx", lambda: qs.as_pymongo()[1])
+    rec("scalar_pymongo_idx", lambda: qs.scalar("name").as_pymongo()[1])
+    rec("nodrf_idx", lambda: qs.no_dereference()[1].main)
+    rec("nodrf_scalar_idx", lambda: qs.no_dereference().scalar("main")[1])
+    rec("only_idx", lambda: qs.only("name")[2])
+    rec("none_idx", lambda: qs.none()[0])
+    rec("none_first", lambda: qs.none().first())
+    rec("none_slice", lambda: list(qs.none()[0:2]))
+    rec("empty_slice_idx", lambda: qs[1:1][0])
+    rec("slice_idx", lambda: qs[1:3][1].name)
+    rec("slice_idx_oob", lambda: qs[1:3][5])
+    rec("skip_idx", lambda: qs.skip(2)[0].name)
+    rec("limit_idx", lambda: qs.limit(1)[3])
+    it = iter(qs)
+    rec("partial", lambda: (next(it).name, next(it).name))
+    rec("partial_count", lambda: (qs.count(), qs[0].name, len(qs), next(it).name))
+    rec("partial_first", lambda: (qs.first().name, next(it).name))
+    rec("sub_idx", lambda: GqCity.objects.order_by("name")[1])
+    rec("sub_no_sub_idx", lambda: GqPlace.objects.no_sub_classes().order_by("-name")[0])
+    rec("sr_then_idx", lambda: (qs.select_related(), qs[0].main)[1])
+
+
 SCENARIOS = [
     q_projections,
     q_values,
@@ -3845,6 +3875,7 @@ SCENARIOS = [
     d_shard,
     f_decimal128_geo,
     q_db_fields,
+    q_indexing,
 ]
 
 if __name__ == "__main__":
