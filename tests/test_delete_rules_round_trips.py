@@ -757,3 +757,47 @@ async def test_a_queryset_s_hint_costs_one_more_read_of_its_matches(
         }
         assert await DrtStall.objects.async_count() == 0
         assert await DrtKiosk.objects.async_count() == 0
+
+
+class DrtFair(Document):
+    name = StringField()
+
+
+class DrtBooth(Document):
+    """Delete receivers (see the test): deleted one by one, each document
+    with cascade_refs of its own."""
+
+    fair = ReferenceField(DrtFair, reverse_delete_rule=CASCADE)
+
+
+class DrtBanner(Document):
+    """A leaf: deleted by its rule's filter."""
+
+    booth = ReferenceField(DrtBooth, reverse_delete_rule=CASCADE)
+
+
+async def test_a_collated_delete_deletes_leaves_below_one_by_one_in_one_delete(
+    async_alias: str, command_log: CommandLog
+) -> None:
+    """Under a collated delete, the leaves below documents deleted one by one
+    (each in cascade_refs of its own) go in one delete when no kept document
+    sets those apart, not one delete per document above them."""
+    fair = await DrtFair(name="x").async_save()
+    for _ in range(3):
+        booth = await DrtBooth(fair=fair).async_save()
+        await DrtBanner(booth=booth).async_save()
+
+    def noted(sender: Any, document: Any, **kwargs: Any) -> None:
+        pass
+
+    with receiving(signals.pre_delete, noted, DrtBooth):
+        command_log.clear()
+        deleting = DrtFair.objects(name="X").collation(CASE_INSENSITIVE)
+        assert await deleting.async_delete() == 0  # (MongoEngine's delete_many)
+    assert [name for name in _sent(command_log) if name[0] == "delete"] == [
+        ("delete", "drt_banner"),
+        ("delete", "drt_booth"),
+    ]
+    assert await DrtBanner.objects.async_count() == 0
+    assert await DrtBooth.objects.async_count() == 0
+    assert await DrtFair.objects.async_count() == 1

@@ -1097,7 +1097,7 @@ class _DeletePlan:
         frontier: list[tuple[type[Any], list, tuple[int, ...]]] = [
             (self.root, self._add(self.root, root_ids), ())
         ]
-        by_filter: list[tuple[type[Any], str, list, tuple, frozenset]] = []
+        by_filter: list[tuple[type[Any], str, type[Any], list, tuple]] = []
         while frontier:
             next_frontier = []
             for cls, ids, path in frontier:
@@ -1111,13 +1111,8 @@ class _DeletePlan:
                     position = (*path, index)
                     below = self._scopes_below(referrer, name, cls, ids, path)
                     if not self._needs_ids(referrer) and spared.by_query:
-                        by_filter += [
-                            (referrer, name, run, position, scopes)
-                            for scopes, group in self._grouped(
-                                referrer, name, cls, ids, below
-                            )
-                            for run in self._referring(referrer, name, cls, group)
-                        ]
+                        groups = self._grouped(referrer, name, cls, ids, below)
+                        by_filter.append((referrer, name, cls, groups, position))
                         continue
                     found = await self._cascade_by_ids(
                         referrer, name, runs, position, below
@@ -1128,12 +1123,32 @@ class _DeletePlan:
                         next_frontier.append((each, new, position))
             frontier = next_frontier
         self._filter_unlisted()
-        for referrer, name, run, position, scopes in by_filter:
-            exclude = [
-                *self._spared(referrer).ids,
-                *self._spared_kept(referrer, position, scopes),
-            ]
-            self.filters.append((referrer, _referring(referrer, name, run, exclude)))
+        for referrer, name, cls, groups, position in by_filter:
+            self._filter_by_rule(referrer, name, cls, groups, position)
+
+    def _filter_by_rule(
+        self,
+        referrer: type[Any],
+        name: str,
+        cls: type[Any],
+        groups: list[tuple[frozenset, list]],
+        position: tuple[int, ...],
+    ) -> None:
+        """Plan the filters deleting the ``referrer`` documents whose ``name``
+        refers to the ``cls`` ids of ``groups`` (see :meth:`_grouped`), the
+        kept ones held at ``position`` left out: the groups leaving out the
+        same ones share their filters (a run of ids each, not one a group)."""
+        spared = self._spared(referrer).ids
+        by_exclude: dict[tuple, tuple[list, list]] = {}
+        for scopes, group in groups:
+            exclude = [*spared, *self._spared_kept(referrer, position, scopes)]
+            key = tuple(map(_id_key, exclude))
+            by_exclude.setdefault(key, (exclude, []))[1].extend(group)
+        self.filters += [
+            (referrer, _referring(referrer, name, run, exclude))
+            for exclude, ids in by_exclude.values()
+            for run in self._referring(referrer, name, cls, ids)
+        ]
 
     def _spared_kept(
         self, referrer: type[Any], position: tuple[int, ...], scopes: frozenset
