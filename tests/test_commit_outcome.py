@@ -292,3 +292,67 @@ def test_a_commit_sent_again_and_cancelled_again_is_sent_once_more(
     paper, outcome, reported, sent = loop_ended_during_commit(mongodb_uri, shut_down)
     assert outcome == (0, [], [])
     assert paper.pdf.grid_id is None and reported == [] and sent == 3
+
+
+class CancelledAsRefused(Commits):
+    """Cancels the task whose first ``commitTransaction`` failed: the block's
+    helper, as the loop's end would during PyMongo's backoff before it runs
+    the transaction again (or sooner, at its next wait)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused: list[Any] = []
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        if event.command_name == "commitTransaction":
+            self.refused.append(event.failure.get("codeName"))
+            if len(self.refused) == 1:
+                task = asyncio.current_task()
+                assert task is not None
+                task.cancel()
+
+
+def test_a_commit_sent_again_and_refused_as_aborted_runs_the_after_abort_steps(
+    mongodb_uri: str,
+) -> None:
+    """The server aborted the block's transaction (its session killed): the
+    commit is refused with NoSuchTransaction, a TransientTransactionError, and
+    the helper cancelled before PyMongo runs the transaction again. The commit
+    sent again is refused so too: that says the transaction did not commit
+    (a committed one replies OK to its commit sent again), so the steps after
+    an abort run: the file put in the block is deleted, its proxy emptied (it
+    was kept, orphaned: the outcome was taken for unknown)."""
+    name, app = f"oc_{uuid4().hex[:12]}", f"oc-{uuid4().hex[:8]}"
+    reported: list[dict[str, Any]] = []
+    commits = CancelledAsRefused()
+    papers: list[OcPaper] = []
+
+    async def put_in_block() -> None:
+        async with async_run_in_transaction() as session:
+            paper = OcPaper(title="put")
+            papers.append(paper)
+            await paper.pdf.async_put(b"pdf")
+            await paper.async_save()
+            # (Another client: the session's transaction aborted on the server.)
+            files_admin = get_async_connection(ELSEWHERE).admin
+            await files_admin.command({"killSessions": [session.session_id]})
+
+    async def main() -> tuple[int, list[Any], list[Any]]:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: reported.append(context)
+        )
+        await connect(mongodb_uri, name, app, commits)
+        try:
+            with pytest.raises(asyncio.CancelledError):
+                await put_in_block()
+            for _ in range(500):  # (the after-abort steps: a task)
+                if (outcome := await left(name))[1] == []:
+                    break
+                await asyncio.sleep(0.02)
+            return outcome
+        finally:
+            await dropped(name)
+
+    assert asyncio.run(main()) == (0, [], [])
+    assert commits.refused == ["NoSuchTransaction"] * 2 and commits.started_count == 2
+    assert papers[0].pdf.grid_id is None and reported == []

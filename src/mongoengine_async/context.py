@@ -1349,7 +1349,9 @@ class _Block:
         (its reply lost) was taken for unknown, and the steps after it (the
         delete of a deleted document's file) never ran. Cancelled again (a
         shutdown cancelling every task, then the loop's end), it is sent once
-        more, in the same time."""
+        more, in the same time. Refused as a TransientTransactionError (the
+        server aborted it: NoSuchTransaction), it did not commit, as PyMongo
+        takes it (it runs the transaction again): the steps after an abort run."""
         if not self._commit_sent:
             return False
         loop = asyncio.get_running_loop()
@@ -1360,8 +1362,12 @@ class _Block:
             try:
                 with outside_caller_timeout(), pymongo.timeout(left):
                     await self._session.commit_transaction()
-            except PyMongoError:
-                return False  # (unknown still, or aborted: given back as unknown)
+            except PyMongoError as error:
+                if error.has_error_label(_TRANSIENT) and not error.has_error_label(
+                    _UNKNOWN
+                ):
+                    self._commit_sent = False  # (aborted, not unknown)
+                return False
             except asyncio.CancelledError:
                 continue
             return True
