@@ -179,7 +179,7 @@ def test_a_block_cancelled_while_an_applied_commit_replies(mongodb_uri: str) -> 
         await release(admin, app)
         try:
             for _ in range(500):  # (the steps after the commit: a task)
-                if (outcome := await left(name))[1] == []:
+                if (outcome := await left(name)) == (0, [], []):
                     break
                 await asyncio.sleep(0.02)
             return outcome
@@ -337,22 +337,26 @@ def test_a_commit_sent_again_and_refused_as_aborted_runs_the_after_abort_steps(
             files_admin = get_async_connection(ELSEWHERE).admin
             await files_admin.command({"killSessions": [session.session_id]})
 
-    async def main() -> tuple[int, list[Any], list[Any]]:
+    async def main() -> None:
         asyncio.get_running_loop().set_exception_handler(
             lambda _, context: reported.append(context)
         )
         await connect(mongodb_uri, name, app, commits)
+        with pytest.raises(asyncio.CancelledError):
+            await put_in_block()
+        await disconnect_all_async()  # (after the steps after the abort: a task)
+
+    async def after() -> tuple[int, list[Any], list[Any]]:
+        await connect(mongodb_uri, name, app, commits)  # (as registered)
         try:
-            with pytest.raises(asyncio.CancelledError):
-                await put_in_block()
-            for _ in range(500):  # (the after-abort steps: a task)
-                if (outcome := await left(name))[1] == []:
-                    break
-                await asyncio.sleep(0.02)
-            return outcome
+            return await left(name)
         finally:
             await dropped(name)
 
-    assert asyncio.run(main()) == (0, [], [])
+    try:
+        asyncio.run(main())
+    finally:
+        outcome = asyncio.run(after())
+    assert outcome == (0, [], [])
     assert commits.refused == ["NoSuchTransaction"] * 2 and commits.started_count == 2
     assert papers[0].pdf.grid_id is None and reported == []
