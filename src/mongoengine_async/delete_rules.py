@@ -1139,9 +1139,12 @@ class _DeletePlan:
         kept ones held at ``position`` left out: the groups leaving out the
         same ones share their filters (a run of ids each, not one a group)."""
         spared = self._spared(referrer).ids
+        planned = self._planned(referrer)
+        held = self._held_by_scope(referrer, position)
         by_exclude: dict[tuple, tuple[list, list]] = {}
         for scopes, group in groups:
-            exclude = [*spared, *self._spared_kept(referrer, position, scopes)]
+            kept = [planned[key] for key in _held_in_all(held, scopes)]
+            exclude = [*spared, *kept]
             key = tuple(map(_id_key, exclude))
             by_exclude.setdefault(key, (exclude, []))[1].extend(group)
         self.filters += [
@@ -1150,20 +1153,25 @@ class _DeletePlan:
             for run in self._referring(referrer, name, cls, ids)
         ]
 
-    def _spared_kept(
-        self, referrer: type[Any], position: tuple[int, ...], scopes: frozenset
-    ) -> list:
-        """The ids of the kept documents of the ``referrer``'s collection that
-        MongoEngine's ``cascade_refs`` hold at ``position`` in each of the
-        ``scopes`` its query there runs in, which leaves them out (``pk__nin``)."""
+    def _held_by_scope(
+        self, referrer: type[Any], position: tuple[int, ...]
+    ) -> dict[Any, dict]:
+        """The kept documents of the ``referrer``'s collection that MongoEngine's
+        ``cascade_refs`` hold at ``position``, which its query there leaves out
+        (``pk__nin``): their :func:`_id_key` (as a dict's keys, in the order
+        kept), per cascade_refs holding them (see ``self.scopes``; ``None``:
+        all of the collection's, for a query in none). One pass a rule, not
+        one per group: a group per document deleted one by one above."""
         name = referrer._get_collection_name()
-        planned = self._planned(referrer)
-        return [
-            planned[key]
-            for (collection, key), starts in self.kept_from.items()
-            if collection == name
-            and all(self._held(starts, (position, scope)) for scope in scopes)
-        ]
+        held: dict[Any, dict] = {}
+        for (collection, key), starts in self.kept_from.items():
+            if collection != name:
+                continue
+            held.setdefault(None, {})[key] = None
+            for start, scope in starts:
+                if start <= position:
+                    held.setdefault(scope, {})[key] = None
+        return held
 
     def _scopes_below(
         self, referrer: type[Any], name: str, cls: type[Any], ids: list, path: tuple
@@ -1885,6 +1893,18 @@ async def _ids(operation: Operation, query: dict, **options: Any) -> list:
         **options,
     )
     return [raw["_id"] for raw in await read_list(cursor)]
+
+
+def _held_in_all(held: dict[Any, dict], scopes: frozenset) -> list:
+    """The :func:`_id_key` of the documents ``held`` (see
+    :meth:`_DeletePlan._held_by_scope`) in each of ``scopes``, in the order
+    the plan kept them."""
+    [first, *rest] = scopes or [None]
+    return [
+        key
+        for key in held.get(first, {})
+        if all(key in held.get(scope, ()) for scope in rest)
+    ]
 
 
 # The cascade_refs of the root's delete alone (see _DeletePlan.scopes).
