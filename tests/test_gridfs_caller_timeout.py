@@ -501,22 +501,24 @@ async def test_a_caller_cancelled_past_its_timeout_deletes_each_file_once(
 
 
 class SpendsOnFailure(pymongo.monitoring.CommandListener):
-    """Once a delete failed, blocks until ``until`` (the caller's deadline)
-    passed: the caller's ``pymongo.timeout()`` runs out as the deletes after
-    that one go on."""
+    """Once a delete failed, the next delete to start blocks until ``until``
+    (the caller's deadline) passed: the caller's ``pymongo.timeout()`` runs
+    out as the deletes after that one go on, the failure met by then (not
+    in ``failed``: the loop's timer may fire before the error is handled)."""
 
     until: float | None = None
+    failure = False
 
     def started(self, event: Any) -> None:
-        pass
+        if event.command_name == "delete" and self.failure and self.until:
+            while time.monotonic() <= self.until:
+                time.sleep(0.01)
 
     def succeeded(self, event: Any) -> None:
         pass
 
     def failed(self, event: Any) -> None:
-        if event.command_name == "delete" and self.until is not None:
-            while time.monotonic() <= self.until:
-                time.sleep(0.01)
+        self.failure = self.failure or event.command_name == "delete"
 
 
 @pytest.mark.parametrize("delete", list(DELETES))
