@@ -294,7 +294,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
     @classmethod
     def _db_alias(cls) -> str:
         """The alias in effect now (``async_switch_db`` first, then meta)."""
-        return switched_alias(cls) or cls._meta.get("db_alias", DEFAULT_CONNECTION_NAME)
+        # (anything_bound first: one call, not three, when nothing is switched)
+        switched = anything_bound() and switched_alias(cls)
+        return switched or cls._meta.get("db_alias", DEFAULT_CONNECTION_NAME)
 
     @classmethod
     def _is_async(cls) -> bool:
@@ -309,7 +311,8 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
 
     @classmethod
     def _get_collection_name(cls) -> str | None:
-        return switched_collection(cls) or super()._get_collection_name()
+        switched = anything_bound() and switched_collection(cls)
+        return switched or super()._get_collection_name()
 
     @classmethod
     def _get_db(cls) -> Any:

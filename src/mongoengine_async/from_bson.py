@@ -677,7 +677,7 @@ def _compile(
     blocks = []
     for index, field_plan in enumerate(plan.fields):
         namespace[f"to_python_{index}"] = field_plan.to_python
-        namespace[f"field_{index}"] = field_plan.field
+        namespace[f"inner_{index}"] = innermost(field_plan.field)
         namespace[f"type_{index}"] = field_plan.identity_type
         namespace[f"default_{index}"] = field_plan.default
         if field_plan.kept_items is not None:
@@ -741,21 +741,21 @@ def _fetching_source(plan: _Plan) -> str:
     """A son whose cached references a conversion would fetch goes to the
     fallback first (see :func:`_fetches`)."""
     return "".join(
-        f"if v{i} is not None and fetches(field_{i}, v{i}):\n    return fallback(son)\n"
+        f"if v{i} is not None and fetches(inner_{i}, v{i}):\n    return fallback(son)\n"
         for i, fp in enumerate(plan.fields)
         if isinstance(innermost(fp.field), mongoengine.CachedReferenceField)
     )
 
 
-def _fetches(field: BaseField, value: Any) -> bool:
-    """Whether converting ``value``, stored for ``field`` (a CachedReferenceField
-    or a list or dict of them), sends a find: a dict in it on a sync alias,
+def _fetches(inner: BaseField, value: Any) -> bool:
+    """Whether converting ``value``, stored for a CachedReferenceField
+    (``inner``, alone or in a list or dict), sends a find: a dict in it on a sync alias,
     where MongoEngine's ``to_python`` loads each cache so stored. ``_from_son``
     then loads the son, fetching each once even when the load fails (a failed
     load sent there after converting would fetch them again)."""
     from mongoengine_async.proxies import is_async_class  # (imports this)
 
-    return _holds_dict(value) and not is_async_class(innermost(field).document_type)
+    return _holds_dict(value) and not is_async_class(inner.document_type)
 
 
 def _holds_dict(value: Any) -> bool:
