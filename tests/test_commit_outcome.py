@@ -63,15 +63,16 @@ class Commits(monitoring.CommandListener):
         pass
 
 
-async def connect(uri: str, name: str, app: str, listener: Any = None) -> Any:
+async def connect(
+    uri: str, name: str, app: str, listener: Any = None, files_listener: Any = None
+) -> Any:
     """The default alias on ``name`` (named ``app`` for the server's
     operations, with ``listener``), the files' alias on ``{name}_files`` (a
-    client of its own, named otherwise: outside the transaction): the admin
-    database."""
-    listeners = [] if listener is None else [listener]
+    client of its own, named otherwise: outside the transaction; with
+    ``files_listener``): the admin database."""
     for alias, db, named, heard in (
-        (DEFAULT_CONNECTION_NAME, name, app, listeners),
-        (ELSEWHERE, f"{name}_files", f"{app}-files", []),
+        (DEFAULT_CONNECTION_NAME, name, app, listener),
+        (ELSEWHERE, f"{name}_files", f"{app}-files", files_listener),
     ):
         await connect_async(
             db,
@@ -79,7 +80,7 @@ async def connect(uri: str, name: str, app: str, listener: Any = None) -> Any:
             host=uri,
             appname=named,
             uuidRepresentation="standard",
-            event_listeners=heard,
+            event_listeners=[] if heard is None else [heard],
         )
     return get_async_connection().admin
 
@@ -360,3 +361,74 @@ def test_a_commit_sent_again_and_refused_as_aborted_runs_the_after_abort_steps(
     assert outcome == (0, [], [])
     assert commits.refused == ["NoSuchTransaction"] * 2 and commits.started_count == 2
     assert papers[0].pdf.grid_id is None and reported == []
+
+
+class FileDeletes(monitoring.CommandListener):
+    """Sets ``sent`` once the files' client sends a ``delete``."""
+
+    def __init__(self) -> None:
+        self.sent = asyncio.Event()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "delete":
+            self.sent.set()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.mark.parametrize("in_flight", [False, True], ids=["at-once", "in-flight"])
+def test_a_file_put_in_a_failed_block_is_deleted_before_the_loop_ends(
+    mongodb_uri: str, in_flight: bool
+) -> None:
+    """A block puts a file on another client, saves its paper and raises; the
+    caller catches the error and ``asyncio.run()`` ends: at once (the loop's
+    end cancels the after-abort delete's task before it began: it runs once
+    more; the file and chunks were left, orphaned), or once that delete is
+    on its way (held on the server: the delete cut short is sent again)."""
+    name, app = f"oc_{uuid4().hex[:12]}", f"oc-{uuid4().hex[:8]}"
+    reported: list[dict[str, Any]] = []
+    deletes = FileDeletes()
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: reported.append(context)
+        )
+        admin = await connect(mongodb_uri, name, app, files_listener=deletes)
+        if in_flight:  # (the files document's delete applies once let go)
+            await admin.command(
+                {
+                    "configureFailPoint": "failCommand",
+                    "mode": {"times": 1},
+                    "data": {
+                        "failCommands": ["delete"],
+                        "appName": f"{app}-files",
+                        "blockConnection": True,
+                        "blockTimeMS": 1000,
+                    },
+                }
+            )
+        with pytest.raises(ValueError, match="refused"):
+            async with async_run_in_transaction():
+                paper = OcPaper(title="put")
+                await paper.pdf.async_put(b"pdf")
+                await paper.async_save()
+                raise ValueError("refused")
+        if in_flight:
+            await deletes.sent.wait()
+
+    async def after() -> tuple[int, list[Any], list[Any]]:
+        await connect(mongodb_uri, name, app, files_listener=deletes)  # (as registered)
+        try:
+            return await left(name)
+        finally:
+            await dropped(name)
+
+    try:
+        asyncio.run(main())
+    finally:
+        outcome = asyncio.run(after())
+    assert outcome == (0, [], []) and reported == []

@@ -903,7 +903,7 @@ class AsyncGridFSProxy(GridFSProxy):
         if root is not None and uploaded:  # (kept if the commit may have been)
             delete = functools.partial(_delete_files, root, uploaded)
             aliases = aliases_served_by(root.database.client)
-            on_abort(undos, lambda: _delete_aborted(delete(), root), aliases)
+            on_abort(undos, lambda: _delete_aborted(delete, root), aliases)
         return marked
 
     def _changed_marks(self) -> list[str]:
@@ -1251,14 +1251,28 @@ _ABORTED_UPLOAD = "delete of a file uploaded in a transaction that aborted"
 _aborted_uploads: set[asyncio.Future[Any]] = set()
 
 
-def _delete_aborted(delete: Awaitable[Any], root: AsyncCollection) -> None:
-    """Run ``delete`` (of an aborted transaction's uploads, in bucket ``root``)
-    in a task held until done, which the loop's end waits for, and the
-    disconnect of an alias of the bucket's client: that end cancelling the
+def _delete_aborted(
+    delete: Callable[[], Awaitable[Any]], root: AsyncCollection, again: bool = True
+) -> None:
+    """Run ``delete()`` (of an aborted transaction's uploads, in bucket
+    ``root``) in a task held until done, which the loop's end waits for, and
+    the disconnect of an alias of the bucket's client: that end cancelling the
     block (``asyncio.run()``), its client was closed under the delete (the
-    chunks stayed, found by nothing)."""
-    task = held(delete, _aborted_uploads, _ABORTED_UPLOAD)
+    chunks stayed, found by nothing). That task cancelled (``asyncio.run()``
+    cancels the tasks left before its end waits for these: begun or not, the
+    delete was cut short), ``delete()`` runs ``again`` in a new one, once."""
+    task = held(delete(), _aborted_uploads, _ABORTED_UPLOAD)
     finish_before_close(task, _ABORTED_UPLOAD, aliases_served_by(root.database.client))
+    if again:
+        task.add_done_callback(functools.partial(_delete_cancelled, delete, root))
+
+
+def _delete_cancelled(
+    delete: Callable[[], Awaitable[Any]], root: AsyncCollection, task: asyncio.Future
+) -> None:
+    """:func:`_delete_aborted` once more if ``task``, its first, was cancelled."""
+    if task.cancelled():
+        _delete_aborted(delete, root, False)
 
 
 async def _delete_files(root: AsyncCollection, grid_ids: list) -> None:
