@@ -661,3 +661,83 @@ async def test_a_receiver_after_a_commit_disconnecting_through_another_task(
     async with AsyncMongoClient(mongodb_uri) as client:
         assert await client[name]["dw_ruled"].count_documents({}) == 0
         assert await client[name]["dw_ruled_child"].count_documents({}) == 0
+
+
+async def deleted_by_queryset(document: Document) -> None:
+    """``document`` deleted through its class's queryset."""
+    await type(document).objects(pk=document.pk).async_delete()
+
+
+@pytest.mark.parametrize("cancelled", [False, True])
+@pytest.mark.parametrize("delete", [Document.async_delete, deleted_by_queryset])
+async def test_disconnecting_the_files_alias_waits_for_a_plain_deletes_file(
+    app, mongodb_uri, delete, cancelled
+):
+    """``disconnect_async("dw-files")`` from another task while a delete
+    outside any transaction (alias "default") deletes the file of a document
+    whose file is on "dw-files", its files document's delete held on the
+    server (``cancelled``: its caller cancelled just before): it returns
+    once the file is deleted whole (the delete without error, nothing
+    reported). It closed the client under the file's delete:
+    InvalidOperation ("Cannot use AsyncMongoClient after close"), the files
+    document gone and its chunk left (cancelled: the delete's task was noted
+    for the disconnect only once the cancelled caller ran, too late)."""
+    files_app = "dw-files-app"
+    reported = reported_on(asyncio.get_running_loop())
+    async with (
+        AsyncMongoClient(mongodb_uri) as client,
+        fresh_database("dw-files", mongodb_uri, appname=files_app),
+    ):
+        files = mongoengine_async.get_async_db("dw-files").name
+        document = await filed(DwFiledElsewhere)
+        try:
+            holding = held_on_server(files_app, "delete", BLOCK_MS, admin=client.admin)
+            async with holding as held:
+                deleting = asyncio.ensure_future(delete(document))
+                await held.reached_server()
+                if cancelled:
+                    deleting.cancel()
+                await mongoengine_async.disconnect_async("dw-files")
+                assert not await held.still_on_server()
+                await asyncio.wait([deleting])
+        finally:
+            asyncio.get_running_loop().set_exception_handler(None)
+        assert deleting.cancelled() if cancelled else deleting.result() is None
+        assert reported == []
+        assert (await left(client, files, "dw_files"))[1:] == [0, 0]
+
+
+@pytest.mark.parametrize("delete", [Document.async_delete, deleted_by_queryset])
+async def test_a_files_delete_not_begun_when_its_alias_is_disconnected(
+    app, mongodb_uri, delete
+):
+    """``disconnect_async("dw-files")`` from another task while the delete of
+    a document whose file is on "dw-files" is held on the server (alias
+    "default"), its file's delete not begun: it returns at once, and that
+    delete is not begun: the caller gets ConnectionFailure, the file kept
+    whole (its document gone), nothing reported."""
+    reported = reported_on(asyncio.get_running_loop())
+    async with (
+        AsyncMongoClient(mongodb_uri) as client,
+        fresh_database("dw-files", mongodb_uri),
+    ):
+        files = mongoengine_async.get_async_db("dw-files").name
+        document = await filed(DwFiledElsewhere)
+        try:
+            async with held_on_server(
+                app, "delete", BLOCK_MS, admin=client.admin
+            ) as held:
+                deleting = asyncio.ensure_future(delete(document))
+                await held.reached_server()
+                await mongoengine_async.disconnect_async("dw-files")
+                assert await held.still_on_server()
+            with pytest.raises(
+                mongoengine_async.ConnectionFailure,
+                match=r"^DwFiledElsewhere\.data: the FileField's alias 'dw-files' has"
+                r" no connection",
+            ):
+                await deleting
+        finally:
+            asyncio.get_running_loop().set_exception_handler(None)
+        assert reported == []
+        assert (await left(client, files, "dw_files"))[1:] == [1, 1]

@@ -79,7 +79,6 @@ from mongoengine_async.batches import (
 from mongoengine_async.classes import with_subclasses
 from mongoengine_async.connection import (
     aliases_served_by,
-    collection_alias,
     ends_transaction,
     get_async_collection,
     get_async_connection,
@@ -1054,27 +1053,30 @@ async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> boo
     or they stay, found by nothing: a caller cancelled meanwhile leaves the
     two going on in a task of their own; with a session of its own, it waits
     for them first (its next command on the session must come after); in a
-    transaction, whose abort undoes both, they stop with it.
+    transaction, whose abort undoes both, they stop with it. In no session,
+    the disconnect of an alias of the bucket's client (another task's) waits
+    for them: else it closed the client between the two.
     """
     if session is not None:
         deleting = _delete_both(root, grid_id, session)
         if session.in_transaction:
             return await deleting
         return await to_completion(deleting)
+    aliases = aliases_served_by(root.database.client)
     task = asyncio.ensure_future(_delete_both_surely(root, grid_id))
+    # (Named: what is left of it is that file's, in that bucket.)
+    finish_before_close(
+        task, f"delete of file {id_repr(grid_id)} of {root.name}", aliases
+    )
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         if not task.done():
-            # (Named: what is left of it is that file's, in that bucket.)
             what = (
                 f"delete of file {id_repr(grid_id)} of {root.name} whose caller was"
                 " cancelled"
             )
-            needs = collection_alias(root)
-            finish_before_close(
-                held(task, _cut_short, _CUT_SHORT), what, needs and (needs,)
-            )
+            finish_before_close(held(task, _cut_short, _CUT_SHORT), what, aliases)
         raise
 
 
