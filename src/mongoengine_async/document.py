@@ -1956,8 +1956,12 @@ async def _write_in_turn(
     it settled, if ``wait``: even when cancelled again meanwhile) and the
     turn ends once the write settled (see :func:`_settle_in_turn`), after
     ``settle(write, in_transaction)`` if given. ``cascades``: a delete with
-    rules, which the transactions bound here wait for (``cascade_on_its_way``)."""
+    rules, which the transactions bound here wait for (``cascade_on_its_way``).
+    The disconnect of an alias it may use (another task's) waits for it from
+    its start: noted only once the cancelled caller ran, a disconnect right
+    after ``task.cancel()`` closed the files' client under the steps after it."""
     outcome, task = detached(write)
+    finish_before_close(task, _write_of(document), _needs(document))
     try:
         return await outcome
     except asyncio.CancelledError:
@@ -2013,10 +2017,16 @@ def _cancelled_write_of(document: Document) -> str:
     """What a report of ``document``'s cancelled write left undone names (see
     ``finish_before_close``): the document, for its owner to find what is left
     (its files in GridFS)."""
+    return _write_of(document, " whose caller was cancelled")
+
+
+def _write_of(document: Document, caller: str = "") -> str:
+    """``document``'s write as a report names it (see ``finish_before_close``),
+    its ``caller`` described."""
     named = type(document).__name__
     if document.pk is not None:
         named = f"{named} {id_repr(document.pk)}"
-    return f"write of {named} whose caller was cancelled (and the steps after it)"
+    return f"write of {named}{caller} (and the steps after it)"
 
 
 def _settled(

@@ -1528,6 +1528,11 @@ async def _goes_on(
     return not await runs_own_transaction(cls, operation, atomic)
 
 
+_DELETE_WITH_FILES = (
+    "delete of documents with files or delete rules (and the steps after it)"
+)
+
+
 async def _files_follow(
     cls: type[Any],
     deleting: Callable[[], Coroutine[Any, Any, int | None]],
@@ -1551,6 +1556,11 @@ async def _files_follow(
     surely = _delete_surely(deleting, files, operation, leaving, unreachable)
     outcome, write = detached(surely)
     held(write, _deleting)
+    # (From its start: noted once the cancelled caller ran, a disconnect right
+    # after its task.cancel() closed the files' client under the steps after.)
+    needs = aliases_of_delete(cls, operation.alias)
+    needs |= {proxy.db_alias for proxy in files}
+    finish_before_close(write, _DELETE_WITH_FILES, needs)
     try:
         return await outcome
     except asyncio.CancelledError:
@@ -1559,8 +1569,6 @@ async def _files_follow(
         write.add_done_callback(
             functools.partial(_after_cancelled, files, alone, leaving)
         )
-        needs = aliases_of_delete(cls, operation.alias)
-        needs |= {proxy.db_alias for proxy in files}
         finish_before_close(write, CANCELLED_WRITE, needs)
         if operation.session is not None:
             await until_done(write)
