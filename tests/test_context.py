@@ -18,6 +18,7 @@ from mongoengine_async import (
     ReferenceField,
     StringField,
     async_no_dereference,
+    async_run_in_transaction,
     async_switch_collection,
     async_switch_db,
     get_async_db,
@@ -266,3 +267,47 @@ async def test_a_task_switch_of_a_sync_alias_is_refused_at_entry(
             mongoengine.disconnect("ctx-nowhere")
     CtxSyncItem(marker="after").save()
     assert [raw["marker"] for raw in sync_default.ctx_sync_item.find()] == ["after"]
+
+
+# -- the switches seen wherever the task's context goes -----------------------------
+
+
+def _where() -> tuple[str, str | None]:
+    """CtxItem's alias and collection name as seen here."""
+    return CtxItem._db_alias(), CtxItem._get_collection_name()
+
+
+async def test_switches_are_seen_in_tasks_threads_and_around_transactions(
+    other_alias,
+):
+    """The switches hold in a task started inside (a copy of the context), in
+    ``asyncio.to_thread`` (one too), before and after a transaction block
+    nested in them, and inside a switch entered in a transaction block; a
+    thread not given the context (``run_in_executor``) sees none, as before."""
+    switched = (other_alias, "ctx_moved")
+    async with async_switch_db(CtxItem, other_alias):
+        async with async_switch_collection(CtxItem, "ctx_moved"):
+            assert _where() == switched
+            assert await asyncio.create_task(asyncio.to_thread(_where)) == switched
+            assert await asyncio.to_thread(_where) == switched
+            loop = asyncio.get_running_loop()
+            assert await loop.run_in_executor(None, _where) == ("default", "ctx_item")
+            await CtxItem(marker="before").async_save()  # (made outside)
+            async with async_run_in_transaction(other_alias):
+                assert _where() == switched
+                await CtxItem(marker="in").async_save()
+            assert _where() == switched
+            await CtxItem(marker="after").async_save()
+    assert _where() == ("default", "ctx_item")
+    async with async_switch_collection(CtxItem, "ctx_inner"):
+        await CtxItem(marker="before").async_save()
+    await CtxItem(marker="before").async_save()
+    async with async_run_in_transaction():
+        async with async_switch_collection(CtxItem, "ctx_inner"):
+            assert _where() == ("default", "ctx_inner")
+            await CtxItem(marker="inner").async_save()
+        assert _where() == ("default", "ctx_item")
+        await CtxItem(marker="outer").async_save()
+    assert await markers(other_alias, "ctx_moved") == ["after", "before", "in"]
+    assert await markers("default", "ctx_inner") == ["before", "inner"]
+    assert await markers("default", "ctx_item") == ["before", "outer"]

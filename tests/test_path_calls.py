@@ -80,3 +80,50 @@ async def test_an_insert_of_new_documents_reads_no_mark(async_alias: str) -> Non
     # (give_id's one get each: its plan's check of _initialised; set_ids pops
     # the mark of the id each was given)
     assert (seen["give_id>get"], seen["keep_id"], seen["set_ids>pop"]) == (2, 0, 2)
+
+
+async def test_an_insert_meets_its_list_of_changes_removed_after_asked(
+    async_alias: str,
+) -> None:
+    """Another thread removing a document's list of changes (a transaction's
+    undo: ``put_changes(None)``) between give_id's ask and its read: the
+    insert goes on as for a document holding none, no KeyError."""
+    from mongoengine_async import deltas, to_bson
+
+    await PcItem(name="a").async_save()
+    item = await PcItem.objects.async_get(name="a")
+    item.id, item.name = None, "b"
+    assert "_changed_fields" in item.__dict__
+    code = to_bson.give_id.__code__
+    asked = next(  # the line right after the ask: the read
+        line
+        for _, _, line in code.co_lines()
+        if line is not None and "_changed_fields" in _source_line(code, line)
+    )
+
+    removed = []
+
+    def trace(frame: FrameType, event: str, arg: Any) -> Any:
+        if frame.f_code is code:
+            if event == "line" and frame.f_lineno == asked + 1:
+                deltas.put_changes(item, None)  # (as another thread would)
+                removed.append(item)
+            return trace
+        return None
+
+    sys.settrace(trace)
+    try:
+        await PcItem.objects.async_insert([item], load_bulk=False)
+    finally:
+        sys.settrace(None)
+    assert removed == [item]
+    stored = [d["name"] async for d in PcItem._get_collection().find({}, {"_id": 0})]
+    assert sorted(stored) == ["a", "b"]
+    assert item.id is not None and not item._created
+
+
+def _source_line(code: Any, line: int) -> str:
+    """Line ``line`` of the file of ``code``."""
+    import linecache
+
+    return linecache.getline(code.co_filename, line)

@@ -359,7 +359,7 @@ def give_id(document: Any, raw: dict) -> GivenId:
     created = document._created
     changes = None  # (in the instance dict; asked first: one __init__ built
     if "_changed_fields" in state:  # holds none, and costs no call then)
-        changes = state["_changed_fields"]
+        changes = state.get("_changed_fields")  # (None if another thread removed it)
     marked = changes is not None and id_key(document) not in changes
     if marked:  # (flagged for the insert that may come next: inserts.set_ids)
         state[EARLY_MARK] = True
