@@ -244,6 +244,23 @@ async def held_on_server(
         await admin.command({**fail_point, "mode": "off"})
 
 
+async def commit_unknown_once(admin: Any, app_name: str) -> None:
+    """The next ``commitTransaction`` of the client named ``app_name`` fails
+    with MaxTimeMSExpired (50): a result unknown, which PyMongo does not
+    retry. Set through ``admin``; turned off by the caller."""
+    await admin.command(
+        {
+            "configureFailPoint": "failCommand",
+            "mode": {"times": 1},
+            "data": {
+                "failCommands": ["commitTransaction"],
+                "errorCode": 50,  # MaxTimeMSExpired: unknown, not retried
+                "appName": app_name,
+            },
+        }
+    )
+
+
 @pytest.fixture
 def sync_default(mongodb_uri, sync_command_log):
     """:func:`fresh_sync_default` for one test, its commands logged."""

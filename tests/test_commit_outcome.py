@@ -18,7 +18,7 @@ import pytest
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from pymongo import monitoring
 
-from conftest import Held
+from conftest import Held, commit_unknown_once
 from mongoengine_async import (
     Document,
     FileField,
@@ -256,17 +256,7 @@ def test_a_commit_sent_again_without_a_reply_stays_unknown(mongodb_uri: str) -> 
     reported."""
 
     async def refused(admin: Any, app: str, commits: Commits) -> None:
-        await admin.command(
-            {
-                "configureFailPoint": "failCommand",
-                "mode": {"times": 1},
-                "data": {
-                    "failCommands": ["commitTransaction"],
-                    "errorCode": 50,  # MaxTimeMSExpired: unknown, not retried
-                    "appName": app,
-                },
-            }
-        )
+        await commit_unknown_once(admin, app)
 
     paper, outcome, reported, sent = loop_ended_during_commit(mongodb_uri, refused)
     file_id = paper.pdf.grid_id

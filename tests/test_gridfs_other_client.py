@@ -21,7 +21,7 @@ from mongoengine.connection import DEFAULT_CONNECTION_NAME
 from PIL import Image
 from pymongo.errors import InvalidOperation
 
-from conftest import Held, held_on_server
+from conftest import Held, commit_unknown_once, held_on_server
 from mongoengine_async import (
     CASCADE,
     Document,
@@ -759,17 +759,8 @@ def test_a_commit_the_loops_end_cuts_short_keeps_the_upload(
                 "maxTimeMS": 30_000,
             }
         )
-        await admin.command(  # (the commit sent again as the loop ends)
-            {
-                "configureFailPoint": "failCommand",
-                "mode": {"times": 1},
-                "data": {
-                    "failCommands": ["commitTransaction"],
-                    "errorCode": 50,  # MaxTimeMSExpired: unknown, not retried
-                    "appName": app,
-                },
-            }
-        )
+        # (The commit sent again as the loop ends.)
+        await commit_unknown_once(admin, app)
         assert not task.done()  # (left to the loop's end)
 
     async def left() -> tuple[list, list, list]:
