@@ -569,6 +569,41 @@ async def uploaded_in_a_transaction() -> None:
         await document.async_save()
 
 
+async def files_alias_disconnected_during(
+    mongodb_uri: str,
+    held_app: str,
+    delete: Callable[[Document], Awaitable[None]],
+    cancelled: bool = False,
+    **files_options: Any,
+) -> tuple[asyncio.Future[None], list[dict[str, Any]], list[int]]:
+    """``disconnect_async("dw-files")`` from this task while ``delete`` of a
+    DwFiledElsewhere (its file on "dw-files", connected with
+    ``files_options``) runs in another, the next delete of ``held_app`` held
+    on the server (``cancelled``: ``delete`` cancelled just before); asserts
+    that delete no longer held once it returned. Gives ``delete``'s task,
+    done, what the loop's exception handler got, and :func:`left`."""
+    reported = reported_on(asyncio.get_running_loop())
+    async with (
+        AsyncMongoClient(mongodb_uri) as client,
+        fresh_database("dw-files", mongodb_uri, **files_options),
+    ):
+        files = mongoengine_async.get_async_db("dw-files").name
+        document = await filed(DwFiledElsewhere)
+        try:
+            holding = held_on_server(held_app, "delete", BLOCK_MS, admin=client.admin)
+            async with holding as held:
+                deleting = asyncio.ensure_future(delete(document))
+                await held.reached_server()
+                if cancelled:
+                    deleting.cancel()
+                await mongoengine_async.disconnect_async("dw-files")
+                assert not await held.still_on_server()
+                await asyncio.wait([deleting])
+        finally:
+            asyncio.get_running_loop().set_exception_handler(None)
+        return deleting, reported, await left(client, files, "dw_files")
+
+
 async def test_disconnecting_the_files_alias_waits_for_a_cancelled_commit_that_fails(
     app, mongodb_uri
 ):
@@ -600,25 +635,12 @@ async def test_disconnecting_the_files_alias_waits_for_a_file_delete_in_a_blocks
     file gone, the block's exit without error, nothing reported). It closed
     the file's client under the delete: the file's chunks stayed."""
     files_app = "dw-files-app"
-    reported = reported_on(asyncio.get_running_loop())
-    async with (
-        AsyncMongoClient(mongodb_uri) as client,
-        fresh_database("dw-files", mongodb_uri, appname=files_app),
-    ):
-        files = mongoengine_async.get_async_db("dw-files").name
-        document = await filed(DwFiledElsewhere)
-        try:
-            holding = held_on_server(files_app, "delete", BLOCK_MS, admin=client.admin)
-            async with holding as held:
-                deleting = asyncio.ensure_future(deleted_in_a_transaction(document))
-                await held.reached_server()
-                await mongoengine_async.disconnect_async("dw-files")
-                assert not await held.still_on_server()
-                await deleting
-        finally:
-            asyncio.get_running_loop().set_exception_handler(None)
-        assert reported == []
-        assert (await left(client, files, "dw_files"))[1:] == [0, 0]
+    deleting, reported, counts = await files_alias_disconnected_during(
+        mongodb_uri, files_app, deleted_in_a_transaction, appname=files_app
+    )
+    assert deleting.result() is None
+    assert reported == []
+    assert counts[1:] == [0, 0]
 
 
 class DwRuled(Document):
@@ -683,28 +705,12 @@ async def test_disconnecting_the_files_alias_waits_for_a_plain_deletes_file(
     document gone and its chunk left (cancelled: the delete's task was noted
     for the disconnect only once the cancelled caller ran, too late)."""
     files_app = "dw-files-app"
-    reported = reported_on(asyncio.get_running_loop())
-    async with (
-        AsyncMongoClient(mongodb_uri) as client,
-        fresh_database("dw-files", mongodb_uri, appname=files_app),
-    ):
-        files = mongoengine_async.get_async_db("dw-files").name
-        document = await filed(DwFiledElsewhere)
-        try:
-            holding = held_on_server(files_app, "delete", BLOCK_MS, admin=client.admin)
-            async with holding as held:
-                deleting = asyncio.ensure_future(delete(document))
-                await held.reached_server()
-                if cancelled:
-                    deleting.cancel()
-                await mongoengine_async.disconnect_async("dw-files")
-                assert not await held.still_on_server()
-                await asyncio.wait([deleting])
-        finally:
-            asyncio.get_running_loop().set_exception_handler(None)
-        assert deleting.cancelled() if cancelled else deleting.result() is None
-        assert reported == []
-        assert (await left(client, files, "dw_files"))[1:] == [0, 0]
+    deleting, reported, counts = await files_alias_disconnected_during(
+        mongodb_uri, files_app, delete, cancelled, appname=files_app
+    )
+    assert deleting.cancelled() if cancelled else deleting.result() is None
+    assert reported == []
+    assert counts[1:] == [0, 0]
 
 
 @pytest.mark.parametrize("cancelled", [False, True])
@@ -720,26 +726,9 @@ async def test_disconnecting_the_files_alias_waits_for_a_delete_before_its_files
     was noted for it only once the cancelled caller ran): the file's delete
     then found no alias, ConnectionFailure (raised, or reported), the file
     left, its document gone."""
-    reported = reported_on(asyncio.get_running_loop())
-    async with (
-        AsyncMongoClient(mongodb_uri) as client,
-        fresh_database("dw-files", mongodb_uri),
-    ):
-        files = mongoengine_async.get_async_db("dw-files").name
-        document = await filed(DwFiledElsewhere)
-        try:
-            async with held_on_server(
-                app, "delete", BLOCK_MS, admin=client.admin
-            ) as held:
-                deleting = asyncio.ensure_future(delete(document))
-                await held.reached_server()
-                if cancelled:
-                    deleting.cancel()
-                await mongoengine_async.disconnect_async("dw-files")
-                assert not await held.still_on_server()
-                await asyncio.wait([deleting])
-        finally:
-            asyncio.get_running_loop().set_exception_handler(None)
-        assert deleting.cancelled() if cancelled else deleting.result() is None
-        assert reported == []
-        assert (await left(client, files, "dw_files"))[1:] == [0, 0]
+    deleting, reported, counts = await files_alias_disconnected_during(
+        mongodb_uri, app, delete, cancelled
+    )
+    assert deleting.cancelled() if cancelled else deleting.result() is None
+    assert reported == []
+    assert counts[1:] == [0, 0]
