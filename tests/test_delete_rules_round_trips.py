@@ -6,6 +6,7 @@ return values and signals are MongoEngine's."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
@@ -762,6 +763,23 @@ async def test_a_queryset_s_hint_costs_one_more_read_of_its_matches(
         assert await DrtKiosk.objects.async_count() == 0
 
 
+def _deleted_one_by_one(cls: type[Document]) -> contextlib.AbstractContextManager[None]:
+    """Inside the block, ``cls``'s documents are deleted one by one (each in
+    cascade_refs of its own): a ``pre_delete`` receiver, doing nothing."""
+    return receiving(signals.pre_delete, _ignored, cls)
+
+
+def _ignored(sender: Any, document: Any, **kwargs: Any) -> None:
+    """A delete receiver with nothing to do."""
+
+
+async def _none_deleted_under_a_collation(cls: type[Document]) -> None:
+    """Delete ``cls``'s documents named "X" under CASE_INSENSITIVE (those
+    named "x" match): the count it gives, MongoEngine's delete_many's, is 0."""
+    deleting = cls.objects(name="X").collation(CASE_INSENSITIVE)
+    assert await deleting.async_delete() == 0  # (MongoEngine's delete_many)
+
+
 class DrtFair(Document):
     name = StringField()
 
@@ -790,13 +808,9 @@ async def test_a_collated_delete_deletes_leaves_below_one_by_one_in_one_delete(
         booth = await DrtBooth(fair=fair).async_save()
         await DrtBanner(booth=booth).async_save()
 
-    def noted(sender: Any, document: Any, **kwargs: Any) -> None:
-        pass
-
-    with receiving(signals.pre_delete, noted, DrtBooth):
+    with _deleted_one_by_one(DrtBooth):
         command_log.clear()
-        deleting = DrtFair.objects(name="X").collation(CASE_INSENSITIVE)
-        assert await deleting.async_delete() == 0  # (MongoEngine's delete_many)
+        await _none_deleted_under_a_collation(DrtFair)
     assert [name for name in _sent(command_log) if name[0] == "delete"] == [
         ("delete", "drt_banner"),
         ("delete", "drt_booth"),
@@ -865,13 +879,9 @@ async def test_a_collated_delete_below_one_by_one_sends_a_command_a_rule(
         await DrtPennant(tent=tent).async_save()
     await DrtRoster(tents=tents).async_save()
 
-    def noted(sender: Any, document: Any, **kwargs: Any) -> None:
-        pass
-
-    with receiving(signals.pre_delete, noted, DrtTent):
+    with _deleted_one_by_one(DrtTent):
         command_log.clear()
-        deleting = DrtGala.objects(name="X").collation(CASE_INSENSITIVE)
-        assert await deleting.async_delete() == 0  # (MongoEngine's delete_many)
+        await _none_deleted_under_a_collation(DrtGala)
     below = {"drt_flag", "drt_stake", "drt_rope", "drt_permit", "drt_pennant"}
     sent = [each for each in _sent(command_log) if each[1] in below | {"drt_roster"}]
     assert sorted(sent) == [
@@ -945,8 +955,7 @@ async def _scans_deleting_rallies(count: int, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(_Scans, "passes", 0)
     with monkeypatch.context() as patched:
         patched.setattr(plan, "__init__", counted)
-        deleting = DrtRally.objects(name="X").collation(CASE_INSENSITIVE)
-        assert await deleting.async_delete() == 0  # (MongoEngine's delete_many)
+        await _none_deleted_under_a_collation(DrtRally)
     assert await DrtRally.objects.async_count() == count
     for cls in (DrtCar, DrtDriver, DrtHelmet):
         assert await cls.objects.async_count() == 0
@@ -962,10 +971,7 @@ async def test_a_collated_delete_plans_leaves_below_one_by_one_in_linear_time(
     documents per group: 20,000 kept roots each with a car took 24 s to plan
     (quadratic), not 6 s. Its passes no longer grow with the groups."""
 
-    def noted(sender: Any, document: Any, **kwargs: Any) -> None:
-        pass
-
-    with receiving(signals.pre_delete, noted, DrtCar):
+    with _deleted_one_by_one(DrtCar):
         few = await _scans_deleting_rallies(2, monkeypatch)
         many = await _scans_deleting_rallies(12, monkeypatch)
     assert few == many
