@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import uuid4
 
@@ -191,23 +192,59 @@ def test_a_block_cancelled_while_an_applied_commit_replies(mongodb_uri: str) -> 
     assert reported == []
 
 
+Outcome = tuple[int, list[Any], list[Any]]  # (papers, files and chunks left)
+
+
+def run_then_left(
+    main: Callable[[], Awaitable[None]],
+    uri: str,
+    name: str,
+    app: str,
+    listener: Any = None,
+    files_listener: Any = None,
+    settle: Callable[[Any], Awaitable[None]] | None = None,
+) -> tuple[Outcome, list[dict[str, Any]]]:
+    """``asyncio.run(main())``, its loop's exception handler noting what it
+    gets; then, in a loop of its own (the aliases connected again as
+    registered, ``settle(admin)`` first), the papers, files and chunks
+    left, the databases dropped after. Gives those and what was noted."""
+    reported: list[dict[str, Any]] = []
+
+    async def noted() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: reported.append(context)
+        )
+        await main()
+
+    async def after() -> Outcome:
+        admin = await connect(uri, name, app, listener, files_listener)
+        if settle is not None:
+            await settle(admin)
+        try:
+            return await left(name)
+        finally:
+            await dropped(name)
+
+    try:
+        asyncio.run(noted())
+    finally:
+        outcome = asyncio.run(after())
+    return outcome, reported
+
+
 def loop_ended_during_commit(
     mongodb_uri: str, resent: Any
-) -> tuple[OcPaper, tuple[int, list[Any], list[Any]], list[dict[str, Any]], int]:
+) -> tuple[OcPaper, Outcome, list[dict[str, Any]], int]:
     """``asyncio.run()`` returns right after the cancel of a task deleting a
     paper in a block, its commit applied and held before its reply;
     ``resent(admin, app, commits)`` runs before the cancel. The paper, the
     papers, files and chunks left, what the loop's exception handler got,
     and the commits sent."""
     name, app = f"oc_{uuid4().hex[:12]}", f"oc-{uuid4().hex[:8]}"
-    reported: list[dict[str, Any]] = []
     papers: list[OcPaper] = []
     commits = Commits()
 
     async def main() -> None:
-        asyncio.get_running_loop().set_exception_handler(
-            lambda _, context: reported.append(context)
-        )
         admin = await connect(mongodb_uri, name, app, commits)
         papers.append(await seed())
         before = await hold_commits(admin)
@@ -216,19 +253,13 @@ def loop_ended_during_commit(
         await resent(admin, app, commits)
         task.cancel()
 
-    async def after() -> tuple[int, list[Any], list[Any]]:
-        admin = await connect(mongodb_uri, name, app, commits)  # (as registered)
+    async def settle(admin: Any) -> None:
         await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
         await release(admin, app)
-        try:
-            return await left(name)
-        finally:
-            await dropped(name)
 
-    try:
-        asyncio.run(main())
-    finally:
-        outcome = asyncio.run(after())
+    outcome, reported = run_then_left(
+        main, mongodb_uri, name, app, commits, settle=settle
+    )
     return papers[0], outcome, reported, commits.started_count
 
 
@@ -314,7 +345,6 @@ def test_a_commit_sent_again_and_refused_as_aborted_runs_the_after_abort_steps(
     an abort run: the file put in the block is deleted, its proxy emptied (it
     was kept, orphaned: the outcome was taken for unknown)."""
     name, app = f"oc_{uuid4().hex[:12]}", f"oc-{uuid4().hex[:8]}"
-    reported: list[dict[str, Any]] = []
     commits = CancelledAsRefused()
     papers: list[OcPaper] = []
 
@@ -329,25 +359,12 @@ def test_a_commit_sent_again_and_refused_as_aborted_runs_the_after_abort_steps(
             await files_admin.command({"killSessions": [session.session_id]})
 
     async def main() -> None:
-        asyncio.get_running_loop().set_exception_handler(
-            lambda _, context: reported.append(context)
-        )
         await connect(mongodb_uri, name, app, commits)
         with pytest.raises(asyncio.CancelledError):
             await put_in_block()
         await disconnect_all_async()  # (after the steps after the abort: a task)
 
-    async def after() -> tuple[int, list[Any], list[Any]]:
-        await connect(mongodb_uri, name, app, commits)  # (as registered)
-        try:
-            return await left(name)
-        finally:
-            await dropped(name)
-
-    try:
-        asyncio.run(main())
-    finally:
-        outcome = asyncio.run(after())
+    outcome, reported = run_then_left(main, mongodb_uri, name, app, commits)
     assert outcome == (0, [], [])
     assert commits.refused == ["NoSuchTransaction"] * 2 and commits.started_count == 2
     assert papers[0].pdf.grid_id is None and reported == []
@@ -380,13 +397,9 @@ def test_a_file_put_in_a_failed_block_is_deleted_before_the_loop_ends(
     more; the file and chunks were left, orphaned), or once that delete is
     on its way (held on the server: the delete cut short is sent again)."""
     name, app = f"oc_{uuid4().hex[:12]}", f"oc-{uuid4().hex[:8]}"
-    reported: list[dict[str, Any]] = []
     deletes = FileDeletes()
 
     async def main() -> None:
-        asyncio.get_running_loop().set_exception_handler(
-            lambda _, context: reported.append(context)
-        )
         admin = await connect(mongodb_uri, name, app, files_listener=deletes)
         if in_flight:  # (the files document's delete applies once let go)
             await admin.command(
@@ -410,15 +423,7 @@ def test_a_file_put_in_a_failed_block_is_deleted_before_the_loop_ends(
         if in_flight:
             await deletes.sent.wait()
 
-    async def after() -> tuple[int, list[Any], list[Any]]:
-        await connect(mongodb_uri, name, app, files_listener=deletes)  # (as registered)
-        try:
-            return await left(name)
-        finally:
-            await dropped(name)
-
-    try:
-        asyncio.run(main())
-    finally:
-        outcome = asyncio.run(after())
+    outcome, reported = run_then_left(
+        main, mongodb_uri, name, app, files_listener=deletes
+    )
     assert outcome == (0, [], []) and reported == []
