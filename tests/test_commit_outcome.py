@@ -48,6 +48,7 @@ class Commits(monitoring.CommandListener):
         self.started_count = 0
         self.resent = threading.Event()
         self.third = threading.Event()
+        self.refused: list[int | None] = []  # (the codes of those that failed)
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.command_name == "commitTransaction":
@@ -61,7 +62,8 @@ class Commits(monitoring.CommandListener):
         pass
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+        if event.command_name == "commitTransaction":
+            self.refused.append(event.failure.get("code"))
 
 
 async def connect(
@@ -286,12 +288,16 @@ def test_a_commit_sent_again_without_a_reply_stays_unknown(mongodb_uri: str) -> 
     orphaned; the instance is given back (its proxy holds the file), nothing
     reported."""
 
+    heard: list[Commits] = []
+
     async def refused(admin: Any, app: str, commits: Commits) -> None:
+        heard.append(commits)
         await commit_unknown_once(admin, app)
 
     paper, outcome, reported, sent = loop_ended_during_commit(mongodb_uri, refused)
     file_id = paper.pdf.grid_id
     assert file_id is not None and sent == 2  # (sent again as the loop ended)
+    assert heard[0].refused[-1:] == [50]  # (the one sent again: refused, unknown)
     assert outcome == (0, [file_id], [file_id]) and reported == []
 
 

@@ -48,15 +48,19 @@ async def connect_both(
     mongodb_uri: str,
     main_app: str | None = None,
     files_app: str | None = None,
+    main_listener: Any = None,
 ) -> Any:
     """Connect the default alias to database ``name`` and ELSEWHERE (the
     files' client) to ``{name}_files``, each named for the fail points of a
-    test if given; the default alias's admin database."""
+    test if given (the default alias heard by ``main_listener``); the default
+    alias's admin database."""
     for alias, db, app in (
         (DEFAULT_CONNECTION_NAME, name, main_app),
         (ELSEWHERE, f"{name}_files", files_app),
     ):
-        named = {} if app is None else {"appname": app}
+        named: dict[str, Any] = {} if app is None else {"appname": app}
+        if main_listener is not None and alias == DEFAULT_CONNECTION_NAME:
+            named["event_listeners"] = [main_listener]
         await connect_async(
             db, alias=alias, host=mongodb_uri, uuidRepresentation="standard", **named
         )
@@ -724,8 +728,11 @@ def test_a_commit_the_loops_end_cuts_short_keeps_the_upload(
     name, app = f"go_{uuid4().hex[:12]}", f"go-{uuid4().hex[:8]}"
     hold = "waitAfterCommandFinishesExecution"  # (the commit applied, held)
     papers: list[GoPaper] = []
+    refused = CommitsRefused()
 
-    connect = functools.partial(connect_both, name, mongodb_uri, main_app=app)
+    connect = functools.partial(
+        connect_both, name, mongodb_uri, main_app=app, main_listener=refused
+    )
 
     async def main() -> None:
         admin = await connect()
@@ -785,6 +792,24 @@ def test_a_commit_the_loops_end_cuts_short_keeps_the_upload(
     assert raw["title"] == "committed"
     assert ids == chunks == [raw["pdf"]]  # the file the committed paper refers to
     assert paper.pdf.grid_id == raw["pdf"]  # (kept, as after an unknown commit)
+    assert refused.codes[-1:] == [50]  # (the one sent again: refused, unknown)
+
+
+class CommitsRefused(pymongo.monitoring.CommandListener):
+    """The error codes of the ``commitTransaction`` commands that failed."""
+
+    def __init__(self) -> None:
+        self.codes: list[int | None] = []
+
+    def started(self, event: pymongo.monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: pymongo.monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: pymongo.monitoring.CommandFailedEvent) -> None:
+        if event.command_name == "commitTransaction":
+            self.codes.append(event.failure.get("code"))
 
 
 @pytest.mark.parametrize("held", ["delete", "commitTransaction"])
