@@ -1450,8 +1450,9 @@ class _Block:
     def settled(self) -> None:
         """Its journal settled (:func:`_settle_journal`): the work that started
         (a file's delete once it aborted) is noted for ``finish_before_close``
-        by now, which the close of its client, disconnected, waits for too."""
-        if not self._settled.done():
+        by now, which the close of its client, disconnected, waits for too.
+        (Nothing once its loop closed, by hand: no close waits then.)"""
+        if not self._settled.done() and not self._settled.get_loop().is_closed():
             self._settled.set_result(None)
 
     def over(self) -> bool:
