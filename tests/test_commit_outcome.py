@@ -9,6 +9,7 @@ reply."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,7 +18,7 @@ from uuid import uuid4
 import pymongo
 import pytest
 from mongoengine.connection import DEFAULT_CONNECTION_NAME
-from pymongo import monitoring
+from pymongo import AsyncMongoClient, monitoring
 
 from conftest import Held, commit_unknown_once
 from mongoengine_async import (
@@ -32,6 +33,32 @@ from mongoengine_async import (
 
 ELSEWHERE = "outcome-files"
 HOLD = "waitAfterCommandFinishesExecution"  # (the commit applied, held)
+
+
+# PyMongo 4.17 checks a connection out through async generators
+# (AsyncMongoClient._checkout, Pool.checkout); 4.20.1 does so with a class
+# (_ClientCheckout), no generator.
+CHECKOUT_IS_A_GENERATOR = inspect.isasyncgenfunction(
+    getattr(AsyncMongoClient._checkout, "__wrapped__", None)
+)
+
+
+def reported_but_checkout(reported: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the loop's exception handler got, less the one report PyMongo's
+    checkout generators may make where they exist (see CHECKOUT_IS_A_GENERATOR;
+    docs/connection.md): ``shutdown_asyncgens()`` finalises every generator at
+    once, those of an operation on its way in the work it waits for (a commit
+    sent again, a file's delete) too, the outer one after the inner."""
+    for context in reported if CHECKOUT_IS_A_GENERATOR else []:
+        error = context.get("exception")
+        if (
+            getattr(context.get("asyncgen"), "__qualname__", "")
+            == "AsyncMongoClient._checkout"
+            and type(error) is RuntimeError
+            and str(error) == "generator didn't stop after athrow()"
+        ):
+            return [other for other in reported if other is not context]
+    return reported
 
 
 class OcPaper(Document):
@@ -278,7 +305,11 @@ def test_a_commit_the_loops_end_cut_is_sent_again_and_its_steps_run(
 
     paper, outcome, reported, sent = loop_ended_during_commit(mongodb_uri, released)
     assert outcome == (0, [], [])
-    assert paper.pdf.grid_id is None and reported == [] and sent == 2
+    assert (
+        paper.pdf.grid_id is None
+        and reported_but_checkout(reported) == []
+        and sent == 2
+    )
 
 
 def test_a_commit_sent_again_without_a_reply_stays_unknown(mongodb_uri: str) -> None:
@@ -319,7 +350,11 @@ def test_a_commit_sent_again_and_cancelled_again_is_sent_once_more(
 
     paper, outcome, reported, sent = loop_ended_during_commit(mongodb_uri, shut_down)
     assert outcome == (0, [], [])
-    assert paper.pdf.grid_id is None and reported == [] and sent == 3
+    assert (
+        paper.pdf.grid_id is None
+        and reported_but_checkout(reported) == []
+        and sent == 3
+    )
 
 
 class CancelledAsRefused(Commits):
@@ -432,4 +467,4 @@ def test_a_file_put_in_a_failed_block_is_deleted_before_the_loop_ends(
     outcome, reported = run_then_left(
         main, mongodb_uri, name, app, files_listener=deletes
     )
-    assert outcome == (0, [], []) and reported == []
+    assert outcome == (0, [], []) and reported_but_checkout(reported) == []
