@@ -36,8 +36,8 @@ HOLD = "waitAfterCommandFinishesExecution"  # (the commit applied, held)
 
 
 # PyMongo 4.17 checks a connection out through async generators
-# (AsyncMongoClient._checkout, Pool.checkout); 4.20.1 does so with a class
-# (_ClientCheckout), no generator.
+# (AsyncMongoClient._checkout, Pool.checkout); 4.18.2 (checked) and 4.20.1 do
+# so with a class (_ClientCheckout), no generator.
 CHECKOUT_IS_A_GENERATOR = inspect.isasyncgenfunction(
     getattr(AsyncMongoClient._checkout, "__wrapped__", None)
 )
