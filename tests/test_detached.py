@@ -357,3 +357,18 @@ async def test_a_disconnect_waits_for_the_work_a_done_task_of_another_loop_start
         let_run.set()
         waiting.set()
         await asyncio.to_thread(thread.join)
+
+
+async def test_a_held_tasks_repr_does_not_show_the_others_held() -> None:
+    """A held task's repr (in a report to the loop's exception handler, such
+    as a task its closed loop left undone) names its done callback, not the
+    set of tasks held with it: through their callbacks, each repr'ing that set
+    again, Python 3.10 took minutes to repr one task of a few."""
+    tasks: set[asyncio.Future[Any]] = set()
+    release = asyncio.Event()
+    for _ in range(3):
+        held(release.wait(), tasks)
+    shown = repr(next(iter(tasks)))
+    release.set()
+    await asyncio.gather(*tasks)
+    assert shown.count("<Task") == 1, shown
