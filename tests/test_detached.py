@@ -363,7 +363,7 @@ async def test_a_held_tasks_repr_does_not_show_the_others_held() -> None:
     """A held task's repr (in a report to the loop's exception handler, such
     as a task its closed loop left undone) names its done callback, not the
     set of tasks held with it: through their callbacks, each repr'ing that set
-    again, Python 3.10 took minutes to repr one task of a few."""
+    again, Python 3.10 took over a minute to repr one task of a few."""
     tasks: set[asyncio.Future[Any]] = set()
     release = asyncio.Event()
     for _ in range(3):

@@ -74,7 +74,7 @@ def held(
     tasks.add(task)
     _holders.setdefault(task, []).append(tasks)
     # (Not a partial: a task's repr shows a partial's arguments, this set of
-    # tasks, each repr'ing theirs: minutes on Python 3.10 for a few tasks.)
+    # tasks, each repr'ing theirs: over a minute on Python 3.10 for a few.)
     task.add_done_callback(lambda done: _unheld(tasks, done))
     if failure is not None:
         task.add_done_callback(functools.partial(_report, failure))
