@@ -106,8 +106,18 @@ def fresh_sync_default(
     try:
         yield database
     finally:
-        database.client.drop_database(name)
+        drop_database_sync(database.client, name)
         mongoengine_async.disconnect(alias)
+
+
+def drop_database_sync(client: pymongo.MongoClient[Any], name: str) -> None:
+    """:func:`mongoengine_async.testing.drop_database` for a sync client: a
+    collection at a time, as ``dropDatabase`` waits for a journal commit."""
+    database = client[name]
+    for system in (False, True):
+        for collection in database.list_collection_names():
+            if collection.startswith("system.") == system:
+                database.drop_collection(collection)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from mongoengine_async import Document, IntField
 from mongoengine_async.testing import (
     CommandLog,
     ReplicaSet,
+    drop_database,
     fail_command,
     find_mongod,
     fresh_database,
@@ -168,6 +170,33 @@ async def test_fresh_database_is_dropped_and_its_alias_disconnected(
     assert database.name not in await get_async_db().client.list_database_names()
     with pytest.raises(ConnectionFailure, match="fresh"):
         get_async_db(alias)
+
+
+async def test_drop_database_drops_views_time_series_and_files_without_dropdatabase(
+    mongodb_uri: str,
+) -> None:
+    """Every kind of collection goes, the database with them, and no
+    dropDatabase is sent (it waits for a journal commit: 100 ms a test)."""
+    log = CommandLog()
+    client: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(
+        mongodb_uri, event_listeners=[log]
+    )
+    name = f"test_drop_{uuid.uuid4().hex[:8]}"
+    database = client[name]
+    try:
+        await database.things.insert_one({"n": 1})
+        await database.create_collection("view", viewOn="things", pipeline=[])
+        await database.create_collection("series", timeseries={"timeField": "t"})
+        await database.series.insert_one({"t": datetime.datetime.now()})
+        await database["fs.files"].insert_one({"length": 0})
+        assert "system.views" in await database.list_collection_names()
+        log.clear()
+        await drop_database(client, name)
+        assert "dropDatabase" not in log.names
+        assert log.count("drop") == 5  # things, view, series, fs.files, system.views
+        assert name not in await client.list_database_names()
+    finally:
+        await client.close()
 
 
 USER_TEST = """

@@ -11,14 +11,15 @@
   stopped afterwards.
 - :mod:`~mongoengine_async.testing.clients`: :class:`CommandLog` counts the
   commands a client sends (PyMongo monitoring); :func:`fresh_database` connects
-  an async alias to a new database and drops it afterwards.
+  an async alias to a new database and drops it afterwards (with
+  :func:`drop_database`, a collection at a time).
 - :mod:`~mongoengine_async.testing.plugin`: the pytest fixtures ``mongodb_uri``,
   ``replica_set_3``, ``command_log`` and ``async_alias``.
 - ``python -m mongoengine_async.testing -- CMD ARGS...`` (``__main__``) runs
   ``CMD`` with ``MONGODB_URI`` set to a throwaway replica set.
 """
 
-from mongoengine_async.testing.clients import CommandLog, fresh_database
+from mongoengine_async.testing.clients import CommandLog, drop_database, fresh_database
 from mongoengine_async.testing.replica_set import (
     REPLICA_SET_NAME,
     Member,
@@ -33,6 +34,7 @@ __all__ = [
     "CommandLog",
     "Member",
     "ReplicaSet",
+    "drop_database",
     "fail_command",
     "find_mongod",
     "fresh_database",

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
 
-from pymongo import monitoring, uri_parser
+from pymongo import AsyncMongoClient, monitoring, uri_parser
 
-__all__ = ["CommandLog", "fresh_database"]
+__all__ = ["CommandLog", "drop_database", "fresh_database"]
 
 
 class CommandLog(monitoring.CommandListener):
@@ -85,9 +85,22 @@ async def _drop_and_disconnect(alias: str, name: str) -> None:
     from mongoengine_async.connection import disconnect_async, get_async_connection
 
     try:
-        await get_async_connection(alias).drop_database(name)
+        await drop_database(get_async_connection(alias), name)
     finally:
         await disconnect_async(alias)
+
+
+async def drop_database(client: AsyncMongoClient[Any], name: str) -> None:
+    """Drop database ``name`` a collection at a time, views and time series
+    first (a database left without collections is gone): MongoDB's
+    ``dropDatabase`` waits for the next journal commit, 100 ms by default,
+    which a suite dropping a database after every test pays thousands of
+    times; a collection's drop does not wait."""
+    database = client[name]
+    for system in (False, True):
+        for collection in await database.list_collection_names():
+            if collection.startswith("system.") == system:
+                await database.drop_collection(collection)
 
 
 def _without_database(host: str, options: dict[str, Any]) -> str:
