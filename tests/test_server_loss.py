@@ -21,6 +21,7 @@ from pymongo import monitoring
 from pymongo.errors import PyMongoError
 
 import mongoengine_async.gridfs
+from conftest import run_script
 from mongoengine_async import (
     CASCADE,
     NULLIFY,
@@ -706,3 +707,39 @@ async def test_a_block_raising_another_clients_selection_time_out_is_fenced(
             await admin.admin.command("configureFailPoint", "failCommand", mode="off")
             await admin.close()
             await elsewhere.close()
+
+
+_ENDED_WITHOUT_ITS_SERVER = """
+import asyncio, time
+from mongoengine_async import Document, IntField, connect_async
+from mongoengine_async.testing import ReplicaSet
+
+class EndNote(Document):
+    n = IntField()
+
+replica_set = ReplicaSet().start()
+
+async def main():
+    await connect_async(db="loss", host=replica_set.uri, serverSelectionTimeoutMS=1500)
+    await EndNote(n=1).async_save()  # (a session to end: endSessions at the close)
+    client = EndNote._get_collection().database.client
+    await asyncio.to_thread(replica_set.stop)
+    while client.topology_description.has_writable_server():
+        await asyncio.sleep(0.05)
+    global returned
+    returned = time.monotonic()
+
+asyncio.run(main())
+print(round(time.monotonic() - returned, 1))
+"""
+
+
+def test_the_loops_end_after_its_server_went_away_waits_one_selection(
+    mongodb_uri: str,
+) -> None:
+    # The loop's end closes the clients still connected: the endSessions of
+    # one whose server went away waits for a server as its own close() would
+    # (serverSelectionTimeoutMS, 1.5 s here), not the whole 30 s the loop's
+    # end gives itself (PyMongo's timeout() replaces the selection's limit).
+    waited = float(run_script(_ENDED_WITHOUT_ITS_SERVER, mongodb_uri).stdout)
+    assert 1.5 <= waited < 10

@@ -833,8 +833,17 @@ async def _close_clients_of(loop: asyncio.AbstractEventLoop, deadline: float) ->
         released += _cut_short.pop(loop, [])  # (disconnected, close cancelled)
         registry_changed()
     for client in released:
-        with pymongo.timeout(max(deadline - loop.time(), _SPENT_SECONDS)):
+        with pymongo.timeout(_close_seconds(client, deadline - loop.time())):
             await _close(client)
+
+
+def _close_seconds(client: AsyncMongoClient, left: float) -> float:
+    """The time limit of ``client``'s close at its loop's end: what is
+    ``left`` of the end's, but no more than a close of its own would wait to
+    select a server for its endSessions (``serverSelectionTimeoutMS``):
+    PyMongo's ``timeout()`` replaces that wait, a server gone held the loop's
+    end for all of ``left``."""
+    return max(min(left, client.options.server_selection_timeout), _SPENT_SECONDS)
 
 
 async def _close(client: AsyncMongoClient) -> None:
