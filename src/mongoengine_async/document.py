@@ -1274,12 +1274,7 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             steps = self._async_after_delete(
                 files, beyond, held_back, True, context.caller_deadline()
             )
-            try:
-                await past_timeout(files, steps)
-            except pymongo.errors.PyMongoError as error:
-                if file_error_wins(error, failed):
-                    raise failed[0]  # noqa: B904 (the time-out: its context, not its cause)
-                raise
+            await file_error_wins(past_timeout(files, steps), failed)
             if failed:
                 raise failed[0]
             return

@@ -1453,12 +1453,10 @@ class BaseQuerySet(FastSyncReads, FastSyncInserts, Generic[_D]):
             )
         else:
             deleted = await each_run()
-        try:  # once the documents are gone
-            await delete_files_of_deleted(files, operation, leaving(deleted))
-        except pymongo.errors.PyMongoError as error:
-            if file_error_wins(error, failed):
-                raise failed[0]  # noqa: B904 (the time-out: its context, not its cause)
-            raise
+        # (Once the documents are gone.)
+        await file_error_wins(
+            delete_files_of_deleted(files, operation, leaving(deleted)), failed
+        )
         if failed and _failed is None:
             raise failed[0]
         return deleted
@@ -1490,14 +1488,19 @@ async def _plan_lists(queryset: Any, operation: Operation, atomic: bool) -> bool
     return await runs_own_transaction(cls, operation, atomic)
 
 
-def file_error_wins(
-    error: pymongo.errors.PyMongoError, failed: list[Exception]
-) -> bool:
-    """Whether a delete raises the first of ``failed`` (a cascaded document's
-    file's error) over ``error``, its documents' files' deletes': when that
-    is a time-out (the caller's ``pymongo.timeout()`` spent, they go on: the
-    file's error is the news); else ``error`` is raised (first)."""
-    return bool(failed) and bool(error.timeout)
+async def file_error_wins(
+    files_deleted: Awaitable[Any], failed: list[Exception]
+) -> None:
+    """Await ``files_deleted``, a delete's deletes of its documents' files;
+    their time-out (the caller's ``pymongo.timeout()`` spent, they go on)
+    gives way to the first of ``failed`` (a cascaded document's file's error:
+    the news); any other error of theirs is raised (first)."""
+    try:
+        await files_deleted
+    except pymongo.errors.PyMongoError as error:
+        if failed and error.timeout:
+            raise failed[0]  # noqa: B904 (the time-out: its context, not its cause)
+        raise
 
 
 def _left(cls: type[Any], ids: list | None, deleted: int | None) -> Listed | None:
