@@ -82,10 +82,12 @@ async def app(
 ) -> AsyncIterator[tuple[str, Events]]:
     """Alias "default" on a client with an application name of its own, so
     that a fail point fails this test's commands only, and its events (and
-    the client options the test's parameter gives, if any)."""
+    the client options the test's parameter gives, if any). Its monitor
+    checks every 500 ms: after a "shutting down" error PyMongo waits for its
+    next check to find the primary again (10 s by default)."""
     name = f"sa-{uuid4().hex[:8]}"
     events = Events()
-    options = getattr(request, "param", {})
+    options = {"heartbeatFrequencyMS": 500, **getattr(request, "param", {})}
     async with fresh_database(
         "default", mongodb_uri, appname=name, event_listeners=[events], **options
     ):
