@@ -456,6 +456,26 @@ def test_cli_forwards_sigint_sent_to_the_launcher_alone(mongodb_uri: str) -> Non
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def test_cli_forwards_a_sigint_that_came_while_the_command_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SIGINT the launcher gets before ``Popen()`` returned (a loaded
+    machine: CMD already printed its first line) is forwarded once CMD is
+    known: CMD was left to run its course (the test above timed out in CI)."""
+    started = subprocess.Popen
+
+    def popen_then_sigint(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        child = started(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # (its handler runs before the return)
+        return child
+
+    monkeypatch.setattr(launcher, "_terminal_sent_it", lambda: False)
+    monkeypatch.setattr(subprocess, "Popen", popen_then_sigint)
+    began = time.monotonic()
+    assert launcher._run(["sleep", "30"], "mongodb://unused") == 130
+    assert time.monotonic() - began < 20  # (not the 30 s of its course)
+
+
 def test_cli_kills_a_command_that_ignores_sigterm(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -49,16 +49,23 @@ def _run(args: list[str], uri: str) -> int:
     env = {**os.environ, "MONGODB_URI": uri}
     children: list[subprocess.Popen[bytes]] = []
     interrupted = False
+    early = False  # a SIGINT to forward came before CMD was noted
 
     def on_sigint(signum: int, frame: object) -> None:
-        nonlocal interrupted
+        nonlocal interrupted, early
         interrupted = True
-        if children and not _terminal_sent_it():
+        if _terminal_sent_it():
+            return
+        if children:
             children[0].send_signal(signal.SIGINT)
+        else:  # (CMD starting: Popen() has not returned)
+            early = True
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         children.append(subprocess.Popen(args, env=env))
+        if early:
+            children[0].send_signal(signal.SIGINT)
         code = children[0].wait()
     except OSError as exc:
         print(f"cannot run {args[0]!r}: {exc}", file=sys.stderr)
