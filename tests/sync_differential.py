@@ -3824,6 +3824,350 @@ def q_indexing() -> None:
     rec("sr_then_idx", lambda: (qs.select_related(), qs[0].main)[1])
 
 
+# A module half migrated: ``import mongoengine_async as me`` at its top, but
+# lines such as ``from mongoengine.queryset import QuerySet`` left as they
+# were: MongoEngine's own queryset class, manager and fields inside the
+# package's documents, and a module not migrated referring to them.
+
+
+class MxQuerySet(mongoengine.QuerySet):
+    def named(self, name: str) -> Any:
+        return self.filter(name=name)
+
+
+class MxAuthor(M.Document):
+    name = M.StringField()
+    seq = mongoengine.SequenceField()
+    meta = {"queryset_class": MxQuerySet, "allow_inheritance": True}
+
+    @mongoengine.queryset_manager
+    def by_name_desc(doc_cls: Any, queryset: Any) -> Any:
+        return queryset.order_by("-name")
+
+
+class MxGuest(MxAuthor):
+    visits = M.IntField(default=0)
+
+
+class MxBook(M.Document):
+    title = M.StringField()
+    author = mongoengine.ReferenceField(MxAuthor, reverse_delete_rule=M.CASCADE)
+    coauthors = mongoengine.ListField(
+        mongoengine.ReferenceField(MxAuthor, reverse_delete_rule=M.PULL)
+    )
+    by_role = mongoengine.MapField(mongoengine.ReferenceField(MxAuthor))
+    lazy = mongoengine.LazyReferenceField(MxAuthor)
+    anything = mongoengine.GenericReferenceField()
+    extra = mongoengine.DictField()
+    tags = mongoengine.ListField(M.StringField())
+
+
+class MxShelf(mongoengine.Document):
+    """Of a module not migrated: plain MongoEngine, referring to ours."""
+
+    books = mongoengine.ListField(
+        mongoengine.ReferenceField(MxBook, reverse_delete_rule=M.PULL)
+    )
+    owner = mongoengine.ReferenceField(MxAuthor, reverse_delete_rule=M.NULLIFY)
+
+
+def mx_stored() -> Any:
+    """Every stored document of the half-migrated module's collections."""
+    return {
+        cls.__name__: list(cls._get_collection().find().sort("_id"))
+        for cls in (MxAuthor, MxBook, MxShelf)
+    }
+
+
+def on_guest_init(sender: Any, document: Any, **kw: Any) -> None:
+    """A post_init receiver of one subclass alone."""
+    OUT.append(["guest post_init", sender.__name__, document.name])
+
+
+def m_mixed_imports() -> None:
+    """A half-migrated module: MongoEngine's QuerySet subclass as the
+    queryset_class, its queryset_manager, its container, reference and
+    sequence fields in the package's documents, a plain MongoEngine document
+    referring to them (delete rules both ways), a post_init receiver of one
+    subclass while its base's queryset loads both."""
+    LOG.on = False
+    for cls in (MxAuthor, MxBook, MxShelf):
+        cls.drop_collection()
+    M.get_db()["mongoengine.counters"].delete_many({"_id": "mx_author.seq"})
+    LOG.on = True
+    rec("qs_class", lambda: [type(MxAuthor.objects).__name__, type(MxGuest.objects)])
+    a = rec("a", lambda: MxAuthor(name="ann").save())
+    b = rec("b", lambda: MxGuest(name="bob", visits=2).save())
+    rec("named", lambda: list(MxAuthor.objects.named("ann")))
+    rec("manager", lambda: [x.name for x in MxAuthor.by_name_desc])
+    mongoengine.signals.post_init.connect(on_guest_init, sender=MxGuest)
+    try:
+        rec("loaded_mixed", lambda: list(MxAuthor.objects.order_by("name")))
+        rec("guest_get", lambda: MxAuthor.objects.named("bob").get())
+    finally:
+        mongoengine.signals.post_init.disconnect(on_guest_init, sender=MxGuest)
+    book = rec(
+        "book",
+        lambda: MxBook(
+            title="t",
+            author=a,
+            coauthors=[a, b],
+            by_role={"ed": b},
+            lazy=a,
+            anything=b,
+            extra={"k": [1]},
+            tags=["x"],
+        ).save(),
+    )
+    g = rec("load", lambda: MxBook.objects.get())
+    rec(
+        "deref",
+        lambda: [
+            g.author,
+            g.coauthors,
+            g.by_role["ed"],
+            g.lazy.fetch(),
+            g.anything,
+        ],
+    )
+    g.coauthors.remove(g.coauthors[0])
+    g.tags.append("y")
+    g.extra["k"].append(2)
+    rec("changed", lambda: [g._get_changed_fields(), g._delta()])
+    rec("save", lambda: g.save())
+    rec("sr", lambda: MxBook.objects.select_related())
+    rec("no_deref", lambda: MxBook.objects.no_dereference().get())
+    rec("values", lambda: list(MxBook.objects.values_list("author", "coauthors")))
+    rec("in_bulk", lambda: MxAuthor.objects.in_bulk([a.pk, b.pk]))
+    rec("shelf", lambda: MxShelf(books=[book], owner=b).save())
+    rec("shelf_load", lambda: MxShelf.objects.get())
+    rec("shelf_books", lambda: MxShelf.objects.get().books)
+    rec("shelf_sr", lambda: MxShelf.objects.select_related())
+    rec("delete_b", lambda: b.delete())
+    rec("after_b", mx_stored)
+    rec("delete_a", lambda: MxAuthor.objects(name="ann").delete())
+    rec("after_a", mx_stored)
+
+
+# A user's own field classes, built on the package's (its containers and
+# embedded documents' field) and on MongoEngine's.
+
+
+class UfSortedTags(M.ListField):
+    """Read sorted, stored sorted without duplicates."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(M.StringField(), **kwargs)
+
+    def to_python(self, value: Any) -> Any:
+        value = super().to_python(value)
+        return sorted(value) if isinstance(value, list) else value
+
+    def to_mongo(self, value: Any, *args: Any, **kwargs: Any) -> Any:
+        stored = super().to_mongo(value, *args, **kwargs)
+        return sorted(set(stored)) if isinstance(stored, list) else stored
+
+
+class UfNote(M.EmbeddedDocument):
+    text = M.StringField()
+    stars = M.IntField(default=0)
+
+
+class UfLegacyNoteField(M.EmbeddedDocumentField):
+    """Reads a note stored as a bare string (an older schema) too."""
+
+    def to_python(self, value: Any) -> Any:
+        return super().to_python({"text": value} if isinstance(value, str) else value)
+
+
+class UfTrimmed(M.StringField):
+    """Trims what is set (a ``__set__`` of its own)."""
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        super().__set__(instance, value.strip() if isinstance(value, str) else value)
+
+
+class UfUpper(M.StringField):
+    """Reads upper case (a ``__get__`` of its own)."""
+
+    def __get__(self, instance: Any, owner: Any) -> Any:
+        value = super().__get__(instance, owner)
+        if instance is not None and isinstance(value, str):
+            return value.upper()
+        return value
+
+
+class UfJSONText(M.StringField):
+    """JSON data stored as a string."""
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+        return value
+
+    def to_mongo(self, value: Any) -> Any:
+        return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+    def validate(self, value: Any) -> None:
+        pass
+
+
+class UfBare(mongoengine.base.BaseField):
+    """A field with none of its own methods."""
+
+
+class UfDoc(M.Document):
+    tags = UfSortedTags()
+    note = UfLegacyNoteField(UfNote)
+    notes = M.ListField(UfLegacyNoteField(UfNote))
+    by_key = M.MapField(UfLegacyNoteField(UfNote))
+    name = UfTrimmed()
+    shout = UfUpper()
+    payload = UfJSONText()
+    bare = UfBare()
+    bares = M.ListField(UfBare())
+
+
+def uf_stored() -> Any:
+    """UfDoc's stored documents."""
+    return list(UfDoc._get_collection().find({}, {"_id": 0}).sort("_id"))
+
+
+def u_user_fields() -> None:
+    """A user's field classes (a container's and an embedded field's
+    to_python/to_mongo, a __set__, a __get__, JSON in a string, a bare
+    BaseField) read from stored documents of an older schema, changed in
+    place, saved, queried and created."""
+    LOG.on = False
+    UfDoc.drop_collection()
+    UfDoc._get_collection().insert_many(
+        [
+            {
+                "tags": ["b", "a", "b"],
+                "note": "legacy",
+                "notes": ["l1", {"text": "l2"}],
+                "by_key": {"k": "lk"},
+                "name": "  spaced  ",
+                "shout": "quiet",
+                "payload": '{"a": [1, 2]}',
+                "bare": {"x": 1},
+                "bares": [1, "two", {"3": 3}],
+            },
+            {"tags": "no list", "payload": "no json", "bare": [1]},
+        ]
+    )
+    LOG.on = True
+    first, second = rec("load", lambda: list(UfDoc.objects.order_by("_id")))
+    rec("read", lambda: [first.tags, first.name, first.shout, first.payload])
+    first.tags.append("a")
+    first.notes[1].stars = 2
+    first.name = "  again  "
+    first.shout = "loud"
+    first.payload = {**first.payload, "b": 1}
+    first.bare["x"] = 2
+    first.bares.append(None)
+    rec("changed", lambda: [first._get_changed_fields(), first._delta()])
+    rec("save", lambda: first.save())
+    first.note.stars = 1  # (stored as strings: MongoEngine's $set fails)
+    first.by_key["k"].stars = 3
+    rec("save_legacy_note", lambda: first.save())
+    second.bare.append(2)
+    rec("second_delta", lambda: second._delta())
+    rec("second_save", lambda: second.save())
+    new = UfDoc(
+        tags=["z", "y", "z"],
+        note=UfNote(text="n"),
+        name=" new ",
+        shout="s",
+        payload={"b": 1},
+        bare=(1, 2),
+        bares=[{"q": 1}],
+    )
+    rec("new", lambda: new)
+    rec("new_save", lambda: new.save())
+    rec("stored", uf_stored)
+    rec("reloaded", lambda: list(UfDoc.objects.order_by("_id")))
+    rec(
+        "queried",
+        lambda: [
+            UfDoc.objects(shout="loud").count(),
+            UfDoc.objects(name="again").count(),
+        ],
+    )
+    rec("scalar", lambda: list(UfDoc.objects.order_by("_id").scalar("tags", "shout")))
+    rec("only", lambda: UfDoc.objects.only("name", "note").order_by("_id").first())
+
+
+class EdSettings(M.EmbeddedDocument):
+    theme = M.StringField(default="light")
+    flags = M.ListField(M.StringField(), default=lambda: ["f"])
+    inner = M.EmbeddedDocumentField(UfNote, default=lambda: UfNote(text="inner"))
+
+
+class EdShape(M.EmbeddedDocument):
+    name = M.StringField()
+    meta = {"allow_inheritance": True}
+
+
+class EdCircle(EdShape):
+    radius = M.FloatField()
+
+
+class EdProfile(M.Document):
+    name = M.StringField()
+    settings = M.EmbeddedDocumentField(EdSettings, default=EdSettings)
+    notes = M.ListField(
+        M.EmbeddedDocumentField(UfNote), default=lambda: [UfNote(text="d")]
+    )
+    prefs = M.DictField(default=lambda: {"a": {"b": 1}})
+    shape = M.EmbeddedDocumentField(EdShape, default=lambda: EdCircle(radius=1.0))
+    counts = M.MapField(M.IntField(), default=lambda: {"x": 1})
+
+
+def d_embedded_defaults() -> None:
+    """Defaults that are embedded documents (a class, nested defaults, a
+    subclass) or containers, of documents stored without them (or null):
+    changed in place and saved (MongoEngine's $set of their paths stores a
+    list's item under a key "0", a subclass without its _cls), read again."""
+    LOG.on = False
+    EdProfile.drop_collection()
+    EdProfile._get_collection().insert_many(
+        [
+            {"name": "bare"},
+            {"name": "nulls", "settings": None, "notes": None, "counts": None},
+            {"name": "partial", "settings": {"theme": "dark"}},
+        ]
+    )
+    LOG.on = True
+    for name in ("bare", "nulls", "partial"):
+        g = rec("load_" + name, lambda name=name: EdProfile.objects.get(name=name))
+        g.settings.theme = "blue"
+        g.settings.flags.append("g")
+        g.settings.inner.stars = 2
+        g.notes[0].stars = 3
+        g.prefs["a"]["b"] = 2
+        g.shape.radius = 2.0
+        g.counts["x"] += 1
+        rec(name + "_changes", lambda g=g: [g._get_changed_fields(), g._delta()])
+        rec(name + "_save", lambda g=g: g.save())
+    rec("stored", lambda: list(EdProfile._get_collection().find().sort("_id")))
+    rec("read_again", lambda: list(EdProfile.objects.order_by("_id")))
+    new = EdProfile(name="new")
+    new.settings.inner.text = "x"
+    rec("new_save", lambda: new.save())
+    new.settings.flags.append("again")
+    rec("new_changes", lambda: [new._get_changed_fields(), new._delta()])
+    rec("new_save_again", lambda: new.save())
+    only = rec("only", lambda: EdProfile.objects.only("name").get(name="new"))
+    only.settings.theme = "only"
+    rec("only_changes", lambda: [only._get_changed_fields(), only._delta()])
+    rec("only_save", lambda: only.save())
+    rec("stored_new", lambda: EdProfile._get_collection().find_one({"name": "new"}))
+
+
 SCENARIOS = [
     q_projections,
     q_values,
@@ -3876,6 +4220,9 @@ SCENARIOS = [
     f_decimal128_geo,
     q_db_fields,
     q_indexing,
+    m_mixed_imports,
+    u_user_fields,
+    d_embedded_defaults,
 ]
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ reloads, deltas, dynamic documents, stored nulls, switches and context
 managers, references, files, field types, delete rules, inheritance,
 constructors, embedded documents changed in place, a cascade chain,
 sequence fields, a class hierarchy, aggregations, query operators, geo and
-text searches, collection setup, shard keys) run through plain MongoEngine and
+text searches, collection setup, shard keys, a half-migrated module's
+MongoEngine queryset class and fields in the package's documents, a user's own
+field classes, embedded defaults changed in place) run through plain MongoEngine and
 through this package, each in a process of its own, must record the same
 transcript: results, ``_data`` key order, stored documents, errors, commands
 sent and signals."""
