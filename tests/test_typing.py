@@ -18,6 +18,7 @@ from pathlib import Path
 
 import mongoengine
 import pytest
+from mongoengine.context_managers import query_counter
 
 import mongoengine_async
 
@@ -191,3 +192,26 @@ def test_same_named_module_exports_mongoengine_names(module: str) -> None:
         if getattr(ours, name) is not getattr(mongoengine_async, name)
     ]
     assert different == []
+
+
+def test_module_attributes_of_mongoengine_are_reachable() -> None:
+    """``import mongoengine as me`` changed to ``import mongoengine_async as me``
+    leaves every ``me.<name>`` working: MongoEngine's version and the submodules
+    its import loads are reachable as its (``me.context_managers.switch_db``
+    was an AttributeError), each MongoEngine's own object."""
+    me = mongoengine_async
+    missing = [
+        name
+        for name in dir(mongoengine)
+        if not name.startswith("_") and not hasattr(me, name)
+    ]
+    assert missing == []
+    assert me.VERSION == mongoengine.VERSION
+    assert me.get_version() == mongoengine.get_version()
+    assert me.context_managers.switch_db is mongoengine.context_managers.switch_db
+    assert me.context_managers.query_counter is query_counter
+    assert me.base.BaseField is mongoengine.base.BaseField
+    assert isinstance(me.StringField(), me.base.BaseField)
+    for name in ("common", "dereference", "pymongo_support"):
+        assert getattr(me, name) is getattr(mongoengine, name)
+    assert not {"VERSION", "base", "context_managers"} & set(me.__all__)

@@ -47,6 +47,19 @@ from mongoengine import (
     pre_save_post_validation,
 )
 
+# What ``import mongoengine as me`` gives as ``me.<name>`` besides its
+# ``__all__``: its version and the submodules its import loads
+# (``me.context_managers.switch_db``, ``me.base.BaseField``...). This package
+# has none of its own for them: they are MongoEngine's objects, so that code
+# changing only that import still finds them (not in ``__all__``, as there).
+from mongoengine import VERSION as VERSION
+from mongoengine import base as base
+from mongoengine import common as common
+from mongoengine import context_managers as context_managers
+from mongoengine import dereference as dereference
+from mongoengine import get_version as get_version
+from mongoengine import pymongo_support as pymongo_support
+
 from mongoengine_async.change_streams import (
     ChangeEvent,
     ChangeStream,
