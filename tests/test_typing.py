@@ -215,3 +215,37 @@ def test_module_attributes_of_mongoengine_are_reachable() -> None:
     for name in ("common", "dereference", "pymongo_support"):
         assert getattr(me, name) is getattr(mongoengine, name)
     assert not {"VERSION", "base", "context_managers"} & set(me.__all__)
+
+
+@pytest.mark.parametrize("module", SAME_NAMED)
+def test_same_named_module_has_every_name_of_mongoengines(module: str) -> None:
+    """``me.<module>.<name>`` after ``import mongoengine_async as me`` gives
+    what MongoEngine's module has, its own where this package has none
+    (``me.queryset.visitor``, ``me.errors.MongoEngineException`` were
+    AttributeErrors); a name neither has still raises AttributeError."""
+    theirs = importlib.import_module(f"mongoengine.{module}")
+    ours = getattr(mongoengine_async, module)
+    names = [name for name in dir(theirs) if not name.startswith("__")]
+    assert [name for name in names if not hasattr(ours, name)] == []
+    kept = [name for name in names if name not in vars(ours)]
+    assert [n for n in kept if getattr(ours, n) is not getattr(theirs, n)] == []
+    with pytest.raises(AttributeError) as error:
+        ours.no_such_name  # noqa: B018
+    assert str(error.value) == (
+        f"module 'mongoengine_async.{module}' has no attribute 'no_such_name'"
+    )
+
+
+def test_same_named_modules_are_no_packages_of_mongoengines() -> None:
+    """The names reached through MongoEngine's modules are its objects:
+    ``me.queryset.visitor.Q`` is ``Q``; no dunder is looked up there, so
+    ``import mongoengine_async.queryset.visitor`` loads no second copy of
+    MongoEngine's module (our ``queryset`` is a module, not a package)."""
+    me = mongoengine_async
+    assert me.queryset.visitor.Q is me.Q
+    assert me.errors.MongoEngineException is mongoengine.errors.MongoEngineException
+    assert issubclass(me.NotUniqueError, me.errors.MongoEngineException)
+    assert me.connection._connections is mongoengine.connection._connections
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("mongoengine_async.queryset.visitor")
+    assert "mongoengine_async.queryset.visitor" not in sys.modules

@@ -45,6 +45,7 @@ from mongoengine_async._compat import (
 )
 from mongoengine_async.detached import all_finished, held, left_undone
 from mongoengine_async.errors import AsyncUsageError, ConnectionUsageError
+from mongoengine_async.same_named import mongoengine_attribute
 
 __all__ = (
     "DEFAULT_CONNECTION_NAME",
@@ -1010,9 +1011,10 @@ class _ConnectionModule(types.ModuleType):
     """This module, reading and writing MongoEngine's sync registry globals."""
 
     def __getattr__(self, name: str) -> Any:
-        if name in _SYNC_REGISTRY:
-            return getattr(me_connection, name)
-        raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+        """MongoEngine's ``mongoengine.connection.<name>`` where this module
+        has no ``name``: its sync registry globals (``_connections``...) and
+        its other names (see :mod:`mongoengine_async.same_named`)."""
+        return mongoengine_attribute(self.__name__, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _SYNC_REGISTRY:

@@ -123,6 +123,7 @@ from mongoengine_async.operation import (
 )
 from mongoengine_async.query_values import check_query_values
 from mongoengine_async.queryset import QuerySet, file_error_wins
+from mongoengine_async.same_named import mongoengine_attribute
 from mongoengine_async.select_related import select_related
 from mongoengine_async.to_bson import FastWrites
 
@@ -2157,3 +2158,11 @@ deltas.takes_over(Document._get_update_doc, Document._clear_changed_fields)
 # Where a class's own documents go; a subclass's override is honoured by
 # Document._known_operation, which then leaves the work to it.
 _GET_COLLECTION = Document.__dict__["_get_collection"].__func__
+
+
+if not TYPE_CHECKING:  # (checkers see this module's own names alone)
+
+    def __getattr__(name: str) -> Any:
+        """MongoEngine's ``mongoengine.document.<name>`` where this module has no
+        ``name`` (see :mod:`mongoengine_async.same_named`)."""
+        return mongoengine_attribute(__name__, name)

@@ -12,6 +12,8 @@ its module name alone.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from mongoengine.connection import ConnectionFailure
 from mongoengine.errors import (
     BulkWriteError,
@@ -29,6 +31,8 @@ from mongoengine.errors import (
     ValidationError,
 )
 from pymongo.errors import InvalidOperation
+
+from mongoengine_async.same_named import mongoengine_attribute
 
 __all__ = (
     "AsyncUsageError",
@@ -82,3 +86,11 @@ class NotLoadedError(AsyncUsageError, AttributeError):
     loading here would block the event loop for: an ``AsyncUsageError``, and
     an ``AttributeError`` so that ``hasattr`` and ``getattr(obj, name,
     default)`` answer instead of raising."""
+
+
+if not TYPE_CHECKING:  # (checkers see this module's own names alone)
+
+    def __getattr__(name: str) -> Any:
+        """MongoEngine's ``mongoengine.errors.<name>`` where this module has no
+        ``name`` (see :mod:`mongoengine_async.same_named`)."""
+        return mongoengine_attribute(__name__, name)

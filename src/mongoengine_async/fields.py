@@ -90,6 +90,7 @@ from mongoengine_async.proxies import (
     walk_without_loading,
     write_at,
 )
+from mongoengine_async.same_named import mongoengine_attribute
 from mongoengine_async.select_related import PLAIN_VALUE_TYPES
 from mongoengine_async.sequences import SequenceField
 from mongoengine_async.sync_reads import load_referenced
@@ -1256,3 +1257,11 @@ class ImageField(FileField, mongoengine.ImageField):
                 f"{exc}: ImageField needs Pillow, "
                 "install it with: pip install 'mongoengine-async[images]'"
             ) from exc
+
+
+if not TYPE_CHECKING:  # (checkers see this module's own names alone)
+
+    def __getattr__(name: str) -> Any:
+        """MongoEngine's ``mongoengine.fields.<name>`` where this module has no
+        ``name`` (see :mod:`mongoengine_async.same_named`)."""
+        return mongoengine_attribute(__name__, name)

@@ -145,6 +145,7 @@ from mongoengine_async.operation import (
     resolve,
 )
 from mongoengine_async.query_values import check_query_values
+from mongoengine_async.same_named import mongoengine_attribute
 from mongoengine_async.select_related import (
     attached_distinct,
     built_embedded,
@@ -1771,3 +1772,11 @@ _NO_LEN = {name: use for name, use in _OTHERS.items() if name != "__len__"}
 guard_blocking_methods(QuerySetNoCache, _NO_LEN, _describe, _blocking_error)
 guard_blocking_methods(QuerySetNoCache, _NEXT, _describe_next)
 library_methods(QuerySet, QuerySetNoCache)
+
+
+if not TYPE_CHECKING:  # (checkers see this module's own names alone)
+
+    def __getattr__(name: str) -> Any:
+        """MongoEngine's ``mongoengine.queryset.<name>`` where this module has no
+        ``name`` (see :mod:`mongoengine_async.same_named`)."""
+        return mongoengine_attribute(__name__, name)

@@ -14,7 +14,7 @@ import contextlib
 import inspect
 import types
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mongoengine import signals
 from mongoengine.signals import (
@@ -32,6 +32,7 @@ from mongoengine.signals import (
 )
 
 from mongoengine_async.context import receiving
+from mongoengine_async.same_named import mongoengine_attribute
 
 __all__ = (
     "Namespace",
@@ -153,3 +154,11 @@ def _stepped(
         close = getattr(steps, "close", None)
         if close is not None:
             close()
+
+
+if not TYPE_CHECKING:  # (checkers see this module's own names alone)
+
+    def __getattr__(name: str) -> Any:
+        """MongoEngine's ``mongoengine.signals.<name>`` where this module has no
+        ``name`` (see :mod:`mongoengine_async.same_named`)."""
+        return mongoengine_attribute(__name__, name)
