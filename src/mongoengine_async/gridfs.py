@@ -360,11 +360,14 @@ async def upload(
     ``GridFSProxy.put`` (``filename``, ``content_type``, ``metadata``, ...).
     On any exception or cancellation the partial upload is removed (see
     :func:`_remove_partial`: never another file's chunks or files document).
+    The disconnect of an alias of ``root``'s client, and the loop's end, wait
+    for it (see :func:`_under_way`).
     """
     if isinstance(data, str):
         data = _as_bytes(data, file_kwargs.get("encoding"))
     grid_in = _BoundedGridIn(root, session=session, **file_kwargs)
     chunk_size = int(grid_in.chunk_size or DEFAULT_CHUNK_SIZE)
+    ended = _under_way(root, grid_in._file["_id"])
     try:
         pending: list[bytes] = []
         pending_size = 0
@@ -386,7 +389,22 @@ async def upload(
         except Exception:  # the upload's own error is the one to report
             pass
         raise
+    finally:
+        if not ended.get_loop().is_closed():  # (else reported: left_undone)
+            ended.set_result(None)
     return _as_read(root, grid_in._file)
+
+
+def _under_way(root: AsyncCollection, file_id: Any) -> asyncio.Future[None]:
+    """A future to set once the upload of ``file_id`` to bucket ``root`` has
+    ended (its partial upload removed, if it failed), which
+    ``disconnect_async()`` of an alias of ``root``'s client (another task's)
+    and the loop's end wait for (``finish_before_close``): else they closed
+    the client under it, between two of its inserts or between an insert in
+    flight and its removal, and its chunks stayed, found by nothing."""
+    ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    what = f"upload of file {id_repr(file_id)} to {root.name}"
+    return finish_before_close(ended, what, aliases_served_by(root.database.client))
 
 
 def _as_read(root: AsyncCollection, file_document: dict) -> dict:

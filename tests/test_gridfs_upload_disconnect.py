@@ -1,0 +1,215 @@
+"""Uploads under way when their alias is disconnected, or their loop ends.
+
+``disconnect_async()`` (and a loop's end) closes the alias's client only once
+the uploads under way on it ended: closed under one (an insert of its chunks
+held on the server), the upload failed with PyMongo's ``InvalidOperation``
+("Cannot use AsyncMongoClient after close"), or, cancelled, could not remove
+what it wrote: its chunks stayed with no files document. MongoEngine's sync
+``disconnect()`` closes the client under a ``put`` of another thread so (it
+raises that error, its chunks stay). Each test reads the bucket back with a
+client of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import uuid4
+
+import bson
+import pymongo
+import pytest
+import pytest_asyncio
+
+import mongoengine_async.connection
+from conftest import Held, held_on_server
+from mongoengine_async import (
+    Document,
+    FileField,
+    connect_async,
+    disconnect_async,
+    get_async_db,
+)
+from mongoengine_async.testing import fresh_database
+
+CHUNK = 255 * 1024
+DATA = os.urandom(3 * CHUNK + 7)
+
+
+class UdFile(Document):
+    f = FileField(collection_name="ud")
+
+
+@pytest_asyncio.fixture
+async def app(mongodb_uri: str) -> AsyncIterator[str]:
+    """Alias "default" on a client with an application name of its own (the
+    fixture's value): a fail point holds this test's commands only."""
+    name = f"ud-{uuid4().hex[:8]}"
+    async with fresh_database("default", mongodb_uri, appname=name):
+        await UdFile(f=None).f.async_put(b"warm")  # (the bucket's indexes)
+        yield name
+
+
+@pytest_asyncio.fixture
+async def admin(mongodb_uri: str) -> AsyncIterator[Any]:
+    """A client of its own: the fail point's, and the reader of the bucket."""
+    client: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(mongodb_uri)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def bucket(client: Any, database: str) -> tuple[list, list]:
+    """Bucket "ud" but the warm-up file: ``(_id, filename, length)`` of each
+    files document, ``(files_id, n, data)`` of each chunk."""
+    db = client[database]
+    files = await db["ud.files"].find({"length": {"$ne": 4}}).to_list()
+    chunks = db["ud.chunks"].find({"data": {"$ne": b"warm"}}).sort("n")
+    return (
+        [(f["_id"], f.get("filename"), f["length"]) for f in files],
+        [(c["files_id"], c["n"], c["data"]) for c in await chunks.to_list()],
+    )
+
+
+def counted(chunks: list) -> list[tuple[Any, int, int]]:
+    """``chunks`` of :func:`bucket`, their data as its length (a short repr)."""
+    return [(files_id, n, len(data)) for files_id, n, data in chunks]
+
+
+async def put(proxy: Any, **kwargs: Any) -> Any:
+    await proxy.async_put(DATA, filename="held.bin", **kwargs)
+    return proxy.grid_id
+
+
+@pytest.mark.parametrize("write", ["async_put", "async_replace"])
+async def test_a_cancelled_upload_is_removed_before_the_client_closes(
+    app: str, admin: Any, write: str
+) -> None:
+    """The uploading task cancelled while its chunks' insert is held on the
+    server (1.5 s), ``disconnect_async()`` called right after (before the
+    task ran its cancellation): the disconnect waits until the upload
+    removed what it wrote, after that insert; nothing of it is left (the
+    old file of a replace stays whole)."""
+    name = get_async_db().name
+    proxy = UdFile().f
+    if write == "async_replace":
+        await proxy.async_put(b"old", filename="old.bin")
+    old = proxy.grid_id
+    async with held_on_server(app, "insert", 1500, admin=admin.admin) as held:
+        task = asyncio.ensure_future(getattr(proxy, write)(DATA))
+        await held.reached_server()
+        task.cancel()
+        await disconnect_async("default")
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await held.ended_on_server()
+    files, chunks = await bucket(admin, name)
+    if old is not None:
+        assert (files, chunks) == ([(old, "old.bin", 3)], [(old, 0, b"old")])
+    else:
+        assert (files, counted(chunks)) == ([], [])
+
+
+async def test_a_disconnect_waits_for_an_upload_under_way(app: str, admin: Any) -> None:
+    """Another task's upload under way (its chunks' insert held 1.5 s) ends
+    before ``disconnect_async()`` closes the client: it returns, and its
+    file is whole in the bucket."""
+    name = get_async_db().name
+    proxy = UdFile().f
+    async with held_on_server(app, "insert", 1500, admin=admin.admin) as held:
+        task = asyncio.ensure_future(put(proxy))
+        await held.reached_server()
+        await disconnect_async("default")
+        assert task.done()
+        grid_id = await task
+    files, chunks = await bucket(admin, name)
+    assert files == [(grid_id, "held.bin", len(DATA))]
+    assert [(f, n) for f, n, _ in chunks] == [(grid_id, n) for n in range(4)]
+    assert b"".join(data for _, _, data in chunks) == DATA
+
+
+async def test_an_upload_past_the_disconnects_wait_is_reported(
+    app: str, admin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload still under way once the disconnect's wait is spent (0.3 s
+    here, 30 s by default; its insert held 1.5 s) is reported to the loop's
+    exception handler, naming the file, and the client closed under it: the
+    upload raises PyMongo's error for a closed client."""
+    monkeypatch.setattr(mongoengine_async.connection, "_END_SECONDS", 0.3)
+    loop = asyncio.get_running_loop()
+    reports: list[dict] = []
+    monkeypatch.setattr(loop, "call_exception_handler", reports.append)
+    grid_id = bson.ObjectId()
+    async with held_on_server(app, "insert", 1500, admin=admin.admin) as held:
+        task = asyncio.ensure_future(put(UdFile().f, _id=grid_id))
+        await held.reached_server()
+        await disconnect_async("default")
+        assert not task.done()
+        with pytest.raises(
+            pymongo.errors.InvalidOperation,
+            match=r"^Cannot use AsyncMongoClient after close$",
+        ):
+            await task
+        await held.ended_on_server()
+    assert [r["message"] for r in reports] == [
+        "disconnect_async('default') stopped waiting for the upload of file "
+        f"{grid_id!r} to ud after 0.3 s (the most it waits): the "
+        "rest of it may not be done"
+    ]
+
+
+def test_the_end_of_a_loop_run_by_hand_waits_for_an_upload_under_way(
+    mongodb_uri: str,
+) -> None:
+    """A loop run by hand, ended with ``loop.shutdown_asyncgens()`` while a
+    task's upload is under way (its chunks' insert held 1.5 s): the loop's
+    end closes the client once the upload ended, its file whole."""
+    name, app = f"test_{uuid4().hex[:12]}", f"ud-{uuid4().hex[:8]}"
+    tasks: list[asyncio.Future[Any]] = []
+    admins: list[pymongo.AsyncMongoClient[Any]] = []
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(mongodb_uri)
+    fail_point = {"configureFailPoint": "failCommand"}
+
+    async def main() -> None:
+        await connect_async(
+            name, host=mongodb_uri, appname=app, uuidRepresentation="standard"
+        )
+        await UdFile().f.async_put(b"warm")  # (the bucket's indexes)
+        # (Held till after the loop's end: not turned off by an async context
+        # manager, which shutdown_asyncgens() would close.)
+        held = {"failCommands": ["insert"], "blockConnection": True}
+        configured = client.admin.command(
+            {
+                **fail_point,
+                "mode": {"times": 1},
+                "data": {**held, "blockTimeMS": 1500, "appName": app},
+            }
+        )
+        admins.append(pymongo.AsyncMongoClient(mongodb_uri))
+        tasks.append(asyncio.ensure_future(put(UdFile().f)))
+        entered = configured["count"]
+        await Held(admins[0].admin, app, ["insert"], entered).reached_server()
+        assert not tasks[0].done()  # (the loop ends under it)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        assert tasks[0].done() and not tasks[0].cancelled()
+        grid_id = tasks[0].result()
+        loop.run_until_complete(admins[0].close())
+        loop.close()
+        files = list(client[name]["ud.files"].find({"length": len(DATA)}))
+        chunks = list(client[name]["ud.chunks"].find({"files_id": grid_id}))
+        assert [f["_id"] for f in files] == [grid_id]
+        assert len(chunks) == 4
+    finally:
+        client.admin.command({**fail_point, "mode": "off"})
+        client.drop_database(name)
+        client.close()
+        if not loop.is_closed():
+            loop.close()
+        asyncio.run(disconnect_async("default"))
