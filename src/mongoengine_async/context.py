@@ -67,6 +67,7 @@ from mongoengine_async.detached import (
     finish_before_close,
     held,
     part_of_task,
+    unbegun,
     until_done,
 )
 from mongoengine_async.errors import ForeignSessionError, NestedTransactionError
@@ -815,14 +816,37 @@ def follow_up(
     it was applied, in a task of its own, in no transaction of this context;
     its error, which no caller awaits, goes to the loop's exception handler.
     ``finish``: the loop's end waits for it, and the disconnect of any of
-    ``aliases`` (None: of any alias; see ``finish_before_close``). Returns
-    the task."""
+    ``aliases`` (None: of any alias; see ``finish_before_close``); with
+    ``finish``, that task cancelled before ``work`` began (the loop's end
+    cancelling the tasks left as it began: see ``unbegun``), ``work`` runs
+    in a new one, else nothing did it (the files of deleted documents
+    stayed, found by nothing). Returns the task."""
     with outside_caller_timeout():  # (the caller's, spent, would cut it)
         task = held(_unbound(work), following, what)
-    task.add_done_callback(lambda _: work.close())  # (never run: loop ended)
     if finish:
         finish_before_close(task, what, aliases)
+    task.add_done_callback(
+        lambda done: _follow_up_again(done, work, what, finish, aliases)
+    )
     return task
+
+
+def _follow_up_again(
+    task: asyncio.Future[None],
+    work: Coroutine[Any, Any, None],
+    what: str,
+    finish: bool,
+    aliases: Iterable[str] | None,
+) -> None:
+    """Once ``task``, :func:`follow_up`'s of ``work``, is done: with
+    ``finish``, cancelled before ``work`` began, :func:`follow_up` of it
+    again (as the loop's end begins, the new task is left running, and that
+    end waits for it); else ``work`` is closed (never run: its loop ended,
+    which Python would warn of)."""
+    if finish and unbegun(task, work):
+        follow_up(work, what, finish, aliases)
+    else:
+        work.close()
 
 
 async def beyond_caller_timeout(

@@ -21,6 +21,7 @@ import asyncio
 import atexit
 import contextlib
 import functools
+import inspect
 import reprlib
 import sys
 import weakref
@@ -116,6 +117,16 @@ def finish_before_close(
         _needs[task] = frozenset(aliases)
     task.add_done_callback(_finished)
     return task
+
+
+def unbegun(task: asyncio.Future[Any], work: Coroutine[Any, Any, Any]) -> bool:
+    """Whether ``task``, whose coroutine awaits ``work`` first thing, was
+    cancelled before ``work`` began: ``asyncio.run()`` cancels every task
+    left before its end waits for those of :func:`finish_before_close`, and
+    one made in the last loop iteration of its main coroutine had not started
+    yet (on Python 3.12+ too: such tasks start in the next iteration), so
+    its coroutine never ran. ``work``, never begun, can run in a new task."""
+    return task.cancelled() and inspect.getcoroutinestate(work) == inspect.CORO_CREATED
 
 
 # Ids as the reports name them (see id_repr).

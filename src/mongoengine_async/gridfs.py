@@ -105,6 +105,7 @@ from mongoengine_async.detached import (
     held,
     id_repr,
     to_completion,
+    unbegun,
 )
 from mongoengine_async.errors import AsyncUsageError, NotLoadedError
 from mongoengine_async.gridfs_read import OpenedChunks, read_whole
@@ -1081,11 +1082,7 @@ async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> boo
             return await deleting
         return await to_completion(deleting)
     aliases = aliases_served_by(root.database.client)
-    task = asyncio.ensure_future(_delete_both_surely(root, grid_id))
-    # (Named: what is left of it is that file's, in that bucket.)
-    finish_before_close(
-        task, f"delete of file {id_repr(grid_id)} of {root.name}", aliases
-    )
+    task = _deleting_file(root, grid_id, aliases, _delete_both(root, grid_id, None))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -1098,13 +1095,52 @@ async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> boo
         raise
 
 
-async def _delete_both_surely(root: AsyncCollection, grid_id: Any) -> bool:
-    """:func:`_delete_both` in no session, sent again if cancelled itself (its
-    loop ending: ``asyncio.run()`` cancels the tasks left, this one too, and
-    waits for them): the files document's delete may have reached the
-    server, and the chunks' must follow."""
+def _deleting_file(
+    root: AsyncCollection,
+    grid_id: Any,
+    aliases: Iterable[str],
+    deleting: Coroutine[Any, Any, bool],
+) -> asyncio.Future[bool]:
+    """A task awaiting ``deleting``, :func:`_delete_both` of file ``grid_id``
+    of bucket ``root`` in no session, which the loop's end and the
+    disconnect of ``aliases`` wait for (:func:`_delete_both_surely`).
+    Cancelled before ``deleting`` began (the loop's end cancelling the tasks
+    left as it began, the task made in the last loop iteration: see
+    ``unbegun``), ``deleting`` runs in a new one, held until done: else the
+    file of the deleted document stayed, found by nothing."""
+    task = asyncio.ensure_future(_delete_both_surely(root, grid_id, deleting))
+    # (Named: what is left of it is that file's, in that bucket.)
+    finish_before_close(
+        task, f"delete of file {id_repr(grid_id)} of {root.name}", aliases
+    )
+    task.add_done_callback(
+        lambda done: _delete_file_again(done, root, grid_id, aliases, deleting)
+    )
+    return task
+
+
+def _delete_file_again(
+    task: asyncio.Future[bool],
+    root: AsyncCollection,
+    grid_id: Any,
+    aliases: Iterable[str],
+    deleting: Coroutine[Any, Any, bool],
+) -> None:
+    """:func:`_deleting_file` once more if ``task``, its task of ``deleting``,
+    was cancelled before ``deleting`` began."""
+    if unbegun(task, deleting):
+        held(_deleting_file(root, grid_id, aliases, deleting), _cut_short, _CUT_SHORT)
+
+
+async def _delete_both_surely(
+    root: AsyncCollection, grid_id: Any, deleting: Coroutine[Any, Any, bool]
+) -> bool:
+    """``await deleting`` (:func:`_delete_both` in no session), sent again if
+    cancelled itself (its loop ending: ``asyncio.run()`` cancels the tasks
+    left, this one too, and waits for them): the files document's delete may
+    have reached the server, and the chunks' must follow."""
     try:
-        return await _delete_both(root, grid_id, None)
+        return await deleting
     except asyncio.CancelledError:
         await _delete_both(root, grid_id, None)
         raise

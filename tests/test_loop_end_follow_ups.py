@@ -1,0 +1,103 @@
+"""What a cancelled write leaves to do once applied, when ``asyncio.run()``
+ends as that work is about to start.
+
+``asyncio.run()`` cancels every task still pending before its end waits for
+the work a cancelled write left (see ``finish_before_close``): a task made in
+the last loop iteration of the main coroutine has not started then, and its
+coroutine never runs. The files of the documents a cancelled delete removed
+were left so, found by nothing: either its follow-up task (the write ended
+in main's last iteration) or, begun, the task deleting its first file (the
+write ended one iteration before)."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from uuid import uuid4
+
+import pytest
+from pymongo import MongoClient
+
+from conftest import run_script
+
+
+@pytest.fixture
+def database(mongodb_uri: str) -> Iterator[str]:
+    """A fresh database name, dropped afterwards."""
+    name = f"test_loop_end_{uuid4().hex[:12]}"
+    yield name
+    with MongoClient(mongodb_uri) as client:
+        client.drop_database(name)
+
+
+_DELETE_AS_MAIN_ENDS = textwrap.dedent(
+    """
+    import asyncio, os
+    from mongoengine_async import (
+        Document, FileField, connect_async, get_async_connection)
+
+    class EndFiled(Document):
+        data = FileField(collection_name="end_files")
+
+    reported = []
+
+    async def main():
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, context: reported.append(context["message"]))
+        await connect_async("{database}", host=os.environ["MONGODB_URI"],
+                            appname="{app}", retryWrites=False)
+        documents = [EndFiled() for _ in range(2)]
+        for number, document in enumerate(documents):
+            await document.data.async_put(b"contents %d" % number)
+            await document.async_save()
+        admin = get_async_connection().admin
+        point = {{"configureFailPoint": "failCommand"}}
+        entered = (await admin.command({{**point, "mode": {{"times": 1}}, "data": {{
+            "failCommands": ["delete"], "blockConnection": True,
+            "blockTimeMS": 300, "appName": "{app}"}}}}))["count"]
+        before = asyncio.all_tasks()
+        deleting = asyncio.ensure_future({delete})
+        await admin.command({{"waitForFailPoint": "failCommand",
+                             "timesEntered": entered + 1, "maxTimeMS": 30000}})
+        # The task the delete's write goes on in once its caller is cancelled.
+        write, = (task for task in asyncio.all_tasks() - before
+                  if "detached" in task.get_coro().__qualname__)
+        deleting.cancel()
+        while not write.done():  # returns in the iteration it ended, or next
+            await asyncio.sleep({pause})
+
+    asyncio.run(main())
+    print(*reported, sep="\\n")
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "delete",
+    ["documents[0].async_delete()", "EndFiled.objects.async_delete()"],
+    ids=["document", "queryset"],
+)
+@pytest.mark.parametrize("pause", ["1e-6", "0"], ids=["timer", "next_iteration"])
+def test_the_files_of_a_delete_whose_write_ends_as_main_returns(
+    mongodb_uri, database, delete, pause
+):
+    """A delete (a document's, a queryset's) cancelled while its write is
+    held on the server, and ``main`` returning as soon as it sees that write
+    ended: polled by a timer (woken after the reply's I/O, it returns in the
+    iteration the write ended: the steps after it start in a task made in
+    the last iteration) or at the next iteration (returning one iteration
+    later: those steps begin, the task deleting a file they make in the last
+    iteration does not). The files of the deleted documents are deleted all
+    the same, before the loop closes its client, nothing reported. The
+    documents' delete had applied: they stayed, found by nothing."""
+    script = _DELETE_AS_MAIN_ENDS.format(
+        database=database, app=f"end{uuid4().hex[:8]}", delete=delete, pause=pause
+    )
+    printed = run_script(script, mongodb_uri).stdout
+    assert printed.strip() == ""
+    with MongoClient(mongodb_uri) as client:
+        stored = client[database]
+        gone = 1 if delete.startswith("documents[0]") else 2
+        assert stored.end_filed.count_documents({}) == 2 - gone
+        assert stored.end_files.files.count_documents({}) == 2 - gone
+        assert stored.end_files.chunks.count_documents({}) == 2 - gone
