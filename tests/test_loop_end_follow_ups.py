@@ -32,9 +32,22 @@ def database(mongodb_uri: str) -> Iterator[str]:
 
 _DELETE_AS_MAIN_ENDS = textwrap.dedent(
     """
-    import asyncio, os
+    import asyncio, inspect, os
+    from pymongo import AsyncMongoClient
     from mongoengine_async import (
         Document, FileField, connect_async, get_async_connection)
+
+    # PyMongo 4.17's checkout generators, finalised under an operation of the
+    # work the loop's end waits for, may make one report (docs/index.md).
+    CHECKOUT_IS_A_GENERATOR = inspect.isasyncgenfunction(
+        getattr(AsyncMongoClient._checkout, "__wrapped__", None))
+
+    def pymongos_checkout(context):
+        return (CHECKOUT_IS_A_GENERATOR
+                and getattr(context.get("asyncgen"), "__qualname__", "")
+                == "AsyncMongoClient._checkout"
+                and type(context.get("exception")) is RuntimeError
+                and str(context["exception"]) == "generator didn't stop after athrow()")
 
     class EndFiled(Document):
         data = FileField(collection_name="end_files")
@@ -43,7 +56,8 @@ _DELETE_AS_MAIN_ENDS = textwrap.dedent(
 
     async def main():
         asyncio.get_running_loop().set_exception_handler(
-            lambda loop, context: reported.append(context["message"]))
+            lambda loop, context: pymongos_checkout(context)
+            or reported.append(context["message"]))
         await connect_async("{database}", host=os.environ["MONGODB_URI"],
                             appname="{app}", retryWrites=False)
         documents = [EndFiled() for _ in range(2)]
