@@ -24,7 +24,7 @@ import pytest
 import pytest_asyncio
 
 import mongoengine_async.connection
-from conftest import Held, held_on_server
+from conftest import Held, drop_database_sync, held_on_server
 from mongoengine_async import (
     Document,
     FileField,
@@ -208,7 +208,7 @@ def test_the_end_of_a_loop_run_by_hand_waits_for_an_upload_under_way(
         assert len(chunks) == 4
     finally:
         client.admin.command({**fail_point, "mode": "off"})
-        client.drop_database(name)
+        drop_database_sync(client, name)
         client.close()
         if not loop.is_closed():
             loop.close()

@@ -18,7 +18,7 @@ from uuid import uuid4
 import pytest
 from pymongo import MongoClient
 
-from conftest import run_script
+from conftest import drop_database_sync, run_script
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def database(mongodb_uri: str) -> Iterator[str]:
     name = f"test_loop_end_{uuid4().hex[:12]}"
     yield name
     with MongoClient(mongodb_uri) as client:
-        client.drop_database(name)
+        drop_database_sync(client, name)
 
 
 _DELETE_AS_MAIN_ENDS = textwrap.dedent(
