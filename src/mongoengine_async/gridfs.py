@@ -1064,7 +1064,9 @@ _CUT_SHORT = "delete of a file whose caller was cancelled"
 _cut_short: set[asyncio.Future[Any]] = set()
 
 
-async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> bool:
+async def _delete_file(
+    root: AsyncCollection, grid_id: Any, session: Any, again: bool = True
+) -> bool:
     """Delete a file's document and chunks (:func:`_delete_both`); whether
     the document existed.
 
@@ -1074,7 +1076,9 @@ async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> boo
     for them first (its next command on the session must come after); in a
     transaction, whose abort undoes both, they stop with it. In no session,
     the disconnect of an alias of the bucket's client (another task's) waits
-    for them: else it closed the client between the two.
+    for them: else it closed the client between the two. Their task
+    cancelled before they began runs them ``again`` (see :func:`_deleting_file`),
+    unless the caller does so itself.
     """
     if session is not None:
         deleting = _delete_both(root, grid_id, session)
@@ -1082,7 +1086,8 @@ async def _delete_file(root: AsyncCollection, grid_id: Any, session: Any) -> boo
             return await deleting
         return await to_completion(deleting)
     aliases = aliases_served_by(root.database.client)
-    task = _deleting_file(root, grid_id, aliases, _delete_both(root, grid_id, None))
+    deleting = _delete_both(root, grid_id, None)
+    task = _deleting_file(root, grid_id, aliases, deleting, again)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -1100,21 +1105,23 @@ def _deleting_file(
     grid_id: Any,
     aliases: Iterable[str],
     deleting: Coroutine[Any, Any, bool],
+    again: bool = True,
 ) -> asyncio.Future[bool]:
     """A task awaiting ``deleting``, :func:`_delete_both` of file ``grid_id``
     of bucket ``root`` in no session, which the loop's end and the
     disconnect of ``aliases`` wait for (:func:`_delete_both_surely`).
     Cancelled before ``deleting`` began (the loop's end cancelling the tasks
     left as it began, the task made in the last loop iteration: see
-    ``unbegun``), ``deleting`` runs in a new one, held until done: else the
-    file of the deleted document stayed, found by nothing."""
+    ``unbegun``), ``deleting`` runs in a new one, held until done, if
+    ``again``: else the file of the deleted document stayed, found by
+    nothing (not ``again``: the caller runs the delete again itself)."""
     task = asyncio.ensure_future(_delete_both_surely(root, grid_id, deleting))
     # (Named: what is left of it is that file's, in that bucket.)
     finish_before_close(
         task, f"delete of file {id_repr(grid_id)} of {root.name}", aliases
     )
     task.add_done_callback(
-        lambda done: _delete_file_again(done, root, grid_id, aliases, deleting)
+        lambda done: _delete_file_again(done, root, grid_id, aliases, deleting, again)
     )
     return task
 
@@ -1125,11 +1132,17 @@ def _delete_file_again(
     grid_id: Any,
     aliases: Iterable[str],
     deleting: Coroutine[Any, Any, bool],
+    again: bool,
 ) -> None:
     """:func:`_deleting_file` once more if ``task``, its task of ``deleting``,
-    was cancelled before ``deleting`` began."""
-    if unbegun(task, deleting):
+    was cancelled before ``deleting`` began, and ``again``; else ``deleting``
+    is closed (never run: its caller runs the delete again)."""
+    if not unbegun(task, deleting):
+        return
+    if again:
         held(_deleting_file(root, grid_id, aliases, deleting), _cut_short, _CUT_SHORT)
+    else:
+        deleting.close()
 
 
 async def _delete_both_surely(
@@ -1332,11 +1345,14 @@ def _delete_cancelled(
 
 
 async def _delete_files(root: AsyncCollection, grid_ids: list) -> None:
-    """Delete the files ``grid_ids`` (no session), each even when one failed."""
+    """Delete the files ``grid_ids`` (no session), each even when one failed.
+    Cut short, :func:`_delete_aborted` runs this again whole: a file's delete
+    does not run again on its own besides (the two at once, as the loop ends,
+    would race its ``shutdown_asyncgens()``)."""
     errors = []
     for grid_id in grid_ids:
         try:
-            await _delete_file(root, grid_id, None)
+            await _delete_file(root, grid_id, None, again=False)
         except Exception as error:
             errors.append(error)
     if errors:
