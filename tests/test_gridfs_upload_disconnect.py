@@ -13,7 +13,10 @@ client of its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
@@ -22,14 +25,17 @@ import bson
 import pymongo
 import pytest
 import pytest_asyncio
+from PIL import Image
 
 import mongoengine_async.connection
 from conftest import Held, drop_database_sync, held_on_server
 from mongoengine_async import (
     Document,
     FileField,
+    ImageField,
     connect_async,
     disconnect_async,
+    get_async_connection,
     get_async_db,
 )
 from mongoengine_async.testing import fresh_database
@@ -40,6 +46,10 @@ DATA = os.urandom(3 * CHUNK + 7)
 
 class UdFile(Document):
     f = FileField(collection_name="ud")
+
+
+class UdImage(Document):
+    image = ImageField(collection_name="ud", thumbnail_size=(8, 8, True))
 
 
 @pytest_asyncio.fixture
@@ -213,3 +223,81 @@ def test_the_end_of_a_loop_run_by_hand_waits_for_an_upload_under_way(
         if not loop.is_closed():
             loop.close()
         asyncio.run(disconnect_async("default"))
+
+
+@pytest.mark.parametrize("where", ["in the source", "in a task it awaits"])
+async def test_an_uploads_source_disconnecting_does_not_wait_for_it(
+    app: str, admin: Any, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The upload's own data source disconnects its alias (itself, or in a
+    task it starts and awaits): the disconnect does not wait for that
+    upload, which cannot end before it returns (it waited its whole time,
+    5 s here, 30 s by default, then reported the upload). The client closed,
+    the upload raises PyMongo's error for it, as a sync ``put()`` whose
+    source calls ``disconnect()`` does."""
+    monkeypatch.setattr(mongoengine_async.connection, "_END_SECONDS", 5.0)
+    loop = asyncio.get_running_loop()
+    reports: list[dict] = []
+    monkeypatch.setattr(loop, "call_exception_handler", reports.append)
+    name = get_async_db().name
+    took: list[float] = []
+
+    async def source() -> AsyncIterator[bytes]:
+        yield DATA[:CHUNK]
+        started = time.monotonic()
+        if where == "in the source":
+            await disconnect_async("default")
+        else:
+            await asyncio.ensure_future(disconnect_async("default"))
+        took.append(time.monotonic() - started)
+        yield DATA[CHUNK:]
+
+    with pytest.raises(
+        pymongo.errors.InvalidOperation,
+        match=r"^Cannot use AsyncMongoClient after close$",
+    ):
+        await UdFile().f.async_put(source())
+    assert took[0] < 2 and reports == []
+    files, chunks = await bucket(admin, name)
+    assert (files, chunks) == ([], [])  # (its first piece not sent yet)
+
+
+def image() -> bytes:
+    """A 200x200 image (a thumbnail is made of it)."""
+    out = io.BytesIO()
+    Image.frombytes("RGB", (200, 200), os.urandom(200 * 200 * 3)).save(out, "BMP")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("in_session", [False, True])
+async def test_a_cancelled_image_put_is_removed_before_the_client_closes(
+    app: str, admin: Any, in_session: bool
+) -> None:
+    """An ``ImageField``'s put cancelled while its image's chunks' insert is
+    held on the server (its thumbnail stored before), ``disconnect_async()``
+    called right after: the disconnect waits until the put removed the
+    image's chunks and the thumbnail too; nothing of it is left, and the
+    task raises its cancellation. (In a session of the caller's, the
+    thumbnail's delete came once the client was closed: it stayed, whole,
+    and the put raised ``InvalidOperation`` instead.)"""
+    name = get_async_db().name
+    data = image()
+    async with contextlib.AsyncExitStack() as stack:
+        session = None
+        if in_session:
+            session = get_async_connection().start_session()
+            await stack.enter_async_context(session)
+        # (The thumbnail's two inserts pass; the image's chunks' is held.)
+        held = await stack.enter_async_context(
+            held_on_server(app, "insert", 1500, skip=2, admin=admin.admin)
+        )
+        task = asyncio.ensure_future(UdImage().image.async_put(data, session=session))
+        await held.reached_server()
+        assert len((await bucket(admin, name))[0]) == 1  # the thumbnail
+        task.cancel()
+        await disconnect_async("default")
+        assert task.done()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await held.ended_on_server()
+    assert await bucket(admin, name) == ([], [])

@@ -25,7 +25,7 @@ import inspect
 import reprlib
 import sys
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -164,7 +164,8 @@ async def all_finished(
     add and drop theirs meanwhile. Not the running task, nor
     those it is part of (see :func:`part_of_task`: a signal receiver's in
     the steps after a cancelled write, disconnecting): it would wait for
-    itself."""
+    itself; nor the work it is part of (see :func:`part_of`: an upload's data
+    source disconnecting)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     watchers: dict[asyncio.Future[Any], asyncio.Future[Any]] = {}
@@ -216,8 +217,9 @@ def _own_tasks() -> set[asyncio.Future[Any]]:
     return {task for task in (asyncio.current_task(), *(r() for r in refs)) if task}
 
 
-# The tasks whose code runs here (see part_of_task), weakly.
-_part_of: ContextVar[tuple[_TaskRef, ...]] = ContextVar(
+# The tasks whose code runs here (see part_of_task), and the work of
+# finish_before_close it is part of (see part_of), weakly.
+_part_of: ContextVar[tuple[Callable[[], asyncio.Future[Any] | None], ...]] = ContextVar(
     "mongoengine_async_part_of", default=()
 )
 
@@ -230,6 +232,22 @@ def part_of_task() -> None:
     task = asyncio.current_task()
     if task is not None:
         _part_of.set((*_part_of.get(), weakref.ref(task)))
+
+
+@contextlib.contextmanager
+def part_of(work: asyncio.Future[Any]) -> Iterator[None]:
+    """Note that the code run inside, and the tasks it starts, are part of
+    ``work``, a future of :func:`finish_before_close` that this code sets
+    once done (an upload's): :func:`all_finished` awaited there (an
+    upload's data source disconnecting its alias) does not wait for it, which
+    it would do for ``_END_SECONDS``, as for itself."""
+    token = _part_of.set((*_part_of.get(), weakref.ref(work)))
+    try:
+        yield
+    finally:
+        # (A coroutine collected unfinished is closed in another context.)
+        with contextlib.suppress(ValueError):
+            _part_of.reset(token)
 
 
 def _on_loop(

@@ -104,6 +104,7 @@ from mongoengine_async.detached import (
     finish_before_close,
     held,
     id_repr,
+    part_of,
     to_completion,
     unbegun,
 )
@@ -362,13 +363,31 @@ async def upload(
     On any exception or cancellation the partial upload is removed (see
     :func:`_remove_partial`: never another file's chunks or files document).
     The disconnect of an alias of ``root``'s client, and the loop's end, wait
-    for it (see :func:`_under_way`).
+    for it (see :func:`under_way`).
     """
     if isinstance(data, str):
         data = _as_bytes(data, file_kwargs.get("encoding"))
     grid_in = _BoundedGridIn(root, session=session, **file_kwargs)
+    with under_way(root, f"upload of file {id_repr(grid_in._file['_id'])}"):
+        return await _written(grid_in, data, file_kwargs)
+
+
+async def upload_under_way(
+    root: AsyncCollection, data: Any, session: Any = None, **file_kwargs: Any
+) -> dict:
+    """:func:`upload` for a caller inside :func:`under_way` already, whose
+    wait covers this upload and what it does after (an image's put: its
+    thumbnail's upload, its image's, and the thumbnail's delete if the image
+    failed)."""
+    if isinstance(data, str):
+        data = _as_bytes(data, file_kwargs.get("encoding"))
+    grid_in = _BoundedGridIn(root, session=session, **file_kwargs)
+    return await _written(grid_in, data, file_kwargs)
+
+
+async def _written(grid_in: _BoundedGridIn, data: Any, file_kwargs: dict) -> dict:
+    """Write ``data`` to ``grid_in`` and close it (see :func:`upload`)."""
     chunk_size = int(grid_in.chunk_size or DEFAULT_CHUNK_SIZE)
-    ended = _under_way(root, grid_in._file["_id"])
     try:
         pending: list[bytes] = []
         pending_size = 0
@@ -390,22 +409,30 @@ async def upload(
         except Exception:  # the upload's own error is the one to report
             pass
         raise
+    return _as_read(grid_in._coll, grid_in._file)
+
+
+@contextlib.contextmanager
+def under_way(root: AsyncCollection, what: str) -> Iterator[None]:
+    """Have ``disconnect_async()`` of an alias of ``root``'s client (another
+    task's) and the loop's end wait until the code inside has ended, its
+    partial upload removed if it failed (``finish_before_close``; ``what``:
+    the upload, "upload of file ObjectId('...')", named in the reports with
+    " to {bucket}" added): else they closed the client under it,
+    between two of its inserts or between an insert in flight and its
+    removal, and its chunks stayed, found by nothing. Not the code inside
+    itself (see ``detached.part_of``: a data source disconnecting), which
+    would wait for itself."""
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[None] = loop.create_future()
+    aliases = aliases_served_by(root.database.client)
+    finish_before_close(ended, f"{what} to {root.name}", aliases)
+    try:
+        with part_of(ended):
+            yield
     finally:
-        if not ended.get_loop().is_closed():  # (else reported: left_undone)
+        if not loop.is_closed():  # (else reported: left_undone)
             ended.set_result(None)
-    return _as_read(root, grid_in._file)
-
-
-def _under_way(root: AsyncCollection, file_id: Any) -> asyncio.Future[None]:
-    """A future to set once the upload of ``file_id`` to bucket ``root`` has
-    ended (its partial upload removed, if it failed), which
-    ``disconnect_async()`` of an alias of ``root``'s client (another task's)
-    and the loop's end wait for (``finish_before_close``): else they closed
-    the client under it, between two of its inserts or between an insert in
-    flight and its removal, and its chunks stayed, found by nothing."""
-    ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    what = f"upload of file {id_repr(file_id)} to {root.name}"
-    return finish_before_close(ended, what, aliases_served_by(root.database.client))
 
 
 def _as_read(root: AsyncCollection, file_document: dict) -> dict:

@@ -8,6 +8,7 @@ stored with the bounded uploads of :mod:`mongoengine_async.gridfs`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 from collections.abc import Iterable
 from typing import Any
@@ -21,7 +22,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from mongoengine_async.connection import running_loop
 from mongoengine_async.context import Journal
-from mongoengine_async.detached import to_completion
+from mongoengine_async.detached import id_repr, to_completion
 from mongoengine_async.errors import NotLoadedError
 from mongoengine_async.gridfs import (
     AsyncGridFSProxy,
@@ -30,7 +31,8 @@ from mongoengine_async.gridfs import (
     _file_kwargs,
     _pieces,
     not_loaded_error,
-    upload,
+    under_way,
+    upload_under_way,
 )
 
 __all__ = ("AsyncImageGridFSProxy",)
@@ -182,22 +184,28 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
         *thumbnails, (image_id, image, image_kwargs) = files
         root = self._root()
         session = self._session(root, session)
-        stored = []
-        try:
-            for file_id, content, fields in thumbnails:
-                await upload(root, content, session, _id=file_id, **fields)
-                stored.append(file_id)
-            file_document = await upload(
-                root, image, session, _id=image_id, **image_kwargs
-            )
-        except BaseException:
-            for file_id in stored:
-                await to_completion(_delete_file(root, file_id, session))
-            raise
-        if self.grid_id:  # another task's put filled the proxy meanwhile: it won
-            for file_id in [*stored, image_id]:
-                await to_completion(_delete_file(root, file_id, session))
-            self._check_empty()
+        stored: list[Any] = []
+        what = f"upload of image {id_repr(image_id)}" + (
+            " and its thumbnail" if thumbnails else ""
+        )
+        # (One wait for all: the thumbnail deleted once the image failed too.)
+        with under_way(root, what):
+            try:
+                for file_id, content, fields in thumbnails:
+                    await upload_under_way(
+                        root, content, session, _id=file_id, **fields
+                    )
+                    stored.append(file_id)
+                file_document = await upload_under_way(
+                    root, image, session, _id=image_id, **image_kwargs
+                )
+            except BaseException:
+                await _delete_stored(root, stored, session)
+                raise
+            if self.grid_id:  # another task's put filled the proxy meanwhile
+                for file_id in [*stored, image_id]:  # (it won)
+                    await to_completion(_delete_file(root, file_id, session))
+                self._check_empty()
         undos = self._undos(session)
         self._took(file_document, self._journal(undos, uploaded=[*stored, image_id]))
         return self
@@ -220,6 +228,17 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
         if thumbnail_id is not None:  # a thumbnail has no thumbnail: no lookup
             await _delete_in(self._root(), thumbnail_id, session, undos)
         await super()._delete(missing_ok, session, undos)
+
+
+async def _delete_stored(
+    root: Any, file_ids: list[Any], session: AsyncClientSession | None
+) -> None:
+    """Delete the files ``file_ids`` (the thumbnail) of a put whose image
+    failed, each even when one could not be: the put's own error (its
+    cancellation) is the one to raise."""
+    for file_id in file_ids:
+        with contextlib.suppress(Exception):
+            await to_completion(_delete_file(root, file_id, session))
 
 
 class _ReadFrom(io.BytesIO):
