@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import io
 import os
+import re
+import sys
 import time
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
@@ -28,6 +32,7 @@ import pytest_asyncio
 from PIL import Image
 
 import mongoengine_async.connection
+import mongoengine_async.detached
 from conftest import Held, drop_database_sync, held_on_server
 from mongoengine_async import (
     Document,
@@ -301,3 +306,56 @@ async def test_a_cancelled_image_put_is_removed_before_the_client_closes(
             await task
         await held.ended_on_server()
     assert await bucket(admin, name) == ([], [])
+
+
+def test_an_upload_whose_loop_was_closed_by_hand_is_collected_quietly(
+    mongodb_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loop closed with ``loop.close()`` alone while a task's upload waits
+    for its source: collected, the upload tries no removal (nothing can run
+    it: it made a task on a new loop, never run, and Python reported
+    "coroutine ignored GeneratorExit" and "coroutine '_remove_partial' was
+    never awaited"); the loop is told the upload was left undone."""
+    name = f"test_{uuid4().hex[:12]}"
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    reports: list[str] = []
+    tasks: list[asyncio.Future[Any]] = []
+
+    async def source() -> AsyncIterator[bytes]:
+        yield b"x" * 1000
+        await asyncio.Event().wait()  # (never set)
+
+    async def main() -> None:
+        await connect_async(name, host=mongodb_uri, uuidRepresentation="standard")
+        tasks.append(asyncio.ensure_future(UdFile().f.async_put(source())))
+        await asyncio.sleep(0.1)
+
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda _, context: reports.append(context["message"]))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loop.run_until_complete(main())
+            loop.close()
+            tasks.clear()
+            gc.collect()
+            mongoengine_async.detached.left_undone()
+        assert [str(u.exc_value) for u in unraisable] == []
+        assert [
+            str(w.message) for w in caught if "never awaited" in str(w.message)
+        ] == []
+        left = [r for r in reports if "upload" in r]
+        assert len(left) == 1 and re.fullmatch(
+            r"The event loop closed before the upload of file ObjectId\('\w{24}'\)"
+            r" to ud ended: the rest of it is not done \(close a loop you run"
+            r" yourself after loop\.run_until_complete\(loop\.shutdown_asyncgens"
+            r"\(\)\), as asyncio\.run\(\) does\)",
+            left[0],
+        ), left
+    finally:
+        if not loop.is_closed():
+            loop.close()
+        asyncio.run(disconnect_async("default"))
+        with pymongo.MongoClient(mongodb_uri) as client:
+            client.drop_database(name)

@@ -404,6 +404,8 @@ async def _written(grid_in: _BoundedGridIn, data: Any, file_kwargs: dict) -> dic
             await to_completion(grid_in.write(b"".join(pending)))
         await to_completion(grid_in.close())
     except BaseException as error:
+        if isinstance(error, GeneratorExit):  # (collected, its loop closed)
+            raise  # nothing can run: reported by left_undone
         try:
             await to_completion(_remove_partial(grid_in, error))
         except Exception:  # the upload's own error is the one to report

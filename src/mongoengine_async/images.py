@@ -199,8 +199,9 @@ class AsyncImageGridFSProxy(AsyncGridFSProxy, ImageGridFsProxy):
                 file_document = await upload_under_way(
                     root, image, session, _id=image_id, **image_kwargs
                 )
-            except BaseException:
-                await _delete_stored(root, stored, session)
+            except BaseException as error:
+                if not isinstance(error, GeneratorExit):  # (its loop closed)
+                    await _delete_stored(root, stored, session)
                 raise
             if self.grid_id:  # another task's put filled the proxy meanwhile
                 for file_id in [*stored, image_id]:  # (it won)
