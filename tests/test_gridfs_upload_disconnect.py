@@ -358,4 +358,4 @@ def test_an_upload_whose_loop_was_closed_by_hand_is_collected_quietly(
             loop.close()
         asyncio.run(disconnect_async("default"))
         with pymongo.MongoClient(mongodb_uri) as client:
-            client.drop_database(name)
+            drop_database_sync(client, name)

@@ -365,8 +365,6 @@ async def upload(
     The disconnect of an alias of ``root``'s client, and the loop's end, wait
     for it (see :func:`under_way`).
     """
-    if isinstance(data, str):
-        data = _as_bytes(data, file_kwargs.get("encoding"))
     grid_in = _BoundedGridIn(root, session=session, **file_kwargs)
     with under_way(root, f"upload of file {id_repr(grid_in._file['_id'])}"):
         return await _written(grid_in, data, file_kwargs)
@@ -379,14 +377,14 @@ async def upload_under_way(
     wait covers this upload and what it does after (an image's put: its
     thumbnail's upload, its image's, and the thumbnail's delete if the image
     failed)."""
-    if isinstance(data, str):
-        data = _as_bytes(data, file_kwargs.get("encoding"))
     grid_in = _BoundedGridIn(root, session=session, **file_kwargs)
     return await _written(grid_in, data, file_kwargs)
 
 
 async def _written(grid_in: _BoundedGridIn, data: Any, file_kwargs: dict) -> dict:
     """Write ``data`` to ``grid_in`` and close it (see :func:`upload`)."""
+    if isinstance(data, str):
+        data = _as_bytes(data, file_kwargs.get("encoding"))
     chunk_size = int(grid_in.chunk_size or DEFAULT_CHUNK_SIZE)
     try:
         pending: list[bytes] = []
