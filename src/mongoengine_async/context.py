@@ -64,10 +64,11 @@ from mongoengine_async.connection import (
 )
 from mongoengine_async.detached import (
     acting_task,
+    awaiting,
+    begin_surely,
     finish_before_close,
     held,
     part_of_task,
-    unbegun,
     until_done,
 )
 from mongoengine_async.errors import ForeignSessionError, NestedTransactionError
@@ -476,18 +477,22 @@ def _aliases_of(steps: list[_OnCommit]) -> frozenset[str] | None:
 
 
 async def _run_steps(steps: list[_OnCommit]) -> None:
-    """Run ``steps`` in turn, each even when one before failed; then raise
-    the first error. In a task of their own, which their receivers
-    disconnecting through another task do not wait for (see part_of_task)."""
+    """Run ``steps`` in turn, each even when one before failed or was
+    cancelled (their task cancelled by the loop's end, which waits for it:
+    a file's delete goes on in its own task, the files after it were left,
+    found by nothing); then raise that cancellation, else the first error.
+    In a task of their own, which their receivers disconnecting through
+    another task do not wait for (see part_of_task)."""
     part_of_task()
-    errors = []
+    errors: list[BaseException] = []
     for entry in steps:
         try:
             await entry.step()
-        except Exception as error:
+        except (Exception, asyncio.CancelledError) as error:
             errors.append(error)
-    if errors:
-        raise errors[0]
+    cancelled = [e for e in errors if isinstance(e, asyncio.CancelledError)]
+    if cancelled or errors:
+        raise (cancelled or errors)[0]
 
 
 _AFTER_COMMIT = "steps after the commit of a transaction"
@@ -514,9 +519,13 @@ async def _committed(undos: Journal) -> None:
     steps = _commit_steps(undos)
     if steps:
         aliases = _aliases_of(steps)
-        with outside_caller_timeout():
-            task = asyncio.ensure_future(_run_steps(steps))
-        finish_before_close(task, _AFTER_COMMIT, aliases)
+        work = _run_steps(steps)
+
+        def start() -> asyncio.Future[None]:
+            with outside_caller_timeout():
+                return asyncio.ensure_future(awaiting(work))
+
+        task = begin_surely(start, work, _AFTER_COMMIT, aliases, _AFTER_COMMIT)
         await _within_time_left(task, lambda task: _after_commit(task, aliases))
 
 
@@ -821,32 +830,16 @@ def follow_up(
     cancelling the tasks left as it began: see ``unbegun``), ``work`` runs
     in a new one, else nothing did it (the files of deleted documents
     stayed, found by nothing). Returns the task."""
-    with outside_caller_timeout():  # (the caller's, spent, would cut it)
-        task = held(_unbound(work), following, what)
+
+    def start() -> asyncio.Future[None]:
+        with outside_caller_timeout():  # (the caller's, spent, would cut it)
+            return held(_unbound(work), following, what)
+
     if finish:
-        finish_before_close(task, what, aliases)
-    task.add_done_callback(
-        lambda done: _follow_up_again(done, work, what, finish, aliases)
-    )
+        return begin_surely(start, work, what, aliases, None)
+    task = start()
+    task.add_done_callback(lambda _: work.close())  # (never run: loop ended)
     return task
-
-
-def _follow_up_again(
-    task: asyncio.Future[None],
-    work: Coroutine[Any, Any, None],
-    what: str,
-    finish: bool,
-    aliases: Iterable[str] | None,
-) -> None:
-    """Once ``task``, :func:`follow_up`'s of ``work``, is done: with
-    ``finish``, cancelled before ``work`` began, :func:`follow_up` of it
-    again (as the loop's end begins, the new task is left running, and that
-    end waits for it); else ``work`` is closed (never run: its loop ended,
-    which Python would warn of)."""
-    if finish and unbegun(task, work):
-        follow_up(work, what, finish, aliases)
-    else:
-        work.close()
 
 
 async def beyond_caller_timeout(

@@ -129,6 +129,60 @@ def unbegun(task: asyncio.Future[Any], work: Coroutine[Any, Any, Any]) -> bool:
     return task.cancelled() and inspect.getcoroutinestate(work) == inspect.CORO_CREATED
 
 
+# The tasks begin_surely() made once more, held until done.
+_begun_again: set[asyncio.Future[Any]] = set()
+
+
+def begin_surely(
+    start: Callable[[], asyncio.Future[T]],
+    work: Coroutine[Any, Any, Any],
+    what: str,
+    aliases: Iterable[str] | None,
+    failure: str | None,
+    again: bool = True,
+) -> asyncio.Future[T]:
+    """``start()``: a new task whose coroutine awaits ``work`` first thing,
+    which the loop's end waits for (:func:`finish_before_close` with ``what``
+    and ``aliases``). That task cancelled before ``work`` began (see
+    :func:`unbegun`), ``begin_surely`` once more, the new task held until
+    done, its error reported as the ``failure``'s (None: ``start`` sees to
+    it): else ``work`` never ran (the files of deleted documents stayed,
+    found by nothing). Not ``again``: the caller runs that work again itself
+    (the two at once would race). Otherwise ``work`` is closed once that
+    task is done (never begun, its loop ended: Python would warn). Returns
+    the task."""
+    task = start()
+    finish_before_close(task, what, aliases)
+    task.add_done_callback(
+        lambda done: _begin_again(done, start, work, what, aliases, failure, again)
+    )
+    return task
+
+
+def _begin_again(
+    task: asyncio.Future[Any],
+    start: Callable[[], asyncio.Future[Any]],
+    work: Coroutine[Any, Any, Any],
+    what: str,
+    aliases: Iterable[str] | None,
+    failure: str | None,
+    again: bool,
+) -> None:
+    """:func:`begin_surely` once more if ``task``, its task of ``work``, was
+    cancelled before ``work`` began and ``again``; else ``work`` is closed."""
+    if again and unbegun(task, work):
+        held(begin_surely(start, work, what, aliases, failure), _begun_again, failure)
+    else:
+        work.close()
+
+
+async def awaiting(work: Awaitable[T]) -> T:
+    """``await work``: a task's coroutine that awaits ``work`` first thing,
+    for :func:`begin_surely` (a task cancelled before its own coroutine
+    began closes it, which :func:`unbegun` cannot tell from its end)."""
+    return await work
+
+
 # Ids as the reports name them (see id_repr).
 _IDS = reprlib.Repr()
 _IDS.maxstring = _IDS.maxother = 80

@@ -101,12 +101,12 @@ from mongoengine_async.context import (
     transaction_ending,
 )
 from mongoengine_async.detached import (
+    begin_surely,
     finish_before_close,
     held,
     id_repr,
     part_of,
     to_completion,
-    unbegun,
 )
 from mongoengine_async.errors import AsyncUsageError, NotLoadedError
 from mongoengine_async.gridfs_read import OpenedChunks, read_whole
@@ -1142,34 +1142,15 @@ def _deleting_file(
     ``unbegun``), ``deleting`` runs in a new one, held until done, if
     ``again``: else the file of the deleted document stayed, found by
     nothing (not ``again``: the caller runs the delete again itself)."""
-    task = asyncio.ensure_future(_delete_both_surely(root, grid_id, deleting))
-    # (Named: what is left of it is that file's, in that bucket.)
-    finish_before_close(
-        task, f"delete of file {id_repr(grid_id)} of {root.name}", aliases
+    return begin_surely(
+        lambda: asyncio.ensure_future(_delete_both_surely(root, grid_id, deleting)),
+        deleting,
+        # (Named: what is left of it is that file's, in that bucket.)
+        f"delete of file {id_repr(grid_id)} of {root.name}",
+        aliases,
+        _CUT_SHORT,
+        again,
     )
-    task.add_done_callback(
-        lambda done: _delete_file_again(done, root, grid_id, aliases, deleting, again)
-    )
-    return task
-
-
-def _delete_file_again(
-    task: asyncio.Future[bool],
-    root: AsyncCollection,
-    grid_id: Any,
-    aliases: Iterable[str],
-    deleting: Coroutine[Any, Any, bool],
-    again: bool,
-) -> None:
-    """:func:`_deleting_file` once more if ``task``, its task of ``deleting``,
-    was cancelled before ``deleting`` began, and ``again``; else ``deleting``
-    is closed (never run: its caller runs the delete again)."""
-    if not unbegun(task, deleting):
-        return
-    if again:
-        held(_deleting_file(root, grid_id, aliases, deleting), _cut_short, _CUT_SHORT)
-    else:
-        deleting.close()
 
 
 async def _delete_both_surely(
