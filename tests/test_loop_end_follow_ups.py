@@ -7,7 +7,12 @@ the last loop iteration of the main coroutine has not started then, and its
 coroutine never runs. The files of the documents a cancelled delete removed
 were left so, found by nothing: either its follow-up task (the write ended
 in main's last iteration) or, begun, the task deleting its first file (the
-write ended one iteration before)."""
+write ended one iteration before).
+
+The same for a transaction's on-commit steps (the deletes of the files, on
+another client, of the documents deleted in it): made in main's last loop
+iteration, their task had not started and the steps never ran; begun, it was
+cancelled in its first file's delete, and the steps after it never ran."""
 
 from __future__ import annotations
 
@@ -30,15 +35,15 @@ def database(mongodb_uri: str) -> Iterator[str]:
         drop_database_sync(client, name)
 
 
-_DELETE_AS_MAIN_ENDS = textwrap.dedent(
+# What each script below starts with: the reports the loop's exception
+# handler gets go to ``reported`` (printed at the end), but the one PyMongo
+# 4.17's checkout generators may make, finalised under an operation of the
+# work the loop's end waits for (docs/index.md).
+_REPORTS = textwrap.dedent(
     """
     import asyncio, inspect, os
     from pymongo import AsyncMongoClient
-    from mongoengine_async import (
-        Document, FileField, connect_async, get_async_connection)
 
-    # PyMongo 4.17's checkout generators, finalised under an operation of the
-    # work the loop's end waits for, may make one report (docs/index.md).
     CHECKOUT_IS_A_GENERATOR = inspect.isasyncgenfunction(
         getattr(AsyncMongoClient._checkout, "__wrapped__", None))
 
@@ -49,15 +54,26 @@ _DELETE_AS_MAIN_ENDS = textwrap.dedent(
                 and type(context.get("exception")) is RuntimeError
                 and str(context["exception"]) == "generator didn't stop after athrow()")
 
-    class EndFiled(Document):
-        data = FileField(collection_name="end_files")
-
     reported = []
 
-    async def main():
+    def report_to_list():
         asyncio.get_running_loop().set_exception_handler(
             lambda loop, context: pymongos_checkout(context)
             or reported.append(context["message"]))
+    """
+)
+
+
+_DELETE_AS_MAIN_ENDS = textwrap.dedent(
+    """
+    from mongoengine_async import (
+        Document, FileField, connect_async, get_async_connection)
+
+    class EndFiled(Document):
+        data = FileField(collection_name="end_files")
+
+    async def main():
+        report_to_list()
         await connect_async("{database}", host=os.environ["MONGODB_URI"],
                             appname="{app}", retryWrites=False)
         documents = [EndFiled() for _ in range(2)]
@@ -104,7 +120,7 @@ def test_the_files_of_a_delete_whose_write_ends_as_main_returns(
     iteration does not). The files of the deleted documents are deleted all
     the same, before the loop closes its client, nothing reported. The
     documents' delete had applied: they stayed, found by nothing."""
-    script = _DELETE_AS_MAIN_ENDS.format(
+    script = _REPORTS + _DELETE_AS_MAIN_ENDS.format(
         database=database, app=f"end{uuid4().hex[:8]}", delete=delete, pause=pause
     )
     printed = run_script(script, mongodb_uri).stdout
@@ -115,3 +131,86 @@ def test_the_files_of_a_delete_whose_write_ends_as_main_returns(
         assert stored.end_filed.count_documents({}) == 2 - gone
         assert stored.end_files.files.count_documents({}) == 2 - gone
         assert stored.end_files.chunks.count_documents({}) == 2 - gone
+
+
+_COMMIT_AS_MAIN_ENDS = textwrap.dedent(
+    """
+    from mongoengine_async import (
+        Document, FileField, async_run_in_transaction, connect_async,
+        get_async_connection)
+
+    class StepFiled(Document):
+        data = FileField(db_alias="files", collection_name="step_files")
+
+    def running(name):
+        return any(name in task.get_coro().__qualname__
+                   for task in asyncio.all_tasks())
+
+    async def main():
+        report_to_list()
+        uri = os.environ["MONGODB_URI"]
+        await connect_async("{database}", host=uri, appname="{app}",
+                            retryWrites=False)
+        # The files' client: another one (its own appname), out of the
+        # transaction, whose file deletes wait for its commit.
+        await connect_async("{database}", alias="files", host=uri,
+                            appname="files{app}")
+        for number in range({files}):
+            document = StepFiled()
+            await document.data.async_put(b"contents %d" % number)
+            await document.async_save()
+        admin = get_async_connection().admin
+        point = {{"configureFailPoint": "failCommand"}}
+        entered = (await admin.command({{**point, "mode": {{"times": 1}}, "data": {{
+            "failCommands": ["commitTransaction"], "blockConnection": True,
+            "blockTimeMS": 300, "appName": "{app}"}}}}))["count"]
+
+        async def delete():
+            async with async_run_in_transaction():
+                await StepFiled.objects.async_delete()
+
+        before = asyncio.all_tasks()
+        asyncio.ensure_future(delete())
+        await admin.command({{"waitForFailPoint": "failCommand",
+                             "timesEntered": entered + 1, "maxTimeMS": 30000}})
+        # The task committing the block's transaction.
+        commit, = (task for task in asyncio.all_tasks() - before
+                   if "_transact" in task.get_coro().__qualname__)
+        while not commit.done():
+            await asyncio.sleep(0)
+        while {until_deleting} and not running("_delete_both_surely"):
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    print(*reported, sep="\\n")
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("files", "until_deleting"),
+    [(1, False), (3, True)],
+    ids=["as_they_start", "in_the_first_file"],
+)
+def test_the_files_of_a_transaction_committed_as_main_returns(
+    mongodb_uri, database, files, until_deleting
+):
+    """Documents whose files are on another client deleted in a transaction,
+    in a task, and ``main`` returning as soon as it sees the commit ended
+    (the steps after it start in a task made in that last iteration), or once
+    the delete of the first file is under way (the loop's end cancels the
+    steps there). The files of the deleted documents are deleted all the
+    same, before the loop closes its clients, nothing reported."""
+    script = _REPORTS + _COMMIT_AS_MAIN_ENDS.format(
+        database=database,
+        app=f"steps{uuid4().hex[:8]}",
+        files=files,
+        until_deleting=until_deleting,
+    )
+    printed = run_script(script, mongodb_uri).stdout
+    assert printed.strip() == ""
+    with MongoClient(mongodb_uri) as client:
+        stored = client[database]
+        assert stored.step_filed.count_documents({}) == 0
+        assert stored.step_files.files.count_documents({}) == 0
+        assert stored.step_files.chunks.count_documents({}) == 0
