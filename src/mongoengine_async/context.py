@@ -490,8 +490,8 @@ async def _run_steps(steps: list[_OnCommit]) -> None:
             await entry.step()
         except (Exception, asyncio.CancelledError) as error:
             errors.append(error)
-    cancelled = [e for e in errors if isinstance(e, asyncio.CancelledError)]
-    if cancelled or errors:
+    if errors:
+        cancelled = [e for e in errors if isinstance(e, asyncio.CancelledError)]
         raise (cancelled or errors)[0]
 
 
