@@ -34,6 +34,7 @@ from mongoengine_async import (
     async_run_in_transaction,
     connect_async,
     disconnect_async,
+    get_async_db,
     is_transient,
     signals,
 )
@@ -213,6 +214,10 @@ async def lossy_set(
         **options,
     )
     try:
+        # Its primary known first: a short timeoutMS (options) could run out
+        # on a loaded machine before the new set's first write selects it.
+        with pymongo.timeout(30):
+            await get_async_db(ALIAS).command("ping")
         yield replica_set
     finally:
         await disconnect_async(ALIAS)
