@@ -1171,7 +1171,14 @@ async def _delete_both(root: AsyncCollection, grid_id: Any, session: Any) -> boo
     """The two deletes ``AsyncGridFSBucket.delete`` sends, sent on the
     collections so that they also run inside a transaction (PyMongo refuses
     GridFS there); whether the file existed: its files document, or chunks
-    left by a delete whose chunks' delete failed (retried, it is done then)."""
+    left by a delete whose chunks' delete failed (retried, it is done then).
+    In no session, in one of their own: PyMongo's implicit session is lent by
+    an async generator, which the loop's end finalises (``shutdown_asyncgens()``)
+    under deletes it waits for, ending that session before they were sent."""
+    if session is None:
+        client = root.database.client
+        async with client.start_session(causal_consistency=False) as own:
+            return await _delete_both(root, grid_id, own)
     files = await root.files.delete_one({"_id": {"$eq": grid_id}}, session=session)
     chunks = await _delete_chunks(root, grid_id, session)
     return files.deleted_count > 0 or chunks > 0
