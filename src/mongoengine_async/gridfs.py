@@ -1102,10 +1102,11 @@ async def _delete_file(
     two going on in a task of their own; with a session of its own, it waits
     for them first (its next command on the session must come after); in a
     transaction, whose abort undoes both, they stop with it. In no session,
-    the disconnect of an alias of the bucket's client (another task's) waits
-    for them: else it closed the client between the two. Their task
-    cancelled before they began runs them ``again`` (see :func:`_deleting_file`),
-    unless the caller does so itself.
+    the loop's end and the disconnect of an alias of the bucket's client
+    (another task's) wait for them: else it closed the client between the
+    two. Their task cancelled before they began (the loop's end cancelling
+    the tasks left as it began: see ``begin_surely``) runs them ``again`` in
+    a new one, unless the caller does so itself.
     """
     if session is not None:
         deleting = _delete_both(root, grid_id, session)
@@ -1114,7 +1115,15 @@ async def _delete_file(
         return await to_completion(deleting)
     aliases = aliases_served_by(root.database.client)
     deleting = _delete_both(root, grid_id, None)
-    task = _deleting_file(root, grid_id, aliases, deleting, again)
+    task = begin_surely(
+        lambda: asyncio.ensure_future(_delete_both_surely(root, grid_id, deleting)),
+        deleting,
+        # (Named: what is left of it is that file's, in that bucket.)
+        f"delete of file {id_repr(grid_id)} of {root.name}",
+        aliases,
+        _CUT_SHORT,
+        again,
+    )
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -1125,32 +1134,6 @@ async def _delete_file(
             )
             finish_before_close(held(task, _cut_short, _CUT_SHORT), what, aliases)
         raise
-
-
-def _deleting_file(
-    root: AsyncCollection,
-    grid_id: Any,
-    aliases: Iterable[str],
-    deleting: Coroutine[Any, Any, bool],
-    again: bool = True,
-) -> asyncio.Future[bool]:
-    """A task awaiting ``deleting``, :func:`_delete_both` of file ``grid_id``
-    of bucket ``root`` in no session, which the loop's end and the
-    disconnect of ``aliases`` wait for (:func:`_delete_both_surely`).
-    Cancelled before ``deleting`` began (the loop's end cancelling the tasks
-    left as it began, the task made in the last loop iteration: see
-    ``unbegun``), ``deleting`` runs in a new one, held until done, if
-    ``again``: else the file of the deleted document stayed, found by
-    nothing (not ``again``: the caller runs the delete again itself)."""
-    return begin_surely(
-        lambda: asyncio.ensure_future(_delete_both_surely(root, grid_id, deleting)),
-        deleting,
-        # (Named: what is left of it is that file's, in that bucket.)
-        f"delete of file {id_repr(grid_id)} of {root.name}",
-        aliases,
-        _CUT_SHORT,
-        again,
-    )
 
 
 async def _delete_both_surely(
