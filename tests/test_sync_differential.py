@@ -26,6 +26,7 @@ import pytest
 import mongoengine_async
 
 SCRIPT = Path(__file__).with_name("sync_differential.py")
+KINDS = Path(__file__).with_name("sync_differential_kinds.py")
 SOURCE = str(Path(mongoengine_async.__file__).parent.parent)
 
 
@@ -65,6 +66,21 @@ def test_scenarios_run_as_through_mongoengine(mode: str, mongodb_uri: str) -> No
     code still runs); ``signals``: a receiver of each signal records it."""
     theirs = transcripts("mongoengine", mode, mongodb_uri)
     ours = transcripts("mongoengine_async", mode, mongodb_uri)
+    assert list(ours) == list(theirs)
+    for scenario, steps in theirs.items():
+        assert not [s for s in steps if s[0] == "scenario raised"], scenario
+        assert first_difference(steps, ours[scenario]) is None, scenario
+
+
+@pytest.mark.parametrize("mode", ["quiet", "writes", "signals"])
+def test_more_kinds_run_as_through_mongoengine(mode: str, mongodb_uri: str) -> None:
+    """The scenarios of ``sync_differential_kinds.py`` (field options, read
+    shapes, nested embedded documents, custom primary keys referred to,
+    in_bulk and insert through every queryset option, iteration, MongoEngine's
+    no_dereference() block, embedded documents' owners, receivers changing
+    what is saved), in the same three modes."""
+    theirs = transcripts("mongoengine", mode, mongodb_uri, KINDS)
+    ours = transcripts("mongoengine_async", mode, mongodb_uri, KINDS)
     assert list(ours) == list(theirs)
     for scenario, steps in theirs.items():
         assert not [s for s in steps if s[0] == "scenario raised"], scenario
