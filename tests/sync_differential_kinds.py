@@ -8,7 +8,8 @@ changes of fields, iteration interleaved with other reads, references saved
 as ids, field names a generated loader might use itself, MongoEngine's
 no_dereference() block, fields redefined in subclasses, the owners embedded
 documents and containers are bound to, 2d geo queries, receivers changing
-what is saved or inserted.
+what is saved or inserted, field settings patched with mock, aliases never
+defined or disconnected.
 
 ``python sync_differential_kinds.py LIBRARY MODE``, as ``sync_differential.py``.
 """
@@ -17,9 +18,11 @@ import copy
 import datetime
 import os
 import pickle
+import re
 import uuid
 from decimal import Decimal
 from typing import Any
+from unittest import mock
 from zoneinfo import ZoneInfo
 
 import mongoengine
@@ -1557,6 +1560,178 @@ def k_mutating_receivers() -> None:
     ACTIONS.clear()
 
 
+class RtE(M.EmbeddedDocument):
+    a = M.IntField()
+
+
+class RtDoc(M.Document):
+    name = M.StringField(max_length=5)
+    n = M.IntField(min_value=0)
+    f = M.FloatField()
+    d = M.DecimalField(precision=2)
+    tags = M.ListField(M.StringField())
+    e = M.EmbeddedDocumentField(RtE)
+    c = M.StringField(choices=["a", "b"])
+    en = M.EnumField(Color)
+    dt = M.DateTimeField()
+
+
+def refuse_one(value: Any) -> None:
+    """A ``validation`` function: refuses 1."""
+    if value == 1:
+        raise M.ValidationError("nope")
+
+
+def seedrt() -> None:
+    """One RtDoc, stored quietly."""
+    LOG.on = False
+    RtDoc.drop_collection()
+    RtDoc(
+        name="x",
+        n=1,
+        f=1.0,
+        d=Decimal("1.5"),
+        tags=["t"],
+        e=RtE(a=1),
+        c="a",
+        en=Color.RED,
+    ).save()
+    LOG.on = True
+
+
+def k_patched_fields() -> None:
+    """Field settings patched with mock.patch.object (defaults, null, required,
+    bounds, choices, validation, precision, rounding, force_string, a list's item
+    field, an embedded class's fields, a regex): documents built, validated, saved,
+    loaded, changed and inserted during the patch and after it."""
+    seedrt()
+    F = RtDoc._fields
+    patches = [
+        ("default_name", F["name"], "default", "dflt"),
+        ("default_n_callable", F["n"], "default", lambda: 42),
+        ("null_name", F["name"], "null", True),
+        ("required_n", F["n"], "required", True),
+        ("max_length", F["name"], "max_length", 2),
+        ("min_value", F["n"], "min_value", 5),
+        ("choices", F["c"], "choices", ["z"]),
+        (
+            "validation",
+            F["n"],
+            "validation",
+            refuse_one,
+        ),
+        ("precision", F["d"], "precision", 0),
+        ("rounding", F["d"], "rounding", "ROUND_DOWN"),
+        ("force_string", F["d"], "force_string", True),
+        ("list_inner", F["tags"], "field", M.IntField()),
+        ("emb_required_inner", RtE._fields["a"], "required", True),
+        ("emb_default_inner", RtE._fields["a"], "default", 7),
+        ("regex", F["name"], "regex", re.compile("^z")),
+        ("db_field_e_inner_min", RtE._fields["a"], "min_value", 10),
+    ]
+    for label, field, attr, value in patches:
+        with mock.patch.object(field, attr, value):
+            rec(
+                label + " new",
+                lambda: RtDoc(
+                    name=None, n=None, tags=["1"], e=RtE(), d="2.345", c="a", f=2
+                ),
+            )
+            rec(
+                label + " new_validate",
+                lambda: RtDoc(name="abc", n=1, e=RtE(), c="a").validate(),
+            )
+            rec(
+                label + " new_save",
+                lambda: RtDoc(
+                    name="y", n=1, e=RtE(a=1), d=Decimal("3.456"), tags=["q"], c="a"
+                ).save(),
+            )
+            g = rec(label + " load", lambda: RtDoc.objects.order_by("id").first())
+            rec(label + " load_all", lambda: list(RtDoc.objects.order_by("id")))
+            if g is not None:
+                g.n = 1
+                g.name = "abc"
+                rec(label + " validate", lambda g=g: g.validate())
+                rec(label + " delta", lambda g=g: g._delta())
+                rec(label + " save", lambda g=g: g.save())
+            rec(label + " insert", lambda: RtDoc.objects.insert([RtDoc(name="i", n=2)]))
+        rec(label + " after_new", lambda: RtDoc(name=None, n=None, d="2.345"))
+        rec(label + " after_load", lambda: RtDoc.objects.order_by("id").first())
+        rec(label + " after_save", lambda: RtDoc(name="z", n=3).save())
+        rec(label + " stored", lambda: list(RtDoc.objects.order_by("id").as_pymongo()))
+        seedrt()
+
+
+class NoAl(M.Document):
+    name = M.StringField()
+    meta = {"db_alias": "nowhere"}
+
+
+class Later(M.Document):
+    name = M.StringField()
+    meta = {"db_alias": "later"}
+
+
+def k_aliases() -> None:
+    """Sync use of aliases never defined, registered later, disconnected, switched
+    to by using(), switch_db() and its block, connected again: errors and results."""
+    rec("objects", lambda: NoAl.objects)
+    rec("list", lambda: list(NoAl.objects))
+    rec("save", lambda: NoAl(name="x").save())
+    rec("coll", lambda: NoAl._get_collection())
+    rec("db", lambda: NoAl._get_db())
+    rec("count", lambda: NoAl.objects.count())
+    rec("ensure", lambda: NoAl.ensure_indexes())
+    rec("drop", lambda: NoAl.drop_collection())
+    rec("insert", lambda: NoAl.objects.insert([NoAl()]))
+    rec("using_nope", lambda: list(Person.objects.using("nope")))
+    rec(
+        "switch_db_nope",
+        lambda: (lambda p: (p.switch_db("nope"), p.save()))(Person(name="q")),
+    )
+
+    def cm():
+        with mongoengine.context_managers.switch_db(Person, "nope") as P:
+            return list(P.objects)
+
+    rec("cm_switch_nope", cm)
+    rec("get_db_nope", lambda: M.get_db("nope"))
+    rec("get_conn_nope", lambda: M.get_connection("nope"))
+    M.register_connection(
+        "later",
+        db=M.get_db().name + "_later",
+        host=os.environ["MONGODB_URI"],
+        uuidRepresentation="standard",
+    )
+    rec("later_save", lambda: Later(name="l").save())
+    rec("later_list", lambda: list(Later.objects))
+    rec("later_drop", lambda: Later.drop_collection())
+    M.disconnect("later")
+    rec("after_disconnect", lambda: list(Later.objects))
+    rec("after_disconnect_save", lambda: Later(name="m").save())
+    rec(
+        "connect_again_conflict",
+        lambda: M.connect(
+            db="other_db", alias="default", host=os.environ["MONGODB_URI"]
+        ),
+    )
+    rec(
+        "connect_same",
+        lambda: (
+            type(
+                M.connect(
+                    db=M.get_db().name,
+                    alias="default",
+                    host=os.environ["MONGODB_URI"],
+                    uuidRepresentation="standard",
+                    event_listeners=[LOG],
+                )
+            ).__name__
+        ),
+    )
+
+
 SCENARIOS = [
     k_field_options,
     k_read_shapes,
@@ -1572,6 +1747,8 @@ SCENARIOS = [
     k_overridden_fields,
     k_owner_links,
     k_geo_decimal,
+    k_patched_fields,
+    k_aliases,
     k_mutating_receivers,  # (last: its receivers stay connected)
 ]
 
