@@ -9,7 +9,7 @@ as ids, field names a generated loader might use itself, MongoEngine's
 no_dereference() block, fields redefined in subclasses, the owners embedded
 documents and containers are bound to, 2d geo queries, receivers changing
 what is saved or inserted, field settings patched with mock, aliases never
-defined or disconnected.
+defined or disconnected, classes and changes drawn at random (seeded).
 
 ``python sync_differential_kinds.py LIBRARY MODE``, as ``sync_differential.py``.
 """
@@ -18,6 +18,7 @@ import copy
 import datetime
 import os
 import pickle
+import random
 import re
 import uuid
 from decimal import Decimal
@@ -1732,6 +1733,225 @@ def k_aliases() -> None:
     )
 
 
+class FzE(M.EmbeddedDocument):
+    a = M.IntField()
+    s = M.StringField(default="x")
+    lst = M.ListField(M.IntField())
+
+
+class FzT(M.Document):
+    name = M.StringField()
+
+
+# Field kinds drawn by k_random_documents, each with the values drawn for it
+# ("E", "ES": new embedded documents; "T", "TS", "TID": the FzT document,
+# a list of it, its id).
+FZ_KINDS: list = [
+    (lambda **kw: M.IntField(**kw), [0, 1, -5, "7", 2.5, None, True, "x"]),
+    (lambda **kw: M.FloatField(**kw), [0.0, 1.5, 3, "2.5", None, "x"]),
+    (lambda **kw: M.StringField(**kw), ["", "a", "abc", 5, None, b"b"]),
+    (lambda **kw: M.BooleanField(**kw), [True, False, 0, 1, None, "x"]),
+    (
+        lambda **kw: M.DecimalField(precision=2, **kw),
+        [Decimal("1.005"), 1, "2.5", 0, None, "x"],
+    ),
+    (
+        lambda **kw: M.DateTimeField(**kw),
+        [datetime.datetime(2020, 1, 2, 3, 4, 5, 123456), "2020-01-01", None, 5],
+    ),
+    (lambda **kw: M.ListField(M.IntField(), **kw), [[], [1, 2], ["3"], None, [None]]),
+    (lambda **kw: M.SortedListField(M.IntField(), **kw), [[3, 1], [], None]),
+    (lambda **kw: M.DictField(**kw), [{}, {"a": 1}, {"a": [1, {"b": 2}]}, None]),
+    (lambda **kw: M.MapField(M.IntField(), **kw), [{}, {"k": 1}, {"k": "2"}, None]),
+    (lambda **kw: M.EmbeddedDocumentField(FzE, **kw), ["E", None, {"a": 1}]),
+    (lambda **kw: M.ListField(M.EmbeddedDocumentField(FzE), **kw), ["ES", [], None]),
+    (lambda **kw: M.ReferenceField(FzT, **kw), ["T", None, "TID"]),
+    (lambda **kw: M.ListField(M.ReferenceField(FzT), **kw), ["TS", [], None]),
+    (lambda **kw: M.EnumField(Color, **kw), [Color.RED, "b", None, "z"]),
+    (
+        lambda **kw: M.UUIDField(**kw),
+        [uuid.UUID(int=1), "00000000-0000-0000-0000-000000000002", None],
+    ),
+    (lambda **kw: M.ObjectIdField(**kw), [ObjectId("5f0000000000000000000003"), None]),
+    (lambda **kw: M.BinaryField(**kw), [b"ab", b"", None]),
+    (lambda **kw: M.LongField(**kw), [5, "6", None, 2**40]),
+    (lambda **kw: M.DynamicField(**kw), [1, "s", [1, "a"], {"x": 1}, None, "E"]),
+]
+
+
+def fz_class(draw: random.Random, name: str) -> tuple[Any, list]:
+    """A document class of drawn fields (options drawn too), and each field's
+    name with the values drawn for it."""
+    attrs: dict[str, Any] = {}
+    spec = []
+    for i in range(draw.randint(1, 6)):
+        make, values = draw.choice(FZ_KINDS)
+        options: dict[str, Any] = {}
+        if draw.random() < 0.2:
+            options["required"] = True
+        if draw.random() < 0.15:
+            options["null"] = True
+        if draw.random() < 0.2:
+            options["db_field"] = f"d{i}"
+        if draw.random() < 0.25:
+            default = draw.choice(values)
+            if default not in ("E", "ES", "T", "TS", "TID", None):
+                callable_default = draw.random() < 0.5
+                options["default"] = (
+                    (lambda d=default: copy.deepcopy(d))
+                    if callable_default
+                    else default
+                )
+        if draw.random() < 0.1:
+            options["choices"] = [0, 1, 7, "a", "abc", ""]
+        try:
+            attrs[f"f{i}"] = make(**options)
+        except Exception:  # (options the field refuses)
+            attrs[f"f{i}"] = make()
+        spec.append((f"f{i}", values))
+    attrs["meta"] = {"collection": name, "allow_inheritance": draw.random() < 0.3}
+    return type(name, (M.Document,), attrs), spec
+
+
+def fz_value(draw: random.Random, value: Any, target: Any) -> Any:
+    """A drawn value as given: new embedded documents, the referenced one."""
+    if value == "E":
+        return FzE(a=draw.randint(0, 3), lst=[1])
+    if value == "ES":
+        return [FzE(a=1), FzE(s="y")]
+    if value == "T":
+        return target
+    if value == "TS":
+        return [target, target]
+    if value == "TID":
+        return target.pk
+    return copy.deepcopy(value)
+
+
+def fz_list_change(draw: random.Random, value: list, target: Any) -> Any:
+    """A drawn in-place change of a list read from a document."""
+    op = draw.choice(["append", "insert", "pop", "del", "setitem", "extend", "sort"])
+    op = draw.choice([op, "reverse", "remove", "clear", "iadd", "imul"])
+    item = draw.choice([1, "s", FzE(a=9), target, None])
+
+    def change() -> None:
+        if op == "append":
+            value.append(item)
+        elif op == "insert":
+            value.insert(0, item)
+        elif op == "pop":
+            value.pop()
+        elif op == "del":
+            del value[0]
+        elif op == "setitem":
+            value[0] = item
+        elif op == "extend":
+            value.extend([item, item])
+        elif op == "sort":
+            value.sort(key=str)
+        elif op == "reverse":
+            value.reverse()
+        elif op == "remove":
+            value.remove(value[-1])
+        elif op == "clear":
+            value.clear()
+        elif op == "iadd":
+            value.__iadd__([item])  # (+=, without rebinding)
+        else:
+            value.__imul__(2)
+
+    return op, change
+
+
+def fz_dict_change(draw: random.Random, value: dict) -> Any:
+    """A drawn in-place change of a dict read from a document."""
+    op = draw.choice(["set", "pop", "update", "setdefault", "clear", "del", "popitem"])
+    item = draw.choice([1, [2], {"q": 1}, FzE(a=3), None])
+
+    def change() -> None:
+        if op == "set":
+            value["z"] = item
+        elif op == "pop":
+            value.pop(next(iter(value), "nokey"), None)
+        elif op == "update":
+            value.update({"u": item})
+        elif op == "setdefault":
+            value.setdefault("sd", item)
+        elif op == "clear":
+            value.clear()
+        elif op == "del":
+            del value[next(iter(value))]
+        else:
+            value.popitem()
+
+    return op, change
+
+
+def fz_change(draw: random.Random, document: Any, spec: list, target: Any) -> None:
+    """Drawn changes of ``document``: values assigned, lists, dicts and
+    embedded documents changed in place (each recorded)."""
+    for name, values in spec:
+        if draw.random() < 0.3:
+            value = fz_value(draw, draw.choice(values), target)
+            rec("set " + name, lambda n=name, v=value: setattr(document, n, v))
+            continue
+        if draw.random() >= 0.8:
+            continue
+        held = getattr(document, name)
+        if isinstance(held, list):
+            op, change = fz_list_change(draw, held, target)
+            rec(f"list {op} {name}", change)
+        elif isinstance(held, dict):
+            op, change = fz_dict_change(draw, held)
+            rec(f"dict {op} {name}", change)
+        elif isinstance(held, FzE):
+            rec("emb " + name, lambda e=held: setattr(e, "a", 42))
+
+
+def k_random_documents() -> None:
+    """Classes of drawn fields and options (seeded), documents of drawn values
+    built, validated, dumped, saved, read, changed by drawn assignments and
+    in-place list, dict and embedded changes, saved again, listed, inserted."""
+    LOG.on = False
+    FzT.drop_collection()
+    target = FzT(name="t").save()
+    LOG.on = True
+    for number in (1, 3):
+        draw = random.Random(number)
+        classes = [fz_class(draw, f"KRand{number}_{n}") for n in range(12)]
+        LOG.on = False
+        for cls, _ in classes:
+            cls.drop_collection()
+        LOG.on = True
+        for cls, spec in classes:
+            for _ in range(4):
+                given = {
+                    name: fz_value(draw, draw.choice(values), target)
+                    for name, values in spec
+                    if draw.random() < 0.7
+                }
+                new = rec("new", lambda c=cls, g=given: c(**g))
+                if new is None:
+                    continue
+                rec("validate", new.validate)
+                rec("mongo", new.to_mongo)
+                rec("save", new.save)
+                if new.pk is None:
+                    continue
+                found = cls.objects(pk=new.pk)
+                rec("stored", lambda f=found: f.as_pymongo().get())
+                loaded = rec("get", found.get)
+                fz_change(draw, loaded, spec, target)
+                rec("changed", loaded._get_changed_fields)
+                rec("delta", loaded._delta)
+                rec("save2", loaded.save)
+                rec("after", lambda d=loaded: d)
+                rec("stored2", lambda f=found: f.as_pymongo().get())
+                rec("reload", found.get)
+            rec("list", lambda c=cls: list(c.objects.order_by("id")))
+            rec("insert", lambda c=cls: c.objects.insert([c(), c()]))
+
+
 SCENARIOS = [
     k_field_options,
     k_read_shapes,
@@ -1749,6 +1969,7 @@ SCENARIOS = [
     k_geo_decimal,
     k_patched_fields,
     k_aliases,
+    k_random_documents,
     k_mutating_receivers,  # (last: its receivers stay connected)
 ]
 
