@@ -1908,10 +1908,28 @@ def fz_change(draw: random.Random, document: Any, spec: list, target: Any) -> No
             rec("emb " + name, lambda e=held: setattr(e, "a", 42))
 
 
+def fz_load(found: Any, way: str, picked: list) -> Any:
+    """The one document of ``found`` read ``way``: by get(), a projection
+    (only() or exclude() of the ``picked`` fields), first(), in_bulk() or
+    select_related()."""
+    if way == "only":
+        return found.only(*picked).get()
+    if way == "exclude":
+        return found.exclude(*picked).get()
+    if way == "first":
+        return found.first()
+    if way == "bulk":
+        return next(iter(found.in_bulk(list(found.scalar("pk"))).values()))
+    if way == "sr":
+        return found.select_related()[0]
+    return found.get()
+
+
 def k_random_documents() -> None:
     """Classes of drawn fields and options (seeded), documents of drawn values
-    built, validated, dumped, saved, read, changed by drawn assignments and
-    in-place list, dict and embedded changes, saved again, listed, inserted."""
+    built, validated, dumped, saved, read (whole or projected), changed by
+    drawn assignments and in-place list, dict and embedded changes, saved
+    again, listed, inserted."""
     LOG.on = False
     FzT.drop_collection()
     target = FzT(name="t").save()
@@ -1940,7 +1958,12 @@ def k_random_documents() -> None:
                     continue
                 found = cls.objects(pk=new.pk)
                 rec("stored", lambda f=found: f.as_pymongo().get())
-                loaded = rec("get", found.get)
+                way = draw.choice(["get", "only", "exclude", "first", "bulk", "sr"])
+                names = [name for name, _ in spec]
+                picked = draw.sample(names, k=max(1, len(names) // 2))
+                loaded = rec(
+                    "load " + way, lambda f=found, w=way, p=picked: fz_load(f, w, p)
+                )
                 fz_change(draw, loaded, spec, target)
                 rec("changed", loaded._get_changed_fields)
                 rec("delta", loaded._delta)
