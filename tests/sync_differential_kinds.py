@@ -1925,11 +1925,56 @@ def fz_load(found: Any, way: str, picked: list) -> Any:
     return found.get()
 
 
+# The update operators k_random_documents draws ("set_0": the first item).
+FZ_OPERATORS = [
+    "set",
+    "unset",
+    "inc",
+    "push",
+    "pull",
+    "add_to_set",
+    "pop",
+    "set_on_insert",
+    "max",
+    "min",
+    "mul",
+    "push_all",
+    "pull_all",
+    "rename",
+    "set_0",
+]
+
+
+def fz_updates(draw: random.Random, cls: Any, spec: list, target: Any) -> None:
+    """Drawn updates of ``cls``'s documents (an operator on a field, with a
+    drawn value), some an upsert of a new id; what each stores and loads."""
+    upserted = cls.objects(id=ObjectId("5f00000000000000000000aa"))
+    for _ in range(6):
+        name, values = draw.choice(spec)
+        operator = draw.choice(FZ_OPERATORS)
+        value = fz_value(draw, draw.choice(values), target)
+        key = f"set__{name}__0" if operator == "set_0" else f"{operator}__{name}"
+        if operator in ("unset", "pop"):
+            value = 1
+        elif operator == "rename":
+            value = "r" + name
+        elif operator in ("push_all", "pull_all"):
+            value = [value]
+        queryset = upserted if draw.random() < 0.2 else cls.objects
+        options = {"upsert": True} if queryset is upserted else {}
+        rec(
+            "update " + key,
+            lambda q=queryset, o=options, k=key, v=value: q.update(**o, **{k: v}),
+        )
+        rec("updated", lambda: list(cls.objects.order_by("id").as_pymongo()))
+        rec("loaded", lambda: list(cls.objects.order_by("id")))
+
+
 def k_random_documents() -> None:
     """Classes of drawn fields and options (seeded), documents of drawn values
     built, validated, dumped, saved, read (whole or projected), changed by
     drawn assignments and in-place list, dict and embedded changes, saved
-    again, listed, inserted."""
+    again; drawn updates (upserts too), listed, inserted."""
     LOG.on = False
     FzT.drop_collection()
     target = FzT(name="t").save()
@@ -1971,6 +2016,7 @@ def k_random_documents() -> None:
                 rec("after", lambda d=loaded: d)
                 rec("stored2", lambda f=found: f.as_pymongo().get())
                 rec("reload", found.get)
+            fz_updates(draw, cls, spec, target)
             rec("list", lambda c=cls: list(c.objects.order_by("id")))
             rec("insert", lambda c=cls: c.objects.insert([c(), c()]))
 
