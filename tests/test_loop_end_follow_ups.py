@@ -50,7 +50,8 @@ _REPORTS = textwrap.dedent(
     def pymongos_checkout(context):
         return (CHECKOUT_IS_A_GENERATOR
                 and getattr(context.get("asyncgen"), "__qualname__", "")
-                in ("AsyncMongoClient._checkout", "Pool.checkout")
+                in ("AsyncMongoClient._checkout", "Pool.checkout",
+                    "AsyncMongoClient._conn_from_server")
                 and type(context.get("exception")) is RuntimeError
                 and str(context["exception"]) in (
                     "generator didn't stop after athrow()",
@@ -276,3 +277,173 @@ def test_files_whose_deletes_begin_as_main_returns_share_one_connection(
         stored = client[database]
         assert stored.pool_files.files.count_documents({}) == 0
         assert stored.pool_files.chunks.count_documents({}) == 0
+
+
+_READS_AFTER_A_FAILED_DELETE = textwrap.dedent(
+    """
+    import mongoengine_async.gridfs
+    from pymongo import monitoring
+    from mongoengine_async import (
+        Document, FileField, IntField, connect_async, get_async_connection)
+
+    mongoengine_async.gridfs.LISTED_IDS_BYTES = 1  # a run of ids per document
+
+    class PartFiled(Document):
+        id = IntField(primary_key=True)
+        data = FileField(db_alias="files", collection_name="part_files")
+
+    started = []
+
+    class Started(monitoring.CommandListener):
+        def started(self, event):
+            started.append(event.command_name)
+
+        def succeeded(self, event):
+            pass
+
+        def failed(self, event):
+            pass
+
+    async def main():
+        report_to_list()
+        uri = os.environ["MONGODB_URI"]
+        # One connection: the reads after the delete's error wait for it.
+        await connect_async("{database}", host=uri, appname="{app}",
+                            retryWrites=False, maxPoolSize=1,
+                            event_listeners=[Started()])
+        await connect_async("{database}", alias="files", host=uri,
+                            appname="files{app}")
+        for number in range(2):
+            document = PartFiled(id=number)
+            await document.data.async_put(b"contents %d" % number)
+            await document.async_save()
+        pointing = AsyncMongoClient(uri)  # (connections of its own)
+        admin = pointing.admin
+        point = {{"configureFailPoint": "failCommand"}}
+        # The delete of the second run of ids fails (the first applied).
+        entered = (await admin.command({{**point, "mode": {{"skip": 1}}, "data": {{
+            "failCommands": ["delete"], "errorCode": 2, "blockConnection": True,
+            "blockTimeMS": 300, "appName": "{app}"}}}}))["count"]
+        deleting = asyncio.ensure_future(
+            PartFiled.objects.order_by("id").async_delete(
+                write_concern={{"w": "majority"}}))
+        await admin.command({{"waitForFailPoint": "failCommand",
+                             "timesEntered": entered + 1, "maxTimeMS": 30000}})
+        # Takes the connection as the failed delete gives it back; the reads
+        # after its error wait for it as main returns.
+        holding = asyncio.ensure_future(get_async_connection().admin.command(
+            {{"sleep": 1, "millis": 3000, "lock": "none"}}))
+        while "sleep" not in started:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        await admin.command({{**point, "mode": "off"}})
+        await pointing.close()
+
+    asyncio.run(main())
+    print(*reported, sep="\\n")
+    """
+)
+
+
+def test_the_reads_after_a_failed_delete_as_main_returns(mongodb_uri, database):
+    """A delete (majority write concern, with files) failing on the server
+    partway, its first run of ids applied, whose reads of what it left (in a
+    causally consistent session of their own) wait for a connection as
+    ``main`` returns: the loop's end cancels them, and they go on in a task
+    of their own, begun then, which that end waits for, on their way as
+    ``shutdown_asyncgens()`` begins. It finalises every async generator: the
+    package lent those reads their session through one of its own
+    (``after_failure``), which ended the session under them ("Cannot use
+    ended session"): the file of the document deleted stayed, found by
+    nothing, and two errors reported. It is deleted; the document the delete
+    left keeps its file; nothing reported."""
+    script = _REPORTS + _READS_AFTER_A_FAILED_DELETE.format(
+        database=database, app=f"part{uuid4().hex[:8]}"
+    )
+    printed = run_script(script, mongodb_uri).stdout
+    assert printed.strip() == ""
+    with MongoClient(mongodb_uri) as client:
+        stored = client[database]
+        assert [raw["_id"] for raw in stored.part_filed.find()] == [1]
+        assert stored.part_files.files.count_documents({}) == 1
+        assert stored.part_files.chunks.count_documents({}) == 1
+
+
+_UPLOAD_BEGUN_AS_MAIN_RETURNS = textwrap.dedent(
+    """
+    import io
+    from mongoengine_async import Document, FileField, connect_async
+    from mongoengine_async.gridfs import UPLOAD_BATCH_BYTES
+
+    class UpFiled(Document):
+        data = FileField(collection_name="up_files")
+
+    data = os.urandom(2 * UPLOAD_BATCH_BYTES + 1000)
+    uploads = []
+
+    async def pieces():
+        for start in range(0, len(data), 100_000):
+            yield data[start:start + 100_000]
+
+    async def main():
+        report_to_list()
+        await connect_async("{database}", host=os.environ["MONGODB_URI"])
+        await UpFiled.objects.async_count()
+
+        async def upload_once_cancelled():
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                # Begun by the loop's end cancelling this task: the end waits
+                # for the upload, on its way as shutdown_asyncgens() begins.
+                uploads.append(asyncio.ensure_future(
+                    UpFiled().data.async_put({source})))
+                raise
+
+        asyncio.ensure_future(upload_once_cancelled())
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    error = uploads[0].exception()
+    print(*reported, sep="\\n")
+    print("raised:", type(error).__name__, error)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("source", "stored"),
+    [("io.BytesIO(data)", False), ("pieces()", False), ("data", True)],
+    ids=["file", "async_generator", "bytes"],
+)
+def test_an_upload_whose_data_is_read_as_the_loop_ends(
+    mongodb_uri, database, source, stored
+):
+    """An upload the loop's end waits for (begun as it cancels the tasks
+    left), reading its data (a file, an async generator) as that end's
+    ``shutdown_asyncgens()`` begins. It closes every async generator of the
+    loop: the upload's read of its data too, which so ended at the piece it
+    had given, and the upload stored the bytes read until then as the whole
+    file (a quarter of a megabyte of sixteen), nothing reported. It raises
+    AsyncUsageError, storing nothing. Bytes, given whole, are stored whole."""
+    script = _REPORTS + _UPLOAD_BEGUN_AS_MAIN_RETURNS.format(
+        database=database, source=source
+    )
+    printed = run_script(script, mongodb_uri).stdout.splitlines()
+    with MongoClient(mongodb_uri) as client:
+        files = list(client[database].up_files.files.find())
+        chunks = client[database].up_files.chunks.count_documents({})
+    if stored:
+        assert printed == ["", "raised: NoneType None"]
+        assert [raw["length"] for raw in files] == [2 * 8 * 1024 * 1024 + 1000]
+        assert chunks == -(-files[0]["length"] // files[0]["chunkSize"])
+        return
+    assert printed == [
+        "",
+        "raised: AsyncUsageError The read of the data to store was closed by its"
+        " event loop's end (shutdown_asyncgens() closes every async generator of"
+        " the loop at once): the rest of it was not read. Nothing of the file was"
+        " stored: store it before the event loop ends",
+    ]
+    assert files == []
+    assert chunks == 0

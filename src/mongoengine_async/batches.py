@@ -53,6 +53,10 @@ _ENDED = {
         "returned), which closed it: the results it had not given yet were not "
         "read. {} on the running loop"
     ),
+    "shutdown": (
+        "{} was closed by its event loop's end (shutdown_asyncgens() closes every "
+        "async generator of the loop at once): the rest of it was not read. {}"
+    ),
     "cancelled": (
         "{} was cancelled while it read, which ended it: the results it had not "
         "given yet were not read. {}"

@@ -291,7 +291,42 @@ def _open_stream(
     return grid_out
 
 
-async def _pieces(data: Any, read_size: int) -> AsyncIterator[bytes]:
+def _pieces(data: Any, read_size: int) -> Iteration[bytes]:
+    """The bytes of ``data``, a piece at a time (:func:`_pieces_of`), raising
+    ``AsyncUsageError`` instead of ending once the loop's end closed the read
+    (``shutdown_asyncgens()`` closes every async generator of the loop at
+    once, and so ended it at the ``yield`` an upload the loop's end waits for
+    had reached: that upload stored the bytes read so far as the whole file,
+    nothing reported; the data's own async generator was closed so too)."""
+    return Iteration(
+        functools.partial(_pieces_until_closed, data, read_size),
+        "The read of the data to store",
+        "Nothing of the file was stored: store it before the event loop ends",
+    )
+
+
+async def _pieces_until_closed(
+    data: Any, read_size: int, iteration: weakref.ref[Iteration[bytes]]
+) -> AsyncGenerator[bytes, None]:
+    """The generator :func:`_pieces` steps through: :func:`_pieces_of`, its
+    iteration stopped (see ``batches.stopped``) when it is closed at a
+    ``yield`` by anything but its own iteration (the loop's end), but after
+    bytes given whole: nothing was left to read."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        yield bytes(data)
+        return
+    at_yield = False
+    try:
+        async for piece in _pieces_of(data, read_size):
+            at_yield = True
+            yield piece
+            at_yield = False
+    finally:
+        if at_yield:
+            stopped(iteration, "shutdown")
+
+
+async def _pieces_of(data: Any, read_size: int) -> AsyncIterator[bytes]:
     """The bytes of ``data``: bytes, a (sync or async) binary file object, a
     (sync or async) iterable of bytes, or the file of an
     :class:`AsyncGridFSProxy` (streamed), a piece at a time."""
@@ -1713,8 +1748,7 @@ def _whole_selection(client: Any) -> contextlib.AbstractContextManager[Any]:
     return pymongo.timeout(client.options.server_selection_timeout)
 
 
-@contextlib.asynccontextmanager
-async def after_failure(operation: Operation) -> AsyncIterator[list[Operation]]:
+class after_failure:  # (named as a function: ``async with after_failure(op)``)
     """The operations the reads after a delete failed (outside a transaction)
     run as, in order, a document or file found by one of them being there:
     on the primary, where the delete went (a lagging secondary shows a
@@ -1722,42 +1756,54 @@ async def after_failure(operation: Operation) -> AsyncIterator[list[Operation]]:
     acknowledgement alone (w 0 or 1), the primary's own data (a document
     written since the majority's, which an unapplied delete left, is there),
     then at read concern "majority" in the same causally consistent session
-    (see :func:`_causal_session`): a delete not majority-committed, which a
+    (see :meth:`_causal_session`): a delete not majority-committed, which a
     rollback may undo, reads as not applied, and its documents keep their
     files (an orphan costs space, a lost file is lost data); one the primary
     had is waited for (``afterClusterTime``), not read in an older snapshot
-    (a next primary's first moments)."""
-    primary = dataclasses.replace(
-        operation, collection=on_primary(operation.collection)
-    )
-    if _primary_alone(operation):
-        yield [primary]
-        return
-    async with _causal_session(primary) as session:
-        primary = dataclasses.replace(primary, session=session)
+    (a next primary's first moments).
+
+    An async context manager of its own, not an async generator: the loop's
+    end (``shutdown_asyncgens()``) finalises every async generator of the
+    loop at once, and so ended the session of these reads under them when
+    they were on their way then (the steps after a cancelled delete, which
+    that end waits for): "Cannot use ended session", the files of the
+    documents the delete removed kept, found by nothing."""
+
+    def __init__(self, operation: Operation) -> None:
+        self._operation = operation
+        self._own: AsyncClientSession | None = None  # (ended on exit)
+
+    async def __aenter__(self) -> list[Operation]:
+        operation = self._operation
+        primary = dataclasses.replace(
+            operation, collection=on_primary(operation.collection)
+        )
+        if _primary_alone(operation):
+            return [primary]
+        primary = dataclasses.replace(primary, session=self._causal_session(primary))
         majority = primary.collection.with_options(read_concern=ReadConcern("majority"))
-        yield [primary, dataclasses.replace(primary, collection=majority)]
+        return [primary, dataclasses.replace(primary, collection=majority)]
 
+    async def __aexit__(self, *exc_info: object) -> None:
+        own, self._own = self._own, None
+        if own is not None:
+            await own.end_session()
 
-@contextlib.asynccontextmanager
-async def _causal_session(
-    operation: Operation,
-) -> AsyncGenerator[AsyncClientSession | None, None]:
-    """The session of the reads after a failed delete: the operation's when
-    causally consistent, else one of its own (ended after them), so the read
-    at majority waits for what the read on the primary saw (PyMongo sends its
-    ``operationTime`` as ``afterClusterTime``); none on a single server (a
-    standalone refuses a session; no election there to wait through)."""
-    session = operation.session
-    if session is not None and session.options.causal_consistency:
-        yield session
-        return
-    client = operation.collection.database.client
-    if client.topology_description.topology_type == TOPOLOGY_TYPE.Single:
-        yield session
-        return
-    async with client.start_session(causal_consistency=True) as own:
-        yield own
+    def _causal_session(self, operation: Operation) -> AsyncClientSession | None:
+        """The session of the reads after a failed delete: the operation's
+        when causally consistent, else one of its own (ended on exit), so the
+        read at majority waits for what the read on the primary saw (PyMongo
+        sends its ``operationTime`` as ``afterClusterTime``); none on a
+        single server (a standalone refuses a session; no election there to
+        wait through)."""
+        session = operation.session
+        if session is not None and session.options.causal_consistency:
+            return session
+        client = operation.collection.database.client
+        if client.topology_description.topology_type == TOPOLOGY_TYPE.Single:
+            return session
+        self._own = client.start_session(causal_consistency=True)
+        return self._own
 
 
 def max_time_ms(collection: AsyncCollection) -> int | None:
