@@ -447,3 +447,34 @@ def test_an_upload_whose_data_is_read_as_the_loop_ends(
     ]
     assert files == []
     assert chunks == 0
+
+
+def test_the_files_of_a_delete_at_the_loop_end_under_resource_warnings_as_errors(
+    mongodb_uri, database
+):
+    """The delete of :func:`test_the_files_of_a_delete_whose_write_ends_as_main_returns`
+    (its steps re-run as the loop ends), ResourceWarnings raised as errors
+    (``-W error``): each operation of those steps, begun once
+    ``shutdown_asyncgens()`` had begun, begins PyMongo's ``_tmp_session``
+    generator, which the loop warned of ("asynchronous generator ... was
+    scheduled after loop.shutdown_asyncgens() call"), raised in the
+    operation: the file's chunks stayed, found by nothing, and "The delete of
+    a file whose caller was cancelled failed" reported. Both go, nothing
+    reported."""
+    script = (
+        "import warnings\nwarnings.simplefilter('error', ResourceWarning)\n"
+        + _REPORTS
+        + _DELETE_AS_MAIN_ENDS.format(
+            database=database,
+            app=f"end{uuid4().hex[:8]}",
+            delete="documents[0].async_delete()",
+            pause="1e-6",
+        )
+    )
+    printed = run_script(script, mongodb_uri).stdout
+    assert printed.strip() == ""
+    with MongoClient(mongodb_uri) as client:
+        stored = client[database]
+        assert stored.end_filed.count_documents({}) == 1
+        assert stored.end_files.files.count_documents({}) == 1
+        assert stored.end_files.chunks.count_documents({}) == 1

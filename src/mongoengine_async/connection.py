@@ -18,7 +18,7 @@ import sys
 import threading
 import types
 import weakref
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any
 
 import mongoengine
@@ -757,7 +757,8 @@ def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
                 _shut_down.add(loop)
                 deadline = loop.time() + _END_SECONDS
                 # (Writes' follow-ups, on these clients.)
-                await all_finished(_END_SECONDS)
+                with _untracked_generators():
+                    await all_finished(_END_SECONDS)
                 await _others_finalised()
                 await _close_clients_of(loop, deadline)
 
@@ -767,6 +768,24 @@ def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
     # first-iteration hook, which makes the loop finalise it at shutdown.
     with contextlib.suppress(StopIteration):
         closer.__anext__().send(None)
+
+
+@contextlib.contextmanager
+def _untracked_generators() -> Iterator[None]:
+    """No first-iteration hook for the async generators begun inside (the
+    thread's hooks: those of the tasks running meanwhile too), as in
+    :func:`_close`: the loop's ``shutdown_asyncgens()`` has begun, and the
+    work its end waits for (the delete of a cancelled delete's files) begins
+    PyMongo's (``AsyncMongoClient._tmp_session``) in every operation, which
+    the loop warned of ("scheduled after loop.shutdown_asyncgens() call", a
+    ResourceWarning): raised in the operation under ``-W error``, the file's
+    chunks stayed, found by nothing. Each runs to its end all the same."""
+    firstiter, finalizer = sys.get_asyncgen_hooks()
+    sys.set_asyncgen_hooks(firstiter=None, finalizer=finalizer)
+    try:
+        yield
+    finally:
+        sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=finalizer)
 
 
 # The loops whose shutdown_asyncgens() finalised their closer: ended, though
