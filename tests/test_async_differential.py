@@ -27,7 +27,7 @@ from mongoengine_async import (
     StringField,
     signals,
 )
-from test_sync_differential import first_difference, transcripts
+from test_sync_differential import assert_same_transcripts
 
 SCRIPT = Path(__file__).with_name("async_differential.py")
 
@@ -38,12 +38,7 @@ def test_async_scenarios_run_as_through_mongoengine(
 ) -> None:
     """``quiet``: no signal receiver; ``writes``: receivers of the write
     signals record them; ``signals``: a receiver of each signal records it."""
-    theirs = transcripts("mongoengine", mode, mongodb_uri, SCRIPT)
-    ours = transcripts("mongoengine_async", mode, mongodb_uri, SCRIPT)
-    assert list(ours) == list(theirs)
-    for scenario, steps in theirs.items():
-        assert not [s for s in steps if s[0] == "scenario raised"], scenario
-        assert first_difference(steps, ours[scenario]) is None, scenario
+    assert_same_transcripts(SCRIPT, mode, mongodb_uri)
 
 
 class AdVote(EmbeddedDocument):

@@ -59,29 +59,28 @@ def first_difference(theirs: list, ours: list) -> Any:
     return None if len(theirs) == len(ours) else ("length", len(theirs), len(ours))
 
 
+def assert_same_transcripts(script: Path, mode: str, mongodb_uri: str) -> None:
+    """Every scenario of ``script`` recorded the same through MongoEngine and
+    through this package, and none raised."""
+    theirs = transcripts("mongoengine", mode, mongodb_uri, script)
+    ours = transcripts("mongoengine_async", mode, mongodb_uri, script)
+    assert list(ours) == list(theirs)
+    for scenario, steps in theirs.items():
+        assert not [s for s in steps if s[0] == "scenario raised"], scenario
+        assert first_difference(steps, ours[scenario]) is None, scenario
+
+
+@pytest.mark.parametrize("script", [SCRIPT, KINDS], ids=["scenarios", "kinds"])
 @pytest.mark.parametrize("mode", ["quiet", "writes", "signals"])
-def test_scenarios_run_as_through_mongoengine(mode: str, mongodb_uri: str) -> None:
+def test_scenarios_run_as_through_mongoengine(
+    script: Path, mode: str, mongodb_uri: str
+) -> None:
     """``quiet``: no signal receiver (the generated loaders and writers run);
     ``writes``: receivers of the write signals record them (the generated
-    code still runs); ``signals``: a receiver of each signal records it."""
-    theirs = transcripts("mongoengine", mode, mongodb_uri)
-    ours = transcripts("mongoengine_async", mode, mongodb_uri)
-    assert list(ours) == list(theirs)
-    for scenario, steps in theirs.items():
-        assert not [s for s in steps if s[0] == "scenario raised"], scenario
-        assert first_difference(steps, ours[scenario]) is None, scenario
-
-
-@pytest.mark.parametrize("mode", ["quiet", "writes", "signals"])
-def test_more_kinds_run_as_through_mongoengine(mode: str, mongodb_uri: str) -> None:
-    """The scenarios of ``sync_differential_kinds.py`` (field options, read
-    shapes, nested embedded documents, custom primary keys referred to,
-    in_bulk and insert through every queryset option, iteration, MongoEngine's
-    no_dereference() block, embedded documents' owners, receivers changing
-    what is saved), in the same three modes."""
-    theirs = transcripts("mongoengine", mode, mongodb_uri, KINDS)
-    ours = transcripts("mongoengine_async", mode, mongodb_uri, KINDS)
-    assert list(ours) == list(theirs)
-    for scenario, steps in theirs.items():
-        assert not [s for s in steps if s[0] == "scenario raised"], scenario
-        assert first_difference(steps, ours[scenario]) is None, scenario
+    code still runs); ``signals``: a receiver of each signal records it. The
+    scenarios of ``sync_differential.py`` and of ``sync_differential_kinds.py``
+    (field options, read shapes, nested embedded documents, custom primary
+    keys referred to, in_bulk and insert through every queryset option,
+    iteration, MongoEngine's no_dereference() block, embedded documents'
+    owners, receivers changing what is saved, classes drawn at random)."""
+    assert_same_transcripts(script, mode, mongodb_uri)
