@@ -773,13 +773,14 @@ def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
 @contextlib.contextmanager
 def _untracked_generators() -> Iterator[None]:
     """No first-iteration hook for the async generators begun inside (the
-    thread's hooks: those of the tasks running meanwhile too), as in
-    :func:`_close`: the loop's ``shutdown_asyncgens()`` has begun, and the
-    work its end waits for (the delete of a cancelled delete's files) begins
-    PyMongo's (``AsyncMongoClient._tmp_session``) in every operation, which
-    the loop warned of ("scheduled after loop.shutdown_asyncgens() call", a
-    ResourceWarning): raised in the operation under ``-W error``, the file's
-    chunks stayed, found by nothing. Each runs to its end all the same."""
+    thread's hooks: the tasks running meanwhile too), once the loop's
+    ``shutdown_asyncgens()`` has begun: it warns of each ("scheduled after
+    loop.shutdown_asyncgens() call", a ResourceWarning), which ``-W error``
+    raises inside the operation that began it. PyMongo begins them in every
+    operation (``AsyncMongoClient._tmp_session``; 4.17 its checkouts too):
+    in a client's close (:func:`_close`), in the work the loop's end waits
+    for (raised there, the chunks of a deleted document's file stayed). Each
+    runs to its end all the same."""
     firstiter, finalizer = sys.get_asyncgen_hooks()
     sys.set_asyncgen_hooks(firstiter=None, finalizer=finalizer)
     try:
@@ -867,22 +868,15 @@ def _close_seconds(client: AsyncMongoClient, left: float) -> float:
 
 
 async def _close(client: AsyncMongoClient) -> None:
-    """``await client.close()`` on its loop, the running one. PyMongo's close()
-    may begin async generators of its own (4.17's connection checkouts are
-    ``contextlib.asynccontextmanager``s) and finish them: once the loop's
-    ``shutdown_asyncgens()`` has begun, they get no first-iteration hook, as
-    the loop's warns of each ("scheduled after loop.shutdown_asyncgens()
-    call", a ResourceWarning, raised inside close() under ``-W error``,
-    which left the client unclosed)."""
+    """``await client.close()`` on its loop, the running one; once the loop's
+    ``shutdown_asyncgens()`` has begun, with :func:`_untracked_generators`
+    (PyMongo's close() begins async generators of its own, whose warning,
+    raised inside close() under ``-W error``, left the client unclosed)."""
     if not _shutting_down(asyncio.get_running_loop()):
         await client.close()
         return
-    firstiter, finalizer = sys.get_asyncgen_hooks()
-    sys.set_asyncgen_hooks(firstiter=None, finalizer=finalizer)
-    try:
+    with _untracked_generators():
         await client.close()
-    finally:
-        sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=finalizer)
 
 
 # The tasks closing clients on their own loops (the loop keeps only weak ones).
