@@ -1551,6 +1551,36 @@ def test_proxies_made_on_one_loop_are_read_on_another(loops_alias):
     assert titles == ["read"]
 
 
+_LARGE = bytes(range(256)) * 25_000  # 6.4 MB: 26 chunks, two cursor batches
+
+
+@pytest.mark.parametrize("read_first", [0, 10, 300_000])
+def test_a_grid_out_opened_on_one_loop_is_read_on_another(loops_alias, read_first):
+    """The AsyncGridOut of ``proxy.async_get()``, got (and ``read_first``
+    bytes of it read) in one ``asyncio.run()``, is read to its end in the
+    next, on that loop's client: it raised PyMongo's RuntimeError ("Cannot use
+    AsyncMongoClient in different event loop"). The chunk cursor the first
+    loop left, closed with its client, is let go; the read goes on from where
+    it was."""
+
+    async def opened() -> tuple[Any, bytes]:
+        paper = LoopPaper(title="large")
+        await paper.scan.async_put(_LARGE, filename="large")
+        await paper.async_save()
+        grid_out = await paper.scan.async_get()
+        return grid_out, await grid_out.read(read_first)
+
+    async def rest(grid_out: Any) -> tuple[bytes, bytes]:
+        data = await grid_out.read()
+        await grid_out.seek(5)
+        return data, await grid_out.read(3)
+
+    grid_out, first = asyncio.run(opened())
+    data, again = asyncio.run(rest(grid_out))
+    assert first + data == _LARGE
+    assert again == _LARGE[5:8]
+
+
 _DATA = bytes(range(256)) * 4000  # four chunks of a file
 
 

@@ -206,6 +206,7 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type[Any], str], ...] = (
     (AsyncGridIn, "_coll"),
     (AsyncGridIn, "_session"),
     (AsyncGridOut, "_chunks"),
+    (AsyncGridOut, "_files"),  # (both mapped to the running loop's client)
     (AsyncGridOut, "_chunk_iter"),
     (AsyncGridOutChunkIterator, "_create_cursor"),
     (AsyncGridOutChunkIterator, "_cursor"),

@@ -67,6 +67,7 @@ from pymongo.topology_description import TOPOLOGY_TYPE
 from mongoengine_async._compat import (
     AsyncGridOutChunkIterator,
     caller_time_left,
+    running_loop_or_none,
 )
 from mongoengine_async.batches import (
     WHOLE_RESULT,
@@ -84,6 +85,7 @@ from mongoengine_async.connection import (
     get_async_connection,
     is_async_connection,
     is_sync_connection,
+    on_running_loop,
     running_loop,
     sync_registration,
 )
@@ -259,13 +261,41 @@ class _GridOut(AsyncGridOut):
     """PyMongo's AsyncGridOut whose chunk iterators, which PyMongo makes (for
     the first read, and for a read after ``seek()``), are made
     :class:`_BatchedChunks` of ``batch`` chunks per cursor batch as they are
-    set: no chunk cursor is left behind by a cancelled read, seek or not."""
+    set: no chunk cursor is left behind by a cancelled read, seek or not.
+
+    Its collections are those of the running loop's client (as a queryset's):
+    the AsyncGridOut of ``proxy.async_get()`` got in one ``asyncio.run()`` and
+    read in the next read on the first loop's client, which PyMongo refused
+    ("Cannot use AsyncMongoClient in different event loop")."""
 
     batch: int | None = None
 
     @property
+    def _chunks(self) -> AsyncCollection:
+        return _on_this_loop(self.__dict__["_chunks_collection"])
+
+    @_chunks.setter
+    def _chunks(self, chunks: AsyncCollection) -> None:
+        self.__dict__["_chunks_collection"] = chunks
+
+    @property
+    def _files(self) -> AsyncCollection:
+        return _on_this_loop(self.__dict__["_files_collection"])
+
+    @_files.setter
+    def _files(self, files: AsyncCollection) -> None:
+        self.__dict__["_files_collection"] = files
+
+    @property
     def _chunk_iter(self) -> Any:
-        return self.__dict__.get("_batched_chunks")
+        """The chunk iterator of the read under way; None (a new one is made
+        at the read's position, as after ``seek()``) when it was made on
+        another loop's client (its cursor cannot go on here; closed with that
+        client or not, it is let go)."""
+        chunks = self.__dict__.get("_batched_chunks")
+        if chunks is not None and _on_this_loop(chunks._chunks) is not chunks._chunks:
+            self.__dict__["_batched_chunks"] = chunks = None
+        return chunks
 
     @_chunk_iter.setter
     def _chunk_iter(self, chunks: Any) -> None:
@@ -273,6 +303,14 @@ class _GridOut(AsyncGridOut):
             chunks.__class__ = _BatchedChunks
             cast(_BatchedChunks, chunks).batch = self.batch
         self.__dict__["_batched_chunks"] = chunks
+
+
+def _on_this_loop(collection: AsyncCollection) -> AsyncCollection:
+    """``collection`` on the running loop's client for its alias (itself when
+    no loop runs, or when it is on that client already)."""
+    if running_loop_or_none() is None:
+        return collection
+    return on_running_loop(collection)
 
 
 def _open_stream(
