@@ -399,12 +399,17 @@ async def _until_the_closer_began() -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.filterwarnings("error::ResourceWarning")
 def test_database_work_in_an_async_generators_cleanup_at_shutdown(loops_alias):
     """An async generator left unfinished is finalised by the loop's
     ``shutdown_asyncgens()``, alongside the closer of the loop's clients: its
     cleanup's database work runs on the loop's client, closed once it is done.
     The closer closed the client first: the cleanup got a new one, never
-    closed (or had its own closed under it)."""
+    closed (or had its own closed under it). Under ``-W
+    error::ResourceWarning`` too: the loop's first-iteration hook stays off
+    while the closer waits for that cleanup (asyncio's "asynchronous
+    generator ... was scheduled after loop.shutdown_asyncgens() call", of
+    PyMongo's ``_tmp_session`` generator, raised in the save: nothing saved)."""
     clients = []
 
     async def titles() -> AsyncIterator[str]:

@@ -756,10 +756,11 @@ def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
                 del _closers[loop]
                 _shut_down.add(loop)
                 deadline = loop.time() + _END_SECONDS
-                # (Writes' follow-ups, on these clients.)
+                # (Writes' follow-ups, and the cleanups of the other async
+                # generators finalised alongside, on these clients.)
                 with _untracked_generators():
                     await all_finished(_END_SECONDS)
-                await _others_finalised()
+                    await _others_finalised()
                 await _close_clients_of(loop, deadline)
 
     closer = close_at_shutdown()
