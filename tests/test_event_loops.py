@@ -23,6 +23,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from bson import Binary
 from bson.tz_util import utc
 from pymongo import MongoClient, monitoring
 from pymongo.errors import OperationFailure
@@ -618,6 +619,74 @@ _SAVE_IN_FLIGHT = textwrap.dedent(
         loop.close()
         gc.collect()
     asyncio.run(in_turn(document))
+    """
+)
+
+
+def test_a_transaction_whose_loop_is_closed_by_hand_is_collected_quietly(
+    mongodb_uri, database
+):
+    """``loop.close()`` alone while a transaction block (and a callback given
+    to ``async_run_transaction``) is under way: collected, its coroutine is
+    closed outside its loop, and its cleanup tried to hand ``with_transaction``
+    the abort ("Event loop is closed"); the rest of its cleanup then raised in
+    its stead, printed as "Exception ignored in: <coroutine ...>" with
+    "ValueError: <Token ...> was created in a different Context". Nothing of
+    the transaction is committed (left open on the server until its time
+    limit); the next loop uses the alias."""
+    result = run_script(_TRANSACTION_CLOSED_BY_HAND.format(database), mongodb_uri)
+    *sessions, after = result.stdout.split()
+    assert (len(sessions), after) == (2, "1")
+    assert "Exception ignored" not in result.stderr, result.stderr
+    with MongoClient(mongodb_uri) as client:
+        assert client[database].loop_counter.count_documents({}) == 0
+        # (Their transactions ended: else dropping the database waits for them.)
+        left = [{"id": Binary(bytes.fromhex(lsid), 4)} for lsid in sessions]
+        client.admin.command("killSessions", left)
+
+
+_TRANSACTION_CLOSED_BY_HAND = textwrap.dedent(
+    """
+    import asyncio, gc, os
+    from mongoengine_async import (
+        Document, IntField, async_run_in_transaction, async_run_transaction,
+        connect_async)
+    from mongoengine_async.context import current_session
+
+    class LoopCounter(Document):
+        n = IntField()
+
+    class LoopOther(Document):
+        n = IntField()
+
+    async def saves_then_stops():
+        for n in range(3):
+            await LoopCounter(n=n).async_save()
+        print(current_session().session_id["id"].hex())  # (left open)
+        asyncio.get_running_loop().stop()
+        await asyncio.Event().wait()  # (never set: left under way)
+
+    async def block():
+        async with async_run_in_transaction():
+            await saves_then_stops()
+
+    asyncio.run(connect_async("{}", host=os.environ["MONGODB_URI"]))
+    asyncio.run(LoopCounter.objects.async_delete())  # (the collection made)
+    for under_way in (block, lambda: async_run_transaction(saves_then_stops)):
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(under_way())
+        loop.run_forever()
+        assert not task.done()
+        loop.close()
+        del task
+        gc.collect()
+
+    async def after():
+        async with async_run_in_transaction():
+            await LoopOther(n=9).async_save()
+        print(await LoopOther.objects(n=9).async_count())
+
+    asyncio.run(after())
     """
 )
 

@@ -1529,11 +1529,21 @@ class _Block:
         ):
             finish_before_close(self._task, _ABORTING, self.aliases())
 
+    def _loop_closed(self) -> bool:
+        """Whether the loop of the transaction has closed (``loop.close()``
+        without ``shutdown_asyncgens()``): the caller's coroutine, closed
+        (``GeneratorExit``) as it is collected, can neither abort nor hand
+        ``with_transaction`` anything (nothing runs there). Its cleanup did:
+        that failed ("Event loop is closed"), and the rest of it, raising in
+        its stead, was printed as "Exception ignored" ("ValueError: <Token
+        ...> was created in a different Context")."""
+        return self._task.get_loop().is_closed()
+
     def _abandon(self) -> None:
         """The caller leaves: ``with_transaction`` aborts (unless it is
         committing already) and calls nothing again."""
         self._gone = True
-        if not self._left.done():
+        if not self._left.done() and not self._loop_closed():
             self._left.set_result(_ABANDONED)
 
     async def _wait(self, *futures: asyncio.Future[Any]) -> None:
@@ -1573,6 +1583,9 @@ class _Block:
         operation the block gave up on (a time-out it caught, then raised
         another error, not while handling it) may still be on its way; not
         when no server could be selected (nothing could be sent)."""
+        if self._loop_closed():
+            self._gone = True
+            return
         if error is not None:
             self._note(error)
             self._outlived(error)
