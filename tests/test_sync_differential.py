@@ -27,6 +27,7 @@ import mongoengine_async
 
 SCRIPT = Path(__file__).with_name("sync_differential.py")
 KINDS = Path(__file__).with_name("sync_differential_kinds.py")
+MORE = Path(__file__).with_name("sync_differential_more.py")
 SOURCE = str(Path(mongoengine_async.__file__).parent.parent)
 
 
@@ -70,7 +71,9 @@ def assert_same_transcripts(script: Path, mode: str, mongodb_uri: str) -> None:
         assert first_difference(steps, ours[scenario]) is None, scenario
 
 
-@pytest.mark.parametrize("script", [SCRIPT, KINDS], ids=["scenarios", "kinds"])
+@pytest.mark.parametrize(
+    "script", [SCRIPT, KINDS, MORE], ids=["scenarios", "kinds", "more"]
+)
 @pytest.mark.parametrize("mode", ["quiet", "writes", "signals"])
 def test_scenarios_run_as_through_mongoengine(
     script: Path, mode: str, mongodb_uri: str
