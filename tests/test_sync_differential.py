@@ -85,5 +85,8 @@ def test_scenarios_run_as_through_mongoengine(
     (field options, read shapes, nested embedded documents, custom primary
     keys referred to, in_bulk and insert through every queryset option,
     iteration, MongoEngine's no_dereference() block, embedded documents'
-    owners, receivers changing what is saved, classes drawn at random)."""
+    owners, receivers changing what is saved, classes drawn at random) and of
+    ``sync_differential_more.py`` (threads sharing the alias, query_counter's
+    numbers, custom querysets and managers, errors, documents' lifecycle,
+    references to switched classes)."""
     assert_same_transcripts(script, mode, mongodb_uri)
