@@ -1331,6 +1331,161 @@ def d_switched_targets() -> None:
     rec("stored", lambda: list(SwHolder.objects.order_by("name").as_pymongo()))
 
 
+class FwDoc(M.Document):
+    name = M.StringField(unique=True)
+    n = M.IntField()
+    tags = M.ListField(M.StringField())
+    emb = M.EmbeddedDocumentField(LcEmb)
+
+
+class FwKeyed(M.Document):
+    key = M.StringField(primary_key=True)
+    n = M.IntField()
+
+
+def failed(label: str, document: Any, action: Any) -> None:
+    """Record ``action()`` failing (or not), then the document after it: its
+    id, flags, changes and delta."""
+    rec(label, action)
+    rec(
+        label + " after",
+        lambda: (document, document.pk, document._created, document._delta()),
+    )
+
+
+def l_failed_writes() -> None:
+    """Documents after a save, insert, update or modify the server refuses
+    (duplicate keys, a save condition not met, force_insert of a stored id),
+    then saved again once fixed; what is stored."""
+    LOG.on = False
+    FwDoc.drop_collection()
+    FwKeyed.drop_collection()
+    LOG.on = True
+    FwDoc(name="a", n=1).save()
+    FwKeyed(key="k", n=1).save()
+    new = FwDoc(name="a", n=2, tags=["x"], emb=LcEmb(a=1))
+    failed("new dup", new, new.save)
+    new.name = "b"
+    failed("new fixed", new, new.save)
+    new.name = "a"
+    new.tags.append("y")
+    failed("existing dup", new, new.save)
+    new.name = "c"
+    failed("existing fixed", new, new.save)
+    forced = FwDoc(id=new.pk, name="z")
+    failed("force dup id", forced, lambda: forced.save(force_insert=True))
+    failed("plain save of that id", forced, forced.save)
+    cond = FwDoc.objects.get(name="a")
+    cond.n = 5
+    failed("condition unmet", cond, lambda: cond.save(save_condition={"n": 99}))
+    failed("condition met", cond, lambda: cond.save(save_condition={"n": 1}))
+    keyed = FwKeyed(key="k", n=2)
+    failed("keyed new same key", keyed, keyed.save)
+    keyed2 = FwKeyed(key="k", n=3)
+    failed("keyed force", keyed2, lambda: keyed2.save(force_insert=True))
+    batch = [FwDoc(name="d"), FwDoc(name="a"), FwDoc(name="e")]
+    rec("insert dup", lambda: FwDoc.objects.insert(batch))
+    rec("insert after", lambda: [(d.pk, d._created, d.name) for d in batch])
+    rec(
+        "insert again",
+        lambda: FwDoc.objects.insert([d for d in batch if d.name != "a"]),
+    )
+    w0 = FwDoc(name="a")
+    failed("w0 dup", w0, lambda: w0.save(write_concern={"w": 0}))
+    upd = FwDoc.objects.get(name="z")
+    failed("doc update dup", upd, lambda: upd.update(set__name="a"))
+    failed("doc modify dup", upd, lambda: upd.modify(name="a"))
+    rec("stored", lambda: list(FwDoc.objects.order_by("name").as_pymongo()))
+    rec("stored keyed", lambda: list(FwKeyed.objects.as_pymongo()))
+
+
+class OvSet(M.QuerySet):
+    """A user's queryset overriding the methods results are built through."""
+
+    def __next__(self) -> Any:
+        document = super().__next__()
+        if isinstance(document, M.Document):
+            document.seen = getattr(document, "seen", 0) + 1
+        return document
+
+    def in_bulk(self, object_ids: Any) -> Any:
+        found = super().in_bulk(object_ids)
+        return {key: ("bulk", value.name) for key, value in found.items()}
+
+    def _populate_cache(self) -> None:
+        self.populated = getattr(self, "populated", 0) + 1
+        super()._populate_cache()
+
+    def __getitem__(self, key: Any) -> Any:
+        got = super().__getitem__(key)
+        return ("item", got.name) if isinstance(got, M.Document) else got
+
+
+class OvSetNoCache(M.QuerySetNoCache):
+    def __next__(self) -> Any:
+        return ("nc", super().__next__().name)
+
+
+class OvTag(M.Document):
+    name = M.StringField()
+    meta = {"queryset_class": OvSet}
+
+
+class OvDoc(M.Document):
+    name = M.StringField()
+    tag = M.ReferenceField(OvTag)
+    tags = M.ListField(M.ReferenceField(OvTag))
+    meta = {"queryset_class": OvSet}
+
+
+class OvPlain(M.Document):
+    name = M.StringField()
+    meta = {"queryset_class": OvSetNoCache}
+
+
+def m_overriding_querysets() -> None:
+    """Querysets of a user's class overriding __next__, in_bulk,
+    _populate_cache, __getitem__ and __iter__: listing, first, get, slices,
+    select_related, dereferences (which call the referred class's in_bulk),
+    reload."""
+    LOG.on = False
+    for cls in (OvTag, OvDoc, OvPlain):
+        cls.drop_collection()
+    LOG.on = True
+    tags = [OvTag(name=f"t{i}").save() for i in range(3)]
+    for i in range(4):
+        OvDoc(name=f"d{i}", tag=tags[i % 3], tags=tags[:2]).save()
+        OvPlain(name=f"p{i}").save()
+    qs = OvDoc.objects.order_by("name")
+    rec("list", lambda: [(d.name, getattr(d, "seen", None)) for d in qs])
+    rec("populated", lambda: getattr(qs, "populated", None))
+    rec("list_again", lambda: [(d.name, getattr(d, "seen", None)) for d in qs])
+    rec("first", lambda: OvDoc.objects.order_by("name").first())
+    rec("get", lambda: getattr(OvDoc.objects.get(name="d1"), "seen", None))
+    rec("index", lambda: OvDoc.objects.order_by("name")[1])
+    rec("slice", lambda: list(OvDoc.objects.order_by("name")[1:3]))
+    rec("in_bulk", lambda: sorted(OvDoc.objects.in_bulk([t.pk for t in tags]).values()))
+    rec(
+        "in_bulk_tags",
+        lambda: sorted(OvTag.objects.in_bulk([t.pk for t in tags]).values()),
+    )
+    rec("deref", lambda: [(d.tag, d.tags) for d in OvDoc.objects.order_by("name")])
+    rec(
+        "sr",
+        lambda: [
+            (d.tag, d.tags) for d in OvDoc.objects.order_by("name").select_related()
+        ],
+    )
+    rec("next", lambda: getattr(next(OvDoc.objects.order_by("name")), "seen", None))
+    rec("len", lambda: len(OvDoc.objects))
+    rec("scalar", lambda: list(OvDoc.objects.order_by("name").scalar("name")))
+    rec("pymongo", lambda: list(OvDoc.objects.order_by("name").as_pymongo()))
+    rec("reload", lambda: OvDoc.objects.order_by("name").first().reload())
+    rec("nocache", lambda: list(OvPlain.objects.order_by("name")))
+    rec("nocache_first", lambda: OvPlain.objects.order_by("name").first())
+    rec("nocache_count", lambda: OvPlain.objects.count())
+
+
 SCENARIOS = [
     t_threads,
     t_shared_queryset,
@@ -1345,6 +1500,8 @@ SCENARIOS = [
     e_errors_more,
     l_lifecycle,
     d_switched_targets,
+    l_failed_writes,
+    m_overriding_querysets,
 ]
 
 if __name__ == "__main__":
