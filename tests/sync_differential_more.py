@@ -1486,6 +1486,132 @@ def m_overriding_querysets() -> None:
     rec("nocache_count", lambda: OvPlain.objects.count())
 
 
+class QcFile(M.Document):
+    name = M.StringField()
+    f = M.FileField()
+    fs = M.ListField(M.FileField())
+
+
+def q_counter_files() -> None:
+    """query_counter around FileField work: put, read, replace, delete, a
+    document's save and delete, a queryset's delete, a list of files."""
+    LOG.on = False
+    QcFile.drop_collection()
+    M.get_db()["fs.files"].drop()
+    M.get_db()["fs.chunks"].drop()
+    LOG.on = True
+    doc = QcFile(name="a")
+    counted("put", lambda: doc.f.put(b"hello" * 100, filename="h.txt"))
+    counted("save", lambda: doc.save())
+    got = QcFile.objects.get(name="a")
+    counted("read", lambda: got.f.read())
+    counted("read_again", lambda: got.f.read())
+    counted("attrs", lambda: (got.f.filename, got.f.length, got.f.md5))
+    counted("get_read", lambda: QcFile.objects.get(name="a").f.read())
+    counted("replace", lambda: got.f.replace(b"new", filename="n"))
+    counted("save2", lambda: got.save())
+    counted("new_file", lambda: (got.f.new_file(), got.f.write(b"ab"), got.f.close()))
+    counted("list_put", lambda: QcFile(name="b", fs=[]).save())
+    b = QcFile.objects.get(name="b")
+    proxy = M.GridFSProxy()
+    counted("proxy_put", lambda: proxy.put(b"x"))
+    b.fs.append(proxy)
+    counted("list_save", lambda: b.save())
+    counted("list_read", lambda: [p.read() for p in QcFile.objects.get(name="b").fs])
+    counted("file_delete", lambda: got.f.delete())
+    counted("doc_delete", lambda: QcFile.objects.get(name="b").delete())
+    counted("qs_delete", lambda: QcFile.objects.delete())
+    rec("files", lambda: M.get_db()["fs.files"].count_documents({}))
+
+
+class RcTag(M.Document):
+    name = M.StringField()
+    n = M.IntField()
+
+
+class RcEmb(M.EmbeddedDocument):
+    ref = M.ReferenceField(RcTag)
+    label = M.StringField()
+
+
+class RcDoc(M.Document):
+    name = M.StringField()
+    anyd = M.DictField()
+    anyl = M.ListField()
+    nested = M.ListField(M.ListField(M.ReferenceField(RcTag)))
+    cached = M.ListField(M.CachedReferenceField(RcTag, fields=["name"]))
+    one_cached = M.CachedReferenceField(RcTag, fields=["name"])
+    gens = M.ListField(M.GenericReferenceField())
+    lazies = M.ListField(M.LazyReferenceField(RcTag, passthrough=True))
+    emb = M.EmbeddedDocumentField(RcEmb)
+    dyn = M.DynamicField()
+    ref = M.ReferenceField(RcTag)
+    refmap = M.MapField(M.ReferenceField(RcTag))
+
+
+def rc_changed(label: str, change: Any) -> None:
+    """A fresh RcDoc changed by ``change(doc)`` (its name too): its changes,
+    delta, the save's commands and what is stored."""
+    doc = RcDoc.objects.get()
+    change(doc)
+    doc.name = label
+    rec(label + " changed", doc._get_changed_fields)
+    rec(label + " delta", doc._delta)
+    rec(label + " save", doc.save)
+    rec(label + " stored", lambda: RcDoc.objects.as_pymongo().get())
+    rec(label + " tags", lambda: list(RcTag.objects.order_by("name").as_pymongo()))
+
+
+def l_referenced_changes() -> None:
+    """Referenced documents changed in place where a document holds them (an
+    untyped dict and list, lists of lists of references, cached references,
+    generic and lazy references, an embedded document's reference, a
+    DynamicField, a reference and a map of them), with a plain change beside:
+    what the save sends (MongoEngine walks some of them, not others)."""
+    LOG.on = False
+    RcTag.drop_collection()
+    RcDoc.drop_collection()
+    LOG.on = True
+    t = [RcTag(name=f"t{i}", n=i).save() for i in range(3)]
+    RcDoc(
+        name="d",
+        anyd={"r": t[0], "l": [t[1]], "plain": 1},
+        anyl=[t[0], {"x": t[1]}],
+        nested=[[t[0], t[1]], [t[2]]],
+        cached=[t[0], t[1]],
+        one_cached=t[2],
+        gens=[t[0]],
+        lazies=[t[1]],
+        emb=RcEmb(ref=t[0], label="e"),
+        dyn=t[1],
+        ref=t[2],
+        refmap={"k": t[0]},
+    ).save()
+    rc_changed("anyd", lambda d: setattr(d.anyd["r"], "n", 10))
+    rc_changed("anyd_list", lambda d: setattr(d.anyd["l"][0], "n", 11))
+    rc_changed("anyl", lambda d: setattr(d.anyl[0], "n", 12))
+    rc_changed("anyl_dict", lambda d: setattr(d.anyl[1]["x"], "n", 13))
+    rc_changed("nested", lambda d: setattr(d.nested[0][1], "n", 14))
+    rc_changed("cached", lambda d: setattr(d.cached[0], "name", "c0"))
+    rc_changed("cached_n", lambda d: setattr(d.cached[1], "n", 15))
+    rc_changed("one_cached", lambda d: setattr(d.one_cached, "name", "oc"))
+    rc_changed("gens", lambda d: setattr(d.gens[0], "n", 16))
+    rc_changed("lazies", lambda d: setattr(d.lazies[0].fetch(), "n", 17))
+    rc_changed("emb_ref", lambda d: setattr(d.emb.ref, "n", 18))
+    rc_changed("dyn", lambda d: setattr(d.dyn, "n", 19))
+    rc_changed("ref", lambda d: setattr(d.ref, "n", 20))
+    rc_changed("refmap", lambda d: setattr(d.refmap["k"], "n", 21))
+    rc_changed(
+        "cascade", lambda d: (setattr(d.ref, "n", 22), setattr(d.nested[1][0], "n", 23))
+    )
+    doc = RcDoc.objects.get()
+    doc.nested[0][0].n = 30
+    doc.anyd["r"].n = 31
+    rec("cascade save", lambda: doc.save(cascade=True))
+    rec("cascade tags", lambda: list(RcTag.objects.order_by("name").as_pymongo()))
+    rec("cascade stored", lambda: RcDoc.objects.as_pymongo().get())
+
+
 SCENARIOS = [
     t_threads,
     t_shared_queryset,
@@ -1494,6 +1620,7 @@ SCENARIOS = [
     q_counter_reads,
     q_counter_writes,
     q_counter_first_use,
+    q_counter_files,
     m_custom_querysets,
     m_managers_more,
     e_errors,
@@ -1502,6 +1629,7 @@ SCENARIOS = [
     d_switched_targets,
     l_failed_writes,
     m_overriding_querysets,
+    l_referenced_changes,
 ]
 
 if __name__ == "__main__":
