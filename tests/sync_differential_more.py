@@ -784,6 +784,20 @@ class LcAbsKid2(LcAbsKid):
     k2 = M.IntField()
 
 
+class LcAbsNoInh(M.Document):
+    meta = {"abstract": True}
+    name = M.StringField()
+
+
+class LcNoInhKid(LcAbsNoInh):
+    k = M.IntField()
+    meta = {"allow_inheritance": True}
+
+
+class LcNoInhGrandKid(LcNoInhKid):
+    g = M.IntField()
+
+
 def changed(label: str, document: Any) -> None:
     """Record a document's changes and delta, then save it and read back."""
     rec(label + " changed", lambda: sorted(document._get_changed_fields()))
@@ -800,7 +814,7 @@ def l_lifecycle() -> None:
     signal_kwargs); update() and modify() on documents (False when not
     matched)."""
     LOG.on = False
-    for cls in (LcDoc, LcRef, LcOther, LcAbsKid):
+    for cls in (LcDoc, LcRef, LcOther, LcAbsKid, LcNoInhKid):
         cls.drop_collection()
     LOG.on = True
     r = LcRef(name="r").save()
@@ -862,6 +876,29 @@ def l_lifecycle() -> None:
     rec("abs_objects", lambda: LcAbs.objects)
     rec("abs_kid_save", lambda: LcAbsKid(name="k", k=1).save())
     rec("abs_kid2_save", lambda: LcAbsKid2(name="k2", k=2, k2=3).save())
+    rec(
+        "noinh_save",
+        lambda: (
+            LcNoInhKid(name="a", k=1).save(),
+            LcNoInhGrandKid(name="b", k=2, g=3).save(),
+        ),
+    )
+    rec(
+        "noinh_list",
+        lambda: (
+            list(LcNoInhKid.objects.order_by("name")),
+            list(LcNoInhGrandKid.objects),
+        ),
+    )
+    rec("noinh_raw", lambda: list(LcNoInhKid.objects.order_by("name").as_pymongo()))
+    rec(
+        "noinh_names",
+        lambda: (
+            LcNoInhKid._get_collection_name(),
+            LcNoInhGrandKid._class_name,
+            LcNoInhKid._subclasses,
+        ),
+    )
     rec("abs_kid_list", lambda: list(LcAbsKid.objects.order_by("name")))
     rec("abs_kid2_list", lambda: list(LcAbsKid2.objects))
     rec("abs_kid_raw", lambda: list(LcAbsKid.objects.order_by("name").as_pymongo()))
@@ -904,6 +941,42 @@ def l_lifecycle() -> None:
     e.data.popitem()
     e.embs[-1].sub["deep"] = {"x": 1}
     changed("inplace5", e)
+    LOG.on = False
+    LcDoc.objects(pk=d.pk).update(set__emb=LcEmb(a=1, items=[1, 2, 3], sub={"k": 1}))
+    LOG.on = True
+    e = LcDoc.objects.get(pk=d.pk)
+    e.tags[0:2] = ["s1", "s2", "s3"]
+    del e.embs[0:1]
+    e.emb.items[1:] = []
+    changed("slices1", e)
+    e = LcDoc.objects.get(pk=d.pk)
+    del e.tags[-1]
+    e.tags += ["t"]
+    e.emb.items += [5]
+    e.emb.items *= 2
+    e.data["y"] = {"z": [9]}
+    e.data["y"]["z"].insert(0, 8)
+    changed("slices2", e)
+    e = LcDoc.objects.get(pk=d.pk)
+    e.embs.append(LcEmb(a=3))
+    e.embs[-1].items.append(1)
+    e.embs[0].sub["n"] = {"deep": [1]}
+    e.embs[0].sub["n"]["deep"].append(2)
+    e.emap["new"].items.extend([1, 2])
+    e.emap["new"].sub.update(a=1)
+    changed("nested1", e)
+    e = LcDoc.objects.get(pk=d.pk)
+    e.emap["new"] = e.emap["new"]
+    e.embs[0] = e.embs[0]
+    e.emb.items.sort(reverse=True)
+    e.data.pop("y", None)
+    e.data["k.dot"] = 1
+    changed("reassigned", e)
+    e = LcDoc.objects.get(pk=d.pk)
+    e.tags = e.tags
+    e.data = dict(e.data)
+    e.emb = e.emb
+    changed("same_values", e)
     f = LcDoc.objects.get(pk=d.pk)
     f.ref.name = "through"
     rec("save_cascade", lambda: f.save(cascade=True))
@@ -1222,6 +1295,26 @@ def e_errors_more() -> None:
     rec("insert_invalid", lambda: Er2Doc.objects.insert([Er2Doc()]))
     rec("insert_not_doc", lambda: Er2Doc.objects.insert(["x"]))
     rec("insert_saved", lambda: Er2Doc.objects.insert([Er2Doc(req="a").save()]))
+    rec("abstract_save", lambda: ErrAbstract(name="x").save())
+    rec("abstract_delete", lambda: ErrAbstract(name="x").delete())
+    rec("abstract_validate", lambda: ErrAbstract(name=1).validate())
+    rec("abstract_reload", lambda: ErrAbstract(name="x").reload())
+    rec("abstract_collection", lambda: ErrAbstract._get_collection())
+    rec("abstract_drop", lambda: ErrAbstract.drop_collection())
+    rec("upsert_no_ops", lambda: Er2Doc.objects.update(upsert=True))
+    rec("update_raw_empty", lambda: Er2Doc.objects.update(__raw__={}))
+    rec("update_raw_bad", lambda: Er2Doc.objects.update(__raw__={"$bogus": {"a": 1}}))
+    rec("get_limited", lambda: Er2Doc.objects.limit(1).get())
+    rec("get_skipped", lambda: Er2Doc.objects.skip(100).get())
+    rec(
+        "modify_sorted_bad",
+        lambda: Er2Doc.objects.order_by("nofield").modify(set__req="q"),
+    )
+    rec("delete_limited", lambda: Er2Doc.objects.limit(1).delete())
+    rec("delete_skipped", lambda: Er2Doc.objects.skip(1).delete())
+    rec("count_bad_hint", lambda: Er2Doc.objects.hint("nope_1").count())
+    rec("first_bad_hint", lambda: Er2Doc.objects.hint("nope_1").first())
+    rec("distinct_ref", lambda: Er2Doc.objects.distinct("ref"))
     rec("stored", lambda: list(Er2Doc.objects.as_pymongo()))
 
 
