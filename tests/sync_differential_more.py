@@ -1116,17 +1116,45 @@ class QfDyn(M.DynamicDocument):
     meta = {"indexes": ["name"]}
 
 
+class QfOnSave(M.Document):
+    name = M.StringField()
+    meta = {"auto_create_index_on_save": True, "indexes": ["name"]}
+
+
+class QfOnSaveOnly(M.Document):
+    name = M.StringField()
+    meta = {
+        "auto_create_index": False,
+        "auto_create_index_on_save": True,
+        "indexes": ["-name"],
+    }
+
+
 def q_counter_first_use() -> None:
     """query_counter around the first use of classes (indexes, a capped
     collection, no automatic indexes, a sequence, a dynamic class), their
     use again after drop_collection, on another alias by switch_db and
     using(), ensure_indexes, list_indexes, compare_indexes."""
     LOG.on = False
-    for cls in (QfIdx, QfCapped, QfNoAuto, QfSeq, QfDyn):
+    for cls in (QfIdx, QfCapped, QfNoAuto, QfSeq, QfDyn, QfOnSave, QfOnSaveOnly):
         cls._get_db().drop_collection(cls._get_collection_name())
         cls._collection = None
     M.get_db()["mongoengine.counters"].drop()
     LOG.on = True
+    for cls in (QfOnSave, QfOnSaveOnly):
+        counted(cls.__name__ + " first", lambda c=cls: c.objects.first())
+        counted(cls.__name__ + " save", lambda c=cls: c(name="a").save())
+        counted(cls.__name__ + " save2", lambda c=cls: c(name="b").save())
+        saved = cls.objects.get(name="a")
+        saved.name = "c"
+        counted(cls.__name__ + " change", lambda d=saved: d.save())
+        counted(cls.__name__ + " insert", lambda c=cls: c.objects.insert(c(name="i")))
+        counted(cls.__name__ + " create", lambda c=cls: c.objects.create(name="j"))
+        counted(cls.__name__ + " modify", lambda d=saved: d.modify(name="m"))
+        counted(
+            cls.__name__ + " indexes",
+            lambda c=cls: sorted(c._get_collection().index_information()),
+        )
     counted("idx_first", lambda: QfIdx.objects.first())
     counted("idx_save", lambda: QfIdx(name="a", n=1).save())
     counted("capped_save", lambda: QfCapped(name="a").save())
