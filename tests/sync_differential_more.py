@@ -1733,6 +1733,86 @@ def l_referenced_changes() -> None:
     rec("cascade stored", lambda: RcDoc.objects.as_pymongo().get())
 
 
+def d_other_class_blocks() -> None:
+    """Documents of a class read every way inside MongoEngine's
+    no_dereference() block of another class (unrelated, the referred class,
+    a subclass), nested blocks; read again after."""
+    qc_seed()
+
+    def reads(label: str) -> None:
+        rec(
+            label + " list",
+            lambda: [
+                (d.tag, d.tags, d.gen, d.emb.tag, d.tmap)
+                for d in QcDoc.objects.order_by("name")
+            ],
+        )
+        rec(label + " sr", lambda: QcDoc.objects.order_by("name").select_related())
+        rec(
+            label + " sr1",
+            lambda: [
+                (d.tag, d.tags)
+                for d in QcDoc.objects.order_by("name").select_related(1)
+            ],
+        )
+        rec(
+            label + " get",
+            lambda: (lambda d: (d.tag, d.tags, d.gen, d.lazy))(
+                QcDoc.objects.get(name="d3")
+            ),
+        )
+        rec(label + " first", lambda: QcDoc.objects.order_by("name").first().tags)
+        rec(
+            label + " bulk",
+            lambda: sorted(
+                (d.name, d.tag)
+                for d in QcDoc.objects.in_bulk(
+                    list(QcDoc.objects.scalar("id"))
+                ).values()
+            ),
+        )
+        rec(
+            label + " scalar",
+            lambda: list(QcDoc.objects.order_by("name").scalar("tag", "gen")),
+        )
+        rec(
+            label + " values",
+            lambda: QcDoc.objects.order_by("name").values_list("tags"),
+        )
+        rec(
+            label + " children",
+            lambda: [
+                (c.parent, c.parent.tag if c.parent else None)
+                for c in QcChild.objects.order_by("name")
+            ],
+        )
+        rec(
+            label + " child_sr",
+            lambda: [
+                c.parent.tags
+                for c in QcChild.objects.order_by("name").select_related(2)
+            ],
+        )
+        rec(
+            label + " doc_sr",
+            lambda: QcDoc.objects.get(name="d1").select_related().tags,
+        )
+        rec(label + " reload", lambda: outside.reload().tags)
+        rec(label + " outside", lambda: (outside.tag, outside.tags, outside.gen))
+
+    outside = QcDoc.objects.get(name="d0")
+    for cls in (ThDoc, QcTag, QcSub, QcChild):
+        with no_dereference(cls):
+            reads("in " + cls.__name__)
+    with no_dereference(QcTag), no_dereference(ThDoc):
+        reads("nested")
+    with no_dereference(QcDoc):
+        with no_dereference(QcDoc):
+            pass
+        reads("inner ended")
+    reads("after")
+
+
 SCENARIOS = [
     t_threads,
     t_shared_queryset,
@@ -1751,6 +1831,7 @@ SCENARIOS = [
     l_failed_writes,
     m_overriding_querysets,
     l_referenced_changes,
+    d_other_class_blocks,
 ]
 
 if __name__ == "__main__":
