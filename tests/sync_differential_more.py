@@ -373,6 +373,44 @@ def q_counter_reads() -> None:
     counted("other_alias", lambda: list(QcDoc.objects.using("other")), "other")
     counted("default_by_other", lambda: len(list(QcDoc.objects)), "other")
 
+    cached = QcDoc.objects.order_by("name")
+    counted("cached_list", lambda: len(list(cached)))
+    counted("cached_list_again", lambda: len(list(cached)))
+    counted("cached_len", lambda: len(cached))
+    counted("cached_count", lambda: cached.count())
+    counted("cached_count_ls", lambda: cached.count(True))
+    counted("cached_count_ls_again", lambda: cached.count(True))
+    counted("cached_index", lambda: cached[1].name)
+    counted("cached_slice", lambda: [d.name for d in cached[1:3]])
+    counted("cached_first", lambda: cached.first().name)
+    counted("cached_bool", lambda: bool(cached))
+    counted("cached_deref", lambda: [d.tag.name for d in cached])
+    counted("cached_deref_again", lambda: [d.tag.name for d in cached])
+    fresh = QcDoc.objects.order_by("name")
+    counted("fresh_bool", lambda: bool(fresh))
+    counted("fresh_bool_again", lambda: bool(fresh))
+    counted("fresh_len_after_bool", lambda: len(fresh))
+    nocache = QcDoc.objects.order_by("name").no_cache()
+    counted("nocache_list", lambda: len(list(nocache)))
+    counted("nocache_list_again", lambda: len(list(nocache)))
+    counted("nocache_sr", lambda: len(nocache.select_related()))
+    counted("nocache_first", lambda: nocache.first().name)
+
+    def threads_counted() -> Any:
+        with query_counter() as q:
+            threaded(
+                {
+                    str(i): lambda i=i: (
+                        [QcTag(name=f"th{i}-{n}").save() for n in range(3)]
+                        + [QcTag.objects(name__startswith=f"th{i}").count()]
+                    )
+                    for i in range(4)
+                }
+            )
+            return int(q)
+
+    rec("threads", threads_counted)
+
     def nested() -> Any:
         out = []
         with query_counter() as outer:
