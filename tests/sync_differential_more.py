@@ -805,6 +805,12 @@ class LcSub(LcDoc):
     extra = M.IntField()
 
 
+class LcCascading(M.Document):
+    name = M.StringField()
+    ref = M.ReferenceField(LcRef)
+    meta = {"cascade": True}
+
+
 class LcOther(M.Document):
     name = M.StringField()
 
@@ -852,7 +858,7 @@ def l_lifecycle() -> None:
     signal_kwargs); update() and modify() on documents (False when not
     matched)."""
     LOG.on = False
-    for cls in (LcDoc, LcRef, LcOther, LcAbsKid, LcNoInhKid):
+    for cls in (LcDoc, LcRef, LcOther, LcAbsKid, LcNoInhKid, LcCascading):
         cls.drop_collection()
     LOG.on = True
     r = LcRef(name="r").save()
@@ -1022,6 +1028,30 @@ def l_lifecycle() -> None:
     f.ref.name = "not-through"
     rec("save_plain", lambda: f.save())
     rec("ref_after_plain", lambda: LcRef.objects.as_pymongo().get(pk=r.pk))
+    f.ref.name = "kw"
+    f.refs[0].name = "kw-list"
+    f.name = "cascading"
+    rec(
+        "save_cascade_kwargs",
+        lambda: f.save(
+            cascade=True,
+            cascade_kwargs={"validate": False},
+            signal_kwargs={"who": "cascade"},
+        ),
+    )
+    rec("ref_after_kwargs", lambda: list(LcRef.objects.order_by("id").as_pymongo()))
+    f.ref.name = 5
+    rec("save_cascade_invalid", lambda: f.save(cascade=True))
+    rec("ref_after_invalid", lambda: list(LcRef.objects.order_by("id").as_pymongo()))
+    f.ref.name = "fixed"
+    c = LcCascading(name="c", ref=f.ref).save()
+    c.ref.name = "by-meta"
+    c.name = "c2"
+    rec("meta_cascade", lambda: c.save())
+    rec("ref_after_meta", lambda: list(LcRef.objects.order_by("id").as_pymongo()))
+    c.ref.name = "not-by-meta"
+    rec("meta_cascade_off", lambda: c.save(cascade=False))
+    rec("ref_after_off", lambda: list(LcRef.objects.order_by("id").as_pymongo()))
     g = LcDoc.objects.get(pk=d.pk)
     g.name = None
     rec("save_invalid", lambda: g.save())
