@@ -1881,6 +1881,90 @@ def d_other_class_blocks() -> None:
     reads("after")
 
 
+class StTarget(M.Document):
+    name = M.StringField()
+    emb = M.EmbeddedDocumentField(ErrEmb)
+
+
+class StLoose(M.Document):
+    name = M.StringField()
+    meta = {"strict": False}
+
+
+class StHolder(M.Document):
+    name = M.StringField()
+    t = M.ReferenceField(StTarget)
+    ts = M.ListField(M.ReferenceField(StTarget))
+    g = M.GenericReferenceField()
+    lz = M.LazyReferenceField(StTarget)
+    loose = M.ReferenceField(StLoose)
+
+
+def e_unknown_stored_fields() -> None:
+    """Stored documents with keys their strict class lacks (top level and in
+    an embedded document), read every way: directly, through references
+    (single, listed, generic, lazy), select_related, in_bulk, reload, modify,
+    upsert_one; a non-strict class's extra keys kept and saved back."""
+    LOG.on = False
+    for cls in (StTarget, StLoose, StHolder):
+        cls.drop_collection()
+    LOG.on = True
+    ok = StTarget(name="ok").save()
+    stray = StTarget(name="stray").save()
+    inner = StTarget(name="inner", emb=ErrEmb(code=1)).save()
+    loose = StLoose(name="l").save()
+    LOG.on = False
+    StTarget._get_collection().update_one({"_id": stray.pk}, {"$set": {"extra": 1}})
+    StTarget._get_collection().update_one({"_id": inner.pk}, {"$set": {"emb.extra": 2}})
+    StLoose._get_collection().update_one({"_id": loose.pk}, {"$set": {"extra": [1]}})
+    LOG.on = True
+    for target in (stray, inner):
+        StHolder(
+            name=target.name,
+            t=target,
+            ts=[ok, target],
+            g=target,
+            lz=target,
+            loose=loose,
+        ).save()
+    rec("get", lambda: StTarget.objects.get(name="stray"))
+    rec("get_inner", lambda: StTarget.objects.get(name="inner"))
+    rec("list", lambda: list(StTarget.objects.order_by("name")))
+    rec("first", lambda: StTarget.objects.order_by("-name").first())
+    rec("index", lambda: StTarget.objects.order_by("-name")[0])
+    rec("bulk", lambda: StTarget.objects.in_bulk([stray.pk, ok.pk]))
+    rec("only", lambda: list(StTarget.objects.only("name").order_by("name")))
+    rec("exclude", lambda: list(StTarget.objects.exclude("extra").order_by("name")))
+    rec("reload", lambda: stray.reload())
+    rec("reload_name", lambda: stray.reload("name"))
+    rec(
+        "modify",
+        lambda: StTarget.objects(name="stray").modify(set__name="s2", new=True),
+    )
+    rec("upsert_one", lambda: StTarget.objects(name="s2").upsert_one(set__name="stray"))
+    for name in ("stray", "inner"):
+        rec(name + " holder_t", lambda n=name: StHolder.objects.get(name=n).t)
+        rec(name + " holder_ts", lambda n=name: StHolder.objects.get(name=n).ts)
+        rec(name + " holder_g", lambda n=name: StHolder.objects.get(name=n).g)
+        rec(name + " holder_lz", lambda n=name: StHolder.objects.get(name=n).lz.fetch())
+        rec(
+            name + " holder_sr",
+            lambda n=name: StHolder.objects(name=n).select_related(),
+        )
+        rec(
+            name + " holder_doc_sr",
+            lambda n=name: StHolder.objects.get(name=n).select_related(),
+        )
+    rec("loose", lambda: StLoose.objects.get())
+    rec("loose_ref", lambda: StHolder.objects.first().loose)
+    l2 = StLoose.objects.get()
+    l2.name = "l2"
+    rec("loose_delta", l2._delta)
+    rec("loose_save", l2.save)
+    rec("loose_stored", lambda: StLoose.objects.as_pymongo().get())
+    rec("stored", lambda: list(StTarget.objects.order_by("name").as_pymongo()))
+
+
 SCENARIOS = [
     t_threads,
     t_shared_queryset,
@@ -1900,6 +1984,7 @@ SCENARIOS = [
     m_overriding_querysets,
     l_referenced_changes,
     d_other_class_blocks,
+    e_unknown_stored_fields,
 ]
 
 if __name__ == "__main__":
