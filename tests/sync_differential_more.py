@@ -1965,11 +1965,59 @@ def e_unknown_stored_fields() -> None:
     rec("stored", lambda: list(StTarget.objects.order_by("name").as_pymongo()))
 
 
+class ThAudit(M.Document):
+    key = M.StringField(primary_key=True)
+    what = M.StringField()
+    n = M.IntField()
+
+
+def audit_saved(sender: Any, document: Any, created: bool, **kwargs: Any) -> None:
+    """A post_save receiver writing an audit document (reads the reference)."""
+    label = document.ref.label if document.ref else None
+    ThAudit(
+        key=f"save-{document.key}-{document.n}", what=str(created), n=len(label or "")
+    ).save()
+
+
+def audit_deleted(sender: Any, document: Any, **kwargs: Any) -> None:
+    """A pre_delete receiver writing an audit document."""
+    ThAudit(key=f"delete-{document.key}", what="deleted").save()
+
+
+def t_receivers_writing() -> None:
+    """Threads saving and deleting documents whose post_save and pre_delete
+    receivers read references and save documents of their own."""
+    th_seed()
+    LOG.on = False
+    ThAudit.drop_collection()
+    LOG.on = True
+    M.post_save.connect(audit_saved, sender=ThDoc)
+    M.pre_delete.connect(audit_deleted, sender=ThDoc)
+
+    def work(prefix: str) -> Any:
+        for i in range(4):
+            doc = ThDoc(key=f"{prefix}{i}", n=i, ref=ThRef(key=f"r{i % 3}")).save()
+            doc.n += 10
+            doc.save()
+        ThDoc.objects.get(key=f"{prefix}0").delete()
+        ThDoc.objects(key=f"{prefix}1").delete()
+        return ThAudit.objects(key__contains=f"-{prefix}").count()
+
+    try:
+        rec("threads", lambda: threaded({p: (lambda p=p: work(p)) for p in "abc"}))
+    finally:
+        M.post_save.disconnect(audit_saved, sender=ThDoc)
+        M.pre_delete.disconnect(audit_deleted, sender=ThDoc)
+    rec("audits", lambda: list(ThAudit.objects.order_by("key").as_pymongo()))
+    rec("stored", lambda: list(ThDoc.objects.order_by("key").as_pymongo()))
+
+
 SCENARIOS = [
     t_threads,
     t_shared_queryset,
     t_blocks,
     t_iteration_across_blocks,
+    t_receivers_writing,
     q_counter_reads,
     q_counter_writes,
     q_counter_first_use,
