@@ -12,6 +12,7 @@ place, save options, update and modify).
 
 import copy
 import json
+import pickle
 import threading
 from typing import Any
 
@@ -913,6 +914,26 @@ def l_lifecycle() -> None:
     c2.emap["m"].a = 55
     c2.data["y"]["z"].append(3)
     changed("deepcopy", c2)
+    original = LcDoc.objects.get(pk=d.pk)
+    shallow = copy.copy(original)
+    shallow.emb.items.append(6)
+    shallow.tags.append("shallow")
+    rec(
+        "original_after_copy_change",
+        lambda: (original._get_changed_fields(), original._delta()),
+    )
+    p1 = pickle.loads(pickle.dumps(LcDoc.objects.get(pk=d.pk)))
+    rec("unpickled", lambda: p1)
+    p1.tags.append("pickled")
+    p1.emb.items.append(4)
+    p1.embs[0].sub["p"] = 1
+    p1.emap["m"].a = 77
+    p1.data["new"] = [1]
+    changed("pickled", p1)
+    p2 = pickle.loads(pickle.dumps(LcDoc.objects.only("tags", "emb").get(pk=d.pk)))
+    p2.tags.append("partial")
+    p2.emb.a = 3
+    changed("pickled_partial", p2)
     c3 = copy.deepcopy(LcDoc.objects.get(pk=d.pk))
     c3.id = None
     c3.name = "clone"
