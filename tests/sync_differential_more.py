@@ -1296,6 +1296,10 @@ class CmBase(M.Document):
 class CmDoc(CmBase):
     meta = {"allow_inheritance": True}
 
+    @M.queryset_manager
+    def named(doc_cls: Any, queryset: Any, name: str) -> Any:
+        return queryset.filter(name=name)
+
 
 class CmSub(CmDoc):
     pass
@@ -1349,6 +1353,10 @@ def m_managers_more() -> None:
         "all_of",
         lambda: (type(CmOwn.all_of.filter(n=1)).__name__, CmOwn.all_of.count()),
     )
+    rec("named_type", lambda: type(CmDoc.named).__name__)
+    rec("named", lambda: [d.name for d in CmDoc.named("b")])
+    rec("named_sub", lambda: [d.name for d in CmSub.named("s")])
+    rec("named_first", lambda: CmDoc.named("c").first())
     rec("abstract_objects", lambda: CmBase.objects)
     rec("delete", lambda: CmDoc.objects(name="a").delete())
     rec("stored", lambda: list(CmDoc.objects.as_pymongo()))
