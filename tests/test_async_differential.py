@@ -6,7 +6,11 @@ modifies, updates and deletes; inserts; delete rules with their signals;
 embedded document lists; references awaited; empty, sliced and
 ``none()`` querysets; saves of changes of every shape, failing ones and
 their retries, with the changes their receivers see; distinct of embedded
-documents) run through plain MongoEngine's sync API and through
+documents; queryset terminals on slices, limits and skips; a document's
+reloads, updates, cascades, clean and write concerns; sequence numbers;
+validation errors with their ``to_dict()``; select_related and no_dereference
+blocks; seeded random classes, documents, in-place changes and updates)
+run through plain MongoEngine's sync API and through
 this package's async API, each in a process of its own, must record the same
 transcript, less the differences the docs give (normalised there)."""
 
@@ -16,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mongoengine.base.datastructures import BaseDict, BaseList
 
 from mongoengine_async import (
+    DictField,
     Document,
     EmbeddedDocument,
     EmbeddedDocumentField,
@@ -114,3 +120,32 @@ async def test_post_save_sees_a_list_set_whole_as_set(async_alias: str) -> None:
     assert seen == [(list, ["votes"])]
     stored = await AdTagged.objects.as_pymongo().async_get()
     assert (stored["tags"], stored["best"]["votes"]) == (["t"], 2)
+
+
+class AdShelf(Document):
+    tags = ListField(StringField())
+    scores = DictField()
+    count = IntField()
+
+
+async def test_save_ends_with_lists_and_dicts_set_whole_tracked(
+    async_alias: str,
+) -> None:
+    """A list or dict set whole and saved is held as MongoEngine's save leaves
+    it: a ``BaseList``/``BaseDict`` of its own (MongoEngine's clearing reads
+    it), so the list the caller still holds is not the document's: changed
+    afterwards, it changes neither the document nor what the next save
+    stores (before, the document showed a value that was never stored)."""
+    shelf = await AdShelf(tags=["a"], scores={"a": 1}).async_save()
+    shelf = await AdShelf.objects.async_get(id=shelf.id)
+    tags, scores = ["t"], {"k": 1}
+    shelf.tags, shelf.scores, shelf.count = tags, scores, 1
+    await shelf.async_save()
+    tags.append("u")
+    scores["j"] = 2
+    await shelf.async_save()
+    stored = await AdShelf.objects.as_pymongo().async_get(id=shelf.id)
+    assert (stored["tags"], stored["scores"]) == (["t"], {"k": 1})
+    assert (shelf.tags, shelf.scores) == (["t"], {"k": 1})
+    assert type(shelf._data["tags"]) is BaseList
+    assert type(shelf._data["scores"]) is BaseDict

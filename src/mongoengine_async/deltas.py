@@ -424,6 +424,17 @@ def plain_clear(document: Any) -> bool:
 def _cleared(document: Any, changed: list[str]) -> bool:
     """Empty ``document``'s list of changes, ``changed``, when nothing else
     holds one; whether it did."""
+    if not _flat_changes(document, changed):
+        return False
+    _set_attribute(document, _CHANGES, [])  # what BaseDocument.__setattr__ does
+    return True
+
+
+def _flat_changes(document: Any, changed: list[str]) -> bool:
+    """Whether ``changed``, paths of ``document``, are whole top-level fields
+    holding flat values: MongoEngine's clearing of them only empties the
+    list. (It reads every other path, and a read wraps a list or dict set
+    whole in a ``BaseList`` or ``BaseDict``, a copy, for change tracking.)"""
     plan = _plain(document, changed)
     if plan is None:
         return False
@@ -432,7 +443,6 @@ def _cleared(document: Any, changed: list[str]) -> bool:
         name = plan.plain_reads.get(path)
         if name is None or type(data.get(name)) not in _FLAT:
             return False
-    _set_attribute(document, _CHANGES, [])  # what BaseDocument.__setattr__ does
     return True
 
 
@@ -546,14 +556,22 @@ def give_back_changes(document: Any, sent: list[str] | None) -> list[str] | None
     return meanwhile
 
 
-def drop_sent(document: Any) -> bool:
+def drop_sent(document: Any, sent: Any) -> bool:
     """Whether a save whose write landed, with nothing after it, may leave
     ``document`` the list :func:`take_changes` gave it, without giving back
-    what it sent and clearing it (the same end in fewer calls): nothing
-    changed while the write was awaited (that list is empty, no embedded
-    document holds a change) and MongoEngine's clearing is not overridden."""
+    what it sent (``sent``) and clearing it (the same end in fewer calls):
+    nothing changed while the write was awaited (that list is empty, no
+    embedded document holds a change), MongoEngine's clearing is not
+    overridden, and it would not read what was sent: none (nothing listed),
+    or whole fields of flat values (a list or dict set whole is read, so
+    wrapped, as MongoEngine's save ends)."""
     changes = getattr(document, "_changed_fields", None)
-    return type(changes) is list and not changes and _plain(document, []) is not None
+    return (
+        type(changes) is list
+        and not changes
+        and _plain(document, []) is not None
+        and (sent is None or _flat_changes(document, sent))
+    )
 
 
 def keep_watching(document: Any, sent: Any) -> None:

@@ -602,7 +602,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
             # Nothing after the write, nothing changed while it was awaited
             # (most saves): what it sent is cleared by keeping the empty list
             # it left, as giving it back and clearing it would.
-            dropped = not awaits and deltas.drop_sent(self)
+            dropped = not awaits and deltas.drop_sent(
+                self, None if sent is _UNTAKEN else sent
+            )
             meanwhile = (
                 []
                 if dropped or sent is _UNTAKEN
