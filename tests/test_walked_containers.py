@@ -297,3 +297,66 @@ async def test_documents_held_keep_their_own_lists(async_alias: str) -> None:
     await held.async_save()
     stored = await get_async_db().wc_tagged.find_one(tagged.pk)
     assert stored["tags"] == ["a", "b"]
+
+
+class WcNote(EmbeddedDocument):
+    tags = ListField(StringField())
+    scores = DictField()
+
+
+class WcBoard(Document):
+    notes = EmbeddedDocumentListField(WcNote)
+
+
+def board_values() -> dict[str, Any]:
+    return {"notes": [WcNote(tags=["a"], scores={"k": 1}), WcNote()]}
+
+
+def change_notes(board: WcBoard) -> list[Any]:
+    """Changes through the notes' lists and dicts, one empty as stored: each
+    change recorded where MongoEngine records it (the note's own list, or,
+    for a container the walk left empty, the board's path)."""
+    first, empty = board.notes
+    first.tags.append("b")
+    empty.tags.append("c")
+    empty.scores["j"] = 2
+    return [
+        list(board._changed_fields),
+        [list(note._changed_fields) for note in board.notes],
+        sorted(board._get_changed_fields()),
+    ]
+
+
+async def test_embedded_documents_holding_containers_are_walked(
+    mongodb_uri: str,
+) -> None:
+    """The first read of a list of embedded documents whose fields hold lists
+    or dicts walks them as MongoEngine's read does: their lists and dicts
+    wrapped under the holder's path, so a change through one the walk left
+    as it was (an empty one) is the holder's, through a non-empty one the
+    note's own (before: always the note's, its lists left as stored)."""
+    with fresh_sync_default(mongodb_uri) as database:
+        saved = WcBoard(**board_values()).save()
+        board = WcBoard.objects.get(id=saved.id)
+        expected_reads = shape(board.notes)
+        expected = change_notes(board)
+        board.save()
+        expected_stored = database.wc_board.find_one(saved.id)["notes"]
+    async with fresh_database("default", mongodb_uri):
+        saved = await WcBoard(**board_values()).async_save()
+        board = await WcBoard.objects.async_get(id=saved.id)
+        reads = shape(board.notes)
+        changes = change_notes(board)
+        await board.async_save()
+        raw = await get_async_db().wc_board.find_one(saved.id)
+    assert changes == expected
+    assert changes[0] == ["notes.1.tags", "notes.1.scores.j"]
+    assert reads == expected_reads
+    assert (
+        raw["notes"]
+        == expected_stored
+        == [
+            {"tags": ["a", "b"], "scores": {"k": 1}},
+            {"tags": ["c"], "scores": {"j": 2}},
+        ]
+    )

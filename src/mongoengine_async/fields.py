@@ -724,7 +724,8 @@ class _NonBlockingContainer(_FieldMixin):
         if rule.walks or _holds_wrapped(value):
             read = walk_without_loading(value, instance, self.name)
             instance._data[self.name] = read
-        elif value._name != self.name:  # wrapped where another document walked
+        elif value and value._name != self.name:  # wrapped where another
+            # document walked (an empty one stays its: the walk returns it)
             read = _bound(value, instance, self.name)
         if isinstance(read, BaseList | BaseDict):
             read._dereferenced = True
@@ -792,8 +793,9 @@ class _NonBlockingContainer(_FieldMixin):
             return value  # read before: every read gives it as it is
         if reads_async:
             mark = dereference_allowed(instance, self.name)
-            if mark and not stored and value._name != self.name:
-                # Wrapped where another document's read walked it.
+            if mark and not stored and value and value._name != self.name:
+                # Wrapped where another document's read walked it (an empty
+                # one stays bound there: MongoEngine's walk returns it as is).
                 value = _bound(value, instance, self.name)
         else:
             sync_mark = self._sync_dereferences(instance)
@@ -898,10 +900,11 @@ _REFERRING_ITEMS = (
 def _walks(item_field: Any) -> bool:
     """Whether MongoEngine's walk of a container of ``item_field`` items (on
     its first read) may change them: a list or dict an item is or holds in a
-    field, which it wraps for change tracking, or a dict stored with ``_cls``,
-    which it builds as a document. Scalars, references and embedded documents
-    whose fields hold none of those (containers apart: they wrap themselves
-    when read) are left as they are."""
+    field, which it wraps for change tracking (bound to the container's
+    document, under its path: a change made through it is that document's),
+    or a dict stored with ``_cls``, which it builds as a document. Scalars,
+    references and embedded documents whose fields hold none of those are
+    left as they are."""
     if item_field is None:
         return True
     if isinstance(item_field, ComplexBaseField):
@@ -913,14 +916,14 @@ def _walks(item_field: Any) -> bool:
 
 def _holds_walked_values(cls: type[Any]) -> bool:
     """Whether documents of ``cls`` (or of its subclasses known now) can hold
-    a list or dict in a field other than a container: a dynamic one, or a
-    GeoJSON, geo point or dynamic field."""
+    a list or dict in a field: a dynamic one, a container, or a GeoJSON, geo
+    point or dynamic field."""
     classes = [document_registry.get(name) for name in cls._subclasses]
     return any(
         other is not None
         and (
             other._dynamic
-            or any(isinstance(f, _DICT_FIELDS) for f in other._fields.values())
+            or any(isinstance(f, _HOLDING_FIELDS) for f in other._fields.values())
         )
         for other in [cls, *classes]
     )
@@ -934,6 +937,7 @@ _DICT_FIELDS = (
     mongoengine.GeoPointField,
 )
 _WALKED_ITEMS = (*_DICT_FIELDS, mongoengine.GenericEmbeddedDocumentField)
+_HOLDING_FIELDS = (*_DICT_FIELDS, ComplexBaseField)
 
 _LAZY_ITEMS = (mongoengine.LazyReferenceField, mongoengine.GenericLazyReferenceField)
 _SPECIAL_ITEMS = (*_LAZY_ITEMS, mongoengine.FileField)
