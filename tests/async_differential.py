@@ -1556,6 +1556,21 @@ def fz_updates(draw: random.Random, cls: Any, spec: list, target: Any) -> None:
         rec("loaded", lambda: io(cls.objects.order_by("id"), "iterate"))
 
 
+def fz_reads(draw: random.Random, cls: Any, spec: list) -> None:
+    """Terminals on drawn fields of ``cls``: a projection listed, first of
+    the other fields, a count of an existence filter."""
+    # (not yet scalar, values_list nor distinct of drawn fields: the lists
+    # nested in a DynamicField's value, or in the embedded documents a dict
+    # holds, stay plain where MongoEngine's walk wraps them, an open
+    # difference; nor sum: docs/querysets.md, a ListField's db_field unwound)
+    names = [name for name, _, _ in spec]
+    picked = draw.sample(names, k=max(1, len(names) // 2))
+    ordered = cls.objects.order_by("id")
+    rec("only", lambda: io(ordered.only(*picked), "to_list"))
+    rec("exclude_first", lambda: io(ordered.exclude(*picked), "first"))
+    rec("count", lambda: io(cls.objects(**{picked[0] + "__exists": True}), "count"))
+
+
 def ran(step: Callable[[], Any]) -> None:
     """``step()`` run, whatever it returns or raises (not compared)."""
     try:
@@ -1657,6 +1672,7 @@ def a_random_documents() -> None:
                 fz_document_writes(draw, loaded, spec, target)
             fz_updates(draw, cls, spec, target)
             rec("list", lambda c=cls: io(c.objects.order_by("id"), "iterate"))
+            fz_reads(draw, cls, spec)
             rec("insert", lambda c=cls: io(c.objects, "insert", [c(), c()]))
 
 

@@ -149,3 +149,20 @@ async def test_save_ends_with_lists_and_dicts_set_whole_tracked(
     assert (shelf.tags, shelf.scores) == (["t"], {"k": 1})
     assert type(shelf._data["tags"]) is BaseList
     assert type(shelf._data["scores"]) is BaseDict
+
+
+async def test_distinct_of_an_embedded_field_storing_a_list_raises_as_mongoengine(
+    async_alias: str,
+) -> None:
+    """An ``EmbeddedDocumentField`` whose stored value is a list of lists (written
+    behind the model's back): ``async_distinct`` raises MongoEngine's
+    ``TypeError``, its class called with the walked list (before: an
+    ``AttributeError`` from the loader, ``'list' object has no attribute
+    'get'``)."""
+    collection = await AdPost._async_get_collection()
+    await collection.insert_one({"title": "a", "best": [[{"author": "x"}]]})
+    with pytest.raises(TypeError) as raised:
+        await AdPost.objects.async_distinct("best")
+    assert str(raised.value).endswith(
+        "AdVote() argument after ** must be a mapping, not BaseList"
+    )

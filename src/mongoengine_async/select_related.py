@@ -343,15 +343,26 @@ def distinct_embedded(
     ``DeReference`` walk wraps it (init signals sent first, with those
     values, then those of the embedded documents inside). Where that
     constructor fails (a ``_cls`` naming a subclass, a renamed field, a key
-    no field holds), loaded as the class it names, new; a null is None."""
+    no field holds), loaded as the class it names, new; a null is None. A
+    stored value that is no document (a list, a number) goes to the
+    constructor too, which raises MongoEngine's ``TypeError``."""
     return [
         None
         if value is None
-        else cls(**walk_without_loading(value, owner, f"{path}.{index}"))
-        if _constructible(cls, value)
         else cls._from_son(value, created=True)
+        if isinstance(value, dict) and not _constructible(cls, value)
+        else cls(**_walked_value(value, owner, f"{path}.{index}"))
         for index, value in enumerate(values)
     ]
+
+
+def _walked_value(value: Any, owner: type[Any], path: str) -> Any:
+    """``value`` as MongoEngine's ``DeReference`` walk of the distinct values
+    gives it: a list or dict wrapped (with what it holds), anything else as
+    it is."""
+    if isinstance(value, list | dict):
+        return walk_without_loading(value, owner, path)
+    return value
 
 
 def _constructible(cls: type[Any], value: Any) -> bool:
