@@ -238,10 +238,13 @@ fuzz: venv
 		tests/test_save_interleavings.py; \
 	status=$$?; echo "make fuzz: RANDOM_SEED=$(FUZZ_SEED)"; exit $$status
 
-# The failover load test (~40 s on 2 cores), deselected from `make test`.
+# The failover load test (~40 s on 2 cores), deselected from `make test`, and
+# the randomized failover workloads of a few fixed seeds
+# (FAILOVER_RANDOM_SEEDS=first-last runs others).
 .PHONY: failover
 failover: venv
-	$(VPY) -m pytest -m failover -s $(PYTEST_ARGS) tests/test_failover.py
+	$(VPY) -m pytest -m failover -s $(PYTEST_ARGS) tests/test_failover.py \
+		tests/test_failover_random.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) $(PLAIN_VENV) $(LOWEST_VENV) $(UVLOOP_VENV) $(RELEASE_VENV) $(DOCS_VENV) .venv-py* .venv-plain-py* build dist site .pytest_cache .ruff_cache .mypy_cache src/*.egg-info

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import operator
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -1741,11 +1742,25 @@ class _DeletePlan:
 
     async def _delete_cascaded(self) -> None:
         """Delete every planned document but the root's (documents of the root
-        class reached by cascade are not counted, as in MongoEngine)."""
-        for cls, ids in self._cascaded():
+        class reached by cascade are not counted, as in MongoEngine) in
+        MongoEngine's order: its depth-first walk deletes a document's
+        referrers before it, the rules' in their order (see
+        :meth:`_deleted_before`). Outside a transaction, a delete failing
+        partway thus never leaves a document referring by CASCADE to one
+        deleted: out of reach of the next delete of the root, which finds it
+        through that one."""
+        for cls, ids in sorted(self._cascaded(), key=self._deleted_before):
             cascaded = await self.operation.on(cls)
             for run in self._runs(ids):
                 await self._send_delete(cascaded, {"_id": {"$in": run}})
+
+    def _deleted_before(self, planned: tuple[type[Any], list]) -> tuple[float, ...]:
+        """The sort key of a class's planned ids in MongoEngine's delete
+        order (a depth-first walk's post-order): its first position (the rule
+        indices from the root) followed by a bound above every index, so that
+        a position reached below it (a longer one) sorts first, and a
+        sibling's by its rule's index."""
+        return (*self.first_at.get(planned[0], ()), math.inf)
 
 
 def _held_files(document: Any) -> list:
