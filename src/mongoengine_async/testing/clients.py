@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
 
-from pymongo import AsyncMongoClient, monitoring, uri_parser
+from pymongo import AsyncMongoClient, WriteConcern, monitoring, uri_parser
 
 __all__ = ["CommandLog", "drop_database", "fresh_database"]
 
@@ -95,8 +95,11 @@ async def drop_database(client: AsyncMongoClient[Any], name: str) -> None:
     first (a database left without collections is gone): MongoDB's
     ``dropDatabase`` waits for the next journal commit, 100 ms by default,
     which a suite dropping a database after every test pays thousands of
-    times; a collection's drop does not wait."""
-    database = client[name]
+    times; a collection's drop does not wait. The drops wait for the
+    primary alone (``w=1``): a throwaway database's drop needs no majority,
+    and one waited for under the client's ``w="majority"`` and short
+    ``wtimeout`` failed where a member was down or lagging."""
+    database = client.get_database(name, write_concern=WriteConcern(w=1))
     for system in (False, True):
         for collection in await database.list_collection_names():
             if collection.startswith("system.") == system:
