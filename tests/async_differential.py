@@ -12,21 +12,18 @@ normalised where it shows, citing the doc; the rest must match.
 """
 
 import asyncio
-import copy
-import datetime
 import enum
 import functools
 import random
 import sys
-import uuid
 from collections.abc import Callable
-from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
 from bson import ObjectId
 
 import sync_differential as harness
+from differential_fuzz import Fuzz, field_kinds, sync_io
 from sync_differential import LOG, rec
 
 LIBRARY, MODE = sys.argv[1:3] if __name__ == "__main__" else ("mongoengine", "quiet")
@@ -44,16 +41,6 @@ async def aggregate(queryset: Any, pipeline: list, **kwargs: Any) -> list:
     """The results of ``async_aggregate``, through the cursor it gives."""
     cursor = await queryset.async_aggregate(pipeline, **kwargs)
     return await cursor.to_list()
-
-
-SYNC_SPELLING: dict[str, Callable[..., Any]] = {  # (where not the name less async_)
-    "to_list": lambda queryset: list(queryset),
-    "scalar": lambda queryset, *fields: list(queryset.scalar(*fields)),
-    "values_list": lambda queryset, *fields: list(queryset.values_list(*fields)),
-    "aggregate": lambda queryset, *a, **kw: list(queryset.aggregate(*a, **kw)),
-    "exists": lambda queryset: bool(queryset),
-    "iterate": lambda queryset: [document for document in queryset],
-}
 
 
 async def iterate(queryset: Any) -> list:
@@ -74,9 +61,7 @@ def io(target: Any, method: str, /, *args: Any, **kwargs: Any) -> Any:
         spelled = ASYNC_SPELLING.get(method)
         call = spelled or (lambda t, *a, **k: getattr(t, "async_" + method)(*a, **k))
         return run_async(call(target, *args, **kwargs))
-    spelled = SYNC_SPELLING.get(method)
-    call = spelled or (lambda t, *a, **k: getattr(t, method)(*a, **k))
-    return call(target, *args, **kwargs)
+    return sync_io(target, method, *args, **kwargs)
 
 
 def deref(document: Any, field: str) -> Any:
@@ -1314,211 +1299,26 @@ class XFzT(M.Document):
     name = M.StringField()
 
 
-# Field kinds drawn by a_random_documents, each with the values drawn for it
-# (sync_differential_kinds.py's FZ_KINDS; "E", "ES": new embedded documents;
-# "T", "TS", "TID": the XFzT document, a list of it, its id).
-FZ_KINDS: list = [
-    (lambda **kw: M.IntField(**kw), [0, 1, -5, "7", 2.5, None, True, "x"]),
-    (lambda **kw: M.FloatField(**kw), [0.0, 1.5, 3, "2.5", None, "x"]),
-    (lambda **kw: M.StringField(**kw), ["", "a", "abc", 5, None, b"b"]),
-    (lambda **kw: M.BooleanField(**kw), [True, False, 0, 1, None, "x"]),
-    (
-        lambda **kw: M.DecimalField(precision=2, **kw),
-        [Decimal("1.005"), 1, "2.5", 0, None, "x"],
-    ),
-    (
-        lambda **kw: M.DateTimeField(**kw),
-        [datetime.datetime(2020, 1, 2, 3, 4, 5, 123456), "2020-01-01", None, 5],
-    ),
-    (lambda **kw: M.ListField(M.IntField(), **kw), [[], [1, 2], ["3"], None, [None]]),
-    (lambda **kw: M.SortedListField(M.IntField(), **kw), [[3, 1], [], None]),
-    (lambda **kw: M.DictField(**kw), [{}, {"a": 1}, {"a": [1, {"b": 2}]}, None]),
-    (lambda **kw: M.MapField(M.IntField(), **kw), [{}, {"k": 1}, {"k": "2"}, None]),
-    (lambda **kw: M.EmbeddedDocumentField(XFzE, **kw), ["E", None, {"a": 1}]),
-    (lambda **kw: M.ListField(M.EmbeddedDocumentField(XFzE), **kw), ["ES", [], None]),
-    (lambda **kw: M.ReferenceField(XFzT, **kw), ["T", None, "TID"]),
-    (lambda **kw: M.ListField(M.ReferenceField(XFzT), **kw), ["TS", [], None]),
-    (lambda **kw: M.EnumField(XColor, **kw), [XColor.RED, "b", None, "z"]),
-    (
-        lambda **kw: M.UUIDField(**kw),
-        [uuid.UUID(int=1), "00000000-0000-0000-0000-000000000002", None],
-    ),
-    (lambda **kw: M.ObjectIdField(**kw), [ObjectId("5f0000000000000000000003"), None]),
-    (lambda **kw: M.BinaryField(**kw), [b"ab", b"", None]),
-    (lambda **kw: M.LongField(**kw), [5, "6", None, 2**40]),
-    (lambda **kw: M.DynamicField(**kw), [1, "s", [1, "a"], {"x": 1}, None, "E"]),
-    (lambda **kw: M.EmbeddedDocumentListField(XFzE, **kw), ["ES", [], None]),
-    (lambda **kw: M.MapField(M.EmbeddedDocumentField(XFzE), **kw), ["EM", {}, None]),
-]
-REFERENCE_KINDS = (12, 13)  # (read as proxies here: assigned, never read)
-
-
-def fz_class(draw: random.Random, name: str) -> tuple[Any, list]:
-    """A document class of drawn fields (options drawn too), and each field's
-    name, whether it holds references, and the values drawn for it."""
-    attrs: dict[str, Any] = {}
-    spec = []
-    for i in range(draw.randint(1, 6)):
-        kind = draw.randrange(len(FZ_KINDS))
-        make, values = FZ_KINDS[kind]
-        options: dict[str, Any] = {}
-        if draw.random() < 0.2:
-            options["required"] = True
-        if draw.random() < 0.15:
-            options["null"] = True
-        if draw.random() < 0.2:
-            options["db_field"] = f"d{i}"
-        if draw.random() < 0.25:
-            default = draw.choice(values)
-            if default not in ("E", "ES", "T", "TS", "TID", None):
-                options["default"] = (
-                    (lambda d=default: copy.deepcopy(d))
-                    if draw.random() < 0.5
-                    else default
-                )
-        if draw.random() < 0.1:
-            options["choices"] = [0, 1, 7, "a", "abc", ""]
-        try:
-            attrs[f"f{i}"] = make(**options)
-        except Exception:  # (options the field refuses)
-            attrs[f"f{i}"] = make()
-        spec.append((f"f{i}", kind in REFERENCE_KINDS, values))
-    attrs["meta"] = {"collection": name, "allow_inheritance": draw.random() < 0.3}
-    base = M.DynamicDocument if draw.random() < 0.25 else M.Document
-    return type(name, (base,), attrs), spec
-
-
-def fz_value(draw: random.Random, value: Any, target: Any) -> Any:
-    """A drawn value as given: new embedded documents, the referenced one."""
-    if value == "E":
-        return XFzE(a=draw.randint(0, 3), lst=[1])
-    if value == "ES":
-        return [XFzE(a=1), XFzE(s="y")]
-    if value == "EM":
-        return {"k": XFzE(a=2, lst=[1]), "e": XFzE(dct={"q": 1})}
-    if value == "T":
-        return target
-    if value == "TS":
-        return [target, target]
-    if value == "TID":
-        return target.pk
-    return copy.deepcopy(value)
-
-
-def fz_list_change(draw: random.Random, value: list) -> Any:
-    """A drawn in-place change of a list read from a document."""
-    op = draw.choice(["append", "insert", "pop", "del", "setitem", "extend", "sort"])
-    op = draw.choice([op, "reverse", "remove", "clear", "iadd", "imul"])
-    item = draw.choice([1, "s", XFzE(a=9), None])
-    changes: dict[str, Callable[[], Any]] = {
-        "append": lambda: value.append(item),
-        "insert": lambda: value.insert(0, item),
-        "pop": lambda: value.pop(),
-        "del": lambda: value.__delitem__(0),
-        "setitem": lambda: value.__setitem__(0, item),
-        "extend": lambda: value.extend([item, item]),
-        "sort": lambda: value.sort(key=str),
-        "reverse": lambda: value.reverse(),
-        "remove": lambda: value.remove(value[-1]),
-        "clear": lambda: value.clear(),
-        "iadd": lambda: value.__iadd__([item]),  # (+=, without rebinding)
-        "imul": lambda: value.__imul__(2),
-    }
-    return op, changes[op]
-
-
-def fz_dict_change(draw: random.Random, value: dict) -> Any:
-    """A drawn in-place change of a dict read from a document."""
-    op = draw.choice(["set", "pop", "update", "setdefault", "clear", "del", "popitem"])
-    item = draw.choice([1, [2], {"q": 1}, XFzE(a=3), None])
-    changes: dict[str, Callable[[], Any]] = {
-        "set": lambda: value.__setitem__("z", item),
-        "pop": lambda: value.pop(next(iter(value), "nokey"), None),
-        "update": lambda: value.update({"u": item}),
-        "setdefault": lambda: value.setdefault("sd", item),
-        "clear": lambda: value.clear(),
-        "del": lambda: value.__delitem__(next(iter(value))),
-        "popitem": lambda: value.popitem(),
-    }
-    return op, changes[op]
-
-
-def fz_change(draw: random.Random, document: Any, spec: list, target: Any) -> None:
-    """Drawn changes of ``document``: values assigned, lists, dicts and
-    embedded documents changed in place (each recorded); references only
-    assigned (MongoEngine's read of one loads it: docs/migrating.md,
-    "References never do hidden I/O")."""
-    if document._dynamic and draw.random() < 0.7:
-        value = draw.choice([1, "s", [1, {"a": 2}], {"x": [3]}, XFzE(a=4), None])
-        rec("set dynamic", lambda v=value: setattr(document, "extra", v))
-    for name, holds_references, values in spec:
-        if draw.random() < 0.3:
-            value = fz_value(draw, draw.choice(values), target)
-            rec("set " + name, lambda n=name, v=value: setattr(document, n, v))
-            continue
-        if draw.random() >= 0.8 or holds_references:
-            continue
-        held = getattr(document, name)
-        if isinstance(held, list):
-            op, change = fz_list_change(draw, held)
-            rec(f"list {op} {name}", change)
-        elif isinstance(held, dict):
-            op, change = fz_dict_change(draw, held)
-            rec(f"dict {op} {name}", change)
-        elif isinstance(held, XFzE):
-            if draw.random() < 0.5:
-                rec("emb " + name, lambda e=held: setattr(e, "a", 42))
-            else:
-                rec("emb lst " + name, lambda e=held: e.lst.append(3))
-        if isinstance(held, dict) and isinstance(held.get("k"), XFzE):
-            rec("map item " + name, lambda e=held["k"]: e.dct.__setitem__("m", 1))
-        if isinstance(held, list) and held and isinstance(held[0], XFzE):
-            inner = held[0]
-            if draw.random() < 0.5:
-                rec("item " + name, lambda e=inner: setattr(e, "s", "z"))
-            elif draw.random() < 0.5:
-                rec("item lst " + name, lambda e=inner: e.lst.extend([5, 6]))
-            else:
-                rec("item dct " + name, lambda e=inner: e.dct.update(x=[1]))
-
-
-def fz_load(found: Any, way: str, picked: list) -> Any:
-    """The one document of ``found`` read ``way``: by get(), a projection
-    (only() or exclude() of the ``picked`` fields), first(), in_bulk(),
-    select_related() or an iteration."""
-    if way == "only":
-        return io(found.only(*picked), "get")
-    if way == "exclude":
-        return io(found.exclude(*picked), "get")
-    if way == "first":
-        return io(found, "first")
-    if way == "bulk":
-        return next(iter(io(found, "in_bulk", io(found, "scalar", "pk")).values()))
-    if way == "sr":
-        return io(found, "select_related")[0]
-    if way == "iterate":
-        return io(found, "iterate")[0]
-    return io(found, "get")
-
-
-# The update operators a_random_documents draws ("set_0": the first item).
-FZ_OPERATORS = [
-    "set",
-    "unset",
-    "inc",
-    "push",
-    "pull",
-    "add_to_set",
-    "pop",
-    "set_on_insert",
-    "max",
-    "min",
-    "mul",
-    "push_all",
-    "pull_all",
-    "rename",
-    "set_0",
-]
+# What a_random_documents draws (differential_fuzz.py, as sync_differential_kinds.py
+# does, with embedded documents' lists and maps too: "ES", "EM"); references
+# read as proxies here: assigned, never read.
+FZ = Fuzz(
+    M=M,
+    embedded=XFzE,
+    referenced=XFzT,
+    kinds=[
+        *field_kinds(M, XFzE, XFzT, XColor),
+        (lambda **kw: M.EmbeddedDocumentListField(XFzE, **kw), ["ES", [], None]),
+        (
+            lambda **kw: M.MapField(M.EmbeddedDocumentField(XFzE), **kw),
+            ["EM", {}, None],
+        ),
+    ],
+    io=io,
+    dynamic=True,
+    loads_references=False,
+    nested_changes=True,
+)
 
 
 def fz_updates(draw: random.Random, cls: Any, spec: list, target: Any) -> None:
@@ -1527,16 +1327,7 @@ def fz_updates(draw: random.Random, cls: Any, spec: list, target: Any) -> None:
     stores and loads."""
     upserted = cls.objects(id=ObjectId("5f00000000000000000000aa"))
     for _ in range(6):
-        name, _, values = draw.choice(spec)
-        operator = draw.choice(FZ_OPERATORS)
-        value = fz_value(draw, draw.choice(values), target)
-        key = f"set__{name}__0" if operator == "set_0" else f"{operator}__{name}"
-        if operator in ("unset", "pop"):
-            value = 1
-        elif operator == "rename":
-            value = "r" + name
-        elif operator in ("push_all", "pull_all"):
-            value = [value]
+        key, value = FZ.update(draw, spec, target)
         queryset = upserted if draw.random() < 0.2 else cls.objects.order_by("id")
         how = draw.choice(["update", "update_one", "modify"])
         options: dict[str, Any] = {"upsert": True} if queryset is upserted else {}
@@ -1586,7 +1377,7 @@ def fz_document_writes(
     field, with a drawn value), then the document and what is stored."""
     name, _, values = draw.choice(spec)
     operator = draw.choice(["set", "unset", "inc", "push", "pull", "add_to_set"])
-    value = 1 if operator == "unset" else fz_value(draw, draw.choice(values), target)
+    value = 1 if operator == "unset" else FZ.value(draw, draw.choice(values), target)
     how = draw.choice(["update", "modify"])
     step = functools.partial(io, document, how, **{f"{operator}__{name}": value})
     if how == "modify" and any(refers for _, refers, _ in spec):
@@ -1618,7 +1409,7 @@ def a_random_documents() -> None:
     )
     for number in (1, 3, 5, 7, 9, 11):
         draw = random.Random(number)
-        classes = [fz_class(draw, f"XRand{number}_{n}") for n in range(12)]
+        classes = [FZ.document_class(draw, f"XRand{number}_{n}") for n in range(12)]
         quietly(
             lambda classes=classes: [
                 (io(cls, "drop_collection"), io(cls.objects, "count"))
@@ -1628,7 +1419,7 @@ def a_random_documents() -> None:
         for cls, spec in classes:
             for _ in range(4):
                 given = {
-                    name: fz_value(draw, draw.choice(values), target)
+                    name: FZ.value(draw, draw.choice(values), target)
                     for name, _, values in spec
                     if draw.random() < 0.7
                 }
@@ -1648,9 +1439,9 @@ def a_random_documents() -> None:
                 names = [name for name, _, _ in spec]
                 picked = draw.sample(names, k=max(1, len(names) // 2))
                 loaded = rec(
-                    "load " + way, lambda f=found, w=way, p=picked: fz_load(f, w, p)
+                    "load " + way, lambda f=found, w=way, p=picked: FZ.load(f, w, p)
                 )
-                fz_change(draw, loaded, spec, target)
+                FZ.change(draw, loaded, spec, target)
                 rec("changed", loaded._get_changed_fields)
                 rec("delta", loaded._delta)
                 rec("save2", lambda d=loaded: io(d, "save"))

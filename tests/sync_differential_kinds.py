@@ -30,6 +30,7 @@ import pymongo
 from bson import ObjectId
 
 import sync_differential as harness
+from differential_fuzz import Fuzz, field_kinds, sync_io
 from sync_differential import (
     LOG,
     AEmb,
@@ -1743,206 +1744,15 @@ class FzT(M.Document):
     name = M.StringField()
 
 
-# Field kinds drawn by k_random_documents, each with the values drawn for it
-# ("E", "ES": new embedded documents; "T", "TS", "TID": the FzT document,
-# a list of it, its id).
-FZ_KINDS: list = [
-    (lambda **kw: M.IntField(**kw), [0, 1, -5, "7", 2.5, None, True, "x"]),
-    (lambda **kw: M.FloatField(**kw), [0.0, 1.5, 3, "2.5", None, "x"]),
-    (lambda **kw: M.StringField(**kw), ["", "a", "abc", 5, None, b"b"]),
-    (lambda **kw: M.BooleanField(**kw), [True, False, 0, 1, None, "x"]),
-    (
-        lambda **kw: M.DecimalField(precision=2, **kw),
-        [Decimal("1.005"), 1, "2.5", 0, None, "x"],
-    ),
-    (
-        lambda **kw: M.DateTimeField(**kw),
-        [datetime.datetime(2020, 1, 2, 3, 4, 5, 123456), "2020-01-01", None, 5],
-    ),
-    (lambda **kw: M.ListField(M.IntField(), **kw), [[], [1, 2], ["3"], None, [None]]),
-    (lambda **kw: M.SortedListField(M.IntField(), **kw), [[3, 1], [], None]),
-    (lambda **kw: M.DictField(**kw), [{}, {"a": 1}, {"a": [1, {"b": 2}]}, None]),
-    (lambda **kw: M.MapField(M.IntField(), **kw), [{}, {"k": 1}, {"k": "2"}, None]),
-    (lambda **kw: M.EmbeddedDocumentField(FzE, **kw), ["E", None, {"a": 1}]),
-    (lambda **kw: M.ListField(M.EmbeddedDocumentField(FzE), **kw), ["ES", [], None]),
-    (lambda **kw: M.ReferenceField(FzT, **kw), ["T", None, "TID"]),
-    (lambda **kw: M.ListField(M.ReferenceField(FzT), **kw), ["TS", [], None]),
-    (lambda **kw: M.EnumField(Color, **kw), [Color.RED, "b", None, "z"]),
-    (
-        lambda **kw: M.UUIDField(**kw),
-        [uuid.UUID(int=1), "00000000-0000-0000-0000-000000000002", None],
-    ),
-    (lambda **kw: M.ObjectIdField(**kw), [ObjectId("5f0000000000000000000003"), None]),
-    (lambda **kw: M.BinaryField(**kw), [b"ab", b"", None]),
-    (lambda **kw: M.LongField(**kw), [5, "6", None, 2**40]),
-    (lambda **kw: M.DynamicField(**kw), [1, "s", [1, "a"], {"x": 1}, None, "E"]),
-]
-
-
-def fz_class(draw: random.Random, name: str) -> tuple[Any, list]:
-    """A document class of drawn fields (options drawn too), and each field's
-    name with the values drawn for it."""
-    attrs: dict[str, Any] = {}
-    spec = []
-    for i in range(draw.randint(1, 6)):
-        make, values = draw.choice(FZ_KINDS)
-        options: dict[str, Any] = {}
-        if draw.random() < 0.2:
-            options["required"] = True
-        if draw.random() < 0.15:
-            options["null"] = True
-        if draw.random() < 0.2:
-            options["db_field"] = f"d{i}"
-        if draw.random() < 0.25:
-            default = draw.choice(values)
-            if default not in ("E", "ES", "T", "TS", "TID", None):
-                callable_default = draw.random() < 0.5
-                options["default"] = (
-                    (lambda d=default: copy.deepcopy(d))
-                    if callable_default
-                    else default
-                )
-        if draw.random() < 0.1:
-            options["choices"] = [0, 1, 7, "a", "abc", ""]
-        try:
-            attrs[f"f{i}"] = make(**options)
-        except Exception:  # (options the field refuses)
-            attrs[f"f{i}"] = make()
-        spec.append((f"f{i}", values))
-    attrs["meta"] = {"collection": name, "allow_inheritance": draw.random() < 0.3}
-    return type(name, (M.Document,), attrs), spec
-
-
-def fz_value(draw: random.Random, value: Any, target: Any) -> Any:
-    """A drawn value as given: new embedded documents, the referenced one."""
-    if value == "E":
-        return FzE(a=draw.randint(0, 3), lst=[1])
-    if value == "ES":
-        return [FzE(a=1), FzE(s="y")]
-    if value == "T":
-        return target
-    if value == "TS":
-        return [target, target]
-    if value == "TID":
-        return target.pk
-    return copy.deepcopy(value)
-
-
-def fz_list_change(draw: random.Random, value: list, target: Any) -> Any:
-    """A drawn in-place change of a list read from a document."""
-    op = draw.choice(["append", "insert", "pop", "del", "setitem", "extend", "sort"])
-    op = draw.choice([op, "reverse", "remove", "clear", "iadd", "imul"])
-    item = draw.choice([1, "s", FzE(a=9), target, None])
-
-    def change() -> None:
-        if op == "append":
-            value.append(item)
-        elif op == "insert":
-            value.insert(0, item)
-        elif op == "pop":
-            value.pop()
-        elif op == "del":
-            del value[0]
-        elif op == "setitem":
-            value[0] = item
-        elif op == "extend":
-            value.extend([item, item])
-        elif op == "sort":
-            value.sort(key=str)
-        elif op == "reverse":
-            value.reverse()
-        elif op == "remove":
-            value.remove(value[-1])
-        elif op == "clear":
-            value.clear()
-        elif op == "iadd":
-            value.__iadd__([item])  # (+=, without rebinding)
-        else:
-            value.__imul__(2)
-
-    return op, change
-
-
-def fz_dict_change(draw: random.Random, value: dict) -> Any:
-    """A drawn in-place change of a dict read from a document."""
-    op = draw.choice(["set", "pop", "update", "setdefault", "clear", "del", "popitem"])
-    item = draw.choice([1, [2], {"q": 1}, FzE(a=3), None])
-
-    def change() -> None:
-        if op == "set":
-            value["z"] = item
-        elif op == "pop":
-            value.pop(next(iter(value), "nokey"), None)
-        elif op == "update":
-            value.update({"u": item})
-        elif op == "setdefault":
-            value.setdefault("sd", item)
-        elif op == "clear":
-            value.clear()
-        elif op == "del":
-            del value[next(iter(value))]
-        else:
-            value.popitem()
-
-    return op, change
-
-
-def fz_change(draw: random.Random, document: Any, spec: list, target: Any) -> None:
-    """Drawn changes of ``document``: values assigned, lists, dicts and
-    embedded documents changed in place (each recorded)."""
-    for name, values in spec:
-        if draw.random() < 0.3:
-            value = fz_value(draw, draw.choice(values), target)
-            rec("set " + name, lambda n=name, v=value: setattr(document, n, v))
-            continue
-        if draw.random() >= 0.8:
-            continue
-        held = getattr(document, name)
-        if isinstance(held, list):
-            op, change = fz_list_change(draw, held, target)
-            rec(f"list {op} {name}", change)
-        elif isinstance(held, dict):
-            op, change = fz_dict_change(draw, held)
-            rec(f"dict {op} {name}", change)
-        elif isinstance(held, FzE):
-            rec("emb " + name, lambda e=held: setattr(e, "a", 42))
-
-
-def fz_load(found: Any, way: str, picked: list) -> Any:
-    """The one document of ``found`` read ``way``: by get(), a projection
-    (only() or exclude() of the ``picked`` fields), first(), in_bulk() or
-    select_related()."""
-    if way == "only":
-        return found.only(*picked).get()
-    if way == "exclude":
-        return found.exclude(*picked).get()
-    if way == "first":
-        return found.first()
-    if way == "bulk":
-        return next(iter(found.in_bulk(list(found.scalar("pk"))).values()))
-    if way == "sr":
-        return found.select_related()[0]
-    return found.get()
-
-
-# The update operators k_random_documents draws ("set_0": the first item).
-FZ_OPERATORS = [
-    "set",
-    "unset",
-    "inc",
-    "push",
-    "pull",
-    "add_to_set",
-    "pop",
-    "set_on_insert",
-    "max",
-    "min",
-    "mul",
-    "push_all",
-    "pull_all",
-    "rename",
-    "set_0",
-]
+# What k_random_documents draws (differential_fuzz.py, as async_differential.py
+# does): references loaded as they are read, changed in place too.
+FZ = Fuzz(
+    M=M,
+    embedded=FzE,
+    referenced=FzT,
+    kinds=field_kinds(M, FzE, FzT, Color),
+    io=sync_io,
+)
 
 
 def fz_updates(draw: random.Random, cls: Any, spec: list, target: Any) -> None:
@@ -1950,16 +1760,7 @@ def fz_updates(draw: random.Random, cls: Any, spec: list, target: Any) -> None:
     drawn value), some an upsert of a new id; what each stores and loads."""
     upserted = cls.objects(id=ObjectId("5f00000000000000000000aa"))
     for _ in range(6):
-        name, values = draw.choice(spec)
-        operator = draw.choice(FZ_OPERATORS)
-        value = fz_value(draw, draw.choice(values), target)
-        key = f"set__{name}__0" if operator == "set_0" else f"{operator}__{name}"
-        if operator in ("unset", "pop"):
-            value = 1
-        elif operator == "rename":
-            value = "r" + name
-        elif operator in ("push_all", "pull_all"):
-            value = [value]
+        key, value = FZ.update(draw, spec, target)
         queryset = upserted if draw.random() < 0.2 else cls.objects
         options = {"upsert": True} if queryset is upserted else {}
         rec(
@@ -1981,7 +1782,7 @@ def k_random_documents() -> None:
     LOG.on = True
     for number in (1, 3):
         draw = random.Random(number)
-        classes = [fz_class(draw, f"KRand{number}_{n}") for n in range(12)]
+        classes = [FZ.document_class(draw, f"KRand{number}_{n}") for n in range(12)]
         LOG.on = False
         for cls, _ in classes:
             cls.drop_collection()
@@ -1989,8 +1790,8 @@ def k_random_documents() -> None:
         for cls, spec in classes:
             for _ in range(4):
                 given = {
-                    name: fz_value(draw, draw.choice(values), target)
-                    for name, values in spec
+                    name: FZ.value(draw, draw.choice(values), target)
+                    for name, _, values in spec
                     if draw.random() < 0.7
                 }
                 new = rec("new", lambda c=cls, g=given: c(**g))
@@ -2004,12 +1805,12 @@ def k_random_documents() -> None:
                 found = cls.objects(pk=new.pk)
                 rec("stored", lambda f=found: f.as_pymongo().get())
                 way = draw.choice(["get", "only", "exclude", "first", "bulk", "sr"])
-                names = [name for name, _ in spec]
+                names = [name for name, _, _ in spec]
                 picked = draw.sample(names, k=max(1, len(names) // 2))
                 loaded = rec(
-                    "load " + way, lambda f=found, w=way, p=picked: fz_load(f, w, p)
+                    "load " + way, lambda f=found, w=way, p=picked: FZ.load(f, w, p)
                 )
-                fz_change(draw, loaded, spec, target)
+                FZ.change(draw, loaded, spec, target)
                 rec("changed", loaded._get_changed_fields)
                 rec("delta", loaded._delta)
                 rec("save2", loaded.save)
