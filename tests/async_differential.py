@@ -1315,6 +1315,7 @@ FZ = Fuzz(
         ),
     ],
     io=io,
+    ways=("get", "only", "exclude", "first", "bulk", "sr", "iterate"),
     dynamic=True,
     loads_references=False,
     nested_changes=True,
@@ -1418,35 +1419,10 @@ def a_random_documents() -> None:
         )
         for cls, spec in classes:
             for _ in range(4):
-                given = {
-                    name: FZ.value(draw, draw.choice(values), target)
-                    for name, _, values in spec
-                    if draw.random() < 0.7
-                }
-                new = rec("new", lambda c=cls, g=given: c(**g))
-                if new is None:
+                saved = FZ.saved_and_changed(draw, cls, spec, target)
+                if saved is None:
                     continue
-                rec("validate", new.validate)
-                rec("mongo", new.to_mongo)
-                rec("save", lambda n=new: io(n, "save"))
-                if new.pk is None:
-                    continue
-                found = cls.objects(pk=new.pk)
-                rec("stored", lambda f=found: io(f.as_pymongo(), "get"))
-                way = draw.choice(
-                    ["get", "only", "exclude", "first", "bulk", "sr", "iterate"]
-                )
-                names = [name for name, _, _ in spec]
-                picked = draw.sample(names, k=max(1, len(names) // 2))
-                loaded = rec(
-                    "load " + way, lambda f=found, w=way, p=picked: FZ.load(f, w, p)
-                )
-                FZ.change(draw, loaded, spec, target)
-                rec("changed", loaded._get_changed_fields)
-                rec("delta", loaded._delta)
-                rec("save2", lambda d=loaded: io(d, "save"))
-                rec("after", lambda d=loaded: d)
-                rec("stored2", lambda f=found: io(f.as_pymongo(), "get"))
+                _, loaded = saved
                 if any(refers for _, refers, _ in spec):
                     # (MongoEngine's reload loads the references, ours
                     # leaves them stored: docs/documents.md, "One difference

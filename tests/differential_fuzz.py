@@ -109,7 +109,8 @@ class Fuzz:
     (string, default "x"), ``lst`` (list of ints) and, with
     ``nested_changes``, ``dct`` (dict); ``referenced`` the Document class of
     the references; ``kinds`` the field kinds drawn (:func:`field_kinds`, and
-    more); ``io`` the suite's I/O call.
+    more); ``io`` the suite's I/O call; ``ways`` the ways a saved document
+    is drawn to be read back by (:meth:`load`).
 
     ``dynamic``: classes drawn are DynamicDocuments at times, given a dynamic
     value. ``loads_references``: a read of a reference loads it (MongoEngine's
@@ -123,6 +124,7 @@ class Fuzz:
     referenced: type
     kinds: list
     io: Callable[..., Any]
+    ways: tuple[str, ...] = ("get", "only", "exclude", "first", "bulk", "sr")
     dynamic: bool = False
     loads_references: bool = True
     nested_changes: bool = False
@@ -294,6 +296,41 @@ class Fuzz:
         if way == "iterate":
             return io(found, "iterate")[0]
         return io(found, "get")
+
+    def saved_and_changed(
+        self, draw: Random, cls: Any, spec: list, target: Any
+    ) -> tuple[Any, Any] | None:
+        """A document of ``cls`` of drawn values built, validated, dumped,
+        saved, read back a drawn way of ``ways`` (:meth:`load`), changed by
+        drawn changes and saved again, each step recorded: the queryset of
+        its id and the document read; None where it was not built or saved."""
+        io = self.io
+        given = {
+            name: self.value(draw, draw.choice(values), target)
+            for name, _, values in spec
+            if draw.random() < 0.7
+        }
+        new = rec("new", lambda: cls(**given))
+        if new is None:
+            return None
+        rec("validate", new.validate)
+        rec("mongo", new.to_mongo)
+        rec("save", lambda: io(new, "save"))
+        if new.pk is None:
+            return None
+        found = cls.objects(pk=new.pk)
+        rec("stored", lambda: io(found.as_pymongo(), "get"))
+        way = draw.choice(self.ways)
+        names = [name for name, _, _ in spec]
+        picked = draw.sample(names, k=max(1, len(names) // 2))
+        loaded = rec("load " + way, lambda: self.load(found, way, picked))
+        self.change(draw, loaded, spec, target)
+        rec("changed", loaded._get_changed_fields)
+        rec("delta", loaded._delta)
+        rec("save2", lambda: io(loaded, "save"))
+        rec("after", lambda: loaded)
+        rec("stored2", lambda: io(found.as_pymongo(), "get"))
+        return found, loaded
 
     def update(self, draw: Random, spec: list, target: Any) -> tuple[str, Any]:
         """A drawn update of a drawn field (an operator of :data:`OPERATORS`,

@@ -1789,33 +1789,10 @@ def k_random_documents() -> None:
         LOG.on = True
         for cls, spec in classes:
             for _ in range(4):
-                given = {
-                    name: FZ.value(draw, draw.choice(values), target)
-                    for name, _, values in spec
-                    if draw.random() < 0.7
-                }
-                new = rec("new", lambda c=cls, g=given: c(**g))
-                if new is None:
+                saved = FZ.saved_and_changed(draw, cls, spec, target)
+                if saved is None:
                     continue
-                rec("validate", new.validate)
-                rec("mongo", new.to_mongo)
-                rec("save", new.save)
-                if new.pk is None:
-                    continue
-                found = cls.objects(pk=new.pk)
-                rec("stored", lambda f=found: f.as_pymongo().get())
-                way = draw.choice(["get", "only", "exclude", "first", "bulk", "sr"])
-                names = [name for name, _, _ in spec]
-                picked = draw.sample(names, k=max(1, len(names) // 2))
-                loaded = rec(
-                    "load " + way, lambda f=found, w=way, p=picked: FZ.load(f, w, p)
-                )
-                FZ.change(draw, loaded, spec, target)
-                rec("changed", loaded._get_changed_fields)
-                rec("delta", loaded._delta)
-                rec("save2", loaded.save)
-                rec("after", lambda d=loaded: d)
-                rec("stored2", lambda f=found: f.as_pymongo().get())
+                found, _ = saved
                 rec("reload", found.get)
             fz_updates(draw, cls, spec, target)
             rec("list", lambda c=cls: list(c.objects.order_by("id")))
