@@ -257,6 +257,20 @@ class _BatchedChunks(OpenedChunks):
             cast(AsyncCursor[Any], self._cursor).batch_size(self.batch)
 
 
+def _collection_on_this_loop(key: str) -> property:
+    """An attribute holding a collection (set: kept in the instance's
+    ``__dict__`` under ``key``) that reads as that collection on the running
+    loop's client (:func:`_on_this_loop`)."""
+
+    def get(self: Any) -> AsyncCollection:
+        return _on_this_loop(self.__dict__[key])
+
+    def set_(self: Any, collection: AsyncCollection) -> None:
+        self.__dict__[key] = collection
+
+    return property(get, set_)
+
+
 class _GridOut(AsyncGridOut):
     """PyMongo's AsyncGridOut whose chunk iterators, which PyMongo makes (for
     the first read, and for a read after ``seek()``), are made
@@ -270,21 +284,8 @@ class _GridOut(AsyncGridOut):
 
     batch: int | None = None
 
-    @property
-    def _chunks(self) -> AsyncCollection:
-        return _on_this_loop(self.__dict__["_chunks_collection"])
-
-    @_chunks.setter
-    def _chunks(self, chunks: AsyncCollection) -> None:
-        self.__dict__["_chunks_collection"] = chunks
-
-    @property
-    def _files(self) -> AsyncCollection:
-        return _on_this_loop(self.__dict__["_files_collection"])
-
-    @_files.setter
-    def _files(self, files: AsyncCollection) -> None:
-        self.__dict__["_files_collection"] = files
+    _chunks = _collection_on_this_loop("_chunks_collection")
+    _files = _collection_on_this_loop("_files_collection")
 
     @property
     def _chunk_iter(self) -> Any:
