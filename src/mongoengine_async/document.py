@@ -648,6 +648,23 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         )
         return self
 
+    def _follow_cancelled_write(
+        self,
+        created: bool,
+        object_id: Any,
+        signal_kwargs: dict | None,
+        watched: deltas._Watch | None,
+        meanwhile: list[str] | None,
+        listed: bool,
+    ) -> None:
+        """The steps after the write (:meth:`_async_after_write`: no cascade,
+        no session) of a save whose caller was cancelled, in a task of their
+        own (:func:`context.follow_up`)."""
+        steps = self._async_after_write(
+            created, object_id, None, signal_kwargs, None, watched, meanwhile, listed
+        )
+        follow_up(steps, "steps after the write of a cancelled save")
+
     async def _async_after_write(
         self,
         created: bool,
@@ -715,17 +732,9 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
                 )
             else:
                 handed = True
-                steps = self._async_after_write(
-                    created,
-                    object_id,
-                    None,
-                    signal_kwargs,
-                    None,
-                    watched,
-                    meanwhile,
-                    listed,
+                self._follow_cancelled_write(
+                    created, object_id, signal_kwargs, watched, meanwhile, listed
                 )
-                follow_up(steps, "steps after the write of a cancelled save")
             raise
         finally:
             if watched is not None and not handed:  # (None: all changed)
@@ -978,17 +987,14 @@ class Document(LoadedState, FastWrites, MongoEngineDocument):
         ):
             # (Watched from now: what other tasks change meanwhile stays.)
             watched = deltas.watch_changes(self, meanwhile)
-            steps = self._async_after_write(
+            self._follow_cancelled_write(
                 created,
                 object_id,
-                None,
                 signal_kwargs,
-                None,
                 watched,
                 meanwhile,
-                listed=deltas.own_list(shown),
+                deltas.own_list(shown),
             )
-            follow_up(steps, "steps after the write of a cancelled save")
             return
         self._end_save(True, meanwhile)
 
