@@ -695,6 +695,63 @@ async def test_a_change_given_back_then_superseded_by_its_parent(
     assert document._get_changed_fields() == []
 
 
+# What replaces ``e`` while a save's write is awaited (a dict or an int: a
+# DynamicDocument's dynamic field only).
+REPLACEMENTS: dict[str, Callable[[], Any]] = {
+    "None": lambda: None,
+    "part": lambda: part(9),
+    "dict": lambda: {"x": 9},
+    "int": lambda: 9,
+}
+REPLACED = [
+    pytest.param(model, replacement, id=f"{model.__name__}-{replacement}")
+    for model in (SiDoc, SiDynamic)
+    for replacement in REPLACEMENTS
+    if model is SiDynamic or replacement in ("None", "part")
+]
+
+
+@pytest.mark.parametrize("how", ["landed", "refused", "cancelled"])
+@pytest.mark.parametrize(("model", "replacement"), REPLACED)
+async def test_a_value_set_whole_then_changed_within_then_replaced_during_a_save(
+    async_alias: str, model: type, replacement: str, how: str
+) -> None:
+    """``e`` set whole, then a change inside it (``e.inner = None``, which
+    its new embedded document holds), and a save takes both; while its write
+    is awaited, ``e`` is replaced (set to None, another embedded document, or
+    for a DynamicDocument a dict or a number). The save's end (the write
+    landed, refused by its condition, or the save cancelled) leaves ``e``
+    changed whole, not also ``e.inner``: the next save stores what the
+    document holds. Both were left listed (the change inside under a value
+    holding nothing treated as the document's own): MongoEngine's clearing
+    raised AttributeError walking the None, and the next save sent both
+    paths, refused by the server ("Updating the path 'e.inner' would create
+    a conflict at 'e'")."""
+    document = await model(**initial()).async_save()
+    collection = model._get_collection()
+    document.e = part(1)
+    document.e.inner = None
+    condition = None
+    if how == "refused":
+        await collection.update_one({"_id": document.pk}, {"$set": {"a": 998}})
+        condition = {"a__ne": 998}
+    saving = asyncio.ensure_future(document.async_save(save_condition=condition))
+    while document._changed_fields:  # (until its write took them)
+        await asyncio.sleep(0)
+    document.e = REPLACEMENTS[replacement]()
+    if how == "cancelled":
+        saving.cancel()
+    with contextlib.suppress(asyncio.CancelledError, SaveConditionError):
+        await saving
+    if how == "refused":  # (the condition holds again)
+        await collection.update_one({"_id": document.pk}, {"$set": {"a": 0}})
+    await document.async_save()  # (after the cancelled write settled)
+    assert document._get_changed_fields() == []
+    stored = await collection.find_one({"_id": document.pk})
+    assert comparable(stored) == comparable(document.to_mongo().to_dict())
+    assert stored.get("e") == document.to_mongo().to_dict().get("e")
+
+
 class SiUnique(Document):
     """A save made to fail: ``u`` set to another document's."""
 

@@ -903,7 +903,9 @@ def put_changes(document: Any, changes: list[str] | None) -> None:
     document (``e.inner.z``, ``items.1.x``, ``m.k.x``: as
     ``_get_changed_fields`` gives them) is taken out of the list and given to
     that embedded document, which MongoEngine's bookkeeping has it in (see
-    :func:`_give_nested`)."""
+    :func:`_give_nested`); one inside another path of the list (``e.inner``
+    given back beside ``e``, whose value is no embedded document any more:
+    None, a dict) is dropped, the outer one sets it whole."""
     if changes is None:
         if hasattr(document, "_changed_fields"):
             _delete_attribute(document, _CHANGES)
@@ -911,6 +913,11 @@ def put_changes(document: Any, changes: list[str] | None) -> None:
     nested = _nested_paths(document, changes)
     if nested:
         changes[:] = [path for path in changes if path not in nested]
+    if any("." in path for path in changes):  # (most saves: none)
+        # MongoEngine's own list never holds a path and one inside it
+        # (_mark_as_changed keeps the outer one): the update would send both,
+        # which the server refuses as a conflict.
+        changes[:] = _outermost(changes)
     _set_attribute(document, _CHANGES, changes)
     if nested:
         _give_nested(document, nested)
