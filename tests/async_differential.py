@@ -1350,17 +1350,39 @@ def fz_updates(draw: random.Random, cls: Any, spec: list, target: Any) -> None:
 
 def fz_reads(draw: random.Random, cls: Any, spec: list) -> None:
     """Terminals on drawn fields of ``cls``: a projection listed, first of
-    the other fields, a count of an existence filter."""
-    # (not yet scalar, values_list nor distinct of drawn fields: the lists
-    # nested in a DynamicField's value, or in the embedded documents a dict
-    # holds, stay plain where MongoEngine's walk wraps them, an open
-    # difference; nor sum: docs/querysets.md, a ListField's db_field unwound)
+    the other fields, a count of an existence filter, scalars and
+    values_list of those holding no reference, a distinct."""
+    # (not sum: docs/querysets.md, a ListField's db_field unwound)
     names = [name for name, _, _ in spec]
     picked = draw.sample(names, k=max(1, len(names) // 2))
     ordered = cls.objects.order_by("id")
     rec("only", lambda: io(ordered.only(*picked), "to_list"))
     rec("exclude_first", lambda: io(ordered.exclude(*picked), "first"))
     rec("count", lambda: io(cls.objects(**{picked[0] + "__exists": True}), "count"))
+    # (scalars of the fields holding no references: docs/migrating.md,
+    # "References never do hidden I/O", MongoEngine's read loads them)
+    plain = [name for name, refers, _ in spec if not refers and name in picked]
+    if plain:
+        rec("scalar", lambda: io(ordered, "scalar", plain[0]))
+        rec("values_list", lambda: io(ordered, "values_list", *plain))
+    rec("distinct", lambda: fz_distinct(cls, picked[-1]))
+
+
+def fz_distinct(cls: Any, name: str) -> Any:
+    """``distinct`` of the drawn field ``name``; over an embedded document
+    field (or a list of them) with a ``db_field`` of its own, or whose
+    distinct values hold a null, the stored values instead: there ours gives
+    the embedded documents (and None for a null) where MongoEngine's gives
+    the stored dicts, or fails building its class with None
+    (docs/querysets.md, "where MongoEngine's `distinct` fails")."""
+    field = cls._fields[name]
+    me = harness.mongoengine
+    item = field.field if isinstance(field, me.ListField) else field
+    if isinstance(item, me.EmbeddedDocumentField):
+        stored = io(cls.objects.no_dereference(), "distinct", name)
+        if field.db_field != name or None in stored:
+            return stored
+    return io(cls.objects.order_by("id"), "distinct", name)
 
 
 def ran(step: Callable[[], Any]) -> None:

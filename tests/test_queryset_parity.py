@@ -19,7 +19,15 @@ from mongoengine.errors import InvalidDocumentError
 from mongoengine.queryset import QuerySet as MongoEngineQuerySet
 
 from conftest import fresh_sync_default
-from mongoengine_async import Document, IntField, StringField
+from mongoengine_async import (
+    Document,
+    IntField,
+    ListField,
+    MapField,
+    SortedListField,
+    StringField,
+)
+from test_container_reads import shape
 from test_document_parity import SYNC, on_sync
 
 
@@ -135,3 +143,83 @@ async def test_in_bulk_without_ids_raises_the_load_error_first(
         await view(QpHolder.objects).async_in_bulk(ids)
     assert (type(ours.value), str(ours.value)) == expected
     assert ours.value.__context__ is None
+
+
+class QpNested(Document):
+    ints = ListField(IntField())
+    sorted_ints = SortedListField(IntField())
+    counts = MapField(IntField())
+    words = ListField(StringField(), db_field="w")
+
+
+# Values an update may store, of another type than the items': lists and dicts
+# inside a list or dict of plain items.
+NESTED = {
+    "ints": [1, [2, [3]], {"k": [4]}],
+    "sorted_ints": [[1], 2],
+    "counts": {"a": [1, [2]], "b": {"c": [1]}, "d": 1},
+    "w": ["a", ["b"]],
+}
+NESTED_TERMINALS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
+    "scalar": (
+        lambda queryset, name: list(queryset.scalar(name)),
+        lambda queryset, name: queryset.async_scalar(name),
+    ),
+    "values_list": (
+        lambda queryset, name: list(queryset.values_list(name, "ints")),
+        lambda queryset, name: queryset.async_values_list(name, "ints"),
+    ),
+    "distinct": (
+        lambda queryset, name: queryset.distinct(name),
+        lambda queryset, name: queryset.async_distinct(name),
+    ),
+}
+
+
+def changed_through(value: Any) -> Any:
+    """What a change through the first list or dict nested in ``value`` (a
+    scalar, a tuple of them, or a list of distinct values) marks: the changed
+    fields of the document it is bound to, or the error raised."""
+    held = list(value) if isinstance(value, tuple) else [value]
+    nested = [
+        item
+        for container in held
+        if isinstance(container, list | dict)
+        for item in (container.values() if isinstance(container, dict) else container)
+        if isinstance(item, list | dict)
+    ]
+    if not nested:
+        return None
+    try:
+        if isinstance(nested[0], list):
+            nested[0].append(9)
+        else:
+            nested[0]["z"] = 9
+        return sorted(nested[0]._instance._get_changed_fields())
+    except Exception as error:  # (the outcome is compared)
+        return type(error)
+
+
+@pytest.mark.parametrize("terminal", NESTED_TERMINALS, ids=NESTED_TERMINALS.keys())
+@pytest.mark.parametrize("name", ["ints", "sorted_ints", "counts", "words"])
+async def test_lists_and_dicts_nested_in_plain_containers(
+    async_alias, sync_db, terminal, name
+):
+    """A list or dict stored inside a container of plain items (by an
+    update): ``async_scalar``, ``async_values_list`` and ``async_distinct``
+    give them as MongoEngine's terminals do, wrapped (``BaseList``,
+    ``BaseDict``) under their path, and a change through one marks what
+    MongoEngine's marks (async_scalar gave the nested ones plain: the first
+    read of a container of plain items did not walk them)."""
+    theirs_of, ours_of = NESTED_TERMINALS[terminal]
+    sync_db.qp_nested.insert_one(dict(NESTED))
+    with on_sync(QpNested):
+        theirs = theirs_of(QpNested.objects, name)
+        expected = [shape(value) for value in theirs]
+        expected_changes = [changed_through(value) for value in theirs]
+    collection = await QpNested._async_get_collection()
+    await collection.insert_one(dict(NESTED))
+    ours = await ours_of(QpNested.objects, name)
+    assert type(ours) is type(theirs)
+    assert [shape(value) for value in ours] == expected
+    assert [changed_through(value) for value in ours] == expected_changes

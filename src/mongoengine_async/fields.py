@@ -774,6 +774,9 @@ class _NonBlockingContainer(_FieldMixin):
         stored list or dict is wrapped for change tracking and kept in
         ``_data``, and marked dereferenced where that read marks it (on a sync
         alias, as a copy when already wrapped, as ``DeReference`` returns).
+        On an async alias, one holding lists or dicts (stored by an update,
+        of another type than its items') is walked as ``DeReference`` walks
+        it: those wrapped too, under their path.
         ``_UNUSUAL`` for any other value (tuple, subclass...) or read, which
         takes MongoEngine's."""
         value: Any = instance._data.get(self.name)
@@ -791,12 +794,26 @@ class _NonBlockingContainer(_FieldMixin):
             return _UNUSUAL
         if not stored and value._dereferenced:
             return value  # read before: every read gives it as it is
+        walk = False
         if reads_async:
             mark = dereference_allowed(instance, self.name)
             if mark and not stored and value and value._name != self.name:
                 # Wrapped where another document's read walked it (an empty
                 # one stays bound there: MongoEngine's walk returns it as is).
                 value = _bound(value, instance, self.name)
+            # Items of another type (a list in a ListField(IntField()) that an
+            # update stored): MongoEngine's walk wraps them. The check of a
+            # list of plain values in C first, one call on this common path.
+            walk = bool(
+                mark
+                and value
+                and (
+                    kind is dict
+                    or kind is BaseDict
+                    or not PLAIN_VALUE_TYPES.issuperset(map(type, value))
+                )
+                and _walked(value)
+            )
         else:
             sync_mark = self._sync_dereferences(instance)
             if sync_mark is None or (sync_mark and _walked(value)):
@@ -808,6 +825,9 @@ class _NonBlockingContainer(_FieldMixin):
             instance._data[self.name] = value
         elif kind is dict:
             value = BaseDict(value, instance, self.name)
+            instance._data[self.name] = value
+        if walk:
+            value = walk_without_loading(value, instance, self.name)
             instance._data[self.name] = value
         if mark:
             if not (reads_async or stored) and value:
