@@ -1351,7 +1351,8 @@ def fz_updates(draw: random.Random, cls: Any, spec: list, target: Any) -> None:
 def fz_reads(draw: random.Random, cls: Any, spec: list) -> None:
     """Terminals on drawn fields of ``cls``: a projection listed, first of
     the other fields, a count of an existence filter, scalars and
-    values_list of those holding no reference, a distinct."""
+    values_list of those holding no reference (and of the containers of
+    embedded ones), distinct of every field."""
     # (not sum: docs/querysets.md, a ListField's db_field unwound)
     names = [name for name, _, _ in spec]
     picked = draw.sample(names, k=max(1, len(names) // 2))
@@ -1365,22 +1366,36 @@ def fz_reads(draw: random.Random, cls: Any, spec: list) -> None:
     if plain:
         rec("scalar", lambda: io(ordered, "scalar", plain[0]))
         rec("values_list", lambda: io(ordered, "values_list", *plain))
-    rec("distinct", lambda: fz_distinct(cls, picked[-1]))
+    for name in names:
+        rec(f"distinct {name}", lambda name=name: fz_distinct(cls, name))
+    for name in plain:  # (and the containers of the embedded documents)
+        if isinstance(cls._fields[name], M.EmbeddedDocumentField):
+            for sub in ("lst", "dct"):
+                path = f"{name}__{sub}"
+                rec(f"scalar {path}", lambda p=path: io(ordered, "scalar", p))
+                path = f"{name}.{sub}"
+                rec(f"distinct {path}", lambda p=path: io(ordered, "distinct", p))
 
 
 def fz_distinct(cls: Any, name: str) -> Any:
     """``distinct`` of the drawn field ``name``; over an embedded document
     field (or a list of them) with a ``db_field`` of its own, or whose
-    distinct values hold a null, the stored values instead: there ours gives
-    the embedded documents (and None for a null) where MongoEngine's gives
-    the stored dicts, or fails building its class with None
-    (docs/querysets.md, "where MongoEngine's `distinct` fails")."""
+    distinct values hold a null, and over a reference field (or a list of
+    them) whose distinct values hold a null, the stored values instead: there
+    ours gives the embedded documents (and None for a null) where
+    MongoEngine's gives the stored dicts, or fails building its class with
+    None (docs/querysets.md, "where MongoEngine's `distinct` fails"), and
+    None where MongoEngine's makes a null a DBRef to a new ObjectId."""
     field = cls._fields[name]
     me = harness.mongoengine
     item = field.field if isinstance(field, me.ListField) else field
     if isinstance(item, me.EmbeddedDocumentField):
         stored = io(cls.objects.no_dereference(), "distinct", name)
         if field.db_field != name or None in stored:
+            return stored
+    if isinstance(item, me.ReferenceField):
+        stored = io(cls.objects.no_dereference(), "distinct", name)
+        if None in stored:
             return stored
     return io(cls.objects.order_by("id"), "distinct", name)
 

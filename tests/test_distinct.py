@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from bson import DBRef, ObjectId
+from mongoengine.errors import FieldDoesNotExist
 
 from conftest import fresh_sync_default
 from mongoengine_async import (
     DictField,
     Document,
+    DynamicField,
     EmbeddedDocument,
     EmbeddedDocumentField,
     GenericEmbeddedDocumentField,
@@ -23,6 +26,7 @@ from mongoengine_async import (
     ReferenceField,
     StringField,
     async_no_dereference,
+    signals,
 )
 from mongoengine_async.testing import fresh_database
 
@@ -390,3 +394,102 @@ async def test_distinct_containers_are_mongoengine_s(mongodb_uri: str) -> None:
     assert theirs["grid"][2][0] == ("BaseList", "grid.0", [])
     assert theirs["by_key"] == ("BaseList", "by_key", [("BaseDict", "by_key.0", {})])
     assert theirs["none"] == ("list", None, [])
+
+
+class DiNote(EmbeddedDocument):
+    tags = ListField(StringField())
+    scores = DictField()
+    words = ListField(StringField())
+
+
+class DiLoose(Document):
+    anything = DynamicField()
+    items = ListField()
+
+
+def held_shape(value: Any) -> Any:
+    """``shape``, and an embedded document as its class with the shape of
+    each field's value as held in ``_data``."""
+    if isinstance(value, DiNote):
+        fields = {name: held_shape(value._data.get(name)) for name in value._fields}
+        return ("DiNote", fields, value._data.get("_cls"))
+    if isinstance(value, dict):
+        items = {key: held_shape(item) for key, item in dict.items(value)}
+        return (type(value).__name__, getattr(value, "_name", None), items)
+    if isinstance(value, list):
+        items = [held_shape(item) for item in list.__iter__(value)]
+        return (type(value).__name__, getattr(value, "_name", None), items)
+    return type(value).__name__
+
+
+async def test_distinct_documents_held_untyped_are_walked(mongodb_uri: str) -> None:
+    """The embedded documents a DynamicField or an untyped list holds (stored
+    with ``_cls``) come out of ``distinct`` as MongoEngine's ``DeReference``
+    walk builds them: their empty lists and dicts wrapped and bound to them
+    (no path), the others plain; ours loaded them with ``_from_son``, every
+    one plain."""
+
+    def loose() -> Any:
+        note = DiNote(tags=["a"], scores={}, words=[])
+        return DiLoose(anything=note, items=[DiNote(tags=[], scores={"k": 1})])
+
+    with fresh_sync_default(mongodb_uri):
+        loose().save()
+        theirs = [
+            held_shape(DiLoose.objects.distinct(p)) for p in ("anything", "items")
+        ]
+    async with fresh_database("default", mongodb_uri):
+        await loose().async_save()
+        ours = [
+            held_shape(await DiLoose.objects.async_distinct(path))
+            for path in ("anything", "items")
+        ]
+    assert ours == theirs
+    assert theirs[0][2][0][1] == {
+        "tags": ("list", None, ["str"]),
+        "scores": ("BaseDict", None, {}),
+        "words": ("BaseList", None, []),
+    }
+
+
+class DiKeyed(Document):
+    note = EmbeddedDocumentField(DiNote)
+
+
+async def test_distinct_of_a_key_no_field_has_fails_as_mongoengine(
+    mongodb_uri: str,
+) -> None:
+    """A stored embedded document holding a key its class has no field for
+    (a ``set__note__0`` update stores one): MongoEngine's ``distinct`` builds
+    it with the constructor, whose ``pre_init`` gets the values walked (a
+    ``BaseList`` named by its path) before ``FieldDoesNotExist``; ours raised
+    the same error from ``_from_son``, its ``pre_init`` given them as stored."""
+    seen: list[Any] = []
+
+    def pre_init(sender: Any, document: Any, values: Any, **kwargs: Any) -> None:
+        seen.append({key: held_shape(value) for key, value in values.items()})
+
+    stored = {"note": {"0": ["a"], "tags": ["b"]}}
+    signals.pre_init.connect(pre_init, sender=DiNote)
+    try:
+        with fresh_sync_default(mongodb_uri) as database:
+            database.di_keyed.insert_one(dict(stored))
+            with pytest.raises(FieldDoesNotExist) as theirs:
+                DiKeyed.objects.distinct("note")
+            theirs_seen = list(seen)
+        seen.clear()
+        async with fresh_database("default", mongodb_uri):
+            collection = await DiKeyed._async_get_collection()
+            await collection.insert_one(dict(stored))
+            with pytest.raises(FieldDoesNotExist) as ours:
+                await DiKeyed.objects.async_distinct("note")
+    finally:
+        signals.pre_init.disconnect(pre_init, sender=DiNote)
+    assert str(ours.value) == str(theirs.value)
+    assert seen == theirs_seen
+    assert theirs_seen == [
+        {
+            "0": ("BaseList", "note.0.0", ["str"]),
+            "tags": ("BaseList", "note.0.tags", ["str"]),
+        }
+    ]

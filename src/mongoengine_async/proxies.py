@@ -237,6 +237,15 @@ def walk_without_loading(container: Any, instance: BaseDocument, name: str) -> A
     return _WalkWithoutLoading()(container, max_depth=1, instance=instance, name=name)
 
 
+def walked_document(stored: dict[str, Any]) -> Any:
+    """The embedded document ``stored`` (a dict with ``_cls``) stands for, as
+    MongoEngine's ``DeReference`` walk builds one it meets in a list (the
+    values of ``distinct``): loaded by its class's ``_from_son``, then the
+    lists and dicts of its fields walked (an empty one wrapped, bound to the
+    document), as that walk leaves them."""
+    return _WalkWithoutLoading()([stored], max_depth=1)[0]
+
+
 def _tracked(slot: Slot, item: Any) -> Any:
     """A nested plain list/dict, wrapped in place as MongoEngine's BaseList or
     BaseDict would wrap it on first access (``__getitem__`` copies it), so the

@@ -60,6 +60,7 @@ from mongoengine_async.proxies import (
     stored_dbref,
     unloaded_target,
     walk_without_loading,
+    walked_document,
     write_at,
 )
 
@@ -286,14 +287,13 @@ def built_embedded(value: Any) -> Any:
     """``value``, a distinct value, with the embedded documents stored with
     their class (``_cls``: a GenericEmbeddedDocumentField's, an untyped
     container's) built, it and in the lists and dicts it is, as MongoEngine's
-    DeReference builds them for ``distinct``."""
+    DeReference builds them for ``distinct`` (its walk: ``walked_document``)."""
     if isinstance(value, list):
         return [built_embedded(item) for item in value]
     if not isinstance(value, dict) or "_ref" in value:
         return value
-    cls = _stored_embedded_class(None, value)
-    if cls is not None:
-        return cls._from_son(value)
+    if _stored_embedded_class(None, value) is not None:
+        return walked_document(value)
     return {key: built_embedded(item) for key, item in value.items()}
 
 
@@ -342,8 +342,8 @@ def distinct_embedded(
     new, by the class's constructor given each stored value as its
     ``DeReference`` walk wraps it (init signals sent first, with those
     values, then those of the embedded documents inside). Where that
-    constructor fails (a ``_cls`` naming a subclass, a renamed field, a key
-    no field holds), loaded as the class it names, new; a null is None. A
+    constructor fails (a ``_cls`` naming a subclass, a renamed field),
+    loaded as the class it names, new; a null is None. A
     stored value that is no document (a list, a number) goes to the
     constructor too, which raises MongoEngine's ``TypeError``."""
     return [
@@ -367,15 +367,15 @@ def _walked_value(value: Any, owner: type[Any], path: str) -> Any:
 
 def _constructible(cls: type[Any], value: Any) -> bool:
     """Whether ``cls(**value)`` builds what ``cls._from_son(value)`` loads:
-    a dict of ``cls``'s own (no other ``_cls``), keyed by field names."""
+    a dict of ``cls``'s own (no other ``_cls``), its fields stored by their
+    names. A key no field has goes to the constructor too, which raises
+    MongoEngine's ``FieldDoesNotExist`` (as ``_from_son`` does) after the
+    ``pre_init`` MongoEngine's ``distinct`` sends, with the values walked."""
     if type(value) is not dict or value.get("_cls", cls._class_name) != (
         cls._class_name
     ):
         return False
-    fields = cls._fields
-    if any(field.db_field != name for name, field in fields.items()):
-        return False
-    return cls._dynamic or all(key in fields or key == "_cls" for key in value)
+    return all(field.db_field == name for name, field in cls._fields.items())
 
 
 def _walk_stored_document(raw: dict, cls: type[Any], wanted: _Wanted) -> None:
