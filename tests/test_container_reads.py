@@ -29,19 +29,26 @@ from hypothesis import strategies as st
 from mongoengine.base.datastructures import BaseDict, BaseList
 from mongoengine.context_managers import no_dereference
 
+from conftest import sync_alias_beside
 from mongoengine_async import (
+    AsyncReferenceProxy,
     DateTimeField,
     DictField,
     Document,
     EmbeddedDocument,
     EmbeddedDocumentField,
     EmbeddedDocumentListField,
+    GenericReferenceField,
     IntField,
+    LazyReference,
+    LazyReferenceField,
     ListField,
     MapField,
+    ReferenceField,
     SortedListField,
     StringField,
     async_no_dereference,
+    get_async_db,
 )
 from mongoengine_async.testing import CommandLog
 
@@ -486,3 +493,165 @@ def test_async_reads_of_items_mongoengine_walks_give_its_result(
     assert outcome(ours, name) == outcome(theirs, name)
     ours, theirs = loaded_twice({"_id": ObjectId(), name: stored})
     assert changed_through_read(ours, name) == changed_through_read(theirs, name)
+
+
+# -- containers of references holding lists and dicts an update stored ------------
+
+
+class CrTarget(Document):
+    name = StringField()
+    meta = {"collection": "cr_targets"}
+
+
+class CrHolder(Document):
+    refs = ListField(ReferenceField(CrTarget))
+    ref_map = DictField(ReferenceField(CrTarget))
+    lazies = ListField(LazyReferenceField(CrTarget))
+    db_refs = ListField(ReferenceField(CrTarget, dbref=True))
+    db_ref_map = DictField(ReferenceField(CrTarget, dbref=True))
+    generics = ListField(GenericReferenceField())
+    generic_map = DictField(GenericReferenceField())
+    meta = {"collection": "cr_holders"}
+
+
+class MeCrTarget(mongoengine.Document):
+    name = mongoengine.StringField()
+    meta = {"collection": "cr_targets", "db_alias": "cr_sync"}
+
+
+class MeCrHolder(mongoengine.Document):
+    refs = mongoengine.ListField(mongoengine.ReferenceField(MeCrTarget))
+    ref_map = mongoengine.DictField(mongoengine.ReferenceField(MeCrTarget))
+    lazies = mongoengine.ListField(mongoengine.LazyReferenceField(MeCrTarget))
+    db_refs = mongoengine.ListField(mongoengine.ReferenceField(MeCrTarget, dbref=True))
+    db_ref_map = mongoengine.DictField(
+        mongoengine.ReferenceField(MeCrTarget, dbref=True)
+    )
+    generics = mongoengine.ListField(mongoengine.GenericReferenceField())
+    generic_map = mongoengine.DictField(mongoengine.GenericReferenceField())
+    meta = {"collection": "cr_holders", "db_alias": "cr_sync"}
+
+
+def ref_shape(value: Any) -> Any:
+    """:func:`shape` of a read holding references: each reference (a proxy,
+    a document loaded, a lazy reference, a DBRef) as its kind and id."""
+    if isinstance(value, LazyReference):
+        return "lazy", value.pk
+    if isinstance(value, AsyncReferenceProxy | mongoengine.Document):
+        return "reference", value.id
+    if isinstance(value, DBRef):
+        return "dbref", value.id
+    if isinstance(value, list | tuple):
+        items = [ref_shape(item) for item in list.__iter__(list(value))]
+        return type(value).__name__, getattr(value, "_name", None), items
+    if isinstance(value, dict):
+        mapped = {key: ref_shape(item) for key, item in dict.items(value)}
+        return type(value).__name__, getattr(value, "_name", None), mapped
+    return value
+
+
+def nested_changed(document: Any, name: str) -> Any:
+    """The fields of ``document`` an item added to the first list or dict
+    nested in its container ``name`` marks changed (None: it holds none)."""
+    value = getattr(document, name)
+    items = dict.values(value) if isinstance(value, dict) else list.__iter__(value)
+    nested = next((item for item in items if isinstance(item, list | dict)), None)
+    if nested is None or isinstance(nested, DBRef):
+        return None
+    if isinstance(nested, list):
+        nested.append(1)
+    else:
+        nested["x"] = 1
+    return sorted(document._get_changed_fields())
+
+
+def generic(cls: str, target: ObjectId) -> dict[str, Any]:
+    """A generic reference to ``target`` of the class named ``cls``, as stored."""
+    return {"_cls": cls, "_ref": DBRef("cr_targets", target)}
+
+
+async def read_both(
+    async_alias: str, mongodb_uri: str, name: str, stored: Any
+) -> tuple[Any, Any]:
+    """``stored(target id, class name)`` stored in ``name`` of a holder (the
+    target stored too), read by our document on the async alias and by
+    MongoEngine's on a sync alias over the same database: the shape of each
+    first read, and what a change through its first nested list or dict marks
+    (the error raised instead, as its type and message)."""
+    target = (await CrTarget(name="t").async_save()).id
+    holders = get_async_db(async_alias).cr_holders
+    read = []
+    with sync_alias_beside("cr_sync", async_alias, mongodb_uri):
+        for cls, get in (
+            ("CrTarget", CrHolder.objects.async_get),
+            ("MeCrTarget", MeCrHolder.objects.get),
+        ):
+            holder = ObjectId()
+            await holders.insert_one({"_id": holder, name: stored(target, cls)})
+            try:
+                document = get(id=holder)
+                if not isinstance(document, mongoengine.Document):
+                    document = await document
+                first = ref_shape(getattr(document, name))
+                document = get(id=holder)
+                if not isinstance(document, mongoengine.Document):
+                    document = await document
+                read.append((first, nested_changed(document, name)))
+            except Exception as error:  # the error is the outcome
+                read.append((type(error), str(error)))
+    return read[0], read[1]
+
+
+@pytest.mark.parametrize(
+    ("name", "stored"),
+    [
+        ("db_refs", lambda t, c: [DBRef("cr_targets", t), [DBRef("cr_targets", t)]]),
+        ("db_refs", lambda t, c: [[1, [2]], {"k": 1}]),
+        ("db_ref_map", lambda t, c: {"a": {"k": DBRef("cr_targets", t)}, "b": [1]}),
+        ("generics", lambda t, c: [generic(c, t), [generic(c, t)], {"k": [1]}]),
+        ("generics", lambda t, c: [[[generic(c, t)]], {"k": {"j": generic(c, t)}}]),
+        ("generic_map", lambda t, c: {"b": [generic(c, t)], "d": {"k": [1]}}),
+    ],
+)
+async def test_async_reads_of_containers_among_references_give_mongoengine_walks(
+    async_alias: str, mongodb_uri: str, name: str, stored: Any
+) -> None:
+    """Lists and dicts an update stored among the references of a container
+    (``[ref, [ref]]``) read on an async alias as MongoEngine's walk leaves
+    them on a sync one: wrapped under their path, a change through one marked
+    there, the references in them (at any depth) proxies where MongoEngine
+    loads them (they read plain, a change through them marking nothing, the
+    references in them as stored)."""
+    ours, theirs = await read_both(async_alias, mongodb_uri, name, stored)
+    assert theirs[1]  # (read, and a change marked)
+    assert ours == theirs
+
+
+@pytest.mark.parametrize(
+    ("name", "stored", "kind"),
+    [
+        ("refs", lambda t, c: [t, [t], {"k": 1}], "reference"),
+        ("ref_map", lambda t, c: {"a": t, "b": {"k": t}, "c": [1]}, "reference"),
+        ("lazies", lambda t, c: [t, [t], {"k": 1}], "lazy"),
+    ],
+)
+async def test_containers_stored_among_object_id_references_read_as_references(
+    async_alias: str, mongodb_uri: str, name: str, stored: Any, kind: str
+) -> None:
+    """A list or dict an update stored among the references of a container of
+    (lazy) references stored as ObjectIds is no list or dict once loaded:
+    MongoEngine's ``ReferenceField.to_python`` makes it a reference whose id
+    is that value. On an async alias it reads as such a reference (a proxy,
+    or a lazy reference), as every reference does; MongoEngine's read on a
+    sync alias raises TypeError (its walk looks the id up in a dict)."""
+    ours, theirs = await read_both(async_alias, mongodb_uri, name, stored)
+    target = (await CrTarget.objects.async_get()).id
+    expected = stored(target, "")
+    read = [
+        (kind, item)
+        for item in (expected.values() if isinstance(expected, dict) else expected)
+    ]
+    items = ours[0][2]
+    assert list(items.values() if isinstance(items, dict) else items) == read
+    assert theirs[0] is TypeError
+    assert "unhashable type" in theirs[1]

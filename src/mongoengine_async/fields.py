@@ -730,7 +730,7 @@ class _NonBlockingContainer(_FieldMixin):
         if isinstance(read, BaseList | BaseDict):
             read._dereferenced = True
         if rule.may_refer:
-            proxy_items(read, self.field, self.name)
+            proxy_items(read, self.field, self.name, instance)
         elif rule.lazy and isinstance(read, dict):
             build = self.field.build_lazyref
             for key, item in list(dict.items(read)):

@@ -191,10 +191,14 @@ def install_proxy(
     return proxy
 
 
-def proxy_items(container: Any, item_field: Any, name: str) -> None:
-    """Replace the unloaded references in a (nested) container by proxies
-    (in the lists and dicts a DynamicField item holds too, as in an untyped
-    container: MongoEngine's read of the container loads those)."""
+def proxy_items(
+    container: Any, item_field: Any, name: str, instance: BaseDocument
+) -> None:
+    """Replace the unloaded references in a (nested) container of
+    ``instance``'s field ``name`` by proxies (in the lists and dicts a
+    DynamicField item holds too, as in an untyped container, and in those an
+    update stored among references: MongoEngine's read of the container loads
+    those)."""
     for slot in slots(container):
         item = slot.get()
         if isinstance(item, AsyncReferenceProxy | MongoEngineLazyReference):
@@ -208,7 +212,10 @@ def proxy_items(container: Any, item_field: Any, name: str) -> None:
         elif item_field is None or isinstance(
             item_field, ComplexBaseField | mongoengine.DynamicField
         ):
-            proxy_items(_tracked(slot, item), getattr(item_field, "field", None), name)
+            nested = _tracked(slot, item)
+            proxy_items(nested, getattr(item_field, "field", None), name, instance)
+        elif target is None and isinstance(item, list | dict):
+            proxy_items(_walked_in(slot, item, instance), item_field, name, instance)
 
 
 def _keep_cached_of(proxy: AsyncReferenceProxy[Any], item_field: Any) -> None:
@@ -244,6 +251,26 @@ def walked_document(stored: dict[str, Any]) -> Any:
     lists and dicts of its fields walked (an empty one wrapped, bound to the
     document), as that walk leaves them."""
     return _WalkWithoutLoading()([stored], max_depth=1)[0]
+
+
+def _walked_in(
+    slot: Slot, item: list[Any] | dict[Any, Any], instance: BaseDocument
+) -> Any:
+    """A plain list or dict an update stored among references (``[ref,
+    [ref]]`` in a ``ListField(GenericReferenceField())``), put back in
+    ``slot`` as MongoEngine's ``DeReference`` walk leaves it: it and the lists
+    and dicts in it wrapped under their path, bound to ``instance`` (a change
+    through them is tracked), the references in them left for
+    :func:`proxy_items` (MongoEngine's walk loads them, at any depth). One
+    wrapped already is kept."""
+    if isinstance(item, BaseList | BaseDict):
+        return item
+    name, _ = container_location(slot.container)
+    walked = _WalkWithoutLoading()(
+        item, max_depth=1, instance=instance, name=f"{name}.{slot.key}"
+    )
+    slot.put(walked)
+    return walked
 
 
 def _tracked(slot: Slot, item: Any) -> Any:
