@@ -398,7 +398,15 @@ def test_sync_read_during_init_gives_what_mongoengine_gives(
 
 def shape(value: Any) -> Any:
     """A read value with the types and names of every container in it (items
-    taken as stored, not through BaseList's converting ``__getitem__``)."""
+    taken as stored, not through BaseList's converting ``__getitem__``), each
+    reference (a proxy, a document loaded, a lazy reference, a DBRef) as its
+    kind and id."""
+    if isinstance(value, LazyReference):
+        return "lazy", value.pk
+    if isinstance(value, AsyncReferenceProxy | mongoengine.Document):
+        return "reference", value.id
+    if isinstance(value, DBRef):
+        return "dbref", value.id
     if isinstance(value, list | tuple):
         items = [shape(item) for item in list.__iter__(list(value))]
         return type(value).__name__, getattr(value, "_name", None), items
@@ -532,24 +540,6 @@ class MeCrHolder(mongoengine.Document):
     meta = {"collection": "cr_holders", "db_alias": "cr_sync"}
 
 
-def ref_shape(value: Any) -> Any:
-    """:func:`shape` of a read holding references: each reference (a proxy,
-    a document loaded, a lazy reference, a DBRef) as its kind and id."""
-    if isinstance(value, LazyReference):
-        return "lazy", value.pk
-    if isinstance(value, AsyncReferenceProxy | mongoengine.Document):
-        return "reference", value.id
-    if isinstance(value, DBRef):
-        return "dbref", value.id
-    if isinstance(value, list | tuple):
-        items = [ref_shape(item) for item in list.__iter__(list(value))]
-        return type(value).__name__, getattr(value, "_name", None), items
-    if isinstance(value, dict):
-        mapped = {key: ref_shape(item) for key, item in dict.items(value)}
-        return type(value).__name__, getattr(value, "_name", None), mapped
-    return value
-
-
 def nested_changed(document: Any, name: str) -> Any:
     """The fields of ``document`` an item added to the first list or dict
     nested in its container ``name`` marks changed (None: it holds none)."""
@@ -592,7 +582,7 @@ async def read_both(
                 document = get(id=holder)
                 if not isinstance(document, mongoengine.Document):
                     document = await document
-                first = ref_shape(getattr(document, name))
+                first = shape(getattr(document, name))
                 document = get(id=holder)
                 if not isinstance(document, mongoengine.Document):
                     document = await document
