@@ -55,6 +55,9 @@ pytestmark = pytest.mark.failover
 ALIAS = "failover-random"
 FAR = "failover-random-far"
 FIXED_SEEDS = [2000, 2009, 2017, 2035, 2036]  # 2000: the CASCADE left orphans
+# Disrupted inside op_shapes: a levels delete by queryset without a transaction
+# (killed), folders deleted by queryset-in and nested, a levels document delete.
+FIXED_SEEDS += [3006, 3011, 3026]
 OPS_PER_SEED = 5
 DATA = b"r" * 300_000  # two chunks
 
@@ -101,6 +104,52 @@ class FrGuard(Document):
     meta = {"db_alias": ALIAS}
 
 
+class FrFolder(Document):
+    """A folder in a folder (a class referring to itself): deleting a top
+    folder cascades through several levels of the same class."""
+
+    name = StringField()
+    parent = ReferenceField("self", reverse_delete_rule=CASCADE)
+    scan = FileField(db_alias=ALIAS)
+    meta = {"db_alias": ALIAS}
+
+
+class FrTop(Document):
+    """A class a cascade reaches at several levels: its branches (CASCADE),
+    their twigs (CASCADE), and its knots directly (CASCADE), twigs and knots
+    also referring across levels (NULLIFY, PULL)."""
+
+    name = StringField()
+    scan = FileField(db_alias=ALIAS)
+    meta = {"db_alias": ALIAS}
+
+
+class FrBranch(Document):
+    top = ReferenceField(FrTop, reverse_delete_rule=CASCADE)
+    scan = FileField(db_alias=ALIAS)
+    meta = {"db_alias": ALIAS}
+
+
+class FrTwig(Document):
+    """Reached from a top through its branch (CASCADE), and from the top
+    directly (NULLIFY of ``top``, PULL of ``tops``)."""
+
+    branch = ReferenceField(FrBranch, reverse_delete_rule=CASCADE)
+    top = ReferenceField(FrTop, reverse_delete_rule=NULLIFY)
+    tops = ListField(ReferenceField(FrTop, reverse_delete_rule=PULL))
+    scan = FileField(db_alias=ALIAS)
+    meta = {"db_alias": ALIAS}
+
+
+class FrKnot(Document):
+    """Reached from a top directly (CASCADE) and from its branches (NULLIFY)."""
+
+    top = ReferenceField(FrTop, reverse_delete_rule=CASCADE)
+    branch = ReferenceField(FrBranch, reverse_delete_rule=NULLIFY)
+    scan = FileField(db_alias=ALIAS)
+    meta = {"db_alias": ALIAS}
+
+
 class FrAccount(Document):
     name = StringField()
     balance = IntField(default=0)
@@ -126,7 +175,8 @@ class FrOwner(Document):
 
 MODELS = (FrRoot, FrMid, FrLeaf, FrTag, FrShelf, FrGuard)
 MODELS += (FrAccount, FrEntry, FrPet, FrOwner, FrFar)
-HOLDERS = (FrRoot, FrMid, FrLeaf)
+MODELS += (FrFolder, FrTop, FrBranch, FrTwig, FrKnot)
+HOLDERS = (FrRoot, FrMid, FrLeaf, FrFolder, FrTop, FrBranch, FrTwig, FrKnot)
 
 
 class Disrupt(monitoring.CommandListener):
@@ -429,12 +479,136 @@ async def op_file(run: Run, index: int) -> Outcome:
     return outcome
 
 
+async def new_folders(run: Run, name: str) -> tuple[FrFolder, list[tuple[type, Any]]]:
+    """A folder with a file, its subfolders two or three levels deep (1-2
+    per folder), each with a file; the top folder and every folder made."""
+    top = FrFolder(name=name)
+    await top.scan.async_put(DATA)
+    await top.async_save()
+    made: list[tuple[type, Any]] = [(FrFolder, top.pk)]
+    level = [top]
+    for depth in range(run.rng.randint(2, 3)):
+        below = []
+        for parent in level:
+            for _ in range(run.rng.randint(1, 2 if depth < 2 else 1)):
+                folder = FrFolder(name=f"{name}-{depth}", parent=parent)
+                await folder.scan.async_put(DATA)
+                await folder.async_save()
+                made.append((FrFolder, folder.pk))
+                below.append(folder)
+        level = below
+    return top, made
+
+
+async def new_top(run: Run, name: str) -> tuple[FrTop, list[tuple[type, Any]]]:
+    """A top with a file, 1-2 branches (CASCADE) with files, each with 0-2
+    twigs (CASCADE from their branch; NULLIFY ``top``, PULL ``tops`` from
+    the top), 0-2 knots (CASCADE from the top, NULLIFY from a branch), each
+    with a file; the top and every document made."""
+    rng = run.rng
+    top = FrTop(name=name)
+    await top.scan.async_put(DATA)
+    await top.async_save()
+    made: list[tuple[type, Any]] = [(FrTop, top.pk)]
+    branches = []
+    for _ in range(rng.randint(1, 2)):
+        branch = FrBranch(top=top)
+        await branch.scan.async_put(DATA)
+        await branch.async_save()
+        made.append((FrBranch, branch.pk))
+        branches.append(branch)
+        for _ in range(rng.randint(0, 2)):
+            twig = FrTwig(branch=branch)
+            twig.top = top if rng.random() < 0.6 else None
+            twig.tops = [top] if rng.random() < 0.6 else []
+            await twig.scan.async_put(DATA)
+            await twig.async_save()
+            made.append((FrTwig, twig.pk))
+    for _ in range(rng.randint(0, 2)):
+        knot = FrKnot(top=top, branch=rng.choice([None, *branches]))
+        await knot.scan.async_put(DATA)
+        await knot.async_save()
+        made.append((FrKnot, knot.pk))
+    return top, made
+
+
+async def snapshot(made: list[tuple[type, Any]]) -> dict[Any, Any]:
+    """The stored documents of ``made`` (those gone left out), as stored."""
+    db = get_async_db(ALIAS)
+    found = {}
+    for model, pk in made:
+        raw = await db[model._get_collection_name()].find_one({"_id": pk})
+        if raw is not None:
+            found[pk] = raw
+    return found
+
+
+async def check_shape(
+    made: list[Any], before: dict[Any, Any], gone: bool | None
+) -> str:
+    """``made``'s documents all there as before or all gone (``gone``: which
+    one; None: either)."""
+    now = await snapshot([(m, pk) for m, pk in made])
+    if not now:
+        state = True
+    elif now == before:
+        state = False
+    else:
+        changed = sorted(str(pk) for pk in before if now.get(pk) != before[pk])
+        return f"shape torn: {len(now)} of {len(before)} left, changed {changed}"
+    if gone is not None and state != gone:
+        return f"shape {'gone' if state else 'there'}, expected the other"
+    return ""
+
+
+async def op_shapes(run: Run, index: int) -> Outcome:
+    """Delete a top folder (its cascade through the same class, several
+    levels deep) or a top (its cascade reaching twigs at two levels, knots
+    directly), by document or queryset delete; ``nested``: a queryset of a
+    top folder and one of its own subfolders."""
+    rng = run.rng
+    shape = rng.choice(["folders", "levels"])
+    model, build = (FrFolder, new_folders) if shape == "folders" else (FrTop, new_top)
+    root, made = await build(run, f"s{index}")  # type: ignore[operator]
+    hows = ["document", "queryset", "queryset-in"]
+    how = rng.choice([*hows, "nested"] if shape == "folders" else hows)
+    transaction = rng.random() < 0.85
+    outcome = Outcome("shapes", detail={"how": f"{shape} {how}", "root": root.pk})
+    outcome.detail.update(transaction=transaction, made=made)
+    outcome.detail["before"] = await snapshot(made)
+    ids = [root.pk]
+    if how == "queryset-in":
+        other, other_made = await build(run, f"s{index}-b")  # type: ignore[operator]
+        outcome.detail.update(other=other.pk, other_made=other_made)
+        outcome.detail["before_other"] = await snapshot(other_made)
+        ids.append(other.pk)
+    elif how == "nested":
+        ids.append(rng.choice(made[2:] or made[1:])[1])
+    run.go()
+    try:
+        if how == "document":
+            await root.async_delete(transaction=transaction)
+        else:
+            count = await model.objects(id__in=ids).async_delete(
+                transaction=transaction
+            )
+            outcome.detail["count"] = count
+    except Exception as error:
+        outcome.error = error
+    return outcome
+
+
 OPERATIONS: list[Callable[[Run, int], Awaitable[Outcome]]] = [
     op_transaction,
     op_cascade,
     op_cascade_save,
     op_file,
 ]
+# Seeds from SHAPES_FROM on also draw op_shapes (a class referring to itself,
+# a class a cascade reaches at several levels); the seeds before draw as they
+# did when they were found, so that they replay the same workload.
+SHAPES_FROM = 3000
+SHAPE_OPERATIONS = [*OPERATIONS, op_shapes]
 
 
 # -- checks -----------------------------------------------------------------
@@ -491,7 +665,7 @@ async def torn(run: Run) -> list[str]:
             found.append(f"tag {raw['_id']} of gone root")
     for raw in await db.fr_shelf.find().to_list():
         found += [f"shelf of gone root {r}" for r in raw["roots"] if r not in roots]
-    return found
+    return found + await torn_shapes()
 
 
 async def far_torn(orphans: bool = True) -> list[str]:
@@ -587,6 +761,8 @@ async def check_outcome(run: Run, outcome: Outcome) -> list[str]:
                 sent = run.post_delete[d[key]] if key in d else want
                 if sent != want:
                     problems.append(f"{key} post_delete sent {sent} times, not {want}")
+    elif outcome.kind == "shapes":
+        problems += await check_shapes(run, outcome)
     elif outcome.kind == "cascade save":
         owners = await FrOwner.objects(name=d["owner"]).async_to_list()
         pet = await FrPet.objects.async_get(id=d["pet"])
@@ -613,6 +789,64 @@ async def check_outcome(run: Run, outcome: Outcome) -> list[str]:
         if await db["fs.files"].count_documents({"_id": d["grid_id"]}):
             problems.append("file delete acknowledged, file still there")
     return [f"op {outcome.kind} {outcome.detail.get('how', '')}: {p}" for p in problems]
+
+
+async def check_shapes(run: Run, outcome: Outcome) -> list[str]:
+    """The invariants of an ``op_shapes`` outcome: the trees all or nothing
+    (all gone when acknowledged), the count, the roots' ``post_delete``."""
+    problems: list[str] = []
+    d = outcome.detail
+    expected = True if outcome.acked else None
+    if not outcome.acked and d["transaction"] and not outcome.unknown:
+        expected = False
+    if d["transaction"] or outcome.acked:  # else half done allowed: see torn()
+        for made, before in (("made", "before"), ("other_made", "before_other")):
+            if made in d:
+                problem = await check_shape(d[made], d[before], expected)
+                if problem:
+                    problems.append(problem)
+    if outcome.acked and "count" in d:
+        # nested: the subfolder may be deleted by the cascade first
+        want = {1} if d["how"].endswith(" queryset") else {2}
+        want = {1, 2} if d["how"].endswith("nested") else want
+        if d["count"] not in want:
+            problems.append(f"queryset delete returned {d['count']}, not {want}")
+    if run.receivers and (d["transaction"] or outcome.acked):
+        want = int(outcome.acked)
+        for key in ("root", "other"):
+            sent = run.post_delete[d[key]] if key in d else want
+            if sent != want:
+                problems.append(f"{key} post_delete sent {sent} times, not {want}")
+    return problems
+
+
+async def torn_shapes() -> list[str]:
+    """References to documents gone among the folders, tops, branches, twigs
+    and knots (each rule applied, whatever failed)."""
+    db = get_async_db(ALIAS)
+    folders = set(await FrFolder.objects.async_distinct("id"))
+    tops = set(await FrTop.objects.async_distinct("id"))
+    branches = set(await FrBranch.objects.async_distinct("id"))
+    found = []
+    for raw in await db.fr_folder.find({"parent": {"$ne": None}}).to_list():
+        if raw["parent"] not in folders:
+            found.append(f"folder {raw['_id']} of gone folder")
+    for raw in await db.fr_branch.find().to_list():
+        if raw["top"] not in tops:
+            found.append(f"branch {raw['_id']} of gone top")
+    for raw in await db.fr_twig.find().to_list():
+        if raw["branch"] not in branches:
+            found.append(f"twig {raw['_id']} of gone branch")
+        if raw.get("top") is not None and raw["top"] not in tops:
+            found.append(f"twig {raw['_id']} top: gone top")
+        if any(t not in tops for t in raw.get("tops", [])):
+            found.append(f"twig {raw['_id']} tops: gone top")
+    for raw in await db.fr_knot.find().to_list():
+        if raw["top"] not in tops:
+            found.append(f"knot {raw['_id']} of gone top")
+        if raw.get("branch") is not None and raw["branch"] not in branches:
+            found.append(f"knot {raw['_id']} branch: gone branch")
+    return found
 
 
 @contextlib.asynccontextmanager
@@ -652,7 +886,8 @@ async def run_seed(replica_set: ReplicaSet, seed: int) -> tuple[str | None, list
 
     async with random_aliases(replica_set, listener):
         run.shelf = await FrShelf(roots=[]).async_save()
-        ops = [rng.choice(OPERATIONS) for _ in range(OPS_PER_SEED)]
+        drawn = OPERATIONS if seed < SHAPES_FROM else SHAPE_OPERATIONS
+        ops = [rng.choice(drawn) for _ in range(OPS_PER_SEED)]
         setup_errors: list[str] = []
         at = rng.randrange(OPS_PER_SEED)
         arm = (
@@ -664,7 +899,7 @@ async def run_seed(replica_set: ReplicaSet, seed: int) -> tuple[str | None, list
         # With a post_delete receiver a root's queryset delete goes document
         # by document; without, in runs of ids.
         run.receivers = rng.random() < 0.5
-        delete_senders = (FrRoot, FrMid) if run.receivers else ()
+        delete_senders = (FrRoot, FrMid, FrFolder, FrTop) if run.receivers else ()
         with (
             receiving(signals.post_save, saved, FrPet, FrOwner),
             receiving(signals.post_delete, deleted, *delete_senders),
