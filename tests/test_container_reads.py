@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from mongoengine.base.datastructures import BaseDict, BaseList
 from mongoengine.context_managers import no_dereference
 
+import mongoengine_async
 from conftest import sync_alias_beside
 from mongoengine_async import (
     AsyncReferenceProxy,
@@ -645,3 +646,71 @@ async def test_containers_stored_among_object_id_references_read_as_references(
     assert list(items.values() if isinstance(items, dict) else items) == read
     assert theirs[0] is TypeError
     assert "unhashable type" in theirs[1]
+
+
+def loaded_shape(value: Any) -> Any:
+    """:func:`shape` telling a loaded document (its class name, id and
+    name) from a reference left unloaded (a proxy, a DBRef, as stored)."""
+    if type(value) is AsyncReferenceProxy:
+        return "unloaded", value.id
+    if isinstance(value, mongoengine.Document):
+        return type(value).__name__.removeprefix("Me"), value.id, value.name
+    if isinstance(value, list | tuple):
+        items = [loaded_shape(item) for item in list.__iter__(list(value))]
+        return type(value).__name__, getattr(value, "_name", None), items
+    if isinstance(value, dict) and "_ref" not in value:
+        mapped = {key: loaded_shape(item) for key, item in dict.items(value)}
+        return type(value).__name__, getattr(value, "_name", None), mapped
+    if isinstance(value, DBRef | dict):
+        return "unloaded", value
+    return value
+
+
+@pytest.mark.parametrize(
+    ("name", "stored"),
+    [
+        ("generics", lambda t, c: [generic(c, t[0]), [generic(c, t[1])]]),
+        (
+            "generics",
+            lambda t, c: [[[generic(c, t[0])]], {"k": {"j": generic(c, t[1])}}],
+        ),
+        ("generic_map", lambda t, c: {"a": generic(c, t[0]), "b": [generic(c, t[1])]}),
+        (
+            "db_refs",
+            lambda t, c: [DBRef("cr_targets", t[0]), [DBRef("cr_targets", t[1])]],
+        ),
+        ("db_ref_map", lambda t, c: {"a": {"k": DBRef("cr_targets", t[1])}, "b": [1]}),
+    ],
+)
+async def test_select_related_loads_references_in_containers_among_references(
+    async_alias: str, mongodb_uri: str, command_log: CommandLog, name: str, stored: Any
+) -> None:
+    """``async_select_related`` loads the references in lists and dicts an
+    update stored among those of a list/dict of generic references or of
+    ReferenceField(dbref=True)s, at any depth, as MongoEngine's
+    ``select_related`` on a sync alias over the same data loads them, in as
+    many queries (the results', then one per referenced collection)."""
+    targets = [(await CrTarget(name=n).async_save()).id for n in ("one", "two")]
+    holders = get_async_db(async_alias).cr_holders
+    ours_id, theirs_id = ObjectId(), ObjectId()
+    await holders.insert_one({"_id": ours_id, name: stored(targets, "CrTarget")})
+    await holders.insert_one({"_id": theirs_id, name: stored(targets, "MeCrTarget")})
+    sync_log = CommandLog()
+    mongoengine_async.connect(
+        db=get_async_db(async_alias).name,
+        alias="cr_sync",
+        host=mongodb_uri,
+        uuidRepresentation="standard",
+        event_listeners=[sync_log],
+    )
+    try:
+        [theirs] = MeCrHolder.objects(id=theirs_id).select_related()
+        theirs_read = loaded_shape(getattr(theirs, name))
+    finally:
+        mongoengine_async.disconnect("cr_sync")
+    command_log.events.clear()
+    [ours] = await CrHolder.objects(id=ours_id).async_select_related()
+    queries = command_log.count("find")
+    assert loaded_shape(getattr(ours, name)) == theirs_read
+    assert "unloaded" not in repr(theirs_read)  # (MongoEngine loads them all)
+    assert queries == sync_log.count("find") == 2

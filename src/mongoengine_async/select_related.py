@@ -221,6 +221,19 @@ def _walk_value(
         _walk_stored_document(value, embedded, wanted)
     elif field is None or isinstance(field, ComplexBaseField | DynamicField):
         _walk_container(value, getattr(field, "field", None), wanted)
+    elif isinstance(value, list | dict) and _walked_among(field):
+        _walk_container(value, field, wanted)
+
+
+def _walked_among(field: Any) -> bool:
+    """Whether a list or dict an update stored among the references of
+    ``field`` (``[ref, [ref]]`` in a ``ListField(GenericReferenceField())``)
+    holds references MongoEngine's ``DeReference`` loads, at any depth: those
+    of a GenericReferenceField or a ReferenceField storing DBRefs (stored as
+    ids, MongoEngine's ``to_python`` makes the list itself a reference)."""
+    if isinstance(field, mongoengine.GenericReferenceField):
+        return True
+    return isinstance(field, mongoengine.ReferenceField) and field.dbref
 
 
 def _cached_plain(
