@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import datetime
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import mongoengine
@@ -397,25 +398,33 @@ def test_sync_read_during_init_gives_what_mongoengine_gives(
     )
 
 
-def shape(value: Any) -> Any:
-    """A read value with the types and names of every container in it (items
-    taken as stored, not through BaseList's converting ``__getitem__``), each
-    reference (a proxy, a document loaded, a lazy reference, a DBRef) as its
-    kind and id."""
+def kind_and_id(value: Any) -> Any:
+    """A reference (a proxy, a document loaded, a lazy reference, a DBRef) as
+    its kind and id; None for any other value."""
     if isinstance(value, LazyReference):
         return "lazy", value.pk
     if isinstance(value, AsyncReferenceProxy | mongoengine.Document):
         return "reference", value.id
     if isinstance(value, DBRef):
         return "dbref", value.id
+    return None
+
+
+def shape(value: Any, reference: Callable[[Any], Any] = kind_and_id) -> Any:
+    """A read value with the types and names of every container in it (items
+    taken as stored, not through BaseList's converting ``__getitem__``), each
+    reference as ``reference`` describes it."""
+    described = reference(value)
+    if described is not None:
+        return described
     if isinstance(value, list | tuple):
-        items = [shape(item) for item in list.__iter__(list(value))]
+        items = [shape(item, reference) for item in list.__iter__(list(value))]
         return type(value).__name__, getattr(value, "_name", None), items
     if isinstance(value, dict):
-        mapped = {key: shape(item) for key, item in dict.items(value)}
+        mapped = {key: shape(item, reference) for key, item in dict.items(value)}
         return type(value).__name__, getattr(value, "_name", None), mapped
     if isinstance(value, mongoengine.EmbeddedDocument):
-        return {name: shape(value._data.get(name)) for name in value._fields}
+        return {name: shape(value._data.get(name), reference) for name in value._fields}
     return value
 
 
@@ -648,22 +657,17 @@ async def test_containers_stored_among_object_id_references_read_as_references(
     assert "unhashable type" in theirs[1]
 
 
-def loaded_shape(value: Any) -> Any:
-    """:func:`shape` telling a loaded document (its class name, id and
-    name) from a reference left unloaded (a proxy, a DBRef, as stored)."""
+def loaded_or_not(value: Any) -> Any:
+    """A loaded document as its class name, id and name; a reference left
+    unloaded (a proxy, a DBRef, a generic reference's dict, as stored) as
+    such; None for any other value (see :func:`shape`)."""
     if type(value) is AsyncReferenceProxy:
         return "unloaded", value.id
     if isinstance(value, mongoengine.Document):
         return type(value).__name__.removeprefix("Me"), value.id, value.name
-    if isinstance(value, list | tuple):
-        items = [loaded_shape(item) for item in list.__iter__(list(value))]
-        return type(value).__name__, getattr(value, "_name", None), items
-    if isinstance(value, dict) and "_ref" not in value:
-        mapped = {key: loaded_shape(item) for key, item in dict.items(value)}
-        return type(value).__name__, getattr(value, "_name", None), mapped
-    if isinstance(value, DBRef | dict):
+    if isinstance(value, DBRef) or (isinstance(value, dict) and "_ref" in value):
         return "unloaded", value
-    return value
+    return None
 
 
 @pytest.mark.parametrize(
@@ -705,12 +709,12 @@ async def test_select_related_loads_references_in_containers_among_references(
     )
     try:
         [theirs] = MeCrHolder.objects(id=theirs_id).select_related()
-        theirs_read = loaded_shape(getattr(theirs, name))
+        theirs_read = shape(getattr(theirs, name), loaded_or_not)
     finally:
         mongoengine_async.disconnect("cr_sync")
     command_log.events.clear()
     [ours] = await CrHolder.objects(id=ours_id).async_select_related()
     queries = command_log.count("find")
-    assert loaded_shape(getattr(ours, name)) == theirs_read
+    assert shape(getattr(ours, name), loaded_or_not) == theirs_read
     assert "unloaded" not in repr(theirs_read)  # (MongoEngine loads them all)
     assert queries == sync_log.count("find") == 2

@@ -266,9 +266,7 @@ def _walked_in(
     if isinstance(item, BaseList | BaseDict):
         return item
     name, _ = container_location(slot.container)
-    walked = _WalkWithoutLoading()(
-        item, max_depth=1, instance=instance, name=f"{name}.{slot.key}"
-    )
+    walked = walk_without_loading(item, instance, f"{name}.{slot.key}")
     slot.put(walked)
     return walked
 
